@@ -1,0 +1,88 @@
+/*
+ * The plaintext inside a per-device envelope: one versioned structure for
+ * messages, receipts, typing notices, edits, unsends and group changes
+ * (proto/payload.proto, limits in docs/wire.md).
+ */
+#ifndef MISSIVE_PAYLOAD_H
+#define MISSIVE_PAYLOAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "missive/error.h"
+
+#define MSV_PAYLOAD_VERSION 1
+#define MSV_ID_LEN 16
+#define MSV_TEXT_MAX (64u * 1024u)
+#define MSV_HANDLE_MAX 256
+#define MSV_PARTICIPANTS_MAX 256
+#define MSV_GROUP_NAME_MAX 256
+#define MSV_ATTACHMENTS_MAX 32
+#define MSV_URI_MAX 1024
+#define MSV_FILE_NAME_MAX 255
+#define MSV_MIME_MAX 127
+
+enum msv_payload_kind {
+    MSV_KIND_MESSAGE = 1,
+    MSV_KIND_RECEIPT_DELIVERED = 2,
+    MSV_KIND_RECEIPT_READ = 3,
+    MSV_KIND_TYPING = 4,
+    MSV_KIND_EDIT = 5,
+    MSV_KIND_UNSEND = 6,
+    MSV_KIND_GROUP_CHANGE = 7,
+};
+
+struct msv_attachment_ref {
+    char *uri;
+    uint8_t key[32];
+    uint8_t sha256[32];
+    uint8_t sha1[20];
+    uint64_t size;
+    char *name; /* may be NULL */
+    char *mime; /* may be NULL */
+};
+
+/*
+ * All strings are NUL-terminated UTF-8 without embedded NULs; NULL where
+ * absent. Owned by the payload when it came from msv_payload_parse().
+ */
+struct msv_payload {
+    enum msv_payload_kind kind;
+    uint8_t message_id[MSV_ID_LEN];
+    uint64_t sent_at_ms;
+    char *text;
+    char **participants;
+    size_t participant_count;
+    bool has_group;
+    uint8_t group_id[MSV_ID_LEN];
+    char *group_name;
+    bool has_reply_to;
+    uint8_t reply_to[MSV_ID_LEN];
+    bool has_target;
+    uint8_t target_id[MSV_ID_LEN]; /* receipts, edits and unsends */
+    struct msv_attachment_ref *attachments;
+    size_t attachment_count;
+};
+
+/*
+ * Checks p against the rules of its kind and the limits above, then encodes
+ * it. MSV_ERR_INVALID if p breaks a rule. *out: caller frees with free().
+ */
+MSV_MUST_CHECK msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out,
+                                          size_t *out_len);
+
+/*
+ * Parses and checks an encoded payload; anything that msv_payload_encode()
+ * would refuse is MSV_ERR_PARSE, an unknown version MSV_ERR_UNSUPPORTED.
+ * Unknown fields are ignored. Caller frees *out with msv_payload_free().
+ */
+MSV_MUST_CHECK msv_err msv_payload_parse(const uint8_t *in, size_t len, struct msv_payload **out);
+
+/* Frees a parsed payload, wiping its text and keys. NULL is a no-op. */
+void msv_payload_free(struct msv_payload *p);
+
+/* Returns a static name for kind ("message", "receipt-delivered", ...). */
+const char *msv_payload_kind_name(enum msv_payload_kind kind);
+
+#endif

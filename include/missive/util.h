@@ -1,0 +1,46 @@
+/*
+ * Small helpers of libmissive that callers need too: secret buffers, hex.
+ */
+#ifndef MISSIVE_UTIL_H
+#define MISSIVE_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "missive/error.h"
+
+/*
+ * Initialises the crypto libraries underneath libmissive. Call once before
+ * any other function; later calls are harmless. Returns MSV_ERR_CRYPTO if
+ * the system's random source cannot be used.
+ */
+MSV_MUST_CHECK msv_err msv_init(void);
+
+/* Overwrites len bytes at p with zeros in a way the compiler cannot elide. */
+void msv_wipe(void *p, size_t len);
+
+/* Wipes len bytes at p and frees p. p may be NULL. */
+void msv_secret_free(void *p, size_t len);
+
+/* Constant-time comparison of two len-byte buffers; returns 1 if equal. */
+int msv_equal_ct(const void *a, const void *b, size_t len);
+
+/*
+ * Writes 2*len lowercase hex digits and a NUL to out, which holds out_len
+ * bytes. Returns MSV_ERR_INVALID if out is too small.
+ */
+MSV_MUST_CHECK msv_err msv_hex_encode(const uint8_t *in, size_t len, char *out, size_t out_len);
+
+/*
+ * Decodes the hex string in (upper or lower case, no separators) into out,
+ * which holds out_len bytes; *written receives the byte count. Returns
+ * MSV_ERR_PARSE for odd length or a non-hex digit, MSV_ERR_TOO_BIG if out is
+ * too small.
+ */
+MSV_MUST_CHECK msv_err msv_hex_decode(const char *in, uint8_t *out, size_t out_len,
+                                      size_t *written);
+
+/* Returns 1 if the len bytes at s are well-formed UTF-8 (no overlongs, no surrogates). */
+int msv_utf8_is_valid(const uint8_t *s, size_t len);
+
+#endif

@@ -1,0 +1,647 @@
+/*
+ * Device identities. The public encoding of each suite is a SEQUENCE of
+ * tagged elements (der.c): classic [1][2] exactly as iMessage publishes it,
+ * ecies [1][3][4], modern [5][6][7]. The secret export is
+ *   "MSVK" || u8 version 1 || u8 suite || u32be len || public encoding || SEQUENCE of secrets
+ * and import checks that every secret key matches its public key.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/x509.h>
+#include <sodium.h>
+
+#include "crypto/internal.h"
+#include "missive/util.h"
+#include "util/buf.h"
+
+static const char ecies_prekey_context[] = "MSV-ecies-prekey-v1";
+static const char modern_idkey_context[] = "MSV-modern-idkey-v1";
+static const uint8_t export_magic[4] = {'M', 'S', 'V', 'K'};
+#define EXPORT_VERSION 1
+#define RSA_E 65537
+
+const char *msv_suite_name(enum msv_suite suite)
+{
+    switch (suite) {
+    case MSV_SUITE_CLASSIC:
+        return "classic";
+    case MSV_SUITE_ECIES:
+        return "ecies";
+    case MSV_SUITE_MODERN:
+        return "modern";
+    default:
+        return "unknown";
+    }
+}
+
+msv_err msv_suite_from_name(const char *name, enum msv_suite *out)
+{
+    for (int s = MSV_SUITE_CLASSIC; s <= MSV_SUITE_MODERN; s++) {
+        if (strcmp(name, msv_suite_name((enum msv_suite)s)) == 0) {
+            *out = (enum msv_suite)s;
+            return MSV_OK;
+        }
+    }
+    return MSV_ERR_UNSUPPORTED;
+}
+
+static int rsa_bits_allowed(int bits)
+{
+    return bits == 1280 || bits == 2048 || bits == 3072;
+}
+
+void msv_public_identity_free(struct msv_public_identity *pub)
+{
+    if (pub == NULL)
+        return;
+    EVP_PKEY_free(pub->sign_pk);
+    EVP_PKEY_free(pub->rsa_pk);
+    EVP_PKEY_free(pub->prekey_pk);
+    free(pub->enc);
+    free(pub);
+}
+
+/* PKCS#1 RSAPublicKey, canonical DER, e = 65537, an allowed size. */
+static msv_err parse_rsa_public(const struct msv_elem *e, EVP_PKEY **out)
+{
+    const unsigned char *p = e->value;
+    unsigned char *again = NULL;
+    EVP_PKEY *pk = d2i_PublicKey(EVP_PKEY_RSA, NULL, &p, (long)e->value_len);
+    BIGNUM *exp = NULL;
+    msv_err err = MSV_ERR_PARSE;
+    int len;
+
+    if (pk == NULL)
+        return MSV_ERR_PARSE;
+    if (p != e->value + e->value_len || !rsa_bits_allowed(EVP_PKEY_get_bits(pk)))
+        goto out;
+    if (EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_E, &exp) != 1 || !BN_is_word(exp, RSA_E))
+        goto out;
+    /* The identity hash covers these bytes: accept only the one encoding OpenSSL writes. */
+    len = i2d_PublicKey(pk, &again);
+    if (len < 0 || (size_t)len != e->value_len || memcmp(again, e->value, e->value_len) != 0)
+        goto out;
+    *out = pk;
+    pk = NULL;
+    err = MSV_OK;
+out:
+    OPENSSL_free(again);
+    BN_free(exp);
+    EVP_PKEY_free(pk);
+    return err;
+}
+
+static msv_err parse_p256_elem(const struct msv_elem *e, EVP_PKEY **pk, uint8_t *point)
+{
+    msv_err err = msv_p256_from_point(e->value, e->value_len, pk);
+
+    if (err == MSV_OK)
+        memcpy(point, e->value, MSV_P256_POINT_LEN);
+    return err;
+}
+
+static msv_err build_classic(struct msv_public_identity *pub, const struct msv_elem *e)
+{
+    msv_err err = parse_p256_elem(&e[0], &pub->sign_pk, pub->sign_point);
+
+    if (err != MSV_OK)
+        return err;
+    return parse_rsa_public(&e[1], &pub->rsa_pk);
+}
+
+static msv_err build_ecies(struct msv_public_identity *pub, const struct msv_elem *e)
+{
+    const uint8_t *parts[2] = {(const uint8_t *)ecies_prekey_context, e[1].value};
+    size_t lens[2] = {sizeof(ecies_prekey_context) - 1, e[1].value_len};
+    msv_err err;
+
+    err = parse_p256_elem(&e[0], &pub->sign_pk, pub->sign_point);
+    if (err == MSV_OK)
+        err = parse_p256_elem(&e[1], &pub->prekey_pk, pub->prekey_point);
+    if (err != MSV_OK)
+        return err;
+    err = msv_ecdsa_verify(pub->sign_pk, EVP_sha256(), parts, lens, 2, e[2].value, e[2].value_len);
+    return err == MSV_OK ? MSV_OK : MSV_ERR_PARSE;
+}
+
+static msv_err build_modern(struct msv_public_identity *pub, const struct msv_elem *e)
+{
+    uint8_t msg[sizeof(modern_idkey_context) - 1 + 32];
+
+    if (e[0].value_len != 32 || e[1].value_len != 32 || e[2].value_len != 64)
+        return MSV_ERR_PARSE;
+    memcpy(pub->ed_pk, e[0].value, 32);
+    memcpy(pub->x_pk, e[1].value, 32);
+    memcpy(msg, modern_idkey_context, sizeof(modern_idkey_context) - 1);
+    memcpy(msg + sizeof(modern_idkey_context) - 1, pub->x_pk, 32);
+    /* libsodium rejects small-order and non-canonical public keys here. */
+    if (crypto_sign_verify_detached(e[2].value, msg, sizeof(msg), pub->ed_pk) != 0)
+        return MSV_ERR_PARSE;
+    return MSV_OK;
+}
+
+struct suite_layout {
+    enum msv_suite suite;
+    unsigned tags[3];
+    msv_err (*build)(struct msv_public_identity *pub, const struct msv_elem *e);
+};
+
+static const struct suite_layout layouts[] = {
+    {MSV_SUITE_CLASSIC, {MSV_TAG_SIGN_P256, MSV_TAG_RSA_PUB, 0}, build_classic},
+    {MSV_SUITE_ECIES, {MSV_TAG_SIGN_P256, MSV_TAG_PREKEY, MSV_TAG_PREKEY_SIG}, build_ecies},
+    {MSV_SUITE_MODERN, {MSV_TAG_ED25519, MSV_TAG_X25519, MSV_TAG_X25519_SIG}, build_modern},
+};
+
+static const struct suite_layout *layout_match(const struct msv_elem *e, size_t n)
+{
+    for (size_t i = 0; i < sizeof(layouts) / sizeof(layouts[0]); i++) {
+        size_t want = layouts[i].tags[2] ? 3 : 2, k;
+
+        if (n != want)
+            continue;
+        for (k = 0; k < want && e[k].tag == layouts[i].tags[k]; k++)
+            ;
+        if (k == want)
+            return &layouts[i];
+    }
+    return NULL;
+}
+
+msv_err msv_public_identity_parse(enum msv_suite suite, const uint8_t *in, size_t len,
+                                  struct msv_public_identity **out)
+{
+    struct msv_elem elems[MSV_ELEM_MAX];
+    const uint8_t *parts[MSV_ELEM_MAX];
+    size_t lens[MSV_ELEM_MAX], n;
+    const struct suite_layout *layout;
+    struct msv_public_identity *pub = NULL;
+    msv_err err;
+
+    err = msv_elems_parse(in, len, elems, MSV_ELEM_MAX, &n);
+    if (err != MSV_OK)
+        return err;
+    layout = layout_match(elems, n);
+    if (layout == NULL || (suite != MSV_SUITE_ANY && suite != layout->suite))
+        return MSV_ERR_PARSE;
+    pub = calloc(1, sizeof(*pub));
+    if (pub == NULL)
+        return MSV_ERR_NOMEM;
+    pub->suite = layout->suite;
+    err = layout->build(pub, elems);
+    if (err != MSV_OK)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        parts[i] = elems[i].contents;
+        lens[i] = elems[i].contents_len;
+    }
+    err = msv_sha256_parts(parts, lens, n, pub->hash);
+    if (err != MSV_OK)
+        goto out;
+    err = MSV_ERR_NOMEM;
+    pub->enc = malloc(len);
+    if (pub->enc == NULL)
+        goto out;
+    memcpy(pub->enc, in, len);
+    pub->enc_len = len;
+    *out = pub;
+    pub = NULL;
+    err = MSV_OK;
+out:
+    msv_public_identity_free(pub);
+    return err;
+}
+
+msv_err msv_public_identity_dup(const struct msv_public_identity *pub,
+                                struct msv_public_identity **out)
+{
+    return msv_public_identity_parse(pub->suite, pub->enc, pub->enc_len, out);
+}
+
+enum msv_suite msv_public_identity_suite(const struct msv_public_identity *pub)
+{
+    return pub->suite;
+}
+
+const uint8_t *msv_public_identity_bytes(const struct msv_public_identity *pub, size_t *len)
+{
+    *len = pub->enc_len;
+    return pub->enc;
+}
+
+void msv_public_identity_hash(const struct msv_public_identity *pub,
+                              uint8_t out[MSV_IDENTITY_HASH_LEN])
+{
+    memcpy(out, pub->hash, MSV_IDENTITY_HASH_LEN);
+}
+
+void msv_fingerprint_text(const uint8_t hash[MSV_IDENTITY_HASH_LEN],
+                          char out[MSV_FINGERPRINT_TEXT_LEN])
+{
+    static const char digits[] = "0123456789abcdef";
+    size_t o = 0;
+
+    for (size_t i = 0; i < MSV_IDENTITY_HASH_LEN; i++) {
+        if (i > 0 && i % 2 == 0)
+            out[o++] = ' ';
+        out[o++] = digits[hash[i] >> 4];
+        out[o++] = digits[hash[i] & 15];
+    }
+    out[o] = '\0';
+}
+
+/* ---- secret identities ---------------------------------------------------------------- */
+
+void msv_identity_free(struct msv_identity *id)
+{
+    if (id == NULL)
+        return;
+    msv_public_identity_free(id->pub);
+    EVP_PKEY_free(id->sign_sk);
+    EVP_PKEY_free(id->rsa_sk);
+    EVP_PKEY_free(id->prekey_sk);
+    if (id->modern != NULL)
+        sodium_free(id->modern);
+    free(id);
+}
+
+const struct msv_public_identity *msv_identity_public(const struct msv_identity *id)
+{
+    return id->pub;
+}
+
+enum msv_suite msv_identity_suite(const struct msv_identity *id)
+{
+    return id->pub->suite;
+}
+
+/* A P-256 secret scalar whose point must equal the published one. */
+static msv_err load_p256_secret(const struct msv_elem *e, const uint8_t *want_point, EVP_PKEY **out)
+{
+    uint8_t point[MSV_P256_POINT_LEN];
+
+    if (e == NULL || e->value_len != MSV_P256_SCALAR_LEN)
+        return MSV_ERR_PARSE;
+    if (msv_p256_from_scalar(e->value, out, point) != MSV_OK)
+        return MSV_ERR_PARSE;
+    if (memcmp(point, want_point, sizeof(point)) != 0)
+        return MSV_ERR_PARSE;
+    return MSV_OK;
+}
+
+static msv_err load_rsa_secret(const struct msv_elem *e, const EVP_PKEY *want, EVP_PKEY **out)
+{
+    const unsigned char *p;
+
+    if (e == NULL)
+        return MSV_ERR_PARSE;
+    p = e->value;
+    *out = d2i_PrivateKey(EVP_PKEY_RSA, NULL, &p, (long)e->value_len);
+    if (*out == NULL || p != e->value + e->value_len)
+        return MSV_ERR_PARSE;
+    return EVP_PKEY_eq(*out, want) == 1 ? MSV_OK : MSV_ERR_PARSE;
+}
+
+static msv_err load_modern_secret(const struct msv_elem *ed, const struct msv_elem *x,
+                                  const struct msv_public_identity *pub,
+                                  struct msv_modern_secret **out)
+{
+    uint8_t ed_pk[32], x_pk[32];
+    struct msv_modern_secret *s;
+
+    if (ed == NULL || x == NULL || ed->value_len != 32 || x->value_len != 32)
+        return MSV_ERR_PARSE;
+    s = sodium_malloc(sizeof(*s));
+    if (s == NULL)
+        return MSV_ERR_NOMEM;
+    *out = s;
+    if (crypto_sign_seed_keypair(ed_pk, s->ed_sk, ed->value) != 0)
+        return MSV_ERR_CRYPTO;
+    memcpy(s->x_sk, x->value, 32);
+    if (crypto_scalarmult_base(x_pk, s->x_sk) != 0)
+        return MSV_ERR_PARSE;
+    if (memcmp(ed_pk, pub->ed_pk, 32) != 0 || memcmp(x_pk, pub->x_pk, 32) != 0)
+        return MSV_ERR_PARSE;
+    return MSV_OK;
+}
+
+/* Joins a parsed public identity with its secret elements; takes ownership of pub. */
+static msv_err identity_assemble(struct msv_public_identity *pub, const struct msv_elem *sec,
+                                 size_t n, struct msv_identity **out)
+{
+    struct msv_identity *id = calloc(1, sizeof(*id));
+    msv_err err = MSV_ERR_PARSE;
+
+    if (id == NULL) {
+        msv_public_identity_free(pub);
+        return MSV_ERR_NOMEM;
+    }
+    id->pub = pub;
+    switch (pub->suite) {
+    case MSV_SUITE_CLASSIC:
+        err = load_p256_secret(msv_elems_find(sec, n, MSV_TAG_SEC_P256), pub->sign_point,
+                               &id->sign_sk);
+        if (err == MSV_OK)
+            err =
+                load_rsa_secret(msv_elems_find(sec, n, MSV_TAG_SEC_RSA), pub->rsa_pk, &id->rsa_sk);
+        break;
+    case MSV_SUITE_ECIES:
+        err = load_p256_secret(msv_elems_find(sec, n, MSV_TAG_SEC_P256), pub->sign_point,
+                               &id->sign_sk);
+        if (err == MSV_OK)
+            err = load_p256_secret(msv_elems_find(sec, n, MSV_TAG_SEC_PREKEY), pub->prekey_point,
+                                   &id->prekey_sk);
+        break;
+    case MSV_SUITE_MODERN:
+        err = load_modern_secret(msv_elems_find(sec, n, MSV_TAG_SEC_ED25519),
+                                 msv_elems_find(sec, n, MSV_TAG_SEC_X25519), pub, &id->modern);
+        break;
+    default:
+        break;
+    }
+    if (err != MSV_OK) {
+        msv_identity_free(id);
+        return err;
+    }
+    *out = id;
+    return MSV_OK;
+}
+
+/* Parses the secret SEQUENCE and joins it with pub (taken over). */
+static msv_err identity_from_secret_der(struct msv_public_identity *pub, const uint8_t *sec,
+                                        size_t sec_len, struct msv_identity **out)
+{
+    struct msv_elem elems[MSV_ELEM_MAX];
+    size_t n;
+
+    if (msv_elems_parse(sec, sec_len, elems, MSV_ELEM_MAX, &n) != MSV_OK) {
+        msv_public_identity_free(pub);
+        return MSV_ERR_PARSE;
+    }
+    return identity_assemble(pub, elems, n, out);
+}
+
+msv_err msv_identity_import(const uint8_t *in, size_t len, struct msv_identity **out)
+{
+    struct msv_reader r;
+    struct msv_public_identity *pub = NULL;
+    const uint8_t *magic, *pub_enc;
+    uint8_t version, suite;
+    uint32_t pub_len;
+    msv_err err;
+
+    msv_reader_init(&r, in, len);
+    if (msv_reader_bytes(&r, 4, &magic) != MSV_OK || memcmp(magic, export_magic, 4) != 0)
+        return MSV_ERR_PARSE;
+    if (msv_reader_u8(&r, &version) != MSV_OK || msv_reader_u8(&r, &suite) != MSV_OK)
+        return MSV_ERR_PARSE;
+    if (version != EXPORT_VERSION)
+        return MSV_ERR_UNSUPPORTED;
+    if (suite < MSV_SUITE_CLASSIC || suite > MSV_SUITE_MODERN)
+        return MSV_ERR_PARSE;
+    if (msv_reader_u32be(&r, &pub_len) != MSV_OK ||
+        msv_reader_bytes(&r, pub_len, &pub_enc) != MSV_OK)
+        return MSV_ERR_PARSE;
+    err = msv_public_identity_parse((enum msv_suite)suite, pub_enc, pub_len, &pub);
+    if (err != MSV_OK)
+        return err;
+    return identity_from_secret_der(pub, in + r.off, msv_reader_left(&r), out);
+}
+
+/* The secret elements of id, in ascending tag order. values must be wiped by the caller. */
+static msv_err secret_elems(const struct msv_identity *id, struct msv_elem *e, size_t *n,
+                            uint8_t scalars[2][32], uint8_t **rsa_der, int *rsa_len)
+{
+    msv_err err = MSV_OK;
+
+    *n = 0;
+    switch (id->pub->suite) {
+    case MSV_SUITE_CLASSIC:
+        err = msv_p256_scalar(id->sign_sk, scalars[0]);
+        if (err != MSV_OK)
+            return err;
+        *rsa_len = i2d_PrivateKey(id->rsa_sk, rsa_der);
+        if (*rsa_len <= 0)
+            return MSV_ERR_CRYPTO;
+        e[0] = (struct msv_elem){.tag = MSV_TAG_SEC_P256, .value = scalars[0], .value_len = 32};
+        e[1] = (struct msv_elem){
+            .tag = MSV_TAG_SEC_RSA, .value = *rsa_der, .value_len = (size_t)*rsa_len};
+        *n = 2;
+        break;
+    case MSV_SUITE_ECIES:
+        err = msv_p256_scalar(id->sign_sk, scalars[0]);
+        if (err == MSV_OK)
+            err = msv_p256_scalar(id->prekey_sk, scalars[1]);
+        e[0] = (struct msv_elem){.tag = MSV_TAG_SEC_P256, .value = scalars[0], .value_len = 32};
+        e[1] = (struct msv_elem){.tag = MSV_TAG_SEC_PREKEY, .value = scalars[1], .value_len = 32};
+        *n = 2;
+        break;
+    case MSV_SUITE_MODERN:
+        /* libsodium's Ed25519 secret key starts with the 32-byte seed. */
+        e[0] = (struct msv_elem){
+            .tag = MSV_TAG_SEC_ED25519, .value = id->modern->ed_sk, .value_len = 32};
+        e[1] = (struct msv_elem){
+            .tag = MSV_TAG_SEC_X25519, .value = id->modern->x_sk, .value_len = 32};
+        *n = 2;
+        break;
+    default:
+        err = MSV_ERR_INVALID;
+    }
+    return err;
+}
+
+msv_err msv_identity_export(const struct msv_identity *id, uint8_t **out, size_t *out_len)
+{
+    struct msv_elem e[4];
+    uint8_t scalars[2][32], *rsa_der = NULL, *sec = NULL;
+    size_t n = 0, sec_len = 0;
+    int rsa_len = 0;
+    struct msv_buf b;
+    msv_err err;
+
+    msv_buf_init(&b, (size_t)1 << 20);
+    err = secret_elems(id, e, &n, scalars, &rsa_der, &rsa_len);
+    if (err == MSV_OK)
+        err = msv_elems_encode(e, n, &sec, &sec_len);
+    if (err != MSV_OK)
+        goto out;
+    msv_buf_put(&b, export_magic, sizeof(export_magic));
+    msv_buf_put_u8(&b, EXPORT_VERSION);
+    msv_buf_put_u8(&b, (uint8_t)id->pub->suite);
+    msv_buf_put_u32be(&b, (uint32_t)id->pub->enc_len);
+    msv_buf_put(&b, id->pub->enc, id->pub->enc_len);
+    msv_buf_put(&b, sec, sec_len);
+    err = msv_buf_finish(&b, out, out_len);
+out:
+    msv_buf_clear(&b);
+    sodium_memzero(scalars, sizeof(scalars));
+    if (rsa_der != NULL)
+        OPENSSL_clear_free(rsa_der, (size_t)rsa_len);
+    msv_secret_free(sec, sec_len);
+    return err;
+}
+
+/* ---- generation ----------------------------------------------------------------------- */
+
+/* Encodes public and secret elements, then assembles through the import path's checks. */
+static msv_err assemble_generated(const struct msv_elem *pub_e, size_t pub_n,
+                                  const struct msv_elem *sec_e, size_t sec_n,
+                                  struct msv_identity **out)
+{
+    struct msv_public_identity *pub = NULL;
+    uint8_t *enc = NULL;
+    size_t enc_len = 0;
+    msv_err err;
+
+    err = msv_elems_encode(pub_e, pub_n, &enc, &enc_len);
+    if (err == MSV_OK)
+        err = msv_public_identity_parse(MSV_SUITE_ANY, enc, enc_len, &pub);
+    free(enc);
+    if (err != MSV_OK)
+        return err == MSV_ERR_PARSE ? MSV_ERR_CRYPTO : err;
+    return identity_assemble(pub, sec_e, sec_n, out);
+}
+
+static msv_err generate_classic(unsigned bits, const struct msv_rng *rng, struct msv_identity **out)
+{
+    uint8_t scalar[32], point[MSV_P256_POINT_LEN];
+    uint8_t *rsa_pub = NULL, *rsa_sec = NULL;
+    int pub_len = 0, sec_len = 0;
+    EVP_PKEY *sign = NULL, *rsa = NULL;
+    msv_err err;
+
+    err = msv_p256_random_scalar(rng, scalar);
+    if (err == MSV_OK)
+        err = msv_p256_from_scalar(scalar, &sign, point);
+    if (err != MSV_OK)
+        goto out;
+    err = MSV_ERR_CRYPTO;
+    rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)bits);
+    if (rsa == NULL)
+        goto out;
+    pub_len = i2d_PublicKey(rsa, &rsa_pub);
+    sec_len = i2d_PrivateKey(rsa, &rsa_sec);
+    if (pub_len <= 0 || sec_len <= 0)
+        goto out;
+    {
+        struct msv_elem pub_e[2] = {
+            {.tag = MSV_TAG_SIGN_P256, .value = point, .value_len = sizeof(point)},
+            {.tag = MSV_TAG_RSA_PUB, .value = rsa_pub, .value_len = (size_t)pub_len},
+        };
+        struct msv_elem sec_e[2] = {
+            {.tag = MSV_TAG_SEC_P256, .value = scalar, .value_len = sizeof(scalar)},
+            {.tag = MSV_TAG_SEC_RSA, .value = rsa_sec, .value_len = (size_t)sec_len},
+        };
+        err = assemble_generated(pub_e, 2, sec_e, 2, out);
+    }
+out:
+    sodium_memzero(scalar, sizeof(scalar));
+    OPENSSL_free(rsa_pub);
+    if (rsa_sec != NULL)
+        OPENSSL_clear_free(rsa_sec, (size_t)sec_len);
+    EVP_PKEY_free(sign);
+    EVP_PKEY_free(rsa);
+    return err;
+}
+
+static msv_err generate_ecies(const struct msv_rng *rng, struct msv_identity **out)
+{
+    uint8_t sk[2][32], point[2][MSV_P256_POINT_LEN], sig[72];
+    EVP_PKEY *sign = NULL, *prekey = NULL;
+    size_t sig_len = 0;
+    msv_err err;
+
+    err = msv_p256_random_scalar(rng, sk[0]);
+    if (err == MSV_OK)
+        err = msv_p256_random_scalar(rng, sk[1]);
+    if (err == MSV_OK)
+        err = msv_p256_from_scalar(sk[0], &sign, point[0]);
+    if (err == MSV_OK)
+        err = msv_p256_from_scalar(sk[1], &prekey, point[1]);
+    if (err == MSV_OK) {
+        const uint8_t *parts[2] = {(const uint8_t *)ecies_prekey_context, point[1]};
+        size_t lens[2] = {sizeof(ecies_prekey_context) - 1, MSV_P256_POINT_LEN};
+
+        err = msv_ecdsa_sign(sign, EVP_sha256(), parts, lens, 2, sig, &sig_len);
+    }
+    if (err == MSV_OK) {
+        struct msv_elem pub_e[3] = {
+            {.tag = MSV_TAG_SIGN_P256, .value = point[0], .value_len = MSV_P256_POINT_LEN},
+            {.tag = MSV_TAG_PREKEY, .value = point[1], .value_len = MSV_P256_POINT_LEN},
+            {.tag = MSV_TAG_PREKEY_SIG, .value = sig, .value_len = sig_len},
+        };
+        struct msv_elem sec_e[2] = {
+            {.tag = MSV_TAG_SEC_P256, .value = sk[0], .value_len = 32},
+            {.tag = MSV_TAG_SEC_PREKEY, .value = sk[1], .value_len = 32},
+        };
+        err = assemble_generated(pub_e, 3, sec_e, 2, out);
+    }
+    sodium_memzero(sk, sizeof(sk));
+    EVP_PKEY_free(sign);
+    EVP_PKEY_free(prekey);
+    return err;
+}
+
+static msv_err generate_modern(const struct msv_rng *rng, struct msv_identity **out)
+{
+    struct msv_modern_secret *s = sodium_malloc(sizeof(*s));
+    uint8_t seed[32], ed_pk[32], x_pk[32], sig[64];
+    uint8_t msg[sizeof(modern_idkey_context) - 1 + 32];
+    msv_err err = MSV_ERR_CRYPTO;
+
+    if (s == NULL)
+        return MSV_ERR_NOMEM;
+    rng->fill(rng->ctx, seed, sizeof(seed));
+    rng->fill(rng->ctx, s->x_sk, sizeof(s->x_sk));
+    if (crypto_sign_seed_keypair(ed_pk, s->ed_sk, seed) != 0 ||
+        crypto_scalarmult_base(x_pk, s->x_sk) != 0)
+        goto out;
+    memcpy(msg, modern_idkey_context, sizeof(modern_idkey_context) - 1);
+    memcpy(msg + sizeof(modern_idkey_context) - 1, x_pk, 32);
+    if (crypto_sign_detached(sig, NULL, msg, sizeof(msg), s->ed_sk) != 0)
+        goto out;
+    {
+        struct msv_elem pub_e[3] = {
+            {.tag = MSV_TAG_ED25519, .value = ed_pk, .value_len = 32},
+            {.tag = MSV_TAG_X25519, .value = x_pk, .value_len = 32},
+            {.tag = MSV_TAG_X25519_SIG, .value = sig, .value_len = 64},
+        };
+        struct msv_elem sec_e[2] = {
+            {.tag = MSV_TAG_SEC_ED25519, .value = seed, .value_len = 32},
+            {.tag = MSV_TAG_SEC_X25519, .value = s->x_sk, .value_len = 32},
+        };
+        err = assemble_generated(pub_e, 3, sec_e, 2, out);
+    }
+out:
+    sodium_memzero(seed, sizeof(seed));
+    sodium_free(s);
+    return err;
+}
+
+msv_err msv_identity_generate_rng(enum msv_suite suite, unsigned rsa_bits,
+                                  const struct msv_rng *rng, struct msv_identity **out)
+{
+    if (msv_init() != MSV_OK)
+        return MSV_ERR_CRYPTO;
+    if (suite == MSV_SUITE_CLASSIC) {
+        if (rsa_bits == 0)
+            rsa_bits = MSV_CLASSIC_RSA_BITS_DEFAULT;
+        if (!rsa_bits_allowed((int)rsa_bits))
+            return MSV_ERR_INVALID;
+        return generate_classic(rsa_bits, rng, out);
+    }
+    if (rsa_bits != 0)
+        return MSV_ERR_INVALID;
+    if (suite == MSV_SUITE_ECIES)
+        return generate_ecies(rng, out);
+    if (suite == MSV_SUITE_MODERN)
+        return generate_modern(rng, out);
+    return MSV_ERR_INVALID;
+}
+
+msv_err msv_identity_generate(enum msv_suite suite, unsigned rsa_bits, struct msv_identity **out)
+{
+    return msv_identity_generate_rng(suite, rsa_bits, &msv_rng_system, out);
+}

@@ -1,0 +1,192 @@
+/*
+ * Internals of the crypto module, shared by its files and its tests. Nothing
+ * here is part of the public API.
+ */
+#ifndef MSV_CRYPTO_INTERNAL_H
+#define MSV_CRYPTO_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+
+#include "missive/crypto.h"
+
+/* Wire version bytes: the first byte of an envelope names its suite. */
+#define MSV_WIRE_CLASSIC 0x02
+#define MSV_WIRE_ECIES 0x03
+#define MSV_WIRE_MODERN 0x04
+
+#define MSV_P256_POINT_LEN 65 /* 0x04 || X || Y */
+#define MSV_P256_SCALAR_LEN 32
+
+/*
+ * A source of random bytes. Production code uses msv_rng_system; the
+ * known-answer tests substitute a deterministic one so that every byte an
+ * encryption produces can be compared. fill must not fail.
+ */
+struct msv_rng {
+    void (*fill)(void *ctx, uint8_t *out, size_t n);
+    void *ctx;
+};
+extern const struct msv_rng msv_rng_system;
+
+/* Element tags of identity encodings: context-specific [n], primitive. */
+enum {
+    MSV_TAG_SIGN_P256 = 1,  /* u16 65 || 0x04 X Y */
+    MSV_TAG_RSA_PUB = 2,    /* u16 len || PKCS#1 RSAPublicKey */
+    MSV_TAG_PREKEY = 3,     /* u16 65 || prekey point */
+    MSV_TAG_PREKEY_SIG = 4, /* u16 len || ECDSA-P256-SHA256 DER */
+    MSV_TAG_ED25519 = 5,    /* u16 32 || Ed25519 public key */
+    MSV_TAG_X25519 = 6,     /* u16 32 || X25519 public key */
+    MSV_TAG_X25519_SIG = 7, /* u16 64 || Ed25519 signature */
+    MSV_TAG_MAX_PUBLIC = 15,
+    MSV_TAG_SEC_P256 = 16,    /* signing scalar */
+    MSV_TAG_SEC_RSA = 17,     /* PKCS#1 RSAPrivateKey */
+    MSV_TAG_SEC_PREKEY = 18,  /* prekey scalar */
+    MSV_TAG_SEC_ED25519 = 19, /* Ed25519 seed */
+    MSV_TAG_SEC_X25519 = 20,  /* X25519 secret key */
+};
+
+struct msv_public_identity {
+    enum msv_suite suite;
+    uint8_t *enc; /* canonical encoding */
+    size_t enc_len;
+    uint8_t hash[MSV_IDENTITY_HASH_LEN];
+    EVP_PKEY *sign_pk;   /* classic, ecies */
+    EVP_PKEY *rsa_pk;    /* classic */
+    EVP_PKEY *prekey_pk; /* ecies */
+    uint8_t sign_point[MSV_P256_POINT_LEN];
+    uint8_t prekey_point[MSV_P256_POINT_LEN];
+    uint8_t ed_pk[32]; /* modern */
+    uint8_t x_pk[32];
+};
+
+/* Secrets of the modern suite live in guarded memory (sodium_malloc). */
+struct msv_modern_secret {
+    uint8_t ed_sk[64]; /* libsodium's seed || public key form */
+    uint8_t x_sk[32];
+};
+
+struct msv_identity {
+    struct msv_public_identity *pub;
+    EVP_PKEY *sign_sk;   /* classic, ecies */
+    EVP_PKEY *rsa_sk;    /* classic */
+    EVP_PKEY *prekey_sk; /* ecies */
+    struct msv_modern_secret *modern;
+};
+
+/* ---- the element encoding (der.c) ---- */
+
+struct msv_elem {
+    unsigned tag;
+    const uint8_t *contents; /* u16be length || value, as hashed */
+    size_t contents_len;
+    const uint8_t *value;
+    size_t value_len;
+};
+
+#define MSV_ELEM_MAX 16
+
+/*
+ * Parses a DER SEQUENCE of context-specific primitive elements whose contents
+ * are a u16be length and that many bytes. Tags must be strictly ascending
+ * and lengths minimal; nothing may follow the SEQUENCE. Borrowed pointers
+ * into in.
+ */
+MSV_MUST_CHECK msv_err msv_elems_parse(const uint8_t *in, size_t len, struct msv_elem *elems,
+                                       size_t max, size_t *count);
+/* Finds tag among elems; NULL if absent. */
+const struct msv_elem *msv_elems_find(const struct msv_elem *elems, size_t count, unsigned tag);
+
+struct msv_buf;
+/* Encodes elements (ascending tags) as msv_elems_parse() reads them. */
+MSV_MUST_CHECK msv_err msv_elems_encode(const struct msv_elem *elems, size_t count, uint8_t **out,
+                                        size_t *out_len);
+
+/* ---- primitives over OpenSSL (prim.c) ---- */
+
+MSV_MUST_CHECK msv_err msv_sha256(const uint8_t *in, size_t len, uint8_t out[32]);
+MSV_MUST_CHECK msv_err msv_sha1(const uint8_t *in, size_t len, uint8_t out[20]);
+/* SHA-256 over several pieces: parts[i] of lens[i] bytes. */
+MSV_MUST_CHECK msv_err msv_sha256_parts(const uint8_t *const *parts, const size_t *lens, size_t n,
+                                        uint8_t out[32]);
+MSV_MUST_CHECK msv_err msv_hkdf_sha256(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt,
+                                       size_t salt_len, const uint8_t *info, size_t info_len,
+                                       uint8_t *out, size_t out_len);
+/* HMAC-SHA256 over several pieces. */
+MSV_MUST_CHECK msv_err msv_hmac_sha256_parts(const uint8_t *key, size_t key_len,
+                                             const uint8_t *const *parts, const size_t *lens,
+                                             size_t n, uint8_t out[32]);
+/* AES-CTR with a 16- or 32-byte key and a 16-byte initial counter block. */
+MSV_MUST_CHECK msv_err msv_aes_ctr(const uint8_t *key, size_t key_len, const uint8_t iv[16],
+                                   const uint8_t *in, size_t len, uint8_t *out);
+
+/* Draws a uniform P-256 scalar in [1, n-1] by rejection sampling from rng. */
+MSV_MUST_CHECK msv_err msv_p256_random_scalar(const struct msv_rng *rng,
+                                              uint8_t scalar[MSV_P256_SCALAR_LEN]);
+/* Builds a private key from a scalar; writes its uncompressed point if point is not NULL. */
+MSV_MUST_CHECK msv_err msv_p256_from_scalar(const uint8_t scalar[MSV_P256_SCALAR_LEN],
+                                            EVP_PKEY **out, uint8_t point[MSV_P256_POINT_LEN]);
+/* Extracts the scalar of a P-256 private key. */
+MSV_MUST_CHECK msv_err msv_p256_scalar(const EVP_PKEY *sk, uint8_t scalar[MSV_P256_SCALAR_LEN]);
+/* Parses an uncompressed point, rejecting points not on the curve. */
+MSV_MUST_CHECK msv_err msv_p256_from_point(const uint8_t *point, size_t len, EVP_PKEY **out);
+/* ECDH: the 32-byte x coordinate of sk * peer. */
+MSV_MUST_CHECK msv_err msv_p256_ecdh(EVP_PKEY *sk, EVP_PKEY *peer, uint8_t out[32]);
+
+/* ECDSA over the digest md of the message pieces; DER signature of at most 72 bytes. */
+MSV_MUST_CHECK msv_err msv_ecdsa_sign(EVP_PKEY *sk, const EVP_MD *md, const uint8_t *const *parts,
+                                      const size_t *lens, size_t n, uint8_t sig[72],
+                                      size_t *sig_len);
+/* MSV_OK if sig is a valid DER signature by pk; MSV_ERR_AUTH otherwise. */
+MSV_MUST_CHECK msv_err msv_ecdsa_verify(EVP_PKEY *pk, const EVP_MD *md, const uint8_t *const *parts,
+                                        const size_t *lens, size_t n, const uint8_t *sig,
+                                        size_t sig_len);
+
+/* ---- identities (identity.c) ---- */
+
+MSV_MUST_CHECK msv_err msv_identity_generate_rng(enum msv_suite suite, unsigned rsa_bits,
+                                                 const struct msv_rng *rng,
+                                                 struct msv_identity **out);
+
+/* ---- suites (classic.c, ecies.c, modern.c) ---- */
+
+MSV_MUST_CHECK msv_err msv_classic_seal(const struct msv_identity *sender,
+                                        const struct msv_public_identity *recipient,
+                                        const uint8_t *pt, size_t pt_len, const struct msv_rng *rng,
+                                        uint8_t **out, size_t *out_len);
+/* On success *replay_id identifies the envelope for the replay cache. */
+MSV_MUST_CHECK msv_err msv_classic_open(const struct msv_identity *recipient,
+                                        const struct msv_public_identity *sender,
+                                        const uint8_t *wire, size_t wire_len, uint8_t **out,
+                                        size_t *out_len, uint8_t replay_id[32]);
+MSV_MUST_CHECK msv_err msv_classic_verify(const struct msv_public_identity *sender,
+                                          const uint8_t *wire, size_t wire_len);
+size_t msv_classic_plaintext_max(const struct msv_public_identity *recipient);
+
+MSV_MUST_CHECK msv_err msv_ecies_seal(const struct msv_identity *sender,
+                                      const struct msv_public_identity *recipient,
+                                      const uint8_t *pt, size_t pt_len, const struct msv_rng *rng,
+                                      uint8_t **out, size_t *out_len);
+MSV_MUST_CHECK msv_err msv_ecies_open(const struct msv_identity *recipient,
+                                      const struct msv_public_identity *sender, const uint8_t *wire,
+                                      size_t wire_len, uint8_t **out, size_t *out_len,
+                                      uint8_t replay_id[32]);
+
+MSV_MUST_CHECK msv_err msv_modern_seal(const struct msv_identity *sender,
+                                       const struct msv_public_identity *recipient,
+                                       const uint8_t *pt, size_t pt_len, const struct msv_rng *rng,
+                                       uint8_t **out, size_t *out_len);
+MSV_MUST_CHECK msv_err msv_modern_open(const struct msv_identity *recipient,
+                                       const struct msv_public_identity *sender,
+                                       const uint8_t *wire, size_t wire_len, uint8_t **out,
+                                       size_t *out_len, uint8_t replay_id[32]);
+
+/* Dispatches to the suite of sender; what msv_seal() does with msv_rng_system. */
+MSV_MUST_CHECK msv_err msv_seal_rng(const struct msv_identity *sender,
+                                    const struct msv_public_identity *recipient, const uint8_t *pt,
+                                    size_t pt_len, const struct msv_rng *rng, uint8_t **out,
+                                    size_t *out_len);
+
+#endif

@@ -1,0 +1,157 @@
+#include "missive/util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <sodium.h>
+
+msv_err msv_init(void)
+{
+    /* sodium_init() is idempotent and thread-safe; -1 means no usable random source. */
+    if (sodium_init() < 0)
+        return MSV_ERR_CRYPTO;
+    return MSV_OK;
+}
+
+const char *msv_strerror(msv_err err)
+{
+    switch (err) {
+    case MSV_OK:
+        return "success";
+    case MSV_ERR_NOMEM:
+        return "out of memory";
+    case MSV_ERR_INVALID:
+        return "invalid argument";
+    case MSV_ERR_PARSE:
+        return "malformed input";
+    case MSV_ERR_AUTH:
+        return "message could not be authenticated";
+    case MSV_ERR_TOO_BIG:
+        return "input too large";
+    case MSV_ERR_CRYPTO:
+        return "cryptographic library failure";
+    case MSV_ERR_IO:
+        return "input/output error";
+    case MSV_ERR_REPLAY:
+        return "message was already received";
+    case MSV_ERR_UNSUPPORTED:
+        return "unsupported version or suite";
+    case MSV_ERR_AGAIN:
+        return "more input needed";
+    case MSV_ERR_NOT_FOUND:
+        return "not found";
+    case MSV_ERR_EXISTS:
+        return "already exists";
+    default:
+        return "unknown error";
+    }
+}
+
+void msv_wipe(void *p, size_t len)
+{
+    if (p != NULL)
+        OPENSSL_cleanse(p, len);
+}
+
+void msv_secret_free(void *p, size_t len)
+{
+    if (p == NULL)
+        return;
+    OPENSSL_cleanse(p, len);
+    free(p);
+}
+
+int msv_equal_ct(const void *a, const void *b, size_t len)
+{
+    return CRYPTO_memcmp(a, b, len) == 0;
+}
+
+msv_err msv_hex_encode(const uint8_t *in, size_t len, char *out, size_t out_len)
+{
+    static const char digits[] = "0123456789abcdef";
+    size_t i;
+
+    if (len > (SIZE_MAX - 1) / 2 || out_len < 2 * len + 1)
+        return MSV_ERR_INVALID;
+    for (i = 0; i < len; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * len] = '\0';
+    return MSV_OK;
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+msv_err msv_hex_decode(const char *in, uint8_t *out, size_t out_len, size_t *written)
+{
+    size_t n = strlen(in), i;
+
+    if (n % 2 != 0)
+        return MSV_ERR_PARSE;
+    if (n / 2 > out_len)
+        return MSV_ERR_TOO_BIG;
+    for (i = 0; i < n / 2; i++) {
+        int hi = hex_value(in[2 * i]), lo = hex_value(in[2 * i + 1]);
+
+        if (hi < 0 || lo < 0)
+            return MSV_ERR_PARSE;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    *written = n / 2;
+    return MSV_OK;
+}
+
+/* Unicode 15, table 3-7: the well-formed UTF-8 byte sequences. */
+int msv_utf8_is_valid(const uint8_t *s, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        uint8_t c = s[i];
+        size_t need;
+        uint8_t lo = 0x80, hi = 0xbf;
+
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf) {
+            need = 1;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            need = 2;
+            if (c == 0xe0)
+                lo = 0xa0; /* no overlongs */
+            else if (c == 0xed)
+                hi = 0x9f; /* no surrogates */
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            need = 3;
+            if (c == 0xf0)
+                lo = 0x90;
+            else if (c == 0xf4)
+                hi = 0x8f; /* nothing above U+10FFFF */
+        } else {
+            return 0;
+        }
+        if (len - i - 1 < need)
+            return 0;
+        if (s[i + 1] < lo || s[i + 1] > hi)
+            return 0;
+        for (size_t k = 2; k <= need; k++) {
+            if (s[i + k] < 0x80 || s[i + k] > 0xbf)
+                return 0;
+        }
+        i += need + 1;
+    }
+    return 1;
+}

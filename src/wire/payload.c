@@ -1,0 +1,342 @@
+/*
+ * The payload structure: one validation function serves both directions, so
+ * nothing is sent that a receiver would refuse and nothing is accepted that
+ * could not have been sent.
+ */
+#include "missive/payload.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "missive/util.h"
+#include "payload.pb-c.h"
+
+typedef Msv__Payload__Payload pb_payload;
+typedef Msv__Payload__AttachmentRef pb_attachment;
+
+const char *msv_payload_kind_name(enum msv_payload_kind kind)
+{
+    switch (kind) {
+    case MSV_KIND_MESSAGE:
+        return "message";
+    case MSV_KIND_RECEIPT_DELIVERED:
+        return "receipt-delivered";
+    case MSV_KIND_RECEIPT_READ:
+        return "receipt-read";
+    case MSV_KIND_TYPING:
+        return "typing";
+    case MSV_KIND_EDIT:
+        return "edit";
+    case MSV_KIND_UNSEND:
+        return "unsend";
+    case MSV_KIND_GROUP_CHANGE:
+        return "group-change";
+    default:
+        return "unknown";
+    }
+}
+
+/* A present string: UTF-8, at most max bytes, non-empty if required. NULL is absent. */
+static int text_ok(const char *s, size_t max, int required)
+{
+    size_t n;
+
+    if (s == NULL)
+        return !required;
+    n = strlen(s);
+    if (n > max || (required && n == 0))
+        return 0;
+    return msv_utf8_is_valid((const uint8_t *)s, n);
+}
+
+static int attachment_ok(const struct msv_attachment_ref *a)
+{
+    return text_ok(a->uri, MSV_URI_MAX, 1) && text_ok(a->name, MSV_FILE_NAME_MAX, 0) &&
+           text_ok(a->mime, MSV_MIME_MAX, 0);
+}
+
+static int has_text(const struct msv_payload *p)
+{
+    return p->text != NULL && p->text[0] != '\0';
+}
+
+/* The rules of each kind: what it must carry and what it must not. */
+static int kind_ok(const struct msv_payload *p)
+{
+    int bare = !has_text(p) && p->attachment_count == 0;
+
+    switch (p->kind) {
+    case MSV_KIND_MESSAGE:
+        return has_text(p) || p->attachment_count > 0;
+    case MSV_KIND_EDIT:
+        return p->has_target && has_text(p) && p->attachment_count == 0;
+    case MSV_KIND_UNSEND:
+    case MSV_KIND_RECEIPT_DELIVERED:
+    case MSV_KIND_RECEIPT_READ:
+        return p->has_target && bare;
+    case MSV_KIND_TYPING:
+        return bare;
+    case MSV_KIND_GROUP_CHANGE:
+        return p->has_group && p->participant_count > 0 && bare;
+    default:
+        return 0;
+    }
+}
+
+static int payload_ok(const struct msv_payload *p)
+{
+    static const uint8_t zero[MSV_ID_LEN];
+
+    if (memcmp(p->message_id, zero, MSV_ID_LEN) == 0 || !kind_ok(p))
+        return 0;
+    if (!text_ok(p->text, MSV_TEXT_MAX, 0) || !text_ok(p->group_name, MSV_GROUP_NAME_MAX, 0))
+        return 0;
+    if (p->group_name != NULL && !p->has_group)
+        return 0;
+    if (p->participant_count > MSV_PARTICIPANTS_MAX || p->attachment_count > MSV_ATTACHMENTS_MAX)
+        return 0;
+    if ((p->participant_count > 0 && p->participants == NULL) ||
+        (p->attachment_count > 0 && p->attachments == NULL))
+        return 0;
+    for (size_t i = 0; i < p->participant_count; i++) {
+        if (!text_ok(p->participants[i], MSV_HANDLE_MAX, 1))
+            return 0;
+    }
+    for (size_t i = 0; i < p->attachment_count; i++) {
+        if (!attachment_ok(&p->attachments[i]))
+            return 0;
+    }
+    return 1;
+}
+
+static ProtobufCBinaryData bytes_of(const void *p, size_t n)
+{
+    ProtobufCBinaryData b = {n, (uint8_t *)p};
+
+    return b;
+}
+
+static ProtobufCBinaryData str_of(const char *s)
+{
+    return s ? bytes_of(s, strlen(s)) : bytes_of(NULL, 0);
+}
+
+msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *out_len)
+{
+    pb_payload m = MSV__PAYLOAD__PAYLOAD__INIT;
+    pb_attachment att[MSV_ATTACHMENTS_MAX], *att_ptrs[MSV_ATTACHMENTS_MAX];
+    ProtobufCBinaryData parts[MSV_PARTICIPANTS_MAX];
+    uint8_t *buf;
+    size_t n;
+
+    if (p == NULL || !payload_ok(p))
+        return MSV_ERR_INVALID;
+    m.version = MSV_PAYLOAD_VERSION;
+    m.kind = (Msv__Payload__Kind)p->kind;
+    m.message_id = bytes_of(p->message_id, MSV_ID_LEN);
+    m.sent_at_ms = p->sent_at_ms;
+    m.text = str_of(p->text);
+    for (size_t i = 0; i < p->participant_count; i++)
+        parts[i] = str_of(p->participants[i]);
+    m.n_participants = p->participant_count;
+    m.participants = parts;
+    if (p->has_group)
+        m.group_id = bytes_of(p->group_id, MSV_ID_LEN);
+    m.group_name = str_of(p->group_name);
+    if (p->has_reply_to)
+        m.reply_to = bytes_of(p->reply_to, MSV_ID_LEN);
+    if (p->has_target)
+        m.target_id = bytes_of(p->target_id, MSV_ID_LEN);
+    for (size_t i = 0; i < p->attachment_count; i++) {
+        const struct msv_attachment_ref *a = &p->attachments[i];
+
+        msv__payload__attachment_ref__init(&att[i]);
+        att[i].uri = str_of(a->uri);
+        att[i].key = bytes_of(a->key, sizeof(a->key));
+        att[i].sha256 = bytes_of(a->sha256, sizeof(a->sha256));
+        att[i].sha1 = bytes_of(a->sha1, sizeof(a->sha1));
+        att[i].size = a->size;
+        att[i].name = str_of(a->name);
+        att[i].mime = str_of(a->mime);
+        att_ptrs[i] = &att[i];
+    }
+    m.n_attachments = p->attachment_count;
+    m.attachments = att_ptrs;
+    n = msv__payload__payload__get_packed_size(&m);
+    buf = malloc(n ? n : 1);
+    if (buf == NULL)
+        return MSV_ERR_NOMEM;
+    msv__payload__payload__pack(&m, buf);
+    *out = buf;
+    *out_len = n;
+    return MSV_OK;
+}
+
+/* ---- parsing -------------------------------------------------------------------------- */
+
+void msv_payload_free(struct msv_payload *p)
+{
+    if (p == NULL)
+        return;
+    if (p->text != NULL)
+        msv_secret_free(p->text, strlen(p->text));
+    for (size_t i = 0; p->participants != NULL && i < p->participant_count; i++)
+        free(p->participants[i]);
+    free(p->participants);
+    free(p->group_name);
+    for (size_t i = 0; p->attachments != NULL && i < p->attachment_count; i++) {
+        free(p->attachments[i].uri);
+        free(p->attachments[i].name);
+        free(p->attachments[i].mime);
+    }
+    msv_secret_free(p->attachments, p->attachment_count * sizeof(*p->attachments));
+    free(p);
+}
+
+/* Copies a bytes field into a C string; absent (empty) becomes NULL unless keep_empty. */
+static msv_err copy_str(ProtobufCBinaryData b, int keep_empty, char **out)
+{
+    char *s;
+
+    *out = NULL;
+    if (b.len == 0 && !keep_empty)
+        return MSV_OK;
+    if (memchr(b.data, '\0', b.len) != NULL)
+        return MSV_ERR_PARSE;
+    s = malloc(b.len + 1);
+    if (s == NULL)
+        return MSV_ERR_NOMEM;
+    if (b.len > 0)
+        memcpy(s, b.data, b.len);
+    s[b.len] = '\0';
+    *out = s;
+    return MSV_OK;
+}
+
+/* An optional 16-byte id: absent or exactly 16 bytes. */
+static msv_err copy_id(ProtobufCBinaryData b, bool *present, uint8_t id[MSV_ID_LEN])
+{
+    if (b.len == 0) {
+        if (present != NULL)
+            *present = false;
+        return present != NULL ? MSV_OK : MSV_ERR_PARSE;
+    }
+    if (b.len != MSV_ID_LEN)
+        return MSV_ERR_PARSE;
+    memcpy(id, b.data, MSV_ID_LEN);
+    if (present != NULL)
+        *present = true;
+    return MSV_OK;
+}
+
+static msv_err copy_fixed(ProtobufCBinaryData b, uint8_t *out, size_t n)
+{
+    if (b.len != n)
+        return MSV_ERR_PARSE;
+    memcpy(out, b.data, n);
+    return MSV_OK;
+}
+
+static msv_err copy_attachment(const pb_attachment *a, struct msv_attachment_ref *r)
+{
+    msv_err err;
+
+    err = copy_str(a->uri, 0, &r->uri);
+    if (err == MSV_OK)
+        err = copy_str(a->name, 0, &r->name);
+    if (err == MSV_OK)
+        err = copy_str(a->mime, 0, &r->mime);
+    if (err == MSV_OK)
+        err = copy_fixed(a->key, r->key, sizeof(r->key));
+    if (err == MSV_OK)
+        err = copy_fixed(a->sha256, r->sha256, sizeof(r->sha256));
+    if (err == MSV_OK)
+        err = copy_fixed(a->sha1, r->sha1, sizeof(r->sha1));
+    r->size = a->size;
+    return err;
+}
+
+static msv_err copy_lists(const pb_payload *m, struct msv_payload *p)
+{
+    msv_err err = MSV_OK;
+
+    if (m->n_participants > MSV_PARTICIPANTS_MAX || m->n_attachments > MSV_ATTACHMENTS_MAX)
+        return MSV_ERR_PARSE;
+    if (m->n_participants > 0) {
+        p->participants = calloc(m->n_participants, sizeof(*p->participants));
+        if (p->participants == NULL)
+            return MSV_ERR_NOMEM;
+        p->participant_count = m->n_participants;
+        for (size_t i = 0; err == MSV_OK && i < m->n_participants; i++)
+            err = copy_str(m->participants[i], 1, &p->participants[i]);
+    }
+    if (err == MSV_OK && m->n_attachments > 0) {
+        p->attachments = calloc(m->n_attachments, sizeof(*p->attachments));
+        if (p->attachments == NULL)
+            return MSV_ERR_NOMEM;
+        p->attachment_count = m->n_attachments;
+        for (size_t i = 0; err == MSV_OK && i < m->n_attachments; i++)
+            err = copy_attachment(m->attachments[i], &p->attachments[i]);
+    }
+    return err;
+}
+
+static msv_err copy_payload(const pb_payload *m, struct msv_payload *p)
+{
+    msv_err err;
+
+    if (m->version == 0)
+        return MSV_ERR_PARSE;
+    if (m->version != MSV_PAYLOAD_VERSION)
+        return MSV_ERR_UNSUPPORTED;
+    p->kind = (enum msv_payload_kind)m->kind;
+    p->sent_at_ms = m->sent_at_ms;
+    err = copy_id(m->message_id, NULL, p->message_id);
+    if (err == MSV_OK)
+        err = copy_id(m->group_id, &p->has_group, p->group_id);
+    if (err == MSV_OK)
+        err = copy_id(m->reply_to, &p->has_reply_to, p->reply_to);
+    if (err == MSV_OK)
+        err = copy_id(m->target_id, &p->has_target, p->target_id);
+    if (err == MSV_OK)
+        err = copy_str(m->text, 0, &p->text);
+    if (err == MSV_OK)
+        err = copy_str(m->group_name, 0, &p->group_name);
+    if (err == MSV_OK)
+        err = copy_lists(m, p);
+    return err;
+}
+
+msv_err msv_payload_parse(const uint8_t *in, size_t len, struct msv_payload **out)
+{
+    pb_payload *m;
+    struct msv_payload *p;
+    msv_err err;
+
+    /* The largest valid payload is bounded well below this; refuse before unpacking. */
+    if (len > 2 * MSV_TEXT_MAX + MSV_PARTICIPANTS_MAX * (MSV_HANDLE_MAX + 4) +
+                  MSV_ATTACHMENTS_MAX * 2048 + 4096)
+        return MSV_ERR_TOO_BIG;
+    m = msv__payload__payload__unpack(NULL, len, in);
+    if (m == NULL)
+        return MSV_ERR_PARSE;
+    p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        msv__payload__payload__free_unpacked(m, NULL);
+        return MSV_ERR_NOMEM;
+    }
+    err = copy_payload(m, p);
+    if (err == MSV_OK && !payload_ok(p))
+        err = MSV_ERR_PARSE;
+    /* the unpacked copy held the same text and keys */
+    msv_wipe(m->text.data, m->text.len);
+    for (size_t i = 0; i < m->n_attachments; i++)
+        msv_wipe(m->attachments[i]->key.data, m->attachments[i]->key.len);
+    msv__payload__payload__free_unpacked(m, NULL);
+    if (err != MSV_OK) {
+        msv_payload_free(p);
+        return err;
+    }
+    *out = p;
+    return MSV_OK;
+}
