@@ -94,8 +94,8 @@ static msv_err mgf1_sha1_xor(const uint8_t *seed, size_t seed_len, uint8_t *out,
  * label. The encoding is done here so that the seed comes from rng (fixed in
  * known-answer tests); the modular exponentiation is OpenSSL's.
  */
-static msv_err rsa_oaep_sha1_encrypt(EVP_PKEY *pk, const uint8_t *m, size_t m_len,
-                                     const struct msv_rng *rng, uint8_t *out)
+msv_err msv_rsa_oaep_sha1_encrypt(EVP_PKEY *pk, const uint8_t *m, size_t m_len,
+                                  const struct msv_rng *rng, uint8_t *out)
 {
     size_t k = (size_t)EVP_PKEY_get_size(pk), db_len = k - SHA1_LEN - 1, out_len = k;
     uint8_t em[512];
@@ -132,8 +132,8 @@ out:
 }
 
 /* RSAES-OAEP-DECRYPT with SHA-1/MGF1-SHA-1; OpenSSL's implementation is constant time. */
-static msv_err rsa_oaep_sha1_decrypt(EVP_PKEY *sk, const uint8_t *in, size_t in_len, uint8_t *out,
-                                     size_t *out_len)
+msv_err msv_rsa_oaep_sha1_decrypt(EVP_PKEY *sk, const uint8_t *in, size_t in_len, uint8_t *out,
+                                  size_t *out_len)
 {
     EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, sk, NULL);
     msv_err err = MSV_ERR_AUTH;
@@ -179,7 +179,7 @@ msv_err msv_classic_seal(const struct msv_identity *sender,
     if (err != MSV_OK)
         goto out;
     memcpy(key + KEY_LEN, ct, inline_len);
-    err = rsa_oaep_sha1_encrypt(recipient->rsa_pk, key, KEY_LEN + inline_len, rng, rsa_block);
+    err = msv_rsa_oaep_sha1_encrypt(recipient->rsa_pk, key, KEY_LEN + inline_len, rng, rsa_block);
     if (err != MSV_OK)
         goto out;
     msv_buf_put_u8(&b, MSV_WIRE_CLASSIC);
@@ -261,7 +261,7 @@ static msv_err decrypt_body(const struct msv_identity *recipient,
     msv_err err = MSV_ERR_AUTH;
 
     if (w->body_len < k ||
-        rsa_oaep_sha1_decrypt(recipient->rsa_sk, w->body, k, block, &block_len) != MSV_OK)
+        msv_rsa_oaep_sha1_decrypt(recipient->rsa_sk, w->body, k, block, &block_len) != MSV_OK)
         goto out;
     /* The RSA block carries the key and up to 100 ciphertext bytes; only a full block
      * may be followed by more ciphertext. */

@@ -122,6 +122,16 @@ MSV_MUST_CHECK msv_err msv_hmac_sha256_parts(const uint8_t *key, size_t key_len,
 MSV_MUST_CHECK msv_err msv_aes_ctr(const uint8_t *key, size_t key_len, const uint8_t iv[16],
                                    const uint8_t *in, size_t len, uint8_t *out);
 
+/*
+ * RSAES-OAEP with SHA-1, MGF1-SHA-1 and an empty label (RFC 8017 7.1). The
+ * encoder draws its seed from rng; out holds the modulus size. Decryption
+ * fails with MSV_ERR_AUTH; *out_len holds the room in out on entry.
+ */
+MSV_MUST_CHECK msv_err msv_rsa_oaep_sha1_encrypt(EVP_PKEY *pk, const uint8_t *m, size_t m_len,
+                                                 const struct msv_rng *rng, uint8_t *out);
+MSV_MUST_CHECK msv_err msv_rsa_oaep_sha1_decrypt(EVP_PKEY *sk, const uint8_t *in, size_t in_len,
+                                                 uint8_t *out, size_t *out_len);
+
 /* Draws a uniform P-256 scalar in [1, n-1] by rejection sampling from rng. */
 MSV_MUST_CHECK msv_err msv_p256_random_scalar(const struct msv_rng *rng,
                                               uint8_t scalar[MSV_P256_SCALAR_LEN]);

@@ -1,0 +1,391 @@
+/* The wire module: frame headers and splitting, Frame messages, and the payload structure. */
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "helpers.h"
+#include "missive/payload.h"
+#include "missive/wire.h"
+#include "payload.pb-c.h"
+#include "wire/frame.h"
+
+static void test_frame_header(void **state)
+{
+    uint8_t hdr[4];
+
+    (void)state;
+    assert_int_equal(msv_frame_header_write(0x010203, MSV_FRAME_MAX_LIMIT, hdr), MSV_OK);
+    assert_memory_equal(hdr, "\x01\x01\x02\x03", 4);
+    assert_int_equal(msv_frame_header_write(0, 100, hdr), MSV_ERR_INVALID);
+    assert_int_equal(msv_frame_header_write(101, 100, hdr), MSV_ERR_TOO_BIG);
+    assert_int_equal(msv_frame_header_write(MSV_FRAME_MAX_LIMIT + 1, SIZE_MAX, hdr),
+                     MSV_ERR_TOO_BIG);
+}
+
+/* Two frames back to back, fed one byte more at a time. */
+static void test_frame_split_incremental(void **state)
+{
+    uint8_t stream[4 + 3 + 4 + 1] = {1, 0, 0, 3, 'a', 'b', 'c', 1, 0, 0, 1, 'z'};
+    const uint8_t *body = NULL;
+    size_t body_len = 0, used = 0;
+
+    (void)state;
+    for (size_t have = 0; have < 7; have++)
+        assert_int_equal(msv_frame_split(stream, have, 100, &body, &body_len, &used),
+                         MSV_ERR_AGAIN);
+    assert_int_equal(msv_frame_split(stream, sizeof(stream), 100, &body, &body_len, &used), MSV_OK);
+    assert_int_equal(body_len, 3);
+    assert_int_equal(used, 7);
+    assert_memory_equal(body, "abc", 3);
+    assert_int_equal(
+        msv_frame_split(stream + used, sizeof(stream) - used, 100, &body, &body_len, &used),
+        MSV_OK);
+    assert_int_equal(body_len, 1);
+    assert_int_equal(body[0], 'z');
+}
+
+static void test_frame_split_refusals(void **state)
+{
+    const uint8_t *body = NULL;
+    size_t body_len = 0, used = 0;
+
+    (void)state;
+    /* a wrong version is refused on its first byte, without waiting for more */
+    assert_int_equal(msv_frame_split((const uint8_t *)"\x02", 1, 100, &body, &body_len, &used),
+                     MSV_ERR_UNSUPPORTED);
+    assert_int_equal(
+        msv_frame_split((const uint8_t *)"\x00\x00\x00\x01", 4, 100, &body, &body_len, &used),
+        MSV_ERR_UNSUPPORTED);
+    /* an oversized length is refused as soon as the header is complete */
+    assert_int_equal(
+        msv_frame_split((const uint8_t *)"\x01\x00\x00\x65", 4, 100, &body, &body_len, &used),
+        MSV_ERR_TOO_BIG);
+    assert_int_equal(msv_frame_split((const uint8_t *)"\x01\xff\xff\xff", 4, MSV_FRAME_MAX_DEFAULT,
+                                     &body, &body_len, &used),
+                     MSV_ERR_TOO_BIG);
+    assert_int_equal(
+        msv_frame_split((const uint8_t *)"\x01\x00\x00\x00", 4, 100, &body, &body_len, &used),
+        MSV_ERR_PARSE);
+    assert_null(body);
+}
+
+static void test_frame_encode_decode(void **state)
+{
+    Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT, *back = NULL;
+    Msv__Wire__SendRequest send = MSV__WIRE__SEND_REQUEST__INIT;
+    Msv__Wire__Envelope env[2] = {MSV__WIRE__ENVELOPE__INIT, MSV__WIRE__ENVELOPE__INIT};
+    Msv__Wire__Envelope *envs[2] = {&env[0], &env[1]};
+    uint8_t id[16], ct[64], *wire = NULL;
+    size_t len = 0, body_len = 0, used = 0;
+    const uint8_t *body = NULL;
+
+    (void)state;
+    test_fill_pattern(id, sizeof(id), 1);
+    test_fill_pattern(ct, sizeof(ct), 2);
+    for (int i = 0; i < 2; i++) {
+        env[i].recipient_device = 1000 + (uint64_t)i;
+        env[i].suite = 3;
+        env[i].ciphertext.data = ct;
+        env[i].ciphertext.len = sizeof(ct) - (size_t)i;
+    }
+    send.message_id.data = id;
+    send.message_id.len = sizeof(id);
+    send.n_envelopes = 2;
+    send.envelopes = envs;
+    f.request_id = 77;
+    f.body_case = MSV__WIRE__FRAME__BODY_SEND;
+    f.send = &send;
+
+    assert_int_equal(msv_frame_encode(&f, 32, &wire, &len), MSV_ERR_TOO_BIG);
+    assert_int_equal(msv_frame_encode(&f, MSV_FRAME_MAX_DEFAULT, &wire, &len), MSV_OK);
+    assert_int_equal(msv_frame_split(wire, len, MSV_FRAME_MAX_DEFAULT, &body, &body_len, &used),
+                     MSV_OK);
+    assert_int_equal(used, len);
+    assert_int_equal(msv_frame_decode(body, body_len, &back), MSV_OK);
+    assert_int_equal(back->request_id, 77);
+    assert_int_equal(back->body_case, MSV__WIRE__FRAME__BODY_SEND);
+    assert_int_equal(back->send->n_envelopes, 2);
+    assert_int_equal(back->send->envelopes[1]->recipient_device, 1001);
+    assert_int_equal(back->send->envelopes[1]->ciphertext.len, 63);
+    assert_memory_equal(back->send->envelopes[0]->ciphertext.data, ct, 64);
+    msv_frame_free(back);
+    back = NULL;
+
+    /* a frame that carries no message, and bytes that are not protobuf, are refused */
+    assert_int_equal(msv_frame_decode((const uint8_t *)"\x08\x05", 2, &back), MSV_ERR_PARSE);
+    assert_int_equal(msv_frame_decode((const uint8_t *)"\x4a\x7f\x01", 3, &back), MSV_ERR_PARSE);
+    assert_int_equal(msv_frame_decode((const uint8_t *)"\xff\xff\xff", 3, &back), MSV_ERR_PARSE);
+    assert_null(back);
+    /* every truncation of the body either fails or decodes to a frame without the cut data */
+    for (size_t cut = 0; cut < body_len; cut++) {
+        if (msv_frame_decode(body, cut, &back) == MSV_OK) {
+            assert_true(back->body_case != MSV__WIRE__FRAME__BODY_SEND ||
+                        back->send->n_envelopes < 2 ||
+                        back->send->envelopes[1]->ciphertext.len < 63);
+            msv_frame_free(back);
+            back = NULL;
+        }
+    }
+    free(wire);
+    f.body_case = MSV__WIRE__FRAME__BODY__NOT_SET;
+    assert_int_equal(msv_frame_encode(&f, MSV_FRAME_MAX_DEFAULT, &wire, &len), MSV_ERR_INVALID);
+}
+
+/* ---- payloads ----------------------------------------------------------------------------- */
+
+static void fill_message(struct msv_payload *p, char *text)
+{
+    memset(p, 0, sizeof(*p));
+    p->kind = MSV_KIND_MESSAGE;
+    test_fill_pattern(p->message_id, MSV_ID_LEN, 9);
+    p->sent_at_ms = 1795000000000ull;
+    p->text = text;
+}
+
+static struct msv_payload *round_trip(const struct msv_payload *p)
+{
+    uint8_t *enc = NULL;
+    size_t len = 0;
+    struct msv_payload *back = NULL;
+
+    assert_int_equal(msv_payload_encode(p, &enc, &len), MSV_OK);
+    assert_int_equal(msv_payload_parse(enc, len, &back), MSV_OK);
+    free(enc);
+    return back;
+}
+
+static void test_payload_message_round_trip(void **state)
+{
+    char text[] = "hello \xf0\x9f\x91\x8b";
+    char *people[] = {"alice@example.org", "+15551234567", "bob@example.org"};
+    struct msv_attachment_ref att = {
+        .uri = "blob:abcdef", .size = 12345, .name = "cat.jpg", .mime = "image/jpeg"};
+    struct msv_payload p, *back;
+
+    (void)state;
+    fill_message(&p, text);
+    p.participants = people;
+    p.participant_count = 3;
+    p.has_group = true;
+    test_fill_pattern(p.group_id, MSV_ID_LEN, 4);
+    p.group_name = "Lunch";
+    p.has_reply_to = true;
+    test_fill_pattern(p.reply_to, MSV_ID_LEN, 5);
+    test_fill_pattern(att.key, 32, 6);
+    test_fill_pattern(att.sha256, 32, 7);
+    test_fill_pattern(att.sha1, 20, 8);
+    p.attachments = &att;
+    p.attachment_count = 1;
+
+    back = round_trip(&p);
+    assert_int_equal(back->kind, MSV_KIND_MESSAGE);
+    assert_memory_equal(back->message_id, p.message_id, MSV_ID_LEN);
+    assert_int_equal(back->sent_at_ms, p.sent_at_ms);
+    assert_string_equal(back->text, text);
+    assert_int_equal(back->participant_count, 3);
+    assert_string_equal(back->participants[1], "+15551234567");
+    assert_true(back->has_group);
+    assert_memory_equal(back->group_id, p.group_id, MSV_ID_LEN);
+    assert_string_equal(back->group_name, "Lunch");
+    assert_true(back->has_reply_to);
+    assert_false(back->has_target);
+    assert_int_equal(back->attachment_count, 1);
+    assert_string_equal(back->attachments[0].uri, "blob:abcdef");
+    assert_string_equal(back->attachments[0].mime, "image/jpeg");
+    assert_memory_equal(back->attachments[0].key, att.key, 32);
+    assert_memory_equal(back->attachments[0].sha1, att.sha1, 20);
+    assert_int_equal(back->attachments[0].size, 12345);
+    msv_payload_free(back);
+}
+
+static void test_payload_kinds(void **state)
+{
+    struct msv_payload p, *back;
+    char *member = "carol@example.org";
+    uint8_t *enc = NULL;
+    size_t len = 0;
+
+    (void)state;
+    /* a read receipt names its target and carries nothing else */
+    fill_message(&p, NULL);
+    p.kind = MSV_KIND_RECEIPT_READ;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.has_target = true;
+    test_fill_pattern(p.target_id, MSV_ID_LEN, 3);
+    back = round_trip(&p);
+    assert_int_equal(back->kind, MSV_KIND_RECEIPT_READ);
+    assert_null(back->text);
+    msv_payload_free(back);
+    p.text = "no text on receipts";
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+
+    /* an edit needs a target and new text */
+    p.kind = MSV_KIND_EDIT;
+    p.text = "fixed typo";
+    back = round_trip(&p);
+    assert_string_equal(back->text, "fixed typo");
+    msv_payload_free(back);
+    p.has_target = false;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+
+    /* typing carries nothing */
+    fill_message(&p, NULL);
+    p.kind = MSV_KIND_TYPING;
+    back = round_trip(&p);
+    assert_int_equal(back->kind, MSV_KIND_TYPING);
+    msv_payload_free(back);
+
+    /* a group change needs the group and its members */
+    p.kind = MSV_KIND_GROUP_CHANGE;
+    p.has_group = true;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.participants = &member;
+    p.participant_count = 1;
+    p.group_name = "Renamed";
+    back = round_trip(&p);
+    assert_string_equal(back->group_name, "Renamed");
+    msv_payload_free(back);
+
+    /* an empty message, a zero message id, an unknown kind */
+    fill_message(&p, "");
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    fill_message(&p, "x");
+    memset(p.message_id, 0, MSV_ID_LEN);
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    fill_message(&p, "x");
+    p.kind = (enum msv_payload_kind)99;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    /* a group name without a group */
+    fill_message(&p, "x");
+    p.group_name = "orphan";
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    assert_null(enc);
+}
+
+static void test_payload_limits(void **state)
+{
+    struct msv_payload p, *back = NULL;
+    char *text = malloc(MSV_TEXT_MAX + 2), bad_utf8[] = "caf\xc3";
+    uint8_t *enc = NULL;
+    size_t len = 0;
+
+    (void)state;
+    assert_non_null(text);
+    memset(text, 'a', MSV_TEXT_MAX);
+    text[MSV_TEXT_MAX] = '\0';
+    fill_message(&p, text);
+    back = round_trip(&p);
+    assert_int_equal(strlen(back->text), MSV_TEXT_MAX);
+    msv_payload_free(back);
+    text[MSV_TEXT_MAX] = 'a';
+    text[MSV_TEXT_MAX + 1] = '\0';
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    fill_message(&p, bad_utf8);
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    free(text);
+}
+
+/* Payloads built with the codec directly, as a hostile sender could, are checked on parse. */
+static msv_err parse_crafted(Msv__Payload__Payload *m)
+{
+    uint8_t buf[4096];
+    size_t n = msv__payload__payload__pack(m, buf);
+    struct msv_payload *p = NULL;
+    msv_err err = msv_payload_parse(buf, n, &p);
+
+    if (err == MSV_OK)
+        msv_payload_free(p);
+    else
+        assert_null(p);
+    return err;
+}
+
+static void test_payload_hostile(void **state)
+{
+    Msv__Payload__Payload m = MSV__PAYLOAD__PAYLOAD__INIT;
+    uint8_t id[16], nul_text[] = {'h', 'i', 0, 'x'}, bad[] = {0xed, 0xa0, 0x80};
+    struct msv_payload *p = NULL;
+
+    (void)state;
+    test_fill_pattern(id, 16, 1);
+    m.version = 1;
+    m.kind = MSV__PAYLOAD__KIND__MESSAGE;
+    m.message_id.data = id;
+    m.message_id.len = 16;
+    m.text.data = (uint8_t *)"ok";
+    m.text.len = 2;
+    assert_int_equal(parse_crafted(&m), MSV_OK);
+    m.version = 2;
+    assert_int_equal(parse_crafted(&m), MSV_ERR_UNSUPPORTED);
+    m.version = 0;
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.version = 1;
+    m.message_id.len = 15;
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.message_id.len = 16;
+    m.text.data = nul_text;
+    m.text.len = sizeof(nul_text);
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.text.data = bad;
+    m.text.len = sizeof(bad);
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.text.data = (uint8_t *)"ok";
+    m.text.len = 2;
+    m.reply_to.data = id;
+    m.reply_to.len = 3;
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.reply_to.len = 0;
+    m.kind = (Msv__Payload__Kind)42;
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    /* not protobuf at all, and a truncated field */
+    assert_int_equal(msv_payload_parse((const uint8_t *)"\xff\xff", 2, &p), MSV_ERR_PARSE);
+    assert_int_equal(msv_payload_parse((const uint8_t *)"\x2a\x05hi", 4, &p), MSV_ERR_PARSE);
+    assert_null(p);
+}
+
+/* A field this version does not know is skipped, so newer senders can add fields. */
+static void test_payload_unknown_field(void **state)
+{
+    struct msv_payload p, *back = NULL;
+    uint8_t *enc = NULL, *longer;
+    size_t len = 0;
+
+    (void)state;
+    fill_message(&p, "forward compatible");
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_OK);
+    longer = malloc(len + 3);
+    assert_non_null(longer);
+    memcpy(longer, enc, len);
+    /* field 100, varint 1 */
+    longer[len] = 0xa0;
+    longer[len + 1] = 0x06;
+    longer[len + 2] = 0x01;
+    assert_int_equal(msv_payload_parse(longer, len + 3, &back), MSV_OK);
+    assert_string_equal(back->text, "forward compatible");
+    msv_payload_free(back);
+    free(longer);
+    free(enc);
+    assert_string_equal(msv_payload_kind_name(MSV_KIND_GROUP_CHANGE), "group-change");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_frame_header),
+        cmocka_unit_test(test_frame_split_incremental),
+        cmocka_unit_test(test_frame_split_refusals),
+        cmocka_unit_test(test_frame_encode_decode),
+        cmocka_unit_test(test_payload_message_round_trip),
+        cmocka_unit_test(test_payload_kinds),
+        cmocka_unit_test(test_payload_limits),
+        cmocka_unit_test(test_payload_hostile),
+        cmocka_unit_test(test_payload_unknown_field),
+    };
+
+    return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
+}
