@@ -16,6 +16,9 @@
  */
 MSV_MUST_CHECK msv_err msv_init(void);
 
+/* Fills n bytes with output of the system's CSPRNG (after msv_init()). */
+void msv_random_bytes(void *out, size_t n);
+
 /* Overwrites len bytes at p with zeros in a way the compiler cannot elide. */
 void msv_wipe(void *p, size_t len);
 

@@ -48,6 +48,11 @@ const char *msv_strerror(msv_err err)
     }
 }
 
+void msv_random_bytes(void *out, size_t n)
+{
+    randombytes_buf(out, n);
+}
+
 void msv_wipe(void *p, size_t len)
 {
     if (p != NULL)

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# missive-crypto from the outside: every command, its errors, and that failures change nothing.
+set -u
+M=$(realpath "${1:?usage: test_tool.sh PATH_TO_MISSIVE_CRYPTO}")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work" || exit 1
+passed=0
+failed=0
+
+ok() { passed=$((passed + 1)); }
+bad() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
+# expect STATUS DESCRIPTION -- COMMAND...
+expect() {
+    local want=$1 what=$2
+    shift 3
+    "$@" >out.txt 2>err.txt
+    local got=$?
+    if [ "$got" -eq "$want" ]; then ok; else bad "$what: exit $got, wanted $want ($(head -c 300 err.txt))"; fi
+}
+
+for cmd in keygen public fingerprint seal open verify payload-encode payload-decode attach-encrypt attach-decrypt; do
+    expect 0 "$cmd --help" -- "$M" "$cmd" --help
+    grep -q "^usage: missive-crypto $cmd" out.txt && ok || bad "$cmd --help text"
+done
+expect 0 "--help" -- "$M" --help
+expect 2 "no command" -- "$M"
+expect 2 "unknown command" -- "$M" frobnicate
+expect 2 "unknown option" -- "$M" seal --bogus
+expect 2 "missing required option" -- "$M" seal --to x.pub
+expect 2 "bad suite" -- "$M" keygen --out x.key --suite rot13
+expect 2 "rsa bits on modern" -- "$M" keygen --out x.key --rsa-bits 2048
+[ ! -e x.key ] && ok || bad "a refused keygen left a key file"
+
+printf 'The quick brown fox \xe2\x9c\x93\n' > msg.txt
+head -c 5000 /dev/urandom > big.bin
+for suite in classic ecies modern; do
+    expect 0 "$suite keygen alice" -- "$M" keygen --suite "$suite" --out "a-$suite.key" --public "a-$suite.pub"
+    grep -q "^suite: $suite$" out.txt && ok || bad "$suite keygen prints its suite"
+    expect 0 "$suite keygen bob" -- "$M" keygen --suite "$suite" --out "b-$suite.key" --public "b-$suite.pub"
+    [ "$(stat -c %a "a-$suite.key")" = 600 ] && ok || bad "$suite key file mode"
+    expect 1 "$suite keygen refuses to overwrite" -- "$M" keygen --suite "$suite" --out "a-$suite.key"
+    expect 0 "$suite public" -- "$M" public --key "a-$suite.key" --out "a2-$suite.pub"
+    cmp -s "a-$suite.pub" "a2-$suite.pub" && ok || bad "$suite public matches keygen's"
+    "$M" fingerprint --in "a-$suite.key" > fp1.txt && "$M" fingerprint --in "a-$suite.pub" > fp2.txt
+    cmp -s fp1.txt fp2.txt && grep -qE '^fingerprint: ([0-9a-f]{4} ){15}[0-9a-f]{4}$' fp1.txt && ok || bad "$suite fingerprint"
+
+    for input in msg.txt big.bin; do
+        expect 0 "$suite seal $input" -- "$M" seal --key "a-$suite.key" --to "b-$suite.pub" --in "$input" --out "$input.$suite.env"
+        expect 0 "$suite open $input" -- "$M" open --key "b-$suite.key" --from "a-$suite.pub" --in "$input.$suite.env" --out "$input.$suite.out"
+        cmp -s "$input" "$input.$suite.out" && ok || bad "$suite round trip of $input"
+    done
+    # a flipped byte, the wrong sender, the wrong recipient: exit 3 and no output file
+    python3 -c "import sys; b=bytearray(open(sys.argv[1],'rb').read()); b[len(b)//2]^=1; open(sys.argv[2],'wb').write(b)" "msg.txt.$suite.env" tampered.env
+    expect 3 "$suite tampered" -- "$M" open --key "b-$suite.key" --from "a-$suite.pub" --in tampered.env --out t.out
+    expect 3 "$suite wrong sender" -- "$M" open --key "b-$suite.key" --from "b-$suite.pub" --in "msg.txt.$suite.env" --out t.out
+    expect 3 "$suite wrong recipient" -- "$M" open --key "a-$suite.key" --from "a-$suite.pub" --in "msg.txt.$suite.env" --out t.out
+    [ ! -e t.out ] && ok || bad "$suite failed open left output"
+    ls t.out.tmp* >/dev/null 2>&1 && bad "$suite left a temporary file" || ok
+    grep -q "message could not be authenticated" err.txt && ok || bad "$suite uniform error text"
+done
+expect 0 "classic verify" -- "$M" verify --from a-classic.pub --in msg.txt.classic.env
+expect 3 "classic verify wrong sender" -- "$M" verify --from b-classic.pub --in msg.txt.classic.env
+expect 1 "modern verify is not possible outside" -- "$M" verify --from a-modern.pub --in msg.txt.modern.env
+expect 1 "suites must match" -- "$M" seal --key a-modern.key --to b-classic.pub --in msg.txt
+expect 1 "not a key file" -- "$M" seal --key msg.txt --to b-modern.pub --in msg.txt
+expect 1 "not an identity" -- "$M" seal --key a-modern.key --to msg.txt --in msg.txt
+expect 1 "missing file" -- "$M" open --key nope.key --from a-modern.pub --in x
+expect 0 "classic 2048" -- "$M" keygen --suite classic --rsa-bits 2048 --out c2048.key --public c2048.pub
+expect 0 "seal to 2048" -- "$M" seal --key a-classic.key --to c2048.pub --in msg.txt --out m2048.env
+expect 0 "open at 2048" -- "$M" open --key c2048.key --from a-classic.pub --in m2048.env --out m2048.out
+cmp -s msg.txt m2048.out && ok || bad "2048-bit round trip"
+
+# payloads
+expect 0 "payload-encode" -- "$M" payload-encode --text "lunch?" --participant alice@example.org --participant bob@example.org --group-name Team --out p.bin
+expect 0 "payload-decode" -- "$M" payload-decode --in p.bin
+python3 - out.txt <<'PY' && ok || bad "payload JSON content"
+import json, sys
+p = json.load(open(sys.argv[1]))
+assert p["kind"] == "message" and p["text"] == "lunch?", p
+assert p["participants"] == ["alice@example.org", "bob@example.org"], p
+assert p["group_name"] == "Team" and len(p["group_id"]) == 32 and len(p["message_id"]) == 32
+PY
+expect 2 "receipt without target" -- "$M" payload-encode --kind receipt-read
+expect 0 "receipt with target" -- "$M" payload-encode --kind receipt-read --target 00112233445566778899aabbccddeeff --out r.bin
+expect 2 "bad kind" -- "$M" payload-encode --kind shout --text x
+expect 1 "decode garbage" -- "$M" payload-decode --in msg.txt
+
+# attachments
+head -c 300000 /dev/urandom > photo.jpg
+expect 0 "attach-encrypt" -- "$M" attach-encrypt --in photo.jpg --out photo.enc
+key=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['key'])" out.txt)
+sha=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['sha256'])" out.txt)
+[ "$sha" = "$(sha256sum photo.enc | cut -d' ' -f1)" ] && ok || bad "attachment sha256 is of the ciphertext"
+[ "$(stat -c %s photo.enc)" = 300000 ] && ok || bad "ciphertext size"
+cmp -s photo.jpg photo.enc && bad "ciphertext equals plaintext" || ok
+expect 0 "attach-decrypt" -- "$M" attach-decrypt --key "$key" --sha256 "$sha" --in photo.enc --out photo.out
+cmp -s photo.jpg photo.out && ok || bad "attachment round trip"
+python3 -c "import sys; b=bytearray(open(sys.argv[1],'rb').read()); b[1000]^=0x40; open(sys.argv[1],'wb').write(b)" photo.enc
+expect 3 "attach-decrypt of changed ciphertext" -- "$M" attach-decrypt --key "$key" --sha256 "$sha" --in photo.enc --out photo2.out
+[ ! -e photo2.out ] && ok || bad "refused attachment left output"
+expect 2 "attach-decrypt bad key hex" -- "$M" attach-decrypt --key zz --sha256 "$sha" --in photo.enc --out x
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
