@@ -422,6 +422,12 @@ static void test_identity_export_import(void **state)
             assert_null(bad);
             msv_secret_free(mixed, mixed_len);
         }
+        /* a damaged private key (here: the last byte, inside the RSA CRT coefficient or the
+         * X25519/P-256 scalar) is refused rather than imported half-working */
+        exp[exp_len - 1] ^= 0x01;
+        assert_int_equal(msv_identity_import(exp, exp_len, &bad), MSV_ERR_PARSE);
+        assert_null(bad);
+        exp[exp_len - 1] ^= 0x01;
         /* every truncation is refused */
         for (size_t cut = 0; cut < exp_len; cut++) {
             assert_int_not_equal(msv_identity_import(exp, cut, &bad), MSV_OK);

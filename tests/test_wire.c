@@ -340,6 +340,16 @@ static void test_payload_hostile(void **state)
     m.reply_to.len = 3;
     assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
     m.reply_to.len = 0;
+    {
+        /* an empty participant, encoded with no data at all */
+        ProtobufCBinaryData empty = {0, NULL};
+
+        m.n_participants = 1;
+        m.participants = &empty;
+        assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+        m.n_participants = 0;
+        m.participants = NULL;
+    }
     m.kind = (Msv__Payload__Kind)42;
     assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
     /* not protobuf at all, and a truncated field */

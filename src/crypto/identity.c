@@ -294,14 +294,23 @@ static msv_err load_p256_secret(const struct msv_elem *e, const uint8_t *want_po
 static msv_err load_rsa_secret(const struct msv_elem *e, const EVP_PKEY *want, EVP_PKEY **out)
 {
     const unsigned char *p;
+    EVP_PKEY_CTX *ctx;
+    int consistent;
 
     if (e == NULL)
         return MSV_ERR_PARSE;
     p = e->value;
     *out = d2i_PrivateKey(EVP_PKEY_RSA, NULL, &p, (long)e->value_len);
-    if (*out == NULL || p != e->value + e->value_len)
+    if (*out == NULL || p != e->value + e->value_len || EVP_PKEY_eq(*out, want) != 1)
         return MSV_ERR_PARSE;
-    return EVP_PKEY_eq(*out, want) == 1 ? MSV_OK : MSV_ERR_PARSE;
+    /* EVP_PKEY_eq compares public parts only; a damaged private exponent or CRT value
+     * would otherwise import and fail (or leak through faults) at the first decryption. */
+    ctx = EVP_PKEY_CTX_new_from_pkey(NULL, *out, NULL);
+    if (ctx == NULL)
+        return MSV_ERR_NOMEM;
+    consistent = EVP_PKEY_check(ctx) == 1;
+    EVP_PKEY_CTX_free(ctx);
+    return consistent ? MSV_OK : MSV_ERR_PARSE;
 }
 
 static msv_err load_modern_secret(const struct msv_elem *ed, const struct msv_elem *x,

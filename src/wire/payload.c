@@ -201,7 +201,7 @@ static msv_err copy_str(ProtobufCBinaryData b, int keep_empty, char **out)
     *out = NULL;
     if (b.len == 0 && !keep_empty)
         return MSV_OK;
-    if (memchr(b.data, '\0', b.len) != NULL)
+    if (b.len > 0 && memchr(b.data, '\0', b.len) != NULL)
         return MSV_ERR_PARSE;
     s = malloc(b.len + 1);
     if (s == NULL)
