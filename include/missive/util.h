@@ -10,9 +10,10 @@
 #include "missive/error.h"
 
 /*
- * Initialises the crypto libraries underneath libmissive. Call once before
- * any other function; later calls are harmless. Returns MSV_ERR_CRYPTO if
- * the system's random source cannot be used.
+ * Initialises the crypto libraries underneath libmissive: the random source
+ * and OpenSSL's locked secure heap for private keys. Call once at start-up,
+ * before other threads exist and before any other function; later calls are
+ * harmless. Returns MSV_ERR_CRYPTO if the system's random source is unusable.
  */
 MSV_MUST_CHECK msv_err msv_init(void);
 

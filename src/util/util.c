@@ -6,11 +6,22 @@
 #include <openssl/crypto.h>
 #include <sodium.h>
 
+/* Room in OpenSSL's secure heap for the private parts of a few dozen RSA and P-256 keys. */
+#define SECURE_HEAP_SIZE (256 * 1024)
+#define SECURE_HEAP_MIN 32
+
 msv_err msv_init(void)
 {
     /* sodium_init() is idempotent and thread-safe; -1 means no usable random source. */
     if (sodium_init() < 0)
         return MSV_ERR_CRYPTO;
+    /*
+     * OpenSSL keeps RSA and EC private components in BN_secure memory: locked pages
+     * between guard pages, wiped when freed. Where locking memory is not allowed
+     * (RLIMIT_MEMLOCK), OpenSSL falls back to its normal heap and keys still work.
+     */
+    if (!CRYPTO_secure_malloc_initialized())
+        (void)CRYPTO_secure_malloc_init(SECURE_HEAP_SIZE, SECURE_HEAP_MIN);
     return MSV_OK;
 }
 

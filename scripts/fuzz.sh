@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang (ASan + UBSan) and runs each for SECONDS
+# (default 20) from its seed corpus. New inputs go to a scratch copy, so the
+# committed corpus is not changed; a crash leaves its input in build-fuzz/artifacts/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-20}
+case "$seconds" in ''|*[!0-9]*) echo "usage: scripts/fuzz.sh [SECONDS]" >&2; exit 2 ;; esac
+CC=clang cmake -S . -B build-fuzz -DMSV_FUZZ=ON -DMSV_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-fuzz -j"$(nproc)" >/dev/null
+mkdir -p build-fuzz/artifacts
+status=0
+for target in classic envelope identity payload frame; do
+    scratch=$(mktemp -d)
+    cp fuzz/corpus/"$target"/* "$scratch"/
+    if build-fuzz/fuzz/fuzz_"$target" -max_total_time="$seconds" -print_final_stats=1 \
+        -artifact_prefix=build-fuzz/artifacts/"$target"- "$scratch" >build-fuzz/"$target".log 2>&1; then
+        runs=$(grep -m1 -oE 'stat::number_of_executed_units: *[0-9]+' build-fuzz/"$target".log | grep -oE '[0-9]+$' || echo '?')
+        echo "fuzz_$target: ok, $runs inputs in ${seconds}s"
+    else
+        echo "fuzz_$target: FAILED (see build-fuzz/$target.log)"
+        tail -30 build-fuzz/"$target".log
+        status=1
+    fi
+    rm -rf "$scratch"
+done
+exit $status

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it on a fresh Debian bookworm machine:
+# dependencies, static checks, unit and integration tests in a normal build
+# and in an ASan+UBSan build, then every fuzz target for a short time.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+passed=0
+failed=0
+stage() {
+    local name=$1
+    shift
+    echo "==> $name"
+    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "==> $name: FAILED"; fi
+}
+build_and_test() {
+    local dir=$1
+    shift
+    cmake -S . -B "$dir" "$@" >/dev/null && cmake --build "$dir" -j"$jobs" >/dev/null &&
+        (cd "$dir" && ctest --output-on-failure -j"$jobs")
+}
+
+bash scripts/deps.sh || exit 1
+stage "banned calls" bash scripts/check-banned.sh
+stage "format" bash scripts/check-format.sh
+stage "build and test (release)" build_and_test build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+stage "build and test (ASan+UBSan)" build_and_test build-asan -DCMAKE_BUILD_TYPE=Debug -DMSV_SANITIZE=ON
+stage "fuzz (${MSV_FUZZ_SECONDS:-20}s per target)" bash scripts/fuzz.sh "${MSV_FUZZ_SECONDS:-20}"
+echo "stages: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
