@@ -219,7 +219,7 @@ struct classic_wire {
 static msv_err parse_wire(const uint8_t *wire, size_t wire_len, struct classic_wire *w)
 {
     struct msv_reader r;
-    uint8_t version, sig_len;
+    uint8_t version;
     uint16_t body_len;
 
     msv_reader_init(&r, wire, wire_len);
@@ -228,13 +228,8 @@ static msv_err parse_wire(const uint8_t *wire, size_t wire_len, struct classic_w
     if (msv_reader_u16be(&r, &body_len) != MSV_OK ||
         msv_reader_bytes(&r, body_len, &w->body) != MSV_OK)
         return MSV_ERR_AUTH;
-    if (msv_reader_u8(&r, &sig_len) != MSV_OK || msv_reader_bytes(&r, sig_len, &w->sig) != MSV_OK)
-        return MSV_ERR_AUTH;
-    if (msv_reader_left(&r) != 0)
-        return MSV_ERR_AUTH;
     w->body_len = body_len;
-    w->sig_len = sig_len;
-    return MSV_OK;
+    return msv_read_signature_trailer(&r, &w->sig, &w->sig_len);
 }
 
 msv_err msv_classic_verify(const struct msv_public_identity *sender, const uint8_t *wire,
@@ -290,7 +285,6 @@ msv_err msv_classic_open(const struct msv_identity *recipient,
                          const struct msv_public_identity *sender, const uint8_t *wire,
                          size_t wire_len, uint8_t **out, size_t *out_len, uint8_t replay_id[32])
 {
-    static const uint8_t suite_byte = MSV_WIRE_CLASSIC;
     size_t k = (size_t)EVP_PKEY_get_size(recipient->pub->rsa_pk);
     struct classic_wire w;
     uint8_t *pt = NULL;
@@ -312,12 +306,7 @@ msv_err msv_classic_open(const struct msv_identity *recipient,
         msv_secret_free(pt, w.body_len + INLINE_CT + 1);
         return MSV_ERR_AUTH;
     }
-    {
-        const uint8_t *parts[2] = {&suite_byte, w.body};
-        size_t lens[2] = {1, k};
-
-        err = msv_sha256_parts(parts, lens, 2, replay_id);
-    }
+    err = msv_replay_id(MSV_WIRE_CLASSIC, w.body, k, replay_id);
     if (err != MSV_OK) {
         msv_secret_free(pt, w.body_len + INLINE_CT + 1);
         return err;

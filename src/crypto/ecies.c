@@ -106,7 +106,7 @@ struct ecies_wire {
 static msv_err parse_wire(const uint8_t *wire, size_t wire_len, struct ecies_wire *w)
 {
     struct msv_reader r;
-    uint8_t version, sig_len;
+    uint8_t version;
     uint32_t ct_len;
 
     msv_reader_init(&r, wire, wire_len);
@@ -117,20 +117,14 @@ static msv_err parse_wire(const uint8_t *wire, size_t wire_len, struct ecies_wir
     if (msv_reader_u32be(&r, &ct_len) != MSV_OK || ct_len > MSV_PLAINTEXT_MAX ||
         msv_reader_bytes(&r, ct_len, &w->ct) != MSV_OK)
         return MSV_ERR_AUTH;
-    if (msv_reader_u8(&r, &sig_len) != MSV_OK || msv_reader_bytes(&r, sig_len, &w->sig) != MSV_OK)
-        return MSV_ERR_AUTH;
-    if (msv_reader_left(&r) != 0)
-        return MSV_ERR_AUTH;
     w->ct_len = ct_len;
-    w->sig_len = sig_len;
-    return MSV_OK;
+    return msv_read_signature_trailer(&r, &w->sig, &w->sig_len);
 }
 
 msv_err msv_ecies_open(const struct msv_identity *recipient,
                        const struct msv_public_identity *sender, const uint8_t *wire,
                        size_t wire_len, uint8_t **out, size_t *out_len, uint8_t replay_id[32])
 {
-    static const uint8_t suite_byte = MSV_WIRE_ECIES;
     uint8_t z[32], okm[48];
     const uint8_t *parts[5];
     size_t lens[5];
@@ -156,12 +150,7 @@ msv_err msv_ecies_open(const struct msv_identity *recipient,
     if (derive_keys(z, okm) != MSV_OK ||
         msv_aes_ctr(okm, 32, okm + 32, w.ct, w.ct_len, pt) != MSV_OK)
         goto out;
-    {
-        const uint8_t *id_parts[2] = {&suite_byte, w.eph};
-        size_t id_lens[2] = {1, MSV_P256_POINT_LEN};
-
-        err = msv_sha256_parts(id_parts, id_lens, 2, replay_id);
-    }
+    err = msv_replay_id(MSV_WIRE_ECIES, w.eph, MSV_P256_POINT_LEN, replay_id);
     if (err != MSV_OK)
         goto out;
     *out = pt;

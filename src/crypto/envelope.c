@@ -6,6 +6,7 @@
 
 #include "crypto/internal.h"
 #include "missive/util.h"
+#include "util/buf.h"
 
 size_t msv_plaintext_max(const struct msv_public_identity *recipient)
 {
@@ -83,6 +84,25 @@ msv_err msv_open(const struct msv_identity *recipient, const struct msv_public_i
     }
     *out = pt;
     *out_len = pt_len;
+    return MSV_OK;
+}
+
+msv_err msv_replay_id(uint8_t suite_byte, const uint8_t *unique, size_t len, uint8_t out[32])
+{
+    const uint8_t *parts[2] = {&suite_byte, unique};
+    size_t lens[2] = {1, len};
+
+    return msv_sha256_parts(parts, lens, 2, out);
+}
+
+msv_err msv_read_signature_trailer(struct msv_reader *r, const uint8_t **sig, size_t *sig_len)
+{
+    uint8_t n;
+
+    if (msv_reader_u8(r, &n) != MSV_OK || msv_reader_bytes(r, n, sig) != MSV_OK ||
+        msv_reader_left(r) != 0)
+        return MSV_ERR_AUTH;
+    *sig_len = n;
     return MSV_OK;
 }
 

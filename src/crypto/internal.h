@@ -193,6 +193,21 @@ MSV_MUST_CHECK msv_err msv_modern_open(const struct msv_identity *recipient,
                                        const uint8_t *wire, size_t wire_len, uint8_t **out,
                                        size_t *out_len, uint8_t replay_id[32]);
 
+/*
+ * The replay-cache identity of an authentic envelope: SHA-256 of its suite
+ * byte and its per-message randomness (docs/crypto.md, "Replays").
+ */
+MSV_MUST_CHECK msv_err msv_replay_id(uint8_t suite_byte, const uint8_t *unique, size_t len,
+                                     uint8_t out[32]);
+
+/*
+ * Reads the trailer that classic and ecies envelopes share, u8 len || DER
+ * signature, which must end the envelope. MSV_ERR_AUTH otherwise.
+ */
+struct msv_reader;
+MSV_MUST_CHECK msv_err msv_read_signature_trailer(struct msv_reader *r, const uint8_t **sig,
+                                                  size_t *sig_len);
+
 /* Dispatches to the suite of sender; what msv_seal() does with msv_rng_system. */
 MSV_MUST_CHECK msv_err msv_seal_rng(const struct msv_identity *sender,
                                     const struct msv_public_identity *recipient, const uint8_t *pt,

@@ -115,7 +115,6 @@ msv_err msv_modern_open(const struct msv_identity *recipient,
                         const struct msv_public_identity *sender, const uint8_t *wire,
                         size_t wire_len, uint8_t **out, size_t *out_len, uint8_t replay_id[32])
 {
-    static const uint8_t suite_byte = MSV_WIRE_MODERN;
     uint8_t shared[32], key[32];
     uint8_t *inner = NULL, *pt = NULL;
     size_t inner_len = 0, pt_len = 0;
@@ -151,12 +150,7 @@ msv_err msv_modern_open(const struct msv_identity *recipient,
     }
     if (pt_len > 0)
         memcpy(pt, inner + SIG_LEN, pt_len);
-    {
-        const uint8_t *parts[2] = {&suite_byte, wire + 1};
-        size_t lens[2] = {1, EPH_LEN};
-
-        err = msv_sha256_parts(parts, lens, 2, replay_id);
-    }
+    err = msv_replay_id(MSV_WIRE_MODERN, wire + 1, EPH_LEN, replay_id);
     if (err != MSV_OK)
         goto out;
     *out = pt;
