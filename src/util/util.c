@@ -15,11 +15,11 @@ msv_err msv_init(void)
     /* sodium_init() is idempotent and thread-safe; -1 means no usable random source. */
     if (sodium_init() < 0)
         return MSV_ERR_CRYPTO;
-    /*
-     * OpenSSL keeps RSA and EC private components in BN_secure memory: locked pages
-     * between guard pages, wiped when freed. Where locking memory is not allowed
-     * (RLIMIT_MEMLOCK), OpenSSL falls back to its normal heap and keys still work.
-     */
+        /*
+         * OpenSSL keeps RSA and EC private components in BN_secure memory: locked pages
+         * between guard pages, wiped when freed. Where locking memory is not allowed
+         * (RLIMIT_MEMLOCK), OpenSSL falls back to its normal heap and keys still work.
+         */
 #ifndef MSV_SANITIZER_BUILD
     /* Sanitizer builds leave it out: ASan cannot see into those pages, and LeakSanitizer
      * does not scan them, so OpenSSL's long-lived objects referenced from there would
