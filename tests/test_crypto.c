@@ -592,6 +592,32 @@ static void test_attachment_streaming(void **state)
     free(many);
 }
 
+static void test_device_signatures(void **state)
+{
+    static const uint8_t msg[] = "MSV-auth-v1 challenge";
+
+    (void)state;
+    for (int s = 0; s < 3; s++) {
+        const struct suite_fixture *f = &fixtures[s];
+        uint8_t sig[MSV_SIGNATURE_MAX];
+        size_t len = 0;
+
+        assert_int_equal(msv_identity_sign(f->alice.id, msg, sizeof(msg), sig, &len), MSV_OK);
+        assert_true(len > 0 && len <= MSV_SIGNATURE_MAX);
+        assert_int_equal(msv_public_identity_verify(f->alice.pub, msg, sizeof(msg), sig, len),
+                         MSV_OK);
+        assert_int_equal(msv_public_identity_verify(f->bob.pub, msg, sizeof(msg), sig, len),
+                         MSV_ERR_AUTH);
+        assert_int_equal(msv_public_identity_verify(f->alice.pub, msg, sizeof(msg) - 1, sig, len),
+                         MSV_ERR_AUTH);
+        sig[len - 1] ^= 1;
+        assert_int_equal(msv_public_identity_verify(f->alice.pub, msg, sizeof(msg), sig, len),
+                         MSV_ERR_AUTH);
+        assert_int_equal(msv_public_identity_verify(f->alice.pub, msg, sizeof(msg), sig, 0),
+                         MSV_ERR_AUTH);
+    }
+}
+
 static void test_suite_names(void **state)
 {
     enum msv_suite s = MSV_SUITE_ANY;
@@ -622,6 +648,7 @@ int main(void)
         cmocka_unit_test(test_fingerprint_text),
         cmocka_unit_test(test_attachment_round_trip),
         cmocka_unit_test(test_attachment_streaming),
+        cmocka_unit_test(test_device_signatures),
         cmocka_unit_test(test_suite_names),
     };
 

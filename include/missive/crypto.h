@@ -100,6 +100,20 @@ void msv_public_identity_hash(const struct msv_public_identity *pub,
 void msv_fingerprint_text(const uint8_t hash[MSV_IDENTITY_HASH_LEN],
                           char out[MSV_FINGERPRINT_TEXT_LEN]);
 
+/*
+ * Signs msg with the device's signing key: ECDSA P-256 over SHA-256 (DER) for
+ * classic and ecies, Ed25519 for modern. The caller adds its own context
+ * prefix to msg. sig holds MSV_SIGNATURE_MAX bytes; *sig_len is set.
+ */
+#define MSV_SIGNATURE_MAX 72
+MSV_MUST_CHECK msv_err msv_identity_sign(const struct msv_identity *id, const uint8_t *msg,
+                                         size_t len, uint8_t sig[MSV_SIGNATURE_MAX],
+                                         size_t *sig_len);
+/* Checks a signature made by msv_identity_sign(); MSV_OK or MSV_ERR_AUTH. */
+MSV_MUST_CHECK msv_err msv_public_identity_verify(const struct msv_public_identity *pub,
+                                                  const uint8_t *msg, size_t len,
+                                                  const uint8_t *sig, size_t sig_len);
+
 /* ---- per-device envelopes ------------------------------------------------------------- */
 
 /*

@@ -654,3 +654,31 @@ msv_err msv_identity_generate(enum msv_suite suite, unsigned rsa_bits, struct ms
 {
     return msv_identity_generate_rng(suite, rsa_bits, &msv_rng_system, out);
 }
+
+/* ---- device signatures ---------------------------------------------------------------- */
+
+msv_err msv_identity_sign(const struct msv_identity *id, const uint8_t *msg, size_t len,
+                          uint8_t sig[MSV_SIGNATURE_MAX], size_t *sig_len)
+{
+    if (id->pub->suite == MSV_SUITE_MODERN) {
+        if (crypto_sign_detached(sig, NULL, msg, len, id->modern->ed_sk) != 0)
+            return MSV_ERR_CRYPTO;
+        *sig_len = crypto_sign_BYTES;
+        return MSV_OK;
+    }
+    return msv_ecdsa_sign(id->sign_sk, EVP_sha256(), &msg, &len, 1, sig, sig_len);
+}
+
+msv_err msv_public_identity_verify(const struct msv_public_identity *pub, const uint8_t *msg,
+                                   size_t len, const uint8_t *sig, size_t sig_len)
+{
+    if (pub->suite == MSV_SUITE_MODERN) {
+        if (sig_len != crypto_sign_BYTES ||
+            crypto_sign_verify_detached(sig, msg, len, pub->ed_pk) != 0)
+            return MSV_ERR_AUTH;
+        return MSV_OK;
+    }
+    return msv_ecdsa_verify(pub->sign_pk, EVP_sha256(), &msg, &len, 1, sig, sig_len) == MSV_OK
+               ? MSV_OK
+               : MSV_ERR_AUTH;
+}

@@ -1,0 +1,933 @@
+/*
+ * The SQLite storage backend: one connection in WAL mode with synchronous=FULL,
+ * so that a commit that returned has reached the disk; a mutex serialises the
+ * callers. The SQL is kept to what PostgreSQL also speaks.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "missive/util.h"
+#include "store/store.h"
+
+struct sqlite_store {
+    sqlite3 *db;
+    pthread_mutex_t lock;
+};
+
+/* Each migration takes the schema from version i to i + 1. */
+static const char *const migrations[] = {
+    "CREATE TABLE accounts ("
+    "  id INTEGER PRIMARY KEY,"
+    "  handle TEXT NOT NULL UNIQUE,"
+    "  password_hash TEXT NOT NULL,"
+    "  created_ms BIGINT NOT NULL);"
+    "CREATE TABLE codes ("
+    "  handle TEXT PRIMARY KEY,"
+    "  code_hash BLOB NOT NULL,"
+    "  expires_ms BIGINT NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE devices ("
+    "  id INTEGER PRIMARY KEY,"
+    "  account_id INTEGER NOT NULL REFERENCES accounts(id),"
+    "  suite INTEGER NOT NULL,"
+    "  identity BLOB NOT NULL,"
+    "  push_token BLOB NOT NULL,"
+    "  created_ms BIGINT NOT NULL);"
+    "CREATE INDEX devices_by_account ON devices(account_id);"
+    "CREATE TABLE queue ("
+    "  id INTEGER PRIMARY KEY,"
+    "  device_id INTEGER NOT NULL,"
+    "  sender_device INTEGER NOT NULL,"
+    "  sender_handle TEXT NOT NULL,"
+    "  suite INTEGER NOT NULL,"
+    "  ciphertext BLOB NOT NULL,"
+    "  enqueued_ms BIGINT NOT NULL,"
+    "  expires_ms BIGINT NOT NULL);"
+    "CREATE INDEX queue_by_device ON queue(device_id, id);"
+    "CREATE INDEX queue_by_expiry ON queue(expires_ms);"
+    "CREATE TABLE blobs ("
+    "  id BLOB PRIMARY KEY,"
+    "  owner_device INTEGER NOT NULL,"
+    "  size BIGINT NOT NULL,"
+    "  received BIGINT NOT NULL,"
+    "  complete INTEGER NOT NULL,"
+    "  sha256 BLOB NOT NULL,"
+    "  expires_ms BIGINT NOT NULL);"
+    "CREATE INDEX blobs_by_expiry ON blobs(expires_ms);",
+};
+
+static msv_err sql_err(int rc)
+{
+    switch (rc) {
+    case SQLITE_OK:
+    case SQLITE_DONE:
+    case SQLITE_ROW:
+        return MSV_OK;
+    case SQLITE_NOMEM:
+        return MSV_ERR_NOMEM;
+    case SQLITE_CONSTRAINT:
+        return MSV_ERR_EXISTS;
+    case SQLITE_TOOBIG:
+        return MSV_ERR_TOO_BIG;
+    default:
+        return MSV_ERR_IO; /* disk full, I/O error, corruption, busy */
+    }
+}
+
+static msv_err exec(struct sqlite_store *s, const char *sql)
+{
+    return sql_err(sqlite3_exec(s->db, sql, NULL, NULL, NULL));
+}
+
+static msv_err prepare(struct sqlite_store *s, const char *sql, sqlite3_stmt **st)
+{
+    return sql_err(sqlite3_prepare_v2(s->db, sql, -1, st, NULL));
+}
+
+/* Runs a prepared statement that returns no rows, then finalises it. */
+static msv_err run(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? MSV_OK : sql_err(rc);
+}
+
+static char *column_text(sqlite3_stmt *st, int col)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    size_t n = (size_t)sqlite3_column_bytes(st, col);
+    char *out = malloc(n + 1);
+
+    if (out != NULL) {
+        if (n > 0)
+            memcpy(out, t, n);
+        out[n] = '\0';
+    }
+    return out;
+}
+
+static uint8_t *column_blob(sqlite3_stmt *st, int col, size_t *len)
+{
+    const void *b = sqlite3_column_blob(st, col);
+    size_t n = (size_t)sqlite3_column_bytes(st, col);
+    uint8_t *out = malloc(n ? n : 1);
+
+    if (out != NULL && n > 0)
+        memcpy(out, b, n);
+    *len = n;
+    return out;
+}
+
+static msv_err migrate(struct sqlite_store *s)
+{
+    sqlite3_stmt *st = NULL;
+    int version = 0;
+    msv_err err;
+
+    err = exec(s, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);");
+    if (err == MSV_OK)
+        err = prepare(s, "SELECT MAX(version) FROM schema_version;", &st);
+    if (err != MSV_OK)
+        return err;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (version > (int)(sizeof(migrations) / sizeof(migrations[0])))
+        return MSV_ERR_UNSUPPORTED; /* written by a newer missived */
+    for (size_t v = (size_t)version; v < sizeof(migrations) / sizeof(migrations[0]); v++) {
+        char bump[96];
+
+        snprintf(bump, sizeof(bump), "INSERT INTO schema_version VALUES (%zu);", v + 1);
+        err = exec(s, "BEGIN IMMEDIATE;");
+        if (err == MSV_OK)
+            err = exec(s, migrations[v]);
+        if (err == MSV_OK)
+            err = exec(s, bump);
+        if (err == MSV_OK)
+            err = exec(s, "COMMIT;");
+        if (err != MSV_OK) {
+            (void)exec(s, "ROLLBACK;");
+            return err;
+        }
+    }
+    return MSV_OK;
+}
+
+/* ---- accounts and codes --------------------------------------------------------------- */
+
+static msv_err account_create(void *impl, const char *handle, const char *password_hash,
+                              int64_t now_ms, uint64_t *account_id)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "INSERT INTO accounts (handle, password_hash, created_ms) "
+                             "VALUES (?, ?, ?);",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, password_hash, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, now_ms);
+    err = run(st);
+    if (err == MSV_OK)
+        *account_id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+    return err;
+}
+
+static msv_err account_get(void *impl, const char *handle, uint64_t *account_id,
+                           char **password_hash)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "SELECT id, password_hash FROM accounts WHERE handle = ?;", &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *account_id = (uint64_t)sqlite3_column_int64(st, 0);
+        err = MSV_OK;
+        if (password_hash != NULL && (*password_hash = column_text(st, 1)) == NULL)
+            err = MSV_ERR_NOMEM;
+    } else {
+        err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : sql_err(rc);
+    }
+    sqlite3_finalize(st);
+    return err;
+}
+
+static msv_err account_handle(void *impl, uint64_t account_id, char **handle)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "SELECT handle FROM accounts WHERE id = ?;", &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        err = (*handle = column_text(st, 0)) != NULL ? MSV_OK : MSV_ERR_NOMEM;
+    else
+        err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : sql_err(rc);
+    sqlite3_finalize(st);
+    return err;
+}
+
+static msv_err code_put(void *impl, const char *handle, const uint8_t hash[32], int64_t expires_ms)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s,
+                          "INSERT INTO codes (handle, code_hash, expires_ms, attempts) "
+                          "VALUES (?, ?, ?, 0) ON CONFLICT (handle) DO UPDATE SET "
+                          "code_hash = excluded.code_hash, expires_ms = excluded.expires_ms, "
+                          "attempts = 0;",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 2, hash, 32, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, expires_ms);
+    return run(st);
+}
+
+static msv_err code_take_locked(struct sqlite_store *s, const char *handle, const uint8_t hash[32],
+                                int64_t now_ms, unsigned max_attempts)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err;
+    int rc, attempts = 0, match = 0, expired = 0;
+
+    err = prepare(s, "SELECT code_hash, expires_ms, attempts FROM codes WHERE handle = ?;", &st);
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : sql_err(rc);
+    }
+    match = sqlite3_column_bytes(st, 0) == 32 && msv_equal_ct(sqlite3_column_blob(st, 0), hash, 32);
+    expired = sqlite3_column_int64(st, 1) <= now_ms;
+    attempts = sqlite3_column_int(st, 2);
+    sqlite3_finalize(st);
+    if (expired || (match && attempts < (int)max_attempts)) {
+        err = prepare(s, "DELETE FROM codes WHERE handle = ?;", &st);
+        if (err != MSV_OK)
+            return err;
+        sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+        err = run(st);
+        if (err != MSV_OK)
+            return err;
+        return expired ? MSV_ERR_NOT_FOUND : MSV_OK;
+    }
+    err = prepare(s, "UPDATE codes SET attempts = attempts + 1 WHERE handle = ?;", &st);
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+    err = run(st);
+    return err != MSV_OK ? err : (attempts >= (int)max_attempts ? MSV_ERR_NOT_FOUND : MSV_ERR_AUTH);
+}
+
+/* ---- devices -------------------------------------------------------------------------- */
+
+static msv_err device_add(void *impl, uint64_t account_id, uint32_t suite, const uint8_t *identity,
+                          size_t identity_len, const uint8_t *push_token, size_t push_token_len,
+                          int64_t now_ms, uint64_t *device_id)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s,
+                          "INSERT INTO devices (account_id, suite, identity, push_token, "
+                          "created_ms) VALUES (?, ?, ?, ?, ?);",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+    sqlite3_bind_int(st, 2, (int)suite);
+    sqlite3_bind_blob(st, 3, identity, (int)identity_len, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 4, push_token ? (const void *)push_token : "", (int)push_token_len,
+                      SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 5, now_ms);
+    err = run(st);
+    if (err == MSV_OK)
+        *device_id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+    return err;
+}
+
+static msv_err device_remove_locked(struct sqlite_store *s, uint64_t account_id,
+                                    uint64_t device_id)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "DELETE FROM devices WHERE id = ? AND account_id = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+    err = run(st);
+    if (err != MSV_OK)
+        return err;
+    if (sqlite3_changes(s->db) == 0)
+        return MSV_ERR_NOT_FOUND;
+    err = prepare(s, "DELETE FROM queue WHERE device_id = ?;", &st);
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    return run(st);
+}
+
+static msv_err read_device(sqlite3_stmt *st, struct msv_device_rec *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->id = (uint64_t)sqlite3_column_int64(st, 0);
+    d->account_id = (uint64_t)sqlite3_column_int64(st, 1);
+    d->suite = (uint32_t)sqlite3_column_int(st, 2);
+    d->identity = column_blob(st, 3, &d->identity_len);
+    d->push_token = column_blob(st, 4, &d->push_token_len);
+    d->created_ms = sqlite3_column_int64(st, 5);
+    if (d->identity == NULL || d->push_token == NULL) {
+        msv_device_rec_clear(d);
+        return MSV_ERR_NOMEM;
+    }
+    return MSV_OK;
+}
+
+#define DEVICE_COLUMNS "id, account_id, suite, identity, push_token, created_ms"
+
+static msv_err device_get(void *impl, uint64_t device_id, struct msv_device_rec *out)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "SELECT " DEVICE_COLUMNS " FROM devices WHERE id = ?;", &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        err = read_device(st, out);
+    else
+        err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : sql_err(rc);
+    sqlite3_finalize(st);
+    return err;
+}
+
+static msv_err devices_of_account(void *impl, uint64_t account_id, struct msv_device_list *out)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    size_t cap = 0;
+    msv_err err = prepare(s,
+                          "SELECT " DEVICE_COLUMNS " FROM devices WHERE account_id = ? "
+                          "ORDER BY id;",
+                          &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    memset(out, 0, sizeof(*out));
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (out->count == cap) {
+            struct msv_device_rec *bigger;
+
+            cap = cap ? cap * 2 : 4;
+            bigger = realloc(out->items, cap * sizeof(*bigger));
+            if (bigger == NULL) {
+                err = MSV_ERR_NOMEM;
+                break;
+            }
+            out->items = bigger;
+        }
+        err = read_device(st, &out->items[out->count]);
+        if (err == MSV_OK)
+            out->count++;
+    }
+    if (err == MSV_OK && rc != SQLITE_DONE)
+        err = sql_err(rc);
+    sqlite3_finalize(st);
+    if (err != MSV_OK)
+        msv_device_list_clear(out);
+    return err;
+}
+
+/* ---- the queue ------------------------------------------------------------------------ */
+
+static msv_err queue_put_locked(struct sqlite_store *s, const struct msv_queue_in *items, size_t n,
+                                int64_t now_ms, int64_t expires_ms, uint64_t *ids)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s,
+                          "INSERT INTO queue (device_id, sender_device, sender_handle, suite, "
+                          "ciphertext, enqueued_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?);",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    for (size_t i = 0; i < n && err == MSV_OK; i++) {
+        int rc;
+
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)items[i].device_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)items[i].sender_device);
+        sqlite3_bind_text(st, 3, items[i].sender_handle, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 4, (int)items[i].suite);
+        sqlite3_bind_blob(st, 5, items[i].ciphertext, (int)items[i].ciphertext_len,
+                          SQLITE_STATIC);
+        sqlite3_bind_int64(st, 6, now_ms);
+        sqlite3_bind_int64(st, 7, expires_ms);
+        rc = sqlite3_step(st);
+        err = rc == SQLITE_DONE ? MSV_OK : sql_err(rc);
+        ids[i] = (uint64_t)sqlite3_last_insert_rowid(s->db);
+    }
+    sqlite3_finalize(st);
+    return err;
+}
+
+static msv_err queue_fetch(void *impl, uint64_t device_id, uint64_t after_id, int64_t now_ms,
+                           size_t limit, struct msv_queue_rec **out, size_t *count)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    struct msv_queue_rec *recs;
+    size_t n = 0;
+    msv_err err;
+    int rc = SQLITE_DONE;
+
+    if (limit == 0 || limit > 100000)
+        return MSV_ERR_INVALID;
+    recs = calloc(limit, sizeof(*recs));
+    if (recs == NULL)
+        return MSV_ERR_NOMEM;
+    err = prepare(s,
+                  "SELECT id, device_id, sender_device, sender_handle, suite, ciphertext, "
+                  "enqueued_ms FROM queue WHERE device_id = ? AND id > ? AND expires_ms > ? "
+                  "ORDER BY id LIMIT ?;",
+                  &st);
+    if (err == MSV_OK) {
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)after_id);
+        sqlite3_bind_int64(st, 3, now_ms);
+        sqlite3_bind_int64(st, 4, (sqlite3_int64)limit);
+    }
+    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct msv_queue_rec *r = &recs[n];
+
+        r->id = (uint64_t)sqlite3_column_int64(st, 0);
+        r->device_id = (uint64_t)sqlite3_column_int64(st, 1);
+        r->sender_device = (uint64_t)sqlite3_column_int64(st, 2);
+        r->sender_handle = column_text(st, 3);
+        r->suite = (uint32_t)sqlite3_column_int(st, 4);
+        r->ciphertext = column_blob(st, 5, &r->ciphertext_len);
+        r->enqueued_ms = sqlite3_column_int64(st, 6);
+        n++;
+        if (r->sender_handle == NULL || r->ciphertext == NULL)
+            err = MSV_ERR_NOMEM;
+    }
+    if (err == MSV_OK && rc != SQLITE_DONE)
+        err = sql_err(rc);
+    sqlite3_finalize(st);
+    if (err != MSV_OK) {
+        msv_queue_recs_free(recs, n);
+        return err;
+    }
+    *out = recs;
+    *count = n;
+    return MSV_OK;
+}
+
+static msv_err queue_ack_locked(struct sqlite_store *s, uint64_t device_id, const uint64_t *ids,
+                                size_t n, size_t *deleted)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "DELETE FROM queue WHERE id = ? AND device_id = ?;", &st);
+
+    *deleted = 0;
+    if (err != MSV_OK)
+        return err;
+    for (size_t i = 0; i < n && err == MSV_OK; i++) {
+        int rc;
+
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)ids[i]);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)device_id);
+        rc = sqlite3_step(st);
+        err = rc == SQLITE_DONE ? MSV_OK : sql_err(rc);
+        *deleted += (size_t)sqlite3_changes(s->db);
+    }
+    sqlite3_finalize(st);
+    return err;
+}
+
+static msv_err count_changes(struct sqlite_store *s, sqlite3_stmt *st, size_t *changed)
+{
+    msv_err err = run(st);
+
+    if (err == MSV_OK)
+        *changed = (size_t)sqlite3_changes(s->db);
+    return err;
+}
+
+static msv_err queue_expire(void *impl, int64_t now_ms, size_t *expired)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "DELETE FROM queue WHERE expires_ms <= ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, now_ms);
+    return count_changes(s, st, expired);
+}
+
+static msv_err queue_depth(void *impl, uint64_t *count)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "SELECT COUNT(*) FROM queue;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *count = (uint64_t)sqlite3_column_int64(st, 0);
+    else
+        err = MSV_ERR_IO;
+    sqlite3_finalize(st);
+    return err;
+}
+
+/* ---- blobs ---------------------------------------------------------------------------- */
+
+static msv_err blob_create(void *impl, const struct msv_blob_rec *r)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s,
+                          "INSERT INTO blobs (id, owner_device, size, received, complete, "
+                          "sha256, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?);",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, r->id, MSV_BLOB_ID_LEN, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)r->owner_device);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)r->size);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)r->received);
+    sqlite3_bind_int(st, 5, r->complete);
+    sqlite3_bind_blob(st, 6, r->sha256, 32, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 7, r->expires_ms);
+    return run(st);
+}
+
+static msv_err blob_get(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], struct msv_blob_rec *out)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s,
+                          "SELECT owner_device, size, received, complete, sha256, expires_ms "
+                          "FROM blobs WHERE id = ?;",
+                          &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, id, MSV_BLOB_ID_LEN, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 4) == 32) {
+        memcpy(out->id, id, MSV_BLOB_ID_LEN);
+        out->owner_device = (uint64_t)sqlite3_column_int64(st, 0);
+        out->size = (uint64_t)sqlite3_column_int64(st, 1);
+        out->received = (uint64_t)sqlite3_column_int64(st, 2);
+        out->complete = sqlite3_column_int(st, 3);
+        memcpy(out->sha256, sqlite3_column_blob(st, 4), 32);
+        out->expires_ms = sqlite3_column_int64(st, 5);
+    } else {
+        err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : sql_err(rc);
+    }
+    sqlite3_finalize(st);
+    return err;
+}
+
+static msv_err blob_update(void *impl, const struct msv_blob_rec *r)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    size_t changed = 0;
+    msv_err err = prepare(s, "UPDATE blobs SET received = ?, complete = ?, sha256 = ? WHERE id = ?;",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)r->received);
+    sqlite3_bind_int(st, 2, r->complete);
+    sqlite3_bind_blob(st, 3, r->sha256, 32, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 4, r->id, MSV_BLOB_ID_LEN, SQLITE_TRANSIENT);
+    err = count_changes(s, st, &changed);
+    return err == MSV_OK && changed == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+static msv_err blob_expire_locked(struct sqlite_store *s, int64_t now_ms,
+                                  uint8_t (**ids)[MSV_BLOB_ID_LEN], size_t *count)
+{
+    sqlite3_stmt *st = NULL;
+    uint8_t(*list)[MSV_BLOB_ID_LEN] = NULL;
+    size_t n = 0, cap = 0;
+    msv_err err = prepare(s, "SELECT id FROM blobs WHERE expires_ms <= ?;", &st);
+    int rc = SQLITE_DONE;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, now_ms);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (sqlite3_column_bytes(st, 0) != MSV_BLOB_ID_LEN)
+            continue;
+        if (n == cap) {
+            void *bigger = realloc(list, (cap = cap ? cap * 2 : 16) * MSV_BLOB_ID_LEN);
+
+            if (bigger == NULL) {
+                err = MSV_ERR_NOMEM;
+                break;
+            }
+            list = bigger;
+        }
+        memcpy(list[n++], sqlite3_column_blob(st, 0), MSV_BLOB_ID_LEN);
+    }
+    if (err == MSV_OK && rc != SQLITE_DONE)
+        err = sql_err(rc);
+    sqlite3_finalize(st);
+    if (err == MSV_OK && n > 0) {
+        err = prepare(s, "DELETE FROM blobs WHERE expires_ms <= ?;", &st);
+        if (err == MSV_OK) {
+            sqlite3_bind_int64(st, 1, now_ms);
+            err = run(st);
+        }
+    }
+    if (err != MSV_OK) {
+        free(list);
+        return err;
+    }
+    *ids = list;
+    *count = n;
+    return MSV_OK;
+}
+
+/* ---- locking and transactions --------------------------------------------------------- */
+
+static void lock(struct sqlite_store *s)
+{
+    pthread_mutex_lock(&s->lock);
+}
+
+static void unlock(struct sqlite_store *s)
+{
+    pthread_mutex_unlock(&s->lock);
+}
+
+static msv_err begin(struct sqlite_store *s)
+{
+    return exec(s, "BEGIN IMMEDIATE;");
+}
+
+/* Commits if err is MSV_OK, else rolls back; returns the first error. */
+static msv_err finish(struct sqlite_store *s, msv_err err)
+{
+    if (err == MSV_OK) {
+        err = exec(s, "COMMIT;");
+        if (err == MSV_OK)
+            return MSV_OK;
+    }
+    (void)exec(s, "ROLLBACK;");
+    return err;
+}
+
+/* Statements that run alone commit by themselves; they only need the lock. */
+#define LOCKED(call)                                                                               \
+    do {                                                                                           \
+        msv_err err_;                                                                              \
+        lock(impl);                                                                                \
+        err_ = (call);                                                                             \
+        unlock(impl);                                                                              \
+        return err_;                                                                               \
+    } while (0)
+
+/* Several statements: one transaction. */
+#define TRANSACTION(call)                                                                          \
+    do {                                                                                           \
+        msv_err err_;                                                                              \
+        lock(impl);                                                                                \
+        err_ = begin(impl);                                                                        \
+        if (err_ == MSV_OK)                                                                        \
+            err_ = finish(impl, (call));                                                           \
+        unlock(impl);                                                                              \
+        return err_;                                                                               \
+    } while (0)
+
+static msv_err l_account_create(void *impl, const char *handle, const char *password_hash,
+                                int64_t now_ms, uint64_t *account_id)
+{
+    LOCKED(account_create(impl, handle, password_hash, now_ms, account_id));
+}
+
+static msv_err l_account_get(void *impl, const char *handle, uint64_t *account_id,
+                             char **password_hash)
+{
+    LOCKED(account_get(impl, handle, account_id, password_hash));
+}
+
+static msv_err l_account_handle(void *impl, uint64_t account_id, char **handle)
+{
+    LOCKED(account_handle(impl, account_id, handle));
+}
+
+static msv_err l_code_put(void *impl, const char *handle, const uint8_t hash[32],
+                          int64_t expires_ms)
+{
+    LOCKED(code_put(impl, handle, hash, expires_ms));
+}
+
+static msv_err l_code_take(void *impl, const char *handle, const uint8_t hash[32], int64_t now_ms,
+                           unsigned max_attempts)
+{
+    msv_err err, result;
+
+    /* a wrong code must still commit its attempt count, so the outcome is not the tx's */
+    lock(impl);
+    err = begin(impl);
+    if (err == MSV_OK) {
+        result = code_take_locked(impl, handle, hash, now_ms, max_attempts);
+        err = finish(impl, result == MSV_ERR_AUTH || result == MSV_ERR_NOT_FOUND ? MSV_OK
+                                                                                 : result);
+        if (err == MSV_OK)
+            err = result;
+    }
+    unlock(impl);
+    return err;
+}
+
+static msv_err l_device_add(void *impl, uint64_t account_id, uint32_t suite,
+                            const uint8_t *identity, size_t identity_len,
+                            const uint8_t *push_token, size_t push_token_len, int64_t now_ms,
+                            uint64_t *device_id)
+{
+    LOCKED(device_add(impl, account_id, suite, identity, identity_len, push_token, push_token_len,
+                      now_ms, device_id));
+}
+
+static msv_err l_device_remove(void *impl, uint64_t account_id, uint64_t device_id)
+{
+    TRANSACTION(device_remove_locked(impl, account_id, device_id));
+}
+
+static msv_err l_device_get(void *impl, uint64_t device_id, struct msv_device_rec *out)
+{
+    LOCKED(device_get(impl, device_id, out));
+}
+
+static msv_err l_devices_of_account(void *impl, uint64_t account_id, struct msv_device_list *out)
+{
+    LOCKED(devices_of_account(impl, account_id, out));
+}
+
+static msv_err l_queue_put(void *impl, const struct msv_queue_in *items, size_t n, int64_t now_ms,
+                           int64_t expires_ms, uint64_t *ids)
+{
+    TRANSACTION(queue_put_locked(impl, items, n, now_ms, expires_ms, ids));
+}
+
+static msv_err l_queue_fetch(void *impl, uint64_t device_id, uint64_t after_id, int64_t now_ms,
+                             size_t limit, struct msv_queue_rec **out, size_t *count)
+{
+    LOCKED(queue_fetch(impl, device_id, after_id, now_ms, limit, out, count));
+}
+
+static msv_err l_queue_ack(void *impl, uint64_t device_id, const uint64_t *ids, size_t n,
+                           size_t *deleted)
+{
+    TRANSACTION(queue_ack_locked(impl, device_id, ids, n, deleted));
+}
+
+static msv_err l_queue_expire(void *impl, int64_t now_ms, size_t *expired)
+{
+    LOCKED(queue_expire(impl, now_ms, expired));
+}
+
+static msv_err l_queue_depth(void *impl, uint64_t *count)
+{
+    LOCKED(queue_depth(impl, count));
+}
+
+static msv_err l_blob_create(void *impl, const struct msv_blob_rec *rec)
+{
+    LOCKED(blob_create(impl, rec));
+}
+
+static msv_err l_blob_get(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], struct msv_blob_rec *out)
+{
+    LOCKED(blob_get(impl, id, out));
+}
+
+static msv_err l_blob_update(void *impl, const struct msv_blob_rec *rec)
+{
+    LOCKED(blob_update(impl, rec));
+}
+
+static msv_err l_blob_expire(void *impl, int64_t now_ms, uint8_t (**ids)[MSV_BLOB_ID_LEN],
+                             size_t *count)
+{
+    TRANSACTION(blob_expire_locked(impl, now_ms, ids, count));
+}
+
+static void sqlite_close(void *impl)
+{
+    struct sqlite_store *s = impl;
+
+    if (s == NULL)
+        return;
+    sqlite3_close(s->db);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+static const struct msv_store_ops sqlite_ops = {
+    .name = "sqlite",
+    .close = sqlite_close,
+    .account_create = l_account_create,
+    .account_get = l_account_get,
+    .account_handle = l_account_handle,
+    .code_put = l_code_put,
+    .code_take = l_code_take,
+    .device_add = l_device_add,
+    .device_remove = l_device_remove,
+    .device_get = l_device_get,
+    .devices_of_account = l_devices_of_account,
+    .queue_put = l_queue_put,
+    .queue_fetch = l_queue_fetch,
+    .queue_ack = l_queue_ack,
+    .queue_expire = l_queue_expire,
+    .queue_depth = l_queue_depth,
+    .blob_create = l_blob_create,
+    .blob_get = l_blob_get,
+    .blob_update = l_blob_update,
+    .blob_expire = l_blob_expire,
+};
+
+msv_err msv_store_open_sqlite(const char *path, struct msv_store **out)
+{
+    struct sqlite_store *s = calloc(1, sizeof(*s));
+    struct msv_store *store = calloc(1, sizeof(*store));
+    msv_err err = MSV_ERR_NOMEM;
+
+    if (s == NULL || store == NULL)
+        goto fail;
+    pthread_mutex_init(&s->lock, NULL);
+    err = MSV_ERR_IO;
+    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+        SQLITE_OK)
+        goto fail;
+    sqlite3_busy_timeout(s->db, 5000);
+    sqlite3_extended_result_codes(s->db, 0);
+    /* WAL + FULL: every commit is on disk before it returns; readers do not block the writer. */
+    err = exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
+                  "PRAGMA foreign_keys = ON;");
+    if (err == MSV_OK)
+        err = migrate(s);
+    if (err != MSV_OK)
+        goto fail;
+    store->ops = &sqlite_ops;
+    store->impl = s;
+    *out = store;
+    return MSV_OK;
+fail:
+    sqlite_close(s);
+    free(store);
+    return err;
+}
+
+void msv_store_close(struct msv_store *s)
+{
+    if (s == NULL)
+        return;
+    s->ops->close(s->impl);
+    free(s);
+}
+
+void msv_device_rec_clear(struct msv_device_rec *d)
+{
+    free(d->identity);
+    free(d->push_token);
+    d->identity = d->push_token = NULL;
+}
+
+void msv_device_list_clear(struct msv_device_list *l)
+{
+    for (size_t i = 0; i < l->count; i++)
+        msv_device_rec_clear(&l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->count = 0;
+}
+
+void msv_queue_recs_free(struct msv_queue_rec *recs, size_t n)
+{
+    if (recs == NULL)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(recs[i].sender_handle);
+        free(recs[i].ciphertext);
+    }
+    free(recs);
+}

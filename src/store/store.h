@@ -1,0 +1,142 @@
+/*
+ * Server storage behind an operations table, so that backends (SQLite now,
+ * PostgreSQL for scale-out) are interchangeable. Every operation is atomic;
+ * one that reports MSV_OK has been committed durably. Implementations are
+ * safe to call from several threads.
+ */
+#ifndef MSV_STORE_H
+#define MSV_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "missive/error.h"
+
+struct msv_device_rec {
+    uint64_t id;
+    uint64_t account_id;
+    uint32_t suite;
+    uint8_t *identity;
+    size_t identity_len;
+    uint8_t *push_token;
+    size_t push_token_len;
+    int64_t created_ms;
+};
+
+struct msv_device_list {
+    struct msv_device_rec *items;
+    size_t count;
+};
+
+/* Frees what a device record or list owns; the structure itself is reusable. */
+void msv_device_rec_clear(struct msv_device_rec *d);
+void msv_device_list_clear(struct msv_device_list *l);
+
+/* One envelope to enqueue (borrowed pointers). */
+struct msv_queue_in {
+    uint64_t device_id;
+    uint64_t sender_device;
+    const char *sender_handle;
+    uint32_t suite;
+    const uint8_t *ciphertext;
+    size_t ciphertext_len;
+};
+
+struct msv_queue_rec {
+    uint64_t id;
+    uint64_t device_id;
+    uint64_t sender_device;
+    char *sender_handle;
+    uint32_t suite;
+    uint8_t *ciphertext;
+    size_t ciphertext_len;
+    int64_t enqueued_ms;
+};
+
+/* Frees n records and the array. */
+void msv_queue_recs_free(struct msv_queue_rec *recs, size_t n);
+
+#define MSV_BLOB_ID_LEN 32
+
+struct msv_blob_rec {
+    uint8_t id[MSV_BLOB_ID_LEN];
+    uint64_t owner_device;
+    uint64_t size;
+    uint64_t received;
+    int complete;
+    uint8_t sha256[32];
+    int64_t expires_ms;
+};
+
+struct msv_store_ops {
+    const char *name;
+    void (*close)(void *impl);
+
+    /* accounts: MSV_ERR_EXISTS if the handle is taken */
+    msv_err (*account_create)(void *impl, const char *handle, const char *password_hash,
+                              int64_t now_ms, uint64_t *account_id);
+    /* *password_hash: caller frees with free(); MSV_ERR_NOT_FOUND for an unknown handle */
+    msv_err (*account_get)(void *impl, const char *handle, uint64_t *account_id,
+                           char **password_hash);
+    msv_err (*account_handle)(void *impl, uint64_t account_id, char **handle);
+
+    /* verification codes: one per handle, replaced by a newer one */
+    msv_err (*code_put)(void *impl, const char *handle, const uint8_t hash[32],
+                        int64_t expires_ms);
+    /*
+     * MSV_OK and the code is consumed if hash matches an unexpired code;
+     * MSV_ERR_AUTH counts a failed attempt (the code is dropped after
+     * max_attempts); MSV_ERR_NOT_FOUND if there is no usable code.
+     */
+    msv_err (*code_take)(void *impl, const char *handle, const uint8_t hash[32], int64_t now_ms,
+                         unsigned max_attempts);
+
+    /* devices */
+    msv_err (*device_add)(void *impl, uint64_t account_id, uint32_t suite,
+                          const uint8_t *identity, size_t identity_len, const uint8_t *push_token,
+                          size_t push_token_len, int64_t now_ms, uint64_t *device_id);
+    /* Removes a device of account_id and drops its queue; MSV_ERR_NOT_FOUND otherwise. */
+    msv_err (*device_remove)(void *impl, uint64_t account_id, uint64_t device_id);
+    msv_err (*device_get)(void *impl, uint64_t device_id, struct msv_device_rec *out);
+    msv_err (*devices_of_account)(void *impl, uint64_t account_id, struct msv_device_list *out);
+
+    /*
+     * Enqueues n envelopes in one transaction (the server's group commit);
+     * ids[i] receives the queue id of items[i]. All or nothing.
+     */
+    msv_err (*queue_put)(void *impl, const struct msv_queue_in *items, size_t n, int64_t now_ms,
+                         int64_t expires_ms, uint64_t *ids);
+    /* Up to limit unexpired envelopes for device_id with id > after_id, oldest first. */
+    msv_err (*queue_fetch)(void *impl, uint64_t device_id, uint64_t after_id, int64_t now_ms,
+                           size_t limit, struct msv_queue_rec **out, size_t *count);
+    /* Deletes those of ids that belong to device_id; *deleted counts them. */
+    msv_err (*queue_ack)(void *impl, uint64_t device_id, const uint64_t *ids, size_t n,
+                         size_t *deleted);
+    msv_err (*queue_expire)(void *impl, int64_t now_ms, size_t *expired);
+    msv_err (*queue_depth)(void *impl, uint64_t *count);
+
+    /* attachment metadata (the bytes live in the blob backend) */
+    msv_err (*blob_create)(void *impl, const struct msv_blob_rec *rec);
+    msv_err (*blob_get)(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], struct msv_blob_rec *out);
+    msv_err (*blob_update)(void *impl, const struct msv_blob_rec *rec);
+    /* Removes expired blobs (complete or not); their ids go to *ids (caller frees). */
+    msv_err (*blob_expire)(void *impl, int64_t now_ms, uint8_t (**ids)[MSV_BLOB_ID_LEN],
+                           size_t *count);
+};
+
+struct msv_store {
+    const struct msv_store_ops *ops;
+    void *impl;
+};
+
+/*
+ * Opens (creating if needed, and migrating to the current schema) the SQLite
+ * database at path. *out: caller frees with msv_store_close().
+ */
+MSV_MUST_CHECK msv_err msv_store_open_sqlite(const char *path, struct msv_store **out);
+void msv_store_close(struct msv_store *s);
+
+/* The schema version this build writes. */
+#define MSV_STORE_SCHEMA_VERSION 1
+
+#endif

@@ -1,0 +1,303 @@
+/*
+ * The storage operations, through the ops table, against the SQLite backend
+ * in a fresh temporary directory.
+ */
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "missive/util.h"
+#include "store/store.h"
+
+struct fixture {
+    char dir[64];
+    char path[128];
+    struct msv_store *store;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+
+    if (f == NULL)
+        return -1;
+    snprintf(f->dir, sizeof(f->dir), "/tmp/msv-store-XXXXXX");
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    snprintf(f->path, sizeof(f->path), "%s/missive.db", f->dir);
+    if (msv_store_open_sqlite(f->path, &f->store) != MSV_OK)
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    char cmd[128];
+
+    msv_store_close(f->store);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    if (system(cmd) != 0)
+        return -1;
+    free(f);
+    return 0;
+}
+
+#define OPS(f) ((f)->store->ops)
+#define IMPL(f) ((f)->store->impl)
+
+static uint64_t make_account(struct fixture *f, const char *handle)
+{
+    uint64_t id = 0;
+
+    assert_int_equal(OPS(f)->account_create(IMPL(f), handle, "$argon2id$x", 1000, &id), MSV_OK);
+    return id;
+}
+
+static uint64_t make_device(struct fixture *f, uint64_t account)
+{
+    uint64_t id = 0;
+
+    assert_int_equal(OPS(f)->device_add(IMPL(f), account, 3, (const uint8_t *)"identity", 8,
+                                        (const uint8_t *)"token", 5, 2000, &id),
+                     MSV_OK);
+    return id;
+}
+
+static void test_accounts(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "alice@example.org"), b = 0, got = 0;
+    char *hash = NULL, *handle = NULL;
+
+    assert_int_equal(OPS(f)->account_create(IMPL(f), "alice@example.org", "x", 1, &b),
+                     MSV_ERR_EXISTS);
+    assert_int_equal(OPS(f)->account_get(IMPL(f), "alice@example.org", &got, &hash), MSV_OK);
+    assert_int_equal(got, a);
+    assert_string_equal(hash, "$argon2id$x");
+    free(hash);
+    assert_int_equal(OPS(f)->account_get(IMPL(f), "nobody@example.org", &got, NULL),
+                     MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->account_handle(IMPL(f), a, &handle), MSV_OK);
+    assert_string_equal(handle, "alice@example.org");
+    free(handle);
+    assert_int_equal(OPS(f)->account_handle(IMPL(f), a + 100, &handle), MSV_ERR_NOT_FOUND);
+}
+
+static void test_codes(void **state)
+{
+    struct fixture *f = *state;
+    uint8_t right[32], wrong[32];
+
+    memset(right, 1, 32);
+    memset(wrong, 2, 32);
+    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 0, 3), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 5000), MSV_OK);
+    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", wrong, 100, 3), MSV_ERR_AUTH);
+    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 100, 3), MSV_OK);
+    /* consumed */
+    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 100, 3), MSV_ERR_NOT_FOUND);
+    /* too many wrong attempts burn the code, even the right one afterwards */
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 5000), MSV_OK);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(OPS(f)->code_take(IMPL(f), "h", wrong, 100, 3), MSV_ERR_AUTH);
+    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 100, 3), MSV_ERR_NOT_FOUND);
+    /* expired */
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 5000), MSV_OK);
+    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 5000, 3), MSV_ERR_NOT_FOUND);
+    /* a new code replaces the old one and resets the attempts */
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", wrong, 5000), MSV_OK);
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 5000), MSV_OK);
+    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", wrong, 1, 3), MSV_ERR_AUTH);
+    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 1, 3), MSV_OK);
+}
+
+static void test_devices(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "a"), b = make_account(f, "b");
+    uint64_t d1 = make_device(f, a), d2 = make_device(f, a), d3 = make_device(f, b);
+    struct msv_device_list list = {0};
+    struct msv_device_rec rec;
+
+    assert_int_equal(OPS(f)->devices_of_account(IMPL(f), a, &list), MSV_OK);
+    assert_int_equal(list.count, 2);
+    assert_int_equal(list.items[0].id, d1);
+    assert_int_equal(list.items[1].id, d2);
+    assert_int_equal(list.items[0].suite, 3);
+    assert_memory_equal(list.items[0].identity, "identity", 8);
+    assert_memory_equal(list.items[0].push_token, "token", 5);
+    msv_device_list_clear(&list);
+    assert_int_equal(OPS(f)->device_get(IMPL(f), d3, &rec), MSV_OK);
+    assert_int_equal(rec.account_id, b);
+    msv_device_rec_clear(&rec);
+    /* an account cannot remove another account's device */
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), a, d3), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), a, d2), MSV_OK);
+    assert_int_equal(OPS(f)->device_get(IMPL(f), d2, &rec), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->devices_of_account(IMPL(f), a, &list), MSV_OK);
+    assert_int_equal(list.count, 1);
+    msv_device_list_clear(&list);
+}
+
+static void test_queue(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t ids[5], acked[2];
+    struct msv_queue_in in[5];
+    struct msv_queue_rec *recs = NULL;
+    size_t n = 0, deleted = 0, expired = 0;
+    uint64_t depth = 0;
+    char body[5][8];
+
+    for (int i = 0; i < 5; i++) {
+        snprintf(body[i], sizeof(body[i]), "msg-%d", i);
+        in[i] = (struct msv_queue_in){.device_id = i < 3 ? 10 : 20,
+                                      .sender_device = 7,
+                                      .sender_handle = "alice",
+                                      .suite = 3,
+                                      .ciphertext = (const uint8_t *)body[i],
+                                      .ciphertext_len = 5};
+    }
+    assert_int_equal(OPS(f)->queue_put(IMPL(f), in, 5, 1000, 9000, ids), MSV_OK);
+    for (int i = 1; i < 5; i++)
+        assert_true(ids[i] > ids[i - 1]);
+    assert_int_equal(OPS(f)->queue_depth(IMPL(f), &depth), MSV_OK);
+    assert_int_equal(depth, 5);
+
+    /* in order, paged */
+    assert_int_equal(OPS(f)->queue_fetch(IMPL(f), 10, 0, 2000, 2, &recs, &n), MSV_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(recs[0].id, ids[0]);
+    assert_memory_equal(recs[1].ciphertext, "msg-1", 5);
+    assert_string_equal(recs[1].sender_handle, "alice");
+    assert_int_equal(recs[1].enqueued_ms, 1000);
+    msv_queue_recs_free(recs, n);
+    assert_int_equal(OPS(f)->queue_fetch(IMPL(f), 10, ids[1], 2000, 10, &recs, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(recs[0].id, ids[2]);
+    msv_queue_recs_free(recs, n);
+
+    /* a device can only acknowledge its own envelopes */
+    acked[0] = ids[0];
+    acked[1] = ids[3];
+    assert_int_equal(OPS(f)->queue_ack(IMPL(f), 10, acked, 2, &deleted), MSV_OK);
+    assert_int_equal(deleted, 1);
+    assert_int_equal(OPS(f)->queue_ack(IMPL(f), 10, acked, 2, &deleted), MSV_OK);
+    assert_int_equal(deleted, 0);
+    assert_int_equal(OPS(f)->queue_fetch(IMPL(f), 20, 0, 2000, 10, &recs, &n), MSV_OK);
+    assert_int_equal(n, 2);
+    msv_queue_recs_free(recs, n);
+
+    /* expired envelopes are not delivered, then swept */
+    assert_int_equal(OPS(f)->queue_fetch(IMPL(f), 20, 0, 9000, 10, &recs, &n), MSV_OK);
+    assert_int_equal(n, 0);
+    msv_queue_recs_free(recs, n);
+    assert_int_equal(OPS(f)->queue_expire(IMPL(f), 8999, &expired), MSV_OK);
+    assert_int_equal(expired, 0);
+    assert_int_equal(OPS(f)->queue_expire(IMPL(f), 9000, &expired), MSV_OK);
+    assert_int_equal(expired, 4);
+    assert_int_equal(OPS(f)->queue_fetch(IMPL(f), 10, 0, 0, 0, &recs, &n), MSV_ERR_INVALID);
+}
+
+static void test_device_removal_drops_queue(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "q"), d = make_device(f, a), id = 0, depth = 0;
+    struct msv_queue_in in = {.device_id = d,
+                              .sender_device = 1,
+                              .sender_handle = "x",
+                              .suite = 3,
+                              .ciphertext = (const uint8_t *)"c",
+                              .ciphertext_len = 1};
+
+    assert_int_equal(OPS(f)->queue_put(IMPL(f), &in, 1, 0, 100, &id), MSV_OK);
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), a, d), MSV_OK);
+    assert_int_equal(OPS(f)->queue_depth(IMPL(f), &depth), MSV_OK);
+    assert_int_equal(depth, 0);
+}
+
+static void test_blobs(void **state)
+{
+    struct fixture *f = *state;
+    struct msv_blob_rec r = {.owner_device = 4, .size = 1000, .expires_ms = 500}, got;
+    uint8_t(*ids)[MSV_BLOB_ID_LEN] = NULL;
+    size_t n = 0;
+
+    memset(r.id, 0xab, MSV_BLOB_ID_LEN);
+    assert_int_equal(OPS(f)->blob_create(IMPL(f), &r), MSV_OK);
+    assert_int_equal(OPS(f)->blob_create(IMPL(f), &r), MSV_ERR_EXISTS);
+    r.received = 1000;
+    r.complete = 1;
+    memset(r.sha256, 0x5c, 32);
+    assert_int_equal(OPS(f)->blob_update(IMPL(f), &r), MSV_OK);
+    assert_int_equal(OPS(f)->blob_get(IMPL(f), r.id, &got), MSV_OK);
+    assert_int_equal(got.received, 1000);
+    assert_true(got.complete);
+    assert_int_equal(got.owner_device, 4);
+    assert_memory_equal(got.sha256, r.sha256, 32);
+    assert_int_equal(OPS(f)->blob_expire(IMPL(f), 499, &ids, &n), MSV_OK);
+    assert_int_equal(n, 0);
+    free(ids);
+    assert_int_equal(OPS(f)->blob_expire(IMPL(f), 500, &ids, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    assert_memory_equal(ids[0], r.id, MSV_BLOB_ID_LEN);
+    free(ids);
+    assert_int_equal(OPS(f)->blob_get(IMPL(f), r.id, &got), MSV_ERR_NOT_FOUND);
+    r.id[0] = 1;
+    assert_int_equal(OPS(f)->blob_update(IMPL(f), &r), MSV_ERR_NOT_FOUND);
+}
+
+/* What was committed survives closing; a database from a newer schema is refused. */
+static void test_reopen_and_schema(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "persist@example.org"), got = 0;
+    sqlite3 *db = NULL;
+
+    msv_store_close(f->store);
+    f->store = NULL;
+    assert_int_equal(msv_store_open_sqlite(f->path, &f->store), MSV_OK);
+    assert_int_equal(OPS(f)->account_get(IMPL(f), "persist@example.org", &got, NULL), MSV_OK);
+    assert_int_equal(got, a);
+    msv_store_close(f->store);
+    f->store = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "INSERT INTO schema_version VALUES (99);", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(msv_store_open_sqlite(f->path, &f->store), MSV_ERR_UNSUPPORTED);
+    assert_null(f->store);
+    /* the teardown needs a store to close */
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "DELETE FROM schema_version WHERE version = 99;", NULL, NULL,
+                                  NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(msv_store_open_sqlite(f->path, &f->store), MSV_OK);
+    assert_int_equal(msv_store_open_sqlite("/nonexistent-dir/x.db", &f->store), MSV_ERR_IO);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_accounts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_codes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_devices, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_device_removal_drops_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_and_schema, setup, teardown),
+    };
+
+    return cmocka_run_group_tests_name("store", tests, NULL, NULL);
+}
