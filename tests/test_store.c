@@ -279,9 +279,9 @@ static void test_reopen_and_schema(void **state)
     assert_null(f->store);
     /* the teardown needs a store to close */
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "DELETE FROM schema_version WHERE version = 99;", NULL, NULL,
-                                  NULL),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db, "DELETE FROM schema_version WHERE version = 99;", NULL, NULL, NULL),
+        SQLITE_OK);
     sqlite3_close(db);
     assert_int_equal(msv_store_open_sqlite(f->path, &f->store), MSV_OK);
     assert_int_equal(msv_store_open_sqlite("/nonexistent-dir/x.db", &f->store), MSV_ERR_IO);

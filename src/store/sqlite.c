@@ -165,8 +165,9 @@ static msv_err account_create(void *impl, const char *handle, const char *passwo
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s, "INSERT INTO accounts (handle, password_hash, created_ms) "
-                             "VALUES (?, ?, ?);",
+    msv_err err = prepare(s,
+                          "INSERT INTO accounts (handle, password_hash, created_ms) "
+                          "VALUES (?, ?, ?);",
                           &st);
 
     if (err != MSV_OK)
@@ -307,8 +308,7 @@ static msv_err device_add(void *impl, uint64_t account_id, uint32_t suite, const
     return err;
 }
 
-static msv_err device_remove_locked(struct sqlite_store *s, uint64_t account_id,
-                                    uint64_t device_id)
+static msv_err device_remove_locked(struct sqlite_store *s, uint64_t account_id, uint64_t device_id)
 {
     sqlite3_stmt *st = NULL;
     msv_err err = prepare(s, "DELETE FROM devices WHERE id = ? AND account_id = ?;", &st);
@@ -426,8 +426,7 @@ static msv_err queue_put_locked(struct sqlite_store *s, const struct msv_queue_i
         sqlite3_bind_int64(st, 2, (sqlite3_int64)items[i].sender_device);
         sqlite3_bind_text(st, 3, items[i].sender_handle, -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 4, (int)items[i].suite);
-        sqlite3_bind_blob(st, 5, items[i].ciphertext, (int)items[i].ciphertext_len,
-                          SQLITE_STATIC);
+        sqlite3_bind_blob(st, 5, items[i].ciphertext, (int)items[i].ciphertext_len, SQLITE_STATIC);
         sqlite3_bind_int64(st, 6, now_ms);
         sqlite3_bind_int64(st, 7, expires_ms);
         rc = sqlite3_step(st);
@@ -607,8 +606,8 @@ static msv_err blob_update(void *impl, const struct msv_blob_rec *r)
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
     size_t changed = 0;
-    msv_err err = prepare(s, "UPDATE blobs SET received = ?, complete = ?, sha256 = ? WHERE id = ?;",
-                          &st);
+    msv_err err =
+        prepare(s, "UPDATE blobs SET received = ?, complete = ?, sha256 = ? WHERE id = ?;", &st);
 
     if (err != MSV_OK)
         return err;
@@ -695,25 +694,25 @@ static msv_err finish(struct sqlite_store *s, msv_err err)
 }
 
 /* Statements that run alone commit by themselves; they only need the lock. */
-#define LOCKED(call)                                                                               \
-    do {                                                                                           \
-        msv_err err_;                                                                              \
-        lock(impl);                                                                                \
-        err_ = (call);                                                                             \
-        unlock(impl);                                                                              \
-        return err_;                                                                               \
+#define LOCKED(call)   \
+    do {               \
+        msv_err err_;  \
+        lock(impl);    \
+        err_ = (call); \
+        unlock(impl);  \
+        return err_;   \
     } while (0)
 
 /* Several statements: one transaction. */
-#define TRANSACTION(call)                                                                          \
-    do {                                                                                           \
-        msv_err err_;                                                                              \
-        lock(impl);                                                                                \
-        err_ = begin(impl);                                                                        \
-        if (err_ == MSV_OK)                                                                        \
-            err_ = finish(impl, (call));                                                           \
-        unlock(impl);                                                                              \
-        return err_;                                                                               \
+#define TRANSACTION(call)                \
+    do {                                 \
+        msv_err err_;                    \
+        lock(impl);                      \
+        err_ = begin(impl);              \
+        if (err_ == MSV_OK)              \
+            err_ = finish(impl, (call)); \
+        unlock(impl);                    \
+        return err_;                     \
     } while (0)
 
 static msv_err l_account_create(void *impl, const char *handle, const char *password_hash,
@@ -749,8 +748,7 @@ static msv_err l_code_take(void *impl, const char *handle, const uint8_t hash[32
     err = begin(impl);
     if (err == MSV_OK) {
         result = code_take_locked(impl, handle, hash, now_ms, max_attempts);
-        err = finish(impl, result == MSV_ERR_AUTH || result == MSV_ERR_NOT_FOUND ? MSV_OK
-                                                                                 : result);
+        err = finish(impl, result == MSV_ERR_AUTH || result == MSV_ERR_NOT_FOUND ? MSV_OK : result);
         if (err == MSV_OK)
             err = result;
     }
@@ -759,9 +757,8 @@ static msv_err l_code_take(void *impl, const char *handle, const uint8_t hash[32
 }
 
 static msv_err l_device_add(void *impl, uint64_t account_id, uint32_t suite,
-                            const uint8_t *identity, size_t identity_len,
-                            const uint8_t *push_token, size_t push_token_len, int64_t now_ms,
-                            uint64_t *device_id)
+                            const uint8_t *identity, size_t identity_len, const uint8_t *push_token,
+                            size_t push_token_len, int64_t now_ms, uint64_t *device_id)
 {
     LOCKED(device_add(impl, account_id, suite, identity, identity_len, push_token, push_token_len,
                       now_ms, device_id));

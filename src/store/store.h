@@ -81,8 +81,7 @@ struct msv_store_ops {
     msv_err (*account_handle)(void *impl, uint64_t account_id, char **handle);
 
     /* verification codes: one per handle, replaced by a newer one */
-    msv_err (*code_put)(void *impl, const char *handle, const uint8_t hash[32],
-                        int64_t expires_ms);
+    msv_err (*code_put)(void *impl, const char *handle, const uint8_t hash[32], int64_t expires_ms);
     /*
      * MSV_OK and the code is consumed if hash matches an unexpired code;
      * MSV_ERR_AUTH counts a failed attempt (the code is dropped after
@@ -92,9 +91,9 @@ struct msv_store_ops {
                          unsigned max_attempts);
 
     /* devices */
-    msv_err (*device_add)(void *impl, uint64_t account_id, uint32_t suite,
-                          const uint8_t *identity, size_t identity_len, const uint8_t *push_token,
-                          size_t push_token_len, int64_t now_ms, uint64_t *device_id);
+    msv_err (*device_add)(void *impl, uint64_t account_id, uint32_t suite, const uint8_t *identity,
+                          size_t identity_len, const uint8_t *push_token, size_t push_token_len,
+                          int64_t now_ms, uint64_t *device_id);
     /* Removes a device of account_id and drops its queue; MSV_ERR_NOT_FOUND otherwise. */
     msv_err (*device_remove)(void *impl, uint64_t account_id, uint64_t device_id);
     msv_err (*device_get)(void *impl, uint64_t device_id, struct msv_device_rec *out);

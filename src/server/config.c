@@ -1,0 +1,292 @@
+/*
+ * Every option has one row in the table below: its section, key, type,
+ * limits and where it lives in struct msv_config. The same table drives the
+ * INI parser, the environment overrides and --check-config's output.
+ */
+#include "server/config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum opt_type { OPT_STR, OPT_U64, OPT_U32, OPT_PORT, OPT_BOOL, OPT_DOUBLE, OPT_LEVEL, OPT_MS_DAYS };
+
+struct option_def {
+    const char *section, *key;
+    enum opt_type type;
+    size_t offset, size;
+    double min, max;
+};
+
+#define F(field) offsetof(struct msv_config, field), sizeof(((struct msv_config *)0)->field)
+
+static const struct option_def options[] = {
+    {"server", "listen_host", OPT_STR, F(listen_host), 0, 0},
+    {"server", "listen_port", OPT_PORT, F(listen_port), 0, 65535},
+    {"server", "data_dir", OPT_STR, F(data_dir), 0, 0},
+    {"server", "workers", OPT_U32, F(workers), 1, 64},
+    {"server", "idle_timeout_s", OPT_U32, F(idle_timeout_s), 5, 86400},
+    {"server", "frame_max", OPT_U64, F(frame_max), 4096, 16777215},
+    {"tls", "cert_file", OPT_STR, F(cert_file), 0, 0},
+    {"tls", "key_file", OPT_STR, F(key_file), 0, 0},
+    {"relay", "payload_limit", OPT_U64, F(payload_limit), 256, 1048576},
+    {"relay", "queue_ttl_days", OPT_MS_DAYS, F(queue_ttl_ms), 1, 365},
+    {"relay", "delivery_window", OPT_U32, F(delivery_window), 1, 10000},
+    {"relay", "expiry_interval_ms", OPT_U64, F(expiry_interval_ms), 100, 86400000},
+    {"blobs", "max_size", OPT_U64, F(blob_max), 1, 17179869184.0},
+    {"blobs", "ttl_days", OPT_MS_DAYS, F(blob_ttl_ms), 1, 365},
+    {"directory", "lookup_rate", OPT_DOUBLE, F(lookup_rate), 0.01, 1e6},
+    {"directory", "lookup_burst", OPT_DOUBLE, F(lookup_burst), 1, 1e6},
+    {"accounts", "register_rate", OPT_DOUBLE, F(register_rate), 0.001, 1e6},
+    {"accounts", "register_burst", OPT_DOUBLE, F(register_burst), 1, 1e6},
+    {"accounts", "verification", OPT_STR, F(verification), 0, 0},
+    {"accounts", "verification_hook", OPT_STR, F(verification_hook), 0, 0},
+    {"accounts", "argon2_memlimit_kib", OPT_U64, F(argon2_memlimit), 8, 4194304},
+    {"accounts", "argon2_opslimit", OPT_U64, F(argon2_opslimit), 1, 64},
+    {"http", "enabled", OPT_BOOL, F(http_enabled), 0, 1},
+    {"http", "listen_host", OPT_STR, F(http_host), 0, 0},
+    {"http", "listen_port", OPT_PORT, F(http_port), 0, 65535},
+    {"log", "level", OPT_LEVEL, F(log_level), 0, 0},
+    {"testing", "clock_file", OPT_STR, F(clock_file), 0, 0},
+};
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void msv_config_defaults(struct msv_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    snprintf(c->listen_host, sizeof(c->listen_host), "127.0.0.1");
+    c->listen_port = 7443;
+    snprintf(c->data_dir, sizeof(c->data_dir), "missive-data");
+    c->workers = 2;
+    c->idle_timeout_s = 600;
+    c->frame_max = 1u << 20;
+    c->payload_limit = 16 * 1024;
+    c->queue_ttl_ms = 30ull * 86400 * 1000;
+    c->delivery_window = 64;
+    c->expiry_interval_ms = 60 * 1000;
+    c->blob_max = 100ull << 20;
+    c->blob_ttl_ms = 30ull * 86400 * 1000;
+    c->lookup_rate = 10;
+    c->lookup_burst = 200;
+    c->register_rate = 0.2;
+    c->register_burst = 10;
+    snprintf(c->verification, sizeof(c->verification), "dev");
+    c->argon2_memlimit = 64 * 1024; /* KiB: libsodium's interactive level */
+    c->argon2_opslimit = 2;
+    c->http_enabled = 1;
+    snprintf(c->http_host, sizeof(c->http_host), "127.0.0.1");
+    c->http_port = 7480;
+    c->log_level = MSV_LOG_INFO;
+}
+
+static int parse_number(const char *v, double *out)
+{
+    char *end;
+
+    errno = 0;
+    *out = strtod(v, &end);
+    return errno == 0 && end != v && *end == '\0';
+}
+
+/* Sets one option from text; returns 0 or writes why to err. */
+static int set_option(struct msv_config *c, const struct option_def *o, const char *v, char *err,
+                      size_t err_len)
+{
+    char *field = (char *)c + o->offset;
+    double d = 0;
+
+    switch (o->type) {
+    case OPT_STR:
+        if (strlen(v) >= o->size) {
+            snprintf(err, err_len, "value too long");
+            return -1;
+        }
+        snprintf(field, o->size, "%s", v);
+        return 0;
+    case OPT_BOOL:
+        if (!strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcmp(v, "1"))
+            *(int *)field = 1;
+        else if (!strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcmp(v, "0"))
+            *(int *)field = 0;
+        else {
+            snprintf(err, err_len, "expected true or false");
+            return -1;
+        }
+        return 0;
+    case OPT_LEVEL:
+        for (int i = 0; i < 4; i++) {
+            if (strcasecmp(v, level_names[i]) == 0) {
+                *(enum msv_log_level *)field = (enum msv_log_level)i;
+                return 0;
+            }
+        }
+        snprintf(err, err_len, "expected debug, info, warn or error");
+        return -1;
+    default:
+        break;
+    }
+    if (!parse_number(v, &d) || d < o->min || d > o->max ||
+        (o->type != OPT_DOUBLE && d != (double)(uint64_t)d)) {
+        snprintf(err, err_len, "expected a %s from %g to %g",
+                 o->type == OPT_DOUBLE ? "number" : "whole number", o->min, o->max);
+        return -1;
+    }
+    switch (o->type) {
+    case OPT_DOUBLE:
+        *(double *)field = d;
+        break;
+    case OPT_PORT:
+        *(uint16_t *)field = (uint16_t)d;
+        break;
+    case OPT_U32:
+        *(unsigned *)field = (unsigned)d;
+        break;
+    case OPT_MS_DAYS:
+        *(uint64_t *)field = (uint64_t)d * 86400ull * 1000ull;
+        break;
+    default:
+        *(uint64_t *)field = (uint64_t)d;
+        break;
+    }
+    return 0;
+}
+
+static const struct option_def *find_option(const char *section, const char *key)
+{
+    for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+        if (!strcmp(options[i].section, section) && !strcmp(options[i].key, key))
+            return &options[i];
+    }
+    return NULL;
+}
+
+struct parse_ctx {
+    struct msv_config *c;
+    char *err;
+    size_t err_len;
+};
+
+static int on_entry(void *user, const char *section, const char *key, const char *value)
+{
+    struct parse_ctx *p = user;
+    const struct option_def *o = find_option(section, key);
+    char why[160];
+
+    if (o == NULL) {
+        snprintf(p->err, p->err_len, "unknown option [%s] %s", section, key);
+        return 0;
+    }
+    if (set_option(p->c, o, value, why, sizeof(why)) != 0) {
+        snprintf(p->err, p->err_len, "[%s] %s: %s", section, key, why);
+        return 0;
+    }
+    return 1;
+}
+
+static int check(const struct msv_config *c, char *err, size_t err_len)
+{
+    if (strcmp(c->verification, "dev") != 0 && strcmp(c->verification, "hook") != 0) {
+        snprintf(err, err_len, "[accounts] verification: expected dev or hook");
+        return -1;
+    }
+    if (!strcmp(c->verification, "hook") && c->verification_hook[0] != '/') {
+        snprintf(err, err_len, "[accounts] verification_hook: an absolute path is required");
+        return -1;
+    }
+    if ((c->cert_file[0] == '\0') != (c->key_file[0] == '\0')) {
+        snprintf(err, err_len, "[tls] cert_file and key_file go together");
+        return -1;
+    }
+    if (c->payload_limit + 1024 > c->frame_max) {
+        snprintf(err, err_len, "[relay] payload_limit must be at least 1 KiB below frame_max");
+        return -1;
+    }
+    if (c->data_dir[0] == '\0') {
+        snprintf(err, err_len, "[server] data_dir is required");
+        return -1;
+    }
+    return 0;
+}
+
+msv_err msv_config_load(struct msv_config *c, const char *path, char *err, size_t err_len)
+{
+    struct parse_ctx p = {c, err, err_len};
+
+    err[0] = '\0';
+    if (path != NULL) {
+        int rc = ini_parse(path, on_entry, &p);
+
+        if (rc < 0) {
+            snprintf(err, err_len, "%s: cannot read: %s", path, strerror(errno));
+            return MSV_ERR_IO;
+        }
+        if (rc > 0) {
+            char what[512];
+
+            snprintf(what, sizeof(what), "%s", err[0] ? err : "syntax error");
+            snprintf(err, err_len, "%s:%d: %s", path, rc, what);
+            return MSV_ERR_PARSE;
+        }
+    }
+    for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+        char name[96], why[160];
+        const char *v;
+
+        snprintf(name, sizeof(name), "MISSIVED_%s_%s", options[i].section, options[i].key);
+        for (char *q = name; *q; q++)
+            *q = (char)(*q >= 'a' && *q <= 'z' ? *q - 32 : *q);
+        v = getenv(name);
+        if (v != NULL && set_option(c, &options[i], v, why, sizeof(why)) != 0) {
+            snprintf(err, err_len, "%s: %s", name, why);
+            return MSV_ERR_PARSE;
+        }
+    }
+    return check(c, err, err_len) == 0 ? MSV_OK : MSV_ERR_PARSE;
+}
+
+void msv_config_print(const struct msv_config *c, FILE *out)
+{
+    const char *section = "";
+
+    for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+        const struct option_def *o = &options[i];
+        const char *field = (const char *)c + o->offset;
+
+        if (strcmp(section, o->section) != 0) {
+            fprintf(out, "%s[%s]\n", i ? "\n" : "", o->section);
+            section = o->section;
+        }
+        fprintf(out, "%s = ", o->key);
+        switch (o->type) {
+        case OPT_STR:
+            fprintf(out, "%s\n", field);
+            break;
+        case OPT_BOOL:
+            fprintf(out, "%s\n", *(const int *)field ? "true" : "false");
+            break;
+        case OPT_LEVEL:
+            fprintf(out, "%s\n", level_names[*(const enum msv_log_level *)field]);
+            break;
+        case OPT_DOUBLE:
+            fprintf(out, "%g\n", *(const double *)field);
+            break;
+        case OPT_PORT:
+            fprintf(out, "%u\n", *(const uint16_t *)field);
+            break;
+        case OPT_U32:
+            fprintf(out, "%u\n", *(const unsigned *)field);
+            break;
+        case OPT_MS_DAYS:
+            fprintf(out, "%llu\n",
+                    (unsigned long long)(*(const uint64_t *)field / (86400ull * 1000ull)));
+            break;
+        default:
+            fprintf(out, "%llu\n", (unsigned long long)*(const uint64_t *)field);
+            break;
+        }
+    }
+}

@@ -1,0 +1,57 @@
+/* missived configuration: INI file (libinih), then MISSIVED_<SECTION>_<KEY> environment overrides. */
+#ifndef MSV_SERVER_CONFIG_H
+#define MSV_SERVER_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdint.h>
+
+#include "missive/error.h"
+
+enum msv_log_level { MSV_LOG_DEBUG, MSV_LOG_INFO, MSV_LOG_WARN, MSV_LOG_ERROR };
+
+struct msv_config {
+    char listen_host[256];
+    uint16_t listen_port;
+    char data_dir[1024];
+    unsigned workers;
+    char cert_file[1024]; /* empty: self-signed, generated into data_dir */
+    char key_file[1024];
+    uint64_t payload_limit;
+    uint64_t queue_ttl_ms;
+    uint64_t frame_max;
+    unsigned delivery_window;
+    uint64_t blob_max;
+    uint64_t blob_ttl_ms;
+    double lookup_rate;  /* handles per second per account */
+    double lookup_burst;
+    double register_rate; /* registration and password attempts per second per address */
+    double register_burst;
+    char verification[16]; /* "dev" or "hook" */
+    char verification_hook[1024];
+    uint64_t argon2_memlimit;
+    uint64_t argon2_opslimit;
+    char http_host[256];
+    uint16_t http_port; /* 0 with http_enabled: any free port */
+    int http_enabled;
+    enum msv_log_level log_level;
+    uint64_t expiry_interval_ms;
+    unsigned idle_timeout_s;
+    char clock_file[1024]; /* tests only: the current time in ms is read from this file */
+};
+
+/* Fills c with the defaults. */
+void msv_config_defaults(struct msv_config *c);
+
+/*
+ * Reads path (NULL: defaults only), then the environment. On error, writes a
+ * message naming the file, line or variable to err (err_len bytes) and
+ * returns MSV_ERR_PARSE (bad syntax or value) or MSV_ERR_IO (unreadable).
+ */
+MSV_MUST_CHECK msv_err msv_config_load(struct msv_config *c, const char *path, char *err,
+                                       size_t err_len);
+
+/* Writes the effective configuration as INI (for --check-config). */
+void msv_config_print(const struct msv_config *c, FILE *out);
+
+#endif

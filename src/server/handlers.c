@@ -1,0 +1,868 @@
+/*
+ * Request handlers: the handshake, accounts and devices, directory lookups,
+ * sends and acknowledgements (docs/wire.md gives the flow). Every request is
+ * checked completely before anything changes; a refused request changes
+ * nothing and is answered with an Error naming the reason.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <event2/bufferevent_ssl.h>
+#include <openssl/ssl.h>
+#include <sodium.h>
+
+#include "crypto/internal.h"
+#include "missive/crypto.h"
+#include "missive/payload.h"
+#include "missive/util.h"
+#include "server/log.h"
+#include "server/server.h"
+
+#define CODE_TTL_MS (10 * 60 * 1000)
+#define CODE_ATTEMPTS 5
+#define PASSWORD_MIN 8
+#define PASSWORD_MAX 1024
+#define LOOKUP_MAX 256
+#define SEND_HANDLES_MAX 256
+#define SEND_ENVELOPES_MAX 1024
+#define PUSH_TOKEN_MAX 512
+#define IDENTITY_MAX 4096
+#define WAKE_CLOSE (1ull << 63)
+
+static const char auth_context[] = "MSV-auth-v1";
+static const char exporter_label[] = "EXPORTER-missive-auth";
+
+enum {
+    E_INVALID = MSV__WIRE__ERROR_CODE__ERROR_INVALID,
+    E_AUTH = MSV__WIRE__ERROR_CODE__ERROR_AUTH,
+    E_TOO_BIG = MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG,
+    E_IO = MSV__WIRE__ERROR_CODE__ERROR_IO,
+    E_NOT_FOUND = MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND,
+    E_EXISTS = MSV__WIRE__ERROR_CODE__ERROR_EXISTS,
+    E_UNAUTH = MSV__WIRE__ERROR_CODE__ERROR_UNAUTHENTICATED,
+    E_RATE = MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED,
+    E_STALE = MSV__WIRE__ERROR_CODE__ERROR_STALE_DEVICES,
+};
+
+#define STORE(s) ((s)->store->ops)
+#define IMPL(s) ((s)->store->impl)
+
+/*
+ * A handle is an e-mail address (one '@', something on both sides; ASCII
+ * letters folded to lower case) or a phone number in E.164 form (+ and 6 to
+ * 15 digits). The normalised text goes to out (MSV_HANDLE_MAX + 1 bytes).
+ */
+static int normalise_handle(ProtobufCBinaryData b, char *out)
+{
+    size_t at = 0, ats = 0;
+
+    if (b.len < 3 || b.len > 256 || !msv_utf8_is_valid(b.data, b.len))
+        return 0;
+    if (b.data[0] == '+') {
+        if (b.len < 7 || b.len > 16)
+            return 0;
+        for (size_t i = 1; i < b.len; i++) {
+            if (b.data[i] < '0' || b.data[i] > '9')
+                return 0;
+        }
+    } else {
+        for (size_t i = 0; i < b.len; i++) {
+            if (b.data[i] <= ' ' || b.data[i] == 0x7f)
+                return 0;
+            if (b.data[i] == '@') {
+                ats++;
+                at = i;
+            }
+        }
+        if (ats != 1 || at == 0 || at == b.len - 1)
+            return 0;
+    }
+    for (size_t i = 0; i < b.len; i++)
+        out[i] = (char)(b.data[i] >= 'A' && b.data[i] <= 'Z' ? b.data[i] + 32 : b.data[i]);
+    out[b.len] = '\0';
+    return 1;
+}
+
+static void code_hash(const char *handle, const char *code, uint8_t out[32])
+{
+    static const uint8_t zero = 0;
+    const uint8_t *parts[4] = {(const uint8_t *)"MSV-code-v1", (const uint8_t *)handle, &zero,
+                               (const uint8_t *)code};
+    size_t lens[4] = {11, strlen(handle), 1, strlen(code)};
+
+    if (msv_sha256_parts(parts, lens, 4, out) != MSV_OK)
+        memset(out, 0, 32); /* matches nothing a person can type */
+}
+
+/* Runs the hook as `hook HANDLE CODE`, detached (double fork: no zombie, no wait). */
+static void run_hook(const char *hook, const char *handle, const char *code)
+{
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        if (fork() == 0) {
+            char *argv[] = {(char *)hook, (char *)handle, (char *)code, NULL};
+
+            execv(hook, argv);
+            _exit(127);
+        }
+        _exit(0);
+    }
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
+}
+
+static int rate_ok(struct msv_conn_state *c, uint64_t request_id)
+{
+    struct msv_server *s = c->w->srv;
+
+    if (msv_server_take_token(s, &s->register_buckets, c->peer_key, s->cfg.register_rate,
+                              s->cfg.register_burst, 1))
+        return 1;
+    msv_conn_send_error(c, request_id, E_RATE, "too many attempts from this address; wait");
+    return 0;
+}
+
+/* ---- handshake ------------------------------------------------------------------------ */
+
+static void handle_hello(struct msv_conn_state *c, const msv_frame *f)
+{
+    Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__Challenge ch = MSV__WIRE__CHALLENGE__INIT;
+
+    if (f->hello->protocol_version != 1) {
+        msv_conn_send_error(c, f->request_id, E_INVALID, "unsupported protocol version");
+        msv_conn_close_soon(c);
+        return;
+    }
+    msv_random_bytes(c->nonce, sizeof(c->nonce));
+    c->challenged = 1;
+    ch.nonce.data = c->nonce;
+    ch.nonce.len = sizeof(c->nonce);
+    out.request_id = f->request_id;
+    out.body_case = MSV__WIRE__FRAME__BODY_CHALLENGE;
+    out.challenge = &ch;
+    msv_conn_send_frame(c, &out);
+}
+
+/* Checks the device's signature over context || nonce || TLS exporter. */
+static msv_err verify_auth(struct msv_conn_state *c, const struct msv_device_rec *dev,
+                           ProtobufCBinaryData sig)
+{
+    uint8_t msg[sizeof(auth_context) - 1 + 32 + 32];
+    struct msv_public_identity *pub = NULL;
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    msv_err err;
+
+    memcpy(msg, auth_context, sizeof(auth_context) - 1);
+    memcpy(msg + sizeof(auth_context) - 1, c->nonce, 32);
+    if (ssl == NULL || SSL_export_keying_material(ssl, msg + sizeof(auth_context) - 1 + 32, 32,
+                                                  exporter_label, sizeof(exporter_label) - 1,
+                                                  NULL, 0, 0) != 1)
+        return MSV_ERR_AUTH;
+    err = msv_public_identity_parse((enum msv_suite)dev->suite, dev->identity, dev->identity_len,
+                                    &pub);
+    if (err == MSV_OK)
+        err = msv_public_identity_verify(pub, msg, sizeof(msg), sig.data, sig.len);
+    msv_public_identity_free(pub);
+    return err == MSV_OK ? MSV_OK : MSV_ERR_AUTH;
+}
+
+static void register_connection(struct msv_conn_state *c)
+{
+    struct msv_server *s = c->w->srv;
+    struct msv_conn_state *old;
+    struct timeval idle = {(time_t)s->cfg.idle_timeout_s, 0};
+
+    pthread_mutex_lock(&s->registry_lock);
+    old = msv_u64map_get(&s->registry, c->device_id);
+    if (msv_u64map_put(&s->registry, c->device_id, c) != MSV_OK)
+        old = NULL;
+    pthread_mutex_unlock(&s->registry_lock);
+    /* a device has one connection: the newest; an older one on this worker is closed */
+    if (old != NULL && old->w == c->w) {
+        old->device_id = 0;
+        msv_conn_close_soon(old);
+    }
+    bufferevent_set_timeouts(c->bev, &idle, NULL);
+}
+
+static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    const Msv__Wire__Auth *a = f->auth;
+    struct msv_device_rec dev = {0};
+    uint64_t account = 0;
+    char handle[MSV_HANDLE_MAX + 1];
+    msv_err err = MSV_ERR_AUTH;
+
+    if (!c->challenged || c->device_id != 0) {
+        msv_conn_send_error(c, f->request_id, E_INVALID, "send Hello first, once");
+        return;
+    }
+    c->challenged = 0; /* one attempt per challenge */
+    if (normalise_handle(a->handle, handle) &&
+        STORE(s)->account_get(IMPL(s), handle, &account, NULL) == MSV_OK &&
+        STORE(s)->device_get(IMPL(s), a->device_id, &dev) == MSV_OK && dev.account_id == account)
+        err = verify_auth(c, &dev, a->signature);
+    msv_device_rec_clear(&dev);
+    if (err != MSV_OK) {
+        atomic_fetch_add(&s->m.auth_failed, 1);
+        msv_log(MSV_LOG_INFO, "auth_failed", "peer=%s", c->peer);
+        msv_conn_send_error(c, f->request_id, E_AUTH, "authentication failed");
+        msv_conn_close_soon(c);
+        return;
+    }
+    c->handle = strdup(handle);
+    if (c->handle == NULL) {
+        msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
+        msv_conn_close_soon(c);
+        return;
+    }
+    c->device_id = a->device_id;
+    c->account_id = account;
+    atomic_fetch_add(&s->m.auth_ok, 1);
+    msv_log(MSV_LOG_DEBUG, "auth_ok", "peer=%s device=%llu", c->peer,
+            (unsigned long long)c->device_id);
+    register_connection(c);
+    msv_conn_send_ok(c, f->request_id);
+    msv_conn_pump(c);
+}
+
+/* ---- accounts and devices ------------------------------------------------------------- */
+
+static void handle_register_start(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    char handle[MSV_HANDLE_MAX + 1], code[8];
+    uint8_t hash[32];
+    uint64_t account = 0;
+    msv_err err;
+
+    if (!rate_ok(c, f->request_id))
+        return;
+    if (!normalise_handle(f->register_start->handle, handle)) {
+        msv_conn_send_error(c, f->request_id, E_INVALID,
+                            "a handle is an e-mail address or a +E.164 phone number");
+        return;
+    }
+    err = STORE(s)->account_get(IMPL(s), handle, &account, NULL);
+    if (err == MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_EXISTS,
+                            "that handle is registered; add a device to it instead");
+        return;
+    }
+    snprintf(code, sizeof(code), "%06u", (unsigned)randombytes_uniform(1000000));
+    code_hash(handle, code, hash);
+    err = err == MSV_ERR_NOT_FOUND
+              ? STORE(s)->code_put(IMPL(s), handle, hash, msv_server_now_ms(s) + CODE_TTL_MS)
+              : err;
+    if (err != MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        return;
+    }
+    if (strcmp(s->cfg.verification, "hook") == 0)
+        run_hook(s->cfg.verification_hook, handle, code);
+    else /* dev mode: the operator reads the code from the log */
+        msv_log(MSV_LOG_INFO, "verification_code", "handle=%s code=%s", handle, code);
+    msv_conn_send_ok(c, f->request_id);
+}
+
+/* Checks a NewDevice; returns a message for the client, or NULL if it is fine. */
+static const char *check_new_device(const Msv__Wire__NewDevice *d)
+{
+    struct msv_public_identity *pub = NULL;
+
+    if (d == NULL || d->suite < MSV_SUITE_CLASSIC || d->suite > MSV_SUITE_MODERN)
+        return "unknown suite";
+    if (d->identity.len > IDENTITY_MAX || d->push_token.len > PUSH_TOKEN_MAX)
+        return "identity or push token too long";
+    if (msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
+                                  &pub) != MSV_OK)
+        return "not a valid public identity of that suite";
+    msv_public_identity_free(pub);
+    return NULL;
+}
+
+static void send_registered(struct msv_conn_state *c, uint64_t request_id, uint64_t device)
+{
+    Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__Registered r = MSV__WIRE__REGISTERED__INIT;
+
+    r.device_id = device;
+    out.request_id = request_id;
+    out.body_case = MSV__WIRE__FRAME__BODY_REGISTERED;
+    out.registered = &r;
+    msv_conn_send_frame(c, &out);
+}
+
+static msv_err add_device(struct msv_server *s, uint64_t account, const char *handle,
+                          const Msv__Wire__NewDevice *d, uint64_t *device)
+{
+    struct msv_device_rec rec = {0};
+    msv_err err = STORE(s)->device_add(IMPL(s), account, d->suite, d->identity.data,
+                                       d->identity.len, d->push_token.data, d->push_token.len,
+                                       msv_server_now_ms(s), device);
+
+    if (err != MSV_OK)
+        return err;
+    atomic_fetch_add(&s->m.devices_added, 1);
+    rec.id = *device;
+    rec.account_id = account;
+    rec.suite = d->suite;
+    rec.identity = d->identity.data;
+    rec.identity_len = d->identity.len;
+    rec.push_token = d->push_token.data;
+    rec.push_token_len = d->push_token.len;
+    msv_notify_device_change(s, account, handle, *device, 1, &rec);
+    return MSV_OK;
+}
+
+static void handle_register_finish(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    const Msv__Wire__RegisterFinish *r = f->register_finish;
+    char handle[MSV_HANDLE_MAX + 1], code[8], pw_hash[crypto_pwhash_STRBYTES];
+    const char *bad;
+    uint8_t hash[32];
+    uint64_t account = 0, device = 0;
+    msv_err err;
+
+    if (!rate_ok(c, f->request_id))
+        return;
+    if (!normalise_handle(r->handle, handle) || r->code.len != 6 ||
+        r->password.len < PASSWORD_MIN || r->password.len > PASSWORD_MAX) {
+        msv_conn_send_error(c, f->request_id, E_INVALID,
+                            "need a valid handle, the 6-digit code and a password of 8 or more "
+                            "bytes");
+        return;
+    }
+    if ((bad = check_new_device(r->device)) != NULL) {
+        msv_conn_send_error(c, f->request_id, E_INVALID, bad);
+        return;
+    }
+    memcpy(code, r->code.data, 6);
+    code[6] = '\0';
+    code_hash(handle, code, hash);
+    err = STORE(s)->code_take(IMPL(s), handle, hash, msv_server_now_ms(s), CODE_ATTEMPTS);
+    if (err != MSV_OK) {
+        msv_conn_send_error(c, f->request_id, err == MSV_ERR_IO ? E_IO : E_AUTH,
+                            err == MSV_ERR_IO ? "storage failed"
+                                              : "wrong or expired verification code");
+        return;
+    }
+    /* Argon2id; the cost is configurable because it runs on this worker's thread */
+    if (crypto_pwhash_str(pw_hash, (const char *)r->password.data, r->password.len,
+                          s->cfg.argon2_opslimit, (size_t)s->cfg.argon2_memlimit * 1024) != 0) {
+        msv_conn_send_error(c, f->request_id, E_IO, "out of memory hashing the password");
+        return;
+    }
+    err = STORE(s)->account_create(IMPL(s), handle, pw_hash, msv_server_now_ms(s), &account);
+    if (err == MSV_OK)
+        err = add_device(s, account, handle, r->device, &device);
+    if (err != MSV_OK) {
+        msv_conn_send_error(c, f->request_id, err == MSV_ERR_EXISTS ? E_EXISTS : E_IO,
+                            err == MSV_ERR_EXISTS ? "that handle is registered" : "storage failed");
+        return;
+    }
+    atomic_fetch_add(&s->m.registrations, 1);
+    msv_log(MSV_LOG_INFO, "account_created", "account=%llu device=%llu",
+            (unsigned long long)account, (unsigned long long)device);
+    send_registered(c, f->request_id, device);
+}
+
+static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    const Msv__Wire__AddDevice *a = f->add_device;
+    char handle[MSV_HANDLE_MAX + 1], *pw_hash = NULL, password[PASSWORD_MAX + 1];
+    const char *bad;
+    uint64_t account = 0, device = 0;
+    msv_err err;
+    int ok = 0;
+
+    if (!rate_ok(c, f->request_id))
+        return;
+    if (!normalise_handle(a->handle, handle) || a->password.len > PASSWORD_MAX) {
+        msv_conn_send_error(c, f->request_id, E_INVALID, "need a valid handle and password");
+        return;
+    }
+    if ((bad = check_new_device(a->device)) != NULL) {
+        msv_conn_send_error(c, f->request_id, E_INVALID, bad);
+        return;
+    }
+    memcpy(password, a->password.data, a->password.len);
+    password[a->password.len] = '\0';
+    if (STORE(s)->account_get(IMPL(s), handle, &account, &pw_hash) == MSV_OK)
+        ok = crypto_pwhash_str_verify(pw_hash, password, a->password.len) == 0;
+    sodium_memzero(password, sizeof(password));
+    free(pw_hash);
+    if (!ok) {
+        /* the same answer for an unknown handle and a wrong password */
+        msv_conn_send_error(c, f->request_id, E_AUTH, "wrong handle or password");
+        return;
+    }
+    err = add_device(s, account, handle, a->device, &device);
+    if (err != MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        return;
+    }
+    msv_log(MSV_LOG_INFO, "device_added", "account=%llu device=%llu", (unsigned long long)account,
+            (unsigned long long)device);
+    send_registered(c, f->request_id, device);
+}
+
+void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const char *handle,
+                              uint64_t except_device, int added, const struct msv_device_rec *dev)
+{
+    Msv__Wire__DeviceChange dc = MSV__WIRE__DEVICE_CHANGE__INIT;
+    Msv__Wire__DeviceInfo info = MSV__WIRE__DEVICE_INFO__INIT;
+    struct msv_device_list list = {0};
+    struct msv_queue_in *items = NULL;
+    uint64_t *ids = NULL;
+    uint8_t *packed = NULL;
+    size_t n = 0, len;
+    int64_t now = msv_server_now_ms(s);
+
+    info.device_id = dev->id;
+    info.suite = dev->suite;
+    info.identity.data = dev->identity;
+    info.identity.len = dev->identity_len;
+    info.push_token.data = dev->push_token;
+    info.push_token.len = dev->push_token_len;
+    dc.added = added;
+    dc.handle.data = (uint8_t *)handle;
+    dc.handle.len = strlen(handle);
+    dc.device = &info;
+    len = msv__wire__device_change__get_packed_size(&dc);
+    if (STORE(s)->devices_of_account(IMPL(s), account_id, &list) != MSV_OK)
+        return;
+    packed = malloc(len ? len : 1);
+    items = calloc(list.count ? list.count : 1, sizeof(*items));
+    ids = calloc(list.count ? list.count : 1, sizeof(*ids));
+    if (packed != NULL && items != NULL && ids != NULL) {
+        msv__wire__device_change__pack(&dc, packed);
+        for (size_t i = 0; i < list.count; i++) {
+            if (list.items[i].id == except_device)
+                continue;
+            /* a notice from the server itself: sender device 0, suite 0, a DeviceChange body */
+            items[n++] = (struct msv_queue_in){.device_id = list.items[i].id,
+                                               .sender_device = 0,
+                                               .sender_handle = "",
+                                               .suite = 0,
+                                               .ciphertext = packed,
+                                               .ciphertext_len = len};
+        }
+        if (n > 0 && STORE(s)->queue_put(IMPL(s), items, n, now,
+                                         now + (int64_t)atomic_load(&s->queue_ttl_ms),
+                                         ids) == MSV_OK) {
+            for (size_t i = 0; i < n; i++)
+                msv_server_wake(s, items[i].device_id);
+        }
+    }
+    free(packed);
+    free(items);
+    free(ids);
+    msv_device_list_clear(&list);
+}
+
+static void handle_remove_device(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    struct msv_device_rec dev = {0};
+    uint64_t target = f->remove_device->device_id;
+    msv_err err;
+
+    err = STORE(s)->device_get(IMPL(s), target, &dev);
+    if (err == MSV_OK && dev.account_id != c->account_id)
+        err = MSV_ERR_NOT_FOUND; /* another account's device is none of its business */
+    if (err == MSV_OK)
+        err = STORE(s)->device_remove(IMPL(s), c->account_id, target);
+    if (err != MSV_OK) {
+        msv_device_rec_clear(&dev);
+        msv_conn_send_error(c, f->request_id, err == MSV_ERR_NOT_FOUND ? E_NOT_FOUND : E_IO,
+                            err == MSV_ERR_NOT_FOUND ? "no such device in this account"
+                                                     : "storage failed");
+        return;
+    }
+    atomic_fetch_add(&s->m.devices_removed, 1);
+    msv_notify_device_change(s, c->account_id, c->handle, target, 0, &dev);
+    msv_device_rec_clear(&dev);
+    msv_log(MSV_LOG_INFO, "device_removed", "account=%llu device=%llu",
+            (unsigned long long)c->account_id, (unsigned long long)target);
+    msv_conn_send_ok(c, f->request_id);
+    if (target == c->device_id) {
+        msv_conn_close_soon(c);
+        return;
+    }
+    msv_server_wake(s, target | WAKE_CLOSE); /* its open connection, if any, ends */
+}
+
+/* ---- directory ------------------------------------------------------------------------ */
+
+/* Fills hd with the devices of handle (none if unknown). Pointers borrow from list. */
+static msv_err devices_of_handle(struct msv_server *s, const char *handle,
+                                 struct msv_device_list *list, uint64_t *account)
+{
+    msv_err err = STORE(s)->account_get(IMPL(s), handle, account, NULL);
+
+    memset(list, 0, sizeof(*list));
+    if (err == MSV_ERR_NOT_FOUND) {
+        *account = 0;
+        return MSV_OK;
+    }
+    return err == MSV_OK ? STORE(s)->devices_of_account(IMPL(s), *account, list) : err;
+}
+
+struct handle_result {
+    char handle[MSV_HANDLE_MAX + 1];
+    struct msv_device_list list;
+    Msv__Wire__HandleDevices hd;
+    Msv__Wire__DeviceInfo *infos;
+    Msv__Wire__DeviceInfo **info_ptrs;
+};
+
+static msv_err fill_result(struct handle_result *r)
+{
+    msv__wire__handle_devices__init(&r->hd);
+    r->hd.handle.data = (uint8_t *)r->handle;
+    r->hd.handle.len = strlen(r->handle);
+    r->infos = calloc(r->list.count + 1, sizeof(*r->infos));
+    r->info_ptrs = calloc(r->list.count + 1, sizeof(*r->info_ptrs));
+    if (r->infos == NULL || r->info_ptrs == NULL)
+        return MSV_ERR_NOMEM;
+    for (size_t i = 0; i < r->list.count; i++) {
+        const struct msv_device_rec *d = &r->list.items[i];
+
+        msv__wire__device_info__init(&r->infos[i]);
+        r->infos[i].device_id = d->id;
+        r->infos[i].suite = d->suite;
+        r->infos[i].identity.data = d->identity;
+        r->infos[i].identity.len = d->identity_len;
+        r->infos[i].push_token.data = d->push_token;
+        r->infos[i].push_token.len = d->push_token_len;
+        r->info_ptrs[i] = &r->infos[i];
+    }
+    r->hd.n_devices = r->list.count;
+    r->hd.devices = r->info_ptrs;
+    return MSV_OK;
+}
+
+static void free_results(struct handle_result *r, size_t n)
+{
+    for (size_t i = 0; r != NULL && i < n; i++) {
+        msv_device_list_clear(&r[i].list);
+        free(r[i].infos);
+        free(r[i].info_ptrs);
+    }
+    free(r);
+}
+
+/* Looks up n handles (already normalised in r[i].handle). */
+static msv_err lookup_all(struct msv_server *s, struct handle_result *r, size_t n,
+                          Msv__Wire__HandleDevices **ptrs, uint64_t *accounts)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint64_t account = 0;
+        msv_err err = devices_of_handle(s, r[i].handle, &r[i].list, &account);
+
+        if (err == MSV_OK)
+            err = fill_result(&r[i]);
+        if (err != MSV_OK)
+            return err;
+        ptrs[i] = &r[i].hd;
+        if (accounts != NULL)
+            accounts[i] = account;
+    }
+    return MSV_OK;
+}
+
+static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    const Msv__Wire__LookupRequest *q = f->lookup;
+    Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__LookupResponse resp = MSV__WIRE__LOOKUP_RESPONSE__INIT;
+    Msv__Wire__HandleDevices **ptrs = NULL;
+    struct handle_result *r = NULL;
+    size_t n = q->n_handles;
+
+    if (n == 0 || n > LOOKUP_MAX) {
+        msv_conn_send_error(c, f->request_id, n ? E_TOO_BIG : E_INVALID,
+                            "look up 1 to 256 handles at a time");
+        return;
+    }
+    /* the bucket counts handles, so batching does not buy more enumeration */
+    if (!msv_server_take_token(s, &s->lookup_buckets, c->account_id, s->cfg.lookup_rate,
+                               s->cfg.lookup_burst, (double)n)) {
+        msv_conn_send_error(c, f->request_id, E_RATE, "too many lookups; slow down");
+        return;
+    }
+    r = calloc(n, sizeof(*r));
+    ptrs = calloc(n, sizeof(*ptrs));
+    if (r == NULL || ptrs == NULL) {
+        msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!normalise_handle(q->handles[i], r[i].handle)) {
+            msv_conn_send_error(c, f->request_id, E_INVALID, "not a valid handle");
+            goto out;
+        }
+    }
+    if (lookup_all(s, r, n, ptrs, NULL) != MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        goto out;
+    }
+    atomic_fetch_add(&s->m.lookups, n);
+    resp.n_results = n;
+    resp.results = ptrs;
+    out.request_id = f->request_id;
+    out.body_case = MSV__WIRE__FRAME__BODY_LOOKUP_RESULT;
+    out.lookup_result = &resp;
+    msv_conn_send_frame(c, &out);
+out:
+    free_results(r, n);
+    free(ptrs);
+}
+
+/* ---- sending -------------------------------------------------------------------------- */
+
+static void send_stale(struct msv_conn_state *c, uint64_t request_id, Msv__Wire__HandleDevices **p,
+                       size_t n)
+{
+    Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__Error e = MSV__WIRE__ERROR__INIT;
+    static const char msg[] = "the device list is out of date; address these devices";
+
+    e.code = MSV__WIRE__ERROR_CODE__ERROR_STALE_DEVICES;
+    e.message.data = (uint8_t *)msg;
+    e.message.len = sizeof(msg) - 1;
+    e.n_current = n;
+    e.current = p;
+    out.request_id = request_id;
+    out.body_case = MSV__WIRE__FRAME__BODY_ERROR;
+    out.error = &e;
+    msv_conn_send_frame(c, &out);
+}
+
+/*
+ * The envelopes must address every device of the named handles except the
+ * sending one, each once, in that device's suite. Returns 1 if they do.
+ */
+static int addresses_match(const struct msv_conn_state *c, const Msv__Wire__SendRequest *q,
+                           const struct handle_result *r, size_t n)
+{
+    size_t expected = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < r[i].list.count; k++) {
+            const struct msv_device_rec *d = &r[i].list.items[k];
+            size_t found = 0;
+
+            if (d->id == c->device_id)
+                continue;
+            expected++;
+            for (size_t e = 0; e < q->n_envelopes; e++) {
+                if (q->envelopes[e]->recipient_device == d->id &&
+                    q->envelopes[e]->suite == d->suite)
+                    found++;
+            }
+            if (found != 1)
+                return 0;
+        }
+    }
+    return expected == q->n_envelopes;
+}
+
+static struct msv_pending_send *make_pending(struct msv_conn_state *c, const msv_frame *f)
+{
+    const Msv__Wire__SendRequest *q = f->send;
+    struct msv_pending_send *p = calloc(1, sizeof(*p));
+
+    if (p == NULL)
+        return NULL;
+    p->c = c;
+    p->request_id = f->request_id;
+    p->items = calloc(q->n_envelopes, sizeof(*p->items));
+    p->ciphertexts = calloc(q->n_envelopes, sizeof(*p->ciphertexts));
+    p->sender_handle = strdup(c->handle);
+    if (p->items == NULL || p->ciphertexts == NULL || p->sender_handle == NULL) {
+        msv_pending_send_free(p);
+        return NULL;
+    }
+    for (size_t i = 0; i < q->n_envelopes; i++) {
+        const Msv__Wire__Envelope *e = q->envelopes[i];
+
+        p->ciphertexts[i] = malloc(e->ciphertext.len);
+        if (p->ciphertexts[i] == NULL) {
+            p->count = i;
+            msv_pending_send_free(p);
+            return NULL;
+        }
+        memcpy(p->ciphertexts[i], e->ciphertext.data, e->ciphertext.len);
+        p->items[i] = (struct msv_queue_in){.device_id = e->recipient_device,
+                                            .sender_device = c->device_id,
+                                            .sender_handle = p->sender_handle,
+                                            .suite = e->suite,
+                                            .ciphertext = p->ciphertexts[i],
+                                            .ciphertext_len = e->ciphertext.len};
+    }
+    p->count = q->n_envelopes;
+    return p;
+}
+
+/* Shape checks that need no storage: counts, sizes, ids. Returns an error text or NULL. */
+static const char *check_send_shape(struct msv_server *s, const Msv__Wire__SendRequest *q,
+                                    int *code)
+{
+    uint64_t limit = atomic_load(&s->payload_limit);
+
+    *code = E_INVALID;
+    if (q->message_id.len != 16)
+        return "message_id must be 16 bytes";
+    if (q->n_recipient_handles == 0 || q->n_recipient_handles > SEND_HANDLES_MAX ||
+        q->n_envelopes > SEND_ENVELOPES_MAX) {
+        *code = E_TOO_BIG;
+        return "1 to 256 recipient handles and at most 1024 envelopes per send";
+    }
+    for (size_t i = 0; i < q->n_envelopes; i++) {
+        if (q->envelopes[i]->ciphertext.len == 0)
+            return "an envelope is empty";
+        if (q->envelopes[i]->ciphertext.len > limit) {
+            *code = E_TOO_BIG;
+            return "an envelope is larger than the server's payload limit";
+        }
+    }
+    return NULL;
+}
+
+static void handle_send(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    const Msv__Wire__SendRequest *q = f->send;
+    size_t n = q->n_recipient_handles;
+    Msv__Wire__HandleDevices **ptrs = NULL;
+    struct handle_result *r = NULL;
+    struct msv_pending_send *p;
+    const char *bad;
+    int code;
+
+    if ((bad = check_send_shape(s, q, &code)) != NULL) {
+        msv_conn_send_error(c, f->request_id, code, bad);
+        return;
+    }
+    r = calloc(n, sizeof(*r));
+    ptrs = calloc(n, sizeof(*ptrs));
+    if (r == NULL || ptrs == NULL) {
+        msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!normalise_handle(q->recipient_handles[i], r[i].handle)) {
+            msv_conn_send_error(c, f->request_id, E_INVALID, "not a valid handle");
+            goto out;
+        }
+        for (size_t k = 0; k < i; k++) {
+            if (strcmp(r[k].handle, r[i].handle) == 0) {
+                msv_conn_send_error(c, f->request_id, E_INVALID, "a handle is named twice");
+                goto out;
+            }
+        }
+    }
+    if (lookup_all(s, r, n, ptrs, NULL) != MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        goto out;
+    }
+    if (!addresses_match(c, q, r, n)) {
+        send_stale(c, f->request_id, ptrs, n);
+        goto out;
+    }
+    p = make_pending(c, f);
+    if (p == NULL) {
+        msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
+        goto out;
+    }
+    atomic_fetch_add(&s->m.sends, 1);
+    msv_worker_queue_send(c->w, p); /* answered after the group commit */
+out:
+    free_results(r, n);
+    free(ptrs);
+}
+
+static void handle_ack(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    size_t deleted = 0;
+
+    if (f->ack->n_queue_ids > 4096) {
+        msv_conn_send_error(c, f->request_id, E_TOO_BIG, "at most 4096 acknowledgements at once");
+        return;
+    }
+    if (STORE(s)->queue_ack(IMPL(s), c->device_id, f->ack->queue_ids, f->ack->n_queue_ids,
+                            &deleted) != MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        return;
+    }
+    atomic_fetch_add(&s->m.envelopes_acked, deleted);
+    c->inflight = deleted >= c->inflight ? 0 : c->inflight - (unsigned)deleted;
+    if (f->request_id != 0)
+        msv_conn_send_ok(c, f->request_id);
+    msv_conn_pump(c);
+}
+
+/* ---- dispatch ------------------------------------------------------------------------- */
+
+void msv_handle_frame(struct msv_conn_state *c, msv_frame *f)
+{
+    switch (f->body_case) {
+    case MSV__WIRE__FRAME__BODY_HELLO:
+        handle_hello(c, f);
+        return;
+    case MSV__WIRE__FRAME__BODY_AUTH:
+        handle_auth(c, f);
+        return;
+    case MSV__WIRE__FRAME__BODY_REGISTER_START:
+        handle_register_start(c, f);
+        return;
+    case MSV__WIRE__FRAME__BODY_REGISTER_FINISH:
+        handle_register_finish(c, f);
+        return;
+    case MSV__WIRE__FRAME__BODY_ADD_DEVICE:
+        handle_add_device(c, f);
+        return;
+    default:
+        break;
+    }
+    if (c->device_id == 0) {
+        msv_conn_send_error(c, f->request_id, E_UNAUTH, "authenticate first");
+        return;
+    }
+    switch (f->body_case) {
+    case MSV__WIRE__FRAME__BODY_LOOKUP:
+        handle_lookup(c, f);
+        break;
+    case MSV__WIRE__FRAME__BODY_SEND:
+        handle_send(c, f);
+        break;
+    case MSV__WIRE__FRAME__BODY_ACK:
+        handle_ack(c, f);
+        break;
+    case MSV__WIRE__FRAME__BODY_REMOVE_DEVICE:
+        handle_remove_device(c, f);
+        break;
+    case MSV__WIRE__FRAME__BODY_BLOB_CREATE:
+    case MSV__WIRE__FRAME__BODY_BLOB_CHUNK:
+    case MSV__WIRE__FRAME__BODY_BLOB_STATUS:
+    case MSV__WIRE__FRAME__BODY_BLOB_FINISH:
+    case MSV__WIRE__FRAME__BODY_BLOB_GET:
+        msv_handle_blob(c, f);
+        break;
+    default:
+        msv_conn_send_error(c, f->request_id, E_INVALID, "not a request a client sends");
+        break;
+    }
+}

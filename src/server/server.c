@@ -1,0 +1,861 @@
+#include "server/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/thread.h>
+#include <sodium.h>
+
+#include "missive/util.h"
+#include "server/log.h"
+#include "server/tls.h"
+
+#define HANDSHAKE_TIMEOUT_S 15
+#define OUTPUT_HIGH (256u * 1024u) /* stop pushing deliveries above this much unsent output */
+
+int64_t msv_server_now_ms(struct msv_server *s)
+{
+    struct timespec ts;
+
+    if (s->cfg.clock_file[0] != '\0') {
+        /* tests move time forward by writing this file */
+        FILE *f = fopen(s->cfg.clock_file, "r");
+        long long ms = 0;
+
+        if (f != NULL) {
+            if (fscanf(f, "%lld", &ms) != 1)
+                ms = 0;
+            fclose(f);
+            if (ms > 0)
+                return ms;
+        }
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- output --------------------------------------------------------------------------- */
+
+void msv_conn_send_frame(struct msv_conn_state *c, const msv_frame *f)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+
+    if (msv_frame_encode(f, c->w->srv->cfg.frame_max, &buf, &len) != MSV_OK) {
+        msv_log(MSV_LOG_ERROR, "encode_failed", "peer=%s", c->peer);
+        return;
+    }
+    bufferevent_write(c->bev, buf, len);
+    free(buf);
+}
+
+void msv_conn_send_error(struct msv_conn_state *c, uint64_t request_id, int code,
+                         const char *message)
+{
+    Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__Error e = MSV__WIRE__ERROR__INIT;
+
+    e.code = (Msv__Wire__ErrorCode)code;
+    e.message.data = (uint8_t *)message;
+    e.message.len = strlen(message);
+    f.request_id = request_id;
+    f.body_case = MSV__WIRE__FRAME__BODY_ERROR;
+    f.error = &e;
+    msv_conn_send_frame(c, &f);
+}
+
+void msv_conn_send_ok(struct msv_conn_state *c, uint64_t request_id)
+{
+    Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__Ok ok = MSV__WIRE__OK__INIT;
+
+    f.request_id = request_id;
+    f.body_case = MSV__WIRE__FRAME__BODY_OK;
+    f.ok = &ok;
+    msv_conn_send_frame(c, &f);
+}
+
+/* ---- connections ---------------------------------------------------------------------- */
+
+static void conn_free(struct msv_conn_state *c)
+{
+    struct msv_worker *w = c->w;
+    struct msv_server *s = w->srv;
+
+    if (c->device_id != 0) {
+        pthread_mutex_lock(&s->registry_lock);
+        if (msv_u64map_get(&s->registry, c->device_id) == c)
+            msv_u64map_del(&s->registry, c->device_id);
+        pthread_mutex_unlock(&s->registry_lock);
+    }
+    for (struct msv_pending_send *p = w->pending_head; p != NULL; p = p->next) {
+        if (p->c == c)
+            p->c = NULL; /* the send still commits; only its answer is lost */
+    }
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    bufferevent_free(c->bev);
+    free(c->handle);
+    free(c);
+    atomic_fetch_sub(&s->m.connections_open, 1);
+}
+
+static void close_after_write(struct bufferevent *bev, void *arg)
+{
+    struct msv_conn_state *c = arg;
+
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        conn_free(c);
+}
+
+void msv_conn_close_soon(struct msv_conn_state *c)
+{
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setcb(c->bev, NULL, close_after_write, NULL, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS);
+}
+
+/* Reads every complete frame in the input buffer. */
+static void conn_read(struct bufferevent *bev, void *arg)
+{
+    struct msv_conn_state *c = arg;
+    struct msv_server *s = c->w->srv;
+    struct evbuffer *in = bufferevent_get_input(bev);
+
+    for (;;) {
+        size_t have = evbuffer_get_length(in), body_len = 0, used = 0;
+        const uint8_t *body = NULL;
+        uint8_t *p = evbuffer_pullup(in, have < MSV_FRAME_HEADER_LEN ? (ssize_t)have
+                                                                     : MSV_FRAME_HEADER_LEN);
+        msv_frame *f = NULL;
+        msv_err err;
+
+        if (have == 0)
+            return;
+        err = msv_frame_split(p, have < MSV_FRAME_HEADER_LEN ? have : MSV_FRAME_HEADER_LEN,
+                              s->cfg.frame_max, &body, &body_len, &used);
+        if (err == MSV_ERR_AGAIN && have >= MSV_FRAME_HEADER_LEN) {
+            size_t need = MSV_FRAME_HEADER_LEN + ((size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3]);
+
+            if (have < need)
+                return;
+            p = evbuffer_pullup(in, (ssize_t)need);
+            err = msv_frame_split(p, need, s->cfg.frame_max, &body, &body_len, &used);
+        }
+        if (err == MSV_ERR_AGAIN)
+            return;
+        if (err == MSV_OK)
+            err = msv_frame_decode(body, body_len, &f);
+        if (err != MSV_OK) {
+            /* the stream cannot be trusted past a bad frame: say why, then hang up */
+            atomic_fetch_add(&s->m.frames_rejected, 1);
+            msv_log(MSV_LOG_INFO, "frame_rejected", "peer=%s reason=\"%s\"", c->peer,
+                    msv_strerror(err));
+            msv_conn_send_error(c, 0, -err, msv_strerror(err));
+            msv_conn_close_soon(c);
+            return;
+        }
+        evbuffer_drain(in, used);
+        atomic_fetch_add(&s->m.frames_in, 1);
+        msv_handle_frame(c, f);
+        msv_frame_free(f);
+        if (bufferevent_get_enabled(bev) == 0 || (bufferevent_get_enabled(bev) & EV_READ) == 0)
+            return; /* the handler is closing the connection */
+    }
+}
+
+static void conn_write(struct bufferevent *bev, void *arg)
+{
+    struct msv_conn_state *c = arg;
+
+    (void)bev;
+    if (c->device_id != 0)
+        msv_conn_pump(c);
+}
+
+static void conn_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct msv_conn_state *c = arg;
+
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED)
+        return;
+    if (what & BEV_EVENT_TIMEOUT)
+        msv_log(MSV_LOG_DEBUG, "conn_timeout", "peer=%s", c->peer);
+    msv_log(MSV_LOG_DEBUG, "conn_close", "peer=%s device=%llu", c->peer,
+            (unsigned long long)c->device_id);
+    conn_free(c);
+}
+
+static uint64_t address_key(const struct sockaddr *sa, char *text, size_t text_len)
+{
+    uint8_t h[8];
+    uint64_t k = 0;
+
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+
+        inet_ntop(AF_INET, &in->sin_addr, text, (socklen_t)text_len);
+        crypto_generichash(h, sizeof(h), (const uint8_t *)&in->sin_addr, 4, NULL, 0);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+
+        inet_ntop(AF_INET6, &in6->sin6_addr, text, (socklen_t)text_len);
+        /* an IPv6 client controls its /64: limit per /64 */
+        crypto_generichash(h, sizeof(h), (const uint8_t *)&in6->sin6_addr, 8, NULL, 0);
+    } else {
+        snprintf(text, text_len, "unknown");
+        return 1;
+    }
+    for (int i = 0; i < 8; i++)
+        k = k << 8 | h[i];
+    return k ? k : 1;
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+                      void *arg)
+{
+    struct msv_worker *w = arg;
+    struct msv_server *s = w->srv;
+    struct msv_conn_state *c = calloc(1, sizeof(*c));
+    SSL *ssl = SSL_new(s->tls);
+    struct timeval handshake = {HANDSHAKE_TIMEOUT_S, 0};
+
+    (void)l;
+    (void)len;
+    if (c == NULL || ssl == NULL || atomic_load(&s->stopping)) {
+        free(c);
+        SSL_free(ssl);
+        evutil_closesocket(fd);
+        return;
+    }
+    c->w = w;
+    c->peer_key = address_key(sa, c->peer, sizeof(c->peer));
+    c->bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                            BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL) {
+        SSL_free(ssl);
+        evutil_closesocket(fd);
+        free(c);
+        return;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    bufferevent_setcb(c->bev, conn_read, conn_write, conn_event, c);
+    /* stop reading once a full frame is buffered and not yet handled */
+    bufferevent_setwatermark(c->bev, EV_READ, 0, s->cfg.frame_max + MSV_FRAME_HEADER_LEN);
+    bufferevent_setwatermark(c->bev, EV_WRITE, OUTPUT_HIGH / 4, 0);
+    bufferevent_set_timeouts(c->bev, &handshake, NULL);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->next = w->conns;
+    if (w->conns != NULL)
+        w->conns->prev = c;
+    w->conns = c;
+    atomic_fetch_add(&s->m.connections_open, 1);
+    atomic_fetch_add(&s->m.connections_total, 1);
+}
+
+/* ---- delivery ------------------------------------------------------------------------- */
+
+void msv_conn_pump(struct msv_conn_state *c)
+{
+    struct msv_server *s = c->w->srv;
+    struct msv_queue_rec *recs = NULL;
+    size_t n = 0, window = s->cfg.delivery_window;
+
+    if (c->device_id == 0 || c->inflight >= window ||
+        evbuffer_get_length(bufferevent_get_output(c->bev)) > OUTPUT_HIGH)
+        return;
+    if (s->store->ops->queue_fetch(s->store->impl, c->device_id, c->last_sent,
+                                   msv_server_now_ms(s), window - c->inflight, &recs,
+                                   &n) != MSV_OK) {
+        msv_log(MSV_LOG_ERROR, "queue_fetch_failed", "device=%llu",
+                (unsigned long long)c->device_id);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__Deliver d = MSV__WIRE__DELIVER__INIT;
+
+        d.queue_id = recs[i].id;
+        d.sender_device = recs[i].sender_device;
+        d.sender_handle.data = (uint8_t *)recs[i].sender_handle;
+        d.sender_handle.len = strlen(recs[i].sender_handle);
+        d.suite = recs[i].suite;
+        d.ciphertext.data = recs[i].ciphertext;
+        d.ciphertext.len = recs[i].ciphertext_len;
+        d.enqueued_at_ms = (uint64_t)recs[i].enqueued_ms;
+        f.body_case = MSV__WIRE__FRAME__BODY_DELIVER;
+        f.deliver = &d;
+        msv_conn_send_frame(c, &f);
+        c->last_sent = recs[i].id;
+        c->inflight++;
+    }
+    atomic_fetch_add(&s->m.envelopes_delivered, n);
+    msv_queue_recs_free(recs, n);
+}
+
+/* A wake-up with this bit set closes the device's connection instead (device removed). */
+#define WAKE_CLOSE (1ull << 63)
+
+void msv_server_wake(struct msv_server *s, uint64_t device_id)
+{
+    struct msv_conn_state *c;
+    struct msv_worker *w = NULL;
+
+    pthread_mutex_lock(&s->registry_lock);
+    c = msv_u64map_get(&s->registry, device_id & ~WAKE_CLOSE);
+    if (c != NULL)
+        w = c->w;
+    pthread_mutex_unlock(&s->registry_lock);
+    if (w == NULL)
+        return; /* offline: the queue waits for its next connection */
+    pthread_mutex_lock(&w->wake_lock);
+    if (w->wake_count == w->wake_cap) {
+        size_t cap = w->wake_cap ? w->wake_cap * 2 : 64;
+        uint64_t *bigger = realloc(w->wake_devices, cap * sizeof(*bigger));
+
+        if (bigger == NULL) {
+            pthread_mutex_unlock(&w->wake_lock);
+            return; /* the device still gets it on its next ack or reconnection */
+        }
+        w->wake_devices = bigger;
+        w->wake_cap = cap;
+    }
+    w->wake_devices[w->wake_count++] = device_id;
+    pthread_mutex_unlock(&w->wake_lock);
+    event_active(w->wake_ev, EV_READ, 0);
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    struct msv_worker *w = arg;
+    struct msv_server *s = w->srv;
+    uint64_t *devices;
+    size_t n;
+
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&w->wake_lock);
+    devices = w->wake_devices;
+    n = w->wake_count;
+    w->wake_devices = NULL;
+    w->wake_count = w->wake_cap = 0;
+    pthread_mutex_unlock(&w->wake_lock);
+    for (size_t i = 0; i < n; i++) {
+        struct msv_conn_state *c;
+
+        pthread_mutex_lock(&s->registry_lock);
+        c = msv_u64map_get(&s->registry, devices[i] & ~WAKE_CLOSE);
+        if (c != NULL && c->w != w)
+            c = NULL; /* moved to another worker since; that one was woken too */
+        if (c != NULL && (devices[i] & WAKE_CLOSE)) {
+            msv_u64map_del(&s->registry, c->device_id);
+            c->device_id = 0;
+        }
+        pthread_mutex_unlock(&s->registry_lock);
+        /* connections are freed only on this thread, so c stays valid here */
+        if (c != NULL && (devices[i] & WAKE_CLOSE))
+            msv_conn_close_soon(c);
+        else if (c != NULL)
+            msv_conn_pump(c);
+    }
+    free(devices);
+}
+
+/* ---- group commit --------------------------------------------------------------------- */
+
+void msv_pending_send_free(struct msv_pending_send *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t i = 0; i < p->count; i++)
+        free(p->ciphertexts[i]);
+    free(p->ciphertexts);
+    free(p->items);
+    free(p->sender_handle);
+    free(p);
+}
+
+void msv_worker_queue_send(struct msv_worker *w, struct msv_pending_send *p)
+{
+    if (w->pending_tail != NULL)
+        w->pending_tail->next = p;
+    else
+        w->pending_head = p;
+    w->pending_tail = p;
+    /* runs after this loop iteration's reads: every send read meanwhile joins the batch */
+    event_active(w->commit_ev, EV_WRITE, 0);
+}
+
+/*
+ * Commits every pending send of this worker in one transaction, then answers
+ * each sender: an acknowledgement only once the envelopes are on disk.
+ */
+static void commit_pending(struct msv_worker *w)
+{
+    struct msv_server *s = w->srv;
+    struct msv_pending_send *head = w->pending_head, *p;
+    struct msv_queue_in *all = NULL;
+    uint64_t *ids = NULL;
+    size_t total = 0, at = 0;
+    int64_t now = msv_server_now_ms(s);
+    msv_err err = MSV_ERR_NOMEM;
+
+    w->pending_head = w->pending_tail = NULL;
+    if (head == NULL)
+        return;
+    for (p = head; p != NULL; p = p->next)
+        total += p->count;
+    all = calloc(total ? total : 1, sizeof(*all));
+    ids = calloc(total ? total : 1, sizeof(*ids));
+    if (all != NULL && ids != NULL) {
+        for (p = head; p != NULL; p = p->next) {
+            memcpy(all + at, p->items, p->count * sizeof(*all));
+            at += p->count;
+        }
+        err = s->store->ops->queue_put(s->store->impl, all, total, now,
+                                       now + (int64_t)atomic_load(&s->queue_ttl_ms), ids);
+    }
+    atomic_fetch_add(&s->m.commit_batches, 1);
+    if (err != MSV_OK) {
+        atomic_fetch_add(&s->m.commit_failures, 1);
+        msv_log(MSV_LOG_ERROR, "commit_failed", "envelopes=%zu reason=\"%s\"", total,
+                msv_strerror(err));
+    } else {
+        atomic_fetch_add(&s->m.envelopes_enqueued, total);
+    }
+    while (head != NULL) {
+        p = head;
+        head = p->next;
+        if (p->c != NULL) {
+            if (err == MSV_OK)
+                msv_conn_send_ok(p->c, p->request_id);
+            else
+                msv_conn_send_error(p->c, p->request_id, MSV__WIRE__ERROR_CODE__ERROR_IO,
+                                    "storage failed; the message was not accepted");
+        }
+        if (err == MSV_OK) {
+            for (size_t i = 0; i < p->count; i++)
+                msv_server_wake(s, p->items[i].device_id);
+        }
+        msv_pending_send_free(p);
+    }
+    free(all);
+    free(ids);
+}
+
+static void on_commit(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    commit_pending(arg);
+}
+
+/* ---- rate limits ---------------------------------------------------------------------- */
+
+int msv_server_take_token(struct msv_server *s, struct msv_u64map *map, uint64_t key, double rate,
+                          double burst, double cost)
+{
+    int64_t now = msv_server_now_ms(s);
+    struct msv_bucket *b;
+    int ok = 0;
+
+    pthread_mutex_lock(&s->limits_lock);
+    b = msv_u64map_get(map, key);
+    if (b == NULL && (b = calloc(1, sizeof(*b))) != NULL) {
+        b->tokens = burst;
+        b->updated_ms = now;
+        if (msv_u64map_put(map, key, b) != MSV_OK) {
+            free(b);
+            b = NULL;
+        }
+    }
+    if (b != NULL) {
+        b->tokens += (double)(now - b->updated_ms) / 1000.0 * rate;
+        if (b->tokens > burst)
+            b->tokens = burst;
+        b->updated_ms = now;
+        if (b->tokens >= cost) {
+            b->tokens -= cost;
+            ok = 1;
+        }
+    }
+    pthread_mutex_unlock(&s->limits_lock);
+    if (!ok)
+        atomic_fetch_add(&s->m.rate_limited, 1);
+    return ok;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+static int bind_listener(const char *host, uint16_t port, uint16_t *bound)
+{
+    struct sockaddr_storage ss;
+    socklen_t ss_len = sizeof(ss);
+    struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    int fd, one = 1;
+
+    memset(&ss, 0, sizeof(ss));
+    if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons(port);
+        ss_len = sizeof(*in);
+    } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(port);
+        ss_len = sizeof(*in6);
+    } else {
+        errno = EINVAL;
+        return -1;
+    }
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    /* every worker binds the same port; the kernel spreads new connections across them */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(fd, (struct sockaddr *)&ss, ss_len) != 0 || listen(fd, 1024) != 0) {
+        close(fd);
+        return -1;
+    }
+    ss_len = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &ss_len) != 0) {
+        close(fd);
+        return -1;
+    }
+    *bound = ntohs(ss.ss_family == AF_INET ? in->sin_port : in6->sin6_port);
+    return fd;
+}
+
+static void stop_worker(struct msv_worker *w)
+{
+    if (w->listener != NULL) {
+        evconnlistener_free(w->listener);
+        w->listener = NULL;
+    }
+    /* sends already read are committed and answered before the loop ends */
+    commit_pending(w);
+    event_base_loopexit(w->base, NULL);
+}
+
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    stop_worker(arg);
+}
+
+static void begin_stop(struct msv_server *s, const char *why)
+{
+    if (atomic_exchange(&s->stopping, 1))
+        return;
+    msv_log(MSV_LOG_INFO, "stopping", "reason=%s", why);
+    for (unsigned i = 0; i < s->worker_count; i++)
+        event_active(s->workers[i].stop_ev, 0, 0);
+}
+
+static void reload(struct msv_server *s)
+{
+    struct msv_config c;
+    char err[512];
+
+    msv_config_defaults(&c);
+    if (msv_config_load(&c, s->config_path[0] ? s->config_path : NULL, err, sizeof(err)) !=
+        MSV_OK) {
+        msv_log(MSV_LOG_ERROR, "reload_failed", "reason=\"%s\"", err);
+        return;
+    }
+    /* what can change while running; listeners, paths and workers need a restart */
+    msv_log_set_level(c.log_level);
+    atomic_store(&s->payload_limit, c.payload_limit);
+    atomic_store(&s->queue_ttl_ms, c.queue_ttl_ms);
+    pthread_mutex_lock(&s->limits_lock);
+    s->cfg.lookup_rate = c.lookup_rate;
+    s->cfg.lookup_burst = c.lookup_burst;
+    s->cfg.register_rate = c.register_rate;
+    s->cfg.register_burst = c.register_burst;
+    pthread_mutex_unlock(&s->limits_lock);
+    msv_log(MSV_LOG_INFO, "reloaded", "payload_limit=%llu",
+            (unsigned long long)c.payload_limit);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    if (sig == SIGHUP)
+        reload(arg);
+    else
+        begin_stop(arg, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* Drops rate-limit buckets that are full again, so idle keys cost no memory. */
+static void prune_buckets(struct msv_server *s, struct msv_u64map *map, double rate, double burst,
+                          int64_t now)
+{
+    for (size_t i = 0; i < map->cap; i++) {
+        struct msv_bucket *b;
+
+        if (map->keys[i] == 0)
+            continue;
+        b = map->values[i];
+        if (b->tokens + (double)(now - b->updated_ms) / 1000.0 * rate >= burst) {
+            free(msv_u64map_del(map, map->keys[i]));
+            i--; /* the deletion may have shifted another key into slot i */
+        }
+    }
+    (void)s;
+}
+
+static void on_expiry(evutil_socket_t fd, short what, void *arg)
+{
+    struct msv_server *s = arg;
+    int64_t now = msv_server_now_ms(s);
+    size_t expired = 0;
+
+    (void)fd;
+    (void)what;
+    if (s->store->ops->queue_expire(s->store->impl, now, &expired) == MSV_OK && expired > 0) {
+        atomic_fetch_add(&s->m.envelopes_expired, expired);
+        msv_log(MSV_LOG_INFO, "queue_expired", "envelopes=%zu", expired);
+    }
+    msv_blobs_expire(s, now);
+    pthread_mutex_lock(&s->limits_lock);
+    prune_buckets(s, &s->lookup_buckets, s->cfg.lookup_rate, s->cfg.lookup_burst, now);
+    prune_buckets(s, &s->register_buckets, s->cfg.register_rate, s->cfg.register_burst, now);
+    pthread_mutex_unlock(&s->limits_lock);
+}
+
+static msv_err make_dirs(const struct msv_config *c, char *err, size_t err_len)
+{
+    char blobs[1100];
+
+    snprintf(blobs, sizeof(blobs), "%s/blobs", c->data_dir);
+    if ((mkdir(c->data_dir, 0700) != 0 && errno != EEXIST) ||
+        (mkdir(blobs, 0700) != 0 && errno != EEXIST)) {
+        snprintf(err, err_len, "cannot create %s: %s", blobs, strerror(errno));
+        return MSV_ERR_IO;
+    }
+    return MSV_OK;
+}
+
+static msv_err worker_init(struct msv_server *s, struct msv_worker *w, unsigned index, int fd)
+{
+    w->srv = s;
+    w->index = index;
+    pthread_mutex_init(&w->wake_lock, NULL);
+    w->base = event_base_new();
+    if (w->base == NULL)
+        return MSV_ERR_NOMEM;
+    w->wake_ev = event_new(w->base, -1, EV_PERSIST, on_wake, w);
+    w->commit_ev = event_new(w->base, -1, EV_PERSIST, on_commit, w);
+    w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
+    w->listener = evconnlistener_new(w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    if (w->wake_ev == NULL || w->commit_ev == NULL || w->stop_ev == NULL || w->listener == NULL) {
+        if (w->listener == NULL)
+            close(fd);
+        return MSV_ERR_NOMEM;
+    }
+    return MSV_OK;
+}
+
+static msv_err start_listeners(struct msv_server *s, char *err, size_t err_len)
+{
+    uint16_t port = s->cfg.listen_port;
+
+    for (unsigned i = 0; i < s->worker_count; i++) {
+        int fd = bind_listener(s->cfg.listen_host, port, &port);
+        msv_err e;
+
+        if (fd < 0) {
+            snprintf(err, err_len, "cannot listen on %s:%u: %s", s->cfg.listen_host, port,
+                     strerror(errno));
+            return MSV_ERR_IO;
+        }
+        s->port = port; /* with port 0, the later workers join the first one's port */
+        e = worker_init(s, &s->workers[i], i, fd);
+        if (e != MSV_OK) {
+            snprintf(err, err_len, "cannot start worker %u", i);
+            return e;
+        }
+    }
+    return MSV_OK;
+}
+
+static msv_err write_ports(struct msv_server *s)
+{
+    char path[1100], tmp[1110];
+    FILE *f;
+    int ok;
+
+    snprintf(path, sizeof(path), "%s/missived.ports", s->cfg.data_dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    f = fopen(tmp, "w");
+    if (f == NULL)
+        return MSV_ERR_IO;
+    ok = fprintf(f, "tls %u\nhttp %u\n", s->port, s->http_port) > 0;
+    ok = fclose(f) == 0 && ok;
+    return ok && rename(tmp, path) == 0 ? MSV_OK : MSV_ERR_IO;
+}
+
+msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
+                       struct msv_server **out, char *err, size_t err_len)
+{
+    struct msv_server *s = calloc(1, sizeof(*s));
+    char db[1100];
+    msv_err e;
+
+    if (s == NULL)
+        return MSV_ERR_NOMEM;
+    evthread_use_pthreads();
+    s->cfg = *cfg;
+    snprintf(s->config_path, sizeof(s->config_path), "%s", config_path ? config_path : "");
+    atomic_store(&s->payload_limit, cfg->payload_limit);
+    atomic_store(&s->queue_ttl_ms, cfg->queue_ttl_ms);
+    pthread_mutex_init(&s->registry_lock, NULL);
+    pthread_mutex_init(&s->limits_lock, NULL);
+    msv_u64map_init(&s->registry);
+    msv_u64map_init(&s->lookup_buckets);
+    msv_u64map_init(&s->register_buckets);
+    msv_log_set_level(cfg->log_level);
+    e = make_dirs(cfg, err, err_len);
+    if (e != MSV_OK)
+        goto fail;
+    snprintf(db, sizeof(db), "%s/missive.db", cfg->data_dir);
+    e = msv_store_open_sqlite(db, &s->store);
+    if (e != MSV_OK) {
+        snprintf(err, err_len, "cannot open %s: %s", db, msv_strerror(e));
+        goto fail;
+    }
+    e = msv_tls_server_ctx(cfg, &s->tls, s->fingerprint, err, err_len);
+    if (e != MSV_OK)
+        goto fail;
+    s->worker_count = cfg->workers;
+    s->workers = calloc(s->worker_count, sizeof(*s->workers));
+    e = s->workers == NULL ? MSV_ERR_NOMEM : start_listeners(s, err, err_len);
+    if (e != MSV_OK)
+        goto fail;
+    *out = s;
+    return MSV_OK;
+fail:
+    msv_server_free(s);
+    return e;
+}
+
+static void *worker_main(void *arg)
+{
+    struct msv_worker *w = arg;
+
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+msv_err msv_server_run(struct msv_server *s)
+{
+    struct msv_worker *w0 = &s->workers[0];
+    struct timeval every = {(time_t)(s->cfg.expiry_interval_ms / 1000),
+                            (suseconds_t)(s->cfg.expiry_interval_ms % 1000) * 1000};
+    char hex[65];
+
+    s->sig_term = evsignal_new(w0->base, SIGTERM, on_signal, s);
+    s->sig_int = evsignal_new(w0->base, SIGINT, on_signal, s);
+    s->sig_hup = evsignal_new(w0->base, SIGHUP, on_signal, s);
+    s->expiry_timer = event_new(w0->base, -1, EV_PERSIST, on_expiry, s);
+    if (s->sig_term == NULL || s->sig_int == NULL || s->sig_hup == NULL ||
+        s->expiry_timer == NULL || evsignal_add(s->sig_term, NULL) != 0 ||
+        evsignal_add(s->sig_int, NULL) != 0 || evsignal_add(s->sig_hup, NULL) != 0 ||
+        event_add(s->expiry_timer, &every) != 0)
+        return MSV_ERR_NOMEM;
+    signal(SIGPIPE, SIG_IGN);
+    if (s->cfg.http_enabled && msv_http_start(s, w0->base) != MSV_OK) {
+        msv_log(MSV_LOG_ERROR, "http_failed", "listen=%s:%u", s->cfg.http_host, s->cfg.http_port);
+        return MSV_ERR_IO;
+    }
+    if (write_ports(s) != MSV_OK)
+        return MSV_ERR_IO;
+    if (msv_hex_encode(s->fingerprint, 32, hex, sizeof(hex)) != MSV_OK)
+        hex[0] = '\0';
+    msv_log(MSV_LOG_INFO, "listening",
+            "tls=%s:%u http=%s:%u workers=%u store=%s fingerprint=%s", s->cfg.listen_host,
+            s->port, s->cfg.http_host, s->http_port, s->worker_count, s->store->ops->name, hex);
+    for (unsigned i = 1; i < s->worker_count; i++) {
+        if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0)
+            return MSV_ERR_NOMEM;
+    }
+    event_base_dispatch(w0->base);
+    for (unsigned i = 1; i < s->worker_count; i++)
+        pthread_join(s->workers[i].thread, NULL);
+    msv_log(MSV_LOG_INFO, "stopped", "workers=%u", s->worker_count);
+    return MSV_OK;
+}
+
+void msv_server_free(struct msv_server *s)
+{
+    if (s == NULL)
+        return;
+    if (s->http != NULL)
+        evhttp_free(s->http);
+    for (unsigned i = 0; s->workers != NULL && i < s->worker_count; i++) {
+        struct msv_worker *w = &s->workers[i];
+
+        while (w->conns != NULL)
+            conn_free(w->conns);
+        while (w->pending_head != NULL) {
+            struct msv_pending_send *p = w->pending_head;
+
+            w->pending_head = p->next;
+            msv_pending_send_free(p);
+        }
+        if (w->listener != NULL)
+            evconnlistener_free(w->listener);
+        if (w->wake_ev != NULL)
+            event_free(w->wake_ev);
+        if (w->commit_ev != NULL)
+            event_free(w->commit_ev);
+        if (w->stop_ev != NULL)
+            event_free(w->stop_ev);
+        if (i == 0) {
+            if (s->sig_term)
+                event_free(s->sig_term);
+            if (s->sig_int)
+                event_free(s->sig_int);
+            if (s->sig_hup)
+                event_free(s->sig_hup);
+            if (s->expiry_timer)
+                event_free(s->expiry_timer);
+        }
+        if (w->base != NULL)
+            event_base_free(w->base);
+        free(w->wake_devices);
+        pthread_mutex_destroy(&w->wake_lock);
+    }
+    free(s->workers);
+    for (size_t i = 0; i < s->lookup_buckets.cap; i++)
+        free(s->lookup_buckets.keys[i] ? s->lookup_buckets.values[i] : NULL);
+    for (size_t i = 0; i < s->register_buckets.cap; i++)
+        free(s->register_buckets.keys[i] ? s->register_buckets.values[i] : NULL);
+    msv_u64map_clear(&s->lookup_buckets);
+    msv_u64map_clear(&s->register_buckets);
+    msv_u64map_clear(&s->registry);
+    SSL_CTX_free(s->tls);
+    msv_store_close(s->store);
+    pthread_mutex_destroy(&s->registry_lock);
+    pthread_mutex_destroy(&s->limits_lock);
+    free(s);
+}

@@ -1,0 +1,153 @@
+/*
+ * missived's core: worker threads, each with its own libevent base and
+ * SO_REUSEPORT listener; the registry of connected devices; group commit of
+ * sends; and the wake-ups that move deliveries to the worker holding a
+ * device's connection. libevent is used only in src/server/.
+ */
+#ifndef MSV_SERVER_SERVER_H
+#define MSV_SERVER_SERVER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+#include <openssl/ssl.h>
+
+#include "server/config.h"
+#include "server/u64map.h"
+#include "store/store.h"
+#include "wire/frame.h"
+
+struct msv_server;
+struct msv_worker;
+
+/* One client connection; owned and freed only by its worker's thread. */
+struct msv_conn_state {
+    struct msv_worker *w;
+    struct bufferevent *bev;
+    char peer[64];
+    uint64_t peer_key; /* rate-limit key of the peer address */
+    uint8_t nonce[32];
+    int challenged;
+    uint64_t device_id; /* 0 until authenticated */
+    uint64_t account_id;
+    char *handle;
+    uint64_t last_sent; /* highest queue id pushed on this connection */
+    unsigned inflight;  /* pushed, not yet acknowledged */
+    struct msv_conn_state *prev, *next;
+};
+
+/* A send waiting for its worker's next group commit. */
+struct msv_pending_send {
+    struct msv_conn_state *c; /* NULL once the connection is gone */
+    uint64_t request_id;
+    struct msv_queue_in *items;
+    uint8_t **ciphertexts; /* owned copies the items point into */
+    size_t count;
+    char *sender_handle;
+    struct msv_pending_send *next;
+};
+
+struct msv_worker {
+    struct msv_server *srv;
+    unsigned index;
+    pthread_t thread;
+    struct event_base *base;
+    struct evconnlistener *listener;
+    struct event *wake_ev;
+    struct event *commit_ev;
+    struct event *stop_ev;
+    pthread_mutex_t wake_lock;
+    uint64_t *wake_devices;
+    size_t wake_count, wake_cap;
+    struct msv_pending_send *pending_head, *pending_tail;
+    struct msv_conn_state *conns;
+};
+
+struct msv_metrics {
+    _Atomic uint64_t connections_open, connections_total, frames_in, frames_rejected;
+    _Atomic uint64_t auth_ok, auth_failed, registrations, devices_added, devices_removed;
+    _Atomic uint64_t lookups, sends, envelopes_enqueued, envelopes_delivered, envelopes_acked;
+    _Atomic uint64_t envelopes_expired, commit_batches, commit_failures, rate_limited;
+    _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired;
+};
+
+struct msv_bucket {
+    double tokens;
+    int64_t updated_ms;
+};
+
+struct msv_server {
+    struct msv_config cfg;
+    char config_path[1024];
+    struct msv_store *store;
+    SSL_CTX *tls;
+    uint8_t fingerprint[32];
+    struct msv_worker *workers;
+    unsigned worker_count;
+    uint16_t port, http_port;
+
+    pthread_mutex_t registry_lock;
+    struct msv_u64map registry; /* device id -> struct msv_conn_state * */
+
+    pthread_mutex_t limits_lock;
+    struct msv_u64map lookup_buckets;   /* account id -> struct msv_bucket * */
+    struct msv_u64map register_buckets; /* address key -> struct msv_bucket * */
+
+    /* settings SIGHUP may change while workers run */
+    _Atomic uint64_t payload_limit, queue_ttl_ms;
+
+    struct msv_metrics m;
+    _Atomic int stopping;
+    struct evhttp *http;
+    struct event *sig_term, *sig_int, *sig_hup, *expiry_timer;
+};
+
+/* Creates the server: data directory, store, TLS, listeners. Nothing runs yet. */
+MSV_MUST_CHECK msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
+                                      struct msv_server **out, char *err, size_t err_len);
+/* Runs the workers until SIGTERM/SIGINT (or msv_server_stop); returns after a clean stop. */
+MSV_MUST_CHECK msv_err msv_server_run(struct msv_server *s);
+void msv_server_free(struct msv_server *s);
+
+int64_t msv_server_now_ms(struct msv_server *s);
+
+/* Tells the worker holding device_id's connection, if any, to push its queue. */
+void msv_server_wake(struct msv_server *s, uint64_t device_id);
+
+/* ---- used by the request handlers (handlers.c, blobs.c) ---- */
+
+void msv_conn_send_frame(struct msv_conn_state *c, const msv_frame *f);
+void msv_conn_send_error(struct msv_conn_state *c, uint64_t request_id, int code,
+                         const char *message);
+void msv_conn_send_ok(struct msv_conn_state *c, uint64_t request_id);
+/* Pushes queued envelopes up to the delivery window. */
+void msv_conn_pump(struct msv_conn_state *c);
+/* Closes after the output drains. */
+void msv_conn_close_soon(struct msv_conn_state *c);
+/* Takes a token from a bucket; 0 if empty. */
+int msv_server_take_token(struct msv_server *s, struct msv_u64map *map, uint64_t key,
+                          double rate, double burst, double cost);
+/* Queues a send for the worker's next group commit (takes ownership of p). */
+void msv_worker_queue_send(struct msv_worker *w, struct msv_pending_send *p);
+void msv_pending_send_free(struct msv_pending_send *p);
+
+/* handlers.c: one decoded frame from c. */
+void msv_handle_frame(struct msv_conn_state *c, msv_frame *f);
+/* Enqueues a DeviceChange notice to every device of account except except_device. */
+void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const char *handle,
+                              uint64_t except_device, int added,
+                              const struct msv_device_rec *dev);
+
+/* blobs.c */
+void msv_handle_blob(struct msv_conn_state *c, msv_frame *f);
+void msv_blobs_expire(struct msv_server *s, int64_t now_ms);
+
+/* http.c */
+MSV_MUST_CHECK msv_err msv_http_start(struct msv_server *s, struct event_base *base);
+
+#endif
