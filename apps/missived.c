@@ -14,33 +14,34 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: missived [--config FILE] [--data-dir DIR] [--check-config]\n"
-            "\n"
-            "Runs the Missive server: identity directory, push relay with offline queue, and\n"
-            "attachment store on one TLS 1.3 port (default 127.0.0.1:7443), with /health and\n"
-            "/metrics on a local HTTP port (default 127.0.0.1:7480). Data, the database and a\n"
-            "self-signed certificate (created on first start; clients pin its fingerprint)\n"
-            "live in the data directory (default ./missive-data).\n"
-            "\n"
-            "options:\n"
-            "  --config FILE    read settings from an INI file (docs/missived.conf.example)\n"
-            "  --data-dir DIR   the data directory (overrides the file)\n"
-            "  --check-config   check the configuration, print it in full, and exit\n"
-            "  --help           this text\n"
-            "\n"
-            "Every setting can also come from the environment as MISSIVED_<SECTION>_<KEY>,\n"
-            "e.g. MISSIVED_SERVER_LISTEN_PORT=8443.\n"
-            "signals: SIGTERM/SIGINT stop after committing accepted messages; SIGHUP reloads\n"
-            "limits and the log level.\n"
-            "exit status: 0 clean stop, 1 runtime error, 2 usage or configuration error\n");
+    fprintf(f, "usage: missived [--config FILE] [--data-dir DIR] [--check-config]\n"
+               "\n"
+               "Runs the Missive server: identity directory, push relay with offline queue, and\n"
+               "attachment store on one TLS 1.3 port (default 127.0.0.1:7443), with /health and\n"
+               "/metrics on a local HTTP port (default 127.0.0.1:7480). Data, the database and a\n"
+               "self-signed certificate (created on first start; clients pin its fingerprint)\n"
+               "live in the data directory (default ./missive-data).\n"
+               "\n"
+               "options:\n"
+               "  --config FILE    read settings from an INI file (docs/missived.conf.example)\n"
+               "  --data-dir DIR   the data directory (overrides the file)\n"
+               "  --check-config   check the configuration, print it in full, and exit\n"
+               "  --help           this text\n"
+               "\n"
+               "Every setting can also come from the environment as MISSIVED_<SECTION>_<KEY>,\n"
+               "e.g. MISSIVED_SERVER_LISTEN_PORT=8443.\n"
+               "signals: SIGTERM/SIGINT stop after committing accepted messages; SIGHUP reloads\n"
+               "limits and the log level.\n"
+               "exit status: 0 clean stop, 1 runtime error, 2 usage or configuration error\n");
 }
 
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"data-dir", required_argument, NULL, 'd'},
-        {"check-config", no_argument, NULL, 'k'}, {"help", no_argument, NULL, 'h'},
+        {"config", required_argument, NULL, 'c'},
+        {"data-dir", required_argument, NULL, 'd'},
+        {"check-config", no_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *config_path = NULL, *data_dir = NULL;
@@ -53,10 +54,18 @@ int main(int argc, char **argv)
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': config_path = optarg; break;
-        case 'd': data_dir = optarg; break;
-        case 'k': check_only = 1; break;
-        case 'h': usage(stdout); return 0;
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'd':
+            data_dir = optarg;
+            break;
+        case 'k':
+            check_only = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
         default:
             fprintf(stderr, "missived: unknown option or missing argument\n");
             usage(stderr);

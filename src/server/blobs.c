@@ -99,8 +99,7 @@ static int load_blob(struct msv_conn_state *c, uint64_t request_id, ProtobufCBin
 
     if (id.len != MSV_BLOB_ID_LEN ||
         s->store->ops->blob_get(s->store->impl, id.data, r) != MSV_OK ||
-        (owner_only && r->owner_device != c->device_id) ||
-        r->expires_ms <= msv_server_now_ms(s)) {
+        (owner_only && r->owner_device != c->device_id) || r->expires_ms <= msv_server_now_ms(s)) {
         msv_conn_send_error(c, request_id, E_NOT_FOUND, "no such attachment");
         return 0;
     }

@@ -1,4 +1,5 @@
-/* missived configuration: INI file (libinih), then MISSIVED_<SECTION>_<KEY> environment overrides. */
+/* missived configuration: INI file (libinih), then MISSIVED_<SECTION>_<KEY> environment overrides.
+ */
 #ifndef MSV_SERVER_CONFIG_H
 #define MSV_SERVER_CONFIG_H
 
@@ -23,7 +24,7 @@ struct msv_config {
     unsigned delivery_window;
     uint64_t blob_max;
     uint64_t blob_ttl_ms;
-    double lookup_rate;  /* handles per second per account */
+    double lookup_rate; /* handles per second per account */
     double lookup_burst;
     double register_rate; /* registration and password attempts per second per address */
     double register_burst;

@@ -159,9 +159,9 @@ static msv_err verify_auth(struct msv_conn_state *c, const struct msv_device_rec
 
     memcpy(msg, auth_context, sizeof(auth_context) - 1);
     memcpy(msg + sizeof(auth_context) - 1, c->nonce, 32);
-    if (ssl == NULL || SSL_export_keying_material(ssl, msg + sizeof(auth_context) - 1 + 32, 32,
-                                                  exporter_label, sizeof(exporter_label) - 1,
-                                                  NULL, 0, 0) != 1)
+    if (ssl == NULL ||
+        SSL_export_keying_material(ssl, msg + sizeof(auth_context) - 1 + 32, 32, exporter_label,
+                                   sizeof(exporter_label) - 1, NULL, 0, 0) != 1)
         return MSV_ERR_AUTH;
     err = msv_public_identity_parse((enum msv_suite)dev->suite, dev->identity, dev->identity_len,
                                     &pub);
@@ -303,9 +303,9 @@ static msv_err add_device(struct msv_server *s, uint64_t account, const char *ha
                           const Msv__Wire__NewDevice *d, uint64_t *device)
 {
     struct msv_device_rec rec = {0};
-    msv_err err = STORE(s)->device_add(IMPL(s), account, d->suite, d->identity.data,
-                                       d->identity.len, d->push_token.data, d->push_token.len,
-                                       msv_server_now_ms(s), device);
+    msv_err err =
+        STORE(s)->device_add(IMPL(s), account, d->suite, d->identity.data, d->identity.len,
+                             d->push_token.data, d->push_token.len, msv_server_now_ms(s), device);
 
     if (err != MSV_OK)
         return err;
@@ -456,9 +456,9 @@ void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const c
                                                .ciphertext = packed,
                                                .ciphertext_len = len};
         }
-        if (n > 0 && STORE(s)->queue_put(IMPL(s), items, n, now,
-                                         now + (int64_t)atomic_load(&s->queue_ttl_ms),
-                                         ids) == MSV_OK) {
+        if (n > 0 &&
+            STORE(s)->queue_put(IMPL(s), items, n, now,
+                                now + (int64_t)atomic_load(&s->queue_ttl_ms), ids) == MSV_OK) {
             for (size_t i = 0; i < n; i++)
                 msv_server_wake(s, items[i].device_id);
         }

@@ -141,8 +141,8 @@ static void conn_read(struct bufferevent *bev, void *arg)
     for (;;) {
         size_t have = evbuffer_get_length(in), body_len = 0, used = 0;
         const uint8_t *body = NULL;
-        uint8_t *p = evbuffer_pullup(in, have < MSV_FRAME_HEADER_LEN ? (ssize_t)have
-                                                                     : MSV_FRAME_HEADER_LEN);
+        uint8_t *p =
+            evbuffer_pullup(in, have < MSV_FRAME_HEADER_LEN ? (ssize_t)have : MSV_FRAME_HEADER_LEN);
         msv_frame *f = NULL;
         msv_err err;
 
@@ -281,9 +281,8 @@ void msv_conn_pump(struct msv_conn_state *c)
     if (c->device_id == 0 || c->inflight >= window ||
         evbuffer_get_length(bufferevent_get_output(c->bev)) > OUTPUT_HIGH)
         return;
-    if (s->store->ops->queue_fetch(s->store->impl, c->device_id, c->last_sent,
-                                   msv_server_now_ms(s), window - c->inflight, &recs,
-                                   &n) != MSV_OK) {
+    if (s->store->ops->queue_fetch(s->store->impl, c->device_id, c->last_sent, msv_server_now_ms(s),
+                                   window - c->inflight, &recs, &n) != MSV_OK) {
         msv_log(MSV_LOG_ERROR, "queue_fetch_failed", "device=%llu",
                 (unsigned long long)c->device_id);
         return;
@@ -592,8 +591,7 @@ static void reload(struct msv_server *s)
     s->cfg.register_rate = c.register_rate;
     s->cfg.register_burst = c.register_burst;
     pthread_mutex_unlock(&s->limits_lock);
-    msv_log(MSV_LOG_INFO, "reloaded", "payload_limit=%llu",
-            (unsigned long long)c.payload_limit);
+    msv_log(MSV_LOG_INFO, "reloaded", "payload_limit=%llu", (unsigned long long)c.payload_limit);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -791,9 +789,9 @@ msv_err msv_server_run(struct msv_server *s)
         return MSV_ERR_IO;
     if (msv_hex_encode(s->fingerprint, 32, hex, sizeof(hex)) != MSV_OK)
         hex[0] = '\0';
-    msv_log(MSV_LOG_INFO, "listening",
-            "tls=%s:%u http=%s:%u workers=%u store=%s fingerprint=%s", s->cfg.listen_host,
-            s->port, s->cfg.http_host, s->http_port, s->worker_count, s->store->ops->name, hex);
+    msv_log(MSV_LOG_INFO, "listening", "tls=%s:%u http=%s:%u workers=%u store=%s fingerprint=%s",
+            s->cfg.listen_host, s->port, s->cfg.http_host, s->http_port, s->worker_count,
+            s->store->ops->name, hex);
     for (unsigned i = 1; i < s->worker_count; i++) {
         if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0)
             return MSV_ERR_NOMEM;

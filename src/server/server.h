@@ -130,8 +130,8 @@ void msv_conn_pump(struct msv_conn_state *c);
 /* Closes after the output drains. */
 void msv_conn_close_soon(struct msv_conn_state *c);
 /* Takes a token from a bucket; 0 if empty. */
-int msv_server_take_token(struct msv_server *s, struct msv_u64map *map, uint64_t key,
-                          double rate, double burst, double cost);
+int msv_server_take_token(struct msv_server *s, struct msv_u64map *map, uint64_t key, double rate,
+                          double burst, double cost);
 /* Queues a send for the worker's next group commit (takes ownership of p). */
 void msv_worker_queue_send(struct msv_worker *w, struct msv_pending_send *p);
 void msv_pending_send_free(struct msv_pending_send *p);
@@ -140,8 +140,7 @@ void msv_pending_send_free(struct msv_pending_send *p);
 void msv_handle_frame(struct msv_conn_state *c, msv_frame *f);
 /* Enqueues a DeviceChange notice to every device of account except except_device. */
 void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const char *handle,
-                              uint64_t except_device, int added,
-                              const struct msv_device_rec *dev);
+                              uint64_t except_device, int added, const struct msv_device_rec *dev);
 
 /* blobs.c */
 void msv_handle_blob(struct msv_conn_state *c, msv_frame *f);

@@ -25,8 +25,7 @@ static msv_err write_pem(const char *path, mode_t mode, int is_key, void *obj)
             close(fd);
         return MSV_ERR_IO;
     }
-    ok = is_key ? PEM_write_PrivateKey(f, obj, NULL, NULL, 0, NULL, NULL)
-                : PEM_write_X509(f, obj);
+    ok = is_key ? PEM_write_PrivateKey(f, obj, NULL, NULL, 0, NULL, NULL) : PEM_write_X509(f, obj);
     ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
     if (fclose(f) != 0)
         ok = 0;
@@ -53,8 +52,8 @@ static msv_err generate_self_signed(const char *cert_path, const char *key_path)
         X509_gmtime_adj(X509_getm_notAfter(x), (long)CERT_DAYS * 86400) == NULL)
         goto out;
     name = X509_get_subject_name(x);
-    if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"missived",
-                                   -1, -1, 0) != 1 ||
+    if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"missived", -1,
+                                   -1, 0) != 1 ||
         X509_set_issuer_name(x, name) != 1 || X509_set_pubkey(x, key) != 1 ||
         X509_sign(x, key, EVP_sha256()) == 0)
         goto out;

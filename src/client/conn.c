@@ -1,0 +1,343 @@
+#include "client/conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "missive/util.h"
+
+#define CONN_FRAME_MAX MSV_FRAME_MAX_DEFAULT
+
+struct pushed {
+    msv_frame *f;
+    struct pushed *next;
+};
+
+struct msv_conn {
+    int fd;
+    SSL_CTX *ctx;
+    SSL *ssl;
+    uint8_t fingerprint[32];
+    uint8_t *in;
+    size_t in_len, in_cap;
+    uint64_t next_request;
+    struct pushed *pushed_head, *pushed_tail;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits until fd is ready for what SSL wants; MSV_ERR_AGAIN at the deadline. */
+static msv_err wait_for(struct msv_conn *c, int ssl_err, int64_t deadline)
+{
+    struct pollfd p = {.fd = c->fd, .events = ssl_err == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN};
+    int64_t left = deadline - now_ms();
+    int rc;
+
+    if (ssl_err != SSL_ERROR_WANT_READ && ssl_err != SSL_ERROR_WANT_WRITE)
+        return MSV_ERR_IO;
+    if (left <= 0)
+        return MSV_ERR_AGAIN;
+    do {
+        rc = poll(&p, 1, (int)left);
+    } while (rc < 0 && errno == EINTR);
+    return rc > 0 ? MSV_OK : rc == 0 ? MSV_ERR_AGAIN : MSV_ERR_IO;
+}
+
+static int tcp_connect(const char *host, uint16_t port, int timeout_ms)
+{
+    struct addrinfo hints = {0}, *res = NULL, *ai;
+    char service[8];
+    int fd = -1;
+
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(service, sizeof(service), "%u", port);
+    if (getaddrinfo(host, service, &hints, &res) != 0)
+        return -1;
+    for (ai = res; ai != NULL && fd < 0; ai = ai->ai_next) {
+        struct pollfd p;
+        int err = 0;
+        socklen_t len = sizeof(err);
+
+        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
+            close(fd);
+            fd = -1;
+            continue;
+        }
+        p.fd = fd;
+        p.events = POLLOUT;
+        if (poll(&p, 1, timeout_ms) != 1 ||
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+msv_err msv_conn_open(const char *host, uint16_t port, const uint8_t pin[32], int timeout_ms,
+                      struct msv_conn **out)
+{
+    struct msv_conn *c = calloc(1, sizeof(*c));
+    int64_t deadline = now_ms() + timeout_ms;
+    X509 *cert = NULL;
+    unsigned int fp_len = 0;
+    msv_err err = MSV_ERR_IO;
+    int rc;
+
+    if (c == NULL)
+        return MSV_ERR_NOMEM;
+    c->next_request = 1;
+    c->fd = tcp_connect(host, port, timeout_ms);
+    c->ctx = SSL_CTX_new(TLS_client_method());
+    if (c->fd < 0 || c->ctx == NULL)
+        goto fail;
+    SSL_CTX_set_min_proto_version(c->ctx, TLS1_3_VERSION);
+    SSL_CTX_set_options(c->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    /* the certificate is checked by its pinned fingerprint below, not by a CA */
+    SSL_CTX_set_verify(c->ctx, SSL_VERIFY_NONE, NULL);
+    c->ssl = SSL_new(c->ctx);
+    if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1)
+        goto fail;
+    SSL_set_tlsext_host_name(c->ssl, host);
+    while ((rc = SSL_connect(c->ssl)) != 1) {
+        err = wait_for(c, SSL_get_error(c->ssl, rc), deadline);
+        if (err != MSV_OK)
+            goto fail;
+    }
+    cert = SSL_get1_peer_certificate(c->ssl);
+    err = MSV_ERR_AUTH;
+    if (cert == NULL || X509_digest(cert, EVP_sha256(), c->fingerprint, &fp_len) != 1 ||
+        fp_len != 32 || (pin != NULL && !msv_equal_ct(pin, c->fingerprint, 32)))
+        goto fail;
+    X509_free(cert);
+    *out = c;
+    return MSV_OK;
+fail:
+    X509_free(cert);
+    ERR_clear_error();
+    msv_conn_close(c);
+    return err;
+}
+
+void msv_conn_close(struct msv_conn *c)
+{
+    if (c == NULL)
+        return;
+    while (c->pushed_head != NULL) {
+        struct pushed *p = c->pushed_head;
+
+        c->pushed_head = p->next;
+        msv_frame_free(p->f);
+        free(p);
+    }
+    if (c->ssl != NULL)
+        SSL_free(c->ssl);
+    SSL_CTX_free(c->ctx);
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c->in);
+    free(c);
+}
+
+void msv_conn_fingerprint(const struct msv_conn *c, uint8_t out[32])
+{
+    memcpy(out, c->fingerprint, 32);
+}
+
+msv_err msv_conn_send_raw(struct msv_conn *c, const uint8_t *p, size_t len)
+{
+    int64_t deadline = now_ms() + 30000;
+
+    while (len > 0) {
+        int n = SSL_write(c->ssl, p, len > INT32_MAX ? INT32_MAX : (int)len);
+
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (wait_for(c, SSL_get_error(c->ssl, n), deadline) != MSV_OK)
+            return MSV_ERR_IO;
+    }
+    return MSV_OK;
+}
+
+msv_err msv_conn_send(struct msv_conn *c, const msv_frame *f)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    msv_err err = msv_frame_encode(f, CONN_FRAME_MAX, &buf, &len);
+
+    if (err == MSV_OK)
+        err = msv_conn_send_raw(c, buf, len);
+    free(buf);
+    return err;
+}
+
+/* A complete frame from the input buffer, if there is one. */
+static msv_err take_frame(struct msv_conn *c, msv_frame **out)
+{
+    const uint8_t *body = NULL;
+    size_t body_len = 0, used = 0;
+    msv_err err = msv_frame_split(c->in, c->in_len, CONN_FRAME_MAX, &body, &body_len, &used);
+
+    if (err != MSV_OK)
+        return err;
+    err = msv_frame_decode(body, body_len, out);
+    memmove(c->in, c->in + used, c->in_len - used);
+    c->in_len -= used;
+    return err;
+}
+
+static msv_err read_frame(struct msv_conn *c, int timeout_ms, msv_frame **out)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+
+    for (;;) {
+        msv_err err = take_frame(c, out);
+        int n;
+
+        if (err != MSV_ERR_AGAIN)
+            return err;
+        if (c->in_cap - c->in_len < 16384) {
+            size_t cap = c->in_cap ? c->in_cap * 2 : 65536;
+            uint8_t *bigger;
+
+            if (cap > 2 * (CONN_FRAME_MAX + MSV_FRAME_HEADER_LEN))
+                return MSV_ERR_TOO_BIG;
+            bigger = realloc(c->in, cap);
+            if (bigger == NULL)
+                return MSV_ERR_NOMEM;
+            c->in = bigger;
+            c->in_cap = cap;
+        }
+        n = SSL_read(c->ssl, c->in + c->in_len, (int)(c->in_cap - c->in_len));
+        if (n > 0) {
+            c->in_len += (size_t)n;
+            continue;
+        }
+        err = wait_for(c, SSL_get_error(c->ssl, n), deadline);
+        if (err != MSV_OK)
+            return err;
+    }
+}
+
+msv_err msv_conn_recv(struct msv_conn *c, int timeout_ms, msv_frame **out)
+{
+    if (c->pushed_head != NULL) {
+        struct pushed *p = c->pushed_head;
+
+        c->pushed_head = p->next;
+        if (c->pushed_head == NULL)
+            c->pushed_tail = NULL;
+        *out = p->f;
+        free(p);
+        return MSV_OK;
+    }
+    return read_frame(c, timeout_ms, out);
+}
+
+msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms, msv_frame **resp)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    uint64_t id = c->next_request++;
+    msv_err err;
+
+    req->request_id = id;
+    err = msv_conn_send(c, req);
+    while (err == MSV_OK) {
+        msv_frame *f = NULL;
+        struct pushed *p;
+        int64_t left = deadline - now_ms();
+
+        err = left > 0 ? read_frame(c, (int)left, &f) : MSV_ERR_AGAIN;
+        if (err != MSV_OK)
+            break;
+        if (f->request_id == id) {
+            *resp = f;
+            return MSV_OK;
+        }
+        p = malloc(sizeof(*p));
+        if (p == NULL) {
+            msv_frame_free(f);
+            return MSV_ERR_NOMEM;
+        }
+        p->f = f;
+        p->next = NULL;
+        if (c->pushed_tail != NULL)
+            c->pushed_tail->next = p;
+        else
+            c->pushed_head = p;
+        c->pushed_tail = p;
+    }
+    return err;
+}
+
+msv_err msv_conn_auth(struct msv_conn *c, const char *handle, uint64_t device_id,
+                      const struct msv_identity *id, int timeout_ms)
+{
+    static const char context[] = "MSV-auth-v1", label[] = "EXPORTER-missive-auth";
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__Hello hello = MSV__WIRE__HELLO__INIT;
+    Msv__Wire__Auth auth = MSV__WIRE__AUTH__INIT;
+    uint8_t msg[sizeof(context) - 1 + 64], sig[MSV_SIGNATURE_MAX];
+    size_t sig_len = 0;
+    msv_frame *resp = NULL;
+    msv_err err;
+
+    hello.protocol_version = 1;
+    req.body_case = MSV__WIRE__FRAME__BODY_HELLO;
+    req.hello = &hello;
+    err = msv_conn_request(c, &req, timeout_ms, &resp);
+    if (err != MSV_OK)
+        return err;
+    if (resp->body_case != MSV__WIRE__FRAME__BODY_CHALLENGE || resp->challenge->nonce.len != 32) {
+        msv_frame_free(resp);
+        return MSV_ERR_PARSE;
+    }
+    memcpy(msg, context, sizeof(context) - 1);
+    memcpy(msg + sizeof(context) - 1, resp->challenge->nonce.data, 32);
+    msv_frame_free(resp);
+    resp = NULL;
+    if (SSL_export_keying_material(c->ssl, msg + sizeof(context) - 1 + 32, 32, label,
+                                   sizeof(label) - 1, NULL, 0, 0) != 1)
+        return MSV_ERR_CRYPTO;
+    err = msv_identity_sign(id, msg, sizeof(msg), sig, &sig_len);
+    if (err != MSV_OK)
+        return err;
+    auth.handle.data = (uint8_t *)handle;
+    auth.handle.len = strlen(handle);
+    auth.device_id = device_id;
+    auth.signature.data = sig;
+    auth.signature.len = sig_len;
+    req.body_case = MSV__WIRE__FRAME__BODY_AUTH;
+    req.auth = &auth;
+    err = msv_conn_request(c, &req, timeout_ms, &resp);
+    if (err != MSV_OK)
+        return err;
+    err = resp->body_case == MSV__WIRE__FRAME__BODY_OK ? MSV_OK : MSV_ERR_AUTH;
+    msv_frame_free(resp);
+    return err;
+}

@@ -1,0 +1,51 @@
+/*
+ * A client's connection to missived: TLS 1.3 with the server certificate
+ * pinned by its SHA-256 fingerprint, frames in and out, requests matched to
+ * their answers. Blocking, with timeouts; one thread uses a connection.
+ */
+#ifndef MSV_CLIENT_CONN_H
+#define MSV_CLIENT_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "missive/crypto.h"
+#include "wire/frame.h"
+
+struct msv_conn;
+
+/*
+ * Connects and completes the TLS handshake. With pin set, a server whose
+ * certificate has another fingerprint is MSV_ERR_AUTH; with pin NULL, any
+ * certificate is accepted (trust on first use: read it with
+ * msv_conn_fingerprint and keep it). Caller frees with msv_conn_close().
+ */
+MSV_MUST_CHECK msv_err msv_conn_open(const char *host, uint16_t port, const uint8_t pin[32],
+                                     int timeout_ms, struct msv_conn **out);
+void msv_conn_close(struct msv_conn *c);
+void msv_conn_fingerprint(const struct msv_conn *c, uint8_t out[32]);
+
+MSV_MUST_CHECK msv_err msv_conn_send(struct msv_conn *c, const msv_frame *f);
+/* Sends raw bytes as they are (tests use it to send malformed frames). */
+MSV_MUST_CHECK msv_err msv_conn_send_raw(struct msv_conn *c, const uint8_t *p, size_t len);
+
+/*
+ * Next frame: first any push that msv_conn_request() set aside, then the
+ * network. MSV_ERR_AGAIN when nothing arrived within timeout_ms, MSV_ERR_IO
+ * when the server closed the connection. Caller frees *out with msv_frame_free().
+ */
+MSV_MUST_CHECK msv_err msv_conn_recv(struct msv_conn *c, int timeout_ms, msv_frame **out);
+
+/*
+ * Sends req with a fresh request id and waits for the frame that answers it;
+ * frames without a request id (pushes) that arrive meanwhile are kept for
+ * msv_conn_recv(). Caller frees *resp with msv_frame_free().
+ */
+MSV_MUST_CHECK msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms,
+                                        msv_frame **resp);
+
+/* Hello, Challenge, Auth: proves the connection belongs to device_id of handle. */
+MSV_MUST_CHECK msv_err msv_conn_auth(struct msv_conn *c, const char *handle, uint64_t device_id,
+                                     const struct msv_identity *id, int timeout_ms);
+
+#endif

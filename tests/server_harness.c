@@ -1,0 +1,399 @@
+#include "server_harness.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "missive/util.h"
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+}
+
+void test_server_init(struct test_server *s, const char *extra)
+{
+    memset(s, 0, sizeof(*s));
+    snprintf(s->dir, sizeof(s->dir), "/tmp/msv-server-XXXXXX");
+    assert_non_null(mkdtemp(s->dir));
+    snprintf(s->log, sizeof(s->log), "%s/missived.log", s->dir);
+    snprintf(s->extra, sizeof(s->extra), "%s", extra ? extra : "");
+}
+
+static void write_config(struct test_server *s, char *path, size_t len)
+{
+    FILE *f;
+
+    snprintf(path, len, "%s/missived.conf", s->dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "[server]\ndata_dir = %s/data\nlisten_port = 0\nworkers = 2\n"
+            "[http]\nlisten_port = 0\n"
+            "[accounts]\nargon2_memlimit_kib = 8\nargon2_opslimit = 1\n"
+            "[relay]\nexpiry_interval_ms = 200\n"
+            "[testing]\nclock_file = %s/clock\n"
+            "%s\n",
+            s->dir, s->dir, s->extra);
+    assert_int_equal(fclose(f), 0);
+}
+
+static int read_ports(struct test_server *s)
+{
+    char path[128], hex[80];
+    FILE *f;
+    unsigned tls = 0, http = 0;
+    size_t n = 0;
+    int ok;
+
+    snprintf(path, sizeof(path), "%s/data/missived.ports", s->dir);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    ok = fscanf(f, "tls %u\nhttp %u\n", &tls, &http) == 2;
+    fclose(f);
+    if (!ok)
+        return 0;
+    s->port = (uint16_t)tls;
+    s->http_port = (uint16_t)http;
+    snprintf(path, sizeof(path), "%s/data/server.fingerprint", s->dir);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    assert_int_equal(fscanf(f, "%79s", hex), 1);
+    fclose(f);
+    assert_int_equal(msv_hex_decode(hex, s->fingerprint, 32, &n), MSV_OK);
+    return 1;
+}
+
+void test_server_start(struct test_server *s)
+{
+    char config[128], ports[128];
+
+    write_config(s, config, sizeof(config));
+    snprintf(ports, sizeof(ports), "%s/data/missived.ports", s->dir);
+    unlink(ports);
+    s->pid = fork();
+    assert_true(s->pid >= 0);
+    if (s->pid == 0) {
+        int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+
+        dup2(fd, STDERR_FILENO);
+        dup2(fd, STDOUT_FILENO);
+        execl(MSV_MISSIVED, "missived", "--config", config, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 500; i++) {
+        int status;
+
+        if (read_ports(s))
+            return;
+        if (waitpid(s->pid, &status, WNOHANG) == s->pid)
+            fail_msg("missived exited during start-up; see %s", s->log);
+        sleep_ms(20);
+    }
+    fail_msg("missived did not start within 10 s; see %s", s->log);
+}
+
+void test_server_stop(struct test_server *s)
+{
+    int status = 0;
+
+    if (s->pid <= 0)
+        return;
+    assert_int_equal(kill(s->pid, SIGTERM), 0);
+    assert_int_equal(waitpid(s->pid, &status, 0), s->pid);
+    s->pid = 0;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("missived did not stop cleanly (status %d); see %s", status, s->log);
+}
+
+void test_server_kill(struct test_server *s)
+{
+    if (s->pid <= 0)
+        return;
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, NULL, 0);
+    s->pid = 0;
+}
+
+void test_server_cleanup(struct test_server *s)
+{
+    char cmd[128];
+
+    test_server_stop(s);
+    if (getenv("MSV_KEEP_TEST_DIRS") == NULL) {
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", s->dir);
+        assert_int_equal(system(cmd), 0);
+    }
+}
+
+void test_server_set_clock(struct test_server *s, int64_t ms)
+{
+    char path[128], tmp[140];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/clock", s->dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    f = fopen(tmp, "w");
+    assert_non_null(f);
+    fprintf(f, "%lld\n", (long long)ms);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(rename(tmp, path), 0);
+}
+
+void test_server_code(struct test_server *s, const char *handle, char code[7])
+{
+    char line[1024], want[128];
+    FILE *f = fopen(s->log, "r");
+    int found = 0;
+
+    assert_non_null(f);
+    snprintf(want, sizeof(want), "event=verification_code handle=%s code=", handle);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        char *p = strstr(line, want);
+
+        if (p != NULL) {
+            memcpy(code, p + strlen(want), 6);
+            code[6] = '\0';
+            found = 1;
+        }
+    }
+    fclose(f);
+    if (!found)
+        fail_msg("no verification code for %s in %s", handle, s->log);
+}
+
+int test_server_http(struct test_server *s, const char *path, char *body, size_t len)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(s->http_port)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0), status = 0;
+    char req[256];
+    size_t got = 0;
+    ssize_t n;
+
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n", path);
+    assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+    while (got + 1 < len && (n = read(fd, body + got, len - got - 1)) > 0)
+        got += (size_t)n;
+    body[got] = '\0';
+    close(fd);
+    assert_int_equal(sscanf(body, "HTTP/1.%*d %d", &status), 1);
+    return status;
+}
+
+struct msv_conn *test_connect(struct test_server *s)
+{
+    struct msv_conn *c = NULL;
+
+    assert_int_equal(msv_conn_open("127.0.0.1", s->port, s->fingerprint, TEST_TIMEOUT_MS, &c),
+                     MSV_OK);
+    return c;
+}
+
+msv_frame *test_request(struct msv_conn *c, msv_frame *req)
+{
+    msv_frame *resp = NULL;
+
+    assert_int_equal(msv_conn_request(c, req, TEST_TIMEOUT_MS, &resp), MSV_OK);
+    return resp;
+}
+
+static void new_device_msg(const struct test_device *d, Msv__Wire__NewDevice *nd)
+{
+    size_t len;
+    const uint8_t *pub = msv_public_identity_bytes(msv_identity_public(d->id), &len);
+
+    msv__wire__new_device__init(nd);
+    nd->suite = MSV_SUITE_MODERN;
+    nd->identity.data = (uint8_t *)pub;
+    nd->identity.len = len;
+    nd->push_token.data = (uint8_t *)"token";
+    nd->push_token.len = 5;
+}
+
+void test_device_connect(struct test_server *s, struct test_device *d)
+{
+    msv_conn_close(d->conn);
+    d->conn = test_connect(s);
+    assert_int_equal(msv_conn_auth(d->conn, d->handle, d->device_id, d->id, TEST_TIMEOUT_MS),
+                     MSV_OK);
+}
+
+void test_register(struct test_server *s, const char *handle, struct test_device *d)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__RegisterStart start = MSV__WIRE__REGISTER_START__INIT;
+    Msv__Wire__RegisterFinish finish = MSV__WIRE__REGISTER_FINISH__INIT;
+    Msv__Wire__NewDevice nd;
+    struct msv_conn *c = test_connect(s);
+    msv_frame *resp;
+    char code[7];
+
+    memset(d, 0, sizeof(*d));
+    snprintf(d->handle, sizeof(d->handle), "%s", handle);
+    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &d->id), MSV_OK);
+    start.handle.data = (uint8_t *)handle;
+    start.handle.len = strlen(handle);
+    req.body_case = MSV__WIRE__FRAME__BODY_REGISTER_START;
+    req.register_start = &start;
+    resp = test_request(c, &req);
+    assert_int_equal(resp->body_case, MSV__WIRE__FRAME__BODY_OK);
+    msv_frame_free(resp);
+    test_server_code(s, handle, code);
+    new_device_msg(d, &nd);
+    finish.handle = start.handle;
+    finish.code.data = (uint8_t *)code;
+    finish.code.len = 6;
+    finish.password.data = (uint8_t *)TEST_PASSWORD;
+    finish.password.len = strlen(TEST_PASSWORD);
+    finish.device = &nd;
+    req.body_case = MSV__WIRE__FRAME__BODY_REGISTER_FINISH;
+    req.register_finish = &finish;
+    resp = test_request(c, &req);
+    assert_int_equal(resp->body_case, MSV__WIRE__FRAME__BODY_REGISTERED);
+    d->device_id = resp->registered->device_id;
+    msv_frame_free(resp);
+    msv_conn_close(c);
+    test_device_connect(s, d);
+}
+
+void test_add_device(struct test_server *s, const char *handle, struct test_device *d)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__AddDevice add = MSV__WIRE__ADD_DEVICE__INIT;
+    Msv__Wire__NewDevice nd;
+    struct msv_conn *c = test_connect(s);
+    msv_frame *resp;
+
+    memset(d, 0, sizeof(*d));
+    snprintf(d->handle, sizeof(d->handle), "%s", handle);
+    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &d->id), MSV_OK);
+    new_device_msg(d, &nd);
+    add.handle.data = (uint8_t *)handle;
+    add.handle.len = strlen(handle);
+    add.password.data = (uint8_t *)TEST_PASSWORD;
+    add.password.len = strlen(TEST_PASSWORD);
+    add.device = &nd;
+    req.body_case = MSV__WIRE__FRAME__BODY_ADD_DEVICE;
+    req.add_device = &add;
+    resp = test_request(c, &req);
+    assert_int_equal(resp->body_case, MSV__WIRE__FRAME__BODY_REGISTERED);
+    d->device_id = resp->registered->device_id;
+    msv_frame_free(resp);
+    msv_conn_close(c);
+    test_device_connect(s, d);
+}
+
+void test_device_free(struct test_device *d)
+{
+    msv_conn_close(d->conn);
+    msv_identity_free(d->id);
+    memset(d, 0, sizeof(*d));
+}
+
+msv_frame *test_send(struct test_device *from, const char **handles, size_t n_handles,
+                     struct test_device **to, size_t n_to, const char *text)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__SendRequest send = MSV__WIRE__SEND_REQUEST__INIT;
+    Msv__Wire__Envelope env[16], *envs[16];
+    ProtobufCBinaryData hs[16];
+    uint8_t id[16], *wires[16] = {0};
+    msv_frame *resp;
+
+    assert_true(n_to <= 16 && n_handles <= 16);
+    msv_random_bytes(id, sizeof(id));
+    for (size_t i = 0; i < n_handles; i++) {
+        hs[i].data = (uint8_t *)handles[i];
+        hs[i].len = strlen(handles[i]);
+    }
+    for (size_t i = 0; i < n_to; i++) {
+        size_t len = 0;
+
+        assert_int_equal(msv_seal(from->id, msv_identity_public(to[i]->id),
+                                  (const uint8_t *)text, strlen(text), &wires[i], &len),
+                         MSV_OK);
+        msv__wire__envelope__init(&env[i]);
+        env[i].recipient_device = to[i]->device_id;
+        env[i].suite = MSV_SUITE_MODERN;
+        env[i].ciphertext.data = wires[i];
+        env[i].ciphertext.len = len;
+        envs[i] = &env[i];
+    }
+    send.message_id.data = id;
+    send.message_id.len = 16;
+    send.n_recipient_handles = n_handles;
+    send.recipient_handles = hs;
+    send.n_envelopes = n_to;
+    send.envelopes = envs;
+    req.body_case = MSV__WIRE__FRAME__BODY_SEND;
+    req.send = &send;
+    resp = test_request(from->conn, &req);
+    for (size_t i = 0; i < n_to; i++)
+        free(wires[i]);
+    return resp;
+}
+
+uint64_t test_expect_message(struct test_device *d, struct test_device *from, const char *text,
+                             int timeout_ms)
+{
+    for (;;) {
+        msv_frame *f = NULL;
+        uint8_t *pt = NULL;
+        size_t pt_len = 0;
+        uint64_t qid;
+        msv_err err = msv_conn_recv(d->conn, timeout_ms, &f);
+
+        if (err == MSV_ERR_AGAIN)
+            return 0;
+        assert_int_equal(err, MSV_OK);
+        if (f->body_case != MSV__WIRE__FRAME__BODY_DELIVER) {
+            msv_frame_free(f);
+            continue;
+        }
+        qid = f->deliver->queue_id;
+        if (f->deliver->sender_device == 0) { /* a notice from the server */
+            msv_frame_free(f);
+            test_ack(d, qid);
+            continue;
+        }
+        assert_int_equal(f->deliver->sender_device, from->device_id);
+        assert_int_equal(msv_open(d->id, msv_identity_public(from->id), f->deliver->ciphertext.data,
+                                  f->deliver->ciphertext.len, NULL, &pt, &pt_len),
+                         MSV_OK);
+        assert_int_equal(pt_len, strlen(text));
+        assert_memory_equal(pt, text, pt_len);
+        msv_secret_free(pt, pt_len);
+        msv_frame_free(f);
+        return qid;
+    }
+}
+
+void test_ack(struct test_device *d, uint64_t queue_id)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__Ack ack = MSV__WIRE__ACK__INIT;
+
+    ack.n_queue_ids = 1;
+    ack.queue_ids = &queue_id;
+    req.body_case = MSV__WIRE__FRAME__BODY_ACK;
+    req.ack = &ack;
+    assert_int_equal(msv_conn_send(d->conn, &req), MSV_OK);
+}

@@ -1,0 +1,70 @@
+/* Starting real missived processes on loopback, and driving them as devices, for the tests. */
+#ifndef MSV_TEST_SERVER_HARNESS_H
+#define MSV_TEST_SERVER_HARNESS_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "client/conn.h"
+#include "missive/crypto.h"
+
+struct test_server {
+    pid_t pid;
+    char dir[64];
+    char log[128];
+    char extra[1024]; /* more INI lines for the config */
+    uint16_t port, http_port;
+    uint8_t fingerprint[32];
+};
+
+struct test_device {
+    struct msv_identity *id;
+    uint64_t device_id;
+    char handle[64];
+    struct msv_conn *conn;
+};
+
+#define TEST_TIMEOUT_MS 10000
+#define TEST_PASSWORD "correct horse battery"
+
+/* A fresh data directory; extra (may be NULL) is appended to the config. */
+void test_server_init(struct test_server *s, const char *extra);
+void test_server_start(struct test_server *s);
+/* SIGTERM and wait; asserts a clean exit. */
+void test_server_stop(struct test_server *s);
+void test_server_kill(struct test_server *s);
+/* Stops if running and removes the data directory. */
+void test_server_cleanup(struct test_server *s);
+/* Sets the server's clock (ms since the epoch). */
+void test_server_set_clock(struct test_server *s, int64_t ms);
+/* The last verification code the server logged for handle. */
+void test_server_code(struct test_server *s, const char *handle, char code[7]);
+/* GET path on the HTTP port; returns the status and fills body. */
+int test_server_http(struct test_server *s, const char *path, char *body, size_t len);
+
+struct msv_conn *test_connect(struct test_server *s);
+/* One frame's round trip; asserts an answer arrived. */
+msv_frame *test_request(struct msv_conn *c, msv_frame *req);
+/* Registers handle with a new modern device (connected and authenticated). */
+void test_register(struct test_server *s, const char *handle, struct test_device *d);
+/* Adds a device to handle's account (connected and authenticated). */
+void test_add_device(struct test_server *s, const char *handle, struct test_device *d);
+void test_device_connect(struct test_server *s, struct test_device *d);
+void test_device_free(struct test_device *d);
+
+/*
+ * Seals text for each of the n target devices and sends it from d to the
+ * given handles. Returns the server's answer (caller frees).
+ */
+msv_frame *test_send(struct test_device *from, const char **handles, size_t n_handles,
+                     struct test_device **to, size_t n_to, const char *text);
+/*
+ * Waits for the next Deliver on d, opens it as from's and checks the text;
+ * returns its queue id (0 if nothing arrived within timeout_ms). Notices
+ * from the server (sender 0) are skipped and acknowledged.
+ */
+uint64_t test_expect_message(struct test_device *d, struct test_device *from, const char *text,
+                             int timeout_ms);
+void test_ack(struct test_device *d, uint64_t queue_id);
+
+#endif

@@ -1,0 +1,636 @@
+/*
+ * missived end to end: each test starts a real server process on loopback
+ * with its own data directory, and drives it as devices with real sealed
+ * envelopes through the client connection.
+ */
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/sha.h>
+
+#include "missive/util.h"
+#include "server_harness.h"
+
+#define QUICK_MS 700
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static unsigned long long metric(struct test_server *s, const char *name)
+{
+    char body[16384], want[128], *p;
+    unsigned long long v = 0;
+
+    assert_int_equal(test_server_http(s, "/metrics", body, sizeof(body)), 200);
+    snprintf(want, sizeof(want), "\nmissived_%s ", name);
+    p = strstr(body, want);
+    assert_non_null(p);
+    assert_int_equal(sscanf(p + strlen(want), "%llu", &v), 1);
+    return v;
+}
+
+/* A request round trip on d's connection, so that everything sent before it was handled. */
+static void sync_conn(struct test_device *d)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__LookupRequest q = MSV__WIRE__LOOKUP_REQUEST__INIT;
+    ProtobufCBinaryData h = {strlen(d->handle), (uint8_t *)d->handle};
+    msv_frame *resp;
+
+    q.n_handles = 1;
+    q.handles = &h;
+    req.body_case = MSV__WIRE__FRAME__BODY_LOOKUP;
+    req.lookup = &q;
+    resp = test_request(d->conn, &req);
+    msv_frame_free(resp);
+}
+
+static int error_code(const msv_frame *f)
+{
+    return f->body_case == MSV__WIRE__FRAME__BODY_ERROR ? (int)f->error->code : 0;
+}
+
+static void expect_ok(msv_frame *f)
+{
+    if (f->body_case != MSV__WIRE__FRAME__BODY_OK)
+        fail_msg("expected Ok, got body %d (error %d)", f->body_case, error_code(f));
+    msv_frame_free(f);
+}
+
+static void expect_error(msv_frame *f, int code)
+{
+    assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_ERROR);
+    assert_int_equal(f->error->code, code);
+    msv_frame_free(f);
+}
+
+static msv_frame *lookup(struct msv_conn *c, const char *handle)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__LookupRequest q = MSV__WIRE__LOOKUP_REQUEST__INIT;
+    ProtobufCBinaryData h = {strlen(handle), (uint8_t *)handle};
+
+    q.n_handles = 1;
+    q.handles = &h;
+    req.body_case = MSV__WIRE__FRAME__BODY_LOOKUP;
+    req.lookup = &q;
+    return test_request(c, &req);
+}
+
+static void test_online_and_offline_delivery(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, b2;
+    struct test_device *to[2] = {&b1, &b2};
+    const char *handles[2] = {"bob@example.org", "alice@example.org"};
+    msv_frame *r;
+    uint64_t q;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    test_add_device(&s, "bob@example.org", &b2);
+    msv_conn_close(b2.conn); /* b2 goes offline */
+    b2.conn = NULL;
+
+    /* the directory lists both of bob's devices with their identities */
+    r = lookup(a1.conn, "Bob@Example.org");
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_LOOKUP_RESULT);
+    assert_int_equal(r->lookup_result->n_results, 1);
+    assert_int_equal(r->lookup_result->results[0]->n_devices, 2);
+    assert_int_equal(r->lookup_result->results[0]->devices[0]->device_id, b1.device_id);
+    assert_int_equal(r->lookup_result->results[0]->devices[1]->device_id, b2.device_id);
+    {
+        size_t len;
+        const uint8_t *pub = msv_public_identity_bytes(msv_identity_public(b2.id), &len);
+
+        assert_int_equal(r->lookup_result->results[0]->devices[1]->identity.len, len);
+        assert_memory_equal(r->lookup_result->results[0]->devices[1]->identity.data, pub, len);
+    }
+    msv_frame_free(r);
+
+    /* acknowledged only after the commit; the online device gets it at once */
+    expect_ok(test_send(&a1, handles, 2, to, 2, "hello bob"));
+    q = test_expect_message(&b1, &a1, "hello bob", TEST_TIMEOUT_MS);
+    assert_true(q != 0);
+    test_ack(&b1, q);
+    sync_conn(&b1);
+    /* the offline device gets it when it connects, and not before it acknowledges, again */
+    test_device_connect(&s, &b2);
+    q = test_expect_message(&b2, &a1, "hello bob", TEST_TIMEOUT_MS);
+    assert_true(q != 0);
+    test_device_connect(&s, &b2);
+    assert_int_equal(test_expect_message(&b2, &a1, "hello bob", TEST_TIMEOUT_MS), q);
+    test_ack(&b2, q);
+    sync_conn(&b2);
+    assert_int_equal(metric(&s, "queue_depth"), 0);
+    assert_int_equal(test_expect_message(&b1, &a1, "", QUICK_MS), 0);
+
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&b2);
+    test_server_cleanup(&s);
+}
+
+static void test_stale_device_list_and_limits(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, b2;
+    struct test_device *one[1] = {&b1}, *both[2] = {&b1, &b2};
+    const char *bob[1] = {"bob@example.org"};
+    char *big = malloc(20001);
+    msv_frame *r;
+    unsigned long long enqueued;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    test_add_device(&s, "bob@example.org", &b2);
+    enqueued = metric(&s, "envelopes_enqueued_total");
+
+    /* one of bob's two devices: refused, and the answer lists both */
+    r = test_send(&a1, bob, 1, one, 1, "only one?");
+    assert_int_equal(error_code(r), MSV__WIRE__ERROR_CODE__ERROR_STALE_DEVICES);
+    assert_int_equal(r->error->n_current, 1);
+    assert_int_equal(r->error->current[0]->n_devices, 2);
+    msv_frame_free(r);
+    /* an envelope over the 16 KiB payload limit */
+    assert_non_null(big);
+    memset(big, 'x', 20000);
+    big[20000] = '\0';
+    expect_error(test_send(&a1, bob, 1, both, 2, big), MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
+    /* an unknown handle has no devices: an envelope for bob's device does not match it */
+    {
+        const char *nobody[1] = {"nobody@example.org"};
+
+        expect_error(test_send(&a1, nobody, 1, one, 1, "hi"),
+                     MSV__WIRE__ERROR_CODE__ERROR_STALE_DEVICES);
+    }
+    assert_int_equal(metric(&s, "envelopes_enqueued_total"), enqueued);
+    /* the corrected send goes through */
+    expect_ok(test_send(&a1, bob, 1, both, 2, "to both"));
+    assert_int_equal(metric(&s, "envelopes_enqueued_total"), enqueued + 2);
+    free(big);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&b2);
+    test_server_cleanup(&s);
+}
+
+static void test_device_change_notices(void **state)
+{
+    struct test_server s;
+    struct test_device b1, b2;
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
+    Msv__Wire__DeviceChange *dc;
+    msv_frame *f = NULL;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "bob@example.org", &b1);
+    test_add_device(&s, "bob@example.org", &b2);
+    /* b1 is told, by the server, that b2 joined */
+    assert_int_equal(msv_conn_recv(b1.conn, TEST_TIMEOUT_MS, &f), MSV_OK);
+    assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_DELIVER);
+    assert_int_equal(f->deliver->sender_device, 0);
+    dc = msv__wire__device_change__unpack(NULL, f->deliver->ciphertext.len,
+                                           f->deliver->ciphertext.data);
+    assert_non_null(dc);
+    assert_true(dc->added);
+    assert_int_equal(dc->device->device_id, b2.device_id);
+    test_ack(&b1, f->deliver->queue_id);
+    msv__wire__device_change__free_unpacked(dc, NULL);
+    msv_frame_free(f);
+
+    /* b1 removes b2: b2's connection ends, and b2 can no longer authenticate */
+    rm.device_id = b2.device_id;
+    req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
+    req.remove_device = &rm;
+    expect_ok(test_request(b1.conn, &req));
+    for (;;) {
+        msv_err err = msv_conn_recv(b2.conn, TEST_TIMEOUT_MS, &f);
+
+        if (err == MSV_OK) {
+            msv_frame_free(f); /* b2 may still see frames sent before the removal */
+            continue;
+        }
+        assert_int_equal(err, MSV_ERR_IO);
+        break;
+    }
+    msv_conn_close(b2.conn);
+    b2.conn = test_connect(&s);
+    assert_int_equal(msv_conn_auth(b2.conn, b2.handle, b2.device_id, b2.id, TEST_TIMEOUT_MS),
+                     MSV_ERR_AUTH);
+    /* removing it again, or a device of another account, is refused */
+    expect_error(test_request(b1.conn, &req), MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND);
+    test_device_free(&b1);
+    test_device_free(&b2);
+    test_server_cleanup(&s);
+}
+
+static void test_lookup_rate_limit(void **state)
+{
+    struct test_server s;
+    struct test_device a1;
+    msv_frame *r;
+
+    (void)state;
+    test_server_init(&s, "[directory]\nlookup_rate = 0.01\nlookup_burst = 5\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    for (int i = 0; i < 5; i++) {
+        r = lookup(a1.conn, "someone@example.org");
+        assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_LOOKUP_RESULT);
+        assert_int_equal(r->lookup_result->results[0]->n_devices, 0);
+        msv_frame_free(r);
+    }
+    expect_error(lookup(a1.conn, "someone@example.org"),
+                 MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    assert_true(metric(&s, "rate_limited_total") >= 1);
+    test_device_free(&a1);
+    test_server_cleanup(&s);
+}
+
+static void test_unauthenticated_and_malformed(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, fake;
+    struct msv_conn *c;
+    msv_frame *f = NULL;
+    uint8_t wrong_pin[32] = {0};
+    unsigned long long rejected;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    rejected = metric(&s, "frames_rejected_total");
+
+    /* requests before authentication are refused without effect */
+    c = test_connect(&s);
+    expect_error(lookup(c, "alice@example.org"), MSV__WIRE__ERROR_CODE__ERROR_UNAUTHENTICATED);
+    /* a frame of an unknown protocol version: an error, then the server hangs up */
+    assert_int_equal(msv_conn_send_raw(c, (const uint8_t *)"\x09\x00\x00\x02\x30\x00", 6),
+                     MSV_OK);
+    assert_int_equal(msv_conn_recv(c, TEST_TIMEOUT_MS, &f), MSV_OK);
+    assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_ERROR);
+    msv_frame_free(f);
+    assert_int_equal(msv_conn_recv(c, TEST_TIMEOUT_MS, &f), MSV_ERR_IO);
+    msv_conn_close(c);
+    /* a body that is not protobuf */
+    c = test_connect(&s);
+    assert_int_equal(msv_conn_send_raw(c, (const uint8_t *)"\x01\x00\x00\x03\xff\xff\xff", 7),
+                     MSV_OK);
+    assert_int_equal(msv_conn_recv(c, TEST_TIMEOUT_MS, &f), MSV_OK);
+    msv_frame_free(f);
+    assert_int_equal(msv_conn_recv(c, TEST_TIMEOUT_MS, &f), MSV_ERR_IO);
+    msv_conn_close(c);
+    assert_int_equal(metric(&s, "frames_rejected_total"), rejected + 2);
+
+    /* a device of another account, and a key that is not the device's, cannot authenticate */
+    c = test_connect(&s);
+    assert_int_equal(msv_conn_auth(c, "alice@example.org", b1.device_id, b1.id, TEST_TIMEOUT_MS),
+                     MSV_ERR_AUTH);
+    msv_conn_close(c);
+    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &fake.id), MSV_OK);
+    c = test_connect(&s);
+    assert_int_equal(msv_conn_auth(c, "alice@example.org", a1.device_id, fake.id, TEST_TIMEOUT_MS),
+                     MSV_ERR_AUTH);
+    msv_conn_close(c);
+    msv_identity_free(fake.id);
+    /* a client that pins another certificate does not talk to this server */
+    c = NULL;
+    assert_int_equal(msv_conn_open("127.0.0.1", s.port, wrong_pin, TEST_TIMEOUT_MS, &c),
+                     MSV_ERR_AUTH);
+    assert_null(c);
+
+    /* and everyone else was served throughout */
+    {
+        msv_frame *r = lookup(a1.conn, "bob@example.org");
+
+        assert_int_equal(r->lookup_result->results[0]->n_devices, 1);
+        msv_frame_free(r);
+    }
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
+static void test_registration_errors(void **state)
+{
+    struct test_server s;
+    struct test_device a1;
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__RegisterStart start = MSV__WIRE__REGISTER_START__INIT;
+    Msv__Wire__AddDevice add = MSV__WIRE__ADD_DEVICE__INIT;
+    Msv__Wire__RegisterFinish fin = MSV__WIRE__REGISTER_FINISH__INIT;
+    struct msv_conn *c;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    c = test_connect(&s);
+    req.body_case = MSV__WIRE__FRAME__BODY_REGISTER_START;
+    req.register_start = &start;
+    start.handle.data = (uint8_t *)"not a handle";
+    start.handle.len = 12;
+    expect_error(test_request(c, &req), MSV__WIRE__ERROR_CODE__ERROR_INVALID);
+    start.handle.data = (uint8_t *)"alice@example.org";
+    start.handle.len = 17;
+    expect_error(test_request(c, &req), MSV__WIRE__ERROR_CODE__ERROR_EXISTS);
+    /* a wrong code */
+    start.handle.data = (uint8_t *)"carol@example.org";
+    expect_ok(test_request(c, &req));
+    fin.handle = start.handle;
+    fin.code.data = (uint8_t *)"000000";
+    fin.code.len = 6;
+    fin.password.data = (uint8_t *)TEST_PASSWORD;
+    fin.password.len = strlen(TEST_PASSWORD);
+    {
+        Msv__Wire__NewDevice nd = MSV__WIRE__NEW_DEVICE__INIT;
+        size_t len;
+        char code[7];
+
+        nd.suite = MSV_SUITE_MODERN;
+        nd.identity.data = (uint8_t *)msv_public_identity_bytes(msv_identity_public(a1.id), &len);
+        nd.identity.len = len;
+        fin.device = &nd;
+        req.body_case = MSV__WIRE__FRAME__BODY_REGISTER_FINISH;
+        req.register_finish = &fin;
+        test_server_code(&s, "carol@example.org", code);
+        if (strcmp(code, "000000") == 0)
+            fin.code.data = (uint8_t *)"000001";
+        expect_error(test_request(c, &req), MSV__WIRE__ERROR_CODE__ERROR_AUTH);
+        /* an identity that does not parse */
+        fin.code.data = (uint8_t *)code;
+        nd.identity.len = len - 1;
+        expect_error(test_request(c, &req), MSV__WIRE__ERROR_CODE__ERROR_INVALID);
+    }
+    /* a wrong password for a new device */
+    add.handle.data = (uint8_t *)"alice@example.org";
+    add.handle.len = 17;
+    add.password.data = (uint8_t *)"wrong password";
+    add.password.len = 14;
+    {
+        Msv__Wire__NewDevice nd = MSV__WIRE__NEW_DEVICE__INIT;
+        size_t len;
+
+        nd.suite = MSV_SUITE_MODERN;
+        nd.identity.data = (uint8_t *)msv_public_identity_bytes(msv_identity_public(a1.id), &len);
+        nd.identity.len = len;
+        add.device = &nd;
+        req.body_case = MSV__WIRE__FRAME__BODY_ADD_DEVICE;
+        req.add_device = &add;
+        expect_error(test_request(c, &req), MSV__WIRE__ERROR_CODE__ERROR_AUTH);
+    }
+    assert_int_equal(metric(&s, "devices_added_total"), 1);
+    msv_conn_close(c);
+    test_device_free(&a1);
+    test_server_cleanup(&s);
+}
+
+static void test_expiry_with_clock(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    struct test_device *to[1] = {&b1};
+    const char *bob[1] = {"bob@example.org"};
+    int64_t t0 = wall_ms();
+
+    (void)state;
+    test_server_init(&s, "[relay]\nqueue_ttl_days = 1\n");
+    test_server_set_clock(&s, t0);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    msv_conn_close(b1.conn);
+    b1.conn = NULL;
+    expect_ok(test_send(&a1, bob, 1, to, 1, "soon stale"));
+    assert_int_equal(metric(&s, "queue_depth"), 1);
+    /* a day and a bit later the sweep deletes it, and the device never sees it */
+    test_server_set_clock(&s, t0 + 86400 * 1000 + 1000);
+    for (int i = 0; i < 50 && metric(&s, "envelopes_expired_total") == 0; i++)
+        usleep(100 * 1000);
+    assert_int_equal(metric(&s, "envelopes_expired_total"), 1);
+    assert_int_equal(metric(&s, "queue_depth"), 0);
+    test_device_connect(&s, &b1);
+    assert_int_equal(test_expect_message(&b1, &a1, "", QUICK_MS), 0);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
+static void test_restart_keeps_queue(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    struct test_device *to[1] = {&b1};
+    const char *bob[1] = {"bob@example.org"};
+    uint64_t q1, q2;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    msv_conn_close(b1.conn);
+    b1.conn = NULL;
+    expect_ok(test_send(&a1, bob, 1, to, 1, "before a clean stop"));
+    msv_conn_close(a1.conn);
+    a1.conn = NULL;
+    test_server_stop(&s);
+    test_server_start(&s);
+    test_device_connect(&s, &a1);
+    /* an acknowledged send survives even SIGKILL straight after the acknowledgement */
+    expect_ok(test_send(&a1, bob, 1, to, 1, "before a crash"));
+    test_server_kill(&s);
+    test_server_start(&s);
+    test_device_connect(&s, &b1);
+    q1 = test_expect_message(&b1, &a1, "before a clean stop", TEST_TIMEOUT_MS);
+    q2 = test_expect_message(&b1, &a1, "before a crash", TEST_TIMEOUT_MS);
+    assert_true(q1 != 0 && q2 > q1);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
+static msv_frame *blob_request(struct msv_conn *c, Msv__Wire__Frame *req)
+{
+    return test_request(c, req);
+}
+
+static void test_attachments(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__BlobCreate create = MSV__WIRE__BLOB_CREATE__INIT;
+    Msv__Wire__BlobChunk chunk = MSV__WIRE__BLOB_CHUNK__INIT;
+    Msv__Wire__BlobStatus status = MSV__WIRE__BLOB_STATUS__INIT;
+    Msv__Wire__BlobFinish finish = MSV__WIRE__BLOB_FINISH__INIT;
+    Msv__Wire__BlobGet get = MSV__WIRE__BLOB_GET__INIT;
+    const size_t size = 600000;
+    uint8_t *data = malloc(size), *back = malloc(size), id[32], sha[32], bad[32];
+    size_t chunk_max, off = 0;
+    msv_frame *r;
+
+    (void)state;
+    assert_true(data && back);
+    msv_random_bytes(data, size);
+    SHA256(data, size, sha);
+    test_server_init(&s, "[blobs]\nmax_size = 1000000\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+
+    create.size = 2000000;
+    req.body_case = MSV__WIRE__FRAME__BODY_BLOB_CREATE;
+    req.blob_create = &create;
+    expect_error(blob_request(a1.conn, &req), MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
+    create.size = size;
+    r = blob_request(a1.conn, &req);
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_BLOB_CREATED);
+    assert_int_equal(r->blob_created->blob_id.len, 32);
+    memcpy(id, r->blob_created->blob_id.data, 32);
+    chunk_max = r->blob_created->chunk_max;
+    msv_frame_free(r);
+    assert_true(chunk_max >= 4096 && chunk_max < size);
+
+    chunk.blob_id.data = id;
+    chunk.blob_id.len = 32;
+    req.body_case = MSV__WIRE__FRAME__BODY_BLOB_CHUNK;
+    req.blob_chunk = &chunk;
+    /* the first chunk, then a gap: refused, and the status says where to resume */
+    chunk.offset = 0;
+    chunk.data.data = data;
+    chunk.data.len = chunk_max;
+    r = blob_request(a1.conn, &req);
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_BLOB_PROGRESS);
+    msv_frame_free(r);
+    chunk.offset = chunk_max + 10;
+    expect_error(blob_request(a1.conn, &req), MSV__WIRE__ERROR_CODE__ERROR_INVALID);
+    /* only the uploader may add to it */
+    expect_error(blob_request(b1.conn, &req), MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND);
+    status.blob_id = chunk.blob_id;
+    req.body_case = MSV__WIRE__FRAME__BODY_BLOB_STATUS;
+    req.blob_status = &status;
+    r = blob_request(a1.conn, &req);
+    assert_int_equal(r->blob_progress->received, chunk_max);
+    off = r->blob_progress->received;
+    msv_frame_free(r);
+    req.body_case = MSV__WIRE__FRAME__BODY_BLOB_CHUNK;
+    req.blob_chunk = &chunk; /* the body is a union: set the member with its case */
+    while (off < size) {
+        size_t n = size - off < chunk_max ? size - off : chunk_max;
+
+        chunk.offset = off;
+        chunk.data.data = data + off;
+        chunk.data.len = n;
+        r = blob_request(a1.conn, &req);
+        if (r->body_case == MSV__WIRE__FRAME__BODY_ERROR)
+            fail_msg("chunk at %zu: %.*s", off, (int)r->error->message.len,
+                     (const char *)r->error->message.data);
+        assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_BLOB_PROGRESS);
+        msv_frame_free(r);
+        off += n;
+    }
+    /* it becomes readable only under its true SHA-256 */
+    memcpy(bad, sha, 32);
+    bad[0] ^= 1;
+    finish.blob_id = chunk.blob_id;
+    finish.sha256.data = bad;
+    finish.sha256.len = 32;
+    req.body_case = MSV__WIRE__FRAME__BODY_BLOB_FINISH;
+    req.blob_finish = &finish;
+    expect_error(blob_request(a1.conn, &req), MSV__WIRE__ERROR_CODE__ERROR_AUTH);
+    get.blob_id = chunk.blob_id;
+    get.offset = 0;
+    get.length = 1000;
+    req.body_case = MSV__WIRE__FRAME__BODY_BLOB_GET;
+    req.blob_get = &get;
+    expect_error(blob_request(b1.conn, &req), MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND);
+    finish.sha256.data = sha;
+    req.body_case = MSV__WIRE__FRAME__BODY_BLOB_FINISH;
+    req.blob_finish = &finish;
+    expect_ok(blob_request(a1.conn, &req));
+    /* anyone holding the id (from a message) downloads it */
+    req.body_case = MSV__WIRE__FRAME__BODY_BLOB_GET;
+    req.blob_get = &get;
+    for (off = 0; off < size;) {
+        get.offset = off;
+        get.length = (uint32_t)chunk_max;
+        r = blob_request(b1.conn, &req);
+        assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_BLOB_DATA);
+        assert_int_equal(r->blob_data->size, size);
+        assert_true(r->blob_data->data.len > 0);
+        memcpy(back + off, r->blob_data->data.data, r->blob_data->data.len);
+        off += r->blob_data->data.len;
+        msv_frame_free(r);
+    }
+    assert_memory_equal(back, data, size);
+    id[0] ^= 1;
+    expect_error(blob_request(b1.conn, &req), MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND);
+    assert_int_equal(metric(&s, "blob_bytes_in_total"), size);
+    free(data);
+    free(back);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
+static void test_health_and_metrics(void **state)
+{
+    struct test_server s;
+    char body[16384];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    assert_int_equal(test_server_http(&s, "/health", body, sizeof(body)), 200);
+    assert_non_null(strstr(body, "\"status\":\"ok\""));
+    assert_int_equal(test_server_http(&s, "/metrics", body, sizeof(body)), 200);
+    assert_non_null(strstr(body, "# TYPE missived_envelopes_enqueued_total counter"));
+    assert_int_equal(test_server_http(&s, "/nothing-here", body, sizeof(body)), 404);
+    test_server_cleanup(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_online_and_offline_delivery),
+        cmocka_unit_test(test_stale_device_list_and_limits),
+        cmocka_unit_test(test_device_change_notices),
+        cmocka_unit_test(test_lookup_rate_limit),
+        cmocka_unit_test(test_unauthenticated_and_malformed),
+        cmocka_unit_test(test_registration_errors),
+        cmocka_unit_test(test_expiry_with_clock),
+        cmocka_unit_test(test_restart_keeps_queue),
+        cmocka_unit_test(test_attachments),
+        cmocka_unit_test(test_health_and_metrics),
+    };
+
+    if (msv_init() != MSV_OK)
+        return 1;
+    return cmocka_run_group_tests_name("server", tests, NULL, NULL);
+}
