@@ -327,8 +327,8 @@ msv_frame *test_send(struct test_device *from, const char **handles, size_t n_ha
     for (size_t i = 0; i < n_to; i++) {
         size_t len = 0;
 
-        assert_int_equal(msv_seal(from->id, msv_identity_public(to[i]->id),
-                                  (const uint8_t *)text, strlen(text), &wires[i], &len),
+        assert_int_equal(msv_seal(from->id, msv_identity_public(to[i]->id), (const uint8_t *)text,
+                                  strlen(text), &wires[i], &len),
                          MSV_OK);
         msv__wire__envelope__init(&env[i]);
         env[i].recipient_device = to[i]->device_id;

@@ -213,7 +213,7 @@ static void test_device_change_notices(void **state)
     assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_DELIVER);
     assert_int_equal(f->deliver->sender_device, 0);
     dc = msv__wire__device_change__unpack(NULL, f->deliver->ciphertext.len,
-                                           f->deliver->ciphertext.data);
+                                          f->deliver->ciphertext.data);
     assert_non_null(dc);
     assert_true(dc->added);
     assert_int_equal(dc->device->device_id, b2.device_id);
@@ -263,8 +263,7 @@ static void test_lookup_rate_limit(void **state)
         assert_int_equal(r->lookup_result->results[0]->n_devices, 0);
         msv_frame_free(r);
     }
-    expect_error(lookup(a1.conn, "someone@example.org"),
-                 MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    expect_error(lookup(a1.conn, "someone@example.org"), MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
     assert_true(metric(&s, "rate_limited_total") >= 1);
     test_device_free(&a1);
     test_server_cleanup(&s);
@@ -290,8 +289,7 @@ static void test_unauthenticated_and_malformed(void **state)
     c = test_connect(&s);
     expect_error(lookup(c, "alice@example.org"), MSV__WIRE__ERROR_CODE__ERROR_UNAUTHENTICATED);
     /* a frame of an unknown protocol version: an error, then the server hangs up */
-    assert_int_equal(msv_conn_send_raw(c, (const uint8_t *)"\x09\x00\x00\x02\x30\x00", 6),
-                     MSV_OK);
+    assert_int_equal(msv_conn_send_raw(c, (const uint8_t *)"\x09\x00\x00\x02\x30\x00", 6), MSV_OK);
     assert_int_equal(msv_conn_recv(c, TEST_TIMEOUT_MS, &f), MSV_OK);
     assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_ERROR);
     msv_frame_free(f);

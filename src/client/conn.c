@@ -86,8 +86,8 @@ static int tcp_connect(const char *host, uint16_t port, int timeout_ms)
         }
         p.fd = fd;
         p.events = POLLOUT;
-        if (poll(&p, 1, timeout_ms) != 1 ||
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+        if (poll(&p, 1, timeout_ms) != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 ||
+            err != 0) {
             close(fd);
             fd = -1;
         }

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# missived's command line and configuration: help, checks, clear errors, environment overrides.
+set -u
+D=$(realpath "${1:?usage: test_missived_cli.sh PATH_TO_MISSIVED}")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work" || exit 1
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); }
+bad() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
+expect() {
+    local want=$1 what=$2
+    shift 3
+    "$@" >out.txt 2>err.txt
+    local got=$?
+    if [ "$got" -eq "$want" ]; then ok; else bad "$what: exit $got, wanted $want ($(head -c 300 err.txt))"; fi
+}
+
+expect 0 "--help" -- "$D" --help
+grep -q '^usage: missived' out.txt && ok || bad "help text"
+expect 2 "unknown option" -- "$D" --frobnicate
+expect 2 "stray argument" -- "$D" extra
+expect 0 "defaults check" -- "$D" --check-config
+grep -q '^payload_limit = 16384$' out.txt && grep -q '^queue_ttl_days = 30$' out.txt && ok || bad "defaults printed"
+
+printf '[server]\nlisten_port = 8443\nworkers = 3\n[relay]\npayload_limit = 32768\n' > good.ini
+expect 0 "good file" -- "$D" --config good.ini --check-config
+grep -q '^listen_port = 8443$' out.txt && grep -q '^payload_limit = 32768$' out.txt && ok || bad "file values"
+MISSIVED_SERVER_WORKERS=5 "$D" --config good.ini --check-config > out.txt 2>&1
+grep -q '^workers = 5$' out.txt && ok || bad "environment overrides the file"
+
+printf '[relay]\npayload_limit = lots\n' > bad1.ini
+expect 2 "bad number" -- "$D" --config bad1.ini --check-config
+grep -q 'bad1.ini:2: \[relay\] payload_limit: expected a whole number' err.txt && ok || bad "bad number message: $(cat err.txt)"
+printf '[server]\nlisten_port = 70000\n' > bad2.ini
+expect 2 "port out of range" -- "$D" --config bad2.ini --check-config
+printf '[srever]\nlisten_port = 1\n' > bad3.ini
+expect 2 "unknown section" -- "$D" --config bad3.ini --check-config
+grep -q 'unknown option \[srever\] listen_port' err.txt && ok || bad "unknown option message"
+printf 'this is not ini\n' > bad4.ini
+expect 2 "syntax" -- "$D" --config bad4.ini --check-config
+expect 2 "missing file" -- "$D" --config nope.ini --check-config
+grep -q 'nope.ini: cannot read' err.txt && ok || bad "missing file message"
+printf '[accounts]\nverification = hook\n' > bad5.ini
+expect 2 "hook without a path" -- "$D" --config bad5.ini --check-config
+MISSIVED_RELAY_PAYLOAD_LIMIT=-1 "$D" --check-config >out.txt 2>err.txt
+[ $? -eq 2 ] && grep -q MISSIVED_RELAY_PAYLOAD_LIMIT err.txt && ok || bad "bad environment value"
+
+# a data directory that cannot be created is a clear runtime error, not a crash
+expect 1 "unusable data dir" -- "$D" --data-dir /proc/missive-cannot-be-here
+grep -q 'cannot create' err.txt && ok || bad "data dir message: $(cat err.txt)"
+# a port in use is a clear error
+MISSIVED_SERVER_LISTEN_PORT=0 MISSIVED_HTTP_LISTEN_PORT=0 "$D" --data-dir d1 2>log1.txt &
+pid=$!
+for _ in $(seq 50); do [ -s d1/missived.ports ] && break; sleep 0.1; done
+port=$(awk '/^http/{print $2}' d1/missived.ports)
+MISSIVED_SERVER_LISTEN_PORT=0 MISSIVED_HTTP_LISTEN_PORT="$port" "$D" --data-dir d2 >out.txt 2>err.txt
+[ $? -eq 1 ] && ok || bad "http port in use should fail"
+kill -TERM "$pid"
+wait "$pid" && ok || bad "clean stop on SIGTERM"
+[ "$(stat -c %a d1/missive.db)" = 600 ] && [ "$(stat -c %a d1/server.key)" = 600 ] && ok || bad "data files are private"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
