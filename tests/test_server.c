@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -439,6 +440,94 @@ static void test_expiry_with_clock(void **state)
     test_server_cleanup(&s);
 }
 
+/* An attachment past its lifetime is gone: metadata and file. */
+static void test_attachment_expiry(void **state)
+{
+    struct test_server s;
+    struct test_device a1;
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__BlobCreate create = MSV__WIRE__BLOB_CREATE__INIT;
+    Msv__Wire__BlobStatus status = MSV__WIRE__BLOB_STATUS__INIT;
+    char cmd[256];
+    int64_t t0 = wall_ms();
+    msv_frame *r;
+
+    (void)state;
+    test_server_init(&s, "[blobs]\nttl_days = 2\n");
+    test_server_set_clock(&s, t0);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    create.size = 10;
+    req.body_case = MSV__WIRE__FRAME__BODY_BLOB_CREATE;
+    req.blob_create = &create;
+    r = test_request(a1.conn, &req);
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_BLOB_CREATED);
+    status.blob_id.len = 32;
+    status.blob_id.data = malloc(32);
+    assert_non_null(status.blob_id.data);
+    memcpy(status.blob_id.data, r->blob_created->blob_id.data, 32);
+    msv_frame_free(r);
+    snprintf(cmd, sizeof(cmd), "test $(ls %s/data/blobs | wc -l) -eq 1", s.dir);
+    assert_int_equal(system(cmd), 0);
+    test_server_set_clock(&s, t0 + 3 * 86400 * 1000LL);
+    for (int i = 0; i < 50 && metric(&s, "blobs_expired_total") == 0; i++)
+        usleep(100 * 1000);
+    assert_int_equal(metric(&s, "blobs_expired_total"), 1);
+    req.body_case = MSV__WIRE__FRAME__BODY_BLOB_STATUS;
+    req.blob_status = &status;
+    expect_error(test_request(a1.conn, &req), MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND);
+    snprintf(cmd, sizeof(cmd), "test $(ls %s/data/blobs | wc -l) -eq 0", s.dir);
+    assert_int_equal(system(cmd), 0);
+    free(status.blob_id.data);
+    test_device_free(&a1);
+    test_server_cleanup(&s);
+}
+
+/* SIGHUP applies a changed payload limit without a restart or a dropped connection. */
+static void test_reload_on_sighup(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    struct test_device *to[1] = {&b1};
+    const char *bob[1] = {"bob@example.org"};
+    char text[3000];
+
+    (void)state;
+    memset(text, 'r', sizeof(text) - 1);
+    text[sizeof(text) - 1] = '\0';
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    expect_ok(test_send(&a1, bob, 1, to, 1, text));
+    {
+        char config[128];
+        FILE *f;
+
+        /* rewrite the file the server reads, as an operator would */
+        snprintf(config, sizeof(config), "%s/missived.conf", s.dir);
+        f = fopen(config, "a");
+        assert_non_null(f);
+        fprintf(f, "[relay]\npayload_limit = 2048\n");
+        assert_int_equal(fclose(f), 0);
+    }
+    assert_int_equal(kill(s.pid, SIGHUP), 0);
+    for (int i = 0; i < 50; i++) {
+        msv_frame *r = test_send(&a1, bob, 1, to, 1, text);
+        int refused = error_code(r) == MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG;
+
+        msv_frame_free(r);
+        if (refused)
+            break;
+        assert_true(i < 49);
+        usleep(100 * 1000);
+    }
+    expect_ok(test_send(&a1, bob, 1, to, 1, "short is fine"));
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
 static void test_restart_keeps_queue(void **state)
 {
     struct test_server s;
@@ -623,6 +712,8 @@ int main(void)
         cmocka_unit_test(test_unauthenticated_and_malformed),
         cmocka_unit_test(test_registration_errors),
         cmocka_unit_test(test_expiry_with_clock),
+        cmocka_unit_test(test_attachment_expiry),
+        cmocka_unit_test(test_reload_on_sighup),
         cmocka_unit_test(test_restart_keeps_queue),
         cmocka_unit_test(test_attachments),
         cmocka_unit_test(test_health_and_metrics),

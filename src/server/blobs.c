@@ -1,17 +1,11 @@
 /*
- * The attachment store: ciphertexts the clients encrypted, uploaded in
- * chunks in order (resumable from BlobStatus's count), kept as files under
- * data_dir/blobs/ until they expire. The server checks the SHA-256 the
- * uploader names before the blob becomes readable; it never sees a key.
+ * The attachment protocol: ciphertexts the clients encrypted, uploaded in
+ * chunks in order (resumable from BlobStatus's count) into the blob backend,
+ * kept until they expire. The server checks the SHA-256 the uploader names
+ * before the blob becomes readable; it never sees a key.
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-#include <openssl/evp.h>
 
 #include "missive/util.h"
 #include "server/log.h"
@@ -26,16 +20,6 @@ enum {
     E_IO = MSV__WIRE__ERROR_CODE__ERROR_IO,
     E_NOT_FOUND = MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND,
 };
-
-static void blob_path(const struct msv_server *s, const uint8_t id[MSV_BLOB_ID_LEN], int partial,
-                      char *out, size_t len)
-{
-    char hex[2 * MSV_BLOB_ID_LEN + 1];
-
-    if (msv_hex_encode(id, MSV_BLOB_ID_LEN, hex, sizeof(hex)) != MSV_OK)
-        hex[0] = '\0'; /* cannot happen: the buffer fits */
-    snprintf(out, len, "%s/blobs/%s%s", s->cfg.data_dir, hex, partial ? ".part" : "");
-}
 
 static size_t chunk_max(const struct msv_server *s)
 {
@@ -63,8 +47,6 @@ static void blob_create(struct msv_conn_state *c, const msv_frame *f)
     Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
     Msv__Wire__BlobCreated created = MSV__WIRE__BLOB_CREATED__INIT;
     struct msv_blob_rec r = {0};
-    char path[1200];
-    int fd;
 
     if (f->blob_create->size == 0 || f->blob_create->size > s->cfg.blob_max) {
         msv_conn_send_error(c, f->request_id, E_TOO_BIG,
@@ -75,10 +57,9 @@ static void blob_create(struct msv_conn_state *c, const msv_frame *f)
     r.owner_device = c->device_id;
     r.size = f->blob_create->size;
     r.expires_ms = msv_server_now_ms(s) + (int64_t)s->cfg.blob_ttl_ms;
-    blob_path(s, r.id, 1, path, sizeof(path));
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0 || close(fd) != 0 || s->store->ops->blob_create(s->store->impl, &r) != MSV_OK) {
-        unlink(path);
+    if (s->blobs->ops->create(s->blobs->impl, r.id) != MSV_OK ||
+        s->store->ops->blob_create(s->store->impl, &r) != MSV_OK) {
+        s->blobs->ops->remove(s->blobs->impl, r.id);
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         return;
     }
@@ -111,9 +92,6 @@ static void blob_chunk(struct msv_conn_state *c, const msv_frame *f)
     struct msv_server *s = c->w->srv;
     const Msv__Wire__BlobChunk *ch = f->blob_chunk;
     struct msv_blob_rec r;
-    char path[1200];
-    ssize_t wrote;
-    int fd;
 
     if (!load_blob(c, f->request_id, ch->blob_id, 1, &r))
         return;
@@ -124,12 +102,8 @@ static void blob_chunk(struct msv_conn_state *c, const msv_frame *f)
                             "chunks go in order, within the size; BlobStatus says where to go on");
         return;
     }
-    blob_path(s, r.id, 1, path, sizeof(path));
-    fd = open(path, O_WRONLY | O_CLOEXEC);
-    wrote = fd >= 0 ? pwrite(fd, ch->data.data, ch->data.len, (off_t)ch->offset) : -1;
-    if (fd >= 0)
-        close(fd);
-    if (wrote != (ssize_t)ch->data.len) {
+    if (s->blobs->ops->write_at(s->blobs->impl, r.id, ch->offset, ch->data.data, ch->data.len) !=
+        MSV_OK) {
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         return;
     }
@@ -142,34 +116,10 @@ static void blob_chunk(struct msv_conn_state *c, const msv_frame *f)
     send_progress(c, f->request_id, &r);
 }
 
-static msv_err hash_file(const char *path, uint8_t out[32], int sync)
-{
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    uint8_t buf[65536];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    msv_err err = MSV_ERR_IO;
-    ssize_t n;
-
-    if (ctx == NULL || fd < 0 || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
-        goto out;
-    while ((n = read(fd, buf, sizeof(buf))) > 0) {
-        if (EVP_DigestUpdate(ctx, buf, (size_t)n) != 1)
-            goto out;
-    }
-    if (n == 0 && EVP_DigestFinal_ex(ctx, out, NULL) == 1 && (!sync || fdatasync(fd) == 0))
-        err = MSV_OK;
-out:
-    if (fd >= 0)
-        close(fd);
-    EVP_MD_CTX_free(ctx);
-    return err;
-}
-
 static void blob_finish(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
     struct msv_blob_rec r;
-    char part[1200], done[1200];
     uint8_t actual[32];
 
     if (!load_blob(c, f->request_id, f->blob_finish->blob_id, 1, &r))
@@ -183,9 +133,7 @@ static void blob_finish(struct msv_conn_state *c, const msv_frame *f)
                             "upload every byte first, then name its 32-byte SHA-256");
         return;
     }
-    blob_path(s, r.id, 1, part, sizeof(part));
-    blob_path(s, r.id, 0, done, sizeof(done));
-    if (hash_file(part, actual, 1) != MSV_OK) {
+    if (s->blobs->ops->digest(s->blobs->impl, r.id, actual) != MSV_OK) {
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         return;
     }
@@ -196,7 +144,8 @@ static void blob_finish(struct msv_conn_state *c, const msv_frame *f)
     }
     memcpy(r.sha256, actual, 32);
     r.complete = 1;
-    if (rename(part, done) != 0 || s->store->ops->blob_update(s->store->impl, &r) != MSV_OK) {
+    if (s->blobs->ops->publish(s->blobs->impl, r.id) != MSV_OK ||
+        s->store->ops->blob_update(s->store->impl, &r) != MSV_OK) {
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         return;
     }
@@ -210,11 +159,8 @@ static void blob_get(struct msv_conn_state *c, const msv_frame *f)
     Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
     Msv__Wire__BlobData data = MSV__WIRE__BLOB_DATA__INIT;
     struct msv_blob_rec r;
-    char path[1200];
     uint8_t *buf;
     size_t want;
-    ssize_t got = -1;
-    int fd;
 
     if (!load_blob(c, f->request_id, g->blob_id, 0, &r))
         return;
@@ -230,13 +176,8 @@ static void blob_get(struct msv_conn_state *c, const msv_frame *f)
     if (want > r.size - g->offset)
         want = (size_t)(r.size - g->offset);
     buf = malloc(want ? want : 1);
-    blob_path(s, r.id, 0, path, sizeof(path));
-    fd = buf != NULL ? open(path, O_RDONLY | O_CLOEXEC) : -1;
-    if (fd >= 0) {
-        got = pread(fd, buf, want, (off_t)g->offset);
-        close(fd);
-    }
-    if (got != (ssize_t)want) {
+    if (buf == NULL ||
+        s->blobs->ops->read_at(s->blobs->impl, r.id, g->offset, buf, want) != MSV_OK) {
         free(buf);
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         return;
@@ -285,14 +226,8 @@ void msv_blobs_expire(struct msv_server *s, int64_t now_ms)
 
     if (s->store->ops->blob_expire(s->store->impl, now_ms, &ids, &n) != MSV_OK)
         return;
-    for (size_t i = 0; i < n; i++) {
-        char path[1200];
-
-        blob_path(s, ids[i], 0, path, sizeof(path));
-        unlink(path);
-        blob_path(s, ids[i], 1, path, sizeof(path));
-        unlink(path);
-    }
+    for (size_t i = 0; i < n; i++)
+        s->blobs->ops->remove(s->blobs->impl, ids[i]);
     if (n > 0) {
         atomic_fetch_add(&s->m.blobs_expired, n);
         msv_log(MSV_LOG_INFO, "blobs_expired", "count=%zu", n);

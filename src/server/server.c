@@ -123,10 +123,16 @@ static void close_after_write(struct bufferevent *bev, void *arg)
         conn_free(c);
 }
 
+static void conn_event(struct bufferevent *bev, short what, void *arg);
+
 void msv_conn_close_soon(struct msv_conn_state *c)
 {
+    /* a peer that stops reading cannot hold the connection open: 10 s to drain */
+    struct timeval drain = {10, 0};
+
     bufferevent_disable(c->bev, EV_READ);
-    bufferevent_setcb(c->bev, NULL, close_after_write, NULL, c);
+    bufferevent_set_timeouts(c->bev, NULL, &drain);
+    bufferevent_setcb(c->bev, NULL, close_after_write, conn_event, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS);
 }
@@ -642,12 +648,8 @@ static void on_expiry(evutil_socket_t fd, short what, void *arg)
 
 static msv_err make_dirs(const struct msv_config *c, char *err, size_t err_len)
 {
-    char blobs[1100];
-
-    snprintf(blobs, sizeof(blobs), "%s/blobs", c->data_dir);
-    if ((mkdir(c->data_dir, 0700) != 0 && errno != EEXIST) ||
-        (mkdir(blobs, 0700) != 0 && errno != EEXIST)) {
-        snprintf(err, err_len, "cannot create %s: %s", blobs, strerror(errno));
+    if (mkdir(c->data_dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, err_len, "cannot create %s: %s", c->data_dir, strerror(errno));
         return MSV_ERR_IO;
     }
     return MSV_OK;
@@ -739,6 +741,12 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     e = msv_store_open_sqlite(db, &s->store);
     if (e != MSV_OK) {
         snprintf(err, err_len, "cannot open %s: %s", db, msv_strerror(e));
+        goto fail;
+    }
+    snprintf(db, sizeof(db), "%s/blobs", cfg->data_dir);
+    e = msv_blob_backend_open_dir(db, &s->blobs);
+    if (e != MSV_OK) {
+        snprintf(err, err_len, "cannot use %s for attachments", db);
         goto fail;
     }
     e = msv_tls_server_ctx(cfg, &s->tls, s->fingerprint, err, err_len);
@@ -852,6 +860,7 @@ void msv_server_free(struct msv_server *s)
     msv_u64map_clear(&s->register_buckets);
     msv_u64map_clear(&s->registry);
     SSL_CTX_free(s->tls);
+    msv_blob_backend_close(s->blobs);
     msv_store_close(s->store);
     pthread_mutex_destroy(&s->registry_lock);
     pthread_mutex_destroy(&s->limits_lock);

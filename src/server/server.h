@@ -17,6 +17,7 @@
 #include <event2/listener.h>
 #include <openssl/ssl.h>
 
+#include "server/blob_backend.h"
 #include "server/config.h"
 #include "server/u64map.h"
 #include "store/store.h"
@@ -85,6 +86,7 @@ struct msv_server {
     struct msv_config cfg;
     char config_path[1024];
     struct msv_store *store;
+    struct msv_blob_backend *blobs;
     SSL_CTX *tls;
     uint8_t fingerprint[32];
     struct msv_worker *workers;

@@ -1,0 +1,163 @@
+/* The directory blob backend: <hex id>.part while uploading, <hex id> once published. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "missive/util.h"
+#include "server/blob_backend.h"
+
+struct blob_dir {
+    char dir[1024];
+};
+
+static void path_of(const struct blob_dir *d, const uint8_t id[MSV_BLOB_ID_LEN], int partial,
+                    char *out, size_t len)
+{
+    char hex[2 * MSV_BLOB_ID_LEN + 1];
+
+    if (msv_hex_encode(id, MSV_BLOB_ID_LEN, hex, sizeof(hex)) != MSV_OK)
+        hex[0] = '\0'; /* cannot happen: the buffer fits */
+    snprintf(out, len, "%s/%s%s", d->dir, hex, partial ? ".part" : "");
+}
+
+static msv_err dir_create(void *impl, const uint8_t id[MSV_BLOB_ID_LEN])
+{
+    char path[1200];
+    int fd;
+
+    path_of(impl, id, 1, path, sizeof(path));
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return errno == EEXIST ? MSV_ERR_EXISTS : MSV_ERR_IO;
+    return close(fd) == 0 ? MSV_OK : MSV_ERR_IO;
+}
+
+static msv_err dir_write_at(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], uint64_t offset,
+                            const uint8_t *data, size_t len)
+{
+    char path[1200];
+    ssize_t n = -1;
+    int fd;
+
+    path_of(impl, id, 1, path, sizeof(path));
+    fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        n = pwrite(fd, data, len, (off_t)offset);
+        if (close(fd) != 0)
+            n = -1;
+    }
+    return n == (ssize_t)len ? MSV_OK : MSV_ERR_IO;
+}
+
+static msv_err dir_digest(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], uint8_t sha256[32])
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    char path[1200];
+    uint8_t buf[65536];
+    msv_err err = MSV_ERR_IO;
+    ssize_t n;
+    int fd;
+
+    path_of(impl, id, 1, path, sizeof(path));
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (ctx == NULL || fd < 0 || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+        goto out;
+    while ((n = read(fd, buf, sizeof(buf))) > 0) {
+        if (EVP_DigestUpdate(ctx, buf, (size_t)n) != 1)
+            goto out;
+    }
+    if (n == 0 && fdatasync(fd) == 0 && EVP_DigestFinal_ex(ctx, sha256, NULL) == 1)
+        err = MSV_OK;
+out:
+    if (fd >= 0)
+        close(fd);
+    EVP_MD_CTX_free(ctx);
+    return err;
+}
+
+static msv_err dir_publish(void *impl, const uint8_t id[MSV_BLOB_ID_LEN])
+{
+    char part[1200], done[1200];
+
+    path_of(impl, id, 1, part, sizeof(part));
+    path_of(impl, id, 0, done, sizeof(done));
+    return rename(part, done) == 0 ? MSV_OK : MSV_ERR_IO;
+}
+
+static msv_err dir_read_at(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], uint64_t offset,
+                           uint8_t *data, size_t len)
+{
+    char path[1200];
+    ssize_t n = -1;
+    int fd;
+
+    path_of(impl, id, 0, path, sizeof(path));
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        n = pread(fd, data, len, (off_t)offset);
+        close(fd);
+    }
+    return n == (ssize_t)len ? MSV_OK : MSV_ERR_IO;
+}
+
+static void dir_remove(void *impl, const uint8_t id[MSV_BLOB_ID_LEN])
+{
+    char path[1200];
+
+    path_of(impl, id, 0, path, sizeof(path));
+    unlink(path);
+    path_of(impl, id, 1, path, sizeof(path));
+    unlink(path);
+}
+
+static void dir_close(void *impl)
+{
+    free(impl);
+}
+
+static const struct msv_blob_backend_ops dir_ops = {
+    .name = "dir",
+    .create = dir_create,
+    .write_at = dir_write_at,
+    .digest = dir_digest,
+    .publish = dir_publish,
+    .read_at = dir_read_at,
+    .remove = dir_remove,
+    .close = dir_close,
+};
+
+msv_err msv_blob_backend_open_dir(const char *dir, struct msv_blob_backend **out)
+{
+    struct blob_dir *d = calloc(1, sizeof(*d));
+    struct msv_blob_backend *b = calloc(1, sizeof(*b));
+
+    if (d == NULL || b == NULL || strlen(dir) >= sizeof(d->dir)) {
+        free(d);
+        free(b);
+        return d == NULL || b == NULL ? MSV_ERR_NOMEM : MSV_ERR_INVALID;
+    }
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        free(d);
+        free(b);
+        return MSV_ERR_IO;
+    }
+    snprintf(d->dir, sizeof(d->dir), "%s", dir);
+    b->ops = &dir_ops;
+    b->impl = d;
+    *out = b;
+    return MSV_OK;
+}
+
+void msv_blob_backend_close(struct msv_blob_backend *b)
+{
+    if (b == NULL)
+        return;
+    b->ops->close(b->impl);
+    free(b);
+}
