@@ -1,58 +1,35 @@
 #!/usr/bin/env bash
-# The main job for this stage of Missive: what a sending device and its
-# recipients' devices do with every message, shown with missive-crypto.
-# The relay daemon (missived) and the client (missive) are not part of this
-# release yet; when they are, this script starts them instead.
+# The main job: a local missived on its embedded SQLite default, and a client
+# that uses it (missive-demo plays a conversation between three devices).
+# Everything runs on loopback in a scratch directory and is stopped at the end.
 set -euo pipefail
-build=${1:-build}
-M="$(cd "$build" && pwd)/missive-crypto"
+build=$(cd "${1:-build}" && pwd)
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+pid=
+cleanup() {
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid"
+        wait "$pid" || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
 
-say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
-
-say "Missive: per-device end-to-end encryption, step by step (scratch dir $work)"
-echo "Alice has a phone; Bob has a phone and a laptop. Each device has its own keys."
-for dev in alice-phone bob-phone bob-laptop; do
-    printf '%-12s ' "$dev"
-    "$M" keygen --suite modern --out "$dev.key" --public "$dev.pub" | tr '\n' ' '
-    echo
+echo "Starting missived (data in $work/data, log in $work/missived.log)"
+MISSIVED_SERVER_LISTEN_PORT=0 MISSIVED_HTTP_LISTEN_PORT=0 \
+    "$build/missived" --data-dir "$work/data" 2>"$work/missived.log" &
+pid=$!
+for _ in $(seq 100); do
+    [ -s "$work/data/missived.ports" ] && break
+    kill -0 "$pid" 2>/dev/null || { cat "$work/missived.log"; exit 1; }
+    sleep 0.1
 done
+[ -s "$work/data/missived.ports" ] || { echo "missived did not start" >&2; exit 1; }
 
-say "Alice writes one message; her phone encrypts and signs it separately for each of Bob's devices."
-"$M" payload-encode --text "Dinner at 8? 🍝" --participant alice@example.org \
-    --participant bob@example.org --out message.pb
-for dev in bob-phone bob-laptop; do
-    "$M" seal --key alice-phone.key --to "$dev.pub" --in message.pb --out "to-$dev.env"
-    printf '  envelope for %-10s %5d bytes\n' "$dev" "$(stat -c %s "to-$dev.env")"
-done
+"$build/missive-demo" --server-dir "$work/data" --server-log "$work/missived.log"
 
-say "Each of Bob's devices verifies and decrypts only its own envelope."
-for dev in bob-phone bob-laptop; do
-    "$M" open --key "$dev.key" --from alice-phone.pub --in "to-$dev.env" --out "$dev.pb"
-    printf '  %-10s reads: ' "$dev"
-    "$M" payload-decode --in "$dev.pb" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["text"])'
-done
-if "$M" open --key bob-laptop.key --from alice-phone.pub --in to-bob-phone.env --out x.pb 2>/dev/null; then
-    echo "  unexpected: the laptop opened the phone's envelope" >&2
-    exit 1
-fi
-echo "  (the laptop cannot open the phone's envelope: each is for one device only)"
-
-say "A photo goes through the attachment store: encrypted with a fresh key; the message carries key and hash."
-head -c 200000 /dev/urandom > photo.jpg
-"$M" attach-encrypt --in photo.jpg --out photo.enc > photo.json
-key=$(/usr/bin/python3 -c 'import json; print(json.load(open("photo.json"))["key"])')
-sha=$(/usr/bin/python3 -c 'import json; print(json.load(open("photo.json"))["sha256"])')
-"$M" attach-decrypt --key "$key" --sha256 "$sha" --in photo.enc --out photo-received.jpg
-cmp photo.jpg photo-received.jpg && echo "  200 kB photo: hash checked before decryption, received intact"
-
-say "The classic suite speaks Apple's iMessage 'pair' format byte for byte."
-"$M" keygen --suite classic --out old-mac.key --public old-mac.pub >/dev/null
-"$M" keygen --suite classic --out old-phone.key --public old-phone.pub >/dev/null
-echo "hello from 2014" | "$M" seal --key old-mac.key --to old-phone.pub --out classic.env
-"$M" verify --from old-mac.pub --in classic.env
-"$M" open --key old-phone.key --from old-mac.pub --in classic.env
-
-say "Done. 'missive-crypto --help' lists every command; docs/crypto.md gives the formats."
+http=$(awk '/^http/{print $2}' "$work/data/missived.ports")
+printf '\nThe server afterwards (GET /health on its local HTTP port):\n   '
+/usr/bin/python3 -c "import urllib.request,sys; print(urllib.request.urlopen('http://127.0.0.1:$http/health').read().decode().strip())"
+printf 'Its log, one structured line per event (no keys, no message contents):\n'
+sed 's/^/   /' "$work/missived.log" | tail -8

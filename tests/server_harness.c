@@ -215,19 +215,6 @@ msv_frame *test_request(struct msv_conn *c, msv_frame *req)
     return resp;
 }
 
-static void new_device_msg(const struct test_device *d, Msv__Wire__NewDevice *nd)
-{
-    size_t len;
-    const uint8_t *pub = msv_public_identity_bytes(msv_identity_public(d->id), &len);
-
-    msv__wire__new_device__init(nd);
-    nd->suite = MSV_SUITE_MODERN;
-    nd->identity.data = (uint8_t *)pub;
-    nd->identity.len = len;
-    nd->push_token.data = (uint8_t *)"token";
-    nd->push_token.len = 5;
-}
-
 void test_device_connect(struct test_server *s, struct test_device *d)
 {
     msv_conn_close(d->conn);
@@ -236,69 +223,40 @@ void test_device_connect(struct test_server *s, struct test_device *d)
                      MSV_OK);
 }
 
-void test_register(struct test_server *s, const char *handle, struct test_device *d)
+/* A new modern device for handle, registered by add (or, for a new account, by a code). */
+static void enroll(struct test_server *s, const char *handle, struct test_device *d, int add)
 {
-    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
-    Msv__Wire__RegisterStart start = MSV__WIRE__REGISTER_START__INIT;
-    Msv__Wire__RegisterFinish finish = MSV__WIRE__REGISTER_FINISH__INIT;
-    Msv__Wire__NewDevice nd;
     struct msv_conn *c = test_connect(s);
-    msv_frame *resp;
+    struct msv_refusal why = {0};
     char code[7];
+    msv_err err;
 
     memset(d, 0, sizeof(*d));
     snprintf(d->handle, sizeof(d->handle), "%s", handle);
     assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &d->id), MSV_OK);
-    start.handle.data = (uint8_t *)handle;
-    start.handle.len = strlen(handle);
-    req.body_case = MSV__WIRE__FRAME__BODY_REGISTER_START;
-    req.register_start = &start;
-    resp = test_request(c, &req);
-    assert_int_equal(resp->body_case, MSV__WIRE__FRAME__BODY_OK);
-    msv_frame_free(resp);
-    test_server_code(s, handle, code);
-    new_device_msg(d, &nd);
-    finish.handle = start.handle;
-    finish.code.data = (uint8_t *)code;
-    finish.code.len = 6;
-    finish.password.data = (uint8_t *)TEST_PASSWORD;
-    finish.password.len = strlen(TEST_PASSWORD);
-    finish.device = &nd;
-    req.body_case = MSV__WIRE__FRAME__BODY_REGISTER_FINISH;
-    req.register_finish = &finish;
-    resp = test_request(c, &req);
-    assert_int_equal(resp->body_case, MSV__WIRE__FRAME__BODY_REGISTERED);
-    d->device_id = resp->registered->device_id;
-    msv_frame_free(resp);
+    if (add) {
+        err = msv_request_add_device(c, handle, TEST_PASSWORD, d->id, "token", TEST_TIMEOUT_MS,
+                                     &d->device_id, &why);
+    } else {
+        assert_int_equal(msv_request_register_start(c, handle, TEST_TIMEOUT_MS, &why), MSV_OK);
+        test_server_code(s, handle, code);
+        err = msv_request_register_finish(c, handle, code, TEST_PASSWORD, d->id, "token",
+                                          TEST_TIMEOUT_MS, &d->device_id, &why);
+    }
+    if (err != MSV_OK)
+        fail_msg("enrolling %s: %s (%s)", handle, msv_strerror(err), why.message);
     msv_conn_close(c);
     test_device_connect(s, d);
 }
 
+void test_register(struct test_server *s, const char *handle, struct test_device *d)
+{
+    enroll(s, handle, d, 0);
+}
+
 void test_add_device(struct test_server *s, const char *handle, struct test_device *d)
 {
-    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
-    Msv__Wire__AddDevice add = MSV__WIRE__ADD_DEVICE__INIT;
-    Msv__Wire__NewDevice nd;
-    struct msv_conn *c = test_connect(s);
-    msv_frame *resp;
-
-    memset(d, 0, sizeof(*d));
-    snprintf(d->handle, sizeof(d->handle), "%s", handle);
-    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &d->id), MSV_OK);
-    new_device_msg(d, &nd);
-    add.handle.data = (uint8_t *)handle;
-    add.handle.len = strlen(handle);
-    add.password.data = (uint8_t *)TEST_PASSWORD;
-    add.password.len = strlen(TEST_PASSWORD);
-    add.device = &nd;
-    req.body_case = MSV__WIRE__FRAME__BODY_ADD_DEVICE;
-    req.add_device = &add;
-    resp = test_request(c, &req);
-    assert_int_equal(resp->body_case, MSV__WIRE__FRAME__BODY_REGISTERED);
-    d->device_id = resp->registered->device_id;
-    msv_frame_free(resp);
-    msv_conn_close(c);
-    test_device_connect(s, d);
+    enroll(s, handle, d, 1);
 }
 
 void test_device_free(struct test_device *d)
@@ -388,12 +346,5 @@ uint64_t test_expect_message(struct test_device *d, struct test_device *from, co
 
 void test_ack(struct test_device *d, uint64_t queue_id)
 {
-    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
-    Msv__Wire__Ack ack = MSV__WIRE__ACK__INIT;
-
-    ack.n_queue_ids = 1;
-    ack.queue_ids = &queue_id;
-    req.body_case = MSV__WIRE__FRAME__BODY_ACK;
-    req.ack = &ack;
-    assert_int_equal(msv_conn_send(d->conn, &req), MSV_OK);
+    assert_int_equal(msv_request_ack(d->conn, &queue_id, 1), MSV_OK);
 }

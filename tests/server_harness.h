@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include "client/conn.h"
+#include "client/requests.h"
 #include "missive/crypto.h"
 
 struct test_server {

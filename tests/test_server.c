@@ -141,6 +141,11 @@ static void test_online_and_offline_delivery(void **state)
     sync_conn(&b2);
     assert_int_equal(metric(&s, "queue_depth"), 0);
     assert_int_equal(test_expect_message(&b1, &a1, "", QUICK_MS), 0);
+    /* with every queue empty, the next message still reaches a device that stayed online */
+    expect_ok(test_send(&a1, handles, 2, to, 2, "and again"));
+    q = test_expect_message(&b1, &a1, "and again", TEST_TIMEOUT_MS);
+    assert_true(q != 0);
+    assert_int_equal(test_expect_message(&b2, &a1, "and again", TEST_TIMEOUT_MS) > q, 1);
 
     test_device_free(&a1);
     test_device_free(&b1);

@@ -207,6 +207,11 @@ static void test_queue(void **state)
     assert_int_equal(OPS(f)->queue_expire(IMPL(f), 9000, &expired), MSV_OK);
     assert_int_equal(expired, 4);
     assert_int_equal(OPS(f)->queue_fetch(IMPL(f), 10, 0, 0, 0, &recs, &n), MSV_ERR_INVALID);
+    /* with the queue empty, a new envelope still gets a larger id than any before */
+    assert_int_equal(OPS(f)->queue_depth(IMPL(f), &depth), MSV_OK);
+    assert_int_equal(depth, 0);
+    assert_int_equal(OPS(f)->queue_put(IMPL(f), in, 1, 1000, 99999, acked), MSV_OK);
+    assert_true(acked[0] > ids[4]);
 }
 
 static void test_device_removal_drops_queue(void **state)

@@ -38,8 +38,10 @@ static const char *const migrations[] = {
     "  push_token BLOB NOT NULL,"
     "  created_ms BIGINT NOT NULL);"
     "CREATE INDEX devices_by_account ON devices(account_id);"
+    /* AUTOINCREMENT: ids never come back after deletes, so a connection that pushed up to
+     * id N can ask for everything above N (see msv_store_ops.queue_fetch) */
     "CREATE TABLE queue ("
-    "  id INTEGER PRIMARY KEY,"
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
     "  device_id INTEGER NOT NULL,"
     "  sender_device INTEGER NOT NULL,"
     "  sender_handle TEXT NOT NULL,"

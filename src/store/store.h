@@ -105,7 +105,11 @@ struct msv_store_ops {
      */
     msv_err (*queue_put)(void *impl, const struct msv_queue_in *items, size_t n, int64_t now_ms,
                          int64_t expires_ms, uint64_t *ids);
-    /* Up to limit unexpired envelopes for device_id with id > after_id, oldest first. */
+    /*
+     * Up to limit unexpired envelopes for device_id with id > after_id, oldest
+     * first. Queue ids only grow, never reused, in commit order: a reader that
+     * saw id N has seen every committed envelope below N.
+     */
     msv_err (*queue_fetch)(void *impl, uint64_t device_id, uint64_t after_id, int64_t now_ms,
                            size_t limit, struct msv_queue_rec **out, size_t *count);
     /* Deletes those of ids that belong to device_id; *deleted counts them. */

@@ -1,0 +1,336 @@
+#include "client/requests.h"
+
+#include "crypto/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Maps a refusal to the library's errors, and keeps its words for the caller. */
+static msv_err refusal(const msv_frame *f, struct msv_refusal *why)
+{
+    if (f->body_case != MSV__WIRE__FRAME__BODY_ERROR)
+        return MSV_ERR_PARSE; /* an answer of the wrong kind */
+    if (why != NULL) {
+        why->code = (int)f->error->code;
+        snprintf(why->message, sizeof(why->message), "%.*s", (int)f->error->message.len,
+                 (const char *)f->error->message.data);
+    }
+    switch (f->error->code) {
+    case MSV__WIRE__ERROR_CODE__ERROR_AUTH:
+    case MSV__WIRE__ERROR_CODE__ERROR_UNAUTHENTICATED:
+        return MSV_ERR_AUTH;
+    case MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG:
+        return MSV_ERR_TOO_BIG;
+    case MSV__WIRE__ERROR_CODE__ERROR_EXISTS:
+        return MSV_ERR_EXISTS;
+    case MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND:
+        return MSV_ERR_NOT_FOUND;
+    case MSV__WIRE__ERROR_CODE__ERROR_IO:
+        return MSV_ERR_IO;
+    case MSV__WIRE__ERROR_CODE__ERROR_STALE_DEVICES:
+        return MSV_ERR_AGAIN;
+    default:
+        return MSV_ERR_INVALID;
+    }
+}
+
+/* Runs req; MSV_OK if the answer has body case want, else the refusal. */
+static msv_err run(struct msv_conn *c, msv_frame *req, int want, int timeout_ms,
+                   struct msv_refusal *why, msv_frame **answer)
+{
+    msv_frame *resp = NULL;
+    msv_err err = msv_conn_request(c, req, timeout_ms, &resp);
+
+    if (err != MSV_OK) /* a silent server is an I/O failure: AGAIN means a stale list */
+        return err == MSV_ERR_AGAIN ? MSV_ERR_IO : err;
+    err = (int)resp->body_case == want ? MSV_OK : refusal(resp, why);
+    if (answer != NULL && (err == MSV_OK || err == MSV_ERR_AGAIN))
+        *answer = resp;
+    else
+        msv_frame_free(resp);
+    return err;
+}
+
+static ProtobufCBinaryData text(const char *s)
+{
+    ProtobufCBinaryData b = {strlen(s), (uint8_t *)s};
+
+    return b;
+}
+
+msv_err msv_request_register_start(struct msv_conn *c, const char *handle, int timeout_ms,
+                                   struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__RegisterStart start = MSV__WIRE__REGISTER_START__INIT;
+
+    start.handle = text(handle);
+    req.body_case = MSV__WIRE__FRAME__BODY_REGISTER_START;
+    req.register_start = &start;
+    return run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, NULL);
+}
+
+static void new_device(Msv__Wire__NewDevice *nd, const struct msv_identity *id,
+                       const char *push_token)
+{
+    size_t len = 0;
+    const uint8_t *pub = msv_public_identity_bytes(msv_identity_public(id), &len);
+
+    msv__wire__new_device__init(nd);
+    nd->suite = (uint32_t)msv_identity_suite(id);
+    nd->identity.data = (uint8_t *)pub;
+    nd->identity.len = len;
+    nd->push_token = text(push_token ? push_token : "");
+}
+
+static msv_err registered(struct msv_conn *c, msv_frame *req, int timeout_ms, uint64_t *device_id,
+                          struct msv_refusal *why)
+{
+    msv_frame *resp = NULL;
+    msv_err err = run(c, req, MSV__WIRE__FRAME__BODY_REGISTERED, timeout_ms, why, &resp);
+
+    if (err == MSV_OK) {
+        *device_id = resp->registered->device_id;
+        msv_frame_free(resp);
+    }
+    return err;
+}
+
+msv_err msv_request_register_finish(struct msv_conn *c, const char *handle, const char *code,
+                                    const char *password, const struct msv_identity *id,
+                                    const char *push_token, int timeout_ms, uint64_t *device_id,
+                                    struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__RegisterFinish fin = MSV__WIRE__REGISTER_FINISH__INIT;
+    Msv__Wire__NewDevice nd;
+
+    new_device(&nd, id, push_token);
+    fin.handle = text(handle);
+    fin.code = text(code);
+    fin.password = text(password);
+    fin.device = &nd;
+    req.body_case = MSV__WIRE__FRAME__BODY_REGISTER_FINISH;
+    req.register_finish = &fin;
+    return registered(c, &req, timeout_ms, device_id, why);
+}
+
+msv_err msv_request_add_device(struct msv_conn *c, const char *handle, const char *password,
+                               const struct msv_identity *id, const char *push_token,
+                               int timeout_ms, uint64_t *device_id, struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__AddDevice add = MSV__WIRE__ADD_DEVICE__INIT;
+    Msv__Wire__NewDevice nd;
+
+    new_device(&nd, id, push_token);
+    add.handle = text(handle);
+    add.password = text(password);
+    add.device = &nd;
+    req.body_case = MSV__WIRE__FRAME__BODY_ADD_DEVICE;
+    req.add_device = &add;
+    return registered(c, &req, timeout_ms, device_id, why);
+}
+
+msv_err msv_request_send(struct msv_conn *c, const uint8_t message_id[16],
+                         const char *const *handles, size_t n_handles,
+                         const struct msv_outgoing *envelopes, size_t n, int timeout_ms,
+                         msv_frame **current, struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__SendRequest send = MSV__WIRE__SEND_REQUEST__INIT;
+    Msv__Wire__Envelope *env = calloc(n ? n : 1, sizeof(*env));
+    Msv__Wire__Envelope **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+    ProtobufCBinaryData *hs = calloc(n_handles ? n_handles : 1, sizeof(*hs));
+    msv_frame *answer = NULL;
+    msv_err err = MSV_ERR_NOMEM;
+
+    if (env == NULL || ptrs == NULL || hs == NULL)
+        goto out;
+    for (size_t i = 0; i < n_handles; i++)
+        hs[i] = text(handles[i]);
+    for (size_t i = 0; i < n; i++) {
+        msv__wire__envelope__init(&env[i]);
+        env[i].recipient_device = envelopes[i].device_id;
+        env[i].suite = envelopes[i].suite;
+        env[i].ciphertext.data = (uint8_t *)envelopes[i].ciphertext;
+        env[i].ciphertext.len = envelopes[i].ciphertext_len;
+        ptrs[i] = &env[i];
+    }
+    send.message_id.data = (uint8_t *)message_id;
+    send.message_id.len = 16;
+    send.n_recipient_handles = n_handles;
+    send.recipient_handles = hs;
+    send.n_envelopes = n;
+    send.envelopes = ptrs;
+    req.body_case = MSV__WIRE__FRAME__BODY_SEND;
+    req.send = &send;
+    err = run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, &answer);
+    if (err == MSV_ERR_AGAIN && current != NULL)
+        *current = answer;
+    else
+        msv_frame_free(answer);
+out:
+    free(env);
+    free(ptrs);
+    free(hs);
+    return err;
+}
+
+msv_err msv_request_ack(struct msv_conn *c, const uint64_t *queue_ids, size_t n)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__Ack ack = MSV__WIRE__ACK__INIT;
+
+    ack.n_queue_ids = n;
+    ack.queue_ids = (uint64_t *)queue_ids;
+    req.body_case = MSV__WIRE__FRAME__BODY_ACK;
+    req.ack = &ack;
+    return msv_conn_send(c, &req);
+}
+
+msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles, size_t n,
+                           int timeout_ms, msv_frame **result, struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__LookupRequest q = MSV__WIRE__LOOKUP_REQUEST__INIT;
+    ProtobufCBinaryData *hs = calloc(n ? n : 1, sizeof(*hs));
+    msv_err err;
+
+    if (hs == NULL)
+        return MSV_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++)
+        hs[i] = text(handles[i]);
+    q.n_handles = n;
+    q.handles = hs;
+    req.body_case = MSV__WIRE__FRAME__BODY_LOOKUP;
+    req.lookup = &q;
+    err = run(c, &req, MSV__WIRE__FRAME__BODY_LOOKUP_RESULT, timeout_ms, why, result);
+    free(hs);
+    if (err == MSV_OK && (*result)->lookup_result->n_results != n) {
+        msv_frame_free(*result);
+        *result = NULL;
+        err = MSV_ERR_PARSE;
+    }
+    return err;
+}
+
+static msv_err blob_progress(struct msv_conn *c, msv_frame *req, int timeout_ms, uint64_t *received,
+                             struct msv_refusal *why)
+{
+    msv_frame *resp = NULL;
+    msv_err err = run(c, req, MSV__WIRE__FRAME__BODY_BLOB_PROGRESS, timeout_ms, why, &resp);
+
+    if (err == MSV_OK) {
+        *received = resp->blob_progress->received;
+        msv_frame_free(resp);
+    }
+    return err;
+}
+
+msv_err msv_request_blob_upload(struct msv_conn *c, const uint8_t *data, size_t len,
+                                int timeout_ms, void (*progress)(uint64_t done, uint64_t total),
+                                uint8_t blob_id[32], struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__BlobCreate create = MSV__WIRE__BLOB_CREATE__INIT;
+    Msv__Wire__BlobChunk chunk = MSV__WIRE__BLOB_CHUNK__INIT;
+    Msv__Wire__BlobStatus status = MSV__WIRE__BLOB_STATUS__INIT;
+    Msv__Wire__BlobFinish finish = MSV__WIRE__BLOB_FINISH__INIT;
+    msv_frame *resp = NULL;
+    uint8_t sha[32];
+    uint64_t done = 0;
+    size_t max;
+    msv_err err;
+    int retries = 0;
+
+    create.size = len;
+    req.body_case = MSV__WIRE__FRAME__BODY_BLOB_CREATE;
+    req.blob_create = &create;
+    err = run(c, &req, MSV__WIRE__FRAME__BODY_BLOB_CREATED, timeout_ms, why, &resp);
+    if (err != MSV_OK)
+        return err;
+    if (resp->blob_created->blob_id.len != 32 || resp->blob_created->chunk_max == 0) {
+        msv_frame_free(resp);
+        return MSV_ERR_PARSE;
+    }
+    memcpy(blob_id, resp->blob_created->blob_id.data, 32);
+    max = resp->blob_created->chunk_max;
+    msv_frame_free(resp);
+    chunk.blob_id.data = status.blob_id.data = finish.blob_id.data = blob_id;
+    chunk.blob_id.len = status.blob_id.len = finish.blob_id.len = 32;
+    while (done < len) {
+        chunk.offset = done;
+        chunk.data.data = (uint8_t *)data + done;
+        chunk.data.len = len - done < max ? len - done : max;
+        req.body_case = MSV__WIRE__FRAME__BODY_BLOB_CHUNK;
+        req.blob_chunk = &chunk;
+        err = blob_progress(c, &req, timeout_ms, &done, why);
+        if (err == MSV_ERR_INVALID && retries++ < 3) {
+            /* out of step with the server: ask where it stands and go on from there */
+            req.body_case = MSV__WIRE__FRAME__BODY_BLOB_STATUS;
+            req.blob_status = &status;
+            err = blob_progress(c, &req, timeout_ms, &done, why);
+        }
+        if (err != MSV_OK)
+            return err;
+        if (progress != NULL)
+            progress(done, len);
+    }
+    err = msv_sha256(data, len, sha);
+    if (err != MSV_OK)
+        return err;
+    finish.sha256.data = sha;
+    finish.sha256.len = 32;
+    req.body_case = MSV__WIRE__FRAME__BODY_BLOB_FINISH;
+    req.blob_finish = &finish;
+    return run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, NULL);
+}
+
+msv_err msv_request_blob_download(struct msv_conn *c, const uint8_t blob_id[32], size_t max,
+                                  int timeout_ms, uint8_t **data, size_t *len,
+                                  struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__BlobGet get = MSV__WIRE__BLOB_GET__INIT;
+    uint8_t *buf = NULL;
+    size_t size = 0, got = 0;
+    msv_err err = MSV_OK;
+
+    get.blob_id.data = (uint8_t *)blob_id;
+    get.blob_id.len = 32;
+    req.body_case = MSV__WIRE__FRAME__BODY_BLOB_GET;
+    req.blob_get = &get;
+    do {
+        msv_frame *resp = NULL;
+        const Msv__Wire__BlobData *d;
+
+        get.offset = got;
+        get.length = 1u << 20;
+        err = run(c, &req, MSV__WIRE__FRAME__BODY_BLOB_DATA, timeout_ms, why, &resp);
+        if (err != MSV_OK)
+            break;
+        d = resp->blob_data;
+        if (buf == NULL) {
+            size = (size_t)d->size;
+            buf = size <= max ? malloc(size ? size : 1) : NULL;
+            err = size > max ? MSV_ERR_TOO_BIG : buf == NULL ? MSV_ERR_NOMEM : MSV_OK;
+        }
+        /* each piece must fit where it says it goes, and make progress */
+        if (err == MSV_OK && (d->size != size || d->data.len == 0 || d->data.len > size - got))
+            err = MSV_ERR_PARSE;
+        if (err == MSV_OK) {
+            memcpy(buf + got, d->data.data, d->data.len);
+            got += d->data.len;
+        }
+        msv_frame_free(resp);
+    } while (err == MSV_OK && got < size);
+    if (err != MSV_OK) {
+        free(buf);
+        return err;
+    }
+    *data = buf;
+    *len = size;
+    return MSV_OK;
+}

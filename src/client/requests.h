@@ -1,0 +1,80 @@
+/*
+ * The client's requests to missived, one function each. Each sends a request
+ * on an open connection and waits for its answer. When the server refuses,
+ * the function returns MSV_ERR_AUTH, MSV_ERR_INVALID, MSV_ERR_TOO_BIG,
+ * MSV_ERR_EXISTS, MSV_ERR_NOT_FOUND or MSV_ERR_IO, and (if why is not NULL)
+ * fills why with the server's code and text. No answer within timeout_ms, or
+ * a lost connection, is MSV_ERR_IO.
+ */
+#ifndef MSV_CLIENT_REQUESTS_H
+#define MSV_CLIENT_REQUESTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "client/conn.h"
+
+struct msv_refusal {
+    int code; /* msv.wire.ErrorCode */
+    char message[256];
+};
+
+/* Asks the server to send a verification code to handle. */
+MSV_MUST_CHECK msv_err msv_request_register_start(struct msv_conn *c, const char *handle,
+                                                  int timeout_ms, struct msv_refusal *why);
+/* Creates the account with its first device; *device_id receives the device's id. */
+MSV_MUST_CHECK msv_err msv_request_register_finish(struct msv_conn *c, const char *handle,
+                                                   const char *code, const char *password,
+                                                   const struct msv_identity *id,
+                                                   const char *push_token, int timeout_ms,
+                                                   uint64_t *device_id, struct msv_refusal *why);
+/* Adds a device to an existing account. */
+MSV_MUST_CHECK msv_err msv_request_add_device(struct msv_conn *c, const char *handle,
+                                              const char *password, const struct msv_identity *id,
+                                              const char *push_token, int timeout_ms,
+                                              uint64_t *device_id, struct msv_refusal *why);
+
+struct msv_outgoing {
+    uint64_t device_id;
+    uint32_t suite;
+    const uint8_t *ciphertext;
+    size_t ciphertext_len;
+};
+
+/*
+ * Sends one message: an envelope per device of the named handles. On
+ * MSV_ERR_AGAIN the device list was stale: *current (caller frees with
+ * msv_frame_free) holds the server's Error with the devices to address.
+ */
+MSV_MUST_CHECK msv_err msv_request_send(struct msv_conn *c, const uint8_t message_id[16],
+                                        const char *const *handles, size_t n_handles,
+                                        const struct msv_outgoing *envelopes, size_t n,
+                                        int timeout_ms, msv_frame **current,
+                                        struct msv_refusal *why);
+
+/*
+ * Looks up handles; *result (caller frees with msv_frame_free) holds the
+ * LookupResponse, one HandleDevices per handle in order.
+ */
+MSV_MUST_CHECK msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles,
+                                          size_t n, int timeout_ms, msv_frame **result,
+                                          struct msv_refusal *why);
+
+/*
+ * Uploads len bytes (an encrypted attachment) in the chunks the server allows,
+ * resuming from what arrived if a chunk is refused, and finishes with their
+ * SHA-256. progress, if not NULL, is called after every chunk.
+ */
+MSV_MUST_CHECK msv_err msv_request_blob_upload(struct msv_conn *c, const uint8_t *data,
+                                               size_t len, int timeout_ms,
+                                               void (*progress)(uint64_t done, uint64_t total),
+                                               uint8_t blob_id[32], struct msv_refusal *why);
+/* Downloads a whole blob; *data (caller frees with free()) receives its *len bytes. */
+MSV_MUST_CHECK msv_err msv_request_blob_download(struct msv_conn *c, const uint8_t blob_id[32],
+                                                 size_t max, int timeout_ms, uint8_t **data,
+                                                 size_t *len, struct msv_refusal *why);
+
+/* Acknowledges delivered queue ids (no answer is awaited). */
+MSV_MUST_CHECK msv_err msv_request_ack(struct msv_conn *c, const uint64_t *queue_ids, size_t n);
+
+#endif
