@@ -102,8 +102,8 @@ static void enroll(const struct demo *d, struct device *dev, int new_account)
         err = msv_request_register_start(c, dev->handle, TIMEOUT_MS, &why);
         if (err == MSV_OK) {
             code_from_log(d, dev->handle, code);
-            printf("   verification code for %s: %s (from the server log: dev mode)\n",
-                   dev->handle, code);
+            printf("   verification code for %s: %s (from the server log: dev mode)\n", dev->handle,
+                   code);
             err = msv_request_register_finish(c, dev->handle, code, PASSWORD, dev->id, "",
                                               TIMEOUT_MS, &dev->device_id, &why);
         }
@@ -137,8 +137,8 @@ static void send_to(struct device *from, const char *const *handles, size_t n_ha
         printf("   envelope for %-12s %5zu bytes, sealed to its own key\n", to[i]->name, len);
     }
     if (err == MSV_OK)
-        err = msv_request_send(from->conn, message_id, handles, n_handles, out, n, TIMEOUT_MS,
-                               NULL, &why);
+        err = msv_request_send(from->conn, message_id, handles, n_handles, out, n, TIMEOUT_MS, NULL,
+                               &why);
     for (size_t i = 0; i < n; i++)
         free(wires[i]);
     if (err != MSV_OK)
@@ -186,8 +186,7 @@ static struct msv_payload *receive(struct device *dev, const struct device *from
 
 static void show_progress(uint64_t done, uint64_t total)
 {
-    printf("   uploaded %llu of %llu bytes\n", (unsigned long long)done,
-           (unsigned long long)total);
+    printf("   uploaded %llu of %llu bytes\n", (unsigned long long)done, (unsigned long long)total);
 }
 
 static void attachment(const struct demo *d, struct device *alice, struct device *bob,
@@ -212,8 +211,7 @@ static void attachment(const struct demo *d, struct device *alice, struct device
     msv_attachment_key_generate(ref.key);
     err = msv_attachment_encrypt(ref.key, photo, size, ct, &dig);
     if (err == MSV_OK)
-        err = msv_request_blob_upload(alice->conn, ct, size, TIMEOUT_MS, show_progress, blob,
-                                      &why);
+        err = msv_request_blob_upload(alice->conn, ct, size, TIMEOUT_MS, show_progress, blob, &why);
     if (err != MSV_OK)
         die("upload", err, &why);
     memcpy(ref.sha256, dig.sha256, 32);
@@ -268,8 +266,8 @@ static void lookup_bob(struct device *alice, const char *const *bob)
         char fp[MSV_FINGERPRINT_TEXT_LEN];
 
         if (msv_public_identity_parse((enum msv_suite)hd->devices[i]->suite,
-                                      hd->devices[i]->identity.data,
-                                      hd->devices[i]->identity.len, &pub) != MSV_OK)
+                                      hd->devices[i]->identity.data, hd->devices[i]->identity.len,
+                                      &pub) != MSV_OK)
             die("a published identity does not parse", MSV_ERR_PARSE, NULL);
         msv_public_identity_hash(pub, h);
         msv_fingerprint_text(h, fp);
@@ -350,8 +348,7 @@ static void load_server(struct demo *d, const char *dir)
 
     snprintf(path, sizeof(path), "%s/missived.ports", dir);
     f = fopen(path, "r");
-    if (f == NULL || fscanf(f, "tls %u\nhttp %u\n", &tls, &http) != 2 || tls == 0 ||
-        tls > 65535)
+    if (f == NULL || fscanf(f, "tls %u\nhttp %u\n", &tls, &http) != 2 || tls == 0 || tls > 65535)
         die("cannot read the server's ports (is missived running?)", MSV_ERR_IO, NULL);
     fclose(f);
     snprintf(path, sizeof(path), "%s/server.fingerprint", dir);

@@ -2,6 +2,7 @@
 # missived's command line and configuration: help, checks, clear errors, environment overrides.
 set -u
 D=$(realpath "${1:?usage: test_missived_cli.sh PATH_TO_MISSIVED}")
+src=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 1
@@ -23,6 +24,11 @@ expect 2 "unknown option" -- "$D" --frobnicate
 expect 2 "stray argument" -- "$D" extra
 expect 0 "defaults check" -- "$D" --check-config
 grep -q '^payload_limit = 16384$' out.txt && grep -q '^queue_ttl_days = 30$' out.txt && ok || bad "defaults printed"
+
+# the documented sample configuration is valid and shows every default
+expect 0 "sample config" -- "$D" --config "$src/docs/missived.conf.example" --check-config
+"$D" --check-config > defaults.txt 2>/dev/null
+cmp -s out.txt defaults.txt && ok || bad "docs/missived.conf.example differs from the defaults"
 
 printf '[server]\nlisten_port = 8443\nworkers = 3\n[relay]\npayload_limit = 32768\n' > good.ini
 expect 0 "good file" -- "$D" --config good.ini --check-config

@@ -190,8 +190,8 @@ msv_err msv_request_ack(struct msv_conn *c, const uint64_t *queue_ids, size_t n)
     return msv_conn_send(c, &req);
 }
 
-msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles, size_t n,
-                           int timeout_ms, msv_frame **result, struct msv_refusal *why)
+msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles, size_t n, int timeout_ms,
+                           msv_frame **result, struct msv_refusal *why)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__LookupRequest q = MSV__WIRE__LOOKUP_REQUEST__INIT;
@@ -229,8 +229,8 @@ static msv_err blob_progress(struct msv_conn *c, msv_frame *req, int timeout_ms,
     return err;
 }
 
-msv_err msv_request_blob_upload(struct msv_conn *c, const uint8_t *data, size_t len,
-                                int timeout_ms, void (*progress)(uint64_t done, uint64_t total),
+msv_err msv_request_blob_upload(struct msv_conn *c, const uint8_t *data, size_t len, int timeout_ms,
+                                void (*progress)(uint64_t done, uint64_t total),
                                 uint8_t blob_id[32], struct msv_refusal *why)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;

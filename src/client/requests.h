@@ -56,8 +56,8 @@ MSV_MUST_CHECK msv_err msv_request_send(struct msv_conn *c, const uint8_t messag
  * Looks up handles; *result (caller frees with msv_frame_free) holds the
  * LookupResponse, one HandleDevices per handle in order.
  */
-MSV_MUST_CHECK msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles,
-                                          size_t n, int timeout_ms, msv_frame **result,
+MSV_MUST_CHECK msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles, size_t n,
+                                          int timeout_ms, msv_frame **result,
                                           struct msv_refusal *why);
 
 /*
@@ -65,8 +65,8 @@ MSV_MUST_CHECK msv_err msv_request_lookup(struct msv_conn *c, const char *const 
  * resuming from what arrived if a chunk is refused, and finishes with their
  * SHA-256. progress, if not NULL, is called after every chunk.
  */
-MSV_MUST_CHECK msv_err msv_request_blob_upload(struct msv_conn *c, const uint8_t *data,
-                                               size_t len, int timeout_ms,
+MSV_MUST_CHECK msv_err msv_request_blob_upload(struct msv_conn *c, const uint8_t *data, size_t len,
+                                               int timeout_ms,
                                                void (*progress)(uint64_t done, uint64_t total),
                                                uint8_t blob_id[32], struct msv_refusal *why);
 /* Downloads a whole blob; *data (caller frees with free()) receives its *len bytes. */
