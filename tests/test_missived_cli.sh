@@ -1,22 +1,12 @@
 #!/usr/bin/env bash
 # missived's command line and configuration: help, checks, clear errors, environment overrides.
 set -u
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 D=$(realpath "${1:?usage: test_missived_cli.sh PATH_TO_MISSIVED}")
 src=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 1
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); }
-bad() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
-expect() {
-    local want=$1 what=$2
-    shift 3
-    "$@" >out.txt 2>err.txt
-    local got=$?
-    if [ "$got" -eq "$want" ]; then ok; else bad "$what: exit $got, wanted $want ($(head -c 300 err.txt))"; fi
-}
 
 expect 0 "--help" -- "$D" --help
 grep -q '^usage: missived' out.txt && ok || bad "help text"
@@ -67,5 +57,4 @@ kill -TERM "$pid"
 wait "$pid" && ok || bad "clean stop on SIGTERM"
 [ "$(stat -c %a d1/missive.db)" = 600 ] && [ "$(stat -c %a d1/server.key)" = 600 ] && ok || bad "data files are private"
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

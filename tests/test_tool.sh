@@ -1,23 +1,11 @@
 #!/usr/bin/env bash
 # missive-crypto from the outside: every command, its errors, and that failures change nothing.
 set -u
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 M=$(realpath "${1:?usage: test_tool.sh PATH_TO_MISSIVE_CRYPTO}")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 1
-passed=0
-failed=0
-
-ok() { passed=$((passed + 1)); }
-bad() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
-# expect STATUS DESCRIPTION -- COMMAND...
-expect() {
-    local want=$1 what=$2
-    shift 3
-    "$@" >out.txt 2>err.txt
-    local got=$?
-    if [ "$got" -eq "$want" ]; then ok; else bad "$what: exit $got, wanted $want ($(head -c 300 err.txt))"; fi
-}
 
 for cmd in keygen public fingerprint seal open verify payload-encode payload-decode attach-encrypt attach-decrypt; do
     expect 0 "$cmd --help" -- "$M" "$cmd" --help
@@ -101,5 +89,4 @@ expect 3 "attach-decrypt of changed ciphertext" -- "$M" attach-decrypt --key "$k
 [ ! -e photo2.out ] && ok || bad "refused attachment left output"
 expect 2 "attach-decrypt bad key hex" -- "$M" attach-decrypt --key zz --sha256 "$sha" --in photo.enc --out x
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

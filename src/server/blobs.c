@@ -41,7 +41,7 @@ static void send_progress(struct msv_conn_state *c, uint64_t request_id,
     msv_conn_send_frame(c, &out);
 }
 
-static void blob_create(struct msv_conn_state *c, const msv_frame *f)
+void msv_blob_create(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
     Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
@@ -87,7 +87,7 @@ static int load_blob(struct msv_conn_state *c, uint64_t request_id, ProtobufCBin
     return 1;
 }
 
-static void blob_chunk(struct msv_conn_state *c, const msv_frame *f)
+void msv_blob_chunk(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
     const Msv__Wire__BlobChunk *ch = f->blob_chunk;
@@ -116,7 +116,7 @@ static void blob_chunk(struct msv_conn_state *c, const msv_frame *f)
     send_progress(c, f->request_id, &r);
 }
 
-static void blob_finish(struct msv_conn_state *c, const msv_frame *f)
+void msv_blob_finish(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
     struct msv_blob_rec r;
@@ -152,7 +152,7 @@ static void blob_finish(struct msv_conn_state *c, const msv_frame *f)
     msv_conn_send_ok(c, f->request_id);
 }
 
-static void blob_get(struct msv_conn_state *c, const msv_frame *f)
+void msv_blob_get(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
     const Msv__Wire__BlobGet *g = f->blob_get;
@@ -193,30 +193,12 @@ static void blob_get(struct msv_conn_state *c, const msv_frame *f)
     free(buf);
 }
 
-void msv_handle_blob(struct msv_conn_state *c, msv_frame *f)
+void msv_blob_status(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_blob_rec r;
 
-    switch (f->body_case) {
-    case MSV__WIRE__FRAME__BODY_BLOB_CREATE:
-        blob_create(c, f);
-        break;
-    case MSV__WIRE__FRAME__BODY_BLOB_CHUNK:
-        blob_chunk(c, f);
-        break;
-    case MSV__WIRE__FRAME__BODY_BLOB_STATUS:
-        if (load_blob(c, f->request_id, f->blob_status->blob_id, 1, &r))
-            send_progress(c, f->request_id, &r);
-        break;
-    case MSV__WIRE__FRAME__BODY_BLOB_FINISH:
-        blob_finish(c, f);
-        break;
-    case MSV__WIRE__FRAME__BODY_BLOB_GET:
-        blob_get(c, f);
-        break;
-    default:
-        break;
-    }
+    if (load_blob(c, f->request_id, f->blob_status->blob_id, 1, &r))
+        send_progress(c, f->request_id, &r);
 }
 
 void msv_blobs_expire(struct msv_server *s, int64_t now_ms)

@@ -119,8 +119,7 @@ static int rate_ok(struct msv_conn_state *c, uint64_t request_id)
 {
     struct msv_server *s = c->w->srv;
 
-    if (msv_server_take_token(s, &s->register_buckets, c->peer_key, s->cfg.register_rate,
-                              s->cfg.register_burst, 1))
+    if (msv_server_take_token(s, MSV_LIMIT_REGISTER, c->peer_key, 1))
         return 1;
     msv_conn_send_error(c, request_id, E_RATE, "too many attempts from this address; wait");
     return 0;
@@ -596,8 +595,7 @@ static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
         return;
     }
     /* the bucket counts handles, so batching does not buy more enumeration */
-    if (!msv_server_take_token(s, &s->lookup_buckets, c->account_id, s->cfg.lookup_rate,
-                               s->cfg.lookup_burst, (double)n)) {
+    if (!msv_server_take_token(s, MSV_LIMIT_LOOKUP, c->account_id, (double)n)) {
         msv_conn_send_error(c, f->request_id, E_RATE, "too many lookups; slow down");
         return;
     }
@@ -816,53 +814,38 @@ static void handle_ack(struct msv_conn_state *c, const msv_frame *f)
 
 /* ---- dispatch ------------------------------------------------------------------------- */
 
-void msv_handle_frame(struct msv_conn_state *c, msv_frame *f)
+/* What each request needs: its handler, and whether the device must be authenticated. */
+static const struct route {
+    Msv__Wire__Frame__BodyCase body;
+    int needs_auth;
+    void (*handle)(struct msv_conn_state *c, const msv_frame *f);
+} routes[] = {
+    {MSV__WIRE__FRAME__BODY_HELLO, 0, handle_hello},
+    {MSV__WIRE__FRAME__BODY_AUTH, 0, handle_auth},
+    {MSV__WIRE__FRAME__BODY_REGISTER_START, 0, handle_register_start},
+    {MSV__WIRE__FRAME__BODY_REGISTER_FINISH, 0, handle_register_finish},
+    {MSV__WIRE__FRAME__BODY_ADD_DEVICE, 0, handle_add_device},
+    {MSV__WIRE__FRAME__BODY_LOOKUP, 1, handle_lookup},
+    {MSV__WIRE__FRAME__BODY_SEND, 1, handle_send},
+    {MSV__WIRE__FRAME__BODY_ACK, 1, handle_ack},
+    {MSV__WIRE__FRAME__BODY_REMOVE_DEVICE, 1, handle_remove_device},
+    {MSV__WIRE__FRAME__BODY_BLOB_CREATE, 1, msv_blob_create},
+    {MSV__WIRE__FRAME__BODY_BLOB_CHUNK, 1, msv_blob_chunk},
+    {MSV__WIRE__FRAME__BODY_BLOB_STATUS, 1, msv_blob_status},
+    {MSV__WIRE__FRAME__BODY_BLOB_FINISH, 1, msv_blob_finish},
+    {MSV__WIRE__FRAME__BODY_BLOB_GET, 1, msv_blob_get},
+};
+
+void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f)
 {
-    switch (f->body_case) {
-    case MSV__WIRE__FRAME__BODY_HELLO:
-        handle_hello(c, f);
-        return;
-    case MSV__WIRE__FRAME__BODY_AUTH:
-        handle_auth(c, f);
-        return;
-    case MSV__WIRE__FRAME__BODY_REGISTER_START:
-        handle_register_start(c, f);
-        return;
-    case MSV__WIRE__FRAME__BODY_REGISTER_FINISH:
-        handle_register_finish(c, f);
-        return;
-    case MSV__WIRE__FRAME__BODY_ADD_DEVICE:
-        handle_add_device(c, f);
-        return;
-    default:
-        break;
-    }
-    if (c->device_id == 0) {
-        msv_conn_send_error(c, f->request_id, E_UNAUTH, "authenticate first");
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (routes[i].body != f->body_case)
+            continue;
+        if (routes[i].needs_auth && c->device_id == 0)
+            msv_conn_send_error(c, f->request_id, E_UNAUTH, "authenticate first");
+        else
+            routes[i].handle(c, f);
         return;
     }
-    switch (f->body_case) {
-    case MSV__WIRE__FRAME__BODY_LOOKUP:
-        handle_lookup(c, f);
-        break;
-    case MSV__WIRE__FRAME__BODY_SEND:
-        handle_send(c, f);
-        break;
-    case MSV__WIRE__FRAME__BODY_ACK:
-        handle_ack(c, f);
-        break;
-    case MSV__WIRE__FRAME__BODY_REMOVE_DEVICE:
-        handle_remove_device(c, f);
-        break;
-    case MSV__WIRE__FRAME__BODY_BLOB_CREATE:
-    case MSV__WIRE__FRAME__BODY_BLOB_CHUNK:
-    case MSV__WIRE__FRAME__BODY_BLOB_STATUS:
-    case MSV__WIRE__FRAME__BODY_BLOB_FINISH:
-    case MSV__WIRE__FRAME__BODY_BLOB_GET:
-        msv_handle_blob(c, f);
-        break;
-    default:
-        msv_conn_send_error(c, f->request_id, E_INVALID, "not a request a client sends");
-        break;
-    }
+    msv_conn_send_error(c, f->request_id, E_INVALID, "not a request a client sends");
 }

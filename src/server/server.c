@@ -474,14 +474,25 @@ static void on_commit(evutil_socket_t fd, short what, void *arg)
 
 /* ---- rate limits ---------------------------------------------------------------------- */
 
-int msv_server_take_token(struct msv_server *s, struct msv_u64map *map, uint64_t key, double rate,
-                          double burst, double cost)
+int msv_server_take_token(struct msv_server *s, enum msv_limit limit, uint64_t key, double cost)
 {
     int64_t now = msv_server_now_ms(s);
+    struct msv_u64map *map;
     struct msv_bucket *b;
+    double rate, burst;
     int ok = 0;
 
+    /* the rates are read under the lock that SIGHUP's reload writes them under */
     pthread_mutex_lock(&s->limits_lock);
+    if (limit == MSV_LIMIT_LOOKUP) {
+        map = &s->lookup_buckets;
+        rate = s->cfg.lookup_rate;
+        burst = s->cfg.lookup_burst;
+    } else {
+        map = &s->register_buckets;
+        rate = s->cfg.register_rate;
+        burst = s->cfg.register_burst;
+    }
     b = msv_u64map_get(map, key);
     if (b == NULL && (b = calloc(1, sizeof(*b))) != NULL) {
         b->tokens = burst;

@@ -131,21 +131,25 @@ void msv_conn_send_ok(struct msv_conn_state *c, uint64_t request_id);
 void msv_conn_pump(struct msv_conn_state *c);
 /* Closes after the output drains. */
 void msv_conn_close_soon(struct msv_conn_state *c);
-/* Takes a token from a bucket; 0 if empty. */
-int msv_server_take_token(struct msv_server *s, struct msv_u64map *map, uint64_t key, double rate,
-                          double burst, double cost);
+enum msv_limit { MSV_LIMIT_LOOKUP, MSV_LIMIT_REGISTER };
+/* Takes cost tokens from key's bucket of that limit; 0 if there are not enough. */
+int msv_server_take_token(struct msv_server *s, enum msv_limit limit, uint64_t key, double cost);
 /* Queues a send for the worker's next group commit (takes ownership of p). */
 void msv_worker_queue_send(struct msv_worker *w, struct msv_pending_send *p);
 void msv_pending_send_free(struct msv_pending_send *p);
 
 /* handlers.c: one decoded frame from c. */
-void msv_handle_frame(struct msv_conn_state *c, msv_frame *f);
+void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f);
 /* Enqueues a DeviceChange notice to every device of account except except_device. */
 void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const char *handle,
                               uint64_t except_device, int added, const struct msv_device_rec *dev);
 
-/* blobs.c */
-void msv_handle_blob(struct msv_conn_state *c, msv_frame *f);
+/* blobs.c: the attachment requests */
+void msv_blob_create(struct msv_conn_state *c, const msv_frame *f);
+void msv_blob_chunk(struct msv_conn_state *c, const msv_frame *f);
+void msv_blob_status(struct msv_conn_state *c, const msv_frame *f);
+void msv_blob_finish(struct msv_conn_state *c, const msv_frame *f);
+void msv_blob_get(struct msv_conn_state *c, const msv_frame *f);
 void msv_blobs_expire(struct msv_server *s, int64_t now_ms);
 
 /* http.c */
