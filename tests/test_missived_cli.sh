@@ -38,6 +38,11 @@ printf 'this is not ini\n' > bad4.ini
 expect 2 "syntax" -- "$D" --config bad4.ini --check-config
 expect 2 "missing file" -- "$D" --config nope.ini --check-config
 grep -q 'nope.ini: cannot read' err.txt && ok || bad "missing file message"
+printf '[server]\ndata_dir =;x\n' > bad6.ini
+expect 2 "value that reads as a comment" -- "$D" --config bad6.ini --check-config
+grep -q "cannot start with ';'" err.txt && ok || bad "comment-like value message"
+printf '[server]\nlisten_host = 127.0.0.1\025\n' > bad7.ini
+expect 2 "control character" -- "$D" --config bad7.ini --check-config
 printf '[accounts]\nverification = hook\n' > bad5.ini
 expect 2 "hook without a path" -- "$D" --config bad5.ini --check-config
 MISSIVED_RELAY_PAYLOAD_LIMIT=-1 "$D" --check-config >out.txt 2>err.txt

@@ -328,6 +328,15 @@ static void test_unauthenticated_and_malformed(void **state)
                      MSV_ERR_AUTH);
     assert_null(c);
 
+    /* frames only the server sends are refused, without effect */
+    {
+        Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__Ok ok = MSV__WIRE__OK__INIT;
+
+        req.body_case = MSV__WIRE__FRAME__BODY_OK;
+        req.ok = &ok;
+        expect_error(test_request(a1.conn, &req), MSV__WIRE__ERROR_CODE__ERROR_INVALID);
+    }
     /* and everyone else was served throughout */
     {
         msv_frame *r = lookup(a1.conn, "bob@example.org");
@@ -691,6 +700,56 @@ static void test_attachments(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * A client that sends many requests (50 MiB of answers) before reading any
+ * answer: every request is answered, in order. The server stops reading such
+ * a client while its unsent answers are over a bound and resumes as they
+ * drain; whether the bound is reached here depends on how much the loopback
+ * socket buffers absorb first.
+ */
+static void test_pipelined_requests_are_all_answered(void **state)
+{
+    struct test_server s;
+    struct test_device a1;
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__BlobGet get = MSV__WIRE__BLOB_GET__INIT;
+    const size_t size = 256 * 1024, count = 200;
+    uint8_t *data = malloc(size), id[32];
+    struct msv_refusal why;
+
+    (void)state;
+    assert_non_null(data);
+    msv_random_bytes(data, size);
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    assert_int_equal(msv_request_blob_upload(a1.conn, data, size, TEST_TIMEOUT_MS, NULL, id, &why),
+                     MSV_OK);
+    get.blob_id.data = id;
+    get.blob_id.len = 32;
+    get.length = (uint32_t)size;
+    req.body_case = MSV__WIRE__FRAME__BODY_BLOB_GET;
+    req.blob_get = &get;
+    for (size_t i = 0; i < count; i++) {
+        req.request_id = 1000 + i;
+        assert_int_equal(msv_conn_send(a1.conn, &req), MSV_OK);
+    }
+    for (size_t i = 0; i < count;) {
+        msv_frame *f = NULL;
+
+        assert_int_equal(msv_conn_recv(a1.conn, TEST_TIMEOUT_MS, &f), MSV_OK);
+        if (f->request_id >= 1000) {
+            assert_int_equal(f->request_id, 1000 + i);
+            assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_BLOB_DATA);
+            i++;
+        }
+        msv_frame_free(f);
+    }
+    free(data);
+    test_device_free(&a1);
+    test_server_cleanup(&s);
+}
+
 static void test_health_and_metrics(void **state)
 {
     struct test_server s;
@@ -721,6 +780,7 @@ int main(void)
         cmocka_unit_test(test_reload_on_sighup),
         cmocka_unit_test(test_restart_keeps_queue),
         cmocka_unit_test(test_attachments),
+        cmocka_unit_test(test_pipelined_requests_are_all_answered),
         cmocka_unit_test(test_health_and_metrics),
     };
 

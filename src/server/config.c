@@ -105,6 +105,18 @@ static int set_option(struct msv_config *c, const struct option_def *o, const ch
             snprintf(err, err_len, "value too long");
             return -1;
         }
+        /* what --check-config prints must read back the same: no control characters,
+         * and no leading ';' or '#', which would read as a comment */
+        for (const char *q = v; *q; q++) {
+            if ((unsigned char)*q < 0x20 || *q == 0x7f) {
+                snprintf(err, err_len, "control characters are not allowed");
+                return -1;
+            }
+        }
+        if (v[0] == ';' || v[0] == '#') {
+            snprintf(err, err_len, "a value cannot start with ';' or '#'");
+            return -1;
+        }
         snprintf(field, o->size, "%s", v);
         return 0;
     case OPT_BOOL:

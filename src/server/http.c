@@ -90,6 +90,9 @@ static void on_metrics(struct evhttp_request *req, void *arg)
            atomic_load(&m->blob_bytes_out));
     metric(out, "blobs_expired_total", "counter", "Attachments deleted at expiry.",
            atomic_load(&m->blobs_expired));
+    metric(out, "reads_paused_total", "counter",
+           "Times a connection's requests waited for its unsent answers to drain.",
+           atomic_load(&m->reads_paused));
     metric(out, "queue_depth", "gauge", "Envelopes waiting in all queues.", depth);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4");

@@ -23,6 +23,7 @@
 
 #define HANDSHAKE_TIMEOUT_S 15
 #define OUTPUT_HIGH (256u * 1024u) /* stop pushing deliveries above this much unsent output */
+#define OUTPUT_MAX (1u << 20)      /* stop reading requests above this: answers must drain first */
 
 int64_t msv_server_now_ms(struct msv_server *s)
 {
@@ -137,7 +138,37 @@ void msv_conn_close_soon(struct msv_conn_state *c)
     bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS);
 }
 
-/* Reads every complete frame in the input buffer. */
+/*
+ * The next complete frame in the input buffer: MSV_OK with *f decoded and
+ * *used bytes to drain, MSV_ERR_AGAIN if it has not all arrived, or why the
+ * stream is unusable.
+ */
+static msv_err next_frame(struct msv_conn_state *c, struct evbuffer *in, msv_frame **f,
+                          size_t *used)
+{
+    size_t have = evbuffer_get_length(in);
+    size_t head = have < MSV_FRAME_HEADER_LEN ? have : MSV_FRAME_HEADER_LEN;
+    size_t frame_max = c->w->srv->cfg.frame_max, body_len = 0, need;
+    const uint8_t *body = NULL;
+    uint8_t *p;
+    msv_err err;
+
+    if (have == 0)
+        return MSV_ERR_AGAIN;
+    /* the header alone first: a bad version or length is refused before any body is kept */
+    p = evbuffer_pullup(in, (ssize_t)head);
+    err = msv_frame_split(p, head, frame_max, &body, &body_len, used);
+    if (err != MSV_ERR_AGAIN || have < MSV_FRAME_HEADER_LEN)
+        return err;
+    need = MSV_FRAME_HEADER_LEN + ((size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3]);
+    if (have < need)
+        return MSV_ERR_AGAIN;
+    p = evbuffer_pullup(in, (ssize_t)need);
+    err = msv_frame_split(p, need, frame_max, &body, &body_len, used);
+    return err == MSV_OK ? msv_frame_decode(body, body_len, f) : err;
+}
+
+/* Handles every complete frame in the input buffer. */
 static void conn_read(struct bufferevent *bev, void *arg)
 {
     struct msv_conn_state *c = arg;
@@ -145,29 +176,20 @@ static void conn_read(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
 
     for (;;) {
-        size_t have = evbuffer_get_length(in), body_len = 0, used = 0;
-        const uint8_t *body = NULL;
-        uint8_t *p =
-            evbuffer_pullup(in, have < MSV_FRAME_HEADER_LEN ? (ssize_t)have : MSV_FRAME_HEADER_LEN);
         msv_frame *f = NULL;
+        size_t used = 0;
         msv_err err;
 
-        if (have == 0)
+        if (evbuffer_get_length(bufferevent_get_output(bev)) > OUTPUT_MAX) {
+            /* a client that asks without reading the answers waits for them to drain */
+            bufferevent_disable(bev, EV_READ);
+            c->reading_paused = 1;
+            atomic_fetch_add(&s->m.reads_paused, 1);
             return;
-        err = msv_frame_split(p, have < MSV_FRAME_HEADER_LEN ? have : MSV_FRAME_HEADER_LEN,
-                              s->cfg.frame_max, &body, &body_len, &used);
-        if (err == MSV_ERR_AGAIN && have >= MSV_FRAME_HEADER_LEN) {
-            size_t need = MSV_FRAME_HEADER_LEN + ((size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3]);
-
-            if (have < need)
-                return;
-            p = evbuffer_pullup(in, (ssize_t)need);
-            err = msv_frame_split(p, need, s->cfg.frame_max, &body, &body_len, &used);
         }
+        err = next_frame(c, in, &f, &used);
         if (err == MSV_ERR_AGAIN)
             return;
-        if (err == MSV_OK)
-            err = msv_frame_decode(body, body_len, &f);
         if (err != MSV_OK) {
             /* the stream cannot be trusted past a bad frame: say why, then hang up */
             atomic_fetch_add(&s->m.frames_rejected, 1);
@@ -181,7 +203,7 @@ static void conn_read(struct bufferevent *bev, void *arg)
         atomic_fetch_add(&s->m.frames_in, 1);
         msv_handle_frame(c, f);
         msv_frame_free(f);
-        if (bufferevent_get_enabled(bev) == 0 || (bufferevent_get_enabled(bev) & EV_READ) == 0)
+        if ((bufferevent_get_enabled(bev) & EV_READ) == 0)
             return; /* the handler is closing the connection */
     }
 }
@@ -190,7 +212,11 @@ static void conn_write(struct bufferevent *bev, void *arg)
 {
     struct msv_conn_state *c = arg;
 
-    (void)bev;
+    if (c->reading_paused) {
+        c->reading_paused = 0;
+        bufferevent_enable(bev, EV_READ);
+        conn_read(bev, c); /* requests that waited in the input buffer */
+    }
     if (c->device_id != 0)
         msv_conn_pump(c);
 }

@@ -39,6 +39,7 @@ struct msv_conn_state {
     char *handle;
     uint64_t last_sent; /* highest queue id pushed on this connection */
     unsigned inflight;  /* pushed, not yet acknowledged */
+    int reading_paused; /* too much unsent output: requests wait */
     struct msv_conn_state *prev, *next;
 };
 
@@ -74,7 +75,7 @@ struct msv_metrics {
     _Atomic uint64_t auth_ok, auth_failed, registrations, devices_added, devices_removed;
     _Atomic uint64_t lookups, sends, envelopes_enqueued, envelopes_delivered, envelopes_acked;
     _Atomic uint64_t envelopes_expired, commit_batches, commit_failures, rate_limited;
-    _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired;
+    _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired, reads_paused;
 };
 
 struct msv_bucket {
