@@ -11,6 +11,7 @@
 #include <sqlite3.h>
 
 #include "missive/util.h"
+#include "store/sql.h"
 #include "store/store.h"
 
 struct sqlite_store {
@@ -62,104 +63,6 @@ static const char *const migrations[] = {
     "CREATE INDEX blobs_by_expiry ON blobs(expires_ms);",
 };
 
-static msv_err sql_err(int rc)
-{
-    switch (rc) {
-    case SQLITE_OK:
-    case SQLITE_DONE:
-    case SQLITE_ROW:
-        return MSV_OK;
-    case SQLITE_NOMEM:
-        return MSV_ERR_NOMEM;
-    case SQLITE_CONSTRAINT:
-        return MSV_ERR_EXISTS;
-    case SQLITE_TOOBIG:
-        return MSV_ERR_TOO_BIG;
-    default:
-        return MSV_ERR_IO; /* disk full, I/O error, corruption, busy */
-    }
-}
-
-static msv_err exec(struct sqlite_store *s, const char *sql)
-{
-    return sql_err(sqlite3_exec(s->db, sql, NULL, NULL, NULL));
-}
-
-static msv_err prepare(struct sqlite_store *s, const char *sql, sqlite3_stmt **st)
-{
-    return sql_err(sqlite3_prepare_v2(s->db, sql, -1, st, NULL));
-}
-
-/* Runs a prepared statement that returns no rows, then finalises it. */
-static msv_err run(sqlite3_stmt *st)
-{
-    int rc = sqlite3_step(st);
-
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? MSV_OK : sql_err(rc);
-}
-
-static char *column_text(sqlite3_stmt *st, int col)
-{
-    const unsigned char *t = sqlite3_column_text(st, col);
-    size_t n = (size_t)sqlite3_column_bytes(st, col);
-    char *out = malloc(n + 1);
-
-    if (out != NULL) {
-        if (n > 0)
-            memcpy(out, t, n);
-        out[n] = '\0';
-    }
-    return out;
-}
-
-static uint8_t *column_blob(sqlite3_stmt *st, int col, size_t *len)
-{
-    const void *b = sqlite3_column_blob(st, col);
-    size_t n = (size_t)sqlite3_column_bytes(st, col);
-    uint8_t *out = malloc(n ? n : 1);
-
-    if (out != NULL && n > 0)
-        memcpy(out, b, n);
-    *len = n;
-    return out;
-}
-
-static msv_err migrate(struct sqlite_store *s)
-{
-    sqlite3_stmt *st = NULL;
-    int version = 0;
-    msv_err err;
-
-    err = exec(s, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);");
-    if (err == MSV_OK)
-        err = prepare(s, "SELECT MAX(version) FROM schema_version;", &st);
-    if (err != MSV_OK)
-        return err;
-    if (sqlite3_step(st) == SQLITE_ROW)
-        version = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    if (version > (int)(sizeof(migrations) / sizeof(migrations[0])))
-        return MSV_ERR_UNSUPPORTED; /* written by a newer missived */
-    for (size_t v = (size_t)version; v < sizeof(migrations) / sizeof(migrations[0]); v++) {
-        char bump[96];
-
-        snprintf(bump, sizeof(bump), "INSERT INTO schema_version VALUES (%zu);", v + 1);
-        err = exec(s, "BEGIN IMMEDIATE;");
-        if (err == MSV_OK)
-            err = exec(s, migrations[v]);
-        if (err == MSV_OK)
-            err = exec(s, bump);
-        if (err == MSV_OK)
-            err = exec(s, "COMMIT;");
-        if (err != MSV_OK) {
-            (void)exec(s, "ROLLBACK;");
-            return err;
-        }
-    }
-    return MSV_OK;
-}
-
 /* ---- accounts and codes --------------------------------------------------------------- */
 
 static msv_err account_create(void *impl, const char *handle, const char *password_hash,
@@ -167,17 +70,17 @@ static msv_err account_create(void *impl, const char *handle, const char *passwo
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s,
-                          "INSERT INTO accounts (handle, password_hash, created_ms) "
-                          "VALUES (?, ?, ?);",
-                          &st);
+    msv_err err = msv_sql_prepare(s->db,
+                                  "INSERT INTO accounts (handle, password_hash, created_ms) "
+                                  "VALUES (?, ?, ?);",
+                                  &st);
 
     if (err != MSV_OK)
         return err;
     sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, password_hash, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 3, now_ms);
-    err = run(st);
+    err = msv_sql_run(st);
     if (err == MSV_OK)
         *account_id = (uint64_t)sqlite3_last_insert_rowid(s->db);
     return err;
@@ -188,7 +91,8 @@ static msv_err account_get(void *impl, const char *handle, uint64_t *account_id,
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s, "SELECT id, password_hash FROM accounts WHERE handle = ?;", &st);
+    msv_err err =
+        msv_sql_prepare(s->db, "SELECT id, password_hash FROM accounts WHERE handle = ?;", &st);
     int rc;
 
     if (err != MSV_OK)
@@ -198,10 +102,10 @@ static msv_err account_get(void *impl, const char *handle, uint64_t *account_id,
     if (rc == SQLITE_ROW) {
         *account_id = (uint64_t)sqlite3_column_int64(st, 0);
         err = MSV_OK;
-        if (password_hash != NULL && (*password_hash = column_text(st, 1)) == NULL)
+        if (password_hash != NULL && (*password_hash = msv_sql_text(st, 1)) == NULL)
             err = MSV_ERR_NOMEM;
     } else {
-        err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : sql_err(rc);
+        err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
     }
     sqlite3_finalize(st);
     return err;
@@ -211,7 +115,7 @@ static msv_err account_handle(void *impl, uint64_t account_id, char **handle)
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s, "SELECT handle FROM accounts WHERE id = ?;", &st);
+    msv_err err = msv_sql_prepare(s->db, "SELECT handle FROM accounts WHERE id = ?;", &st);
     int rc;
 
     if (err != MSV_OK)
@@ -219,9 +123,9 @@ static msv_err account_handle(void *impl, uint64_t account_id, char **handle)
     sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
-        err = (*handle = column_text(st, 0)) != NULL ? MSV_OK : MSV_ERR_NOMEM;
+        err = (*handle = msv_sql_text(st, 0)) != NULL ? MSV_OK : MSV_ERR_NOMEM;
     else
-        err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : sql_err(rc);
+        err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
     sqlite3_finalize(st);
     return err;
 }
@@ -230,19 +134,20 @@ static msv_err code_put(void *impl, const char *handle, const uint8_t hash[32], 
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s,
-                          "INSERT INTO codes (handle, code_hash, expires_ms, attempts) "
-                          "VALUES (?, ?, ?, 0) ON CONFLICT (handle) DO UPDATE SET "
-                          "code_hash = excluded.code_hash, expires_ms = excluded.expires_ms, "
-                          "attempts = 0;",
-                          &st);
+    msv_err err =
+        msv_sql_prepare(s->db,
+                        "INSERT INTO codes (handle, code_hash, expires_ms, attempts) "
+                        "VALUES (?, ?, ?, 0) ON CONFLICT (handle) DO UPDATE SET "
+                        "code_hash = excluded.code_hash, expires_ms = excluded.expires_ms, "
+                        "attempts = 0;",
+                        &st);
 
     if (err != MSV_OK)
         return err;
     sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
     sqlite3_bind_blob(st, 2, hash, 32, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 3, expires_ms);
-    return run(st);
+    return msv_sql_run(st);
 }
 
 static msv_err code_take_locked(struct sqlite_store *s, const char *handle, const uint8_t hash[32],
@@ -252,34 +157,35 @@ static msv_err code_take_locked(struct sqlite_store *s, const char *handle, cons
     msv_err err;
     int rc, attempts = 0, match = 0, expired = 0;
 
-    err = prepare(s, "SELECT code_hash, expires_ms, attempts FROM codes WHERE handle = ?;", &st);
+    err = msv_sql_prepare(
+        s->db, "SELECT code_hash, expires_ms, attempts FROM codes WHERE handle = ?;", &st);
     if (err != MSV_OK)
         return err;
     sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
     rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) {
         sqlite3_finalize(st);
-        return rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : sql_err(rc);
+        return rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
     }
     match = sqlite3_column_bytes(st, 0) == 32 && msv_equal_ct(sqlite3_column_blob(st, 0), hash, 32);
     expired = sqlite3_column_int64(st, 1) <= now_ms;
     attempts = sqlite3_column_int(st, 2);
     sqlite3_finalize(st);
     if (expired || (match && attempts < (int)max_attempts)) {
-        err = prepare(s, "DELETE FROM codes WHERE handle = ?;", &st);
+        err = msv_sql_prepare(s->db, "DELETE FROM codes WHERE handle = ?;", &st);
         if (err != MSV_OK)
             return err;
         sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
-        err = run(st);
+        err = msv_sql_run(st);
         if (err != MSV_OK)
             return err;
         return expired ? MSV_ERR_NOT_FOUND : MSV_OK;
     }
-    err = prepare(s, "UPDATE codes SET attempts = attempts + 1 WHERE handle = ?;", &st);
+    err = msv_sql_prepare(s->db, "UPDATE codes SET attempts = attempts + 1 WHERE handle = ?;", &st);
     if (err != MSV_OK)
         return err;
     sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
-    err = run(st);
+    err = msv_sql_run(st);
     return err != MSV_OK ? err : (attempts >= (int)max_attempts ? MSV_ERR_NOT_FOUND : MSV_ERR_AUTH);
 }
 
@@ -291,10 +197,10 @@ static msv_err device_add(void *impl, uint64_t account_id, uint32_t suite, const
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s,
-                          "INSERT INTO devices (account_id, suite, identity, push_token, "
-                          "created_ms) VALUES (?, ?, ?, ?, ?);",
-                          &st);
+    msv_err err = msv_sql_prepare(s->db,
+                                  "INSERT INTO devices (account_id, suite, identity, push_token, "
+                                  "created_ms) VALUES (?, ?, ?, ?, ?);",
+                                  &st);
 
     if (err != MSV_OK)
         return err;
@@ -304,7 +210,7 @@ static msv_err device_add(void *impl, uint64_t account_id, uint32_t suite, const
     sqlite3_bind_blob(st, 4, push_token ? (const void *)push_token : "", (int)push_token_len,
                       SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 5, now_ms);
-    err = run(st);
+    err = msv_sql_run(st);
     if (err == MSV_OK)
         *device_id = (uint64_t)sqlite3_last_insert_rowid(s->db);
     return err;
@@ -313,22 +219,23 @@ static msv_err device_add(void *impl, uint64_t account_id, uint32_t suite, const
 static msv_err device_remove_locked(struct sqlite_store *s, uint64_t account_id, uint64_t device_id)
 {
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s, "DELETE FROM devices WHERE id = ? AND account_id = ?;", &st);
+    msv_err err =
+        msv_sql_prepare(s->db, "DELETE FROM devices WHERE id = ? AND account_id = ?;", &st);
 
     if (err != MSV_OK)
         return err;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
-    err = run(st);
+    err = msv_sql_run(st);
     if (err != MSV_OK)
         return err;
     if (sqlite3_changes(s->db) == 0)
         return MSV_ERR_NOT_FOUND;
-    err = prepare(s, "DELETE FROM queue WHERE device_id = ?;", &st);
+    err = msv_sql_prepare(s->db, "DELETE FROM queue WHERE device_id = ?;", &st);
     if (err != MSV_OK)
         return err;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
-    return run(st);
+    return msv_sql_run(st);
 }
 
 static msv_err read_device(sqlite3_stmt *st, struct msv_device_rec *d)
@@ -337,8 +244,8 @@ static msv_err read_device(sqlite3_stmt *st, struct msv_device_rec *d)
     d->id = (uint64_t)sqlite3_column_int64(st, 0);
     d->account_id = (uint64_t)sqlite3_column_int64(st, 1);
     d->suite = (uint32_t)sqlite3_column_int(st, 2);
-    d->identity = column_blob(st, 3, &d->identity_len);
-    d->push_token = column_blob(st, 4, &d->push_token_len);
+    d->identity = msv_sql_blob(st, 3, &d->identity_len);
+    d->push_token = msv_sql_blob(st, 4, &d->push_token_len);
     d->created_ms = sqlite3_column_int64(st, 5);
     if (d->identity == NULL || d->push_token == NULL) {
         msv_device_rec_clear(d);
@@ -353,7 +260,8 @@ static msv_err device_get(void *impl, uint64_t device_id, struct msv_device_rec 
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s, "SELECT " DEVICE_COLUMNS " FROM devices WHERE id = ?;", &st);
+    msv_err err =
+        msv_sql_prepare(s->db, "SELECT " DEVICE_COLUMNS " FROM devices WHERE id = ?;", &st);
     int rc;
 
     if (err != MSV_OK)
@@ -363,7 +271,7 @@ static msv_err device_get(void *impl, uint64_t device_id, struct msv_device_rec 
     if (rc == SQLITE_ROW)
         err = read_device(st, out);
     else
-        err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : sql_err(rc);
+        err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
     sqlite3_finalize(st);
     return err;
 }
@@ -373,10 +281,10 @@ static msv_err devices_of_account(void *impl, uint64_t account_id, struct msv_de
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
     size_t cap = 0;
-    msv_err err = prepare(s,
-                          "SELECT " DEVICE_COLUMNS " FROM devices WHERE account_id = ? "
-                          "ORDER BY id;",
-                          &st);
+    msv_err err = msv_sql_prepare(s->db,
+                                  "SELECT " DEVICE_COLUMNS " FROM devices WHERE account_id = ? "
+                                  "ORDER BY id;",
+                                  &st);
     int rc;
 
     if (err != MSV_OK)
@@ -400,7 +308,7 @@ static msv_err devices_of_account(void *impl, uint64_t account_id, struct msv_de
             out->count++;
     }
     if (err == MSV_OK && rc != SQLITE_DONE)
-        err = sql_err(rc);
+        err = msv_sql_err(rc);
     sqlite3_finalize(st);
     if (err != MSV_OK)
         msv_device_list_clear(out);
@@ -413,10 +321,11 @@ static msv_err queue_put_locked(struct sqlite_store *s, const struct msv_queue_i
                                 int64_t now_ms, int64_t expires_ms, uint64_t *ids)
 {
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s,
-                          "INSERT INTO queue (device_id, sender_device, sender_handle, suite, "
-                          "ciphertext, enqueued_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?);",
-                          &st);
+    msv_err err =
+        msv_sql_prepare(s->db,
+                        "INSERT INTO queue (device_id, sender_device, sender_handle, suite, "
+                        "ciphertext, enqueued_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?);",
+                        &st);
 
     if (err != MSV_OK)
         return err;
@@ -432,7 +341,7 @@ static msv_err queue_put_locked(struct sqlite_store *s, const struct msv_queue_i
         sqlite3_bind_int64(st, 6, now_ms);
         sqlite3_bind_int64(st, 7, expires_ms);
         rc = sqlite3_step(st);
-        err = rc == SQLITE_DONE ? MSV_OK : sql_err(rc);
+        err = rc == SQLITE_DONE ? MSV_OK : msv_sql_err(rc);
         ids[i] = (uint64_t)sqlite3_last_insert_rowid(s->db);
     }
     sqlite3_finalize(st);
@@ -454,11 +363,12 @@ static msv_err queue_fetch(void *impl, uint64_t device_id, uint64_t after_id, in
     recs = calloc(limit, sizeof(*recs));
     if (recs == NULL)
         return MSV_ERR_NOMEM;
-    err = prepare(s,
-                  "SELECT id, device_id, sender_device, sender_handle, suite, ciphertext, "
-                  "enqueued_ms FROM queue WHERE device_id = ? AND id > ? AND expires_ms > ? "
-                  "ORDER BY id LIMIT ?;",
-                  &st);
+    err =
+        msv_sql_prepare(s->db,
+                        "SELECT id, device_id, sender_device, sender_handle, suite, ciphertext, "
+                        "enqueued_ms FROM queue WHERE device_id = ? AND id > ? AND expires_ms > ? "
+                        "ORDER BY id LIMIT ?;",
+                        &st);
     if (err == MSV_OK) {
         sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
         sqlite3_bind_int64(st, 2, (sqlite3_int64)after_id);
@@ -471,16 +381,16 @@ static msv_err queue_fetch(void *impl, uint64_t device_id, uint64_t after_id, in
         r->id = (uint64_t)sqlite3_column_int64(st, 0);
         r->device_id = (uint64_t)sqlite3_column_int64(st, 1);
         r->sender_device = (uint64_t)sqlite3_column_int64(st, 2);
-        r->sender_handle = column_text(st, 3);
+        r->sender_handle = msv_sql_text(st, 3);
         r->suite = (uint32_t)sqlite3_column_int(st, 4);
-        r->ciphertext = column_blob(st, 5, &r->ciphertext_len);
+        r->ciphertext = msv_sql_blob(st, 5, &r->ciphertext_len);
         r->enqueued_ms = sqlite3_column_int64(st, 6);
         n++;
         if (r->sender_handle == NULL || r->ciphertext == NULL)
             err = MSV_ERR_NOMEM;
     }
     if (err == MSV_OK && rc != SQLITE_DONE)
-        err = sql_err(rc);
+        err = msv_sql_err(rc);
     sqlite3_finalize(st);
     if (err != MSV_OK) {
         msv_queue_recs_free(recs, n);
@@ -495,7 +405,7 @@ static msv_err queue_ack_locked(struct sqlite_store *s, uint64_t device_id, cons
                                 size_t n, size_t *deleted)
 {
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s, "DELETE FROM queue WHERE id = ? AND device_id = ?;", &st);
+    msv_err err = msv_sql_prepare(s->db, "DELETE FROM queue WHERE id = ? AND device_id = ?;", &st);
 
     *deleted = 0;
     if (err != MSV_OK)
@@ -507,7 +417,7 @@ static msv_err queue_ack_locked(struct sqlite_store *s, uint64_t device_id, cons
         sqlite3_bind_int64(st, 1, (sqlite3_int64)ids[i]);
         sqlite3_bind_int64(st, 2, (sqlite3_int64)device_id);
         rc = sqlite3_step(st);
-        err = rc == SQLITE_DONE ? MSV_OK : sql_err(rc);
+        err = rc == SQLITE_DONE ? MSV_OK : msv_sql_err(rc);
         *deleted += (size_t)sqlite3_changes(s->db);
     }
     sqlite3_finalize(st);
@@ -516,7 +426,7 @@ static msv_err queue_ack_locked(struct sqlite_store *s, uint64_t device_id, cons
 
 static msv_err count_changes(struct sqlite_store *s, sqlite3_stmt *st, size_t *changed)
 {
-    msv_err err = run(st);
+    msv_err err = msv_sql_run(st);
 
     if (err == MSV_OK)
         *changed = (size_t)sqlite3_changes(s->db);
@@ -527,7 +437,7 @@ static msv_err queue_expire(void *impl, int64_t now_ms, size_t *expired)
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s, "DELETE FROM queue WHERE expires_ms <= ?;", &st);
+    msv_err err = msv_sql_prepare(s->db, "DELETE FROM queue WHERE expires_ms <= ?;", &st);
 
     if (err != MSV_OK)
         return err;
@@ -539,7 +449,7 @@ static msv_err queue_depth(void *impl, uint64_t *count)
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s, "SELECT COUNT(*) FROM queue;", &st);
+    msv_err err = msv_sql_prepare(s->db, "SELECT COUNT(*) FROM queue;", &st);
 
     if (err != MSV_OK)
         return err;
@@ -557,10 +467,10 @@ static msv_err blob_create(void *impl, const struct msv_blob_rec *r)
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s,
-                          "INSERT INTO blobs (id, owner_device, size, received, complete, "
-                          "sha256, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?);",
-                          &st);
+    msv_err err = msv_sql_prepare(s->db,
+                                  "INSERT INTO blobs (id, owner_device, size, received, complete, "
+                                  "sha256, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?);",
+                                  &st);
 
     if (err != MSV_OK)
         return err;
@@ -571,17 +481,18 @@ static msv_err blob_create(void *impl, const struct msv_blob_rec *r)
     sqlite3_bind_int(st, 5, r->complete);
     sqlite3_bind_blob(st, 6, r->sha256, 32, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 7, r->expires_ms);
-    return run(st);
+    return msv_sql_run(st);
 }
 
 static msv_err blob_get(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], struct msv_blob_rec *out)
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s,
-                          "SELECT owner_device, size, received, complete, sha256, expires_ms "
-                          "FROM blobs WHERE id = ?;",
-                          &st);
+    msv_err err =
+        msv_sql_prepare(s->db,
+                        "SELECT owner_device, size, received, complete, sha256, expires_ms "
+                        "FROM blobs WHERE id = ?;",
+                        &st);
     int rc;
 
     if (err != MSV_OK)
@@ -597,7 +508,7 @@ static msv_err blob_get(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], struct ms
         memcpy(out->sha256, sqlite3_column_blob(st, 4), 32);
         out->expires_ms = sqlite3_column_int64(st, 5);
     } else {
-        err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : sql_err(rc);
+        err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
     }
     sqlite3_finalize(st);
     return err;
@@ -608,8 +519,8 @@ static msv_err blob_update(void *impl, const struct msv_blob_rec *r)
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
     size_t changed = 0;
-    msv_err err =
-        prepare(s, "UPDATE blobs SET received = ?, complete = ?, sha256 = ? WHERE id = ?;", &st);
+    msv_err err = msv_sql_prepare(
+        s->db, "UPDATE blobs SET received = ?, complete = ?, sha256 = ? WHERE id = ?;", &st);
 
     if (err != MSV_OK)
         return err;
@@ -627,7 +538,7 @@ static msv_err blob_expire_locked(struct sqlite_store *s, int64_t now_ms,
     sqlite3_stmt *st = NULL;
     uint8_t(*list)[MSV_BLOB_ID_LEN] = NULL;
     size_t n = 0, cap = 0;
-    msv_err err = prepare(s, "SELECT id FROM blobs WHERE expires_ms <= ?;", &st);
+    msv_err err = msv_sql_prepare(s->db, "SELECT id FROM blobs WHERE expires_ms <= ?;", &st);
     int rc = SQLITE_DONE;
 
     if (err != MSV_OK)
@@ -648,13 +559,13 @@ static msv_err blob_expire_locked(struct sqlite_store *s, int64_t now_ms,
         memcpy(list[n++], sqlite3_column_blob(st, 0), MSV_BLOB_ID_LEN);
     }
     if (err == MSV_OK && rc != SQLITE_DONE)
-        err = sql_err(rc);
+        err = msv_sql_err(rc);
     sqlite3_finalize(st);
     if (err == MSV_OK && n > 0) {
-        err = prepare(s, "DELETE FROM blobs WHERE expires_ms <= ?;", &st);
+        err = msv_sql_prepare(s->db, "DELETE FROM blobs WHERE expires_ms <= ?;", &st);
         if (err == MSV_OK) {
             sqlite3_bind_int64(st, 1, now_ms);
-            err = run(st);
+            err = msv_sql_run(st);
         }
     }
     if (err != MSV_OK) {
@@ -680,18 +591,18 @@ static void unlock(struct sqlite_store *s)
 
 static msv_err begin(struct sqlite_store *s)
 {
-    return exec(s, "BEGIN IMMEDIATE;");
+    return msv_sql_exec(s->db, "BEGIN IMMEDIATE;");
 }
 
 /* Commits if err is MSV_OK, else rolls back; returns the first error. */
 static msv_err finish(struct sqlite_store *s, msv_err err)
 {
     if (err == MSV_OK) {
-        err = exec(s, "COMMIT;");
+        err = msv_sql_exec(s->db, "COMMIT;");
         if (err == MSV_OK)
             return MSV_OK;
     }
-    (void)exec(s, "ROLLBACK;");
+    (void)msv_sql_exec(s->db, "ROLLBACK;");
     return err;
 }
 
@@ -873,19 +784,10 @@ msv_err msv_store_open_sqlite(const char *path, struct msv_store **out)
     if (s == NULL || store == NULL)
         goto fail;
     pthread_mutex_init(&s->lock, NULL);
-    err = MSV_ERR_IO;
-    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
-        SQLITE_OK)
-        goto fail;
-    sqlite3_busy_timeout(s->db, 5000);
-    sqlite3_extended_result_codes(s->db, 0);
-    /* WAL + FULL: every commit is on disk before it returns; readers do not block the writer. */
-    err = exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
-                  "PRAGMA foreign_keys = ON;");
-    if (err == MSV_OK)
-        err = migrate(s);
+    err = msv_sql_open(path, migrations, sizeof(migrations) / sizeof(migrations[0]), &s->db);
     if (err != MSV_OK)
         goto fail;
+    sqlite3_extended_result_codes(s->db, 0);
     store->ops = &sqlite_ops;
     store->impl = s;
     *out = store;

@@ -1,0 +1,30 @@
+/* SQLite helpers shared by the store module's databases (server and client). */
+#ifndef MSV_STORE_SQL_H
+#define MSV_STORE_SQL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+#include "missive/error.h"
+
+/* Maps an SQLite result code to msv_err (constraint violations are MSV_ERR_EXISTS). */
+msv_err msv_sql_err(int rc);
+/* Not must-check: a ROLLBACK after a failure is best effort. */
+msv_err msv_sql_exec(sqlite3 *db, const char *sql);
+MSV_MUST_CHECK msv_err msv_sql_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st);
+/* Steps a statement that returns no rows, then finalises it. */
+MSV_MUST_CHECK msv_err msv_sql_run(sqlite3_stmt *st);
+/* Copies a column: text NUL-terminated, blob with its length (caller frees; NULL if out of memory). */
+char *msv_sql_text(sqlite3_stmt *st, int col);
+uint8_t *msv_sql_blob(sqlite3_stmt *st, int col, size_t *len);
+/*
+ * Opens path (creating it with mode 0600), sets WAL and synchronous=FULL, and
+ * applies migrations[v] for every version v past the recorded one, each in
+ * its own transaction. A database from a newer schema is MSV_ERR_UNSUPPORTED.
+ */
+MSV_MUST_CHECK msv_err msv_sql_open(const char *path, const char *const *migrations, size_t n,
+                                    sqlite3 **out);
+
+#endif
