@@ -16,7 +16,8 @@ msv_err msv_sql_exec(sqlite3 *db, const char *sql);
 MSV_MUST_CHECK msv_err msv_sql_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st);
 /* Steps a statement that returns no rows, then finalises it. */
 MSV_MUST_CHECK msv_err msv_sql_run(sqlite3_stmt *st);
-/* Copies a column: text NUL-terminated, blob with its length (caller frees; NULL if out of memory). */
+/* Copies a column: text NUL-terminated, blob with its length (caller frees; NULL if out of memory).
+ */
 char *msv_sql_text(sqlite3_stmt *st, int col);
 uint8_t *msv_sql_blob(sqlite3_stmt *st, int col, size_t *len);
 /*

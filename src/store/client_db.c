@@ -1,0 +1,499 @@
+/* A device's local state in SQLite (client_db.h). */
+#include "store/client_db.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "missive/util.h"
+#include "store/sql.h"
+
+struct msv_client_db {
+    sqlite3 *db;
+};
+
+static const char *const migrations[] = {
+    "CREATE TABLE settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
+    "CREATE TABLE contacts (name TEXT NOT NULL, handle TEXT NOT NULL,"
+    "  PRIMARY KEY (name, handle));"
+    "CREATE TABLE known_devices (handle TEXT NOT NULL, device_id BIGINT NOT NULL,"
+    "  suite INTEGER NOT NULL, identity BLOB NOT NULL, first_seen_ms BIGINT NOT NULL,"
+    "  PRIMARY KEY (handle, device_id));"
+    "CREATE TABLE messages (row INTEGER PRIMARY KEY, message_id BLOB NOT NULL UNIQUE,"
+    "  conversation TEXT NOT NULL, outgoing INTEGER NOT NULL, sender TEXT NOT NULL,"
+    "  sender_device BIGINT NOT NULL, kind INTEGER NOT NULL, text TEXT NOT NULL,"
+    "  sent_at_ms BIGINT NOT NULL, stored_at_ms BIGINT NOT NULL, status TEXT NOT NULL);"
+    "CREATE INDEX messages_by_conversation ON messages(conversation, row);"
+    "CREATE VIRTUAL TABLE messages_fts USING fts5(text, content='messages', content_rowid='row');"
+    "CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN"
+    "  INSERT INTO messages_fts(rowid, text) VALUES (new.row, new.text); END;"
+    "CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN"
+    "  INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.row, old.text);"
+    "  END;"
+    "CREATE TABLE outbox (message_id BLOB PRIMARY KEY, recipients TEXT NOT NULL,"
+    "  payload BLOB NOT NULL, created_ms BIGINT NOT NULL);",
+};
+
+msv_err msv_client_db_open(const char *path, struct msv_client_db **out)
+{
+    struct msv_client_db *db = calloc(1, sizeof(*db));
+    msv_err err;
+
+    if (db == NULL)
+        return MSV_ERR_NOMEM;
+    err = msv_sql_open(path, migrations, sizeof(migrations) / sizeof(migrations[0]), &db->db);
+    if (err != MSV_OK) {
+        free(db);
+        return err;
+    }
+    *out = db;
+    return MSV_OK;
+}
+
+void msv_client_db_close(struct msv_client_db *db)
+{
+    if (db == NULL)
+        return;
+    sqlite3_close(db->db);
+    free(db);
+}
+
+/* ---- settings ------------------------------------------------------------------------- */
+
+msv_err msv_client_db_set(struct msv_client_db *db, const char *key, const void *value, size_t len)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db,
+                                  "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT "
+                                  "(key) DO UPDATE SET value = excluded.value;",
+                                  &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 2, len ? value : "", (int)len, SQLITE_TRANSIENT);
+    return msv_sql_run(st);
+}
+
+msv_err msv_client_db_get(struct msv_client_db *db, const char *key, uint8_t **value,
+                          size_t *len)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db, "SELECT value FROM settings WHERE key = ?;", &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        err = (*value = msv_sql_blob(st, 0, len)) != NULL ? MSV_OK : MSV_ERR_NOMEM;
+    else
+        err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
+    sqlite3_finalize(st);
+    return err;
+}
+
+/* ---- contacts ------------------------------------------------------------------------- */
+
+msv_err msv_client_db_contact_add(struct msv_client_db *db, const char *name, const char *handle)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err =
+        msv_sql_prepare(db->db, "INSERT INTO contacts (name, handle) VALUES (?, ?);", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, handle, -1, SQLITE_TRANSIENT);
+    return msv_sql_run(st);
+}
+
+msv_err msv_client_db_contact_remove(struct msv_client_db *db, const char *name)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db, "DELETE FROM contacts WHERE name = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    err = msv_sql_run(st);
+    return err == MSV_OK && sqlite3_changes(db->db) == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+/* Grows *items (of size elem) to hold one more; MSV_ERR_NOMEM if it cannot. */
+static msv_err grow(void **items, size_t elem, size_t count, size_t *cap)
+{
+    void *bigger;
+
+    if (count < *cap)
+        return MSV_OK;
+    *cap = *cap ? *cap * 2 : 8;
+    bigger = realloc(*items, *cap * elem);
+    if (bigger == NULL)
+        return MSV_ERR_NOMEM;
+    memset((char *)bigger + count * elem, 0, (*cap - count) * elem);
+    *items = bigger;
+    return MSV_OK;
+}
+
+msv_err msv_client_db_contacts(struct msv_client_db *db, const char *name,
+                               struct msv_contact **out, size_t *count)
+{
+    sqlite3_stmt *st = NULL;
+    struct msv_contact *list = NULL;
+    size_t n = 0, cap = 0;
+    msv_err err = msv_sql_prepare(db->db,
+                                  name ? "SELECT name, handle FROM contacts WHERE name = ? "
+                                         "ORDER BY name, handle;"
+                                       : "SELECT name, handle FROM contacts ORDER BY name, handle;",
+                                  &st);
+    int rc = SQLITE_DONE;
+
+    if (err != MSV_OK)
+        return err;
+    if (name != NULL)
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        err = grow((void **)&list, sizeof(*list), n, &cap);
+        if (err != MSV_OK)
+            break;
+        list[n].name = msv_sql_text(st, 0);
+        list[n].handle = msv_sql_text(st, 1);
+        if (list[n++].handle == NULL || list[n - 1].name == NULL)
+            err = MSV_ERR_NOMEM;
+    }
+    if (err == MSV_OK && rc != SQLITE_DONE)
+        err = msv_sql_err(rc);
+    sqlite3_finalize(st);
+    if (err != MSV_OK) {
+        msv_contacts_free(list, n);
+        return err;
+    }
+    *out = list;
+    *count = n;
+    return MSV_OK;
+}
+
+void msv_contacts_free(struct msv_contact *c, size_t count)
+{
+    for (size_t i = 0; c != NULL && i < count; i++) {
+        free(c[i].name);
+        free(c[i].handle);
+    }
+    free(c);
+}
+
+/* ---- known devices -------------------------------------------------------------------- */
+
+msv_err msv_client_db_known_devices(struct msv_client_db *db, const char *handle,
+                                    struct msv_known_device **out, size_t *count)
+{
+    sqlite3_stmt *st = NULL;
+    struct msv_known_device *list = NULL;
+    size_t n = 0, cap = 0;
+    msv_err err = msv_sql_prepare(db->db,
+                                  "SELECT device_id, suite, identity, first_seen_ms FROM "
+                                  "known_devices WHERE handle = ? ORDER BY device_id;",
+                                  &st);
+    int rc = SQLITE_DONE;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        err = grow((void **)&list, sizeof(*list), n, &cap);
+        if (err != MSV_OK)
+            break;
+        list[n].device_id = (uint64_t)sqlite3_column_int64(st, 0);
+        list[n].suite = (uint32_t)sqlite3_column_int(st, 1);
+        list[n].identity = msv_sql_blob(st, 2, &list[n].identity_len);
+        list[n].first_seen_ms = sqlite3_column_int64(st, 3);
+        if (list[n++].identity == NULL)
+            err = MSV_ERR_NOMEM;
+    }
+    if (err == MSV_OK && rc != SQLITE_DONE)
+        err = msv_sql_err(rc);
+    sqlite3_finalize(st);
+    if (err != MSV_OK) {
+        msv_known_devices_free(list, n);
+        return err;
+    }
+    *out = list;
+    *count = n;
+    return MSV_OK;
+}
+
+void msv_known_devices_free(struct msv_known_device *d, size_t count)
+{
+    for (size_t i = 0; d != NULL && i < count; i++)
+        free(d[i].identity);
+    free(d);
+}
+
+/* 1 if the two sets hold the same ids with the same identities. */
+static int same_devices(const struct msv_known_device *a, size_t na,
+                        const struct msv_known_device *b, size_t nb)
+{
+    if (na != nb)
+        return 0;
+    for (size_t i = 0; i < na; i++) {
+        size_t k;
+
+        for (k = 0; k < nb && b[k].device_id != a[i].device_id; k++)
+            ;
+        if (k == nb || a[i].identity_len != b[k].identity_len ||
+            memcmp(a[i].identity, b[k].identity, a[i].identity_len) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+static msv_err replace_locked(struct msv_client_db *db, const char *handle,
+                              const struct msv_known_device *devs, size_t n, int64_t now_ms)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db, "DELETE FROM known_devices WHERE handle = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+    err = msv_sql_run(st); /* finalises st */
+    st = NULL;
+    if (err == MSV_OK)
+        err = msv_sql_prepare(db->db,
+                              "INSERT INTO known_devices (handle, device_id, suite, identity, "
+                              "first_seen_ms) VALUES (?, ?, ?, ?, ?);",
+                              &st);
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        int rc;
+
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)devs[i].device_id);
+        sqlite3_bind_int(st, 3, (int)devs[i].suite);
+        sqlite3_bind_blob(st, 4, devs[i].identity, (int)devs[i].identity_len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, devs[i].first_seen_ms ? devs[i].first_seen_ms : now_ms);
+        rc = sqlite3_step(st);
+        err = rc == SQLITE_DONE ? MSV_OK : msv_sql_err(rc);
+    }
+    if (st != NULL)
+        sqlite3_finalize(st);
+    return err;
+}
+
+msv_err msv_client_db_known_replace(struct msv_client_db *db, const char *handle,
+                                    const struct msv_known_device *devs, size_t n, int64_t now_ms,
+                                    int *changed)
+{
+    struct msv_known_device *old = NULL;
+    size_t old_n = 0;
+    msv_err err = msv_client_db_known_devices(db, handle, &old, &old_n);
+
+    if (err != MSV_OK)
+        return err;
+    *changed = old_n > 0 && !same_devices(old, old_n, devs, n);
+    msv_known_devices_free(old, old_n);
+    err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
+    if (err == MSV_OK)
+        err = replace_locked(db, handle, devs, n, now_ms);
+    if (err == MSV_OK)
+        err = msv_sql_exec(db->db, "COMMIT;");
+    if (err != MSV_OK)
+        msv_sql_exec(db->db, "ROLLBACK;");
+    return err;
+}
+
+/* ---- messages ------------------------------------------------------------------------- */
+
+msv_err msv_client_db_message_put(struct msv_client_db *db, const struct msv_message_rec *m)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(
+        db->db,
+        "INSERT INTO messages (message_id, conversation, outgoing, sender, sender_device, kind, "
+        "text, sent_at_ms, stored_at_ms, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?);",
+        &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, m->message_id, 16, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, m->conversation, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(st, 3, m->outgoing);
+    sqlite3_bind_text(st, 4, m->sender, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)m->sender_device);
+    sqlite3_bind_int(st, 6, m->kind);
+    sqlite3_bind_text(st, 7, m->text ? m->text : "", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 8, m->sent_at_ms);
+    sqlite3_bind_int64(st, 9, m->stored_at_ms);
+    sqlite3_bind_text(st, 10, m->status, -1, SQLITE_TRANSIENT);
+    /* the message id is UNIQUE: a redelivered message is MSV_ERR_EXISTS and changes nothing */
+    return msv_sql_run(st);
+}
+
+msv_err msv_client_db_message_status(struct msv_client_db *db, const uint8_t message_id[16],
+                                     const char *status)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err =
+        msv_sql_prepare(db->db, "UPDATE messages SET status = ? WHERE message_id = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, status, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 2, message_id, 16, SQLITE_TRANSIENT);
+    err = msv_sql_run(st);
+    return err == MSV_OK && sqlite3_changes(db->db) == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+static msv_err read_message(sqlite3_stmt *st, struct msv_message_rec *m)
+{
+    m->row = sqlite3_column_int64(st, 0);
+    if (sqlite3_column_bytes(st, 1) == 16)
+        memcpy(m->message_id, sqlite3_column_blob(st, 1), 16);
+    m->conversation = msv_sql_text(st, 2);
+    m->outgoing = sqlite3_column_int(st, 3);
+    m->sender = msv_sql_text(st, 4);
+    m->sender_device = (uint64_t)sqlite3_column_int64(st, 5);
+    m->kind = sqlite3_column_int(st, 6);
+    m->text = msv_sql_text(st, 7);
+    m->sent_at_ms = sqlite3_column_int64(st, 8);
+    m->stored_at_ms = sqlite3_column_int64(st, 9);
+    m->status = msv_sql_text(st, 10);
+    return m->conversation && m->sender && m->text && m->status ? MSV_OK : MSV_ERR_NOMEM;
+}
+
+msv_err msv_client_db_history(struct msv_client_db *db, const char *conversation,
+                              const char *search, size_t limit, struct msv_message_rec **out,
+                              size_t *count)
+{
+    /* newest `limit` rows, returned oldest first */
+    static const char *const sql[2][2] = {
+        {"SELECT * FROM (SELECT m.* FROM messages m ORDER BY m.row DESC LIMIT ?3) ORDER BY row;",
+         "SELECT * FROM (SELECT m.* FROM messages m WHERE m.conversation = ?1 ORDER BY m.row "
+         "DESC LIMIT ?3) ORDER BY row;"},
+        {"SELECT * FROM (SELECT m.* FROM messages m JOIN messages_fts f ON f.rowid = m.row "
+         "WHERE messages_fts MATCH ?2 ORDER BY m.row DESC LIMIT ?3) ORDER BY row;",
+         "SELECT * FROM (SELECT m.* FROM messages m JOIN messages_fts f ON f.rowid = m.row "
+         "WHERE messages_fts MATCH ?2 AND m.conversation = ?1 ORDER BY m.row DESC LIMIT ?3) "
+         "ORDER BY row;"},
+    };
+    sqlite3_stmt *st = NULL;
+    struct msv_message_rec *list = NULL;
+    size_t n = 0, cap = 0;
+    msv_err err = msv_sql_prepare(db->db, sql[search != NULL][conversation != NULL], &st);
+    int rc = SQLITE_DONE;
+
+    if (err != MSV_OK)
+        return err == MSV_ERR_IO ? MSV_ERR_INVALID : err;
+    if (conversation != NULL)
+        sqlite3_bind_text(st, 1, conversation, -1, SQLITE_TRANSIENT);
+    if (search != NULL)
+        sqlite3_bind_text(st, 2, search, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)(limit ? limit : 1000000));
+    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        err = grow((void **)&list, sizeof(*list), n, &cap);
+        if (err == MSV_OK)
+            err = read_message(st, &list[n++]);
+    }
+    /* a search text that FTS5 cannot parse is the caller's error, not the disk's */
+    if (err == MSV_OK && rc != SQLITE_DONE)
+        err = search != NULL && rc == SQLITE_ERROR ? MSV_ERR_INVALID : msv_sql_err(rc);
+    sqlite3_finalize(st);
+    if (err != MSV_OK) {
+        msv_messages_free(list, n);
+        return err;
+    }
+    *out = list;
+    *count = n;
+    return MSV_OK;
+}
+
+void msv_messages_free(struct msv_message_rec *m, size_t count)
+{
+    for (size_t i = 0; m != NULL && i < count; i++) {
+        free(m[i].conversation);
+        free(m[i].sender);
+        msv_secret_free(m[i].text, m[i].text ? strlen(m[i].text) : 0);
+        free(m[i].status);
+    }
+    free(m);
+}
+
+/* ---- outbox --------------------------------------------------------------------------- */
+
+msv_err msv_client_db_outbox_put(struct msv_client_db *db, const uint8_t message_id[16],
+                                 const char *recipients, const uint8_t *payload, size_t len,
+                                 int64_t now_ms)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db,
+                                  "INSERT INTO outbox (message_id, recipients, payload, "
+                                  "created_ms) VALUES (?, ?, ?, ?);",
+                                  &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, message_id, 16, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, recipients, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 3, len ? (const void *)payload : "", (int)len, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 4, now_ms);
+    return msv_sql_run(st);
+}
+
+msv_err msv_client_db_outbox_remove(struct msv_client_db *db, const uint8_t message_id[16])
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db, "DELETE FROM outbox WHERE message_id = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, message_id, 16, SQLITE_TRANSIENT);
+    err = msv_sql_run(st);
+    return err == MSV_OK && sqlite3_changes(db->db) == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+msv_err msv_client_db_outbox(struct msv_client_db *db, struct msv_outbox_rec **out, size_t *count)
+{
+    sqlite3_stmt *st = NULL;
+    struct msv_outbox_rec *list = NULL;
+    size_t n = 0, cap = 0;
+    msv_err err = msv_sql_prepare(db->db,
+                                  "SELECT message_id, recipients, payload FROM outbox ORDER BY "
+                                  "created_ms, rowid;",
+                                  &st);
+    int rc = SQLITE_DONE;
+
+    if (err != MSV_OK)
+        return err;
+    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        err = grow((void **)&list, sizeof(*list), n, &cap);
+        if (err != MSV_OK)
+            break;
+        if (sqlite3_column_bytes(st, 0) == 16)
+            memcpy(list[n].message_id, sqlite3_column_blob(st, 0), 16);
+        list[n].recipients = msv_sql_text(st, 1);
+        list[n].payload = msv_sql_blob(st, 2, &list[n].payload_len);
+        if (list[n].recipients == NULL || list[n].payload == NULL)
+            err = MSV_ERR_NOMEM;
+        n++;
+    }
+    if (err == MSV_OK && rc != SQLITE_DONE)
+        err = msv_sql_err(rc);
+    sqlite3_finalize(st);
+    if (err != MSV_OK) {
+        msv_outbox_free(list, n);
+        return err;
+    }
+    *out = list;
+    *count = n;
+    return MSV_OK;
+}
+
+void msv_outbox_free(struct msv_outbox_rec *o, size_t count)
+{
+    for (size_t i = 0; o != NULL && i < count; i++) {
+        free(o[i].recipients);
+        msv_secret_free(o[i].payload, o[i].payload_len);
+    }
+    free(o);
+}

@@ -1,0 +1,110 @@
+/*
+ * A device's local state: settings (including its sealed keys), contacts,
+ * the device keys it has seen per handle, message history with full-text
+ * search, and the outbox of messages not yet accepted by the relay. One
+ * SQLite file per account, mode 0600.
+ */
+#ifndef MSV_STORE_CLIENT_DB_H
+#define MSV_STORE_CLIENT_DB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "missive/error.h"
+
+struct msv_client_db;
+
+/* Opens or creates the database at path (0600) and brings its schema up to date. */
+MSV_MUST_CHECK msv_err msv_client_db_open(const char *path, struct msv_client_db **out);
+void msv_client_db_close(struct msv_client_db *db);
+
+/* Settings: small named values. get: *value caller frees with free(); MSV_ERR_NOT_FOUND. */
+MSV_MUST_CHECK msv_err msv_client_db_set(struct msv_client_db *db, const char *key,
+                                         const void *value, size_t len);
+MSV_MUST_CHECK msv_err msv_client_db_get(struct msv_client_db *db, const char *key,
+                                         uint8_t **value, size_t *len);
+
+/* Contacts: a name for one or more handles. */
+MSV_MUST_CHECK msv_err msv_client_db_contact_add(struct msv_client_db *db, const char *name,
+                                                 const char *handle);
+/* Removes every handle of name; MSV_ERR_NOT_FOUND if there is none. */
+MSV_MUST_CHECK msv_err msv_client_db_contact_remove(struct msv_client_db *db, const char *name);
+
+struct msv_contact {
+    char *name;
+    char *handle;
+};
+/* All contacts (name NULL) or one name's handles, ordered. Free with msv_contacts_free(). */
+MSV_MUST_CHECK msv_err msv_client_db_contacts(struct msv_client_db *db, const char *name,
+                                              struct msv_contact **out, size_t *count);
+void msv_contacts_free(struct msv_contact *c, size_t count);
+
+/* The devices last seen for a handle, as the directory published them. */
+struct msv_known_device {
+    uint64_t device_id;
+    uint32_t suite;
+    uint8_t *identity;
+    size_t identity_len;
+    int64_t first_seen_ms;
+};
+MSV_MUST_CHECK msv_err msv_client_db_known_devices(struct msv_client_db *db, const char *handle,
+                                                   struct msv_known_device **out,
+                                                   size_t *count);
+/*
+ * Replaces the known device set of handle. *changed is set to 1 when a device
+ * was known before under the same id with another identity, or the set was
+ * not empty and differs (a device added or removed); first sightings are not
+ * changes.
+ */
+MSV_MUST_CHECK msv_err msv_client_db_known_replace(struct msv_client_db *db, const char *handle,
+                                                   const struct msv_known_device *devs, size_t n,
+                                                   int64_t now_ms, int *changed);
+void msv_known_devices_free(struct msv_known_device *d, size_t count);
+
+/* Message history. */
+struct msv_message_rec {
+    int64_t row;
+    uint8_t message_id[16];
+    char *conversation; /* the other party's handle, or "group:<hex>" */
+    int outgoing;
+    char *sender; /* handle */
+    uint64_t sender_device;
+    int kind;
+    char *text;
+    int64_t sent_at_ms;
+    int64_t stored_at_ms;
+    char *status; /* outgoing: queued, sent; incoming: received */
+};
+/* Stores a message; MSV_ERR_EXISTS (and nothing changes) if its id is stored already. */
+MSV_MUST_CHECK msv_err msv_client_db_message_put(struct msv_client_db *db,
+                                                 const struct msv_message_rec *m);
+MSV_MUST_CHECK msv_err msv_client_db_message_status(struct msv_client_db *db,
+                                                    const uint8_t message_id[16],
+                                                    const char *status);
+/*
+ * Messages, oldest first: of one conversation (or all, NULL), matching a
+ * full-text query (or all, NULL), at most limit of the newest.
+ */
+MSV_MUST_CHECK msv_err msv_client_db_history(struct msv_client_db *db, const char *conversation,
+                                             const char *search, size_t limit,
+                                             struct msv_message_rec **out, size_t *count);
+void msv_messages_free(struct msv_message_rec *m, size_t count);
+
+/* The outbox: payloads waiting for the relay's acceptance, by message id. */
+MSV_MUST_CHECK msv_err msv_client_db_outbox_put(struct msv_client_db *db,
+                                                const uint8_t message_id[16],
+                                                const char *recipients, const uint8_t *payload,
+                                                size_t len, int64_t now_ms);
+MSV_MUST_CHECK msv_err msv_client_db_outbox_remove(struct msv_client_db *db,
+                                                   const uint8_t message_id[16]);
+struct msv_outbox_rec {
+    uint8_t message_id[16];
+    char *recipients; /* handles, one per line */
+    uint8_t *payload;
+    size_t payload_len;
+};
+MSV_MUST_CHECK msv_err msv_client_db_outbox(struct msv_client_db *db, struct msv_outbox_rec **out,
+                                            size_t *count);
+void msv_outbox_free(struct msv_outbox_rec *o, size_t count);
+
+#endif

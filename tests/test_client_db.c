@@ -1,0 +1,222 @@
+/* A device's local state: settings, contacts, known devices, history with search, outbox. */
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "store/client_db.h"
+
+struct fixture {
+    char dir[64], path[128];
+    struct msv_client_db *db;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+
+    if (f == NULL)
+        return -1;
+    snprintf(f->dir, sizeof(f->dir), "/tmp/msv-client-XXXXXX");
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    snprintf(f->path, sizeof(f->path), "%s/state.db", f->dir);
+    if (msv_client_db_open(f->path, &f->db) != MSV_OK)
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    char cmd[128];
+
+    msv_client_db_close(f->db);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    if (system(cmd) != 0)
+        return -1;
+    free(f);
+    return 0;
+}
+
+static void test_settings_and_privacy(void **state)
+{
+    struct fixture *f = *state;
+    uint8_t *v = NULL;
+    size_t len = 0;
+    struct stat st;
+
+    assert_int_equal(stat(f->path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(msv_client_db_get(f->db, "handle", &v, &len), MSV_ERR_NOT_FOUND);
+    assert_int_equal(msv_client_db_set(f->db, "handle", "a@x.org", 7), MSV_OK);
+    assert_int_equal(msv_client_db_set(f->db, "handle", "b@x.org", 7), MSV_OK);
+    assert_int_equal(msv_client_db_get(f->db, "handle", &v, &len), MSV_OK);
+    assert_int_equal(len, 7);
+    assert_memory_equal(v, "b@x.org", 7);
+    free(v);
+    /* reopening finds it */
+    msv_client_db_close(f->db);
+    assert_int_equal(msv_client_db_open(f->path, &f->db), MSV_OK);
+    assert_int_equal(msv_client_db_get(f->db, "handle", &v, &len), MSV_OK);
+    free(v);
+}
+
+static void test_contacts(void **state)
+{
+    struct fixture *f = *state;
+    struct msv_contact *c = NULL;
+    size_t n = 0;
+
+    assert_int_equal(msv_client_db_contact_add(f->db, "bob", "bob@example.org"), MSV_OK);
+    assert_int_equal(msv_client_db_contact_add(f->db, "bob", "+15551234567"), MSV_OK);
+    assert_int_equal(msv_client_db_contact_add(f->db, "bob", "+15551234567"), MSV_ERR_EXISTS);
+    assert_int_equal(msv_client_db_contact_add(f->db, "carol", "carol@example.org"), MSV_OK);
+    assert_int_equal(msv_client_db_contacts(f->db, "bob", &c, &n), MSV_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(c[0].handle, "+15551234567");
+    msv_contacts_free(c, n);
+    assert_int_equal(msv_client_db_contacts(f->db, NULL, &c, &n), MSV_OK);
+    assert_int_equal(n, 3);
+    assert_string_equal(c[2].name, "carol");
+    msv_contacts_free(c, n);
+    assert_int_equal(msv_client_db_contact_remove(f->db, "bob"), MSV_OK);
+    assert_int_equal(msv_client_db_contact_remove(f->db, "bob"), MSV_ERR_NOT_FOUND);
+    assert_int_equal(msv_client_db_contacts(f->db, "bob", &c, &n), MSV_OK);
+    assert_int_equal(n, 0);
+    msv_contacts_free(c, n);
+}
+
+static void test_known_devices_changes(void **state)
+{
+    struct fixture *f = *state;
+    struct msv_known_device d[2] = {
+        {.device_id = 5, .suite = 3, .identity = (uint8_t *)"key-five", .identity_len = 8},
+        {.device_id = 6, .suite = 3, .identity = (uint8_t *)"key-six", .identity_len = 7},
+    };
+    struct msv_known_device *got = NULL;
+    size_t n = 0;
+    int changed = -1;
+
+    /* the first sighting is not a change */
+    assert_int_equal(msv_client_db_known_replace(f->db, "bob", d, 1, 100, &changed), MSV_OK);
+    assert_int_equal(changed, 0);
+    assert_int_equal(msv_client_db_known_replace(f->db, "bob", d, 1, 200, &changed), MSV_OK);
+    assert_int_equal(changed, 0);
+    /* a new device is */
+    assert_int_equal(msv_client_db_known_replace(f->db, "bob", d, 2, 300, &changed), MSV_OK);
+    assert_int_equal(changed, 1);
+    assert_int_equal(msv_client_db_known_devices(f->db, "bob", &got, &n), MSV_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(got[1].device_id, 6);
+    assert_memory_equal(got[1].identity, "key-six", 7);
+    assert_int_equal(got[0].first_seen_ms, 300);
+    msv_known_devices_free(got, n);
+    /* so is the same device id with another key */
+    d[1].identity = (uint8_t *)"key-SIX";
+    assert_int_equal(msv_client_db_known_replace(f->db, "bob", d, 2, 400, &changed), MSV_OK);
+    assert_int_equal(changed, 1);
+}
+
+static void put_message(struct fixture *f, uint8_t id, const char *conv, const char *text)
+{
+    struct msv_message_rec m = {.conversation = (char *)conv,
+                                .sender = (char *)conv,
+                                .sender_device = 3,
+                                .kind = 1,
+                                .text = (char *)text,
+                                .sent_at_ms = 1000 + id,
+                                .stored_at_ms = 2000 + id,
+                                .status = "received"};
+
+    memset(m.message_id, id, 16);
+    assert_int_equal(msv_client_db_message_put(f->db, &m), MSV_OK);
+    /* a redelivery of the same message changes nothing */
+    m.text = "different";
+    assert_int_equal(msv_client_db_message_put(f->db, &m), MSV_ERR_EXISTS);
+}
+
+static void test_history_and_search(void **state)
+{
+    struct fixture *f = *state;
+    struct msv_message_rec *m = NULL;
+    size_t n = 0;
+    uint8_t id[16];
+
+    put_message(f, 1, "bob", "dinner at eight?");
+    put_message(f, 2, "carol", "the train is late");
+    put_message(f, 3, "bob", "see you at dinner");
+    put_message(f, 4, "bob", "bring the wine");
+    assert_int_equal(msv_client_db_history(f->db, "bob", NULL, 0, &m, &n), MSV_OK);
+    assert_int_equal(n, 3);
+    assert_string_equal(m[0].text, "dinner at eight?");
+    assert_string_equal(m[2].text, "bring the wine");
+    msv_messages_free(m, n);
+    /* the newest two, still oldest first */
+    assert_int_equal(msv_client_db_history(f->db, "bob", NULL, 2, &m, &n), MSV_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(m[0].text, "see you at dinner");
+    msv_messages_free(m, n);
+    assert_int_equal(msv_client_db_history(f->db, NULL, "dinner", 0, &m, &n), MSV_OK);
+    assert_int_equal(n, 2);
+    msv_messages_free(m, n);
+    assert_int_equal(msv_client_db_history(f->db, "carol", "dinner", 0, &m, &n), MSV_OK);
+    assert_int_equal(n, 0);
+    msv_messages_free(m, n);
+    assert_int_equal(msv_client_db_history(f->db, NULL, "\"unbalanced", 0, &m, &n),
+                     MSV_ERR_INVALID);
+    memset(id, 3, 16);
+    assert_int_equal(msv_client_db_message_status(f->db, id, "read"), MSV_OK);
+    memset(id, 9, 16);
+    assert_int_equal(msv_client_db_message_status(f->db, id, "read"), MSV_ERR_NOT_FOUND);
+}
+
+static void test_outbox(void **state)
+{
+    struct fixture *f = *state;
+    struct msv_outbox_rec *o = NULL;
+    size_t n = 0;
+    uint8_t a[16], b[16];
+
+    memset(a, 0xa, 16);
+    memset(b, 0xb, 16);
+    assert_int_equal(msv_client_db_outbox_put(f->db, a, "bob@x.org\n", (const uint8_t *)"pa", 2, 5),
+                     MSV_OK);
+    assert_int_equal(msv_client_db_outbox_put(f->db, b, "carol@x.org\n", (const uint8_t *)"pb", 2,
+                                              6),
+                     MSV_OK);
+    assert_int_equal(msv_client_db_outbox_put(f->db, a, "x", (const uint8_t *)"p", 1, 7),
+                     MSV_ERR_EXISTS);
+    assert_int_equal(msv_client_db_outbox(f->db, &o, &n), MSV_OK);
+    assert_int_equal(n, 2);
+    assert_memory_equal(o[0].message_id, a, 16);
+    assert_string_equal(o[1].recipients, "carol@x.org\n");
+    assert_memory_equal(o[1].payload, "pb", 2);
+    msv_outbox_free(o, n);
+    assert_int_equal(msv_client_db_outbox_remove(f->db, a), MSV_OK);
+    assert_int_equal(msv_client_db_outbox_remove(f->db, a), MSV_ERR_NOT_FOUND);
+    assert_int_equal(msv_client_db_outbox(f->db, &o, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    msv_outbox_free(o, n);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_settings_and_privacy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_contacts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_known_devices_changes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_history_and_search, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox, setup, teardown),
+    };
+
+    return cmocka_run_group_tests_name("client_db", tests, NULL, NULL);
+}
