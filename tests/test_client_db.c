@@ -190,9 +190,8 @@ static void test_outbox(void **state)
     memset(b, 0xb, 16);
     assert_int_equal(msv_client_db_outbox_put(f->db, a, "bob@x.org\n", (const uint8_t *)"pa", 2, 5),
                      MSV_OK);
-    assert_int_equal(msv_client_db_outbox_put(f->db, b, "carol@x.org\n", (const uint8_t *)"pb", 2,
-                                              6),
-                     MSV_OK);
+    assert_int_equal(
+        msv_client_db_outbox_put(f->db, b, "carol@x.org\n", (const uint8_t *)"pb", 2, 6), MSV_OK);
     assert_int_equal(msv_client_db_outbox_put(f->db, a, "x", (const uint8_t *)"p", 1, 7),
                      MSV_ERR_EXISTS);
     assert_int_equal(msv_client_db_outbox(f->db, &o, &n), MSV_OK);

@@ -74,8 +74,7 @@ msv_err msv_client_db_set(struct msv_client_db *db, const char *key, const void 
     return msv_sql_run(st);
 }
 
-msv_err msv_client_db_get(struct msv_client_db *db, const char *key, uint8_t **value,
-                          size_t *len)
+msv_err msv_client_db_get(struct msv_client_db *db, const char *key, uint8_t **value, size_t *len)
 {
     sqlite3_stmt *st = NULL;
     msv_err err = msv_sql_prepare(db->db, "SELECT value FROM settings WHERE key = ?;", &st);
@@ -136,8 +135,8 @@ static msv_err grow(void **items, size_t elem, size_t count, size_t *cap)
     return MSV_OK;
 }
 
-msv_err msv_client_db_contacts(struct msv_client_db *db, const char *name,
-                               struct msv_contact **out, size_t *count)
+msv_err msv_client_db_contacts(struct msv_client_db *db, const char *name, struct msv_contact **out,
+                               size_t *count)
 {
     sqlite3_stmt *st = NULL;
     struct msv_contact *list = NULL;

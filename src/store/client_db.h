@@ -21,8 +21,8 @@ void msv_client_db_close(struct msv_client_db *db);
 /* Settings: small named values. get: *value caller frees with free(); MSV_ERR_NOT_FOUND. */
 MSV_MUST_CHECK msv_err msv_client_db_set(struct msv_client_db *db, const char *key,
                                          const void *value, size_t len);
-MSV_MUST_CHECK msv_err msv_client_db_get(struct msv_client_db *db, const char *key,
-                                         uint8_t **value, size_t *len);
+MSV_MUST_CHECK msv_err msv_client_db_get(struct msv_client_db *db, const char *key, uint8_t **value,
+                                         size_t *len);
 
 /* Contacts: a name for one or more handles. */
 MSV_MUST_CHECK msv_err msv_client_db_contact_add(struct msv_client_db *db, const char *name,
@@ -48,8 +48,7 @@ struct msv_known_device {
     int64_t first_seen_ms;
 };
 MSV_MUST_CHECK msv_err msv_client_db_known_devices(struct msv_client_db *db, const char *handle,
-                                                   struct msv_known_device **out,
-                                                   size_t *count);
+                                                   struct msv_known_device **out, size_t *count);
 /*
  * Replaces the known device set of handle. *changed is set to 1 when a device
  * was known before under the same id with another identity, or the set was

@@ -1,0 +1,729 @@
+/*
+ * missive: Missive from the shell. One account per directory under
+ * $XDG_DATA_HOME/missive/<handle> (or --data-dir); the passphrase that seals
+ * the device keys comes from MISSIVE_PASSPHRASE, the account password from
+ * MISSIVE_PASSWORD (or the --*-file options), so neither is on a command line.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "client/client.h"
+#include "missive/payload.h"
+#include "missive/util.h"
+
+enum { EXIT_ERR = 1, EXIT_USAGE = 2, EXIT_AUTH = 3, EXIT_NET = 4 };
+
+struct cli {
+    const char *account, *data_dir, *server, *suite, *code, *text, *search, *passphrase_file,
+        *password_file;
+    int json, help;
+    double wait_s;
+    long limit;
+    int argc;
+    char **argv; /* the command's operands */
+};
+
+static const struct {
+    const char *name, *usage, *about;
+} commands[] = {
+    {"register", "register HANDLE --server HOST:PORT [--suite modern|ecies|classic]\n"
+                 "       missive register HANDLE --code CODE",
+     "Creates this device's keys and asks the server for a verification code; run again "
+     "with --code to create the account (password from MISSIVE_PASSWORD)."},
+    {"link", "link HANDLE --server HOST:PORT",
+     "Adds this machine as another device of an existing account (password from "
+     "MISSIVE_PASSWORD). The account's other devices are told."},
+    {"devices", "devices [list | remove DEVICE_ID]",
+     "Lists the account's devices with their fingerprints, or removes one."},
+    {"contacts", "contacts [list | add NAME HANDLE | remove NAME]",
+     "Names for handles, usable wherever a handle is."},
+    {"send", "send TO... [--text TEXT]",
+     "Sends a message (the text, or standard input) to handles or contact names. It is "
+     "encrypted for every device of every recipient and of this account."},
+    {"receive", "receive [--wait SECONDS]",
+     "Prints messages that arrived, until none comes for SECONDS (default 2)."},
+    {"history", "history [CONVERSATION] [--search WORDS] [--limit N]",
+     "Prints stored messages, oldest first; --search is a full-text query."},
+    {"fingerprint", "fingerprint [HANDLE]",
+     "Prints this device's fingerprint, or those of the devices known for HANDLE, to "
+     "compare with the other person over another channel."},
+};
+
+static void usage_main(FILE *f)
+{
+    fprintf(f, "usage: missive [--account HANDLE] [--data-dir DIR] [-o json] COMMAND ...\n\n"
+               "Missive, end-to-end encrypted messaging, from the shell.\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].usage);
+    fprintf(f, "\n'missive COMMAND --help' describes each. The account is --account, or\n"
+               "MISSIVE_ACCOUNT, or the only one in the data directory.\n"
+               "environment: MISSIVE_PASSPHRASE (seals this device's keys), MISSIVE_PASSWORD\n"
+               "(the account password, for register and link).\n"
+               "exit status: 0 success, 1 error, 2 usage, 3 authentication, 4 server "
+               "unreachable\n");
+}
+
+/* Prints a command's usage to f (NULL: only looks it up); 0 for a known command on stdout. */
+static int usage_command(const char *name, FILE *f)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(commands[i].name, name) == 0) {
+            if (f != NULL)
+                fprintf(f, "usage: missive %s\n\n%s\n", commands[i].usage, commands[i].about);
+            return f == stderr ? EXIT_USAGE : 0;
+        }
+    }
+    return EXIT_USAGE;
+}
+
+static int fail(const struct msv_client *c, const char *what, msv_err err)
+{
+    const char *why = c != NULL && c->why.message[0] ? c->why.message : NULL;
+
+    fprintf(stderr, "missive: %s: %s%s%s\n", what, msv_strerror(err), why ? ": " : "",
+            why ? why : "");
+    if (err == MSV_ERR_AUTH)
+        return EXIT_AUTH;
+    if (err == MSV_ERR_IO)
+        return EXIT_NET;
+    return EXIT_ERR;
+}
+
+/* Reads a secret from a file (first line) or the environment; NULL if neither. */
+static char *secret(const char *file, const char *env)
+{
+    char buf[1024];
+    FILE *f;
+
+    if (file == NULL) {
+        const char *v = getenv(env);
+
+        return v ? strdup(v) : NULL;
+    }
+    f = fopen(file, "r");
+    if (f == NULL || fgets(buf, sizeof(buf), f) == NULL) {
+        if (f != NULL)
+            fclose(f);
+        return NULL;
+    }
+    fclose(f);
+    buf[strcspn(buf, "\r\n")] = '\0';
+    return strdup(buf);
+}
+
+static void free_secret(char *s)
+{
+    if (s != NULL)
+        msv_secret_free(s, strlen(s));
+}
+
+/* The account directory: DATA_DIR/HANDLE. */
+static int account_dir(const struct cli *o, const char *handle, char *out, size_t len)
+{
+    const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+    char base[900];
+
+    if (o->data_dir != NULL)
+        snprintf(base, sizeof(base), "%s", o->data_dir);
+    else if (xdg != NULL && xdg[0] == '/')
+        snprintf(base, sizeof(base), "%s/missive", xdg);
+    else if (home != NULL)
+        snprintf(base, sizeof(base), "%s/.local/share/missive", home);
+    else
+        return -1;
+    if (handle == NULL || handle[0] == '\0' || strchr(handle, '/') != NULL || handle[0] == '.')
+        return -1;
+    return (size_t)snprintf(out, len, "%s/%s", base, handle) < len ? 0 : -1;
+}
+
+static void key_change_warning(void *ctx, const char *handle)
+{
+    (void)ctx;
+    fprintf(stderr,
+            "missive: warning: the devices of %s changed since this device last saw them;\n"
+            "  compare fingerprints with 'missive fingerprint %s' before trusting new ones\n",
+            handle, handle);
+}
+
+/* Opens the account named by --account / MISSIVE_ACCOUNT. */
+static int open_account(const struct cli *o, struct msv_client **c)
+{
+    const char *handle = o->account ? o->account : getenv("MISSIVE_ACCOUNT");
+    char dir[1100], *pass;
+    msv_err err;
+
+    if (handle == NULL) {
+        fprintf(stderr, "missive: which account? give --account HANDLE or set MISSIVE_ACCOUNT\n");
+        return EXIT_USAGE;
+    }
+    if (account_dir(o, handle, dir, sizeof(dir)) != 0) {
+        fprintf(stderr, "missive: '%s' is not a usable account name\n", handle);
+        return EXIT_USAGE;
+    }
+    if (access(dir, F_OK) != 0) {
+        fprintf(stderr, "missive: no account %s here; create it with 'missive register' or "
+                        "'missive link'\n",
+                handle);
+        return EXIT_ERR;
+    }
+    pass = secret(o->passphrase_file, "MISSIVE_PASSPHRASE");
+    err = msv_client_open(dir, pass, c);
+    free_secret(pass);
+    if (err == MSV_ERR_AUTH) {
+        fprintf(stderr, "missive: the passphrase does not open this device's keys\n");
+        return EXIT_AUTH;
+    }
+    if (err != MSV_OK)
+        return fail(NULL, "opening the account", err);
+    (*c)->on_key_change = key_change_warning;
+    return 0;
+}
+
+static int parse_server(const char *s, char *host, size_t host_len, uint16_t *port)
+{
+    const char *colon = s ? strrchr(s, ':') : NULL;
+    char *end;
+    unsigned long p;
+
+    if (colon == NULL || colon == s || (size_t)(colon - s) >= host_len)
+        return -1;
+    errno = 0;
+    p = strtoul(colon + 1, &end, 10);
+    if (errno != 0 || *end != '\0' || p == 0 || p > 65535)
+        return -1;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    *port = (uint16_t)p;
+    return 0;
+}
+
+/* Creates the account directory and keys for HANDLE at --server. */
+static int create_device(const struct cli *o, const char *handle, struct msv_client **c)
+{
+    enum msv_suite suite = MSV_SUITE_MODERN;
+    char dir[1100], host[256], *pass;
+    uint8_t fp[32];
+    char fp_text[MSV_FINGERPRINT_TEXT_LEN];
+    uint16_t port = 0;
+    msv_err err;
+
+    if (o->server == NULL || parse_server(o->server, host, sizeof(host), &port) != 0) {
+        fprintf(stderr, "missive: --server HOST:PORT is required (the missived to use)\n");
+        return EXIT_USAGE;
+    }
+    if (o->suite != NULL && msv_suite_from_name(o->suite, &suite) != MSV_OK) {
+        fprintf(stderr, "missive: --suite must be modern, ecies or classic\n");
+        return EXIT_USAGE;
+    }
+    if (account_dir(o, handle, dir, sizeof(dir)) != 0) {
+        fprintf(stderr, "missive: '%s' is not a usable account name\n", handle);
+        return EXIT_USAGE;
+    }
+    pass = secret(o->passphrase_file, "MISSIVE_PASSPHRASE");
+    if (pass == NULL || pass[0] == '\0')
+        fprintf(stderr, "missive: warning: no MISSIVE_PASSPHRASE: this device's keys are stored "
+                        "unsealed (the file is readable by you only)\n");
+    err = msv_client_create(dir, handle, host, port, suite, pass, fp, c);
+    free_secret(pass);
+    if (err == MSV_ERR_EXISTS) {
+        fprintf(stderr, "missive: %s already has a device here (%s)\n", handle, dir);
+        return EXIT_ERR;
+    }
+    if (err != MSV_OK)
+        return fail(NULL, "creating this device", err);
+    msv_fingerprint_text(fp, fp_text);
+    fprintf(stderr, "server certificate pinned: %s\n", fp_text);
+    return 0;
+}
+
+static char *need_password(const struct cli *o)
+{
+    char *pw = secret(o->password_file, "MISSIVE_PASSWORD");
+
+    if (pw == NULL || strlen(pw) < 8) {
+        fprintf(stderr, "missive: set MISSIVE_PASSWORD (8 characters or more) to the account "
+                        "password\n");
+        free_secret(pw);
+        return NULL;
+    }
+    return pw;
+}
+
+static int cmd_register(const struct cli *o)
+{
+    struct msv_client *c = NULL;
+    char *pw;
+    msv_err err;
+    int rc;
+
+    if (o->argc != 1)
+        return usage_command("register", stderr);
+    if (o->code == NULL) {
+        rc = create_device(o, o->argv[0], &c);
+        if (rc != 0)
+            return rc;
+        err = msv_client_register_start(c);
+        if (err == MSV_OK)
+            printf("verification code sent to %s; finish with:\n  missive register %s --code "
+                   "CODE\n",
+                   o->argv[0], o->argv[0]);
+        rc = err == MSV_OK ? 0 : fail(c, "asking for a verification code", err);
+        msv_client_close(c);
+        return rc;
+    }
+    if ((pw = need_password(o)) == NULL)
+        return EXIT_USAGE;
+    {
+        struct cli with_account = *o;
+
+        with_account.account = o->argv[0];
+        rc = open_account(&with_account, &c);
+    }
+    if (rc == 0) {
+        err = msv_client_register_finish(c, o->code, pw);
+        if (err == MSV_OK)
+            printf("registered %s: this is device %llu\n", c->handle,
+                   (unsigned long long)c->device_id);
+        rc = err == MSV_OK ? 0 : fail(c, "registering", err);
+    }
+    free_secret(pw);
+    msv_client_close(c);
+    return rc;
+}
+
+static int cmd_link(const struct cli *o)
+{
+    struct msv_client *c = NULL;
+    char *pw;
+    msv_err err;
+    int rc;
+
+    if (o->argc != 1)
+        return usage_command("link", stderr);
+    if ((pw = need_password(o)) == NULL)
+        return EXIT_USAGE;
+    rc = create_device(o, o->argv[0], &c);
+    if (rc == 0) {
+        err = msv_client_link(c, pw);
+        if (err == MSV_OK)
+            printf("linked: this is device %llu of %s\n", (unsigned long long)c->device_id,
+                   c->handle);
+        rc = err == MSV_OK ? 0 : fail(c, "linking", err);
+    }
+    free_secret(pw);
+    msv_client_close(c);
+    return rc;
+}
+
+static void print_device(const struct cli *o, json_t *list, const Msv__Wire__DeviceInfo *d,
+                         uint64_t self)
+{
+    struct msv_public_identity *pub = NULL;
+    char fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)";
+    uint8_t h[32];
+
+    if (msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
+                                  &pub) == MSV_OK) {
+        msv_public_identity_hash(pub, h);
+        msv_fingerprint_text(h, fp);
+    }
+    msv_public_identity_free(pub);
+    if (o->json) {
+        json_t *j = json_object();
+
+        json_object_set_new(j, "device_id", json_integer((json_int_t)d->device_id));
+        json_object_set_new(j, "suite", json_string(msv_suite_name(d->suite)));
+        json_object_set_new(j, "fingerprint", json_string(fp));
+        json_object_set_new(j, "this_device", json_boolean(d->device_id == self));
+        json_array_append_new(list, j);
+    } else {
+        printf("%6llu  %-7s  %s%s\n", (unsigned long long)d->device_id, msv_suite_name(d->suite),
+               fp, d->device_id == self ? "  (this device)" : "");
+    }
+}
+
+static int show_devices(const struct cli *o, struct msv_client *c, const char *handle)
+{
+    msv_frame *r = NULL;
+    msv_err err = msv_client_devices(c, handle, &r);
+    json_t *list = json_array();
+
+    if (err != MSV_OK) {
+        json_decref(list);
+        return fail(c, "looking up devices", err);
+    }
+    for (size_t i = 0; i < r->lookup_result->results[0]->n_devices; i++)
+        print_device(o, list, r->lookup_result->results[0]->devices[i],
+                     handle == NULL ? c->device_id : 0);
+    if (o->json) {
+        json_dumpf(list, stdout, JSON_COMPACT);
+        putchar('\n');
+    }
+    json_decref(list);
+    msv_frame_free(r);
+    return 0;
+}
+
+static int cmd_devices(const struct cli *o, struct msv_client *c)
+{
+    char *end;
+    unsigned long long id;
+    msv_err err;
+
+    if (o->argc == 0 || (o->argc == 1 && strcmp(o->argv[0], "list") == 0))
+        return show_devices(o, c, NULL);
+    if (o->argc != 2 || strcmp(o->argv[0], "remove") != 0)
+        return usage_command("devices", stderr);
+    errno = 0;
+    id = strtoull(o->argv[1], &end, 10);
+    if (errno != 0 || *end != '\0' || id == 0)
+        return usage_command("devices", stderr);
+    err = msv_client_remove_device(c, id);
+    if (err == MSV_OK)
+        printf("removed device %llu; the account's other devices are told\n", id);
+    return err == MSV_OK ? 0 : fail(c, "removing the device", err);
+}
+
+static int cmd_contacts(const struct cli *o, struct msv_client *c)
+{
+    struct msv_contact *list = NULL;
+    size_t n = 0;
+    msv_err err;
+
+    if (o->argc == 3 && strcmp(o->argv[0], "add") == 0) {
+        err = msv_client_db_contact_add(c->db, o->argv[1], o->argv[2]);
+        return err == MSV_OK ? 0 : fail(c, "adding the contact", err);
+    }
+    if (o->argc == 2 && strcmp(o->argv[0], "remove") == 0) {
+        err = msv_client_db_contact_remove(c->db, o->argv[1]);
+        return err == MSV_OK ? 0 : fail(c, "removing the contact", err);
+    }
+    if (o->argc > 1 || (o->argc == 1 && strcmp(o->argv[0], "list") != 0))
+        return usage_command("contacts", stderr);
+    err = msv_client_db_contacts(c->db, NULL, &list, &n);
+    if (err != MSV_OK)
+        return fail(c, "listing contacts", err);
+    for (size_t i = 0; i < n; i++) {
+        if (o->json) {
+            json_t *j = json_pack("{s:s, s:s}", "name", list[i].name, "handle", list[i].handle);
+
+            json_dumpf(j, stdout, JSON_COMPACT);
+            putchar('\n');
+            json_decref(j);
+        } else {
+            printf("%s\t%s\n", list[i].name, list[i].handle);
+        }
+    }
+    msv_contacts_free(list, n);
+    return 0;
+}
+
+/* Reads the message text from --text or standard input (trailing newline dropped). */
+static char *message_text(const struct cli *o)
+{
+    size_t len = 0, cap = 4096;
+    char *buf;
+
+    if (o->text != NULL)
+        return strdup(o->text);
+    buf = malloc(cap);
+    while (buf != NULL) {
+        size_t n = fread(buf + len, 1, cap - len - 1, stdin);
+
+        len += n;
+        if (n == 0)
+            break;
+        if (len + 1 == cap) {
+            char *bigger = cap > MSV_TEXT_MAX ? NULL : realloc(buf, cap * 2);
+
+            if (bigger == NULL) {
+                free(buf);
+                return NULL;
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+    }
+    if (buf != NULL) {
+        while (len > 0 && buf[len - 1] == '\n')
+            len--;
+        buf[len] = '\0';
+    }
+    return buf;
+}
+
+static int cmd_send(const struct cli *o, struct msv_client *c)
+{
+    const char *handles[64];
+    struct msv_contact *found[64] = {0};
+    size_t counts[64] = {0}, n = 0;
+    uint8_t id[16];
+    char *text, hex[33];
+    msv_err err;
+    int rc = 0;
+
+    if (o->argc == 0 || o->argc > 64)
+        return usage_command("send", stderr);
+    /* a contact name stands for its handles */
+    for (int i = 0; i < o->argc && n < 64; i++) {
+        if (msv_client_db_contacts(c->db, o->argv[i], &found[i], &counts[i]) == MSV_OK &&
+            counts[i] > 0) {
+            for (size_t k = 0; k < counts[i] && n < 64; k++)
+                handles[n++] = found[i][k].handle;
+        } else {
+            handles[n++] = o->argv[i];
+        }
+    }
+    text = message_text(o);
+    if (text == NULL || text[0] == '\0') {
+        fprintf(stderr, "missive: nothing to send (give --text or pipe the message in)\n");
+        rc = EXIT_USAGE;
+    } else {
+        err = msv_client_send_text(c, handles, n, text, id);
+        if (err == MSV_OK) {
+            if (msv_hex_encode(id, 16, hex, sizeof(hex)) != MSV_OK)
+                hex[0] = '\0';
+            if (o->json)
+                printf("{\"message_id\":\"%s\",\"status\":\"sent\"}\n", hex);
+            else
+                printf("sent %s\n", hex);
+        } else {
+            rc = fail(c, "sending (the message stays queued in history)", err);
+        }
+    }
+    free_secret(text);
+    for (int i = 0; i < o->argc; i++)
+        msv_contacts_free(found[i], counts[i]);
+    return rc;
+}
+
+static void print_message(const struct cli *o, const struct msv_message_rec *m)
+{
+    char hex[33];
+    time_t t = (time_t)(m->sent_at_ms / 1000);
+    struct tm tm;
+    char when[32];
+
+    if (msv_hex_encode(m->message_id, 16, hex, sizeof(hex)) != MSV_OK)
+        hex[0] = '\0';
+    if (o->json) {
+        json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:b, s:s, s:I, s:s}", "message_id", hex,
+                              "conversation", m->conversation, "from", m->sender, "from_device",
+                              (json_int_t)m->sender_device, "outgoing", m->outgoing, "text",
+                              m->text, "sent_at_ms", (json_int_t)m->sent_at_ms, "status",
+                              m->status);
+
+        json_dumpf(j, stdout, JSON_COMPACT | JSON_ENSURE_ASCII);
+        putchar('\n');
+        json_decref(j);
+        return;
+    }
+    localtime_r(&t, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%d %H:%M", &tm);
+    printf("[%s] %s%s: %s\n", when, m->outgoing ? "me → " : "", m->outgoing ? m->conversation : m->sender,
+           m->text);
+}
+
+static void on_incoming(void *ctx, const struct msv_incoming *in)
+{
+    const struct cli *o = ctx;
+
+    if (in->message != NULL)
+        print_message(o, in->message);
+    else if (o->json)
+        printf("{\"notice\":\"%s\"}\n", in->notice);
+    else
+        printf("notice: %s\n", in->notice);
+    fflush(stdout);
+}
+
+static int cmd_receive(const struct cli *o, struct msv_client *c, int forever)
+{
+    size_t n = 0;
+    msv_err err;
+
+    if (o->argc != 0)
+        return usage_command("receive", stderr);
+    do {
+        err = msv_client_receive(c, (int)(o->wait_s * 1000), on_incoming, (void *)o, &n);
+        if (err != MSV_OK && forever) {
+            /* the connection dropped: reconnect after a pause, as long as asked to listen */
+            msv_conn_close(c->conn);
+            c->conn = NULL;
+            sleep(2);
+        }
+    } while (forever);
+    return err == MSV_OK ? 0 : fail(c, "receiving", err);
+}
+
+static int cmd_history(const struct cli *o, struct msv_client *c)
+{
+    struct msv_message_rec *m = NULL;
+    size_t n = 0;
+    msv_err err;
+
+    if (o->argc > 1)
+        return usage_command("history", stderr);
+    err = msv_client_db_history(c->db, o->argc ? o->argv[0] : NULL, o->search,
+                                o->limit > 0 ? (size_t)o->limit : 0, &m, &n);
+    if (err == MSV_ERR_INVALID) {
+        fprintf(stderr, "missive: --search: not a valid full-text query\n");
+        return EXIT_USAGE;
+    }
+    if (err != MSV_OK)
+        return fail(c, "reading history", err);
+    for (size_t i = 0; i < n; i++)
+        print_message(o, &m[i]);
+    msv_messages_free(m, n);
+    return 0;
+}
+
+static int cmd_fingerprint(const struct cli *o, struct msv_client *c)
+{
+    uint8_t h[32];
+    char fp[MSV_FINGERPRINT_TEXT_LEN];
+
+    if (o->argc > 1)
+        return usage_command("fingerprint", stderr);
+    if (o->argc == 1)
+        return show_devices(o, c, o->argv[0]);
+    msv_public_identity_hash(msv_identity_public(c->id), h);
+    msv_fingerprint_text(h, fp);
+    if (o->json) {
+        json_t *j = json_pack("{s:s, s:I, s:s}", "handle", c->handle, "device_id",
+                              (json_int_t)c->device_id, "fingerprint", fp);
+
+        json_dumpf(j, stdout, JSON_COMPACT);
+        putchar('\n');
+        json_decref(j);
+    } else
+        printf("%s device %llu: %s\n", c->handle, (unsigned long long)c->device_id, fp);
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, struct cli *o, const char **command)
+{
+    static const struct option opts[] = {
+        {"account", required_argument, NULL, 'a'},
+        {"data-dir", required_argument, NULL, 'd'},
+        {"output", required_argument, NULL, 'o'},
+        {"server", required_argument, NULL, 's'},
+        {"suite", required_argument, NULL, 'S'},
+        {"code", required_argument, NULL, 'c'},
+        {"text", required_argument, NULL, 't'},
+        {"wait", required_argument, NULL, 'w'},
+        {"search", required_argument, NULL, 'q'},
+        {"limit", required_argument, NULL, 'l'},
+        {"passphrase-file", required_argument, NULL, 'P'},
+        {"password-file", required_argument, NULL, 'W'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    char *end;
+    int ch;
+
+    memset(o, 0, sizeof(*o));
+    o->wait_s = 2;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'a': o->account = optarg; break;
+        case 'd': o->data_dir = optarg; break;
+        case 'o':
+            if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0) {
+                fprintf(stderr, "missive: -o takes json or text\n");
+                return EXIT_USAGE;
+            }
+            o->json = strcmp(optarg, "json") == 0;
+            break;
+        case 's': o->server = optarg; break;
+        case 'S': o->suite = optarg; break;
+        case 'c': o->code = optarg; break;
+        case 't': o->text = optarg; break;
+        case 'q': o->search = optarg; break;
+        case 'P': o->passphrase_file = optarg; break;
+        case 'W': o->password_file = optarg; break;
+        case 'h': o->help = 1; break;
+        case 'w':
+            errno = 0;
+            o->wait_s = strtod(optarg, &end);
+            if (errno != 0 || *end != '\0' || o->wait_s < 0 || o->wait_s > 86400) {
+                fprintf(stderr, "missive: --wait takes seconds from 0 to 86400\n");
+                return EXIT_USAGE;
+            }
+            break;
+        case 'l':
+            errno = 0;
+            o->limit = strtol(optarg, &end, 10);
+            if (errno != 0 || *end != '\0' || o->limit <= 0) {
+                fprintf(stderr, "missive: --limit takes a positive number\n");
+                return EXIT_USAGE;
+            }
+            break;
+        default:
+            fprintf(stderr, "missive: unknown option or missing argument: %s\n",
+                    argv[optind - 1]);
+            return EXIT_USAGE;
+        }
+    }
+    *command = optind < argc ? argv[optind] : NULL;
+    o->argc = optind < argc ? argc - optind - 1 : 0;
+    o->argv = argv + optind + 1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct msv_client *c = NULL;
+    const char *command = NULL;
+    struct cli o;
+    int rc = parse_args(argc, argv, &o, &command);
+
+    if (rc != 0)
+        return rc;
+    if (command == NULL) {
+        usage_main(o.help ? stdout : stderr);
+        return o.help ? 0 : EXIT_USAGE;
+    }
+    if (o.help)
+        return usage_command(command, stdout) == 0 ? 0 : (usage_main(stderr), EXIT_USAGE);
+    if (msv_init() != MSV_OK) {
+        fprintf(stderr, "missive: no usable random source\n");
+        return EXIT_ERR;
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (strcmp(command, "register") == 0)
+        return cmd_register(&o);
+    if (strcmp(command, "link") == 0)
+        return cmd_link(&o);
+    if (usage_command(command, NULL) != 0 && strcmp(command, "listen") != 0) {
+        fprintf(stderr, "missive: unknown command '%s'\n", command);
+        usage_main(stderr);
+        return EXIT_USAGE;
+    }
+    rc = open_account(&o, &c);
+    if (rc != 0)
+        return rc;
+    if (strcmp(command, "devices") == 0)
+        rc = cmd_devices(&o, c);
+    else if (strcmp(command, "contacts") == 0)
+        rc = cmd_contacts(&o, c);
+    else if (strcmp(command, "send") == 0)
+        rc = cmd_send(&o, c);
+    else if (strcmp(command, "receive") == 0 || strcmp(command, "listen") == 0)
+        rc = cmd_receive(&o, c, strcmp(command, "listen") == 0);
+    else if (strcmp(command, "history") == 0)
+        rc = cmd_history(&o, c);
+    else
+        rc = cmd_fingerprint(&o, c);
+    msv_client_close(c);
+    return rc;
+}

@@ -1,0 +1,710 @@
+#include "client/client.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "missive/payload.h"
+#include "missive/util.h"
+
+#define TIMEOUT_MS 15000
+#define SEND_TRIES 3
+#define SEALED_MAGIC "MSVS" /* identity sealed under a passphrase */
+#define PLAIN_MAGIC "MSVP"  /* identity stored as it is (no passphrase) */
+#define SALT_LEN crypto_pwhash_SALTBYTES
+#define NONCE_LEN crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- keys at rest --------------------------------------------------------------------- */
+
+/* "MSVS" || salt || u32be opslimit || u32be memlimit KiB || nonce || XChaCha20-Poly1305(export) */
+static msv_err seal_identity(const struct msv_identity *id, const char *pass, uint8_t **out,
+                             size_t *out_len)
+{
+    unsigned long long ops = crypto_pwhash_OPSLIMIT_INTERACTIVE, ct_len = 0;
+    size_t mem = crypto_pwhash_MEMLIMIT_INTERACTIVE, exp_len = 0, head = 4 + SALT_LEN + 8 + NONCE_LEN;
+    uint8_t *exp = NULL, *buf = NULL, key[32];
+    msv_err err = msv_identity_export(id, &exp, &exp_len);
+
+    if (err != MSV_OK)
+        return err;
+    buf = malloc(head + exp_len + crypto_aead_xchacha20poly1305_ietf_ABYTES);
+    if (buf == NULL) {
+        msv_secret_free(exp, exp_len);
+        return MSV_ERR_NOMEM;
+    }
+    if (pass == NULL || pass[0] == '\0') {
+        memcpy(buf, PLAIN_MAGIC, 4);
+        memcpy(buf + 4, exp, exp_len);
+        *out_len = 4 + exp_len;
+        goto done;
+    }
+    memcpy(buf, SEALED_MAGIC, 4);
+    msv_random_bytes(buf + 4, SALT_LEN);
+    for (int i = 0; i < 4; i++) {
+        buf[4 + SALT_LEN + i] = (uint8_t)(ops >> (24 - 8 * i));
+        buf[8 + SALT_LEN + i] = (uint8_t)((mem / 1024) >> (24 - 8 * i));
+    }
+    msv_random_bytes(buf + 12 + SALT_LEN, NONCE_LEN);
+    err = crypto_pwhash(key, sizeof(key), pass, strlen(pass), buf + 4, ops, mem,
+                        crypto_pwhash_ALG_ARGON2ID13) == 0
+              ? MSV_OK
+              : MSV_ERR_NOMEM;
+    if (err == MSV_OK)
+        crypto_aead_xchacha20poly1305_ietf_encrypt(buf + head, &ct_len, exp, exp_len, buf, 4, NULL,
+                                                   buf + 12 + SALT_LEN, key);
+    sodium_memzero(key, sizeof(key));
+    *out_len = head + (size_t)ct_len;
+done:
+    msv_secret_free(exp, exp_len);
+    if (err != MSV_OK) {
+        free(buf);
+        return err;
+    }
+    *out = buf;
+    return MSV_OK;
+}
+
+static msv_err unseal_identity(const uint8_t *in, size_t len, const char *pass,
+                               struct msv_identity **out)
+{
+    size_t head = 4 + SALT_LEN + 8 + NONCE_LEN;
+    unsigned long long ops = 0, pt_len = 0;
+    size_t mem = 0;
+    uint8_t key[32], *pt;
+    msv_err err;
+
+    if (len >= 4 && memcmp(in, PLAIN_MAGIC, 4) == 0)
+        return msv_identity_import(in + 4, len - 4, out);
+    if (len < head + crypto_aead_xchacha20poly1305_ietf_ABYTES || memcmp(in, SEALED_MAGIC, 4) != 0)
+        return MSV_ERR_PARSE;
+    if (pass == NULL || pass[0] == '\0')
+        return MSV_ERR_AUTH; /* sealed: a passphrase is needed */
+    for (int i = 0; i < 4; i++) {
+        ops = ops << 8 | in[4 + SALT_LEN + i];
+        mem = mem << 8 | in[8 + SALT_LEN + i];
+    }
+    if (ops > 64 || mem > 4u * 1024 * 1024)
+        return MSV_ERR_PARSE; /* parameters no passphrase file of ours has */
+    pt = malloc(len - head);
+    if (pt == NULL)
+        return MSV_ERR_NOMEM;
+    err = MSV_ERR_AUTH;
+    if (crypto_pwhash(key, sizeof(key), pass, strlen(pass), in + 4, ops, mem * 1024,
+                      crypto_pwhash_ALG_ARGON2ID13) == 0 &&
+        crypto_aead_xchacha20poly1305_ietf_decrypt(pt, &pt_len, NULL, in + head, len - head, in, 4,
+                                                   in + 12 + SALT_LEN, key) == 0)
+        err = msv_identity_import(pt, (size_t)pt_len, out);
+    sodium_memzero(key, sizeof(key));
+    msv_secret_free(pt, len - head);
+    return err;
+}
+
+/* ---- settings ------------------------------------------------------------------------- */
+
+static msv_err set_text(struct msv_client *c, const char *key, const char *value)
+{
+    return msv_client_db_set(c->db, key, value, strlen(value));
+}
+
+static msv_err get_text(struct msv_client *c, const char *key, char *out, size_t out_len)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err = msv_client_db_get(c->db, key, &v, &len);
+
+    if (err == MSV_OK && len >= out_len)
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK) {
+        memcpy(out, v, len);
+        out[len] = '\0';
+    }
+    free(v);
+    return err;
+}
+
+static msv_err save_device_id(struct msv_client *c)
+{
+    char text[32];
+
+    snprintf(text, sizeof(text), "%llu", (unsigned long long)c->device_id);
+    return set_text(c, "device_id", text);
+}
+
+static msv_err mkdir_p(const char *dir)
+{
+    char path[1024];
+
+    if (strlen(dir) >= sizeof(path))
+        return MSV_ERR_INVALID;
+    snprintf(path, sizeof(path), "%s", dir);
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0700) != 0 && errno != EEXIST)
+            return MSV_ERR_IO;
+        *p = '/';
+    }
+    return mkdir(path, 0700) == 0 || errno == EEXIST ? MSV_OK : MSV_ERR_IO;
+}
+
+static msv_err open_db(struct msv_client *c, const char *dir)
+{
+    char path[1100];
+
+    snprintf(c->dir, sizeof(c->dir), "%s", dir);
+    snprintf(path, sizeof(path), "%s/state.db", dir);
+    return msv_client_db_open(path, &c->db);
+}
+
+msv_err msv_client_create(const char *dir, const char *handle, const char *host, uint16_t port,
+                          enum msv_suite suite, const char *passphrase, uint8_t fingerprint[32],
+                          struct msv_client **out)
+{
+    struct msv_client *c = calloc(1, sizeof(*c));
+    struct msv_conn *probe = NULL;
+    uint8_t *sealed = NULL, *existing = NULL;
+    size_t sealed_len = 0, existing_len = 0;
+    char port_text[8];
+    msv_err err;
+
+    if (c == NULL)
+        return MSV_ERR_NOMEM;
+    err = strlen(handle) < sizeof(c->handle) && strlen(host) < sizeof(c->host) ? mkdir_p(dir)
+                                                                                : MSV_ERR_INVALID;
+    if (err == MSV_OK)
+        err = open_db(c, dir);
+    if (err == MSV_OK && msv_client_db_get(c->db, "identity", &existing, &existing_len) == MSV_OK)
+        err = MSV_ERR_EXISTS; /* never overwrite a device's keys */
+    free(existing);
+    /* trust on first use: remember the certificate this server shows now */
+    if (err == MSV_OK)
+        err = msv_conn_open(host, port, NULL, TIMEOUT_MS, &probe);
+    if (err == MSV_OK) {
+        msv_conn_fingerprint(probe, c->pin);
+        memcpy(fingerprint, c->pin, 32);
+        msv_conn_close(probe);
+        err = msv_identity_generate(suite, 0, &c->id);
+    }
+    if (err == MSV_OK)
+        err = seal_identity(c->id, passphrase, &sealed, &sealed_len);
+    snprintf(c->handle, sizeof(c->handle), "%s", handle);
+    snprintf(c->host, sizeof(c->host), "%s", host);
+    snprintf(port_text, sizeof(port_text), "%u", port);
+    c->port = port;
+    if (err == MSV_OK)
+        err = msv_client_db_set(c->db, "identity", sealed, sealed_len);
+    if (err == MSV_OK)
+        err = set_text(c, "handle", handle);
+    if (err == MSV_OK)
+        err = set_text(c, "host", host);
+    if (err == MSV_OK)
+        err = set_text(c, "port", port_text);
+    if (err == MSV_OK)
+        err = msv_client_db_set(c->db, "pin", c->pin, 32);
+    if (err == MSV_OK)
+        err = save_device_id(c);
+    free(sealed);
+    if (err != MSV_OK) {
+        msv_client_close(c);
+        return err;
+    }
+    *out = c;
+    return MSV_OK;
+}
+
+msv_err msv_client_open(const char *dir, const char *passphrase, struct msv_client **out)
+{
+    struct msv_client *c = calloc(1, sizeof(*c));
+    uint8_t *sealed = NULL, *pin = NULL;
+    size_t sealed_len = 0, pin_len = 0;
+    char text[32];
+    msv_err err;
+
+    if (c == NULL)
+        return MSV_ERR_NOMEM;
+    err = open_db(c, dir);
+    if (err == MSV_OK)
+        err = msv_client_db_get(c->db, "identity", &sealed, &sealed_len);
+    if (err == MSV_OK)
+        err = unseal_identity(sealed, sealed_len, passphrase, &c->id);
+    if (err == MSV_OK)
+        err = get_text(c, "handle", c->handle, sizeof(c->handle));
+    if (err == MSV_OK)
+        err = get_text(c, "host", c->host, sizeof(c->host));
+    if (err == MSV_OK)
+        err = get_text(c, "port", text, sizeof(text));
+    if (err == MSV_OK) {
+        c->port = (uint16_t)strtoul(text, NULL, 10);
+        err = get_text(c, "device_id", text, sizeof(text));
+    }
+    if (err == MSV_OK) {
+        c->device_id = strtoull(text, NULL, 10);
+        err = msv_client_db_get(c->db, "pin", &pin, &pin_len);
+    }
+    if (err == MSV_OK && pin_len == 32)
+        memcpy(c->pin, pin, 32);
+    else if (err == MSV_OK)
+        err = MSV_ERR_PARSE;
+    free(sealed);
+    free(pin);
+    if (err != MSV_OK) {
+        msv_client_close(c);
+        return err == MSV_ERR_NOT_FOUND ? MSV_ERR_NOT_FOUND : err;
+    }
+    *out = c;
+    return MSV_OK;
+}
+
+void msv_client_close(struct msv_client *c)
+{
+    if (c == NULL)
+        return;
+    msv_conn_close(c->conn);
+    msv_identity_free(c->id);
+    msv_client_db_close(c->db);
+    free(c);
+}
+
+/* ---- accounts ------------------------------------------------------------------------- */
+
+/* A fresh connection for the unauthenticated account requests. */
+static msv_err plain_conn(struct msv_client *c, struct msv_conn **out)
+{
+    return msv_conn_open(c->host, c->port, c->pin, TIMEOUT_MS, out);
+}
+
+msv_err msv_client_register_start(struct msv_client *c)
+{
+    struct msv_conn *conn = NULL;
+    msv_err err = plain_conn(c, &conn);
+
+    if (err == MSV_OK)
+        err = msv_request_register_start(conn, c->handle, TIMEOUT_MS, &c->why);
+    msv_conn_close(conn);
+    return err;
+}
+
+msv_err msv_client_register_finish(struct msv_client *c, const char *code, const char *password)
+{
+    struct msv_conn *conn = NULL;
+    msv_err err = c->device_id != 0 ? MSV_ERR_EXISTS : plain_conn(c, &conn);
+
+    if (err == MSV_OK)
+        err = msv_request_register_finish(conn, c->handle, code, password, c->id, "", TIMEOUT_MS,
+                                          &c->device_id, &c->why);
+    if (err == MSV_OK)
+        err = save_device_id(c);
+    msv_conn_close(conn);
+    return err;
+}
+
+msv_err msv_client_link(struct msv_client *c, const char *password)
+{
+    struct msv_conn *conn = NULL;
+    msv_err err = c->device_id != 0 ? MSV_ERR_EXISTS : plain_conn(c, &conn);
+
+    if (err == MSV_OK)
+        err = msv_request_add_device(conn, c->handle, password, c->id, "", TIMEOUT_MS,
+                                     &c->device_id, &c->why);
+    if (err == MSV_OK)
+        err = save_device_id(c);
+    msv_conn_close(conn);
+    return err;
+}
+
+msv_err msv_client_connect(struct msv_client *c)
+{
+    msv_err err;
+
+    if (c->conn != NULL)
+        return MSV_OK;
+    if (c->device_id == 0)
+        return MSV_ERR_NOT_FOUND; /* not registered yet */
+    err = plain_conn(c, &c->conn);
+    if (err == MSV_OK)
+        err = msv_conn_auth(c->conn, c->handle, c->device_id, c->id, TIMEOUT_MS);
+    if (err != MSV_OK) {
+        msv_conn_close(c->conn);
+        c->conn = NULL;
+    }
+    return err;
+}
+
+/* ---- directory ------------------------------------------------------------------------ */
+
+/* Remembers what the directory says of a handle; reports a changed device set. */
+static msv_err remember(struct msv_client *c, const Msv__Wire__HandleDevices *hd)
+{
+    struct msv_known_device *devs = calloc(hd->n_devices + 1, sizeof(*devs));
+    char handle[257];
+    int changed = 0;
+    msv_err err;
+
+    if (devs == NULL)
+        return MSV_ERR_NOMEM;
+    snprintf(handle, sizeof(handle), "%.*s", (int)hd->handle.len, (const char *)hd->handle.data);
+    for (size_t i = 0; i < hd->n_devices; i++) {
+        devs[i].device_id = hd->devices[i]->device_id;
+        devs[i].suite = hd->devices[i]->suite;
+        devs[i].identity = hd->devices[i]->identity.data;
+        devs[i].identity_len = hd->devices[i]->identity.len;
+    }
+    err = msv_client_db_known_replace(c->db, handle, devs, hd->n_devices, now_ms(), &changed);
+    free(devs);
+    if (err == MSV_OK && changed && c->on_key_change != NULL)
+        c->on_key_change(c->ctx, handle);
+    return err;
+}
+
+msv_err msv_client_devices(struct msv_client *c, const char *handle, msv_frame **result)
+{
+    const char *h = handle ? handle : c->handle;
+    msv_err err = msv_client_connect(c);
+
+    if (err == MSV_OK)
+        err = msv_request_lookup(c->conn, &h, 1, TIMEOUT_MS, result, &c->why);
+    if (err == MSV_OK)
+        err = remember(c, (*result)->lookup_result->results[0]);
+    return err;
+}
+
+msv_err msv_client_remove_device(struct msv_client *c, uint64_t device_id)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
+    msv_frame *resp = NULL;
+    msv_err err = msv_client_connect(c);
+
+    if (err != MSV_OK)
+        return err;
+    rm.device_id = device_id;
+    req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
+    req.remove_device = &rm;
+    err = msv_conn_request(c->conn, &req, TIMEOUT_MS, &resp);
+    if (err == MSV_OK && resp->body_case != MSV__WIRE__FRAME__BODY_OK)
+        err = MSV_ERR_NOT_FOUND;
+    msv_frame_free(resp);
+    return err;
+}
+
+/* ---- sending -------------------------------------------------------------------------- */
+
+struct sealed_set {
+    struct msv_outgoing *out;
+    uint8_t **wires;
+    size_t count;
+};
+
+static void sealed_clear(struct sealed_set *s)
+{
+    for (size_t i = 0; i < s->count; i++)
+        free(s->wires[i]);
+    free(s->out);
+    free(s->wires);
+    memset(s, 0, sizeof(*s));
+}
+
+/* Seals pt for every device listed, except this one. */
+static msv_err seal_for(struct msv_client *c, Msv__Wire__HandleDevices *const *hds, size_t n,
+                        const uint8_t *pt, size_t pt_len, struct sealed_set *s)
+{
+    size_t total = 0;
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; i < n; i++)
+        total += hds[i]->n_devices;
+    s->out = calloc(total + 1, sizeof(*s->out));
+    s->wires = calloc(total + 1, sizeof(*s->wires));
+    if (s->out == NULL || s->wires == NULL)
+        return MSV_ERR_NOMEM;
+    for (size_t i = 0; i < n && err == MSV_OK; i++) {
+        for (size_t k = 0; k < hds[i]->n_devices && err == MSV_OK; k++) {
+            const Msv__Wire__DeviceInfo *d = hds[i]->devices[k];
+            struct msv_public_identity *pub = NULL;
+            size_t len = 0;
+
+            if (d->device_id == c->device_id)
+                continue;
+            if (d->suite != (uint32_t)msv_identity_suite(c->id)) {
+                snprintf(c->why.message, sizeof(c->why.message),
+                         "device %llu uses the %s suite; this device speaks %s",
+                         (unsigned long long)d->device_id, msv_suite_name(d->suite),
+                         msv_suite_name(msv_identity_suite(c->id)));
+                return MSV_ERR_UNSUPPORTED;
+            }
+            err = msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data,
+                                            d->identity.len, &pub);
+            if (err == MSV_OK)
+                err = msv_seal(c->id, pub, pt, pt_len, &s->wires[s->count], &len);
+            msv_public_identity_free(pub);
+            if (err == MSV_OK) {
+                s->out[s->count] =
+                    (struct msv_outgoing){d->device_id, d->suite, s->wires[s->count], len};
+                s->count++;
+            }
+        }
+    }
+    return err;
+}
+
+/* Sends to the devices of hds; on a stale list, *fresh holds the server's current one. */
+static msv_err send_once(struct msv_client *c, const uint8_t id[16], const char *const *handles,
+                         size_t n, Msv__Wire__HandleDevices *const *hds, size_t n_hds,
+                         const uint8_t *pt, size_t pt_len, msv_frame **fresh)
+{
+    struct sealed_set s = {0};
+    msv_err err = seal_for(c, hds, n_hds, pt, pt_len, &s);
+
+    if (err == MSV_OK)
+        err = msv_request_send(c->conn, id, handles, n, s.out, s.count, TIMEOUT_MS, fresh,
+                               &c->why);
+    sealed_clear(&s);
+    return err;
+}
+
+static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
+                               const char *const *targets, size_t n, const uint8_t *pt,
+                               size_t pt_len)
+{
+    msv_frame *known = NULL, *fresh = NULL;
+    msv_err err = msv_client_connect(c);
+
+    if (err == MSV_OK)
+        err = msv_request_lookup(c->conn, targets, n, TIMEOUT_MS, &known, &c->why);
+    for (size_t i = 0; err == MSV_OK && i < n; i++)
+        err = remember(c, known->lookup_result->results[i]);
+    for (int tries = 0; err == MSV_OK && tries < SEND_TRIES; tries++) {
+        Msv__Wire__HandleDevices *const *hds =
+            fresh ? fresh->error->current : known->lookup_result->results;
+        size_t n_hds = fresh ? fresh->error->n_current : known->lookup_result->n_results;
+        msv_frame *next = NULL;
+
+        err = send_once(c, id, targets, n, hds, n_hds, pt, pt_len, &next);
+        if (err != MSV_ERR_AGAIN)
+            break;
+        /* the device list changed since the lookup: learn it, then try again */
+        msv_frame_free(fresh);
+        fresh = next;
+        for (size_t i = 0; i < fresh->error->n_current; i++)
+            (void)remember(c, fresh->error->current[i]);
+        err = MSV_OK;
+        if (tries == SEND_TRIES - 1)
+            err = MSV_ERR_AGAIN;
+    }
+    msv_frame_free(known);
+    msv_frame_free(fresh);
+    return err;
+}
+
+msv_err msv_client_send_text(struct msv_client *c, const char *const *handles, size_t n,
+                             const char *text, uint8_t message_id[16])
+{
+    const char *targets[MSV_PARTICIPANTS_MAX];
+    struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = (char *)text};
+    struct msv_message_rec rec = {.outgoing = 1, .kind = MSV_KIND_MESSAGE, .status = "queued"};
+    uint8_t *pt = NULL;
+    size_t pt_len = 0, t = 0;
+    msv_err err;
+
+    if (n == 0 || n >= MSV_PARTICIPANTS_MAX)
+        return MSV_ERR_INVALID;
+    /* the handles and this account, each once: its other devices get a copy */
+    for (size_t i = 0; i <= n; i++) {
+        const char *h = i < n ? handles[i] : c->handle;
+        size_t k;
+
+        for (k = 0; k < t && strcmp(targets[k], h) != 0; k++)
+            ;
+        if (k == t)
+            targets[t++] = h;
+    }
+    msv_random_bytes(p.message_id, MSV_ID_LEN);
+    memcpy(message_id, p.message_id, MSV_ID_LEN);
+    p.sent_at_ms = (uint64_t)now_ms();
+    p.participants = (char **)targets;
+    p.participant_count = t;
+    err = msv_payload_encode(&p, &pt, &pt_len);
+    if (err != MSV_OK)
+        return err;
+    memcpy(rec.message_id, p.message_id, 16);
+    rec.conversation = (char *)handles[0];
+    rec.sender = c->handle;
+    rec.sender_device = c->device_id;
+    rec.text = (char *)text;
+    rec.sent_at_ms = rec.stored_at_ms = (int64_t)p.sent_at_ms;
+    /* shown as queued until the relay accepts it, and kept in the outbox until then */
+    err = msv_client_db_message_put(c->db, &rec);
+    if (err == MSV_OK)
+        err = msv_client_db_outbox_put(c->db, p.message_id, handles[0], pt, pt_len, now_ms());
+    if (err == MSV_OK)
+        err = deliver_payload(c, p.message_id, targets, t, pt, pt_len);
+    if (err == MSV_OK) {
+        err = msv_client_db_message_status(c->db, p.message_id, "sent");
+        if (err == MSV_OK)
+            err = msv_client_db_outbox_remove(c->db, p.message_id);
+    }
+    msv_secret_free(pt, pt_len);
+    return err;
+}
+
+/* ---- receiving ------------------------------------------------------------------------ */
+
+/* The sender's public identity, from the known devices, else from the directory. */
+static msv_err sender_identity(struct msv_client *c, const char *handle, uint64_t device,
+                               struct msv_public_identity **out)
+{
+    for (int fresh = 0; fresh < 2; fresh++) {
+        struct msv_known_device *devs = NULL;
+        size_t n = 0;
+        msv_err err = msv_client_db_known_devices(c->db, handle, &devs, &n);
+
+        for (size_t i = 0; err == MSV_OK && i < n; i++) {
+            if (devs[i].device_id == device) {
+                err = msv_public_identity_parse((enum msv_suite)devs[i].suite, devs[i].identity,
+                                                devs[i].identity_len, out);
+                msv_known_devices_free(devs, n);
+                return err;
+            }
+        }
+        msv_known_devices_free(devs, n);
+        if (err != MSV_OK)
+            return err;
+        if (fresh == 0) {
+            msv_frame *r = NULL;
+
+            err = msv_client_devices(c, handle, &r);
+            msv_frame_free(r);
+            if (err != MSV_OK)
+                return err;
+        }
+    }
+    return MSV_ERR_NOT_FOUND;
+}
+
+/* The conversation a message belongs to: the other person, from this account's view. */
+static const char *conversation_of(const struct msv_client *c, const char *sender,
+                                   const struct msv_payload *p)
+{
+    if (strcmp(sender, c->handle) != 0)
+        return sender;
+    /* a copy of something this account sent from another device */
+    for (size_t i = 0; i < p->participant_count; i++) {
+        if (strcmp(p->participants[i], c->handle) != 0)
+            return p->participants[i];
+    }
+    return c->handle;
+}
+
+/* Opens and stores one delivered message; MSV_ERR_EXISTS for a redelivery. */
+static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
+                            void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+{
+    struct msv_public_identity *pub = NULL;
+    struct msv_payload *p = NULL;
+    struct msv_message_rec rec = {.status = "received"};
+    char sender[257];
+    uint8_t *pt = NULL;
+    size_t pt_len = 0;
+    msv_err err;
+
+    snprintf(sender, sizeof(sender), "%.*s", (int)d->sender_handle.len,
+             (const char *)d->sender_handle.data);
+    err = sender_identity(c, sender, d->sender_device, &pub);
+    if (err == MSV_OK)
+        err = msv_open(c->id, pub, d->ciphertext.data, d->ciphertext.len, NULL, &pt, &pt_len);
+    if (err == MSV_OK)
+        err = msv_payload_parse(pt, pt_len, &p);
+    msv_secret_free(pt, pt_len);
+    msv_public_identity_free(pub);
+    if (err != MSV_OK)
+        return err;
+    memcpy(rec.message_id, p->message_id, 16);
+    rec.conversation = (char *)conversation_of(c, sender, p);
+    rec.outgoing = strcmp(sender, c->handle) == 0;
+    rec.sender = sender;
+    rec.sender_device = d->sender_device;
+    rec.kind = (int)p->kind;
+    rec.text = p->text;
+    rec.sent_at_ms = (int64_t)p->sent_at_ms;
+    rec.stored_at_ms = now_ms();
+    /* stored before it is acknowledged; the message id makes a redelivery a no-op */
+    err = msv_client_db_message_put(c->db, &rec);
+    if (err == MSV_OK && on_message != NULL) {
+        struct msv_incoming in = {.message = &rec};
+
+        on_message(ctx, &in);
+    }
+    msv_payload_free(p);
+    return err;
+}
+
+static void take_notice(const Msv__Wire__Deliver *d,
+                        void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+{
+    Msv__Wire__DeviceChange *dc =
+        msv__wire__device_change__unpack(NULL, d->ciphertext.len, d->ciphertext.data);
+
+    if (dc == NULL)
+        return;
+    if (on_message != NULL) {
+        struct msv_incoming in = {.notice = dc->added ? "a device was added to this account"
+                                                      : "a device was removed from this account"};
+
+        on_message(ctx, &in);
+    }
+    msv__wire__device_change__free_unpacked(dc, NULL);
+}
+
+msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
+                           void (*on_message)(void *ctx, const struct msv_incoming *in), void *ctx,
+                           size_t *count)
+{
+    msv_err err = msv_client_connect(c);
+
+    *count = 0;
+    while (err == MSV_OK) {
+        msv_frame *f = NULL;
+        uint64_t q;
+
+        err = msv_conn_recv(c->conn, timeout_ms, &f);
+        if (err == MSV_ERR_AGAIN)
+            return MSV_OK; /* quiet for timeout_ms: done */
+        if (err != MSV_OK)
+            break;
+        if (f->body_case != MSV__WIRE__FRAME__BODY_DELIVER) {
+            msv_frame_free(f);
+            continue;
+        }
+        q = f->deliver->queue_id;
+        if (f->deliver->sender_device == 0) {
+            take_notice(f->deliver, on_message, ctx);
+        } else {
+            err = take_message(c, f->deliver, on_message, ctx);
+            if (err == MSV_OK)
+                (*count)++;
+            /* a redelivery, or a message that is not authentic: acknowledged and dropped, so
+             * that the relay does not offer it forever; storage failures are not acknowledged */
+            if (err == MSV_ERR_EXISTS || err == MSV_ERR_AUTH || err == MSV_ERR_PARSE ||
+                err == MSV_ERR_NOT_FOUND || err == MSV_ERR_UNSUPPORTED)
+                err = MSV_OK;
+        }
+        msv_frame_free(f);
+        if (err == MSV_OK)
+            err = msv_request_ack(c->conn, &q, 1);
+    }
+    return err;
+}

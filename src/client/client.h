@@ -1,0 +1,90 @@
+/*
+ * A Missive device as a program uses it: one account directory holding the
+ * state database (store/client_db.h) with the device's keys sealed at rest,
+ * the pinned server, and the operations a person performs.
+ */
+#ifndef MSV_CLIENT_CLIENT_H
+#define MSV_CLIENT_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "client/conn.h"
+#include "client/requests.h"
+#include "missive/crypto.h"
+#include "store/client_db.h"
+
+struct msv_client {
+    char dir[1024];
+    struct msv_client_db *db;
+    struct msv_identity *id;
+    char handle[257];
+    uint64_t device_id; /* 0 until registered */
+    char host[256];
+    uint16_t port;
+    uint8_t pin[32];
+    struct msv_conn *conn;
+    struct msv_refusal why; /* the server's words for the last refusal */
+    /* told about device sets that changed since last seen; may be NULL */
+    void (*on_key_change)(void *ctx, const char *handle);
+    void *ctx;
+};
+
+/*
+ * Creates an account directory with a fresh device identity for handle at
+ * the server (whose certificate is pinned now: trust on first use; its
+ * fingerprint goes to fingerprint). passphrase seals the keys (Argon2id);
+ * NULL or "" stores them unsealed in the 0600 database. Caller frees with
+ * msv_client_close().
+ */
+MSV_MUST_CHECK msv_err msv_client_create(const char *dir, const char *handle, const char *host,
+                                         uint16_t port, enum msv_suite suite,
+                                         const char *passphrase, uint8_t fingerprint[32],
+                                         struct msv_client **out);
+/* Opens an existing account directory; MSV_ERR_AUTH for a wrong passphrase. */
+MSV_MUST_CHECK msv_err msv_client_open(const char *dir, const char *passphrase,
+                                       struct msv_client **out);
+void msv_client_close(struct msv_client *c);
+
+/* Registration: ask for a code, then create the account with it. */
+MSV_MUST_CHECK msv_err msv_client_register_start(struct msv_client *c);
+MSV_MUST_CHECK msv_err msv_client_register_finish(struct msv_client *c, const char *code,
+                                                  const char *password);
+/* Adds this device to an existing account. */
+MSV_MUST_CHECK msv_err msv_client_link(struct msv_client *c, const char *password);
+
+/* Connects and authenticates (a no-op when connected). */
+MSV_MUST_CHECK msv_err msv_client_connect(struct msv_client *c);
+
+/*
+ * Sends text to the handles (and the account's other devices): looks up the
+ * devices, seals per device, sends; refreshes and retries when the device
+ * list was stale. The message is in history as "queued" until the relay
+ * accepts it, then "sent". message_id receives its id.
+ */
+MSV_MUST_CHECK msv_err msv_client_send_text(struct msv_client *c, const char *const *handles,
+                                            size_t n, const char *text, uint8_t message_id[16]);
+
+/* What msv_client_receive() reports. */
+struct msv_incoming {
+    const struct msv_message_rec *message; /* NULL for a notice */
+    const char *notice;                    /* "device added" / "device removed" for own account */
+};
+
+/*
+ * Handles deliveries until none arrives for timeout_ms: each is verified,
+ * decrypted, stored (a redelivered message is recognised by its id and not
+ * stored or reported twice), then acknowledged. on_message (may be NULL) sees
+ * each new message. *count receives how many were new.
+ */
+MSV_MUST_CHECK msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
+                                          void (*on_message)(void *ctx,
+                                                             const struct msv_incoming *in),
+                                          void *ctx, size_t *count);
+
+/* The devices registered for handle (NULL: this account) as the directory lists them. */
+MSV_MUST_CHECK msv_err msv_client_devices(struct msv_client *c, const char *handle,
+                                          msv_frame **result);
+MSV_MUST_CHECK msv_err msv_client_remove_device(struct msv_client *c, uint64_t device_id);
+
+#endif
