@@ -34,8 +34,9 @@ struct cli {
 static const struct {
     const char *name, *usage, *about;
 } commands[] = {
-    {"register", "register HANDLE --server HOST:PORT [--suite modern|ecies|classic]\n"
-                 "       missive register HANDLE --code CODE",
+    {"register",
+     "register HANDLE --server HOST:PORT [--suite modern|ecies|classic]\n"
+     "       missive register HANDLE --code CODE",
      "Creates this device's keys and asks the server for a verification code; run again "
      "with --code to create the account (password from MISSIVE_PASSWORD)."},
     {"link", "link HANDLE --server HOST:PORT",
@@ -169,8 +170,9 @@ static int open_account(const struct cli *o, struct msv_client **c)
         return EXIT_USAGE;
     }
     if (access(dir, F_OK) != 0) {
-        fprintf(stderr, "missive: no account %s here; create it with 'missive register' or "
-                        "'missive link'\n",
+        fprintf(stderr,
+                "missive: no account %s here; create it with 'missive register' or "
+                "'missive link'\n",
                 handle);
         return EXIT_ERR;
     }
@@ -515,11 +517,11 @@ static void print_message(const struct cli *o, const struct msv_message_rec *m)
     if (msv_hex_encode(m->message_id, 16, hex, sizeof(hex)) != MSV_OK)
         hex[0] = '\0';
     if (o->json) {
-        json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:b, s:s, s:I, s:s}", "message_id", hex,
-                              "conversation", m->conversation, "from", m->sender, "from_device",
-                              (json_int_t)m->sender_device, "outgoing", m->outgoing, "text",
-                              m->text, "sent_at_ms", (json_int_t)m->sent_at_ms, "status",
-                              m->status);
+        json_t *j =
+            json_pack("{s:s, s:s, s:s, s:I, s:b, s:s, s:I, s:s}", "message_id", hex, "conversation",
+                      m->conversation, "from", m->sender, "from_device",
+                      (json_int_t)m->sender_device, "outgoing", m->outgoing, "text", m->text,
+                      "sent_at_ms", (json_int_t)m->sent_at_ms, "status", m->status);
 
         json_dumpf(j, stdout, JSON_COMPACT | JSON_ENSURE_ASCII);
         putchar('\n');
@@ -528,8 +530,8 @@ static void print_message(const struct cli *o, const struct msv_message_rec *m)
     }
     localtime_r(&t, &tm);
     strftime(when, sizeof(when), "%Y-%m-%d %H:%M", &tm);
-    printf("[%s] %s%s: %s\n", when, m->outgoing ? "me → " : "", m->outgoing ? m->conversation : m->sender,
-           m->text);
+    printf("[%s] %s%s: %s\n", when, m->outgoing ? "me → " : "",
+           m->outgoing ? m->conversation : m->sender, m->text);
 }
 
 static void on_incoming(void *ctx, const struct msv_incoming *in)
@@ -635,8 +637,12 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
         switch (ch) {
-        case 'a': o->account = optarg; break;
-        case 'd': o->data_dir = optarg; break;
+        case 'a':
+            o->account = optarg;
+            break;
+        case 'd':
+            o->data_dir = optarg;
+            break;
         case 'o':
             if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0) {
                 fprintf(stderr, "missive: -o takes json or text\n");
@@ -644,14 +650,30 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
             }
             o->json = strcmp(optarg, "json") == 0;
             break;
-        case 's': o->server = optarg; break;
-        case 'S': o->suite = optarg; break;
-        case 'c': o->code = optarg; break;
-        case 't': o->text = optarg; break;
-        case 'q': o->search = optarg; break;
-        case 'P': o->passphrase_file = optarg; break;
-        case 'W': o->password_file = optarg; break;
-        case 'h': o->help = 1; break;
+        case 's':
+            o->server = optarg;
+            break;
+        case 'S':
+            o->suite = optarg;
+            break;
+        case 'c':
+            o->code = optarg;
+            break;
+        case 't':
+            o->text = optarg;
+            break;
+        case 'q':
+            o->search = optarg;
+            break;
+        case 'P':
+            o->passphrase_file = optarg;
+            break;
+        case 'W':
+            o->password_file = optarg;
+            break;
+        case 'h':
+            o->help = 1;
+            break;
         case 'w':
             errno = 0;
             o->wait_s = strtod(optarg, &end);
@@ -669,8 +691,7 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
             }
             break;
         default:
-            fprintf(stderr, "missive: unknown option or missing argument: %s\n",
-                    argv[optind - 1]);
+            fprintf(stderr, "missive: unknown option or missing argument: %s\n", argv[optind - 1]);
             return EXIT_USAGE;
         }
     }

@@ -34,7 +34,8 @@ static msv_err seal_identity(const struct msv_identity *id, const char *pass, ui
                              size_t *out_len)
 {
     unsigned long long ops = crypto_pwhash_OPSLIMIT_INTERACTIVE, ct_len = 0;
-    size_t mem = crypto_pwhash_MEMLIMIT_INTERACTIVE, exp_len = 0, head = 4 + SALT_LEN + 8 + NONCE_LEN;
+    size_t mem = crypto_pwhash_MEMLIMIT_INTERACTIVE, exp_len = 0,
+           head = 4 + SALT_LEN + 8 + NONCE_LEN;
     uint8_t *exp = NULL, *buf = NULL, key[32];
     msv_err err = msv_identity_export(id, &exp, &exp_len);
 
@@ -184,7 +185,7 @@ msv_err msv_client_create(const char *dir, const char *handle, const char *host,
     if (c == NULL)
         return MSV_ERR_NOMEM;
     err = strlen(handle) < sizeof(c->handle) && strlen(host) < sizeof(c->host) ? mkdir_p(dir)
-                                                                                : MSV_ERR_INVALID;
+                                                                               : MSV_ERR_INVALID;
     if (err == MSV_OK)
         err = open_db(c, dir);
     if (err == MSV_OK && msv_client_db_get(c->db, "identity", &existing, &existing_len) == MSV_OK)
@@ -470,8 +471,7 @@ static msv_err send_once(struct msv_client *c, const uint8_t id[16], const char 
     msv_err err = seal_for(c, hds, n_hds, pt, pt_len, &s);
 
     if (err == MSV_OK)
-        err = msv_request_send(c->conn, id, handles, n, s.out, s.count, TIMEOUT_MS, fresh,
-                               &c->why);
+        err = msv_request_send(c->conn, id, handles, n, s.out, s.count, TIMEOUT_MS, fresh, &c->why);
     sealed_clear(&s);
     return err;
 }
@@ -485,8 +485,15 @@ static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
 
     if (err == MSV_OK)
         err = msv_request_lookup(c->conn, targets, n, TIMEOUT_MS, &known, &c->why);
-    for (size_t i = 0; err == MSV_OK && i < n; i++)
-        err = remember(c, known->lookup_result->results[i]);
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        const Msv__Wire__HandleDevices *hd = known->lookup_result->results[i];
+
+        err = remember(c, hd);
+        if (err == MSV_OK && hd->n_devices == 0 && strcmp(targets[i], c->handle) != 0) {
+            snprintf(c->why.message, sizeof(c->why.message), "%s is not registered", targets[i]);
+            err = MSV_ERR_NOT_FOUND;
+        }
+    }
     for (int tries = 0; err == MSV_OK && tries < SEND_TRIES; tries++) {
         Msv__Wire__HandleDevices *const *hds =
             fresh ? fresh->error->current : known->lookup_result->results;

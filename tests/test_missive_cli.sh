@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The missive command line end to end, against a real missived on loopback:
+# two people with two devices each, offline delivery, own-device copies,
+# no double delivery, history and search, contacts, device removal, the
+# key-change warning, sealed keys, and clear errors.
+set -u
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+M=$(realpath "${1:?usage: test_missive_cli.sh MISSIVE MISSIVED}")
+D=$(realpath "${2:?usage: test_missive_cli.sh MISSIVE MISSIVED}")
+work=$(mktemp -d)
+pid=
+cleanup() {
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work" || exit 1
+
+MISSIVED_SERVER_LISTEN_PORT=0 MISSIVED_HTTP_LISTEN_PORT=0 MISSIVED_ACCOUNTS_ARGON2_MEMLIMIT_KIB=8 \
+    "$D" --data-dir srv 2>srv.log &
+pid=$!
+for _ in $(seq 100); do [ -s srv/missived.ports ] && break; sleep 0.1; done
+server=127.0.0.1:$(awk '/^tls/{print $2}' srv/missived.ports)
+export MISSIVE_PASSWORD="correct horse battery"
+code() { grep "handle=$1 code=" srv.log | tail -1 | sed 's/.*code=//'; }
+# as DEVICE: run missive with that device's data directory and account
+as() {
+    local dev=$1
+    shift
+    "$M" --data-dir "dev-$dev" --account "${dev%%-*}@example.org" "$@"
+}
+register() {
+    "$M" --data-dir "dev-$1" register "${1%%-*}@example.org" --server "$server" >/dev/null 2>&1 &&
+        "$M" --data-dir "dev-$1" register "${1%%-*}@example.org" --code "$(code "${1%%-*}@example.org")" >/dev/null
+}
+
+register alice-phone && ok || bad "register alice"
+register bob-phone && ok || bad "register bob"
+expect 0 "link alice's laptop" -- "$M" --data-dir dev-alice-laptop link alice@example.org --server "$server"
+grep -q "this is device" out.txt && ok || bad "link output"
+expect 0 "link bob's laptop" -- "$M" --data-dir dev-bob-laptop link bob@example.org --server "$server"
+expect 0 "devices" -- as bob-phone devices
+[ "$(grep -c modern out.txt)" -eq 2 ] && grep -q "(this device)" out.txt && ok || bad "bob has two devices"
+
+# alice writes while bob's devices are offline; both get it, and so does her laptop
+expect 0 "send" -- as alice-phone send bob@example.org --text "dinner at eight?"
+grep -q '^sent [0-9a-f]\{32\}$' out.txt && ok || bad "send output"
+for dev in bob-phone bob-laptop; do
+    expect 0 "$dev receives" -- as "$dev" -o json receive --wait 1
+    grep -q '"text":"dinner at eight?"' out.txt && grep -q '"from":"alice@example.org"' out.txt && ok || bad "$dev got the message"
+    expect 0 "$dev receives again" -- as "$dev" receive --wait 1
+    grep -q "dinner" out.txt && bad "$dev saw it twice" || ok
+done
+expect 0 "alice's laptop gets her own copy" -- as alice-laptop -o json receive --wait 1
+grep -q '"outgoing":true' out.txt && grep -q '"conversation":"bob@example.org"' out.txt && ok || bad "own-device copy"
+
+# replies, from standard input, to a contact name
+expect 0 "contact" -- as bob-laptop contacts add alice alice@example.org
+echo "yes, see you there" | as bob-laptop send alice >out.txt 2>err.txt && ok || bad "send from stdin"
+expect 0 "alice receives" -- as alice-phone receive --wait 1
+grep -q "bob@example.org: yes, see you there" out.txt && ok || bad "reply text"
+expect 0 "history" -- as alice-phone history bob@example.org
+[ "$(wc -l < out.txt)" -eq 2 ] && head -1 out.txt | grep -q "me → bob@example.org: dinner" && ok || bad "history order: $(cat out.txt)"
+expect 0 "search" -- as alice-phone history --search "see"
+[ "$(wc -l < out.txt)" -eq 1 ] && ok || bad "search result"
+expect 2 "bad search" -- as alice-phone history --search '"unbalanced'
+
+# bob replaces his laptop: alice is warned when she next writes
+laptop_id=$(as bob-laptop -o json fingerprint | sed 's/.*"device_id":\([0-9]*\).*/\1/')
+expect 0 "remove a device" -- as bob-phone devices remove "$laptop_id"
+expect 0 "link a new laptop" -- "$M" --data-dir dev-bob-new link bob@example.org --server "$server"
+expect 0 "send after the change" -- as alice-phone send bob@example.org --text "new laptop?"
+grep -q "warning: the devices of bob@example.org changed" err.txt && ok || bad "key-change warning: $(cat err.txt)"
+expect 0 "the new laptop receives" -- "$M" --data-dir dev-bob-new --account bob@example.org receive --wait 1
+grep -q "new laptop?" out.txt && ok || bad "new device got it"
+
+# keys sealed under a passphrase
+export MISSIVE_PASSPHRASE="a long passphrase"
+expect 0 "register with a passphrase" -- "$M" --data-dir dev-carol-phone register carol@example.org --server "$server"
+grep -q "unsealed" err.txt && bad "warned about unsealed keys" || ok
+"$M" --data-dir dev-carol-phone register carol@example.org --code "$(code carol@example.org)" >/dev/null 2>&1 && ok || bad "finish with a passphrase"
+MISSIVE_PASSPHRASE="wrong" "$M" --data-dir dev-carol-phone --account carol@example.org fingerprint >out.txt 2>err.txt
+[ $? -eq 3 ] && grep -q "passphrase" err.txt && ok || bad "wrong passphrase refused"
+expect 0 "right passphrase" -- "$M" --data-dir dev-carol-phone --account carol@example.org fingerprint
+/usr/bin/python3 - dev-carol-phone/carol@example.org/state.db <<'PY' && ok || bad "keys sealed at rest"
+import sqlite3, sys
+v = sqlite3.connect(sys.argv[1]).execute("select value from settings where key='identity'").fetchone()[0]
+assert v[:4] == b"MSVS", v[:4]
+PY
+[ "$(stat -c %a dev-carol-phone/carol@example.org/state.db)" = 600 ] && ok || bad "state file mode"
+unset MISSIVE_PASSPHRASE
+
+# errors
+expect 2 "no command" -- "$M"
+expect 0 "help" -- "$M" --help
+expect 0 "command help" -- "$M" send --help
+grep -q "^usage: missive send" out.txt && ok || bad "send help text"
+expect 2 "unknown command" -- as alice-phone frobnicate
+expect 2 "unknown option" -- as alice-phone send --frob x
+expect 2 "no account" -- "$M" --data-dir dev-alice-phone history
+expect 1 "account that does not exist" -- "$M" --data-dir nowhere --account zed@example.org history
+expect 1 "unknown recipient" -- as alice-phone send nobody@example.org --text "hello?"
+expect 2 "nothing to send" -- as alice-phone send bob@example.org --text ""
+expect 2 "register without a server" -- "$M" --data-dir dev-x register x@example.org
+expect 0 "ask for a code" -- "$M" --data-dir dev-dave register dave@example.org --server "$server"
+"$M" --data-dir dev-dave register dave@example.org --code 000000 >out.txt 2>err.txt
+rc=$?
+[ $rc -eq 3 ] || [ "$(code dave@example.org)" = 000000 ] && ok || bad "wrong code exit $rc"
+kill -TERM "$pid"
+wait "$pid"
+pid=
+expect 4 "server down" -- as alice-phone send bob@example.org --text "anyone?"
+expect 0 "the failed send stays in history as queued" -- as alice-phone -o json history
+grep -q '"text":"anyone?".*"status":"queued"' out.txt && ok || bad "queued message kept"
+
+finish
