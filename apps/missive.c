@@ -24,6 +24,8 @@ enum { EXIT_ERR = 1, EXIT_USAGE = 2, EXIT_AUTH = 3, EXIT_NET = 4 };
 struct cli {
     const char *account, *data_dir, *server, *suite, *code, *text, *search, *passphrase_file,
         *password_file;
+    const char *files[8];
+    size_t file_count;
     int json, help;
     double wait_s;
     long limit;
@@ -46,11 +48,14 @@ static const struct {
      "Lists the account's devices with their fingerprints, or removes one."},
     {"contacts", "contacts [list | add NAME HANDLE | remove NAME]",
      "Names for handles, usable wherever a handle is."},
-    {"send", "send TO... [--text TEXT]",
-     "Sends a message (the text, or standard input) to handles or contact names. It is "
-     "encrypted for every device of every recipient and of this account."},
+    {"send", "send TO... [--text TEXT] [--file PATH]...",
+     "Sends a message (the text, or standard input unless files are given) to handles or "
+     "contact names. It is encrypted for every device of every recipient and of this "
+     "account. Files go through the attachment store under a fresh key each; so does text "
+     "too long for one envelope."},
     {"receive", "receive [--wait SECONDS]",
-     "Prints messages that arrived, until none comes for SECONDS (default 2)."},
+     "Prints messages that arrived, until none comes for SECONDS (default 2). Received files "
+     "are checked against their hash and saved in the account's attachments/ directory."},
     {"history", "history [CONVERSATION] [--search WORDS] [--limit N]",
      "Prints stored messages, oldest first; --search is a full-text query."},
     {"fingerprint", "fingerprint [HANDLE]",
@@ -462,9 +467,57 @@ static char *message_text(const struct cli *o)
     return buf;
 }
 
+#define FILE_MAX (64u << 20)
+
+/* Reads the --file arguments into memory (at most 64 MiB each). */
+static int load_files(const struct cli *o, struct msv_file *files)
+{
+    for (size_t i = 0; i < o->file_count; i++) {
+        FILE *f = fopen(o->files[i], "rb");
+        struct stat st;
+        uint8_t *data;
+        const char *slash = strrchr(o->files[i], '/');
+
+        if (f == NULL || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+            fprintf(stderr, "missive: %s: %s\n", o->files[i],
+                    f == NULL ? strerror(errno) : "not a regular file");
+            if (f != NULL)
+                fclose(f);
+            return -1;
+        }
+        if (st.st_size == 0 || (uint64_t)st.st_size > FILE_MAX) {
+            fprintf(stderr, "missive: %s: files are sent from 1 byte to 64 MiB\n", o->files[i]);
+            fclose(f);
+            return -1;
+        }
+        data = malloc((size_t)st.st_size);
+        if (data == NULL || fread(data, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
+            fprintf(stderr, "missive: %s: cannot read it\n", o->files[i]);
+            free(data);
+            fclose(f);
+            return -1;
+        }
+        fclose(f);
+        files[i] = (struct msv_file){slash ? slash + 1 : o->files[i], "application/octet-stream",
+                                     data, (size_t)st.st_size};
+    }
+    return 0;
+}
+
+/* Upload progress, for a person watching. */
+static void show_progress(uint64_t done, uint64_t total)
+{
+    if (!isatty(STDERR_FILENO) || total < (1u << 20))
+        return;
+    fprintf(stderr, "\ruploading: %3u%%", (unsigned)(done * 100 / total));
+    if (done == total)
+        fputc('\n', stderr);
+}
+
 static int cmd_send(const struct cli *o, struct msv_client *c)
 {
     const char *handles[64];
+    struct msv_file files[8] = {{0}};
     struct msv_contact *found[64] = {0};
     size_t counts[64] = {0}, n = 0;
     uint8_t id[16];
@@ -484,12 +537,14 @@ static int cmd_send(const struct cli *o, struct msv_client *c)
             handles[n++] = o->argv[i];
         }
     }
-    text = message_text(o);
-    if (text == NULL || text[0] == '\0') {
+    text = o->file_count > 0 && o->text == NULL ? NULL : message_text(o);
+    if (o->file_count == 0 && (text == NULL || text[0] == '\0')) {
         fprintf(stderr, "missive: nothing to send (give --text or pipe the message in)\n");
         rc = EXIT_USAGE;
+    } else if (load_files(o, files) != 0) {
+        rc = EXIT_ERR;
     } else {
-        err = msv_client_send_text(c, handles, n, text, id);
+        err = msv_client_send(c, handles, n, text, files, o->file_count, show_progress, id);
         if (err == MSV_OK) {
             if (msv_hex_encode(id, 16, hex, sizeof(hex)) != MSV_OK)
                 hex[0] = '\0';
@@ -502,6 +557,8 @@ static int cmd_send(const struct cli *o, struct msv_client *c)
         }
     }
     free_secret(text);
+    for (size_t i = 0; i < o->file_count; i++)
+        free((void *)files[i].data);
     for (int i = 0; i < o->argc; i++)
         msv_contacts_free(found[i], counts[i]);
     return rc;
@@ -626,6 +683,7 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
         {"limit", required_argument, NULL, 'l'},
         {"passphrase-file", required_argument, NULL, 'P'},
         {"password-file", required_argument, NULL, 'W'},
+        {"file", required_argument, NULL, 'f'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -673,6 +731,13 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
             break;
         case 'h':
             o->help = 1;
+            break;
+        case 'f':
+            if (o->file_count == sizeof(o->files) / sizeof(o->files[0])) {
+                fprintf(stderr, "missive: at most 8 --file options\n");
+                return EXIT_USAGE;
+            }
+            o->files[o->file_count++] = optarg;
             break;
         case 'w':
             errno = 0;

@@ -61,18 +61,17 @@ static void test_redelivery_shown_once(void **state)
     assert_int_equal(msv_client_devices(alice, "bob@example.org", &devs), MSV_OK);
     msv_random_bytes(p.message_id, MSV_ID_LEN);
     assert_int_equal(msv_payload_encode(&p, &pt, &pt_len), MSV_OK);
-    assert_int_equal(msv_seal(alice->id, msv_identity_public(bob->id), pt, pt_len, &wire,
-                              &wire_len),
-                     MSV_OK);
+    assert_int_equal(
+        msv_seal(alice->id, msv_identity_public(bob->id), pt, pt_len, &wire, &wire_len), MSV_OK);
     /* the same message reaches the relay twice */
     for (int i = 0; i < 2; i++) {
         struct msv_outgoing out = {bob->device_id, MSV_SUITE_MODERN, wire, wire_len};
         uint8_t send_id[16];
 
         msv_random_bytes(send_id, sizeof(send_id));
-        assert_int_equal(msv_request_send(alice->conn, send_id, to, 1, &out, 1, TEST_TIMEOUT_MS,
-                                          NULL, NULL),
-                         MSV_OK);
+        assert_int_equal(
+            msv_request_send(alice->conn, send_id, to, 1, &out, 1, TEST_TIMEOUT_MS, NULL, NULL),
+            MSV_OK);
     }
     assert_int_equal(msv_client_receive(bob, 1000, count_new, &shown, &count), MSV_OK);
     assert_int_equal(count, 1);

@@ -65,6 +65,28 @@ expect 0 "search" -- as alice-phone history --search "see"
 [ "$(wc -l < out.txt)" -eq 1 ] && ok || bad "search result"
 expect 2 "bad search" -- as alice-phone history --search '"unbalanced'
 
+# files and long text go through the attachment store
+head -c 300000 /dev/urandom > photo.jpg
+expect 0 "send a file" -- as alice-phone send bob@example.org --text "our photo" --file photo.jpg
+expect 0 "receive a file" -- as bob-phone receive --wait 1
+saved=$(sed -n 's/.*\[file: \(.*\) (300000 bytes)\].*/\1/p' out.txt)
+[ -n "$saved" ] && cmp -s photo.jpg "$saved" && ok || bad "file round trip: $(cat out.txt)"
+[ "$(stat -c %a "$saved" 2>/dev/null)" = 600 ] && ok || bad "saved file is private"
+/usr/bin/python3 -c "print('a long letter, ' * 1500, end='')" > long.txt
+as alice-phone send bob@example.org < long.txt >out.txt 2>err.txt && ok || bad "send long text"
+expect 0 "receive long text" -- as bob-phone -o json receive --wait 1
+/usr/bin/python3 - out.txt long.txt <<'PY' && ok || bad "long text restored whole"
+import json, sys
+msgs = [json.loads(l) for l in open(sys.argv[1])]
+assert any(m["text"] == open(sys.argv[2]).read() for m in msgs), [len(m["text"]) for m in msgs]
+PY
+# a blob changed on the server's disk fails the recipient's hash check, and only the file is dropped
+expect 0 "send another file" -- as alice-phone send bob@example.org --text "check this" --file photo.jpg
+blob=$(ls -t srv/blobs | head -1)
+/usr/bin/python3 -c "import sys; p=sys.argv[1]; b=bytearray(open(p,'rb').read()); b[100]^=1; open(p,'wb').write(b)" "srv/blobs/$blob"
+expect 0 "receive a tampered file" -- as bob-phone receive --wait 1
+grep -q "check this" out.txt && grep -q "failed its integrity check" out.txt && ok || bad "tampered file: $(cat out.txt)"
+
 # bob replaces his laptop: alice is warned when she next writes
 laptop_id=$(as bob-laptop -o json fingerprint | sed 's/.*"device_id":\([0-9]*\).*/\1/')
 expect 0 "remove a device" -- as bob-phone devices remove "$laptop_id"

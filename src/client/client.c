@@ -1,16 +1,19 @@
 #include "client/client.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
 #include "missive/payload.h"
 #include "missive/util.h"
+#include "util/buf.h"
 
 #define TIMEOUT_MS 15000
 #define SEND_TRIES 3
@@ -517,18 +520,88 @@ static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
     return err;
 }
 
-msv_err msv_client_send_text(struct msv_client *c, const char *const *handles, size_t n,
-                             const char *text, uint8_t message_id[16])
+/* Encrypts and uploads one file; fills ref (uri points into uri_buf). */
+static msv_err upload(struct msv_client *c, const struct msv_file *f,
+                      void (*progress)(uint64_t, uint64_t), struct msv_attachment_ref *ref,
+                      char *uri_buf, size_t uri_len)
+{
+    struct msv_attachment_digest d;
+    uint8_t *ct = malloc(f->len ? f->len : 1), blob[32];
+    char hex[65];
+    msv_err err = ct ? MSV_OK : MSV_ERR_NOMEM;
+
+    if (f->len == 0)
+        err = MSV_ERR_INVALID;
+    msv_attachment_key_generate(ref->key);
+    if (err == MSV_OK)
+        err = msv_attachment_encrypt(ref->key, f->data, f->len, ct, &d);
+    if (err == MSV_OK)
+        err = msv_client_connect(c);
+    if (err == MSV_OK)
+        err = msv_request_blob_upload(c->conn, ct, f->len, TIMEOUT_MS, progress, blob, &c->why);
+    free(ct);
+    if (err != MSV_OK || msv_hex_encode(blob, 32, hex, sizeof(hex)) != MSV_OK)
+        return err != MSV_OK ? err : MSV_ERR_INVALID;
+    snprintf(uri_buf, uri_len, "blob:%s", hex);
+    ref->uri = uri_buf;
+    memcpy(ref->sha256, d.sha256, 32);
+    memcpy(ref->sha1, d.sha1, 20);
+    ref->size = f->len;
+    ref->name = (char *)f->name;
+    ref->mime = (char *)f->mime;
+    return MSV_OK;
+}
+
+#define LONG_TEXT_MIME "text/x-missive-long-message"
+#define LONG_TEXT_PREVIEW 200
+
+/* Uploads the files (and text too long to go inline) and points p at them. */
+static msv_err attach(struct msv_client *c, const char *text, const struct msv_file *files,
+                      size_t n_files, void (*progress)(uint64_t, uint64_t), struct msv_payload *p,
+                      char (*uris)[80], char *preview)
+{
+    msv_err err = MSV_OK;
+
+    p->attachment_count = 0;
+    for (size_t i = 0; err == MSV_OK && i < n_files; i++) {
+        err = upload(c, &files[i], progress, &p->attachments[i], uris[i], 80);
+        if (err == MSV_OK)
+            p->attachment_count++;
+    }
+    if (err == MSV_OK && text != NULL && strlen(text) > MSV_CLIENT_INLINE_TEXT_MAX) {
+        struct msv_file long_text = {"message.txt", LONG_TEXT_MIME, (const uint8_t *)text,
+                                     strlen(text)};
+        size_t cut = LONG_TEXT_PREVIEW;
+
+        /* the envelope carries a preview, cut on a character boundary */
+        while (cut > 0 && ((unsigned char)text[cut] & 0xc0) == 0x80)
+            cut--;
+        memcpy(preview, text, cut);
+        memcpy(preview + cut, "\xe2\x80\xa6", 4); /* an ellipsis and the NUL */
+        p->text = preview;
+        err = upload(c, &long_text, progress, &p->attachments[n_files], uris[n_files], 80);
+        if (err == MSV_OK)
+            p->attachment_count++;
+    }
+    return err;
+}
+
+msv_err msv_client_send(struct msv_client *c, const char *const *handles, size_t n,
+                        const char *text, const struct msv_file *files, size_t n_files,
+                        void (*progress)(uint64_t done, uint64_t total), uint8_t message_id[16])
 {
     const char *targets[MSV_PARTICIPANTS_MAX];
-    struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = (char *)text};
+    struct msv_attachment_ref refs[MSV_ATTACHMENTS_MAX];
+    char uris[MSV_ATTACHMENTS_MAX][80], preview[LONG_TEXT_PREVIEW + 4];
+    struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = (char *)text, .attachments = refs};
     struct msv_message_rec rec = {.outgoing = 1, .kind = MSV_KIND_MESSAGE, .status = "queued"};
     uint8_t *pt = NULL;
     size_t pt_len = 0, t = 0;
     msv_err err;
 
-    if (n == 0 || n >= MSV_PARTICIPANTS_MAX)
+    if (n == 0 || n >= MSV_PARTICIPANTS_MAX || n_files >= MSV_ATTACHMENTS_MAX)
         return MSV_ERR_INVALID;
+    memset(refs, 0, sizeof(refs));
     /* the handles and this account, each once: its other devices get a copy */
     for (size_t i = 0; i <= n; i++) {
         const char *h = i < n ? handles[i] : c->handle;
@@ -539,6 +612,9 @@ msv_err msv_client_send_text(struct msv_client *c, const char *const *handles, s
         if (k == t)
             targets[t++] = h;
     }
+    err = attach(c, text, files, n_files, progress, &p, uris, preview);
+    if (err != MSV_OK)
+        return err;
     msv_random_bytes(p.message_id, MSV_ID_LEN);
     memcpy(message_id, p.message_id, MSV_ID_LEN);
     p.sent_at_ms = (uint64_t)now_ms();
@@ -551,7 +627,7 @@ msv_err msv_client_send_text(struct msv_client *c, const char *const *handles, s
     rec.conversation = (char *)handles[0];
     rec.sender = c->handle;
     rec.sender_device = c->device_id;
-    rec.text = (char *)text;
+    rec.text = (char *)(text ? text : "");
     rec.sent_at_ms = rec.stored_at_ms = (int64_t)p.sent_at_ms;
     /* shown as queued until the relay accepts it, and kept in the outbox until then */
     err = msv_client_db_message_put(c->db, &rec);
@@ -565,6 +641,7 @@ msv_err msv_client_send_text(struct msv_client *c, const char *const *handles, s
             err = msv_client_db_outbox_remove(c->db, p.message_id);
     }
     msv_secret_free(pt, pt_len);
+    sodium_memzero(refs, sizeof(refs)); /* the attachment keys */
     return err;
 }
 
@@ -616,6 +693,136 @@ static const char *conversation_of(const struct msv_client *c, const char *sende
     return c->handle;
 }
 
+#define LONG_TEXT_LIMIT (1u << 20)
+#define ATTACHMENT_LIMIT (256u << 20)
+
+/* A file name safe to put in a path: the last component, printable ASCII kept. */
+static void safe_name(const char *name, char *out, size_t len)
+{
+    const char *base = name ? strrchr(name, '/') : NULL;
+    size_t o = 0;
+
+    base = base ? base + 1 : (name ? name : "");
+    for (; *base && o + 1 < len; base++)
+        out[o++] = (*base > ' ' && *base < 0x7f && *base != '/') ? *base : '_';
+    if (o == 0 || out[0] == '.')
+        o = (size_t)snprintf(out, len, "attachment");
+    out[o < len ? o : len - 1] = '\0';
+}
+
+/* Writes a received file under the account's attachments/ directory. */
+static msv_err save_file(struct msv_client *c, const uint8_t id[16], const char *name,
+                         const uint8_t *data, size_t len, char *path, size_t path_len)
+{
+    char dir[1100], hex[33], safe[128];
+    FILE *f;
+    int ok, fd;
+
+    snprintf(dir, sizeof(dir), "%s/attachments", c->dir);
+    if (mkdir_p(dir) != MSV_OK || msv_hex_encode(id, 8, hex, sizeof(hex)) != MSV_OK)
+        return MSV_ERR_IO;
+    safe_name(name, safe, sizeof(safe));
+    snprintf(path, path_len, "%s/%s-%s", dir, hex, safe);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (f == NULL) {
+        if (fd >= 0)
+            close(fd);
+        return MSV_ERR_IO;
+    }
+    ok = fwrite(data, 1, len, f) == len;
+    return fclose(f) == 0 && ok ? MSV_OK : MSV_ERR_IO;
+}
+
+/* Fetches and decrypts one attachment; MSV_ERR_AUTH if it fails its hash check. */
+static msv_err fetch_one(struct msv_client *c, const struct msv_attachment_ref *a, uint8_t **pt,
+                         size_t *len)
+{
+    uint8_t blob[32], *ct = NULL;
+    size_t n = 0, ct_len = 0;
+    msv_err err;
+
+    if (strncmp(a->uri, "blob:", 5) != 0 ||
+        msv_hex_decode(a->uri + 5, blob, sizeof(blob), &n) != MSV_OK || n != 32)
+        return MSV_ERR_UNSUPPORTED; /* a location this client cannot fetch */
+    err = msv_request_blob_download(c->conn, blob, ATTACHMENT_LIMIT, TIMEOUT_MS, &ct, &ct_len,
+                                    &c->why);
+    if (err == MSV_OK && (*pt = malloc(ct_len ? ct_len : 1)) == NULL)
+        err = MSV_ERR_NOMEM;
+    /* the hash the sender signed is checked before anything is decrypted */
+    if (err == MSV_OK &&
+        (err = msv_attachment_decrypt(a->key, a->sha256, ct, ct_len, *pt)) != MSV_OK) {
+        free(*pt);
+        *pt = NULL;
+    }
+    free(ct);
+    if (err == MSV_OK)
+        *len = ct_len;
+    return err;
+}
+
+static int is_long_text(const struct msv_attachment_ref *a, const uint8_t *pt, size_t len)
+{
+    return a->mime != NULL && strcmp(a->mime, LONG_TEXT_MIME) == 0 && len <= LONG_TEXT_LIMIT &&
+           memchr(pt, 0, len) == NULL && msv_utf8_is_valid(pt, len);
+}
+
+/*
+ * Fetches, checks and keeps the message's attachments. *text (caller frees)
+ * receives what history shows: the text (the whole of a long one), then a
+ * line per file. A network failure is returned, so that the message is not
+ * acknowledged and comes again.
+ */
+static msv_err fetch_attachments(struct msv_client *c, const struct msv_payload *p, char **text)
+{
+    struct msv_buf body, notes;
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    msv_err err = MSV_OK;
+    int have_long = 0;
+
+    msv_buf_init(&body, LONG_TEXT_LIMIT + 64 * 1024 + 1);
+    msv_buf_init(&notes, 64 * 1024);
+    for (size_t i = 0; err == MSV_OK && i < p->attachment_count; i++) {
+        const struct msv_attachment_ref *a = &p->attachments[i];
+        const char *name = a->name ? a->name : "attachment";
+        uint8_t *pt = NULL;
+        size_t len = 0;
+        char line[1400], path[1300];
+
+        err = fetch_one(c, a, &pt, &len);
+        line[0] = '\0';
+        if (err == MSV_ERR_AUTH) {
+            snprintf(line, sizeof(line), "\n[file %s failed its integrity check]", name);
+        } else if (err == MSV_ERR_NOT_FOUND || err == MSV_ERR_UNSUPPORTED) {
+            snprintf(line, sizeof(line), "\n[file %s is not available]", name);
+        } else if (err == MSV_OK && !have_long && is_long_text(a, pt, len)) {
+            have_long = 1;
+            msv_buf_put(&body, pt, len);
+        } else if (err == MSV_OK) {
+            err = save_file(c, p->message_id, name, pt, len, path, sizeof(path));
+            snprintf(line, sizeof(line), "\n[file: %s (%zu bytes)]", path, len);
+        }
+        if (err == MSV_ERR_AUTH || err == MSV_ERR_NOT_FOUND || err == MSV_ERR_UNSUPPORTED)
+            err = MSV_OK; /* the message itself is fine: keep it, say what is missing */
+        msv_buf_put(&notes, line, strlen(line));
+        msv_secret_free(pt, len);
+    }
+    if (!have_long && p->text != NULL)
+        msv_buf_put(&body, p->text, strlen(p->text));
+    msv_buf_put(&body, notes.data, notes.len);
+    msv_buf_put_u8(&body, 0);
+    msv_buf_clear(&notes);
+    if (err != MSV_OK) {
+        msv_buf_clear(&body);
+        return err;
+    }
+    err = msv_buf_finish(&body, &out, &out_len);
+    if (err == MSV_OK)
+        *text = (char *)out;
+    return err;
+}
+
 /* Opens and stores one delivered message; MSV_ERR_EXISTS for a redelivery. */
 static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
                             void (*on_message)(void *, const struct msv_incoming *), void *ctx)
@@ -623,7 +830,7 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     struct msv_public_identity *pub = NULL;
     struct msv_payload *p = NULL;
     struct msv_message_rec rec = {.status = "received"};
-    char sender[257];
+    char sender[257], *text = NULL;
     uint8_t *pt = NULL;
     size_t pt_len = 0;
     msv_err err;
@@ -639,13 +846,22 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     msv_public_identity_free(pub);
     if (err != MSV_OK)
         return err;
+    if (msv_client_db_message_known(c->db, p->message_id) == MSV_OK) {
+        msv_payload_free(p);
+        return MSV_ERR_EXISTS; /* a redelivery: nothing to fetch or store again */
+    }
+    err = fetch_attachments(c, p, &text);
+    if (err != MSV_OK) {
+        msv_payload_free(p);
+        return err;
+    }
     memcpy(rec.message_id, p->message_id, 16);
     rec.conversation = (char *)conversation_of(c, sender, p);
     rec.outgoing = strcmp(sender, c->handle) == 0;
     rec.sender = sender;
     rec.sender_device = d->sender_device;
     rec.kind = (int)p->kind;
-    rec.text = p->text;
+    rec.text = text;
     rec.sent_at_ms = (int64_t)p->sent_at_ms;
     rec.stored_at_ms = now_ms();
     /* stored before it is acknowledged; the message id makes a redelivery a no-op */
@@ -655,6 +871,7 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
 
         on_message(ctx, &in);
     }
+    msv_secret_free(text, strlen(text));
     msv_payload_free(p);
     return err;
 }

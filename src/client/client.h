@@ -56,14 +56,30 @@ MSV_MUST_CHECK msv_err msv_client_link(struct msv_client *c, const char *passwor
 /* Connects and authenticates (a no-op when connected). */
 MSV_MUST_CHECK msv_err msv_client_connect(struct msv_client *c);
 
+/* A file to send with a message. */
+struct msv_file {
+    const char *name; /* as the recipient sees it */
+    const char *mime;
+    const uint8_t *data;
+    size_t len;
+};
+
+/* Text longer than this travels as an attachment, so every envelope stays small. */
+#define MSV_CLIENT_INLINE_TEXT_MAX 8000
+
 /*
- * Sends text to the handles (and the account's other devices): looks up the
- * devices, seals per device, sends; refreshes and retries when the device
- * list was stale. The message is in history as "queued" until the relay
- * accepts it, then "sent". message_id receives its id.
+ * Sends a message to the handles (and the account's other devices): uploads
+ * the files, each encrypted under a fresh key, looks up the devices, seals
+ * per device, sends; refreshes and retries when the device list was stale.
+ * The message is in history as "queued" until the relay accepts it, then
+ * "sent". progress (may be NULL) follows the uploads. message_id receives
+ * the message's id.
  */
-MSV_MUST_CHECK msv_err msv_client_send_text(struct msv_client *c, const char *const *handles,
-                                            size_t n, const char *text, uint8_t message_id[16]);
+MSV_MUST_CHECK msv_err msv_client_send(struct msv_client *c, const char *const *handles, size_t n,
+                                       const char *text, const struct msv_file *files,
+                                       size_t n_files,
+                                       void (*progress)(uint64_t done, uint64_t total),
+                                       uint8_t message_id[16]);
 
 /* What msv_client_receive() reports. */
 struct msv_incoming {

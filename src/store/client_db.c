@@ -329,6 +329,22 @@ msv_err msv_client_db_message_put(struct msv_client_db *db, const struct msv_mes
     return msv_sql_run(st);
 }
 
+msv_err msv_client_db_message_known(struct msv_client_db *db, const uint8_t message_id[16])
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db, "SELECT 1 FROM messages WHERE message_id = ?;", &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, message_id, 16, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW)
+        return MSV_OK;
+    return rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
+}
+
 msv_err msv_client_db_message_status(struct msv_client_db *db, const uint8_t message_id[16],
                                      const char *status)
 {
