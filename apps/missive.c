@@ -23,7 +23,7 @@ enum { EXIT_ERR = 1, EXIT_USAGE = 2, EXIT_AUTH = 3, EXIT_NET = 4 };
 
 struct cli {
     const char *account, *data_dir, *server, *suite, *code, *text, *search, *passphrase_file,
-        *password_file;
+        *password_file, *group;
     const char *files[8];
     size_t file_count;
     int json, help;
@@ -48,7 +48,12 @@ static const struct {
      "Lists the account's devices with their fingerprints, or removes one."},
     {"contacts", "contacts [list | add NAME HANDLE | remove NAME]",
      "Names for handles, usable wherever a handle is."},
-    {"send", "send TO... [--text TEXT] [--file PATH]...",
+    {"groups",
+     "groups [list | create NAME MEMBER... | add NAME MEMBER... | remove NAME "
+     "MEMBER... | rename NAME NEW_NAME]",
+     "Group conversations. Members are handles or contact names; every change is sent to "
+     "the members' devices, removed members included."},
+    {"send", "send TO... [--text TEXT] [--file PATH]...\n       missive send --group NAME ...",
      "Sends a message (the text, or standard input unless files are given) to handles or "
      "contact names. It is encrypted for every device of every recipient and of this "
      "account. Files go through the attachment store under a fresh key each; so does text "
@@ -56,7 +61,7 @@ static const struct {
     {"receive", "receive [--wait SECONDS]",
      "Prints messages that arrived, until none comes for SECONDS (default 2). Received files "
      "are checked against their hash and saved in the account's attachments/ directory."},
-    {"history", "history [CONVERSATION] [--search WORDS] [--limit N]",
+    {"history", "history [CONVERSATION | --group NAME] [--search WORDS] [--limit N]",
      "Prints stored messages, oldest first; --search is a full-text query."},
     {"fingerprint", "fingerprint [HANDLE]",
      "Prints this device's fingerprint, or those of the devices known for HANDLE, to "
@@ -514,6 +519,72 @@ static void show_progress(uint64_t done, uint64_t total)
         fputc('\n', stderr);
 }
 
+/* Contact names stand for their handles; anything else is taken as a handle. */
+static size_t resolve(struct msv_client *c, char **names, int n, const char **handles, size_t max,
+                      struct msv_contact **found, size_t *counts)
+{
+    size_t k = 0;
+
+    for (int i = 0; i < n && k < max; i++) {
+        if (msv_client_db_contacts(c->db, names[i], &found[i], &counts[i]) == MSV_OK &&
+            counts[i] > 0) {
+            for (size_t j = 0; j < counts[i] && k < max; j++)
+                handles[k++] = found[i][j].handle;
+        } else {
+            handles[k++] = names[i];
+        }
+    }
+    return k;
+}
+
+static void resolved_free(struct msv_contact **found, size_t *counts, int n)
+{
+    for (int i = 0; i < n; i++)
+        msv_contacts_free(found[i], counts[i]);
+}
+
+static int cmd_groups(const struct cli *o, struct msv_client *c)
+{
+    const char *handles[64];
+    struct msv_contact *found[64] = {0};
+    size_t counts[64] = {0}, n = 0;
+    const char *verb = o->argc ? o->argv[0] : "list";
+    uint8_t id[16];
+    msv_err err = MSV_OK;
+
+    if (strcmp(verb, "list") == 0 && o->argc <= 1) {
+        struct msv_group_rec *g = NULL;
+
+        err = msv_client_db_groups(c->db, &g, &n);
+        for (size_t i = 0; err == MSV_OK && i < n; i++) {
+            for (char *m = g[i].members; *m; m++)
+                *m = *m == '\n' && m[1] ? ',' : (*m == '\n' ? '\0' : *m);
+            printf("%s\t%s\n", g[i].name, g[i].members);
+        }
+        msv_groups_free(g, n);
+        return err == MSV_OK ? 0 : fail(c, "listing groups", err);
+    }
+    if (o->argc < 3 || o->argc > 66)
+        return usage_command("groups", stderr);
+    n = resolve(c, o->argv + 2, o->argc - 2, handles, 64, found, counts);
+    if (strcmp(verb, "create") == 0)
+        err = msv_client_group_create(c, o->argv[1], handles, n, id);
+    else if (strcmp(verb, "add") == 0)
+        err = msv_client_group_change(c, o->argv[1], NULL, handles, n, NULL, 0);
+    else if (strcmp(verb, "remove") == 0)
+        err = msv_client_group_change(c, o->argv[1], NULL, NULL, 0, handles, n);
+    else if (strcmp(verb, "rename") == 0 && o->argc == 3)
+        err = msv_client_group_change(c, o->argv[1], o->argv[2], NULL, 0, NULL, 0);
+    else
+        err = MSV_ERR_INVALID;
+    resolved_free(found, counts, o->argc - 2);
+    if (err == MSV_ERR_INVALID)
+        return usage_command("groups", stderr);
+    if (err == MSV_ERR_NOT_FOUND && strcmp(verb, "create") != 0)
+        fprintf(stderr, "missive: no group named %s\n", o->argv[1]);
+    return err == MSV_OK ? 0 : fail(c, "changing the group", err);
+}
+
 static int cmd_send(const struct cli *o, struct msv_client *c)
 {
     const char *handles[64];
@@ -525,18 +596,9 @@ static int cmd_send(const struct cli *o, struct msv_client *c)
     msv_err err;
     int rc = 0;
 
-    if (o->argc == 0 || o->argc > 64)
+    if ((o->group == NULL) == (o->argc == 0) || o->argc > 64)
         return usage_command("send", stderr);
-    /* a contact name stands for its handles */
-    for (int i = 0; i < o->argc && n < 64; i++) {
-        if (msv_client_db_contacts(c->db, o->argv[i], &found[i], &counts[i]) == MSV_OK &&
-            counts[i] > 0) {
-            for (size_t k = 0; k < counts[i] && n < 64; k++)
-                handles[n++] = found[i][k].handle;
-        } else {
-            handles[n++] = o->argv[i];
-        }
-    }
+    n = resolve(c, o->argv, o->argc, handles, 64, found, counts);
     text = o->file_count > 0 && o->text == NULL ? NULL : message_text(o);
     if (o->file_count == 0 && (text == NULL || text[0] == '\0')) {
         fprintf(stderr, "missive: nothing to send (give --text or pipe the message in)\n");
@@ -544,7 +606,12 @@ static int cmd_send(const struct cli *o, struct msv_client *c)
     } else if (load_files(o, files) != 0) {
         rc = EXIT_ERR;
     } else {
-        err = msv_client_send(c, handles, n, text, files, o->file_count, show_progress, id);
+        err =
+            o->group != NULL
+                ? msv_client_group_send(c, o->group, text, files, o->file_count, show_progress, id)
+                : msv_client_send(c, handles, n, text, files, o->file_count, show_progress, id);
+        if (err == MSV_ERR_NOT_FOUND && o->group != NULL)
+            fprintf(stderr, "missive: no group named %s\n", o->group);
         if (err == MSV_OK) {
             if (msv_hex_encode(id, 16, hex, sizeof(hex)) != MSV_OK)
                 hex[0] = '\0';
@@ -559,8 +626,7 @@ static int cmd_send(const struct cli *o, struct msv_client *c)
     free_secret(text);
     for (size_t i = 0; i < o->file_count; i++)
         free((void *)files[i].data);
-    for (int i = 0; i < o->argc; i++)
-        msv_contacts_free(found[i], counts[i]);
+    resolved_free(found, counts, o->argc);
     return rc;
 }
 
@@ -629,10 +695,25 @@ static int cmd_history(const struct cli *o, struct msv_client *c)
     size_t n = 0;
     msv_err err;
 
-    if (o->argc > 1)
+    char conversation[40];
+    const char *which = o->argc ? o->argv[0] : NULL;
+
+    if (o->argc > 1 || (o->argc == 1 && o->group != NULL))
         return usage_command("history", stderr);
-    err = msv_client_db_history(c->db, o->argc ? o->argv[0] : NULL, o->search,
-                                o->limit > 0 ? (size_t)o->limit : 0, &m, &n);
+    if (o->group != NULL) {
+        struct msv_group_rec g;
+
+        err = msv_client_db_group_get(c->db, NULL, o->group, &g);
+        if (err != MSV_OK) {
+            fprintf(stderr, "missive: no group named %s\n", o->group);
+            return EXIT_ERR;
+        }
+        msv_client_group_conversation(g.group_id, conversation);
+        msv_group_clear(&g);
+        which = conversation;
+    }
+    err =
+        msv_client_db_history(c->db, which, o->search, o->limit > 0 ? (size_t)o->limit : 0, &m, &n);
     if (err == MSV_ERR_INVALID) {
         fprintf(stderr, "missive: --search: not a valid full-text query\n");
         return EXIT_USAGE;
@@ -684,6 +765,7 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
         {"passphrase-file", required_argument, NULL, 'P'},
         {"password-file", required_argument, NULL, 'W'},
         {"file", required_argument, NULL, 'f'},
+        {"group", required_argument, NULL, 'g'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -731,6 +813,9 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
             break;
         case 'h':
             o->help = 1;
+            break;
+        case 'g':
+            o->group = optarg;
             break;
         case 'f':
             if (o->file_count == sizeof(o->files) / sizeof(o->files[0])) {
@@ -802,6 +887,8 @@ int main(int argc, char **argv)
         rc = cmd_devices(&o, c);
     else if (strcmp(command, "contacts") == 0)
         rc = cmd_contacts(&o, c);
+    else if (strcmp(command, "groups") == 0)
+        rc = cmd_groups(&o, c);
     else if (strcmp(command, "send") == 0)
         rc = cmd_send(&o, c);
     else if (strcmp(command, "receive") == 0 || strcmp(command, "listen") == 0)

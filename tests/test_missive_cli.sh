@@ -110,6 +110,31 @@ v = sqlite3.connect(sys.argv[1]).execute("select value from settings where key='
 assert v[:4] == b"MSVS", v[:4]
 PY
 [ "$(stat -c %a dev-carol-phone/carol@example.org/state.db)" = 600 ] && ok || bad "state file mode"
+
+# a group of three: made by alice, spoken in by bob, then without carol
+expect 0 "create a group" -- as alice-phone groups create trip bob@example.org carol@example.org
+expect 0 "bob learns the group" -- as bob-phone receive --wait 1
+grep -q 'group "trip": members alice@example.org, bob@example.org, carol@example.org' out.txt && ok || bad "group change text: $(cat out.txt)"
+expect 0 "carol learns the group" -- "$M" --data-dir dev-carol-phone --account carol@example.org receive --wait 1
+expect 0 "bob writes to the group" -- as bob-phone send --group trip --text "train at nine"
+expect 0 "carol reads the group" -- "$M" --data-dir dev-carol-phone --account carol@example.org -o json receive --wait 1
+grep -q '"conversation":"group:[0-9a-f]\{32\}".*"text":"train at nine"' out.txt && ok || bad "group message for carol: $(cat out.txt)"
+expect 0 "alice reads the group" -- as alice-phone receive --wait 1
+grep -q "train at nine" out.txt && ok || bad "group message for alice"
+expect 0 "remove carol" -- as alice-phone groups remove trip carol@example.org
+expect 0 "carol is told" -- "$M" --data-dir dev-carol-phone --account carol@example.org receive --wait 1
+grep -q 'members alice@example.org, bob@example.org$' out.txt && ok || bad "carol told of her removal: $(cat out.txt)"
+expect 0 "bob is told" -- as bob-phone receive --wait 1
+expect 0 "alice writes without carol" -- as alice-phone send --group trip --text "just us now"
+expect 0 "carol gets nothing" -- "$M" --data-dir dev-carol-phone --account carol@example.org receive --wait 1
+grep -q "just us" out.txt && bad "removed member still receives" || ok
+expect 0 "bob gets it" -- as bob-phone receive --wait 1
+grep -q "just us now" out.txt && ok || bad "bob misses the group message"
+expect 0 "group history" -- as bob-phone history --group trip
+grep -q "train at nine" out.txt && grep -q "just us now" out.txt && ok || bad "group history: $(cat out.txt)"
+expect 0 "groups list" -- as bob-phone groups
+grep -q "^trip	alice@example.org,bob@example.org$" out.txt && ok || bad "groups list: $(cat out.txt)"
+expect 1 "unknown group" -- as bob-phone send --group nope --text x
 unset MISSIVE_PASSPHRASE
 
 # errors

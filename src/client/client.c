@@ -586,25 +586,31 @@ static msv_err attach(struct msv_client *c, const char *text, const struct msv_f
     return err;
 }
 
-msv_err msv_client_send(struct msv_client *c, const char *const *handles, size_t n,
-                        const char *text, const struct msv_file *files, size_t n_files,
-                        void (*progress)(uint64_t done, uint64_t total), uint8_t message_id[16])
+/*
+ * The one way out: p (its kind and content set) goes to every device of the
+ * targets and of this account. Files and long text are attached first (for
+ * messages); history shows text under conversation, queued until the relay
+ * accepts the message, then sent.
+ */
+static msv_err send_payload(struct msv_client *c, const char *const *targets_in, size_t n_in,
+                            struct msv_payload *p, const char *text, const char *conversation,
+                            const struct msv_file *files, size_t n_files,
+                            void (*progress)(uint64_t, uint64_t), uint8_t message_id[16])
 {
     const char *targets[MSV_PARTICIPANTS_MAX];
     struct msv_attachment_ref refs[MSV_ATTACHMENTS_MAX];
     char uris[MSV_ATTACHMENTS_MAX][80], preview[LONG_TEXT_PREVIEW + 4];
-    struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = (char *)text, .attachments = refs};
-    struct msv_message_rec rec = {.outgoing = 1, .kind = MSV_KIND_MESSAGE, .status = "queued"};
+    struct msv_message_rec rec = {.outgoing = 1, .status = "queued"};
     uint8_t *pt = NULL;
     size_t pt_len = 0, t = 0;
-    msv_err err;
+    msv_err err = MSV_OK;
 
-    if (n == 0 || n >= MSV_PARTICIPANTS_MAX || n_files >= MSV_ATTACHMENTS_MAX)
+    if (n_in == 0 || n_in >= MSV_PARTICIPANTS_MAX || n_files >= MSV_ATTACHMENTS_MAX)
         return MSV_ERR_INVALID;
     memset(refs, 0, sizeof(refs));
-    /* the handles and this account, each once: its other devices get a copy */
-    for (size_t i = 0; i <= n; i++) {
-        const char *h = i < n ? handles[i] : c->handle;
+    /* the targets and this account, each once: its other devices get a copy */
+    for (size_t i = 0; i <= n_in; i++) {
+        const char *h = i < n_in ? targets_in[i] : c->handle;
         size_t k;
 
         for (k = 0; k < t && strcmp(targets[k], h) != 0; k++)
@@ -612,36 +618,215 @@ msv_err msv_client_send(struct msv_client *c, const char *const *handles, size_t
         if (k == t)
             targets[t++] = h;
     }
-    err = attach(c, text, files, n_files, progress, &p, uris, preview);
+    if (p->kind == MSV_KIND_MESSAGE) {
+        p->attachments = refs;
+        err = attach(c, text, files, n_files, progress, p, uris, preview);
+    }
     if (err != MSV_OK)
         return err;
-    msv_random_bytes(p.message_id, MSV_ID_LEN);
-    memcpy(message_id, p.message_id, MSV_ID_LEN);
-    p.sent_at_ms = (uint64_t)now_ms();
-    p.participants = (char **)targets;
-    p.participant_count = t;
-    err = msv_payload_encode(&p, &pt, &pt_len);
+    msv_random_bytes(p->message_id, MSV_ID_LEN);
+    memcpy(message_id, p->message_id, MSV_ID_LEN);
+    p->sent_at_ms = (uint64_t)now_ms();
+    if (p->participants == NULL) {
+        p->participants = (char **)targets;
+        p->participant_count = t;
+    }
+    err = msv_payload_encode(p, &pt, &pt_len);
     if (err != MSV_OK)
         return err;
-    memcpy(rec.message_id, p.message_id, 16);
-    rec.conversation = (char *)handles[0];
+    memcpy(rec.message_id, p->message_id, 16);
+    rec.conversation = (char *)conversation;
     rec.sender = c->handle;
     rec.sender_device = c->device_id;
+    rec.kind = (int)p->kind;
     rec.text = (char *)(text ? text : "");
-    rec.sent_at_ms = rec.stored_at_ms = (int64_t)p.sent_at_ms;
+    rec.sent_at_ms = rec.stored_at_ms = (int64_t)p->sent_at_ms;
     /* shown as queued until the relay accepts it, and kept in the outbox until then */
     err = msv_client_db_message_put(c->db, &rec);
     if (err == MSV_OK)
-        err = msv_client_db_outbox_put(c->db, p.message_id, handles[0], pt, pt_len, now_ms());
+        err = msv_client_db_outbox_put(c->db, p->message_id, conversation, pt, pt_len, now_ms());
     if (err == MSV_OK)
-        err = deliver_payload(c, p.message_id, targets, t, pt, pt_len);
+        err = deliver_payload(c, p->message_id, targets, t, pt, pt_len);
     if (err == MSV_OK) {
-        err = msv_client_db_message_status(c->db, p.message_id, "sent");
+        err = msv_client_db_message_status(c->db, p->message_id, "sent");
         if (err == MSV_OK)
-            err = msv_client_db_outbox_remove(c->db, p.message_id);
+            err = msv_client_db_outbox_remove(c->db, p->message_id);
     }
     msv_secret_free(pt, pt_len);
     sodium_memzero(refs, sizeof(refs)); /* the attachment keys */
+    return err;
+}
+
+msv_err msv_client_send(struct msv_client *c, const char *const *handles, size_t n,
+                        const char *text, const struct msv_file *files, size_t n_files,
+                        void (*progress)(uint64_t done, uint64_t total), uint8_t message_id[16])
+{
+    struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = (char *)text};
+
+    if (n == 0)
+        return MSV_ERR_INVALID;
+    return send_payload(c, handles, n, &p, text, handles[0], files, n_files, progress, message_id);
+}
+
+/* ---- groups --------------------------------------------------------------------------- */
+
+#define MEMBERS_MAX 256
+
+/* Splits a member list (one handle per line) in place into members[]. */
+static size_t split_members(char *list, char **members)
+{
+    size_t n = 0;
+
+    for (char *line = strtok_r(list, "\n", &list); line != NULL && n < MEMBERS_MAX;
+         line = strtok_r(NULL, "\n", &list))
+        members[n++] = line;
+    return n;
+}
+
+static msv_err join_members(char *const *members, size_t n, char **out)
+{
+    struct msv_buf b;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    msv_buf_init(&b, MEMBERS_MAX * (MSV_HANDLE_MAX + 1) + 1);
+    for (size_t i = 0; i < n; i++) {
+        msv_buf_put(&b, members[i], strlen(members[i]));
+        msv_buf_put_u8(&b, '\n');
+    }
+    msv_buf_put_u8(&b, 0);
+    err = msv_buf_finish(&b, &bytes, &len);
+    if (err == MSV_OK)
+        *out = (char *)bytes;
+    return err;
+}
+
+void msv_client_group_conversation(const uint8_t group_id[16], char out[40])
+{
+    char hex[33];
+
+    if (msv_hex_encode(group_id, 16, hex, sizeof(hex)) != MSV_OK)
+        hex[0] = '\0';
+    snprintf(out, 40, "group:%s", hex);
+}
+
+/* Sends a group change with the new name and members to the old and new members. */
+static msv_err announce_group(struct msv_client *c, const uint8_t group_id[16], const char *name,
+                              char **old, size_t n_old, char **members, size_t n)
+{
+    const char *targets[2 * MEMBERS_MAX];
+    struct msv_payload p = {.kind = MSV_KIND_GROUP_CHANGE,
+                            .has_group = true,
+                            .group_name = (char *)name,
+                            .participants = members,
+                            .participant_count = n};
+    char conversation[40], text[256];
+    uint8_t id[16];
+    size_t t = 0;
+
+    memcpy(p.group_id, group_id, 16);
+    /* removed members hear of it too: they are out from now on */
+    for (size_t i = 0; i < n_old; i++)
+        targets[t++] = old[i];
+    for (size_t i = 0; i < n; i++)
+        targets[t++] = members[i];
+    msv_client_group_conversation(group_id, conversation);
+    snprintf(text, sizeof(text), "group \"%s\": %zu members", name, n);
+    return send_payload(c, targets, t, &p, text, conversation, NULL, 0, NULL, id);
+}
+
+msv_err msv_client_group_create(struct msv_client *c, const char *name, const char *const *members,
+                                size_t n, uint8_t group_id[16])
+{
+    char *all[MEMBERS_MAX], *list = NULL;
+    size_t k = 0;
+    msv_err err;
+
+    if (n == 0 || n >= MEMBERS_MAX || name == NULL || name[0] == '\0')
+        return MSV_ERR_INVALID;
+    all[k++] = c->handle;
+    for (size_t i = 0; i < n; i++) {
+        size_t j;
+
+        for (j = 0; j < k && strcmp(all[j], members[i]) != 0; j++)
+            ;
+        if (j == k)
+            all[k++] = (char *)members[i];
+    }
+    msv_random_bytes(group_id, 16);
+    err = join_members(all, k, &list);
+    if (err == MSV_OK)
+        err = msv_client_db_group_put(c->db, group_id, name, list, now_ms());
+    free(list);
+    return err == MSV_OK ? announce_group(c, group_id, name, NULL, 0, all, k) : err;
+}
+
+msv_err msv_client_group_change(struct msv_client *c, const char *name, const char *new_name,
+                                const char *const *add, size_t n_add, const char *const *remove,
+                                size_t n_remove)
+{
+    struct msv_group_rec g;
+    char *old[MEMBERS_MAX], *now[MEMBERS_MAX], *list = NULL, *old_list = NULL;
+    size_t n_old, n_now = 0;
+    msv_err err = msv_client_db_group_get(c->db, NULL, name, &g);
+
+    if (err != MSV_OK)
+        return err;
+    old_list = strdup(g.members);
+    err = old_list ? MSV_OK : MSV_ERR_NOMEM;
+    n_old = err == MSV_OK ? split_members(g.members, old) : 0;
+    for (size_t i = 0; i < n_old; i++) {
+        int gone = 0;
+
+        for (size_t r = 0; r < n_remove; r++)
+            gone |= strcmp(old[i], remove[r]) == 0;
+        if (!gone)
+            now[n_now++] = old[i];
+    }
+    for (size_t a = 0; a < n_add && n_now < MEMBERS_MAX; a++) {
+        size_t j;
+
+        for (j = 0; j < n_now && strcmp(now[j], add[a]) != 0; j++)
+            ;
+        if (j == n_now)
+            now[n_now++] = (char *)add[a];
+    }
+    if (err == MSV_OK)
+        err = join_members(now, n_now, &list);
+    if (err == MSV_OK)
+        err = msv_client_db_group_put(c->db, g.group_id, new_name ? new_name : g.name, list,
+                                      now_ms());
+    if (err == MSV_OK)
+        err = announce_group(c, g.group_id, new_name ? new_name : g.name, old, n_old, now, n_now);
+    free(list);
+    free(old_list);
+    msv_group_clear(&g);
+    return err;
+}
+
+msv_err msv_client_group_send(struct msv_client *c, const char *name, const char *text,
+                              const struct msv_file *files, size_t n_files,
+                              void (*progress)(uint64_t done, uint64_t total),
+                              uint8_t message_id[16])
+{
+    struct msv_group_rec g;
+    struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = (char *)text, .has_group = true};
+    char *members[MEMBERS_MAX], conversation[40];
+    size_t n;
+    msv_err err = msv_client_db_group_get(c->db, NULL, name, &g);
+
+    if (err != MSV_OK)
+        return err;
+    n = split_members(g.members, members);
+    memcpy(p.group_id, g.group_id, 16);
+    p.group_name = g.name;
+    p.participants = members;
+    p.participant_count = n;
+    msv_client_group_conversation(g.group_id, conversation);
+    err = send_payload(c, (const char *const *)members, n, &p, text, conversation, files, n_files,
+                       progress, message_id);
+    msv_group_clear(&g);
     return err;
 }
 
@@ -823,6 +1008,62 @@ static msv_err fetch_attachments(struct msv_client *c, const struct msv_payload 
     return err;
 }
 
+/*
+ * Applies what a message says about its group: a change from a current member
+ * (or creating a group this device does not know) sets name and members; the
+ * first message of an unknown group creates it. *text, for group changes,
+ * becomes the description history shows.
+ */
+static msv_err learn_group(struct msv_client *c, const char *sender, const struct msv_payload *p,
+                           char **text)
+{
+    struct msv_group_rec g;
+    char *members = NULL, *known[MEMBERS_MAX];
+    msv_err err = msv_client_db_group_get(c->db, p->group_id, NULL, &g);
+    int is_member = 0;
+
+    if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
+        return err;
+    if (err == MSV_OK) {
+        size_t n = split_members(g.members, known);
+
+        for (size_t i = 0; i < n; i++)
+            is_member |= strcmp(known[i], sender) == 0;
+        if (p->kind != MSV_KIND_GROUP_CHANGE || !is_member) {
+            msv_group_clear(&g);
+            return MSV_OK; /* only a member changes a group this device knows */
+        }
+    }
+    err = join_members(p->participants, p->participant_count, &members);
+    if (err == MSV_OK)
+        err = msv_client_db_group_put(c->db, p->group_id,
+                                      p->group_name ? p->group_name : (g.name ? g.name : "group"),
+                                      members, now_ms());
+    if (err == MSV_OK && p->kind == MSV_KIND_GROUP_CHANGE) {
+        struct msv_buf b;
+        uint8_t *out = NULL;
+        size_t len = 0;
+
+        msv_buf_init(&b, 128 * 1024);
+        msv_buf_put(&b, "group \"", 7);
+        if (p->group_name != NULL)
+            msv_buf_put(&b, p->group_name, strlen(p->group_name));
+        msv_buf_put(&b, "\": members", 10);
+        for (size_t i = 0; i < p->participant_count; i++) {
+            msv_buf_put(&b, i ? ", " : " ", i ? 2 : 1);
+            msv_buf_put(&b, p->participants[i], strlen(p->participants[i]));
+        }
+        msv_buf_put_u8(&b, 0);
+        if (msv_buf_finish(&b, &out, &len) == MSV_OK) {
+            free(*text);
+            *text = (char *)out;
+        }
+    }
+    free(members);
+    msv_group_clear(&g);
+    return err;
+}
+
 /* Opens and stores one delivered message; MSV_ERR_EXISTS for a redelivery. */
 static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
                             void (*on_message)(void *, const struct msv_incoming *), void *ctx)
@@ -830,7 +1071,7 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     struct msv_public_identity *pub = NULL;
     struct msv_payload *p = NULL;
     struct msv_message_rec rec = {.status = "received"};
-    char sender[257], *text = NULL;
+    char sender[257], *text = NULL, group_conversation[40];
     uint8_t *pt = NULL;
     size_t pt_len = 0;
     msv_err err;
@@ -857,6 +1098,16 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     }
     memcpy(rec.message_id, p->message_id, 16);
     rec.conversation = (char *)conversation_of(c, sender, p);
+    if (p->has_group) {
+        msv_client_group_conversation(p->group_id, group_conversation);
+        rec.conversation = group_conversation;
+        err = learn_group(c, sender, p, &text);
+        if (err != MSV_OK) {
+            msv_secret_free(text, strlen(text));
+            msv_payload_free(p);
+            return err;
+        }
+    }
     rec.outgoing = strcmp(sender, c->handle) == 0;
     rec.sender = sender;
     rec.sender_device = d->sender_device;

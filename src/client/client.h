@@ -81,6 +81,27 @@ MSV_MUST_CHECK msv_err msv_client_send(struct msv_client *c, const char *const *
                                        void (*progress)(uint64_t done, uint64_t total),
                                        uint8_t message_id[16]);
 
+/*
+ * Groups: membership is kept by the clients. Creating, renaming and changing
+ * members send a group change to every member's devices (removed members
+ * included); this account's handle is always a member of a group it makes.
+ */
+MSV_MUST_CHECK msv_err msv_client_group_create(struct msv_client *c, const char *name,
+                                               const char *const *members, size_t n,
+                                               uint8_t group_id[16]);
+/* new_name NULL keeps the name; add and remove list handles. */
+MSV_MUST_CHECK msv_err msv_client_group_change(struct msv_client *c, const char *name,
+                                               const char *new_name, const char *const *add,
+                                               size_t n_add, const char *const *remove,
+                                               size_t n_remove);
+MSV_MUST_CHECK msv_err msv_client_group_send(struct msv_client *c, const char *name,
+                                             const char *text, const struct msv_file *files,
+                                             size_t n_files,
+                                             void (*progress)(uint64_t done, uint64_t total),
+                                             uint8_t message_id[16]);
+/* The history conversation of a group: "group:" and its id in hex. */
+void msv_client_group_conversation(const uint8_t group_id[16], char out[40]);
+
 /* What msv_client_receive() reports. */
 struct msv_incoming {
     const struct msv_message_rec *message; /* NULL for a notice */

@@ -31,6 +31,8 @@ static const char *const migrations[] = {
     "  END;"
     "CREATE TABLE outbox (message_id BLOB PRIMARY KEY, recipients TEXT NOT NULL,"
     "  payload BLOB NOT NULL, created_ms BIGINT NOT NULL);",
+    "CREATE TABLE groups (group_id BLOB PRIMARY KEY, name TEXT NOT NULL,"
+    "  members TEXT NOT NULL, updated_ms BIGINT NOT NULL);",
 };
 
 msv_err msv_client_db_open(const char *path, struct msv_client_db **out)
@@ -432,6 +434,110 @@ void msv_messages_free(struct msv_message_rec *m, size_t count)
         free(m[i].status);
     }
     free(m);
+}
+
+/* ---- groups -------------------------------------------------------------------------- */
+
+msv_err msv_client_db_group_put(struct msv_client_db *db, const uint8_t group_id[16],
+                                const char *name, const char *members, int64_t now_ms)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db,
+                                  "INSERT INTO groups (group_id, name, members, updated_ms) "
+                                  "VALUES (?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET "
+                                  "name = excluded.name, members = excluded.members, "
+                                  "updated_ms = excluded.updated_ms;",
+                                  &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, group_id, 16, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, members, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 4, now_ms);
+    return msv_sql_run(st);
+}
+
+static msv_err read_group(sqlite3_stmt *st, struct msv_group_rec *g)
+{
+    if (sqlite3_column_bytes(st, 0) != 16)
+        return MSV_ERR_PARSE;
+    memcpy(g->group_id, sqlite3_column_blob(st, 0), 16);
+    g->name = msv_sql_text(st, 1);
+    g->members = msv_sql_text(st, 2);
+    return g->name && g->members ? MSV_OK : MSV_ERR_NOMEM;
+}
+
+msv_err msv_client_db_group_get(struct msv_client_db *db, const uint8_t *group_id, const char *name,
+                                struct msv_group_rec *out)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db,
+                                  group_id ? "SELECT group_id, name, members FROM groups WHERE "
+                                             "group_id = ?;"
+                                           : "SELECT group_id, name, members FROM groups WHERE "
+                                             "name = ? ORDER BY updated_ms DESC LIMIT 1;",
+                                  &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    if (group_id != NULL)
+        sqlite3_bind_blob(st, 1, group_id, 16, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    memset(out, 0, sizeof(*out));
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        err = read_group(st, out);
+    else
+        err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
+    sqlite3_finalize(st);
+    if (err != MSV_OK)
+        msv_group_clear(out);
+    return err;
+}
+
+msv_err msv_client_db_groups(struct msv_client_db *db, struct msv_group_rec **out, size_t *count)
+{
+    sqlite3_stmt *st = NULL;
+    struct msv_group_rec *list = NULL;
+    size_t n = 0, cap = 0;
+    msv_err err =
+        msv_sql_prepare(db->db, "SELECT group_id, name, members FROM groups ORDER BY name;", &st);
+    int rc = SQLITE_DONE;
+
+    if (err != MSV_OK)
+        return err;
+    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        err = grow((void **)&list, sizeof(*list), n, &cap);
+        if (err == MSV_OK)
+            err = read_group(st, &list[n++]);
+    }
+    if (err == MSV_OK && rc != SQLITE_DONE)
+        err = msv_sql_err(rc);
+    sqlite3_finalize(st);
+    if (err != MSV_OK) {
+        msv_groups_free(list, n);
+        return err;
+    }
+    *out = list;
+    *count = n;
+    return MSV_OK;
+}
+
+void msv_group_clear(struct msv_group_rec *g)
+{
+    free(g->name);
+    free(g->members);
+    g->name = g->members = NULL;
+}
+
+void msv_groups_free(struct msv_group_rec *g, size_t count)
+{
+    for (size_t i = 0; g != NULL && i < count; i++)
+        msv_group_clear(&g[i]);
+    free(g);
 }
 
 /* ---- outbox --------------------------------------------------------------------------- */

@@ -92,6 +92,23 @@ MSV_MUST_CHECK msv_err msv_client_db_history(struct msv_client_db *db, const cha
                                              struct msv_message_rec **out, size_t *count);
 void msv_messages_free(struct msv_message_rec *m, size_t count);
 
+/* Groups: membership as this device last learned it. members: handles, one per line. */
+struct msv_group_rec {
+    uint8_t group_id[16];
+    char *name;
+    char *members;
+};
+MSV_MUST_CHECK msv_err msv_client_db_group_put(struct msv_client_db *db, const uint8_t group_id[16],
+                                               const char *name, const char *members,
+                                               int64_t now_ms);
+/* By id (name NULL) or by name (group_id NULL); MSV_ERR_NOT_FOUND if none. */
+MSV_MUST_CHECK msv_err msv_client_db_group_get(struct msv_client_db *db, const uint8_t *group_id,
+                                               const char *name, struct msv_group_rec *out);
+MSV_MUST_CHECK msv_err msv_client_db_groups(struct msv_client_db *db, struct msv_group_rec **out,
+                                            size_t *count);
+void msv_group_clear(struct msv_group_rec *g);
+void msv_groups_free(struct msv_group_rec *g, size_t count);
+
 /* The outbox: payloads waiting for the relay's acceptance, by message id. */
 MSV_MUST_CHECK msv_err msv_client_db_outbox_put(struct msv_client_db *db,
                                                 const uint8_t message_id[16],
