@@ -156,8 +156,19 @@ rc=$?
 kill -TERM "$pid"
 wait "$pid"
 pid=
+rm -f srv/missived.ports
 expect 4 "server down" -- as alice-phone send bob@example.org --text "anyone?"
 expect 0 "the failed send stays in history as queued" -- as alice-phone -o json history
 grep -q '"text":"anyone?".*"status":"queued"' out.txt && ok || bad "queued message kept"
+# the server comes back on its port: the next command that connects sends the queued message
+MISSIVED_SERVER_LISTEN_PORT=${server##*:} MISSIVED_HTTP_LISTEN_PORT=0 MISSIVED_ACCOUNTS_ARGON2_MEMLIMIT_KIB=8 \
+    "$D" --data-dir srv 2>>srv.log &
+pid=$!
+for _ in $(seq 100); do [ -s srv/missived.ports ] && grep -q "tls ${server##*:}" srv/missived.ports && break; sleep 0.1; done
+expect 0 "a later command flushes the outbox" -- as alice-phone receive --wait 0.5
+expect 0 "now sent" -- as alice-phone -o json history
+grep -q '"text":"anyone?".*"status":"sent"' out.txt && ok || bad "outbox flushed"
+expect 0 "bob gets the late message" -- as bob-phone receive --wait 1
+grep -q "anyone?" out.txt && ok || bad "late message delivered"
 
 finish

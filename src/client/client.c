@@ -330,6 +330,8 @@ msv_err msv_client_link(struct msv_client *c, const char *password)
     return err;
 }
 
+static msv_err flush_outbox(struct msv_client *c);
+
 msv_err msv_client_connect(struct msv_client *c)
 {
     msv_err err;
@@ -344,8 +346,12 @@ msv_err msv_client_connect(struct msv_client *c)
     if (err != MSV_OK) {
         msv_conn_close(c->conn);
         c->conn = NULL;
+        return err;
     }
-    return err;
+    /* connected again: what an earlier lost connection left queued goes first; if it
+     * cannot go now, it waits for the next time rather than failing this command */
+    (void)flush_outbox(c);
+    return MSV_OK;
 }
 
 /* ---- directory ------------------------------------------------------------------------ */
@@ -479,9 +485,8 @@ static msv_err send_once(struct msv_client *c, const uint8_t id[16], const char 
     return err;
 }
 
-static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
-                               const char *const *targets, size_t n, const uint8_t *pt,
-                               size_t pt_len)
+static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const char *const *targets,
+                            size_t n, const uint8_t *pt, size_t pt_len)
 {
     msv_frame *known = NULL, *fresh = NULL;
     msv_err err = msv_client_connect(c);
@@ -517,6 +522,66 @@ static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
     }
     msv_frame_free(known);
     msv_frame_free(fresh);
+    return err;
+}
+
+#define RETRIES 3
+#define BACKOFF_MS 500
+
+/*
+ * deliver_once, again after a lost connection: 0.5 s, 1 s, 2 s later. What
+ * still fails stays in the outbox for the next command that connects.
+ */
+static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
+                               const char *const *targets, size_t n, const uint8_t *pt,
+                               size_t pt_len)
+{
+    msv_err err = deliver_once(c, id, targets, n, pt, pt_len);
+
+    for (int i = 0; err == MSV_ERR_IO && i < RETRIES; i++) {
+        struct timespec pause = {0, 0};
+        long ms = (long)BACKOFF_MS << i;
+
+        msv_conn_close(c->conn);
+        c->conn = NULL;
+        pause.tv_sec = ms / 1000;
+        pause.tv_nsec = (ms % 1000) * 1000000L;
+        nanosleep(&pause, NULL);
+        err = deliver_once(c, id, targets, n, pt, pt_len);
+    }
+    return err;
+}
+
+/*
+ * Sends what the outbox still holds (messages a lost connection left
+ * queued), oldest first; each goes to the participants its payload names.
+ */
+static msv_err flush_outbox(struct msv_client *c)
+{
+    struct msv_outbox_rec *o = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_db_outbox(c->db, &o, &n);
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        struct msv_payload *p = NULL;
+
+        if (msv_payload_parse(o[i].payload, o[i].payload_len, &p) != MSV_OK) {
+            err = msv_client_db_outbox_remove(c->db, o[i].message_id); /* it can never go */
+            continue;
+        }
+        err = deliver_once(c, o[i].message_id, (const char *const *)p->participants,
+                           p->participant_count, o[i].payload, o[i].payload_len);
+        if (err == MSV_OK) {
+            err = msv_client_db_message_status(c->db, o[i].message_id, "sent");
+        } else if (err != MSV_ERR_IO && err != MSV_ERR_NOMEM && err != MSV_ERR_AGAIN) {
+            /* it will never go (a recipient left, say): history says so, the outbox lets go */
+            err = msv_client_db_message_status(c->db, o[i].message_id, "failed");
+        }
+        if (err == MSV_OK || err == MSV_ERR_NOT_FOUND)
+            err = msv_client_db_outbox_remove(c->db, o[i].message_id);
+        msv_payload_free(p);
+    }
+    msv_outbox_free(o, n);
     return err;
 }
 
@@ -634,6 +699,12 @@ static msv_err send_payload(struct msv_client *c, const char *const *targets_in,
     err = msv_payload_encode(p, &pt, &pt_len);
     if (err != MSV_OK)
         return err;
+    /* connect (and so flush older queued messages) before this one joins the outbox; a
+     * server that cannot be reached now leaves it queued below */
+    if (msv_client_connect(c) != MSV_OK) {
+        msv_conn_close(c->conn);
+        c->conn = NULL;
+    }
     memcpy(rec.message_id, p->message_id, 16);
     rec.conversation = (char *)conversation;
     rec.sender = c->handle;
@@ -649,8 +720,8 @@ static msv_err send_payload(struct msv_client *c, const char *const *targets_in,
         err = deliver_payload(c, p->message_id, targets, t, pt, pt_len);
     if (err == MSV_OK) {
         err = msv_client_db_message_status(c->db, p->message_id, "sent");
-        if (err == MSV_OK)
-            err = msv_client_db_outbox_remove(c->db, p->message_id);
+        if (err == MSV_OK && msv_client_db_outbox_remove(c->db, p->message_id) == MSV_ERR_IO)
+            err = MSV_ERR_IO;
     }
     msv_secret_free(pt, pt_len);
     sodium_memzero(refs, sizeof(refs)); /* the attachment keys */
