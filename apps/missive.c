@@ -63,6 +63,12 @@ static const struct {
      "are checked against their hash and saved in the account's attachments/ directory."},
     {"history", "history [CONVERSATION | --group NAME] [--search WORDS] [--limit N]",
      "Prints stored messages, oldest first; --search is a full-text query."},
+    {"read", "read [CONVERSATION | --group NAME]",
+     "Sends read receipts for the unread messages of a conversation (or all)."},
+    {"typing", "typing TO | --group NAME", "Tells a conversation that you are typing."},
+    {"edit", "edit MESSAGE_ID --text TEXT",
+     "Changes the text of one of your messages for everyone who has it."},
+    {"unsend", "unsend MESSAGE_ID", "Takes one of your messages back from everyone who has it."},
     {"fingerprint", "fingerprint [HANDLE]",
      "Prints this device's fingerprint, or those of the devices known for HANDLE, to "
      "compare with the other person over another channel."},
@@ -653,8 +659,12 @@ static void print_message(const struct cli *o, const struct msv_message_rec *m)
     }
     localtime_r(&t, &tm);
     strftime(when, sizeof(when), "%Y-%m-%d %H:%M", &tm);
-    printf("[%s] %s%s: %s\n", when, m->outgoing ? "me → " : "",
-           m->outgoing ? m->conversation : m->sender, m->text);
+    printf("[%s] %s%s: %s%s%s%s\n", when, m->outgoing ? "me → " : "",
+           m->outgoing ? m->conversation : m->sender,
+           strcmp(m->status, "unsent") == 0 ? "(unsent)" : m->text,
+           m->outgoing || strcmp(m->status, "edited") == 0 ? "  (" : "",
+           m->outgoing || strcmp(m->status, "edited") == 0 ? m->status : "",
+           m->outgoing || strcmp(m->status, "edited") == 0 ? ")" : "");
 }
 
 static void on_incoming(void *ctx, const struct msv_incoming *in)
@@ -724,6 +734,65 @@ static int cmd_history(const struct cli *o, struct msv_client *c)
         print_message(o, &m[i]);
     msv_messages_free(m, n);
     return 0;
+}
+
+/* The conversation named by an operand or --group; 0, or an exit status. */
+static int pick_conversation(const struct cli *o, struct msv_client *c, int required, char *out,
+                             size_t len, const char **which)
+{
+    *which = NULL;
+    if (o->argc > 1 || (o->argc == 1 && o->group != NULL) ||
+        (required && o->argc == 0 && o->group == NULL))
+        return EXIT_USAGE;
+    if (o->group != NULL) {
+        struct msv_group_rec g;
+
+        if (msv_client_db_group_get(c->db, NULL, o->group, &g) != MSV_OK) {
+            fprintf(stderr, "missive: no group named %s\n", o->group);
+            return EXIT_ERR;
+        }
+        msv_client_group_conversation(g.group_id, out);
+        msv_group_clear(&g);
+        *which = out;
+    } else if (o->argc == 1) {
+        snprintf(out, len, "%s", o->argv[0]);
+        *which = out;
+    }
+    return 0;
+}
+
+static int cmd_read_typing(const struct cli *o, struct msv_client *c, int typing)
+{
+    char conversation[300];
+    const char *which;
+    size_t n = 0;
+    msv_err err;
+    int rc = pick_conversation(o, c, typing, conversation, sizeof(conversation), &which);
+
+    if (rc != 0)
+        return rc == EXIT_USAGE ? usage_command(typing ? "typing" : "read", stderr) : rc;
+    err = typing ? msv_client_typing(c, which) : msv_client_mark_read(c, which, &n);
+    if (err == MSV_OK && !typing)
+        printf("%zu message%s marked read\n", n, n == 1 ? "" : "s");
+    return err == MSV_OK ? 0
+                         : fail(c, typing ? "sending the typing notice" : "sending receipts", err);
+}
+
+static int cmd_edit_unsend(const struct cli *o, struct msv_client *c, int edit)
+{
+    uint8_t id[16];
+    size_t n = 0;
+    msv_err err;
+
+    if (o->argc != 1 || msv_hex_decode(o->argv[0], id, sizeof(id), &n) != MSV_OK || n != 16 ||
+        (edit && (o->text == NULL || o->text[0] == '\0')))
+        return usage_command(edit ? "edit" : "unsend", stderr);
+    err = edit ? msv_client_edit(c, id, o->text) : msv_client_unsend(c, id);
+    if (err == MSV_ERR_INVALID || err == MSV_ERR_NOT_FOUND) {
+        fprintf(stderr, "missive: %s is not one of your messages here\n", o->argv[0]);
+        return EXIT_ERR;
+    }
+    return err == MSV_OK ? 0 : fail(c, edit ? "editing" : "unsending", err);
 }
 
 static int cmd_fingerprint(const struct cli *o, struct msv_client *c)
@@ -889,6 +958,10 @@ int main(int argc, char **argv)
         rc = cmd_contacts(&o, c);
     else if (strcmp(command, "groups") == 0)
         rc = cmd_groups(&o, c);
+    else if (strcmp(command, "read") == 0 || strcmp(command, "typing") == 0)
+        rc = cmd_read_typing(&o, c, strcmp(command, "typing") == 0);
+    else if (strcmp(command, "edit") == 0 || strcmp(command, "unsend") == 0)
+        rc = cmd_edit_unsend(&o, c, strcmp(command, "edit") == 0);
     else if (strcmp(command, "send") == 0)
         rc = cmd_send(&o, c);
     else if (strcmp(command, "receive") == 0 || strcmp(command, "listen") == 0)

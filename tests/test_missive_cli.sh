@@ -65,6 +65,35 @@ expect 0 "search" -- as alice-phone history --search "see"
 [ "$(wc -l < out.txt)" -eq 1 ] && ok || bad "search result"
 expect 2 "bad search" -- as alice-phone history --search '"unbalanced'
 
+# receipts, typing, edits and unsends
+expect 0 "clear bob's queue" -- as bob-phone receive --wait 0.5
+expect 0 "alice catches up" -- as alice-phone receive --wait 0.5
+expect 0 "send for receipts" -- as alice-phone send bob@example.org --text "did you get this?"
+id=$(sed -n 's/^sent \([0-9a-f]*\)$/\1/p' out.txt)
+expect 0 "bob receives (a delivery receipt goes back)" -- as bob-phone receive --wait 1
+expect 0 "alice gets the delivery receipt" -- as alice-phone receive --wait 1
+expect 0 "history shows delivered" -- as alice-phone history bob@example.org
+grep -q "did you get this?  (delivered)" out.txt && ok || bad "delivered status: $(cat out.txt)"
+expect 0 "bob reads" -- as bob-phone read alice@example.org
+grep -q "marked read" out.txt && ok || bad "read output"
+expect 0 "alice gets the read receipt" -- as alice-phone receive --wait 1
+expect 0 "history shows read" -- as alice-phone history bob@example.org
+grep -q "did you get this?  (read)" out.txt && ok || bad "read status: $(cat out.txt)"
+expect 0 "typing" -- as alice-phone typing bob@example.org
+expect 0 "bob sees typing" -- as bob-phone receive --wait 1
+grep -q "notice: alice@example.org is typing" out.txt && ok || bad "typing notice: $(cat out.txt)"
+expect 0 "edit" -- as alice-phone edit "$id" --text "did you get this one?"
+expect 0 "bob sees the edit" -- as bob-phone receive --wait 1
+grep -q "alice@example.org edited a message: did you get this one?" out.txt && ok || bad "edit notice"
+expect 0 "bob's history has the new text" -- as bob-phone history alice@example.org
+grep -q "did you get this one?  (edited)" out.txt && ok || bad "edited in history: $(cat out.txt)"
+expect 1 "bob cannot edit alice's message" -- as bob-phone edit "$id" --text "forged"
+expect 0 "unsend" -- as alice-phone unsend "$id"
+expect 0 "bob sees the unsend" -- as bob-phone receive --wait 1
+expect 0 "bob's history shows it unsent" -- as bob-phone history alice@example.org
+grep -q "alice@example.org: (unsent)" out.txt && ! grep -q "did you get this one" out.txt && ok || bad "unsent in history: $(cat out.txt)"
+expect 2 "edit needs an id" -- as alice-phone edit nothex --text x
+
 # files and long text go through the attachment store
 head -c 300000 /dev/urandom > photo.jpg
 expect 0 "send a file" -- as alice-phone send bob@example.org --text "our photo" --file photo.jpg

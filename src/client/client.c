@@ -713,13 +713,16 @@ static msv_err send_payload(struct msv_client *c, const char *const *targets_in,
     rec.text = (char *)(text ? text : "");
     rec.sent_at_ms = rec.stored_at_ms = (int64_t)p->sent_at_ms;
     /* shown as queued until the relay accepts it, and kept in the outbox until then */
-    err = msv_client_db_message_put(c->db, &rec);
+    if (conversation != NULL) /* control messages (receipts, typing, edits) are not history */
+        err = msv_client_db_message_put(c->db, &rec);
     if (err == MSV_OK)
-        err = msv_client_db_outbox_put(c->db, p->message_id, conversation, pt, pt_len, now_ms());
+        err = msv_client_db_outbox_put(c->db, p->message_id, conversation ? conversation : "", pt,
+                                       pt_len, now_ms());
     if (err == MSV_OK)
         err = deliver_payload(c, p->message_id, targets, t, pt, pt_len);
     if (err == MSV_OK) {
-        err = msv_client_db_message_status(c->db, p->message_id, "sent");
+        if (conversation != NULL)
+            err = msv_client_db_message_status(c->db, p->message_id, "sent");
         if (err == MSV_OK && msv_client_db_outbox_remove(c->db, p->message_id) == MSV_ERR_IO)
             err = MSV_ERR_IO;
     }
@@ -898,6 +901,153 @@ msv_err msv_client_group_send(struct msv_client *c, const char *name, const char
     err = send_payload(c, (const char *const *)members, n, &p, text, conversation, files, n_files,
                        progress, message_id);
     msv_group_clear(&g);
+    return err;
+}
+
+/* ---- receipts, typing, edits ---------------------------------------------------------- */
+
+/* The handles a conversation reaches: its group's members, or the other person. */
+static msv_err conversation_targets(struct msv_client *c, const char *conversation,
+                                    struct msv_group_rec *g, char **targets, size_t *n)
+{
+    uint8_t id[16];
+    size_t len = 0;
+    msv_err err;
+
+    if (strncmp(conversation, "group:", 6) != 0) {
+        targets[0] = (char *)conversation;
+        *n = 1;
+        return MSV_OK;
+    }
+    if (msv_hex_decode(conversation + 6, id, sizeof(id), &len) != MSV_OK || len != 16)
+        return MSV_ERR_PARSE;
+    err = msv_client_db_group_get(c->db, id, NULL, g);
+    if (err == MSV_OK)
+        *n = split_members(g->members, targets);
+    return err;
+}
+
+/* Sends a control payload about target to the people of a conversation. */
+static msv_err send_control(struct msv_client *c, enum msv_payload_kind kind,
+                            const uint8_t target[16], const char *text, const char *conversation)
+{
+    struct msv_group_rec g = {0};
+    struct msv_payload p = {.kind = kind, .text = (char *)text};
+    char *targets[MEMBERS_MAX];
+    uint8_t id[16];
+    size_t n = 0;
+    msv_err err = conversation_targets(c, conversation, &g, targets, &n);
+
+    if (target != NULL) {
+        p.has_target = true;
+        memcpy(p.target_id, target, 16);
+    }
+    if (err == MSV_OK)
+        err = send_payload(c, (const char *const *)targets, n, &p, NULL, NULL, NULL, 0, NULL, id);
+    msv_group_clear(&g);
+    return err;
+}
+
+msv_err msv_client_typing(struct msv_client *c, const char *conversation)
+{
+    return send_control(c, MSV_KIND_TYPING, NULL, NULL, conversation);
+}
+
+/* An edit or unsend of one of this account's messages. */
+static msv_err change_own(struct msv_client *c, const uint8_t id[16], const char *text,
+                          enum msv_payload_kind kind)
+{
+    struct msv_message_rec *m = NULL;
+    msv_err err = msv_client_db_message_get(c->db, id, &m);
+
+    if (err == MSV_OK && (!m->outgoing || m->kind != MSV_KIND_MESSAGE))
+        err = MSV_ERR_INVALID; /* only this account's own messages */
+    if (err == MSV_OK)
+        err = send_control(c, kind, id, text, m->conversation);
+    if (err == MSV_OK)
+        err = msv_client_db_message_rewrite(c->db, id, text ? text : "",
+                                            kind == MSV_KIND_EDIT ? "edited" : "unsent");
+    msv_messages_free(m, m ? 1 : 0);
+    return err;
+}
+
+msv_err msv_client_edit(struct msv_client *c, const uint8_t id[16], const char *text)
+{
+    return change_own(c, id, text, MSV_KIND_EDIT);
+}
+
+msv_err msv_client_unsend(struct msv_client *c, const uint8_t id[16])
+{
+    return change_own(c, id, NULL, MSV_KIND_UNSEND);
+}
+
+msv_err msv_client_mark_read(struct msv_client *c, const char *conversation, size_t *count)
+{
+    struct msv_message_rec *m = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_db_history(c->db, conversation, NULL, 0, &m, &n);
+
+    *count = 0;
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        if (m[i].outgoing || strcmp(m[i].status, "received") != 0)
+            continue;
+        /* the receipt goes to the sender, whatever conversation the message is in */
+        err = send_control(c, MSV_KIND_RECEIPT_READ, m[i].message_id, NULL, m[i].sender);
+        if (err == MSV_OK)
+            err = msv_client_db_message_status(c->db, m[i].message_id, "read");
+        if (err == MSV_OK)
+            (*count)++;
+    }
+    msv_messages_free(m, n);
+    return err;
+}
+
+/* Applies a receipt, typing notice, edit or unsend from sender. */
+static msv_err take_control(struct msv_client *c, const char *sender, const struct msv_payload *p,
+                            void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+{
+    struct msv_message_rec *target = NULL;
+    char notice[400];
+    msv_err err = MSV_OK;
+
+    notice[0] = '\0';
+    if (strcmp(sender, c->handle) == 0)
+        return MSV_OK; /* this account's own devices: nothing to apply */
+    if (p->has_target && msv_client_db_message_get(c->db, p->target_id, &target) != MSV_OK)
+        return MSV_OK; /* about a message this device does not have */
+    switch (p->kind) {
+    case MSV_KIND_RECEIPT_DELIVERED:
+    case MSV_KIND_RECEIPT_READ:
+        /* only for what this account sent, and "read" is never taken back to "delivered" */
+        if (target->outgoing &&
+            (p->kind == MSV_KIND_RECEIPT_READ || strcmp(target->status, "read") != 0))
+            err = msv_client_db_message_status(
+                c->db, p->target_id, p->kind == MSV_KIND_RECEIPT_READ ? "read" : "delivered");
+        break;
+    case MSV_KIND_TYPING:
+        snprintf(notice, sizeof(notice), "%s is typing", sender);
+        break;
+    case MSV_KIND_EDIT:
+    case MSV_KIND_UNSEND:
+        /* only the author changes a message */
+        if (strcmp(target->sender, sender) != 0)
+            break;
+        err = msv_client_db_message_rewrite(c->db, p->target_id,
+                                            p->kind == MSV_KIND_EDIT ? p->text : "",
+                                            p->kind == MSV_KIND_EDIT ? "edited" : "unsent");
+        snprintf(notice, sizeof(notice), "%s %s a message%s%.200s", sender,
+                 p->kind == MSV_KIND_EDIT ? "edited" : "unsent",
+                 p->kind == MSV_KIND_EDIT ? ": " : "", p->kind == MSV_KIND_EDIT ? p->text : "");
+        break;
+    default:
+        break;
+    }
+    if (notice[0] != '\0' && on_message != NULL) {
+        struct msv_incoming in = {.notice = notice};
+
+        on_message(ctx, &in);
+    }
+    msv_messages_free(target, target ? 1 : 0);
     return err;
 }
 
@@ -1158,6 +1308,11 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     msv_public_identity_free(pub);
     if (err != MSV_OK)
         return err;
+    if (p->kind != MSV_KIND_MESSAGE && p->kind != MSV_KIND_GROUP_CHANGE) {
+        err = take_control(c, sender, p, on_message, ctx);
+        msv_payload_free(p);
+        return err == MSV_OK ? MSV_ERR_EXISTS : err; /* acknowledged, not a new message */
+    }
     if (msv_client_db_message_known(c->db, p->message_id) == MSV_OK) {
         msv_payload_free(p);
         return MSV_ERR_EXISTS; /* a redelivery: nothing to fetch or store again */
@@ -1193,6 +1348,9 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
 
         on_message(ctx, &in);
     }
+    /* the sender learns it arrived; should that fail, the outbox sends it later */
+    if (err == MSV_OK && !rec.outgoing && p->kind == MSV_KIND_MESSAGE)
+        (void)send_control(c, MSV_KIND_RECEIPT_DELIVERED, p->message_id, NULL, sender);
     msv_secret_free(text, strlen(text));
     msv_payload_free(p);
     return err;

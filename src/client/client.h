@@ -102,6 +102,21 @@ MSV_MUST_CHECK msv_err msv_client_group_send(struct msv_client *c, const char *n
 /* The history conversation of a group: "group:" and its id in hex. */
 void msv_client_group_conversation(const uint8_t group_id[16], char out[40]);
 
+/*
+ * Control messages. typing: a notice to a conversation (a handle or
+ * "group:<hex>"). edit and unsend: change one of this account's messages for
+ * everyone in its conversation (only the author's changes are applied by
+ * receivers). mark_read: read receipts for the conversation's unread
+ * messages (NULL: all); *count says how many. Delivery receipts go out by
+ * themselves when a message is stored.
+ */
+MSV_MUST_CHECK msv_err msv_client_typing(struct msv_client *c, const char *conversation);
+MSV_MUST_CHECK msv_err msv_client_edit(struct msv_client *c, const uint8_t id[16],
+                                       const char *text);
+MSV_MUST_CHECK msv_err msv_client_unsend(struct msv_client *c, const uint8_t id[16]);
+MSV_MUST_CHECK msv_err msv_client_mark_read(struct msv_client *c, const char *conversation,
+                                            size_t *count);
+
 /* What msv_client_receive() reports. */
 struct msv_incoming {
     const struct msv_message_rec *message; /* NULL for a notice */

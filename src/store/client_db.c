@@ -33,6 +33,10 @@ static const char *const migrations[] = {
     "  payload BLOB NOT NULL, created_ms BIGINT NOT NULL);",
     "CREATE TABLE groups (group_id BLOB PRIMARY KEY, name TEXT NOT NULL,"
     "  members TEXT NOT NULL, updated_ms BIGINT NOT NULL);",
+    /* edits change a message's text: its search index follows */
+    "CREATE TRIGGER messages_au AFTER UPDATE OF text ON messages BEGIN"
+    "  INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.row, old.text);"
+    "  INSERT INTO messages_fts(rowid, text) VALUES (new.row, new.text); END;",
 };
 
 msv_err msv_client_db_open(const char *path, struct msv_client_db **out)
@@ -377,6 +381,52 @@ static msv_err read_message(sqlite3_stmt *st, struct msv_message_rec *m)
     m->stored_at_ms = sqlite3_column_int64(st, 9);
     m->status = msv_sql_text(st, 10);
     return m->conversation && m->sender && m->text && m->status ? MSV_OK : MSV_ERR_NOMEM;
+}
+
+msv_err msv_client_db_message_get(struct msv_client_db *db, const uint8_t message_id[16],
+                                  struct msv_message_rec **out)
+{
+    sqlite3_stmt *st = NULL;
+    struct msv_message_rec *m = calloc(1, sizeof(*m));
+    msv_err err = m ? msv_sql_prepare(db->db, "SELECT * FROM messages WHERE message_id = ?;", &st)
+                    : MSV_ERR_NOMEM;
+    int rc;
+
+    if (err != MSV_OK) {
+        free(m);
+        return err;
+    }
+    sqlite3_bind_blob(st, 1, message_id, 16, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        err = read_message(st, m);
+    else
+        err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
+    sqlite3_finalize(st);
+    if (err != MSV_OK) {
+        msv_messages_free(m, 1);
+        return err;
+    }
+    *out = m;
+    return MSV_OK;
+}
+
+msv_err msv_client_db_message_rewrite(struct msv_client_db *db, const uint8_t message_id[16],
+                                      const char *text, const char *status)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err;
+
+    /* the messages_au trigger keeps the search index in step */
+    err = msv_sql_prepare(db->db, "UPDATE messages SET text = ?, status = ? WHERE message_id = ?;",
+                          &st);
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, text, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, status, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 3, message_id, 16, SQLITE_TRANSIENT);
+    err = msv_sql_run(st);
+    return err == MSV_OK && sqlite3_changes(db->db) == 0 ? MSV_ERR_NOT_FOUND : err;
 }
 
 msv_err msv_client_db_history(struct msv_client_db *db, const char *conversation,

@@ -77,6 +77,14 @@ struct msv_message_rec {
 /* Stores a message; MSV_ERR_EXISTS (and nothing changes) if its id is stored already. */
 MSV_MUST_CHECK msv_err msv_client_db_message_put(struct msv_client_db *db,
                                                  const struct msv_message_rec *m);
+/* One message by id (free with msv_messages_free(m, 1)); MSV_ERR_NOT_FOUND if none. */
+MSV_MUST_CHECK msv_err msv_client_db_message_get(struct msv_client_db *db,
+                                                 const uint8_t message_id[16],
+                                                 struct msv_message_rec **out);
+/* Replaces a message's text and status (edits and unsends). */
+MSV_MUST_CHECK msv_err msv_client_db_message_rewrite(struct msv_client_db *db,
+                                                     const uint8_t message_id[16], const char *text,
+                                                     const char *status);
 /* MSV_OK if a message with this id is stored, MSV_ERR_NOT_FOUND if not. */
 MSV_MUST_CHECK msv_err msv_client_db_message_known(struct msv_client_db *db,
                                                    const uint8_t message_id[16]);
