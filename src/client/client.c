@@ -1335,6 +1335,7 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
         }
     }
     rec.outgoing = strcmp(sender, c->handle) == 0;
+    rec.status = rec.outgoing ? "sent" : "received"; /* a copy from this account's other device */
     rec.sender = sender;
     rec.sender_device = d->sender_device;
     rec.kind = (int)p->kind;
