@@ -43,9 +43,11 @@ static const struct {
      "with --code to create the account (password from MISSIVE_PASSWORD)."},
     {"link", "link HANDLE --server HOST:PORT",
      "Adds this machine as another device of an existing account (password from "
-     "MISSIVE_PASSWORD). The account's other devices are told."},
-    {"devices", "devices [list | remove DEVICE_ID]",
-     "Lists the account's devices with their fingerprints, or removes one."},
+     "MISSIVE_PASSWORD). It waits until one of the account's devices approves it with "
+     "'missive devices approve ID'; every device is told."},
+    {"devices", "devices [list | approve DEVICE_ID | remove DEVICE_ID]",
+     "Lists the account's devices with their fingerprints, approves one waiting to join, or "
+     "removes one."},
     {"contacts", "contacts [list | add NAME HANDLE | remove NAME]",
      "Names for handles, usable wherever a handle is."},
     {"groups",
@@ -331,9 +333,13 @@ static int cmd_link(const struct cli *o)
     rc = create_device(o, o->argv[0], &c);
     if (rc == 0) {
         err = msv_client_link(c, pw);
-        if (err == MSV_OK)
+        if (err == MSV_OK && msv_client_connect(c) == MSV_OK)
             printf("linked: this is device %llu of %s\n", (unsigned long long)c->device_id,
                    c->handle);
+        else if (err == MSV_OK)
+            printf("this is device %llu of %s, waiting for approval: on one of the account's "
+                   "devices, run\n  missive devices approve %llu\n",
+                   (unsigned long long)c->device_id, c->handle, (unsigned long long)c->device_id);
         rc = err == MSV_OK ? 0 : fail(c, "linking", err);
     }
     free_secret(pw);
@@ -398,12 +404,18 @@ static int cmd_devices(const struct cli *o, struct msv_client *c)
 
     if (o->argc == 0 || (o->argc == 1 && strcmp(o->argv[0], "list") == 0))
         return show_devices(o, c, NULL);
-    if (o->argc != 2 || strcmp(o->argv[0], "remove") != 0)
+    if (o->argc != 2 || (strcmp(o->argv[0], "remove") != 0 && strcmp(o->argv[0], "approve") != 0))
         return usage_command("devices", stderr);
     errno = 0;
     id = strtoull(o->argv[1], &end, 10);
     if (errno != 0 || *end != '\0' || id == 0)
         return usage_command("devices", stderr);
+    if (strcmp(o->argv[0], "approve") == 0) {
+        err = msv_client_approve_device(c, id);
+        if (err == MSV_OK)
+            printf("approved device %llu; the account's other devices are told\n", id);
+        return err == MSV_OK ? 0 : fail(c, "approving the device (is it waiting?)", err);
+    }
     err = msv_client_remove_device(c, id);
     if (err == MSV_OK)
         printf("removed device %llu; the account's other devices are told\n", id);

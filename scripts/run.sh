@@ -48,16 +48,22 @@ register() {
     show "register $handle --code $(code "$handle")   # the code from the server log (dev mode)"
     "$build/missive" --data-dir "$work/$dev" register "$handle" --code "$(code "$handle")" 2>&1 | sed 's/^/     /'
 }
+# link NEW-DEVICE APPROVING-DEVICE: the new device asks, the existing one approves
 link() {
+    local out id
     show "link ${1%%-*}@example.org --server $server   # on $1"
-    "$build/missive" --data-dir "$work/$1" link "${1%%-*}@example.org" --server "$server" 2>&1 | sed 's/^/     /'
+    out=$("$build/missive" --data-dir "$work/$1" link "${1%%-*}@example.org" --server "$server" 2>&1)
+    echo "$out" | sed 's/^/     /'
+    id=$(echo "$out" | sed -n 's/.*this is device \([0-9]*\).*/\1/p' | head -1)
+    as "$2" receive --wait 0.5
+    as "$2" devices approve "$id"
 }
 
-step "alice and bob each register a phone, then link a laptop; carol registers too"
+step "alice and bob each register a phone, then link a laptop that the phone approves; carol registers too"
 register alice-phone
-link alice-laptop
+link alice-laptop alice-phone
 register bob-phone
-link bob-laptop
+link bob-laptop bob-phone
 register carol-phone
 as bob-phone devices
 

@@ -246,17 +246,35 @@ static void enroll(struct test_server *s, const char *handle, struct test_device
     if (err != MSV_OK)
         fail_msg("enrolling %s: %s (%s)", handle, msv_strerror(err), why.message);
     msv_conn_close(c);
-    test_device_connect(s, d);
 }
 
 void test_register(struct test_server *s, const char *handle, struct test_device *d)
 {
     enroll(s, handle, d, 0);
+    test_device_connect(s, d);
 }
 
-void test_add_device(struct test_server *s, const char *handle, struct test_device *d)
+msv_frame *test_approve(struct test_device *approver, uint64_t device_id)
 {
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__ApproveDevice ap = MSV__WIRE__APPROVE_DEVICE__INIT;
+
+    ap.device_id = device_id;
+    req.body_case = MSV__WIRE__FRAME__BODY_APPROVE_DEVICE;
+    req.approve_device = &ap;
+    return test_request(approver->conn, &req);
+}
+
+void test_add_device(struct test_server *s, const char *handle, struct test_device *approver,
+                     struct test_device *d)
+{
+    msv_frame *r;
+
     enroll(s, handle, d, 1);
+    r = test_approve(approver, d->device_id);
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_OK);
+    msv_frame_free(r);
+    test_device_connect(s, d);
 }
 
 void test_device_free(struct test_device *d)

@@ -48,8 +48,11 @@ struct msv_conn *test_connect(struct test_server *s);
 msv_frame *test_request(struct msv_conn *c, msv_frame *req);
 /* Registers handle with a new modern device (connected and authenticated). */
 void test_register(struct test_server *s, const char *handle, struct test_device *d);
-/* Adds a device to handle's account (connected and authenticated). */
-void test_add_device(struct test_server *s, const char *handle, struct test_device *d);
+/* Adds a device to handle's account, approved by approver (connected and authenticated). */
+void test_add_device(struct test_server *s, const char *handle, struct test_device *approver,
+                     struct test_device *d);
+/* Approves a pending device from an authenticated one; returns the answer (caller frees). */
+msv_frame *test_approve(struct test_device *approver, uint64_t device_id);
 void test_device_connect(struct test_server *s, struct test_device *d);
 void test_device_free(struct test_device *d);
 

@@ -36,9 +36,19 @@ register() {
 
 register alice-phone && ok || bad "register alice"
 register bob-phone && ok || bad "register bob"
+# a linked device waits for approval from a device the account has
+new_id() { sed -n 's/.*this is device \([0-9]*\).*/\1/p' out.txt; }
 expect 0 "link alice's laptop" -- "$M" --data-dir dev-alice-laptop link alice@example.org --server "$server"
-grep -q "this is device" out.txt && ok || bad "link output"
+grep -q "waiting for approval" out.txt && ok || bad "link output: $(cat out.txt)"
+laptop=$(new_id)
+expect 3 "a pending device cannot connect" -- as alice-laptop receive --wait 0.5
+expect 0 "the phone is asked" -- as alice-phone receive --wait 1
+grep -q "device $laptop asks to join this account (fingerprint [0-9a-f ]*); if it is yours, approve it with: missive devices approve $laptop" out.txt && ok || bad "approval notice: $(cat out.txt)"
+expect 1 "bob cannot approve alice's device" -- as bob-phone devices approve "$laptop"
+expect 0 "approve" -- as alice-phone devices approve "$laptop"
+expect 0 "the approved laptop connects" -- as alice-laptop receive --wait 0.5
 expect 0 "link bob's laptop" -- "$M" --data-dir dev-bob-laptop link bob@example.org --server "$server"
+expect 0 "approve bob's laptop" -- as bob-phone devices approve "$(new_id)"
 expect 0 "devices" -- as bob-phone devices
 [ "$(grep -c modern out.txt)" -eq 2 ] && grep -q "(this device)" out.txt && ok || bad "bob has two devices"
 
@@ -120,6 +130,7 @@ grep -q "check this" out.txt && grep -q "failed its integrity check" out.txt && 
 laptop_id=$(as bob-laptop -o json fingerprint | sed 's/.*"device_id":\([0-9]*\).*/\1/')
 expect 0 "remove a device" -- as bob-phone devices remove "$laptop_id"
 expect 0 "link a new laptop" -- "$M" --data-dir dev-bob-new link bob@example.org --server "$server"
+expect 0 "approve the new laptop" -- as bob-phone devices approve "$(new_id)"
 expect 0 "send after the change" -- as alice-phone send bob@example.org --text "new laptop?"
 grep -q "warning: the devices of bob@example.org changed" err.txt && ok || bad "key-change warning: $(cat err.txt)"
 expect 0 "the new laptop receives" -- "$M" --data-dir dev-bob-new --account bob@example.org receive --wait 1

@@ -105,7 +105,7 @@ static void test_online_and_offline_delivery(void **state)
     test_server_start(&s);
     test_register(&s, "alice@example.org", &a1);
     test_register(&s, "bob@example.org", &b1);
-    test_add_device(&s, "bob@example.org", &b2);
+    test_add_device(&s, "bob@example.org", &b1, &b2);
     msv_conn_close(b2.conn); /* b2 goes offline */
     b2.conn = NULL;
 
@@ -168,7 +168,7 @@ static void test_stale_device_list_and_limits(void **state)
     test_server_start(&s);
     test_register(&s, "alice@example.org", &a1);
     test_register(&s, "bob@example.org", &b1);
-    test_add_device(&s, "bob@example.org", &b2);
+    test_add_device(&s, "bob@example.org", &b1, &b2);
     enqueued = metric(&s, "envelopes_enqueued_total");
 
     /* one of bob's two devices: refused, and the answer lists both */
@@ -213,19 +213,22 @@ static void test_device_change_notices(void **state)
     test_server_init(&s, NULL);
     test_server_start(&s);
     test_register(&s, "bob@example.org", &b1);
-    test_add_device(&s, "bob@example.org", &b2);
-    /* b1 is told, by the server, that b2 joined */
-    assert_int_equal(msv_conn_recv(b1.conn, TEST_TIMEOUT_MS, &f), MSV_OK);
-    assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_DELIVER);
-    assert_int_equal(f->deliver->sender_device, 0);
-    dc = msv__wire__device_change__unpack(NULL, f->deliver->ciphertext.len,
-                                          f->deliver->ciphertext.data);
-    assert_non_null(dc);
-    assert_true(dc->added);
-    assert_int_equal(dc->device->device_id, b2.device_id);
-    test_ack(&b1, f->deliver->queue_id);
-    msv__wire__device_change__free_unpacked(dc, NULL);
-    msv_frame_free(f);
+    test_add_device(&s, "bob@example.org", &b1, &b2);
+    /* b1 is told, by the server, that b2 asked to join and then that it joined */
+    for (int pending = 1; pending >= 0; pending--) {
+        assert_int_equal(msv_conn_recv(b1.conn, TEST_TIMEOUT_MS, &f), MSV_OK);
+        assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_DELIVER);
+        assert_int_equal(f->deliver->sender_device, 0);
+        dc = msv__wire__device_change__unpack(NULL, f->deliver->ciphertext.len,
+                                              f->deliver->ciphertext.data);
+        assert_non_null(dc);
+        assert_true(dc->added);
+        assert_int_equal(dc->pending, pending);
+        assert_int_equal(dc->device->device_id, b2.device_id);
+        test_ack(&b1, f->deliver->queue_id);
+        msv__wire__device_change__free_unpacked(dc, NULL);
+        msv_frame_free(f);
+    }
 
     /* b1 removes b2: b2's connection ends, and b2 can no longer authenticate */
     rm.device_id = b2.device_id;
@@ -248,6 +251,49 @@ static void test_device_change_notices(void **state)
                      MSV_ERR_AUTH);
     /* removing it again, or a device of another account, is refused */
     expect_error(test_request(b1.conn, &req), MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND);
+    test_device_free(&b1);
+    test_device_free(&b2);
+    test_server_cleanup(&s);
+}
+
+/* A new device of an account waits for approval from one of its devices. */
+static void test_device_approval(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, b2;
+    struct msv_conn *c;
+    msv_frame *r;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    memset(&b2, 0, sizeof(b2));
+    snprintf(b2.handle, sizeof(b2.handle), "bob@example.org");
+    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &b2.id), MSV_OK);
+    c = test_connect(&s);
+    assert_int_equal(msv_request_add_device(c, "bob@example.org", TEST_PASSWORD, b2.id, "",
+                                            TEST_TIMEOUT_MS, &b2.device_id, NULL),
+                     MSV_OK);
+    msv_conn_close(c);
+    /* pending: it cannot authenticate, nobody can look it up or address it */
+    c = test_connect(&s);
+    assert_int_equal(msv_conn_auth(c, "bob@example.org", b2.device_id, b2.id, TEST_TIMEOUT_MS),
+                     MSV_ERR_AUTH);
+    msv_conn_close(c);
+    r = lookup(a1.conn, "bob@example.org");
+    assert_int_equal(r->lookup_result->results[0]->n_devices, 1);
+    msv_frame_free(r);
+    /* another account cannot approve it; the account's own device can, once */
+    expect_error(test_approve(&a1, b2.device_id), MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND);
+    expect_ok(test_approve(&b1, b2.device_id));
+    expect_error(test_approve(&b1, b2.device_id), MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND);
+    test_device_connect(&s, &b2);
+    r = lookup(a1.conn, "bob@example.org");
+    assert_int_equal(r->lookup_result->results[0]->n_devices, 2);
+    msv_frame_free(r);
+    test_device_free(&a1);
     test_device_free(&b1);
     test_device_free(&b2);
     test_server_cleanup(&s);
@@ -772,6 +818,7 @@ int main(void)
         cmocka_unit_test(test_online_and_offline_delivery),
         cmocka_unit_test(test_stale_device_list_and_limits),
         cmocka_unit_test(test_device_change_notices),
+        cmocka_unit_test(test_device_approval),
         cmocka_unit_test(test_lookup_rate_limit),
         cmocka_unit_test(test_unauthenticated_and_malformed),
         cmocka_unit_test(test_registration_errors),

@@ -68,7 +68,7 @@ static uint64_t make_device(struct fixture *f, uint64_t account)
     uint64_t id = 0;
 
     assert_int_equal(OPS(f)->device_add(IMPL(f), account, 3, (const uint8_t *)"identity", 8,
-                                        (const uint8_t *)"token", 5, 2000, &id),
+                                        (const uint8_t *)"token", 5, 1, 2000, &id),
                      MSV_OK);
     return id;
 }
@@ -147,6 +147,25 @@ static void test_devices(void **state)
     assert_int_equal(OPS(f)->devices_of_account(IMPL(f), a, &list), MSV_OK);
     assert_int_equal(list.count, 1);
     msv_device_list_clear(&list);
+}
+
+static void test_device_approval(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "a"), b = make_account(f, "b"), d = 0;
+    struct msv_device_rec rec;
+
+    assert_int_equal(
+        OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"id", 2, NULL, 0, 0, 10, &d), MSV_OK);
+    assert_int_equal(OPS(f)->device_get(IMPL(f), d, &rec), MSV_OK);
+    assert_int_equal(rec.approved, 0);
+    msv_device_rec_clear(&rec);
+    assert_int_equal(OPS(f)->device_approve(IMPL(f), b, d), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->device_approve(IMPL(f), a, d), MSV_OK);
+    assert_int_equal(OPS(f)->device_approve(IMPL(f), a, d), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->device_get(IMPL(f), d, &rec), MSV_OK);
+    assert_int_equal(rec.approved, 1);
+    msv_device_rec_clear(&rec);
 }
 
 static void test_queue(void **state)
@@ -298,6 +317,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_accounts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_codes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_devices, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_device_approval, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_removal_drops_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),

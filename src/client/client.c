@@ -392,23 +392,40 @@ msv_err msv_client_devices(struct msv_client *c, const char *handle, msv_frame *
     return err;
 }
 
-msv_err msv_client_remove_device(struct msv_client *c, uint64_t device_id)
+/* A device request of the account (remove, approve): Ok, or MSV_ERR_NOT_FOUND. */
+static msv_err device_request(struct msv_client *c, Msv__Wire__Frame *req)
 {
-    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
-    Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
     msv_frame *resp = NULL;
     msv_err err = msv_client_connect(c);
 
-    if (err != MSV_OK)
-        return err;
-    rm.device_id = device_id;
-    req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
-    req.remove_device = &rm;
-    err = msv_conn_request(c->conn, &req, TIMEOUT_MS, &resp);
+    if (err == MSV_OK)
+        err = msv_conn_request(c->conn, req, TIMEOUT_MS, &resp);
     if (err == MSV_OK && resp->body_case != MSV__WIRE__FRAME__BODY_OK)
         err = MSV_ERR_NOT_FOUND;
     msv_frame_free(resp);
     return err;
+}
+
+msv_err msv_client_remove_device(struct msv_client *c, uint64_t device_id)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
+
+    rm.device_id = device_id;
+    req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
+    req.remove_device = &rm;
+    return device_request(c, &req);
+}
+
+msv_err msv_client_approve_device(struct msv_client *c, uint64_t device_id)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__ApproveDevice ap = MSV__WIRE__APPROVE_DEVICE__INIT;
+
+    ap.device_id = device_id;
+    req.body_case = MSV__WIRE__FRAME__BODY_APPROVE_DEVICE;
+    req.approve_device = &ap;
+    return device_request(c, &req);
 }
 
 /* ---- sending -------------------------------------------------------------------------- */
@@ -1365,10 +1382,27 @@ static void take_notice(const Msv__Wire__Deliver *d,
 
     if (dc == NULL)
         return;
-    if (on_message != NULL) {
-        struct msv_incoming in = {.notice = dc->added ? "a device was added to this account"
-                                                      : "a device was removed from this account"};
+    if (on_message != NULL && dc->device != NULL) {
+        struct msv_public_identity *pub = NULL;
+        char notice[400], fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)";
+        unsigned long long id = (unsigned long long)dc->device->device_id;
+        struct msv_incoming in = {.notice = notice};
+        uint8_t h[32];
 
+        if (msv_public_identity_parse((enum msv_suite)dc->device->suite, dc->device->identity.data,
+                                      dc->device->identity.len, &pub) == MSV_OK) {
+            msv_public_identity_hash(pub, h);
+            msv_fingerprint_text(h, fp);
+        }
+        msv_public_identity_free(pub);
+        if (dc->pending)
+            snprintf(notice, sizeof(notice),
+                     "device %llu asks to join this account (fingerprint %s); if it is yours, "
+                     "approve it with: missive devices approve %llu",
+                     id, fp, id);
+        else
+            snprintf(notice, sizeof(notice), "device %llu was %s this account (fingerprint %s)", id,
+                     dc->added ? "added to" : "removed from", fp);
         on_message(ctx, &in);
     }
     msv__wire__device_change__free_unpacked(dc, NULL);

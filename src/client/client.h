@@ -138,5 +138,7 @@ MSV_MUST_CHECK msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
 MSV_MUST_CHECK msv_err msv_client_devices(struct msv_client *c, const char *handle,
                                           msv_frame **result);
 MSV_MUST_CHECK msv_err msv_client_remove_device(struct msv_client *c, uint64_t device_id);
+/* Approves a device waiting to join this account (see the notice its link causes). */
+MSV_MUST_CHECK msv_err msv_client_approve_device(struct msv_client *c, uint64_t device_id);
 
 #endif

@@ -205,7 +205,8 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
     c->challenged = 0; /* one attempt per challenge */
     if (normalise_handle(a->handle, handle) &&
         STORE(s)->account_get(IMPL(s), handle, &account, NULL) == MSV_OK &&
-        STORE(s)->device_get(IMPL(s), a->device_id, &dev) == MSV_OK && dev.account_id == account)
+        STORE(s)->device_get(IMPL(s), a->device_id, &dev) == MSV_OK && dev.account_id == account &&
+        dev.approved)
         err = verify_auth(c, &dev, a->signature);
     msv_device_rec_clear(&dev);
     if (err != MSV_OK) {
@@ -299,12 +300,12 @@ static void send_registered(struct msv_conn_state *c, uint64_t request_id, uint6
 }
 
 static msv_err add_device(struct msv_server *s, uint64_t account, const char *handle,
-                          const Msv__Wire__NewDevice *d, uint64_t *device)
+                          const Msv__Wire__NewDevice *d, int approved, uint64_t *device)
 {
     struct msv_device_rec rec = {0};
-    msv_err err =
-        STORE(s)->device_add(IMPL(s), account, d->suite, d->identity.data, d->identity.len,
-                             d->push_token.data, d->push_token.len, msv_server_now_ms(s), device);
+    msv_err err = STORE(s)->device_add(IMPL(s), account, d->suite, d->identity.data,
+                                       d->identity.len, d->push_token.data, d->push_token.len,
+                                       approved, msv_server_now_ms(s), device);
 
     if (err != MSV_OK)
         return err;
@@ -316,7 +317,8 @@ static msv_err add_device(struct msv_server *s, uint64_t account, const char *ha
     rec.identity_len = d->identity.len;
     rec.push_token = d->push_token.data;
     rec.push_token_len = d->push_token.len;
-    msv_notify_device_change(s, account, handle, *device, 1, &rec);
+    rec.approved = approved;
+    msv_notify_device_change(s, account, handle, *device, 1, !approved, &rec);
     return MSV_OK;
 }
 
@@ -361,7 +363,7 @@ static void handle_register_finish(struct msv_conn_state *c, const msv_frame *f)
     }
     err = STORE(s)->account_create(IMPL(s), handle, pw_hash, msv_server_now_ms(s), &account);
     if (err == MSV_OK)
-        err = add_device(s, account, handle, r->device, &device);
+        err = add_device(s, account, handle, r->device, 1, &device);
     if (err != MSV_OK) {
         msv_conn_send_error(c, f->request_id, err == MSV_ERR_EXISTS ? E_EXISTS : E_IO,
                             err == MSV_ERR_EXISTS ? "that handle is registered" : "storage failed");
@@ -378,10 +380,11 @@ static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
     struct msv_server *s = c->w->srv;
     const Msv__Wire__AddDevice *a = f->add_device;
     char handle[MSV_HANDLE_MAX + 1], *pw_hash = NULL, password[PASSWORD_MAX + 1];
+    struct msv_device_list existing = {0};
     const char *bad;
     uint64_t account = 0, device = 0;
     msv_err err;
-    int ok = 0;
+    int ok = 0, approved = 1;
 
     if (!rate_ok(c, f->request_id))
         return;
@@ -404,18 +407,26 @@ static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, E_AUTH, "wrong handle or password");
         return;
     }
-    err = add_device(s, account, handle, a->device, &device);
+    /* with devices to ask, a new one waits for their approval; an account whose devices are
+     * all gone takes it at once, and that is the recovery path (the password guards it) */
+    err = STORE(s)->devices_of_account(IMPL(s), account, &existing);
+    for (size_t i = 0; err == MSV_OK && i < existing.count; i++)
+        approved &= !existing.items[i].approved;
+    msv_device_list_clear(&existing);
+    if (err == MSV_OK)
+        err = add_device(s, account, handle, a->device, approved, &device);
     if (err != MSV_OK) {
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         return;
     }
-    msv_log(MSV_LOG_INFO, "device_added", "account=%llu device=%llu", (unsigned long long)account,
-            (unsigned long long)device);
+    msv_log(MSV_LOG_INFO, "device_added", "account=%llu device=%llu approved=%d",
+            (unsigned long long)account, (unsigned long long)device, approved);
     send_registered(c, f->request_id, device);
 }
 
 void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const char *handle,
-                              uint64_t except_device, int added, const struct msv_device_rec *dev)
+                              uint64_t except_device, int added, int pending,
+                              const struct msv_device_rec *dev)
 {
     Msv__Wire__DeviceChange dc = MSV__WIRE__DEVICE_CHANGE__INIT;
     Msv__Wire__DeviceInfo info = MSV__WIRE__DEVICE_INFO__INIT;
@@ -433,6 +444,7 @@ void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const c
     info.push_token.data = dev->push_token;
     info.push_token.len = dev->push_token_len;
     dc.added = added;
+    dc.pending = pending;
     dc.handle.data = (uint8_t *)handle;
     dc.handle.len = strlen(handle);
     dc.device = &info;
@@ -488,7 +500,7 @@ static void handle_remove_device(struct msv_conn_state *c, const msv_frame *f)
         return;
     }
     atomic_fetch_add(&s->m.devices_removed, 1);
-    msv_notify_device_change(s, c->account_id, c->handle, target, 0, &dev);
+    msv_notify_device_change(s, c->account_id, c->handle, target, 0, 0, &dev);
     msv_device_rec_clear(&dev);
     msv_log(MSV_LOG_INFO, "device_removed", "account=%llu device=%llu",
             (unsigned long long)c->account_id, (unsigned long long)target);
@@ -500,6 +512,34 @@ static void handle_remove_device(struct msv_conn_state *c, const msv_frame *f)
     msv_server_wake(s, target | WAKE_CLOSE); /* its open connection, if any, ends */
 }
 
+static void handle_approve_device(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    struct msv_device_rec dev = {0};
+    uint64_t target = f->approve_device->device_id;
+    msv_err err = STORE(s)->device_get(IMPL(s), target, &dev);
+
+    if (err == MSV_OK && dev.account_id != c->account_id)
+        err = MSV_ERR_NOT_FOUND; /* another account's device is none of its business */
+    if (err == MSV_OK)
+        err = STORE(s)->device_approve(IMPL(s), c->account_id, target);
+    if (err != MSV_OK) {
+        msv_device_rec_clear(&dev);
+        msv_conn_send_error(c, f->request_id, err == MSV_ERR_NOT_FOUND ? E_NOT_FOUND : E_IO,
+                            err == MSV_ERR_NOT_FOUND
+                                ? "no device of this account waits for approval"
+                                : "storage failed");
+        return;
+    }
+    dev.approved = 1;
+    msv_notify_device_change(s, c->account_id, c->handle, target, 1, 0, &dev);
+    msv_device_rec_clear(&dev);
+    msv_log(MSV_LOG_INFO, "device_approved", "account=%llu device=%llu by=%llu",
+            (unsigned long long)c->account_id, (unsigned long long)target,
+            (unsigned long long)c->device_id);
+    msv_conn_send_ok(c, f->request_id);
+}
+
 /* ---- directory ------------------------------------------------------------------------ */
 
 /* Fills hd with the devices of handle (none if unknown). Pointers borrow from list. */
@@ -508,12 +548,25 @@ static msv_err devices_of_handle(struct msv_server *s, const char *handle,
 {
     msv_err err = STORE(s)->account_get(IMPL(s), handle, account, NULL);
 
+    size_t kept = 0;
+
     memset(list, 0, sizeof(*list));
     if (err == MSV_ERR_NOT_FOUND) {
         *account = 0;
         return MSV_OK;
     }
-    return err == MSV_OK ? STORE(s)->devices_of_account(IMPL(s), *account, list) : err;
+    if (err == MSV_OK)
+        err = STORE(s)->devices_of_account(IMPL(s), *account, list);
+    /* devices waiting for approval are neither listed nor addressed */
+    for (size_t i = 0; err == MSV_OK && i < list->count; i++) {
+        if (list->items[i].approved)
+            list->items[kept++] = list->items[i];
+        else
+            msv_device_rec_clear(&list->items[i]);
+    }
+    if (err == MSV_OK)
+        list->count = kept;
+    return err;
 }
 
 struct handle_result {
@@ -829,6 +882,7 @@ static const struct route {
     {MSV__WIRE__FRAME__BODY_SEND, 1, handle_send},
     {MSV__WIRE__FRAME__BODY_ACK, 1, handle_ack},
     {MSV__WIRE__FRAME__BODY_REMOVE_DEVICE, 1, handle_remove_device},
+    {MSV__WIRE__FRAME__BODY_APPROVE_DEVICE, 1, handle_approve_device},
     {MSV__WIRE__FRAME__BODY_BLOB_CREATE, 1, msv_blob_create},
     {MSV__WIRE__FRAME__BODY_BLOB_CHUNK, 1, msv_blob_chunk},
     {MSV__WIRE__FRAME__BODY_BLOB_STATUS, 1, msv_blob_status},

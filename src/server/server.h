@@ -142,8 +142,10 @@ void msv_pending_send_free(struct msv_pending_send *p);
 /* handlers.c: one decoded frame from c. */
 void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f);
 /* Enqueues a DeviceChange notice to every device of account except except_device. */
+/* pending: added, and waiting for one of the account's devices to approve it */
 void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const char *handle,
-                              uint64_t except_device, int added, const struct msv_device_rec *dev);
+                              uint64_t except_device, int added, int pending,
+                              const struct msv_device_rec *dev);
 
 /* blobs.c: the attachment requests */
 void msv_blob_create(struct msv_conn_state *c, const msv_frame *f);

@@ -61,6 +61,8 @@ static const char *const migrations[] = {
     "  sha256 BLOB NOT NULL,"
     "  expires_ms BIGINT NOT NULL);"
     "CREATE INDEX blobs_by_expiry ON blobs(expires_ms);",
+    /* v2: devices wait for approval from the account's other devices */
+    "ALTER TABLE devices ADD COLUMN approved INTEGER NOT NULL DEFAULT 1;",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -193,13 +195,13 @@ static msv_err code_take_locked(struct sqlite_store *s, const char *handle, cons
 
 static msv_err device_add(void *impl, uint64_t account_id, uint32_t suite, const uint8_t *identity,
                           size_t identity_len, const uint8_t *push_token, size_t push_token_len,
-                          int64_t now_ms, uint64_t *device_id)
+                          int approved, int64_t now_ms, uint64_t *device_id)
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
     msv_err err = msv_sql_prepare(s->db,
                                   "INSERT INTO devices (account_id, suite, identity, push_token, "
-                                  "created_ms) VALUES (?, ?, ?, ?, ?);",
+                                  "created_ms, approved) VALUES (?, ?, ?, ?, ?, ?);",
                                   &st);
 
     if (err != MSV_OK)
@@ -210,10 +212,28 @@ static msv_err device_add(void *impl, uint64_t account_id, uint32_t suite, const
     sqlite3_bind_blob(st, 4, push_token ? (const void *)push_token : "", (int)push_token_len,
                       SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 5, now_ms);
+    sqlite3_bind_int(st, 6, approved ? 1 : 0);
     err = msv_sql_run(st);
     if (err == MSV_OK)
         *device_id = (uint64_t)sqlite3_last_insert_rowid(s->db);
     return err;
+}
+
+static msv_err device_approve(void *impl, uint64_t account_id, uint64_t device_id)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(s->db,
+                                  "UPDATE devices SET approved = 1 WHERE id = ? AND account_id = ? "
+                                  "AND approved = 0;",
+                                  &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+    err = msv_sql_run(st);
+    return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_NOT_FOUND : err;
 }
 
 static msv_err device_remove_locked(struct sqlite_store *s, uint64_t account_id, uint64_t device_id)
@@ -247,6 +267,7 @@ static msv_err read_device(sqlite3_stmt *st, struct msv_device_rec *d)
     d->identity = msv_sql_blob(st, 3, &d->identity_len);
     d->push_token = msv_sql_blob(st, 4, &d->push_token_len);
     d->created_ms = sqlite3_column_int64(st, 5);
+    d->approved = sqlite3_column_int(st, 6);
     if (d->identity == NULL || d->push_token == NULL) {
         msv_device_rec_clear(d);
         return MSV_ERR_NOMEM;
@@ -254,7 +275,7 @@ static msv_err read_device(sqlite3_stmt *st, struct msv_device_rec *d)
     return MSV_OK;
 }
 
-#define DEVICE_COLUMNS "id, account_id, suite, identity, push_token, created_ms"
+#define DEVICE_COLUMNS "id, account_id, suite, identity, push_token, created_ms, approved"
 
 static msv_err device_get(void *impl, uint64_t device_id, struct msv_device_rec *out)
 {
@@ -671,10 +692,16 @@ static msv_err l_code_take(void *impl, const char *handle, const uint8_t hash[32
 
 static msv_err l_device_add(void *impl, uint64_t account_id, uint32_t suite,
                             const uint8_t *identity, size_t identity_len, const uint8_t *push_token,
-                            size_t push_token_len, int64_t now_ms, uint64_t *device_id)
+                            size_t push_token_len, int approved, int64_t now_ms,
+                            uint64_t *device_id)
 {
     LOCKED(device_add(impl, account_id, suite, identity, identity_len, push_token, push_token_len,
-                      now_ms, device_id));
+                      approved, now_ms, device_id));
+}
+
+static msv_err l_device_approve(void *impl, uint64_t account_id, uint64_t device_id)
+{
+    LOCKED(device_approve(impl, account_id, device_id));
 }
 
 static msv_err l_device_remove(void *impl, uint64_t account_id, uint64_t device_id)
@@ -761,6 +788,7 @@ static const struct msv_store_ops sqlite_ops = {
     .code_put = l_code_put,
     .code_take = l_code_take,
     .device_add = l_device_add,
+    .device_approve = l_device_approve,
     .device_remove = l_device_remove,
     .device_get = l_device_get,
     .devices_of_account = l_devices_of_account,

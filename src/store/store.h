@@ -21,6 +21,7 @@ struct msv_device_rec {
     uint8_t *push_token;
     size_t push_token_len;
     int64_t created_ms;
+    int approved; /* 0 while waiting for approval from another device of the account */
 };
 
 struct msv_device_list {
@@ -93,7 +94,9 @@ struct msv_store_ops {
     /* devices */
     msv_err (*device_add)(void *impl, uint64_t account_id, uint32_t suite, const uint8_t *identity,
                           size_t identity_len, const uint8_t *push_token, size_t push_token_len,
-                          int64_t now_ms, uint64_t *device_id);
+                          int approved, int64_t now_ms, uint64_t *device_id);
+    /* Approves a pending device of account_id; MSV_ERR_NOT_FOUND if there is none. */
+    msv_err (*device_approve)(void *impl, uint64_t account_id, uint64_t device_id);
     /* Removes a device of account_id and drops its queue; MSV_ERR_NOT_FOUND otherwise. */
     msv_err (*device_remove)(void *impl, uint64_t account_id, uint64_t device_id);
     msv_err (*device_get)(void *impl, uint64_t device_id, struct msv_device_rec *out);
@@ -140,6 +143,6 @@ MSV_MUST_CHECK msv_err msv_store_open_sqlite(const char *path, struct msv_store 
 void msv_store_close(struct msv_store *s);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 1
+#define MSV_STORE_SCHEMA_VERSION 2
 
 #endif
