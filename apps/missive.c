@@ -71,6 +71,10 @@ static const struct {
     {"edit", "edit MESSAGE_ID --text TEXT",
      "Changes the text of one of your messages for everyone who has it."},
     {"unsend", "unsend MESSAGE_ID", "Takes one of your messages back from everyone who has it."},
+    {"verify", "verify HANDLE FINGERPRINT",
+     "Compares a fingerprint the other person read out to you (spaces optional) with the "
+     "devices the directory lists for HANDLE, and remembers a match. Exit status 3 if no "
+     "device has it."},
     {"fingerprint", "fingerprint [HANDLE]",
      "Prints this device's fingerprint, or those of the devices known for HANDLE, to "
      "compare with the other person over another channel."},
@@ -807,6 +811,56 @@ static int cmd_edit_unsend(const struct cli *o, struct msv_client *c, int edit)
     return err == MSV_OK ? 0 : fail(c, edit ? "editing" : "unsending", err);
 }
 
+static int cmd_verify(const struct cli *o, struct msv_client *c)
+{
+    uint8_t want[32], have[32];
+    char hex[80], key[400];
+    size_t n = 0, k = 0;
+    msv_frame *r = NULL;
+    msv_err err;
+    int found = 0;
+
+    if (o->argc != 2)
+        return usage_command("verify", stderr);
+    for (const char *p = o->argv[1]; *p && k + 1 < sizeof(hex); p++) {
+        if (*p != ' ')
+            hex[k++] = *p;
+    }
+    hex[k] = '\0';
+    if (msv_hex_decode(hex, want, sizeof(want), &n) != MSV_OK || n != 32) {
+        fprintf(stderr, "missive: a fingerprint is 64 hex digits (spaces allowed)\n");
+        return EXIT_USAGE;
+    }
+    err = msv_client_devices(c, o->argv[0], &r);
+    if (err != MSV_OK)
+        return fail(c, "looking up devices", err);
+    for (size_t i = 0; i < r->lookup_result->results[0]->n_devices && !found; i++) {
+        const Msv__Wire__DeviceInfo *d = r->lookup_result->results[0]->devices[i];
+        struct msv_public_identity *pub = NULL;
+
+        if (msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
+                                      &pub) != MSV_OK)
+            continue;
+        msv_public_identity_hash(pub, have);
+        msv_public_identity_free(pub);
+        if (msv_equal_ct(have, want, 32)) {
+            found = 1;
+            snprintf(key, sizeof(key), "verified:%s:%llu", o->argv[0],
+                     (unsigned long long)d->device_id);
+            err = msv_client_db_set(c->db, key, have, 32);
+            printf("fingerprint matches device %llu of %s: marked verified\n",
+                   (unsigned long long)d->device_id, o->argv[0]);
+        }
+    }
+    msv_frame_free(r);
+    if (!found) {
+        fprintf(stderr, "missive: no device of %s has that fingerprint: do not trust it\n",
+                o->argv[0]);
+        return EXIT_AUTH;
+    }
+    return err == MSV_OK ? 0 : fail(c, "recording the verification", err);
+}
+
 static int cmd_fingerprint(const struct cli *o, struct msv_client *c)
 {
     uint8_t h[32];
@@ -972,6 +1026,8 @@ int main(int argc, char **argv)
         rc = cmd_groups(&o, c);
     else if (strcmp(command, "read") == 0 || strcmp(command, "typing") == 0)
         rc = cmd_read_typing(&o, c, strcmp(command, "typing") == 0);
+    else if (strcmp(command, "verify") == 0)
+        rc = cmd_verify(&o, c);
     else if (strcmp(command, "edit") == 0 || strcmp(command, "unsend") == 0)
         rc = cmd_edit_unsend(&o, c, strcmp(command, "edit") == 0);
     else if (strcmp(command, "send") == 0)

@@ -126,6 +126,14 @@ blob=$(ls -t srv/blobs | head -1)
 expect 0 "receive a tampered file" -- as bob-phone receive --wait 1
 grep -q "check this" out.txt && grep -q "failed its integrity check" out.txt && ok || bad "tampered file: $(cat out.txt)"
 
+# fingerprints compared out of band
+expect 0 "bob's fingerprint" -- as bob-phone fingerprint
+fp=$(sed 's/.*: //' out.txt)
+expect 0 "alice verifies bob's phone" -- as alice-phone verify bob@example.org "$fp"
+grep -q "matches device" out.txt && ok || bad "verify match"
+expect 3 "a wrong fingerprint" -- as alice-phone verify bob@example.org "$(echo "$fp" | tr '0123456789abcdef' '123456789abcdef0')"
+expect 2 "not a fingerprint" -- as alice-phone verify bob@example.org 1234
+
 # bob replaces his laptop: alice is warned when she next writes
 laptop_id=$(as bob-laptop -o json fingerprint | sed 's/.*"device_id":\([0-9]*\).*/\1/')
 expect 0 "remove a device" -- as bob-phone devices remove "$laptop_id"
