@@ -13,14 +13,6 @@
 
 #define CHUNK_MAX (256u * 1024u)
 
-enum {
-    E_INVALID = MSV__WIRE__ERROR_CODE__ERROR_INVALID,
-    E_AUTH = MSV__WIRE__ERROR_CODE__ERROR_AUTH,
-    E_TOO_BIG = MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG,
-    E_IO = MSV__WIRE__ERROR_CODE__ERROR_IO,
-    E_NOT_FOUND = MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND,
-};
-
 static size_t chunk_max(const struct msv_server *s)
 {
     return s->cfg.frame_max - 1024 < CHUNK_MAX ? s->cfg.frame_max - 1024 : CHUNK_MAX;

@@ -35,18 +35,6 @@
 static const char auth_context[] = "MSV-auth-v1";
 static const char exporter_label[] = "EXPORTER-missive-auth";
 
-enum {
-    E_INVALID = MSV__WIRE__ERROR_CODE__ERROR_INVALID,
-    E_AUTH = MSV__WIRE__ERROR_CODE__ERROR_AUTH,
-    E_TOO_BIG = MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG,
-    E_IO = MSV__WIRE__ERROR_CODE__ERROR_IO,
-    E_NOT_FOUND = MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND,
-    E_EXISTS = MSV__WIRE__ERROR_CODE__ERROR_EXISTS,
-    E_UNAUTH = MSV__WIRE__ERROR_CODE__ERROR_UNAUTHENTICATED,
-    E_RATE = MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED,
-    E_STALE = MSV__WIRE__ERROR_CODE__ERROR_STALE_DEVICES,
-};
-
 #define STORE(s) ((s)->store->ops)
 #define IMPL(s) ((s)->store->impl)
 
@@ -632,6 +620,35 @@ static msv_err lookup_all(struct msv_server *s, struct handle_result *r, size_t 
     return MSV_OK;
 }
 
+/*
+ * Normalises a request's handles into fresh result slots; with unique, a
+ * handle named twice is refused. Answers the refusal itself and returns -1.
+ */
+static int read_handles(struct msv_conn_state *c, uint64_t request_id,
+                        const ProtobufCBinaryData *handles, size_t n, int unique,
+                        struct handle_result **r, Msv__Wire__HandleDevices ***ptrs)
+{
+    *r = calloc(n, sizeof(**r));
+    *ptrs = calloc(n, sizeof(**ptrs));
+    if (*r == NULL || *ptrs == NULL) {
+        msv_conn_send_error(c, request_id, E_IO, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!normalise_handle(handles[i], (*r)[i].handle)) {
+            msv_conn_send_error(c, request_id, E_INVALID, "not a valid handle");
+            return -1;
+        }
+        for (size_t k = 0; unique && k < i; k++) {
+            if (strcmp((*r)[k].handle, (*r)[i].handle) == 0) {
+                msv_conn_send_error(c, request_id, E_INVALID, "a handle is named twice");
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
@@ -652,18 +669,8 @@ static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, E_RATE, "too many lookups; slow down");
         return;
     }
-    r = calloc(n, sizeof(*r));
-    ptrs = calloc(n, sizeof(*ptrs));
-    if (r == NULL || ptrs == NULL) {
-        msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
+    if (read_handles(c, f->request_id, q->handles, n, 0, &r, &ptrs) != 0)
         goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!normalise_handle(q->handles[i], r[i].handle)) {
-            msv_conn_send_error(c, f->request_id, E_INVALID, "not a valid handle");
-            goto out;
-        }
-    }
     if (lookup_all(s, r, n, ptrs, NULL) != MSV_OK) {
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         goto out;
@@ -806,24 +813,8 @@ static void handle_send(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, code, bad);
         return;
     }
-    r = calloc(n, sizeof(*r));
-    ptrs = calloc(n, sizeof(*ptrs));
-    if (r == NULL || ptrs == NULL) {
-        msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
+    if (read_handles(c, f->request_id, q->recipient_handles, n, 1, &r, &ptrs) != 0)
         goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!normalise_handle(q->recipient_handles[i], r[i].handle)) {
-            msv_conn_send_error(c, f->request_id, E_INVALID, "not a valid handle");
-            goto out;
-        }
-        for (size_t k = 0; k < i; k++) {
-            if (strcmp(r[k].handle, r[i].handle) == 0) {
-                msv_conn_send_error(c, f->request_id, E_INVALID, "a handle is named twice");
-                goto out;
-            }
-        }
-    }
     if (lookup_all(s, r, n, ptrs, NULL) != MSV_OK) {
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         goto out;

@@ -124,6 +124,19 @@ void msv_server_wake(struct msv_server *s, uint64_t device_id);
 
 /* ---- used by the request handlers (handlers.c, blobs.c) ---- */
 
+/* Short names for the wire's error codes. */
+enum {
+    E_INVALID = MSV__WIRE__ERROR_CODE__ERROR_INVALID,
+    E_AUTH = MSV__WIRE__ERROR_CODE__ERROR_AUTH,
+    E_TOO_BIG = MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG,
+    E_IO = MSV__WIRE__ERROR_CODE__ERROR_IO,
+    E_NOT_FOUND = MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND,
+    E_EXISTS = MSV__WIRE__ERROR_CODE__ERROR_EXISTS,
+    E_UNAUTH = MSV__WIRE__ERROR_CODE__ERROR_UNAUTHENTICATED,
+    E_RATE = MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED,
+    E_STALE = MSV__WIRE__ERROR_CODE__ERROR_STALE_DEVICES,
+};
+
 void msv_conn_send_frame(struct msv_conn_state *c, const msv_frame *f);
 void msv_conn_send_error(struct msv_conn_state *c, uint64_t request_id, int code,
                          const char *message);
