@@ -581,7 +581,15 @@ static int cmd_groups(const struct cli *o, struct msv_client *c)
         for (size_t i = 0; err == MSV_OK && i < n; i++) {
             for (char *m = g[i].members; *m; m++)
                 *m = *m == '\n' && m[1] ? ',' : (*m == '\n' ? '\0' : *m);
-            printf("%s\t%s\n", g[i].name, g[i].members);
+            if (o->json) {
+                json_t *j = json_pack("{s:s, s:s}", "name", g[i].name, "members", g[i].members);
+
+                json_dumpf(j, stdout, JSON_COMPACT);
+                putchar('\n');
+                json_decref(j);
+            } else {
+                printf("%s\t%s\n", g[i].name, g[i].members);
+            }
         }
         msv_groups_free(g, n);
         return err == MSV_OK ? 0 : fail(c, "listing groups", err);

@@ -182,6 +182,8 @@ expect 0 "group history" -- as bob-phone history --group trip
 grep -q "train at nine" out.txt && grep -q "just us now" out.txt && ok || bad "group history: $(cat out.txt)"
 expect 0 "groups list" -- as bob-phone groups
 grep -q "^trip	alice@example.org,bob@example.org$" out.txt && ok || bad "groups list: $(cat out.txt)"
+expect 0 "groups as JSON" -- as bob-phone -o json groups
+grep -q '^{"name":"trip","members":"alice@example.org,bob@example.org"}$' out.txt && ok || bad "groups JSON: $(cat out.txt)"
 expect 1 "unknown group" -- as bob-phone send --group nope --text x
 unset MISSIVE_PASSPHRASE
 
