@@ -1,0 +1,348 @@
+/*
+ * missive-bench: Missive's performance, measured against peers and limits in
+ * the same run (bench/README.md). Each figure is a median of several runs, and
+ * the systems compared alternate within every run.
+ *
+ *   crypto  B1: sealing per recipient device, for each suite, 256 B and 16 KiB,
+ *           1/2/5/10 devices, as a ratio to the sum of the suite's primitives
+ *           measured one by one in the same run (goal: at most 1.2).
+ */
+#define _GNU_SOURCE
+#include <getopt.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+#include <sodium.h>
+
+#include "crypto/internal.h"
+#include "missive/crypto.h"
+#include "missive/util.h"
+
+#define DEVICES_MAX 10
+
+struct opts {
+    int runs;     /* medians over this many runs */
+    double slice; /* seconds each measurement runs for */
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return (x > y) - (x < y);
+}
+
+/* A timed operation: runs it once, returns 0 on success. */
+typedef int (*op_fn)(void *ctx);
+
+/* Time per call over one run of about slice seconds. */
+static double measure_once(const struct opts *o, op_fn op, void *ctx)
+{
+    double start = now_s(), elapsed;
+    long n = 0;
+
+    do {
+        if (op(ctx) != 0) {
+            fprintf(stderr, "missive-bench: an operation failed\n");
+            exit(1);
+        }
+        n++;
+        elapsed = now_s() - start;
+    } while (elapsed < o->slice);
+    return elapsed / (double)n;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(v[0]), cmp_double);
+    return v[n / 2];
+}
+
+/* ---- B1: per-device sealing against its primitives ------------------------------------- */
+
+struct seal_ctx {
+    struct msv_identity *sender;
+    struct msv_identity *devices[DEVICES_MAX];
+    size_t n;
+    uint8_t *pt;
+    size_t len;
+};
+
+static int op_seal(void *arg)
+{
+    struct seal_ctx *c = arg;
+
+    for (size_t i = 0; i < c->n; i++) {
+        uint8_t *wire = NULL;
+        size_t wire_len = 0;
+
+        if (msv_seal(c->sender, msv_identity_public(c->devices[i]), c->pt, c->len, &wire,
+                     &wire_len) != MSV_OK)
+            return 1;
+        free(wire);
+    }
+    return 0;
+}
+
+/* The primitives of one envelope, each alone. */
+struct prim_ctx {
+    struct seal_ctx *s;
+    uint8_t buf[16384 + 512];
+    uint8_t key[32];
+};
+
+static int op_ecdsa_sha1(void *arg)
+{
+    struct prim_ctx *p = arg;
+    const uint8_t *parts[1] = {p->buf};
+    size_t lens[1] = {p->s->len + 160 - (p->s->len < 100 ? p->s->len : 100)}, sig_len = 0;
+    uint8_t sig[72];
+
+    return msv_ecdsa_sign(p->s->sender->sign_sk, EVP_sha1(), parts, lens, 1, sig, &sig_len) !=
+           MSV_OK;
+}
+
+static int op_ecdsa_sha256(void *arg)
+{
+    struct prim_ctx *p = arg;
+    const uint8_t *parts[1] = {p->buf};
+    size_t lens[1] = {32 + 65 + 65 + 32 + p->s->len}, sig_len = 0;
+    uint8_t sig[72];
+
+    return msv_ecdsa_sign(p->s->sender->sign_sk, EVP_sha256(), parts, lens, 1, sig, &sig_len) !=
+           MSV_OK;
+}
+
+static int op_rsa_oaep(void *arg)
+{
+    struct prim_ctx *p = arg;
+    uint8_t out[512];
+
+    return msv_rsa_oaep_sha1_encrypt(p->s->devices[0]->pub->rsa_pk, p->key, 116, &msv_rng_system,
+                                     out) != MSV_OK;
+}
+
+static int op_aes128_ctr(void *arg)
+{
+    struct prim_ctx *p = arg;
+    static const uint8_t iv[16];
+
+    return msv_aes_ctr(p->key, 16, iv, p->s->pt, p->s->len, p->buf) != MSV_OK;
+}
+
+static int op_aes256_ctr(void *arg)
+{
+    struct prim_ctx *p = arg;
+    static const uint8_t iv[16];
+
+    return msv_aes_ctr(p->key, 32, iv, p->s->pt, p->s->len, p->buf) != MSV_OK;
+}
+
+static int op_hmac(void *arg)
+{
+    struct prim_ctx *p = arg;
+    const uint8_t *parts[1] = {p->s->pt};
+    size_t lens[1] = {p->s->len + 65};
+    uint8_t mac[32];
+
+    return msv_hmac_sha256_parts(p->key, 11, parts, lens, 1, mac) != MSV_OK;
+}
+
+static int op_p256_keygen(void *arg)
+{
+    struct prim_ctx *p = arg;
+    uint8_t scalar[32], point[65];
+    EVP_PKEY *k = NULL;
+    int bad;
+
+    (void)p;
+    bad = msv_p256_random_scalar(&msv_rng_system, scalar) != MSV_OK ||
+          msv_p256_from_scalar(scalar, &k, point) != MSV_OK;
+    EVP_PKEY_free(k);
+    return bad;
+}
+
+static int op_p256_ecdh(void *arg)
+{
+    struct prim_ctx *p = arg;
+    uint8_t z[32];
+
+    return msv_p256_ecdh(p->s->sender->sign_sk, p->s->devices[0]->pub->prekey_pk, z) != MSV_OK;
+}
+
+static int op_hkdf(void *arg)
+{
+    struct prim_ctx *p = arg;
+    uint8_t okm[48];
+
+    return msv_hkdf_sha256(p->key, 32, (const uint8_t *)"salt", 4, p->buf, 64, okm, 48) != MSV_OK;
+}
+
+static int op_x25519_pair(void *arg)
+{
+    struct prim_ctx *p = arg;
+    uint8_t pk[32], shared[32];
+
+    /* one fixed-base and one variable-base multiplication, as an envelope does */
+    return crypto_scalarmult_base(pk, p->key) != 0 ||
+           crypto_scalarmult(shared, p->key, p->s->devices[0]->pub->x_pk) != 0;
+}
+
+static int op_ed25519(void *arg)
+{
+    struct prim_ctx *p = arg;
+    uint8_t sig[64];
+
+    return crypto_sign_detached(sig, NULL, p->buf, 17 + 32 + 32 + p->s->len,
+                                p->s->sender->modern->ed_sk) != 0;
+}
+
+static int op_xchacha(void *arg)
+{
+    struct prim_ctx *p = arg;
+    static uint8_t out[16384 + 64 + 16 + 64], nonce[24];
+    unsigned long long out_len = 0;
+
+    return crypto_aead_xchacha20poly1305_ietf_encrypt(out, &out_len, p->buf, 64 + p->s->len,
+                                                      p->buf, 33, NULL, nonce, p->key) != 0;
+}
+
+/* The primitives each suite's envelope consists of. */
+static const struct {
+    enum msv_suite suite;
+    op_fn ops[6];
+    const char *names;
+} recipes[] = {
+    {MSV_SUITE_CLASSIC, {op_hmac, op_aes128_ctr, op_rsa_oaep, op_ecdsa_sha1},
+     "HMAC-SHA256 + AES-128-CTR + RSA-OAEP + ECDSA(SHA-1)"},
+    {MSV_SUITE_ECIES, {op_p256_keygen, op_p256_ecdh, op_hkdf, op_aes256_ctr, op_ecdsa_sha256},
+     "P-256 keygen + ECDH + HKDF + AES-256-CTR + ECDSA(SHA-256)"},
+    {MSV_SUITE_MODERN, {op_x25519_pair, op_hkdf, op_ed25519, op_xchacha},
+     "2 x X25519 + HKDF + Ed25519 + XChaCha20-Poly1305"},
+};
+
+static int bench_crypto(const struct opts *o, FILE *out)
+{
+    static const size_t sizes[] = {256, 16384};
+    static const size_t counts[] = {1, 2, 5, 10};
+    double worst = 0;
+
+    fprintf(out, "### B1: sealing per recipient device vs. its primitives\n\n"
+                 "| suite | payload | devices | µs per device | primitives µs | ratio (median) |\n"
+                 "|---|---|---|---|---|---|\n");
+    for (size_t r = 0; r < sizeof(recipes) / sizeof(recipes[0]); r++) {
+        struct seal_ctx s = {0};
+        struct prim_ctx p;
+
+        if (msv_identity_generate(recipes[r].suite, 0, &s.sender) != MSV_OK)
+            return 1;
+        for (size_t i = 0; i < DEVICES_MAX; i++) {
+            if (msv_identity_generate(recipes[r].suite, 0, &s.devices[i]) != MSV_OK)
+                return 1;
+        }
+        memset(&p, 0, sizeof(p));
+        p.s = &s;
+        msv_random_bytes(p.buf, sizeof(p.buf));
+        msv_random_bytes(p.key, sizeof(p.key));
+        s.pt = p.buf;
+        for (size_t z = 0; z < 2; z++) {
+            s.len = sizes[z];
+            for (size_t c = 0; c < 4; c++) {
+                double seal[32], prim[32], ratio[32];
+                int runs = o->runs < 32 ? o->runs : 32;
+
+                s.n = counts[c];
+                /* the primitives and the envelopes alternate within every run, so that a
+                 * change of machine speed during the benchmark moves both alike */
+                for (int k = 0; k < runs; k++) {
+                    prim[k] = 0;
+                    for (size_t i = 0; i < 6 && recipes[r].ops[i] != NULL; i++)
+                        prim[k] += measure_once(o, recipes[r].ops[i], &p);
+                    seal[k] = measure_once(o, op_seal, &s) / (double)s.n;
+                    ratio[k] = seal[k] / prim[k];
+                }
+                ratio[0] = median(ratio, runs);
+                if (ratio[0] > worst)
+                    worst = ratio[0];
+                fprintf(out, "| %s | %zu B | %zu | %.1f | %.1f | %.2f |\n",
+                        msv_suite_name(recipes[r].suite), sizes[z], s.n,
+                        median(seal, runs) * 1e6, median(prim, runs) * 1e6, ratio[0]);
+            }
+        }
+        msv_identity_free(s.sender);
+        for (size_t i = 0; i < DEVICES_MAX; i++)
+            msv_identity_free(s.devices[i]);
+    }
+    fprintf(out, "\nPrimitives per suite: ");
+    for (size_t r = 0; r < sizeof(recipes) / sizeof(recipes[0]); r++)
+        fprintf(out, "%s%s: %s", r ? "; " : "", msv_suite_name(recipes[r].suite),
+                recipes[r].names);
+    fprintf(out, ".\nWorst ratio: %.2f (goal: at most 1.2).\n", worst);
+    return 0;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: missive-bench crypto [--quick] [--runs N]\n\n"
+               "Measures Missive against peers and limits in the same run and prints a\n"
+               "Markdown table. crypto (B1): sealing per recipient device for each suite,\n"
+               "as a ratio to the sum of its primitives. --quick makes every measurement\n"
+               "short (a smoke test, not a result). bench/run.sh writes bench/RESULTS.md.\n");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"quick", no_argument, NULL, 'q'},
+        {"runs", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct opts o = {.runs = 7, .slice = 0.05};
+    cpu_set_t one;
+    char *end;
+    int ch;
+
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (ch == 'q') {
+            o.runs = 3;
+            o.slice = 0.005;
+        } else if (ch == 'r') {
+            o.runs = (int)strtol(optarg, &end, 10);
+            if (*end != '\0' || o.runs < 1 || o.runs > 31) {
+                fprintf(stderr, "missive-bench: --runs takes 1 to 31\n");
+                return 2;
+            }
+        } else if (ch == 'h') {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc - 1 || strcmp(argv[optind], "crypto") != 0) {
+        usage(stderr);
+        return 2;
+    }
+    if (msv_init() != MSV_OK)
+        return 1;
+    /* one core, as the limits to beat are stated for one core */
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    (void)sched_setaffinity(0, sizeof(one), &one);
+    return bench_crypto(&o, stdout);
+}
