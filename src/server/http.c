@@ -1,5 +1,6 @@
 /* /health and Prometheus /metrics on the local HTTP port (evhttp, on worker 0's loop). */
 #include <arpa/inet.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -32,6 +33,42 @@ static void on_health(struct evhttp_request *req, void *arg)
     evbuffer_free(out);
 }
 
+/* Every counter and gauge /metrics reports, with its help text. */
+#define M(field, name, type, help)                            \
+    {                                                         \
+        offsetof(struct msv_metrics, field), name, type, help \
+    }
+static const struct {
+    size_t offset;
+    const char *name, *type, *help;
+} metrics[] = {
+    M(connections_open, "connections_open", "gauge", "Open client connections."),
+    M(connections_total, "connections_total", "counter", "Accepted connections."),
+    M(frames_in, "frames_in_total", "counter", "Frames read."),
+    M(frames_rejected, "frames_rejected_total", "counter", "Malformed frames (connection closed)."),
+    M(auth_ok, "auth_ok_total", "counter", "Device authentications."),
+    M(auth_failed, "auth_failed_total", "counter", "Failed device authentications."),
+    M(registrations, "registrations_total", "counter", "Accounts created."),
+    M(devices_added, "devices_added_total", "counter", "Devices registered."),
+    M(devices_removed, "devices_removed_total", "counter", "Devices removed."),
+    M(lookups, "lookups_total", "counter", "Handles looked up."),
+    M(sends, "sends_total", "counter", "Send requests accepted for commit."),
+    M(envelopes_enqueued, "envelopes_enqueued_total", "counter", "Envelopes committed to queues."),
+    M(envelopes_delivered, "envelopes_delivered_total", "counter", "Envelopes pushed to devices."),
+    M(envelopes_acked, "envelopes_acked_total", "counter", "Envelopes acknowledged and deleted."),
+    M(envelopes_expired, "envelopes_expired_total", "counter",
+      "Envelopes deleted unread at expiry."),
+    M(commit_batches, "commit_batches_total", "counter", "Group commits."),
+    M(commit_failures, "commit_failures_total", "counter", "Group commits that failed."),
+    M(rate_limited, "rate_limited_total", "counter", "Requests refused by a rate limit."),
+    M(blob_bytes_in, "blob_bytes_in_total", "counter", "Attachment bytes uploaded."),
+    M(blob_bytes_out, "blob_bytes_out_total", "counter", "Attachment bytes downloaded."),
+    M(blobs_expired, "blobs_expired_total", "counter", "Attachments deleted at expiry."),
+    M(reads_paused, "reads_paused_total", "counter",
+      "Times a connection's requests waited for its unsent answers to drain."),
+};
+#undef M
+
 static void metric(struct evbuffer *out, const char *name, const char *type, const char *help,
                    uint64_t value)
 {
@@ -42,7 +79,6 @@ static void metric(struct evbuffer *out, const char *name, const char *type, con
 static void on_metrics(struct evhttp_request *req, void *arg)
 {
     struct msv_server *s = arg;
-    struct msv_metrics *m = &s->m;
     struct evbuffer *out = evbuffer_new();
     uint64_t depth = 0;
 
@@ -51,48 +87,11 @@ static void on_metrics(struct evhttp_request *req, void *arg)
         return;
     }
     (void)s->store->ops->queue_depth(s->store->impl, &depth);
-    metric(out, "connections_open", "gauge", "Open client connections.",
-           atomic_load(&m->connections_open));
-    metric(out, "connections_total", "counter", "Accepted connections.",
-           atomic_load(&m->connections_total));
-    metric(out, "frames_in_total", "counter", "Frames read.", atomic_load(&m->frames_in));
-    metric(out, "frames_rejected_total", "counter", "Malformed frames (connection closed).",
-           atomic_load(&m->frames_rejected));
-    metric(out, "auth_ok_total", "counter", "Device authentications.", atomic_load(&m->auth_ok));
-    metric(out, "auth_failed_total", "counter", "Failed device authentications.",
-           atomic_load(&m->auth_failed));
-    metric(out, "registrations_total", "counter", "Accounts created.",
-           atomic_load(&m->registrations));
-    metric(out, "devices_added_total", "counter", "Devices registered.",
-           atomic_load(&m->devices_added));
-    metric(out, "devices_removed_total", "counter", "Devices removed.",
-           atomic_load(&m->devices_removed));
-    metric(out, "lookups_total", "counter", "Handles looked up.", atomic_load(&m->lookups));
-    metric(out, "sends_total", "counter", "Send requests accepted for commit.",
-           atomic_load(&m->sends));
-    metric(out, "envelopes_enqueued_total", "counter", "Envelopes committed to queues.",
-           atomic_load(&m->envelopes_enqueued));
-    metric(out, "envelopes_delivered_total", "counter", "Envelopes pushed to devices.",
-           atomic_load(&m->envelopes_delivered));
-    metric(out, "envelopes_acked_total", "counter", "Envelopes acknowledged and deleted.",
-           atomic_load(&m->envelopes_acked));
-    metric(out, "envelopes_expired_total", "counter", "Envelopes deleted unread at expiry.",
-           atomic_load(&m->envelopes_expired));
-    metric(out, "commit_batches_total", "counter", "Group commits.",
-           atomic_load(&m->commit_batches));
-    metric(out, "commit_failures_total", "counter", "Group commits that failed.",
-           atomic_load(&m->commit_failures));
-    metric(out, "rate_limited_total", "counter", "Requests refused by a rate limit.",
-           atomic_load(&m->rate_limited));
-    metric(out, "blob_bytes_in_total", "counter", "Attachment bytes uploaded.",
-           atomic_load(&m->blob_bytes_in));
-    metric(out, "blob_bytes_out_total", "counter", "Attachment bytes downloaded.",
-           atomic_load(&m->blob_bytes_out));
-    metric(out, "blobs_expired_total", "counter", "Attachments deleted at expiry.",
-           atomic_load(&m->blobs_expired));
-    metric(out, "reads_paused_total", "counter",
-           "Times a connection's requests waited for its unsent answers to drain.",
-           atomic_load(&m->reads_paused));
+    for (size_t i = 0; i < sizeof(metrics) / sizeof(metrics[0]); i++) {
+        _Atomic uint64_t *v = (_Atomic uint64_t *)((char *)&s->m + metrics[i].offset);
+
+        metric(out, metrics[i].name, metrics[i].type, metrics[i].help, atomic_load(v));
+    }
     metric(out, "queue_depth", "gauge", "Envelopes waiting in all queues.", depth);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4");
