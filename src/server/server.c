@@ -647,8 +647,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 }
 
 /* Drops rate-limit buckets that are full again, so idle keys cost no memory. */
-static void prune_buckets(struct msv_server *s, struct msv_u64map *map, double rate, double burst,
-                          int64_t now)
+static void prune_buckets(struct msv_u64map *map, double rate, double burst, int64_t now)
 {
     for (size_t i = 0; i < map->cap; i++) {
         struct msv_bucket *b;
@@ -661,7 +660,6 @@ static void prune_buckets(struct msv_server *s, struct msv_u64map *map, double r
             i--; /* the deletion may have shifted another key into slot i */
         }
     }
-    (void)s;
 }
 
 static void on_expiry(evutil_socket_t fd, short what, void *arg)
@@ -678,8 +676,8 @@ static void on_expiry(evutil_socket_t fd, short what, void *arg)
     }
     msv_blobs_expire(s, now);
     pthread_mutex_lock(&s->limits_lock);
-    prune_buckets(s, &s->lookup_buckets, s->cfg.lookup_rate, s->cfg.lookup_burst, now);
-    prune_buckets(s, &s->register_buckets, s->cfg.register_rate, s->cfg.register_burst, now);
+    prune_buckets(&s->lookup_buckets, s->cfg.lookup_rate, s->cfg.lookup_burst, now);
+    prune_buckets(&s->register_buckets, s->cfg.register_rate, s->cfg.register_burst, now);
     pthread_mutex_unlock(&s->limits_lock);
 }
 
