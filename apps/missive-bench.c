@@ -3,33 +3,37 @@
  * the same run (bench/README.md). Each figure is a median of several runs, and
  * the systems compared alternate within every run.
  *
- *   crypto  B1: sealing per recipient device, for each suite, 256 B and 16 KiB,
- *           1/2/5/10 devices, as a ratio to the sum of the suite's primitives
- *           measured one by one in the same run (goal: at most 1.2).
+ *   crypto   B1: sealing per recipient device, for each suite, 256 B and 16 KiB,
+ *            1/2/5/10 devices, as a ratio to the sum of the suite's primitives
+ *            measured one by one in the same run (goal: at most 1.2).
+ *   relay    B2: one-to-one messages over 1,000 and 10,000 connections, against
+ *            Mosquitto at QoS 1 (apps/bench/net.c, as are the rest).
+ *   fanout   B3: server cost per device copy, 1..10 devices and a group.
+ *   idle     B4: memory per idle TLS connection.
+ *   queue    B5: offline queues filled, then drained.
+ *   storage  B6: directory lookups; attachment transfers against nginx.
  */
 #define _GNU_SOURCE
+#include <ftw.h>
 #include <getopt.h>
-#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <sodium.h>
 
+#include "bench/bench.h"
 #include "crypto/internal.h"
 #include "missive/crypto.h"
 #include "missive/util.h"
 
 #define DEVICES_MAX 10
 
-struct opts {
-    int runs;     /* medians over this many runs */
-    double slice; /* seconds each measurement runs for */
-};
-
-static double now_s(void)
+double now_s(void)
 {
     struct timespec ts;
 
@@ -64,10 +68,25 @@ static double measure_once(const struct opts *o, op_fn op, void *ctx)
     return elapsed / (double)n;
 }
 
-static double median(double *v, int n)
+void sort_doubles(double *v, size_t n)
 {
-    qsort(v, (size_t)n, sizeof(v[0]), cmp_double);
+    qsort(v, n, sizeof(v[0]), cmp_double);
+}
+
+double median(double *v, int n)
+{
+    sort_doubles(v, (size_t)n);
     return v[n / 2];
+}
+
+double quantile_sorted(const double *v, size_t n, double q)
+{
+    size_t i;
+
+    if (n == 0)
+        return 0;
+    i = (size_t)(q * (double)(n - 1) + 0.5);
+    return v[i < n ? i : n - 1];
 }
 
 /* ---- B1: per-device sealing against its primitives ------------------------------------- */
@@ -237,7 +256,7 @@ static const struct {
      "2 x X25519 + HKDF + Ed25519 + XChaCha20-Poly1305"},
 };
 
-static int bench_crypto(const struct opts *o, FILE *out)
+int bench_crypto(const struct opts *o, FILE *out)
 {
     static const size_t sizes[] = {256, 16384};
     static const size_t counts[] = {1, 2, 5, 10};
@@ -296,13 +315,69 @@ static int bench_crypto(const struct opts *o, FILE *out)
     return 0;
 }
 
+static const struct command {
+    const char *name;
+    int (*run)(const struct opts *o, FILE *out);
+} commands[] = {
+    {"crypto", bench_crypto}, {"relay", bench_relay}, {"fanout", bench_fanout},
+    {"idle", bench_idle},     {"queue", bench_queue}, {"storage", bench_storage},
+};
+
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: missive-bench crypto [--quick] [--runs N]\n\n"
-               "Measures Missive against peers and limits in the same run and prints a\n"
-               "Markdown table. crypto (B1): sealing per recipient device for each suite,\n"
-               "as a ratio to the sum of its primitives. --quick makes every measurement\n"
-               "short (a smoke test, not a result). bench/run.sh writes bench/RESULTS.md.\n");
+    fprintf(f,
+            "usage: missive-bench [options] all|crypto|relay|fanout|idle|queue|storage...\n\n"
+            "Measures Missive against peers and limits in the same run and prints Markdown\n"
+            "tables (bench/README.md says what each benchmark measures; bench/run.sh runs\n"
+            "them all and writes bench/RESULTS.md).\n\n"
+            "  crypto   B1: sealing per recipient device vs. the sum of its primitives\n"
+            "  relay    B2: one-to-one relay at 1,000 and 10,000 connections vs. Mosquitto\n"
+            "  fanout   B3: server cost per device copy (1..10 devices, a group of 32 x 3)\n"
+            "  idle     B4: memory per idle TLS connection (10,000 and 50,000)\n"
+            "  queue    B5: 1,000 offline devices x 100 envelopes, then all reconnect\n"
+            "  storage  B6: directory lookups/s; attachment MB/s vs. nginx\n"
+            "  all      every one of them, in that order\n\n"
+            "options:\n"
+            "  --quick          tiny sizes and short windows: a smoke test, not a result\n"
+            "  --runs N         medians over N runs (default 7 for crypto; servers: 3)\n"
+            "  --window SEC     length of each server measurement (default 5)\n"
+            "  --bin DIR        where missived is (default: next to missive-bench)\n"
+            "  --server-cpu N   core for the servers (default 1; -1: not pinned)\n"
+            "  --loader-cpu N   core for this process (default 0; -1: not pinned)\n"
+            "  -h, --help       this text\n\n"
+            "Mosquitto and nginx are used when installed (scripts/deps.sh --bench);\n"
+            "without them their columns say so. Servers bind to 127.0.0.1 only and are\n"
+            "stopped before missive-bench exits, also when it is interrupted.\n");
+}
+
+static char scratch[256];
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void remove_scratch(void)
+{
+    if (scratch[0] != '\0')
+        nftw(scratch, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    exit(130); /* atexit removes the scratch directory; servers die with us */
+}
+
+static int parse_int(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+
+    *out = strtol(s, &end, 10);
+    return *s != '\0' && *end == '\0' && *out >= lo && *out <= hi;
 }
 
 int main(int argc, char **argv)
@@ -310,42 +385,103 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"quick", no_argument, NULL, 'q'},
         {"runs", required_argument, NULL, 'r'},
+        {"window", required_argument, NULL, 'w'},
+        {"bin", required_argument, NULL, 'b'},
+        {"server-cpu", required_argument, NULL, 's'},
+        {"loader-cpu", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    struct opts o = {.runs = 7, .slice = 0.05};
-    cpu_set_t one;
+    struct opts o = {.runs = 7, .slice = 0.05, .window = 5, .server_cpu = 1, .loader_cpu = 0};
+    static char bin[1024];
+    int ch, runs_set = 0, rc = 0;
+    unsigned selected = 0;
+    long v;
     char *end;
-    int ch;
 
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (ch == 'q') {
-            o.runs = 3;
+            o.quick = 1;
             o.slice = 0.005;
-        } else if (ch == 'r') {
-            o.runs = (int)strtol(optarg, &end, 10);
-            if (*end != '\0' || o.runs < 1 || o.runs > 31) {
-                fprintf(stderr, "missive-bench: --runs takes 1 to 31\n");
-                return 2;
-            }
+            o.window = 0.5;
+        } else if (ch == 'r' && parse_int(optarg, 1, 31, &v)) {
+            o.runs = (int)v;
+            runs_set = 1;
+        } else if (ch == 'w' && (o.window = strtod(optarg, &end)) > 0 && *end == '\0' &&
+                   o.window <= 600) {
+            continue;
+        } else if (ch == 'b') {
+            o.bin = optarg;
+        } else if ((ch == 's' || ch == 'l') && parse_int(optarg, -1, 1023, &v)) {
+            *(ch == 's' ? &o.server_cpu : &o.loader_cpu) = (int)v;
         } else if (ch == 'h') {
             usage(stdout);
             return 0;
         } else {
+            fprintf(stderr, "missive-bench: %s%s\n", ch == '?' ? "unknown option " : "bad value for ",
+                    argv[optind - 1]);
             usage(stderr);
             return 2;
         }
     }
-    if (optind != argc - 1 || strcmp(argv[optind], "crypto") != 0) {
+    for (int i = optind; i < argc; i++) {
+        size_t k = 0;
+
+        if (strcmp(argv[i], "all") == 0) {
+            selected = (1u << (sizeof(commands) / sizeof(commands[0]))) - 1;
+            continue;
+        }
+        while (k < sizeof(commands) / sizeof(commands[0]) && strcmp(commands[k].name, argv[i]))
+            k++;
+        if (k == sizeof(commands) / sizeof(commands[0])) {
+            fprintf(stderr, "missive-bench: unknown benchmark '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+        selected |= 1u << k;
+    }
+    if (selected == 0) {
         usage(stderr);
         return 2;
     }
+    if (o.quick && !runs_set)
+        o.runs = 3;
+    if (o.server_cpu >= 0 && sysconf(_SC_NPROCESSORS_ONLN) < 2)
+        o.server_cpu = o.loader_cpu = -1; /* one core: nothing to separate */
+    if (o.bin == NULL) {
+        ssize_t n = readlink("/proc/self/exe", bin, sizeof(bin) - 1);
+
+        if (n <= 0)
+            return 1;
+        bin[n] = '\0';
+        *strrchr(bin, '/') = '\0';
+        o.bin = bin;
+    }
     if (msv_init() != MSV_OK)
         return 1;
-    /* one core, as the limits to beat are stated for one core */
-    CPU_ZERO(&one);
-    CPU_SET(0, &one);
-    (void)sched_setaffinity(0, sizeof(one), &one);
-    return bench_crypto(&o, stdout);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    {
+        const char *tmp = getenv("TMPDIR");
+
+        snprintf(scratch, sizeof(scratch), "%s/missive-bench-XXXXXX",
+                 tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+        if (mkdtemp(scratch) == NULL) {
+            fprintf(stderr, "missive-bench: cannot create %s\n", scratch);
+            return 1;
+        }
+        atexit(remove_scratch);
+        snprintf(o.tmp, sizeof(o.tmp), "%s", scratch);
+    }
+    /* the loader on its own core; servers on theirs */
+    pin_to_cpu(o.loader_cpu);
+    for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]) && rc == 0; k++) {
+        if (selected & (1u << k)) {
+            rc = commands[k].run(&o, stdout);
+            fflush(stdout);
+        }
+    }
+    return rc;
 }

@@ -14,10 +14,73 @@
 #include "store/sql.h"
 #include "store/store.h"
 
+#define STATEMENTS_MAX 48
+
 struct sqlite_store {
     sqlite3 *db;
-    pthread_mutex_t lock;
+    pthread_mutex_t lock; /* held by every operation; the statements are shared */
+    struct {
+        const char *sql;
+        sqlite3_stmt *st;
+    } statements[STATEMENTS_MAX];
+    size_t n_statements;
 };
+
+/*
+ * Statements are compiled once and kept: every SQL text here is a string
+ * literal, so its address names it. Compiling on each call cost more CPU
+ * than running the statement.
+ */
+static msv_err prepare(struct sqlite_store *s, const char *sql, sqlite3_stmt **st)
+{
+    msv_err err;
+
+    for (size_t i = 0; i < s->n_statements; i++) {
+        if (s->statements[i].sql == sql) {
+            *st = s->statements[i].st;
+            return MSV_OK;
+        }
+    }
+    err = msv_sql_err(sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL));
+    if (err == MSV_OK && s->n_statements < STATEMENTS_MAX) {
+        s->statements[s->n_statements].sql = sql;
+        s->statements[s->n_statements++].st = *st;
+    }
+    return err;
+}
+
+/* Done with a statement from prepare(): ready for its next use (or gone, if not kept). */
+static void release(struct sqlite_store *s, sqlite3_stmt *st)
+{
+    if (st == NULL)
+        return;
+    for (size_t i = 0; i < s->n_statements; i++) {
+        if (s->statements[i].st == st) {
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            return;
+        }
+    }
+    sqlite3_finalize(st);
+}
+
+/* Steps a statement that returns no rows, then releases it. */
+static msv_err run(struct sqlite_store *s, sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+
+    release(s, st);
+    return rc == SQLITE_DONE ? MSV_OK : msv_sql_err(rc);
+}
+
+/* A statement without parameters, run at once. */
+static msv_err exec(struct sqlite_store *s, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, sql, &st);
+
+    return err == MSV_OK ? run(s, st) : err;
+}
 
 /* Each migration takes the schema from version i to i + 1. */
 static const char *const migrations[] = {
@@ -72,8 +135,7 @@ static msv_err account_create(void *impl, const char *handle, const char *passwo
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = msv_sql_prepare(s->db,
-                                  "INSERT INTO accounts (handle, password_hash, created_ms) "
+    msv_err err = prepare(s, "INSERT INTO accounts (handle, password_hash, created_ms) "
                                   "VALUES (?, ?, ?);",
                                   &st);
 
@@ -82,7 +144,7 @@ static msv_err account_create(void *impl, const char *handle, const char *passwo
     sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, password_hash, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 3, now_ms);
-    err = msv_sql_run(st);
+    err = run(s, st);
     if (err == MSV_OK)
         *account_id = (uint64_t)sqlite3_last_insert_rowid(s->db);
     return err;
@@ -94,7 +156,7 @@ static msv_err account_get(void *impl, const char *handle, uint64_t *account_id,
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
     msv_err err =
-        msv_sql_prepare(s->db, "SELECT id, password_hash FROM accounts WHERE handle = ?;", &st);
+        prepare(s, "SELECT id, password_hash FROM accounts WHERE handle = ?;", &st);
     int rc;
 
     if (err != MSV_OK)
@@ -109,7 +171,7 @@ static msv_err account_get(void *impl, const char *handle, uint64_t *account_id,
     } else {
         err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
     }
-    sqlite3_finalize(st);
+    release(s, st);
     return err;
 }
 
@@ -117,7 +179,7 @@ static msv_err account_handle(void *impl, uint64_t account_id, char **handle)
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = msv_sql_prepare(s->db, "SELECT handle FROM accounts WHERE id = ?;", &st);
+    msv_err err = prepare(s, "SELECT handle FROM accounts WHERE id = ?;", &st);
     int rc;
 
     if (err != MSV_OK)
@@ -128,7 +190,7 @@ static msv_err account_handle(void *impl, uint64_t account_id, char **handle)
         err = (*handle = msv_sql_text(st, 0)) != NULL ? MSV_OK : MSV_ERR_NOMEM;
     else
         err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
-    sqlite3_finalize(st);
+    release(s, st);
     return err;
 }
 
@@ -137,8 +199,7 @@ static msv_err code_put(void *impl, const char *handle, const uint8_t hash[32], 
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
     msv_err err =
-        msv_sql_prepare(s->db,
-                        "INSERT INTO codes (handle, code_hash, expires_ms, attempts) "
+        prepare(s, "INSERT INTO codes (handle, code_hash, expires_ms, attempts) "
                         "VALUES (?, ?, ?, 0) ON CONFLICT (handle) DO UPDATE SET "
                         "code_hash = excluded.code_hash, expires_ms = excluded.expires_ms, "
                         "attempts = 0;",
@@ -149,7 +210,7 @@ static msv_err code_put(void *impl, const char *handle, const uint8_t hash[32], 
     sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
     sqlite3_bind_blob(st, 2, hash, 32, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 3, expires_ms);
-    return msv_sql_run(st);
+    return run(s, st);
 }
 
 static msv_err code_take_locked(struct sqlite_store *s, const char *handle, const uint8_t hash[32],
@@ -159,35 +220,34 @@ static msv_err code_take_locked(struct sqlite_store *s, const char *handle, cons
     msv_err err;
     int rc, attempts = 0, match = 0, expired = 0;
 
-    err = msv_sql_prepare(
-        s->db, "SELECT code_hash, expires_ms, attempts FROM codes WHERE handle = ?;", &st);
+    err = prepare(s, "SELECT code_hash, expires_ms, attempts FROM codes WHERE handle = ?;", &st);
     if (err != MSV_OK)
         return err;
     sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
     rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) {
-        sqlite3_finalize(st);
+        release(s, st);
         return rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
     }
     match = sqlite3_column_bytes(st, 0) == 32 && msv_equal_ct(sqlite3_column_blob(st, 0), hash, 32);
     expired = sqlite3_column_int64(st, 1) <= now_ms;
     attempts = sqlite3_column_int(st, 2);
-    sqlite3_finalize(st);
+    release(s, st);
     if (expired || (match && attempts < (int)max_attempts)) {
-        err = msv_sql_prepare(s->db, "DELETE FROM codes WHERE handle = ?;", &st);
+        err = prepare(s, "DELETE FROM codes WHERE handle = ?;", &st);
         if (err != MSV_OK)
             return err;
         sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
-        err = msv_sql_run(st);
+        err = run(s, st);
         if (err != MSV_OK)
             return err;
         return expired ? MSV_ERR_NOT_FOUND : MSV_OK;
     }
-    err = msv_sql_prepare(s->db, "UPDATE codes SET attempts = attempts + 1 WHERE handle = ?;", &st);
+    err = prepare(s, "UPDATE codes SET attempts = attempts + 1 WHERE handle = ?;", &st);
     if (err != MSV_OK)
         return err;
     sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
-    err = msv_sql_run(st);
+    err = run(s, st);
     return err != MSV_OK ? err : (attempts >= (int)max_attempts ? MSV_ERR_NOT_FOUND : MSV_ERR_AUTH);
 }
 
@@ -199,8 +259,7 @@ static msv_err device_add(void *impl, uint64_t account_id, uint32_t suite, const
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = msv_sql_prepare(s->db,
-                                  "INSERT INTO devices (account_id, suite, identity, push_token, "
+    msv_err err = prepare(s, "INSERT INTO devices (account_id, suite, identity, push_token, "
                                   "created_ms, approved) VALUES (?, ?, ?, ?, ?, ?);",
                                   &st);
 
@@ -213,7 +272,7 @@ static msv_err device_add(void *impl, uint64_t account_id, uint32_t suite, const
                       SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 5, now_ms);
     sqlite3_bind_int(st, 6, approved ? 1 : 0);
-    err = msv_sql_run(st);
+    err = run(s, st);
     if (err == MSV_OK)
         *device_id = (uint64_t)sqlite3_last_insert_rowid(s->db);
     return err;
@@ -223,8 +282,7 @@ static msv_err device_approve(void *impl, uint64_t account_id, uint64_t device_i
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = msv_sql_prepare(s->db,
-                                  "UPDATE devices SET approved = 1 WHERE id = ? AND account_id = ? "
+    msv_err err = prepare(s, "UPDATE devices SET approved = 1 WHERE id = ? AND account_id = ? "
                                   "AND approved = 0;",
                                   &st);
 
@@ -232,7 +290,7 @@ static msv_err device_approve(void *impl, uint64_t account_id, uint64_t device_i
         return err;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
-    err = msv_sql_run(st);
+    err = run(s, st);
     return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_NOT_FOUND : err;
 }
 
@@ -240,22 +298,22 @@ static msv_err device_remove_locked(struct sqlite_store *s, uint64_t account_id,
 {
     sqlite3_stmt *st = NULL;
     msv_err err =
-        msv_sql_prepare(s->db, "DELETE FROM devices WHERE id = ? AND account_id = ?;", &st);
+        prepare(s, "DELETE FROM devices WHERE id = ? AND account_id = ?;", &st);
 
     if (err != MSV_OK)
         return err;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
-    err = msv_sql_run(st);
+    err = run(s, st);
     if (err != MSV_OK)
         return err;
     if (sqlite3_changes(s->db) == 0)
         return MSV_ERR_NOT_FOUND;
-    err = msv_sql_prepare(s->db, "DELETE FROM queue WHERE device_id = ?;", &st);
+    err = prepare(s, "DELETE FROM queue WHERE device_id = ?;", &st);
     if (err != MSV_OK)
         return err;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
-    return msv_sql_run(st);
+    return run(s, st);
 }
 
 static msv_err read_device(sqlite3_stmt *st, struct msv_device_rec *d)
@@ -282,7 +340,7 @@ static msv_err device_get(void *impl, uint64_t device_id, struct msv_device_rec 
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
     msv_err err =
-        msv_sql_prepare(s->db, "SELECT " DEVICE_COLUMNS " FROM devices WHERE id = ?;", &st);
+        prepare(s, "SELECT " DEVICE_COLUMNS " FROM devices WHERE id = ?;", &st);
     int rc;
 
     if (err != MSV_OK)
@@ -293,7 +351,7 @@ static msv_err device_get(void *impl, uint64_t device_id, struct msv_device_rec 
         err = read_device(st, out);
     else
         err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
-    sqlite3_finalize(st);
+    release(s, st);
     return err;
 }
 
@@ -302,8 +360,7 @@ static msv_err devices_of_account(void *impl, uint64_t account_id, struct msv_de
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
     size_t cap = 0;
-    msv_err err = msv_sql_prepare(s->db,
-                                  "SELECT " DEVICE_COLUMNS " FROM devices WHERE account_id = ? "
+    msv_err err = prepare(s, "SELECT " DEVICE_COLUMNS " FROM devices WHERE account_id = ? "
                                   "ORDER BY id;",
                                   &st);
     int rc;
@@ -330,7 +387,7 @@ static msv_err devices_of_account(void *impl, uint64_t account_id, struct msv_de
     }
     if (err == MSV_OK && rc != SQLITE_DONE)
         err = msv_sql_err(rc);
-    sqlite3_finalize(st);
+    release(s, st);
     if (err != MSV_OK)
         msv_device_list_clear(out);
     return err;
@@ -343,8 +400,7 @@ static msv_err queue_put_locked(struct sqlite_store *s, const struct msv_queue_i
 {
     sqlite3_stmt *st = NULL;
     msv_err err =
-        msv_sql_prepare(s->db,
-                        "INSERT INTO queue (device_id, sender_device, sender_handle, suite, "
+        prepare(s, "INSERT INTO queue (device_id, sender_device, sender_handle, suite, "
                         "ciphertext, enqueued_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?);",
                         &st);
 
@@ -365,7 +421,7 @@ static msv_err queue_put_locked(struct sqlite_store *s, const struct msv_queue_i
         err = rc == SQLITE_DONE ? MSV_OK : msv_sql_err(rc);
         ids[i] = (uint64_t)sqlite3_last_insert_rowid(s->db);
     }
-    sqlite3_finalize(st);
+    release(s, st);
     return err;
 }
 
@@ -385,8 +441,7 @@ static msv_err queue_fetch(void *impl, uint64_t device_id, uint64_t after_id, in
     if (recs == NULL)
         return MSV_ERR_NOMEM;
     err =
-        msv_sql_prepare(s->db,
-                        "SELECT id, device_id, sender_device, sender_handle, suite, ciphertext, "
+        prepare(s, "SELECT id, device_id, sender_device, sender_handle, suite, ciphertext, "
                         "enqueued_ms FROM queue WHERE device_id = ? AND id > ? AND expires_ms > ? "
                         "ORDER BY id LIMIT ?;",
                         &st);
@@ -412,7 +467,7 @@ static msv_err queue_fetch(void *impl, uint64_t device_id, uint64_t after_id, in
     }
     if (err == MSV_OK && rc != SQLITE_DONE)
         err = msv_sql_err(rc);
-    sqlite3_finalize(st);
+    release(s, st);
     if (err != MSV_OK) {
         msv_queue_recs_free(recs, n);
         return err;
@@ -426,7 +481,7 @@ static msv_err queue_ack_locked(struct sqlite_store *s, uint64_t device_id, cons
                                 size_t n, size_t *deleted)
 {
     sqlite3_stmt *st = NULL;
-    msv_err err = msv_sql_prepare(s->db, "DELETE FROM queue WHERE id = ? AND device_id = ?;", &st);
+    msv_err err = prepare(s, "DELETE FROM queue WHERE id = ? AND device_id = ?;", &st);
 
     *deleted = 0;
     if (err != MSV_OK)
@@ -441,13 +496,13 @@ static msv_err queue_ack_locked(struct sqlite_store *s, uint64_t device_id, cons
         err = rc == SQLITE_DONE ? MSV_OK : msv_sql_err(rc);
         *deleted += (size_t)sqlite3_changes(s->db);
     }
-    sqlite3_finalize(st);
+    release(s, st);
     return err;
 }
 
 static msv_err count_changes(struct sqlite_store *s, sqlite3_stmt *st, size_t *changed)
 {
-    msv_err err = msv_sql_run(st);
+    msv_err err = run(s, st);
 
     if (err == MSV_OK)
         *changed = (size_t)sqlite3_changes(s->db);
@@ -458,7 +513,7 @@ static msv_err queue_expire(void *impl, int64_t now_ms, size_t *expired)
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = msv_sql_prepare(s->db, "DELETE FROM queue WHERE expires_ms <= ?;", &st);
+    msv_err err = prepare(s, "DELETE FROM queue WHERE expires_ms <= ?;", &st);
 
     if (err != MSV_OK)
         return err;
@@ -470,7 +525,7 @@ static msv_err queue_depth(void *impl, uint64_t *count)
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = msv_sql_prepare(s->db, "SELECT COUNT(*) FROM queue;", &st);
+    msv_err err = prepare(s, "SELECT COUNT(*) FROM queue;", &st);
 
     if (err != MSV_OK)
         return err;
@@ -478,7 +533,7 @@ static msv_err queue_depth(void *impl, uint64_t *count)
         *count = (uint64_t)sqlite3_column_int64(st, 0);
     else
         err = MSV_ERR_IO;
-    sqlite3_finalize(st);
+    release(s, st);
     return err;
 }
 
@@ -488,8 +543,7 @@ static msv_err blob_create(void *impl, const struct msv_blob_rec *r)
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = msv_sql_prepare(s->db,
-                                  "INSERT INTO blobs (id, owner_device, size, received, complete, "
+    msv_err err = prepare(s, "INSERT INTO blobs (id, owner_device, size, received, complete, "
                                   "sha256, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?);",
                                   &st);
 
@@ -502,7 +556,7 @@ static msv_err blob_create(void *impl, const struct msv_blob_rec *r)
     sqlite3_bind_int(st, 5, r->complete);
     sqlite3_bind_blob(st, 6, r->sha256, 32, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 7, r->expires_ms);
-    return msv_sql_run(st);
+    return run(s, st);
 }
 
 static msv_err blob_get(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], struct msv_blob_rec *out)
@@ -510,8 +564,7 @@ static msv_err blob_get(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], struct ms
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
     msv_err err =
-        msv_sql_prepare(s->db,
-                        "SELECT owner_device, size, received, complete, sha256, expires_ms "
+        prepare(s, "SELECT owner_device, size, received, complete, sha256, expires_ms "
                         "FROM blobs WHERE id = ?;",
                         &st);
     int rc;
@@ -531,7 +584,7 @@ static msv_err blob_get(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], struct ms
     } else {
         err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
     }
-    sqlite3_finalize(st);
+    release(s, st);
     return err;
 }
 
@@ -540,8 +593,7 @@ static msv_err blob_update(void *impl, const struct msv_blob_rec *r)
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
     size_t changed = 0;
-    msv_err err = msv_sql_prepare(
-        s->db, "UPDATE blobs SET received = ?, complete = ?, sha256 = ? WHERE id = ?;", &st);
+    msv_err err = prepare(s, "UPDATE blobs SET received = ?, complete = ?, sha256 = ? WHERE id = ?;", &st);
 
     if (err != MSV_OK)
         return err;
@@ -559,7 +611,7 @@ static msv_err blob_expire_locked(struct sqlite_store *s, int64_t now_ms,
     sqlite3_stmt *st = NULL;
     uint8_t(*list)[MSV_BLOB_ID_LEN] = NULL;
     size_t n = 0, cap = 0;
-    msv_err err = msv_sql_prepare(s->db, "SELECT id FROM blobs WHERE expires_ms <= ?;", &st);
+    msv_err err = prepare(s, "SELECT id FROM blobs WHERE expires_ms <= ?;", &st);
     int rc = SQLITE_DONE;
 
     if (err != MSV_OK)
@@ -581,12 +633,12 @@ static msv_err blob_expire_locked(struct sqlite_store *s, int64_t now_ms,
     }
     if (err == MSV_OK && rc != SQLITE_DONE)
         err = msv_sql_err(rc);
-    sqlite3_finalize(st);
+    release(s, st);
     if (err == MSV_OK && n > 0) {
-        err = msv_sql_prepare(s->db, "DELETE FROM blobs WHERE expires_ms <= ?;", &st);
+        err = prepare(s, "DELETE FROM blobs WHERE expires_ms <= ?;", &st);
         if (err == MSV_OK) {
             sqlite3_bind_int64(st, 1, now_ms);
-            err = msv_sql_run(st);
+            err = run(s, st);
         }
     }
     if (err != MSV_OK) {
@@ -612,18 +664,18 @@ static void unlock(struct sqlite_store *s)
 
 static msv_err begin(struct sqlite_store *s)
 {
-    return msv_sql_exec(s->db, "BEGIN IMMEDIATE;");
+    return exec(s, "BEGIN IMMEDIATE;");
 }
 
 /* Commits if err is MSV_OK, else rolls back; returns the first error. */
 static msv_err finish(struct sqlite_store *s, msv_err err)
 {
     if (err == MSV_OK) {
-        err = msv_sql_exec(s->db, "COMMIT;");
+        err = exec(s, "COMMIT;");
         if (err == MSV_OK)
             return MSV_OK;
     }
-    (void)msv_sql_exec(s->db, "ROLLBACK;");
+    (void)exec(s, "ROLLBACK;");
     return err;
 }
 
@@ -774,6 +826,8 @@ static void sqlite_close(void *impl)
 
     if (s == NULL)
         return;
+    for (size_t i = 0; i < s->n_statements; i++)
+        sqlite3_finalize(s->statements[i].st);
     sqlite3_close(s->db);
     pthread_mutex_destroy(&s->lock);
     free(s);

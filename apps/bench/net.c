@@ -1,0 +1,775 @@
+/*
+ * The server benchmarks, B2-B6 (bench/README.md). Each starts its servers
+ * pinned to the server core, drives them from this process on the loader
+ * core, reads the servers' CPU time, memory and storage writes from /proc,
+ * and stops them. Peers (Mosquitto, nginx) are measured in the same run with
+ * the same load generator, alternating with missived run by run.
+ */
+#define _GNU_SOURCE
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "bench.h"
+#include "load.h"
+#include "crypto/internal.h"
+#include "missive/util.h"
+
+/* ---- shared ------------------------------------------------------------------------------ */
+
+struct snap {
+    double t, cpu;
+    uint64_t delivered, accepted, lookups, wbytes;
+    long fsyncs;
+};
+
+static void take_snap(const struct load *L, const struct server_proc *p, struct snap *s)
+{
+    s->t = now_s();
+    s->cpu = proc_cpu_s(p->pid);
+    s->delivered = L->delivered;
+    s->accepted = L->accepted;
+    s->lookups = L->lookups_done;
+    s->wbytes = proc_write_bytes(p->pid);
+    s->fsyncs = proc_fsyncs(p);
+}
+
+static int net_runs(const struct opts *o)
+{
+    return o->quick ? 1 : (o->runs < 3 ? o->runs : 3);
+}
+
+/* The key every bench device signs with, and its public encoding. */
+static struct msv_identity *bench_key(const uint8_t **pub, size_t *pub_len)
+{
+    static struct msv_identity *key;
+
+    if (key == NULL && msv_identity_generate(MSV_SUITE_MODERN, 0, &key) != MSV_OK)
+        die("cannot make a device key");
+    *pub = msv_public_identity_bytes(msv_identity_public(key), pub_len);
+    return key;
+}
+
+static void start_seeded(const struct opts *o, const struct seed *s, int count_fsyncs,
+                         struct server_proc *p)
+{
+    const uint8_t *pub;
+    size_t pub_len;
+
+    bench_key(&pub, &pub_len);
+    start_missived(o, s, pub, pub_len, count_fsyncs, p);
+}
+
+static void init_load(struct load *L, const struct server_proc *p)
+{
+    const uint8_t *pub;
+    size_t pub_len;
+
+    load_init(L, p->port, bench_key(&pub, &pub_len));
+}
+
+/* A Missive device connection: account a's device k. */
+static void as_device(struct lconn *c, const struct seed *s, size_t a, size_t k)
+{
+    c->proto = LP_MISSIVE;
+    seed_handle(a, c->handle);
+    c->device_id = seed_device_id(s, a, k);
+}
+
+/* A target addressing every device of the accounts in list, except skip_device. */
+static void make_target(struct target *t, const struct seed *s, const size_t *list, size_t n,
+                        uint64_t skip_device)
+{
+    size_t devs = 0;
+
+    memset(t, 0, sizeof(*t));
+    for (size_t i = 0; i < n; i++)
+        devs += seed_device_count(s, list[i]);
+    t->handles = calloc(n, sizeof(*t->handles));
+    t->devices = calloc(devs ? devs : 1, sizeof(*t->devices));
+    if (t->handles == NULL || t->devices == NULL)
+        die("out of memory");
+    t->n_handles = n;
+    for (size_t i = 0; i < n; i++) {
+        seed_handle(list[i], t->handles[i]);
+        for (size_t k = 0; k < seed_device_count(s, list[i]); k++) {
+            uint64_t d = seed_device_id(s, list[i], k);
+
+            if (d != skip_device)
+                t->devices[t->n_devices++] = d;
+        }
+    }
+}
+
+static void free_targets(struct target *t, size_t n)
+{
+    for (size_t i = 0; i < n && t != NULL; i++) {
+        free(t[i].handles);
+        free(t[i].devices);
+    }
+    free(t);
+}
+
+static void check_ready(struct load *L, size_t want, const char *what)
+{
+    if (L->ready < want)
+        die("%s: only %zu of %zu connections came up (%zu failed); first error: %s", what,
+            L->ready, want, L->failed, L->first_error[0] ? L->first_error : "none");
+}
+
+static uint64_t until_delivered_n;
+static int until_delivered(struct load *L)
+{
+    return L->delivered >= until_delivered_n;
+}
+static int until_accepted(struct load *L)
+{
+    return L->accepted >= until_delivered_n;
+}
+
+/* Runs until n messages in all are delivered (or accepted), or the timeout. */
+static void run_to(struct load *L, uint64_t n, int accepted, double timeout_s)
+{
+    until_delivered_n = n;
+    L->until = accepted ? until_accepted : until_delivered;
+    load_run(L, timeout_s);
+    L->until = NULL;
+}
+
+static double per(double num, double den)
+{
+    return den > 0 ? num / den : 0;
+}
+
+/* ---- B2: relay --------------------------------------------------------------------------- */
+
+struct relay_res {
+    double rate, cpu_max_us, cpu_half_us, p50, p99, p999, busy;
+};
+
+/* Devices in pairs (i, i^1), each sending to its partner. */
+static struct target *pair_up(struct load *L, enum lproto proto, const struct seed *s, size_t n)
+{
+    struct target *t = calloc(n, sizeof(*t));
+    struct lconn *c = load_alloc(L, n);
+
+    if (t == NULL)
+        die("out of memory");
+    for (size_t i = 0; i < n; i++) {
+        size_t partner = i ^ 1;
+
+        if (proto == LP_MISSIVE) {
+            as_device(&c[i], s, i, 0);
+            make_target(&t[i], s, &partner, 1, 0);
+        } else {
+            c[i].proto = LP_MQTT;
+            snprintf(c[i].topic_in, sizeof(c[i].topic_in), "d/%zu", i);
+            snprintf(t[i].topic, sizeof(t[i].topic), "d/%zu", partner);
+        }
+        c[i].to = &t[i];
+    }
+    return t;
+}
+
+static void relay_phase(const struct opts *o, struct load *L, const struct server_proc *p,
+                        enum lproto proto, const struct seed *s, size_t n, struct relay_res *r)
+{
+    double warm = o->quick ? 0.2 : 1.0;
+    struct snap a, b;
+    struct target *t;
+
+    L->port = p->port;
+    L->first_error[0] = '\0';
+    t = pair_up(L, proto, s, n);
+    load_connect(L, 300);
+    check_ready(L, n, p->name);
+    /* the most it delivers: one send in flight on every connection */
+    L->window = 1;
+    L->closed_loop = 1;
+    load_kick(L);
+    load_run(L, warm);
+    take_snap(L, p, &a);
+    load_run(L, o->window);
+    take_snap(L, p, &b);
+    r->rate = per((double)(b.delivered - a.delivered), b.t - a.t);
+    r->cpu_max_us = per((b.cpu - a.cpu) * 1e6, (double)(b.delivered - a.delivered));
+    r->busy = per(b.cpu - a.cpu, b.t - a.t);
+    /* latency at half that rate, sent at a steady pace */
+    L->closed_loop = 0;
+    load_run(L, warm / 2);
+    L->rate = r->rate / 2;
+    L->rate_due = 0;
+    load_run(L, warm / 2);
+    L->lat_n = 0;
+    L->record = 1;
+    take_snap(L, p, &a);
+    load_run(L, o->window);
+    take_snap(L, p, &b);
+    L->record = 0;
+    L->rate = 0;
+    r->cpu_half_us = per((b.cpu - a.cpu) * 1e6, (double)(b.delivered - a.delivered));
+    load_sort_latencies(L);
+    r->p50 = quantile_sorted(L->lat, L->lat_n, 0.5);
+    r->p99 = quantile_sorted(L->lat, L->lat_n, 0.99);
+    r->p999 = quantile_sorted(L->lat, L->lat_n, 0.999);
+    load_run(L, warm / 2);
+    if (L->lost > 0)
+        die("%s: %zu connections were lost under load; first error: %s", p->name, L->lost,
+            L->first_error);
+    load_close(L);
+    free_targets(t, n);
+}
+
+static double med_field(struct relay_res *v, int n, size_t off)
+{
+    double x[32];
+
+    for (int i = 0; i < n; i++)
+        x[i] = *(double *)((char *)&v[i] + off);
+    return median(x, n);
+}
+
+#define MED(v, n, field) med_field(v, n, offsetof(struct relay_res, field))
+
+int bench_relay(const struct opts *o, FILE *out)
+{
+    const size_t full[] = {1000, 10000}, quick[] = {100};
+    const size_t *sizes = o->quick ? quick : full;
+    size_t n_sizes = o->quick ? 1 : 2;
+    int runs = net_runs(o);
+
+    fprintf(out, "### B2: relay, one to one, 256 B messages\n\n"
+                 "| connections | server | delivered msg/s | server CPU µs/msg (full load) | "
+                 "server core busy | server CPU µs/msg (50%% load) | p50 ms | p99 ms | "
+                 "p99.9 ms |\n|---|---|---|---|---|---|---|---|---|\n");
+    for (size_t si = 0; si < n_sizes; si++) {
+        size_t n = sizes[si];
+        struct seed s = {.accounts = n};
+        struct server_proc mv, mq;
+        struct relay_res rm[32], rq[32];
+        struct load L;
+        int have_mq;
+
+        start_seeded(o, &s, 0, &mv);
+        have_mq = start_mosquitto(o, &mq) == 0;
+        init_load(&L, &mv);
+        for (int r = 0; r < runs; r++) {
+            /* alternate which system goes first */
+            if (r % 2 == 0 || !have_mq)
+                relay_phase(o, &L, &mv, LP_MISSIVE, &s, n, &rm[r]);
+            if (have_mq)
+                relay_phase(o, &L, &mq, LP_MQTT, &s, n, &rq[r]);
+            if (r % 2 == 1 && have_mq)
+                relay_phase(o, &L, &mv, LP_MISSIVE, &s, n, &rm[r]);
+        }
+        load_free(&L);
+        stop_server(&mv);
+        stop_server(&mq);
+        fprintf(out, "| %zu | missived | %.0f | %.1f | %.0f%% | %.1f | %.2f | %.2f | %.2f |\n", n,
+                MED(rm, runs, rate), MED(rm, runs, cpu_max_us), 100 * MED(rm, runs, busy),
+                MED(rm, runs, cpu_half_us), MED(rm, runs, p50), MED(rm, runs, p99),
+                MED(rm, runs, p999));
+        if (have_mq) {
+            fprintf(out,
+                    "| %zu | mosquitto | %.0f | %.1f | %.0f%% | %.1f | %.2f | %.2f | %.2f |\n", n,
+                    MED(rq, runs, rate), MED(rq, runs, cpu_max_us), 100 * MED(rq, runs, busy),
+                    MED(rq, runs, cpu_half_us), MED(rq, runs, p50), MED(rq, runs, p99),
+                    MED(rq, runs, p999));
+            fprintf(out, "| %zu | **ratio** missived / mosquitto | %.2f | **%.2f** | | %.2f | | | |\n",
+                    n, per(MED(rm, runs, rate), MED(rq, runs, rate)),
+                    per(MED(rm, runs, cpu_max_us), MED(rq, runs, cpu_max_us)),
+                    per(MED(rm, runs, cpu_half_us), MED(rq, runs, cpu_half_us)));
+        } else {
+            fprintf(out, "| %zu | mosquitto | not installed: no comparison | | | | | | |\n", n);
+        }
+        fflush(out);
+    }
+    fprintf(out,
+            "\nmissived commits every envelope durably (SQLite WAL, synchronous=FULL) before "
+            "it acknowledges the send, and deletes it on the device's acknowledgement; "
+            "Mosquitto keeps QoS 1 messages in memory (persistence off). Goal: missived's "
+            "server CPU per message at most Mosquitto's (ratio <= 1).\n\n");
+    return 0;
+}
+
+/* ---- B3: fan-out ------------------------------------------------------------------------- */
+
+#define FAN_SENDERS 8
+#define GROUP_USERS 32
+#define GROUP_DEVICES 3
+#define GROUP_SENDERS 4
+
+int bench_fanout(const struct opts *o, FILE *out)
+{
+    static const size_t ks[] = {1, 2, 5, 10};
+    const size_t n_k = sizeof(ks) / sizeof(ks[0]);
+    /* accounts: per k, FAN_SENDERS senders then FAN_SENDERS recipients of k devices; then a group */
+    size_t accounts = n_k * 2 * FAN_SENDERS + GROUP_USERS, a = 0, n_conns = 0, ci = 0;
+    size_t *devices = calloc(accounts, sizeof(*devices)), group0;
+    struct target *t;
+    struct server_proc mv;
+    struct seed s;
+    struct lconn *c;
+    struct load L;
+    double cost[5][32] = {{0}}, rate[5][32] = {{0}};
+    int runs = net_runs(o);
+
+    if (devices == NULL)
+        die("out of memory");
+    for (size_t k = 0; k < n_k; k++) {
+        for (size_t i = 0; i < FAN_SENDERS; i++)
+            devices[a++] = 1;
+        for (size_t i = 0; i < FAN_SENDERS; i++)
+            devices[a++] = ks[k];
+    }
+    group0 = a;
+    for (size_t i = 0; i < GROUP_USERS; i++)
+        devices[a++] = GROUP_DEVICES;
+    s = (struct seed){.accounts = accounts, .devices = devices};
+    for (size_t i = 0; i < accounts; i++)
+        n_conns += devices[i];
+    start_seeded(o, &s, 0, &mv);
+    init_load(&L, &mv);
+    t = calloc(accounts, sizeof(*t));
+    c = load_alloc(&L, n_conns);
+    if (t == NULL)
+        die("out of memory");
+    /* every device connected; senders' targets set, used one scenario at a time */
+    for (size_t acc = 0; acc < accounts; acc++) {
+        for (size_t k = 0; k < devices[acc]; k++)
+            as_device(&c[ci++], &s, acc, k);
+    }
+    for (size_t k = 0; k < n_k; k++) {
+        for (size_t i = 0; i < FAN_SENDERS; i++) {
+            size_t sender = k * 2 * FAN_SENDERS + i, rcpt = sender + FAN_SENDERS;
+
+            make_target(&t[sender], &s, &rcpt, 1, 0);
+        }
+    }
+    {
+        size_t members[GROUP_USERS];
+
+        for (size_t i = 0; i < GROUP_USERS; i++)
+            members[i] = group0 + i;
+        for (size_t i = 0; i < GROUP_SENDERS; i++)
+            make_target(&t[group0 + i], &s, members, GROUP_USERS,
+                        seed_device_id(&s, group0 + i, 0));
+    }
+    load_connect(&L, 120);
+    check_ready(&L, n_conns, "missived");
+    L.window = 4;
+    for (int r = 0; r < runs; r++) {
+        for (size_t sc = 0; sc <= n_k; sc++) {
+            size_t first = sc < n_k ? sc * 2 * FAN_SENDERS : group0;
+            size_t count = sc < n_k ? FAN_SENDERS : GROUP_SENDERS;
+            struct snap x, y;
+            uint64_t sends0;
+
+            /* the scenario's senders: the first device of each sending account */
+            for (size_t i = 0; i < n_conns; i++)
+                c[i].to = NULL;
+            for (size_t i = 0; i < count; i++) {
+                uint64_t dev = seed_device_id(&s, first + i, 0);
+
+                c[dev - 1].to = &t[first + i];
+            }
+            L.closed_loop = 1;
+            load_kick(&L);
+            load_run(&L, o->quick ? 0.2 : 0.5);
+            take_snap(&L, &mv, &x);
+            sends0 = L.accepted;
+            load_run(&L, o->window);
+            take_snap(&L, &mv, &y);
+            L.closed_loop = 0;
+            load_run(&L, o->quick ? 0.2 : 0.5); /* the last sends drain */
+            cost[sc][r] = per((y.cpu - x.cpu) * 1e6, (double)(y.delivered - x.delivered));
+            rate[sc][r] = per((double)(L.accepted - sends0), y.t - x.t);
+        }
+    }
+    if (L.lost > 0)
+        die("missived: connections were lost; first error: %s", L.first_error);
+    fprintf(out, "### B3: fan-out, 256 B messages\n\n"
+                 "| one send to | sends/s | device copies/s | server CPU µs per copy | "
+                 "vs. one copy |\n|---|---|---|---|---|\n");
+    {
+        double base = median(cost[0], runs);
+
+        for (size_t sc = 0; sc <= n_k; sc++) {
+            size_t copies = sc < n_k ? ks[sc] : GROUP_USERS * GROUP_DEVICES - 1;
+            double cst = median(cost[sc], runs), rt = median(rate[sc], runs);
+
+            if (sc < n_k)
+                fprintf(out, "| %zu device%s | %.0f | %.0f | %.1f | %.2f |\n", ks[sc],
+                        ks[sc] == 1 ? "" : "s", rt, rt * (double)copies, cst, per(cst, base));
+            else
+                fprintf(out,
+                        "| a group of %d users x %d devices (%zu copies) | %.0f | %.0f | %.1f | "
+                        "%.2f |\n",
+                        GROUP_USERS, GROUP_DEVICES, copies, rt, rt * (double)copies, cst,
+                        per(cst, base));
+        }
+    }
+    fprintf(out, "\nServer CPU per device copy includes accepting the send, committing each "
+                 "copy, pushing it and deleting it on acknowledgement; %d senders with 4 sends "
+                 "in flight each (%d for the group).\n\n",
+            FAN_SENDERS, GROUP_SENDERS);
+    load_free(&L);
+    stop_server(&mv);
+    free_targets(t, accounts);
+    free(devices);
+    return 0;
+}
+
+/* ---- B4: idle connections ---------------------------------------------------------------- */
+
+static double idle_once(const struct opts *o, const struct server_proc *p, enum lproto proto,
+                        const struct seed *s, size_t n)
+{
+    struct load L;
+    struct lconn *c;
+    double before, after;
+
+    init_load(&L, p);
+    L.port = p->port;
+    L.sources = (unsigned)(n / 20000 + 1);
+    c = load_alloc(&L, n);
+    for (size_t i = 0; i < n; i++) {
+        if (proto == LP_MISSIVE) {
+            as_device(&c[i], s, i, 0);
+        } else {
+            c[i].proto = LP_MQTT;
+            snprintf(c[i].topic_in, sizeof(c[i].topic_in), "d/%zu", i);
+        }
+    }
+    load_run(&L, 0.3);
+    before = proc_rss_kib(p->pid);
+    load_connect(&L, 600);
+    check_ready(&L, n, p->name);
+    load_run(&L, o->quick ? 0.3 : 2.0); /* settled: nothing in flight */
+    after = proc_rss_kib(p->pid);
+    load_free(&L);
+    return per(after - before, (double)n);
+}
+
+int bench_idle(const struct opts *o, FILE *out)
+{
+    struct rlimit rl;
+    size_t sizes[2] = {10000, 50000}, limit;
+    int runs = net_runs(o);
+
+    if (o->quick) {
+        sizes[0] = 200;
+        sizes[1] = 400;
+    }
+    /* servers inherit the open-file limit; each connection is one descriptor on each side */
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    limit = rl.rlim_cur > 1000 ? (size_t)rl.rlim_cur - 1000 : 0;
+    fprintf(out, "### B4: idle TLS connections (authenticated, nothing in flight)\n\n"
+                 "| connections | missived KiB/connection | mosquitto KiB/connection | goal |\n"
+                 "|---|---|---|---|\n");
+    for (int si = 0; si < 2; si++) {
+        size_t n = sizes[si] < limit ? sizes[si] : limit;
+        struct seed s = {.accounts = n};
+        double vm[32], vq[32];
+        struct server_proc mv, mq;
+        int have_mq = 1;
+
+        for (int r = 0; r < runs; r++) {
+            start_seeded(o, &s, 0, &mv);
+            vm[r] = idle_once(o, &mv, LP_MISSIVE, &s, n);
+            stop_server(&mv);
+            if (have_mq && (have_mq = start_mosquitto(o, &mq) == 0)) {
+                vq[r] = idle_once(o, &mq, LP_MQTT, &s, n);
+                stop_server(&mq);
+            }
+        }
+        fprintf(out, "| %zu%s | %.1f | ", n, n < sizes[si] ? " (open-file limit)" : "",
+                median(vm, runs));
+        if (have_mq)
+            fprintf(out, "%.1f", median(vq, runs));
+        else
+            fprintf(out, "not installed");
+        fprintf(out, " | <= 20 |\n");
+        fflush(out);
+        if (n < sizes[si]) {
+            fprintf(out, "\n%zu connections need that many open files in each process; this "
+                         "machine's hard limit is %llu, so the run stopped at %zu.\n",
+                    sizes[si], (unsigned long long)rl.rlim_max, n);
+            break;
+        }
+    }
+    fprintf(out, "\nResident memory of the server process with the connections open, less "
+                 "before they opened, per connection; several 127.0.0.x source addresses.\n\n");
+    return 0;
+}
+
+/* ---- B5: offline queue ------------------------------------------------------------------- */
+
+struct queue_res {
+    double in_rate, in_cpu, in_bytes, in_fsyncs, out_rate, out_cpu, out_bytes, out_fsyncs;
+};
+
+static void queue_once(const struct opts *o, size_t devs, size_t per_dev, size_t senders,
+                       struct queue_res *r)
+{
+    struct seed s = {.accounts = devs + senders};
+    uint64_t total = (uint64_t)devs * per_dev;
+    struct target *t = calloc(devs, sizeof(*t));
+    struct server_proc mv;
+    struct snap a, b;
+    struct lconn *c;
+    struct load L;
+
+    if (t == NULL)
+        die("out of memory");
+    start_seeded(o, &s, 1, &mv);
+    init_load(&L, &mv);
+    /* recipients are accounts 0..devs-1; sender i covers recipients i, i + senders, ... */
+    for (size_t d = 0; d < devs; d++)
+        make_target(&t[d], &s, &d, 1, 0);
+    c = load_alloc(&L, senders);
+    for (size_t i = 0; i < senders; i++)
+        as_device(&c[i], &s, devs + i, 0);
+    load_connect(&L, 120);
+    check_ready(&L, senders, "missived");
+    /* each sender walks over its recipients per_dev times: sends go to every recipient in turn */
+    {
+        struct target *order = calloc(devs, sizeof(*order));
+        size_t k = 0;
+
+        if (order == NULL)
+            die("out of memory");
+        for (size_t i = 0; i < senders; i++) {
+            c[i].to_list = &order[k];
+            for (size_t d = i; d < devs; d += senders)
+                order[k++] = t[d];
+            c[i].to_n = (size_t)(&order[k] - c[i].to_list);
+        }
+        L.window = 8;
+        L.send_limit = total;
+        L.closed_loop = 1;
+        take_snap(&L, &mv, &a);
+        load_kick(&L);
+        run_to(&L, total, 1, 600);
+        take_snap(&L, &mv, &b);
+        if (L.accepted < total)
+            die("missived accepted %llu of %llu envelopes; first error: %s",
+                (unsigned long long)L.accepted, (unsigned long long)total, L.first_error);
+        free(order); /* shallow copies of t */
+    }
+    r->in_rate = per((double)total, b.t - a.t);
+    r->in_cpu = per((b.cpu - a.cpu) * 1e6, (double)total);
+    r->in_bytes = per((double)(b.wbytes - a.wbytes), (double)total);
+    r->in_fsyncs = a.fsyncs < 0 ? -1 : per((double)(b.fsyncs - a.fsyncs), (double)total);
+    /* everyone comes back */
+    L.closed_loop = 0;
+    c = load_alloc(&L, devs);
+    for (size_t d = 0; d < devs; d++)
+        as_device(&c[d], &s, d, 0);
+    take_snap(&L, &mv, &a);
+    run_to(&L, total, 0, 600);
+    load_run(&L, 0.2); /* the last acknowledgements reach the server */
+    take_snap(&L, &mv, &b);
+    if (L.delivered < total)
+        die("only %llu of %llu queued envelopes were delivered; first error: %s",
+            (unsigned long long)L.delivered, (unsigned long long)total, L.first_error);
+    r->out_rate = per((double)total, b.t - a.t);
+    r->out_cpu = per((b.cpu - a.cpu) * 1e6, (double)total);
+    r->out_bytes = per((double)(b.wbytes - a.wbytes), (double)total);
+    r->out_fsyncs = a.fsyncs < 0 ? -1 : per((double)(b.fsyncs - a.fsyncs), (double)total);
+    load_free(&L);
+    stop_server(&mv);
+    free_targets(t, devs);
+}
+
+int bench_queue(const struct opts *o, FILE *out)
+{
+    size_t devs = o->quick ? 20 : 1000, per_dev = o->quick ? 10 : 100, senders = o->quick ? 4 : 50;
+    struct queue_res r[32];
+    int runs = net_runs(o);
+    double v[8][32];
+    const char *names[8] = {"enqueue: envelopes/s", "enqueue: server CPU µs/envelope",
+                            "enqueue: bytes written/envelope", "enqueue: fsyncs/envelope",
+                            "drain: envelopes/s (from the first reconnect)",
+                            "drain: server CPU µs/envelope", "drain: bytes written/envelope",
+                            "drain: fsyncs/envelope"};
+
+    for (int i = 0; i < runs; i++) {
+        queue_once(o, devs, per_dev, senders, &r[i]);
+        v[0][i] = r[i].in_rate;
+        v[1][i] = r[i].in_cpu;
+        v[2][i] = r[i].in_bytes;
+        v[3][i] = r[i].in_fsyncs;
+        v[4][i] = r[i].out_rate;
+        v[5][i] = r[i].out_cpu;
+        v[6][i] = r[i].out_bytes;
+        v[7][i] = r[i].out_fsyncs;
+    }
+    fprintf(out,
+            "### B5: offline queue: %zu offline devices x %zu envelopes of 256 B, then all "
+            "reconnect\n\n| measure | median |\n|---|---|\n",
+            devs, per_dev);
+    for (int k = 0; k < 8; k++) {
+        double m = median(v[k], runs);
+
+        if (m < 0)
+            fprintf(out, "| %s | not counted (strace missing) |\n", names[k]);
+        else
+            fprintf(out, k == 3 || k == 7 ? "| %s | %.3f |\n" : "| %s | %.1f |\n", names[k], m);
+    }
+    fprintf(out,
+            "\n%zu senders with 8 sends in flight each fill the queues; every device then "
+            "connects and acknowledges in batches. Bytes are the server's writes to storage "
+            "(/proc/PID/io write_bytes); fsyncs are counted with strace (only fsync and "
+            "fdatasync are traced).\n\n",
+            senders);
+    return 0;
+}
+
+/* ---- B6: directory lookups and attachments ------------------------------------------------ */
+
+static double transfer(struct load *L, const struct server_proc *p, struct job *j, int http,
+                       double *cpu_s)
+{
+    struct lconn *c;
+    double t0, c0;
+
+    L->port = p->port;
+    L->first_error[0] = '\0';
+    c = load_alloc(L, 1);
+    c->proto = http ? LP_HTTP : LP_MISSIVE;
+    seed_handle(0, c->handle);
+    c->device_id = 1;
+    load_connect(L, 30);
+    check_ready(L, 1, p->name);
+    c->job = j;
+    t0 = now_s();
+    c0 = proc_cpu_s(p->pid);
+    if (http)
+        http_start(c);
+    else
+        blob_start(c);
+    while (!j->done && c->state != CS_CLOSED)
+        load_run(L, 0.05);
+    if (!j->done || j->failed)
+        die("%s: the %s of %zu bytes failed; first error: %s", p->name,
+            j->upload ? "upload" : "download", j->size, L->first_error);
+    *cpu_s = proc_cpu_s(p->pid) - c0;
+    t0 = now_s() - t0;
+    load_close(L);
+    return per((double)j->size / 1048576.0, t0);
+}
+
+int bench_storage(const struct opts *o, FILE *out)
+{
+    size_t accounts = o->quick ? 200 : 10000, conns = o->quick ? 10 : 100;
+    size_t size = o->quick ? (size_t)1 << 20 : (size_t)64 << 20;
+    struct seed s = {.accounts = accounts};
+    struct server_proc mv, ng;
+    double lk[32], lkcpu[32], up[2][32], down[2][32], upc[2][32], downc[2][32];
+    int runs = net_runs(o), have_ng;
+    uint8_t *data = malloc(size);
+    struct load L;
+
+    if (data == NULL)
+        die("out of memory");
+    msv_random_bytes(data, size);
+    start_seeded(o, &s, 0, &mv);
+    have_ng = start_nginx(o, &ng) == 0;
+    if (have_ng) {
+        char path[400];
+        FILE *f;
+
+        snprintf(path, sizeof(path), "%s/www/file.bin", ng.dir);
+        f = fopen(path, "wb");
+        if (f == NULL || fwrite(data, 1, size, f) != size || fclose(f) != 0)
+            die("cannot write %s", path);
+    }
+    init_load(&L, &mv);
+    for (int r = 0; r < runs; r++) {
+        struct snap a, b;
+        struct lconn *c;
+        struct job ju = {.upload = 1, .data = data, .size = size, .chunk_max = 256 * 1024};
+        struct job jd = {.upload = 0, .data = data, .size = size, .chunk_max = 256 * 1024};
+        struct job hu = {.upload = 1, .data = data, .size = size, .path = "/up/file.bin"};
+        struct job hd = {.upload = 0, .data = data, .size = size, .path = "/file.bin"};
+
+        /* lookups: each connection asks for one random handle at a time, 4 in flight */
+        L.port = mv.port;
+        c = load_alloc(&L, conns);
+        for (size_t i = 0; i < conns; i++) {
+            as_device(&c[i], &s, i, 0);
+            c[i].lookups = 1;
+        }
+        L.lookup_space = accounts;
+        load_connect(&L, 60);
+        check_ready(&L, conns, "missived");
+        L.window = 4;
+        L.closed_loop = 1;
+        load_kick(&L);
+        load_run(&L, o->quick ? 0.2 : 0.5);
+        take_snap(&L, &mv, &a);
+        load_run(&L, o->window);
+        take_snap(&L, &mv, &b);
+        L.closed_loop = 0;
+        load_run(&L, 0.2);
+        lk[r] = per((double)(b.lookups - a.lookups), b.t - a.t);
+        lkcpu[r] = per((b.cpu - a.cpu) * 1e6, (double)(b.lookups - a.lookups));
+        load_close(&L);
+        /* attachments, alternating which server goes first */
+        if (msv_sha256(data, size, ju.sha256) != MSV_OK)
+            die("sha256");
+        for (int k = 0; k < 2; k++) {
+            int http = (k + r) % 2 == 1;
+
+            if (http && !have_ng)
+                continue;
+            if (http) {
+                up[1][r] = transfer(&L, &ng, &hu, 1, &upc[1][r]);
+                down[1][r] = transfer(&L, &ng, &hd, 1, &downc[1][r]);
+            } else {
+                up[0][r] = transfer(&L, &mv, &ju, 0, &upc[0][r]);
+                memcpy(jd.blob_id, ju.blob_id, 32);
+                down[0][r] = transfer(&L, &mv, &jd, 0, &downc[0][r]);
+            }
+        }
+    }
+    load_free(&L);
+    stop_server(&mv);
+    stop_server(&ng);
+    free(data);
+    fprintf(out,
+            "### B6: directory lookups and attachments\n\n"
+            "| measure | missived | nginx | ratio |\n|---|---|---|---|\n"
+            "| lookups/s (%zu connections, %zu accounts) | %.0f | | |\n"
+            "| server CPU µs/lookup | %.1f | | |\n",
+            conns, accounts, median(lk, runs), median(lkcpu, runs));
+    {
+        const char *what[2] = {"upload", "download"};
+        double(*mbs[2])[32] = {up, down}, (*cpu[2])[32] = {upc, downc};
+
+        for (int k = 0; k < 2; k++) {
+            double m = median(mbs[k][0], runs), mc = median(cpu[k][0], runs);
+
+            if (have_ng) {
+                double n = median(mbs[k][1], runs), nc = median(cpu[k][1], runs);
+
+                fprintf(out, "| %s %zu MiB, MB/s | %.0f | %.0f | %.2f |\n", what[k],
+                        size >> 20, m, n, per(m, n));
+                fprintf(out, "| %s: server CPU s | %.3f | %.3f | %.2f |\n", what[k], mc, nc,
+                        per(mc, nc));
+            } else {
+                fprintf(out, "| %s %zu MiB, MB/s | %.0f | not installed | |\n", what[k],
+                        size >> 20, m);
+            }
+        }
+    }
+    fprintf(out, "\nAttachments: one connection; missived takes 256 KiB chunks with 4 in "
+                 "flight, checks the SHA-256 before publishing, and serves 256 KiB ranges; "
+                 "nginx takes a PUT (DAV module) and serves the same file with a GET. MB/s is "
+                 "MiB per second of wall time.\n\n");
+    return 0;
+}

@@ -1,0 +1,532 @@
+/*
+ * The servers missive-bench measures: missived (with its accounts written
+ * straight into a fresh database), Mosquitto and nginx. Each runs in its own
+ * scratch directory, pinned to the server core, and dies with the bench
+ * (PR_SET_PDEATHSIG) if the bench dies first. All of them use one P-256
+ * certificate made by missived's own TLS module, so handshakes cost the same.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "bench.h"
+#include "missive/crypto.h"
+#include "server/tls.h"
+#include "store/store.h"
+
+void die(const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "missive-bench: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(1);
+}
+
+void pin_to_cpu(int cpu)
+{
+    cpu_set_t set;
+
+    if (cpu < 0)
+        return;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    (void)sched_setaffinity(0, sizeof(set), &set);
+}
+
+void scratch_dir(const struct opts *o, const char *name, char *out, size_t len)
+{
+    static unsigned serial;
+
+    snprintf(out, len, "%s/%s-%u", o->tmp, name, serial++);
+    if (mkdir(out, 0700) != 0)
+        die("cannot create %s: %s", out, strerror(errno));
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+}
+
+/* ---- /proc readings ------------------------------------------------------------------- */
+
+double proc_cpu_s(pid_t pid)
+{
+    char path[64], buf[1024], *p;
+    unsigned long utime = 0, stime = 0;
+    FILE *f;
+    size_t n;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* fields after the command name (which may hold spaces): state is field 3 */
+    p = strrchr(buf, ')');
+    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime,
+                            &stime) != 2)
+        return 0;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static unsigned long long proc_field(pid_t pid, const char *file, const char *key)
+{
+    char path[64], line[256];
+    unsigned long long v = 0;
+    size_t klen = strlen(key);
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, key, klen) == 0) {
+            v = strtoull(line + klen, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return v;
+}
+
+double proc_rss_kib(pid_t pid)
+{
+    return (double)proc_field(pid, "status", "VmRSS:");
+}
+
+uint64_t proc_write_bytes(pid_t pid)
+{
+    return proc_field(pid, "io", "write_bytes:");
+}
+
+long proc_fsyncs(const struct server_proc *p)
+{
+    char line[512];
+    long n = 0;
+    FILE *f;
+
+    if (p->trace[0] == '\0' || (f = fopen(p->trace, "r")) == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strstr(line, "fsync(") != NULL || strstr(line, "fdatasync(") != NULL)
+            n++;
+    }
+    fclose(f);
+    return n;
+}
+
+/* ---- starting and stopping ------------------------------------------------------------ */
+
+static const char *cert_dir(const struct opts *o)
+{
+    static char dir[300];
+    struct msv_config c;
+    uint8_t fp[32];
+    char err[256];
+    SSL_CTX *ctx = NULL;
+
+    if (dir[0] != '\0')
+        return dir;
+    scratch_dir(o, "cert", dir, sizeof(dir));
+    msv_config_defaults(&c);
+    snprintf(c.data_dir, sizeof(c.data_dir), "%s", dir);
+    if (msv_tls_server_ctx(&c, &ctx, fp, err, sizeof(err)) != MSV_OK)
+        die("cannot make a certificate: %s", err);
+    SSL_CTX_free(ctx);
+    return dir;
+}
+
+static uint16_t free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+        die("no free port: %s", strerror(errno));
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static int port_open(uint16_t port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons(port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
+
+    if (fd < 0)
+        return 0;
+    ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Forks and execs argv with output to dir/out.log, pinned to the server core. */
+static pid_t spawn(const struct opts *o, const char *dir, char *const argv[])
+{
+    char log[400];
+    pid_t parent = getpid(), pid;
+
+    snprintf(log, sizeof(log), "%s/out.log", dir);
+    pid = fork();
+    if (pid < 0)
+        die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(1);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+        }
+        pin_to_cpu(o->server_cpu);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Stops the bench with the server's own words (the scratch directory goes at exit). */
+static void start_failed(const struct server_proc *p, const char *what)
+{
+    char path[400], line[512];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/out.log", p->dir);
+    f = fopen(path, "r");
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        fprintf(stderr, "%s: %s", p->name, line);
+    if (f != NULL)
+        fclose(f);
+    die("%s", what);
+}
+
+/* Waits until the server listens (port_of reads the port when the server picks it). */
+static void wait_ready(struct server_proc *p, void (*port_of)(struct server_proc *))
+{
+    for (int i = 0; i < 1000; i++) {
+        int status;
+
+        if (p->port == 0 && port_of != NULL)
+            port_of(p);
+        if (p->port != 0 && port_open(p->port))
+            return;
+        if (waitpid(p->parent, &status, WNOHANG) == p->parent) {
+            p->pid = p->parent = 0;
+            start_failed(p, "a server exited during start-up");
+        }
+        sleep_ms(20);
+    }
+    start_failed(p, "a server did not start within 20 s");
+}
+
+void stop_server(struct server_proc *p)
+{
+    int status;
+
+    if (p->parent <= 0)
+        return;
+    kill(p->pid, SIGTERM);
+    for (int i = 0; i < 500; i++) {
+        if (waitpid(p->parent, &status, WNOHANG) == p->parent) {
+            p->pid = p->parent = 0;
+            return;
+        }
+        sleep_ms(20);
+    }
+    kill(p->pid, SIGKILL);
+    kill(p->parent, SIGKILL);
+    waitpid(p->parent, &status, 0);
+    p->pid = p->parent = 0;
+}
+
+/* The pid strace started (its only child), once it exists. */
+static pid_t traced_child(pid_t tracer)
+{
+    char path[64];
+    long child = 0;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)tracer, (int)tracer);
+    for (int i = 0; i < 500 && child == 0; i++) {
+        f = fopen(path, "r");
+        if (f != NULL) {
+            if (fscanf(f, "%ld", &child) != 1)
+                child = 0;
+            fclose(f);
+        }
+        if (child == 0)
+            sleep_ms(10);
+    }
+    return (pid_t)child;
+}
+
+/* ---- missived ------------------------------------------------------------------------- */
+
+size_t seed_device_count(const struct seed *s, size_t a)
+{
+    return s->devices != NULL ? s->devices[a] : 1;
+}
+
+uint64_t seed_device_id(const struct seed *s, size_t a, size_t k)
+{
+    uint64_t id = 1;
+
+    if (s->devices == NULL)
+        return (uint64_t)a + 1;
+    for (size_t i = 0; i < a; i++)
+        id += s->devices[i];
+    return id + k;
+}
+
+void seed_handle(size_t a, char out[32])
+{
+    snprintf(out, 32, "u%u@bench", (unsigned)(a % 1000000000u));
+}
+
+static void sql_ok(sqlite3 *db, int rc, const char *what)
+{
+    if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
+        die("seeding the database (%s): %s", what, sqlite3_errmsg(db));
+}
+
+/*
+ * Writes the accounts and devices straight into a database that the store
+ * created (so its schema is current): one transaction instead of one durable
+ * commit per row, which would take minutes for 20,000 devices.
+ */
+static void seed_db(const char *path, const struct seed *seed, const uint8_t *identity,
+                    size_t identity_len)
+{
+    struct msv_store *store = NULL;
+    sqlite3_stmt *acc = NULL, *dev = NULL;
+    sqlite3 *db = NULL;
+    uint64_t id = 1;
+
+    if (msv_store_open_sqlite(path, &store) != MSV_OK)
+        die("cannot create %s", path);
+    msv_store_close(store);
+    if (sqlite3_open(path, &db) != SQLITE_OK)
+        die("cannot open %s", path);
+    sql_ok(db, sqlite3_exec(db, "BEGIN", NULL, NULL, NULL), "begin");
+    sql_ok(db,
+           sqlite3_prepare_v2(db,
+                              "INSERT INTO accounts (id, handle, password_hash, created_ms) "
+                              "VALUES (?, ?, 'x', 0)",
+                              -1, &acc, NULL),
+           "prepare");
+    sql_ok(db,
+           sqlite3_prepare_v2(db,
+                              "INSERT INTO devices (id, account_id, suite, identity, push_token, "
+                              "created_ms, approved) VALUES (?, ?, ?, ?, x'', 0, 1)",
+                              -1, &dev, NULL),
+           "prepare");
+    for (size_t a = 0; a < seed->accounts; a++) {
+        char handle[32];
+
+        seed_handle(a, handle);
+        sqlite3_bind_int64(acc, 1, (sqlite3_int64)a + 1);
+        sqlite3_bind_text(acc, 2, handle, -1, SQLITE_TRANSIENT);
+        sql_ok(db, sqlite3_step(acc), "account");
+        sqlite3_reset(acc);
+        for (size_t k = 0; k < seed_device_count(seed, a); k++) {
+            sqlite3_bind_int64(dev, 1, (sqlite3_int64)id++);
+            sqlite3_bind_int64(dev, 2, (sqlite3_int64)a + 1);
+            sqlite3_bind_int(dev, 3, MSV_SUITE_MODERN);
+            sqlite3_bind_blob(dev, 4, identity, (int)identity_len, SQLITE_STATIC);
+            sql_ok(db, sqlite3_step(dev), "device");
+            sqlite3_reset(dev);
+        }
+    }
+    sqlite3_finalize(acc);
+    sqlite3_finalize(dev);
+    sql_ok(db, sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), "commit");
+    sqlite3_close(db);
+}
+
+/* missived picks its port (listen_port = 0) and writes it to data/missived.ports. */
+static void missived_port(struct server_proc *p)
+{
+    char path[400];
+    unsigned tls = 0;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/data/missived.ports", p->dir);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return;
+    if (fscanf(f, "tls %u", &tls) == 1)
+        p->port = (uint16_t)tls;
+    fclose(f);
+}
+
+void start_missived(const struct opts *o, const struct seed *seed, const uint8_t *identity,
+                    size_t identity_len, int count_fsyncs, struct server_proc *out)
+{
+    char config[400], data[360], db[400], exe[400];
+    const char *certs = cert_dir(o);
+    FILE *f;
+
+    memset(out, 0, sizeof(*out));
+    out->name = "missived";
+    scratch_dir(o, "missived", out->dir, sizeof(out->dir));
+    snprintf(data, sizeof(data), "%s/data", out->dir);
+    if (mkdir(data, 0700) != 0)
+        die("cannot create %s", data);
+    snprintf(db, sizeof(db), "%s/missive.db", data);
+    seed_db(db, seed, identity, identity_len);
+    snprintf(config, sizeof(config), "%s/missived.conf", out->dir);
+    f = fopen(config, "w");
+    if (f == NULL)
+        die("cannot write %s", config);
+    /* one worker on one core, as Mosquitto and nginx run; limits raised for load */
+    fprintf(f,
+            "[server]\nlisten_port = 0\ndata_dir = %s\nworkers = 1\nidle_timeout_s = 3600\n"
+            "frame_max = 1048576\n"
+            "[tls]\ncert_file = %s/server.crt\nkey_file = %s/server.key\n"
+            "[directory]\nlookup_rate = 1000000\nlookup_burst = 1000000\n"
+            "[blobs]\nmax_size = 1073741824\n"
+            "[http]\nenabled = false\n[log]\nlevel = warn\n",
+            data, certs, certs);
+    fclose(f);
+    snprintf(exe, sizeof(exe), "%s/missived", o->bin);
+    if (count_fsyncs && access("/usr/bin/strace", X_OK) == 0) {
+        char *argv[] = {"/usr/bin/strace", "-f",   "--seccomp-bpf", "-qq",  "-e",
+                        "trace=fsync,fdatasync",   "-e",            "signal=none",
+                        "-o",              out->trace, exe,         "--config",
+                        config,            NULL};
+
+        snprintf(out->trace, sizeof(out->trace), "%s/fsyncs.txt", out->dir);
+        out->parent = spawn(o, out->dir, argv);
+        out->pid = traced_child(out->parent);
+        if (out->pid == 0)
+            die("strace did not start missived; see %s/out.log", out->dir);
+    } else {
+        char *argv[] = {exe, "--config", config, NULL};
+
+        out->parent = out->pid = spawn(o, out->dir, argv);
+    }
+    wait_ready(out, missived_port);
+}
+
+/* ---- peers ---------------------------------------------------------------------------- */
+
+static const char *find_exe(const char *const *candidates)
+{
+    for (; *candidates != NULL; candidates++) {
+        if (access(*candidates, X_OK) == 0)
+            return *candidates;
+    }
+    return NULL;
+}
+
+int start_mosquitto(const struct opts *o, struct server_proc *out)
+{
+    static const char *const where[] = {"/usr/sbin/mosquitto", "/usr/bin/mosquitto", NULL};
+    const char *exe = find_exe(where), *certs;
+    char config[400];
+    FILE *f;
+
+    memset(out, 0, sizeof(*out));
+    out->name = "mosquitto";
+    if (exe == NULL)
+        return -1;
+    certs = cert_dir(o);
+    scratch_dir(o, "mosquitto", out->dir, sizeof(out->dir));
+    out->port = free_port();
+    snprintf(config, sizeof(config), "%s/mosquitto.conf", out->dir);
+    f = fopen(config, "w");
+    if (f == NULL)
+        die("cannot write %s", config);
+    /* QoS 1 kept in memory (persistence off: Mosquitto's fastest setting); the same delivery
+     * window as missived's default */
+    fprintf(f,
+            "user root\nper_listener_settings false\npersistence false\n"
+            "max_inflight_messages 64\nmax_queued_messages 100000\n"
+            "log_dest stderr\nlog_type error\n"
+            "listener %u 127.0.0.1\nallow_anonymous true\nmax_connections -1\n"
+            "certfile %s/server.crt\nkeyfile %s/server.key\ntls_version tlsv1.3\n",
+            (unsigned)out->port, certs, certs);
+    fclose(f);
+    {
+        char *argv[] = {(char *)exe, "-c", config, NULL};
+
+        out->parent = out->pid = spawn(o, out->dir, argv);
+    }
+    wait_ready(out, NULL);
+    return 0;
+}
+
+int start_nginx(const struct opts *o, struct server_proc *out)
+{
+    static const char *const where[] = {"/usr/sbin/nginx", "/usr/bin/nginx", NULL};
+    const char *exe = find_exe(where), *certs;
+    char config[400], path[400];
+    FILE *f;
+
+    memset(out, 0, sizeof(*out));
+    out->name = "nginx";
+    if (exe == NULL)
+        return -1;
+    certs = cert_dir(o);
+    scratch_dir(o, "nginx", out->dir, sizeof(out->dir));
+    out->port = free_port();
+    snprintf(path, sizeof(path), "%s/www", out->dir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof(path), "%s/www/up", out->dir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof(path), "%s/tmp", out->dir);
+    mkdir(path, 0700);
+    snprintf(config, sizeof(config), "%s/nginx.conf", out->dir);
+    f = fopen(config, "w");
+    if (f == NULL)
+        die("cannot write %s", config);
+    /* one process, like missived's one worker; PUT stored through its DAV module */
+    fprintf(f,
+            "daemon off;\nmaster_process off;\nworker_processes 1;\n"
+            "pid %s/nginx.pid;\nerror_log %s/error.log warn;\n"
+            "events { worker_connections 1024; }\n"
+            "http {\n access_log off;\n client_body_temp_path %s/tmp;\n"
+            " proxy_temp_path %s/tmp;\n fastcgi_temp_path %s/tmp;\n uwsgi_temp_path %s/tmp;\n"
+            " scgi_temp_path %s/tmp;\n client_max_body_size 2g;\n sendfile on;\n"
+            " server {\n  listen 127.0.0.1:%u ssl;\n  ssl_protocols TLSv1.3;\n"
+            "  ssl_certificate %s/server.crt;\n  ssl_certificate_key %s/server.key;\n"
+            "  root %s/www;\n  location /up/ { dav_methods PUT; }\n }\n}\n",
+            out->dir, out->dir, out->dir, out->dir, out->dir, out->dir, out->dir,
+            (unsigned)out->port, certs, certs, out->dir);
+    fclose(f);
+    {
+        char *argv[] = {(char *)exe, "-c", config, "-p", out->dir, "-e", "stderr", NULL};
+
+        out->parent = out->pid = spawn(o, out->dir, argv);
+    }
+    wait_ready(out, NULL);
+    return 0;
+}
