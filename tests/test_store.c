@@ -233,6 +233,49 @@ static void test_queue(void **state)
     assert_true(acked[0] > ids[4]);
 }
 
+/* The relay's group commit: new envelopes and acknowledgements in one transaction. */
+static void test_queue_commit(void **state)
+{
+    struct fixture *f = *state;
+    struct msv_queue_in in[2];
+    uint64_t first[2], next[2], depth = 0, ids10[2], ids20[1];
+    struct msv_queue_ack acks[2];
+    struct msv_queue_rec *recs = NULL;
+    size_t n = 0;
+
+    for (int i = 0; i < 2; i++)
+        in[i] = (struct msv_queue_in){.device_id = i == 0 ? 10 : 20,
+                                      .sender_device = 7,
+                                      .sender_handle = "alice",
+                                      .suite = 3,
+                                      .ciphertext = (const uint8_t *)"hello",
+                                      .ciphertext_len = 5};
+    assert_int_equal(OPS(f)->queue_commit(IMPL(f), in, 2, 1000, 9000, first, NULL, 0), MSV_OK);
+    /* device 10 acknowledges its envelope and claims device 20's; device 20 acknowledges
+     * its own; two more arrive in the same commit */
+    ids10[0] = first[0];
+    ids10[1] = first[1];
+    ids20[0] = first[1];
+    acks[0] = (struct msv_queue_ack){.device_id = 10, .ids = ids10, .n = 2, .deleted = 99};
+    acks[1] = (struct msv_queue_ack){.device_id = 20, .ids = ids20, .n = 1, .deleted = 99};
+    assert_int_equal(OPS(f)->queue_commit(IMPL(f), in, 2, 1000, 9000, next, acks, 2), MSV_OK);
+    assert_int_equal(acks[0].deleted, 1);
+    assert_int_equal(acks[1].deleted, 1);
+    assert_true(next[0] > first[1] && next[1] > next[0]);
+    assert_int_equal(OPS(f)->queue_depth(IMPL(f), &depth), MSV_OK);
+    assert_int_equal(depth, 2);
+    assert_int_equal(OPS(f)->queue_fetch(IMPL(f), 10, 0, 2000, 10, &recs, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(recs[0].id, next[0]);
+    msv_queue_recs_free(recs, n);
+    /* acknowledgements alone */
+    acks[0] = (struct msv_queue_ack){.device_id = 10, .ids = next, .n = 1};
+    assert_int_equal(OPS(f)->queue_commit(IMPL(f), NULL, 0, 1000, 9000, NULL, acks, 1), MSV_OK);
+    assert_int_equal(acks[0].deleted, 1);
+    assert_int_equal(OPS(f)->queue_depth(IMPL(f), &depth), MSV_OK);
+    assert_int_equal(depth, 1);
+}
+
 static void test_device_removal_drops_queue(void **state)
 {
     struct fixture *f = *state;
@@ -319,6 +362,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_devices, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_approval, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_removal_drops_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_and_schema, setup, teardown),

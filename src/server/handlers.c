@@ -835,25 +835,35 @@ out:
     free(ptrs);
 }
 
+/*
+ * Acknowledgements join the worker's next group commit (with the sends read
+ * in the same loop turn): one durable write for all of them, not one each.
+ */
 static void handle_ack(struct msv_conn_state *c, const msv_frame *f)
 {
-    struct msv_server *s = c->w->srv;
-    size_t deleted = 0;
+    size_t n = f->ack->n_queue_ids;
+    struct msv_pending_ack *a;
 
-    if (f->ack->n_queue_ids > 4096) {
+    if (n > 4096) {
         msv_conn_send_error(c, f->request_id, E_TOO_BIG, "at most 4096 acknowledgements at once");
         return;
     }
-    if (STORE(s)->queue_ack(IMPL(s), c->device_id, f->ack->queue_ids, f->ack->n_queue_ids,
-                            &deleted) != MSV_OK) {
-        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+    if (n == 0) {
+        if (f->request_id != 0)
+            msv_conn_send_ok(c, f->request_id);
         return;
     }
-    atomic_fetch_add(&s->m.envelopes_acked, deleted);
-    c->inflight = deleted >= c->inflight ? 0 : c->inflight - (unsigned)deleted;
-    if (f->request_id != 0)
-        msv_conn_send_ok(c, f->request_id);
-    msv_conn_pump(c);
+    a = calloc(1, sizeof(*a));
+    if (a == NULL || (a->ids = malloc(n * sizeof(*a->ids))) == NULL) {
+        free(a);
+        msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
+        return;
+    }
+    memcpy(a->ids, f->ack->queue_ids, n * sizeof(*a->ids));
+    a->c = c;
+    a->request_id = f->request_id;
+    a->ack = (struct msv_queue_ack){.device_id = c->device_id, .ids = a->ids, .n = n};
+    msv_worker_queue_ack(c->w, a);
 }
 
 /* ---- dispatch ------------------------------------------------------------------------- */

@@ -104,6 +104,10 @@ static void conn_free(struct msv_conn_state *c)
         if (p->c == c)
             p->c = NULL; /* the send still commits; only its answer is lost */
     }
+    for (struct msv_pending_ack *a = w->acks_head; a != NULL; a = a->next) {
+        if (a->c == c)
+            a->c = NULL;
+    }
     if (c->prev != NULL)
         c->prev->next = c->next;
     else
@@ -434,45 +438,28 @@ void msv_worker_queue_send(struct msv_worker *w, struct msv_pending_send *p)
     event_active(w->commit_ev, EV_WRITE, 0);
 }
 
-/*
- * Commits every pending send of this worker in one transaction, then answers
- * each sender: an acknowledgement only once the envelopes are on disk.
- */
-static void commit_pending(struct msv_worker *w)
+void msv_pending_ack_free(struct msv_pending_ack *a)
 {
-    struct msv_server *s = w->srv;
-    struct msv_pending_send *head = w->pending_head, *p;
-    struct msv_queue_in *all = NULL;
-    uint64_t *ids = NULL;
-    size_t total = 0, at = 0;
-    int64_t now = msv_server_now_ms(s);
-    msv_err err = MSV_ERR_NOMEM;
+    free(a->ids);
+    free(a);
+}
 
-    w->pending_head = w->pending_tail = NULL;
-    if (head == NULL)
-        return;
-    for (p = head; p != NULL; p = p->next)
-        total += p->count;
-    all = calloc(total ? total : 1, sizeof(*all));
-    ids = calloc(total ? total : 1, sizeof(*ids));
-    if (all != NULL && ids != NULL) {
-        for (p = head; p != NULL; p = p->next) {
-            memcpy(all + at, p->items, p->count * sizeof(*all));
-            at += p->count;
-        }
-        err = s->store->ops->queue_put(s->store->impl, all, total, now,
-                                       now + (int64_t)atomic_load(&s->queue_ttl_ms), ids);
-    }
-    atomic_fetch_add(&s->m.commit_batches, 1);
-    if (err != MSV_OK) {
-        atomic_fetch_add(&s->m.commit_failures, 1);
-        msv_log(MSV_LOG_ERROR, "commit_failed", "envelopes=%zu reason=\"%s\"", total,
-                msv_strerror(err));
-    } else {
-        atomic_fetch_add(&s->m.envelopes_enqueued, total);
-    }
+void msv_worker_queue_ack(struct msv_worker *w, struct msv_pending_ack *a)
+{
+    if (w->acks_tail != NULL)
+        w->acks_tail->next = a;
+    else
+        w->acks_head = a;
+    w->acks_tail = a;
+    event_active(w->commit_ev, EV_WRITE, 0);
+}
+
+/* After the commit: each sender hears whether its envelopes are on disk; recipients are woken. */
+static void answer_sends(struct msv_server *s, struct msv_pending_send *head, msv_err err)
+{
     while (head != NULL) {
-        p = head;
+        struct msv_pending_send *p = head;
+
         head = p->next;
         if (p->c != NULL) {
             if (err == MSV_OK)
@@ -487,8 +474,87 @@ static void commit_pending(struct msv_worker *w)
         }
         msv_pending_send_free(p);
     }
+}
+
+/* After the commit: acknowledged envelopes free their devices' delivery windows. */
+static void answer_acks(struct msv_server *s, struct msv_pending_ack *head, msv_err err)
+{
+    while (head != NULL) {
+        struct msv_pending_ack *a = head;
+        struct msv_conn_state *c = a->c;
+
+        head = a->next;
+        if (c != NULL && err == MSV_OK) {
+            atomic_fetch_add(&s->m.envelopes_acked, a->ack.deleted);
+            c->inflight = a->ack.deleted >= c->inflight ? 0 : c->inflight - (unsigned)a->ack.deleted;
+            if (a->request_id != 0)
+                msv_conn_send_ok(c, a->request_id);
+            msv_conn_pump(c);
+        } else if (c != NULL && a->request_id != 0) {
+            /* not deleted: delivered again on the next connection, and recognised there */
+            msv_conn_send_error(c, a->request_id, MSV__WIRE__ERROR_CODE__ERROR_IO,
+                                "storage failed");
+        }
+        msv_pending_ack_free(a);
+    }
+}
+
+/*
+ * Commits every pending send and acknowledgement of this worker in one
+ * transaction, then answers: a sender hears Ok only once its envelopes are on
+ * disk.
+ */
+static void commit_pending(struct msv_worker *w)
+{
+    struct msv_server *s = w->srv;
+    struct msv_pending_send *head = w->pending_head, *p;
+    struct msv_pending_ack *acks_head = w->acks_head, *a;
+    struct msv_queue_in *all = NULL;
+    struct msv_queue_ack *acks = NULL;
+    uint64_t *ids = NULL;
+    size_t total = 0, at = 0, n_acks = 0;
+    int64_t now = msv_server_now_ms(s);
+    msv_err err = MSV_ERR_NOMEM;
+
+    w->pending_head = w->pending_tail = NULL;
+    w->acks_head = w->acks_tail = NULL;
+    if (head == NULL && acks_head == NULL)
+        return;
+    for (p = head; p != NULL; p = p->next)
+        total += p->count;
+    for (a = acks_head; a != NULL; a = a->next)
+        n_acks++;
+    all = calloc(total ? total : 1, sizeof(*all));
+    ids = calloc(total ? total : 1, sizeof(*ids));
+    acks = calloc(n_acks ? n_acks : 1, sizeof(*acks));
+    if (all != NULL && ids != NULL && acks != NULL) {
+        for (p = head; p != NULL; p = p->next) {
+            memcpy(all + at, p->items, p->count * sizeof(*all));
+            at += p->count;
+        }
+        at = 0;
+        for (a = acks_head; a != NULL; a = a->next)
+            acks[at++] = a->ack;
+        err = s->store->ops->queue_commit(s->store->impl, all, total, now,
+                                          now + (int64_t)atomic_load(&s->queue_ttl_ms), ids, acks,
+                                          n_acks);
+        at = 0;
+        for (a = acks_head; a != NULL; a = a->next)
+            a->ack.deleted = acks[at++].deleted;
+    }
+    atomic_fetch_add(&s->m.commit_batches, 1);
+    if (err != MSV_OK) {
+        atomic_fetch_add(&s->m.commit_failures, 1);
+        msv_log(MSV_LOG_ERROR, "commit_failed", "envelopes=%zu acks=%zu reason=\"%s\"", total,
+                n_acks, msv_strerror(err));
+    } else {
+        atomic_fetch_add(&s->m.envelopes_enqueued, total);
+    }
+    answer_sends(s, head, err);
+    answer_acks(s, acks_head, err);
     free(all);
     free(ids);
+    free(acks);
 }
 
 static void on_commit(evutil_socket_t fd, short what, void *arg)
@@ -862,6 +928,12 @@ void msv_server_free(struct msv_server *s)
 
             w->pending_head = p->next;
             msv_pending_send_free(p);
+        }
+        while (w->acks_head != NULL) {
+            struct msv_pending_ack *a = w->acks_head;
+
+            w->acks_head = a->next;
+            msv_pending_ack_free(a);
         }
         if (w->listener != NULL)
             evconnlistener_free(w->listener);

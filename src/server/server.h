@@ -54,6 +54,15 @@ struct msv_pending_send {
     struct msv_pending_send *next;
 };
 
+/* An acknowledgement waiting for the worker's next group commit. */
+struct msv_pending_ack {
+    struct msv_conn_state *c; /* NULL once the connection is gone */
+    uint64_t request_id;
+    struct msv_queue_ack ack; /* ack.ids points at ids */
+    uint64_t *ids;
+    struct msv_pending_ack *next;
+};
+
 struct msv_worker {
     struct msv_server *srv;
     unsigned index;
@@ -67,6 +76,7 @@ struct msv_worker {
     uint64_t *wake_devices;
     size_t wake_count, wake_cap;
     struct msv_pending_send *pending_head, *pending_tail;
+    struct msv_pending_ack *acks_head, *acks_tail;
     struct msv_conn_state *conns;
 };
 
@@ -151,6 +161,9 @@ int msv_server_take_token(struct msv_server *s, enum msv_limit limit, uint64_t k
 /* Queues a send for the worker's next group commit (takes ownership of p). */
 void msv_worker_queue_send(struct msv_worker *w, struct msv_pending_send *p);
 void msv_pending_send_free(struct msv_pending_send *p);
+/* Queues an acknowledgement for the same commit (takes ownership of a). */
+void msv_worker_queue_ack(struct msv_worker *w, struct msv_pending_ack *a);
+void msv_pending_ack_free(struct msv_pending_ack *a);
 
 /* handlers.c: one decoded frame from c. */
 void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f);

@@ -500,6 +500,17 @@ static msv_err queue_ack_locked(struct sqlite_store *s, uint64_t device_id, cons
     return err;
 }
 
+static msv_err queue_commit_locked(struct sqlite_store *s, const struct msv_queue_in *items,
+                                   size_t n, int64_t now_ms, int64_t expires_ms, uint64_t *ids,
+                                   struct msv_queue_ack *acks, size_t n_acks)
+{
+    msv_err err = n > 0 ? queue_put_locked(s, items, n, now_ms, expires_ms, ids) : MSV_OK;
+
+    for (size_t i = 0; i < n_acks && err == MSV_OK; i++)
+        err = queue_ack_locked(s, acks[i].device_id, acks[i].ids, acks[i].n, &acks[i].deleted);
+    return err;
+}
+
 static msv_err count_changes(struct sqlite_store *s, sqlite3_stmt *st, size_t *changed)
 {
     msv_err err = run(s, st);
@@ -789,6 +800,13 @@ static msv_err l_queue_ack(void *impl, uint64_t device_id, const uint64_t *ids, 
     TRANSACTION(queue_ack_locked(impl, device_id, ids, n, deleted));
 }
 
+static msv_err l_queue_commit(void *impl, const struct msv_queue_in *items, size_t n,
+                              int64_t now_ms, int64_t expires_ms, uint64_t *ids,
+                              struct msv_queue_ack *acks, size_t n_acks)
+{
+    TRANSACTION(queue_commit_locked(impl, items, n, now_ms, expires_ms, ids, acks, n_acks));
+}
+
 static msv_err l_queue_expire(void *impl, int64_t now_ms, size_t *expired)
 {
     LOCKED(queue_expire(impl, now_ms, expired));
@@ -849,6 +867,7 @@ static const struct msv_store_ops sqlite_ops = {
     .queue_put = l_queue_put,
     .queue_fetch = l_queue_fetch,
     .queue_ack = l_queue_ack,
+    .queue_commit = l_queue_commit,
     .queue_expire = l_queue_expire,
     .queue_depth = l_queue_depth,
     .blob_create = l_blob_create,

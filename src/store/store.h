@@ -54,6 +54,14 @@ struct msv_queue_rec {
     int64_t enqueued_ms;
 };
 
+/* Acknowledged envelopes of one device, for queue_commit. */
+struct msv_queue_ack {
+    uint64_t device_id;
+    const uint64_t *ids;
+    size_t n;
+    size_t deleted; /* set by queue_commit: how many of ids were device_id's and deleted */
+};
+
 /* Frees n records and the array. */
 void msv_queue_recs_free(struct msv_queue_rec *recs, size_t n);
 
@@ -118,6 +126,13 @@ struct msv_store_ops {
     /* Deletes those of ids that belong to device_id; *deleted counts them. */
     msv_err (*queue_ack)(void *impl, uint64_t device_id, const uint64_t *ids, size_t n,
                          size_t *deleted);
+    /*
+     * The relay's group commit: queue_put of n items and queue_ack of every
+     * entry of acks, in one transaction (one durable write). All or nothing.
+     */
+    msv_err (*queue_commit)(void *impl, const struct msv_queue_in *items, size_t n, int64_t now_ms,
+                            int64_t expires_ms, uint64_t *ids, struct msv_queue_ack *acks,
+                            size_t n_acks);
     msv_err (*queue_expire)(void *impl, int64_t now_ms, size_t *expired);
     msv_err (*queue_depth)(void *impl, uint64_t *count);
 
