@@ -2,6 +2,9 @@
 # Installs every Debian package Missive needs to build, test and run.
 # Idempotent: packages already present are not fetched again, and the package
 # lists are refreshed at most once per run of this script.
+#   scripts/deps.sh --bench   also the peers and tools of the full benchmark run
+#                             (Mosquitto, nginx, strace); their system services
+#                             are not started by the installation.
 set -euo pipefail
 
 packages=(
@@ -11,6 +14,14 @@ packages=(
     libsqlite3-dev libjansson-dev libinih-dev libcmocka-dev
     python3 python3-cryptography openssl
 )
+bench=0
+if [ "${1:-}" = "--bench" ]; then
+    bench=1
+    packages+=(mosquitto nginx-light strace)
+elif [ $# -gt 0 ]; then
+    echo "usage: scripts/deps.sh [--bench]" >&2
+    exit 2
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -31,4 +42,11 @@ else
 fi
 echo "deps: installing ${missing[*]}"
 $SUDO apt-get update -qq
+if [ "$bench" = 1 ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+    # the packages would start system-wide Mosquitto and nginx on their default ports;
+    # missive-bench starts its own on loopback
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

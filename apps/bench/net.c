@@ -433,6 +433,8 @@ static double idle_once(const struct opts *o, const struct server_proc *p, enum 
     init_load(&L, p);
     L.port = p->port;
     L.sources = (unsigned)(n / 20000 + 1);
+    load_run(&L, 0.3); /* the server settles after start-up */
+    before = proc_rss_kib(p->pid);
     c = load_alloc(&L, n);
     for (size_t i = 0; i < n; i++) {
         if (proto == LP_MISSIVE) {
@@ -442,8 +444,6 @@ static double idle_once(const struct opts *o, const struct server_proc *p, enum 
             snprintf(c[i].topic_in, sizeof(c[i].topic_in), "d/%zu", i);
         }
     }
-    load_run(&L, 0.3);
-    before = proc_rss_kib(p->pid);
     load_connect(&L, 600);
     check_ready(&L, n, p->name);
     load_run(&L, o->quick ? 0.3 : 2.0); /* settled: nothing in flight */
@@ -631,6 +631,11 @@ int bench_queue(const struct opts *o, FILE *out)
 
 /* ---- B6: directory lookups and attachments ------------------------------------------------ */
 
+static int job_finished(struct load *L)
+{
+    return L->c[0].job->done || L->c[0].state == CS_CLOSED;
+}
+
 static double transfer(struct load *L, const struct server_proc *p, struct job *j, int http,
                        double *cpu_s)
 {
@@ -652,8 +657,9 @@ static double transfer(struct load *L, const struct server_proc *p, struct job *
         http_start(c);
     else
         blob_start(c);
-    while (!j->done && c->state != CS_CLOSED)
-        load_run(L, 0.05);
+    L->until = job_finished;
+    load_run(L, 600);
+    L->until = NULL;
     if (!j->done || j->failed)
         die("%s: the %s of %zu bytes failed; first error: %s", p->name,
             j->upload ? "upload" : "download", j->size, L->first_error);
