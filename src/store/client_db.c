@@ -46,7 +46,7 @@ msv_err msv_client_db_open(const char *path, struct msv_client_db **out)
 
     if (db == NULL)
         return MSV_ERR_NOMEM;
-    err = msv_sql_open(path, migrations, sizeof(migrations) / sizeof(migrations[0]), 0, &db->db);
+    err = msv_sql_open(path, migrations, sizeof(migrations) / sizeof(migrations[0]), &db->db);
     if (err != MSV_OK) {
         free(db);
         return err;

@@ -103,8 +103,7 @@ static msv_err migrate(sqlite3 *db, const char *const *migrations, size_t n)
     return MSV_OK;
 }
 
-msv_err msv_sql_open(const char *path, const char *const *migrations, size_t n, int exclusive,
-                     sqlite3 **out)
+msv_err msv_sql_open(const char *path, const char *const *migrations, size_t n, sqlite3 **out)
 {
     sqlite3 *db = NULL;
     msv_err err;
@@ -120,12 +119,9 @@ msv_err msv_sql_open(const char *path, const char *const *migrations, size_t n, 
         return MSV_ERR_IO;
     }
     sqlite3_busy_timeout(db, 5000);
-    /* before WAL is first used, so that its index lives in this process's memory */
-    err = exclusive ? msv_sql_exec(db, "PRAGMA locking_mode = EXCLUSIVE;") : MSV_OK;
     /* WAL + FULL: every commit is on disk before it returns; readers do not block the writer */
-    if (err == MSV_OK)
-        err = msv_sql_exec(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
-                               "PRAGMA foreign_keys = ON;");
+    err = msv_sql_exec(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
+                           "PRAGMA foreign_keys = ON;");
     if (err == MSV_OK)
         err = migrate(db, migrations, n);
     if (err != MSV_OK) {

@@ -24,11 +24,8 @@ uint8_t *msv_sql_blob(sqlite3_stmt *st, int col, size_t *len);
  * Opens path (creating it with mode 0600), sets WAL and synchronous=FULL, and
  * applies migrations[v] for every version v past the recorded one, each in
  * its own transaction. A database from a newer schema is MSV_ERR_UNSUPPORTED.
- * exclusive: this connection keeps the file locked until it closes (no lock
- * calls per statement, the WAL index in process memory); other processes
- * cannot open it meanwhile.
  */
 MSV_MUST_CHECK msv_err msv_sql_open(const char *path, const char *const *migrations, size_t n,
-                                    int exclusive, sqlite3 **out);
+                                    sqlite3 **out);
 
 #endif

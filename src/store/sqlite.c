@@ -885,8 +885,7 @@ msv_err msv_store_open_sqlite(const char *path, struct msv_store **out)
     if (s == NULL || store == NULL)
         goto fail;
     pthread_mutex_init(&s->lock, NULL);
-    /* missived is the database's only user: it holds the lock from open to close */
-    err = msv_sql_open(path, migrations, sizeof(migrations) / sizeof(migrations[0]), 1, &s->db);
+    err = msv_sql_open(path, migrations, sizeof(migrations) / sizeof(migrations[0]), &s->db);
     if (err != MSV_OK)
         goto fail;
     sqlite3_extended_result_codes(s->db, 0);
