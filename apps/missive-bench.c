@@ -311,7 +311,7 @@ int bench_crypto(const struct opts *o, FILE *out)
     fprintf(out, "\nPrimitives per suite: ");
     for (size_t r = 0; r < sizeof(recipes) / sizeof(recipes[0]); r++)
         fprintf(out, "%s%s: %s", r ? "; " : "", msv_suite_name(recipes[r].suite), recipes[r].names);
-    fprintf(out, ".\nWorst ratio: %.2f (goal: at most 1.2).\n", worst);
+    fprintf(out, ".\nWorst ratio: %.2f (goal: at most 1.2).\n\n", worst);
     return 0;
 }
 
@@ -458,7 +458,7 @@ int main(int argc, char **argv)
         *strrchr(bin, '/') = '\0';
         o.bin = bin;
     }
-    if (msv_init() != MSV_OK)
+    if (msv_init_many_connections() != MSV_OK)
         return 1;
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, on_signal);

@@ -93,7 +93,7 @@ int main(int argc, char **argv)
         return 0;
     }
     umask(077); /* the database, keys and attachments are for this user only */
-    if (msv_init() != MSV_OK) {
+    if (msv_init_many_connections() != MSV_OK) {
         fprintf(stderr, "missived: no usable random source\n");
         return 1;
     }

@@ -16,6 +16,13 @@
  * harmless. Returns MSV_ERR_CRYPTO if the system's random source is unusable.
  */
 MSV_MUST_CHECK msv_err msv_init(void);
+/*
+ * msv_init() for processes that hold many TLS connections (missived, the load
+ * generator): OpenSSL keeps a few dozen bytes per connection in its secure
+ * heap and fails handshakes once that is full, so theirs is 64 MiB (reserved
+ * address space; only what is used becomes resident).
+ */
+MSV_MUST_CHECK msv_err msv_init_many_connections(void);
 
 /* Fills n bytes with output of the system's CSPRNG (after msv_init()). */
 void msv_random_bytes(void *out, size_t n);

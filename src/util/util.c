@@ -8,9 +8,11 @@
 
 /* Room in OpenSSL's secure heap for the private parts of a few dozen RSA and P-256 keys. */
 #define SECURE_HEAP_SIZE (256 * 1024)
+/* ... and for 32-byte blocks that OpenSSL holds per TLS connection (B2 ran out at 8,000). */
+#define SECURE_HEAP_SIZE_MANY (64 * 1024 * 1024)
 #define SECURE_HEAP_MIN 32
 
-msv_err msv_init(void)
+static msv_err init(size_t secure_heap)
 {
     /* sodium_init() is idempotent and thread-safe; -1 means no usable random source. */
     if (sodium_init() < 0)
@@ -25,9 +27,21 @@ msv_err msv_init(void)
      * does not scan them, so OpenSSL's long-lived objects referenced from there would
      * look leaked. On the normal heap the sanitizers check every key operation. */
     if (!CRYPTO_secure_malloc_initialized())
-        (void)CRYPTO_secure_malloc_init(SECURE_HEAP_SIZE, SECURE_HEAP_MIN);
+        (void)CRYPTO_secure_malloc_init(secure_heap, SECURE_HEAP_MIN);
+#else
+    (void)secure_heap;
 #endif
     return MSV_OK;
+}
+
+msv_err msv_init(void)
+{
+    return init(SECURE_HEAP_SIZE);
+}
+
+msv_err msv_init_many_connections(void)
+{
+    return init(SECURE_HEAP_SIZE_MANY);
 }
 
 const char *msv_strerror(msv_err err)

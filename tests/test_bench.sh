@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# missive-bench keeps working: its command line, and a short run of every
+# benchmark (tiny sizes; the figures are not results). Peers that are not
+# installed are reported as such; everything missive-bench starts is stopped.
+set -u
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+B=$(realpath "${1:?usage: test_bench.sh PATH_TO_MISSIVE_BENCH}")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work" || exit 1
+export TMPDIR=$work
+
+expect 0 "--help" -- "$B" --help
+grep -q '^usage: missive-bench' out.txt && ok || bad "help text"
+expect 2 "no benchmark named" -- "$B"
+expect 2 "unknown benchmark" -- "$B" teleport
+grep -q "unknown benchmark 'teleport'" err.txt && ok || bad "unknown benchmark named"
+expect 2 "bad --runs" -- "$B" --runs 0 crypto
+expect 2 "bad --window" -- "$B" --window -1 relay
+expect 2 "unknown option" -- "$B" --fast crypto
+
+expect 0 "quick run of every benchmark" -- "$B" --quick all
+cp out.txt all.txt
+for b in B1 B2 B3 B4 B5 B6; do
+    grep -q "^### $b" all.txt && ok || bad "section $b missing"
+done
+grep -Eq '^Worst ratio: [0-9]+\.[0-9]+' all.txt && ok || bad "B1 ratio"
+# every measured rate is a positive number: the load really flowed
+awk -F'|' '$3 ~ /missived/ && $4+0 <= 0 {bad=1} END {exit bad}' all.txt && ok || bad "B2 missived delivered nothing"
+grep -Eq '^\| 100 \| missived \| [1-9][0-9]* \|' all.txt && ok || bad "B2 row"
+grep -Eq '^\| 1 device \| [1-9][0-9]* \|' all.txt && ok || bad "B3 row"
+grep -Eq '^\| 200 \| [0-9]+\.[0-9] \|' all.txt && ok || bad "B4 row"
+grep -Eq '^\| drain: envelopes/s .* \| [1-9][0-9.]* \|' all.txt && ok || bad "B5 drain"
+grep -Eq '^\| lookups/s .* \| [1-9][0-9]* \|' all.txt && ok || bad "B6 lookups"
+grep -Eq '^\| download 1 MiB, MB/s \| [1-9][0-9]* \|' all.txt && ok || bad "B6 download"
+
+# nothing left behind: no server still running from this run, no scratch directory
+sleep 0.5
+pgrep -f "$work/missive-bench-" >/dev/null && bad "a server outlived the bench" || ok
+ls -d "$work"/missive-bench-* >/dev/null 2>&1 && bad "scratch directory left" || ok
+
+# an interrupted run stops its servers too
+"$B" --quick relay >/dev/null 2>&1 &
+pid=$!
+sleep 1.5
+kill -INT $pid
+wait $pid
+sleep 0.5
+pgrep -f "$work/missive-bench-" >/dev/null && bad "servers outlived an interrupted bench" || ok
+ls -d "$work"/missive-bench-* >/dev/null 2>&1 && bad "scratch left after interrupt" || ok
+finish
