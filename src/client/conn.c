@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,6 +95,8 @@ static int tcp_connect(const char *host, uint16_t port, int timeout_ms)
         }
     }
     freeaddrinfo(res);
+    if (fd >= 0) /* small frames, each awaited: no Nagle delay */
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
     return fd;
 }
 
