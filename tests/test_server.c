@@ -156,8 +156,8 @@ static void test_online_and_offline_delivery(void **state)
 static void test_stale_device_list_and_limits(void **state)
 {
     struct test_server s;
-    struct test_device a1, b1, b2;
-    struct test_device *one[1] = {&b1}, *both[2] = {&b1, &b2};
+    struct test_device a1, b1, b2, b3;
+    struct test_device *one[1] = {&b1}, *both[2] = {&b1, &b2}, *all3[3] = {&b1, &b2, &b3};
     const char *bob[1] = {"bob@example.org"};
     char *big = malloc(20001);
     msv_frame *r;
@@ -193,10 +193,18 @@ static void test_stale_device_list_and_limits(void **state)
     /* the corrected send goes through */
     expect_ok(test_send(&a1, bob, 1, both, 2, "to both"));
     assert_int_equal(metric(&s, "envelopes_enqueued_total"), enqueued + 2);
+    /* the relay remembers bob's devices for checking sends; a new device changes them at once */
+    test_add_device(&s, "bob@example.org", &b1, &b3);
+    r = test_send(&a1, bob, 1, both, 2, "to both again");
+    assert_int_equal(error_code(r), MSV__WIRE__ERROR_CODE__ERROR_STALE_DEVICES);
+    assert_int_equal(r->error->current[0]->n_devices, 3);
+    msv_frame_free(r);
+    expect_ok(test_send(&a1, bob, 1, all3, 3, "to all three"));
     free(big);
     test_device_free(&a1);
     test_device_free(&b1);
     test_device_free(&b2);
+    test_device_free(&b3);
     test_server_cleanup(&s);
 }
 

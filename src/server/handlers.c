@@ -416,6 +416,7 @@ void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const c
                               uint64_t except_device, int added, int pending,
                               const struct msv_device_rec *dev)
 {
+    msv_dircache_drop(&s->dir, handle); /* sends address the new set from now on */
     Msv__Wire__DeviceChange dc = MSV__WIRE__DEVICE_CHANGE__INIT;
     Msv__Wire__DeviceInfo info = MSV__WIRE__DEVICE_INFO__INIT;
     struct msv_device_list list = {0};
@@ -707,26 +708,60 @@ static void send_stale(struct msv_conn_state *c, uint64_t request_id, Msv__Wire_
     msv_conn_send_frame(c, &out);
 }
 
+/* The devices a send must address for handle: from the cache, or read and cached. */
+static msv_err dir_devices(struct msv_server *s, const char *handle, struct msv_dir_device *out,
+                           size_t max, size_t *n)
+{
+    struct msv_device_list list;
+    uint64_t account = 0, generation = 0;
+    msv_err err;
+
+    if (msv_dircache_get(&s->dir, handle, &account, out, max, n, &generation))
+        return MSV_OK;
+    err = devices_of_handle(s, handle, &list, &account);
+    if (err != MSV_OK)
+        return err;
+    if (list.count > max) {
+        msv_device_list_clear(&list);
+        return MSV_ERR_TOO_BIG;
+    }
+    for (size_t i = 0; i < list.count; i++)
+        out[i] = (struct msv_dir_device){.id = list.items[i].id, .suite = list.items[i].suite};
+    *n = list.count;
+    if (account != 0) /* unknown handles are not cached: registration needs no drop */
+        msv_dircache_put(&s->dir, handle, account, out, *n, generation);
+    msv_device_list_clear(&list);
+    return MSV_OK;
+}
+
 /*
  * The envelopes must address every device of the named handles except the
- * sending one, each once, in that device's suite. Returns 1 if they do.
+ * sending one, each once, in that device's suite. Returns 1 if they do, 0 if
+ * not, -1 if storage failed.
  */
 static int addresses_match(const struct msv_conn_state *c, const Msv__Wire__SendRequest *q,
                            const struct handle_result *r, size_t n)
 {
+    static _Thread_local struct msv_dir_device devs[SEND_ENVELOPES_MAX + 1];
     size_t expected = 0;
 
     for (size_t i = 0; i < n; i++) {
-        for (size_t k = 0; k < r[i].list.count; k++) {
-            const struct msv_device_rec *d = &r[i].list.items[k];
+        size_t count = 0;
+        msv_err err = dir_devices(c->w->srv, r[i].handle, devs, SEND_ENVELOPES_MAX + 1, &count);
+
+        if (err == MSV_ERR_TOO_BIG)
+            return 0;
+        if (err != MSV_OK)
+            return -1;
+        for (size_t k = 0; k < count; k++) {
             size_t found = 0;
 
-            if (d->id == c->device_id)
+            if (devs[k].id == c->device_id)
                 continue;
             expected++;
             for (size_t e = 0; e < q->n_envelopes; e++) {
-                if (q->envelopes[e]->recipient_device == d->id &&
-                    q->envelopes[e]->suite == d->suite)
+                if (q->envelopes[e]->recipient_device == devs[k].id &&
+                    q->envelopes[e]->suite == devs[k].suite)
                     found++;
             }
             if (found != 1)
@@ -815,12 +850,17 @@ static void handle_send(struct msv_conn_state *c, const msv_frame *f)
     }
     if (read_handles(c, f->request_id, q->recipient_handles, n, 1, &r, &ptrs) != 0)
         goto out;
-    if (lookup_all(s, r, n, ptrs, NULL) != MSV_OK) {
+    switch (addresses_match(c, q, r, n)) {
+    case 1:
+        break;
+    case 0: /* the current devices, for the client to address */
+        if (lookup_all(s, r, n, ptrs, NULL) == MSV_OK) {
+            send_stale(c, f->request_id, ptrs, n);
+            goto out;
+        }
+        /* fall through */
+    default:
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
-        goto out;
-    }
-    if (!addresses_match(c, q, r, n)) {
-        send_stale(c, f->request_id, ptrs, n);
         goto out;
     }
     p = make_pending(c, f);

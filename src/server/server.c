@@ -25,6 +25,7 @@
 #define HANDSHAKE_TIMEOUT_S 15
 #define OUTPUT_HIGH (256u * 1024u) /* stop pushing deliveries above this much unsent output */
 #define OUTPUT_MAX (1u << 20)      /* stop reading requests above this: answers must drain first */
+#define DIRCACHE_ENTRIES 100000    /* handles whose devices sends are checked against */
 
 int64_t msv_server_now_ms(struct msv_server *s)
 {
@@ -489,7 +490,8 @@ static void answer_acks(struct msv_server *s, struct msv_pending_ack *head, msv_
         head = a->next;
         if (c != NULL && err == MSV_OK) {
             atomic_fetch_add(&s->m.envelopes_acked, a->ack.deleted);
-            c->inflight = a->ack.deleted >= c->inflight ? 0 : c->inflight - (unsigned)a->ack.deleted;
+            c->inflight =
+                a->ack.deleted >= c->inflight ? 0 : c->inflight - (unsigned)a->ack.deleted;
             if (a->request_id != 0)
                 msv_conn_send_ok(c, a->request_id);
             msv_conn_pump(c);
@@ -833,6 +835,7 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     atomic_store(&s->payload_limit, cfg->payload_limit);
     atomic_store(&s->queue_ttl_ms, cfg->queue_ttl_ms);
     pthread_mutex_init(&s->registry_lock, NULL);
+    msv_dircache_init(&s->dir, DIRCACHE_ENTRIES);
     pthread_mutex_init(&s->limits_lock, NULL);
     msv_u64map_init(&s->registry);
     msv_u64map_init(&s->lookup_buckets);
@@ -973,6 +976,7 @@ void msv_server_free(struct msv_server *s)
     msv_blob_backend_close(s->blobs);
     msv_store_close(s->store);
     pthread_mutex_destroy(&s->registry_lock);
+    msv_dircache_free(&s->dir);
     pthread_mutex_destroy(&s->limits_lock);
     free(s);
 }

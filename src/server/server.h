@@ -19,6 +19,7 @@
 
 #include "server/blob_backend.h"
 #include "server/config.h"
+#include "server/dircache.h"
 #include "server/u64map.h"
 #include "store/store.h"
 #include "wire/frame.h"
@@ -103,6 +104,8 @@ struct msv_server {
     struct msv_worker *workers;
     unsigned worker_count;
     uint16_t port, http_port;
+
+    struct msv_dircache dir; /* handle -> devices, for checking sends */
 
     pthread_mutex_t registry_lock;
     struct msv_u64map registry; /* device id -> struct msv_conn_state * */
