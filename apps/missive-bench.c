@@ -325,29 +325,28 @@ static const struct command {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: missive-bench [options] all|crypto|relay|fanout|idle|queue|storage...\n\n"
-            "Measures Missive against peers and limits in the same run and prints Markdown\n"
-            "tables (bench/README.md says what each benchmark measures; bench/run.sh runs\n"
-            "them all and writes bench/RESULTS.md).\n\n"
-            "  crypto   B1: sealing per recipient device vs. the sum of its primitives\n"
-            "  relay    B2: one-to-one relay at 1,000 and 10,000 connections vs. Mosquitto\n"
-            "  fanout   B3: server cost per device copy (1..10 devices, a group of 32 x 3)\n"
-            "  idle     B4: memory per idle TLS connection (10,000 and 50,000)\n"
-            "  queue    B5: 1,000 offline devices x 100 envelopes, then all reconnect\n"
-            "  storage  B6: directory lookups/s; attachment MB/s vs. nginx\n"
-            "  all      every one of them, in that order\n\n"
-            "options:\n"
-            "  --quick          tiny sizes and short windows: a smoke test, not a result\n"
-            "  --runs N         medians over N runs (default 7 for crypto; servers: 3)\n"
-            "  --window SEC     length of each server measurement (default 5)\n"
-            "  --bin DIR        where missived is (default: next to missive-bench)\n"
-            "  --server-cpu N   core for the servers (default 1; -1: not pinned)\n"
-            "  --loader-cpu N   core for this process (default 0; -1: not pinned)\n"
-            "  -h, --help       this text\n\n"
-            "Mosquitto and nginx are used when installed (scripts/deps.sh --bench);\n"
-            "without them their columns say so. Servers bind to 127.0.0.1 only and are\n"
-            "stopped before missive-bench exits, also when it is interrupted.\n");
+    fprintf(f, "usage: missive-bench [options] all|crypto|relay|fanout|idle|queue|storage...\n\n"
+               "Measures Missive against peers and limits in the same run and prints Markdown\n"
+               "tables (bench/README.md says what each benchmark measures; bench/run.sh runs\n"
+               "them all and writes bench/RESULTS.md).\n\n"
+               "  crypto   B1: sealing per recipient device vs. the sum of its primitives\n"
+               "  relay    B2: one-to-one relay at 1,000 and 10,000 connections vs. Mosquitto\n"
+               "  fanout   B3: server cost per device copy (1..10 devices, a group of 32 x 3)\n"
+               "  idle     B4: memory per idle TLS connection (10,000 and 50,000)\n"
+               "  queue    B5: 1,000 offline devices x 100 envelopes, then all reconnect\n"
+               "  storage  B6: directory lookups/s; attachment MB/s vs. nginx\n"
+               "  all      every one of them, in that order\n\n"
+               "options:\n"
+               "  --quick          tiny sizes and short windows: a smoke test, not a result\n"
+               "  --runs N         medians over N runs (default 7 for crypto; servers: 3)\n"
+               "  --window SEC     length of each server measurement (default 5)\n"
+               "  --bin DIR        where missived is (default: next to missive-bench)\n"
+               "  --server-cpu N   core for the servers (default 1; -1: not pinned)\n"
+               "  --loader-cpu N   core for this process (default 0; -1: not pinned)\n"
+               "  -h, --help       this text\n\n"
+               "Mosquitto and nginx are used when installed (scripts/deps.sh --bench);\n"
+               "without them their columns say so. Servers bind to 127.0.0.1 only and are\n"
+               "stopped before missive-bench exits, also when it is interrupted.\n");
 }
 
 static char scratch[256];
@@ -419,8 +418,8 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         } else {
-            fprintf(stderr, "missive-bench: %s%s\n", ch == '?' ? "unknown option " : "bad value for ",
-                    argv[optind - 1]);
+            fprintf(stderr, "missive-bench: %s%s\n",
+                    ch == '?' ? "unknown option " : "bad value for ", argv[optind - 1]);
             usage(stderr);
             return 2;
         }

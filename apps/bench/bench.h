@@ -13,15 +13,15 @@
 #include <sys/types.h>
 
 struct opts {
-    int runs;          /* medians over this many runs */
-    double slice;      /* seconds each crypto measurement runs for */
-    int quick;         /* a smoke run: small sizes, short windows */
-    double window;     /* seconds each server measurement runs for */
-    const char *bin;   /* directory of missived */
-    char tmp[256];     /* scratch directory, removed at exit */
-    int server_cpu;    /* core the servers are pinned to; -1 for none */
-    int loader_cpu;    /* core this process is pinned to; -1 for none */
-    size_t idle_max;   /* B4: the largest idle connection count to try */
+    int runs;        /* medians over this many runs */
+    double slice;    /* seconds each crypto measurement runs for */
+    int quick;       /* a smoke run: small sizes, short windows */
+    double window;   /* seconds each server measurement runs for */
+    const char *bin; /* directory of missived */
+    char tmp[256];   /* scratch directory, removed at exit */
+    int server_cpu;  /* core the servers are pinned to; -1 for none */
+    int loader_cpu;  /* core this process is pinned to; -1 for none */
+    size_t idle_max; /* B4: the largest idle connection count to try */
 };
 
 double now_s(void);
@@ -42,11 +42,11 @@ int bench_storage(const struct opts *o, FILE *out); /* B6 */
 
 struct server_proc {
     const char *name;
-    pid_t pid;        /* the server itself (under strace, strace's child) */
-    pid_t parent;     /* what was started: the server, or strace */
-    uint16_t port;    /* TLS port */
-    char dir[320];    /* its scratch directory */
-    char trace[400];  /* strace output counting fsyncs, or "" */
+    pid_t pid;       /* the server itself (under strace, strace's child) */
+    pid_t parent;    /* what was started: the server, or strace */
+    uint16_t port;   /* TLS port */
+    char dir[320];   /* its scratch directory */
+    char trace[400]; /* strace output counting fsyncs, or "" */
 };
 
 /*
@@ -71,9 +71,9 @@ int start_mosquitto(const struct opts *o, struct server_proc *out);
 int start_nginx(const struct opts *o, struct server_proc *out);
 void stop_server(struct server_proc *p);
 
-double proc_cpu_s(pid_t pid);        /* user + system seconds */
-double proc_rss_kib(pid_t pid);      /* resident set size */
-uint64_t proc_write_bytes(pid_t pid); /* bytes sent to storage */
+double proc_cpu_s(pid_t pid);                  /* user + system seconds */
+double proc_rss_kib(pid_t pid);                /* resident set size */
+uint64_t proc_write_bytes(pid_t pid);          /* bytes sent to storage */
 long proc_fsyncs(const struct server_proc *p); /* -1 if not counted */
 void pin_to_cpu(int cpu);
 /* Makes a directory under o->tmp; the path goes to out. */

@@ -311,8 +311,8 @@ static void missive_read(struct lconn *c, struct evbuffer *in)
         if (avail < want)
             break;
         p = evbuffer_pullup(in, (ev_ssize_t)want);
-        if (p == NULL || msv_frame_split(p, want, MSV_FRAME_MAX_LIMIT, &body, &body_len, &used) !=
-                             MSV_OK ||
+        if (p == NULL ||
+            msv_frame_split(p, want, MSV_FRAME_MAX_LIMIT, &body, &body_len, &used) != MSV_OK ||
             msv_frame_decode(body, body_len, &f) != MSV_OK)
             die("missived sent a frame the load generator cannot read");
         missive_frame(c, f, acks, &n_acks);
@@ -428,8 +428,7 @@ static void blob_step(struct lconn *c, const msv_frame *f)
         return;
     case MSV__WIRE__FRAME__BODY_BLOB_DATA:
         if (j->done_bytes + f->blob_data->data.len > j->size ||
-            memcmp(j->data + j->done_bytes, f->blob_data->data.data, f->blob_data->data.len) !=
-                0)
+            memcmp(j->data + j->done_bytes, f->blob_data->data.data, f->blob_data->data.len) != 0)
             break;
         j->done_bytes += f->blob_data->data.len;
         if (j->done_bytes == j->size)
@@ -616,8 +615,7 @@ void http_start(struct lconn *c)
     j->sent = j->done_bytes = 0;
     j->done = j->failed = 0;
     c->http_header_len = c->http_body_len = 0;
-    snprintf(req, sizeof(req),
-             "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %zu\r\n\r\n",
+    snprintf(req, sizeof(req), "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %zu\r\n\r\n",
              j->upload ? "PUT" : "GET", j->path, j->upload ? j->size : (size_t)0);
     bufferevent_write(c->bev, req, strlen(req));
     bufferevent_setcb(c->bev, on_read, http_fill, on_event, c);
@@ -747,9 +745,8 @@ static void start_one(struct load *L, struct lconn *c)
         return;
     }
     ssl = SSL_new(L->ctx);
-    c->bev = ssl != NULL ? bufferevent_openssl_socket_new(L->base, fd, ssl,
-                                                          BUFFEREVENT_SSL_CONNECTING,
-                                                          BEV_OPT_CLOSE_ON_FREE)
+    c->bev = ssl != NULL ? bufferevent_openssl_socket_new(
+                               L->base, fd, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE)
                          : NULL;
     if (c->bev == NULL)
         die("cannot create a TLS connection");

@@ -36,11 +36,11 @@ struct lconn;
 
 /* One transfer on a connection (attachments, HTTP); done is set when it ends. */
 struct job {
-    int upload;         /* 1: send the bytes; 0: fetch them */
+    int upload;          /* 1: send the bytes; 0: fetch them */
     const uint8_t *data; /* upload: the bytes; download: what they must be */
     size_t size;
     uint8_t sha256[32];
-    const char *path;   /* HTTP: the path */
+    const char *path; /* HTTP: the path */
     /* progress */
     uint8_t blob_id[32];
     size_t chunk_max;
@@ -58,12 +58,12 @@ struct lconn {
     size_t idx;
     char handle[32]; /* Missive: who authenticates */
     uint64_t device_id;
-    char topic_in[40]; /* MQTT: what it subscribes to */
-    int mqtt_acks;     /* CONNACK and SUBACK seen */
-    const struct target *to; /* NULL: receives only */
+    char topic_in[40];            /* MQTT: what it subscribes to */
+    int mqtt_acks;                /* CONNACK and SUBACK seen */
+    const struct target *to;      /* NULL: receives only */
     const struct target *to_list; /* when set: sends go to each of to_n in turn */
     size_t to_n, to_next;
-    int lookups;             /* sends lookups instead of messages */
+    int lookups; /* sends lookups instead of messages */
     unsigned outstanding;
     uint64_t next_req;
     uint16_t mqtt_pid;
@@ -81,9 +81,9 @@ struct load {
     const struct msv_identity *key; /* every Missive device signs with it */
 
     /* traffic */
-    unsigned window;   /* closed loop: requests in flight per connection */
-    int closed_loop;   /* keep window requests in flight */
-    double rate;       /* open loop: messages per second in all (0: off) */
+    unsigned window; /* closed loop: requests in flight per connection */
+    int closed_loop; /* keep window requests in flight */
+    double rate;     /* open loop: messages per second in all (0: off) */
     double rate_due, rate_last;
     size_t rr;
     size_t payload;

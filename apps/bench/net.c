@@ -114,8 +114,8 @@ static void free_targets(struct target *t, size_t n)
 static void check_ready(struct load *L, size_t want, const char *what)
 {
     if (L->ready < want)
-        die("%s: only %zu of %zu connections came up (%zu failed); first error: %s", what,
-            L->ready, want, L->failed, L->first_error[0] ? L->first_error : "none");
+        die("%s: only %zu of %zu connections came up (%zu failed); first error: %s", what, L->ready,
+            want, L->failed, L->first_error[0] ? L->first_error : "none");
 }
 
 static uint64_t until_delivered_n;
@@ -271,12 +271,12 @@ int bench_relay(const struct opts *o, FILE *out)
                 MED(rm, runs, cpu_half_us), MED(rm, runs, p50), MED(rm, runs, p99),
                 MED(rm, runs, p999));
         if (have_mq) {
-            fprintf(out,
-                    "| %zu | mosquitto | %.0f | %.1f | %.0f%% | %.1f | %.2f | %.2f | %.2f |\n", n,
-                    MED(rq, runs, rate), MED(rq, runs, cpu_max_us), 100 * MED(rq, runs, busy),
+            fprintf(out, "| %zu | mosquitto | %.0f | %.1f | %.0f%% | %.1f | %.2f | %.2f | %.2f |\n",
+                    n, MED(rq, runs, rate), MED(rq, runs, cpu_max_us), 100 * MED(rq, runs, busy),
                     MED(rq, runs, cpu_half_us), MED(rq, runs, p50), MED(rq, runs, p99),
                     MED(rq, runs, p999));
-            fprintf(out, "| %zu | **ratio** missived / mosquitto | %.2f | **%.2f** | | %.2f | | | |\n",
+            fprintf(out,
+                    "| %zu | **ratio** missived / mosquitto | %.2f | **%.2f** | | %.2f | | | |\n",
                     n, per(MED(rm, runs, rate), MED(rq, runs, rate)),
                     per(MED(rm, runs, cpu_max_us), MED(rq, runs, cpu_max_us)),
                     per(MED(rm, runs, cpu_half_us), MED(rq, runs, cpu_half_us)));
@@ -285,11 +285,10 @@ int bench_relay(const struct opts *o, FILE *out)
         }
         fflush(out);
     }
-    fprintf(out,
-            "\nmissived commits every envelope durably (SQLite WAL, synchronous=FULL) before "
-            "it acknowledges the send, and deletes it on the device's acknowledgement; "
-            "Mosquitto keeps QoS 1 messages in memory (persistence off). Goal: missived's "
-            "server CPU per message at most Mosquitto's (ratio <= 1).\n\n");
+    fprintf(out, "\nmissived commits every envelope durably (SQLite WAL, synchronous=FULL) before "
+                 "it acknowledges the send, and deletes it on the device's acknowledgement; "
+                 "Mosquitto keeps QoS 1 messages in memory (persistence off). Goal: missived's "
+                 "server CPU per message at most Mosquitto's (ratio <= 1).\n\n");
     return 0;
 }
 
@@ -304,7 +303,8 @@ int bench_fanout(const struct opts *o, FILE *out)
 {
     static const size_t ks[] = {1, 2, 5, 10};
     const size_t n_k = sizeof(ks) / sizeof(ks[0]);
-    /* accounts: per k, FAN_SENDERS senders then FAN_SENDERS recipients of k devices; then a group */
+    /* accounts: per k, FAN_SENDERS senders then FAN_SENDERS recipients of k devices; then a group
+     */
     size_t accounts = n_k * 2 * FAN_SENDERS + GROUP_USERS, a = 0, n_conns = 0, ci = 0;
     size_t *devices = calloc(accounts, sizeof(*devices)), group0;
     struct target *t;
@@ -410,9 +410,10 @@ int bench_fanout(const struct opts *o, FILE *out)
                         per(cst, base));
         }
     }
-    fprintf(out, "\nServer CPU per device copy includes accepting the send, committing each "
-                 "copy, pushing it and deleting it on acknowledgement; %d senders with 4 sends "
-                 "in flight each (%d for the group).\n\n",
+    fprintf(out,
+            "\nServer CPU per device copy includes accepting the send, committing each "
+            "copy, pushing it and deleting it on acknowledgement; %d senders with 4 sends "
+            "in flight each (%d for the group).\n\n",
             FAN_SENDERS, GROUP_SENDERS);
     load_free(&L);
     stop_server(&mv);
@@ -495,8 +496,9 @@ int bench_idle(const struct opts *o, FILE *out)
         fprintf(out, " | <= 20 |\n");
         fflush(out);
         if (n < sizes[si]) {
-            fprintf(out, "\n%zu connections need that many open files in each process; this "
-                         "machine's hard limit is %llu, so the run stopped at %zu.\n",
+            fprintf(out,
+                    "\n%zu connections need that many open files in each process; this "
+                    "machine's hard limit is %llu, so the run stopped at %zu.\n",
                     sizes[si], (unsigned long long)rl.rlim_max, n);
             break;
         }
@@ -591,10 +593,13 @@ int bench_queue(const struct opts *o, FILE *out)
     struct queue_res r[32];
     int runs = net_runs(o);
     double v[8][32];
-    const char *names[8] = {"enqueue: envelopes/s", "enqueue: server CPU µs/envelope",
-                            "enqueue: bytes written/envelope", "enqueue: fsyncs/envelope",
+    const char *names[8] = {"enqueue: envelopes/s",
+                            "enqueue: server CPU µs/envelope",
+                            "enqueue: bytes written/envelope",
+                            "enqueue: fsyncs/envelope",
                             "drain: envelopes/s (from the first reconnect)",
-                            "drain: server CPU µs/envelope", "drain: bytes written/envelope",
+                            "drain: server CPU µs/envelope",
+                            "drain: bytes written/envelope",
                             "drain: fsyncs/envelope"};
 
     for (int i = 0; i < runs; i++) {
@@ -763,13 +768,13 @@ int bench_storage(const struct opts *o, FILE *out)
             if (have_ng) {
                 double n = median(mbs[k][1], runs), nc = median(cpu[k][1], runs);
 
-                fprintf(out, "| %s %zu MiB, MB/s | %.0f | %.0f | %.2f |\n", what[k],
-                        size >> 20, m, n, per(m, n));
+                fprintf(out, "| %s %zu MiB, MB/s | %.0f | %.0f | %.2f |\n", what[k], size >> 20, m,
+                        n, per(m, n));
                 fprintf(out, "| %s: server CPU s | %.3f | %.3f | %.2f |\n", what[k], mc, nc,
                         per(mc, nc));
             } else {
-                fprintf(out, "| %s %zu MiB, MB/s | %.0f | not installed | |\n", what[k],
-                        size >> 20, m);
+                fprintf(out, "| %s %zu MiB, MB/s | %.0f | not installed | |\n", what[k], size >> 20,
+                        m);
             }
         }
     }

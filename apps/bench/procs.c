@@ -85,8 +85,8 @@ double proc_cpu_s(pid_t pid)
     buf[n] = '\0';
     /* fields after the command name (which may hold spaces): state is field 3 */
     p = strrchr(buf, ')');
-    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime,
-                            &stime) != 2)
+    if (p == NULL ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
         return 0;
     return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }
@@ -174,9 +174,8 @@ static uint16_t free_port(void)
 
 static int port_open(uint16_t port)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons(port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
 
     if (fd < 0)
@@ -418,10 +417,20 @@ void start_missived(const struct opts *o, const struct seed *seed, const uint8_t
     fclose(f);
     snprintf(exe, sizeof(exe), "%s/missived", o->bin);
     if (count_fsyncs && access("/usr/bin/strace", X_OK) == 0) {
-        char *argv[] = {"/usr/bin/strace", "-f",   "--seccomp-bpf", "-qq",  "-e",
-                        "trace=fsync,fdatasync",   "-e",            "signal=none",
-                        "-o",              out->trace, exe,         "--config",
-                        config,            NULL};
+        char *argv[] = {"/usr/bin/strace",
+                        "-f",
+                        "--seccomp-bpf",
+                        "-qq",
+                        "-e",
+                        "trace=fsync,fdatasync",
+                        "-e",
+                        "signal=none",
+                        "-o",
+                        out->trace,
+                        exe,
+                        "--config",
+                        config,
+                        NULL};
 
         snprintf(out->trace, sizeof(out->trace), "%s/fsyncs.txt", out->dir);
         out->parent = spawn(o, out->dir, argv);

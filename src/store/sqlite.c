@@ -135,9 +135,10 @@ static msv_err account_create(void *impl, const char *handle, const char *passwo
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s, "INSERT INTO accounts (handle, password_hash, created_ms) "
-                                  "VALUES (?, ?, ?);",
-                                  &st);
+    msv_err err = prepare(s,
+                          "INSERT INTO accounts (handle, password_hash, created_ms) "
+                          "VALUES (?, ?, ?);",
+                          &st);
 
     if (err != MSV_OK)
         return err;
@@ -155,8 +156,7 @@ static msv_err account_get(void *impl, const char *handle, uint64_t *account_id,
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err =
-        prepare(s, "SELECT id, password_hash FROM accounts WHERE handle = ?;", &st);
+    msv_err err = prepare(s, "SELECT id, password_hash FROM accounts WHERE handle = ?;", &st);
     int rc;
 
     if (err != MSV_OK)
@@ -198,12 +198,12 @@ static msv_err code_put(void *impl, const char *handle, const uint8_t hash[32], 
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err =
-        prepare(s, "INSERT INTO codes (handle, code_hash, expires_ms, attempts) "
-                        "VALUES (?, ?, ?, 0) ON CONFLICT (handle) DO UPDATE SET "
-                        "code_hash = excluded.code_hash, expires_ms = excluded.expires_ms, "
-                        "attempts = 0;",
-                        &st);
+    msv_err err = prepare(s,
+                          "INSERT INTO codes (handle, code_hash, expires_ms, attempts) "
+                          "VALUES (?, ?, ?, 0) ON CONFLICT (handle) DO UPDATE SET "
+                          "code_hash = excluded.code_hash, expires_ms = excluded.expires_ms, "
+                          "attempts = 0;",
+                          &st);
 
     if (err != MSV_OK)
         return err;
@@ -259,9 +259,10 @@ static msv_err device_add(void *impl, uint64_t account_id, uint32_t suite, const
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s, "INSERT INTO devices (account_id, suite, identity, push_token, "
-                                  "created_ms, approved) VALUES (?, ?, ?, ?, ?, ?);",
-                                  &st);
+    msv_err err = prepare(s,
+                          "INSERT INTO devices (account_id, suite, identity, push_token, "
+                          "created_ms, approved) VALUES (?, ?, ?, ?, ?, ?);",
+                          &st);
 
     if (err != MSV_OK)
         return err;
@@ -282,9 +283,10 @@ static msv_err device_approve(void *impl, uint64_t account_id, uint64_t device_i
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s, "UPDATE devices SET approved = 1 WHERE id = ? AND account_id = ? "
-                                  "AND approved = 0;",
-                                  &st);
+    msv_err err = prepare(s,
+                          "UPDATE devices SET approved = 1 WHERE id = ? AND account_id = ? "
+                          "AND approved = 0;",
+                          &st);
 
     if (err != MSV_OK)
         return err;
@@ -297,8 +299,7 @@ static msv_err device_approve(void *impl, uint64_t account_id, uint64_t device_i
 static msv_err device_remove_locked(struct sqlite_store *s, uint64_t account_id, uint64_t device_id)
 {
     sqlite3_stmt *st = NULL;
-    msv_err err =
-        prepare(s, "DELETE FROM devices WHERE id = ? AND account_id = ?;", &st);
+    msv_err err = prepare(s, "DELETE FROM devices WHERE id = ? AND account_id = ?;", &st);
 
     if (err != MSV_OK)
         return err;
@@ -339,8 +340,7 @@ static msv_err device_get(void *impl, uint64_t device_id, struct msv_device_rec 
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err =
-        prepare(s, "SELECT " DEVICE_COLUMNS " FROM devices WHERE id = ?;", &st);
+    msv_err err = prepare(s, "SELECT " DEVICE_COLUMNS " FROM devices WHERE id = ?;", &st);
     int rc;
 
     if (err != MSV_OK)
@@ -360,9 +360,10 @@ static msv_err devices_of_account(void *impl, uint64_t account_id, struct msv_de
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
     size_t cap = 0;
-    msv_err err = prepare(s, "SELECT " DEVICE_COLUMNS " FROM devices WHERE account_id = ? "
-                                  "ORDER BY id;",
-                                  &st);
+    msv_err err = prepare(s,
+                          "SELECT " DEVICE_COLUMNS " FROM devices WHERE account_id = ? "
+                          "ORDER BY id;",
+                          &st);
     int rc;
 
     if (err != MSV_OK)
@@ -399,10 +400,10 @@ static msv_err queue_put_locked(struct sqlite_store *s, const struct msv_queue_i
                                 int64_t now_ms, int64_t expires_ms, uint64_t *ids)
 {
     sqlite3_stmt *st = NULL;
-    msv_err err =
-        prepare(s, "INSERT INTO queue (device_id, sender_device, sender_handle, suite, "
-                        "ciphertext, enqueued_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?);",
-                        &st);
+    msv_err err = prepare(s,
+                          "INSERT INTO queue (device_id, sender_device, sender_handle, suite, "
+                          "ciphertext, enqueued_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?);",
+                          &st);
 
     if (err != MSV_OK)
         return err;
@@ -440,11 +441,11 @@ static msv_err queue_fetch(void *impl, uint64_t device_id, uint64_t after_id, in
     recs = calloc(limit, sizeof(*recs));
     if (recs == NULL)
         return MSV_ERR_NOMEM;
-    err =
-        prepare(s, "SELECT id, device_id, sender_device, sender_handle, suite, ciphertext, "
-                        "enqueued_ms FROM queue WHERE device_id = ? AND id > ? AND expires_ms > ? "
-                        "ORDER BY id LIMIT ?;",
-                        &st);
+    err = prepare(s,
+                  "SELECT id, device_id, sender_device, sender_handle, suite, ciphertext, "
+                  "enqueued_ms FROM queue WHERE device_id = ? AND id > ? AND expires_ms > ? "
+                  "ORDER BY id LIMIT ?;",
+                  &st);
     if (err == MSV_OK) {
         sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
         sqlite3_bind_int64(st, 2, (sqlite3_int64)after_id);
@@ -554,9 +555,10 @@ static msv_err blob_create(void *impl, const struct msv_blob_rec *r)
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s, "INSERT INTO blobs (id, owner_device, size, received, complete, "
-                                  "sha256, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?);",
-                                  &st);
+    msv_err err = prepare(s,
+                          "INSERT INTO blobs (id, owner_device, size, received, complete, "
+                          "sha256, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?);",
+                          &st);
 
     if (err != MSV_OK)
         return err;
@@ -574,10 +576,10 @@ static msv_err blob_get(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], struct ms
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err =
-        prepare(s, "SELECT owner_device, size, received, complete, sha256, expires_ms "
-                        "FROM blobs WHERE id = ?;",
-                        &st);
+    msv_err err = prepare(s,
+                          "SELECT owner_device, size, received, complete, sha256, expires_ms "
+                          "FROM blobs WHERE id = ?;",
+                          &st);
     int rc;
 
     if (err != MSV_OK)
@@ -604,7 +606,8 @@ static msv_err blob_update(void *impl, const struct msv_blob_rec *r)
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
     size_t changed = 0;
-    msv_err err = prepare(s, "UPDATE blobs SET received = ?, complete = ?, sha256 = ? WHERE id = ?;", &st);
+    msv_err err =
+        prepare(s, "UPDATE blobs SET received = ?, complete = ?, sha256 = ? WHERE id = ?;", &st);
 
     if (err != MSV_OK)
         return err;
