@@ -14,6 +14,7 @@
  *   storage  B6: directory lookups; attachment transfers against nginx.
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <ftw.h>
 #include <getopt.h>
 #include <signal.h>
@@ -349,8 +350,6 @@ static void usage(FILE *f)
                "stopped before missive-bench exits, also when it is interrupted.\n");
 }
 
-static char scratch[256];
-
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st;
@@ -359,16 +358,41 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
     return remove(path);
 }
 
-static void remove_scratch(void)
+/*
+ * A helper process removes the scratch directory once missive-bench is gone,
+ * however it ends (done, error, signal, SIGKILL): it waits for the end of a
+ * pipe that only missive-bench holds open. The servers die with missive-bench
+ * too (PR_SET_PDEATHSIG), so an interrupted run leaves nothing behind.
+ */
+static int remove_when_gone(const char *dir)
 {
-    if (scratch[0] != '\0')
-        nftw(scratch, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    int p[2];
+    pid_t pid;
+
+    if (pipe2(p, O_CLOEXEC) != 0) /* the servers started later do not hold it */
+        return -1;
+    pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        char c;
+
+        signal(SIGINT, SIG_IGN); /* a Ctrl-C reaches the whole process group */
+        signal(SIGTERM, SIG_IGN);
+        close(p[1]);
+        while (read(p[0], &c, 1) != 0) {
+        }
+        nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        _exit(0);
+    }
+    close(p[0]);
+    return 0; /* p[1] stays open, unused, until this process ends */
 }
 
 static void on_signal(int sig)
 {
     (void)sig;
-    exit(130); /* atexit removes the scratch directory; servers die with us */
+    _exit(130); /* async-signal-safe; the helper and the servers see us go */
 }
 
 static int parse_int(const char *s, long lo, long hi, long *out)
@@ -465,14 +489,12 @@ int main(int argc, char **argv)
     {
         const char *tmp = getenv("TMPDIR");
 
-        snprintf(scratch, sizeof(scratch), "%s/missive-bench-XXXXXX",
+        snprintf(o.tmp, sizeof(o.tmp), "%s/missive-bench-XXXXXX",
                  tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
-        if (mkdtemp(scratch) == NULL) {
-            fprintf(stderr, "missive-bench: cannot create %s\n", scratch);
+        if (mkdtemp(o.tmp) == NULL || remove_when_gone(o.tmp) != 0) {
+            fprintf(stderr, "missive-bench: cannot create %s\n", o.tmp);
             return 1;
         }
-        atexit(remove_scratch);
-        snprintf(o.tmp, sizeof(o.tmp), "%s", scratch);
     }
     /* the loader on its own core; servers on theirs */
     pin_to_cpu(o.loader_cpu);
