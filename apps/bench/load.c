@@ -207,19 +207,13 @@ static void missive_hello(struct lconn *c)
 
 static void missive_auth(struct lconn *c, const Msv__Wire__Challenge *ch)
 {
-    static const char context[] = "MSV-auth-v1", label[] = "EXPORTER-missive-auth";
     Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
     Msv__Wire__Auth a = MSV__WIRE__AUTH__INIT;
-    uint8_t msg[sizeof(context) - 1 + 64], sig[MSV_SIGNATURE_MAX];
+    uint8_t msg[MSV_AUTH_MESSAGE_LEN], sig[MSV_SIGNATURE_MAX];
     size_t sig_len = 0;
 
-    if (ch->nonce.len != 32)
-        die("a challenge without a 32-byte nonce");
-    memcpy(msg, context, sizeof(context) - 1);
-    memcpy(msg + sizeof(context) - 1, ch->nonce.data, 32);
-    if (SSL_export_keying_material(bufferevent_openssl_get_ssl(c->bev),
-                                   msg + sizeof(context) - 1 + 32, 32, label, sizeof(label) - 1,
-                                   NULL, 0, 0) != 1 ||
+    if (msv_auth_message(bufferevent_openssl_get_ssl(c->bev), ch->nonce.data, ch->nonce.len, msg) !=
+            MSV_OK ||
         msv_identity_sign(c->L->key, msg, sizeof(msg), sig, &sig_len) != MSV_OK)
         die("cannot sign the challenge");
     a.handle = (ProtobufCBinaryData){strlen(c->handle), (uint8_t *)c->handle};

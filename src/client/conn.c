@@ -302,11 +302,10 @@ msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms, msv
 msv_err msv_conn_auth(struct msv_conn *c, const char *handle, uint64_t device_id,
                       const struct msv_identity *id, int timeout_ms)
 {
-    static const char context[] = "MSV-auth-v1", label[] = "EXPORTER-missive-auth";
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__Hello hello = MSV__WIRE__HELLO__INIT;
     Msv__Wire__Auth auth = MSV__WIRE__AUTH__INIT;
-    uint8_t msg[sizeof(context) - 1 + 64], sig[MSV_SIGNATURE_MAX];
+    uint8_t msg[MSV_AUTH_MESSAGE_LEN], sig[MSV_SIGNATURE_MAX];
     size_t sig_len = 0;
     msv_frame *resp = NULL;
     msv_err err;
@@ -317,17 +316,15 @@ msv_err msv_conn_auth(struct msv_conn *c, const char *handle, uint64_t device_id
     err = msv_conn_request(c, &req, timeout_ms, &resp);
     if (err != MSV_OK)
         return err;
-    if (resp->body_case != MSV__WIRE__FRAME__BODY_CHALLENGE || resp->challenge->nonce.len != 32) {
+    if (resp->body_case != MSV__WIRE__FRAME__BODY_CHALLENGE) {
         msv_frame_free(resp);
         return MSV_ERR_PARSE;
     }
-    memcpy(msg, context, sizeof(context) - 1);
-    memcpy(msg + sizeof(context) - 1, resp->challenge->nonce.data, 32);
+    err = msv_auth_message(c->ssl, resp->challenge->nonce.data, resp->challenge->nonce.len, msg);
     msv_frame_free(resp);
     resp = NULL;
-    if (SSL_export_keying_material(c->ssl, msg + sizeof(context) - 1 + 32, 32, label,
-                                   sizeof(label) - 1, NULL, 0, 0) != 1)
-        return MSV_ERR_CRYPTO;
+    if (err != MSV_OK)
+        return err;
     err = msv_identity_sign(id, msg, sizeof(msg), sig, &sig_len);
     if (err != MSV_OK)
         return err;

@@ -32,9 +32,6 @@
 #define IDENTITY_MAX 4096
 #define WAKE_CLOSE (1ull << 63)
 
-static const char auth_context[] = "MSV-auth-v1";
-static const char exporter_label[] = "EXPORTER-missive-auth";
-
 #define STORE(s) ((s)->store->ops)
 #define IMPL(s) ((s)->store->impl)
 
@@ -139,16 +136,12 @@ static void handle_hello(struct msv_conn_state *c, const msv_frame *f)
 static msv_err verify_auth(struct msv_conn_state *c, const struct msv_device_rec *dev,
                            ProtobufCBinaryData sig)
 {
-    uint8_t msg[sizeof(auth_context) - 1 + 32 + 32];
+    uint8_t msg[MSV_AUTH_MESSAGE_LEN];
     struct msv_public_identity *pub = NULL;
-    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
     msv_err err;
 
-    memcpy(msg, auth_context, sizeof(auth_context) - 1);
-    memcpy(msg + sizeof(auth_context) - 1, c->nonce, 32);
-    if (ssl == NULL ||
-        SSL_export_keying_material(ssl, msg + sizeof(auth_context) - 1 + 32, 32, exporter_label,
-                                   sizeof(exporter_label) - 1, NULL, 0, 0) != 1)
+    if (msv_auth_message(bufferevent_openssl_get_ssl(c->bev), c->nonce, sizeof(c->nonce), msg) !=
+        MSV_OK)
         return MSV_ERR_AUTH;
     err = msv_public_identity_parse((enum msv_suite)dev->suite, dev->identity, dev->identity_len,
                                     &pub);

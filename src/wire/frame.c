@@ -1,6 +1,7 @@
 #include "wire/frame.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 msv_err msv_frame_header_write(size_t body_len, size_t max, uint8_t hdr[MSV_FRAME_HEADER_LEN])
 {
@@ -83,5 +84,20 @@ msv_err msv_frame_encode(const msv_frame *f, size_t max, uint8_t **out, size_t *
     }
     *out = buf;
     *out_len = MSV_FRAME_HEADER_LEN + n;
+    return MSV_OK;
+}
+
+msv_err msv_auth_message(SSL *ssl, const uint8_t *nonce, size_t nonce_len,
+                         uint8_t out[MSV_AUTH_MESSAGE_LEN])
+{
+    static const char context[] = "MSV-auth-v1", label[] = "EXPORTER-missive-auth";
+
+    if (nonce_len != 32)
+        return MSV_ERR_PARSE;
+    memcpy(out, context, sizeof(context) - 1);
+    memcpy(out + sizeof(context) - 1, nonce, 32);
+    if (ssl == NULL || SSL_export_keying_material(ssl, out + sizeof(context) - 1 + 32, 32, label,
+                                                  sizeof(label) - 1, NULL, 0, 0) != 1)
+        return MSV_ERR_CRYPTO;
     return MSV_OK;
 }
