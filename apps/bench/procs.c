@@ -447,33 +447,42 @@ void start_missived(const struct opts *o, const struct seed *seed, const uint8_t
 
 /* ---- peers ---------------------------------------------------------------------------- */
 
-static const char *find_exe(const char *const *candidates)
+/*
+ * Sets out up for a peer: the first of candidates that exists (NULL if none:
+ * the peer is not installed), a scratch directory, a free port, and its
+ * configuration file opened for writing (path in config).
+ */
+static FILE *peer_setup(const struct opts *o, const char *name, const char *const *candidates,
+                        struct server_proc *out, const char **exe, char *config, size_t len)
 {
-    for (; *candidates != NULL; candidates++) {
+    FILE *f;
+
+    memset(out, 0, sizeof(*out));
+    out->name = name;
+    for (*exe = NULL; *candidates != NULL && *exe == NULL; candidates++) {
         if (access(*candidates, X_OK) == 0)
-            return *candidates;
+            *exe = *candidates;
     }
-    return NULL;
+    if (*exe == NULL)
+        return NULL;
+    scratch_dir(o, name, out->dir, sizeof(out->dir));
+    out->port = free_port();
+    snprintf(config, len, "%s/%s.conf", out->dir, name);
+    f = fopen(config, "w");
+    if (f == NULL)
+        die("cannot write %s", config);
+    return f;
 }
 
 int start_mosquitto(const struct opts *o, struct server_proc *out)
 {
     static const char *const where[] = {"/usr/sbin/mosquitto", "/usr/bin/mosquitto", NULL};
-    const char *exe = find_exe(where), *certs;
+    const char *exe, *certs = cert_dir(o);
     char config[400];
-    FILE *f;
+    FILE *f = peer_setup(o, "mosquitto", where, out, &exe, config, sizeof(config));
 
-    memset(out, 0, sizeof(*out));
-    out->name = "mosquitto";
-    if (exe == NULL)
-        return -1;
-    certs = cert_dir(o);
-    scratch_dir(o, "mosquitto", out->dir, sizeof(out->dir));
-    out->port = free_port();
-    snprintf(config, sizeof(config), "%s/mosquitto.conf", out->dir);
-    f = fopen(config, "w");
     if (f == NULL)
-        die("cannot write %s", config);
+        return -1;
     /* QoS 1 kept in memory (persistence off: Mosquitto's fastest setting); the same delivery
      * window as missived's default; no Nagle delay, as missived */
     fprintf(f,
@@ -496,27 +505,18 @@ int start_mosquitto(const struct opts *o, struct server_proc *out)
 int start_nginx(const struct opts *o, struct server_proc *out)
 {
     static const char *const where[] = {"/usr/sbin/nginx", "/usr/bin/nginx", NULL};
-    const char *exe = find_exe(where), *certs;
+    const char *exe, *certs = cert_dir(o);
     char config[400], path[400];
-    FILE *f;
+    FILE *f = peer_setup(o, "nginx", where, out, &exe, config, sizeof(config));
 
-    memset(out, 0, sizeof(*out));
-    out->name = "nginx";
-    if (exe == NULL)
+    if (f == NULL)
         return -1;
-    certs = cert_dir(o);
-    scratch_dir(o, "nginx", out->dir, sizeof(out->dir));
-    out->port = free_port();
     snprintf(path, sizeof(path), "%s/www", out->dir);
     mkdir(path, 0755);
     snprintf(path, sizeof(path), "%s/www/up", out->dir);
     mkdir(path, 0755);
     snprintf(path, sizeof(path), "%s/tmp", out->dir);
     mkdir(path, 0700);
-    snprintf(config, sizeof(config), "%s/nginx.conf", out->dir);
-    f = fopen(config, "w");
-    if (f == NULL)
-        die("cannot write %s", config);
     /* one process, like missived's one worker; PUT stored through its DAV module */
     fprintf(f,
             "daemon off;\nmaster_process off;\nworker_processes 1;\n"
