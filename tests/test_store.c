@@ -147,6 +147,45 @@ static void test_devices(void **state)
     assert_int_equal(OPS(f)->devices_of_account(IMPL(f), a, &list), MSV_OK);
     assert_int_equal(list.count, 1);
     msv_device_list_clear(&list);
+    /* the newest device removed: its id is not given out again, even across a reopen */
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), b, d3), MSV_OK);
+    msv_store_close(f->store);
+    assert_int_equal(msv_store_open_sqlite(f->path, &f->store), MSV_OK);
+    assert_true(make_device(f, a) > d3);
+}
+
+/* A database from before v3 (device ids could come back) keeps its devices and ids. */
+static void test_migration_to_v3(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "a"), d1 = make_device(f, a), d2 = make_device(f, a);
+    struct msv_device_rec rec;
+    sqlite3 *db = NULL;
+
+    msv_store_close(f->store);
+    f->store = NULL;
+    /* back to the v2 layout: no AUTOINCREMENT on devices */
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "CREATE TABLE d2 (id INTEGER PRIMARY KEY, account_id INTEGER NOT NULL, "
+                     "suite INTEGER NOT NULL, identity BLOB NOT NULL, push_token BLOB NOT NULL, "
+                     "created_ms BIGINT NOT NULL, approved INTEGER NOT NULL DEFAULT 1);"
+                     "INSERT INTO d2 SELECT id, account_id, suite, identity, push_token, "
+                     "created_ms, approved FROM devices;"
+                     "DROP TABLE devices; ALTER TABLE d2 RENAME TO devices;"
+                     "DELETE FROM sqlite_sequence WHERE name = 'devices';"
+                     "DELETE FROM schema_version WHERE version = 3;",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(msv_store_open_sqlite(f->path, &f->store), MSV_OK);
+    assert_int_equal(OPS(f)->device_get(IMPL(f), d1, &rec), MSV_OK);
+    assert_int_equal(rec.account_id, a);
+    assert_memory_equal(rec.identity, "identity", 8);
+    msv_device_rec_clear(&rec);
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), a, d2), MSV_OK);
+    assert_true(make_device(f, a) > d2);
 }
 
 static void test_device_approval(void **state)
@@ -360,6 +399,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_accounts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_codes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_devices, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_to_v3, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_approval, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_commit, setup, teardown),

@@ -126,6 +126,22 @@ static const char *const migrations[] = {
     "CREATE INDEX blobs_by_expiry ON blobs(expires_ms);",
     /* v2: devices wait for approval from the account's other devices */
     "ALTER TABLE devices ADD COLUMN approved INTEGER NOT NULL DEFAULT 1;",
+    /* v3: a device id is never given out again (AUTOINCREMENT): senders address devices by
+     * id, and a new device under a removed one's id would receive what was sealed for the
+     * old key. Ids removed above the highest one before this migration cannot be known. */
+    "CREATE TABLE devices_v3 ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  account_id INTEGER NOT NULL REFERENCES accounts(id),"
+    "  suite INTEGER NOT NULL,"
+    "  identity BLOB NOT NULL,"
+    "  push_token BLOB NOT NULL,"
+    "  created_ms BIGINT NOT NULL,"
+    "  approved INTEGER NOT NULL DEFAULT 1);"
+    "INSERT INTO devices_v3 (id, account_id, suite, identity, push_token, created_ms, approved)"
+    "  SELECT id, account_id, suite, identity, push_token, created_ms, approved FROM devices;"
+    "DROP TABLE devices;"
+    "ALTER TABLE devices_v3 RENAME TO devices;"
+    "CREATE INDEX devices_by_account ON devices(account_id);",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
