@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1013,6 +1014,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "missive: no usable random source\n");
         return EXIT_ERR;
     }
+    /* a server that goes away mid-write is an error to report and retry, not our end */
+    signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (strcmp(command, "register") == 0)
         return cmd_register(&o);

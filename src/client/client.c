@@ -502,16 +502,86 @@ static msv_err send_once(struct msv_client *c, const uint8_t id[16], const char 
     return err;
 }
 
-static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const char *const *targets,
-                            size_t n, const uint8_t *pt, size_t pt_len)
-{
-    msv_frame *known = NULL, *fresh = NULL;
-    msv_err err = msv_client_connect(c);
+/* The device sets last learnt for some handles, shaped as a lookup's results. */
+struct known_sets {
+    size_t n;
+    Msv__Wire__HandleDevices *hds, **ptrs;
+    Msv__Wire__DeviceInfo *infos, **info_ptrs;
+    struct msv_known_device **devs; /* own the identities the infos point into */
+    size_t *counts;
+};
 
-    if (err == MSV_OK)
-        err = msv_request_lookup(c->conn, targets, n, TIMEOUT_MS, &known, &c->why);
+static void known_sets_free(struct known_sets *k)
+{
+    for (size_t i = 0; k->devs != NULL && i < k->n; i++)
+        msv_known_devices_free(k->devs[i], k->counts[i]);
+    free(k->hds);
+    free(k->ptrs);
+    free(k->infos);
+    free(k->info_ptrs);
+    free(k->devs);
+    free(k->counts);
+    memset(k, 0, sizeof(*k));
+}
+
+/*
+ * Fills k from the device sets remembered for targets. Returns MSV_OK if
+ * every target has one; MSV_ERR_NOT_FOUND if one is unknown (ask the
+ * directory). The relay refuses a send whose set is out of date and answers
+ * with the current one, so a remembered set is safe to use.
+ */
+static msv_err known_sets_load(struct msv_client *c, const char *const *targets, size_t n,
+                               struct known_sets *k)
+{
+    size_t total = 0, at = 0;
+    msv_err err = MSV_OK;
+
+    memset(k, 0, sizeof(*k));
+    k->n = n;
+    k->devs = calloc(n + 1, sizeof(*k->devs));
+    k->counts = calloc(n + 1, sizeof(*k->counts));
+    if (k->devs == NULL || k->counts == NULL)
+        return MSV_ERR_NOMEM;
+    for (size_t i = 0; i < n && err == MSV_OK; i++) {
+        err = msv_client_db_known_devices(c->db, targets[i], &k->devs[i], &k->counts[i]);
+        if (err == MSV_OK && k->counts[i] == 0)
+            err = MSV_ERR_NOT_FOUND;
+        total += k->counts[i];
+    }
+    if (err != MSV_OK)
+        return err;
+    k->hds = calloc(n + 1, sizeof(*k->hds));
+    k->ptrs = calloc(n + 1, sizeof(*k->ptrs));
+    k->infos = calloc(total + 1, sizeof(*k->infos));
+    k->info_ptrs = calloc(total + 1, sizeof(*k->info_ptrs));
+    if (k->hds == NULL || k->ptrs == NULL || k->infos == NULL || k->info_ptrs == NULL)
+        return MSV_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        msv__wire__handle_devices__init(&k->hds[i]);
+        k->hds[i].handle = (ProtobufCBinaryData){strlen(targets[i]), (uint8_t *)targets[i]};
+        k->hds[i].n_devices = k->counts[i];
+        k->hds[i].devices = &k->info_ptrs[at];
+        for (size_t d = 0; d < k->counts[i]; d++, at++) {
+            msv__wire__device_info__init(&k->infos[at]);
+            k->infos[at].device_id = k->devs[i][d].device_id;
+            k->infos[at].suite = k->devs[i][d].suite;
+            k->infos[at].identity =
+                (ProtobufCBinaryData){k->devs[i][d].identity_len, k->devs[i][d].identity};
+            k->info_ptrs[at] = &k->infos[at];
+        }
+        k->ptrs[i] = &k->hds[i];
+    }
+    return MSV_OK;
+}
+
+/* Asks the directory for targets' devices and remembers them (warning of changes). */
+static msv_err look_up(struct msv_client *c, const char *const *targets, size_t n,
+                       msv_frame **known)
+{
+    msv_err err = msv_request_lookup(c->conn, targets, n, TIMEOUT_MS, known, &c->why);
+
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
-        const Msv__Wire__HandleDevices *hd = known->lookup_result->results[i];
+        const Msv__Wire__HandleDevices *hd = (*known)->lookup_result->results[i];
 
         err = remember(c, hd);
         if (err == MSV_OK && hd->n_devices == 0 && strcmp(targets[i], c->handle) != 0) {
@@ -519,16 +589,45 @@ static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const ch
             err = MSV_ERR_NOT_FOUND;
         }
     }
+    return err;
+}
+
+/*
+ * Sends to the targets' devices as last learnt (the directory is asked only
+ * about handles not seen before); a stale set is replaced by the relay's
+ * answer, remembered, and the send tried again.
+ */
+static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const char *const *targets,
+                            size_t n, const uint8_t *pt, size_t pt_len)
+{
+    msv_frame *known = NULL, *fresh = NULL;
+    struct known_sets ks = {0};
+    Msv__Wire__HandleDevices *const *start = NULL;
+    size_t n_start = n;
+    msv_err err = msv_client_connect(c);
+
+    c->why.code = 0;
+    if (err == MSV_OK) {
+        err = known_sets_load(c, targets, n, &ks);
+        if (err == MSV_OK) {
+            start = ks.ptrs;
+        } else if (err == MSV_ERR_NOT_FOUND) {
+            err = look_up(c, targets, n, &known);
+            if (err == MSV_OK) {
+                start = known->lookup_result->results;
+                n_start = known->lookup_result->n_results;
+            }
+        }
+    }
     for (int tries = 0; err == MSV_OK && tries < SEND_TRIES; tries++) {
-        Msv__Wire__HandleDevices *const *hds =
-            fresh ? fresh->error->current : known->lookup_result->results;
-        size_t n_hds = fresh ? fresh->error->n_current : known->lookup_result->n_results;
+        Msv__Wire__HandleDevices *const *hds = fresh ? fresh->error->current : start;
+        size_t n_hds = fresh ? fresh->error->n_current : n_start;
         msv_frame *next = NULL;
 
         err = send_once(c, id, targets, n, hds, n_hds, pt, pt_len, &next);
         if (err != MSV_ERR_AGAIN)
             break;
-        /* the device list changed since the lookup: learn it, then try again */
+        /* the device set changed since it was learnt: learn it, then try again */
         msv_frame_free(fresh);
         fresh = next;
         for (size_t i = 0; i < fresh->error->n_current; i++)
@@ -537,17 +636,26 @@ static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const ch
         if (tries == SEND_TRIES - 1)
             err = MSV_ERR_AGAIN;
     }
+    known_sets_free(&ks);
     msv_frame_free(known);
     msv_frame_free(fresh);
     return err;
+}
+
+/* Worth trying again later: the connection failed, or the server asked to slow down. */
+static int try_later(const struct msv_client *c, msv_err err)
+{
+    return err == MSV_ERR_IO ||
+           (err == MSV_ERR_INVALID && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
 }
 
 #define RETRIES 3
 #define BACKOFF_MS 500
 
 /*
- * deliver_once, again after a lost connection: 0.5 s, 1 s, 2 s later. What
- * still fails stays in the outbox for the next command that connects.
+ * deliver_once, again after a lost connection or a request to slow down:
+ * 0.5 s, 1 s, 2 s later. What still fails stays in the outbox for the next
+ * command that connects.
  */
 static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
                                const char *const *targets, size_t n, const uint8_t *pt,
@@ -555,7 +663,7 @@ static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
 {
     msv_err err = deliver_once(c, id, targets, n, pt, pt_len);
 
-    for (int i = 0; err == MSV_ERR_IO && i < RETRIES; i++) {
+    for (int i = 0; try_later(c, err) && i < RETRIES; i++) {
         struct timespec pause = {0, 0};
         long ms = (long)BACKOFF_MS << i;
 
@@ -590,7 +698,7 @@ static msv_err flush_outbox(struct msv_client *c)
                            p->participant_count, o[i].payload, o[i].payload_len);
         if (err == MSV_OK) {
             err = msv_client_db_message_status(c->db, o[i].message_id, "sent");
-        } else if (err != MSV_ERR_IO && err != MSV_ERR_NOMEM && err != MSV_ERR_AGAIN) {
+        } else if (!try_later(c, err) && err != MSV_ERR_NOMEM && err != MSV_ERR_AGAIN) {
             /* it will never go (a recipient left, say): history says so, the outbox lets go */
             err = msv_client_db_message_status(c->db, o[i].message_id, "failed");
         }

@@ -2,6 +2,9 @@
  * A client's connection to missived: TLS 1.3 with the server certificate
  * pinned by its SHA-256 fingerprint, frames in and out, requests matched to
  * their answers. Blocking, with timeouts; one thread uses a connection.
+ * The program must ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)), as for any
+ * OpenSSL socket: a server that goes away mid-write is then an error that
+ * the caller sees (and retries), not the end of the process.
  */
 #ifndef MSV_CLIENT_CONN_H
 #define MSV_CLIENT_CONN_H
