@@ -43,13 +43,14 @@ static void write_config(struct test_server *s, char *path, size_t len)
     f = fopen(path, "w");
     assert_non_null(f);
     fprintf(f,
-            "[server]\ndata_dir = %s/data\nlisten_port = 0\nworkers = 2\n"
-            "[http]\nlisten_port = 0\n"
+            "[server]\ndata_dir = %s/data\nlisten_port = %u\nworkers = 2\n"
+            "[http]\nlisten_port = %u\n"
             "[accounts]\nargon2_memlimit_kib = 8\nargon2_opslimit = 1\n"
             "[relay]\nexpiry_interval_ms = 200\n"
             "[testing]\nclock_file = %s/clock\n"
             "%s\n",
-            s->dir, s->dir, s->extra);
+            /* a restart keeps the ports, so that clients holding the address find it again */
+            s->dir, (unsigned)s->port, (unsigned)s->http_port, s->dir, s->extra);
     assert_int_equal(fclose(f), 0);
 }
 

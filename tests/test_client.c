@@ -1,15 +1,24 @@
 /*
  * The client library against a real missived: a message the relay delivers
  * twice (a sender's retry after a lost acknowledgement looks the same) is
- * stored and shown once, and both copies are acknowledged.
+ * stored and shown once, and both copies are acknowledged; and no message the
+ * relay accepted is lost or shown twice while the server is killed with
+ * SIGKILL again and again under load.
  */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <setjmp.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -93,13 +102,233 @@ static void test_redelivery_shown_once(void **state)
     test_server_cleanup(&s);
 }
 
+/* ---- crash consistency ------------------------------------------------------------------ */
+
+#define SENDERS 2
+#define TEXT_LEN 24
+
+/* One sending client in its own thread: messages "s<sender>-<n>", and which the relay took. */
+struct sender {
+    struct msv_client *c;
+    int index;
+    size_t count;
+    const char *const *to;
+    size_t n_to;
+    unsigned char *accepted; /* [count]: msv_client_send() said the relay has it */
+    size_t failed;
+};
+
+static void *send_all(void *arg)
+{
+    struct sender *t = arg;
+
+    for (size_t i = 0; i < t->count; i++) {
+        char text[TEXT_LEN];
+        uint8_t id[16];
+
+        snprintf(text, sizeof(text), "s%d-%zu", t->index, i);
+        t->accepted[i] = msv_client_send(t->c, t->to, t->n_to, text, NULL, 0, NULL, id) == MSV_OK;
+        if (!t->accepted[i])
+            t->failed++;
+    }
+    return NULL;
+}
+
+/* Receives until a whole second brings nothing new. */
+static void receive_all(struct msv_client *c)
+{
+    size_t count = 1;
+    int shown = 0;
+
+    for (int rounds = 0; count > 0 && rounds < 200; rounds++) {
+        assert_int_equal(msv_client_connect(c), MSV_OK);
+        assert_int_equal(msv_client_receive(c, 1000, count_new, &shown, &count), MSV_OK);
+    }
+    assert_int_equal(count, 0);
+}
+
+/* How often each sent text is in c's history (texts[k] counts "s<j>-<i>" at j*per + i). */
+static void count_texts(struct msv_client *c, size_t per, unsigned *seen)
+{
+    struct msv_message_rec *hist = NULL;
+    size_t n = 0;
+
+    assert_int_equal(msv_client_db_history(c->db, NULL, NULL, 0, &hist, &n), MSV_OK);
+    memset(seen, 0, SENDERS * per * sizeof(*seen));
+    for (size_t i = 0; i < n; i++) {
+        int j;
+        size_t k;
+
+        if (hist[i].outgoing || hist[i].text == NULL ||
+            sscanf(hist[i].text, "s%d-%zu", &j, &k) != 2 || j < 0 || j >= SENDERS || k >= per)
+            continue;
+        seen[(size_t)j * per + k]++;
+    }
+    msv_messages_free(hist, n);
+}
+
+static void sleep_random_ms(unsigned lo, unsigned hi)
+{
+    unsigned r;
+    struct timespec ts;
+
+    msv_random_bytes(&r, sizeof(r));
+    r = lo + r % (hi - lo + 1);
+    ts.tv_sec = r / 1000;
+    ts.tv_nsec = (long)(r % 1000) * 1000000L;
+    nanosleep(&ts, NULL);
+}
+
+/*
+ * A receiving client killed with SIGKILL mid-receive, again and again: it
+ * acknowledges only what it has committed, so nothing is lost (and what it
+ * committed but did not get to acknowledge comes again and is recognised).
+ */
+static void receive_with_kills(const char *dir, int rounds)
+{
+    for (int r = 0; r < rounds; r++) {
+        pid_t pid = fork();
+        int status;
+
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            struct msv_client *c = NULL;
+            size_t count = 0;
+            int shown = 0;
+
+            if (msv_client_open(dir, NULL, &c) != MSV_OK)
+                _exit(2);
+            for (int i = 0; i < 50; i++) {
+                if (msv_client_receive(c, 200, count_new, &shown, &count) != MSV_OK)
+                    sleep_random_ms(10, 20); /* not connected yet: try again */
+            }
+            _exit(0);
+        }
+        sleep_random_ms(30, 250);
+        kill(pid, SIGKILL);
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_false(WIFEXITED(status) && WEXITSTATUS(status) == 2);
+    }
+}
+
+/*
+ * Two clients send MSV_CRASH_MESSAGES messages (default 400) each to two
+ * recipients while missived is killed with SIGKILL and restarted every few
+ * hundred milliseconds; one recipient is then killed mid-receive several
+ * times. Afterwards every message the relay accepted reached both recipients,
+ * and nothing is shown twice (lost = 0, duplicates = 0); the senders' outboxes
+ * deliver the rest, so in the end every message is there exactly once.
+ */
+static void test_crash_consistency(void **state)
+{
+    const char *env = getenv("MSV_CRASH_MESSAGES");
+    size_t per = env != NULL ? (size_t)strtoul(env, NULL, 10) : 400, accepted = 0, lost = 0,
+           dup = 0, missing = 0;
+    const char *to[2] = {"bob@example.org", "dave@example.org"};
+    struct test_server s;
+    struct sender senders[SENDERS];
+    pthread_t threads[SENDERS];
+    struct msv_client *rcpt[2];
+    unsigned *seen;
+    int kills = 0, running = SENDERS;
+
+    (void)state;
+    assert_true(per > 0 && per < 1000000);
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    rcpt[0] = client_for(&s, "bob", to[0]);
+    rcpt[1] = client_for(&s, "dave", to[1]);
+    for (int j = 0; j < SENDERS; j++) {
+        char name[16], handle[32];
+
+        snprintf(name, sizeof(name), "sender%d", j);
+        snprintf(handle, sizeof(handle), "sender%d@example.org", j);
+        senders[j] = (struct sender){.c = client_for(&s, name, handle),
+                                     .index = j,
+                                     .count = per,
+                                     .to = to,
+                                     .n_to = 2,
+                                     .accepted = calloc(per, 1)};
+        assert_non_null(senders[j].accepted);
+    }
+    for (int j = 0; j < SENDERS; j++)
+        assert_int_equal(pthread_create(&threads[j], NULL, send_all, &senders[j]), 0);
+    /* kill while the senders run; a kill mid-commit or mid-answer is the point */
+    while (running > 0) {
+        sleep_random_ms(150, 600);
+        running = 0;
+        for (int j = 0; j < SENDERS; j++)
+            running += pthread_tryjoin_np(threads[j], NULL) == EBUSY;
+        if (running == 0)
+            break;
+        test_server_kill(&s);
+        kills++;
+        test_server_start(&s);
+    }
+    for (int j = 0; j < SENDERS; j++)
+        pthread_join(threads[j], NULL);
+    /* what failed waits in the senders' outboxes and goes with the next connection */
+    for (int j = 0; j < SENDERS; j++) {
+        msv_conn_close(senders[j].c->conn);
+        senders[j].c->conn = NULL;
+        assert_int_equal(msv_client_connect(senders[j].c), MSV_OK);
+    }
+    seen = calloc(SENDERS * per, sizeof(*seen));
+    assert_non_null(seen);
+    {
+        char dir[128];
+
+        snprintf(dir, sizeof(dir), "%s/dave", s.dir);
+        msv_client_close(rcpt[1]);
+        receive_with_kills(dir, 6);
+        assert_int_equal(msv_client_open(dir, NULL, &rcpt[1]), MSV_OK);
+    }
+    for (int r = 0; r < 2; r++) {
+        receive_all(rcpt[r]);
+        count_texts(rcpt[r], per, seen);
+        for (int j = 0; j < SENDERS; j++) {
+            for (size_t i = 0; i < per; i++) {
+                unsigned n = seen[(size_t)j * per + i];
+
+                if (senders[j].accepted[i] && n == 0)
+                    lost++;
+                if (n > 1)
+                    dup++;
+                if (n == 0)
+                    missing++; /* not even from an outbox */
+            }
+        }
+    }
+    for (int j = 0; j < SENDERS; j++)
+        for (size_t i = 0; i < per; i++)
+            accepted += senders[j].accepted[i];
+    printf("crash consistency: %zu messages, %zu accepted at once, %d server kills, "
+           "6 receiver kills; lost %zu, shown twice %zu, missing in the end %zu\n",
+           SENDERS * per, accepted, kills, lost, dup, missing);
+    assert_true(kills >= 2);
+    assert_true(accepted > 0);
+    assert_int_equal(lost, 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(missing, 0);
+    free(seen);
+    for (int j = 0; j < SENDERS; j++) {
+        free(senders[j].accepted);
+        msv_client_close(senders[j].c);
+    }
+    msv_client_close(rcpt[0]);
+    msv_client_close(rcpt[1]);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_redelivery_shown_once),
+        cmocka_unit_test(test_crash_consistency),
     };
 
     if (msv_init() != MSV_OK)
         return 1;
+    signal(SIGPIPE, SIG_IGN); /* servers are killed under the clients' feet */
     return cmocka_run_group_tests_name("client", tests, NULL, NULL);
 }
