@@ -3,6 +3,7 @@
  * with its own data directory, and drives it as devices with real sealed
  * envelopes through the client connection.
  */
+#define _GNU_SOURCE /* prlimit */
 #include <stdarg.h>
 #include <setjmp.h>
 #include <stddef.h>
@@ -11,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -804,6 +807,96 @@ static void test_pipelined_requests_are_all_answered(void **state)
     test_server_cleanup(&s);
 }
 
+/* Sets missived's limit on the size of the files it writes (soft limit; RLIM_INFINITY lifts it). */
+static void limit_file_size(struct test_server *s, rlim_t bytes)
+{
+    struct rlimit now, want;
+
+    assert_int_equal(prlimit(s->pid, RLIMIT_FSIZE, NULL, &now), 0);
+    want.rlim_cur = bytes;
+    want.rlim_max = now.rlim_max;
+    assert_int_equal(prlimit(s->pid, RLIMIT_FSIZE, &want, NULL), 0);
+}
+
+static off_t file_size(const char *dir, const char *name)
+{
+    char path[256];
+    struct stat st;
+
+    snprintf(path, sizeof(path), "%s/data/%s", dir, name);
+    return stat(path, &st) == 0 ? st.st_size : 0;
+}
+
+/*
+ * The disk fills up (a file-size limit on missived stands in for it): the
+ * send that cannot be committed is refused with ERROR_IO and not
+ * acknowledged; everything acknowledged before is delivered; once there is
+ * room again the server goes on as before.
+ */
+static void test_disk_full(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    struct test_device *to[1] = {&b1};
+    const char *bob[1] = {"bob@example.org"};
+    char text[8200], accepted[64][16];
+    size_t n_accepted = 0;
+    off_t room;
+    int refused = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    msv_conn_close(b1.conn); /* offline: everything waits in the queue */
+    b1.conn = NULL;
+    room = file_size(s.dir, "missive.db-wal");
+    if (file_size(s.dir, "missive.db") > room)
+        room = file_size(s.dir, "missive.db");
+    limit_file_size(&s, (rlim_t)room + 64 * 1024);
+    memset(text, 'x', sizeof(text) - 1);
+    text[sizeof(text) - 1] = '\0';
+    for (int i = 0; i < 64 && !refused; i++) {
+        msv_frame *r;
+
+        snprintf(accepted[n_accepted], sizeof(accepted[0]), "m%02d", i);
+        memcpy(text, accepted[n_accepted], 3);
+        r = test_send(&a1, bob, 1, to, 1, text);
+        if (r->body_case == MSV__WIRE__FRAME__BODY_OK) {
+            n_accepted++;
+        } else {
+            assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_ERROR);
+            assert_int_equal(r->error->code, MSV__WIRE__ERROR_CODE__ERROR_IO);
+            assert_non_null(strstr((const char *)r->error->message.data, "not accepted"));
+            refused = 1;
+        }
+        msv_frame_free(r);
+    }
+    assert_true(refused);
+    assert_true(n_accepted >= 1);
+    assert_true(metric(&s, "commit_failures_total") >= 1);
+    /* room again: the server goes on without a restart */
+    limit_file_size(&s, RLIM_INFINITY);
+    memcpy(text, "end", 3);
+    expect_ok(test_send(&a1, bob, 1, to, 1, text));
+    /* everything acknowledged arrives, in order, and the refused message does not */
+    test_device_connect(&s, &b1);
+    for (size_t i = 0; i < n_accepted; i++) {
+        uint64_t q;
+
+        memcpy(text, accepted[i], 3);
+        q = test_expect_message(&b1, &a1, text, TEST_TIMEOUT_MS);
+        assert_true(q != 0);
+        test_ack(&b1, q);
+    }
+    memcpy(text, "end", 3);
+    assert_true(test_expect_message(&b1, &a1, text, TEST_TIMEOUT_MS) != 0);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
 static void test_health_and_metrics(void **state)
 {
     struct test_server s;
@@ -836,6 +929,7 @@ int main(void)
         cmocka_unit_test(test_restart_keeps_queue),
         cmocka_unit_test(test_attachments),
         cmocka_unit_test(test_pipelined_requests_are_all_answered),
+        cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_health_and_metrics),
     };
 
