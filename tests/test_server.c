@@ -807,6 +807,170 @@ static void test_pipelined_requests_are_all_answered(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * Sends raw bytes on a fresh connection (authenticated as d unless NULL) and
+ * expects an Error frame with code (none if 0), then the server hanging up.
+ */
+static void expect_hangup(struct test_server *s, struct test_device *d, const char *bytes,
+                          size_t len, int code)
+{
+    struct msv_conn *c = test_connect(s);
+    msv_frame *f = NULL;
+
+    if (d != NULL)
+        assert_int_equal(msv_conn_auth(c, d->handle, d->device_id, d->id, TEST_TIMEOUT_MS), MSV_OK);
+    assert_int_equal(msv_conn_send_raw(c, (const uint8_t *)bytes, len), MSV_OK);
+    if (code != 0) {
+        assert_int_equal(msv_conn_recv(c, TEST_TIMEOUT_MS, &f), MSV_OK);
+        assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_ERROR);
+        assert_int_equal(f->error->code, code);
+        msv_frame_free(f);
+    }
+    assert_int_equal(msv_conn_recv(c, TEST_TIMEOUT_MS, &f), MSV_ERR_IO);
+    msv_conn_close(c);
+}
+
+/*
+ * docs/bad-input.md, the server's rows: each bad input is refused with the
+ * error the table gives, and changes nothing; other clients are served
+ * throughout. (Rows about envelopes, keys and payloads are tested in
+ * test_crypto.c and test_wire.c, and fuzzed.)
+ */
+static void test_bad_input_catalogue(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, c1;
+    struct test_device *wrong[1] = {&c1}, *right[1] = {&b1};
+    const char *bob[1] = {"bob@example.org"};
+    unsigned long long enqueued, rejected;
+    struct msv_conn *c;
+
+    (void)state;
+    test_server_init(&s, "[blobs]\nmax_size = 1000000\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    test_register(&s, "carol@example.org", &c1);
+    enqueued = metric(&s, "envelopes_enqueued_total");
+    rejected = metric(&s, "frames_rejected_total");
+
+    /* F1 a truncated frame, then the client hangs up: dropped */
+    c = test_connect(&s);
+    assert_int_equal(msv_conn_send_raw(c, (const uint8_t *)"\x01\x00\x00\x0a\x1a\x00", 6), MSV_OK);
+    msv_conn_close(c);
+    /* F2 a declared length over frame_max: TOO_BIG, hang-up (before the body is read) */
+    expect_hangup(&s, NULL, "\x01\xff\xff\xff", 4, MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
+    /* F3 a zero length: PARSE, hang-up */
+    expect_hangup(&s, NULL, "\x01\x00\x00\x00", 4, MSV__WIRE__ERROR_CODE__ERROR_PARSE);
+    /* F4 a length that runs into the next frame: the merged bytes are no Frame */
+    expect_hangup(&s, &a1, "\x01\x00\x00\x06\x08\x01\x01\x00\x00\x02\x08\x01", 12,
+                  MSV__WIRE__ERROR_CODE__ERROR_PARSE);
+    /* F5 valid protobuf, no message in it (only a request id): PARSE, hang-up */
+    expect_hangup(&s, &a1, "\x01\x00\x00\x02\x08\x05", 6, MSV__WIRE__ERROR_CODE__ERROR_PARSE);
+    /* F6 an unknown message type (field 99): PARSE, hang-up */
+    expect_hangup(&s, &a1, "\x01\x00\x00\x03\x98\x06\x01", 7, MSV__WIRE__ERROR_CODE__ERROR_PARSE);
+    assert_int_equal(metric(&s, "frames_rejected_total"), rejected + 5);
+
+    /* R1 a handle that is not UTF-8: INVALID, the connection stays */
+    expect_error(lookup(a1.conn, "\xff\xfe@example.org"), MSV__WIRE__ERROR_CODE__ERROR_INVALID);
+    /* R2 an envelope for a device the named handle does not have: STALE, nothing queued */
+    expect_error(test_send(&a1, bob, 1, wrong, 1, "misaddressed"),
+                 MSV__WIRE__ERROR_CODE__ERROR_STALE_DEVICES);
+    /* R3 a message id that is not 16 bytes: INVALID */
+    {
+        Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__SendRequest q = MSV__WIRE__SEND_REQUEST__INIT;
+        Msv__Wire__Envelope e = MSV__WIRE__ENVELOPE__INIT, *ep = &e;
+        ProtobufCBinaryData h = {strlen(bob[0]), (uint8_t *)bob[0]};
+
+        e.recipient_device = b1.device_id;
+        e.suite = MSV_SUITE_MODERN;
+        e.ciphertext = (ProtobufCBinaryData){5, (uint8_t *)"bytes"};
+        q.message_id = (ProtobufCBinaryData){5, (uint8_t *)"short"};
+        q.n_recipient_handles = 1;
+        q.recipient_handles = &h;
+        q.n_envelopes = 1;
+        q.envelopes = &ep;
+        req.body_case = MSV__WIRE__FRAME__BODY_SEND;
+        req.send = &q;
+        expect_error(test_request(a1.conn, &req), MSV__WIRE__ERROR_CODE__ERROR_INVALID);
+    }
+    /* R4 more acknowledgements than one frame may carry: TOO_BIG */
+    {
+        Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__Ack ack = MSV__WIRE__ACK__INIT;
+        uint64_t *ids = calloc(5000, sizeof(*ids));
+
+        assert_non_null(ids);
+        ack.n_queue_ids = 5000;
+        ack.queue_ids = ids;
+        req.body_case = MSV__WIRE__FRAME__BODY_ACK;
+        req.ack = &ack;
+        expect_error(test_request(a1.conn, &req), MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
+        free(ids);
+    }
+    /* R5 an attachment over the server's limit: TOO_BIG, nothing created */
+    {
+        Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__BlobCreate bc = MSV__WIRE__BLOB_CREATE__INIT;
+
+        bc.size = 1000001;
+        req.body_case = MSV__WIRE__FRAME__BODY_BLOB_CREATE;
+        req.blob_create = &bc;
+        expect_error(test_request(a1.conn, &req), MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
+    }
+    /* R6 removing another account's device: NOT_FOUND, the device stays */
+    {
+        Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
+
+        rm.device_id = b1.device_id;
+        req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
+        req.remove_device = &rm;
+        expect_error(test_request(a1.conn, &req), MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND);
+    }
+    /* R7 a signature that is not the device's: AUTH, hang-up */
+    {
+        Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__Hello hello = MSV__WIRE__HELLO__INIT;
+        Msv__Wire__Auth auth = MSV__WIRE__AUTH__INIT;
+        uint8_t sig[64];
+        msv_frame *f;
+
+        c = test_connect(&s);
+        hello.protocol_version = 1;
+        req.body_case = MSV__WIRE__FRAME__BODY_HELLO;
+        req.hello = &hello;
+        f = test_request(c, &req);
+        assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_CHALLENGE);
+        msv_frame_free(f);
+        msv_random_bytes(sig, sizeof(sig));
+        auth.handle = (ProtobufCBinaryData){strlen(a1.handle), (uint8_t *)a1.handle};
+        auth.device_id = a1.device_id;
+        auth.signature = (ProtobufCBinaryData){sizeof(sig), sig};
+        req.body_case = MSV__WIRE__FRAME__BODY_AUTH;
+        req.auth = &auth;
+        expect_error(test_request(c, &req), MSV__WIRE__ERROR_CODE__ERROR_AUTH);
+        assert_int_equal(msv_conn_recv(c, TEST_TIMEOUT_MS, &f), MSV_ERR_IO);
+        msv_conn_close(c);
+    }
+
+    /* nothing was queued by any of it, and everyone is still served */
+    assert_int_equal(metric(&s, "envelopes_enqueued_total"), enqueued);
+    expect_ok(test_send(&a1, bob, 1, right, 1, "still here"));
+    assert_true(test_expect_message(&b1, &a1, "still here", TEST_TIMEOUT_MS) != 0);
+    {
+        msv_frame *r = lookup(a1.conn, "bob@example.org");
+
+        assert_int_equal(r->lookup_result->results[0]->n_devices, 1);
+        msv_frame_free(r);
+    }
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&c1);
+    test_server_cleanup(&s);
+}
+
 /* Sets missived's limit on the size of the files it writes (soft limit; RLIM_INFINITY lifts it). */
 static void limit_file_size(struct test_server *s, rlim_t bytes)
 {
@@ -929,6 +1093,7 @@ int main(void)
         cmocka_unit_test(test_restart_keeps_queue),
         cmocka_unit_test(test_attachments),
         cmocka_unit_test(test_pipelined_requests_are_all_answered),
+        cmocka_unit_test(test_bad_input_catalogue),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_health_and_metrics),
     };
