@@ -854,6 +854,8 @@ static void test_bad_input_catalogue(void **state)
     enqueued = metric(&s, "envelopes_enqueued_total");
     rejected = metric(&s, "frames_rejected_total");
 
+    /* authenticated bad frames come from carol's device: a device's newest connection
+     * replaces its older one, and alice's stays in use below */
     /* F1 a truncated frame, then the client hangs up: dropped */
     c = test_connect(&s);
     assert_int_equal(msv_conn_send_raw(c, (const uint8_t *)"\x01\x00\x00\x0a\x1a\x00", 6), MSV_OK);
@@ -863,12 +865,12 @@ static void test_bad_input_catalogue(void **state)
     /* F3 a zero length: PARSE, hang-up */
     expect_hangup(&s, NULL, "\x01\x00\x00\x00", 4, MSV__WIRE__ERROR_CODE__ERROR_PARSE);
     /* F4 a length that runs into the next frame: the merged bytes are no Frame */
-    expect_hangup(&s, &a1, "\x01\x00\x00\x06\x08\x01\x01\x00\x00\x02\x08\x01", 12,
+    expect_hangup(&s, &c1, "\x01\x00\x00\x06\x08\x01\x01\x00\x00\x02\x08\x01", 12,
                   MSV__WIRE__ERROR_CODE__ERROR_PARSE);
     /* F5 valid protobuf, no message in it (only a request id): PARSE, hang-up */
-    expect_hangup(&s, &a1, "\x01\x00\x00\x02\x08\x05", 6, MSV__WIRE__ERROR_CODE__ERROR_PARSE);
+    expect_hangup(&s, &c1, "\x01\x00\x00\x02\x08\x05", 6, MSV__WIRE__ERROR_CODE__ERROR_PARSE);
     /* F6 an unknown message type (field 99): PARSE, hang-up */
-    expect_hangup(&s, &a1, "\x01\x00\x00\x03\x98\x06\x01", 7, MSV__WIRE__ERROR_CODE__ERROR_PARSE);
+    expect_hangup(&s, &c1, "\x01\x00\x00\x03\x98\x06\x01", 7, MSV__WIRE__ERROR_CODE__ERROR_PARSE);
     assert_int_equal(metric(&s, "frames_rejected_total"), rejected + 5);
 
     /* R1 a handle that is not UTF-8: INVALID, the connection stays */
@@ -968,6 +970,49 @@ static void test_bad_input_catalogue(void **state)
     test_device_free(&a1);
     test_device_free(&b1);
     test_device_free(&c1);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A connection flood from one address: past max_connections_per_address new
+ * connections are closed at once, while the connections already open (other
+ * clients' included) are served; a closed one makes room again.
+ */
+static void test_connection_flood(void **state)
+{
+    struct test_server s;
+    struct test_device a1;
+    struct msv_conn *extra[8] = {NULL};
+    size_t opened = 0;
+    uint8_t pin[32];
+
+    (void)state;
+    test_server_init(&s, "[server]\nmax_connections_per_address = 4\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1); /* one connection */
+    memcpy(pin, s.fingerprint, 32);
+    for (size_t i = 0; i < 8; i++) {
+        if (msv_conn_open("127.0.0.1", s.port, pin, 2000, &extra[opened]) == MSV_OK)
+            opened++;
+    }
+    assert_int_equal(opened, 3);
+    assert_true(metric(&s, "connections_refused_total") >= 5);
+    /* alice is served throughout */
+    {
+        msv_frame *r = lookup(a1.conn, "alice@example.org");
+
+        assert_int_equal(r->lookup_result->results[0]->n_devices, 1);
+        msv_frame_free(r);
+    }
+    /* one goes away: there is room for one more */
+    msv_conn_close(extra[--opened]);
+    for (int i = 0; i < 50 && metric(&s, "connections_open") > 3; i++)
+        usleep(20 * 1000);
+    assert_int_equal(msv_conn_open("127.0.0.1", s.port, pin, 2000, &extra[opened]), MSV_OK);
+    opened++;
+    while (opened > 0)
+        msv_conn_close(extra[--opened]);
+    test_device_free(&a1);
     test_server_cleanup(&s);
 }
 
@@ -1094,6 +1139,7 @@ int main(void)
         cmocka_unit_test(test_attachments),
         cmocka_unit_test(test_pipelined_requests_are_all_answered),
         cmocka_unit_test(test_bad_input_catalogue),
+        cmocka_unit_test(test_connection_flood),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_health_and_metrics),
     };

@@ -408,6 +408,7 @@ void start_missived(const struct opts *o, const struct seed *seed, const uint8_t
     /* one worker on one core, as Mosquitto and nginx run; limits raised for load */
     fprintf(f,
             "[server]\nlisten_port = 0\ndata_dir = %s\nworkers = 1\nidle_timeout_s = 3600\n"
+            "max_connections_per_address = 10000000\n"
             "frame_max = 1048576\n"
             "[tls]\ncert_file = %s/server.crt\nkey_file = %s/server.key\n"
             "[directory]\nlookup_rate = 1000000\nlookup_burst = 1000000\n"

@@ -29,6 +29,7 @@ static const struct option_def options[] = {
     {"server", "data_dir", OPT_STR, F(data_dir), 0, 0},
     {"server", "workers", OPT_U32, F(workers), 1, 64},
     {"server", "idle_timeout_s", OPT_U32, F(idle_timeout_s), 5, 86400},
+    {"server", "max_connections_per_address", OPT_U32, F(max_conns_per_address), 1, 10000000},
     {"server", "frame_max", OPT_U64, F(frame_max), 4096, 16777215},
     {"tls", "cert_file", OPT_STR, F(cert_file), 0, 0},
     {"tls", "key_file", OPT_STR, F(key_file), 0, 0},
@@ -63,6 +64,7 @@ void msv_config_defaults(struct msv_config *c)
     snprintf(c->data_dir, sizeof(c->data_dir), "missive-data");
     c->workers = 2;
     c->idle_timeout_s = 600;
+    c->max_conns_per_address = 256;
     c->frame_max = 1u << 20;
     c->payload_limit = 16 * 1024;
     c->queue_ttl_ms = 30ull * 86400 * 1000;

@@ -38,7 +38,8 @@ struct msv_config {
     enum msv_log_level log_level;
     uint64_t expiry_interval_ms;
     unsigned idle_timeout_s;
-    char clock_file[1024]; /* tests only: the current time in ms is read from this file */
+    unsigned max_conns_per_address; /* open connections from one address (IPv6: /64) */
+    char clock_file[1024];          /* tests only: the current time in ms is read from this file */
 };
 
 /* Fills c with the defaults. */

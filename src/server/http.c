@@ -61,6 +61,8 @@ static const struct {
     M(commit_batches, "commit_batches_total", "counter", "Group commits."),
     M(commit_failures, "commit_failures_total", "counter", "Group commits that failed."),
     M(rate_limited, "rate_limited_total", "counter", "Requests refused by a rate limit."),
+    M(connections_refused, "connections_refused_total", "counter",
+      "Connections closed at once: too many from one address."),
     M(blob_bytes_in, "blob_bytes_in_total", "counter", "Attachment bytes uploaded."),
     M(blob_bytes_out, "blob_bytes_out_total", "counter", "Attachment bytes downloaded."),
     M(blobs_expired, "blobs_expired_total", "counter", "Attachments deleted at expiry."),

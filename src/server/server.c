@@ -91,11 +91,32 @@ void msv_conn_send_ok(struct msv_conn_state *c, uint64_t request_id)
 
 /* ---- connections ---------------------------------------------------------------------- */
 
+/* Counts a connection from key in (+1) or out (-1); 0 if key is at its limit (not counted). */
+static int count_address(struct msv_server *s, uint64_t key, int delta)
+{
+    uintptr_t n;
+    int ok = 1;
+
+    pthread_mutex_lock(&s->limits_lock);
+    n = (uintptr_t)msv_u64map_get(&s->conns_per_address, key);
+    if (delta > 0 && n >= s->cfg.max_conns_per_address)
+        ok = 0;
+    else if (delta > 0)
+        ok = msv_u64map_put(&s->conns_per_address, key, (void *)(n + 1)) == MSV_OK;
+    else if (n <= 1)
+        msv_u64map_del(&s->conns_per_address, key);
+    else if (msv_u64map_put(&s->conns_per_address, key, (void *)(n - 1)) != MSV_OK)
+        ok = 0; /* cannot happen: replacing a present key allocates nothing */
+    pthread_mutex_unlock(&s->limits_lock);
+    return ok;
+}
+
 static void conn_free(struct msv_conn_state *c)
 {
     struct msv_worker *w = c->w;
     struct msv_server *s = w->srv;
 
+    count_address(s, c->peer_key, -1);
     if (c->device_id != 0) {
         pthread_mutex_lock(&s->registry_lock);
         if (msv_u64map_get(&s->registry, c->device_id) == c)
@@ -285,11 +306,21 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     c->w = w;
     c->peer_key = address_key(sa, c->peer, sizeof(c->peer));
+    if (!count_address(s, c->peer_key, +1)) {
+        /* a flood from one address: it cannot hold more of the server */
+        atomic_fetch_add(&s->m.connections_refused, 1);
+        msv_log(MSV_LOG_DEBUG, "connection_refused", "peer=%s", c->peer);
+        SSL_free(ssl);
+        evutil_closesocket(fd);
+        free(c);
+        return;
+    }
     /* frames are small and each is awaited: no Nagle delay (it cost 40 ms at p99) */
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
     c->bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                             BEV_OPT_CLOSE_ON_FREE);
     if (c->bev == NULL) {
+        count_address(s, c->peer_key, -1);
         SSL_free(ssl);
         evutil_closesocket(fd);
         free(c);
@@ -840,6 +871,7 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     msv_u64map_init(&s->registry);
     msv_u64map_init(&s->lookup_buckets);
     msv_u64map_init(&s->register_buckets);
+    msv_u64map_init(&s->conns_per_address);
     msv_log_set_level(cfg->log_level);
     e = make_dirs(cfg, err, err_len);
     if (e != MSV_OK)
@@ -973,6 +1005,7 @@ void msv_server_free(struct msv_server *s)
         free(s->register_buckets.keys[i] ? s->register_buckets.values[i] : NULL);
     msv_u64map_clear(&s->lookup_buckets);
     msv_u64map_clear(&s->register_buckets);
+    msv_u64map_clear(&s->conns_per_address);
     msv_u64map_clear(&s->registry);
     SSL_CTX_free(s->tls);
     msv_blob_backend_close(s->blobs);

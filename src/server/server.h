@@ -87,6 +87,7 @@ struct msv_metrics {
     _Atomic uint64_t lookups, sends, envelopes_enqueued, envelopes_delivered, envelopes_acked;
     _Atomic uint64_t envelopes_expired, commit_batches, commit_failures, rate_limited;
     _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired, reads_paused;
+    _Atomic uint64_t connections_refused;
 };
 
 struct msv_bucket {
@@ -111,8 +112,9 @@ struct msv_server {
     struct msv_u64map registry; /* device id -> struct msv_conn_state * */
 
     pthread_mutex_t limits_lock;
-    struct msv_u64map lookup_buckets;   /* account id -> struct msv_bucket * */
-    struct msv_u64map register_buckets; /* address key -> struct msv_bucket * */
+    struct msv_u64map lookup_buckets;    /* account id -> struct msv_bucket * */
+    struct msv_u64map register_buckets;  /* address key -> struct msv_bucket * */
+    struct msv_u64map conns_per_address; /* address key -> open connections (as a pointer) */
 
     /* settings SIGHUP may change while workers run */
     _Atomic uint64_t payload_limit, queue_ttl_ms;
