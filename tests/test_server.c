@@ -1016,6 +1016,43 @@ static void test_connection_flood(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * Slowloris: a connection that keeps sending a byte now and then but never
+ * authenticates is closed once 15 seconds have passed since it opened.
+ */
+static void test_slow_authentication(void **state)
+{
+    struct test_server s;
+    struct test_device a1;
+    struct msv_conn *slow;
+    msv_frame *f = NULL;
+    int64_t t0 = wall_ms();
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_set_clock(&s, t0);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    slow = test_connect(&s);
+    /* the first bytes of a frame, in time: the connection waits for the rest */
+    assert_int_equal(msv_conn_send_raw(slow, (const uint8_t *)"\x01", 1), MSV_OK);
+    assert_int_equal(msv_conn_recv(slow, 300, &f), MSV_ERR_AGAIN);
+    /* sixteen seconds later, one more byte: too late */
+    test_server_set_clock(&s, t0 + 16 * 1000);
+    assert_int_equal(msv_conn_send_raw(slow, (const uint8_t *)"\x00", 1), MSV_OK);
+    assert_int_equal(msv_conn_recv(slow, TEST_TIMEOUT_MS, &f), MSV_ERR_IO);
+    msv_conn_close(slow);
+    /* an authenticated device is not bound by it */
+    {
+        msv_frame *r = lookup(a1.conn, "alice@example.org");
+
+        assert_int_equal(r->lookup_result->results[0]->n_devices, 1);
+        msv_frame_free(r);
+    }
+    test_device_free(&a1);
+    test_server_cleanup(&s);
+}
+
 /* Sets missived's limit on the size of the files it writes (soft limit; RLIM_INFINITY lifts it). */
 static void limit_file_size(struct test_server *s, rlim_t bytes)
 {
@@ -1140,6 +1177,7 @@ int main(void)
         cmocka_unit_test(test_pipelined_requests_are_all_answered),
         cmocka_unit_test(test_bad_input_catalogue),
         cmocka_unit_test(test_connection_flood),
+        cmocka_unit_test(test_slow_authentication),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_health_and_metrics),
     };

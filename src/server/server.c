@@ -202,6 +202,14 @@ static void conn_read(struct bufferevent *bev, void *arg)
     struct msv_server *s = c->w->srv;
     struct evbuffer *in = bufferevent_get_input(bev);
 
+    /* the read timeout ends a silent connection; this one ends a slow one (slowloris) */
+    if (c->device_id == 0 &&
+        msv_server_now_ms(s) - c->accepted_ms > (int64_t)HANDSHAKE_TIMEOUT_S * 1000) {
+        msv_log(MSV_LOG_INFO, "auth_timeout", "peer=%s", c->peer);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        msv_conn_close_soon(c);
+        return;
+    }
     for (;;) {
         msv_frame *f = NULL;
         size_t used = 0;
@@ -305,6 +313,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     c->w = w;
+    c->accepted_ms = msv_server_now_ms(s);
     c->peer_key = address_key(sa, c->peer, sizeof(c->peer));
     if (!count_address(s, c->peer_key, +1)) {
         /* a flood from one address: it cannot hold more of the server */

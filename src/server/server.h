@@ -32,7 +32,8 @@ struct msv_conn_state {
     struct msv_worker *w;
     struct bufferevent *bev;
     char peer[64];
-    uint64_t peer_key; /* rate-limit key of the peer address */
+    uint64_t peer_key;   /* rate-limit key of the peer address */
+    int64_t accepted_ms; /* authentication must follow within HANDSHAKE_TIMEOUT_S */
     uint8_t nonce[32];
     int challenged;
     uint64_t device_id; /* 0 until authenticated */
