@@ -81,6 +81,18 @@ static void expect_error(msv_frame *f, int code)
     msv_frame_free(f);
 }
 
+static msv_frame *lookup(struct msv_conn *c, const char *handle);
+
+/* d is still served: a lookup of handle (one device) is answered. */
+static void expect_served(struct test_device *d, const char *handle)
+{
+    msv_frame *r = lookup(d->conn, handle);
+
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_LOOKUP_RESULT);
+    assert_int_equal(r->lookup_result->results[0]->n_devices, 1);
+    msv_frame_free(r);
+}
+
 static msv_frame *lookup(struct msv_conn *c, const char *handle)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
@@ -395,12 +407,7 @@ static void test_unauthenticated_and_malformed(void **state)
         expect_error(test_request(a1.conn, &req), MSV__WIRE__ERROR_CODE__ERROR_INVALID);
     }
     /* and everyone else was served throughout */
-    {
-        msv_frame *r = lookup(a1.conn, "bob@example.org");
-
-        assert_int_equal(r->lookup_result->results[0]->n_devices, 1);
-        msv_frame_free(r);
-    }
+    expect_served(&a1, "bob@example.org");
     test_device_free(&a1);
     test_device_free(&b1);
     test_server_cleanup(&s);
@@ -961,12 +968,7 @@ static void test_bad_input_catalogue(void **state)
     assert_int_equal(metric(&s, "envelopes_enqueued_total"), enqueued);
     expect_ok(test_send(&a1, bob, 1, right, 1, "still here"));
     assert_true(test_expect_message(&b1, &a1, "still here", TEST_TIMEOUT_MS) != 0);
-    {
-        msv_frame *r = lookup(a1.conn, "bob@example.org");
-
-        assert_int_equal(r->lookup_result->results[0]->n_devices, 1);
-        msv_frame_free(r);
-    }
+    expect_served(&a1, "bob@example.org");
     test_device_free(&a1);
     test_device_free(&b1);
     test_device_free(&c1);
@@ -998,12 +1000,7 @@ static void test_connection_flood(void **state)
     assert_int_equal(opened, 3);
     assert_true(metric(&s, "connections_refused_total") >= 5);
     /* alice is served throughout */
-    {
-        msv_frame *r = lookup(a1.conn, "alice@example.org");
-
-        assert_int_equal(r->lookup_result->results[0]->n_devices, 1);
-        msv_frame_free(r);
-    }
+    expect_served(&a1, "alice@example.org");
     /* one goes away: there is room for one more */
     msv_conn_close(extra[--opened]);
     for (int i = 0; i < 50 && metric(&s, "connections_open") > 3; i++)
@@ -1043,12 +1040,7 @@ static void test_slow_authentication(void **state)
     assert_int_equal(msv_conn_recv(slow, TEST_TIMEOUT_MS, &f), MSV_ERR_IO);
     msv_conn_close(slow);
     /* an authenticated device is not bound by it */
-    {
-        msv_frame *r = lookup(a1.conn, "alice@example.org");
-
-        assert_int_equal(r->lookup_result->results[0]->n_devices, 1);
-        msv_frame_free(r);
-    }
+    expect_served(&a1, "alice@example.org");
     test_device_free(&a1);
     test_server_cleanup(&s);
 }
