@@ -221,4 +221,16 @@ grep -q '"text":"anyone?".*"status":"sent"' out.txt && ok || bad "outbox flushed
 expect 0 "bob gets the late message" -- as bob-phone receive --wait 1
 grep -q "anyone?" out.txt && ok || bad "late message delivered"
 
+# secrets stay out of the server's log: the account password, the passphrase,
+# the server's TLS private key, and the message texts (only codes in dev mode)
+grep -qF "$MISSIVE_PASSWORD" srv.log && bad "password in the log" || ok
+grep -qF "a long passphrase" srv.log && bad "passphrase in the log" || ok
+key_line=$(grep -v -- '-----' srv/server.key | head -1)
+[ -n "$key_line" ] && ! grep -qF "$key_line" srv.log && ok || bad "TLS key in the log"
+grep -qF "anyone?" srv.log && bad "message text in the log" || ok
+[ "$(stat -c %a srv/server.key)" = 600 ] && ok || bad "server key file private"
+for db in dev-*/*/state.db; do
+    [ "$(stat -c %a "$db" 2>/dev/null)" = 600 ] && ok || bad "$db is not private"
+done
+
 finish
