@@ -392,7 +392,8 @@ static int remove_when_gone(const char *dir)
 static void on_signal(int sig)
 {
     (void)sig;
-    _exit(130); /* async-signal-safe; the helper and the servers see us go */
+    kill_servers();
+    _exit(130); /* async-signal-safe; the helper sees us go */
 }
 
 static int parse_int(const char *s, long lo, long hi, long *out)
@@ -484,6 +485,7 @@ int main(int argc, char **argv)
     if (msv_init_many_connections() != MSV_OK)
         return 1;
     signal(SIGPIPE, SIG_IGN);
+    atexit(kill_servers); /* a benchmark that dies stops what it started */
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     {

@@ -34,10 +34,22 @@ grep -Eq '^\| drain: envelopes/s .* \| [1-9][0-9.]* \|' all.txt && ok || bad "B5
 grep -Eq '^\| lookups/s .* \| [1-9][0-9]* \|' all.txt && ok || bad "B6 lookups"
 grep -Eq '^\| download 1 MiB, MB/s \| [1-9][0-9]* \|' all.txt && ok || bad "B6 download"
 
+# Waits up to 20 s for every process of this run's servers (their command lines name the
+# scratch directory) and the scratch directory itself to be gone: a process killed under a
+# sanitizer can take a while to unmap. Returns 1 if something is still there.
+gone() {
+    for _ in $(seq 200); do
+        if ! pgrep -f "$work/missive-bench-" >/dev/null && ! ls -d "$work"/missive-bench-* >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+left() { pgrep -af "$work/missive-bench-" | head -3; ls -d "$work"/missive-bench-* 2>/dev/null; }
+
 # nothing left behind: no server still running from this run, no scratch directory
-sleep 0.5
-pgrep -f "$work/missive-bench-" >/dev/null && bad "a server outlived the bench" || ok
-ls -d "$work"/missive-bench-* >/dev/null 2>&1 && bad "scratch directory left" || ok
+gone && ok || bad "left behind by the bench: $(left)"
 
 # an interrupted run stops its servers too
 "$B" --quick relay >/dev/null 2>&1 &
@@ -45,7 +57,5 @@ pid=$!
 sleep 1.5
 kill -INT $pid
 wait $pid
-sleep 0.5
-pgrep -f "$work/missive-bench-" >/dev/null && bad "servers outlived an interrupted bench" || ok
-ls -d "$work"/missive-bench-* >/dev/null 2>&1 && bad "scratch left after interrupt" || ok
+gone && ok || bad "left behind by an interrupted bench: $(left)"
 finish

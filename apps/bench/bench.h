@@ -70,6 +70,8 @@ int start_mosquitto(const struct opts *o, struct server_proc *out);
 /* Starts nginx (one process) serving dir/www over TLS 1.3 and accepting PUT to /up/. */
 int start_nginx(const struct opts *o, struct server_proc *out);
 void stop_server(struct server_proc *p);
+/* SIGKILLs every server still running (at exit, and from the signal handler). */
+void kill_servers(void);
 
 double proc_cpu_s(pid_t pid);                  /* user + system seconds */
 double proc_rss_kib(pid_t pid);                /* resident set size */

@@ -185,6 +185,39 @@ static int port_open(uint16_t port)
     return ok;
 }
 
+/*
+ * Every process started and not yet reaped, so that none outlives the bench
+ * even where PR_SET_PDEATHSIG does not reach (a server strace started).
+ */
+#define STARTED_MAX 64
+static volatile pid_t started[STARTED_MAX];
+
+static void remember_pid(pid_t pid)
+{
+    for (int i = 0; i < STARTED_MAX && pid > 0; i++) {
+        if (started[i] == 0) {
+            started[i] = pid;
+            return;
+        }
+    }
+}
+
+static void forget_pid(pid_t pid)
+{
+    for (int i = 0; i < STARTED_MAX && pid > 0; i++) {
+        if (started[i] == pid)
+            started[i] = 0;
+    }
+}
+
+void kill_servers(void)
+{
+    for (int i = 0; i < STARTED_MAX; i++) {
+        if (started[i] > 0)
+            kill(started[i], SIGKILL); /* async-signal-safe: also called from a handler */
+    }
+}
+
 /* Forks and execs argv with output to dir/out.log, pinned to the server core. */
 static pid_t spawn(const struct opts *o, const char *dir, char *const argv[])
 {
@@ -209,6 +242,7 @@ static pid_t spawn(const struct opts *o, const char *dir, char *const argv[])
         execvp(argv[0], argv);
         _exit(127);
     }
+    remember_pid(pid);
     return pid;
 }
 
@@ -238,6 +272,8 @@ static void wait_ready(struct server_proc *p, void (*port_of)(struct server_proc
         if (p->port != 0 && port_open(p->port))
             return;
         if (waitpid(p->parent, &status, WNOHANG) == p->parent) {
+            forget_pid(p->pid);
+            forget_pid(p->parent);
             p->pid = p->parent = 0;
             start_failed(p, "a server exited during start-up");
         }
@@ -248,21 +284,23 @@ static void wait_ready(struct server_proc *p, void (*port_of)(struct server_proc
 
 void stop_server(struct server_proc *p)
 {
-    int status;
+    int status, reaped = 0;
 
     if (p->parent <= 0)
         return;
     kill(p->pid, SIGTERM);
-    for (int i = 0; i < 500; i++) {
-        if (waitpid(p->parent, &status, WNOHANG) == p->parent) {
-            p->pid = p->parent = 0;
-            return;
-        }
-        sleep_ms(20);
+    for (int i = 0; i < 500 && !reaped; i++) {
+        reaped = waitpid(p->parent, &status, WNOHANG) == p->parent;
+        if (!reaped)
+            sleep_ms(20);
     }
-    kill(p->pid, SIGKILL);
-    kill(p->parent, SIGKILL);
-    waitpid(p->parent, &status, 0);
+    if (!reaped) {
+        kill(p->pid, SIGKILL);
+        kill(p->parent, SIGKILL);
+        waitpid(p->parent, &status, 0);
+    }
+    forget_pid(p->pid);
+    forget_pid(p->parent);
     p->pid = p->parent = 0;
 }
 
@@ -436,6 +474,7 @@ void start_missived(const struct opts *o, const struct seed *seed, const uint8_t
         snprintf(out->trace, sizeof(out->trace), "%s/fsyncs.txt", out->dir);
         out->parent = spawn(o, out->dir, argv);
         out->pid = traced_child(out->parent);
+        remember_pid(out->pid);
         if (out->pid == 0)
             die("strace did not start missived; see %s/out.log", out->dir);
     } else {
