@@ -352,6 +352,14 @@ static int cmd_link(const struct cli *o)
     return rc;
 }
 
+/* -o json: one object per line; takes the reference. */
+static void emit_json(json_t *j, size_t flags)
+{
+    json_dumpf(j, stdout, JSON_COMPACT | flags);
+    putchar('\n');
+    json_decref(j);
+}
+
 static void print_device(const struct cli *o, json_t *list, const Msv__Wire__DeviceInfo *d,
                          uint64_t self)
 {
@@ -392,11 +400,10 @@ static int show_devices(const struct cli *o, struct msv_client *c, const char *h
     for (size_t i = 0; i < r->lookup_result->results[0]->n_devices; i++)
         print_device(o, list, r->lookup_result->results[0]->devices[i],
                      handle == NULL ? c->device_id : 0);
-    if (o->json) {
-        json_dumpf(list, stdout, JSON_COMPACT);
-        putchar('\n');
-    }
-    json_decref(list);
+    if (o->json)
+        emit_json(list, 0);
+    else
+        json_decref(list);
     msv_frame_free(r);
     return 0;
 }
@@ -448,11 +455,7 @@ static int cmd_contacts(const struct cli *o, struct msv_client *c)
         return fail(c, "listing contacts", err);
     for (size_t i = 0; i < n; i++) {
         if (o->json) {
-            json_t *j = json_pack("{s:s, s:s}", "name", list[i].name, "handle", list[i].handle);
-
-            json_dumpf(j, stdout, JSON_COMPACT);
-            putchar('\n');
-            json_decref(j);
+            emit_json(json_pack("{s:s, s:s}", "name", list[i].name, "handle", list[i].handle), 0);
         } else {
             printf("%s\t%s\n", list[i].name, list[i].handle);
         }
@@ -583,11 +586,7 @@ static int cmd_groups(const struct cli *o, struct msv_client *c)
             for (char *m = g[i].members; *m; m++)
                 *m = *m == '\n' && m[1] ? ',' : (*m == '\n' ? '\0' : *m);
             if (o->json) {
-                json_t *j = json_pack("{s:s, s:s}", "name", g[i].name, "members", g[i].members);
-
-                json_dumpf(j, stdout, JSON_COMPACT);
-                putchar('\n');
-                json_decref(j);
+                emit_json(json_pack("{s:s, s:s}", "name", g[i].name, "members", g[i].members), 0);
             } else {
                 printf("%s\t%s\n", g[i].name, g[i].members);
             }
@@ -677,9 +676,7 @@ static void print_message(const struct cli *o, const struct msv_message_rec *m)
                       (json_int_t)m->sender_device, "outgoing", m->outgoing, "text", m->text,
                       "sent_at_ms", (json_int_t)m->sent_at_ms, "status", m->status);
 
-        json_dumpf(j, stdout, JSON_COMPACT | JSON_ENSURE_ASCII);
-        putchar('\n');
-        json_decref(j);
+        emit_json(j, JSON_ENSURE_ASCII);
         return;
     }
     localtime_r(&t, &tm);
@@ -882,12 +879,9 @@ static int cmd_fingerprint(const struct cli *o, struct msv_client *c)
     msv_public_identity_hash(msv_identity_public(c->id), h);
     msv_fingerprint_text(h, fp);
     if (o->json) {
-        json_t *j = json_pack("{s:s, s:I, s:s}", "handle", c->handle, "device_id",
-                              (json_int_t)c->device_id, "fingerprint", fp);
-
-        json_dumpf(j, stdout, JSON_COMPACT);
-        putchar('\n');
-        json_decref(j);
+        emit_json(json_pack("{s:s, s:I, s:s}", "handle", c->handle, "device_id",
+                            (json_int_t)c->device_id, "fingerprint", fp),
+                  0);
     } else
         printf("%s device %llu: %s\n", c->handle, (unsigned long long)c->device_id, fp);
     return 0;
