@@ -1065,13 +1065,20 @@ static off_t file_size(const char *dir, const char *name)
     return stat(path, &st) == 0 ? st.st_size : 0;
 }
 
+/* A storage fault missived meets while alice sends to an offline bob. */
+struct storage_fault {
+    void (*start)(struct test_server *s, void *ctx);
+    void (*end)(struct test_server *s, void *ctx);
+    void *ctx;
+};
+
 /*
- * The disk fills up (a file-size limit on missived stands in for it): the
- * send that cannot be committed is refused with ERROR_IO and not
- * acknowledged; everything acknowledged before is delivered; once there is
- * room again the server goes on as before.
+ * alice sends to bob (offline) until a send is refused while the fault
+ * lasts: the refusal is ERROR_IO and says the message was not accepted.
+ * Once the fault ends the server goes on without a restart, and bob gets
+ * everything acknowledged before, in order, and not the refused message.
  */
-static void test_disk_full(void **state)
+static void expect_storage_fault_handled(const struct storage_fault *fault)
 {
     struct test_server s;
     struct test_device a1, b1;
@@ -1079,23 +1086,21 @@ static void test_disk_full(void **state)
     const char *bob[1] = {"bob@example.org"};
     char text[8200], accepted[64][16];
     size_t n_accepted = 0;
-    off_t room;
     int refused = 0;
 
-    (void)state;
     test_server_init(&s, NULL);
     test_server_start(&s);
     test_register(&s, "alice@example.org", &a1);
     test_register(&s, "bob@example.org", &b1);
     msv_conn_close(b1.conn); /* offline: everything waits in the queue */
     b1.conn = NULL;
-    room = file_size(s.dir, "missive.db-wal");
-    if (file_size(s.dir, "missive.db") > room)
-        room = file_size(s.dir, "missive.db");
-    limit_file_size(&s, (rlim_t)room + 64 * 1024);
     memset(text, 'x', sizeof(text) - 1);
     text[sizeof(text) - 1] = '\0';
-    for (int i = 0; i < 64 && !refused; i++) {
+    memcpy(text, "m00", 3);
+    expect_ok(test_send(&a1, bob, 1, to, 1, text));
+    snprintf(accepted[n_accepted++], sizeof(accepted[0]), "m00");
+    fault->start(&s, fault->ctx);
+    for (int i = 1; i < 64 && !refused; i++) {
         msv_frame *r;
 
         snprintf(accepted[n_accepted], sizeof(accepted[0]), "m%02d", i);
@@ -1112,10 +1117,8 @@ static void test_disk_full(void **state)
         msv_frame_free(r);
     }
     assert_true(refused);
-    assert_true(n_accepted >= 1);
     assert_true(metric(&s, "commit_failures_total") >= 1);
-    /* room again: the server goes on without a restart */
-    limit_file_size(&s, RLIM_INFINITY);
+    fault->end(&s, fault->ctx);
     memcpy(text, "end", 3);
     expect_ok(test_send(&a1, bob, 1, to, 1, text));
     /* everything acknowledged arrives, in order, and the refused message does not */
@@ -1133,6 +1136,77 @@ static void test_disk_full(void **state)
     test_device_free(&a1);
     test_device_free(&b1);
     test_server_cleanup(&s);
+}
+
+static void disk_fills(struct test_server *s, void *ctx)
+{
+    off_t room = file_size(s->dir, "missive.db-wal");
+
+    (void)ctx;
+    if (file_size(s->dir, "missive.db") > room)
+        room = file_size(s->dir, "missive.db");
+    limit_file_size(s, (rlim_t)room + 64 * 1024);
+}
+
+static void disk_has_room(struct test_server *s, void *ctx)
+{
+    (void)ctx;
+    limit_file_size(s, RLIM_INFINITY);
+}
+
+/* The disk fills up (a file-size limit on missived stands in for it). */
+static void test_disk_full(void **state)
+{
+    const struct storage_fault fault = {disk_fills, disk_has_room, NULL};
+
+    (void)state;
+    expect_storage_fault_handled(&fault);
+}
+
+/* tests/faulty_io.c in missived: writes and syncs of its database fail with EIO while *ctx exists.
+ */
+static void disk_fails(struct test_server *s, void *ctx)
+{
+    FILE *f;
+
+    (void)s;
+    f = fopen(ctx, "w");
+    assert_non_null(f);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void disk_recovers(struct test_server *s, void *ctx)
+{
+    (void)s;
+    assert_int_equal(unlink(ctx), 0);
+}
+
+/*
+ * The disk fails (tests/faulty_io.c preloaded into missived): writes and
+ * syncs of the database and its journal fail with EIO for a while.
+ */
+static void test_io_errors(void **state)
+{
+    const char *asan = getenv("ASAN_OPTIONS");
+    char trigger[64], options[1024];
+    const struct storage_fault fault = {disk_fails, disk_recovers, trigger};
+
+    (void)state;
+    snprintf(trigger, sizeof(trigger), "/tmp/msv-faulty-io-%ld", (long)getpid());
+    /* the shim comes before the sanitizer runtime in sanitizer builds; that is fine here */
+    snprintf(options, sizeof(options), "%s%sverify_asan_link_order=0", asan ? asan : "",
+             asan ? ":" : "");
+    assert_int_equal(setenv("ASAN_OPTIONS", options, 1), 0);
+    assert_int_equal(setenv("LD_PRELOAD", MSV_FAULTY_IO, 1), 0);
+    assert_int_equal(setenv("MSV_FAULTY_IO_MATCH", "/missive.db", 1), 0);
+    assert_int_equal(setenv("MSV_FAULTY_IO_TRIGGER", trigger, 1), 0);
+    expect_storage_fault_handled(&fault);
+    unsetenv("LD_PRELOAD");
+    unsetenv("MSV_FAULTY_IO_TRIGGER");
+    if (asan != NULL)
+        setenv("ASAN_OPTIONS", asan, 1);
+    else
+        unsetenv("ASAN_OPTIONS");
 }
 
 static void test_health_and_metrics(void **state)
@@ -1171,6 +1245,7 @@ int main(void)
         cmocka_unit_test(test_connection_flood),
         cmocka_unit_test(test_slow_authentication),
         cmocka_unit_test(test_disk_full),
+        cmocka_unit_test(test_io_errors),
         cmocka_unit_test(test_health_and_metrics),
     };
 

@@ -1,0 +1,104 @@
+/*
+ * A failing disk for tests, loaded into missived with LD_PRELOAD: while the
+ * file named by MSV_FAULTY_IO_TRIGGER exists, every write and sync of a
+ * regular file whose path contains MSV_FAULTY_IO_MATCH fails with EIO,
+ * as a disk with bad sectors or a lost network volume answers. Sockets,
+ * pipes and other files are not touched.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+static int failing(int fd)
+{
+    const char *trigger = getenv("MSV_FAULTY_IO_TRIGGER");
+    const char *match = getenv("MSV_FAULTY_IO_MATCH");
+    char link[64], path[4096];
+    struct stat st;
+    ssize_t n;
+
+    if (trigger == NULL || match == NULL || access(trigger, F_OK) != 0)
+        return 0;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        return 0;
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    n = readlink(link, path, sizeof(path) - 1);
+    if (n <= 0)
+        return 0;
+    path[n] = '\0';
+    if (strstr(path, match) == NULL)
+        return 0;
+    errno = EIO;
+    return 1;
+}
+
+/* The next definition of name after this library's (libc's). */
+static void *next(const char *name)
+{
+    void *f = dlsym(RTLD_NEXT, name);
+
+    if (f == NULL)
+        abort();
+    return f;
+}
+
+ssize_t write(int fd, const void *buf, size_t n)
+{
+    static ssize_t (*real)(int, const void *, size_t);
+
+    if (failing(fd))
+        return -1;
+    if (real == NULL)
+        real = (ssize_t(*)(int, const void *, size_t))next("write");
+    return real(fd, buf, n);
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+    static ssize_t (*real)(int, const void *, size_t, off_t);
+
+    if (failing(fd))
+        return -1;
+    if (real == NULL)
+        real = (ssize_t(*)(int, const void *, size_t, off_t))next("pwrite");
+    return real(fd, buf, n, off);
+}
+
+ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
+{
+    static ssize_t (*real)(int, const void *, size_t, off_t);
+
+    if (failing(fd))
+        return -1;
+    if (real == NULL)
+        real = (ssize_t(*)(int, const void *, size_t, off_t))next("pwrite64");
+    return real(fd, buf, n, off);
+}
+
+int fsync(int fd)
+{
+    static int (*real)(int);
+
+    if (failing(fd))
+        return -1;
+    if (real == NULL)
+        real = (int (*)(int))next("fsync");
+    return real(fd);
+}
+
+int fdatasync(int fd)
+{
+    static int (*real)(int);
+
+    if (failing(fd))
+        return -1;
+    if (real == NULL)
+        real = (int (*)(int))next("fdatasync");
+    return real(fd);
+}
