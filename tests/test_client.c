@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -324,10 +325,143 @@ static void test_crash_consistency(void **state)
     test_server_cleanup(&s);
 }
 
+/* ---- a sender killed mid-send ------------------------------------------------------------ */
+
+#define KILL_ROUNDS 8
+#define KILL_PER_ROUND 2000
+
+/* What the killed sender's history and the recipient's say of "k<round>-<n>". */
+static void count_kill_texts(struct msv_client *c, int outgoing, unsigned (*seen)[KILL_PER_ROUND],
+                             unsigned char (*sent)[KILL_PER_ROUND])
+{
+    struct msv_message_rec *hist = NULL;
+    size_t n = 0;
+
+    assert_int_equal(msv_client_db_history(c->db, NULL, NULL, 0, &hist, &n), MSV_OK);
+    for (size_t i = 0; i < n; i++) {
+        int r, k;
+
+        if (hist[i].outgoing != outgoing || hist[i].text == NULL ||
+            sscanf(hist[i].text, "k%d-%d", &r, &k) != 2 || r < 0 || r >= KILL_ROUNDS || k < 0 ||
+            k >= KILL_PER_ROUND)
+            continue;
+        seen[r][k]++;
+        if (sent != NULL && strcmp(hist[i].status, "sent") == 0)
+            sent[r][k] = 1;
+    }
+    msv_messages_free(hist, n);
+}
+
+/*
+ * A sending client is killed with SIGKILL at random moments, again and again
+ * (before, during and after the outbox commit and the relay's answer). Every
+ * message its history holds is delivered once its outbox is flushed, exactly
+ * once; every message the recipient got is in the sender's history; every
+ * send that returned is in it.
+ */
+static void test_sender_killed_mid_send(void **state)
+{
+    static unsigned returned[KILL_ROUNDS][KILL_PER_ROUND], stored[KILL_ROUNDS][KILL_PER_ROUND],
+        got[KILL_ROUNDS][KILL_PER_ROUND];
+    static unsigned char sent[KILL_ROUNDS][KILL_PER_ROUND];
+    const char *to[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    size_t in_history = 0, in_flight = 0;
+    char dir[128];
+    int fds[2];
+
+    (void)state;
+    memset(returned, 0, sizeof(returned));
+    memset(stored, 0, sizeof(stored));
+    memset(got, 0, sizeof(got));
+    memset(sent, 0, sizeof(sent));
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", to[0]);
+    msv_client_close(alice);
+    snprintf(dir, sizeof(dir), "%s/alice", s.dir);
+    assert_int_equal(pipe(fds), 0);
+    for (int r = 0; r < KILL_ROUNDS; r++) {
+        pid_t pid = fork();
+        int status;
+        uint16_t k;
+
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            struct msv_client *c = NULL;
+
+            close(fds[0]);
+            if (msv_client_open(dir, NULL, &c) != MSV_OK)
+                _exit(2);
+            for (k = 0; k < KILL_PER_ROUND; k++) {
+                char text[TEXT_LEN];
+                uint8_t id[16];
+
+                snprintf(text, sizeof(text), "k%d-%u", r, (unsigned)k);
+                if (msv_client_send(c, to, 1, text, NULL, 0, NULL, id) == MSV_OK &&
+                    write(fds[1], &k, sizeof(k)) != sizeof(k))
+                    _exit(3);
+            }
+            _exit(0);
+        }
+        sleep_random_ms(100, 600);
+        kill(pid, SIGKILL);
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_false(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+        /* the sends that returned before the kill: a pipe of 64 KiB holds a round's */
+        for (;;) {
+            struct timespec none = {0, 0};
+            fd_set rd;
+
+            FD_ZERO(&rd);
+            FD_SET(fds[0], &rd);
+            if (pselect(fds[0] + 1, &rd, NULL, NULL, &none, NULL) != 1)
+                break;
+            assert_int_equal(read(fds[0], &k, sizeof(k)), sizeof(k));
+            assert_true(k < KILL_PER_ROUND);
+            returned[r][k] = 1;
+        }
+    }
+    close(fds[0]);
+    close(fds[1]);
+    /* the next start of the sender flushes its outbox */
+    assert_int_equal(msv_client_open(dir, NULL, &alice), MSV_OK);
+    assert_int_equal(msv_client_connect(alice), MSV_OK);
+    count_kill_texts(alice, 1, stored, sent);
+    receive_all(bob);
+    count_kill_texts(bob, 0, got, NULL);
+    for (int r = 0; r < KILL_ROUNDS; r++) {
+        for (int k = 0; k < KILL_PER_ROUND; k++) {
+            if (returned[r][k] && stored[r][k] != 1)
+                fail_msg("k%d-%d returned but is in the sender's history %u times", r, k,
+                         stored[r][k]);
+            if (stored[r][k] > 1)
+                fail_msg("k%d-%d is in the sender's history %u times", r, k, stored[r][k]);
+            if (stored[r][k] == 1 && !sent[r][k])
+                fail_msg("k%d-%d is still queued after the outbox was flushed", r, k);
+            if (got[r][k] != stored[r][k])
+                fail_msg("k%d-%d: in the sender's history %u times, received %u times", r, k,
+                         stored[r][k], got[r][k]);
+            in_history += stored[r][k];
+            in_flight += stored[r][k] && !returned[r][k];
+        }
+    }
+    printf("sender killed mid-send: %d kills, %zu messages stored by the sender, %zu of them "
+           "caught in flight; each received exactly once\n",
+           KILL_ROUNDS, in_history, in_flight);
+    assert_true(in_history > 0);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_redelivery_shown_once),
+        cmocka_unit_test(test_sender_killed_mid_send),
         cmocka_unit_test(test_crash_consistency),
     };
 

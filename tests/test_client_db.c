@@ -179,31 +179,76 @@ static void test_history_and_search(void **state)
     assert_int_equal(msv_client_db_message_status(f->db, id, "read"), MSV_ERR_NOT_FOUND);
 }
 
+/* An outgoing history record for test_outbox, "queued". */
+static struct msv_message_rec queued(const uint8_t id[16], const char *text)
+{
+    struct msv_message_rec m = {.conversation = "bob@x.org",
+                                .outgoing = 1,
+                                .sender = "me@x.org",
+                                .sender_device = 1,
+                                .kind = 1,
+                                .text = (char *)text,
+                                .sent_at_ms = 5,
+                                .stored_at_ms = 5,
+                                .status = "queued"};
+
+    memcpy(m.message_id, id, 16);
+    return m;
+}
+
+static void expect_status(struct msv_client_db *db, const uint8_t id[16], const char *status)
+{
+    struct msv_message_rec *m = NULL;
+
+    if (status == NULL) {
+        assert_int_equal(msv_client_db_message_get(db, id, &m), MSV_ERR_NOT_FOUND);
+        return;
+    }
+    assert_int_equal(msv_client_db_message_get(db, id, &m), MSV_OK);
+    assert_string_equal(m->status, status);
+    msv_messages_free(m, 1);
+}
+
 static void test_outbox(void **state)
 {
     struct fixture *f = *state;
     struct msv_outbox_rec *o = NULL;
+    struct msv_message_rec ma, mc;
     size_t n = 0;
-    uint8_t a[16], b[16];
+    uint8_t a[16], b[16], c[16];
 
     memset(a, 0xa, 16);
     memset(b, 0xb, 16);
-    assert_int_equal(msv_client_db_outbox_put(f->db, a, "bob@x.org\n", (const uint8_t *)"pa", 2, 5),
-                     MSV_OK);
+    memset(c, 0xc, 16);
+    ma = queued(a, "hello");
+    mc = queued(c, "never");
     assert_int_equal(
-        msv_client_db_outbox_put(f->db, b, "carol@x.org\n", (const uint8_t *)"pb", 2, 6), MSV_OK);
-    assert_int_equal(msv_client_db_outbox_put(f->db, a, "x", (const uint8_t *)"p", 1, 7),
+        msv_client_db_outbox_put(f->db, &ma, a, "bob@x.org\n", (const uint8_t *)"pa", 2, 5),
+        MSV_OK);
+    expect_status(f->db, a, "queued");
+    /* a control message: in the outbox, not in history */
+    assert_int_equal(
+        msv_client_db_outbox_put(f->db, NULL, b, "carol@x.org\n", (const uint8_t *)"pb", 2, 6),
+        MSV_OK);
+    expect_status(f->db, b, NULL);
+    /* one transaction: an outbox row that cannot be stored leaves no history record behind */
+    assert_int_equal(msv_client_db_outbox_put(f->db, &mc, a, "x", (const uint8_t *)"p", 1, 7),
                      MSV_ERR_EXISTS);
+    expect_status(f->db, c, NULL);
     assert_int_equal(msv_client_db_outbox(f->db, &o, &n), MSV_OK);
     assert_int_equal(n, 2);
     assert_memory_equal(o[0].message_id, a, 16);
     assert_string_equal(o[1].recipients, "carol@x.org\n");
     assert_memory_equal(o[1].payload, "pb", 2);
     msv_outbox_free(o, n);
-    assert_int_equal(msv_client_db_outbox_remove(f->db, a), MSV_OK);
-    assert_int_equal(msv_client_db_outbox_remove(f->db, a), MSV_ERR_NOT_FOUND);
+    /* settled: out of the outbox and "sent" together; settling again changes nothing */
+    assert_int_equal(msv_client_db_outbox_settle(f->db, a, "sent"), MSV_OK);
+    expect_status(f->db, a, "sent");
+    assert_int_equal(msv_client_db_outbox_settle(f->db, a, NULL), MSV_OK);
+    expect_status(f->db, a, "sent");
+    assert_int_equal(msv_client_db_outbox_settle(f->db, b, "sent"), MSV_OK);
     assert_int_equal(msv_client_db_outbox(f->db, &o, &n), MSV_OK);
-    assert_int_equal(n, 1);
+    assert_int_equal(n, 0);
     msv_outbox_free(o, n);
 }
 

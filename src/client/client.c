@@ -691,19 +691,16 @@ static msv_err flush_outbox(struct msv_client *c)
         struct msv_payload *p = NULL;
 
         if (msv_payload_parse(o[i].payload, o[i].payload_len, &p) != MSV_OK) {
-            err = msv_client_db_outbox_remove(c->db, o[i].message_id); /* it can never go */
+            err = msv_client_db_outbox_settle(c->db, o[i].message_id, "failed"); /* never goes */
             continue;
         }
         err = deliver_once(c, o[i].message_id, (const char *const *)p->participants,
                            p->participant_count, o[i].payload, o[i].payload_len);
-        if (err == MSV_OK) {
-            err = msv_client_db_message_status(c->db, o[i].message_id, "sent");
-        } else if (!try_later(c, err) && err != MSV_ERR_NOMEM && err != MSV_ERR_AGAIN) {
+        if (err == MSV_OK)
+            err = msv_client_db_outbox_settle(c->db, o[i].message_id, "sent");
+        else if (!try_later(c, err) && err != MSV_ERR_NOMEM && err != MSV_ERR_AGAIN)
             /* it will never go (a recipient left, say): history says so, the outbox lets go */
-            err = msv_client_db_message_status(c->db, o[i].message_id, "failed");
-        }
-        if (err == MSV_OK || err == MSV_ERR_NOT_FOUND)
-            err = msv_client_db_outbox_remove(c->db, o[i].message_id);
+            err = msv_client_db_outbox_settle(c->db, o[i].message_id, "failed");
         msv_payload_free(p);
     }
     msv_outbox_free(o, n);
@@ -837,20 +834,14 @@ static msv_err send_payload(struct msv_client *c, const char *const *targets_in,
     rec.kind = (int)p->kind;
     rec.text = (char *)(text ? text : "");
     rec.sent_at_ms = rec.stored_at_ms = (int64_t)p->sent_at_ms;
-    /* shown as queued until the relay accepts it, and kept in the outbox until then */
-    if (conversation != NULL) /* control messages (receipts, typing, edits) are not history */
-        err = msv_client_db_message_put(c->db, &rec);
-    if (err == MSV_OK)
-        err = msv_client_db_outbox_put(c->db, p->message_id, conversation ? conversation : "", pt,
-                                       pt_len, now_ms());
+    /* shown as queued until the relay accepts it, and kept in the outbox until then; control
+     * messages (receipts, typing, edits) are not history */
+    err = msv_client_db_outbox_put(c->db, conversation != NULL ? &rec : NULL, p->message_id,
+                                   conversation ? conversation : "", pt, pt_len, now_ms());
     if (err == MSV_OK)
         err = deliver_payload(c, p->message_id, targets, t, pt, pt_len);
-    if (err == MSV_OK) {
-        if (conversation != NULL)
-            err = msv_client_db_message_status(c->db, p->message_id, "sent");
-        if (err == MSV_OK && msv_client_db_outbox_remove(c->db, p->message_id) == MSV_ERR_IO)
-            err = MSV_ERR_IO;
-    }
+    if (err == MSV_OK)
+        err = msv_client_db_outbox_settle(c->db, p->message_id, "sent");
     msv_secret_free(pt, pt_len);
     sodium_memzero(refs, sizeof(refs)); /* the attachment keys */
     return err;

@@ -286,6 +286,16 @@ static msv_err replace_locked(struct msv_client_db *db, const char *handle,
     return err;
 }
 
+/* Ends the transaction BEGIN IMMEDIATE opened: COMMIT if err is MSV_OK, else ROLLBACK. */
+static msv_err finish_transaction(struct msv_client_db *db, msv_err err)
+{
+    if (err == MSV_OK)
+        err = msv_sql_exec(db->db, "COMMIT;");
+    if (err != MSV_OK)
+        msv_sql_exec(db->db, "ROLLBACK;");
+    return err;
+}
+
 msv_err msv_client_db_known_replace(struct msv_client_db *db, const char *handle,
                                     const struct msv_known_device *devs, size_t n, int64_t now_ms,
                                     int *changed)
@@ -301,11 +311,7 @@ msv_err msv_client_db_known_replace(struct msv_client_db *db, const char *handle
     err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
     if (err == MSV_OK)
         err = replace_locked(db, handle, devs, n, now_ms);
-    if (err == MSV_OK)
-        err = msv_sql_exec(db->db, "COMMIT;");
-    if (err != MSV_OK)
-        msv_sql_exec(db->db, "ROLLBACK;");
-    return err;
+    return finish_transaction(db, err);
 }
 
 /* ---- messages ------------------------------------------------------------------------- */
@@ -592,9 +598,9 @@ void msv_groups_free(struct msv_group_rec *g, size_t count)
 
 /* ---- outbox --------------------------------------------------------------------------- */
 
-msv_err msv_client_db_outbox_put(struct msv_client_db *db, const uint8_t message_id[16],
-                                 const char *recipients, const uint8_t *payload, size_t len,
-                                 int64_t now_ms)
+static msv_err outbox_insert(struct msv_client_db *db, const uint8_t message_id[16],
+                             const char *recipients, const uint8_t *payload, size_t len,
+                             int64_t now_ms)
 {
     sqlite3_stmt *st = NULL;
     msv_err err = msv_sql_prepare(db->db,
@@ -611,16 +617,41 @@ msv_err msv_client_db_outbox_put(struct msv_client_db *db, const uint8_t message
     return msv_sql_run(st);
 }
 
-msv_err msv_client_db_outbox_remove(struct msv_client_db *db, const uint8_t message_id[16])
+msv_err msv_client_db_outbox_put(struct msv_client_db *db, const struct msv_message_rec *history,
+                                 const uint8_t message_id[16], const char *recipients,
+                                 const uint8_t *payload, size_t len, int64_t now_ms)
 {
-    sqlite3_stmt *st = NULL;
-    msv_err err = msv_sql_prepare(db->db, "DELETE FROM outbox WHERE message_id = ?;", &st);
+    msv_err err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
 
     if (err != MSV_OK)
         return err;
-    sqlite3_bind_blob(st, 1, message_id, 16, SQLITE_TRANSIENT);
-    err = msv_sql_run(st);
-    return err == MSV_OK && sqlite3_changes(db->db) == 0 ? MSV_ERR_NOT_FOUND : err;
+    if (history != NULL)
+        err = msv_client_db_message_put(db, history);
+    if (err == MSV_OK)
+        err = outbox_insert(db, message_id, recipients, payload, len, now_ms);
+    return finish_transaction(db, err);
+}
+
+msv_err msv_client_db_outbox_settle(struct msv_client_db *db, const uint8_t message_id[16],
+                                    const char *status)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
+
+    if (err != MSV_OK)
+        return err;
+    if (status != NULL) {
+        err = msv_client_db_message_status(db, message_id, status);
+        if (err == MSV_ERR_NOT_FOUND)
+            err = MSV_OK; /* not in history (a control message) */
+    }
+    if (err == MSV_OK)
+        err = msv_sql_prepare(db->db, "DELETE FROM outbox WHERE message_id = ?;", &st);
+    if (err == MSV_OK) {
+        sqlite3_bind_blob(st, 1, message_id, 16, SQLITE_TRANSIENT);
+        err = msv_sql_run(st);
+    }
+    return finish_transaction(db, err);
 }
 
 msv_err msv_client_db_outbox(struct msv_client_db *db, struct msv_outbox_rec **out, size_t *count)

@@ -117,13 +117,22 @@ MSV_MUST_CHECK msv_err msv_client_db_groups(struct msv_client_db *db, struct msv
 void msv_group_clear(struct msv_group_rec *g);
 void msv_groups_free(struct msv_group_rec *g, size_t count);
 
-/* The outbox: payloads waiting for the relay's acceptance, by message id. */
+/*
+ * The outbox: payloads waiting for the relay's acceptance, by message id.
+ * put stores the payload and, in the same transaction, its history record
+ * (history may be NULL: control messages are not history), so a message is
+ * never shown as queued without being in the outbox. settle takes it out of
+ * the outbox and, in the same transaction, sets its history status (status
+ * may be NULL: unchanged); a message not in the outbox is no error.
+ */
 MSV_MUST_CHECK msv_err msv_client_db_outbox_put(struct msv_client_db *db,
+                                                const struct msv_message_rec *history,
                                                 const uint8_t message_id[16],
                                                 const char *recipients, const uint8_t *payload,
                                                 size_t len, int64_t now_ms);
-MSV_MUST_CHECK msv_err msv_client_db_outbox_remove(struct msv_client_db *db,
-                                                   const uint8_t message_id[16]);
+MSV_MUST_CHECK msv_err msv_client_db_outbox_settle(struct msv_client_db *db,
+                                                   const uint8_t message_id[16],
+                                                   const char *status);
 struct msv_outbox_rec {
     uint8_t message_id[16];
     char *recipients; /* handles, one per line */
