@@ -15,6 +15,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cd "$work" || exit 1
+TRANSCRIPT=$work/transcript.txt # everything the client printed, checked for secret keys at the end
 
 MISSIVED_SERVER_LISTEN_PORT=0 MISSIVED_HTTP_LISTEN_PORT=0 MISSIVED_ACCOUNTS_ARGON2_MEMLIMIT_KIB=8 \
     "$D" --data-dir srv 2>srv.log &
@@ -232,5 +233,33 @@ grep -qF "anyone?" srv.log && bad "message text in the log" || ok
 for db in dev-*/*/state.db; do
     [ "$(stat -c %a "$db" 2>/dev/null)" = 600 ] && ok || bad "$db is not private"
 done
+# no device's secret key bytes in anything the client printed or the server logged: any
+# 16 bytes of the exported secret keys, raw or in hex, found there is a leak
+cat srv.log >>"$TRANSCRIPT"
+leaks=$(python3 - "$TRANSCRIPT" dev-*/*/state.db <<'PY'
+import sqlite3, struct, sys
+text = open(sys.argv[1], "rb").read()
+checked = 0
+for db in sys.argv[2:]:
+    row = sqlite3.connect(db).execute("SELECT value FROM settings WHERE key = 'identity'").fetchone()
+    if row is None or row[0][:4] == b"MSVS":
+        continue  # sealed under a passphrase: no plain secret to look for
+    blob = row[0][4:] if row[0][:4] == b"MSVP" else row[0]  # plain: "MSVP" and the export
+    if blob[:4] != b"MSVK":
+        print(f"{db}: unknown key format")
+        continue
+    pub_len = struct.unpack(">I", blob[6:10])[0]
+    secret = blob[10 + pub_len:]
+    checked += 1
+    for i in range(len(secret) - 15):
+        w = secret[i:i + 16]
+        if w in text or w.hex().encode() in text.lower():
+            print(f"{db}: secret key bytes at offset {i}")
+            break
+print(f"checked {checked}")
+PY
+)
+echo "$leaks" | grep -q '^checked [1-9]' && ok || bad "no unsealed keys to check: $leaks"
+echo "$leaks" | grep -v '^checked' | grep -q . && bad "secret keys printed: $leaks" || ok
 
 finish
