@@ -4,6 +4,7 @@
  * the device keys comes from MISSIVE_PASSPHRASE, the account password from
  * MISSIVE_PASSWORD (or the --*-file options), so neither is on a command line.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -149,23 +150,56 @@ static void free_secret(char *s)
         msv_secret_free(s, strlen(s));
 }
 
+/* The data directory: --data-dir, or $XDG_DATA_HOME/missive, or ~/.local/share/missive. */
+static int data_dir(const struct cli *o, char *out, size_t len)
+{
+    const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+    int n;
+
+    if (o->data_dir != NULL)
+        n = snprintf(out, len, "%s", o->data_dir);
+    else if (xdg != NULL && xdg[0] == '/')
+        n = snprintf(out, len, "%s/missive", xdg);
+    else if (home != NULL)
+        n = snprintf(out, len, "%s/.local/share/missive", home);
+    else
+        return -1;
+    return n >= 0 && (size_t)n < len ? 0 : -1;
+}
+
 /* The account directory: DATA_DIR/HANDLE. */
 static int account_dir(const struct cli *o, const char *handle, char *out, size_t len)
 {
-    const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
     char base[900];
 
-    if (o->data_dir != NULL)
-        snprintf(base, sizeof(base), "%s", o->data_dir);
-    else if (xdg != NULL && xdg[0] == '/')
-        snprintf(base, sizeof(base), "%s/missive", xdg);
-    else if (home != NULL)
-        snprintf(base, sizeof(base), "%s/.local/share/missive", home);
-    else
+    if (data_dir(o, base, sizeof(base)) != 0)
         return -1;
     if (handle == NULL || handle[0] == '\0' || strchr(handle, '/') != NULL || handle[0] == '.')
         return -1;
     return (size_t)snprintf(out, len, "%s/%s", base, handle) < len ? 0 : -1;
+}
+
+/* How many accounts the data directory holds; the name of one of them goes to handle. */
+static size_t count_accounts(const struct cli *o, char *handle, size_t len)
+{
+    char base[900], db[1400];
+    struct dirent *e;
+    size_t n = 0;
+    DIR *d;
+
+    if (data_dir(o, base, sizeof(base)) != 0 || (d = opendir(base)) == NULL)
+        return 0;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.' || strlen(e->d_name) >= len)
+            continue;
+        snprintf(db, sizeof(db), "%s/%s/state.db", base, e->d_name);
+        if (access(db, F_OK) == 0) {
+            snprintf(handle, len, "%s", e->d_name);
+            n++;
+        }
+    }
+    closedir(d);
+    return n;
 }
 
 static void key_change_warning(void *ctx, const char *handle)
@@ -181,12 +215,25 @@ static void key_change_warning(void *ctx, const char *handle)
 static int open_account(const struct cli *o, struct msv_client **c)
 {
     const char *handle = o->account ? o->account : getenv("MISSIVE_ACCOUNT");
-    char dir[1100], *pass;
+    char dir[1100], only[256], *pass;
     msv_err err;
 
     if (handle == NULL) {
-        fprintf(stderr, "missive: which account? give --account HANDLE or set MISSIVE_ACCOUNT\n");
-        return EXIT_USAGE;
+        size_t n = count_accounts(o, only, sizeof(only));
+
+        if (n == 0) {
+            fprintf(stderr, "missive: no account here yet; create one with 'missive register' "
+                            "or 'missive link'\n");
+            return EXIT_ERR;
+        }
+        if (n > 1) {
+            fprintf(stderr,
+                    "missive: %zu accounts here; which one? give --account HANDLE or set "
+                    "MISSIVE_ACCOUNT\n",
+                    n);
+            return EXIT_USAGE;
+        }
+        handle = only;
     }
     if (account_dir(o, handle, dir, sizeof(dir)) != 0) {
         fprintf(stderr, "missive: '%s' is not a usable account name\n", handle);

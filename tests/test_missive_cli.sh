@@ -37,6 +37,16 @@ register() {
 
 register alice-phone && ok || bad "register alice"
 register bob-phone && ok || bad "register bob"
+# the account is --account, or the only one in the data directory
+expect 0 "the only account" -- "$M" --data-dir dev-alice-phone fingerprint
+grep -q "^alice@example.org" out.txt || grep -q "[0-9a-f]\{16\}" out.txt && ok || bad "only account: $(cat out.txt)"
+mkdir -p two empty
+cp -r dev-alice-phone/alice@example.org dev-bob-phone/bob@example.org two/
+expect 2 "two accounts, none named" -- "$M" --data-dir two fingerprint
+grep -q "2 accounts here" err.txt && ok || bad "two accounts: $(cat err.txt)"
+expect 1 "no account" -- "$M" --data-dir empty fingerprint
+grep -q "no account here" err.txt && ok || bad "no account: $(cat err.txt)"
+rm -rf two empty
 # a linked device waits for approval from a device the account has
 new_id() { sed -n 's/.*this is device \([0-9]*\).*/\1/p' out.txt; }
 expect 0 "link alice's laptop" -- "$M" --data-dir dev-alice-laptop link alice@example.org --server "$server"
@@ -195,7 +205,7 @@ expect 0 "command help" -- "$M" send --help
 grep -q "^usage: missive send" out.txt && ok || bad "send help text"
 expect 2 "unknown command" -- as alice-phone frobnicate
 expect 2 "unknown option" -- as alice-phone send --frob x
-expect 2 "no account" -- "$M" --data-dir dev-alice-phone history
+expect 0 "history of the only account" -- "$M" --data-dir dev-alice-phone history
 expect 1 "account that does not exist" -- "$M" --data-dir nowhere --account zed@example.org history
 expect 1 "unknown recipient" -- as alice-phone send nobody@example.org --text "hello?"
 expect 2 "nothing to send" -- as alice-phone send bob@example.org --text ""
