@@ -12,7 +12,7 @@ packages=(
     libssl-dev libsodium-dev libevent-dev
     protobuf-c-compiler libprotobuf-c-dev
     libsqlite3-dev libjansson-dev libinih-dev libcmocka-dev
-    python3 python3-cryptography openssl
+    python3 python3-cryptography openssl valgrind
 )
 bench=0
 if [ "${1:-}" = "--bench" ]; then
