@@ -1,0 +1,99 @@
+/*
+ * Key transparency: the directory's append-only log of device sets.
+ *
+ * Every change to a handle's device set appends a leaf holding the whole new
+ * set; the leaves form a Merkle tree hashed as RFC 6962/9162 do (leaf:
+ * SHA-256(0x00 || leaf), node: SHA-256(0x01 || left || right)). The server
+ * signs tree heads with an Ed25519 log key; clients check that what the
+ * directory tells them is in the log (inclusion proofs) and that the log only
+ * grows (consistency proofs). See docs/transparency.md for the byte layouts.
+ */
+#ifndef MISSIVE_KT_H
+#define MISSIVE_KT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "missive/error.h"
+
+#define MSV_KT_HASH_LEN 32
+#define MSV_KT_KEY_LEN 32 /* Ed25519 public key */
+#define MSV_KT_SIG_LEN 64
+/* Longest proof for a tree of up to 2^63 leaves (consistency proofs need the most). */
+#define MSV_KT_PROOF_MAX 128
+#define MSV_KT_DEVICES_MAX 64
+
+/* ---- Merkle tree -------------------------------------------------------------------- */
+
+void msv_kt_leaf_hash(const uint8_t *leaf, size_t len, uint8_t out[MSV_KT_HASH_LEN]);
+
+/*
+ * The log's tree: leaf hashes and every complete subtree above them, so the
+ * root and the proofs of any earlier size cost O(log^2 n) hashes. Not
+ * thread-safe; the caller locks.
+ */
+struct msv_merkle;
+MSV_MUST_CHECK msv_err msv_merkle_new(struct msv_merkle **out);
+void msv_merkle_free(struct msv_merkle *t);
+MSV_MUST_CHECK msv_err msv_merkle_append(struct msv_merkle *t,
+                                         const uint8_t leaf_hash[MSV_KT_HASH_LEN]);
+uint64_t msv_merkle_size(const struct msv_merkle *t);
+/* The root of the first size leaves (size <= msv_merkle_size; 0 gives SHA-256 of nothing). */
+MSV_MUST_CHECK msv_err msv_merkle_root(const struct msv_merkle *t, uint64_t size,
+                                       uint8_t out[MSV_KT_HASH_LEN]);
+/* The audit path of leaf index in the tree of size leaves; *n hashes, leaf upwards. */
+MSV_MUST_CHECK msv_err msv_merkle_inclusion(const struct msv_merkle *t, uint64_t index,
+                                            uint64_t size, uint8_t proof[][MSV_KT_HASH_LEN],
+                                            size_t *n);
+/* The proof that the tree of old_size leaves is a prefix of the tree of size leaves. */
+MSV_MUST_CHECK msv_err msv_merkle_consistency(const struct msv_merkle *t, uint64_t old_size,
+                                              uint64_t size, uint8_t proof[][MSV_KT_HASH_LEN],
+                                              size_t *n);
+
+/* RFC 9162 verification: MSV_OK, or MSV_ERR_CRYPTO when the proof does not hold. */
+MSV_MUST_CHECK msv_err msv_merkle_verify_inclusion(const uint8_t leaf_hash[MSV_KT_HASH_LEN],
+                                                   uint64_t index, uint64_t size,
+                                                   const uint8_t proof[][MSV_KT_HASH_LEN], size_t n,
+                                                   const uint8_t root[MSV_KT_HASH_LEN]);
+MSV_MUST_CHECK msv_err msv_merkle_verify_consistency(uint64_t old_size, uint64_t size,
+                                                     const uint8_t old_root[MSV_KT_HASH_LEN],
+                                                     const uint8_t root[MSV_KT_HASH_LEN],
+                                                     const uint8_t proof[][MSV_KT_HASH_LEN],
+                                                     size_t n);
+
+/* ---- leaves and tree heads -------------------------------------------------------------- */
+
+struct msv_kt_device {
+    uint64_t device_id;
+    uint32_t suite;
+    const uint8_t *identity; /* borrowed (from the leaf bytes, when parsed) */
+    size_t identity_len;
+};
+
+/* A handle's device set as the log holds it (devices in ascending id order). */
+struct msv_kt_entry {
+    int64_t time_ms;
+    char handle[256];
+    size_t n_devices;
+    struct msv_kt_device devices[MSV_KT_DEVICES_MAX];
+};
+
+/* Encodes e (devices sorted by id; ids must be distinct). Caller frees *out. */
+MSV_MUST_CHECK msv_err msv_kt_leaf_encode(const struct msv_kt_entry *e, uint8_t **out, size_t *len);
+/* Parses a leaf; the device identities point into leaf. MSV_ERR_PARSE for bad bytes. */
+MSV_MUST_CHECK msv_err msv_kt_leaf_parse(const uint8_t *leaf, size_t len, struct msv_kt_entry *e);
+
+struct msv_kt_head {
+    uint64_t size;
+    int64_t time_ms;
+    uint8_t root[MSV_KT_HASH_LEN];
+    uint8_t signature[MSV_KT_SIG_LEN];
+};
+
+/* Signs head (size, time and root set) with the log's Ed25519 secret key (libsodium's 64 bytes). */
+MSV_MUST_CHECK msv_err msv_kt_head_sign(struct msv_kt_head *head, const uint8_t secret_key[64]);
+/* MSV_OK if the head's signature is the log key's; MSV_ERR_AUTH if not. */
+MSV_MUST_CHECK msv_err msv_kt_head_verify(const struct msv_kt_head *head,
+                                          const uint8_t log_key[MSV_KT_KEY_LEN]);
+
+#endif

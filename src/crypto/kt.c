@@ -1,0 +1,126 @@
+/*
+ * Transparency log leaves and signed tree heads (layouts in docs/transparency.md).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "missive/kt.h"
+#include "util/buf.h"
+
+#define LEAF_VERSION 1
+static const char head_label[] = "MSV-kt-head-v1";
+
+static void put_u64be(struct msv_buf *b, uint64_t v)
+{
+    msv_buf_put_u32be(b, (uint32_t)(v >> 32));
+    msv_buf_put_u32be(b, (uint32_t)v);
+}
+
+static msv_err get_u64be(struct msv_reader *r, uint64_t *v)
+{
+    uint32_t hi, lo;
+
+    if (msv_reader_u32be(r, &hi) != MSV_OK || msv_reader_u32be(r, &lo) != MSV_OK)
+        return MSV_ERR_PARSE;
+    *v = (uint64_t)hi << 32 | lo;
+    return MSV_OK;
+}
+
+msv_err msv_kt_leaf_encode(const struct msv_kt_entry *e, uint8_t **out, size_t *len)
+{
+    size_t handle_len = strnlen(e->handle, sizeof(e->handle));
+    struct msv_buf b;
+    msv_err err;
+
+    if (handle_len == 0 || handle_len > 255 || e->n_devices > MSV_KT_DEVICES_MAX)
+        return MSV_ERR_INVALID;
+    for (size_t i = 0; i < e->n_devices; i++) {
+        if ((i > 0 && e->devices[i].device_id <= e->devices[i - 1].device_id) ||
+            e->devices[i].identity_len > UINT16_MAX || e->devices[i].suite > UINT8_MAX)
+            return MSV_ERR_INVALID;
+    }
+    msv_buf_init(&b, 1 << 20);
+    msv_buf_put_u8(&b, LEAF_VERSION);
+    put_u64be(&b, (uint64_t)e->time_ms);
+    msv_buf_put_u8(&b, (uint8_t)handle_len);
+    msv_buf_put(&b, e->handle, handle_len);
+    msv_buf_put_u8(&b, (uint8_t)e->n_devices);
+    for (size_t i = 0; i < e->n_devices; i++) {
+        put_u64be(&b, e->devices[i].device_id);
+        msv_buf_put_u8(&b, (uint8_t)e->devices[i].suite);
+        msv_buf_put_u16be(&b, (uint16_t)e->devices[i].identity_len);
+        msv_buf_put(&b, e->devices[i].identity, e->devices[i].identity_len);
+    }
+    err = msv_buf_finish(&b, out, len);
+    msv_buf_clear(&b);
+    return err;
+}
+
+msv_err msv_kt_leaf_parse(const uint8_t *leaf, size_t len, struct msv_kt_entry *e)
+{
+    struct msv_reader r;
+    const uint8_t *handle;
+    uint8_t version, handle_len, n;
+    uint64_t t;
+
+    memset(e, 0, sizeof(*e));
+    msv_reader_init(&r, leaf, len);
+    if (msv_reader_u8(&r, &version) != MSV_OK || version != LEAF_VERSION ||
+        get_u64be(&r, &t) != MSV_OK || t > INT64_MAX || msv_reader_u8(&r, &handle_len) != MSV_OK ||
+        handle_len == 0 || msv_reader_bytes(&r, handle_len, &handle) != MSV_OK ||
+        memchr(handle, 0, handle_len) != NULL || msv_reader_u8(&r, &n) != MSV_OK ||
+        n > MSV_KT_DEVICES_MAX)
+        return MSV_ERR_PARSE;
+    e->time_ms = (int64_t)t;
+    memcpy(e->handle, handle, handle_len);
+    for (uint8_t i = 0; i < n; i++) {
+        struct msv_kt_device *d = &e->devices[i];
+        uint8_t suite;
+        uint16_t id_len;
+
+        if (get_u64be(&r, &d->device_id) != MSV_OK || msv_reader_u8(&r, &suite) != MSV_OK ||
+            msv_reader_u16be(&r, &id_len) != MSV_OK ||
+            msv_reader_bytes(&r, id_len, &d->identity) != MSV_OK)
+            return MSV_ERR_PARSE;
+        if (i > 0 && d->device_id <= e->devices[i - 1].device_id)
+            return MSV_ERR_PARSE; /* one encoding per set: ascending, distinct ids */
+        d->suite = suite;
+        d->identity_len = id_len;
+    }
+    e->n_devices = n;
+    return msv_reader_left(&r) == 0 ? MSV_OK : MSV_ERR_PARSE;
+}
+
+/* What a tree head's signature covers: label || u64be size || u64be time || root. */
+static void head_message(const struct msv_kt_head *h, uint8_t out[sizeof(head_label) - 1 + 48])
+{
+    size_t o = sizeof(head_label) - 1;
+
+    memcpy(out, head_label, o);
+    for (int i = 0; i < 8; i++) {
+        out[o + i] = (uint8_t)(h->size >> (56 - 8 * i));
+        out[o + 8 + i] = (uint8_t)((uint64_t)h->time_ms >> (56 - 8 * i));
+    }
+    memcpy(out + o + 16, h->root, MSV_KT_HASH_LEN);
+}
+
+msv_err msv_kt_head_sign(struct msv_kt_head *head, const uint8_t secret_key[64])
+{
+    uint8_t m[sizeof(head_label) - 1 + 48];
+
+    head_message(head, m);
+    return crypto_sign_detached(head->signature, NULL, m, sizeof(m), secret_key) == 0
+               ? MSV_OK
+               : MSV_ERR_CRYPTO;
+}
+
+msv_err msv_kt_head_verify(const struct msv_kt_head *head, const uint8_t log_key[MSV_KT_KEY_LEN])
+{
+    uint8_t m[sizeof(head_label) - 1 + 48];
+
+    head_message(head, m);
+    return crypto_sign_verify_detached(head->signature, m, sizeof(m), log_key) == 0 ? MSV_OK
+                                                                                    : MSV_ERR_AUTH;
+}

@@ -1,0 +1,247 @@
+/*
+ * The transparency log's building blocks: Merkle roots against the
+ * certificate-transparency test tree (RFC 6962 hashing), every inclusion and
+ * consistency proof of trees up to 70 leaves verified and, changed in any
+ * way, refused; leaf encoding round trips and refusals; signed tree heads.
+ */
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "missive/kt.h"
+#include "missive/util.h"
+
+/* The eight leaves of the certificate-transparency reference tests, and the roots of their
+ * prefixes. */
+static const char *const ct_leaves[8] = {"",
+                                         "00",
+                                         "10",
+                                         "2021",
+                                         "3031",
+                                         "40414243",
+                                         "5051525354555657",
+                                         "606162636465666768696a6b6c6d6e6f"};
+static const char *const ct_roots[8] = {
+    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+    "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+    "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+    "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+    "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+    "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+    "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328"};
+
+static void test_reference_roots(void **state)
+{
+    struct msv_merkle *t = NULL;
+    uint8_t leaf[16], h[32], root[32], want[32];
+    size_t n = 0;
+
+    (void)state;
+    assert_int_equal(msv_merkle_new(&t), MSV_OK);
+    assert_int_equal(msv_merkle_root(t, 0, root), MSV_OK);
+    assert_int_equal(
+        msv_hex_decode("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", want, 32,
+                       &n),
+        MSV_OK);
+    assert_memory_equal(root, want, 32);
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(msv_hex_decode(ct_leaves[i], leaf, sizeof(leaf), &n), MSV_OK);
+        msv_kt_leaf_hash(leaf, n, h);
+        assert_int_equal(msv_merkle_append(t, h), MSV_OK);
+        assert_int_equal(msv_hex_decode(ct_roots[i], want, 32, &n), MSV_OK);
+        assert_int_equal(msv_merkle_root(t, (uint64_t)i + 1, root), MSV_OK);
+        assert_memory_equal(root, want, 32);
+    }
+    /* earlier sizes are still answered after growth */
+    assert_int_equal(msv_merkle_root(t, 3, root), MSV_OK);
+    assert_int_equal(msv_hex_decode(ct_roots[2], want, 32, &n), MSV_OK);
+    assert_memory_equal(root, want, 32);
+    assert_int_equal(msv_merkle_root(t, 9, root), MSV_ERR_INVALID);
+    msv_merkle_free(t);
+}
+
+#define TREE 70
+
+static struct msv_merkle *tree_of(size_t size, uint8_t (*leaf_hashes)[32])
+{
+    struct msv_merkle *t = NULL;
+
+    assert_int_equal(msv_merkle_new(&t), MSV_OK);
+    for (size_t i = 0; i < size; i++) {
+        uint8_t leaf[8];
+
+        memcpy(leaf, &i, sizeof(leaf));
+        msv_kt_leaf_hash(leaf, sizeof(leaf), leaf_hashes[i]);
+        assert_int_equal(msv_merkle_append(t, leaf_hashes[i]), MSV_OK);
+    }
+    return t;
+}
+
+static void test_inclusion_proofs(void **state)
+{
+    static uint8_t leaves[TREE][32], proof[MSV_KT_PROOF_MAX][32];
+    struct msv_merkle *t = tree_of(TREE, leaves);
+
+    (void)state;
+    for (uint64_t size = 1; size <= TREE; size++) {
+        uint8_t root[32];
+
+        assert_int_equal(msv_merkle_root(t, size, root), MSV_OK);
+        for (uint64_t i = 0; i < size; i++) {
+            size_t n = 0;
+
+            assert_int_equal(msv_merkle_inclusion(t, i, size, proof, &n), MSV_OK);
+            assert_int_equal(msv_merkle_verify_inclusion(leaves[i], i, size, proof, n, root),
+                             MSV_OK);
+            /* another leaf, index, size or a changed or shortened path: refused */
+            assert_int_equal(
+                msv_merkle_verify_inclusion(leaves[(i + 1) % TREE], i, size, proof, n, root),
+                MSV_ERR_CRYPTO);
+            if (size > 1)
+                assert_int_equal(
+                    msv_merkle_verify_inclusion(leaves[i], (i + 1) % size, size, proof, n, root),
+                    MSV_ERR_CRYPTO);
+            if (size < TREE) { /* the grown tree's head: this path does not lead to it */
+                uint8_t grown[32];
+
+                assert_int_equal(msv_merkle_root(t, size + 1, grown), MSV_OK);
+                assert_int_equal(
+                    msv_merkle_verify_inclusion(leaves[i], i, size + 1, proof, n, grown),
+                    MSV_ERR_CRYPTO);
+            }
+            if (n > 0) {
+                assert_int_equal(
+                    msv_merkle_verify_inclusion(leaves[i], i, size, proof, n - 1, root),
+                    MSV_ERR_CRYPTO);
+                proof[n - 1][5] ^= 1;
+                assert_int_equal(msv_merkle_verify_inclusion(leaves[i], i, size, proof, n, root),
+                                 MSV_ERR_CRYPTO);
+            }
+        }
+    }
+    assert_int_equal(msv_merkle_verify_inclusion(leaves[0], 0, 0, proof, 0, leaves[0]),
+                     MSV_ERR_CRYPTO);
+    msv_merkle_free(t);
+}
+
+static void test_consistency_proofs(void **state)
+{
+    static uint8_t leaves[TREE][32], proof[MSV_KT_PROOF_MAX][32];
+    struct msv_merkle *t = tree_of(TREE, leaves);
+    uint8_t roots[TREE + 1][32];
+
+    (void)state;
+    for (uint64_t s = 0; s <= TREE; s++)
+        assert_int_equal(msv_merkle_root(t, s, roots[s]), MSV_OK);
+    for (uint64_t size = 1; size <= TREE; size++) {
+        for (uint64_t old = 0; old <= size; old++) {
+            size_t n = 0;
+
+            assert_int_equal(msv_merkle_consistency(t, old, size, proof, &n), MSV_OK);
+            assert_true(n <= MSV_KT_PROOF_MAX);
+            assert_int_equal(
+                msv_merkle_verify_consistency(old, size, roots[old], roots[size], proof, n),
+                MSV_OK);
+            if (old == 0)
+                continue;
+            /* a forked history: the old root is not a prefix of this tree */
+            if (old < size)
+                assert_int_equal(
+                    msv_merkle_verify_consistency(old, size, roots[old - 1], roots[size], proof, n),
+                    MSV_ERR_CRYPTO);
+            assert_int_equal(
+                msv_merkle_verify_consistency(old, size, roots[old], roots[size - 1], proof, n),
+                MSV_ERR_CRYPTO);
+            if (n > 0) {
+                proof[0][0] ^= 0x80;
+                assert_int_equal(
+                    msv_merkle_verify_consistency(old, size, roots[old], roots[size], proof, n),
+                    MSV_ERR_CRYPTO);
+            }
+        }
+    }
+    /* a head that shrinks is never consistent */
+    assert_int_equal(msv_merkle_verify_consistency(5, 4, roots[5], roots[4], proof, 0),
+                     MSV_ERR_CRYPTO);
+    assert_int_equal(msv_merkle_consistency(t, 5, 4, proof, &(size_t){0}), MSV_ERR_INVALID);
+    msv_merkle_free(t);
+}
+
+static void test_leaf_encoding(void **state)
+{
+    static const uint8_t id_a[3] = {1, 2, 3}, id_b[40] = {9};
+    struct msv_kt_entry e = {.time_ms = 1234567, .handle = "alice@example.org", .n_devices = 2};
+    struct msv_kt_entry back;
+    uint8_t *leaf = NULL;
+    size_t len = 0;
+
+    (void)state;
+    e.devices[0] = (struct msv_kt_device){7, 3, id_a, sizeof(id_a)};
+    e.devices[1] = (struct msv_kt_device){12, 1, id_b, sizeof(id_b)};
+    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_OK);
+    assert_int_equal(msv_kt_leaf_parse(leaf, len, &back), MSV_OK);
+    assert_int_equal(back.time_ms, 1234567);
+    assert_string_equal(back.handle, "alice@example.org");
+    assert_int_equal(back.n_devices, 2);
+    assert_int_equal(back.devices[1].device_id, 12);
+    assert_int_equal(back.devices[1].suite, 1);
+    assert_memory_equal(back.devices[1].identity, id_b, sizeof(id_b));
+    /* every truncation and a trailing byte are refused */
+    for (size_t cut = 0; cut < len; cut++)
+        assert_int_equal(msv_kt_leaf_parse(leaf, cut, &back), MSV_ERR_PARSE);
+    leaf = realloc(leaf, len + 1);
+    assert_non_null(leaf);
+    leaf[len] = 0;
+    assert_int_equal(msv_kt_leaf_parse(leaf, len + 1, &back), MSV_ERR_PARSE);
+    leaf[0] = 2; /* an unknown version */
+    assert_int_equal(msv_kt_leaf_parse(leaf, len, &back), MSV_ERR_PARSE);
+    free(leaf);
+    /* devices out of order, or twice, have no encoding */
+    e.devices[1].device_id = 7;
+    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_ERR_INVALID);
+    e.devices[1].device_id = 12;
+    e.handle[0] = '\0';
+    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_ERR_INVALID);
+}
+
+static void test_signed_heads(void **state)
+{
+    uint8_t pk[32], sk[64], other[32], other_sk[64];
+    struct msv_kt_head h = {.size = 42, .time_ms = 1700000000000};
+
+    (void)state;
+    crypto_sign_keypair(pk, sk);
+    crypto_sign_keypair(other, other_sk);
+    memset(h.root, 0xab, sizeof(h.root));
+    assert_int_equal(msv_kt_head_sign(&h, sk), MSV_OK);
+    assert_int_equal(msv_kt_head_verify(&h, pk), MSV_OK);
+    assert_int_equal(msv_kt_head_verify(&h, other), MSV_ERR_AUTH);
+    h.size++;
+    assert_int_equal(msv_kt_head_verify(&h, pk), MSV_ERR_AUTH);
+    h.size--;
+    h.time_ms++;
+    assert_int_equal(msv_kt_head_verify(&h, pk), MSV_ERR_AUTH);
+    h.time_ms--;
+    h.root[31] ^= 1;
+    assert_int_equal(msv_kt_head_verify(&h, pk), MSV_ERR_AUTH);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reference_roots),    cmocka_unit_test(test_inclusion_proofs),
+        cmocka_unit_test(test_consistency_proofs), cmocka_unit_test(test_leaf_encoding),
+        cmocka_unit_test(test_signed_heads),
+    };
+
+    if (msv_init() != MSV_OK)
+        return 1;
+    return cmocka_run_group_tests_name("kt", tests, NULL, NULL);
+}
