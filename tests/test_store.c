@@ -15,6 +15,7 @@
 #include <sqlite3.h>
 
 #include "missive/util.h"
+#include "missive/kt.h"
 #include "store/store.h"
 
 struct fixture {
@@ -175,7 +176,8 @@ static void test_migration_to_v3(void **state)
                      "created_ms, approved FROM devices;"
                      "DROP TABLE devices; ALTER TABLE d2 RENAME TO devices;"
                      "DELETE FROM sqlite_sequence WHERE name = 'devices';"
-                     "DELETE FROM schema_version WHERE version = 3;",
+                     "DROP TABLE kt_log;"
+                     "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
     sqlite3_close(db);
@@ -186,6 +188,92 @@ static void test_migration_to_v3(void **state)
     msv_device_rec_clear(&rec);
     assert_int_equal(OPS(f)->device_remove(IMPL(f), a, d2), MSV_OK);
     assert_true(make_device(f, a) > d2);
+}
+
+/* The devices of a leaf, as "id,id,..." */
+static void leaf_devices(const struct msv_kt_rec *r, const char *handle, char *out, size_t len)
+{
+    struct msv_kt_entry e;
+    size_t o = 0;
+
+    assert_int_equal(msv_kt_leaf_parse(r->leaf, r->leaf_len, &e), MSV_OK);
+    assert_string_equal(e.handle, handle);
+    out[0] = '\0';
+    for (size_t i = 0; i < e.n_devices; i++) {
+        o += (size_t)snprintf(out + o, len - o, "%s%llu", i ? "," : "",
+                              (unsigned long long)e.devices[i].device_id);
+        assert_memory_equal(e.devices[i].identity, "identity", 8);
+    }
+}
+
+/*
+ * Every change to a handle's approved devices appends the whole set to the
+ * log, in the same transaction; pending devices are not in it; accounts
+ * from before the log get their first leaf when the store opens.
+ */
+static void test_transparency_log(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "a@x"), b = make_account(f, "b@x"), a1 = make_device(f, a),
+             b1 = make_device(f, b), pending = 0, a2;
+    struct msv_kt_rec latest, *recs = NULL;
+    char want[64], got[64];
+    size_t n = 0;
+    sqlite3 *db = NULL;
+
+    assert_int_equal(OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"identity", 8, NULL, 0, 0,
+                                        3000, &pending),
+                     MSV_OK);
+    assert_int_equal(OPS(f)->kt_read(IMPL(f), 0, 100, &recs, &n), MSV_OK);
+    assert_int_equal(n, 2); /* a1, b1; the pending device changed nothing */
+    msv_kt_recs_free(recs, n);
+    assert_int_equal(OPS(f)->device_approve(IMPL(f), a, pending), MSV_OK);
+    a2 = make_device(f, a);
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), a, a1), MSV_OK);
+    assert_int_equal(OPS(f)->kt_read(IMPL(f), 0, 100, &recs, &n), MSV_OK);
+    assert_int_equal(n, 5);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(recs[i].index, i);
+    snprintf(want, sizeof(want), "%llu,%llu", (unsigned long long)a1, (unsigned long long)pending);
+    leaf_devices(&recs[2], "a@x", got, sizeof(got));
+    assert_string_equal(got, want);
+    msv_kt_recs_free(recs, n);
+    assert_int_equal(OPS(f)->kt_read(IMPL(f), 3, 1, &recs, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(recs[0].index, 3);
+    msv_kt_recs_free(recs, n);
+    assert_int_equal(OPS(f)->kt_latest(IMPL(f), "a@x", &latest), MSV_OK);
+    assert_int_equal(latest.index, 4);
+    snprintf(want, sizeof(want), "%llu,%llu", (unsigned long long)pending, (unsigned long long)a2);
+    leaf_devices(&latest, "a@x", got, sizeof(got));
+    assert_string_equal(got, want);
+    free(latest.leaf);
+    assert_int_equal(OPS(f)->kt_latest(IMPL(f), "b@x", &latest), MSV_OK);
+    snprintf(want, sizeof(want), "%llu", (unsigned long long)b1);
+    leaf_devices(&latest, "b@x", got, sizeof(got));
+    assert_string_equal(got, want);
+    free(latest.leaf);
+    assert_int_equal(OPS(f)->kt_latest(IMPL(f), "nobody@x", &latest), MSV_ERR_NOT_FOUND);
+    /* a failed change leaves no leaf */
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), b, a2), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->kt_read(IMPL(f), 0, 100, &recs, &n), MSV_OK);
+    assert_int_equal(n, 5);
+    msv_kt_recs_free(recs, n);
+    /* a database from before the log: its accounts are logged on opening */
+    msv_store_close(f->store);
+    f->store = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "DELETE FROM kt_log;", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(msv_store_open_sqlite(f->path, &f->store), MSV_OK);
+    assert_int_equal(OPS(f)->kt_read(IMPL(f), 0, 100, &recs, &n), MSV_OK);
+    assert_int_equal(n, 2);
+    msv_kt_recs_free(recs, n);
+    assert_int_equal(OPS(f)->kt_latest(IMPL(f), "a@x", &latest), MSV_OK);
+    leaf_devices(&latest, "a@x", got, sizeof(got));
+    snprintf(want, sizeof(want), "%llu,%llu", (unsigned long long)pending, (unsigned long long)a2);
+    assert_string_equal(got, want);
+    free(latest.leaf);
 }
 
 static void test_device_approval(void **state)
@@ -400,6 +488,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_codes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_devices, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_to_v3, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transparency_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_approval, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_commit, setup, teardown),

@@ -4,12 +4,14 @@
  * callers. The SQL is kept to what PostgreSQL also speaks.
  */
 #include <pthread.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <sqlite3.h>
 
+#include "missive/kt.h"
 #include "missive/util.h"
 #include "store/sql.h"
 #include "store/store.h"
@@ -142,6 +144,13 @@ static const char *const migrations[] = {
     "DROP TABLE devices;"
     "ALTER TABLE devices_v3 RENAME TO devices;"
     "CREATE INDEX devices_by_account ON devices(account_id);",
+    /* v4: the transparency log of device sets; accounts that have devices get their first
+     * leaf when the store opens (backfill_log) */
+    "CREATE TABLE kt_log ("
+    "  idx INTEGER PRIMARY KEY,"
+    "  handle TEXT NOT NULL,"
+    "  leaf BLOB NOT NULL);"
+    "CREATE INDEX kt_log_by_handle ON kt_log(handle, idx);",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -331,6 +340,143 @@ static msv_err device_remove_locked(struct sqlite_store *s, uint64_t account_id,
         return err;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
     return run(s, st);
+}
+
+/* ---- transparency log ------------------------------------------------------------------ */
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Appends the account's approved devices, as they are now, to the log (inside a transaction). */
+static msv_err kt_append_locked(struct sqlite_store *s, uint64_t account_id, int64_t now_ms)
+{
+    static struct msv_kt_entry e; /* the store's lock is held */
+    sqlite3_stmt *st = NULL;
+    char *handle = NULL;
+    uint8_t *leaf = NULL;
+    size_t len = 0;
+    msv_err err = account_handle(s, account_id, &handle);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    memset(&e, 0, sizeof(e));
+    e.time_ms = now_ms;
+    snprintf(e.handle, sizeof(e.handle), "%s", handle);
+    err = prepare(s,
+                  "SELECT id, suite, identity FROM devices WHERE account_id = ? AND approved = 1 "
+                  "ORDER BY id;",
+                  &st);
+    if (err == MSV_OK) {
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW && err == MSV_OK) {
+            struct msv_kt_device *d = &e.devices[e.n_devices];
+
+            if (e.n_devices == MSV_KT_DEVICES_MAX) {
+                err = MSV_ERR_TOO_BIG;
+                break;
+            }
+            d->device_id = (uint64_t)sqlite3_column_int64(st, 0);
+            d->suite = (uint32_t)sqlite3_column_int(st, 1);
+            d->identity_len = (size_t)sqlite3_column_bytes(st, 2);
+            d->identity = malloc(d->identity_len ? d->identity_len : 1);
+            if (d->identity == NULL) {
+                err = MSV_ERR_NOMEM;
+                break;
+            }
+            memcpy((uint8_t *)d->identity, sqlite3_column_blob(st, 2), d->identity_len);
+            e.n_devices++;
+        }
+        if (err == MSV_OK && rc != SQLITE_DONE)
+            err = msv_sql_err(rc);
+        release(s, st);
+    }
+    if (err == MSV_OK)
+        err = msv_kt_leaf_encode(&e, &leaf, &len);
+    for (size_t i = 0; i < e.n_devices; i++)
+        free((uint8_t *)e.devices[i].identity);
+    if (err == MSV_OK)
+        err = prepare(s,
+                      "INSERT INTO kt_log (idx, handle, leaf) "
+                      "VALUES ((SELECT COALESCE(MAX(idx) + 1, 0) FROM kt_log), ?, ?);",
+                      &st);
+    if (err == MSV_OK) {
+        sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_blob(st, 2, leaf, (int)len, SQLITE_TRANSIENT);
+        err = run(s, st);
+    }
+    free(leaf);
+    free(handle);
+    return err;
+}
+
+static msv_err kt_read_recs(struct sqlite_store *s, sqlite3_stmt *st, size_t max,
+                            struct msv_kt_rec **out, size_t *count)
+{
+    struct msv_kt_rec *recs = calloc(max ? max : 1, sizeof(*recs));
+    msv_err err = recs != NULL ? MSV_OK : MSV_ERR_NOMEM;
+    size_t n = 0;
+    int rc = SQLITE_DONE;
+
+    while (err == MSV_OK && n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        recs[n].index = (uint64_t)sqlite3_column_int64(st, 0);
+        recs[n].leaf = msv_sql_blob(st, 1, &recs[n].leaf_len);
+        if (recs[n++].leaf == NULL)
+            err = MSV_ERR_NOMEM;
+    }
+    if (err == MSV_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        err = msv_sql_err(rc);
+    release(s, st);
+    if (err != MSV_OK) {
+        msv_kt_recs_free(recs, n);
+        return err;
+    }
+    *out = recs;
+    *count = n;
+    return MSV_OK;
+}
+
+static msv_err kt_read(void *impl, uint64_t start, size_t max, struct msv_kt_rec **out,
+                       size_t *count)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err =
+        prepare(s, "SELECT idx, leaf FROM kt_log WHERE idx >= ? ORDER BY idx LIMIT ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)start);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
+    return kt_read_recs(s, st, max, out, count);
+}
+
+static msv_err kt_latest(void *impl, const char *handle, struct msv_kt_rec *out)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    struct msv_kt_rec *recs = NULL;
+    size_t n = 0;
+    msv_err err =
+        prepare(s, "SELECT idx, leaf FROM kt_log WHERE handle = ? ORDER BY idx DESC LIMIT 1;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+    err = kt_read_recs(s, st, 1, &recs, &n);
+    if (err == MSV_OK && n == 0)
+        err = MSV_ERR_NOT_FOUND;
+    if (err == MSV_OK) {
+        *out = recs[0];
+        recs[0].leaf = NULL;
+    }
+    msv_kt_recs_free(recs, n);
+    return err;
 }
 
 static msv_err read_device(sqlite3_stmt *st, struct msv_device_rec *d)
@@ -772,23 +918,60 @@ static msv_err l_code_take(void *impl, const char *handle, const uint8_t hash[32
     return err;
 }
 
+static msv_err device_add_logged(void *impl, uint64_t account_id, uint32_t suite,
+                                 const uint8_t *identity, size_t identity_len,
+                                 const uint8_t *push_token, size_t push_token_len, int approved,
+                                 int64_t now_ms, uint64_t *device_id)
+{
+    msv_err err = device_add(impl, account_id, suite, identity, identity_len, push_token,
+                             push_token_len, approved, now_ms, device_id);
+
+    /* a pending device is not in the directory, so not in the log, until approved */
+    return err == MSV_OK && approved ? kt_append_locked(impl, account_id, now_ms) : err;
+}
+
+static msv_err device_approve_logged(void *impl, uint64_t account_id, uint64_t device_id)
+{
+    msv_err err = device_approve(impl, account_id, device_id);
+
+    return err == MSV_OK ? kt_append_locked(impl, account_id, wall_ms()) : err;
+}
+
+static msv_err device_remove_logged(void *impl, uint64_t account_id, uint64_t device_id)
+{
+    msv_err err = device_remove_locked(impl, account_id, device_id);
+
+    return err == MSV_OK ? kt_append_locked(impl, account_id, wall_ms()) : err;
+}
+
+static msv_err l_kt_read(void *impl, uint64_t start, size_t max, struct msv_kt_rec **out,
+                         size_t *count)
+{
+    LOCKED(kt_read(impl, start, max, out, count));
+}
+
+static msv_err l_kt_latest(void *impl, const char *handle, struct msv_kt_rec *out)
+{
+    LOCKED(kt_latest(impl, handle, out));
+}
+
 static msv_err l_device_add(void *impl, uint64_t account_id, uint32_t suite,
                             const uint8_t *identity, size_t identity_len, const uint8_t *push_token,
                             size_t push_token_len, int approved, int64_t now_ms,
                             uint64_t *device_id)
 {
-    LOCKED(device_add(impl, account_id, suite, identity, identity_len, push_token, push_token_len,
-                      approved, now_ms, device_id));
+    TRANSACTION(device_add_logged(impl, account_id, suite, identity, identity_len, push_token,
+                                  push_token_len, approved, now_ms, device_id));
 }
 
 static msv_err l_device_approve(void *impl, uint64_t account_id, uint64_t device_id)
 {
-    LOCKED(device_approve(impl, account_id, device_id));
+    TRANSACTION(device_approve_logged(impl, account_id, device_id));
 }
 
 static msv_err l_device_remove(void *impl, uint64_t account_id, uint64_t device_id)
 {
-    TRANSACTION(device_remove_locked(impl, account_id, device_id));
+    TRANSACTION(device_remove_logged(impl, account_id, device_id));
 }
 
 static msv_err l_device_get(void *impl, uint64_t device_id, struct msv_device_rec *out)
@@ -893,7 +1076,38 @@ static const struct msv_store_ops sqlite_ops = {
     .blob_get = l_blob_get,
     .blob_update = l_blob_update,
     .blob_expire = l_blob_expire,
+    .kt_read = l_kt_read,
+    .kt_latest = l_kt_latest,
 };
+
+/* Logs the device set of every account that has approved devices and no leaf yet. */
+static msv_err backfill_log(struct sqlite_store *s)
+{
+    sqlite3_stmt *st = NULL;
+    uint64_t ids[64];
+    size_t n;
+    msv_err err;
+
+    do {
+        n = 0;
+        err = prepare(s,
+                      "SELECT a.id FROM accounts a WHERE EXISTS (SELECT 1 FROM devices d WHERE "
+                      "d.account_id = a.id AND d.approved = 1) AND NOT EXISTS (SELECT 1 FROM "
+                      "kt_log k WHERE k.handle = a.handle) LIMIT 64;",
+                      &st);
+        if (err != MSV_OK)
+            return err;
+        while (n < 64 && sqlite3_step(st) == SQLITE_ROW)
+            ids[n++] = (uint64_t)sqlite3_column_int64(st, 0);
+        release(s, st);
+        err = n > 0 ? begin(s) : MSV_OK;
+        for (size_t i = 0; err == MSV_OK && i < n; i++)
+            err = kt_append_locked(s, ids[i], wall_ms());
+        if (n > 0)
+            err = finish(s, err);
+    } while (err == MSV_OK && n == 64);
+    return err;
+}
 
 msv_err msv_store_open_sqlite(const char *path, struct msv_store **out)
 {
@@ -908,6 +1122,9 @@ msv_err msv_store_open_sqlite(const char *path, struct msv_store **out)
     if (err != MSV_OK)
         goto fail;
     sqlite3_extended_result_codes(s->db, 0);
+    err = backfill_log(s);
+    if (err != MSV_OK)
+        goto fail;
     store->ops = &sqlite_ops;
     store->impl = s;
     *out = store;
@@ -940,6 +1157,15 @@ void msv_device_list_clear(struct msv_device_list *l)
     free(l->items);
     l->items = NULL;
     l->count = 0;
+}
+
+void msv_kt_recs_free(struct msv_kt_rec *recs, size_t n)
+{
+    if (recs == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(recs[i].leaf);
+    free(recs);
 }
 
 void msv_queue_recs_free(struct msv_queue_rec *recs, size_t n)

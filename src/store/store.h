@@ -77,6 +77,15 @@ struct msv_blob_rec {
     int64_t expires_ms;
 };
 
+/* A leaf of the transparency log (include/missive/kt.h). */
+struct msv_kt_rec {
+    uint64_t index;
+    uint8_t *leaf;
+    size_t leaf_len;
+};
+
+void msv_kt_recs_free(struct msv_kt_rec *recs, size_t n);
+
 struct msv_store_ops {
     const char *name;
     void (*close)(void *impl);
@@ -99,7 +108,11 @@ struct msv_store_ops {
     msv_err (*code_take)(void *impl, const char *handle, const uint8_t hash[32], int64_t now_ms,
                          unsigned max_attempts);
 
-    /* devices */
+    /*
+     * devices: every change to a handle's set of approved devices (adding an
+     * approved device, approving, removing) appends that set to the
+     * transparency log in the same transaction
+     */
     msv_err (*device_add)(void *impl, uint64_t account_id, uint32_t suite, const uint8_t *identity,
                           size_t identity_len, const uint8_t *push_token, size_t push_token_len,
                           int approved, int64_t now_ms, uint64_t *device_id);
@@ -143,6 +156,12 @@ struct msv_store_ops {
     /* Removes expired blobs (complete or not); their ids go to *ids (caller frees). */
     msv_err (*blob_expire)(void *impl, int64_t now_ms, uint8_t (**ids)[MSV_BLOB_ID_LEN],
                            size_t *count);
+
+    /* the transparency log: at most max leaves from index start on, in order */
+    msv_err (*kt_read)(void *impl, uint64_t start, size_t max, struct msv_kt_rec **out,
+                       size_t *count);
+    /* The newest leaf of handle's device sets; MSV_ERR_NOT_FOUND if the log has none. */
+    msv_err (*kt_latest)(void *impl, const char *handle, struct msv_kt_rec *out);
 };
 
 struct msv_store {
@@ -158,6 +177,6 @@ MSV_MUST_CHECK msv_err msv_store_open_sqlite(const char *path, struct msv_store 
 void msv_store_close(struct msv_store *s);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 2
+#define MSV_STORE_SCHEMA_VERSION 4
 
 #endif
