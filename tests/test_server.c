@@ -20,6 +20,7 @@
 #include <cmocka.h>
 #include <openssl/sha.h>
 
+#include "missive/kt.h"
 #include "missive/util.h"
 #include "server_harness.h"
 
@@ -1065,6 +1066,189 @@ static off_t file_size(const char *dir, const char *name)
     return stat(path, &st) == 0 ? st.st_size : 0;
 }
 
+/* ---- key transparency ------------------------------------------------------------------ */
+
+static void read_log_key(struct test_server *s, uint8_t key[MSV_KT_KEY_LEN])
+{
+    char path[128], hex[80];
+    size_t n = 0;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/data/log.pub", s->dir);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    assert_int_equal(fscanf(f, "%79s", hex), 1);
+    fclose(f);
+    assert_int_equal(msv_hex_decode(hex, key, MSV_KT_KEY_LEN, &n), MSV_OK);
+}
+
+static void head_of(const Msv__Wire__TreeHead *w, struct msv_kt_head *h)
+{
+    assert_non_null(w);
+    assert_int_equal(w->root.len, MSV_KT_HASH_LEN);
+    assert_int_equal(w->signature.len, MSV_KT_SIG_LEN);
+    h->size = w->size;
+    h->time_ms = (int64_t)w->time_ms;
+    memcpy(h->root, w->root.data, MSV_KT_HASH_LEN);
+    memcpy(h->signature, w->signature.data, MSV_KT_SIG_LEN);
+}
+
+/* The proof holds: the leaf is in the tree of head, and lists exactly hd's devices. */
+static void expect_proven(const Msv__Wire__HandleDevices *hd, const struct msv_kt_head *head)
+{
+    static uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+    const Msv__Wire__LogProof *p = hd->proof;
+    struct msv_kt_entry e;
+    uint8_t h[MSV_KT_HASH_LEN];
+
+    assert_non_null(p);
+    assert_true(p->n_path <= MSV_KT_PROOF_MAX);
+    for (size_t i = 0; i < p->n_path; i++) {
+        assert_int_equal(p->path[i].len, MSV_KT_HASH_LEN);
+        memcpy(path[i], p->path[i].data, MSV_KT_HASH_LEN);
+    }
+    msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
+    assert_int_equal(
+        msv_merkle_verify_inclusion(h, p->index, head->size, path, p->n_path, head->root), MSV_OK);
+    assert_int_equal(msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e), MSV_OK);
+    assert_int_equal(strlen(e.handle), hd->handle.len);
+    assert_memory_equal(e.handle, hd->handle.data, hd->handle.len);
+    assert_int_equal(e.n_devices, hd->n_devices);
+    for (size_t i = 0; i < e.n_devices; i++) {
+        assert_int_equal(e.devices[i].device_id, hd->devices[i]->device_id);
+        assert_int_equal(e.devices[i].suite, hd->devices[i]->suite);
+        assert_int_equal(e.devices[i].identity_len, hd->devices[i]->identity.len);
+        assert_memory_equal(e.devices[i].identity, hd->devices[i]->identity.data,
+                            e.devices[i].identity_len);
+    }
+}
+
+static msv_frame *lookup_from(struct msv_conn *c, const char *handle, uint64_t known_size)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__LookupRequest q = MSV__WIRE__LOOKUP_REQUEST__INIT;
+    ProtobufCBinaryData h = {strlen(handle), (uint8_t *)handle};
+
+    q.n_handles = 1;
+    q.handles = &h;
+    q.known_size = known_size;
+    req.body_case = MSV__WIRE__FRAME__BODY_LOOKUP;
+    req.lookup = &q;
+    return test_request(c, &req);
+}
+
+static void expect_consistent(const Msv__Wire__LookupResponse *r, const struct msv_kt_head *old,
+                              const struct msv_kt_head *head)
+{
+    static uint8_t proof[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+
+    assert_true(r->n_consistency <= MSV_KT_PROOF_MAX);
+    for (size_t i = 0; i < r->n_consistency; i++)
+        memcpy(proof[i], r->consistency[i].data, MSV_KT_HASH_LEN);
+    assert_int_equal(msv_merkle_verify_consistency(old->size, head->size, old->root, head->root,
+                                                   proof, r->n_consistency),
+                     MSV_OK);
+}
+
+/*
+ * Lookups come from the transparency log: a signed head, the handle's newest
+ * leaf with its inclusion proof, the consistency proof from the head the
+ * client knew; device changes grow the log; the log can be read without an
+ * account, every leaf with its proof; the log and its key survive a restart.
+ */
+static void test_transparency(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, b2;
+    struct msv_kt_head h1, h2, h3;
+    uint8_t key[MSV_KT_KEY_LEN];
+    msv_frame *r;
+    struct msv_conn *anon;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    read_log_key(&s, key);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    r = lookup_from(a1.conn, "bob@example.org", 0);
+    assert_non_null(r->lookup_result->log_key.data);
+    assert_memory_equal(r->lookup_result->log_key.data, key, MSV_KT_KEY_LEN);
+    head_of(r->lookup_result->head, &h1);
+    assert_int_equal(msv_kt_head_verify(&h1, key), MSV_OK);
+    assert_int_equal(h1.size, 2);
+    expect_proven(r->lookup_result->results[0], &h1);
+    assert_int_equal(r->lookup_result->results[0]->proof->index, 1);
+    msv_frame_free(r);
+    /* a handle never registered: no devices, nothing to prove */
+    r = lookup_from(a1.conn, "nobody@example.org", 0);
+    assert_int_equal(r->lookup_result->results[0]->n_devices, 0);
+    assert_null(r->lookup_result->results[0]->proof);
+    msv_frame_free(r);
+    /* bob adds a device (pending, then approved): one leaf, at approval */
+    test_add_device(&s, "bob@example.org", &b1, &b2);
+    r = lookup_from(a1.conn, "bob@example.org", h1.size);
+    head_of(r->lookup_result->head, &h2);
+    assert_int_equal(msv_kt_head_verify(&h2, key), MSV_OK);
+    assert_int_equal(h2.size, 3);
+    assert_int_equal(r->lookup_result->results[0]->n_devices, 2);
+    expect_proven(r->lookup_result->results[0], &h2);
+    expect_consistent(r->lookup_result, &h1, &h2);
+    msv_frame_free(r);
+    /* the log read without an account: every leaf proven against the head */
+    anon = test_connect(&s);
+    {
+        Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__LogRead q = MSV__WIRE__LOG_READ__INIT;
+
+        q.start = 0;
+        q.count = 1000;
+        q.known_size = h1.size;
+        req.body_case = MSV__WIRE__FRAME__BODY_LOG_READ;
+        req.log_read = &q;
+        r = test_request(anon, &req);
+        assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_LOG_ENTRIES);
+        head_of(r->log_entries->head, &h3);
+        assert_int_equal(h3.size, h2.size);
+        assert_memory_equal(h3.root, h2.root, MSV_KT_HASH_LEN);
+        assert_int_equal(r->log_entries->n_entries, 3);
+        for (size_t i = 0; i < 3; i++) {
+            static uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+            const Msv__Wire__LogProof *p = r->log_entries->entries[i];
+            uint8_t h[MSV_KT_HASH_LEN];
+
+            assert_int_equal(p->index, i);
+            for (size_t k = 0; k < p->n_path; k++)
+                memcpy(path[k], p->path[k].data, MSV_KT_HASH_LEN);
+            msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
+            assert_int_equal(msv_merkle_verify_inclusion(h, i, h3.size, path, p->n_path, h3.root),
+                             MSV_OK);
+        }
+        msv_frame_free(r);
+        q.start = 3; /* past the end: nothing, but the head */
+        r = test_request(anon, &req);
+        assert_int_equal(r->log_entries->n_entries, 0);
+        msv_frame_free(r);
+    }
+    msv_conn_close(anon);
+    /* a restart keeps the log and its key: the same head, proven consistent later */
+    test_server_stop(&s);
+    test_server_start(&s);
+    read_log_key(&s, key);
+    assert_int_equal(msv_kt_head_verify(&h2, key), MSV_OK);
+    test_device_connect(&s, &a1);
+    r = lookup_from(a1.conn, "bob@example.org", h1.size);
+    head_of(r->lookup_result->head, &h3);
+    assert_int_equal(h3.size, h2.size);
+    assert_memory_equal(h3.root, h2.root, MSV_KT_HASH_LEN);
+    expect_consistent(r->lookup_result, &h1, &h3);
+    msv_frame_free(r);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&b2);
+    test_server_cleanup(&s);
+}
+
 /* A storage fault missived meets while alice sends to an offline bob. */
 struct storage_fault {
     void (*start)(struct test_server *s, void *ctx);
@@ -1244,6 +1428,7 @@ int main(void)
         cmocka_unit_test(test_bad_input_catalogue),
         cmocka_unit_test(test_connection_flood),
         cmocka_unit_test(test_slow_authentication),
+        cmocka_unit_test(test_transparency),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_io_errors),
         cmocka_unit_test(test_health_and_metrics),

@@ -643,6 +643,7 @@ static int read_handles(struct msv_conn_state *c, uint64_t request_id,
     return 0;
 }
 
+/* Lookups are answered from the transparency log, with proofs (kt_log.h). */
 static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
@@ -651,6 +652,8 @@ static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
     Msv__Wire__LookupResponse resp = MSV__WIRE__LOOKUP_RESPONSE__INIT;
     Msv__Wire__HandleDevices **ptrs = NULL;
     struct handle_result *r = NULL;
+    struct msv_kt_answer *answer = NULL;
+    const char **names = NULL;
     size_t n = q->n_handles;
 
     if (n == 0 || n > LOOKUP_MAX) {
@@ -665,20 +668,56 @@ static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
     }
     if (read_handles(c, f->request_id, q->handles, n, 0, &r, &ptrs) != 0)
         goto out;
-    if (lookup_all(s, r, n, ptrs, NULL) != MSV_OK) {
+    names = calloc(n, sizeof(*names));
+    if (names == NULL) {
+        msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        names[i] = r[i].handle;
+    if (msv_kt_lookup(&s->kt, s->store, msv_server_now_ms(s), names, n, q->known_size, &resp,
+                      &answer) != MSV_OK) {
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         goto out;
     }
     atomic_fetch_add(&s->m.lookups, n);
-    resp.n_results = n;
-    resp.results = ptrs;
     out.request_id = f->request_id;
     out.body_case = MSV__WIRE__FRAME__BODY_LOOKUP_RESULT;
     out.lookup_result = &resp;
     msv_conn_send_frame(c, &out);
 out:
+    msv_kt_answer_free(answer);
+    free(names);
     free_results(r, n);
     free(ptrs);
+}
+
+/*
+ * The log itself, for auditors and monitors: no authentication, but the
+ * lookup limit (per account, or per address without one).
+ */
+static void handle_log_read(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__LogEntries resp = MSV__WIRE__LOG_ENTRIES__INIT;
+    struct msv_kt_answer *answer = NULL;
+    uint64_t key = c->account_id != 0 ? c->account_id : c->peer_key | (UINT64_C(1) << 63);
+
+    if (!msv_server_take_token(s, MSV_LIMIT_LOOKUP, key, 1.0)) {
+        msv_conn_send_error(c, f->request_id, E_RATE, "too many log reads; slow down");
+        return;
+    }
+    if (msv_kt_read(&s->kt, s->store, msv_server_now_ms(s), f->log_read, &resp, &answer) !=
+        MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+    } else {
+        out.request_id = f->request_id;
+        out.body_case = MSV__WIRE__FRAME__BODY_LOG_ENTRIES;
+        out.log_entries = &resp;
+        msv_conn_send_frame(c, &out);
+    }
+    msv_kt_answer_free(answer);
 }
 
 /* ---- sending -------------------------------------------------------------------------- */
@@ -913,6 +952,7 @@ static const struct route {
     {MSV__WIRE__FRAME__BODY_REGISTER_FINISH, 0, handle_register_finish},
     {MSV__WIRE__FRAME__BODY_ADD_DEVICE, 0, handle_add_device},
     {MSV__WIRE__FRAME__BODY_LOOKUP, 1, handle_lookup},
+    {MSV__WIRE__FRAME__BODY_LOG_READ, 0, handle_log_read},
     {MSV__WIRE__FRAME__BODY_SEND, 1, handle_send},
     {MSV__WIRE__FRAME__BODY_ACK, 1, handle_ack},
     {MSV__WIRE__FRAME__BODY_REMOVE_DEVICE, 1, handle_remove_device},

@@ -891,6 +891,9 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
         snprintf(err, err_len, "cannot open %s: %s", db, msv_strerror(e));
         goto fail;
     }
+    e = msv_kt_log_open(&s->kt, cfg->data_dir, s->store, err, err_len);
+    if (e != MSV_OK)
+        goto fail;
     snprintf(db, sizeof(db), "%s/blobs", cfg->data_dir);
     e = msv_blob_backend_open_dir(db, &s->blobs);
     if (e != MSV_OK) {
@@ -925,7 +928,7 @@ msv_err msv_server_run(struct msv_server *s)
     struct msv_worker *w0 = &s->workers[0];
     struct timeval every = {(time_t)(s->cfg.expiry_interval_ms / 1000),
                             (suseconds_t)(s->cfg.expiry_interval_ms % 1000) * 1000};
-    char hex[65];
+    char hex[65], log_key[65];
 
     s->sig_term = evsignal_new(w0->base, SIGTERM, on_signal, s);
     s->sig_int = evsignal_new(w0->base, SIGINT, on_signal, s);
@@ -947,9 +950,12 @@ msv_err msv_server_run(struct msv_server *s)
         return MSV_ERR_IO;
     if (msv_hex_encode(s->fingerprint, 32, hex, sizeof(hex)) != MSV_OK)
         hex[0] = '\0';
-    msv_log(MSV_LOG_INFO, "listening", "tls=%s:%u http=%s:%u workers=%u store=%s fingerprint=%s",
+    if (msv_hex_encode(s->kt.public_key, 32, log_key, sizeof(log_key)) != MSV_OK)
+        log_key[0] = '\0';
+    msv_log(MSV_LOG_INFO, "listening",
+            "tls=%s:%u http=%s:%u workers=%u store=%s fingerprint=%s log_key=%s",
             s->cfg.listen_host, s->port, s->cfg.http_host, s->http_port, s->worker_count,
-            s->store->ops->name, hex);
+            s->store->ops->name, hex, log_key);
     for (unsigned i = 1; i < s->worker_count; i++) {
         if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0)
             return MSV_ERR_NOMEM;
@@ -1018,6 +1024,8 @@ void msv_server_free(struct msv_server *s)
     msv_u64map_clear(&s->registry);
     SSL_CTX_free(s->tls);
     msv_blob_backend_close(s->blobs);
+    if (s->kt.tree != NULL)
+        msv_kt_log_close(&s->kt);
     msv_store_close(s->store);
     pthread_mutex_destroy(&s->registry_lock);
     msv_dircache_free(&s->dir);

@@ -20,6 +20,7 @@
 #include "server/blob_backend.h"
 #include "server/config.h"
 #include "server/dircache.h"
+#include "server/kt_log.h"
 #include "server/u64map.h"
 #include "store/store.h"
 #include "wire/frame.h"
@@ -108,6 +109,7 @@ struct msv_server {
     uint16_t port, http_port;
 
     struct msv_dircache dir; /* handle -> devices, for checking sends */
+    struct msv_kt_log kt;    /* the transparency log lookups are answered from */
 
     pthread_mutex_t registry_lock;
     struct msv_u64map registry; /* device id -> struct msv_conn_state * */

@@ -1,0 +1,412 @@
+/*
+ * The transparency log as missived serves it (kt_log.h; formats in
+ * docs/transparency.md).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "missive/util.h"
+#include "server/kt_log.h"
+
+#define SYNC_BATCH 1024
+
+/* ---- the log key ------------------------------------------------------------------------ */
+
+static msv_err write_all(int fd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+
+    while (n > 0) {
+        ssize_t w = write(fd, b, n);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return MSV_ERR_IO;
+        b += w;
+        n -= (size_t)w;
+    }
+    return MSV_OK;
+}
+
+/* Reads DATA_DIR/log.key, or makes it; writes DATA_DIR/log.pub. */
+static msv_err load_key(struct msv_kt_log *log, const char *dir, char *err, size_t err_len)
+{
+    char path[1200], hex[2 * MSV_KT_KEY_LEN + 2];
+    int fd;
+    ssize_t got;
+
+    snprintf(path, sizeof(path), "%s/log.key", dir);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        got = read(fd, log->secret_key, 64);
+        close(fd);
+        if (got != 64) {
+            snprintf(err, err_len, "%s is not a log key (64 bytes)", path);
+            return MSV_ERR_PARSE;
+        }
+        crypto_sign_ed25519_sk_to_pk(log->public_key, log->secret_key);
+    } else if (errno == ENOENT) {
+        crypto_sign_keypair(log->public_key, log->secret_key);
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 || write_all(fd, log->secret_key, 64) != MSV_OK || fsync(fd) != 0) {
+            if (fd >= 0)
+                close(fd);
+            snprintf(err, err_len, "cannot write %s: %s", path, strerror(errno));
+            return MSV_ERR_IO;
+        }
+        close(fd);
+    } else {
+        snprintf(err, err_len, "cannot read %s: %s", path, strerror(errno));
+        return MSV_ERR_IO;
+    }
+    snprintf(path, sizeof(path), "%s/log.pub", dir);
+    if (msv_hex_encode(log->public_key, MSV_KT_KEY_LEN, hex, sizeof(hex)) != MSV_OK)
+        return MSV_ERR_INVALID;
+    hex[2 * MSV_KT_KEY_LEN] = '\n';
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || write_all(fd, hex, 2 * MSV_KT_KEY_LEN + 1) != MSV_OK) {
+        if (fd >= 0)
+            close(fd);
+        snprintf(err, err_len, "cannot write %s", path);
+        return MSV_ERR_IO;
+    }
+    close(fd);
+    return MSV_OK;
+}
+
+/* ---- the tree --------------------------------------------------------------------------- */
+
+/* Appends the store's leaves the tree does not have yet. */
+static msv_err sync_locked(struct msv_kt_log *log, struct msv_store *store)
+{
+    for (;;) {
+        struct msv_kt_rec *recs = NULL;
+        size_t n = 0;
+        msv_err err =
+            store->ops->kt_read(store->impl, msv_merkle_size(log->tree), SYNC_BATCH, &recs, &n);
+
+        for (size_t i = 0; err == MSV_OK && i < n; i++) {
+            uint8_t h[MSV_KT_HASH_LEN];
+
+            if (recs[i].index != msv_merkle_size(log->tree)) {
+                err = MSV_ERR_INVALID; /* a gap in the store's log */
+                break;
+            }
+            msv_kt_leaf_hash(recs[i].leaf, recs[i].leaf_len, h);
+            err = msv_merkle_append(log->tree, h);
+        }
+        msv_kt_recs_free(recs, n);
+        if (err != MSV_OK || n < SYNC_BATCH)
+            return err;
+    }
+}
+
+static msv_err head_locked(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms)
+{
+    msv_err err = sync_locked(log, store);
+
+    if (err != MSV_OK)
+        return err;
+    if (log->head.time_ms != 0 && log->head.size == msv_merkle_size(log->tree))
+        return MSV_OK;
+    log->head.size = msv_merkle_size(log->tree);
+    log->head.time_ms = now_ms > 0 ? now_ms : 1;
+    err = msv_merkle_root(log->tree, log->head.size, log->head.root);
+    return err == MSV_OK ? msv_kt_head_sign(&log->head, log->secret_key) : err;
+}
+
+msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir, struct msv_store *store,
+                        char *err, size_t err_len)
+{
+    msv_err e;
+
+    memset(log, 0, sizeof(*log));
+    pthread_mutex_init(&log->lock, NULL);
+    log->secret_key = sodium_malloc(64);
+    if (log->secret_key == NULL || msv_merkle_new(&log->tree) != MSV_OK) {
+        snprintf(err, err_len, "out of memory");
+        return MSV_ERR_NOMEM;
+    }
+    e = load_key(log, data_dir, err, err_len);
+    if (e != MSV_OK)
+        return e;
+    e = sync_locked(log, store);
+    if (e != MSV_OK)
+        snprintf(err, err_len, "cannot read the transparency log: %s", msv_strerror(e));
+    return e;
+}
+
+void msv_kt_log_close(struct msv_kt_log *log)
+{
+    if (log->secret_key != NULL)
+        sodium_free(log->secret_key);
+    msv_merkle_free(log->tree);
+    pthread_mutex_destroy(&log->lock);
+    memset(log, 0, sizeof(*log));
+}
+
+msv_err msv_kt_log_head(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
+                        struct msv_kt_head *out)
+{
+    msv_err err;
+
+    pthread_mutex_lock(&log->lock);
+    err = head_locked(log, store, now_ms);
+    if (err == MSV_OK)
+        *out = log->head;
+    pthread_mutex_unlock(&log->lock);
+    return err;
+}
+
+/* ---- answers ---------------------------------------------------------------------------- */
+
+struct msv_kt_answer {
+    void **p;
+    size_t n, cap;
+};
+
+/* Zeroed memory that lives as long as the answer. */
+static void *keep(struct msv_kt_answer *a, size_t size)
+{
+    void *p;
+
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 16;
+        void **np = realloc(a->p, cap * sizeof(*np));
+
+        if (np == NULL)
+            return NULL;
+        a->p = np;
+        a->cap = cap;
+    }
+    p = calloc(1, size ? size : 1);
+    if (p != NULL)
+        a->p[a->n++] = p;
+    return p;
+}
+
+void msv_kt_answer_free(struct msv_kt_answer *a)
+{
+    if (a == NULL)
+        return;
+    for (size_t i = 0; i < a->n; i++)
+        free(a->p[i]);
+    free(a->p);
+    free(a);
+}
+
+/* Proof hashes as protobuf bytes fields, kept in a. */
+static msv_err proof_fields(struct msv_kt_answer *a, uint8_t (*hashes)[MSV_KT_HASH_LEN], size_t n,
+                            ProtobufCBinaryData **out, size_t *n_out)
+{
+    uint8_t(*copy)[MSV_KT_HASH_LEN] = keep(a, n * MSV_KT_HASH_LEN);
+    ProtobufCBinaryData *f = keep(a, n * sizeof(*f));
+
+    if (copy == NULL || f == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(copy, hashes, n * MSV_KT_HASH_LEN);
+    for (size_t i = 0; i < n; i++) {
+        f[i].data = copy[i];
+        f[i].len = MSV_KT_HASH_LEN;
+    }
+    *out = f;
+    *n_out = n;
+    return MSV_OK;
+}
+
+/* The head, the log key and the consistency proof from known_size (when 0 < known_size < size). */
+static msv_err head_fields(struct msv_kt_log *log, struct msv_kt_answer *a, uint64_t known_size,
+                           Msv__Wire__TreeHead **head, ProtobufCBinaryData *key,
+                           ProtobufCBinaryData **consistency, size_t *n_consistency)
+{
+    static _Thread_local uint8_t proof[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+    Msv__Wire__TreeHead *h = keep(a, sizeof(*h));
+    uint8_t *copy = keep(a, MSV_KT_HASH_LEN + MSV_KT_SIG_LEN + MSV_KT_KEY_LEN);
+    size_t n = 0;
+    msv_err err;
+
+    if (h == NULL || copy == NULL)
+        return MSV_ERR_NOMEM;
+    msv__wire__tree_head__init(h);
+    memcpy(copy, log->head.root, MSV_KT_HASH_LEN);
+    memcpy(copy + MSV_KT_HASH_LEN, log->head.signature, MSV_KT_SIG_LEN);
+    memcpy(copy + MSV_KT_HASH_LEN + MSV_KT_SIG_LEN, log->public_key, MSV_KT_KEY_LEN);
+    h->size = log->head.size;
+    h->time_ms = (uint64_t)log->head.time_ms;
+    h->root = (ProtobufCBinaryData){MSV_KT_HASH_LEN, copy};
+    h->signature = (ProtobufCBinaryData){MSV_KT_SIG_LEN, copy + MSV_KT_HASH_LEN};
+    *key = (ProtobufCBinaryData){MSV_KT_KEY_LEN, copy + MSV_KT_HASH_LEN + MSV_KT_SIG_LEN};
+    *head = h;
+    *n_consistency = 0;
+    if (known_size == 0 || known_size >= log->head.size)
+        return MSV_OK;
+    err = msv_merkle_consistency(log->tree, known_size, log->head.size, proof, &n);
+    return err == MSV_OK ? proof_fields(a, proof, n, consistency, n_consistency) : err;
+}
+
+/* A LogProof of leaf rec (kept by the caller in a) against the current head. */
+static msv_err log_proof(struct msv_kt_log *log, struct msv_kt_answer *a,
+                         const struct msv_kt_rec *rec, Msv__Wire__LogProof **out)
+{
+    static _Thread_local uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+    Msv__Wire__LogProof *p = keep(a, sizeof(*p));
+    size_t n = 0;
+    msv_err err;
+
+    if (p == NULL)
+        return MSV_ERR_NOMEM;
+    msv__wire__log_proof__init(p);
+    p->index = rec->index;
+    p->leaf = (ProtobufCBinaryData){rec->leaf_len, rec->leaf};
+    err = msv_merkle_inclusion(log->tree, rec->index, log->head.size, path, &n);
+    if (err == MSV_OK)
+        err = proof_fields(a, path, n, &p->path, &p->n_path);
+    *out = p;
+    return err;
+}
+
+/* Reads the newest leaf of each handle (kept in a; leaf NULL for a handle never logged). */
+static msv_err latest_leaves(struct msv_store *store, struct msv_kt_answer *a,
+                             const char *const *handles, size_t n, struct msv_kt_rec **out)
+{
+    struct msv_kt_rec *recs = keep(a, n * sizeof(*recs));
+    msv_err err = recs != NULL ? MSV_OK : MSV_ERR_NOMEM;
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        err = store->ops->kt_latest(store->impl, handles[i], &recs[i]);
+        if (err == MSV_ERR_NOT_FOUND) {
+            err = MSV_OK;
+        } else if (err == MSV_OK) {
+            /* hand the leaf to the answer */
+            void *leaf = keep(a, recs[i].leaf_len);
+
+            if (leaf == NULL)
+                err = MSV_ERR_NOMEM;
+            else
+                memcpy(leaf, recs[i].leaf, recs[i].leaf_len);
+            free(recs[i].leaf);
+            recs[i].leaf = leaf;
+        }
+    }
+    *out = recs;
+    return err;
+}
+
+/* Fills hd with handle's devices from its leaf (borrowing from the leaf bytes). */
+static msv_err devices_from_leaf(struct msv_kt_answer *a, const struct msv_kt_rec *rec,
+                                 Msv__Wire__HandleDevices *hd)
+{
+    struct msv_kt_entry *e = keep(a, sizeof(*e));
+    Msv__Wire__DeviceInfo *infos, **ptrs;
+
+    if (e == NULL)
+        return MSV_ERR_NOMEM;
+    if (msv_kt_leaf_parse(rec->leaf, rec->leaf_len, e) != MSV_OK)
+        return MSV_ERR_INVALID; /* the store holds what this server wrote */
+    infos = keep(a, e->n_devices * sizeof(*infos));
+    ptrs = keep(a, e->n_devices * sizeof(*ptrs));
+    if (infos == NULL || ptrs == NULL)
+        return MSV_ERR_NOMEM;
+    for (size_t i = 0; i < e->n_devices; i++) {
+        msv__wire__device_info__init(&infos[i]);
+        infos[i].device_id = e->devices[i].device_id;
+        infos[i].suite = e->devices[i].suite;
+        infos[i].identity =
+            (ProtobufCBinaryData){e->devices[i].identity_len, (uint8_t *)e->devices[i].identity};
+        ptrs[i] = &infos[i];
+    }
+    hd->devices = ptrs;
+    hd->n_devices = e->n_devices;
+    return MSV_OK;
+}
+
+msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
+                      const char *const *handles, size_t n, uint64_t known_size,
+                      Msv__Wire__LookupResponse *resp, struct msv_kt_answer **owner)
+{
+    struct msv_kt_answer *a = calloc(1, sizeof(*a));
+    Msv__Wire__HandleDevices *hds, **ptrs;
+    struct msv_kt_rec *recs = NULL;
+    msv_err err;
+
+    *owner = a;
+    if (a == NULL)
+        return MSV_ERR_NOMEM;
+    hds = keep(a, n * sizeof(*hds));
+    ptrs = keep(a, n * sizeof(*ptrs));
+    if (hds == NULL || ptrs == NULL)
+        return MSV_ERR_NOMEM;
+    /* the leaves first: the head made after them includes them */
+    err = latest_leaves(store, a, handles, n, &recs);
+    if (err != MSV_OK)
+        return err;
+    pthread_mutex_lock(&log->lock);
+    err = head_locked(log, store, now_ms);
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        msv__wire__handle_devices__init(&hds[i]);
+        hds[i].handle = (ProtobufCBinaryData){strlen(handles[i]), (uint8_t *)handles[i]};
+        ptrs[i] = &hds[i];
+        if (recs[i].leaf == NULL)
+            continue;
+        err = devices_from_leaf(a, &recs[i], &hds[i]);
+        if (err == MSV_OK)
+            err = log_proof(log, a, &recs[i], &hds[i].proof);
+    }
+    if (err == MSV_OK)
+        err = head_fields(log, a, known_size, &resp->head, &resp->log_key, &resp->consistency,
+                          &resp->n_consistency);
+    pthread_mutex_unlock(&log->lock);
+    resp->results = ptrs;
+    resp->n_results = n;
+    return err;
+}
+
+msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
+                    const Msv__Wire__LogRead *q, Msv__Wire__LogEntries *resp,
+                    struct msv_kt_answer **owner)
+{
+    struct msv_kt_answer *a = calloc(1, sizeof(*a));
+    struct msv_kt_rec *recs = NULL;
+    Msv__Wire__LogProof **entries;
+    size_t n = 0, count = q->count < MSV_KT_READ_MAX ? q->count : MSV_KT_READ_MAX;
+    msv_err err;
+
+    *owner = a;
+    if (a == NULL || (entries = keep(a, count * sizeof(*entries))) == NULL)
+        return MSV_ERR_NOMEM;
+    pthread_mutex_lock(&log->lock);
+    err = head_locked(log, store, now_ms);
+    if (err == MSV_OK && q->start < log->head.size) {
+        if (count > log->head.size - q->start)
+            count = (size_t)(log->head.size - q->start);
+        err = store->ops->kt_read(store->impl, q->start, count, &recs, &n);
+    }
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        void *leaf = keep(a, recs[i].leaf_len);
+
+        if (leaf == NULL) {
+            err = MSV_ERR_NOMEM;
+            break;
+        }
+        memcpy(leaf, recs[i].leaf, recs[i].leaf_len);
+        free(recs[i].leaf);
+        recs[i].leaf = leaf;
+        err = log_proof(log, a, &recs[i], &entries[i]);
+        recs[i].leaf = NULL;
+    }
+    if (err == MSV_OK)
+        err = head_fields(log, a, q->known_size, &resp->head, &resp->log_key, &resp->consistency,
+                          &resp->n_consistency);
+    pthread_mutex_unlock(&log->lock);
+    msv_kt_recs_free(recs, n);
+    resp->entries = entries;
+    resp->n_entries = err == MSV_OK ? n : 0;
+    return err;
+}

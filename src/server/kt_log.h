@@ -1,0 +1,58 @@
+/*
+ * missived's side of key transparency: the log's Merkle tree kept in memory
+ * (built from the store's leaves at start, caught up after every device
+ * change), its Ed25519 key, signed tree heads, and the answers that carry
+ * proofs: directory lookups and LogRead.
+ */
+#ifndef MSV_SERVER_KT_LOG_H
+#define MSV_SERVER_KT_LOG_H
+
+#include <pthread.h>
+
+#include "missive/kt.h"
+#include "store/store.h"
+#include "wire/frame.h"
+
+struct msv_kt_log {
+    pthread_mutex_t lock;
+    struct msv_merkle *tree;
+    uint8_t public_key[MSV_KT_KEY_LEN];
+    uint8_t *secret_key;     /* 64 bytes, guarded memory */
+    struct msv_kt_head head; /* the newest signed head; size 0 before the first */
+};
+
+/*
+ * Loads the log key from DATA_DIR/log.key (made, mode 0600, if missing;
+ * its public half goes to DATA_DIR/log.pub in hex) and builds the tree.
+ */
+MSV_MUST_CHECK msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir,
+                                       struct msv_store *store, char *err, size_t err_len);
+void msv_kt_log_close(struct msv_kt_log *log);
+
+/* Catches the tree up with the store and gives a head signed for its size (now_ms if new). */
+MSV_MUST_CHECK msv_err msv_kt_log_head(struct msv_kt_log *log, struct msv_store *store,
+                                       int64_t now_ms, struct msv_kt_head *out);
+
+/* What a lookup or LogRead answer points into; freed after the answer is sent. */
+struct msv_kt_answer;
+void msv_kt_answer_free(struct msv_kt_answer *a);
+
+/*
+ * Answers a lookup of n normalised handles from the log: each result lists
+ * the devices of the handle's newest leaf, with that leaf and its inclusion
+ * proof (no devices and no proof for a handle the log has never seen); the
+ * head, the log key and the consistency proof from known_size go into resp.
+ */
+MSV_MUST_CHECK msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store,
+                                     int64_t now_ms, const char *const *handles, size_t n,
+                                     uint64_t known_size, Msv__Wire__LookupResponse *resp,
+                                     struct msv_kt_answer **owner);
+
+/* Answers LogRead: leaves start.. (at most 256) with proofs, head, key, consistency. */
+MSV_MUST_CHECK msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
+                                   const Msv__Wire__LogRead *q, Msv__Wire__LogEntries *resp,
+                                   struct msv_kt_answer **owner);
+
+#define MSV_KT_READ_MAX 256
+
+#endif
