@@ -21,8 +21,10 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "client/client.h"
+#include "missive/kt.h"
 #include "missive/payload.h"
 #include "missive/util.h"
 #include "server_harness.h"
@@ -325,6 +327,174 @@ static void test_crash_consistency(void **state)
     test_server_cleanup(&s);
 }
 
+/* ---- a directory that lies ----------------------------------------------------------------- */
+
+/* Runs SQL on the stopped server's database. */
+static void server_sql(struct test_server *s, const char *sql)
+{
+    char path[160];
+    sqlite3 *db = NULL;
+    char *msg = NULL;
+
+    snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg);
+    sqlite3_close(db);
+}
+
+/* The number the stopped server's database gives for a query. */
+static long long server_count(struct test_server *s, const char *sql)
+{
+    char path[160];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    long long n;
+
+    snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* The newest leaf of handle, rewritten with its first device's key replaced by key. */
+static void forge_leaf(struct test_server *s, const char *handle, const uint8_t *key,
+                       size_t key_len, uint8_t **leaf, size_t *len, int64_t *index)
+{
+    static struct msv_kt_entry e;
+    char path[160];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+
+    snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT idx, leaf FROM kt_log WHERE handle = ? ORDER BY "
+                                        "idx DESC LIMIT 1;",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(st, 1, handle, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    *index = sqlite3_column_int64(st, 0);
+    assert_int_equal(
+        msv_kt_leaf_parse(sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1), &e),
+        MSV_OK);
+    e.devices[0].identity = key;
+    e.devices[0].identity_len = key_len;
+    assert_int_equal(msv_kt_leaf_encode(&e, leaf, len), MSV_OK);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+static void replace_leaf(struct test_server *s, int64_t index, const uint8_t *leaf, size_t len)
+{
+    char *hex = malloc(2 * len + 1), *sql = malloc(2 * len + 128);
+
+    assert_non_null(hex);
+    assert_non_null(sql);
+    assert_int_equal(msv_hex_encode(leaf, len, hex, 2 * len + 1), MSV_OK);
+    snprintf(sql, 2 * len + 128, "UPDATE kt_log SET leaf = x'%s' WHERE idx = %lld;", hex,
+             (long long)index);
+    server_sql(s, sql);
+    free(hex);
+    free(sql);
+}
+
+/*
+ * The server is made to hand out a key of its choosing for alice, three ways:
+ * a device added behind the log's back (the relay then asks bob for a device
+ * the log does not list), alice's logged key rewritten in place (the log's
+ * history no longer extends what bob saw), and a new log key. bob refuses
+ * each, with a clear reason, and seals nothing to the forged key.
+ */
+static void test_malicious_directory(void **state)
+{
+    const char *to[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    struct msv_identity *mallory = NULL;
+    const uint8_t *key;
+    uint8_t id[16], *forged = NULL, *honest = NULL;
+    size_t key_len = 0, forged_len = 0, honest_len = 0;
+    int64_t index = 0, honest_index = 0;
+    msv_frame *devs = NULL;
+    char sql[256], log_key[160], saved_key[160];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", to[0]);
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_send(bob, to, 1, "hello", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &mallory), MSV_OK);
+    key = msv_public_identity_bytes(msv_identity_public(mallory), &key_len);
+
+    /* 1. a device for alice that is not in the log (its one-byte key marks it) */
+    test_server_stop(&s);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO devices (account_id, suite, identity, push_token, created_ms, approved) "
+             "SELECT account_id, suite, x'%02x', x'', 0, 1 FROM devices WHERE id = %llu;",
+             key[0], (unsigned long long)alice->device_id);
+    server_sql(&s, sql);
+    test_server_start(&s);
+    msv_conn_close(bob->conn);
+    bob->conn = NULL;
+    assert_int_equal(msv_client_send(bob, to, 1, "for alice only", NULL, 0, NULL, id),
+                     MSV_ERR_AGAIN);
+    assert_non_null(strstr(bob->why.message, "transparency log does not list"));
+    test_server_stop(&s);
+    /* nothing was sealed to the unlogged device (nor queued at all: the relay wanted it) */
+    assert_int_equal(server_count(&s, "SELECT count(*) FROM queue q JOIN devices d ON "
+                                      "q.device_id = d.id WHERE length(d.identity) = 1;"),
+                     0);
+    assert_int_equal(server_count(&s, "SELECT count(*) FROM devices WHERE length(identity) = 1;"),
+                     1);
+    server_sql(&s, "DELETE FROM devices WHERE length(identity) = 1;");
+
+    /* 2. alice's logged key replaced by mallory's: a rewritten history */
+    forge_leaf(&s, to[0], key, key_len, &forged, &forged_len, &index);
+    forge_leaf(&s, to[0], msv_public_identity_bytes(msv_identity_public(alice->id), &key_len),
+               key_len, &honest, &honest_len, &honest_index);
+    replace_leaf(&s, index, forged, forged_len);
+    test_server_start(&s);
+    msv_conn_close(bob->conn);
+    bob->conn = NULL;
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_ERR_CRYPTO);
+    assert_non_null(strstr(bob->why.message, "rewritten"));
+    test_server_stop(&s);
+    replace_leaf(&s, honest_index, honest, honest_len);
+
+    /* 3. a new log key */
+    snprintf(log_key, sizeof(log_key), "%s/data/log.key", s.dir);
+    snprintf(saved_key, sizeof(saved_key), "%s/log.key.saved", s.dir);
+    assert_int_equal(rename(log_key, saved_key), 0);
+    test_server_start(&s);
+    msv_conn_close(bob->conn);
+    bob->conn = NULL;
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_ERR_CRYPTO);
+    assert_non_null(strstr(bob->why.message, "not the one this device pinned"));
+    test_server_stop(&s);
+    assert_int_equal(rename(saved_key, log_key), 0);
+
+    /* the honest directory again: bob accepts it and writes to alice */
+    test_server_start(&s);
+    msv_conn_close(bob->conn);
+    bob->conn = NULL;
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_OK);
+    msv_frame_free(devs);
+    assert_int_equal(msv_client_send(bob, to, 1, "all good", NULL, 0, NULL, id), MSV_OK);
+    free(forged);
+    free(honest);
+    msv_identity_free(mallory);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 /* ---- a sender killed mid-send ------------------------------------------------------------ */
 
 #define KILL_ROUNDS 8
@@ -461,6 +631,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_redelivery_shown_once),
+        cmocka_unit_test(test_malicious_directory),
         cmocka_unit_test(test_sender_killed_mid_send),
         cmocka_unit_test(test_crash_consistency),
     };

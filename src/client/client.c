@@ -11,6 +11,7 @@
 
 #include <sodium.h>
 
+#include "client/transparency.h"
 #include "missive/payload.h"
 #include "missive/util.h"
 #include "util/buf.h"
@@ -356,6 +357,24 @@ msv_err msv_client_connect(struct msv_client *c)
 
 /* ---- directory ------------------------------------------------------------------------ */
 
+/* Asks the directory, and checks its answer against the transparency log. */
+static msv_err verified_lookup(struct msv_client *c, const char *const *handles, size_t n,
+                               msv_frame **result)
+{
+    msv_err err = msv_request_lookup(c->conn, handles, n, msv_kt_known_size(c->db), TIMEOUT_MS,
+                                     result, &c->why);
+
+    if (err == MSV_OK) {
+        err = msv_kt_check_lookup(c->db, (*result)->lookup_result, c->why.message,
+                                  sizeof(c->why.message));
+        if (err != MSV_OK) {
+            msv_frame_free(*result);
+            *result = NULL;
+        }
+    }
+    return err;
+}
+
 /* Remembers what the directory says of a handle; reports a changed device set. */
 static msv_err remember(struct msv_client *c, const Msv__Wire__HandleDevices *hd)
 {
@@ -386,7 +405,7 @@ msv_err msv_client_devices(struct msv_client *c, const char *handle, msv_frame *
     msv_err err = msv_client_connect(c);
 
     if (err == MSV_OK)
-        err = msv_request_lookup(c->conn, &h, 1, TIMEOUT_MS, result, &c->why);
+        err = verified_lookup(c, &h, 1, result);
     if (err == MSV_OK)
         err = remember(c, (*result)->lookup_result->results[0]);
     return err;
@@ -578,7 +597,7 @@ static msv_err known_sets_load(struct msv_client *c, const char *const *targets,
 static msv_err look_up(struct msv_client *c, const char *const *targets, size_t n,
                        msv_frame **known)
 {
-    msv_err err = msv_request_lookup(c->conn, targets, n, TIMEOUT_MS, known, &c->why);
+    msv_err err = verified_lookup(c, targets, n, known);
 
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         const Msv__Wire__HandleDevices *hd = (*known)->lookup_result->results[i];
@@ -620,21 +639,25 @@ static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const ch
         }
     }
     for (int tries = 0; err == MSV_OK && tries < SEND_TRIES; tries++) {
-        Msv__Wire__HandleDevices *const *hds = fresh ? fresh->error->current : start;
-        size_t n_hds = fresh ? fresh->error->n_current : n_start;
-        msv_frame *next = NULL;
+        Msv__Wire__HandleDevices *const *hds = fresh ? fresh->lookup_result->results : start;
+        size_t n_hds = fresh ? fresh->lookup_result->n_results : n_start;
+        msv_frame *stale = NULL;
 
-        err = send_once(c, id, targets, n, hds, n_hds, pt, pt_len, &next);
+        err = send_once(c, id, targets, n, hds, n_hds, pt, pt_len, &stale);
+        msv_frame_free(stale);
         if (err != MSV_ERR_AGAIN)
             break;
-        /* the device set changed since it was learnt: learn it, then try again */
+        /* the device set changed since it was learnt: learn it from the log, then try again
+         * (the relay's own list of the devices is not taken on trust) */
         msv_frame_free(fresh);
-        fresh = next;
-        for (size_t i = 0; i < fresh->error->n_current; i++)
-            (void)remember(c, fresh->error->current[i]);
-        err = MSV_OK;
-        if (tries == SEND_TRIES - 1)
+        fresh = NULL;
+        err = look_up(c, targets, n, &fresh);
+        if (err == MSV_OK && tries == SEND_TRIES - 1) {
+            snprintf(c->why.message, sizeof(c->why.message),
+                     "the relay keeps asking for devices that the transparency log does not "
+                     "list; nothing was sealed for them");
             err = MSV_ERR_AGAIN;
+        }
     }
     known_sets_free(&ks);
     msv_frame_free(known);

@@ -190,8 +190,9 @@ msv_err msv_request_ack(struct msv_conn *c, const uint64_t *queue_ids, size_t n)
     return msv_conn_send(c, &req);
 }
 
-msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles, size_t n, int timeout_ms,
-                           msv_frame **result, struct msv_refusal *why)
+msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles, size_t n,
+                           uint64_t known_size, int timeout_ms, msv_frame **result,
+                           struct msv_refusal *why)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__LookupRequest q = MSV__WIRE__LOOKUP_REQUEST__INIT;
@@ -204,6 +205,7 @@ msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles, size_
         hs[i] = text(handles[i]);
     q.n_handles = n;
     q.handles = hs;
+    q.known_size = known_size;
     req.body_case = MSV__WIRE__FRAME__BODY_LOOKUP;
     req.lookup = &q;
     err = run(c, &req, MSV__WIRE__FRAME__BODY_LOOKUP_RESULT, timeout_ms, why, result);

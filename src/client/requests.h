@@ -54,10 +54,11 @@ MSV_MUST_CHECK msv_err msv_request_send(struct msv_conn *c, const uint8_t messag
 
 /*
  * Looks up handles; *result (caller frees with msv_frame_free) holds the
- * LookupResponse, one HandleDevices per handle in order.
+ * LookupResponse, one HandleDevices per handle in order, with the proofs
+ * from the tree head of known_size entries (0: none) on.
  */
 MSV_MUST_CHECK msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles, size_t n,
-                                          int timeout_ms, msv_frame **result,
+                                          uint64_t known_size, int timeout_ms, msv_frame **result,
                                           struct msv_refusal *why);
 
 /*

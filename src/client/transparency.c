@@ -1,0 +1,205 @@
+/*
+ * Checking directory answers against the transparency log (transparency.h).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "client/transparency.h"
+
+#define HEAD_LEN (8 + 8 + MSV_KT_HASH_LEN + MSV_KT_SIG_LEN)
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* The head accepted last; MSV_ERR_NOT_FOUND if none. */
+static msv_err known_head(struct msv_client_db *db, struct msv_kt_head *h)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err = msv_client_db_get(db, "kt_head", &v, &len);
+
+    if (err == MSV_OK && len != HEAD_LEN)
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK) {
+        h->size = get_u64(v);
+        h->time_ms = (int64_t)get_u64(v + 8);
+        memcpy(h->root, v + 16, MSV_KT_HASH_LEN);
+        memcpy(h->signature, v + 16 + MSV_KT_HASH_LEN, MSV_KT_SIG_LEN);
+    }
+    free(v);
+    return err;
+}
+
+static msv_err remember_head(struct msv_client_db *db, const struct msv_kt_head *h)
+{
+    uint8_t v[HEAD_LEN];
+
+    put_u64(v, h->size);
+    put_u64(v + 8, (uint64_t)h->time_ms);
+    memcpy(v + 16, h->root, MSV_KT_HASH_LEN);
+    memcpy(v + 16 + MSV_KT_HASH_LEN, h->signature, MSV_KT_SIG_LEN);
+    return msv_client_db_set(db, "kt_head", v, sizeof(v));
+}
+
+uint64_t msv_kt_known_size(struct msv_client_db *db)
+{
+    struct msv_kt_head h;
+
+    return known_head(db, &h) == MSV_OK ? h.size : 0;
+}
+
+static msv_err refuse(char *why, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, len, fmt, ap);
+    va_end(ap);
+    return MSV_ERR_CRYPTO;
+}
+
+/* Copies n 32-byte proof hashes; 0 if one is malformed or there are too many. */
+static int proof_hashes(ProtobufCBinaryData *in, size_t n, uint8_t out[][MSV_KT_HASH_LEN])
+{
+    if (n > MSV_KT_PROOF_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (in[i].len != MSV_KT_HASH_LEN)
+            return 0;
+        memcpy(out[i], in[i].data, MSV_KT_HASH_LEN);
+    }
+    return 1;
+}
+
+/* The head of r, signed with key (the pinned one, or pinned now if there is none). */
+static msv_err check_head(struct msv_client_db *db, const Msv__Wire__LookupResponse *r,
+                          struct msv_kt_head *head, int *pin, char *why, size_t len)
+{
+    const Msv__Wire__TreeHead *w = r->head;
+    uint8_t *key = NULL;
+    size_t key_len = 0;
+    msv_err err;
+
+    if (w == NULL || r->log_key.len != MSV_KT_KEY_LEN || w->root.len != MSV_KT_HASH_LEN ||
+        w->signature.len != MSV_KT_SIG_LEN || w->time_ms > INT64_MAX)
+        return refuse(why, len, "the directory's answer has no transparency log head");
+    head->size = w->size;
+    head->time_ms = (int64_t)w->time_ms;
+    memcpy(head->root, w->root.data, MSV_KT_HASH_LEN);
+    memcpy(head->signature, w->signature.data, MSV_KT_SIG_LEN);
+    err = msv_client_db_get(db, "kt_log_key", &key, &key_len);
+    if (err == MSV_ERR_NOT_FOUND) {
+        *pin = 1; /* trust on first use, as the server's certificate */
+        err = MSV_OK;
+    } else if (err == MSV_OK && (key_len != MSV_KT_KEY_LEN ||
+                                 sodium_memcmp(key, r->log_key.data, MSV_KT_KEY_LEN) != 0)) {
+        err = refuse(why, len,
+                     "the directory's transparency log key is not the one this device "
+                     "pinned; its answers cannot be trusted");
+    }
+    free(key);
+    if (err == MSV_OK && msv_kt_head_verify(head, r->log_key.data) != MSV_OK)
+        err = refuse(why, len, "the transparency log head is not signed by the log key");
+    return err;
+}
+
+/* head extends the one accepted before. */
+static msv_err check_growth(struct msv_client_db *db, const Msv__Wire__LookupResponse *r,
+                            const struct msv_kt_head *head, char *why, size_t len)
+{
+    static _Thread_local uint8_t proof[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+    struct msv_kt_head old;
+    msv_err err = known_head(db, &old);
+
+    if (err == MSV_ERR_NOT_FOUND)
+        return MSV_OK;
+    if (err != MSV_OK)
+        return err;
+    if (head->size < old.size)
+        return refuse(why, len,
+                      "the directory shows an older transparency log (%llu entries) than it "
+                      "showed before (%llu)",
+                      (unsigned long long)head->size, (unsigned long long)old.size);
+    if (!proof_hashes(r->consistency, r->n_consistency, proof) ||
+        msv_merkle_verify_consistency(old.size, head->size, old.root, head->root, proof,
+                                      r->n_consistency) != MSV_OK)
+        return refuse(why, len,
+                      "the directory's transparency log was rewritten: its head of %llu "
+                      "entries does not extend the one of %llu entries seen before",
+                      (unsigned long long)head->size, (unsigned long long)old.size);
+    return MSV_OK;
+}
+
+/* hd's devices are exactly its leaf's, and the leaf is in head's tree. */
+static msv_err check_result(const Msv__Wire__HandleDevices *hd, const struct msv_kt_head *head,
+                            char *why, size_t len)
+{
+    static _Thread_local uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+    static _Thread_local struct msv_kt_entry e;
+    const Msv__Wire__LogProof *p = hd->proof;
+    int handle_len = hd->handle.len < 256 ? (int)hd->handle.len : 256;
+    const char *handle = (const char *)hd->handle.data;
+    uint8_t h[MSV_KT_HASH_LEN];
+
+    if (p == NULL) {
+        if (hd->n_devices == 0)
+            return MSV_OK; /* a handle the log has never seen */
+        return refuse(why, len, "the directory named devices of %.*s without a log proof",
+                      handle_len, handle);
+    }
+    msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
+    if (!proof_hashes(p->path, p->n_path, path) ||
+        msv_merkle_verify_inclusion(h, p->index, head->size, path, p->n_path, head->root) != MSV_OK)
+        return refuse(why, len, "the directory's answer for %.*s is not in its transparency log",
+                      handle_len, handle);
+    if (msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) != MSV_OK ||
+        strlen(e.handle) != hd->handle.len || memcmp(e.handle, handle, hd->handle.len) != 0 ||
+        e.n_devices != hd->n_devices)
+        return refuse(why, len, "the directory's devices of %.*s are not the ones its log holds",
+                      handle_len, handle);
+    for (size_t i = 0; i < e.n_devices; i++) {
+        const Msv__Wire__DeviceInfo *d = hd->devices[i];
+
+        if (d->device_id != e.devices[i].device_id || d->suite != e.devices[i].suite ||
+            d->identity.len != e.devices[i].identity_len ||
+            memcmp(d->identity.data, e.devices[i].identity, d->identity.len) != 0)
+            return refuse(why, len,
+                          "the directory's devices of %.*s are not the ones its log holds",
+                          handle_len, handle);
+    }
+    return MSV_OK;
+}
+
+msv_err msv_kt_check_lookup(struct msv_client_db *db, const Msv__Wire__LookupResponse *r, char *why,
+                            size_t why_len)
+{
+    struct msv_kt_head head;
+    int pin = 0;
+    msv_err err = check_head(db, r, &head, &pin, why, why_len);
+
+    if (err == MSV_OK)
+        err = check_growth(db, r, &head, why, why_len);
+    for (size_t i = 0; err == MSV_OK && i < r->n_results; i++)
+        err = check_result(r->results[i], &head, why, why_len);
+    if (err == MSV_OK && pin)
+        err = msv_client_db_set(db, "kt_log_key", r->log_key.data, MSV_KT_KEY_LEN);
+    if (err == MSV_OK && head.size >= msv_kt_known_size(db))
+        err = remember_head(db, &head);
+    return err;
+}
