@@ -65,6 +65,9 @@ uint64_t msv_kt_known_size(struct msv_client_db *db)
 }
 
 static msv_err refuse(char *why, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static msv_err refuse(char *why, size_t len, const char *fmt, ...)
 {
     va_list ap;
 
@@ -87,8 +90,16 @@ static int proof_hashes(ProtobufCBinaryData *in, size_t n, uint8_t out[][MSV_KT_
     return 1;
 }
 
+/* What every answer from the log carries: its head, the log key, the consistency proof. */
+struct log_answer {
+    const Msv__Wire__TreeHead *head;
+    ProtobufCBinaryData log_key;
+    ProtobufCBinaryData *consistency;
+    size_t n_consistency;
+};
+
 /* The head of r, signed with key (the pinned one, or pinned now if there is none). */
-static msv_err check_head(struct msv_client_db *db, const Msv__Wire__LookupResponse *r,
+static msv_err check_head(struct msv_client_db *db, const struct log_answer *r,
                           struct msv_kt_head *head, int *pin, char *why, size_t len)
 {
     const Msv__Wire__TreeHead *w = r->head;
@@ -120,7 +131,7 @@ static msv_err check_head(struct msv_client_db *db, const Msv__Wire__LookupRespo
 }
 
 /* head extends the one accepted before. */
-static msv_err check_growth(struct msv_client_db *db, const Msv__Wire__LookupResponse *r,
+static msv_err check_growth(struct msv_client_db *db, const struct log_answer *r,
                             const struct msv_kt_head *head, char *why, size_t len)
 {
     static _Thread_local uint8_t proof[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
@@ -186,20 +197,58 @@ static msv_err check_result(const Msv__Wire__HandleDevices *hd, const struct msv
     return MSV_OK;
 }
 
+/* The head of an answer, checked (key, signature, growth); remembered if check_rest holds. */
+static msv_err check_answer(struct msv_client_db *db, const struct log_answer *a,
+                            struct msv_kt_head *head, int *pin, char *why, size_t why_len)
+{
+    msv_err err = check_head(db, a, head, pin, why, why_len);
+
+    return err == MSV_OK ? check_growth(db, a, head, why, why_len) : err;
+}
+
+static msv_err accept_answer(struct msv_client_db *db, const struct log_answer *a,
+                             const struct msv_kt_head *head, int pin)
+{
+    msv_err err = MSV_OK;
+
+    if (pin)
+        err = msv_client_db_set(db, "kt_log_key", a->log_key.data, MSV_KT_KEY_LEN);
+    if (err == MSV_OK && head->size >= msv_kt_known_size(db))
+        err = remember_head(db, head);
+    return err;
+}
+
 msv_err msv_kt_check_lookup(struct msv_client_db *db, const Msv__Wire__LookupResponse *r, char *why,
                             size_t why_len)
 {
+    const struct log_answer a = {r->head, r->log_key, r->consistency, r->n_consistency};
     struct msv_kt_head head;
     int pin = 0;
-    msv_err err = check_head(db, r, &head, &pin, why, why_len);
+    msv_err err = check_answer(db, &a, &head, &pin, why, why_len);
 
-    if (err == MSV_OK)
-        err = check_growth(db, r, &head, why, why_len);
     for (size_t i = 0; err == MSV_OK && i < r->n_results; i++)
         err = check_result(r->results[i], &head, why, why_len);
-    if (err == MSV_OK && pin)
-        err = msv_client_db_set(db, "kt_log_key", r->log_key.data, MSV_KT_KEY_LEN);
-    if (err == MSV_OK && head.size >= msv_kt_known_size(db))
-        err = remember_head(db, &head);
-    return err;
+    return err == MSV_OK ? accept_answer(db, &a, &head, pin) : err;
+}
+
+msv_err msv_kt_check_entries(struct msv_client_db *db, const Msv__Wire__LogEntries *r,
+                             uint64_t start, struct msv_kt_head *head, char *why, size_t why_len)
+{
+    static _Thread_local uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+    const struct log_answer a = {r->head, r->log_key, r->consistency, r->n_consistency};
+    int pin = 0;
+    msv_err err = check_answer(db, &a, head, &pin, why, why_len);
+
+    for (size_t i = 0; err == MSV_OK && i < r->n_entries; i++) {
+        const Msv__Wire__LogProof *p = r->entries[i];
+        uint8_t h[MSV_KT_HASH_LEN];
+
+        msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
+        if (p->index != start + i || !proof_hashes(p->path, p->n_path, path) ||
+            msv_merkle_verify_inclusion(h, p->index, head->size, path, p->n_path, head->root) !=
+                MSV_OK)
+            err = refuse(why, why_len, "entry %llu of the transparency log is not proven",
+                         (unsigned long long)(start + i));
+    }
+    return err == MSV_OK ? accept_answer(db, &a, head, pin) : err;
 }
