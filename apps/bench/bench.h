@@ -72,6 +72,8 @@ int start_nginx(const struct opts *o, struct server_proc *out);
 void stop_server(struct server_proc *p);
 /* SIGKILLs every server still running (at exit, and from the signal handler). */
 void kill_servers(void);
+/* The servers started from now on run without the sanitizers' leak check (in such builds). */
+void servers_without_leak_check(void);
 
 double proc_cpu_s(pid_t pid);                  /* user + system seconds */
 double proc_rss_kib(pid_t pid);                /* resident set size */

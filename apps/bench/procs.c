@@ -210,6 +210,18 @@ static void forget_pid(pid_t pid)
     }
 }
 
+void servers_without_leak_check(void)
+{
+    const char *prev = getenv("ASAN_OPTIONS");
+    char opts[1024];
+
+    /* a sanitizer build's leak check stops the process at exit with a helper task of the
+     * same command line, which a server killed at that moment (or run under strace) leaves
+     * behind; the servers' leaks are the tests' business, not the benchmark's */
+    snprintf(opts, sizeof(opts), "%s%sdetect_leaks=0", prev ? prev : "", prev ? ":" : "");
+    setenv("ASAN_OPTIONS", opts, 1);
+}
+
 void kill_servers(void)
 {
     for (int i = 0; i < STARTED_MAX; i++) {
@@ -471,20 +483,8 @@ void start_missived(const struct opts *o, const struct seed *seed, const uint8_t
                         config,
                         NULL};
 
-        const char *prev = getenv("ASAN_OPTIONS");
-        char *saved = prev != NULL ? strdup(prev) : NULL, opts[1024];
-
         snprintf(out->trace, sizeof(out->trace), "%s/fsyncs.txt", out->dir);
-        /* a sanitizer build's leak check ptraces the process at exit, which it cannot do
-         * under strace: its helper would be left behind */
-        snprintf(opts, sizeof(opts), "%s%sdetect_leaks=0", saved ? saved : "", saved ? ":" : "");
-        setenv("ASAN_OPTIONS", opts, 1);
         out->parent = spawn(o, out->dir, argv);
-        if (saved != NULL)
-            setenv("ASAN_OPTIONS", saved, 1);
-        else
-            unsetenv("ASAN_OPTIONS");
-        free(saved);
         out->pid = traced_child(out->parent);
         remember_pid(out->pid);
         if (out->pid == 0)
