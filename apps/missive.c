@@ -749,15 +749,32 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
     fflush(stdout);
 }
 
+/* The transparency monitor found a device of this account that no device of it announced. */
+static void on_alarm(void *ctx, const char *warning)
+{
+    const struct cli *o = ctx;
+
+    fprintf(stderr, "missive: WARNING: %s\n", warning);
+    if (o->json)
+        emit_json(json_pack("{s:s}", "alarm", warning), 0);
+    fflush(stdout);
+}
+
 static int cmd_receive(const struct cli *o, struct msv_client *c, int forever)
 {
-    size_t n = 0;
+    size_t n = 0, alarms = 0;
     msv_err err;
 
     if (o->argc != 0)
         return usage_command("receive", stderr);
     do {
         err = msv_client_receive(c, (int)(o->wait_s * 1000), on_incoming, (void *)o, &n);
+        /* then the log: the notices just received say which new devices are this account's */
+        if (err == MSV_OK) {
+            err = msv_client_monitor(c, on_alarm, (void *)o, &alarms);
+            if (err != MSV_OK && !forever)
+                return fail(c, "watching the transparency log", err);
+        }
         if (err != MSV_OK && forever) {
             /* the connection dropped: reconnect after a pause, as long as asked to listen */
             msv_conn_close(c->conn);

@@ -361,7 +361,8 @@ static long long server_count(struct test_server *s, const char *sql)
     return n;
 }
 
-/* The newest leaf of handle, rewritten with its first device's key replaced by key. */
+/* The newest leaf of handle, rewritten with its first device's key replaced by key (if not NULL).
+ */
 static void forge_leaf(struct test_server *s, const char *handle, const uint8_t *key,
                        size_t key_len, uint8_t **leaf, size_t *len, int64_t *index)
 {
@@ -383,8 +384,10 @@ static void forge_leaf(struct test_server *s, const char *handle, const uint8_t 
     assert_int_equal(
         msv_kt_leaf_parse(sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1), &e),
         MSV_OK);
-    e.devices[0].identity = key;
-    e.devices[0].identity_len = key_len;
+    if (key != NULL) {
+        e.devices[0].identity = key;
+        e.devices[0].identity_len = key_len;
+    }
     assert_int_equal(msv_kt_leaf_encode(&e, leaf, len), MSV_OK);
     sqlite3_finalize(st);
     sqlite3_close(db);
@@ -399,6 +402,23 @@ static void replace_leaf(struct test_server *s, int64_t index, const uint8_t *le
     assert_int_equal(msv_hex_encode(leaf, len, hex, 2 * len + 1), MSV_OK);
     snprintf(sql, 2 * len + 128, "UPDATE kt_log SET leaf = x'%s' WHERE idx = %lld;", hex,
              (long long)index);
+    server_sql(s, sql);
+    free(hex);
+    free(sql);
+}
+
+/* Appends a leaf to the stopped server's log, as a change of handle's devices would. */
+static void append_leaf(struct test_server *s, const char *handle, const uint8_t *leaf, size_t len)
+{
+    char *hex = malloc(2 * len + 1), *sql = malloc(2 * len + 256);
+
+    assert_non_null(hex);
+    assert_non_null(sql);
+    assert_int_equal(msv_hex_encode(leaf, len, hex, 2 * len + 1), MSV_OK);
+    snprintf(sql, 2 * len + 256,
+             "INSERT INTO kt_log (idx, handle, leaf) VALUES ((SELECT max(idx) + 1 FROM kt_log), "
+             "'%s', x'%s');",
+             handle, hex);
     server_sql(s, sql);
     free(hex);
     free(sql);
@@ -491,6 +511,110 @@ static void test_malicious_directory(void **state)
     free(honest);
     msv_identity_free(mallory);
     msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+static void count_alarm(void *ctx, const char *warning)
+{
+    char *last = ctx;
+
+    snprintf(last, 400, "%s", warning);
+}
+
+/* The alarms one call of c's monitor raises; the last warning goes to last. */
+static size_t monitor(struct msv_client *c, char last[400])
+{
+    size_t alarms = 0;
+    size_t count = 0;
+    int shown = 0;
+
+    msv_conn_close(c->conn);
+    c->conn = NULL;
+    assert_int_equal(msv_client_connect(c), MSV_OK);
+    assert_int_equal(msv_client_receive(c, 300, count_new, &shown, &count), MSV_OK);
+    last[0] = '\0';
+    assert_int_equal(msv_client_monitor(c, count_alarm, last, &alarms), MSV_OK);
+    return alarms;
+}
+
+/*
+ * The directory logs a device for alice that none of her devices added: the
+ * log is consistent, so bob accepts it, but both of alice's devices raise the
+ * alarm when they next watch the log, naming the device, once. A device she
+ * did add (linked and approved) raises none.
+ */
+static void test_owner_monitor(void **state)
+{
+    static struct msv_kt_entry e;
+    struct test_server s;
+    struct msv_client *alice, *laptop = NULL, *bob;
+    struct msv_identity *mallory = NULL;
+    const uint8_t *key;
+    uint8_t fp[32], *leaf = NULL, *old = NULL;
+    size_t key_len = 0, len = 0, old_len = 0;
+    int64_t index = 0;
+    long long forged_id;
+    msv_frame *devs = NULL;
+    char dir[128], last[400], sql[512], *hex;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* where watching starts */
+    /* alice links her laptop and approves it: her own doing, no alarm */
+    snprintf(dir, sizeof(dir), "%s/alice-laptop", s.dir);
+    assert_int_equal(msv_client_create(dir, "alice@example.org", "127.0.0.1", s.port,
+                                       MSV_SUITE_MODERN, NULL, fp, &laptop),
+                     MSV_OK);
+    assert_int_equal(msv_client_link(laptop, TEST_PASSWORD), MSV_OK);
+    assert_int_equal(msv_client_approve_device(alice, laptop->device_id), MSV_OK);
+    assert_int_equal(monitor(alice, last), 0);
+    assert_int_equal(monitor(laptop, last), 0);
+
+    /* the operator adds mallory's key to alice's account, and logs it */
+    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &mallory), MSV_OK);
+    key = msv_public_identity_bytes(msv_identity_public(mallory), &key_len);
+    test_server_stop(&s);
+    hex = malloc(2 * key_len + 1);
+    assert_non_null(hex);
+    assert_int_equal(msv_hex_encode(key, key_len, hex, 2 * key_len + 1), MSV_OK);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO devices (account_id, suite, identity, push_token, created_ms, approved) "
+             "SELECT account_id, 3, x'%s', x'', 0, 1 FROM devices WHERE id = %llu;",
+             hex, (unsigned long long)alice->device_id);
+    free(hex);
+    server_sql(&s, sql);
+    forged_id = server_count(&s, "SELECT max(id) FROM devices;");
+    forge_leaf(&s, "alice@example.org", NULL, 0, &old, &old_len, &index);
+    assert_int_equal(msv_kt_leaf_parse(old, old_len, &e), MSV_OK);
+    e.devices[e.n_devices++] =
+        (struct msv_kt_device){(uint64_t)forged_id, MSV_SUITE_MODERN, key, key_len};
+    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_OK);
+    append_leaf(&s, "alice@example.org", leaf, len);
+    test_server_start(&s);
+
+    /* bob cannot tell: the log is consistent and lists it */
+    msv_conn_close(bob->conn);
+    bob->conn = NULL;
+    assert_int_equal(msv_client_devices(bob, "alice@example.org", &devs), MSV_OK);
+    assert_int_equal(devs->lookup_result->results[0]->n_devices, 3);
+    msv_frame_free(devs);
+    /* alice's devices can, each of them, once */
+    snprintf(sql, sizeof(sql), "device %lld ", forged_id);
+    assert_int_equal(monitor(alice, last), 1);
+    assert_non_null(strstr(last, sql));
+    assert_non_null(strstr(last, "never told of it"));
+    assert_int_equal(monitor(laptop, last), 1);
+    assert_non_null(strstr(last, sql));
+    assert_int_equal(monitor(alice, last), 0);
+    free(leaf);
+    free(old);
+    msv_identity_free(mallory);
+    msv_client_close(alice);
+    msv_client_close(laptop);
     msv_client_close(bob);
     test_server_cleanup(&s);
 }
@@ -630,9 +754,8 @@ static void test_sender_killed_mid_send(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_redelivery_shown_once),
-        cmocka_unit_test(test_malicious_directory),
-        cmocka_unit_test(test_sender_killed_mid_send),
+        cmocka_unit_test(test_redelivery_shown_once), cmocka_unit_test(test_malicious_directory),
+        cmocka_unit_test(test_owner_monitor),         cmocka_unit_test(test_sender_killed_mid_send),
         cmocka_unit_test(test_crash_consistency),
     };
 

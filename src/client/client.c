@@ -140,12 +140,29 @@ static msv_err get_text(struct msv_client *c, const char *key, char *out, size_t
     return err;
 }
 
+/* The identity hash of a device as the directory or a notice describes it. */
+static msv_err device_hash(uint32_t suite, const uint8_t *identity, size_t len, uint8_t h[32])
+{
+    struct msv_public_identity *pub = NULL;
+    msv_err err = msv_public_identity_parse((enum msv_suite)suite, identity, len, &pub);
+
+    if (err == MSV_OK)
+        msv_public_identity_hash(pub, h);
+    msv_public_identity_free(pub);
+    return err;
+}
+
 static msv_err save_device_id(struct msv_client *c)
 {
     char text[32];
+    uint8_t h[32];
+    msv_err err;
 
     snprintf(text, sizeof(text), "%llu", (unsigned long long)c->device_id);
-    return set_text(c, "device_id", text);
+    err = set_text(c, "device_id", text);
+    /* this device is one the transparency monitor knows of */
+    msv_public_identity_hash(msv_identity_public(c->id), h);
+    return err == MSV_OK ? msv_client_db_own_device_put(c->db, c->device_id, h, 0) : err;
 }
 
 static msv_err mkdir_p(const char *dir)
@@ -1496,14 +1513,24 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     return err;
 }
 
-static void take_notice(const Msv__Wire__Deliver *d,
+static void take_notice(struct msv_client *c, const Msv__Wire__Deliver *d,
                         void (*on_message)(void *, const struct msv_incoming *), void *ctx)
 {
     Msv__Wire__DeviceChange *dc =
         msv__wire__device_change__unpack(NULL, d->ciphertext.len, d->ciphertext.data);
+    uint8_t added[32];
 
     if (dc == NULL)
         return;
+    /* a device this account added: the transparency monitor is not to raise the alarm on it
+     * (should recording it fail, the monitor warns of it: a false alarm, never a missed one) */
+    if (dc->device != NULL && dc->added && !dc->pending &&
+        device_hash(dc->device->suite, dc->device->identity.data, dc->device->identity.len,
+                    added) == MSV_OK) {
+        msv_err recorded = msv_client_db_own_device_put(c->db, dc->device->device_id, added, 0);
+
+        (void)recorded;
+    }
     if (on_message != NULL && dc->device != NULL) {
         struct msv_public_identity *pub = NULL;
         char notice[400], fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)";
@@ -1552,7 +1579,7 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
         }
         q = f->deliver->queue_id;
         if (f->deliver->sender_device == 0) {
-            take_notice(f->deliver, on_message, ctx);
+            take_notice(c, f->deliver, on_message, ctx);
         } else {
             err = take_message(c, f->deliver, on_message, ctx);
             if (err == MSV_OK)
@@ -1566,6 +1593,112 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
         msv_frame_free(f);
         if (err == MSV_OK)
             err = msv_request_ack(c->conn, &q, 1);
+    }
+    return err;
+}
+
+/* ---- watching the transparency log for this account ------------------------------------- */
+
+#define MONITORED "kt_monitored" /* the next log index to read */
+#define MSV_KT_READ_BATCH 256
+
+/* The devices the directory lists for this account now: where watching starts. */
+static msv_err monitor_baseline(struct msv_client *c)
+{
+    msv_frame *r = NULL;
+    const char *self = c->handle;
+    msv_err err = verified_lookup(c, &self, 1, &r);
+    uint8_t next[8], h[32];
+
+    for (size_t i = 0; err == MSV_OK && i < r->lookup_result->results[0]->n_devices; i++) {
+        const Msv__Wire__DeviceInfo *d = r->lookup_result->results[0]->devices[i];
+
+        if (device_hash(d->suite, d->identity.data, d->identity.len, h) == MSV_OK)
+            err = msv_client_db_own_device_put(c->db, d->device_id, h, 0);
+    }
+    msv_frame_free(r);
+    for (int i = 0; i < 8; i++)
+        next[i] = (uint8_t)(msv_kt_known_size(c->db) >> (56 - 8 * i));
+    return err == MSV_OK ? msv_client_db_set(c->db, MONITORED, next, sizeof(next)) : err;
+}
+
+/* Raises the alarm for each device of this account in leaf that this device was not told of. */
+static msv_err monitor_leaf(struct msv_client *c, const Msv__Wire__LogProof *p,
+                            void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
+{
+    static _Thread_local struct msv_kt_entry e;
+    msv_err err = MSV_OK;
+
+    if (msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) != MSV_OK || strcmp(e.handle, c->handle))
+        return MSV_OK; /* proven, so the server wrote it; not this account's */
+    for (size_t i = 0; err == MSV_OK && i < e.n_devices; i++) {
+        char warning[400], fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)";
+        uint8_t h[32] = {0};
+        int alarmed = 0;
+
+        if (device_hash(e.devices[i].suite, e.devices[i].identity, e.devices[i].identity_len, h) ==
+            MSV_OK)
+            msv_fingerprint_text(h, fp);
+        err = msv_client_db_own_device_get(c->db, e.devices[i].device_id, h, &alarmed);
+        if (err == MSV_OK)
+            continue; /* known, or already alarmed */
+        if (err != MSV_ERR_NOT_FOUND)
+            break;
+        err = msv_client_db_own_device_put(c->db, e.devices[i].device_id, h, 1);
+        snprintf(warning, sizeof(warning),
+                 "the directory's transparency log lists device %llu (fingerprint %s) for this "
+                 "account, and this device was never told of it: if it is not one of yours, "
+                 "someone can read what is sent to this account",
+                 (unsigned long long)e.devices[i].device_id, fp);
+        (*alarms)++;
+        if (on_alarm != NULL)
+            on_alarm(ctx, warning);
+    }
+    return err;
+}
+
+msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, const char *warning),
+                           void *ctx, size_t *alarms)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    uint64_t next = 0;
+    msv_err err = msv_client_connect(c);
+
+    *alarms = 0;
+    if (err == MSV_OK)
+        err = msv_client_db_get(c->db, MONITORED, &v, &len);
+    if (err == MSV_ERR_NOT_FOUND)
+        return monitor_baseline(c);
+    if (err == MSV_OK && len != 8)
+        err = MSV_ERR_PARSE;
+    for (size_t i = 0; err == MSV_OK && i < 8; i++)
+        next = next << 8 | v[i];
+    free(v);
+    while (err == MSV_OK) {
+        msv_frame *r = NULL;
+        struct msv_kt_head head;
+        uint8_t out[8];
+        size_t n = 0;
+
+        err = msv_request_log_read(c->conn, next, MSV_KT_READ_BATCH, msv_kt_known_size(c->db),
+                                   TIMEOUT_MS, &r, &c->why);
+        if (err == MSV_OK)
+            err = msv_kt_check_entries(c->db, r->log_entries, next, &head, c->why.message,
+                                       sizeof(c->why.message));
+        if (err == MSV_OK)
+            n = r->log_entries->n_entries;
+        for (size_t i = 0; err == MSV_OK && i < n; i++)
+            err = monitor_leaf(c, r->log_entries->entries[i], on_alarm, ctx, alarms);
+        msv_frame_free(r);
+        if (err != MSV_OK || n == 0)
+            break;
+        next += n;
+        for (int i = 0; i < 8; i++)
+            out[i] = (uint8_t)(next >> (56 - 8 * i));
+        err = msv_client_db_set(c->db, MONITORED, out, sizeof(out));
+        if (next >= head.size)
+            break;
     }
     return err;
 }

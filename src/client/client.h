@@ -134,6 +134,19 @@ MSV_MUST_CHECK msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
                                                              const struct msv_incoming *in),
                                           void *ctx, size_t *count);
 
+/*
+ * Watches the transparency log for this account: reads the entries logged
+ * since the last call (each proven against a head consistent with the ones
+ * seen before) and calls on_alarm for every device they list for this
+ * account that this device was never told of (by its own registration, the
+ * account's device notices, or the directory when watching began; the first
+ * call only records that). *alarms counts them; each device is reported once.
+ * Run it after msv_client_receive(), so the notices are in.
+ */
+MSV_MUST_CHECK msv_err msv_client_monitor(struct msv_client *c,
+                                          void (*on_alarm)(void *ctx, const char *warning),
+                                          void *ctx, size_t *alarms);
+
 /* The devices registered for handle (NULL: this account) as the directory lists them. */
 MSV_MUST_CHECK msv_err msv_client_devices(struct msv_client *c, const char *handle,
                                           msv_frame **result);

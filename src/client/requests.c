@@ -218,6 +218,21 @@ msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles, size_
     return err;
 }
 
+msv_err msv_request_log_read(struct msv_conn *c, uint64_t start, uint32_t count,
+                             uint64_t known_size, int timeout_ms, msv_frame **result,
+                             struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__LogRead q = MSV__WIRE__LOG_READ__INIT;
+
+    q.start = start;
+    q.count = count;
+    q.known_size = known_size;
+    req.body_case = MSV__WIRE__FRAME__BODY_LOG_READ;
+    req.log_read = &q;
+    return run(c, &req, MSV__WIRE__FRAME__BODY_LOG_ENTRIES, timeout_ms, why, result);
+}
+
 static msv_err blob_progress(struct msv_conn *c, msv_frame *req, int timeout_ms, uint64_t *received,
                              struct msv_refusal *why)
 {

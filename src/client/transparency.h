@@ -28,4 +28,13 @@ MSV_MUST_CHECK msv_err msv_kt_check_lookup(struct msv_client_db *db,
                                            const Msv__Wire__LookupResponse *r, char *why,
                                            size_t why_len);
 
+/*
+ * Checks a LogEntries answer to a read from start: its head as above, and
+ * every entry proven at its index (start, start + 1, ...) in head's tree.
+ * head receives the answer's head.
+ */
+MSV_MUST_CHECK msv_err msv_kt_check_entries(struct msv_client_db *db,
+                                            const Msv__Wire__LogEntries *r, uint64_t start,
+                                            struct msv_kt_head *head, char *why, size_t why_len);
+
 #endif

@@ -37,6 +37,9 @@ static const char *const migrations[] = {
     "CREATE TRIGGER messages_au AFTER UPDATE OF text ON messages BEGIN"
     "  INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.row, old.text);"
     "  INSERT INTO messages_fts(rowid, text) VALUES (new.row, new.text); END;",
+    /* v2: the devices of this account that this device was told of (transparency monitor) */
+    "CREATE TABLE own_devices (device_id BIGINT NOT NULL, identity_hash BLOB NOT NULL,"
+    "  alarmed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (device_id, identity_hash));",
 };
 
 msv_err msv_client_db_open(const char *path, struct msv_client_db **out)
@@ -594,6 +597,48 @@ void msv_groups_free(struct msv_group_rec *g, size_t count)
     for (size_t i = 0; g != NULL && i < count; i++)
         msv_group_clear(&g[i]);
     free(g);
+}
+
+/* ---- own devices ----------------------------------------------------------------------- */
+
+msv_err msv_client_db_own_device_put(struct msv_client_db *db, uint64_t device_id,
+                                     const uint8_t identity_hash[32], int alarmed)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db,
+                                  "INSERT OR IGNORE INTO own_devices (device_id, identity_hash, "
+                                  "alarmed) VALUES (?, ?, ?);",
+                                  &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    sqlite3_bind_blob(st, 2, identity_hash, 32, SQLITE_TRANSIENT);
+    sqlite3_bind_int(st, 3, alarmed ? 1 : 0);
+    return msv_sql_run(st);
+}
+
+msv_err msv_client_db_own_device_get(struct msv_client_db *db, uint64_t device_id,
+                                     const uint8_t identity_hash[32], int *alarmed)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db,
+                                  "SELECT alarmed FROM own_devices WHERE device_id = ? AND "
+                                  "identity_hash = ?;",
+                                  &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    sqlite3_bind_blob(st, 2, identity_hash, 32, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *alarmed = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW)
+        return MSV_OK;
+    return rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
 }
 
 /* ---- outbox --------------------------------------------------------------------------- */

@@ -118,6 +118,17 @@ void msv_group_clear(struct msv_group_rec *g);
 void msv_groups_free(struct msv_group_rec *g, size_t count);
 
 /*
+ * Devices of this account this device was told of (itself, the account's
+ * device notices, the devices there were when it started to watch the log),
+ * by id and identity hash; alarmed: seen in the log without being told of.
+ */
+MSV_MUST_CHECK msv_err msv_client_db_own_device_put(struct msv_client_db *db, uint64_t device_id,
+                                                    const uint8_t identity_hash[32], int alarmed);
+/* MSV_OK (with *alarmed) if the device is recorded, MSV_ERR_NOT_FOUND if not. */
+MSV_MUST_CHECK msv_err msv_client_db_own_device_get(struct msv_client_db *db, uint64_t device_id,
+                                                    const uint8_t identity_hash[32], int *alarmed);
+
+/*
  * The outbox: payloads waiting for the relay's acceptance, by message id.
  * put stores the payload and, in the same transaction, its history record
  * (history may be NULL: control messages are not history), so a message is
