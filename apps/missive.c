@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "client/client.h"
+#include "client/transparency.h"
 #include "missive/payload.h"
 #include "missive/util.h"
 
@@ -80,6 +81,11 @@ static const struct {
     {"fingerprint", "fingerprint [HANDLE]",
      "Prints this device's fingerprint, or those of the devices known for HANDLE, to "
      "compare with the other person over another channel."},
+    {"log-head", "log-head",
+     "Asks the directory for this account's devices (checked against its transparency log) "
+     "and prints the log's newest tree head this device accepted, as a line "
+     "'missive-head 1 SIZE TIME ROOT SIGNATURE' for 'missive-audit --compare': heads that "
+     "people compare show whether the server showed them one and the same log."},
 };
 
 static void usage_main(FILE *f)
@@ -951,6 +957,36 @@ static int cmd_fingerprint(const struct cli *o, struct msv_client *c)
     return 0;
 }
 
+static int cmd_log_head(const struct cli *o, struct msv_client *c)
+{
+    char root[2 * MSV_KT_HASH_LEN + 1], sig[2 * MSV_KT_SIG_LEN + 1];
+    struct msv_kt_head h;
+    msv_frame *r = NULL;
+    msv_err err;
+
+    if (o->argc != 0)
+        return usage_command("log-head", stderr);
+    err = msv_client_devices(c, NULL, &r); /* brings the head up to date, checked */
+    msv_frame_free(r);
+    if (err != MSV_OK)
+        return fail(c, "asking the directory", err);
+    err = msv_kt_known_head(c->db, &h);
+    if (err == MSV_OK)
+        err = msv_hex_encode(h.root, sizeof(h.root), root, sizeof(root));
+    if (err == MSV_OK)
+        err = msv_hex_encode(h.signature, sizeof(h.signature), sig, sizeof(sig));
+    if (err != MSV_OK)
+        return fail(c, "reading the log head", err);
+    if (o->json)
+        emit_json(json_pack("{s:I, s:I, s:s, s:s}", "size", (json_int_t)h.size, "time_ms",
+                            (json_int_t)h.time_ms, "root", root, "signature", sig),
+                  0);
+    else
+        printf("missive-head 1 %llu %lld %s %s\n", (unsigned long long)h.size, (long long)h.time_ms,
+               root, sig);
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, struct cli *o, const char **command)
 {
     static const struct option opts[] = {
@@ -1105,6 +1141,8 @@ int main(int argc, char **argv)
         rc = cmd_receive(&o, c, strcmp(command, "listen") == 0);
     else if (strcmp(command, "history") == 0)
         rc = cmd_history(&o, c);
+    else if (strcmp(command, "log-head") == 0)
+        rc = cmd_log_head(&o, c);
     else
         rc = cmd_fingerprint(&o, c);
     msv_client_close(c);

@@ -483,7 +483,7 @@ static void test_malicious_directory(void **state)
     test_server_start(&s);
     msv_conn_close(bob->conn);
     bob->conn = NULL;
-    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_ERR_CRYPTO);
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_ERR_AUTH);
     assert_non_null(strstr(bob->why.message, "rewritten"));
     test_server_stop(&s);
     replace_leaf(&s, honest_index, honest, honest_len);
@@ -495,7 +495,7 @@ static void test_malicious_directory(void **state)
     test_server_start(&s);
     msv_conn_close(bob->conn);
     bob->conn = NULL;
-    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_ERR_CRYPTO);
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_ERR_AUTH);
     assert_non_null(strstr(bob->why.message, "not the one this device pinned"));
     test_server_stop(&s);
     assert_int_equal(rename(saved_key, log_key), 0);

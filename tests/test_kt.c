@@ -103,31 +103,31 @@ static void test_inclusion_proofs(void **state)
             /* another leaf, index, size or a changed or shortened path: refused */
             assert_int_equal(
                 msv_merkle_verify_inclusion(leaves[(i + 1) % TREE], i, size, proof, n, root),
-                MSV_ERR_CRYPTO);
+                MSV_ERR_AUTH);
             if (size > 1)
                 assert_int_equal(
                     msv_merkle_verify_inclusion(leaves[i], (i + 1) % size, size, proof, n, root),
-                    MSV_ERR_CRYPTO);
+                    MSV_ERR_AUTH);
             if (size < TREE) { /* the grown tree's head: this path does not lead to it */
                 uint8_t grown[32];
 
                 assert_int_equal(msv_merkle_root(t, size + 1, grown), MSV_OK);
                 assert_int_equal(
                     msv_merkle_verify_inclusion(leaves[i], i, size + 1, proof, n, grown),
-                    MSV_ERR_CRYPTO);
+                    MSV_ERR_AUTH);
             }
             if (n > 0) {
                 assert_int_equal(
                     msv_merkle_verify_inclusion(leaves[i], i, size, proof, n - 1, root),
-                    MSV_ERR_CRYPTO);
+                    MSV_ERR_AUTH);
                 proof[n - 1][5] ^= 1;
                 assert_int_equal(msv_merkle_verify_inclusion(leaves[i], i, size, proof, n, root),
-                                 MSV_ERR_CRYPTO);
+                                 MSV_ERR_AUTH);
             }
         }
     }
     assert_int_equal(msv_merkle_verify_inclusion(leaves[0], 0, 0, proof, 0, leaves[0]),
-                     MSV_ERR_CRYPTO);
+                     MSV_ERR_AUTH);
     msv_merkle_free(t);
 }
 
@@ -155,21 +155,21 @@ static void test_consistency_proofs(void **state)
             if (old < size)
                 assert_int_equal(
                     msv_merkle_verify_consistency(old, size, roots[old - 1], roots[size], proof, n),
-                    MSV_ERR_CRYPTO);
+                    MSV_ERR_AUTH);
             assert_int_equal(
                 msv_merkle_verify_consistency(old, size, roots[old], roots[size - 1], proof, n),
-                MSV_ERR_CRYPTO);
+                MSV_ERR_AUTH);
             if (n > 0) {
                 proof[0][0] ^= 0x80;
                 assert_int_equal(
                     msv_merkle_verify_consistency(old, size, roots[old], roots[size], proof, n),
-                    MSV_ERR_CRYPTO);
+                    MSV_ERR_AUTH);
             }
         }
     }
     /* a head that shrinks is never consistent */
     assert_int_equal(msv_merkle_verify_consistency(5, 4, roots[5], roots[4], proof, 0),
-                     MSV_ERR_CRYPTO);
+                     MSV_ERR_AUTH);
     assert_int_equal(msv_merkle_consistency(t, 5, 4, proof, &(size_t){0}), MSV_ERR_INVALID);
     msv_merkle_free(t);
 }

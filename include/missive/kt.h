@@ -22,6 +22,8 @@
 /* Longest proof for a tree of up to 2^63 leaves (consistency proofs need the most). */
 #define MSV_KT_PROOF_MAX 128
 #define MSV_KT_DEVICES_MAX 64
+/* The most leaves one LogRead answers with. */
+#define MSV_KT_READ_MAX 256
 
 /* ---- Merkle tree -------------------------------------------------------------------- */
 
@@ -38,6 +40,9 @@ void msv_merkle_free(struct msv_merkle *t);
 MSV_MUST_CHECK msv_err msv_merkle_append(struct msv_merkle *t,
                                          const uint8_t leaf_hash[MSV_KT_HASH_LEN]);
 uint64_t msv_merkle_size(const struct msv_merkle *t);
+/* The hash of leaf index (index < size). */
+MSV_MUST_CHECK msv_err msv_merkle_leaf(const struct msv_merkle *t, uint64_t index,
+                                       uint8_t out[MSV_KT_HASH_LEN]);
 /* The root of the first size leaves (size <= msv_merkle_size; 0 gives SHA-256 of nothing). */
 MSV_MUST_CHECK msv_err msv_merkle_root(const struct msv_merkle *t, uint64_t size,
                                        uint8_t out[MSV_KT_HASH_LEN]);
@@ -50,7 +55,7 @@ MSV_MUST_CHECK msv_err msv_merkle_consistency(const struct msv_merkle *t, uint64
                                               uint64_t size, uint8_t proof[][MSV_KT_HASH_LEN],
                                               size_t *n);
 
-/* RFC 9162 verification: MSV_OK, or MSV_ERR_CRYPTO when the proof does not hold. */
+/* RFC 9162 verification: MSV_OK, or MSV_ERR_AUTH when the proof does not hold. */
 MSV_MUST_CHECK msv_err msv_merkle_verify_inclusion(const uint8_t leaf_hash[MSV_KT_HASH_LEN],
                                                    uint64_t index, uint64_t size,
                                                    const uint8_t proof[][MSV_KT_HASH_LEN], size_t n,

@@ -1600,7 +1600,6 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
 /* ---- watching the transparency log for this account ------------------------------------- */
 
 #define MONITORED "kt_monitored" /* the next log index to read */
-#define MSV_KT_READ_BATCH 256
 
 /* The devices the directory lists for this account now: where watching starts. */
 static msv_err monitor_baseline(struct msv_client *c)
@@ -1681,7 +1680,7 @@ msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, con
         uint8_t out[8];
         size_t n = 0;
 
-        err = msv_request_log_read(c->conn, next, MSV_KT_READ_BATCH, msv_kt_known_size(c->db),
+        err = msv_request_log_read(c->conn, next, MSV_KT_READ_MAX, msv_kt_known_size(c->db),
                                    TIMEOUT_MS, &r, &c->why);
         if (err == MSV_OK)
             err = msv_kt_check_entries(c->db, r->log_entries, next, &head, c->why.message,

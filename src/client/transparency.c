@@ -27,8 +27,7 @@ static uint64_t get_u64(const uint8_t *p)
     return v;
 }
 
-/* The head accepted last; MSV_ERR_NOT_FOUND if none. */
-static msv_err known_head(struct msv_client_db *db, struct msv_kt_head *h)
+msv_err msv_kt_known_head(struct msv_client_db *db, struct msv_kt_head *h)
 {
     uint8_t *v = NULL;
     size_t len = 0;
@@ -61,7 +60,7 @@ uint64_t msv_kt_known_size(struct msv_client_db *db)
 {
     struct msv_kt_head h;
 
-    return known_head(db, &h) == MSV_OK ? h.size : 0;
+    return msv_kt_known_head(db, &h) == MSV_OK ? h.size : 0;
 }
 
 static msv_err refuse(char *why, size_t len, const char *fmt, ...)
@@ -74,7 +73,7 @@ static msv_err refuse(char *why, size_t len, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, len, fmt, ap);
     va_end(ap);
-    return MSV_ERR_CRYPTO;
+    return MSV_ERR_AUTH;
 }
 
 /* Copies n 32-byte proof hashes; 0 if one is malformed or there are too many. */
@@ -136,7 +135,7 @@ static msv_err check_growth(struct msv_client_db *db, const struct log_answer *r
 {
     static _Thread_local uint8_t proof[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
     struct msv_kt_head old;
-    msv_err err = known_head(db, &old);
+    msv_err err = msv_kt_known_head(db, &old);
 
     if (err == MSV_ERR_NOT_FOUND)
         return MSV_OK;

@@ -12,6 +12,8 @@
 #include "store/client_db.h"
 #include "wire/frame.h"
 
+/* The newest tree head this device accepted; MSV_ERR_NOT_FOUND if none yet. */
+MSV_MUST_CHECK msv_err msv_kt_known_head(struct msv_client_db *db, struct msv_kt_head *h);
 /* The size of the newest tree head this device accepted (0: none yet). */
 uint64_t msv_kt_known_size(struct msv_client_db *db);
 
@@ -21,7 +23,7 @@ uint64_t msv_kt_known_size(struct msv_client_db *db);
  * (consistency proof; never smaller, never a different root for the same
  * size), and every result that names devices comes with its log leaf, whose
  * devices are exactly those, proven in the head's tree. On success the head
- * is remembered. MSV_ERR_CRYPTO (why says what failed) if anything does not
+ * is remembered. MSV_ERR_AUTH (why says what failed) if anything does not
  * hold; nothing is remembered then.
  */
 MSV_MUST_CHECK msv_err msv_kt_check_lookup(struct msv_client_db *db,

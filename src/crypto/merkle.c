@@ -70,6 +70,14 @@ uint64_t msv_merkle_size(const struct msv_merkle *t)
     return t->levels[0].n;
 }
 
+msv_err msv_merkle_leaf(const struct msv_merkle *t, uint64_t index, uint8_t out[MSV_KT_HASH_LEN])
+{
+    if (index >= msv_merkle_size(t))
+        return MSV_ERR_INVALID;
+    memcpy(out, t->levels[0].h[index], MSV_KT_HASH_LEN);
+    return MSV_OK;
+}
+
 static msv_err level_push(struct level *l, const uint8_t h[MSV_KT_HASH_LEN])
 {
     if (l->n == l->cap) {
@@ -208,12 +216,12 @@ msv_err msv_merkle_verify_inclusion(const uint8_t leaf_hash[MSV_KT_HASH_LEN], ui
     hash_t r;
 
     if (index >= size)
-        return MSV_ERR_CRYPTO;
+        return MSV_ERR_AUTH;
     sn = size - 1;
     memcpy(r, leaf_hash, MSV_KT_HASH_LEN);
     for (size_t i = 0; i < n; i++) {
         if (sn == 0)
-            return MSV_ERR_CRYPTO;
+            return MSV_ERR_AUTH;
         if ((fn & 1) || fn == sn) {
             node_hash(proof[i], r, r);
             while (!(fn & 1) && fn != 0) {
@@ -226,7 +234,7 @@ msv_err msv_merkle_verify_inclusion(const uint8_t leaf_hash[MSV_KT_HASH_LEN], ui
         fn >>= 1;
         sn >>= 1;
     }
-    return sn == 0 && sodium_memcmp(r, root, MSV_KT_HASH_LEN) == 0 ? MSV_OK : MSV_ERR_CRYPTO;
+    return sn == 0 && sodium_memcmp(r, root, MSV_KT_HASH_LEN) == 0 ? MSV_OK : MSV_ERR_AUTH;
 }
 
 msv_err msv_merkle_verify_consistency(uint64_t old_size, uint64_t size,
@@ -239,14 +247,14 @@ msv_err msv_merkle_verify_consistency(uint64_t old_size, uint64_t size,
     size_t i = 0;
 
     if (old_size > size)
-        return MSV_ERR_CRYPTO;
+        return MSV_ERR_AUTH;
     if (old_size == size) /* the same tree: the same root, and nothing to prove */
         return n == 0 && sodium_memcmp(old_root, root, MSV_KT_HASH_LEN) == 0 ? MSV_OK
-                                                                             : MSV_ERR_CRYPTO;
+                                                                             : MSV_ERR_AUTH;
     if (old_size == 0) /* the empty tree is a prefix of every tree */
-        return n == 0 ? MSV_OK : MSV_ERR_CRYPTO;
+        return n == 0 ? MSV_OK : MSV_ERR_AUTH;
     if (n == 0)
-        return MSV_ERR_CRYPTO;
+        return MSV_ERR_AUTH;
     fn = old_size - 1;
     sn = size - 1;
     while (fn & 1) {
@@ -262,7 +270,7 @@ msv_err msv_merkle_verify_consistency(uint64_t old_size, uint64_t size,
     memcpy(sr, fr, MSV_KT_HASH_LEN);
     for (; i < n; i++) {
         if (sn == 0)
-            return MSV_ERR_CRYPTO;
+            return MSV_ERR_AUTH;
         if ((fn & 1) || fn == sn) {
             node_hash(proof[i], fr, fr);
             node_hash(proof[i], sr, sr);
@@ -279,5 +287,5 @@ msv_err msv_merkle_verify_consistency(uint64_t old_size, uint64_t size,
     return sn == 0 && sodium_memcmp(fr, old_root, MSV_KT_HASH_LEN) == 0 &&
                    sodium_memcmp(sr, root, MSV_KT_HASH_LEN) == 0
                ? MSV_OK
-               : MSV_ERR_CRYPTO;
+               : MSV_ERR_AUTH;
 }

@@ -53,6 +53,4 @@ MSV_MUST_CHECK msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *sto
                                    const Msv__Wire__LogRead *q, Msv__Wire__LogEntries *resp,
                                    struct msv_kt_answer **owner);
 
-#define MSV_KT_READ_MAX 256
-
 #endif

@@ -1,0 +1,502 @@
+/*
+ * missive-audit: an independent auditor of a Missive server's transparency
+ * log (docs/transparency.md). It follows the log from where it stopped,
+ * checks every entry's proof and that every tree head extends the one before,
+ * recomputes the tree from all the leaves, and compares the head with heads
+ * others saw (other auditors, or clients' `missive log-head`): two heads of
+ * one log that do not fit into one history are a fork, the proof that the
+ * server shows different people different directories.
+ *
+ * State (a text file, written atomically): the pinned TLS fingerprint and
+ * log key, the last head, and every leaf hash.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "client/conn.h"
+#include "client/requests.h"
+#include "missive/kt.h"
+#include "missive/util.h"
+
+#define EXIT_FORK 1
+#define EXIT_USAGE 2
+#define EXIT_NET 4
+#define TIMEOUT_MS 15000
+#define MAX_COMPARE 16
+
+static const char *prog = "missive-audit";
+
+struct audit {
+    char host[256];
+    uint16_t port;
+    int have_fingerprint, have_key, have_head;
+    uint8_t fingerprint[32], log_key[MSV_KT_KEY_LEN];
+    struct msv_kt_head head;
+    struct msv_merkle *tree;
+    int quiet;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: %s --state FILE [--server HOST:PORT] [--fingerprint HEX] [--log-key HEX]\n"
+            "                     [--compare HEAD_FILE]... [--print-head] [--quiet]\n"
+            "\n"
+            "Follows a Missive server's transparency log and checks it: every entry proven,\n"
+            "every tree head signed by the log key and extending the one before, the tree\n"
+            "recomputed from all the leaves. --compare checks heads that others saw (a line\n"
+            "'missive-head 1 SIZE TIME ROOT SIGNATURE', as 'missive log-head' and\n"
+            "'missive-audit --print-head' write) against this log: a head that does not fit\n"
+            "is a fork.\n"
+            "\n"
+            "  --state FILE        what the auditor knows (made on the first run)\n"
+            "  --server HOST:PORT  the server (needed on the first run; kept in the state)\n"
+            "  --fingerprint HEX   the server's TLS certificate fingerprint (default: the\n"
+            "                      one it shows on the first run)\n"
+            "  --log-key HEX       the log's Ed25519 public key (DATA_DIR/log.pub; default:\n"
+            "                      the one it shows on the first run)\n"
+            "  --compare FILE      a head to compare (may be given up to 16 times)\n"
+            "  --print-head        print the checked head in the --compare format\n"
+            "  --quiet             print only problems\n"
+            "\n"
+            "exit status: 0 the log checks out, 1 the server misbehaved (a fork, a rewritten\n"
+            "or unproven log), 2 usage or state file, 4 server unreachable\n",
+            prog);
+}
+
+static int bad_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Reports what the server did wrong; returns EXIT_FORK. */
+static int bad_log(const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "%s: THE LOG DOES NOT CHECK OUT: ", prog);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return EXIT_FORK;
+}
+
+static int hex_field(const char *hex, uint8_t *out, size_t len)
+{
+    size_t n = 0;
+
+    return msv_hex_decode(hex, out, len, &n) == MSV_OK && n == len;
+}
+
+/* "missive-head 1 SIZE TIME ROOT SIGNATURE" */
+static int parse_head(const char *line, struct msv_kt_head *h)
+{
+    char root[80], sig[140];
+    unsigned long long size, t;
+
+    if (sscanf(line, "missive-head 1 %llu %llu %79s %139s", &size, &t, root, sig) != 4 ||
+        t > INT64_MAX || !hex_field(root, h->root, MSV_KT_HASH_LEN) ||
+        !hex_field(sig, h->signature, MSV_KT_SIG_LEN))
+        return 0;
+    h->size = size;
+    h->time_ms = (int64_t)t;
+    return 1;
+}
+
+static void format_head(const struct msv_kt_head *h, char *out, size_t len)
+{
+    char root[2 * MSV_KT_HASH_LEN + 1] = "", sig[2 * MSV_KT_SIG_LEN + 1] = "";
+
+    if (msv_hex_encode(h->root, MSV_KT_HASH_LEN, root, sizeof(root)) != MSV_OK ||
+        msv_hex_encode(h->signature, MSV_KT_SIG_LEN, sig, sizeof(sig)) != MSV_OK)
+        root[0] = sig[0] = '\0';
+    snprintf(out, len, "missive-head 1 %" PRIu64 " %" PRId64 " %s %s", h->size, h->time_ms, root,
+             sig);
+}
+
+/* ---- state ------------------------------------------------------------------------------ */
+
+static int load_state(struct audit *a, const char *path)
+{
+    char line[512], hex[200];
+    FILE *f = fopen(path, "r");
+    unsigned long long n = 0;
+    unsigned port = 0;
+
+    if (f == NULL)
+        return errno == ENOENT ? 0 : -1;
+    if (fgets(line, sizeof(line), f) == NULL || strcmp(line, "missive-audit-state 1\n") != 0)
+        goto bad;
+    if (fgets(line, sizeof(line), f) == NULL ||
+        sscanf(line, "server %255s %u", a->host, &port) != 2 || port == 0 || port > 65535)
+        goto bad;
+    a->port = (uint16_t)port;
+    if (fgets(line, sizeof(line), f) == NULL || sscanf(line, "fingerprint %199s", hex) != 1 ||
+        !hex_field(hex, a->fingerprint, 32))
+        goto bad;
+    if (fgets(line, sizeof(line), f) == NULL || sscanf(line, "log_key %199s", hex) != 1 ||
+        !hex_field(hex, a->log_key, MSV_KT_KEY_LEN))
+        goto bad;
+    a->have_fingerprint = a->have_key = 1;
+    if (fgets(line, sizeof(line), f) == NULL || !parse_head(line, &a->head) ||
+        msv_kt_head_verify(&a->head, a->log_key) != MSV_OK)
+        goto bad;
+    a->have_head = 1;
+    if (fgets(line, sizeof(line), f) == NULL || sscanf(line, "leaves %llu", &n) != 1 ||
+        n != a->head.size)
+        goto bad;
+    for (unsigned long long i = 0; i < n; i++) {
+        uint8_t h[MSV_KT_HASH_LEN];
+
+        if (fgets(line, sizeof(line), f) == NULL)
+            goto bad;
+        line[strcspn(line, "\n")] = '\0';
+        if (!hex_field(line, h, sizeof(h)) || msv_merkle_append(a->tree, h) != MSV_OK)
+            goto bad;
+    }
+    fclose(f);
+    {
+        uint8_t root[MSV_KT_HASH_LEN];
+
+        /* the state file is checked like the server: its leaves must make its head */
+        if (msv_merkle_root(a->tree, a->head.size, root) != MSV_OK ||
+            sodium_memcmp(root, a->head.root, MSV_KT_HASH_LEN) != 0)
+            return -1;
+    }
+    return 1;
+bad:
+    fclose(f);
+    return -1;
+}
+
+static int save_state(const struct audit *a, const char *path)
+{
+    char tmp[1100], line[512], hex[2 * MSV_KT_SIG_LEN + 1];
+    FILE *f;
+    int ok = 1;
+
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    f = fopen(tmp, "w");
+    if (f == NULL)
+        return 0;
+    fprintf(f, "missive-audit-state 1\nserver %s %u\n", a->host, (unsigned)a->port);
+    ok &= msv_hex_encode(a->fingerprint, 32, hex, sizeof(hex)) == MSV_OK;
+    fprintf(f, "fingerprint %s\n", hex);
+    ok &= msv_hex_encode(a->log_key, MSV_KT_KEY_LEN, hex, sizeof(hex)) == MSV_OK;
+    fprintf(f, "log_key %s\n", hex);
+    format_head(&a->head, line, sizeof(line));
+    fprintf(f, "%s\nleaves %" PRIu64 "\n", line, a->head.size);
+    for (uint64_t i = 0; i < a->head.size; i++) {
+        uint8_t h[MSV_KT_HASH_LEN];
+
+        ok &= msv_merkle_leaf(a->tree, i, h) == MSV_OK;
+        ok &= msv_hex_encode(h, sizeof(h), hex, sizeof(hex)) == MSV_OK;
+        fprintf(f, "%s\n", hex);
+    }
+    ok &= fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- following the log ------------------------------------------------------------------ */
+
+/* Checks one LogEntries answer to a read from start and takes its leaves; 0 or EXIT_FORK. */
+static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_t start,
+                        size_t *taken)
+{
+    static uint8_t proof[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+    const Msv__Wire__TreeHead *w = r->head;
+    struct msv_kt_head head;
+    char detail[160];
+
+    *taken = 0;
+    if (w == NULL || r->log_key.len != MSV_KT_KEY_LEN || w->root.len != MSV_KT_HASH_LEN ||
+        w->signature.len != MSV_KT_SIG_LEN || w->time_ms > INT64_MAX)
+        return bad_log("%s", "an answer without a well-formed tree head");
+    if (!a->have_key) {
+        memcpy(a->log_key, r->log_key.data, MSV_KT_KEY_LEN);
+        a->have_key = 1;
+    } else if (sodium_memcmp(a->log_key, r->log_key.data, MSV_KT_KEY_LEN) != 0) {
+        return bad_log("%s", "the log is signed with another key than the pinned one");
+    }
+    head.size = w->size;
+    head.time_ms = (int64_t)w->time_ms;
+    memcpy(head.root, w->root.data, MSV_KT_HASH_LEN);
+    memcpy(head.signature, w->signature.data, MSV_KT_SIG_LEN);
+    if (msv_kt_head_verify(&head, a->log_key) != MSV_OK)
+        return bad_log("%s", "a tree head is not signed by the log key");
+    if (a->have_head) {
+        if (head.size < a->head.size) {
+            snprintf(detail, sizeof(detail), "%" PRIu64 " entries after %" PRIu64, head.size,
+                     a->head.size);
+            return bad_log("the log shrank: %s", detail);
+        }
+        if (r->n_consistency > MSV_KT_PROOF_MAX)
+            return bad_log("%s", "a consistency proof too long");
+        for (size_t i = 0; i < r->n_consistency; i++) {
+            if (r->consistency[i].len != MSV_KT_HASH_LEN)
+                return bad_log("%s", "a malformed consistency proof");
+            memcpy(proof[i], r->consistency[i].data, MSV_KT_HASH_LEN);
+        }
+        if (msv_merkle_verify_consistency(a->head.size, head.size, a->head.root, head.root, proof,
+                                          r->n_consistency) != MSV_OK) {
+            snprintf(detail, sizeof(detail),
+                     "its head of %" PRIu64 " entries does not extend %" PRIu64, head.size,
+                     a->head.size);
+            return bad_log("the log was rewritten: %s", detail);
+        }
+    }
+    for (size_t i = 0; i < r->n_entries; i++) {
+        const Msv__Wire__LogProof *p = r->entries[i];
+        struct msv_kt_entry e;
+        uint8_t h[MSV_KT_HASH_LEN];
+
+        snprintf(detail, sizeof(detail), "%" PRIu64, start + i);
+        if (p->index != start + i || p->index != msv_merkle_size(a->tree))
+            return bad_log("entry %s came out of order", detail);
+        if (p->n_path > MSV_KT_PROOF_MAX)
+            return bad_log("entry %s has a proof too long", detail);
+        for (size_t k = 0; k < p->n_path; k++) {
+            if (p->path[k].len != MSV_KT_HASH_LEN)
+                return bad_log("entry %s has a malformed proof", detail);
+            memcpy(proof[k], p->path[k].data, MSV_KT_HASH_LEN);
+        }
+        msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
+        if (msv_merkle_verify_inclusion(h, p->index, head.size, proof, p->n_path, head.root) !=
+            MSV_OK)
+            return bad_log("entry %s is not in the tree its head signs", detail);
+        if (msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) != MSV_OK)
+            return bad_log("entry %s is not a device set", detail);
+        if (msv_merkle_append(a->tree, h) != MSV_OK) {
+            fprintf(stderr, "%s: out of memory\n", prog);
+            exit(EXIT_FAILURE);
+        }
+        (*taken)++;
+    }
+    a->head = head;
+    a->have_head = 1;
+    return 0;
+}
+
+/* Reads the log from where the state ends up to the server's head. */
+static int follow(struct audit *a, uint64_t *added)
+{
+    struct msv_conn *c = NULL;
+    struct msv_refusal why = {0};
+    uint8_t root[MSV_KT_HASH_LEN];
+    msv_err err = msv_conn_open(a->host, a->port, a->have_fingerprint ? a->fingerprint : NULL,
+                                TIMEOUT_MS, &c);
+    int rc = 0;
+
+    *added = 0;
+    if (err != MSV_OK) {
+        fprintf(stderr, "%s: cannot reach %s:%u: %s\n", prog, a->host, (unsigned)a->port,
+                err == MSV_ERR_AUTH ? "its certificate is not the pinned one" : msv_strerror(err));
+        return EXIT_NET;
+    }
+    if (!a->have_fingerprint) {
+        msv_conn_fingerprint(c, a->fingerprint);
+        a->have_fingerprint = 1;
+    }
+    for (;;) {
+        msv_frame *r = NULL;
+        uint64_t start = msv_merkle_size(a->tree);
+        size_t taken = 0;
+
+        err = msv_request_log_read(c, start, MSV_KT_READ_MAX, a->have_head ? a->head.size : 0,
+                                   TIMEOUT_MS, &r, &why);
+        if (err != MSV_OK) {
+            fprintf(stderr, "%s: reading the log: %s%s%s\n", prog, msv_strerror(err),
+                    why.message[0] ? ": " : "", why.message);
+            msv_conn_close(c);
+            return EXIT_NET;
+        }
+        rc = take_entries(a, r->log_entries, start, &taken);
+        msv_frame_free(r);
+        *added += taken;
+        if (rc != 0 || taken == 0 || msv_merkle_size(a->tree) >= a->head.size)
+            break;
+        if (!a->quiet)
+            fprintf(stderr, "%s: %" PRIu64 " of %" PRIu64 " entries\r", prog,
+                    msv_merkle_size(a->tree), a->head.size);
+    }
+    msv_conn_close(c);
+    if (rc != 0)
+        return rc;
+    /* every leaf is here: the tree they make must be the one the head signs */
+    if (msv_merkle_size(a->tree) != a->head.size ||
+        msv_merkle_root(a->tree, a->head.size, root) != MSV_OK ||
+        sodium_memcmp(root, a->head.root, MSV_KT_HASH_LEN) != 0)
+        return bad_log("%s", "the leaves do not make the tree the head signs");
+    return 0;
+}
+
+/* A head someone else saw: it must be a head of this log's history. */
+static int compare(const struct audit *a, const char *path)
+{
+    char line[512], detail[1200];
+    struct msv_kt_head other;
+    uint8_t root[MSV_KT_HASH_LEN];
+    FILE *f = fopen(path, "r");
+
+    if (f == NULL || fgets(line, sizeof(line), f) == NULL || !parse_head(line, &other)) {
+        if (f != NULL)
+            fclose(f);
+        fprintf(stderr, "%s: %s: not a head ('missive-head 1 SIZE TIME ROOT SIGNATURE')\n", prog,
+                path);
+        return EXIT_USAGE;
+    }
+    fclose(f);
+    if (msv_kt_head_verify(&other, a->log_key) != MSV_OK) {
+        fprintf(stderr, "%s: %s: not signed by this log's key; ignored\n", prog, path);
+        return EXIT_USAGE;
+    }
+    snprintf(detail, sizeof(detail), "%s (%" PRIu64 " entries)", path, other.size);
+    if (other.size > a->head.size)
+        return bad_log("the server showed %s more than it shows this auditor: a split view",
+                       detail);
+    if (msv_merkle_root(a->tree, other.size, root) != MSV_OK ||
+        sodium_memcmp(root, other.root, MSV_KT_HASH_LEN) != 0)
+        return bad_log("the head in %s is not one of this log's: a fork", detail);
+    if (!a->quiet)
+        printf("%s: the head in %s is this log's\n", prog, detail);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"state", required_argument, NULL, 's'},
+                                         {"server", required_argument, NULL, 'S'},
+                                         {"fingerprint", required_argument, NULL, 'f'},
+                                         {"log-key", required_argument, NULL, 'k'},
+                                         {"compare", required_argument, NULL, 'c'},
+                                         {"print-head", no_argument, NULL, 'p'},
+                                         {"quiet", no_argument, NULL, 'q'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    struct audit a = {0};
+    const char *state = NULL, *server = NULL, *fingerprint = NULL, *log_key = NULL;
+    const char *compares[MAX_COMPARE];
+    size_t n_compare = 0;
+    uint64_t before, added = 0;
+    int print_head = 0, opt, rc, loaded;
+
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 's':
+            state = optarg;
+            break;
+        case 'S':
+            server = optarg;
+            break;
+        case 'f':
+            fingerprint = optarg;
+            break;
+        case 'k':
+            log_key = optarg;
+            break;
+        case 'c':
+            if (n_compare == MAX_COMPARE) {
+                fprintf(stderr, "%s: at most %d --compare\n", prog, MAX_COMPARE);
+                return EXIT_USAGE;
+            }
+            compares[n_compare++] = optarg;
+            break;
+        case 'p':
+            print_head = 1;
+            break;
+        case 'q':
+            a.quiet = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind != argc || state == NULL) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (msv_init() != MSV_OK || msv_merkle_new(&a.tree) != MSV_OK) {
+        fprintf(stderr, "%s: cannot initialise\n", prog);
+        return EXIT_FAILURE;
+    }
+    loaded = load_state(&a, state);
+    if (loaded < 0) {
+        fprintf(stderr, "%s: %s is not an audit state this program wrote (or it was changed)\n",
+                prog, state);
+        return EXIT_USAGE;
+    }
+    if (server != NULL) {
+        const char *colon = strrchr(server, ':');
+        char *end = NULL;
+        unsigned long port = colon ? strtoul(colon + 1, &end, 10) : 0;
+
+        if (colon == NULL || colon == server || (size_t)(colon - server) >= sizeof(a.host) ||
+            end == NULL || *end != '\0' || port == 0 || port > 65535) {
+            fprintf(stderr, "%s: --server: HOST:PORT\n", prog);
+            return EXIT_USAGE;
+        }
+        snprintf(a.host, sizeof(a.host), "%.*s", (int)(colon - server), server);
+        a.port = (uint16_t)port;
+    } else if (loaded == 0) {
+        fprintf(stderr, "%s: the first run needs --server\n", prog);
+        return EXIT_USAGE;
+    }
+    if (fingerprint != NULL) {
+        uint8_t fp[32];
+
+        if (!hex_field(fingerprint, fp, sizeof(fp)) ||
+            (a.have_fingerprint && memcmp(fp, a.fingerprint, 32) != 0)) {
+            fprintf(stderr, "%s: --fingerprint: 64 hex digits (and the pinned one, if any)\n",
+                    prog);
+            return EXIT_USAGE;
+        }
+        memcpy(a.fingerprint, fp, 32);
+        a.have_fingerprint = 1;
+    }
+    if (log_key != NULL) {
+        uint8_t key[MSV_KT_KEY_LEN];
+
+        if (!hex_field(log_key, key, sizeof(key)) ||
+            (a.have_key && memcmp(key, a.log_key, sizeof(key)) != 0)) {
+            fprintf(stderr, "%s: --log-key: 64 hex digits (and the pinned one, if any)\n", prog);
+            return EXIT_USAGE;
+        }
+        memcpy(a.log_key, key, sizeof(key));
+        a.have_key = 1;
+    }
+    before = a.have_head ? a.head.size : 0;
+    rc = follow(&a, &added);
+    if (rc == 0 && !save_state(&a, state)) {
+        fprintf(stderr, "%s: cannot write %s: %s\n", prog, state, strerror(errno));
+        rc = EXIT_FAILURE;
+    }
+    for (size_t i = 0; rc == 0 && i < n_compare; i++)
+        rc = compare(&a, compares[i]);
+    if (rc == 0 && !a.quiet)
+        printf("%s: the log checks out: %" PRIu64 " entries (%" PRIu64 " new), every one proven; "
+               "the head extends the one of %" PRIu64 " entries seen before\n",
+               prog, a.head.size, added, before);
+    if (rc == 0 && print_head) {
+        char line[512];
+
+        format_head(&a.head, line, sizeof(line));
+        printf("%s\n", line);
+    }
+    msv_merkle_free(a.tree);
+    return rc;
+}

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# missive-audit against a real missived: it follows the log as it grows,
+# agrees with the heads clients saw, and catches the server rewriting its
+# log (a fork between what a client saw and what the log says now) and
+# changing its log key; its own errors are clear.
+set -u
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+M=$(realpath "${1:?usage: test_audit.sh MISSIVE MISSIVED MISSIVE_AUDIT}")
+D=$(realpath "${2:?usage: test_audit.sh MISSIVE MISSIVED MISSIVE_AUDIT}")
+A=$(realpath "${3:?usage: test_audit.sh MISSIVE MISSIVED MISSIVE_AUDIT}")
+work=$(mktemp -d)
+pid=
+cleanup() {
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work" || exit 1
+
+port=0
+start() {
+    rm -f srv/missived.ports
+    MISSIVED_SERVER_LISTEN_PORT=$port MISSIVED_HTTP_LISTEN_PORT=0 MISSIVED_ACCOUNTS_ARGON2_MEMLIMIT_KIB=8 \
+        "$D" --data-dir srv 2>>srv.log &
+    pid=$!
+    for _ in $(seq 100); do [ -s srv/missived.ports ] && break; sleep 0.1; done
+    port=$(awk '/^tls/{print $2}' srv/missived.ports)
+}
+stop() { kill -TERM "$pid"; wait "$pid"; pid=; }
+start
+server=127.0.0.1:$port
+fp=$(cat srv/server.fingerprint)
+key=$(cat srv/log.pub)
+export MISSIVE_PASSWORD="correct horse battery"
+code() { grep "handle=$1 code=" srv.log | tail -1 | sed 's/.*code=//'; }
+for who in alice bob; do
+    "$M" --data-dir "dev-$who" register "$who@example.org" --server "$server" >/dev/null 2>&1 &&
+        "$M" --data-dir "dev-$who" register "$who@example.org" --code "$(code "$who@example.org")" >/dev/null &&
+        ok || bad "register $who"
+done
+
+expect 0 "first audit" -- "$A" --state st --server "$server" --fingerprint "$fp" --log-key "$key" --print-head
+grep -q "the log checks out: 2 entries (2 new)" out.txt && ok || bad "first audit: $(cat out.txt)"
+grep '^missive-head 1 2 ' out.txt >auditor.head && ok || bad "printed head"
+expect 0 "alice's head" -- "$M" --data-dir dev-alice log-head
+cp out.txt alice.head
+grep -q '^missive-head 1 2 [0-9]* [0-9a-f]\{64\} [0-9a-f]\{128\}$' alice.head && ok || bad "log-head line: $(cat alice.head)"
+expect 0 "alice's head is the log's" -- "$A" --state st --compare alice.head
+grep -q "is this log's" out.txt && ok || bad "compare: $(cat out.txt)"
+
+# the log grows: bob links a laptop and approves it
+"$M" --data-dir dev-bob-laptop link bob@example.org --server "$server" >out.txt 2>&1 || bad "link"
+laptop=$(sed -n 's/.*this is device \([0-9]*\).*/\1/p' out.txt)
+expect 0 "approve" -- "$M" --data-dir dev-bob devices approve "$laptop"
+expect 0 "the audit follows" -- "$A" --state st
+grep -q "3 entries (1 new).*seen before" out.txt && ok || bad "second audit: $(cat out.txt)"
+expect 0 "a second auditor from nothing" -- "$A" --state st2 --server "$server" --fingerprint "$fp" --compare auditor.head --compare alice.head
+grep -q "3 entries (3 new)" out.txt && ok || bad "second auditor: $(cat out.txt)"
+
+# its errors
+expect 2 "no state" -- "$A" --server "$server"
+expect 2 "first run without a server" -- "$A" --state nothing
+echo "not a state" >garbage
+expect 2 "a state it did not write" -- "$A" --state garbage
+echo "missive-head 1 2 1 $(printf '%064d' 0) $(printf '%0128d' 0)" >forged.head
+expect 2 "a head not signed by the log" -- "$A" --state st --compare forged.head
+grep -q "not signed by this log's key" err.txt && ok || bad "unsigned head: $(cat err.txt)"
+expect 2 "another log key than pinned" -- "$A" --state st --log-key "$(printf '%064d' 0)"
+expect 4 "server unreachable" -- "$A" --state st3 --server 127.0.0.1:1
+
+# the server rewrites history: alice's first device key changes in place
+stop
+python3 - srv/missive.db <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+leaf = bytearray(db.execute("SELECT leaf FROM kt_log WHERE idx = 0").fetchone()[0])
+leaf[-1] ^= 1
+db.execute("UPDATE kt_log SET leaf = ? WHERE idx = 0", (bytes(leaf),))
+db.commit()
+PY
+start
+expect 1 "the rewrite is caught" -- "$A" --state st
+grep -q "THE LOG DOES NOT CHECK OUT: the log was rewritten" err.txt && ok || bad "rewrite: $(cat err.txt)"
+expect 0 "a new auditor sees a consistent log" -- "$A" --state st4 --server "$server" --fingerprint "$fp"
+expect 1 "but alice's head shows the fork" -- "$A" --state st4 --compare alice.head
+grep -q "is not one of this log's: a fork" err.txt && ok || bad "fork: $(cat err.txt)"
+expect 3 "and alice's client refuses the log" -- "$M" --data-dir dev-alice log-head
+grep -q "rewritten" err.txt && ok || bad "client on rewrite: $(cat err.txt)"
+
+# a new log key
+stop
+rm srv/log.key
+start
+expect 1 "a new log key is caught" -- "$A" --state st4
+grep -q "another key than the pinned one" err.txt && ok || bad "new key: $(cat err.txt)"
+finish
