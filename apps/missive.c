@@ -16,8 +16,10 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <qrencode.h>
 
 #include "client/client.h"
+#include "client/safety.h"
 #include "client/transparency.h"
 #include "missive/payload.h"
 #include "missive/util.h"
@@ -29,7 +31,7 @@ struct cli {
         *password_file, *group;
     const char *files[8];
     size_t file_count;
-    int json, help;
+    int json, help, qr, accept;
     double wait_s;
     long limit;
     int argc;
@@ -74,10 +76,16 @@ static const struct {
     {"edit", "edit MESSAGE_ID --text TEXT",
      "Changes the text of one of your messages for everyone who has it."},
     {"unsend", "unsend MESSAGE_ID", "Takes one of your messages back from everyone who has it."},
-    {"verify", "verify HANDLE FINGERPRINT",
-     "Compares a fingerprint the other person read out to you (spaces optional) with the "
-     "devices the directory lists for HANDLE, and remembers a match. Exit status 3 if no "
-     "device has it."},
+    {"verify",
+     "verify HANDLE [--qr] | verify HANDLE NUMBER | verify HANDLE --accept\n"
+     "       missive verify HANDLE FINGERPRINT",
+     "Prints the safety number of your conversation with HANDLE (the same 60 digits on both "
+     "sides, made from both accounts' device keys; --qr also as a QR code). Compare it with "
+     "the other person in person or on a call; if it matches, give it back (spaces "
+     "optional) to mark HANDLE verified. Once verified, nothing is sent to HANDLE after its "
+     "devices change until you compare the new number or --accept the change. With a "
+     "device FINGERPRINT (64 hex digits), checks that one device. Exit status 3 on a "
+     "mismatch."},
     {"fingerprint", "fingerprint [HANDLE]",
      "Prints this device's fingerprint, or those of the devices known for HANDLE, to "
      "compare with the other person over another channel."},
@@ -887,7 +895,8 @@ static int cmd_edit_unsend(const struct cli *o, struct msv_client *c, int edit)
     return err == MSV_OK ? 0 : fail(c, edit ? "editing" : "unsending", err);
 }
 
-static int cmd_verify(const struct cli *o, struct msv_client *c)
+/* verify HANDLE FINGERPRINT: one device of HANDLE has it. */
+static int verify_device(const struct cli *o, struct msv_client *c)
 {
     uint8_t want[32], have[32];
     char hex[80], key[400];
@@ -896,8 +905,6 @@ static int cmd_verify(const struct cli *o, struct msv_client *c)
     msv_err err;
     int found = 0;
 
-    if (o->argc != 2)
-        return usage_command("verify", stderr);
     for (const char *p = o->argv[1]; *p && k + 1 < sizeof(hex); p++) {
         if (*p != ' ')
             hex[k++] = *p;
@@ -935,6 +942,111 @@ static int cmd_verify(const struct cli *o, struct msv_client *c)
         return EXIT_AUTH;
     }
     return err == MSV_OK ? 0 : fail(c, "recording the verification", err);
+}
+
+/* Prints a QR code of text with Unicode half blocks (light modules drawn, two rows a line). */
+static int print_qr(const char *text)
+{
+    QRcode *q = QRcode_encodeString(text, 0, QR_ECLEVEL_M, QR_MODE_8, 1);
+    const int quiet = 2;
+
+    if (q == NULL)
+        return -1;
+    for (int y = -quiet; y < q->width + quiet; y += 2) {
+        for (int x = -quiet; x < q->width + quiet; x++) {
+            int top =
+                x >= 0 && y >= 0 && x < q->width && y < q->width && (q->data[y * q->width + x] & 1);
+            int bottom = x >= 0 && y + 1 >= 0 && x < q->width && y + 1 < q->width &&
+                         (q->data[(y + 1) * q->width + x] & 1);
+
+            fputs(top ? (bottom ? " " : "\u2584") : (bottom ? "\u2580" : "\u2588"), stdout);
+        }
+        putchar('\n');
+    }
+    QRcode_free(q);
+    return 0;
+}
+
+/* "12345 67890 ..." */
+static void group_digits(const char *digits, char *out)
+{
+    size_t o = 0;
+
+    for (size_t i = 0; digits[i] != '\0'; i++) {
+        if (i > 0 && i % 5 == 0)
+            out[o++] = i % 30 == 0 ? '\n' : ' ';
+        out[o++] = digits[i];
+    }
+    out[o] = '\0';
+}
+
+static int cmd_verify(const struct cli *o, struct msv_client *c)
+{
+    char number[MSV_SAFETY_DIGITS + 1], given[MSV_SAFETY_DIGITS + 1], shown[80];
+    uint8_t digest[32];
+    size_t k = 0;
+    msv_err err, state;
+
+    if (o->argc < 1 || o->argc > 2 || (o->argc == 2 && (o->accept || o->qr)))
+        return usage_command("verify", stderr);
+    if (strcmp(o->argv[0], c->handle) == 0) {
+        fprintf(stderr, "missive: verify the people you write to, not this account\n");
+        return EXIT_USAGE;
+    }
+    if (o->argc == 2) {
+        const char *p = o->argv[1];
+
+        for (; *p && k < MSV_SAFETY_DIGITS; p++) {
+            if (*p >= '0' && *p <= '9')
+                given[k++] = *p;
+            else if (*p != ' ' && *p != '\n')
+                break;
+        }
+        if (*p != '\0' || k != MSV_SAFETY_DIGITS)
+            return verify_device(o, c); /* a device fingerprint, or a usage error there */
+        given[k] = '\0';
+    }
+    err = msv_client_safety_number(c, o->argv[0], number, digest);
+    if (err != MSV_OK)
+        return fail(c, "making the safety number", err);
+    if (o->argc == 2 || o->accept) {
+        if (!o->accept && !msv_equal_ct(given, number, MSV_SAFETY_DIGITS)) {
+            fprintf(stderr,
+                    "missive: that is not the safety number of your conversation with "
+                    "%s: do not trust its devices\n",
+                    o->argv[0]);
+            return EXIT_AUTH;
+        }
+        err = msv_client_mark_verified(c, o->argv[0], digest);
+        if (err != MSV_OK)
+            return fail(c, "recording the verification", err);
+        printf("%s %s\n", o->argv[0],
+               o->accept ? "accepted as it is now, without comparing numbers"
+                         : "verified: the safety numbers match");
+        return 0;
+    }
+    state = msv_client_verified(c, o->argv[0], digest);
+    group_digits(number, shown);
+    if (o->json) {
+        emit_json(json_pack("{s:s, s:s, s:s}", "handle", o->argv[0], "safety_number", number,
+                            "state",
+                            state == MSV_OK         ? "verified"
+                            : state == MSV_ERR_AUTH ? "changed since verified"
+                                                    : "not verified"),
+                  0);
+        return 0;
+    }
+    printf("safety number of your conversation with %s:\n%s\n", o->argv[0], shown);
+    if (o->qr && print_qr(number) != 0)
+        fprintf(stderr, "missive: cannot make the QR code\n");
+    if (state == MSV_OK)
+        printf("verified\n");
+    else if (state == MSV_ERR_AUTH)
+        printf("CHANGED since you verified it: compare it again before you trust %s\n", o->argv[0]);
+    else
+        printf("not verified: compare it with %s, then: missive verify %s NUMBER\n", o->argv[0],
+               o->argv[0]);
+    return 0;
 }
 
 static int cmd_fingerprint(const struct cli *o, struct msv_client *c)
@@ -1004,6 +1116,8 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
         {"password-file", required_argument, NULL, 'W'},
         {"file", required_argument, NULL, 'f'},
         {"group", required_argument, NULL, 'g'},
+        {"qr", no_argument, NULL, 'Q'},
+        {"accept", no_argument, NULL, 'A'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1054,6 +1168,12 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
             break;
         case 'g':
             o->group = optarg;
+            break;
+        case 'Q':
+            o->qr = 1;
+            break;
+        case 'A':
+            o->accept = 1;
             break;
         case 'f':
             if (o->file_count == sizeof(o->files) / sizeof(o->files[0])) {

@@ -11,7 +11,7 @@ packages=(
     build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
     libssl-dev libsodium-dev libevent-dev
     protobuf-c-compiler libprotobuf-c-dev
-    libsqlite3-dev libjansson-dev libinih-dev libcmocka-dev
+    libsqlite3-dev libjansson-dev libinih-dev libcmocka-dev libqrencode-dev
     python3 python3-cryptography openssl valgrind
 )
 bench=0

@@ -155,6 +155,34 @@ grep -q "warning: the devices of bob@example.org changed" err.txt && ok || bad "
 expect 0 "the new laptop receives" -- "$M" --data-dir dev-bob-new --account bob@example.org receive --wait 1
 grep -q "new laptop?" out.txt && ok || bad "new device got it"
 
+# safety numbers: the same 60 digits on both sides; once bob is verified, a change of his
+# devices holds alice's messages until she accepts it
+expect 0 "alice's safety number for bob" -- as alice-phone verify bob@example.org
+number=$(sed -n '2,3p' out.txt | tr -d ' \n')
+grep -q "^not verified" out.txt && ok || bad "not verified yet: $(cat out.txt)"
+expect 0 "bob's for alice" -- as bob-phone verify alice@example.org
+[ "${#number}" -eq 60 ] && [ "$(sed -n '2,3p' out.txt | tr -d ' \n')" = "$number" ] && ok || bad "the same number on both sides: $number / $(cat out.txt)"
+expect 0 "as a QR code" -- as alice-phone verify bob@example.org --qr
+[ "$(grep -c '█' out.txt)" -ge 10 ] && ok || bad "QR code: $(cat out.txt)"
+expect 3 "a wrong number" -- as alice-phone verify bob@example.org "$(echo "$number" | tr 0123456789 1234567890)"
+expect 0 "the right number" -- as alice-phone verify bob@example.org "$number"
+grep -q "verified: the safety numbers match" out.txt && ok || bad "verified: $(cat out.txt)"
+expect 2 "not oneself" -- as alice-phone verify alice@example.org
+expect 0 "a verified contact is written to" -- as alice-phone send bob@example.org --text "verified now"
+new_laptop=$("$M" --data-dir dev-bob-new --account bob@example.org -o json fingerprint | sed 's/.*"device_id":\([0-9]*\).*/\1/')
+expect 0 "bob removes the new laptop" -- as bob-phone devices remove "$new_laptop"
+expect 3 "sending is held" -- as alice-phone send bob@example.org --text "still there?"
+grep -q "changed since you verified them" err.txt && ok || bad "held: $(cat err.txt)"
+expect 0 "the held message waits as queued" -- as alice-phone -o json history bob@example.org
+grep -q '"text":"still there?".*"status":"queued"' out.txt && ok || bad "queued: $(cat out.txt)"
+expect 0 "another command does not send it" -- as alice-phone receive --wait 0.3
+expect 0 "shown as changed" -- as alice-phone verify bob@example.org
+grep -q "^CHANGED since you verified" out.txt && ok || bad "changed: $(cat out.txt)"
+expect 0 "alice accepts the change" -- as alice-phone verify bob@example.org --accept
+expect 0 "the held message goes" -- as alice-phone receive --wait 0.3
+expect 0 "bob gets it" -- as bob-phone receive --wait 1
+grep -q "still there?" out.txt && ok || bad "held message delivered: $(cat out.txt)"
+
 # keys sealed under a passphrase
 export MISSIVE_PASSPHRASE="a long passphrase"
 expect 0 "register with a passphrase" -- "$M" --data-dir dev-carol-phone register carol@example.org --server "$server"

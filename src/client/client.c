@@ -11,6 +11,7 @@
 
 #include <sodium.h>
 
+#include "client/safety.h"
 #include "client/transparency.h"
 #include "missive/payload.h"
 #include "missive/util.h"
@@ -524,13 +525,110 @@ static msv_err seal_for(struct msv_client *c, Msv__Wire__HandleDevices *const *h
     return err;
 }
 
+/* ---- verified contacts -------------------------------------------------------------------- */
+
+static void verified_key(const char *handle, char *key, size_t len)
+{
+    snprintf(key, len, "verified-set:%s", handle);
+}
+
+/*
+ * MSV_OK unless one of hds is a verified contact whose devices changed since:
+ * then nothing is sent (MSV_ERR_AUTH, why.code MSV_REFUSAL_KEY_CHANGE) until
+ * the user accepts the change.
+ */
+static msv_err check_verified(struct msv_client *c, Msv__Wire__HandleDevices *const *hds,
+                              size_t n_hds)
+{
+    for (size_t i = 0; i < n_hds; i++) {
+        char handle[300], key[320];
+        uint8_t *was = NULL, now[32];
+        size_t len = 0;
+        int changed;
+
+        snprintf(handle, sizeof(handle), "%.*s", (int)hds[i]->handle.len,
+                 (const char *)hds[i]->handle.data);
+        verified_key(handle, key, sizeof(key));
+        if (strcmp(handle, c->handle) == 0 || msv_client_db_get(c->db, key, &was, &len) != MSV_OK)
+            continue;
+        changed = len != 32 || msv_safety_set_digest(hds[i], now) != MSV_OK ||
+                  !msv_equal_ct(was, now, 32);
+        free(was);
+        if (changed) {
+            c->why.code = MSV_REFUSAL_KEY_CHANGE;
+            snprintf(c->why.message, sizeof(c->why.message),
+                     "the devices of %.64s changed since you verified them; nothing goes to "
+                     "them until you compare the new safety number or accept the change "
+                     "('missive verify HANDLE [--accept]')",
+                     handle);
+            return MSV_ERR_AUTH;
+        }
+    }
+    return MSV_OK;
+}
+
+msv_err msv_client_safety_number(struct msv_client *c, const char *handle,
+                                 char number[MSV_SAFETY_DIGITS + 1], uint8_t digest[32])
+{
+    const char *both[2] = {c->handle, handle};
+    msv_frame *r = NULL;
+    uint8_t mine[32];
+    msv_err err;
+
+    if (strcmp(handle, c->handle) == 0)
+        return MSV_ERR_INVALID;
+    err = msv_client_connect(c);
+    if (err == MSV_OK)
+        err = verified_lookup(c, both, 2, &r);
+    for (size_t i = 0; err == MSV_OK && i < 2; i++)
+        err = remember(c, r->lookup_result->results[i]);
+    if (err == MSV_OK && r->lookup_result->results[1]->n_devices == 0) {
+        snprintf(c->why.message, sizeof(c->why.message), "%s is not registered", handle);
+        err = MSV_ERR_NOT_FOUND;
+    }
+    if (err == MSV_OK)
+        err = msv_safety_set_digest(r->lookup_result->results[0], mine);
+    if (err == MSV_OK)
+        err = msv_safety_set_digest(r->lookup_result->results[1], digest);
+    if (err == MSV_OK)
+        msv_safety_number(c->handle, mine, handle, digest, number);
+    msv_frame_free(r);
+    return err;
+}
+
+msv_err msv_client_mark_verified(struct msv_client *c, const char *handle, const uint8_t digest[32])
+{
+    char key[320];
+
+    verified_key(handle, key, sizeof(key));
+    return msv_client_db_set(c->db, key, digest, 32);
+}
+
+msv_err msv_client_verified(struct msv_client *c, const char *handle, const uint8_t digest[32])
+{
+    char key[320];
+    uint8_t *was = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    verified_key(handle, key, sizeof(key));
+    err = msv_client_db_get(c->db, key, &was, &len);
+    if (err == MSV_OK && (len != 32 || !msv_equal_ct(was, digest, 32)))
+        err = MSV_ERR_AUTH;
+    free(was);
+    return err;
+}
+
 /* Sends to the devices of hds; on a stale list, *fresh holds the server's current one. */
 static msv_err send_once(struct msv_client *c, const uint8_t id[16], const char *const *handles,
                          size_t n, Msv__Wire__HandleDevices *const *hds, size_t n_hds,
                          const uint8_t *pt, size_t pt_len, msv_frame **fresh)
 {
     struct sealed_set s = {0};
-    msv_err err = seal_for(c, hds, n_hds, pt, pt_len, &s);
+    msv_err err = check_verified(c, hds, n_hds);
+
+    if (err == MSV_OK)
+        err = seal_for(c, hds, n_hds, pt, pt_len, &s);
 
     if (err == MSV_OK)
         err = msv_request_send(c->conn, id, handles, n, s.out, s.count, TIMEOUT_MS, fresh, &c->why);
@@ -738,6 +836,8 @@ static msv_err flush_outbox(struct msv_client *c)
                            p->participant_count, o[i].payload, o[i].payload_len);
         if (err == MSV_OK)
             err = msv_client_db_outbox_settle(c->db, o[i].message_id, "sent");
+        else if (err == MSV_ERR_AUTH && c->why.code == MSV_REFUSAL_KEY_CHANGE)
+            err = MSV_OK; /* waits until the user accepts the contact's new devices */
         else if (!try_later(c, err) && err != MSV_ERR_NOMEM && err != MSV_ERR_AGAIN)
             /* it will never go (a recipient left, say): history says so, the outbox lets go */
             err = msv_client_db_outbox_settle(c->db, o[i].message_id, "failed");

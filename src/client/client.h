@@ -147,6 +147,25 @@ MSV_MUST_CHECK msv_err msv_client_monitor(struct msv_client *c,
                                           void (*on_alarm)(void *ctx, const char *warning),
                                           void *ctx, size_t *alarms);
 
+/*
+ * Contact verification. The safety number of the conversation with handle
+ * (60 digits, the same on both sides: both accounts' devices as the
+ * transparency-checked directory lists them); digest receives the digest of
+ * handle's device set, which msv_client_mark_verified() records once the
+ * number matched (or the user accepted it). A verified contact whose devices
+ * change is then not written to: sends fail with MSV_ERR_AUTH and why.code
+ * MSV_REFUSAL_KEY_CHANGE, and wait in the outbox, until it is marked again.
+ * msv_client_verified(): MSV_OK if handle is verified with this digest,
+ * MSV_ERR_AUTH if with another, MSV_ERR_NOT_FOUND if not verified.
+ */
+#define MSV_REFUSAL_KEY_CHANGE 1000 /* a why.code of the client's own, not the server's */
+MSV_MUST_CHECK msv_err msv_client_safety_number(struct msv_client *c, const char *handle,
+                                                char number[61], uint8_t digest[32]);
+MSV_MUST_CHECK msv_err msv_client_mark_verified(struct msv_client *c, const char *handle,
+                                                const uint8_t digest[32]);
+MSV_MUST_CHECK msv_err msv_client_verified(struct msv_client *c, const char *handle,
+                                           const uint8_t digest[32]);
+
 /* The devices registered for handle (NULL: this account) as the directory lists them. */
 MSV_MUST_CHECK msv_err msv_client_devices(struct msv_client *c, const char *handle,
                                           msv_frame **result);
