@@ -18,3 +18,26 @@ finish() {
     echo "$passed passed, $failed failed"
     [ "$failed" -eq 0 ]
 }
+
+# in_scratch: works in a fresh directory ($work), removed at exit after the
+# missived that start_missived started (if still running) is stopped.
+in_scratch() {
+    work=$(mktemp -d)
+    pid=
+    trap 'if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null && wait "$pid"; fi; rm -rf "$work"' EXIT
+    cd "$work" || exit 1
+}
+
+# start_missived [WRAPPER...]: starts $D (through WRAPPER, e.g. valgrind) on
+# loopback with its data in srv/ and its log appended to srv.log; $port is
+# the TLS port to take (0 or unset: any free one) and afterwards the one it
+# listens on, so a restart keeps the address. Returns 1 if it did not start.
+start_missived() {
+    rm -f srv/missived.ports
+    MISSIVED_SERVER_LISTEN_PORT=${port:-0} MISSIVED_HTTP_LISTEN_PORT=0 MISSIVED_ACCOUNTS_ARGON2_MEMLIMIT_KIB=8 \
+        "$@" "$D" --data-dir srv 2>>srv.log &
+    pid=$!
+    for _ in $(seq 600); do [ -s srv/missived.ports ] && break; sleep 0.1; done
+    [ -s srv/missived.ports ] || return 1
+    port=$(awk '/^tls/{print $2}' srv/missived.ports)
+}

@@ -8,24 +8,9 @@ set -u
 M=$(realpath "${1:?usage: test_audit.sh MISSIVE MISSIVED MISSIVE_AUDIT}")
 D=$(realpath "${2:?usage: test_audit.sh MISSIVE MISSIVED MISSIVE_AUDIT}")
 A=$(realpath "${3:?usage: test_audit.sh MISSIVE MISSIVED MISSIVE_AUDIT}")
-work=$(mktemp -d)
-pid=
-cleanup() {
-    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid"
-    rm -rf "$work"
-}
-trap cleanup EXIT
-cd "$work" || exit 1
+in_scratch
 
-port=0
-start() {
-    rm -f srv/missived.ports
-    MISSIVED_SERVER_LISTEN_PORT=$port MISSIVED_HTTP_LISTEN_PORT=0 MISSIVED_ACCOUNTS_ARGON2_MEMLIMIT_KIB=8 \
-        "$D" --data-dir srv 2>>srv.log &
-    pid=$!
-    for _ in $(seq 100); do [ -s srv/missived.ports ] && break; sleep 0.1; done
-    port=$(awk '/^tls/{print $2}' srv/missived.ports)
-}
+start() { start_missived || bad "missived started"; }
 stop() { kill -TERM "$pid"; wait "$pid"; pid=; }
 start
 server=127.0.0.1:$port

@@ -7,21 +7,11 @@ set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 M=$(realpath "${1:?usage: test_missive_cli.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_missive_cli.sh MISSIVE MISSIVED}")
-work=$(mktemp -d)
-pid=
-cleanup() {
-    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid"
-    rm -rf "$work"
-}
-trap cleanup EXIT
-cd "$work" || exit 1
+in_scratch
 TRANSCRIPT=$work/transcript.txt # everything the client printed, checked for secret keys at the end
 
-MISSIVED_SERVER_LISTEN_PORT=0 MISSIVED_HTTP_LISTEN_PORT=0 MISSIVED_ACCOUNTS_ARGON2_MEMLIMIT_KIB=8 \
-    "$D" --data-dir srv 2>srv.log &
-pid=$!
-for _ in $(seq 100); do [ -s srv/missived.ports ] && break; sleep 0.1; done
-server=127.0.0.1:$(awk '/^tls/{print $2}' srv/missived.ports)
+start_missived || bad "missived started"
+server=127.0.0.1:$port
 export MISSIVE_PASSWORD="correct horse battery"
 code() { grep "handle=$1 code=" srv.log | tail -1 | sed 's/.*code=//'; }
 # as DEVICE: run missive with that device's data directory and account
@@ -250,10 +240,7 @@ expect 4 "server down" -- as alice-phone send bob@example.org --text "anyone?"
 expect 0 "the failed send stays in history as queued" -- as alice-phone -o json history
 grep -q '"text":"anyone?".*"status":"queued"' out.txt && ok || bad "queued message kept"
 # the server comes back on its port: the next command that connects sends the queued message
-MISSIVED_SERVER_LISTEN_PORT=${server##*:} MISSIVED_HTTP_LISTEN_PORT=0 MISSIVED_ACCOUNTS_ARGON2_MEMLIMIT_KIB=8 \
-    "$D" --data-dir srv 2>>srv.log &
-pid=$!
-for _ in $(seq 100); do [ -s srv/missived.ports ] && grep -q "tls ${server##*:}" srv/missived.ports && break; sleep 0.1; done
+start_missived && [ "127.0.0.1:$port" = "$server" ] && ok || bad "missived back on its port"
 expect 0 "a later command flushes the outbox" -- as alice-phone receive --wait 0.5
 expect 0 "now sent" -- as alice-phone -o json history
 grep -q '"text":"anyone?".*"status":"sent"' out.txt && ok || bad "outbox flushed"

@@ -94,7 +94,8 @@ static void expect_served(struct test_device *d, const char *handle)
     msv_frame_free(r);
 }
 
-static msv_frame *lookup(struct msv_conn *c, const char *handle)
+/* A lookup of one handle, with the tree head size the asker knows (0: none). */
+static msv_frame *lookup_from(struct msv_conn *c, const char *handle, uint64_t known_size)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__LookupRequest q = MSV__WIRE__LOOKUP_REQUEST__INIT;
@@ -102,9 +103,15 @@ static msv_frame *lookup(struct msv_conn *c, const char *handle)
 
     q.n_handles = 1;
     q.handles = &h;
+    q.known_size = known_size;
     req.body_case = MSV__WIRE__FRAME__BODY_LOOKUP;
     req.lookup = &q;
     return test_request(c, &req);
+}
+
+static msv_frame *lookup(struct msv_conn *c, const char *handle)
+{
+    return lookup_from(c, handle, 0);
 }
 
 static void test_online_and_offline_delivery(void **state)
@@ -1121,20 +1128,6 @@ static void expect_proven(const Msv__Wire__HandleDevices *hd, const struct msv_k
         assert_memory_equal(e.devices[i].identity, hd->devices[i]->identity.data,
                             e.devices[i].identity_len);
     }
-}
-
-static msv_frame *lookup_from(struct msv_conn *c, const char *handle, uint64_t known_size)
-{
-    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
-    Msv__Wire__LookupRequest q = MSV__WIRE__LOOKUP_REQUEST__INIT;
-    ProtobufCBinaryData h = {strlen(handle), (uint8_t *)handle};
-
-    q.n_handles = 1;
-    q.handles = &h;
-    q.known_size = known_size;
-    req.body_case = MSV__WIRE__FRAME__BODY_LOOKUP;
-    req.lookup = &q;
-    return test_request(c, &req);
 }
 
 static void expect_consistent(const Msv__Wire__LookupResponse *r, const struct msv_kt_head *old,

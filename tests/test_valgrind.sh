@@ -7,24 +7,13 @@ set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 M=$(realpath "${1:?usage: test_valgrind.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_valgrind.sh MISSIVE MISSIVED}")
-work=$(mktemp -d)
-pid=
-cleanup() {
-    [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null && wait "$pid"
-    rm -rf "$work"
-}
-trap cleanup EXIT
-cd "$work" || exit 1
+in_scratch
 
 vg=(valgrind --quiet --error-exitcode=99 --leak-check=full
     --errors-for-leak-kinds=definite,indirect --log-file="$work/vg.%p.log")
 
-MISSIVED_SERVER_LISTEN_PORT=0 MISSIVED_HTTP_LISTEN_PORT=0 MISSIVED_ACCOUNTS_ARGON2_MEMLIMIT_KIB=8 \
-    "${vg[@]}" "$D" --data-dir srv 2>srv.log &
-pid=$!
-for _ in $(seq 600); do [ -s srv/missived.ports ] && break; sleep 0.1; done
-[ -s srv/missived.ports ] && ok || { bad "missived did not start under valgrind"; cat srv.log >&2; }
-server=127.0.0.1:$(awk '/^tls/{print $2}' srv/missived.ports)
+start_missived "${vg[@]}" && ok || { bad "missived did not start under valgrind"; cat srv.log >&2; }
+server=127.0.0.1:$port
 export MISSIVE_PASSWORD="correct horse battery"
 code() { grep "handle=$1 code=" srv.log | tail -1 | sed 's/.*code=//'; }
 for who in alice bob; do
