@@ -438,7 +438,8 @@ int main(int argc, char **argv)
     if (loaded < 0) {
         fprintf(stderr, "%s: %s is not an audit state this program wrote (or it was changed)\n",
                 prog, state);
-        return EXIT_USAGE;
+        rc = EXIT_USAGE;
+        goto out;
     }
     if (server != NULL) {
         const char *colon = strrchr(server, ':');
@@ -448,13 +449,15 @@ int main(int argc, char **argv)
         if (colon == NULL || colon == server || (size_t)(colon - server) >= sizeof(a.host) ||
             end == NULL || *end != '\0' || port == 0 || port > 65535) {
             fprintf(stderr, "%s: --server: HOST:PORT\n", prog);
-            return EXIT_USAGE;
+            rc = EXIT_USAGE;
+            goto out;
         }
         snprintf(a.host, sizeof(a.host), "%.*s", (int)(colon - server), server);
         a.port = (uint16_t)port;
     } else if (loaded == 0) {
         fprintf(stderr, "%s: the first run needs --server\n", prog);
-        return EXIT_USAGE;
+        rc = EXIT_USAGE;
+        goto out;
     }
     if (fingerprint != NULL) {
         uint8_t fp[32];
@@ -463,7 +466,8 @@ int main(int argc, char **argv)
             (a.have_fingerprint && memcmp(fp, a.fingerprint, 32) != 0)) {
             fprintf(stderr, "%s: --fingerprint: 64 hex digits (and the pinned one, if any)\n",
                     prog);
-            return EXIT_USAGE;
+            rc = EXIT_USAGE;
+            goto out;
         }
         memcpy(a.fingerprint, fp, 32);
         a.have_fingerprint = 1;
@@ -474,7 +478,8 @@ int main(int argc, char **argv)
         if (!hex_field(log_key, key, sizeof(key)) ||
             (a.have_key && memcmp(key, a.log_key, sizeof(key)) != 0)) {
             fprintf(stderr, "%s: --log-key: 64 hex digits (and the pinned one, if any)\n", prog);
-            return EXIT_USAGE;
+            rc = EXIT_USAGE;
+            goto out;
         }
         memcpy(a.log_key, key, sizeof(key));
         a.have_key = 1;
@@ -497,6 +502,7 @@ int main(int argc, char **argv)
         format_head(&a.head, line, sizeof(line));
         printf("%s\n", line);
     }
+out:
     msv_merkle_free(a.tree);
     return rc;
 }
