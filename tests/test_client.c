@@ -619,6 +619,52 @@ static void test_owner_monitor(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * The server shows carol a log other than the one bob saw: bob's message
+ * carries the head he accepted, carol has never seen the log before (so on
+ * her own she has nothing to compare), and her monitor finds that the two
+ * heads cannot be of one log. Heads that do fit raise nothing.
+ */
+static void test_gossip_reveals_fork(void **state)
+{
+    const char *to[1] = {"carol@example.org"};
+    struct test_server s;
+    struct msv_client *bob, *carol;
+    uint8_t id[16], *leaf = NULL;
+    size_t len = 0, alarms = 0, count = 0;
+    int64_t index = 0;
+    int shown = 0;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    bob = client_for(&s, "bob", "bob@example.org");
+    carol = client_for(&s, "carol", to[0]);
+    assert_int_equal(msv_client_send(bob, to, 1, "hello carol", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_send(bob, to, 1, "same head", NULL, 0, NULL, id), MSV_OK);
+    /* the log carol will see: the time in bob's leaf rewritten (his key unchanged) */
+    test_server_stop(&s);
+    forge_leaf(&s, "bob@example.org", NULL, 0, &leaf, &len, &index);
+    leaf[1] ^= 1;
+    replace_leaf(&s, index, leaf, len);
+    test_server_start(&s);
+    msv_conn_close(carol->conn);
+    carol->conn = NULL;
+    assert_int_equal(msv_client_connect(carol), MSV_OK);
+    assert_int_equal(msv_client_receive(carol, 500, count_new, &shown, &count), MSV_OK);
+    assert_int_equal(count, 2);
+    last[0] = '\0';
+    assert_int_equal(msv_client_monitor(carol, count_alarm, last, &alarms), MSV_OK);
+    assert_int_equal(alarms, 1); /* two messages, one head: one alarm */
+    assert_non_null(strstr(last, "bob@example.org's device saw"));
+    assert_non_null(strstr(last, "different directories"));
+    free(leaf);
+    msv_client_close(bob);
+    msv_client_close(carol);
+    test_server_cleanup(&s);
+}
+
 /* ---- a sender killed mid-send ------------------------------------------------------------ */
 
 #define KILL_ROUNDS 8
@@ -754,9 +800,9 @@ static void test_sender_killed_mid_send(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_redelivery_shown_once), cmocka_unit_test(test_malicious_directory),
-        cmocka_unit_test(test_owner_monitor),         cmocka_unit_test(test_sender_killed_mid_send),
-        cmocka_unit_test(test_crash_consistency),
+        cmocka_unit_test(test_redelivery_shown_once),  cmocka_unit_test(test_malicious_directory),
+        cmocka_unit_test(test_owner_monitor),          cmocka_unit_test(test_gossip_reveals_fork),
+        cmocka_unit_test(test_sender_killed_mid_send), cmocka_unit_test(test_crash_consistency),
     };
 
     if (msv_init() != MSV_OK)

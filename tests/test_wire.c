@@ -181,6 +181,8 @@ static void test_payload_message_round_trip(void **state)
     test_fill_pattern(att.sha1, 20, 8);
     p.attachments = &att;
     p.attachment_count = 1;
+    p.has_log_head = true;
+    test_fill_pattern(p.log_head, MSV_LOG_HEAD_LEN, 9);
 
     back = round_trip(&p);
     assert_int_equal(back->kind, MSV_KIND_MESSAGE);
@@ -200,6 +202,8 @@ static void test_payload_message_round_trip(void **state)
     assert_memory_equal(back->attachments[0].key, att.key, 32);
     assert_memory_equal(back->attachments[0].sha1, att.sha1, 20);
     assert_int_equal(back->attachments[0].size, 12345);
+    assert_true(back->has_log_head);
+    assert_memory_equal(back->log_head, p.log_head, MSV_LOG_HEAD_LEN);
     msv_payload_free(back);
 }
 
@@ -328,6 +332,10 @@ static void test_payload_hostile(void **state)
     m.message_id.len = 15;
     assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
     m.message_id.len = 16;
+    m.log_head.data = id; /* a log head is 112 bytes or absent */
+    m.log_head.len = 16;
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.log_head.len = 0;
     m.text.data = nul_text;
     m.text.len = sizeof(nul_text);
     assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);

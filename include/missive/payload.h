@@ -14,6 +14,7 @@
 
 #define MSV_PAYLOAD_VERSION 1
 #define MSV_ID_LEN 16
+#define MSV_LOG_HEAD_LEN 112
 #define MSV_TEXT_MAX (64u * 1024u)
 #define MSV_HANDLE_MAX 256
 #define MSV_PARTICIPANTS_MAX 256
@@ -63,6 +64,8 @@ struct msv_payload {
     uint8_t target_id[MSV_ID_LEN]; /* receipts, edits and unsends */
     struct msv_attachment_ref *attachments;
     size_t attachment_count;
+    bool has_log_head;
+    uint8_t log_head[MSV_LOG_HEAD_LEN]; /* opaque here; see client/transparency.h */
 };
 
 /*

@@ -954,6 +954,14 @@ static msv_err send_payload(struct msv_client *c, const char *const *targets_in,
     msv_random_bytes(p->message_id, MSV_ID_LEN);
     memcpy(message_id, p->message_id, MSV_ID_LEN);
     p->sent_at_ms = (uint64_t)now_ms();
+    {
+        struct msv_kt_head head;
+
+        /* the receivers compare it with the log they see (gossip of tree heads) */
+        p->has_log_head = msv_kt_known_head(c->db, &head) == MSV_OK;
+        if (p->has_log_head)
+            msv_kt_head_encode(&head, p->log_head);
+    }
     if (p->participants == NULL) {
         p->participants = (char **)targets;
         p->participant_count = t;
@@ -1542,6 +1550,21 @@ static msv_err learn_group(struct msv_client *c, const char *sender, const struc
 }
 
 /* Opens and stores one delivered message; MSV_ERR_EXISTS for a redelivery. */
+/* Keeps the log head a message carried, once per distinct head, for the monitor. */
+static void keep_gossip(struct msv_client *c, const char *sender, const struct msv_payload *p)
+{
+    if (!p->has_log_head || strcmp(sender, c->handle) == 0)
+        return;
+    for (size_t i = 0; i < c->n_gossip; i++) {
+        if (memcmp(c->gossip[i].head, p->log_head, MSV_LOG_HEAD_LEN) == 0)
+            return;
+    }
+    if (c->n_gossip == sizeof(c->gossip) / sizeof(c->gossip[0]))
+        return; /* enough to compare this time; later messages carry heads too */
+    snprintf(c->gossip[c->n_gossip].from, sizeof(c->gossip[0].from), "%s", sender);
+    memcpy(c->gossip[c->n_gossip++].head, p->log_head, MSV_LOG_HEAD_LEN);
+}
+
 static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
                             void (*on_message)(void *, const struct msv_incoming *), void *ctx)
 {
@@ -1564,6 +1587,7 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     msv_public_identity_free(pub);
     if (err != MSV_OK)
         return err;
+    keep_gossip(c, sender, p);
     if (p->kind != MSV_KIND_MESSAGE && p->kind != MSV_KIND_GROUP_CHANGE) {
         err = take_control(c, sender, p, on_message, ctx);
         msv_payload_free(p);
@@ -1756,6 +1780,33 @@ static msv_err monitor_leaf(struct msv_client *c, const Msv__Wire__LogProof *p,
     return err;
 }
 
+/* Compares the heads received messages carried with this device's (after the log was read). */
+static msv_err check_gossip(struct msv_client *c, void (*on_alarm)(void *, const char *), void *ctx,
+                            size_t *alarms)
+{
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < c->n_gossip; i++) {
+        struct msv_kt_head g;
+        char warning[400];
+        int fits = 1;
+
+        msv_kt_head_decode(c->gossip[i].head, &g);
+        err = msv_kt_check_gossip(c->db, c->conn, &g, &fits);
+        if (err != MSV_OK || fits)
+            continue;
+        snprintf(warning, sizeof(warning),
+                 "the transparency log head that %s's device saw (%llu entries) does not fit "
+                 "the log this device sees: the server shows you different directories",
+                 c->gossip[i].from, (unsigned long long)g.size);
+        (*alarms)++;
+        if (on_alarm != NULL)
+            on_alarm(ctx, warning);
+    }
+    c->n_gossip = 0;
+    return err;
+}
+
 msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, const char *warning),
                            void *ctx, size_t *alarms)
 {
@@ -1767,8 +1818,10 @@ msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, con
     *alarms = 0;
     if (err == MSV_OK)
         err = msv_client_db_get(c->db, MONITORED, &v, &len);
-    if (err == MSV_ERR_NOT_FOUND)
-        return monitor_baseline(c);
+    if (err == MSV_ERR_NOT_FOUND) {
+        err = monitor_baseline(c);
+        return err == MSV_OK ? check_gossip(c, on_alarm, ctx, alarms) : err;
+    }
     if (err == MSV_OK && len != 8)
         err = MSV_ERR_PARSE;
     for (size_t i = 0; err == MSV_OK && i < 8; i++)
@@ -1799,5 +1852,5 @@ msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, con
         if (next >= head.size)
             break;
     }
-    return err;
+    return err == MSV_OK ? check_gossip(c, on_alarm, ctx, alarms) : err;
 }

@@ -12,6 +12,7 @@
 #include "client/conn.h"
 #include "client/requests.h"
 #include "missive/crypto.h"
+#include "missive/payload.h"
 #include "store/client_db.h"
 
 struct msv_client {
@@ -28,6 +29,12 @@ struct msv_client {
     /* told about device sets that changed since last seen; may be NULL */
     void (*on_key_change)(void *ctx, const char *handle);
     void *ctx;
+    /* log heads that received messages carried, for msv_client_monitor() to compare */
+    struct {
+        char from[257];
+        uint8_t head[MSV_LOG_HEAD_LEN];
+    } gossip[8];
+    size_t n_gossip;
 };
 
 /*

@@ -8,9 +8,8 @@
 
 #include <sodium.h>
 
+#include "client/requests.h"
 #include "client/transparency.h"
-
-#define HEAD_LEN (8 + 8 + MSV_KT_HASH_LEN + MSV_KT_SIG_LEN)
 
 static void put_u64(uint8_t *p, uint64_t v)
 {
@@ -27,32 +26,41 @@ static uint64_t get_u64(const uint8_t *p)
     return v;
 }
 
+void msv_kt_head_decode(const uint8_t in[MSV_LOG_HEAD_LEN], struct msv_kt_head *h)
+{
+    h->size = get_u64(in);
+    h->time_ms = (int64_t)get_u64(in + 8);
+    memcpy(h->root, in + 16, MSV_KT_HASH_LEN);
+    memcpy(h->signature, in + 16 + MSV_KT_HASH_LEN, MSV_KT_SIG_LEN);
+}
+
+void msv_kt_head_encode(const struct msv_kt_head *h, uint8_t out[MSV_LOG_HEAD_LEN])
+{
+    put_u64(out, h->size);
+    put_u64(out + 8, (uint64_t)h->time_ms);
+    memcpy(out + 16, h->root, MSV_KT_HASH_LEN);
+    memcpy(out + 16 + MSV_KT_HASH_LEN, h->signature, MSV_KT_SIG_LEN);
+}
+
 msv_err msv_kt_known_head(struct msv_client_db *db, struct msv_kt_head *h)
 {
     uint8_t *v = NULL;
     size_t len = 0;
     msv_err err = msv_client_db_get(db, "kt_head", &v, &len);
 
-    if (err == MSV_OK && len != HEAD_LEN)
+    if (err == MSV_OK && len != MSV_LOG_HEAD_LEN)
         err = MSV_ERR_PARSE;
-    if (err == MSV_OK) {
-        h->size = get_u64(v);
-        h->time_ms = (int64_t)get_u64(v + 8);
-        memcpy(h->root, v + 16, MSV_KT_HASH_LEN);
-        memcpy(h->signature, v + 16 + MSV_KT_HASH_LEN, MSV_KT_SIG_LEN);
-    }
+    if (err == MSV_OK)
+        msv_kt_head_decode(v, h);
     free(v);
     return err;
 }
 
 static msv_err remember_head(struct msv_client_db *db, const struct msv_kt_head *h)
 {
-    uint8_t v[HEAD_LEN];
+    uint8_t v[MSV_LOG_HEAD_LEN];
 
-    put_u64(v, h->size);
-    put_u64(v + 8, (uint64_t)h->time_ms);
-    memcpy(v + 16, h->root, MSV_KT_HASH_LEN);
-    memcpy(v + 16 + MSV_KT_HASH_LEN, h->signature, MSV_KT_SIG_LEN);
+    msv_kt_head_encode(h, v);
     return msv_client_db_set(db, "kt_head", v, sizeof(v));
 }
 
@@ -250,4 +258,59 @@ msv_err msv_kt_check_entries(struct msv_client_db *db, const Msv__Wire__LogEntri
                          (unsigned long long)(start + i));
     }
     return err == MSV_OK ? accept_answer(db, &a, head, pin) : err;
+}
+
+msv_err msv_kt_check_gossip(struct msv_client_db *db, struct msv_conn *conn,
+                            const struct msv_kt_head *g, int *fits)
+{
+    static _Thread_local uint8_t proof[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+    struct msv_kt_head mine, now;
+    struct msv_refusal why = {0};
+    uint8_t *key = NULL;
+    size_t key_len = 0;
+    msv_frame *r = NULL;
+    const Msv__Wire__LogEntries *e;
+    msv_err err;
+
+    *fits = 1;
+    err = msv_client_db_get(db, "kt_log_key", &key, &key_len);
+    if (err == MSV_OK && (key_len != MSV_KT_KEY_LEN || msv_kt_head_verify(g, key) != MSV_OK))
+        err = MSV_ERR_NOT_FOUND; /* not a head of this log: nothing to compare */
+    if (err == MSV_OK)
+        err = msv_kt_known_head(db, &mine);
+    if (err != MSV_OK) {
+        free(key);
+        return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+    }
+    if (g->size >= mine.size) {
+        /* larger: the server showed them more than it shows this device; equal: one root */
+        *fits = g->size == mine.size && sodium_memcmp(g->root, mine.root, MSV_KT_HASH_LEN) == 0;
+        free(key);
+        return MSV_OK;
+    }
+    /* smaller: the server proves it a prefix of the log as it is now */
+    err = msv_request_log_read(conn, UINT64_MAX, 0, g->size, 15000, &r, &why);
+    if (err == MSV_OK) {
+        const Msv__Wire__TreeHead *w;
+
+        e = r->log_entries;
+        w = e->head;
+        if (w == NULL || w->root.len != MSV_KT_HASH_LEN || w->signature.len != MSV_KT_SIG_LEN ||
+            w->time_ms > INT64_MAX || !proof_hashes(e->consistency, e->n_consistency, proof)) {
+            *fits = 0;
+        } else {
+            now.size = w->size;
+            now.time_ms = (int64_t)w->time_ms;
+            memcpy(now.root, w->root.data, MSV_KT_HASH_LEN);
+            memcpy(now.signature, w->signature.data, MSV_KT_SIG_LEN);
+            *fits = msv_kt_head_verify(&now, key) == MSV_OK && now.size >= mine.size &&
+                    (now.size != mine.size ||
+                     sodium_memcmp(now.root, mine.root, MSV_KT_HASH_LEN) == 0) &&
+                    msv_merkle_verify_consistency(g->size, now.size, g->root, now.root, proof,
+                                                  e->n_consistency) == MSV_OK;
+        }
+    }
+    msv_frame_free(r);
+    free(key);
+    return err;
 }

@@ -8,9 +8,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "client/conn.h"
 #include "missive/kt.h"
+#include "missive/payload.h"
 #include "store/client_db.h"
 #include "wire/frame.h"
+
+/* A tree head as 112 bytes (u64be size, u64be time, root, signature): settings, payloads. */
+void msv_kt_head_encode(const struct msv_kt_head *h, uint8_t out[MSV_LOG_HEAD_LEN]);
+void msv_kt_head_decode(const uint8_t in[MSV_LOG_HEAD_LEN], struct msv_kt_head *h);
 
 /* The newest tree head this device accepted; MSV_ERR_NOT_FOUND if none yet. */
 MSV_MUST_CHECK msv_err msv_kt_known_head(struct msv_client_db *db, struct msv_kt_head *h);
@@ -38,5 +44,15 @@ MSV_MUST_CHECK msv_err msv_kt_check_lookup(struct msv_client_db *db,
 MSV_MUST_CHECK msv_err msv_kt_check_entries(struct msv_client_db *db,
                                             const Msv__Wire__LogEntries *r, uint64_t start,
                                             struct msv_kt_head *head, char *why, size_t why_len);
+
+/*
+ * A head someone else's device accepted (gossiped in a message) against this
+ * device's: *fits is 0 if they cannot both be heads of one log — the same
+ * size with another root, a larger size than this device was shown, or a
+ * smaller one the server cannot prove a prefix of its log (it is asked, on
+ * conn). A head not signed by the pinned log key is no evidence and fits.
+ */
+MSV_MUST_CHECK msv_err msv_kt_check_gossip(struct msv_client_db *db, struct msv_conn *conn,
+                                           const struct msv_kt_head *g, int *fits);
 
 #endif

@@ -147,6 +147,8 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
         m.reply_to = bytes_of(p->reply_to, MSV_ID_LEN);
     if (p->has_target)
         m.target_id = bytes_of(p->target_id, MSV_ID_LEN);
+    if (p->has_log_head)
+        m.log_head = bytes_of(p->log_head, MSV_LOG_HEAD_LEN);
     for (size_t i = 0; i < p->attachment_count; i++) {
         const struct msv_attachment_ref *a = &p->attachments[i];
 
@@ -298,6 +300,12 @@ static msv_err copy_payload(const pb_payload *m, struct msv_payload *p)
         err = copy_id(m->reply_to, &p->has_reply_to, p->reply_to);
     if (err == MSV_OK)
         err = copy_id(m->target_id, &p->has_target, p->target_id);
+    if (err == MSV_OK && m->log_head.len != 0) {
+        if (m->log_head.len != MSV_LOG_HEAD_LEN)
+            return MSV_ERR_PARSE;
+        memcpy(p->log_head, m->log_head.data, MSV_LOG_HEAD_LEN);
+        p->has_log_head = true;
+    }
     if (err == MSV_OK)
         err = copy_str(m->text, 0, &p->text);
     if (err == MSV_OK)
