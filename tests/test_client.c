@@ -428,8 +428,9 @@ static void append_leaf(struct test_server *s, const char *handle, const uint8_t
  * The server is made to hand out a key of its choosing for alice, three ways:
  * a device added behind the log's back (the relay then asks bob for a device
  * the log does not list), alice's logged key rewritten in place (the log's
- * history no longer extends what bob saw), and a new log key. bob refuses
- * each, with a clear reason, and seals nothing to the forged key.
+ * history no longer extends what bob saw), and a new log key; and it shows
+ * bob an old head (a frozen view). bob refuses each, with a clear reason,
+ * and seals nothing to the forged key.
  */
 static void test_malicious_directory(void **state)
 {
@@ -499,6 +500,23 @@ static void test_malicious_directory(void **state)
     assert_non_null(strstr(bob->why.message, "not the one this device pinned"));
     test_server_stop(&s);
     assert_int_equal(rename(saved_key, log_key), 0);
+
+    /* 4. a frozen view: heads signed two days ago */
+    {
+        struct timespec now;
+        char clock[160];
+
+        clock_gettime(CLOCK_REALTIME, &now);
+        test_server_set_clock(&s, (int64_t)now.tv_sec * 1000 - 48LL * 3600 * 1000);
+        test_server_start(&s);
+        msv_conn_close(bob->conn);
+        bob->conn = NULL;
+        assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_ERR_AUTH);
+        assert_non_null(strstr(bob->why.message, "hours old"));
+        test_server_stop(&s);
+        snprintf(clock, sizeof(clock), "%s/clock", s.dir);
+        assert_int_equal(unlink(clock), 0);
+    }
 
     /* the honest directory again: bob accepts it and writes to alice */
     test_server_start(&s);

@@ -1173,6 +1173,16 @@ static void test_transparency(void **state)
     expect_proven(r->lookup_result->results[0], &h1);
     assert_int_equal(r->lookup_result->results[0]->proof->index, 1);
     msv_frame_free(r);
+    /* a minute later the same log gets a new head: same size and root, a fresh signed time */
+    test_server_set_clock(&s, h1.time_ms + 61000);
+    r = lookup_from(a1.conn, "bob@example.org", h1.size);
+    head_of(r->lookup_result->head, &h3);
+    assert_int_equal(msv_kt_head_verify(&h3, key), MSV_OK);
+    assert_int_equal(h3.size, h1.size);
+    assert_memory_equal(h3.root, h1.root, MSV_KT_HASH_LEN);
+    assert_int_equal(h3.time_ms, h1.time_ms + 61000);
+    expect_consistent(r->lookup_result, &h1, &h3);
+    msv_frame_free(r);
     /* a handle never registered: no devices, nothing to prove */
     r = lookup_from(a1.conn, "nobody@example.org", 0);
     assert_int_equal(r->lookup_result->results[0]->n_devices, 0);

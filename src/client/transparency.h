@@ -20,12 +20,15 @@ void msv_kt_head_decode(const uint8_t in[MSV_LOG_HEAD_LEN], struct msv_kt_head *
 
 /* The newest tree head this device accepted; MSV_ERR_NOT_FOUND if none yet. */
 MSV_MUST_CHECK msv_err msv_kt_known_head(struct msv_client_db *db, struct msv_kt_head *h);
+/* A head older than this is refused: the server signs a fresh one at least every minute. */
+#define MSV_KT_HEAD_MAX_AGE_MS (24LL * 3600 * 1000)
+
 /* The size of the newest tree head this device accepted (0: none yet). */
 uint64_t msv_kt_known_size(struct msv_client_db *db);
 
 /*
  * Checks a lookup answer: the head is signed by the log key this device
- * pinned (the first one it saw), it extends the head accepted before
+ * pinned (the first one it saw), at most a day old, it extends the head accepted before
  * (consistency proof; never smaller, never a different root for the same
  * size), and every result that names devices comes with its log leaf, whose
  * devices are exactly those, proven in the head's tree. On success the head

@@ -114,7 +114,9 @@ static msv_err head_locked(struct msv_kt_log *log, struct msv_store *store, int6
 
     if (err != MSV_OK)
         return err;
-    if (log->head.time_ms != 0 && log->head.size == msv_merkle_size(log->tree))
+    /* a new head when the log grew, and at least every minute, so heads show they are fresh */
+    if (log->head.time_ms != 0 && log->head.size == msv_merkle_size(log->tree) &&
+        now_ms - log->head.time_ms < MSV_KT_HEAD_INTERVAL_MS)
         return MSV_OK;
     log->head.size = msv_merkle_size(log->tree);
     log->head.time_ms = now_ms > 0 ? now_ms : 1;

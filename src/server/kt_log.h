@@ -13,6 +13,9 @@
 #include "store/store.h"
 #include "wire/frame.h"
 
+/* A head is signed again, with the time, when the last one is this old. */
+#define MSV_KT_HEAD_INTERVAL_MS 60000
+
 struct msv_kt_log {
     pthread_mutex_t lock;
     struct msv_merkle *tree;
@@ -29,7 +32,10 @@ MSV_MUST_CHECK msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_
                                        struct msv_store *store, char *err, size_t err_len);
 void msv_kt_log_close(struct msv_kt_log *log);
 
-/* Catches the tree up with the store and gives a head signed for its size (now_ms if new). */
+/*
+ * Catches the tree up with the store and gives a head signed for its size:
+ * a new one (time now_ms) if the log grew or the last is a minute old.
+ */
 MSV_MUST_CHECK msv_err msv_kt_log_head(struct msv_kt_log *log, struct msv_store *store,
                                        int64_t now_ms, struct msv_kt_head *out);
 
