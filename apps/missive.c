@@ -469,6 +469,8 @@ static int show_devices(const struct cli *o, struct msv_client *c, const char *h
     return 0;
 }
 
+static void on_incoming(void *ctx, const struct msv_incoming *in);
+
 static int cmd_devices(const struct cli *o, struct msv_client *c)
 {
     char *end;
@@ -485,6 +487,14 @@ static int cmd_devices(const struct cli *o, struct msv_client *c)
         return usage_command("devices", stderr);
     if (strcmp(o->argv[0], "approve") == 0) {
         err = msv_client_approve_device(c, id);
+        if (err == MSV_ERR_NOT_FOUND) {
+            size_t n = 0;
+
+            /* its request may still wait in this device's queue: receive (and show) it first */
+            err = msv_client_receive(c, 1000, on_incoming, (void *)o, &n);
+            if (err == MSV_OK)
+                err = msv_client_approve_device(c, id);
+        }
         if (err == MSV_OK)
             printf("approved device %llu; the account's other devices are told\n", id);
         return err == MSV_OK ? 0 : fail(c, "approving the device (is it waiting?)", err);

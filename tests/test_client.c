@@ -557,10 +557,12 @@ static size_t monitor(struct msv_client *c, char last[400])
 }
 
 /*
- * The directory logs a device for alice that none of her devices added: the
- * log is consistent, so bob accepts it, but both of alice's devices raise the
- * alarm when they next watch the log, naming the device, once. A device she
- * did add (linked and approved) raises none.
+ * The directory logs a device for alice that none of her devices added, and
+ * sends her devices a notice that her laptop approved it: the log is
+ * consistent, so bob accepts it, but the approval is not signed by the laptop,
+ * so both of alice's devices raise the alarm when they next watch the log,
+ * naming the device, once. A device she did add (linked and approved, the
+ * approval signed) raises none, on either device.
  */
 static void test_owner_monitor(void **state)
 {
@@ -588,6 +590,9 @@ static void test_owner_monitor(void **state)
                                        MSV_SUITE_MODERN, NULL, fp, &laptop),
                      MSV_OK);
     assert_int_equal(msv_client_link(laptop, TEST_PASSWORD), MSV_OK);
+    /* approving needs the request, whose key the approval signs */
+    assert_int_equal(msv_client_approve_device(alice, laptop->device_id), MSV_ERR_NOT_FOUND);
+    assert_int_equal(monitor(alice, last), 0);
     assert_int_equal(msv_client_approve_device(alice, laptop->device_id), MSV_OK);
     assert_int_equal(monitor(alice, last), 0);
     assert_int_equal(monitor(laptop, last), 0);
@@ -612,6 +617,42 @@ static void test_owner_monitor(void **state)
         (struct msv_kt_device){(uint64_t)forged_id, MSV_SUITE_MODERN, key, key_len};
     assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_OK);
     append_leaf(&s, "alice@example.org", leaf, len);
+    /* ... and tells alice's devices that her laptop approved it (the signature is not the
+     * laptop's: the server cannot make one) */
+    {
+        Msv__Wire__DeviceChange dc = MSV__WIRE__DEVICE_CHANGE__INIT;
+        Msv__Wire__DeviceInfo info = MSV__WIRE__DEVICE_INFO__INIT;
+        uint8_t junk[64], packed[1024];
+        char *nhex, *q;
+        size_t n;
+
+        memset(junk, 0x5a, sizeof(junk));
+        info.device_id = (uint64_t)forged_id;
+        info.suite = MSV_SUITE_MODERN;
+        info.identity = (ProtobufCBinaryData){key_len, (uint8_t *)key};
+        dc.added = 1;
+        dc.handle = (ProtobufCBinaryData){17, (uint8_t *)"alice@example.org"};
+        dc.device = &info;
+        dc.approver = laptop->device_id;
+        dc.approval = (ProtobufCBinaryData){sizeof(junk), junk};
+        n = msv__wire__device_change__get_packed_size(&dc);
+        assert_true(n <= sizeof(packed));
+        msv__wire__device_change__pack(&dc, packed);
+        nhex = malloc(2 * n + 1);
+        q = malloc(4 * n + 512);
+        assert_non_null(nhex);
+        assert_non_null(q);
+        assert_int_equal(msv_hex_encode(packed, n, nhex, 2 * n + 1), MSV_OK);
+        snprintf(q, 4 * n + 512,
+                 "INSERT INTO queue (device_id, sender_device, sender_handle, suite, ciphertext, "
+                 "enqueued_ms, expires_ms) VALUES (%llu, 0, '', 0, x'%s', 0, 9000000000000), "
+                 "(%llu, 0, '', 0, x'%s', 0, 9000000000000);",
+                 (unsigned long long)alice->device_id, nhex, (unsigned long long)laptop->device_id,
+                 nhex);
+        server_sql(&s, q);
+        free(nhex);
+        free(q);
+    }
     test_server_start(&s);
 
     /* bob cannot tell: the log is consistent and lists it */

@@ -163,7 +163,30 @@ static msv_err save_device_id(struct msv_client *c)
     err = set_text(c, "device_id", text);
     /* this device is one the transparency monitor knows of */
     msv_public_identity_hash(msv_identity_public(c->id), h);
-    return err == MSV_OK ? msv_client_db_own_device_put(c->db, c->device_id, h, 0) : err;
+    if (err == MSV_OK) {
+        size_t len = 0;
+        const uint8_t *pub = msv_public_identity_bytes(msv_identity_public(c->id), &len);
+
+        err = msv_client_db_own_device_put(c->db, c->device_id, h,
+                                           (uint32_t)msv_identity_suite(c->id), pub, len, 0);
+    }
+    return err;
+}
+
+/* What an approval signs: "MSV-approve-v1" || u8 len || handle || u64be device id || hash. */
+static size_t approval_message(const char *handle, uint64_t device_id, const uint8_t hash[32],
+                               uint8_t out[14 + 1 + 255 + 8 + 32])
+{
+    size_t n = strlen(handle) > 255 ? 255 : strlen(handle), o = 14;
+
+    memcpy(out, "MSV-approve-v1", 14);
+    out[o++] = (uint8_t)n;
+    memcpy(out + o, handle, n);
+    o += n;
+    for (int i = 0; i < 8; i++)
+        out[o++] = (uint8_t)(device_id >> (56 - 8 * i));
+    memcpy(out + o, hash, 32);
+    return o + 32;
 }
 
 static msv_err mkdir_p(const char *dir)
@@ -454,15 +477,47 @@ msv_err msv_client_remove_device(struct msv_client *c, uint64_t device_id)
     return device_request(c, &req);
 }
 
+static void pending_key(uint64_t device_id, char key[40])
+{
+    snprintf(key, 40, "pending:%llu", (unsigned long long)device_id);
+}
+
 msv_err msv_client_approve_device(struct msv_client *c, uint64_t device_id)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__ApproveDevice ap = MSV__WIRE__APPROVE_DEVICE__INIT;
+    uint8_t *req_bytes = NULL, hash[32], msg[14 + 1 + 255 + 8 + 32], sig[MSV_SIGNATURE_MAX];
+    size_t req_len = 0, sig_len = 0;
+    char key[40];
+    msv_err err;
 
-    ap.device_id = device_id;
-    req.body_case = MSV__WIRE__FRAME__BODY_APPROVE_DEVICE;
-    req.approve_device = &ap;
-    return device_request(c, &req);
+    /* the request this device received: its key is what the approval vouches for */
+    pending_key(device_id, key);
+    err = msv_client_db_get(c->db, key, &req_bytes, &req_len);
+    if (err == MSV_ERR_NOT_FOUND) {
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "this device has not received device %llu's request to join",
+                 (unsigned long long)device_id);
+        return err;
+    }
+    if (err == MSV_OK &&
+        (req_len < 1 || device_hash(req_bytes[0], req_bytes + 1, req_len - 1, hash) != MSV_OK))
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK)
+        err = msv_identity_sign(c->id, msg, approval_message(c->handle, device_id, hash, msg), sig,
+                                &sig_len);
+    if (err == MSV_OK) {
+        ap.device_id = device_id;
+        ap.approval = (ProtobufCBinaryData){sig_len, sig};
+        req.body_case = MSV__WIRE__FRAME__BODY_APPROVE_DEVICE;
+        req.approve_device = &ap;
+        err = device_request(c, &req);
+    }
+    if (err == MSV_OK) /* approved here: this account's own, for this device's monitor */
+        err = msv_client_db_own_device_put(c->db, device_id, hash, req_bytes[0], req_bytes + 1,
+                                           req_len - 1, 0);
+    free(req_bytes);
+    return err;
 }
 
 /* ---- sending -------------------------------------------------------------------------- */
@@ -1637,24 +1692,61 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     return err;
 }
 
+/*
+ * What a device notice of this account means for the transparency monitor:
+ * a request to join is kept (its key is what an approval signs); an approval
+ * counts the device as the account's own only if one of the account's own
+ * devices signed it — the server cannot. Should recording fail, the monitor
+ * warns of the device: a false alarm, never a missed one.
+ */
+static void note_device_change(struct msv_client *c, const Msv__Wire__DeviceChange *dc)
+{
+    const Msv__Wire__DeviceInfo *d = dc->device;
+    struct msv_public_identity *approver = NULL;
+    uint8_t hash[32], msg[14 + 1 + 255 + 8 + 32], *id = NULL;
+    size_t id_len = 0;
+    uint32_t suite = 0;
+    msv_err err;
+
+    if (d->suite > 255 || device_hash(d->suite, d->identity.data, d->identity.len, hash) != MSV_OK)
+        return;
+    if (dc->pending) {
+        uint8_t *rec = malloc(d->identity.len + 1);
+        char key[40];
+
+        if (rec == NULL)
+            return;
+        rec[0] = (uint8_t)d->suite;
+        memcpy(rec + 1, d->identity.data, d->identity.len);
+        pending_key(d->device_id, key);
+        err = msv_client_db_set(c->db, key, rec, d->identity.len + 1);
+        free(rec);
+        return;
+    }
+    err = msv_client_db_own_device_identity(c->db, dc->approver, &suite, &id, &id_len);
+    if (err == MSV_OK)
+        err = msv_public_identity_parse((enum msv_suite)suite, id, id_len, &approver);
+    if (err == MSV_OK)
+        err = msv_public_identity_verify(approver, msg,
+                                         approval_message(c->handle, d->device_id, hash, msg),
+                                         dc->approval.data, dc->approval.len);
+    if (err == MSV_OK)
+        err = msv_client_db_own_device_put(c->db, d->device_id, hash, d->suite, d->identity.data,
+                                           d->identity.len, 0);
+    msv_public_identity_free(approver);
+    free(id);
+}
+
 static void take_notice(struct msv_client *c, const Msv__Wire__Deliver *d,
                         void (*on_message)(void *, const struct msv_incoming *), void *ctx)
 {
     Msv__Wire__DeviceChange *dc =
         msv__wire__device_change__unpack(NULL, d->ciphertext.len, d->ciphertext.data);
-    uint8_t added[32];
 
     if (dc == NULL)
         return;
-    /* a device this account added: the transparency monitor is not to raise the alarm on it
-     * (should recording it fail, the monitor warns of it: a false alarm, never a missed one) */
-    if (dc->device != NULL && dc->added && !dc->pending &&
-        device_hash(dc->device->suite, dc->device->identity.data, dc->device->identity.len,
-                    added) == MSV_OK) {
-        msv_err recorded = msv_client_db_own_device_put(c->db, dc->device->device_id, added, 0);
-
-        (void)recorded;
-    }
+    if (dc->device != NULL && dc->added)
+        note_device_change(c, dc);
     if (on_message != NULL && dc->device != NULL) {
         struct msv_public_identity *pub = NULL;
         char notice[400], fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)";
@@ -1737,7 +1829,8 @@ static msv_err monitor_baseline(struct msv_client *c)
         const Msv__Wire__DeviceInfo *d = r->lookup_result->results[0]->devices[i];
 
         if (device_hash(d->suite, d->identity.data, d->identity.len, h) == MSV_OK)
-            err = msv_client_db_own_device_put(c->db, d->device_id, h, 0);
+            err = msv_client_db_own_device_put(c->db, d->device_id, h, d->suite, d->identity.data,
+                                               d->identity.len, 0);
     }
     msv_frame_free(r);
     for (int i = 0; i < 8; i++)
@@ -1767,7 +1860,7 @@ static msv_err monitor_leaf(struct msv_client *c, const Msv__Wire__LogProof *p,
             continue; /* known, or already alarmed */
         if (err != MSV_ERR_NOT_FOUND)
             break;
-        err = msv_client_db_own_device_put(c->db, e.devices[i].device_id, h, 1);
+        err = msv_client_db_own_device_put(c->db, e.devices[i].device_id, h, 0, NULL, 0, 1);
         snprintf(warning, sizeof(warning),
                  "the directory's transparency log lists device %llu (fingerprint %s) for this "
                  "account, and this device was never told of it: if it is not one of yours, "

@@ -299,7 +299,8 @@ static msv_err add_device(struct msv_server *s, uint64_t account, const char *ha
     rec.push_token = d->push_token.data;
     rec.push_token_len = d->push_token.len;
     rec.approved = approved;
-    msv_notify_device_change(s, account, handle, *device, 1, !approved, &rec);
+    msv_notify_device_change(s, account, handle, *device, 1, !approved, &rec, 0,
+                             (ProtobufCBinaryData){0, NULL});
     return MSV_OK;
 }
 
@@ -407,7 +408,8 @@ static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
 
 void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const char *handle,
                               uint64_t except_device, int added, int pending,
-                              const struct msv_device_rec *dev)
+                              const struct msv_device_rec *dev, uint64_t approver,
+                              ProtobufCBinaryData approval)
 {
     msv_dircache_drop(&s->dir, handle); /* sends address the new set from now on */
     Msv__Wire__DeviceChange dc = MSV__WIRE__DEVICE_CHANGE__INIT;
@@ -427,6 +429,8 @@ void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const c
     info.push_token.len = dev->push_token_len;
     dc.added = added;
     dc.pending = pending;
+    dc.approver = approver;
+    dc.approval = approval;
     dc.handle.data = (uint8_t *)handle;
     dc.handle.len = strlen(handle);
     dc.device = &info;
@@ -482,7 +486,8 @@ static void handle_remove_device(struct msv_conn_state *c, const msv_frame *f)
         return;
     }
     atomic_fetch_add(&s->m.devices_removed, 1);
-    msv_notify_device_change(s, c->account_id, c->handle, target, 0, 0, &dev);
+    msv_notify_device_change(s, c->account_id, c->handle, target, 0, 0, &dev, 0,
+                             (ProtobufCBinaryData){0, NULL});
     msv_device_rec_clear(&dev);
     msv_log(MSV_LOG_INFO, "device_removed", "account=%llu device=%llu",
             (unsigned long long)c->account_id, (unsigned long long)target);
@@ -501,6 +506,11 @@ static void handle_approve_device(struct msv_conn_state *c, const msv_frame *f)
     uint64_t target = f->approve_device->device_id;
     msv_err err = STORE(s)->device_get(IMPL(s), target, &dev);
 
+    if (f->approve_device->approval.len > MSV_SIGNATURE_MAX) {
+        msv_device_rec_clear(&dev);
+        msv_conn_send_error(c, f->request_id, E_INVALID, "an approval is a signature");
+        return;
+    }
     if (err == MSV_OK && dev.account_id != c->account_id)
         err = MSV_ERR_NOT_FOUND; /* another account's device is none of its business */
     if (err == MSV_OK)
@@ -514,7 +524,8 @@ static void handle_approve_device(struct msv_conn_state *c, const msv_frame *f)
         return;
     }
     dev.approved = 1;
-    msv_notify_device_change(s, c->account_id, c->handle, target, 1, 0, &dev);
+    msv_notify_device_change(s, c->account_id, c->handle, target, 1, 0, &dev, c->device_id,
+                             f->approve_device->approval);
     msv_device_rec_clear(&dev);
     msv_log(MSV_LOG_INFO, "device_approved", "account=%llu device=%llu by=%llu",
             (unsigned long long)c->account_id, (unsigned long long)target,

@@ -175,11 +175,16 @@ void msv_pending_ack_free(struct msv_pending_ack *a);
 
 /* handlers.c: one decoded frame from c. */
 void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f);
-/* Enqueues a DeviceChange notice to every device of account except except_device. */
-/* pending: added, and waiting for one of the account's devices to approve it */
+/*
+ * Enqueues a DeviceChange notice to every device of account except
+ * except_device. pending: added, and waiting for one of the account's devices
+ * to approve it; approver and approval (empty: none): who approved it, with
+ * the signature the approving device sent.
+ */
 void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const char *handle,
                               uint64_t except_device, int added, int pending,
-                              const struct msv_device_rec *dev);
+                              const struct msv_device_rec *dev, uint64_t approver,
+                              ProtobufCBinaryData approval);
 
 /* blobs.c: the attachment requests */
 void msv_blob_create(struct msv_conn_state *c, const msv_frame *f);

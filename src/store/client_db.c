@@ -40,6 +40,9 @@ static const char *const migrations[] = {
     /* v2: the devices of this account that this device was told of (transparency monitor) */
     "CREATE TABLE own_devices (device_id BIGINT NOT NULL, identity_hash BLOB NOT NULL,"
     "  alarmed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (device_id, identity_hash));",
+    /* v3: their public identities, to check the approvals they sign */
+    "ALTER TABLE own_devices ADD COLUMN suite INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE own_devices ADD COLUMN identity BLOB;",
 };
 
 msv_err msv_client_db_open(const char *path, struct msv_client_db **out)
@@ -602,12 +605,13 @@ void msv_groups_free(struct msv_group_rec *g, size_t count)
 /* ---- own devices ----------------------------------------------------------------------- */
 
 msv_err msv_client_db_own_device_put(struct msv_client_db *db, uint64_t device_id,
-                                     const uint8_t identity_hash[32], int alarmed)
+                                     const uint8_t identity_hash[32], uint32_t suite,
+                                     const uint8_t *identity, size_t identity_len, int alarmed)
 {
     sqlite3_stmt *st = NULL;
     msv_err err = msv_sql_prepare(db->db,
                                   "INSERT OR IGNORE INTO own_devices (device_id, identity_hash, "
-                                  "alarmed) VALUES (?, ?, ?);",
+                                  "alarmed, suite, identity) VALUES (?, ?, ?, ?, ?);",
                                   &st);
 
     if (err != MSV_OK)
@@ -615,7 +619,35 @@ msv_err msv_client_db_own_device_put(struct msv_client_db *db, uint64_t device_i
     sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
     sqlite3_bind_blob(st, 2, identity_hash, 32, SQLITE_TRANSIENT);
     sqlite3_bind_int(st, 3, alarmed ? 1 : 0);
+    sqlite3_bind_int(st, 4, (int)suite);
+    if (identity != NULL)
+        sqlite3_bind_blob(st, 5, identity, (int)identity_len, SQLITE_TRANSIENT);
     return msv_sql_run(st);
+}
+
+msv_err msv_client_db_own_device_identity(struct msv_client_db *db, uint64_t device_id,
+                                          uint32_t *suite, uint8_t **identity, size_t *len)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db,
+                                  "SELECT suite, identity FROM own_devices WHERE device_id = ? "
+                                  "AND alarmed = 0 AND identity IS NOT NULL LIMIT 1;",
+                                  &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *suite = (uint32_t)sqlite3_column_int(st, 0);
+        *identity = msv_sql_blob(st, 1, len);
+        err = *identity != NULL ? MSV_OK : MSV_ERR_NOMEM;
+    } else {
+        err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
+    }
+    sqlite3_finalize(st);
+    return err;
 }
 
 msv_err msv_client_db_own_device_get(struct msv_client_db *db, uint64_t device_id,

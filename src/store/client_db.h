@@ -118,12 +118,19 @@ void msv_group_clear(struct msv_group_rec *g);
 void msv_groups_free(struct msv_group_rec *g, size_t count);
 
 /*
- * Devices of this account this device was told of (itself, the account's
- * device notices, the devices there were when it started to watch the log),
- * by id and identity hash; alarmed: seen in the log without being told of.
+ * Devices of this account this device was told of (itself, the devices
+ * there were when it started to watch the log, devices it approved or whose
+ * approval by one of these it checked), by id and identity hash, with the
+ * public identity (may be NULL); alarmed: seen in the log without that.
  */
 MSV_MUST_CHECK msv_err msv_client_db_own_device_put(struct msv_client_db *db, uint64_t device_id,
-                                                    const uint8_t identity_hash[32], int alarmed);
+                                                    const uint8_t identity_hash[32], uint32_t suite,
+                                                    const uint8_t *identity, size_t identity_len,
+                                                    int alarmed);
+/* The public identity of a device recorded as this account's (not alarmed); *identity freed. */
+MSV_MUST_CHECK msv_err msv_client_db_own_device_identity(struct msv_client_db *db,
+                                                         uint64_t device_id, uint32_t *suite,
+                                                         uint8_t **identity, size_t *len);
 /* MSV_OK (with *alarmed) if the device is recorded, MSV_ERR_NOT_FOUND if not. */
 MSV_MUST_CHECK msv_err msv_client_db_own_device_get(struct msv_client_db *db, uint64_t device_id,
                                                     const uint8_t identity_hash[32], int *alarmed);
