@@ -34,6 +34,13 @@ expect 2 "port out of range" -- "$D" --config bad2.ini --check-config
 printf '[srever]\nlisten_port = 1\n' > bad3.ini
 expect 2 "unknown section" -- "$D" --config bad3.ini --check-config
 grep -q 'unknown option \[srever\] listen_port' err.txt && ok || bad "unknown option message"
+# a line the INI parser would cut short is refused, not taken in part
+printf '[server]\ndata_dir = /srv/%s\n' "$(printf 'x%.0s' $(seq 250))" > bad5.ini
+expect 2 "a line too long" -- "$D" --config bad5.ini --check-config
+grep -q 'bad5.ini:2: line longer than 198 bytes' err.txt && ok || bad "long line message: $(cat err.txt)"
+printf '[server]\ndata_dir=%s\n' "$(printf 'x%.0s' $(seq 188))" > bad6.ini
+expect 2 "a value that would not print back on one line" -- "$D" --config bad6.ini --check-config
+grep -q 'data_dir: value too long' err.txt && ok || bad "value too long: $(cat err.txt)"
 printf 'this is not ini\n' > bad4.ini
 expect 2 "syntax" -- "$D" --config bad4.ini --check-config
 expect 2 "missing file" -- "$D" --config nope.ini --check-config

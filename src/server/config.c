@@ -94,6 +94,34 @@ static int parse_number(const char *v, double *out)
     return errno == 0 && end != v && *end == '\0';
 }
 
+/*
+ * The longest line the INI parser reads whole (its buffer less the newline
+ * and NUL); it silently drops the rest of a longer one, so longer lines are
+ * refused before it sees them.
+ */
+#define LINE_MAX_LEN (INI_MAX_LINE - 2)
+
+/* The number of the first line of path longer than LINE_MAX_LEN bytes; 0 if none or unreadable. */
+static int long_line(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    size_t len = 0;
+    int line = 1, ch, found = 0;
+
+    if (f == NULL)
+        return 0;
+    while (!found && (ch = getc(f)) != EOF) {
+        if (ch == '\n') {
+            line++;
+            len = 0;
+        } else if (++len > LINE_MAX_LEN) {
+            found = line;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
 /* Sets one option from text; returns 0 or writes why to err. */
 static int set_option(struct msv_config *c, const struct option_def *o, const char *v, char *err,
                       size_t err_len)
@@ -103,7 +131,8 @@ static int set_option(struct msv_config *c, const struct option_def *o, const ch
 
     switch (o->type) {
     case OPT_STR:
-        if (strlen(v) >= o->size) {
+        /* and printed as "key = value" it must fit the parser's line */
+        if (strlen(v) >= o->size || strlen(o->key) + 3 + strlen(v) > LINE_MAX_LEN) {
             snprintf(err, err_len, "value too long");
             return -1;
         }
@@ -232,7 +261,13 @@ msv_err msv_config_load(struct msv_config *c, const char *path, char *err, size_
 
     err[0] = '\0';
     if (path != NULL) {
-        int rc = ini_parse(path, on_entry, &p);
+        int rc = long_line(path);
+
+        if (rc > 0) {
+            snprintf(err, err_len, "%s:%d: line longer than %d bytes", path, rc, LINE_MAX_LEN);
+            return MSV_ERR_PARSE;
+        }
+        rc = ini_parse(path, on_entry, &p);
 
         if (rc < 0) {
             snprintf(err, err_len, "%s: cannot read: %s", path, strerror(errno));
