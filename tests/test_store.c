@@ -274,6 +274,23 @@ static void test_transparency_log(void **state)
     snprintf(want, sizeof(want), "%llu,%llu", (unsigned long long)pending, (unsigned long long)a2);
     assert_string_equal(got, want);
     free(latest.leaf);
+    /* a leaf holds at most 64 devices: the 65th is refused whole, no device and no leaf */
+    {
+        uint64_t c = make_account(f, "c@x"), extra = 0;
+        struct msv_device_list list = {0};
+
+        for (int i = 0; i < MSV_KT_DEVICES_MAX; i++)
+            (void)make_device(f, c);
+        assert_int_equal(OPS(f)->device_add(IMPL(f), c, 3, (const uint8_t *)"identity", 8, NULL, 0,
+                                            1, 4000, &extra),
+                         MSV_ERR_TOO_BIG);
+        assert_int_equal(OPS(f)->devices_of_account(IMPL(f), c, &list), MSV_OK);
+        assert_int_equal(list.count, MSV_KT_DEVICES_MAX);
+        msv_device_list_clear(&list);
+        assert_int_equal(OPS(f)->kt_read(IMPL(f), 0, 1000, &recs, &n), MSV_OK);
+        assert_int_equal(n, 2 + MSV_KT_DEVICES_MAX); /* the two logged on opening, and c's */
+        msv_kt_recs_free(recs, n);
+    }
 }
 
 static void test_device_approval(void **state)

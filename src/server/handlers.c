@@ -517,10 +517,14 @@ static void handle_approve_device(struct msv_conn_state *c, const msv_frame *f)
         err = STORE(s)->device_approve(IMPL(s), c->account_id, target);
     if (err != MSV_OK) {
         msv_device_rec_clear(&dev);
-        msv_conn_send_error(c, f->request_id, err == MSV_ERR_NOT_FOUND ? E_NOT_FOUND : E_IO,
-                            err == MSV_ERR_NOT_FOUND
-                                ? "no device of this account waits for approval"
-                                : "storage failed");
+        if (err == MSV_ERR_TOO_BIG) /* the log's leaf holds at most MSV_KT_DEVICES_MAX */
+            msv_conn_send_error(c, f->request_id, E_TOO_BIG,
+                                "an account has at most 64 devices; remove one first");
+        else
+            msv_conn_send_error(c, f->request_id, err == MSV_ERR_NOT_FOUND ? E_NOT_FOUND : E_IO,
+                                err == MSV_ERR_NOT_FOUND
+                                    ? "no device of this account waits for approval"
+                                    : "storage failed");
         return;
     }
     dev.approved = 1;
