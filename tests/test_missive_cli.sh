@@ -255,6 +255,7 @@ key_line=$(grep -v -- '-----' srv/server.key | head -1)
 [ -n "$key_line" ] && ! grep -qF "$key_line" srv.log && ok || bad "TLS key in the log"
 grep -qF "anyone?" srv.log && bad "message text in the log" || ok
 [ "$(stat -c %a srv/server.key)" = 600 ] && ok || bad "server key file private"
+[ "$(stat -c %a srv/log.key)" = 600 ] && [ "$(stat -c %s srv/log.key)" = 64 ] && ok || bad "log key file private"
 for db in dev-*/*/state.db; do
     [ "$(stat -c %a "$db" 2>/dev/null)" = 600 ] && ok || bad "$db is not private"
 done
@@ -290,5 +291,11 @@ PY
 )
 echo "$leaks" | grep -q '^checked [1-9]' && ok || bad "no unsealed keys to check: $leaks"
 echo "$leaks" | grep -v '^checked' | grep -q . && bad "secret keys printed: $leaks" || ok
+/usr/bin/python3 - "$TRANSCRIPT" srv/log.key <<'PY' && ok || bad "the log key is in the output or the log"
+import sys
+text, key = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
+sys.exit(any(key[i:i + 16] in text or key[i:i + 16].hex().encode() in text.lower()
+             for i in range(len(key) - 15)))
+PY
 
 finish
