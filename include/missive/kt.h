@@ -32,7 +32,8 @@ void msv_kt_leaf_hash(const uint8_t *leaf, size_t len, uint8_t out[MSV_KT_HASH_L
 /*
  * The log's tree: leaf hashes and every complete subtree above them, so the
  * root and the proofs of any earlier size cost O(log^2 n) hashes. Not
- * thread-safe; the caller locks.
+ * thread-safe, reading included (it caches the subtrees that end at the
+ * current size); the caller locks.
  */
 struct msv_merkle;
 MSV_MUST_CHECK msv_err msv_merkle_new(struct msv_merkle **out);

@@ -20,8 +20,17 @@ struct level {
     uint64_t n, cap;
 };
 
+/* The subtrees that end at the tree's current size, by start: every proof against the newest
+ * head needs some of them, and only LEVELS of them exist for one size. */
+struct memo {
+    uint64_t lo;
+    uint8_t h[MSV_KT_HASH_LEN];
+};
+
 struct msv_merkle {
     struct level levels[LEVELS];
+    struct memo memo[LEVELS];
+    size_t n_memo; /* entries valid for the current size; append empties it */
 };
 
 typedef uint8_t hash_t[MSV_KT_HASH_LEN];
@@ -98,6 +107,7 @@ msv_err msv_merkle_append(struct msv_merkle *t, const uint8_t leaf_hash[MSV_KT_H
     hash_t h;
     msv_err err = level_push(&t->levels[0], leaf_hash);
 
+    t->n_memo = 0;
     /* each level that now ends in a complete pair gets their parent */
     for (int k = 0; err == MSV_OK && k + 1 < LEVELS && t->levels[k].n % 2 == 0; k++) {
         const struct level *l = &t->levels[k];
@@ -118,9 +128,11 @@ static uint64_t split(uint64_t n)
     return k;
 }
 
-/* MTH(D[lo:hi]) for 0 <= lo < hi <= size. */
+/* MTH(D[lo:hi]) for 0 <= lo < hi <= size. The tree is const to callers; the memo is a cache. */
 static void subtree(const struct msv_merkle *t, uint64_t lo, uint64_t hi, hash_t out)
 {
+    struct msv_merkle *cache = (struct msv_merkle *)t;
+    int at_end = hi == msv_merkle_size(t);
     uint64_t n = hi - lo, k;
     hash_t l, r;
 
@@ -130,10 +142,20 @@ static void subtree(const struct msv_merkle *t, uint64_t lo, uint64_t hi, hash_t
         memcpy(out, t->levels[level].h[lo >> level], MSV_KT_HASH_LEN);
         return;
     }
+    for (size_t i = 0; at_end && i < t->n_memo; i++) {
+        if (t->memo[i].lo == lo) {
+            memcpy(out, t->memo[i].h, MSV_KT_HASH_LEN);
+            return;
+        }
+    }
     k = split(n);
     subtree(t, lo, lo + k, l);
     subtree(t, lo + k, hi, r);
     node_hash(l, r, out);
+    if (at_end && cache->n_memo < LEVELS) {
+        cache->memo[cache->n_memo].lo = lo;
+        memcpy(cache->memo[cache->n_memo++].h, out, MSV_KT_HASH_LEN);
+    }
 }
 
 msv_err msv_merkle_root(const struct msv_merkle *t, uint64_t size, uint8_t out[MSV_KT_HASH_LEN])

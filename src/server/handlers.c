@@ -412,6 +412,7 @@ void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const c
                               ProtobufCBinaryData approval)
 {
     msv_dircache_drop(&s->dir, handle); /* sends address the new set from now on */
+    msv_kt_log_grown(&s->kt);           /* and lookups answer from the log's new leaf */
     Msv__Wire__DeviceChange dc = MSV__WIRE__DEVICE_CHANGE__INIT;
     Msv__Wire__DeviceInfo info = MSV__WIRE__DEVICE_INFO__INIT;
     struct msv_device_list list = {0};

@@ -108,9 +108,20 @@ static msv_err sync_locked(struct msv_kt_log *log, struct msv_store *store)
     }
 }
 
+void msv_kt_log_grown(struct msv_kt_log *log)
+{
+    atomic_store(&log->grown, 1);
+}
+
 static msv_err head_locked(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms)
 {
-    msv_err err = sync_locked(log, store);
+    msv_err err = MSV_OK;
+
+    /* taken before reading, so a change committed meanwhile is read next time */
+    if (atomic_exchange(&log->grown, 0))
+        err = sync_locked(log, store);
+    if (err != MSV_OK)
+        atomic_store(&log->grown, 1);
 
     if (err != MSV_OK)
         return err;
@@ -350,6 +361,11 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
     if (err != MSV_OK)
         return err;
     pthread_mutex_lock(&log->lock);
+    /* a leaf committed before the change was announced (msv_kt_log_grown) is read now */
+    for (size_t i = 0; i < n; i++) {
+        if (recs[i].leaf != NULL && recs[i].index >= msv_merkle_size(log->tree))
+            atomic_store(&log->grown, 1);
+    }
     err = head_locked(log, store, now_ms);
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         msv__wire__handle_devices__init(&hds[i]);

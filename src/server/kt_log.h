@@ -8,6 +8,7 @@
 #define MSV_SERVER_KT_LOG_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "missive/kt.h"
 #include "store/store.h"
@@ -22,7 +23,11 @@ struct msv_kt_log {
     uint8_t public_key[MSV_KT_KEY_LEN];
     uint8_t *secret_key;     /* 64 bytes, guarded memory */
     struct msv_kt_head head; /* the newest signed head; size 0 before the first */
+    atomic_int grown;        /* the store's log may have leaves the tree has not */
 };
+
+/* The store's log grew (a device change committed): the next head reads the new leaves. */
+void msv_kt_log_grown(struct msv_kt_log *log);
 
 /*
  * Loads the log key from DATA_DIR/log.key (made, mode 0600, if missing;
