@@ -33,6 +33,9 @@ void msv_wipe(void *p, size_t len);
 /* Wipes len bytes at p and frees p. p may be NULL. */
 void msv_secret_free(void *p, size_t len);
 
+/* The wall clock: milliseconds since the Unix epoch. */
+int64_t msv_wall_ms(void);
+
 /* Constant-time comparison of two len-byte buffers; returns 1 if equal. */
 int msv_equal_ct(const void *a, const void *b, size_t len);
 

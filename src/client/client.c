@@ -24,14 +24,6 @@
 #define SALT_LEN crypto_pwhash_SALTBYTES
 #define NONCE_LEN crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- keys at rest --------------------------------------------------------------------- */
 
 /* "MSVS" || salt || u32be opslimit || u32be memlimit KiB || nonce || XChaCha20-Poly1305(export) */
@@ -433,7 +425,7 @@ static msv_err remember(struct msv_client *c, const Msv__Wire__HandleDevices *hd
         devs[i].identity = hd->devices[i]->identity.data;
         devs[i].identity_len = hd->devices[i]->identity.len;
     }
-    err = msv_client_db_known_replace(c->db, handle, devs, hd->n_devices, now_ms(), &changed);
+    err = msv_client_db_known_replace(c->db, handle, devs, hd->n_devices, msv_wall_ms(), &changed);
     free(devs);
     if (err == MSV_OK && changed && c->on_key_change != NULL)
         c->on_key_change(c->ctx, handle);
@@ -1008,7 +1000,7 @@ static msv_err send_payload(struct msv_client *c, const char *const *targets_in,
         return err;
     msv_random_bytes(p->message_id, MSV_ID_LEN);
     memcpy(message_id, p->message_id, MSV_ID_LEN);
-    p->sent_at_ms = (uint64_t)now_ms();
+    p->sent_at_ms = (uint64_t)msv_wall_ms();
     {
         struct msv_kt_head head;
 
@@ -1040,7 +1032,7 @@ static msv_err send_payload(struct msv_client *c, const char *const *targets_in,
     /* shown as queued until the relay accepts it, and kept in the outbox until then; control
      * messages (receipts, typing, edits) are not history */
     err = msv_client_db_outbox_put(c->db, conversation != NULL ? &rec : NULL, p->message_id,
-                                   conversation ? conversation : "", pt, pt_len, now_ms());
+                                   conversation ? conversation : "", pt, pt_len, msv_wall_ms());
     if (err == MSV_OK)
         err = deliver_payload(c, p->message_id, targets, t, pt, pt_len);
     if (err == MSV_OK)
@@ -1150,7 +1142,7 @@ msv_err msv_client_group_create(struct msv_client *c, const char *name, const ch
     msv_random_bytes(group_id, 16);
     err = join_members(all, k, &list);
     if (err == MSV_OK)
-        err = msv_client_db_group_put(c->db, group_id, name, list, now_ms());
+        err = msv_client_db_group_put(c->db, group_id, name, list, msv_wall_ms());
     free(list);
     return err == MSV_OK ? announce_group(c, group_id, name, NULL, 0, all, k) : err;
 }
@@ -1189,7 +1181,7 @@ msv_err msv_client_group_change(struct msv_client *c, const char *name, const ch
         err = join_members(now, n_now, &list);
     if (err == MSV_OK)
         err = msv_client_db_group_put(c->db, g.group_id, new_name ? new_name : g.name, list,
-                                      now_ms());
+                                      msv_wall_ms());
     if (err == MSV_OK)
         err = announce_group(c, g.group_id, new_name ? new_name : g.name, old, n_old, now, n_now);
     free(list);
@@ -1578,7 +1570,7 @@ static msv_err learn_group(struct msv_client *c, const char *sender, const struc
     if (err == MSV_OK)
         err = msv_client_db_group_put(c->db, p->group_id,
                                       p->group_name ? p->group_name : (g.name ? g.name : "group"),
-                                      members, now_ms());
+                                      members, msv_wall_ms());
     if (err == MSV_OK && p->kind == MSV_KIND_GROUP_CHANGE) {
         struct msv_buf b;
         uint8_t *out = NULL;
@@ -1676,7 +1668,7 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     rec.kind = (int)p->kind;
     rec.text = text;
     rec.sent_at_ms = (int64_t)p->sent_at_ms;
-    rec.stored_at_ms = now_ms();
+    rec.stored_at_ms = msv_wall_ms();
     /* stored before it is acknowledged; the message id makes a redelivery a no-op */
     err = msv_client_db_message_put(c->db, &rec);
     if (err == MSV_OK && on_message != NULL) {

@@ -5,12 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <sodium.h>
 
 #include "client/requests.h"
 #include "client/transparency.h"
+#include "missive/util.h"
 
 static void put_u64(uint8_t *p, uint64_t v)
 {
@@ -75,14 +75,6 @@ uint64_t msv_kt_known_size(struct msv_client_db *db)
 static msv_err refuse(char *why, size_t len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static msv_err refuse(char *why, size_t len, const char *fmt, ...)
 {
     va_list ap;
@@ -144,11 +136,11 @@ static msv_err check_head(struct msv_client_db *db, const struct log_answer *r,
     if (err == MSV_OK && msv_kt_head_verify(head, r->log_key.data) != MSV_OK)
         err = refuse(why, len, "the transparency log head is not signed by the log key");
     /* the server signs a head at least every minute it is asked: an old one is a frozen view */
-    if (err == MSV_OK && head->time_ms < wall_ms() - MSV_KT_HEAD_MAX_AGE_MS)
+    if (err == MSV_OK && head->time_ms < msv_wall_ms() - MSV_KT_HEAD_MAX_AGE_MS)
         err = refuse(why, len,
                      "the directory's transparency log head is %lld hours old: it may be "
                      "showing this device a frozen view of the log",
-                     (long long)((wall_ms() - head->time_ms) / 3600000));
+                     (long long)((msv_wall_ms() - head->time_ms) / 3600000));
     return err;
 }
 

@@ -29,8 +29,6 @@
 
 int64_t msv_server_now_ms(struct msv_server *s)
 {
-    struct timespec ts;
-
     if (s->cfg.clock_file[0] != '\0') {
         /* tests move time forward by writing this file */
         FILE *f = fopen(s->cfg.clock_file, "r");
@@ -44,8 +42,7 @@ int64_t msv_server_now_ms(struct msv_server *s)
                 return ms;
         }
     }
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return msv_wall_ms();
 }
 
 /* ---- output --------------------------------------------------------------------------- */

@@ -4,7 +4,6 @@
  * callers. The SQL is kept to what PostgreSQL also speaks.
  */
 #include <pthread.h>
-#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -343,14 +342,6 @@ static msv_err device_remove_locked(struct sqlite_store *s, uint64_t account_id,
 }
 
 /* ---- transparency log ------------------------------------------------------------------ */
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Appends the account's approved devices, as they are now, to the log (inside a transaction). */
 static msv_err kt_append_locked(struct sqlite_store *s, uint64_t account_id, int64_t now_ms)
@@ -934,14 +925,14 @@ static msv_err device_approve_logged(void *impl, uint64_t account_id, uint64_t d
 {
     msv_err err = device_approve(impl, account_id, device_id);
 
-    return err == MSV_OK ? kt_append_locked(impl, account_id, wall_ms()) : err;
+    return err == MSV_OK ? kt_append_locked(impl, account_id, msv_wall_ms()) : err;
 }
 
 static msv_err device_remove_logged(void *impl, uint64_t account_id, uint64_t device_id)
 {
     msv_err err = device_remove_locked(impl, account_id, device_id);
 
-    return err == MSV_OK ? kt_append_locked(impl, account_id, wall_ms()) : err;
+    return err == MSV_OK ? kt_append_locked(impl, account_id, msv_wall_ms()) : err;
 }
 
 static msv_err l_kt_read(void *impl, uint64_t start, size_t max, struct msv_kt_rec **out,
@@ -1102,7 +1093,7 @@ static msv_err backfill_log(struct sqlite_store *s)
         release(s, st);
         err = n > 0 ? begin(s) : MSV_OK;
         for (size_t i = 0; err == MSV_OK && i < n; i++)
-            err = kt_append_locked(s, ids[i], wall_ms());
+            err = kt_append_locked(s, ids[i], msv_wall_ms());
         if (n > 0)
             err = finish(s, err);
     } while (err == MSV_OK && n == 64);

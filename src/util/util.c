@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 #include <sodium.h>
@@ -76,6 +77,14 @@ const char *msv_strerror(msv_err err)
     default:
         return "unknown error";
     }
+}
+
+int64_t msv_wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void msv_random_bytes(void *out, size_t n)
