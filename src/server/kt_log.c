@@ -185,24 +185,29 @@ struct msv_kt_answer {
     size_t n, cap;
 };
 
-/* Zeroed memory that lives as long as the answer. */
-static void *keep(struct msv_kt_answer *a, size_t size)
+/* Hands p (from malloc) to the answer, which frees it; on failure frees it now, NULL. */
+static void *adopt(struct msv_kt_answer *a, void *p)
 {
-    void *p;
-
-    if (a->n == a->cap) {
+    if (p != NULL && a->n == a->cap) {
         size_t cap = a->cap ? a->cap * 2 : 16;
         void **np = realloc(a->p, cap * sizeof(*np));
 
-        if (np == NULL)
+        if (np == NULL) {
+            free(p);
             return NULL;
+        }
         a->p = np;
         a->cap = cap;
     }
-    p = calloc(1, size ? size : 1);
     if (p != NULL)
         a->p[a->n++] = p;
     return p;
+}
+
+/* Zeroed memory that lives as long as the answer. */
+static void *keep(struct msv_kt_answer *a, size_t size)
+{
+    return adopt(a, calloc(1, size ? size : 1));
 }
 
 void msv_kt_answer_free(struct msv_kt_answer *a)
@@ -296,16 +301,9 @@ static msv_err latest_leaves(struct msv_store *store, struct msv_kt_answer *a,
         err = store->ops->kt_latest(store->impl, handles[i], &recs[i]);
         if (err == MSV_ERR_NOT_FOUND) {
             err = MSV_OK;
-        } else if (err == MSV_OK) {
-            /* hand the leaf to the answer */
-            void *leaf = keep(a, recs[i].leaf_len);
-
-            if (leaf == NULL)
-                err = MSV_ERR_NOMEM;
-            else
-                memcpy(leaf, recs[i].leaf, recs[i].leaf_len);
-            free(recs[i].leaf);
-            recs[i].leaf = leaf;
+        } else if (err == MSV_OK && adopt(a, recs[i].leaf) == NULL) {
+            recs[i].leaf = NULL; /* freed by adopt */
+            err = MSV_ERR_NOMEM;
         }
     }
     *out = recs;
@@ -407,14 +405,14 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
         err = store->ops->kt_read(store->impl, q->start, count, &recs, &n);
     }
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
-        void *leaf = keep(a, recs[i].leaf_len);
+        /* the leaf goes to the answer, which frees it */
+        uint8_t *leaf = adopt(a, recs[i].leaf);
 
+        recs[i].leaf = NULL;
         if (leaf == NULL) {
             err = MSV_ERR_NOMEM;
             break;
         }
-        memcpy(leaf, recs[i].leaf, recs[i].leaf_len);
-        free(recs[i].leaf);
         recs[i].leaf = leaf;
         err = log_proof(log, a, &recs[i], &entries[i]);
         recs[i].leaf = NULL;
