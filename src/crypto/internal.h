@@ -214,4 +214,25 @@ MSV_MUST_CHECK msv_err msv_seal_rng(const struct msv_identity *sender,
                                     size_t pt_len, const struct msv_rng *rng, uint8_t **out,
                                     size_t *out_len);
 
+/* ---- sessions (ratchet.c): the public functions with a chosen random source ---- */
+
+struct msv_prekey;
+struct msv_prekey_bundle;
+struct msv_session;
+MSV_MUST_CHECK msv_err msv_prekey_generate_rng(const struct msv_identity *id, uint32_t key_id,
+                                               const struct msv_rng *rng, struct msv_prekey *out,
+                                               uint8_t sig[64]);
+MSV_MUST_CHECK msv_err msv_session_initiate_rng(const struct msv_identity *me,
+                                                const struct msv_public_identity *peer,
+                                                const struct msv_prekey_bundle *b,
+                                                const struct msv_rng *rng,
+                                                struct msv_session **out);
+MSV_MUST_CHECK msv_err msv_session_decrypt_rng(struct msv_session *s, const uint8_t *wire,
+                                               size_t len, const struct msv_rng *rng, uint8_t **pt,
+                                               size_t *pt_len);
+MSV_MUST_CHECK msv_err msv_session_respond_rng(
+    const struct msv_identity *me, const struct msv_public_identity *peer,
+    const struct msv_prekey *spk, const struct msv_prekey *opk, const uint8_t *wire, size_t len,
+    const struct msv_rng *rng, struct msv_session **out, uint8_t **pt, size_t *pt_len);
+
 #endif
