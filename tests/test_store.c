@@ -176,7 +176,7 @@ static void test_migration_to_v3(void **state)
                      "created_ms, approved FROM devices;"
                      "DROP TABLE devices; ALTER TABLE d2 RENAME TO devices;"
                      "DELETE FROM sqlite_sequence WHERE name = 'devices';"
-                     "DROP TABLE kt_log;"
+                     "DROP TABLE kt_log; DROP TABLE signed_prekeys; DROP TABLE one_time_prekeys;"
                      "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
@@ -437,6 +437,76 @@ static void test_device_removal_drops_queue(void **state)
     assert_int_equal(depth, 0);
 }
 
+/* Prekeys: uploads add and replace, claims hand each one-time prekey out once, a full
+ * device refuses more and keeps what it had, removal drops them; delivery tokens. */
+static void test_prekeys_and_tokens(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "p"), d = make_device(f, a), b = make_account(f, "other");
+    struct msv_one_time_prekey otk[3] = {{.id = 7}, {.id = 5}, {.id = 9}};
+    struct msv_prekey_upload up = {
+        .has_signed = 1, .signed_id = 1, .one_time = otk, .n_one_time = 3};
+    struct msv_prekey_claimed c;
+    uint32_t left = 0;
+    int has_signed = 0;
+    uint8_t hash[32], other[32];
+
+    for (size_t i = 0; i < 3; i++)
+        memset(otk[i].key, (int)otk[i].id, 32);
+    memset(up.signed_key, 0x51, 32);
+    memset(up.signed_sig, 0x52, 64);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_OK);
+    assert_int_equal(left, 3);
+    assert_true(has_signed);
+    /* the same ids again add nothing; two new ones would make 5 > 4: refused, nothing kept */
+    assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_OK);
+    assert_int_equal(left, 3);
+    otk[0].id = 100;
+    otk[1].id = 101;
+    up.signed_id = 2;
+    assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_ERR_TOO_BIG);
+    /* claims: the signed prekey is the old one still, one-time prekeys lowest id first */
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_OK);
+    assert_int_equal(c.signed_id, 1);
+    assert_int_equal(c.signed_key[0], 0x51);
+    assert_int_equal(c.signed_sig[63], 0x52);
+    assert_int_equal(c.one_time_id, 5);
+    assert_int_equal(c.one_time_key[31], 5);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_OK);
+    assert_int_equal(c.one_time_id, 7);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_OK);
+    assert_int_equal(c.one_time_id, 9);
+    /* none left: the signed prekey alone */
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_OK);
+    assert_int_equal(c.one_time_id, 0);
+    /* a new signed prekey replaces the old */
+    up.n_one_time = 1;
+    memset(up.signed_key, 0x61, 32);
+    assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_OK);
+    assert_int_equal(left, 1);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_OK);
+    assert_int_equal(c.signed_id, 2);
+    assert_int_equal(c.signed_key[0], 0x61);
+    assert_int_equal(c.one_time_id, 100);
+
+    /* delivery tokens: only the account's own approved devices' tokens pass */
+    memset(hash, 0xA1, 32);
+    memset(other, 0xA2, 32);
+    assert_int_equal(OPS(f)->delivery_token_check(IMPL(f), a, hash), MSV_ERR_AUTH);
+    assert_int_equal(OPS(f)->delivery_token_set(IMPL(f), d, hash), MSV_OK);
+    assert_int_equal(OPS(f)->delivery_token_check(IMPL(f), a, hash), MSV_OK);
+    assert_int_equal(OPS(f)->delivery_token_check(IMPL(f), a, other), MSV_ERR_AUTH);
+    assert_int_equal(OPS(f)->delivery_token_check(IMPL(f), b, hash), MSV_ERR_AUTH);
+    assert_int_equal(OPS(f)->delivery_token_set(IMPL(f), 999999, hash), MSV_ERR_NOT_FOUND);
+
+    /* removal drops the prekeys and the token */
+    assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_OK);
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), a, d), MSV_OK);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->delivery_token_check(IMPL(f), a, hash), MSV_ERR_AUTH);
+}
+
 static void test_blobs(void **state)
 {
     struct fixture *f = *state;
@@ -510,6 +580,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_removal_drops_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_and_schema, setup, teardown),
     };

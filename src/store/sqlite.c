@@ -150,6 +150,18 @@ static const char *const migrations[] = {
     "  handle TEXT NOT NULL,"
     "  leaf BLOB NOT NULL);"
     "CREATE INDEX kt_log_by_handle ON kt_log(handle, idx);",
+    /* v5: prekeys for sessions, and delivery tokens (their SHA-256) for sealed sends */
+    "CREATE TABLE signed_prekeys ("
+    "  device_id INTEGER PRIMARY KEY,"
+    "  key_id INTEGER NOT NULL,"
+    "  pk BLOB NOT NULL,"
+    "  sig BLOB NOT NULL);"
+    "CREATE TABLE one_time_prekeys ("
+    "  device_id INTEGER NOT NULL,"
+    "  key_id INTEGER NOT NULL,"
+    "  pk BLOB NOT NULL,"
+    "  PRIMARY KEY (device_id, key_id));"
+    "ALTER TABLE devices ADD COLUMN delivery_token BLOB;",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -322,6 +334,12 @@ static msv_err device_approve(void *impl, uint64_t account_id, uint64_t device_i
 
 static msv_err device_remove_locked(struct sqlite_store *s, uint64_t account_id, uint64_t device_id)
 {
+    /* what was the device's goes with it: its queue and its prekeys */
+    static const char *const drops[] = {
+        "DELETE FROM queue WHERE device_id = ?;",
+        "DELETE FROM signed_prekeys WHERE device_id = ?;",
+        "DELETE FROM one_time_prekeys WHERE device_id = ?;",
+    };
     sqlite3_stmt *st = NULL;
     msv_err err = prepare(s, "DELETE FROM devices WHERE id = ? AND account_id = ?;", &st);
 
@@ -334,11 +352,155 @@ static msv_err device_remove_locked(struct sqlite_store *s, uint64_t account_id,
         return err;
     if (sqlite3_changes(s->db) == 0)
         return MSV_ERR_NOT_FOUND;
-    err = prepare(s, "DELETE FROM queue WHERE device_id = ?;", &st);
+    for (size_t i = 0; err == MSV_OK && i < sizeof(drops) / sizeof(drops[0]); i++) {
+        err = prepare(s, drops[i], &st);
+        if (err != MSV_OK)
+            return err;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+        err = run(s, st);
+    }
+    return err;
+}
+
+/* ---- prekeys and delivery tokens ---------------------------------------------------------- */
+
+static msv_err prekey_state(struct sqlite_store *s, uint64_t device_id, uint32_t *left,
+                            int *has_signed)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s,
+                          "SELECT (SELECT COUNT(*) FROM one_time_prekeys WHERE device_id = ?1),"
+                          " EXISTS (SELECT 1 FROM signed_prekeys WHERE device_id = ?1);",
+                          &st);
+
     if (err != MSV_OK)
         return err;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
-    return run(s, st);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *left = (uint32_t)sqlite3_column_int64(st, 0);
+        *has_signed = sqlite3_column_int(st, 1);
+    } else {
+        err = msv_sql_err(sqlite3_errcode(s->db));
+    }
+    release(s, st);
+    return err;
+}
+
+static msv_err prekeys_put_locked(struct sqlite_store *s, uint64_t device_id,
+                                  const struct msv_prekey_upload *u, size_t max_one_time,
+                                  uint32_t *left, int *has_signed)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = MSV_OK;
+
+    if (u->has_signed) {
+        err = prepare(s,
+                      "INSERT OR REPLACE INTO signed_prekeys (device_id, key_id, pk, sig) "
+                      "VALUES (?, ?, ?, ?);",
+                      &st);
+        if (err != MSV_OK)
+            return err;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+        sqlite3_bind_int64(st, 2, u->signed_id);
+        sqlite3_bind_blob(st, 3, u->signed_key, 32, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 4, u->signed_sig, 64, SQLITE_STATIC);
+        err = run(s, st);
+    }
+    for (size_t i = 0; err == MSV_OK && i < u->n_one_time; i++) {
+        err = prepare(s,
+                      "INSERT OR IGNORE INTO one_time_prekeys (device_id, key_id, pk) "
+                      "VALUES (?, ?, ?);",
+                      &st);
+        if (err != MSV_OK)
+            return err;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+        sqlite3_bind_int64(st, 2, u->one_time[i].id);
+        sqlite3_bind_blob(st, 3, u->one_time[i].key, 32, SQLITE_STATIC);
+        err = run(s, st);
+    }
+    if (err == MSV_OK)
+        err = prekey_state(s, device_id, left, has_signed);
+    if (err == MSV_OK && *left > max_one_time)
+        err = MSV_ERR_TOO_BIG; /* the transaction rolls back */
+    return err;
+}
+
+static msv_err prekey_claim_locked(struct sqlite_store *s, uint64_t device_id,
+                                   struct msv_prekey_claimed *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    msv_err err =
+        prepare(s, "SELECT key_id, pk, sig FROM signed_prekeys WHERE device_id = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    memset(out, 0, sizeof(*out));
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW || sqlite3_column_bytes(st, 1) != 32 ||
+        sqlite3_column_bytes(st, 2) != 64) {
+        release(s, st);
+        return rc == SQLITE_ROW || rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
+    }
+    out->signed_id = (uint32_t)sqlite3_column_int64(st, 0);
+    memcpy(out->signed_key, sqlite3_column_blob(st, 1), 32);
+    memcpy(out->signed_sig, sqlite3_column_blob(st, 2), 64);
+    release(s, st);
+    err = prepare(s,
+                  "DELETE FROM one_time_prekeys WHERE rowid = (SELECT rowid FROM one_time_prekeys"
+                  " WHERE device_id = ? ORDER BY key_id LIMIT 1) RETURNING key_id, pk;",
+                  &st);
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 1) == 32) {
+        out->one_time_id = (uint32_t)sqlite3_column_int64(st, 0);
+        memcpy(out->one_time_key, sqlite3_column_blob(st, 1), 32);
+    }
+    /* a RETURNING statement is stepped to its end for the delete to finish */
+    while (rc == SQLITE_ROW)
+        rc = sqlite3_step(st);
+    release(s, st);
+    return rc == SQLITE_DONE ? MSV_OK : msv_sql_err(rc);
+}
+
+static msv_err delivery_token_set(void *impl, uint64_t device_id, const uint8_t hash[32])
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "UPDATE devices SET delivery_token = ? WHERE id = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, hash, 32, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)device_id);
+    err = run(s, st);
+    return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+static msv_err delivery_token_check(void *impl, uint64_t account_id, const uint8_t hash[32])
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    int found = 0, rc;
+    msv_err err = prepare(s,
+                          "SELECT delivery_token FROM devices WHERE account_id = ? AND approved = 1"
+                          " AND delivery_token IS NOT NULL;",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (sqlite3_column_bytes(st, 0) == 32 && msv_equal_ct(sqlite3_column_blob(st, 0), hash, 32))
+            found = 1;
+    }
+    release(s, st);
+    if (rc != SQLITE_DONE)
+        return msv_sql_err(rc);
+    return found ? MSV_OK : MSV_ERR_AUTH;
 }
 
 /* ---- transparency log ------------------------------------------------------------------ */
@@ -946,6 +1108,27 @@ static msv_err l_kt_latest(void *impl, const char *handle, struct msv_kt_rec *ou
     LOCKED(kt_latest(impl, handle, out));
 }
 
+static msv_err l_prekeys_put(void *impl, uint64_t device_id, const struct msv_prekey_upload *u,
+                             size_t max_one_time, uint32_t *left, int *has_signed)
+{
+    TRANSACTION(prekeys_put_locked(impl, device_id, u, max_one_time, left, has_signed));
+}
+
+static msv_err l_prekey_claim(void *impl, uint64_t device_id, struct msv_prekey_claimed *out)
+{
+    TRANSACTION(prekey_claim_locked(impl, device_id, out));
+}
+
+static msv_err l_delivery_token_set(void *impl, uint64_t device_id, const uint8_t hash[32])
+{
+    LOCKED(delivery_token_set(impl, device_id, hash));
+}
+
+static msv_err l_delivery_token_check(void *impl, uint64_t account_id, const uint8_t hash[32])
+{
+    LOCKED(delivery_token_check(impl, account_id, hash));
+}
+
 static msv_err l_device_add(void *impl, uint64_t account_id, uint32_t suite,
                             const uint8_t *identity, size_t identity_len, const uint8_t *push_token,
                             size_t push_token_len, int approved, int64_t now_ms,
@@ -1069,6 +1252,10 @@ static const struct msv_store_ops sqlite_ops = {
     .blob_expire = l_blob_expire,
     .kt_read = l_kt_read,
     .kt_latest = l_kt_latest,
+    .prekeys_put = l_prekeys_put,
+    .prekey_claim = l_prekey_claim,
+    .delivery_token_set = l_delivery_token_set,
+    .delivery_token_check = l_delivery_token_check,
 };
 
 /* Logs the device set of every account that has approved devices and no leaf yet. */

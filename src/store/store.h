@@ -86,6 +86,30 @@ struct msv_kt_rec {
 
 void msv_kt_recs_free(struct msv_kt_rec *recs, size_t n);
 
+/* A device's published prekeys, as a prekey upload brings them (borrowed pointers). */
+struct msv_one_time_prekey {
+    uint32_t id;
+    uint8_t key[32];
+};
+
+struct msv_prekey_upload {
+    int has_signed;
+    uint32_t signed_id;
+    uint8_t signed_key[32];
+    uint8_t signed_sig[64];
+    const struct msv_one_time_prekey *one_time;
+    size_t n_one_time;
+};
+
+/* What a claim hands out for one device; one_time_id 0 when none was left. */
+struct msv_prekey_claimed {
+    uint32_t signed_id;
+    uint8_t signed_key[32];
+    uint8_t signed_sig[64];
+    uint32_t one_time_id;
+    uint8_t one_time_key[32];
+};
+
 struct msv_store_ops {
     const char *name;
     void (*close)(void *impl);
@@ -162,6 +186,21 @@ struct msv_store_ops {
                        size_t *count);
     /* The newest leaf of handle's device sets; MSV_ERR_NOT_FOUND if the log has none. */
     msv_err (*kt_latest)(void *impl, const char *handle, struct msv_kt_rec *out);
+
+    /*
+     * Prekeys: the upload replaces the signed prekey (if it has one) and adds
+     * the one-time prekeys whose ids are new; MSV_ERR_TOO_BIG, changing
+     * nothing, if the device would then hold more than max_one_time.
+     * *left and *has_signed describe the device afterwards.
+     */
+    msv_err (*prekeys_put)(void *impl, uint64_t device_id, const struct msv_prekey_upload *u,
+                           size_t max_one_time, uint32_t *left, int *has_signed);
+    /* The signed prekey and one one-time prekey, which is deleted; MSV_ERR_NOT_FOUND if none. */
+    msv_err (*prekey_claim)(void *impl, uint64_t device_id, struct msv_prekey_claimed *out);
+    /* Sealed sender: the SHA-256 of a device's delivery token, and the check of one. */
+    msv_err (*delivery_token_set)(void *impl, uint64_t device_id, const uint8_t hash[32]);
+    /* MSV_OK if an approved device of account_id registered this token; MSV_ERR_AUTH otherwise. */
+    msv_err (*delivery_token_check)(void *impl, uint64_t account_id, const uint8_t hash[32]);
 };
 
 struct msv_store {
@@ -177,6 +216,6 @@ MSV_MUST_CHECK msv_err msv_store_open_sqlite(const char *path, struct msv_store 
 void msv_store_close(struct msv_store *s);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 4
+#define MSV_STORE_SCHEMA_VERSION 5
 
 #endif
