@@ -32,6 +32,7 @@ enum msv_payload_kind {
     MSV_KIND_EDIT = 5,
     MSV_KIND_UNSEND = 6,
     MSV_KIND_GROUP_CHANGE = 7,
+    MSV_KIND_SESSION_RESET = 8,
 };
 
 struct msv_attachment_ref {
@@ -48,6 +49,8 @@ struct msv_attachment_ref {
  * All strings are NUL-terminated UTF-8 without embedded NULs; NULL where
  * absent. Owned by the payload when it came from msv_payload_parse().
  */
+#define MSV_PROFILE_KEY_LEN 32
+
 struct msv_payload {
     enum msv_payload_kind kind;
     uint8_t message_id[MSV_ID_LEN];
@@ -66,6 +69,8 @@ struct msv_payload {
     size_t attachment_count;
     bool has_log_head;
     uint8_t log_head[MSV_LOG_HEAD_LEN]; /* opaque here; see client/transparency.h */
+    bool has_profile_key;
+    uint8_t profile_key[MSV_PROFILE_KEY_LEN]; /* the sender's, for sealed sends to it */
 };
 
 /*

@@ -31,6 +31,8 @@ const char *msv_payload_kind_name(enum msv_payload_kind kind)
         return "unsend";
     case MSV_KIND_GROUP_CHANGE:
         return "group-change";
+    case MSV_KIND_SESSION_RESET:
+        return "session-reset";
     default:
         return "unknown";
     }
@@ -75,6 +77,7 @@ static int kind_ok(const struct msv_payload *p)
     case MSV_KIND_RECEIPT_READ:
         return p->has_target && bare;
     case MSV_KIND_TYPING:
+    case MSV_KIND_SESSION_RESET:
         return bare;
     case MSV_KIND_GROUP_CHANGE:
         return p->has_group && p->participant_count > 0 && bare;
@@ -149,6 +152,8 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
         m.target_id = bytes_of(p->target_id, MSV_ID_LEN);
     if (p->has_log_head)
         m.log_head = bytes_of(p->log_head, MSV_LOG_HEAD_LEN);
+    if (p->has_profile_key)
+        m.profile_key = bytes_of(p->profile_key, MSV_PROFILE_KEY_LEN);
     for (size_t i = 0; i < p->attachment_count; i++) {
         const struct msv_attachment_ref *a = &p->attachments[i];
 
@@ -305,6 +310,12 @@ static msv_err copy_payload(const pb_payload *m, struct msv_payload *p)
             return MSV_ERR_PARSE;
         memcpy(p->log_head, m->log_head.data, MSV_LOG_HEAD_LEN);
         p->has_log_head = true;
+    }
+    if (err == MSV_OK && m->profile_key.len != 0) {
+        if (m->profile_key.len != MSV_PROFILE_KEY_LEN)
+            return MSV_ERR_PARSE;
+        memcpy(p->profile_key, m->profile_key.data, MSV_PROFILE_KEY_LEN);
+        p->has_profile_key = true;
     }
     if (err == MSV_OK)
         err = copy_str(m->text, 0, &p->text);
