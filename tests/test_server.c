@@ -19,8 +19,11 @@
 
 #include <cmocka.h>
 #include <openssl/sha.h>
+#include <sqlite3.h>
 
 #include "missive/kt.h"
+#include "missive/ratchet.h"
+#include "missive/sealed.h"
 #include "missive/util.h"
 #include "server_harness.h"
 
@@ -1396,6 +1399,195 @@ static void test_io_errors(void **state)
         unsetenv("ASAN_OPTIONS");
 }
 
+/* Publishes a signed prekey (id 1) and n one-time prekeys (ids 2..) for d; returns the answer. */
+static msv_err upload_prekeys(struct test_device *d, const struct msv_identity *signer, size_t n,
+                              uint32_t *left, int *has_signed, struct msv_refusal *why)
+{
+    struct msv_prekey keys[8];
+    uint8_t sig[64];
+
+    assert_true(n < 8);
+    for (size_t i = 0; i <= n; i++)
+        assert_int_equal(msv_prekey_generate(signer, (uint32_t)i + 1, &keys[i], i ? NULL : sig),
+                         MSV_OK);
+    return msv_request_prekey_upload(d->conn, &keys[0], sig, keys + 1, n, TEST_TIMEOUT_MS, left,
+                                     has_signed, why);
+}
+
+/* The sender columns of every queued row, as "device:handle;..." */
+static void queued_senders(struct test_server *s, char *out, size_t len)
+{
+    char path[128];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    size_t o = 0;
+
+    snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
+    out[0] = '\0';
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT sender_device, sender_handle FROM queue;", -1, &st, NULL),
+        SQLITE_OK);
+    while (sqlite3_step(st) == SQLITE_ROW && o < len)
+        o += (size_t)snprintf(out + o, len - o, "%lld:%s;", sqlite3_column_int64(st, 0),
+                              (const char *)sqlite3_column_text(st, 1));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+/*
+ * Prekeys are published signed and handed out once; a sealed send on a
+ * connection that never authenticated reaches the recipient with the token
+ * its devices registered, and the relay keeps and delivers it without any
+ * sender; a wrong token, an unknown handle and a plain envelope are refused.
+ */
+static void test_prekeys_and_sealed_sender(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    struct msv_refusal why = {0};
+    const char *bob = "bob@example.org", *nobody = "nobody@example.org";
+    uint8_t token[16], wrong[16], id[16], *env = NULL, *inner_buf = NULL, *pt = NULL;
+    const uint8_t *inner = NULL;
+    size_t env_len = 0, inner_len = 0, pt_len = 0;
+    struct msv_conn *anon;
+    char senders[512], handle[256];
+    uint64_t sender_device = 0, q;
+    uint32_t left = 0;
+    int has_signed = 0;
+    msv_frame *r = NULL, *f = NULL;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, bob, &b1);
+
+    /* a signed prekey signed by another key is refused and nothing is kept */
+    assert_int_equal(upload_prekeys(&b1, a1.id, 3, &left, &has_signed, &why), MSV_ERR_AUTH);
+    assert_int_equal(msv_request_prekey_claim(a1.conn, &b1.device_id, 1, TEST_TIMEOUT_MS, &r, &why),
+                     MSV_OK);
+    assert_int_equal(r->prekey_bundles->n_bundles, 0);
+    msv_frame_free(r);
+    assert_int_equal(upload_prekeys(&b1, b1.id, 2, &left, &has_signed, &why), MSV_OK);
+    assert_int_equal(left, 2);
+    assert_true(has_signed);
+    /* each one-time prekey goes once; then the signed prekey alone */
+    for (uint32_t want = 2; want <= 4; want++) {
+        const Msv__Wire__PrekeyBundle *b;
+
+        assert_int_equal(
+            msv_request_prekey_claim(a1.conn, &b1.device_id, 1, TEST_TIMEOUT_MS, &r, &why), MSV_OK);
+        assert_int_equal(r->prekey_bundles->n_bundles, 1);
+        b = r->prekey_bundles->bundles[0];
+        assert_int_equal(b->device_id, b1.device_id);
+        assert_int_equal(b->signed_->id, 1);
+        assert_int_equal(msv_signed_prekey_verify(msv_identity_public(b1.id), 1,
+                                                  b->signed_->key.data, b->signed_->signature.data),
+                         MSV_OK);
+        if (want < 4)
+            assert_int_equal(b->one_time->id, want);
+        else
+            assert_null(b->one_time);
+        msv_frame_free(r);
+    }
+
+    /* bob's token; a sealed send must name one handle and carry 16 bytes of token */
+    msv_random_bytes(token, sizeof(token));
+    memcpy(wrong, token, sizeof(wrong));
+    wrong[0] ^= 1;
+    assert_int_equal(msv_request_set_delivery_token(b1.conn, token, TEST_TIMEOUT_MS, &why), MSV_OK);
+    msv_conn_close(b1.conn); /* bob offline: the envelope is queued */
+    b1.conn = NULL;
+    assert_int_equal(msv_seal(a1.id, msv_identity_public(b1.id), (const uint8_t *)"psst", 4,
+                              &inner_buf, &inner_len),
+                     MSV_OK);
+    assert_int_equal(msv_sealed_wrap(msv_identity_public(b1.id), a1.handle, a1.device_id, inner_buf,
+                                     inner_len, &env, &env_len),
+                     MSV_OK);
+    free(inner_buf);
+    inner_buf = NULL;
+    anon = test_connect(&s);
+    msv_random_bytes(id, sizeof(id));
+    {
+        struct msv_outgoing sealed = {b1.device_id, MSV_ENVELOPE_SEALED, env, env_len};
+        struct msv_outgoing plain = {b1.device_id, MSV_SUITE_MODERN, env, env_len};
+
+        assert_int_equal(
+            msv_request_send(anon, id, &bob, 1, &sealed, 1, wrong, TEST_TIMEOUT_MS, NULL, &why),
+            MSV_ERR_AUTH);
+        assert_string_equal(why.message, "the delivery token is not valid");
+        /* an unknown handle gets the same answer: tokens do not probe for accounts */
+        assert_int_equal(
+            msv_request_send(anon, id, &nobody, 1, &sealed, 1, token, TEST_TIMEOUT_MS, NULL, &why),
+            MSV_ERR_AUTH);
+        assert_string_equal(why.message, "the delivery token is not valid");
+        assert_int_equal(
+            msv_request_send(anon, id, &bob, 1, &sealed, 1, NULL, TEST_TIMEOUT_MS, NULL, &why),
+            MSV_ERR_AUTH);
+        assert_int_equal(metric(&s, "queue_depth"), 0);
+        /* an envelope that is not marked sealed would not hide anything */
+        assert_int_equal(
+            msv_request_send(anon, id, &bob, 1, &plain, 1, token, TEST_TIMEOUT_MS, &r, &why),
+            MSV_ERR_AGAIN);
+        msv_frame_free(r);
+        r = NULL;
+        assert_int_equal(
+            msv_request_send(anon, id, &bob, 1, &sealed, 1, token, TEST_TIMEOUT_MS, NULL, &why),
+            MSV_OK);
+        /* an authenticated device does not send with a token */
+        assert_int_equal(
+            msv_request_send(a1.conn, id, &bob, 1, &sealed, 1, token, TEST_TIMEOUT_MS, NULL, &why),
+            MSV_ERR_INVALID);
+    }
+    msv_conn_close(anon);
+    assert_int_equal(metric(&s, "sealed_sends_total"), 1);
+    /* what the relay keeps names no sender */
+    queued_senders(&s, senders, sizeof(senders));
+    assert_string_equal(senders, "0:;");
+    /* bob gets it from nobody the relay knows, and finds alice inside */
+    test_device_connect(&s, &b1);
+    do {
+        msv_frame_free(f);
+        assert_int_equal(msv_conn_recv(b1.conn, TEST_TIMEOUT_MS, &f), MSV_OK);
+    } while (f->body_case != MSV__WIRE__FRAME__BODY_DELIVER);
+    assert_int_equal(f->deliver->sender_device, 0);
+    assert_int_equal(f->deliver->sender_handle.len, 0);
+    assert_int_equal(f->deliver->suite, MSV_ENVELOPE_SEALED);
+    q = f->deliver->queue_id;
+    assert_int_equal(msv_sealed_unwrap(b1.id, f->deliver->ciphertext.data,
+                                       f->deliver->ciphertext.len, handle, &sender_device,
+                                       &inner_buf, &inner, &inner_len),
+                     MSV_OK);
+    assert_string_equal(handle, a1.handle);
+    assert_int_equal(sender_device, a1.device_id);
+    assert_int_equal(
+        msv_open(b1.id, msv_identity_public(a1.id), inner, inner_len, NULL, &pt, &pt_len), MSV_OK);
+    assert_memory_equal(pt, "psst", 4);
+    msv_secret_free(pt, pt_len);
+    free(inner_buf);
+    msv_frame_free(f);
+    test_ack(&b1, q);
+    sync_conn(&b1);
+    assert_int_equal(metric(&s, "queue_depth"), 0);
+    /* the server's log does not tie the sealed send to alice */
+    {
+        FILE *log = fopen(s.log, "r");
+        char line[1024];
+
+        assert_non_null(log);
+        while (fgets(line, sizeof(line), log) != NULL) {
+            if (strstr(line, "send") != NULL && strstr(line, "sealed") != NULL)
+                assert_null(strstr(line, "alice"));
+        }
+        fclose(log);
+    }
+    free(env);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
 static void test_health_and_metrics(void **state)
 {
     struct test_server s;
@@ -1434,11 +1626,14 @@ int main(void)
         cmocka_unit_test(test_transparency),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_io_errors),
+        cmocka_unit_test(test_prekeys_and_sealed_sender),
         cmocka_unit_test(test_health_and_metrics),
     };
 
     if (msv_init() != MSV_OK)
         return 1;
-    signal(SIGPIPE, SIG_IGN); /* servers are killed under the clients' feet */
+    signal(SIGPIPE, SIG_IGN);       /* servers are killed under the clients' feet */
+    if (getenv("MSV_TEST") != NULL) /* one test by name (or a pattern), for a closer look */
+        cmocka_set_test_filter(getenv("MSV_TEST"));
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);
 }

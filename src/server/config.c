@@ -37,6 +37,8 @@ static const struct option_def options[] = {
     {"relay", "queue_ttl_days", OPT_MS_DAYS, F(queue_ttl_ms), 1, 365},
     {"relay", "delivery_window", OPT_U32, F(delivery_window), 1, 10000},
     {"relay", "expiry_interval_ms", OPT_U64, F(expiry_interval_ms), 100, 86400000},
+    {"relay", "sealed_rate", OPT_DOUBLE, F(sealed_rate), 0.01, 1e6},
+    {"relay", "sealed_burst", OPT_DOUBLE, F(sealed_burst), 1, 1e6},
     {"blobs", "max_size", OPT_U64, F(blob_max), 1, 17179869184.0},
     {"blobs", "ttl_days", OPT_MS_DAYS, F(blob_ttl_ms), 1, 365},
     {"directory", "lookup_rate", OPT_DOUBLE, F(lookup_rate), 0.01, 1e6},
@@ -76,6 +78,8 @@ void msv_config_defaults(struct msv_config *c)
     c->lookup_burst = 200;
     c->register_rate = 0.2;
     c->register_burst = 10;
+    c->sealed_rate = 50;
+    c->sealed_burst = 1000;
     snprintf(c->verification, sizeof(c->verification), "dev");
     c->argon2_memlimit = 64 * 1024; /* KiB: libsodium's interactive level */
     c->argon2_opslimit = 2;

@@ -28,6 +28,8 @@ struct msv_config {
     double lookup_burst;
     double register_rate; /* registration and password attempts per second per address */
     double register_burst;
+    double sealed_rate; /* sealed sends per second per address */
+    double sealed_burst;
     char verification[16]; /* "dev" or "hook" */
     char verification_hook[1024];
     uint64_t argon2_memlimit;

@@ -17,6 +17,8 @@
 #include "crypto/internal.h"
 #include "missive/crypto.h"
 #include "missive/payload.h"
+#include "missive/ratchet.h"
+#include "missive/sealed.h"
 #include "missive/util.h"
 #include "server/log.h"
 #include "server/server.h"
@@ -31,6 +33,10 @@
 #define PUSH_TOKEN_MAX 512
 #define IDENTITY_MAX 4096
 #define WAKE_CLOSE (1ull << 63)
+#define ONE_TIME_PREKEYS_MAX 200 /* kept per device */
+#define PREKEY_UPLOAD_MAX 100    /* one-time prekeys per upload */
+#define CLAIM_MAX 64             /* devices per claim */
+#define DELIVERY_TOKEN_LEN 16
 
 #define STORE(s) ((s)->store->ops)
 #define IMPL(s) ((s)->store->impl)
@@ -784,11 +790,11 @@ static msv_err dir_devices(struct msv_server *s, const char *handle, struct msv_
 
 /*
  * The envelopes must address every device of the named handles except the
- * sending one, each once, in that device's suite. Returns 1 if they do, 0 if
- * not, -1 if storage failed.
+ * sending one, each once, in that device's suite (sealed: all of them, sealed). Returns 1 if they
+ * do, 0 if not, -1 if storage failed.
  */
 static int addresses_match(const struct msv_conn_state *c, const Msv__Wire__SendRequest *q,
-                           const struct handle_result *r, size_t n)
+                           const struct handle_result *r, size_t n, int sealed)
 {
     static _Thread_local struct msv_dir_device devs[SEND_ENVELOPES_MAX + 1];
     size_t expected = 0;
@@ -807,9 +813,12 @@ static int addresses_match(const struct msv_conn_state *c, const Msv__Wire__Send
             if (devs[k].id == c->device_id)
                 continue;
             expected++;
+            /* a sealed envelope can only be opened by a modern device */
+            if (sealed && devs[k].suite != MSV_SUITE_MODERN)
+                return 0;
             for (size_t e = 0; e < q->n_envelopes; e++) {
                 if (q->envelopes[e]->recipient_device == devs[k].id &&
-                    q->envelopes[e]->suite == devs[k].suite)
+                    q->envelopes[e]->suite == (sealed ? MSV_ENVELOPE_SEALED : devs[k].suite))
                     found++;
             }
             if (found != 1)
@@ -819,6 +828,7 @@ static int addresses_match(const struct msv_conn_state *c, const Msv__Wire__Send
     return expected == q->n_envelopes;
 }
 
+/* A send for the group commit; a sealed one carries no sender at all. */
 static struct msv_pending_send *make_pending(struct msv_conn_state *c, const msv_frame *f)
 {
     const Msv__Wire__SendRequest *q = f->send;
@@ -830,7 +840,7 @@ static struct msv_pending_send *make_pending(struct msv_conn_state *c, const msv
     p->request_id = f->request_id;
     p->items = calloc(q->n_envelopes, sizeof(*p->items));
     p->ciphertexts = calloc(q->n_envelopes, sizeof(*p->ciphertexts));
-    p->sender_handle = strdup(c->handle);
+    p->sender_handle = strdup(c->handle != NULL ? c->handle : "");
     if (p->items == NULL || p->ciphertexts == NULL || p->sender_handle == NULL) {
         msv_pending_send_free(p);
         return NULL;
@@ -881,6 +891,40 @@ static const char *check_send_shape(struct msv_server *s, const Msv__Wire__SendR
     return NULL;
 }
 
+/*
+ * A sealed send: no authenticated device, one handle, a delivery token its
+ * devices registered, every envelope sealed. Answers a refusal itself and
+ * returns 0; 1 if the send may go on. An unknown handle and a wrong token
+ * are the same refusal, so the token cannot be used to probe for accounts.
+ */
+static int sealed_send_allowed(struct msv_conn_state *c, const msv_frame *f,
+                               const struct handle_result *r)
+{
+    struct msv_server *s = c->w->srv;
+    const Msv__Wire__SendRequest *q = f->send;
+    uint8_t hash[32];
+    uint64_t account = 0;
+    msv_err err;
+
+    if (!msv_server_take_token(s, MSV_LIMIT_SEALED, c->peer_key, 1.0)) {
+        msv_conn_send_error(c, f->request_id, E_RATE, "too many sealed sends; slow down");
+        return 0;
+    }
+    crypto_hash_sha256(hash, q->delivery_token.data, q->delivery_token.len);
+    err = STORE(s)->account_get(IMPL(s), r[0].handle, &account, NULL);
+    if (err == MSV_OK)
+        err = STORE(s)->delivery_token_check(IMPL(s), account, hash);
+    if (err == MSV_ERR_AUTH || err == MSV_ERR_NOT_FOUND) {
+        msv_conn_send_error(c, f->request_id, E_AUTH, "the delivery token is not valid");
+        return 0;
+    }
+    if (err != MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        return 0;
+    }
+    return 1;
+}
+
 static void handle_send(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
@@ -889,16 +933,31 @@ static void handle_send(struct msv_conn_state *c, const msv_frame *f)
     Msv__Wire__HandleDevices **ptrs = NULL;
     struct handle_result *r = NULL;
     struct msv_pending_send *p;
+    int sealed = c->device_id == 0;
     const char *bad;
     int code;
 
+    if (sealed && (q->delivery_token.len != DELIVERY_TOKEN_LEN || n != 1)) {
+        msv_conn_send_error(c, f->request_id, E_UNAUTH,
+                            "authenticate first, or send sealed to one handle with its "
+                            "16-byte delivery token");
+        return;
+    }
+    if (!sealed && q->delivery_token.len != 0) {
+        msv_conn_send_error(c, f->request_id, E_INVALID,
+                            "a delivery token belongs to a sealed send, on a connection that "
+                            "has not authenticated");
+        return;
+    }
     if ((bad = check_send_shape(s, q, &code)) != NULL) {
         msv_conn_send_error(c, f->request_id, code, bad);
         return;
     }
     if (read_handles(c, f->request_id, q->recipient_handles, n, 1, &r, &ptrs) != 0)
         goto out;
-    switch (addresses_match(c, q, r, n)) {
+    if (sealed && !sealed_send_allowed(c, f, r))
+        goto out;
+    switch (addresses_match(c, q, r, n, sealed)) {
     case 1:
         break;
     case 0: /* the current devices, for the client to address */
@@ -917,6 +976,8 @@ static void handle_send(struct msv_conn_state *c, const msv_frame *f)
         goto out;
     }
     atomic_fetch_add(&s->m.sends, 1);
+    if (sealed)
+        atomic_fetch_add(&s->m.sealed_sends, 1);
     msv_worker_queue_send(c->w, p); /* answered after the group commit */
 out:
     free_results(r, n);
@@ -954,6 +1015,191 @@ static void handle_ack(struct msv_conn_state *c, const msv_frame *f)
     msv_worker_queue_ack(c->w, a);
 }
 
+/* ---- prekeys and delivery tokens ------------------------------------------------------- */
+
+/* Reads an upload into u (one_time holds PREKEY_UPLOAD_MAX); returns an error text or NULL. */
+static const char *read_upload(const Msv__Wire__PrekeyUpload *q, struct msv_prekey_upload *u,
+                               struct msv_one_time_prekey *one_time, int *code)
+{
+    *code = E_INVALID;
+    memset(u, 0, sizeof(*u));
+    if (q->signed_ != NULL) {
+        if (q->signed_->id == 0 || q->signed_->key.len != 32 || q->signed_->signature.len != 64)
+            return "a signed prekey has a non-zero id, a 32-byte key and a 64-byte signature";
+        u->has_signed = 1;
+        u->signed_id = q->signed_->id;
+        memcpy(u->signed_key, q->signed_->key.data, 32);
+        memcpy(u->signed_sig, q->signed_->signature.data, 64);
+    }
+    if (q->n_one_time > PREKEY_UPLOAD_MAX) {
+        *code = E_TOO_BIG;
+        return "at most 100 one-time prekeys per upload";
+    }
+    for (size_t i = 0; i < q->n_one_time; i++) {
+        if (q->one_time[i]->id == 0 || q->one_time[i]->key.len != 32)
+            return "a one-time prekey has a non-zero id and a 32-byte key";
+        one_time[i].id = q->one_time[i]->id;
+        memcpy(one_time[i].key, q->one_time[i]->key.data, 32);
+    }
+    u->one_time = one_time;
+    u->n_one_time = q->n_one_time;
+    return NULL;
+}
+
+/* The signed prekey must be signed by the uploading device's own modern identity. */
+static msv_err check_signed_prekey(struct msv_server *s, uint64_t device_id,
+                                   const struct msv_prekey_upload *u)
+{
+    struct msv_device_rec dev = {0};
+    struct msv_public_identity *pub = NULL;
+    msv_err err = STORE(s)->device_get(IMPL(s), device_id, &dev);
+
+    if (err == MSV_OK && dev.suite != MSV_SUITE_MODERN)
+        err = MSV_ERR_UNSUPPORTED;
+    if (err == MSV_OK)
+        err = msv_public_identity_parse(MSV_SUITE_MODERN, dev.identity, dev.identity_len, &pub);
+    if (err == MSV_OK && u->has_signed)
+        err = msv_signed_prekey_verify(pub, u->signed_id, u->signed_key, u->signed_sig);
+    msv_public_identity_free(pub);
+    msv_device_rec_clear(&dev);
+    return err;
+}
+
+static void handle_prekey_upload(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    struct msv_one_time_prekey one_time[PREKEY_UPLOAD_MAX];
+    struct msv_prekey_upload u;
+    Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__PrekeyState st = MSV__WIRE__PREKEY_STATE__INIT;
+    uint32_t left = 0;
+    int has_signed = 0, code;
+    const char *bad = read_upload(f->prekey_upload, &u, one_time, &code);
+    msv_err err;
+
+    if (bad != NULL) {
+        msv_conn_send_error(c, f->request_id, code, bad);
+        return;
+    }
+    err = check_signed_prekey(s, c->device_id, &u);
+    if (err == MSV_OK)
+        err = STORE(s)->prekeys_put(IMPL(s), c->device_id, &u, ONE_TIME_PREKEYS_MAX, &left,
+                                    &has_signed);
+    if (err == MSV_ERR_UNSUPPORTED)
+        msv_conn_send_error(c, f->request_id, E_INVALID, "only modern devices have prekeys");
+    else if (err == MSV_ERR_AUTH)
+        msv_conn_send_error(c, f->request_id, E_AUTH,
+                            "the signed prekey's signature is not this device's");
+    else if (err == MSV_ERR_TOO_BIG)
+        msv_conn_send_error(c, f->request_id, E_TOO_BIG,
+                            "a device keeps at most 200 one-time prekeys");
+    else if (err != MSV_OK)
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+    if (err != MSV_OK)
+        return;
+    st.one_time_left = left;
+    st.has_signed = has_signed != 0;
+    out.request_id = f->request_id;
+    out.body_case = MSV__WIRE__FRAME__BODY_PREKEY_STATE;
+    out.prekey_state = &st;
+    msv_conn_send_frame(c, &out);
+}
+
+/* One device's bundle into b (pointing into claimed); 0 if it has none to give. */
+static int claim_one(struct msv_server *s, uint64_t device_id, struct msv_prekey_claimed *cl,
+                     Msv__Wire__PrekeyBundle *b, Msv__Wire__SignedPrekey *sp,
+                     Msv__Wire__OneTimePrekey *op, msv_err *err)
+{
+    struct msv_device_rec dev = {0};
+    int approved;
+
+    *err = STORE(s)->device_get(IMPL(s), device_id, &dev);
+    approved = *err == MSV_OK && dev.approved;
+    msv_device_rec_clear(&dev);
+    if (*err == MSV_ERR_NOT_FOUND)
+        *err = MSV_OK;
+    if (*err != MSV_OK || !approved) /* pending devices are not addressed */
+        return 0;
+    *err = STORE(s)->prekey_claim(IMPL(s), device_id, cl);
+    if (*err == MSV_ERR_NOT_FOUND)
+        *err = MSV_OK;
+    else if (*err == MSV_OK) {
+        msv__wire__prekey_bundle__init(b);
+        msv__wire__signed_prekey__init(sp);
+        b->device_id = device_id;
+        sp->id = cl->signed_id;
+        sp->key = (ProtobufCBinaryData){32, cl->signed_key};
+        sp->signature = (ProtobufCBinaryData){64, cl->signed_sig};
+        b->signed_ = sp;
+        if (cl->one_time_id != 0) {
+            msv__wire__one_time_prekey__init(op);
+            op->id = cl->one_time_id;
+            op->key = (ProtobufCBinaryData){32, cl->one_time_key};
+            b->one_time = op;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+static void handle_prekey_claim(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    size_t n = f->prekey_claim->n_device_ids, got = 0;
+    struct msv_prekey_claimed cl[CLAIM_MAX];
+    Msv__Wire__PrekeyBundle b[CLAIM_MAX], *bp[CLAIM_MAX];
+    Msv__Wire__SignedPrekey sp[CLAIM_MAX];
+    Msv__Wire__OneTimePrekey op[CLAIM_MAX];
+    Msv__Wire__PrekeyBundles resp = MSV__WIRE__PREKEY_BUNDLES__INIT;
+    Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
+    msv_err err = MSV_OK;
+
+    if (n == 0 || n > CLAIM_MAX) {
+        msv_conn_send_error(c, f->request_id, n ? E_TOO_BIG : E_INVALID,
+                            "claim prekeys of 1 to 64 devices at a time");
+        return;
+    }
+    if (!msv_server_take_token(s, MSV_LIMIT_LOOKUP, c->account_id, (double)n)) {
+        msv_conn_send_error(c, f->request_id, E_RATE, "too many prekey claims; slow down");
+        return;
+    }
+    for (size_t i = 0; i < n && err == MSV_OK; i++) {
+        if (claim_one(s, f->prekey_claim->device_ids[i], &cl[got], &b[got], &sp[got], &op[got],
+                      &err)) {
+            bp[got] = &b[got];
+            got++;
+        }
+    }
+    if (err != MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        return;
+    }
+    resp.n_bundles = got;
+    resp.bundles = bp;
+    out.request_id = f->request_id;
+    out.body_case = MSV__WIRE__FRAME__BODY_PREKEY_BUNDLES;
+    out.prekey_bundles = &resp;
+    msv_conn_send_frame(c, &out);
+    sodium_memzero(cl, sizeof(cl));
+}
+
+static void handle_set_delivery_token(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    const ProtobufCBinaryData *t = &f->set_delivery_token->token;
+    uint8_t hash[32];
+
+    if (t->len != DELIVERY_TOKEN_LEN) {
+        msv_conn_send_error(c, f->request_id, E_INVALID, "a delivery token is 16 bytes");
+        return;
+    }
+    crypto_hash_sha256(hash, t->data, t->len);
+    if (STORE(s)->delivery_token_set(IMPL(s), c->device_id, hash) != MSV_OK)
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+    else
+        msv_conn_send_ok(c, f->request_id);
+}
+
 /* ---- dispatch ------------------------------------------------------------------------- */
 
 /* What each request needs: its handler, and whether the device must be authenticated. */
@@ -969,7 +1215,10 @@ static const struct route {
     {MSV__WIRE__FRAME__BODY_ADD_DEVICE, 0, handle_add_device},
     {MSV__WIRE__FRAME__BODY_LOOKUP, 1, handle_lookup},
     {MSV__WIRE__FRAME__BODY_LOG_READ, 0, handle_log_read},
-    {MSV__WIRE__FRAME__BODY_SEND, 1, handle_send},
+    {MSV__WIRE__FRAME__BODY_SEND, 0, handle_send}, /* sealed sends come unauthenticated */
+    {MSV__WIRE__FRAME__BODY_PREKEY_UPLOAD, 1, handle_prekey_upload},
+    {MSV__WIRE__FRAME__BODY_PREKEY_CLAIM, 1, handle_prekey_claim},
+    {MSV__WIRE__FRAME__BODY_SET_DELIVERY_TOKEN, 1, handle_set_delivery_token},
     {MSV__WIRE__FRAME__BODY_ACK, 1, handle_ack},
     {MSV__WIRE__FRAME__BODY_REMOVE_DEVICE, 1, handle_remove_device},
     {MSV__WIRE__FRAME__BODY_APPROVE_DEVICE, 1, handle_approve_device},

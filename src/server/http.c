@@ -53,6 +53,8 @@ static const struct {
     M(devices_removed, "devices_removed_total", "counter", "Devices removed."),
     M(lookups, "lookups_total", "counter", "Handles looked up."),
     M(sends, "sends_total", "counter", "Send requests accepted for commit."),
+    M(sealed_sends, "sealed_sends_total", "counter",
+      "Sealed-sender sends accepted for commit (their sender unknown to the relay)."),
     M(envelopes_enqueued, "envelopes_enqueued_total", "counter", "Envelopes committed to queues."),
     M(envelopes_delivered, "envelopes_delivered_total", "counter", "Envelopes pushed to devices."),
     M(envelopes_acked, "envelopes_acked_total", "counter", "Envelopes acknowledged and deleted."),

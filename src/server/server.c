@@ -608,6 +608,25 @@ static void on_commit(evutil_socket_t fd, short what, void *arg)
 
 /* ---- rate limits ---------------------------------------------------------------------- */
 
+static void limit_rate(const struct msv_config *c, enum msv_limit limit, double *rate,
+                       double *burst)
+{
+    switch (limit) {
+    case MSV_LIMIT_LOOKUP:
+        *rate = c->lookup_rate;
+        *burst = c->lookup_burst;
+        break;
+    case MSV_LIMIT_REGISTER:
+        *rate = c->register_rate;
+        *burst = c->register_burst;
+        break;
+    default:
+        *rate = c->sealed_rate;
+        *burst = c->sealed_burst;
+        break;
+    }
+}
+
 int msv_server_take_token(struct msv_server *s, enum msv_limit limit, uint64_t key, double cost)
 {
     int64_t now = msv_server_now_ms(s);
@@ -618,15 +637,8 @@ int msv_server_take_token(struct msv_server *s, enum msv_limit limit, uint64_t k
 
     /* the rates are read under the lock that SIGHUP's reload writes them under */
     pthread_mutex_lock(&s->limits_lock);
-    if (limit == MSV_LIMIT_LOOKUP) {
-        map = &s->lookup_buckets;
-        rate = s->cfg.lookup_rate;
-        burst = s->cfg.lookup_burst;
-    } else {
-        map = &s->register_buckets;
-        rate = s->cfg.register_rate;
-        burst = s->cfg.register_burst;
-    }
+    map = &s->buckets[limit];
+    limit_rate(&s->cfg, limit, &rate, &burst);
     b = msv_u64map_get(map, key);
     if (b == NULL && (b = calloc(1, sizeof(*b))) != NULL) {
         b->tokens = burst;
@@ -741,6 +753,8 @@ static void reload(struct msv_server *s)
     s->cfg.lookup_burst = c.lookup_burst;
     s->cfg.register_rate = c.register_rate;
     s->cfg.register_burst = c.register_burst;
+    s->cfg.sealed_rate = c.sealed_rate;
+    s->cfg.sealed_burst = c.sealed_burst;
     pthread_mutex_unlock(&s->limits_lock);
     msv_log(MSV_LOG_INFO, "reloaded", "payload_limit=%llu", (unsigned long long)c.payload_limit);
 }
@@ -784,8 +798,12 @@ static void on_expiry(evutil_socket_t fd, short what, void *arg)
     }
     msv_blobs_expire(s, now);
     pthread_mutex_lock(&s->limits_lock);
-    prune_buckets(&s->lookup_buckets, s->cfg.lookup_rate, s->cfg.lookup_burst, now);
-    prune_buckets(&s->register_buckets, s->cfg.register_rate, s->cfg.register_burst, now);
+    for (int l = 0; l < MSV_LIMIT_COUNT; l++) {
+        double rate, burst;
+
+        limit_rate(&s->cfg, (enum msv_limit)l, &rate, &burst);
+        prune_buckets(&s->buckets[l], rate, burst, now);
+    }
     pthread_mutex_unlock(&s->limits_lock);
 }
 
@@ -875,8 +893,8 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     msv_dircache_init(&s->dir, DIRCACHE_ENTRIES);
     pthread_mutex_init(&s->limits_lock, NULL);
     msv_u64map_init(&s->registry);
-    msv_u64map_init(&s->lookup_buckets);
-    msv_u64map_init(&s->register_buckets);
+    for (int l = 0; l < MSV_LIMIT_COUNT; l++)
+        msv_u64map_init(&s->buckets[l]);
     msv_u64map_init(&s->conns_per_address);
     msv_log_set_level(cfg->log_level);
     e = make_dirs(cfg, err, err_len);
@@ -1011,12 +1029,11 @@ void msv_server_free(struct msv_server *s)
         pthread_mutex_destroy(&w->wake_lock);
     }
     free(s->workers);
-    for (size_t i = 0; i < s->lookup_buckets.cap; i++)
-        free(s->lookup_buckets.keys[i] ? s->lookup_buckets.values[i] : NULL);
-    for (size_t i = 0; i < s->register_buckets.cap; i++)
-        free(s->register_buckets.keys[i] ? s->register_buckets.values[i] : NULL);
-    msv_u64map_clear(&s->lookup_buckets);
-    msv_u64map_clear(&s->register_buckets);
+    for (int l = 0; l < MSV_LIMIT_COUNT; l++) {
+        for (size_t i = 0; i < s->buckets[l].cap; i++)
+            free(s->buckets[l].keys[i] ? s->buckets[l].values[i] : NULL);
+        msv_u64map_clear(&s->buckets[l]);
+    }
     msv_u64map_clear(&s->conns_per_address);
     msv_u64map_clear(&s->registry);
     SSL_CTX_free(s->tls);

@@ -86,7 +86,8 @@ struct msv_worker {
 struct msv_metrics {
     _Atomic uint64_t connections_open, connections_total, frames_in, frames_rejected;
     _Atomic uint64_t auth_ok, auth_failed, registrations, devices_added, devices_removed;
-    _Atomic uint64_t lookups, sends, envelopes_enqueued, envelopes_delivered, envelopes_acked;
+    _Atomic uint64_t lookups, sends, sealed_sends, envelopes_enqueued, envelopes_delivered,
+        envelopes_acked;
     _Atomic uint64_t envelopes_expired, commit_batches, commit_failures, rate_limited;
     _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired, reads_paused;
     _Atomic uint64_t connections_refused;
@@ -96,6 +97,9 @@ struct msv_bucket {
     double tokens;
     int64_t updated_ms;
 };
+
+/* Keys: LOOKUP an account id; REGISTER and SEALED an address key. */
+enum msv_limit { MSV_LIMIT_LOOKUP, MSV_LIMIT_REGISTER, MSV_LIMIT_SEALED, MSV_LIMIT_COUNT };
 
 struct msv_server {
     struct msv_config cfg;
@@ -115,9 +119,8 @@ struct msv_server {
     struct msv_u64map registry; /* device id -> struct msv_conn_state * */
 
     pthread_mutex_t limits_lock;
-    struct msv_u64map lookup_buckets;    /* account id -> struct msv_bucket * */
-    struct msv_u64map register_buckets;  /* address key -> struct msv_bucket * */
-    struct msv_u64map conns_per_address; /* address key -> open connections (as a pointer) */
+    struct msv_u64map buckets[MSV_LIMIT_COUNT]; /* key -> struct msv_bucket * */
+    struct msv_u64map conns_per_address;        /* address key -> open connections (as a pointer) */
 
     /* settings SIGHUP may change while workers run */
     _Atomic uint64_t payload_limit, queue_ttl_ms;
@@ -163,7 +166,6 @@ void msv_conn_send_ok(struct msv_conn_state *c, uint64_t request_id);
 void msv_conn_pump(struct msv_conn_state *c);
 /* Closes after the output drains. */
 void msv_conn_close_soon(struct msv_conn_state *c);
-enum msv_limit { MSV_LIMIT_LOOKUP, MSV_LIMIT_REGISTER };
 /* Takes cost tokens from key's bucket of that limit; 0 if there are not enough. */
 int msv_server_take_token(struct msv_server *s, enum msv_limit limit, uint64_t key, double cost);
 /* Queues a send for the worker's next group commit (takes ownership of p). */
