@@ -80,9 +80,9 @@ static void test_redelivery_shown_once(void **state)
         uint8_t send_id[16];
 
         msv_random_bytes(send_id, sizeof(send_id));
-        assert_int_equal(
-            msv_request_send(alice->conn, send_id, to, 1, &out, 1, TEST_TIMEOUT_MS, NULL, NULL),
-            MSV_OK);
+        assert_int_equal(msv_request_send(alice->conn, send_id, to, 1, &out, 1, NULL,
+                                          TEST_TIMEOUT_MS, NULL, NULL),
+                         MSV_OK);
     }
     assert_int_equal(msv_client_receive(bob, 1000, count_new, &shown, &count), MSV_OK);
     assert_int_equal(count, 1);
@@ -866,6 +866,8 @@ int main(void)
 
     if (msv_init() != MSV_OK)
         return 1;
-    signal(SIGPIPE, SIG_IGN); /* servers are killed under the clients' feet */
+    signal(SIGPIPE, SIG_IGN);       /* servers are killed under the clients' feet */
+    if (getenv("MSV_TEST") != NULL) /* one test by name (or a pattern), for a closer look */
+        cmocka_set_test_filter(getenv("MSV_TEST"));
     return cmocka_run_group_tests_name("client", tests, NULL, NULL);
 }

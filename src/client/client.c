@@ -1,4 +1,5 @@
 #include "client/client.h"
+#include "client/sessions.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 #include "client/safety.h"
 #include "client/transparency.h"
 #include "missive/payload.h"
+#include "missive/sealed.h"
 #include "missive/util.h"
 #include "util/buf.h"
 
@@ -312,6 +314,7 @@ void msv_client_close(struct msv_client *c)
     if (c == NULL)
         return;
     msv_conn_close(c->conn);
+    msv_conn_close(c->sealed_conn);
     msv_identity_free(c->id);
     msv_client_db_close(c->db);
     free(c);
@@ -323,6 +326,19 @@ void msv_client_close(struct msv_client *c)
 static msv_err plain_conn(struct msv_client *c, struct msv_conn **out)
 {
     return msv_conn_open(c->host, c->port, c->pin, TIMEOUT_MS, out);
+}
+
+/*
+ * A new device publishes its prekeys and delivery token at once, so that
+ * the first messages to it already start sessions; if that fails, the next
+ * connection does it. Registering leaves no connection open.
+ */
+static void publish_now(struct msv_client *c)
+{
+    if (msv_client_connect(c) != MSV_OK)
+        memset(&c->why, 0, sizeof(c->why));
+    msv_conn_close(c->conn);
+    c->conn = NULL;
 }
 
 msv_err msv_client_register_start(struct msv_client *c)
@@ -347,6 +363,8 @@ msv_err msv_client_register_finish(struct msv_client *c, const char *code, const
     if (err == MSV_OK)
         err = save_device_id(c);
     msv_conn_close(conn);
+    if (err == MSV_OK)
+        publish_now(c);
     return err;
 }
 
@@ -361,6 +379,8 @@ msv_err msv_client_link(struct msv_client *c, const char *password)
     if (err == MSV_OK)
         err = save_device_id(c);
     msv_conn_close(conn);
+    if (err == MSV_OK)
+        publish_now(c);
     return err;
 }
 
@@ -382,6 +402,9 @@ msv_err msv_client_connect(struct msv_client *c)
         c->conn = NULL;
         return err;
     }
+    /* prekeys for sessions and the delivery token, when the server lacks them; without
+     * them, senders use the suite's own envelope and send unsealed */
+    (void)msv_sessions_publish(c);
     /* connected again: what an earlier lost connection left queued goes first; if it
      * cannot go now, it waits for the next time rather than failing this command */
     (void)flush_outbox(c);
@@ -529,9 +552,14 @@ static void sealed_clear(struct sealed_set *s)
     memset(s, 0, sizeof(*s));
 }
 
-/* Seals pt for every device listed, except this one. */
+/*
+ * Seals pt for every device listed, except this one: with a session where
+ * there is one (or can be started from the device's prekeys), else with the
+ * device's suite. sealed: each envelope is also wrapped so that the relay
+ * does not learn the sender (modern devices only: MSV_ERR_UNSUPPORTED else).
+ */
 static msv_err seal_for(struct msv_client *c, Msv__Wire__HandleDevices *const *hds, size_t n,
-                        const uint8_t *pt, size_t pt_len, struct sealed_set *s)
+                        const uint8_t *pt, size_t pt_len, int sealed, struct sealed_set *s)
 {
     size_t total = 0;
     msv_err err = MSV_OK;
@@ -542,11 +570,13 @@ static msv_err seal_for(struct msv_client *c, Msv__Wire__HandleDevices *const *h
     s->wires = calloc(total + 1, sizeof(*s->wires));
     if (s->out == NULL || s->wires == NULL)
         return MSV_ERR_NOMEM;
+    err = msv_sessions_prepare(c, hds, n);
     for (size_t i = 0; i < n && err == MSV_OK; i++) {
         for (size_t k = 0; k < hds[i]->n_devices && err == MSV_OK; k++) {
             const Msv__Wire__DeviceInfo *d = hds[i]->devices[k];
             struct msv_public_identity *pub = NULL;
-            size_t len = 0;
+            uint8_t *inner = NULL;
+            size_t len = 0, inner_len = 0;
 
             if (d->device_id == c->device_id)
                 continue;
@@ -557,14 +587,24 @@ static msv_err seal_for(struct msv_client *c, Msv__Wire__HandleDevices *const *h
                          msv_suite_name(msv_identity_suite(c->id)));
                 return MSV_ERR_UNSUPPORTED;
             }
+            if (sealed && d->suite != MSV_SUITE_MODERN)
+                return MSV_ERR_UNSUPPORTED;
             err = msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data,
                                             d->identity.len, &pub);
-            if (err == MSV_OK)
-                err = msv_seal(c->id, pub, pt, pt_len, &s->wires[s->count], &len);
+            if (err == MSV_OK && !sealed)
+                err =
+                    msv_sessions_seal(c, d->device_id, pub, pt, pt_len, &s->wires[s->count], &len);
+            if (err == MSV_OK && sealed) {
+                err = msv_sessions_seal(c, d->device_id, pub, pt, pt_len, &inner, &inner_len);
+                if (err == MSV_OK)
+                    err = msv_sealed_wrap(pub, c->handle, c->device_id, inner, inner_len,
+                                          &s->wires[s->count], &len);
+                free(inner);
+            }
             msv_public_identity_free(pub);
             if (err == MSV_OK) {
-                s->out[s->count] =
-                    (struct msv_outgoing){d->device_id, d->suite, s->wires[s->count], len};
+                s->out[s->count] = (struct msv_outgoing){
+                    d->device_id, sealed ? MSV_ENVELOPE_SEALED : d->suite, s->wires[s->count], len};
                 s->count++;
             }
         }
@@ -666,19 +706,29 @@ msv_err msv_client_verified(struct msv_client *c, const char *handle, const uint
     return err;
 }
 
-/* Sends to the devices of hds; on a stale list, *fresh holds the server's current one. */
+/*
+ * Sends to the devices of hds; on a stale list, *fresh holds the server's
+ * current one. With a delivery token, sealed, on the connection that never
+ * authenticated.
+ */
 static msv_err send_once(struct msv_client *c, const uint8_t id[16], const char *const *handles,
                          size_t n, Msv__Wire__HandleDevices *const *hds, size_t n_hds,
-                         const uint8_t *pt, size_t pt_len, msv_frame **fresh)
+                         const uint8_t *pt, size_t pt_len, const uint8_t *token, msv_frame **fresh)
 {
     struct sealed_set s = {0};
     msv_err err = check_verified(c, hds, n_hds);
 
     if (err == MSV_OK)
-        err = seal_for(c, hds, n_hds, pt, pt_len, &s);
-
+        err = seal_for(c, hds, n_hds, pt, pt_len, token != NULL, &s);
+    if (err == MSV_OK && token != NULL && c->sealed_conn == NULL)
+        err = plain_conn(c, &c->sealed_conn);
     if (err == MSV_OK)
-        err = msv_request_send(c->conn, id, handles, n, s.out, s.count, TIMEOUT_MS, fresh, &c->why);
+        err = msv_request_send(token != NULL ? c->sealed_conn : c->conn, id, handles, n, s.out,
+                               s.count, token, TIMEOUT_MS, fresh, &c->why);
+    if (err == MSV_ERR_IO && token != NULL) {
+        msv_conn_close(c->sealed_conn);
+        c->sealed_conn = NULL;
+    }
     sealed_clear(&s);
     return err;
 }
@@ -778,8 +828,8 @@ static msv_err look_up(struct msv_client *c, const char *const *targets, size_t 
  * about handles not seen before); a stale set is replaced by the relay's
  * answer, remembered, and the send tried again.
  */
-static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const char *const *targets,
-                            size_t n, const uint8_t *pt, size_t pt_len)
+static msv_err deliver_group(struct msv_client *c, const uint8_t id[16], const char *const *targets,
+                             size_t n, const uint8_t *pt, size_t pt_len, const uint8_t *token)
 {
     msv_frame *known = NULL, *fresh = NULL;
     struct known_sets ks = {0};
@@ -805,7 +855,7 @@ static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const ch
         size_t n_hds = fresh ? fresh->lookup_result->n_results : n_start;
         msv_frame *stale = NULL;
 
-        err = send_once(c, id, targets, n, hds, n_hds, pt, pt_len, &stale);
+        err = send_once(c, id, targets, n, hds, n_hds, pt, pt_len, token, &stale);
         msv_frame_free(stale);
         if (err != MSV_ERR_AGAIN)
             break;
@@ -824,6 +874,42 @@ static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const ch
     known_sets_free(&ks);
     msv_frame_free(known);
     msv_frame_free(fresh);
+    return err;
+}
+
+/*
+ * Sends to every target: sealed to each handle whose delivery token this
+ * device knows (from a profile key its devices sent), the rest (and this
+ * account's other devices) in one authenticated send. A token the relay
+ * refuses is forgotten and that handle gets the authenticated send.
+ */
+static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const char *const *targets,
+                            size_t n, const uint8_t *pt, size_t pt_len)
+{
+    const char *plain[MSV_PARTICIPANTS_MAX];
+    size_t n_plain = 0;
+    msv_err err = msv_client_connect(c);
+
+    for (size_t i = 0; i < n && err == MSV_OK; i++) {
+        uint8_t token[16];
+
+        if (strcmp(targets[i], c->handle) != 0 &&
+            msv_sessions_token_for(c, targets[i], token) == MSV_OK) {
+            err = deliver_group(c, id, &targets[i], 1, pt, pt_len, token);
+            if (err == MSV_OK)
+                continue;
+            if (err == MSV_ERR_AUTH && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_AUTH)
+                err = msv_sessions_learn_profile(c, targets[i], NULL); /* token outdated */
+            else if (err == MSV_ERR_UNSUPPORTED)
+                err = MSV_OK; /* a device that cannot open sealed envelopes */
+            if (err != MSV_OK)
+                return err;
+        }
+        if (n_plain < MSV_PARTICIPANTS_MAX)
+            plain[n_plain++] = targets[i];
+    }
+    if (err == MSV_OK && n_plain > 0)
+        err = deliver_group(c, id, plain, n_plain, pt, pt_len, NULL);
     return err;
 }
 
@@ -854,6 +940,8 @@ static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
 
         msv_conn_close(c->conn);
         c->conn = NULL;
+        msv_conn_close(c->sealed_conn);
+        c->sealed_conn = NULL;
         pause.tv_sec = ms / 1000;
         pause.tv_nsec = (ms % 1000) * 1000000L;
         nanosleep(&pause, NULL);
@@ -1013,6 +1101,8 @@ static msv_err send_payload(struct msv_client *c, const char *const *targets_in,
         p->participants = (char **)targets;
         p->participant_count = t;
     }
+    /* the receivers' key to send to this device sealed */
+    p->has_profile_key = msv_sessions_profile_key(c, p->profile_key) == MSV_OK;
     err = msv_payload_encode(p, &pt, &pt_len);
     if (err != MSV_OK)
         return err;
@@ -1314,14 +1404,29 @@ msv_err msv_client_mark_read(struct msv_client *c, const char *conversation, siz
 }
 
 /* Applies a receipt, typing notice, edit or unsend from sender. */
-static msv_err take_control(struct msv_client *c, const char *sender, const struct msv_payload *p,
+static msv_err take_control(struct msv_client *c, const char *sender, uint64_t device,
+                            const struct msv_payload *p,
                             void (*on_message)(void *, const struct msv_incoming *), void *ctx)
 {
     struct msv_message_rec *target = NULL;
-    char notice[400];
+    char notice[600];
     msv_err err = MSV_OK;
 
     notice[0] = '\0';
+    if (p->kind == MSV_KIND_SESSION_RESET) {
+        /* its message started a new session with this device already (X3DH) */
+        if (on_message != NULL) {
+            struct msv_incoming in = {.notice = notice};
+
+            snprintf(notice, sizeof(notice),
+                     "%s (device %llu) could not read a message from this device; the session "
+                     "with it was started anew. Send again what you sent it just before, if it "
+                     "matters.",
+                     sender, (unsigned long long)device);
+            on_message(ctx, &in);
+        }
+        return MSV_OK;
+    }
     if (strcmp(sender, c->handle) == 0)
         return MSV_OK; /* this account's own devices: nothing to apply */
     if (p->has_target && msv_client_db_message_get(c->db, p->target_id, &target) != MSV_OK)
@@ -1612,31 +1717,77 @@ static void keep_gossip(struct msv_client *c, const char *sender, const struct m
     memcpy(c->gossip[c->n_gossip++].head, p->log_head, MSV_LOG_HEAD_LEN);
 }
 
-static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
-                            void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+/* Who sent a delivery, as far as it was read, and what reading it changed in a session. */
+struct incoming {
+    char sender[257];
+    uint64_t device;
+    int session_message;
+    struct msv_session_update update;
+};
+
+/*
+ * Opens a delivery: a sealed one first yields its claimed sender; then the
+ * sender's device key (the directory's, transparency-checked) authenticates
+ * the envelope, a session message or the suite's own.
+ */
+static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, struct incoming *in,
+                             uint8_t **pt, size_t *pt_len)
 {
     struct msv_public_identity *pub = NULL;
+    uint8_t *inner = NULL;
+    const uint8_t *env = d->ciphertext.data;
+    size_t env_len = d->ciphertext.len;
+    msv_err err = MSV_OK;
+
+    if (d->sender_device == 0) { /* sealed: the sender is inside */
+        char handle[256];
+
+        err = msv_sealed_unwrap(c->id, d->ciphertext.data, d->ciphertext.len, handle, &in->device,
+                                &inner, &env, &env_len);
+        if (err == MSV_OK)
+            snprintf(in->sender, sizeof(in->sender), "%s", handle);
+    } else {
+        snprintf(in->sender, sizeof(in->sender), "%.*s", (int)d->sender_handle.len,
+                 (const char *)d->sender_handle.data);
+        in->device = d->sender_device;
+    }
+    if (err == MSV_OK)
+        err = sender_identity(c, in->sender, in->device, &pub);
+    in->session_message = err == MSV_OK && msv_sessions_is_session_message(env, env_len);
+    if (err == MSV_OK && in->session_message)
+        err = msv_sessions_open(c, in->device, pub, env, env_len, pt, pt_len, &in->update);
+    else if (err == MSV_OK)
+        err = msv_open(c->id, pub, env, env_len, NULL, pt, pt_len);
+    msv_public_identity_free(pub);
+    free(inner);
+    return err;
+}
+
+static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
+                            void (*on_message)(void *, const struct msv_incoming *), void *ctx,
+                            struct incoming *from)
+{
     struct msv_payload *p = NULL;
     struct msv_message_rec rec = {.status = "received"};
-    char sender[257], *text = NULL, group_conversation[40];
+    char *sender = from->sender, *text = NULL, group_conversation[40];
     uint8_t *pt = NULL;
     size_t pt_len = 0;
-    msv_err err;
+    msv_err err = open_delivery(c, d, from, &pt, &pt_len);
 
-    snprintf(sender, sizeof(sender), "%.*s", (int)d->sender_handle.len,
-             (const char *)d->sender_handle.data);
-    err = sender_identity(c, sender, d->sender_device, &pub);
-    if (err == MSV_OK)
-        err = msv_open(c->id, pub, d->ciphertext.data, d->ciphertext.len, NULL, &pt, &pt_len);
     if (err == MSV_OK)
         err = msv_payload_parse(pt, pt_len, &p);
     msv_secret_free(pt, pt_len);
-    msv_public_identity_free(pub);
     if (err != MSV_OK)
         return err;
+    /* the key to answer it sealed */
+    if (p->has_profile_key && strcmp(sender, c->handle) != 0 &&
+        (err = msv_sessions_learn_profile(c, sender, p->profile_key)) != MSV_OK) {
+        msv_payload_free(p);
+        return err;
+    }
     keep_gossip(c, sender, p);
     if (p->kind != MSV_KIND_MESSAGE && p->kind != MSV_KIND_GROUP_CHANGE) {
-        err = take_control(c, sender, p, on_message, ctx);
+        err = take_control(c, sender, from->device, p, on_message, ctx);
         msv_payload_free(p);
         return err == MSV_OK ? MSV_ERR_EXISTS : err; /* acknowledged, not a new message */
     }
@@ -1664,7 +1815,7 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     rec.outgoing = strcmp(sender, c->handle) == 0;
     rec.status = rec.outgoing ? "sent" : "received"; /* a copy from this account's other device */
     rec.sender = sender;
-    rec.sender_device = d->sender_device;
+    rec.sender_device = from->device;
     rec.kind = (int)p->kind;
     rec.text = text;
     rec.sent_at_ms = (int64_t)p->sent_at_ms;
@@ -1765,6 +1916,47 @@ static void take_notice(struct msv_client *c, const Msv__Wire__Deliver *d,
     msv__wire__device_change__free_unpacked(dc, NULL);
 }
 
+#define RESET_INTERVAL_MS 60000
+
+/*
+ * No session of this device reads a session message from in->device: the
+ * sessions with it are dropped and a reset goes to its handle, which starts
+ * a new session (X3DH) with it; both sides are told. At most one reset per
+ * device a minute, so two devices that cannot read each other do not loop.
+ */
+static void session_broken(struct msv_client *c, const struct incoming *in,
+                           void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+{
+    char key[48], notice[600];
+    uint8_t *v = NULL, when[8];
+    size_t len = 0;
+    int64_t now = msv_wall_ms(), last = 0;
+
+    snprintf(key, sizeof(key), "reset:%llu", (unsigned long long)in->device);
+    if (msv_client_db_get(c->db, key, &v, &len) == MSV_OK && len == 8) {
+        for (int i = 0; i < 8; i++)
+            last = (int64_t)((uint64_t)last << 8 | v[i]);
+    }
+    free(v);
+    if (now - last < RESET_INTERVAL_MS)
+        return;
+    for (int i = 0; i < 8; i++)
+        when[i] = (uint8_t)((uint64_t)now >> (56 - 8 * i));
+    if (msv_client_db_set(c->db, key, when, sizeof(when)) != MSV_OK ||
+        msv_sessions_forget(c, in->device) != MSV_OK)
+        return;
+    (void)send_control(c, MSV_KIND_SESSION_RESET, NULL, NULL, in->sender);
+    if (on_message != NULL) {
+        struct msv_incoming note = {.notice = notice};
+
+        snprintf(notice, sizeof(notice),
+                 "a message from %s (device %llu) could not be decrypted; the session with that "
+                 "device was reset. Ask them to send it again.",
+                 in->sender, (unsigned long long)in->device);
+        on_message(ctx, &note);
+    }
+}
+
 msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
                            void (*on_message)(void *ctx, const struct msv_incoming *in), void *ctx,
                            size_t *count)
@@ -1786,16 +1978,25 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
             continue;
         }
         q = f->deliver->queue_id;
-        if (f->deliver->sender_device == 0) {
+        if (f->deliver->sender_device == 0 && f->deliver->suite != MSV_ENVELOPE_SEALED) {
             take_notice(c, f->deliver, on_message, ctx);
         } else {
-            err = take_message(c, f->deliver, on_message, ctx);
+            struct incoming in;
+
+            memset(&in, 0, sizeof(in));
+            err = take_message(c, f->deliver, on_message, ctx, &in);
             if (err == MSV_OK)
                 (*count)++;
+            if (err == MSV_OK || err == MSV_ERR_EXISTS)
+                /* the message is stored: now what reading it changed in the session */
+                err = msv_sessions_commit(c, &in.update) == MSV_OK ? err : MSV_ERR_IO;
+            msv_sessions_discard(&in.update);
+            if (err == MSV_ERR_AUTH && in.session_message)
+                session_broken(c, &in, on_message, ctx);
             /* a redelivery, or a message that is not authentic: acknowledged and dropped, so
              * that the relay does not offer it forever; storage failures are not acknowledged */
             if (err == MSV_ERR_EXISTS || err == MSV_ERR_AUTH || err == MSV_ERR_PARSE ||
-                err == MSV_ERR_NOT_FOUND || err == MSV_ERR_UNSUPPORTED)
+                err == MSV_ERR_NOT_FOUND || err == MSV_ERR_UNSUPPORTED || err == MSV_ERR_REPLAY)
                 err = MSV_OK;
         }
         msv_frame_free(f);

@@ -25,7 +25,8 @@ struct msv_client {
     uint16_t port;
     uint8_t pin[32];
     struct msv_conn *conn;
-    struct msv_refusal why; /* the server's words for the last refusal */
+    struct msv_conn *sealed_conn; /* not authenticated: sealed sends go here */
+    struct msv_refusal why;       /* the server's words for the last refusal */
     /* told about device sets that changed since last seen; may be NULL */
     void (*on_key_change)(void *ctx, const char *handle);
     void *ctx;

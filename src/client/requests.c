@@ -1,4 +1,5 @@
 #include "client/requests.h"
+#include "missive/ratchet.h"
 
 #include "crypto/internal.h"
 
@@ -135,8 +136,9 @@ msv_err msv_request_add_device(struct msv_conn *c, const char *handle, const cha
 
 msv_err msv_request_send(struct msv_conn *c, const uint8_t message_id[16],
                          const char *const *handles, size_t n_handles,
-                         const struct msv_outgoing *envelopes, size_t n, int timeout_ms,
-                         msv_frame **current, struct msv_refusal *why)
+                         const struct msv_outgoing *envelopes, size_t n,
+                         const uint8_t *delivery_token, int timeout_ms, msv_frame **current,
+                         struct msv_refusal *why)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__SendRequest send = MSV__WIRE__SEND_REQUEST__INIT;
@@ -164,6 +166,8 @@ msv_err msv_request_send(struct msv_conn *c, const uint8_t message_id[16],
     send.recipient_handles = hs;
     send.n_envelopes = n;
     send.envelopes = ptrs;
+    if (delivery_token != NULL)
+        send.delivery_token = (ProtobufCBinaryData){16, (uint8_t *)delivery_token};
     req.body_case = MSV__WIRE__FRAME__BODY_SEND;
     req.send = &send;
     err = run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, &answer);
@@ -176,6 +180,74 @@ out:
     free(ptrs);
     free(hs);
     return err;
+}
+
+msv_err msv_request_prekey_upload(struct msv_conn *c, const struct msv_prekey *signed_key,
+                                  const uint8_t sig[64], const struct msv_prekey *one_time,
+                                  size_t n, int timeout_ms, uint32_t *left, int *has_signed,
+                                  struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__PrekeyUpload up = MSV__WIRE__PREKEY_UPLOAD__INIT;
+    Msv__Wire__SignedPrekey sp = MSV__WIRE__SIGNED_PREKEY__INIT;
+    Msv__Wire__OneTimePrekey *ot = calloc(n + 1, sizeof(*ot));
+    Msv__Wire__OneTimePrekey **ptrs = calloc(n + 1, sizeof(*ptrs));
+    msv_frame *answer = NULL;
+    msv_err err = MSV_ERR_NOMEM;
+
+    if (ot == NULL || ptrs == NULL)
+        goto out;
+    if (signed_key != NULL) {
+        sp.id = signed_key->id;
+        sp.key = (ProtobufCBinaryData){32, (uint8_t *)signed_key->pk};
+        sp.signature = (ProtobufCBinaryData){64, (uint8_t *)sig};
+        up.signed_ = &sp;
+    }
+    for (size_t i = 0; i < n; i++) {
+        msv__wire__one_time_prekey__init(&ot[i]);
+        ot[i].id = one_time[i].id;
+        ot[i].key = (ProtobufCBinaryData){32, (uint8_t *)one_time[i].pk};
+        ptrs[i] = &ot[i];
+    }
+    up.n_one_time = n;
+    up.one_time = ptrs;
+    req.body_case = MSV__WIRE__FRAME__BODY_PREKEY_UPLOAD;
+    req.prekey_upload = &up;
+    err = run(c, &req, MSV__WIRE__FRAME__BODY_PREKEY_STATE, timeout_ms, why, &answer);
+    if (err == MSV_OK) {
+        *left = answer->prekey_state->one_time_left;
+        *has_signed = answer->prekey_state->has_signed;
+    }
+    msv_frame_free(answer);
+out:
+    free(ot);
+    free(ptrs);
+    return err;
+}
+
+msv_err msv_request_prekey_claim(struct msv_conn *c, const uint64_t *device_ids, size_t n,
+                                 int timeout_ms, msv_frame **result, struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__PrekeyClaim claim = MSV__WIRE__PREKEY_CLAIM__INIT;
+
+    claim.n_device_ids = n;
+    claim.device_ids = (uint64_t *)device_ids;
+    req.body_case = MSV__WIRE__FRAME__BODY_PREKEY_CLAIM;
+    req.prekey_claim = &claim;
+    return run(c, &req, MSV__WIRE__FRAME__BODY_PREKEY_BUNDLES, timeout_ms, why, result);
+}
+
+msv_err msv_request_set_delivery_token(struct msv_conn *c, const uint8_t token[16], int timeout_ms,
+                                       struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__SetDeliveryToken t = MSV__WIRE__SET_DELIVERY_TOKEN__INIT;
+
+    t.token = (ProtobufCBinaryData){16, (uint8_t *)token};
+    req.body_case = MSV__WIRE__FRAME__BODY_SET_DELIVERY_TOKEN;
+    req.set_delivery_token = &t;
+    return run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, NULL);
 }
 
 msv_err msv_request_ack(struct msv_conn *c, const uint64_t *queue_ids, size_t n)

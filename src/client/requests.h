@@ -45,12 +45,14 @@ struct msv_outgoing {
  * Sends one message: an envelope per device of the named handles. On
  * MSV_ERR_AGAIN the device list was stale: *current (caller frees with
  * msv_frame_free) holds the server's Error with the devices to address.
+ * delivery_token (16 bytes, or NULL) makes it a sealed send, on a connection
+ * that has not authenticated.
  */
 MSV_MUST_CHECK msv_err msv_request_send(struct msv_conn *c, const uint8_t message_id[16],
                                         const char *const *handles, size_t n_handles,
                                         const struct msv_outgoing *envelopes, size_t n,
-                                        int timeout_ms, msv_frame **current,
-                                        struct msv_refusal *why);
+                                        const uint8_t *delivery_token, int timeout_ms,
+                                        msv_frame **current, struct msv_refusal *why);
 
 /*
  * Looks up handles; *result (caller frees with msv_frame_free) holds the
@@ -81,6 +83,26 @@ MSV_MUST_CHECK msv_err msv_request_blob_download(struct msv_conn *c, const uint8
                                                  size_t *len, struct msv_refusal *why);
 
 /* Acknowledges delivered queue ids (no answer is awaited). */
+/*
+ * Publishes prekeys: the signed one (when signed_key is not NULL, with its
+ * signature) and n one-time ones. *left and *has_signed describe what the
+ * server holds for this device afterwards; n 0 and no signed key just ask.
+ */
+struct msv_prekey;
+MSV_MUST_CHECK msv_err msv_request_prekey_upload(struct msv_conn *c,
+                                                 const struct msv_prekey *signed_key,
+                                                 const uint8_t sig[64],
+                                                 const struct msv_prekey *one_time, size_t n,
+                                                 int timeout_ms, uint32_t *left, int *has_signed,
+                                                 struct msv_refusal *why);
+/* Claims the devices' prekey bundles; *result (msv_frame_free) holds PrekeyBundles. */
+MSV_MUST_CHECK msv_err msv_request_prekey_claim(struct msv_conn *c, const uint64_t *device_ids,
+                                                size_t n, int timeout_ms, msv_frame **result,
+                                                struct msv_refusal *why);
+/* Registers this device's 16-byte delivery token for sealed sends. */
+MSV_MUST_CHECK msv_err msv_request_set_delivery_token(struct msv_conn *c, const uint8_t token[16],
+                                                      int timeout_ms, struct msv_refusal *why);
+
 MSV_MUST_CHECK msv_err msv_request_ack(struct msv_conn *c, const uint64_t *queue_ids, size_t n);
 
 #endif

@@ -86,6 +86,30 @@ msv_err msv_client_db_set(struct msv_client_db *db, const char *key, const void 
     return msv_sql_run(st);
 }
 
+msv_err msv_client_db_unset(struct msv_client_db *db, const char *key)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db, "DELETE FROM settings WHERE key = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+    return msv_sql_run(st);
+}
+
+msv_err msv_client_db_unset_prefix(struct msv_client_db *db, const char *prefix)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err =
+        msv_sql_prepare(db->db, "DELETE FROM settings WHERE substr(key, 1, ?1) = ?2;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int(st, 1, (int)strlen(prefix));
+    sqlite3_bind_text(st, 2, prefix, -1, SQLITE_TRANSIENT);
+    return msv_sql_run(st);
+}
+
 msv_err msv_client_db_get(struct msv_client_db *db, const char *key, uint8_t **value, size_t *len)
 {
     sqlite3_stmt *st = NULL;

@@ -23,6 +23,10 @@ MSV_MUST_CHECK msv_err msv_client_db_set(struct msv_client_db *db, const char *k
                                          const void *value, size_t len);
 MSV_MUST_CHECK msv_err msv_client_db_get(struct msv_client_db *db, const char *key, uint8_t **value,
                                          size_t *len);
+/* Removes a setting (nothing happens if it is absent). */
+MSV_MUST_CHECK msv_err msv_client_db_unset(struct msv_client_db *db, const char *key);
+/* Removes every setting whose key starts with prefix. */
+MSV_MUST_CHECK msv_err msv_client_db_unset_prefix(struct msv_client_db *db, const char *prefix);
 
 /* Contacts: a name for one or more handles. */
 MSV_MUST_CHECK msv_err msv_client_db_contact_add(struct msv_client_db *db, const char *name,

@@ -1,0 +1,91 @@
+/*
+ * The device's sessions with other modern devices (missive/ratchet.h), its
+ * prekeys, and its delivery token for sealed sends, kept in the account's
+ * state database.
+ *
+ * Sending seals for a device with its session when there is one (started
+ * from the device's prekeys when it has published some), else with the
+ * suite's own envelope. Receiving opens session messages; what a message
+ * changes in the session is stored only after the message itself, so a
+ * message that could not be stored is read again when it comes again.
+ */
+#ifndef MSV_CLIENT_SESSIONS_H
+#define MSV_CLIENT_SESSIONS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "missive/crypto.h"
+#include "missive/payload.h"
+#include "wire/frame.h"
+
+struct msv_client;
+struct msv_session;
+
+/* Keeps one-time prekeys at the server above this many (refilled to the upload size). */
+#define MSV_PREKEYS_LOW 20
+#define MSV_PREKEYS_BATCH 100
+
+/*
+ * After authentication: publishes a signed prekey and one-time prekeys when
+ * the server holds too few, and the delivery token when it was not
+ * registered yet. Modern devices only (others: nothing to do). Best effort:
+ * what fails is tried again at the next connection.
+ */
+msv_err msv_sessions_publish(struct msv_client *c);
+
+/* This device's profile key (made on first use); its delivery token is derived from it. */
+MSV_MUST_CHECK msv_err msv_sessions_profile_key(struct msv_client *c,
+                                                uint8_t key[MSV_PROFILE_KEY_LEN]);
+void msv_sessions_delivery_token(const uint8_t key[MSV_PROFILE_KEY_LEN], uint8_t token[16]);
+/* The delivery token for handle, from the profile key its devices sent; MSV_ERR_NOT_FOUND. */
+MSV_MUST_CHECK msv_err msv_sessions_token_for(struct msv_client *c, const char *handle,
+                                              uint8_t token[16]);
+/* Remembers (or with key NULL forgets) the profile key a handle's device sent. */
+MSV_MUST_CHECK msv_err msv_sessions_learn_profile(struct msv_client *c, const char *handle,
+                                                  const uint8_t *key);
+
+/*
+ * Starts sessions with the modern devices of hds that have none (not this
+ * one): claims their prekey bundles in one request, checks each signed
+ * prekey against the device's identity as listed, stores the sessions.
+ * Devices without prekeys are left to the suite's envelope.
+ */
+MSV_MUST_CHECK msv_err msv_sessions_prepare(struct msv_client *c,
+                                            Msv__Wire__HandleDevices *const *hds, size_t n);
+
+/* Seals pt for a device: with its session (stored advanced) or the suite's envelope. */
+MSV_MUST_CHECK msv_err msv_sessions_seal(struct msv_client *c, uint64_t device_id,
+                                         const struct msv_public_identity *pub, const uint8_t *pt,
+                                         size_t len, uint8_t **out, size_t *out_len);
+
+/* What opening a session message changes, stored by msv_sessions_commit(). */
+struct msv_session_update {
+    uint64_t device_id;
+    struct msv_session *s;
+    uint32_t used_one_time; /* a one-time prekey secret to delete, or 0 */
+    int is_new;             /* replaces the current session (which becomes the previous) */
+    int was_previous;       /* the previous session read it: it becomes current again */
+};
+
+/* 1 if the envelope is a session message (0x05 or 0x06). */
+int msv_sessions_is_session_message(const uint8_t *wire, size_t len);
+
+/*
+ * Opens a session message from device (identity pub). MSV_ERR_REPLAY for a
+ * duplicate of one read before, MSV_ERR_AUTH if no session of this device
+ * reads it. *pt: caller frees with msv_secret_free().
+ */
+MSV_MUST_CHECK msv_err msv_sessions_open(struct msv_client *c, uint64_t device_id,
+                                         const struct msv_public_identity *pub, const uint8_t *wire,
+                                         size_t len, uint8_t **pt, size_t *pt_len,
+                                         struct msv_session_update *u);
+MSV_MUST_CHECK msv_err msv_sessions_commit(struct msv_client *c, struct msv_session_update *u);
+void msv_sessions_discard(struct msv_session_update *u);
+
+/* Forgets the sessions with device: the next message to it starts a new one. */
+MSV_MUST_CHECK msv_err msv_sessions_forget(struct msv_client *c, uint64_t device_id);
+/* Forgets every session (after a restore: the peers moved on since the backup). */
+MSV_MUST_CHECK msv_err msv_sessions_forget_all(struct msv_client *c);
+
+#endif
