@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "missive/util.h"
 
@@ -197,6 +198,54 @@ int test_server_http(struct test_server *s, const char *path, char *body, size_t
     close(fd);
     assert_int_equal(sscanf(body, "HTTP/1.%*d %d", &status), 1);
     return status;
+}
+
+size_t test_server_queued(struct test_server *s, struct test_queued **rows)
+{
+    char path[128];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    size_t n = 0, cap = 16;
+
+    snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
+    *rows = calloc(cap, sizeof(**rows));
+    assert_non_null(*rows);
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, TEST_TIMEOUT_MS);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT device_id, sender_device, sender_handle, suite, "
+                                        "ciphertext FROM queue ORDER BY id;",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        struct test_queued *r;
+
+        if (n == cap) {
+            cap *= 2;
+            *rows = realloc(*rows, cap * sizeof(**rows));
+            assert_non_null(*rows);
+        }
+        r = &(*rows)[n++];
+        r->device_id = (uint64_t)sqlite3_column_int64(st, 0);
+        r->sender_device = (uint64_t)sqlite3_column_int64(st, 1);
+        snprintf(r->sender_handle, sizeof(r->sender_handle), "%s",
+                 (const char *)sqlite3_column_text(st, 2));
+        r->suite = (uint32_t)sqlite3_column_int64(st, 3);
+        r->len = (size_t)sqlite3_column_bytes(st, 4);
+        r->ciphertext = malloc(r->len + 1);
+        assert_non_null(r->ciphertext);
+        memcpy(r->ciphertext, sqlite3_column_blob(st, 4), r->len);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+void test_queued_free(struct test_queued *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(rows[i].ciphertext);
+    free(rows);
 }
 
 struct msv_conn *test_connect(struct test_server *s)

@@ -43,6 +43,19 @@ void test_server_code(struct test_server *s, const char *handle, char code[7]);
 /* GET path on the HTTP port; returns the status and fills body. */
 int test_server_http(struct test_server *s, const char *path, char *body, size_t len);
 
+/* What the relay holds for devices, read from its database (the server may be running). */
+struct test_queued {
+    uint64_t device_id, sender_device;
+    char sender_handle[128];
+    uint32_t suite;
+    uint8_t *ciphertext;
+    size_t len;
+};
+
+/* Every queued envelope, oldest first; free with test_queued_free(). */
+size_t test_server_queued(struct test_server *s, struct test_queued **rows);
+void test_queued_free(struct test_queued *rows, size_t n);
+
 struct msv_conn *test_connect(struct test_server *s);
 /* One frame's round trip; asserts an answer arrived. */
 msv_frame *test_request(struct msv_conn *c, msv_frame *req);

@@ -24,8 +24,11 @@
 #include <sqlite3.h>
 
 #include "client/client.h"
+#include "client/sessions.h"
 #include "missive/kt.h"
 #include "missive/payload.h"
+#include "missive/ratchet.h"
+#include "missive/sealed.h"
 #include "missive/util.h"
 #include "server_harness.h"
 
@@ -324,6 +327,169 @@ static void test_crash_consistency(void **state)
     }
     msv_client_close(rcpt[0]);
     msv_client_close(rcpt[1]);
+    test_server_cleanup(&s);
+}
+
+/* ---- sessions and sealed sender ------------------------------------------------------------ */
+
+/* 1 if c's history has an incoming message with this text. */
+static int received_text(struct msv_client *c, const char *text)
+{
+    struct msv_message_rec *hist = NULL;
+    size_t n = 0;
+    int found = 0;
+
+    assert_int_equal(msv_client_db_history(c->db, NULL, NULL, 0, &hist, &n), MSV_OK);
+    for (size_t i = 0; i < n; i++)
+        found |= !hist[i].outgoing && hist[i].text != NULL && strcmp(hist[i].text, text) == 0;
+    msv_messages_free(hist, n);
+    return found;
+}
+
+struct notices {
+    char text[4][600];
+    size_t n;
+};
+
+static void keep_notice(void *ctx, const struct msv_incoming *in)
+{
+    struct notices *n = ctx;
+
+    if (in->notice != NULL && n->n < 4)
+        snprintf(n->text[n->n++], sizeof(n->text[0]), "%s", in->notice);
+}
+
+static void receive_notices(struct msv_client *c, struct notices *n)
+{
+    size_t count = 0;
+
+    memset(n, 0, sizeof(*n));
+    assert_int_equal(msv_client_receive(c, 1000, keep_notice, n, &count), MSV_OK);
+}
+
+/*
+ * The newest envelope queued for device: its first byte, and for a sealed
+ * one what the relay must not see: sender and inner envelope, opened with
+ * the recipient's keys. *sealed says which it was.
+ */
+static uint8_t newest_envelope(struct test_server *s, struct msv_client *to, uint64_t from_device,
+                               int *sealed, uint8_t *inner_kind)
+{
+    struct test_queued *rows = NULL;
+    size_t n = test_server_queued(s, &rows);
+    const struct test_queued *r = NULL;
+    uint8_t kind;
+
+    for (size_t i = 0; i < n; i++)
+        if (rows[i].device_id == to->device_id)
+            r = &rows[i];
+    assert_non_null(r);
+    kind = r->ciphertext[0];
+    *sealed = r->suite == MSV_ENVELOPE_SEALED;
+    *inner_kind = kind;
+    if (*sealed) {
+        char handle[256];
+        uint64_t device = 0;
+        uint8_t *buf = NULL;
+        const uint8_t *inner = NULL;
+        size_t inner_len = 0;
+
+        /* the relay holds no sender; the recipient finds it inside */
+        assert_int_equal(r->sender_device, 0);
+        assert_string_equal(r->sender_handle, "");
+        assert_int_equal(msv_sealed_unwrap(to->id, r->ciphertext, r->len, handle, &device, &buf,
+                                           &inner, &inner_len),
+                         MSV_OK);
+        assert_int_equal(device, from_device);
+        *inner_kind = inner[0];
+        free(buf);
+    } else {
+        assert_int_equal(r->sender_device, from_device);
+    }
+    test_queued_free(rows, n);
+    return kind;
+}
+
+/*
+ * Messages between modern devices travel in sessions: the first starts one
+ * from the recipient's prekeys (and the one-time prekey's secret is gone
+ * once read); once each side has the other's profile key, the relay no
+ * longer learns who sends; a session that breaks is reset with a notice on
+ * both sides, and the next message gets through.
+ */
+static void test_sessions_and_sealed_sender(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    const char *to_bob[1] = {"bob@example.org"}, *to_alice[1] = {"alice@example.org"};
+    struct test_queued *rows = NULL;
+    struct notices notes;
+    uint8_t id[16], base[32], *v = NULL, inner;
+    uint32_t spk_id = 0, opk_id = 0;
+    size_t n, len = 0;
+    int sealed;
+    char key[32];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", to_alice[0]);
+    bob = client_for(&s, "bob", to_bob[0]);
+
+    /* first contact: X3DH from bob's published prekeys; alice has no token for bob yet */
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "first", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(newest_envelope(&s, bob, alice->device_id, &sealed, &inner),
+                     MSV_WIRE_PREKEY_MSG);
+    assert_false(sealed);
+    n = test_server_queued(&s, &rows);
+    assert_int_equal(n, 1);
+    assert_string_equal(rows[0].sender_handle, to_alice[0]);
+    assert_int_equal(
+        msv_prekey_message_info(rows[0].ciphertext, rows[0].len, &spk_id, &opk_id, base), MSV_OK);
+    test_queued_free(rows, n);
+    assert_true(opk_id != 0);
+    snprintf(key, sizeof(key), "prekey:%u", opk_id);
+    assert_int_equal(msv_client_db_get(bob->db, key, &v, &len), MSV_OK);
+    msv_secret_free(v, len);
+    receive_all(bob);
+    assert_true(received_text(bob, "first"));
+    /* forward secrecy: the one-time prekey's secret is deleted once used */
+    assert_int_equal(msv_client_db_get(bob->db, key, &v, &len), MSV_ERR_NOT_FOUND);
+
+    /* bob's delivery receipt: sealed (alice's profile key came with her message), in the
+     * session her message started */
+    assert_int_equal(newest_envelope(&s, alice, bob->device_id, &sealed, &inner), MSV_WIRE_SEALED);
+    assert_true(sealed);
+    assert_int_equal(inner, MSV_WIRE_RATCHET);
+    receive_all(alice);
+    /* and now alice's messages to bob are sealed too */
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "second", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(newest_envelope(&s, bob, alice->device_id, &sealed, &inner), MSV_WIRE_SEALED);
+    assert_int_equal(inner, MSV_WIRE_RATCHET);
+    receive_all(bob);
+    assert_true(received_text(bob, "second"));
+    receive_all(alice);
+
+    /* bob loses his session with alice's device: her next message cannot be read... */
+    assert_int_equal(msv_sessions_forget(bob, alice->device_id), MSV_OK);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "third", NULL, 0, NULL, id), MSV_OK);
+    receive_notices(bob, &notes);
+    assert_int_equal(notes.n, 1);
+    assert_non_null(strstr(notes.text[0], "could not be decrypted; the session with that device "
+                                          "was reset"));
+    assert_false(received_text(bob, "third"));
+    /* ...bob's reset starts a new session, alice is told, and her next message is read */
+    assert_int_equal(newest_envelope(&s, alice, bob->device_id, &sealed, &inner), MSV_WIRE_SEALED);
+    assert_int_equal(inner, MSV_WIRE_PREKEY_MSG);
+    receive_notices(alice, &notes);
+    assert_int_equal(notes.n, 1);
+    assert_non_null(strstr(notes.text[0], "could not read a message from this device"));
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "fourth", NULL, 0, NULL, id), MSV_OK);
+    receive_all(bob);
+    assert_true(received_text(bob, "fourth"));
+
+    msv_client_close(alice);
+    msv_client_close(bob);
     test_server_cleanup(&s);
 }
 
@@ -859,9 +1025,13 @@ static void test_sender_killed_mid_send(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_redelivery_shown_once),  cmocka_unit_test(test_malicious_directory),
-        cmocka_unit_test(test_owner_monitor),          cmocka_unit_test(test_gossip_reveals_fork),
-        cmocka_unit_test(test_sender_killed_mid_send), cmocka_unit_test(test_crash_consistency),
+        cmocka_unit_test(test_redelivery_shown_once),
+        cmocka_unit_test(test_malicious_directory),
+        cmocka_unit_test(test_owner_monitor),
+        cmocka_unit_test(test_gossip_reveals_fork),
+        cmocka_unit_test(test_sender_killed_mid_send),
+        cmocka_unit_test(test_crash_consistency),
+        cmocka_unit_test(test_sessions_and_sealed_sender),
     };
 
     if (msv_init() != MSV_OK)

@@ -19,7 +19,6 @@
 
 #include <cmocka.h>
 #include <openssl/sha.h>
-#include <sqlite3.h>
 
 #include "missive/kt.h"
 #include "missive/ratchet.h"
@@ -1414,27 +1413,6 @@ static msv_err upload_prekeys(struct test_device *d, const struct msv_identity *
                                      has_signed, why);
 }
 
-/* The sender columns of every queued row, as "device:handle;..." */
-static void queued_senders(struct test_server *s, char *out, size_t len)
-{
-    char path[128];
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    size_t o = 0;
-
-    snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
-    out[0] = '\0';
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    assert_int_equal(
-        sqlite3_prepare_v2(db, "SELECT sender_device, sender_handle FROM queue;", -1, &st, NULL),
-        SQLITE_OK);
-    while (sqlite3_step(st) == SQLITE_ROW && o < len)
-        o += (size_t)snprintf(out + o, len - o, "%lld:%s;", sqlite3_column_int64(st, 0),
-                              (const char *)sqlite3_column_text(st, 1));
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-}
-
 /*
  * Prekeys are published signed and handed out once; a sealed send on a
  * connection that never authenticated reaches the recipient with the token
@@ -1451,7 +1429,8 @@ static void test_prekeys_and_sealed_sender(void **state)
     const uint8_t *inner = NULL;
     size_t env_len = 0, inner_len = 0, pt_len = 0;
     struct msv_conn *anon;
-    char senders[512], handle[256];
+    struct test_queued *rows = NULL;
+    char handle[256];
     uint64_t sender_device = 0, q;
     uint32_t left = 0;
     int has_signed = 0;
@@ -1543,8 +1522,12 @@ static void test_prekeys_and_sealed_sender(void **state)
     msv_conn_close(anon);
     assert_int_equal(metric(&s, "sealed_sends_total"), 1);
     /* what the relay keeps names no sender */
-    queued_senders(&s, senders, sizeof(senders));
-    assert_string_equal(senders, "0:;");
+    assert_int_equal(test_server_queued(&s, &rows), 1);
+    assert_int_equal(rows[0].device_id, b1.device_id);
+    assert_int_equal(rows[0].sender_device, 0);
+    assert_string_equal(rows[0].sender_handle, "");
+    assert_int_equal(rows[0].suite, MSV_ENVELOPE_SEALED);
+    test_queued_free(rows, 1);
     /* bob gets it from nobody the relay knows, and finds alice inside */
     test_device_connect(&s, &b1);
     do {

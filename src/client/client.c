@@ -1723,6 +1723,8 @@ struct incoming {
     uint64_t device;
     int session_message;
     struct msv_session_update update;
+    int owes_receipt; /* a new message: its delivery receipt goes once the session is stored */
+    uint8_t message_id[16];
 };
 
 /*
@@ -1827,9 +1829,10 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
 
         on_message(ctx, &in);
     }
-    /* the sender learns it arrived; should that fail, the outbox sends it later */
-    if (err == MSV_OK && !rec.outgoing && p->kind == MSV_KIND_MESSAGE)
-        (void)send_control(c, MSV_KIND_RECEIPT_DELIVERED, p->message_id, NULL, sender);
+    if (err == MSV_OK && !rec.outgoing && p->kind == MSV_KIND_MESSAGE) {
+        from->owes_receipt = 1;
+        memcpy(from->message_id, p->message_id, 16);
+    }
     msv_secret_free(text, strlen(text));
     msv_payload_free(p);
     return err;
@@ -1991,6 +1994,10 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
                 /* the message is stored: now what reading it changed in the session */
                 err = msv_sessions_commit(c, &in.update) == MSV_OK ? err : MSV_ERR_IO;
             msv_sessions_discard(&in.update);
+            /* the sender learns it arrived (in the session just stored); should that fail,
+             * the outbox sends it later */
+            if (err == MSV_OK && in.owes_receipt)
+                (void)send_control(c, MSV_KIND_RECEIPT_DELIVERED, in.message_id, NULL, in.sender);
             if (err == MSV_ERR_AUTH && in.session_message)
                 session_broken(c, &in, on_message, ctx);
             /* a redelivery, or a message that is not authentic: acknowledged and dropped, so
