@@ -110,6 +110,25 @@ msv_err msv_client_db_unset_prefix(struct msv_client_db *db, const char *prefix)
     return msv_sql_run(st);
 }
 
+msv_err msv_client_db_snapshot(struct msv_client_db *db, const char *path)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db, "VACUUM INTO ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, path, -1, SQLITE_TRANSIENT);
+    return msv_sql_run(st);
+}
+
+msv_err msv_client_db_compact(struct msv_client_db *db)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db, "VACUUM;", &st);
+
+    return err == MSV_OK ? msv_sql_run(st) : err;
+}
+
 msv_err msv_client_db_get(struct msv_client_db *db, const char *key, uint8_t **value, size_t *len)
 {
     sqlite3_stmt *st = NULL;

@@ -28,6 +28,14 @@ MSV_MUST_CHECK msv_err msv_client_db_unset(struct msv_client_db *db, const char 
 /* Removes every setting whose key starts with prefix. */
 MSV_MUST_CHECK msv_err msv_client_db_unset_prefix(struct msv_client_db *db, const char *prefix);
 
+/*
+ * A consistent copy of the whole database at path (which must not exist, or
+ * be empty), taken while it may be in use.
+ */
+MSV_MUST_CHECK msv_err msv_client_db_snapshot(struct msv_client_db *db, const char *path);
+/* Rebuilds the file so that nothing deleted remains in it. */
+MSV_MUST_CHECK msv_err msv_client_db_compact(struct msv_client_db *db);
+
 /* Contacts: a name for one or more handles. */
 MSV_MUST_CHECK msv_err msv_client_db_contact_add(struct msv_client_db *db, const char *name,
                                                  const char *handle);

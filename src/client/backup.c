@@ -1,0 +1,579 @@
+/* Encrypted backups of an account directory (client/backup.h). */
+#define _GNU_SOURCE /* open_memstream */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "client/backup.h"
+#include "missive/util.h"
+
+#define MAGIC "MSVBACK1"
+#define MAGIC_LEN 8
+#define SALT_LEN 16
+#define HEADER_LEN (MAGIC_LEN + 4 + 4 + SALT_LEN)
+#define STREAM_HEADER_LEN crypto_secretstream_xchacha20poly1305_HEADERBYTES
+#define AD_LEN (HEADER_LEN + STREAM_HEADER_LEN)
+#define CHUNK (64 * 1024)
+#define SEALED_CHUNK (CHUNK + crypto_secretstream_xchacha20poly1305_ABYTES)
+#define NAME_MAX_LEN 300
+#define RECORD_FILE 1
+#define RECORD_END 0
+#define STATE_DB "state.db"
+#define ATTACHMENTS "attachments"
+
+static msv_err say(char *why, size_t len, msv_err err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static msv_err say(char *why, size_t len, msv_err err, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (why != NULL && len > 0) {
+        va_start(ap, fmt);
+        vsnprintf(why, len, fmt, ap);
+        va_end(ap);
+    }
+    return err;
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (24 - 8 * i));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static msv_err derive_key(const char *passphrase, const uint8_t salt[SALT_LEN], uint32_t ops,
+                          uint32_t mem_kib, uint8_t key[32])
+{
+    if (crypto_pwhash(key, 32, passphrase, strlen(passphrase), salt, ops, (size_t)mem_kib * 1024u,
+                      crypto_pwhash_ALG_ARGON2ID13) != 0)
+        return MSV_ERR_NOMEM; /* the memory the parameters ask for is not there */
+    return MSV_OK;
+}
+
+/* ---- writing ---------------------------------------------------------------------------- */
+
+struct writer {
+    FILE *f;
+    crypto_secretstream_xchacha20poly1305_state st;
+    uint8_t ad[AD_LEN];
+    uint8_t buf[CHUNK];
+    size_t used;
+    uint8_t out[4 + SEALED_CHUNK];
+    uint64_t done, total;
+    const struct msv_backup_progress *progress;
+};
+
+static msv_err push_chunk(struct writer *w, uint8_t tag)
+{
+    unsigned long long len = 0;
+
+    if (crypto_secretstream_xchacha20poly1305_push(&w->st, w->out + 4, &len, w->buf, w->used, w->ad,
+                                                   sizeof(w->ad), tag) != 0)
+        return MSV_ERR_CRYPTO;
+    put_u32(w->out, (uint32_t)len);
+    w->used = 0;
+    return fwrite(w->out, 1, 4 + (size_t)len, w->f) == 4 + (size_t)len ? MSV_OK : MSV_ERR_IO;
+}
+
+static msv_err put(struct writer *w, const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    msv_err err = MSV_OK;
+
+    while (n > 0 && err == MSV_OK) {
+        size_t take = CHUNK - w->used < n ? CHUNK - w->used : n;
+
+        memcpy(w->buf + w->used, p, take);
+        w->used += take;
+        p += take;
+        n -= take;
+        if (w->used == CHUNK)
+            err = push_chunk(w, crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
+    }
+    return err;
+}
+
+/* The file's header, and the stream started under key. */
+static msv_err start_stream(struct writer *w, const uint8_t key[32],
+                            const struct msv_backup_kdf *kdf, const uint8_t salt[SALT_LEN])
+{
+    memcpy(w->ad, MAGIC, MAGIC_LEN);
+    put_u32(w->ad + MAGIC_LEN, kdf->opslimit);
+    put_u32(w->ad + MAGIC_LEN + 4, kdf->memlimit_kib);
+    memcpy(w->ad + MAGIC_LEN + 8, salt, SALT_LEN);
+    if (crypto_secretstream_xchacha20poly1305_init_push(&w->st, w->ad + HEADER_LEN, key) != 0)
+        return MSV_ERR_CRYPTO;
+    return fwrite(w->ad, 1, AD_LEN, w->f) == AD_LEN ? MSV_OK : MSV_ERR_IO;
+}
+
+/* One file as a record; its size must not change while it is read. */
+static msv_err put_file(struct writer *w, const char *name, const char *path, char *why,
+                        size_t why_len)
+{
+    uint8_t head[1 + 2 + NAME_MAX_LEN + 8], piece[CHUNK];
+    size_t name_len = strlen(name), o = 0, got;
+    uint64_t size, left;
+    struct stat sb;
+    FILE *f = fopen(path, "rb");
+    msv_err err = MSV_OK;
+
+    if (f == NULL || fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        if (f != NULL)
+            fclose(f);
+        return say(why, why_len, MSV_ERR_IO, "cannot read %s", path);
+    }
+    size = (uint64_t)sb.st_size;
+    head[o++] = RECORD_FILE;
+    head[o++] = (uint8_t)(name_len >> 8);
+    head[o++] = (uint8_t)name_len;
+    memcpy(head + o, name, name_len);
+    o += name_len;
+    for (int i = 0; i < 8; i++)
+        head[o++] = (uint8_t)(size >> (56 - 8 * i));
+    err = put(w, head, o);
+    for (left = size; err == MSV_OK && left > 0; left -= got) {
+        got = fread(piece, 1, left < sizeof(piece) ? (size_t)left : sizeof(piece), f);
+        if (got == 0)
+            err = say(why, why_len, MSV_ERR_IO, "%s changed while it was read", path);
+        else
+            err = put(w, piece, got);
+        w->done += got;
+        if (w->progress != NULL && w->progress->fn != NULL)
+            w->progress->fn(w->progress->ctx, w->done, w->total);
+    }
+    if (err == MSV_OK && fgetc(f) != EOF)
+        err = say(why, why_len, MSV_ERR_IO, "%s changed while it was read", path);
+    fclose(f);
+    return err;
+}
+
+/* The attachments kept (regular files of a sensible name); calls fn for each. */
+static msv_err each_attachment(const char *account_dir,
+                               msv_err (*fn)(void *ctx, const char *name, const char *path),
+                               void *ctx)
+{
+    char dir[1100], path[1500];
+    struct dirent *e;
+    DIR *d;
+    msv_err err = MSV_OK;
+
+    snprintf(dir, sizeof(dir), "%s/%s", account_dir, ATTACHMENTS);
+    if ((d = opendir(dir)) == NULL)
+        return errno == ENOENT ? MSV_OK : MSV_ERR_IO;
+    while (err == MSV_OK && (e = readdir(d)) != NULL) {
+        struct stat sb;
+
+        if (e->d_name[0] == '.' || strlen(e->d_name) > 255)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        if (lstat(path, &sb) == 0 && S_ISREG(sb.st_mode))
+            err = fn(ctx, e->d_name, path);
+    }
+    closedir(d);
+    return err;
+}
+
+static msv_err add_size(void *ctx, const char *name, const char *path)
+{
+    struct stat sb;
+
+    (void)name;
+    if (stat(path, &sb) == 0)
+        *(uint64_t *)ctx += (uint64_t)sb.st_size;
+    return MSV_OK;
+}
+
+struct attach_ctx {
+    struct writer *w;
+    char *why;
+    size_t why_len;
+};
+
+static msv_err add_attachment(void *ctx, const char *name, const char *path)
+{
+    struct attach_ctx *a = ctx;
+    char full[NAME_MAX_LEN];
+
+    snprintf(full, sizeof(full), "%s/%s", ATTACHMENTS, name);
+    return put_file(a->w, full, path, a->why, a->why_len);
+}
+
+static void remove_db(const char *path)
+{
+    char side[1300];
+
+    unlink(path);
+    snprintf(side, sizeof(side), "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof(side), "%s-shm", path);
+    unlink(side);
+}
+
+/* A copy of the state database without sessions (backups hold no message keys). */
+static msv_err snapshot(struct msv_client_db *db, const char *path, char *why, size_t why_len)
+{
+    struct msv_client_db *copy = NULL;
+    msv_err err = msv_client_db_snapshot(db, path);
+
+    if (err == MSV_OK)
+        err = msv_client_db_open(path, &copy);
+    if (err == MSV_OK)
+        err = msv_client_db_unset_prefix(copy, "session:");
+    if (err == MSV_OK)
+        err = msv_client_db_unset_prefix(copy, "session-prev:");
+    if (err == MSV_OK)
+        err = msv_client_db_compact(copy); /* and no trace of them in free pages */
+    msv_client_db_close(copy);
+    return err == MSV_OK ? MSV_OK
+                         : say(why, why_len, err, "cannot take a copy of the account's database");
+}
+
+static msv_err write_archive(struct writer *w, const char *account_dir, const char *db_copy,
+                             char *why, size_t why_len)
+{
+    struct attach_ctx a = {w, why, why_len};
+    uint8_t end = RECORD_END;
+    struct stat sb;
+    msv_err err;
+
+    w->total = stat(db_copy, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+    err = each_attachment(account_dir, add_size, &w->total);
+    if (err == MSV_OK)
+        err = put_file(w, STATE_DB, db_copy, why, why_len);
+    if (err == MSV_OK)
+        err = each_attachment(account_dir, add_attachment, &a);
+    if (err == MSV_OK)
+        err = put(w, &end, 1);
+    if (err == MSV_OK)
+        err = push_chunk(w, crypto_secretstream_xchacha20poly1305_TAG_FINAL);
+    return err;
+}
+
+msv_err msv_backup_write(const char *account_dir, struct msv_client_db *db, const char *path,
+                         const char *passphrase, const struct msv_backup_kdf *kdf,
+                         const struct msv_backup_progress *progress, char *why, size_t why_len)
+{
+    struct writer *w = NULL;
+    char tmp[1200], db_copy[1200];
+    uint8_t key[32], salt[SALT_LEN];
+    int fd = -1;
+    msv_err err = MSV_OK;
+
+    if (strlen(passphrase) < MSV_BACKUP_PASSPHRASE_MIN)
+        return say(why, why_len, MSV_ERR_INVALID, "the backup passphrase needs %d characters",
+                   MSV_BACKUP_PASSPHRASE_MIN);
+    if (kdf->opslimit < 1 || kdf->opslimit > MSV_BACKUP_OPS_MAX ||
+        kdf->memlimit_kib < MSV_BACKUP_MEM_MIN_KIB || kdf->memlimit_kib > MSV_BACKUP_MEM_MAX_KIB)
+        return say(why, why_len, MSV_ERR_INVALID, "Argon2id parameters out of range");
+    if (access(path, F_OK) == 0)
+        return say(why, why_len, MSV_ERR_EXISTS, "%s exists; choose another name", path);
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.partial", path) >= sizeof(tmp) ||
+        (size_t)snprintf(db_copy, sizeof(db_copy), "%s/backup-copy.db", account_dir) >=
+            sizeof(db_copy))
+        return say(why, why_len, MSV_ERR_INVALID, "path too long");
+    if ((w = calloc(1, sizeof(*w))) == NULL)
+        return MSV_ERR_NOMEM;
+    w->progress = progress;
+    remove_db(db_copy); /* left by a backup that was killed */
+    err = snapshot(db, db_copy, why, why_len);
+    if (err == MSV_OK) {
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        w->f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+        if (w->f == NULL) {
+            err = say(why, why_len, MSV_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+        }
+    }
+    if (err == MSV_OK) {
+        randombytes_buf(salt, SALT_LEN);
+        err = derive_key(passphrase, salt, kdf->opslimit, kdf->memlimit_kib, key);
+    }
+    if (err == MSV_OK)
+        err = start_stream(w, key, kdf, salt);
+    sodium_memzero(key, sizeof(key));
+    if (err == MSV_OK)
+        err = write_archive(w, account_dir, db_copy, why, why_len);
+    if (w->f != NULL) {
+        if (err == MSV_OK && (fflush(w->f) != 0 || fsync(fileno(w->f)) != 0))
+            err = say(why, why_len, MSV_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+        if (fclose(w->f) != 0 && err == MSV_OK)
+            err = say(why, why_len, MSV_ERR_IO, "cannot write %s", tmp);
+        if (err == MSV_OK && link(tmp, path) != 0) /* never over a file made meanwhile */
+            err = say(why, why_len, errno == EEXIST ? MSV_ERR_EXISTS : MSV_ERR_IO,
+                      "cannot create %s: %s", path, strerror(errno));
+        unlink(tmp);
+    }
+    remove_db(db_copy);
+    sodium_memzero(w, sizeof(*w));
+    free(w);
+    return err;
+}
+
+msv_err msv_backup_seal(const uint8_t key[32], const uint8_t *archive, size_t len, uint8_t **out,
+                        size_t *out_len)
+{
+    static const struct msv_backup_kdf kdf = {1, MSV_BACKUP_MEM_MIN_KIB};
+    static const uint8_t salt[SALT_LEN];
+    struct writer *w = calloc(1, sizeof(*w));
+    char *buf = NULL;
+    size_t buf_len = 0;
+    msv_err err = w != NULL ? MSV_OK : MSV_ERR_NOMEM;
+
+    if (err == MSV_OK && (w->f = open_memstream(&buf, &buf_len)) == NULL)
+        err = MSV_ERR_NOMEM;
+    if (err == MSV_OK)
+        err = start_stream(w, key, &kdf, salt);
+    if (err == MSV_OK)
+        err = put(w, archive, len);
+    if (err == MSV_OK)
+        err = push_chunk(w, crypto_secretstream_xchacha20poly1305_TAG_FINAL);
+    if (w != NULL && w->f != NULL && fclose(w->f) != 0 && err == MSV_OK)
+        err = MSV_ERR_NOMEM;
+    free(w);
+    if (err != MSV_OK) {
+        free(buf);
+        return err;
+    }
+    *out = (uint8_t *)buf;
+    *out_len = buf_len;
+    return MSV_OK;
+}
+
+/* ---- reading ---------------------------------------------------------------------------- */
+
+struct reader {
+    FILE *f;
+    crypto_secretstream_xchacha20poly1305_state st;
+    uint8_t ad[AD_LEN];
+    uint8_t in[SEALED_CHUNK];
+    uint8_t buf[CHUNK];
+    size_t len, pos;
+    int final;
+    char *why;
+    size_t why_len;
+};
+
+static msv_err damaged(struct reader *r)
+{
+    return say(r->why, r->why_len, MSV_ERR_PARSE, "the backup is damaged or incomplete");
+}
+
+static msv_err pull_chunk(struct reader *r, int first)
+{
+    uint8_t len_be[4], tag = 0;
+    unsigned long long len = 0;
+    uint32_t clen;
+
+    if (r->final || fread(len_be, 1, 4, r->f) != 4)
+        return damaged(r);
+    clen = get_u32(len_be);
+    if (clen < crypto_secretstream_xchacha20poly1305_ABYTES || clen > SEALED_CHUNK ||
+        fread(r->in, 1, clen, r->f) != clen)
+        return damaged(r);
+    if (crypto_secretstream_xchacha20poly1305_pull(&r->st, r->buf, &len, &tag, r->in, clen, r->ad,
+                                                   sizeof(r->ad)) != 0) {
+        if (first)
+            return say(r->why, r->why_len, MSV_ERR_AUTH,
+                       "wrong passphrase, or not a Missive backup");
+        return damaged(r);
+    }
+    if (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL)
+        r->final = 1;
+    else if (tag != crypto_secretstream_xchacha20poly1305_TAG_MESSAGE)
+        return damaged(r);
+    r->len = (size_t)len;
+    r->pos = 0;
+    return MSV_OK;
+}
+
+/* Exactly n bytes of the archive. */
+static msv_err get(struct reader *r, void *out, size_t n)
+{
+    uint8_t *p = out;
+    msv_err err = MSV_OK;
+
+    while (n > 0 && err == MSV_OK) {
+        size_t take;
+
+        if (r->pos == r->len) {
+            err = pull_chunk(r, 0);
+            continue;
+        }
+        take = r->len - r->pos < n ? r->len - r->pos : n;
+        memcpy(p, r->buf + r->pos, take);
+        r->pos += take;
+        p += take;
+        n -= take;
+    }
+    return err;
+}
+
+/* "state.db" or "attachments/NAME": 1 if the name may be written, and whether it is the db. */
+static int name_allowed(const char *name, int *is_db)
+{
+    const char *base;
+
+    *is_db = strcmp(name, STATE_DB) == 0;
+    if (*is_db)
+        return 1;
+    if (strncmp(name, ATTACHMENTS "/", sizeof(ATTACHMENTS)) != 0)
+        return 0;
+    base = name + sizeof(ATTACHMENTS);
+    return base[0] != '\0' && base[0] != '.' && strchr(base, '/') == NULL;
+}
+
+static msv_err unpack_file(struct reader *r, const char *dir, int *have_db)
+{
+    uint8_t len_be[2], size_be[8], piece[CHUNK];
+    char name[NAME_MAX_LEN + 1], path[1500];
+    size_t name_len;
+    uint64_t size = 0;
+    int is_db, fd;
+    FILE *out;
+    msv_err err = get(r, len_be, 2);
+
+    name_len = (size_t)len_be[0] << 8 | len_be[1];
+    if (err == MSV_OK && (name_len == 0 || name_len > NAME_MAX_LEN))
+        err = damaged(r);
+    if (err == MSV_OK)
+        err = get(r, name, name_len);
+    if (err == MSV_OK)
+        err = get(r, size_be, 8);
+    if (err != MSV_OK)
+        return err;
+    name[name_len] = '\0';
+    for (int i = 0; i < 8; i++)
+        size = size << 8 | size_be[i];
+    if (strlen(name) != name_len || !name_allowed(name, &is_db))
+        return say(r->why, r->why_len, MSV_ERR_PARSE, "the backup names a file it may not write");
+    if (!is_db) {
+        snprintf(path, sizeof(path), "%s/%s", dir, ATTACHMENTS);
+        if (mkdir(path, 0700) != 0 && errno != EEXIST)
+            return say(r->why, r->why_len, MSV_ERR_IO, "cannot create %s", path);
+    }
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return say(r->why, r->why_len, errno == EEXIST ? MSV_ERR_PARSE : MSV_ERR_IO,
+                   errno == EEXIST ? "the backup holds %s twice" : "cannot create %s", name);
+    if ((out = fdopen(fd, "wb")) == NULL) {
+        close(fd);
+        return MSV_ERR_NOMEM;
+    }
+    while (err == MSV_OK && size > 0) {
+        size_t n = size < sizeof(piece) ? (size_t)size : sizeof(piece);
+
+        err = get(r, piece, n);
+        if (err == MSV_OK && fwrite(piece, 1, n, out) != n)
+            err = say(r->why, r->why_len, MSV_ERR_IO, "cannot write %s", path);
+        size -= n;
+    }
+    if (fflush(out) != 0 || fsync(fileno(out)) != 0)
+        err = err != MSV_OK ? err : say(r->why, r->why_len, MSV_ERR_IO, "cannot write %s", path);
+    fclose(out);
+    *have_db |= is_db;
+    sodium_memzero(piece, sizeof(piece));
+    return err;
+}
+
+static msv_err read_header(struct reader *r, const char *passphrase, const uint8_t *key_in)
+{
+    uint8_t key[32];
+    uint32_t ops, mem;
+    msv_err err = MSV_OK;
+
+    if (fread(r->ad, 1, AD_LEN, r->f) != AD_LEN || memcmp(r->ad, MAGIC, MAGIC_LEN) != 0)
+        return say(r->why, r->why_len, MSV_ERR_PARSE, "not a Missive backup");
+    ops = get_u32(r->ad + MAGIC_LEN);
+    mem = get_u32(r->ad + MAGIC_LEN + 4);
+    if (ops < 1 || ops > MSV_BACKUP_OPS_MAX || mem < MSV_BACKUP_MEM_MIN_KIB ||
+        mem > MSV_BACKUP_MEM_MAX_KIB)
+        return say(r->why, r->why_len, MSV_ERR_UNSUPPORTED,
+                   "the backup asks for Argon2id parameters beyond what is allowed "
+                   "(%u passes, %u KiB)",
+                   ops, mem);
+    if (key_in != NULL)
+        memcpy(key, key_in, 32);
+    else
+        err = derive_key(passphrase, r->ad + MAGIC_LEN + 8, ops, mem, key);
+    if (err == MSV_OK &&
+        crypto_secretstream_xchacha20poly1305_init_pull(&r->st, r->ad + HEADER_LEN, key) != 0)
+        err = damaged(r);
+    sodium_memzero(key, sizeof(key));
+    return err;
+}
+
+msv_err msv_backup_unpack(FILE *in, const char *passphrase, const uint8_t *key, const char *dir,
+                          char *why, size_t why_len)
+{
+    struct reader *r = calloc(1, sizeof(*r));
+    int have_db = 0;
+    uint8_t kind = RECORD_FILE;
+    msv_err err;
+
+    if (r == NULL)
+        return MSV_ERR_NOMEM;
+    r->f = in;
+    r->why = why;
+    r->why_len = why_len;
+    err = read_header(r, passphrase, key);
+    /* the first chunk decides the passphrase before anything is written */
+    if (err == MSV_OK)
+        err = pull_chunk(r, 1);
+    while (err == MSV_OK) {
+        err = get(r, &kind, 1);
+        if (err != MSV_OK || kind == RECORD_END)
+            break;
+        err = kind == RECORD_FILE ? unpack_file(r, dir, &have_db) : damaged(r);
+    }
+    /* the end record closes the last chunk, and nothing follows */
+    if (err == MSV_OK && (r->pos != r->len || !r->final || fgetc(in) != EOF))
+        err = damaged(r);
+    if (err == MSV_OK && !have_db)
+        err = say(why, why_len, MSV_ERR_PARSE, "the backup holds no account database");
+    sodium_memzero(r, sizeof(*r));
+    free(r);
+    return err;
+}
+
+/* Unlinks what dir holds (files only), then dir itself. */
+static void remove_flat(const char *dir)
+{
+    char path[1500];
+    struct dirent *e;
+    DIR *d = opendir(dir);
+
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    if (d != NULL)
+        closedir(d);
+    rmdir(dir);
+}
+
+void msv_backup_discard(const char *dir)
+{
+    char sub[1200];
+
+    snprintf(sub, sizeof(sub), "%s/%s", dir, ATTACHMENTS);
+    remove_flat(sub);
+    remove_flat(dir);
+}
