@@ -18,6 +18,7 @@
 #include <jansson.h>
 #include <qrencode.h>
 
+#include "client/backup.h"
 #include "client/client.h"
 #include "client/safety.h"
 #include "client/transparency.h"
@@ -28,7 +29,8 @@ enum { EXIT_ERR = 1, EXIT_USAGE = 2, EXIT_AUTH = 3, EXIT_NET = 4 };
 
 struct cli {
     const char *account, *data_dir, *server, *suite, *code, *text, *search, *passphrase_file,
-        *password_file, *group;
+        *password_file, *group, *backup_passphrase_file;
+    unsigned long kdf_memory_mib, kdf_passes;
     const char *files[8];
     size_t file_count;
     int json, help, qr, accept;
@@ -89,6 +91,17 @@ static const struct {
     {"fingerprint", "fingerprint [HANDLE]",
      "Prints this device's fingerprint, or those of the devices known for HANDLE, to "
      "compare with the other person over another channel."},
+    {"backup", "backup FILE [--kdf-memory MIB] [--kdf-passes N]",
+     "Writes the account (this device's keys, contacts, groups, history and received "
+     "files) to FILE, encrypted with a key made from a backup passphrase "
+     "(MISSIVE_BACKUP_PASSPHRASE or --backup-passphrase-file, 8 characters or more) by "
+     "Argon2id: 256 MiB and 3 passes unless given; FILE records them. The server never "
+     "holds this key. Sessions are not kept: they start anew after a restore."},
+    {"restore", "restore FILE",
+     "Reads a backup (passphrase as for backup) into the data directory, on this or a new "
+     "machine; the device's keys inside are still sealed with the MISSIVE_PASSPHRASE they "
+     "had. This machine becomes that device: stop using the old copy. An account that "
+     "exists here is never replaced."},
     {"log-head", "log-head",
      "Asks the directory for this account's devices (checked against its transparency log) "
      "and prints the log's newest tree head this device accepted, as a line "
@@ -1079,6 +1092,151 @@ static int cmd_fingerprint(const struct cli *o, struct msv_client *c)
     return 0;
 }
 
+/* ---- backups -------------------------------------------------------------------------------- */
+
+static char *backup_passphrase(const struct cli *o)
+{
+    char *pass = secret(o->backup_passphrase_file, "MISSIVE_BACKUP_PASSPHRASE");
+
+    if (pass == NULL || strlen(pass) < MSV_BACKUP_PASSPHRASE_MIN) {
+        fprintf(stderr,
+                "missive: a backup passphrase of %d characters or more is needed: set "
+                "MISSIVE_BACKUP_PASSPHRASE or give --backup-passphrase-file\n",
+                MSV_BACKUP_PASSPHRASE_MIN);
+        free_secret(pass);
+        return NULL;
+    }
+    return pass;
+}
+
+/* On a terminal, how far a backup got, at most every 2% of it. */
+static void backup_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    int *last = ctx, pct = total ? (int)(done * 100 / total) : 100;
+
+    if (pct < *last + 2 && pct != 100)
+        return;
+    *last = pct;
+    fprintf(stderr, "\rbackup: %3d%% (%.1f of %.1f MiB)", pct, (double)done / 1048576.0,
+            (double)total / 1048576.0);
+    if (pct == 100)
+        fputc('\n', stderr);
+}
+
+static int cmd_backup(const struct cli *o, struct msv_client *c)
+{
+    struct msv_backup_kdf kdf = {o->kdf_passes ? (uint32_t)o->kdf_passes : MSV_BACKUP_OPS_DEFAULT,
+                                 o->kdf_memory_mib ? (uint32_t)o->kdf_memory_mib * 1024
+                                                   : MSV_BACKUP_MEM_DEFAULT_KIB};
+    int last = -2;
+    struct msv_backup_progress progress = {isatty(STDERR_FILENO) ? backup_progress : NULL, &last};
+    char why[300] = "", *pass;
+    msv_err err;
+
+    if (o->argc != 1)
+        return usage_command("backup", stderr);
+    if ((pass = backup_passphrase(o)) == NULL)
+        return EXIT_USAGE;
+    err = msv_backup_write(c->dir, c->db, o->argv[0], pass, &kdf, &progress, why, sizeof(why));
+    free_secret(pass);
+    if (err != MSV_OK) {
+        fprintf(stderr, "missive: backup: %s%s%s\n", msv_strerror(err), why[0] ? ": " : "", why);
+        return EXIT_ERR;
+    }
+    if (o->json)
+        emit_json(json_pack("{s:s, s:s, s:I, s:I}", "file", o->argv[0], "handle", c->handle,
+                            "kdf_memory_kib", (json_int_t)kdf.memlimit_kib, "kdf_passes",
+                            (json_int_t)kdf.opslimit),
+                  0);
+    else
+        printf("wrote %s (account %s; Argon2id %u MiB, %u passes)\n", o->argv[0], c->handle,
+               kdf.memlimit_kib / 1024, kdf.opslimit);
+    return 0;
+}
+
+/* The handle a restored state database belongs to. */
+static int restored_handle(const char *dir, char *handle, size_t len)
+{
+    struct msv_client_db *db = NULL;
+    char path[1200];
+    uint8_t *v = NULL;
+    size_t n = 0;
+    int ok;
+
+    snprintf(path, sizeof(path), "%s/state.db", dir);
+    ok = msv_client_db_open(path, &db) == MSV_OK &&
+         msv_client_db_get(db, "handle", &v, &n) == MSV_OK && n > 0 && n < len &&
+         memchr(v, '\0', n) == NULL;
+    if (ok) {
+        memcpy(handle, v, n);
+        handle[n] = '\0';
+    }
+    free(v);
+    msv_client_db_close(db);
+    return ok ? 0 : -1;
+}
+
+static int cmd_restore(const struct cli *o)
+{
+    char base[900], tmp[1000], dir[1100], handle[256], why[1600] = "", *pass;
+    FILE *in;
+    msv_err err;
+
+    if (o->argc != 1)
+        return usage_command("restore", stderr);
+    if (data_dir(o, base, sizeof(base)) != 0) {
+        fprintf(stderr, "missive: no data directory: give --data-dir or set HOME\n");
+        return EXIT_USAGE;
+    }
+    if ((in = fopen(o->argv[0], "rb")) == NULL) {
+        fprintf(stderr, "missive: restore: cannot open %s: %s\n", o->argv[0], strerror(errno));
+        return EXIT_ERR;
+    }
+    if ((pass = backup_passphrase(o)) == NULL) {
+        fclose(in);
+        return EXIT_USAGE;
+    }
+    snprintf(tmp, sizeof(tmp), "%s/.restore-XXXXXX", base);
+    if (mkdir(base, 0700) != 0 && errno != EEXIST) {
+        err = MSV_ERR_IO;
+        snprintf(why, sizeof(why), "cannot create %s: %s", base, strerror(errno));
+    } else if (mkdtemp(tmp) == NULL) {
+        err = MSV_ERR_IO;
+        snprintf(why, sizeof(why), "cannot create a directory in %s: %s", base, strerror(errno));
+        tmp[0] = '\0';
+    } else {
+        err = msv_backup_unpack(in, pass, NULL, tmp, why, sizeof(why));
+    }
+    fclose(in);
+    free_secret(pass);
+    if (err == MSV_OK && (restored_handle(tmp, handle, sizeof(handle)) != 0 ||
+                          account_dir(o, handle, dir, sizeof(dir)) != 0)) {
+        err = MSV_ERR_PARSE;
+        snprintf(why, sizeof(why), "the backup's account has no usable name");
+    }
+    if (err == MSV_OK && access(dir, F_OK) == 0) {
+        err = MSV_ERR_EXISTS;
+        snprintf(why, sizeof(why), "%s exists here (%s); restore never replaces an account", handle,
+                 dir);
+    }
+    if (err == MSV_OK && rename(tmp, dir) != 0) {
+        err = MSV_ERR_IO;
+        snprintf(why, sizeof(why), "cannot move the account into %s: %s", dir, strerror(errno));
+    }
+    if (err != MSV_OK) {
+        if (tmp[0] != '\0')
+            msv_backup_discard(tmp);
+        fprintf(stderr, "missive: restore: %s%s%s\n", msv_strerror(err), why[0] ? ": " : "", why);
+        return err == MSV_ERR_AUTH ? EXIT_AUTH : EXIT_ERR;
+    }
+    if (o->json)
+        emit_json(json_pack("{s:s, s:s}", "handle", handle, "dir", dir), 0);
+    else
+        printf("restored %s into %s; this machine is now that device: stop using the old copy\n",
+               handle, dir);
+    return 0;
+}
+
 static int cmd_log_head(const struct cli *o, struct msv_client *c)
 {
     char root[2 * MSV_KT_HASH_LEN + 1], sig[2 * MSV_KT_SIG_LEN + 1];
@@ -1128,6 +1286,9 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
         {"group", required_argument, NULL, 'g'},
         {"qr", no_argument, NULL, 'Q'},
         {"accept", no_argument, NULL, 'A'},
+        {"backup-passphrase-file", required_argument, NULL, 'B'},
+        {"kdf-memory", required_argument, NULL, 'M'},
+        {"kdf-passes", required_argument, NULL, 'K'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1200,6 +1361,21 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
                 return EXIT_USAGE;
             }
             break;
+        case 'B':
+            o->backup_passphrase_file = optarg;
+            break;
+        case 'M':
+        case 'K':
+            errno = 0;
+            *(ch == 'M' ? &o->kdf_memory_mib : &o->kdf_passes) = strtoul(optarg, &end, 10);
+            if (errno != 0 || *end != '\0' || optarg[0] == '-' ||
+                (ch == 'M' && (o->kdf_memory_mib < 1 || o->kdf_memory_mib > 4096)) ||
+                (ch == 'K' && (o->kdf_passes < 1 || o->kdf_passes > MSV_BACKUP_OPS_MAX))) {
+                fprintf(stderr, "missive: --kdf-memory takes 1 to 4096 (MiB), --kdf-passes 1 "
+                                "to 32\n");
+                return EXIT_USAGE;
+            }
+            break;
         case 'l':
             errno = 0;
             o->limit = strtol(optarg, &end, 10);
@@ -1245,6 +1421,8 @@ int main(int argc, char **argv)
         return cmd_register(&o);
     if (strcmp(command, "link") == 0)
         return cmd_link(&o);
+    if (strcmp(command, "restore") == 0)
+        return cmd_restore(&o);
     if (usage_command(command, NULL) != 0 && strcmp(command, "listen") != 0) {
         fprintf(stderr, "missive: unknown command '%s'\n", command);
         usage_main(stderr);
@@ -1273,6 +1451,8 @@ int main(int argc, char **argv)
         rc = cmd_history(&o, c);
     else if (strcmp(command, "log-head") == 0)
         rc = cmd_log_head(&o, c);
+    else if (strcmp(command, "backup") == 0)
+        rc = cmd_backup(&o, c);
     else
         rc = cmd_fingerprint(&o, c);
     msv_client_close(c);

@@ -263,6 +263,49 @@ done
 # every log head a message carried fitted the receiver's log
 grep -Eq "transparency log lists device|does not fit the log" "$TRANSCRIPT" && bad "a false transparency alarm: $(grep -Em1 'transparency log lists|does not fit' "$TRANSCRIPT")" || ok
 
+# encrypted backups: bob's phone is backed up, then restored on a "new machine"
+export MISSIVE_BACKUP_PASSPHRASE="a backup passphrase"
+MISSIVE_BACKUP_PASSPHRASE=short expect 2 "a short backup passphrase" -- as bob-phone backup b.msvb
+grep -q "8 characters or more" err.txt && [ ! -e b.msvb ] && ok || bad "short passphrase: $(cat err.txt)"
+expect 2 "kdf memory out of range" -- as bob-phone backup b.msvb --kdf-memory 0
+expect 0 "backup" -- as bob-phone backup bob.msvb --kdf-memory 8 --kdf-passes 1
+grep -q "^wrote bob.msvb (account bob@example.org; Argon2id 8 MiB, 1 passes)" out.txt && ok || bad "backup: $(cat out.txt)"
+[ "$(stat -c %a bob.msvb)" = 600 ] && ok || bad "the backup is private"
+# the Argon2id parameters are in the header; nothing of the history or the photo is readable
+[ "$(head -c 16 bob.msvb | od -An -tx1 | tr -d ' \n')" = "4d53564241434b310000000100002000" ] && ok || bad "backup header: $(head -c 16 bob.msvb | od -An -tx1)"
+grep -q "dinner at eight" bob.msvb || grep -q "our photo" bob.msvb && bad "plaintext in the backup" || ok
+python3 -c "import sys; d=open('bob.msvb','rb').read(); p=open('photo.jpg','rb').read(); sys.exit(p[1000:1064] in d)" && ok || bad "the photo is in the backup in clear"
+expect 1 "an existing file is not overwritten" -- as bob-phone backup bob.msvb
+grep -q "exists" err.txt && ok || bad "backup over a file: $(cat err.txt)"
+mkdir newmachine
+MISSIVE_BACKUP_PASSPHRASE="not the passphrase" expect 3 "restore with a wrong passphrase" -- "$M" --data-dir newmachine restore bob.msvb
+grep -q "wrong passphrase" err.txt && [ -z "$(ls -A newmachine)" ] && ok || bad "wrong passphrase: $(cat err.txt) $(ls -A newmachine)"
+cp bob.msvb damaged.msvb
+printf 'X' | dd of=damaged.msvb bs=1 seek=$(($(stat -c %s bob.msvb) / 2)) conv=notrunc 2>/dev/null
+expect 1 "a damaged backup" -- "$M" --data-dir newmachine restore damaged.msvb
+grep -q "damaged" err.txt && [ -z "$(ls -A newmachine)" ] && ok || bad "damaged: $(cat err.txt)"
+head -c $(($(stat -c %s bob.msvb) - 100)) bob.msvb >short.msvb
+expect 1 "a truncated backup" -- "$M" --data-dir newmachine restore short.msvb
+[ -z "$(ls -A newmachine)" ] && ok || bad "truncated backup left files"
+expect 1 "restore never replaces an account" -- "$M" --data-dir dev-bob-phone restore bob.msvb
+grep -q "restore never replaces" err.txt && ok || bad "restore over an account: $(cat err.txt)"
+expect 0 "restore on a new machine" -- "$M" --data-dir newmachine restore bob.msvb
+grep -q "restored bob@example.org" out.txt && ok || bad "restore: $(cat out.txt)"
+rm -rf dev-bob-phone # the old phone is gone
+expect 0 "restored history" -- "$M" --data-dir newmachine history alice@example.org
+grep -q "dinner at eight?" out.txt && ok || bad "restored history: $(cat out.txt)"
+cmp -s photo.jpg "newmachine/bob@example.org/attachments/$(basename "$saved")" && ok || bad "restored attachment"
+# sessions are not in backups: alice's next message starts a reset, the one after arrives
+expect 0 "alice writes to the restored device" -- as alice-phone send bob@example.org --text "lost in the old session"
+expect 0 "the restored device receives" -- "$M" --data-dir newmachine receive --wait 1
+grep -q "could not be decrypted; the session with that device was reset" out.txt && ok || bad "reset notice: $(cat out.txt)"
+expect 0 "alice is told" -- as alice-phone receive --wait 1
+grep -q "could not read a message from this device" out.txt && ok || bad "alice's reset notice: $(cat out.txt)"
+expect 0 "alice writes again" -- as alice-phone send bob@example.org --text "welcome back"
+expect 0 "the restored device reads it" -- "$M" --data-dir newmachine receive --wait 1
+grep -q "welcome back" out.txt && ok || bad "after restore: $(cat out.txt)"
+unset MISSIVE_BACKUP_PASSPHRASE
+
 # no device's secret key bytes in anything the client printed or the server logged: any
 # 16 bytes of the exported secret keys, raw or in hex, found there is a leak
 cat srv.log >>"$TRANSCRIPT"

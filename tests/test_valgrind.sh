@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # missived and missive under valgrind's memcheck: two accounts register,
-# one sends a text and a file, the other receives them, and missived stops
+# one sends a text and a file, the other receives them, backs up and
+# restores the account elsewhere, and missived stops
 # on SIGTERM. Every run must end without a memory error and without a
 # definitely or indirectly lost block (valgrind exits 99 otherwise).
 set -u
@@ -28,6 +29,10 @@ saved=$(sed -n 's/.*\[file: \(.*\) (100000 bytes)\].*/\1/p' out.txt)
 [ -n "$saved" ] && cmp -s photo.jpg "$saved" && ok || bad "file round trip: $(cat out.txt)"
 expect 0 "history" -- "${vg[@]}" "$M" --data-dir dev-bob --account bob@example.org history
 expect 2 "a usage error" -- "${vg[@]}" "$M" --data-dir dev-bob --account bob@example.org send
+export MISSIVE_BACKUP_PASSPHRASE="a backup passphrase"
+expect 0 "back up" -- "${vg[@]}" "$M" --data-dir dev-bob --account bob@example.org backup bob.msvb --kdf-memory 8 --kdf-passes 1
+expect 0 "restore elsewhere" -- "${vg[@]}" "$M" --data-dir restored restore bob.msvb
+MISSIVE_BACKUP_PASSPHRASE="not the one" expect 3 "a wrong passphrase" -- "${vg[@]}" "$M" --data-dir again restore bob.msvb
 kill -TERM "$pid"
 wait "$pid"
 rc=$?
