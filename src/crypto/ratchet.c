@@ -2,13 +2,18 @@
  * X3DH and the Double Ratchet over X25519, HKDF-SHA256, HMAC-SHA256 and
  * XChaCha20-Poly1305 (docs/crypto.md, "Sessions").
  *
- *   SK        = HKDF(ikm 0xFF*32 || DH(IKa, SPKb) || DH(EKa, IKb) || DH(EKa, SPKb) [|| DH(EKa,
- * OPKb)], salt 0*32, info "MSV-x3dh-v1", 32) AD        = H(initiator identity) || H(responder
- * identity) KDF_RK    = HKDF(ikm DH output, salt RK, info "MSV-ratchet-v1", 64) -> RK' || CK KDF_CK
- * = MK = HMAC(CK, 0x01), CK' = HMAC(CK, 0x02) key||nonce= HKDF(ikm MK, salt 0*32, info
- * "MSV-ratchet-msg-v1", 56) message   = 0x05 || DH (32) || u32be PN || u32be N ||
- * XChaCha20-Poly1305(ad AD || header, P) prekey msg= 0x06 || EKa (32) || u32be SPK id || u32be OPK
- * id (0: none) || message
+ *   SK      = HKDF(ikm 0xFF*32 || DH1 || DH2 || DH3 [|| DH4], salt 0*32,
+ *                  info "MSV-x3dh-v1", 32 bytes)
+ *             DH1 = DH(IKa, SPKb), DH2 = DH(EKa, IKb), DH3 = DH(EKa, SPKb),
+ *             DH4 = DH(EKa, OPKb)
+ *   AD      = H(initiator identity) || H(responder identity)
+ *   KDF_RK  = HKDF(ikm DH output, salt RK, info "MSV-ratchet-v1", 64) -> RK' || CK
+ *   KDF_CK  = MK = HMAC(CK, 0x01), CK' = HMAC(CK, 0x02)
+ *   key, nonce = HKDF(ikm MK, salt 0*32, info "MSV-ratchet-msg-v1", 56 bytes)
+ *   message = 0x05 || DH (32) || u32be PN || u32be N
+ *             || XChaCha20-Poly1305(ad AD || header, P)
+ *   prekey message = 0x06 || EKa (32) || u32be SPK id || u32be OPK id (0: none)
+ *             || message
  */
 #include <stdlib.h>
 #include <string.h>
