@@ -468,12 +468,3 @@ msv_err msv_sessions_forget(struct msv_client *c, uint64_t device_id)
         err = msv_client_db_unset(c->db, key);
     return err;
 }
-
-msv_err msv_sessions_forget_all(struct msv_client *c)
-{
-    msv_err err = msv_client_db_unset_prefix(c->db, "session:");
-
-    if (err == MSV_OK)
-        err = msv_client_db_unset_prefix(c->db, "session-prev:");
-    return err;
-}

@@ -85,7 +85,5 @@ void msv_sessions_discard(struct msv_session_update *u);
 
 /* Forgets the sessions with device: the next message to it starts a new one. */
 MSV_MUST_CHECK msv_err msv_sessions_forget(struct msv_client *c, uint64_t device_id);
-/* Forgets every session (after a restore: the peers moved on since the backup). */
-MSV_MUST_CHECK msv_err msv_sessions_forget_all(struct msv_client *c);
 
 #endif
