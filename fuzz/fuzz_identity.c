@@ -16,6 +16,9 @@ static void check_public(const uint8_t *data, size_t size)
     enc = msv_public_identity_bytes(pub, &len);
     if (len != size || memcmp(enc, data, size) != 0)
         abort();
+    /* the quick look at the tags agrees with the whole parse */
+    if (msv_identity_suites_of(data, size) != msv_public_identity_suites(pub))
+        abort();
     if (msv_public_identity_dup(pub, &copy) != MSV_OK)
         abort();
     msv_public_identity_free(copy);

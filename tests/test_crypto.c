@@ -154,6 +154,135 @@ static void test_tamper_every_byte(void **state)
     }
 }
 
+/* One round from a to b in whatever suite they agree on; returns that suite's version byte. */
+static uint8_t negotiated_round(const struct msv_identity *a, const struct msv_identity *b)
+{
+    static const uint8_t pt[] = "which suite?";
+    uint8_t *wire = NULL, *out = NULL, version;
+    size_t len = 0, out_len = 0;
+
+    assert_int_equal(msv_seal(a, msv_identity_public(b), pt, sizeof(pt), &wire, &len), MSV_OK);
+    assert_int_equal(msv_open(b, msv_identity_public(a), wire, len, NULL, &out, &out_len), MSV_OK);
+    assert_memory_equal(out, pt, sizeof(pt));
+    version = wire[0];
+    msv_secret_free(out, out_len);
+    free(wire);
+    return version;
+}
+
+/*
+ * A device may carry the keys of other suites besides its own: its identity
+ * is then the union of whole suite layouts, and two devices use the best
+ * suite they share; a partial layout, or a suite claimed without its keys,
+ * is refused.
+ */
+static void test_multi_suite_identities(void **state)
+{
+    const unsigned all = MSV_SUITE_BIT(MSV_SUITE_CLASSIC) | MSV_SUITE_BIT(MSV_SUITE_ECIES) |
+                         MSV_SUITE_BIT(MSV_SUITE_MODERN);
+    struct msv_identity *multi = NULL, *modern_ecies = NULL, *again = NULL;
+    struct msv_public_identity *pub = NULL;
+    struct msv_elem elems[MSV_ELEM_MAX];
+    const uint8_t *enc;
+    uint8_t *exp = NULL, *exp2 = NULL, *partial = NULL;
+    size_t len, exp_len = 0, exp2_len = 0, n, partial_len = 0;
+
+    (void)state;
+    assert_int_equal(msv_identity_generate_suites(MSV_SUITE_MODERN,
+                                                  MSV_SUITE_BIT(MSV_SUITE_CLASSIC) |
+                                                      MSV_SUITE_BIT(MSV_SUITE_ECIES),
+                                                  0, &multi),
+                     MSV_OK);
+    assert_int_equal(msv_identity_generate_suites(MSV_SUITE_MODERN, MSV_SUITE_BIT(MSV_SUITE_ECIES),
+                                                  0, &modern_ecies),
+                     MSV_OK);
+    assert_int_equal(msv_identity_suite(multi), MSV_SUITE_MODERN);
+    assert_int_equal(msv_identity_suites(multi), all);
+    /* every element once, the signing key shared by classic and ecies */
+    enc = msv_public_identity_bytes(msv_identity_public(multi), &len);
+    assert_int_equal(msv_elems_parse(enc, len, elems, MSV_ELEM_MAX, &n), MSV_OK);
+    assert_int_equal(n, 7);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(elems[i].tag, i + 1);
+    assert_int_equal(msv_identity_suites_of(enc, len), all);
+    /* the device's own suite is the one it is listed under; any it has keys for will do */
+    assert_int_equal(msv_public_identity_parse(MSV_SUITE_CLASSIC, enc, len, &pub), MSV_OK);
+    assert_int_equal(msv_public_identity_suite(pub), MSV_SUITE_CLASSIC);
+    assert_int_equal(msv_public_identity_suites(pub), all);
+    msv_public_identity_free(pub);
+    pub = NULL;
+    enc = msv_public_identity_bytes(msv_identity_public(modern_ecies), &len);
+    assert_int_equal(msv_public_identity_parse(MSV_SUITE_CLASSIC, enc, len, &pub), MSV_ERR_PARSE);
+    /* stored and read back whole */
+    assert_int_equal(msv_identity_export(multi, &exp, &exp_len), MSV_OK);
+    assert_int_equal(msv_identity_import(exp, exp_len, &again), MSV_OK);
+    assert_int_equal(msv_identity_suites(again), all);
+    assert_int_equal(msv_identity_export(again, &exp2, &exp2_len), MSV_OK);
+    assert_int_equal(exp_len, exp2_len);
+    assert_memory_equal(exp, exp2, exp_len);
+    /* negotiation: the best shared suite, each way */
+    for (int s = 0; s < 3; s++) {
+        const uint8_t want = (uint8_t)(MSV_WIRE_CLASSIC + s);
+
+        assert_int_equal(negotiated_round(multi, fixtures[s].bob.id), want);
+        assert_int_equal(negotiated_round(fixtures[s].bob.id, again), want);
+    }
+    assert_int_equal(negotiated_round(multi, modern_ecies), MSV_WIRE_MODERN);
+    assert_int_equal(
+        msv_suite_common(MSV_SUITE_BIT(MSV_SUITE_CLASSIC), MSV_SUITE_BIT(MSV_SUITE_MODERN)),
+        MSV_SUITE_ANY);
+    {
+        uint8_t *wire = NULL, *out = NULL;
+        size_t wire_len = 0, out_len = 0;
+
+        /* a chosen suite both speak; one of them lacks: refused */
+        assert_int_equal(msv_seal_suite(multi, msv_identity_public(again), MSV_SUITE_CLASSIC,
+                                        (const uint8_t *)"x", 1, &wire, &wire_len),
+                         MSV_OK);
+        assert_int_equal(wire[0], MSV_WIRE_CLASSIC);
+        assert_int_equal(
+            msv_open(again, msv_identity_public(multi), wire, wire_len, NULL, &out, &out_len),
+            MSV_OK);
+        msv_secret_free(out, out_len);
+        /* an ecies-and-modern device cannot read classic, whoever claims to send it */
+        assert_int_equal(msv_open(modern_ecies, msv_identity_public(multi), wire, wire_len, NULL,
+                                  &out, &out_len),
+                         MSV_ERR_AUTH);
+        free(wire);
+        wire = NULL;
+        assert_int_equal(msv_seal_suite(multi, msv_identity_public(modern_ecies), MSV_SUITE_CLASSIC,
+                                        (const uint8_t *)"x", 1, &wire, &wire_len),
+                         MSV_ERR_INVALID);
+    }
+    /* partial layouts: a suite's elements without the rest of them */
+    enc = msv_public_identity_bytes(msv_identity_public(multi), &len);
+    assert_int_equal(msv_elems_parse(enc, len, elems, MSV_ELEM_MAX, &n), MSV_OK);
+    {
+        static const unsigned drops[] = {1, 3, 4, 5, 6, 7};
+
+        for (size_t d = 0; d < sizeof(drops) / sizeof(drops[0]); d++) {
+            struct msv_elem keep[7];
+            size_t k = 0;
+
+            for (size_t i = 0; i < n; i++) {
+                if (elems[i].tag != drops[d])
+                    keep[k++] = elems[i];
+            }
+            assert_int_equal(msv_elems_encode(keep, k, &partial, &partial_len), MSV_OK);
+            assert_int_equal(msv_public_identity_parse(MSV_SUITE_ANY, partial, partial_len, &pub),
+                             MSV_ERR_PARSE);
+            assert_int_equal(msv_identity_suites_of(partial, partial_len), 0);
+            free(partial);
+            partial = NULL;
+        }
+    }
+    msv_secret_free(exp, exp_len);
+    msv_secret_free(exp2, exp2_len);
+    msv_identity_free(multi);
+    msv_identity_free(modern_ecies);
+    msv_identity_free(again);
+}
+
 static void test_wrong_parties(void **state)
 {
     static const uint8_t pt[] = "meet at noon";
@@ -172,11 +301,12 @@ static void test_wrong_parties(void **state)
         /* claimed to come from someone else */
         assert_int_equal(msv_open(f->bob.id, f->carol.pub, wire, len, NULL, &out, &out_len),
                          MSV_ERR_AUTH);
-        /* identities of another suite are a caller error */
+        /* a sender without keys of the envelope's suite did not send it */
         assert_int_equal(msv_open(f->bob.id, other->alice.pub, wire, len, NULL, &out, &out_len),
-                         MSV_ERR_INVALID);
+                         MSV_ERR_AUTH);
         free(wire);
         wire = NULL;
+        /* devices with no suite in common cannot write to each other */
         assert_int_equal(msv_seal(f->alice.id, other->bob.pub, pt, sizeof(pt), &wire, &len),
                          MSV_ERR_INVALID);
         assert_null(out);
@@ -638,6 +768,7 @@ int main(void)
         cmocka_unit_test(test_round_trip_sizes),
         cmocka_unit_test(test_tamper_every_byte),
         cmocka_unit_test(test_wrong_parties),
+        cmocka_unit_test(test_multi_suite_identities),
         cmocka_unit_test(test_classic_resigned_rejected_by_tag),
         cmocka_unit_test(test_replay_cache),
         cmocka_unit_test(test_replay_cache_eviction),

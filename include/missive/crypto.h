@@ -24,6 +24,15 @@ enum msv_suite {
     MSV_SUITE_MODERN = 3,
 };
 
+/* Sets of suites: a bit per suite. */
+#define MSV_SUITE_BIT(s) (1u << (unsigned)(s))
+
+/*
+ * The suite two devices use: the best both speak (modern, then ecies, then
+ * classic); MSV_SUITE_ANY when they have none in common.
+ */
+enum msv_suite msv_suite_common(unsigned a, unsigned b);
+
 #define MSV_IDENTITY_HASH_LEN 32
 #define MSV_CLASSIC_RSA_BITS_DEFAULT 1280
 /* Largest plaintext any suite seals; classic is further limited by its u16 body length. */
@@ -34,7 +43,8 @@ const char *msv_suite_name(enum msv_suite suite);
 /* Parses a suite name as msv_suite_name() prints it. */
 MSV_MUST_CHECK msv_err msv_suite_from_name(const char *name, enum msv_suite *out);
 
-/* The largest plaintext sealable for a recipient; 0 for an invalid identity. */
+/* The largest plaintext sealable for a recipient in any suite it speaks; 0 for an invalid identity.
+ */
 struct msv_public_identity;
 size_t msv_plaintext_max(const struct msv_public_identity *recipient);
 
@@ -53,6 +63,14 @@ struct msv_public_identity;
  */
 MSV_MUST_CHECK msv_err msv_identity_generate(enum msv_suite suite, unsigned rsa_bits,
                                              struct msv_identity **out);
+/*
+ * The same, with keys for the suites in also (MSV_SUITE_BIT each) as well,
+ * for devices of other suites: the identity is then the union of each
+ * suite's elements (classic and ecies share the signing key), and the
+ * device speaks all of them, primary first.
+ */
+MSV_MUST_CHECK msv_err msv_identity_generate_suites(enum msv_suite primary, unsigned also,
+                                                    unsigned rsa_bits, struct msv_identity **out);
 void msv_identity_free(struct msv_identity *id);
 
 /*
@@ -68,10 +86,13 @@ MSV_MUST_CHECK msv_err msv_identity_import(const uint8_t *in, size_t len,
 /* The identity's public part; borrowed, valid while id lives. */
 const struct msv_public_identity *msv_identity_public(const struct msv_identity *id);
 enum msv_suite msv_identity_suite(const struct msv_identity *id);
+/* Every suite the identity has keys for (MSV_SUITE_BIT each), its own included. */
+unsigned msv_identity_suites(const struct msv_identity *id);
 
 /*
- * Parses a published identity. suite may be MSV_SUITE_ANY to detect it from
- * the encoding; otherwise a different suite is MSV_ERR_PARSE. Keys that are
+ * Parses a published identity: the elements of one or more whole suites.
+ * suite is the device's own; the identity must have its keys (else
+ * MSV_ERR_PARSE). MSV_SUITE_ANY takes the best suite it has. Keys that are
  * not valid points or acceptable RSA moduli are MSV_ERR_PARSE. Caller frees
  * *out with msv_public_identity_free().
  */
@@ -83,6 +104,12 @@ MSV_MUST_CHECK msv_err msv_public_identity_dup(const struct msv_public_identity 
 void msv_public_identity_free(struct msv_public_identity *pub);
 
 enum msv_suite msv_public_identity_suite(const struct msv_public_identity *pub);
+unsigned msv_public_identity_suites(const struct msv_public_identity *pub);
+/*
+ * The suites an encoding has keys for, from its element tags alone (no key is
+ * checked: for identities parsed before); 0 if it is not a public identity.
+ */
+unsigned msv_identity_suites_of(const uint8_t *in, size_t len);
 /* The canonical encoding; borrowed, valid while pub lives. */
 const uint8_t *msv_public_identity_bytes(const struct msv_public_identity *pub, size_t *len);
 /*
@@ -118,7 +145,8 @@ MSV_MUST_CHECK msv_err msv_public_identity_verify(const struct msv_public_identi
 
 /*
  * Encrypts pt for one recipient device and signs it with the sender device's
- * key. Both identities must be of the same suite (MSV_ERR_INVALID otherwise).
+ * key, in the best suite both speak (msv_suite_common(); MSV_ERR_INVALID if
+ * none).
  * pt longer than msv_plaintext_max(recipient) is MSV_ERR_TOO_BIG. *out:
  * caller frees with free().
  */
@@ -126,11 +154,20 @@ MSV_MUST_CHECK msv_err msv_seal(const struct msv_identity *sender,
                                 const struct msv_public_identity *recipient, const uint8_t *pt,
                                 size_t pt_len, uint8_t **out, size_t *out_len);
 
+/* The same in a given suite, which both must speak (MSV_ERR_INVALID otherwise). */
+MSV_MUST_CHECK msv_err msv_seal_suite(const struct msv_identity *sender,
+                                      const struct msv_public_identity *recipient,
+                                      enum msv_suite suite, const uint8_t *pt, size_t pt_len,
+                                      uint8_t **out, size_t *out_len);
+/* The suite an envelope's version byte names; MSV_SUITE_ANY for none. */
+enum msv_suite msv_envelope_suite(const uint8_t *wire, size_t len);
+
 struct msv_replay_cache;
 
 /*
- * Authenticates and decrypts an envelope sealed by sender to recipient. Any
- * failure of authenticity or format is MSV_ERR_AUTH, whatever its cause.
+ * Authenticates and decrypts an envelope sealed by sender to recipient, in
+ * the suite its version byte names, which both must speak. Any failure of
+ * authenticity or format is MSV_ERR_AUTH, whatever its cause.
  * If replay is not NULL, an authentic envelope seen before is MSV_ERR_REPLAY
  * and a new one is remembered. *out: caller frees with
  * msv_secret_free(*out, *out_len).

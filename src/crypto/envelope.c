@@ -8,9 +8,9 @@
 #include "missive/util.h"
 #include "util/buf.h"
 
-size_t msv_plaintext_max(const struct msv_public_identity *recipient)
+static size_t plaintext_max_in(const struct msv_public_identity *recipient, enum msv_suite suite)
 {
-    switch (recipient->suite) {
+    switch (suite) {
     case MSV_SUITE_CLASSIC:
         return msv_classic_plaintext_max(recipient);
     case MSV_SUITE_ECIES:
@@ -21,15 +21,30 @@ size_t msv_plaintext_max(const struct msv_public_identity *recipient)
     }
 }
 
-msv_err msv_seal_rng(const struct msv_identity *sender, const struct msv_public_identity *recipient,
-                     const uint8_t *pt, size_t pt_len, const struct msv_rng *rng, uint8_t **out,
-                     size_t *out_len)
+size_t msv_plaintext_max(const struct msv_public_identity *recipient)
+{
+    size_t max = 0;
+
+    /* whichever suite a sender ends up using */
+    for (int s = MSV_SUITE_CLASSIC; s <= MSV_SUITE_MODERN; s++) {
+        size_t m = plaintext_max_in(recipient, (enum msv_suite)s);
+
+        if ((recipient->suites & MSV_SUITE_BIT(s)) && (max == 0 || m < max))
+            max = m;
+    }
+    return max;
+}
+
+msv_err msv_seal_suite_rng(const struct msv_identity *sender,
+                           const struct msv_public_identity *recipient, enum msv_suite suite,
+                           const uint8_t *pt, size_t pt_len, const struct msv_rng *rng,
+                           uint8_t **out, size_t *out_len)
 {
     if (sender == NULL || recipient == NULL || (pt == NULL && pt_len > 0))
         return MSV_ERR_INVALID;
-    if (sender->pub->suite != recipient->suite)
+    if (!(sender->pub->suites & recipient->suites & MSV_SUITE_BIT(suite)))
         return MSV_ERR_INVALID;
-    switch (recipient->suite) {
+    switch (suite) {
     case MSV_SUITE_CLASSIC:
         return msv_classic_seal(sender, recipient, pt, pt_len, rng, out, out_len);
     case MSV_SUITE_ECIES:
@@ -41,10 +56,44 @@ msv_err msv_seal_rng(const struct msv_identity *sender, const struct msv_public_
     }
 }
 
+msv_err msv_seal_rng(const struct msv_identity *sender, const struct msv_public_identity *recipient,
+                     const uint8_t *pt, size_t pt_len, const struct msv_rng *rng, uint8_t **out,
+                     size_t *out_len)
+{
+    if (sender == NULL || recipient == NULL)
+        return MSV_ERR_INVALID;
+    return msv_seal_suite_rng(sender, recipient,
+                              msv_suite_common(sender->pub->suites, recipient->suites), pt, pt_len,
+                              rng, out, out_len);
+}
+
 msv_err msv_seal(const struct msv_identity *sender, const struct msv_public_identity *recipient,
                  const uint8_t *pt, size_t pt_len, uint8_t **out, size_t *out_len)
 {
     return msv_seal_rng(sender, recipient, pt, pt_len, &msv_rng_system, out, out_len);
+}
+
+msv_err msv_seal_suite(const struct msv_identity *sender,
+                       const struct msv_public_identity *recipient, enum msv_suite suite,
+                       const uint8_t *pt, size_t pt_len, uint8_t **out, size_t *out_len)
+{
+    return msv_seal_suite_rng(sender, recipient, suite, pt, pt_len, &msv_rng_system, out, out_len);
+}
+
+enum msv_suite msv_envelope_suite(const uint8_t *wire, size_t len)
+{
+    if (len == 0)
+        return MSV_SUITE_ANY;
+    switch (wire[0]) {
+    case MSV_WIRE_CLASSIC:
+        return MSV_SUITE_CLASSIC;
+    case MSV_WIRE_ECIES:
+        return MSV_SUITE_ECIES;
+    case MSV_WIRE_MODERN:
+        return MSV_SUITE_MODERN;
+    default:
+        return MSV_SUITE_ANY;
+    }
 }
 
 msv_err msv_open(const struct msv_identity *recipient, const struct msv_public_identity *sender,
@@ -53,24 +102,25 @@ msv_err msv_open(const struct msv_identity *recipient, const struct msv_public_i
 {
     uint8_t id[32], *pt = NULL;
     size_t pt_len = 0;
+    enum msv_suite suite;
     msv_err err;
 
     if (recipient == NULL || sender == NULL || (wire == NULL && wire_len > 0))
         return MSV_ERR_INVALID;
-    if (recipient->pub->suite != sender->suite)
-        return MSV_ERR_INVALID;
-    switch (sender->suite) {
+    /* the suite the envelope says, if both devices have its keys */
+    suite = msv_envelope_suite(wire, wire_len);
+    if (!(recipient->pub->suites & sender->suites & MSV_SUITE_BIT(suite)))
+        return MSV_ERR_AUTH;
+    switch (suite) {
     case MSV_SUITE_CLASSIC:
         err = msv_classic_open(recipient, sender, wire, wire_len, &pt, &pt_len, id);
         break;
     case MSV_SUITE_ECIES:
         err = msv_ecies_open(recipient, sender, wire, wire_len, &pt, &pt_len, id);
         break;
-    case MSV_SUITE_MODERN:
+    default:
         err = msv_modern_open(recipient, sender, wire, wire_len, &pt, &pt_len, id);
         break;
-    default:
-        return MSV_ERR_INVALID;
     }
     if (err != MSV_OK)
         return err == MSV_ERR_NOMEM ? err : MSV_ERR_AUTH;
@@ -111,7 +161,8 @@ msv_err msv_verify_outer(const struct msv_public_identity *sender, const uint8_t
 {
     if (sender == NULL || (wire == NULL && wire_len > 0))
         return MSV_ERR_INVALID;
-    if (sender->suite != MSV_SUITE_CLASSIC)
+    if (!(sender->suites & MSV_SUITE_BIT(MSV_SUITE_CLASSIC)) ||
+        msv_envelope_suite(wire, wire_len) != MSV_SUITE_CLASSIC)
         return MSV_ERR_UNSUPPORTED;
     return msv_classic_verify(sender, wire, wire_len);
 }

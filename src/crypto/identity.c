@@ -103,94 +103,153 @@ static msv_err parse_p256_elem(const struct msv_elem *e, EVP_PKEY **pk, uint8_t 
     return err;
 }
 
-static msv_err build_classic(struct msv_public_identity *pub, const struct msv_elem *e)
-{
-    msv_err err = parse_p256_elem(&e[0], &pub->sign_pk, pub->sign_point);
+/* The element of each tag (NULL if absent), indexed by tag. */
+typedef const struct msv_elem *elems_by_tag[MSV_TAG_X25519_SIG + 1];
 
-    if (err != MSV_OK)
-        return err;
-    return parse_rsa_public(&e[1], &pub->rsa_pk);
+/* The P-256 signing key is shared by classic and ecies: parsed once. */
+static msv_err build_sign(struct msv_public_identity *pub, const elems_by_tag e)
+{
+    if (pub->sign_pk != NULL)
+        return MSV_OK;
+    return parse_p256_elem(e[MSV_TAG_SIGN_P256], &pub->sign_pk, pub->sign_point);
 }
 
-static msv_err build_ecies(struct msv_public_identity *pub, const struct msv_elem *e)
+static msv_err build_classic(struct msv_public_identity *pub, const elems_by_tag e)
 {
-    const uint8_t *parts[2] = {(const uint8_t *)ecies_prekey_context, e[1].value};
-    size_t lens[2] = {sizeof(ecies_prekey_context) - 1, e[1].value_len};
-    msv_err err;
+    msv_err err = build_sign(pub, e);
 
-    err = parse_p256_elem(&e[0], &pub->sign_pk, pub->sign_point);
-    if (err == MSV_OK)
-        err = parse_p256_elem(&e[1], &pub->prekey_pk, pub->prekey_point);
     if (err != MSV_OK)
         return err;
-    err = msv_ecdsa_verify(pub->sign_pk, EVP_sha256(), parts, lens, 2, e[2].value, e[2].value_len);
+    return parse_rsa_public(e[MSV_TAG_RSA_PUB], &pub->rsa_pk);
+}
+
+static msv_err build_ecies(struct msv_public_identity *pub, const elems_by_tag e)
+{
+    const struct msv_elem *pre = e[MSV_TAG_PREKEY], *sig = e[MSV_TAG_PREKEY_SIG];
+    const uint8_t *parts[2] = {(const uint8_t *)ecies_prekey_context, pre->value};
+    size_t lens[2] = {sizeof(ecies_prekey_context) - 1, pre->value_len};
+    msv_err err;
+
+    err = build_sign(pub, e);
+    if (err == MSV_OK)
+        err = parse_p256_elem(pre, &pub->prekey_pk, pub->prekey_point);
+    if (err != MSV_OK)
+        return err;
+    err = msv_ecdsa_verify(pub->sign_pk, EVP_sha256(), parts, lens, 2, sig->value, sig->value_len);
     return err == MSV_OK ? MSV_OK : MSV_ERR_PARSE;
 }
 
-static msv_err build_modern(struct msv_public_identity *pub, const struct msv_elem *e)
+static msv_err build_modern(struct msv_public_identity *pub, const elems_by_tag e)
 {
+    const struct msv_elem *ed = e[MSV_TAG_ED25519], *x = e[MSV_TAG_X25519],
+                          *sig = e[MSV_TAG_X25519_SIG];
     uint8_t msg[sizeof(modern_idkey_context) - 1 + 32];
 
-    if (e[0].value_len != 32 || e[1].value_len != 32 || e[2].value_len != 64)
+    if (ed->value_len != 32 || x->value_len != 32 || sig->value_len != 64)
         return MSV_ERR_PARSE;
-    memcpy(pub->ed_pk, e[0].value, 32);
-    memcpy(pub->x_pk, e[1].value, 32);
+    memcpy(pub->ed_pk, ed->value, 32);
+    memcpy(pub->x_pk, x->value, 32);
     memcpy(msg, modern_idkey_context, sizeof(modern_idkey_context) - 1);
     memcpy(msg + sizeof(modern_idkey_context) - 1, pub->x_pk, 32);
     /* libsodium rejects small-order and non-canonical public keys here. */
-    if (crypto_sign_verify_detached(e[2].value, msg, sizeof(msg), pub->ed_pk) != 0)
+    if (crypto_sign_verify_detached(sig->value, msg, sizeof(msg), pub->ed_pk) != 0)
         return MSV_ERR_PARSE;
     return MSV_OK;
 }
 
 struct suite_layout {
     enum msv_suite suite;
-    unsigned tags[3];
-    msv_err (*build)(struct msv_public_identity *pub, const struct msv_elem *e);
+    unsigned tags; /* a bit per element tag */
+    msv_err (*build)(struct msv_public_identity *pub, const elems_by_tag e);
 };
 
+#define TAG(t) (1u << (t))
+
+/* In the order their keys are built: classic and ecies share the signing key. */
 static const struct suite_layout layouts[] = {
-    {MSV_SUITE_CLASSIC, {MSV_TAG_SIGN_P256, MSV_TAG_RSA_PUB, 0}, build_classic},
-    {MSV_SUITE_ECIES, {MSV_TAG_SIGN_P256, MSV_TAG_PREKEY, MSV_TAG_PREKEY_SIG}, build_ecies},
-    {MSV_SUITE_MODERN, {MSV_TAG_ED25519, MSV_TAG_X25519, MSV_TAG_X25519_SIG}, build_modern},
+    {MSV_SUITE_CLASSIC, TAG(MSV_TAG_SIGN_P256) | TAG(MSV_TAG_RSA_PUB), build_classic},
+    {MSV_SUITE_ECIES, TAG(MSV_TAG_SIGN_P256) | TAG(MSV_TAG_PREKEY) | TAG(MSV_TAG_PREKEY_SIG),
+     build_ecies},
+    {MSV_SUITE_MODERN, TAG(MSV_TAG_ED25519) | TAG(MSV_TAG_X25519) | TAG(MSV_TAG_X25519_SIG),
+     build_modern},
 };
+#define N_LAYOUTS (sizeof(layouts) / sizeof(layouts[0]))
 
-static const struct suite_layout *layout_match(const struct msv_elem *e, size_t n)
+/*
+ * The suites whose elements are all present; 0 unless every element belongs
+ * to one of them (an identity is the union of whole suite layouts).
+ */
+static unsigned suites_of_elems(const struct msv_elem *e, size_t n, elems_by_tag by_tag)
 {
-    for (size_t i = 0; i < sizeof(layouts) / sizeof(layouts[0]); i++) {
-        size_t want = layouts[i].tags[2] ? 3 : 2, k;
+    unsigned present = 0, covered = 0, suites = 0;
 
-        if (n != want)
-            continue;
-        for (k = 0; k < want && e[k].tag == layouts[i].tags[k]; k++)
-            ;
-        if (k == want)
-            return &layouts[i];
+    for (size_t i = 0; i < n; i++) {
+        if (e[i].tag > MSV_TAG_X25519_SIG)
+            return 0;
+        present |= TAG(e[i].tag);
+        if (by_tag != NULL)
+            by_tag[e[i].tag] = &e[i];
     }
-    return NULL;
+    for (size_t i = 0; i < N_LAYOUTS; i++) {
+        if ((present & layouts[i].tags) == layouts[i].tags) {
+            suites |= MSV_SUITE_BIT(layouts[i].suite);
+            covered |= layouts[i].tags;
+        }
+    }
+    return covered == present ? suites : 0;
+}
+
+/* The best of the suites in mask: modern, then ecies, then classic. */
+static enum msv_suite best_suite(unsigned mask)
+{
+    for (int s = MSV_SUITE_MODERN; s >= MSV_SUITE_CLASSIC; s--) {
+        if (mask & MSV_SUITE_BIT(s))
+            return (enum msv_suite)s;
+    }
+    return MSV_SUITE_ANY;
+}
+
+enum msv_suite msv_suite_common(unsigned a, unsigned b)
+{
+    return best_suite(a & b);
+}
+
+unsigned msv_identity_suites_of(const uint8_t *in, size_t len)
+{
+    struct msv_elem elems[MSV_ELEM_MAX];
+    size_t n;
+
+    if (msv_elems_parse(in, len, elems, MSV_ELEM_MAX, &n) != MSV_OK)
+        return 0;
+    return suites_of_elems(elems, n, NULL);
 }
 
 msv_err msv_public_identity_parse(enum msv_suite suite, const uint8_t *in, size_t len,
                                   struct msv_public_identity **out)
 {
     struct msv_elem elems[MSV_ELEM_MAX];
+    elems_by_tag by_tag = {0};
     const uint8_t *parts[MSV_ELEM_MAX];
     size_t lens[MSV_ELEM_MAX], n;
-    const struct suite_layout *layout;
     struct msv_public_identity *pub = NULL;
+    unsigned suites;
     msv_err err;
 
     err = msv_elems_parse(in, len, elems, MSV_ELEM_MAX, &n);
     if (err != MSV_OK)
         return err;
-    layout = layout_match(elems, n);
-    if (layout == NULL || (suite != MSV_SUITE_ANY && suite != layout->suite))
+    suites = suites_of_elems(elems, n, by_tag);
+    if (suites == 0 || (suite != MSV_SUITE_ANY && !(suites & MSV_SUITE_BIT(suite))))
         return MSV_ERR_PARSE;
     pub = calloc(1, sizeof(*pub));
     if (pub == NULL)
         return MSV_ERR_NOMEM;
-    pub->suite = layout->suite;
-    err = layout->build(pub, elems);
+    pub->suite = suite != MSV_SUITE_ANY ? suite : best_suite(suites);
+    pub->suites = suites;
+    for (size_t i = 0; i < N_LAYOUTS && err == MSV_OK; i++) {
+        if (suites & MSV_SUITE_BIT(layouts[i].suite))
+            err = layouts[i].build(pub, by_tag);
+    }
     if (err != MSV_OK)
         goto out;
     for (size_t i = 0; i < n; i++) {
@@ -223,6 +282,11 @@ msv_err msv_public_identity_dup(const struct msv_public_identity *pub,
 enum msv_suite msv_public_identity_suite(const struct msv_public_identity *pub)
 {
     return pub->suite;
+}
+
+unsigned msv_public_identity_suites(const struct msv_public_identity *pub)
+{
+    return pub->suites;
 }
 
 const uint8_t *msv_public_identity_bytes(const struct msv_public_identity *pub, size_t *len)
@@ -275,6 +339,11 @@ const struct msv_public_identity *msv_identity_public(const struct msv_identity 
 enum msv_suite msv_identity_suite(const struct msv_identity *id)
 {
     return id->pub->suite;
+}
+
+unsigned msv_identity_suites(const struct msv_identity *id)
+{
+    return id->pub->suites;
 }
 
 /* A P-256 secret scalar whose point must equal the published one. */
@@ -341,35 +410,25 @@ static msv_err identity_assemble(struct msv_public_identity *pub, const struct m
                                  size_t n, struct msv_identity **out)
 {
     struct msv_identity *id = calloc(1, sizeof(*id));
-    msv_err err = MSV_ERR_PARSE;
+    msv_err err;
 
     if (id == NULL) {
         msv_public_identity_free(pub);
         return MSV_ERR_NOMEM;
     }
     id->pub = pub;
-    switch (pub->suite) {
-    case MSV_SUITE_CLASSIC:
+    err = MSV_OK;
+    if (pub->suites & (MSV_SUITE_BIT(MSV_SUITE_CLASSIC) | MSV_SUITE_BIT(MSV_SUITE_ECIES)))
         err = load_p256_secret(msv_elems_find(sec, n, MSV_TAG_SEC_P256), pub->sign_point,
                                &id->sign_sk);
-        if (err == MSV_OK)
-            err =
-                load_rsa_secret(msv_elems_find(sec, n, MSV_TAG_SEC_RSA), pub->rsa_pk, &id->rsa_sk);
-        break;
-    case MSV_SUITE_ECIES:
-        err = load_p256_secret(msv_elems_find(sec, n, MSV_TAG_SEC_P256), pub->sign_point,
-                               &id->sign_sk);
-        if (err == MSV_OK)
-            err = load_p256_secret(msv_elems_find(sec, n, MSV_TAG_SEC_PREKEY), pub->prekey_point,
-                                   &id->prekey_sk);
-        break;
-    case MSV_SUITE_MODERN:
+    if (err == MSV_OK && (pub->suites & MSV_SUITE_BIT(MSV_SUITE_CLASSIC)))
+        err = load_rsa_secret(msv_elems_find(sec, n, MSV_TAG_SEC_RSA), pub->rsa_pk, &id->rsa_sk);
+    if (err == MSV_OK && (pub->suites & MSV_SUITE_BIT(MSV_SUITE_ECIES)))
+        err = load_p256_secret(msv_elems_find(sec, n, MSV_TAG_SEC_PREKEY), pub->prekey_point,
+                               &id->prekey_sk);
+    if (err == MSV_OK && (pub->suites & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
         err = load_modern_secret(msv_elems_find(sec, n, MSV_TAG_SEC_ED25519),
                                  msv_elems_find(sec, n, MSV_TAG_SEC_X25519), pub, &id->modern);
-        break;
-    default:
-        break;
-    }
     if (err != MSV_OK) {
         msv_identity_free(id);
         return err;
@@ -423,47 +482,40 @@ msv_err msv_identity_import(const uint8_t *in, size_t len, struct msv_identity *
 static msv_err secret_elems(const struct msv_identity *id, struct msv_elem *e, size_t *n,
                             uint8_t scalars[2][32], uint8_t **rsa_der, int *rsa_len)
 {
+    unsigned suites = id->pub->suites;
     msv_err err = MSV_OK;
 
     *n = 0;
-    switch (id->pub->suite) {
-    case MSV_SUITE_CLASSIC:
+    if (suites & (MSV_SUITE_BIT(MSV_SUITE_CLASSIC) | MSV_SUITE_BIT(MSV_SUITE_ECIES))) {
         err = msv_p256_scalar(id->sign_sk, scalars[0]);
-        if (err != MSV_OK)
-            return err;
+        e[(*n)++] =
+            (struct msv_elem){.tag = MSV_TAG_SEC_P256, .value = scalars[0], .value_len = 32};
+    }
+    if (err == MSV_OK && (suites & MSV_SUITE_BIT(MSV_SUITE_CLASSIC))) {
         *rsa_len = i2d_PrivateKey(id->rsa_sk, rsa_der);
         if (*rsa_len <= 0)
             return MSV_ERR_CRYPTO;
-        e[0] = (struct msv_elem){.tag = MSV_TAG_SEC_P256, .value = scalars[0], .value_len = 32};
-        e[1] = (struct msv_elem){
+        e[(*n)++] = (struct msv_elem){
             .tag = MSV_TAG_SEC_RSA, .value = *rsa_der, .value_len = (size_t)*rsa_len};
-        *n = 2;
-        break;
-    case MSV_SUITE_ECIES:
-        err = msv_p256_scalar(id->sign_sk, scalars[0]);
-        if (err == MSV_OK)
-            err = msv_p256_scalar(id->prekey_sk, scalars[1]);
-        e[0] = (struct msv_elem){.tag = MSV_TAG_SEC_P256, .value = scalars[0], .value_len = 32};
-        e[1] = (struct msv_elem){.tag = MSV_TAG_SEC_PREKEY, .value = scalars[1], .value_len = 32};
-        *n = 2;
-        break;
-    case MSV_SUITE_MODERN:
+    }
+    if (err == MSV_OK && (suites & MSV_SUITE_BIT(MSV_SUITE_ECIES))) {
+        err = msv_p256_scalar(id->prekey_sk, scalars[1]);
+        e[(*n)++] =
+            (struct msv_elem){.tag = MSV_TAG_SEC_PREKEY, .value = scalars[1], .value_len = 32};
+    }
+    if (err == MSV_OK && (suites & MSV_SUITE_BIT(MSV_SUITE_MODERN))) {
         /* libsodium's Ed25519 secret key starts with the 32-byte seed. */
-        e[0] = (struct msv_elem){
+        e[(*n)++] = (struct msv_elem){
             .tag = MSV_TAG_SEC_ED25519, .value = id->modern->ed_sk, .value_len = 32};
-        e[1] = (struct msv_elem){
+        e[(*n)++] = (struct msv_elem){
             .tag = MSV_TAG_SEC_X25519, .value = id->modern->x_sk, .value_len = 32};
-        *n = 2;
-        break;
-    default:
-        err = MSV_ERR_INVALID;
     }
     return err;
 }
 
 msv_err msv_identity_export(const struct msv_identity *id, uint8_t **out, size_t *out_len)
 {
-    struct msv_elem e[4];
+    struct msv_elem e[5];
     uint8_t scalars[2][32], *rsa_der = NULL, *sec = NULL;
     size_t n = 0, sec_len = 0;
     int rsa_len = 0;
@@ -495,8 +547,8 @@ out:
 /* ---- generation ----------------------------------------------------------------------- */
 
 /* Encodes public and secret elements, then assembles through the import path's checks. */
-static msv_err assemble_generated(const struct msv_elem *pub_e, size_t pub_n,
-                                  const struct msv_elem *sec_e, size_t sec_n,
+static msv_err assemble_generated(enum msv_suite primary, const struct msv_elem *pub_e,
+                                  size_t pub_n, const struct msv_elem *sec_e, size_t sec_n,
                                   struct msv_identity **out)
 {
     struct msv_public_identity *pub = NULL;
@@ -506,148 +558,163 @@ static msv_err assemble_generated(const struct msv_elem *pub_e, size_t pub_n,
 
     err = msv_elems_encode(pub_e, pub_n, &enc, &enc_len);
     if (err == MSV_OK)
-        err = msv_public_identity_parse(MSV_SUITE_ANY, enc, enc_len, &pub);
+        err = msv_public_identity_parse(primary, enc, enc_len, &pub);
     free(enc);
     if (err != MSV_OK)
         return err == MSV_ERR_PARSE ? MSV_ERR_CRYPTO : err;
     return identity_assemble(pub, sec_e, sec_n, out);
 }
 
-static msv_err generate_classic(unsigned bits, const struct msv_rng *rng, struct msv_identity **out)
-{
-    uint8_t scalar[32], point[MSV_P256_POINT_LEN];
-    uint8_t *rsa_pub = NULL, *rsa_sec = NULL;
-    int pub_len = 0, sec_len = 0;
-    EVP_PKEY *sign = NULL, *rsa = NULL;
-    msv_err err;
+/* What generating keys for several suites holds until they are assembled. */
+struct generated {
+    struct msv_elem pub[7], sec[5];
+    size_t n_pub, n_sec;
+    uint8_t sign_sk[32], sign_point[MSV_P256_POINT_LEN];
+    uint8_t prekey_sk[32], prekey_point[MSV_P256_POINT_LEN], prekey_sig[72];
+    size_t prekey_sig_len;
+    uint8_t *rsa_pub, *rsa_sec;
+    int rsa_pub_len, rsa_sec_len;
+    uint8_t seed[32], ed_pk[32], x_pk[32], x_sig[64];
+    struct msv_modern_secret *modern;
+    EVP_PKEY *sign, *prekey, *rsa;
+};
 
-    err = msv_p256_random_scalar(rng, scalar);
-    if (err == MSV_OK)
-        err = msv_p256_from_scalar(scalar, &sign, point);
-    if (err != MSV_OK)
-        goto out;
-    err = MSV_ERR_CRYPTO;
-    rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)bits);
-    if (rsa == NULL)
-        goto out;
-    pub_len = i2d_PublicKey(rsa, &rsa_pub);
-    sec_len = i2d_PrivateKey(rsa, &rsa_sec);
-    if (pub_len <= 0 || sec_len <= 0)
-        goto out;
-    {
-        struct msv_elem pub_e[2] = {
-            {.tag = MSV_TAG_SIGN_P256, .value = point, .value_len = sizeof(point)},
-            {.tag = MSV_TAG_RSA_PUB, .value = rsa_pub, .value_len = (size_t)pub_len},
-        };
-        struct msv_elem sec_e[2] = {
-            {.tag = MSV_TAG_SEC_P256, .value = scalar, .value_len = sizeof(scalar)},
-            {.tag = MSV_TAG_SEC_RSA, .value = rsa_sec, .value_len = (size_t)sec_len},
-        };
-        err = assemble_generated(pub_e, 2, sec_e, 2, out);
-    }
-out:
-    sodium_memzero(scalar, sizeof(scalar));
-    OPENSSL_free(rsa_pub);
-    if (rsa_sec != NULL)
-        OPENSSL_clear_free(rsa_sec, (size_t)sec_len);
-    EVP_PKEY_free(sign);
-    EVP_PKEY_free(rsa);
-    return err;
+static void generated_clear(struct generated *g)
+{
+    OPENSSL_free(g->rsa_pub);
+    if (g->rsa_sec != NULL)
+        OPENSSL_clear_free(g->rsa_sec, (size_t)g->rsa_sec_len);
+    if (g->modern != NULL)
+        sodium_free(g->modern);
+    EVP_PKEY_free(g->sign);
+    EVP_PKEY_free(g->prekey);
+    EVP_PKEY_free(g->rsa);
+    sodium_memzero(g, sizeof(*g));
 }
 
-static msv_err generate_ecies(const struct msv_rng *rng, struct msv_identity **out)
+static void add(struct msv_elem *e, size_t *n, unsigned tag, const uint8_t *value, size_t len)
 {
-    uint8_t sk[2][32], point[2][MSV_P256_POINT_LEN], sig[72];
-    EVP_PKEY *sign = NULL, *prekey = NULL;
-    size_t sig_len = 0;
-    msv_err err;
+    e[(*n)++] = (struct msv_elem){.tag = tag, .value = value, .value_len = len};
+}
 
-    err = msv_p256_random_scalar(rng, sk[0]);
-    if (err == MSV_OK)
-        err = msv_p256_random_scalar(rng, sk[1]);
-    if (err == MSV_OK)
-        err = msv_p256_from_scalar(sk[0], &sign, point[0]);
-    if (err == MSV_OK)
-        err = msv_p256_from_scalar(sk[1], &prekey, point[1]);
-    if (err == MSV_OK) {
-        const uint8_t *parts[2] = {(const uint8_t *)ecies_prekey_context, point[1]};
+/* The random bytes come in this order: signing scalar, prekey scalar, Ed25519 seed, X25519. */
+static msv_err generate_keys(struct generated *g, unsigned suites, unsigned bits,
+                             const struct msv_rng *rng)
+{
+    int classic = (suites & MSV_SUITE_BIT(MSV_SUITE_CLASSIC)) != 0,
+        ecies = (suites & MSV_SUITE_BIT(MSV_SUITE_ECIES)) != 0,
+        modern = (suites & MSV_SUITE_BIT(MSV_SUITE_MODERN)) != 0;
+    msv_err err = MSV_OK;
+
+    if (classic || ecies) {
+        err = msv_p256_random_scalar(rng, g->sign_sk);
+        if (err == MSV_OK)
+            err = msv_p256_from_scalar(g->sign_sk, &g->sign, g->sign_point);
+    }
+    if (err == MSV_OK && ecies) {
+        const uint8_t *parts[2] = {(const uint8_t *)ecies_prekey_context, g->prekey_point};
         size_t lens[2] = {sizeof(ecies_prekey_context) - 1, MSV_P256_POINT_LEN};
 
-        err = msv_ecdsa_sign(sign, EVP_sha256(), parts, lens, 2, sig, &sig_len);
+        err = msv_p256_random_scalar(rng, g->prekey_sk);
+        if (err == MSV_OK)
+            err = msv_p256_from_scalar(g->prekey_sk, &g->prekey, g->prekey_point);
+        if (err == MSV_OK)
+            err = msv_ecdsa_sign(g->sign, EVP_sha256(), parts, lens, 2, g->prekey_sig,
+                                 &g->prekey_sig_len);
     }
-    if (err == MSV_OK) {
-        struct msv_elem pub_e[3] = {
-            {.tag = MSV_TAG_SIGN_P256, .value = point[0], .value_len = MSV_P256_POINT_LEN},
-            {.tag = MSV_TAG_PREKEY, .value = point[1], .value_len = MSV_P256_POINT_LEN},
-            {.tag = MSV_TAG_PREKEY_SIG, .value = sig, .value_len = sig_len},
-        };
-        struct msv_elem sec_e[2] = {
-            {.tag = MSV_TAG_SEC_P256, .value = sk[0], .value_len = 32},
-            {.tag = MSV_TAG_SEC_PREKEY, .value = sk[1], .value_len = 32},
-        };
-        err = assemble_generated(pub_e, 3, sec_e, 2, out);
+    if (err == MSV_OK && modern) {
+        uint8_t msg[sizeof(modern_idkey_context) - 1 + 32];
+
+        g->modern = sodium_malloc(sizeof(*g->modern));
+        if (g->modern == NULL)
+            return MSV_ERR_NOMEM;
+        rng->fill(rng->ctx, g->seed, sizeof(g->seed));
+        rng->fill(rng->ctx, g->modern->x_sk, sizeof(g->modern->x_sk));
+        if (crypto_sign_seed_keypair(g->ed_pk, g->modern->ed_sk, g->seed) != 0 ||
+            crypto_scalarmult_base(g->x_pk, g->modern->x_sk) != 0)
+            return MSV_ERR_CRYPTO;
+        memcpy(msg, modern_idkey_context, sizeof(modern_idkey_context) - 1);
+        memcpy(msg + sizeof(modern_idkey_context) - 1, g->x_pk, 32);
+        if (crypto_sign_detached(g->x_sig, NULL, msg, sizeof(msg), g->modern->ed_sk) != 0)
+            return MSV_ERR_CRYPTO;
     }
-    sodium_memzero(sk, sizeof(sk));
-    EVP_PKEY_free(sign);
-    EVP_PKEY_free(prekey);
-    return err;
+    if (err == MSV_OK && classic) {
+        g->rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)bits);
+        if (g->rsa == NULL)
+            return MSV_ERR_CRYPTO;
+        g->rsa_pub_len = i2d_PublicKey(g->rsa, &g->rsa_pub);
+        g->rsa_sec_len = i2d_PrivateKey(g->rsa, &g->rsa_sec);
+        if (g->rsa_pub_len <= 0 || g->rsa_sec_len <= 0)
+            return MSV_ERR_CRYPTO;
+    }
+    if (err != MSV_OK)
+        return err;
+    /* both lists in ascending tag order */
+    if (classic || ecies) {
+        add(g->pub, &g->n_pub, MSV_TAG_SIGN_P256, g->sign_point, MSV_P256_POINT_LEN);
+        add(g->sec, &g->n_sec, MSV_TAG_SEC_P256, g->sign_sk, 32);
+    }
+    if (classic) {
+        add(g->pub, &g->n_pub, MSV_TAG_RSA_PUB, g->rsa_pub, (size_t)g->rsa_pub_len);
+        add(g->sec, &g->n_sec, MSV_TAG_SEC_RSA, g->rsa_sec, (size_t)g->rsa_sec_len);
+    }
+    if (ecies) {
+        add(g->pub, &g->n_pub, MSV_TAG_PREKEY, g->prekey_point, MSV_P256_POINT_LEN);
+        add(g->pub, &g->n_pub, MSV_TAG_PREKEY_SIG, g->prekey_sig, g->prekey_sig_len);
+        add(g->sec, &g->n_sec, MSV_TAG_SEC_PREKEY, g->prekey_sk, 32);
+    }
+    if (modern) {
+        add(g->pub, &g->n_pub, MSV_TAG_ED25519, g->ed_pk, 32);
+        add(g->pub, &g->n_pub, MSV_TAG_X25519, g->x_pk, 32);
+        add(g->pub, &g->n_pub, MSV_TAG_X25519_SIG, g->x_sig, 64);
+        add(g->sec, &g->n_sec, MSV_TAG_SEC_ED25519, g->seed, 32);
+        add(g->sec, &g->n_sec, MSV_TAG_SEC_X25519, g->modern->x_sk, 32);
+    }
+    return MSV_OK;
 }
 
-static msv_err generate_modern(const struct msv_rng *rng, struct msv_identity **out)
+msv_err msv_identity_generate_suites_rng(enum msv_suite primary, unsigned also, unsigned rsa_bits,
+                                         const struct msv_rng *rng, struct msv_identity **out)
 {
-    struct msv_modern_secret *s = sodium_malloc(sizeof(*s));
-    uint8_t seed[32], ed_pk[32], x_pk[32], sig[64];
-    uint8_t msg[sizeof(modern_idkey_context) - 1 + 32];
-    msv_err err = MSV_ERR_CRYPTO;
+    unsigned all = MSV_SUITE_BIT(MSV_SUITE_CLASSIC) | MSV_SUITE_BIT(MSV_SUITE_ECIES) |
+                   MSV_SUITE_BIT(MSV_SUITE_MODERN);
+    unsigned suites;
+    struct generated *g;
+    msv_err err;
 
-    if (s == NULL)
-        return MSV_ERR_NOMEM;
-    rng->fill(rng->ctx, seed, sizeof(seed));
-    rng->fill(rng->ctx, s->x_sk, sizeof(s->x_sk));
-    if (crypto_sign_seed_keypair(ed_pk, s->ed_sk, seed) != 0 ||
-        crypto_scalarmult_base(x_pk, s->x_sk) != 0)
-        goto out;
-    memcpy(msg, modern_idkey_context, sizeof(modern_idkey_context) - 1);
-    memcpy(msg + sizeof(modern_idkey_context) - 1, x_pk, 32);
-    if (crypto_sign_detached(sig, NULL, msg, sizeof(msg), s->ed_sk) != 0)
-        goto out;
-    {
-        struct msv_elem pub_e[3] = {
-            {.tag = MSV_TAG_ED25519, .value = ed_pk, .value_len = 32},
-            {.tag = MSV_TAG_X25519, .value = x_pk, .value_len = 32},
-            {.tag = MSV_TAG_X25519_SIG, .value = sig, .value_len = 64},
-        };
-        struct msv_elem sec_e[2] = {
-            {.tag = MSV_TAG_SEC_ED25519, .value = seed, .value_len = 32},
-            {.tag = MSV_TAG_SEC_X25519, .value = s->x_sk, .value_len = 32},
-        };
-        err = assemble_generated(pub_e, 3, sec_e, 2, out);
+    if (msv_init() != MSV_OK)
+        return MSV_ERR_CRYPTO;
+    if (primary < MSV_SUITE_CLASSIC || primary > MSV_SUITE_MODERN || (also & ~all) != 0)
+        return MSV_ERR_INVALID;
+    suites = also | MSV_SUITE_BIT(primary);
+    if (suites & MSV_SUITE_BIT(MSV_SUITE_CLASSIC)) {
+        if (rsa_bits == 0)
+            rsa_bits = MSV_CLASSIC_RSA_BITS_DEFAULT;
+        if (!rsa_bits_allowed((int)rsa_bits))
+            return MSV_ERR_INVALID;
+    } else if (rsa_bits != 0) {
+        return MSV_ERR_INVALID;
     }
-out:
-    sodium_memzero(seed, sizeof(seed));
-    sodium_free(s);
+    if ((g = calloc(1, sizeof(*g))) == NULL)
+        return MSV_ERR_NOMEM;
+    err = generate_keys(g, suites, rsa_bits, rng);
+    if (err == MSV_OK)
+        err = assemble_generated(primary, g->pub, g->n_pub, g->sec, g->n_sec, out);
+    generated_clear(g);
+    free(g);
     return err;
 }
 
 msv_err msv_identity_generate_rng(enum msv_suite suite, unsigned rsa_bits,
                                   const struct msv_rng *rng, struct msv_identity **out)
 {
-    if (msv_init() != MSV_OK)
-        return MSV_ERR_CRYPTO;
-    if (suite == MSV_SUITE_CLASSIC) {
-        if (rsa_bits == 0)
-            rsa_bits = MSV_CLASSIC_RSA_BITS_DEFAULT;
-        if (!rsa_bits_allowed((int)rsa_bits))
-            return MSV_ERR_INVALID;
-        return generate_classic(rsa_bits, rng, out);
-    }
-    if (rsa_bits != 0)
-        return MSV_ERR_INVALID;
-    if (suite == MSV_SUITE_ECIES)
-        return generate_ecies(rng, out);
-    if (suite == MSV_SUITE_MODERN)
-        return generate_modern(rng, out);
-    return MSV_ERR_INVALID;
+    return msv_identity_generate_suites_rng(suite, 0, rsa_bits, rng, out);
+}
+
+msv_err msv_identity_generate_suites(enum msv_suite primary, unsigned also, unsigned rsa_bits,
+                                     struct msv_identity **out)
+{
+    return msv_identity_generate_suites_rng(primary, also, rsa_bits, &msv_rng_system, out);
 }
 
 msv_err msv_identity_generate(enum msv_suite suite, unsigned rsa_bits, struct msv_identity **out)

@@ -49,8 +49,9 @@ enum {
 };
 
 struct msv_public_identity {
-    enum msv_suite suite;
-    uint8_t *enc; /* canonical encoding */
+    enum msv_suite suite; /* its own; it may speak others (suites) */
+    unsigned suites;      /* MSV_SUITE_BIT of each suite whose keys it has */
+    uint8_t *enc;         /* canonical encoding */
     size_t enc_len;
     uint8_t hash[MSV_IDENTITY_HASH_LEN];
     EVP_PKEY *sign_pk;   /* classic, ecies */
@@ -156,6 +157,10 @@ MSV_MUST_CHECK msv_err msv_ecdsa_verify(EVP_PKEY *pk, const EVP_MD *md, const ui
 
 /* ---- identities (identity.c) ---- */
 
+MSV_MUST_CHECK msv_err msv_identity_generate_suites_rng(enum msv_suite primary, unsigned also,
+                                                        unsigned rsa_bits,
+                                                        const struct msv_rng *rng,
+                                                        struct msv_identity **out);
 MSV_MUST_CHECK msv_err msv_identity_generate_rng(enum msv_suite suite, unsigned rsa_bits,
                                                  const struct msv_rng *rng,
                                                  struct msv_identity **out);
@@ -209,6 +214,11 @@ MSV_MUST_CHECK msv_err msv_read_signature_trailer(struct msv_reader *r, const ui
                                                   size_t *sig_len);
 
 /* Dispatches to the suite of sender; what msv_seal() does with msv_rng_system. */
+MSV_MUST_CHECK msv_err msv_seal_suite_rng(const struct msv_identity *sender,
+                                          const struct msv_public_identity *recipient,
+                                          enum msv_suite suite, const uint8_t *pt, size_t pt_len,
+                                          const struct msv_rng *rng, uint8_t **out,
+                                          size_t *out_len);
 MSV_MUST_CHECK msv_err msv_seal_rng(const struct msv_identity *sender,
                                     const struct msv_public_identity *recipient, const uint8_t *pt,
                                     size_t pt_len, const struct msv_rng *rng, uint8_t **out,

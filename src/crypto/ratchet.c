@@ -222,7 +222,7 @@ msv_err msv_signed_prekey_verify(const struct msv_public_identity *pub, uint32_t
 {
     uint8_t msg[sizeof(spk_context) + 35];
 
-    if (pub == NULL || pub->suite != MSV_SUITE_MODERN)
+    if (pub == NULL || !(pub->suites & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
         return MSV_ERR_INVALID;
     spk_message(key_id, pk, msg);
     return crypto_sign_verify_detached(sig, msg, sizeof(msg), pub->ed_pk) == 0 ? MSV_OK
@@ -269,7 +269,8 @@ msv_err msv_session_initiate_rng(const struct msv_identity *me,
     int n = b->one_time_id != 0 ? 4 : 3;
     msv_err err;
 
-    if (me == NULL || me->modern == NULL || peer == NULL || peer->suite != MSV_SUITE_MODERN)
+    if (me == NULL || me->modern == NULL || peer == NULL ||
+        !(peer->suites & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
         return MSV_ERR_INVALID;
     err = msv_signed_prekey_verify(peer, b->signed_id, b->signed_pk, b->signed_sig);
     if (err == MSV_OK)
@@ -577,8 +578,8 @@ msv_err msv_session_respond_rng(const struct msv_identity *me,
     struct msv_session *s = NULL;
     msv_err err;
 
-    if (me == NULL || me->modern == NULL || peer == NULL || peer->suite != MSV_SUITE_MODERN ||
-        spk == NULL)
+    if (me == NULL || me->modern == NULL || peer == NULL ||
+        !(peer->suites & MSV_SUITE_BIT(MSV_SUITE_MODERN)) || spk == NULL)
         return MSV_ERR_INVALID;
     if (msv_prekey_message_info(wire, len, &spk_id, &opk_id, base) != MSV_OK || spk_id != spk->id ||
         (opk_id != 0) != (opk != NULL) || (opk && opk->id != opk_id))

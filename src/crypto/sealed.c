@@ -39,8 +39,8 @@ msv_err msv_sealed_wrap(const struct msv_public_identity *recipient, const char 
     uint8_t eph_sk[32], shared[32], kn[56], ad[65], *inner = NULL, *wire = NULL;
     msv_err err = MSV_ERR_CRYPTO;
 
-    if (recipient == NULL || recipient->suite != MSV_SUITE_MODERN || hl == 0 || hl > 255 ||
-        envelope == NULL || len == 0 || out == NULL)
+    if (recipient == NULL || !(recipient->suites & MSV_SUITE_BIT(MSV_SUITE_MODERN)) || hl == 0 ||
+        hl > 255 || envelope == NULL || len == 0 || out == NULL)
         return MSV_ERR_INVALID;
     if (len > INNER_MAX)
         return MSV_ERR_TOO_BIG;
