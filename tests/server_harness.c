@@ -274,7 +274,8 @@ void test_device_connect(struct test_server *s, struct test_device *d)
 }
 
 /* A new modern device for handle, registered by add (or, for a new account, by a code). */
-static void enroll(struct test_server *s, const char *handle, struct test_device *d, int add)
+static void enroll(struct test_server *s, const char *handle, struct test_device *d, int add,
+                   enum msv_suite suite, unsigned also)
 {
     struct msv_conn *c = test_connect(s);
     struct msv_refusal why = {0};
@@ -283,7 +284,7 @@ static void enroll(struct test_server *s, const char *handle, struct test_device
 
     memset(d, 0, sizeof(*d));
     snprintf(d->handle, sizeof(d->handle), "%s", handle);
-    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &d->id), MSV_OK);
+    assert_int_equal(msv_identity_generate_suites(suite, also, 0, &d->id), MSV_OK);
     if (add) {
         err = msv_request_add_device(c, handle, TEST_PASSWORD, d->id, "token", TEST_TIMEOUT_MS,
                                      &d->device_id, &why);
@@ -300,7 +301,13 @@ static void enroll(struct test_server *s, const char *handle, struct test_device
 
 void test_register(struct test_server *s, const char *handle, struct test_device *d)
 {
-    enroll(s, handle, d, 0);
+    test_register_suites(s, handle, d, MSV_SUITE_MODERN, 0);
+}
+
+void test_register_suites(struct test_server *s, const char *handle, struct test_device *d,
+                          enum msv_suite suite, unsigned also)
+{
+    enroll(s, handle, d, 0, suite, also);
     test_device_connect(s, d);
 }
 
@@ -320,7 +327,7 @@ void test_add_device(struct test_server *s, const char *handle, struct test_devi
 {
     msv_frame *r;
 
-    enroll(s, handle, d, 1);
+    enroll(s, handle, d, 1, MSV_SUITE_MODERN, 0);
     r = test_approve(approver, d->device_id);
     assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_OK);
     msv_frame_free(r);
@@ -358,7 +365,7 @@ msv_frame *test_send(struct test_device *from, const char **handles, size_t n_ha
                          MSV_OK);
         msv__wire__envelope__init(&env[i]);
         env[i].recipient_device = to[i]->device_id;
-        env[i].suite = MSV_SUITE_MODERN;
+        env[i].suite = msv_envelope_suite(wires[i], len); /* the best both speak */
         env[i].ciphertext.data = wires[i];
         env[i].ciphertext.len = len;
         envs[i] = &env[i];

@@ -61,6 +61,9 @@ struct msv_conn *test_connect(struct test_server *s);
 msv_frame *test_request(struct msv_conn *c, msv_frame *req);
 /* Registers handle with a new modern device (connected and authenticated). */
 void test_register(struct test_server *s, const char *handle, struct test_device *d);
+/* The same with a device of suite that also speaks the suites in also. */
+void test_register_suites(struct test_server *s, const char *handle, struct test_device *d,
+                          enum msv_suite suite, unsigned also);
 /* Adds a device to handle's account, approved by approver (connected and authenticated). */
 void test_add_device(struct test_server *s, const char *handle, struct test_device *approver,
                      struct test_device *d);
@@ -70,8 +73,8 @@ void test_device_connect(struct test_server *s, struct test_device *d);
 void test_device_free(struct test_device *d);
 
 /*
- * Seals text for each of the n target devices and sends it from d to the
- * given handles. Returns the server's answer (caller frees).
+ * Seals text for each of the n target devices (in the best suite both
+ * speak) and sends it from d to the given handles. Returns the server's answer (caller frees).
  */
 msv_frame *test_send(struct test_device *from, const char **handles, size_t n_handles,
                      struct test_device **to, size_t n_to, const char *text);

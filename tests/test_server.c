@@ -1571,6 +1571,69 @@ static void test_prekeys_and_sealed_sender(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * Suites per device: a send addresses each device in a suite both speak, and
+ * leaves out the devices that speak none of the sender's; an envelope in a
+ * suite the sender or the recipient lacks is refused.
+ */
+static void test_suites_per_device(void **state)
+{
+    struct test_server s;
+    struct test_device alice, bob, carol;
+    struct test_device *to_carol[1] = {&carol}, *to_bob[1] = {&bob};
+    const char *bob_h[1] = {"bob@example.org"}, *carol_h[1] = {"carol@example.org"};
+    uint8_t id[16], *wire = NULL;
+    size_t len = 0;
+    uint64_t q;
+    msv_frame *r = NULL;
+    struct msv_refusal why = {0};
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &alice); /* modern only */
+    test_register_suites(&s, bob_h[0], &bob, MSV_SUITE_CLASSIC, 0);
+    test_register_suites(&s, carol_h[0], &carol, MSV_SUITE_CLASSIC,
+                         MSV_SUITE_BIT(MSV_SUITE_MODERN));
+    /* alice and bob share no suite: a send to bob addresses nobody, and is taken */
+    expect_ok(test_send(&alice, bob_h, 1, NULL, 0, "to nobody"));
+    /* alice and carol share modern; carol and bob classic */
+    expect_ok(test_send(&alice, carol_h, 1, to_carol, 1, "in modern"));
+    q = test_expect_message(&carol, &alice, "in modern", TEST_TIMEOUT_MS);
+    assert_true(q != 0);
+    test_ack(&carol, q);
+    expect_ok(test_send(&carol, bob_h, 1, to_bob, 1, "in classic"));
+    q = test_expect_message(&bob, &carol, "in classic", TEST_TIMEOUT_MS);
+    assert_true(q != 0);
+    test_ack(&bob, q);
+    /* classic from carol to alice, who has no classic keys: refused, with the current devices */
+    msv_random_bytes(id, sizeof(id));
+    assert_int_equal(msv_seal_suite(carol.id, msv_identity_public(carol.id), MSV_SUITE_CLASSIC,
+                                    (const uint8_t *)"x", 1, &wire, &len),
+                     MSV_OK);
+    {
+        struct msv_outgoing classic = {alice.device_id, MSV_SUITE_CLASSIC, wire, len};
+        const char *alice_h = "alice@example.org";
+
+        assert_int_equal(msv_request_send(carol.conn, id, &alice_h, 1, &classic, 1, NULL,
+                                          TEST_TIMEOUT_MS, &r, &why),
+                         MSV_ERR_AGAIN);
+        msv_frame_free(r);
+        r = NULL;
+        /* nor may alice use a suite she does not speak herself */
+        classic.device_id = carol.device_id;
+        assert_int_equal(msv_request_send(alice.conn, id, carol_h, 1, &classic, 1, NULL,
+                                          TEST_TIMEOUT_MS, &r, &why),
+                         MSV_ERR_AGAIN);
+        msv_frame_free(r);
+    }
+    free(wire);
+    test_device_free(&alice);
+    test_device_free(&bob);
+    test_device_free(&carol);
+    test_server_cleanup(&s);
+}
+
 static void test_health_and_metrics(void **state)
 {
     struct test_server s;
@@ -1610,6 +1673,7 @@ int main(void)
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_io_errors),
         cmocka_unit_test(test_prekeys_and_sealed_sender),
+        cmocka_unit_test(test_suites_per_device),
         cmocka_unit_test(test_health_and_metrics),
     };
 

@@ -16,7 +16,8 @@
 
 struct msv_dir_device {
     uint64_t id;
-    uint32_t suite;
+    uint32_t suite;  /* its own */
+    unsigned suites; /* every suite it speaks (MSV_SUITE_BIT each) */
 };
 
 struct msv_dircache {

@@ -183,6 +183,7 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
     struct msv_device_rec dev = {0};
     uint64_t account = 0;
     char handle[MSV_HANDLE_MAX + 1];
+    unsigned suites = 0;
     msv_err err = MSV_ERR_AUTH;
 
     if (!c->challenged || c->device_id != 0) {
@@ -195,6 +196,8 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
         STORE(s)->device_get(IMPL(s), a->device_id, &dev) == MSV_OK && dev.account_id == account &&
         dev.approved)
         err = verify_auth(c, &dev, a->signature);
+    if (err == MSV_OK)
+        suites = msv_identity_suites_of(dev.identity, dev.identity_len);
     msv_device_rec_clear(&dev);
     if (err != MSV_OK) {
         atomic_fetch_add(&s->m.auth_failed, 1);
@@ -211,6 +214,7 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
     }
     c->device_id = a->device_id;
     c->account_id = account;
+    c->suites = suites;
     atomic_fetch_add(&s->m.auth_ok, 1);
     msv_log(MSV_LOG_DEBUG, "auth_ok", "peer=%s device=%llu", c->peer,
             (unsigned long long)c->device_id);
@@ -780,7 +784,10 @@ static msv_err dir_devices(struct msv_server *s, const char *handle, struct msv_
         return MSV_ERR_TOO_BIG;
     }
     for (size_t i = 0; i < list.count; i++)
-        out[i] = (struct msv_dir_device){.id = list.items[i].id, .suite = list.items[i].suite};
+        out[i] = (struct msv_dir_device){
+            .id = list.items[i].id,
+            .suite = list.items[i].suite,
+            .suites = msv_identity_suites_of(list.items[i].identity, list.items[i].identity_len)};
     *n = list.count;
     if (account != 0) /* unknown handles are not cached: registration needs no drop */
         msv_dircache_put(&s->dir, handle, account, out, *n, generation);
@@ -812,13 +819,20 @@ static int addresses_match(const struct msv_conn_state *c, const Msv__Wire__Send
 
             if (devs[k].id == c->device_id)
                 continue;
+            /* a device with no suite in common with the sender cannot be written to */
+            if (!sealed && (devs[k].suites & c->suites) == 0)
+                continue;
             expected++;
-            /* a sealed envelope can only be opened by a modern device */
-            if (sealed && devs[k].suite != MSV_SUITE_MODERN)
+            /* a sealed envelope can only be opened by a device that speaks modern */
+            if (sealed && !(devs[k].suites & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
                 return 0;
             for (size_t e = 0; e < q->n_envelopes; e++) {
+                uint32_t suite = q->envelopes[e]->suite;
+
                 if (q->envelopes[e]->recipient_device == devs[k].id &&
-                    q->envelopes[e]->suite == (sealed ? MSV_ENVELOPE_SEALED : devs[k].suite))
+                    (sealed ? suite == MSV_ENVELOPE_SEALED
+                            : suite <= MSV_SUITE_MODERN &&
+                                  (devs[k].suites & c->suites & MSV_SUITE_BIT(suite))))
                     found++;
             }
             if (found != 1)
@@ -1054,10 +1068,11 @@ static msv_err check_signed_prekey(struct msv_server *s, uint64_t device_id,
     struct msv_public_identity *pub = NULL;
     msv_err err = STORE(s)->device_get(IMPL(s), device_id, &dev);
 
-    if (err == MSV_OK && dev.suite != MSV_SUITE_MODERN)
-        err = MSV_ERR_UNSUPPORTED;
     if (err == MSV_OK)
-        err = msv_public_identity_parse(MSV_SUITE_MODERN, dev.identity, dev.identity_len, &pub);
+        err = msv_public_identity_parse((enum msv_suite)dev.suite, dev.identity, dev.identity_len,
+                                        &pub);
+    if (err == MSV_OK && !(msv_public_identity_suites(pub) & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
+        err = MSV_ERR_UNSUPPORTED;
     if (err == MSV_OK && u->has_signed)
         err = msv_signed_prekey_verify(pub, u->signed_id, u->signed_key, u->signed_sig);
     msv_public_identity_free(pub);
@@ -1086,7 +1101,8 @@ static void handle_prekey_upload(struct msv_conn_state *c, const msv_frame *f)
         err = STORE(s)->prekeys_put(IMPL(s), c->device_id, &u, ONE_TIME_PREKEYS_MAX, &left,
                                     &has_signed);
     if (err == MSV_ERR_UNSUPPORTED)
-        msv_conn_send_error(c, f->request_id, E_INVALID, "only modern devices have prekeys");
+        msv_conn_send_error(c, f->request_id, E_INVALID,
+                            "only devices that speak modern have prekeys");
     else if (err == MSV_ERR_AUTH)
         msv_conn_send_error(c, f->request_id, E_AUTH,
                             "the signed prekey's signature is not this device's");

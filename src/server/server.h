@@ -40,6 +40,7 @@ struct msv_conn_state {
     uint64_t device_id; /* 0 until authenticated */
     uint64_t account_id;
     char *handle;
+    unsigned suites;    /* the authenticated device's suites (MSV_SUITE_BIT each) */
     uint64_t last_sent; /* highest queue id pushed on this connection */
     unsigned inflight;  /* pushed, not yet acknowledged */
     int reading_paused; /* too much unsent output: requests wait */
