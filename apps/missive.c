@@ -29,7 +29,7 @@ enum { EXIT_ERR = 1, EXIT_USAGE = 2, EXIT_AUTH = 3, EXIT_NET = 4 };
 
 struct cli {
     const char *account, *data_dir, *server, *suite, *code, *text, *search, *passphrase_file,
-        *password_file, *group, *backup_passphrase_file;
+        *password_file, *group, *backup_passphrase_file, *compat;
     unsigned long kdf_memory_mib, kdf_passes;
     const char *files[8];
     size_t file_count;
@@ -44,11 +44,13 @@ static const struct {
     const char *name, *usage, *about;
 } commands[] = {
     {"register",
-     "register HANDLE --server HOST:PORT [--suite modern|ecies|classic]\n"
+     "register HANDLE --server HOST:PORT [--suite modern|ecies|classic] [--compat SUITE,...]\n"
      "       missive register HANDLE --code CODE",
      "Creates this device's keys and asks the server for a verification code; run again "
-     "with --code to create the account (password from MISSIVE_PASSWORD)."},
-    {"link", "link HANDLE --server HOST:PORT",
+     "with --code to create the account (password from MISSIVE_PASSWORD). The device speaks "
+     "its --suite (modern unless given) and the --compat suites too, for devices that speak "
+     "nothing else; each message goes in the best suite both devices speak."},
+    {"link", "link HANDLE --server HOST:PORT [--suite SUITE] [--compat SUITE,...]",
      "Adds this machine as another device of an existing account (password from "
      "MISSIVE_PASSWORD). It waits until one of the account's devices approves it with "
      "'missive devices approve ID'; every device is told."},
@@ -238,6 +240,15 @@ static void key_change_warning(void *ctx, const char *handle)
             handle, handle);
 }
 
+static void unreachable_warning(void *ctx, const char *handle, uint64_t device, const char *suites)
+{
+    (void)ctx;
+    fprintf(stderr,
+            "missive: warning: device %llu of %s speaks %s only, which this device does not: it "
+            "gets nothing from here\n",
+            (unsigned long long)device, handle, suites);
+}
+
 /* Opens the account named by --account / MISSIVE_ACCOUNT. */
 static int open_account(const struct cli *o, struct msv_client **c)
 {
@@ -283,6 +294,7 @@ static int open_account(const struct cli *o, struct msv_client **c)
     if (err != MSV_OK)
         return fail(NULL, "opening the account", err);
     (*c)->on_key_change = key_change_warning;
+    (*c)->on_unreachable = unreachable_warning;
     return 0;
 }
 
@@ -304,10 +316,30 @@ static int parse_server(const char *s, char *host, size_t host_len, uint16_t *po
     return 0;
 }
 
+/* "classic,ecies" as a set of suites; -1 for anything else. */
+static int parse_suites(const char *list, unsigned *out)
+{
+    char buf[64], *save = NULL;
+
+    *out = 0;
+    if (strlen(list) >= sizeof(buf))
+        return -1;
+    snprintf(buf, sizeof(buf), "%s", list);
+    for (char *t = strtok_r(buf, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
+        enum msv_suite s;
+
+        if (msv_suite_from_name(t, &s) != MSV_OK)
+            return -1;
+        *out |= MSV_SUITE_BIT(s);
+    }
+    return *out != 0 ? 0 : -1;
+}
+
 /* Creates the account directory and keys for HANDLE at --server. */
 static int create_device(const struct cli *o, const char *handle, struct msv_client **c)
 {
     enum msv_suite suite = MSV_SUITE_MODERN;
+    unsigned also = 0;
     char dir[1100], host[256], *pass;
     uint8_t fp[32];
     char fp_text[MSV_FINGERPRINT_TEXT_LEN];
@@ -322,6 +354,11 @@ static int create_device(const struct cli *o, const char *handle, struct msv_cli
         fprintf(stderr, "missive: --suite must be modern, ecies or classic\n");
         return EXIT_USAGE;
     }
+    if (o->compat != NULL && parse_suites(o->compat, &also) != 0) {
+        fprintf(stderr, "missive: --compat takes suites separated by commas (modern, ecies, "
+                        "classic)\n");
+        return EXIT_USAGE;
+    }
     if (account_dir(o, handle, dir, sizeof(dir)) != 0) {
         fprintf(stderr, "missive: '%s' is not a usable account name\n", handle);
         return EXIT_USAGE;
@@ -330,7 +367,7 @@ static int create_device(const struct cli *o, const char *handle, struct msv_cli
     if (pass == NULL || pass[0] == '\0')
         fprintf(stderr, "missive: warning: no MISSIVE_PASSPHRASE: this device's keys are stored "
                         "unsealed (the file is readable by you only)\n");
-    err = msv_client_create(dir, handle, host, port, suite, pass, fp, c);
+    err = msv_client_create(dir, handle, host, port, suite, also, pass, fp, c);
     free_secret(pass);
     if (err == MSV_ERR_EXISTS) {
         fprintf(stderr, "missive: %s already has a device here (%s)\n", handle, dir);
@@ -438,26 +475,39 @@ static void print_device(const struct cli *o, json_t *list, const Msv__Wire__Dev
                          uint64_t self)
 {
     struct msv_public_identity *pub = NULL;
-    char fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)";
+    char fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)", also[40] = "";
+    json_t *compat = json_array();
+    unsigned suites = 0;
     uint8_t h[32];
 
     if (msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
                                   &pub) == MSV_OK) {
         msv_public_identity_hash(pub, h);
         msv_fingerprint_text(h, fp);
+        suites = msv_public_identity_suites(pub);
     }
     msv_public_identity_free(pub);
+    /* the other suites it speaks, for devices that speak nothing else */
+    for (int s = MSV_SUITE_MODERN; s >= MSV_SUITE_CLASSIC; s--) {
+        if ((uint32_t)s == d->suite || !(suites & MSV_SUITE_BIT(s)))
+            continue;
+        json_array_append_new(compat, json_string(msv_suite_name((enum msv_suite)s)));
+        snprintf(also + strlen(also), sizeof(also) - strlen(also), "%s%s", also[0] ? "," : " +",
+                 msv_suite_name((enum msv_suite)s));
+    }
     if (o->json) {
         json_t *j = json_object();
 
         json_object_set_new(j, "device_id", json_integer((json_int_t)d->device_id));
         json_object_set_new(j, "suite", json_string(msv_suite_name(d->suite)));
+        json_object_set_new(j, "compat", compat);
         json_object_set_new(j, "fingerprint", json_string(fp));
         json_object_set_new(j, "this_device", json_boolean(d->device_id == self));
         json_array_append_new(list, j);
     } else {
-        printf("%6llu  %-7s  %s%s\n", (unsigned long long)d->device_id, msv_suite_name(d->suite),
-               fp, d->device_id == self ? "  (this device)" : "");
+        json_decref(compat);
+        printf("%6llu  %-7s  %s%s%s\n", (unsigned long long)d->device_id, msv_suite_name(d->suite),
+               fp, d->device_id == self ? "  (this device)" : "", also);
     }
 }
 
@@ -1275,6 +1325,7 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
         {"output", required_argument, NULL, 'o'},
         {"server", required_argument, NULL, 's'},
         {"suite", required_argument, NULL, 'S'},
+        {"compat", required_argument, NULL, 'C'},
         {"code", required_argument, NULL, 'c'},
         {"text", required_argument, NULL, 't'},
         {"wait", required_argument, NULL, 'w'},
@@ -1318,6 +1369,9 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
             break;
         case 'S':
             o->suite = optarg;
+            break;
+        case 'C':
+            o->compat = optarg;
             break;
         case 'c':
             o->code = optarg;

@@ -46,7 +46,7 @@ static struct msv_client *client_for(struct test_server *s, const char *name, co
 
     snprintf(dir, sizeof(dir), "%s/%s", s->dir, name);
     assert_int_equal(
-        msv_client_create(dir, handle, "127.0.0.1", s->port, MSV_SUITE_MODERN, NULL, fp, &c),
+        msv_client_create(dir, handle, "127.0.0.1", s->port, MSV_SUITE_MODERN, 0, NULL, fp, &c),
         MSV_OK);
     assert_memory_equal(fp, s->fingerprint, 32); /* trust on first use pinned this server */
     assert_int_equal(msv_client_register_start(c), MSV_OK);
@@ -609,7 +609,7 @@ static void test_malicious_directory(void **state)
     size_t key_len = 0, forged_len = 0, honest_len = 0;
     int64_t index = 0, honest_index = 0;
     msv_frame *devs = NULL;
-    char sql[256], log_key[160], saved_key[160];
+    char sql[1024], log_key[160], saved_key[160], key_hex[600];
 
     (void)state;
     test_server_init(&s, NULL);
@@ -620,12 +620,13 @@ static void test_malicious_directory(void **state)
     assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &mallory), MSV_OK);
     key = msv_public_identity_bytes(msv_identity_public(mallory), &key_len);
 
-    /* 1. a device for alice that is not in the log (its one-byte key marks it) */
+    /* 1. a device for alice that is not in the log (mallory's key) */
+    assert_int_equal(msv_hex_encode(key, key_len, key_hex, sizeof(key_hex)), MSV_OK);
     test_server_stop(&s);
     snprintf(sql, sizeof(sql),
              "INSERT INTO devices (account_id, suite, identity, push_token, created_ms, approved) "
-             "SELECT account_id, suite, x'%02x', x'', 0, 1 FROM devices WHERE id = %llu;",
-             key[0], (unsigned long long)alice->device_id);
+             "SELECT account_id, suite, x'%s', x'', 0, 1 FROM devices WHERE id = %llu;",
+             key_hex, (unsigned long long)alice->device_id);
     server_sql(&s, sql);
     test_server_start(&s);
     msv_conn_close(bob->conn);
@@ -635,12 +636,15 @@ static void test_malicious_directory(void **state)
     assert_non_null(strstr(bob->why.message, "transparency log does not list"));
     test_server_stop(&s);
     /* nothing was sealed to the unlogged device (nor queued at all: the relay wanted it) */
-    assert_int_equal(server_count(&s, "SELECT count(*) FROM queue q JOIN devices d ON "
-                                      "q.device_id = d.id WHERE length(d.identity) = 1;"),
-                     0);
-    assert_int_equal(server_count(&s, "SELECT count(*) FROM devices WHERE length(identity) = 1;"),
-                     1);
-    server_sql(&s, "DELETE FROM devices WHERE length(identity) = 1;");
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM queue q JOIN devices d ON q.device_id = d.id WHERE "
+             "d.identity = x'%s';",
+             key_hex);
+    assert_int_equal(server_count(&s, sql), 0);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM devices WHERE identity = x'%s';", key_hex);
+    assert_int_equal(server_count(&s, sql), 1);
+    snprintf(sql, sizeof(sql), "DELETE FROM devices WHERE identity = x'%s';", key_hex);
+    server_sql(&s, sql);
 
     /* 2. alice's logged key replaced by mallory's: a rewritten history */
     forge_leaf(&s, to[0], key, key_len, &forged, &forged_len, &index);
@@ -753,7 +757,7 @@ static void test_owner_monitor(void **state)
     /* alice links her laptop and approves it: her own doing, no alarm */
     snprintf(dir, sizeof(dir), "%s/alice-laptop", s.dir);
     assert_int_equal(msv_client_create(dir, "alice@example.org", "127.0.0.1", s.port,
-                                       MSV_SUITE_MODERN, NULL, fp, &laptop),
+                                       MSV_SUITE_MODERN, 0, NULL, fp, &laptop),
                      MSV_OK);
     assert_int_equal(msv_client_link(laptop, TEST_PASSWORD), MSV_OK);
     /* approving needs the request, whose key the approval signs */

@@ -263,6 +263,41 @@ done
 # every log head a message carried fitted the receiver's log
 grep -Eq "transparency log lists device|does not fit the log" "$TRANSCRIPT" && bad "a false transparency alarm: $(grep -Em1 'transparency log lists|does not fit' "$TRANSCRIPT")" || ok
 
+# suites are negotiated per device: dave's old device speaks classic only, his new one
+# modern with classic too; erin speaks modern and classic, alice modern only
+dave() { "$M" --data-dir "dev-dave-$1" --account dave@example.org "${@:2}"; }
+queued_suites() { # the suite of the newest envelope (not a notice) the relay holds for device $1
+    python3 -c "import sqlite3,sys; print(' '.join(str(r[0]) for r in sqlite3.connect(sys.argv[1]).execute('SELECT suite FROM queue WHERE device_id = ? AND suite != 0 ORDER BY id DESC LIMIT 1', (int(sys.argv[2]),))))" srv/missive.db "$1"
+}
+expect 0 "dave's old device asks" -- "$M" --data-dir dev-dave-old register dave@example.org --server "$server" --suite classic
+expect 0 "dave's old device registers" -- "$M" --data-dir dev-dave-old register dave@example.org --code "$(code dave@example.org)"
+expect 2 "an unknown compat suite" -- "$M" --data-dir dev-dave-new link dave@example.org --server "$server" --compat classic,rot13
+expect 0 "dave links a new device" -- "$M" --data-dir dev-dave-new link dave@example.org --server "$server" --compat classic
+dave_new=$(new_id)
+expect 0 "the old device approves it" -- dave old devices approve "$dave_new"
+expect 0 "dave's devices" -- dave new devices
+grep -q "classic  .*(this device)" out.txt || grep -q "^ *[0-9]*  classic " out.txt && grep -q "modern .*(this device) +classic" out.txt && ok || bad "devices with suites: $(cat out.txt)"
+dave_old=$(sed -n 's/^ *\([0-9]*\)  classic .*/\1/p' out.txt)
+expect 0 "erin asks" -- "$M" --data-dir dev-erin register erin@example.org --server "$server" --compat classic
+expect 0 "erin registers" -- "$M" --data-dir dev-erin register erin@example.org --code "$(code erin@example.org)"
+erin() { "$M" --data-dir dev-erin --account erin@example.org "$@"; }
+# alice reaches the device that speaks modern and is told about the other
+expect 0 "alice writes to dave" -- as alice-phone send dave@example.org --text "modern only here"
+grep -q "warning: device $dave_old of dave@example.org speaks classic only, which this device does not" err.txt && ok || bad "unreachable warning: $(cat err.txt)"
+[ -z "$(queued_suites "$dave_old")" ] && [ "$(queued_suites "$dave_new")" = 3 ] && ok || bad "alice's envelopes: old '$(queued_suites "$dave_old")' new '$(queued_suites "$dave_new")'"
+expect 0 "dave's new device reads it" -- dave new receive --wait 1
+grep -q "modern only here" out.txt && ok || bad "dave new: $(cat out.txt)"
+# erin writes to both, each in the best suite it shares with her
+expect 0 "erin writes to dave" -- erin send dave@example.org --text "to both of you"
+[ "$(queued_suites "$dave_old")" = 1 ] && [ "$(queued_suites "$dave_new")" = 3 ] && ok || bad "erin's envelopes: old '$(queued_suites "$dave_old")' new '$(queued_suites "$dave_new")'"
+expect 0 "the old device reads it" -- dave old receive --wait 1
+grep -q "to both of you" out.txt && ok || bad "dave old: $(cat out.txt)"
+expect 0 "the old device answers in classic" -- dave old send erin@example.org --text "from the old phone"
+expect 0 "erin reads the answer" -- erin receive --wait 1
+grep -q "from the old phone" out.txt && ok || bad "erin: $(cat out.txt)"
+expect 1 "the old device cannot reach alice" -- dave old send alice@example.org --text "hello?"
+grep -q "no device of alice@example.org speaks a suite this device speaks" err.txt && ok || bad "no common suite: $(cat err.txt)"
+
 # encrypted backups: bob's phone is backed up, then restored on a "new machine"
 export MISSIVE_BACKUP_PASSPHRASE="a backup passphrase"
 MISSIVE_BACKUP_PASSPHRASE=short expect 2 "a short backup passphrase" -- as bob-phone backup b.msvb

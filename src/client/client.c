@@ -211,8 +211,8 @@ static msv_err open_db(struct msv_client *c, const char *dir)
 }
 
 msv_err msv_client_create(const char *dir, const char *handle, const char *host, uint16_t port,
-                          enum msv_suite suite, const char *passphrase, uint8_t fingerprint[32],
-                          struct msv_client **out)
+                          enum msv_suite suite, unsigned also, const char *passphrase,
+                          uint8_t fingerprint[32], struct msv_client **out)
 {
     struct msv_client *c = calloc(1, sizeof(*c));
     struct msv_conn *probe = NULL;
@@ -237,7 +237,7 @@ msv_err msv_client_create(const char *dir, const char *handle, const char *host,
         msv_conn_fingerprint(probe, c->pin);
         memcpy(fingerprint, c->pin, 32);
         msv_conn_close(probe);
-        err = msv_identity_generate(suite, 0, &c->id);
+        err = msv_identity_generate_suites(suite, also & ~MSV_SUITE_BIT(suite), 0, &c->id);
     }
     if (err == MSV_OK)
         err = seal_identity(c->id, passphrase, &sealed, &sealed_len);
@@ -552,11 +552,28 @@ static void sealed_clear(struct sealed_set *s)
     memset(s, 0, sizeof(*s));
 }
 
+/* "modern, ecies": the suites of pub. */
+static const char *suites_text(const struct msv_public_identity *pub, char out[40])
+{
+    unsigned mask = msv_public_identity_suites(pub);
+    size_t o = 0;
+
+    out[0] = '\0';
+    for (int s = MSV_SUITE_MODERN; s >= MSV_SUITE_CLASSIC; s--) {
+        if (mask & MSV_SUITE_BIT(s))
+            o += (size_t)snprintf(out + o, 40 - o, "%s%s", o ? ", " : "",
+                                  msv_suite_name((enum msv_suite)s));
+    }
+    return out;
+}
+
 /*
  * Seals pt for every device listed, except this one: with a session where
- * there is one (or can be started from the device's prekeys), else with the
- * device's suite. sealed: each envelope is also wrapped so that the relay
- * does not learn the sender (modern devices only: MSV_ERR_UNSUPPORTED else).
+ * there is one (or can be started from the device's prekeys), else in the
+ * best suite both devices speak; a device that speaks none of this device's
+ * suites is left out (and reported through on_unreachable). sealed: each
+ * envelope is also wrapped so that the relay does not learn the sender
+ * (devices that speak modern only: MSV_ERR_UNSUPPORTED else).
  */
 static msv_err seal_for(struct msv_client *c, Msv__Wire__HandleDevices *const *hds, size_t n,
                         const uint8_t *pt, size_t pt_len, int sealed, struct sealed_set *s)
@@ -572,30 +589,45 @@ static msv_err seal_for(struct msv_client *c, Msv__Wire__HandleDevices *const *h
         return MSV_ERR_NOMEM;
     err = msv_sessions_prepare(c, hds, n);
     for (size_t i = 0; i < n && err == MSV_OK; i++) {
+        size_t before = s->count, skipped = 0;
+
         for (size_t k = 0; k < hds[i]->n_devices && err == MSV_OK; k++) {
             const Msv__Wire__DeviceInfo *d = hds[i]->devices[k];
             struct msv_public_identity *pub = NULL;
+            enum msv_suite suite;
+            char sa[40];
             uint8_t *inner = NULL;
             size_t len = 0, inner_len = 0;
 
             if (d->device_id == c->device_id)
                 continue;
-            if (d->suite != (uint32_t)msv_identity_suite(c->id)) {
-                snprintf(c->why.message, sizeof(c->why.message),
-                         "device %llu uses the %s suite; this device speaks %s",
-                         (unsigned long long)d->device_id, msv_suite_name(d->suite),
-                         msv_suite_name(msv_identity_suite(c->id)));
-                return MSV_ERR_UNSUPPORTED;
-            }
-            if (sealed && d->suite != MSV_SUITE_MODERN)
-                return MSV_ERR_UNSUPPORTED;
             err = msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data,
                                             d->identity.len, &pub);
+            /* the best suite both devices speak */
+            suite = err == MSV_OK ? msv_suite_common(msv_identity_suites(c->id),
+                                                     msv_public_identity_suites(pub))
+                                  : MSV_SUITE_ANY;
+            if (err == MSV_OK && suite == MSV_SUITE_ANY && !sealed) {
+                /* it cannot be written to from here (the relay expects no envelope for it) */
+                if (c->on_unreachable != NULL) {
+                    char handle[257];
+
+                    snprintf(handle, sizeof(handle), "%.*s", (int)hds[i]->handle.len,
+                             (const char *)hds[i]->handle.data);
+                    c->on_unreachable(c->ctx, handle, d->device_id, suites_text(pub, sa));
+                }
+                msv_public_identity_free(pub);
+                skipped++;
+                continue;
+            }
+            if (err == MSV_OK && sealed && suite != MSV_SUITE_MODERN)
+                err = MSV_ERR_UNSUPPORTED;
             if (err == MSV_OK && !sealed)
-                err =
-                    msv_sessions_seal(c, d->device_id, pub, pt, pt_len, &s->wires[s->count], &len);
+                err = msv_sessions_seal(c, d->device_id, pub, suite, pt, pt_len,
+                                        &s->wires[s->count], &len);
             if (err == MSV_OK && sealed) {
-                err = msv_sessions_seal(c, d->device_id, pub, pt, pt_len, &inner, &inner_len);
+                err =
+                    msv_sessions_seal(c, d->device_id, pub, suite, pt, pt_len, &inner, &inner_len);
                 if (err == MSV_OK)
                     err = msv_sealed_wrap(pub, c->handle, c->device_id, inner, inner_len,
                                           &s->wires[s->count], &len);
@@ -604,9 +636,18 @@ static msv_err seal_for(struct msv_client *c, Msv__Wire__HandleDevices *const *h
             msv_public_identity_free(pub);
             if (err == MSV_OK) {
                 s->out[s->count] = (struct msv_outgoing){
-                    d->device_id, sealed ? MSV_ENVELOPE_SEALED : d->suite, s->wires[s->count], len};
+                    d->device_id, sealed ? MSV_ENVELOPE_SEALED : (uint32_t)suite,
+                    s->wires[s->count], len};
                 s->count++;
             }
+        }
+        if (err == MSV_OK && skipped > 0 && s->count == before &&
+            !(hds[i]->handle.len == strlen(c->handle) &&
+              memcmp(hds[i]->handle.data, c->handle, hds[i]->handle.len) == 0)) {
+            snprintf(c->why.message, sizeof(c->why.message),
+                     "no device of %.*s speaks a suite this device speaks", (int)hds[i]->handle.len,
+                     (const char *)hds[i]->handle.data);
+            err = MSV_ERR_UNSUPPORTED;
         }
     }
     return err;
@@ -1101,8 +1142,10 @@ static msv_err send_payload(struct msv_client *c, const char *const *targets_in,
         p->participants = (char **)targets;
         p->participant_count = t;
     }
-    /* the receivers' key to send to this device sealed */
-    p->has_profile_key = msv_sessions_profile_key(c, p->profile_key) == MSV_OK;
+    /* the receivers' key to send to this device sealed (its delivery token's key; only
+     * devices that speak modern register one) */
+    p->has_profile_key = (msv_identity_suites(c->id) & MSV_SUITE_BIT(MSV_SUITE_MODERN)) &&
+                         msv_sessions_profile_key(c, p->profile_key) == MSV_OK;
     err = msv_payload_encode(p, &pt, &pt_len);
     if (err != MSV_OK)
         return err;
@@ -1758,6 +1801,10 @@ static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, 
     in->session_message = err == MSV_OK && msv_sessions_is_session_message(env, env_len);
     if (err == MSV_OK && in->session_message)
         err = msv_sessions_open(c, in->device, pub, env, env_len, pt, pt_len, &in->update);
+    else if (err == MSV_OK &&
+             msv_envelope_suite(env, env_len) !=
+                 msv_suite_common(msv_identity_suites(c->id), msv_public_identity_suites(pub)))
+        err = MSV_ERR_AUTH; /* not the best suite both speak: a sender never does that */
     else if (err == MSV_OK)
         err = msv_open(c->id, pub, env, env_len, NULL, pt, pt_len);
     msv_public_identity_free(pub);

@@ -29,6 +29,8 @@ struct msv_client {
     struct msv_refusal why;       /* the server's words for the last refusal */
     /* told about device sets that changed since last seen; may be NULL */
     void (*on_key_change)(void *ctx, const char *handle);
+    /* a device of handle that speaks no suite this device speaks, left out of a send */
+    void (*on_unreachable)(void *ctx, const char *handle, uint64_t device_id, const char *suites);
     void *ctx;
     /* log heads that received messages carried, for msv_client_monitor() to compare */
     struct {
@@ -41,12 +43,13 @@ struct msv_client {
 /*
  * Creates an account directory with a fresh device identity for handle at
  * the server (whose certificate is pinned now: trust on first use; its
- * fingerprint goes to fingerprint). passphrase seals the keys (Argon2id);
- * NULL or "" stores them unsealed in the 0600 database. Caller frees with
- * msv_client_close().
+ * fingerprint goes to fingerprint): keys of suite, and of the suites in also
+ * (MSV_SUITE_BIT each) for devices that speak nothing else. passphrase seals
+ * the keys (Argon2id); NULL or "" stores them unsealed in the 0600 database.
+ * Caller frees with msv_client_close().
  */
 MSV_MUST_CHECK msv_err msv_client_create(const char *dir, const char *handle, const char *host,
-                                         uint16_t port, enum msv_suite suite,
+                                         uint16_t port, enum msv_suite suite, unsigned also,
                                          const char *passphrase, uint8_t fingerprint[32],
                                          struct msv_client **out);
 /* Opens an existing account directory; MSV_ERR_AUTH for a wrong passphrase. */

@@ -209,7 +209,7 @@ msv_err msv_sessions_publish(struct msv_client *c)
     size_t flag_len = 0;
     msv_err err;
 
-    if (msv_identity_suite(c->id) != MSV_SUITE_MODERN)
+    if (!(msv_identity_suites(c->id) & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
         return MSV_OK;
     err = msv_request_prekey_upload(c->conn, NULL, NULL, NULL, 0, TIMEOUT_MS, &left, &has_signed,
                                     &c->why);
@@ -238,10 +238,15 @@ msv_err msv_sessions_publish(struct msv_client *c)
 
 /* ---- sending ------------------------------------------------------------------------------ */
 
+static int speaks_modern(unsigned suites)
+{
+    return (suites & MSV_SUITE_BIT(MSV_SUITE_MODERN)) != 0;
+}
+
 static int wants_session(const struct msv_client *c, const Msv__Wire__DeviceInfo *d)
 {
-    return d->device_id != c->device_id && d->suite == MSV_SUITE_MODERN &&
-           msv_identity_suite(c->id) == MSV_SUITE_MODERN;
+    return d->device_id != c->device_id && speaks_modern(msv_identity_suites(c->id)) &&
+           speaks_modern(msv_identity_suites_of(d->identity.data, d->identity.len));
 }
 
 /* Starts a session from one claimed bundle, checked against the listed identity. */
@@ -263,7 +268,8 @@ static msv_err start_session(struct msv_client *c, const Msv__Wire__DeviceInfo *
         bundle.one_time_id = b->one_time->id;
         memcpy(bundle.one_time_pk, b->one_time->key.data, 32);
     }
-    err = msv_public_identity_parse(MSV_SUITE_MODERN, d->identity.data, d->identity.len, &pub);
+    err = msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
+                                    &pub);
     if (err == MSV_OK)
         err = msv_session_initiate(c->id, pub, &bundle, &s);
     if (err == MSV_OK)
@@ -332,16 +338,14 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
 }
 
 msv_err msv_sessions_seal(struct msv_client *c, uint64_t device_id,
-                          const struct msv_public_identity *pub, const uint8_t *pt, size_t len,
-                          uint8_t **out, size_t *out_len)
+                          const struct msv_public_identity *pub, enum msv_suite suite,
+                          const uint8_t *pt, size_t len, uint8_t **out, size_t *out_len)
 {
     struct msv_session *s = NULL;
     msv_err err;
 
-    if (msv_public_identity_suite(pub) != MSV_SUITE_MODERN ||
-        msv_identity_suite(c->id) != MSV_SUITE_MODERN ||
-        load_session(c, "session", device_id, &s) != MSV_OK)
-        return msv_seal(c->id, pub, pt, len, out, out_len);
+    if (suite != MSV_SUITE_MODERN || load_session(c, "session", device_id, &s) != MSV_OK)
+        return msv_seal_suite(c->id, pub, suite, pt, len, out, out_len);
     err = msv_session_encrypt(s, pt, len, out, out_len);
     /* stored advanced before the envelope leaves: a message key is never used twice */
     if (err == MSV_OK)
@@ -399,8 +403,8 @@ msv_err msv_sessions_open(struct msv_client *c, uint64_t device_id,
 
     memset(u, 0, sizeof(*u));
     u->device_id = device_id;
-    if (msv_identity_suite(c->id) != MSV_SUITE_MODERN ||
-        msv_public_identity_suite(pub) != MSV_SUITE_MODERN)
+    if (!speaks_modern(msv_identity_suites(c->id)) ||
+        !speaks_modern(msv_public_identity_suites(pub)))
         return MSV_ERR_AUTH;
     for (int k = 0; k < 2; k++) {
         struct msv_session *s = NULL;

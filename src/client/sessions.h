@@ -54,10 +54,15 @@ MSV_MUST_CHECK msv_err msv_sessions_learn_profile(struct msv_client *c, const ch
 MSV_MUST_CHECK msv_err msv_sessions_prepare(struct msv_client *c,
                                             Msv__Wire__HandleDevices *const *hds, size_t n);
 
-/* Seals pt for a device: with its session (stored advanced) or the suite's envelope. */
+/*
+ * Seals pt for a device in suite (one both speak): with its session (stored
+ * advanced) when the suite is modern and there is one, else the suite's
+ * envelope.
+ */
 MSV_MUST_CHECK msv_err msv_sessions_seal(struct msv_client *c, uint64_t device_id,
-                                         const struct msv_public_identity *pub, const uint8_t *pt,
-                                         size_t len, uint8_t **out, size_t *out_len);
+                                         const struct msv_public_identity *pub,
+                                         enum msv_suite suite, const uint8_t *pt, size_t len,
+                                         uint8_t **out, size_t *out_len);
 
 /* What opening a session message changes, stored by msv_sessions_commit(). */
 struct msv_session_update {
