@@ -159,10 +159,14 @@ msv_err msv_read_signature_trailer(struct msv_reader *r, const uint8_t **sig, si
 msv_err msv_verify_outer(const struct msv_public_identity *sender, const uint8_t *wire,
                          size_t wire_len)
 {
+    enum msv_suite suite;
+
     if (sender == NULL || (wire == NULL && wire_len > 0))
         return MSV_ERR_INVALID;
-    if (!(sender->suites & MSV_SUITE_BIT(MSV_SUITE_CLASSIC)) ||
-        msv_envelope_suite(wire, wire_len) != MSV_SUITE_CLASSIC)
+    suite = msv_envelope_suite(wire, wire_len);
+    /* the other suites sign inside the encryption; anything else is a classic forgery */
+    if (!(sender->suites & MSV_SUITE_BIT(MSV_SUITE_CLASSIC)) || suite == MSV_SUITE_ECIES ||
+        suite == MSV_SUITE_MODERN)
         return MSV_ERR_UNSUPPORTED;
     return msv_classic_verify(sender, wire, wire_len);
 }
