@@ -493,6 +493,100 @@ static void test_sessions_and_sealed_sender(void **state)
     test_server_cleanup(&s);
 }
 
+/* The signed prekey in use, as the client records it; its age set back by days_ago if > 0. */
+static uint32_t spk_in_use(struct msv_client *c, int days_ago)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    uint32_t id;
+
+    assert_int_equal(msv_client_db_get(c->db, "signed-prekey", &v, &len), MSV_OK);
+    assert_int_equal(len, 12);
+    id = (uint32_t)v[0] << 24 | (uint32_t)v[1] << 16 | (uint32_t)v[2] << 8 | v[3];
+    if (days_ago > 0) {
+        uint64_t then = (uint64_t)(msv_wall_ms() - (int64_t)days_ago * 24 * 3600 * 1000);
+
+        for (int i = 0; i < 8; i++)
+            v[4 + i] = (uint8_t)(then >> (56 - 8 * i));
+        assert_int_equal(msv_client_db_set(c->db, "signed-prekey", v, len), MSV_OK);
+    }
+    free(v);
+    return id;
+}
+
+/* The signed prekey id the server hands out for device. */
+static uint32_t spk_served(struct msv_client *asker, uint64_t device)
+{
+    msv_frame *r = NULL;
+    uint32_t id;
+
+    assert_int_equal(msv_client_connect(asker), MSV_OK);
+    assert_int_equal(msv_request_prekey_claim(asker->conn, &device, 1, 10000, &r, &asker->why),
+                     MSV_OK);
+    assert_int_equal(r->prekey_bundles->n_bundles, 1);
+    id = r->prekey_bundles->bundles[0]->signed_->id;
+    msv_frame_free(r);
+    return id;
+}
+
+static int has_prekey_secret(struct msv_client *c, uint32_t id)
+{
+    char key[32];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    snprintf(key, sizeof(key), "prekey:%u", id);
+    err = msv_client_db_get(c->db, key, &v, &len);
+    msv_secret_free(v, len);
+    return err == MSV_OK;
+}
+
+static void reconnect(struct msv_client *c)
+{
+    msv_conn_close(c->conn);
+    c->conn = NULL;
+    assert_int_equal(msv_client_connect(c), MSV_OK);
+}
+
+/* A week-old signed prekey is replaced at the next connection; the one before keeps its
+ * secret until the replacement after, then it goes. */
+static void test_signed_prekey_rotation(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    uint32_t first, second, third;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    first = spk_in_use(alice, 0);
+    assert_int_equal(spk_served(bob, alice->device_id), first);
+    /* not due yet: nothing changes */
+    reconnect(alice);
+    assert_int_equal(spk_in_use(alice, 6), first);
+    reconnect(alice);
+    assert_int_equal(spk_in_use(alice, 8), first);
+    reconnect(alice);
+    second = spk_in_use(alice, 0);
+    assert_true(second != first);
+    assert_int_equal(spk_served(bob, alice->device_id), second);
+    assert_true(has_prekey_secret(alice, first));
+    assert_int_equal(spk_in_use(alice, 8), second);
+    reconnect(alice);
+    third = spk_in_use(alice, 0);
+    assert_true(third != second);
+    assert_int_equal(spk_served(bob, alice->device_id), third);
+    assert_false(has_prekey_secret(alice, first));
+    assert_true(has_prekey_secret(alice, second));
+    assert_true(has_prekey_secret(alice, third));
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 /* ---- a directory that lies ----------------------------------------------------------------- */
 
 /* Runs SQL on the stopped server's database. */
@@ -1036,6 +1130,7 @@ int main(void)
         cmocka_unit_test(test_sender_killed_mid_send),
         cmocka_unit_test(test_crash_consistency),
         cmocka_unit_test(test_sessions_and_sealed_sender),
+        cmocka_unit_test(test_signed_prekey_rotation),
     };
 
     if (msv_init() != MSV_OK)

@@ -3,8 +3,10 @@
  *
  * Settings used: "session:<device>" and "session-prev:<device>" (stored
  * sessions), "prekey:<id>" (secret || public of a prekey), "prekey-next"
- * (u32be, the next prekey id), "profile-key", "token-published",
- * "profile:<handle>" (the profile key a handle's device sent).
+ * (u32be, the next prekey id), "signed-prekey" (u32be id || u64be ms since
+ * it is in use), "signed-prekey-old" (u32be id of the one before),
+ * "profile-key", "token-published", "profile:<handle>" (the profile key a
+ * handle's device sent).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -200,29 +202,82 @@ msv_err msv_sessions_learn_profile(struct msv_client *c, const char *handle, con
     return msv_client_db_set(c->db, name, key, MSV_PROFILE_KEY_LEN);
 }
 
+/* The signed prekey in use ("signed-prekey": u32be id || u64be since, ms), 0 if none. */
+static uint32_t signed_prekey(struct msv_client *c, int64_t *since)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    uint32_t id = 0;
+
+    *since = 0;
+    if (msv_client_db_get(c->db, "signed-prekey", &v, &len) == MSV_OK && len == 12) {
+        id = (uint32_t)v[0] << 24 | (uint32_t)v[1] << 16 | (uint32_t)v[2] << 8 | v[3];
+        for (int i = 4; i < 12; i++)
+            *since = (int64_t)((uint64_t)*since << 8 | v[i]);
+    }
+    free(v);
+    return id;
+}
+
+/*
+ * A new signed prekey is in use at the server: the one before it becomes
+ * the previous (its secret still opens first messages made with it), and
+ * the previous one's secret goes (forward secrecy for sessions it began).
+ */
+static msv_err signed_prekey_replaced(struct msv_client *c, uint32_t id, int64_t now)
+{
+    int64_t since;
+    uint32_t current = signed_prekey(c, &since);
+    uint8_t *v = NULL, rec[12];
+    size_t len = 0;
+    char key[32];
+    msv_err err = MSV_OK;
+
+    if (msv_client_db_get(c->db, "signed-prekey-old", &v, &len) == MSV_OK && len == 4) {
+        prekey_name((uint32_t)v[0] << 24 | (uint32_t)v[1] << 16 | (uint32_t)v[2] << 8 | v[3], key);
+        err = msv_client_db_unset(c->db, key);
+    }
+    free(v);
+    for (int i = 0; i < 4; i++)
+        rec[i] = (uint8_t)(current >> (24 - 8 * i));
+    if (err == MSV_OK && current != 0)
+        err = msv_client_db_set(c->db, "signed-prekey-old", rec, 4);
+    for (int i = 0; i < 4; i++)
+        rec[i] = (uint8_t)(id >> (24 - 8 * i));
+    for (int i = 0; i < 8; i++)
+        rec[4 + i] = (uint8_t)((uint64_t)now >> (56 - 8 * i));
+    return err == MSV_OK ? msv_client_db_set(c->db, "signed-prekey", rec, sizeof(rec)) : err;
+}
+
 msv_err msv_sessions_publish(struct msv_client *c)
 {
-    struct msv_prekey keys[MSV_PREKEYS_BATCH + 1];
+    struct msv_prekey keys[MSV_PREKEYS_BATCH], spk;
     uint8_t sig[64], profile[MSV_PROFILE_KEY_LEN], token[16], *flag = NULL;
     uint32_t left = 0;
-    int has_signed = 0;
-    size_t flag_len = 0;
+    int has_signed = 0, rotate;
+    int64_t now = msv_wall_ms(), since = 0;
+    size_t flag_len = 0, n = 0;
     msv_err err;
 
     if (!(msv_identity_suites(c->id) & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
         return MSV_OK;
     err = msv_request_prekey_upload(c->conn, NULL, NULL, NULL, 0, TIMEOUT_MS, &left, &has_signed,
                                     &c->why);
-    if (err == MSV_OK && (!has_signed || left < MSV_PREKEYS_LOW)) {
-        /* keys[0] is the signed prekey (sent only if the server has none) */
-        size_t n = MSV_PREKEYS_BATCH - left;
-
-        err = make_prekeys(c, keys, n + 1, sig);
-        if (err == MSV_OK)
-            err = msv_request_prekey_upload(c->conn, has_signed ? NULL : &keys[0], sig, keys + 1, n,
-                                            TIMEOUT_MS, &left, &has_signed, &c->why);
-    }
+    /* a new signed prekey when the server has none, or the one in use is a week old */
+    rotate = !has_signed || signed_prekey(c, &since) == 0 || now - since > MSV_SIGNED_PREKEY_AGE_MS;
+    if (err == MSV_OK && left < MSV_PREKEYS_LOW)
+        n = MSV_PREKEYS_BATCH - left;
+    if (err == MSV_OK && rotate)
+        err = make_prekeys(c, &spk, 1, sig);
+    if (err == MSV_OK && n > 0)
+        err = make_prekeys(c, keys, n, NULL);
+    if (err == MSV_OK && (rotate || n > 0))
+        err = msv_request_prekey_upload(c->conn, rotate ? &spk : NULL, sig, keys, n, TIMEOUT_MS,
+                                        &left, &has_signed, &c->why);
+    if (err == MSV_OK && rotate)
+        err = signed_prekey_replaced(c, spk.id, now);
     sodium_memzero(keys, sizeof(keys));
+    sodium_memzero(&spk, sizeof(spk));
     if (err == MSV_OK && msv_client_db_get(c->db, "token-published", &flag, &flag_len) != MSV_OK) {
         err = msv_sessions_profile_key(c, profile);
         msv_sessions_delivery_token(profile, token);

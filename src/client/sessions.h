@@ -25,11 +25,15 @@ struct msv_session;
 /* Keeps one-time prekeys at the server above this many (refilled to the upload size). */
 #define MSV_PREKEYS_LOW 20
 #define MSV_PREKEYS_BATCH 100
+/* The signed prekey is replaced when it is older than this (a week); the one before it keeps
+ * its secret until the next replacement, for first messages still on their way. */
+#define MSV_SIGNED_PREKEY_AGE_MS (7LL * 24 * 3600 * 1000)
 
 /*
- * After authentication: publishes a signed prekey and one-time prekeys when
- * the server holds too few, and the delivery token when it was not
- * registered yet. Modern devices only (others: nothing to do). Best effort:
+ * After authentication: publishes a signed prekey when the server has none
+ * or the one in use is due for replacement, one-time prekeys when the
+ * server holds too few, and the delivery token when it was not registered
+ * yet. Modern devices only (others: nothing to do). Best effort:
  * what fails is tried again at the next connection.
  */
 msv_err msv_sessions_publish(struct msv_client *c);
