@@ -276,6 +276,17 @@ static void test_multi_suite_identities(void **state)
             partial = NULL;
         }
     }
+    /* classic signs outside; an envelope of another suite the sender speaks is signed inside */
+    {
+        static const uint8_t ecies_byte = MSV_WIRE_ECIES;
+
+        assert_int_equal(msv_verify_outer(fixtures[0].alice.pub, &ecies_byte, 1), MSV_ERR_AUTH);
+        assert_int_equal(msv_verify_outer(fixtures[0].alice.pub, &ecies_byte, 0), MSV_ERR_AUTH);
+        assert_int_equal(msv_verify_outer(msv_identity_public(multi), &ecies_byte, 1),
+                         MSV_ERR_UNSUPPORTED);
+        assert_int_equal(msv_verify_outer(fixtures[2].alice.pub, &ecies_byte, 1),
+                         MSV_ERR_UNSUPPORTED);
+    }
     msv_secret_free(exp, exp_len);
     msv_secret_free(exp2, exp2_len);
     msv_identity_free(multi);

@@ -180,7 +180,8 @@ MSV_MUST_CHECK msv_err msv_open(const struct msv_identity *recipient,
 /*
  * Checks the sender's signature of a classic envelope without decrypting it
  * (classic signs the outside of the envelope; the other suites sign inside
- * the encryption, so they return MSV_ERR_UNSUPPORTED). MSV_OK or MSV_ERR_AUTH.
+ * the encryption: a sender without classic keys, or an envelope of another
+ * suite the sender speaks, is MSV_ERR_UNSUPPORTED). MSV_OK or MSV_ERR_AUTH.
  */
 MSV_MUST_CHECK msv_err msv_verify_outer(const struct msv_public_identity *sender,
                                         const uint8_t *wire, size_t wire_len);

@@ -164,9 +164,11 @@ msv_err msv_verify_outer(const struct msv_public_identity *sender, const uint8_t
     if (sender == NULL || (wire == NULL && wire_len > 0))
         return MSV_ERR_INVALID;
     suite = msv_envelope_suite(wire, wire_len);
+    if (!(sender->suites & MSV_SUITE_BIT(MSV_SUITE_CLASSIC)))
+        return MSV_ERR_UNSUPPORTED;
     /* the other suites sign inside the encryption; anything else is a classic forgery */
-    if (!(sender->suites & MSV_SUITE_BIT(MSV_SUITE_CLASSIC)) || suite == MSV_SUITE_ECIES ||
-        suite == MSV_SUITE_MODERN)
+    if (suite != MSV_SUITE_ANY && suite != MSV_SUITE_CLASSIC &&
+        (sender->suites & MSV_SUITE_BIT(suite)))
         return MSV_ERR_UNSUPPORTED;
     return msv_classic_verify(sender, wire, wire_len);
 }
