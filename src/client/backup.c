@@ -14,6 +14,7 @@
 
 #include "client/backup.h"
 #include "missive/util.h"
+#include "util/endian.h"
 
 #define MAGIC "MSVBACK1"
 #define MAGIC_LEN 8
@@ -42,17 +43,6 @@ static msv_err say(char *why, size_t len, msv_err err, const char *fmt, ...)
         va_end(ap);
     }
     return err;
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (24 - 8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 static msv_err derive_key(const char *passphrase, const uint8_t salt[SALT_LEN], uint32_t ops,
@@ -84,7 +74,7 @@ static msv_err push_chunk(struct writer *w, uint8_t tag)
     if (crypto_secretstream_xchacha20poly1305_push(&w->st, w->out + 4, &len, w->buf, w->used, w->ad,
                                                    sizeof(w->ad), tag) != 0)
         return MSV_ERR_CRYPTO;
-    put_u32(w->out, (uint32_t)len);
+    msv_put_u32be(w->out, (uint32_t)len);
     w->used = 0;
     return fwrite(w->out, 1, 4 + (size_t)len, w->f) == 4 + (size_t)len ? MSV_OK : MSV_ERR_IO;
 }
@@ -112,8 +102,8 @@ static msv_err start_stream(struct writer *w, const uint8_t key[32],
                             const struct msv_backup_kdf *kdf, const uint8_t salt[SALT_LEN])
 {
     memcpy(w->ad, MAGIC, MAGIC_LEN);
-    put_u32(w->ad + MAGIC_LEN, kdf->opslimit);
-    put_u32(w->ad + MAGIC_LEN + 4, kdf->memlimit_kib);
+    msv_put_u32be(w->ad + MAGIC_LEN, kdf->opslimit);
+    msv_put_u32be(w->ad + MAGIC_LEN + 4, kdf->memlimit_kib);
     memcpy(w->ad + MAGIC_LEN + 8, salt, SALT_LEN);
     if (crypto_secretstream_xchacha20poly1305_init_push(&w->st, w->ad + HEADER_LEN, key) != 0)
         return MSV_ERR_CRYPTO;
@@ -142,8 +132,8 @@ static msv_err put_file(struct writer *w, const char *name, const char *path, ch
     head[o++] = (uint8_t)name_len;
     memcpy(head + o, name, name_len);
     o += name_len;
-    for (int i = 0; i < 8; i++)
-        head[o++] = (uint8_t)(size >> (56 - 8 * i));
+    msv_put_u64be(head + o, size);
+    o += 8;
     err = put(w, head, o);
     for (left = size; err == MSV_OK && left > 0; left -= got) {
         got = fread(piece, 1, left < sizeof(piece) ? (size_t)left : sizeof(piece), f);
@@ -381,7 +371,7 @@ static msv_err pull_chunk(struct reader *r, int first)
 
     if (r->final || fread(len_be, 1, 4, r->f) != 4)
         return damaged(r);
-    clen = get_u32(len_be);
+    clen = msv_get_u32be(len_be);
     if (clen < crypto_secretstream_xchacha20poly1305_ABYTES || clen > SEALED_CHUNK ||
         fread(r->in, 1, clen, r->f) != clen)
         return damaged(r);
@@ -457,8 +447,7 @@ static msv_err unpack_file(struct reader *r, const char *dir, int *have_db)
     if (err != MSV_OK)
         return err;
     name[name_len] = '\0';
-    for (int i = 0; i < 8; i++)
-        size = size << 8 | size_be[i];
+    size = msv_get_u64be(size_be);
     if (strlen(name) != name_len || !name_allowed(name, &is_db))
         return say(r->why, r->why_len, MSV_ERR_PARSE, "the backup names a file it may not write");
     if (!is_db) {
@@ -499,8 +488,8 @@ static msv_err read_header(struct reader *r, const char *passphrase, const uint8
 
     if (fread(r->ad, 1, AD_LEN, r->f) != AD_LEN || memcmp(r->ad, MAGIC, MAGIC_LEN) != 0)
         return say(r->why, r->why_len, MSV_ERR_PARSE, "not a Missive backup");
-    ops = get_u32(r->ad + MAGIC_LEN);
-    mem = get_u32(r->ad + MAGIC_LEN + 4);
+    ops = msv_get_u32be(r->ad + MAGIC_LEN);
+    mem = msv_get_u32be(r->ad + MAGIC_LEN + 4);
     if (ops < 1 || ops > MSV_BACKUP_OPS_MAX || mem < MSV_BACKUP_MEM_MIN_KIB ||
         mem > MSV_BACKUP_MEM_MAX_KIB)
         return say(r->why, r->why_len, MSV_ERR_UNSUPPORTED,

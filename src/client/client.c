@@ -17,6 +17,7 @@
 #include "missive/payload.h"
 #include "missive/sealed.h"
 #include "missive/util.h"
+#include "util/endian.h"
 #include "util/buf.h"
 
 #define TIMEOUT_MS 15000
@@ -53,10 +54,8 @@ static msv_err seal_identity(const struct msv_identity *id, const char *pass, ui
     }
     memcpy(buf, SEALED_MAGIC, 4);
     msv_random_bytes(buf + 4, SALT_LEN);
-    for (int i = 0; i < 4; i++) {
-        buf[4 + SALT_LEN + i] = (uint8_t)(ops >> (24 - 8 * i));
-        buf[8 + SALT_LEN + i] = (uint8_t)((mem / 1024) >> (24 - 8 * i));
-    }
+    msv_put_u32be(buf + 4 + SALT_LEN, (uint32_t)ops);
+    msv_put_u32be(buf + 8 + SALT_LEN, (uint32_t)(mem / 1024));
     msv_random_bytes(buf + 12 + SALT_LEN, NONCE_LEN);
     err = crypto_pwhash(key, sizeof(key), pass, strlen(pass), buf + 4, ops, mem,
                         crypto_pwhash_ALG_ARGON2ID13) == 0
@@ -92,10 +91,8 @@ static msv_err unseal_identity(const uint8_t *in, size_t len, const char *pass,
         return MSV_ERR_PARSE;
     if (pass == NULL || pass[0] == '\0')
         return MSV_ERR_AUTH; /* sealed: a passphrase is needed */
-    for (int i = 0; i < 4; i++) {
-        ops = ops << 8 | in[4 + SALT_LEN + i];
-        mem = mem << 8 | in[8 + SALT_LEN + i];
-    }
+    ops = msv_get_u32be(in + 4 + SALT_LEN);
+    mem = msv_get_u32be(in + 8 + SALT_LEN);
     if (ops > 64 || mem > 4u * 1024 * 1024)
         return MSV_ERR_PARSE; /* parameters no passphrase file of ours has */
     pt = malloc(len - head);
@@ -177,8 +174,8 @@ static size_t approval_message(const char *handle, uint64_t device_id, const uin
     out[o++] = (uint8_t)n;
     memcpy(out + o, handle, n);
     o += n;
-    for (int i = 0; i < 8; i++)
-        out[o++] = (uint8_t)(device_id >> (56 - 8 * i));
+    msv_put_u64be(out + o, device_id);
+    o += 8;
     memcpy(out + o, hash, 32);
     return o + 32;
 }
@@ -1983,15 +1980,12 @@ static void session_broken(struct msv_client *c, const struct incoming *in,
     int64_t now = msv_wall_ms(), last = 0;
 
     snprintf(key, sizeof(key), "reset:%llu", (unsigned long long)in->device);
-    if (msv_client_db_get(c->db, key, &v, &len) == MSV_OK && len == 8) {
-        for (int i = 0; i < 8; i++)
-            last = (int64_t)((uint64_t)last << 8 | v[i]);
-    }
+    if (msv_client_db_get(c->db, key, &v, &len) == MSV_OK && len == 8)
+        last = (int64_t)msv_get_u64be(v);
     free(v);
     if (now - last < RESET_INTERVAL_MS)
         return;
-    for (int i = 0; i < 8; i++)
-        when[i] = (uint8_t)((uint64_t)now >> (56 - 8 * i));
+    msv_put_u64be(when, (uint64_t)now);
     if (msv_client_db_set(c->db, key, when, sizeof(when)) != MSV_OK ||
         msv_sessions_forget(c, in->device) != MSV_OK)
         return;
@@ -2080,8 +2074,7 @@ static msv_err monitor_baseline(struct msv_client *c)
                                                d->identity.len, 0);
     }
     msv_frame_free(r);
-    for (int i = 0; i < 8; i++)
-        next[i] = (uint8_t)(msv_kt_known_size(c->db) >> (56 - 8 * i));
+    msv_put_u64be(next, msv_kt_known_size(c->db));
     return err == MSV_OK ? msv_client_db_set(c->db, MONITORED, next, sizeof(next)) : err;
 }
 
@@ -2164,8 +2157,8 @@ msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, con
     }
     if (err == MSV_OK && len != 8)
         err = MSV_ERR_PARSE;
-    for (size_t i = 0; err == MSV_OK && i < 8; i++)
-        next = next << 8 | v[i];
+    if (err == MSV_OK)
+        next = msv_get_u64be(v);
     free(v);
     while (err == MSV_OK) {
         msv_frame *r = NULL;
@@ -2186,8 +2179,7 @@ msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, con
         if (err != MSV_OK || n == 0)
             break;
         next += n;
-        for (int i = 0; i < 8; i++)
-            out[i] = (uint8_t)(next >> (56 - 8 * i));
+        msv_put_u64be(out, next);
         err = msv_client_db_set(c->db, MONITORED, out, sizeof(out));
         if (next >= head.size)
             break;

@@ -19,6 +19,7 @@
 #include "crypto/internal.h"
 #include "missive/ratchet.h"
 #include "missive/util.h"
+#include "util/endian.h"
 
 #define TIMEOUT_MS 15000
 #define CLAIM_MAX 64
@@ -111,7 +112,7 @@ static msv_err next_prekey_ids(struct msv_client *c, uint32_t count, uint32_t *f
     msv_err err = msv_client_db_get(c->db, "prekey-next", &v, &len);
 
     if (err == MSV_OK && len == 4)
-        next = (uint32_t)v[0] << 24 | (uint32_t)v[1] << 16 | (uint32_t)v[2] << 8 | v[3];
+        next = msv_get_u32be(v);
     free(v);
     if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
         return err;
@@ -119,10 +120,7 @@ static msv_err next_prekey_ids(struct msv_client *c, uint32_t count, uint32_t *f
         return MSV_ERR_TOO_BIG;
     *first = next;
     next += count;
-    out[0] = (uint8_t)(next >> 24);
-    out[1] = (uint8_t)(next >> 16);
-    out[2] = (uint8_t)(next >> 8);
-    out[3] = (uint8_t)next;
+    msv_put_u32be(out, next);
     return msv_client_db_set(c->db, "prekey-next", out, 4);
 }
 
@@ -211,9 +209,8 @@ static uint32_t signed_prekey(struct msv_client *c, int64_t *since)
 
     *since = 0;
     if (msv_client_db_get(c->db, "signed-prekey", &v, &len) == MSV_OK && len == 12) {
-        id = (uint32_t)v[0] << 24 | (uint32_t)v[1] << 16 | (uint32_t)v[2] << 8 | v[3];
-        for (int i = 4; i < 12; i++)
-            *since = (int64_t)((uint64_t)*since << 8 | v[i]);
+        id = msv_get_u32be(v);
+        *since = (int64_t)msv_get_u64be(v + 4);
     }
     free(v);
     return id;
@@ -234,18 +231,15 @@ static msv_err signed_prekey_replaced(struct msv_client *c, uint32_t id, int64_t
     msv_err err = MSV_OK;
 
     if (msv_client_db_get(c->db, "signed-prekey-old", &v, &len) == MSV_OK && len == 4) {
-        prekey_name((uint32_t)v[0] << 24 | (uint32_t)v[1] << 16 | (uint32_t)v[2] << 8 | v[3], key);
+        prekey_name(msv_get_u32be(v), key);
         err = msv_client_db_unset(c->db, key);
     }
     free(v);
-    for (int i = 0; i < 4; i++)
-        rec[i] = (uint8_t)(current >> (24 - 8 * i));
+    msv_put_u32be(rec, current);
     if (err == MSV_OK && current != 0)
         err = msv_client_db_set(c->db, "signed-prekey-old", rec, 4);
-    for (int i = 0; i < 4; i++)
-        rec[i] = (uint8_t)(id >> (24 - 8 * i));
-    for (int i = 0; i < 8; i++)
-        rec[4 + i] = (uint8_t)((uint64_t)now >> (56 - 8 * i));
+    msv_put_u32be(rec, id);
+    msv_put_u64be(rec + 4, (uint64_t)now);
     return err == MSV_OK ? msv_client_db_set(c->db, "signed-prekey", rec, sizeof(rec)) : err;
 }
 

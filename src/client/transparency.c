@@ -11,34 +11,20 @@
 #include "client/requests.h"
 #include "client/transparency.h"
 #include "missive/util.h"
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
-}
+#include "util/endian.h"
 
 void msv_kt_head_decode(const uint8_t in[MSV_LOG_HEAD_LEN], struct msv_kt_head *h)
 {
-    h->size = get_u64(in);
-    h->time_ms = (int64_t)get_u64(in + 8);
+    h->size = msv_get_u64be(in);
+    h->time_ms = (int64_t)msv_get_u64be(in + 8);
     memcpy(h->root, in + 16, MSV_KT_HASH_LEN);
     memcpy(h->signature, in + 16 + MSV_KT_HASH_LEN, MSV_KT_SIG_LEN);
 }
 
 void msv_kt_head_encode(const struct msv_kt_head *h, uint8_t out[MSV_LOG_HEAD_LEN])
 {
-    put_u64(out, h->size);
-    put_u64(out + 8, (uint64_t)h->time_ms);
+    msv_put_u64be(out, h->size);
+    msv_put_u64be(out + 8, (uint64_t)h->time_ms);
     memcpy(out + 16, h->root, MSV_KT_HASH_LEN);
     memcpy(out + 16 + MSV_KT_HASH_LEN, h->signature, MSV_KT_SIG_LEN);
 }

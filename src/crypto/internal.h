@@ -115,6 +115,13 @@ MSV_MUST_CHECK msv_err msv_sha256_parts(const uint8_t *const *parts, const size_
 MSV_MUST_CHECK msv_err msv_hkdf_sha256(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt,
                                        size_t salt_len, const uint8_t *info, size_t info_len,
                                        uint8_t *out, size_t out_len);
+/*
+ * The key material of an ephemeral-static X25519 agreement (modern envelopes,
+ * sealed sender): HKDF-SHA256(ikm shared, salt, info E || R, out_len bytes).
+ */
+MSV_MUST_CHECK msv_err msv_x25519_hkdf(const uint8_t shared[32], const uint8_t eph[32],
+                                       const uint8_t recipient[32], const char *salt, uint8_t *out,
+                                       size_t out_len);
 /* HMAC-SHA256 over several pieces. */
 MSV_MUST_CHECK msv_err msv_hmac_sha256_parts(const uint8_t *key, size_t key_len,
                                              const uint8_t *const *parts, const size_t *lens,

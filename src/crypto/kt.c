@@ -8,6 +8,7 @@
 
 #include "missive/kt.h"
 #include "util/buf.h"
+#include "util/endian.h"
 
 #define LEAF_VERSION 1
 static const char head_label[] = "MSV-kt-head-v1";
@@ -99,10 +100,8 @@ static void head_message(const struct msv_kt_head *h, uint8_t out[sizeof(head_la
     size_t o = sizeof(head_label) - 1;
 
     memcpy(out, head_label, o);
-    for (int i = 0; i < 8; i++) {
-        out[o + i] = (uint8_t)(h->size >> (56 - 8 * i));
-        out[o + 8 + i] = (uint8_t)((uint64_t)h->time_ms >> (56 - 8 * i));
-    }
+    msv_put_u64be(out + o, h->size);
+    msv_put_u64be(out + o + 8, (uint64_t)h->time_ms);
     memcpy(out + o + 16, h->root, MSV_KT_HASH_LEN);
 }
 

@@ -1,8 +1,8 @@
 /*
  * Suite modern: X25519 + XChaCha20-Poly1305 with the Ed25519 signature sealed
  * inside, so the relay sees neither the sender nor its signature
- * (docs/crypto.md). The Double Ratchet of later versions replaces the
- * ephemeral-static key agreement; the wire version byte leaves room for it.
+ * (docs/crypto.md). Between devices that share a session, its messages
+ * (ratchet.c, version bytes 0x05 and 0x06) take the place of this one.
  *
  *   e, E  = ephemeral X25519 key pair
  *   K     = HKDF-SHA256(ikm X25519(e, R), salt "MSV-modern-v1", info E || R, 32 bytes)
@@ -26,17 +26,6 @@
 
 static const char hkdf_salt[] = "MSV-modern-v1";
 static const char sig_context[] = "MSV-modern-sig-v1";
-
-static msv_err derive_key(const uint8_t shared[32], const uint8_t eph[32],
-                          const uint8_t recipient_x[32], uint8_t key[32])
-{
-    uint8_t info[64];
-
-    memcpy(info, eph, 32);
-    memcpy(info + 32, recipient_x, 32);
-    return msv_hkdf_sha256(shared, 32, (const uint8_t *)hkdf_salt, sizeof(hkdf_salt) - 1, info,
-                           sizeof(info), key, 32);
-}
 
 /* Ed25519 over context || E || H(recipient) || P, through the multi-part API. */
 static int signature_op(int verify, uint8_t sig[SIG_LEN], const uint8_t *key, const uint8_t *eph,
@@ -88,7 +77,7 @@ msv_err msv_modern_seal(const struct msv_identity *sender,
     if (crypto_scalarmult_base(wire + 1, eph_sk) != 0 ||
         crypto_scalarmult(shared, eph_sk, recipient->x_pk) != 0)
         goto out;
-    if (derive_key(shared, wire + 1, recipient->x_pk, key) != MSV_OK)
+    if (msv_x25519_hkdf(shared, wire + 1, recipient->x_pk, hkdf_salt, key, 32) != MSV_OK)
         goto out;
     if (signature_op(0, inner, sender->modern->ed_sk, wire + 1, recipient->hash, pt, pt_len) != 0)
         goto out;
@@ -128,7 +117,7 @@ msv_err msv_modern_open(const struct msv_identity *recipient,
     /* crypto_scalarmult fails on an all-zero result, i.e. a small-order point */
     if (crypto_scalarmult(shared, recipient->modern->x_sk, wire + 1) != 0)
         goto out;
-    if (derive_key(shared, wire + 1, recipient->pub->x_pk, key) != MSV_OK)
+    if (msv_x25519_hkdf(shared, wire + 1, recipient->pub->x_pk, hkdf_salt, key, 32) != MSV_OK)
         goto out;
     inner = malloc(inner_len);
     if (inner == NULL) {

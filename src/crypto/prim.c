@@ -90,6 +90,17 @@ out:
     return err;
 }
 
+msv_err msv_x25519_hkdf(const uint8_t shared[32], const uint8_t eph[32],
+                        const uint8_t recipient[32], const char *salt, uint8_t *out, size_t out_len)
+{
+    uint8_t info[64];
+
+    memcpy(info, eph, 32);
+    memcpy(info + 32, recipient, 32);
+    return msv_hkdf_sha256(shared, 32, (const uint8_t *)salt, strlen(salt), info, sizeof(info), out,
+                           out_len);
+}
+
 msv_err msv_aes_ctr(const uint8_t *key, size_t key_len, const uint8_t iv[16], const uint8_t *in,
                     size_t len, uint8_t *out)
 {

@@ -24,6 +24,7 @@
 #include "missive/ratchet.h"
 #include "missive/util.h"
 #include "util/buf.h"
+#include "util/endian.h"
 
 #define HEADER_LEN 41 /* 0x05 || DH || PN || N */
 #define PREFIX_LEN 41 /* 0x06 || EK || SPK id || OPK id */
@@ -138,19 +139,6 @@ static void new_key_pair(const struct msv_rng *rng, uint8_t sk[32], uint8_t pk[3
     crypto_scalarmult_base(pk, sk);
 }
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 /* AEAD under a message key; ad = AD || header. */
 static msv_err seal_with(const uint8_t mk[32], const uint8_t ad[64], const uint8_t *header,
                          const uint8_t *pt, size_t len, uint8_t *ct)
@@ -190,7 +178,7 @@ static void spk_message(uint32_t key_id, const uint8_t pk[32],
                         uint8_t msg[sizeof(spk_context) + 35])
 {
     memcpy(msg, spk_context, sizeof(spk_context) - 1);
-    put_u32(msg + sizeof(spk_context) - 1, key_id);
+    msv_put_u32be(msg + sizeof(spk_context) - 1, key_id);
     memcpy(msg + sizeof(spk_context) + 3, pk, 32);
 }
 
@@ -328,8 +316,8 @@ msv_err msv_prekey_message_info(const uint8_t *wire, size_t len, uint32_t *signe
         wire[PREFIX_LEN] != MSV_WIRE_RATCHET)
         return MSV_ERR_PARSE;
     memcpy(base_key, wire + 1, 32);
-    *signed_id = get_u32(wire + 33);
-    *one_time_id = get_u32(wire + 37);
+    *signed_id = msv_get_u32be(wire + 33);
+    *one_time_id = msv_get_u32be(wire + 37);
     return MSV_OK;
 }
 
@@ -361,14 +349,14 @@ msv_err msv_session_encrypt(struct msv_session *s, const uint8_t *pt, size_t len
     if (s->pending) {
         wire[0] = MSV_WIRE_PREKEY_MSG;
         memcpy(wire + 1, s->base_key, 32);
-        put_u32(wire + 33, s->spk_id);
-        put_u32(wire + 37, s->opk_id);
+        msv_put_u32be(wire + 33, s->spk_id);
+        msv_put_u32be(wire + 37, s->opk_id);
     }
     h = wire + pre;
     h[0] = MSV_WIRE_RATCHET;
     memcpy(h + 1, s->dhs_pk, 32);
-    put_u32(h + 33, s->pn);
-    put_u32(h + 37, s->ns);
+    msv_put_u32be(h + 33, s->pn);
+    msv_put_u32be(h + 37, s->ns);
     memcpy(ck, s->cks, 32);
     err = kdf_ck(ck, mk);
     if (err == MSV_OK)
@@ -481,8 +469,8 @@ static msv_err decrypt_message(struct msv_session *s, const uint8_t *h, size_t l
     if (len < HEADER_LEN + ABYTES || h[0] != MSV_WIRE_RATCHET ||
         len - HEADER_LEN - ABYTES > MSV_PLAINTEXT_MAX)
         return MSV_ERR_AUTH;
-    pn = get_u32(h + 33);
-    n = get_u32(h + 37);
+    pn = msv_get_u32be(h + 33);
+    n = msv_get_u32be(h + 37);
     ct_len = len - HEADER_LEN;
     out_len = ct_len - ABYTES;
     out = malloc(out_len + 1);
@@ -553,7 +541,7 @@ msv_err msv_session_decrypt_rng(struct msv_session *s, const uint8_t *wire, size
     if (wire[0] == MSV_WIRE_PREKEY_MSG) {
         /* a later copy of the prefix of the message that started this session */
         if (len < PREFIX_LEN || !msv_session_has_base_key(s, wire + 1) ||
-            get_u32(wire + 33) != s->spk_id || get_u32(wire + 37) != s->opk_id)
+            msv_get_u32be(wire + 33) != s->spk_id || msv_get_u32be(wire + 37) != s->opk_id)
             return MSV_ERR_AUTH;
         wire += PREFIX_LEN;
         len -= PREFIX_LEN;

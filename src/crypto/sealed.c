@@ -7,23 +7,13 @@
 #include "crypto/internal.h"
 #include "missive/sealed.h"
 #include "missive/util.h"
+#include "util/endian.h"
 
 #define ABYTES crypto_aead_xchacha20poly1305_ietf_ABYTES
 #define HEADER_LEN 33 /* 0x07 || E */
 #define INNER_MAX (MSV_PLAINTEXT_MAX + 1024)
 
 static const char salt[] = "MSV-sealed-v1";
-
-static msv_err derive(const uint8_t shared[32], const uint8_t eph[32], const uint8_t rx[32],
-                      uint8_t kn[56])
-{
-    uint8_t info[64];
-
-    memcpy(info, eph, 32);
-    memcpy(info + 32, rx, 32);
-    return msv_hkdf_sha256(shared, 32, (const uint8_t *)salt, sizeof(salt) - 1, info, sizeof(info),
-                           kn, 56);
-}
 
 static void additional_data(const uint8_t *header, const uint8_t hash[32], uint8_t ad[65])
 {
@@ -52,14 +42,13 @@ msv_err msv_sealed_wrap(const struct msv_public_identity *recipient, const char 
     }
     inner[0] = (uint8_t)hl;
     memcpy(inner + 1, sender_handle, hl);
-    for (int i = 0; i < 8; i++)
-        inner[1 + hl + i] = (uint8_t)(sender_device >> (56 - 8 * i));
+    msv_put_u64be(inner + 1 + hl, sender_device);
     memcpy(inner + 1 + hl + 8, envelope, len);
     wire[0] = MSV_WIRE_SEALED;
     randombytes_buf(eph_sk, sizeof(eph_sk));
     if (crypto_scalarmult_base(wire + 1, eph_sk) != 0 ||
         crypto_scalarmult(shared, eph_sk, recipient->x_pk) != 0 ||
-        derive(shared, wire + 1, recipient->x_pk, kn) != MSV_OK)
+        msv_x25519_hkdf(shared, wire + 1, recipient->x_pk, salt, kn, sizeof(kn)) != MSV_OK)
         goto out;
     additional_data(wire, recipient->hash, ad);
     if (crypto_aead_xchacha20poly1305_ietf_encrypt(wire + HEADER_LEN, NULL, inner, inner_len, ad,
@@ -93,7 +82,7 @@ msv_err msv_sealed_unwrap(const struct msv_identity *recipient, const uint8_t *w
         return MSV_ERR_AUTH;
     inner_len = len - HEADER_LEN - ABYTES;
     if (crypto_scalarmult(shared, recipient->modern->x_sk, wire + 1) != 0 ||
-        derive(shared, wire + 1, recipient->pub->x_pk, kn) != MSV_OK)
+        msv_x25519_hkdf(shared, wire + 1, recipient->pub->x_pk, salt, kn, sizeof(kn)) != MSV_OK)
         goto out;
     inner = malloc(inner_len);
     if (inner == NULL) {
@@ -110,9 +99,7 @@ msv_err msv_sealed_unwrap(const struct msv_identity *recipient, const uint8_t *w
         goto out;
     memcpy(handle, inner + 1, hl);
     handle[hl] = '\0';
-    *sender_device = 0;
-    for (size_t i = 0; i < 8; i++)
-        *sender_device = *sender_device << 8 | inner[1 + hl + i];
+    *sender_device = msv_get_u64be(inner + 1 + hl);
     *envelope = inner + 1 + hl + 8;
     *envelope_len = inner_len - 1 - hl - 8;
     *inner_buf = inner;
