@@ -2,6 +2,7 @@
  * missived: Missive's identity directory, push relay and attachment store on
  * one TLS 1.3 port, with /health and /metrics on a local HTTP port.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 #include "missive/util.h"
 #include "server/config.h"
+#include "server/log.h"
 #include "server/server.h"
 
 static void usage(FILE *f)
@@ -31,7 +33,8 @@ static void usage(FILE *f)
                "Every setting can also come from the environment as MISSIVED_<SECTION>_<KEY>,\n"
                "e.g. MISSIVED_SERVER_LISTEN_PORT=8443.\n"
                "signals: SIGTERM/SIGINT stop after committing accepted messages; SIGHUP reloads\n"
-               "limits and the log level.\n"
+               "limits and the log level, and reopens the log file ([log] file) after rotation.\n"
+               "Under systemd (Type=notify) it reports READY, RELOADING and STOPPING.\n"
                "exit status: 0 clean stop, 1 runtime error, 2 usage or configuration error\n");
 }
 
@@ -93,6 +96,11 @@ int main(int argc, char **argv)
         return 0;
     }
     umask(077); /* the database, keys and attachments are for this user only */
+    if (cfg.log_file[0] != '\0' && msv_log_open(cfg.log_file) != 0) {
+        fprintf(stderr, "missived: cannot open the log file %s: %s\n", cfg.log_file,
+                strerror(errno));
+        return 1;
+    }
     if (msv_init_many_connections() != MSV_OK) {
         fprintf(stderr, "missived: no usable random source\n");
         return 1;

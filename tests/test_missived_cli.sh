@@ -69,4 +69,47 @@ kill -TERM "$pid"
 wait "$pid" && ok || bad "clean stop on SIGTERM"
 [ "$(stat -c %a d1/missive.db)" = 600 ] && [ "$(stat -c %a d1/server.key)" = 600 ] && ok || bad "data files are private"
 
+# under a service manager: READY when serving, RELOADING then READY on SIGHUP, STOPPING on
+# SIGTERM (systemd's notify protocol, a socket in $NOTIFY_SOCKET); a log file that logrotate
+# renamed is let go on SIGHUP
+printf '[log]\nfile = %s/missived.log\n' "$work" > logfile.ini
+python3 - "$D" "$work" <<'PY' && ok || bad "service notifications and log reopening"
+import os, signal, socket, subprocess, sys, time
+missived, work = sys.argv[1], sys.argv[2]
+path = os.path.join(work, "notify.sock")
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+sock.bind(path)
+sock.settimeout(30)
+env = dict(os.environ, NOTIFY_SOCKET=path, MISSIVED_SERVER_LISTEN_PORT="0", MISSIVED_HTTP_LISTEN_PORT="0")
+p = subprocess.Popen([missived, "--config", os.path.join(work, "logfile.ini"), "--data-dir", os.path.join(work, "d3")], env=env)
+def expect(word):
+    msg = sock.recv(4096).decode()
+    if word not in msg.split("\n"):
+        sys.exit(f"wanted {word}, got {msg!r}")
+    return msg
+ready = expect("READY=1")
+assert f"MAINPID={p.pid}" in ready, ready
+log = os.path.join(work, "missived.log")
+assert "event=listening" in open(log).read()
+os.rename(log, log + ".1")
+p.send_signal(signal.SIGHUP)
+reloading = expect("RELOADING=1")
+assert "MONOTONIC_USEC=" in reloading, reloading
+expect("READY=1")
+time.sleep(0.2)
+assert "event=reloaded" in open(log).read(), "the new log file"
+assert "event=reloaded" not in open(log + ".1").read(), "the rotated file was let go"
+p.send_signal(signal.SIGTERM)
+expect("STOPPING=1")
+assert p.wait(30) == 0
+assert "event=stopped" in open(log).read()
+PY
+[ "$(stat -c %a missived.log)" = 600 ] && ok || bad "log file mode"
+# the systemd unit is valid, where systemd is there to say so
+if command -v systemd-analyze >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    expect 0 "systemd-analyze verify" -- systemd-analyze verify "$src/dist/missived.service"
+else
+    echo "skip: systemd-analyze verify (no systemd here)"
+fi
+
 finish

@@ -53,6 +53,7 @@ static const struct option_def options[] = {
     {"http", "listen_host", OPT_STR, F(http_host), 0, 0},
     {"http", "listen_port", OPT_PORT, F(http_port), 0, 65535},
     {"log", "level", OPT_LEVEL, F(log_level), 0, 0},
+    {"log", "file", OPT_STR, F(log_file), 0, 0},
     {"testing", "clock_file", OPT_STR, F(clock_file), 0, 0},
 };
 

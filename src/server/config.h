@@ -38,6 +38,7 @@ struct msv_config {
     uint16_t http_port; /* 0 with http_enabled: any free port */
     int http_enabled;
     enum msv_log_level log_level;
+    char log_file[1024]; /* empty: standard error */
     uint64_t expiry_interval_ms;
     unsigned idle_timeout_s;
     unsigned max_conns_per_address; /* open connections from one address (IPv6: /64) */

@@ -1,5 +1,6 @@
 #include "server/log.h"
 
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -12,6 +13,22 @@ static _Atomic int current_level = MSV_LOG_INFO;
 void msv_log_set_level(enum msv_log_level level)
 {
     atomic_store(&current_level, (int)level);
+}
+
+int msv_log_open(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+
+    if (fd < 0)
+        return -1;
+    /* dup2 swaps the file under standard error at once: a line is never half in each */
+    if (fd != STDERR_FILENO && dup2(fd, STDERR_FILENO) < 0) {
+        close(fd);
+        return -1;
+    }
+    if (fd != STDERR_FILENO)
+        close(fd);
+    return 0;
 }
 
 void msv_log(enum msv_log_level level, const char *event, const char *fmt, ...)

@@ -20,6 +20,7 @@
 
 #include "missive/util.h"
 #include "server/log.h"
+#include "server/notify.h"
 #include "server/tls.h"
 
 #define HANDSHAKE_TIMEOUT_S 15
@@ -729,6 +730,7 @@ static void begin_stop(struct msv_server *s, const char *why)
     if (atomic_exchange(&s->stopping, 1))
         return;
     msv_log(MSV_LOG_INFO, "stopping", "reason=%s", why);
+    msv_notify("STOPPING=1");
     for (unsigned i = 0; i < s->worker_count; i++)
         event_active(s->workers[i].stop_ev, 0, 0);
 }
@@ -736,12 +738,22 @@ static void begin_stop(struct msv_server *s, const char *why)
 static void reload(struct msv_server *s)
 {
     struct msv_config c;
-    char err[512];
+    char err[512], state[96];
+    struct timespec now;
 
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    snprintf(state, sizeof(state), "RELOADING=1\nMONOTONIC_USEC=%llu",
+             (unsigned long long)now.tv_sec * 1000000ull + (unsigned long long)now.tv_nsec / 1000);
+    msv_notify(state);
+    /* a log file renamed by logrotate is let go: the path is opened again */
+    if (s->cfg.log_file[0] != '\0' && msv_log_open(s->cfg.log_file) != 0)
+        msv_log(MSV_LOG_ERROR, "log_reopen_failed", "file=\"%s\" reason=\"%s\"", s->cfg.log_file,
+                strerror(errno));
     msv_config_defaults(&c);
     if (msv_config_load(&c, s->config_path[0] ? s->config_path : NULL, err, sizeof(err)) !=
         MSV_OK) {
         msv_log(MSV_LOG_ERROR, "reload_failed", "reason=\"%s\"", err);
+        msv_notify("READY=1\nSTATUS=serving; the last reload failed (see the log)");
         return;
     }
     /* what can change while running; listeners, paths and workers need a restart */
@@ -757,6 +769,7 @@ static void reload(struct msv_server *s)
     s->cfg.sealed_burst = c.sealed_burst;
     pthread_mutex_unlock(&s->limits_lock);
     msv_log(MSV_LOG_INFO, "reloaded", "payload_limit=%llu", (unsigned long long)c.payload_limit);
+    msv_notify("READY=1\nSTATUS=serving");
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -974,6 +987,13 @@ msv_err msv_server_run(struct msv_server *s)
     for (unsigned i = 1; i < s->worker_count; i++) {
         if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0)
             return MSV_ERR_NOMEM;
+    }
+    {
+        char state[400];
+
+        snprintf(state, sizeof(state), "READY=1\nSTATUS=serving on %s:%u\nMAINPID=%ld",
+                 s->cfg.listen_host, s->port, (long)getpid());
+        msv_notify(state);
     }
     event_base_dispatch(w0->base);
     for (unsigned i = 1; i < s->worker_count; i++)
