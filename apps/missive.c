@@ -120,7 +120,8 @@ static void usage_main(FILE *f)
     fprintf(f, "\n'missive COMMAND --help' describes each. The account is --account, or\n"
                "MISSIVE_ACCOUNT, or the only one in the data directory.\n"
                "environment: MISSIVE_PASSPHRASE (seals this device's keys), MISSIVE_PASSWORD\n"
-               "(the account password, for register and link).\n"
+               "(the account password, for register and link), MISSIVE_BACKUP_PASSPHRASE (for\n"
+               "backup and restore).\n"
                "exit status: 0 success, 1 error, 2 usage, 3 authentication, 4 server "
                "unreachable\n");
 }

@@ -12,7 +12,7 @@ packages=(
     libssl-dev libsodium-dev libevent-dev
     protobuf-c-compiler libprotobuf-c-dev
     libsqlite3-dev libjansson-dev libinih-dev libcmocka-dev libqrencode-dev
-    python3 python3-cryptography openssl valgrind
+    python3 python3-cryptography openssl valgrind groff-base
 )
 bench=0
 if [ "${1:-}" = "--bench" ]; then

@@ -1,0 +1,120 @@
+# bash completion for missive, missived, missive-audit, missive-crypto and missive-bench.
+# Install as /usr/share/bash-completion/completions/missive (and link the other names),
+# or source it from ~/.bashrc.
+
+_missive_accounts()
+{
+    local dir=${1:-${XDG_DATA_HOME:-$HOME/.local/share}/missive}
+    local d
+    for d in "$dir"/*/state.db; do
+        [ -e "$d" ] || continue
+        d=${d%/state.db}
+        printf '%s\n' "${d##*/}"
+    done
+}
+
+_missive()
+{
+    local cur prev words cword
+    cur=${COMP_WORDS[COMP_CWORD]}
+    prev=${COMP_WORDS[COMP_CWORD - 1]}
+    local commands="register link devices contacts groups send receive history read typing
+        edit unsend verify fingerprint backup restore log-head"
+    local global="--account --data-dir -o --passphrase-file --password-file
+        --backup-passphrase-file --help"
+    local command="" data_dir="" i
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        case ${COMP_WORDS[i]} in
+        --data-dir) data_dir=${COMP_WORDS[i + 1]} ;;
+        --account | -o | --passphrase-file | --password-file | --backup-passphrase-file) ((i++)) ;;
+        -*) ;;
+        *) command=${COMP_WORDS[i]}; break ;;
+        esac
+    done
+    case $prev in
+    --account)
+        mapfile -t COMPREPLY < <(compgen -W "$(_missive_accounts "$data_dir")" -- "$cur")
+        return ;;
+    -o) mapfile -t COMPREPLY < <(compgen -W "json text" -- "$cur"); return ;;
+    --suite) mapfile -t COMPREPLY < <(compgen -W "modern ecies classic" -- "$cur"); return ;;
+    --compat)
+        mapfile -t COMPREPLY < <(compgen -W "modern ecies classic classic,ecies ecies,classic" -- "$cur")
+        return ;;
+    --data-dir) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
+    --file | --passphrase-file | --password-file | --backup-passphrase-file)
+        mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
+    esac
+    if [ -z "$command" ]; then
+        if [[ $cur == -* ]]; then
+            mapfile -t COMPREPLY < <(compgen -W "$global" -- "$cur")
+        else
+            mapfile -t COMPREPLY < <(compgen -W "$commands" -- "$cur")
+        fi
+        return
+    fi
+    local opts=""
+    case $command in
+    register) opts="--server --suite --compat --code" ;;
+    link) opts="--server --suite --compat" ;;
+    devices) opts="list approve remove" ;;
+    contacts) opts="list add remove" ;;
+    groups) opts="list create add remove rename" ;;
+    send) opts="--text --file --group" ;;
+    receive) opts="--wait" ;;
+    history) opts="--group --search --limit" ;;
+    read | typing) opts="--group" ;;
+    edit) opts="--text" ;;
+    verify) opts="--qr --accept" ;;
+    backup) opts="--kdf-memory --kdf-passes" ;;
+    restore)
+        mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+        return ;;
+    esac
+    mapfile -t COMPREPLY < <(compgen -W "$opts --help" -- "$cur")
+    [ "$command" = backup ] && [[ $cur != -* ]] && mapfile -t -O "${#COMPREPLY[@]}" COMPREPLY < <(compgen -f -- "$cur")
+}
+
+_missived()
+{
+    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
+    case $prev in
+    --config) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
+    --data-dir) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
+    esac
+    mapfile -t COMPREPLY < <(compgen -W "--config --data-dir --check-config --help" -- "$cur")
+}
+
+_missive_audit()
+{
+    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
+    case $prev in
+    --state | --compare) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
+    --server | --fingerprint | --log-key) return ;;
+    esac
+    mapfile -t COMPREPLY < <(compgen -W "--state --server --fingerprint --log-key --compare
+        --print-head --quiet --help" -- "$cur")
+}
+
+_missive_crypto()
+{
+    local cur=${COMP_WORDS[COMP_CWORD]}
+    if [ "$COMP_CWORD" -eq 1 ]; then
+        mapfile -t COMPREPLY < <(compgen -W "keygen public fingerprint seal open verify
+            payload-encode payload-decode attach-encrypt attach-decrypt --help" -- "$cur")
+    else
+        mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+    fi
+}
+
+_missive_bench()
+{
+    local cur=${COMP_WORDS[COMP_CWORD]}
+    mapfile -t COMPREPLY < <(compgen -W "all crypto relay fanout idle queue storage --quick --runs
+        --window --bin --server-cpu --loader-cpu --help" -- "$cur")
+}
+
+complete -F _missive missive
+complete -F _missived missived
+complete -F _missive_audit missive-audit
+complete -F _missive_crypto missive-crypto
+complete -F _missive_bench missive-bench
