@@ -177,6 +177,7 @@ static void test_migration_to_v3(void **state)
                      "DROP TABLE devices; ALTER TABLE d2 RENAME TO devices;"
                      "DELETE FROM sqlite_sequence WHERE name = 'devices';"
                      "DROP TABLE kt_log; DROP TABLE signed_prekeys; DROP TABLE one_time_prekeys;"
+                     "ALTER TABLE accounts DROP COLUMN suspended;"
                      "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
@@ -507,6 +508,57 @@ static void test_prekeys_and_tokens(void **state)
     assert_int_equal(OPS(f)->delivery_token_check(IMPL(f), a, hash), MSV_ERR_AUTH);
 }
 
+/* What operators see and change: accounts with their devices and queues, suspension, totals. */
+static void test_operator_views(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t b = make_account(f, "b@x"), a = make_account(f, "a@x"), d = make_device(f, a), id = 0;
+    struct msv_account_summary *list = NULL;
+    struct msv_store_stats st;
+    struct msv_queue_in in = {.device_id = d,
+                              .sender_device = 1,
+                              .sender_handle = "b@x",
+                              .suite = 3,
+                              .ciphertext = (const uint8_t *)"12345",
+                              .ciphertext_len = 5};
+    size_t n = 0;
+    int suspended = -1;
+
+    (void)b;
+    assert_int_equal(OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"identity", 8,
+                                        (const uint8_t *)"token", 5, 0, 2000, &id),
+                     MSV_OK);
+    assert_int_equal(OPS(f)->queue_put(IMPL(f), &in, 1, 1500, 100000, &id), MSV_OK);
+    assert_int_equal(OPS(f)->account_list(IMPL(f), &list, &n), MSV_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(list[0].handle, "a@x");
+    assert_int_equal(list[0].devices, 1);
+    assert_int_equal(list[0].pending, 1);
+    assert_int_equal(list[0].queued, 1);
+    assert_int_equal(list[0].created_ms, 1000);
+    assert_string_equal(list[1].handle, "b@x");
+    assert_int_equal(list[1].devices + list[1].pending + list[1].queued, 0);
+    msv_account_summaries_free(list, n);
+    assert_int_equal(OPS(f)->account_suspended(IMPL(f), a, &suspended), MSV_OK);
+    assert_int_equal(suspended, 0);
+    assert_int_equal(OPS(f)->account_set_suspended(IMPL(f), "a@x", 1), MSV_OK);
+    assert_int_equal(OPS(f)->account_suspended(IMPL(f), a, &suspended), MSV_OK);
+    assert_int_equal(suspended, 1);
+    assert_int_equal(OPS(f)->account_set_suspended(IMPL(f), "nobody@x", 1), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->account_suspended(IMPL(f), 999999, &suspended), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->stats(IMPL(f), &st), MSV_OK);
+    assert_int_equal(st.accounts, 2);
+    assert_int_equal(st.suspended, 1);
+    assert_int_equal(st.devices, 1);
+    assert_int_equal(st.pending_devices, 1);
+    assert_int_equal(st.queued, 1);
+    assert_int_equal(st.queued_bytes, 5);
+    assert_int_equal(st.oldest_queued_ms, 1500);
+    assert_int_equal(OPS(f)->account_set_suspended(IMPL(f), "a@x", 0), MSV_OK);
+    assert_int_equal(OPS(f)->stats(IMPL(f), &st), MSV_OK);
+    assert_int_equal(st.suspended, 0);
+}
+
 static void test_blobs(void **state)
 {
     struct fixture *f = *state;
@@ -581,6 +633,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_removal_drops_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_operator_views, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_and_schema, setup, teardown),
     };

@@ -162,6 +162,8 @@ static const char *const migrations[] = {
     "  pk BLOB NOT NULL,"
     "  PRIMARY KEY (device_id, key_id));"
     "ALTER TABLE devices ADD COLUMN delivery_token BLOB;",
+    /* v6: operators suspend accounts (missive-admin) */
+    "ALTER TABLE accounts ADD COLUMN suspended INTEGER NOT NULL DEFAULT 0;",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -207,6 +209,131 @@ static msv_err account_get(void *impl, const char *handle, uint64_t *account_id,
     } else {
         err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
     }
+    release(s, st);
+    return err;
+}
+
+void msv_account_summaries_free(struct msv_account_summary *a, size_t n)
+{
+    for (size_t i = 0; a != NULL && i < n; i++)
+        free(a[i].handle);
+    free(a);
+}
+
+static msv_err account_list(void *impl, struct msv_account_summary **out, size_t *n)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    struct msv_account_summary *a = NULL;
+    size_t count = 0, cap = 0;
+    int rc;
+    msv_err err =
+        prepare(s,
+                "SELECT a.handle, a.created_ms, a.suspended,"
+                " (SELECT COUNT(*) FROM devices d WHERE d.account_id = a.id AND d.approved = 1),"
+                " (SELECT COUNT(*) FROM devices d WHERE d.account_id = a.id AND d.approved = 0),"
+                " (SELECT COUNT(*) FROM queue q JOIN devices d ON q.device_id = d.id"
+                "  WHERE d.account_id = a.id) FROM accounts a ORDER BY a.handle;",
+                &st);
+
+    if (err != MSV_OK)
+        return err;
+    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (count == cap) {
+            struct msv_account_summary *more;
+
+            cap = cap ? cap * 2 : 16;
+            if ((more = realloc(a, cap * sizeof(*a))) == NULL) {
+                err = MSV_ERR_NOMEM;
+                break;
+            }
+            a = more;
+        }
+        a[count] = (struct msv_account_summary){.handle = msv_sql_text(st, 0),
+                                                .created_ms = sqlite3_column_int64(st, 1),
+                                                .suspended = sqlite3_column_int(st, 2),
+                                                .devices = (uint64_t)sqlite3_column_int64(st, 3),
+                                                .pending = (uint64_t)sqlite3_column_int64(st, 4),
+                                                .queued = (uint64_t)sqlite3_column_int64(st, 5)};
+        if (a[count++].handle == NULL)
+            err = MSV_ERR_NOMEM;
+    }
+    if (err == MSV_OK && rc != SQLITE_DONE)
+        err = msv_sql_err(rc);
+    release(s, st);
+    if (err != MSV_OK) {
+        msv_account_summaries_free(a, count);
+        return err;
+    }
+    *out = a;
+    *n = count;
+    return MSV_OK;
+}
+
+static msv_err account_set_suspended(void *impl, const char *handle, int suspended)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "UPDATE accounts SET suspended = ? WHERE handle = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int(st, 1, suspended != 0);
+    sqlite3_bind_text(st, 2, handle, -1, SQLITE_TRANSIENT);
+    err = run(s, st);
+    return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+static msv_err account_suspended(void *impl, uint64_t account_id, int *suspended)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "SELECT suspended FROM accounts WHERE id = ?;", &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *suspended = sqlite3_column_int(st, 0);
+    err = rc == SQLITE_ROW ? MSV_OK : rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
+    release(s, st);
+    return err;
+}
+
+static msv_err stats(void *impl, struct msv_store_stats *out)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(
+        s,
+        "SELECT (SELECT COUNT(*) FROM accounts), (SELECT COUNT(*) FROM accounts WHERE suspended),"
+        " (SELECT COUNT(*) FROM devices WHERE approved = 1),"
+        " (SELECT COUNT(*) FROM devices WHERE approved = 0),"
+        " (SELECT COUNT(*) FROM queue), (SELECT COALESCE(SUM(LENGTH(ciphertext)), 0) FROM queue),"
+        " (SELECT COALESCE(MIN(enqueued_ms), 0) FROM queue),"
+        " (SELECT COUNT(*) FROM blobs), (SELECT COALESCE(SUM(size), 0) FROM blobs),"
+        " (SELECT COUNT(*) FROM kt_log), (SELECT COUNT(*) FROM one_time_prekeys);",
+        &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        uint64_t *counts[] = {&out->accounts,        &out->suspended, &out->devices,
+                              &out->pending_devices, &out->queued,    &out->queued_bytes};
+
+        for (int i = 0; i < 6; i++)
+            *counts[i] = (uint64_t)sqlite3_column_int64(st, i);
+        out->oldest_queued_ms = sqlite3_column_int64(st, 6);
+        out->blobs = (uint64_t)sqlite3_column_int64(st, 7);
+        out->blob_bytes = (uint64_t)sqlite3_column_int64(st, 8);
+        out->log_leaves = (uint64_t)sqlite3_column_int64(st, 9);
+        out->one_time_prekeys = (uint64_t)sqlite3_column_int64(st, 10);
+    }
+    err = rc == SQLITE_ROW ? MSV_OK : msv_sql_err(rc);
     release(s, st);
     return err;
 }
@@ -1036,6 +1163,26 @@ static msv_err l_account_create(void *impl, const char *handle, const char *pass
     LOCKED(account_create(impl, handle, password_hash, now_ms, account_id));
 }
 
+static msv_err l_account_list(void *impl, struct msv_account_summary **out, size_t *n)
+{
+    LOCKED(account_list(impl, out, n));
+}
+
+static msv_err l_account_set_suspended(void *impl, const char *handle, int suspended)
+{
+    LOCKED(account_set_suspended(impl, handle, suspended));
+}
+
+static msv_err l_account_suspended(void *impl, uint64_t account_id, int *suspended)
+{
+    LOCKED(account_suspended(impl, account_id, suspended));
+}
+
+static msv_err l_stats(void *impl, struct msv_store_stats *out)
+{
+    LOCKED(stats(impl, out));
+}
+
 static msv_err l_account_get(void *impl, const char *handle, uint64_t *account_id,
                              char **password_hash)
 {
@@ -1232,6 +1379,10 @@ static const struct msv_store_ops sqlite_ops = {
     .close = sqlite_close,
     .account_create = l_account_create,
     .account_get = l_account_get,
+    .account_list = l_account_list,
+    .account_set_suspended = l_account_set_suspended,
+    .account_suspended = l_account_suspended,
+    .stats = l_stats,
     .account_handle = l_account_handle,
     .code_put = l_code_put,
     .code_take = l_code_take,

@@ -110,6 +110,24 @@ struct msv_prekey_claimed {
     uint8_t one_time_key[32];
 };
 
+/* One account as an operator sees it (missive-admin accounts). */
+struct msv_account_summary {
+    char *handle;
+    int64_t created_ms;
+    int suspended;
+    uint64_t devices, pending, queued;
+};
+
+void msv_account_summaries_free(struct msv_account_summary *a, size_t n);
+
+/* What the store holds (missive-admin stats). */
+struct msv_store_stats {
+    uint64_t accounts, suspended, devices, pending_devices;
+    uint64_t queued, queued_bytes;
+    int64_t oldest_queued_ms; /* 0 if the queue is empty */
+    uint64_t blobs, blob_bytes, log_leaves, one_time_prekeys;
+};
+
 struct msv_store_ops {
     const char *name;
     void (*close)(void *impl);
@@ -121,6 +139,12 @@ struct msv_store_ops {
     msv_err (*account_get)(void *impl, const char *handle, uint64_t *account_id,
                            char **password_hash);
     msv_err (*account_handle)(void *impl, uint64_t account_id, char **handle);
+    /* Operators: every account (by handle); suspend or restore one (MSV_ERR_NOT_FOUND). */
+    msv_err (*account_list)(void *impl, struct msv_account_summary **out, size_t *n);
+    msv_err (*account_set_suspended)(void *impl, const char *handle, int suspended);
+    /* *suspended for account_id (MSV_ERR_NOT_FOUND for an unknown account). */
+    msv_err (*account_suspended)(void *impl, uint64_t account_id, int *suspended);
+    msv_err (*stats)(void *impl, struct msv_store_stats *out);
 
     /* verification codes: one per handle, replaced by a newer one */
     msv_err (*code_put)(void *impl, const char *handle, const uint8_t hash[32], int64_t expires_ms);
@@ -216,6 +240,6 @@ MSV_MUST_CHECK msv_err msv_store_open_sqlite(const char *path, struct msv_store 
 void msv_store_close(struct msv_store *s);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 5
+#define MSV_STORE_SCHEMA_VERSION 6
 
 #endif
