@@ -269,8 +269,8 @@ void test_device_connect(struct test_server *s, struct test_device *d)
 {
     msv_conn_close(d->conn);
     d->conn = test_connect(s);
-    assert_int_equal(msv_conn_auth(d->conn, d->handle, d->device_id, d->id, TEST_TIMEOUT_MS),
-                     MSV_OK);
+    assert_int_equal(
+        msv_conn_auth(d->conn, d->handle, d->device_id, d->id, TEST_TIMEOUT_MS, NULL, 0), MSV_OK);
 }
 
 /* A new modern device for handle, registered by add (or, for a new account, by a code). */

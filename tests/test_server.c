@@ -280,8 +280,9 @@ static void test_device_change_notices(void **state)
     }
     msv_conn_close(b2.conn);
     b2.conn = test_connect(&s);
-    assert_int_equal(msv_conn_auth(b2.conn, b2.handle, b2.device_id, b2.id, TEST_TIMEOUT_MS),
-                     MSV_ERR_AUTH);
+    assert_int_equal(
+        msv_conn_auth(b2.conn, b2.handle, b2.device_id, b2.id, TEST_TIMEOUT_MS, NULL, 0),
+        MSV_ERR_AUTH);
     /* removing it again, or a device of another account, is refused */
     expect_error(test_request(b1.conn, &req), MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND);
     test_device_free(&b1);
@@ -312,8 +313,9 @@ static void test_device_approval(void **state)
     msv_conn_close(c);
     /* pending: it cannot authenticate, nobody can look it up or address it */
     c = test_connect(&s);
-    assert_int_equal(msv_conn_auth(c, "bob@example.org", b2.device_id, b2.id, TEST_TIMEOUT_MS),
-                     MSV_ERR_AUTH);
+    assert_int_equal(
+        msv_conn_auth(c, "bob@example.org", b2.device_id, b2.id, TEST_TIMEOUT_MS, NULL, 0),
+        MSV_ERR_AUTH);
     msv_conn_close(c);
     r = lookup(a1.conn, "bob@example.org");
     assert_int_equal(r->lookup_result->results[0]->n_devices, 1);
@@ -392,13 +394,15 @@ static void test_unauthenticated_and_malformed(void **state)
 
     /* a device of another account, and a key that is not the device's, cannot authenticate */
     c = test_connect(&s);
-    assert_int_equal(msv_conn_auth(c, "alice@example.org", b1.device_id, b1.id, TEST_TIMEOUT_MS),
-                     MSV_ERR_AUTH);
+    assert_int_equal(
+        msv_conn_auth(c, "alice@example.org", b1.device_id, b1.id, TEST_TIMEOUT_MS, NULL, 0),
+        MSV_ERR_AUTH);
     msv_conn_close(c);
     assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &fake.id), MSV_OK);
     c = test_connect(&s);
-    assert_int_equal(msv_conn_auth(c, "alice@example.org", a1.device_id, fake.id, TEST_TIMEOUT_MS),
-                     MSV_ERR_AUTH);
+    assert_int_equal(
+        msv_conn_auth(c, "alice@example.org", a1.device_id, fake.id, TEST_TIMEOUT_MS, NULL, 0),
+        MSV_ERR_AUTH);
     msv_conn_close(c);
     msv_identity_free(fake.id);
     /* a client that pins another certificate does not talk to this server */
@@ -835,7 +839,8 @@ static void expect_hangup(struct test_server *s, struct test_device *d, const ch
     msv_frame *f = NULL;
 
     if (d != NULL)
-        assert_int_equal(msv_conn_auth(c, d->handle, d->device_id, d->id, TEST_TIMEOUT_MS), MSV_OK);
+        assert_int_equal(msv_conn_auth(c, d->handle, d->device_id, d->id, TEST_TIMEOUT_MS, NULL, 0),
+                         MSV_OK);
     assert_int_equal(msv_conn_send_raw(c, (const uint8_t *)bytes, len), MSV_OK);
     if (code != 0) {
         assert_int_equal(msv_conn_recv(c, TEST_TIMEOUT_MS, &f), MSV_OK);

@@ -300,7 +300,7 @@ msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms, msv
 }
 
 msv_err msv_conn_auth(struct msv_conn *c, const char *handle, uint64_t device_id,
-                      const struct msv_identity *id, int timeout_ms)
+                      const struct msv_identity *id, int timeout_ms, char *why, size_t why_len)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__Hello hello = MSV__WIRE__HELLO__INIT;
@@ -339,6 +339,11 @@ msv_err msv_conn_auth(struct msv_conn *c, const char *handle, uint64_t device_id
     if (err != MSV_OK)
         return err;
     err = resp->body_case == MSV__WIRE__FRAME__BODY_OK ? MSV_OK : MSV_ERR_AUTH;
+    /* the server's reason ("authentication failed", "this account is suspended") */
+    if (err != MSV_OK && why != NULL && why_len > 0 &&
+        resp->body_case == MSV__WIRE__FRAME__BODY_ERROR)
+        snprintf(why, why_len, "%.*s", (int)resp->error->message.len,
+                 (const char *)resp->error->message.data);
     msv_frame_free(resp);
     return err;
 }

@@ -47,8 +47,10 @@ MSV_MUST_CHECK msv_err msv_conn_recv(struct msv_conn *c, int timeout_ms, msv_fra
 MSV_MUST_CHECK msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms,
                                         msv_frame **resp);
 
-/* Hello, Challenge, Auth: proves the connection belongs to device_id of handle. */
+/* Hello, Challenge, Auth: proves the connection belongs to device_id of handle; on a
+ * refusal, why (may be NULL) receives the server's reason. */
 MSV_MUST_CHECK msv_err msv_conn_auth(struct msv_conn *c, const char *handle, uint64_t device_id,
-                                     const struct msv_identity *id, int timeout_ms);
+                                     const struct msv_identity *id, int timeout_ms, char *why,
+                                     size_t why_len);
 
 #endif

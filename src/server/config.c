@@ -5,6 +5,8 @@
  */
 #include "server/config.h"
 
+#include "missive/util.h"
+
 #include <errno.h>
 #include <ini.h>
 #include <stdio.h>
@@ -58,6 +60,24 @@ static const struct option_def options[] = {
 };
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+int64_t msv_config_now_ms(const struct msv_config *c)
+{
+    if (c->clock_file[0] != '\0') {
+        /* tests move time forward by writing this file */
+        FILE *f = fopen(c->clock_file, "r");
+        long long ms = 0;
+
+        if (f != NULL) {
+            if (fscanf(f, "%lld", &ms) != 1)
+                ms = 0;
+            fclose(f);
+            if (ms > 0)
+                return ms;
+        }
+    }
+    return msv_wall_ms();
+}
 
 void msv_config_defaults(struct msv_config *c)
 {

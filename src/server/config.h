@@ -47,6 +47,8 @@ struct msv_config {
 
 /* Fills c with the defaults. */
 void msv_config_defaults(struct msv_config *c);
+/* Now, in ms since the epoch: the wall clock, or [testing] clock_file when it is set. */
+int64_t msv_config_now_ms(const struct msv_config *c);
 
 /*
  * Reads path (NULL: defaults only), then the environment. On error, writes a

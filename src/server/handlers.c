@@ -138,6 +138,14 @@ static void handle_hello(struct msv_conn_state *c, const msv_frame *f)
     msv_conn_send_frame(c, &out);
 }
 
+/* 1 if an operator suspended the account (missive-admin); a storage failure counts as not. */
+static int is_suspended(struct msv_server *s, uint64_t account)
+{
+    int suspended = 0;
+
+    return STORE(s)->account_suspended(IMPL(s), account, &suspended) == MSV_OK && suspended;
+}
+
 /* Checks the device's signature over context || nonce || TLS exporter. */
 static msv_err verify_auth(struct msv_conn_state *c, const struct msv_device_rec *dev,
                            ProtobufCBinaryData sig)
@@ -199,6 +207,11 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
     if (err == MSV_OK)
         suites = msv_identity_suites_of(dev.identity, dev.identity_len);
     msv_device_rec_clear(&dev);
+    if (err == MSV_OK && is_suspended(s, account)) {
+        msv_conn_send_error(c, f->request_id, E_AUTH, "this account is suspended");
+        msv_conn_close_soon(c);
+        return;
+    }
     if (err != MSV_OK) {
         atomic_fetch_add(&s->m.auth_failed, 1);
         msv_log(MSV_LOG_INFO, "auth_failed", "peer=%s", c->peer);
@@ -215,6 +228,7 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
     c->device_id = a->device_id;
     c->account_id = account;
     c->suites = suites;
+    c->suspension_checked = atomic_load(&s->suspension_gen);
     atomic_fetch_add(&s->m.auth_ok, 1);
     msv_log(MSV_LOG_DEBUG, "auth_ok", "peer=%s device=%llu", c->peer,
             (unsigned long long)c->device_id);
@@ -397,6 +411,10 @@ static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
     if (!ok) {
         /* the same answer for an unknown handle and a wrong password */
         msv_conn_send_error(c, f->request_id, E_AUTH, "wrong handle or password");
+        return;
+    }
+    if (is_suspended(s, account)) {
+        msv_conn_send_error(c, f->request_id, E_AUTH, "this account is suspended");
         return;
     }
     /* with devices to ask, a new one waits for their approval; an account whose devices are
@@ -1247,6 +1265,20 @@ static const struct route {
 
 void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f)
 {
+    struct msv_server *s = c->w->srv;
+    uint64_t gen = atomic_load(&s->suspension_gen);
+
+    /* after a reload, each connected device's account is looked at once more */
+    if (c->device_id != 0 && c->suspension_checked != gen) {
+        c->suspension_checked = gen;
+        if (is_suspended(s, c->account_id)) {
+            msv_log(MSV_LOG_INFO, "suspended_closed", "peer=%s device=%llu", c->peer,
+                    (unsigned long long)c->device_id);
+            msv_conn_send_error(c, f->request_id, E_AUTH, "this account is suspended");
+            msv_conn_close_soon(c);
+            return;
+        }
+    }
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         if (routes[i].body != f->body_case)
             continue;

@@ -30,20 +30,7 @@
 
 int64_t msv_server_now_ms(struct msv_server *s)
 {
-    if (s->cfg.clock_file[0] != '\0') {
-        /* tests move time forward by writing this file */
-        FILE *f = fopen(s->cfg.clock_file, "r");
-        long long ms = 0;
-
-        if (f != NULL) {
-            if (fscanf(f, "%lld", &ms) != 1)
-                ms = 0;
-            fclose(f);
-            if (ms > 0)
-                return ms;
-        }
-    }
-    return msv_wall_ms();
+    return msv_config_now_ms(&s->cfg);
 }
 
 /* ---- output --------------------------------------------------------------------------- */
@@ -768,6 +755,7 @@ static void reload(struct msv_server *s)
     s->cfg.sealed_rate = c.sealed_rate;
     s->cfg.sealed_burst = c.sealed_burst;
     pthread_mutex_unlock(&s->limits_lock);
+    atomic_fetch_add(&s->suspension_gen, 1);
     msv_log(MSV_LOG_INFO, "reloaded", "payload_limit=%llu", (unsigned long long)c.payload_limit);
     msv_notify("READY=1\nSTATUS=serving");
 }

@@ -40,10 +40,11 @@ struct msv_conn_state {
     uint64_t device_id; /* 0 until authenticated */
     uint64_t account_id;
     char *handle;
-    unsigned suites;    /* the authenticated device's suites (MSV_SUITE_BIT each) */
-    uint64_t last_sent; /* highest queue id pushed on this connection */
-    unsigned inflight;  /* pushed, not yet acknowledged */
-    int reading_paused; /* too much unsent output: requests wait */
+    unsigned suites;             /* the authenticated device's suites (MSV_SUITE_BIT each) */
+    uint64_t suspension_checked; /* the server's suspension_gen when the account was looked at */
+    uint64_t last_sent;          /* highest queue id pushed on this connection */
+    unsigned inflight;           /* pushed, not yet acknowledged */
+    int reading_paused;          /* too much unsent output: requests wait */
     struct msv_conn_state *prev, *next;
 };
 
@@ -125,6 +126,8 @@ struct msv_server {
 
     /* settings SIGHUP may change while workers run */
     _Atomic uint64_t payload_limit, queue_ttl_ms;
+    /* bumped on reload: connected devices' accounts are checked for suspension again */
+    _Atomic uint64_t suspension_gen;
 
     struct msv_metrics m;
     _Atomic int stopping;
