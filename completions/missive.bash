@@ -1,4 +1,5 @@
-# bash completion for missive, missived, missive-audit, missive-crypto and missive-bench.
+# bash completion for missive, missived, missive-admin, missive-audit, missive-crypto and
+# missive-bench.
 # Install as /usr/share/bash-completion/completions/missive (and link the other names),
 # or source it from ~/.bashrc.
 
@@ -84,6 +85,19 @@ _missived()
     mapfile -t COMPREPLY < <(compgen -W "--config --data-dir --check-config --help" -- "$cur")
 }
 
+_missive_admin()
+{
+    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
+    case $prev in
+    --config) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
+    --data-dir) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
+    -o) mapfile -t COMPREPLY < <(compgen -W "json text" -- "$cur"); return ;;
+    suspend | unsuspend) return ;;
+    esac
+    mapfile -t COMPREPLY < <(compgen -W "accounts suspend unsuspend stats expire --config
+        --data-dir -o --help" -- "$cur")
+}
+
 _missive_audit()
 {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
@@ -115,6 +129,7 @@ _missive_bench()
 
 complete -F _missive missive
 complete -F _missived missived
+complete -F _missive_admin missive-admin
 complete -F _missive_audit missive-audit
 complete -F _missive_crypto missive-crypto
 complete -F _missive_bench missive-bench

@@ -29,7 +29,7 @@ for f in "$src"/man/*.[158]; do
         [ -z "$out" ] && ok || bad "$(basename "$f") renders with warnings: $out"
     fi
 done
-for p in missive missived missive-audit missive-crypto missive-bench; do
+for p in missive missived missive-admin missive-audit missive-crypto missive-bench; do
     ls "$src"/man/"$p".[18] >/dev/null 2>&1 && ok || bad "no manual page for $p"
 done
 
@@ -42,6 +42,8 @@ all_in missived.8 "options" < <("$bin/missived" --help | options)
 all_in missived.conf.5 "keys" < <("$bin/missived" --check-config | sed -n 's/^\([a-z_0-9]*\) = .*/\1/p')
 all_in missived.conf.5 "sections" < <("$bin/missived" --check-config | sed -n 's/^\[\([a-z]*\)\]$/[\1]/p')
 all_in missive-audit.1 "options" < <("$bin/missive-audit" --help | options)
+all_in missive-admin.8 "options" < <("$bin/missive-admin" --help | options)
+all_in missive-admin.8 "commands" < <("$bin/missive-admin" --help | sed -n 's/^  \([a-z][a-z-]*\) .*/\1/p')
 all_in missive-bench.1 "options" < <("$bin/missive-bench" --help | options)
 all_in missive-crypto.1 "commands" < <("$bin/missive-crypto" --help | sed -n 's/^  \([a-z][a-z-]*\)  .*/\1/p')
 
@@ -66,6 +68,7 @@ touch data/alice@example.org/state.db data/bob@example.org/state.db
 [ "$(complete_line missive --data-dir data --account '' | tr '\n' ' ')" = "alice@example.org bob@example.org " ] && ok ||
     bad "completion of accounts: $(complete_line missive --data-dir data --account '')"
 [ "$(complete_line missived --c | tr '\n' ' ')" = "--check-config --config " ] && ok || bad "missived completion"
+[ "$(complete_line missive-admin s | tr '\n' ' ')" = "stats suspend " ] && ok || bad "missive-admin completion"
 for c in $commands; do
     for o in $("$bin/missive" "$c" --help 2>&1 | sed -n '1,/^$/p' | options); do
         complete_line missive "$c" "$o" | grep -qx -- "$o" && ok || bad "completion of missive $c lacks $o"

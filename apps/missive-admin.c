@@ -1,0 +1,288 @@
+/*
+ * missive-admin: what an operator of missived needs beside the server itself:
+ * the accounts, suspending one, queue and storage statistics, and sweeping
+ * what has expired. It works on the server's data directory, also while
+ * missived runs (SQLite takes care of two processes at once).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "missive/util.h"
+#include "server/blob_backend.h"
+#include "server/config.h"
+#include "store/store.h"
+
+enum { EXIT_ERR = 1, EXIT_USAGE = 2 };
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: missive-admin [--config FILE] [--data-dir DIR] [-o json] COMMAND\n"
+               "\n"
+               "Looks after a missived data directory, also while missived runs.\n"
+               "\n"
+               "commands:\n"
+               "  accounts          every account: handle, created, devices (and waiting ones),\n"
+               "                    envelopes queued for them, suspended or not\n"
+               "  suspend HANDLE    the account's devices cannot connect or add devices; devices\n"
+               "                    connected now are cut off at the server's next reload\n"
+               "                    (systemctl reload missived, or SIGHUP); nothing is deleted\n"
+               "  unsuspend HANDLE  lifts that\n"
+               "  stats             accounts, devices, the queue (envelopes, bytes, oldest),\n"
+               "                    attachments, the transparency log, prekeys, the database size\n"
+               "  expire            deletes expired envelopes and attachments now\n"
+               "\n"
+               "options:\n"
+               "  --config FILE   missived's configuration (for data_dir and the clock)\n"
+               "  --data-dir DIR  the data directory (overrides the file)\n"
+               "  -o json         one JSON object per line\n"
+               "  --help          this text\n"
+               "\n"
+               "exit status: 0 success, 1 error (an unknown handle, storage), 2 usage\n");
+}
+
+struct admin {
+    struct msv_config cfg;
+    struct msv_store *store;
+    int json;
+};
+
+#define OPS(a) ((a)->store->ops)
+#define IMPL(a) ((a)->store->impl)
+
+static void emit(json_t *j)
+{
+    json_dumpf(j, stdout, JSON_COMPACT);
+    putchar('\n');
+    json_decref(j);
+}
+
+static void iso_time(int64_t ms, char out[32])
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+
+    if (ms <= 0 || gmtime_r(&t, &tm) == NULL) {
+        snprintf(out, 32, "-");
+        return;
+    }
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static int fail(const char *what, msv_err err)
+{
+    fprintf(stderr, "missive-admin: %s: %s\n", what, msv_strerror(err));
+    return EXIT_ERR;
+}
+
+static int cmd_accounts(struct admin *a)
+{
+    struct msv_account_summary *list = NULL;
+    size_t n = 0;
+    msv_err err = OPS(a)->account_list(IMPL(a), &list, &n);
+
+    if (err != MSV_OK)
+        return fail("reading the accounts", err);
+    if (!a->json)
+        printf("%-32s %-20s %7s %7s %7s %s\n", "handle", "created", "devices", "waiting", "queued",
+               "state");
+    for (size_t i = 0; i < n; i++) {
+        char created[32];
+
+        iso_time(list[i].created_ms, created);
+        if (a->json)
+            emit(json_pack("{s:s, s:s, s:I, s:I, s:I, s:b}", "handle", list[i].handle, "created",
+                           created, "devices", (json_int_t)list[i].devices, "waiting",
+                           (json_int_t)list[i].pending, "queued", (json_int_t)list[i].queued,
+                           "suspended", list[i].suspended));
+        else
+            printf("%-32s %-20s %7llu %7llu %7llu %s\n", list[i].handle, created,
+                   (unsigned long long)list[i].devices, (unsigned long long)list[i].pending,
+                   (unsigned long long)list[i].queued, list[i].suspended ? "suspended" : "active");
+    }
+    msv_account_summaries_free(list, n);
+    return 0;
+}
+
+static int cmd_suspend(struct admin *a, const char *handle, int suspended)
+{
+    msv_err err = OPS(a)->account_set_suspended(IMPL(a), handle, suspended);
+
+    if (err == MSV_ERR_NOT_FOUND) {
+        fprintf(stderr, "missive-admin: no account %s\n", handle);
+        return EXIT_ERR;
+    }
+    if (err != MSV_OK)
+        return fail("changing the account", err);
+    if (a->json)
+        emit(json_pack("{s:s, s:b}", "handle", handle, "suspended", suspended));
+    else if (suspended)
+        printf("%s is suspended; devices connected now are cut off at missived's next reload "
+               "(systemctl reload missived)\n",
+               handle);
+    else
+        printf("%s is active again\n", handle);
+    return 0;
+}
+
+static int cmd_stats(struct admin *a)
+{
+    struct msv_store_stats st = {0};
+    char db[1100], oldest[32];
+    struct stat sb;
+    long long db_bytes = -1;
+    msv_err err = OPS(a)->stats(IMPL(a), &st);
+
+    if (err != MSV_OK)
+        return fail("reading the statistics", err);
+    snprintf(db, sizeof(db), "%s/missive.db", a->cfg.data_dir);
+    if (stat(db, &sb) == 0)
+        db_bytes = (long long)sb.st_size;
+    iso_time(st.oldest_queued_ms, oldest);
+    if (a->json) {
+        emit(json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "accounts",
+                       (json_int_t)st.accounts, "suspended", (json_int_t)st.suspended, "devices",
+                       (json_int_t)st.devices, "waiting_devices", (json_int_t)st.pending_devices,
+                       "queued", (json_int_t)st.queued, "queued_bytes", (json_int_t)st.queued_bytes,
+                       "oldest_queued", oldest, "attachments", (json_int_t)st.blobs,
+                       "attachment_bytes", (json_int_t)st.blob_bytes, "log_leaves",
+                       (json_int_t)st.log_leaves, "one_time_prekeys",
+                       (json_int_t)st.one_time_prekeys, "database_bytes", (json_int_t)db_bytes));
+        return 0;
+    }
+    printf("accounts          %llu (%llu suspended)\n", (unsigned long long)st.accounts,
+           (unsigned long long)st.suspended);
+    printf("devices           %llu (%llu waiting for approval)\n", (unsigned long long)st.devices,
+           (unsigned long long)st.pending_devices);
+    printf("queued envelopes  %llu, %llu bytes, oldest %s\n", (unsigned long long)st.queued,
+           (unsigned long long)st.queued_bytes, oldest);
+    printf("attachments       %llu, %llu bytes\n", (unsigned long long)st.blobs,
+           (unsigned long long)st.blob_bytes);
+    printf("log leaves        %llu\n", (unsigned long long)st.log_leaves);
+    printf("one-time prekeys  %llu\n", (unsigned long long)st.one_time_prekeys);
+    printf("database          %lld bytes\n", db_bytes);
+    return 0;
+}
+
+static int cmd_expire(struct admin *a)
+{
+    int64_t now = msv_config_now_ms(&a->cfg);
+    uint8_t(*ids)[MSV_BLOB_ID_LEN] = NULL;
+    struct msv_blob_backend *blobs = NULL;
+    size_t envelopes = 0, n = 0;
+    char dir[1100];
+    msv_err err = OPS(a)->queue_expire(IMPL(a), now, &envelopes);
+
+    if (err != MSV_OK)
+        return fail("expiring envelopes", err);
+    snprintf(dir, sizeof(dir), "%s/blobs", a->cfg.data_dir);
+    err = OPS(a)->blob_expire(IMPL(a), now, &ids, &n);
+    if (err == MSV_OK && n > 0)
+        err = msv_blob_backend_open_dir(dir, &blobs);
+    for (size_t i = 0; err == MSV_OK && i < n; i++)
+        blobs->ops->remove(blobs->impl, ids[i]);
+    msv_blob_backend_close(blobs);
+    free(ids);
+    if (err != MSV_OK)
+        return fail("expiring attachments", err);
+    if (a->json)
+        emit(json_pack("{s:I, s:I}", "envelopes", (json_int_t)envelopes, "attachments",
+                       (json_int_t)n));
+    else
+        printf("expired %zu envelopes and %zu attachments\n", envelopes, n);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"data-dir", required_argument, NULL, 'd'},
+        {"output", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config = NULL, *data_dir = NULL, *cmd;
+    struct admin a = {0};
+    char err[1024], db[1100];
+    int ch, rc, want;
+    struct stat sb;
+
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            config = optarg;
+            break;
+        case 'd':
+            data_dir = optarg;
+            break;
+        case 'o':
+            if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0) {
+                fprintf(stderr, "missive-admin: -o takes json or text\n");
+                return EXIT_USAGE;
+            }
+            a.json = strcmp(optarg, "json") == 0;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            fprintf(stderr, "missive-admin: unknown option or missing argument: %s\n",
+                    argv[optind - 1]);
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    cmd = argv[optind];
+    want = strcmp(cmd, "suspend") == 0 || strcmp(cmd, "unsuspend") == 0 ? 1 : 0;
+    if ((want == 0 && strcmp(cmd, "accounts") != 0 && strcmp(cmd, "stats") != 0 &&
+         strcmp(cmd, "expire") != 0) ||
+        argc - optind - 1 != want) {
+        fprintf(stderr, "missive-admin: %s\n",
+                want || strcmp(cmd, "accounts") == 0 || strcmp(cmd, "stats") == 0 ||
+                        strcmp(cmd, "expire") == 0
+                    ? "wrong number of arguments"
+                    : "unknown command");
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    msv_config_defaults(&a.cfg);
+    if (msv_config_load(&a.cfg, config, err, sizeof(err)) != MSV_OK) {
+        fprintf(stderr, "missive-admin: %s\n", err);
+        return EXIT_USAGE;
+    }
+    if (data_dir != NULL)
+        snprintf(a.cfg.data_dir, sizeof(a.cfg.data_dir), "%s", data_dir);
+    /* an existing server's directory only: a typing error must not make a new one */
+    snprintf(db, sizeof(db), "%s/missive.db", a.cfg.data_dir);
+    if (stat(db, &sb) != 0) {
+        fprintf(stderr, "missive-admin: no missived database in %s (%s)\n", a.cfg.data_dir,
+                strerror(errno));
+        return EXIT_ERR;
+    }
+    if (msv_init() != MSV_OK || msv_store_open_sqlite(db, &a.store) != MSV_OK) {
+        fprintf(stderr, "missive-admin: cannot open %s\n", db);
+        return EXIT_ERR;
+    }
+    if (strcmp(cmd, "accounts") == 0)
+        rc = cmd_accounts(&a);
+    else if (strcmp(cmd, "stats") == 0)
+        rc = cmd_stats(&a);
+    else if (strcmp(cmd, "expire") == 0)
+        rc = cmd_expire(&a);
+    else
+        rc = cmd_suspend(&a, argv[optind + 1], strcmp(cmd, "suspend") == 0);
+    msv_store_close(a.store);
+    return rc;
+}

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# missive-admin against a running missived: accounts with their devices and
+# queues, suspension (refused at once for new connections, and for connected
+# devices after a reload), statistics, expiry, and its errors.
+set -u
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+A=$(realpath "${1:?usage: test_admin.sh MISSIVE_ADMIN MISSIVE MISSIVED}")
+M=$(realpath "${2:?usage: test_admin.sh MISSIVE_ADMIN MISSIVE MISSIVED}")
+D=$(realpath "${3:?usage: test_admin.sh MISSIVE_ADMIN MISSIVE MISSIVED}")
+in_scratch
+
+start_missived || bad "missived started"
+server=127.0.0.1:$port
+export MISSIVE_PASSWORD="correct horse battery"
+code() { grep "handle=$1 code=" srv.log | tail -1 | sed 's/.*code=//'; }
+for who in alice bob; do
+    "$M" --data-dir "dev-$who" register "$who@example.org" --server "$server" >/dev/null 2>&1 &&
+        "$M" --data-dir "dev-$who" register "$who@example.org" --code "$(code "$who@example.org")" >/dev/null 2>&1 &&
+        ok || bad "register $who"
+done
+as() { local who=$1; shift; "$M" --data-dir "dev-$who" --account "$who@example.org" "$@"; }
+
+expect 0 "--help" -- "$A" --help
+grep -q '^usage: missive-admin' out.txt && ok || bad "help"
+expect 2 "no command" -- "$A" --data-dir srv
+expect 2 "unknown command" -- "$A" --data-dir srv frobnicate
+expect 2 "suspend without a handle" -- "$A" --data-dir srv suspend
+expect 2 "stats with an argument" -- "$A" --data-dir srv stats extra
+expect 1 "no database there" -- "$A" --data-dir nowhere accounts
+[ ! -e nowhere ] && ok || bad "a directory was made for a mistyped path"
+
+expect 0 "bob writes to alice" -- as bob send alice@example.org --text "hello"
+expect 0 "accounts" -- "$A" --data-dir srv accounts
+grep -Eq '^alice@example.org +[0-9T:Z-]+ +1 +0 +1 active$' out.txt && grep -Eq '^bob@example.org .* active$' out.txt && ok || bad "accounts: $(cat out.txt)"
+expect 0 "accounts as JSON" -- "$A" --data-dir srv -o json accounts
+python3 -c "import json,sys; rows=[json.loads(l) for l in open('out.txt')]; a=[r for r in rows if r['handle']=='alice@example.org'][0]; sys.exit(not (a['devices']==1 and a['queued']==1 and a['suspended'] is False))" && ok || bad "accounts JSON: $(cat out.txt)"
+expect 0 "stats" -- "$A" --data-dir srv stats
+grep -q '^accounts          2 (0 suspended)$' out.txt && grep -q '^queued envelopes  1, [0-9]* bytes, oldest 20' out.txt && ok || bad "stats: $(cat out.txt)"
+expect 0 "stats as JSON" -- "$A" --data-dir srv -o json stats
+python3 -c "import json; s=json.load(open('out.txt')); assert s['accounts']==2 and s['queued']==1 and s['log_leaves']>=2 and s['database_bytes']>0" && ok || bad "stats JSON: $(cat out.txt)"
+
+# suspended: alice cannot connect; lifted: she can
+expect 1 "an unknown handle" -- "$A" --data-dir srv suspend nobody@example.org
+expect 0 "suspend alice" -- "$A" --data-dir srv suspend alice@example.org
+grep -q "alice@example.org is suspended" out.txt && ok || bad "suspend output: $(cat out.txt)"
+expect 3 "a suspended account cannot connect" -- as alice receive --wait 0.5
+grep -q "this account is suspended" err.txt && ok || bad "suspended message: $(cat err.txt)"
+expect 0 "unsuspend alice" -- "$A" --data-dir srv unsuspend alice@example.org
+expect 0 "alice connects again" -- as alice receive --wait 1
+grep -q "hello" out.txt && ok || bad "alice's message after unsuspend: $(cat out.txt)"
+
+# a device connected while its account is suspended is cut off after the server's reload
+as bob receive --wait 20 >bob.out 2>bob.err &
+bob=$!
+sleep 1
+expect 0 "suspend bob" -- "$A" --data-dir srv suspend bob@example.org
+kill -HUP "$pid"
+sleep 0.5
+expect 0 "alice writes to bob" -- as alice send bob@example.org --text "are you there?"
+for _ in $(seq 100); do grep -q "event=suspended_closed" srv.log && break; sleep 0.1; done
+grep -q "event=suspended_closed" srv.log && ok || bad "bob was not cut off: $(tail -5 srv.log)"
+wait "$bob"
+[ $? -ne 0 ] && ok || bad "bob's receive ended normally"
+expect 0 "unsuspend bob" -- "$A" --data-dir srv unsuspend bob@example.org
+
+# expiry now: with the server's clock 40 days ahead, what is queued has expired
+expect 0 "bob's message waits for alice" -- as bob send alice@example.org --text "too late"
+printf '[testing]\nclock_file = %s/clock\n' "$work" >admin.ini
+echo $(( $(date +%s) * 1000 + 40 * 86400 * 1000 )) >clock
+expect 0 "expire" -- "$A" --config admin.ini --data-dir srv expire
+grep -Eq '^expired [1-9][0-9]* envelopes and 0 attachments$' out.txt && ok || bad "expire: $(cat out.txt)"
+expect 0 "stats after expiry" -- "$A" --data-dir srv stats
+grep -q '^queued envelopes  0, 0 bytes, oldest -$' out.txt && ok || bad "queue after expiry: $(cat out.txt)"
+finish
