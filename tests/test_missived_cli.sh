@@ -105,11 +105,22 @@ assert p.wait(30) == 0
 assert "event=stopped" in open(log).read()
 PY
 [ "$(stat -c %a missived.log)" = 600 ] && ok || bad "log file mode"
-# the systemd unit is valid, where systemd is there to say so
-if command -v systemd-analyze >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-    expect 0 "systemd-analyze verify" -- systemd-analyze verify "$src/dist/missived.service"
+# the systemd unit is valid (with this build's missived and manual pages), where
+# systemd-analyze is there to say so; and how exposed it leaves the system
+if command -v systemd-analyze >/dev/null 2>&1; then
+    mkdir -p unit/man/man8 unit/man/man5
+    sed "s|/usr/local/bin/missived|$D|g" "$src/dist/missived.service" >unit/missived.service
+    # the Documentation= pages are looked up with man(1), where there is one
+    command -v man >/dev/null 2>&1 || sed -i '/^Documentation=/d' unit/missived.service
+    cp "$src/man/missived.8" unit/man/man8/
+    cp "$src/man/missived.conf.5" unit/man/man5/
+    MANPATH=$work/unit/man expect 0 "systemd-analyze verify" -- systemd-analyze verify unit/missived.service
+    systemd-analyze security --offline=true unit/missived.service >security.txt 2>&1
+    exposure=$(sed -n 's/.*Overall exposure level for missived.service: \([0-9.]*\).*/\1/p' security.txt)
+    echo "systemd exposure level: ${exposure:-unknown}"
+    python3 -c "import sys; sys.exit(not (float(sys.argv[1]) <= 2.0))" "${exposure:-99}" && ok ||
+        bad "the unit exposes too much: $(tail -3 security.txt)"
 else
-    echo "skip: systemd-analyze verify (no systemd here)"
+    echo "skip: systemd-analyze (not installed)"
 fi
-
 finish
