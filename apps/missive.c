@@ -1160,15 +1160,21 @@ static char *backup_passphrase(const struct cli *o)
     return pass;
 }
 
-/* On a terminal, how far a backup got, at most every 2% of it. */
+/* On a terminal, how far a backup or a restore got, at most every 2% of it. */
+struct shown_progress {
+    const char *what;
+    int last;
+};
+
 static void backup_progress(void *ctx, uint64_t done, uint64_t total)
 {
-    int *last = ctx, pct = total ? (int)(done * 100 / total) : 100;
+    struct shown_progress *p = ctx;
+    int pct = total ? (int)(done * 100 / total) : 100;
 
-    if (pct < *last + 2 && pct != 100)
+    if (pct < p->last + 2 && pct != 100)
         return;
-    *last = pct;
-    fprintf(stderr, "\rbackup: %3d%% (%.1f of %.1f MiB)", pct, (double)done / 1048576.0,
+    p->last = pct;
+    fprintf(stderr, "\r%s: %3d%% (%.1f of %.1f MiB)", p->what, pct, (double)done / 1048576.0,
             (double)total / 1048576.0);
     if (pct == 100)
         fputc('\n', stderr);
@@ -1179,8 +1185,8 @@ static int cmd_backup(const struct cli *o, struct msv_client *c)
     struct msv_backup_kdf kdf = {o->kdf_passes ? (uint32_t)o->kdf_passes : MSV_BACKUP_OPS_DEFAULT,
                                  o->kdf_memory_mib ? (uint32_t)o->kdf_memory_mib * 1024
                                                    : MSV_BACKUP_MEM_DEFAULT_KIB};
-    int last = -2;
-    struct msv_backup_progress progress = {isatty(STDERR_FILENO) ? backup_progress : NULL, &last};
+    struct shown_progress shown = {"backup", -2};
+    struct msv_backup_progress progress = {isatty(STDERR_FILENO) ? backup_progress : NULL, &shown};
     char why[300] = "", *pass;
     msv_err err;
 
@@ -1256,7 +1262,11 @@ static int cmd_restore(const struct cli *o)
         snprintf(why, sizeof(why), "cannot create a directory in %s: %s", base, strerror(errno));
         tmp[0] = '\0';
     } else {
-        err = msv_backup_unpack(in, pass, NULL, tmp, why, sizeof(why));
+        struct shown_progress shown = {"restore", -2};
+        struct msv_backup_progress progress = {isatty(STDERR_FILENO) ? backup_progress : NULL,
+                                               &shown};
+
+        err = msv_backup_unpack(in, pass, NULL, tmp, &progress, why, sizeof(why));
     }
     fclose(in);
     free_secret(pass);

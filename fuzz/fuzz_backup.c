@@ -49,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     in = file_len > 0 ? fmemopen(file, file_len, "rb") : fopen("/dev/null", "rb");
     if (in == NULL)
         abort();
-    err = msv_backup_unpack(in, NULL, key, dir, why, sizeof(why));
+    err = msv_backup_unpack(in, NULL, key, dir, NULL, why, sizeof(why));
     fclose(in);
     if (err != MSV_OK && why[0] == '\0')
         abort(); /* every refusal says why */

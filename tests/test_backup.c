@@ -101,7 +101,7 @@ static msv_err restore_bytes(struct fixture *f, const uint8_t *bytes, size_t len
 
     assert_non_null(in);
     assert_int_equal(mkdir(f->restore, 0700), 0);
-    err = msv_backup_unpack(in, pass, key, f->restore, why, why_len);
+    err = msv_backup_unpack(in, pass, key, f->restore, NULL, why, why_len);
     fclose(in);
     if (err != MSV_OK) {
         msv_backup_discard(f->restore);
@@ -147,6 +147,51 @@ static void test_round_trip(void **state)
     assert_int_not_equal(access(path, F_OK), 0);
     snprintf(path, sizeof(path), "%s.partial", f->backup);
     assert_int_not_equal(access(path, F_OK), 0);
+}
+
+struct progress_seen {
+    uint64_t calls, last_done, total;
+    int backwards;
+};
+
+static void note_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    struct progress_seen *p = ctx;
+
+    p->backwards |= done < p->last_done || done > total;
+    p->calls++;
+    p->last_done = done;
+    p->total = total;
+}
+
+/* Both ways, progress goes forward and ends at the whole. */
+static void test_progress(void **state)
+{
+    struct fixture *f = *state;
+    struct progress_seen w = {0}, r = {0};
+    struct msv_backup_progress pw = {note_progress, &w}, pr = {note_progress, &r};
+    struct msv_client_db *db = NULL;
+    char path[160], why[256] = "";
+    FILE *in;
+
+    snprintf(path, sizeof(path), "%s/state.db", f->account);
+    assert_int_equal(msv_client_db_open(path, &db), MSV_OK);
+    snprintf(path, sizeof(path), "%s/again.msvb", f->dir);
+    assert_int_equal(msv_backup_write(f->account, db, path, PASS, &quick, &pw, why, sizeof(why)),
+                     MSV_OK);
+    msv_client_db_close(db);
+    assert_true(w.calls >= 4); /* the attachment alone is more than three chunks */
+    assert_false(w.backwards);
+    assert_int_equal(w.last_done, w.total);
+    assert_true(w.total > ATTACHMENT_LEN);
+    in = fopen(path, "rb");
+    assert_non_null(in);
+    assert_int_equal(mkdir(f->restore, 0700), 0);
+    assert_int_equal(msv_backup_unpack(in, PASS, NULL, f->restore, &pr, why, sizeof(why)), MSV_OK);
+    fclose(in);
+    assert_true(r.calls >= 4);
+    assert_false(r.backwards);
+    assert_int_equal(r.last_done, r.total);
 }
 
 static void test_refusals_when_writing(void **state)
@@ -329,6 +374,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_progress, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals_when_writing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_passphrase, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damage, setup, teardown),

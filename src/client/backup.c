@@ -354,6 +354,8 @@ struct reader {
     uint8_t buf[CHUNK];
     size_t len, pos;
     int final;
+    uint64_t done, total; /* bytes of the file read, and its size (0: unknown) */
+    const struct msv_backup_progress *progress;
     char *why;
     size_t why_len;
 };
@@ -382,6 +384,9 @@ static msv_err pull_chunk(struct reader *r, int first)
                        "wrong passphrase, or not a Missive backup");
         return damaged(r);
     }
+    r->done += 4 + clen;
+    if (r->progress != NULL && r->progress->fn != NULL && r->total > 0)
+        r->progress->fn(r->progress->ctx, r->done, r->total);
     if (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL)
         r->final = 1;
     else if (tag != crypto_secretstream_xchacha20poly1305_TAG_MESSAGE)
@@ -508,9 +513,10 @@ static msv_err read_header(struct reader *r, const char *passphrase, const uint8
 }
 
 msv_err msv_backup_unpack(FILE *in, const char *passphrase, const uint8_t *key, const char *dir,
-                          char *why, size_t why_len)
+                          const struct msv_backup_progress *progress, char *why, size_t why_len)
 {
     struct reader *r = calloc(1, sizeof(*r));
+    struct stat sb;
     int have_db = 0;
     uint8_t kind = RECORD_FILE;
     msv_err err;
@@ -520,6 +526,10 @@ msv_err msv_backup_unpack(FILE *in, const char *passphrase, const uint8_t *key, 
     r->f = in;
     r->why = why;
     r->why_len = why_len;
+    r->progress = progress;
+    if (fileno(in) >= 0 && fstat(fileno(in), &sb) == 0 && S_ISREG(sb.st_mode))
+        r->total = (uint64_t)sb.st_size;
+    r->done = AD_LEN;
     err = read_header(r, passphrase, key);
     /* the first chunk decides the passphrase before anything is written */
     if (err == MSV_OK)

@@ -58,14 +58,17 @@ MSV_MUST_CHECK msv_err msv_backup_write(const char *account_dir, struct msv_clie
                                         size_t why_len);
 
 /*
- * Reads a backup from in into dir (an empty directory). key (32 bytes, may
- * be NULL) replaces the passphrase's key (for tests and fuzzing). A wrong
+ * Reads a backup from in into dir (an empty directory), telling progress
+ * (may be NULL) how much of the file was read. key (32 bytes, may be NULL)
+ * replaces the passphrase's key (for tests and fuzzing). A wrong
  * passphrase is MSV_ERR_AUTH before anything is written; on any failure
  * dir may hold part of the archive, for the caller to remove with
  * msv_backup_discard().
  */
 MSV_MUST_CHECK msv_err msv_backup_unpack(FILE *in, const char *passphrase, const uint8_t *key,
-                                         const char *dir, char *why, size_t why_len);
+                                         const char *dir,
+                                         const struct msv_backup_progress *progress, char *why,
+                                         size_t why_len);
 
 /*
  * archive (records as above, with its end record or not) as a backup file
