@@ -38,6 +38,19 @@ static void count_new(void *ctx, const struct msv_incoming *in)
         (*(int *)ctx)++;
 }
 
+/* Forgets c's connection: the next call that needs one opens a new one. */
+static void drop_connection(struct msv_client *c)
+{
+    msv_conn_close(c->conn);
+    c->conn = NULL;
+}
+
+static void reconnect(struct msv_client *c)
+{
+    drop_connection(c);
+    assert_int_equal(msv_client_connect(c), MSV_OK);
+}
+
 static struct msv_client *client_for(struct test_server *s, const char *name, const char *handle)
 {
     struct msv_client *c = NULL;
@@ -95,8 +108,7 @@ static void test_redelivery_shown_once(void **state)
     assert_string_equal(hist[0].text, "only once, please");
     msv_messages_free(hist, n);
     /* both copies were acknowledged: nothing comes back on the next connection */
-    msv_conn_close(bob->conn);
-    bob->conn = NULL;
+    drop_connection(bob);
     assert_int_equal(msv_client_receive(bob, 700, count_new, &shown, &count), MSV_OK);
     assert_int_equal(count, 0);
     msv_frame_free(devs);
@@ -279,9 +291,7 @@ static void test_crash_consistency(void **state)
     }
     /* what failed waits in the senders' outboxes and goes with the next connection */
     for (int j = 0; j < SENDERS; j++) {
-        msv_conn_close(senders[j].c->conn);
-        senders[j].c->conn = NULL;
-        assert_int_equal(msv_client_connect(senders[j].c), MSV_OK);
+        reconnect(senders[j].c);
     }
     seen = calloc(SENDERS * per, sizeof(*seen));
     assert_non_null(seen);
@@ -542,13 +552,6 @@ static int has_prekey_secret(struct msv_client *c, uint32_t id)
     return err == MSV_OK;
 }
 
-static void reconnect(struct msv_client *c)
-{
-    msv_conn_close(c->conn);
-    c->conn = NULL;
-    assert_int_equal(msv_client_connect(c), MSV_OK);
-}
-
 /* A week-old signed prekey is replaced at the next connection; the one before keeps its
  * secret until the replacement after, then it goes. */
 static void test_signed_prekey_rotation(void **state)
@@ -723,8 +726,7 @@ static void test_malicious_directory(void **state)
              key_hex, (unsigned long long)alice->device_id);
     server_sql(&s, sql);
     test_server_start(&s);
-    msv_conn_close(bob->conn);
-    bob->conn = NULL;
+    drop_connection(bob);
     assert_int_equal(msv_client_send(bob, to, 1, "for alice only", NULL, 0, NULL, id),
                      MSV_ERR_AGAIN);
     assert_non_null(strstr(bob->why.message, "transparency log does not list"));
@@ -746,8 +748,7 @@ static void test_malicious_directory(void **state)
                key_len, &honest, &honest_len, &honest_index);
     replace_leaf(&s, index, forged, forged_len);
     test_server_start(&s);
-    msv_conn_close(bob->conn);
-    bob->conn = NULL;
+    drop_connection(bob);
     assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_ERR_AUTH);
     assert_non_null(strstr(bob->why.message, "rewritten"));
     test_server_stop(&s);
@@ -758,8 +759,7 @@ static void test_malicious_directory(void **state)
     snprintf(saved_key, sizeof(saved_key), "%s/log.key.saved", s.dir);
     assert_int_equal(rename(log_key, saved_key), 0);
     test_server_start(&s);
-    msv_conn_close(bob->conn);
-    bob->conn = NULL;
+    drop_connection(bob);
     assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_ERR_AUTH);
     assert_non_null(strstr(bob->why.message, "not the one this device pinned"));
     test_server_stop(&s);
@@ -773,8 +773,7 @@ static void test_malicious_directory(void **state)
         clock_gettime(CLOCK_REALTIME, &now);
         test_server_set_clock(&s, (int64_t)now.tv_sec * 1000 - 48LL * 3600 * 1000);
         test_server_start(&s);
-        msv_conn_close(bob->conn);
-        bob->conn = NULL;
+        drop_connection(bob);
         assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_ERR_AUTH);
         assert_non_null(strstr(bob->why.message, "hours old"));
         test_server_stop(&s);
@@ -784,8 +783,7 @@ static void test_malicious_directory(void **state)
 
     /* the honest directory again: bob accepts it and writes to alice */
     test_server_start(&s);
-    msv_conn_close(bob->conn);
-    bob->conn = NULL;
+    drop_connection(bob);
     assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_OK);
     msv_frame_free(devs);
     assert_int_equal(msv_client_send(bob, to, 1, "all good", NULL, 0, NULL, id), MSV_OK);
@@ -811,9 +809,7 @@ static size_t monitor(struct msv_client *c, char last[400])
     size_t count = 0;
     int shown = 0;
 
-    msv_conn_close(c->conn);
-    c->conn = NULL;
-    assert_int_equal(msv_client_connect(c), MSV_OK);
+    reconnect(c);
     assert_int_equal(msv_client_receive(c, 300, count_new, &shown, &count), MSV_OK);
     last[0] = '\0';
     assert_int_equal(msv_client_monitor(c, count_alarm, last, &alarms), MSV_OK);
@@ -920,8 +916,7 @@ static void test_owner_monitor(void **state)
     test_server_start(&s);
 
     /* bob cannot tell: the log is consistent and lists it */
-    msv_conn_close(bob->conn);
-    bob->conn = NULL;
+    drop_connection(bob);
     assert_int_equal(msv_client_devices(bob, "alice@example.org", &devs), MSV_OK);
     assert_int_equal(devs->lookup_result->results[0]->n_devices, 3);
     msv_frame_free(devs);
@@ -972,9 +967,7 @@ static void test_gossip_reveals_fork(void **state)
     leaf[1] ^= 1;
     replace_leaf(&s, index, leaf, len);
     test_server_start(&s);
-    msv_conn_close(carol->conn);
-    carol->conn = NULL;
-    assert_int_equal(msv_client_connect(carol), MSV_OK);
+    reconnect(carol);
     assert_int_equal(msv_client_receive(carol, 500, count_new, &shown, &count), MSV_OK);
     assert_int_equal(count, 2);
     last[0] = '\0';
