@@ -13,6 +13,7 @@ packages=(
     protobuf-c-compiler libprotobuf-c-dev
     libsqlite3-dev libjansson-dev libinih-dev libcmocka-dev libqrencode-dev
     python3 python3-cryptography openssl valgrind groff-base
+    libpq-dev libhiredis-dev postgresql redis-server
 )
 bench=0
 if [ "${1:-}" = "--bench" ]; then
@@ -42,9 +43,9 @@ else
 fi
 echo "deps: installing ${missing[*]}"
 $SUDO apt-get update -qq
-if [ "$bench" = 1 ] && [ ! -e /usr/sbin/policy-rc.d ]; then
-    # the packages would start system-wide Mosquitto and nginx on their default ports;
-    # missive-bench starts its own on loopback
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    # the packages would start system-wide PostgreSQL, Redis, Mosquitto and nginx on their
+    # default ports; the tests (scripts/services.sh) and missive-bench start their own on loopback
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
     $SUDO chmod 755 /usr/sbin/policy-rc.d
     trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT

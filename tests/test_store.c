@@ -1,6 +1,9 @@
 /*
- * The storage operations, through the ops table, against the SQLite backend
- * in a fresh temporary directory.
+ * The storage operations, through the ops table: against the SQLite backend
+ * in a fresh temporary directory, then, when MSV_TEST_PG_ADMIN names a
+ * PostgreSQL server (scripts/services.sh), against the PostgreSQL backend in
+ * a fresh database per test, with the tests of what several nodes sharing
+ * one database rely on.
  */
 #include <stdarg.h>
 #include <setjmp.h>
@@ -12,45 +15,131 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
+#include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 
 #include "missive/util.h"
 #include "missive/kt.h"
 #include "store/store.h"
 
 struct fixture {
-    char dir[64];
-    char path[128];
+    int pg;          /* the PostgreSQL backend */
+    char dir[64];    /* SQLite: the temporary directory */
+    char path[128];  /* SQLite: the database; PostgreSQL: the conninfo */
+    char dbname[64]; /* PostgreSQL: the test's database */
     struct msv_store *store;
 };
 
-static int setup(void **state)
+/* SQL run on the PostgreSQL server's admin database (CREATE/DROP DATABASE). */
+static int pg_admin(const char *sql)
 {
+    PGconn *db = PQconnectdb(getenv("MSV_TEST_PG_ADMIN"));
+    PGresult *r = PQexec(db, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+
+    if (!ok)
+        fprintf(stderr, "%s: %s", sql, PQerrorMessage(db));
+    PQclear(r);
+    PQfinish(db);
+    return ok ? 0 : -1;
+}
+
+/* Opens the fixture's store again (as another node, or after a restart would). */
+static msv_err open_store(struct fixture *f, struct msv_store **out)
+{
+    char why[256];
+
+    *out = NULL;
+    if (!f->pg)
+        return msv_store_open_sqlite(f->path, out);
+    return msv_store_open_postgres(f->path, 4, why, sizeof(why), out);
+}
+
+static void reopen(struct fixture *f)
+{
+    msv_store_close(f->store);
+    f->store = NULL;
+    assert_int_equal(open_store(f, &f->store), MSV_OK);
+}
+
+/* Runs SQL on the backend's database directly (the store closed or not). */
+static void raw_exec(struct fixture *f, const char *sql)
+{
+    if (f->pg) {
+        PGconn *db = PQconnectdb(f->path);
+        PGresult *r = PQexec(db, sql);
+
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            fail_msg("%s: %s", sql, PQerrorMessage(db));
+        PQclear(r);
+        PQfinish(db);
+    } else {
+        sqlite3 *db = NULL;
+
+        assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(db);
+    }
+}
+
+static int setup_backend(void **state, int pg)
+{
+    static unsigned serial;
     struct fixture *f = calloc(1, sizeof(*f));
+    char sql[128];
 
     if (f == NULL)
         return -1;
-    snprintf(f->dir, sizeof(f->dir), "/tmp/msv-store-XXXXXX");
-    if (mkdtemp(f->dir) == NULL)
-        return -1;
-    snprintf(f->path, sizeof(f->path), "%s/missive.db", f->dir);
-    if (msv_store_open_sqlite(f->path, &f->store) != MSV_OK)
+    f->pg = pg;
+    if (pg) {
+        snprintf(f->dbname, sizeof(f->dbname), "store_test_%ld_%u", (long)getpid(), serial++);
+        snprintf(sql, sizeof(sql), "CREATE DATABASE %s;", f->dbname);
+        if (pg_admin(sql) != 0)
+            return -1;
+        snprintf(f->path, sizeof(f->path), "%s", getenv("MSV_TEST_PG_ADMIN"));
+        /* the same server, the test's database (a later dbname= wins) */
+        snprintf(f->path + strlen(f->path), sizeof(f->path) - strlen(f->path), " dbname=%s",
+                 f->dbname);
+    } else {
+        snprintf(f->dir, sizeof(f->dir), "/tmp/msv-store-XXXXXX");
+        if (mkdtemp(f->dir) == NULL)
+            return -1;
+        snprintf(f->path, sizeof(f->path), "%s/missive.db", f->dir);
+    }
+    if (open_store(f, &f->store) != MSV_OK)
         return -1;
     *state = f;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_backend(state, 0);
+}
+
+static int setup_pg(void **state)
+{
+    return setup_backend(state, 1);
 }
 
 static int teardown(void **state)
 {
     struct fixture *f = *state;
     char cmd[128];
+    int rc;
 
     msv_store_close(f->store);
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-    if (system(cmd) != 0)
-        return -1;
+    if (f->pg) {
+        snprintf(cmd, sizeof(cmd), "DROP DATABASE %s;", f->dbname);
+        rc = pg_admin(cmd);
+    } else {
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+        rc = system(cmd) == 0 ? 0 : -1;
+    }
     free(f);
-    return 0;
+    return rc;
 }
 
 #define OPS(f) ((f)->store->ops)
@@ -150,8 +239,7 @@ static void test_devices(void **state)
     msv_device_list_clear(&list);
     /* the newest device removed: its id is not given out again, even across a reopen */
     assert_int_equal(OPS(f)->device_remove(IMPL(f), b, d3), MSV_OK);
-    msv_store_close(f->store);
-    assert_int_equal(msv_store_open_sqlite(f->path, &f->store), MSV_OK);
+    reopen(f);
     assert_true(make_device(f, a) > d3);
 }
 
@@ -220,7 +308,6 @@ static void test_transparency_log(void **state)
     struct msv_kt_rec latest, *recs = NULL;
     char want[64], got[64];
     size_t n = 0;
-    sqlite3 *db = NULL;
 
     assert_int_equal(OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"identity", 8, NULL, 0, 0,
                                         3000, &pending),
@@ -261,12 +348,8 @@ static void test_transparency_log(void **state)
     assert_int_equal(n, 5);
     msv_kt_recs_free(recs, n);
     /* a database from before the log: its accounts are logged on opening */
-    msv_store_close(f->store);
-    f->store = NULL;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "DELETE FROM kt_log;", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
-    assert_int_equal(msv_store_open_sqlite(f->path, &f->store), MSV_OK);
+    raw_exec(f, "DELETE FROM kt_log;");
+    reopen(f);
     assert_int_equal(OPS(f)->kt_read(IMPL(f), 0, 100, &recs, &n), MSV_OK);
     assert_int_equal(n, 2);
     msv_kt_recs_free(recs, n);
@@ -595,29 +678,137 @@ static void test_reopen_and_schema(void **state)
 {
     struct fixture *f = *state;
     uint64_t a = make_account(f, "persist@example.org"), got = 0;
-    sqlite3 *db = NULL;
+    const char *table = f->pg ? "missive_schema" : "schema_version";
+    char sql[128];
 
-    msv_store_close(f->store);
-    f->store = NULL;
-    assert_int_equal(msv_store_open_sqlite(f->path, &f->store), MSV_OK);
+    reopen(f);
     assert_int_equal(OPS(f)->account_get(IMPL(f), "persist@example.org", &got, NULL), MSV_OK);
     assert_int_equal(got, a);
     msv_store_close(f->store);
     f->store = NULL;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "INSERT INTO schema_version VALUES (99);", NULL, NULL, NULL),
-                     SQLITE_OK);
-    sqlite3_close(db);
-    assert_int_equal(msv_store_open_sqlite(f->path, &f->store), MSV_ERR_UNSUPPORTED);
+    snprintf(sql, sizeof(sql), "INSERT INTO %s VALUES (99);", table);
+    raw_exec(f, sql);
+    assert_int_equal(open_store(f, &f->store), MSV_ERR_UNSUPPORTED);
     assert_null(f->store);
     /* the teardown needs a store to close */
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(
-        sqlite3_exec(db, "DELETE FROM schema_version WHERE version = 99;", NULL, NULL, NULL),
-        SQLITE_OK);
-    sqlite3_close(db);
-    assert_int_equal(msv_store_open_sqlite(f->path, &f->store), MSV_OK);
-    assert_int_equal(msv_store_open_sqlite("/nonexistent-dir/x.db", &f->store), MSV_ERR_IO);
+    snprintf(sql, sizeof(sql), "DELETE FROM %s WHERE version = 99;", table);
+    raw_exec(f, sql);
+    reopen(f);
+    if (f->pg) {
+        struct msv_store *none = NULL;
+        char why[256];
+
+        assert_int_equal(msv_store_open_postgres("host=127.0.0.1 port=1 connect_timeout=2", 1, why,
+                                                 sizeof(why), &none),
+                         MSV_ERR_IO);
+        assert_true(strlen(why) > 0); /* what libpq said: "connection refused" or the like */
+        assert_null(none);
+    } else {
+        assert_int_equal(msv_store_open_sqlite("/nonexistent-dir/x.db", &f->store), MSV_ERR_IO);
+    }
+}
+
+/*
+ * Nodes sharing one PostgreSQL database: four writers (two store handles, as
+ * two nodes, two threads each) enqueue for the same devices while a reader
+ * follows each device with queue_fetch(after the last id it saw); it must
+ * see every envelope exactly once, in id order, which holds only if ids
+ * become visible in commit order per device. Log appends from both handles
+ * keep indexes dense.
+ */
+struct writer {
+    struct msv_store *store;
+    uint64_t devices[2];
+    int rounds;
+    _Atomic int *running;
+};
+
+static void *write_rounds(void *arg)
+{
+    struct writer *w = arg;
+    uint8_t text[32] = {1};
+
+    for (int i = 0; i < w->rounds; i++) {
+        struct msv_queue_in in[3] = {
+            {w->devices[0], 7, "a", 4, text, sizeof(text)},
+            {w->devices[1], 7, "a", 4, text, sizeof(text)},
+            {w->devices[i % 2], 7, "", 4, text, 1},
+        };
+        uint64_t ids[3];
+
+        if (w->store->ops->queue_put(w->store->impl, in, 3, 1, 1LL << 50, ids) != MSV_OK)
+            break;
+    }
+    (*w->running)--;
+    return NULL;
+}
+
+static void test_nodes_share_database(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t acc = make_account(f, "a"), dev[2] = {make_device(f, acc), make_device(f, acc)};
+    struct msv_store *other = NULL;
+    struct writer w[4];
+    pthread_t threads[4];
+    uint64_t last[2] = {0, 0}, seen[2] = {0, 0};
+    const uint64_t want = 4 * 200 + 4 * 100; /* per device: 2 each round, and the third half */
+    struct msv_kt_rec *recs = NULL;
+    size_t n = 0;
+    _Atomic int running = 4;
+
+    assert_int_equal(open_store(f, &other), MSV_OK);
+    for (int i = 0; i < 4; i++) {
+        w[i] = (struct writer){i % 2 ? other : f->store, {dev[0], dev[1]}, 200, &running};
+        assert_int_equal(pthread_create(&threads[i], NULL, write_rounds, &w[i]), 0);
+    }
+    while (seen[0] + seen[1] < 2 * want && running > 0) {
+        for (int d = 0; d < 2; d++) {
+            struct msv_queue_rec *q = NULL;
+            size_t count = 0;
+
+            assert_int_equal(OPS(f)->queue_fetch(IMPL(f), dev[d], last[d], 2, 1000, &q, &count),
+                             MSV_OK);
+            for (size_t i = 0; i < count; i++) {
+                assert_true(q[i].id > last[d]);
+                last[d] = q[i].id;
+            }
+            seen[d] += count;
+            msv_queue_recs_free(q, count);
+        }
+    }
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_join(threads[i], NULL), 0);
+    /* whatever the race left: a last read finds the rest, which must not be below what was seen */
+    for (int d = 0; d < 2; d++) {
+        struct msv_queue_rec *q = NULL;
+        size_t count = 0;
+        uint64_t total = 0;
+
+        assert_int_equal(OPS(f)->queue_fetch(IMPL(f), dev[d], last[d], 2, 100000, &q, &count),
+                         MSV_OK);
+        seen[d] += count;
+        msv_queue_recs_free(q, count);
+        assert_int_equal(seen[d], want);
+        assert_int_equal(OPS(f)->queue_fetch(IMPL(f), dev[d], 0, 2, 100000, &q, &count), MSV_OK);
+        total = count;
+        msv_queue_recs_free(q, count);
+        assert_int_equal(total, want);
+    }
+    /* device changes through both handles: the log's indexes stay 0, 1, 2, ... */
+    for (int i = 0; i < 10; i++) {
+        struct msv_store *s = i % 2 ? other : f->store;
+        uint64_t id = 0;
+
+        assert_int_equal(s->ops->device_add(s->impl, acc, 3, (const uint8_t *)"identity", 8, NULL,
+                                            0, 1, 3000, &id),
+                         MSV_OK);
+    }
+    assert_int_equal(OPS(f)->kt_read(IMPL(f), 0, 100, &recs, &n), MSV_OK);
+    assert_int_equal(n, 12);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(recs[i].index, i);
+    msv_kt_recs_free(recs, n);
+    msv_store_close(other);
 }
 
 int main(void)
@@ -636,7 +827,28 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_operator_views, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_and_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nodes_share_database, setup, teardown),
     };
 
+    /* the same operations against PostgreSQL (the SQLite migration test is SQLite's alone) */
+    const struct CMUnitTest pg_tests[] = {
+        cmocka_unit_test_setup_teardown(test_accounts, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_codes, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_devices, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_transparency_log, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_device_approval, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_queue, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_commit, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_device_removal_drops_queue, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_operator_views, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_blobs, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_and_schema, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_nodes_share_database, setup_pg, teardown),
+    };
+
+    /* with a PostgreSQL server given, only its group runs (the plain run covers SQLite) */
+    if (getenv("MSV_TEST_PG_ADMIN") != NULL)
+        return cmocka_run_group_tests_name("store_postgres", pg_tests, NULL, NULL);
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

@@ -237,6 +237,14 @@ struct msv_store {
  * database at path. *out: caller frees with msv_store_close().
  */
 MSV_MUST_CHECK msv_err msv_store_open_sqlite(const char *path, struct msv_store **out);
+/*
+ * Connects to PostgreSQL (libpq conninfo: "host=... dbname=..." or a URI)
+ * with a pool of connections (0: 4), creating or migrating the schema. On
+ * failure, why (why_len bytes) says what PostgreSQL said. Only missived and
+ * its tools link this backend.
+ */
+MSV_MUST_CHECK msv_err msv_store_open_postgres(const char *conninfo, unsigned connections,
+                                               char *why, size_t why_len, struct msv_store **out);
 void msv_store_close(struct msv_store *s);
 
 /* The schema version this build writes. */

@@ -1,0 +1,1648 @@
+/*
+ * The PostgreSQL storage backend (libpq), for several missived nodes sharing
+ * one database. A small pool of connections serves the callers; statements
+ * are prepared once per connection and answer in binary. The tables are the
+ * SQLite backend's, in PostgreSQL's types.
+ *
+ * What several writers change for the contract of store.h:
+ *  - queue ids must appear in commit order for each device (a reader that saw
+ *    id N has seen every committed envelope of that device below N). A
+ *    sequence alone does not give that across concurrent transactions, so an
+ *    enqueue first takes a transaction-scoped advisory lock on each recipient
+ *    device (in ascending order, so two commits cannot deadlock);
+ *  - the transparency log's next index is MAX + 1, taken under one advisory
+ *    lock held to the commit, so indexes stay dense and in commit order;
+ *  - migrations run under a session advisory lock, so nodes starting together
+ *    migrate once.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "missive/kt.h"
+#include "missive/util.h"
+#include "store/store.h"
+#include "util/endian.h"
+
+#define STATEMENTS_MAX 64
+#define PARAMS_MAX 8
+/*
+ * Advisory locks: a device's id (the bigint key space) while envelopes for it
+ * are enqueued; (19795, 1) while migrating and (19795, 2) while appending to
+ * the transparency log (the two-integer space, which never meets the other).
+ */
+
+struct pg_conn {
+    PGconn *db;
+    const char *prepared[STATEMENTS_MAX]; /* statement i is named "m<i>" */
+    size_t n_prepared;
+    struct pg_conn *next_free;
+};
+
+struct pg_store {
+    pthread_mutex_t lock;
+    pthread_cond_t freed;
+    char *conninfo;
+    struct pg_conn *conns;
+    size_t n_conns;
+    struct pg_conn *free_list;
+};
+
+/* The parameters of one statement: integers as text, bytes in binary. */
+struct args {
+    int n;
+    const char *v[PARAMS_MAX];
+    int len[PARAMS_MAX];
+    int fmt[PARAMS_MAX];
+    char num[PARAMS_MAX][24];
+};
+
+static void a_i64(struct args *a, int64_t v)
+{
+    snprintf(a->num[a->n], sizeof(a->num[a->n]), "%lld", (long long)v);
+    a->v[a->n] = a->num[a->n];
+    a->len[a->n] = 0;
+    a->fmt[a->n++] = 0;
+}
+
+static void a_text(struct args *a, const char *s)
+{
+    a->v[a->n] = s;
+    a->len[a->n] = 0;
+    a->fmt[a->n++] = 0;
+}
+
+static void a_bytes(struct args *a, const void *p, size_t n)
+{
+    a->v[a->n] = n > 0 ? p : "";
+    a->len[a->n] = (int)n;
+    a->fmt[a->n++] = 1;
+}
+
+/* Maps a failed result to msv_err: constraint violations (SQLSTATE class 23) are EXISTS. */
+static msv_err result_err(const PGresult *r)
+{
+    const char *state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+
+    if (r == NULL)
+        return MSV_ERR_NOMEM;
+    if (state != NULL && strncmp(state, "23", 2) == 0)
+        return MSV_ERR_EXISTS;
+    if (state != NULL && strcmp(state, "54000") == 0)
+        return MSV_ERR_TOO_BIG;
+    return MSV_ERR_IO;
+}
+
+/*
+ * Runs sql (a string literal: its address names the prepared statement) with
+ * a's parameters. *out, if not NULL, gets the result (caller PQclear()s it).
+ */
+static msv_err query(struct pg_conn *c, const char *sql, const struct args *a, PGresult **out)
+{
+    static const struct args none;
+    PGresult *r;
+    char name[16];
+    size_t i;
+    msv_err err;
+
+    if (a == NULL)
+        a = &none;
+    for (i = 0; i < c->n_prepared && c->prepared[i] != sql; i++)
+        ;
+    if (i == STATEMENTS_MAX)
+        return MSV_ERR_INVALID; /* more statement texts than the cache holds: a build error */
+    snprintf(name, sizeof(name), "m%zu", i);
+    if (i == c->n_prepared) {
+        r = PQprepare(c->db, name, sql, a->n, NULL);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            err = result_err(r);
+            PQclear(r);
+            return err;
+        }
+        PQclear(r);
+        c->prepared[c->n_prepared++] = sql;
+    }
+    r = PQexecPrepared(c->db, name, a->n, a->v, a->len, a->fmt, 1);
+    switch (PQresultStatus(r)) {
+    case PGRES_COMMAND_OK:
+    case PGRES_TUPLES_OK:
+        if (out != NULL)
+            *out = r;
+        else
+            PQclear(r);
+        return MSV_OK;
+    default:
+        err = result_err(r);
+        PQclear(r);
+        return err;
+    }
+}
+
+/* A statement whose outcome is only success or failure. */
+static msv_err run(struct pg_conn *c, const char *sql, const struct args *a)
+{
+    return query(c, sql, a, NULL);
+}
+
+/* How many rows an INSERT, UPDATE or DELETE changed (from its result, which it clears). */
+static size_t changed(PGresult *r)
+{
+    size_t n = (size_t)strtoull(PQcmdTuples(r), NULL, 10);
+
+    PQclear(r);
+    return n;
+}
+
+/* A statement that changes rows: *n counts them. */
+static msv_err run_count(struct pg_conn *c, const char *sql, const struct args *a, size_t *n)
+{
+    PGresult *r = NULL;
+    msv_err err = query(c, sql, a, &r);
+
+    if (err == MSV_OK)
+        *n = changed(r);
+    return err;
+}
+
+/* ---- columns, in binary ------------------------------------------------------------ */
+
+static int64_t col_i64(const PGresult *r, int row, int col)
+{
+    const uint8_t *p = (const uint8_t *)PQgetvalue(r, row, col);
+
+    switch (PQgetlength(r, row, col)) {
+    case 8:
+        return (int64_t)msv_get_u64be(p);
+    case 4:
+        return (int32_t)msv_get_u32be(p);
+    case 2:
+        return (int16_t)((p[0] << 8) | p[1]);
+    case 1:
+        return p[0]; /* a boolean */
+    default:
+        return 0; /* NULL */
+    }
+}
+
+static size_t col_len(const PGresult *r, int row, int col)
+{
+    return (size_t)PQgetlength(r, row, col);
+}
+
+static const uint8_t *col_ptr(const PGresult *r, int row, int col)
+{
+    return (const uint8_t *)PQgetvalue(r, row, col);
+}
+
+static uint8_t *col_bytes(const PGresult *r, int row, int col, size_t *len)
+{
+    uint8_t *p;
+
+    *len = col_len(r, row, col);
+    if ((p = malloc(*len ? *len : 1)) != NULL)
+        memcpy(p, col_ptr(r, row, col), *len);
+    return p;
+}
+
+static char *col_text(const PGresult *r, int row, int col)
+{
+    size_t len = col_len(r, row, col);
+    char *p = malloc(len + 1);
+
+    if (p != NULL) {
+        memcpy(p, col_ptr(r, row, col), len);
+        p[len] = '\0';
+    }
+    return p;
+}
+
+/* Copies a fixed-size byte column; 0 if it has another size. */
+static int col_fixed(const PGresult *r, int row, int col, void *out, size_t n)
+{
+    if (col_len(r, row, col) != n)
+        return 0;
+    memcpy(out, col_ptr(r, row, col), n);
+    return 1;
+}
+
+/* ---- the pool ----------------------------------------------------------------------- */
+
+static struct pg_conn *acquire(struct pg_store *s)
+{
+    struct pg_conn *c;
+
+    pthread_mutex_lock(&s->lock);
+    while (s->free_list == NULL)
+        pthread_cond_wait(&s->freed, &s->lock);
+    c = s->free_list;
+    s->free_list = c->next_free;
+    pthread_mutex_unlock(&s->lock);
+    if (PQstatus(c->db) != CONNECTION_OK) {
+        /* the server restarted or the network broke: a new session, nothing prepared */
+        PQreset(c->db);
+        c->n_prepared = 0;
+    }
+    return c;
+}
+
+static void give_back(struct pg_store *s, struct pg_conn *c)
+{
+    if (PQtransactionStatus(c->db) != PQTRANS_IDLE)
+        PQreset(c->db), c->n_prepared = 0; /* never hand on a connection inside a transaction */
+    pthread_mutex_lock(&s->lock);
+    c->next_free = s->free_list;
+    s->free_list = c;
+    pthread_cond_signal(&s->freed);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static msv_err begin(struct pg_conn *c)
+{
+    return run(c, "BEGIN;", NULL);
+}
+
+/* Commits if err is MSV_OK, else rolls back; returns the first error. */
+static msv_err finish(struct pg_conn *c, msv_err err)
+{
+    if (err == MSV_OK && (err = run(c, "COMMIT;", NULL)) == MSV_OK)
+        return MSV_OK;
+    (void)run(c, "ROLLBACK;", NULL);
+    return err;
+}
+
+/* One statement (or several that may commit apart): a connection from the pool. */
+#define POOLED(call)                        \
+    do {                                    \
+        struct pg_conn *c_ = acquire(impl); \
+        msv_err err_ = (call);              \
+        give_back(impl, c_);                \
+        return err_;                        \
+    } while (0)
+
+/* Several statements: one transaction. */
+#define TRANSACTION(call)                   \
+    do {                                    \
+        struct pg_conn *c_ = acquire(impl); \
+        msv_err err_ = begin(c_);           \
+        if (err_ == MSV_OK)                 \
+            err_ = finish(c_, (call));      \
+        give_back(impl, c_);                \
+        return err_;                        \
+    } while (0)
+
+/* ---- schema ------------------------------------------------------------------------- */
+
+/*
+ * The schema of store.h's MSV_STORE_SCHEMA_VERSION in one step: a new
+ * database starts at the current version. Later versions add entries to
+ * upgrades[], which take version MSV_STORE_SCHEMA_VERSION + i to + i + 1.
+ */
+static const char schema[] =
+    "CREATE TABLE accounts ("
+    "  id BIGSERIAL PRIMARY KEY,"
+    "  handle TEXT NOT NULL UNIQUE,"
+    "  password_hash TEXT NOT NULL,"
+    "  created_ms BIGINT NOT NULL,"
+    "  suspended BOOLEAN NOT NULL DEFAULT FALSE);"
+    "CREATE TABLE codes ("
+    "  handle TEXT PRIMARY KEY,"
+    "  code_hash BYTEA NOT NULL,"
+    "  expires_ms BIGINT NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE devices ("
+    "  id BIGSERIAL PRIMARY KEY," /* a sequence never gives an id out twice */
+    "  account_id BIGINT NOT NULL REFERENCES accounts(id),"
+    "  suite INTEGER NOT NULL,"
+    "  identity BYTEA NOT NULL,"
+    "  push_token BYTEA NOT NULL,"
+    "  created_ms BIGINT NOT NULL,"
+    "  approved BOOLEAN NOT NULL DEFAULT TRUE,"
+    "  delivery_token BYTEA);"
+    "CREATE INDEX devices_by_account ON devices(account_id);"
+    "CREATE TABLE queue ("
+    "  id BIGSERIAL PRIMARY KEY,"
+    "  device_id BIGINT NOT NULL,"
+    "  sender_device BIGINT NOT NULL,"
+    "  sender_handle TEXT NOT NULL,"
+    "  suite INTEGER NOT NULL,"
+    "  ciphertext BYTEA NOT NULL,"
+    "  enqueued_ms BIGINT NOT NULL,"
+    "  expires_ms BIGINT NOT NULL);"
+    "CREATE INDEX queue_by_device ON queue(device_id, id);"
+    "CREATE INDEX queue_by_expiry ON queue(expires_ms);"
+    "CREATE TABLE blobs ("
+    "  id BYTEA PRIMARY KEY,"
+    "  owner_device BIGINT NOT NULL,"
+    "  size BIGINT NOT NULL,"
+    "  received BIGINT NOT NULL,"
+    "  complete BOOLEAN NOT NULL,"
+    "  sha256 BYTEA NOT NULL,"
+    "  expires_ms BIGINT NOT NULL);"
+    "CREATE INDEX blobs_by_expiry ON blobs(expires_ms);"
+    "CREATE TABLE kt_log ("
+    "  idx BIGINT PRIMARY KEY,"
+    "  handle TEXT NOT NULL,"
+    "  leaf BYTEA NOT NULL);"
+    "CREATE INDEX kt_log_by_handle ON kt_log(handle, idx);"
+    "CREATE TABLE signed_prekeys ("
+    "  device_id BIGINT PRIMARY KEY,"
+    "  key_id BIGINT NOT NULL,"
+    "  pk BYTEA NOT NULL,"
+    "  sig BYTEA NOT NULL);"
+    "CREATE TABLE one_time_prekeys ("
+    "  device_id BIGINT NOT NULL,"
+    "  key_id BIGINT NOT NULL,"
+    "  pk BYTEA NOT NULL,"
+    "  PRIMARY KEY (device_id, key_id));";
+
+static const char *const upgrades[] = {NULL}; /* none yet */
+
+/* Runs SQL text that may hold several statements (no parameters, not prepared). */
+static msv_err exec_script(PGconn *db, const char *sql)
+{
+    PGresult *r = PQexec(db, sql);
+    msv_err err = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK
+                      ? MSV_OK
+                      : result_err(r);
+
+    PQclear(r);
+    return err;
+}
+
+/* The recorded schema version (0 for an empty database). */
+static msv_err schema_version(PGconn *db, long *version)
+{
+    PGresult *r;
+    msv_err err = exec_script(db, "CREATE TABLE IF NOT EXISTS missive_schema (version INTEGER);");
+
+    if (err != MSV_OK)
+        return err;
+    r = PQexec(db, "SELECT COALESCE(MAX(version), 0) FROM missive_schema;");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        *version = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    else
+        err = result_err(r);
+    PQclear(r);
+    return err;
+}
+
+static msv_err set_version(PGconn *db, long version)
+{
+    char sql[96];
+
+    snprintf(sql, sizeof(sql),
+             "DELETE FROM missive_schema; INSERT INTO missive_schema VALUES (%ld);", version);
+    return exec_script(db, sql);
+}
+
+static msv_err migrate(PGconn *db)
+{
+    long version = 0;
+    msv_err err = exec_script(db, "SELECT pg_advisory_lock(19795, 1);");
+
+    if (err != MSV_OK)
+        return err;
+    err = schema_version(db, &version);
+    if (err == MSV_OK && version > MSV_STORE_SCHEMA_VERSION)
+        err = MSV_ERR_UNSUPPORTED; /* written by a newer missived */
+    if (err == MSV_OK && version == 0) {
+        err = exec_script(db, "BEGIN;");
+        if (err == MSV_OK)
+            err = exec_script(db, schema);
+        if (err == MSV_OK)
+            err = set_version(db, MSV_STORE_SCHEMA_VERSION);
+        err = exec_script(db, err == MSV_OK ? "COMMIT;" : "ROLLBACK;") == MSV_OK ? err : MSV_ERR_IO;
+        version = MSV_STORE_SCHEMA_VERSION;
+    }
+    for (; err == MSV_OK && version < MSV_STORE_SCHEMA_VERSION; version++) {
+        const char *step = upgrades[version - MSV_STORE_SCHEMA_VERSION];
+
+        err = exec_script(db, "BEGIN;");
+        if (err == MSV_OK)
+            err = exec_script(db, step);
+        if (err == MSV_OK)
+            err = set_version(db, version + 1);
+        (void)exec_script(db, err == MSV_OK ? "COMMIT;" : "ROLLBACK;");
+    }
+    (void)exec_script(db, "SELECT pg_advisory_unlock(19795, 1);");
+    return err;
+}
+
+/* ---- accounts and codes --------------------------------------------------------------- */
+
+static msv_err account_create(struct pg_conn *c, const char *handle, const char *password_hash,
+                              int64_t now_ms, uint64_t *account_id)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_text(&a, handle);
+    a_text(&a, password_hash);
+    a_i64(&a, now_ms);
+    err = query(c,
+                "INSERT INTO accounts (handle, password_hash, created_ms) VALUES ($1, $2, $3) "
+                "RETURNING id;",
+                &a, &r);
+    if (err == MSV_OK) {
+        *account_id = (uint64_t)col_i64(r, 0, 0);
+        PQclear(r);
+    }
+    return err;
+}
+
+static msv_err account_get(struct pg_conn *c, const char *handle, uint64_t *account_id,
+                           char **password_hash)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_text(&a, handle);
+    err = query(c, "SELECT id, password_hash FROM accounts WHERE handle = $1;", &a, &r);
+    if (err != MSV_OK)
+        return err;
+    if (PQntuples(r) == 0) {
+        err = MSV_ERR_NOT_FOUND;
+    } else {
+        *account_id = (uint64_t)col_i64(r, 0, 0);
+        if (password_hash != NULL && (*password_hash = col_text(r, 0, 1)) == NULL)
+            err = MSV_ERR_NOMEM;
+    }
+    PQclear(r);
+    return err;
+}
+
+static msv_err account_handle(struct pg_conn *c, uint64_t account_id, char **handle)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_i64(&a, (int64_t)account_id);
+    err = query(c, "SELECT handle FROM accounts WHERE id = $1;", &a, &r);
+    if (err != MSV_OK)
+        return err;
+    if (PQntuples(r) == 0)
+        err = MSV_ERR_NOT_FOUND;
+    else if ((*handle = col_text(r, 0, 0)) == NULL)
+        err = MSV_ERR_NOMEM;
+    PQclear(r);
+    return err;
+}
+
+static msv_err account_list(struct pg_conn *c, struct msv_account_summary **out, size_t *n)
+{
+    PGresult *r = NULL;
+    struct msv_account_summary *list;
+    size_t rows;
+    msv_err err =
+        query(c,
+              "SELECT a.handle, a.created_ms, a.suspended,"
+              " (SELECT COUNT(*) FROM devices d WHERE d.account_id = a.id AND d.approved),"
+              " (SELECT COUNT(*) FROM devices d WHERE d.account_id = a.id"
+              "  AND NOT d.approved),"
+              " (SELECT COUNT(*) FROM queue q JOIN devices d ON q.device_id = d.id"
+              "  WHERE d.account_id = a.id) FROM accounts a ORDER BY a.handle;",
+              NULL, &r);
+
+    if (err != MSV_OK)
+        return err;
+    rows = (size_t)PQntuples(r);
+    list = calloc(rows ? rows : 1, sizeof(*list));
+    for (size_t i = 0; list != NULL && i < rows; i++) {
+        list[i] = (struct msv_account_summary){.handle = col_text(r, (int)i, 0),
+                                               .created_ms = col_i64(r, (int)i, 1),
+                                               .suspended = (int)col_i64(r, (int)i, 2),
+                                               .devices = (uint64_t)col_i64(r, (int)i, 3),
+                                               .pending = (uint64_t)col_i64(r, (int)i, 4),
+                                               .queued = (uint64_t)col_i64(r, (int)i, 5)};
+        if (list[i].handle == NULL)
+            err = MSV_ERR_NOMEM;
+    }
+    PQclear(r);
+    if (list == NULL || err != MSV_OK) {
+        msv_account_summaries_free(list, rows);
+        return MSV_ERR_NOMEM;
+    }
+    *out = list;
+    *n = rows;
+    return MSV_OK;
+}
+
+static msv_err account_set_suspended(struct pg_conn *c, const char *handle, int suspended)
+{
+    struct args a = {0};
+    size_t n = 0;
+    msv_err err;
+
+    a_text(&a, suspended ? "t" : "f");
+    a_text(&a, handle);
+    err = run_count(c, "UPDATE accounts SET suspended = $1 WHERE handle = $2;", &a, &n);
+    return err == MSV_OK && n == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+static msv_err account_suspended(struct pg_conn *c, uint64_t account_id, int *suspended)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_i64(&a, (int64_t)account_id);
+    err = query(c, "SELECT suspended FROM accounts WHERE id = $1;", &a, &r);
+    if (err != MSV_OK)
+        return err;
+    if (PQntuples(r) == 0)
+        err = MSV_ERR_NOT_FOUND;
+    else
+        *suspended = (int)col_i64(r, 0, 0);
+    PQclear(r);
+    return err;
+}
+
+static msv_err stats(struct pg_conn *c, struct msv_store_stats *out)
+{
+    PGresult *r = NULL;
+    msv_err err = query(
+        c,
+        "SELECT (SELECT COUNT(*) FROM accounts), (SELECT COUNT(*) FROM accounts WHERE suspended),"
+        " (SELECT COUNT(*) FROM devices WHERE approved),"
+        " (SELECT COUNT(*) FROM devices WHERE NOT approved),"
+        " (SELECT COUNT(*) FROM queue),"
+        " (SELECT COALESCE(SUM(LENGTH(ciphertext)), 0)::BIGINT FROM queue),"
+        " (SELECT COALESCE(MIN(enqueued_ms), 0) FROM queue),"
+        " (SELECT COUNT(*) FROM blobs), (SELECT COALESCE(SUM(size), 0)::BIGINT FROM blobs),"
+        " (SELECT COUNT(*) FROM kt_log), (SELECT COUNT(*) FROM one_time_prekeys);",
+        NULL, &r);
+
+    if (err != MSV_OK)
+        return err;
+    out->accounts = (uint64_t)col_i64(r, 0, 0);
+    out->suspended = (uint64_t)col_i64(r, 0, 1);
+    out->devices = (uint64_t)col_i64(r, 0, 2);
+    out->pending_devices = (uint64_t)col_i64(r, 0, 3);
+    out->queued = (uint64_t)col_i64(r, 0, 4);
+    out->queued_bytes = (uint64_t)col_i64(r, 0, 5);
+    out->oldest_queued_ms = col_i64(r, 0, 6);
+    out->blobs = (uint64_t)col_i64(r, 0, 7);
+    out->blob_bytes = (uint64_t)col_i64(r, 0, 8);
+    out->log_leaves = (uint64_t)col_i64(r, 0, 9);
+    out->one_time_prekeys = (uint64_t)col_i64(r, 0, 10);
+    PQclear(r);
+    return MSV_OK;
+}
+
+static msv_err code_put(struct pg_conn *c, const char *handle, const uint8_t hash[32],
+                        int64_t expires_ms)
+{
+    struct args a = {0};
+
+    a_text(&a, handle);
+    a_bytes(&a, hash, 32);
+    a_i64(&a, expires_ms);
+    return run(c,
+               "INSERT INTO codes (handle, code_hash, expires_ms, attempts) VALUES ($1, $2, $3, 0) "
+               "ON CONFLICT (handle) DO UPDATE SET code_hash = excluded.code_hash, "
+               "expires_ms = excluded.expires_ms, attempts = 0;",
+               &a);
+}
+
+static msv_err code_take(struct pg_conn *c, const char *handle, const uint8_t hash[32],
+                         int64_t now_ms, unsigned max_attempts)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    int match, expired;
+    int64_t attempts;
+    msv_err err;
+
+    a_text(&a, handle);
+    err =
+        query(c, "SELECT code_hash, expires_ms, attempts FROM codes WHERE handle = $1 FOR UPDATE;",
+              &a, &r);
+    if (err != MSV_OK)
+        return err;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return MSV_ERR_NOT_FOUND;
+    }
+    match = col_len(r, 0, 0) == 32 && msv_equal_ct(col_ptr(r, 0, 0), hash, 32);
+    expired = col_i64(r, 0, 1) <= now_ms;
+    attempts = col_i64(r, 0, 2);
+    PQclear(r);
+    if (expired || (match && attempts < (int64_t)max_attempts)) {
+        err = run(c, "DELETE FROM codes WHERE handle = $1;", &a);
+        return err != MSV_OK ? err : expired ? MSV_ERR_NOT_FOUND : MSV_OK;
+    }
+    err = run(c, "UPDATE codes SET attempts = attempts + 1 WHERE handle = $1;", &a);
+    return err != MSV_OK                       ? err
+           : attempts >= (int64_t)max_attempts ? MSV_ERR_NOT_FOUND
+                                               : MSV_ERR_AUTH;
+}
+
+/* ---- the transparency log ------------------------------------------------------------ */
+
+/* Appends the account's approved devices, as they are now, to the log (inside a transaction). */
+static msv_err kt_append(struct pg_conn *c, uint64_t account_id, int64_t now_ms)
+{
+    struct msv_kt_entry *e = calloc(1, sizeof(*e));
+    struct args a = {0};
+    PGresult *r = NULL;
+    char *handle = NULL;
+    uint8_t *leaf = NULL;
+    size_t len = 0;
+    msv_err err = e != NULL ? MSV_OK : MSV_ERR_NOMEM;
+
+    if (err == MSV_OK)
+        err = run(c, "SELECT pg_advisory_xact_lock(19795, 2);", NULL);
+    if (err == MSV_OK)
+        err = account_handle(c, account_id, &handle);
+    a_i64(&a, (int64_t)account_id);
+    if (err == MSV_OK)
+        err = query(c,
+                    "SELECT id, suite, identity FROM devices WHERE account_id = $1 AND approved "
+                    "ORDER BY id;",
+                    &a, &r);
+    if (err == MSV_OK) {
+        int rows = PQntuples(r);
+
+        e->time_ms = now_ms;
+        snprintf(e->handle, sizeof(e->handle), "%s", handle);
+        if (rows > MSV_KT_DEVICES_MAX)
+            err = MSV_ERR_TOO_BIG;
+        for (int i = 0; err == MSV_OK && i < rows; i++) {
+            struct msv_kt_device *d = &e->devices[e->n_devices++];
+
+            d->device_id = (uint64_t)col_i64(r, i, 0);
+            d->suite = (uint32_t)col_i64(r, i, 1);
+            d->identity = col_ptr(r, i, 2); /* the result outlives the encoding */
+            d->identity_len = col_len(r, i, 2);
+        }
+        if (err == MSV_OK)
+            err = msv_kt_leaf_encode(e, &leaf, &len);
+        PQclear(r);
+    }
+    if (err == MSV_OK) {
+        a.n = 0;
+        a_text(&a, handle);
+        a_bytes(&a, leaf, len);
+        err = run(c,
+                  "INSERT INTO kt_log (idx, handle, leaf) "
+                  "VALUES ((SELECT COALESCE(MAX(idx) + 1, 0) FROM kt_log), $1, $2);",
+                  &a);
+    }
+    free(leaf);
+    free(handle);
+    free(e);
+    return err;
+}
+
+static msv_err kt_recs(PGresult *r, struct msv_kt_rec **out, size_t *count)
+{
+    size_t rows = (size_t)PQntuples(r);
+    struct msv_kt_rec *recs = calloc(rows ? rows : 1, sizeof(*recs));
+    msv_err err = recs != NULL ? MSV_OK : MSV_ERR_NOMEM;
+
+    for (size_t i = 0; err == MSV_OK && i < rows; i++) {
+        recs[i].index = (uint64_t)col_i64(r, (int)i, 0);
+        if ((recs[i].leaf = col_bytes(r, (int)i, 1, &recs[i].leaf_len)) == NULL)
+            err = MSV_ERR_NOMEM;
+    }
+    PQclear(r);
+    if (err != MSV_OK) {
+        msv_kt_recs_free(recs, rows);
+        return err;
+    }
+    *out = recs;
+    *count = rows;
+    return MSV_OK;
+}
+
+static msv_err kt_read(struct pg_conn *c, uint64_t start, size_t max, struct msv_kt_rec **out,
+                       size_t *count)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_i64(&a, (int64_t)start);
+    a_i64(&a, (int64_t)max);
+    err = query(c, "SELECT idx, leaf FROM kt_log WHERE idx >= $1 ORDER BY idx LIMIT $2;", &a, &r);
+    return err == MSV_OK ? kt_recs(r, out, count) : err;
+}
+
+static msv_err kt_latest(struct pg_conn *c, const char *handle, struct msv_kt_rec *out)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    struct msv_kt_rec *recs = NULL;
+    size_t n = 0;
+    msv_err err;
+
+    a_text(&a, handle);
+    err = query(c, "SELECT idx, leaf FROM kt_log WHERE handle = $1 ORDER BY idx DESC LIMIT 1;", &a,
+                &r);
+    if (err == MSV_OK)
+        err = kt_recs(r, &recs, &n);
+    if (err == MSV_OK && n == 0)
+        err = MSV_ERR_NOT_FOUND;
+    if (err == MSV_OK) {
+        *out = recs[0];
+        recs[0].leaf = NULL;
+    }
+    msv_kt_recs_free(recs, n);
+    return err;
+}
+
+/* ---- devices -------------------------------------------------------------------------- */
+
+static msv_err device_add(struct pg_conn *c, uint64_t account_id, uint32_t suite,
+                          const uint8_t *identity, size_t identity_len, const uint8_t *push_token,
+                          size_t push_token_len, int approved, int64_t now_ms, uint64_t *device_id)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_i64(&a, (int64_t)account_id);
+    a_i64(&a, suite);
+    a_bytes(&a, identity, identity_len);
+    a_bytes(&a, push_token, push_token != NULL ? push_token_len : 0);
+    a_i64(&a, now_ms);
+    a_text(&a, approved ? "t" : "f");
+    err = query(c,
+                "INSERT INTO devices (account_id, suite, identity, push_token, created_ms, "
+                "approved) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id;",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    *device_id = (uint64_t)col_i64(r, 0, 0);
+    PQclear(r);
+    /* a pending device is not in the directory, so not in the log, until approved */
+    return approved ? kt_append(c, account_id, now_ms) : MSV_OK;
+}
+
+static msv_err device_approve(struct pg_conn *c, uint64_t account_id, uint64_t device_id)
+{
+    struct args a = {0};
+    size_t n = 0;
+    msv_err err;
+
+    a_i64(&a, (int64_t)device_id);
+    a_i64(&a, (int64_t)account_id);
+    err = run_count(c,
+                    "UPDATE devices SET approved = TRUE WHERE id = $1 AND account_id = $2 "
+                    "AND NOT approved;",
+                    &a, &n);
+    if (err == MSV_OK && n == 0)
+        return MSV_ERR_NOT_FOUND;
+    return err == MSV_OK ? kt_append(c, account_id, msv_wall_ms()) : err;
+}
+
+static msv_err device_remove(struct pg_conn *c, uint64_t account_id, uint64_t device_id)
+{
+    /* what was the device's goes with it: its queue and its prekeys */
+    static const char *const drops[] = {
+        "DELETE FROM queue WHERE device_id = $1;",
+        "DELETE FROM signed_prekeys WHERE device_id = $1;",
+        "DELETE FROM one_time_prekeys WHERE device_id = $1;",
+    };
+    struct args a = {0};
+    size_t n = 0;
+    msv_err err;
+
+    a_i64(&a, (int64_t)device_id);
+    a_i64(&a, (int64_t)account_id);
+    err = run_count(c, "DELETE FROM devices WHERE id = $1 AND account_id = $2;", &a, &n);
+    if (err == MSV_OK && n == 0)
+        return MSV_ERR_NOT_FOUND;
+    a.n = 1;
+    for (size_t i = 0; err == MSV_OK && i < sizeof(drops) / sizeof(drops[0]); i++)
+        err = run(c, drops[i], &a);
+    return err == MSV_OK ? kt_append(c, account_id, msv_wall_ms()) : err;
+}
+
+static msv_err read_device(const PGresult *r, int row, struct msv_device_rec *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->id = (uint64_t)col_i64(r, row, 0);
+    d->account_id = (uint64_t)col_i64(r, row, 1);
+    d->suite = (uint32_t)col_i64(r, row, 2);
+    d->identity = col_bytes(r, row, 3, &d->identity_len);
+    d->push_token = col_bytes(r, row, 4, &d->push_token_len);
+    d->created_ms = col_i64(r, row, 5);
+    d->approved = (int)col_i64(r, row, 6);
+    if (d->identity == NULL || d->push_token == NULL) {
+        msv_device_rec_clear(d);
+        return MSV_ERR_NOMEM;
+    }
+    return MSV_OK;
+}
+
+#define DEVICE_COLUMNS "id, account_id, suite, identity, push_token, created_ms, approved"
+
+static msv_err device_get(struct pg_conn *c, uint64_t device_id, struct msv_device_rec *out)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_i64(&a, (int64_t)device_id);
+    err = query(c, "SELECT " DEVICE_COLUMNS " FROM devices WHERE id = $1;", &a, &r);
+    if (err != MSV_OK)
+        return err;
+    err = PQntuples(r) == 0 ? MSV_ERR_NOT_FOUND : read_device(r, 0, out);
+    PQclear(r);
+    return err;
+}
+
+static msv_err devices_of_account(struct pg_conn *c, uint64_t account_id,
+                                  struct msv_device_list *out)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    size_t rows;
+    msv_err err;
+
+    memset(out, 0, sizeof(*out));
+    a_i64(&a, (int64_t)account_id);
+    err = query(c, "SELECT " DEVICE_COLUMNS " FROM devices WHERE account_id = $1 ORDER BY id;", &a,
+                &r);
+    if (err != MSV_OK)
+        return err;
+    rows = (size_t)PQntuples(r);
+    if (rows > 0 && (out->items = calloc(rows, sizeof(*out->items))) == NULL)
+        err = MSV_ERR_NOMEM;
+    for (size_t i = 0; err == MSV_OK && i < rows; i++)
+        if ((err = read_device(r, (int)i, &out->items[i])) == MSV_OK)
+            out->count++;
+    PQclear(r);
+    if (err != MSV_OK)
+        msv_device_list_clear(out);
+    return err;
+}
+
+/* ---- prekeys and delivery tokens ---------------------------------------------------------- */
+
+static msv_err prekeys_put(struct pg_conn *c, uint64_t device_id, const struct msv_prekey_upload *u,
+                           size_t max_one_time, uint32_t *left, int *has_signed)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err = MSV_OK;
+
+    if (u->has_signed) {
+        a_i64(&a, (int64_t)device_id);
+        a_i64(&a, u->signed_id);
+        a_bytes(&a, u->signed_key, 32);
+        a_bytes(&a, u->signed_sig, 64);
+        err =
+            run(c,
+                "INSERT INTO signed_prekeys (device_id, key_id, pk, sig) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (device_id) DO UPDATE SET key_id = excluded.key_id, pk = excluded.pk,"
+                " sig = excluded.sig;",
+                &a);
+    }
+    for (size_t i = 0; err == MSV_OK && i < u->n_one_time; i++) {
+        a.n = 0;
+        a_i64(&a, (int64_t)device_id);
+        a_i64(&a, u->one_time[i].id);
+        a_bytes(&a, u->one_time[i].key, 32);
+        err = run(c,
+                  "INSERT INTO one_time_prekeys (device_id, key_id, pk) VALUES ($1, $2, $3) "
+                  "ON CONFLICT DO NOTHING;",
+                  &a);
+    }
+    a.n = 0;
+    a_i64(&a, (int64_t)device_id);
+    if (err == MSV_OK)
+        err = query(c,
+                    "SELECT (SELECT COUNT(*) FROM one_time_prekeys WHERE device_id = $1),"
+                    " EXISTS (SELECT 1 FROM signed_prekeys WHERE device_id = $1);",
+                    &a, &r);
+    if (err != MSV_OK)
+        return err;
+    *left = (uint32_t)col_i64(r, 0, 0);
+    *has_signed = (int)col_i64(r, 0, 1);
+    PQclear(r);
+    return *left > max_one_time ? MSV_ERR_TOO_BIG : MSV_OK; /* the transaction rolls back */
+}
+
+static msv_err prekey_claim(struct pg_conn *c, uint64_t device_id, struct msv_prekey_claimed *out)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+    int ok;
+
+    memset(out, 0, sizeof(*out));
+    a_i64(&a, (int64_t)device_id);
+    err = query(c, "SELECT key_id, pk, sig FROM signed_prekeys WHERE device_id = $1;", &a, &r);
+    if (err != MSV_OK)
+        return err;
+    ok = PQntuples(r) == 1 && col_fixed(r, 0, 1, out->signed_key, 32) &&
+         col_fixed(r, 0, 2, out->signed_sig, 64);
+    if (ok)
+        out->signed_id = (uint32_t)col_i64(r, 0, 0);
+    PQclear(r);
+    if (!ok)
+        return MSV_ERR_NOT_FOUND;
+    /* two nodes claiming at once take different keys: the first row not locked by the other */
+    err = query(c,
+                "DELETE FROM one_time_prekeys WHERE (device_id, key_id) = (SELECT device_id, key_id"
+                " FROM one_time_prekeys WHERE device_id = $1 ORDER BY key_id LIMIT 1"
+                " FOR UPDATE SKIP LOCKED) RETURNING key_id, pk;",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    if (PQntuples(r) == 1 && col_fixed(r, 0, 1, out->one_time_key, 32))
+        out->one_time_id = (uint32_t)col_i64(r, 0, 0);
+    PQclear(r);
+    return MSV_OK;
+}
+
+static msv_err delivery_token_set(struct pg_conn *c, uint64_t device_id, const uint8_t hash[32])
+{
+    struct args a = {0};
+    size_t n = 0;
+    msv_err err;
+
+    a_bytes(&a, hash, 32);
+    a_i64(&a, (int64_t)device_id);
+    err = run_count(c, "UPDATE devices SET delivery_token = $1 WHERE id = $2;", &a, &n);
+    return err == MSV_OK && n == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+static msv_err delivery_token_check(struct pg_conn *c, uint64_t account_id, const uint8_t hash[32])
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    int found = 0;
+    msv_err err;
+
+    a_i64(&a, (int64_t)account_id);
+    err = query(c,
+                "SELECT delivery_token FROM devices WHERE account_id = $1 AND approved"
+                " AND delivery_token IS NOT NULL;",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    for (int i = 0; i < PQntuples(r); i++)
+        if (col_len(r, i, 0) == 32 && msv_equal_ct(col_ptr(r, i, 0), hash, 32))
+            found = 1;
+    PQclear(r);
+    return found ? MSV_OK : MSV_ERR_AUTH;
+}
+
+/* ---- the queue ------------------------------------------------------------------------ */
+
+/* A PostgreSQL array literal of n values, each written by put(i) into a growing buffer. */
+struct text_buf {
+    char *p;
+    size_t len, cap;
+    int failed;
+};
+
+static void tb_put(struct text_buf *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = (b->len + n + 1) * 2;
+        char *bigger = realloc(b->p, cap);
+
+        if (bigger == NULL) {
+            b->failed = 1;
+            return;
+        }
+        b->p = bigger;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void tb_str(struct text_buf *b, const char *s)
+{
+    tb_put(b, s, strlen(s));
+}
+
+static void tb_i64(struct text_buf *b, int64_t v)
+{
+    char num[24];
+
+    tb_put(b, num, (size_t)snprintf(num, sizeof(num), "%lld", (long long)v));
+}
+
+/* A quoted array element: the text with backslashes and double quotes escaped. */
+static void tb_quoted(struct text_buf *b, const char *s)
+{
+    tb_put(b, "\"", 1);
+    for (; *s != '\0'; s++) {
+        if (*s == '"' || *s == '\\')
+            tb_put(b, "\\", 1);
+        tb_put(b, s, 1);
+    }
+    tb_put(b, "\"", 1);
+}
+
+/* A bytea array element in hex: "\\x..." (the array literal's backslash escaped). */
+static void tb_hex(struct text_buf *b, const uint8_t *p, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    char pair[2];
+
+    tb_put(b, "\"\\\\x", 4);
+    for (size_t i = 0; i < n; i++) {
+        pair[0] = digits[p[i] >> 4];
+        pair[1] = digits[p[i] & 15];
+        tb_put(b, pair, 2);
+    }
+    tb_put(b, "\"", 1);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static msv_err queue_put(struct pg_conn *c, const struct msv_queue_in *items, size_t n,
+                         int64_t now_ms, int64_t expires_ms, uint64_t *ids)
+{
+    struct text_buf devs = {0}, senders = {0}, handles = {0}, suites = {0}, texts = {0};
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err = MSV_OK;
+
+    if (n == 0)
+        return MSV_OK;
+    tb_str(&devs, "{");
+    tb_str(&senders, "{");
+    tb_str(&handles, "{");
+    tb_str(&suites, "{");
+    tb_str(&texts, "{");
+    for (size_t i = 0; i < n; i++) {
+        const char *sep = i + 1 < n ? "," : "}";
+
+        tb_i64(&devs, (int64_t)items[i].device_id);
+        tb_str(&devs, sep);
+        tb_i64(&senders, (int64_t)items[i].sender_device);
+        tb_str(&senders, sep);
+        tb_quoted(&handles, items[i].sender_handle != NULL ? items[i].sender_handle : "");
+        tb_str(&handles, sep);
+        tb_i64(&suites, items[i].suite);
+        tb_str(&suites, sep);
+        tb_hex(&texts, items[i].ciphertext, items[i].ciphertext_len);
+        tb_str(&texts, sep);
+    }
+    if (devs.failed || senders.failed || handles.failed || suites.failed || texts.failed)
+        err = MSV_ERR_NOMEM;
+    a_text(&a, devs.p);
+    /* the recipients' locks first, in ascending order: ids then follow commit order per device */
+    if (err == MSV_OK)
+        err = run(c,
+                  "SELECT pg_advisory_xact_lock(d) FROM (SELECT DISTINCT d FROM"
+                  " unnest($1::BIGINT[]) AS t(d) ORDER BY d) AS s;",
+                  &a);
+    a_text(&a, senders.p);
+    a_text(&a, handles.p);
+    a_text(&a, suites.p);
+    a_text(&a, texts.p);
+    a_i64(&a, now_ms);
+    a_i64(&a, expires_ms);
+    /* rows go in in ordinal order, so the sequence gives the k-th row the k-th smallest id */
+    if (err == MSV_OK)
+        err =
+            query(c,
+                  "INSERT INTO queue (device_id, sender_device, sender_handle, suite, ciphertext,"
+                  " enqueued_ms, expires_ms) SELECT d, s, h, u, x, $6, $7 FROM unnest($1::BIGINT[],"
+                  " $2::BIGINT[], $3::TEXT[], $4::INTEGER[], $5::BYTEA[]) WITH ORDINALITY"
+                  " AS t(d, s, h, u, x, o) ORDER BY o RETURNING id;",
+                  &a, &r);
+    if (err == MSV_OK) {
+        if ((size_t)PQntuples(r) != n) {
+            err = MSV_ERR_IO;
+        } else {
+            for (size_t i = 0; i < n; i++)
+                ids[i] = (uint64_t)col_i64(r, (int)i, 0);
+            qsort(ids, n, sizeof(*ids), cmp_u64);
+        }
+        PQclear(r);
+    }
+    free(devs.p);
+    free(senders.p);
+    free(handles.p);
+    free(suites.p);
+    free(texts.p);
+    return err;
+}
+
+static msv_err queue_fetch(struct pg_conn *c, uint64_t device_id, uint64_t after_id, int64_t now_ms,
+                           size_t limit, struct msv_queue_rec **out, size_t *count)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    struct msv_queue_rec *recs;
+    size_t rows;
+    msv_err err;
+
+    if (limit == 0 || limit > 100000)
+        return MSV_ERR_INVALID;
+    a_i64(&a, (int64_t)device_id);
+    a_i64(&a, (int64_t)after_id);
+    a_i64(&a, now_ms);
+    a_i64(&a, (int64_t)limit);
+    err = query(c,
+                "SELECT id, device_id, sender_device, sender_handle, suite, ciphertext, enqueued_ms"
+                " FROM queue WHERE device_id = $1 AND id > $2 AND expires_ms > $3 ORDER BY id"
+                " LIMIT $4;",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    rows = (size_t)PQntuples(r);
+    recs = calloc(rows ? rows : 1, sizeof(*recs));
+    for (size_t i = 0; recs != NULL && i < rows; i++) {
+        struct msv_queue_rec *q = &recs[i];
+        int row = (int)i;
+
+        q->id = (uint64_t)col_i64(r, row, 0);
+        q->device_id = (uint64_t)col_i64(r, row, 1);
+        q->sender_device = (uint64_t)col_i64(r, row, 2);
+        q->sender_handle = col_text(r, row, 3);
+        q->suite = (uint32_t)col_i64(r, row, 4);
+        q->ciphertext = col_bytes(r, row, 5, &q->ciphertext_len);
+        q->enqueued_ms = col_i64(r, row, 6);
+        if (q->sender_handle == NULL || q->ciphertext == NULL)
+            err = MSV_ERR_NOMEM;
+    }
+    PQclear(r);
+    if (recs == NULL || err != MSV_OK) {
+        msv_queue_recs_free(recs, rows);
+        return MSV_ERR_NOMEM;
+    }
+    *out = recs;
+    *count = rows;
+    return MSV_OK;
+}
+
+static msv_err ids_literal(const uint64_t *ids, size_t n, struct text_buf *b)
+{
+    tb_str(b, "{");
+    for (size_t i = 0; i < n; i++) {
+        tb_i64(b, (int64_t)ids[i]);
+        if (i + 1 < n)
+            tb_str(b, ",");
+    }
+    tb_str(b, "}");
+    return b->failed ? MSV_ERR_NOMEM : MSV_OK;
+}
+
+static msv_err queue_ack(struct pg_conn *c, uint64_t device_id, const uint64_t *ids, size_t n,
+                         size_t *deleted)
+{
+    struct text_buf list = {0};
+    struct args a = {0};
+    msv_err err = ids_literal(ids, n, &list);
+
+    *deleted = 0;
+    a_i64(&a, (int64_t)device_id);
+    a_text(&a, list.p);
+    if (err == MSV_OK && n > 0)
+        err = run_count(c, "DELETE FROM queue WHERE device_id = $1 AND id = ANY ($2::BIGINT[]);",
+                        &a, deleted);
+    free(list.p);
+    return err;
+}
+
+static msv_err queue_commit(struct pg_conn *c, const struct msv_queue_in *items, size_t n,
+                            int64_t now_ms, int64_t expires_ms, uint64_t *ids,
+                            struct msv_queue_ack *acks, size_t n_acks)
+{
+    msv_err err = queue_put(c, items, n, now_ms, expires_ms, ids);
+
+    for (size_t i = 0; i < n_acks && err == MSV_OK; i++)
+        err = queue_ack(c, acks[i].device_id, acks[i].ids, acks[i].n, &acks[i].deleted);
+    return err;
+}
+
+static msv_err queue_expire(struct pg_conn *c, int64_t now_ms, size_t *expired)
+{
+    struct args a = {0};
+
+    a_i64(&a, now_ms);
+    return run_count(c, "DELETE FROM queue WHERE expires_ms <= $1;", &a, expired);
+}
+
+static msv_err queue_depth(struct pg_conn *c, uint64_t *count)
+{
+    PGresult *r = NULL;
+    msv_err err = query(c, "SELECT COUNT(*) FROM queue;", NULL, &r);
+
+    if (err == MSV_OK) {
+        *count = (uint64_t)col_i64(r, 0, 0);
+        PQclear(r);
+    }
+    return err;
+}
+
+/* ---- blobs ---------------------------------------------------------------------------- */
+
+static msv_err blob_create(struct pg_conn *c, const struct msv_blob_rec *b)
+{
+    struct args a = {0};
+
+    a_bytes(&a, b->id, MSV_BLOB_ID_LEN);
+    a_i64(&a, (int64_t)b->owner_device);
+    a_i64(&a, (int64_t)b->size);
+    a_i64(&a, (int64_t)b->received);
+    a_text(&a, b->complete ? "t" : "f");
+    a_bytes(&a, b->sha256, 32);
+    a_i64(&a, b->expires_ms);
+    return run(c,
+               "INSERT INTO blobs (id, owner_device, size, received, complete, sha256, expires_ms)"
+               " VALUES ($1, $2, $3, $4, $5, $6, $7);",
+               &a);
+}
+
+static msv_err blob_get(struct pg_conn *c, const uint8_t id[MSV_BLOB_ID_LEN],
+                        struct msv_blob_rec *out)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_bytes(&a, id, MSV_BLOB_ID_LEN);
+    err = query(c,
+                "SELECT owner_device, size, received, complete, sha256, expires_ms FROM blobs"
+                " WHERE id = $1;",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    if (PQntuples(r) == 1 && col_fixed(r, 0, 4, out->sha256, 32)) {
+        memcpy(out->id, id, MSV_BLOB_ID_LEN);
+        out->owner_device = (uint64_t)col_i64(r, 0, 0);
+        out->size = (uint64_t)col_i64(r, 0, 1);
+        out->received = (uint64_t)col_i64(r, 0, 2);
+        out->complete = (int)col_i64(r, 0, 3);
+        out->expires_ms = col_i64(r, 0, 5);
+    } else {
+        err = MSV_ERR_NOT_FOUND;
+    }
+    PQclear(r);
+    return err;
+}
+
+static msv_err blob_update(struct pg_conn *c, const struct msv_blob_rec *b)
+{
+    struct args a = {0};
+    size_t n = 0;
+    msv_err err;
+
+    a_i64(&a, (int64_t)b->received);
+    a_text(&a, b->complete ? "t" : "f");
+    a_bytes(&a, b->sha256, 32);
+    a_bytes(&a, b->id, MSV_BLOB_ID_LEN);
+    err = run_count(c, "UPDATE blobs SET received = $1, complete = $2, sha256 = $3 WHERE id = $4;",
+                    &a, &n);
+    return err == MSV_OK && n == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+static msv_err blob_expire(struct pg_conn *c, int64_t now_ms, uint8_t (**ids)[MSV_BLOB_ID_LEN],
+                           size_t *count)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    uint8_t(*list)[MSV_BLOB_ID_LEN];
+    size_t n = 0;
+    msv_err err;
+
+    a_i64(&a, now_ms);
+    err = query(c, "DELETE FROM blobs WHERE expires_ms <= $1 RETURNING id;", &a, &r);
+    if (err != MSV_OK)
+        return err;
+    list = malloc((size_t)(PQntuples(r) ? PQntuples(r) : 1) * MSV_BLOB_ID_LEN);
+    for (int i = 0; list != NULL && i < PQntuples(r); i++)
+        if (col_fixed(r, i, 0, list[n], MSV_BLOB_ID_LEN))
+            n++;
+    PQclear(r);
+    if (list == NULL)
+        return MSV_ERR_NOMEM;
+    *ids = list;
+    *count = n;
+    return MSV_OK;
+}
+
+/* ---- the operations table -------------------------------------------------------------- */
+
+static msv_err p_account_create(void *impl, const char *handle, const char *password_hash,
+                                int64_t now_ms, uint64_t *account_id)
+{
+    POOLED(account_create(c_, handle, password_hash, now_ms, account_id));
+}
+
+static msv_err p_account_get(void *impl, const char *handle, uint64_t *account_id,
+                             char **password_hash)
+{
+    POOLED(account_get(c_, handle, account_id, password_hash));
+}
+
+static msv_err p_account_handle(void *impl, uint64_t account_id, char **handle)
+{
+    POOLED(account_handle(c_, account_id, handle));
+}
+
+static msv_err p_account_list(void *impl, struct msv_account_summary **out, size_t *n)
+{
+    POOLED(account_list(c_, out, n));
+}
+
+static msv_err p_account_set_suspended(void *impl, const char *handle, int suspended)
+{
+    POOLED(account_set_suspended(c_, handle, suspended));
+}
+
+static msv_err p_account_suspended(void *impl, uint64_t account_id, int *suspended)
+{
+    POOLED(account_suspended(c_, account_id, suspended));
+}
+
+static msv_err p_stats(void *impl, struct msv_store_stats *out)
+{
+    POOLED(stats(c_, out));
+}
+
+static msv_err p_code_put(void *impl, const char *handle, const uint8_t hash[32],
+                          int64_t expires_ms)
+{
+    POOLED(code_put(c_, handle, hash, expires_ms));
+}
+
+static msv_err p_code_take(void *impl, const char *handle, const uint8_t hash[32], int64_t now_ms,
+                           unsigned max_attempts)
+{
+    struct pg_conn *c = acquire(impl);
+    msv_err err = begin(c), result = MSV_OK;
+
+    /* a wrong code must still commit its attempt count, so the outcome is not the tx's */
+    if (err == MSV_OK) {
+        result = code_take(c, handle, hash, now_ms, max_attempts);
+        err = finish(c, result == MSV_ERR_AUTH || result == MSV_ERR_NOT_FOUND ? MSV_OK : result);
+    }
+    give_back(impl, c);
+    return err == MSV_OK ? result : err;
+}
+
+static msv_err p_device_add(void *impl, uint64_t account_id, uint32_t suite,
+                            const uint8_t *identity, size_t identity_len, const uint8_t *push_token,
+                            size_t push_token_len, int approved, int64_t now_ms,
+                            uint64_t *device_id)
+{
+    TRANSACTION(device_add(c_, account_id, suite, identity, identity_len, push_token,
+                           push_token_len, approved, now_ms, device_id));
+}
+
+static msv_err p_device_approve(void *impl, uint64_t account_id, uint64_t device_id)
+{
+    TRANSACTION(device_approve(c_, account_id, device_id));
+}
+
+static msv_err p_device_remove(void *impl, uint64_t account_id, uint64_t device_id)
+{
+    TRANSACTION(device_remove(c_, account_id, device_id));
+}
+
+static msv_err p_device_get(void *impl, uint64_t device_id, struct msv_device_rec *out)
+{
+    POOLED(device_get(c_, device_id, out));
+}
+
+static msv_err p_devices_of_account(void *impl, uint64_t account_id, struct msv_device_list *out)
+{
+    POOLED(devices_of_account(c_, account_id, out));
+}
+
+static msv_err p_queue_put(void *impl, const struct msv_queue_in *items, size_t n, int64_t now_ms,
+                           int64_t expires_ms, uint64_t *ids)
+{
+    TRANSACTION(queue_put(c_, items, n, now_ms, expires_ms, ids));
+}
+
+static msv_err p_queue_fetch(void *impl, uint64_t device_id, uint64_t after_id, int64_t now_ms,
+                             size_t limit, struct msv_queue_rec **out, size_t *count)
+{
+    POOLED(queue_fetch(c_, device_id, after_id, now_ms, limit, out, count));
+}
+
+static msv_err p_queue_ack(void *impl, uint64_t device_id, const uint64_t *ids, size_t n,
+                           size_t *deleted)
+{
+    POOLED(queue_ack(c_, device_id, ids, n, deleted));
+}
+
+static msv_err p_queue_commit(void *impl, const struct msv_queue_in *items, size_t n,
+                              int64_t now_ms, int64_t expires_ms, uint64_t *ids,
+                              struct msv_queue_ack *acks, size_t n_acks)
+{
+    TRANSACTION(queue_commit(c_, items, n, now_ms, expires_ms, ids, acks, n_acks));
+}
+
+static msv_err p_queue_expire(void *impl, int64_t now_ms, size_t *expired)
+{
+    POOLED(queue_expire(c_, now_ms, expired));
+}
+
+static msv_err p_queue_depth(void *impl, uint64_t *count)
+{
+    POOLED(queue_depth(c_, count));
+}
+
+static msv_err p_blob_create(void *impl, const struct msv_blob_rec *rec)
+{
+    POOLED(blob_create(c_, rec));
+}
+
+static msv_err p_blob_get(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], struct msv_blob_rec *out)
+{
+    POOLED(blob_get(c_, id, out));
+}
+
+static msv_err p_blob_update(void *impl, const struct msv_blob_rec *rec)
+{
+    POOLED(blob_update(c_, rec));
+}
+
+static msv_err p_blob_expire(void *impl, int64_t now_ms, uint8_t (**ids)[MSV_BLOB_ID_LEN],
+                             size_t *count)
+{
+    POOLED(blob_expire(c_, now_ms, ids, count));
+}
+
+static msv_err p_kt_read(void *impl, uint64_t start, size_t max, struct msv_kt_rec **out,
+                         size_t *count)
+{
+    POOLED(kt_read(c_, start, max, out, count));
+}
+
+static msv_err p_kt_latest(void *impl, const char *handle, struct msv_kt_rec *out)
+{
+    POOLED(kt_latest(c_, handle, out));
+}
+
+static msv_err p_prekeys_put(void *impl, uint64_t device_id, const struct msv_prekey_upload *u,
+                             size_t max_one_time, uint32_t *left, int *has_signed)
+{
+    TRANSACTION(prekeys_put(c_, device_id, u, max_one_time, left, has_signed));
+}
+
+static msv_err p_prekey_claim(void *impl, uint64_t device_id, struct msv_prekey_claimed *out)
+{
+    TRANSACTION(prekey_claim(c_, device_id, out));
+}
+
+static msv_err p_delivery_token_set(void *impl, uint64_t device_id, const uint8_t hash[32])
+{
+    POOLED(delivery_token_set(c_, device_id, hash));
+}
+
+static msv_err p_delivery_token_check(void *impl, uint64_t account_id, const uint8_t hash[32])
+{
+    POOLED(delivery_token_check(c_, account_id, hash));
+}
+
+static void pg_close(void *impl)
+{
+    struct pg_store *s = impl;
+
+    if (s == NULL)
+        return;
+    for (size_t i = 0; i < s->n_conns; i++)
+        if (s->conns[i].db != NULL)
+            PQfinish(s->conns[i].db);
+    free(s->conns);
+    free(s->conninfo);
+    pthread_cond_destroy(&s->freed);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+static const struct msv_store_ops pg_ops = {
+    .name = "postgres",
+    .close = pg_close,
+    .account_create = p_account_create,
+    .account_get = p_account_get,
+    .account_handle = p_account_handle,
+    .account_list = p_account_list,
+    .account_set_suspended = p_account_set_suspended,
+    .account_suspended = p_account_suspended,
+    .stats = p_stats,
+    .code_put = p_code_put,
+    .code_take = p_code_take,
+    .device_add = p_device_add,
+    .device_approve = p_device_approve,
+    .device_remove = p_device_remove,
+    .device_get = p_device_get,
+    .devices_of_account = p_devices_of_account,
+    .queue_put = p_queue_put,
+    .queue_fetch = p_queue_fetch,
+    .queue_ack = p_queue_ack,
+    .queue_commit = p_queue_commit,
+    .queue_expire = p_queue_expire,
+    .queue_depth = p_queue_depth,
+    .blob_create = p_blob_create,
+    .blob_get = p_blob_get,
+    .blob_update = p_blob_update,
+    .blob_expire = p_blob_expire,
+    .kt_read = p_kt_read,
+    .kt_latest = p_kt_latest,
+    .prekeys_put = p_prekeys_put,
+    .prekey_claim = p_prekey_claim,
+    .delivery_token_set = p_delivery_token_set,
+    .delivery_token_check = p_delivery_token_check,
+};
+
+/* Logs the device set of every account that has approved devices and no leaf yet. */
+static msv_err backfill_log(struct pg_conn *c)
+{
+    PGresult *r = NULL;
+    msv_err err = query(c,
+                        "SELECT a.id FROM accounts a WHERE EXISTS (SELECT 1 FROM devices d WHERE"
+                        " d.account_id = a.id AND d.approved) AND NOT EXISTS (SELECT 1 FROM kt_log"
+                        " k WHERE k.handle = a.handle);",
+                        NULL, &r);
+
+    for (int i = 0; err == MSV_OK && i < PQntuples(r); i++) {
+        err = begin(c);
+        if (err == MSV_OK)
+            err = finish(c, kt_append(c, (uint64_t)col_i64(r, i, 0), msv_wall_ms()));
+    }
+    PQclear(r);
+    return err;
+}
+
+static void quiet_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message; /* "relation already exists, skipping" and the like */
+}
+
+msv_err msv_store_open_postgres(const char *conninfo, unsigned connections, char *why,
+                                size_t why_len, struct msv_store **out)
+{
+    struct pg_store *s = calloc(1, sizeof(*s));
+    struct msv_store *store = calloc(1, sizeof(*store));
+    msv_err err = MSV_ERR_NOMEM;
+
+    if (why_len > 0)
+        why[0] = '\0';
+    if (connections == 0 || connections > 256)
+        connections = 4;
+    if (s == NULL || store == NULL)
+        goto fail;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->freed, NULL);
+    if ((s->conninfo = strdup(conninfo)) == NULL ||
+        (s->conns = calloc(connections, sizeof(*s->conns))) == NULL)
+        goto fail;
+    for (; s->n_conns < connections; s->n_conns++) {
+        struct pg_conn *c = &s->conns[s->n_conns];
+
+        c->db = PQconnectdb(conninfo);
+        if (c->db == NULL || PQstatus(c->db) != CONNECTION_OK) {
+            if (c->db != NULL) {
+                snprintf(why, why_len, "%s", PQerrorMessage(c->db));
+                why[strcspn(why, "\n")] = '\0';
+                PQfinish(c->db);
+                c->db = NULL;
+            }
+            err = MSV_ERR_IO;
+            goto fail;
+        }
+        PQsetNoticeProcessor(c->db, quiet_notice, NULL);
+        c->next_free = s->free_list;
+        s->free_list = c;
+    }
+    err = migrate(s->conns[0].db);
+    if (err == MSV_OK)
+        err = backfill_log(&s->conns[0]);
+    if (err != MSV_OK) {
+        snprintf(why, why_len, "%s",
+                 err == MSV_ERR_UNSUPPORTED ? "the database's schema is newer than this missived's"
+                                            : PQerrorMessage(s->conns[0].db));
+        why[strcspn(why, "\n")] = '\0';
+        goto fail;
+    }
+    store->ops = &pg_ops;
+    store->impl = s;
+    *out = store;
+    return MSV_OK;
+fail:
+    pg_close(s);
+    free(store);
+    return err;
+}
