@@ -210,7 +210,7 @@ int main(int argc, char **argv)
     };
     const char *config = NULL, *data_dir = NULL, *cmd;
     struct admin a = {0};
-    char err[1024], db[1100];
+    char err[1024], db[1100], why[1400];
     int ch, rc, want;
     struct stat sb;
 
@@ -266,13 +266,17 @@ int main(int argc, char **argv)
         snprintf(a.cfg.data_dir, sizeof(a.cfg.data_dir), "%s", data_dir);
     /* an existing server's directory only: a typing error must not make a new one */
     snprintf(db, sizeof(db), "%s/missive.db", a.cfg.data_dir);
-    if (stat(db, &sb) != 0) {
+    if (strcmp(a.cfg.store_backend, "sqlite") == 0 && stat(db, &sb) != 0) {
         fprintf(stderr, "missive-admin: no missived database in %s (%s)\n", a.cfg.data_dir,
                 strerror(errno));
         return EXIT_ERR;
     }
-    if (msv_init() != MSV_OK || msv_store_open_sqlite(db, &a.store) != MSV_OK) {
-        fprintf(stderr, "missive-admin: cannot open %s\n", db);
+    if (msv_init() != MSV_OK) {
+        fprintf(stderr, "missive-admin: cannot initialise the crypto library\n");
+        return EXIT_ERR;
+    }
+    if (msv_config_open_store(&a.cfg, &a.store, why, sizeof(why)) != MSV_OK) {
+        fprintf(stderr, "missive-admin: %s\n", why);
         return EXIT_ERR;
     }
     if (strcmp(cmd, "accounts") == 0)

@@ -44,13 +44,16 @@ static const struct {
     const char *name, *usage, *about;
 } commands[] = {
     {"register",
-     "register HANDLE --server HOST:PORT [--suite modern|ecies|classic] [--compat SUITE,...]\n"
+     "register HANDLE --server HOST:PORT[,HOST:PORT...] [--suite modern|ecies|classic]\n"
+     "         [--compat SUITE,...]\n"
      "       missive register HANDLE --code CODE",
      "Creates this device's keys and asks the server for a verification code; run again "
      "with --code to create the account (password from MISSIVE_PASSWORD). The device speaks "
      "its --suite (modern unless given) and the --compat suites too, for devices that speak "
-     "nothing else; each message goes in the best suite both devices speak."},
-    {"link", "link HANDLE --server HOST:PORT [--suite SUITE] [--compat SUITE,...]",
+     "nothing else; each message goes in the best suite both devices speak. Addresses after "
+     "commas are more nodes of the same service: a connection tries the one that answered "
+     "last, then the others."},
+    {"link", "link HANDLE --server HOST:PORT[,HOST:PORT...] [--suite SUITE] [--compat SUITE,...]",
      "Adds this machine as another device of an existing account (password from "
      "MISSIVE_PASSWORD). It waits until one of the account's devices approves it with "
      "'missive devices approve ID'; every device is told."},
@@ -317,6 +320,37 @@ static int parse_server(const char *s, char *host, size_t host_len, uint16_t *po
     return 0;
 }
 
+/*
+ * "HOST:PORT[,HOST:PORT...]": the first into host and port, *others at the
+ * rest ("" if none); -1 if any of them is malformed.
+ */
+static int parse_servers(const char *s, char *host, size_t host_len, uint16_t *port,
+                         const char **others)
+{
+    const char *comma = strchr(s, ',');
+    char first[300], more[300], more_host[300];
+    uint16_t more_port;
+
+    if ((comma != NULL ? (size_t)(comma - s) : strlen(s)) >= sizeof(first))
+        return -1;
+    snprintf(first, sizeof(first), "%.*s", comma != NULL ? (int)(comma - s) : (int)strlen(s), s);
+    if (parse_server(first, host, host_len, port) != 0)
+        return -1;
+    *others = comma != NULL ? comma + 1 : "";
+    for (const char *p = *others; comma != NULL && p != NULL;) {
+        const char *next = strchr(p, ',');
+        size_t len = next != NULL ? (size_t)(next - p) : strlen(p);
+
+        if (len >= sizeof(more))
+            return -1;
+        snprintf(more, sizeof(more), "%.*s", (int)len, p);
+        if (parse_server(more, more_host, sizeof(more_host), &more_port) != 0)
+            return -1;
+        p = next != NULL ? next + 1 : NULL;
+    }
+    return 0;
+}
+
 /* "classic,ecies" as a set of suites; -1 for anything else. */
 static int parse_suites(const char *list, unsigned *out)
 {
@@ -342,13 +376,15 @@ static int create_device(const struct cli *o, const char *handle, struct msv_cli
     enum msv_suite suite = MSV_SUITE_MODERN;
     unsigned also = 0;
     char dir[1100], host[256], *pass;
+    const char *others = NULL;
     uint8_t fp[32];
     char fp_text[MSV_FINGERPRINT_TEXT_LEN];
     uint16_t port = 0;
     msv_err err;
 
-    if (o->server == NULL || parse_server(o->server, host, sizeof(host), &port) != 0) {
-        fprintf(stderr, "missive: --server HOST:PORT is required (the missived to use)\n");
+    if (o->server == NULL || parse_servers(o->server, host, sizeof(host), &port, &others) != 0) {
+        fprintf(stderr, "missive: --server HOST:PORT[,HOST:PORT...] is required (the missived to "
+                        "use; a cluster's nodes after a comma)\n");
         return EXIT_USAGE;
     }
     if (o->suite != NULL && msv_suite_from_name(o->suite, &suite) != MSV_OK) {
@@ -374,6 +410,8 @@ static int create_device(const struct cli *o, const char *handle, struct msv_cli
         fprintf(stderr, "missive: %s already has a device here (%s)\n", handle, dir);
         return EXIT_ERR;
     }
+    if (err == MSV_OK)
+        err = msv_client_set_servers(*c, others);
     if (err != MSV_OK)
         return fail(NULL, "creating this device", err);
     msv_fingerprint_text(fp, fp_text);

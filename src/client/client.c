@@ -296,6 +296,9 @@ msv_err msv_client_open(const char *dir, const char *passphrase, struct msv_clie
         memcpy(c->pin, pin, 32);
     else if (err == MSV_OK)
         err = MSV_ERR_PARSE;
+    /* an account from before alternative addresses has none */
+    if (err == MSV_OK && get_text(c, "servers", c->others, sizeof(c->others)) != MSV_OK)
+        c->others[0] = '\0';
     free(sealed);
     free(pin);
     if (err != MSV_OK) {
@@ -319,10 +322,84 @@ void msv_client_close(struct msv_client *c)
 
 /* ---- accounts ------------------------------------------------------------------------- */
 
-/* A fresh connection for the unauthenticated account requests. */
+/* The i-th of "HOST:PORT,..." into host and port; MSV_ERR_NOT_FOUND past the end. */
+static msv_err server_at(const char *list, unsigned i, char *host, size_t host_len, uint16_t *port)
+{
+    const char *p = list, *end, *colon;
+    char *stop;
+    unsigned long n;
+
+    for (; i > 0 && p != NULL; i--)
+        p = (p = strchr(p, ',')) != NULL ? p + 1 : NULL;
+    if (p == NULL || *p == '\0')
+        return MSV_ERR_NOT_FOUND;
+    end = p + strcspn(p, ",");
+    for (colon = end; colon > p && colon[-1] != ':'; colon--)
+        ;
+    if (colon <= p + 1 || (size_t)(colon - 1 - p) >= host_len)
+        return MSV_ERR_INVALID;
+    n = strtoul(colon, &stop, 10);
+    if (stop != end || n == 0 || n > 65535)
+        return MSV_ERR_INVALID;
+    memcpy(host, p, (size_t)(colon - 1 - p));
+    host[colon - 1 - p] = '\0';
+    *port = (uint16_t)n;
+    return MSV_OK;
+}
+
+msv_err msv_client_set_servers(struct msv_client *c, const char *others)
+{
+    char host[256];
+    uint16_t port;
+    unsigned i = 0;
+    msv_err err;
+
+    if (strlen(others) >= sizeof(c->others))
+        return MSV_ERR_INVALID;
+    while ((err = server_at(others, i, host, sizeof(host), &port)) == MSV_OK)
+        i++;
+    if (err != MSV_ERR_NOT_FOUND || (i == 0 && others[0] != '\0'))
+        return MSV_ERR_INVALID;
+    err = set_text(c, "servers", others);
+    if (err == MSV_OK) {
+        snprintf(c->others, sizeof(c->others), "%s", others);
+        c->preferred = 0;
+    }
+    return err;
+}
+
+/*
+ * A fresh connection for the unauthenticated account requests: to the
+ * address that answered last, else to the next that answers (a cluster's
+ * node that went away hands its devices to the others).
+ */
 static msv_err plain_conn(struct msv_client *c, struct msv_conn **out)
 {
-    return msv_conn_open(c->host, c->port, c->pin, TIMEOUT_MS, out);
+    unsigned count = 1;
+    char host[256];
+    uint16_t port;
+    msv_err err = MSV_ERR_IO, first = MSV_OK;
+
+    while (server_at(c->others, count - 1, host, sizeof(host), &port) == MSV_OK)
+        count++;
+    for (unsigned k = 0; k < count; k++) {
+        unsigned i = (c->preferred + k) % count;
+
+        if (i == 0) {
+            snprintf(host, sizeof(host), "%s", c->host);
+            port = c->port;
+        } else if (server_at(c->others, i - 1, host, sizeof(host), &port) != MSV_OK) {
+            continue;
+        }
+        err = msv_conn_open(host, port, c->pin, TIMEOUT_MS, out);
+        if (err == MSV_OK) {
+            c->preferred = i;
+            return MSV_OK;
+        }
+        if (first == MSV_OK)
+            first = err;
+    }
+    return first != MSV_OK ? first : err; /* what the preferred address said */
 }
 
 /*

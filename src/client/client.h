@@ -23,6 +23,8 @@ struct msv_client {
     uint64_t device_id; /* 0 until registered */
     char host[256];
     uint16_t port;
+    char others[1024];  /* more addresses of the same service ("HOST:PORT,..."), tried in turn */
+    unsigned preferred; /* the address that answered last: 0 is host:port, i others' i-th */
     uint8_t pin[32];
     struct msv_conn *conn;
     struct msv_conn *sealed_conn; /* not authenticated: sealed sends go here */
@@ -56,6 +58,13 @@ MSV_MUST_CHECK msv_err msv_client_create(const char *dir, const char *handle, co
 MSV_MUST_CHECK msv_err msv_client_open(const char *dir, const char *passphrase,
                                        struct msv_client **out);
 void msv_client_close(struct msv_client *c);
+/*
+ * Remembers more addresses of the same service (nodes of a cluster, which
+ * show the pinned certificate): "HOST:PORT,HOST:PORT..." ("" for none). A
+ * connection tries the address that answered last, then the others in turn.
+ * MSV_ERR_INVALID for a malformed list, changing nothing.
+ */
+MSV_MUST_CHECK msv_err msv_client_set_servers(struct msv_client *c, const char *others);
 
 /* Registration: ask for a code, then create the account with it. */
 MSV_MUST_CHECK msv_err msv_client_register_start(struct msv_client *c);

@@ -6,6 +6,7 @@
 #include "server/config.h"
 
 #include "missive/util.h"
+#include "store/store.h"
 
 #include <errno.h>
 #include <ini.h>
@@ -29,10 +30,16 @@ static const struct option_def options[] = {
     {"server", "listen_host", OPT_STR, F(listen_host), 0, 0},
     {"server", "listen_port", OPT_PORT, F(listen_port), 0, 65535},
     {"server", "data_dir", OPT_STR, F(data_dir), 0, 0},
+    {"server", "shared_dir", OPT_STR, F(shared_dir), 0, 0},
     {"server", "workers", OPT_U32, F(workers), 1, 64},
     {"server", "idle_timeout_s", OPT_U32, F(idle_timeout_s), 5, 86400},
     {"server", "max_connections_per_address", OPT_U32, F(max_conns_per_address), 1, 10000000},
     {"server", "frame_max", OPT_U64, F(frame_max), 4096, 16777215},
+    {"store", "backend", OPT_STR, F(store_backend), 0, 0},
+    {"store", "postgres", OPT_STR, F(postgres), 0, 0},
+    {"store", "connections", OPT_U32, F(store_connections), 1, 256},
+    {"cluster", "redis", OPT_STR, F(redis), 0, 0},
+    {"cluster", "node", OPT_STR, F(node), 0, 0},
     {"tls", "cert_file", OPT_STR, F(cert_file), 0, 0},
     {"tls", "key_file", OPT_STR, F(key_file), 0, 0},
     {"relay", "payload_limit", OPT_U64, F(payload_limit), 256, 1048576},
@@ -86,6 +93,8 @@ void msv_config_defaults(struct msv_config *c)
     c->listen_port = 7443;
     snprintf(c->data_dir, sizeof(c->data_dir), "missive-data");
     c->workers = 2;
+    snprintf(c->store_backend, sizeof(c->store_backend), "sqlite");
+    c->store_connections = 8;
     c->idle_timeout_s = 600;
     c->max_conns_per_address = 256;
     c->frame_max = 1u << 20;
@@ -277,7 +286,45 @@ static int check(const struct msv_config *c, char *err, size_t err_len)
         snprintf(err, err_len, "[server] data_dir is required");
         return -1;
     }
+    if (strcmp(c->store_backend, "sqlite") != 0 && strcmp(c->store_backend, "postgres") != 0) {
+        snprintf(err, err_len, "[store] backend: expected sqlite or postgres");
+        return -1;
+    }
+    if (strcmp(c->store_backend, "postgres") == 0 && c->postgres[0] == '\0') {
+        snprintf(err, err_len, "[store] postgres: the connection string is required");
+        return -1;
+    }
+    if (c->redis[0] != '\0' && strcmp(c->store_backend, "postgres") != 0) {
+        snprintf(err, err_len,
+                 "[cluster] redis: nodes of a cluster share a PostgreSQL store ([store] backend)");
+        return -1;
+    }
     return 0;
+}
+
+const char *msv_config_shared_dir(const struct msv_config *c)
+{
+    return c->shared_dir[0] != '\0' ? c->shared_dir : c->data_dir;
+}
+
+msv_err msv_config_open_store(const struct msv_config *c, struct msv_store **out, char *err,
+                              size_t err_len)
+{
+    char path[1100], why[256];
+    msv_err e;
+
+    if (strcmp(c->store_backend, "postgres") == 0) {
+        e = msv_store_open_postgres(c->postgres, c->store_connections, why, sizeof(why), out);
+        if (e != MSV_OK)
+            snprintf(err, err_len, "cannot use the PostgreSQL store: %s",
+                     why[0] ? why : msv_strerror(e));
+        return e;
+    }
+    snprintf(path, sizeof(path), "%s/missive.db", c->data_dir);
+    e = msv_store_open_sqlite(path, out);
+    if (e != MSV_OK)
+        snprintf(err, err_len, "cannot open %s: %s", path, msv_strerror(e));
+    return e;
 }
 
 msv_err msv_config_load(struct msv_config *c, const char *path, char *err, size_t err_len)

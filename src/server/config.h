@@ -15,8 +15,14 @@ struct msv_config {
     char listen_host[256];
     uint16_t listen_port;
     char data_dir[1024];
+    char shared_dir[1024]; /* what a cluster's nodes share: log key, certificate, attachments */
     unsigned workers;
-    char cert_file[1024]; /* empty: self-signed, generated into data_dir */
+    char store_backend[16];     /* "sqlite" (DATA_DIR/missive.db) or "postgres" */
+    char postgres[1024];        /* libpq connection string */
+    unsigned store_connections; /* PostgreSQL connections per node */
+    char redis[256];            /* HOST:PORT of the cluster's Redis; empty: a node alone */
+    char node[160];             /* this node's name in the cluster (empty: HOST:PORT it serves) */
+    char cert_file[1024];       /* empty: self-signed, generated into data_dir */
     char key_file[1024];
     uint64_t payload_limit;
     uint64_t queue_ttl_ms;
@@ -57,6 +63,14 @@ int64_t msv_config_now_ms(const struct msv_config *c);
  */
 MSV_MUST_CHECK msv_err msv_config_load(struct msv_config *c, const char *path, char *err,
                                        size_t err_len);
+
+/* shared_dir, or data_dir when it is not set (a node alone). */
+const char *msv_config_shared_dir(const struct msv_config *c);
+
+struct msv_store;
+/* Opens the store the configuration names (missived, missive-admin); err says why not. */
+MSV_MUST_CHECK msv_err msv_config_open_store(const struct msv_config *c, struct msv_store **out,
+                                             char *err, size_t err_len);
 
 /* Writes the effective configuration as INI (for --check-config). */
 void msv_config_print(const struct msv_config *c, FILE *out);

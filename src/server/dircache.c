@@ -106,3 +106,11 @@ void msv_dircache_drop(struct msv_dircache *c, const char *handle)
     c->generation++;
     pthread_mutex_unlock(&c->lock);
 }
+
+void msv_dircache_drop_all(struct msv_dircache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    clear_all(c);
+    c->generation++;
+    pthread_mutex_unlock(&c->lock);
+}

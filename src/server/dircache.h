@@ -40,5 +40,7 @@ int msv_dircache_get(struct msv_dircache *c, const char *handle, uint64_t *accou
 void msv_dircache_put(struct msv_dircache *c, const char *handle, uint64_t account,
                       const struct msv_dir_device *devs, size_t n, uint64_t generation);
 void msv_dircache_drop(struct msv_dircache *c, const char *handle);
+/* Forgets every handle (changes may have been missed: another node's, while Redis was away). */
+void msv_dircache_drop_all(struct msv_dircache *c);
 
 #endif

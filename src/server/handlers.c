@@ -32,7 +32,6 @@
 #define SEND_ENVELOPES_MAX 1024
 #define PUSH_TOKEN_MAX 512
 #define IDENTITY_MAX 4096
-#define WAKE_CLOSE (1ull << 63)
 #define ONE_TIME_PREKEYS_MAX 200 /* kept per device */
 #define PREKEY_UPLOAD_MAX 100    /* one-time prekeys per upload */
 #define CLAIM_MAX 64             /* devices per claim */
@@ -175,6 +174,8 @@ static void register_connection(struct msv_conn_state *c)
     old = msv_u64map_get(&s->registry, c->device_id);
     if (msv_u64map_put(&s->registry, c->device_id, c) != MSV_OK)
         old = NULL;
+    else
+        msv_cluster_online(s->cluster, c->device_id); /* under the lock: in order with offline */
     pthread_mutex_unlock(&s->registry_lock);
     /* a device has one connection: the newest; an older one on this worker is closed */
     if (old != NULL && old->w == c->w) {
@@ -441,6 +442,7 @@ void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const c
 {
     msv_dircache_drop(&s->dir, handle); /* sends address the new set from now on */
     msv_kt_log_grown(&s->kt);           /* and lookups answer from the log's new leaf */
+    msv_cluster_directory_changed(s->cluster, handle); /* on every node */
     Msv__Wire__DeviceChange dc = MSV__WIRE__DEVICE_CHANGE__INIT;
     Msv__Wire__DeviceInfo info = MSV__WIRE__DEVICE_INFO__INIT;
     struct msv_device_list list = {0};
@@ -525,7 +527,7 @@ static void handle_remove_device(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_close_soon(c);
         return;
     }
-    msv_server_wake(s, target | WAKE_CLOSE); /* its open connection, if any, ends */
+    msv_server_wake(s, target | MSV_WAKE_CLOSE); /* its open connection, if any, ends */
 }
 
 static void handle_approve_device(struct msv_conn_state *c, const msv_frame *f)

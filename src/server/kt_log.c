@@ -117,8 +117,11 @@ static msv_err head_locked(struct msv_kt_log *log, struct msv_store *store, int6
 {
     msv_err err = MSV_OK;
 
-    /* taken before reading, so a change committed meanwhile is read next time */
-    if (atomic_exchange(&log->grown, 0))
+    /*
+     * taken before reading, so a change committed meanwhile is read next time;
+     * a head due for re-signing reads the store too (other nodes append to it)
+     */
+    if (atomic_exchange(&log->grown, 0) || now_ms - log->head.time_ms >= MSV_KT_HEAD_INTERVAL_MS)
         err = sync_locked(log, store);
     if (err != MSV_OK)
         atomic_store(&log->grown, 1);

@@ -104,8 +104,10 @@ static void conn_free(struct msv_conn_state *c)
     count_address(s, c->peer_key, -1);
     if (c->device_id != 0) {
         pthread_mutex_lock(&s->registry_lock);
-        if (msv_u64map_get(&s->registry, c->device_id) == c)
+        if (msv_u64map_get(&s->registry, c->device_id) == c) {
             msv_u64map_del(&s->registry, c->device_id);
+            msv_cluster_offline(s->cluster, c->device_id);
+        }
         pthread_mutex_unlock(&s->registry_lock);
     }
     for (struct msv_pending_send *p = w->pending_head; p != NULL; p = p->next) {
@@ -374,21 +376,19 @@ void msv_conn_pump(struct msv_conn_state *c)
     msv_queue_recs_free(recs, n);
 }
 
-/* A wake-up with this bit set closes the device's connection instead (device removed). */
-#define WAKE_CLOSE (1ull << 63)
-
-void msv_server_wake(struct msv_server *s, uint64_t device_id)
+/* Wakes the worker holding device_id's connection; 0 if no worker of this node holds it. */
+static int wake_worker(struct msv_server *s, uint64_t device_id)
 {
     struct msv_conn_state *c;
     struct msv_worker *w = NULL;
 
     pthread_mutex_lock(&s->registry_lock);
-    c = msv_u64map_get(&s->registry, device_id & ~WAKE_CLOSE);
+    c = msv_u64map_get(&s->registry, device_id & ~MSV_WAKE_CLOSE);
     if (c != NULL)
         w = c->w;
     pthread_mutex_unlock(&s->registry_lock);
     if (w == NULL)
-        return; /* offline: the queue waits for its next connection */
+        return 0;
     pthread_mutex_lock(&w->wake_lock);
     if (w->wake_count == w->wake_cap) {
         size_t cap = w->wake_cap ? w->wake_cap * 2 : 64;
@@ -396,7 +396,7 @@ void msv_server_wake(struct msv_server *s, uint64_t device_id)
 
         if (bigger == NULL) {
             pthread_mutex_unlock(&w->wake_lock);
-            return; /* the device still gets it on its next ack or reconnection */
+            return 1; /* the device still gets it on its next ack or reconnection */
         }
         w->wake_devices = bigger;
         w->wake_cap = cap;
@@ -404,6 +404,20 @@ void msv_server_wake(struct msv_server *s, uint64_t device_id)
     w->wake_devices[w->wake_count++] = device_id;
     pthread_mutex_unlock(&w->wake_lock);
     event_active(w->wake_ev, EV_READ, 0);
+    return 1;
+}
+
+void msv_server_wake_local(struct msv_server *s, uint64_t device_id)
+{
+    (void)wake_worker(s, device_id); /* offline: the queue waits for its next connection */
+}
+
+void msv_server_wake(struct msv_server *s, uint64_t device_id)
+{
+    /* not here: perhaps on another node, which the cluster tells */
+    if (!wake_worker(s, device_id) && s->cluster != NULL)
+        msv_cluster_wake(s->cluster, device_id & ~MSV_WAKE_CLOSE,
+                         (device_id & MSV_WAKE_CLOSE) != 0);
 }
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
@@ -425,16 +439,17 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         struct msv_conn_state *c;
 
         pthread_mutex_lock(&s->registry_lock);
-        c = msv_u64map_get(&s->registry, devices[i] & ~WAKE_CLOSE);
+        c = msv_u64map_get(&s->registry, devices[i] & ~MSV_WAKE_CLOSE);
         if (c != NULL && c->w != w)
             c = NULL; /* moved to another worker since; that one was woken too */
-        if (c != NULL && (devices[i] & WAKE_CLOSE)) {
+        if (c != NULL && (devices[i] & MSV_WAKE_CLOSE)) {
             msv_u64map_del(&s->registry, c->device_id);
+            msv_cluster_offline(s->cluster, c->device_id);
             c->device_id = 0;
         }
         pthread_mutex_unlock(&s->registry_lock);
         /* connections are freed only on this thread, so c stays valid here */
-        if (c != NULL && (devices[i] & WAKE_CLOSE))
+        if (c != NULL && (devices[i] & MSV_WAKE_CLOSE))
             msv_conn_close_soon(c);
         else if (c != NULL)
             msv_conn_pump(c);
@@ -810,9 +825,13 @@ static void on_expiry(evutil_socket_t fd, short what, void *arg)
 
 static msv_err make_dirs(const struct msv_config *c, char *err, size_t err_len)
 {
-    if (mkdir(c->data_dir, 0700) != 0 && errno != EEXIST) {
-        snprintf(err, err_len, "cannot create %s: %s", c->data_dir, strerror(errno));
-        return MSV_ERR_IO;
+    const char *dirs[] = {c->data_dir, msv_config_shared_dir(c)};
+
+    for (size_t i = 0; i < 2; i++) {
+        if (mkdir(dirs[i], 0700) != 0 && errno != EEXIST) {
+            snprintf(err, err_len, "cannot create %s: %s", dirs[i], strerror(errno));
+            return MSV_ERR_IO;
+        }
     }
     return MSV_OK;
 }
@@ -901,16 +920,13 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     e = make_dirs(cfg, err, err_len);
     if (e != MSV_OK)
         goto fail;
-    snprintf(db, sizeof(db), "%s/missive.db", cfg->data_dir);
-    e = msv_store_open_sqlite(db, &s->store);
-    if (e != MSV_OK) {
-        snprintf(err, err_len, "cannot open %s: %s", db, msv_strerror(e));
-        goto fail;
-    }
-    e = msv_kt_log_open(&s->kt, cfg->data_dir, s->store, err, err_len);
+    e = msv_config_open_store(cfg, &s->store, err, err_len);
     if (e != MSV_OK)
         goto fail;
-    snprintf(db, sizeof(db), "%s/blobs", cfg->data_dir);
+    e = msv_kt_log_open(&s->kt, msv_config_shared_dir(cfg), s->store, err, err_len);
+    if (e != MSV_OK)
+        goto fail;
+    snprintf(db, sizeof(db), "%s/blobs", msv_config_shared_dir(cfg));
     e = msv_blob_backend_open_dir(db, &s->blobs);
     if (e != MSV_OK) {
         snprintf(err, err_len, "cannot use %s for attachments", db);
@@ -972,6 +988,19 @@ msv_err msv_server_run(struct msv_server *s)
             "tls=%s:%u http=%s:%u workers=%u store=%s fingerprint=%s log_key=%s",
             s->cfg.listen_host, s->port, s->cfg.http_host, s->http_port, s->worker_count,
             s->store->ops->name, hex, log_key);
+    if (s->cfg.redis[0] != '\0') {
+        char node[160], why[256];
+
+        if (s->cfg.node[0] != '\0')
+            snprintf(node, sizeof(node), "%s", s->cfg.node);
+        else
+            snprintf(node, sizeof(node), "%.100s:%u", s->cfg.listen_host, s->port);
+        if (msv_cluster_start(s, s->cfg.redis, node, &s->cluster, why, sizeof(why)) != MSV_OK) {
+            msv_log(MSV_LOG_ERROR, "cluster_failed", "reason=\"%s\"", why);
+            return MSV_ERR_IO;
+        }
+        msv_log(MSV_LOG_INFO, "cluster", "node=%s redis=%s", node, s->cfg.redis);
+    }
     for (unsigned i = 1; i < s->worker_count; i++) {
         if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0)
             return MSV_ERR_NOMEM;
@@ -994,6 +1023,9 @@ void msv_server_free(struct msv_server *s)
 {
     if (s == NULL)
         return;
+    /* first: its thread wakes workers, whose events go below */
+    msv_cluster_stop(s->cluster);
+    s->cluster = NULL;
     if (s->http != NULL)
         evhttp_free(s->http);
     for (unsigned i = 0; s->workers != NULL && i < s->worker_count; i++) {

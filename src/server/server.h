@@ -18,6 +18,7 @@
 #include <openssl/ssl.h>
 
 #include "server/blob_backend.h"
+#include "server/cluster.h"
 #include "server/config.h"
 #include "server/dircache.h"
 #include "server/kt_log.h"
@@ -93,6 +94,7 @@ struct msv_metrics {
     _Atomic uint64_t envelopes_expired, commit_batches, commit_failures, rate_limited;
     _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired, reads_paused;
     _Atomic uint64_t connections_refused;
+    _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects;
 };
 
 struct msv_bucket {
@@ -114,8 +116,9 @@ struct msv_server {
     unsigned worker_count;
     uint16_t port, http_port;
 
-    struct msv_dircache dir; /* handle -> devices, for checking sends */
-    struct msv_kt_log kt;    /* the transparency log lookups are answered from */
+    struct msv_cluster *cluster; /* NULL for a node alone */
+    struct msv_dircache dir;     /* handle -> devices, for checking sends */
+    struct msv_kt_log kt;        /* the transparency log lookups are answered from */
 
     pthread_mutex_t registry_lock;
     struct msv_u64map registry; /* device id -> struct msv_conn_state * */
@@ -144,8 +147,16 @@ void msv_server_free(struct msv_server *s);
 
 int64_t msv_server_now_ms(struct msv_server *s);
 
-/* Tells the worker holding device_id's connection, if any, to push its queue. */
+/* A wake-up with this bit set closes the device's connection instead (device removed). */
+#define MSV_WAKE_CLOSE (1ull << 63)
+
+/*
+ * Tells the worker holding device_id's connection to push its queue; a
+ * device connected to another node is woken through the cluster.
+ */
 void msv_server_wake(struct msv_server *s, uint64_t device_id);
+/* The same for this node's connections only (what the cluster calls). */
+void msv_server_wake_local(struct msv_server *s, uint64_t device_id);
 
 /* ---- used by the request handlers (handlers.c, blobs.c) ---- */
 

@@ -92,12 +92,14 @@ msv_err msv_tls_server_ctx(const struct msv_config *c, SSL_CTX **out, uint8_t fi
         snprintf(cert, sizeof(cert), "%s", c->cert_file);
         snprintf(key, sizeof(key), "%s", c->key_file);
     } else {
-        snprintf(cert, sizeof(cert), "%s/server.crt", c->data_dir);
-        snprintf(key, sizeof(key), "%s/server.key", c->data_dir);
+        /* nodes of a cluster present the same certificate: it lives with what they share */
+        snprintf(cert, sizeof(cert), "%s/server.crt", msv_config_shared_dir(c));
+        snprintf(key, sizeof(key), "%s/server.key", msv_config_shared_dir(c));
         if (access(cert, F_OK) != 0 || access(key, F_OK) != 0) {
             e = generate_self_signed(cert, key);
             if (e != MSV_OK) {
-                snprintf(err, err_len, "cannot create a certificate in %s", c->data_dir);
+                snprintf(err, err_len, "cannot create a certificate in %s",
+                         msv_config_shared_dir(c));
                 return e;
             }
         }

@@ -1,0 +1,449 @@
+#include "server/cluster.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wshadow"
+#include <hiredis/adapters/libevent.h>
+#pragma GCC diagnostic pop
+
+#include "missive/util.h"
+#include "server/log.h"
+#include "server/server.h"
+
+#define TICK_MS 1000
+#define HEARTBEAT_MS 10000
+#define HEARTBEAT_TTL_S 30
+#define WAKE_PREFIX "msv:wake:"
+#define PRESENCE_PREFIX "msv:presence:"
+#define DIRECTORY_CHANNEL "msv:directory"
+
+/* Deletes the presence only if it still names this node (a newer connection elsewhere wins). */
+static const char forget_presence[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
+    "return 0";
+
+enum op_kind { OP_ONLINE, OP_OFFLINE, OP_WAKE, OP_CLOSE, OP_DIRECTORY };
+
+struct op {
+    enum op_kind kind;
+    uint64_t device;
+    char *handle; /* OP_DIRECTORY */
+};
+
+struct msv_cluster {
+    struct msv_server *srv;
+    char host[256];
+    int port;
+    char node[160];
+    pthread_t thread;
+    int started;
+    struct event_base *base;
+    struct event *ops_ev, *tick_ev;
+
+    pthread_mutex_t lock; /* guards ops and stopping */
+    struct op *ops;
+    size_t n_ops, cap_ops;
+    int stopping;
+
+    /* the cluster thread's alone */
+    redisAsyncContext *cmd, *sub; /* NULL while not connected */
+    int cmd_up, sub_up;           /* connected (not only connecting) */
+    int subscribed;               /* the directory channel is confirmed: wake-ups flow */
+    int was_up;                   /* Redis was reachable once: its loss is worth a warning */
+    struct msv_u64map online;     /* devices connected to this node */
+    int64_t last_heartbeat;
+};
+
+/* ---- requests from the workers ---------------------------------------------------------- */
+
+static void push_op(struct msv_cluster *c, enum op_kind kind, uint64_t device, const char *handle)
+{
+    struct op o = {kind, device, NULL};
+
+    if (c == NULL)
+        return;
+    if (handle != NULL && (o.handle = strdup(handle)) == NULL)
+        return;
+    pthread_mutex_lock(&c->lock);
+    if (c->n_ops == c->cap_ops) {
+        size_t cap = c->cap_ops ? c->cap_ops * 2 : 64;
+        struct op *bigger = realloc(c->ops, cap * sizeof(*bigger));
+
+        if (bigger == NULL) {
+            pthread_mutex_unlock(&c->lock);
+            free(o.handle); /* the tick's resynchronisation makes up for it */
+            return;
+        }
+        c->ops = bigger;
+        c->cap_ops = cap;
+    }
+    c->ops[c->n_ops++] = o;
+    pthread_mutex_unlock(&c->lock);
+    event_active(c->ops_ev, EV_READ, 0);
+}
+
+void msv_cluster_online(struct msv_cluster *c, uint64_t device_id)
+{
+    push_op(c, OP_ONLINE, device_id, NULL);
+}
+
+void msv_cluster_offline(struct msv_cluster *c, uint64_t device_id)
+{
+    push_op(c, OP_OFFLINE, device_id, NULL);
+}
+
+void msv_cluster_wake(struct msv_cluster *c, uint64_t device_id, int close)
+{
+    push_op(c, close ? OP_CLOSE : OP_WAKE, device_id, NULL);
+}
+
+void msv_cluster_directory_changed(struct msv_cluster *c, const char *handle)
+{
+    push_op(c, OP_DIRECTORY, 0, handle);
+}
+
+/* ---- Redis --------------------------------------------------------------------------- */
+
+static void wake_all_online(struct msv_cluster *c)
+{
+    for (size_t i = 0; i < c->online.cap; i++) {
+        if (c->online.keys[i] != 0)
+            msv_server_wake_local(c->srv, c->online.keys[i]);
+    }
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *arg)
+{
+    const redisReply *r = reply;
+
+    (void)ac;
+    (void)arg;
+    if (r != NULL && r->type == REDIS_REPLY_ERROR)
+        msv_log(MSV_LOG_WARN, "redis_error", "reply=\"%.*s\"", (int)r->len, r->str);
+}
+
+static void set_presence(struct msv_cluster *c, uint64_t device)
+{
+    if (c->cmd_up)
+        redisAsyncCommand(c->cmd, on_reply, NULL, "SET " PRESENCE_PREFIX "%" PRIu64 " %s", device,
+                          c->node);
+}
+
+static void subscribe_device(struct msv_cluster *c, uint64_t device);
+
+/* Messages and confirmations on the subscriber connection. */
+static void on_message(redisAsyncContext *ac, void *reply, void *arg)
+{
+    struct msv_cluster *c = ac->data;
+    const redisReply *r = reply;
+    const redisReply *kind, *channel, *payload;
+
+    (void)arg;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3)
+        return;
+    kind = r->element[0];
+    channel = r->element[1];
+    payload = r->element[2];
+    if (kind->type != REDIS_REPLY_STRING || channel->type != REDIS_REPLY_STRING)
+        return;
+    if (strcmp(channel->str, DIRECTORY_CHANNEL) == 0) {
+        if (strcmp(kind->str, "subscribe") == 0) {
+            /* (re)connected: whatever was published meanwhile is read from the store */
+            c->subscribed = 1;
+            msv_dircache_drop_all(&c->srv->dir);
+            msv_kt_log_grown(&c->srv->kt);
+            wake_all_online(c);
+        } else if (strcmp(kind->str, "message") == 0 && payload->type == REDIS_REPLY_STRING) {
+            msv_dircache_drop(&c->srv->dir, payload->str);
+            msv_kt_log_grown(&c->srv->kt);
+        }
+        return;
+    }
+    if (strncmp(channel->str, WAKE_PREFIX, strlen(WAKE_PREFIX)) == 0) {
+        uint64_t device = strtoull(channel->str + strlen(WAKE_PREFIX), NULL, 10);
+
+        if (device == 0 || msv_u64map_get(&c->online, device) == NULL)
+            return;
+        if (strcmp(kind->str, "subscribe") == 0) {
+            /* a wake-up published before the subscription took hold would be lost: read now */
+            msv_server_wake_local(c->srv, device);
+        } else if (strcmp(kind->str, "message") == 0 && payload->type == REDIS_REPLY_STRING) {
+            int close = payload->str[0] == 'c' ||
+                        (payload->str[0] == 'n' && strcmp(payload->str + 1, c->node) != 0);
+
+            if (payload->str[0] == 'n' && !close)
+                return; /* this node's own announcement */
+            atomic_fetch_add(&c->srv->m.cluster_wakes_in, 1);
+            msv_server_wake_local(c->srv, device | (close ? MSV_WAKE_CLOSE : 0));
+        }
+    }
+}
+
+static void subscribe_device(struct msv_cluster *c, uint64_t device)
+{
+    if (c->sub_up)
+        redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " WAKE_PREFIX "%" PRIu64, device);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct msv_cluster *c = ac->data;
+    int is_sub = ac == c->sub;
+
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this returns; the tick tries again */
+        if (is_sub)
+            c->sub = NULL;
+        else if (ac == c->cmd)
+            c->cmd = NULL;
+        return;
+    }
+    if (is_sub) {
+        c->sub_up = 1;
+        for (size_t i = 0; i < c->online.cap; i++)
+            if (c->online.keys[i] != 0)
+                subscribe_device(c, c->online.keys[i]);
+        /* last, so that its confirmation follows every device's */
+        redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " DIRECTORY_CHANNEL);
+    } else {
+        c->cmd_up = 1;
+        c->last_heartbeat = 0;
+        for (size_t i = 0; i < c->online.cap; i++)
+            if (c->online.keys[i] != 0)
+                set_presence(c, c->online.keys[i]);
+    }
+    if (c->cmd_up && c->sub_up) {
+        msv_log(MSV_LOG_INFO, "redis_connected", "redis=%s:%d node=%s", c->host, c->port, c->node);
+        c->was_up = 1;
+    }
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct msv_cluster *c = ac->data;
+
+    (void)status;
+    if (ac == c->sub) {
+        c->sub = NULL;
+        c->sub_up = 0;
+        c->subscribed = 0;
+    } else if (ac == c->cmd) {
+        c->cmd = NULL;
+        c->cmd_up = 0;
+    }
+    if (c->was_up) {
+        msv_log(MSV_LOG_WARN, "redis_lost",
+                "redis=%s:%d reading queues every second until it is back", c->host, c->port);
+        c->was_up = 0;
+    }
+}
+
+static redisAsyncContext *connect_one(struct msv_cluster *c)
+{
+    redisAsyncContext *ac = redisAsyncConnect(c->host, c->port);
+
+    if (ac == NULL)
+        return NULL;
+    if (ac->err != 0) {
+        redisAsyncFree(ac);
+        return NULL;
+    }
+    ac->data = c;
+    if (redisLibeventAttach(ac, c->base) != REDIS_OK) {
+        redisAsyncFree(ac);
+        return NULL;
+    }
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    atomic_fetch_add(&c->srv->m.cluster_connects, 1);
+    return ac;
+}
+
+/* ---- the cluster thread -------------------------------------------------------------- */
+
+static void run_op(struct msv_cluster *c, const struct op *o)
+{
+    switch (o->kind) {
+    case OP_ONLINE:
+        if (msv_u64map_get(&c->online, o->device) == NULL &&
+            msv_u64map_put(&c->online, o->device, (void *)1) == MSV_OK) {
+            subscribe_device(c, o->device);
+            set_presence(c, o->device);
+            /* a connection of the device that another node still holds is an old one: closed */
+            if (c->cmd_up)
+                redisAsyncCommand(c->cmd, on_reply, NULL, "PUBLISH " WAKE_PREFIX "%" PRIu64 " n%s",
+                                  o->device, c->node);
+        }
+        break;
+    case OP_OFFLINE:
+        if (msv_u64map_del(&c->online, o->device) == NULL)
+            break;
+        if (c->sub_up)
+            redisAsyncCommand(c->sub, on_message, NULL, "UNSUBSCRIBE " WAKE_PREFIX "%" PRIu64,
+                              o->device);
+        if (c->cmd_up)
+            redisAsyncCommand(c->cmd, on_reply, NULL, "EVAL %s 1 " PRESENCE_PREFIX "%" PRIu64 " %s",
+                              forget_presence, o->device, c->node);
+        break;
+    case OP_WAKE:
+    case OP_CLOSE:
+        if (c->cmd_up) {
+            redisAsyncCommand(c->cmd, on_reply, NULL, "PUBLISH " WAKE_PREFIX "%" PRIu64 " %s",
+                              o->device, o->kind == OP_CLOSE ? "c" : "w");
+            atomic_fetch_add(&c->srv->m.cluster_wakes_out, 1);
+        }
+        break;
+    case OP_DIRECTORY:
+        if (c->cmd_up)
+            redisAsyncCommand(c->cmd, on_reply, NULL, "PUBLISH " DIRECTORY_CHANNEL " %s",
+                              o->handle);
+        break;
+    }
+}
+
+static void on_ops(evutil_socket_t fd, short what, void *arg)
+{
+    struct msv_cluster *c = arg;
+    struct op *ops;
+    size_t n;
+    int stopping;
+
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&c->lock);
+    ops = c->ops;
+    n = c->n_ops;
+    stopping = c->stopping;
+    c->ops = NULL;
+    c->n_ops = c->cap_ops = 0;
+    pthread_mutex_unlock(&c->lock);
+    for (size_t i = 0; i < n; i++) {
+        if (!stopping)
+            run_op(c, &ops[i]);
+        free(ops[i].handle);
+    }
+    free(ops);
+    if (stopping) {
+        if (c->sub != NULL)
+            redisAsyncFree(c->sub);
+        if (c->cmd != NULL)
+            redisAsyncFree(c->cmd);
+        event_base_loopbreak(c->base);
+    }
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct msv_cluster *c = arg;
+    int64_t now = msv_wall_ms();
+
+    (void)fd;
+    (void)what;
+    if (c->cmd == NULL)
+        c->cmd = connect_one(c);
+    if (c->sub == NULL)
+        c->sub = connect_one(c);
+    if (c->cmd_up && now - c->last_heartbeat >= HEARTBEAT_MS) {
+        redisAsyncCommand(c->cmd, on_reply, NULL, "SET msv:node:%s %lld EX %d", c->node,
+                          (long long)msv_wall_ms(), HEARTBEAT_TTL_S);
+        c->last_heartbeat = now;
+    }
+    /* no wake-ups can arrive: the queues are read instead */
+    if (!c->subscribed || !c->cmd_up)
+        wake_all_online(c);
+}
+
+static void *cluster_main(void *arg)
+{
+    struct msv_cluster *c = arg;
+
+    event_base_dispatch(c->base);
+    return NULL;
+}
+
+msv_err msv_cluster_start(struct msv_server *s, const char *redis, const char *node,
+                          struct msv_cluster **out, char *err, size_t err_len)
+{
+    struct msv_cluster *c = calloc(1, sizeof(*c));
+    const char *colon = strrchr(redis, ':');
+    struct timeval tick = {TICK_MS / 1000, (TICK_MS % 1000) * 1000};
+    char *end = NULL;
+    long port;
+
+    if (c == NULL)
+        return MSV_ERR_NOMEM;
+    port = colon != NULL ? strtol(colon + 1, &end, 10) : 0;
+    if (colon == NULL || colon == redis || (size_t)(colon - redis) >= sizeof(c->host) ||
+        *end != '\0' || port < 1 || port > 65535) {
+        snprintf(err, err_len, "[cluster] redis must be HOST:PORT, not \"%s\"", redis);
+        free(c);
+        return MSV_ERR_PARSE;
+    }
+    memcpy(c->host, redis, (size_t)(colon - redis));
+    c->port = (int)port;
+    snprintf(c->node, sizeof(c->node), "%s", node);
+    c->srv = s;
+    pthread_mutex_init(&c->lock, NULL);
+    msv_u64map_init(&c->online);
+    c->base = event_base_new();
+    if (c->base != NULL) {
+        c->ops_ev = event_new(c->base, -1, EV_PERSIST, on_ops, c);
+        c->tick_ev = event_new(c->base, -1, EV_PERSIST, on_tick, c);
+    }
+    if (c->base == NULL || c->ops_ev == NULL || c->tick_ev == NULL ||
+        event_add(c->tick_ev, &tick) != 0) {
+        msv_cluster_stop(c);
+        snprintf(err, err_len, "out of memory");
+        return MSV_ERR_NOMEM;
+    }
+    c->cmd = connect_one(c);
+    c->sub = connect_one(c);
+    if (pthread_create(&c->thread, NULL, cluster_main, c) != 0) {
+        msv_cluster_stop(c);
+        snprintf(err, err_len, "cannot start the cluster thread");
+        return MSV_ERR_NOMEM;
+    }
+    c->started = 1;
+    *out = c;
+    return MSV_OK;
+}
+
+void msv_cluster_stop(struct msv_cluster *c)
+{
+    if (c == NULL)
+        return;
+    if (c->started) {
+        pthread_mutex_lock(&c->lock);
+        c->stopping = 1;
+        pthread_mutex_unlock(&c->lock);
+        event_active(c->ops_ev, EV_READ, 0);
+        pthread_join(c->thread, NULL);
+    } else {
+        if (c->sub != NULL)
+            redisAsyncFree(c->sub);
+        if (c->cmd != NULL)
+            redisAsyncFree(c->cmd);
+    }
+    for (size_t i = 0; i < c->n_ops; i++)
+        free(c->ops[i].handle);
+    free(c->ops);
+    if (c->ops_ev != NULL)
+        event_free(c->ops_ev);
+    if (c->tick_ev != NULL)
+        event_free(c->tick_ev);
+    if (c->base != NULL)
+        event_base_free(c->base);
+    msv_u64map_clear(&c->online);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}

@@ -1,0 +1,51 @@
+/*
+ * Scale-out: missived nodes that share one PostgreSQL database coordinate
+ * through Redis, and through Redis alone for what is not stored.
+ *
+ *  - Presence: while a device is connected to a node, msv:presence:ID holds
+ *    the node's name; msv:node:NAME holds the node's heartbeat (30 s expiry),
+ *    so a presence naming a node without one is stale.
+ *  - Wake-ups: a node that committed an envelope for a device connected
+ *    elsewhere publishes on msv:wake:ID; the node holding it subscribes to
+ *    that channel and pushes the device's queue from PostgreSQL. A wake-up
+ *    carries no message: losing one delays a delivery, never loses it.
+ *  - Directory changes: msv:directory carries the handle whose devices
+ *    changed; every node drops what it cached of it.
+ *
+ * Whatever Redis may have missed is made good when its connection comes
+ * back: the cache is dropped whole and every connected device's queue is
+ * read again. While Redis is unreachable, the node reads its devices' queues
+ * once a second instead of waiting for wake-ups.
+ *
+ * A cluster runs its own thread and event loop; the functions below may be
+ * called from any thread.
+ */
+#ifndef MSV_SERVER_CLUSTER_H
+#define MSV_SERVER_CLUSTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "missive/error.h"
+
+struct msv_server;
+struct msv_cluster;
+
+/*
+ * Starts the cluster thread for s: redis is HOST:PORT, node this node's
+ * name. An unreachable Redis is not an error (the node retries every
+ * second); a malformed address is.
+ */
+MSV_MUST_CHECK msv_err msv_cluster_start(struct msv_server *s, const char *redis, const char *node,
+                                         struct msv_cluster **out, char *err, size_t err_len);
+void msv_cluster_stop(struct msv_cluster *c);
+
+/* A device's connection came to this node, or left it. */
+void msv_cluster_online(struct msv_cluster *c, uint64_t device_id);
+void msv_cluster_offline(struct msv_cluster *c, uint64_t device_id);
+/* Tells the node holding device_id to push its queue (close: to close its connection). */
+void msv_cluster_wake(struct msv_cluster *c, uint64_t device_id, int close);
+/* handle's devices changed: every node forgets what it cached of them. */
+void msv_cluster_directory_changed(struct msv_cluster *c, const char *handle);
+
+#endif

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Three missived nodes on one PostgreSQL database and one Redis (run under
+# scripts/services.sh, which starts both on loopback): a sender on node A
+# reaches devices connected to nodes B and C at once (Redis wake-ups) and
+# offline devices through the shared queue; presence names each device's
+# node; a device change on one node reaches the others' caches; killing a
+# node moves its devices to the others with no message lost; a Redis restart
+# loses nothing, not even what was sent while it was down.
+#   scripts/services.sh tests/test_cluster.sh MISSIVE MISSIVED
+set -u
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+M=$(realpath "${1:?usage: test_cluster.sh MISSIVE MISSIVED}")
+D=$(realpath "${2:?usage: test_cluster.sh MISSIVE MISSIVED}")
+: "${MSV_TEST_POSTGRES:?run under scripts/services.sh}" "${MSV_TEST_REDIS:?}"
+redis_host=${MSV_TEST_REDIS%:*}
+redis_port=${MSV_TEST_REDIS##*:}
+rcli() { redis-cli -h "$redis_host" -p "$redis_port" "$@"; }
+
+work=$(mktemp -d)
+declare -A pids ports
+redis_restarted=0
+cleanup() {
+    for n in "${!pids[@]}"; do kill -TERM "${pids[$n]}" 2>/dev/null; done
+    wait 2>/dev/null
+    # the Redis this test started again is its own to stop
+    if [ "$redis_restarted" = 1 ]; then rcli SHUTDOWN NOSAVE >/dev/null 2>&1; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work" || exit 1
+
+# node NAME [PORT]: starts (or restarts, on the same port) a node with its own
+# data directory and the shared one
+node() {
+    local n=$1
+    rm -f "node-$n/missived.ports"
+    cat >"node-$n.ini" <<EOF
+[server]
+data_dir = $work/node-$n
+shared_dir = $work/shared
+listen_port = ${2:-0}
+[store]
+backend = postgres
+postgres = $MSV_TEST_POSTGRES
+connections = 4
+[cluster]
+redis = $MSV_TEST_REDIS
+node = $n
+[http]
+listen_port = 0
+[accounts]
+argon2_memlimit_kib = 8
+EOF
+    "$D" --config "node-$n.ini" 2>>"node-$n.log" &
+    pids[$n]=$!
+    for _ in $(seq 300); do [ -s "node-$n/missived.ports" ] && break; sleep 0.1; done
+    [ -s "node-$n/missived.ports" ] || return 1
+    ports[$n]=$(awk '/^tls/{print $2}' "node-$n/missived.ports")
+    # joined: both Redis connections up
+    for _ in $(seq 100); do grep -q "event=redis_connected" "node-$n.log" && return 0; sleep 0.1; done
+    return 1
+}
+
+# the first node makes the shared certificate and log key; the others use them
+node A && node B && node C && ok || bad "three nodes started ($(tail -3 node-*.log))"
+[ -s shared/server.crt ] && [ -s shared/log.key ] && [ ! -e node-B/server.crt ] && ok || bad "shared certificate and log key"
+for n in B C; do
+    cmp -s node-A/server.fingerprint "node-$n/server.fingerprint" && ok || bad "node $n shows another certificate"
+done
+grep -q "store=postgres" node-A.log && ok || bad "node A does not use PostgreSQL"
+
+export MISSIVE_PASSWORD="correct horse battery"
+code() { grep -h "handle=$1 code=" node-*.log | tail -1 | sed 's/.*code=//'; }
+# register WHO NODE: WHO's device talks to NODE first, the other nodes after it
+register() {
+    local who=$1 first=$2 list=127.0.0.1:${ports[$2]}
+    for n in A B C; do [ "$n" = "$first" ] || list="$list,127.0.0.1:${ports[$n]}"; done
+    "$M" --data-dir "dev-$who" register "$who@example.org" --server "$list" >/dev/null 2>&1 &&
+        "$M" --data-dir "dev-$who" register "$who@example.org" --code "$(code "$who@example.org")" >/dev/null 2>&1
+}
+register alice A && register bob B && register carol C && register dave B && ok || bad "registered on three nodes"
+as() { local who=$1; shift; "$M" --data-dir "dev-$who" --account "$who@example.org" "$@"; }
+device_of() { as "$1" -o json fingerprint 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["device_id"])' 2>/dev/null; }
+metric() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' "http://127.0.0.1:$(awk '/^http/{print $2}' "node-$1/missived.ports")/metrics" | awk -v m="missived_$2" '$1 == m {print $2}'; }
+
+# bob waits on B and carol on C while alice, on A, writes to both: Redis wakes them
+as bob receive --wait 15 >bob.out 2>&1 &
+bob=$!
+as carol receive --wait 15 >carol.out 2>&1 &
+carol=$!
+sleep 1.5
+bob_dev=$(device_of bob)
+[ -n "$bob_dev" ] && [ "$(rcli GET "msv:presence:$bob_dev")" = B ] && ok || bad "presence of bob's device ($bob_dev): $(rcli GET "msv:presence:$bob_dev")"
+[ -n "$(rcli GET msv:node:A)" ] && [ -n "$(rcli GET msv:node:C)" ] && ok || bad "node heartbeats"
+start=$(date +%s%N)
+expect 0 "alice sends to bob and carol from node A" -- as alice send bob@example.org carol@example.org --text "hello across nodes"
+for _ in $(seq 100); do grep -q "hello across nodes" bob.out && grep -q "hello across nodes" carol.out && break; sleep 0.05; done
+took=$((($(date +%s%N) - start) / 1000000))
+grep -q "hello across nodes" bob.out && ok || bad "bob on node B did not get it while connected: $(cat bob.out)"
+grep -q "hello across nodes" carol.out && ok || bad "carol on node C did not get it while connected: $(cat carol.out)"
+echo "delivered across nodes while connected within ${took} ms of the send starting"
+[ "$(metric B cluster_wakeups_received_total)" -ge 1 ] && [ "$(metric A cluster_wakeups_sent_total)" -ge 2 ] && ok || bad "wake-ups were not counted"
+kill "$bob" "$carol" 2>/dev/null
+wait "$bob" "$carol" 2>/dev/null
+
+# dave is offline: his message waits in PostgreSQL, and he reads it from node C
+expect 0 "alice writes to dave, offline" -- as alice send dave@example.org --text "waiting for you"
+expect 0 "dave reads it through node C" -- "$M" --data-dir dev-dave --account dave@example.org receive --wait 1
+grep -q "waiting for you" out.txt && ok || bad "dave's queued message: $(cat out.txt)"
+
+# a device change on node A reaches node B's cache: bob's new device is addressed at once
+expect 0 "bob links a second device through node A" -- "$M" --data-dir dev-bob2 link bob@example.org --server "127.0.0.1:${ports[A]}"
+new=$(sed -n 's/.*this is device \([0-9]*\).*/\1/p' out.txt)
+expect 0 "bob approves it through node B" -- as bob devices approve "$new"
+expect 0 "carol writes to bob from node C" -- as carol send bob@example.org --text "to both of bob"
+expect 0 "bob's second device reads it" -- "$M" --data-dir dev-bob2 --account bob@example.org receive --wait 1
+grep -q "to both of bob" out.txt && ok || bad "bob's new device missed it: $(cat out.txt) $(cat err.txt)"
+
+# node B dies while bob waits on it: bob moves to another node and loses nothing
+as bob receive --wait 20 >bob.out 2>&1 &
+bob=$!
+sleep 1
+kill -KILL "${pids[B]}"
+wait "${pids[B]}" 2>/dev/null
+unset 'pids[B]'
+for i in 1 2 3; do
+    expect 0 "alice sends $i while node B is down" -- as alice send bob@example.org --text "while B was down $i"
+done
+wait "$bob" 2>/dev/null
+expect 0 "bob reads through another node" -- as bob receive --wait 1
+for i in 1 2 3; do
+    grep -q "while B was down $i" out.txt bob.out && ok || bad "message $i lost with node B: $(cat out.txt)"
+done
+[ "$(rcli GET "msv:presence:$bob_dev")" != B ] && ok || bad "presence still names the dead node"
+node B "${ports[B]}" && ok || bad "node B came back"
+
+# Redis restarts: nothing is lost, not even what was sent while it was away
+as carol receive --wait 25 >carol.out 2>&1 &
+carol=$!
+sleep 1
+redis_conf=$(rcli CONFIG GET dir | tail -1)
+rcli SHUTDOWN NOSAVE >/dev/null 2>&1
+for _ in $(seq 50); do rcli PING >/dev/null 2>&1 || break; sleep 0.1; done
+expect 0 "alice writes to carol while Redis is down" -- as alice send carol@example.org --text "redis was down"
+for _ in $(seq 60); do grep -q "redis was down" carol.out && break; sleep 0.1; done
+grep -q "redis was down" carol.out && ok || bad "carol missed what was sent while Redis was down"
+redis-server --bind "$redis_host" --port "$redis_port" --save '' --appendonly no --dir "$redis_conf" \
+    --logfile "$work/redis2.log" --daemonize yes >/dev/null
+redis_restarted=1
+for _ in $(seq 100); do rcli PING 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+for n in A C; do
+    for _ in $(seq 60); do [ "$(grep -c "event=redis_connected" "node-$n.log")" -ge 2 ] && break; sleep 0.1; done
+    [ "$(grep -c "event=redis_connected" "node-$n.log")" -ge 2 ] && ok || bad "node $n did not reconnect to Redis"
+done
+expect 0 "alice writes to carol after Redis is back" -- as alice send carol@example.org --text "redis is back"
+for _ in $(seq 60); do grep -q "redis is back" carol.out && break; sleep 0.1; done
+grep -q "redis is back" carol.out && ok || bad "carol missed what was sent after Redis came back"
+kill "$carol" 2>/dev/null
+wait "$carol" 2>/dev/null
+
+# every node stops cleanly
+for n in A B C; do
+    kill -TERM "${pids[$n]}" && wait "${pids[$n]}" && ok || bad "node $n did not stop cleanly"
+    unset "pids[$n]"
+done
+finish
