@@ -320,13 +320,15 @@ static const struct command {
     const char *name;
     int (*run)(const struct opts *o, FILE *out);
 } commands[] = {
-    {"crypto", bench_crypto}, {"relay", bench_relay}, {"fanout", bench_fanout},
-    {"idle", bench_idle},     {"queue", bench_queue}, {"storage", bench_storage},
+    {"crypto", bench_crypto},   {"relay", bench_relay}, {"fanout", bench_fanout},
+    {"idle", bench_idle},       {"queue", bench_queue}, {"storage", bench_storage},
+    {"cluster", bench_cluster},
 };
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: missive-bench [options] all|crypto|relay|fanout|idle|queue|storage...\n\n"
+    fprintf(f, "usage: missive-bench [options] all|crypto|relay|fanout|idle|queue|storage|"
+               "cluster...\n\n"
                "Measures Missive against peers and limits in the same run and prints Markdown\n"
                "tables (bench/README.md says what each benchmark measures; bench/run.sh runs\n"
                "them all and writes bench/RESULTS.md).\n\n"
@@ -336,6 +338,8 @@ static void usage(FILE *f)
                "  idle     B4: memory per idle TLS connection (10,000 and 50,000)\n"
                "  queue    B5: 1,000 offline devices x 100 envelopes, then all reconnect\n"
                "  storage  B6: directory lookups/s; attachment MB/s vs. nginx\n"
+               "  cluster  B7: 1, 2 and 3 relay nodes on PostgreSQL and Redis (run it under\n"
+               "           scripts/services.sh --durable, which starts both)\n"
                "  all      every one of them, in that order\n\n"
                "options:\n"
                "  --quick          tiny sizes and short windows: a smoke test, not a result\n"

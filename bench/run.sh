@@ -24,7 +24,8 @@ cmake --build "$build" -j"$(nproc)" --target missive-bench missived >/dev/null
     echo "- method: B1 on one core, medians of 7 runs, each primitive and the envelopes timed back to back for 0.05 s each, the ratio the median of the per-run ratios. B2-B6: servers pinned to core 1, the load generator (missive-bench itself, one event loop) to core 0; loopback only; medians of 3 runs, the systems compared alternating within each run; measurement windows of 5 s after a warm-up; server CPU from /proc/PID/stat"
     echo "- command: bench/run.sh ($build/missive-bench ${which[*]})"
     echo
-    "$build/missive-bench" "${which[@]}"
+    # B7 needs PostgreSQL and Redis: services.sh starts both on loopback (fsync on)
+    scripts/services.sh --durable "$build/missive-bench" "${which[@]}"
 } > "$out.tmp"
 mv "$out.tmp" "$out"
 echo "wrote $out"

@@ -4,8 +4,9 @@
 #   scripts/services.sh [--durable] COMMAND [ARG...]
 # COMMAND sees MSV_TEST_POSTGRES (a libpq conninfo; the database "missive"
 # exists and is empty), MSV_TEST_REDIS (HOST:PORT), MSV_TEST_PG_ADMIN (a
-# conninfo for creating more databases) and MSV_SERVICES_DIR (where the
-# services keep their files, with pg.log and redis.log). Both stop, and the
+# conninfo for creating more databases), MSV_SERVICES_DIR (where the
+# services keep their files, with pg.log and redis.log) and
+# MSV_SERVICES_PG_PID and MSV_SERVICES_REDIS_PID. Both stop, and the
 # directory goes, when the command ends; the exit status is the command's.
 # PostgreSQL runs with fsync off unless --durable is given. Under root the
 # services run as the postgres user (initdb refuses root).
@@ -96,6 +97,9 @@ export MSV_TEST_POSTGRES="host=127.0.0.1 port=$pg_port user=missive dbname=missi
 export MSV_TEST_PG_ADMIN="$admin"
 export MSV_TEST_REDIS="127.0.0.1:$redis_port"
 export MSV_SERVICES_DIR="$dir"
+# the benchmarks count the services' CPU time
+export MSV_SERVICES_PG_PID=$(head -n 1 "$dir/pg/postmaster.pid")
+export MSV_SERVICES_REDIS_PID=$redis_pid
 set +e
 "$@"
 exit $?

@@ -21,7 +21,7 @@ expect 2 "unknown option" -- "$B" --fast crypto
 
 expect 0 "quick run of every benchmark" -- "$B" --quick all
 cp out.txt all.txt
-for b in B1 B2 B3 B4 B5 B6; do
+for b in B1 B2 B3 B4 B5 B6 B7; do
     grep -q "^### $b" all.txt && ok || bad "section $b missing"
 done
 grep -Eq '^Worst ratio: [0-9]+\.[0-9]+' all.txt && ok || bad "B1 ratio"
@@ -33,6 +33,14 @@ grep -Eq '^\| 200 \| [0-9]+\.[0-9] \|' all.txt && ok || bad "B4 row"
 grep -Eq '^\| drain: envelopes/s .* \| [1-9][0-9.]* \|' all.txt && ok || bad "B5 drain"
 grep -Eq '^\| lookups/s .* \| [1-9][0-9]* \|' all.txt && ok || bad "B6 lookups"
 grep -Eq '^\| download 1 MiB, MB/s \| [1-9][0-9]* \|' all.txt && ok || bad "B6 download"
+# B7 needs PostgreSQL and Redis (ctest runs this under scripts/services.sh): 1, 2, 3 nodes
+if [ -n "${MSV_TEST_POSTGRES:-}" ]; then
+    for k in 1 2 3; do
+        grep -Eq "^\| $k \| 100 \| [1-9][0-9]* \| [0-9.]+ \| [0-9.]+ \|" all.txt && ok || bad "B7 row for $k nodes"
+    done
+else
+    grep -q '^Not run: B7 needs a PostgreSQL and a Redis' all.txt && ok || bad "B7 without services"
+fi
 
 # Waits up to 20 s for every process of this run's servers (their command lines name the
 # scratch directory) and the scratch directory itself to be gone: a process killed under a

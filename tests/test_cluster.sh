@@ -5,7 +5,8 @@
 # offline devices through the shared queue; presence names each device's
 # node; a device change on one node reaches the others' caches; killing a
 # node moves its devices to the others with no message lost; a Redis restart
-# loses nothing, not even what was sent while it was down.
+# loses nothing, not even what was sent while it was down. Attachments go
+# through the directory the nodes share.
 #   scripts/services.sh tests/test_cluster.sh MISSIVE MISSIVED
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
@@ -80,13 +81,15 @@ register() {
 }
 register alice A && register bob B && register carol C && register dave B && ok || bad "registered on three nodes"
 as() { local who=$1; shift; "$M" --data-dir "dev-$who" --account "$who@example.org" "$@"; }
+# listen WHO SECONDS: WHO's device waits connected, printing to WHO.out; $! is missive itself
+listen() { (exec "$M" --data-dir "dev-$1" --account "$1@example.org" receive --wait "$2" >"$1.out" 2>&1) & }
 device_of() { as "$1" -o json fingerprint 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["device_id"])' 2>/dev/null; }
 metric() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' "http://127.0.0.1:$(awk '/^http/{print $2}' "node-$1/missived.ports")/metrics" | awk -v m="missived_$2" '$1 == m {print $2}'; }
 
 # bob waits on B and carol on C while alice, on A, writes to both: Redis wakes them
-as bob receive --wait 15 >bob.out 2>&1 &
+listen bob 15
 bob=$!
-as carol receive --wait 15 >carol.out 2>&1 &
+listen carol 15
 carol=$!
 sleep 1.5
 bob_dev=$(device_of bob)
@@ -108,6 +111,14 @@ expect 0 "alice writes to dave, offline" -- as alice send dave@example.org --tex
 expect 0 "dave reads it through node C" -- "$M" --data-dir dev-dave --account dave@example.org receive --wait 1
 grep -q "waiting for you" out.txt && ok || bad "dave's queued message: $(cat out.txt)"
 
+# an attachment uploaded through node A is fetched through node C (shared_dir/blobs)
+head -c 200000 /dev/urandom > photo.jpg
+expect 0 "alice sends a file through node A" -- as alice send carol@example.org --text "photo" --file photo.jpg
+expect 0 "carol fetches it through node C" -- as carol receive --wait 1
+saved=$(sed -n 's/.*\[file: \(.*\) (200000 bytes)\].*/\1/p' out.txt)
+[ -n "$saved" ] && cmp -s photo.jpg "$saved" && ok || bad "file across nodes: $(cat out.txt) $(cat err.txt)"
+[ -n "$(ls shared/blobs 2>/dev/null)" ] && [ ! -e node-A/blobs ] && ok || bad "attachments not in the shared directory"
+
 # a device change on node A reaches node B's cache: bob's new device is addressed at once
 expect 0 "bob links a second device through node A" -- "$M" --data-dir dev-bob2 link bob@example.org --server "127.0.0.1:${ports[A]}"
 new=$(sed -n 's/.*this is device \([0-9]*\).*/\1/p' out.txt)
@@ -117,7 +128,7 @@ expect 0 "bob's second device reads it" -- "$M" --data-dir dev-bob2 --account bo
 grep -q "to both of bob" out.txt && ok || bad "bob's new device missed it: $(cat out.txt) $(cat err.txt)"
 
 # node B dies while bob waits on it: bob moves to another node and loses nothing
-as bob receive --wait 20 >bob.out 2>&1 &
+listen bob 20
 bob=$!
 sleep 1
 kill -KILL "${pids[B]}"
@@ -135,7 +146,7 @@ done
 node B "${ports[B]}" && ok || bad "node B came back"
 
 # Redis restarts: nothing is lost, not even what was sent while it was away
-as carol receive --wait 25 >carol.out 2>&1 &
+listen carol 25
 carol=$!
 sleep 1
 redis_conf=$(rcli CONFIG GET dir | tail -1)

@@ -37,6 +37,7 @@ int bench_fanout(const struct opts *o, FILE *out);  /* B3 */
 int bench_idle(const struct opts *o, FILE *out);    /* B4 */
 int bench_queue(const struct opts *o, FILE *out);   /* B5 */
 int bench_storage(const struct opts *o, FILE *out); /* B6 */
+int bench_cluster(const struct opts *o, FILE *out); /* B7 */
 
 /* ---- procs.c: servers under measurement ------------------------------------------------ */
 
@@ -65,6 +66,12 @@ void seed_handle(size_t a, char out[32]);
 /* Starts missived (workers = 1) with accounts pre-seeded; count_fsyncs runs it under strace. */
 void start_missived(const struct opts *o, const struct seed *seed, const uint8_t *identity,
                     size_t identity_len, int count_fsyncs, struct server_proc *out);
+/* Fills the PostgreSQL store at conninfo with accounts of one device each (as seed). */
+void seed_postgres(const char *conninfo, size_t accounts, const uint8_t *identity,
+                   size_t identity_len);
+/* Starts a missived node (workers = 1) on that store, in the cluster at redis. */
+void start_missived_node(const struct opts *o, const char *conninfo, const char *redis,
+                         const char *shared, const char *name, struct server_proc *out);
 /* Starts Mosquitto with missived's certificate type (P-256), TLS 1.3, QoS 1 settings. */
 int start_mosquitto(const struct opts *o, struct server_proc *out);
 /* Starts nginx (one process) serving dir/www over TLS 1.3 and accepting PUT to /up/. */
@@ -76,6 +83,7 @@ void kill_servers(void);
 void servers_without_leak_check(void);
 
 double proc_cpu_s(pid_t pid);                  /* user + system seconds */
+double proc_tree_cpu_s(pid_t pid);             /* the same with its children's, live and reaped */
 double proc_rss_kib(pid_t pid);                /* resident set size */
 uint64_t proc_write_bytes(pid_t pid);          /* bytes sent to storage */
 long proc_fsyncs(const struct server_proc *p); /* -1 if not counted */

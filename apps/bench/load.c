@@ -710,7 +710,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 static void start_one(struct load *L, struct lconn *c)
 {
     struct sockaddr_in dst = {.sin_family = AF_INET,
-                              .sin_port = htons(L->port),
+                              .sin_port = htons(c->port ? c->port : L->port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     SSL *ssl;

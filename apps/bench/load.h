@@ -56,6 +56,7 @@ struct lconn {
     enum lproto proto;
     int state;
     size_t idx;
+    uint16_t port;   /* the server's port; 0: L->port */
     char handle[32]; /* Missive: who authenticates */
     uint64_t device_id;
     char topic_in[40];            /* MQTT: what it subscribes to */

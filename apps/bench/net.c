@@ -784,3 +784,143 @@ int bench_storage(const struct opts *o, FILE *out)
                  "MiB per second of wall time.\n\n");
     return 0;
 }
+
+/* ---- B7: relay nodes on PostgreSQL and Redis --------------------------------------------------
+ */
+
+struct cluster_res {
+    double rate, missived_us, pg_us, redis_us, total_us, p50, p99;
+};
+
+static double env_pid_cpu(const char *var)
+{
+    const char *v = getenv(var);
+
+    return v != NULL && atoi(v) > 0 ? proc_tree_cpu_s((pid_t)atoi(v)) : 0;
+}
+
+/* Every server's CPU seconds: missived nodes, PostgreSQL (with its backends), Redis. */
+static void cluster_cpu(const struct server_proc *nodes, int k, double out[3])
+{
+    out[0] = 0;
+    for (int i = 0; i < k; i++)
+        out[0] += proc_cpu_s(nodes[i].pid);
+    out[1] = env_pid_cpu("MSV_SERVICES_PG_PID");
+    out[2] = env_pid_cpu("MSV_SERVICES_REDIS_PID");
+}
+
+/* Pairs (i, i^1) as in B2, connection i on node i % k: with two or more nodes most sends cross. */
+static void cluster_phase(const struct opts *o, struct load *L, const struct server_proc *nodes,
+                          int k, const struct seed *s, size_t n, struct cluster_res *r)
+{
+    double warm = o->quick ? 0.3 : 1.5, cpu_a[3], cpu_b[3], t_a, t_b;
+    uint64_t d_a, d_b;
+    struct target *t;
+
+    L->first_error[0] = '\0';
+    t = pair_up(L, LP_MISSIVE, s, n);
+    for (size_t i = 0; i < n; i++)
+        L->c[i].port = nodes[i % (size_t)k].port;
+    load_connect(L, 300);
+    check_ready(L, n, "missived nodes");
+    L->window = 1;
+    L->closed_loop = 1;
+    load_kick(L);
+    load_run(L, warm);
+    L->lat_n = 0;
+    L->record = 1;
+    cluster_cpu(nodes, k, cpu_a);
+    t_a = now_s();
+    d_a = L->delivered;
+    load_run(L, o->window);
+    cluster_cpu(nodes, k, cpu_b);
+    t_b = now_s();
+    d_b = L->delivered;
+    L->record = 0;
+    r->rate = per((double)(d_b - d_a), t_b - t_a);
+    r->missived_us = per((cpu_b[0] - cpu_a[0]) * 1e6, (double)(d_b - d_a));
+    r->pg_us = per((cpu_b[1] - cpu_a[1]) * 1e6, (double)(d_b - d_a));
+    r->redis_us = per((cpu_b[2] - cpu_a[2]) * 1e6, (double)(d_b - d_a));
+    r->total_us = r->missived_us + r->pg_us + r->redis_us;
+    load_sort_latencies(L);
+    r->p50 = quantile_sorted(L->lat, L->lat_n, 0.5);
+    r->p99 = quantile_sorted(L->lat, L->lat_n, 0.99);
+    /* what is in flight arrives before the connections close */
+    L->closed_loop = 0;
+    load_run(L, warm / 2);
+    if (L->lost > 0)
+        die("missived nodes: %zu connections were lost under load; first error: %s", L->lost,
+            L->first_error);
+    load_close(L);
+    free_targets(t, n);
+}
+
+static double cmed(struct cluster_res *v, int n, size_t off)
+{
+    double x[32];
+
+    for (int i = 0; i < n; i++)
+        x[i] = *(double *)((char *)&v[i] + off);
+    return median(x, n);
+}
+
+#define CMED(v, n, field) cmed(v, n, offsetof(struct cluster_res, field))
+
+int bench_cluster(const struct opts *o, FILE *out)
+{
+    const char *pg = getenv("MSV_TEST_POSTGRES"), *redis = getenv("MSV_TEST_REDIS");
+    size_t n = o->quick ? 100 : 1000;
+    struct seed s = {.accounts = n};
+    struct server_proc nodes[3];
+    char shared[300];
+    const uint8_t *pub;
+    size_t pub_len;
+    double one_node = 0;
+    int runs = net_runs(o);
+
+    fprintf(out, "### B7: relay nodes on PostgreSQL and Redis, one to one, 256 B messages\n\n");
+    if (pg == NULL || redis == NULL) {
+        fprintf(out, "Not run: B7 needs a PostgreSQL and a Redis; run it as "
+                     "`scripts/services.sh --durable build/missive-bench cluster`.\n\n");
+        return 0;
+    }
+    bench_key(&pub, &pub_len);
+    seed_postgres(pg, n, pub, pub_len);
+    scratch_dir(o, "shared", shared, sizeof(shared));
+    fprintf(out,
+            "| nodes | connections | delivered msg/s | missived CPU µs/msg | PostgreSQL CPU "
+            "µs/msg | Redis CPU µs/msg | all servers CPU µs/msg | CPU per msg vs 1 node | p50 ms "
+            "| p99 ms |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    for (int k = 1; k <= 3; k++) {
+        struct cluster_res r[32];
+        struct load L;
+
+        for (int i = 0; i < k; i++) {
+            char name[16];
+
+            snprintf(name, sizeof(name), "node%d", i + 1);
+            start_missived_node(o, pg, redis, shared, name, &nodes[i]);
+        }
+        init_load(&L, &nodes[0]);
+        for (int run = 0; run < runs; run++)
+            cluster_phase(o, &L, nodes, k, &s, n, &r[run]);
+        load_free(&L);
+        for (int i = 0; i < k; i++)
+            stop_server(&nodes[i]);
+        if (k == 1)
+            one_node = CMED(r, runs, total_us);
+        fprintf(out, "| %d | %zu | %.0f | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f |\n", k, n,
+                CMED(r, runs, rate), CMED(r, runs, missived_us), CMED(r, runs, pg_us),
+                CMED(r, runs, redis_us), CMED(r, runs, total_us),
+                per(CMED(r, runs, total_us), one_node), CMED(r, runs, p50), CMED(r, runs, p99));
+        fflush(out);
+    }
+    fprintf(out,
+            "\nEvery node runs one worker; connection i talks to node i mod k and its partner "
+            "i xor 1 to the next, so with two or three nodes nearly every message is queued by "
+            "one node and pushed by another after a Redis wake-up. On a machine with fewer cores "
+            "than servers the rate says little; the CPU per message says what a node costs. "
+            "PostgreSQL runs with fsync on (`--durable`), as SQLite runs with synchronous=FULL "
+            "in B2.\n\n");
+    return 0;
+}

@@ -6,6 +6,7 @@
  * certificate made by missived's own TLS module, so handshakes cost the same.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -21,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include "bench.h"
@@ -69,15 +71,19 @@ static void sleep_ms(unsigned ms)
 
 /* ---- /proc readings ------------------------------------------------------------------- */
 
-double proc_cpu_s(pid_t pid)
+/*
+ * A process's parent, and its CPU seconds: its own, and with children_too
+ * those of its children that were reaped. 0 if it is gone.
+ */
+static double stat_cpu(const char *path, int children_too, pid_t *parent)
 {
-    char path[64], buf[1024], *p;
+    char buf[1024], *p;
     unsigned long utime = 0, stime = 0;
-    FILE *f;
+    long cutime = 0, cstime = 0;
+    int ppid = 0;
+    FILE *f = fopen(path, "r");
     size_t n;
 
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    f = fopen(path, "r");
     if (f == NULL)
         return 0;
     n = fread(buf, 1, sizeof(buf) - 1, f);
@@ -85,10 +91,48 @@ double proc_cpu_s(pid_t pid)
     buf[n] = '\0';
     /* fields after the command name (which may hold spaces): state is field 3 */
     p = strrchr(buf, ')');
-    if (p == NULL ||
-        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
+    if (p == NULL || sscanf(p + 2, "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %ld %ld",
+                            &ppid, &utime, &stime, &cutime, &cstime) != 5)
         return 0;
-    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+    if (parent != NULL)
+        *parent = ppid;
+    if (!children_too)
+        cutime = cstime = 0;
+    return (double)(utime + stime + (unsigned long)(cutime + cstime)) /
+           (double)sysconf(_SC_CLK_TCK);
+}
+
+double proc_cpu_s(pid_t pid)
+{
+    char path[64];
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    return stat_cpu(path, 0, NULL);
+}
+
+double proc_tree_cpu_s(pid_t pid)
+{
+    char path[300];
+    double total;
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    total = stat_cpu(path, 1, NULL);
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        pid_t parent = 0;
+        double cpu;
+
+        if (e->d_name[0] < '1' || e->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%.20s/stat", e->d_name);
+        cpu = stat_cpu(path, 1, &parent);
+        if (parent == pid)
+            total += cpu;
+    }
+    if (d != NULL)
+        closedir(d);
+    return total;
 }
 
 static unsigned long long proc_field(pid_t pid, const char *file, const char *key)
@@ -418,6 +462,85 @@ static void seed_db(const char *path, const struct seed *seed, const uint8_t *id
     sqlite3_finalize(dev);
     sql_ok(db, sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), "commit");
     sqlite3_close(db);
+}
+
+static void missived_port(struct server_proc *p);
+
+/*
+ * The PostgreSQL store at conninfo, made current and filled like seed_db():
+ * account a + 1 is seed_handle(a), with device a + 1 (one device each).
+ * Their log leaves are written when the store is opened again.
+ */
+void seed_postgres(const char *conninfo, size_t accounts, const uint8_t *identity,
+                   size_t identity_len)
+{
+    struct msv_store *store = NULL;
+    char why[256], n[24], suite[8];
+    const char *values[3] = {n, suite, (const char *)identity};
+    int lengths[3] = {0, 0, (int)identity_len}, formats[3] = {0, 0, 1};
+    PGconn *db;
+    PGresult *r;
+
+    if (msv_store_open_postgres(conninfo, 1, why, sizeof(why), &store) != MSV_OK)
+        die("cannot open the PostgreSQL store: %s", why);
+    msv_store_close(store);
+    snprintf(n, sizeof(n), "%zu", accounts);
+    snprintf(suite, sizeof(suite), "%d", (int)MSV_SUITE_MODERN);
+    db = PQconnectdb(conninfo);
+    r = PQexecParams(
+        db,
+        "WITH a AS (INSERT INTO accounts (id, handle, password_hash, created_ms) SELECT g,"
+        " 'u' || (g - 1) || '@bench', 'x', 0 FROM generate_series(1, $1::BIGINT) g RETURNING id)"
+        " INSERT INTO devices (id, account_id, suite, identity, push_token, created_ms, approved)"
+        " SELECT id, id, $2::INTEGER, $3::BYTEA, ''::BYTEA, 0, TRUE FROM a;",
+        3, NULL, values, lengths, formats, 0);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        die("seeding PostgreSQL: %s", PQerrorMessage(db));
+    PQclear(r);
+    r = PQexec(db, "SELECT setval('accounts_id_seq', (SELECT MAX(id) FROM accounts)),"
+                   " setval('devices_id_seq', (SELECT MAX(id) FROM devices));");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        die("seeding PostgreSQL: %s", PQerrorMessage(db));
+    PQclear(r);
+    PQfinish(db);
+    /* the backfill logs every account now, not in the first node's start */
+    if (msv_store_open_postgres(conninfo, 1, why, sizeof(why), &store) != MSV_OK)
+        die("cannot open the PostgreSQL store: %s", why);
+    msv_store_close(store);
+}
+
+void start_missived_node(const struct opts *o, const char *conninfo, const char *redis,
+                         const char *shared, const char *name, struct server_proc *out)
+{
+    char config[400], data[360], exe[400];
+    const char *certs = cert_dir(o);
+    char *argv[] = {exe, "--config", config, NULL};
+    FILE *f;
+
+    memset(out, 0, sizeof(*out));
+    out->name = "missived";
+    scratch_dir(o, "node", out->dir, sizeof(out->dir));
+    snprintf(data, sizeof(data), "%s/data", out->dir);
+    if (mkdir(data, 0700) != 0)
+        die("cannot create %s", data);
+    snprintf(config, sizeof(config), "%s/missived.conf", out->dir);
+    f = fopen(config, "w");
+    if (f == NULL)
+        die("cannot write %s", config);
+    /* as start_missived(), on the shared store */
+    fprintf(f,
+            "[server]\nlisten_port = 0\ndata_dir = %s\nshared_dir = %s\nworkers = 1\n"
+            "idle_timeout_s = 3600\nmax_connections_per_address = 10000000\n"
+            "[store]\nbackend = postgres\npostgres = %s\nconnections = 4\n"
+            "[cluster]\nredis = %s\nnode = %s\n"
+            "[tls]\ncert_file = %s/server.crt\nkey_file = %s/server.key\n"
+            "[directory]\nlookup_rate = 1000000\nlookup_burst = 1000000\n"
+            "[http]\nenabled = false\n[log]\nlevel = warn\n",
+            data, shared, conninfo, redis, name, certs, certs);
+    fclose(f);
+    snprintf(exe, sizeof(exe), "%s/missived", o->bin);
+    out->parent = out->pid = spawn(o, out->dir, argv);
+    wait_ready(out, missived_port);
 }
 
 /* missived picks its port (listen_port = 0) and writes it to data/missived.ports. */
