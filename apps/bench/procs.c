@@ -467,6 +467,29 @@ static void seed_db(const char *path, const struct seed *seed, const uint8_t *id
 static void missived_port(struct server_proc *p);
 
 /*
+ * A missived's scratch directory (named after name) with data/ in it; the
+ * paths go to data and config (360 and 400 bytes), and the configuration
+ * file is returned open for writing.
+ */
+static FILE *missived_dirs(const struct opts *o, const char *name, struct server_proc *out,
+                           char data[360], char config[400])
+{
+    FILE *f;
+
+    memset(out, 0, sizeof(*out));
+    out->name = "missived";
+    scratch_dir(o, name, out->dir, sizeof(out->dir));
+    snprintf(data, 360, "%s/data", out->dir);
+    if (mkdir(data, 0700) != 0)
+        die("cannot create %s", data);
+    snprintf(config, 400, "%s/missived.conf", out->dir);
+    f = fopen(config, "w");
+    if (f == NULL)
+        die("cannot write %s", config);
+    return f;
+}
+
+/*
  * The PostgreSQL store at conninfo, made current and filled like seed_db():
  * account a + 1 is seed_handle(a), with device a + 1 (one device each).
  * Their log leaves are written when the store is opened again.
@@ -517,16 +540,7 @@ void start_missived_node(const struct opts *o, const char *conninfo, const char 
     char *argv[] = {exe, "--config", config, NULL};
     FILE *f;
 
-    memset(out, 0, sizeof(*out));
-    out->name = "missived";
-    scratch_dir(o, "node", out->dir, sizeof(out->dir));
-    snprintf(data, sizeof(data), "%s/data", out->dir);
-    if (mkdir(data, 0700) != 0)
-        die("cannot create %s", data);
-    snprintf(config, sizeof(config), "%s/missived.conf", out->dir);
-    f = fopen(config, "w");
-    if (f == NULL)
-        die("cannot write %s", config);
+    f = missived_dirs(o, "node", out, data, config);
     /* as start_missived(), on the shared store */
     fprintf(f,
             "[server]\nlisten_port = 0\ndata_dir = %s\nshared_dir = %s\nworkers = 1\n"
@@ -566,18 +580,9 @@ void start_missived(const struct opts *o, const struct seed *seed, const uint8_t
     const char *certs = cert_dir(o);
     FILE *f;
 
-    memset(out, 0, sizeof(*out));
-    out->name = "missived";
-    scratch_dir(o, "missived", out->dir, sizeof(out->dir));
-    snprintf(data, sizeof(data), "%s/data", out->dir);
-    if (mkdir(data, 0700) != 0)
-        die("cannot create %s", data);
+    f = missived_dirs(o, "missived", out, data, config);
     snprintf(db, sizeof(db), "%s/missive.db", data);
     seed_db(db, seed, identity, identity_len);
-    snprintf(config, sizeof(config), "%s/missived.conf", out->dir);
-    f = fopen(config, "w");
-    if (f == NULL)
-        die("cannot write %s", config);
     /* one worker on one core, as Mosquitto and nginx run; limits raised for load */
     fprintf(f,
             "[server]\nlisten_port = 0\ndata_dir = %s\nworkers = 1\nidle_timeout_s = 3600\n"
