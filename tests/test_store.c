@@ -462,6 +462,56 @@ static void test_queue(void **state)
 }
 
 /* The relay's group commit: new envelopes and acknowledgements in one transaction. */
+/* Several devices' reads at once give what each read alone gives. */
+static void test_queue_fetch_many(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t ids[6];
+    struct msv_queue_in in[6];
+    const uint64_t devs[6] = {10, 20, 10, 30, 10, 20};
+    struct msv_queue_read reads[4] = {
+        {.device_id = 10, .after_id = 0, .limit = 2},
+        {.device_id = 20, .after_id = 0, .limit = 64},
+        {.device_id = 40, .after_id = 0, .limit = 64}, /* nothing queued */
+        {.device_id = 10, .after_id = 0, .limit = 64}, /* set below: after the first */
+    };
+
+    for (int i = 0; i < 6; i++)
+        in[i] = (struct msv_queue_in){.device_id = devs[i],
+                                      .sender_device = 7,
+                                      .sender_handle = i == 3 ? "" : "alice",
+                                      .suite = 3,
+                                      .ciphertext = (const uint8_t *)"abcdef" + i,
+                                      .ciphertext_len = 1};
+    assert_int_equal(OPS(f)->queue_put(IMPL(f), in, 6, 1000, 9000, ids), MSV_OK);
+    reads[3].after_id = ids[0];
+    assert_int_equal(OPS(f)->queue_fetch_many(IMPL(f), reads, 4, 2000), MSV_OK);
+    assert_int_equal(reads[0].count, 2);
+    assert_int_equal(reads[0].recs[0].id, ids[0]);
+    assert_int_equal(reads[0].recs[1].id, ids[2]);
+    assert_int_equal(reads[1].count, 2);
+    assert_int_equal(reads[1].recs[0].id, ids[1]);
+    assert_int_equal(reads[1].recs[1].id, ids[5]);
+    assert_memory_equal(reads[1].recs[1].ciphertext, "f", 1);
+    assert_string_equal(reads[1].recs[1].sender_handle, "alice");
+    assert_int_equal(reads[1].recs[1].device_id, 20);
+    assert_int_equal(reads[2].count, 0);
+    assert_int_equal(reads[3].count, 2);
+    assert_int_equal(reads[3].recs[0].id, ids[2]);
+    assert_int_equal(reads[3].recs[1].id, ids[4]);
+    for (int i = 0; i < 4; i++)
+        msv_queue_recs_free(reads[i].recs, reads[i].count);
+    /* expired envelopes are not read; a read of nothing is no error */
+    assert_int_equal(OPS(f)->queue_fetch_many(IMPL(f), reads, 1, 9000), MSV_OK);
+    assert_int_equal(reads[0].count, 0);
+    msv_queue_recs_free(reads[0].recs, 0);
+    assert_int_equal(OPS(f)->queue_fetch_many(IMPL(f), reads, 0, 2000), MSV_OK);
+    reads[1].limit = 0;
+    assert_int_equal(OPS(f)->queue_fetch_many(IMPL(f), reads, 2, 2000), MSV_ERR_INVALID);
+    assert_null(reads[0].recs);
+    assert_null(reads[1].recs);
+}
+
 static void test_queue_commit(void **state)
 {
     struct fixture *f = *state;
@@ -821,6 +871,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transparency_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_approval, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_fetch_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_removal_drops_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup, teardown),
@@ -838,6 +889,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transparency_log, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_approval, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_fetch_many, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue_commit, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_removal_drops_queue, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup_pg, teardown),

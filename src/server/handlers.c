@@ -235,6 +235,7 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
             (unsigned long long)c->device_id);
     register_connection(c);
     msv_conn_send_ok(c, f->request_id);
+    c->more = 1; /* whatever waited while it was away */
     msv_conn_pump(c);
 }
 

@@ -339,21 +339,10 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 
 /* ---- delivery ------------------------------------------------------------------------- */
 
-void msv_conn_pump(struct msv_conn_state *c)
+/* Pushes what a read brought (recs is freed); the read was asked for limit records. */
+static void push_recs(struct msv_conn_state *c, struct msv_queue_rec *recs, size_t n, size_t limit)
 {
-    struct msv_server *s = c->w->srv;
-    struct msv_queue_rec *recs = NULL;
-    size_t n = 0, window = s->cfg.delivery_window;
-
-    if (c->device_id == 0 || c->inflight >= window ||
-        evbuffer_get_length(bufferevent_get_output(c->bev)) > OUTPUT_HIGH)
-        return;
-    if (s->store->ops->queue_fetch(s->store->impl, c->device_id, c->last_sent, msv_server_now_ms(s),
-                                   window - c->inflight, &recs, &n) != MSV_OK) {
-        msv_log(MSV_LOG_ERROR, "queue_fetch_failed", "device=%llu",
-                (unsigned long long)c->device_id);
-        return;
-    }
+    c->more = n == limit; /* a full read: there may be more behind it */
     for (size_t i = 0; i < n; i++) {
         Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
         Msv__Wire__Deliver d = MSV__WIRE__DELIVER__INIT;
@@ -372,8 +361,64 @@ void msv_conn_pump(struct msv_conn_state *c)
         c->last_sent = recs[i].id;
         c->inflight++;
     }
-    atomic_fetch_add(&s->m.envelopes_delivered, n);
+    atomic_fetch_add(&c->w->srv->m.envelopes_delivered, n);
     msv_queue_recs_free(recs, n);
+}
+
+/* Whether c's queue is to be read now: it may hold more, and c has room for it. */
+static int wants_read(const struct msv_conn_state *c)
+{
+    return c->device_id != 0 && c->more && c->inflight < c->w->srv->cfg.delivery_window &&
+           evbuffer_get_length(bufferevent_get_output(c->bev)) <= OUTPUT_HIGH;
+}
+
+/*
+ * Pushes the queues of n connections of one worker, read together: one
+ * round trip to the store for all of them (a PostgreSQL store is a network
+ * away). Connections with nothing new to read are skipped.
+ */
+static void pump_all(struct msv_conn_state **cs, size_t n)
+{
+    struct msv_queue_read one, *reads = n > 1 ? calloc(n, sizeof(*reads)) : &one;
+    struct msv_conn_state **who = n > 1 ? calloc(n, sizeof(*who)) : NULL, *only = NULL;
+    struct msv_server *s;
+    size_t k = 0;
+
+    if (n == 0 || reads == NULL || (n > 1 && who == NULL)) {
+        if (reads != &one)
+            free(reads);
+        free(who);
+        return; /* out of memory: the next wake-up or acknowledgement reads them */
+    }
+    s = cs[0]->w->srv;
+    for (size_t i = 0; i < n; i++) {
+        if (!wants_read(cs[i]))
+            continue;
+        reads[k] = (struct msv_queue_read){.device_id = cs[i]->device_id,
+                                           .after_id = cs[i]->last_sent,
+                                           .limit = s->cfg.delivery_window - cs[i]->inflight};
+        if (who != NULL)
+            who[k] = cs[i];
+        else
+            only = cs[i];
+        k++;
+    }
+    if (k > 0 &&
+        s->store->ops->queue_fetch_many(s->store->impl, reads, k, msv_server_now_ms(s)) != MSV_OK) {
+        msv_log(MSV_LOG_ERROR, "queue_fetch_failed", "devices=%zu", k);
+        k = 0;
+    }
+    for (size_t i = 0; i < k; i++)
+        push_recs(who != NULL ? who[i] : only, reads[i].recs, reads[i].count, reads[i].limit);
+    if (reads != &one)
+        free(reads);
+    free(who);
+}
+
+void msv_conn_pump(struct msv_conn_state *c)
+{
+    /* nothing new since the last read came back short: no read (every wake-up sets more) */
+    pump_all(&c, 1);
 }
 
 /* Wakes the worker holding device_id's connection; 0 if no worker of this node holds it. */
@@ -395,8 +440,10 @@ static int wake_worker(struct msv_server *s, uint64_t device_id)
         uint64_t *bigger = realloc(w->wake_devices, cap * sizeof(*bigger));
 
         if (bigger == NULL) {
+            w->wake_lost = 1; /* every connection of the worker reads its queue instead */
             pthread_mutex_unlock(&w->wake_lock);
-            return 1; /* the device still gets it on its next ack or reconnection */
+            event_active(w->wake_ev, EV_READ, 0);
+            return 1;
         }
         w->wake_devices = bigger;
         w->wake_cap = cap;
@@ -424,17 +471,32 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 {
     struct msv_worker *w = arg;
     struct msv_server *s = w->srv;
+    struct msv_conn_state **pumps;
     uint64_t *devices;
-    size_t n;
+    size_t n, n_pumps = 0, all = 0;
+    int lost;
 
     (void)fd;
     (void)what;
     pthread_mutex_lock(&w->wake_lock);
     devices = w->wake_devices;
     n = w->wake_count;
+    lost = w->wake_lost;
     w->wake_devices = NULL;
     w->wake_count = w->wake_cap = 0;
+    w->wake_lost = 0;
     pthread_mutex_unlock(&w->wake_lock);
+    /* the connections to read, each once, all in one store round trip */
+    for (struct msv_conn_state *c = w->conns; lost && c != NULL; c = c->next)
+        all++;
+    pumps = calloc(n + all + 1, sizeof(*pumps));
+    for (struct msv_conn_state *c = w->conns; lost && c != NULL; c = c->next) {
+        c->more = 1;
+        if (pumps != NULL) {
+            c->pump_listed = 1;
+            pumps[n_pumps++] = c;
+        }
+    }
     for (size_t i = 0; i < n; i++) {
         struct msv_conn_state *c;
 
@@ -449,11 +511,22 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         }
         pthread_mutex_unlock(&s->registry_lock);
         /* connections are freed only on this thread, so c stays valid here */
-        if (c != NULL && (devices[i] & MSV_WAKE_CLOSE))
+        if (c != NULL && (devices[i] & MSV_WAKE_CLOSE)) {
             msv_conn_close_soon(c);
-        else if (c != NULL)
-            msv_conn_pump(c);
+        } else if (c != NULL) {
+            c->more = 1;
+            if (pumps == NULL)
+                msv_conn_pump(c);
+            else if (!c->pump_listed) {
+                c->pump_listed = 1;
+                pumps[n_pumps++] = c;
+            }
+        }
     }
+    for (size_t i = 0; i < n_pumps; i++)
+        pumps[i]->pump_listed = 0;
+    pump_all(pumps, n_pumps);
+    free(pumps);
     free(devices);
 }
 

@@ -44,8 +44,11 @@ struct msv_conn_state {
     unsigned suites;             /* the authenticated device's suites (MSV_SUITE_BIT each) */
     uint64_t suspension_checked; /* the server's suspension_gen when the account was looked at */
     uint64_t last_sent;          /* highest queue id pushed on this connection */
-    unsigned inflight;           /* pushed, not yet acknowledged */
-    int reading_paused;          /* too much unsent output: requests wait */
+    int more;          /* the queue may hold envelopes past last_sent: set by wake-ups, cleared by a
+                          read that found fewer than it asked for */
+    int pump_listed;   /* on_wake's list of connections to read holds it already */
+    unsigned inflight; /* pushed, not yet acknowledged */
+    int reading_paused; /* too much unsent output: requests wait */
     struct msv_conn_state *prev, *next;
 };
 
@@ -81,6 +84,7 @@ struct msv_worker {
     pthread_mutex_t wake_lock;
     uint64_t *wake_devices;
     size_t wake_count, wake_cap;
+    int wake_lost; /* a wake-up found no memory: every connection reads its queue (wake_lock) */
     struct msv_pending_send *pending_head, *pending_tail;
     struct msv_pending_ack *acks_head, *acks_tail;
     struct msv_conn_state *conns;
@@ -177,7 +181,7 @@ void msv_conn_send_frame(struct msv_conn_state *c, const msv_frame *f);
 void msv_conn_send_error(struct msv_conn_state *c, uint64_t request_id, int code,
                          const char *message);
 void msv_conn_send_ok(struct msv_conn_state *c, uint64_t request_id);
-/* Pushes queued envelopes up to the delivery window. */
+/* Pushes queued envelopes up to the delivery window (if the queue may hold more). */
 void msv_conn_pump(struct msv_conn_state *c);
 /* Closes after the output drains. */
 void msv_conn_close_soon(struct msv_conn_state *c);

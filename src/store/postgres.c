@@ -1143,12 +1143,14 @@ static msv_err queue_put(struct pg_conn *c, const struct msv_queue_in *items, si
     return err;
 }
 
+static msv_err queue_rows(const PGresult *r, size_t first, size_t n, int col,
+                          struct msv_queue_rec **out);
+
 static msv_err queue_fetch(struct pg_conn *c, uint64_t device_id, uint64_t after_id, int64_t now_ms,
                            size_t limit, struct msv_queue_rec **out, size_t *count)
 {
     struct args a = {0};
     PGresult *r = NULL;
-    struct msv_queue_rec *recs;
     size_t rows;
     msv_err err;
 
@@ -1166,29 +1168,109 @@ static msv_err queue_fetch(struct pg_conn *c, uint64_t device_id, uint64_t after
     if (err != MSV_OK)
         return err;
     rows = (size_t)PQntuples(r);
-    recs = calloc(rows ? rows : 1, sizeof(*recs));
-    for (size_t i = 0; recs != NULL && i < rows; i++) {
-        struct msv_queue_rec *q = &recs[i];
-        int row = (int)i;
+    err = queue_rows(r, 0, rows, 0, out);
+    PQclear(r);
+    if (err == MSV_OK)
+        *count = rows;
+    return err;
+}
 
-        q->id = (uint64_t)col_i64(r, row, 0);
-        q->device_id = (uint64_t)col_i64(r, row, 1);
-        q->sender_device = (uint64_t)col_i64(r, row, 2);
-        q->sender_handle = col_text(r, row, 3);
-        q->suite = (uint32_t)col_i64(r, row, 4);
-        q->ciphertext = col_bytes(r, row, 5, &q->ciphertext_len);
-        q->enqueued_ms = col_i64(r, row, 6);
+/* Rows first..first+n of r as queue records (the columns from column col on); all or nothing. */
+static msv_err queue_rows(const PGresult *r, size_t first, size_t n, int col,
+                          struct msv_queue_rec **out)
+{
+    struct msv_queue_rec *recs = calloc(n ? n : 1, sizeof(*recs));
+    msv_err err = recs != NULL ? MSV_OK : MSV_ERR_NOMEM;
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        struct msv_queue_rec *q = &recs[i];
+        int row = (int)(first + i);
+
+        q->id = (uint64_t)col_i64(r, row, col);
+        q->device_id = (uint64_t)col_i64(r, row, col + 1);
+        q->sender_device = (uint64_t)col_i64(r, row, col + 2);
+        q->sender_handle = col_text(r, row, col + 3);
+        q->suite = (uint32_t)col_i64(r, row, col + 4);
+        q->ciphertext = col_bytes(r, row, col + 5, &q->ciphertext_len);
+        q->enqueued_ms = col_i64(r, row, col + 6);
         if (q->sender_handle == NULL || q->ciphertext == NULL)
             err = MSV_ERR_NOMEM;
     }
-    PQclear(r);
-    if (recs == NULL || err != MSV_OK) {
-        msv_queue_recs_free(recs, rows);
-        return MSV_ERR_NOMEM;
+    if (err != MSV_OK) {
+        msv_queue_recs_free(recs, n);
+        return err;
     }
     *out = recs;
-    *count = rows;
     return MSV_OK;
+}
+
+/* Each device's reads in one statement: the newest ids per device, LIMIT per device (LATERAL). */
+static msv_err queue_fetch_many(struct pg_conn *c, struct msv_queue_read *reads, size_t n,
+                                int64_t now_ms)
+{
+    struct text_buf devs = {0}, afters = {0}, limits = {0};
+    struct args a = {0};
+    PGresult *r = NULL;
+    size_t row = 0, rows, i;
+    msv_err err = MSV_OK;
+
+    for (i = 0; i < n; i++) {
+        reads[i].recs = NULL;
+        reads[i].count = 0;
+        if (reads[i].limit == 0 || reads[i].limit > 100000)
+            return MSV_ERR_INVALID;
+    }
+    if (n == 0)
+        return MSV_OK;
+    tb_str(&devs, "{");
+    tb_str(&afters, "{");
+    tb_str(&limits, "{");
+    for (i = 0; i < n; i++) {
+        const char *sep = i + 1 < n ? "," : "}";
+
+        tb_i64(&devs, (int64_t)reads[i].device_id);
+        tb_str(&devs, sep);
+        tb_i64(&afters, (int64_t)reads[i].after_id);
+        tb_str(&afters, sep);
+        tb_i64(&limits, (int64_t)reads[i].limit);
+        tb_str(&limits, sep);
+    }
+    if (devs.failed || afters.failed || limits.failed)
+        err = MSV_ERR_NOMEM;
+    a_text(&a, devs.p);
+    a_text(&a, afters.p);
+    a_text(&a, limits.p);
+    a_i64(&a, now_ms);
+    if (err == MSV_OK)
+        err = query(c,
+                    "SELECT w.o, q.id, q.device_id, q.sender_device, q.sender_handle, q.suite,"
+                    " q.ciphertext, q.enqueued_ms FROM unnest($1::BIGINT[], $2::BIGINT[],"
+                    " $3::BIGINT[]) WITH ORDINALITY AS w(d, after, lim, o) CROSS JOIN LATERAL"
+                    " (SELECT * FROM queue WHERE device_id = w.d AND id > w.after AND expires_ms >"
+                    " $4 ORDER BY id LIMIT w.lim) AS q ORDER BY w.o, q.id;",
+                    &a, &r);
+    free(devs.p);
+    free(afters.p);
+    free(limits.p);
+    if (err != MSV_OK)
+        return err;
+    rows = (size_t)PQntuples(r);
+    for (i = 0; i < n && err == MSV_OK; i++) {
+        size_t first = row;
+
+        while (row < rows && (size_t)col_i64(r, (int)row, 0) == i + 1)
+            row++;
+        err = queue_rows(r, first, row - first, 1, &reads[i].recs);
+        if (err == MSV_OK)
+            reads[i].count = row - first;
+    }
+    PQclear(r);
+    while (err != MSV_OK && i-- > 0) {
+        msv_queue_recs_free(reads[i].recs, reads[i].count);
+        reads[i].recs = NULL;
+        reads[i].count = 0;
+    }
+    return err;
 }
 
 static msv_err ids_literal(const uint64_t *ids, size_t n, struct text_buf *b)
@@ -1439,6 +1521,12 @@ static msv_err p_queue_fetch(void *impl, uint64_t device_id, uint64_t after_id, 
     POOLED(queue_fetch(c_, device_id, after_id, now_ms, limit, out, count));
 }
 
+static msv_err p_queue_fetch_many(void *impl, struct msv_queue_read *reads, size_t n,
+                                  int64_t now_ms)
+{
+    POOLED(queue_fetch_many(c_, reads, n, now_ms));
+}
+
 static msv_err p_queue_ack(void *impl, uint64_t device_id, const uint64_t *ids, size_t n,
                            size_t *deleted)
 {
@@ -1550,6 +1638,7 @@ static const struct msv_store_ops pg_ops = {
     .devices_of_account = p_devices_of_account,
     .queue_put = p_queue_put,
     .queue_fetch = p_queue_fetch,
+    .queue_fetch_many = p_queue_fetch_many,
     .queue_ack = p_queue_ack,
     .queue_commit = p_queue_commit,
     .queue_expire = p_queue_expire,

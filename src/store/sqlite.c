@@ -1317,6 +1317,31 @@ static msv_err l_queue_fetch(void *impl, uint64_t device_id, uint64_t after_id, 
     LOCKED(queue_fetch(impl, device_id, after_id, now_ms, limit, out, count));
 }
 
+static msv_err fetch_many(void *impl, struct msv_queue_read *reads, size_t n, int64_t now_ms)
+{
+    msv_err err = MSV_OK;
+    size_t i;
+
+    for (i = 0; i < n && err == MSV_OK; i++) {
+        reads[i].recs = NULL;
+        reads[i].count = 0;
+        err = queue_fetch(impl, reads[i].device_id, reads[i].after_id, now_ms, reads[i].limit,
+                          &reads[i].recs, &reads[i].count);
+    }
+    while (err != MSV_OK && i-- > 0) {
+        msv_queue_recs_free(reads[i].recs, reads[i].count);
+        reads[i].recs = NULL;
+        reads[i].count = 0;
+    }
+    return err;
+}
+
+static msv_err l_queue_fetch_many(void *impl, struct msv_queue_read *reads, size_t n,
+                                  int64_t now_ms)
+{
+    LOCKED(fetch_many(impl, reads, n, now_ms));
+}
+
 static msv_err l_queue_ack(void *impl, uint64_t device_id, const uint64_t *ids, size_t n,
                            size_t *deleted)
 {
@@ -1393,6 +1418,7 @@ static const struct msv_store_ops sqlite_ops = {
     .devices_of_account = l_devices_of_account,
     .queue_put = l_queue_put,
     .queue_fetch = l_queue_fetch,
+    .queue_fetch_many = l_queue_fetch_many,
     .queue_ack = l_queue_ack,
     .queue_commit = l_queue_commit,
     .queue_expire = l_queue_expire,

@@ -65,6 +65,14 @@ struct msv_queue_ack {
 /* Frees n records and the array. */
 void msv_queue_recs_free(struct msv_queue_rec *recs, size_t n);
 
+/* One device's part of queue_fetch_many. */
+struct msv_queue_read {
+    uint64_t device_id, after_id;
+    size_t limit;
+    struct msv_queue_rec *recs; /* set by queue_fetch_many; free with msv_queue_recs_free() */
+    size_t count;
+};
+
 #define MSV_BLOB_ID_LEN 32
 
 struct msv_blob_rec {
@@ -184,6 +192,11 @@ struct msv_store_ops {
      */
     msv_err (*queue_fetch)(void *impl, uint64_t device_id, uint64_t after_id, int64_t now_ms,
                            size_t limit, struct msv_queue_rec **out, size_t *count);
+    /*
+     * queue_fetch for each of n devices (one round trip where the backend is
+     * a server). All or nothing: on failure no read holds records.
+     */
+    msv_err (*queue_fetch_many)(void *impl, struct msv_queue_read *reads, size_t n, int64_t now_ms);
     /* Deletes those of ids that belong to device_id; *deleted counts them. */
     msv_err (*queue_ack)(void *impl, uint64_t device_id, const uint64_t *ids, size_t n,
                          size_t *deleted);
