@@ -134,16 +134,13 @@ static int cmd_suspend(struct admin *a, const char *handle, int suspended)
 static int cmd_stats(struct admin *a)
 {
     struct msv_store_stats st = {0};
-    char db[1100], oldest[32];
-    struct stat sb;
-    long long db_bytes = -1;
+    char oldest[32];
+    long long db_bytes;
     msv_err err = OPS(a)->stats(IMPL(a), &st);
 
     if (err != MSV_OK)
         return fail("reading the statistics", err);
-    snprintf(db, sizeof(db), "%s/missive.db", a->cfg.data_dir);
-    if (stat(db, &sb) == 0)
-        db_bytes = (long long)sb.st_size;
+    db_bytes = (long long)st.database_bytes;
     iso_time(st.oldest_queued_ms, oldest);
     if (a->json) {
         emit(json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "accounts",

@@ -7,11 +7,12 @@
 # node moves its devices to the others with no message lost; a Redis restart
 # loses nothing, not even what was sent while it was down. Attachments go
 # through the directory the nodes share.
-#   scripts/services.sh tests/test_cluster.sh MISSIVE MISSIVED
+#   scripts/services.sh tests/test_cluster.sh MISSIVE MISSIVED [MISSIVE_ADMIN]
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 M=$(realpath "${1:?usage: test_cluster.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_cluster.sh MISSIVE MISSIVED}")
+A=$(realpath "${3:-$(dirname "$D")/missive-admin}")
 : "${MSV_TEST_POSTGRES:?run under scripts/services.sh}" "${MSV_TEST_REDIS:?}"
 redis_host=${MSV_TEST_REDIS%:*}
 redis_port=${MSV_TEST_REDIS##*:}
@@ -168,6 +169,12 @@ for _ in $(seq 60); do grep -q "redis is back" carol.out && break; sleep 0.1; do
 grep -q "redis is back" carol.out && ok || bad "carol missed what was sent after Redis came back"
 kill "$carol" 2>/dev/null
 wait "$carol" 2>/dev/null
+
+# missive-admin reads the cluster's store through any node's configuration
+expect 0 "missive-admin accounts on PostgreSQL" -- "$A" --config node-C.ini accounts
+[ "$(grep -c '@example.org' out.txt)" = 4 ] && grep -Eq '^bob@example.org +[0-9T:Z-]+ +2 ' out.txt && ok || bad "accounts: $(cat out.txt)"
+expect 0 "missive-admin stats on PostgreSQL" -- "$A" --config node-A.ini -o json stats
+python3 -c "import json; s=json.load(open('out.txt')); assert s['accounts'] == 4 and s['devices'] == 5 and s['database_bytes'] > 0" && ok || bad "stats: $(cat out.txt)"
 
 # every node stops cleanly
 for n in A B C; do

@@ -575,7 +575,8 @@ static msv_err stats(struct pg_conn *c, struct msv_store_stats *out)
         " (SELECT COALESCE(SUM(LENGTH(ciphertext)), 0)::BIGINT FROM queue),"
         " (SELECT COALESCE(MIN(enqueued_ms), 0) FROM queue),"
         " (SELECT COUNT(*) FROM blobs), (SELECT COALESCE(SUM(size), 0)::BIGINT FROM blobs),"
-        " (SELECT COUNT(*) FROM kt_log), (SELECT COUNT(*) FROM one_time_prekeys);",
+        " (SELECT COUNT(*) FROM kt_log), (SELECT COUNT(*) FROM one_time_prekeys),"
+        " pg_database_size(current_database());",
         NULL, &r);
 
     if (err != MSV_OK)
@@ -591,6 +592,7 @@ static msv_err stats(struct pg_conn *c, struct msv_store_stats *out)
     out->blob_bytes = (uint64_t)col_i64(r, 0, 8);
     out->log_leaves = (uint64_t)col_i64(r, 0, 9);
     out->one_time_prekeys = (uint64_t)col_i64(r, 0, 10);
+    out->database_bytes = (uint64_t)col_i64(r, 0, 11);
     PQclear(r);
     return MSV_OK;
 }

@@ -314,7 +314,8 @@ static msv_err stats(void *impl, struct msv_store_stats *out)
         " (SELECT COUNT(*) FROM queue), (SELECT COALESCE(SUM(LENGTH(ciphertext)), 0) FROM queue),"
         " (SELECT COALESCE(MIN(enqueued_ms), 0) FROM queue),"
         " (SELECT COUNT(*) FROM blobs), (SELECT COALESCE(SUM(size), 0) FROM blobs),"
-        " (SELECT COUNT(*) FROM kt_log), (SELECT COUNT(*) FROM one_time_prekeys);",
+        " (SELECT COUNT(*) FROM kt_log), (SELECT COUNT(*) FROM one_time_prekeys),"
+        " (SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size());",
         &st);
     int rc;
 
@@ -332,6 +333,7 @@ static msv_err stats(void *impl, struct msv_store_stats *out)
         out->blob_bytes = (uint64_t)sqlite3_column_int64(st, 8);
         out->log_leaves = (uint64_t)sqlite3_column_int64(st, 9);
         out->one_time_prekeys = (uint64_t)sqlite3_column_int64(st, 10);
+        out->database_bytes = (uint64_t)sqlite3_column_int64(st, 11);
     }
     err = rc == SQLITE_ROW ? MSV_OK : msv_sql_err(rc);
     release(s, st);

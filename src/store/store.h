@@ -134,6 +134,7 @@ struct msv_store_stats {
     uint64_t queued, queued_bytes;
     int64_t oldest_queued_ms; /* 0 if the queue is empty */
     uint64_t blobs, blob_bytes, log_leaves, one_time_prekeys;
+    uint64_t database_bytes; /* the database's size (SQLite: its main file; PostgreSQL: on disk) */
 };
 
 struct msv_store_ops {
