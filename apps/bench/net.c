@@ -795,8 +795,9 @@ struct cluster_res {
 static double env_pid_cpu(const char *var)
 {
     const char *v = getenv(var);
+    long pid = v != NULL ? strtol(v, NULL, 10) : 0;
 
-    return v != NULL && atoi(v) > 0 ? proc_tree_cpu_s((pid_t)atoi(v)) : 0;
+    return pid > 0 ? proc_tree_cpu_s((pid_t)pid) : 0;
 }
 
 /* Every server's CPU seconds: missived nodes, PostgreSQL (with its backends), Redis. */
