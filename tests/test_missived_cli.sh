@@ -52,6 +52,20 @@ printf '[server]\nlisten_host = 127.0.0.1\025\n' > bad7.ini
 expect 2 "control character" -- "$D" --config bad7.ini --check-config
 printf '[accounts]\nverification = hook\n' > bad5.ini
 expect 2 "hook without a path" -- "$D" --config bad5.ini --check-config
+# the store and the cluster: a backend by name, PostgreSQL with its connection, Redis on it
+printf '[store]\nbackend = mysql\n' > bad8.ini
+expect 2 "unknown store backend" -- "$D" --config bad8.ini --check-config
+grep -q 'expected sqlite or postgres' err.txt && ok || bad "backend message: $(cat err.txt)"
+printf '[store]\nbackend = postgres\n' > bad8.ini
+expect 2 "postgres without a connection string" -- "$D" --config bad8.ini --check-config
+printf '[cluster]\nredis = 127.0.0.1:6379\n' > bad8.ini
+expect 2 "a cluster on SQLite" -- "$D" --config bad8.ini --check-config
+grep -q 'share a PostgreSQL store' err.txt && ok || bad "cluster message: $(cat err.txt)"
+printf '[store]\nbackend = postgres\npostgres = host=127.0.0.1 port=1 connect_timeout=2\n' > bad8.ini
+expect 1 "an unreachable PostgreSQL" -- "$D" --config bad8.ini --data-dir pg-none
+grep -q 'cannot use the PostgreSQL store: ' err.txt && ok || bad "PostgreSQL message: $(cat err.txt)"
+printf '[store]\nbackend = postgres\npostgres = x\n[cluster]\nredis = no-port\n' > bad8.ini
+expect 2 "redis without a port" -- "$D" --config bad8.ini --check-config
 MISSIVED_RELAY_PAYLOAD_LIMIT=-1 "$D" --check-config >out.txt 2>err.txt
 [ $? -eq 2 ] && grep -q MISSIVED_RELAY_PAYLOAD_LIMIT err.txt && ok || bad "bad environment value"
 

@@ -294,6 +294,16 @@ static int check(const struct msv_config *c, char *err, size_t err_len)
         snprintf(err, err_len, "[store] postgres: the connection string is required");
         return -1;
     }
+    if (c->redis[0] != '\0') {
+        const char *colon = strrchr(c->redis, ':');
+        char *end = NULL;
+        long port = colon != NULL ? strtol(colon + 1, &end, 10) : 0;
+
+        if (colon == NULL || colon == c->redis || *end != '\0' || port < 1 || port > 65535) {
+            snprintf(err, err_len, "[cluster] redis: expected HOST:PORT");
+            return -1;
+        }
+    }
     if (c->redis[0] != '\0' && strcmp(c->store_backend, "postgres") != 0) {
         snprintf(err, err_len,
                  "[cluster] redis: nodes of a cluster share a PostgreSQL store ([store] backend)");
