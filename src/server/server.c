@@ -914,7 +914,19 @@ static msv_err worker_init(struct msv_server *s, struct msv_worker *w, unsigned 
     w->srv = s;
     w->index = index;
     pthread_mutex_init(&w->wake_lock, NULL);
-    w->base = event_base_new();
+    {
+        /*
+         * epoll's change list: a write event enabled and disabled again within
+         * one loop turn (a frame written out at once) costs no epoll_ctl
+         */
+        struct event_config *ec = event_config_new();
+
+        if (ec != NULL)
+            (void)event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+        w->base = ec != NULL ? event_base_new_with_config(ec) : NULL;
+        if (ec != NULL)
+            event_config_free(ec);
+    }
     if (w->base == NULL)
         return MSV_ERR_NOMEM;
     w->wake_ev = event_new(w->base, -1, EV_PERSIST, on_wake, w);
