@@ -221,16 +221,17 @@ static void relay_phase(const struct opts *o, struct load *L, const struct serve
     free_targets(t, n);
 }
 
-static double med_field(struct relay_res *v, int n, size_t off)
+/* The median of one double field (at off) of n records of size bytes each. */
+static double med_field(const void *v, size_t size, int n, size_t off)
 {
     double x[32];
 
     for (int i = 0; i < n; i++)
-        x[i] = *(double *)((char *)&v[i] + off);
+        memcpy(&x[i], (const char *)v + (size_t)i * size + off, sizeof(x[i]));
     return median(x, n);
 }
 
-#define MED(v, n, field) med_field(v, n, offsetof(struct relay_res, field))
+#define MED(v, n, field) med_field(v, sizeof(*(v)), n, offsetof(struct relay_res, field))
 
 int bench_relay(const struct opts *o, FILE *out)
 {
@@ -856,16 +857,7 @@ static void cluster_phase(const struct opts *o, struct load *L, const struct ser
     free_targets(t, n);
 }
 
-static double cmed(struct cluster_res *v, int n, size_t off)
-{
-    double x[32];
-
-    for (int i = 0; i < n; i++)
-        x[i] = *(double *)((char *)&v[i] + off);
-    return median(x, n);
-}
-
-#define CMED(v, n, field) cmed(v, n, offsetof(struct cluster_res, field))
+#define CMED(v, n, field) med_field(v, sizeof(*(v)), n, offsetof(struct cluster_res, field))
 
 int bench_cluster(const struct opts *o, FILE *out)
 {

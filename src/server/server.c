@@ -375,33 +375,25 @@ static int wants_read(const struct msv_conn_state *c)
 /*
  * Pushes the queues of n connections of one worker, read together: one
  * round trip to the store for all of them (a PostgreSQL store is a network
- * away). Connections with nothing new to read are skipped.
+ * away). Connections with nothing new to read are skipped; cs is reordered.
  */
 static void pump_all(struct msv_conn_state **cs, size_t n)
 {
     struct msv_queue_read one, *reads = n > 1 ? calloc(n, sizeof(*reads)) : &one;
-    struct msv_conn_state **who = n > 1 ? calloc(n, sizeof(*who)) : NULL, *only = NULL;
     struct msv_server *s;
     size_t k = 0;
 
-    if (n == 0 || reads == NULL || (n > 1 && who == NULL)) {
-        if (reads != &one)
-            free(reads);
-        free(who);
+    if (n == 0 || reads == NULL)
         return; /* out of memory: the next wake-up or acknowledgement reads them */
-    }
     s = cs[0]->w->srv;
+    /* the ones to read move to the front of cs, in step with reads */
     for (size_t i = 0; i < n; i++) {
         if (!wants_read(cs[i]))
             continue;
         reads[k] = (struct msv_queue_read){.device_id = cs[i]->device_id,
                                            .after_id = cs[i]->last_sent,
                                            .limit = s->cfg.delivery_window - cs[i]->inflight};
-        if (who != NULL)
-            who[k] = cs[i];
-        else
-            only = cs[i];
-        k++;
+        cs[k++] = cs[i];
     }
     if (k > 0 &&
         s->store->ops->queue_fetch_many(s->store->impl, reads, k, msv_server_now_ms(s)) != MSV_OK) {
@@ -409,10 +401,9 @@ static void pump_all(struct msv_conn_state **cs, size_t n)
         k = 0;
     }
     for (size_t i = 0; i < k; i++)
-        push_recs(who != NULL ? who[i] : only, reads[i].recs, reads[i].count, reads[i].limit);
+        push_recs(cs[i], reads[i].recs, reads[i].count, reads[i].limit);
     if (reads != &one)
         free(reads);
-    free(who);
 }
 
 void msv_conn_pump(struct msv_conn_state *c)
