@@ -302,24 +302,6 @@ static int open_account(const struct cli *o, struct msv_client **c)
     return 0;
 }
 
-static int parse_server(const char *s, char *host, size_t host_len, uint16_t *port)
-{
-    const char *colon = s ? strrchr(s, ':') : NULL;
-    char *end;
-    unsigned long p;
-
-    if (colon == NULL || colon == s || (size_t)(colon - s) >= host_len)
-        return -1;
-    errno = 0;
-    p = strtoul(colon + 1, &end, 10);
-    if (errno != 0 || *end != '\0' || p == 0 || p > 65535)
-        return -1;
-    memcpy(host, s, (size_t)(colon - s));
-    host[colon - s] = '\0';
-    *port = (uint16_t)p;
-    return 0;
-}
-
 /*
  * "HOST:PORT[,HOST:PORT...]": the first into host and port, *others at the
  * rest ("" if none); -1 if any of them is malformed.
@@ -327,26 +309,18 @@ static int parse_server(const char *s, char *host, size_t host_len, uint16_t *po
 static int parse_servers(const char *s, char *host, size_t host_len, uint16_t *port,
                          const char **others)
 {
-    const char *comma = strchr(s, ',');
-    char first[300], more[300], more_host[300];
+    const char *p = s + strcspn(s, ",");
+    char more_host[300];
     uint16_t more_port;
 
-    if ((comma != NULL ? (size_t)(comma - s) : strlen(s)) >= sizeof(first))
+    if (msv_host_port(s, (size_t)(p - s), host, host_len, port) != MSV_OK)
         return -1;
-    snprintf(first, sizeof(first), "%.*s", comma != NULL ? (int)(comma - s) : (int)strlen(s), s);
-    if (parse_server(first, host, host_len, port) != 0)
-        return -1;
-    *others = comma != NULL ? comma + 1 : "";
-    for (const char *p = *others; comma != NULL && p != NULL;) {
-        const char *next = strchr(p, ',');
-        size_t len = next != NULL ? (size_t)(next - p) : strlen(p);
-
-        if (len >= sizeof(more))
+    *others = *p == ',' ? p + 1 : p;
+    while (*p == ',') {
+        p++;
+        if (msv_host_port(p, strcspn(p, ","), more_host, sizeof(more_host), &more_port) != MSV_OK)
             return -1;
-        snprintf(more, sizeof(more), "%.*s", (int)len, p);
-        if (parse_server(more, more_host, sizeof(more_host), &more_port) != 0)
-            return -1;
-        p = next != NULL ? next + 1 : NULL;
+        p += strcspn(p, ",");
     }
     return 0;
 }

@@ -119,6 +119,34 @@ static void test_utf8(void **state)
     }
 }
 
+static void test_host_port(void **state)
+{
+    static const char *const bad[] = {
+        "",        "host",     ":80",      "host:",   "host:0",     "host:65536",
+        "host:8o", "host: 80", "host:+80", "host:-1", "host:123456"};
+    char host[8];
+    uint16_t port = 0;
+
+    (void)state;
+    assert_int_equal(msv_host_port("relay:7443", 10, host, sizeof(host), &port), MSV_OK);
+    assert_string_equal(host, "relay");
+    assert_int_equal(port, 7443);
+    /* the last colon splits: an IPv6 address in brackets keeps its own */
+    assert_int_equal(msv_host_port("[::1]:1", 7, host, sizeof(host), &port), MSV_OK);
+    assert_string_equal(host, "[::1]");
+    assert_int_equal(port, 1);
+    /* only len bytes count: the first address of a list */
+    assert_int_equal(msv_host_port("a:65535,b:2", 7, host, sizeof(host), &port), MSV_OK);
+    assert_string_equal(host, "a");
+    assert_int_equal(port, 65535);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(msv_host_port(bad[i], strlen(bad[i]), host, sizeof(host), &port),
+                         MSV_ERR_PARSE);
+    /* a host that does not fit (with its NUL) */
+    assert_int_equal(msv_host_port("abcdefgh:1", 10, host, sizeof(host), &port), MSV_ERR_PARSE);
+    assert_int_equal(msv_host_port("abcdefg:1", 9, host, sizeof(host), &port), MSV_OK);
+}
+
 static void test_elems_round_trip(void **state)
 {
     uint8_t big[300];
@@ -212,13 +240,10 @@ static void test_equal_ct_and_wipe(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_buf_limits),
-        cmocka_unit_test(test_reader_bounds),
-        cmocka_unit_test(test_hex),
-        cmocka_unit_test(test_utf8),
-        cmocka_unit_test(test_elems_round_trip),
-        cmocka_unit_test(test_elems_strict),
-        cmocka_unit_test(test_equal_ct_and_wipe),
+        cmocka_unit_test(test_buf_limits),   cmocka_unit_test(test_reader_bounds),
+        cmocka_unit_test(test_hex),          cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_host_port),    cmocka_unit_test(test_elems_round_trip),
+        cmocka_unit_test(test_elems_strict), cmocka_unit_test(test_equal_ct_and_wipe),
     };
 
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);

@@ -54,6 +54,15 @@ MSV_MUST_CHECK msv_err msv_hex_encode(const uint8_t *in, size_t len, char *out, 
 MSV_MUST_CHECK msv_err msv_hex_decode(const char *in, uint8_t *out, size_t out_len,
                                       size_t *written);
 
+/*
+ * Parses the len bytes at s as HOST:PORT (the last colon splits them; the
+ * port is 1 to 65535 in decimal digits) into host (host_len bytes, NUL
+ * terminated) and port. MSV_ERR_PARSE if they are not that, or the host is
+ * empty or does not fit.
+ */
+MSV_MUST_CHECK msv_err msv_host_port(const char *s, size_t len, char *host, size_t host_len,
+                                     uint16_t *port);
+
 /* Returns 1 if the len bytes at s are well-formed UTF-8 (no overlongs, no surrogates). */
 int msv_utf8_is_valid(const uint8_t *s, size_t len);
 

@@ -325,26 +325,14 @@ void msv_client_close(struct msv_client *c)
 /* The i-th of "HOST:PORT,..." into host and port; MSV_ERR_NOT_FOUND past the end. */
 static msv_err server_at(const char *list, unsigned i, char *host, size_t host_len, uint16_t *port)
 {
-    const char *p = list, *end, *colon;
-    char *stop;
-    unsigned long n;
+    const char *p = list;
 
     for (; i > 0 && p != NULL; i--)
         p = (p = strchr(p, ',')) != NULL ? p + 1 : NULL;
     if (p == NULL || *p == '\0')
         return MSV_ERR_NOT_FOUND;
-    end = p + strcspn(p, ",");
-    for (colon = end; colon > p && colon[-1] != ':'; colon--)
-        ;
-    if (colon <= p + 1 || (size_t)(colon - 1 - p) >= host_len)
-        return MSV_ERR_INVALID;
-    n = strtoul(colon, &stop, 10);
-    if (stop != end || n == 0 || n > 65535)
-        return MSV_ERR_INVALID;
-    memcpy(host, p, (size_t)(colon - 1 - p));
-    host[colon - 1 - p] = '\0';
-    *port = (uint16_t)n;
-    return MSV_OK;
+    return msv_host_port(p, strcspn(p, ","), host, host_len, port) == MSV_OK ? MSV_OK
+                                                                             : MSV_ERR_INVALID;
 }
 
 msv_err msv_client_set_servers(struct msv_client *c, const char *others)

@@ -139,8 +139,6 @@ static void set_presence(struct msv_cluster *c, uint64_t device)
                           c->node);
 }
 
-static void subscribe_device(struct msv_cluster *c, uint64_t device);
-
 /* Messages and confirmations on the subscriber connection. */
 static void on_message(redisAsyncContext *ac, void *reply, void *arg)
 {
@@ -375,22 +373,17 @@ msv_err msv_cluster_start(struct msv_server *s, const char *redis, const char *n
                           struct msv_cluster **out, char *err, size_t err_len)
 {
     struct msv_cluster *c = calloc(1, sizeof(*c));
-    const char *colon = strrchr(redis, ':');
     struct timeval tick = {TICK_MS / 1000, (TICK_MS % 1000) * 1000};
-    char *end = NULL;
-    long port;
+    uint16_t port;
 
     if (c == NULL)
         return MSV_ERR_NOMEM;
-    port = colon != NULL ? strtol(colon + 1, &end, 10) : 0;
-    if (colon == NULL || colon == redis || (size_t)(colon - redis) >= sizeof(c->host) ||
-        *end != '\0' || port < 1 || port > 65535) {
+    if (msv_host_port(redis, strlen(redis), c->host, sizeof(c->host), &port) != MSV_OK) {
         snprintf(err, err_len, "[cluster] redis must be HOST:PORT, not \"%s\"", redis);
         free(c);
         return MSV_ERR_PARSE;
     }
-    memcpy(c->host, redis, (size_t)(colon - redis));
-    c->port = (int)port;
+    c->port = port;
     snprintf(c->node, sizeof(c->node), "%s", node);
     c->srv = s;
     pthread_mutex_init(&c->lock, NULL);

@@ -295,11 +295,10 @@ static int check(const struct msv_config *c, char *err, size_t err_len)
         return -1;
     }
     if (c->redis[0] != '\0') {
-        const char *colon = strrchr(c->redis, ':');
-        char *end = NULL;
-        long port = colon != NULL ? strtol(colon + 1, &end, 10) : 0;
+        char host[sizeof(c->redis)];
+        uint16_t port;
 
-        if (colon == NULL || colon == c->redis || *end != '\0' || port < 1 || port > 65535) {
+        if (msv_host_port(c->redis, strlen(c->redis), host, sizeof(host), &port) != MSV_OK) {
             snprintf(err, err_len, "[cluster] redis: expected HOST:PORT");
             return -1;
         }

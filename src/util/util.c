@@ -156,6 +156,31 @@ msv_err msv_hex_decode(const char *in, uint8_t *out, size_t out_len, size_t *wri
     return MSV_OK;
 }
 
+msv_err msv_host_port(const char *s, size_t len, char *host, size_t host_len, uint16_t *port)
+{
+    size_t colon = len, digits;
+    unsigned long n = 0;
+
+    while (colon > 0 && s[colon - 1] != ':')
+        colon--;
+    if (colon < 2 || colon - 1 >= host_len)
+        return MSV_ERR_PARSE; /* no colon, or nothing (or too much) before it */
+    digits = len - colon;
+    if (digits == 0 || digits > 5)
+        return MSV_ERR_PARSE;
+    for (size_t i = colon; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return MSV_ERR_PARSE;
+        n = n * 10 + (unsigned long)(s[i] - '0');
+    }
+    if (n == 0 || n > 65535)
+        return MSV_ERR_PARSE;
+    memcpy(host, s, colon - 1);
+    host[colon - 1] = '\0';
+    *port = (uint16_t)n;
+    return MSV_OK;
+}
+
 /* Unicode 15, table 3-7: the well-formed UTF-8 byte sequences. */
 int msv_utf8_is_valid(const uint8_t *s, size_t len)
 {
