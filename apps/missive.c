@@ -18,6 +18,7 @@
 #include <jansson.h>
 #include <qrencode.h>
 
+#include "cli.h"
 #include "client/backup.h"
 #include "client/client.h"
 #include "client/safety.h"
@@ -25,20 +26,7 @@
 #include "missive/payload.h"
 #include "missive/util.h"
 
-enum { EXIT_ERR = 1, EXIT_USAGE = 2, EXIT_AUTH = 3, EXIT_NET = 4 };
-
-struct cli {
-    const char *account, *data_dir, *server, *suite, *code, *text, *search, *passphrase_file,
-        *password_file, *group, *backup_passphrase_file, *compat;
-    unsigned long kdf_memory_mib, kdf_passes;
-    const char *files[8];
-    size_t file_count;
-    int json, help, qr, accept;
-    double wait_s;
-    long limit;
-    int argc;
-    char **argv; /* the command's operands */
-};
+FILE *cli_out, *cli_err;
 
 static const struct {
     const char *name, *usage, *about;
@@ -107,6 +95,18 @@ static const struct {
      "machine; the device's keys inside are still sealed with the MISSIVE_PASSPHRASE they "
      "had. This machine becomes that device: stop using the old copy. An account that "
      "exists here is never replaced."},
+    {"daemon", "daemon [--stdio] [--socket PATH]",
+     "Owns the account: keeps its connection to the server, receives as messages arrive, "
+     "and answers JSON-RPC 2.0 requests (every command above, and a stream of events) on "
+     "the Unix socket daemon.sock in the account's directory (or PATH), and with --stdio on "
+     "standard input and output too. While it runs, the other commands go through it. "
+     "Stops on SIGINT or SIGTERM (or the end of standard input with --stdio). docs/daemon.md "
+     "describes the protocol."},
+    {"chat", "chat [CONVERSATION]",
+     "A full-screen chat in the terminal: conversations with unread counts, history, a "
+     "compose line, delivery and read marks, typing notices, warnings about changed "
+     "devices, files with progress. Type /help in it for its commands. Like the daemon, it "
+     "owns the account while it runs, and other commands go through it."},
     {"log-head", "log-head",
      "Asks the directory for this account's devices (checked against its transparency log) "
      "and prints the log's newest tree head this device accepted, as a line "
@@ -129,14 +129,14 @@ static void usage_main(FILE *f)
                "unreachable\n");
 }
 
-/* Prints a command's usage to f (NULL: only looks it up); 0 for a known command on stdout. */
-static int usage_command(const char *name, FILE *f)
+/* Prints a command's usage to f (NULL: only looks it up); 0 for a known command on cli_out. */
+int cli_usage(const char *name, FILE *f)
 {
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (strcmp(commands[i].name, name) == 0) {
             if (f != NULL)
                 fprintf(f, "usage: missive %s\n\n%s\n", commands[i].usage, commands[i].about);
-            return f == stderr ? EXIT_USAGE : 0;
+            return f == cli_err ? EXIT_USAGE : 0;
         }
     }
     return EXIT_USAGE;
@@ -146,7 +146,7 @@ static int fail(const struct msv_client *c, const char *what, msv_err err)
 {
     const char *why = c != NULL && c->why.message[0] ? c->why.message : NULL;
 
-    fprintf(stderr, "missive: %s: %s%s%s\n", what, msv_strerror(err), why ? ": " : "",
+    fprintf(cli_err, "missive: %s: %s%s%s\n", what, msv_strerror(err), why ? ": " : "",
             why ? why : "");
     if (err == MSV_ERR_AUTH)
         return EXIT_AUTH;
@@ -238,7 +238,7 @@ static size_t count_accounts(const struct cli *o, char *handle, size_t len)
 static void key_change_warning(void *ctx, const char *handle)
 {
     (void)ctx;
-    fprintf(stderr,
+    fprintf(cli_err,
             "missive: warning: the devices of %s changed since this device last saw them;\n"
             "  compare fingerprints with 'missive fingerprint %s' before trusting new ones\n",
             handle, handle);
@@ -247,52 +247,63 @@ static void key_change_warning(void *ctx, const char *handle)
 static void unreachable_warning(void *ctx, const char *handle, uint64_t device, const char *suites)
 {
     (void)ctx;
-    fprintf(stderr,
+    fprintf(cli_err,
             "missive: warning: device %llu of %s speaks %s only, which this device does not: it "
             "gets nothing from here\n",
             (unsigned long long)device, handle, suites);
 }
 
-/* Opens the account named by --account / MISSIVE_ACCOUNT. */
-static int open_account(const struct cli *o, struct msv_client **c)
+int cli_account(const struct cli *o, char *handle, size_t handle_len, char *dir, size_t dir_len)
 {
-    const char *handle = o->account ? o->account : getenv("MISSIVE_ACCOUNT");
-    char dir[1100], only[256], *pass;
-    msv_err err;
+    const char *named = o->account ? o->account : getenv("MISSIVE_ACCOUNT");
+    char only[256];
 
-    if (handle == NULL) {
+    if (named == NULL) {
         size_t n = count_accounts(o, only, sizeof(only));
 
         if (n == 0) {
-            fprintf(stderr, "missive: no account here yet; create one with 'missive register' "
-                            "or 'missive link'\n");
+            fprintf(cli_err, "missive: no account here yet; create one with 'missive register' "
+                             "or 'missive link'\n");
             return EXIT_ERR;
         }
         if (n > 1) {
-            fprintf(stderr,
+            fprintf(cli_err,
                     "missive: %zu accounts here; which one? give --account HANDLE or set "
                     "MISSIVE_ACCOUNT\n",
                     n);
             return EXIT_USAGE;
         }
-        handle = only;
+        named = only;
     }
-    if (account_dir(o, handle, dir, sizeof(dir)) != 0) {
-        fprintf(stderr, "missive: '%s' is not a usable account name\n", handle);
+    if (account_dir(o, named, dir, dir_len) != 0 ||
+        (size_t)snprintf(handle, handle_len, "%s", named) >= handle_len) {
+        fprintf(cli_err, "missive: '%s' is not a usable account name\n", named);
         return EXIT_USAGE;
     }
     if (access(dir, F_OK) != 0) {
-        fprintf(stderr,
+        fprintf(cli_err,
                 "missive: no account %s here; create it with 'missive register' or "
                 "'missive link'\n",
-                handle);
+                named);
         return EXIT_ERR;
     }
+    return 0;
+}
+
+/* Opens the account named by --account / MISSIVE_ACCOUNT. */
+int cli_open_account(const struct cli *o, struct msv_client **c)
+{
+    char handle[300], dir[1100], *pass;
+    msv_err err;
+    int rc = cli_account(o, handle, sizeof(handle), dir, sizeof(dir));
+
+    if (rc != 0)
+        return rc;
     pass = secret(o->passphrase_file, "MISSIVE_PASSPHRASE");
     err = msv_client_open(dir, pass, c);
     free_secret(pass);
     if (err == MSV_ERR_AUTH) {
-        fprintf(stderr, "missive: the passphrase does not open this device's keys\n");
+        fprintf(cli_err, "missive: the passphrase does not open this device's keys\n");
         return EXIT_AUTH;
     }
     if (err != MSV_OK)
@@ -357,31 +368,31 @@ static int create_device(const struct cli *o, const char *handle, struct msv_cli
     msv_err err;
 
     if (o->server == NULL || parse_servers(o->server, host, sizeof(host), &port, &others) != 0) {
-        fprintf(stderr, "missive: --server HOST:PORT[,HOST:PORT...] is required (the missived to "
-                        "use; a cluster's nodes after a comma)\n");
+        fprintf(cli_err, "missive: --server HOST:PORT[,HOST:PORT...] is required (the missived to "
+                         "use; a cluster's nodes after a comma)\n");
         return EXIT_USAGE;
     }
     if (o->suite != NULL && msv_suite_from_name(o->suite, &suite) != MSV_OK) {
-        fprintf(stderr, "missive: --suite must be modern, ecies or classic\n");
+        fprintf(cli_err, "missive: --suite must be modern, ecies or classic\n");
         return EXIT_USAGE;
     }
     if (o->compat != NULL && parse_suites(o->compat, &also) != 0) {
-        fprintf(stderr, "missive: --compat takes suites separated by commas (modern, ecies, "
-                        "classic)\n");
+        fprintf(cli_err, "missive: --compat takes suites separated by commas (modern, ecies, "
+                         "classic)\n");
         return EXIT_USAGE;
     }
     if (account_dir(o, handle, dir, sizeof(dir)) != 0) {
-        fprintf(stderr, "missive: '%s' is not a usable account name\n", handle);
+        fprintf(cli_err, "missive: '%s' is not a usable account name\n", handle);
         return EXIT_USAGE;
     }
     pass = secret(o->passphrase_file, "MISSIVE_PASSPHRASE");
     if (pass == NULL || pass[0] == '\0')
-        fprintf(stderr, "missive: warning: no MISSIVE_PASSPHRASE: this device's keys are stored "
-                        "unsealed (the file is readable by you only)\n");
+        fprintf(cli_err, "missive: warning: no MISSIVE_PASSPHRASE: this device's keys are stored "
+                         "unsealed (the file is readable by you only)\n");
     err = msv_client_create(dir, handle, host, port, suite, also, pass, fp, c);
     free_secret(pass);
     if (err == MSV_ERR_EXISTS) {
-        fprintf(stderr, "missive: %s already has a device here (%s)\n", handle, dir);
+        fprintf(cli_err, "missive: %s already has a device here (%s)\n", handle, dir);
         return EXIT_ERR;
     }
     if (err == MSV_OK)
@@ -389,7 +400,7 @@ static int create_device(const struct cli *o, const char *handle, struct msv_cli
     if (err != MSV_OK)
         return fail(NULL, "creating this device", err);
     msv_fingerprint_text(fp, fp_text);
-    fprintf(stderr, "server certificate pinned: %s\n", fp_text);
+    fprintf(cli_err, "server certificate pinned: %s\n", fp_text);
     return 0;
 }
 
@@ -398,8 +409,8 @@ static char *need_password(const struct cli *o)
     char *pw = secret(o->password_file, "MISSIVE_PASSWORD");
 
     if (pw == NULL || strlen(pw) < 8) {
-        fprintf(stderr, "missive: set MISSIVE_PASSWORD (8 characters or more) to the account "
-                        "password\n");
+        fprintf(cli_err, "missive: set MISSIVE_PASSWORD (8 characters or more) to the account "
+                         "password\n");
         free_secret(pw);
         return NULL;
     }
@@ -414,16 +425,17 @@ static int cmd_register(const struct cli *o)
     int rc;
 
     if (o->argc != 1)
-        return usage_command("register", stderr);
+        return cli_usage("register", cli_err);
     if (o->code == NULL) {
         rc = create_device(o, o->argv[0], &c);
         if (rc != 0)
             return rc;
         err = msv_client_register_start(c);
         if (err == MSV_OK)
-            printf("verification code sent to %s; finish with:\n  missive register %s --code "
-                   "CODE\n",
-                   o->argv[0], o->argv[0]);
+            fprintf(cli_out,
+                    "verification code sent to %s; finish with:\n  missive register %s --code "
+                    "CODE\n",
+                    o->argv[0], o->argv[0]);
         rc = err == MSV_OK ? 0 : fail(c, "asking for a verification code", err);
         msv_client_close(c);
         return rc;
@@ -434,13 +446,13 @@ static int cmd_register(const struct cli *o)
         struct cli with_account = *o;
 
         with_account.account = o->argv[0];
-        rc = open_account(&with_account, &c);
+        rc = cli_open_account(&with_account, &c);
     }
     if (rc == 0) {
         err = msv_client_register_finish(c, o->code, pw);
         if (err == MSV_OK)
-            printf("registered %s: this is device %llu\n", c->handle,
-                   (unsigned long long)c->device_id);
+            fprintf(cli_out, "registered %s: this is device %llu\n", c->handle,
+                    (unsigned long long)c->device_id);
         rc = err == MSV_OK ? 0 : fail(c, "registering", err);
     }
     free_secret(pw);
@@ -456,19 +468,20 @@ static int cmd_link(const struct cli *o)
     int rc;
 
     if (o->argc != 1)
-        return usage_command("link", stderr);
+        return cli_usage("link", cli_err);
     if ((pw = need_password(o)) == NULL)
         return EXIT_USAGE;
     rc = create_device(o, o->argv[0], &c);
     if (rc == 0) {
         err = msv_client_link(c, pw);
         if (err == MSV_OK && msv_client_connect(c) == MSV_OK)
-            printf("linked: this is device %llu of %s\n", (unsigned long long)c->device_id,
-                   c->handle);
+            fprintf(cli_out, "linked: this is device %llu of %s\n",
+                    (unsigned long long)c->device_id, c->handle);
         else if (err == MSV_OK)
-            printf("this is device %llu of %s, waiting for approval: on one of the account's "
-                   "devices, run\n  missive devices approve %llu\n",
-                   (unsigned long long)c->device_id, c->handle, (unsigned long long)c->device_id);
+            fprintf(cli_out,
+                    "this is device %llu of %s, waiting for approval: on one of the account's "
+                    "devices, run\n  missive devices approve %llu\n",
+                    (unsigned long long)c->device_id, c->handle, (unsigned long long)c->device_id);
         rc = err == MSV_OK ? 0 : fail(c, "linking", err);
     }
     free_secret(pw);
@@ -479,8 +492,8 @@ static int cmd_link(const struct cli *o)
 /* -o json: one object per line; takes the reference. */
 static void emit_json(json_t *j, size_t flags)
 {
-    json_dumpf(j, stdout, JSON_COMPACT | flags);
-    putchar('\n');
+    json_dumpf(j, cli_out, JSON_COMPACT | flags);
+    fputc('\n', cli_out);
     json_decref(j);
 }
 
@@ -519,8 +532,8 @@ static void print_device(const struct cli *o, json_t *list, const Msv__Wire__Dev
         json_array_append_new(list, j);
     } else {
         json_decref(compat);
-        printf("%6llu  %-7s  %s%s%s\n", (unsigned long long)d->device_id, msv_suite_name(d->suite),
-               fp, d->device_id == self ? "  (this device)" : "", also);
+        fprintf(cli_out, "%6llu  %-7s  %s%s%s\n", (unsigned long long)d->device_id,
+                msv_suite_name(d->suite), fp, d->device_id == self ? "  (this device)" : "", also);
     }
 }
 
@@ -556,11 +569,11 @@ static int cmd_devices(const struct cli *o, struct msv_client *c)
     if (o->argc == 0 || (o->argc == 1 && strcmp(o->argv[0], "list") == 0))
         return show_devices(o, c, NULL);
     if (o->argc != 2 || (strcmp(o->argv[0], "remove") != 0 && strcmp(o->argv[0], "approve") != 0))
-        return usage_command("devices", stderr);
+        return cli_usage("devices", cli_err);
     errno = 0;
     id = strtoull(o->argv[1], &end, 10);
     if (errno != 0 || *end != '\0' || id == 0)
-        return usage_command("devices", stderr);
+        return cli_usage("devices", cli_err);
     if (strcmp(o->argv[0], "approve") == 0) {
         err = msv_client_approve_device(c, id);
         if (err == MSV_ERR_NOT_FOUND) {
@@ -572,12 +585,12 @@ static int cmd_devices(const struct cli *o, struct msv_client *c)
                 err = msv_client_approve_device(c, id);
         }
         if (err == MSV_OK)
-            printf("approved device %llu; the account's other devices are told\n", id);
+            fprintf(cli_out, "approved device %llu; the account's other devices are told\n", id);
         return err == MSV_OK ? 0 : fail(c, "approving the device (is it waiting?)", err);
     }
     err = msv_client_remove_device(c, id);
     if (err == MSV_OK)
-        printf("removed device %llu; the account's other devices are told\n", id);
+        fprintf(cli_out, "removed device %llu; the account's other devices are told\n", id);
     return err == MSV_OK ? 0 : fail(c, "removing the device", err);
 }
 
@@ -596,7 +609,7 @@ static int cmd_contacts(const struct cli *o, struct msv_client *c)
         return err == MSV_OK ? 0 : fail(c, "removing the contact", err);
     }
     if (o->argc > 1 || (o->argc == 1 && strcmp(o->argv[0], "list") != 0))
-        return usage_command("contacts", stderr);
+        return cli_usage("contacts", cli_err);
     err = msv_client_db_contacts(c->db, NULL, &list, &n);
     if (err != MSV_OK)
         return fail(c, "listing contacts", err);
@@ -604,7 +617,7 @@ static int cmd_contacts(const struct cli *o, struct msv_client *c)
         if (o->json) {
             emit_json(json_pack("{s:s, s:s}", "name", list[i].name, "handle", list[i].handle), 0);
         } else {
-            printf("%s\t%s\n", list[i].name, list[i].handle);
+            fprintf(cli_out, "%s\t%s\n", list[i].name, list[i].handle);
         }
     }
     msv_contacts_free(list, n);
@@ -619,6 +632,10 @@ static char *message_text(const struct cli *o)
 
     if (o->text != NULL)
         return strdup(o->text);
+    if (o->no_stdin) {
+        fprintf(cli_err, "missive: give the message as --text (or files with --file)\n");
+        return NULL;
+    }
     buf = malloc(cap);
     while (buf != NULL) {
         size_t n = fread(buf + len, 1, cap - len - 1, stdin);
@@ -657,20 +674,20 @@ static int load_files(const struct cli *o, struct msv_file *files)
         const char *slash = strrchr(o->files[i], '/');
 
         if (f == NULL || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-            fprintf(stderr, "missive: %s: %s\n", o->files[i],
+            fprintf(cli_err, "missive: %s: %s\n", o->files[i],
                     f == NULL ? strerror(errno) : "not a regular file");
             if (f != NULL)
                 fclose(f);
             return -1;
         }
         if (st.st_size == 0 || (uint64_t)st.st_size > FILE_MAX) {
-            fprintf(stderr, "missive: %s: files are sent from 1 byte to 64 MiB\n", o->files[i]);
+            fprintf(cli_err, "missive: %s: files are sent from 1 byte to 64 MiB\n", o->files[i]);
             fclose(f);
             return -1;
         }
         data = malloc((size_t)st.st_size);
         if (data == NULL || fread(data, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
-            fprintf(stderr, "missive: %s: cannot read it\n", o->files[i]);
+            fprintf(cli_err, "missive: %s: cannot read it\n", o->files[i]);
             free(data);
             fclose(f);
             return -1;
@@ -687,9 +704,9 @@ static void show_progress(uint64_t done, uint64_t total)
 {
     if (!isatty(STDERR_FILENO) || total < (1u << 20))
         return;
-    fprintf(stderr, "\ruploading: %3u%%", (unsigned)(done * 100 / total));
+    fprintf(cli_err, "\ruploading: %3u%%", (unsigned)(done * 100 / total));
     if (done == total)
-        fputc('\n', stderr);
+        fputc('\n', cli_err);
 }
 
 /* Contact names stand for their handles; anything else is taken as a handle. */
@@ -735,14 +752,14 @@ static int cmd_groups(const struct cli *o, struct msv_client *c)
             if (o->json) {
                 emit_json(json_pack("{s:s, s:s}", "name", g[i].name, "members", g[i].members), 0);
             } else {
-                printf("%s\t%s\n", g[i].name, g[i].members);
+                fprintf(cli_out, "%s\t%s\n", g[i].name, g[i].members);
             }
         }
         msv_groups_free(g, n);
         return err == MSV_OK ? 0 : fail(c, "listing groups", err);
     }
     if (o->argc < 3 || o->argc > 66)
-        return usage_command("groups", stderr);
+        return cli_usage("groups", cli_err);
     n = resolve(c, o->argv + 2, o->argc - 2, handles, 64, found, counts);
     if (strcmp(verb, "create") == 0)
         err = msv_client_group_create(c, o->argv[1], handles, n, id);
@@ -756,9 +773,9 @@ static int cmd_groups(const struct cli *o, struct msv_client *c)
         err = MSV_ERR_INVALID;
     resolved_free(found, counts, o->argc - 2);
     if (err == MSV_ERR_INVALID)
-        return usage_command("groups", stderr);
+        return cli_usage("groups", cli_err);
     if (err == MSV_ERR_NOT_FOUND && strcmp(verb, "create") != 0)
-        fprintf(stderr, "missive: no group named %s\n", o->argv[1]);
+        fprintf(cli_err, "missive: no group named %s\n", o->argv[1]);
     return err == MSV_OK ? 0 : fail(c, "changing the group", err);
 }
 
@@ -774,11 +791,11 @@ static int cmd_send(const struct cli *o, struct msv_client *c)
     int rc = 0;
 
     if ((o->group == NULL) == (o->argc == 0) || o->argc > 64)
-        return usage_command("send", stderr);
+        return cli_usage("send", cli_err);
     n = resolve(c, o->argv, o->argc, handles, 64, found, counts);
     text = o->file_count > 0 && o->text == NULL ? NULL : message_text(o);
     if (o->file_count == 0 && (text == NULL || text[0] == '\0')) {
-        fprintf(stderr, "missive: nothing to send (give --text or pipe the message in)\n");
+        fprintf(cli_err, "missive: nothing to send (give --text or pipe the message in)\n");
         rc = EXIT_USAGE;
     } else if (load_files(o, files) != 0) {
         rc = EXIT_ERR;
@@ -788,14 +805,14 @@ static int cmd_send(const struct cli *o, struct msv_client *c)
                 ? msv_client_group_send(c, o->group, text, files, o->file_count, show_progress, id)
                 : msv_client_send(c, handles, n, text, files, o->file_count, show_progress, id);
         if (err == MSV_ERR_NOT_FOUND && o->group != NULL)
-            fprintf(stderr, "missive: no group named %s\n", o->group);
+            fprintf(cli_err, "missive: no group named %s\n", o->group);
         if (err == MSV_OK) {
             if (msv_hex_encode(id, 16, hex, sizeof(hex)) != MSV_OK)
                 hex[0] = '\0';
             if (o->json)
-                printf("{\"message_id\":\"%s\",\"status\":\"sent\"}\n", hex);
+                fprintf(cli_out, "{\"message_id\":\"%s\",\"status\":\"sent\"}\n", hex);
             else
-                printf("sent %s\n", hex);
+                fprintf(cli_out, "sent %s\n", hex);
         } else {
             rc = fail(c, "sending (the message stays queued in history)", err);
         }
@@ -807,7 +824,7 @@ static int cmd_send(const struct cli *o, struct msv_client *c)
     return rc;
 }
 
-static void print_message(const struct cli *o, const struct msv_message_rec *m)
+void cli_print_message(const struct cli *o, const struct msv_message_rec *m)
 {
     char hex[33];
     time_t t = (time_t)(m->sent_at_ms / 1000);
@@ -828,12 +845,12 @@ static void print_message(const struct cli *o, const struct msv_message_rec *m)
     }
     localtime_r(&t, &tm);
     strftime(when, sizeof(when), "%Y-%m-%d %H:%M", &tm);
-    printf("[%s] %s%s: %s%s%s%s\n", when, m->outgoing ? "me → " : "",
-           m->outgoing ? m->conversation : m->sender,
-           strcmp(m->status, "unsent") == 0 ? "(unsent)" : m->text,
-           m->outgoing || strcmp(m->status, "edited") == 0 ? "  (" : "",
-           m->outgoing || strcmp(m->status, "edited") == 0 ? m->status : "",
-           m->outgoing || strcmp(m->status, "edited") == 0 ? ")" : "");
+    fprintf(cli_out, "[%s] %s%s: %s%s%s%s\n", when, m->outgoing ? "me → " : "",
+            m->outgoing ? m->conversation : m->sender,
+            strcmp(m->status, "unsent") == 0 ? "(unsent)" : m->text,
+            m->outgoing || strcmp(m->status, "edited") == 0 ? "  (" : "",
+            m->outgoing || strcmp(m->status, "edited") == 0 ? m->status : "",
+            m->outgoing || strcmp(m->status, "edited") == 0 ? ")" : "");
 }
 
 static void on_incoming(void *ctx, const struct msv_incoming *in)
@@ -841,12 +858,14 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
     const struct cli *o = ctx;
 
     if (in->message != NULL)
-        print_message(o, in->message);
+        cli_print_message(o, in->message);
+    else if (in->notice == NULL)
+        return; /* a receipt: history shows it */
     else if (o->json)
-        printf("{\"notice\":\"%s\"}\n", in->notice);
+        emit_json(json_pack("{s:s}", "notice", in->notice), JSON_ENSURE_ASCII);
     else
-        printf("notice: %s\n", in->notice);
-    fflush(stdout);
+        fprintf(cli_out, "notice: %s\n", in->notice);
+    fflush(cli_out);
 }
 
 /* The transparency monitor found a device of this account that no device of it announced. */
@@ -854,10 +873,10 @@ static void on_alarm(void *ctx, const char *warning)
 {
     const struct cli *o = ctx;
 
-    fprintf(stderr, "missive: WARNING: %s\n", warning);
+    fprintf(cli_err, "missive: WARNING: %s\n", warning);
     if (o->json)
         emit_json(json_pack("{s:s}", "alarm", warning), 0);
-    fflush(stdout);
+    fflush(cli_out);
 }
 
 static int cmd_receive(const struct cli *o, struct msv_client *c, int forever)
@@ -866,7 +885,7 @@ static int cmd_receive(const struct cli *o, struct msv_client *c, int forever)
     msv_err err;
 
     if (o->argc != 0)
-        return usage_command("receive", stderr);
+        return cli_usage("receive", cli_err);
     do {
         err = msv_client_receive(c, (int)(o->wait_s * 1000), on_incoming, (void *)o, &n);
         /* then the log: the notices just received say which new devices are this account's */
@@ -895,13 +914,13 @@ static int cmd_history(const struct cli *o, struct msv_client *c)
     const char *which = o->argc ? o->argv[0] : NULL;
 
     if (o->argc > 1 || (o->argc == 1 && o->group != NULL))
-        return usage_command("history", stderr);
+        return cli_usage("history", cli_err);
     if (o->group != NULL) {
         struct msv_group_rec g;
 
         err = msv_client_db_group_get(c->db, NULL, o->group, &g);
         if (err != MSV_OK) {
-            fprintf(stderr, "missive: no group named %s\n", o->group);
+            fprintf(cli_err, "missive: no group named %s\n", o->group);
             return EXIT_ERR;
         }
         msv_client_group_conversation(g.group_id, conversation);
@@ -911,13 +930,13 @@ static int cmd_history(const struct cli *o, struct msv_client *c)
     err =
         msv_client_db_history(c->db, which, o->search, o->limit > 0 ? (size_t)o->limit : 0, &m, &n);
     if (err == MSV_ERR_INVALID) {
-        fprintf(stderr, "missive: --search: not a valid full-text query\n");
+        fprintf(cli_err, "missive: --search: not a valid full-text query\n");
         return EXIT_USAGE;
     }
     if (err != MSV_OK)
         return fail(c, "reading history", err);
     for (size_t i = 0; i < n; i++)
-        print_message(o, &m[i]);
+        cli_print_message(o, &m[i]);
     msv_messages_free(m, n);
     return 0;
 }
@@ -934,7 +953,7 @@ static int pick_conversation(const struct cli *o, struct msv_client *c, int requ
         struct msv_group_rec g;
 
         if (msv_client_db_group_get(c->db, NULL, o->group, &g) != MSV_OK) {
-            fprintf(stderr, "missive: no group named %s\n", o->group);
+            fprintf(cli_err, "missive: no group named %s\n", o->group);
             return EXIT_ERR;
         }
         msv_client_group_conversation(g.group_id, out);
@@ -956,10 +975,10 @@ static int cmd_read_typing(const struct cli *o, struct msv_client *c, int typing
     int rc = pick_conversation(o, c, typing, conversation, sizeof(conversation), &which);
 
     if (rc != 0)
-        return rc == EXIT_USAGE ? usage_command(typing ? "typing" : "read", stderr) : rc;
+        return rc == EXIT_USAGE ? cli_usage(typing ? "typing" : "read", cli_err) : rc;
     err = typing ? msv_client_typing(c, which) : msv_client_mark_read(c, which, &n);
     if (err == MSV_OK && !typing)
-        printf("%zu message%s marked read\n", n, n == 1 ? "" : "s");
+        fprintf(cli_out, "%zu message%s marked read\n", n, n == 1 ? "" : "s");
     return err == MSV_OK ? 0
                          : fail(c, typing ? "sending the typing notice" : "sending receipts", err);
 }
@@ -972,10 +991,10 @@ static int cmd_edit_unsend(const struct cli *o, struct msv_client *c, int edit)
 
     if (o->argc != 1 || msv_hex_decode(o->argv[0], id, sizeof(id), &n) != MSV_OK || n != 16 ||
         (edit && (o->text == NULL || o->text[0] == '\0')))
-        return usage_command(edit ? "edit" : "unsend", stderr);
+        return cli_usage(edit ? "edit" : "unsend", cli_err);
     err = edit ? msv_client_edit(c, id, o->text) : msv_client_unsend(c, id);
     if (err == MSV_ERR_INVALID || err == MSV_ERR_NOT_FOUND) {
-        fprintf(stderr, "missive: %s is not one of your messages here\n", o->argv[0]);
+        fprintf(cli_err, "missive: %s is not one of your messages here\n", o->argv[0]);
         return EXIT_ERR;
     }
     return err == MSV_OK ? 0 : fail(c, edit ? "editing" : "unsending", err);
@@ -997,7 +1016,7 @@ static int verify_device(const struct cli *o, struct msv_client *c)
     }
     hex[k] = '\0';
     if (msv_hex_decode(hex, want, sizeof(want), &n) != MSV_OK || n != 32) {
-        fprintf(stderr, "missive: a fingerprint is 64 hex digits (spaces allowed)\n");
+        fprintf(cli_err, "missive: a fingerprint is 64 hex digits (spaces allowed)\n");
         return EXIT_USAGE;
     }
     err = msv_client_devices(c, o->argv[0], &r);
@@ -1017,13 +1036,13 @@ static int verify_device(const struct cli *o, struct msv_client *c)
             snprintf(key, sizeof(key), "verified:%s:%llu", o->argv[0],
                      (unsigned long long)d->device_id);
             err = msv_client_db_set(c->db, key, have, 32);
-            printf("fingerprint matches device %llu of %s: marked verified\n",
-                   (unsigned long long)d->device_id, o->argv[0]);
+            fprintf(cli_out, "fingerprint matches device %llu of %s: marked verified\n",
+                    (unsigned long long)d->device_id, o->argv[0]);
         }
     }
     msv_frame_free(r);
     if (!found) {
-        fprintf(stderr, "missive: no device of %s has that fingerprint: do not trust it\n",
+        fprintf(cli_err, "missive: no device of %s has that fingerprint: do not trust it\n",
                 o->argv[0]);
         return EXIT_AUTH;
     }
@@ -1045,9 +1064,9 @@ static int print_qr(const char *text)
             int bottom = x >= 0 && y + 1 >= 0 && x < q->width && y + 1 < q->width &&
                          (q->data[(y + 1) * q->width + x] & 1);
 
-            fputs(top ? (bottom ? " " : "\u2584") : (bottom ? "\u2580" : "\u2588"), stdout);
+            fputs(top ? (bottom ? " " : "\u2584") : (bottom ? "\u2580" : "\u2588"), cli_out);
         }
-        putchar('\n');
+        fputc('\n', cli_out);
     }
     QRcode_free(q);
     return 0;
@@ -1074,9 +1093,9 @@ static int cmd_verify(const struct cli *o, struct msv_client *c)
     msv_err err, state;
 
     if (o->argc < 1 || o->argc > 2 || (o->argc == 2 && (o->accept || o->qr)))
-        return usage_command("verify", stderr);
+        return cli_usage("verify", cli_err);
     if (strcmp(o->argv[0], c->handle) == 0) {
-        fprintf(stderr, "missive: verify the people you write to, not this account\n");
+        fprintf(cli_err, "missive: verify the people you write to, not this account\n");
         return EXIT_USAGE;
     }
     if (o->argc == 2) {
@@ -1097,7 +1116,7 @@ static int cmd_verify(const struct cli *o, struct msv_client *c)
         return fail(c, "making the safety number", err);
     if (o->argc == 2 || o->accept) {
         if (!o->accept && !msv_equal_ct(given, number, MSV_SAFETY_DIGITS)) {
-            fprintf(stderr,
+            fprintf(cli_err,
                     "missive: that is not the safety number of your conversation with "
                     "%s: do not trust its devices\n",
                     o->argv[0]);
@@ -1106,9 +1125,9 @@ static int cmd_verify(const struct cli *o, struct msv_client *c)
         err = msv_client_mark_verified(c, o->argv[0], digest);
         if (err != MSV_OK)
             return fail(c, "recording the verification", err);
-        printf("%s %s\n", o->argv[0],
-               o->accept ? "accepted as it is now, without comparing numbers"
-                         : "verified: the safety numbers match");
+        fprintf(cli_out, "%s %s\n", o->argv[0],
+                o->accept ? "accepted as it is now, without comparing numbers"
+                          : "verified: the safety numbers match");
         return 0;
     }
     state = msv_client_verified(c, o->argv[0], digest);
@@ -1122,16 +1141,17 @@ static int cmd_verify(const struct cli *o, struct msv_client *c)
                   0);
         return 0;
     }
-    printf("safety number of your conversation with %s:\n%s\n", o->argv[0], shown);
+    fprintf(cli_out, "safety number of your conversation with %s:\n%s\n", o->argv[0], shown);
     if (o->qr && print_qr(number) != 0)
-        fprintf(stderr, "missive: cannot make the QR code\n");
+        fprintf(cli_err, "missive: cannot make the QR code\n");
     if (state == MSV_OK)
-        printf("verified\n");
+        fprintf(cli_out, "verified\n");
     else if (state == MSV_ERR_AUTH)
-        printf("CHANGED since you verified it: compare it again before you trust %s\n", o->argv[0]);
+        fprintf(cli_out, "CHANGED since you verified it: compare it again before you trust %s\n",
+                o->argv[0]);
     else
-        printf("not verified: compare it with %s, then: missive verify %s NUMBER\n", o->argv[0],
-               o->argv[0]);
+        fprintf(cli_out, "not verified: compare it with %s, then: missive verify %s NUMBER\n",
+                o->argv[0], o->argv[0]);
     return 0;
 }
 
@@ -1141,7 +1161,7 @@ static int cmd_fingerprint(const struct cli *o, struct msv_client *c)
     char fp[MSV_FINGERPRINT_TEXT_LEN];
 
     if (o->argc > 1)
-        return usage_command("fingerprint", stderr);
+        return cli_usage("fingerprint", cli_err);
     if (o->argc == 1)
         return show_devices(o, c, o->argv[0]);
     msv_public_identity_hash(msv_identity_public(c->id), h);
@@ -1151,7 +1171,7 @@ static int cmd_fingerprint(const struct cli *o, struct msv_client *c)
                             (json_int_t)c->device_id, "fingerprint", fp),
                   0);
     } else
-        printf("%s device %llu: %s\n", c->handle, (unsigned long long)c->device_id, fp);
+        fprintf(cli_out, "%s device %llu: %s\n", c->handle, (unsigned long long)c->device_id, fp);
     return 0;
 }
 
@@ -1159,10 +1179,12 @@ static int cmd_fingerprint(const struct cli *o, struct msv_client *c)
 
 static char *backup_passphrase(const struct cli *o)
 {
-    char *pass = secret(o->backup_passphrase_file, "MISSIVE_BACKUP_PASSPHRASE");
+    char *pass = o->backup_passphrase != NULL
+                     ? strdup(o->backup_passphrase)
+                     : secret(o->backup_passphrase_file, "MISSIVE_BACKUP_PASSPHRASE");
 
     if (pass == NULL || strlen(pass) < MSV_BACKUP_PASSPHRASE_MIN) {
-        fprintf(stderr,
+        fprintf(cli_err,
                 "missive: a backup passphrase of %d characters or more is needed: set "
                 "MISSIVE_BACKUP_PASSPHRASE or give --backup-passphrase-file\n",
                 MSV_BACKUP_PASSPHRASE_MIN);
@@ -1186,10 +1208,10 @@ static void backup_progress(void *ctx, uint64_t done, uint64_t total)
     if (pct < p->last + 2 && pct != 100)
         return;
     p->last = pct;
-    fprintf(stderr, "\r%s: %3d%% (%.1f of %.1f MiB)", p->what, pct, (double)done / 1048576.0,
+    fprintf(cli_err, "\r%s: %3d%% (%.1f of %.1f MiB)", p->what, pct, (double)done / 1048576.0,
             (double)total / 1048576.0);
     if (pct == 100)
-        fputc('\n', stderr);
+        fputc('\n', cli_err);
 }
 
 static int cmd_backup(const struct cli *o, struct msv_client *c)
@@ -1203,13 +1225,13 @@ static int cmd_backup(const struct cli *o, struct msv_client *c)
     msv_err err;
 
     if (o->argc != 1)
-        return usage_command("backup", stderr);
+        return cli_usage("backup", cli_err);
     if ((pass = backup_passphrase(o)) == NULL)
         return EXIT_USAGE;
     err = msv_backup_write(c->dir, c->db, o->argv[0], pass, &kdf, &progress, why, sizeof(why));
     free_secret(pass);
     if (err != MSV_OK) {
-        fprintf(stderr, "missive: backup: %s%s%s\n", msv_strerror(err), why[0] ? ": " : "", why);
+        fprintf(cli_err, "missive: backup: %s%s%s\n", msv_strerror(err), why[0] ? ": " : "", why);
         return EXIT_ERR;
     }
     if (o->json)
@@ -1218,8 +1240,8 @@ static int cmd_backup(const struct cli *o, struct msv_client *c)
                             (json_int_t)kdf.opslimit),
                   0);
     else
-        printf("wrote %s (account %s; Argon2id %u MiB, %u passes)\n", o->argv[0], c->handle,
-               kdf.memlimit_kib / 1024, kdf.opslimit);
+        fprintf(cli_out, "wrote %s (account %s; Argon2id %u MiB, %u passes)\n", o->argv[0],
+                c->handle, kdf.memlimit_kib / 1024, kdf.opslimit);
     return 0;
 }
 
@@ -1252,13 +1274,13 @@ static int cmd_restore(const struct cli *o)
     msv_err err;
 
     if (o->argc != 1)
-        return usage_command("restore", stderr);
+        return cli_usage("restore", cli_err);
     if (data_dir(o, base, sizeof(base)) != 0) {
-        fprintf(stderr, "missive: no data directory: give --data-dir or set HOME\n");
+        fprintf(cli_err, "missive: no data directory: give --data-dir or set HOME\n");
         return EXIT_USAGE;
     }
     if ((in = fopen(o->argv[0], "rb")) == NULL) {
-        fprintf(stderr, "missive: restore: cannot open %s: %s\n", o->argv[0], strerror(errno));
+        fprintf(cli_err, "missive: restore: cannot open %s: %s\n", o->argv[0], strerror(errno));
         return EXIT_ERR;
     }
     if ((pass = backup_passphrase(o)) == NULL) {
@@ -1299,14 +1321,15 @@ static int cmd_restore(const struct cli *o)
     if (err != MSV_OK) {
         if (tmp[0] != '\0')
             msv_backup_discard(tmp);
-        fprintf(stderr, "missive: restore: %s%s%s\n", msv_strerror(err), why[0] ? ": " : "", why);
+        fprintf(cli_err, "missive: restore: %s%s%s\n", msv_strerror(err), why[0] ? ": " : "", why);
         return err == MSV_ERR_AUTH ? EXIT_AUTH : EXIT_ERR;
     }
     if (o->json)
         emit_json(json_pack("{s:s, s:s}", "handle", handle, "dir", dir), 0);
     else
-        printf("restored %s into %s; this machine is now that device: stop using the old copy\n",
-               handle, dir);
+        fprintf(cli_out,
+                "restored %s into %s; this machine is now that device: stop using the old copy\n",
+                handle, dir);
     return 0;
 }
 
@@ -1318,7 +1341,7 @@ static int cmd_log_head(const struct cli *o, struct msv_client *c)
     msv_err err;
 
     if (o->argc != 0)
-        return usage_command("log-head", stderr);
+        return cli_usage("log-head", cli_err);
     err = msv_client_devices(c, NULL, &r); /* brings the head up to date, checked */
     msv_frame_free(r);
     if (err != MSV_OK)
@@ -1335,12 +1358,12 @@ static int cmd_log_head(const struct cli *o, struct msv_client *c)
                             (json_int_t)h.time_ms, "root", root, "signature", sig),
                   0);
     else
-        printf("missive-head 1 %llu %lld %s %s\n", (unsigned long long)h.size, (long long)h.time_ms,
-               root, sig);
+        fprintf(cli_out, "missive-head 1 %llu %lld %s %s\n", (unsigned long long)h.size,
+                (long long)h.time_ms, root, sig);
     return 0;
 }
 
-static int parse_args(int argc, char **argv, struct cli *o, const char **command)
+int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
 {
     static const struct option opts[] = {
         {"account", required_argument, NULL, 'a'},
@@ -1363,6 +1386,8 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
         {"backup-passphrase-file", required_argument, NULL, 'B'},
         {"kdf-memory", required_argument, NULL, 'M'},
         {"kdf-passes", required_argument, NULL, 'K'},
+        {"socket", required_argument, NULL, 'X'},
+        {"stdio", no_argument, NULL, 'I'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1372,6 +1397,7 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
     memset(o, 0, sizeof(*o));
     o->wait_s = 2;
     opterr = 0;
+    optind = 0; /* the daemon parses a command line per request */
     while ((ch = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'a':
@@ -1382,7 +1408,7 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
             break;
         case 'o':
             if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0) {
-                fprintf(stderr, "missive: -o takes json or text\n");
+                fprintf(cli_err, "missive: -o takes json or text\n");
                 return EXIT_USAGE;
             }
             o->json = strcmp(optarg, "json") == 0;
@@ -1425,7 +1451,7 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
             break;
         case 'f':
             if (o->file_count == sizeof(o->files) / sizeof(o->files[0])) {
-                fprintf(stderr, "missive: at most 8 --file options\n");
+                fprintf(cli_err, "missive: at most 8 --file options\n");
                 return EXIT_USAGE;
             }
             o->files[o->file_count++] = optarg;
@@ -1434,9 +1460,15 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
             errno = 0;
             o->wait_s = strtod(optarg, &end);
             if (errno != 0 || *end != '\0' || o->wait_s < 0 || o->wait_s > 86400) {
-                fprintf(stderr, "missive: --wait takes seconds from 0 to 86400\n");
+                fprintf(cli_err, "missive: --wait takes seconds from 0 to 86400\n");
                 return EXIT_USAGE;
             }
+            break;
+        case 'X':
+            o->socket = optarg;
+            break;
+        case 'I':
+            o->stdio = 1;
             break;
         case 'B':
             o->backup_passphrase_file = optarg;
@@ -1448,8 +1480,8 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
             if (errno != 0 || *end != '\0' || optarg[0] == '-' ||
                 (ch == 'M' && (o->kdf_memory_mib < 1 || o->kdf_memory_mib > 4096)) ||
                 (ch == 'K' && (o->kdf_passes < 1 || o->kdf_passes > MSV_BACKUP_OPS_MAX))) {
-                fprintf(stderr, "missive: --kdf-memory takes 1 to 4096 (MiB), --kdf-passes 1 "
-                                "to 32\n");
+                fprintf(cli_err, "missive: --kdf-memory takes 1 to 4096 (MiB), --kdf-passes 1 "
+                                 "to 32\n");
                 return EXIT_USAGE;
             }
             break;
@@ -1457,12 +1489,12 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
             errno = 0;
             o->limit = strtol(optarg, &end, 10);
             if (errno != 0 || *end != '\0' || o->limit <= 0) {
-                fprintf(stderr, "missive: --limit takes a positive number\n");
+                fprintf(cli_err, "missive: --limit takes a positive number\n");
                 return EXIT_USAGE;
             }
             break;
         default:
-            fprintf(stderr, "missive: unknown option or missing argument: %s\n", argv[optind - 1]);
+            fprintf(cli_err, "missive: unknown option or missing argument: %s\n", argv[optind - 1]);
             return EXIT_USAGE;
         }
     }
@@ -1472,13 +1504,55 @@ static int parse_args(int argc, char **argv, struct cli *o, const char **command
     return 0;
 }
 
+int cli_account_command(const char *command)
+{
+    return strcmp(command, "register") != 0 && strcmp(command, "link") != 0 &&
+           strcmp(command, "restore") != 0 && strcmp(command, "daemon") != 0 &&
+           strcmp(command, "chat") != 0 &&
+           (cli_usage(command, NULL) == 0 || strcmp(command, "listen") == 0);
+}
+
+int cli_run(const struct cli *o, const char *command, struct msv_client *c)
+{
+    if (strcmp(command, "devices") == 0)
+        return cmd_devices(o, c);
+    if (strcmp(command, "contacts") == 0)
+        return cmd_contacts(o, c);
+    if (strcmp(command, "groups") == 0)
+        return cmd_groups(o, c);
+    if (strcmp(command, "read") == 0 || strcmp(command, "typing") == 0)
+        return cmd_read_typing(o, c, strcmp(command, "typing") == 0);
+    if (strcmp(command, "verify") == 0)
+        return cmd_verify(o, c);
+    if (strcmp(command, "edit") == 0 || strcmp(command, "unsend") == 0)
+        return cmd_edit_unsend(o, c, strcmp(command, "edit") == 0);
+    if (strcmp(command, "send") == 0)
+        return cmd_send(o, c);
+    if (strcmp(command, "receive") == 0 || strcmp(command, "listen") == 0)
+        return cmd_receive(o, c, strcmp(command, "listen") == 0);
+    if (strcmp(command, "history") == 0)
+        return cmd_history(o, c);
+    if (strcmp(command, "log-head") == 0)
+        return cmd_log_head(o, c);
+    if (strcmp(command, "backup") == 0)
+        return cmd_backup(o, c);
+    if (strcmp(command, "fingerprint") == 0)
+        return cmd_fingerprint(o, c);
+    fprintf(cli_err, "missive: unknown command '%s'\n", command);
+    return EXIT_USAGE;
+}
+
 int main(int argc, char **argv)
 {
     struct msv_client *c = NULL;
     const char *command = NULL;
+    char handle[300], dir[1100];
     struct cli o;
-    int rc = parse_args(argc, argv, &o, &command);
+    int rc;
 
+    cli_out = stdout;
+    cli_err = stderr;
+    rc = cli_parse_args(argc, argv, &o, &command);
     if (rc != 0)
         return rc;
     if (command == NULL) {
@@ -1486,7 +1560,7 @@ int main(int argc, char **argv)
         return o.help ? 0 : EXIT_USAGE;
     }
     if (o.help)
-        return usage_command(command, stdout) == 0 ? 0 : (usage_main(stderr), EXIT_USAGE);
+        return cli_usage(command, stdout) == 0 ? 0 : (usage_main(stderr), EXIT_USAGE);
     if (msv_init() != MSV_OK) {
         fprintf(stderr, "missive: no usable random source\n");
         return EXIT_ERR;
@@ -1500,38 +1574,32 @@ int main(int argc, char **argv)
         return cmd_link(&o);
     if (strcmp(command, "restore") == 0)
         return cmd_restore(&o);
-    if (usage_command(command, NULL) != 0 && strcmp(command, "listen") != 0) {
+    if (strcmp(command, "daemon") != 0 && strcmp(command, "chat") != 0 &&
+        !cli_account_command(command)) {
         fprintf(stderr, "missive: unknown command '%s'\n", command);
         usage_main(stderr);
         return EXIT_USAGE;
     }
-    rc = open_account(&o, &c);
+    rc = cli_account(&o, handle, sizeof(handle), dir, sizeof(dir));
     if (rc != 0)
         return rc;
-    if (strcmp(command, "devices") == 0)
-        rc = cmd_devices(&o, c);
-    else if (strcmp(command, "contacts") == 0)
-        rc = cmd_contacts(&o, c);
-    else if (strcmp(command, "groups") == 0)
-        rc = cmd_groups(&o, c);
-    else if (strcmp(command, "read") == 0 || strcmp(command, "typing") == 0)
-        rc = cmd_read_typing(&o, c, strcmp(command, "typing") == 0);
-    else if (strcmp(command, "verify") == 0)
-        rc = cmd_verify(&o, c);
-    else if (strcmp(command, "edit") == 0 || strcmp(command, "unsend") == 0)
-        rc = cmd_edit_unsend(&o, c, strcmp(command, "edit") == 0);
-    else if (strcmp(command, "send") == 0)
-        rc = cmd_send(&o, c);
-    else if (strcmp(command, "receive") == 0 || strcmp(command, "listen") == 0)
-        rc = cmd_receive(&o, c, strcmp(command, "listen") == 0);
-    else if (strcmp(command, "history") == 0)
-        rc = cmd_history(&o, c);
-    else if (strcmp(command, "log-head") == 0)
-        rc = cmd_log_head(&o, c);
-    else if (strcmp(command, "backup") == 0)
-        rc = cmd_backup(&o, c);
+    /* a daemon or a chat owns the account: the command runs there */
+    if (cli_account_command(command) && daemon_forward(&o, dir, command, &rc))
+        return rc;
+    {
+        struct cli with_account = o;
+
+        with_account.account = handle;
+        rc = cli_open_account(&with_account, &c);
+    }
+    if (rc != 0)
+        return rc;
+    if (strcmp(command, "daemon") == 0)
+        rc = daemon_main(&o, c);
+    else if (strcmp(command, "chat") == 0)
+        rc = chat_main(&o, c);
     else
-        rc = cmd_fingerprint(&o, c);
+        rc = cli_run(&o, command, c);
     msv_client_close(c);
     return rc;
 }

@@ -20,7 +20,7 @@ _missive()
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD - 1]}
     local commands="register link devices contacts groups send receive history read typing
-        edit unsend verify fingerprint backup restore log-head"
+        edit unsend verify fingerprint backup restore daemon chat log-head"
     local global="--account --data-dir -o --passphrase-file --password-file
         --backup-passphrase-file --help"
     local command="" data_dir="" i
@@ -42,7 +42,7 @@ _missive()
         mapfile -t COMPREPLY < <(compgen -W "modern ecies classic classic,ecies ecies,classic" -- "$cur")
         return ;;
     --data-dir) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
-    --file | --passphrase-file | --password-file | --backup-passphrase-file)
+    --file | --passphrase-file | --password-file | --backup-passphrase-file | --socket)
         mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
     esac
     if [ -z "$command" ]; then
@@ -67,6 +67,7 @@ _missive()
     edit) opts="--text" ;;
     verify) opts="--qr --accept" ;;
     backup) opts="--kdf-memory --kdf-passes" ;;
+    daemon) opts="--stdio --socket" ;;
     restore)
         mapfile -t COMPREPLY < <(compgen -f -- "$cur")
         return ;;

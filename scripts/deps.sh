@@ -12,8 +12,8 @@ packages=(
     libssl-dev libsodium-dev libevent-dev
     protobuf-c-compiler libprotobuf-c-dev
     libsqlite3-dev libjansson-dev libinih-dev libcmocka-dev libqrencode-dev
-    python3 python3-cryptography openssl valgrind groff-base
-    libpq-dev libhiredis-dev postgresql redis-server
+    python3 python3-cryptography python3-jsonschema openssl valgrind groff-base
+    libpq-dev libhiredis-dev postgresql redis-server libncurses-dev tmux
 )
 bench=0
 if [ "${1:-}" = "--bench" ]; then

@@ -41,3 +41,24 @@ start_missived() {
     [ -s srv/missived.ports ] || return 1
     port=$(awk '/^tls/{print $2}' srv/missived.ports)
 }
+
+# register_people NAME...: with $M against the missived start_missived started,
+# registers NAME@example.org for each NAME, its device's data in dev-NAME;
+# sets $server and MISSIVE_PASSWORD. Then `as NAME COMMAND...` runs missive
+# as that person.
+register_people() {
+    server=127.0.0.1:$port
+    export MISSIVE_PASSWORD="correct horse battery"
+    local who code
+    for who in "$@"; do
+        "$M" --data-dir "dev-$who" register "$who@example.org" --server "$server" >/dev/null 2>&1
+        code=$(grep "handle=$who@example.org code=" srv.log | tail -1 | sed 's/.*code=//')
+        "$M" --data-dir "dev-$who" register "$who@example.org" --code "$code" >/dev/null && ok ||
+            bad "register $who"
+    done
+}
+as() {
+    local who=$1
+    shift
+    "$M" --data-dir "dev-$who" --account "$who@example.org" "$@"
+}

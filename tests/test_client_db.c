@@ -179,6 +179,32 @@ static void test_history_and_search(void **state)
     assert_int_equal(msv_client_db_message_status(f->db, id, "read"), MSV_ERR_NOT_FOUND);
 }
 
+static void test_conversation_list(void **state)
+{
+    struct fixture *f = *state;
+    struct msv_conversation_rec *list = NULL;
+    size_t n = 0;
+    uint8_t id[16];
+
+    assert_int_equal(msv_client_db_conversations(f->db, &list, &n), MSV_OK);
+    assert_int_equal(n, 0);
+    msv_conversations_free(list, n);
+    put_message(f, 1, "bob", "one");
+    put_message(f, 2, "carol", "two");
+    put_message(f, 3, "bob", "three");
+    memset(id, 1, 16);
+    assert_int_equal(msv_client_db_message_status(f->db, id, "read"), MSV_OK);
+    assert_int_equal(msv_client_db_conversations(f->db, &list, &n), MSV_OK);
+    /* the newest conversation first; bob's first message is read now */
+    assert_int_equal(n, 2);
+    assert_string_equal(list[0].conversation, "bob");
+    assert_int_equal(list[0].unread, 1);
+    assert_string_equal(list[1].conversation, "carol");
+    assert_int_equal(list[1].unread, 1);
+    assert_true(list[0].last_row > list[1].last_row);
+    msv_conversations_free(list, n);
+}
+
 /* An outgoing history record for test_outbox, "queued". */
 static struct msv_message_rec queued(const uint8_t id[16], const char *text)
 {
@@ -259,6 +285,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_contacts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_known_devices_changes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_history_and_search, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_conversation_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox, setup, teardown),
     };
 

@@ -1515,6 +1515,7 @@ static msv_err take_control(struct msv_client *c, const char *sender, uint64_t d
                             void (*on_message)(void *, const struct msv_incoming *), void *ctx)
 {
     struct msv_message_rec *target = NULL;
+    struct msv_incoming in = {.from = sender};
     char notice[600];
     msv_err err = MSV_OK;
 
@@ -1522,8 +1523,8 @@ static msv_err take_control(struct msv_client *c, const char *sender, uint64_t d
     if (p->kind == MSV_KIND_SESSION_RESET) {
         /* its message started a new session with this device already (X3DH) */
         if (on_message != NULL) {
-            struct msv_incoming in = {.notice = notice};
-
+            in.kind = MSV_INCOMING_SESSION;
+            in.notice = notice;
             snprintf(notice, sizeof(notice),
                      "%s (device %llu) could not read a message from this device; the session "
                      "with it was started anew. Send again what you sent it just before, if it "
@@ -1542,11 +1543,20 @@ static msv_err take_control(struct msv_client *c, const char *sender, uint64_t d
     case MSV_KIND_RECEIPT_READ:
         /* only for what this account sent, and "read" is never taken back to "delivered" */
         if (target->outgoing &&
-            (p->kind == MSV_KIND_RECEIPT_READ || strcmp(target->status, "read") != 0))
-            err = msv_client_db_message_status(
-                c->db, p->target_id, p->kind == MSV_KIND_RECEIPT_READ ? "read" : "delivered");
+            (p->kind == MSV_KIND_RECEIPT_READ || strcmp(target->status, "read") != 0)) {
+            in.kind = MSV_INCOMING_RECEIPT;
+            in.status = p->kind == MSV_KIND_RECEIPT_READ ? "read" : "delivered";
+            err = msv_client_db_message_status(c->db, p->target_id, in.status);
+            if (err == MSV_OK && on_message != NULL) {
+                in.conversation = target->conversation;
+                in.target = p->target_id;
+                on_message(ctx, &in);
+            }
+        }
         break;
     case MSV_KIND_TYPING:
+        in.kind = MSV_INCOMING_TYPING;
+        in.conversation = sender;
         snprintf(notice, sizeof(notice), "%s is typing", sender);
         break;
     case MSV_KIND_EDIT:
@@ -1557,6 +1567,10 @@ static msv_err take_control(struct msv_client *c, const char *sender, uint64_t d
         err = msv_client_db_message_rewrite(c->db, p->target_id,
                                             p->kind == MSV_KIND_EDIT ? p->text : "",
                                             p->kind == MSV_KIND_EDIT ? "edited" : "unsent");
+        in.kind = MSV_INCOMING_EDIT;
+        in.conversation = target->conversation;
+        in.target = p->target_id;
+        in.status = p->kind == MSV_KIND_EDIT ? "edited" : "unsent";
         snprintf(notice, sizeof(notice), "%s %s a message%s%.200s", sender,
                  p->kind == MSV_KIND_EDIT ? "edited" : "unsent",
                  p->kind == MSV_KIND_EDIT ? ": " : "", p->kind == MSV_KIND_EDIT ? p->text : "");
@@ -1565,8 +1579,7 @@ static msv_err take_control(struct msv_client *c, const char *sender, uint64_t d
         break;
     }
     if (notice[0] != '\0' && on_message != NULL) {
-        struct msv_incoming in = {.notice = notice};
-
+        in.notice = notice;
         on_message(ctx, &in);
     }
     msv_messages_free(target, target ? 1 : 0);
@@ -1673,8 +1686,8 @@ static msv_err fetch_one(struct msv_client *c, const struct msv_attachment_ref *
     if (strncmp(a->uri, "blob:", 5) != 0 ||
         msv_hex_decode(a->uri + 5, blob, sizeof(blob), &n) != MSV_OK || n != 32)
         return MSV_ERR_UNSUPPORTED; /* a location this client cannot fetch */
-    err = msv_request_blob_download(c->conn, blob, ATTACHMENT_LIMIT, TIMEOUT_MS, &ct, &ct_len,
-                                    &c->why);
+    err = msv_request_blob_download(c->conn, blob, ATTACHMENT_LIMIT, TIMEOUT_MS, c->on_download,
+                                    c->ctx, &ct, &ct_len, &c->why);
     if (err == MSV_OK && (*pt = malloc(ct_len ? ct_len : 1)) == NULL)
         err = MSV_ERR_NOMEM;
     /* the hash the sender signed is checked before anything is decrypted */
@@ -1935,7 +1948,10 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     /* stored before it is acknowledged; the message id makes a redelivery a no-op */
     err = msv_client_db_message_put(c->db, &rec);
     if (err == MSV_OK && on_message != NULL) {
-        struct msv_incoming in = {.message = &rec};
+        struct msv_incoming in = {.kind = MSV_INCOMING_MESSAGE,
+                                  .message = &rec,
+                                  .from = sender,
+                                  .conversation = rec.conversation};
 
         on_message(ctx, &in);
     }
@@ -2007,7 +2023,7 @@ static void take_notice(struct msv_client *c, const Msv__Wire__Deliver *d,
         struct msv_public_identity *pub = NULL;
         char notice[400], fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)";
         unsigned long long id = (unsigned long long)dc->device->device_id;
-        struct msv_incoming in = {.notice = notice};
+        struct msv_incoming in = {.kind = MSV_INCOMING_DEVICE, .notice = notice};
         uint8_t h[32];
 
         if (msv_public_identity_parse((enum msv_suite)dc->device->suite, dc->device->identity.data,
@@ -2057,7 +2073,8 @@ static void session_broken(struct msv_client *c, const struct incoming *in,
         return;
     (void)send_control(c, MSV_KIND_SESSION_RESET, NULL, NULL, in->sender);
     if (on_message != NULL) {
-        struct msv_incoming note = {.notice = notice};
+        struct msv_incoming note = {
+            .kind = MSV_INCOMING_SESSION, .notice = notice, .from = in->sender};
 
         snprintf(notice, sizeof(notice),
                  "a message from %s (device %llu) could not be decrypted; the session with that "

@@ -33,6 +33,8 @@ struct msv_client {
     void (*on_key_change)(void *ctx, const char *handle);
     /* a device of handle that speaks no suite this device speaks, left out of a send */
     void (*on_unreachable)(void *ctx, const char *handle, uint64_t device_id, const char *suites);
+    /* a received file's download, piece by piece; may be NULL */
+    void (*on_download)(void *ctx, uint64_t done, uint64_t total);
     void *ctx;
     /* log heads that received messages carried, for msv_client_monitor() to compare */
     struct {
@@ -137,10 +139,24 @@ MSV_MUST_CHECK msv_err msv_client_unsend(struct msv_client *c, const uint8_t id[
 MSV_MUST_CHECK msv_err msv_client_mark_read(struct msv_client *c, const char *conversation,
                                             size_t *count);
 
-/* What msv_client_receive() reports. */
+/* What msv_client_receive() reports, by kind. */
+enum msv_incoming_kind {
+    MSV_INCOMING_MESSAGE, /* message: a new message, stored */
+    MSV_INCOMING_RECEIPT, /* target delivered or read (status), for a message this account sent */
+    MSV_INCOMING_TYPING,  /* from is typing */
+    MSV_INCOMING_EDIT,    /* from edited or unsent (status) target */
+    MSV_INCOMING_DEVICE,  /* a device of this account was added, removed, or asks to join */
+    MSV_INCOMING_SESSION, /* a session with a device of from was started anew */
+};
+
 struct msv_incoming {
-    const struct msv_message_rec *message; /* NULL for a notice */
-    const char *notice;                    /* "device added" / "device removed" for own account */
+    enum msv_incoming_kind kind;
+    const struct msv_message_rec *message; /* MSV_INCOMING_MESSAGE only */
+    const char *notice;       /* the other kinds: a sentence for people (NULL for receipts) */
+    const char *from;         /* the handle it came from (NULL for device notices) */
+    const char *conversation; /* the conversation it is about (NULL if none) */
+    const uint8_t *target;    /* receipts, edits: the message's id */
+    const char *status;       /* receipts: "delivered" or "read"; edits: "edited" or "unsent" */
 };
 
 /*

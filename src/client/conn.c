@@ -188,6 +188,11 @@ msv_err msv_conn_send_raw(struct msv_conn *c, const uint8_t *p, size_t len)
     return MSV_OK;
 }
 
+int msv_conn_fd(const struct msv_conn *c)
+{
+    return c->fd;
+}
+
 msv_err msv_conn_send(struct msv_conn *c, const msv_frame *f)
 {
     uint8_t *buf = NULL;

@@ -27,6 +27,12 @@ MSV_MUST_CHECK msv_err msv_conn_open(const char *host, uint16_t port, const uint
                                      int timeout_ms, struct msv_conn **out);
 void msv_conn_close(struct msv_conn *c);
 void msv_conn_fingerprint(const struct msv_conn *c, uint8_t out[32]);
+/*
+ * The socket, for an event loop to poll: readable means msv_conn_recv() may
+ * have a frame. Pushes that msv_conn_request() set aside are not on it; call
+ * msv_conn_recv() with timeout 0 after each request to take them.
+ */
+int msv_conn_fd(const struct msv_conn *c);
 
 MSV_MUST_CHECK msv_err msv_conn_send(struct msv_conn *c, const msv_frame *f);
 /* Sends raw bytes as they are (tests use it to send malformed frames). */

@@ -378,8 +378,9 @@ msv_err msv_request_blob_upload(struct msv_conn *c, const uint8_t *data, size_t 
 }
 
 msv_err msv_request_blob_download(struct msv_conn *c, const uint8_t blob_id[32], size_t max,
-                                  int timeout_ms, uint8_t **data, size_t *len,
-                                  struct msv_refusal *why)
+                                  int timeout_ms,
+                                  void (*progress)(void *ctx, uint64_t done, uint64_t total),
+                                  void *ctx, uint8_t **data, size_t *len, struct msv_refusal *why)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__BlobGet get = MSV__WIRE__BLOB_GET__INIT;
@@ -412,6 +413,8 @@ msv_err msv_request_blob_download(struct msv_conn *c, const uint8_t blob_id[32],
         if (err == MSV_OK) {
             memcpy(buf + got, d->data.data, d->data.len);
             got += d->data.len;
+            if (progress != NULL)
+                progress(ctx, got, size);
         }
         msv_frame_free(resp);
     } while (err == MSV_OK && got < size);

@@ -77,10 +77,14 @@ MSV_MUST_CHECK msv_err msv_request_blob_upload(struct msv_conn *c, const uint8_t
                                                int timeout_ms,
                                                void (*progress)(uint64_t done, uint64_t total),
                                                uint8_t blob_id[32], struct msv_refusal *why);
-/* Downloads a whole blob; *data (caller frees with free()) receives its *len bytes. */
-MSV_MUST_CHECK msv_err msv_request_blob_download(struct msv_conn *c, const uint8_t blob_id[32],
-                                                 size_t max, int timeout_ms, uint8_t **data,
-                                                 size_t *len, struct msv_refusal *why);
+/*
+ * Downloads a whole blob; *data (caller frees with free()) receives its *len
+ * bytes. progress (may be NULL) is told after each piece.
+ */
+MSV_MUST_CHECK msv_err
+msv_request_blob_download(struct msv_conn *c, const uint8_t blob_id[32], size_t max, int timeout_ms,
+                          void (*progress)(void *ctx, uint64_t done, uint64_t total), void *ctx,
+                          uint8_t **data, size_t *len, struct msv_refusal *why);
 
 /* Acknowledges delivered queue ids (no answer is awaited). */
 /*

@@ -541,6 +541,50 @@ void msv_messages_free(struct msv_message_rec *m, size_t count)
     free(m);
 }
 
+msv_err msv_client_db_conversations(struct msv_client_db *db, struct msv_conversation_rec **out,
+                                    size_t *count)
+{
+    static const char sql[] = "SELECT conversation, MAX(row), MAX(sent_at_ms),"
+                              "  SUM(outgoing = 0 AND status = 'received') FROM messages"
+                              "  GROUP BY conversation ORDER BY MAX(row) DESC;";
+    sqlite3_stmt *st = NULL;
+    struct msv_conversation_rec *list = NULL;
+    size_t n = 0, cap = 0;
+    msv_err err = msv_sql_prepare(db->db, sql, &st);
+    int rc = SQLITE_DONE;
+
+    if (err != MSV_OK)
+        return err;
+    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        err = grow((void **)&list, sizeof(*list), n, &cap);
+        if (err != MSV_OK)
+            break;
+        list[n].conversation = strdup((const char *)sqlite3_column_text(st, 0));
+        list[n].last_row = sqlite3_column_int64(st, 1);
+        list[n].last_ms = sqlite3_column_int64(st, 2);
+        list[n].unread = (size_t)sqlite3_column_int64(st, 3);
+        if (list[n++].conversation == NULL)
+            err = MSV_ERR_NOMEM;
+    }
+    if (err == MSV_OK && rc != SQLITE_DONE)
+        err = msv_sql_err(rc);
+    sqlite3_finalize(st);
+    if (err != MSV_OK) {
+        msv_conversations_free(list, n);
+        return err;
+    }
+    *out = list;
+    *count = n;
+    return MSV_OK;
+}
+
+void msv_conversations_free(struct msv_conversation_rec *c, size_t count)
+{
+    for (size_t i = 0; c != NULL && i < count; i++)
+        free(c[i].conversation);
+    free(c);
+}
+
 /* ---- groups -------------------------------------------------------------------------- */
 
 msv_err msv_client_db_group_put(struct msv_client_db *db, const uint8_t group_id[16],

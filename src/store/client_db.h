@@ -112,6 +112,18 @@ MSV_MUST_CHECK msv_err msv_client_db_history(struct msv_client_db *db, const cha
                                              struct msv_message_rec **out, size_t *count);
 void msv_messages_free(struct msv_message_rec *m, size_t count);
 
+/* A conversation as a list shows it: newest first, with its unread incoming messages. */
+struct msv_conversation_rec {
+    char *conversation;
+    int64_t last_row; /* its newest message's row: orders the list */
+    int64_t last_ms;  /* when its newest message was sent */
+    size_t unread;    /* incoming messages not yet marked read */
+};
+MSV_MUST_CHECK msv_err msv_client_db_conversations(struct msv_client_db *db,
+                                                   struct msv_conversation_rec **out,
+                                                   size_t *count);
+void msv_conversations_free(struct msv_conversation_rec *c, size_t count);
+
 /* Groups: membership as this device last learned it. members: handles, one per line. */
 struct msv_group_rec {
     uint8_t group_id[16];

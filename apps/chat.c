@@ -1,0 +1,929 @@
+/*
+ * missive chat: the full-screen terminal chat (ncursesw). The conversations
+ * on the left with their unread counts, the open one's history on the right
+ * with delivery and read marks, a status line (typing notices, progress,
+ * errors) and the compose line at the bottom. It owns the account through the
+ * daemon's loop (owner.h): what arrives is drawn as it arrives, and plain
+ * commands run meanwhile go through it.
+ */
+#define _GNU_SOURCE              /* vasprintf */
+#define _XOPEN_SOURCE_EXTENDED 1 /* ncursesw wide characters */
+#include <errno.h>
+#include <locale.h>
+#include <ncurses.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <wchar.h>
+
+#include <qrencode.h>
+
+#include "cli.h"
+#include "missive/util.h"
+#include "owner.h"
+
+#define COMPOSE_MAX 4000
+#define NOTES_MAX 200
+#define TYPING_SHOW_MS 6000 /* a typing notice shows this long */
+#define TYPING_SEND_MS 5000 /* and is sent at most this often */
+#define KEY_CTRL(c) ((c)&0x1f)
+
+/* A line the chat itself adds to a conversation: warnings, notices, help. */
+struct note {
+    char conversation[300];
+    int64_t at_ms;
+    char *text;
+};
+
+struct chat {
+    const struct cli *o;
+    struct msv_client *c;
+    struct owner *ow;
+    struct msv_conversation_rec *convs;
+    size_t n_convs;
+    struct msv_message_rec *hist;
+    size_t n_hist;
+    char current[300]; /* the open conversation ("" none) */
+    struct note notes[NOTES_MAX];
+    size_t n_notes;
+    wchar_t compose[COMPOSE_MAX + 1];
+    size_t len, cursor;
+    int scroll; /* lines above the newest that the view is moved up */
+    char status[400];
+    int64_t status_until;
+    char typing[300], typing_in[300];
+    int64_t typing_until, typing_sent_at;
+    char progress[120];
+    char *qr; /* the verification code shown over the view, until a key */
+    int reload, quit;
+};
+
+static struct chat *the_chat; /* for the upload progress callback, which has no context */
+
+static int64_t wall_ms(void)
+{
+    return msv_wall_ms();
+}
+
+static void set_status(struct chat *ch, int64_t ms, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_status(struct chat *ch, int64_t ms, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(ch->status, sizeof(ch->status), fmt, ap);
+    va_end(ap);
+    ch->status_until = wall_ms() + ms;
+}
+
+static void add_note(struct chat *ch, const char *conversation, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void add_note(struct chat *ch, const char *conversation, const char *fmt, ...)
+{
+    struct note *n;
+    va_list ap;
+
+    if (ch->n_notes == NOTES_MAX) {
+        free(ch->notes[0].text);
+        memmove(ch->notes, ch->notes + 1, (NOTES_MAX - 1) * sizeof(ch->notes[0]));
+        ch->n_notes--;
+    }
+    n = &ch->notes[ch->n_notes];
+    va_start(ap, fmt);
+    if (vasprintf(&n->text, fmt, ap) < 0)
+        n->text = NULL;
+    va_end(ap);
+    if (n->text == NULL)
+        return;
+    snprintf(n->conversation, sizeof(n->conversation), "%s", conversation ? conversation : "");
+    n->at_ms = wall_ms();
+    ch->n_notes++;
+}
+
+/* ---- what is shown: names, history, conversation list ---------------------------------- */
+
+/* A conversation's name as people know it: a group's name, a contact's, or the handle. */
+static void display_name(struct chat *ch, const char *conversation, char *out, size_t len)
+{
+    struct msv_contact *list = NULL;
+    size_t n = 0;
+
+    snprintf(out, len, "%s", conversation);
+    if (strncmp(conversation, "group:", 6) == 0) {
+        struct msv_group_rec g = {0};
+        uint8_t id[16];
+        size_t idlen = 0;
+
+        if (msv_hex_decode(conversation + 6, id, sizeof(id), &idlen) == MSV_OK && idlen == 16 &&
+            msv_client_db_group_get(ch->c->db, id, NULL, &g) == MSV_OK)
+            snprintf(out, len, "#%s", g.name);
+        msv_group_clear(&g);
+        return;
+    }
+    if (msv_client_db_contacts(ch->c->db, NULL, &list, &n) == MSV_OK) {
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(list[i].handle, conversation) == 0) {
+                snprintf(out, len, "%s", list[i].name);
+                break;
+            }
+    }
+    msv_contacts_free(list, n);
+}
+
+static void load(struct chat *ch)
+{
+    size_t read = 0;
+
+    msv_conversations_free(ch->convs, ch->n_convs);
+    ch->convs = NULL;
+    ch->n_convs = 0;
+    msv_messages_free(ch->hist, ch->n_hist);
+    ch->hist = NULL;
+    ch->n_hist = 0;
+    if (msv_client_db_conversations(ch->c->db, &ch->convs, &ch->n_convs) != MSV_OK)
+        set_status(ch, 5000, "cannot read the conversations");
+    if (ch->current[0] == '\0' && ch->n_convs > 0)
+        snprintf(ch->current, sizeof(ch->current), "%s", ch->convs[0].conversation);
+    if (ch->current[0] == '\0')
+        return;
+    /* what is shown is read: its senders are told, once */
+    for (size_t i = 0; i < ch->n_convs; i++) {
+        if (strcmp(ch->convs[i].conversation, ch->current) == 0 && ch->convs[i].unread > 0 &&
+            ch->c->conn != NULL && msv_client_mark_read(ch->c, ch->current, &read) == MSV_OK) {
+            ch->convs[i].unread = 0;
+            owner_pump(ch->ow);
+        }
+    }
+    if (msv_client_db_history(ch->c->db, ch->current, NULL, 500, &ch->hist, &ch->n_hist) != MSV_OK)
+        set_status(ch, 5000, "cannot read the history");
+}
+
+/* The mark an outgoing message carries. */
+static const char *mark(const struct msv_message_rec *m)
+{
+    if (strcmp(m->status, "unsent") == 0)
+        return "  (unsent)";
+    if (strcmp(m->status, "edited") == 0)
+        return "  (edited)";
+    if (!m->outgoing)
+        return "";
+    if (strcmp(m->status, "queued") == 0)
+        return "  \u2026 queued";
+    if (strcmp(m->status, "sent") == 0)
+        return "  \u2713";
+    if (strcmp(m->status, "delivered") == 0)
+        return "  \u2713\u2713";
+    if (strcmp(m->status, "read") == 0)
+        return "  \u2713\u2713 read";
+    if (strcmp(m->status, "failed") == 0)
+        return "  ! not sent";
+    return "";
+}
+
+/* A UTF-8 string as wide characters (malformed bytes as U+FFFD); caller frees. */
+static wchar_t *widen(const char *s)
+{
+    size_t n = strlen(s), k = 0;
+    wchar_t *w = calloc(n + 1, sizeof(wchar_t));
+    mbstate_t st;
+
+    memset(&st, 0, sizeof(st));
+    while (w != NULL && *s != '\0') {
+        size_t used = mbrtowc(&w[k], s, n, &st);
+
+        if (used == (size_t)-1 || used == (size_t)-2) {
+            w[k] = 0xFFFD;
+            used = 1;
+            memset(&st, 0, sizeof(st));
+        } else if (used == 0) {
+            break;
+        }
+        if (w[k] < 0x20 && w[k] != '\n')
+            w[k] = ' ';
+        k++;
+        s += used;
+        n -= used;
+    }
+    if (w != NULL)
+        w[k] = 0;
+    return w;
+}
+
+struct lines {
+    wchar_t **line;
+    int *attr;
+    size_t n, cap;
+};
+
+static void lines_add(struct lines *l, const wchar_t *s, size_t len, int attr)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        wchar_t **line = realloc(l->line, cap * sizeof(*line));
+        int *a = line ? realloc(l->attr, cap * sizeof(*a)) : NULL;
+
+        if (line != NULL)
+            l->line = line;
+        if (a == NULL)
+            return;
+        l->attr = a;
+        l->cap = cap;
+    }
+    l->line[l->n] = calloc(len + 1, sizeof(wchar_t));
+    if (l->line[l->n] == NULL)
+        return;
+    wmemcpy(l->line[l->n], s, len);
+    l->attr[l->n++] = attr;
+}
+
+static void lines_free(struct lines *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->line[i]);
+    free(l->line);
+    free(l->attr);
+}
+
+/* Wraps text to width columns (at spaces where it can), as lines of attr. */
+static void wrap(struct lines *l, const char *text, int width, int attr)
+{
+    wchar_t *w = widen(text), *p = w;
+
+    while (p != NULL && *p != 0) {
+        size_t take = 0, space = 0;
+        int cols = 0;
+
+        while (p[take] != 0 && p[take] != '\n') {
+            int cw = wcwidth(p[take]);
+
+            if (cw < 0)
+                cw = 1;
+            if (cols + cw > width)
+                break;
+            cols += cw;
+            if (p[take] == ' ')
+                space = take;
+            take++;
+        }
+        if (p[take] != 0 && p[take] != '\n' && space > 0)
+            take = space; /* break at the last space */
+        if (take == 0 && p[0] != '\n')
+            take = 1;
+        lines_add(l, p, take, attr);
+        p += take;
+        if (*p == ' ' || *p == '\n')
+            p++;
+    }
+    free(w);
+}
+
+/* The open conversation as lines of the view's width: messages and notes by time. */
+static void view_lines(struct chat *ch, int width, struct lines *l)
+{
+    size_t m = 0, k = 0;
+
+    while (m < ch->n_hist || k < ch->n_notes) {
+        char *s = NULL, when[16];
+        struct tm tm;
+        time_t t;
+
+        if (k < ch->n_notes && strcmp(ch->notes[k].conversation, ch->current) != 0 &&
+            ch->notes[k].conversation[0] != '\0') {
+            k++;
+            continue;
+        }
+        if (m < ch->n_hist &&
+            (k == ch->n_notes || ch->hist[m].stored_at_ms <= ch->notes[k].at_ms)) {
+            const struct msv_message_rec *r = &ch->hist[m++];
+
+            t = (time_t)(r->sent_at_ms / 1000);
+            localtime_r(&t, &tm);
+            strftime(when, sizeof(when), "%H:%M", &tm);
+            if (asprintf(&s, "%s %s: %s%s", when, r->outgoing ? "me" : r->sender,
+                         strcmp(r->status, "unsent") == 0 ? "" : r->text, mark(r)) > 0)
+                wrap(l, s, width, r->outgoing ? A_BOLD : A_NORMAL);
+        } else {
+            t = (time_t)(ch->notes[k].at_ms / 1000);
+            localtime_r(&t, &tm);
+            strftime(when, sizeof(when), "%H:%M", &tm);
+            if (asprintf(&s, "%s * %s", when, ch->notes[k].text) > 0)
+                wrap(l, s, width, A_DIM);
+            k++;
+        }
+        free(s);
+    }
+}
+
+/* ---- drawing ------------------------------------------------------------------------- */
+
+static void put(int y, int x, int width, const char *s, int attr)
+{
+    wchar_t *w = widen(s);
+    int cols = 0, n = 0;
+
+    if (w == NULL || width <= 0)
+        goto done;
+    while (w[n] != 0) {
+        int cw = wcwidth(w[n]);
+
+        if (cols + (cw < 0 ? 1 : cw) > width)
+            break;
+        cols += cw < 0 ? 1 : cw;
+        n++;
+    }
+    attron(attr);
+    mvaddnwstr(y, x, w, n);
+    attroff(attr);
+done:
+    free(w);
+}
+
+static void draw_qr(struct chat *ch)
+{
+    QRcode *q = QRcode_encodeString(ch->qr, 0, QR_ECLEVEL_M, QR_MODE_8, 1);
+    int top = 2, left;
+
+    if (q == NULL)
+        return;
+    left = (COLS - q->width - 4) / 2;
+    if (left < 0)
+        left = 0;
+    for (int y = 1; y < LINES - 2; y++)
+        mvhline(y, 0, ' ', COLS); /* the code stands alone, for a camera to read */
+    /* two rows of modules per line, with a quiet zone; light modules drawn light */
+    for (int y = -2; y < q->width + 2; y += 2) {
+        char row[2048] = "";
+        size_t used = 0;
+
+        for (int x = -2; x < q->width + 2 && used + 8 < sizeof(row); x++) {
+            int a =
+                y >= 0 && y < q->width && x >= 0 && x < q->width && (q->data[y * q->width + x] & 1);
+            int b = y + 1 >= 0 && y + 1 < q->width && x >= 0 && x < q->width &&
+                    (q->data[(y + 1) * q->width + x] & 1);
+            const char *cell = a ? (b ? " " : "\u2584") : (b ? "\u2580" : "\u2588");
+
+            used += (size_t)snprintf(row + used, sizeof(row) - used, "%s", cell);
+        }
+        put(top + (y + 2) / 2, left, COLS - left, row, A_NORMAL);
+    }
+    put(top + (q->width + 4) / 2 + 1, 1, COLS - 2, "any key closes this", A_DIM);
+    QRcode_free(q);
+}
+
+static void draw(struct chat *ch)
+{
+    int list_w = COLS >= 60 ? (COLS / 4 < 28 ? COLS / 4 : 28) : 0;
+    int view_x = list_w ? list_w + 1 : 0, view_w = COLS - view_x, view_h = LINES - 3;
+    char title[600], name[300];
+    struct lines l = {0};
+    wchar_t *w;
+
+    erase();
+    if (ch->current[0])
+        display_name(ch, ch->current, name, sizeof(name));
+    else
+        snprintf(name, sizeof(name), "no conversation: /to HANDLE");
+    snprintf(title, sizeof(title), " Missive  %s  %s  \u2014  %s", ch->c->handle,
+             owner_online(ch->ow) ? "online" : "offline (retrying)", name);
+    attron(A_REVERSE);
+    mvhline(0, 0, ' ', COLS);
+    attroff(A_REVERSE);
+    put(0, 0, COLS, title, A_REVERSE);
+    for (size_t i = 0; list_w > 0 && i < ch->n_convs && (int)i < view_h; i++) {
+        char row[400];
+
+        display_name(ch, ch->convs[i].conversation, name, sizeof(name));
+        if (ch->convs[i].unread > 0)
+            snprintf(row, sizeof(row), "%s (%zu)", name, ch->convs[i].unread);
+        else
+            snprintf(row, sizeof(row), "%s", name);
+        put(1 + (int)i, 0, list_w, row,
+            strcmp(ch->convs[i].conversation, ch->current) == 0 ? A_REVERSE
+            : ch->convs[i].unread                               ? A_BOLD
+                                                                : A_NORMAL);
+    }
+    if (list_w > 0)
+        mvvline(1, list_w, ACS_VLINE, view_h);
+    if (view_h > 0 && view_w > 0) {
+        int first;
+
+        view_lines(ch, view_w, &l);
+        if (ch->scroll > (int)l.n - view_h)
+            ch->scroll = (int)l.n > view_h ? (int)l.n - view_h : 0;
+        first = (int)l.n - view_h - ch->scroll;
+        if (first < 0)
+            first = 0;
+        for (int y = 0; y < view_h && first + y < (int)l.n; y++) {
+            attron(l.attr[first + y]);
+            mvaddnwstr(1 + y, view_x, l.line[first + y], view_w);
+            attroff(l.attr[first + y]);
+        }
+        lines_free(&l);
+    }
+    /* the status line: progress, then a message, then who is typing */
+    if (ch->progress[0])
+        put(LINES - 2, 0, COLS, ch->progress, A_BOLD);
+    else if (ch->status[0] && wall_ms() < ch->status_until)
+        put(LINES - 2, 0, COLS, ch->status, A_BOLD);
+    else if (ch->typing[0] && wall_ms() < ch->typing_until)
+        put(LINES - 2, 0, COLS, ch->typing, A_DIM);
+    else if (ch->scroll > 0)
+        put(LINES - 2, 0, COLS, "(scrolled up: PgDn to go back)", A_DIM);
+    mvhline(LINES - 1, 0, ' ', COLS);
+    put(LINES - 1, 0, 2, "> ", A_BOLD);
+    /* the compose line scrolls sideways to keep the cursor in view */
+    w = ch->compose;
+    {
+        int cols = 0, start = 0, cur_x = 2;
+
+        for (size_t i = 0; i < ch->cursor; i++)
+            cols += wcwidth(w[i]) > 0 ? wcwidth(w[i]) : 1;
+        while (cols > COLS - 4 && start < (int)ch->cursor) {
+            cols -= wcwidth(w[start]) > 0 ? wcwidth(w[start]) : 1;
+            start++;
+        }
+        mvaddnwstr(LINES - 1, 2, w + start, (int)ch->len - start);
+        cur_x += cols;
+        if (ch->qr != NULL)
+            draw_qr(ch);
+        move(LINES - 1, cur_x < COLS ? cur_x : COLS - 1);
+    }
+    refresh();
+}
+
+/* ---- what arrives ---------------------------------------------------------------------- */
+
+static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
+{
+    struct chat *ch = ctx;
+    const char *type = json_string_value(json_object_get(event, "type"));
+    const char *from = json_string_value(json_object_get(event, "from"));
+    const char *conversation = json_string_value(json_object_get(event, "conversation"));
+
+    (void)in;
+    if (type == NULL)
+        return;
+    if (strcmp(type, "message") == 0) {
+        if (conversation != NULL && strcmp(conversation, ch->current) != 0) {
+            char name[300];
+
+            display_name(ch, conversation, name, sizeof(name));
+            set_status(ch, 4000, "new message from %s (Tab to go there)", name);
+        }
+        if (from != NULL && strcmp(from, ch->typing_in) == 0)
+            ch->typing_until = 0; /* it came: no longer typing */
+        ch->reload = 1;
+    } else if (strcmp(type, "typing") == 0 && from != NULL) {
+        snprintf(ch->typing, sizeof(ch->typing), "%s is typing\u2026", from);
+        snprintf(ch->typing_in, sizeof(ch->typing_in), "%s", from);
+        ch->typing_until = wall_ms() + TYPING_SHOW_MS;
+    } else if (strcmp(type, "receipt") == 0 || strcmp(type, "edit") == 0 ||
+               strcmp(type, "changed") == 0) {
+        ch->reload = 1;
+    } else if (strcmp(type, "key_change") == 0) {
+        const char *h = json_string_value(json_object_get(event, "handle"));
+
+        add_note(ch, h,
+                 "\u26a0 the devices of %s changed since this device last saw them: compare the "
+                 "safety number (/qr) with them before trusting the new ones",
+                 h);
+    } else if (strcmp(type, "device") == 0 || strcmp(type, "session") == 0) {
+        const char *notice = json_string_value(json_object_get(event, "notice"));
+
+        add_note(ch, from != NULL ? from : "", "\u26a0 %s", notice ? notice : "");
+        set_status(ch, 6000, "%s", notice ? notice : "");
+    } else if (strcmp(type, "alarm") == 0) {
+        const char *warning = json_string_value(json_object_get(event, "warning"));
+
+        add_note(ch, "", "\u26a0 WARNING: %s", warning ? warning : "");
+        set_status(ch, 15000, "WARNING: %s", warning ? warning : "");
+    } else if (strcmp(type, "unreachable") == 0) {
+        const char *h = json_string_value(json_object_get(event, "handle"));
+
+        add_note(ch, h, "\u26a0 a device of %s speaks no suite this device speaks: it gets nothing",
+                 h);
+    }
+}
+
+/* The client's context is the owner's: the chat is found through the_chat. */
+static void on_download(void *ctx, uint64_t done, uint64_t total)
+{
+    struct chat *ch = the_chat;
+
+    (void)ctx;
+
+    if (ch == NULL || total < (256u << 10))
+        return;
+    snprintf(ch->progress, sizeof(ch->progress), "receiving a file: %3u%% of %.1f MiB",
+             (unsigned)(done * 100 / total), (double)total / 1048576.0);
+    draw(ch);
+    if (done == total)
+        ch->progress[0] = '\0';
+}
+
+static void on_upload(uint64_t done, uint64_t total)
+{
+    struct chat *ch = the_chat;
+
+    if (ch == NULL)
+        return;
+    snprintf(ch->progress, sizeof(ch->progress), "sending: %3u%% of %.1f MiB",
+             (unsigned)(total ? done * 100 / total : 100), (double)total / 1048576.0);
+    draw(ch);
+}
+
+/* ---- sending ------------------------------------------------------------------------- */
+
+static int group_name_of(struct chat *ch, const char *conversation, char *out, size_t len)
+{
+    struct msv_group_rec g = {0};
+    uint8_t id[16];
+    size_t n = 0;
+    int ok = msv_hex_decode(conversation + 6, id, sizeof(id), &n) == MSV_OK && n == 16 &&
+             msv_client_db_group_get(ch->c->db, id, NULL, &g) == MSV_OK;
+
+    if (ok)
+        snprintf(out, len, "%s", g.name);
+    msv_group_clear(&g);
+    return ok ? 0 : -1;
+}
+
+static void send_to_current(struct chat *ch, const char *text, const struct msv_file *file)
+{
+    const char *to = ch->current;
+    uint8_t id[16];
+    char group[300];
+    msv_err err;
+
+    if (ch->current[0] == '\0') {
+        set_status(ch, 5000, "no conversation open: /to HANDLE first");
+        return;
+    }
+    set_status(ch, 60000, "sending\u2026");
+    draw(ch);
+    memset(&ch->c->why, 0, sizeof(ch->c->why));
+    if (strncmp(ch->current, "group:", 6) == 0)
+        err = group_name_of(ch, ch->current, group, sizeof(group)) != 0
+                  ? MSV_ERR_NOT_FOUND
+                  : msv_client_group_send(ch->c, group, text, file, file ? 1 : 0, on_upload, id);
+    else
+        err = msv_client_send(ch->c, &to, 1, text, file, file ? 1 : 0, on_upload, id);
+    ch->progress[0] = '\0';
+    ch->status[0] = '\0';
+    if (err == MSV_ERR_AUTH && ch->c->why.code == MSV_REFUSAL_KEY_CHANGE)
+        add_note(ch, ch->current,
+                 "\u26a0 not sent: %s is verified and its devices changed. Compare the safety "
+                 "number (/qr) and accept it with 'missive verify %s --accept'; the message waits",
+                 ch->current, ch->current);
+    else if (err != MSV_OK)
+        set_status(ch, 8000, "not sent (it stays queued): %s%s%s", msv_strerror(err),
+                   ch->c->why.message[0] ? ": " : "", ch->c->why.message);
+    owner_pump(ch->ow);
+    ch->scroll = 0;
+    ch->reload = 1;
+}
+
+static void send_file(struct chat *ch, const char *path)
+{
+    struct msv_file f = {0};
+    struct stat st;
+    FILE *in = fopen(path, "rb");
+    uint8_t *data = NULL;
+    const char *slash = strrchr(path, '/');
+
+    if (in == NULL || fstat(fileno(in), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size == 0 ||
+        st.st_size > (64 << 20)) {
+        set_status(ch, 6000, "%s: %s", path,
+                   in == NULL ? strerror(errno) : "not a regular file of 1 byte to 64 MiB");
+        if (in != NULL)
+            fclose(in);
+        return;
+    }
+    data = malloc((size_t)st.st_size);
+    if (data == NULL || fread(data, 1, (size_t)st.st_size, in) != (size_t)st.st_size) {
+        set_status(ch, 6000, "%s: cannot read it", path);
+    } else {
+        f = (struct msv_file){slash ? slash + 1 : path, "application/octet-stream", data,
+                              (size_t)st.st_size};
+        send_to_current(ch, "", &f);
+    }
+    free(data);
+    fclose(in);
+}
+
+/* Opens the conversation with a handle or contact name (or a group by name). */
+static void open_conversation(struct chat *ch, const char *who, int group)
+{
+    struct msv_contact *list = NULL;
+    size_t n = 0;
+
+    if (group) {
+        struct msv_group_rec g = {0};
+
+        if (msv_client_db_group_get(ch->c->db, NULL, who, &g) != MSV_OK) {
+            set_status(ch, 5000, "no group named %s", who);
+            return;
+        }
+        msv_client_group_conversation(g.group_id, ch->current);
+        msv_group_clear(&g);
+    } else if (msv_client_db_contacts(ch->c->db, who, &list, &n) == MSV_OK && n == 1) {
+        snprintf(ch->current, sizeof(ch->current), "%s", list[0].handle);
+    } else if (strchr(who, '@') != NULL) {
+        snprintf(ch->current, sizeof(ch->current), "%s", who);
+    } else {
+        set_status(ch, 5000, "%s is neither a contact's name nor a handle (name@domain)", who);
+    }
+    msv_contacts_free(list, n);
+    ch->scroll = 0;
+    ch->reload = 1;
+}
+
+static void show_help(struct chat *ch)
+{
+    add_note(ch, ch->current,
+             "Enter sends. Tab / Shift-Tab: next / previous conversation. PgUp / PgDn: scroll. "
+             "Editing: \u2190 \u2192 Home End, Backspace, Delete, Ctrl-A, Ctrl-E, Ctrl-U, "
+             "Ctrl-K, Ctrl-W. Commands: /to HANDLE-OR-NAME, /group NAME, /file PATH, /qr "
+             "(the safety number as a QR code), /help, /quit (or Ctrl-C).");
+    ch->scroll = 0;
+}
+
+static void show_qr(struct chat *ch)
+{
+    char number[61], spaced[80];
+    uint8_t digest[32];
+    msv_err err;
+
+    if (ch->current[0] == '\0' || strncmp(ch->current, "group:", 6) == 0) {
+        set_status(ch, 5000, "/qr works in a conversation with one person");
+        return;
+    }
+    err = msv_client_safety_number(ch->c, ch->current, number, digest);
+    owner_pump(ch->ow);
+    if (err != MSV_OK) {
+        set_status(ch, 6000, "no safety number: %s", msv_strerror(err));
+        return;
+    }
+    for (int i = 0, k = 0; i < 60; i += 5) {
+        memcpy(spaced + k, number + i, 5);
+        k += 5;
+        spaced[k++] = i + 5 < 60 ? ' ' : '\0';
+    }
+    add_note(ch, ch->current,
+             "safety number with %s: %s. Compare it with theirs; if it matches, run 'missive "
+             "verify %s NUMBER'",
+             ch->current, spaced, ch->current);
+    free(ch->qr);
+    ch->qr = strdup(number);
+}
+
+static void command(struct chat *ch, const char *line)
+{
+    const char *arg = line + strcspn(line, " ");
+
+    while (*arg == ' ')
+        arg++;
+    if (strncmp(line, "/quit", 5) == 0 || strncmp(line, "/exit", 5) == 0)
+        ch->quit = 1;
+    else if (strncmp(line, "/to ", 4) == 0 && *arg)
+        open_conversation(ch, arg, 0);
+    else if (strncmp(line, "/group ", 7) == 0 && *arg)
+        open_conversation(ch, arg, 1);
+    else if (strncmp(line, "/file ", 6) == 0 && *arg)
+        send_file(ch, arg);
+    else if (strncmp(line, "/qr", 3) == 0)
+        show_qr(ch);
+    else if (strncmp(line, "/help", 5) == 0)
+        show_help(ch);
+    else if (strncmp(line, "//", 2) == 0)
+        send_to_current(ch, line + 1, NULL); /* a message that starts with '/' */
+    else
+        set_status(ch, 5000, "unknown command %.40s: /help lists them", line);
+}
+
+static void submit(struct chat *ch)
+{
+    char text[COMPOSE_MAX * 4 + 1];
+    size_t n;
+
+    ch->compose[ch->len] = 0;
+    n = wcstombs(text, ch->compose, sizeof(text));
+    ch->len = ch->cursor = 0;
+    if (n == (size_t)-1 || n == 0)
+        return;
+    if (text[0] == '/')
+        command(ch, text);
+    else
+        send_to_current(ch, text, NULL);
+    ch->typing_sent_at = 0;
+}
+
+/* ---- keys ------------------------------------------------------------------------------ */
+
+static void switch_conversation(struct chat *ch, int step)
+{
+    size_t i = 0;
+
+    if (ch->n_convs == 0)
+        return;
+    while (i < ch->n_convs && strcmp(ch->convs[i].conversation, ch->current) != 0)
+        i++;
+    i = i == ch->n_convs ? 0 : (i + ch->n_convs + (size_t)(step + (int)ch->n_convs)) % ch->n_convs;
+    snprintf(ch->current, sizeof(ch->current), "%s", ch->convs[i].conversation);
+    ch->scroll = 0;
+    ch->reload = 1;
+}
+
+static void typed(struct chat *ch)
+{
+    /* the other side learns that a reply is coming, at most every few seconds */
+    if (ch->current[0] == '\0' || ch->compose[0] == L'/' || ch->c->conn == NULL ||
+        wall_ms() - ch->typing_sent_at < TYPING_SEND_MS)
+        return;
+    ch->typing_sent_at = wall_ms();
+    if (msv_client_typing(ch->c, ch->current) == MSV_OK)
+        owner_pump(ch->ow);
+}
+
+static void key(struct chat *ch, int kind, wint_t k)
+{
+    if (ch->qr != NULL) {
+        free(ch->qr); /* any key closes the code */
+        ch->qr = NULL;
+        return;
+    }
+    if (kind == KEY_CODE_YES) {
+        switch (k) {
+        case KEY_LEFT:
+            ch->cursor -= ch->cursor > 0;
+            break;
+        case KEY_RIGHT:
+            ch->cursor += ch->cursor < ch->len;
+            break;
+        case KEY_HOME:
+            ch->cursor = 0;
+            break;
+        case KEY_END:
+            ch->cursor = ch->len;
+            break;
+        case KEY_BACKSPACE:
+            goto backspace;
+        case KEY_DC:
+            goto delete;
+        case KEY_PPAGE:
+            ch->scroll += LINES / 2;
+            break;
+        case KEY_NPAGE:
+            ch->scroll = ch->scroll > LINES / 2 ? ch->scroll - LINES / 2 : 0;
+            break;
+        case KEY_BTAB:
+        case KEY_UP:
+            switch_conversation(ch, -1);
+            break;
+        case KEY_DOWN:
+            switch_conversation(ch, 1);
+            break;
+        case KEY_ENTER:
+            submit(ch);
+            break;
+        case KEY_RESIZE:
+            break; /* the next draw fits the new size */
+        default:
+            break;
+        }
+        return;
+    }
+    switch (k) {
+    case '\r':
+    case '\n':
+        submit(ch);
+        return;
+    case '\t':
+        switch_conversation(ch, 1);
+        return;
+    case KEY_CTRL('c'):
+        ch->quit = 1;
+        return;
+    case KEY_CTRL('d'):
+        if (ch->len == 0)
+            ch->quit = 1;
+        else
+            goto delete;
+        return;
+    case KEY_CTRL('a'):
+        ch->cursor = 0;
+        return;
+    case KEY_CTRL('e'):
+        ch->cursor = ch->len;
+        return;
+    case KEY_CTRL('u'):
+        wmemmove(ch->compose, ch->compose + ch->cursor, ch->len - ch->cursor);
+        ch->len -= ch->cursor;
+        ch->cursor = 0;
+        return;
+    case KEY_CTRL('k'):
+        ch->len = ch->cursor;
+        return;
+    case KEY_CTRL('w'): {
+        size_t from = ch->cursor;
+
+        while (from > 0 && ch->compose[from - 1] == ' ')
+            from--;
+        while (from > 0 && ch->compose[from - 1] != ' ')
+            from--;
+        wmemmove(ch->compose + from, ch->compose + ch->cursor, ch->len - ch->cursor);
+        ch->len -= ch->cursor - from;
+        ch->cursor = from;
+        return;
+    }
+    case KEY_CTRL('l'):
+        clearok(stdscr, TRUE);
+        return;
+    case KEY_CTRL('n'):
+        switch_conversation(ch, 1);
+        return;
+    case KEY_CTRL('p'):
+        switch_conversation(ch, -1);
+        return;
+    case 127:
+    case KEY_CTRL('h'):
+        goto backspace;
+    default:
+        break;
+    }
+    if (k < 0x20 || ch->len == COMPOSE_MAX)
+        return;
+    wmemmove(ch->compose + ch->cursor + 1, ch->compose + ch->cursor, ch->len - ch->cursor);
+    ch->compose[ch->cursor++] = (wchar_t)k;
+    ch->len++;
+    typed(ch);
+    return;
+backspace:
+    if (ch->cursor == 0)
+        return;
+    ch->cursor--;
+    delete : if (ch->cursor == ch->len) return;
+    wmemmove(ch->compose + ch->cursor, ch->compose + ch->cursor + 1, ch->len - ch->cursor - 1);
+    ch->len--;
+}
+
+/* ---- the loop -------------------------------------------------------------------------- */
+
+int chat_main(const struct cli *o, struct msv_client *c)
+{
+    struct chat ch = {.o = o, .c = c, .reload = 1};
+    int rc;
+
+    if (o->argc > 1)
+        return cli_usage("chat", cli_err);
+    if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO)) {
+        fprintf(cli_err, "missive: chat needs a terminal; 'missive daemon' serves programs\n");
+        return EXIT_USAGE;
+    }
+    setlocale(LC_ALL, "");
+    rc = owner_start(o, c, 0, &ch.ow);
+    if (rc != 0)
+        return rc;
+    owner_set_hook(ch.ow, on_event, &ch);
+    the_chat = &ch;
+    c->on_download = on_download;
+    if (o->argc == 1)
+        open_conversation(&ch, o->argv[0], 0);
+    initscr();
+    raw();
+    noecho();
+    nonl();
+    keypad(stdscr, TRUE);
+    nodelay(stdscr, TRUE);
+    set_escdelay(25);
+    while (!ch.quit && !owner_stopping()) {
+        wint_t k;
+        int kind;
+
+        if (ch.reload) {
+            ch.reload = 0;
+            load(&ch);
+        }
+        draw(&ch);
+        /* a second at most: typing notices and messages on the status line expire; keys
+         * are read after every turn, for a resize interrupts the wait without input */
+        if (owner_step(ch.ow, STDIN_FILENO, 1000) < 0)
+            break; /* the terminal is gone */
+        while (!ch.quit && (kind = get_wch(&k)) != ERR)
+            key(&ch, kind, k);
+    }
+    endwin();
+    c->on_download = NULL;
+    the_chat = NULL;
+    owner_stop(ch.ow);
+    msv_conversations_free(ch.convs, ch.n_convs);
+    msv_messages_free(ch.hist, ch.n_hist);
+    for (size_t i = 0; i < ch.n_notes; i++)
+        free(ch.notes[i].text);
+    free(ch.qr);
+    return 0;
+}

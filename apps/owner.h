@@ -1,0 +1,41 @@
+/*
+ * An owner of an account: the loop that the daemon and the chat share. It
+ * holds the account's lock, keeps the connection to the server (reconnecting
+ * with backoff), takes what arrives, and answers JSON-RPC on the account's
+ * socket, so that plain commands run through it.
+ */
+#ifndef MSV_APPS_OWNER_H
+#define MSV_APPS_OWNER_H
+
+#include <jansson.h>
+
+#include "cli.h"
+
+struct owner;
+
+/*
+ * Told of every event, as subscribers get it (docs/daemon.md): in is what the
+ * client reported, NULL for the owner's own events (connection, alarm,
+ * key_change, unreachable, changed).
+ */
+typedef void (*owner_hook)(void *ctx, json_t *event, const struct msv_incoming *in);
+
+/* Takes the lock and the socket (and standard input and output with with_stdio). */
+int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struct owner **out);
+void owner_set_hook(struct owner *ow, owner_hook hook, void *ctx);
+/*
+ * One turn: connects if it is time, waits at most max_wait_ms for the
+ * server, the socket's clients, extra_fd (-1: none) and the signals that stop
+ * the owner, and handles what is ready. 1 when extra_fd is readable, -1 when
+ * it hung up.
+ */
+int owner_step(struct owner *ow, int extra_fd, int max_wait_ms);
+/* Whether SIGINT, SIGTERM or SIGHUP arrived (they are caught from owner_start on). */
+int owner_stopping(void);
+/* Takes what arrived during a request the owner's user made itself. */
+void owner_pump(struct owner *ow);
+int owner_online(const struct owner *ow);
+const char *owner_socket(const struct owner *ow);
+void owner_stop(struct owner *ow);
+
+#endif

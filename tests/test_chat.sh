@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# missive chat under tmux, against a real missived on loopback: alice and bob
+# each in a full-screen chat; what one types arrives in the other's window,
+# with typing notices, delivery and read marks, unread counts, a file with
+# its bytes intact, a warning when a contact's devices change, the QR code,
+# a resize, and plain commands running through a chat that owns the account.
+set -u
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+M=$(realpath "${1:?usage: test_chat.sh MISSIVE MISSIVED}")
+D=$(realpath "${2:?usage: test_chat.sh MISSIVE MISSIVED}")
+if ! command -v tmux >/dev/null; then
+    echo "tmux is not installed (scripts/deps.sh installs it)" >&2
+    exit 1
+fi
+in_scratch
+tm() { tmux -L "missive-test-$$" -f /dev/null "$@"; }
+trap 'tm kill-server 2>/dev/null; if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null && wait "$pid"; fi; rm -rf "$work"' EXIT
+
+start_missived || bad "missived started"
+register_people alice bob carol
+as alice send bob@example.org --text "first contact" >/dev/null && as bob receive --wait 1 >/dev/null && ok || bad "a first message"
+as alice contacts add bobby bob@example.org && ok || bad "alice's contact"
+
+# chat WHO [ARGS]: WHO's chat in a 100x30 tmux window of its own
+chat() {
+    local who=$1
+    shift
+    tm new-session -d -s "$who" -x 100 -y 30 \
+        "cd '$work' && LANG=C.UTF-8 '$M' --data-dir dev-$who chat $* 2>chat-$who.err; echo \$? >chat-$who.rc; sleep 30"
+}
+screen() { tm capture-pane -p -t "$1"; }
+# waitfor WHO TEXT: until TEXT shows in WHO's window (5 s at most)
+waitfor() {
+    for _ in $(seq 50); do screen "$1" | grep -qF -- "$2" && return 0; sleep 0.1; done
+    return 1
+}
+sock() { echo "$work/dev-$1/$1@example.org/daemon.sock"; }
+
+chat alice bobby
+chat bob
+waitfor alice "online" && waitfor bob "online" && ok || bad "both chats start online: $(screen alice)"
+screen alice | grep -q "Missive  alice@example.org  online  —  bobby" && ok || bad "the title names the contact: $(screen alice | head -2)"
+waitfor bob "alice@example.org: first contact" && ok || bad "bob's history: $(screen bob)"
+
+# alice types: bob sees the notice, then the message; alice sees it delivered and read
+tm send-keys -t alice "héllo bob, ünïcode ✓"
+waitfor bob "alice@example.org is typing" && ok || bad "typing notice: $(screen bob | tail -3)"
+tm send-keys -t alice Enter
+waitfor bob "alice@example.org: héllo bob, ünïcode ✓" && ok || bad "message in bob's chat: $(screen bob)"
+waitfor alice "me: héllo bob, ünïcode ✓  ✓✓ read" && ok || bad "read mark in alice's chat: $(screen alice)"
+[ "$(screen alice | tail -1)" = ">" ] && ok || bad "the compose line is empty after sending: $(screen alice | tail -1)"
+
+# editing keys: the line sent is the line as edited
+tm send-keys -t bob "helo world"
+tm send-keys -t bob Home Right Right Right l End BSpace BSpace BSpace BSpace BSpace "there" Enter
+waitfor alice "bob@example.org: hello there" && ok || bad "edited line: $(screen alice)"
+tm send-keys -t bob "throw this away" C-u "//slash first" Enter
+waitfor alice "bob@example.org: /slash first" && ok || bad "Ctrl-U and //: $(screen alice)"
+
+# a message in another conversation: counted unread in the list, read when opened
+as carol send bob@example.org --text "carol here" >/dev/null 2>&1 && ok || bad "carol sends"
+waitfor bob "carol@example.org (1)" && ok || bad "unread count: $(screen bob)"
+tm send-keys -t bob Tab
+waitfor bob "carol@example.org: carol here" && ok || bad "Tab opens carol's conversation: $(screen bob)"
+screen bob | grep -q "carol@example.org (1)" && bad "still unread after opening" || ok
+tm send-keys -t bob Tab
+
+# a file, with its bytes intact
+head -c 300000 /dev/urandom >photo.bin
+tm send-keys -t alice "/file $work/photo.bin" Enter
+waitfor bob "[file: " && ok || bad "the file in bob's chat: $(screen bob)"
+saved=$(ls dev-bob/bob@example.org/attachments/* 2>/dev/null | head -1)
+[ -n "$saved" ] && cmp -s photo.bin "$saved" && ok || bad "the received file: $saved"
+tm send-keys -t alice "/file $work/nothing-here" Enter
+waitfor alice "nothing-here: No such file or directory" && ok || bad "a missing file: $(screen alice | tail -2)"
+
+# plain commands run through the chat that owns the account
+[ -S "$(sock bob)" ] && ok || bad "the chat's socket"
+expect 0 "bob sends from the shell while his chat runs" -- as bob send alice@example.org --text "from bob's shell"
+waitfor alice "bob@example.org: from bob's shell" && ok || bad "alice's chat: $(screen alice)"
+waitfor bob "me: from bob's shell" && ok || bad "bob's chat shows what his shell sent: $(screen bob)"
+expect 1 "a daemon cannot take an account a chat owns" -- as bob daemon
+
+# bob links a new device; alice's next message warns her in the conversation
+expect 0 "bob links a laptop" -- "$M" --data-dir dev-bob2 link bob@example.org --server "$server"
+laptop=$(sed -n 's/.*this is device \([0-9]*\).*/\1/p' out.txt)
+expect 0 "bob approves it from the shell, through his chat" -- as bob devices approve "$laptop"
+tm send-keys -t alice "to both of your devices" Enter
+waitfor alice "the devices of bob@example.org changed" && ok || bad "key-change warning: $(screen alice)"
+expect 0 "the laptop gets it" -- "$M" --data-dir dev-bob2 --account bob@example.org receive --wait 1
+grep -q "to both of your devices" out.txt && ok || bad "laptop: $(cat out.txt)"
+
+# the safety number as a QR code, closed by a key
+tm send-keys -t alice "/qr" Enter
+waitfor alice "any key closes this" && ok || bad "QR code: $(screen alice)"
+[ "$(screen alice | grep -c '█')" -ge 10 ] && ok || bad "QR modules"
+tm send-keys -t alice x
+sleep 0.3
+screen alice | grep -q "any key closes this" && bad "the QR code stays" || ok
+screen alice | grep -q "safety number with bob@example.org: [0-9 ]\{20\}" && ok || bad "the number in the conversation: $(screen alice)"
+
+# a smaller terminal: no list, the newest lines still shown
+tm resize-window -t bob -x 50 -y 12
+sleep 0.5
+[ "$(screen bob | head -1 | cut -c1-9)" = " Missive " ] && ok || bad "title after resize"
+screen bob | grep -q "│" && bad "the list is hidden when narrow: $(screen bob)" || ok
+waitfor bob "alice@example.org: to both of your devices" && ok || bad "newest line after resize: $(screen bob)"
+tm send-keys -t bob "/help" Enter
+waitfor bob "Enter sends" && ok || bad "/help: $(screen bob)"
+
+# leaving: Ctrl-C and /quit exit 0, and the socket goes with them
+tm send-keys -t bob C-c
+tm send-keys -t alice "/quit" Enter
+for _ in $(seq 50); do [ -s chat-bob.rc ] && [ -s chat-alice.rc ] && break; sleep 0.1; done
+[ "$(cat chat-bob.rc 2>/dev/null)" = 0 ] && [ "$(cat chat-alice.rc 2>/dev/null)" = 0 ] && ok || bad "exit statuses: $(cat chat-*.rc chat-*.err 2>/dev/null)"
+[ ! -e "$(sock bob)" ] && [ ! -e "$(sock alice)" ] && ok || bad "sockets left behind"
+expect 2 "chat needs a terminal" -- as bob chat </dev/null
+grep -q "chat needs a terminal" err.txt && ok || bad "no terminal: $(cat err.txt)"
+finish

@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# missive daemon end to end, against a real missived on loopback: one owner
+# per account, the plain commands running through it, every kind of JSON-RPC
+# request and error, the event stream, 'receive' waiting, --stdio, and a
+# clean stop; a daemon killed outright leaves nothing that blocks the next.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+M=$(realpath "${1:?usage: test_daemon.sh MISSIVE MISSIVED}")
+D=$(realpath "${2:?usage: test_daemon.sh MISSIVE MISSIVED}")
+in_scratch
+daemon=
+trap 'for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+
+start_missived || bad "missived started"
+register_people alice bob carol
+sock=$work/dev-bob/bob@example.org/daemon.sock
+
+# rpc REQUEST...: sends each line to bob's daemon, prints what comes back within a second
+cat >rpc.py <<'EOF'
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+for r in sys.argv[2:]:
+    s.sendall(r.encode() + b"\n")
+s.settimeout(float(__import__("os").environ.get("RPC_WAIT", "1")))
+out = b""
+try:
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        out += d
+except socket.timeout:
+    pass
+sys.stdout.write(out.decode())
+EOF
+# everything the daemon writes is kept in wire.jsonl, checked against the schema at the end
+rpc() { python3 rpc.py "$sock" "$@" | tee -a wire.jsonl; }
+# field JSONPATH: reads one value from each JSON line of out.txt (python expression on r)
+field() { python3 -c 'import json,sys
+for l in open("out.txt"):
+    l = l.strip()
+    if l:
+        r = json.loads(l)
+        try: print(eval(sys.argv[1]))
+        except Exception as e: print("<%s>" % e)' "$1"; }
+
+(exec "$M" --data-dir dev-bob daemon >daemon.out 2>daemon.err) &
+daemon=$!
+for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+[ -S "$sock" ] && [ "$(stat -c %a "$sock")" = 700 ] && ok || bad "the daemon's socket, owner-only: $(cat daemon.err)"
+
+# one owner at a time
+expect 1 "a second daemon for bob" -- "$M" --data-dir dev-bob daemon
+grep -q "already owned by a missive daemon or chat (pid $daemon)" err.txt && ok || bad "second owner: $(cat err.txt)"
+
+# the plain commands go through the daemon
+expect 0 "alice writes to bob" -- as alice send bob@example.org --text "hello bob"
+sleep 0.5
+expect 0 "bob's receive runs in the daemon" -- as bob receive --wait 0.3
+grep -q "alice@example.org: hello bob" out.txt && ok || bad "receive through the daemon: $(cat out.txt)"
+expect 0 "and a second receive finds nothing new" -- as bob receive --wait 0.3
+[ ! -s out.txt ] && ok || bad "received twice: $(cat out.txt)"
+expect 0 "contacts add, through the daemon" -- as bob contacts add al alice@example.org
+expect 0 "contacts, as JSON" -- as bob -o json contacts
+[ "$(field 'r["name"]')" = al ] && ok || bad "contacts: $(cat out.txt)"
+expect 1 "an error keeps its exit status and words" -- as bob contacts add al alice@example.org
+grep -q "adding the contact: already exists" err.txt && ok || bad "error through the daemon: $(cat err.txt)"
+expect 2 "a usage error too" -- as bob devices approve nonsense
+grep -q "usage: missive devices" err.txt && ok || bad "usage through the daemon: $(cat err.txt)"
+echo "text from standard input" | as bob send al >out.txt 2>err.txt && ok || bad "send with the text on standard input: $(cat err.txt)"
+expect 0 "alice gets it" -- as alice receive --wait 1
+grep -q "bob@example.org: text from standard input" out.txt && ok || bad "alice: $(cat out.txt)"
+head -c 5000 /dev/urandom >pic.bin
+mkdir -p elsewhere
+(cd elsewhere && "$M" --data-dir ../dev-bob send al --file ../pic.bin >../out.txt 2>../err.txt) && ok || bad "a relative --file from another directory: $(cat err.txt)"
+expect 0 "alice gets the file" -- as alice receive --wait 1
+saved=$(sed -n 's/.*\[file: \(.*\) (5000 bytes)\].*/\1/p' out.txt)
+[ -n "$saved" ] && cmp -s pic.bin "$saved" && ok || bad "the file: $(cat out.txt)"
+expect 0 "history through the daemon" -- as bob -o json history alice@example.org
+[ "$(field 'r["status"]' | tail -1)" != "" ] && [ "$(wc -l <out.txt)" -eq 3 ] && ok || bad "history: $(cat out.txt)"
+MISSIVE_BACKUP_PASSPHRASE="backup secret 123" as bob backup bob.backup --kdf-memory 8 --kdf-passes 1 >out.txt 2>err.txt &&
+    [ -s bob.backup ] && ok || bad "a backup through the daemon lands where it was asked: $(cat err.txt)"
+
+# JSON-RPC itself
+rpc '{"jsonrpc":"2.0","id":1,"method":"status"}' >out.txt
+[ "$(field 'r["result"]["schema"], r["result"]["account"], r["result"]["online"]')" = "(1, 'bob@example.org', True)" ] && ok || bad "status: $(cat out.txt)"
+RPC_WAIT=3 rpc 'not json' '{"jsonrpc":"2.0","id":2}' '{"jsonrpc":"1.0","id":3,"method":"status"}' \
+    '{"jsonrpc":"2.0","id":4,"method":"nothing"}' '{"jsonrpc":"2.0","id":5,"method":"contacts","params":["list"]}' \
+    '{"jsonrpc":"2.0","id":6,"method":"send","params":{"args":["al"],"colour":"red"}}' \
+    '{"jsonrpc":"2.0","id":7,"method":"send","params":{"args":["al"],"text":7,"qr":"yes"}}' \
+    '{"jsonrpc":"2.0","id":8,"method":"listen"}' '{"jsonrpc":"2.0","id":9,"method":"devices","params":{"args":["approve","77"]}}' \
+    '[]' >out.txt
+[ "$(field 'r["error"]["code"]' | tr '\n' ' ')" = "-32700 -32600 -32600 -32601 -32602 -32602 -32602 -32601 -32001 -32600 " ] && ok || bad "error codes: $(cat out.txt)"
+[ "$(sed -n 9p out.txt | python3 -c 'import json,sys; d=json.load(sys.stdin)["error"]; print(d["data"]["exit_status"], d["message"])')" = "1 approving the device (is it waiting?): not found: this device has not received device 77's request to join" ] && ok || bad "a command's error: $(sed -n 9p out.txt)"
+# a batch answers as one array; a notification (no id) gets no answer
+rpc '[{"jsonrpc":"2.0","id":"a","method":"contacts"},{"jsonrpc":"2.0","method":"status"},{"jsonrpc":"2.0","id":"b","method":"fingerprint"}]' \
+    '{"jsonrpc":"2.0","method":"contacts","params":{"args":["add","nb","nb@example.org"]}}' >out.txt
+[ "$(wc -l <out.txt)" = 1 ] && [ "$(field '[x["id"] for x in r]')" = "['a', 'b']" ] && ok || bad "batch: $(cat out.txt)"
+expect 0 "the notification did its work" -- as bob contacts
+grep -q "^nb" out.txt && ok || bad "notification: $(cat out.txt)"
+rpc '{"jsonrpc":"2.0","id":1,"method":"contacts","params":{"output":"text"}}' >out.txt
+[ "$(field 'r["result"]["text"]')" = "$(printf 'al\talice@example.org\nnb\tnb@example.org\n')" ] && ok || bad "text output: $(cat out.txt)"
+# a line over 1 MiB is refused and skipped; the connection and the daemon go on
+python3 -c 'print("{\"x\":\"" + "a" * 1100000 + "\"}")' >big.txt
+cat >big.py <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+s.sendall(sys.stdin.buffer.read() + b'{"jsonrpc":"2.0","id":"after","method":"status"}\n')
+s.settimeout(2)
+got = b""
+try:
+    while got.count(b"\n") < 2:
+        got += s.recv(65536)
+except OSError:
+    pass
+sys.stdout.write(got.decode())
+EOF
+python3 big.py "$sock" <big.txt >out.txt
+cat out.txt >>wire.jsonl
+[ "$(field 'r.get("error", {}).get("code", r.get("id"))' | tr '\n' ' ')" = "-32600 after " ] && ok || bad "oversized line: $(cat out.txt)"
+rpc '{"jsonrpc":"2.0","id":1,"method":"status"}' | grep -q '"schema":1' && ok || bad "the daemon still answers"
+
+# events: a subscriber sees typing, the message, and the receipts of what bob sent
+RPC_WAIT=4 rpc '{"jsonrpc":"2.0","id":1,"method":"subscribe"}' >events.txt &
+sub=$!
+RPC_WAIT=4 rpc '{"jsonrpc":"2.0","id":2,"method":"receive","params":{"wait":1.5}}' >waited.txt &
+recv=$!
+sleep 0.5
+as alice typing bob@example.org >/dev/null 2>&1
+as alice send bob@example.org --text 'a "quoted" é message' >/dev/null 2>&1
+as bob send al --text "will you read this" >/dev/null 2>&1
+as alice receive --wait 0.5 >/dev/null 2>&1
+as alice read bob@example.org >/dev/null 2>&1
+wait "$sub" "$recv"
+grep -v '"id":1' events.txt >out.txt
+types=$(field 'r["params"]["type"]' | tr '\n' ' ')
+case "$types" in *typing*message*) ok ;; *) bad "events: $types" ;; esac
+case "$types" in *receipt*receipt*) ok ;; *) bad "receipt events: $types" ;; esac
+[ "$(field 'r["params"]["message"]["text"] if r["params"]["type"] == "message" else ""' | grep -c 'a "quoted" é message')" = 1 ] && ok || bad "the message event: $(cat out.txt)"
+[ "$(field 'r["params"]["status"] if r["params"]["type"] == "receipt" else "-"' | sort -u | tr '\n' ' ')" = "- delivered read " ] && ok || bad "receipt statuses: $(cat out.txt)"
+cp waited.txt out.txt
+[ "$(field '[i.get("text", i.get("notice")) for i in r["result"]["items"]]')" = "['alice@example.org is typing', 'a \"quoted\" é message']" ] && ok || bad "a waiting receive: $(cat waited.txt)"
+expect 0 "history shows the read mark" -- as bob history alice@example.org --limit 1
+grep -q "will you read this  (read)" out.txt && ok || bad "read mark: $(cat out.txt)"
+
+# a clean stop removes the socket; commands then run here again
+kill -TERM "$daemon"
+wait "$daemon"
+[ $? -eq 0 ] && ok || bad "the daemon's exit status"
+daemon=
+[ ! -e "$sock" ] && ok || bad "socket left behind"
+grep -q "daemon stopped" daemon.err && ok || bad "stop message: $(cat daemon.err)"
+expect 0 "commands run without the daemon" -- as bob contacts
+# killed outright: the socket stays, refuses, and blocks nothing
+(exec "$M" --data-dir dev-bob daemon >daemon.out 2>daemon.err) &
+daemon=$!
+for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+kill -KILL "$daemon"
+wait "$daemon" 2>/dev/null
+daemon=
+expect 0 "a dead daemon's socket is passed by" -- as bob contacts
+(exec "$M" --data-dir dev-bob daemon >daemon.out 2>daemon.err) &
+daemon=$!
+for _ in $(seq 50); do rpc '{"jsonrpc":"2.0","id":1,"method":"status"}' 2>/dev/null | grep -q schema && break; sleep 0.1; done
+rpc '{"jsonrpc":"2.0","id":1,"method":"status"}' 2>/dev/null | grep -q '"schema":1' && ok || bad "a new daemon after a killed one: $(cat daemon.err)"
+kill -TERM "$daemon"
+wait "$daemon"
+daemon=
+
+# --stdio: requests on standard input, answers on standard output, ends with the input
+printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"status"}' \
+    '{"jsonrpc":"2.0","id":2,"method":"send","params":{"args":["bob@example.org"],"text":"over stdio"}}' |
+    timeout 20 "$M" --data-dir dev-carol daemon --stdio >out.txt 2>err.txt
+[ $? -eq 0 ] && ok || bad "stdio daemon's exit: $(cat err.txt)"
+cat out.txt >>wire.jsonl
+[ "$(field 'r["id"]' | tr '\n' ' ')" = "1 2 " ] && [ "$(sed -n 2p out.txt | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["items"][0]["message_id"] != "")')" = True ] && ok || bad "stdio answers: $(cat out.txt)"
+expect 0 "bob gets what carol sent over stdio" -- as bob receive --wait 1
+grep -q "carol@example.org: over stdio" out.txt && ok || bad "stdio send: $(cat out.txt)"
+expect 2 "daemon takes no operands" -- as bob daemon extra
+
+# every line written above follows the published schema
+py=python3
+$py -c 'import jsonschema' 2>/dev/null || py=/usr/bin/python3
+$py - "$here/../docs/daemon-schema-1.json" wire.jsonl >out.txt 2>&1 <<'EOF'
+import json, sys, jsonschema
+schema = json.load(open(sys.argv[1]))
+jsonschema.Draft202012Validator.check_schema(schema)
+v = jsonschema.Draft202012Validator(schema)
+lines = [l for l in open(sys.argv[2]) if l.strip()]
+for n, l in enumerate(lines, 1):
+    for e in v.iter_errors(json.loads(l)):
+        print("line %d: %s: %s" % (n, e.message[:200], l[:200]))
+print("checked", len(lines))
+EOF
+grep -q "^checked [0-9]\{2,\}" out.txt && ! grep -q "^line" out.txt && ok || bad "schema: $(head -20 out.txt)"
+finish
