@@ -145,6 +145,34 @@ cp waited.txt out.txt
 expect 0 "history shows the read mark" -- as bob history alice@example.org --limit 1
 grep -q "will you read this  (read)" out.txt && ok || bad "read mark: $(cat out.txt)"
 
+# the other commands as methods, each answered with what the command prints
+result() { python3 -c 'import json,sys; r=json.loads(sys.stdin.readline()); print(json.dumps(r.get("result", r.get("error"))))'; }
+rpc '{"jsonrpc":"2.0","id":1,"method":"groups","params":{"args":["create","dinner","alice@example.org","carol@example.org"]}}' | result >out.txt
+rpc '{"jsonrpc":"2.0","id":2,"method":"groups"}' | result >>out.txt
+grep -q '"name": "dinner"' out.txt && grep -q 'carol@example.org' out.txt && ok || bad "groups: $(cat out.txt)"
+rpc '{"jsonrpc":"2.0","id":3,"method":"send","params":{"group":"dinner","text":"table for three"}}' | result >out.txt
+id=$(python3 -c 'import json,sys; print(json.load(open("out.txt"))["items"][0]["message_id"])')
+rpc "{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"edit\",\"params\":{\"args\":[\"$id\"],\"text\":\"table for four\"}}" | result >out.txt
+grep -q '"stderr": ""' out.txt && ok || bad "edit: $(cat out.txt)"
+expect 0 "carol gets the group message and its edit" -- as carol receive --wait 1
+grep -q "table for three" out.txt && grep -q "bob@example.org edited a message: table for four" out.txt && ok || bad "group and edit: $(cat out.txt)"
+rpc "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"unsend\",\"params\":{\"args\":[\"$id\"]}}" | result >out.txt
+rpc '{"jsonrpc":"2.0","id":6,"method":"history","params":{"group":"dinner"}}' | result >out.txt
+grep -q '"status": "unsent"' out.txt && ok || bad "unsend: $(cat out.txt)"
+rpc '{"jsonrpc":"2.0","id":7,"method":"verify","params":{"args":["alice@example.org"]}}' | result >out.txt
+grep -Eq '"safety_number": "[0-9]{60}"' out.txt && ok || bad "verify: $(cat out.txt)"
+rpc '{"jsonrpc":"2.0","id":8,"method":"verify","params":{"args":["alice@example.org"],"qr":true,"output":"text"}}' | result >out.txt
+grep -q 'u2588' out.txt && ok || bad "verify --qr as text: $(head -c 300 out.txt)"
+rpc '{"jsonrpc":"2.0","id":9,"method":"log-head","params":{"output":"text"}}' | result >out.txt
+grep -q '"text": "missive-head 1 ' out.txt && ok || bad "log-head: $(cat out.txt)"
+rpc '{"jsonrpc":"2.0","id":10,"method":"read","params":{"args":["alice@example.org"]}}' \
+    '{"jsonrpc":"2.0","id":11,"method":"typing","params":{"args":["alice@example.org"]}}' \
+    '{"jsonrpc":"2.0","id":12,"method":"fingerprint","params":{"args":["alice@example.org"]}}' \
+    '{"jsonrpc":"2.0","id":13,"method":"devices","params":{"args":["list"]}}' \
+    '{"jsonrpc":"2.0","id":14,"method":"subscribe"}' '{"jsonrpc":"2.0","id":15,"method":"unsubscribe"}' >out.txt
+[ "$(field '"result" in r' | sort -u)" = True ] && [ "$(wc -l <out.txt)" = 6 ] && ok || bad "the rest: $(cat out.txt)"
+[ "$(field 'r["result"].get("subscribed")' | tail -1)" = False ] && ok || bad "unsubscribe: $(tail -1 out.txt)"
+
 # a clean stop removes the socket; commands then run here again
 kill -TERM "$daemon"
 wait "$daemon"
