@@ -31,6 +31,7 @@
 #include "cli.h"
 #include "missive/util.h"
 #include "owner.h"
+#include "rpc.h"
 
 #define DAEMON_SCHEMA 1
 #define PEERS_MAX 64
@@ -388,139 +389,6 @@ static void keep_connected(struct owner *ow)
 
 /* ---- running a command for a request -------------------------------------------------- */
 
-/* The options a request may give, and their types: the command line's own. */
-static int option_has_arg(const char *name, int *known)
-{
-    static const char *const with_arg[] = {"text",       "file",       "group",
-                                           "search",     "limit",      "wait",
-                                           "kdf-memory", "kdf-passes", "backup-passphrase-file"};
-    static const char *const flags[] = {"qr", "accept"};
-
-    *known = 1;
-    for (size_t i = 0; i < sizeof(with_arg) / sizeof(with_arg[0]); i++)
-        if (strcmp(name, with_arg[i]) == 0)
-            return 1;
-    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
-        if (strcmp(name, flags[i]) == 0)
-            return 0;
-    *known = 0;
-    return 0;
-}
-
-struct argv_builder {
-    char *v[96];
-    char *owned[96];
-    int n, n_owned;
-};
-
-static int argv_add(struct argv_builder *b, const char *s, int copy)
-{
-    if (b->n + 1 >= (int)(sizeof(b->v) / sizeof(b->v[0])))
-        return -1;
-    if (copy) {
-        if ((b->v[b->n] = strdup(s)) == NULL)
-            return -1;
-        b->owned[b->n_owned++] = b->v[b->n];
-    } else {
-        b->v[b->n] = (char *)s;
-    }
-    b->v[++b->n] = NULL;
-    return 0;
-}
-
-static void argv_free(struct argv_builder *b)
-{
-    for (int i = 0; i < b->n_owned; i++)
-        free(b->owned[i]);
-}
-
-/* A parameter's value as an argument: strings as they are, numbers written out. */
-static int argv_add_value(struct argv_builder *b, json_t *v)
-{
-    char num[64];
-
-    if (json_is_string(v))
-        return argv_add(b, json_string_value(v), 1);
-    if (json_is_integer(v))
-        snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v));
-    else if (json_is_real(v))
-        snprintf(num, sizeof(num), "%.17g", json_real_value(v));
-    else
-        return -1;
-    return argv_add(b, num, 1);
-}
-
-/*
- * params -> a command line for cli_parse_args: "--name value" for each
- * option, then the method, then "args". -1 with why for anything else.
- */
-static int build_argv(const char *method, json_t *params, struct argv_builder *b, char *why,
-                      size_t why_len)
-{
-    const char *key;
-    json_t *v, *args = json_object_get(params, "args");
-    size_t i;
-    char opt[64];
-
-    argv_add(b, "missive", 0);
-    json_object_foreach(params, key, v)
-    {
-        int known = 0, has_arg = option_has_arg(key, &known);
-
-        if (strcmp(key, "args") == 0 || strcmp(key, "output") == 0 ||
-            strcmp(key, "backup-passphrase") == 0)
-            continue;
-        if (!known) {
-            snprintf(why, why_len, "'%s' is not a parameter of %s", key, method);
-            return -1;
-        }
-        snprintf(opt, sizeof(opt), "--%s", key);
-        if (!has_arg) {
-            if (!json_is_boolean(v)) {
-                snprintf(why, why_len, "'%s' takes true or false", key);
-                return -1;
-            }
-            if (json_is_true(v) && argv_add(b, opt, 1) != 0)
-                goto too_many;
-            continue;
-        }
-        if (json_is_array(v) && strcmp(key, "file") == 0) {
-            json_t *f;
-
-            json_array_foreach(v, i, f)
-            {
-                if (argv_add(b, opt, 1) != 0 || argv_add_value(b, f) != 0)
-                    goto bad_value;
-            }
-            continue;
-        }
-        if (argv_add(b, opt, 1) != 0 || argv_add_value(b, v) != 0)
-            goto bad_value;
-    }
-    argv_add(b, method, 0);
-    /* what follows the method is an operand, even if it starts with '-' */
-    if (args != NULL && !json_is_array(args)) {
-        snprintf(why, why_len, "'args' is an array of strings");
-        return -1;
-    }
-    json_array_foreach(args, i, v)
-    {
-        if (!json_is_string(v)) {
-            snprintf(why, why_len, "'args' is an array of strings");
-            return -1;
-        }
-        if (argv_add(b, json_string_value(v), 1) != 0)
-            goto too_many;
-    }
-    return 0;
-bad_value:
-    snprintf(why, why_len, "'%s' takes a string or a number", key);
-    return -1;
-too_many:
-    snprintf(why, why_len, "too many parameters");
-    return -1;
-}
-
 /* The first line of what a command said on its error stream, without "missive: ". */
 static void first_line(const char *err, char *out, size_t len)
 {
@@ -534,7 +402,7 @@ static void first_line(const char *err, char *out, size_t len)
 /* Runs an account command for a request; the response to send. */
 static json_t *run_command(struct owner *ow, json_t *id, const char *method, json_t *params)
 {
-    struct argv_builder b = {.n = 0};
+    struct rpc_argv b = {.n = 0};
     const char *command = NULL, *output = json_string_value(json_object_get(params, "output"));
     json_t *pass = json_object_get(params, "backup-passphrase"), *result, *response;
     char why[300] = "", *out = NULL, *err = NULL, message[300];
@@ -548,8 +416,8 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
         return rpc_error(id, -32602,
                          "'output' is \"json\" or \"text\"; 'backup-passphrase' a string", NULL);
     }
-    if (build_argv(method, params, &b, why, sizeof(why)) != 0) {
-        argv_free(&b);
+    if (rpc_build_argv(method, params, &b, why, sizeof(why)) != 0) {
+        rpc_argv_free(&b);
         return rpc_error(id, -32602, why, NULL);
     }
     cli_out = open_memstream(&out, &out_len);
@@ -571,7 +439,7 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
         fclose(cli_err);
     cli_out = saved_out;
     cli_err = saved_err;
-    argv_free(&b);
+    rpc_argv_free(&b);
     if (rc < 0) {
         free(out);
         free(err);
@@ -730,17 +598,15 @@ static json_t *handle_request(struct owner *ow, struct peer *p, json_t *req, int
 {
     json_t *id = json_object_get(req, "id"), *params = json_object_get(req, "params");
     const char *method = json_string_value(json_object_get(req, "method"));
-    const char *version = json_string_value(json_object_get(req, "jsonrpc"));
     json_t *response = NULL, *owned = NULL;
     int notification = json_is_object(req) && id == NULL;
 
-    if (!json_is_object(req) || version == NULL || strcmp(version, "2.0") != 0 || method == NULL ||
-        (id != NULL && !json_is_string(id) && !json_is_integer(id) && !json_is_null(id)))
-        return rpc_error(json_is_object(req) && (json_is_string(id) || json_is_integer(id)) ? id
-                                                                                            : NULL,
-                         -32600, "not a JSON-RPC 2.0 request", NULL);
-    if (params != NULL && !json_is_object(params))
-        return rpc_error(id, -32602, "params are given by name, in an object", NULL);
+    const char *why = NULL;
+    int code = rpc_check_request(req, &why);
+
+    if (code != 0)
+        return rpc_error(code == -32600 && !json_is_string(id) && !json_is_integer(id) ? NULL : id,
+                         code, why, NULL);
     if (params == NULL)
         params = owned = json_object();
     if (strcmp(method, "status") == 0) {
