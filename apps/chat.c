@@ -46,6 +46,10 @@ struct chat {
     size_t n_convs;
     struct msv_message_rec *hist;
     size_t n_hist;
+    struct msv_contact *contacts; /* for names */
+    size_t n_contacts;
+    struct msv_group_rec *groups;
+    size_t n_groups;
     char current[300]; /* the open conversation ("" none) */
     struct note notes[NOTES_MAX];
     size_t n_notes;
@@ -109,29 +113,22 @@ static void add_note(struct chat *ch, const char *conversation, const char *fmt,
 /* A conversation's name as people know it: a group's name, a contact's, or the handle. */
 static void display_name(struct chat *ch, const char *conversation, char *out, size_t len)
 {
-    struct msv_contact *list = NULL;
-    size_t n = 0;
+    char group[40];
 
     snprintf(out, len, "%s", conversation);
-    if (strncmp(conversation, "group:", 6) == 0) {
-        struct msv_group_rec g = {0};
-        uint8_t id[16];
-        size_t idlen = 0;
-
-        if (msv_hex_decode(conversation + 6, id, sizeof(id), &idlen) == MSV_OK && idlen == 16 &&
-            msv_client_db_group_get(ch->c->db, id, NULL, &g) == MSV_OK)
-            snprintf(out, len, "#%s", g.name);
-        msv_group_clear(&g);
-        return;
+    for (size_t i = 0; i < ch->n_groups; i++) {
+        msv_client_group_conversation(ch->groups[i].group_id, group);
+        if (strcmp(group, conversation) == 0) {
+            snprintf(out, len, "#%s", ch->groups[i].name);
+            return;
+        }
     }
-    if (msv_client_db_contacts(ch->c->db, NULL, &list, &n) == MSV_OK) {
-        for (size_t i = 0; i < n; i++)
-            if (strcmp(list[i].handle, conversation) == 0) {
-                snprintf(out, len, "%s", list[i].name);
-                break;
-            }
+    for (size_t i = 0; i < ch->n_contacts; i++) {
+        if (strcmp(ch->contacts[i].handle, conversation) == 0) {
+            snprintf(out, len, "%s", ch->contacts[i].name);
+            return;
+        }
     }
-    msv_contacts_free(list, n);
 }
 
 static void load(struct chat *ch)
@@ -141,6 +138,16 @@ static void load(struct chat *ch)
     msv_conversations_free(ch->convs, ch->n_convs);
     ch->convs = NULL;
     ch->n_convs = 0;
+    msv_contacts_free(ch->contacts, ch->n_contacts);
+    ch->contacts = NULL;
+    ch->n_contacts = 0;
+    msv_groups_free(ch->groups, ch->n_groups);
+    ch->groups = NULL;
+    ch->n_groups = 0;
+    /* names for handles and groups, as they are now */
+    if (msv_client_db_contacts(ch->c->db, NULL, &ch->contacts, &ch->n_contacts) != MSV_OK ||
+        msv_client_db_groups(ch->c->db, &ch->groups, &ch->n_groups) != MSV_OK)
+        set_status(ch, 5000, "cannot read the contacts and groups");
     msv_messages_free(ch->hist, ch->n_hist);
     ch->hist = NULL;
     ch->n_hist = 0;
@@ -287,7 +294,7 @@ static void view_lines(struct chat *ch, int width, struct lines *l)
     size_t m = 0, k = 0;
 
     while (m < ch->n_hist || k < ch->n_notes) {
-        char *s = NULL, when[16];
+        char *s = NULL, when[16], name[300];
         struct tm tm;
         time_t t;
 
@@ -303,7 +310,8 @@ static void view_lines(struct chat *ch, int width, struct lines *l)
             t = (time_t)(r->sent_at_ms / 1000);
             localtime_r(&t, &tm);
             strftime(when, sizeof(when), "%H:%M", &tm);
-            if (asprintf(&s, "%s %s: %s%s", when, r->outgoing ? "me" : r->sender,
+            display_name(ch, r->sender, name, sizeof(name));
+            if (asprintf(&s, "%s %s: %s%s", when, r->outgoing ? "me" : name,
                          strcmp(r->status, "unsent") == 0 ? "" : r->text, mark(r)) > 0)
                 wrap(l, s, width, r->outgoing ? A_BOLD : A_NORMAL);
         } else {
@@ -922,6 +930,8 @@ int chat_main(const struct cli *o, struct msv_client *c)
     owner_stop(ch.ow);
     msv_conversations_free(ch.convs, ch.n_convs);
     msv_messages_free(ch.hist, ch.n_hist);
+    msv_contacts_free(ch.contacts, ch.n_contacts);
+    msv_groups_free(ch.groups, ch.n_groups);
     for (size_t i = 0; i < ch.n_notes; i++)
         free(ch.notes[i].text);
     free(ch.qr);

@@ -56,6 +56,8 @@ int daemon_main(const struct cli *o, struct msv_client *c);
  * owns it (run the command here).
  */
 int daemon_forward(const struct cli *o, const char *dir, const char *command, int *rc);
+/* 1 if a daemon or chat holds the account in dir (its pid, if it wrote one, to pid). */
+int owner_running(const char *dir, char *pid, size_t pid_len);
 
 /* chat.c */
 int chat_main(const struct cli *o, struct msv_client *c);

@@ -753,6 +753,31 @@ static void drop_peer(struct owner *ow, size_t i)
 
 /* ---- the owner ------------------------------------------------------------------------ */
 
+/* The owner's pid from the lock file fd ("" if it wrote none). */
+static void lock_holder(int fd, char *pid, size_t len)
+{
+    ssize_t n = pread(fd, pid, len - 1, 0);
+
+    pid[n > 0 ? strcspn(pid, "\n") : 0] = '\0';
+}
+
+int owner_running(const char *dir, char *pid, size_t pid_len)
+{
+    char path[1200];
+    int fd, held;
+
+    pid[0] = '\0';
+    snprintf(path, sizeof(path), "%s/%s", dir, CLI_LOCK_FILE);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    held = flock(fd, LOCK_SH | LOCK_NB) != 0;
+    if (held)
+        lock_holder(fd, pid, pid_len);
+    close(fd);
+    return held;
+}
+
 static int take_lock(struct owner *ow)
 {
     char path[1200], pid[32] = "";
@@ -765,8 +790,7 @@ static int take_lock(struct owner *ow)
         return EXIT_ERR;
     }
     if (flock(ow->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        n = pread(ow->lock_fd, pid, sizeof(pid) - 1, 0);
-        pid[n > 0 ? strcspn(pid, "\n") : 0] = '\0';
+        lock_holder(ow->lock_fd, pid, sizeof(pid));
         fprintf(cli_err,
                 "missive: %s is already owned by a missive daemon or chat%s%s%s; stop it first "
                 "(other commands run through it)\n",

@@ -1546,7 +1546,7 @@ int main(int argc, char **argv)
 {
     struct msv_client *c = NULL;
     const char *command = NULL;
-    char handle[300], dir[1100];
+    char handle[300], dir[1100], pid[32];
     struct cli o;
     int rc;
 
@@ -1586,6 +1586,15 @@ int main(int argc, char **argv)
     /* a daemon or a chat owns the account: the command runs there */
     if (cli_account_command(command) && daemon_forward(&o, dir, command, &rc))
         return rc;
+    if (cli_account_command(command) && owner_running(dir, pid, sizeof(pid))) {
+        /* its socket does not answer here (or this is listen): two connections of one device
+         * would push each other off the server */
+        fprintf(stderr,
+                "missive: %s is owned by a missive daemon or chat%s%s%s whose socket does not "
+                "take this command; run it there, or stop the owner\n",
+                handle, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
+        return EXIT_ERR;
+    }
     {
         struct cli with_account = o;
 

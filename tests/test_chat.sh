@@ -53,9 +53,9 @@ waitfor alice "me: héllo bob, ünïcode ✓  ✓✓ read" && ok || bad "read ma
 # editing keys: the line sent is the line as edited
 tm send-keys -t bob "helo world"
 tm send-keys -t bob Home Right Right Right l End BSpace BSpace BSpace BSpace BSpace "there" Enter
-waitfor alice "bob@example.org: hello there" && ok || bad "edited line: $(screen alice)"
+waitfor alice "bobby: hello there" && ok || bad "edited line: $(screen alice)"
 tm send-keys -t bob "throw this away" C-u "//slash first" Enter
-waitfor alice "bob@example.org: /slash first" && ok || bad "Ctrl-U and //: $(screen alice)"
+waitfor alice "bobby: /slash first" && ok || bad "Ctrl-U and //: $(screen alice)"
 
 # a message in another conversation: counted unread in the list, read when opened
 as carol send bob@example.org --text "carol here" >/dev/null 2>&1 && ok || bad "carol sends"
@@ -77,7 +77,7 @@ waitfor alice "nothing-here: No such file or directory" && ok || bad "a missing 
 # plain commands run through the chat that owns the account
 [ -S "$(sock bob)" ] && ok || bad "the chat's socket"
 expect 0 "bob sends from the shell while his chat runs" -- as bob send alice@example.org --text "from bob's shell"
-waitfor alice "bob@example.org: from bob's shell" && ok || bad "alice's chat: $(screen alice)"
+waitfor alice "bobby: from bob's shell" && ok || bad "alice's chat: $(screen alice)"
 waitfor bob "me: from bob's shell" && ok || bad "bob's chat shows what his shell sent: $(screen bob)"
 expect 1 "a daemon cannot take an account a chat owns" -- as bob daemon
 

@@ -83,6 +83,11 @@ expect 0 "history through the daemon" -- as bob -o json history alice@example.or
 MISSIVE_BACKUP_PASSPHRASE="backup secret 123" as bob backup bob.backup --kdf-memory 8 --kdf-passes 1 >out.txt 2>err.txt &&
     [ -s bob.backup ] && ok || bad "a backup through the daemon lands where it was asked: $(cat err.txt)"
 
+expect 1 "listen does not run beside the daemon" -- as bob listen
+grep -q "owned by a missive daemon or chat (pid $daemon) whose socket does not take this command" err.txt && ok || bad "listen beside the daemon: $(cat err.txt)"
+expect 1 "nor a command given another socket" -- as bob --socket "$work/elsewhere.sock" contacts
+grep -q "whose socket does not take this command" err.txt && ok || bad "wrong socket: $(cat err.txt)"
+
 # JSON-RPC itself
 rpc '{"jsonrpc":"2.0","id":1,"method":"status"}' >out.txt
 [ "$(field 'r["result"]["schema"], r["result"]["account"], r["result"]["online"]')" = "(1, 'bob@example.org', True)" ] && ok || bad "status: $(cat out.txt)"
