@@ -27,6 +27,7 @@
 
 #define COMPOSE_MAX 4000
 #define NOTES_MAX 200
+#define HISTORY_STEP 500    /* messages read at a time, more as the view scrolls up */
 #define TYPING_SHOW_MS 6000 /* a typing notice shows this long */
 #define TYPING_SEND_MS 5000 /* and is sent at most this often */
 #define KEY_CTRL(c) ((c)&0x1f)
@@ -55,7 +56,9 @@ struct chat {
     size_t n_notes;
     wchar_t compose[COMPOSE_MAX + 1];
     size_t len, cursor;
-    int scroll; /* lines above the newest that the view is moved up */
+    int scroll;        /* lines above the newest that the view is moved up */
+    int at_top;        /* the view shows the oldest message read */
+    size_t hist_limit; /* how many of the newest messages are read */
     char status[400];
     int64_t status_until;
     char typing[300], typing_in[300];
@@ -165,7 +168,8 @@ static void load(struct chat *ch)
             owner_pump(ch->ow);
         }
     }
-    if (msv_client_db_history(ch->c->db, ch->current, NULL, 500, &ch->hist, &ch->n_hist) != MSV_OK)
+    if (msv_client_db_history(ch->c->db, ch->current, NULL, ch->hist_limit, &ch->hist,
+                              &ch->n_hist) != MSV_OK)
         set_status(ch, 5000, "cannot read the history");
 }
 
@@ -388,6 +392,7 @@ static void draw(struct chat *ch)
     int view_x = list_w ? list_w + 1 : 0, view_w = COLS - view_x, view_h = LINES - 3;
     char title[600], name[300];
     struct lines l = {0};
+    size_t first_conv = 0;
     wchar_t *w;
 
     erase();
@@ -401,7 +406,12 @@ static void draw(struct chat *ch)
     mvhline(0, 0, ' ', COLS);
     attroff(A_REVERSE);
     put(0, 0, COLS, title, A_REVERSE);
-    for (size_t i = 0; list_w > 0 && i < ch->n_convs && (int)i < view_h; i++) {
+    /* the list starts late enough to show the open conversation */
+    for (size_t i = 0; view_h > 0 && i < ch->n_convs; i++)
+        if (strcmp(ch->convs[i].conversation, ch->current) == 0 && (int)i >= view_h)
+            first_conv = i + 1 - (size_t)view_h;
+    for (size_t i = first_conv; list_w > 0 && i < ch->n_convs && (int)(i - first_conv) < view_h;
+         i++) {
         char row[400];
 
         display_name(ch, ch->convs[i].conversation, name, sizeof(name));
@@ -409,7 +419,7 @@ static void draw(struct chat *ch)
             snprintf(row, sizeof(row), "%s (%zu)", name, ch->convs[i].unread);
         else
             snprintf(row, sizeof(row), "%s", name);
-        put(1 + (int)i, 0, list_w, row,
+        put(1 + (int)(i - first_conv), 0, list_w, row,
             strcmp(ch->convs[i].conversation, ch->current) == 0 ? A_REVERSE
             : ch->convs[i].unread                               ? A_BOLD
                                                                 : A_NORMAL);
@@ -422,6 +432,7 @@ static void draw(struct chat *ch)
         view_lines(ch, view_w, &l);
         if (ch->scroll > (int)l.n - view_h)
             ch->scroll = (int)l.n > view_h ? (int)l.n - view_h : 0;
+        ch->at_top = ch->scroll >= (int)l.n - view_h;
         first = (int)l.n - view_h - ch->scroll;
         if (first < 0)
             first = 0;
@@ -743,6 +754,7 @@ static void switch_conversation(struct chat *ch, int step)
     i = i == ch->n_convs ? 0 : (i + ch->n_convs + (size_t)(step + (int)ch->n_convs)) % ch->n_convs;
     snprintf(ch->current, sizeof(ch->current), "%s", ch->convs[i].conversation);
     ch->scroll = 0;
+    ch->hist_limit = HISTORY_STEP;
     ch->reload = 1;
 }
 
@@ -783,6 +795,10 @@ static void key(struct chat *ch, int kind, wint_t k)
         case KEY_DC:
             goto delete;
         case KEY_PPAGE:
+            if (ch->at_top && ch->n_hist == ch->hist_limit) {
+                ch->hist_limit += HISTORY_STEP; /* older messages, read when reached */
+                ch->reload = 1;
+            }
             ch->scroll += LINES / 2;
             break;
         case KEY_NPAGE:
@@ -883,7 +899,7 @@ backspace:
 
 int chat_main(const struct cli *o, struct msv_client *c)
 {
-    struct chat ch = {.o = o, .c = c, .reload = 1};
+    struct chat ch = {.o = o, .c = c, .reload = 1, .hist_limit = HISTORY_STEP};
     int rc;
 
     if (o->argc > 1)

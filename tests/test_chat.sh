@@ -99,12 +99,22 @@ sleep 0.3
 screen alice | grep -q "any key closes this" && bad "the QR code stays" || ok
 screen alice | grep -q "safety number with bob@example.org: [0-9 ]\{20\}" && ok || bad "the number in the conversation: $(screen alice)"
 
+# a message longer than the window: its end shows, PgUp reaches its start, PgDn comes back
+tm send-keys -t bob Escape
+as alice send bob@example.org --text "$(for i in $(seq 60); do echo "line $i of a long one"; done)" >/dev/null 2>&1 && ok || bad "the long message"
+waitfor bob "line 60 of a long one" && ok || bad "the end of the long message: $(screen bob)"
+screen bob | grep -q "line 1 of a long one" && bad "its start shows too" || ok
+tm send-keys -t bob PPage PPage PPage PPage
+waitfor bob "line 1 of a long one" && waitfor bob "scrolled up" && ok || bad "PgUp: $(screen bob)"
+tm send-keys -t bob NPage NPage NPage NPage
+waitfor bob "line 60 of a long one" && ok || bad "PgDn: $(screen bob)"
+
 # a smaller terminal: no list, the newest lines still shown
 tm resize-window -t bob -x 50 -y 12
 sleep 0.5
 [ "$(screen bob | head -1 | cut -c1-9)" = " Missive " ] && ok || bad "title after resize"
 screen bob | grep -q "│" && bad "the list is hidden when narrow: $(screen bob)" || ok
-waitfor bob "alice@example.org: to both of your devices" && ok || bad "newest line after resize: $(screen bob)"
+waitfor bob "line 60 of a long one" && ok || bad "newest line after resize: $(screen bob)"
 tm send-keys -t bob "/help" Enter
 waitfor bob "Enter sends" && ok || bad "/help: $(screen bob)"
 

@@ -150,6 +150,43 @@ cp waited.txt out.txt
 expect 0 "history shows the read mark" -- as bob history alice@example.org --limit 1
 grep -q "will you read this  (read)" out.txt && ok || bad "read mark: $(cat out.txt)"
 
+# the server goes away: the daemon says so, keeps answering, and sends what waited once it is back
+cat >follow.py <<'EOF'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"subscribe"}\n')
+s.settimeout(30)
+states, buf = [], b""
+while states[-2:] != ["offline", "online"]:
+    d = s.recv(65536)
+    if not d:
+        break
+    buf += d
+    while b"\n" in buf:
+        line, buf = buf.split(b"\n", 1)
+        r = json.loads(line)
+        if r.get("params", {}).get("type") == "connection":
+            states.append(r["params"]["state"])
+        print(line.decode(), flush=True)
+EOF
+python3 follow.py "$sock" >conn.txt &
+sub=$!
+sleep 0.3
+kill -KILL "$pid"
+wait "$pid" 2>/dev/null
+pid=
+expect 4 "a send while the server is down" -- as bob send al --text "while the server was down"
+grep -q "stays queued" err.txt && ok || bad "send while down: $(cat err.txt)"
+rpc '{"jsonrpc":"2.0","id":1,"method":"status"}' >out.txt
+[ "$(field 'r["result"]["online"]')" = False ] && [ -n "$(field 'r["result"]["last_error"]')" ] && ok || bad "status while down: $(cat out.txt)"
+start_missived || bad "missived restarted"
+wait "$sub"
+expect 0 "alice gets what waited in bob's outbox" -- as alice receive --wait 1
+grep -q "bob@example.org: while the server was down" out.txt && ok || bad "outbox after reconnecting: $(cat out.txt)"
+tee -a wire.jsonl <conn.txt | grep -v '"id":1' >out.txt
+[ "$(field 'r["params"].get("state")' | grep -v None | tr '\n' ' ')" = "offline online " ] && ok || bad "connection events: $(cat out.txt)"
+
 # the other commands as methods, each answered with what the command prints
 result() { python3 -c 'import json,sys; r=json.loads(sys.stdin.readline()); print(json.dumps(r.get("result", r.get("error"))))'; }
 rpc '{"jsonrpc":"2.0","id":1,"method":"groups","params":{"args":["create","dinner","alice@example.org","carol@example.org"]}}' | result >out.txt
