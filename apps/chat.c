@@ -497,7 +497,9 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
             ch->typing_until = 0; /* it came: no longer typing */
         ch->reload = 1;
     } else if (strcmp(type, "typing") == 0 && from != NULL) {
-        snprintf(ch->typing, sizeof(ch->typing), "%s is typing\u2026", from);
+        const char *notice = json_string_value(json_object_get(event, "notice"));
+
+        snprintf(ch->typing, sizeof(ch->typing), "%s\u2026", notice ? notice : from);
         snprintf(ch->typing_in, sizeof(ch->typing_in), "%s", from);
         ch->typing_until = wall_ms() + TYPING_SHOW_MS;
     } else if (strcmp(type, "receipt") == 0 || strcmp(type, "edit") == 0 ||

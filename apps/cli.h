@@ -24,6 +24,9 @@ struct cli {
     long limit;
     int argc;
     char **argv; /* the command's operands */
+    /* what arrives while a command waits for something (NULL: printed as 'receive' does) */
+    void (*on_incoming)(void *ctx, const struct msv_incoming *in);
+    void *incoming_ctx;
 };
 
 /* Where commands write: stdout and stderr, or a daemon request's buffers. */

@@ -430,6 +430,8 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
             o.json = output == NULL || strcmp(output, "json") == 0;
             o.no_stdin = 1;
             o.backup_passphrase = json_string_value(pass);
+            o.on_incoming = on_incoming; /* what arrives meanwhile is the owner's */
+            o.incoming_ctx = ow;
             rc = cli_run(&o, method, ow->c);
         }
     }

@@ -580,7 +580,8 @@ static int cmd_devices(const struct cli *o, struct msv_client *c)
             size_t n = 0;
 
             /* its request may still wait in this device's queue: receive (and show) it first */
-            err = msv_client_receive(c, 1000, on_incoming, (void *)o, &n);
+            err = msv_client_receive(c, 1000, o->on_incoming ? o->on_incoming : on_incoming,
+                                     o->on_incoming ? o->incoming_ctx : (void *)o, &n);
             if (err == MSV_OK)
                 err = msv_client_approve_device(c, id);
         }

@@ -198,6 +198,9 @@ rpc "{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"edit\",\"params\":{\"args\":[\"$
 grep -q '"stderr": ""' out.txt && ok || bad "edit: $(cat out.txt)"
 expect 0 "carol gets the group message and its edit" -- as carol receive --wait 1
 grep -q "table for three" out.txt && grep -q "bob@example.org edited a message: table for four" out.txt && ok || bad "group and edit: $(cat out.txt)"
+rpc '{"jsonrpc":"2.0","id":4,"method":"typing","params":{"group":"dinner"}}' | result >out.txt
+expect 0 "carol sees bob typing in the group" -- as carol -o json receive --wait 1
+grep -q '"notice":"bob@example.org is typing in dinner"' out.txt && ok || bad "group typing: $(cat out.txt)"
 rpc "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"unsend\",\"params\":{\"args\":[\"$id\"]}}" | result >out.txt
 rpc '{"jsonrpc":"2.0","id":6,"method":"history","params":{"group":"dinner"}}' | result >out.txt
 grep -q '"status": "unsent"' out.txt && ok || bad "unsend: $(cat out.txt)"

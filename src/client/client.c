@@ -1449,6 +1449,11 @@ static msv_err send_control(struct msv_client *c, enum msv_payload_kind kind,
         p.has_target = true;
         memcpy(p.target_id, target, 16);
     }
+    if (err == MSV_OK && kind == MSV_KIND_TYPING && g.name != NULL) {
+        /* so that the members show it in the group, not beside it */
+        p.has_group = true;
+        memcpy(p.group_id, g.group_id, 16);
+    }
     if (err == MSV_OK)
         err = send_payload(c, (const char *const *)targets, n, &p, NULL, NULL, NULL, 0, NULL, id);
     msv_group_clear(&g);
@@ -1516,7 +1521,8 @@ static msv_err take_control(struct msv_client *c, const char *sender, uint64_t d
 {
     struct msv_message_rec *target = NULL;
     struct msv_incoming in = {.from = sender};
-    char notice[600];
+    struct msv_group_rec g = {0};
+    char notice[600], group_conversation[40];
     msv_err err = MSV_OK;
 
     notice[0] = '\0';
@@ -1558,6 +1564,13 @@ static msv_err take_control(struct msv_client *c, const char *sender, uint64_t d
         in.kind = MSV_INCOMING_TYPING;
         in.conversation = sender;
         snprintf(notice, sizeof(notice), "%s is typing", sender);
+        if (p->has_group && msv_client_db_group_get(c->db, p->group_id, NULL, &g) == MSV_OK) {
+            /* in a group this device knows */
+            msv_client_group_conversation(p->group_id, group_conversation);
+            in.conversation = group_conversation;
+            snprintf(notice, sizeof(notice), "%s is typing in %s", sender, g.name);
+            msv_group_clear(&g);
+        }
         break;
     case MSV_KIND_EDIT:
     case MSV_KIND_UNSEND:
