@@ -175,7 +175,7 @@ static json_t *rpc_result(json_t *id, json_t *result)
 
 static json_t *rpc_error(json_t *id, int code, const char *message, json_t *data)
 {
-    json_t *e = json_pack("{s:i, s:s}", "code", code, "message", message);
+    json_t *e = json_pack("{s:i, s:s}", "code", code, "message", message ? message : "");
 
     if (data != NULL)
         json_object_set_new(e, "data", data);
@@ -188,6 +188,10 @@ static void broadcast(struct owner *ow, json_t *event, const struct msv_incoming
     json_t *note =
         json_pack("{s:s, s:s, s:O}", "jsonrpc", "2.0", "method", "event", "params", event);
 
+    if (note == NULL) {
+        json_decref(event);
+        return; /* out of memory: this event is not told */
+    }
     for (size_t i = 0; i < ow->n_peers; i++)
         if (ow->peers[i]->subscribed)
             peer_write(ow->peers[i], note);
@@ -204,6 +208,44 @@ static char *hex16(const uint8_t id[16], char out[33])
     if (msv_hex_encode(id, 16, out, 33) != MSV_OK)
         out[0] = '\0';
     return out;
+}
+
+/*
+ * A JSON string of s, whatever its bytes: a command's words may quote a path,
+ * a server may send anything; a byte that is not part of valid UTF-8 becomes
+ * U+FFFD, so that every line written stays JSON.
+ */
+static json_t *text_value(const char *s)
+{
+    size_t len = strlen(s), k = 0;
+    json_t *j;
+    char *clean;
+
+    if (msv_utf8_is_valid((const uint8_t *)s, len))
+        return json_stringn(s, len);
+    clean = malloc(len * 3 + 1);
+    if (clean == NULL)
+        return json_string("");
+    for (size_t i = 0; i < len;) {
+        size_t n = 1;
+
+        /* the longest valid sequence starting here, if any */
+        while (n < 4 && i + n < len && ((uint8_t)s[i + n] & 0xC0) == 0x80)
+            n++;
+        while (n > 1 && !msv_utf8_is_valid((const uint8_t *)s + i, n))
+            n--;
+        if (msv_utf8_is_valid((const uint8_t *)s + i, n)) {
+            memcpy(clean + k, s + i, n);
+            k += n;
+        } else {
+            memcpy(clean + k, "\xEF\xBF\xBD", 3);
+            k += 3;
+        }
+        i += n;
+    }
+    j = json_stringn(clean, k);
+    free(clean);
+    return j;
 }
 
 /* What cli_print_message prints in the current format, as a string. */
@@ -256,15 +298,15 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
     char hex[33], *line;
 
     if (in->from != NULL)
-        json_object_set_new(event, "from", json_string(in->from));
+        json_object_set_new(event, "from", text_value(in->from));
     if (in->conversation != NULL)
-        json_object_set_new(event, "conversation", json_string(in->conversation));
+        json_object_set_new(event, "conversation", text_value(in->conversation));
     if (in->target != NULL)
         json_object_set_new(event, "message_id", json_string(hex16(in->target, hex)));
     if (in->status != NULL)
-        json_object_set_new(event, "status", json_string(in->status));
+        json_object_set_new(event, "status", text_value(in->status));
     if (in->notice != NULL)
-        json_object_set_new(event, "notice", json_string(in->notice));
+        json_object_set_new(event, "notice", text_value(in->notice));
     if (in->message != NULL) {
         line = render_message(ow->o, in->message, 1);
         json_object_set_new(event, "message", line ? json_loads(line, 0, NULL) : json_null());
@@ -274,7 +316,7 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
     } else if (in->notice != NULL) {
         if (asprintf(&line, "notice: %s\n", in->notice) < 0)
             line = NULL;
-        inbox_add(ow, json_pack("{s:s}", "notice", in->notice), line);
+        inbox_add(ow, json_pack("{s:o}", "notice", text_value(in->notice)), line);
     }
     if (in->kind == MSV_INCOMING_DEVICE)
         ow->monitor_due = 1; /* the log is read after the notices that explain it */
@@ -288,8 +330,8 @@ static void on_alarm(void *ctx, const char *warning)
 
     if (asprintf(&line, "missive: WARNING: %s\n", warning) < 0)
         line = NULL;
-    inbox_add(ow, json_pack("{s:s}", "alarm", warning), line);
-    broadcast(ow, json_pack("{s:s, s:s}", "type", "alarm", "warning", warning), NULL);
+    inbox_add(ow, json_pack("{s:o}", "alarm", text_value(warning)), line);
+    broadcast(ow, json_pack("{s:s, s:o}", "type", "alarm", "warning", text_value(warning)), NULL);
 }
 
 static void on_key_change(void *ctx, const char *handle)
@@ -300,7 +342,8 @@ static void on_key_change(void *ctx, const char *handle)
             "missive: warning: the devices of %s changed since this device last saw them;\n"
             "  compare fingerprints with 'missive fingerprint %s' before trusting new ones\n",
             handle, handle);
-    broadcast(ow, json_pack("{s:s, s:s}", "type", "key_change", "handle", handle), NULL);
+    broadcast(ow, json_pack("{s:s, s:o}", "type", "key_change", "handle", text_value(handle)),
+              NULL);
 }
 
 static void on_unreachable(void *ctx, const char *handle, uint64_t device, const char *suites)
@@ -312,7 +355,7 @@ static void on_unreachable(void *ctx, const char *handle, uint64_t device, const
             "gets nothing from here\n",
             (unsigned long long)device, handle, suites);
     broadcast(ow,
-              json_pack("{s:s, s:s, s:I, s:s}", "type", "unreachable", "handle", handle,
+              json_pack("{s:s, s:o, s:I, s:s}", "type", "unreachable", "handle", text_value(handle),
                         "device_id", (json_int_t)device, "suites", suites),
               NULL);
 }
@@ -447,9 +490,9 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
         free(err);
         return rpc_error(id, -32603, "out of memory", NULL);
     }
-    result = json_pack("{s:s}", "stderr", err ? err : "");
+    result = json_pack("{s:o}", "stderr", text_value(err ? err : ""));
     if (output != NULL && strcmp(output, "text") == 0) {
-        json_object_set_new(result, "text", json_string(out ? out : ""));
+        json_object_set_new(result, "text", text_value(out ? out : ""));
     } else {
         json_t *items = json_array();
 
@@ -461,7 +504,7 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
             if (*next == '\n')
                 *next++ = '\0';
             item = json_loads(line, JSON_DECODE_ANY, NULL);
-            json_array_append_new(items, item ? item : json_string(line));
+            json_array_append_new(items, item ? item : text_value(line));
         }
         json_object_set_new(result, "items", items);
     }
@@ -469,9 +512,13 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
     if (rc == 0) {
         response = rpc_result(id, result);
     } else {
+        json_t *words;
+
         first_line(err ? err : "", message, sizeof(message));
         json_object_set_new(result, "exit_status", json_integer(rc));
-        response = rpc_error(id, -32000 - rc, message, json_incref(result));
+        words = text_value(message);
+        response = rpc_error(id, -32000 - rc, json_string_value(words), json_incref(result));
+        json_decref(words);
     }
     json_decref(result);
     free(err);
@@ -498,7 +545,7 @@ static json_t *receive_result(struct owner *ow, struct peer *p, size_t from)
                 fputs(ow->inbox[i].text, f);
         if (f != NULL)
             fclose(f);
-        json_object_set_new(result, "text", json_string(text ? text : ""));
+        json_object_set_new(result, "text", text_value(text ? text : ""));
         free(text);
     } else {
         json_t *items = json_array();
@@ -874,7 +921,9 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     if (rc == 0)
         rc = bind_socket(ow);
     if (rc == 0 && with_stdio) {
+        /* a reader that stops reading must not stop the daemon */
         fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
+        fcntl(STDOUT_FILENO, F_SETFL, fcntl(STDOUT_FILENO, F_GETFL) | O_NONBLOCK);
         rc = add_peer(ow, STDIN_FILENO, STDOUT_FILENO) == 0 ? 0 : EXIT_ERR;
     }
     if (rc != 0) {
@@ -1168,6 +1217,23 @@ static json_t *call(int fd, json_t *request, int timeout_ms)
     return response;
 }
 
+static int utf8(const char *s)
+{
+    return s == NULL || msv_utf8_is_valid((const uint8_t *)s, strlen(s));
+}
+
+/* Whether every argument can travel in JSON as it is. */
+static int forwardable(const struct cli *o)
+{
+    int ok = utf8(o->text) && utf8(o->group) && utf8(o->search) && utf8(o->backup_passphrase_file);
+
+    for (int k = 0; k < o->argc; k++)
+        ok &= utf8(o->argv[k]);
+    for (size_t k = 0; k < o->file_count; k++)
+        ok &= utf8(o->files[k]);
+    return ok;
+}
+
 int daemon_forward(const struct cli *o, const char *dir, const char *command, int *rc)
 {
     struct sockaddr_un a = {.sun_family = AF_UNIX};
@@ -1179,6 +1245,12 @@ int daemon_forward(const struct cli *o, const char *dir, const char *command, in
 
     if (strcmp(command, "listen") == 0 || socket_path(o, dir, path, sizeof(path)) != 0)
         return 0;
+    if (!forwardable(o)) {
+        fprintf(stderr, "missive: an argument is not UTF-8, and the account's owner (a daemon or "
+                        "chat) takes UTF-8 only\n");
+        *rc = EXIT_USAGE;
+        return 1;
+    }
     memcpy(a.sun_path, path, strlen(path) + 1);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {

@@ -88,6 +88,10 @@ grep -q "owned by a missive daemon or chat (pid $daemon) whose socket does not t
 expect 1 "nor a command given another socket" -- as bob --socket "$work/elsewhere.sock" contacts
 grep -q "whose socket does not take this command" err.txt && ok || bad "wrong socket: $(cat err.txt)"
 
+expect 2 "an argument that is not UTF-8" -- as bob send al --text "$(printf 'caf\xe9')"
+grep -q "not UTF-8" err.txt && ok || bad "not UTF-8: $(cat err.txt)"
+expect 2 "so is a path" -- as bob send al --file "$(printf '/nowhere/caf\xe9')"
+
 # JSON-RPC itself
 rpc '{"jsonrpc":"2.0","id":1,"method":"status"}' >out.txt
 [ "$(field 'r["result"]["schema"], r["result"]["account"], r["result"]["online"]')" = "(1, 'bob@example.org', True)" ] && ok || bad "status: $(cat out.txt)"
