@@ -9,6 +9,7 @@
 #define _GNU_SOURCE              /* vasprintf */
 #define _XOPEN_SOURCE_EXTENDED 1 /* ncursesw wide characters */
 #include <errno.h>
+#include <langinfo.h>
 #include <locale.h>
 #include <ncurses.h>
 #include <stdarg.h>
@@ -733,8 +734,12 @@ static void submit(struct chat *ch)
 
     ch->compose[ch->len] = 0;
     n = wcstombs(text, ch->compose, sizeof(text));
+    if (n == (size_t)-1) {
+        set_status(ch, 6000, "this line cannot be written as UTF-8; nothing was sent");
+        return;
+    }
     ch->len = ch->cursor = 0;
-    if (n == (size_t)-1 || n == 0)
+    if (n == 0)
         return;
     if (text[0] == '/')
         command(ch, text);
@@ -911,6 +916,9 @@ int chat_main(const struct cli *o, struct msv_client *c)
         return EXIT_USAGE;
     }
     setlocale(LC_ALL, "");
+    /* messages are UTF-8: a locale that cannot hold them gives way to C.UTF-8 */
+    if (strcmp(nl_langinfo(CODESET), "UTF-8") != 0)
+        setlocale(LC_CTYPE, "C.UTF-8");
     rc = owner_start(o, c, 0, &ch.ow);
     if (rc != 0)
         return rc;
