@@ -190,42 +190,69 @@ static msv_err grow(void **items, size_t elem, size_t count, size_t *cap)
     return MSV_OK;
 }
 
-msv_err msv_client_db_contacts(struct msv_client_db *db, const char *name, struct msv_contact **out,
-                               size_t *count)
+/*
+ * Steps st to its end, reading each row into one more element of elem bytes
+ * (zeroed first) with read_row, then finalizes st. On success the list goes
+ * to *out and *count; on failure drop frees the rows read (a half-read one
+ * included) and nothing is returned. *rc (may be NULL) receives the last
+ * step's SQLite code.
+ */
+static msv_err collect(sqlite3_stmt *st, size_t elem, msv_err (*read_row)(sqlite3_stmt *, void *),
+                       void (*drop)(void *, size_t), void **out, size_t *count, int *rc)
 {
-    sqlite3_stmt *st = NULL;
-    struct msv_contact *list = NULL;
+    char *list = NULL;
     size_t n = 0, cap = 0;
-    msv_err err = msv_sql_prepare(db->db,
-                                  name ? "SELECT name, handle FROM contacts WHERE name = ? "
-                                         "ORDER BY name, handle;"
-                                       : "SELECT name, handle FROM contacts ORDER BY name, handle;",
-                                  &st);
-    int rc = SQLITE_DONE;
+    msv_err err = MSV_OK;
+    int last = SQLITE_DONE;
 
-    if (err != MSV_OK)
-        return err;
-    if (name != NULL)
-        sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        err = grow((void **)&list, sizeof(*list), n, &cap);
-        if (err != MSV_OK)
-            break;
-        list[n].name = msv_sql_text(st, 0);
-        list[n].handle = msv_sql_text(st, 1);
-        if (list[n++].handle == NULL || list[n - 1].name == NULL)
-            err = MSV_ERR_NOMEM;
+    while (err == MSV_OK && (last = sqlite3_step(st)) == SQLITE_ROW) {
+        err = grow((void **)&list, elem, n, &cap);
+        if (err == MSV_OK)
+            err = read_row(st, list + elem * n++);
     }
-    if (err == MSV_OK && rc != SQLITE_DONE)
-        err = msv_sql_err(rc);
+    if (err == MSV_OK && last != SQLITE_DONE)
+        err = msv_sql_err(last);
     sqlite3_finalize(st);
+    if (rc != NULL)
+        *rc = last;
     if (err != MSV_OK) {
-        msv_contacts_free(list, n);
+        drop(list, n);
         return err;
     }
     *out = list;
     *count = n;
     return MSV_OK;
+}
+
+static msv_err read_contact(sqlite3_stmt *st, void *item)
+{
+    struct msv_contact *c = item;
+
+    c->name = msv_sql_text(st, 0);
+    c->handle = msv_sql_text(st, 1);
+    return c->name && c->handle ? MSV_OK : MSV_ERR_NOMEM;
+}
+
+static void drop_contacts(void *list, size_t n)
+{
+    msv_contacts_free(list, n);
+}
+
+msv_err msv_client_db_contacts(struct msv_client_db *db, const char *name, struct msv_contact **out,
+                               size_t *count)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db,
+                                  name ? "SELECT name, handle FROM contacts WHERE name = ? "
+                                         "ORDER BY name, handle;"
+                                       : "SELECT name, handle FROM contacts ORDER BY name, handle;",
+                                  &st);
+
+    if (err != MSV_OK)
+        return err;
+    if (name != NULL)
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    return collect(st, sizeof(**out), read_contact, drop_contacts, (void **)out, count, NULL);
 }
 
 void msv_contacts_free(struct msv_contact *c, size_t count)
@@ -239,42 +266,36 @@ void msv_contacts_free(struct msv_contact *c, size_t count)
 
 /* ---- known devices -------------------------------------------------------------------- */
 
+static msv_err read_known_device(sqlite3_stmt *st, void *item)
+{
+    struct msv_known_device *d = item;
+
+    d->device_id = (uint64_t)sqlite3_column_int64(st, 0);
+    d->suite = (uint32_t)sqlite3_column_int(st, 1);
+    d->identity = msv_sql_blob(st, 2, &d->identity_len);
+    d->first_seen_ms = sqlite3_column_int64(st, 3);
+    return d->identity ? MSV_OK : MSV_ERR_NOMEM;
+}
+
+static void drop_known_devices(void *list, size_t n)
+{
+    msv_known_devices_free(list, n);
+}
+
 msv_err msv_client_db_known_devices(struct msv_client_db *db, const char *handle,
                                     struct msv_known_device **out, size_t *count)
 {
     sqlite3_stmt *st = NULL;
-    struct msv_known_device *list = NULL;
-    size_t n = 0, cap = 0;
     msv_err err = msv_sql_prepare(db->db,
                                   "SELECT device_id, suite, identity, first_seen_ms FROM "
                                   "known_devices WHERE handle = ? ORDER BY device_id;",
                                   &st);
-    int rc = SQLITE_DONE;
 
     if (err != MSV_OK)
         return err;
     sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
-    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        err = grow((void **)&list, sizeof(*list), n, &cap);
-        if (err != MSV_OK)
-            break;
-        list[n].device_id = (uint64_t)sqlite3_column_int64(st, 0);
-        list[n].suite = (uint32_t)sqlite3_column_int(st, 1);
-        list[n].identity = msv_sql_blob(st, 2, &list[n].identity_len);
-        list[n].first_seen_ms = sqlite3_column_int64(st, 3);
-        if (list[n++].identity == NULL)
-            err = MSV_ERR_NOMEM;
-    }
-    if (err == MSV_OK && rc != SQLITE_DONE)
-        err = msv_sql_err(rc);
-    sqlite3_finalize(st);
-    if (err != MSV_OK) {
-        msv_known_devices_free(list, n);
-        return err;
-    }
-    *out = list;
-    *count = n;
-    return MSV_OK;
+    return collect(st, sizeof(**out), read_known_device, drop_known_devices, (void **)out, count,
+                   NULL);
 }
 
 void msv_known_devices_free(struct msv_known_device *d, size_t count)
@@ -438,6 +459,16 @@ static msv_err read_message(sqlite3_stmt *st, struct msv_message_rec *m)
     return m->conversation && m->sender && m->text && m->status ? MSV_OK : MSV_ERR_NOMEM;
 }
 
+static msv_err read_message_row(sqlite3_stmt *st, void *item)
+{
+    return read_message(st, item);
+}
+
+static void drop_messages(void *list, size_t n)
+{
+    msv_messages_free(list, n);
+}
+
 msv_err msv_client_db_message_get(struct msv_client_db *db, const uint8_t message_id[16],
                                   struct msv_message_rec **out)
 {
@@ -500,8 +531,6 @@ msv_err msv_client_db_history(struct msv_client_db *db, const char *conversation
          "ORDER BY row;"},
     };
     sqlite3_stmt *st = NULL;
-    struct msv_message_rec *list = NULL;
-    size_t n = 0, cap = 0;
     msv_err err = msv_sql_prepare(db->db, sql[search != NULL][conversation != NULL], &st);
     int rc = SQLITE_DONE;
 
@@ -512,22 +541,9 @@ msv_err msv_client_db_history(struct msv_client_db *db, const char *conversation
     if (search != NULL)
         sqlite3_bind_text(st, 2, search, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)(limit ? limit : 1000000));
-    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        err = grow((void **)&list, sizeof(*list), n, &cap);
-        if (err == MSV_OK)
-            err = read_message(st, &list[n++]);
-    }
+    err = collect(st, sizeof(**out), read_message_row, drop_messages, (void **)out, count, &rc);
     /* a search text that FTS5 cannot parse is the caller's error, not the disk's */
-    if (err == MSV_OK && rc != SQLITE_DONE)
-        err = search != NULL && rc == SQLITE_ERROR ? MSV_ERR_INVALID : msv_sql_err(rc);
-    sqlite3_finalize(st);
-    if (err != MSV_OK) {
-        msv_messages_free(list, n);
-        return err;
-    }
-    *out = list;
-    *count = n;
-    return MSV_OK;
+    return err != MSV_OK && search != NULL && rc == SQLITE_ERROR ? MSV_ERR_INVALID : err;
 }
 
 void msv_messages_free(struct msv_message_rec *m, size_t count)
@@ -541,6 +557,22 @@ void msv_messages_free(struct msv_message_rec *m, size_t count)
     free(m);
 }
 
+static msv_err read_conversation(sqlite3_stmt *st, void *item)
+{
+    struct msv_conversation_rec *c = item;
+
+    c->conversation = msv_sql_text(st, 0);
+    c->last_row = sqlite3_column_int64(st, 1);
+    c->last_ms = sqlite3_column_int64(st, 2);
+    c->unread = (size_t)sqlite3_column_int64(st, 3);
+    return c->conversation ? MSV_OK : MSV_ERR_NOMEM;
+}
+
+static void drop_conversations(void *list, size_t n)
+{
+    msv_conversations_free(list, n);
+}
+
 msv_err msv_client_db_conversations(struct msv_client_db *db, struct msv_conversation_rec **out,
                                     size_t *count)
 {
@@ -548,34 +580,12 @@ msv_err msv_client_db_conversations(struct msv_client_db *db, struct msv_convers
                               "  SUM(outgoing = 0 AND status = 'received') FROM messages"
                               "  GROUP BY conversation ORDER BY MAX(row) DESC;";
     sqlite3_stmt *st = NULL;
-    struct msv_conversation_rec *list = NULL;
-    size_t n = 0, cap = 0;
     msv_err err = msv_sql_prepare(db->db, sql, &st);
-    int rc = SQLITE_DONE;
 
     if (err != MSV_OK)
         return err;
-    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        err = grow((void **)&list, sizeof(*list), n, &cap);
-        if (err != MSV_OK)
-            break;
-        list[n].conversation = strdup((const char *)sqlite3_column_text(st, 0));
-        list[n].last_row = sqlite3_column_int64(st, 1);
-        list[n].last_ms = sqlite3_column_int64(st, 2);
-        list[n].unread = (size_t)sqlite3_column_int64(st, 3);
-        if (list[n++].conversation == NULL)
-            err = MSV_ERR_NOMEM;
-    }
-    if (err == MSV_OK && rc != SQLITE_DONE)
-        err = msv_sql_err(rc);
-    sqlite3_finalize(st);
-    if (err != MSV_OK) {
-        msv_conversations_free(list, n);
-        return err;
-    }
-    *out = list;
-    *count = n;
-    return MSV_OK;
+    return collect(st, sizeof(**out), read_conversation, drop_conversations, (void **)out, count,
+                   NULL);
 }
 
 void msv_conversations_free(struct msv_conversation_rec *c, size_t count)
@@ -647,32 +657,25 @@ msv_err msv_client_db_group_get(struct msv_client_db *db, const uint8_t *group_i
     return err;
 }
 
+static msv_err read_group_row(sqlite3_stmt *st, void *item)
+{
+    return read_group(st, item);
+}
+
+static void drop_groups(void *list, size_t n)
+{
+    msv_groups_free(list, n);
+}
+
 msv_err msv_client_db_groups(struct msv_client_db *db, struct msv_group_rec **out, size_t *count)
 {
     sqlite3_stmt *st = NULL;
-    struct msv_group_rec *list = NULL;
-    size_t n = 0, cap = 0;
     msv_err err =
         msv_sql_prepare(db->db, "SELECT group_id, name, members FROM groups ORDER BY name;", &st);
-    int rc = SQLITE_DONE;
 
     if (err != MSV_OK)
         return err;
-    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        err = grow((void **)&list, sizeof(*list), n, &cap);
-        if (err == MSV_OK)
-            err = read_group(st, &list[n++]);
-    }
-    if (err == MSV_OK && rc != SQLITE_DONE)
-        err = msv_sql_err(rc);
-    sqlite3_finalize(st);
-    if (err != MSV_OK) {
-        msv_groups_free(list, n);
-        return err;
-    }
-    *out = list;
-    *count = n;
-    return MSV_OK;
+    return collect(st, sizeof(**out), read_group_row, drop_groups, (void **)out, count, NULL);
 }
 
 void msv_group_clear(struct msv_group_rec *g)
@@ -818,41 +821,33 @@ msv_err msv_client_db_outbox_settle(struct msv_client_db *db, const uint8_t mess
     return finish_transaction(db, err);
 }
 
+static msv_err read_outbox(sqlite3_stmt *st, void *item)
+{
+    struct msv_outbox_rec *o = item;
+
+    if (sqlite3_column_bytes(st, 0) == 16)
+        memcpy(o->message_id, sqlite3_column_blob(st, 0), 16);
+    o->recipients = msv_sql_text(st, 1);
+    o->payload = msv_sql_blob(st, 2, &o->payload_len);
+    return o->recipients && o->payload ? MSV_OK : MSV_ERR_NOMEM;
+}
+
+static void drop_outbox(void *list, size_t n)
+{
+    msv_outbox_free(list, n);
+}
+
 msv_err msv_client_db_outbox(struct msv_client_db *db, struct msv_outbox_rec **out, size_t *count)
 {
     sqlite3_stmt *st = NULL;
-    struct msv_outbox_rec *list = NULL;
-    size_t n = 0, cap = 0;
     msv_err err = msv_sql_prepare(db->db,
                                   "SELECT message_id, recipients, payload FROM outbox ORDER BY "
                                   "created_ms, rowid;",
                                   &st);
-    int rc = SQLITE_DONE;
 
     if (err != MSV_OK)
         return err;
-    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        err = grow((void **)&list, sizeof(*list), n, &cap);
-        if (err != MSV_OK)
-            break;
-        if (sqlite3_column_bytes(st, 0) == 16)
-            memcpy(list[n].message_id, sqlite3_column_blob(st, 0), 16);
-        list[n].recipients = msv_sql_text(st, 1);
-        list[n].payload = msv_sql_blob(st, 2, &list[n].payload_len);
-        if (list[n].recipients == NULL || list[n].payload == NULL)
-            err = MSV_ERR_NOMEM;
-        n++;
-    }
-    if (err == MSV_OK && rc != SQLITE_DONE)
-        err = msv_sql_err(rc);
-    sqlite3_finalize(st);
-    if (err != MSV_OK) {
-        msv_outbox_free(list, n);
-        return err;
-    }
-    *out = list;
-    *count = n;
-    return MSV_OK;
+    return collect(st, sizeof(**out), read_outbox, drop_outbox, (void **)out, count, NULL);
 }
 
 void msv_outbox_free(struct msv_outbox_rec *o, size_t count)
