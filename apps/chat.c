@@ -907,6 +907,7 @@ backspace:
 int chat_main(const struct cli *o, struct msv_client *c)
 {
     struct chat ch = {.o = o, .c = c, .reload = 1, .hist_limit = HISTORY_STEP};
+    FILE *quiet, *saved_err;
     int rc;
 
     if (o->argc > 1)
@@ -927,6 +928,12 @@ int chat_main(const struct cli *o, struct msv_client *c)
     c->on_download = on_download;
     if (o->argc == 1)
         open_conversation(&ch, o->argv[0], 0);
+    /* the warnings the owner writes for commands reach the chat as events; on the terminal
+     * they would only tear the screen */
+    quiet = fopen("/dev/null", "w");
+    saved_err = cli_err;
+    if (quiet != NULL)
+        cli_err = quiet;
     initscr();
     raw();
     noecho();
@@ -951,6 +958,9 @@ int chat_main(const struct cli *o, struct msv_client *c)
             key(&ch, kind, k);
     }
     endwin();
+    cli_err = saved_err;
+    if (quiet != NULL)
+        fclose(quiet);
     c->on_download = NULL;
     the_chat = NULL;
     owner_stop(ch.ow);

@@ -126,6 +126,7 @@ tm send-keys -t alice "/quit" Enter
 for _ in $(seq 50); do [ -s chat-bob.rc ] && [ -s chat-alice.rc ] && break; sleep 0.1; done
 [ "$(cat chat-bob.rc 2>/dev/null)" = 0 ] && [ "$(cat chat-alice.rc 2>/dev/null)" = 0 ] && ok || bad "exit statuses: $(cat chat-*.rc chat-*.err 2>/dev/null)"
 [ ! -e "$(sock bob)" ] && [ ! -e "$(sock alice)" ] && ok || bad "sockets left behind"
+[ ! -s chat-alice.err ] && [ ! -s chat-bob.err ] && ok || bad "the chats wrote on their terminals' error stream: $(cat chat-*.err)"
 expect 2 "chat needs a terminal" -- as bob chat </dev/null
 grep -q "chat needs a terminal" err.txt && ok || bad "no terminal: $(cat err.txt)"
 finish
