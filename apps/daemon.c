@@ -210,44 +210,6 @@ static char *hex16(const uint8_t id[16], char out[33])
     return out;
 }
 
-/*
- * A JSON string of s, whatever its bytes: a command's words may quote a path,
- * a server may send anything; a byte that is not part of valid UTF-8 becomes
- * U+FFFD, so that every line written stays JSON.
- */
-static json_t *text_value(const char *s)
-{
-    size_t len = strlen(s), k = 0;
-    json_t *j;
-    char *clean;
-
-    if (msv_utf8_is_valid((const uint8_t *)s, len))
-        return json_stringn(s, len);
-    clean = malloc(len * 3 + 1);
-    if (clean == NULL)
-        return json_string("");
-    for (size_t i = 0; i < len;) {
-        size_t n = 1;
-
-        /* the longest valid sequence starting here, if any */
-        while (n < 4 && i + n < len && ((uint8_t)s[i + n] & 0xC0) == 0x80)
-            n++;
-        while (n > 1 && !msv_utf8_is_valid((const uint8_t *)s + i, n))
-            n--;
-        if (msv_utf8_is_valid((const uint8_t *)s + i, n)) {
-            memcpy(clean + k, s + i, n);
-            k += n;
-        } else {
-            memcpy(clean + k, "\xEF\xBF\xBD", 3);
-            k += 3;
-        }
-        i += n;
-    }
-    j = json_stringn(clean, k);
-    free(clean);
-    return j;
-}
-
 /* What cli_print_message prints in the current format, as a string. */
 static char *render_message(const struct cli *o, const struct msv_message_rec *m, int json)
 {
@@ -298,15 +260,15 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
     char hex[33], *line;
 
     if (in->from != NULL)
-        json_object_set_new(event, "from", text_value(in->from));
+        json_object_set_new(event, "from", rpc_text(in->from));
     if (in->conversation != NULL)
-        json_object_set_new(event, "conversation", text_value(in->conversation));
+        json_object_set_new(event, "conversation", rpc_text(in->conversation));
     if (in->target != NULL)
         json_object_set_new(event, "message_id", json_string(hex16(in->target, hex)));
     if (in->status != NULL)
-        json_object_set_new(event, "status", text_value(in->status));
+        json_object_set_new(event, "status", rpc_text(in->status));
     if (in->notice != NULL)
-        json_object_set_new(event, "notice", text_value(in->notice));
+        json_object_set_new(event, "notice", rpc_text(in->notice));
     if (in->message != NULL) {
         line = render_message(ow->o, in->message, 1);
         json_object_set_new(event, "message", line ? json_loads(line, 0, NULL) : json_null());
@@ -316,7 +278,7 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
     } else if (in->notice != NULL) {
         if (asprintf(&line, "notice: %s\n", in->notice) < 0)
             line = NULL;
-        inbox_add(ow, json_pack("{s:o}", "notice", text_value(in->notice)), line);
+        inbox_add(ow, json_pack("{s:o}", "notice", rpc_text(in->notice)), line);
     }
     if (in->kind == MSV_INCOMING_DEVICE)
         ow->monitor_due = 1; /* the log is read after the notices that explain it */
@@ -330,8 +292,8 @@ static void on_alarm(void *ctx, const char *warning)
 
     if (asprintf(&line, "missive: WARNING: %s\n", warning) < 0)
         line = NULL;
-    inbox_add(ow, json_pack("{s:o}", "alarm", text_value(warning)), line);
-    broadcast(ow, json_pack("{s:s, s:o}", "type", "alarm", "warning", text_value(warning)), NULL);
+    inbox_add(ow, json_pack("{s:o}", "alarm", rpc_text(warning)), line);
+    broadcast(ow, json_pack("{s:s, s:o}", "type", "alarm", "warning", rpc_text(warning)), NULL);
 }
 
 static void on_key_change(void *ctx, const char *handle)
@@ -342,8 +304,7 @@ static void on_key_change(void *ctx, const char *handle)
             "missive: warning: the devices of %s changed since this device last saw them;\n"
             "  compare fingerprints with 'missive fingerprint %s' before trusting new ones\n",
             handle, handle);
-    broadcast(ow, json_pack("{s:s, s:o}", "type", "key_change", "handle", text_value(handle)),
-              NULL);
+    broadcast(ow, json_pack("{s:s, s:o}", "type", "key_change", "handle", rpc_text(handle)), NULL);
 }
 
 static void on_unreachable(void *ctx, const char *handle, uint64_t device, const char *suites)
@@ -355,7 +316,7 @@ static void on_unreachable(void *ctx, const char *handle, uint64_t device, const
             "gets nothing from here\n",
             (unsigned long long)device, handle, suites);
     broadcast(ow,
-              json_pack("{s:s, s:o, s:I, s:s}", "type", "unreachable", "handle", text_value(handle),
+              json_pack("{s:s, s:o, s:I, s:s}", "type", "unreachable", "handle", rpc_text(handle),
                         "device_id", (json_int_t)device, "suites", suites),
               NULL);
 }
@@ -490,9 +451,9 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
         free(err);
         return rpc_error(id, -32603, "out of memory", NULL);
     }
-    result = json_pack("{s:o}", "stderr", text_value(err ? err : ""));
+    result = json_pack("{s:o}", "stderr", rpc_text(err ? err : ""));
     if (output != NULL && strcmp(output, "text") == 0) {
-        json_object_set_new(result, "text", text_value(out ? out : ""));
+        json_object_set_new(result, "text", rpc_text(out ? out : ""));
     } else {
         json_t *items = json_array();
 
@@ -504,7 +465,7 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
             if (*next == '\n')
                 *next++ = '\0';
             item = json_loads(line, JSON_DECODE_ANY, NULL);
-            json_array_append_new(items, item ? item : text_value(line));
+            json_array_append_new(items, item ? item : rpc_text(line));
         }
         json_object_set_new(result, "items", items);
     }
@@ -516,7 +477,7 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
 
         first_line(err ? err : "", message, sizeof(message));
         json_object_set_new(result, "exit_status", json_integer(rc));
-        words = text_value(message);
+        words = rpc_text(message);
         response = rpc_error(id, -32000 - rc, json_string_value(words), json_incref(result));
         json_decref(words);
     }
@@ -545,7 +506,7 @@ static json_t *receive_result(struct owner *ow, struct peer *p, size_t from)
                 fputs(ow->inbox[i].text, f);
         if (f != NULL)
             fclose(f);
-        json_object_set_new(result, "text", text_value(text ? text : ""));
+        json_object_set_new(result, "text", rpc_text(text ? text : ""));
         free(text);
     } else {
         json_t *items = json_array();

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "missive/util.h"
 #include "rpc.h"
 
 int rpc_check_request(json_t *req, const char **why)
@@ -148,4 +149,42 @@ bad_value:
 too_many:
     snprintf(why, why_len, "too many parameters");
     return -1;
+}
+
+/*
+ * A JSON string of s, whatever its bytes: a command's words may quote a path,
+ * a server may send anything; a byte that is not part of valid UTF-8 becomes
+ * U+FFFD, so that every line written stays JSON.
+ */
+json_t *rpc_text(const char *s)
+{
+    size_t len = strlen(s), k = 0;
+    json_t *j;
+    char *clean;
+
+    if (msv_utf8_is_valid((const uint8_t *)s, len))
+        return json_stringn(s, len);
+    clean = malloc(len * 3 + 1);
+    if (clean == NULL)
+        return json_string("");
+    for (size_t i = 0; i < len;) {
+        size_t n = 1;
+
+        /* the longest valid sequence starting here, if any */
+        while (n < 4 && i + n < len && ((uint8_t)s[i + n] & 0xC0) == 0x80)
+            n++;
+        while (n > 1 && !msv_utf8_is_valid((const uint8_t *)s + i, n))
+            n--;
+        if (msv_utf8_is_valid((const uint8_t *)s + i, n)) {
+            memcpy(clean + k, s + i, n);
+            k += n;
+        } else {
+            memcpy(clean + k, "\xEF\xBF\xBD", 3);
+            k += 3;
+        }
+        i += n;
+    }
+    j = json_stringn(clean, k);
+    free(clean);
+    return j;
 }

@@ -36,4 +36,10 @@ int rpc_build_argv(const char *method, json_t *params, struct rpc_argv *b, char 
                    size_t why_len);
 void rpc_argv_free(struct rpc_argv *b);
 
+/*
+ * A JSON string of s, whatever its bytes: each byte that is not part of
+ * valid UTF-8 becomes U+FFFD, so that every line the daemon writes is JSON.
+ */
+json_t *rpc_text(const char *s);
+
 #endif
