@@ -670,7 +670,9 @@ static void show_help(struct chat *ch)
              "Enter sends. Tab / Shift-Tab: next / previous conversation. PgUp / PgDn: scroll. "
              "Editing: \u2190 \u2192 Home End, Backspace, Delete, Ctrl-A, Ctrl-E, Ctrl-U, "
              "Ctrl-K, Ctrl-W. Commands: /to HANDLE-OR-NAME, /group NAME, /file PATH, /qr "
-             "(the safety number as a QR code), /help, /quit (or Ctrl-C).");
+             "(the safety number as a QR code), /verify NUMBER (mark the contact verified once "
+             "the numbers match), /edit TEXT and /unsend (your newest message here), /help, "
+             "/quit (or Ctrl-C).");
     ch->scroll = 0;
 }
 
@@ -696,11 +698,70 @@ static void show_qr(struct chat *ch)
         spaced[k++] = i + 5 < 60 ? ' ' : '\0';
     }
     add_note(ch, ch->current,
-             "safety number with %s: %s. Compare it with theirs; if it matches, run 'missive "
-             "verify %s NUMBER'",
-             ch->current, spaced, ch->current);
+             "safety number with %s: %s. Compare it with theirs; if it matches, type /verify "
+             "and the number",
+             ch->current, spaced);
     free(ch->qr);
     ch->qr = strdup(number);
+}
+
+/* /verify NUMBER: the number compared with the contact's marks it verified. */
+static void verify(struct chat *ch, const char *given)
+{
+    char number[61], digits[61];
+    uint8_t digest[32];
+    size_t k = 0;
+    msv_err err;
+
+    for (; *given != '\0' && k < 60; given++) {
+        if (*given >= '0' && *given <= '9')
+            digits[k++] = *given;
+        else if (*given != ' ')
+            break;
+    }
+    digits[k] = '\0';
+    if (ch->current[0] == '\0' || strncmp(ch->current, "group:", 6) == 0 || k != 60 ||
+        *given != '\0') {
+        set_status(ch, 6000,
+                   "/verify takes the 60 digits of the safety number, in a "
+                   "conversation with one person");
+        return;
+    }
+    err = msv_client_safety_number(ch->c, ch->current, number, digest);
+    owner_pump(ch->ow);
+    if (err != MSV_OK) {
+        set_status(ch, 6000, "no safety number: %s", msv_strerror(err));
+    } else if (!msv_equal_ct(digits, number, 60)) {
+        add_note(ch, ch->current,
+                 "\u26a0 that is not the safety number of this conversation: do not trust the "
+                 "devices of %s",
+                 ch->current);
+    } else if (msv_client_mark_verified(ch->c, ch->current, digest) != MSV_OK) {
+        set_status(ch, 6000, "cannot record the verification");
+    } else {
+        add_note(ch, ch->current, "%s is verified: the safety numbers match", ch->current);
+    }
+}
+
+/* /edit TEXT and /unsend: your newest message in the open conversation. */
+static void change_last(struct chat *ch, const char *text)
+{
+    const struct msv_message_rec *mine = NULL;
+    msv_err err;
+
+    for (size_t i = ch->n_hist; i-- > 0 && mine == NULL;)
+        if (ch->hist[i].outgoing && strcmp(ch->hist[i].status, "unsent") != 0)
+            mine = &ch->hist[i];
+    if (mine == NULL) {
+        set_status(ch, 5000, "no message of yours here to change");
+        return;
+    }
+    err = text ? msv_client_edit(ch->c, mine->message_id, text)
+               : msv_client_unsend(ch->c, mine->message_id);
+    owner_pump(ch->ow);
+    if (err != MSV_OK)
+        set_status(ch, 6000, "not changed: %s", msv_strerror(err));
+    ch->reload = 1;
 }
 
 static void command(struct chat *ch, const char *line)
@@ -719,6 +780,12 @@ static void command(struct chat *ch, const char *line)
         send_file(ch, arg);
     else if (strncmp(line, "/qr", 3) == 0)
         show_qr(ch);
+    else if (strncmp(line, "/verify ", 8) == 0 && *arg)
+        verify(ch, arg);
+    else if (strncmp(line, "/edit ", 6) == 0 && *arg)
+        change_last(ch, arg);
+    else if (strcmp(line, "/unsend") == 0)
+        change_last(ch, NULL);
     else if (strncmp(line, "/help", 5) == 0)
         show_help(ch);
     else if (strncmp(line, "//", 2) == 0)

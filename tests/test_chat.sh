@@ -101,6 +101,22 @@ sleep 0.3
 screen alice | grep -q "any key closes this" && bad "the QR code stays" || ok
 screen alice | grep -q "safety number with bob@example.org: [0-9 ]\{20\}" && ok || bad "the number in the conversation: $(screen alice)"
 
+# /verify: a wrong number warns, the right one marks bob verified
+number=$(as alice -o json verify bob@example.org | python3 -c 'import json,sys; print(json.load(sys.stdin)["safety_number"])')
+[ ${#number} = 60 ] && ok || bad "alice's safety number through her chat: $number"
+tm send-keys -t alice "/verify $(printf '1%.0s' $(seq 60))" Enter
+waitfor alice "that is not the safety number of this conversation" && ok || bad "/verify, wrong: $(screen alice)"
+tm send-keys -t alice "/verify $number" Enter
+waitfor alice "bob@example.org is verified: the safety numbers match" && ok || bad "/verify: $(screen alice)"
+expect 0 "the verification is recorded" -- as alice -o json verify bob@example.org
+grep -q '"state":"verified"' out.txt && ok || bad "verified state: $(cat out.txt)"
+
+# /edit and /unsend change alice's newest message for bob too
+tm send-keys -t alice "/edit to both of your devices, edited" Enter
+waitfor bob "to both of your devices, edited  (edited)" && ok || bad "/edit in bob's chat: $(screen bob)"
+tm send-keys -t alice "/unsend" Enter
+waitfor bob "alice@example.org:   (unsent)" && ok || bad "/unsend in bob's chat: $(screen bob)"
+
 # a message longer than the window: its end shows, PgUp reaches its start, PgDn comes back
 tm send-keys -t bob Escape
 as alice send bob@example.org --text "$(for i in $(seq 60); do echo "line $i of a long one"; done)" >/dev/null 2>&1 && ok || bad "the long message"

@@ -58,7 +58,7 @@ grep -q "already owned by a missive daemon or chat (pid $daemon)" err.txt && ok 
 # the plain commands go through the daemon
 expect 0 "alice writes to bob" -- as alice send bob@example.org --text "hello bob"
 sleep 0.5
-expect 0 "bob's receive runs in the daemon" -- as bob receive --wait 0.3
+expect 0 "bob's receive runs in the daemon" -- as bob receive --wait 1
 grep -q "alice@example.org: hello bob" out.txt && ok || bad "receive through the daemon: $(cat out.txt)"
 expect 0 "and a second receive finds nothing new" -- as bob receive --wait 0.3
 [ ! -s out.txt ] && ok || bad "received twice: $(cat out.txt)"
