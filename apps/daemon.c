@@ -113,14 +113,6 @@ int owner_stopping(void)
     return stop_signal != 0;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- output to peers ------------------------------------------------------------------ */
 
 static void peer_write(struct peer *p, json_t *j)
@@ -245,7 +237,7 @@ static void inbox_add(struct owner *ow, json_t *json, char *text)
     /* a waiting 'receive' waits until it has been quiet again */
     for (size_t i = 0; i < ow->n_peers; i++)
         if (ow->peers[i]->wait_id != NULL)
-            ow->peers[i]->wait_until = now_ms() + ow->peers[i]->quiet_ms;
+            ow->peers[i]->wait_until = msv_mono_ms() + ow->peers[i]->quiet_ms;
 }
 
 static void on_incoming(void *ctx, const struct msv_incoming *in)
@@ -348,16 +340,16 @@ static void pump(struct owner *ow)
     if (c->conn == NULL)
         return;
     err = msv_client_receive(c, 0, on_incoming, ow, &n);
-    if (err == MSV_OK && (ow->monitor_due || now_ms() >= ow->monitor_at)) {
+    if (err == MSV_OK && (ow->monitor_due || msv_mono_ms() >= ow->monitor_at)) {
         ow->monitor_due = 0;
-        ow->monitor_at = now_ms() + MONITOR_INTERVAL_MS;
+        ow->monitor_at = msv_mono_ms() + MONITOR_INTERVAL_MS;
         err = msv_client_monitor(c, on_alarm, ow, &alarms);
     }
     if (err != MSV_OK && c->conn != NULL) {
         snprintf(ow->last_error, sizeof(ow->last_error), "%s", msv_strerror(err));
         msv_conn_close(c->conn);
         c->conn = NULL;
-        ow->retry_at = now_ms() + 1000;
+        ow->retry_at = msv_mono_ms() + 1000;
         set_online(ow, 0, ow->last_error);
     }
 }
@@ -371,7 +363,7 @@ static void keep_connected(struct owner *ow)
         set_online(ow, 1, NULL);
         return;
     }
-    if (now_ms() < ow->retry_at)
+    if (msv_mono_ms() < ow->retry_at)
         return;
     err = msv_client_connect(ow->c); /* also sends what the outbox holds */
     if (err != MSV_OK) {
@@ -381,7 +373,7 @@ static void keep_connected(struct owner *ow)
         ow->retry_ms = ow->retry_ms ? ow->retry_ms * 2 : 1000;
         if (ow->retry_ms > RETRY_MAX_MS)
             ow->retry_ms = RETRY_MAX_MS;
-        ow->retry_at = now_ms() + ow->retry_ms;
+        ow->retry_at = msv_mono_ms() + ow->retry_ms;
         set_online(ow, 0, ow->last_error);
         return;
     }
@@ -566,7 +558,7 @@ static json_t *start_receive(struct owner *ow, struct peer *p, json_t *id, json_
     }
     p->wait_id = json_incref(id);
     p->quiet_ms = (int64_t)(s * 1000);
-    p->wait_until = now_ms() + p->quiet_ms;
+    p->wait_until = msv_mono_ms() + p->quiet_ms;
     p->wait_from = 0;
     return NULL; /* answered by finish_receives() */
 }
@@ -577,7 +569,7 @@ static void finish_receives(struct owner *ow)
         struct peer *p = ow->peers[i];
         json_t *r, *response;
 
-        if (p->wait_id == NULL || now_ms() < p->wait_until)
+        if (p->wait_id == NULL || msv_mono_ms() < p->wait_until)
             continue;
         r = receive_result(ow, p, p->wait_from);
         response = rpc_result(p->wait_id, r);
@@ -933,7 +925,7 @@ int owner_step(struct owner *ow, int extra_fd, int max_wait_ms)
     for (size_t i = ow->n_peers; i-- > 0;)
         if (ow->peers[i]->eof)
             drop_peer(ow, i);
-    now = now_ms();
+    now = msv_mono_ms();
     wake = now + max_wait_ms;
     if (ow->c->conn == NULL && ow->retry_at < wake)
         wake = ow->retry_at;
@@ -1132,7 +1124,7 @@ static json_t *call(int fd, json_t *request, int timeout_ms)
 {
     char *line = json_dumps(request, JSON_COMPACT), *buf = NULL;
     size_t len = 0, cap = 0, sent = 0, total = line ? strlen(line) : 0;
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = msv_mono_ms() + timeout_ms;
     json_t *response = NULL;
 
     while (line != NULL && sent <= total) {
@@ -1145,7 +1137,7 @@ static json_t *call(int fd, json_t *request, int timeout_ms)
     free(line);
     while (response == NULL && sent == total + 1) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - msv_mono_ms();
         char *nl;
         ssize_t n;
 

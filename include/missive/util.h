@@ -35,6 +35,8 @@ void msv_secret_free(void *p, size_t len);
 
 /* The wall clock: milliseconds since the Unix epoch. */
 int64_t msv_wall_ms(void);
+/* Milliseconds on the monotonic clock: for deadlines and intervals, not dates. */
+int64_t msv_mono_ms(void);
 
 /* Constant-time comparison of two len-byte buffers; returns 1 if equal. */
 int msv_equal_ct(const void *a, const void *b, size_t len);

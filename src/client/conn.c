@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -38,19 +37,11 @@ struct msv_conn {
     struct pushed *pushed_head, *pushed_tail;
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Waits until fd is ready for what SSL wants; MSV_ERR_AGAIN at the deadline. */
 static msv_err wait_for(struct msv_conn *c, int ssl_err, int64_t deadline)
 {
     struct pollfd p = {.fd = c->fd, .events = ssl_err == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN};
-    int64_t left = deadline - now_ms();
+    int64_t left = deadline - msv_mono_ms();
     int rc;
 
     if (ssl_err != SSL_ERROR_WANT_READ && ssl_err != SSL_ERROR_WANT_WRITE)
@@ -104,7 +95,7 @@ msv_err msv_conn_open(const char *host, uint16_t port, const uint8_t pin[32], in
                       struct msv_conn **out)
 {
     struct msv_conn *c = calloc(1, sizeof(*c));
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = msv_mono_ms() + timeout_ms;
     X509 *cert = NULL;
     unsigned int fp_len = 0;
     msv_err err = MSV_ERR_IO;
@@ -172,7 +163,7 @@ void msv_conn_fingerprint(const struct msv_conn *c, uint8_t out[32])
 
 msv_err msv_conn_send_raw(struct msv_conn *c, const uint8_t *p, size_t len)
 {
-    int64_t deadline = now_ms() + 30000;
+    int64_t deadline = msv_mono_ms() + 30000;
 
     while (len > 0) {
         int n = SSL_write(c->ssl, p, len > INT32_MAX ? INT32_MAX : (int)len);
@@ -222,7 +213,7 @@ static msv_err take_frame(struct msv_conn *c, msv_frame **out)
 
 static msv_err read_frame(struct msv_conn *c, int timeout_ms, msv_frame **out)
 {
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = msv_mono_ms() + timeout_ms;
 
     for (;;) {
         msv_err err = take_frame(c, out);
@@ -270,7 +261,7 @@ msv_err msv_conn_recv(struct msv_conn *c, int timeout_ms, msv_frame **out)
 
 msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms, msv_frame **resp)
 {
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = msv_mono_ms() + timeout_ms;
     uint64_t id = c->next_request++;
     msv_err err;
 
@@ -279,7 +270,7 @@ msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms, msv
     while (err == MSV_OK) {
         msv_frame *f = NULL;
         struct pushed *p;
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - msv_mono_ms();
 
         err = left > 0 ? read_frame(c, (int)left, &f) : MSV_ERR_AGAIN;
         if (err != MSV_OK)
