@@ -115,17 +115,27 @@ static void add_note(struct chat *ch, const char *conversation, const char *fmt,
 /* ---- what is shown: names, history, conversation list ---------------------------------- */
 
 /* A conversation's name as people know it: a group's name, a contact's, or the handle. */
-static void display_name(struct chat *ch, const char *conversation, char *out, size_t len)
+/* The group a "group:<hex>" conversation is, as last read; NULL if none. */
+static const struct msv_group_rec *group_of(const struct chat *ch, const char *conversation)
 {
     char group[40];
 
-    snprintf(out, len, "%s", conversation);
     for (size_t i = 0; i < ch->n_groups; i++) {
         msv_client_group_conversation(ch->groups[i].group_id, group);
-        if (strcmp(group, conversation) == 0) {
-            snprintf(out, len, "#%s", ch->groups[i].name);
-            return;
-        }
+        if (strcmp(group, conversation) == 0)
+            return &ch->groups[i];
+    }
+    return NULL;
+}
+
+static void display_name(struct chat *ch, const char *conversation, char *out, size_t len)
+{
+    const struct msv_group_rec *g = group_of(ch, conversation);
+
+    snprintf(out, len, "%s", conversation);
+    if (g != NULL) {
+        snprintf(out, len, "#%s", g->name);
+        return;
     }
     for (size_t i = 0; i < ch->n_contacts; i++) {
         if (strcmp(ch->contacts[i].handle, conversation) == 0) {
@@ -560,25 +570,11 @@ static void on_upload(uint64_t done, uint64_t total)
 
 /* ---- sending ------------------------------------------------------------------------- */
 
-static int group_name_of(struct chat *ch, const char *conversation, char *out, size_t len)
-{
-    struct msv_group_rec g = {0};
-    uint8_t id[16];
-    size_t n = 0;
-    int ok = msv_hex_decode(conversation + 6, id, sizeof(id), &n) == MSV_OK && n == 16 &&
-             msv_client_db_group_get(ch->c->db, id, NULL, &g) == MSV_OK;
-
-    if (ok)
-        snprintf(out, len, "%s", g.name);
-    msv_group_clear(&g);
-    return ok ? 0 : -1;
-}
-
 static void send_to_current(struct chat *ch, const char *text, const struct msv_file *file)
 {
+    const struct msv_group_rec *g = group_of(ch, ch->current);
     const char *to = ch->current;
     uint8_t id[16];
-    char group[300];
     msv_err err;
 
     if (ch->current[0] == '\0') {
@@ -589,9 +585,9 @@ static void send_to_current(struct chat *ch, const char *text, const struct msv_
     draw(ch);
     memset(&ch->c->why, 0, sizeof(ch->c->why));
     if (strncmp(ch->current, "group:", 6) == 0)
-        err = group_name_of(ch, ch->current, group, sizeof(group)) != 0
+        err = g == NULL
                   ? MSV_ERR_NOT_FOUND
-                  : msv_client_group_send(ch->c, group, text, file, file ? 1 : 0, on_upload, id);
+                  : msv_client_group_send(ch->c, g->name, text, file, file ? 1 : 0, on_upload, id);
     else
         err = msv_client_send(ch->c, &to, 1, text, file, file ? 1 : 0, on_upload, id);
     ch->progress[0] = '\0';

@@ -44,6 +44,11 @@ int cli_account_command(const char *command);
 int cli_run(const struct cli *o, const char *command, struct msv_client *c);
 /* The command's usage on f (cli_err: an error, EXIT_USAGE); 0 if it is known. */
 int cli_usage(const char *command, FILE *f);
+/* The message's text: --text, or standard input (unless no_stdin); NULL after saying why. */
+char *cli_message_text(const struct cli *o);
+/* The warnings a send prints on cli_err: a contact's devices changed; a device left out. */
+void cli_key_change_warning(void *ctx, const char *handle);
+void cli_unreachable_warning(void *ctx, const char *handle, uint64_t device, const char *suites);
 /* A message as 'receive' and 'history' print it (-o json: one object per line). */
 void cli_print_message(const struct cli *o, const struct msv_message_rec *m);
 /* The lock an owner (daemon, chat) holds on the account directory, and its socket. */

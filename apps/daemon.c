@@ -292,10 +292,7 @@ static void on_key_change(void *ctx, const char *handle)
 {
     struct owner *ow = ctx;
 
-    fprintf(cli_err,
-            "missive: warning: the devices of %s changed since this device last saw them;\n"
-            "  compare fingerprints with 'missive fingerprint %s' before trusting new ones\n",
-            handle, handle);
+    cli_key_change_warning(NULL, handle);
     broadcast(ow, json_pack("{s:s, s:o}", "type", "key_change", "handle", rpc_text(handle)), NULL);
 }
 
@@ -303,10 +300,7 @@ static void on_unreachable(void *ctx, const char *handle, uint64_t device, const
 {
     struct owner *ow = ctx;
 
-    fprintf(cli_err,
-            "missive: warning: device %llu of %s speaks %s only, which this device does not: it "
-            "gets nothing from here\n",
-            (unsigned long long)device, handle, suites);
+    cli_unreachable_warning(NULL, handle, device, suites);
     broadcast(ow,
               json_pack("{s:s, s:o, s:I, s:s}", "type", "unreachable", "handle", rpc_text(handle),
                         "device_id", (json_int_t)device, "suites", suites),
@@ -1102,23 +1096,6 @@ static json_t *forward_params(const struct cli *o, const char *command)
     return params;
 }
 
-/* Reads standard input as 'send' would (the message's text). */
-static char *read_stdin_text(void)
-{
-    char *text = NULL;
-    size_t len = 0, n;
-    char buf[4096];
-    FILE *f = open_memstream(&text, &len);
-
-    while (f != NULL && (n = fread(buf, 1, sizeof(buf), stdin)) > 0 && len < MSV_TEXT_MAX + 1)
-        fwrite(buf, 1, n, f);
-    if (f != NULL)
-        fclose(f);
-    while (text != NULL && len > 0 && text[len - 1] == '\n')
-        text[--len] = '\0';
-    return text;
-}
-
 /* Sends one request and waits for its response (notifications are skipped). */
 static json_t *call(int fd, json_t *request, int timeout_ms)
 {
@@ -1213,10 +1190,18 @@ int daemon_forward(const struct cli *o, const char *dir, const char *command, in
     }
     params = forward_params(o, command);
     if (strcmp(command, "send") == 0 && o->text == NULL && o->file_count == 0) {
-        char *t = read_stdin_text();
+        char *t = cli_message_text(o);
 
+        if (!utf8(t)) {
+            fprintf(stderr, "missive: the message is not UTF-8\n");
+            msv_secret_free(t, strlen(t));
+            json_decref(params);
+            close(fd);
+            *rc = EXIT_USAGE;
+            return 1;
+        }
         json_object_set_new(params, "text", json_string(t ? t : ""));
-        free(t);
+        msv_secret_free(t, t ? strlen(t) : 0);
     }
     if (strcmp(command, "backup") == 0) {
         const char *env = getenv("MISSIVE_BACKUP_PASSPHRASE");

@@ -235,7 +235,7 @@ static size_t count_accounts(const struct cli *o, char *handle, size_t len)
     return n;
 }
 
-static void key_change_warning(void *ctx, const char *handle)
+void cli_key_change_warning(void *ctx, const char *handle)
 {
     (void)ctx;
     fprintf(cli_err,
@@ -244,7 +244,7 @@ static void key_change_warning(void *ctx, const char *handle)
             handle, handle);
 }
 
-static void unreachable_warning(void *ctx, const char *handle, uint64_t device, const char *suites)
+void cli_unreachable_warning(void *ctx, const char *handle, uint64_t device, const char *suites)
 {
     (void)ctx;
     fprintf(cli_err,
@@ -308,8 +308,8 @@ int cli_open_account(const struct cli *o, struct msv_client **c)
     }
     if (err != MSV_OK)
         return fail(NULL, "opening the account", err);
-    (*c)->on_key_change = key_change_warning;
-    (*c)->on_unreachable = unreachable_warning;
+    (*c)->on_key_change = cli_key_change_warning;
+    (*c)->on_unreachable = cli_unreachable_warning;
     return 0;
 }
 
@@ -626,7 +626,7 @@ static int cmd_contacts(const struct cli *o, struct msv_client *c)
 }
 
 /* Reads the message text from --text or standard input (trailing newline dropped). */
-static char *message_text(const struct cli *o)
+char *cli_message_text(const struct cli *o)
 {
     size_t len = 0, cap = 4096;
     char *buf;
@@ -794,7 +794,7 @@ static int cmd_send(const struct cli *o, struct msv_client *c)
     if ((o->group == NULL) == (o->argc == 0) || o->argc > 64)
         return cli_usage("send", cli_err);
     n = resolve(c, o->argv, o->argc, handles, 64, found, counts);
-    text = o->file_count > 0 && o->text == NULL ? NULL : message_text(o);
+    text = o->file_count > 0 && o->text == NULL ? NULL : cli_message_text(o);
     if (o->file_count == 0 && (text == NULL || text[0] == '\0')) {
         fprintf(cli_err, "missive: nothing to send (give --text or pipe the message in)\n");
         rc = EXIT_USAGE;

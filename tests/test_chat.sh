@@ -117,6 +117,16 @@ waitfor bob "to both of your devices, edited  (edited)" && ok || bad "/edit in b
 tm send-keys -t alice "/unsend" Enter
 waitfor bob "alice@example.org:   (unsent)" && ok || bad "/unsend in bob's chat: $(screen bob)"
 
+# a group: made from alice's shell through her chat, written to from the chat
+expect 0 "alice makes a group" -- as alice groups create trio bob@example.org carol@example.org
+tm send-keys -t alice "/group trio" Enter
+waitfor alice "—  #trio" && ok || bad "/group opens it: $(screen alice | head -2)"
+tm send-keys -t alice "hello trio" Enter
+waitfor alice "me: hello trio  ✓" && ok || bad "the group message in alice's chat: $(screen alice)"
+waitfor bob "#trio (" && ok || bad "the group in bob's list: $(screen bob)"
+expect 0 "carol gets it" -- as carol receive --wait 1
+grep -q "hello trio" out.txt && ok || bad "carol: $(cat out.txt)"
+
 # a message longer than the window: its end shows, PgUp reaches its start, PgDn comes back
 tm send-keys -t bob Escape
 as alice send bob@example.org --text "$(for i in $(seq 60); do echo "line $i of a long one"; done)" >/dev/null 2>&1 && ok || bad "the long message"

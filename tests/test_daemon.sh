@@ -91,6 +91,8 @@ grep -q "whose socket does not take this command" err.txt && ok || bad "wrong so
 expect 2 "an argument that is not UTF-8" -- as bob send al --text "$(printf 'caf\xe9')"
 grep -q "not UTF-8" err.txt && ok || bad "not UTF-8: $(cat err.txt)"
 expect 2 "so is a path" -- as bob send al --file "$(printf '/nowhere/caf\xe9')"
+printf 'caf\xe9\n' | as bob send al >out.txt 2>err.txt
+[ $? = 2 ] && grep -q "the message is not UTF-8" err.txt && ok || bad "a message on standard input that is not UTF-8: $(cat err.txt)"
 
 # JSON-RPC itself
 rpc '{"jsonrpc":"2.0","id":1,"method":"status"}' >out.txt
