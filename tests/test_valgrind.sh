@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # missived and missive under valgrind's memcheck: two accounts register,
 # one sends a text and a file, the other receives them, backs up and
-# restores the account elsewhere, and missived stops
+# restores the account elsewhere, runs a daemon that commands go through,
+# and missived stops
 # on SIGTERM. Every run must end without a memory error and without a
 # definitely or indirectly lost block (valgrind exits 99 otherwise).
 set -u
@@ -33,6 +34,34 @@ export MISSIVE_BACKUP_PASSPHRASE="a backup passphrase"
 expect 0 "back up" -- "${vg[@]}" "$M" --data-dir dev-bob --account bob@example.org backup bob.msvb --kdf-memory 8 --kdf-passes 1
 expect 0 "restore elsewhere" -- "${vg[@]}" "$M" --data-dir restored restore bob.msvb
 MISSIVE_BACKUP_PASSPHRASE="not the one" expect 3 "a wrong passphrase" -- "${vg[@]}" "$M" --data-dir again restore bob.msvb
+# bob's daemon under memcheck: commands through it, a message arriving, bad requests, a stop
+(exec "${vg[@]}" "$M" --data-dir dev-bob --account bob@example.org daemon 2>daemon.err) &
+daemon=$!
+sock=$work/dev-bob/bob@example.org/daemon.sock
+for _ in $(seq 300); do [ -S "$sock" ] && break; sleep 0.1; done
+expect 0 "a contact added through the daemon" -- "$M" --data-dir dev-bob --account bob@example.org contacts add al alice@example.org
+expect 0 "a send through the daemon" -- "$M" --data-dir dev-bob --account bob@example.org send al --text "from the daemon"
+expect 0 "alice writes back" -- "${vg[@]}" "$M" --data-dir dev-alice --account alice@example.org send bob@example.org --text "to the daemon"
+expect 0 "a receive through the daemon" -- "$M" --data-dir dev-bob --account bob@example.org receive --wait 3
+grep -q "to the daemon" out.txt && ok || bad "receive through the daemon: $(cat out.txt)"
+python3 - "$sock" >out.txt <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+s.sendall(b'nonsense\n{"jsonrpc":"2.0","id":1,"method":"send","params":{"bogus":1}}\n'
+          b'[{"jsonrpc":"2.0","id":2,"method":"status"}]\n{"jsonrpc":"2.0","id":3,"method":"subscribe"}\n')
+s.settimeout(10)
+got = b""
+while got.count(b"\n") < 4:
+    d = s.recv(65536)
+    if not d:
+        break
+    got += d
+sys.stdout.write(got.decode())
+EOF
+[ "$(wc -l <out.txt)" = 4 ] && ok || bad "the daemon's answers under valgrind: $(cat out.txt)"
+kill -TERM "$daemon"
+wait "$daemon"
+[ $? -eq 0 ] && ok || bad "the daemon under valgrind: $(cat daemon.err)"
 kill -TERM "$pid"
 wait "$pid"
 rc=$?
