@@ -360,25 +360,49 @@ void stop_server(struct server_proc *p)
     p->pid = p->parent = 0;
 }
 
-/* The pid strace started (its only child), once it exists. */
-static pid_t traced_child(pid_t tracer)
+/* Whether pid runs exe (its command line's first word), having exec'd it. */
+static int runs(pid_t pid, const char *exe)
+{
+    char path[64], first[400] = "";
+    size_t n;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    n = fread(first, 1, sizeof(first) - 1, f);
+    fclose(f);
+    first[n] = '\0';
+    return strcmp(first, exe) == 0;
+}
+
+/*
+ * The server strace started, once it runs exe. Not simply strace's first
+ * child: with --seccomp-bpf strace forks a short-lived child of its own to
+ * test the filter, and a server taken for it would never be stopped.
+ */
+static pid_t traced_child(pid_t tracer, const char *exe)
 {
     char path[64];
-    long child = 0;
     FILE *f;
 
     snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)tracer, (int)tracer);
-    for (int i = 0; i < 500 && child == 0; i++) {
+    for (int i = 0; i < 500; i++) {
+        long child;
+
         f = fopen(path, "r");
-        if (f != NULL) {
-            if (fscanf(f, "%ld", &child) != 1)
-                child = 0;
-            fclose(f);
+        while (f != NULL && fscanf(f, "%ld", &child) == 1) {
+            if (runs((pid_t)child, exe)) {
+                fclose(f);
+                return (pid_t)child;
+            }
         }
-        if (child == 0)
-            sleep_ms(10);
+        if (f != NULL)
+            fclose(f);
+        sleep_ms(10);
     }
-    return (pid_t)child;
+    return 0;
 }
 
 /* ---- missived ------------------------------------------------------------------------- */
@@ -613,7 +637,7 @@ void start_missived(const struct opts *o, const struct seed *seed, const uint8_t
 
         snprintf(out->trace, sizeof(out->trace), "%s/fsyncs.txt", out->dir);
         out->parent = spawn(o, out->dir, argv);
-        out->pid = traced_child(out->parent);
+        out->pid = traced_child(out->parent, exe);
         remember_pid(out->pid);
         if (out->pid == 0)
             die("strace did not start missived; see %s/out.log", out->dir);
