@@ -58,7 +58,6 @@ struct peer {
     json_t *wait_id;
     int wait_text;
     int64_t wait_until, quiet_ms;
-    size_t wait_from; /* the first inbox item it returns */
 };
 
 struct owner {
@@ -229,9 +228,6 @@ static void inbox_add(struct owner *ow, json_t *json, char *text)
         memmove(ow->inbox, ow->inbox + 1, (INBOX_MAX - 1) * sizeof(*ow->inbox));
         ow->inbox_len--;
         ow->inbox_dropped++;
-        for (size_t i = 0; i < ow->n_peers; i++)
-            if (ow->peers[i]->wait_id != NULL && ow->peers[i]->wait_from > 0)
-                ow->peers[i]->wait_from--;
     }
     ow->inbox[ow->inbox_len++] = (struct inbox_item){json, text};
     /* a waiting 'receive' waits until it has been quiet again */
@@ -478,7 +474,8 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
 
 /* ---- 'receive' ------------------------------------------------------------------------ */
 
-static json_t *receive_result(struct owner *ow, struct peer *p, size_t from)
+/* Everything the inbox holds, which the caller takes. */
+static json_t *receive_result(struct owner *ow, struct peer *p)
 {
     json_t *result = json_object();
 
@@ -487,7 +484,7 @@ static json_t *receive_result(struct owner *ow, struct peer *p, size_t from)
         size_t len = 0;
         FILE *f = open_memstream(&text, &len);
 
-        for (size_t i = from; f != NULL && i < ow->inbox_len; i++)
+        for (size_t i = 0; f != NULL && i < ow->inbox_len; i++)
             if (ow->inbox[i].text != NULL)
                 fputs(ow->inbox[i].text, f);
         if (f != NULL)
@@ -497,7 +494,7 @@ static json_t *receive_result(struct owner *ow, struct peer *p, size_t from)
     } else {
         json_t *items = json_array();
 
-        for (size_t i = from; i < ow->inbox_len; i++)
+        for (size_t i = 0; i < ow->inbox_len; i++)
             json_array_append(items, ow->inbox[i].json);
         json_object_set_new(result, "items", items);
     }
@@ -511,8 +508,6 @@ static json_t *receive_result(struct owner *ow, struct peer *p, size_t from)
     }
     ow->inbox_len = 0;
     ow->inbox_dropped = 0;
-    for (size_t i = 0; i < ow->n_peers; i++)
-        ow->peers[i]->wait_from = 0;
     return result;
 }
 
@@ -544,7 +539,7 @@ static json_t *start_receive(struct owner *ow, struct peer *p, json_t *id, json_
         return rpc_error(id, -32600, "a receive is already waiting on this connection", NULL);
     pump(ow);
     if (s == 0 || in_batch) {
-        json_t *r = receive_result(ow, p, 0);
+        json_t *r = receive_result(ow, p);
         json_t *response = rpc_result(id, r);
 
         json_decref(r);
@@ -553,7 +548,6 @@ static json_t *start_receive(struct owner *ow, struct peer *p, json_t *id, json_
     p->wait_id = json_incref(id);
     p->quiet_ms = (int64_t)(s * 1000);
     p->wait_until = msv_mono_ms() + p->quiet_ms;
-    p->wait_from = 0;
     return NULL; /* answered by finish_receives() */
 }
 
@@ -565,7 +559,7 @@ static void finish_receives(struct owner *ow)
 
         if (p->wait_id == NULL || msv_mono_ms() < p->wait_until)
             continue;
-        r = receive_result(ow, p, p->wait_from);
+        r = receive_result(ow, p);
         response = rpc_result(p->wait_id, r);
         peer_write(p, response);
         json_decref(response);
@@ -860,7 +854,6 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     ow->o = o;
     ow->c = c;
     ow->lock_fd = ow->listen_fd = -1;
-    ow->said_offline = 0;
     c->ctx = ow;
     c->on_key_change = on_key_change;
     c->on_unreachable = on_unreachable;
@@ -943,11 +936,12 @@ int owner_step(struct owner *ow, int extra_fd, int max_wait_ms)
 
         if (p->wait_id != NULL && p->wait_until < wake)
             wake = p->wait_until;
-        fds[n++] = (struct pollfd){.fd = p->in_fd, .events = POLLIN};
+        /* answers waiting: writable is worth waking for, on the socket or on stdout */
+        fds[n++] = (struct pollfd){
+            .fd = p->in_fd,
+            .events = POLLIN | (p->out_len > 0 && p->out_fd == p->in_fd ? POLLOUT : 0)};
         if (p->out_len > 0 && p->out_fd != p->in_fd)
             fds[n++] = (struct pollfd){.fd = p->out_fd, .events = POLLOUT};
-        else if (p->out_len > 0)
-            fds[first_peer + i].events |= POLLOUT;
     }
     wake -= now;
     if (wake < 0)
