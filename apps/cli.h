@@ -8,6 +8,8 @@
 
 #include <stdio.h>
 
+#include <jansson.h>
+
 #include "client/client.h"
 
 enum { EXIT_ERR = 1, EXIT_USAGE = 2, EXIT_AUTH = 3, EXIT_NET = 4 };
@@ -51,6 +53,8 @@ void cli_key_change_warning(void *ctx, const char *handle);
 void cli_unreachable_warning(void *ctx, const char *handle, uint64_t device, const char *suites);
 /* A message as 'receive' and 'history' print it (-o json: one object per line). */
 void cli_print_message(const struct cli *o, const struct msv_message_rec *m);
+/* The object -o json prints for a message (a new reference; NULL if out of memory). */
+json_t *cli_message_json(const struct msv_message_rec *m);
 /* The lock an owner (daemon, chat) holds on the account directory, and its socket. */
 #define CLI_LOCK_FILE "daemon.lock"
 #define CLI_SOCKET_FILE "daemon.sock"

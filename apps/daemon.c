@@ -201,15 +201,15 @@ static char *hex16(const uint8_t id[16], char out[33])
     return out;
 }
 
-/* What cli_print_message prints in the current format, as a string. */
-static char *render_message(const struct cli *o, const struct msv_message_rec *m, int json)
+/* What cli_print_message prints as text, as a string. */
+static char *render_message(const struct cli *o, const struct msv_message_rec *m)
 {
     struct cli as = *o;
     FILE *saved = cli_out;
     char *s = NULL;
     size_t len = 0;
 
-    as.json = json;
+    as.json = 0;
     cli_out = open_memstream(&s, &len);
     if (cli_out != NULL) {
         cli_print_message(&as, m);
@@ -258,11 +258,11 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
     if (in->notice != NULL)
         json_object_set_new(event, "notice", rpc_text(in->notice));
     if (in->message != NULL) {
-        line = render_message(ow->o, in->message, 1);
-        json_object_set_new(event, "message", line ? json_loads(line, 0, NULL) : json_null());
-        free(line);
+        json_t *message = cli_message_json(in->message);
+
+        json_object_set_new(event, "message", message ? message : json_null());
         inbox_add(ow, json_incref(json_object_get(event, "message")),
-                  render_message(ow->o, in->message, 0));
+                  render_message(ow->o, in->message));
     } else if (in->notice != NULL) {
         if (asprintf(&line, "notice: %s\n", in->notice) < 0)
             line = NULL;

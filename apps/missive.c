@@ -825,23 +825,26 @@ static int cmd_send(const struct cli *o, struct msv_client *c)
     return rc;
 }
 
-void cli_print_message(const struct cli *o, const struct msv_message_rec *m)
+json_t *cli_message_json(const struct msv_message_rec *m)
 {
     char hex[33];
+
+    if (msv_hex_encode(m->message_id, 16, hex, sizeof(hex)) != MSV_OK)
+        hex[0] = '\0';
+    return json_pack("{s:s, s:s, s:s, s:I, s:b, s:s, s:I, s:s}", "message_id", hex, "conversation",
+                     m->conversation, "from", m->sender, "from_device",
+                     (json_int_t)m->sender_device, "outgoing", m->outgoing, "text", m->text,
+                     "sent_at_ms", (json_int_t)m->sent_at_ms, "status", m->status);
+}
+
+void cli_print_message(const struct cli *o, const struct msv_message_rec *m)
+{
     time_t t = (time_t)(m->sent_at_ms / 1000);
     struct tm tm;
     char when[32];
 
-    if (msv_hex_encode(m->message_id, 16, hex, sizeof(hex)) != MSV_OK)
-        hex[0] = '\0';
     if (o->json) {
-        json_t *j =
-            json_pack("{s:s, s:s, s:s, s:I, s:b, s:s, s:I, s:s}", "message_id", hex, "conversation",
-                      m->conversation, "from", m->sender, "from_device",
-                      (json_int_t)m->sender_device, "outgoing", m->outgoing, "text", m->text,
-                      "sent_at_ms", (json_int_t)m->sent_at_ms, "status", m->status);
-
-        emit_json(j, JSON_ENSURE_ASCII);
+        emit_json(cli_message_json(m), JSON_ENSURE_ASCII);
         return;
     }
     localtime_r(&t, &tm);
