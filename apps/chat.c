@@ -71,11 +71,6 @@ struct chat {
 
 static struct chat *the_chat; /* for the upload progress callback, which has no context */
 
-static int64_t wall_ms(void)
-{
-    return msv_wall_ms();
-}
-
 static void set_status(struct chat *ch, int64_t ms, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void set_status(struct chat *ch, int64_t ms, const char *fmt, ...)
@@ -85,7 +80,7 @@ static void set_status(struct chat *ch, int64_t ms, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(ch->status, sizeof(ch->status), fmt, ap);
     va_end(ap);
-    ch->status_until = wall_ms() + ms;
+    ch->status_until = msv_wall_ms() + ms;
 }
 
 static void add_note(struct chat *ch, const char *conversation, const char *fmt, ...)
@@ -108,7 +103,7 @@ static void add_note(struct chat *ch, const char *conversation, const char *fmt,
     if (n->text == NULL)
         return;
     snprintf(n->conversation, sizeof(n->conversation), "%s", conversation ? conversation : "");
-    n->at_ms = wall_ms();
+    n->at_ms = msv_wall_ms();
     ch->n_notes++;
 }
 
@@ -457,9 +452,9 @@ static void draw(struct chat *ch)
     /* the status line: progress, then a message, then who is typing */
     if (ch->progress[0])
         put(LINES - 2, 0, COLS, ch->progress, A_BOLD);
-    else if (ch->status[0] && wall_ms() < ch->status_until)
+    else if (ch->status[0] && msv_wall_ms() < ch->status_until)
         put(LINES - 2, 0, COLS, ch->status, A_BOLD);
-    else if (ch->typing[0] && wall_ms() < ch->typing_until)
+    else if (ch->typing[0] && msv_wall_ms() < ch->typing_until)
         put(LINES - 2, 0, COLS, ch->typing, A_DIM);
     else if (ch->scroll > 0)
         put(LINES - 2, 0, COLS, "(scrolled up: PgDn to go back)", A_DIM);
@@ -512,7 +507,7 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
 
         snprintf(ch->typing, sizeof(ch->typing), "%s\u2026", notice ? notice : from);
         snprintf(ch->typing_in, sizeof(ch->typing_in), "%s", from);
-        ch->typing_until = wall_ms() + TYPING_SHOW_MS;
+        ch->typing_until = msv_wall_ms() + TYPING_SHOW_MS;
     } else if (strcmp(type, "receipt") == 0 || strcmp(type, "edit") == 0 ||
                strcmp(type, "changed") == 0) {
         ch->reload = 1;
@@ -832,9 +827,9 @@ static void typed(struct chat *ch)
 {
     /* the other side learns that a reply is coming, at most every few seconds */
     if (ch->current[0] == '\0' || ch->compose[0] == L'/' || ch->c->conn == NULL ||
-        wall_ms() - ch->typing_sent_at < TYPING_SEND_MS)
+        msv_wall_ms() - ch->typing_sent_at < TYPING_SEND_MS)
         return;
-    ch->typing_sent_at = wall_ms();
+    ch->typing_sent_at = msv_wall_ms();
     if (msv_client_typing(ch->c, ch->current) == MSV_OK)
         owner_pump(ch->ow);
 }

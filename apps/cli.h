@@ -38,8 +38,6 @@ extern FILE *cli_out, *cli_err;
 int cli_parse_args(int argc, char **argv, struct cli *o, const char **command);
 /* The account's handle and directory as o names it; 0, or an exit status after saying why. */
 int cli_account(const struct cli *o, char *handle, size_t handle_len, char *dir, size_t dir_len);
-/* Opens the account o names. 0, or an exit status after saying why. */
-int cli_open_account(const struct cli *o, struct msv_client **c);
 /* 1 for a command that works on an open account (everything but register, link, restore). */
 int cli_account_command(const char *command);
 /* Runs an account command on c; its exit status. */

@@ -290,16 +290,12 @@ int cli_account(const struct cli *o, char *handle, size_t handle_len, char *dir,
     return 0;
 }
 
-/* Opens the account named by --account / MISSIVE_ACCOUNT. */
-int cli_open_account(const struct cli *o, struct msv_client **c)
+/* Opens the account directory dir (its keys sealed by the passphrase o names). */
+static int open_dir(const struct cli *o, const char *dir, struct msv_client **c)
 {
-    char handle[300], dir[1100], *pass;
+    char *pass = secret(o->passphrase_file, "MISSIVE_PASSPHRASE");
     msv_err err;
-    int rc = cli_account(o, handle, sizeof(handle), dir, sizeof(dir));
 
-    if (rc != 0)
-        return rc;
-    pass = secret(o->passphrase_file, "MISSIVE_PASSPHRASE");
     err = msv_client_open(dir, pass, c);
     free_secret(pass);
     if (err == MSV_ERR_AUTH) {
@@ -311,6 +307,15 @@ int cli_open_account(const struct cli *o, struct msv_client **c)
     (*c)->on_key_change = cli_key_change_warning;
     (*c)->on_unreachable = cli_unreachable_warning;
     return 0;
+}
+
+/* Opens the account named by --account / MISSIVE_ACCOUNT. */
+static int open_account(const struct cli *o, struct msv_client **c)
+{
+    char handle[300], dir[1100];
+    int rc = cli_account(o, handle, sizeof(handle), dir, sizeof(dir));
+
+    return rc != 0 ? rc : open_dir(o, dir, c);
 }
 
 /*
@@ -446,7 +451,7 @@ static int cmd_register(const struct cli *o)
         struct cli with_account = *o;
 
         with_account.account = o->argv[0];
-        rc = cli_open_account(&with_account, &c);
+        rc = open_account(&with_account, &c);
     }
     if (rc == 0) {
         err = msv_client_register_finish(c, o->code, pw);
@@ -1599,12 +1604,7 @@ int main(int argc, char **argv)
                 handle, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
         return EXIT_ERR;
     }
-    {
-        struct cli with_account = o;
-
-        with_account.account = handle;
-        rc = cli_open_account(&with_account, &c);
-    }
+    rc = open_dir(&o, dir, &c);
     if (rc != 0)
         return rc;
     if (strcmp(command, "daemon") == 0)
