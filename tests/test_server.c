@@ -12,7 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1060,15 +1065,181 @@ static void test_slow_authentication(void **state)
     test_server_cleanup(&s);
 }
 
-/* Sets missived's limit on the size of the files it writes (soft limit; RLIM_INFINITY lifts it). */
-static void limit_file_size(struct test_server *s, rlim_t bytes)
+/* A plain TCP connection to the server's TLS port (no handshake). */
+static int raw_connect(struct test_server *s)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(s->port)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(fd >= 0);
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    return fd;
+}
+
+/* 1 if the server has closed fd (end of stream or reset), 0 if it is open after wait_ms. */
+static int raw_is_closed(int fd, int wait_ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    char b[256];
+
+    while (poll(&p, 1, wait_ms) == 1) {
+        ssize_t n = recv(fd, b, sizeof(b), MSG_DONTWAIT);
+
+        if (n <= 0)
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * Slowloris in the TLS handshake: a ClientHello trickled a byte at a time
+ * never reaches the frame reader, and each byte would restart the read
+ * timeout. The connection is closed auth_timeout_s after it was accepted.
+ */
+static void test_tls_handshake_deadline(void **state)
+{
+    static const uint8_t hello_start[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc,
+                                          0x03, 0x03, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06,
+                                          0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f};
+    struct test_server s;
+    struct test_device a1;
+    int64_t t0;
+    int fd, closed = 0;
+
+    (void)state;
+    test_server_init(&s, "[server]\nauth_timeout_s = 2\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    fd = raw_connect(&s);
+    t0 = wall_ms();
+    /* one byte every 200 ms: well inside any idle timeout, never a whole ClientHello */
+    for (size_t i = 0; i < sizeof(hello_start) && !closed; i++) {
+        if (send(fd, &hello_start[i], 1, MSG_NOSIGNAL) != 1)
+            closed = 1;
+        else
+            closed = raw_is_closed(fd, 200);
+    }
+    if (!closed)
+        closed = raw_is_closed(fd, 0);
+    assert_true(closed);
+    /* closed at the deadline, not at some later timeout */
+    assert_true(wall_ms() - t0 < 4000);
+    close(fd);
+    assert_true(metric(&s, "auth_timeouts_total") >= 1);
+    /* an authenticated device is not bound by it */
+    sleep(3);
+    expect_served(&a1, "alice@example.org");
+    test_device_free(&a1);
+    test_server_cleanup(&s);
+}
+
+/* Clock ticks of CPU time the process has used (user and system). */
+static unsigned long long cpu_ticks(pid_t pid)
+{
+    char path[64], buf[1024], *p;
+    unsigned long long user = 0, sys = 0;
+    FILE *f;
+    size_t n;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    p = strrchr(buf, ')'); /* the command name may hold spaces */
+    assert_non_null(p);
+    /* after ") ": state, then fields 4..13, then utime (14) and stime (15) */
+    assert_int_equal(
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &user, &sys), 2);
+    return user + sys;
+}
+
+static unsigned open_files(pid_t pid)
+{
+    char path[64];
+    unsigned n = 0;
+    DIR *d;
+
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    d = opendir(path);
+    assert_non_null(d);
+    while (readdir(d) != NULL)
+        n++;
+    closedir(d);
+    return n - 2; /* . and .. */
+}
+
+/* Sets one of missived's soft resource limits (RLIM_INFINITY lifts it). */
+static void set_soft_limit(struct test_server *s, __rlimit_resource_t resource, rlim_t value)
 {
     struct rlimit now, want;
 
-    assert_int_equal(prlimit(s->pid, RLIMIT_FSIZE, NULL, &now), 0);
-    want.rlim_cur = bytes;
+    assert_int_equal(prlimit(s->pid, resource, NULL, &now), 0);
+    want.rlim_cur = value;
     want.rlim_max = now.rlim_max;
-    assert_int_equal(prlimit(s->pid, RLIMIT_FSIZE, &want, NULL), 0);
+    assert_int_equal(prlimit(s->pid, resource, &want, NULL), 0);
+}
+
+/*
+ * Out of descriptors: accept() fails with EMFILE while connections wait in
+ * the backlog. The server rests instead of retrying at once (no spinning, a
+ * log line per interval, counted), and serves again when descriptors return.
+ */
+static void test_accept_out_of_descriptors(void **state)
+{
+    struct test_server s;
+    struct test_device a1;
+    rlim_t saved;
+    struct rlimit now;
+    int fds[8];
+    unsigned long long t0, used;
+    off_t log0, grown;
+    struct stat st;
+
+    (void)state;
+    test_server_init(&s, "[server]\naccept_pause_ms = 100\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    assert_int_equal(prlimit(s.pid, RLIMIT_NOFILE, NULL, &now), 0);
+    saved = now.rlim_cur;
+    set_soft_limit(&s, RLIMIT_NOFILE, open_files(s.pid) + 1);
+    for (size_t i = 0; i < 8; i++)
+        fds[i] = raw_connect(&s); /* the kernel completes them; missived has room for one */
+    usleep(300 * 1000);
+    assert_int_equal(stat(s.log, &st), 0);
+    log0 = st.st_size;
+    t0 = cpu_ticks(s.pid);
+    sleep(2);
+    used = cpu_ticks(s.pid) - t0;
+    assert_int_equal(stat(s.log, &st), 0);
+    grown = st.st_size - log0;
+    /* retrying accept() at once would take a core and write a line each time */
+    if (used * 100 > 2ull * (unsigned long long)sysconf(_SC_CLK_TCK) * 25)
+        fail_msg("missived used %llu ticks of CPU in 2 s while out of descriptors", used);
+    assert_true(grown < 2048);
+    /* descriptors come back: the waiting connections and new ones are served */
+    set_soft_limit(&s, RLIMIT_NOFILE, saved);
+    for (size_t i = 0; i < 8; i++)
+        close(fds[i]);
+    assert_true(metric(&s, "accept_paused_total") >= 1);
+    {
+        struct test_device b1;
+
+        test_register(&s, "bob@example.org", &b1);
+        expect_served(&b1, "alice@example.org");
+        test_device_free(&b1);
+    }
+    expect_served(&a1, "alice@example.org");
+    test_device_free(&a1);
+    test_server_cleanup(&s);
+}
+
+/* Sets missived's limit on the size of the files it writes (soft limit; RLIM_INFINITY lifts it). */
+static void limit_file_size(struct test_server *s, rlim_t bytes)
+{
+    set_soft_limit(s, RLIMIT_FSIZE, bytes);
 }
 
 static off_t file_size(const char *dir, const char *name)
@@ -1674,6 +1845,8 @@ int main(void)
         cmocka_unit_test(test_bad_input_catalogue),
         cmocka_unit_test(test_connection_flood),
         cmocka_unit_test(test_slow_authentication),
+        cmocka_unit_test(test_tls_handshake_deadline),
+        cmocka_unit_test(test_accept_out_of_descriptors),
         cmocka_unit_test(test_transparency),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_io_errors),

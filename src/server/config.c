@@ -35,6 +35,8 @@ static const struct option_def options[] = {
     {"server", "idle_timeout_s", OPT_U32, F(idle_timeout_s), 5, 86400},
     {"server", "max_connections_per_address", OPT_U32, F(max_conns_per_address), 1, 10000000},
     {"server", "frame_max", OPT_U64, F(frame_max), 4096, 16777215},
+    {"server", "auth_timeout_s", OPT_U32, F(auth_timeout_s), 1, 3600},
+    {"server", "accept_pause_ms", OPT_U32, F(accept_pause_ms), 1, 60000},
     {"store", "backend", OPT_STR, F(store_backend), 0, 0},
     {"store", "postgres", OPT_STR, F(postgres), 0, 0},
     {"store", "connections", OPT_U32, F(store_connections), 1, 256},
@@ -98,6 +100,8 @@ void msv_config_defaults(struct msv_config *c)
     c->idle_timeout_s = 600;
     c->max_conns_per_address = 256;
     c->frame_max = 1u << 20;
+    c->auth_timeout_s = 15;
+    c->accept_pause_ms = 200;
     c->payload_limit = 16 * 1024;
     c->queue_ttl_ms = 30ull * 86400 * 1000;
     c->delivery_window = 64;

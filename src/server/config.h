@@ -48,6 +48,8 @@ struct msv_config {
     uint64_t expiry_interval_ms;
     unsigned idle_timeout_s;
     unsigned max_conns_per_address; /* open connections from one address (IPv6: /64) */
+    unsigned auth_timeout_s;        /* from accept to authentication (TLS handshake included) */
+    unsigned accept_pause_ms;       /* accepting rests this long when descriptors run out */
     char clock_file[1024];          /* tests only: the current time in ms is read from this file */
 };
 

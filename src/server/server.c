@@ -23,10 +23,10 @@
 #include "server/notify.h"
 #include "server/tls.h"
 
-#define HANDSHAKE_TIMEOUT_S 15
-#define OUTPUT_HIGH (256u * 1024u) /* stop pushing deliveries above this much unsent output */
-#define OUTPUT_MAX (1u << 20)      /* stop reading requests above this: answers must drain first */
-#define DIRCACHE_ENTRIES 100000    /* handles whose devices sends are checked against */
+#define ACCEPT_LOG_INTERVAL_MS 10000 /* accept failures are logged at most this often */
+#define OUTPUT_HIGH (256u * 1024u)   /* stop pushing deliveries above this much unsent output */
+#define OUTPUT_MAX (1u << 20)   /* stop reading requests above this: answers must drain first */
+#define DIRCACHE_ENTRIES 100000 /* handles whose devices sends are checked against */
 
 int64_t msv_server_now_ms(struct msv_server *s)
 {
@@ -124,6 +124,8 @@ static void conn_free(struct msv_conn_state *c)
         w->conns = c->next;
     if (c->next != NULL)
         c->next->prev = c->prev;
+    if (c->auth_deadline != NULL)
+        event_free(c->auth_deadline);
     bufferevent_free(c->bev);
     free(c->handle);
     free(c);
@@ -191,7 +193,7 @@ static void conn_read(struct bufferevent *bev, void *arg)
 
     /* the read timeout ends a silent connection; this one ends a slow one (slowloris) */
     if (c->device_id == 0 &&
-        msv_server_now_ms(s) - c->accepted_ms > (int64_t)HANDSHAKE_TIMEOUT_S * 1000) {
+        msv_server_now_ms(s) - c->accepted_ms > (int64_t)s->cfg.auth_timeout_s * 1000) {
         msv_log(MSV_LOG_INFO, "auth_timeout", "peer=%s", c->peer);
         evbuffer_drain(in, evbuffer_get_length(in));
         msv_conn_close_soon(c);
@@ -282,6 +284,24 @@ static uint64_t address_key(const struct sockaddr *sa, char *text, size_t text_l
     return k ? k : 1;
 }
 
+/*
+ * auth_timeout_s after accept, a connection that has not authenticated ends,
+ * wherever it is: a TLS handshake trickled a byte at a time never reaches
+ * conn_read, and each byte would restart the read timeout (slowloris).
+ */
+static void on_auth_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct msv_conn_state *c = arg;
+
+    (void)fd;
+    (void)what;
+    if (c->device_id != 0)
+        return;
+    atomic_fetch_add(&c->w->srv->m.auth_timeouts, 1);
+    msv_log(MSV_LOG_INFO, "auth_timeout", "peer=%s", c->peer);
+    conn_free(c);
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
                       void *arg)
 {
@@ -289,7 +309,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     struct msv_server *s = w->srv;
     struct msv_conn_state *c = calloc(1, sizeof(*c));
     SSL *ssl = SSL_new(s->tls);
-    struct timeval handshake = {HANDSHAKE_TIMEOUT_S, 0};
+    struct timeval handshake = {(time_t)s->cfg.auth_timeout_s, 0};
 
     (void)l;
     (void)len;
@@ -315,10 +335,17 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
     c->bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                             BEV_OPT_CLOSE_ON_FREE);
-    if (c->bev == NULL) {
+    c->auth_deadline = evtimer_new(w->base, on_auth_deadline, c);
+    if (c->bev == NULL || c->auth_deadline == NULL || evtimer_add(c->auth_deadline, &handshake)) {
         count_address(s, c->peer_key, -1);
-        SSL_free(ssl);
-        evutil_closesocket(fd);
+        if (c->auth_deadline != NULL)
+            event_free(c->auth_deadline);
+        if (c->bev != NULL) {
+            bufferevent_free(c->bev); /* closes fd and frees ssl */
+        } else {
+            SSL_free(ssl);
+            evutil_closesocket(fd);
+        }
         free(c);
         return;
     }
@@ -335,6 +362,45 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     w->conns = c;
     atomic_fetch_add(&s->m.connections_open, 1);
     atomic_fetch_add(&s->m.connections_total, 1);
+}
+
+/*
+ * accept() failed with something other than "try again" (EMFILE, ENFILE,
+ * ENOBUFS...): the listening socket stays readable, so accepting again at
+ * once would spin. Accepting rests for accept_pause_ms while connections
+ * close and descriptors come back; the log gets one line per interval.
+ */
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    struct msv_worker *w = arg;
+    struct msv_server *s = w->srv;
+    int err = EVUTIL_SOCKET_ERROR();
+    int64_t now = msv_server_now_ms(s);
+    struct timeval pause = {(time_t)(s->cfg.accept_pause_ms / 1000),
+                            (suseconds_t)(s->cfg.accept_pause_ms % 1000) * 1000};
+
+    evconnlistener_disable(l);
+    if (evtimer_add(w->accept_resume, &pause) != 0)
+        evconnlistener_enable(l); /* cannot happen: the timer was made with the worker */
+    atomic_fetch_add(&s->m.accept_paused, 1);
+    w->accept_unlogged++;
+    if (w->accept_logged_ms == 0 || now - w->accept_logged_ms >= ACCEPT_LOG_INTERVAL_MS) {
+        msv_log(MSV_LOG_ERROR, "accept_paused", "worker=%u reason=\"%s\" pauses=%llu pause_ms=%u",
+                w->index, strerror(err), (unsigned long long)w->accept_unlogged,
+                s->cfg.accept_pause_ms);
+        w->accept_logged_ms = now;
+        w->accept_unlogged = 0;
+    }
+}
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct msv_worker *w = arg;
+
+    (void)fd;
+    (void)what;
+    if (w->listener != NULL && !atomic_load(&w->srv->stopping))
+        evconnlistener_enable(w->listener);
 }
 
 /* ---- delivery ------------------------------------------------------------------------- */
@@ -923,12 +989,15 @@ static msv_err worker_init(struct msv_server *s, struct msv_worker *w, unsigned 
     w->wake_ev = event_new(w->base, -1, EV_PERSIST, on_wake, w);
     w->commit_ev = event_new(w->base, -1, EV_PERSIST, on_commit, w);
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
+    w->accept_resume = evtimer_new(w->base, on_accept_resume, w);
     w->listener = evconnlistener_new(w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE, -1, fd);
-    if (w->wake_ev == NULL || w->commit_ev == NULL || w->stop_ev == NULL || w->listener == NULL) {
+    if (w->wake_ev == NULL || w->commit_ev == NULL || w->stop_ev == NULL || w->listener == NULL ||
+        w->accept_resume == NULL) {
         if (w->listener == NULL)
             close(fd);
         return MSV_ERR_NOMEM;
     }
+    evconnlistener_set_error_cb(w->listener, on_accept_error);
     return MSV_OK;
 }
 
@@ -1129,6 +1198,8 @@ void msv_server_free(struct msv_server *s)
             event_free(w->commit_ev);
         if (w->stop_ev != NULL)
             event_free(w->stop_ev);
+        if (w->accept_resume != NULL)
+            event_free(w->accept_resume);
         if (i == 0) {
             if (s->sig_term)
                 event_free(s->sig_term);

@@ -34,8 +34,9 @@ struct msv_conn_state {
     struct msv_worker *w;
     struct bufferevent *bev;
     char peer[64];
-    uint64_t peer_key;   /* rate-limit key of the peer address */
-    int64_t accepted_ms; /* authentication must follow within HANDSHAKE_TIMEOUT_S */
+    uint64_t peer_key;           /* rate-limit key of the peer address */
+    int64_t accepted_ms;         /* authentication must follow within auth_timeout_s */
+    struct event *auth_deadline; /* fires auth_timeout_s after accept, handshake or not */
     uint8_t nonce[32];
     int challenged;
     uint64_t device_id; /* 0 until authenticated */
@@ -78,6 +79,9 @@ struct msv_worker {
     pthread_t thread;
     struct event_base *base;
     struct evconnlistener *listener;
+    struct event *accept_resume; /* accepting paused after accept() failed; this resumes it */
+    int64_t accept_logged_ms;    /* the last accept_paused log line, one per interval */
+    uint64_t accept_unlogged;    /* pauses since then */
     struct event *wake_ev;
     struct event *commit_ev;
     struct event *stop_ev;
@@ -97,7 +101,7 @@ struct msv_metrics {
         envelopes_acked;
     _Atomic uint64_t envelopes_expired, commit_batches, commit_failures, rate_limited;
     _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired, reads_paused;
-    _Atomic uint64_t connections_refused;
+    _Atomic uint64_t connections_refused, auth_timeouts, accept_paused;
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects;
 };
 
