@@ -1810,6 +1810,56 @@ static void test_suites_per_device(void **state)
     test_server_cleanup(&s);
 }
 
+/* An unauthenticated LogRead of up to count leaves from start. */
+static msv_frame *log_read(struct msv_conn *c, uint64_t start, uint32_t count)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__LogRead q = MSV__WIRE__LOG_READ__INIT;
+
+    q.start = start;
+    q.count = count;
+    req.body_case = MSV__WIRE__FRAME__BODY_LOG_READ;
+    req.log_read = &q;
+    return test_request(c, &req);
+}
+
+/*
+ * Every leaf of the log names a handle: reading it without an account is
+ * limited by leaves, not by requests, so the directory cannot be listed
+ * faster than log_read_rate. A short bucket answers with what it holds.
+ */
+static void test_log_read_rate(void **state)
+{
+    struct test_server s;
+    struct test_device d[7];
+    struct msv_conn *anon;
+    msv_frame *r;
+    char handle[64];
+
+    (void)state;
+    test_server_init(&s, "[directory]\nlog_read_rate = 0.01\nlog_read_burst = 5\n"
+                         "[accounts]\nregister_burst = 20\n");
+    test_server_start(&s);
+    for (size_t i = 0; i < 7; i++) {
+        snprintf(handle, sizeof(handle), "user%zu@example.org", i);
+        test_register(&s, handle, &d[i]);
+    }
+    anon = test_connect(&s);
+    /* 256 asked, 5 tokens: 5 leaves, each one handle */
+    r = log_read(anon, 0, 256);
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_LOG_ENTRIES);
+    assert_int_equal(r->log_entries->head->size, 7);
+    assert_int_equal(r->log_entries->n_entries, 5);
+    msv_frame_free(r);
+    /* the bucket is empty: the rest of the directory waits */
+    r = log_read(anon, 5, 256);
+    expect_error(r, MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    msv_conn_close(anon);
+    for (size_t i = 0; i < 7; i++)
+        test_device_free(&d[i]);
+    test_server_cleanup(&s);
+}
+
 static void test_health_and_metrics(void **state)
 {
     struct test_server s;
@@ -1852,6 +1902,7 @@ int main(void)
         cmocka_unit_test(test_io_errors),
         cmocka_unit_test(test_prekeys_and_sealed_sender),
         cmocka_unit_test(test_suites_per_device),
+        cmocka_unit_test(test_log_read_rate),
         cmocka_unit_test(test_health_and_metrics),
     };
 

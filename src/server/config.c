@@ -54,6 +54,8 @@ static const struct option_def options[] = {
     {"blobs", "ttl_days", OPT_MS_DAYS, F(blob_ttl_ms), 1, 365},
     {"directory", "lookup_rate", OPT_DOUBLE, F(lookup_rate), 0.01, 1e6},
     {"directory", "lookup_burst", OPT_DOUBLE, F(lookup_burst), 1, 1e6},
+    {"directory", "log_read_rate", OPT_DOUBLE, F(log_read_rate), 0.01, 1e6},
+    {"directory", "log_read_burst", OPT_DOUBLE, F(log_read_burst), 1, 1e7},
     {"accounts", "register_rate", OPT_DOUBLE, F(register_rate), 0.001, 1e6},
     {"accounts", "register_burst", OPT_DOUBLE, F(register_burst), 1, 1e6},
     {"accounts", "verification", OPT_STR, F(verification), 0, 0},
@@ -110,6 +112,8 @@ void msv_config_defaults(struct msv_config *c)
     c->blob_ttl_ms = 30ull * 86400 * 1000;
     c->lookup_rate = 10;
     c->lookup_burst = 200;
+    c->log_read_rate = 50;
+    c->log_read_burst = 5000;
     c->register_rate = 0.2;
     c->register_burst = 10;
     c->sealed_rate = 50;

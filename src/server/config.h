@@ -32,6 +32,8 @@ struct msv_config {
     uint64_t blob_ttl_ms;
     double lookup_rate; /* handles per second per account */
     double lookup_burst;
+    double log_read_rate; /* log leaves per second per account (per address without one) */
+    double log_read_burst;
     double register_rate; /* registration and password attempts per second per address */
     double register_burst;
     double sealed_rate; /* sealed sends per second per address */

@@ -740,30 +740,41 @@ out:
 }
 
 /*
- * The log itself, for auditors and monitors: no authentication, but the
- * lookup limit (per account, or per address without one).
+ * The log itself, for auditors and monitors: no authentication, but its own
+ * limit counting leaves (per account, or per address without one), since
+ * every leaf names a handle. An asker with fewer tokens than leaves asked
+ * for gets that many leaves and pages on; one with none is refused. A read
+ * of the head alone costs one token; unused tokens go back.
  */
 static void handle_log_read(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
     Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
     Msv__Wire__LogEntries resp = MSV__WIRE__LOG_ENTRIES__INIT;
+    Msv__Wire__LogRead q = *f->log_read;
     struct msv_kt_answer *answer = NULL;
     uint64_t key = c->account_id != 0 ? c->account_id : c->peer_key | (UINT64_C(1) << 63);
+    long want = q.count == 0 ? 1 : q.count < MSV_KT_READ_MAX ? (long)q.count : MSV_KT_READ_MAX;
+    size_t granted = msv_server_take_upto(s, MSV_LIMIT_LOG, key, want);
 
-    if (!msv_server_take_token(s, MSV_LIMIT_LOOKUP, key, 1.0)) {
+    if (granted == 0) {
         msv_conn_send_error(c, f->request_id, E_RATE, "too many log reads; slow down");
         return;
     }
-    if (msv_kt_read(&s->kt, s->store, msv_server_now_ms(s), f->log_read, &resp, &answer) !=
-        MSV_OK) {
+    if (q.count > granted)
+        q.count = (uint32_t)granted;
+    if (msv_kt_read(&s->kt, s->store, msv_server_now_ms(s), &q, &resp, &answer) != MSV_OK) {
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        resp.n_entries = 0;
     } else {
         out.request_id = f->request_id;
         out.body_case = MSV__WIRE__FRAME__BODY_LOG_ENTRIES;
         out.log_entries = &resp;
         msv_conn_send_frame(c, &out);
     }
+    if (granted > (resp.n_entries ? resp.n_entries : 1))
+        (void)msv_server_take_upto(s, MSV_LIMIT_LOG, key,
+                                   -(long)(granted - (resp.n_entries ? resp.n_entries : 1)));
     msv_kt_answer_free(answer);
 }
 

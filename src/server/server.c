@@ -753,6 +753,10 @@ static void limit_rate(const struct msv_config *c, enum msv_limit limit, double 
         *rate = c->register_rate;
         *burst = c->register_burst;
         break;
+    case MSV_LIMIT_LOG:
+        *rate = c->log_read_rate;
+        *burst = c->log_read_burst;
+        break;
     default:
         *rate = c->sealed_rate;
         *burst = c->sealed_burst;
@@ -760,13 +764,18 @@ static void limit_rate(const struct msv_config *c, enum msv_limit limit, double 
     }
 }
 
-int msv_server_take_token(struct msv_server *s, enum msv_limit limit, uint64_t key, double cost)
+/*
+ * Refills key's bucket of limit and takes from it: cost when it holds that
+ * much (or, with partial, as many whole tokens as it holds up to cost); a
+ * negative cost gives tokens back. Returns what was taken.
+ */
+static double take_tokens(struct msv_server *s, enum msv_limit limit, uint64_t key, double cost,
+                          int partial)
 {
     int64_t now = msv_server_now_ms(s);
     struct msv_u64map *map;
     struct msv_bucket *b;
-    double rate, burst;
-    int ok = 0;
+    double rate, burst, taken = 0;
 
     /* the rates are read under the lock that SIGHUP's reload writes them under */
     pthread_mutex_lock(&s->limits_lock);
@@ -786,15 +795,30 @@ int msv_server_take_token(struct msv_server *s, enum msv_limit limit, uint64_t k
         if (b->tokens > burst)
             b->tokens = burst;
         b->updated_ms = now;
-        if (b->tokens >= cost) {
-            b->tokens -= cost;
-            ok = 1;
-        }
+        if (b->tokens >= cost)
+            taken = cost;
+        else if (partial)
+            taken = b->tokens >= 1 ? (double)(long)b->tokens : 0;
+        b->tokens -= taken;
+        if (b->tokens > burst)
+            b->tokens = burst;
     }
     pthread_mutex_unlock(&s->limits_lock);
-    if (!ok)
+    if (cost > 0 && taken <= 0)
         atomic_fetch_add(&s->m.rate_limited, 1);
-    return ok;
+    return taken;
+}
+
+int msv_server_take_token(struct msv_server *s, enum msv_limit limit, uint64_t key, double cost)
+{
+    return take_tokens(s, limit, key, cost, 0) > 0 || cost <= 0;
+}
+
+size_t msv_server_take_upto(struct msv_server *s, enum msv_limit limit, uint64_t key, long want)
+{
+    double taken = take_tokens(s, limit, key, (double)want, 1);
+
+    return taken > 0 ? (size_t)taken : 0;
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
@@ -899,6 +923,8 @@ static void reload(struct msv_server *s)
     s->cfg.register_burst = c.register_burst;
     s->cfg.sealed_rate = c.sealed_rate;
     s->cfg.sealed_burst = c.sealed_burst;
+    s->cfg.log_read_rate = c.log_read_rate;
+    s->cfg.log_read_burst = c.log_read_burst;
     pthread_mutex_unlock(&s->limits_lock);
     atomic_fetch_add(&s->suspension_gen, 1);
     msv_log(MSV_LOG_INFO, "reloaded", "payload_limit=%llu", (unsigned long long)c.payload_limit);

@@ -110,8 +110,14 @@ struct msv_bucket {
     int64_t updated_ms;
 };
 
-/* Keys: LOOKUP an account id; REGISTER and SEALED an address key. */
-enum msv_limit { MSV_LIMIT_LOOKUP, MSV_LIMIT_REGISTER, MSV_LIMIT_SEALED, MSV_LIMIT_COUNT };
+/* Keys: LOOKUP an account id; REGISTER and SEALED an address key; LOG either. */
+enum msv_limit {
+    MSV_LIMIT_LOOKUP,
+    MSV_LIMIT_REGISTER,
+    MSV_LIMIT_SEALED,
+    MSV_LIMIT_LOG,
+    MSV_LIMIT_COUNT
+};
 
 struct msv_server {
     struct msv_config cfg;
@@ -191,6 +197,11 @@ void msv_conn_pump(struct msv_conn_state *c);
 void msv_conn_close_soon(struct msv_conn_state *c);
 /* Takes cost tokens from key's bucket of that limit; 0 if there are not enough. */
 int msv_server_take_token(struct msv_server *s, enum msv_limit limit, uint64_t key, double cost);
+/*
+ * Takes as many whole tokens as key's bucket holds, up to want; returns how
+ * many (0: none, counted as rate-limited). A negative want gives -want back.
+ */
+size_t msv_server_take_upto(struct msv_server *s, enum msv_limit limit, uint64_t key, long want);
 /* Queues a send for the worker's next group commit (takes ownership of p). */
 void msv_worker_queue_send(struct msv_worker *w, struct msv_pending_send *p);
 void msv_pending_send_free(struct msv_pending_send *p);
