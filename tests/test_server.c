@@ -1860,6 +1860,100 @@ static void test_log_read_rate(void **state)
     test_server_cleanup(&s);
 }
 
+/* n lookups of the same handle in one request. */
+static msv_frame *lookup_many(struct msv_conn *c, const char *handle, size_t n)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__LookupRequest q = MSV__WIRE__LOOKUP_REQUEST__INIT;
+    ProtobufCBinaryData h[256];
+
+    assert_true(n <= 256);
+    for (size_t i = 0; i < n; i++)
+        h[i] = (ProtobufCBinaryData){strlen(handle), (uint8_t *)handle};
+    q.n_handles = n;
+    q.handles = h;
+    req.body_case = MSV__WIRE__FRAME__BODY_LOOKUP;
+    req.lookup = &q;
+    return test_request(c, &req);
+}
+
+/*
+ * One account of 64 devices with 3072-bit identities: its log leaves add up
+ * to more than a frame. LogRead answers every page, bounded by bytes, and the
+ * whole log is read by paging; a lookup of the account is answered; a lookup
+ * whose answer cannot fit in a frame is refused with ERROR_TOO_BIG instead of
+ * going unanswered; identities over identity_max are refused.
+ */
+static void test_big_account_answers(void **state)
+{
+    struct test_server s;
+    struct test_device a1;
+    struct msv_identity *big = NULL;
+    struct msv_refusal why = {0};
+    struct msv_conn *c, *anon;
+    uint64_t next = 0, size = 0, dev = 0;
+    size_t pages = 0;
+    msv_frame *r;
+
+    (void)state;
+    test_server_init(&s, "[accounts]\nregister_burst = 200\nargon2_memlimit_kib = 8\n"
+                         "argon2_opslimit = 1\n[directory]\nlookup_burst = 1000\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    assert_int_equal(msv_identity_generate_suites(MSV_SUITE_CLASSIC,
+                                                  MSV_SUITE_BIT(MSV_SUITE_ECIES) |
+                                                      MSV_SUITE_BIT(MSV_SUITE_MODERN),
+                                                  3072, &big),
+                     MSV_OK);
+    c = test_connect(&s);
+    for (int i = 1; i < 64; i++) {
+        if (msv_request_add_device(c, "alice@example.org", TEST_PASSWORD, big, "token",
+                                   TEST_TIMEOUT_MS, &dev, &why) != MSV_OK)
+            fail_msg("adding device %d: %s", i, why.message);
+        expect_ok(test_approve(&a1, dev));
+    }
+    /* the log, read from the start without an account, page by page */
+    anon = test_connect(&s);
+    do {
+        r = log_read(anon, next, 256);
+        assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_LOG_ENTRIES);
+        size = r->log_entries->head->size;
+        assert_true(r->log_entries->n_entries > 0);
+        next += r->log_entries->n_entries;
+        pages++;
+        msv_frame_free(r);
+    } while (next < size);
+    assert_int_equal(next, size);
+    assert_true(size >= 64);
+    assert_true(pages > 1); /* more than a frame's worth */
+    /* the account itself fits in an answer */
+    r = lookup(a1.conn, "alice@example.org");
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_LOOKUP_RESULT);
+    assert_int_equal(r->lookup_result->results[0]->n_devices, 64);
+    msv_frame_free(r);
+    /* 256 times over it does not: refused in words, and the connection goes on */
+    expect_error(lookup_many(a1.conn, "alice@example.org", 256),
+                 MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
+    assert_true(metric(&s, "answers_too_big_total") >= 1);
+    sync_conn(&a1);
+    msv_conn_close(anon);
+    msv_conn_close(c);
+    /* an identity over identity_max is refused, nothing added */
+    test_server_stop(&s);
+    snprintf(s.extra + strlen(s.extra), sizeof(s.extra) - strlen(s.extra),
+             "[accounts]\nidentity_max = 512\n");
+    test_server_start(&s);
+    c = test_connect(&s);
+    assert_int_not_equal(msv_request_add_device(c, "alice@example.org", TEST_PASSWORD, big, "token",
+                                                TEST_TIMEOUT_MS, &dev, &why),
+                         MSV_OK);
+    assert_int_equal(why.code, MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
+    msv_conn_close(c);
+    msv_identity_free(big);
+    test_device_free(&a1);
+    test_server_cleanup(&s);
+}
+
 static void test_health_and_metrics(void **state)
 {
     struct test_server s;
@@ -1903,6 +1997,7 @@ int main(void)
         cmocka_unit_test(test_prekeys_and_sealed_sender),
         cmocka_unit_test(test_suites_per_device),
         cmocka_unit_test(test_log_read_rate),
+        cmocka_unit_test(test_big_account_answers),
         cmocka_unit_test(test_health_and_metrics),
     };
 

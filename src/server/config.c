@@ -5,6 +5,7 @@
  */
 #include "server/config.h"
 
+#include "missive/kt.h"
 #include "missive/util.h"
 #include "store/store.h"
 
@@ -58,6 +59,7 @@ static const struct option_def options[] = {
     {"directory", "log_read_burst", OPT_DOUBLE, F(log_read_burst), 1, 1e7},
     {"accounts", "register_rate", OPT_DOUBLE, F(register_rate), 0.001, 1e6},
     {"accounts", "register_burst", OPT_DOUBLE, F(register_burst), 1, 1e6},
+    {"accounts", "identity_max", OPT_U32, F(identity_max), 256, 16384},
     {"accounts", "verification", OPT_STR, F(verification), 0, 0},
     {"accounts", "verification_hook", OPT_STR, F(verification_hook), 0, 0},
     {"accounts", "argon2_memlimit_kib", OPT_U64, F(argon2_memlimit), 8, 4194304},
@@ -116,6 +118,7 @@ void msv_config_defaults(struct msv_config *c)
     c->log_read_burst = 5000;
     c->register_rate = 0.2;
     c->register_burst = 10;
+    c->identity_max = 2048;
     c->sealed_rate = 50;
     c->sealed_burst = 1000;
     snprintf(c->verification, sizeof(c->verification), "dev");
@@ -288,6 +291,14 @@ static int check(const struct msv_config *c, char *err, size_t err_len)
     }
     if (c->payload_limit + 1024 > c->frame_max) {
         snprintf(err, err_len, "[relay] payload_limit must be at least 1 KiB below frame_max");
+        return -1;
+    }
+    /* a lookup of one handle carries its devices twice (listed, and in the leaf) */
+    if (2ull * MSV_KT_DEVICES_MAX * (c->identity_max + 64ull) + 16384 > c->frame_max) {
+        snprintf(err, err_len,
+                 "[accounts] identity_max: frame_max must hold an answer about an account of %d "
+                 "devices, 2 x %d x (identity_max + 64) + 16 KiB bytes",
+                 MSV_KT_DEVICES_MAX, MSV_KT_DEVICES_MAX);
         return -1;
     }
     if (c->data_dir[0] == '\0') {

@@ -36,7 +36,8 @@ struct msv_config {
     double log_read_burst;
     double register_rate; /* registration and password attempts per second per address */
     double register_burst;
-    double sealed_rate; /* sealed sends per second per address */
+    unsigned identity_max; /* bytes of a device's public identity */
+    double sealed_rate;    /* sealed sends per second per address */
     double sealed_burst;
     char verification[16]; /* "dev" or "hook" */
     char verification_hook[1024];

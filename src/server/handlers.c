@@ -31,11 +31,19 @@
 #define SEND_HANDLES_MAX 256
 #define SEND_ENVELOPES_MAX 1024
 #define PUSH_TOKEN_MAX 512
-#define IDENTITY_MAX 4096
 #define ONE_TIME_PREKEYS_MAX 200 /* kept per device */
 #define PREKEY_UPLOAD_MAX 100    /* one-time prekeys per upload */
 #define CLAIM_MAX 64             /* devices per claim */
 #define DELIVERY_TOKEN_LEN 16
+
+/*
+ * A LogRead answer's entries fit in a frame the server may send and every
+ * client reads (MSV_FRAME_MAX_DEFAULT), with room for the head, the log key
+ * and a consistency proof of MSV_KT_PROOF_MAX hashes.
+ */
+#define LOG_ENTRIES_BYTES(s)                                                                     \
+    (((s)->cfg.frame_max < MSV_FRAME_MAX_DEFAULT ? (s)->cfg.frame_max : MSV_FRAME_MAX_DEFAULT) - \
+     8192)
 
 #define STORE(s) ((s)->store->ops)
 #define IMPL(s) ((s)->store->impl)
@@ -278,15 +286,23 @@ static void handle_register_start(struct msv_conn_state *c, const msv_frame *f)
     msv_conn_send_ok(c, f->request_id);
 }
 
-/* Checks a NewDevice; returns a message for the client, or NULL if it is fine. */
-static const char *check_new_device(const Msv__Wire__NewDevice *d)
+/*
+ * Checks a NewDevice; returns a message for the client (and its code), or
+ * NULL if it is fine. Identities are bounded so that every answer naming an
+ * account's devices fits in a frame ([accounts] identity_max).
+ */
+static const char *check_new_device(const struct msv_server *s, const Msv__Wire__NewDevice *d,
+                                    int *code)
 {
     struct msv_public_identity *pub = NULL;
 
+    *code = E_INVALID;
     if (d == NULL || d->suite < MSV_SUITE_CLASSIC || d->suite > MSV_SUITE_MODERN)
         return "unknown suite";
-    if (d->identity.len > IDENTITY_MAX || d->push_token.len > PUSH_TOKEN_MAX)
+    if (d->identity.len > s->cfg.identity_max || d->push_token.len > PUSH_TOKEN_MAX) {
+        *code = E_TOO_BIG;
         return "identity or push token too long";
+    }
     if (msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
                                   &pub) != MSV_OK)
         return "not a valid public identity of that suite";
@@ -339,6 +355,7 @@ static void handle_register_finish(struct msv_conn_state *c, const msv_frame *f)
     uint8_t hash[32];
     uint64_t account = 0, device = 0;
     msv_err err;
+    int code_err;
 
     if (!rate_ok(c, f->request_id))
         return;
@@ -349,8 +366,8 @@ static void handle_register_finish(struct msv_conn_state *c, const msv_frame *f)
                             "bytes");
         return;
     }
-    if ((bad = check_new_device(r->device)) != NULL) {
-        msv_conn_send_error(c, f->request_id, E_INVALID, bad);
+    if ((bad = check_new_device(s, r->device, &code_err)) != NULL) {
+        msv_conn_send_error(c, f->request_id, code_err, bad);
         return;
     }
     memcpy(code, r->code.data, 6);
@@ -392,7 +409,7 @@ static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
     const char *bad;
     uint64_t account = 0, device = 0;
     msv_err err;
-    int ok = 0, approved = 1;
+    int ok = 0, approved = 1, code;
 
     if (!rate_ok(c, f->request_id))
         return;
@@ -400,8 +417,8 @@ static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, E_INVALID, "need a valid handle and password");
         return;
     }
-    if ((bad = check_new_device(a->device)) != NULL) {
-        msv_conn_send_error(c, f->request_id, E_INVALID, bad);
+    if ((bad = check_new_device(s, a->device, &code)) != NULL) {
+        msv_conn_send_error(c, f->request_id, code, bad);
         return;
     }
     memcpy(password, a->password.data, a->password.len);
@@ -763,7 +780,8 @@ static void handle_log_read(struct msv_conn_state *c, const msv_frame *f)
     }
     if (q.count > granted)
         q.count = (uint32_t)granted;
-    if (msv_kt_read(&s->kt, s->store, msv_server_now_ms(s), &q, &resp, &answer) != MSV_OK) {
+    if (msv_kt_read(&s->kt, s->store, msv_server_now_ms(s), &q, LOG_ENTRIES_BYTES(s), &resp,
+                    &answer) != MSV_OK) {
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         resp.n_entries = 0;
     } else {

@@ -388,13 +388,14 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
 }
 
 msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
-                    const Msv__Wire__LogRead *q, Msv__Wire__LogEntries *resp,
+                    const Msv__Wire__LogRead *q, size_t max_bytes, Msv__Wire__LogEntries *resp,
                     struct msv_kt_answer **owner)
 {
     struct msv_kt_answer *a = calloc(1, sizeof(*a));
     struct msv_kt_rec *recs = NULL;
     Msv__Wire__LogProof **entries;
-    size_t n = 0, count = q->count < MSV_KT_READ_MAX ? q->count : MSV_KT_READ_MAX;
+    size_t n = 0, kept = 0, bytes = 0;
+    size_t count = q->count < MSV_KT_READ_MAX ? q->count : MSV_KT_READ_MAX;
     msv_err err;
 
     *owner = a;
@@ -410,6 +411,7 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         /* the leaf goes to the answer, which frees it */
         uint8_t *leaf = adopt(a, recs[i].leaf);
+        size_t size;
 
         recs[i].leaf = NULL;
         if (leaf == NULL) {
@@ -419,6 +421,12 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
         recs[i].leaf = leaf;
         err = log_proof(log, a, &recs[i], &entries[i]);
         recs[i].leaf = NULL;
+        /* the entry, its field tag and length (at most 1 + 4 bytes) */
+        size = err == MSV_OK ? msv__wire__log_proof__get_packed_size(entries[i]) + 5 : 0;
+        if (err != MSV_OK || (kept > 0 && bytes + size > max_bytes))
+            break;
+        bytes += size;
+        kept++;
     }
     if (err == MSV_OK)
         err = head_fields(log, a, q->known_size, &resp->head, &resp->log_key, &resp->consistency,
@@ -426,6 +434,6 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
     pthread_mutex_unlock(&log->lock);
     msv_kt_recs_free(recs, n);
     resp->entries = entries;
-    resp->n_entries = err == MSV_OK ? n : 0;
+    resp->n_entries = err == MSV_OK ? kept : 0;
     return err;
 }

@@ -59,9 +59,13 @@ MSV_MUST_CHECK msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *s
                                      uint64_t known_size, Msv__Wire__LookupResponse *resp,
                                      struct msv_kt_answer **owner);
 
-/* Answers LogRead: leaves start.. (at most 256) with proofs, head, key, consistency. */
+/*
+ * Answers LogRead: leaves start.. (at most 256) with proofs, head, key,
+ * consistency. The entries take at most max_bytes encoded, but the first is
+ * always given: the reader asks again from where the answer stops.
+ */
 MSV_MUST_CHECK msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
-                                   const Msv__Wire__LogRead *q, Msv__Wire__LogEntries *resp,
-                                   struct msv_kt_answer **owner);
+                                   const Msv__Wire__LogRead *q, size_t max_bytes,
+                                   Msv__Wire__LogEntries *resp, struct msv_kt_answer **owner);
 
 #endif

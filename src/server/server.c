@@ -41,7 +41,13 @@ void msv_conn_send_frame(struct msv_conn_state *c, const msv_frame *f)
     size_t len = 0;
 
     if (msv_frame_encode(f, c->w->srv->cfg.frame_max, &buf, &len) != MSV_OK) {
-        msv_log(MSV_LOG_ERROR, "encode_failed", "peer=%s", c->peer);
+        /* an answer too large for a frame is refused in words, never dropped in silence */
+        atomic_fetch_add(&c->w->srv->m.answers_too_big, 1);
+        msv_log(MSV_LOG_ERROR, "answer_too_big", "peer=%s body=%d", c->peer, (int)f->body_case);
+        if (f->body_case != MSV__WIRE__FRAME__BODY_ERROR)
+            msv_conn_send_error(c, f->request_id, E_TOO_BIG,
+                                "the answer would be larger than the largest frame; ask for less "
+                                "at a time");
         return;
     }
     bufferevent_write(c->bev, buf, len);
