@@ -1954,6 +1954,93 @@ static void test_big_account_answers(void **state)
     test_server_cleanup(&s);
 }
 
+/* Opens n more authenticated connections of d (d->conn stays the last one's). */
+static void connect_again(struct test_server *s, struct test_device *d, struct msv_conn **conns,
+                          size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        d->conn = NULL;
+        test_device_connect(s, d);
+        conns[i] = d->conn;
+    }
+}
+
+/* 1 if the server closed c within timeout_ms (frames pushed before that are read past). */
+static int conn_closed(struct msv_conn *c, int timeout_ms)
+{
+    int64_t end = wall_ms() + timeout_ms;
+
+    for (;;) {
+        msv_frame *f = NULL;
+        int64_t left = end - wall_ms();
+        msv_err err = msv_conn_recv(c, left > 0 ? (int)left : 0, &f);
+
+        msv_frame_free(f);
+        if (err == MSV_ERR_AGAIN)
+            return 0;
+        if (err != MSV_OK)
+            return 1;
+    }
+}
+
+/*
+ * A device connected several times, over both workers: a newer connection
+ * closes the older ones wherever they are, and removing the device closes
+ * every one at once. Suspending an account (missive-admin, then a reload)
+ * closes its connections without waiting for them to send anything.
+ */
+static void test_revoked_connections_closed(void **state)
+{
+    struct test_server s;
+    struct test_device a1, a2, b1;
+    struct msv_conn *conns[10], *others[4];
+    char cmd[512];
+
+    (void)state;
+    test_server_init(&s, "[server]\nworkers = 2\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_add_device(&s, "alice@example.org", &a1, &a2);
+    conns[0] = a2.conn;
+    connect_again(&s, &a2, conns + 1, 9);
+    /* the kernel spreads them over both workers; only the newest stays */
+    for (size_t i = 0; i < 9; i++)
+        assert_true(conn_closed(conns[i], TEST_TIMEOUT_MS));
+    assert_false(conn_closed(conns[9], QUICK_MS));
+    {
+        Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
+
+        rm.device_id = a2.device_id;
+        req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
+        req.remove_device = &rm;
+        expect_ok(test_request(a1.conn, &req));
+    }
+    assert_true(conn_closed(conns[9], TEST_TIMEOUT_MS));
+    for (size_t i = 0; i < 10; i++)
+        msv_conn_close(conns[i]);
+    a2.conn = NULL;
+    expect_served(&a1, "alice@example.org");
+    /* suspended: every connection of the account closes at the reload, idle or not */
+    test_register(&s, "bob@example.org", &b1);
+    others[0] = b1.conn;
+    connect_again(&s, &b1, others + 1, 1);
+    snprintf(cmd, sizeof(cmd), "'%s' --data-dir '%s/data' suspend bob@example.org >/dev/null",
+             MSV_ADMIN, s.dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(kill(s.pid, SIGHUP), 0);
+    assert_true(conn_closed(others[1], TEST_TIMEOUT_MS));
+    assert_true(metric(&s, "connections_revoked_total") >= 10);
+    msv_conn_close(others[0]);
+    msv_conn_close(others[1]);
+    b1.conn = NULL;
+    expect_served(&a1, "alice@example.org");
+    test_device_free(&b1);
+    test_device_free(&a2);
+    test_device_free(&a1);
+    test_server_cleanup(&s);
+}
+
 static void test_health_and_metrics(void **state)
 {
     struct test_server s;
@@ -1998,6 +2085,7 @@ int main(void)
         cmocka_unit_test(test_suites_per_device),
         cmocka_unit_test(test_log_read_rate),
         cmocka_unit_test(test_big_account_answers),
+        cmocka_unit_test(test_revoked_connections_closed),
         cmocka_unit_test(test_health_and_metrics),
     };
 

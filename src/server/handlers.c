@@ -185,11 +185,9 @@ static void register_connection(struct msv_conn_state *c)
     else
         msv_cluster_online(s->cluster, c->device_id); /* under the lock: in order with offline */
     pthread_mutex_unlock(&s->registry_lock);
-    /* a device has one connection: the newest; an older one on this worker is closed */
-    if (old != NULL && old->w == c->w) {
-        old->device_id = 0;
-        msv_conn_close_soon(old);
-    }
+    /* a device has one connection: the newest; older ones close, on whichever worker */
+    if (old != NULL)
+        msv_server_close_conns(s, c->device_id, 0, c, NULL);
     bufferevent_set_timeouts(c->bev, &idle, NULL);
 }
 
@@ -541,11 +539,10 @@ static void handle_remove_device(struct msv_conn_state *c, const msv_frame *f)
     msv_log(MSV_LOG_INFO, "device_removed", "account=%llu device=%llu",
             (unsigned long long)c->account_id, (unsigned long long)target);
     msv_conn_send_ok(c, f->request_id);
-    if (target == c->device_id) {
+    /* its open connections end, on every worker and node; this one too if it was its own */
+    msv_server_wake(s, target | MSV_WAKE_CLOSE);
+    if (target == c->device_id)
         msv_conn_close_soon(c);
-        return;
-    }
-    msv_server_wake(s, target | MSV_WAKE_CLOSE); /* its open connection, if any, ends */
 }
 
 static void handle_approve_device(struct msv_conn_state *c, const msv_frame *f)

@@ -77,6 +77,9 @@ static const struct {
       "Times accepting paused for accept_pause_ms because accept() failed (descriptors ran out)."),
     M(answers_too_big, "answers_too_big_total", "counter",
       "Answers larger than frame_max, sent as ERROR_TOO_BIG instead."),
+    M(connections_revoked, "connections_revoked_total", "counter",
+      "Connections closed because their device was removed or replaced, or its account "
+      "suspended."),
     M(blob_bytes_in, "blob_bytes_in_total", "counter", "Attachment bytes uploaded."),
     M(blob_bytes_out, "blob_bytes_out_total", "counter", "Attachment bytes downloaded."),
     M(blobs_expired, "blobs_expired_total", "counter", "Attachments deleted at expiry."),

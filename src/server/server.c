@@ -491,7 +491,7 @@ static int wake_worker(struct msv_server *s, uint64_t device_id)
     struct msv_worker *w = NULL;
 
     pthread_mutex_lock(&s->registry_lock);
-    c = msv_u64map_get(&s->registry, device_id & ~MSV_WAKE_CLOSE);
+    c = msv_u64map_get(&s->registry, device_id);
     if (c != NULL)
         w = c->w;
     pthread_mutex_unlock(&s->registry_lock);
@@ -517,17 +517,134 @@ static int wake_worker(struct msv_server *s, uint64_t device_id)
     return 1;
 }
 
+/* Hands one worker an order; 0 if there was no memory for it. */
+static int post_close(struct msv_worker *w, const struct msv_close_order *o)
+{
+    int ok = 1;
+
+    pthread_mutex_lock(&w->wake_lock);
+    if (w->close_count == w->close_cap) {
+        size_t cap = w->close_cap ? w->close_cap * 2 : 16;
+        struct msv_close_order *bigger = realloc(w->closes, cap * sizeof(*bigger));
+
+        if (bigger != NULL) {
+            w->closes = bigger;
+            w->close_cap = cap;
+        }
+    }
+    if (w->close_count < w->close_cap)
+        w->closes[w->close_count++] = *o;
+    else
+        ok = 0;
+    pthread_mutex_unlock(&w->wake_lock);
+    return ok;
+}
+
+/* Every worker checks each of its connections against the store (its next wake-up). */
+static void recheck_all(struct msv_server *s)
+{
+    for (unsigned i = 0; i < s->worker_count; i++) {
+        struct msv_worker *w = &s->workers[i];
+
+        pthread_mutex_lock(&w->wake_lock);
+        w->recheck = 1;
+        pthread_mutex_unlock(&w->wake_lock);
+        event_active(w->wake_ev, EV_READ, 0);
+    }
+}
+
+/*
+ * Connections live on the worker that accepted them, and only its thread may
+ * touch them: each worker gets the order and carries it out on its wake-up.
+ */
+void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t account_id,
+                            const struct msv_conn_state *keep, const char *why)
+{
+    struct msv_close_order o = {device_id, account_id, keep, why};
+    int lost = 0;
+
+    for (unsigned i = 0; i < s->worker_count; i++) {
+        lost |= !post_close(&s->workers[i], &o);
+        event_active(s->workers[i].wake_ev, EV_READ, 0);
+    }
+    if (lost) /* no memory for the order: every connection is checked against the store */
+        recheck_all(s);
+}
+
 void msv_server_wake_local(struct msv_server *s, uint64_t device_id)
 {
-    (void)wake_worker(s, device_id); /* offline: the queue waits for its next connection */
+    if (device_id & MSV_WAKE_CLOSE)
+        msv_server_close_conns(s, device_id & ~MSV_WAKE_CLOSE, 0, NULL, NULL);
+    else
+        (void)wake_worker(s, device_id); /* offline: the queue waits for its next connection */
 }
 
 void msv_server_wake(struct msv_server *s, uint64_t device_id)
 {
+    if (device_id & MSV_WAKE_CLOSE) {
+        /* here, and on every other node: a connection may be open on any of them */
+        msv_server_close_conns(s, device_id & ~MSV_WAKE_CLOSE, 0, NULL,
+                               "this device was removed from its account");
+        if (s->cluster != NULL)
+            msv_cluster_wake(s->cluster, device_id & ~MSV_WAKE_CLOSE, 1);
+        return;
+    }
     /* not here: perhaps on another node, which the cluster tells */
     if (!wake_worker(s, device_id) && s->cluster != NULL)
-        msv_cluster_wake(s->cluster, device_id & ~MSV_WAKE_CLOSE,
-                         (device_id & MSV_WAKE_CLOSE) != 0);
+        msv_cluster_wake(s->cluster, device_id, 0);
+}
+
+/* Ends an authenticated connection at once: it leaves the registry, then says why and closes. */
+static void revoke_conn(struct msv_conn_state *c, const char *why)
+{
+    struct msv_server *s = c->w->srv;
+
+    pthread_mutex_lock(&s->registry_lock);
+    if (msv_u64map_get(&s->registry, c->device_id) == c) {
+        msv_u64map_del(&s->registry, c->device_id);
+        msv_cluster_offline(s->cluster, c->device_id);
+    }
+    pthread_mutex_unlock(&s->registry_lock);
+    atomic_fetch_add(&s->m.connections_revoked, 1);
+    msv_log(MSV_LOG_INFO, "conn_revoked", "peer=%s device=%llu reason=\"%s\"", c->peer,
+            (unsigned long long)c->device_id, why != NULL ? why : "a newer connection");
+    c->device_id = 0;
+    if (why != NULL)
+        msv_conn_send_error(c, 0, E_AUTH, why);
+    msv_conn_close_soon(c);
+}
+
+static void run_close_order(struct msv_worker *w, const struct msv_close_order *o)
+{
+    for (struct msv_conn_state *c = w->conns; c != NULL; c = c->next) {
+        if (c->device_id == 0 || c == o->keep)
+            continue;
+        if ((o->device_id != 0 && c->device_id == o->device_id) ||
+            (o->device_id == 0 && c->account_id == o->account_id))
+            revoke_conn(c, o->why);
+    }
+}
+
+/* Closes the connections whose device was removed or whose account was suspended. */
+static void recheck_conns(struct msv_worker *w)
+{
+    struct msv_store *st = w->srv->store;
+
+    for (struct msv_conn_state *c = w->conns; c != NULL; c = c->next) {
+        struct msv_device_rec dev = {0};
+        int suspended = 0;
+        msv_err err;
+
+        if (c->device_id == 0)
+            continue;
+        err = st->ops->device_get(st->impl, c->device_id, &dev);
+        if (err == MSV_ERR_NOT_FOUND || (err == MSV_OK && dev.account_id != c->account_id))
+            revoke_conn(c, "this device was removed from its account");
+        else if (st->ops->account_suspended(st->impl, c->account_id, &suspended) == MSV_OK &&
+                 suspended)
+            revoke_conn(c, "this account is suspended");
+        msv_device_rec_clear(&dev);
+    }
 }
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
@@ -535,9 +652,10 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     struct msv_worker *w = arg;
     struct msv_server *s = w->srv;
     struct msv_conn_state **pumps;
+    struct msv_close_order *closes;
     uint64_t *devices;
-    size_t n, n_pumps = 0, all = 0;
-    int lost;
+    size_t n, n_pumps = 0, all = 0, n_closes;
+    int lost, recheck;
 
     (void)fd;
     (void)what;
@@ -548,7 +666,19 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     w->wake_devices = NULL;
     w->wake_count = w->wake_cap = 0;
     w->wake_lost = 0;
+    closes = w->closes;
+    n_closes = w->close_count;
+    recheck = w->recheck;
+    w->closes = NULL;
+    w->close_count = w->close_cap = 0;
+    w->recheck = 0;
     pthread_mutex_unlock(&w->wake_lock);
+    /* closes first: a connection closed here is neither registered nor pumped below */
+    for (size_t i = 0; i < n_closes; i++)
+        run_close_order(w, &closes[i]);
+    free(closes);
+    if (recheck)
+        recheck_conns(w);
     /* the connections to read, each once, all in one store round trip */
     for (struct msv_conn_state *c = w->conns; lost && c != NULL; c = c->next)
         all++;
@@ -564,19 +694,12 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         struct msv_conn_state *c;
 
         pthread_mutex_lock(&s->registry_lock);
-        c = msv_u64map_get(&s->registry, devices[i] & ~MSV_WAKE_CLOSE);
+        c = msv_u64map_get(&s->registry, devices[i]);
         if (c != NULL && c->w != w)
             c = NULL; /* moved to another worker since; that one was woken too */
-        if (c != NULL && (devices[i] & MSV_WAKE_CLOSE)) {
-            msv_u64map_del(&s->registry, c->device_id);
-            msv_cluster_offline(s->cluster, c->device_id);
-            c->device_id = 0;
-        }
         pthread_mutex_unlock(&s->registry_lock);
         /* connections are freed only on this thread, so c stays valid here */
-        if (c != NULL && (devices[i] & MSV_WAKE_CLOSE)) {
-            msv_conn_close_soon(c);
-        } else if (c != NULL) {
+        if (c != NULL) {
             c->more = 1;
             if (pumps == NULL)
                 msv_conn_pump(c);
@@ -933,6 +1056,8 @@ static void reload(struct msv_server *s)
     s->cfg.log_read_burst = c.log_read_burst;
     pthread_mutex_unlock(&s->limits_lock);
     atomic_fetch_add(&s->suspension_gen, 1);
+    /* a suspended account's connections close now, not when they next send */
+    recheck_all(s);
     msv_log(MSV_LOG_INFO, "reloaded", "payload_limit=%llu", (unsigned long long)c.payload_limit);
     msv_notify("READY=1\nSTATUS=serving");
 }
@@ -1245,6 +1370,7 @@ void msv_server_free(struct msv_server *s)
         if (w->base != NULL)
             event_base_free(w->base);
         free(w->wake_devices);
+        free(w->closes);
         pthread_mutex_destroy(&w->wake_lock);
     }
     free(s->workers);

@@ -73,6 +73,16 @@ struct msv_pending_ack {
     struct msv_pending_ack *next;
 };
 
+/*
+ * Closes every authenticated connection of a device (device_id) or of an
+ * account (account_id) on a worker, except keep (the newest connection).
+ */
+struct msv_close_order {
+    uint64_t device_id, account_id;
+    const struct msv_conn_state *keep; /* compared, never followed */
+    const char *why;                   /* a static text sent before closing; NULL: none */
+};
+
 struct msv_worker {
     struct msv_server *srv;
     unsigned index;
@@ -88,6 +98,9 @@ struct msv_worker {
     pthread_mutex_t wake_lock;
     uint64_t *wake_devices;
     size_t wake_count, wake_cap;
+    struct msv_close_order *closes; /* connections to close (wake_lock) */
+    size_t close_count, close_cap;
+    int recheck;   /* close connections whose device is gone or account suspended (wake_lock) */
     int wake_lost; /* a wake-up found no memory: every connection reads its queue (wake_lock) */
     struct msv_pending_send *pending_head, *pending_tail;
     struct msv_pending_ack *acks_head, *acks_tail;
@@ -102,6 +115,7 @@ struct msv_metrics {
     _Atomic uint64_t envelopes_expired, commit_batches, commit_failures, rate_limited;
     _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired, reads_paused;
     _Atomic uint64_t connections_refused, auth_timeouts, accept_paused, answers_too_big;
+    _Atomic uint64_t connections_revoked;
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects;
 };
 
@@ -161,8 +175,20 @@ void msv_server_free(struct msv_server *s);
 
 int64_t msv_server_now_ms(struct msv_server *s);
 
-/* A wake-up with this bit set closes the device's connection instead (device removed). */
+/*
+ * A wake-up with this bit set closes the device's connections instead
+ * (device removed, or connected anew to another node): every one, on every
+ * worker, and on the other nodes when it comes from this one.
+ */
 #define MSV_WAKE_CLOSE (1ull << 63)
+
+/*
+ * Closes every connection of device_id (or, with device_id 0, of
+ * account_id) on every worker of this node but keep (may be NULL), after
+ * sending why (a static text; NULL: nothing) as an Error.
+ */
+void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t account_id,
+                            const struct msv_conn_state *keep, const char *why);
 
 /*
  * Tells the worker holding device_id's connection to push its queue; a
