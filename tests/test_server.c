@@ -384,6 +384,8 @@ static void test_unauthenticated_and_malformed(void **state)
     assert_int_equal(msv_conn_send_raw(c, (const uint8_t *)"\x09\x00\x00\x02\x30\x00", 6), MSV_OK);
     assert_int_equal(msv_conn_recv(c, TEST_TIMEOUT_MS, &f), MSV_OK);
     assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_ERROR);
+    /* with a code of ErrorCode, which clients know */
+    assert_int_equal(f->error->code, MSV__WIRE__ERROR_CODE__ERROR_INVALID);
     msv_frame_free(f);
     assert_int_equal(msv_conn_recv(c, TEST_TIMEOUT_MS, &f), MSV_ERR_IO);
     msv_conn_close(c);
@@ -1449,7 +1451,7 @@ static void expect_storage_fault_handled(const struct storage_fault *fault)
     struct test_device a1, b1;
     struct test_device *to[1] = {&b1};
     const char *bob[1] = {"bob@example.org"};
-    char text[8200], accepted[64][16];
+    char text[8200], accepted[64][16], health[1024];
     size_t n_accepted = 0;
     int refused = 0;
 
@@ -1483,9 +1485,13 @@ static void expect_storage_fault_handled(const struct storage_fault *fault)
     }
     assert_true(refused);
     assert_true(metric(&s, "commit_failures_total") >= 1);
+    /* reads still work, but a server that cannot commit is not healthy */
+    assert_int_equal(test_server_http(&s, "/health", health, sizeof(health)), 503);
+    assert_non_null(strstr(health, "\"commits\":\"failing\""));
     fault->end(&s, fault->ctx);
     memcpy(text, "end", 3);
     expect_ok(test_send(&a1, bob, 1, to, 1, text));
+    assert_int_equal(test_server_http(&s, "/health", health, sizeof(health)), 200);
     /* everything acknowledged arrives, in order, and the refused message does not */
     test_device_connect(&s, &b1);
     for (size_t i = 0; i < n_accepted; i++) {

@@ -16,18 +16,19 @@ static void on_health(struct evhttp_request *req, void *arg)
     struct evbuffer *out = evbuffer_new();
     uint64_t depth = 0;
     int store_ok = s->store->ops->queue_depth(s->store->impl, &depth) == MSV_OK;
-    int healthy = store_ok && !atomic_load(&s->stopping);
+    int commits_ok = !atomic_load(&s->commit_failing);
+    int healthy = store_ok && commits_ok && !atomic_load(&s->stopping);
 
     if (out == NULL) {
         evhttp_send_error(req, HTTP_INTERNAL, NULL);
         return;
     }
-    evbuffer_add_printf(out,
-                        "{\"status\":\"%s\",\"store\":\"%s\",\"connections\":%llu,"
-                        "\"queue_depth\":%llu}\n",
-                        healthy ? "ok" : "unavailable", store_ok ? "ok" : "failing",
-                        (unsigned long long)atomic_load(&s->m.connections_open),
-                        (unsigned long long)depth);
+    evbuffer_add_printf(
+        out,
+        "{\"status\":\"%s\",\"store\":\"%s\",\"commits\":\"%s\","
+        "\"connections\":%llu,\"queue_depth\":%llu}\n",
+        healthy ? "ok" : "unavailable", store_ok ? "ok" : "failing", commits_ok ? "ok" : "failing",
+        (unsigned long long)atomic_load(&s->m.connections_open), (unsigned long long)depth);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
     evhttp_send_reply(req, healthy ? HTTP_OK : 503, healthy ? "OK" : "Service Unavailable", out);
     evbuffer_free(out);

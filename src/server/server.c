@@ -60,6 +60,11 @@ void msv_conn_send_error(struct msv_conn_state *c, uint64_t request_id, int code
     Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
     Msv__Wire__Error e = MSV__WIRE__ERROR__INIT;
 
+    /* clients know the codes of ErrorCode only (docs/wire.md) */
+    if (protobuf_c_enum_descriptor_get_value(&msv__wire__error_code__descriptor, code) == NULL) {
+        msv_log(MSV_LOG_ERROR, "error_code_unknown", "code=%d", code);
+        code = E_INVALID;
+    }
     e.code = (Msv__Wire__ErrorCode)code;
     e.message.data = (uint8_t *)message;
     e.message.len = strlen(message);
@@ -190,6 +195,19 @@ static msv_err next_frame(struct msv_conn_state *c, struct evbuffer *in, msv_fra
     return err == MSV_OK ? msv_frame_decode(body, body_len, f) : err;
 }
 
+/* The ErrorCode for a frame the stream cannot go on past (msv_frame_split, msv_frame_decode). */
+static int frame_error_code(msv_err err)
+{
+    switch (err) {
+    case MSV_ERR_TOO_BIG:
+        return E_TOO_BIG;
+    case MSV_ERR_PARSE:
+        return MSV__WIRE__ERROR_CODE__ERROR_PARSE;
+    default: /* an unknown version byte, an empty body */
+        return E_INVALID;
+    }
+}
+
 /* Handles every complete frame in the input buffer. */
 static void conn_read(struct bufferevent *bev, void *arg)
 {
@@ -225,7 +243,7 @@ static void conn_read(struct bufferevent *bev, void *arg)
             atomic_fetch_add(&s->m.frames_rejected, 1);
             msv_log(MSV_LOG_INFO, "frame_rejected", "peer=%s reason=\"%s\"", c->peer,
                     msv_strerror(err));
-            msv_conn_send_error(c, 0, -err, msv_strerror(err));
+            msv_conn_send_error(c, 0, frame_error_code(err), msv_strerror(err));
             msv_conn_close_soon(c);
             return;
         }
@@ -847,6 +865,7 @@ static void commit_pending(struct msv_worker *w)
             a->ack.deleted = acks[at++].deleted;
     }
     atomic_fetch_add(&s->m.commit_batches, 1);
+    atomic_store(&s->commit_failing, err != MSV_OK);
     if (err != MSV_OK) {
         atomic_fetch_add(&s->m.commit_failures, 1);
         msv_log(MSV_LOG_ERROR, "commit_failed", "envelopes=%zu acks=%zu reason=\"%s\"", total,

@@ -161,6 +161,7 @@ struct msv_server {
     _Atomic uint64_t suspension_gen;
 
     struct msv_metrics m;
+    _Atomic int commit_failing; /* the last group commit failed: /health answers 503 */
     _Atomic int stopping;
     struct evhttp *http;
     struct event *sig_term, *sig_int, *sig_hup, *expiry_timer;
