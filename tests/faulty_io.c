@@ -3,7 +3,9 @@
  * file named by MSV_FAULTY_IO_TRIGGER exists, every write and sync of a
  * regular file whose path contains MSV_FAULTY_IO_MATCH fails with EIO,
  * as a disk with bad sectors or a lost network volume answers. Sockets,
- * pipes and other files are not touched.
+ * pipes and other files are not touched. With MSV_FAULTY_IO_FULL set, the
+ * disk is full instead: the same calls fail with ENOSPC, and statvfs() of
+ * a matching path reports no free space.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -12,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -34,7 +37,7 @@ static int failing(int fd)
     path[n] = '\0';
     if (strstr(path, match) == NULL)
         return 0;
-    errno = EIO;
+    errno = getenv("MSV_FAULTY_IO_FULL") != NULL ? ENOSPC : EIO;
     return 1;
 }
 
@@ -101,4 +104,41 @@ int fdatasync(int fd)
     if (real == NULL)
         real = (int (*)(int))next("fdatasync");
     return real(fd);
+}
+
+/* Whether statvfs of path is to report a full disk. */
+static int full_path(const char *path)
+{
+    const char *trigger = getenv("MSV_FAULTY_IO_TRIGGER");
+    const char *match = getenv("MSV_FAULTY_IO_MATCH");
+
+    return getenv("MSV_FAULTY_IO_FULL") != NULL && trigger != NULL && match != NULL &&
+           access(trigger, F_OK) == 0 && strstr(path, match) != NULL;
+}
+
+int statvfs(const char *path, struct statvfs *buf)
+{
+    static int (*real)(const char *, struct statvfs *);
+    int r;
+
+    if (real == NULL)
+        real = (int (*)(const char *, struct statvfs *))next("statvfs");
+    r = real(path, buf);
+    if (r == 0 && full_path(path))
+        buf->f_bavail = buf->f_bfree = 0;
+    return r;
+}
+
+/* what a program built with 64-bit file offsets calls */
+int statvfs64(const char *path, struct statvfs64 *buf)
+{
+    static int (*real)(const char *, struct statvfs64 *);
+    int r;
+
+    if (real == NULL)
+        real = (int (*)(const char *, struct statvfs64 *))next("statvfs64");
+    r = real(path, buf);
+    if (r == 0 && full_path(path))
+        buf->f_bavail = buf->f_bfree = 0;
+    return r;
 }

@@ -1553,6 +1553,47 @@ static void disk_recovers(struct test_server *s, void *ctx)
 }
 
 /*
+ * missived started on a full disk (tests/faulty_io.c: writes fail with
+ * ENOSPC, statvfs reports no room) does not start, and says why.
+ */
+static void test_start_on_full_disk(void **state)
+{
+    struct test_server s;
+    char config[160], trigger[160], cmd[1024], out[4096];
+    FILE *f;
+    size_t n;
+    int status;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    snprintf(config, sizeof(config), "%s/full.conf", s.dir);
+    snprintf(trigger, sizeof(trigger), "%s/full", s.dir);
+    f = fopen(config, "w");
+    assert_non_null(f);
+    fprintf(f, "[server]\nlisten_port = 0\ndata_dir = %s/data\n[http]\nlisten_port = 0\n", s.dir);
+    assert_int_equal(fclose(f), 0);
+    f = fopen(trigger, "w");
+    assert_non_null(f);
+    assert_int_equal(fclose(f), 0);
+    snprintf(cmd, sizeof(cmd),
+             "LD_PRELOAD='%s' MSV_FAULTY_IO_MATCH='%s/data' MSV_FAULTY_IO_TRIGGER='%s' "
+             "MSV_FAULTY_IO_FULL=1 timeout 20 '%s' --config '%s' > '%s/full.out' 2>&1",
+             MSV_FAULTY_IO, s.dir, trigger, MSV_MISSIVED, config, s.dir);
+    status = system(cmd);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 1);
+    snprintf(cmd, sizeof(cmd), "%s/full.out", s.dir);
+    f = fopen(cmd, "r");
+    assert_non_null(f);
+    n = fread(out, 1, sizeof(out) - 1, f);
+    fclose(f);
+    out[n] = '\0';
+    if (strstr(out, "the disk is full") == NULL)
+        fail_msg("missived on a full disk said: %s", out);
+    test_server_cleanup(&s);
+}
+
+/*
  * The disk fails (tests/faulty_io.c preloaded into missived): writes and
  * syncs of the database and its journal fail with EIO for a while.
  */
@@ -2087,6 +2128,7 @@ int main(void)
         cmocka_unit_test(test_transparency),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_io_errors),
+        cmocka_unit_test(test_start_on_full_disk),
         cmocka_unit_test(test_prekeys_and_sealed_sender),
         cmocka_unit_test(test_suites_per_device),
         cmocka_unit_test(test_log_read_rate),

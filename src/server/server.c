@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1216,6 +1217,26 @@ static msv_err write_ports(struct msv_server *s)
     return ok && rename(tmp, path) == 0 ? MSV_OK : MSV_ERR_IO;
 }
 
+/*
+ * A start-up that failed on a full disk says so: the store's errors name the
+ * file, not the cause. Appends to err when dir's file system has less than
+ * 1 MiB left for missived.
+ */
+static void note_full_disk(const char *dir, char *err, size_t err_len)
+{
+    struct statvfs st;
+    unsigned long long free_bytes;
+    size_t used = strlen(err);
+
+    if (statvfs(dir, &st) != 0)
+        return;
+    free_bytes = (unsigned long long)st.f_bavail * st.f_frsize;
+    if (free_bytes < (1ull << 20) && used < err_len)
+        snprintf(err + used, err_len - used,
+                 "; the disk is full: the file system holding %s has %llu bytes free", dir,
+                 free_bytes);
+}
+
 msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
                        struct msv_server **out, char *err, size_t err_len)
 {
@@ -1264,6 +1285,9 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     *out = s;
     return MSV_OK;
 fail:
+    note_full_disk(cfg->data_dir, err, err_len);
+    if (strcmp(msv_config_shared_dir(cfg), cfg->data_dir) != 0)
+        note_full_disk(msv_config_shared_dir(cfg), err, err_len);
     msv_server_free(s);
     return e;
 }
@@ -1299,8 +1323,15 @@ msv_err msv_server_run(struct msv_server *s)
         msv_log(MSV_LOG_ERROR, "http_failed", "listen=%s:%u", s->cfg.http_host, s->cfg.http_port);
         return MSV_ERR_IO;
     }
-    if (write_ports(s) != MSV_OK)
+    if (write_ports(s) != MSV_OK) {
+        char why[1400];
+
+        snprintf(why, sizeof(why), "%s", strerror(errno));
+        note_full_disk(s->cfg.data_dir, why, sizeof(why));
+        msv_log(MSV_LOG_ERROR, "start_failed", "file=\"%s/missived.ports\" reason=\"%s\"",
+                s->cfg.data_dir, why);
         return MSV_ERR_IO;
+    }
     if (msv_hex_encode(s->fingerprint, 32, hex, sizeof(hex)) != MSV_OK)
         hex[0] = '\0';
     if (msv_hex_encode(s->kt.public_key, 32, log_key, sizeof(log_key)) != MSV_OK)
