@@ -12,7 +12,8 @@
 
 #include "client/client.h"
 
-enum { EXIT_ERR = 1, EXIT_USAGE = 2, EXIT_AUTH = 3, EXIT_NET = 4 };
+/* EXIT_STORAGE: the server answered, but could not store what it was given (ERROR_IO) */
+enum { EXIT_ERR = 1, EXIT_USAGE = 2, EXIT_AUTH = 3, EXIT_NET = 4, EXIT_STORAGE = 5 };
 
 struct cli {
     const char *account, *data_dir, *server, *suite, *code, *text, *search, *passphrase_file,

@@ -126,7 +126,7 @@ static void usage_main(FILE *f)
                "(the account password, for register and link), MISSIVE_BACKUP_PASSPHRASE (for\n"
                "backup and restore).\n"
                "exit status: 0 success, 1 error, 2 usage, 3 authentication, 4 server "
-               "unreachable\n");
+               "unreachable, 5 the server could not store it\n");
 }
 
 /* Prints a command's usage to f (NULL: only looks it up); 0 for a known command on cli_out. */
@@ -146,6 +146,12 @@ static int fail(const struct msv_client *c, const char *what, msv_err err)
 {
     const char *why = c != NULL && c->why.message[0] ? c->why.message : NULL;
 
+    /* the server was reached and answered: its storage failed, not the network */
+    if (err == MSV_ERR_IO && c != NULL && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_IO) {
+        fprintf(cli_err, "missive: %s: the server could not store it (%s); try again later\n", what,
+                why ? why : "storage failed");
+        return EXIT_STORAGE;
+    }
     fprintf(cli_err, "missive: %s: %s%s%s\n", what, msv_strerror(err), why ? ": " : "",
             why ? why : "");
     if (err == MSV_ERR_AUTH)

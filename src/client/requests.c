@@ -43,6 +43,8 @@ static msv_err run(struct msv_conn *c, msv_frame *req, int want, int timeout_ms,
     msv_frame *resp = NULL;
     msv_err err = msv_conn_request(c, req, timeout_ms, &resp);
 
+    if (err != MSV_OK && why != NULL) /* no answer: no refusal to tell of */
+        memset(why, 0, sizeof(*why));
     if (err != MSV_OK) /* a silent server is an I/O failure: AGAIN means a stale list */
         return err == MSV_ERR_AGAIN ? MSV_ERR_IO : err;
     err = (int)resp->body_case == want ? MSV_OK : refusal(resp, why);
