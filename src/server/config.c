@@ -6,6 +6,7 @@
 #include "server/config.h"
 
 #include "missive/kt.h"
+#include "missive/wire.h"
 #include "missive/util.h"
 #include "store/store.h"
 
@@ -294,10 +295,11 @@ static int check(const struct msv_config *c, char *err, size_t err_len)
         return -1;
     }
     /* a lookup of one handle carries its devices twice (listed, and in the leaf) */
-    if (2ull * MSV_KT_DEVICES_MAX * (c->identity_max + 64ull) + 16384 > c->frame_max) {
+    if (2ull * MSV_KT_DEVICES_MAX * (c->identity_max + 64ull) + 16384 >
+        (c->frame_max < MSV_FRAME_MAX_DEFAULT ? c->frame_max : MSV_FRAME_MAX_DEFAULT)) {
         snprintf(err, err_len,
-                 "[accounts] identity_max: frame_max must hold an answer about an account of %d "
-                 "devices, 2 x %d x (identity_max + 64) + 16 KiB bytes",
+                 "[accounts] identity_max: an answer about an account of %d devices, 2 x %d x "
+                 "(identity_max + 64) + 16 KiB bytes, must fit in frame_max and in 1 MiB",
                  MSV_KT_DEVICES_MAX, MSV_KT_DEVICES_MAX);
         return -1;
     }

@@ -36,14 +36,8 @@
 #define CLAIM_MAX 64             /* devices per claim */
 #define DELIVERY_TOKEN_LEN 16
 
-/*
- * A LogRead answer's entries fit in a frame the server may send and every
- * client reads (MSV_FRAME_MAX_DEFAULT), with room for the head, the log key
- * and a consistency proof of MSV_KT_PROOF_MAX hashes.
- */
-#define LOG_ENTRIES_BYTES(s)                                                                     \
-    (((s)->cfg.frame_max < MSV_FRAME_MAX_DEFAULT ? (s)->cfg.frame_max : MSV_FRAME_MAX_DEFAULT) - \
-     8192)
+/* A LogRead answer keeps room for the head, the log key and a consistency proof. */
+#define LOG_HEAD_ROOM 8192
 
 #define STORE(s) ((s)->store->ops)
 #define IMPL(s) ((s)->store->impl)
@@ -777,8 +771,8 @@ static void handle_log_read(struct msv_conn_state *c, const msv_frame *f)
     }
     if (q.count > granted)
         q.count = (uint32_t)granted;
-    if (msv_kt_read(&s->kt, s->store, msv_server_now_ms(s), &q, LOG_ENTRIES_BYTES(s), &resp,
-                    &answer) != MSV_OK) {
+    if (msv_kt_read(&s->kt, s->store, msv_server_now_ms(s), &q,
+                    msv_server_answer_max(s) - LOG_HEAD_ROOM, &resp, &answer) != MSV_OK) {
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         resp.n_entries = 0;
     } else {

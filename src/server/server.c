@@ -36,12 +36,20 @@ int64_t msv_server_now_ms(struct msv_server *s)
 
 /* ---- output --------------------------------------------------------------------------- */
 
+size_t msv_server_answer_max(const struct msv_server *s)
+{
+    return s->cfg.frame_max < MSV_FRAME_MAX_DEFAULT ? (size_t)s->cfg.frame_max
+                                                    : MSV_FRAME_MAX_DEFAULT;
+}
+
 void msv_conn_send_frame(struct msv_conn_state *c, const msv_frame *f)
 {
+    size_t max = f->body_case == MSV__WIRE__FRAME__BODY_DELIVER ? c->w->srv->cfg.frame_max
+                                                                : msv_server_answer_max(c->w->srv);
     uint8_t *buf = NULL;
     size_t len = 0;
 
-    if (msv_frame_encode(f, c->w->srv->cfg.frame_max, &buf, &len) != MSV_OK) {
+    if (msv_frame_encode(f, max, &buf, &len) != MSV_OK) {
         /* an answer too large for a frame is refused in words, never dropped in silence */
         atomic_fetch_add(&c->w->srv->m.answers_too_big, 1);
         msv_log(MSV_LOG_ERROR, "answer_too_big", "peer=%s body=%d", c->peer, (int)f->body_case);

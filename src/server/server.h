@@ -214,6 +214,12 @@ enum {
     E_STALE = MSV__WIRE__ERROR_CODE__ERROR_STALE_DEVICES,
 };
 
+/*
+ * The largest answer: frame_max, but no more than every client reads
+ * (MSV_FRAME_MAX_DEFAULT). An answer that does not fit is sent as
+ * ERROR_TOO_BIG instead; deliveries are bounded by payload_limit.
+ */
+size_t msv_server_answer_max(const struct msv_server *s);
 void msv_conn_send_frame(struct msv_conn_state *c, const msv_frame *f);
 void msv_conn_send_error(struct msv_conn_state *c, uint64_t request_id, int code,
                          const char *message);
