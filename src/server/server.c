@@ -544,6 +544,10 @@ static int wake_worker(struct msv_server *s, uint64_t device_id)
     return 1;
 }
 
+/* Why a connection is closed under a device, as its Error says (compared by address). */
+static const char removed_text[] = "this device was removed from its account";
+static const char suspended_text[] = "this account is suspended";
+
 /* Hands one worker an order; 0 if there was no memory for it. */
 static int post_close(struct msv_worker *w, const struct msv_close_order *o)
 {
@@ -610,8 +614,7 @@ void msv_server_wake(struct msv_server *s, uint64_t device_id)
 {
     if (device_id & MSV_WAKE_CLOSE) {
         /* here, and on every other node: a connection may be open on any of them */
-        msv_server_close_conns(s, device_id & ~MSV_WAKE_CLOSE, 0, NULL,
-                               "this device was removed from its account");
+        msv_server_close_conns(s, device_id & ~MSV_WAKE_CLOSE, 0, NULL, removed_text);
         if (s->cluster != NULL)
             msv_cluster_wake(s->cluster, device_id & ~MSV_WAKE_CLOSE, 1);
         return;
@@ -633,8 +636,12 @@ static void revoke_conn(struct msv_conn_state *c, const char *why)
     }
     pthread_mutex_unlock(&s->registry_lock);
     atomic_fetch_add(&s->m.connections_revoked, 1);
-    msv_log(MSV_LOG_INFO, "conn_revoked", "peer=%s device=%llu reason=\"%s\"", c->peer,
-            (unsigned long long)c->device_id, why != NULL ? why : "a newer connection");
+    /* a device reconnecting replaces its connection often: that is no news */
+    msv_log(why != NULL ? MSV_LOG_INFO : MSV_LOG_DEBUG,
+            why == NULL             ? "conn_replaced"
+            : why == suspended_text ? "suspended_closed"
+                                    : "removed_closed",
+            "peer=%s device=%llu", c->peer, (unsigned long long)c->device_id);
     c->device_id = 0;
     if (why != NULL)
         msv_conn_send_error(c, 0, E_AUTH, why);
@@ -666,10 +673,10 @@ static void recheck_conns(struct msv_worker *w)
             continue;
         err = st->ops->device_get(st->impl, c->device_id, &dev);
         if (err == MSV_ERR_NOT_FOUND || (err == MSV_OK && dev.account_id != c->account_id))
-            revoke_conn(c, "this device was removed from its account");
+            revoke_conn(c, removed_text);
         else if (st->ops->account_suspended(st->impl, c->account_id, &suspended) == MSV_OK &&
                  suspended)
-            revoke_conn(c, "this account is suspended");
+            revoke_conn(c, suspended_text);
         msv_device_rec_clear(&dev);
     }
 }
