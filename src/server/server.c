@@ -24,10 +24,11 @@
 #include "server/notify.h"
 #include "server/tls.h"
 
+#define OUTPUT_HIGH (256u * 1024u) /* stop pushing deliveries above this much unsent output */
+#define OUTPUT_MAX (1u << 20)      /* stop reading requests above this: answers must drain first */
+#define DIRCACHE_ENTRIES 100000    /* handles whose devices sends are checked against */
+
 #define ACCEPT_LOG_INTERVAL_MS 10000 /* accept failures are logged at most this often */
-#define OUTPUT_HIGH (256u * 1024u)   /* stop pushing deliveries above this much unsent output */
-#define OUTPUT_MAX (1u << 20)   /* stop reading requests above this: answers must drain first */
-#define DIRCACHE_ENTRIES 100000 /* handles whose devices sends are checked against */
 
 int64_t msv_server_now_ms(struct msv_server *s)
 {
