@@ -191,24 +191,32 @@ static void test_codes(void **state)
     memset(right, 1, 32);
     memset(wrong, 2, 32);
     assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 0, 3), MSV_ERR_NOT_FOUND);
-    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 5000), MSV_OK);
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 0, 5000), MSV_OK);
     assert_int_equal(OPS(f)->code_take(IMPL(f), "h", wrong, 100, 3), MSV_ERR_AUTH);
     assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 100, 3), MSV_OK);
     /* consumed */
     assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 100, 3), MSV_ERR_NOT_FOUND);
     /* too many wrong attempts burn the code, even the right one afterwards */
-    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 5000), MSV_OK);
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 0, 5000), MSV_OK);
     for (int i = 0; i < 3; i++)
         assert_int_equal(OPS(f)->code_take(IMPL(f), "h", wrong, 100, 3), MSV_ERR_AUTH);
     assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 100, 3), MSV_ERR_NOT_FOUND);
+    /* a burnt code still holds its place until it expires */
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", wrong, 4999, 9000), MSV_ERR_EXISTS);
     /* expired */
-    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 5000), MSV_OK);
-    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 5000, 3), MSV_ERR_NOT_FOUND);
-    /* a new code replaces the old one and resets the attempts */
-    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", wrong, 5000), MSV_OK);
-    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 5000), MSV_OK);
-    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", wrong, 1, 3), MSV_ERR_AUTH);
-    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 1, 3), MSV_OK);
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 5000, 9000), MSV_OK);
+    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 9000, 3), MSV_ERR_NOT_FOUND);
+    /* a pending code is kept: a second one is refused and the first still works */
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 9000, 20000), MSV_OK);
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", wrong, 9001, 20000), MSV_ERR_EXISTS);
+    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", wrong, 9002, 3), MSV_ERR_AUTH);
+    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 9002, 3), MSV_OK);
+    /* once it has expired a new one takes its place, with its attempts counted afresh */
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", wrong, 9003, 10000), MSV_OK);
+    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 9004, 3), MSV_ERR_AUTH);
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 10000, 20000), MSV_OK);
+    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", wrong, 10001, 3), MSV_ERR_AUTH);
+    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 10001, 3), MSV_OK);
 }
 
 static void test_devices(void **state)

@@ -41,15 +41,54 @@
 #define IMPL(s) ((s)->store->impl)
 
 /*
- * A handle is an e-mail address (one '@', something on both sides; ASCII
- * letters folded to lower case) or a phone number in E.164 form (+ and 6 to
- * 15 digits). The normalised text goes to out (MSV_HANDLE_MAX + 1 bytes).
+ * Handles (docs/missived.md, "Handles"): ASCII only, so that no two handles
+ * look alike in different scripts and every handle is its own NFC form, and
+ * nothing a shell or an argument parser treats specially (a hook receives it).
+ * A phone number is + and 6 to 15 digits (E.164). An e-mail address is
+ * LOCAL@DOMAIN: LOCAL 1 to 64 letters, digits and . _ + - starting with a
+ * letter or digit; DOMAIN labels of letters, digits and -, joined by single
+ * dots, each 1 to 63 long and neither starting nor ending with -.
  */
+static int is_alnum(uint8_t ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+}
+
+static int local_part_ok(const uint8_t *p, size_t len)
+{
+    if (len == 0 || len > 64 || !is_alnum(p[0]))
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!is_alnum(p[i]) && p[i] != '.' && p[i] != '_' && p[i] != '+' && p[i] != '-')
+            return 0;
+    }
+    return 1;
+}
+
+static int domain_ok(const uint8_t *p, size_t len)
+{
+    size_t label = 0;
+
+    for (size_t i = 0; i <= len; i++) {
+        if (i == len || p[i] == '.') {
+            if (label == 0 || label > 63 || p[i - 1] == '-')
+                return 0;
+            label = 0;
+        } else if (is_alnum(p[i]) || (p[i] == '-' && label > 0)) {
+            label++;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The normalised handle (ASCII letters folded to lower case) goes to out (MSV_HANDLE_MAX + 1). */
 static int normalise_handle(ProtobufCBinaryData b, char *out)
 {
-    size_t at = 0, ats = 0;
+    const uint8_t *at;
 
-    if (b.len < 3 || b.len > 256 || !msv_utf8_is_valid(b.data, b.len))
+    if (b.len < 3 || b.len > MSV_HANDLE_MAX)
         return 0;
     if (b.data[0] == '+') {
         if (b.len < 7 || b.len > 16)
@@ -59,15 +98,9 @@ static int normalise_handle(ProtobufCBinaryData b, char *out)
                 return 0;
         }
     } else {
-        for (size_t i = 0; i < b.len; i++) {
-            if (b.data[i] <= ' ' || b.data[i] == 0x7f)
-                return 0;
-            if (b.data[i] == '@') {
-                ats++;
-                at = i;
-            }
-        }
-        if (ats != 1 || at == 0 || at == b.len - 1)
+        at = memchr(b.data, '@', b.len);
+        if (at == NULL || !local_part_ok(b.data, (size_t)(at - b.data)) ||
+            !domain_ok(at + 1, b.len - (size_t)(at - b.data) - 1))
             return 0;
     }
     for (size_t i = 0; i < b.len; i++)
@@ -87,14 +120,17 @@ static void code_hash(const char *handle, const char *code, uint8_t out[32])
         memset(out, 0, 32); /* matches nothing a person can type */
 }
 
-/* Runs the hook as `hook HANDLE CODE`, detached (double fork: no zombie, no wait). */
+/*
+ * Runs the hook as `hook -- HANDLE CODE`, detached (double fork: no zombie, no wait); the
+ * "--" keeps the handle an operand whatever option parser the hook uses.
+ */
 static void run_hook(const char *hook, const char *handle, const char *code)
 {
     pid_t pid = fork();
 
     if (pid == 0) {
         if (fork() == 0) {
-            char *argv[] = {(char *)hook, (char *)handle, (char *)code, NULL};
+            char *argv[] = {(char *)hook, (char *)"--", (char *)handle, (char *)code, NULL};
 
             execv(hook, argv);
             _exit(127);
@@ -241,6 +277,37 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
 
 /* ---- accounts and devices ------------------------------------------------------------- */
 
+/*
+ * Stores a new code for handle, within the handle's daily allowance of codes, unless one is
+ * pending: that one stays valid until it expires, so nobody can spoil another person's
+ * registration by asking again. Answers a refusal itself.
+ */
+static msv_err put_code(struct msv_conn_state *c, uint64_t request_id, const char *handle,
+                        const uint8_t hash[32])
+{
+    struct msv_server *s = c->w->srv;
+    uint64_t key = msv_server_key(s, handle, strlen(handle));
+    int64_t now = msv_server_now_ms(s);
+    msv_err err = MSV_ERR_AGAIN; /* no code left for today */
+
+    if (msv_server_take_token(s, MSV_LIMIT_CODE, key, 1)) {
+        err = STORE(s)->code_put(IMPL(s), handle, hash, now, now + CODE_TTL_MS);
+        if (err != MSV_OK)
+            msv_server_refund_token(s, MSV_LIMIT_CODE, key, 1);
+    }
+    if (err == MSV_ERR_EXISTS || err == MSV_ERR_AGAIN) {
+        atomic_fetch_add(&s->m.codes_refused, 1);
+        msv_conn_send_error(c, request_id, E_RATE,
+                            err == MSV_ERR_EXISTS
+                                ? "a code was sent to that handle and is valid for 10 minutes; "
+                                  "use it, or ask again after it expires"
+                                : "too many codes sent to that handle today; try tomorrow");
+    } else if (err != MSV_OK) {
+        msv_conn_send_error(c, request_id, E_IO, "storage failed");
+    }
+    return err;
+}
+
 static void handle_register_start(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
@@ -264,13 +331,13 @@ static void handle_register_start(struct msv_conn_state *c, const msv_frame *f)
     }
     snprintf(code, sizeof(code), "%06u", (unsigned)randombytes_uniform(1000000));
     code_hash(handle, code, hash);
-    err = err == MSV_ERR_NOT_FOUND
-              ? STORE(s)->code_put(IMPL(s), handle, hash, msv_server_now_ms(s) + CODE_TTL_MS)
-              : err;
-    if (err != MSV_OK) {
+    if (err == MSV_ERR_NOT_FOUND)
+        err = put_code(c, f->request_id, handle, hash);
+    else
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+    sodium_memzero(hash, sizeof(hash));
+    if (err != MSV_OK)
         return;
-    }
     if (strcmp(s->cfg.verification, "hook") == 0)
         run_hook(s->cfg.verification_hook, handle, code);
     else /* dev mode: the operator reads the code from the log */

@@ -687,11 +687,48 @@ static void limit_rate(const struct msv_config *c, enum msv_limit limit, double 
         *rate = c->register_rate;
         *burst = c->register_burst;
         break;
+    case MSV_LIMIT_CODE: /* verification codes sent to one handle per day */
+        *rate = (double)c->codes_per_handle_per_day / 86400.0;
+        *burst = (double)c->codes_per_handle_per_day;
+        break;
+    case MSV_LIMIT_SEND:
+        *rate = c->send_rate;
+        *burst = c->send_burst;
+        break;
+    case MSV_LIMIT_CLAIM: /* one one-time prekey per claimer and device per interval */
+        *rate = 1.0 / (double)(c->prekey_claim_interval_s ? c->prekey_claim_interval_s : 1);
+        *burst = c->prekey_claim_interval_s ? 1.0 : 1e9;
+        break;
+    case MSV_LIMIT_BLOB_FINISH:
+        *rate = c->blob_finish_fail_rate;
+        *burst = c->blob_finish_fail_burst;
+        break;
     default:
         *rate = c->sealed_rate;
         *burst = c->sealed_burst;
         break;
     }
+}
+
+void msv_server_refund_token(struct msv_server *s, enum msv_limit limit, uint64_t key, double cost)
+{
+    struct msv_bucket *b;
+
+    pthread_mutex_lock(&s->limits_lock);
+    b = msv_u64map_get(&s->buckets[limit], key);
+    if (b != NULL)
+        b->tokens += cost; /* the next take caps it at the burst again */
+    pthread_mutex_unlock(&s->limits_lock);
+}
+
+uint64_t msv_server_key(const struct msv_server *s, const void *data, size_t len)
+{
+    uint8_t h[crypto_shorthash_BYTES];
+    uint64_t k = 0;
+
+    crypto_shorthash(h, data, len, s->limit_key);
+    memcpy(&k, h, sizeof(k));
+    return k != 0 ? k : 1; /* 0 marks an empty slot of the map */
 }
 
 int msv_server_take_token(struct msv_server *s, enum msv_limit limit, uint64_t key, double cost)
@@ -833,6 +870,12 @@ static void reload(struct msv_server *s)
     s->cfg.register_burst = c.register_burst;
     s->cfg.sealed_rate = c.sealed_rate;
     s->cfg.sealed_burst = c.sealed_burst;
+    s->cfg.codes_per_handle_per_day = c.codes_per_handle_per_day;
+    s->cfg.send_rate = c.send_rate;
+    s->cfg.send_burst = c.send_burst;
+    s->cfg.prekey_claim_interval_s = c.prekey_claim_interval_s;
+    s->cfg.blob_finish_fail_rate = c.blob_finish_fail_rate;
+    s->cfg.blob_finish_fail_burst = c.blob_finish_fail_burst;
     pthread_mutex_unlock(&s->limits_lock);
     atomic_fetch_add(&s->suspension_gen, 1);
     msv_log(MSV_LOG_INFO, "reloaded", "payload_limit=%llu", (unsigned long long)c.payload_limit);
@@ -988,6 +1031,7 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     pthread_mutex_init(&s->registry_lock, NULL);
     msv_dircache_init(&s->dir, DIRCACHE_ENTRIES);
     pthread_mutex_init(&s->limits_lock, NULL);
+    randombytes_buf(s->limit_key, sizeof(s->limit_key));
     msv_u64map_init(&s->registry);
     for (int l = 0; l < MSV_LIMIT_COUNT; l++)
         msv_u64map_init(&s->buckets[l]);

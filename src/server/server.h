@@ -99,6 +99,8 @@ struct msv_metrics {
     _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired, reads_paused;
     _Atomic uint64_t connections_refused;
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects;
+    _Atomic uint64_t codes_refused, sends_rate_limited, queue_full, claims_refused,
+        claims_throttled, prekeys_exhausted, blobs_refused, blob_finish_failed;
 };
 
 struct msv_bucket {
@@ -106,8 +108,21 @@ struct msv_bucket {
     int64_t updated_ms;
 };
 
-/* Keys: LOOKUP an account id; REGISTER and SEALED an address key. */
-enum msv_limit { MSV_LIMIT_LOOKUP, MSV_LIMIT_REGISTER, MSV_LIMIT_SEALED, MSV_LIMIT_COUNT };
+/*
+ * Keys: LOOKUP and SEND an account id; REGISTER and SEALED an address key; CODE a handle's
+ * msv_server_key; CLAIM the msv_server_key of (claiming account, claimed device); BLOB_FINISH
+ * a device id.
+ */
+enum msv_limit {
+    MSV_LIMIT_LOOKUP,
+    MSV_LIMIT_REGISTER,
+    MSV_LIMIT_SEALED,
+    MSV_LIMIT_CODE,
+    MSV_LIMIT_SEND,
+    MSV_LIMIT_CLAIM,
+    MSV_LIMIT_BLOB_FINISH,
+    MSV_LIMIT_COUNT
+};
 
 struct msv_server {
     struct msv_config cfg;
@@ -128,6 +143,7 @@ struct msv_server {
     struct msv_u64map registry; /* device id -> struct msv_conn_state * */
 
     pthread_mutex_t limits_lock;
+    uint8_t limit_key[16]; /* random per process: what msv_server_key hashes with */
     struct msv_u64map buckets[MSV_LIMIT_COUNT]; /* key -> struct msv_bucket * */
     struct msv_u64map conns_per_address;        /* address key -> open connections (as a pointer) */
 
@@ -187,6 +203,13 @@ void msv_conn_pump(struct msv_conn_state *c);
 void msv_conn_close_soon(struct msv_conn_state *c);
 /* Takes cost tokens from key's bucket of that limit; 0 if there are not enough. */
 int msv_server_take_token(struct msv_server *s, enum msv_limit limit, uint64_t key, double cost);
+/* Gives back cost tokens taken for a request that then did nothing. */
+void msv_server_refund_token(struct msv_server *s, enum msv_limit limit, uint64_t key, double cost);
+/*
+ * A non-zero bucket key for len bytes (a handle, a pair of ids), keyed with a secret of this
+ * process so that clients cannot choose colliding inputs.
+ */
+uint64_t msv_server_key(const struct msv_server *s, const void *data, size_t len);
 /* Queues a send for the worker's next group commit (takes ownership of p). */
 void msv_worker_queue_send(struct msv_worker *w, struct msv_pending_send *p);
 void msv_pending_send_free(struct msv_pending_send *p);

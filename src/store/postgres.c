@@ -598,18 +598,23 @@ static msv_err stats(struct pg_conn *c, struct msv_store_stats *out)
 }
 
 static msv_err code_put(struct pg_conn *c, const char *handle, const uint8_t hash[32],
-                        int64_t expires_ms)
+                        int64_t now_ms, int64_t expires_ms)
 {
     struct args a = {0};
+    size_t n = 0;
+    msv_err err;
 
     a_text(&a, handle);
     a_bytes(&a, hash, 32);
     a_i64(&a, expires_ms);
-    return run(c,
-               "INSERT INTO codes (handle, code_hash, expires_ms, attempts) VALUES ($1, $2, $3, 0) "
-               "ON CONFLICT (handle) DO UPDATE SET code_hash = excluded.code_hash, "
-               "expires_ms = excluded.expires_ms, attempts = 0;",
-               &a);
+    a_i64(&a, now_ms);
+    err = run_count(c,
+                    "INSERT INTO codes (handle, code_hash, expires_ms, attempts) "
+                    "VALUES ($1, $2, $3, 0) ON CONFLICT (handle) DO UPDATE SET "
+                    "code_hash = excluded.code_hash, expires_ms = excluded.expires_ms, "
+                    "attempts = 0 WHERE codes.expires_ms <= $4;",
+                    &a, &n);
+    return err == MSV_OK && n == 0 ? MSV_ERR_EXISTS : err;
 }
 
 static msv_err code_take(struct pg_conn *c, const char *handle, const uint8_t hash[32],
@@ -1461,10 +1466,10 @@ static msv_err p_stats(void *impl, struct msv_store_stats *out)
     POOLED(stats(c_, out));
 }
 
-static msv_err p_code_put(void *impl, const char *handle, const uint8_t hash[32],
+static msv_err p_code_put(void *impl, const char *handle, const uint8_t hash[32], int64_t now_ms,
                           int64_t expires_ms)
 {
-    POOLED(code_put(c_, handle, hash, expires_ms));
+    POOLED(code_put(c_, handle, hash, now_ms, expires_ms));
 }
 
 static msv_err p_code_take(void *impl, const char *handle, const uint8_t hash[32], int64_t now_ms,

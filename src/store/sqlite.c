@@ -359,7 +359,8 @@ static msv_err account_handle(void *impl, uint64_t account_id, char **handle)
     return err;
 }
 
-static msv_err code_put(void *impl, const char *handle, const uint8_t hash[32], int64_t expires_ms)
+static msv_err code_put(void *impl, const char *handle, const uint8_t hash[32], int64_t now_ms,
+                        int64_t expires_ms)
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
@@ -367,7 +368,7 @@ static msv_err code_put(void *impl, const char *handle, const uint8_t hash[32], 
                           "INSERT INTO codes (handle, code_hash, expires_ms, attempts) "
                           "VALUES (?, ?, ?, 0) ON CONFLICT (handle) DO UPDATE SET "
                           "code_hash = excluded.code_hash, expires_ms = excluded.expires_ms, "
-                          "attempts = 0;",
+                          "attempts = 0 WHERE codes.expires_ms <= ?;",
                           &st);
 
     if (err != MSV_OK)
@@ -375,7 +376,9 @@ static msv_err code_put(void *impl, const char *handle, const uint8_t hash[32], 
     sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
     sqlite3_bind_blob(st, 2, hash, 32, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 3, expires_ms);
-    return run(s, st);
+    sqlite3_bind_int64(st, 4, now_ms);
+    err = run(s, st);
+    return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_EXISTS : err;
 }
 
 static msv_err code_take_locked(struct sqlite_store *s, const char *handle, const uint8_t hash[32],
@@ -1196,10 +1199,10 @@ static msv_err l_account_handle(void *impl, uint64_t account_id, char **handle)
     LOCKED(account_handle(impl, account_id, handle));
 }
 
-static msv_err l_code_put(void *impl, const char *handle, const uint8_t hash[32],
+static msv_err l_code_put(void *impl, const char *handle, const uint8_t hash[32], int64_t now_ms,
                           int64_t expires_ms)
 {
-    LOCKED(code_put(impl, handle, hash, expires_ms));
+    LOCKED(code_put(impl, handle, hash, now_ms, expires_ms));
 }
 
 static msv_err l_code_take(void *impl, const char *handle, const uint8_t hash[32], int64_t now_ms,

@@ -155,8 +155,12 @@ struct msv_store_ops {
     msv_err (*account_suspended)(void *impl, uint64_t account_id, int *suspended);
     msv_err (*stats)(void *impl, struct msv_store_stats *out);
 
-    /* verification codes: one per handle, replaced by a newer one */
-    msv_err (*code_put)(void *impl, const char *handle, const uint8_t hash[32], int64_t expires_ms);
+    /*
+     * verification codes: one per handle, kept until it expires (or is used up): while one
+     * unexpired at now_ms is stored, code_put changes nothing and answers MSV_ERR_EXISTS
+     */
+    msv_err (*code_put)(void *impl, const char *handle, const uint8_t hash[32], int64_t now_ms,
+                        int64_t expires_ms);
     /*
      * MSV_OK and the code is consumed if hash matches an unexpired code;
      * MSV_ERR_AUTH counts a failed attempt (the code is dropped after

@@ -1,0 +1,248 @@
+/*
+ * missived's quotas and abuse limits, end to end against real server
+ * processes: verification codes and handles, prekey claims, send rates and
+ * queue caps, attachment quotas. Each test performs the abuse and checks that
+ * it is refused with a clear error, that nothing else changed, and that the
+ * refusal is counted in /metrics.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "missive/util.h"
+#include "server_harness.h"
+
+static msv_frame *register_start(struct msv_conn *c, const char *handle)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__RegisterStart start = MSV__WIRE__REGISTER_START__INIT;
+
+    start.handle.data = (uint8_t *)handle;
+    start.handle.len = strlen(handle);
+    req.body_case = MSV__WIRE__FRAME__BODY_REGISTER_START;
+    req.register_start = &start;
+    return test_request(c, &req);
+}
+
+static msv_frame *register_finish(struct msv_conn *c, const char *handle, const char *code)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__RegisterFinish fin = MSV__WIRE__REGISTER_FINISH__INIT;
+    Msv__Wire__NewDevice nd = MSV__WIRE__NEW_DEVICE__INIT;
+    struct msv_identity *id = NULL;
+    msv_frame *r;
+    size_t len = 0;
+
+    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &id), MSV_OK);
+    nd.suite = MSV_SUITE_MODERN;
+    nd.identity.data = (uint8_t *)msv_public_identity_bytes(msv_identity_public(id), &len);
+    nd.identity.len = len;
+    fin.handle.data = (uint8_t *)handle;
+    fin.handle.len = strlen(handle);
+    fin.code.data = (uint8_t *)code;
+    fin.code.len = strlen(code);
+    fin.password.data = (uint8_t *)TEST_PASSWORD;
+    fin.password.len = strlen(TEST_PASSWORD);
+    fin.device = &nd;
+    req.body_case = MSV__WIRE__FRAME__BODY_REGISTER_FINISH;
+    req.register_finish = &fin;
+    r = test_request(c, &req);
+    msv_identity_free(id);
+    return r;
+}
+
+/* How many verification codes the server logged for handle. */
+static int codes_logged(struct test_server *s, const char *handle)
+{
+    char line[1024], want[128];
+    FILE *f = fopen(s->log, "r");
+    int n = 0;
+
+    assert_non_null(f);
+    snprintf(want, sizeof(want), "event=verification_code handle=%s code=", handle);
+    while (fgets(line, sizeof(line), f) != NULL)
+        n += strstr(line, want) != NULL;
+    fclose(f);
+    return n;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * A second RegisterStart for a handle whose code is pending changes nothing
+ * and sends nothing: the first code still registers.
+ */
+static void test_pending_code_is_kept(void **state)
+{
+    struct test_server s;
+    struct msv_conn *c;
+    char code[7];
+
+    (void)state;
+    test_server_init(&s, "[accounts]\nregister_burst = 100\n");
+    test_server_start(&s);
+    c = test_connect(&s);
+    test_expect_ok(register_start(c, "carol@example.org"));
+    test_server_code(&s, "carol@example.org", code);
+    /* someone else asks again for carol: refused, no second code */
+    test_expect_error(register_start(c, "carol@example.org"),
+                      MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    test_expect_error(register_start(c, "Carol@Example.org"),
+                      MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    assert_int_equal(codes_logged(&s, "carol@example.org"), 1);
+    assert_int_equal(test_metric(&s, "codes_refused_total"), 2);
+    /* carol's code still works */
+    {
+        msv_frame *r = register_finish(c, "carol@example.org", code);
+
+        assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_REGISTERED);
+        msv_frame_free(r);
+    }
+    msv_conn_close(c);
+    test_server_cleanup(&s);
+}
+
+/* A handle gets codes_per_handle_per_day codes a day, whoever asks. */
+static void test_codes_per_handle(void **state)
+{
+    struct test_server s;
+    struct msv_conn *c;
+    int64_t t0 = wall_ms();
+
+    (void)state;
+    test_server_init(&s, "[accounts]\nregister_burst = 100\ncodes_per_handle_per_day = 2\n");
+    test_server_set_clock(&s, t0);
+    test_server_start(&s);
+    c = test_connect(&s);
+    /* dave: one code, it expires, a second one; the third of the day is refused */
+    test_expect_ok(register_start(c, "dave@example.org"));
+    /* (an unauthenticated connection does not outlive a clock moved by minutes) */
+    msv_conn_close(c);
+    test_server_set_clock(&s, t0 + 11 * 60 * 1000);
+    c = test_connect(&s);
+    test_expect_ok(register_start(c, "dave@example.org"));
+    msv_conn_close(c);
+    test_server_set_clock(&s, t0 + 22 * 60 * 1000);
+    c = test_connect(&s);
+    test_expect_error(register_start(c, "dave@example.org"),
+                      MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    assert_int_equal(codes_logged(&s, "dave@example.org"), 2);
+    /* others are not affected */
+    test_expect_ok(register_start(c, "erin@example.org"));
+    msv_conn_close(c);
+    test_server_cleanup(&s);
+}
+
+/* Handles outside the grammar are refused before anything is stored or sent. */
+static void test_handle_grammar(void **state)
+{
+    static const char *const bad[] = {
+        "-rf@example.org",  /* an option to whatever reads it */
+        "a;id@example.org", /* shell metacharacters */
+        "a$(id)@example.org",
+        "a`id`@example.org",
+        "a|b@example.org",
+        "a b@example.org",
+        "a\"b@example.org",
+        "a'b@example.org",
+        "a*@example.org",
+        "a\\b@example.org",
+        ".a@example.org",
+        "a@-example.org",
+        "a@example-.org",
+        "a@example..org",
+        "a@.example.org",
+        "a@example.org.",
+        "a@b@example.org",
+        "@example.org",
+        "alice@",
+        "+12345",
+        "+12345678901234567",
+        "+1234567a",
+        "alice@ex\xd0\xb0mple.org", /* a Cyrillic a: looks like example.org */
+        "\xc3\xa9lise@example.org", /* non-ASCII */
+        "a\xcc\x81@example.org",    /* a and a combining accent: not NFC-stable */
+    };
+    static const char *const good[] = {"a@x", "first.last+tag@mail.example.org", "O-K_1@a-b.c",
+                                       "+4915112345678"};
+    struct test_server s;
+    struct msv_conn *c;
+
+    (void)state;
+    test_server_init(&s, "[accounts]\nregister_burst = 100\n");
+    test_server_start(&s);
+    c = test_connect(&s);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        msv_frame *r = register_start(c, bad[i]);
+
+        if (test_error_code(r) != MSV__WIRE__ERROR_CODE__ERROR_INVALID)
+            fail_msg("handle \"%s\" was not refused", bad[i]);
+        msv_frame_free(r);
+    }
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        test_expect_ok(register_start(c, good[i]));
+    assert_int_equal(test_metric(&s, "registrations_total"), 0);
+    msv_conn_close(c);
+    test_server_cleanup(&s);
+}
+
+/* The hook gets "--" before the handle, so a handle can never be read as an option. */
+static void test_hook_arguments(void **state)
+{
+    struct test_server s;
+    struct msv_conn *c;
+    char extra[512], hook[128], out[128], got[256] = "";
+    FILE *f;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    snprintf(hook, sizeof(hook), "%s/hook.sh", s.dir);
+    snprintf(out, sizeof(out), "%s/hook.out", s.dir);
+    f = fopen(hook, "w");
+    assert_non_null(f);
+    fprintf(f, "#!/bin/sh\nprintf '%%s|' \"$@\" > %s.tmp && mv %s.tmp %s\n", out, out, out);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(hook, 0700), 0);
+    snprintf(extra, sizeof(extra), "[accounts]\nverification = hook\nverification_hook = %s\n",
+             hook);
+    snprintf(s.extra, sizeof(s.extra), "%s", extra);
+    test_server_start(&s);
+    c = test_connect(&s);
+    test_expect_ok(register_start(c, "frank@example.org"));
+    for (int i = 0; i < 100 && (f = fopen(out, "r")) == NULL; i++)
+        usleep(50 * 1000);
+    assert_non_null(f);
+    assert_non_null(fgets(got, sizeof(got), f));
+    fclose(f);
+    assert_int_equal(strncmp(got, "--|frank@example.org|", 21), 0);
+    assert_int_equal(strlen(got), 21 + 7);
+    msv_conn_close(c);
+    test_server_cleanup(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pending_code_is_kept),
+        cmocka_unit_test(test_codes_per_handle),
+        cmocka_unit_test(test_handle_grammar),
+        cmocka_unit_test(test_hook_arguments),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
