@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "missive/ratchet.h"
 #include "missive/util.h"
 #include "server_harness.h"
 
@@ -235,13 +236,100 @@ static void test_hook_arguments(void **state)
     test_server_cleanup(&s);
 }
 
+/* d publishes a signed prekey (id 1) and n one-time prekeys (ids 2...); returns how many it holds.
+ */
+static uint32_t publish_prekeys(struct test_device *d, size_t n)
+{
+    struct msv_prekey keys[16];
+    struct msv_refusal why = {0};
+    uint8_t sig[64];
+    uint32_t left = 0;
+    int has_signed = 0;
+
+    assert_true(n < 16);
+    for (size_t i = 0; i <= n; i++)
+        assert_int_equal(msv_prekey_generate(d->id, (uint32_t)i + 1, &keys[i], i ? NULL : sig),
+                         MSV_OK);
+    assert_int_equal(msv_request_prekey_upload(d->conn, &keys[0], sig, keys + 1, n, TEST_TIMEOUT_MS,
+                                               &left, &has_signed, &why),
+                     MSV_OK);
+    return left;
+}
+
+/* Claims the prekeys of n devices from d; returns the first bundle's one-time id (0: none). */
+static uint32_t claim(struct test_device *d, const uint64_t *ids, size_t n, int *error)
+{
+    struct msv_refusal why = {0};
+    msv_frame *r = NULL;
+    uint32_t one_time = 0;
+    msv_err err = msv_request_prekey_claim(d->conn, ids, n, TEST_TIMEOUT_MS, &r, &why);
+
+    *error = err == MSV_OK ? 0 : (int)why.code;
+    if (err == MSV_OK) {
+        assert_true(r->prekey_bundles->n_bundles >= 1);
+        assert_non_null(r->prekey_bundles->bundles[0]->signed_);
+        if (r->prekey_bundles->bundles[0]->one_time != NULL)
+            one_time = r->prekey_bundles->bundles[0]->one_time->id;
+    }
+    msv_frame_free(r);
+    return one_time;
+}
+
+/*
+ * Draining a device's one-time prekeys: a claim naming it twice is refused
+ * and takes nothing; claiming it again within the interval gives the signed
+ * prekey alone; another account, or the same after the interval, gets one.
+ */
+static void test_prekey_claims(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, c1;
+    uint64_t twice[64];
+    int64_t t0 = wall_ms();
+    int error = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_set_clock(&s, t0);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    test_register(&s, "carol@example.org", &c1);
+    assert_int_equal(publish_prekeys(&b1, 10), 10);
+    for (size_t i = 0; i < 64; i++)
+        twice[i] = b1.device_id;
+    assert_int_equal(claim(&a1, twice, 64, &error), 0);
+    assert_int_equal(error, MSV__WIRE__ERROR_CODE__ERROR_INVALID);
+    assert_int_equal(claim(&a1, twice, 2, &error), 0);
+    assert_int_equal(error, MSV__WIRE__ERROR_CODE__ERROR_INVALID);
+    assert_int_equal(publish_prekeys(&b1, 0), 10);
+    assert_int_equal(test_metric(&s, "prekey_claims_refused_total"), 2);
+    /* one one-time prekey for alice; then the signed prekey alone, however often she asks */
+    assert_int_equal(claim(&a1, &b1.device_id, 1, &error), 2);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(claim(&a1, &b1.device_id, 1, &error), 0);
+        assert_int_equal(error, 0);
+    }
+    assert_int_equal(publish_prekeys(&b1, 0), 9);
+    assert_int_equal(test_metric(&s, "prekey_claims_throttled_total"), 5);
+    /* carol is another claimer */
+    assert_int_equal(claim(&c1, &b1.device_id, 1, &error), 3);
+    /* after the interval alice gets one again */
+    test_server_set_clock(&s, t0 + 301 * 1000);
+    assert_int_equal(claim(&a1, &b1.device_id, 1, &error), 4);
+    assert_int_equal(publish_prekeys(&b1, 0), 7);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&c1);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pending_code_is_kept),
-        cmocka_unit_test(test_codes_per_handle),
-        cmocka_unit_test(test_handle_grammar),
-        cmocka_unit_test(test_hook_arguments),
+        cmocka_unit_test(test_pending_code_is_kept), cmocka_unit_test(test_codes_per_handle),
+        cmocka_unit_test(test_handle_grammar),       cmocka_unit_test(test_hook_arguments),
+        cmocka_unit_test(test_prekey_claims),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

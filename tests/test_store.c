@@ -597,7 +597,7 @@ static void test_prekeys_and_tokens(void **state)
         memset(otk[i].key, (int)otk[i].id, 32);
     memset(up.signed_key, 0x51, 32);
     memset(up.signed_sig, 0x52, 64);
-    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 1, &c), MSV_ERR_NOT_FOUND);
     assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_OK);
     assert_int_equal(left, 3);
     assert_true(has_signed);
@@ -609,25 +609,30 @@ static void test_prekeys_and_tokens(void **state)
     up.signed_id = 2;
     assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_ERR_TOO_BIG);
     /* claims: the signed prekey is the old one still, one-time prekeys lowest id first */
-    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_OK);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 1, &c), MSV_OK);
     assert_int_equal(c.signed_id, 1);
     assert_int_equal(c.signed_key[0], 0x51);
     assert_int_equal(c.signed_sig[63], 0x52);
     assert_int_equal(c.one_time_id, 5);
     assert_int_equal(c.one_time_key[31], 5);
-    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_OK);
+    /* without a one-time prekey: the signed prekey, and the one-time prekeys stay */
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 0, &c), MSV_OK);
+    assert_int_equal(c.signed_id, 1);
+    assert_int_equal(c.signed_key[0], 0x51);
+    assert_int_equal(c.one_time_id, 0);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 1, &c), MSV_OK);
     assert_int_equal(c.one_time_id, 7);
-    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_OK);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 1, &c), MSV_OK);
     assert_int_equal(c.one_time_id, 9);
     /* none left: the signed prekey alone */
-    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_OK);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 1, &c), MSV_OK);
     assert_int_equal(c.one_time_id, 0);
     /* a new signed prekey replaces the old */
     up.n_one_time = 1;
     memset(up.signed_key, 0x61, 32);
     assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_OK);
     assert_int_equal(left, 1);
-    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_OK);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 1, &c), MSV_OK);
     assert_int_equal(c.signed_id, 2);
     assert_int_equal(c.signed_key[0], 0x61);
     assert_int_equal(c.one_time_id, 100);
@@ -645,7 +650,7 @@ static void test_prekeys_and_tokens(void **state)
     /* removal drops the prekeys and the token */
     assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_OK);
     assert_int_equal(OPS(f)->device_remove(IMPL(f), a, d), MSV_OK);
-    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 1, &c), MSV_ERR_NOT_FOUND);
     assert_int_equal(OPS(f)->delivery_token_check(IMPL(f), a, hash), MSV_ERR_AUTH);
 }
 

@@ -1209,13 +1209,32 @@ static void handle_prekey_upload(struct msv_conn_state *c, const msv_frame *f)
     msv_conn_send_frame(c, &out);
 }
 
+/*
+ * Whether claimer's account may take a one-time prekey of device_id now: one per
+ * prekey_claim_interval_s, so that nobody drains a device's one-time prekeys by claiming
+ * again and again (a claim in between gets the signed prekey, enough for a session).
+ */
+static int one_time_allowed(struct msv_conn_state *c, uint64_t device_id)
+{
+    struct msv_server *s = c->w->srv;
+    uint64_t pair[2] = {c->account_id, device_id};
+
+    if (msv_server_take_token(s, MSV_LIMIT_CLAIM, msv_server_key(s, pair, sizeof(pair)), 1))
+        return 1;
+    atomic_fetch_add(&s->m.claims_throttled, 1);
+    msv_log(MSV_LOG_INFO, "prekey_claim_throttled", "account=%llu device=%llu",
+            (unsigned long long)c->account_id, (unsigned long long)device_id);
+    return 0;
+}
+
 /* One device's bundle into b (pointing into claimed); 0 if it has none to give. */
-static int claim_one(struct msv_server *s, uint64_t device_id, struct msv_prekey_claimed *cl,
+static int claim_one(struct msv_conn_state *c, uint64_t device_id, struct msv_prekey_claimed *cl,
                      Msv__Wire__PrekeyBundle *b, Msv__Wire__SignedPrekey *sp,
                      Msv__Wire__OneTimePrekey *op, msv_err *err)
 {
+    struct msv_server *s = c->w->srv;
     struct msv_device_rec dev = {0};
-    int approved;
+    int approved, one_time;
 
     *err = STORE(s)->device_get(IMPL(s), device_id, &dev);
     approved = *err == MSV_OK && dev.approved;
@@ -1224,7 +1243,10 @@ static int claim_one(struct msv_server *s, uint64_t device_id, struct msv_prekey
         *err = MSV_OK;
     if (*err != MSV_OK || !approved) /* pending devices are not addressed */
         return 0;
-    *err = STORE(s)->prekey_claim(IMPL(s), device_id, cl);
+    one_time = one_time_allowed(c, device_id);
+    *err = STORE(s)->prekey_claim(IMPL(s), device_id, one_time, cl);
+    if (*err == MSV_OK && one_time && cl->one_time_id == 0)
+        atomic_fetch_add(&s->m.prekeys_exhausted, 1);
     if (*err == MSV_ERR_NOT_FOUND)
         *err = MSV_OK;
     else if (*err == MSV_OK) {
@@ -1246,6 +1268,18 @@ static int claim_one(struct msv_server *s, uint64_t device_id, struct msv_prekey
     return 0;
 }
 
+/* 1 if some id is in ids twice (n is at most CLAIM_MAX: the square is small). */
+static int has_repeats(const uint64_t *ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < i; k++) {
+            if (ids[k] == ids[i])
+                return 1;
+        }
+    }
+    return 0;
+}
+
 static void handle_prekey_claim(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
@@ -1263,12 +1297,18 @@ static void handle_prekey_claim(struct msv_conn_state *c, const msv_frame *f)
                             "claim prekeys of 1 to 64 devices at a time");
         return;
     }
+    if (has_repeats(f->prekey_claim->device_ids, n)) {
+        atomic_fetch_add(&s->m.claims_refused, 1);
+        msv_conn_send_error(c, f->request_id, E_INVALID,
+                            "a device is named more than once in the claim");
+        return;
+    }
     if (!msv_server_take_token(s, MSV_LIMIT_LOOKUP, c->account_id, (double)n)) {
         msv_conn_send_error(c, f->request_id, E_RATE, "too many prekey claims; slow down");
         return;
     }
     for (size_t i = 0; i < n && err == MSV_OK; i++) {
-        if (claim_one(s, f->prekey_claim->device_ids[i], &cl[got], &b[got], &sp[got], &op[got],
+        if (claim_one(c, f->prekey_claim->device_ids[i], &cl[got], &b[got], &sp[got], &op[got],
                       &err)) {
             bp[got] = &b[got];
             got++;

@@ -938,7 +938,8 @@ static msv_err prekeys_put(struct pg_conn *c, uint64_t device_id, const struct m
     return *left > max_one_time ? MSV_ERR_TOO_BIG : MSV_OK; /* the transaction rolls back */
 }
 
-static msv_err prekey_claim(struct pg_conn *c, uint64_t device_id, struct msv_prekey_claimed *out)
+static msv_err prekey_claim(struct pg_conn *c, uint64_t device_id, int one_time,
+                            struct msv_prekey_claimed *out)
 {
     struct args a = {0};
     PGresult *r = NULL;
@@ -957,6 +958,8 @@ static msv_err prekey_claim(struct pg_conn *c, uint64_t device_id, struct msv_pr
     PQclear(r);
     if (!ok)
         return MSV_ERR_NOT_FOUND;
+    if (!one_time)
+        return MSV_OK;
     /* two nodes claiming at once take different keys: the first row not locked by the other */
     err = query(c,
                 "DELETE FROM one_time_prekeys WHERE (device_id, key_id) = (SELECT device_id, key_id"
@@ -1595,9 +1598,10 @@ static msv_err p_prekeys_put(void *impl, uint64_t device_id, const struct msv_pr
     TRANSACTION(prekeys_put(c_, device_id, u, max_one_time, left, has_signed));
 }
 
-static msv_err p_prekey_claim(void *impl, uint64_t device_id, struct msv_prekey_claimed *out)
+static msv_err p_prekey_claim(void *impl, uint64_t device_id, int one_time,
+                              struct msv_prekey_claimed *out)
 {
-    TRANSACTION(prekey_claim(c_, device_id, out));
+    TRANSACTION(prekey_claim(c_, device_id, one_time, out));
 }
 
 static msv_err p_delivery_token_set(void *impl, uint64_t device_id, const uint8_t hash[32])

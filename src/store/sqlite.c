@@ -557,7 +557,7 @@ static msv_err prekeys_put_locked(struct sqlite_store *s, uint64_t device_id,
     return err;
 }
 
-static msv_err prekey_claim_locked(struct sqlite_store *s, uint64_t device_id,
+static msv_err prekey_claim_locked(struct sqlite_store *s, uint64_t device_id, int one_time,
                                    struct msv_prekey_claimed *out)
 {
     sqlite3_stmt *st = NULL;
@@ -579,6 +579,8 @@ static msv_err prekey_claim_locked(struct sqlite_store *s, uint64_t device_id,
     memcpy(out->signed_key, sqlite3_column_blob(st, 1), 32);
     memcpy(out->signed_sig, sqlite3_column_blob(st, 2), 64);
     release(s, st);
+    if (!one_time)
+        return MSV_OK;
     err = prepare(s,
                   "DELETE FROM one_time_prekeys WHERE rowid = (SELECT rowid FROM one_time_prekeys"
                   " WHERE device_id = ? ORDER BY key_id LIMIT 1) RETURNING key_id, pk;",
@@ -1266,9 +1268,10 @@ static msv_err l_prekeys_put(void *impl, uint64_t device_id, const struct msv_pr
     TRANSACTION(prekeys_put_locked(impl, device_id, u, max_one_time, left, has_signed));
 }
 
-static msv_err l_prekey_claim(void *impl, uint64_t device_id, struct msv_prekey_claimed *out)
+static msv_err l_prekey_claim(void *impl, uint64_t device_id, int one_time,
+                              struct msv_prekey_claimed *out)
 {
-    TRANSACTION(prekey_claim_locked(impl, device_id, out));
+    TRANSACTION(prekey_claim_locked(impl, device_id, one_time, out));
 }
 
 static msv_err l_delivery_token_set(void *impl, uint64_t device_id, const uint8_t hash[32])

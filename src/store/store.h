@@ -237,8 +237,12 @@ struct msv_store_ops {
      */
     msv_err (*prekeys_put)(void *impl, uint64_t device_id, const struct msv_prekey_upload *u,
                            size_t max_one_time, uint32_t *left, int *has_signed);
-    /* The signed prekey and one one-time prekey, which is deleted; MSV_ERR_NOT_FOUND if none. */
-    msv_err (*prekey_claim)(void *impl, uint64_t device_id, struct msv_prekey_claimed *out);
+    /*
+     * The signed prekey and, if one_time, one one-time prekey, which is deleted;
+     * MSV_ERR_NOT_FOUND if the device has no signed prekey.
+     */
+    msv_err (*prekey_claim)(void *impl, uint64_t device_id, int one_time,
+                            struct msv_prekey_claimed *out);
     /* Sealed sender: the SHA-256 of a device's delivery token, and the check of one. */
     msv_err (*delivery_token_set)(void *impl, uint64_t device_id, const uint8_t hash[32]);
     /* MSV_OK if an approved device of account_id registered this token; MSV_ERR_AUTH otherwise. */
