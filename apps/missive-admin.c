@@ -29,7 +29,8 @@ static void usage(FILE *f)
                "\n"
                "commands:\n"
                "  accounts          every account: handle, created, devices (and waiting ones),\n"
-               "                    envelopes queued for them, suspended or not\n"
+               "                    envelopes (and bytes) queued for them and sent by them\n"
+               "                    and not yet delivered, suspended or not\n"
                "  suspend HANDLE    the account's devices cannot connect or add devices; devices\n"
                "                    connected now are cut off at the server's next reload\n"
                "                    (systemctl reload missived, or SIGHUP); nothing is deleted\n"
@@ -90,21 +91,27 @@ static int cmd_accounts(struct admin *a)
     if (err != MSV_OK)
         return fail("reading the accounts", err);
     if (!a->json)
-        printf("%-32s %-20s %7s %7s %7s %s\n", "handle", "created", "devices", "waiting", "queued",
-               "state");
+        printf("%-32s %-20s %7s %7s %7s %11s %7s %11s %s\n", "handle", "created", "devices",
+               "waiting", "queued", "bytes", "sending", "bytes", "state");
     for (size_t i = 0; i < n; i++) {
         char created[32];
 
         iso_time(list[i].created_ms, created);
         if (a->json)
-            emit(json_pack("{s:s, s:s, s:I, s:I, s:I, s:b}", "handle", list[i].handle, "created",
-                           created, "devices", (json_int_t)list[i].devices, "waiting",
-                           (json_int_t)list[i].pending, "queued", (json_int_t)list[i].queued,
-                           "suspended", list[i].suspended));
+            emit(json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "handle",
+                           list[i].handle, "created", created, "devices",
+                           (json_int_t)list[i].devices, "waiting", (json_int_t)list[i].pending,
+                           "queued", (json_int_t)list[i].queued, "queued_bytes",
+                           (json_int_t)list[i].queued_bytes, "sending", (json_int_t)list[i].sending,
+                           "sending_bytes", (json_int_t)list[i].sending_bytes, "suspended",
+                           list[i].suspended));
         else
-            printf("%-32s %-20s %7llu %7llu %7llu %s\n", list[i].handle, created,
-                   (unsigned long long)list[i].devices, (unsigned long long)list[i].pending,
-                   (unsigned long long)list[i].queued, list[i].suspended ? "suspended" : "active");
+            printf("%-32s %-20s %7llu %7llu %7llu %11llu %7llu %11llu %s\n", list[i].handle,
+                   created, (unsigned long long)list[i].devices,
+                   (unsigned long long)list[i].pending, (unsigned long long)list[i].queued,
+                   (unsigned long long)list[i].queued_bytes, (unsigned long long)list[i].sending,
+                   (unsigned long long)list[i].sending_bytes,
+                   list[i].suspended ? "suspended" : "active");
     }
     msv_account_summaries_free(list, n);
     return 0;

@@ -324,12 +324,89 @@ static void test_prekey_claims(void **state)
     test_server_cleanup(&s);
 }
 
+static size_t queued_count(struct test_server *s)
+{
+    struct test_queued *rows = NULL;
+    size_t n = test_server_queued(s, &rows);
+
+    test_queued_free(rows, n);
+    return n;
+}
+
+/*
+ * Filling an offline device's queue: past queue_max_envelopes or
+ * queue_max_bytes a send is refused whole ("the recipient's queue is full"),
+ * nothing queued before is dropped, and the queue takes more once the device
+ * has acknowledged some. An account's envelope rate is limited (send_rate).
+ */
+static void test_queue_caps_and_send_rate(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, c1;
+    struct test_device *bob[1] = {&b1}, *carol[1] = {&c1};
+    const char *bob_h[1] = {"bob@example.org"}, *carol_h[1] = {"carol@example.org"};
+    char big[3001];
+    uint64_t q;
+
+    (void)state;
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    test_server_init(&s, "[relay]\nqueue_max_envelopes = 3\nqueue_max_bytes = 4096\n"
+                         "send_rate = 0.01\nsend_burst = 6\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    test_register(&s, "carol@example.org", &c1);
+    msv_conn_close(b1.conn);
+    b1.conn = NULL;
+    for (int i = 0; i < 3; i++)
+        test_expect_ok(test_send(&a1, bob_h, 1, bob, 1, "small"));
+    test_expect_error(test_send(&a1, bob_h, 1, bob, 1, "one too many"),
+                      MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
+    assert_int_equal(queued_count(&s), 3);
+    assert_int_equal(test_metric(&s, "queue_full_total"), 1);
+    /* bob reads and acknowledges everything: room again */
+    test_device_connect(&s, &b1);
+    for (int i = 0; i < 3; i++) {
+        q = test_expect_message(&b1, &a1, "small", TEST_TIMEOUT_MS);
+        assert_true(q != 0);
+        test_ack(&b1, q);
+    }
+    for (int i = 0; i < 50 && queued_count(&s) != 0; i++)
+        usleep(50 * 1000);
+    assert_int_equal(queued_count(&s), 0);
+    msv_conn_close(b1.conn);
+    b1.conn = NULL;
+    /* bytes: one envelope of 3 KB fits in 4 KiB, a second does not */
+    test_expect_ok(test_send(&a1, bob_h, 1, bob, 1, big));
+    test_expect_error(test_send(&a1, bob_h, 1, bob, 1, big), MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
+    assert_int_equal(queued_count(&s), 1);
+    assert_int_equal(test_metric(&s, "queue_full_total"), 2);
+    /* the rate: refused sends took nothing, so alice has 6 - 4 envelopes left */
+    test_expect_ok(test_send(&a1, carol_h, 1, carol, 1, "5"));
+    test_expect_ok(test_send(&a1, carol_h, 1, carol, 1, "6"));
+    test_expect_error(test_send(&a1, carol_h, 1, carol, 1, "7"),
+                      MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    assert_int_equal(test_metric(&s, "sends_rate_limited_total"), 1);
+    assert_int_equal(queued_count(&s), 3);
+    /* another account is not slowed down */
+    test_expect_ok(test_send(&c1, (const char *[]){"alice@example.org"}, 1,
+                             (struct test_device *[]){&a1}, 1, "hi"));
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&c1);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pending_code_is_kept), cmocka_unit_test(test_codes_per_handle),
-        cmocka_unit_test(test_handle_grammar),       cmocka_unit_test(test_hook_arguments),
+        cmocka_unit_test(test_pending_code_is_kept),
+        cmocka_unit_test(test_codes_per_handle),
+        cmocka_unit_test(test_handle_grammar),
+        cmocka_unit_test(test_hook_arguments),
         cmocka_unit_test(test_prekey_claims),
+        cmocka_unit_test(test_queue_caps_and_send_rate),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -670,20 +670,35 @@ static void test_operator_views(void **state)
     size_t n = 0;
     int suspended = -1;
 
-    (void)b;
+    struct msv_queue_usage use[3] = {{.device_id = d}, {.device_id = 999999}, {.device_id = d}};
+
+    in.sender_device = make_device(f, b);
     assert_int_equal(OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"identity", 8,
                                         (const uint8_t *)"token", 5, 0, 2000, &id),
                      MSV_OK);
     assert_int_equal(OPS(f)->queue_put(IMPL(f), &in, 1, 1500, 100000, &id), MSV_OK);
+    /* what waits for each device, for the queue caps (a device may be named twice) */
+    assert_int_equal(OPS(f)->queue_usage(IMPL(f), use, 3), MSV_OK);
+    assert_int_equal(use[0].envelopes, 1);
+    assert_int_equal(use[0].bytes, 5);
+    assert_int_equal(use[1].envelopes + use[1].bytes, 0);
+    assert_int_equal(use[2].bytes, 5);
+    assert_int_equal(OPS(f)->queue_usage(IMPL(f), use, 0), MSV_OK);
     assert_int_equal(OPS(f)->account_list(IMPL(f), &list, &n), MSV_OK);
     assert_int_equal(n, 2);
     assert_string_equal(list[0].handle, "a@x");
     assert_int_equal(list[0].devices, 1);
     assert_int_equal(list[0].pending, 1);
     assert_int_equal(list[0].queued, 1);
+    assert_int_equal(list[0].queued_bytes, 5);
+    assert_int_equal(list[0].sending + list[0].sending_bytes, 0);
     assert_int_equal(list[0].created_ms, 1000);
     assert_string_equal(list[1].handle, "b@x");
-    assert_int_equal(list[1].devices + list[1].pending + list[1].queued, 0);
+    assert_int_equal(list[1].devices, 1);
+    assert_int_equal(list[1].pending + list[1].queued + list[1].queued_bytes, 0);
+    /* b's device sent it: b's totals say so */
+    assert_int_equal(list[1].sending, 1);
+    assert_int_equal(list[1].sending_bytes, 5);
     msv_account_summaries_free(list, n);
     assert_int_equal(OPS(f)->account_suspended(IMPL(f), a, &suspended), MSV_OK);
     assert_int_equal(suspended, 0);
@@ -695,7 +710,7 @@ static void test_operator_views(void **state)
     assert_int_equal(OPS(f)->stats(IMPL(f), &st), MSV_OK);
     assert_int_equal(st.accounts, 2);
     assert_int_equal(st.suspended, 1);
-    assert_int_equal(st.devices, 1);
+    assert_int_equal(st.devices, 2);
     assert_int_equal(st.pending_devices, 1);
     assert_int_equal(st.queued, 1);
     assert_int_equal(st.queued_bytes, 5);

@@ -1027,6 +1027,49 @@ static int sealed_send_allowed(struct msv_conn_state *c, const msv_frame *f,
     return 1;
 }
 
+/*
+ * The per-account envelope rate (a sealed send has no account: its address's sealed rate
+ * was taken already) and every recipient device's queue cap. Answers a refusal itself and
+ * returns 0; nothing is queued then, and nothing already queued is dropped. Sends waiting
+ * for the same group commit are not counted, so a queue may pass its cap by one commit.
+ */
+static int quota_allows(struct msv_conn_state *c, const msv_frame *f)
+{
+    static _Thread_local struct msv_queue_usage use[SEND_ENVELOPES_MAX];
+    struct msv_server *s = c->w->srv;
+    const Msv__Wire__SendRequest *q = f->send;
+    size_t n = q->n_envelopes;
+    int full = 0;
+
+    if (c->device_id != 0 && !msv_server_take_token(s, MSV_LIMIT_SEND, c->account_id, (double)n)) {
+        atomic_fetch_add(&s->m.sends_rate_limited, 1);
+        msv_conn_send_error(c, f->request_id, E_RATE, "too many envelopes sent; slow down");
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        use[i] = (struct msv_queue_usage){.device_id = q->envelopes[i]->recipient_device};
+    if (STORE(s)->queue_usage(IMPL(s), use, n) != MSV_OK) {
+        full = -1;
+    } else {
+        /* each device is addressed once (addresses_match), so one envelope adds to each */
+        for (size_t i = 0; i < n; i++)
+            full |= use[i].envelopes + 1 > s->cfg.queue_max_envelopes ||
+                    use[i].bytes + q->envelopes[i]->ciphertext.len > s->cfg.queue_max_bytes;
+    }
+    if (full == 0)
+        return 1;
+    if (c->device_id != 0) /* nothing was sent */
+        msv_server_refund_token(s, MSV_LIMIT_SEND, c->account_id, (double)n);
+    if (full < 0) {
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        return 0;
+    }
+    atomic_fetch_add(&s->m.queue_full, 1);
+    msv_conn_send_error(c, f->request_id, E_TOO_BIG,
+                        "the recipient's queue is full; nothing was sent, try again later");
+    return 0;
+}
+
 static void handle_send(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
@@ -1072,6 +1115,8 @@ static void handle_send(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         goto out;
     }
+    if (!quota_allows(c, f))
+        goto out;
     p = make_pending(c, f);
     if (p == NULL) {
         msv_conn_send_error(c, f->request_id, E_IO, "out of memory");

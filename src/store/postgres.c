@@ -506,7 +506,14 @@ static msv_err account_list(struct pg_conn *c, struct msv_account_summary **out,
               " (SELECT COUNT(*) FROM devices d WHERE d.account_id = a.id"
               "  AND NOT d.approved),"
               " (SELECT COUNT(*) FROM queue q JOIN devices d ON q.device_id = d.id"
-              "  WHERE d.account_id = a.id) FROM accounts a ORDER BY a.handle;",
+              "  WHERE d.account_id = a.id),"
+              " (SELECT COALESCE(SUM(octet_length(q.ciphertext)), 0)::BIGINT FROM queue q"
+              "  JOIN devices d ON q.device_id = d.id WHERE d.account_id = a.id),"
+              " (SELECT COUNT(*) FROM queue q JOIN devices d ON q.sender_device = d.id"
+              "  WHERE d.account_id = a.id),"
+              " (SELECT COALESCE(SUM(octet_length(q.ciphertext)), 0)::BIGINT FROM queue q"
+              "  JOIN devices d ON q.sender_device = d.id WHERE d.account_id = a.id)"
+              " FROM accounts a ORDER BY a.handle;",
               NULL, &r);
 
     if (err != MSV_OK)
@@ -519,7 +526,10 @@ static msv_err account_list(struct pg_conn *c, struct msv_account_summary **out,
                                                .suspended = (int)col_i64(r, (int)i, 2),
                                                .devices = (uint64_t)col_i64(r, (int)i, 3),
                                                .pending = (uint64_t)col_i64(r, (int)i, 4),
-                                               .queued = (uint64_t)col_i64(r, (int)i, 5)};
+                                               .queued = (uint64_t)col_i64(r, (int)i, 5),
+                                               .queued_bytes = (uint64_t)col_i64(r, (int)i, 6),
+                                               .sending = (uint64_t)col_i64(r, (int)i, 7),
+                                               .sending_bytes = (uint64_t)col_i64(r, (int)i, 8)};
         if (list[i].handle == NULL)
             err = MSV_ERR_NOMEM;
     }
@@ -1331,6 +1341,41 @@ static msv_err queue_expire(struct pg_conn *c, int64_t now_ms, size_t *expired)
     return run_count(c, "DELETE FROM queue WHERE expires_ms <= $1;", &a, expired);
 }
 
+static msv_err queue_usage(struct pg_conn *c, struct msv_queue_usage *u, size_t n)
+{
+    struct text_buf devs = {0};
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    if (n == 0)
+        return MSV_OK;
+    tb_str(&devs, "{");
+    for (size_t i = 0; i < n; i++) {
+        tb_i64(&devs, (int64_t)u[i].device_id);
+        tb_str(&devs, i + 1 < n ? "," : "}");
+    }
+    a_text(&a, devs.p);
+    err = devs.failed ? MSV_ERR_NOMEM
+                      : query(c,
+                              "SELECT q.n, q.b FROM unnest($1::BIGINT[]) WITH ORDINALITY AS w(d, o)"
+                              " CROSS JOIN LATERAL (SELECT COUNT(*) AS n,"
+                              " COALESCE(SUM(octet_length(ciphertext)), 0)::BIGINT AS b FROM queue"
+                              " WHERE device_id = w.d) AS q ORDER BY w.o;",
+                              &a, &r);
+    free(devs.p);
+    if (err != MSV_OK)
+        return err;
+    if ((size_t)PQntuples(r) != n)
+        err = MSV_ERR_IO;
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        u[i].envelopes = (uint64_t)col_i64(r, (int)i, 0);
+        u[i].bytes = (uint64_t)col_i64(r, (int)i, 1);
+    }
+    PQclear(r);
+    return err;
+}
+
 static msv_err queue_depth(struct pg_conn *c, uint64_t *count)
 {
     PGresult *r = NULL;
@@ -1555,6 +1600,11 @@ static msv_err p_queue_expire(void *impl, int64_t now_ms, size_t *expired)
     POOLED(queue_expire(c_, now_ms, expired));
 }
 
+static msv_err p_queue_usage(void *impl, struct msv_queue_usage *u, size_t n)
+{
+    POOLED(queue_usage(c_, u, n));
+}
+
 static msv_err p_queue_depth(void *impl, uint64_t *count)
 {
     POOLED(queue_depth(c_, count));
@@ -1654,6 +1704,7 @@ static const struct msv_store_ops pg_ops = {
     .queue_commit = p_queue_commit,
     .queue_expire = p_queue_expire,
     .queue_depth = p_queue_depth,
+    .queue_usage = p_queue_usage,
     .blob_create = p_blob_create,
     .blob_get = p_blob_get,
     .blob_update = p_blob_update,

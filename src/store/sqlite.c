@@ -233,7 +233,14 @@ static msv_err account_list(void *impl, struct msv_account_summary **out, size_t
                 " (SELECT COUNT(*) FROM devices d WHERE d.account_id = a.id AND d.approved = 1),"
                 " (SELECT COUNT(*) FROM devices d WHERE d.account_id = a.id AND d.approved = 0),"
                 " (SELECT COUNT(*) FROM queue q JOIN devices d ON q.device_id = d.id"
-                "  WHERE d.account_id = a.id) FROM accounts a ORDER BY a.handle;",
+                "  WHERE d.account_id = a.id),"
+                " (SELECT COALESCE(SUM(LENGTH(q.ciphertext)), 0) FROM queue q JOIN devices d"
+                "  ON q.device_id = d.id WHERE d.account_id = a.id),"
+                " (SELECT COUNT(*) FROM queue q JOIN devices d ON q.sender_device = d.id"
+                "  WHERE d.account_id = a.id),"
+                " (SELECT COALESCE(SUM(LENGTH(q.ciphertext)), 0) FROM queue q JOIN devices d"
+                "  ON q.sender_device = d.id WHERE d.account_id = a.id)"
+                " FROM accounts a ORDER BY a.handle;",
                 &st);
 
     if (err != MSV_OK)
@@ -249,12 +256,16 @@ static msv_err account_list(void *impl, struct msv_account_summary **out, size_t
             }
             a = more;
         }
-        a[count] = (struct msv_account_summary){.handle = msv_sql_text(st, 0),
-                                                .created_ms = sqlite3_column_int64(st, 1),
-                                                .suspended = sqlite3_column_int(st, 2),
-                                                .devices = (uint64_t)sqlite3_column_int64(st, 3),
-                                                .pending = (uint64_t)sqlite3_column_int64(st, 4),
-                                                .queued = (uint64_t)sqlite3_column_int64(st, 5)};
+        a[count] =
+            (struct msv_account_summary){.handle = msv_sql_text(st, 0),
+                                         .created_ms = sqlite3_column_int64(st, 1),
+                                         .suspended = sqlite3_column_int(st, 2),
+                                         .devices = (uint64_t)sqlite3_column_int64(st, 3),
+                                         .pending = (uint64_t)sqlite3_column_int64(st, 4),
+                                         .queued = (uint64_t)sqlite3_column_int64(st, 5),
+                                         .queued_bytes = (uint64_t)sqlite3_column_int64(st, 6),
+                                         .sending = (uint64_t)sqlite3_column_int64(st, 7),
+                                         .sending_bytes = (uint64_t)sqlite3_column_int64(st, 8)};
         if (a[count++].handle == NULL)
             err = MSV_ERR_NOMEM;
     }
@@ -982,6 +993,31 @@ static msv_err queue_expire(void *impl, int64_t now_ms, size_t *expired)
     return count_changes(s, st, expired);
 }
 
+static msv_err queue_usage(void *impl, struct msv_queue_usage *u, size_t n)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        err = prepare(s,
+                      "SELECT COUNT(*), COALESCE(SUM(LENGTH(ciphertext)), 0) FROM queue"
+                      " WHERE device_id = ?;",
+                      &st);
+        if (err != MSV_OK)
+            break;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)u[i].device_id);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            u[i].envelopes = (uint64_t)sqlite3_column_int64(st, 0);
+            u[i].bytes = (uint64_t)sqlite3_column_int64(st, 1);
+        } else {
+            err = MSV_ERR_IO;
+        }
+        release(s, st);
+    }
+    return err;
+}
+
 static msv_err queue_depth(void *impl, uint64_t *count)
 {
     struct sqlite_store *s = impl;
@@ -1368,6 +1404,11 @@ static msv_err l_queue_expire(void *impl, int64_t now_ms, size_t *expired)
     LOCKED(queue_expire(impl, now_ms, expired));
 }
 
+static msv_err l_queue_usage(void *impl, struct msv_queue_usage *u, size_t n)
+{
+    LOCKED(queue_usage(impl, u, n));
+}
+
 static msv_err l_queue_depth(void *impl, uint64_t *count)
 {
     LOCKED(queue_depth(impl, count));
@@ -1431,6 +1472,7 @@ static const struct msv_store_ops sqlite_ops = {
     .queue_commit = l_queue_commit,
     .queue_expire = l_queue_expire,
     .queue_depth = l_queue_depth,
+    .queue_usage = l_queue_usage,
     .blob_create = l_blob_create,
     .blob_get = l_blob_get,
     .blob_update = l_blob_update,

@@ -124,9 +124,17 @@ struct msv_account_summary {
     int64_t created_ms;
     int suspended;
     uint64_t devices, pending, queued;
+    uint64_t queued_bytes;           /* ciphertext bytes of queued */
+    uint64_t sending, sending_bytes; /* envelopes its devices sent that wait for others */
 };
 
 void msv_account_summaries_free(struct msv_account_summary *a, size_t n);
+
+/* What waits for one device (queue_usage). */
+struct msv_queue_usage {
+    uint64_t device_id;
+    uint64_t envelopes, bytes; /* set by queue_usage; bytes of ciphertext */
+};
 
 /* What the store holds (missive-admin stats). */
 struct msv_store_stats {
@@ -214,6 +222,8 @@ struct msv_store_ops {
                             size_t n_acks);
     msv_err (*queue_expire)(void *impl, int64_t now_ms, size_t *expired);
     msv_err (*queue_depth)(void *impl, uint64_t *count);
+    /* The envelopes and ciphertext bytes waiting for each of n devices (expired ones too). */
+    msv_err (*queue_usage)(void *impl, struct msv_queue_usage *u, size_t n);
 
     /* attachment metadata (the bytes live in the blob backend) */
     msv_err (*blob_create)(void *impl, const struct msv_blob_rec *rec);
