@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/sha.h>
 
 #include "missive/ratchet.h"
 #include "missive/util.h"
@@ -398,6 +399,116 @@ static void test_queue_caps_and_send_rate(void **state)
     test_server_cleanup(&s);
 }
 
+/* BlobCreate of size from d; returns the answer (caller frees). */
+static msv_frame *blob_create(struct test_device *d, uint64_t size)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__BlobCreate create = MSV__WIRE__BLOB_CREATE__INIT;
+
+    create.size = size;
+    req.body_case = MSV__WIRE__FRAME__BODY_BLOB_CREATE;
+    req.blob_create = &create;
+    return test_request(d->conn, &req);
+}
+
+/* Creates an upload of size bytes; its id goes to id. */
+static void blob_open(struct test_device *d, uint64_t size, uint8_t id[32])
+{
+    msv_frame *r = blob_create(d, size);
+
+    if (r->body_case != MSV__WIRE__FRAME__BODY_BLOB_CREATED)
+        fail_msg("BlobCreate of %llu refused (error %d)", (unsigned long long)size,
+                 test_error_code(r));
+    memcpy(id, r->blob_created->blob_id.data, 32);
+    msv_frame_free(r);
+}
+
+/* Uploads len bytes (one chunk) to blob id. */
+static void blob_upload(struct test_device *d, const uint8_t id[32], const uint8_t *data,
+                        size_t len)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__BlobChunk chunk = MSV__WIRE__BLOB_CHUNK__INIT;
+    msv_frame *r;
+
+    chunk.blob_id = (ProtobufCBinaryData){32, (uint8_t *)id};
+    chunk.data = (ProtobufCBinaryData){len, (uint8_t *)data};
+    req.body_case = MSV__WIRE__FRAME__BODY_BLOB_CHUNK;
+    req.blob_chunk = &chunk;
+    r = test_request(d->conn, &req);
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_BLOB_PROGRESS);
+    msv_frame_free(r);
+}
+
+static void blob_finish_frame(Msv__Wire__Frame *req, Msv__Wire__BlobFinish *fin,
+                              const uint8_t id[32], const uint8_t sha[32])
+{
+    msv__wire__blob_finish__init(fin);
+    fin->blob_id = (ProtobufCBinaryData){32, (uint8_t *)id};
+    fin->sha256 = (ProtobufCBinaryData){32, (uint8_t *)sha};
+    req->body_case = MSV__WIRE__FRAME__BODY_BLOB_FINISH;
+    req->blob_finish = fin;
+}
+
+/* BlobFinish naming sha; returns the answer (caller frees). */
+static msv_frame *blob_finish(struct test_device *d, const uint8_t id[32], const uint8_t sha[32])
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__BlobFinish fin;
+
+    blob_finish_frame(&req, &fin, id, sha);
+    return test_request(d->conn, &req);
+}
+
+/*
+ * Holding the attachment store: unfinished uploads per device, bytes per
+ * device and per account are capped (ERROR_TOO_BIG, nothing created), and an
+ * upload never finished is gone within unfinished_ttl_hours while finished
+ * ones stay.
+ */
+static void test_attachment_quotas(void **state)
+{
+    struct test_server s;
+    struct test_device a1, a2;
+    uint8_t id1[32], id2[32], id3[32], sha[32], data[1000];
+    int64_t t0 = wall_ms();
+
+    (void)state;
+    memset(data, 0x42, sizeof(data));
+    SHA256(data, sizeof(data), sha);
+    test_server_init(&s, "[blobs]\nmax_size = 100000\nopen_uploads_per_device = 2\n"
+                         "bytes_per_device = 5000\nbytes_per_account = 8000\n"
+                         "unfinished_ttl_hours = 1\n");
+    test_server_set_clock(&s, t0);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_add_device(&s, "alice@example.org", &a1, &a2);
+    blob_open(&a1, 1000, id1);
+    blob_open(&a1, 1000, id2);
+    test_expect_error(blob_create(&a1, 10), MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
+    assert_int_equal(test_metric(&s, "blobs_refused_total"), 1);
+    /* a finished upload is no longer open, but its bytes still count */
+    blob_upload(&a1, id1, data, sizeof(data));
+    test_expect_ok(blob_finish(&a1, id1, sha));
+    test_expect_error(blob_create(&a1, 3500), MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
+    blob_open(&a1, 2900, id3);
+    /* the account's other device: its own bytes are few, the account's are not */
+    blob_open(&a2, 3000, id3);
+    test_expect_error(blob_create(&a2, 200), MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
+    assert_int_equal(test_metric(&s, "blobs_refused_total"), 3);
+    /* an hour on, the three unfinished uploads are gone; the finished one stays */
+    test_server_set_clock(&s, t0 + 61 * 60 * 1000);
+    for (int i = 0; i < 50 && test_metric(&s, "blobs_expired_total") < 3; i++)
+        usleep(100 * 1000);
+    assert_int_equal(test_metric(&s, "blobs_expired_total"), 3);
+    test_expect_ok(blob_finish(&a1, id1, sha)); /* (finished already: Ok) */
+    test_expect_error(blob_finish(&a1, id2, sha), MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND);
+    blob_open(&a2, 5000, id3);
+    test_device_free(&a1);
+    test_device_free(&a2);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -407,7 +518,10 @@ int main(void)
         cmocka_unit_test(test_hook_arguments),
         cmocka_unit_test(test_prekey_claims),
         cmocka_unit_test(test_queue_caps_and_send_rate),
+        cmocka_unit_test(test_attachment_quotas),
     };
 
+    if (getenv("MSV_TEST") != NULL)
+        cmocka_set_test_filter(getenv("MSV_TEST"));
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

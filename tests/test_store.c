@@ -274,6 +274,7 @@ static void test_migration_to_v3(void **state)
                      "DELETE FROM sqlite_sequence WHERE name = 'devices';"
                      "DROP TABLE kt_log; DROP TABLE signed_prekeys; DROP TABLE one_time_prekeys;"
                      "ALTER TABLE accounts DROP COLUMN suspended;"
+                     "DROP INDEX blobs_by_owner;"
                      "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
@@ -734,12 +735,16 @@ static void test_blobs(void **state)
     r.received = 1000;
     r.complete = 1;
     memset(r.sha256, 0x5c, 32);
+    r.expires_ms = 400; /* moved, here earlier: the update writes it */
     assert_int_equal(OPS(f)->blob_update(IMPL(f), &r), MSV_OK);
     assert_int_equal(OPS(f)->blob_get(IMPL(f), r.id, &got), MSV_OK);
     assert_int_equal(got.received, 1000);
     assert_true(got.complete);
     assert_int_equal(got.owner_device, 4);
+    assert_int_equal(got.expires_ms, 400);
     assert_memory_equal(got.sha256, r.sha256, 32);
+    r.expires_ms = 500;
+    assert_int_equal(OPS(f)->blob_update(IMPL(f), &r), MSV_OK);
     assert_int_equal(OPS(f)->blob_expire(IMPL(f), 499, &ids, &n), MSV_OK);
     assert_int_equal(n, 0);
     free(ids);
@@ -750,6 +755,39 @@ static void test_blobs(void **state)
     assert_int_equal(OPS(f)->blob_get(IMPL(f), r.id, &got), MSV_ERR_NOT_FOUND);
     r.id[0] = 1;
     assert_int_equal(OPS(f)->blob_update(IMPL(f), &r), MSV_ERR_NOT_FOUND);
+}
+
+/* What a device and its account hold: unfinished uploads and bytes, expired ones not counted. */
+static void test_blob_usage(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "a@x"), b = make_account(f, "b@x");
+    uint64_t d1 = make_device(f, a), d2 = make_device(f, a), e = make_device(f, b);
+    struct msv_blob_rec r[4] = {{.owner_device = d1, .size = 100, .expires_ms = 1000},
+                                {.owner_device = d1, .size = 20, .expires_ms = 2000, .complete = 1},
+                                {.owner_device = d2, .size = 3, .expires_ms = 2000},
+                                {.owner_device = e, .size = 7000, .expires_ms = 2000}};
+    struct msv_blob_usage u;
+
+    for (int i = 0; i < 4; i++) {
+        memset(r[i].id, i + 1, MSV_BLOB_ID_LEN);
+        assert_int_equal(OPS(f)->blob_create(IMPL(f), &r[i]), MSV_OK);
+    }
+    assert_int_equal(OPS(f)->blob_usage(IMPL(f), d1, 500, &u), MSV_OK);
+    assert_int_equal(u.open, 1);
+    assert_int_equal(u.device_bytes, 120);
+    assert_int_equal(u.account_bytes, 123);
+    assert_int_equal(OPS(f)->blob_usage(IMPL(f), d2, 500, &u), MSV_OK);
+    assert_int_equal(u.open, 1);
+    assert_int_equal(u.device_bytes, 3);
+    assert_int_equal(u.account_bytes, 123);
+    /* the first has expired by 1000 */
+    assert_int_equal(OPS(f)->blob_usage(IMPL(f), d1, 1000, &u), MSV_OK);
+    assert_int_equal(u.open, 0);
+    assert_int_equal(u.device_bytes, 20);
+    assert_int_equal(u.account_bytes, 23);
+    assert_int_equal(OPS(f)->blob_usage(IMPL(f), 999999, 500, &u), MSV_OK);
+    assert_int_equal(u.open + u.device_bytes + u.account_bytes, 0);
 }
 
 /* What was committed survives closing; a database from a newer schema is refused. */
@@ -772,7 +810,15 @@ static void test_reopen_and_schema(void **state)
     /* the teardown needs a store to close */
     snprintf(sql, sizeof(sql), "DELETE FROM %s WHERE version = 99;", table);
     raw_exec(f, sql);
+    /* a database of version 6 gets version 7's index of attachments by owner */
+    msv_store_close(f->store);
+    f->store = NULL;
+    snprintf(sql, sizeof(sql), "DROP INDEX blobs_by_owner; %s;",
+             f->pg ? "UPDATE missive_schema SET version = 6"
+                   : "DELETE FROM schema_version WHERE version >= 7");
+    raw_exec(f, sql);
     reopen(f);
+    raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
     if (f->pg) {
         struct msv_store *none = NULL;
         char why[256];
@@ -906,6 +952,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_blob_usage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_and_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nodes_share_database, setup, teardown),
     };
@@ -924,6 +971,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_blob_usage, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_and_schema, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_nodes_share_database, setup_pg, teardown),
     };

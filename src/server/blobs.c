@@ -33,6 +33,35 @@ static void send_progress(struct msv_conn_state *c, uint64_t request_id,
     msv_conn_send_frame(c, &out);
 }
 
+/*
+ * The uploading device's quotas: unfinished uploads, and bytes (at their declared size) of
+ * the device and of its account. Answers a refusal itself and returns 0. Creates on other
+ * workers at the same moment are not seen, so a quota may be passed by a few uploads.
+ */
+static int quota_allows(struct msv_conn_state *c, uint64_t request_id, uint64_t size)
+{
+    struct msv_server *s = c->w->srv;
+    struct msv_blob_usage u = {0};
+    const char *why = NULL;
+
+    if (s->store->ops->blob_usage(s->store->impl, c->device_id, msv_server_now_ms(s), &u) !=
+        MSV_OK) {
+        msv_conn_send_error(c, request_id, E_IO, "storage failed");
+        return 0;
+    }
+    if (u.open >= s->cfg.blob_open_max)
+        why = "too many unfinished uploads on this device; finish or abandon one first";
+    else if (u.device_bytes + size > s->cfg.blob_device_bytes)
+        why = "this device's attachments would pass its quota";
+    else if (u.account_bytes + size > s->cfg.blob_account_bytes)
+        why = "this account's attachments would pass its quota";
+    if (why == NULL)
+        return 1;
+    atomic_fetch_add(&s->m.blobs_refused, 1);
+    msv_conn_send_error(c, request_id, E_TOO_BIG, why);
+    return 0;
+}
+
 void msv_blob_create(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
@@ -45,10 +74,16 @@ void msv_blob_create(struct msv_conn_state *c, const msv_frame *f)
                             "attachment size must be from 1 byte to the server's limit");
         return;
     }
+    if (!quota_allows(c, f->request_id, f->blob_create->size))
+        return;
     msv_random_bytes(r.id, sizeof(r.id));
     r.owner_device = c->device_id;
     r.size = f->blob_create->size;
-    r.expires_ms = msv_server_now_ms(s) + (int64_t)s->cfg.blob_ttl_ms;
+    /* unfinished, it lives for hours; finished, for blob_ttl_ms from then */
+    r.expires_ms =
+        msv_server_now_ms(s) + (int64_t)(s->cfg.blob_unfinished_ttl_ms < s->cfg.blob_ttl_ms
+                                             ? s->cfg.blob_unfinished_ttl_ms
+                                             : s->cfg.blob_ttl_ms);
     if (s->blobs->ops->create(s->blobs->impl, r.id) != MSV_OK ||
         s->store->ops->blob_create(s->store->impl, &r) != MSV_OK) {
         s->blobs->ops->remove(s->blobs->impl, r.id);
@@ -136,6 +171,7 @@ void msv_blob_finish(struct msv_conn_state *c, const msv_frame *f)
     }
     memcpy(r.sha256, actual, 32);
     r.complete = 1;
+    r.expires_ms = msv_server_now_ms(s) + (int64_t)s->cfg.blob_ttl_ms;
     if (s->blobs->ops->publish(s->blobs->impl, r.id) != MSV_OK ||
         s->store->ops->blob_update(s->store->impl, &r) != MSV_OK) {
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");

@@ -297,9 +297,11 @@ static msv_err finish(struct pg_conn *c, msv_err err)
 
 /*
  * The schema of store.h's MSV_STORE_SCHEMA_VERSION in one step: a new
- * database starts at the current version. Later versions add entries to
- * upgrades[], which take version MSV_STORE_SCHEMA_VERSION + i to + i + 1.
+ * database starts at the current version. A database made by an older
+ * missived (PG_SCHEMA_FIRST, when this backend began, or later) is brought
+ * up by upgrades[], which take version PG_SCHEMA_FIRST + i to + i + 1.
  */
+#define PG_SCHEMA_FIRST 6
 static const char schema[] =
     "CREATE TABLE accounts ("
     "  id BIGSERIAL PRIMARY KEY,"
@@ -342,6 +344,7 @@ static const char schema[] =
     "  sha256 BYTEA NOT NULL,"
     "  expires_ms BIGINT NOT NULL);"
     "CREATE INDEX blobs_by_expiry ON blobs(expires_ms);"
+    "CREATE INDEX blobs_by_owner ON blobs(owner_device);"
     "CREATE TABLE kt_log ("
     "  idx BIGINT PRIMARY KEY,"
     "  handle TEXT NOT NULL,"
@@ -358,7 +361,10 @@ static const char schema[] =
     "  pk BYTEA NOT NULL,"
     "  PRIMARY KEY (device_id, key_id));";
 
-static const char *const upgrades[] = {NULL}; /* none yet */
+static const char *const upgrades[] = {
+    /* 6 -> 7: attachment quotas sum a device's attachments */
+    "CREATE INDEX blobs_by_owner ON blobs(owner_device);",
+};
 
 /* Runs SQL text that may hold several statements (no parameters, not prepared). */
 static msv_err exec_script(PGconn *db, const char *sql)
@@ -417,8 +423,10 @@ static msv_err migrate(PGconn *db)
         err = exec_script(db, err == MSV_OK ? "COMMIT;" : "ROLLBACK;") == MSV_OK ? err : MSV_ERR_IO;
         version = MSV_STORE_SCHEMA_VERSION;
     }
+    if (err == MSV_OK && version < PG_SCHEMA_FIRST)
+        err = MSV_ERR_UNSUPPORTED;
     for (; err == MSV_OK && version < MSV_STORE_SCHEMA_VERSION; version++) {
-        const char *step = upgrades[version - MSV_STORE_SCHEMA_VERSION];
+        const char *step = upgrades[version - PG_SCHEMA_FIRST];
 
         err = exec_script(db, "BEGIN;");
         if (err == MSV_OK)
@@ -1444,10 +1452,40 @@ static msv_err blob_update(struct pg_conn *c, const struct msv_blob_rec *b)
     a_i64(&a, (int64_t)b->received);
     a_text(&a, b->complete ? "t" : "f");
     a_bytes(&a, b->sha256, 32);
+    a_i64(&a, b->expires_ms);
     a_bytes(&a, b->id, MSV_BLOB_ID_LEN);
-    err = run_count(c, "UPDATE blobs SET received = $1, complete = $2, sha256 = $3 WHERE id = $4;",
+    err = run_count(c,
+                    "UPDATE blobs SET received = $1, complete = $2, sha256 = $3, expires_ms = $4"
+                    " WHERE id = $5;",
                     &a, &n);
     return err == MSV_OK && n == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+static msv_err blob_usage(struct pg_conn *c, uint64_t device_id, int64_t now_ms,
+                          struct msv_blob_usage *out)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_i64(&a, (int64_t)device_id);
+    a_i64(&a, now_ms);
+    err = query(c,
+                "SELECT (SELECT COUNT(*) FROM blobs WHERE owner_device = $1 AND NOT complete"
+                "  AND expires_ms > $2),"
+                " (SELECT COALESCE(SUM(size), 0)::BIGINT FROM blobs WHERE owner_device = $1"
+                "  AND expires_ms > $2),"
+                " (SELECT COALESCE(SUM(b.size), 0)::BIGINT FROM devices d JOIN blobs b"
+                "  ON b.owner_device = d.id WHERE d.account_id ="
+                "  (SELECT account_id FROM devices WHERE id = $1) AND b.expires_ms > $2);",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    *out = (struct msv_blob_usage){.open = (uint64_t)col_i64(r, 0, 0),
+                                   .device_bytes = (uint64_t)col_i64(r, 0, 1),
+                                   .account_bytes = (uint64_t)col_i64(r, 0, 2)};
+    PQclear(r);
+    return MSV_OK;
 }
 
 static msv_err blob_expire(struct pg_conn *c, int64_t now_ms, uint8_t (**ids)[MSV_BLOB_ID_LEN],
@@ -1625,6 +1663,12 @@ static msv_err p_blob_update(void *impl, const struct msv_blob_rec *rec)
     POOLED(blob_update(c_, rec));
 }
 
+static msv_err p_blob_usage(void *impl, uint64_t device_id, int64_t now_ms,
+                            struct msv_blob_usage *out)
+{
+    POOLED(blob_usage(c_, device_id, now_ms, out));
+}
+
 static msv_err p_blob_expire(void *impl, int64_t now_ms, uint8_t (**ids)[MSV_BLOB_ID_LEN],
                              size_t *count)
 {
@@ -1708,6 +1752,7 @@ static const struct msv_store_ops pg_ops = {
     .blob_create = p_blob_create,
     .blob_get = p_blob_get,
     .blob_update = p_blob_update,
+    .blob_usage = p_blob_usage,
     .blob_expire = p_blob_expire,
     .kt_read = p_kt_read,
     .kt_latest = p_kt_latest,

@@ -164,6 +164,8 @@ static const char *const migrations[] = {
     "ALTER TABLE devices ADD COLUMN delivery_token BLOB;",
     /* v6: operators suspend accounts (missive-admin) */
     "ALTER TABLE accounts ADD COLUMN suspended INTEGER NOT NULL DEFAULT 0;",
+    /* v7: attachment quotas sum a device's attachments */
+    "CREATE INDEX blobs_by_owner ON blobs(owner_device);",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -1057,6 +1059,35 @@ static msv_err blob_create(void *impl, const struct msv_blob_rec *r)
     return run(s, st);
 }
 
+static msv_err blob_usage(void *impl, uint64_t device_id, int64_t now_ms,
+                          struct msv_blob_usage *out)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(
+        s,
+        "SELECT (SELECT COUNT(*) FROM blobs WHERE owner_device = ?1 AND complete = 0"
+        "  AND expires_ms > ?2),"
+        " (SELECT COALESCE(SUM(size), 0) FROM blobs WHERE owner_device = ?1 AND expires_ms > ?2),"
+        " (SELECT COALESCE(SUM(b.size), 0) FROM devices d JOIN blobs b ON b.owner_device = d.id"
+        "  WHERE d.account_id = (SELECT account_id FROM devices WHERE id = ?1)"
+        "  AND b.expires_ms > ?2);",
+        &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    sqlite3_bind_int64(st, 2, now_ms);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *out = (struct msv_blob_usage){.open = (uint64_t)sqlite3_column_int64(st, 0),
+                                       .device_bytes = (uint64_t)sqlite3_column_int64(st, 1),
+                                       .account_bytes = (uint64_t)sqlite3_column_int64(st, 2)};
+    else
+        err = MSV_ERR_IO;
+    release(s, st);
+    return err;
+}
+
 static msv_err blob_get(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], struct msv_blob_rec *out)
 {
     struct sqlite_store *s = impl;
@@ -1091,15 +1122,18 @@ static msv_err blob_update(void *impl, const struct msv_blob_rec *r)
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
     size_t changed = 0;
-    msv_err err =
-        prepare(s, "UPDATE blobs SET received = ?, complete = ?, sha256 = ? WHERE id = ?;", &st);
+    msv_err err = prepare(s,
+                          "UPDATE blobs SET received = ?, complete = ?, sha256 = ?, expires_ms = ?"
+                          " WHERE id = ?;",
+                          &st);
 
     if (err != MSV_OK)
         return err;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)r->received);
     sqlite3_bind_int(st, 2, r->complete);
     sqlite3_bind_blob(st, 3, r->sha256, 32, SQLITE_TRANSIENT);
-    sqlite3_bind_blob(st, 4, r->id, MSV_BLOB_ID_LEN, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 4, r->expires_ms);
+    sqlite3_bind_blob(st, 5, r->id, MSV_BLOB_ID_LEN, SQLITE_TRANSIENT);
     err = count_changes(s, st, &changed);
     return err == MSV_OK && changed == 0 ? MSV_ERR_NOT_FOUND : err;
 }
@@ -1429,6 +1463,12 @@ static msv_err l_blob_update(void *impl, const struct msv_blob_rec *rec)
     LOCKED(blob_update(impl, rec));
 }
 
+static msv_err l_blob_usage(void *impl, uint64_t device_id, int64_t now_ms,
+                            struct msv_blob_usage *out)
+{
+    LOCKED(blob_usage(impl, device_id, now_ms, out));
+}
+
 static msv_err l_blob_expire(void *impl, int64_t now_ms, uint8_t (**ids)[MSV_BLOB_ID_LEN],
                              size_t *count)
 {
@@ -1476,6 +1516,7 @@ static const struct msv_store_ops sqlite_ops = {
     .blob_create = l_blob_create,
     .blob_get = l_blob_get,
     .blob_update = l_blob_update,
+    .blob_usage = l_blob_usage,
     .blob_expire = l_blob_expire,
     .kt_read = l_kt_read,
     .kt_latest = l_kt_latest,

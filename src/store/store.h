@@ -85,6 +85,13 @@ struct msv_blob_rec {
     int64_t expires_ms;
 };
 
+/* What one device, and all devices of its account, hold of the attachment store. */
+struct msv_blob_usage {
+    uint64_t open;          /* the device's unfinished uploads */
+    uint64_t device_bytes;  /* the device's attachments, finished or not, at their declared size */
+    uint64_t account_bytes; /* the same for every device of its account */
+};
+
 /* A leaf of the transparency log (include/missive/kt.h). */
 struct msv_kt_rec {
     uint64_t index;
@@ -228,7 +235,11 @@ struct msv_store_ops {
     /* attachment metadata (the bytes live in the blob backend) */
     msv_err (*blob_create)(void *impl, const struct msv_blob_rec *rec);
     msv_err (*blob_get)(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], struct msv_blob_rec *out);
+    /* Writes received, complete, sha256 and expires_ms. */
     msv_err (*blob_update)(void *impl, const struct msv_blob_rec *rec);
+    /* device_id's usage (see the struct), counting attachments not expired at now_ms. */
+    msv_err (*blob_usage)(void *impl, uint64_t device_id, int64_t now_ms,
+                          struct msv_blob_usage *out);
     /* Removes expired blobs (complete or not); their ids go to *ids (caller frees). */
     msv_err (*blob_expire)(void *impl, int64_t now_ms, uint8_t (**ids)[MSV_BLOB_ID_LEN],
                            size_t *count);
@@ -280,6 +291,6 @@ MSV_MUST_CHECK msv_err msv_store_open_postgres(const char *conninfo, unsigned co
 void msv_store_close(struct msv_store *s);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 6
+#define MSV_STORE_SCHEMA_VERSION 7
 
 #endif
