@@ -440,6 +440,47 @@ static void blob_upload(struct test_device *d, const uint8_t id[32], const uint8
     msv_frame_free(r);
 }
 
+/* Uploads size bytes to blob id in chunks. */
+static void blob_upload_all(struct test_device *d, const uint8_t id[32], const uint8_t *data,
+                            size_t size)
+{
+    const size_t chunk = 200000;
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+
+    for (size_t off = 0; off < size; off += chunk) {
+        Msv__Wire__BlobChunk ch = MSV__WIRE__BLOB_CHUNK__INIT;
+        msv_frame *r;
+
+        ch.blob_id = (ProtobufCBinaryData){32, (uint8_t *)id};
+        ch.offset = off;
+        ch.data =
+            (ProtobufCBinaryData){size - off < chunk ? size - off : chunk, (uint8_t *)data + off};
+        req.body_case = MSV__WIRE__FRAME__BODY_BLOB_CHUNK;
+        req.blob_chunk = &ch;
+        r = test_request(d->conn, &req);
+        assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_BLOB_PROGRESS);
+        msv_frame_free(r);
+    }
+}
+
+/* 1 if blob id is finished (BlobStatus). */
+static int blob_complete(struct test_device *d, const uint8_t id[32])
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__BlobStatus status = MSV__WIRE__BLOB_STATUS__INIT;
+    msv_frame *r;
+    int complete;
+
+    status.blob_id = (ProtobufCBinaryData){32, (uint8_t *)id};
+    req.body_case = MSV__WIRE__FRAME__BODY_BLOB_STATUS;
+    req.blob_status = &status;
+    r = test_request(d->conn, &req);
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_BLOB_PROGRESS);
+    complete = r->blob_progress->complete;
+    msv_frame_free(r);
+    return complete;
+}
+
 static void blob_finish_frame(Msv__Wire__Frame *req, Msv__Wire__BlobFinish *fin,
                               const uint8_t id[32], const uint8_t sha[32])
 {
@@ -509,6 +550,90 @@ static void test_attachment_quotas(void **state)
     test_server_cleanup(&s);
 }
 
+/* The request id of the next answer on d's connection (pushes skipped). */
+static uint64_t next_answer(struct test_device *d)
+{
+    for (;;) {
+        msv_frame *f = NULL;
+        uint64_t id;
+
+        assert_int_equal(msv_conn_recv(d->conn, TEST_TIMEOUT_MS, &f), MSV_OK);
+        id = f->request_id;
+        if (id != 0 && f->body_case == MSV__WIRE__FRAME__BODY_ERROR)
+            fail_msg("request %llu refused (error %d)", (unsigned long long)id, test_error_code(f));
+        msv_frame_free(f);
+        if (id != 0)
+            return id;
+    }
+}
+
+/*
+ * BlobFinish reads and syncs the whole upload on a thread of its own: a
+ * request sent right after it on the same connection is answered first.
+ * Finishes whose bytes do not match are limited per device.
+ */
+static void test_blob_finish_off_loop_and_throttled(void **state)
+{
+    const size_t size = 16u << 20;
+    struct test_server s;
+    struct test_device a1;
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__BlobFinish fin;
+    Msv__Wire__BlobStatus status = MSV__WIRE__BLOB_STATUS__INIT;
+    uint8_t *data = malloc(size), id[32], sha[32], wrong[32] = {0};
+
+    (void)state;
+    assert_non_null(data);
+    msv_random_bytes(data, size);
+    SHA256(data, size, sha);
+    test_server_init(&s, "[blobs]\nmax_size = 20000000\nfinish_fail_burst = 2\n"
+                         "finish_fail_rate = 0.0001\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    blob_open(&a1, size, id);
+    blob_upload_all(&a1, id, data, size);
+    /* Finish, then Status at once: the status comes back while the 16 MiB are checked */
+    blob_finish_frame(&req, &fin, id, sha);
+    req.request_id = 1001;
+    assert_int_equal(msv_conn_send(a1.conn, &req), MSV_OK);
+    status.blob_id = (ProtobufCBinaryData){32, id};
+    req.body_case = MSV__WIRE__FRAME__BODY_BLOB_STATUS;
+    req.blob_status = &status;
+    req.request_id = 1002;
+    assert_int_equal(msv_conn_send(a1.conn, &req), MSV_OK);
+    assert_int_equal(next_answer(&a1), 1002);
+    assert_int_equal(next_answer(&a1), 1001);
+    test_expect_ok(blob_finish(&a1, id, sha)); /* published: finished already */
+
+    /* the connection goes while its upload is checked: published all the same */
+    blob_open(&a1, size, id);
+    blob_upload_all(&a1, id, data, size);
+    blob_finish_frame(&req, &fin, id, sha);
+    req.request_id = 1003;
+    assert_int_equal(msv_conn_send(a1.conn, &req), MSV_OK);
+    test_device_connect(&s, &a1);
+    for (int i = 0; i < 100 && !blob_complete(&a1, id); i++)
+        usleep(50 * 1000);
+    assert_true(blob_complete(&a1, id));
+
+    /* two finishes with a wrong SHA-256 are checked; the third is not even read */
+    blob_open(&a1, 1000, id);
+    blob_upload(&a1, id, data, 1000);
+    test_expect_error(blob_finish(&a1, id, wrong), MSV__WIRE__ERROR_CODE__ERROR_AUTH);
+    test_expect_error(blob_finish(&a1, id, wrong), MSV__WIRE__ERROR_CODE__ERROR_AUTH);
+    test_expect_error(blob_finish(&a1, id, wrong), MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    assert_int_equal(test_metric(&s, "blob_finish_failed_total"), 2);
+    /* a stop while a check runs waits for it and exits cleanly (test_server_cleanup) */
+    blob_open(&a1, size, id);
+    blob_upload_all(&a1, id, data, size);
+    blob_finish_frame(&req, &fin, id, sha);
+    req.request_id = 1004;
+    assert_int_equal(msv_conn_send(a1.conn, &req), MSV_OK);
+    free(data);
+    test_device_free(&a1);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -519,6 +644,7 @@ int main(void)
         cmocka_unit_test(test_prekey_claims),
         cmocka_unit_test(test_queue_caps_and_send_rate),
         cmocka_unit_test(test_attachment_quotas),
+        cmocka_unit_test(test_blob_finish_off_loop_and_throttled),
     };
 
     if (getenv("MSV_TEST") != NULL)

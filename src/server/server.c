@@ -118,6 +118,7 @@ static void conn_free(struct msv_conn_state *c)
         if (a->c == c)
             a->c = NULL;
     }
+    msv_blob_jobs_forget(c);
     if (c->prev != NULL)
         c->prev->next = c->next;
     else
@@ -1031,6 +1032,8 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     pthread_mutex_init(&s->registry_lock, NULL);
     msv_dircache_init(&s->dir, DIRCACHE_ENTRIES);
     pthread_mutex_init(&s->limits_lock, NULL);
+    pthread_mutex_init(&s->blob_jobs_lock, NULL);
+    pthread_cond_init(&s->blob_jobs_idle, NULL);
     randombytes_buf(s->limit_key, sizeof(s->limit_key));
     msv_u64map_init(&s->registry);
     for (int l = 0; l < MSV_LIMIT_COUNT; l++)
@@ -1146,6 +1149,7 @@ void msv_server_free(struct msv_server *s)
     /* first: its thread wakes workers, whose events go below */
     msv_cluster_stop(s->cluster);
     s->cluster = NULL;
+    msv_blob_jobs_drain(s); /* their threads post to the workers' bases, freed below */
     if (s->http != NULL)
         evhttp_free(s->http);
     for (unsigned i = 0; s->workers != NULL && i < s->worker_count; i++) {
@@ -1204,5 +1208,7 @@ void msv_server_free(struct msv_server *s)
     pthread_mutex_destroy(&s->registry_lock);
     msv_dircache_free(&s->dir);
     pthread_mutex_destroy(&s->limits_lock);
+    pthread_mutex_destroy(&s->blob_jobs_lock);
+    pthread_cond_destroy(&s->blob_jobs_idle);
     free(s);
 }

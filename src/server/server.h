@@ -49,6 +49,7 @@ struct msv_conn_state {
     int pump_listed;   /* on_wake's list of connections to read holds it already */
     unsigned inflight; /* pushed, not yet acknowledged */
     int reading_paused; /* too much unsent output: requests wait */
+    int finishing;      /* a BlobFinish of this connection is being checked (blobs.c) */
     struct msv_conn_state *prev, *next;
 };
 
@@ -72,6 +73,8 @@ struct msv_pending_ack {
     struct msv_pending_ack *next;
 };
 
+struct msv_blob_job;
+
 struct msv_worker {
     struct msv_server *srv;
     unsigned index;
@@ -88,6 +91,7 @@ struct msv_worker {
     struct msv_pending_send *pending_head, *pending_tail;
     struct msv_pending_ack *acks_head, *acks_tail;
     struct msv_conn_state *conns;
+    struct msv_blob_job *blob_jobs; /* BlobFinish checks running on their own threads */
 };
 
 struct msv_metrics {
@@ -143,6 +147,9 @@ struct msv_server {
     struct msv_u64map registry; /* device id -> struct msv_conn_state * */
 
     pthread_mutex_t limits_lock;
+    pthread_mutex_t blob_jobs_lock; /* blob_jobs_running, and its condition */
+    pthread_cond_t blob_jobs_idle;
+    unsigned blob_jobs_running;
     uint8_t limit_key[16]; /* random per process: what msv_server_key hashes with */
     struct msv_u64map buckets[MSV_LIMIT_COUNT]; /* key -> struct msv_bucket * */
     struct msv_u64map conns_per_address;        /* address key -> open connections (as a pointer) */
@@ -237,6 +244,10 @@ void msv_blob_status(struct msv_conn_state *c, const msv_frame *f);
 void msv_blob_finish(struct msv_conn_state *c, const msv_frame *f);
 void msv_blob_get(struct msv_conn_state *c, const msv_frame *f);
 void msv_blobs_expire(struct msv_server *s, int64_t now_ms);
+/* A connection goes: the answers of its BlobFinish checks still running are dropped. */
+void msv_blob_jobs_forget(struct msv_conn_state *c);
+/* Waits for every BlobFinish check to end and frees what the stopped workers still hold. */
+void msv_blob_jobs_drain(struct msv_server *s);
 
 /* http.c */
 MSV_MUST_CHECK msv_err msv_http_start(struct msv_server *s, struct event_base *base);
