@@ -550,8 +550,8 @@ static void test_attachment_quotas(void **state)
     test_server_cleanup(&s);
 }
 
-/* The request id of the next answer on d's connection (pushes skipped). */
-static uint64_t next_answer(struct test_device *d)
+/* The request id of the next answer on d's connection (pushes skipped); its error to *code. */
+static uint64_t next_answer_code(struct test_device *d, int *code)
 {
     for (;;) {
         msv_frame *f = NULL;
@@ -559,12 +559,22 @@ static uint64_t next_answer(struct test_device *d)
 
         assert_int_equal(msv_conn_recv(d->conn, TEST_TIMEOUT_MS, &f), MSV_OK);
         id = f->request_id;
-        if (id != 0 && f->body_case == MSV__WIRE__FRAME__BODY_ERROR)
-            fail_msg("request %llu refused (error %d)", (unsigned long long)id, test_error_code(f));
+        *code = test_error_code(f);
         msv_frame_free(f);
         if (id != 0)
             return id;
     }
+}
+
+/* The same for an answer that must not be an error. */
+static uint64_t next_answer(struct test_device *d)
+{
+    int code = 0;
+    uint64_t id = next_answer_code(d, &code);
+
+    if (code != 0)
+        fail_msg("request %llu refused (error %d)", (unsigned long long)id, code);
+    return id;
 }
 
 /*
@@ -634,6 +644,57 @@ static void test_blob_finish_off_loop_and_throttled(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * finish_checks = 1: while one device's upload is checked, another device's
+ * BlobFinish is refused with ERROR_RATE_LIMITED, and succeeds when retried.
+ * (The two must overlap: tried up to three times with fresh uploads.)
+ */
+static void test_blob_finish_checks_at_once(void **state)
+{
+    const size_t size = 16u << 20;
+    struct test_server s;
+    struct test_device a1, b1;
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__BlobFinish fin;
+    uint8_t *data = malloc(size), ida[32], idb[32], sha[32];
+    int refused = 0, code_a = 0, code_b = 0;
+
+    (void)state;
+    assert_non_null(data);
+    msv_random_bytes(data, size);
+    SHA256(data, size, sha);
+    test_server_init(&s, "[blobs]\nmax_size = 20000000\nfinish_checks = 1\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    for (int attempt = 0; attempt < 3 && !refused; attempt++) {
+        msv_frame *r;
+
+        blob_open(&a1, size, ida);
+        blob_upload_all(&a1, ida, data, size);
+        blob_open(&b1, size, idb);
+        blob_upload_all(&b1, idb, data, size);
+        blob_finish_frame(&req, &fin, ida, sha);
+        req.request_id = 2001;
+        assert_int_equal(msv_conn_send(a1.conn, &req), MSV_OK);
+        r = blob_finish(&b1, idb, sha);
+        code_b = test_error_code(r);
+        msv_frame_free(r);
+        assert_int_equal(next_answer_code(&a1, &code_a), 2001);
+        /* whichever came second was refused, and goes through when retried */
+        refused = code_a == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED ||
+                  code_b == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED;
+        assert_true(code_a == 0 || code_b == 0);
+        test_expect_ok(blob_finish(code_a != 0 ? &a1 : &b1, code_a != 0 ? ida : idb, sha));
+    }
+    assert_true(refused);
+    assert_true(test_metric(&s, "blob_finish_busy_total") >= 1);
+    free(data);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -645,6 +706,7 @@ int main(void)
         cmocka_unit_test(test_queue_caps_and_send_rate),
         cmocka_unit_test(test_attachment_quotas),
         cmocka_unit_test(test_blob_finish_off_loop_and_throttled),
+        cmocka_unit_test(test_blob_finish_checks_at_once),
     };
 
     if (getenv("MSV_TEST") != NULL)

@@ -162,9 +162,6 @@ struct msv_blob_job {
     struct msv_blob_job *prev, *next;
 };
 
-/* Checks at once on every worker (each a thread reading a whole upload). */
-#define BLOB_JOBS_MAX 8
-
 static void job_unlink(struct msv_blob_job *j)
 {
     if (j->prev != NULL)
@@ -245,12 +242,13 @@ static int start_job(struct msv_conn_state *c, struct msv_blob_job *j)
     int started = 0;
 
     pthread_mutex_lock(&s->blob_jobs_lock);
-    if (s->blob_jobs_running < BLOB_JOBS_MAX) {
+    if (s->blob_jobs_running < s->cfg.blob_finish_checks) {
         s->blob_jobs_running++;
         started = 1;
     }
     pthread_mutex_unlock(&s->blob_jobs_lock);
     if (!started) {
+        atomic_fetch_add(&s->m.blob_finish_busy, 1);
         msv_conn_send_error(c, j->request_id, E_RATE,
                             "the server is busy checking uploads; finish again shortly");
         return 0;

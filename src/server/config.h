@@ -46,6 +46,7 @@ struct msv_config {
     uint64_t blob_device_bytes;  /* attachment bytes per device, finished or not */
     uint64_t blob_account_bytes; /* the same for all of an account's devices */
     uint64_t blob_unfinished_ttl_ms;
+    unsigned blob_finish_checks;  /* BlobFinish digests running at once (threads) */
     double blob_finish_fail_rate; /* failed BlobFinish per second per device */
     double blob_finish_fail_burst;
     char verification[16]; /* "dev" or "hook" */

@@ -93,6 +93,8 @@ static const struct {
       "Uploads refused: too many unfinished, or over the device's or account's bytes."),
     M(blob_finish_failed, "blob_finish_failed_total", "counter",
       "BlobFinish requests whose bytes did not have the SHA-256 named."),
+    M(blob_finish_busy, "blob_finish_busy_total", "counter",
+      "BlobFinish requests refused because finish_checks checks were running."),
 };
 #undef M
 

@@ -104,7 +104,7 @@ struct msv_metrics {
     _Atomic uint64_t connections_refused;
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects;
     _Atomic uint64_t codes_refused, sends_rate_limited, queue_full, claims_refused,
-        claims_throttled, prekeys_exhausted, blobs_refused, blob_finish_failed;
+        claims_throttled, prekeys_exhausted, blobs_refused, blob_finish_failed, blob_finish_busy;
 };
 
 struct msv_bucket {
