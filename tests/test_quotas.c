@@ -313,6 +313,7 @@ static void test_prekey_claims(void **state)
     }
     assert_int_equal(publish_prekeys(&b1, 0), 9);
     assert_int_equal(test_metric(&s, "prekey_claims_throttled_total"), 5);
+    assert_int_equal(test_metric(&s, "rate_limited_total"), 0); /* none was refused */
     /* carol is another claimer */
     assert_int_equal(claim(&c1, &b1.device_id, 1, &error), 3);
     /* after the interval alice gets one again */

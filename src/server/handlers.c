@@ -1266,6 +1266,8 @@ static int one_time_allowed(struct msv_conn_state *c, uint64_t device_id)
 
     if (msv_server_take_token(s, MSV_LIMIT_CLAIM, msv_server_key(s, pair, sizeof(pair)), 1))
         return 1;
+    /* answered all the same: counted here, not among refused requests */
+    atomic_fetch_sub(&s->m.rate_limited, 1);
     atomic_fetch_add(&s->m.claims_throttled, 1);
     msv_log(MSV_LOG_INFO, "prekey_claim_throttled", "account=%llu device=%llu",
             (unsigned long long)c->account_id, (unsigned long long)device_id);
