@@ -700,6 +700,7 @@ static void test_operator_views(void **state)
     /* b's device sent it: b's totals say so */
     assert_int_equal(list[1].sending, 1);
     assert_int_equal(list[1].sending_bytes, 5);
+    assert_int_equal(list[0].attachment_bytes, 0);
     msv_account_summaries_free(list, n);
     assert_int_equal(OPS(f)->account_suspended(IMPL(f), a, &suspended), MSV_OK);
     assert_int_equal(suspended, 0);
@@ -768,6 +769,8 @@ static void test_blob_usage(void **state)
                                 {.owner_device = d2, .size = 3, .expires_ms = 2000},
                                 {.owner_device = e, .size = 7000, .expires_ms = 2000}};
     struct msv_blob_usage u;
+    struct msv_account_summary *list = NULL;
+    size_t n = 0;
 
     for (int i = 0; i < 4; i++) {
         memset(r[i].id, i + 1, MSV_BLOB_ID_LEN);
@@ -788,6 +791,12 @@ static void test_blob_usage(void **state)
     assert_int_equal(u.account_bytes, 23);
     assert_int_equal(OPS(f)->blob_usage(IMPL(f), 999999, 500, &u), MSV_OK);
     assert_int_equal(u.open + u.device_bytes + u.account_bytes, 0);
+    /* operators see each account's attachment bytes (until the sweep, expired ones too) */
+    assert_int_equal(OPS(f)->account_list(IMPL(f), &list, &n), MSV_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(list[0].attachment_bytes, 123);
+    assert_int_equal(list[1].attachment_bytes, 7000);
+    msv_account_summaries_free(list, n);
 }
 
 /* What was committed survives closing; a database from a newer schema is refused. */

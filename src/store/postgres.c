@@ -520,7 +520,9 @@ static msv_err account_list(struct pg_conn *c, struct msv_account_summary **out,
               " (SELECT COUNT(*) FROM queue q JOIN devices d ON q.sender_device = d.id"
               "  WHERE d.account_id = a.id),"
               " (SELECT COALESCE(SUM(octet_length(q.ciphertext)), 0)::BIGINT FROM queue q"
-              "  JOIN devices d ON q.sender_device = d.id WHERE d.account_id = a.id)"
+              "  JOIN devices d ON q.sender_device = d.id WHERE d.account_id = a.id),"
+              " (SELECT COALESCE(SUM(b.size), 0)::BIGINT FROM blobs b JOIN devices d"
+              "  ON b.owner_device = d.id WHERE d.account_id = a.id)"
               " FROM accounts a ORDER BY a.handle;",
               NULL, &r);
 
@@ -537,7 +539,8 @@ static msv_err account_list(struct pg_conn *c, struct msv_account_summary **out,
                                                .queued = (uint64_t)col_i64(r, (int)i, 5),
                                                .queued_bytes = (uint64_t)col_i64(r, (int)i, 6),
                                                .sending = (uint64_t)col_i64(r, (int)i, 7),
-                                               .sending_bytes = (uint64_t)col_i64(r, (int)i, 8)};
+                                               .sending_bytes = (uint64_t)col_i64(r, (int)i, 8),
+                                               .attachment_bytes = (uint64_t)col_i64(r, (int)i, 9)};
         if (list[i].handle == NULL)
             err = MSV_ERR_NOMEM;
     }

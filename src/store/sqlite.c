@@ -241,7 +241,9 @@ static msv_err account_list(void *impl, struct msv_account_summary **out, size_t
                 " (SELECT COUNT(*) FROM queue q JOIN devices d ON q.sender_device = d.id"
                 "  WHERE d.account_id = a.id),"
                 " (SELECT COALESCE(SUM(LENGTH(q.ciphertext)), 0) FROM queue q JOIN devices d"
-                "  ON q.sender_device = d.id WHERE d.account_id = a.id)"
+                "  ON q.sender_device = d.id WHERE d.account_id = a.id),"
+                " (SELECT COALESCE(SUM(b.size), 0) FROM blobs b JOIN devices d"
+                "  ON b.owner_device = d.id WHERE d.account_id = a.id)"
                 " FROM accounts a ORDER BY a.handle;",
                 &st);
 
@@ -267,7 +269,8 @@ static msv_err account_list(void *impl, struct msv_account_summary **out, size_t
                                          .queued = (uint64_t)sqlite3_column_int64(st, 5),
                                          .queued_bytes = (uint64_t)sqlite3_column_int64(st, 6),
                                          .sending = (uint64_t)sqlite3_column_int64(st, 7),
-                                         .sending_bytes = (uint64_t)sqlite3_column_int64(st, 8)};
+                                         .sending_bytes = (uint64_t)sqlite3_column_int64(st, 8),
+                                         .attachment_bytes = (uint64_t)sqlite3_column_int64(st, 9)};
         if (a[count++].handle == NULL)
             err = MSV_ERR_NOMEM;
     }

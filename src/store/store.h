@@ -133,6 +133,7 @@ struct msv_account_summary {
     uint64_t devices, pending, queued;
     uint64_t queued_bytes;           /* ciphertext bytes of queued */
     uint64_t sending, sending_bytes; /* envelopes its devices sent that wait for others */
+    uint64_t attachment_bytes;       /* its devices' attachments, finished or not */
 };
 
 void msv_account_summaries_free(struct msv_account_summary *a, size_t n);
