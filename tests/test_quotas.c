@@ -20,6 +20,7 @@
 #include <openssl/sha.h>
 
 #include "missive/ratchet.h"
+#include "missive/sealed.h"
 #include "missive/util.h"
 #include "server_harness.h"
 
@@ -696,6 +697,46 @@ static void test_blob_finish_checks_at_once(void **state)
     test_server_cleanup(&s);
 }
 
+/* Sealed sends (no account to charge) are held to the recipient's queue cap all the same. */
+static void test_sealed_sends_hit_queue_cap(void **state)
+{
+    struct test_server s;
+    struct test_device b1;
+    struct msv_refusal why = {0};
+    const char *bob = "bob@example.org";
+    uint8_t token[16], id[16], env[64];
+    struct msv_outgoing sealed = {0, MSV_ENVELOPE_SEALED, env, sizeof(env)};
+    struct msv_conn *anon;
+
+    (void)state;
+    test_server_init(&s, "[relay]\nqueue_max_envelopes = 2\n");
+    test_server_start(&s);
+    test_register(&s, bob, &b1);
+    msv_random_bytes(token, sizeof(token));
+    msv_random_bytes(env, sizeof(env));
+    assert_int_equal(msv_request_set_delivery_token(b1.conn, token, TEST_TIMEOUT_MS, &why), MSV_OK);
+    msv_conn_close(b1.conn);
+    b1.conn = NULL;
+    sealed.device_id = b1.device_id;
+    anon = test_connect(&s);
+    for (int i = 0; i < 2; i++) {
+        msv_random_bytes(id, sizeof(id));
+        assert_int_equal(
+            msv_request_send(anon, id, &bob, 1, &sealed, 1, token, TEST_TIMEOUT_MS, NULL, &why),
+            MSV_OK);
+    }
+    msv_random_bytes(id, sizeof(id));
+    assert_int_equal(
+        msv_request_send(anon, id, &bob, 1, &sealed, 1, token, TEST_TIMEOUT_MS, NULL, &why),
+        MSV_ERR_TOO_BIG);
+    assert_non_null(strstr(why.message, "queue is full"));
+    assert_int_equal(queued_count(&s), 2);
+    assert_int_equal(test_metric(&s, "queue_full_total"), 1);
+    msv_conn_close(anon);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -705,6 +746,7 @@ int main(void)
         cmocka_unit_test(test_hook_arguments),
         cmocka_unit_test(test_prekey_claims),
         cmocka_unit_test(test_queue_caps_and_send_rate),
+        cmocka_unit_test(test_sealed_sends_hit_queue_cap),
         cmocka_unit_test(test_attachment_quotas),
         cmocka_unit_test(test_blob_finish_off_loop_and_throttled),
         cmocka_unit_test(test_blob_finish_checks_at_once),
