@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -275,6 +276,8 @@ static void test_migration_to_v3(void **state)
                      "DROP TABLE kt_log; DROP TABLE signed_prekeys; DROP TABLE one_time_prekeys;"
                      "ALTER TABLE accounts DROP COLUMN suspended;"
                      "DROP INDEX blobs_by_owner;"
+                     "DROP TABLE queue_usage; DROP TRIGGER queue_usage_in;"
+                     "DROP TRIGGER queue_usage_out;"
                      "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
@@ -580,6 +583,74 @@ static void test_device_removal_drops_queue(void **state)
     assert_int_equal(depth, 0);
 }
 
+/* What queue_usage says of device d equals what is queued for it. */
+static void assert_usage(struct fixture *f, uint64_t d, uint64_t envelopes, uint64_t bytes)
+{
+    struct msv_queue_usage u = {.device_id = d};
+
+    assert_int_equal(OPS(f)->queue_usage(IMPL(f), &u, 1), MSV_OK);
+    assert_int_equal(u.envelopes, envelopes);
+    assert_int_equal(u.bytes, bytes);
+}
+
+/*
+ * The per-device queue counters follow every path that adds or takes envelopes: put, commit
+ * (with acknowledgements), acknowledgement, expiry and device removal; and reading them does
+ * not scan the queue (SQLite: its CPU time is measured in this process).
+ */
+static void test_queue_usage_counters(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "u"), d = make_device(f, a), e = make_device(f, a), ids[4];
+    struct msv_queue_in in[4];
+    struct msv_queue_ack ack = {.device_id = d, .ids = ids, .n = 1};
+    size_t deleted = 0, expired = 0;
+
+    for (size_t i = 0; i < 4; i++)
+        in[i] = (struct msv_queue_in){.device_id = i < 3 ? d : e,
+                                      .sender_device = e,
+                                      .sender_handle = "u",
+                                      .suite = 3,
+                                      .ciphertext = (const uint8_t *)"0123456789",
+                                      .ciphertext_len = 1 + i};
+    assert_int_equal(OPS(f)->queue_put(IMPL(f), in, 3, 0, 100, ids), MSV_OK);
+    assert_usage(f, d, 3, 1 + 2 + 3);
+    assert_usage(f, e, 0, 0);
+    /* a commit of one new envelope for e (expiring later) and the acknowledgement of d's first */
+    assert_int_equal(OPS(f)->queue_commit(IMPL(f), &in[3], 1, 0, 500, &ids[3], &ack, 1), MSV_OK);
+    assert_int_equal(ack.deleted, 1);
+    assert_usage(f, d, 2, 2 + 3);
+    assert_usage(f, e, 1, 4);
+    /* an acknowledgement of what is not there changes nothing */
+    assert_int_equal(OPS(f)->queue_ack(IMPL(f), d, ids, 1, &deleted), MSV_OK);
+    assert_int_equal(deleted, 0);
+    assert_int_equal(OPS(f)->queue_ack(IMPL(f), e, &ids[1], 1, &deleted), MSV_OK);
+    assert_int_equal(deleted, 0);
+    assert_usage(f, d, 2, 5);
+    assert_int_equal(OPS(f)->queue_ack(IMPL(f), d, &ids[1], 1, &deleted), MSV_OK);
+    assert_usage(f, d, 1, 3);
+    assert_int_equal(OPS(f)->queue_expire(IMPL(f), 100, &expired), MSV_OK);
+    assert_int_equal(expired, 1);
+    assert_usage(f, d, 0, 0);
+    assert_usage(f, e, 1, 4);
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), a, e), MSV_OK);
+    assert_usage(f, e, 0, 0);
+    if (!f->pg) {
+        static struct msv_queue_in many[20000];
+        static uint64_t many_ids[20000];
+        clock_t t0;
+
+        for (size_t i = 0; i < 20000; i++)
+            many[i] = in[0];
+        assert_int_equal(OPS(f)->queue_put(IMPL(f), many, 20000, 0, 100000, many_ids), MSV_OK);
+        t0 = clock();
+        for (int i = 0; i < 2000; i++)
+            assert_usage(f, d, 20000, 20000);
+        /* a scan of 20,000 rows per call takes seconds here; a counter, milliseconds */
+        assert_true((double)(clock() - t0) / CLOCKS_PER_SEC < 0.5);
+    }
+}
+
 /* Prekeys: uploads add and replace, claims hand each one-time prekey out once, a full
  * device refuses more and keeps what it had, removal drops them; delivery tokens. */
 static void test_prekeys_and_tokens(void **state)
@@ -819,15 +890,33 @@ static void test_reopen_and_schema(void **state)
     /* the teardown needs a store to close */
     snprintf(sql, sizeof(sql), "DELETE FROM %s WHERE version = 99;", table);
     raw_exec(f, sql);
-    /* a database of version 6 gets version 7's index of attachments by owner */
+    /*
+     * a database of version 6 gets version 7's index of attachments by owner, and version 8's
+     * queue counters, which start from what is queued
+     */
+    reopen(f);
+    assert_int_equal(OPS(f)->queue_put(IMPL(f),
+                                       &(struct msv_queue_in){.device_id = 42,
+                                                              .sender_device = 1,
+                                                              .sender_handle = "x",
+                                                              .suite = 3,
+                                                              .ciphertext = (const uint8_t *)"abc",
+                                                              .ciphertext_len = 3},
+                                       1, 0, 100, &got),
+                     MSV_OK);
     msv_store_close(f->store);
     f->store = NULL;
-    snprintf(sql, sizeof(sql), "DROP INDEX blobs_by_owner; %s;",
-             f->pg ? "UPDATE missive_schema SET version = 6"
-                   : "DELETE FROM schema_version WHERE version >= 7");
-    raw_exec(f, sql);
+    raw_exec(f,
+             f->pg ? "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
+                     " DROP TRIGGER queue_usage_in ON queue; DROP TRIGGER queue_usage_out ON queue;"
+                     " DROP FUNCTION queue_usage_add; DROP FUNCTION queue_usage_sub;"
+                     " UPDATE missive_schema SET version = 6;"
+                   : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
+                     " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
+                     " DELETE FROM schema_version WHERE version >= 7;");
     reopen(f);
     raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
+    assert_usage(f, 42, 1, 3);
     if (f->pg) {
         struct msv_store *none = NULL;
         char why[256];
@@ -958,6 +1047,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue_fetch_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_removal_drops_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_usage_counters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),
@@ -977,6 +1067,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue_fetch_many, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue_commit, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_removal_drops_queue, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_usage_counters, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup_pg, teardown),

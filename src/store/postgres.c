@@ -302,6 +302,32 @@ static msv_err finish(struct pg_conn *c, msv_err err)
  * up by upgrades[], which take version PG_SCHEMA_FIRST + i to + i + 1.
  */
 #define PG_SCHEMA_FIRST 6
+/*
+ * What waits for each device, kept by statement triggers on every path that adds to or takes
+ * from the queue, so that a send checks the recipients' queue caps without scanning. Counter
+ * rows change in ascending device order within a statement; the callers that change several
+ * devices' queues in one transaction take those devices' advisory locks first (queue_commit,
+ * queue_expire), so two of them cannot deadlock on the counters.
+ */
+#define QUEUE_USAGE_SCHEMA                                                                     \
+    "CREATE TABLE queue_usage ("                                                               \
+    "  device_id BIGINT PRIMARY KEY,"                                                          \
+    "  envelopes BIGINT NOT NULL,"                                                             \
+    "  bytes BIGINT NOT NULL);"                                                                \
+    "CREATE FUNCTION queue_usage_add() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"           \
+    "  INSERT INTO queue_usage SELECT device_id, COUNT(*), SUM(octet_length(ciphertext))"      \
+    "  FROM added GROUP BY device_id ORDER BY device_id ON CONFLICT (device_id) DO UPDATE SET" \
+    "  envelopes = queue_usage.envelopes + excluded.envelopes,"                                \
+    "  bytes = queue_usage.bytes + excluded.bytes; RETURN NULL; END $$;"                       \
+    "CREATE FUNCTION queue_usage_sub() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"           \
+    "  INSERT INTO queue_usage SELECT device_id, -COUNT(*), -SUM(octet_length(ciphertext))"    \
+    "  FROM gone GROUP BY device_id ORDER BY device_id ON CONFLICT (device_id) DO UPDATE SET"  \
+    "  envelopes = queue_usage.envelopes + excluded.envelopes,"                                \
+    "  bytes = queue_usage.bytes + excluded.bytes; RETURN NULL; END $$;"                       \
+    "CREATE TRIGGER queue_usage_in AFTER INSERT ON queue REFERENCING NEW TABLE AS added"       \
+    "  FOR EACH STATEMENT EXECUTE FUNCTION queue_usage_add();"                                 \
+    "CREATE TRIGGER queue_usage_out AFTER DELETE ON queue REFERENCING OLD TABLE AS gone"       \
+    "  FOR EACH STATEMENT EXECUTE FUNCTION queue_usage_sub();"
 static const char schema[] =
     "CREATE TABLE accounts ("
     "  id BIGSERIAL PRIMARY KEY,"
@@ -359,11 +385,14 @@ static const char schema[] =
     "  device_id BIGINT NOT NULL,"
     "  key_id BIGINT NOT NULL,"
     "  pk BYTEA NOT NULL,"
-    "  PRIMARY KEY (device_id, key_id));";
+    "  PRIMARY KEY (device_id, key_id));" QUEUE_USAGE_SCHEMA;
 
 static const char *const upgrades[] = {
     /* 6 -> 7: attachment quotas sum a device's attachments */
     "CREATE INDEX blobs_by_owner ON blobs(owner_device);",
+    /* 7 -> 8: per-device queue counters, from what is queued now */
+    QUEUE_USAGE_SCHEMA "INSERT INTO queue_usage SELECT device_id, COUNT(*),"
+                       " SUM(octet_length(ciphertext)) FROM queue GROUP BY device_id;",
 };
 
 /* Runs SQL text that may hold several statements (no parameters, not prepared). */
@@ -1333,11 +1362,40 @@ static msv_err queue_ack(struct pg_conn *c, uint64_t device_id, const uint64_t *
     return err;
 }
 
+/*
+ * The advisory locks of every device a commit enqueues for or acknowledges, in ascending
+ * order, before any queue counter changes (see QUEUE_USAGE_SCHEMA).
+ */
+static msv_err lock_commit_devices(struct pg_conn *c, const struct msv_queue_in *items, size_t n,
+                                   const struct msv_queue_ack *acks, size_t n_acks)
+{
+    struct text_buf devs = {0};
+    struct args a = {0};
+    msv_err err;
+
+    tb_str(&devs, "{");
+    for (size_t i = 0; i < n + n_acks; i++) {
+        tb_i64(&devs, (int64_t)(i < n ? items[i].device_id : acks[i - n].device_id));
+        tb_str(&devs, i + 1 < n + n_acks ? "," : "}");
+    }
+    a_text(&a, devs.p);
+    err = devs.failed ? MSV_ERR_NOMEM
+                      : run(c,
+                            "SELECT pg_advisory_xact_lock(d) FROM (SELECT DISTINCT d FROM"
+                            " unnest($1::BIGINT[]) AS t(d) ORDER BY d) AS s;",
+                            &a);
+    free(devs.p);
+    return err;
+}
+
 static msv_err queue_commit(struct pg_conn *c, const struct msv_queue_in *items, size_t n,
                             int64_t now_ms, int64_t expires_ms, uint64_t *ids,
                             struct msv_queue_ack *acks, size_t n_acks)
 {
-    msv_err err = queue_put(c, items, n, now_ms, expires_ms, ids);
+    msv_err err = n + n_acks > 0 ? lock_commit_devices(c, items, n, acks, n_acks) : MSV_OK;
+
+    if (err == MSV_OK)
+        err = queue_put(c, items, n, now_ms, expires_ms, ids);
 
     for (size_t i = 0; i < n_acks && err == MSV_OK; i++)
         err = queue_ack(c, acks[i].device_id, acks[i].ids, acks[i].n, &acks[i].deleted);
@@ -1347,9 +1405,17 @@ static msv_err queue_commit(struct pg_conn *c, const struct msv_queue_in *items,
 static msv_err queue_expire(struct pg_conn *c, int64_t now_ms, size_t *expired)
 {
     struct args a = {0};
+    msv_err err;
 
     a_i64(&a, now_ms);
-    return run_count(c, "DELETE FROM queue WHERE expires_ms <= $1;", &a, expired);
+    /* the devices' locks first, in ascending order, as a commit takes them */
+    err = run(c,
+              "SELECT pg_advisory_xact_lock(d) FROM (SELECT DISTINCT device_id AS d FROM"
+              " queue WHERE expires_ms <= $1 ORDER BY d) AS s;",
+              &a);
+
+    return err == MSV_OK ? run_count(c, "DELETE FROM queue WHERE expires_ms <= $1;", &a, expired)
+                         : err;
 }
 
 static msv_err queue_usage(struct pg_conn *c, struct msv_queue_usage *u, size_t n)
@@ -1369,10 +1435,9 @@ static msv_err queue_usage(struct pg_conn *c, struct msv_queue_usage *u, size_t 
     a_text(&a, devs.p);
     err = devs.failed ? MSV_ERR_NOMEM
                       : query(c,
-                              "SELECT q.n, q.b FROM unnest($1::BIGINT[]) WITH ORDINALITY AS w(d, o)"
-                              " CROSS JOIN LATERAL (SELECT COUNT(*) AS n,"
-                              " COALESCE(SUM(octet_length(ciphertext)), 0)::BIGINT AS b FROM queue"
-                              " WHERE device_id = w.d) AS q ORDER BY w.o;",
+                              "SELECT COALESCE(u.envelopes, 0), COALESCE(u.bytes, 0) FROM"
+                              " unnest($1::BIGINT[]) WITH ORDINALITY AS w(d, o) LEFT JOIN"
+                              " queue_usage u ON u.device_id = w.d ORDER BY w.o;",
                               &a, &r);
     free(devs.p);
     if (err != MSV_OK)
@@ -1638,7 +1703,7 @@ static msv_err p_queue_commit(void *impl, const struct msv_queue_in *items, size
 
 static msv_err p_queue_expire(void *impl, int64_t now_ms, size_t *expired)
 {
-    POOLED(queue_expire(c_, now_ms, expired));
+    TRANSACTION(queue_expire(c_, now_ms, expired));
 }
 
 static msv_err p_queue_usage(void *impl, struct msv_queue_usage *u, size_t n)

@@ -166,6 +166,23 @@ static const char *const migrations[] = {
     "ALTER TABLE accounts ADD COLUMN suspended INTEGER NOT NULL DEFAULT 0;",
     /* v7: attachment quotas sum a device's attachments */
     "CREATE INDEX blobs_by_owner ON blobs(owner_device);",
+    /*
+     * v8: what waits for each device, kept by triggers on every path that adds to or takes
+     * from the queue, so that a send checks the recipients' queue caps without scanning
+     */
+    "CREATE TABLE queue_usage ("
+    "  device_id INTEGER PRIMARY KEY,"
+    "  envelopes INTEGER NOT NULL,"
+    "  bytes INTEGER NOT NULL);"
+    "INSERT INTO queue_usage SELECT device_id, COUNT(*), SUM(LENGTH(ciphertext)) FROM queue"
+    "  GROUP BY device_id;"
+    "CREATE TRIGGER queue_usage_in AFTER INSERT ON queue BEGIN"
+    "  INSERT INTO queue_usage VALUES (new.device_id, 1, LENGTH(new.ciphertext))"
+    "  ON CONFLICT (device_id) DO UPDATE SET envelopes = envelopes + 1,"
+    "  bytes = bytes + excluded.bytes; END;"
+    "CREATE TRIGGER queue_usage_out AFTER DELETE ON queue BEGIN"
+    "  UPDATE queue_usage SET envelopes = envelopes - 1, bytes = bytes - LENGTH(old.ciphertext)"
+    "  WHERE device_id = old.device_id; END;",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -1005,19 +1022,17 @@ static msv_err queue_usage(void *impl, struct msv_queue_usage *u, size_t n)
     msv_err err = MSV_OK;
 
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
-        err = prepare(s,
-                      "SELECT COUNT(*), COALESCE(SUM(LENGTH(ciphertext)), 0) FROM queue"
-                      " WHERE device_id = ?;",
-                      &st);
+        int rc;
+
+        err = prepare(s, "SELECT envelopes, bytes FROM queue_usage WHERE device_id = ?;", &st);
         if (err != MSV_OK)
             break;
         sqlite3_bind_int64(st, 1, (sqlite3_int64)u[i].device_id);
-        if (sqlite3_step(st) == SQLITE_ROW) {
-            u[i].envelopes = (uint64_t)sqlite3_column_int64(st, 0);
-            u[i].bytes = (uint64_t)sqlite3_column_int64(st, 1);
-        } else {
+        rc = sqlite3_step(st);
+        u[i].envelopes = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+        u[i].bytes = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 1) : 0;
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
             err = MSV_ERR_IO;
-        }
         release(s, st);
     }
     return err;

@@ -292,6 +292,6 @@ MSV_MUST_CHECK msv_err msv_store_open_postgres(const char *conninfo, unsigned co
 void msv_store_close(struct msv_store *s);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 7
+#define MSV_STORE_SCHEMA_VERSION 8
 
 #endif
