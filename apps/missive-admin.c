@@ -29,7 +29,8 @@ static void usage(FILE *f)
                "\n"
                "commands:\n"
                "  accounts          every account: handle, created, devices (and waiting ones),\n"
-               "                    envelopes queued for them, suspended or not\n"
+               "                    envelopes (and bytes) queued for them and sent by them\n"
+               "                    and not yet delivered, attachment bytes, suspended or not\n"
                "  suspend HANDLE    the account's devices cannot connect or add devices; devices\n"
                "                    connected now are cut off at the server's next reload\n"
                "                    (systemctl reload missived, or SIGHUP); nothing is deleted\n"
@@ -81,6 +82,27 @@ static int fail(const char *what, msv_err err)
     return EXIT_ERR;
 }
 
+/* One row of the accounts command (or one JSON object). */
+static void print_account(const struct admin *a, const struct msv_account_summary *x)
+{
+    char created[32];
+
+    iso_time(x->created_ms, created);
+    if (a->json)
+        emit(json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "handle", x->handle,
+                       "created", created, "devices", (json_int_t)x->devices, "waiting",
+                       (json_int_t)x->pending, "queued", (json_int_t)x->queued, "queued_bytes",
+                       (json_int_t)x->queued_bytes, "sending", (json_int_t)x->sending,
+                       "sending_bytes", (json_int_t)x->sending_bytes, "attachment_bytes",
+                       (json_int_t)x->attachment_bytes, "suspended", x->suspended));
+    else
+        printf("%-32s %-20s %7llu %7llu %7llu %11llu %7llu %11llu %13llu %s\n", x->handle, created,
+               (unsigned long long)x->devices, (unsigned long long)x->pending,
+               (unsigned long long)x->queued, (unsigned long long)x->queued_bytes,
+               (unsigned long long)x->sending, (unsigned long long)x->sending_bytes,
+               (unsigned long long)x->attachment_bytes, x->suspended ? "suspended" : "active");
+}
+
 static int cmd_accounts(struct admin *a)
 {
     struct msv_account_summary *list = NULL;
@@ -90,22 +112,10 @@ static int cmd_accounts(struct admin *a)
     if (err != MSV_OK)
         return fail("reading the accounts", err);
     if (!a->json)
-        printf("%-32s %-20s %7s %7s %7s %s\n", "handle", "created", "devices", "waiting", "queued",
-               "state");
-    for (size_t i = 0; i < n; i++) {
-        char created[32];
-
-        iso_time(list[i].created_ms, created);
-        if (a->json)
-            emit(json_pack("{s:s, s:s, s:I, s:I, s:I, s:b}", "handle", list[i].handle, "created",
-                           created, "devices", (json_int_t)list[i].devices, "waiting",
-                           (json_int_t)list[i].pending, "queued", (json_int_t)list[i].queued,
-                           "suspended", list[i].suspended));
-        else
-            printf("%-32s %-20s %7llu %7llu %7llu %s\n", list[i].handle, created,
-                   (unsigned long long)list[i].devices, (unsigned long long)list[i].pending,
-                   (unsigned long long)list[i].queued, list[i].suspended ? "suspended" : "active");
-    }
+        printf("%-32s %-20s %7s %7s %7s %11s %7s %11s %13s %s\n", "handle", "created", "devices",
+               "waiting", "queued", "bytes", "sending", "bytes", "attachments", "state");
+    for (size_t i = 0; i < n; i++)
+        print_account(a, &list[i]);
     msv_account_summaries_free(list, n);
     return 0;
 }

@@ -423,3 +423,37 @@ void test_ack(struct test_device *d, uint64_t queue_id)
 {
     assert_int_equal(msv_request_ack(d->conn, &queue_id, 1), MSV_OK);
 }
+
+unsigned long long test_metric(struct test_server *s, const char *name)
+{
+    char body[32768], want[128], *p;
+    unsigned long long v = 0;
+
+    assert_int_equal(test_server_http(s, "/metrics", body, sizeof(body)), 200);
+    snprintf(want, sizeof(want), "\nmissived_%s ", name);
+    p = strstr(body, want);
+    if (p == NULL)
+        fail_msg("no metric %s", name);
+    assert_int_equal(sscanf(p + strlen(want), "%llu", &v), 1);
+    return v;
+}
+
+int test_error_code(const msv_frame *f)
+{
+    return f->body_case == MSV__WIRE__FRAME__BODY_ERROR ? (int)f->error->code : 0;
+}
+
+void test_expect_ok(msv_frame *f)
+{
+    if (f->body_case != MSV__WIRE__FRAME__BODY_OK)
+        fail_msg("expected Ok, got body %d (error %d)", f->body_case, test_error_code(f));
+    msv_frame_free(f);
+}
+
+void test_expect_error(msv_frame *f, int code)
+{
+    if (test_error_code(f) != code)
+        fail_msg("expected error %d, got body %d (error %d)", code, f->body_case,
+                 test_error_code(f));
+    msv_frame_free(f);
+}

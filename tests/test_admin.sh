@@ -31,9 +31,9 @@ expect 1 "no database there" -- "$A" --data-dir nowhere accounts
 
 expect 0 "bob writes to alice" -- as bob send alice@example.org --text "hello"
 expect 0 "accounts" -- "$A" --data-dir srv accounts
-grep -Eq '^alice@example.org +[0-9T:Z-]+ +1 +0 +1 active$' out.txt && grep -Eq '^bob@example.org .* active$' out.txt && ok || bad "accounts: $(cat out.txt)"
+grep -Eq '^alice@example.org +[0-9T:Z-]+ +1 +0 +1 +[1-9][0-9]* +0 +0 +0 active$' out.txt && grep -Eq '^bob@example.org +[0-9T:Z-]+ +1 +0 +0 +0 +1 +[1-9][0-9]* +0 active$' out.txt && ok || bad "accounts: $(cat out.txt)"
 expect 0 "accounts as JSON" -- "$A" --data-dir srv -o json accounts
-python3 -c "import json,sys; rows=[json.loads(l) for l in open('out.txt')]; a=[r for r in rows if r['handle']=='alice@example.org'][0]; sys.exit(not (a['devices']==1 and a['queued']==1 and a['suspended'] is False))" && ok || bad "accounts JSON: $(cat out.txt)"
+python3 -c "import json,sys; rows=[json.loads(l) for l in open('out.txt')]; a=[r for r in rows if r['handle']=='alice@example.org'][0]; sys.exit(not (a['devices']==1 and a['queued']==1 and a['queued_bytes']>0 and a['sending']==0 and a['attachment_bytes']==0 and a['suspended'] is False))" && ok || bad "accounts JSON: $(cat out.txt)"
 expect 0 "stats" -- "$A" --data-dir srv stats
 grep -q '^accounts          2 (0 suspended)$' out.txt && grep -q '^queued envelopes  1, [0-9]* bytes, oldest 20' out.txt && ok || bad "stats: $(cat out.txt)"
 expect 0 "stats as JSON" -- "$A" --data-dir srv -o json stats

@@ -269,7 +269,10 @@ dave() { "$M" --data-dir "dev-dave-$1" --account dave@example.org "${@:2}"; }
 queued_suites() { # the suite of the newest envelope (not a notice) the relay holds for device $1
     python3 -c "import sqlite3,sys; print(' '.join(str(r[0]) for r in sqlite3.connect(sys.argv[1]).execute('SELECT suite FROM queue WHERE device_id = ? AND suite != 0 ORDER BY id DESC LIMIT 1', (int(sys.argv[2]),))))" srv/missive.db "$1"
 }
-expect 0 "dave's old device asks" -- "$M" --data-dir dev-dave-old register dave@example.org --server "$server" --suite classic
+# dave's code from before is still pending: asking again sends none, and that code registers
+expect 1 "dave's old device asks" -- "$M" --data-dir dev-dave-old register dave@example.org --server "$server" --suite classic
+grep -q "a code was sent to that handle" err.txt && ok || bad "pending code kept: $(cat err.txt)"
+[ "$(grep -c 'verification_code handle=dave@example.org' srv.log)" = 1 ] && ok || bad "a second code for dave"
 expect 0 "dave's old device registers" -- "$M" --data-dir dev-dave-old register dave@example.org --code "$(code dave@example.org)"
 expect 2 "an unknown compat suite" -- "$M" --data-dir dev-dave-new link dave@example.org --server "$server" --compat classic,rot13
 expect 0 "dave links a new device" -- "$M" --data-dir dev-dave-new link dave@example.org --server "$server" --compat classic

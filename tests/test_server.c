@@ -1660,7 +1660,7 @@ static void test_prekeys_and_sealed_sender(void **state)
     msv_frame *r = NULL, *f = NULL;
 
     (void)state;
-    test_server_init(&s, NULL);
+    test_server_init(&s, "[directory]\nprekey_claim_interval_s = 0\n"); /* claims below repeat */
     test_server_start(&s);
     test_register(&s, "alice@example.org", &a1);
     test_register(&s, bob, &b1);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -191,24 +192,32 @@ static void test_codes(void **state)
     memset(right, 1, 32);
     memset(wrong, 2, 32);
     assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 0, 3), MSV_ERR_NOT_FOUND);
-    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 5000), MSV_OK);
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 0, 5000), MSV_OK);
     assert_int_equal(OPS(f)->code_take(IMPL(f), "h", wrong, 100, 3), MSV_ERR_AUTH);
     assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 100, 3), MSV_OK);
     /* consumed */
     assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 100, 3), MSV_ERR_NOT_FOUND);
     /* too many wrong attempts burn the code, even the right one afterwards */
-    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 5000), MSV_OK);
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 0, 5000), MSV_OK);
     for (int i = 0; i < 3; i++)
         assert_int_equal(OPS(f)->code_take(IMPL(f), "h", wrong, 100, 3), MSV_ERR_AUTH);
     assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 100, 3), MSV_ERR_NOT_FOUND);
+    /* a burnt code still holds its place until it expires */
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", wrong, 4999, 9000), MSV_ERR_EXISTS);
     /* expired */
-    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 5000), MSV_OK);
-    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 5000, 3), MSV_ERR_NOT_FOUND);
-    /* a new code replaces the old one and resets the attempts */
-    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", wrong, 5000), MSV_OK);
-    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 5000), MSV_OK);
-    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", wrong, 1, 3), MSV_ERR_AUTH);
-    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 1, 3), MSV_OK);
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 5000, 9000), MSV_OK);
+    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 9000, 3), MSV_ERR_NOT_FOUND);
+    /* a pending code is kept: a second one is refused and the first still works */
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 9000, 20000), MSV_OK);
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", wrong, 9001, 20000), MSV_ERR_EXISTS);
+    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", wrong, 9002, 3), MSV_ERR_AUTH);
+    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 9002, 3), MSV_OK);
+    /* once it has expired a new one takes its place, with its attempts counted afresh */
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", wrong, 9003, 10000), MSV_OK);
+    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 9004, 3), MSV_ERR_AUTH);
+    assert_int_equal(OPS(f)->code_put(IMPL(f), "h", right, 10000, 20000), MSV_OK);
+    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", wrong, 10001, 3), MSV_ERR_AUTH);
+    assert_int_equal(OPS(f)->code_take(IMPL(f), "h", right, 10001, 3), MSV_OK);
 }
 
 static void test_devices(void **state)
@@ -266,6 +275,9 @@ static void test_migration_to_v3(void **state)
                      "DELETE FROM sqlite_sequence WHERE name = 'devices';"
                      "DROP TABLE kt_log; DROP TABLE signed_prekeys; DROP TABLE one_time_prekeys;"
                      "ALTER TABLE accounts DROP COLUMN suspended;"
+                     "DROP INDEX blobs_by_owner;"
+                     "DROP TABLE queue_usage; DROP TRIGGER queue_usage_in;"
+                     "DROP TRIGGER queue_usage_out;"
                      "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
@@ -571,6 +583,74 @@ static void test_device_removal_drops_queue(void **state)
     assert_int_equal(depth, 0);
 }
 
+/* What queue_usage says of device d equals what is queued for it. */
+static void assert_usage(struct fixture *f, uint64_t d, uint64_t envelopes, uint64_t bytes)
+{
+    struct msv_queue_usage u = {.device_id = d};
+
+    assert_int_equal(OPS(f)->queue_usage(IMPL(f), &u, 1), MSV_OK);
+    assert_int_equal(u.envelopes, envelopes);
+    assert_int_equal(u.bytes, bytes);
+}
+
+/*
+ * The per-device queue counters follow every path that adds or takes envelopes: put, commit
+ * (with acknowledgements), acknowledgement, expiry and device removal; and reading them does
+ * not scan the queue (SQLite: its CPU time is measured in this process).
+ */
+static void test_queue_usage_counters(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "u"), d = make_device(f, a), e = make_device(f, a), ids[4];
+    struct msv_queue_in in[4];
+    struct msv_queue_ack ack = {.device_id = d, .ids = ids, .n = 1};
+    size_t deleted = 0, expired = 0;
+
+    for (size_t i = 0; i < 4; i++)
+        in[i] = (struct msv_queue_in){.device_id = i < 3 ? d : e,
+                                      .sender_device = e,
+                                      .sender_handle = "u",
+                                      .suite = 3,
+                                      .ciphertext = (const uint8_t *)"0123456789",
+                                      .ciphertext_len = 1 + i};
+    assert_int_equal(OPS(f)->queue_put(IMPL(f), in, 3, 0, 100, ids), MSV_OK);
+    assert_usage(f, d, 3, 1 + 2 + 3);
+    assert_usage(f, e, 0, 0);
+    /* a commit of one new envelope for e (expiring later) and the acknowledgement of d's first */
+    assert_int_equal(OPS(f)->queue_commit(IMPL(f), &in[3], 1, 0, 500, &ids[3], &ack, 1), MSV_OK);
+    assert_int_equal(ack.deleted, 1);
+    assert_usage(f, d, 2, 2 + 3);
+    assert_usage(f, e, 1, 4);
+    /* an acknowledgement of what is not there changes nothing */
+    assert_int_equal(OPS(f)->queue_ack(IMPL(f), d, ids, 1, &deleted), MSV_OK);
+    assert_int_equal(deleted, 0);
+    assert_int_equal(OPS(f)->queue_ack(IMPL(f), e, &ids[1], 1, &deleted), MSV_OK);
+    assert_int_equal(deleted, 0);
+    assert_usage(f, d, 2, 5);
+    assert_int_equal(OPS(f)->queue_ack(IMPL(f), d, &ids[1], 1, &deleted), MSV_OK);
+    assert_usage(f, d, 1, 3);
+    assert_int_equal(OPS(f)->queue_expire(IMPL(f), 100, &expired), MSV_OK);
+    assert_int_equal(expired, 1);
+    assert_usage(f, d, 0, 0);
+    assert_usage(f, e, 1, 4);
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), a, e), MSV_OK);
+    assert_usage(f, e, 0, 0);
+    if (!f->pg) {
+        static struct msv_queue_in many[20000];
+        static uint64_t many_ids[20000];
+        clock_t t0;
+
+        for (size_t i = 0; i < 20000; i++)
+            many[i] = in[0];
+        assert_int_equal(OPS(f)->queue_put(IMPL(f), many, 20000, 0, 100000, many_ids), MSV_OK);
+        t0 = clock();
+        for (int i = 0; i < 2000; i++)
+            assert_usage(f, d, 20000, 20000);
+        /* a scan of 20,000 rows per call takes seconds here; a counter, milliseconds */
+        assert_true((double)(clock() - t0) / CLOCKS_PER_SEC < 0.5);
+    }
+}
+
 /* Prekeys: uploads add and replace, claims hand each one-time prekey out once, a full
  * device refuses more and keeps what it had, removal drops them; delivery tokens. */
 static void test_prekeys_and_tokens(void **state)
@@ -589,7 +669,7 @@ static void test_prekeys_and_tokens(void **state)
         memset(otk[i].key, (int)otk[i].id, 32);
     memset(up.signed_key, 0x51, 32);
     memset(up.signed_sig, 0x52, 64);
-    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 1, &c), MSV_ERR_NOT_FOUND);
     assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_OK);
     assert_int_equal(left, 3);
     assert_true(has_signed);
@@ -601,25 +681,30 @@ static void test_prekeys_and_tokens(void **state)
     up.signed_id = 2;
     assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_ERR_TOO_BIG);
     /* claims: the signed prekey is the old one still, one-time prekeys lowest id first */
-    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_OK);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 1, &c), MSV_OK);
     assert_int_equal(c.signed_id, 1);
     assert_int_equal(c.signed_key[0], 0x51);
     assert_int_equal(c.signed_sig[63], 0x52);
     assert_int_equal(c.one_time_id, 5);
     assert_int_equal(c.one_time_key[31], 5);
-    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_OK);
+    /* without a one-time prekey: the signed prekey, and the one-time prekeys stay */
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 0, &c), MSV_OK);
+    assert_int_equal(c.signed_id, 1);
+    assert_int_equal(c.signed_key[0], 0x51);
+    assert_int_equal(c.one_time_id, 0);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 1, &c), MSV_OK);
     assert_int_equal(c.one_time_id, 7);
-    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_OK);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 1, &c), MSV_OK);
     assert_int_equal(c.one_time_id, 9);
     /* none left: the signed prekey alone */
-    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_OK);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 1, &c), MSV_OK);
     assert_int_equal(c.one_time_id, 0);
     /* a new signed prekey replaces the old */
     up.n_one_time = 1;
     memset(up.signed_key, 0x61, 32);
     assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_OK);
     assert_int_equal(left, 1);
-    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_OK);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 1, &c), MSV_OK);
     assert_int_equal(c.signed_id, 2);
     assert_int_equal(c.signed_key[0], 0x61);
     assert_int_equal(c.one_time_id, 100);
@@ -637,7 +722,7 @@ static void test_prekeys_and_tokens(void **state)
     /* removal drops the prekeys and the token */
     assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_OK);
     assert_int_equal(OPS(f)->device_remove(IMPL(f), a, d), MSV_OK);
-    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, &c), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 1, &c), MSV_ERR_NOT_FOUND);
     assert_int_equal(OPS(f)->delivery_token_check(IMPL(f), a, hash), MSV_ERR_AUTH);
 }
 
@@ -657,20 +742,36 @@ static void test_operator_views(void **state)
     size_t n = 0;
     int suspended = -1;
 
-    (void)b;
+    struct msv_queue_usage use[3] = {{.device_id = d}, {.device_id = 999999}, {.device_id = d}};
+
+    in.sender_device = make_device(f, b);
     assert_int_equal(OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"identity", 8,
                                         (const uint8_t *)"token", 5, 0, 2000, &id),
                      MSV_OK);
     assert_int_equal(OPS(f)->queue_put(IMPL(f), &in, 1, 1500, 100000, &id), MSV_OK);
+    /* what waits for each device, for the queue caps (a device may be named twice) */
+    assert_int_equal(OPS(f)->queue_usage(IMPL(f), use, 3), MSV_OK);
+    assert_int_equal(use[0].envelopes, 1);
+    assert_int_equal(use[0].bytes, 5);
+    assert_int_equal(use[1].envelopes + use[1].bytes, 0);
+    assert_int_equal(use[2].bytes, 5);
+    assert_int_equal(OPS(f)->queue_usage(IMPL(f), use, 0), MSV_OK);
     assert_int_equal(OPS(f)->account_list(IMPL(f), &list, &n), MSV_OK);
     assert_int_equal(n, 2);
     assert_string_equal(list[0].handle, "a@x");
     assert_int_equal(list[0].devices, 1);
     assert_int_equal(list[0].pending, 1);
     assert_int_equal(list[0].queued, 1);
+    assert_int_equal(list[0].queued_bytes, 5);
+    assert_int_equal(list[0].sending + list[0].sending_bytes, 0);
     assert_int_equal(list[0].created_ms, 1000);
     assert_string_equal(list[1].handle, "b@x");
-    assert_int_equal(list[1].devices + list[1].pending + list[1].queued, 0);
+    assert_int_equal(list[1].devices, 1);
+    assert_int_equal(list[1].pending + list[1].queued + list[1].queued_bytes, 0);
+    /* b's device sent it: b's totals say so */
+    assert_int_equal(list[1].sending, 1);
+    assert_int_equal(list[1].sending_bytes, 5);
+    assert_int_equal(list[0].attachment_bytes, 0);
     msv_account_summaries_free(list, n);
     assert_int_equal(OPS(f)->account_suspended(IMPL(f), a, &suspended), MSV_OK);
     assert_int_equal(suspended, 0);
@@ -682,7 +783,7 @@ static void test_operator_views(void **state)
     assert_int_equal(OPS(f)->stats(IMPL(f), &st), MSV_OK);
     assert_int_equal(st.accounts, 2);
     assert_int_equal(st.suspended, 1);
-    assert_int_equal(st.devices, 1);
+    assert_int_equal(st.devices, 2);
     assert_int_equal(st.pending_devices, 1);
     assert_int_equal(st.queued, 1);
     assert_int_equal(st.queued_bytes, 5);
@@ -706,12 +807,16 @@ static void test_blobs(void **state)
     r.received = 1000;
     r.complete = 1;
     memset(r.sha256, 0x5c, 32);
+    r.expires_ms = 400; /* moved, here earlier: the update writes it */
     assert_int_equal(OPS(f)->blob_update(IMPL(f), &r), MSV_OK);
     assert_int_equal(OPS(f)->blob_get(IMPL(f), r.id, &got), MSV_OK);
     assert_int_equal(got.received, 1000);
     assert_true(got.complete);
     assert_int_equal(got.owner_device, 4);
+    assert_int_equal(got.expires_ms, 400);
     assert_memory_equal(got.sha256, r.sha256, 32);
+    r.expires_ms = 500;
+    assert_int_equal(OPS(f)->blob_update(IMPL(f), &r), MSV_OK);
     assert_int_equal(OPS(f)->blob_expire(IMPL(f), 499, &ids, &n), MSV_OK);
     assert_int_equal(n, 0);
     free(ids);
@@ -722,6 +827,47 @@ static void test_blobs(void **state)
     assert_int_equal(OPS(f)->blob_get(IMPL(f), r.id, &got), MSV_ERR_NOT_FOUND);
     r.id[0] = 1;
     assert_int_equal(OPS(f)->blob_update(IMPL(f), &r), MSV_ERR_NOT_FOUND);
+}
+
+/* What a device and its account hold: unfinished uploads and bytes, expired ones not counted. */
+static void test_blob_usage(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "a@x"), b = make_account(f, "b@x");
+    uint64_t d1 = make_device(f, a), d2 = make_device(f, a), e = make_device(f, b);
+    struct msv_blob_rec r[4] = {{.owner_device = d1, .size = 100, .expires_ms = 1000},
+                                {.owner_device = d1, .size = 20, .expires_ms = 2000, .complete = 1},
+                                {.owner_device = d2, .size = 3, .expires_ms = 2000},
+                                {.owner_device = e, .size = 7000, .expires_ms = 2000}};
+    struct msv_blob_usage u;
+    struct msv_account_summary *list = NULL;
+    size_t n = 0;
+
+    for (int i = 0; i < 4; i++) {
+        memset(r[i].id, i + 1, MSV_BLOB_ID_LEN);
+        assert_int_equal(OPS(f)->blob_create(IMPL(f), &r[i]), MSV_OK);
+    }
+    assert_int_equal(OPS(f)->blob_usage(IMPL(f), d1, 500, &u), MSV_OK);
+    assert_int_equal(u.open, 1);
+    assert_int_equal(u.device_bytes, 120);
+    assert_int_equal(u.account_bytes, 123);
+    assert_int_equal(OPS(f)->blob_usage(IMPL(f), d2, 500, &u), MSV_OK);
+    assert_int_equal(u.open, 1);
+    assert_int_equal(u.device_bytes, 3);
+    assert_int_equal(u.account_bytes, 123);
+    /* the first has expired by 1000 */
+    assert_int_equal(OPS(f)->blob_usage(IMPL(f), d1, 1000, &u), MSV_OK);
+    assert_int_equal(u.open, 0);
+    assert_int_equal(u.device_bytes, 20);
+    assert_int_equal(u.account_bytes, 23);
+    assert_int_equal(OPS(f)->blob_usage(IMPL(f), 999999, 500, &u), MSV_OK);
+    assert_int_equal(u.open + u.device_bytes + u.account_bytes, 0);
+    /* operators see each account's attachment bytes (until the sweep, expired ones too) */
+    assert_int_equal(OPS(f)->account_list(IMPL(f), &list, &n), MSV_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(list[0].attachment_bytes, 123);
+    assert_int_equal(list[1].attachment_bytes, 7000);
+    msv_account_summaries_free(list, n);
 }
 
 /* What was committed survives closing; a database from a newer schema is refused. */
@@ -744,7 +890,33 @@ static void test_reopen_and_schema(void **state)
     /* the teardown needs a store to close */
     snprintf(sql, sizeof(sql), "DELETE FROM %s WHERE version = 99;", table);
     raw_exec(f, sql);
+    /*
+     * a database of version 6 gets version 7's index of attachments by owner, and version 8's
+     * queue counters, which start from what is queued
+     */
     reopen(f);
+    assert_int_equal(OPS(f)->queue_put(IMPL(f),
+                                       &(struct msv_queue_in){.device_id = 42,
+                                                              .sender_device = 1,
+                                                              .sender_handle = "x",
+                                                              .suite = 3,
+                                                              .ciphertext = (const uint8_t *)"abc",
+                                                              .ciphertext_len = 3},
+                                       1, 0, 100, &got),
+                     MSV_OK);
+    msv_store_close(f->store);
+    f->store = NULL;
+    raw_exec(f,
+             f->pg ? "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
+                     " DROP TRIGGER queue_usage_in ON queue; DROP TRIGGER queue_usage_out ON queue;"
+                     " DROP FUNCTION queue_usage_add; DROP FUNCTION queue_usage_sub;"
+                     " UPDATE missive_schema SET version = 6;"
+                   : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
+                     " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
+                     " DELETE FROM schema_version WHERE version >= 7;");
+    reopen(f);
+    raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
+    assert_usage(f, 42, 1, 3);
     if (f->pg) {
         struct msv_store *none = NULL;
         char why[256];
@@ -875,9 +1047,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue_fetch_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_removal_drops_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_usage_counters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_blob_usage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_and_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nodes_share_database, setup, teardown),
     };
@@ -893,9 +1067,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue_fetch_many, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue_commit, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_removal_drops_queue, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_usage_counters, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_blob_usage, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_and_schema, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_nodes_share_database, setup_pg, teardown),
     };

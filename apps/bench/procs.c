@@ -556,6 +556,14 @@ void seed_postgres(const char *conninfo, size_t accounts, const uint8_t *identit
     msv_store_close(store);
 }
 
+/* The load is one host's: missived's abuse limits would only measure themselves. */
+#define BENCH_QUOTAS                                                                          \
+    "prekey_claim_interval_s = 0\n"                                                           \
+    "[relay]\nsend_rate = 1000000\nsend_burst = 10000000\nqueue_max_envelopes = 1000000000\n" \
+    "queue_max_bytes = 1099511627776\n"                                                       \
+    "[blobs]\nopen_uploads_per_device = 100000\nbytes_per_device = 1125899906842624\n"        \
+    "bytes_per_account = 1125899906842624\nfinish_fail_burst = 1000000\nfinish_checks = 256\n"
+
 void start_missived_node(const struct opts *o, const char *conninfo, const char *redis,
                          const char *shared, const char *name, struct server_proc *out)
 {
@@ -572,7 +580,7 @@ void start_missived_node(const struct opts *o, const char *conninfo, const char 
             "[store]\nbackend = postgres\npostgres = %s\nconnections = 4\n"
             "[cluster]\nredis = %s\nnode = %s\n"
             "[tls]\ncert_file = %s/server.crt\nkey_file = %s/server.key\n"
-            "[directory]\nlookup_rate = 1000000\nlookup_burst = 1000000\n"
+            "[directory]\nlookup_rate = 1000000\nlookup_burst = 1000000\n" BENCH_QUOTAS
             "[http]\nenabled = false\n[log]\nlevel = warn\n",
             data, shared, conninfo, redis, name, certs, certs);
     fclose(f);
@@ -613,7 +621,7 @@ void start_missived(const struct opts *o, const struct seed *seed, const uint8_t
             "max_connections_per_address = 10000000\n"
             "frame_max = 1048576\n"
             "[tls]\ncert_file = %s/server.crt\nkey_file = %s/server.key\n"
-            "[directory]\nlookup_rate = 1000000\nlookup_burst = 1000000\n"
+            "[directory]\nlookup_rate = 1000000\nlookup_burst = 1000000\n" BENCH_QUOTAS
             "[blobs]\nmax_size = 1073741824\n"
             "[http]\nenabled = false\n[log]\nlevel = warn\n",
             data, certs, certs);

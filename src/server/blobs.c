@@ -4,8 +4,11 @@
  * kept until they expire. The server checks the SHA-256 the uploader names
  * before the blob becomes readable; it never sees a key.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <event2/event.h>
 
 #include "missive/util.h"
 #include "server/log.h"
@@ -33,6 +36,35 @@ static void send_progress(struct msv_conn_state *c, uint64_t request_id,
     msv_conn_send_frame(c, &out);
 }
 
+/*
+ * The uploading device's quotas: unfinished uploads, and bytes (at their declared size) of
+ * the device and of its account. Answers a refusal itself and returns 0. Creates on other
+ * workers at the same moment are not seen, so a quota may be passed by a few uploads.
+ */
+static int quota_allows(struct msv_conn_state *c, uint64_t request_id, uint64_t size)
+{
+    struct msv_server *s = c->w->srv;
+    struct msv_blob_usage u = {0};
+    const char *why = NULL;
+
+    if (s->store->ops->blob_usage(s->store->impl, c->device_id, msv_server_now_ms(s), &u) !=
+        MSV_OK) {
+        msv_conn_send_error(c, request_id, E_IO, "storage failed");
+        return 0;
+    }
+    if (u.open >= s->cfg.blob_open_max)
+        why = "too many unfinished uploads on this device; finish or abandon one first";
+    else if (u.device_bytes + size > s->cfg.blob_device_bytes)
+        why = "this device's attachments would pass its quota";
+    else if (u.account_bytes + size > s->cfg.blob_account_bytes)
+        why = "this account's attachments would pass its quota";
+    if (why == NULL)
+        return 1;
+    atomic_fetch_add(&s->m.blobs_refused, 1);
+    msv_conn_send_error(c, request_id, E_TOO_BIG, why);
+    return 0;
+}
+
 void msv_blob_create(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
@@ -45,10 +77,16 @@ void msv_blob_create(struct msv_conn_state *c, const msv_frame *f)
                             "attachment size must be from 1 byte to the server's limit");
         return;
     }
+    if (!quota_allows(c, f->request_id, f->blob_create->size))
+        return;
     msv_random_bytes(r.id, sizeof(r.id));
     r.owner_device = c->device_id;
     r.size = f->blob_create->size;
-    r.expires_ms = msv_server_now_ms(s) + (int64_t)s->cfg.blob_ttl_ms;
+    /* unfinished, it lives for hours; finished, for blob_ttl_ms from then */
+    r.expires_ms =
+        msv_server_now_ms(s) + (int64_t)(s->cfg.blob_unfinished_ttl_ms < s->cfg.blob_ttl_ms
+                                             ? s->cfg.blob_unfinished_ttl_ms
+                                             : s->cfg.blob_ttl_ms);
     if (s->blobs->ops->create(s->blobs->impl, r.id) != MSV_OK ||
         s->store->ops->blob_create(s->store->impl, &r) != MSV_OK) {
         s->blobs->ops->remove(s->blobs->impl, r.id);
@@ -108,11 +146,142 @@ void msv_blob_chunk(struct msv_conn_state *c, const msv_frame *f)
     send_progress(c, f->request_id, &r);
 }
 
+/*
+ * A BlobFinish being checked. Reading and syncing an upload of up to max_size
+ * bytes takes long, so its digest runs on a thread of its own and the worker's
+ * event loop goes on serving; the thread hands the job back to the loop
+ * (event_base_once), which answers. The worker's list owns the job until then.
+ */
+struct msv_blob_job {
+    struct msv_worker *w;
+    struct msv_conn_state *c; /* NULL once the connection is gone */
+    uint64_t request_id;
+    struct msv_blob_rec r;
+    uint8_t want[32], actual[32];
+    msv_err err;
+    struct msv_blob_job *prev, *next;
+};
+
+static void job_unlink(struct msv_blob_job *j)
+{
+    if (j->prev != NULL)
+        j->prev->next = j->next;
+    else
+        j->w->blob_jobs = j->next;
+    if (j->next != NULL)
+        j->next->prev = j->prev;
+}
+
+/* An answer for j's request, if its connection is still there. */
+static void job_answer(struct msv_blob_job *j, int code, const char *message)
+{
+    if (j->c == NULL)
+        return;
+    if (code == 0)
+        msv_conn_send_ok(j->c, j->request_id);
+    else
+        msv_conn_send_error(j->c, j->request_id, code, message);
+}
+
+/*
+ * On the loop again: the digest is known; publish or refuse, and answer. A
+ * matching upload is published even when its connection has gone meanwhile.
+ */
+static void on_job_done(evutil_socket_t fd, short what, void *arg)
+{
+    struct msv_blob_job *j = arg;
+    struct msv_server *s = j->w->srv;
+    uint64_t device = j->r.owner_device;
+
+    (void)fd;
+    (void)what;
+    job_unlink(j);
+    if (j->c != NULL)
+        j->c->finishing = 0;
+    if (j->err == MSV_OK && !msv_equal_ct(j->actual, j->want, 32)) {
+        atomic_fetch_add(&s->m.blob_finish_failed, 1); /* its token stays spent */
+        job_answer(j, E_AUTH, "the uploaded bytes do not have that SHA-256");
+        free(j);
+        return;
+    }
+    msv_server_refund_token(s, MSV_LIMIT_BLOB_FINISH, device, 1);
+    memcpy(j->r.sha256, j->actual, 32);
+    j->r.complete = 1;
+    j->r.expires_ms = msv_server_now_ms(s) + (int64_t)s->cfg.blob_ttl_ms;
+    if (j->err != MSV_OK || s->blobs->ops->publish(s->blobs->impl, j->r.id) != MSV_OK ||
+        s->store->ops->blob_update(s->store->impl, &j->r) != MSV_OK)
+        job_answer(j, E_IO, "storage failed");
+    else
+        job_answer(j, 0, NULL);
+    free(j);
+}
+
+static void *digest_thread(void *arg)
+{
+    struct msv_blob_job *j = arg;
+    struct msv_server *s = j->w->srv;
+    const struct timeval now = {0, 0};
+
+    j->err = s->blobs->ops->digest(s->blobs->impl, j->r.id, j->actual);
+    /* if libevent cannot take it, the job waits in the list for msv_blob_jobs_drain */
+    if (event_base_once(j->w->base, -1, EV_TIMEOUT, on_job_done, j, &now) != 0)
+        msv_log(MSV_LOG_ERROR, "blob_finish_lost", "reason=\"out of memory\"");
+    pthread_mutex_lock(&s->blob_jobs_lock);
+    s->blob_jobs_running--;
+    pthread_cond_broadcast(&s->blob_jobs_idle);
+    pthread_mutex_unlock(&s->blob_jobs_lock);
+    return NULL;
+}
+
+/* Starts j's thread; answers a refusal itself and returns 0 (j is then the caller's). */
+static int start_job(struct msv_conn_state *c, struct msv_blob_job *j)
+{
+    struct msv_server *s = c->w->srv;
+    pthread_attr_t attr;
+    pthread_t thread;
+    int started = 0;
+
+    pthread_mutex_lock(&s->blob_jobs_lock);
+    if (s->blob_jobs_running < s->cfg.blob_finish_checks) {
+        s->blob_jobs_running++;
+        started = 1;
+    }
+    pthread_mutex_unlock(&s->blob_jobs_lock);
+    if (!started) {
+        atomic_fetch_add(&s->m.blob_finish_busy, 1);
+        msv_conn_send_error(c, j->request_id, E_RATE,
+                            "the server is busy checking uploads; finish again shortly");
+        return 0;
+    }
+    j->next = c->w->blob_jobs;
+    if (j->next != NULL)
+        j->next->prev = j;
+    c->w->blob_jobs = j;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    started = pthread_create(&thread, &attr, digest_thread, j) == 0;
+    pthread_attr_destroy(&attr);
+    if (started)
+        return 1;
+    job_unlink(j);
+    pthread_mutex_lock(&s->blob_jobs_lock);
+    s->blob_jobs_running--;
+    pthread_cond_broadcast(&s->blob_jobs_idle);
+    pthread_mutex_unlock(&s->blob_jobs_lock);
+    msv_conn_send_error(c, j->request_id, E_IO, "out of threads");
+    return 0;
+}
+
+/*
+ * Each check reads the whole upload, so failed ones are limited per device
+ * ([blobs] finish_fail_rate): a token is taken for every check and given back
+ * unless the bytes did not match.
+ */
 void msv_blob_finish(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
+    struct msv_blob_job *j;
     struct msv_blob_rec r;
-    uint8_t actual[32];
 
     if (!load_blob(c, f->request_id, f->blob_finish->blob_id, 1, &r))
         return;
@@ -125,23 +294,54 @@ void msv_blob_finish(struct msv_conn_state *c, const msv_frame *f)
                             "upload every byte first, then name its 32-byte SHA-256");
         return;
     }
-    if (s->blobs->ops->digest(s->blobs->impl, r.id, actual) != MSV_OK) {
-        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+    if (c->finishing) {
+        msv_conn_send_error(c, f->request_id, E_RATE,
+                            "an upload of this connection is being checked; wait for its answer");
         return;
     }
-    if (!msv_equal_ct(actual, f->blob_finish->sha256.data, 32)) {
-        msv_conn_send_error(c, f->request_id, E_AUTH,
-                            "the uploaded bytes do not have that SHA-256");
+    if (!msv_server_take_token(s, MSV_LIMIT_BLOB_FINISH, c->device_id, 1)) {
+        msv_conn_send_error(c, f->request_id, E_RATE,
+                            "too many uploads that did not match their SHA-256; wait");
         return;
     }
-    memcpy(r.sha256, actual, 32);
-    r.complete = 1;
-    if (s->blobs->ops->publish(s->blobs->impl, r.id) != MSV_OK ||
-        s->store->ops->blob_update(s->store->impl, &r) != MSV_OK) {
-        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+    j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        msv_server_refund_token(s, MSV_LIMIT_BLOB_FINISH, c->device_id, 1);
+        msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
         return;
     }
-    msv_conn_send_ok(c, f->request_id);
+    *j = (struct msv_blob_job){.w = c->w, .c = c, .request_id = f->request_id, .r = r};
+    memcpy(j->want, f->blob_finish->sha256.data, 32);
+    if (!start_job(c, j)) {
+        msv_server_refund_token(s, MSV_LIMIT_BLOB_FINISH, c->device_id, 1);
+        free(j);
+        return;
+    }
+    c->finishing = 1;
+}
+
+void msv_blob_jobs_forget(struct msv_conn_state *c)
+{
+    for (struct msv_blob_job *j = c->w->blob_jobs; j != NULL; j = j->next) {
+        if (j->c == c)
+            j->c = NULL; /* the check still ends; its answer has nowhere to go */
+    }
+}
+
+void msv_blob_jobs_drain(struct msv_server *s)
+{
+    pthread_mutex_lock(&s->blob_jobs_lock);
+    while (s->blob_jobs_running > 0)
+        pthread_cond_wait(&s->blob_jobs_idle, &s->blob_jobs_lock);
+    pthread_mutex_unlock(&s->blob_jobs_lock);
+    for (unsigned i = 0; s->workers != NULL && i < s->worker_count; i++) {
+        while (s->workers[i].blob_jobs != NULL) {
+            struct msv_blob_job *j = s->workers[i].blob_jobs;
+
+            job_unlink(j);
+            free(j);
+        }
+    }
 }
 
 void msv_blob_get(struct msv_conn_state *c, const msv_frame *f)

@@ -17,7 +17,17 @@
 #include <string.h>
 #include <strings.h>
 
-enum opt_type { OPT_STR, OPT_U64, OPT_U32, OPT_PORT, OPT_BOOL, OPT_DOUBLE, OPT_LEVEL, OPT_MS_DAYS };
+enum opt_type {
+    OPT_STR,
+    OPT_U64,
+    OPT_U32,
+    OPT_PORT,
+    OPT_BOOL,
+    OPT_DOUBLE,
+    OPT_LEVEL,
+    OPT_MS_DAYS,
+    OPT_MS_HOURS
+};
 
 struct option_def {
     const char *section, *key;
@@ -52,8 +62,19 @@ static const struct option_def options[] = {
     {"relay", "expiry_interval_ms", OPT_U64, F(expiry_interval_ms), 100, 86400000},
     {"relay", "sealed_rate", OPT_DOUBLE, F(sealed_rate), 0.01, 1e6},
     {"relay", "sealed_burst", OPT_DOUBLE, F(sealed_burst), 1, 1e6},
+    {"relay", "send_rate", OPT_DOUBLE, F(send_rate), 0.01, 1e6},
+    {"relay", "send_burst", OPT_DOUBLE, F(send_burst), 1, 1e7},
+    {"relay", "queue_max_envelopes", OPT_U64, F(queue_max_envelopes), 1, 1e9},
+    {"relay", "queue_max_bytes", OPT_U64, F(queue_max_bytes), 1024, 1099511627776.0},
     {"blobs", "max_size", OPT_U64, F(blob_max), 1, 17179869184.0},
     {"blobs", "ttl_days", OPT_MS_DAYS, F(blob_ttl_ms), 1, 365},
+    {"blobs", "open_uploads_per_device", OPT_U32, F(blob_open_max), 1, 100000},
+    {"blobs", "bytes_per_device", OPT_U64, F(blob_device_bytes), 1, 1125899906842624.0},
+    {"blobs", "bytes_per_account", OPT_U64, F(blob_account_bytes), 1, 1125899906842624.0},
+    {"blobs", "unfinished_ttl_hours", OPT_MS_HOURS, F(blob_unfinished_ttl_ms), 1, 720},
+    {"blobs", "finish_checks", OPT_U32, F(blob_finish_checks), 1, 256},
+    {"blobs", "finish_fail_rate", OPT_DOUBLE, F(blob_finish_fail_rate), 0.0001, 1e6},
+    {"blobs", "finish_fail_burst", OPT_DOUBLE, F(blob_finish_fail_burst), 1, 1e6},
     {"directory", "lookup_rate", OPT_DOUBLE, F(lookup_rate), 0.01, 1e6},
     {"directory", "lookup_burst", OPT_DOUBLE, F(lookup_burst), 1, 1e6},
     {"directory", "log_read_rate", OPT_DOUBLE, F(log_read_rate), 0.01, 1e6},
@@ -61,6 +82,8 @@ static const struct option_def options[] = {
     {"accounts", "register_rate", OPT_DOUBLE, F(register_rate), 0.001, 1e6},
     {"accounts", "register_burst", OPT_DOUBLE, F(register_burst), 1, 1e6},
     {"accounts", "identity_max", OPT_U32, F(identity_max), 256, 16384},
+    {"directory", "prekey_claim_interval_s", OPT_U32, F(prekey_claim_interval_s), 0, 86400},
+    {"accounts", "codes_per_handle_per_day", OPT_U32, F(codes_per_handle_per_day), 1, 1000},
     {"accounts", "verification", OPT_STR, F(verification), 0, 0},
     {"accounts", "verification_hook", OPT_STR, F(verification_hook), 0, 0},
     {"accounts", "argon2_memlimit_kib", OPT_U64, F(argon2_memlimit), 8, 4194304},
@@ -122,6 +145,19 @@ void msv_config_defaults(struct msv_config *c)
     c->identity_max = 2048;
     c->sealed_rate = 50;
     c->sealed_burst = 1000;
+    c->send_rate = 200;
+    c->send_burst = 10000;
+    c->queue_max_envelopes = 50000;
+    c->queue_max_bytes = 256ull << 20;
+    c->prekey_claim_interval_s = 300;
+    c->codes_per_handle_per_day = 5;
+    c->blob_open_max = 8;
+    c->blob_device_bytes = 2ull << 30;
+    c->blob_account_bytes = 4ull << 30;
+    c->blob_unfinished_ttl_ms = 6ull * 3600 * 1000;
+    c->blob_finish_checks = 8;
+    c->blob_finish_fail_rate = 0.01;
+    c->blob_finish_fail_burst = 5;
     snprintf(c->verification, sizeof(c->verification), "dev");
     c->argon2_memlimit = 64 * 1024; /* KiB: libsodium's interactive level */
     c->argon2_opslimit = 2;
@@ -236,6 +272,9 @@ static int set_option(struct msv_config *c, const struct option_def *o, const ch
         break;
     case OPT_MS_DAYS:
         *(uint64_t *)field = (uint64_t)d * 86400ull * 1000ull;
+        break;
+    case OPT_MS_HOURS:
+        *(uint64_t *)field = (uint64_t)d * 3600ull * 1000ull;
         break;
     default:
         *(uint64_t *)field = (uint64_t)d;
@@ -434,6 +473,10 @@ void msv_config_print(const struct msv_config *c, FILE *out)
         case OPT_MS_DAYS:
             fprintf(out, "%llu\n",
                     (unsigned long long)(*(const uint64_t *)field / (86400ull * 1000ull)));
+            break;
+        case OPT_MS_HOURS:
+            fprintf(out, "%llu\n",
+                    (unsigned long long)(*(const uint64_t *)field / (3600ull * 1000ull)));
             break;
         default:
             fprintf(out, "%llu\n", (unsigned long long)*(const uint64_t *)field);

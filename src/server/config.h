@@ -39,6 +39,19 @@ struct msv_config {
     unsigned identity_max; /* bytes of a device's public identity */
     double sealed_rate;    /* sealed sends per second per address */
     double sealed_burst;
+    double send_rate; /* envelopes per second per account */
+    double send_burst;
+    uint64_t queue_max_envelopes; /* waiting for one device */
+    uint64_t queue_max_bytes;
+    unsigned prekey_claim_interval_s; /* one one-time prekey per claimer and device; 0: off */
+    unsigned codes_per_handle_per_day;
+    unsigned blob_open_max;      /* unfinished uploads per device */
+    uint64_t blob_device_bytes;  /* attachment bytes per device, finished or not */
+    uint64_t blob_account_bytes; /* the same for all of an account's devices */
+    uint64_t blob_unfinished_ttl_ms;
+    unsigned blob_finish_checks;  /* BlobFinish digests running at once (threads) */
+    double blob_finish_fail_rate; /* failed BlobFinish per second per device */
+    double blob_finish_fail_burst;
     char verification[16]; /* "dev" or "hook" */
     char verification_hook[1024];
     uint64_t argon2_memlimit;

@@ -43,15 +43,54 @@
 #define IMPL(s) ((s)->store->impl)
 
 /*
- * A handle is an e-mail address (one '@', something on both sides; ASCII
- * letters folded to lower case) or a phone number in E.164 form (+ and 6 to
- * 15 digits). The normalised text goes to out (MSV_HANDLE_MAX + 1 bytes).
+ * Handles (docs/missived.md, "Handles"): ASCII only, so that no two handles
+ * look alike in different scripts and every handle is its own NFC form, and
+ * nothing a shell or an argument parser treats specially (a hook receives it).
+ * A phone number is + and 6 to 15 digits (E.164). An e-mail address is
+ * LOCAL@DOMAIN: LOCAL 1 to 64 letters, digits and . _ + - starting with a
+ * letter or digit; DOMAIN labels of letters, digits and -, joined by single
+ * dots, each 1 to 63 long and neither starting nor ending with -.
  */
+static int is_alnum(uint8_t ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+}
+
+static int local_part_ok(const uint8_t *p, size_t len)
+{
+    if (len == 0 || len > 64 || !is_alnum(p[0]))
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!is_alnum(p[i]) && p[i] != '.' && p[i] != '_' && p[i] != '+' && p[i] != '-')
+            return 0;
+    }
+    return 1;
+}
+
+static int domain_ok(const uint8_t *p, size_t len)
+{
+    size_t label = 0;
+
+    for (size_t i = 0; i <= len; i++) {
+        if (i == len || p[i] == '.') {
+            if (label == 0 || label > 63 || p[i - 1] == '-')
+                return 0;
+            label = 0;
+        } else if (is_alnum(p[i]) || (p[i] == '-' && label > 0)) {
+            label++;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The normalised handle (ASCII letters folded to lower case) goes to out (MSV_HANDLE_MAX + 1). */
 static int normalise_handle(ProtobufCBinaryData b, char *out)
 {
-    size_t at = 0, ats = 0;
+    const uint8_t *at;
 
-    if (b.len < 3 || b.len > 256 || !msv_utf8_is_valid(b.data, b.len))
+    if (b.len < 3 || b.len > MSV_HANDLE_MAX)
         return 0;
     if (b.data[0] == '+') {
         if (b.len < 7 || b.len > 16)
@@ -61,15 +100,9 @@ static int normalise_handle(ProtobufCBinaryData b, char *out)
                 return 0;
         }
     } else {
-        for (size_t i = 0; i < b.len; i++) {
-            if (b.data[i] <= ' ' || b.data[i] == 0x7f)
-                return 0;
-            if (b.data[i] == '@') {
-                ats++;
-                at = i;
-            }
-        }
-        if (ats != 1 || at == 0 || at == b.len - 1)
+        at = memchr(b.data, '@', b.len);
+        if (at == NULL || !local_part_ok(b.data, (size_t)(at - b.data)) ||
+            !domain_ok(at + 1, b.len - (size_t)(at - b.data) - 1))
             return 0;
     }
     for (size_t i = 0; i < b.len; i++)
@@ -89,14 +122,17 @@ static void code_hash(const char *handle, const char *code, uint8_t out[32])
         memset(out, 0, 32); /* matches nothing a person can type */
 }
 
-/* Runs the hook as `hook HANDLE CODE`, detached (double fork: no zombie, no wait). */
+/*
+ * Runs the hook as `hook -- HANDLE CODE`, detached (double fork: no zombie, no wait); the
+ * "--" keeps the handle an operand whatever option parser the hook uses.
+ */
 static void run_hook(const char *hook, const char *handle, const char *code)
 {
     pid_t pid = fork();
 
     if (pid == 0) {
         if (fork() == 0) {
-            char *argv[] = {(char *)hook, (char *)handle, (char *)code, NULL};
+            char *argv[] = {(char *)hook, (char *)"--", (char *)handle, (char *)code, NULL};
 
             execv(hook, argv);
             _exit(127);
@@ -241,6 +277,37 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
 
 /* ---- accounts and devices ------------------------------------------------------------- */
 
+/*
+ * Stores a new code for handle, within the handle's daily allowance of codes, unless one is
+ * pending: that one stays valid until it expires, so nobody can spoil another person's
+ * registration by asking again. Answers a refusal itself.
+ */
+static msv_err put_code(struct msv_conn_state *c, uint64_t request_id, const char *handle,
+                        const uint8_t hash[32])
+{
+    struct msv_server *s = c->w->srv;
+    uint64_t key = msv_server_key(s, handle, strlen(handle));
+    int64_t now = msv_server_now_ms(s);
+    msv_err err = MSV_ERR_AGAIN; /* no code left for today */
+
+    if (msv_server_take_token(s, MSV_LIMIT_CODE, key, 1)) {
+        err = STORE(s)->code_put(IMPL(s), handle, hash, now, now + CODE_TTL_MS);
+        if (err != MSV_OK)
+            msv_server_refund_token(s, MSV_LIMIT_CODE, key, 1);
+    }
+    if (err == MSV_ERR_EXISTS || err == MSV_ERR_AGAIN) {
+        atomic_fetch_add(&s->m.codes_refused, 1);
+        msv_conn_send_error(c, request_id, E_RATE,
+                            err == MSV_ERR_EXISTS
+                                ? "a code was sent to that handle and is valid for 10 minutes; "
+                                  "use it, or ask again after it expires"
+                                : "too many codes sent to that handle today; try tomorrow");
+    } else if (err != MSV_OK) {
+        msv_conn_send_error(c, request_id, E_IO, "storage failed");
+    }
+    return err;
+}
+
 static void handle_register_start(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
@@ -264,13 +331,13 @@ static void handle_register_start(struct msv_conn_state *c, const msv_frame *f)
     }
     snprintf(code, sizeof(code), "%06u", (unsigned)randombytes_uniform(1000000));
     code_hash(handle, code, hash);
-    err = err == MSV_ERR_NOT_FOUND
-              ? STORE(s)->code_put(IMPL(s), handle, hash, msv_server_now_ms(s) + CODE_TTL_MS)
-              : err;
-    if (err != MSV_OK) {
+    if (err == MSV_ERR_NOT_FOUND)
+        err = put_code(c, f->request_id, handle, hash);
+    else
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+    sodium_memzero(hash, sizeof(hash));
+    if (err != MSV_OK)
         return;
-    }
     if (strcmp(s->cfg.verification, "hook") == 0)
         run_hook(s->cfg.verification_hook, handle, code);
     else /* dev mode: the operator reads the code from the log */
@@ -980,6 +1047,49 @@ static int sealed_send_allowed(struct msv_conn_state *c, const msv_frame *f,
     return 1;
 }
 
+/*
+ * The per-account envelope rate (a sealed send has no account: its address's sealed rate
+ * was taken already) and every recipient device's queue cap. Answers a refusal itself and
+ * returns 0; nothing is queued then, and nothing already queued is dropped. Sends waiting
+ * for the same group commit are not counted, so a queue may pass its cap by one commit.
+ */
+static int quota_allows(struct msv_conn_state *c, const msv_frame *f)
+{
+    static _Thread_local struct msv_queue_usage use[SEND_ENVELOPES_MAX];
+    struct msv_server *s = c->w->srv;
+    const Msv__Wire__SendRequest *q = f->send;
+    size_t n = q->n_envelopes;
+    int full = 0;
+
+    if (c->device_id != 0 && !msv_server_take_token(s, MSV_LIMIT_SEND, c->account_id, (double)n)) {
+        atomic_fetch_add(&s->m.sends_rate_limited, 1);
+        msv_conn_send_error(c, f->request_id, E_RATE, "too many envelopes sent; slow down");
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        use[i] = (struct msv_queue_usage){.device_id = q->envelopes[i]->recipient_device};
+    if (STORE(s)->queue_usage(IMPL(s), use, n) != MSV_OK) {
+        full = -1;
+    } else {
+        /* each device is addressed once (addresses_match), so one envelope adds to each */
+        for (size_t i = 0; i < n; i++)
+            full |= use[i].envelopes + 1 > s->cfg.queue_max_envelopes ||
+                    use[i].bytes + q->envelopes[i]->ciphertext.len > s->cfg.queue_max_bytes;
+    }
+    if (full == 0)
+        return 1;
+    if (c->device_id != 0) /* nothing was sent */
+        msv_server_refund_token(s, MSV_LIMIT_SEND, c->account_id, (double)n);
+    if (full < 0) {
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        return 0;
+    }
+    atomic_fetch_add(&s->m.queue_full, 1);
+    msv_conn_send_error(c, f->request_id, E_TOO_BIG,
+                        "the recipient's queue is full; nothing was sent, try again later");
+    return 0;
+}
+
 static void handle_send(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
@@ -1025,6 +1135,8 @@ static void handle_send(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         goto out;
     }
+    if (!quota_allows(c, f))
+        goto out;
     p = make_pending(c, f);
     if (p == NULL) {
         msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
@@ -1162,13 +1274,34 @@ static void handle_prekey_upload(struct msv_conn_state *c, const msv_frame *f)
     msv_conn_send_frame(c, &out);
 }
 
+/*
+ * Whether claimer's account may take a one-time prekey of device_id now: one per
+ * prekey_claim_interval_s, so that nobody drains a device's one-time prekeys by claiming
+ * again and again (a claim in between gets the signed prekey, enough for a session).
+ */
+static int one_time_allowed(struct msv_conn_state *c, uint64_t device_id)
+{
+    struct msv_server *s = c->w->srv;
+    uint64_t pair[2] = {c->account_id, device_id};
+
+    if (msv_server_take_token(s, MSV_LIMIT_CLAIM, msv_server_key(s, pair, sizeof(pair)), 1))
+        return 1;
+    /* answered all the same: counted here, not among refused requests */
+    atomic_fetch_sub(&s->m.rate_limited, 1);
+    atomic_fetch_add(&s->m.claims_throttled, 1);
+    msv_log(MSV_LOG_INFO, "prekey_claim_throttled", "account=%llu device=%llu",
+            (unsigned long long)c->account_id, (unsigned long long)device_id);
+    return 0;
+}
+
 /* One device's bundle into b (pointing into claimed); 0 if it has none to give. */
-static int claim_one(struct msv_server *s, uint64_t device_id, struct msv_prekey_claimed *cl,
+static int claim_one(struct msv_conn_state *c, uint64_t device_id, struct msv_prekey_claimed *cl,
                      Msv__Wire__PrekeyBundle *b, Msv__Wire__SignedPrekey *sp,
                      Msv__Wire__OneTimePrekey *op, msv_err *err)
 {
+    struct msv_server *s = c->w->srv;
     struct msv_device_rec dev = {0};
-    int approved;
+    int approved, one_time;
 
     *err = STORE(s)->device_get(IMPL(s), device_id, &dev);
     approved = *err == MSV_OK && dev.approved;
@@ -1177,7 +1310,10 @@ static int claim_one(struct msv_server *s, uint64_t device_id, struct msv_prekey
         *err = MSV_OK;
     if (*err != MSV_OK || !approved) /* pending devices are not addressed */
         return 0;
-    *err = STORE(s)->prekey_claim(IMPL(s), device_id, cl);
+    one_time = one_time_allowed(c, device_id);
+    *err = STORE(s)->prekey_claim(IMPL(s), device_id, one_time, cl);
+    if (*err == MSV_OK && one_time && cl->one_time_id == 0)
+        atomic_fetch_add(&s->m.prekeys_exhausted, 1);
     if (*err == MSV_ERR_NOT_FOUND)
         *err = MSV_OK;
     else if (*err == MSV_OK) {
@@ -1199,6 +1335,18 @@ static int claim_one(struct msv_server *s, uint64_t device_id, struct msv_prekey
     return 0;
 }
 
+/* 1 if some id is in ids twice (n is at most CLAIM_MAX: the square is small). */
+static int has_repeats(const uint64_t *ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < i; k++) {
+            if (ids[k] == ids[i])
+                return 1;
+        }
+    }
+    return 0;
+}
+
 static void handle_prekey_claim(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
@@ -1216,12 +1364,18 @@ static void handle_prekey_claim(struct msv_conn_state *c, const msv_frame *f)
                             "claim prekeys of 1 to 64 devices at a time");
         return;
     }
+    if (has_repeats(f->prekey_claim->device_ids, n)) {
+        atomic_fetch_add(&s->m.claims_refused, 1);
+        msv_conn_send_error(c, f->request_id, E_INVALID,
+                            "a device is named more than once in the claim");
+        return;
+    }
     if (!msv_server_take_token(s, MSV_LIMIT_LOOKUP, c->account_id, (double)n)) {
         msv_conn_send_error(c, f->request_id, E_RATE, "too many prekey claims; slow down");
         return;
     }
     for (size_t i = 0; i < n && err == MSV_OK; i++) {
-        if (claim_one(s, f->prekey_claim->device_ids[i], &cl[got], &b[got], &sp[got], &op[got],
+        if (claim_one(c, f->prekey_claim->device_ids[i], &cl[got], &b[got], &sp[got], &op[got],
                       &err)) {
             bp[got] = &b[got];
             got++;

@@ -86,6 +86,25 @@ static const struct {
     M(blobs_expired, "blobs_expired_total", "counter", "Attachments deleted at expiry."),
     M(reads_paused, "reads_paused_total", "counter",
       "Times a connection's requests waited for its unsent answers to drain."),
+    M(codes_refused, "codes_refused_total", "counter",
+      "Verification codes not sent: one pending for the handle, or its daily allowance used."),
+    M(sends_rate_limited, "sends_rate_limited_total", "counter",
+      "Sends refused by the sending account's envelope rate."),
+    M(queue_full, "queue_full_total", "counter",
+      "Sends refused because a recipient device's queue was full (envelopes or bytes)."),
+    M(claims_refused, "prekey_claims_refused_total", "counter",
+      "Prekey claims refused: a device named twice in one claim."),
+    M(claims_throttled, "prekey_claims_throttled_total", "counter",
+      "Devices claimed again by the same account within the interval: answered without a "
+      "one-time prekey."),
+    M(prekeys_exhausted, "prekeys_exhausted_total", "counter",
+      "Claims that found a device with no one-time prekey left."),
+    M(blobs_refused, "blobs_refused_total", "counter",
+      "Uploads refused: too many unfinished, or over the device's or account's bytes."),
+    M(blob_finish_failed, "blob_finish_failed_total", "counter",
+      "BlobFinish requests whose bytes did not have the SHA-256 named."),
+    M(blob_finish_busy, "blob_finish_busy_total", "counter",
+      "BlobFinish requests refused because finish_checks checks were running."),
 };
 #undef M
 

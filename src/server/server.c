@@ -139,6 +139,7 @@ static void conn_free(struct msv_conn_state *c)
         if (a->c == c)
             a->c = NULL;
     }
+    msv_blob_jobs_forget(c);
     if (c->prev != NULL)
         c->prev->next = c->next;
     else
@@ -922,11 +923,48 @@ static void limit_rate(const struct msv_config *c, enum msv_limit limit, double 
         *rate = c->log_read_rate;
         *burst = c->log_read_burst;
         break;
+    case MSV_LIMIT_CODE: /* verification codes sent to one handle per day */
+        *rate = (double)c->codes_per_handle_per_day / 86400.0;
+        *burst = (double)c->codes_per_handle_per_day;
+        break;
+    case MSV_LIMIT_SEND:
+        *rate = c->send_rate;
+        *burst = c->send_burst;
+        break;
+    case MSV_LIMIT_CLAIM: /* one one-time prekey per claimer and device per interval */
+        *rate = 1.0 / (double)(c->prekey_claim_interval_s ? c->prekey_claim_interval_s : 1);
+        *burst = c->prekey_claim_interval_s ? 1.0 : 1e9;
+        break;
+    case MSV_LIMIT_BLOB_FINISH:
+        *rate = c->blob_finish_fail_rate;
+        *burst = c->blob_finish_fail_burst;
+        break;
     default:
         *rate = c->sealed_rate;
         *burst = c->sealed_burst;
         break;
     }
+}
+
+void msv_server_refund_token(struct msv_server *s, enum msv_limit limit, uint64_t key, double cost)
+{
+    struct msv_bucket *b;
+
+    pthread_mutex_lock(&s->limits_lock);
+    b = msv_u64map_get(&s->buckets[limit], key);
+    if (b != NULL)
+        b->tokens += cost; /* the next take caps it at the burst again */
+    pthread_mutex_unlock(&s->limits_lock);
+}
+
+uint64_t msv_server_key(const struct msv_server *s, const void *data, size_t len)
+{
+    uint8_t h[crypto_shorthash_BYTES];
+    uint64_t k = 0;
+
+    crypto_shorthash(h, data, len, s->limit_key);
+    memcpy(&k, h, sizeof(k));
+    return k != 0 ? k : 1; /* 0 marks an empty slot of the map */
 }
 
 /*
@@ -1090,6 +1128,12 @@ static void reload(struct msv_server *s)
     s->cfg.sealed_burst = c.sealed_burst;
     s->cfg.log_read_rate = c.log_read_rate;
     s->cfg.log_read_burst = c.log_read_burst;
+    s->cfg.codes_per_handle_per_day = c.codes_per_handle_per_day;
+    s->cfg.send_rate = c.send_rate;
+    s->cfg.send_burst = c.send_burst;
+    s->cfg.prekey_claim_interval_s = c.prekey_claim_interval_s;
+    s->cfg.blob_finish_fail_rate = c.blob_finish_fail_rate;
+    s->cfg.blob_finish_fail_burst = c.blob_finish_fail_burst;
     pthread_mutex_unlock(&s->limits_lock);
     atomic_fetch_add(&s->suspension_gen, 1);
     /* a suspended account's connections close now, not when they next send */
@@ -1270,6 +1314,9 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     pthread_mutex_init(&s->registry_lock, NULL);
     msv_dircache_init(&s->dir, DIRCACHE_ENTRIES);
     pthread_mutex_init(&s->limits_lock, NULL);
+    pthread_mutex_init(&s->blob_jobs_lock, NULL);
+    pthread_cond_init(&s->blob_jobs_idle, NULL);
+    randombytes_buf(s->limit_key, sizeof(s->limit_key));
     msv_u64map_init(&s->registry);
     for (int l = 0; l < MSV_LIMIT_COUNT; l++)
         msv_u64map_init(&s->buckets[l]);
@@ -1394,6 +1441,7 @@ void msv_server_free(struct msv_server *s)
     /* first: its thread wakes workers, whose events go below */
     msv_cluster_stop(s->cluster);
     s->cluster = NULL;
+    msv_blob_jobs_drain(s); /* their threads post to the workers' bases, freed below */
     if (s->http != NULL)
         evhttp_free(s->http);
     for (unsigned i = 0; s->workers != NULL && i < s->worker_count; i++) {
@@ -1455,5 +1503,7 @@ void msv_server_free(struct msv_server *s)
     pthread_mutex_destroy(&s->registry_lock);
     msv_dircache_free(&s->dir);
     pthread_mutex_destroy(&s->limits_lock);
+    pthread_mutex_destroy(&s->blob_jobs_lock);
+    pthread_cond_destroy(&s->blob_jobs_idle);
     free(s);
 }

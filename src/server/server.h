@@ -50,6 +50,7 @@ struct msv_conn_state {
     int pump_listed;   /* on_wake's list of connections to read holds it already */
     unsigned inflight; /* pushed, not yet acknowledged */
     int reading_paused; /* too much unsent output: requests wait */
+    int finishing;      /* a BlobFinish of this connection is being checked (blobs.c) */
     struct msv_conn_state *prev, *next;
 };
 
@@ -82,6 +83,7 @@ struct msv_close_order {
     const struct msv_conn_state *keep; /* compared, never followed */
     const char *why;                   /* a static text sent before closing; NULL: none */
 };
+struct msv_blob_job;
 
 struct msv_worker {
     struct msv_server *srv;
@@ -105,6 +107,7 @@ struct msv_worker {
     struct msv_pending_send *pending_head, *pending_tail;
     struct msv_pending_ack *acks_head, *acks_tail;
     struct msv_conn_state *conns;
+    struct msv_blob_job *blob_jobs; /* BlobFinish checks running on their own threads */
 };
 
 struct msv_metrics {
@@ -117,6 +120,8 @@ struct msv_metrics {
     _Atomic uint64_t connections_refused, auth_timeouts, accept_paused, answers_too_big;
     _Atomic uint64_t connections_revoked;
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects;
+    _Atomic uint64_t codes_refused, sends_rate_limited, queue_full, claims_refused,
+        claims_throttled, prekeys_exhausted, blobs_refused, blob_finish_failed, blob_finish_busy;
 };
 
 struct msv_bucket {
@@ -124,12 +129,20 @@ struct msv_bucket {
     int64_t updated_ms;
 };
 
-/* Keys: LOOKUP an account id; REGISTER and SEALED an address key; LOG either. */
+/*
+ * Keys: LOOKUP and SEND an account id; REGISTER and SEALED an address key; LOG either; CODE a
+ * handle's msv_server_key; CLAIM the msv_server_key of (claiming account, claimed device);
+ * BLOB_FINISH a device id.
+ */
 enum msv_limit {
     MSV_LIMIT_LOOKUP,
     MSV_LIMIT_REGISTER,
     MSV_LIMIT_SEALED,
     MSV_LIMIT_LOG,
+    MSV_LIMIT_CODE,
+    MSV_LIMIT_SEND,
+    MSV_LIMIT_CLAIM,
+    MSV_LIMIT_BLOB_FINISH,
     MSV_LIMIT_COUNT
 };
 
@@ -152,6 +165,10 @@ struct msv_server {
     struct msv_u64map registry; /* device id -> struct msv_conn_state * */
 
     pthread_mutex_t limits_lock;
+    pthread_mutex_t blob_jobs_lock; /* blob_jobs_running, and its condition */
+    pthread_cond_t blob_jobs_idle;
+    unsigned blob_jobs_running;
+    uint8_t limit_key[16]; /* random per process: what msv_server_key hashes with */
     struct msv_u64map buckets[MSV_LIMIT_COUNT]; /* key -> struct msv_bucket * */
     struct msv_u64map conns_per_address;        /* address key -> open connections (as a pointer) */
 
@@ -235,6 +252,13 @@ int msv_server_take_token(struct msv_server *s, enum msv_limit limit, uint64_t k
  * many (0: none, counted as rate-limited). A negative want gives -want back.
  */
 size_t msv_server_take_upto(struct msv_server *s, enum msv_limit limit, uint64_t key, long want);
+/* Gives back cost tokens taken for a request that then did nothing. */
+void msv_server_refund_token(struct msv_server *s, enum msv_limit limit, uint64_t key, double cost);
+/*
+ * A non-zero bucket key for len bytes (a handle, a pair of ids), keyed with a secret of this
+ * process so that clients cannot choose colliding inputs.
+ */
+uint64_t msv_server_key(const struct msv_server *s, const void *data, size_t len);
 /* Queues a send for the worker's next group commit (takes ownership of p). */
 void msv_worker_queue_send(struct msv_worker *w, struct msv_pending_send *p);
 void msv_pending_send_free(struct msv_pending_send *p);
@@ -262,6 +286,10 @@ void msv_blob_status(struct msv_conn_state *c, const msv_frame *f);
 void msv_blob_finish(struct msv_conn_state *c, const msv_frame *f);
 void msv_blob_get(struct msv_conn_state *c, const msv_frame *f);
 void msv_blobs_expire(struct msv_server *s, int64_t now_ms);
+/* A connection goes: the answers of its BlobFinish checks still running are dropped. */
+void msv_blob_jobs_forget(struct msv_conn_state *c);
+/* Waits for every BlobFinish check to end and frees what the stopped workers still hold. */
+void msv_blob_jobs_drain(struct msv_server *s);
 
 /* http.c */
 MSV_MUST_CHECK msv_err msv_http_start(struct msv_server *s, struct event_base *base);

@@ -297,9 +297,37 @@ static msv_err finish(struct pg_conn *c, msv_err err)
 
 /*
  * The schema of store.h's MSV_STORE_SCHEMA_VERSION in one step: a new
- * database starts at the current version. Later versions add entries to
- * upgrades[], which take version MSV_STORE_SCHEMA_VERSION + i to + i + 1.
+ * database starts at the current version. A database made by an older
+ * missived (PG_SCHEMA_FIRST, when this backend began, or later) is brought
+ * up by upgrades[], which take version PG_SCHEMA_FIRST + i to + i + 1.
  */
+#define PG_SCHEMA_FIRST 6
+/*
+ * What waits for each device, kept by statement triggers on every path that adds to or takes
+ * from the queue, so that a send checks the recipients' queue caps without scanning. Counter
+ * rows change in ascending device order within a statement; the callers that change several
+ * devices' queues in one transaction take those devices' advisory locks first (queue_commit,
+ * queue_expire), so two of them cannot deadlock on the counters.
+ */
+#define QUEUE_USAGE_SCHEMA                                                                     \
+    "CREATE TABLE queue_usage ("                                                               \
+    "  device_id BIGINT PRIMARY KEY,"                                                          \
+    "  envelopes BIGINT NOT NULL,"                                                             \
+    "  bytes BIGINT NOT NULL);"                                                                \
+    "CREATE FUNCTION queue_usage_add() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"           \
+    "  INSERT INTO queue_usage SELECT device_id, COUNT(*), SUM(octet_length(ciphertext))"      \
+    "  FROM added GROUP BY device_id ORDER BY device_id ON CONFLICT (device_id) DO UPDATE SET" \
+    "  envelopes = queue_usage.envelopes + excluded.envelopes,"                                \
+    "  bytes = queue_usage.bytes + excluded.bytes; RETURN NULL; END $$;"                       \
+    "CREATE FUNCTION queue_usage_sub() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"           \
+    "  INSERT INTO queue_usage SELECT device_id, -COUNT(*), -SUM(octet_length(ciphertext))"    \
+    "  FROM gone GROUP BY device_id ORDER BY device_id ON CONFLICT (device_id) DO UPDATE SET"  \
+    "  envelopes = queue_usage.envelopes + excluded.envelopes,"                                \
+    "  bytes = queue_usage.bytes + excluded.bytes; RETURN NULL; END $$;"                       \
+    "CREATE TRIGGER queue_usage_in AFTER INSERT ON queue REFERENCING NEW TABLE AS added"       \
+    "  FOR EACH STATEMENT EXECUTE FUNCTION queue_usage_add();"                                 \
+    "CREATE TRIGGER queue_usage_out AFTER DELETE ON queue REFERENCING OLD TABLE AS gone"       \
+    "  FOR EACH STATEMENT EXECUTE FUNCTION queue_usage_sub();"
 static const char schema[] =
     "CREATE TABLE accounts ("
     "  id BIGSERIAL PRIMARY KEY,"
@@ -342,6 +370,7 @@ static const char schema[] =
     "  sha256 BYTEA NOT NULL,"
     "  expires_ms BIGINT NOT NULL);"
     "CREATE INDEX blobs_by_expiry ON blobs(expires_ms);"
+    "CREATE INDEX blobs_by_owner ON blobs(owner_device);"
     "CREATE TABLE kt_log ("
     "  idx BIGINT PRIMARY KEY,"
     "  handle TEXT NOT NULL,"
@@ -356,9 +385,15 @@ static const char schema[] =
     "  device_id BIGINT NOT NULL,"
     "  key_id BIGINT NOT NULL,"
     "  pk BYTEA NOT NULL,"
-    "  PRIMARY KEY (device_id, key_id));";
+    "  PRIMARY KEY (device_id, key_id));" QUEUE_USAGE_SCHEMA;
 
-static const char *const upgrades[] = {NULL}; /* none yet */
+static const char *const upgrades[] = {
+    /* 6 -> 7: attachment quotas sum a device's attachments */
+    "CREATE INDEX blobs_by_owner ON blobs(owner_device);",
+    /* 7 -> 8: per-device queue counters, from what is queued now */
+    QUEUE_USAGE_SCHEMA "INSERT INTO queue_usage SELECT device_id, COUNT(*),"
+                       " SUM(octet_length(ciphertext)) FROM queue GROUP BY device_id;",
+};
 
 /* Runs SQL text that may hold several statements (no parameters, not prepared). */
 static msv_err exec_script(PGconn *db, const char *sql)
@@ -417,8 +452,10 @@ static msv_err migrate(PGconn *db)
         err = exec_script(db, err == MSV_OK ? "COMMIT;" : "ROLLBACK;") == MSV_OK ? err : MSV_ERR_IO;
         version = MSV_STORE_SCHEMA_VERSION;
     }
+    if (err == MSV_OK && version < PG_SCHEMA_FIRST)
+        err = MSV_ERR_UNSUPPORTED;
     for (; err == MSV_OK && version < MSV_STORE_SCHEMA_VERSION; version++) {
-        const char *step = upgrades[version - MSV_STORE_SCHEMA_VERSION];
+        const char *step = upgrades[version - PG_SCHEMA_FIRST];
 
         err = exec_script(db, "BEGIN;");
         if (err == MSV_OK)
@@ -506,7 +543,16 @@ static msv_err account_list(struct pg_conn *c, struct msv_account_summary **out,
               " (SELECT COUNT(*) FROM devices d WHERE d.account_id = a.id"
               "  AND NOT d.approved),"
               " (SELECT COUNT(*) FROM queue q JOIN devices d ON q.device_id = d.id"
-              "  WHERE d.account_id = a.id) FROM accounts a ORDER BY a.handle;",
+              "  WHERE d.account_id = a.id),"
+              " (SELECT COALESCE(SUM(octet_length(q.ciphertext)), 0)::BIGINT FROM queue q"
+              "  JOIN devices d ON q.device_id = d.id WHERE d.account_id = a.id),"
+              " (SELECT COUNT(*) FROM queue q JOIN devices d ON q.sender_device = d.id"
+              "  WHERE d.account_id = a.id),"
+              " (SELECT COALESCE(SUM(octet_length(q.ciphertext)), 0)::BIGINT FROM queue q"
+              "  JOIN devices d ON q.sender_device = d.id WHERE d.account_id = a.id),"
+              " (SELECT COALESCE(SUM(b.size), 0)::BIGINT FROM blobs b JOIN devices d"
+              "  ON b.owner_device = d.id WHERE d.account_id = a.id)"
+              " FROM accounts a ORDER BY a.handle;",
               NULL, &r);
 
     if (err != MSV_OK)
@@ -519,7 +565,11 @@ static msv_err account_list(struct pg_conn *c, struct msv_account_summary **out,
                                                .suspended = (int)col_i64(r, (int)i, 2),
                                                .devices = (uint64_t)col_i64(r, (int)i, 3),
                                                .pending = (uint64_t)col_i64(r, (int)i, 4),
-                                               .queued = (uint64_t)col_i64(r, (int)i, 5)};
+                                               .queued = (uint64_t)col_i64(r, (int)i, 5),
+                                               .queued_bytes = (uint64_t)col_i64(r, (int)i, 6),
+                                               .sending = (uint64_t)col_i64(r, (int)i, 7),
+                                               .sending_bytes = (uint64_t)col_i64(r, (int)i, 8),
+                                               .attachment_bytes = (uint64_t)col_i64(r, (int)i, 9)};
         if (list[i].handle == NULL)
             err = MSV_ERR_NOMEM;
     }
@@ -598,18 +648,23 @@ static msv_err stats(struct pg_conn *c, struct msv_store_stats *out)
 }
 
 static msv_err code_put(struct pg_conn *c, const char *handle, const uint8_t hash[32],
-                        int64_t expires_ms)
+                        int64_t now_ms, int64_t expires_ms)
 {
     struct args a = {0};
+    size_t n = 0;
+    msv_err err;
 
     a_text(&a, handle);
     a_bytes(&a, hash, 32);
     a_i64(&a, expires_ms);
-    return run(c,
-               "INSERT INTO codes (handle, code_hash, expires_ms, attempts) VALUES ($1, $2, $3, 0) "
-               "ON CONFLICT (handle) DO UPDATE SET code_hash = excluded.code_hash, "
-               "expires_ms = excluded.expires_ms, attempts = 0;",
-               &a);
+    a_i64(&a, now_ms);
+    err = run_count(c,
+                    "INSERT INTO codes (handle, code_hash, expires_ms, attempts) "
+                    "VALUES ($1, $2, $3, 0) ON CONFLICT (handle) DO UPDATE SET "
+                    "code_hash = excluded.code_hash, expires_ms = excluded.expires_ms, "
+                    "attempts = 0 WHERE codes.expires_ms <= $4;",
+                    &a, &n);
+    return err == MSV_OK && n == 0 ? MSV_ERR_EXISTS : err;
 }
 
 static msv_err code_take(struct pg_conn *c, const char *handle, const uint8_t hash[32],
@@ -933,7 +988,8 @@ static msv_err prekeys_put(struct pg_conn *c, uint64_t device_id, const struct m
     return *left > max_one_time ? MSV_ERR_TOO_BIG : MSV_OK; /* the transaction rolls back */
 }
 
-static msv_err prekey_claim(struct pg_conn *c, uint64_t device_id, struct msv_prekey_claimed *out)
+static msv_err prekey_claim(struct pg_conn *c, uint64_t device_id, int one_time,
+                            struct msv_prekey_claimed *out)
 {
     struct args a = {0};
     PGresult *r = NULL;
@@ -952,6 +1008,8 @@ static msv_err prekey_claim(struct pg_conn *c, uint64_t device_id, struct msv_pr
     PQclear(r);
     if (!ok)
         return MSV_ERR_NOT_FOUND;
+    if (!one_time)
+        return MSV_OK;
     /* two nodes claiming at once take different keys: the first row not locked by the other */
     err = query(c,
                 "DELETE FROM one_time_prekeys WHERE (device_id, key_id) = (SELECT device_id, key_id"
@@ -1304,11 +1362,40 @@ static msv_err queue_ack(struct pg_conn *c, uint64_t device_id, const uint64_t *
     return err;
 }
 
+/*
+ * The advisory locks of every device a commit enqueues for or acknowledges, in ascending
+ * order, before any queue counter changes (see QUEUE_USAGE_SCHEMA).
+ */
+static msv_err lock_commit_devices(struct pg_conn *c, const struct msv_queue_in *items, size_t n,
+                                   const struct msv_queue_ack *acks, size_t n_acks)
+{
+    struct text_buf devs = {0};
+    struct args a = {0};
+    msv_err err;
+
+    tb_str(&devs, "{");
+    for (size_t i = 0; i < n + n_acks; i++) {
+        tb_i64(&devs, (int64_t)(i < n ? items[i].device_id : acks[i - n].device_id));
+        tb_str(&devs, i + 1 < n + n_acks ? "," : "}");
+    }
+    a_text(&a, devs.p);
+    err = devs.failed ? MSV_ERR_NOMEM
+                      : run(c,
+                            "SELECT pg_advisory_xact_lock(d) FROM (SELECT DISTINCT d FROM"
+                            " unnest($1::BIGINT[]) AS t(d) ORDER BY d) AS s;",
+                            &a);
+    free(devs.p);
+    return err;
+}
+
 static msv_err queue_commit(struct pg_conn *c, const struct msv_queue_in *items, size_t n,
                             int64_t now_ms, int64_t expires_ms, uint64_t *ids,
                             struct msv_queue_ack *acks, size_t n_acks)
 {
-    msv_err err = queue_put(c, items, n, now_ms, expires_ms, ids);
+    msv_err err = n + n_acks > 0 ? lock_commit_devices(c, items, n, acks, n_acks) : MSV_OK;
+
+    if (err == MSV_OK)
+        err = queue_put(c, items, n, now_ms, expires_ms, ids);
 
     for (size_t i = 0; i < n_acks && err == MSV_OK; i++)
         err = queue_ack(c, acks[i].device_id, acks[i].ids, acks[i].n, &acks[i].deleted);
@@ -1318,9 +1405,51 @@ static msv_err queue_commit(struct pg_conn *c, const struct msv_queue_in *items,
 static msv_err queue_expire(struct pg_conn *c, int64_t now_ms, size_t *expired)
 {
     struct args a = {0};
+    msv_err err;
 
     a_i64(&a, now_ms);
-    return run_count(c, "DELETE FROM queue WHERE expires_ms <= $1;", &a, expired);
+    /* the devices' locks first, in ascending order, as a commit takes them */
+    err = run(c,
+              "SELECT pg_advisory_xact_lock(d) FROM (SELECT DISTINCT device_id AS d FROM"
+              " queue WHERE expires_ms <= $1 ORDER BY d) AS s;",
+              &a);
+
+    return err == MSV_OK ? run_count(c, "DELETE FROM queue WHERE expires_ms <= $1;", &a, expired)
+                         : err;
+}
+
+static msv_err queue_usage(struct pg_conn *c, struct msv_queue_usage *u, size_t n)
+{
+    struct text_buf devs = {0};
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    if (n == 0)
+        return MSV_OK;
+    tb_str(&devs, "{");
+    for (size_t i = 0; i < n; i++) {
+        tb_i64(&devs, (int64_t)u[i].device_id);
+        tb_str(&devs, i + 1 < n ? "," : "}");
+    }
+    a_text(&a, devs.p);
+    err = devs.failed ? MSV_ERR_NOMEM
+                      : query(c,
+                              "SELECT COALESCE(u.envelopes, 0), COALESCE(u.bytes, 0) FROM"
+                              " unnest($1::BIGINT[]) WITH ORDINALITY AS w(d, o) LEFT JOIN"
+                              " queue_usage u ON u.device_id = w.d ORDER BY w.o;",
+                              &a, &r);
+    free(devs.p);
+    if (err != MSV_OK)
+        return err;
+    if ((size_t)PQntuples(r) != n)
+        err = MSV_ERR_IO;
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        u[i].envelopes = (uint64_t)col_i64(r, (int)i, 0);
+        u[i].bytes = (uint64_t)col_i64(r, (int)i, 1);
+    }
+    PQclear(r);
+    return err;
 }
 
 static msv_err queue_depth(struct pg_conn *c, uint64_t *count)
@@ -1391,10 +1520,40 @@ static msv_err blob_update(struct pg_conn *c, const struct msv_blob_rec *b)
     a_i64(&a, (int64_t)b->received);
     a_text(&a, b->complete ? "t" : "f");
     a_bytes(&a, b->sha256, 32);
+    a_i64(&a, b->expires_ms);
     a_bytes(&a, b->id, MSV_BLOB_ID_LEN);
-    err = run_count(c, "UPDATE blobs SET received = $1, complete = $2, sha256 = $3 WHERE id = $4;",
+    err = run_count(c,
+                    "UPDATE blobs SET received = $1, complete = $2, sha256 = $3, expires_ms = $4"
+                    " WHERE id = $5;",
                     &a, &n);
     return err == MSV_OK && n == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+static msv_err blob_usage(struct pg_conn *c, uint64_t device_id, int64_t now_ms,
+                          struct msv_blob_usage *out)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_i64(&a, (int64_t)device_id);
+    a_i64(&a, now_ms);
+    err = query(c,
+                "SELECT (SELECT COUNT(*) FROM blobs WHERE owner_device = $1 AND NOT complete"
+                "  AND expires_ms > $2),"
+                " (SELECT COALESCE(SUM(size), 0)::BIGINT FROM blobs WHERE owner_device = $1"
+                "  AND expires_ms > $2),"
+                " (SELECT COALESCE(SUM(b.size), 0)::BIGINT FROM devices d JOIN blobs b"
+                "  ON b.owner_device = d.id WHERE d.account_id ="
+                "  (SELECT account_id FROM devices WHERE id = $1) AND b.expires_ms > $2);",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    *out = (struct msv_blob_usage){.open = (uint64_t)col_i64(r, 0, 0),
+                                   .device_bytes = (uint64_t)col_i64(r, 0, 1),
+                                   .account_bytes = (uint64_t)col_i64(r, 0, 2)};
+    PQclear(r);
+    return MSV_OK;
 }
 
 static msv_err blob_expire(struct pg_conn *c, int64_t now_ms, uint8_t (**ids)[MSV_BLOB_ID_LEN],
@@ -1461,10 +1620,10 @@ static msv_err p_stats(void *impl, struct msv_store_stats *out)
     POOLED(stats(c_, out));
 }
 
-static msv_err p_code_put(void *impl, const char *handle, const uint8_t hash[32],
+static msv_err p_code_put(void *impl, const char *handle, const uint8_t hash[32], int64_t now_ms,
                           int64_t expires_ms)
 {
-    POOLED(code_put(c_, handle, hash, expires_ms));
+    POOLED(code_put(c_, handle, hash, now_ms, expires_ms));
 }
 
 static msv_err p_code_take(void *impl, const char *handle, const uint8_t hash[32], int64_t now_ms,
@@ -1544,7 +1703,12 @@ static msv_err p_queue_commit(void *impl, const struct msv_queue_in *items, size
 
 static msv_err p_queue_expire(void *impl, int64_t now_ms, size_t *expired)
 {
-    POOLED(queue_expire(c_, now_ms, expired));
+    TRANSACTION(queue_expire(c_, now_ms, expired));
+}
+
+static msv_err p_queue_usage(void *impl, struct msv_queue_usage *u, size_t n)
+{
+    POOLED(queue_usage(c_, u, n));
 }
 
 static msv_err p_queue_depth(void *impl, uint64_t *count)
@@ -1565,6 +1729,12 @@ static msv_err p_blob_get(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], struct 
 static msv_err p_blob_update(void *impl, const struct msv_blob_rec *rec)
 {
     POOLED(blob_update(c_, rec));
+}
+
+static msv_err p_blob_usage(void *impl, uint64_t device_id, int64_t now_ms,
+                            struct msv_blob_usage *out)
+{
+    POOLED(blob_usage(c_, device_id, now_ms, out));
 }
 
 static msv_err p_blob_expire(void *impl, int64_t now_ms, uint8_t (**ids)[MSV_BLOB_ID_LEN],
@@ -1590,9 +1760,10 @@ static msv_err p_prekeys_put(void *impl, uint64_t device_id, const struct msv_pr
     TRANSACTION(prekeys_put(c_, device_id, u, max_one_time, left, has_signed));
 }
 
-static msv_err p_prekey_claim(void *impl, uint64_t device_id, struct msv_prekey_claimed *out)
+static msv_err p_prekey_claim(void *impl, uint64_t device_id, int one_time,
+                              struct msv_prekey_claimed *out)
 {
-    TRANSACTION(prekey_claim(c_, device_id, out));
+    TRANSACTION(prekey_claim(c_, device_id, one_time, out));
 }
 
 static msv_err p_delivery_token_set(void *impl, uint64_t device_id, const uint8_t hash[32])
@@ -1645,9 +1816,11 @@ static const struct msv_store_ops pg_ops = {
     .queue_commit = p_queue_commit,
     .queue_expire = p_queue_expire,
     .queue_depth = p_queue_depth,
+    .queue_usage = p_queue_usage,
     .blob_create = p_blob_create,
     .blob_get = p_blob_get,
     .blob_update = p_blob_update,
+    .blob_usage = p_blob_usage,
     .blob_expire = p_blob_expire,
     .kt_read = p_kt_read,
     .kt_latest = p_kt_latest,

@@ -164,6 +164,25 @@ static const char *const migrations[] = {
     "ALTER TABLE devices ADD COLUMN delivery_token BLOB;",
     /* v6: operators suspend accounts (missive-admin) */
     "ALTER TABLE accounts ADD COLUMN suspended INTEGER NOT NULL DEFAULT 0;",
+    /* v7: attachment quotas sum a device's attachments */
+    "CREATE INDEX blobs_by_owner ON blobs(owner_device);",
+    /*
+     * v8: what waits for each device, kept by triggers on every path that adds to or takes
+     * from the queue, so that a send checks the recipients' queue caps without scanning
+     */
+    "CREATE TABLE queue_usage ("
+    "  device_id INTEGER PRIMARY KEY,"
+    "  envelopes INTEGER NOT NULL,"
+    "  bytes INTEGER NOT NULL);"
+    "INSERT INTO queue_usage SELECT device_id, COUNT(*), SUM(LENGTH(ciphertext)) FROM queue"
+    "  GROUP BY device_id;"
+    "CREATE TRIGGER queue_usage_in AFTER INSERT ON queue BEGIN"
+    "  INSERT INTO queue_usage VALUES (new.device_id, 1, LENGTH(new.ciphertext))"
+    "  ON CONFLICT (device_id) DO UPDATE SET envelopes = envelopes + 1,"
+    "  bytes = bytes + excluded.bytes; END;"
+    "CREATE TRIGGER queue_usage_out AFTER DELETE ON queue BEGIN"
+    "  UPDATE queue_usage SET envelopes = envelopes - 1, bytes = bytes - LENGTH(old.ciphertext)"
+    "  WHERE device_id = old.device_id; END;",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -233,7 +252,16 @@ static msv_err account_list(void *impl, struct msv_account_summary **out, size_t
                 " (SELECT COUNT(*) FROM devices d WHERE d.account_id = a.id AND d.approved = 1),"
                 " (SELECT COUNT(*) FROM devices d WHERE d.account_id = a.id AND d.approved = 0),"
                 " (SELECT COUNT(*) FROM queue q JOIN devices d ON q.device_id = d.id"
-                "  WHERE d.account_id = a.id) FROM accounts a ORDER BY a.handle;",
+                "  WHERE d.account_id = a.id),"
+                " (SELECT COALESCE(SUM(LENGTH(q.ciphertext)), 0) FROM queue q JOIN devices d"
+                "  ON q.device_id = d.id WHERE d.account_id = a.id),"
+                " (SELECT COUNT(*) FROM queue q JOIN devices d ON q.sender_device = d.id"
+                "  WHERE d.account_id = a.id),"
+                " (SELECT COALESCE(SUM(LENGTH(q.ciphertext)), 0) FROM queue q JOIN devices d"
+                "  ON q.sender_device = d.id WHERE d.account_id = a.id),"
+                " (SELECT COALESCE(SUM(b.size), 0) FROM blobs b JOIN devices d"
+                "  ON b.owner_device = d.id WHERE d.account_id = a.id)"
+                " FROM accounts a ORDER BY a.handle;",
                 &st);
 
     if (err != MSV_OK)
@@ -249,12 +277,17 @@ static msv_err account_list(void *impl, struct msv_account_summary **out, size_t
             }
             a = more;
         }
-        a[count] = (struct msv_account_summary){.handle = msv_sql_text(st, 0),
-                                                .created_ms = sqlite3_column_int64(st, 1),
-                                                .suspended = sqlite3_column_int(st, 2),
-                                                .devices = (uint64_t)sqlite3_column_int64(st, 3),
-                                                .pending = (uint64_t)sqlite3_column_int64(st, 4),
-                                                .queued = (uint64_t)sqlite3_column_int64(st, 5)};
+        a[count] =
+            (struct msv_account_summary){.handle = msv_sql_text(st, 0),
+                                         .created_ms = sqlite3_column_int64(st, 1),
+                                         .suspended = sqlite3_column_int(st, 2),
+                                         .devices = (uint64_t)sqlite3_column_int64(st, 3),
+                                         .pending = (uint64_t)sqlite3_column_int64(st, 4),
+                                         .queued = (uint64_t)sqlite3_column_int64(st, 5),
+                                         .queued_bytes = (uint64_t)sqlite3_column_int64(st, 6),
+                                         .sending = (uint64_t)sqlite3_column_int64(st, 7),
+                                         .sending_bytes = (uint64_t)sqlite3_column_int64(st, 8),
+                                         .attachment_bytes = (uint64_t)sqlite3_column_int64(st, 9)};
         if (a[count++].handle == NULL)
             err = MSV_ERR_NOMEM;
     }
@@ -359,7 +392,8 @@ static msv_err account_handle(void *impl, uint64_t account_id, char **handle)
     return err;
 }
 
-static msv_err code_put(void *impl, const char *handle, const uint8_t hash[32], int64_t expires_ms)
+static msv_err code_put(void *impl, const char *handle, const uint8_t hash[32], int64_t now_ms,
+                        int64_t expires_ms)
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
@@ -367,7 +401,7 @@ static msv_err code_put(void *impl, const char *handle, const uint8_t hash[32], 
                           "INSERT INTO codes (handle, code_hash, expires_ms, attempts) "
                           "VALUES (?, ?, ?, 0) ON CONFLICT (handle) DO UPDATE SET "
                           "code_hash = excluded.code_hash, expires_ms = excluded.expires_ms, "
-                          "attempts = 0;",
+                          "attempts = 0 WHERE codes.expires_ms <= ?;",
                           &st);
 
     if (err != MSV_OK)
@@ -375,7 +409,9 @@ static msv_err code_put(void *impl, const char *handle, const uint8_t hash[32], 
     sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
     sqlite3_bind_blob(st, 2, hash, 32, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 3, expires_ms);
-    return run(s, st);
+    sqlite3_bind_int64(st, 4, now_ms);
+    err = run(s, st);
+    return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_EXISTS : err;
 }
 
 static msv_err code_take_locked(struct sqlite_store *s, const char *handle, const uint8_t hash[32],
@@ -554,7 +590,7 @@ static msv_err prekeys_put_locked(struct sqlite_store *s, uint64_t device_id,
     return err;
 }
 
-static msv_err prekey_claim_locked(struct sqlite_store *s, uint64_t device_id,
+static msv_err prekey_claim_locked(struct sqlite_store *s, uint64_t device_id, int one_time,
                                    struct msv_prekey_claimed *out)
 {
     sqlite3_stmt *st = NULL;
@@ -576,6 +612,8 @@ static msv_err prekey_claim_locked(struct sqlite_store *s, uint64_t device_id,
     memcpy(out->signed_key, sqlite3_column_blob(st, 1), 32);
     memcpy(out->signed_sig, sqlite3_column_blob(st, 2), 64);
     release(s, st);
+    if (!one_time)
+        return MSV_OK;
     err = prepare(s,
                   "DELETE FROM one_time_prekeys WHERE rowid = (SELECT rowid FROM one_time_prekeys"
                   " WHERE device_id = ? ORDER BY key_id LIMIT 1) RETURNING key_id, pk;",
@@ -977,6 +1015,29 @@ static msv_err queue_expire(void *impl, int64_t now_ms, size_t *expired)
     return count_changes(s, st, expired);
 }
 
+static msv_err queue_usage(void *impl, struct msv_queue_usage *u, size_t n)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        int rc;
+
+        err = prepare(s, "SELECT envelopes, bytes FROM queue_usage WHERE device_id = ?;", &st);
+        if (err != MSV_OK)
+            break;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)u[i].device_id);
+        rc = sqlite3_step(st);
+        u[i].envelopes = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+        u[i].bytes = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 1) : 0;
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            err = MSV_ERR_IO;
+        release(s, st);
+    }
+    return err;
+}
+
 static msv_err queue_depth(void *impl, uint64_t *count)
 {
     struct sqlite_store *s = impl;
@@ -1016,6 +1077,35 @@ static msv_err blob_create(void *impl, const struct msv_blob_rec *r)
     return run(s, st);
 }
 
+static msv_err blob_usage(void *impl, uint64_t device_id, int64_t now_ms,
+                          struct msv_blob_usage *out)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(
+        s,
+        "SELECT (SELECT COUNT(*) FROM blobs WHERE owner_device = ?1 AND complete = 0"
+        "  AND expires_ms > ?2),"
+        " (SELECT COALESCE(SUM(size), 0) FROM blobs WHERE owner_device = ?1 AND expires_ms > ?2),"
+        " (SELECT COALESCE(SUM(b.size), 0) FROM devices d JOIN blobs b ON b.owner_device = d.id"
+        "  WHERE d.account_id = (SELECT account_id FROM devices WHERE id = ?1)"
+        "  AND b.expires_ms > ?2);",
+        &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    sqlite3_bind_int64(st, 2, now_ms);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *out = (struct msv_blob_usage){.open = (uint64_t)sqlite3_column_int64(st, 0),
+                                       .device_bytes = (uint64_t)sqlite3_column_int64(st, 1),
+                                       .account_bytes = (uint64_t)sqlite3_column_int64(st, 2)};
+    else
+        err = MSV_ERR_IO;
+    release(s, st);
+    return err;
+}
+
 static msv_err blob_get(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], struct msv_blob_rec *out)
 {
     struct sqlite_store *s = impl;
@@ -1050,15 +1140,18 @@ static msv_err blob_update(void *impl, const struct msv_blob_rec *r)
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
     size_t changed = 0;
-    msv_err err =
-        prepare(s, "UPDATE blobs SET received = ?, complete = ?, sha256 = ? WHERE id = ?;", &st);
+    msv_err err = prepare(s,
+                          "UPDATE blobs SET received = ?, complete = ?, sha256 = ?, expires_ms = ?"
+                          " WHERE id = ?;",
+                          &st);
 
     if (err != MSV_OK)
         return err;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)r->received);
     sqlite3_bind_int(st, 2, r->complete);
     sqlite3_bind_blob(st, 3, r->sha256, 32, SQLITE_TRANSIENT);
-    sqlite3_bind_blob(st, 4, r->id, MSV_BLOB_ID_LEN, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 4, r->expires_ms);
+    sqlite3_bind_blob(st, 5, r->id, MSV_BLOB_ID_LEN, SQLITE_TRANSIENT);
     err = count_changes(s, st, &changed);
     return err == MSV_OK && changed == 0 ? MSV_ERR_NOT_FOUND : err;
 }
@@ -1196,10 +1289,10 @@ static msv_err l_account_handle(void *impl, uint64_t account_id, char **handle)
     LOCKED(account_handle(impl, account_id, handle));
 }
 
-static msv_err l_code_put(void *impl, const char *handle, const uint8_t hash[32],
+static msv_err l_code_put(void *impl, const char *handle, const uint8_t hash[32], int64_t now_ms,
                           int64_t expires_ms)
 {
-    LOCKED(code_put(impl, handle, hash, expires_ms));
+    LOCKED(code_put(impl, handle, hash, now_ms, expires_ms));
 }
 
 static msv_err l_code_take(void *impl, const char *handle, const uint8_t hash[32], int64_t now_ms,
@@ -1263,9 +1356,10 @@ static msv_err l_prekeys_put(void *impl, uint64_t device_id, const struct msv_pr
     TRANSACTION(prekeys_put_locked(impl, device_id, u, max_one_time, left, has_signed));
 }
 
-static msv_err l_prekey_claim(void *impl, uint64_t device_id, struct msv_prekey_claimed *out)
+static msv_err l_prekey_claim(void *impl, uint64_t device_id, int one_time,
+                              struct msv_prekey_claimed *out)
 {
-    TRANSACTION(prekey_claim_locked(impl, device_id, out));
+    TRANSACTION(prekey_claim_locked(impl, device_id, one_time, out));
 }
 
 static msv_err l_delivery_token_set(void *impl, uint64_t device_id, const uint8_t hash[32])
@@ -1362,6 +1456,11 @@ static msv_err l_queue_expire(void *impl, int64_t now_ms, size_t *expired)
     LOCKED(queue_expire(impl, now_ms, expired));
 }
 
+static msv_err l_queue_usage(void *impl, struct msv_queue_usage *u, size_t n)
+{
+    LOCKED(queue_usage(impl, u, n));
+}
+
 static msv_err l_queue_depth(void *impl, uint64_t *count)
 {
     LOCKED(queue_depth(impl, count));
@@ -1380,6 +1479,12 @@ static msv_err l_blob_get(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], struct 
 static msv_err l_blob_update(void *impl, const struct msv_blob_rec *rec)
 {
     LOCKED(blob_update(impl, rec));
+}
+
+static msv_err l_blob_usage(void *impl, uint64_t device_id, int64_t now_ms,
+                            struct msv_blob_usage *out)
+{
+    LOCKED(blob_usage(impl, device_id, now_ms, out));
 }
 
 static msv_err l_blob_expire(void *impl, int64_t now_ms, uint8_t (**ids)[MSV_BLOB_ID_LEN],
@@ -1425,9 +1530,11 @@ static const struct msv_store_ops sqlite_ops = {
     .queue_commit = l_queue_commit,
     .queue_expire = l_queue_expire,
     .queue_depth = l_queue_depth,
+    .queue_usage = l_queue_usage,
     .blob_create = l_blob_create,
     .blob_get = l_blob_get,
     .blob_update = l_blob_update,
+    .blob_usage = l_blob_usage,
     .blob_expire = l_blob_expire,
     .kt_read = l_kt_read,
     .kt_latest = l_kt_latest,

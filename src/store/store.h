@@ -85,6 +85,13 @@ struct msv_blob_rec {
     int64_t expires_ms;
 };
 
+/* What one device, and all devices of its account, hold of the attachment store. */
+struct msv_blob_usage {
+    uint64_t open;          /* the device's unfinished uploads */
+    uint64_t device_bytes;  /* the device's attachments, finished or not, at their declared size */
+    uint64_t account_bytes; /* the same for every device of its account */
+};
+
 /* A leaf of the transparency log (include/missive/kt.h). */
 struct msv_kt_rec {
     uint64_t index;
@@ -124,9 +131,18 @@ struct msv_account_summary {
     int64_t created_ms;
     int suspended;
     uint64_t devices, pending, queued;
+    uint64_t queued_bytes;           /* ciphertext bytes of queued */
+    uint64_t sending, sending_bytes; /* envelopes its devices sent that wait for others */
+    uint64_t attachment_bytes;       /* its devices' attachments, finished or not */
 };
 
 void msv_account_summaries_free(struct msv_account_summary *a, size_t n);
+
+/* What waits for one device (queue_usage). */
+struct msv_queue_usage {
+    uint64_t device_id;
+    uint64_t envelopes, bytes; /* set by queue_usage; bytes of ciphertext */
+};
 
 /* What the store holds (missive-admin stats). */
 struct msv_store_stats {
@@ -155,8 +171,12 @@ struct msv_store_ops {
     msv_err (*account_suspended)(void *impl, uint64_t account_id, int *suspended);
     msv_err (*stats)(void *impl, struct msv_store_stats *out);
 
-    /* verification codes: one per handle, replaced by a newer one */
-    msv_err (*code_put)(void *impl, const char *handle, const uint8_t hash[32], int64_t expires_ms);
+    /*
+     * verification codes: one per handle, kept until it expires (or is used up): while one
+     * unexpired at now_ms is stored, code_put changes nothing and answers MSV_ERR_EXISTS
+     */
+    msv_err (*code_put)(void *impl, const char *handle, const uint8_t hash[32], int64_t now_ms,
+                        int64_t expires_ms);
     /*
      * MSV_OK and the code is consumed if hash matches an unexpired code;
      * MSV_ERR_AUTH counts a failed attempt (the code is dropped after
@@ -210,11 +230,17 @@ struct msv_store_ops {
                             size_t n_acks);
     msv_err (*queue_expire)(void *impl, int64_t now_ms, size_t *expired);
     msv_err (*queue_depth)(void *impl, uint64_t *count);
+    /* The envelopes and ciphertext bytes waiting for each of n devices (expired ones too). */
+    msv_err (*queue_usage)(void *impl, struct msv_queue_usage *u, size_t n);
 
     /* attachment metadata (the bytes live in the blob backend) */
     msv_err (*blob_create)(void *impl, const struct msv_blob_rec *rec);
     msv_err (*blob_get)(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], struct msv_blob_rec *out);
+    /* Writes received, complete, sha256 and expires_ms. */
     msv_err (*blob_update)(void *impl, const struct msv_blob_rec *rec);
+    /* device_id's usage (see the struct), counting attachments not expired at now_ms. */
+    msv_err (*blob_usage)(void *impl, uint64_t device_id, int64_t now_ms,
+                          struct msv_blob_usage *out);
     /* Removes expired blobs (complete or not); their ids go to *ids (caller frees). */
     msv_err (*blob_expire)(void *impl, int64_t now_ms, uint8_t (**ids)[MSV_BLOB_ID_LEN],
                            size_t *count);
@@ -233,8 +259,12 @@ struct msv_store_ops {
      */
     msv_err (*prekeys_put)(void *impl, uint64_t device_id, const struct msv_prekey_upload *u,
                            size_t max_one_time, uint32_t *left, int *has_signed);
-    /* The signed prekey and one one-time prekey, which is deleted; MSV_ERR_NOT_FOUND if none. */
-    msv_err (*prekey_claim)(void *impl, uint64_t device_id, struct msv_prekey_claimed *out);
+    /*
+     * The signed prekey and, if one_time, one one-time prekey, which is deleted;
+     * MSV_ERR_NOT_FOUND if the device has no signed prekey.
+     */
+    msv_err (*prekey_claim)(void *impl, uint64_t device_id, int one_time,
+                            struct msv_prekey_claimed *out);
     /* Sealed sender: the SHA-256 of a device's delivery token, and the check of one. */
     msv_err (*delivery_token_set)(void *impl, uint64_t device_id, const uint8_t hash[32]);
     /* MSV_OK if an approved device of account_id registered this token; MSV_ERR_AUTH otherwise. */
@@ -262,6 +292,6 @@ MSV_MUST_CHECK msv_err msv_store_open_postgres(const char *conninfo, unsigned co
 void msv_store_close(struct msv_store *s);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 6
+#define MSV_STORE_SCHEMA_VERSION 8
 
 #endif
