@@ -31,37 +31,8 @@ cleanup() {
 trap cleanup EXIT
 cd "$work" || exit 1
 
-# node NAME [PORT]: starts (or restarts, on the same port) a node with its own
-# data directory and the shared one
-node() {
-    local n=$1
-    rm -f "node-$n/missived.ports"
-    cat >"node-$n.ini" <<EOF
-[server]
-data_dir = $work/node-$n
-shared_dir = $work/shared
-listen_port = ${2:-0}
-[store]
-backend = postgres
-postgres = $MSV_TEST_POSTGRES
-connections = 4
-[cluster]
-redis = $MSV_TEST_REDIS
-node = $n
-[http]
-listen_port = 0
-[accounts]
-argon2_memlimit_kib = 8
-EOF
-    "$D" --config "node-$n.ini" 2>>"node-$n.log" &
-    pids[$n]=$!
-    for _ in $(seq 300); do [ -s "node-$n/missived.ports" ] && break; sleep 0.1; done
-    [ -s "node-$n/missived.ports" ] || return 1
-    ports[$n]=$(awk '/^tls/{print $2}' "node-$n/missived.ports")
-    # joined: both Redis connections up
-    for _ in $(seq 100); do grep -q "event=redis_connected" "node-$n.log" && return 0; sleep 0.1; done
-    return 1
-}
+# node NAME [PORT]: starts (or restarts, on the same port) a node (lib.sh)
+node() { cluster_node "$1" "${2:-0}"; }
 
 # the first node makes the shared certificate and log key; the others use them
 node A && node B && node C && ok || bad "three nodes started ($(tail -3 node-*.log))"

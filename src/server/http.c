@@ -69,6 +69,9 @@ static const struct {
       "Wake-ups from other nodes for devices connected here."),
     M(cluster_connects, "cluster_redis_connects_total", "counter",
       "Connections to the cluster's Redis begun (two per node when all is well)."),
+    M(store_unavailable, "store_unavailable_total", "counter",
+      "Requests answered ERROR_IO because storage failed to decide them (authentication, "
+      "suspension checks)."),
     M(connections_refused, "connections_refused_total", "counter",
       "Connections closed at once: too many from one address."),
     M(blob_bytes_in, "blob_bytes_in_total", "counter", "Attachment bytes uploaded."),

@@ -99,6 +99,7 @@ struct msv_metrics {
     _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired, reads_paused;
     _Atomic uint64_t connections_refused;
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects;
+    _Atomic uint64_t store_unavailable;
 };
 
 struct msv_bucket {
