@@ -2,10 +2,12 @@
 # Faults of the services a cluster node depends on (run under
 # scripts/services.sh, which starts PostgreSQL and Redis on loopback): a
 # store that fails is answered as a temporary failure, never as a wrong
-# password, and suspension checks fail closed.
+# password, and suspension checks fail closed; the HTTP port bounds a
+# request's headers and time.
 #   scripts/services.sh tests/test_cluster_faults.sh MISSIVE MISSIVED
 set -u
-. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 M=$(realpath "${1:?usage: test_cluster_faults.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_cluster_faults.sh MISSIVE MISSIVED}")
 : "${MSV_TEST_POSTGRES:?run under scripts/services.sh}" "${MSV_TEST_REDIS:?}"
@@ -59,5 +61,14 @@ done
 psql_do "ALTER TABLE accounts RENAME COLUMN suspended TO suspended_away;"
 expect 4 "a send while the suspension check fails is refused" -- as alice send bob@example.org --text "unchecked"
 psql_do "ALTER TABLE accounts RENAME COLUMN suspended_away TO suspended;"
+
+# the HTTP port: one endless header is refused early; a trickling client is cut off at
+# [http] request_timeout_s (10 s by default) although every byte restarts evhttp's own timeout
+http_port=$(awk '/^http/{print $2}' node-A/missived.ports)
+why=$(python3 "$here/http_abuse.py" "$http_port" "${pids[A]}" header) && ok || bad "endless header: $why"
+why=$(python3 "$here/http_abuse.py" "$http_port" "${pids[A]}" slow 10) && ok || bad "slow request: $why"
+http_get A /health | grep -q '"status":"ok"' && ok || bad "the HTTP port no longer answers"
+[ "$(metric A http_requests_refused_total)" -ge 1 ] && ok || bad "http_requests_refused_total: $(metric A http_requests_refused_total)"
+[ "$(metric A http_timeouts_total)" -ge 1 ] && ok || bad "http_timeouts_total: $(metric A http_timeouts_total)"
 
 finish

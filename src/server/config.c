@@ -61,6 +61,8 @@ static const struct option_def options[] = {
     {"http", "enabled", OPT_BOOL, F(http_enabled), 0, 1},
     {"http", "listen_host", OPT_STR, F(http_host), 0, 0},
     {"http", "listen_port", OPT_PORT, F(http_port), 0, 65535},
+    {"http", "max_header_bytes", OPT_U32, F(http_max_header_bytes), 256, 1048576},
+    {"http", "request_timeout_s", OPT_U32, F(http_request_timeout_s), 1, 3600},
     {"log", "level", OPT_LEVEL, F(log_level), 0, 0},
     {"log", "file", OPT_STR, F(log_file), 0, 0},
     {"testing", "clock_file", OPT_STR, F(clock_file), 0, 0},
@@ -116,6 +118,8 @@ void msv_config_defaults(struct msv_config *c)
     c->http_enabled = 1;
     snprintf(c->http_host, sizeof(c->http_host), "127.0.0.1");
     c->http_port = 7480;
+    c->http_max_header_bytes = 8192;
+    c->http_request_timeout_s = 10;
     c->log_level = MSV_LOG_INFO;
 }
 

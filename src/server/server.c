@@ -1102,8 +1102,7 @@ void msv_server_free(struct msv_server *s)
     /* first: its thread wakes workers, whose events go below */
     msv_cluster_stop(s->cluster);
     s->cluster = NULL;
-    if (s->http != NULL)
-        evhttp_free(s->http);
+    msv_http_stop(s);
     for (unsigned i = 0; s->workers != NULL && i < s->worker_count; i++) {
         struct msv_worker *w = &s->workers[i];
 

@@ -100,6 +100,7 @@ struct msv_metrics {
     _Atomic uint64_t connections_refused;
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects;
     _Atomic uint64_t store_unavailable;
+    _Atomic uint64_t http_refused, http_timeouts;
 };
 
 struct msv_bucket {
@@ -140,6 +141,7 @@ struct msv_server {
     struct msv_metrics m;
     _Atomic int stopping;
     struct evhttp *http;
+    struct msv_http_conns *http_conns; /* http.c's: the port's connections and their deadlines */
     struct event *sig_term, *sig_int, *sig_hup, *expiry_timer;
 };
 
@@ -218,5 +220,7 @@ void msv_blobs_expire(struct msv_server *s, int64_t now_ms);
 
 /* http.c */
 MSV_MUST_CHECK msv_err msv_http_start(struct msv_server *s, struct event_base *base);
+/* Closes the HTTP port and its connections; nothing if it was not started. */
+void msv_http_stop(struct msv_server *s);
 
 #endif
