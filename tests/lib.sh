@@ -98,3 +98,22 @@ EOF
     for _ in $(seq 100); do grep -q "event=redis_connected" "node-$n.log" && return 0; sleep 0.1; done
     return 1
 }
+
+# wait_for FILE TEXT [TENTHS]: 0 as soon as FILE holds TEXT, else 1 after TENTHS
+# tenths of a second (60)
+wait_for() {
+    for _ in $(seq "${3:-60}"); do
+        grep -q "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# rejoined NODE: 0 once node NODE has connected to Redis a second time (within 10 s)
+rejoined() {
+    for _ in $(seq 100); do
+        [ "$(grep -c "event=redis_connected" "node-$1.log")" -ge 2 ] && return 0
+        sleep 0.1
+    done
+    return 1
+}

@@ -125,19 +125,16 @@ redis_conf=$(rcli CONFIG GET dir | tail -1)
 rcli SHUTDOWN NOSAVE >/dev/null 2>&1
 for _ in $(seq 50); do rcli PING >/dev/null 2>&1 || break; sleep 0.1; done
 expect 0 "alice writes to carol while Redis is down" -- as alice send carol@example.org --text "redis was down"
-for _ in $(seq 60); do grep -q "redis was down" carol.out && break; sleep 0.1; done
-grep -q "redis was down" carol.out && ok || bad "carol missed what was sent while Redis was down"
+wait_for carol.out "redis was down" && ok || bad "carol missed what was sent while Redis was down"
 redis-server --bind "$redis_host" --port "$redis_port" --save '' --appendonly no --dir "$redis_conf" \
     --logfile "$work/redis2.log" --daemonize yes >/dev/null
 redis_restarted=1
 for _ in $(seq 100); do rcli PING 2>/dev/null | grep -q PONG && break; sleep 0.1; done
 for n in A C; do
-    for _ in $(seq 60); do [ "$(grep -c "event=redis_connected" "node-$n.log")" -ge 2 ] && break; sleep 0.1; done
-    [ "$(grep -c "event=redis_connected" "node-$n.log")" -ge 2 ] && ok || bad "node $n did not reconnect to Redis"
+    rejoined "$n" && ok || bad "node $n did not reconnect to Redis"
 done
 expect 0 "alice writes to carol after Redis is back" -- as alice send carol@example.org --text "redis is back"
-for _ in $(seq 60); do grep -q "redis is back" carol.out && break; sleep 0.1; done
-grep -q "redis is back" carol.out && ok || bad "carol missed what was sent after Redis came back"
+wait_for carol.out "redis is back" && ok || bad "carol missed what was sent after Redis came back"
 kill "$carol" 2>/dev/null
 wait "$carol" 2>/dev/null
 

@@ -2,7 +2,8 @@
 # Faults of the services a cluster node depends on (run under
 # scripts/services.sh, which starts PostgreSQL and Redis on loopback): a
 # store that fails is answered as a temporary failure, never as a wrong
-# password, and suspension checks fail closed; the HTTP port bounds a
+# password, and suspension checks fail closed; a Redis that stops answering
+# is given up on within a bound and the queues polled; the HTTP port bounds a
 # request's headers and time.
 #   scripts/services.sh tests/test_cluster_faults.sh MISSIVE MISSIVED
 set -u
@@ -16,6 +17,7 @@ psql_do() { psql -q -X -v ON_ERROR_STOP=1 -d "$MSV_TEST_POSTGRES" -c "$1" >/dev/
 work=$(mktemp -d)
 declare -A pids ports
 cleanup() {
+    kill -CONT "$MSV_SERVICES_REDIS_PID" 2>/dev/null
     for n in "${!pids[@]}"; do kill -CONT "${pids[$n]}" 2>/dev/null; kill -TERM "${pids[$n]}" 2>/dev/null; done
     wait 2>/dev/null
     rm -rf "$work"
@@ -36,8 +38,9 @@ metric() { http_get "$1" /metrics | awk -v m="missived_$2" '$1 == m {print $2}';
 cluster_node A && ok || bad "node A started ($(tail -3 node-A.log))"
 export MISSIVE_PASSWORD="correct horse battery"
 code() { grep -h "handle=$1 code=" node-*.log | tail -1 | sed 's/.*code=//'; }
+# register WHO [NODE]: WHO's device talks to NODE (A)
 register() {
-    "$M" --data-dir "dev-$1" register "$1@example.org" --server "127.0.0.1:${ports[A]}" >/dev/null 2>&1 &&
+    "$M" --data-dir "dev-$1" register "$1@example.org" --server "127.0.0.1:${ports[${2:-A}]}" >/dev/null 2>&1 &&
         "$M" --data-dir "dev-$1" register "$1@example.org" --code "$(code "$1@example.org")" >/dev/null 2>&1
 }
 register alice && register bob && ok || bad "registered"
@@ -61,6 +64,31 @@ done
 psql_do "ALTER TABLE accounts RENAME COLUMN suspended TO suspended_away;"
 expect 4 "a send while the suspension check fails is refused" -- as alice send bob@example.org --text "unchecked"
 psql_do "ALTER TABLE accounts RENAME COLUMN suspended_away TO suspended;"
+
+# Redis is paused (SIGSTOP: connections stay open, nothing is answered): node B gives it up
+# within [cluster] redis_timeout_ms and reads its devices' queues every second, so carol, on
+# B, gets what alice sends through node A long before Redis answers again
+cluster_node B && ok || bad "node B started ($(tail -3 node-B.log))"
+register carol B && ok || bad "carol registered on node B"
+(exec "$M" --data-dir dev-carol --account carol@example.org receive --wait 12 >carol.out 2>&1) &
+carol=$!
+sleep 1.5
+kill -STOP "$MSV_SERVICES_REDIS_PID"
+start=$(date +%s%N)
+expect 0 "alice writes to carol while Redis is paused" -- as alice send carol@example.org --text "redis is paused"
+wait_for carol.out "redis is paused" 50 && ok ||
+    bad "carol did not get it within 5 s while Redis was paused"
+echo "delivered across nodes with Redis paused within $((($(date +%s%N) - start) / 1000000)) ms of the send starting"
+grep -q "event=redis_unresponsive" node-B.log && ok || bad "node B did not log that Redis stopped answering"
+[ "$(metric B cluster_redis_timeouts_total)" -ge 1 ] && ok || bad "cluster_redis_timeouts_total: $(metric B cluster_redis_timeouts_total)"
+kill -CONT "$MSV_SERVICES_REDIS_PID"
+for n in A B; do
+    rejoined "$n" && ok || bad "node $n did not take Redis up again"
+done
+expect 0 "alice writes to carol with Redis answering again" -- as alice send carol@example.org --text "redis answers again"
+wait_for carol.out "redis answers again" 50 && ok || bad "carol missed what was sent after Redis answered again"
+kill "$carol" 2>/dev/null
+wait "$carol" 2>/dev/null
 
 # the HTTP port: one endless header is refused early; a trickling client is cut off at
 # [http] request_timeout_s (10 s by default) although every byte restarts evhttp's own timeout

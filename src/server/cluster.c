@@ -26,6 +26,7 @@
 #define WAKE_PREFIX "msv:wake:"
 #define PRESENCE_PREFIX "msv:presence:"
 #define DIRECTORY_CHANNEL "msv:directory"
+#define PROBE_PREFIX "msv:probe:"
 
 /* Deletes the presence only if it still names this node (a newer connection elsewhere wins). */
 static const char forget_presence[] =
@@ -48,7 +49,7 @@ struct msv_cluster {
     pthread_t thread;
     int started;
     struct event_base *base;
-    struct event *ops_ev, *tick_ev;
+    struct event *ops_ev, *tick_ev, *probe_ev;
 
     pthread_mutex_t lock; /* guards ops and stopping */
     struct op *ops;
@@ -62,6 +63,7 @@ struct msv_cluster {
     int was_up;                   /* Redis was reachable once: its loss is worth a warning */
     struct msv_u64map online;     /* devices connected to this node */
     int64_t last_heartbeat;
+    int64_t probe_sent_ms; /* monotonic; 0: no probe unanswered */
 };
 
 /* ---- requests from the workers ---------------------------------------------------------- */
@@ -154,6 +156,11 @@ static void on_message(redisAsyncContext *ac, void *reply, void *arg)
     payload = r->element[2];
     if (kind->type != REDIS_REPLY_STRING || channel->type != REDIS_REPLY_STRING)
         return;
+    if (strncmp(channel->str, PROBE_PREFIX, strlen(PROBE_PREFIX)) == 0) {
+        if (strcmp(kind->str, "message") == 0)
+            c->probe_sent_ms = 0; /* Redis answers, both ways */
+        return;
+    }
     if (strcmp(channel->str, DIRECTORY_CHANNEL) == 0) {
         if (strcmp(kind->str, "subscribe") == 0) {
             /* (re)connected: whatever was published meanwhile is read from the store */
@@ -211,6 +218,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         for (size_t i = 0; i < c->online.cap; i++)
             if (c->online.keys[i] != 0)
                 subscribe_device(c, c->online.keys[i]);
+        redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " PROBE_PREFIX "%s", c->node);
         /* last, so that its confirmation follows every device's */
         redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " DIRECTORY_CHANNEL);
     } else {
@@ -239,6 +247,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         c->cmd = NULL;
         c->cmd_up = 0;
     }
+    c->probe_sent_ms = 0;
     if (c->was_up) {
         msv_log(MSV_LOG_WARN, "redis_lost",
                 "redis=%s:%d reading queues every second until it is back", c->host, c->port);
@@ -340,6 +349,56 @@ static void on_ops(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Gives up both connections; what they held unsent is lost, and the tick connects again. */
+static void drop_both(struct msv_cluster *c)
+{
+    redisAsyncContext *sub = c->sub, *cmd = c->cmd;
+
+    c->sub = c->cmd = NULL; /* forgotten first: on_disconnect only logs the loss */
+    c->sub_up = c->cmd_up = c->subscribed = 0;
+    if (sub != NULL)
+        redisAsyncFree(sub);
+    if (cmd != NULL)
+        redisAsyncFree(cmd);
+    c->probe_sent_ms = 0;
+}
+
+/*
+ * A Redis that stops answering (paused, hung, a network that drops packets) would hold every
+ * wake-up in a buffer while the connections look up: a message this node publishes to its
+ * own probe channel must come back on its subscriber within [cluster] redis_timeout_ms, or
+ * both connections are dropped and the queues are read every second until Redis is back.
+ */
+/* 1 if Redis was given up on just now. */
+static int probe(struct msv_cluster *c)
+{
+    int64_t now = msv_mono_ms();
+
+    if (c->probe_sent_ms != 0 && now - c->probe_sent_ms >= (int64_t)c->srv->cfg.redis_timeout_ms) {
+        atomic_fetch_add(&c->srv->m.cluster_timeouts, 1);
+        msv_log(MSV_LOG_WARN, "redis_unresponsive", "redis=%s:%d no answer within %ums", c->host,
+                c->port, c->srv->cfg.redis_timeout_ms);
+        drop_both(c);
+        return 1;
+    }
+    if (c->probe_sent_ms == 0 && c->cmd_up && c->subscribed) {
+        redisAsyncCommand(c->cmd, on_reply, NULL, "PUBLISH " PROBE_PREFIX "%s p", c->node);
+        c->probe_sent_ms = now;
+    }
+    return 0;
+}
+
+static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct msv_cluster *c = arg;
+
+    (void)fd;
+    (void)what;
+    /* given up on: what it held back is read from the store now, then every tick */
+    if (probe(c))
+        wake_all_online(c);
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct msv_cluster *c = arg;
@@ -374,6 +433,9 @@ msv_err msv_cluster_start(struct msv_server *s, const char *redis, const char *n
 {
     struct msv_cluster *c = calloc(1, sizeof(*c));
     struct timeval tick = {TICK_MS / 1000, (TICK_MS % 1000) * 1000};
+    /* a quarter of the timeout: a stall is noticed within about 1.5 times it */
+    unsigned probe_ms = s->cfg.redis_timeout_ms / 4 > 0 ? s->cfg.redis_timeout_ms / 4 : 1;
+    struct timeval probe_every = {probe_ms / 1000, (probe_ms % 1000) * 1000};
     uint16_t port;
 
     if (c == NULL)
@@ -392,9 +454,10 @@ msv_err msv_cluster_start(struct msv_server *s, const char *redis, const char *n
     if (c->base != NULL) {
         c->ops_ev = event_new(c->base, -1, EV_PERSIST, on_ops, c);
         c->tick_ev = event_new(c->base, -1, EV_PERSIST, on_tick, c);
+        c->probe_ev = event_new(c->base, -1, EV_PERSIST, on_probe_timer, c);
     }
-    if (c->base == NULL || c->ops_ev == NULL || c->tick_ev == NULL ||
-        event_add(c->tick_ev, &tick) != 0) {
+    if (c->base == NULL || c->ops_ev == NULL || c->tick_ev == NULL || c->probe_ev == NULL ||
+        event_add(c->tick_ev, &tick) != 0 || event_add(c->probe_ev, &probe_every) != 0) {
         msv_cluster_stop(c);
         snprintf(err, err_len, "out of memory");
         return MSV_ERR_NOMEM;
@@ -434,6 +497,8 @@ void msv_cluster_stop(struct msv_cluster *c)
         event_free(c->ops_ev);
     if (c->tick_ev != NULL)
         event_free(c->tick_ev);
+    if (c->probe_ev != NULL)
+        event_free(c->probe_ev);
     if (c->base != NULL)
         event_base_free(c->base);
     msv_u64map_clear(&c->online);

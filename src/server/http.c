@@ -84,6 +84,8 @@ static const struct {
       "Wake-ups from other nodes for devices connected here."),
     M(cluster_connects, "cluster_redis_connects_total", "counter",
       "Connections to the cluster's Redis begun (two per node when all is well)."),
+    M(cluster_timeouts, "cluster_redis_timeouts_total", "counter",
+      "Times the cluster's Redis did not answer within redis_timeout_ms and was given up on."),
     M(http_refused, "http_requests_refused_total", "counter",
       "HTTP requests answered 4xx: malformed, an unknown path or method, headers over "
       "max_header_bytes."),

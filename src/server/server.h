@@ -98,7 +98,7 @@ struct msv_metrics {
     _Atomic uint64_t envelopes_expired, commit_batches, commit_failures, rate_limited;
     _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired, reads_paused;
     _Atomic uint64_t connections_refused;
-    _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects;
+    _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects, cluster_timeouts;
     _Atomic uint64_t store_unavailable;
     _Atomic uint64_t http_refused, http_timeouts;
 };
