@@ -2,9 +2,11 @@
 # Faults of the services a cluster node depends on (run under
 # scripts/services.sh, which starts PostgreSQL and Redis on loopback): a
 # store that fails is answered as a temporary failure, never as a wrong
-# password, and suspension checks fail closed; a Redis that stops answering
-# is given up on within a bound and the queues polled; the HTTP port bounds a
-# request's headers and time.
+# password, and suspension checks fail closed; PostgreSQL connections the
+# server closed are made again before use, a paused PostgreSQL holds a node
+# only for [store] timeout_ms, and a failed queue read is tried again; a
+# Redis that stops answering is given up on within a bound and the queues
+# polled; the HTTP port bounds a request's headers and time.
 #   scripts/services.sh tests/test_cluster_faults.sh MISSIVE MISSIVED
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -16,8 +18,9 @@ psql_do() { psql -q -X -v ON_ERROR_STOP=1 -d "$MSV_TEST_POSTGRES" -c "$1" >/dev/
 
 work=$(mktemp -d)
 declare -A pids ports
+pg_pids() { echo "$MSV_SERVICES_PG_PID" $(ps -o pid= --ppid "$MSV_SERVICES_PG_PID"); }
 cleanup() {
-    kill -CONT "$MSV_SERVICES_REDIS_PID" 2>/dev/null
+    kill -CONT "$MSV_SERVICES_REDIS_PID" $(pg_pids) 2>/dev/null
     for n in "${!pids[@]}"; do kill -CONT "${pids[$n]}" 2>/dev/null; kill -TERM "${pids[$n]}" 2>/dev/null; done
     wait 2>/dev/null
     rm -rf "$work"
@@ -35,7 +38,7 @@ PY
 }
 metric() { http_get "$1" /metrics | awk -v m="missived_$2" '$1 == m {print $2}'; }
 
-cluster_node A && ok || bad "node A started ($(tail -3 node-A.log))"
+cluster_node A 0 "$(printf '[store]\ntimeout_ms = 1500')" && ok || bad "node A started ($(tail -3 node-A.log))"
 export MISSIVE_PASSWORD="correct horse battery"
 code() { grep -h "handle=$1 code=" node-*.log | tail -1 | sed 's/.*code=//'; }
 # register WHO [NODE]: WHO's device talks to NODE (A)
@@ -64,6 +67,43 @@ done
 psql_do "ALTER TABLE accounts RENAME COLUMN suspended TO suspended_away;"
 expect 4 "a send while the suspension check fails is refused" -- as alice send bob@example.org --text "unchecked"
 psql_do "ALTER TABLE accounts RENAME COLUMN suspended_away TO suspended;"
+
+# every PostgreSQL connection of the node is ended by the server (as in a restart) while it
+# sits in the pool: each is found closed before use and made again, so nothing fails (no
+# warning or error logged: the clients' own retries would hide failed requests)
+problems() { grep -c 'level=\(warn\|error\)' node-A.log; }
+before=$(problems)
+psql_do "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'missive' AND pid <> pg_backend_pid();"
+for i in 1 2 3; do
+    expect 0 "alice sends $i after the node's connections were ended" -- as alice send bob@example.org --text "after the restart $i"
+done
+expect 0 "bob reads after the node's connections were ended" -- as bob receive --wait 1
+grep -q "after the restart 3" out.txt && ok || bad "bob's messages after the restart: $(cat out.txt)"
+[ "$(problems)" = "$before" ] && ok || bad "storage failed after the connections were ended: $(grep 'level=\(warn\|error\)' node-A.log | tail -3)"
+
+# PostgreSQL paused (SIGSTOP: connections open, nothing answered): the node gives up on a
+# statement after [store] timeout_ms (1.5 s here) instead of hanging; /health says so
+kill -STOP $(pg_pids)
+start=$(date +%s%N)
+http_get A /health >health.txt 2>&1
+took=$((($(date +%s%N) - start) / 1000000))
+kill -CONT $(pg_pids)
+grep -q '"store":"failing"' health.txt && [ "$took" -lt 6000 ] && ok || bad "/health with PostgreSQL paused, after ${took} ms: $(cat health.txt)"
+expect 0 "alice sends once PostgreSQL runs again" -- as alice send bob@example.org --text "after the pause"
+expect 0 "bob reads after the pause" -- as bob receive --wait 1
+grep -q "after the pause" out.txt && ok || bad "bob's message after the pause: $(cat out.txt)"
+
+# bob's queue read fails (a lock held past the statement timeout) after his client's own
+# requests are answered: it is tried again every second until it succeeds, although no
+# wake-up or answer comes to read it again
+expect 0 "alice writes to bob, offline" -- as alice send bob@example.org --text "behind a lock"
+psql -q -X -d "$MSV_TEST_POSTGRES" -c "BEGIN; LOCK TABLE queue IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(9); COMMIT;" >/dev/null 2>&1 &
+locker=$!
+sleep 0.5
+expect 0 "bob waits for his queue" -- as bob receive --wait 14
+wait "$locker"
+grep -q "behind a lock" out.txt && ok || bad "bob's queued message after a failed read: $(cat out.txt) $(cat err.txt)"
+[ "$(metric A queue_fetch_failures_total)" -ge 1 ] && ok || bad "queue_fetch_failures_total: $(metric A queue_fetch_failures_total)"
 
 # Redis is paused (SIGSTOP: connections stay open, nothing is answered): node B gives it up
 # within [cluster] redis_timeout_ms and reads its devices' queues every second, so carol, on

@@ -38,6 +38,7 @@ static const struct option_def options[] = {
     {"store", "backend", OPT_STR, F(store_backend), 0, 0},
     {"store", "postgres", OPT_STR, F(postgres), 0, 0},
     {"store", "connections", OPT_U32, F(store_connections), 1, 256},
+    {"store", "timeout_ms", OPT_U32, F(store_timeout_ms), 100, 3600000},
     {"cluster", "redis", OPT_STR, F(redis), 0, 0},
     {"cluster", "node", OPT_STR, F(node), 0, 0},
     {"cluster", "redis_timeout_ms", OPT_U32, F(redis_timeout_ms), 20, 60000},
@@ -98,6 +99,7 @@ void msv_config_defaults(struct msv_config *c)
     c->workers = 2;
     snprintf(c->store_backend, sizeof(c->store_backend), "sqlite");
     c->store_connections = 8;
+    c->store_timeout_ms = 5000;
     c->redis_timeout_ms = 1000;
     c->idle_timeout_s = 600;
     c->max_conns_per_address = 256;
@@ -329,7 +331,8 @@ msv_err msv_config_open_store(const struct msv_config *c, struct msv_store **out
     msv_err e;
 
     if (strcmp(c->store_backend, "postgres") == 0) {
-        e = msv_store_open_postgres(c->postgres, c->store_connections, why, sizeof(why), out);
+        e = msv_store_open_postgres(c->postgres, c->store_connections, c->store_timeout_ms, why,
+                                    sizeof(why), out);
         if (e != MSV_OK)
             snprintf(err, err_len, "cannot use the PostgreSQL store: %s",
                      why[0] ? why : msv_strerror(e));

@@ -20,6 +20,7 @@ struct msv_config {
     char store_backend[16];     /* "sqlite" (DATA_DIR/missive.db) or "postgres" */
     char postgres[1024];        /* libpq connection string */
     unsigned store_connections; /* PostgreSQL connections per node */
+    unsigned store_timeout_ms;  /* PostgreSQL: connecting, and each statement */
     char redis[256];            /* HOST:PORT of the cluster's Redis; empty: a node alone */
     char node[160];             /* this node's name in the cluster (empty: HOST:PORT it serves) */
     unsigned redis_timeout_ms;  /* a Redis silent this long is given up on */

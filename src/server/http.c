@@ -91,6 +91,8 @@ static const struct {
       "max_header_bytes."),
     M(http_timeouts, "http_timeouts_total", "counter",
       "HTTP connections closed at request_timeout_s."),
+    M(queue_fetch_failures, "queue_fetch_failures_total", "counter",
+      "Queue reads that failed (each worker reads every queue again a second later)."),
     M(store_unavailable, "store_unavailable_total", "counter",
       "Requests answered ERROR_IO because storage failed to decide them (authentication, "
       "suspension checks)."),

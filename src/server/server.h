@@ -81,6 +81,7 @@ struct msv_worker {
     struct event *wake_ev;
     struct event *commit_ev;
     struct event *stop_ev;
+    struct event *fetch_retry_ev; /* a failed queue read is tried again (FETCH_RETRY_MS) */
     pthread_mutex_t wake_lock;
     uint64_t *wake_devices;
     size_t wake_count, wake_cap;
@@ -99,7 +100,7 @@ struct msv_metrics {
     _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired, reads_paused;
     _Atomic uint64_t connections_refused;
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects, cluster_timeouts;
-    _Atomic uint64_t store_unavailable;
+    _Atomic uint64_t store_unavailable, queue_fetch_failures;
     _Atomic uint64_t http_refused, http_timeouts;
 };
 
