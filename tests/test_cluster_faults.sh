@@ -63,6 +63,11 @@ for m in "before the outage" "during the outage" "after the outage"; do
     grep -q "$m" out.txt && ok || bad "bob did not get \"$m\": $(cat out.txt)"
 done
 
+# linking a device when the account cannot be read is a server failure too, not a wrong password
+psql_do "ALTER TABLE accounts RENAME TO accounts_away;"
+expect 4 "linking while storage fails is a server failure" -- "$M" --data-dir dev-bob2 link bob@example.org --server "127.0.0.1:${ports[A]}"
+psql_do "ALTER TABLE accounts_away RENAME TO accounts;"
+
 # the suspension check cannot be read: the device is not let in (fails closed)
 psql_do "ALTER TABLE accounts RENAME COLUMN suspended TO suspended_away;"
 expect 4 "a send while the suspension check fails is refused" -- as alice send bob@example.org --text "unchecked"
