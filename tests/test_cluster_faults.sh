@@ -73,6 +73,26 @@ psql_do "ALTER TABLE accounts RENAME COLUMN suspended TO suspended_away;"
 expect 4 "a send while the suspension check fails is refused" -- as alice send bob@example.org --text "unchecked"
 psql_do "ALTER TABLE accounts RENAME COLUMN suspended_away TO suspended;"
 
+# after a reload, a connected device's suspension is looked at again with its next request
+# (here bob's acknowledgement); when only bob's cannot be read, that request is refused as
+# a server failure instead of passing unchecked
+(exec "$M" --data-dir dev-bob --account bob@example.org receive --wait 6 >bob.out 2>&1) &
+bob=$!
+sleep 1.5
+psql_do "ALTER TABLE accounts RENAME TO accounts_real;
+CREATE VIEW accounts AS SELECT id, handle, password_hash, created_ms,
+  CASE WHEN handle = 'bob@example.org' THEN 1 / (id - id) = 1 ELSE suspended END AS suspended
+  FROM accounts_real;"
+refusals() { grep -c "event=store_unavailable" node-A.log; }
+before=$(refusals)
+kill -HUP "${pids[A]}"
+sleep 0.5
+expect 0 "alice writes to bob, connected, after a reload" -- as alice send bob@example.org --text "after a reload"
+for _ in $(seq 30); do [ "$(refusals)" -gt "$before" ] && break; sleep 0.1; done
+[ "$(refusals)" -gt "$before" ] && ok || bad "bob's request after the reload passed without its suspension checked"
+psql_do "DROP VIEW accounts; ALTER TABLE accounts_real RENAME TO accounts;"
+wait "$bob"
+
 # every PostgreSQL connection of the node is ended by the server (as in a restart) while it
 # sits in the pool: each is found closed before use and made again, so nothing fails (no
 # warning or error logged: the clients' own retries would hide failed requests)
