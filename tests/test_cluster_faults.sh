@@ -135,9 +135,11 @@ grep -q "behind a lock" out.txt && ok || bad "bob's queued message after a faile
 # B, gets what alice sends through node A long before Redis answers again
 cluster_node B && ok || bad "node B started ($(tail -3 node-B.log))"
 register carol B && ok || bad "carol registered on node B"
-(exec "$M" --data-dir dev-carol --account carol@example.org receive --wait 12 >carol.out 2>&1) &
+(exec "$M" --data-dir dev-carol --account carol@example.org receive --wait 16 >carol.out 2>&1) &
 carol=$!
 sleep 1.5
+connected_before=$(grep -c "event=redis_connected" node-B.log)
+fds_before=$(ls "/proc/${pids[B]}/fd" | wc -l)
 kill -STOP "$MSV_SERVICES_REDIS_PID"
 start=$(date +%s%N)
 expect 0 "alice writes to carol while Redis is paused" -- as alice send carol@example.org --text "redis is paused"
@@ -146,6 +148,13 @@ wait_for carol.out "redis is paused" 50 && ok ||
 echo "delivered across nodes with Redis paused within $((($(date +%s%N) - start) / 1000000)) ms of the send starting"
 grep -q "event=redis_unresponsive" node-B.log && ok || bad "node B did not log that Redis stopped answering"
 [ "$(metric B cluster_redis_timeouts_total)" -ge 1 ] && ok || bad "cluster_redis_timeouts_total: $(metric B cluster_redis_timeouts_total)"
+# the paused Redis still lets the kernel accept new connections: node B, trying again every
+# second, neither takes one for Redis being back nor keeps them piling up
+while [ $((($(date +%s%N) - start) / 1000000)) -lt 5000 ]; do sleep 0.2; done
+[ "$(grep -c "event=redis_connected" node-B.log)" = "$connected_before" ] && ok ||
+    bad "node B logged redis_connected while Redis was paused"
+[ "$(ls "/proc/${pids[B]}/fd" | wc -l)" -le $((fds_before + 2)) ] && ok ||
+    bad "node B holds $(ls "/proc/${pids[B]}/fd" | wc -l) descriptors after 5 s of Redis paused, $fds_before before"
 kill -CONT "$MSV_SERVICES_REDIS_PID"
 for n in A B; do
     rejoined "$n" && ok || bad "node $n did not take Redis up again"

@@ -64,6 +64,8 @@ struct msv_cluster {
     struct msv_u64map online;     /* devices connected to this node */
     int64_t last_heartbeat;
     int64_t probe_sent_ms; /* monotonic; 0: no probe unanswered */
+    int64_t connect_ms;    /* monotonic: connections begun, not yet answering; 0: none */
+    int answered;          /* a probe came back on these connections: Redis really answers */
 };
 
 /* ---- requests from the workers ---------------------------------------------------------- */
@@ -142,6 +144,27 @@ static void set_presence(struct msv_cluster *c, uint64_t device)
 }
 
 /* Messages and confirmations on the subscriber connection. */
+/* Publishes to this node's own probe channel once both connections can carry it. */
+static void send_probe(struct msv_cluster *c)
+{
+    if (c->probe_sent_ms == 0 && c->cmd_up && c->subscribed) {
+        redisAsyncCommand(c->cmd, on_reply, NULL, "PUBLISH " PROBE_PREFIX "%s p", c->node);
+        c->probe_sent_ms = msv_mono_ms();
+    }
+}
+
+/* The probe came back: Redis answers both ways (the first time, it is up again). */
+static void probe_answered(struct msv_cluster *c)
+{
+    c->probe_sent_ms = 0;
+    if (c->answered)
+        return;
+    c->answered = 1;
+    c->connect_ms = 0;
+    c->was_up = 1;
+    msv_log(MSV_LOG_INFO, "redis_connected", "redis=%s:%d node=%s", c->host, c->port, c->node);
+}
+
 static void on_message(redisAsyncContext *ac, void *reply, void *arg)
 {
     struct msv_cluster *c = ac->data;
@@ -158,13 +181,14 @@ static void on_message(redisAsyncContext *ac, void *reply, void *arg)
         return;
     if (strncmp(channel->str, PROBE_PREFIX, strlen(PROBE_PREFIX)) == 0) {
         if (strcmp(kind->str, "message") == 0)
-            c->probe_sent_ms = 0; /* Redis answers, both ways */
+            probe_answered(c);
         return;
     }
     if (strcmp(channel->str, DIRECTORY_CHANNEL) == 0) {
         if (strcmp(kind->str, "subscribe") == 0) {
             /* (re)connected: whatever was published meanwhile is read from the store */
             c->subscribed = 1;
+            send_probe(c); /* Redis is taken as up once it answers one */
             msv_dircache_drop_all(&c->srv->dir);
             msv_kt_log_grown(&c->srv->kt);
             wake_all_online(c);
@@ -228,10 +252,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
             if (c->online.keys[i] != 0)
                 set_presence(c, c->online.keys[i]);
     }
-    if (c->cmd_up && c->sub_up) {
-        msv_log(MSV_LOG_INFO, "redis_connected", "redis=%s:%d node=%s", c->host, c->port, c->node);
-        c->was_up = 1;
-    }
+    send_probe(c);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -248,6 +269,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         c->cmd_up = 0;
     }
     c->probe_sent_ms = 0;
+    c->answered = 0;
     if (c->was_up) {
         msv_log(MSV_LOG_WARN, "redis_lost",
                 "redis=%s:%d reading queues every second until it is back", c->host, c->port);
@@ -355,7 +377,8 @@ static void drop_both(struct msv_cluster *c)
     redisAsyncContext *sub = c->sub, *cmd = c->cmd;
 
     c->sub = c->cmd = NULL; /* forgotten first: on_disconnect only logs the loss */
-    c->sub_up = c->cmd_up = c->subscribed = 0;
+    c->sub_up = c->cmd_up = c->subscribed = c->answered = 0;
+    c->connect_ms = 0;
     if (sub != NULL)
         redisAsyncFree(sub);
     if (cmd != NULL)
@@ -369,22 +392,28 @@ static void drop_both(struct msv_cluster *c)
  * own probe channel must come back on its subscriber within [cluster] redis_timeout_ms, or
  * both connections are dropped and the queues are read every second until Redis is back.
  */
-/* 1 if Redis was given up on just now. */
+/*
+ * Connections that are not carrying a probe within the timeout of being begun (a paused
+ * Redis still lets the kernel accept them) are given up on the same way, so that they
+ * neither pile up what is sent on them nor pass for a Redis that answers.
+ * 1 if Redis, up until now, was given up on just now.
+ */
 static int probe(struct msv_cluster *c)
 {
-    int64_t now = msv_mono_ms();
+    int64_t now = msv_mono_ms(), timeout = (int64_t)c->srv->cfg.redis_timeout_ms;
+    int was_answering = c->answered;
 
-    if (c->probe_sent_ms != 0 && now - c->probe_sent_ms >= (int64_t)c->srv->cfg.redis_timeout_ms) {
-        atomic_fetch_add(&c->srv->m.cluster_timeouts, 1);
-        msv_log(MSV_LOG_WARN, "redis_unresponsive", "redis=%s:%d no answer within %ums", c->host,
-                c->port, c->srv->cfg.redis_timeout_ms);
+    if ((c->probe_sent_ms != 0 && now - c->probe_sent_ms >= timeout) ||
+        (!c->answered && c->connect_ms != 0 && now - c->connect_ms >= timeout)) {
+        if (was_answering) { /* once an outage: connections that never answered are quiet */
+            atomic_fetch_add(&c->srv->m.cluster_timeouts, 1);
+            msv_log(MSV_LOG_WARN, "redis_unresponsive", "redis=%s:%d no answer within %ums",
+                    c->host, c->port, c->srv->cfg.redis_timeout_ms);
+        }
         drop_both(c);
-        return 1;
+        return was_answering;
     }
-    if (c->probe_sent_ms == 0 && c->cmd_up && c->subscribed) {
-        redisAsyncCommand(c->cmd, on_reply, NULL, "PUBLISH " PROBE_PREFIX "%s p", c->node);
-        c->probe_sent_ms = now;
-    }
+    send_probe(c);
     return 0;
 }
 
@@ -406,6 +435,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    /* the timeout runs from the first connection begun of those that must answer together */
+    if ((c->cmd == NULL && c->sub == NULL) ||
+        ((c->cmd == NULL || c->sub == NULL) && c->connect_ms == 0))
+        c->connect_ms = msv_mono_ms();
     if (c->cmd == NULL)
         c->cmd = connect_one(c);
     if (c->sub == NULL)
@@ -415,8 +448,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
                           (long long)msv_wall_ms(), HEARTBEAT_TTL_S);
         c->last_heartbeat = now;
     }
-    /* no wake-ups can arrive: the queues are read instead */
-    if (!c->subscribed || !c->cmd_up)
+    /* wake-ups cannot be trusted to arrive until a probe came back: the queues are read */
+    if (!c->answered)
         wake_all_online(c);
 }
 
