@@ -62,3 +62,58 @@ as() {
     shift
     "$M" --data-dir "dev-$who" --account "$who@example.org" "$@"
 }
+
+# cluster_node NAME [PORT [INI-LINES]]: starts (or restarts, on the same port) a
+# missived node on $MSV_TEST_POSTGRES and $MSV_TEST_REDIS with its data in
+# $work/node-NAME and the shared directory $work/shared, its log appended to
+# node-NAME.log; INI-LINES are added to its config. Sets pids[NAME] and
+# ports[NAME] (associative arrays of the caller) and returns once both of its
+# Redis connections are up, or 1.
+cluster_node() {
+    local n=$1
+    rm -f "node-$n/missived.ports"
+    cat >"node-$n.ini" <<EOF
+[server]
+data_dir = $work/node-$n
+shared_dir = $work/shared
+listen_port = ${2:-0}
+[store]
+backend = postgres
+postgres = $MSV_TEST_POSTGRES
+connections = 4
+[cluster]
+redis = $MSV_TEST_REDIS
+node = $n
+[http]
+listen_port = 0
+[accounts]
+argon2_memlimit_kib = 8
+${3:-}
+EOF
+    "$D" --config "node-$n.ini" 2>>"node-$n.log" &
+    pids[$n]=$!
+    for _ in $(seq 300); do [ -s "node-$n/missived.ports" ] && break; sleep 0.1; done
+    [ -s "node-$n/missived.ports" ] || return 1
+    ports[$n]=$(awk '/^tls/{print $2}' "node-$n/missived.ports")
+    for _ in $(seq 100); do grep -q "event=redis_connected" "node-$n.log" && return 0; sleep 0.1; done
+    return 1
+}
+
+# wait_for FILE TEXT [TENTHS]: 0 as soon as FILE holds TEXT, else 1 after TENTHS
+# tenths of a second (60)
+wait_for() {
+    for _ in $(seq "${3:-60}"); do
+        grep -q "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# rejoined NODE: 0 once node NODE has connected to Redis a second time (within 10 s)
+rejoined() {
+    for _ in $(seq 100); do
+        [ "$(grep -c "event=redis_connected" "node-$1.log")" -ge 2 ] && return 0
+        sleep 0.1
+    done
+    return 1
+}

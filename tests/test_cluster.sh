@@ -31,37 +31,8 @@ cleanup() {
 trap cleanup EXIT
 cd "$work" || exit 1
 
-# node NAME [PORT]: starts (or restarts, on the same port) a node with its own
-# data directory and the shared one
-node() {
-    local n=$1
-    rm -f "node-$n/missived.ports"
-    cat >"node-$n.ini" <<EOF
-[server]
-data_dir = $work/node-$n
-shared_dir = $work/shared
-listen_port = ${2:-0}
-[store]
-backend = postgres
-postgres = $MSV_TEST_POSTGRES
-connections = 4
-[cluster]
-redis = $MSV_TEST_REDIS
-node = $n
-[http]
-listen_port = 0
-[accounts]
-argon2_memlimit_kib = 8
-EOF
-    "$D" --config "node-$n.ini" 2>>"node-$n.log" &
-    pids[$n]=$!
-    for _ in $(seq 300); do [ -s "node-$n/missived.ports" ] && break; sleep 0.1; done
-    [ -s "node-$n/missived.ports" ] || return 1
-    ports[$n]=$(awk '/^tls/{print $2}' "node-$n/missived.ports")
-    # joined: both Redis connections up
-    for _ in $(seq 100); do grep -q "event=redis_connected" "node-$n.log" && return 0; sleep 0.1; done
-    return 1
-}
+# node NAME [PORT]: starts (or restarts, on the same port) a node (lib.sh)
+node() { cluster_node "$1" "${2:-0}"; }
 
 # the first node makes the shared certificate and log key; the others use them
 node A && node B && node C && ok || bad "three nodes started ($(tail -3 node-*.log))"
@@ -154,19 +125,16 @@ redis_conf=$(rcli CONFIG GET dir | tail -1)
 rcli SHUTDOWN NOSAVE >/dev/null 2>&1
 for _ in $(seq 50); do rcli PING >/dev/null 2>&1 || break; sleep 0.1; done
 expect 0 "alice writes to carol while Redis is down" -- as alice send carol@example.org --text "redis was down"
-for _ in $(seq 60); do grep -q "redis was down" carol.out && break; sleep 0.1; done
-grep -q "redis was down" carol.out && ok || bad "carol missed what was sent while Redis was down"
+wait_for carol.out "redis was down" && ok || bad "carol missed what was sent while Redis was down"
 redis-server --bind "$redis_host" --port "$redis_port" --save '' --appendonly no --dir "$redis_conf" \
     --logfile "$work/redis2.log" --daemonize yes >/dev/null
 redis_restarted=1
 for _ in $(seq 100); do rcli PING 2>/dev/null | grep -q PONG && break; sleep 0.1; done
 for n in A C; do
-    for _ in $(seq 60); do [ "$(grep -c "event=redis_connected" "node-$n.log")" -ge 2 ] && break; sleep 0.1; done
-    [ "$(grep -c "event=redis_connected" "node-$n.log")" -ge 2 ] && ok || bad "node $n did not reconnect to Redis"
+    rejoined "$n" && ok || bad "node $n did not reconnect to Redis"
 done
 expect 0 "alice writes to carol after Redis is back" -- as alice send carol@example.org --text "redis is back"
-for _ in $(seq 60); do grep -q "redis is back" carol.out && break; sleep 0.1; done
-grep -q "redis is back" carol.out && ok || bad "carol missed what was sent after Redis came back"
+wait_for carol.out "redis is back" && ok || bad "carol missed what was sent after Redis came back"
 kill "$carol" 2>/dev/null
 wait "$carol" 2>/dev/null
 

@@ -528,7 +528,7 @@ void seed_postgres(const char *conninfo, size_t accounts, const uint8_t *identit
     PGconn *db;
     PGresult *r;
 
-    if (msv_store_open_postgres(conninfo, 1, why, sizeof(why), &store) != MSV_OK)
+    if (msv_store_open_postgres(conninfo, 1, 0, why, sizeof(why), &store) != MSV_OK)
         die("cannot open the PostgreSQL store: %s", why);
     msv_store_close(store);
     snprintf(n, sizeof(n), "%zu", accounts);
@@ -551,7 +551,7 @@ void seed_postgres(const char *conninfo, size_t accounts, const uint8_t *identit
     PQclear(r);
     PQfinish(db);
     /* the backfill logs every account now, not in the first node's start */
-    if (msv_store_open_postgres(conninfo, 1, why, sizeof(why), &store) != MSV_OK)
+    if (msv_store_open_postgres(conninfo, 1, 0, why, sizeof(why), &store) != MSV_OK)
         die("cannot open the PostgreSQL store: %s", why);
     msv_store_close(store);
 }

@@ -335,6 +335,10 @@ msv_err msv_conn_auth(struct msv_conn *c, const char *handle, uint64_t device_id
     if (err != MSV_OK)
         return err;
     err = resp->body_case == MSV__WIRE__FRAME__BODY_OK ? MSV_OK : MSV_ERR_AUTH;
+    /* the server's storage failed: worth trying again, the device was not refused */
+    if (resp->body_case == MSV__WIRE__FRAME__BODY_ERROR &&
+        resp->error->code == MSV__WIRE__ERROR_CODE__ERROR_IO)
+        err = MSV_ERR_IO;
     /* the server's reason ("authentication failed", "this account is suspended") */
     if (err != MSV_OK && why != NULL && why_len > 0 &&
         resp->body_case == MSV__WIRE__FRAME__BODY_ERROR)

@@ -26,6 +26,7 @@
 #define WAKE_PREFIX "msv:wake:"
 #define PRESENCE_PREFIX "msv:presence:"
 #define DIRECTORY_CHANNEL "msv:directory"
+#define PROBE_PREFIX "msv:probe:"
 
 /* Deletes the presence only if it still names this node (a newer connection elsewhere wins). */
 static const char forget_presence[] =
@@ -48,7 +49,7 @@ struct msv_cluster {
     pthread_t thread;
     int started;
     struct event_base *base;
-    struct event *ops_ev, *tick_ev;
+    struct event *ops_ev, *tick_ev, *probe_ev;
 
     pthread_mutex_t lock; /* guards ops and stopping */
     struct op *ops;
@@ -62,6 +63,9 @@ struct msv_cluster {
     int was_up;                   /* Redis was reachable once: its loss is worth a warning */
     struct msv_u64map online;     /* devices connected to this node */
     int64_t last_heartbeat;
+    int64_t probe_sent_ms; /* monotonic; 0: no probe unanswered */
+    int64_t connect_ms;    /* monotonic: connections begun, not yet answering; 0: none */
+    int answered;          /* a probe came back on these connections: Redis really answers */
 };
 
 /* ---- requests from the workers ---------------------------------------------------------- */
@@ -140,6 +144,27 @@ static void set_presence(struct msv_cluster *c, uint64_t device)
 }
 
 /* Messages and confirmations on the subscriber connection. */
+/* Publishes to this node's own probe channel once both connections can carry it. */
+static void send_probe(struct msv_cluster *c)
+{
+    if (c->probe_sent_ms == 0 && c->cmd_up && c->subscribed) {
+        redisAsyncCommand(c->cmd, on_reply, NULL, "PUBLISH " PROBE_PREFIX "%s p", c->node);
+        c->probe_sent_ms = msv_mono_ms();
+    }
+}
+
+/* The probe came back: Redis answers both ways (the first time, it is up again). */
+static void probe_answered(struct msv_cluster *c)
+{
+    c->probe_sent_ms = 0;
+    if (c->answered)
+        return;
+    c->answered = 1;
+    c->connect_ms = 0;
+    c->was_up = 1;
+    msv_log(MSV_LOG_INFO, "redis_connected", "redis=%s:%d node=%s", c->host, c->port, c->node);
+}
+
 static void on_message(redisAsyncContext *ac, void *reply, void *arg)
 {
     struct msv_cluster *c = ac->data;
@@ -154,10 +179,16 @@ static void on_message(redisAsyncContext *ac, void *reply, void *arg)
     payload = r->element[2];
     if (kind->type != REDIS_REPLY_STRING || channel->type != REDIS_REPLY_STRING)
         return;
+    if (strncmp(channel->str, PROBE_PREFIX, strlen(PROBE_PREFIX)) == 0) {
+        if (strcmp(kind->str, "message") == 0)
+            probe_answered(c);
+        return;
+    }
     if (strcmp(channel->str, DIRECTORY_CHANNEL) == 0) {
         if (strcmp(kind->str, "subscribe") == 0) {
             /* (re)connected: whatever was published meanwhile is read from the store */
             c->subscribed = 1;
+            send_probe(c); /* Redis is taken as up once it answers one */
             msv_dircache_drop_all(&c->srv->dir);
             msv_kt_log_grown(&c->srv->kt);
             wake_all_online(c);
@@ -211,6 +242,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         for (size_t i = 0; i < c->online.cap; i++)
             if (c->online.keys[i] != 0)
                 subscribe_device(c, c->online.keys[i]);
+        redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " PROBE_PREFIX "%s", c->node);
         /* last, so that its confirmation follows every device's */
         redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " DIRECTORY_CHANNEL);
     } else {
@@ -220,10 +252,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
             if (c->online.keys[i] != 0)
                 set_presence(c, c->online.keys[i]);
     }
-    if (c->cmd_up && c->sub_up) {
-        msv_log(MSV_LOG_INFO, "redis_connected", "redis=%s:%d node=%s", c->host, c->port, c->node);
-        c->was_up = 1;
-    }
+    send_probe(c);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -239,6 +268,8 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         c->cmd = NULL;
         c->cmd_up = 0;
     }
+    c->probe_sent_ms = 0;
+    c->answered = 0;
     if (c->was_up) {
         msv_log(MSV_LOG_WARN, "redis_lost",
                 "redis=%s:%d reading queues every second until it is back", c->host, c->port);
@@ -340,6 +371,63 @@ static void on_ops(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Gives up both connections; what they held unsent is lost, and the tick connects again. */
+static void drop_both(struct msv_cluster *c)
+{
+    redisAsyncContext *sub = c->sub, *cmd = c->cmd;
+
+    c->sub = c->cmd = NULL; /* forgotten first: on_disconnect only logs the loss */
+    c->sub_up = c->cmd_up = c->subscribed = c->answered = 0;
+    c->connect_ms = 0;
+    if (sub != NULL)
+        redisAsyncFree(sub);
+    if (cmd != NULL)
+        redisAsyncFree(cmd);
+    c->probe_sent_ms = 0;
+}
+
+/*
+ * A Redis that stops answering (paused, hung, a network that drops packets) would hold every
+ * wake-up in a buffer while the connections look up: a message this node publishes to its
+ * own probe channel must come back on its subscriber within [cluster] redis_timeout_ms, or
+ * both connections are dropped and the queues are read every second until Redis is back.
+ */
+/*
+ * Connections that are not carrying a probe within the timeout of being begun (a paused
+ * Redis still lets the kernel accept them) are given up on the same way, so that they
+ * neither pile up what is sent on them nor pass for a Redis that answers.
+ * 1 if Redis, up until now, was given up on just now.
+ */
+static int probe(struct msv_cluster *c)
+{
+    int64_t now = msv_mono_ms(), timeout = (int64_t)c->srv->cfg.redis_timeout_ms;
+    int was_answering = c->answered;
+
+    if ((c->probe_sent_ms != 0 && now - c->probe_sent_ms >= timeout) ||
+        (!c->answered && c->connect_ms != 0 && now - c->connect_ms >= timeout)) {
+        if (was_answering) { /* once an outage: connections that never answered are quiet */
+            atomic_fetch_add(&c->srv->m.cluster_timeouts, 1);
+            msv_log(MSV_LOG_WARN, "redis_unresponsive", "redis=%s:%d no answer within %ums",
+                    c->host, c->port, c->srv->cfg.redis_timeout_ms);
+        }
+        drop_both(c);
+        return was_answering;
+    }
+    send_probe(c);
+    return 0;
+}
+
+static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct msv_cluster *c = arg;
+
+    (void)fd;
+    (void)what;
+    /* given up on: what it held back is read from the store now, then every tick */
+    if (probe(c))
+        wake_all_online(c);
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct msv_cluster *c = arg;
@@ -347,6 +435,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    /* the timeout runs from the first connection begun of those that must answer together */
+    if ((c->cmd == NULL && c->sub == NULL) ||
+        ((c->cmd == NULL || c->sub == NULL) && c->connect_ms == 0))
+        c->connect_ms = msv_mono_ms();
     if (c->cmd == NULL)
         c->cmd = connect_one(c);
     if (c->sub == NULL)
@@ -356,8 +448,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
                           (long long)msv_wall_ms(), HEARTBEAT_TTL_S);
         c->last_heartbeat = now;
     }
-    /* no wake-ups can arrive: the queues are read instead */
-    if (!c->subscribed || !c->cmd_up)
+    /* wake-ups cannot be trusted to arrive until a probe came back: the queues are read */
+    if (!c->answered)
         wake_all_online(c);
 }
 
@@ -374,6 +466,9 @@ msv_err msv_cluster_start(struct msv_server *s, const char *redis, const char *n
 {
     struct msv_cluster *c = calloc(1, sizeof(*c));
     struct timeval tick = {TICK_MS / 1000, (TICK_MS % 1000) * 1000};
+    /* a quarter of the timeout: a stall is noticed within about 1.5 times it */
+    unsigned probe_ms = s->cfg.redis_timeout_ms / 4 > 0 ? s->cfg.redis_timeout_ms / 4 : 1;
+    struct timeval probe_every = {probe_ms / 1000, (probe_ms % 1000) * 1000};
     uint16_t port;
 
     if (c == NULL)
@@ -392,9 +487,10 @@ msv_err msv_cluster_start(struct msv_server *s, const char *redis, const char *n
     if (c->base != NULL) {
         c->ops_ev = event_new(c->base, -1, EV_PERSIST, on_ops, c);
         c->tick_ev = event_new(c->base, -1, EV_PERSIST, on_tick, c);
+        c->probe_ev = event_new(c->base, -1, EV_PERSIST, on_probe_timer, c);
     }
-    if (c->base == NULL || c->ops_ev == NULL || c->tick_ev == NULL ||
-        event_add(c->tick_ev, &tick) != 0) {
+    if (c->base == NULL || c->ops_ev == NULL || c->tick_ev == NULL || c->probe_ev == NULL ||
+        event_add(c->tick_ev, &tick) != 0 || event_add(c->probe_ev, &probe_every) != 0) {
         msv_cluster_stop(c);
         snprintf(err, err_len, "out of memory");
         return MSV_ERR_NOMEM;
@@ -434,6 +530,8 @@ void msv_cluster_stop(struct msv_cluster *c)
         event_free(c->ops_ev);
     if (c->tick_ev != NULL)
         event_free(c->tick_ev);
+    if (c->probe_ev != NULL)
+        event_free(c->probe_ev);
     if (c->base != NULL)
         event_base_free(c->base);
     msv_u64map_clear(&c->online);

@@ -14,8 +14,10 @@
  *
  * Whatever Redis may have missed is made good when its connection comes
  * back: the cache is dropped whole and every connected device's queue is
- * read again. While Redis is unreachable, the node reads its devices' queues
- * once a second instead of waiting for wake-ups.
+ * read again. While Redis is unreachable, or silent (a probe the node
+ * publishes to itself, msv:probe:NAME, not back within [cluster]
+ * redis_timeout_ms: the connections are then dropped), the node reads its
+ * devices' queues once a second instead of waiting for wake-ups.
  *
  * A cluster runs its own thread and event loop; the functions below may be
  * called from any thread.

@@ -52,8 +52,10 @@ static const struct option_def options[] = {
     {"store", "backend", OPT_STR, F(store_backend), 0, 0},
     {"store", "postgres", OPT_STR, F(postgres), 0, 0},
     {"store", "connections", OPT_U32, F(store_connections), 1, 256},
+    {"store", "timeout_ms", OPT_U32, F(store_timeout_ms), 100, 3600000},
     {"cluster", "redis", OPT_STR, F(redis), 0, 0},
     {"cluster", "node", OPT_STR, F(node), 0, 0},
+    {"cluster", "redis_timeout_ms", OPT_U32, F(redis_timeout_ms), 20, 60000},
     {"tls", "cert_file", OPT_STR, F(cert_file), 0, 0},
     {"tls", "key_file", OPT_STR, F(key_file), 0, 0},
     {"relay", "payload_limit", OPT_U64, F(payload_limit), 256, 1048576},
@@ -91,6 +93,8 @@ static const struct option_def options[] = {
     {"http", "enabled", OPT_BOOL, F(http_enabled), 0, 1},
     {"http", "listen_host", OPT_STR, F(http_host), 0, 0},
     {"http", "listen_port", OPT_PORT, F(http_port), 0, 65535},
+    {"http", "max_header_bytes", OPT_U32, F(http_max_header_bytes), 256, 1048576},
+    {"http", "request_timeout_s", OPT_U32, F(http_request_timeout_s), 1, 3600},
     {"log", "level", OPT_LEVEL, F(log_level), 0, 0},
     {"log", "file", OPT_STR, F(log_file), 0, 0},
     {"testing", "clock_file", OPT_STR, F(clock_file), 0, 0},
@@ -125,6 +129,8 @@ void msv_config_defaults(struct msv_config *c)
     c->workers = 2;
     snprintf(c->store_backend, sizeof(c->store_backend), "sqlite");
     c->store_connections = 8;
+    c->store_timeout_ms = 5000;
+    c->redis_timeout_ms = 1000;
     c->idle_timeout_s = 600;
     c->max_conns_per_address = 256;
     c->frame_max = 1u << 20;
@@ -164,6 +170,8 @@ void msv_config_defaults(struct msv_config *c)
     c->http_enabled = 1;
     snprintf(c->http_host, sizeof(c->http_host), "127.0.0.1");
     c->http_port = 7480;
+    c->http_max_header_bytes = 8192;
+    c->http_request_timeout_s = 10;
     c->log_level = MSV_LOG_INFO;
 }
 
@@ -383,7 +391,8 @@ msv_err msv_config_open_store(const struct msv_config *c, struct msv_store **out
     msv_err e;
 
     if (strcmp(c->store_backend, "postgres") == 0) {
-        e = msv_store_open_postgres(c->postgres, c->store_connections, why, sizeof(why), out);
+        e = msv_store_open_postgres(c->postgres, c->store_connections, c->store_timeout_ms, why,
+                                    sizeof(why), out);
         if (e != MSV_OK)
             snprintf(err, err_len, "cannot use the PostgreSQL store: %s",
                      why[0] ? why : msv_strerror(e));

@@ -20,8 +20,10 @@ struct msv_config {
     char store_backend[16];     /* "sqlite" (DATA_DIR/missive.db) or "postgres" */
     char postgres[1024];        /* libpq connection string */
     unsigned store_connections; /* PostgreSQL connections per node */
+    unsigned store_timeout_ms;  /* PostgreSQL: connecting, and each statement */
     char redis[256];            /* HOST:PORT of the cluster's Redis; empty: a node alone */
     char node[160];             /* this node's name in the cluster (empty: HOST:PORT it serves) */
+    unsigned redis_timeout_ms;  /* a Redis silent this long is given up on */
     char cert_file[1024];       /* empty: self-signed, generated into data_dir */
     char key_file[1024];
     uint64_t payload_limit;
@@ -59,6 +61,8 @@ struct msv_config {
     char http_host[256];
     uint16_t http_port; /* 0 with http_enabled: any free port */
     int http_enabled;
+    unsigned http_max_header_bytes;  /* a request's line and headers, together */
+    unsigned http_request_timeout_s; /* an HTTP connection's whole life */
     enum msv_log_level log_level;
     char log_file[1024]; /* empty: standard error */
     uint64_t expiry_interval_ms;

@@ -175,12 +175,25 @@ static void handle_hello(struct msv_conn_state *c, const msv_frame *f)
     msv_conn_send_frame(c, &out);
 }
 
-/* 1 if an operator suspended the account (missive-admin); a storage failure counts as not. */
+/*
+ * 1 if an operator suspended the account (missive-admin), 0 if not, -1 if storage failed: the
+ * check fails closed, and callers answer -1 as the temporary failure it is (ERROR_IO).
+ */
 static int is_suspended(struct msv_server *s, uint64_t account)
 {
     int suspended = 0;
 
-    return STORE(s)->account_suspended(IMPL(s), account, &suspended) == MSV_OK && suspended;
+    if (STORE(s)->account_suspended(IMPL(s), account, &suspended) != MSV_OK)
+        return -1;
+    return suspended != 0;
+}
+
+/* Answers a request that storage could not decide: the client keeps it and tries again later. */
+static void send_unavailable(struct msv_conn_state *c, uint64_t request_id)
+{
+    atomic_fetch_add(&c->w->srv->m.store_unavailable, 1);
+    msv_log(MSV_LOG_WARN, "store_unavailable", "peer=%s", c->peer);
+    msv_conn_send_error(c, request_id, E_IO, "storage is unavailable; try again later");
 }
 
 /* Checks the device's signature over context || nonce || TLS exporter. */
@@ -229,6 +242,7 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
     uint64_t account = 0;
     char handle[MSV_HANDLE_MAX + 1];
     unsigned suites = 0;
+    int suspended = 0;
     msv_err err = MSV_ERR_AUTH;
 
     if (!c->challenged || c->device_id != 0) {
@@ -236,17 +250,27 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
         return;
     }
     c->challenged = 0; /* one attempt per challenge */
-    if (normalise_handle(a->handle, handle) &&
-        STORE(s)->account_get(IMPL(s), handle, &account, NULL) == MSV_OK &&
-        STORE(s)->device_get(IMPL(s), a->device_id, &dev) == MSV_OK && dev.account_id == account &&
-        dev.approved)
-        err = verify_auth(c, &dev, a->signature);
+    if (normalise_handle(a->handle, handle)) {
+        err = STORE(s)->account_get(IMPL(s), handle, &account, NULL);
+        if (err == MSV_OK)
+            err = STORE(s)->device_get(IMPL(s), a->device_id, &dev);
+        if (err == MSV_ERR_NOT_FOUND ||
+            (err == MSV_OK && (dev.account_id != account || !dev.approved)))
+            err = MSV_ERR_AUTH;
+        else if (err == MSV_OK)
+            err = verify_auth(c, &dev, a->signature);
+    }
     if (err == MSV_OK)
         suites = msv_identity_suites_of(dev.identity, dev.identity_len);
     msv_device_rec_clear(&dev);
-    if (err == MSV_OK && is_suspended(s, account)) {
+    if (err == MSV_OK && (suspended = is_suspended(s, account)) > 0) {
         msv_conn_send_error(c, f->request_id, E_AUTH, "this account is suspended");
         msv_conn_close_soon(c);
+        return;
+    }
+    if (suspended < 0 || (err != MSV_OK && err != MSV_ERR_AUTH)) {
+        /* not an answer about the device: it may try again once storage is back */
+        send_unavailable(c, f->request_id);
         return;
     }
     if (err != MSV_OK) {
@@ -468,7 +492,7 @@ static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
     const char *bad;
     uint64_t account = 0, device = 0;
     msv_err err;
-    int ok = 0, approved = 1, code;
+    int ok = 0, approved = 1, code, suspended = 0;
 
     if (!rate_ok(c, f->request_id))
         return;
@@ -482,16 +506,22 @@ static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
     }
     memcpy(password, a->password.data, a->password.len);
     password[a->password.len] = '\0';
-    if (STORE(s)->account_get(IMPL(s), handle, &account, &pw_hash) == MSV_OK)
+    err = STORE(s)->account_get(IMPL(s), handle, &account, &pw_hash);
+    if (err == MSV_OK)
         ok = crypto_pwhash_str_verify(pw_hash, password, a->password.len) == 0;
     sodium_memzero(password, sizeof(password));
     free(pw_hash);
+    if ((err != MSV_OK && err != MSV_ERR_NOT_FOUND) ||
+        (ok && (suspended = is_suspended(s, account)) < 0)) {
+        send_unavailable(c, f->request_id);
+        return;
+    }
     if (!ok) {
         /* the same answer for an unknown handle and a wrong password */
         msv_conn_send_error(c, f->request_id, E_AUTH, "wrong handle or password");
         return;
     }
-    if (is_suspended(s, account)) {
+    if (suspended) {
         msv_conn_send_error(c, f->request_id, E_AUTH, "this account is suspended");
         return;
     }
@@ -1447,8 +1477,14 @@ void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f)
 
     /* after a reload, each connected device's account is looked at once more */
     if (c->device_id != 0 && c->suspension_checked != gen) {
+        int suspended = is_suspended(s, c->account_id);
+
+        if (suspended < 0) {
+            send_unavailable(c, f->request_id); /* looked at again with the next request */
+            return;
+        }
         c->suspension_checked = gen;
-        if (is_suspended(s, c->account_id)) {
+        if (suspended) {
             msv_log(MSV_LOG_INFO, "suspended_closed", "peer=%s device=%llu", c->peer,
                     (unsigned long long)c->device_id);
             msv_conn_send_error(c, f->request_id, E_AUTH, "this account is suspended");

@@ -1,13 +1,28 @@
-/* /health and Prometheus /metrics on the local HTTP port (evhttp, on worker 0's loop). */
+/*
+ * /health and Prometheus /metrics on the local HTTP port (evhttp, on worker 0's loop).
+ *
+ * evhttp bounds a request's line and headers ([http] max_header_bytes: more is answered 413)
+ * but its timeout starts again with every byte, so a client that trickles a request would
+ * hold its connection as long as it liked. The port therefore makes each connection's
+ * bufferevent itself and keeps a reference on it with a deadline ([http] request_timeout_s
+ * after it was accepted); once a second, a connection past its deadline has its socket shut
+ * down (evhttp sees it end and frees it), and one evhttp has freed is let go. The reference
+ * keeps the descriptor open until then, so the sweep never touches a reused one.
+ */
 #include <arpa/inet.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <event2/http.h>
 
+#include "missive/util.h"
+#include "server/log.h"
 #include "server/server.h"
 
 static void on_health(struct evhttp_request *req, void *arg)
@@ -70,6 +85,18 @@ static const struct {
       "Wake-ups from other nodes for devices connected here."),
     M(cluster_connects, "cluster_redis_connects_total", "counter",
       "Connections to the cluster's Redis begun (two per node when all is well)."),
+    M(cluster_timeouts, "cluster_redis_timeouts_total", "counter",
+      "Times the cluster's Redis did not answer within redis_timeout_ms and was given up on."),
+    M(http_refused, "http_requests_refused_total", "counter",
+      "HTTP requests answered 4xx: malformed, an unknown path or method, headers over "
+      "max_header_bytes."),
+    M(http_timeouts, "http_timeouts_total", "counter",
+      "HTTP connections closed at request_timeout_s."),
+    M(queue_fetch_failures, "queue_fetch_failures_total", "counter",
+      "Queue reads that failed (each worker reads every queue again a second later)."),
+    M(store_unavailable, "store_unavailable_total", "counter",
+      "Requests answered ERROR_IO because storage failed to decide them (authentication, "
+      "suspension checks)."),
     M(connections_refused, "connections_refused_total", "counter",
       "Connections closed at once: too many from one address."),
     M(auth_timeouts, "auth_timeouts_total", "counter",
@@ -138,17 +165,126 @@ static void on_metrics(struct evhttp_request *req, void *arg)
     evbuffer_free(out);
 }
 
+/* ---- connections and their deadlines ------------------------------------------------- */
+
+struct http_conn {
+    struct bufferevent *bev; /* a reference of ours */
+    int64_t deadline_ms;     /* monotonic */
+};
+
+struct msv_http_conns {
+    struct http_conn *items;
+    size_t n, cap;
+    struct event *sweep;
+};
+
+/* Counts the 4xx answers evhttp writes (their status line starts an empty output buffer). */
+static void on_output(struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct msv_server *s = arg;
+    char line[12];
+
+    if (info->orig_size != 0 || info->n_added < sizeof(line) ||
+        evbuffer_copyout(out, line, sizeof(line)) != (ev_ssize_t)sizeof(line))
+        return;
+    if (memcmp(line, "HTTP/1.", 7) == 0 && line[9] == '4')
+        atomic_fetch_add(&s->m.http_refused, 1);
+}
+
+static struct bufferevent *new_conn(struct event_base *base, void *arg)
+{
+    struct msv_server *s = arg;
+    struct msv_http_conns *t = s->http_conns;
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+
+    if (bev == NULL)
+        return NULL; /* evhttp makes one of its own */
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 16;
+        struct http_conn *bigger = realloc(t->items, cap * sizeof(*bigger));
+
+        if (bigger == NULL) {
+            bufferevent_free(bev);
+            return NULL;
+        }
+        t->items = bigger;
+        t->cap = cap;
+    }
+    (void)evbuffer_add_cb(bufferevent_get_output(bev), on_output, s);
+    bufferevent_incref(bev);
+    t->items[t->n].bev = bev;
+    t->items[t->n++].deadline_ms = msv_mono_ms() + (int64_t)s->cfg.http_request_timeout_s * 1000;
+    return bev;
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    struct msv_server *s = arg;
+    struct msv_http_conns *t = s->http_conns;
+    int64_t now = msv_mono_ms();
+    size_t kept = 0;
+
+    (void)fd;
+    (void)what;
+    for (size_t i = 0; i < t->n; i++) {
+        struct http_conn *c = &t->items[i];
+        bufferevent_event_cb eventcb = NULL;
+
+        /* evhttp clears the callbacks when it frees the connection */
+        bufferevent_getcb(c->bev, NULL, NULL, &eventcb, NULL);
+        if (eventcb != NULL && now < c->deadline_ms) {
+            t->items[kept++] = *c;
+            continue;
+        }
+        if (eventcb != NULL && bufferevent_getfd(c->bev) >= 0) {
+            shutdown(bufferevent_getfd(c->bev), SHUT_RDWR);
+            atomic_fetch_add(&s->m.http_timeouts, 1);
+            msv_log(MSV_LOG_INFO, "http_timeout", "after=%us", s->cfg.http_request_timeout_s);
+        }
+        bufferevent_decref(c->bev);
+    }
+    t->n = kept;
+}
+
+void msv_http_stop(struct msv_server *s)
+{
+    struct msv_http_conns *t = s->http_conns;
+
+    if (s->http != NULL)
+        evhttp_free(s->http); /* its connections first: then ours are the last references */
+    s->http = NULL;
+    if (t == NULL)
+        return;
+    for (size_t i = 0; i < t->n; i++)
+        bufferevent_decref(t->items[i].bev);
+    if (t->sweep != NULL)
+        event_free(t->sweep);
+    free(t->items);
+    free(t);
+    s->http_conns = NULL;
+}
+
 msv_err msv_http_start(struct msv_server *s, struct event_base *base)
 {
     struct evhttp_bound_socket *sock;
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
 
+    struct timeval second = {1, 0};
+
+    s->http_conns = calloc(1, sizeof(*s->http_conns));
+    if (s->http_conns == NULL)
+        return MSV_ERR_NOMEM;
+    s->http_conns->sweep = event_new(base, -1, EV_PERSIST, on_sweep, s);
     s->http = evhttp_new(base);
-    if (s->http == NULL)
+    if (s->http == NULL || s->http_conns->sweep == NULL ||
+        event_add(s->http_conns->sweep, &second) != 0)
         return MSV_ERR_NOMEM;
     evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
-    evhttp_set_timeout(s->http, 10);
+    evhttp_set_timeout(s->http, (int)s->cfg.http_request_timeout_s);
+    evhttp_set_max_headers_size(s->http, (ev_ssize_t)s->cfg.http_max_header_bytes);
+    evhttp_set_max_body_size(s->http, (ev_ssize_t)s->cfg.http_max_header_bytes);
+    evhttp_set_bevcb(s->http, new_conn, s);
     evhttp_set_cb(s->http, "/health", on_health, s);
     evhttp_set_cb(s->http, "/metrics", on_metrics, s);
     sock = evhttp_bind_socket_with_handle(s->http, s->cfg.http_host, s->cfg.http_port);

@@ -27,6 +27,7 @@
 #define OUTPUT_HIGH (256u * 1024u) /* stop pushing deliveries above this much unsent output */
 #define OUTPUT_MAX (1u << 20)      /* stop reading requests above this: answers must drain first */
 #define DIRCACHE_ENTRIES 100000    /* handles whose devices sends are checked against */
+#define FETCH_RETRY_MS 1000        /* a failed queue read is tried again this much later */
 
 #define ACCEPT_LOG_INTERVAL_MS 10000 /* accept failures are logged at most this often */
 
@@ -498,13 +499,32 @@ static void pump_all(struct msv_conn_state **cs, size_t n)
     }
     if (k > 0 &&
         s->store->ops->queue_fetch_many(s->store->impl, reads, k, msv_server_now_ms(s)) != MSV_OK) {
-        msv_log(MSV_LOG_ERROR, "queue_fetch_failed", "devices=%zu", k);
+        struct timeval later = {FETCH_RETRY_MS / 1000, (FETCH_RETRY_MS % 1000) * 1000};
+
+        atomic_fetch_add(&s->m.queue_fetch_failures, 1);
+        msv_log(MSV_LOG_ERROR, "queue_fetch_failed", "devices=%zu retry_ms=%d", k, FETCH_RETRY_MS);
+        /* no wake-up may come for what is waiting: the worker reads every queue again soon */
+        if (!evtimer_pending(cs[0]->w->fetch_retry_ev, NULL))
+            evtimer_add(cs[0]->w->fetch_retry_ev, &later);
         k = 0;
     }
     for (size_t i = 0; i < k; i++)
         push_recs(cs[i], reads[i].recs, reads[i].count, reads[i].limit);
     if (reads != &one)
         free(reads);
+}
+
+/* A queue read failed a while ago: every connection of the worker reads its queue again. */
+static void on_fetch_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct msv_worker *w = arg;
+
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&w->wake_lock);
+    w->wake_lost = 1;
+    pthread_mutex_unlock(&w->wake_lock);
+    event_active(w->wake_ev, EV_READ, 0);
 }
 
 void msv_conn_pump(struct msv_conn_state *c)
@@ -1227,9 +1247,10 @@ static msv_err worker_init(struct msv_server *s, struct msv_worker *w, unsigned 
     w->commit_ev = event_new(w->base, -1, EV_PERSIST, on_commit, w);
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     w->accept_resume = evtimer_new(w->base, on_accept_resume, w);
+    w->fetch_retry_ev = evtimer_new(w->base, on_fetch_retry, w);
     w->listener = evconnlistener_new(w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE, -1, fd);
     if (w->wake_ev == NULL || w->commit_ev == NULL || w->stop_ev == NULL || w->listener == NULL ||
-        w->accept_resume == NULL) {
+        w->accept_resume == NULL || w->fetch_retry_ev == NULL) {
         if (w->listener == NULL)
             close(fd);
         return MSV_ERR_NOMEM;
@@ -1442,8 +1463,7 @@ void msv_server_free(struct msv_server *s)
     msv_cluster_stop(s->cluster);
     s->cluster = NULL;
     msv_blob_jobs_drain(s); /* their threads post to the workers' bases, freed below */
-    if (s->http != NULL)
-        evhttp_free(s->http);
+    msv_http_stop(s);
     for (unsigned i = 0; s->workers != NULL && i < s->worker_count; i++) {
         struct msv_worker *w = &s->workers[i];
 
@@ -1471,6 +1491,8 @@ void msv_server_free(struct msv_server *s)
             event_free(w->stop_ev);
         if (w->accept_resume != NULL)
             event_free(w->accept_resume);
+        if (w->fetch_retry_ev != NULL)
+            event_free(w->fetch_retry_ev);
         if (i == 0) {
             if (s->sig_term)
                 event_free(s->sig_term);

@@ -97,6 +97,7 @@ struct msv_worker {
     struct event *wake_ev;
     struct event *commit_ev;
     struct event *stop_ev;
+    struct event *fetch_retry_ev; /* a failed queue read is tried again (FETCH_RETRY_MS) */
     pthread_mutex_t wake_lock;
     uint64_t *wake_devices;
     size_t wake_count, wake_cap;
@@ -119,7 +120,9 @@ struct msv_metrics {
     _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired, reads_paused;
     _Atomic uint64_t connections_refused, auth_timeouts, accept_paused, answers_too_big;
     _Atomic uint64_t connections_revoked;
-    _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects;
+    _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects, cluster_timeouts;
+    _Atomic uint64_t store_unavailable, queue_fetch_failures;
+    _Atomic uint64_t http_refused, http_timeouts;
     _Atomic uint64_t codes_refused, sends_rate_limited, queue_full, claims_refused,
         claims_throttled, prekeys_exhausted, blobs_refused, blob_finish_failed, blob_finish_busy;
 };
@@ -181,6 +184,7 @@ struct msv_server {
     _Atomic int commit_failing; /* the last group commit failed: /health answers 503 */
     _Atomic int stopping;
     struct evhttp *http;
+    struct msv_http_conns *http_conns; /* http.c's: the port's connections and their deadlines */
     struct event *sig_term, *sig_int, *sig_hup, *expiry_timer;
 };
 
@@ -293,5 +297,7 @@ void msv_blob_jobs_drain(struct msv_server *s);
 
 /* http.c */
 MSV_MUST_CHECK msv_err msv_http_start(struct msv_server *s, struct event_base *base);
+/* Closes the HTTP port and its connections; nothing if it was not started. */
+void msv_http_stop(struct msv_server *s);
 
 #endif

@@ -14,7 +14,18 @@
  *    lock held to the commit, so indexes stay dense and in commit order;
  *  - migrations run under a session advisory lock, so nodes starting together
  *    migrate once.
+ *
+ * What a server that fails does to a node is bounded: with a timeout, every
+ * connection is made within it (connect_timeout), every statement runs
+ * within it on the server (statement_timeout) and is waited for at most that
+ * long here (a paused or unreachable server cannot be cancelled), and a
+ * connection that timed out, or was left inside a transaction, is closed at
+ * once and made again when it is next taken from the pool. A connection the
+ * server closed while it sat in the pool (a restart, a terminated backend)
+ * is found before use and made again, so no operation fails for it.
  */
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,9 +47,11 @@
  */
 
 struct pg_conn {
-    PGconn *db;
+    PGconn *db;                           /* NULL: closed, made again when taken */
     const char *prepared[STATEMENTS_MAX]; /* statement i is named "m<i>" */
     size_t n_prepared;
+    unsigned timeout_ms; /* the store's; 0: none */
+    int broken;          /* an answer was not waited for: the connection cannot be used */
     struct pg_conn *next_free;
 };
 
@@ -46,6 +59,8 @@ struct pg_store {
     pthread_mutex_t lock;
     pthread_cond_t freed;
     char *conninfo;
+    unsigned timeout_ms;
+    char connect_timeout[16], options[48]; /* libpq parameters derived from timeout_ms */
     struct pg_conn *conns;
     size_t n_conns;
     struct pg_conn *free_list;
@@ -97,6 +112,37 @@ static msv_err result_err(const PGresult *r)
 }
 
 /*
+ * The result of what was just sent, waited for at most the connection's
+ * timeout (caller PQclear()s it); NULL, with the connection marked broken,
+ * if it did not come or the connection failed.
+ */
+static PGresult *answer(struct pg_conn *c)
+{
+    int64_t deadline = msv_mono_ms() + (int64_t)c->timeout_ms;
+    PGresult *r, *last = NULL;
+
+    while (PQisBusy(c->db)) {
+        struct pollfd p = {PQsocket(c->db), POLLIN, 0};
+        int64_t left = deadline - msv_mono_ms();
+
+        if (c->timeout_ms > 0 && left <= 0) {
+            c->broken = 1;
+            return NULL;
+        }
+        if ((poll(&p, 1, c->timeout_ms > 0 ? (int)left : -1) < 0 && errno != EINTR) ||
+            !PQconsumeInput(c->db)) {
+            c->broken = 1;
+            return NULL;
+        }
+    }
+    while ((r = PQgetResult(c->db)) != NULL) {
+        PQclear(last);
+        last = r;
+    }
+    return last;
+}
+
+/*
  * Runs sql (a string literal: its address names the prepared statement) with
  * a's parameters. *out, if not NULL, gets the result (caller PQclear()s it).
  */
@@ -115,17 +161,21 @@ static msv_err query(struct pg_conn *c, const char *sql, const struct args *a, P
     if (i == STATEMENTS_MAX)
         return MSV_ERR_INVALID; /* more statement texts than the cache holds: a build error */
     snprintf(name, sizeof(name), "m%zu", i);
+    if (c->db == NULL || c->broken)
+        return MSV_ERR_IO;
     if (i == c->n_prepared) {
-        r = PQprepare(c->db, name, sql, a->n, NULL);
+        r = PQsendPrepare(c->db, name, sql, a->n, NULL) ? answer(c) : NULL;
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            err = result_err(r);
+            err = r != NULL ? result_err(r) : MSV_ERR_IO;
             PQclear(r);
             return err;
         }
         PQclear(r);
         c->prepared[c->n_prepared++] = sql;
     }
-    r = PQexecPrepared(c->db, name, a->n, a->v, a->len, a->fmt, 1);
+    r = PQsendQueryPrepared(c->db, name, a->n, a->v, a->len, a->fmt, 1) ? answer(c) : NULL;
+    if (r == NULL)
+        return MSV_ERR_IO;
     switch (PQresultStatus(r)) {
     case PGRES_COMMAND_OK:
     case PGRES_TUPLES_OK:
@@ -230,6 +280,38 @@ static int col_fixed(const PGresult *r, int row, int col, void *out, size_t n)
 
 /* ---- the pool ----------------------------------------------------------------------- */
 
+static void quiet_notice(void *arg, const char *message);
+
+/* A new session (nothing prepared) with the store's timeouts; its status says if it failed. */
+static void connect_conn(struct pg_store *s, struct pg_conn *c)
+{
+    /* dbname last: what the operator's connection string sets wins over the defaults */
+    const char *keys[] = {"connect_timeout", "options", "dbname", NULL};
+    const char *values[] = {s->connect_timeout, s->options, s->conninfo, NULL};
+    int first = s->timeout_ms > 0 ? 0 : 2;
+
+    c->db = PQconnectdbParams(keys + first, values + first, 1);
+    c->n_prepared = 0;
+    c->broken = 0;
+    c->timeout_ms = s->timeout_ms;
+    if (c->db != NULL)
+        PQsetNoticeProcessor(c->db, quiet_notice, NULL);
+}
+
+/*
+ * 1 if c cannot serve: closed, failed, or closed by the server while it sat in the
+ * pool. An idle connection has nothing to read unless the server ended it (a restart,
+ * a terminated backend): that is seen without a round trip.
+ */
+static int is_stale(const struct pg_conn *c)
+{
+    struct pollfd p = {c->db != NULL ? PQsocket(c->db) : -1, POLLIN, 0};
+
+    if (c->db == NULL || PQstatus(c->db) != CONNECTION_OK || p.fd < 0)
+        return 1;
+    return poll(&p, 1, 0) != 0;
+}
+
 static struct pg_conn *acquire(struct pg_store *s)
 {
     struct pg_conn *c;
@@ -240,18 +322,22 @@ static struct pg_conn *acquire(struct pg_store *s)
     c = s->free_list;
     s->free_list = c->next_free;
     pthread_mutex_unlock(&s->lock);
-    if (PQstatus(c->db) != CONNECTION_OK) {
-        /* the server restarted or the network broke: a new session, nothing prepared */
-        PQreset(c->db);
-        c->n_prepared = 0;
+    if (is_stale(c)) {
+        /* the server restarted or the network broke: a new session */
+        PQfinish(c->db);
+        connect_conn(s, c);
     }
     return c;
 }
 
 static void give_back(struct pg_store *s, struct pg_conn *c)
 {
-    if (PQtransactionStatus(c->db) != PQTRANS_IDLE)
-        PQreset(c->db), c->n_prepared = 0; /* never hand on a connection inside a transaction */
+    /* never hand on a connection inside a transaction or with an answer outstanding: closing
+     * it ends the transaction (and its locks) on the server */
+    if (c->db != NULL && (c->broken || PQtransactionStatus(c->db) != PQTRANS_IDLE)) {
+        PQfinish(c->db);
+        c->db = NULL;
+    }
     pthread_mutex_lock(&s->lock);
     c->next_free = s->free_list;
     s->free_list = c;
@@ -1855,8 +1941,8 @@ static void quiet_notice(void *arg, const char *message)
     (void)message; /* "relation already exists, skipping" and the like */
 }
 
-msv_err msv_store_open_postgres(const char *conninfo, unsigned connections, char *why,
-                                size_t why_len, struct msv_store **out)
+msv_err msv_store_open_postgres(const char *conninfo, unsigned connections, unsigned timeout_ms,
+                                char *why, size_t why_len, struct msv_store **out)
 {
     struct pg_store *s = calloc(1, sizeof(*s));
     struct msv_store *store = calloc(1, sizeof(*store));
@@ -1873,10 +1959,15 @@ msv_err msv_store_open_postgres(const char *conninfo, unsigned connections, char
     if ((s->conninfo = strdup(conninfo)) == NULL ||
         (s->conns = calloc(connections, sizeof(*s->conns))) == NULL)
         goto fail;
+    s->timeout_ms = timeout_ms;
+    /* libpq counts whole seconds, at least 2 */
+    snprintf(s->connect_timeout, sizeof(s->connect_timeout), "%u",
+             timeout_ms < 2000 ? 2 : (timeout_ms + 999) / 1000);
+    snprintf(s->options, sizeof(s->options), "-c statement_timeout=%u", timeout_ms);
     for (; s->n_conns < connections; s->n_conns++) {
         struct pg_conn *c = &s->conns[s->n_conns];
 
-        c->db = PQconnectdb(conninfo);
+        connect_conn(s, c);
         if (c->db == NULL || PQstatus(c->db) != CONNECTION_OK) {
             if (c->db != NULL) {
                 snprintf(why, why_len, "%s", PQerrorMessage(c->db));
@@ -1887,7 +1978,6 @@ msv_err msv_store_open_postgres(const char *conninfo, unsigned connections, char
             err = MSV_ERR_IO;
             goto fail;
         }
-        PQsetNoticeProcessor(c->db, quiet_notice, NULL);
         c->next_free = s->free_list;
         s->free_list = c;
     }

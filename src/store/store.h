@@ -283,12 +283,15 @@ struct msv_store {
 MSV_MUST_CHECK msv_err msv_store_open_sqlite(const char *path, struct msv_store **out);
 /*
  * Connects to PostgreSQL (libpq conninfo: "host=... dbname=..." or a URI)
- * with a pool of connections (0: 4), creating or migrating the schema. On
- * failure, why (why_len bytes) says what PostgreSQL said. Only missived and
- * its tools link this backend.
+ * with a pool of connections (0: 4), creating or migrating the schema. With
+ * timeout_ms (0: none), connecting, and each statement, fail with
+ * MSV_ERR_IO after that long (connect_timeout and statement_timeout, which
+ * the conninfo may set otherwise). On failure, why (why_len bytes) says what
+ * PostgreSQL said. Only missived and its tools link this backend.
  */
 MSV_MUST_CHECK msv_err msv_store_open_postgres(const char *conninfo, unsigned connections,
-                                               char *why, size_t why_len, struct msv_store **out);
+                                               unsigned timeout_ms, char *why, size_t why_len,
+                                               struct msv_store **out);
 void msv_store_close(struct msv_store *s);
 
 /* The schema version this build writes. */

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Faults of the services a cluster node depends on (run under
+# scripts/services.sh, which starts PostgreSQL and Redis on loopback): a
+# store that fails is answered as a temporary failure, never as a wrong
+# password, and suspension checks fail closed; PostgreSQL connections the
+# server closed are made again before use, a paused PostgreSQL holds a node
+# only for [store] timeout_ms, and a failed queue read is tried again; a
+# Redis that stops answering is given up on within a bound and the queues
+# polled; the HTTP port bounds a request's headers and time.
+#   scripts/services.sh tests/test_cluster_faults.sh MISSIVE MISSIVED
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+M=$(realpath "${1:?usage: test_cluster_faults.sh MISSIVE MISSIVED}")
+D=$(realpath "${2:?usage: test_cluster_faults.sh MISSIVE MISSIVED}")
+: "${MSV_TEST_POSTGRES:?run under scripts/services.sh}" "${MSV_TEST_REDIS:?}"
+psql_do() { psql -q -X -v ON_ERROR_STOP=1 -d "$MSV_TEST_POSTGRES" -c "$1" >/dev/null; }
+
+work=$(mktemp -d)
+declare -A pids ports
+pg_pids() { echo "$MSV_SERVICES_PG_PID" $(ps -o pid= --ppid "$MSV_SERVICES_PG_PID"); }
+cleanup() {
+    kill -CONT "$MSV_SERVICES_REDIS_PID" $(pg_pids) 2>/dev/null
+    for n in "${!pids[@]}"; do kill -CONT "${pids[$n]}" 2>/dev/null; kill -TERM "${pids[$n]}" 2>/dev/null; done
+    wait 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work" || exit 1
+
+http_get() { python3 - "http://127.0.0.1:$(awk '/^http/{print $2}' "node-$1/missived.ports")$2" <<'PY'
+import sys, urllib.request, urllib.error
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())
+except urllib.error.HTTPError as e:
+    print(e.read().decode())
+PY
+}
+metric() { http_get "$1" /metrics | awk -v m="missived_$2" '$1 == m {print $2}'; }
+
+cluster_node A 0 "$(printf '[store]\ntimeout_ms = 1500')" && ok || bad "node A started ($(tail -3 node-A.log))"
+export MISSIVE_PASSWORD="correct horse battery"
+code() { grep -h "handle=$1 code=" node-*.log | tail -1 | sed 's/.*code=//'; }
+# register WHO [NODE]: WHO's device talks to NODE (A)
+register() {
+    "$M" --data-dir "dev-$1" register "$1@example.org" --server "127.0.0.1:${ports[${2:-A}]}" >/dev/null 2>&1 &&
+        "$M" --data-dir "dev-$1" register "$1@example.org" --code "$(code "$1@example.org")" >/dev/null 2>&1
+}
+register alice && register bob && ok || bad "registered"
+as() { local who=$1; shift; "$M" --data-dir "dev-$who" --account "$who@example.org" "$@"; }
+expect 0 "alice writes to bob" -- as alice send bob@example.org --text "before the outage"
+
+# the devices table goes away (as in a database restart or failover): the device's
+# authentication cannot be decided, which is a server failure (exit 4), not a wrong key (3)
+psql_do "ALTER TABLE devices RENAME TO devices_away;"
+expect 4 "a send while storage fails is a server failure" -- as alice send bob@example.org --text "during the outage"
+grep -q "try again" err.txt && ok || bad "the refusal does not say to try again: $(cat err.txt)"
+psql_do "ALTER TABLE devices_away RENAME TO devices;"
+[ "$(metric A store_unavailable_total)" -ge 1 ] && ok || bad "store_unavailable_total: $(metric A store_unavailable_total)"
+expect 0 "alice writes again once storage is back" -- as alice send bob@example.org --text "after the outage"
+expect 0 "bob reads" -- as bob receive --wait 1
+for m in "before the outage" "during the outage" "after the outage"; do
+    grep -q "$m" out.txt && ok || bad "bob did not get \"$m\": $(cat out.txt)"
+done
+
+# linking a device when the account cannot be read is a server failure too, not a wrong password
+psql_do "ALTER TABLE accounts RENAME TO accounts_away;"
+expect 4 "linking while storage fails is a server failure" -- "$M" --data-dir dev-bob2 link bob@example.org --server "127.0.0.1:${ports[A]}"
+psql_do "ALTER TABLE accounts_away RENAME TO accounts;"
+
+# the suspension check cannot be read: the device is not let in (fails closed)
+psql_do "ALTER TABLE accounts RENAME COLUMN suspended TO suspended_away;"
+expect 4 "a send while the suspension check fails is refused" -- as alice send bob@example.org --text "unchecked"
+psql_do "ALTER TABLE accounts RENAME COLUMN suspended_away TO suspended;"
+
+# after a reload, a connected device's suspension is looked at again with its next request
+# (here bob's acknowledgement); when only bob's cannot be read, that request is refused as
+# a server failure instead of passing unchecked
+(exec "$M" --data-dir dev-bob --account bob@example.org receive --wait 6 >bob.out 2>&1) &
+bob=$!
+sleep 1.5
+psql_do "ALTER TABLE accounts RENAME TO accounts_real;
+CREATE VIEW accounts AS SELECT id, handle, password_hash, created_ms,
+  CASE WHEN handle = 'bob@example.org' THEN 1 / (id - id) = 1 ELSE suspended END AS suspended
+  FROM accounts_real;"
+refusals() { grep -c "event=store_unavailable" node-A.log; }
+before=$(refusals)
+kill -HUP "${pids[A]}"
+sleep 0.5
+expect 0 "alice writes to bob, connected, after a reload" -- as alice send bob@example.org --text "after a reload"
+for _ in $(seq 30); do [ "$(refusals)" -gt "$before" ] && break; sleep 0.1; done
+[ "$(refusals)" -gt "$before" ] && ok || bad "bob's request after the reload passed without its suspension checked"
+psql_do "DROP VIEW accounts; ALTER TABLE accounts_real RENAME TO accounts;"
+wait "$bob"
+
+# every PostgreSQL connection of the node is ended by the server (as in a restart) while it
+# sits in the pool: each is found closed before use and made again, so nothing fails (no
+# warning or error logged: the clients' own retries would hide failed requests)
+problems() { grep -c 'level=\(warn\|error\)' node-A.log; }
+before=$(problems)
+psql_do "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'missive' AND pid <> pg_backend_pid();"
+for i in 1 2 3; do
+    expect 0 "alice sends $i after the node's connections were ended" -- as alice send bob@example.org --text "after the restart $i"
+done
+expect 0 "bob reads after the node's connections were ended" -- as bob receive --wait 1
+grep -q "after the restart 3" out.txt && ok || bad "bob's messages after the restart: $(cat out.txt)"
+[ "$(problems)" = "$before" ] && ok || bad "storage failed after the connections were ended: $(grep 'level=\(warn\|error\)' node-A.log | tail -3)"
+
+# PostgreSQL paused (SIGSTOP: connections open, nothing answered): the node gives up on a
+# statement after [store] timeout_ms (1.5 s here) instead of hanging; /health says so
+kill -STOP $(pg_pids)
+start=$(date +%s%N)
+http_get A /health >health.txt 2>&1
+took=$((($(date +%s%N) - start) / 1000000))
+kill -CONT $(pg_pids)
+grep -q '"store":"failing"' health.txt && [ "$took" -lt 6000 ] && ok || bad "/health with PostgreSQL paused, after ${took} ms: $(cat health.txt)"
+expect 0 "alice sends once PostgreSQL runs again" -- as alice send bob@example.org --text "after the pause"
+expect 0 "bob reads after the pause" -- as bob receive --wait 1
+grep -q "after the pause" out.txt && ok || bad "bob's message after the pause: $(cat out.txt)"
+
+# bob's queue read fails (a lock held past the statement timeout) after his client's own
+# requests are answered: it is tried again every second until it succeeds, although no
+# wake-up or answer comes to read it again
+expect 0 "alice writes to bob, offline" -- as alice send bob@example.org --text "behind a lock"
+psql -q -X -d "$MSV_TEST_POSTGRES" -c "BEGIN; LOCK TABLE queue IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(9); COMMIT;" >/dev/null 2>&1 &
+locker=$!
+sleep 0.5
+expect 0 "bob waits for his queue" -- as bob receive --wait 14
+wait "$locker"
+grep -q "behind a lock" out.txt && ok || bad "bob's queued message after a failed read: $(cat out.txt) $(cat err.txt)"
+[ "$(metric A queue_fetch_failures_total)" -ge 1 ] && ok || bad "queue_fetch_failures_total: $(metric A queue_fetch_failures_total)"
+
+# Redis is paused (SIGSTOP: connections stay open, nothing is answered): node B gives it up
+# within [cluster] redis_timeout_ms and reads its devices' queues every second, so carol, on
+# B, gets what alice sends through node A long before Redis answers again
+cluster_node B && ok || bad "node B started ($(tail -3 node-B.log))"
+register carol B && ok || bad "carol registered on node B"
+(exec "$M" --data-dir dev-carol --account carol@example.org receive --wait 16 >carol.out 2>&1) &
+carol=$!
+sleep 1.5
+connected_before=$(grep -c "event=redis_connected" node-B.log)
+fds_before=$(ls "/proc/${pids[B]}/fd" | wc -l)
+kill -STOP "$MSV_SERVICES_REDIS_PID"
+start=$(date +%s%N)
+expect 0 "alice writes to carol while Redis is paused" -- as alice send carol@example.org --text "redis is paused"
+wait_for carol.out "redis is paused" 50 && ok ||
+    bad "carol did not get it within 5 s while Redis was paused"
+echo "delivered across nodes with Redis paused within $((($(date +%s%N) - start) / 1000000)) ms of the send starting"
+grep -q "event=redis_unresponsive" node-B.log && ok || bad "node B did not log that Redis stopped answering"
+[ "$(metric B cluster_redis_timeouts_total)" -ge 1 ] && ok || bad "cluster_redis_timeouts_total: $(metric B cluster_redis_timeouts_total)"
+# the paused Redis still lets the kernel accept new connections: node B, trying again every
+# second, neither takes one for Redis being back nor keeps them piling up
+while [ $((($(date +%s%N) - start) / 1000000)) -lt 5000 ]; do sleep 0.2; done
+[ "$(grep -c "event=redis_connected" node-B.log)" = "$connected_before" ] && ok ||
+    bad "node B logged redis_connected while Redis was paused"
+[ "$(ls "/proc/${pids[B]}/fd" | wc -l)" -le $((fds_before + 2)) ] && ok ||
+    bad "node B holds $(ls "/proc/${pids[B]}/fd" | wc -l) descriptors after 5 s of Redis paused, $fds_before before"
+kill -CONT "$MSV_SERVICES_REDIS_PID"
+for n in A B; do
+    rejoined "$n" && ok || bad "node $n did not take Redis up again"
+done
+expect 0 "alice writes to carol with Redis answering again" -- as alice send carol@example.org --text "redis answers again"
+wait_for carol.out "redis answers again" 50 && ok || bad "carol missed what was sent after Redis answered again"
+kill "$carol" 2>/dev/null
+wait "$carol" 2>/dev/null
+
+# the HTTP port: one endless header is refused early; a trickling client is cut off at
+# [http] request_timeout_s (10 s by default) although every byte restarts evhttp's own timeout
+http_port=$(awk '/^http/{print $2}' node-A/missived.ports)
+why=$(python3 "$here/http_abuse.py" "$http_port" "${pids[A]}" header) && ok || bad "endless header: $why"
+why=$(python3 "$here/http_abuse.py" "$http_port" "${pids[A]}" slow 10) && ok || bad "slow request: $why"
+http_get A /health | grep -q '"status":"ok"' && ok || bad "the HTTP port no longer answers"
+[ "$(metric A http_requests_refused_total)" -ge 1 ] && ok || bad "http_requests_refused_total: $(metric A http_requests_refused_total)"
+[ "$(metric A http_timeouts_total)" -ge 1 ] && ok || bad "http_timeouts_total: $(metric A http_timeouts_total)"
+
+finish
