@@ -222,6 +222,7 @@ static void register_connection(struct msv_conn_state *c)
     struct timeval idle = {(time_t)s->cfg.idle_timeout_s, 0};
 
     pthread_mutex_lock(&s->registry_lock);
+    c->seq = ++s->registered;
     old = msv_u64map_get(&s->registry, c->device_id);
     if (msv_u64map_put(&s->registry, c->device_id, c) != MSV_OK)
         old = NULL;

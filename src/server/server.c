@@ -613,7 +613,7 @@ static void recheck_all(struct msv_server *s)
 void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t account_id,
                             const struct msv_conn_state *keep, const char *why)
 {
-    struct msv_close_order o = {device_id, account_id, keep, why};
+    struct msv_close_order o = {device_id, account_id, keep, keep != NULL ? keep->seq : 0, why};
     int lost = 0;
 
     for (unsigned i = 0; i < s->worker_count; i++) {
@@ -673,7 +673,7 @@ static void revoke_conn(struct msv_conn_state *c, const char *why)
 static void run_close_order(struct msv_worker *w, const struct msv_close_order *o)
 {
     for (struct msv_conn_state *c = w->conns; c != NULL; c = c->next) {
-        if (c->device_id == 0 || c == o->keep)
+        if (c->device_id == 0 || c == o->keep || (o->keep_seq != 0 && c->seq > o->keep_seq))
             continue;
         if ((o->device_id != 0 && c->device_id == o->device_id) ||
             (o->device_id == 0 && c->account_id == o->account_id))

@@ -40,6 +40,7 @@ struct msv_conn_state {
     uint8_t nonce[32];
     int challenged;
     uint64_t device_id; /* 0 until authenticated */
+    uint64_t seq;       /* order of registration among all connections (registry_lock) */
     uint64_t account_id;
     char *handle;
     unsigned suites;             /* the authenticated device's suites (MSV_SUITE_BIT each) */
@@ -76,11 +77,14 @@ struct msv_pending_ack {
 
 /*
  * Closes every authenticated connection of a device (device_id) or of an
- * account (account_id) on a worker, except keep (the newest connection).
+ * account (account_id) on a worker, except keep (the newest connection) and
+ * any registered after it: orders reach the workers in no set order, and one
+ * from an older connection must not close a newer one.
  */
 struct msv_close_order {
     uint64_t device_id, account_id;
     const struct msv_conn_state *keep; /* compared, never followed */
+    uint64_t keep_seq;                 /* keep's registration number; 0 without keep */
     const char *why;                   /* a static text sent before closing; NULL: none */
 };
 struct msv_blob_job;
@@ -166,6 +170,7 @@ struct msv_server {
 
     pthread_mutex_t registry_lock;
     struct msv_u64map registry; /* device id -> struct msv_conn_state * */
+    uint64_t registered;        /* connections registered so far (registry_lock) */
 
     pthread_mutex_t limits_lock;
     pthread_mutex_t blob_jobs_lock; /* blob_jobs_running, and its condition */
