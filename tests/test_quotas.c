@@ -12,9 +12,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <cmocka.h>
 #include <openssl/sha.h>
@@ -78,6 +83,42 @@ static int codes_logged(struct test_server *s, const char *handle)
     return n;
 }
 
+/*
+ * The loopback address this process's next IPv4 connections come from (NULL: the kernel's
+ * choice, 127.0.0.1), so that one test can play clients at several addresses: connect() is
+ * taken over here, and binds the socket first. The server itself stays on 127.0.0.1.
+ */
+static const char *source_address;
+
+int connect(int fd, const struct sockaddr *to, socklen_t len)
+{
+    if (source_address != NULL && to->sa_family == AF_INET) {
+        struct sockaddr_in from = {.sin_family = AF_INET};
+
+        if (inet_pton(AF_INET, source_address, &from.sin_addr) != 1 ||
+            bind(fd, (struct sockaddr *)&from, sizeof(from)) != 0)
+            return -1;
+    }
+    return (int)syscall(SYS_connect, fd, to, len);
+}
+
+static struct msv_conn *connect_from(struct test_server *s, const char *address)
+{
+    struct msv_conn *c;
+
+    source_address = address;
+    c = test_connect(s);
+    source_address = NULL;
+    return c;
+}
+
+/* A 6-digit code that is not code. */
+static void wrong_code(const char code[7], char out[7])
+{
+    memcpy(out, code, 7);
+    out[0] = out[0] == '9' ? '0' : (char)(out[0] + 1);
+}
+
 static int64_t wall_ms(void)
 {
     struct timespec ts;
@@ -116,6 +157,92 @@ static void test_pending_code_is_kept(void **state)
         assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_REGISTERED);
         msv_frame_free(r);
     }
+    msv_conn_close(c);
+    test_server_cleanup(&s);
+}
+
+/*
+ * Wrong codes from one address are cut off after code_guesses_per_address (5), and the code
+ * survives them: a stranger cannot spoil the owner's registration by guessing.
+ */
+static void test_wrong_codes_keep_the_code(void **state)
+{
+    struct test_server s;
+    struct msv_conn *c, *stranger;
+    char code[7], wrong[7];
+    msv_frame *r;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    c = test_connect(&s);
+    test_expect_ok(register_start(c, "frank@example.org"));
+    test_server_code(&s, "frank@example.org", code);
+    wrong_code(code, wrong);
+    stranger = connect_from(&s, "127.0.0.2");
+    for (int i = 0; i < 5; i++)
+        test_expect_error(register_finish(stranger, "frank@example.org", wrong),
+                          MSV__WIRE__ERROR_CODE__ERROR_AUTH);
+    /* the sixth is not even checked: the right code would be refused as well */
+    test_expect_error(register_finish(stranger, "frank@example.org", code),
+                      MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    assert_int_equal(test_metric(&s, "code_guesses_refused_total"), 1);
+    /* the owner, elsewhere, still registers with the code */
+    r = register_finish(c, "frank@example.org", code);
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_REGISTERED);
+    msv_frame_free(r);
+    msv_conn_close(stranger);
+    msv_conn_close(c);
+    test_server_cleanup(&s);
+}
+
+/*
+ * Wrong codes for one handle from all addresses together stop at code_guesses_per_handle (20)
+ * a code's lifetime, which bounds guessing from many addresses; the allowance comes back over
+ * the code's 10 minutes and the code is still good.
+ */
+static void test_wrong_codes_per_handle(void **state)
+{
+    static const char *const from[] = {"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"};
+    struct test_server s;
+    struct msv_conn *c;
+    char code[7], wrong[7];
+    int64_t t0 = wall_ms();
+    msv_frame *r;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_set_clock(&s, t0);
+    test_server_start(&s);
+    c = test_connect(&s);
+    test_expect_ok(register_start(c, "gina@example.org"));
+    test_server_code(&s, "gina@example.org", code);
+    msv_conn_close(c);
+    wrong_code(code, wrong);
+    for (size_t k = 0; k < 4; k++) {
+        c = connect_from(&s, from[k]);
+        for (int i = 0; i < 5; i++)
+            test_expect_error(register_finish(c, "gina@example.org", wrong),
+                              MSV__WIRE__ERROR_CODE__ERROR_AUTH);
+        msv_conn_close(c);
+    }
+    c = connect_from(&s, "127.0.0.6");
+    test_expect_error(register_finish(c, "gina@example.org", wrong),
+                      MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    msv_conn_close(c);
+    /* others' handles are not affected */
+    c = test_connect(&s);
+    test_expect_ok(register_start(c, "hank@example.org"));
+    test_expect_error(register_finish(c, "hank@example.org", "000000"),
+                      MSV__WIRE__ERROR_CODE__ERROR_AUTH);
+    msv_conn_close(c);
+    /* five minutes on, half the allowance is back, and the code still registers */
+    test_server_set_clock(&s, t0 + 5 * 60 * 1000);
+    c = test_connect(&s);
+    r = register_finish(c, "gina@example.org", code);
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_REGISTERED);
+    msv_frame_free(r);
+    assert_int_equal(test_metric(&s, "code_guesses_refused_total"), 1);
     msv_conn_close(c);
     test_server_cleanup(&s);
 }
@@ -742,6 +869,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pending_code_is_kept),
         cmocka_unit_test(test_codes_per_handle),
+        cmocka_unit_test(test_wrong_codes_keep_the_code),
+        cmocka_unit_test(test_wrong_codes_per_handle),
         cmocka_unit_test(test_handle_grammar),
         cmocka_unit_test(test_hook_arguments),
         cmocka_unit_test(test_prekey_claims),

@@ -635,6 +635,17 @@ static void test_queue_usage_counters(void **state)
     assert_usage(f, e, 1, 4);
     assert_int_equal(OPS(f)->device_remove(IMPL(f), a, e), MSV_OK);
     assert_usage(f, e, 0, 0);
+    if (f->pg) {
+        /* expiry across more devices than one transaction can hold locks for (200,000) */
+        raw_exec(f, "INSERT INTO queue (device_id, sender_device, sender_handle, suite,"
+                    " ciphertext, enqueued_ms, expires_ms) SELECT g, 1, 'u', 3, '\\x0102', 0,"
+                    " 200 FROM generate_series(1000000, 1199999) AS g;");
+        assert_usage(f, 1000007, 1, 2);
+        assert_int_equal(OPS(f)->queue_expire(IMPL(f), 200, &expired), MSV_OK);
+        assert_int_equal(expired, 200000);
+        assert_usage(f, 1000007, 0, 0);
+        assert_usage(f, 1199999, 0, 0);
+    }
     if (!f->pg) {
         static struct msv_queue_in many[20000];
         static uint64_t many_ids[20000];

@@ -86,6 +86,8 @@ static const struct option_def options[] = {
     {"accounts", "identity_max", OPT_U32, F(identity_max), 256, 16384},
     {"directory", "prekey_claim_interval_s", OPT_U32, F(prekey_claim_interval_s), 0, 86400},
     {"accounts", "codes_per_handle_per_day", OPT_U32, F(codes_per_handle_per_day), 1, 1000},
+    {"accounts", "code_guesses_per_address", OPT_U32, F(code_guesses_per_address), 1, 100},
+    {"accounts", "code_guesses_per_handle", OPT_U32, F(code_guesses_per_handle), 1, 100},
     {"accounts", "verification", OPT_STR, F(verification), 0, 0},
     {"accounts", "verification_hook", OPT_STR, F(verification_hook), 0, 0},
     {"accounts", "argon2_memlimit_kib", OPT_U64, F(argon2_memlimit), 8, 4194304},
@@ -157,6 +159,8 @@ void msv_config_defaults(struct msv_config *c)
     c->queue_max_bytes = 256ull << 20;
     c->prekey_claim_interval_s = 300;
     c->codes_per_handle_per_day = 5;
+    c->code_guesses_per_address = 5;
+    c->code_guesses_per_handle = 20;
     c->blob_open_max = 8;
     c->blob_device_bytes = 2ull << 30;
     c->blob_account_bytes = 4ull << 30;

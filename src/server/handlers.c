@@ -24,7 +24,11 @@
 #include "server/server.h"
 
 #define CODE_TTL_MS (10 * 60 * 1000)
-#define CODE_ATTEMPTS 5
+/*
+ * Wrong codes are limited per handle and address by [accounts] code_guesses_per_*; this
+ * backstop of the store, which drops a code after so many, is far above what they let through.
+ */
+#define CODE_ATTEMPTS 1000
 #define PASSWORD_MIN 8
 #define PASSWORD_MAX 1024
 #define LOOKUP_MAX 256
@@ -430,6 +434,42 @@ static msv_err add_device(struct msv_server *s, uint64_t account, const char *ha
     return MSV_OK;
 }
 
+/*
+ * Checks a code against handle's pending one, within the wrong-code allowances: one for this
+ * handle from this address and a larger one for the handle from anywhere. A stranger who
+ * guesses wrong uses up his address's allowance first, and the code survives wrong guesses,
+ * so the owner can still use it. A right code costs nothing. Answers a failure itself.
+ */
+static msv_err take_code(struct msv_conn_state *c, uint64_t request_id, const char *handle,
+                         const uint8_t hash[32])
+{
+    struct msv_server *s = c->w->srv;
+    uint64_t pair[2] = {msv_server_key(s, handle, strlen(handle)), c->peer_key};
+    uint64_t by_address = msv_server_key(s, pair, sizeof(pair));
+    msv_err err = MSV_ERR_AGAIN;
+
+    if (msv_server_take_token(s, MSV_LIMIT_GUESS_ADDRESS, by_address, 1)) {
+        if (msv_server_take_token(s, MSV_LIMIT_GUESS, pair[0], 1)) {
+            err = STORE(s)->code_take(IMPL(s), handle, hash, msv_server_now_ms(s), CODE_ATTEMPTS);
+            if (err != MSV_ERR_AUTH)
+                msv_server_refund_token(s, MSV_LIMIT_GUESS, pair[0], 1);
+        }
+        if (err != MSV_ERR_AUTH)
+            msv_server_refund_token(s, MSV_LIMIT_GUESS_ADDRESS, by_address, 1);
+    }
+    if (err == MSV_ERR_AGAIN) {
+        atomic_fetch_add(&s->m.code_guesses_refused, 1);
+        msv_conn_send_error(c, request_id, E_RATE,
+                            "too many wrong codes for that handle lately; the code stays valid, "
+                            "try again in a few minutes");
+    } else if (err != MSV_OK) {
+        msv_conn_send_error(c, request_id, err == MSV_ERR_IO ? E_IO : E_AUTH,
+                            err == MSV_ERR_IO ? "storage failed"
+                                              : "wrong or expired verification code");
+    }
+    return err;
+}
+
 static void handle_register_finish(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
@@ -457,13 +497,10 @@ static void handle_register_finish(struct msv_conn_state *c, const msv_frame *f)
     memcpy(code, r->code.data, 6);
     code[6] = '\0';
     code_hash(handle, code, hash);
-    err = STORE(s)->code_take(IMPL(s), handle, hash, msv_server_now_ms(s), CODE_ATTEMPTS);
-    if (err != MSV_OK) {
-        msv_conn_send_error(c, f->request_id, err == MSV_ERR_IO ? E_IO : E_AUTH,
-                            err == MSV_ERR_IO ? "storage failed"
-                                              : "wrong or expired verification code");
+    err = take_code(c, f->request_id, handle, hash);
+    sodium_memzero(hash, sizeof(hash));
+    if (err != MSV_OK)
         return;
-    }
     /* Argon2id; the cost is configurable because it runs on this worker's thread */
     if (crypto_pwhash_str(pw_hash, (const char *)r->password.data, r->password.len,
                           s->cfg.argon2_opslimit, (size_t)s->cfg.argon2_memlimit * 1024) != 0) {

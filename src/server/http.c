@@ -115,6 +115,8 @@ static const struct {
       "Times a connection's requests waited for its unsent answers to drain."),
     M(codes_refused, "codes_refused_total", "counter",
       "Verification codes not sent: one pending for the handle, or its daily allowance used."),
+    M(code_guesses_refused, "code_guesses_refused_total", "counter",
+      "RegisterFinish refused unchecked: too many wrong codes for the handle lately."),
     M(sends_rate_limited, "sends_rate_limited_total", "counter",
       "Sends refused by the sending account's envelope rate."),
     M(queue_full, "queue_full_total", "counter",

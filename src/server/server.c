@@ -947,6 +947,14 @@ static void limit_rate(const struct msv_config *c, enum msv_limit limit, double 
         *rate = (double)c->codes_per_handle_per_day / 86400.0;
         *burst = (double)c->codes_per_handle_per_day;
         break;
+    case MSV_LIMIT_GUESS_ADDRESS: /* wrong codes for one handle from one address, per code life */
+        *rate = (double)c->code_guesses_per_address / 600.0;
+        *burst = (double)c->code_guesses_per_address;
+        break;
+    case MSV_LIMIT_GUESS: /* wrong codes for one handle from anywhere, per code life */
+        *rate = (double)c->code_guesses_per_handle / 600.0;
+        *burst = (double)c->code_guesses_per_handle;
+        break;
     case MSV_LIMIT_SEND:
         *rate = c->send_rate;
         *burst = c->send_burst;
@@ -1149,6 +1157,8 @@ static void reload(struct msv_server *s)
     s->cfg.log_read_rate = c.log_read_rate;
     s->cfg.log_read_burst = c.log_read_burst;
     s->cfg.codes_per_handle_per_day = c.codes_per_handle_per_day;
+    s->cfg.code_guesses_per_address = c.code_guesses_per_address;
+    s->cfg.code_guesses_per_handle = c.code_guesses_per_handle;
     s->cfg.send_rate = c.send_rate;
     s->cfg.send_burst = c.send_burst;
     s->cfg.prekey_claim_interval_s = c.prekey_claim_interval_s;

@@ -127,8 +127,9 @@ struct msv_metrics {
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects, cluster_timeouts;
     _Atomic uint64_t store_unavailable, queue_fetch_failures;
     _Atomic uint64_t http_refused, http_timeouts;
-    _Atomic uint64_t codes_refused, sends_rate_limited, queue_full, claims_refused,
-        claims_throttled, prekeys_exhausted, blobs_refused, blob_finish_failed, blob_finish_busy;
+    _Atomic uint64_t codes_refused, code_guesses_refused, sends_rate_limited, queue_full,
+        claims_refused, claims_throttled, prekeys_exhausted, blobs_refused, blob_finish_failed,
+        blob_finish_busy;
 };
 
 struct msv_bucket {
@@ -137,9 +138,9 @@ struct msv_bucket {
 };
 
 /*
- * Keys: LOOKUP and SEND an account id; REGISTER and SEALED an address key; LOG either; CODE a
- * handle's msv_server_key; CLAIM the msv_server_key of (claiming account, claimed device);
- * BLOB_FINISH a device id.
+ * Keys: LOOKUP and SEND an account id; REGISTER and SEALED an address key; LOG either; CODE and
+ * GUESS a handle's msv_server_key; GUESS_ADDRESS the msv_server_key of (handle's key, address
+ * key); CLAIM the msv_server_key of (claiming account, claimed device); BLOB_FINISH a device id.
  */
 enum msv_limit {
     MSV_LIMIT_LOOKUP,
@@ -147,6 +148,8 @@ enum msv_limit {
     MSV_LIMIT_SEALED,
     MSV_LIMIT_LOG,
     MSV_LIMIT_CODE,
+    MSV_LIMIT_GUESS_ADDRESS,
+    MSV_LIMIT_GUESS,
     MSV_LIMIT_SEND,
     MSV_LIMIT_CLAIM,
     MSV_LIMIT_BLOB_FINISH,

@@ -1488,20 +1488,35 @@ static msv_err queue_commit(struct pg_conn *c, const struct msv_queue_in *items,
     return err;
 }
 
-static msv_err queue_expire(struct pg_conn *c, int64_t now_ms, size_t *expired)
+/* Devices whose expired envelopes one transaction of queue_expire removes (one lock each). */
+#define EXPIRE_DEVICES 256
+
+/*
+ * Removes the expired envelopes of the EXPIRE_DEVICES lowest devices that have any, after
+ * taking their locks in ascending order, as a commit takes them; *devices says how many.
+ */
+static msv_err expire_some(struct pg_conn *c, int64_t now_ms, size_t *devices, size_t *expired)
 {
-    struct args a = {0};
+    struct args a = {0}, b = {0};
+    PGresult *r = NULL;
     msv_err err;
 
     a_i64(&a, now_ms);
-    /* the devices' locks first, in ascending order, as a commit takes them */
-    err = run(c,
-              "SELECT pg_advisory_xact_lock(d) FROM (SELECT DISTINCT device_id AS d FROM"
-              " queue WHERE expires_ms <= $1 ORDER BY d) AS s;",
-              &a);
-
-    return err == MSV_OK ? run_count(c, "DELETE FROM queue WHERE expires_ms <= $1;", &a, expired)
-                         : err;
+    a_i64(&a, EXPIRE_DEVICES);
+    err = query(c,
+                "SELECT COUNT(*), COALESCE(MAX(d), 0) FROM (SELECT d, pg_advisory_xact_lock(d)"
+                " FROM (SELECT DISTINCT device_id AS d FROM queue WHERE expires_ms <= $1"
+                " ORDER BY d LIMIT $2) AS s) AS l;",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    *devices = (size_t)col_i64(r, 0, 0);
+    a_i64(&b, now_ms);
+    a_i64(&b, col_i64(r, 0, 1));
+    PQclear(r);
+    /* every device up to the highest locked one with expired envelopes is locked, or done */
+    return run_count(c, "DELETE FROM queue WHERE expires_ms <= $1 AND device_id <= $2;", &b,
+                     expired);
 }
 
 static msv_err queue_usage(struct pg_conn *c, struct msv_queue_usage *u, size_t n)
@@ -1787,9 +1802,23 @@ static msv_err p_queue_commit(void *impl, const struct msv_queue_in *items, size
     TRANSACTION(queue_commit(c_, items, n, now_ms, expires_ms, ids, acks, n_acks));
 }
 
+static msv_err p_expire_some(void *impl, int64_t now_ms, size_t *devices, size_t *expired)
+{
+    TRANSACTION(expire_some(c_, now_ms, devices, expired));
+}
+
+/* In transactions of EXPIRE_DEVICES devices, so that the locks held stay few. */
 static msv_err p_queue_expire(void *impl, int64_t now_ms, size_t *expired)
 {
-    TRANSACTION(queue_expire(c_, now_ms, expired));
+    size_t devices = EXPIRE_DEVICES, some = 0;
+    msv_err err = MSV_OK;
+
+    *expired = 0;
+    while (err == MSV_OK && devices == EXPIRE_DEVICES) {
+        err = p_expire_some(impl, now_ms, &devices, &some);
+        *expired += err == MSV_OK ? some : 0;
+    }
+    return err;
 }
 
 static msv_err p_queue_usage(void *impl, struct msv_queue_usage *u, size_t n)
