@@ -31,6 +31,7 @@
 #include "missive/sealed.h"
 #include "missive/util.h"
 #include "server_harness.h"
+#include "util/endian.h"
 
 static void count_new(void *ctx, const struct msv_incoming *in)
 {
@@ -795,6 +796,144 @@ static void test_malicious_directory(void **state)
     test_server_cleanup(&s);
 }
 
+/* Links a second device of c's account and approves it from c. */
+static struct msv_client *linked_device(struct test_server *s, struct msv_client *c,
+                                        const char *name)
+{
+    struct msv_client *d = NULL;
+    uint8_t fp[32];
+    char dir[128];
+    size_t count = 0;
+    int shown = 0;
+
+    snprintf(dir, sizeof(dir), "%s/%s", s->dir, name);
+    assert_int_equal(
+        msv_client_create(dir, c->handle, "127.0.0.1", s->port, MSV_SUITE_MODERN, 0, NULL, fp, &d),
+        MSV_OK);
+    assert_int_equal(msv_client_link(d, TEST_PASSWORD), MSV_OK);
+    /* approving needs the request to join, whose key the approval signs */
+    reconnect(c);
+    assert_int_equal(msv_client_receive(c, 300, count_new, &shown, &count), MSV_OK);
+    assert_int_equal(msv_client_approve_device(c, d->device_id), MSV_OK);
+    return d;
+}
+
+/*
+ * alice removes her laptop; the server then serves bob the leaf from before
+ * the removal (still in the log, with a valid proof): bob refuses it, as he
+ * saw a newer entry of alice's before, and the laptop does not come back. A
+ * device set learnt over a day ago is looked up again before a send.
+ */
+static void test_removed_device_stays_removed(void **state)
+{
+    const char *to[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *laptop, *bob;
+    msv_frame *devs = NULL;
+    uint8_t id[16], *v = NULL, old[16];
+    size_t len = 0;
+    char sql[256];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", to[0]);
+    bob = client_for(&s, "bob", "bob@example.org");
+    laptop = linked_device(&s, alice, "alice-laptop");
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_OK);
+    assert_int_equal(devs->lookup_result->results[0]->n_devices, 2);
+    msv_frame_free(devs);
+    assert_int_equal(msv_client_remove_device(alice, laptop->device_id), MSV_OK);
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_OK);
+    assert_int_equal(devs->lookup_result->results[0]->n_devices, 1);
+    msv_frame_free(devs);
+
+    /* the newest leaf hidden from the lookup (it stays in the tree): the one before is served */
+    test_server_stop(&s);
+    snprintf(sql, sizeof(sql),
+             "UPDATE kt_log SET handle = 'hidden' WHERE idx = (SELECT max(idx) FROM kt_log WHERE "
+             "handle = '%s');",
+             to[0]);
+    server_sql(&s, sql);
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_ERR_AUTH);
+    assert_non_null(strstr(bob->why.message, "older device set of alice@example.org"));
+    assert_null(devs);
+
+    /* a set learnt two days ago is learnt again before bob sends */
+    test_server_stop(&s);
+    server_sql(&s, "UPDATE kt_log SET handle = 'alice@example.org' WHERE handle = 'hidden';");
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_send(bob, to, 1, "hi", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_db_get(bob->db, "kt_index:alice@example.org", &v, &len), MSV_OK);
+    assert_int_equal(len, 16);
+    memcpy(old, v, 8);
+    memset(old + 8, 0, 8);
+    free(v);
+    msv_put_u64be(old + 8, (uint64_t)(msv_wall_ms() - 48LL * 3600 * 1000));
+    assert_int_equal(msv_client_db_set(bob->db, "kt_index:alice@example.org", old, 16), MSV_OK);
+    assert_int_equal(msv_client_send(bob, to, 1, "again", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_db_get(bob->db, "kt_index:alice@example.org", &v, &len), MSV_OK);
+    assert_true((int64_t)msv_get_u64be(v + 8) > msv_wall_ms() - 60000);
+    free(v);
+    msv_client_close(laptop);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
+ * The operator logs, under a handle it controls, an entry that lists alice's
+ * device id with its own key, so that a first message "from" that device
+ * would replace bob's session with alice's: bob, who knows the device as
+ * alice's, refuses the answer; carol, who asks for both handles at once,
+ * refuses it too.
+ */
+static void test_device_id_reused(void **state)
+{
+    static struct msv_kt_entry e;
+    const char *both[2] = {"alice@example.org", "mallory@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *mallory, *bob, *carol;
+    msv_frame *devs = NULL;
+    uint8_t *leaf = NULL, *forged = NULL;
+    size_t len = 0, forged_len = 0;
+    int64_t index = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", both[0]);
+    mallory = client_for(&s, "mallory", both[1]);
+    bob = client_for(&s, "bob", "bob@example.org");
+    carol = client_for(&s, "carol", "carol@example.org");
+    assert_int_equal(msv_client_devices(bob, both[0], &devs), MSV_OK);
+    msv_frame_free(devs);
+    test_server_stop(&s);
+    forge_leaf(&s, both[1], NULL, 0, &leaf, &len, &index);
+    assert_int_equal(msv_kt_leaf_parse(leaf, len, &e), MSV_OK);
+    e.devices[0].device_id = alice->device_id;
+    assert_int_equal(msv_kt_leaf_encode(&e, &forged, &forged_len), MSV_OK);
+    append_leaf(&s, both[1], forged, forged_len);
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_devices(bob, both[1], &devs), MSV_ERR_AUTH);
+    assert_non_null(strstr(bob->why.message, "gave that device to alice@example.org"));
+    assert_int_equal(msv_client_connect(carol), MSV_OK);
+    assert_int_equal(msv_client_send(carol, both, 2, "hi both", NULL, 0, NULL, (uint8_t[16]){0}),
+                     MSV_ERR_AUTH);
+    assert_non_null(strstr(carol->why.message, "under two accounts"));
+    free(leaf);
+    free(forged);
+    msv_client_close(alice);
+    msv_client_close(mallory);
+    msv_client_close(bob);
+    msv_client_close(carol);
+    test_server_cleanup(&s);
+}
+
 static void count_alarm(void *ctx, const char *warning)
 {
     char *last = ctx;
@@ -1120,6 +1259,8 @@ int main(void)
         cmocka_unit_test(test_malicious_directory),
         cmocka_unit_test(test_owner_monitor),
         cmocka_unit_test(test_gossip_reveals_fork),
+        cmocka_unit_test(test_removed_device_stays_removed),
+        cmocka_unit_test(test_device_id_reused),
         cmocka_unit_test(test_sender_killed_mid_send),
         cmocka_unit_test(test_crash_consistency),
         cmocka_unit_test(test_sessions_and_sealed_sender),

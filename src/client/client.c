@@ -861,8 +861,8 @@ static void known_sets_free(struct known_sets *k)
 
 /*
  * Fills k from the device sets remembered for targets. Returns MSV_OK if
- * every target has one; MSV_ERR_NOT_FOUND if one is unknown (ask the
- * directory). The relay refuses a send whose set is out of date and answers
+ * every target has one; MSV_ERR_NOT_FOUND if one is unknown or was learnt
+ * over a day ago (ask the directory). The relay refuses a send whose set is out of date and answers
  * with the current one, so a remembered set is safe to use.
  */
 static msv_err known_sets_load(struct msv_client *c, const char *const *targets, size_t n,
@@ -880,6 +880,9 @@ static msv_err known_sets_load(struct msv_client *c, const char *const *targets,
     for (size_t i = 0; i < n && err == MSV_OK; i++) {
         err = msv_client_db_known_devices(c->db, targets[i], &k->devs[i], &k->counts[i]);
         if (err == MSV_OK && k->counts[i] == 0)
+            err = MSV_ERR_NOT_FOUND;
+        /* a set learnt over a day ago is learnt again: it may have lost a device since */
+        if (err == MSV_OK && msv_kt_lookup_is_due(c->db, targets[i], msv_wall_ms()))
             err = MSV_ERR_NOT_FOUND;
         total += k->counts[i];
     }

@@ -26,14 +26,23 @@ MSV_MUST_CHECK msv_err msv_kt_known_head(struct msv_client_db *db, struct msv_kt
 /* The size of the newest tree head this device accepted (0: none yet). */
 uint64_t msv_kt_known_size(struct msv_client_db *db);
 
+/* A handle's device set learnt longer ago than this is looked up again before use. */
+#define MSV_KT_RELOOKUP_MS (24LL * 3600 * 1000)
+
+/* 1 if handle's devices were never looked up through the log, or not in the last day. */
+int msv_kt_lookup_is_due(struct msv_client_db *db, const char *handle, int64_t now_ms);
+
 /*
  * Checks a lookup answer: the head is signed by the log key this device
  * pinned (the first one it saw), at most a day old, it extends the head accepted before
  * (consistency proof; never smaller, never a different root for the same
  * size), and every result that names devices comes with its log leaf, whose
- * devices are exactly those, proven in the head's tree. On success the head
- * is remembered. MSV_ERR_AUTH (why says what failed) if anything does not
- * hold; nothing is remembered then.
+ * devices are exactly those, proven in the head's tree; no handle's entry is
+ * older than the newest one accepted for it before (a removed device would
+ * come back), and no device id is listed under a handle other than the one
+ * the log gave it to first. On success the head, each handle's entry index
+ * and each device id's handle are remembered. MSV_ERR_AUTH (why says what failed) if anything does
+ * not hold; nothing is remembered then.
  */
 MSV_MUST_CHECK msv_err msv_kt_check_lookup(struct msv_client_db *db,
                                            const Msv__Wire__LookupResponse *r, char *why,
