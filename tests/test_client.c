@@ -25,6 +25,7 @@
 
 #include "client/client.h"
 #include "client/sessions.h"
+#include "client/transparency.h"
 #include "missive/kt.h"
 #include "missive/payload.h"
 #include "missive/ratchet.h"
@@ -1120,6 +1121,86 @@ static void test_gossip_reveals_fork(void **state)
     test_server_cleanup(&s);
 }
 
+/* A head of size with root, signed now with the log key on the server's disk (the operator's). */
+static void operator_head(struct test_server *s, uint64_t size, const uint8_t root[32],
+                          struct msv_kt_head *h)
+{
+    char path[160];
+    uint8_t sk[64];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/data/log.key", s->dir);
+    f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fread(sk, 1, sizeof(sk), f), sizeof(sk));
+    fclose(f);
+    h->size = size;
+    h->time_ms = msv_wall_ms();
+    memcpy(h->root, root, 32);
+    assert_int_equal(msv_kt_head_sign(h, sk), MSV_OK);
+}
+
+static void set_known_head(struct msv_client *c, const struct msv_kt_head *h)
+{
+    uint8_t v[MSV_LOG_HEAD_LEN];
+
+    msv_kt_head_encode(h, v);
+    assert_int_equal(msv_client_db_set(c->db, "kt_head", v, sizeof(v)), MSV_OK);
+}
+
+/*
+ * A gossiped head smaller than this device's is checked against the server's
+ * current head, which must extend both: one that extends the gossiped head
+ * but not the head this device was shown (a forked view) is a misfit; an
+ * honest current head is adopted.
+ */
+static void test_gossip_checks_both_heads(void **state)
+{
+    struct test_server s;
+    struct msv_client *bob, *carol, *dave, *erin, *frank;
+    struct msv_kt_head g, mine, forged;
+    msv_frame *devs = NULL;
+    uint8_t root[32];
+    int fits = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    bob = client_for(&s, "bob", "bob@example.org");
+    carol = client_for(&s, "carol", "carol@example.org");
+    assert_int_equal(msv_client_devices(bob, "carol@example.org", &devs), MSV_OK);
+    msv_frame_free(devs);
+    assert_int_equal(msv_kt_known_head(bob->db, &g), MSV_OK); /* what bob's messages carry */
+    dave = client_for(&s, "dave", "dave@example.org");
+    assert_int_equal(msv_client_devices(carol, "dave@example.org", &devs), MSV_OK);
+    msv_frame_free(devs);
+    erin = client_for(&s, "erin", "erin@example.org");
+
+    /* honest: bob's smaller head fits, and carol adopts the server's newer one */
+    assert_int_equal(msv_kt_known_head(carol->db, &mine), MSV_OK);
+    assert_true(g.size < mine.size);
+    assert_int_equal(msv_kt_check_gossip(carol->db, carol->conn, &g, &fits), MSV_OK);
+    assert_int_equal(fits, 1);
+    assert_int_equal(msv_kt_known_head(carol->db, &mine), MSV_OK);
+    assert_int_equal(mine.size, g.size + 2);
+
+    /* carol was shown a fork (a head of her size with another root); the log grows on */
+    frank = client_for(&s, "frank", "frank@example.org");
+    memset(root, 0x42, sizeof(root));
+    operator_head(&s, mine.size, root, &forged);
+    set_known_head(carol, &forged);
+    assert_int_equal(msv_kt_check_gossip(carol->db, carol->conn, &g, &fits), MSV_OK);
+    assert_int_equal(fits, 0);
+    assert_int_equal(msv_kt_known_head(carol->db, &mine), MSV_OK);
+    assert_memory_equal(mine.root, root, 32); /* nothing adopted */
+    msv_client_close(bob);
+    msv_client_close(carol);
+    msv_client_close(dave);
+    msv_client_close(erin);
+    msv_client_close(frank);
+    test_server_cleanup(&s);
+}
+
 /* ---- a sender killed mid-send ------------------------------------------------------------ */
 
 #define KILL_ROUNDS 8
@@ -1261,6 +1342,7 @@ int main(void)
         cmocka_unit_test(test_gossip_reveals_fork),
         cmocka_unit_test(test_removed_device_stays_removed),
         cmocka_unit_test(test_device_id_reused),
+        cmocka_unit_test(test_gossip_checks_both_heads),
         cmocka_unit_test(test_sender_killed_mid_send),
         cmocka_unit_test(test_crash_consistency),
         cmocka_unit_test(test_sessions_and_sealed_sender),

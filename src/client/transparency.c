@@ -392,57 +392,83 @@ msv_err msv_kt_check_entries(struct msv_client_db *db, const Msv__Wire__LogEntri
     return err == MSV_OK ? accept_answer(db, &a, head, pin) : err;
 }
 
+/* Asks the server for its head now, checked as every answer (key, signature, age, growth from
+ * this device's head) and adopted; MSV_ERR_AUTH if it does not hold. */
+static msv_err refresh_head(struct msv_client_db *db, struct msv_conn *conn, uint64_t known_size,
+                            struct msv_kt_head *now)
+{
+    struct msv_refusal why = {0};
+    msv_frame *r = NULL;
+    msv_err err = msv_request_log_read(conn, UINT64_MAX, 0, known_size, 15000, &r, &why);
+
+    if (err == MSV_OK)
+        err = msv_kt_check_entries(db, r->log_entries, UINT64_MAX, now, why.message,
+                                   sizeof(why.message));
+    msv_frame_free(r);
+    return err;
+}
+
+/* The server proves g a prefix of its log as at head now: *fits; MSV_ERR_AGAIN if its head has
+ * changed since now (the log grew meanwhile). */
+static msv_err prove_prefix(struct msv_conn *conn, const struct msv_kt_head *g,
+                            const struct msv_kt_head *now, int *fits)
+{
+    static _Thread_local uint8_t proof[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+    struct msv_refusal why = {0};
+    msv_frame *r = NULL;
+    msv_err err = msv_request_log_read(conn, UINT64_MAX, 0, g->size, 15000, &r, &why);
+    const Msv__Wire__LogEntries *e;
+
+    if (err != MSV_OK)
+        return err;
+    e = r->log_entries;
+    if (e->head == NULL || e->head->size != now->size || e->head->root.len != MSV_KT_HASH_LEN ||
+        memcmp(e->head->root.data, now->root, MSV_KT_HASH_LEN) != 0)
+        err = MSV_ERR_AGAIN;
+    else
+        *fits = proof_hashes(e->consistency, e->n_consistency, proof) &&
+                msv_merkle_verify_consistency(g->size, now->size, g->root, now->root, proof,
+                                              e->n_consistency) == MSV_OK;
+    msv_frame_free(r);
+    return err;
+}
+
 msv_err msv_kt_check_gossip(struct msv_client_db *db, struct msv_conn *conn,
                             const struct msv_kt_head *g, int *fits)
 {
-    static _Thread_local uint8_t proof[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
     struct msv_kt_head mine, now;
-    struct msv_refusal why = {0};
     uint8_t *key = NULL;
     size_t key_len = 0;
-    msv_frame *r = NULL;
-    const Msv__Wire__LogEntries *e;
     msv_err err;
 
     *fits = 1;
     err = msv_client_db_get(db, "kt_log_key", &key, &key_len);
     if (err == MSV_OK && (key_len != MSV_KT_KEY_LEN || msv_kt_head_verify(g, key) != MSV_OK))
         err = MSV_ERR_NOT_FOUND; /* not a head of this log: nothing to compare */
+    free(key);
     if (err == MSV_OK)
         err = msv_kt_known_head(db, &mine);
-    if (err != MSV_OK) {
-        free(key);
+    if (err != MSV_OK)
         return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
-    }
-    if (g->size >= mine.size) {
-        /* larger: the server showed them more than it shows this device; equal: one root */
-        *fits = g->size == mine.size && sodium_memcmp(g->root, mine.root, MSV_KT_HASH_LEN) == 0;
-        free(key);
-        return MSV_OK;
-    }
-    /* smaller: the server proves it a prefix of the log as it is now */
-    err = msv_request_log_read(conn, UINT64_MAX, 0, g->size, 15000, &r, &why);
-    if (err == MSV_OK) {
-        const Msv__Wire__TreeHead *w;
-
-        e = r->log_entries;
-        w = e->head;
-        if (w == NULL || w->root.len != MSV_KT_HASH_LEN || w->signature.len != MSV_KT_SIG_LEN ||
-            w->time_ms > INT64_MAX || !proof_hashes(e->consistency, e->n_consistency, proof)) {
+    /* both heads are compared with the server's current one, which must extend this device's
+     * (else the log was rewritten under it) and is adopted; retried if the log grows meanwhile */
+    for (int tries = 0; tries < 3; tries++) {
+        err = refresh_head(db, conn, mine.size, &now);
+        if (err == MSV_ERR_AUTH) {
             *fits = 0;
-        } else {
-            now.size = w->size;
-            now.time_ms = (int64_t)w->time_ms;
-            memcpy(now.root, w->root.data, MSV_KT_HASH_LEN);
-            memcpy(now.signature, w->signature.data, MSV_KT_SIG_LEN);
-            *fits = msv_kt_head_verify(&now, key) == MSV_OK && now.size >= mine.size &&
-                    (now.size != mine.size ||
-                     sodium_memcmp(now.root, mine.root, MSV_KT_HASH_LEN) == 0) &&
-                    msv_merkle_verify_consistency(g->size, now.size, g->root, now.root, proof,
-                                                  e->n_consistency) == MSV_OK;
+            return MSV_OK;
         }
+        if (err != MSV_OK)
+            return err;
+        mine = now;
+        if (g->size >= now.size) {
+            /* larger: the server showed them more than it shows this device; equal: one root */
+            *fits = g->size == now.size && sodium_memcmp(g->root, now.root, MSV_KT_HASH_LEN) == 0;
+            return MSV_OK;
+        }
+        err = prove_prefix(conn, g, &now, fits);
+        if (err != MSV_ERR_AGAIN)
+            return err;
     }
-    msv_frame_free(r);
-    free(key);
     return err;
 }

@@ -58,11 +58,13 @@ MSV_MUST_CHECK msv_err msv_kt_check_entries(struct msv_client_db *db,
                                             struct msv_kt_head *head, char *why, size_t why_len);
 
 /*
- * A head someone else's device accepted (gossiped in a message) against this
- * device's: *fits is 0 if they cannot both be heads of one log — the same
- * size with another root, a larger size than this device was shown, or a
- * smaller one the server cannot prove a prefix of its log (it is asked, on
- * conn). A head not signed by the pinned log key is no evidence and fits.
+ * A head someone else's device accepted (gossiped in a message) against the
+ * server's current one, asked on conn: that head is checked as every answer's
+ * (key, signature, age, extends this device's head) and adopted. *fits is 0
+ * if the current head does not extend this device's, or the gossiped one
+ * cannot be a head of the same log — the same size with another root, a
+ * larger size, or a smaller one the server cannot prove a prefix of its log.
+ * A head not signed by the pinned log key is no evidence and fits.
  */
 MSV_MUST_CHECK msv_err msv_kt_check_gossip(struct msv_client_db *db, struct msv_conn *conn,
                                            const struct msv_kt_head *g, int *fits);
