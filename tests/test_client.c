@@ -935,6 +935,49 @@ static void test_device_id_reused(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * The server signs heads dated two days ahead (a head that would look fresh
+ * for two days more): bob refuses them and remembers nothing; a head a
+ * minute ahead (clocks differ) is accepted.
+ */
+static void test_head_from_the_future(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    struct msv_kt_head before, after;
+    msv_frame *devs = NULL;
+    char clock[160];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_devices(bob, "alice@example.org", &devs), MSV_OK);
+    msv_frame_free(devs);
+    assert_int_equal(msv_kt_known_head(bob->db, &before), MSV_OK);
+    test_server_stop(&s);
+    test_server_set_clock(&s, msv_wall_ms() + 48LL * 3600 * 1000);
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_devices(bob, "alice@example.org", &devs), MSV_ERR_AUTH);
+    assert_non_null(strstr(bob->why.message, "in the future"));
+    assert_int_equal(msv_kt_known_head(bob->db, &after), MSV_OK);
+    assert_int_equal(after.time_ms, before.time_ms);
+    test_server_stop(&s);
+    test_server_set_clock(&s, msv_wall_ms() + 60000);
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_devices(bob, "alice@example.org", &devs), MSV_OK);
+    msv_frame_free(devs);
+    test_server_stop(&s);
+    snprintf(clock, sizeof(clock), "%s/clock", s.dir);
+    assert_int_equal(unlink(clock), 0);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 static void count_alarm(void *ctx, const char *warning)
 {
     char *last = ctx;
@@ -1343,6 +1386,7 @@ int main(void)
         cmocka_unit_test(test_removed_device_stays_removed),
         cmocka_unit_test(test_device_id_reused),
         cmocka_unit_test(test_gossip_checks_both_heads),
+        cmocka_unit_test(test_head_from_the_future),
         cmocka_unit_test(test_sender_killed_mid_send),
         cmocka_unit_test(test_crash_consistency),
         cmocka_unit_test(test_sessions_and_sealed_sender),

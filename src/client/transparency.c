@@ -127,6 +127,12 @@ static msv_err check_head(struct msv_client_db *db, const struct log_answer *r,
                      "the directory's transparency log head is %lld hours old: it may be "
                      "showing this device a frozen view of the log",
                      (long long)((msv_wall_ms() - head->time_ms) / 3600000));
+    if (err == MSV_OK && head->time_ms > msv_wall_ms() + MSV_KT_HEAD_MAX_SKEW_MS)
+        err = refuse(why, len,
+                     "the directory's transparency log head is dated %lld minutes in the "
+                     "future: it would look fresh after it is not (or this device's clock is "
+                     "wrong)",
+                     (long long)((head->time_ms - msv_wall_ms()) / 60000));
     return err;
 }
 

@@ -22,6 +22,9 @@ void msv_kt_head_decode(const uint8_t in[MSV_LOG_HEAD_LEN], struct msv_kt_head *
 MSV_MUST_CHECK msv_err msv_kt_known_head(struct msv_client_db *db, struct msv_kt_head *h);
 /* A head older than this is refused: the server signs a fresh one at least every minute. */
 #define MSV_KT_HEAD_MAX_AGE_MS (24LL * 3600 * 1000)
+/* A head dated later than this past this device's clock is refused: it would seem fresh for
+ * longer than it is (clocks differ by a little, not by more). */
+#define MSV_KT_HEAD_MAX_SKEW_MS (10LL * 60 * 1000)
 
 /* The size of the newest tree head this device accepted (0: none yet). */
 uint64_t msv_kt_known_size(struct msv_client_db *db);
@@ -34,7 +37,8 @@ int msv_kt_lookup_is_due(struct msv_client_db *db, const char *handle, int64_t n
 
 /*
  * Checks a lookup answer: the head is signed by the log key this device
- * pinned (the first one it saw), at most a day old, it extends the head accepted before
+ * pinned (the first one it saw), at most a day old and at most ten minutes
+ * in the future, it extends the head accepted before
  * (consistency proof; never smaller, never a different root for the same
  * size), and every result that names devices comes with its log leaf, whose
  * devices are exactly those, proven in the head's tree; no handle's entry is
