@@ -1121,6 +1121,53 @@ static void test_owner_monitor(void **state)
 }
 
 /*
+ * alice removes her laptop; the operator then logs her old device set again
+ * (the laptop back, its key unchanged): her monitor raises the alarm, once,
+ * though the laptop was hers. Then the directory serves her set from before
+ * that entry: her monitor finds the entry served is not the newest it read.
+ */
+static void test_monitor_removed_device_returns(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *laptop;
+    char last[400], sql[512];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* where watching starts */
+    laptop = linked_device(&s, alice, "alice-laptop");
+    assert_int_equal(monitor(alice, last), 0);
+    assert_int_equal(msv_client_remove_device(alice, laptop->device_id), MSV_OK);
+    assert_int_equal(monitor(alice, last), 0);
+
+    test_server_stop(&s);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO kt_log (idx, handle, leaf) SELECT (SELECT max(idx) + 1 FROM kt_log), "
+             "handle, leaf FROM kt_log WHERE handle = 'alice@example.org' ORDER BY idx DESC "
+             "LIMIT 1 OFFSET 1;");
+    server_sql(&s, sql);
+    test_server_start(&s);
+    assert_int_equal(monitor(alice, last), 1);
+    snprintf(sql, sizeof(sql), "device %llu ", (unsigned long long)laptop->device_id);
+    assert_non_null(strstr(last, sql));
+    assert_non_null(strstr(last, "again, after it was removed"));
+    assert_int_equal(monitor(alice, last), 0);
+
+    /* the newest entry hidden from lookups (it stays in the tree) */
+    test_server_stop(&s);
+    server_sql(&s,
+               "UPDATE kt_log SET handle = 'hidden' WHERE idx = (SELECT max(idx) FROM kt_log);");
+    test_server_start(&s);
+    assert_int_equal(monitor(alice, last), 1);
+    assert_non_null(strstr(last, "older"));
+    msv_client_close(laptop);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
  * The server shows carol a log other than the one bob saw: bob's message
  * carries the head he accepted, carol has never seen the log before (so on
  * her own she has nothing to compare), and her monitor finds that the two
@@ -1387,6 +1434,7 @@ int main(void)
         cmocka_unit_test(test_device_id_reused),
         cmocka_unit_test(test_gossip_checks_both_heads),
         cmocka_unit_test(test_head_from_the_future),
+        cmocka_unit_test(test_monitor_removed_device_returns),
         cmocka_unit_test(test_sender_killed_mid_send),
         cmocka_unit_test(test_crash_consistency),
         cmocka_unit_test(test_sessions_and_sealed_sender),

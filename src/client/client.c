@@ -2156,6 +2156,132 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
 /* ---- watching the transparency log for this account ------------------------------------- */
 
 #define MONITORED "kt_monitored" /* the next log index to read */
+/* the account's devices in its newest entry read, u64be id and identity hash each */
+#define MONITOR_SET "kt_monitor_set"
+#define MONITOR_OWN "kt_monitor_own" /* u64be: that entry's log index */
+#define SET_RECORD (8 + 32)
+
+/* Remembers the account's device set of log entry index (n records of SET_RECORD bytes). */
+static msv_err monitor_set_put(struct msv_client *c, uint64_t index, const uint8_t *set, size_t n)
+{
+    uint8_t v[8];
+    msv_err err = msv_client_db_set(c->db, MONITOR_SET, set, n * SET_RECORD);
+
+    msv_put_u64be(v, index);
+    return err == MSV_OK ? msv_client_db_set(c->db, MONITOR_OWN, v, sizeof(v)) : err;
+}
+
+static void removed_key(char key[128], const uint8_t record[SET_RECORD])
+{
+    char hex[65];
+
+    if (msv_hex_encode(record + 8, 32, hex, sizeof(hex)) != MSV_OK)
+        hex[0] = '\0';
+    snprintf(key, 128, "kt_removed:%llu:%s", (unsigned long long)msv_get_u64be(record), hex);
+}
+
+static int set_has(const uint8_t *set, size_t n, const uint8_t record[SET_RECORD])
+{
+    for (size_t i = 0; i < n; i++) {
+        if (memcmp(set + i * SET_RECORD, record, SET_RECORD) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * The account's devices in entry e against its previous entry: a device that left is marked
+ * removed; a removed device (the same id and key) listed again raises the alarm, once.
+ */
+static msv_err monitor_removed(struct msv_client *c, const struct msv_kt_entry *e, uint64_t index,
+                               void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
+{
+    uint8_t cur[MSV_KT_DEVICES_MAX * SET_RECORD], *prev = NULL, *marker = NULL;
+    size_t prev_len = 0, marker_len = 0;
+    char key[128];
+    msv_err err = msv_client_db_get(c->db, MONITOR_SET, &prev, &prev_len);
+
+    if (err == MSV_ERR_NOT_FOUND)
+        err = MSV_OK;
+    for (size_t i = 0; err == MSV_OK && i < e->n_devices; i++) {
+        msv_put_u64be(cur + i * SET_RECORD, e->devices[i].device_id);
+        if (device_hash(e->devices[i].suite, e->devices[i].identity, e->devices[i].identity_len,
+                        cur + i * SET_RECORD + 8) != MSV_OK)
+            memset(cur + i * SET_RECORD + 8, 0, 32);
+    }
+    for (size_t i = 0; err == MSV_OK && i < prev_len / SET_RECORD; i++) {
+        if (!set_has(cur, e->n_devices, prev + i * SET_RECORD)) {
+            removed_key(key, prev + i * SET_RECORD);
+            err = msv_client_db_set(c->db, key, "", 0);
+        }
+    }
+    for (size_t i = 0; err == MSV_OK && i < e->n_devices; i++) {
+        char warning[400], fp[MSV_FINGERPRINT_TEXT_LEN];
+
+        removed_key(key, cur + i * SET_RECORD);
+        err = msv_client_db_get(c->db, key, &marker, &marker_len);
+        free(marker);
+        marker = NULL;
+        if (err == MSV_ERR_NOT_FOUND) {
+            err = MSV_OK;
+            continue;
+        }
+        if (err == MSV_OK)
+            err = msv_client_db_unset(c->db, key);
+        msv_fingerprint_text(cur + i * SET_RECORD + 8, fp);
+        snprintf(warning, sizeof(warning),
+                 "the directory's transparency log lists device %llu (fingerprint %s) for this "
+                 "account again, after it was removed: if it is not back by your doing, "
+                 "someone can read what is sent to this account",
+                 (unsigned long long)e->devices[i].device_id, fp);
+        (*alarms)++;
+        if (on_alarm != NULL)
+            on_alarm(ctx, warning);
+    }
+    free(prev);
+    return err == MSV_OK ? monitor_set_put(c, index, cur, e->n_devices) : err;
+}
+
+/* The entry of this account the directory serves is the newest one the monitor read. */
+static msv_err monitor_newest(struct msv_client *c, void (*on_alarm)(void *, const char *),
+                              void *ctx, size_t *alarms)
+{
+    const char *self = c->handle;
+    msv_frame *r = NULL;
+    uint8_t *v = NULL;
+    size_t len = 0;
+    uint64_t newest;
+    char warning[400];
+    msv_err err = msv_client_db_get(c->db, MONITOR_OWN, &v, &len);
+
+    if (err != MSV_OK || len != 8) {
+        free(v);
+        return err == MSV_ERR_NOT_FOUND || err == MSV_OK ? MSV_OK : err;
+    }
+    newest = msv_get_u64be(v);
+    free(v);
+    err = verified_lookup(c, &self, 1, &r);
+    if (err == MSV_OK && r->lookup_result->results[0]->proof != NULL &&
+        r->lookup_result->results[0]->proof->index >= newest) {
+        msv_frame_free(r);
+        return MSV_OK;
+    }
+    if (err == MSV_OK)
+        snprintf(warning, sizeof(warning),
+                 "the directory serves this account's devices from an older log entry than "
+                 "entry %llu: others may be sealing messages to devices it no longer has",
+                 (unsigned long long)newest);
+    else if (err == MSV_ERR_AUTH)
+        snprintf(warning, sizeof(warning), "the directory's answer for this account: %s",
+                 c->why.message);
+    msv_frame_free(r);
+    if (err != MSV_OK && err != MSV_ERR_AUTH)
+        return err;
+    (*alarms)++;
+    if (on_alarm != NULL)
+        on_alarm(ctx, warning);
+    return MSV_OK;
+}
 
 /* The devices the directory lists for this account now: where watching starts. */
 static msv_err monitor_baseline(struct msv_client *c)
@@ -2172,6 +2298,15 @@ static msv_err monitor_baseline(struct msv_client *c)
             err = msv_client_db_own_device_put(c->db, d->device_id, h, d->suite, d->identity.data,
                                                d->identity.len, 0);
     }
+    if (err == MSV_OK && r->lookup_result->results[0]->proof != NULL) {
+        static _Thread_local struct msv_kt_entry e;
+        const Msv__Wire__LogProof *p = r->lookup_result->results[0]->proof;
+        size_t none = 0;
+
+        /* where the removed-device watch starts: the set listed now */
+        if (msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) == MSV_OK)
+            err = monitor_removed(c, &e, p->index, NULL, NULL, &none);
+    }
     msv_frame_free(r);
     msv_put_u64be(next, msv_kt_known_size(c->db));
     return err == MSV_OK ? msv_client_db_set(c->db, MONITORED, next, sizeof(next)) : err;
@@ -2186,6 +2321,7 @@ static msv_err monitor_leaf(struct msv_client *c, const Msv__Wire__LogProof *p,
 
     if (msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) != MSV_OK || strcmp(e.handle, c->handle))
         return MSV_OK; /* proven, so the server wrote it; not this account's */
+    err = monitor_removed(c, &e, p->index, on_alarm, ctx, alarms);
     for (size_t i = 0; err == MSV_OK && i < e.n_devices; i++) {
         char warning[400], fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)";
         uint8_t h[32] = {0};
@@ -2283,5 +2419,7 @@ msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, con
         if (next >= head.size)
             break;
     }
+    if (err == MSV_OK)
+        err = monitor_newest(c, on_alarm, ctx, alarms);
     return err == MSV_OK ? check_gossip(c, on_alarm, ctx, alarms) : err;
 }
