@@ -885,94 +885,74 @@ static void test_removed_device_stays_removed(void **state)
     test_server_cleanup(&s);
 }
 
-/*
- * The operator logs, under a handle it controls, an entry that lists alice's
- * device id with its own key, so that a first message "from" that device
- * would replace bob's session with alice's: bob, who knows the device as
- * alice's, refuses the answer; carol, who asks for both handles at once,
- * refuses it too.
- */
-static void test_device_id_reused(void **state)
+/* Forgets both of c's connections (after the server restarted). */
+static void drop_both(struct msv_client *c)
 {
-    static struct msv_kt_entry e;
-    const char *both[2] = {"alice@example.org", "mallory@example.org"};
-    struct test_server s;
-    struct msv_client *alice, *mallory, *bob, *carol;
-    msv_frame *devs = NULL;
-    uint8_t *leaf = NULL, *forged = NULL;
-    size_t len = 0, forged_len = 0;
-    int64_t index = 0;
+    drop_connection(c);
+    msv_conn_close(c->sealed_conn);
+    c->sealed_conn = NULL;
+}
 
-    (void)state;
-    test_server_init(&s, NULL);
-    test_server_start(&s);
-    alice = client_for(&s, "alice", both[0]);
-    mallory = client_for(&s, "mallory", both[1]);
-    bob = client_for(&s, "bob", "bob@example.org");
-    carol = client_for(&s, "carol", "carol@example.org");
-    assert_int_equal(msv_client_devices(bob, both[0], &devs), MSV_OK);
-    msv_frame_free(devs);
-    test_server_stop(&s);
-    forge_leaf(&s, both[1], NULL, 0, &leaf, &len, &index);
-    assert_int_equal(msv_kt_leaf_parse(leaf, len, &e), MSV_OK);
-    e.devices[0].device_id = alice->device_id;
-    assert_int_equal(msv_kt_leaf_encode(&e, &forged, &forged_len), MSV_OK);
-    append_leaf(&s, both[1], forged, forged_len);
-    test_server_start(&s);
-    drop_connection(bob);
-    assert_int_equal(msv_client_devices(bob, both[1], &devs), MSV_ERR_AUTH);
-    assert_non_null(strstr(bob->why.message, "gave that device to alice@example.org"));
-    assert_int_equal(msv_client_connect(carol), MSV_OK);
-    assert_int_equal(msv_client_send(carol, both, 2, "hi both", NULL, 0, NULL, (uint8_t[16]){0}),
-                     MSV_ERR_AUTH);
-    assert_non_null(strstr(carol->why.message, "under two accounts"));
-    free(leaf);
-    free(forged);
-    msv_client_close(alice);
-    msv_client_close(mallory);
-    msv_client_close(bob);
-    msv_client_close(carol);
-    test_server_cleanup(&s);
+static void count_unsealed(void *ctx, const char *handle)
+{
+    (void)handle;
+    (*(int *)ctx)++;
 }
 
 /*
- * The server signs heads dated two days ahead (a head that would look fresh
- * for two days more): bob refuses them and remembers nothing; a head a
- * minute ahead (clocks differ) is accepted.
+ * The relay refuses bob's delivery token: alice's message goes authenticated,
+ * with a notice, counted; she keeps bob's profile key, so once the relay
+ * takes the token again her next message is sealed (refusing a token once
+ * does not turn sealed sender off for good).
  */
-static void test_head_from_the_future(void **state)
+static void test_sealed_sender_not_stripped(void **state)
 {
     struct test_server s;
     struct msv_client *alice, *bob;
-    struct msv_kt_head before, after;
-    msv_frame *devs = NULL;
-    char clock[160];
+    const char *to_bob[1] = {"bob@example.org"};
+    uint8_t id[16], inner;
+    int sealed, notices = 0;
 
     (void)state;
     test_server_init(&s, NULL);
     test_server_start(&s);
     alice = client_for(&s, "alice", "alice@example.org");
-    bob = client_for(&s, "bob", "bob@example.org");
-    assert_int_equal(msv_client_devices(bob, "alice@example.org", &devs), MSV_OK);
-    msv_frame_free(devs);
-    assert_int_equal(msv_kt_known_head(bob->db, &before), MSV_OK);
+    bob = client_for(&s, "bob", to_bob[0]);
+    alice->on_unsealed = count_unsealed;
+    alice->ctx = &notices;
+    /* alice learns bob's profile key from his receipt */
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "first", NULL, 0, NULL, id), MSV_OK);
+    receive_all(bob);
+    receive_all(alice);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "sealed", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(newest_envelope(&s, bob, alice->device_id, &sealed, &inner), MSV_WIRE_SEALED);
+    receive_all(bob);
+    receive_all(alice);
+
     test_server_stop(&s);
-    test_server_set_clock(&s, msv_wall_ms() + 48LL * 3600 * 1000);
+    server_sql(&s, "CREATE TABLE saved AS SELECT id, delivery_token FROM devices;"
+                   "UPDATE devices SET delivery_token = zeroblob(32);");
     test_server_start(&s);
-    drop_connection(bob);
-    assert_int_equal(msv_client_devices(bob, "alice@example.org", &devs), MSV_ERR_AUTH);
-    assert_non_null(strstr(bob->why.message, "in the future"));
-    assert_int_equal(msv_kt_known_head(bob->db, &after), MSV_OK);
-    assert_int_equal(after.time_ms, before.time_ms);
+    drop_both(alice);
+    drop_both(bob);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "refused", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(notices, 1);
+    assert_int_equal(msv_client_unsealed_sends(alice), 1);
+    newest_envelope(&s, bob, alice->device_id, &sealed, &inner);
+    assert_false(sealed);
+    receive_all(bob);
+    assert_true(received_text(bob, "refused"));
+
     test_server_stop(&s);
-    test_server_set_clock(&s, msv_wall_ms() + 60000);
+    server_sql(&s, "UPDATE devices SET delivery_token = (SELECT delivery_token FROM saved WHERE "
+                   "saved.id = devices.id); DROP TABLE saved;");
     test_server_start(&s);
-    drop_connection(bob);
-    assert_int_equal(msv_client_devices(bob, "alice@example.org", &devs), MSV_OK);
-    msv_frame_free(devs);
-    test_server_stop(&s);
-    snprintf(clock, sizeof(clock), "%s/clock", s.dir);
-    assert_int_equal(unlink(clock), 0);
+    drop_both(alice);
+    drop_both(bob);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "sealed again", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(newest_envelope(&s, bob, alice->device_id, &sealed, &inner), MSV_WIRE_SEALED);
+    assert_int_equal(notices, 1);
+    assert_int_equal(msv_client_unsealed_sends(alice), 1);
     msv_client_close(alice);
     msv_client_close(bob);
     test_server_cleanup(&s);
@@ -1164,6 +1144,101 @@ static void test_monitor_removed_device_returns(void **state)
     assert_non_null(strstr(last, "older"));
     msv_client_close(laptop);
     msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
+ * The operator logs, under a handle it controls, an entry that lists alice's
+ * device id with its own key, so that a first message "from" that device
+ * would replace bob's session with alice's: bob, who knows the device as
+ * alice's, refuses the answer; carol, who asks for both handles at once,
+ * refuses it too.
+ */
+static void test_device_id_reused(void **state)
+{
+    static struct msv_kt_entry e;
+    const char *both[2] = {"alice@example.org", "mallory@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *mallory, *bob, *carol;
+    msv_frame *devs = NULL;
+    uint8_t *leaf = NULL, *forged = NULL;
+    size_t len = 0, forged_len = 0;
+    int64_t index = 0;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", both[0]);
+    mallory = client_for(&s, "mallory", both[1]);
+    bob = client_for(&s, "bob", "bob@example.org");
+    carol = client_for(&s, "carol", "carol@example.org");
+    assert_int_equal(msv_client_devices(bob, both[0], &devs), MSV_OK);
+    msv_frame_free(devs);
+    assert_int_equal(monitor(alice, last), 0); /* where watching starts */
+    test_server_stop(&s);
+    forge_leaf(&s, both[1], NULL, 0, &leaf, &len, &index);
+    assert_int_equal(msv_kt_leaf_parse(leaf, len, &e), MSV_OK);
+    e.devices[0].device_id = alice->device_id;
+    assert_int_equal(msv_kt_leaf_encode(&e, &forged, &forged_len), MSV_OK);
+    append_leaf(&s, both[1], forged, forged_len);
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_devices(bob, both[1], &devs), MSV_ERR_AUTH);
+    assert_non_null(strstr(bob->why.message, "gave that device to alice@example.org"));
+    assert_int_equal(msv_client_connect(carol), MSV_OK);
+    assert_int_equal(msv_client_send(carol, both, 2, "hi both", NULL, 0, NULL, (uint8_t[16]){0}),
+                     MSV_ERR_AUTH);
+    assert_non_null(strstr(carol->why.message, "under two accounts"));
+    free(leaf);
+    free(forged);
+    msv_client_close(alice);
+    msv_client_close(mallory);
+    msv_client_close(bob);
+    msv_client_close(carol);
+    test_server_cleanup(&s);
+}
+
+/*
+ * The server signs heads dated two days ahead (a head that would look fresh
+ * for two days more): bob refuses them and remembers nothing; a head a
+ * minute ahead (clocks differ) is accepted.
+ */
+static void test_head_from_the_future(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    struct msv_kt_head before, after;
+    msv_frame *devs = NULL;
+    char clock[160];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_devices(bob, "alice@example.org", &devs), MSV_OK);
+    msv_frame_free(devs);
+    assert_int_equal(msv_kt_known_head(bob->db, &before), MSV_OK);
+    test_server_stop(&s);
+    test_server_set_clock(&s, msv_wall_ms() + 48LL * 3600 * 1000);
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_devices(bob, "alice@example.org", &devs), MSV_ERR_AUTH);
+    assert_non_null(strstr(bob->why.message, "in the future"));
+    assert_int_equal(msv_kt_known_head(bob->db, &after), MSV_OK);
+    assert_int_equal(after.time_ms, before.time_ms);
+    test_server_stop(&s);
+    test_server_set_clock(&s, msv_wall_ms() + 60000);
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_devices(bob, "alice@example.org", &devs), MSV_OK);
+    msv_frame_free(devs);
+    test_server_stop(&s);
+    snprintf(clock, sizeof(clock), "%s/clock", s.dir);
+    assert_int_equal(unlink(clock), 0);
+    msv_client_close(alice);
+    msv_client_close(bob);
     test_server_cleanup(&s);
 }
 
@@ -1438,6 +1513,7 @@ int main(void)
         cmocka_unit_test(test_sender_killed_mid_send),
         cmocka_unit_test(test_crash_consistency),
         cmocka_unit_test(test_sessions_and_sealed_sender),
+        cmocka_unit_test(test_sealed_sender_not_stripped),
         cmocka_unit_test(test_signed_prekey_rotation),
     };
 

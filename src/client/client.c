@@ -984,11 +984,49 @@ static msv_err deliver_group(struct msv_client *c, const uint8_t id[16], const c
     return err;
 }
 
+#define UNSEALED "unsealed-sends" /* u64be: sends that fell back to authenticated */
+
+uint64_t msv_client_unsealed_sends(struct msv_client *c)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    uint64_t n = 0;
+
+    if (msv_client_db_get(c->db, UNSEALED, &v, &len) == MSV_OK && len == 8)
+        n = msv_get_u64be(v);
+    free(v);
+    return n;
+}
+
+/* Message id goes to handle authenticated: counted, and told through on_unsealed, once (a
+ * message is tried again after a lost connection, and from the outbox). */
+static msv_err unsealed(struct msv_client *c, const uint8_t id[16], const char *handle)
+{
+    char key[320], hex[33];
+    uint8_t v[8], *seen = NULL;
+    size_t len = 0;
+    msv_err err = msv_hex_encode(id, 16, hex, sizeof(hex));
+
+    snprintf(key, sizeof(key), "unsealed:%s:%s", hex, handle);
+    if (err == MSV_OK)
+        err = msv_client_db_get(c->db, key, &seen, &len);
+    free(seen);
+    if (err != MSV_ERR_NOT_FOUND)
+        return err;
+    msv_put_u64be(v, msv_client_unsealed_sends(c) + 1);
+    if (c->on_unsealed != NULL)
+        c->on_unsealed(c->ctx, handle);
+    err = msv_client_db_set(c->db, key, "", 0);
+    return err == MSV_OK ? msv_client_db_set(c->db, UNSEALED, v, sizeof(v)) : err;
+}
+
 /*
  * Sends to every target: sealed to each handle whose delivery token this
  * device knows (from a profile key its devices sent), the rest (and this
  * account's other devices) in one authenticated send. A token the relay
- * refuses is forgotten and that handle gets the authenticated send.
+ * refuses sends that handle this message authenticated, with a notice; the
+ * profile key is kept, so the next message is sealed again (a relay that
+ * refuses tokens cannot turn sealed sender off for good).
  */
 static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const char *const *targets,
                             size_t n, const uint8_t *pt, size_t pt_len)
@@ -1006,7 +1044,7 @@ static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const ch
             if (err == MSV_OK)
                 continue;
             if (err == MSV_ERR_AUTH && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_AUTH)
-                err = msv_sessions_learn_profile(c, targets[i], NULL); /* token outdated */
+                err = unsealed(c, id, targets[i]);
             else if (err == MSV_ERR_UNSUPPORTED)
                 err = MSV_OK; /* a device that cannot open sealed envelopes */
             if (err != MSV_OK)
