@@ -2280,18 +2280,46 @@ static msv_err monitor_removed(struct msv_client *c, const struct msv_kt_entry *
     return err == MSV_OK ? monitor_set_put(c, index, cur, e->n_devices) : err;
 }
 
-/* The entry of this account the directory serves is the newest one the monitor read. */
-static msv_err monitor_newest(struct msv_client *c, void (*on_alarm)(void *, const char *),
-                              void *ctx, size_t *alarms)
+/* The log index of the account's newest entry the monitor read (UINT64_MAX: none yet). */
+static uint64_t monitor_own_index(struct msv_client *c)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    uint64_t index = UINT64_MAX;
+
+    if (msv_client_db_get(c->db, MONITOR_OWN, &v, &len) == MSV_OK && len == 8)
+        index = msv_get_u64be(v);
+    free(v);
+    return index;
+}
+
+#define NEWEST_CHECKED "kt_monitor_checked" /* u64be ms: when the entry served was last checked */
+#define NEWEST_INTERVAL_MS (3600LL * 1000)
+
+/*
+ * The entry of this account the directory serves is the newest one the monitor read: checked
+ * when the monitor read one of the account's entries, and at least hourly (a lookup each time
+ * would spend the lookup rate on every receive). A lookup the relay limits waits for next time.
+ */
+static msv_err monitor_newest(struct msv_client *c, int read_own,
+                              void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
 {
     const char *self = c->handle;
     msv_frame *r = NULL;
-    uint8_t *v = NULL;
+    uint8_t *v = NULL, when[8];
     size_t len = 0;
     uint64_t newest;
     char warning[400];
-    msv_err err = msv_client_db_get(c->db, MONITOR_OWN, &v, &len);
+    msv_err err = msv_client_db_get(c->db, NEWEST_CHECKED, &v, &len);
 
+    if (err == MSV_OK && len == 8 && !read_own &&
+        msv_wall_ms() - (int64_t)msv_get_u64be(v) < NEWEST_INTERVAL_MS) {
+        free(v);
+        return MSV_OK;
+    }
+    free(v);
+    v = NULL;
+    err = msv_client_db_get(c->db, MONITOR_OWN, &v, &len);
     if (err != MSV_OK || len != 8) {
         free(v);
         return err == MSV_ERR_NOT_FOUND || err == MSV_OK ? MSV_OK : err;
@@ -2299,6 +2327,12 @@ static msv_err monitor_newest(struct msv_client *c, void (*on_alarm)(void *, con
     newest = msv_get_u64be(v);
     free(v);
     err = verified_lookup(c, &self, 1, &r);
+    if (err == MSV_ERR_INVALID && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED)
+        return MSV_OK;
+    msv_put_u64be(when, (uint64_t)msv_wall_ms());
+    if ((err == MSV_OK || err == MSV_ERR_AUTH) &&
+        msv_client_db_set(c->db, NEWEST_CHECKED, when, sizeof(when)) != MSV_OK)
+        err = MSV_ERR_IO;
     if (err == MSV_OK && r->lookup_result->results[0]->proof != NULL &&
         r->lookup_result->results[0]->proof->index >= newest) {
         msv_frame_free(r);
@@ -2418,7 +2452,7 @@ msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, con
 {
     uint8_t *v = NULL;
     size_t len = 0;
-    uint64_t next = 0;
+    uint64_t next = 0, own_before, own_read;
     msv_err err = msv_client_connect(c);
 
     *alarms = 0;
@@ -2433,6 +2467,7 @@ msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, con
     if (err == MSV_OK)
         next = msv_get_u64be(v);
     free(v);
+    own_before = monitor_own_index(c);
     while (err == MSV_OK) {
         msv_frame *r = NULL;
         struct msv_kt_head head;
@@ -2457,7 +2492,8 @@ msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, con
         if (next >= head.size)
             break;
     }
+    own_read = monitor_own_index(c);
     if (err == MSV_OK)
-        err = monitor_newest(c, on_alarm, ctx, alarms);
+        err = monitor_newest(c, own_read != own_before, on_alarm, ctx, alarms);
     return err == MSV_OK ? check_gossip(c, on_alarm, ctx, alarms) : err;
 }

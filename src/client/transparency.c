@@ -456,6 +456,10 @@ msv_err msv_kt_check_gossip(struct msv_client_db *db, struct msv_conn *conn,
         err = msv_kt_known_head(db, &mine);
     if (err != MSV_OK)
         return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+    if (g->size == mine.size) {
+        *fits = sodium_memcmp(g->root, mine.root, MSV_KT_HASH_LEN) == 0;
+        return MSV_OK;
+    }
     /* both heads are compared with the server's current one, which must extend this device's
      * (else the log was rewritten under it) and is adopted; retried if the log grows meanwhile */
     for (int tries = 0; tries < 3; tries++) {
