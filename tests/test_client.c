@@ -1155,7 +1155,7 @@ static void test_monitor_removed_device_returns(void **state)
  * device id with its own key, so that a first message "from" that device
  * would replace bob's session with alice's: bob, who knows the device as
  * alice's, refuses the answer; carol, who asks for both handles at once,
- * refuses it too.
+ * refuses it too; alice's monitor raises the alarm.
  */
 static void test_device_id_reused(void **state)
 {
@@ -1193,6 +1193,10 @@ static void test_device_id_reused(void **state)
     assert_int_equal(msv_client_send(carol, both, 2, "hi both", NULL, 0, NULL, (uint8_t[16]){0}),
                      MSV_ERR_AUTH);
     assert_non_null(strstr(carol->why.message, "under two accounts"));
+    /* alice's monitor finds her device under mallory's handle */
+    assert_int_equal(monitor(alice, last), 1);
+    assert_non_null(strstr(last, "this account's device"));
+    assert_non_null(strstr(last, "under mallory@example.org"));
     free(leaf);
     free(forged);
     msv_client_close(alice);

@@ -2384,6 +2384,39 @@ static msv_err monitor_baseline(struct msv_client *c)
     return err == MSV_OK ? msv_client_db_set(c->db, MONITORED, next, sizeof(next)) : err;
 }
 
+/* Another account's entry must not list a device id of this account's (a device id belongs to
+ * one account: sessions are found by it). */
+static msv_err monitor_foreign(struct msv_client *c, const struct msv_kt_entry *e, uint64_t index,
+                               void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
+{
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < e->n_devices; i++) {
+        char warning[600];
+        uint8_t *identity = NULL;
+        size_t len = 0;
+        uint32_t suite = 0;
+
+        err = msv_client_db_own_device_identity(c->db, e->devices[i].device_id, &suite, &identity,
+                                                &len);
+        free(identity);
+        if (err == MSV_ERR_NOT_FOUND) {
+            err = MSV_OK;
+            continue;
+        }
+        if (err != MSV_OK)
+            break;
+        snprintf(warning, sizeof(warning),
+                 "the directory's transparency log lists this account's device %llu under "
+                 "%.256s (entry %llu): someone may pose as that device to the people you write to",
+                 (unsigned long long)e->devices[i].device_id, e->handle, (unsigned long long)index);
+        (*alarms)++;
+        if (on_alarm != NULL)
+            on_alarm(ctx, warning);
+    }
+    return err;
+}
+
 /* Raises the alarm for each device of this account in leaf that this device was not told of. */
 static msv_err monitor_leaf(struct msv_client *c, const Msv__Wire__LogProof *p,
                             void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
@@ -2391,8 +2424,10 @@ static msv_err monitor_leaf(struct msv_client *c, const Msv__Wire__LogProof *p,
     static _Thread_local struct msv_kt_entry e;
     msv_err err = MSV_OK;
 
-    if (msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) != MSV_OK || strcmp(e.handle, c->handle))
-        return MSV_OK; /* proven, so the server wrote it; not this account's */
+    if (msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) != MSV_OK)
+        return MSV_OK; /* proven, so the server wrote it */
+    if (strcmp(e.handle, c->handle) != 0)
+        return monitor_foreign(c, &e, p->index, on_alarm, ctx, alarms);
     err = monitor_removed(c, &e, p->index, on_alarm, ctx, alarms);
     for (size_t i = 0; err == MSV_OK && i < e.n_devices; i++) {
         char warning[400], fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)";
