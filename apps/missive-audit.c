@@ -33,6 +33,7 @@
 #define EXIT_NET 4
 #define TIMEOUT_MS 15000
 #define MAX_COMPARE 16
+#define MAX_SKEW_MS (10LL * 60 * 1000) /* as the client allows (MSV_KT_HEAD_MAX_SKEW_MS) */
 
 static const char *prog = "missive-audit";
 
@@ -370,6 +371,12 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
     memcpy(head.signature, w->signature.data, MSV_KT_SIG_LEN);
     if (msv_kt_head_verify(&head, a->log_key) != MSV_OK)
         return bad_log("%s", "a tree head is not signed by the log key");
+    /* a head from the future would pass for fresh later; clocks differ by a little only */
+    if (head.time_ms > msv_wall_ms() + MAX_SKEW_MS) {
+        snprintf(detail, sizeof(detail), "%" PRId64 " minutes",
+                 (head.time_ms - msv_wall_ms()) / 60000);
+        return bad_log("a tree head is dated %s in the future", detail);
+    }
     if (a->have_head) {
         if (head.size < a->head.size) {
             snprintf(detail, sizeof(detail), "%" PRIu64 " entries after %" PRIu64, head.size,

@@ -85,6 +85,14 @@ start
 expect 1 "a new log key is caught" -- "$A" --state st4
 grep -q "another key than the pinned one" err.txt && ok || bad "new key: $(cat err.txt)"
 
+# heads dated two days ahead
+stop
+echo $(( ($(date +%s) + 2 * 86400) * 1000 )) >clock
+MISSIVED_TESTING_CLOCK_FILE=$PWD/clock start
+expect 1 "a head from the future is caught" -- "$A" --state st5 --server "$server" --fingerprint "$fp"
+grep -q "dated 28[0-9][0-9] minutes in the future" err.txt && ok || bad "future head: $(cat err.txt)"
+rm clock
+
 # the operator logs, under bob's handle, an entry that lists alice's device id with bob's key
 stop
 python3 - srv/missive.db <<'PY'
