@@ -49,6 +49,7 @@ struct msv_config {
     unsigned idle_timeout_s;
     unsigned max_conns_per_address; /* open connections from one address (IPv6: /64) */
     char clock_file[1024];          /* tests only: the current time in ms is read from this file */
+    int trust_store_log;            /* tests only: serve the log's leaves unchecked (dishonest) */
 };
 
 /* Fills c with the defaults. */
