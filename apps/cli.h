@@ -50,6 +50,7 @@ char *cli_message_text(const struct cli *o);
 /* The warnings a send prints on cli_err: a contact's devices changed; a device left out. */
 void cli_key_change_warning(void *ctx, const char *handle);
 void cli_unreachable_warning(void *ctx, const char *handle, uint64_t device, const char *suites);
+void cli_unsealed_notice(void *ctx, const char *handle);
 /* A message as 'receive' and 'history' print it (-o json: one object per line). */
 void cli_print_message(const struct cli *o, const struct msv_message_rec *m);
 /* The object -o json prints for a message (a new reference; NULL if out of memory). */

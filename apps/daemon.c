@@ -576,11 +576,12 @@ static json_t *status(struct owner *ow)
     char server[300];
 
     snprintf(server, sizeof(server), "%s:%u", ow->c->host, ow->c->port);
-    return json_pack("{s:i, s:s, s:s, s:I, s:s, s:b, s:s, s:I}", "schema", DAEMON_SCHEMA, "version",
-                     MSV_VERSION_TEXT, "account", ow->c->handle, "device_id",
+    return json_pack("{s:i, s:s, s:s, s:I, s:s, s:b, s:s, s:I, s:I}", "schema", DAEMON_SCHEMA,
+                     "version", MSV_VERSION_TEXT, "account", ow->c->handle, "device_id",
                      (json_int_t)ow->c->device_id, "server", server, "online", ow->online,
                      "last_error", ow->online ? "" : ow->last_error, "waiting",
-                     (json_int_t)ow->inbox_len);
+                     (json_int_t)ow->inbox_len, "unsealed_sends",
+                     (json_int_t)msv_client_unsealed_sends(ow->c));
 }
 
 /* One request; the response, or NULL for a notification or a receive that waits. */

@@ -8,7 +8,9 @@
  * server shows different people different directories.
  *
  * State (a text file, written atomically): the pinned TLS fingerprint and
- * log key, the last head, and every leaf hash.
+ * log key, the last head, every leaf hash, and every device id the log
+ * listed with the SHA-256 of the handle it first listed it under (a device
+ * id belongs to one handle forever).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -31,10 +33,20 @@
 #define EXIT_NET 4
 #define TIMEOUT_MS 15000
 #define MAX_COMPARE 16
+#define MAX_SKEW_MS (10LL * 60 * 1000) /* as the client allows (MSV_KT_HEAD_MAX_SKEW_MS) */
 
 static const char *prog = "missive-audit";
 
+/* Device id -> SHA-256 of the handle the log first listed it under (open addressing). */
+struct owners {
+    uint64_t *ids;
+    uint8_t (*handles)[MSV_KT_HASH_LEN];
+    uint8_t *used;
+    size_t cap, count;
+};
+
 struct audit {
+    struct owners owners;
     char host[256];
     uint16_t port;
     int have_fingerprint, have_key, have_head;
@@ -120,7 +132,111 @@ static void format_head(const struct msv_kt_head *h, char *out, size_t len)
              sig);
 }
 
+/* ---- device ids and their handles ------------------------------------------------------- */
+
+static size_t owners_slot(const struct owners *o, uint64_t id)
+{
+    size_t i = (size_t)((id * 0x9e3779b97f4a7c15ULL) >> 17) & (o->cap - 1);
+
+    while (o->used[i] && o->ids[i] != id)
+        i = (i + 1) & (o->cap - 1);
+    return i;
+}
+
+/* Doubles the table (kept at most half full); 0 if out of memory. */
+static int owners_grow(struct owners *o)
+{
+    struct owners n = {0};
+
+    n.cap = o->cap ? o->cap * 2 : 1024;
+    n.ids = calloc(n.cap, sizeof(*n.ids));
+    n.handles = calloc(n.cap, sizeof(*n.handles));
+    n.used = calloc(n.cap, 1);
+    if (n.ids == NULL || n.handles == NULL || n.used == NULL) {
+        free(n.ids);
+        free(n.handles);
+        free(n.used);
+        return 0;
+    }
+    for (size_t i = 0; i < o->cap; i++) {
+        size_t at;
+
+        if (!o->used[i])
+            continue;
+        at = owners_slot(&n, o->ids[i]);
+        n.used[at] = 1;
+        n.ids[at] = o->ids[i];
+        memcpy(n.handles[at], o->handles[i], MSV_KT_HASH_LEN);
+    }
+    n.count = o->count;
+    free(o->ids);
+    free(o->handles);
+    free(o->used);
+    *o = n;
+    return 1;
+}
+
+static void owners_free(struct owners *o)
+{
+    free(o->ids);
+    free(o->handles);
+    free(o->used);
+    memset(o, 0, sizeof(*o));
+}
+
+/* Gives id to handle (a SHA-256) if it has no handle yet: 1; 0 if it is another handle's. */
+static int owners_claim(struct owners *o, uint64_t id, const uint8_t handle[MSV_KT_HASH_LEN])
+{
+    size_t at;
+
+    if ((o->count + 1) * 2 > o->cap && !owners_grow(o)) {
+        fprintf(stderr, "%s: out of memory\n", prog);
+        exit(EXIT_FAILURE);
+    }
+    at = owners_slot(o, id);
+    if (o->used[at])
+        return sodium_memcmp(o->handles[at], handle, MSV_KT_HASH_LEN) == 0;
+    o->used[at] = 1;
+    o->ids[at] = id;
+    memcpy(o->handles[at], handle, MSV_KT_HASH_LEN);
+    o->count++;
+    return 1;
+}
+
+/* Claims the devices of entry e (at index) for its handle; 0 or EXIT_FORK. */
+static int claim_devices(struct audit *a, const struct msv_kt_entry *e, uint64_t index)
+{
+    uint8_t handle[MSV_KT_HASH_LEN];
+
+    crypto_hash_sha256(handle, (const uint8_t *)e->handle, strlen(e->handle));
+    for (size_t i = 0; i < e->n_devices; i++) {
+        if (!owners_claim(&a->owners, e->devices[i].device_id, handle))
+            return bad_log("entry %" PRIu64 " lists device %" PRIu64 " under %s, but an earlier "
+                           "entry gave that device to another account",
+                           index, e->devices[i].device_id, e->handle);
+    }
+    return 0;
+}
+
 /* ---- state ------------------------------------------------------------------------------ */
+
+/* Reads the "devices N" section: N lines "ID HANDLE_SHA256"; 0 if malformed. */
+static int load_owners(struct audit *a, FILE *f)
+{
+    char line[512], hex[200];
+    unsigned long long n = 0, id = 0;
+
+    if (fgets(line, sizeof(line), f) == NULL || sscanf(line, "devices %llu", &n) != 1)
+        return 0;
+    for (unsigned long long i = 0; i < n; i++) {
+        uint8_t h[MSV_KT_HASH_LEN];
+
+        if (fgets(line, sizeof(line), f) == NULL || sscanf(line, "%llu %199s", &id, hex) != 2 ||
+            !hex_field(hex, h, sizeof(h)) || !owners_claim(&a->owners, id, h))
+            return 0;
+    }
+    return 1;
+}
 
 static int load_state(struct audit *a, const char *path)
 {
@@ -128,11 +244,14 @@ static int load_state(struct audit *a, const char *path)
     FILE *f = fopen(path, "r");
     unsigned long long n = 0;
     unsigned port = 0;
+    int version;
 
     if (f == NULL)
         return errno == ENOENT ? 0 : -1;
-    if (fgets(line, sizeof(line), f) == NULL || strcmp(line, "missive-audit-state 1\n") != 0)
+    if (fgets(line, sizeof(line), f) == NULL || (strcmp(line, "missive-audit-state 1\n") != 0 &&
+                                                 strcmp(line, "missive-audit-state 2\n") != 0))
         goto bad;
+    version = line[20] - '0';
     if (fgets(line, sizeof(line), f) == NULL ||
         sscanf(line, "server %255s %u", a->host, &port) != 2 || port == 0 || port > 65535)
         goto bad;
@@ -160,6 +279,8 @@ static int load_state(struct audit *a, const char *path)
         if (!hex_field(line, h, sizeof(h)) || msv_merkle_append(a->tree, h) != MSV_OK)
             goto bad;
     }
+    if (version == 2 && !load_owners(a, f))
+        goto bad;
     fclose(f);
     {
         uint8_t root[MSV_KT_HASH_LEN];
@@ -167,6 +288,14 @@ static int load_state(struct audit *a, const char *path)
         /* the state file is checked like the server: its leaves must make its head */
         if (msv_merkle_root(a->tree, a->head.size, root) != MSV_OK ||
             sodium_memcmp(root, a->head.root, MSV_KT_HASH_LEN) != 0)
+            return -1;
+    }
+    /* a state from before device ids were kept: the log is read again from its start (each
+     * leaf proven in a head that extends this one) to learn them */
+    if (version == 1) {
+        msv_merkle_free(a->tree);
+        a->tree = NULL;
+        if (msv_merkle_new(&a->tree) != MSV_OK)
             return -1;
     }
     return 1;
@@ -185,7 +314,7 @@ static int save_state(const struct audit *a, const char *path)
     f = fopen(tmp, "w");
     if (f == NULL)
         return 0;
-    fprintf(f, "missive-audit-state 1\nserver %s %u\n", a->host, (unsigned)a->port);
+    fprintf(f, "missive-audit-state 2\nserver %s %u\n", a->host, (unsigned)a->port);
     ok &= msv_hex_encode(a->fingerprint, 32, hex, sizeof(hex)) == MSV_OK;
     fprintf(f, "fingerprint %s\n", hex);
     ok &= msv_hex_encode(a->log_key, MSV_KT_KEY_LEN, hex, sizeof(hex)) == MSV_OK;
@@ -198,6 +327,13 @@ static int save_state(const struct audit *a, const char *path)
         ok &= msv_merkle_leaf(a->tree, i, h) == MSV_OK;
         ok &= msv_hex_encode(h, sizeof(h), hex, sizeof(hex)) == MSV_OK;
         fprintf(f, "%s\n", hex);
+    }
+    fprintf(f, "devices %zu\n", a->owners.count);
+    for (size_t i = 0; i < a->owners.cap; i++) {
+        if (!a->owners.used[i])
+            continue;
+        ok &= msv_hex_encode(a->owners.handles[i], MSV_KT_HASH_LEN, hex, sizeof(hex)) == MSV_OK;
+        fprintf(f, "%" PRIu64 " %s\n", a->owners.ids[i], hex);
     }
     ok &= fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok &= fclose(f) == 0;
@@ -235,6 +371,12 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
     memcpy(head.signature, w->signature.data, MSV_KT_SIG_LEN);
     if (msv_kt_head_verify(&head, a->log_key) != MSV_OK)
         return bad_log("%s", "a tree head is not signed by the log key");
+    /* a head from the future would pass for fresh later; clocks differ by a little only */
+    if (head.time_ms > msv_wall_ms() + MAX_SKEW_MS) {
+        snprintf(detail, sizeof(detail), "%" PRId64 " minutes",
+                 (head.time_ms - msv_wall_ms()) / 60000);
+        return bad_log("a tree head is dated %s in the future", detail);
+    }
     if (a->have_head) {
         if (head.size < a->head.size) {
             snprintf(detail, sizeof(detail), "%" PRIu64 " entries after %" PRIu64, head.size,
@@ -277,6 +419,8 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
             return bad_log("entry %s is not in the tree its head signs", detail);
         if (msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) != MSV_OK)
             return bad_log("entry %s is not a device set", detail);
+        if (claim_devices(a, &e, p->index) != 0)
+            return EXIT_FORK;
         if (msv_merkle_append(a->tree, h) != MSV_OK) {
             fprintf(stderr, "%s: out of memory\n", prog);
             exit(EXIT_FAILURE);
@@ -504,5 +648,6 @@ int main(int argc, char **argv)
     }
 out:
     msv_merkle_free(a.tree);
+    owners_free(&a.owners);
     return rc;
 }

@@ -259,6 +259,16 @@ void cli_unreachable_warning(void *ctx, const char *handle, uint64_t device, con
             (unsigned long long)device, handle, suites);
 }
 
+void cli_unsealed_notice(void *ctx, const char *handle)
+{
+    (void)ctx;
+    fprintf(cli_err,
+            "missive: notice: this message went to %s without sealed sender: the relay refused "
+            "the delivery token, so it learns who sent it (not what); the next message tries "
+            "sealed again\n",
+            handle);
+}
+
 int cli_account(const struct cli *o, char *handle, size_t handle_len, char *dir, size_t dir_len)
 {
     const char *named = o->account ? o->account : getenv("MISSIVE_ACCOUNT");
@@ -312,6 +322,7 @@ static int open_dir(const struct cli *o, const char *dir, struct msv_client **c)
         return fail(NULL, "opening the account", err);
     (*c)->on_key_change = cli_key_change_warning;
     (*c)->on_unreachable = cli_unreachable_warning;
+    (*c)->on_unsealed = cli_unsealed_notice;
     return 0;
 }
 

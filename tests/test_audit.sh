@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # missive-audit against a real missived: it follows the log as it grows,
 # agrees with the heads clients saw, and catches the server rewriting its
-# log (a fork between what a client saw and what the log says now) and
-# changing its log key; its own errors are clear.
+# log (a fork between what a client saw and what the log says now),
+# changing its log key, and listing one device id under two accounts; its own
+# errors are clear.
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 M=$(realpath "${1:?usage: test_audit.sh MISSIVE MISSIVED MISSIVE_AUDIT}")
@@ -41,6 +42,11 @@ expect 0 "the audit follows" -- "$A" --state st
 grep -q "3 entries (1 new).*seen before" out.txt && ok || bad "second audit: $(cat out.txt)"
 expect 0 "a second auditor from nothing" -- "$A" --state st2 --server "$server" --fingerprint "$fp" --compare auditor.head --compare alice.head
 grep -q "3 entries (3 new)" out.txt && ok || bad "second auditor: $(cat out.txt)"
+grep -q "^devices 3$" st2 && ok || bad "device ids kept: $(grep devices st2)"
+# a state written before device ids were kept: the log is read again from its start
+sed -e '1s/ 2$/ 1/' -e '/^devices /,$d' st2 >st-v1
+expect 0 "a state of version 1" -- "$A" --state st-v1
+grep -q "3 entries (3 new)" out.txt && grep -q "^devices 3$" st-v1 && ok || bad "v1 state: $(cat out.txt)"
 
 # its errors
 expect 2 "no state" -- "$A" --server "$server"
@@ -78,4 +84,40 @@ rm srv/log.key
 start
 expect 1 "a new log key is caught" -- "$A" --state st4
 grep -q "another key than the pinned one" err.txt && ok || bad "new key: $(cat err.txt)"
+
+# heads dated two days ahead
+stop
+echo $(( ($(date +%s) + 2 * 86400) * 1000 )) >clock
+MISSIVED_TESTING_CLOCK_FILE=$PWD/clock start
+expect 1 "a head from the future is caught" -- "$A" --state st5 --server "$server" --fingerprint "$fp"
+grep -q "dated 28[0-9][0-9] minutes in the future" err.txt && ok || bad "future head: $(cat err.txt)"
+rm clock
+
+# the operator logs, under bob's handle, an entry that lists alice's device id with bob's key
+stop
+python3 - srv/missive.db <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+def latest(handle):
+    return bytearray(db.execute("SELECT leaf FROM kt_log WHERE handle = ? ORDER BY idx DESC LIMIT 1",
+                                (handle,)).fetchone()[0])
+def first_device(leaf):
+    return 1 + 8 + 1 + leaf[9] + 1  # version, time, handle, count
+alice, bob = latest("alice@example.org"), latest("bob@example.org")
+bob[9 + 1 + bob[9]] = 1  # one device: bob's first, under alice's id
+at = first_device(bob)
+n = 8 + 1 + 2 + int.from_bytes(bob[at + 9:at + 11], "big")
+bob = bob[:at] + alice[first_device(alice):first_device(alice) + 8] + bob[at + 8:at + n]
+db.execute("INSERT INTO kt_log (idx, handle, leaf) VALUES ((SELECT max(idx) + 1 FROM kt_log), ?, ?)",
+           ("bob@example.org", bytes(bob)))
+db.commit()
+PY
+MISSIVED_SERVER_LISTEN_PORT=0 MISSIVED_HTTP_LISTEN_PORT=0 timeout 60 "$D" --data-dir srv >out.txt 2>err.txt
+rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && ok || bad "missived serves a log with a device id under two handles"
+grep -q "lists a device id that an earlier entry gave to another handle" err.txt && ok || bad "missived's refusal: $(cat err.txt)"
+# a dishonest server serves it anyway; the auditor catches it
+MISSIVED_TESTING_TRUST_STORE_LOG=true start
+expect 1 "a device id under two accounts is caught" -- "$A" --state st6 --server "$server" --fingerprint "$fp"
+grep -q "gave that device to another account" err.txt && ok || bad "device id reused: $(cat err.txt)"
 finish

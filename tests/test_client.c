@@ -25,12 +25,14 @@
 
 #include "client/client.h"
 #include "client/sessions.h"
+#include "client/transparency.h"
 #include "missive/kt.h"
 #include "missive/payload.h"
 #include "missive/ratchet.h"
 #include "missive/sealed.h"
 #include "missive/util.h"
 #include "server_harness.h"
+#include "util/endian.h"
 
 static void count_new(void *ctx, const struct msv_incoming *in)
 {
@@ -795,6 +797,167 @@ static void test_malicious_directory(void **state)
     test_server_cleanup(&s);
 }
 
+/* Links a second device of c's account and approves it from c. */
+static struct msv_client *linked_device(struct test_server *s, struct msv_client *c,
+                                        const char *name)
+{
+    struct msv_client *d = NULL;
+    uint8_t fp[32];
+    char dir[128];
+    size_t count = 0;
+    int shown = 0;
+
+    snprintf(dir, sizeof(dir), "%s/%s", s->dir, name);
+    assert_int_equal(
+        msv_client_create(dir, c->handle, "127.0.0.1", s->port, MSV_SUITE_MODERN, 0, NULL, fp, &d),
+        MSV_OK);
+    assert_int_equal(msv_client_link(d, TEST_PASSWORD), MSV_OK);
+    /* approving needs the request to join, whose key the approval signs */
+    reconnect(c);
+    assert_int_equal(msv_client_receive(c, 300, count_new, &shown, &count), MSV_OK);
+    assert_int_equal(msv_client_approve_device(c, d->device_id), MSV_OK);
+    return d;
+}
+
+/*
+ * alice removes her laptop; the server then serves bob the leaf from before
+ * the removal (still in the log, with a valid proof): bob refuses it, as he
+ * saw a newer entry of alice's before, and the laptop does not come back. A
+ * device set learnt over a day ago is looked up again before a send.
+ */
+static void test_removed_device_stays_removed(void **state)
+{
+    const char *to[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *laptop, *bob;
+    msv_frame *devs = NULL;
+    uint8_t id[16], *v = NULL, old[16];
+    size_t len = 0;
+    char sql[256];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", to[0]);
+    bob = client_for(&s, "bob", "bob@example.org");
+    laptop = linked_device(&s, alice, "alice-laptop");
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_OK);
+    assert_int_equal(devs->lookup_result->results[0]->n_devices, 2);
+    msv_frame_free(devs);
+    assert_int_equal(msv_client_remove_device(alice, laptop->device_id), MSV_OK);
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_OK);
+    assert_int_equal(devs->lookup_result->results[0]->n_devices, 1);
+    msv_frame_free(devs);
+
+    /* the newest leaf hidden from the lookup (it stays in the tree): the one before is served */
+    test_server_stop(&s);
+    snprintf(sql, sizeof(sql),
+             "UPDATE kt_log SET handle = 'hidden' WHERE idx = (SELECT max(idx) FROM kt_log WHERE "
+             "handle = '%s');",
+             to[0]);
+    server_sql(&s, sql);
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_ERR_AUTH);
+    assert_non_null(strstr(bob->why.message, "older device set of alice@example.org"));
+    assert_null(devs);
+
+    /* a set learnt two days ago is learnt again before bob sends */
+    test_server_stop(&s);
+    server_sql(&s, "UPDATE kt_log SET handle = 'alice@example.org' WHERE handle = 'hidden';");
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_send(bob, to, 1, "hi", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_db_get(bob->db, "kt_index:alice@example.org", &v, &len), MSV_OK);
+    assert_int_equal(len, 16);
+    memcpy(old, v, 8);
+    memset(old + 8, 0, 8);
+    free(v);
+    msv_put_u64be(old + 8, (uint64_t)(msv_wall_ms() - 48LL * 3600 * 1000));
+    assert_int_equal(msv_client_db_set(bob->db, "kt_index:alice@example.org", old, 16), MSV_OK);
+    assert_int_equal(msv_client_send(bob, to, 1, "again", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_db_get(bob->db, "kt_index:alice@example.org", &v, &len), MSV_OK);
+    assert_true((int64_t)msv_get_u64be(v + 8) > msv_wall_ms() - 60000);
+    free(v);
+    msv_client_close(laptop);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/* Forgets both of c's connections (after the server restarted). */
+static void drop_both(struct msv_client *c)
+{
+    drop_connection(c);
+    msv_conn_close(c->sealed_conn);
+    c->sealed_conn = NULL;
+}
+
+static void count_unsealed(void *ctx, const char *handle)
+{
+    (void)handle;
+    (*(int *)ctx)++;
+}
+
+/*
+ * The relay refuses bob's delivery token: alice's message goes authenticated,
+ * with a notice, counted; she keeps bob's profile key, so once the relay
+ * takes the token again her next message is sealed (refusing a token once
+ * does not turn sealed sender off for good).
+ */
+static void test_sealed_sender_not_stripped(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    const char *to_bob[1] = {"bob@example.org"};
+    uint8_t id[16], inner;
+    int sealed, notices = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", to_bob[0]);
+    alice->on_unsealed = count_unsealed;
+    alice->ctx = &notices;
+    /* alice learns bob's profile key from his receipt */
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "first", NULL, 0, NULL, id), MSV_OK);
+    receive_all(bob);
+    receive_all(alice);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "sealed", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(newest_envelope(&s, bob, alice->device_id, &sealed, &inner), MSV_WIRE_SEALED);
+    receive_all(bob);
+    receive_all(alice);
+
+    test_server_stop(&s);
+    server_sql(&s, "CREATE TABLE saved AS SELECT id, delivery_token FROM devices;"
+                   "UPDATE devices SET delivery_token = zeroblob(32);");
+    test_server_start(&s);
+    drop_both(alice);
+    drop_both(bob);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "refused", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(notices, 1);
+    assert_int_equal(msv_client_unsealed_sends(alice), 1);
+    newest_envelope(&s, bob, alice->device_id, &sealed, &inner);
+    assert_false(sealed);
+    receive_all(bob);
+    assert_true(received_text(bob, "refused"));
+
+    test_server_stop(&s);
+    server_sql(&s, "UPDATE devices SET delivery_token = (SELECT delivery_token FROM saved WHERE "
+                   "saved.id = devices.id); DROP TABLE saved;");
+    test_server_start(&s);
+    drop_both(alice);
+    drop_both(bob);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "sealed again", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(newest_envelope(&s, bob, alice->device_id, &sealed, &inner), MSV_WIRE_SEALED);
+    assert_int_equal(notices, 1);
+    assert_int_equal(msv_client_unsealed_sends(alice), 1);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 static void count_alarm(void *ctx, const char *warning)
 {
     char *last = ctx;
@@ -938,6 +1101,156 @@ static void test_owner_monitor(void **state)
 }
 
 /*
+ * alice removes her laptop; the operator then logs her old device set again
+ * (the laptop back, its key unchanged): her monitor raises the alarm, once,
+ * though the laptop was hers. Then the directory serves her set from before
+ * that entry: her monitor finds the entry served is not the newest it read.
+ */
+static void test_monitor_removed_device_returns(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *laptop;
+    char last[400], sql[512];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* where watching starts */
+    laptop = linked_device(&s, alice, "alice-laptop");
+    assert_int_equal(monitor(alice, last), 0);
+    assert_int_equal(msv_client_remove_device(alice, laptop->device_id), MSV_OK);
+    assert_int_equal(monitor(alice, last), 0);
+
+    test_server_stop(&s);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO kt_log (idx, handle, leaf) SELECT (SELECT max(idx) + 1 FROM kt_log), "
+             "handle, leaf FROM kt_log WHERE handle = 'alice@example.org' ORDER BY idx DESC "
+             "LIMIT 1 OFFSET 1;");
+    server_sql(&s, sql);
+    test_server_start(&s);
+    assert_int_equal(monitor(alice, last), 1);
+    snprintf(sql, sizeof(sql), "device %llu ", (unsigned long long)laptop->device_id);
+    assert_non_null(strstr(last, sql));
+    assert_non_null(strstr(last, "again, after it was removed"));
+    assert_int_equal(monitor(alice, last), 0);
+
+    /* the newest entry hidden from lookups (it stays in the tree) */
+    test_server_stop(&s);
+    server_sql(&s,
+               "UPDATE kt_log SET handle = 'hidden' WHERE idx = (SELECT max(idx) FROM kt_log);");
+    test_server_start(&s);
+    /* the entry served is checked when the monitor reads one of the account's, and hourly */
+    assert_int_equal(monitor(alice, last), 0);
+    assert_int_equal(msv_client_db_unset(alice->db, "kt_monitor_checked"), MSV_OK);
+    assert_int_equal(monitor(alice, last), 1);
+    assert_non_null(strstr(last, "older"));
+    msv_client_close(laptop);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
+ * The operator logs, under a handle it controls, an entry that lists alice's
+ * device id with its own key, so that a first message "from" that device
+ * would replace bob's session with alice's: bob, who knows the device as
+ * alice's, refuses the answer; carol, who asks for both handles at once,
+ * refuses it too; alice's monitor raises the alarm.
+ */
+static void test_device_id_reused(void **state)
+{
+    static struct msv_kt_entry e;
+    const char *both[2] = {"alice@example.org", "mallory@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *mallory, *bob, *carol;
+    msv_frame *devs = NULL;
+    uint8_t *leaf = NULL, *forged = NULL;
+    size_t len = 0, forged_len = 0;
+    int64_t index = 0;
+    char last[400];
+
+    (void)state;
+    /* the server plays a dishonest one: it serves the store's log unchecked */
+    test_server_init(&s, "trust_store_log = true");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", both[0]);
+    mallory = client_for(&s, "mallory", both[1]);
+    bob = client_for(&s, "bob", "bob@example.org");
+    carol = client_for(&s, "carol", "carol@example.org");
+    assert_int_equal(msv_client_devices(bob, both[0], &devs), MSV_OK);
+    msv_frame_free(devs);
+    assert_int_equal(monitor(alice, last), 0); /* where watching starts */
+    test_server_stop(&s);
+    forge_leaf(&s, both[1], NULL, 0, &leaf, &len, &index);
+    assert_int_equal(msv_kt_leaf_parse(leaf, len, &e), MSV_OK);
+    e.devices[0].device_id = alice->device_id;
+    assert_int_equal(msv_kt_leaf_encode(&e, &forged, &forged_len), MSV_OK);
+    append_leaf(&s, both[1], forged, forged_len);
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_devices(bob, both[1], &devs), MSV_ERR_AUTH);
+    assert_non_null(strstr(bob->why.message, "gave that device to alice@example.org"));
+    assert_int_equal(msv_client_connect(carol), MSV_OK);
+    assert_int_equal(msv_client_send(carol, both, 2, "hi both", NULL, 0, NULL, (uint8_t[16]){0}),
+                     MSV_ERR_AUTH);
+    assert_non_null(strstr(carol->why.message, "under two accounts"));
+    /* alice's monitor finds her device under mallory's handle */
+    assert_int_equal(monitor(alice, last), 1);
+    assert_non_null(strstr(last, "this account's device"));
+    assert_non_null(strstr(last, "under mallory@example.org"));
+    free(leaf);
+    free(forged);
+    msv_client_close(alice);
+    msv_client_close(mallory);
+    msv_client_close(bob);
+    msv_client_close(carol);
+    test_server_cleanup(&s);
+}
+
+/*
+ * The server signs heads dated two days ahead (a head that would look fresh
+ * for two days more): bob refuses them and remembers nothing; a head a
+ * minute ahead (clocks differ) is accepted.
+ */
+static void test_head_from_the_future(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    struct msv_kt_head before, after;
+    msv_frame *devs = NULL;
+    char clock[160];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_devices(bob, "alice@example.org", &devs), MSV_OK);
+    msv_frame_free(devs);
+    assert_int_equal(msv_kt_known_head(bob->db, &before), MSV_OK);
+    test_server_stop(&s);
+    test_server_set_clock(&s, msv_wall_ms() + 48LL * 3600 * 1000);
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_devices(bob, "alice@example.org", &devs), MSV_ERR_AUTH);
+    assert_non_null(strstr(bob->why.message, "in the future"));
+    assert_int_equal(msv_kt_known_head(bob->db, &after), MSV_OK);
+    assert_int_equal(after.time_ms, before.time_ms);
+    test_server_stop(&s);
+    test_server_set_clock(&s, msv_wall_ms() + 60000);
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_devices(bob, "alice@example.org", &devs), MSV_OK);
+    msv_frame_free(devs);
+    test_server_stop(&s);
+    snprintf(clock, sizeof(clock), "%s/clock", s.dir);
+    assert_int_equal(unlink(clock), 0);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
  * The server shows carol a log other than the one bob saw: bob's message
  * carries the head he accepted, carol has never seen the log before (so on
  * her own she has nothing to compare), and her monitor finds that the two
@@ -978,6 +1291,86 @@ static void test_gossip_reveals_fork(void **state)
     free(leaf);
     msv_client_close(bob);
     msv_client_close(carol);
+    test_server_cleanup(&s);
+}
+
+/* A head of size with root, signed now with the log key on the server's disk (the operator's). */
+static void operator_head(struct test_server *s, uint64_t size, const uint8_t root[32],
+                          struct msv_kt_head *h)
+{
+    char path[160];
+    uint8_t sk[64];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/data/log.key", s->dir);
+    f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fread(sk, 1, sizeof(sk), f), sizeof(sk));
+    fclose(f);
+    h->size = size;
+    h->time_ms = msv_wall_ms();
+    memcpy(h->root, root, 32);
+    assert_int_equal(msv_kt_head_sign(h, sk), MSV_OK);
+}
+
+static void set_known_head(struct msv_client *c, const struct msv_kt_head *h)
+{
+    uint8_t v[MSV_LOG_HEAD_LEN];
+
+    msv_kt_head_encode(h, v);
+    assert_int_equal(msv_client_db_set(c->db, "kt_head", v, sizeof(v)), MSV_OK);
+}
+
+/*
+ * A gossiped head smaller than this device's is checked against the server's
+ * current head, which must extend both: one that extends the gossiped head
+ * but not the head this device was shown (a forked view) is a misfit; an
+ * honest current head is adopted.
+ */
+static void test_gossip_checks_both_heads(void **state)
+{
+    struct test_server s;
+    struct msv_client *bob, *carol, *dave, *erin, *frank;
+    struct msv_kt_head g, mine, forged;
+    msv_frame *devs = NULL;
+    uint8_t root[32];
+    int fits = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    bob = client_for(&s, "bob", "bob@example.org");
+    carol = client_for(&s, "carol", "carol@example.org");
+    assert_int_equal(msv_client_devices(bob, "carol@example.org", &devs), MSV_OK);
+    msv_frame_free(devs);
+    assert_int_equal(msv_kt_known_head(bob->db, &g), MSV_OK); /* what bob's messages carry */
+    dave = client_for(&s, "dave", "dave@example.org");
+    assert_int_equal(msv_client_devices(carol, "dave@example.org", &devs), MSV_OK);
+    msv_frame_free(devs);
+    erin = client_for(&s, "erin", "erin@example.org");
+
+    /* honest: bob's smaller head fits, and carol adopts the server's newer one */
+    assert_int_equal(msv_kt_known_head(carol->db, &mine), MSV_OK);
+    assert_true(g.size < mine.size);
+    assert_int_equal(msv_kt_check_gossip(carol->db, carol->conn, &g, &fits), MSV_OK);
+    assert_int_equal(fits, 1);
+    assert_int_equal(msv_kt_known_head(carol->db, &mine), MSV_OK);
+    assert_int_equal(mine.size, g.size + 2);
+
+    /* carol was shown a fork (a head of her size with another root); the log grows on */
+    frank = client_for(&s, "frank", "frank@example.org");
+    memset(root, 0x42, sizeof(root));
+    operator_head(&s, mine.size, root, &forged);
+    set_known_head(carol, &forged);
+    assert_int_equal(msv_kt_check_gossip(carol->db, carol->conn, &g, &fits), MSV_OK);
+    assert_int_equal(fits, 0);
+    assert_int_equal(msv_kt_known_head(carol->db, &mine), MSV_OK);
+    assert_memory_equal(mine.root, root, 32); /* nothing adopted */
+    msv_client_close(bob);
+    msv_client_close(carol);
+    msv_client_close(dave);
+    msv_client_close(erin);
+    msv_client_close(frank);
     test_server_cleanup(&s);
 }
 
@@ -1120,9 +1513,15 @@ int main(void)
         cmocka_unit_test(test_malicious_directory),
         cmocka_unit_test(test_owner_monitor),
         cmocka_unit_test(test_gossip_reveals_fork),
+        cmocka_unit_test(test_removed_device_stays_removed),
+        cmocka_unit_test(test_device_id_reused),
+        cmocka_unit_test(test_gossip_checks_both_heads),
+        cmocka_unit_test(test_head_from_the_future),
+        cmocka_unit_test(test_monitor_removed_device_returns),
         cmocka_unit_test(test_sender_killed_mid_send),
         cmocka_unit_test(test_crash_consistency),
         cmocka_unit_test(test_sessions_and_sealed_sender),
+        cmocka_unit_test(test_sealed_sender_not_stripped),
         cmocka_unit_test(test_signed_prekey_rotation),
     };
 

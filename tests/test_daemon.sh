@@ -96,7 +96,7 @@ printf 'caf\xe9\n' | as bob send al >out.txt 2>err.txt
 
 # JSON-RPC itself
 rpc '{"jsonrpc":"2.0","id":1,"method":"status"}' >out.txt
-[ "$(field 'r["result"]["schema"], r["result"]["account"], r["result"]["online"]')" = "(1, 'bob@example.org', True)" ] && ok || bad "status: $(cat out.txt)"
+[ "$(field 'r["result"]["schema"], r["result"]["account"], r["result"]["online"], r["result"]["unsealed_sends"]')" = "(1, 'bob@example.org', True, 0)" ] && ok || bad "status: $(cat out.txt)"
 RPC_WAIT=3 rpc 'not json' '{"jsonrpc":"2.0","id":2}' '{"jsonrpc":"1.0","id":3,"method":"status"}' \
     '{"jsonrpc":"2.0","id":4,"method":"nothing"}' '{"jsonrpc":"2.0","id":5,"method":"contacts","params":["list"]}' \
     '{"jsonrpc":"2.0","id":6,"method":"send","params":{"args":["al"],"colour":"red"}}' \

@@ -233,12 +233,35 @@ static void test_signed_heads(void **state)
     assert_int_equal(msv_kt_head_verify(&h, pk), MSV_ERR_AUTH);
 }
 
+/* A rotation statement holds for exactly its old key, new key and size. */
+static void test_key_rotation(void **state)
+{
+    uint8_t old_pk[32], old_sk[64], new_pk[32], new_sk[64], sig[64];
+
+    (void)state;
+    crypto_sign_keypair(old_pk, old_sk);
+    crypto_sign_keypair(new_pk, new_sk);
+    assert_int_equal(msv_kt_rotation_sign(old_sk, new_pk, 9, sig), MSV_OK);
+    assert_int_equal(msv_kt_rotation_verify(old_pk, new_pk, 9, sig), MSV_OK);
+    assert_int_equal(msv_kt_rotation_verify(old_pk, new_pk, 10, sig), MSV_ERR_AUTH);
+    assert_int_equal(msv_kt_rotation_verify(new_pk, new_pk, 9, sig), MSV_ERR_AUTH);
+    new_pk[0] ^= 1;
+    assert_int_equal(msv_kt_rotation_verify(old_pk, new_pk, 9, sig), MSV_ERR_AUTH);
+    new_pk[0] ^= 1;
+    sig[63] ^= 0x10;
+    assert_int_equal(msv_kt_rotation_verify(old_pk, new_pk, 9, sig), MSV_ERR_AUTH);
+    sig[63] ^= 0x10;
+    /* signed by the new key instead of the old: not a rotation */
+    assert_int_equal(msv_kt_rotation_sign(new_sk, new_pk, 9, sig), MSV_OK);
+    assert_int_equal(msv_kt_rotation_verify(old_pk, new_pk, 9, sig), MSV_ERR_AUTH);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reference_roots),    cmocka_unit_test(test_inclusion_proofs),
         cmocka_unit_test(test_consistency_proofs), cmocka_unit_test(test_leaf_encoding),
-        cmocka_unit_test(test_signed_heads),
+        cmocka_unit_test(test_signed_heads),       cmocka_unit_test(test_key_rotation),
     };
 
     if (msv_init() != MSV_OK)

@@ -102,4 +102,18 @@ MSV_MUST_CHECK msv_err msv_kt_head_sign(struct msv_kt_head *head, const uint8_t 
 MSV_MUST_CHECK msv_err msv_kt_head_verify(const struct msv_kt_head *head,
                                           const uint8_t log_key[MSV_KT_KEY_LEN]);
 
+/*
+ * A log key rotation: the old log key signs
+ * "MSV-kt-key-v1" || old key (32) || new key (32) || u64be size, the log size
+ * from which heads are signed by the new key (docs/transparency.md, "Rotating
+ * the log key"). sign: the old secret key (libsodium's 64 bytes); verify:
+ * MSV_OK if old_key signed it, MSV_ERR_AUTH if not.
+ */
+MSV_MUST_CHECK msv_err msv_kt_rotation_sign(const uint8_t old_secret_key[64],
+                                            const uint8_t new_key[MSV_KT_KEY_LEN], uint64_t size,
+                                            uint8_t signature[MSV_KT_SIG_LEN]);
+MSV_MUST_CHECK msv_err msv_kt_rotation_verify(const uint8_t old_key[MSV_KT_KEY_LEN],
+                                              const uint8_t new_key[MSV_KT_KEY_LEN], uint64_t size,
+                                              const uint8_t signature[MSV_KT_SIG_LEN]);
+
 #endif

@@ -33,6 +33,8 @@ struct msv_client {
     void (*on_key_change)(void *ctx, const char *handle);
     /* a device of handle that speaks no suite this device speaks, left out of a send */
     void (*on_unreachable)(void *ctx, const char *handle, uint64_t device_id, const char *suites);
+    /* a message went to handle without sealed sender (the relay refused its delivery token) */
+    void (*on_unsealed)(void *ctx, const char *handle);
     /* a received file's download, piece by piece; may be NULL */
     void (*on_download)(void *ctx, uint64_t done, uint64_t total);
     void *ctx;
@@ -208,5 +210,8 @@ MSV_MUST_CHECK msv_err msv_client_devices(struct msv_client *c, const char *hand
 MSV_MUST_CHECK msv_err msv_client_remove_device(struct msv_client *c, uint64_t device_id);
 /* Approves a device waiting to join this account (see the notice its link causes). */
 MSV_MUST_CHECK msv_err msv_client_approve_device(struct msv_client *c, uint64_t device_id);
+
+/* How many sends went without sealed sender to a handle whose delivery token this device has. */
+uint64_t msv_client_unsealed_sends(struct msv_client *c);
 
 #endif

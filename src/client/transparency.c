@@ -127,6 +127,12 @@ static msv_err check_head(struct msv_client_db *db, const struct log_answer *r,
                      "the directory's transparency log head is %lld hours old: it may be "
                      "showing this device a frozen view of the log",
                      (long long)((msv_wall_ms() - head->time_ms) / 3600000));
+    if (err == MSV_OK && head->time_ms > msv_wall_ms() + MSV_KT_HEAD_MAX_SKEW_MS)
+        err = refuse(why, len,
+                     "the directory's transparency log head is dated %lld minutes in the "
+                     "future: it would look fresh after it is not (or this device's clock is "
+                     "wrong)",
+                     (long long)((head->time_ms - msv_wall_ms()) / 60000));
     return err;
 }
 
@@ -155,6 +161,136 @@ static msv_err check_growth(struct msv_client_db *db, const struct log_answer *r
                       "entries does not extend the one of %llu entries seen before",
                       (unsigned long long)head->size, (unsigned long long)old.size);
     return MSV_OK;
+}
+
+/* ---- what earlier answers pinned: each handle's newest entry, each device id's handle ---- */
+
+#define PIN_LEN 16 /* u64be log index, u64be time of the lookup in ms */
+
+static void handle_pin_key(char key[300], const uint8_t *handle, size_t handle_len)
+{
+    snprintf(key, 300, "kt_index:%.*s", (int)(handle_len < 256 ? handle_len : 256),
+             (const char *)handle);
+}
+
+static void device_pin_key(char key[48], uint64_t device_id)
+{
+    snprintf(key, 48, "kt_device:%llu", (unsigned long long)device_id);
+}
+
+/* The log index of the newest entry of handle accepted, and when: MSV_ERR_NOT_FOUND if none. */
+static msv_err handle_pin(struct msv_client_db *db, const uint8_t *handle, size_t handle_len,
+                          uint64_t *index, int64_t *when_ms)
+{
+    char key[300];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    handle_pin_key(key, handle, handle_len);
+    err = msv_client_db_get(db, key, &v, &len);
+    if (err == MSV_OK && len != PIN_LEN)
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK) {
+        *index = msv_get_u64be(v);
+        *when_ms = (int64_t)msv_get_u64be(v + 8);
+    }
+    free(v);
+    return err;
+}
+
+int msv_kt_lookup_is_due(struct msv_client_db *db, const char *handle, int64_t now_ms)
+{
+    uint64_t index = 0;
+    int64_t when = 0;
+
+    if (handle_pin(db, (const uint8_t *)handle, strlen(handle), &index, &when) != MSV_OK)
+        return 1;
+    return now_ms - when >= MSV_KT_RELOOKUP_MS || when > now_ms;
+}
+
+/* A device id listed under handle is not one the log gave to another handle (here, or before). */
+static msv_err check_device_owner(struct msv_client_db *db, const Msv__Wire__LookupResponse *r,
+                                  size_t at, uint64_t device_id, char *why, size_t len)
+{
+    const ProtobufCBinaryData *handle = &r->results[at]->handle;
+    int handle_len = handle->len < 256 ? (int)handle->len : 256;
+    char key[48];
+    uint8_t *owner = NULL;
+    size_t owner_len = 0;
+    msv_err err;
+
+    for (size_t i = 0; i < at; i++) {
+        const Msv__Wire__HandleDevices *other = r->results[i];
+
+        for (size_t d = 0; d < other->n_devices; d++) {
+            if (other->devices[d]->device_id == device_id &&
+                (other->handle.len != handle->len ||
+                 memcmp(other->handle.data, handle->data, handle->len) != 0))
+                return refuse(
+                    why, len, "the directory lists device %llu under two accounts, %.*s and %.*s",
+                    (unsigned long long)device_id, (int)other->handle.len,
+                    (const char *)other->handle.data, handle_len, (const char *)handle->data);
+        }
+    }
+    device_pin_key(key, device_id);
+    err = msv_client_db_get(db, key, &owner, &owner_len);
+    if (err == MSV_ERR_NOT_FOUND)
+        return MSV_OK;
+    if (err == MSV_OK && (owner_len != handle->len || memcmp(owner, handle->data, owner_len) != 0))
+        err = refuse(why, len,
+                     "the directory lists device %llu under %.*s, but its log gave that device "
+                     "to %.*s before: a device belongs to one account, so this answer is forged",
+                     (unsigned long long)device_id, handle_len, (const char *)handle->data,
+                     (int)(owner_len < 256 ? owner_len : 256), (const char *)owner);
+    free(owner);
+    return err;
+}
+
+/* The answer's entry of handle at is not older than the newest one accepted before. */
+static msv_err check_newest(struct msv_client_db *db, const Msv__Wire__HandleDevices *hd, char *why,
+                            size_t len)
+{
+    uint64_t pinned = 0;
+    int64_t when = 0;
+    msv_err err = handle_pin(db, hd->handle.data, hd->handle.len, &pinned, &when);
+
+    if (err == MSV_ERR_NOT_FOUND)
+        return MSV_OK;
+    if (err != MSV_OK)
+        return err;
+    if (hd->proof == NULL || hd->proof->index < pinned)
+        return refuse(
+            why, len,
+            "the directory shows an older device set of %.*s (log entry %llu) than "
+            "it showed before (entry %llu): a removed device could come back",
+            (int)(hd->handle.len < 256 ? hd->handle.len : 256), (const char *)hd->handle.data,
+            (unsigned long long)(hd->proof ? hd->proof->index : 0), (unsigned long long)pinned);
+    return MSV_OK;
+}
+
+/* Pins what an accepted answer showed: each handle's entry, each device's handle. */
+static msv_err pin_results(struct msv_client_db *db, const Msv__Wire__LookupResponse *r)
+{
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < r->n_results; i++) {
+        const Msv__Wire__HandleDevices *hd = r->results[i];
+        char key[300];
+        uint8_t v[PIN_LEN];
+
+        if (hd->proof == NULL)
+            continue;
+        handle_pin_key(key, hd->handle.data, hd->handle.len);
+        msv_put_u64be(v, hd->proof->index);
+        msv_put_u64be(v + 8, (uint64_t)msv_wall_ms());
+        err = msv_client_db_set(db, key, v, sizeof(v));
+        for (size_t d = 0; err == MSV_OK && d < hd->n_devices; d++) {
+            device_pin_key(key, hd->devices[d]->device_id);
+            err = msv_client_db_set(db, key, hd->handle.data, hd->handle.len);
+        }
+    }
+    return err;
 }
 
 /* hd's devices are exactly its leaf's, and the leaf is in head's tree. */
@@ -226,9 +362,18 @@ msv_err msv_kt_check_lookup(struct msv_client_db *db, const Msv__Wire__LookupRes
     int pin = 0;
     msv_err err = check_answer(db, &a, &head, &pin, why, why_len);
 
-    for (size_t i = 0; err == MSV_OK && i < r->n_results; i++)
-        err = check_result(r->results[i], &head, why, why_len);
-    return err == MSV_OK ? accept_answer(db, &a, &head, pin) : err;
+    for (size_t i = 0; err == MSV_OK && i < r->n_results; i++) {
+        const Msv__Wire__HandleDevices *hd = r->results[i];
+
+        err = check_result(hd, &head, why, why_len);
+        if (err == MSV_OK)
+            err = check_newest(db, hd, why, why_len);
+        for (size_t d = 0; err == MSV_OK && d < hd->n_devices; d++)
+            err = check_device_owner(db, r, i, hd->devices[d]->device_id, why, why_len);
+    }
+    if (err == MSV_OK)
+        err = accept_answer(db, &a, &head, pin);
+    return err == MSV_OK ? pin_results(db, r) : err;
 }
 
 msv_err msv_kt_check_entries(struct msv_client_db *db, const Msv__Wire__LogEntries *r,
@@ -253,57 +398,87 @@ msv_err msv_kt_check_entries(struct msv_client_db *db, const Msv__Wire__LogEntri
     return err == MSV_OK ? accept_answer(db, &a, head, pin) : err;
 }
 
+/* Asks the server for its head now, checked as every answer (key, signature, age, growth from
+ * this device's head) and adopted; MSV_ERR_AUTH if it does not hold. */
+static msv_err refresh_head(struct msv_client_db *db, struct msv_conn *conn, uint64_t known_size,
+                            struct msv_kt_head *now)
+{
+    struct msv_refusal why = {0};
+    msv_frame *r = NULL;
+    msv_err err = msv_request_log_read(conn, UINT64_MAX, 0, known_size, 15000, &r, &why);
+
+    if (err == MSV_OK)
+        err = msv_kt_check_entries(db, r->log_entries, UINT64_MAX, now, why.message,
+                                   sizeof(why.message));
+    msv_frame_free(r);
+    return err;
+}
+
+/* The server proves g a prefix of its log as at head now: *fits; MSV_ERR_AGAIN if its head has
+ * changed since now (the log grew meanwhile). */
+static msv_err prove_prefix(struct msv_conn *conn, const struct msv_kt_head *g,
+                            const struct msv_kt_head *now, int *fits)
+{
+    static _Thread_local uint8_t proof[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+    struct msv_refusal why = {0};
+    msv_frame *r = NULL;
+    msv_err err = msv_request_log_read(conn, UINT64_MAX, 0, g->size, 15000, &r, &why);
+    const Msv__Wire__LogEntries *e;
+
+    if (err != MSV_OK)
+        return err;
+    e = r->log_entries;
+    if (e->head == NULL || e->head->size != now->size || e->head->root.len != MSV_KT_HASH_LEN ||
+        memcmp(e->head->root.data, now->root, MSV_KT_HASH_LEN) != 0)
+        err = MSV_ERR_AGAIN;
+    else
+        *fits = proof_hashes(e->consistency, e->n_consistency, proof) &&
+                msv_merkle_verify_consistency(g->size, now->size, g->root, now->root, proof,
+                                              e->n_consistency) == MSV_OK;
+    msv_frame_free(r);
+    return err;
+}
+
 msv_err msv_kt_check_gossip(struct msv_client_db *db, struct msv_conn *conn,
                             const struct msv_kt_head *g, int *fits)
 {
-    static _Thread_local uint8_t proof[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
     struct msv_kt_head mine, now;
-    struct msv_refusal why = {0};
     uint8_t *key = NULL;
     size_t key_len = 0;
-    msv_frame *r = NULL;
-    const Msv__Wire__LogEntries *e;
     msv_err err;
 
     *fits = 1;
     err = msv_client_db_get(db, "kt_log_key", &key, &key_len);
     if (err == MSV_OK && (key_len != MSV_KT_KEY_LEN || msv_kt_head_verify(g, key) != MSV_OK))
         err = MSV_ERR_NOT_FOUND; /* not a head of this log: nothing to compare */
+    free(key);
     if (err == MSV_OK)
         err = msv_kt_known_head(db, &mine);
-    if (err != MSV_OK) {
-        free(key);
+    if (err != MSV_OK)
         return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
-    }
-    if (g->size >= mine.size) {
-        /* larger: the server showed them more than it shows this device; equal: one root */
-        *fits = g->size == mine.size && sodium_memcmp(g->root, mine.root, MSV_KT_HASH_LEN) == 0;
-        free(key);
+    if (g->size == mine.size) {
+        *fits = sodium_memcmp(g->root, mine.root, MSV_KT_HASH_LEN) == 0;
         return MSV_OK;
     }
-    /* smaller: the server proves it a prefix of the log as it is now */
-    err = msv_request_log_read(conn, UINT64_MAX, 0, g->size, 15000, &r, &why);
-    if (err == MSV_OK) {
-        const Msv__Wire__TreeHead *w;
-
-        e = r->log_entries;
-        w = e->head;
-        if (w == NULL || w->root.len != MSV_KT_HASH_LEN || w->signature.len != MSV_KT_SIG_LEN ||
-            w->time_ms > INT64_MAX || !proof_hashes(e->consistency, e->n_consistency, proof)) {
+    /* both heads are compared with the server's current one, which must extend this device's
+     * (else the log was rewritten under it) and is adopted; retried if the log grows meanwhile */
+    for (int tries = 0; tries < 3; tries++) {
+        err = refresh_head(db, conn, mine.size, &now);
+        if (err == MSV_ERR_AUTH) {
             *fits = 0;
-        } else {
-            now.size = w->size;
-            now.time_ms = (int64_t)w->time_ms;
-            memcpy(now.root, w->root.data, MSV_KT_HASH_LEN);
-            memcpy(now.signature, w->signature.data, MSV_KT_SIG_LEN);
-            *fits = msv_kt_head_verify(&now, key) == MSV_OK && now.size >= mine.size &&
-                    (now.size != mine.size ||
-                     sodium_memcmp(now.root, mine.root, MSV_KT_HASH_LEN) == 0) &&
-                    msv_merkle_verify_consistency(g->size, now.size, g->root, now.root, proof,
-                                                  e->n_consistency) == MSV_OK;
+            return MSV_OK;
         }
+        if (err != MSV_OK)
+            return err;
+        mine = now;
+        if (g->size >= now.size) {
+            /* larger: the server showed them more than it shows this device; equal: one root */
+            *fits = g->size == now.size && sodium_memcmp(g->root, now.root, MSV_KT_HASH_LEN) == 0;
+            return MSV_OK;
+        }
+        err = prove_prefix(conn, g, &now, fits);
+        if (err != MSV_ERR_AGAIN)
+            return err;
     }
-    msv_frame_free(r);
-    free(key);
     return err;
 }

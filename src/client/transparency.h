@@ -22,18 +22,31 @@ void msv_kt_head_decode(const uint8_t in[MSV_LOG_HEAD_LEN], struct msv_kt_head *
 MSV_MUST_CHECK msv_err msv_kt_known_head(struct msv_client_db *db, struct msv_kt_head *h);
 /* A head older than this is refused: the server signs a fresh one at least every minute. */
 #define MSV_KT_HEAD_MAX_AGE_MS (24LL * 3600 * 1000)
+/* A head dated later than this past this device's clock is refused: it would seem fresh for
+ * longer than it is (clocks differ by a little, not by more). */
+#define MSV_KT_HEAD_MAX_SKEW_MS (10LL * 60 * 1000)
 
 /* The size of the newest tree head this device accepted (0: none yet). */
 uint64_t msv_kt_known_size(struct msv_client_db *db);
 
+/* A handle's device set learnt longer ago than this is looked up again before use. */
+#define MSV_KT_RELOOKUP_MS (24LL * 3600 * 1000)
+
+/* 1 if handle's devices were never looked up through the log, or not in the last day. */
+int msv_kt_lookup_is_due(struct msv_client_db *db, const char *handle, int64_t now_ms);
+
 /*
  * Checks a lookup answer: the head is signed by the log key this device
- * pinned (the first one it saw), at most a day old, it extends the head accepted before
+ * pinned (the first one it saw), at most a day old and at most ten minutes
+ * in the future, it extends the head accepted before
  * (consistency proof; never smaller, never a different root for the same
  * size), and every result that names devices comes with its log leaf, whose
- * devices are exactly those, proven in the head's tree. On success the head
- * is remembered. MSV_ERR_AUTH (why says what failed) if anything does not
- * hold; nothing is remembered then.
+ * devices are exactly those, proven in the head's tree; no handle's entry is
+ * older than the newest one accepted for it before (a removed device would
+ * come back), and no device id is listed under a handle other than the one
+ * the log gave it to first. On success the head, each handle's entry index
+ * and each device id's handle are remembered. MSV_ERR_AUTH (why says what failed) if anything does
+ * not hold; nothing is remembered then.
  */
 MSV_MUST_CHECK msv_err msv_kt_check_lookup(struct msv_client_db *db,
                                            const Msv__Wire__LookupResponse *r, char *why,
@@ -49,11 +62,13 @@ MSV_MUST_CHECK msv_err msv_kt_check_entries(struct msv_client_db *db,
                                             struct msv_kt_head *head, char *why, size_t why_len);
 
 /*
- * A head someone else's device accepted (gossiped in a message) against this
- * device's: *fits is 0 if they cannot both be heads of one log — the same
- * size with another root, a larger size than this device was shown, or a
- * smaller one the server cannot prove a prefix of its log (it is asked, on
- * conn). A head not signed by the pinned log key is no evidence and fits.
+ * A head someone else's device accepted (gossiped in a message) against the
+ * server's current one, asked on conn: that head is checked as every answer's
+ * (key, signature, age, extends this device's head) and adopted. *fits is 0
+ * if the current head does not extend this device's, or the gossiped one
+ * cannot be a head of the same log — the same size with another root, a
+ * larger size, or a smaller one the server cannot prove a prefix of its log.
+ * A head not signed by the pinned log key is no evidence and fits.
  */
 MSV_MUST_CHECK msv_err msv_kt_check_gossip(struct msv_client_db *db, struct msv_conn *conn,
                                            const struct msv_kt_head *g, int *fits);

@@ -123,3 +123,43 @@ msv_err msv_kt_head_verify(const struct msv_kt_head *head, const uint8_t log_key
     return crypto_sign_verify_detached(head->signature, m, sizeof(m), log_key) == 0 ? MSV_OK
                                                                                     : MSV_ERR_AUTH;
 }
+
+static const char rotation_label[] = "MSV-kt-key-v1";
+#define ROTATION_LEN (sizeof(rotation_label) - 1 + 2 * MSV_KT_KEY_LEN + 8)
+
+/* What a rotation's signature covers: label || old key || new key || u64be size. */
+static void rotation_message(const uint8_t old_key[MSV_KT_KEY_LEN],
+                             const uint8_t new_key[MSV_KT_KEY_LEN], uint64_t size,
+                             uint8_t out[ROTATION_LEN])
+{
+    size_t o = sizeof(rotation_label) - 1;
+
+    memcpy(out, rotation_label, o);
+    memcpy(out + o, old_key, MSV_KT_KEY_LEN);
+    memcpy(out + o + MSV_KT_KEY_LEN, new_key, MSV_KT_KEY_LEN);
+    msv_put_u64be(out + o + 2 * MSV_KT_KEY_LEN, size);
+}
+
+msv_err msv_kt_rotation_sign(const uint8_t old_secret_key[64],
+                             const uint8_t new_key[MSV_KT_KEY_LEN], uint64_t size,
+                             uint8_t signature[MSV_KT_SIG_LEN])
+{
+    uint8_t m[ROTATION_LEN], old_key[MSV_KT_KEY_LEN];
+
+    crypto_sign_ed25519_sk_to_pk(old_key, old_secret_key);
+    rotation_message(old_key, new_key, size, m);
+    return crypto_sign_detached(signature, NULL, m, sizeof(m), old_secret_key) == 0
+               ? MSV_OK
+               : MSV_ERR_CRYPTO;
+}
+
+msv_err msv_kt_rotation_verify(const uint8_t old_key[MSV_KT_KEY_LEN],
+                               const uint8_t new_key[MSV_KT_KEY_LEN], uint64_t size,
+                               const uint8_t signature[MSV_KT_SIG_LEN])
+{
+    uint8_t m[ROTATION_LEN];
+
+    rotation_message(old_key, new_key, size, m);
+    return crypto_sign_verify_detached(signature, m, sizeof(m), old_key) == 0 ? MSV_OK
+                                                                              : MSV_ERR_AUTH;
+}

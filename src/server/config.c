@@ -100,6 +100,7 @@ static const struct option_def options[] = {
     {"log", "level", OPT_LEVEL, F(log_level), 0, 0},
     {"log", "file", OPT_STR, F(log_file), 0, 0},
     {"testing", "clock_file", OPT_STR, F(clock_file), 0, 0},
+    {"testing", "trust_store_log", OPT_BOOL, F(trust_store_log), 0, 1},
 };
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};

@@ -73,6 +73,7 @@ struct msv_config {
     unsigned auth_timeout_s;        /* from accept to authentication (TLS handshake included) */
     unsigned accept_pause_ms;       /* accepting rests this long when descriptors run out */
     char clock_file[1024];          /* tests only: the current time in ms is read from this file */
+    int trust_store_log;            /* tests only: serve the log's leaves unchecked (dishonest) */
 };
 
 /* Fills c with the defaults. */

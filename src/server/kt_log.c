@@ -83,6 +83,42 @@ static msv_err load_key(struct msv_kt_log *log, const char *dir, char *err, size
 
 /* ---- the tree --------------------------------------------------------------------------- */
 
+/* Gives leaf's device ids to its handle; MSV_ERR_EXISTS if one is another handle's already. */
+static msv_err claim_devices(struct msv_kt_log *log, const uint8_t *leaf, size_t len)
+{
+    static _Thread_local struct msv_kt_entry e;
+    uint8_t handle[MSV_KT_HASH_LEN];
+    msv_err err = msv_kt_leaf_parse(leaf, len, &e);
+
+    if (err != MSV_OK || log->trust_store)
+        return log->trust_store ? MSV_OK : MSV_ERR_INVALID;
+    crypto_hash_sha256(handle, (const uint8_t *)e.handle, strlen(e.handle));
+    for (size_t i = 0; err == MSV_OK && i < e.n_devices; i++) {
+        uint64_t id = e.devices[i].device_id;
+        uint8_t *owner =
+            id ? msv_u64map_get(&log->owners, id) : (log->has_zero_owner ? log->zero_owner : NULL);
+
+        if (owner != NULL) {
+            if (sodium_memcmp(owner, handle, MSV_KT_HASH_LEN) != 0)
+                err = MSV_ERR_EXISTS;
+            continue;
+        }
+        if (id == 0) {
+            memcpy(log->zero_owner, handle, MSV_KT_HASH_LEN);
+            log->has_zero_owner = 1;
+            continue;
+        }
+        owner = malloc(MSV_KT_HASH_LEN);
+        if (owner == NULL)
+            return MSV_ERR_NOMEM;
+        memcpy(owner, handle, MSV_KT_HASH_LEN);
+        err = msv_u64map_put(&log->owners, id, owner);
+        if (err != MSV_OK)
+            free(owner);
+    }
+    return err;
+}
+
 /* Appends the store's leaves the tree does not have yet. */
 static msv_err sync_locked(struct msv_kt_log *log, struct msv_store *store)
 {
@@ -99,6 +135,9 @@ static msv_err sync_locked(struct msv_kt_log *log, struct msv_store *store)
                 err = MSV_ERR_INVALID; /* a gap in the store's log */
                 break;
             }
+            err = claim_devices(log, recs[i].leaf, recs[i].leaf_len);
+            if (err != MSV_OK)
+                break; /* a device id under a second handle: no head covers it */
             msv_kt_leaf_hash(recs[i].leaf, recs[i].leaf_len, h);
             err = msv_merkle_append(log->tree, h);
         }
@@ -139,12 +178,14 @@ static msv_err head_locked(struct msv_kt_log *log, struct msv_store *store, int6
 }
 
 msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir, struct msv_store *store,
-                        char *err, size_t err_len)
+                        int trust_store, char *err, size_t err_len)
 {
     msv_err e;
 
     memset(log, 0, sizeof(*log));
     pthread_mutex_init(&log->lock, NULL);
+    msv_u64map_init(&log->owners);
+    log->trust_store = trust_store;
     log->secret_key = sodium_malloc(64);
     if (log->secret_key == NULL || msv_merkle_new(&log->tree) != MSV_OK) {
         snprintf(err, err_len, "out of memory");
@@ -154,13 +195,24 @@ msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir, struct msv
     if (e != MSV_OK)
         return e;
     e = sync_locked(log, store);
-    if (e != MSV_OK)
+    if (e == MSV_ERR_EXISTS)
+        snprintf(err, err_len,
+                 "the transparency log's entry %llu lists a device id that an earlier entry "
+                 "gave to another handle (a device id belongs to one handle): the log is not "
+                 "served",
+                 (unsigned long long)msv_merkle_size(log->tree));
+    else if (e != MSV_OK)
         snprintf(err, err_len, "cannot read the transparency log: %s", msv_strerror(e));
     return e;
 }
 
 void msv_kt_log_close(struct msv_kt_log *log)
 {
+    for (size_t i = 0; i < log->owners.cap; i++) {
+        if (log->owners.keys[i] != 0)
+            free(log->owners.values[i]);
+    }
+    msv_u64map_clear(&log->owners);
     if (log->secret_key != NULL)
         sodium_free(log->secret_key);
     msv_merkle_free(log->tree);

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 
 #include "missive/kt.h"
+#include "server/u64map.h"
 #include "store/store.h"
 #include "wire/frame.h"
 
@@ -24,6 +25,11 @@ struct msv_kt_log {
     uint8_t *secret_key;     /* 64 bytes, guarded memory */
     struct msv_kt_head head; /* the newest signed head; size 0 before the first */
     atomic_int grown;        /* the store's log may have leaves the tree has not */
+    /* device id -> SHA-256 of the handle the log first listed it under (32 bytes, malloc) */
+    struct msv_u64map owners;
+    uint8_t zero_owner[MSV_KT_HASH_LEN]; /* device id 0, which the map cannot hold */
+    int has_zero_owner;
+    int trust_store; /* tests only: serve the store's leaves unchecked, as a dishonest server */
 };
 
 /* The store's log grew (a device change committed): the next head reads the new leaves. */
@@ -31,10 +37,15 @@ void msv_kt_log_grown(struct msv_kt_log *log);
 
 /*
  * Loads the log key from DATA_DIR/log.key (made, mode 0600, if missing;
- * its public half goes to DATA_DIR/log.pub in hex) and builds the tree.
+ * its public half goes to DATA_DIR/log.pub in hex) and builds the tree. A
+ * device id belongs to one handle forever: a leaf that lists one under
+ * another handle than the first leaf that listed it is never added to the
+ * tree (MSV_ERR_EXISTS; no head covers it), unless trust_store (tests that
+ * play a dishonest server).
  */
 MSV_MUST_CHECK msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir,
-                                       struct msv_store *store, char *err, size_t err_len);
+                                       struct msv_store *store, int trust_store, char *err,
+                                       size_t err_len);
 void msv_kt_log_close(struct msv_kt_log *log);
 
 /*

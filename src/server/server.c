@@ -1359,7 +1359,8 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     e = msv_config_open_store(cfg, &s->store, err, err_len);
     if (e != MSV_OK)
         goto fail;
-    e = msv_kt_log_open(&s->kt, msv_config_shared_dir(cfg), s->store, err, err_len);
+    e = msv_kt_log_open(&s->kt, msv_config_shared_dir(cfg), s->store, cfg->trust_store_log, err,
+                        err_len);
     if (e != MSV_OK)
         goto fail;
     snprintf(db, sizeof(db), "%s/blobs", msv_config_shared_dir(cfg));
