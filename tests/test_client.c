@@ -382,8 +382,8 @@ static void receive_notices(struct msv_client *c, struct notices *n)
  * one what the relay must not see: sender and inner envelope, opened with
  * the recipient's keys. *sealed says which it was.
  */
-static uint8_t newest_envelope(struct test_server *s, struct msv_client *to, uint64_t from_device,
-                               int *sealed, uint8_t *inner_kind)
+static uint8_t newest_envelope(struct test_server *s, struct msv_client *to,
+                               struct msv_client *from, int *sealed, uint8_t *inner_kind)
 {
     struct test_queued *rows = NULL;
     size_t n = test_server_queued(s, &rows);
@@ -400,21 +400,21 @@ static uint8_t newest_envelope(struct test_server *s, struct msv_client *to, uin
     if (*sealed) {
         char handle[256];
         uint64_t device = 0;
-        uint8_t *buf = NULL;
-        const uint8_t *inner = NULL;
+        uint8_t *inner = NULL;
         size_t inner_len = 0;
 
         /* the relay holds no sender; the recipient finds it inside */
         assert_int_equal(r->sender_device, 0);
         assert_string_equal(r->sender_handle, "");
-        assert_int_equal(msv_sealed_unwrap(to->id, r->ciphertext, r->len, handle, &device, &buf,
-                                           &inner, &inner_len),
+        assert_int_equal(msv_sealed_sender(to->id, r->ciphertext, r->len, handle, &device), MSV_OK);
+        assert_int_equal(device, from->device_id);
+        assert_int_equal(msv_sealed_unwrap(to->id, msv_identity_public(from->id), r->ciphertext,
+                                           r->len, &inner, &inner_len),
                          MSV_OK);
-        assert_int_equal(device, from_device);
         *inner_kind = inner[0];
-        free(buf);
+        free(inner);
     } else {
-        assert_int_equal(r->sender_device, from_device);
+        assert_int_equal(r->sender_device, from->device_id);
     }
     test_queued_free(rows, n);
     return kind;
@@ -448,8 +448,7 @@ static void test_sessions_and_sealed_sender(void **state)
 
     /* first contact: X3DH from bob's published prekeys; alice has no token for bob yet */
     assert_int_equal(msv_client_send(alice, to_bob, 1, "first", NULL, 0, NULL, id), MSV_OK);
-    assert_int_equal(newest_envelope(&s, bob, alice->device_id, &sealed, &inner),
-                     MSV_WIRE_PREKEY_MSG);
+    assert_int_equal(newest_envelope(&s, bob, alice, &sealed, &inner), MSV_WIRE_PREKEY_MSG);
     assert_false(sealed);
     n = test_server_queued(&s, &rows);
     assert_int_equal(n, 1);
@@ -468,13 +467,13 @@ static void test_sessions_and_sealed_sender(void **state)
 
     /* bob's delivery receipt: sealed (alice's profile key came with her message), in the
      * session her message started */
-    assert_int_equal(newest_envelope(&s, alice, bob->device_id, &sealed, &inner), MSV_WIRE_SEALED);
+    assert_int_equal(newest_envelope(&s, alice, bob, &sealed, &inner), MSV_WIRE_SEALED);
     assert_true(sealed);
     assert_int_equal(inner, MSV_WIRE_RATCHET);
     receive_all(alice);
     /* and now alice's messages to bob are sealed too */
     assert_int_equal(msv_client_send(alice, to_bob, 1, "second", NULL, 0, NULL, id), MSV_OK);
-    assert_int_equal(newest_envelope(&s, bob, alice->device_id, &sealed, &inner), MSV_WIRE_SEALED);
+    assert_int_equal(newest_envelope(&s, bob, alice, &sealed, &inner), MSV_WIRE_SEALED);
     assert_int_equal(inner, MSV_WIRE_RATCHET);
     receive_all(bob);
     assert_true(received_text(bob, "second"));
@@ -489,7 +488,7 @@ static void test_sessions_and_sealed_sender(void **state)
                                           "was reset"));
     assert_false(received_text(bob, "third"));
     /* ...bob's reset starts a new session, alice is told, and her next message is read */
-    assert_int_equal(newest_envelope(&s, alice, bob->device_id, &sealed, &inner), MSV_WIRE_SEALED);
+    assert_int_equal(newest_envelope(&s, alice, bob, &sealed, &inner), MSV_WIRE_SEALED);
     assert_int_equal(inner, MSV_WIRE_PREKEY_MSG);
     receive_notices(alice, &notes);
     assert_int_equal(notes.n, 1);
@@ -500,6 +499,95 @@ static void test_sessions_and_sealed_sender(void **state)
 
     msv_client_close(alice);
     msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/* 1 if c holds a current session with device. */
+static int has_session(struct msv_client *c, uint64_t device)
+{
+    char key[48];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    snprintf(key, sizeof(key), "session:%llu", (unsigned long long)device);
+    err = msv_client_db_get(c->db, key, &v, &len);
+    msv_secret_free(v, len);
+    return err == MSV_OK;
+}
+
+/*
+ * Sends wire to to's device sealed, as anyone holding to's delivery token can
+ * (from: a device to has written to, so it knows the token).
+ */
+static void send_sealed_as_stranger(struct test_server *s, struct msv_client *from,
+                                    struct msv_client *to, const uint8_t *wire, size_t len)
+{
+    struct msv_conn *anon = test_connect(s);
+    struct msv_outgoing out = {to->device_id, MSV_ENVELOPE_SEALED, wire, len};
+    struct msv_refusal why;
+    const char *handle = to->handle;
+    uint8_t token[16], id[16];
+
+    assert_int_equal(msv_sessions_token_for(from, to->handle, token), MSV_OK);
+    msv_random_bytes(id, sizeof(id));
+    assert_int_equal(
+        msv_request_send(anon, id, &handle, 1, &out, 1, token, TEST_TIMEOUT_MS, NULL, &why),
+        MSV_OK);
+    msv_conn_close(anon);
+}
+
+/*
+ * A contact of bob (mallory, whom bob wrote to) seals bytes that claim to be
+ * a session message from alice's device. The sealed layer does not open under
+ * alice's key: bob drops it without a word, keeps his session with alice, names
+ * nobody, sends no reset, and reads alice's next message.
+ */
+static void test_sealed_sender_forged(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob, *mallory;
+    const char *to_bob[1] = {"bob@example.org"}, *to_mallory[1] = {"mallory@example.org"};
+    struct notices notes;
+    uint8_t id[16], garbage[80], *wire = NULL;
+    size_t len = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", to_bob[0]);
+    mallory = client_for(&s, "mallory", to_mallory[0]);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "hello", NULL, 0, NULL, id), MSV_OK);
+    receive_all(bob);
+    receive_all(alice);
+    assert_int_equal(msv_client_send(bob, to_mallory, 1, "hi", NULL, 0, NULL, id), MSV_OK);
+    receive_all(mallory);
+    receive_all(bob);
+    assert_true(has_session(bob, alice->device_id));
+
+    /* garbage in the form of a session message, claiming alice's device */
+    msv_random_bytes(garbage, sizeof(garbage));
+    garbage[0] = MSV_WIRE_RATCHET;
+    assert_int_equal(msv_sealed_wrap(mallory->id, msv_identity_public(bob->id), alice->handle,
+                                     alice->device_id, garbage, sizeof(garbage), &wire, &len),
+                     MSV_OK);
+    send_sealed_as_stranger(&s, mallory, bob, wire, len);
+    free(wire);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "in flight", NULL, 0, NULL, id), MSV_OK);
+    receive_notices(bob, &notes);
+    for (size_t i = 0; i < notes.n; i++)
+        assert_null(strstr(notes.text[i], "alice"));
+    assert_true(received_text(bob, "in flight"));
+    assert_true(has_session(bob, alice->device_id));
+    /* no reset went to alice */
+    receive_notices(alice, &notes);
+    for (size_t i = 0; i < notes.n; i++)
+        assert_null(strstr(notes.text[i], "could not read"));
+
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(mallory);
     test_server_cleanup(&s);
 }
 
@@ -1123,6 +1211,7 @@ int main(void)
         cmocka_unit_test(test_sender_killed_mid_send),
         cmocka_unit_test(test_crash_consistency),
         cmocka_unit_test(test_sessions_and_sealed_sender),
+        cmocka_unit_test(test_sealed_sender_forged),
         cmocka_unit_test(test_signed_prekey_rotation),
     };
 

@@ -692,7 +692,7 @@ static msv_err seal_for(struct msv_client *c, Msv__Wire__HandleDevices *const *h
                 err =
                     msv_sessions_seal(c, d->device_id, pub, suite, pt, pt_len, &inner, &inner_len);
                 if (err == MSV_OK)
-                    err = msv_sealed_wrap(pub, c->handle, c->device_id, inner, inner_len,
+                    err = msv_sealed_wrap(c->id, pub, c->handle, c->device_id, inner, inner_len,
                                           &s->wires[s->count], &len);
                 free(inner);
             }
@@ -1860,9 +1860,10 @@ struct incoming {
 };
 
 /*
- * Opens a delivery: a sealed one first yields its claimed sender; then the
- * sender's device key (the directory's, transparency-checked) authenticates
- * the envelope, a session message or the suite's own.
+ * Opens a delivery: a sealed one first yields its claimed sender, whose
+ * device key (the directory's, transparency-checked) must open its second
+ * layer; then that key authenticates the envelope, a session message or the
+ * suite's own.
  */
 static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, struct incoming *in,
                              uint8_t **pt, size_t *pt_len)
@@ -1876,8 +1877,7 @@ static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, 
     if (d->sender_device == 0) { /* sealed: the sender is inside */
         char handle[256];
 
-        err = msv_sealed_unwrap(c->id, d->ciphertext.data, d->ciphertext.len, handle, &in->device,
-                                &inner, &env, &env_len);
+        err = msv_sealed_sender(c->id, d->ciphertext.data, d->ciphertext.len, handle, &in->device);
         if (err == MSV_OK)
             snprintf(in->sender, sizeof(in->sender), "%s", handle);
     } else {
@@ -1887,6 +1887,12 @@ static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, 
     }
     if (err == MSV_OK)
         err = sender_identity(c, in->sender, in->device, &pub);
+    /* the sender's static key proves the claim before anything else reads the envelope */
+    if (err == MSV_OK && d->sender_device == 0)
+        err =
+            msv_sealed_unwrap(c->id, pub, d->ciphertext.data, d->ciphertext.len, &inner, &env_len);
+    if (err == MSV_OK && d->sender_device == 0)
+        env = inner;
     in->session_message = err == MSV_OK && msv_sessions_is_session_message(env, env_len);
     if (err == MSV_OK && in->session_message)
         err = msv_sessions_open(c, in->device, pub, env, env_len, pt, pt_len, &in->update);
