@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/select.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -51,7 +53,9 @@ static void reconnect(struct msv_client *c)
     assert_int_equal(msv_client_connect(c), MSV_OK);
 }
 
-static struct msv_client *client_for(struct test_server *s, const char *name, const char *handle)
+/* A registered client of handle with keys of suite and of the suites in also. */
+static struct msv_client *client_of_suites(struct test_server *s, const char *name,
+                                           const char *handle, enum msv_suite suite, unsigned also)
 {
     struct msv_client *c = NULL;
     uint8_t fp[32];
@@ -59,13 +63,17 @@ static struct msv_client *client_for(struct test_server *s, const char *name, co
 
     snprintf(dir, sizeof(dir), "%s/%s", s->dir, name);
     assert_int_equal(
-        msv_client_create(dir, handle, "127.0.0.1", s->port, MSV_SUITE_MODERN, 0, NULL, fp, &c),
-        MSV_OK);
+        msv_client_create(dir, handle, "127.0.0.1", s->port, suite, also, NULL, fp, &c), MSV_OK);
     assert_memory_equal(fp, s->fingerprint, 32); /* trust on first use pinned this server */
     assert_int_equal(msv_client_register_start(c), MSV_OK);
     test_server_code(s, handle, code);
     assert_int_equal(msv_client_register_finish(c, code, TEST_PASSWORD), MSV_OK);
     return c;
+}
+
+static struct msv_client *client_for(struct test_server *s, const char *name, const char *handle)
+{
+    return client_of_suites(s, name, handle, MSV_SUITE_MODERN, 0);
 }
 
 static void test_redelivery_shown_once(void **state)
@@ -588,6 +596,157 @@ static void test_sealed_sender_forged(void **state)
     msv_client_close(alice);
     msv_client_close(bob);
     msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
+/* A server, alice and bob, and a session between them (alice wrote "start", bob answered). */
+static void start_pair(struct test_server *s, struct msv_client **alice, struct msv_client **bob)
+{
+    const char *to_bob[1] = {"bob@example.org"};
+    uint8_t id[16];
+
+    test_server_init(s, NULL);
+    test_server_start(s);
+    *alice = client_for(s, "alice", "alice@example.org");
+    *bob = client_for(s, "bob", to_bob[0]);
+    assert_int_equal(msv_client_send(*alice, to_bob, 1, "start", NULL, 0, NULL, id), MSV_OK);
+    receive_all(*bob);
+    receive_all(*alice);
+}
+
+struct held_send {
+    struct msv_client *c;
+    const char *to;
+    volatile int done;
+    msv_err err;
+};
+
+static void *send_one(void *arg)
+{
+    struct held_send *h = arg;
+    uint8_t id[16];
+
+    h->err = msv_client_send(h->c, &h->to, 1, "while locked", NULL, 0, NULL, id);
+    h->done = 1;
+    return NULL;
+}
+
+#define PARALLEL 4
+#define PARALLEL_EACH 25
+
+/*
+ * Several processes of one account sending at once use its sessions one at
+ * a time: a send waits while another holds the account's session lock, and
+ * with four clients of alice's directory sending at once, bob reads every
+ * message (none is sealed with a message key used already).
+ */
+static void test_parallel_sends_share_sessions(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob, *others[PARALLEL];
+    struct sender t[PARALLEL];
+    unsigned char accepted[PARALLEL][PARALLEL_EACH];
+    pthread_t th[PARALLEL], one;
+    struct held_send h;
+    const char *to_bob[1] = {"bob@example.org"};
+    char path[200];
+    int fd;
+
+    (void)state;
+    start_pair(&s, &alice, &bob);
+
+    /* while another process holds the lock, a send does not touch the session */
+    snprintf(path, sizeof(path), "%s/alice/sessions.lock", s.dir);
+    fd = open(path, O_RDWR | O_CREAT, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(flock(fd, LOCK_EX), 0);
+    memset(&h, 0, sizeof(h));
+    h.c = alice;
+    h.to = to_bob[0];
+    assert_int_equal(pthread_create(&one, NULL, send_one, &h), 0);
+    usleep(1500 * 1000);
+    assert_false(h.done);
+    assert_int_equal(flock(fd, LOCK_UN), 0);
+    close(fd);
+    assert_int_equal(pthread_join(one, NULL), 0);
+    assert_true(h.done);
+    assert_int_equal(h.err, MSV_OK);
+
+    for (int i = 0; i < PARALLEL; i++) {
+        snprintf(path, sizeof(path), "%s/alice", s.dir);
+        assert_int_equal(msv_client_open(path, NULL, &others[i]), MSV_OK);
+        t[i] = (struct sender){.c = others[i],
+                               .index = i,
+                               .count = PARALLEL_EACH,
+                               .to = to_bob,
+                               .n_to = 1,
+                               .accepted = accepted[i]};
+        assert_int_equal(pthread_create(&th[i], NULL, send_all, &t[i]), 0);
+    }
+    for (int i = 0; i < PARALLEL; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(t[i].failed, 0);
+        msv_client_close(others[i]);
+    }
+    receive_all(bob);
+    assert_true(received_text(bob, "while locked"));
+    for (int i = 0; i < PARALLEL; i++) {
+        for (int k = 0; k < PARALLEL_EACH; k++) {
+            char text[TEXT_LEN];
+
+            snprintf(text, sizeof(text), "s%d-%d", i, k);
+            assert_true(received_text(bob, text));
+        }
+    }
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A message sealed with a message key that was used already (what two
+ * processes sharing one stored session once did) cannot be read: bob records
+ * it in history as unreadable and shows that, instead of dropping it without
+ * a word.
+ */
+static void test_unreadable_message_recorded(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    const char *to_bob[1] = {"bob@example.org"};
+    struct msv_message_rec *hist = NULL;
+    struct notices notes;
+    uint8_t id[16], *saved = NULL;
+    size_t n = 0, saved_len = 0, unreadable = 0;
+    char key[48];
+
+    (void)state;
+    start_pair(&s, &alice, &bob);
+
+    snprintf(key, sizeof(key), "session:%llu", (unsigned long long)bob->device_id);
+    assert_int_equal(msv_client_db_get(alice->db, key, &saved, &saved_len), MSV_OK);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "one", NULL, 0, NULL, id), MSV_OK);
+    /* the session as it was before "one": "two" gets the same message key */
+    assert_int_equal(msv_client_db_set(alice->db, key, saved, saved_len), MSV_OK);
+    msv_secret_free(saved, saved_len);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "two", NULL, 0, NULL, id), MSV_OK);
+    receive_notices(bob, &notes);
+    assert_true(received_text(bob, "one"));
+    assert_false(received_text(bob, "two"));
+    assert_int_equal(notes.n, 1);
+    assert_non_null(strstr(notes.text[0], "a message from alice@example.org"));
+    assert_non_null(strstr(notes.text[0], "could not be read"));
+    assert_int_equal(msv_client_db_history(bob->db, NULL, NULL, 0, &hist, &n), MSV_OK);
+    for (size_t i = 0; i < n; i++)
+        unreadable += strcmp(hist[i].status, "unreadable") == 0;
+    msv_messages_free(hist, n);
+    assert_int_equal(unreadable, 1);
+    /* and it was acknowledged: nothing more comes */
+    receive_notices(bob, &notes);
+    assert_int_equal(notes.n, 0);
+
+    msv_client_close(alice);
+    msv_client_close(bob);
     test_server_cleanup(&s);
 }
 
@@ -1212,6 +1371,8 @@ int main(void)
         cmocka_unit_test(test_crash_consistency),
         cmocka_unit_test(test_sessions_and_sealed_sender),
         cmocka_unit_test(test_sealed_sender_forged),
+        cmocka_unit_test(test_parallel_sends_share_sessions),
+        cmocka_unit_test(test_unreadable_message_recorded),
         cmocka_unit_test(test_signed_prekey_rotation),
     };
 

@@ -1854,6 +1854,7 @@ struct incoming {
     char sender[257];
     uint64_t device;
     int session_message;
+    int sender_proved; /* the sender's device key opened the sealed layer, or the relay named it */
     struct msv_session_update update;
     int owes_receipt; /* a new message: its delivery receipt goes once the session is stored */
     uint8_t message_id[16];
@@ -1893,6 +1894,7 @@ static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, 
             msv_sealed_unwrap(c->id, pub, d->ciphertext.data, d->ciphertext.len, &inner, &env_len);
     if (err == MSV_OK && d->sender_device == 0)
         env = inner;
+    in->sender_proved = err == MSV_OK;
     in->session_message = err == MSV_OK && msv_sessions_is_session_message(env, env_len);
     if (err == MSV_OK && in->session_message)
         err = msv_sessions_open(c, in->device, pub, env, env_len, pt, pt_len, &in->update);
@@ -2072,8 +2074,8 @@ static void take_notice(struct msv_client *c, const Msv__Wire__Deliver *d,
  * a new session (X3DH) with it; both sides are told. At most one reset per
  * device a minute, so two devices that cannot read each other do not loop.
  */
-static void session_broken(struct msv_client *c, const struct incoming *in,
-                           void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+static int session_broken(struct msv_client *c, const struct incoming *in,
+                          void (*on_message)(void *, const struct msv_incoming *), void *ctx)
 {
     char key[48], notice[600];
     uint8_t *v = NULL, when[8];
@@ -2085,11 +2087,11 @@ static void session_broken(struct msv_client *c, const struct incoming *in,
         last = (int64_t)msv_get_u64be(v);
     free(v);
     if (now - last < RESET_INTERVAL_MS)
-        return;
+        return 0;
     msv_put_u64be(when, (uint64_t)now);
     if (msv_client_db_set(c->db, key, when, sizeof(when)) != MSV_OK ||
         msv_sessions_forget(c, in->device) != MSV_OK)
-        return;
+        return 0;
     (void)send_control(c, MSV_KIND_SESSION_RESET, NULL, NULL, in->sender);
     if (on_message != NULL) {
         struct msv_incoming note = {
@@ -2101,6 +2103,46 @@ static void session_broken(struct msv_client *c, const struct incoming *in,
                  in->sender, (unsigned long long)in->device);
         on_message(ctx, &note);
     }
+    return on_message != NULL;
+}
+
+/*
+ * A delivery from a proven sender that this device could not read (a
+ * session message whose key was used already, one no session reads, an
+ * envelope that does not open or a payload that does not parse): before it
+ * is acknowledged it goes into history as "unreadable" (its id: the start of
+ * the delivery's hash, so a redelivery is recorded once) and is shown,
+ * unless shown already. Anything but MSV_OK: not acknowledged.
+ */
+static msv_err record_unreadable(struct msv_client *c, const Msv__Wire__Deliver *d,
+                                 const struct incoming *in, int shown,
+                                 void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+{
+    struct msv_message_rec rec = {.status = "unreadable", .kind = MSV_KIND_MESSAGE};
+    char text[400];
+    uint8_t h[32];
+    msv_err err;
+
+    crypto_generichash(h, sizeof(h), d->ciphertext.data, d->ciphertext.len, NULL, 0);
+    memcpy(rec.message_id, h, sizeof(rec.message_id));
+    snprintf(text, sizeof(text),
+             "a message from %s (device %llu) could not be read; ask them to send it again",
+             in->sender, (unsigned long long)in->device);
+    rec.conversation = (char *)in->sender;
+    rec.sender = (char *)in->sender;
+    rec.sender_device = in->device;
+    rec.text = text;
+    rec.stored_at_ms = msv_wall_ms();
+    err = msv_client_db_message_put(c->db, &rec);
+    if (err == MSV_ERR_EXISTS)
+        return MSV_OK; /* recorded and shown when it came before */
+    if (err == MSV_OK && !shown && on_message != NULL) {
+        struct msv_incoming note = {
+            .kind = MSV_INCOMING_SESSION, .notice = text, .from = in->sender};
+
+        on_message(ctx, &note);
+    }
+    return err;
 }
 
 msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
@@ -2141,10 +2183,17 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
              * the outbox sends it later */
             if (err == MSV_OK && in.owes_receipt)
                 (void)send_control(c, MSV_KIND_RECEIPT_DELIVERED, in.message_id, NULL, in.sender);
-            if (err == MSV_ERR_AUTH && in.session_message)
-                session_broken(c, &in, on_message, ctx);
-            /* a redelivery, or a message that is not authentic: acknowledged and dropped, so
-             * that the relay does not offer it forever; storage failures are not acknowledged */
+            if (in.sender_proved && (err == MSV_ERR_AUTH || err == MSV_ERR_REPLAY ||
+                                     err == MSV_ERR_PARSE || err == MSV_ERR_UNSUPPORTED)) {
+                int shown = err == MSV_ERR_AUTH && in.session_message &&
+                            session_broken(c, &in, on_message, ctx);
+
+                if (record_unreadable(c, f->deliver, &in, shown, on_message, ctx) != MSV_OK)
+                    err = MSV_ERR_IO;
+            }
+            /* a redelivery, or a message that is not authentic or recorded as unreadable:
+             * acknowledged and dropped, so that the relay does not offer it forever; storage
+             * failures are not acknowledged */
             if (err == MSV_ERR_EXISTS || err == MSV_ERR_AUTH || err == MSV_ERR_PARSE ||
                 err == MSV_ERR_NOT_FOUND || err == MSV_ERR_UNSUPPORTED || err == MSV_ERR_REPLAY)
                 err = MSV_OK;

@@ -8,9 +8,13 @@
  * "profile-key", "token-published", "profile:<handle>" (the profile key a
  * handle's device sent).
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -25,6 +29,49 @@
 #define CLAIM_MAX 64
 
 static const char token_context[] = "MSV-delivery-token-v1";
+
+/* ---- the session lock --------------------------------------------------------------------- */
+
+/*
+ * Every process of an account (a send, the daemon, a receive) uses its
+ * sessions under one exclusive lock on "<account>/sessions.lock", held from
+ * loading a session to storing it advanced: two processes that sealed with
+ * the same stored session would use the same message key, and the
+ * recipient could read only one of the two messages. Holds nest within one
+ * client (a receipt sealed while a received message's session is held).
+ */
+static msv_err sessions_lock(struct msv_client *c)
+{
+    char path[sizeof(c->dir) + 32];
+    int fd, rc;
+
+    if (c->session_lock_depth > 0) {
+        c->session_lock_depth++;
+        return MSV_OK;
+    }
+    snprintf(path, sizeof(path), "%s/sessions.lock", c->dir);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return MSV_ERR_IO;
+    while ((rc = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
+        ;
+    if (rc != 0) {
+        close(fd);
+        return MSV_ERR_IO;
+    }
+    c->session_lock_fd = fd;
+    c->session_lock_depth = 1;
+    return MSV_OK;
+}
+
+static void sessions_unlock(struct msv_client *c)
+{
+    if (c->session_lock_depth == 0 || --c->session_lock_depth > 0)
+        return;
+    (void)flock(c->session_lock_fd, LOCK_UN);
+    close(c->session_lock_fd);
+    c->session_lock_fd = -1;
+}
 
 static void session_key(const char *kind, uint64_t device_id, char key[48])
 {
@@ -393,12 +440,21 @@ msv_err msv_sessions_seal(struct msv_client *c, uint64_t device_id,
     struct msv_session *s = NULL;
     msv_err err;
 
-    if (suite != MSV_SUITE_MODERN || load_session(c, "session", device_id, &s) != MSV_OK)
+    if (suite != MSV_SUITE_MODERN)
         return msv_seal_suite(c->id, pub, suite, pt, len, out, out_len);
+    err = sessions_lock(c);
+    if (err != MSV_OK)
+        return err;
+    if (load_session(c, "session", device_id, &s) != MSV_OK) {
+        sessions_unlock(c);
+        return msv_seal_suite(c->id, pub, suite, pt, len, out, out_len);
+    }
     err = msv_session_encrypt(s, pt, len, out, out_len);
-    /* stored advanced before the envelope leaves: a message key is never used twice */
+    /* stored advanced before the envelope leaves (and before the lock goes): a message key is
+     * never used twice */
     if (err == MSV_OK)
         err = store_session(c, "session", device_id, s);
+    sessions_unlock(c);
     if (err != MSV_OK && *out != NULL) {
         free(*out);
         *out = NULL;
@@ -455,6 +511,12 @@ msv_err msv_sessions_open(struct msv_client *c, uint64_t device_id,
     if (!speaks_modern(msv_identity_suites(c->id)) ||
         !speaks_modern(msv_public_identity_suites(pub)))
         return MSV_ERR_AUTH;
+    /* held until the update is stored or discarded: no other process reads or advances these
+     * sessions in between */
+    got = sessions_lock(c);
+    if (got != MSV_OK)
+        return got;
+    u->c = c;
     for (int k = 0; k < 2; k++) {
         struct msv_session *s = NULL;
 
@@ -485,8 +547,10 @@ msv_err msv_sessions_commit(struct msv_client *c, struct msv_session_update *u)
     char key[32];
     msv_err err = MSV_OK;
 
-    if (u->s == NULL)
+    if (u->s == NULL) {
+        msv_sessions_discard(u);
         return MSV_OK;
+    }
     if (u->is_new || u->was_previous) {
         /* the session in use now steps back to previous, so late messages still read */
         if (load_session(c, "session", u->device_id, &cur) == MSV_OK)
@@ -507,6 +571,9 @@ void msv_sessions_discard(struct msv_session_update *u)
 {
     msv_session_free(u->s);
     u->s = NULL;
+    if (u->c != NULL)
+        sessions_unlock(u->c);
+    u->c = NULL;
 }
 
 msv_err msv_sessions_forget(struct msv_client *c, uint64_t device_id)

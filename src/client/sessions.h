@@ -8,6 +8,9 @@
  * suite's own envelope. Receiving opens session messages; what a message
  * changes in the session is stored only after the message itself, so a
  * message that could not be stored is read again when it comes again.
+ * Sessions are loaded and stored under the account's session lock, which
+ * every process of the account takes, so that no two of them seal with the
+ * same stored session.
  */
 #ifndef MSV_CLIENT_SESSIONS_H
 #define MSV_CLIENT_SESSIONS_H
@@ -75,6 +78,7 @@ struct msv_session_update {
     uint32_t used_one_time; /* a one-time prekey secret to delete, or 0 */
     int is_new;             /* replaces the current session (which becomes the previous) */
     int was_previous;       /* the previous session read it: it becomes current again */
+    struct msv_client *c;   /* set while the update holds the session lock */
 };
 
 /* 1 if the envelope is a session message (0x05 or 0x06). */
@@ -83,7 +87,9 @@ int msv_sessions_is_session_message(const uint8_t *wire, size_t len);
 /*
  * Opens a session message from device (identity pub). MSV_ERR_REPLAY for a
  * duplicate of one read before, MSV_ERR_AUTH if no session of this device
- * reads it. *pt: caller frees with msv_secret_free().
+ * reads it. *pt: caller frees with msv_secret_free(). The account's session
+ * lock (every process of it) is held from here until msv_sessions_commit()
+ * or msv_sessions_discard(), which the caller calls whatever this returned.
  */
 MSV_MUST_CHECK msv_err msv_sessions_open(struct msv_client *c, uint64_t device_id,
                                          const struct msv_public_identity *pub, const uint8_t *wire,
