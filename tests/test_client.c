@@ -871,6 +871,81 @@ static long long server_count(struct test_server *s, const char *sql)
     return n;
 }
 
+/* The text c holds for message id. */
+static void assert_text(struct msv_client *c, const uint8_t id[16], const char *text)
+{
+    struct msv_message_rec *m = NULL;
+
+    assert_int_equal(msv_client_db_message_get(c->db, id, &m), MSV_OK);
+    assert_string_equal(m->text, text);
+    msv_messages_free(m, 1);
+}
+
+/*
+ * A relay that reorders and replays control messages (here in the ecies
+ * suite, whose envelopes have no session to refuse a replay): alice's two
+ * edits delivered newest first leave her newest text, and the same edit and a
+ * typing notice delivered again change nothing and show nothing.
+ */
+static void test_replayed_and_reordered_controls(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    const char *to_bob[1] = {"bob@example.org"};
+    struct notices notes;
+    uint8_t id[16];
+    char sql[400];
+    struct timespec pause = {0, 20 * 1000000L};
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_of_suites(&s, "alice", "alice@example.org", MSV_SUITE_ECIES, 0);
+    bob = client_of_suites(&s, "bob", to_bob[0], MSV_SUITE_MODERN, MSV_SUITE_BIT(MSV_SUITE_ECIES));
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "original", NULL, 0, NULL, id), MSV_OK);
+    receive_all(bob);
+    assert_text(bob, id, "original");
+
+    /* while bob is away: a typing notice and two edits */
+    drop_connection(bob);
+    assert_int_equal(msv_client_typing(alice, to_bob[0]), MSV_OK);
+    assert_int_equal(msv_client_edit(alice, id, "v1"), MSV_OK);
+    nanosleep(&pause, NULL);
+    assert_int_equal(msv_client_edit(alice, id, "v2"), MSV_OK);
+    test_server_stop(&s);
+    snprintf(sql, sizeof(sql),
+             "CREATE TABLE saved AS SELECT * FROM queue WHERE device_id = %llu;"
+             "DELETE FROM queue WHERE device_id = %llu;"
+             "INSERT INTO queue (device_id, sender_device, sender_handle, suite, ciphertext, "
+             "enqueued_ms, expires_ms) SELECT device_id, sender_device, sender_handle, suite, "
+             "ciphertext, enqueued_ms, expires_ms FROM saved ORDER BY id DESC;",
+             (unsigned long long)bob->device_id, (unsigned long long)bob->device_id);
+    server_sql(&s, sql);
+    assert_int_equal(server_count(&s, "SELECT count(*) FROM saved;"), 3);
+    test_server_start(&s);
+    receive_notices(bob, &notes);
+    assert_text(bob, id, "v2");
+
+    /* the same three again */
+    drop_connection(bob);
+    test_server_stop(&s);
+    server_sql(&s, "INSERT INTO queue (device_id, sender_device, sender_handle, suite, "
+                   "ciphertext, enqueued_ms, expires_ms) SELECT device_id, sender_device, "
+                   "sender_handle, suite, ciphertext, enqueued_ms, expires_ms FROM saved;");
+    test_server_start(&s);
+    receive_notices(bob, &notes);
+    assert_int_equal(notes.n, 0);
+    assert_text(bob, id, "v2");
+    /* acknowledged, not offered again */
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM queue WHERE device_id = %llu;",
+             (unsigned long long)bob->device_id);
+    assert_int_equal(server_count(&s, sql), 0);
+
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 /* The newest leaf of handle, rewritten with its first device's key replaced by key (if not NULL).
  */
 static void forge_leaf(struct test_server *s, const char *handle, const uint8_t *key,
@@ -1373,6 +1448,7 @@ int main(void)
         cmocka_unit_test(test_sealed_sender_forged),
         cmocka_unit_test(test_parallel_sends_share_sessions),
         cmocka_unit_test(test_unreadable_message_recorded),
+        cmocka_unit_test(test_replayed_and_reordered_controls),
         cmocka_unit_test(test_signed_prekey_rotation),
     };
 

@@ -1515,6 +1515,45 @@ msv_err msv_client_mark_read(struct msv_client *c, const char *conversation, siz
 }
 
 /* Applies a receipt, typing notice, edit or unsend from sender. */
+/* "changed-at:<message id, hex>": u64be send time of the last edit or unsend applied to it. */
+static void change_key(const uint8_t id[16], char key[48])
+{
+    char hex[33];
+
+    sodium_bin2hex(hex, sizeof(hex), id, 16);
+    snprintf(key, 48, "changed-at:%s", hex);
+}
+
+/*
+ * 1 if an edit or unsend of target comes too late to apply: the message is
+ * unsent already, or a change its author made later has been applied (a
+ * relay that holds one edit back cannot roll the message back with it).
+ */
+static int change_is_stale(struct msv_client *c, const struct msv_message_rec *target,
+                           const struct msv_payload *p)
+{
+    char key[48];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int stale = strcmp(target->status, "unsent") == 0;
+
+    change_key(p->target_id, key);
+    if (!stale && msv_client_db_get(c->db, key, &v, &len) == MSV_OK && len == 8)
+        stale = p->sent_at_ms <= msv_get_u64be(v);
+    free(v);
+    return stale;
+}
+
+static msv_err change_applied(struct msv_client *c, const struct msv_payload *p)
+{
+    char key[48];
+    uint8_t when[8];
+
+    change_key(p->target_id, key);
+    msv_put_u64be(when, p->sent_at_ms);
+    return msv_client_db_set(c->db, key, when, sizeof(when));
+}
+
 static msv_err take_control(struct msv_client *c, const char *sender, uint64_t device,
                             const struct msv_payload *p,
                             void (*on_message)(void *, const struct msv_incoming *), void *ctx)
@@ -1574,12 +1613,14 @@ static msv_err take_control(struct msv_client *c, const char *sender, uint64_t d
         break;
     case MSV_KIND_EDIT:
     case MSV_KIND_UNSEND:
-        /* only the author changes a message */
-        if (strcmp(target->sender, sender) != 0)
+        /* only the author changes a message, in the order the author made the changes */
+        if (strcmp(target->sender, sender) != 0 || change_is_stale(c, target, p))
             break;
-        err = msv_client_db_message_rewrite(c->db, p->target_id,
-                                            p->kind == MSV_KIND_EDIT ? p->text : "",
-                                            p->kind == MSV_KIND_EDIT ? "edited" : "unsent");
+        err = change_applied(c, p);
+        if (err == MSV_OK)
+            err = msv_client_db_message_rewrite(c->db, p->target_id,
+                                                p->kind == MSV_KIND_EDIT ? p->text : "",
+                                                p->kind == MSV_KIND_EDIT ? "edited" : "unsent");
         in.kind = MSV_INCOMING_EDIT;
         in.conversation = target->conversation;
         in.target = p->target_id;
@@ -1855,6 +1896,8 @@ struct incoming {
     uint64_t device;
     int session_message;
     int sender_proved; /* the sender's device key opened the sealed layer, or the relay named it */
+    int has_digest;
+    uint8_t digest[32]; /* of the envelope read: recorded once read, so a replay is refused */
     struct msv_session_update update;
     int owes_receipt; /* a new message: its delivery receipt goes once the session is stored */
     uint8_t message_id[16];
@@ -1895,6 +1938,13 @@ static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, 
     if (err == MSV_OK && d->sender_device == 0)
         env = inner;
     in->sender_proved = err == MSV_OK;
+    /* every kind of envelope, every suite: one read once is never read again */
+    if (err == MSV_OK) {
+        crypto_generichash(in->digest, sizeof(in->digest), env, env_len, NULL, 0);
+        in->has_digest = 1;
+        err = msv_client_db_envelope_seen(c->db, in->digest);
+        err = err == MSV_OK ? MSV_ERR_EXISTS : err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+    }
     in->session_message = err == MSV_OK && msv_sessions_is_session_message(env, env_len);
     if (err == MSV_OK && in->session_message)
         err = msv_sessions_open(c, in->device, pub, env, env_len, pt, pt_len, &in->update);
@@ -2175,8 +2225,13 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
             err = take_message(c, f->deliver, on_message, ctx, &in);
             if (err == MSV_OK)
                 (*count)++;
+            /* the message is stored: now that its envelope was read, and what reading it
+             * changed in the session (in that order: a crash between the two leaves the
+             * session behind, which later messages catch up on) */
+            if ((err == MSV_OK || err == MSV_ERR_EXISTS) && in.has_digest &&
+                msv_client_db_envelope_read(c->db, in.digest, msv_wall_ms()) != MSV_OK)
+                err = MSV_ERR_IO;
             if (err == MSV_OK || err == MSV_ERR_EXISTS)
-                /* the message is stored: now what reading it changed in the session */
                 err = msv_sessions_commit(c, &in.update) == MSV_OK ? err : MSV_ERR_IO;
             msv_sessions_discard(&in.update);
             /* the sender learns it arrived (in the session just stored); should that fail,
