@@ -946,6 +946,130 @@ static void test_replayed_and_reordered_controls(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * A contact whose client skips the signature check (the test signs with
+ * bob's key to get past alice's own) starts a session naming one of bob's
+ * one-time prekeys as the signed prekey: bob refuses it, since a one-time
+ * prekey in that place would never be deleted.
+ */
+static void test_prekey_message_names_one_time_as_signed(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = "one-time as signed"};
+    struct msv_prekey_bundle b = {0};
+    struct msv_session *sess = NULL;
+    const char *to[1] = {"bob@example.org"};
+    msv_frame *r = NULL;
+    uint8_t msg[10 + 4 + 32], sig[MSV_SIGNATURE_MAX], send_id[16], *pt = NULL, *wire = NULL;
+    size_t sig_len = 0, pt_len = 0, wire_len = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", to[0]);
+    assert_int_equal(msv_client_connect(alice), MSV_OK);
+    assert_int_equal(
+        msv_request_prekey_claim(alice->conn, &bob->device_id, 1, TEST_TIMEOUT_MS, &r, &alice->why),
+        MSV_OK);
+    assert_non_null(r->prekey_bundles->bundles[0]->one_time);
+    b.signed_id = r->prekey_bundles->bundles[0]->one_time->id;
+    memcpy(b.signed_pk, r->prekey_bundles->bundles[0]->one_time->key.data, 32);
+    msv_frame_free(r);
+    memcpy(msg, "MSV-spk-v1", 10);
+    msg[10] = (uint8_t)(b.signed_id >> 24);
+    msg[11] = (uint8_t)(b.signed_id >> 16);
+    msg[12] = (uint8_t)(b.signed_id >> 8);
+    msg[13] = (uint8_t)b.signed_id;
+    memcpy(msg + 14, b.signed_pk, 32);
+    assert_int_equal(msv_identity_sign(bob->id, msg, sizeof(msg), sig, &sig_len), MSV_OK);
+    assert_int_equal(sig_len, 64);
+    memcpy(b.signed_sig, sig, 64);
+    assert_int_equal(msv_session_initiate(alice->id, msv_identity_public(bob->id), &b, &sess),
+                     MSV_OK);
+    msv_random_bytes(p.message_id, MSV_ID_LEN);
+    assert_int_equal(msv_payload_encode(&p, &pt, &pt_len), MSV_OK);
+    assert_int_equal(msv_session_encrypt(sess, pt, pt_len, &wire, &wire_len), MSV_OK);
+    {
+        struct msv_outgoing out = {bob->device_id, MSV_SUITE_MODERN, wire, wire_len};
+
+        msv_random_bytes(send_id, sizeof(send_id));
+        assert_int_equal(msv_request_send(alice->conn, send_id, to, 1, &out, 1, NULL,
+                                          TEST_TIMEOUT_MS, NULL, NULL),
+                         MSV_OK);
+    }
+    receive_all(bob);
+    assert_false(received_text(bob, "one-time as signed"));
+    assert_true(has_prekey_secret(bob, b.signed_id)); /* not taken for a signed prekey */
+    msv_session_free(sess);
+    free(wire);
+    free(pt);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/* Stops the server, runs sql on its database and starts it again; c1 and c2 reconnect. */
+static void server_edit(struct test_server *s, const char *sql, struct msv_client *c1,
+                        struct msv_client *c2)
+{
+    drop_connection(c1);
+    drop_connection(c2);
+    test_server_stop(s);
+    server_sql(s, sql);
+    test_server_start(s);
+}
+
+/*
+ * alice's first two messages both carry the X3DH prefix (no one-time prekey
+ * left). The relay holds the second back until bob's session with her is
+ * gone, then delivers it: bob does not answer the same base key twice, so
+ * no stale session comes back.
+ */
+static void test_replayed_first_message(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    const char *to_bob[1] = {"bob@example.org"};
+    char sql[600];
+    uint8_t id[16];
+    unsigned long long bd;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", to_bob[0]);
+    bd = (unsigned long long)bob->device_id;
+    snprintf(sql, sizeof(sql), "DELETE FROM one_time_prekeys WHERE device_id = %llu;", bd);
+    server_edit(&s, sql, alice, bob);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "first", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "second", NULL, 0, NULL, id), MSV_OK);
+    snprintf(sql, sizeof(sql),
+             "CREATE TABLE held AS SELECT * FROM queue WHERE id = (SELECT max(id) FROM queue "
+             "WHERE device_id = %llu);"
+             "DELETE FROM queue WHERE id = (SELECT id FROM held);",
+             bd);
+    server_edit(&s, sql, alice, bob);
+    receive_all(bob);
+    assert_true(received_text(bob, "first"));
+    assert_true(has_session(bob, alice->device_id));
+    /* later, bob's session with alice is gone (a reset, say); then the held message comes */
+    assert_int_equal(msv_sessions_forget(bob, alice->device_id), MSV_OK);
+    server_edit(&s,
+                "INSERT INTO queue (device_id, sender_device, sender_handle, suite, ciphertext, "
+                "enqueued_ms, expires_ms) SELECT device_id, sender_device, sender_handle, suite, "
+                "ciphertext, enqueued_ms, expires_ms FROM held;",
+                alice, bob);
+    receive_all(bob);
+    assert_false(received_text(bob, "second"));
+    assert_false(has_session(bob, alice->device_id));
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 /* The newest leaf of handle, rewritten with its first device's key replaced by key (if not NULL).
  */
 static void forge_leaf(struct test_server *s, const char *handle, const uint8_t *key,
@@ -1449,6 +1573,8 @@ int main(void)
         cmocka_unit_test(test_parallel_sends_share_sessions),
         cmocka_unit_test(test_unreadable_message_recorded),
         cmocka_unit_test(test_replayed_and_reordered_controls),
+        cmocka_unit_test(test_prekey_message_names_one_time_as_signed),
+        cmocka_unit_test(test_replayed_first_message),
         cmocka_unit_test(test_signed_prekey_rotation),
     };
 

@@ -470,7 +470,40 @@ int msv_sessions_is_session_message(const uint8_t *wire, size_t len)
     return len > 0 && (wire[0] == MSV_WIRE_RATCHET || wire[0] == MSV_WIRE_PREKEY_MSG);
 }
 
-/* A 0x06 message that starts a new session with us: the X3DH with our prekeys. */
+/* 1 if id names one of this device's signed prekeys (the one in use or the one before). */
+static int is_signed_prekey(struct msv_client *c, uint32_t id)
+{
+    int64_t since;
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int found = id != 0 && signed_prekey(c, &since) == id;
+
+    if (!found && id != 0 && msv_client_db_get(c->db, "signed-prekey-old", &v, &len) == MSV_OK &&
+        len == 4)
+        found = msv_get_u32be(v) == id;
+    free(v);
+    return found;
+}
+
+/* The digest under which the base key of a session this device answered is remembered. */
+static void base_key_digest(const uint8_t base[32], uint8_t digest[32])
+{
+    static const char context[] = "MSV-x3dh-base-v1";
+    crypto_generichash_state st;
+
+    crypto_generichash_init(&st, NULL, 0, 32);
+    crypto_generichash_update(&st, (const uint8_t *)context, sizeof(context) - 1);
+    crypto_generichash_update(&st, base, 32);
+    crypto_generichash_final(&st, digest, 32);
+}
+
+/*
+ * A 0x06 message that starts a new session with us: the X3DH with our
+ * prekeys. The signed prekey id must name a signed prekey (a one-time
+ * prekey in its place would never be deleted), and a base key answered
+ * before is a replay (MSV_ERR_REPLAY): it would bring back a session this
+ * device has moved on from.
+ */
 static msv_err answer_prekey_message(struct msv_client *c, const struct msv_public_identity *pub,
                                      const uint8_t *wire, size_t len, uint8_t **pt, size_t *pt_len,
                                      struct msv_session_update *u)
@@ -480,8 +513,12 @@ static msv_err answer_prekey_message(struct msv_client *c, const struct msv_publ
     uint8_t base[32];
     msv_err err = msv_prekey_message_info(wire, len, &spk_id, &opk_id, base);
 
-    if (err != MSV_OK)
+    if (err != MSV_OK || !is_signed_prekey(c, spk_id))
         return MSV_ERR_AUTH;
+    base_key_digest(base, u->base_digest);
+    err = msv_client_db_envelope_seen(c->db, u->base_digest);
+    if (err != MSV_ERR_NOT_FOUND)
+        return err == MSV_OK ? MSV_ERR_REPLAY : err;
     err = load_prekey(c, spk_id, &spk);
     if (err == MSV_OK && opk_id != 0)
         err = load_prekey(c, opk_id, &opk);
@@ -563,6 +600,8 @@ msv_err msv_sessions_commit(struct msv_client *c, struct msv_session_update *u)
         prekey_name(u->used_one_time, key); /* forward secrecy: the secret goes */
         err = msv_client_db_unset(c->db, key);
     }
+    if (err == MSV_OK && u->is_new) /* answered once: never again */
+        err = msv_client_db_envelope_read(c->db, u->base_digest, msv_wall_ms());
     msv_sessions_discard(u);
     return err;
 }

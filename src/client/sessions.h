@@ -79,6 +79,8 @@ struct msv_session_update {
     int is_new;             /* replaces the current session (which becomes the previous) */
     int was_previous;       /* the previous session read it: it becomes current again */
     struct msv_client *c;   /* set while the update holds the session lock */
+    /* is_new: the digest of the answered base key, remembered on commit */
+    uint8_t base_digest[32];
 };
 
 /* 1 if the envelope is a session message (0x05 or 0x06). */
