@@ -510,15 +510,15 @@ static void test_sessions_and_sealed_sender(void **state)
     test_server_cleanup(&s);
 }
 
-/* 1 if c holds a current session with device. */
-static int has_session(struct msv_client *c, uint64_t device)
+/* 1 if c holds a current session with peer's device. */
+static int has_session(struct msv_client *c, struct msv_client *peer)
 {
-    char key[48];
+    char key[MSV_SESSION_KEY_LEN];
     uint8_t *v = NULL;
     size_t len = 0;
     msv_err err;
 
-    snprintf(key, sizeof(key), "session:%llu", (unsigned long long)device);
+    msv_sessions_key(peer->handle, peer->device_id, msv_identity_public(peer->id), 0, key);
     err = msv_client_db_get(c->db, key, &v, &len);
     msv_secret_free(v, len);
     return err == MSV_OK;
@@ -572,7 +572,7 @@ static void test_sealed_sender_forged(void **state)
     assert_int_equal(msv_client_send(bob, to_mallory, 1, "hi", NULL, 0, NULL, id), MSV_OK);
     receive_all(mallory);
     receive_all(bob);
-    assert_true(has_session(bob, alice->device_id));
+    assert_true(has_session(bob, alice));
 
     /* garbage in the form of a session message, claiming alice's device */
     msv_random_bytes(garbage, sizeof(garbage));
@@ -587,7 +587,7 @@ static void test_sealed_sender_forged(void **state)
     for (size_t i = 0; i < notes.n; i++)
         assert_null(strstr(notes.text[i], "alice"));
     assert_true(received_text(bob, "in flight"));
-    assert_true(has_session(bob, alice->device_id));
+    assert_true(has_session(bob, alice));
     /* no reset went to alice */
     receive_notices(alice, &notes);
     for (size_t i = 0; i < notes.n; i++)
@@ -718,12 +718,12 @@ static void test_unreadable_message_recorded(void **state)
     struct notices notes;
     uint8_t id[16], *saved = NULL;
     size_t n = 0, saved_len = 0, unreadable = 0;
-    char key[48];
+    char key[MSV_SESSION_KEY_LEN];
 
     (void)state;
     start_pair(&s, &alice, &bob);
 
-    snprintf(key, sizeof(key), "session:%llu", (unsigned long long)bob->device_id);
+    msv_sessions_key(bob->handle, bob->device_id, msv_identity_public(bob->id), 0, key);
     assert_int_equal(msv_client_db_get(alice->db, key, &saved, &saved_len), MSV_OK);
     assert_int_equal(msv_client_send(alice, to_bob, 1, "one", NULL, 0, NULL, id), MSV_OK);
     /* the session as it was before "one": "two" gets the same message key */
@@ -1054,7 +1054,7 @@ static void test_replayed_first_message(void **state)
     server_edit(&s, sql, alice, bob);
     receive_all(bob);
     assert_true(received_text(bob, "first"));
-    assert_true(has_session(bob, alice->device_id));
+    assert_true(has_session(bob, alice));
     /* later, bob's session with alice is gone (a reset, say); then the held message comes */
     assert_int_equal(msv_sessions_forget(bob, alice->device_id), MSV_OK);
     server_edit(&s,
@@ -1064,7 +1064,124 @@ static void test_replayed_first_message(void **state)
                 alice, bob);
     receive_all(bob);
     assert_false(received_text(bob, "second"));
-    assert_false(has_session(bob, alice->device_id));
+    assert_false(has_session(bob, alice));
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/* A message payload with text, encoded (caller frees *pt). */
+static void message_payload(const char *text, uint8_t **pt, size_t *pt_len)
+{
+    struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = (char *)text};
+
+    msv_random_bytes(p.message_id, MSV_ID_LEN);
+    assert_int_equal(msv_payload_encode(&p, pt, pt_len), MSV_OK);
+}
+
+/*
+ * Sessions belong to a peer: device id, handle and identity. Should the
+ * directory list alice's session partner's device id under another handle
+ * or identity (mallory's), alice does not seal for it with bob's session, and
+ * bob does not open with his session with alice a message that claims
+ * another sender for that device id.
+ */
+static void test_sessions_bound_to_peer(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob, *mallory;
+    struct msv_session_update u;
+    uint8_t *pt = NULL, *wire = NULL, *got = NULL;
+    size_t pt_len = 0, wire_len = 0, got_len = 0;
+
+    (void)state;
+    start_pair(&s, &alice, &bob);
+    mallory = client_for(&s, "mallory", "mallory@example.org");
+    message_payload("for whom?", &pt, &pt_len);
+    /* bob's device id, mallory's handle and key: not bob's session */
+    assert_int_equal(msv_sessions_seal(alice, mallory->handle, bob->device_id,
+                                       msv_identity_public(mallory->id), MSV_SUITE_MODERN, pt,
+                                       pt_len, &wire, &wire_len),
+                     MSV_OK);
+    assert_int_not_equal(wire[0], MSV_WIRE_RATCHET);
+    assert_int_not_equal(msv_sessions_open(bob, alice->handle, alice->device_id,
+                                           msv_identity_public(alice->id), wire, wire_len, &got,
+                                           &got_len, &u),
+                         MSV_OK);
+    msv_sessions_discard(&u);
+    free(wire);
+    /* a message in alice's session with bob, claimed for alice's device id by mallory */
+    assert_int_equal(msv_sessions_seal(alice, bob->handle, bob->device_id,
+                                       msv_identity_public(bob->id), MSV_SUITE_MODERN, pt, pt_len,
+                                       &wire, &wire_len),
+                     MSV_OK);
+    assert_int_equal(wire[0], MSV_WIRE_RATCHET);
+    assert_int_not_equal(msv_sessions_open(bob, mallory->handle, alice->device_id,
+                                           msv_identity_public(mallory->id), wire, wire_len, &got,
+                                           &got_len, &u),
+                         MSV_OK);
+    msv_sessions_discard(&u);
+    /* the true sender reads */
+    assert_int_equal(msv_sessions_open(bob, alice->handle, alice->device_id,
+                                       msv_identity_public(alice->id), wire, wire_len, &got,
+                                       &got_len, &u),
+                     MSV_OK);
+    msv_sessions_discard(&u);
+    msv_secret_free(got, got_len);
+    free(wire);
+    free(pt);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A message sent in a session two sessions back (alice started anew twice
+ * while it was on its way) is still read: bob keeps several earlier
+ * sessions per peer and tries them all before any reset.
+ */
+static void test_earlier_sessions_kept(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    const char *to_bob[1] = {"bob@example.org"};
+    struct notices notes;
+    uint8_t *pt = NULL, *wire = NULL, id[16], send_id[16];
+    size_t pt_len = 0, wire_len = 0;
+
+    (void)state;
+    start_pair(&s, &alice, &bob);
+    message_payload("from long ago", &pt, &pt_len);
+    assert_int_equal(msv_sessions_seal(alice, bob->handle, bob->device_id,
+                                       msv_identity_public(bob->id), MSV_SUITE_MODERN, pt, pt_len,
+                                       &wire, &wire_len),
+                     MSV_OK);
+    assert_int_equal(wire[0], MSV_WIRE_RATCHET);
+    for (int i = 0; i < 2; i++) {
+        char text[16];
+
+        snprintf(text, sizeof(text), "anew %d", i);
+        assert_int_equal(msv_sessions_forget(alice, bob->device_id), MSV_OK);
+        assert_int_equal(msv_client_send(alice, to_bob, 1, text, NULL, 0, NULL, id), MSV_OK);
+        receive_all(bob);
+        assert_true(received_text(bob, text));
+        receive_all(alice);
+    }
+    {
+        struct msv_outgoing out = {bob->device_id, MSV_SUITE_MODERN, wire, wire_len};
+
+        msv_random_bytes(send_id, sizeof(send_id));
+        assert_int_equal(msv_client_connect(alice), MSV_OK);
+        assert_int_equal(msv_request_send(alice->conn, send_id, to_bob, 1, &out, 1, NULL,
+                                          TEST_TIMEOUT_MS, NULL, NULL),
+                         MSV_OK);
+    }
+    receive_notices(bob, &notes);
+    assert_int_equal(notes.n, 0);
+    assert_true(received_text(bob, "from long ago"));
+    free(wire);
+    free(pt);
     msv_client_close(alice);
     msv_client_close(bob);
     test_server_cleanup(&s);
@@ -1575,6 +1692,8 @@ int main(void)
         cmocka_unit_test(test_replayed_and_reordered_controls),
         cmocka_unit_test(test_prekey_message_names_one_time_as_signed),
         cmocka_unit_test(test_replayed_first_message),
+        cmocka_unit_test(test_sessions_bound_to_peer),
+        cmocka_unit_test(test_earlier_sessions_kept),
         cmocka_unit_test(test_signed_prekey_rotation),
     };
 

@@ -658,7 +658,7 @@ static msv_err seal_for(struct msv_client *c, Msv__Wire__HandleDevices *const *h
             const Msv__Wire__DeviceInfo *d = hds[i]->devices[k];
             struct msv_public_identity *pub = NULL;
             enum msv_suite suite;
-            char sa[40];
+            char sa[40], peer[257];
             uint8_t *inner = NULL;
             size_t len = 0, inner_len = 0;
 
@@ -685,12 +685,14 @@ static msv_err seal_for(struct msv_client *c, Msv__Wire__HandleDevices *const *h
             }
             if (err == MSV_OK && sealed && suite != MSV_SUITE_MODERN)
                 err = MSV_ERR_UNSUPPORTED;
+            snprintf(peer, sizeof(peer), "%.*s", (int)hds[i]->handle.len,
+                     (const char *)hds[i]->handle.data);
             if (err == MSV_OK && !sealed)
-                err = msv_sessions_seal(c, d->device_id, pub, suite, pt, pt_len,
+                err = msv_sessions_seal(c, peer, d->device_id, pub, suite, pt, pt_len,
                                         &s->wires[s->count], &len);
             if (err == MSV_OK && sealed) {
-                err =
-                    msv_sessions_seal(c, d->device_id, pub, suite, pt, pt_len, &inner, &inner_len);
+                err = msv_sessions_seal(c, peer, d->device_id, pub, suite, pt, pt_len, &inner,
+                                        &inner_len);
                 if (err == MSV_OK)
                     err = msv_sealed_wrap(c->id, pub, c->handle, c->device_id, inner, inner_len,
                                           &s->wires[s->count], &len);
@@ -1947,7 +1949,8 @@ static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, 
     }
     in->session_message = err == MSV_OK && msv_sessions_is_session_message(env, env_len);
     if (err == MSV_OK && in->session_message)
-        err = msv_sessions_open(c, in->device, pub, env, env_len, pt, pt_len, &in->update);
+        err = msv_sessions_open(c, in->sender, in->device, pub, env, env_len, pt, pt_len,
+                                &in->update);
     else if (err == MSV_OK &&
              msv_envelope_suite(env, env_len) !=
                  msv_suite_common(msv_identity_suites(c->id), msv_public_identity_suites(pub)))

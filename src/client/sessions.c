@@ -1,8 +1,8 @@
 /*
  * Sessions, prekeys and the delivery token of a device (client/sessions.h).
  *
- * Settings used: "session:<device>" and "session-prev:<device>" (stored
- * sessions), "prekey:<id>" (secret || public of a prekey), "prekey-next"
+ * Settings used: "session:<device>:<peer>:<slot>" (stored sessions; see
+ * msv_sessions_key()), "prekey:<id>" (secret || public of a prekey), "prekey-next"
  * (u32be, the next prekey id), "signed-prekey" (u32be id || u64be ms since
  * it is in use), "signed-prekey-old" (u32be id of the one before),
  * "profile-key", "token-published", "profile:<handle>" (the profile key a
@@ -73,40 +73,74 @@ static void sessions_unlock(struct msv_client *c)
     c->session_lock_fd = -1;
 }
 
-static void session_key(const char *kind, uint64_t device_id, char key[48])
+void msv_sessions_key(const char *handle, uint64_t device_id, const struct msv_public_identity *pub,
+                      unsigned slot, char key[MSV_SESSION_KEY_LEN])
 {
-    snprintf(key, 48, "%s:%llu", kind, (unsigned long long)device_id);
+    uint8_t hash[MSV_IDENTITY_HASH_LEN], peer[16];
+    char hex[33];
+    crypto_generichash_state st;
+
+    msv_public_identity_hash(pub, hash);
+    crypto_generichash_init(&st, NULL, 0, sizeof(peer));
+    crypto_generichash_update(&st, (const uint8_t *)handle, strlen(handle) + 1);
+    crypto_generichash_update(&st, hash, sizeof(hash));
+    crypto_generichash_final(&st, peer, sizeof(peer));
+    sodium_bin2hex(hex, sizeof(hex), peer, sizeof(peer));
+    snprintf(key, MSV_SESSION_KEY_LEN, "session:%llu:%s:%u", (unsigned long long)device_id, hex,
+             slot);
 }
 
-static msv_err load_session(struct msv_client *c, const char *kind, uint64_t device_id,
+#define SLOT_KEY_LEN (MSV_SESSION_KEY_LEN + 12)
+
+static void slot_key(const char *base, unsigned slot, char key[SLOT_KEY_LEN])
+{
+    snprintf(key, SLOT_KEY_LEN, "%s%u", base, slot);
+}
+
+/* The stored form of a slot's session (*v: caller frees with msv_secret_free). */
+static msv_err load_raw(struct msv_client *c, const char *key_base, unsigned slot, uint8_t **v,
+                        size_t *len)
+{
+    char key[SLOT_KEY_LEN];
+
+    slot_key(key_base, slot, key);
+    return msv_client_db_get(c->db, key, v, len);
+}
+
+static msv_err load_session(struct msv_client *c, const char *key_base, unsigned slot,
                             struct msv_session **out)
 {
-    char key[48];
     uint8_t *v = NULL;
     size_t len = 0;
-    msv_err err;
+    msv_err err = load_raw(c, key_base, slot, &v, &len);
 
-    session_key(kind, device_id, key);
-    err = msv_client_db_get(c->db, key, &v, &len);
     if (err == MSV_OK)
         err = msv_session_import(v, len, out);
     msv_secret_free(v, len);
     return err;
 }
 
-static msv_err store_session(struct msv_client *c, const char *kind, uint64_t device_id,
+static msv_err store_session(struct msv_client *c, const char *key_base, unsigned slot,
                              const struct msv_session *s)
 {
-    char key[48];
+    char key[SLOT_KEY_LEN];
     uint8_t *v = NULL;
     size_t len = 0;
     msv_err err = msv_session_export(s, &v, &len);
 
-    session_key(kind, device_id, key);
+    slot_key(key_base, slot, key);
     if (err == MSV_OK)
         err = msv_client_db_set(c->db, key, v, len);
     msv_secret_free(v, len);
     return err;
+}
+
+/* "session:<device>:<peer>:", to which a slot number is added. */
+static void key_base(const char *handle, uint64_t device_id, const struct msv_public_identity *pub,
+                     char base[MSV_SESSION_KEY_LEN])
+{
+    msv_sessions_key(handle, device_id, pub, 0, base);
+    base[strlen(base) - 1] = '\0';
 }
 
 /* ---- prekeys ------------------------------------------------------------------------------ */
@@ -346,12 +380,13 @@ static int wants_session(const struct msv_client *c, const Msv__Wire__DeviceInfo
 }
 
 /* Starts a session from one claimed bundle, checked against the listed identity. */
-static msv_err start_session(struct msv_client *c, const Msv__Wire__DeviceInfo *d,
-                             const Msv__Wire__PrekeyBundle *b)
+static msv_err start_session(struct msv_client *c, const char *handle,
+                             const Msv__Wire__DeviceInfo *d, const Msv__Wire__PrekeyBundle *b)
 {
     struct msv_prekey_bundle bundle = {0};
     struct msv_public_identity *pub = NULL;
     struct msv_session *s = NULL;
+    char base[MSV_SESSION_KEY_LEN];
     msv_err err;
 
     if (b->signed_ == NULL || b->signed_->key.len != 32 || b->signed_->signature.len != 64 ||
@@ -368,41 +403,68 @@ static msv_err start_session(struct msv_client *c, const Msv__Wire__DeviceInfo *
                                     &pub);
     if (err == MSV_OK)
         err = msv_session_initiate(c->id, pub, &bundle, &s);
-    if (err == MSV_OK)
-        err = store_session(c, "session", d->device_id, s);
+    if (err == MSV_OK) {
+        key_base(handle, d->device_id, pub, base);
+        err = store_session(c, base, 0, s);
+    }
     msv_session_free(s);
     msv_public_identity_free(pub);
     return err;
+}
+
+static void handle_of(const Msv__Wire__HandleDevices *hd, char handle[257])
+{
+    snprintf(handle, 257, "%.*s", (int)hd->handle.len, (const char *)hd->handle.data);
+}
+
+/* 1 if there is a current session with device d of handle (as the directory lists it). */
+static int has_session(struct msv_client *c, const char *handle, const Msv__Wire__DeviceInfo *d)
+{
+    struct msv_public_identity *pub = NULL;
+    char base[MSV_SESSION_KEY_LEN];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int found = 0;
+
+    if (msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
+                                  &pub) != MSV_OK)
+        return 0;
+    key_base(handle, d->device_id, pub, base);
+    found = load_raw(c, base, 0, &v, &len) == MSV_OK;
+    msv_secret_free(v, len);
+    msv_public_identity_free(pub);
+    return found;
 }
 
 msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *const *hds, size_t n)
 {
     size_t total = 0, n_need = 0;
     const Msv__Wire__DeviceInfo **need;
+    const Msv__Wire__HandleDevices **owner;
     uint64_t *ids;
+    char handle[257];
     msv_err err = MSV_OK;
 
     for (size_t i = 0; i < n; i++)
         total += hds[i]->n_devices;
     need = calloc(total + 1, sizeof(*need));
+    owner = calloc(total + 1, sizeof(*owner));
     ids = calloc(total + 1, sizeof(*ids));
-    if (need == NULL || ids == NULL) {
+    if (need == NULL || owner == NULL || ids == NULL) {
         free(need);
+        free(owner);
         free(ids);
         return MSV_ERR_NOMEM;
     }
     for (size_t i = 0; i < n; i++) {
+        handle_of(hds[i], handle);
         for (size_t k = 0; k < hds[i]->n_devices; k++) {
             const Msv__Wire__DeviceInfo *d = hds[i]->devices[k];
-            struct msv_session *s = NULL;
 
-            if (!wants_session(c, d))
+            if (!wants_session(c, d) || has_session(c, handle, d))
                 continue;
-            if (load_session(c, "session", d->device_id, &s) == MSV_OK) {
-                msv_session_free(s);
-                continue;
-            }
             need[n_need] = d;
+            owner[n_need] = hds[i];
             ids[n_need++] = d->device_id;
         }
     }
@@ -422,22 +484,26 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
 
             /* a bundle that does not verify is dropped: that device gets the suite's envelope */
             for (size_t k = at; k < at + batch; k++) {
-                if (need[k]->device_id == bundle->device_id)
-                    (void)start_session(c, need[k], bundle);
+                if (need[k]->device_id != bundle->device_id)
+                    continue;
+                handle_of(owner[k], handle);
+                (void)start_session(c, handle, need[k], bundle);
             }
         }
         msv_frame_free(got);
     }
     free(need);
+    free(owner);
     free(ids);
     return err;
 }
 
-msv_err msv_sessions_seal(struct msv_client *c, uint64_t device_id,
+msv_err msv_sessions_seal(struct msv_client *c, const char *handle, uint64_t device_id,
                           const struct msv_public_identity *pub, enum msv_suite suite,
                           const uint8_t *pt, size_t len, uint8_t **out, size_t *out_len)
 {
     struct msv_session *s = NULL;
+    char base[MSV_SESSION_KEY_LEN];
     msv_err err;
 
     if (suite != MSV_SUITE_MODERN)
@@ -445,7 +511,8 @@ msv_err msv_sessions_seal(struct msv_client *c, uint64_t device_id,
     err = sessions_lock(c);
     if (err != MSV_OK)
         return err;
-    if (load_session(c, "session", device_id, &s) != MSV_OK) {
+    key_base(handle, device_id, pub, base);
+    if (load_session(c, base, 0, &s) != MSV_OK) {
         sessions_unlock(c);
         return msv_seal_suite(c->id, pub, suite, pt, len, out, out_len);
     }
@@ -453,7 +520,7 @@ msv_err msv_sessions_seal(struct msv_client *c, uint64_t device_id,
     /* stored advanced before the envelope leaves (and before the lock goes): a message key is
      * never used twice */
     if (err == MSV_OK)
-        err = store_session(c, "session", device_id, s);
+        err = store_session(c, base, 0, s);
     sessions_unlock(c);
     if (err != MSV_OK && *out != NULL) {
         free(*out);
@@ -536,28 +603,29 @@ static msv_err answer_prekey_message(struct msv_client *c, const struct msv_publ
     return err;
 }
 
-msv_err msv_sessions_open(struct msv_client *c, uint64_t device_id,
+msv_err msv_sessions_open(struct msv_client *c, const char *handle, uint64_t device_id,
                           const struct msv_public_identity *pub, const uint8_t *wire, size_t len,
                           uint8_t **pt, size_t *pt_len, struct msv_session_update *u)
 {
-    static const char *const kinds[2] = {"session", "session-prev"};
     msv_err err = MSV_ERR_AUTH, got;
 
     memset(u, 0, sizeof(*u));
-    u->device_id = device_id;
     if (!speaks_modern(msv_identity_suites(c->id)) ||
         !speaks_modern(msv_public_identity_suites(pub)))
         return MSV_ERR_AUTH;
+    /* only the sessions with this very peer: its handle, device and identity */
+    key_base(handle, device_id, pub, u->base);
     /* held until the update is stored or discarded: no other process reads or advances these
      * sessions in between */
     got = sessions_lock(c);
     if (got != MSV_OK)
         return got;
     u->c = c;
-    for (int k = 0; k < 2; k++) {
+    /* the current session, then the earlier ones, newest first: a reset is the last resort */
+    for (unsigned k = 0; k < MSV_SESSIONS_KEPT; k++) {
         struct msv_session *s = NULL;
 
-        got = load_session(c, kinds[k], device_id, &s);
+        got = load_session(c, u->base, k, &s);
         if (got == MSV_ERR_NOT_FOUND)
             continue;
         if (got != MSV_OK)
@@ -565,7 +633,7 @@ msv_err msv_sessions_open(struct msv_client *c, uint64_t device_id,
         got = msv_session_decrypt(s, wire, len, pt, pt_len);
         if (got == MSV_OK) {
             u->s = s;
-            u->was_previous = k == 1;
+            u->slot = k;
             return MSV_OK;
         }
         msv_session_free(s);
@@ -578,9 +646,28 @@ msv_err msv_sessions_open(struct msv_client *c, uint64_t device_id,
     return err == MSV_ERR_TOO_BIG ? MSV_ERR_AUTH : err;
 }
 
+/* Slot from's stored session moves to slot to (which is emptied if from is). */
+static msv_err move_slot(struct msv_client *c, const char *base, unsigned from, unsigned to)
+{
+    char key[SLOT_KEY_LEN];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err = load_raw(c, base, from, &v, &len);
+
+    slot_key(base, to, key);
+    if (err == MSV_OK)
+        err = msv_client_db_set(c->db, key, v, len);
+    else if (err == MSV_ERR_NOT_FOUND)
+        err = msv_client_db_unset(c->db, key);
+    msv_secret_free(v, len);
+    return err;
+}
+
 msv_err msv_sessions_commit(struct msv_client *c, struct msv_session_update *u)
 {
-    struct msv_session *cur = NULL;
+    /* the slot the session that read the message leaves free: the others step back one,
+     * so that messages sent in them still read (a new session drops the oldest) */
+    unsigned from = u->is_new ? MSV_SESSIONS_KEPT - 1 : u->slot;
     char key[32];
     msv_err err = MSV_OK;
 
@@ -588,14 +675,10 @@ msv_err msv_sessions_commit(struct msv_client *c, struct msv_session_update *u)
         msv_sessions_discard(u);
         return MSV_OK;
     }
-    if (u->is_new || u->was_previous) {
-        /* the session in use now steps back to previous, so late messages still read */
-        if (load_session(c, "session", u->device_id, &cur) == MSV_OK)
-            err = store_session(c, "session-prev", u->device_id, cur);
-        msv_session_free(cur);
-    }
+    for (unsigned i = from; err == MSV_OK && i > 0; i--)
+        err = move_slot(c, u->base, i - 1, i);
     if (err == MSV_OK)
-        err = store_session(c, "session", u->device_id, u->s);
+        err = store_session(c, u->base, 0, u->s);
     if (err == MSV_OK && u->used_one_time != 0) {
         prekey_name(u->used_one_time, key); /* forward secrecy: the secret goes */
         err = msv_client_db_unset(c->db, key);
@@ -617,13 +700,8 @@ void msv_sessions_discard(struct msv_session_update *u)
 
 msv_err msv_sessions_forget(struct msv_client *c, uint64_t device_id)
 {
-    char key[48];
-    msv_err err;
+    char prefix[40];
 
-    session_key("session", device_id, key);
-    err = msv_client_db_unset(c->db, key);
-    session_key("session-prev", device_id, key);
-    if (err == MSV_OK)
-        err = msv_client_db_unset(c->db, key);
-    return err;
+    snprintf(prefix, sizeof(prefix), "session:%llu:", (unsigned long long)device_id);
+    return msv_client_db_unset_prefix(c->db, prefix);
 }

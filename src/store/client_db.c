@@ -45,6 +45,9 @@ static const char *const migrations[] = {
     "ALTER TABLE own_devices ADD COLUMN identity BLOB;",
     /* v4 (sessions): digests of the envelopes this device has read, so that none is read twice */
     "CREATE TABLE seen_envelopes (digest BLOB PRIMARY KEY, seen_ms BIGINT NOT NULL);",
+    /* v5 (sessions): sessions stored by device id alone go; they are kept per peer now */
+    "DELETE FROM settings WHERE key GLOB 'session-prev:*' OR (key GLOB 'session:*' AND key NOT "
+    "GLOB 'session:*:*');",
 };
 
 msv_err msv_client_db_open(const char *path, struct msv_client_db **out)
