@@ -446,6 +446,13 @@ msv_err msv_client_link(struct msv_client *c, const char *password)
     return err;
 }
 
+/*
+ * How long the digest of an envelope read is kept; a payload made longer ago
+ * than that (by its send time, which Missive's clients always set) is refused:
+ * its digest may be forgotten, so it cannot be told from a replay.
+ */
+#define SEEN_KEEP_MS (180LL * 24 * 3600 * 1000)
+
 static msv_err flush_outbox(struct msv_client *c);
 
 msv_err msv_client_connect(struct msv_client *c)
@@ -468,6 +475,9 @@ msv_err msv_client_connect(struct msv_client *c)
     /* prekeys for sessions and the delivery token, when the server lacks them; without
      * them, senders use the suite's own envelope and send unsealed */
     (void)msv_sessions_publish(c);
+    /* the digests of envelopes read are kept as long as a message may be taken; failing
+     * to forget old ones only keeps them longer */
+    err = msv_client_db_envelopes_forget(c->db, msv_wall_ms() - SEEN_KEEP_MS);
     /* connected again: what an earlier lost connection left queued goes first; if it
      * cannot go now, it waits for the next time rather than failing this command */
     (void)flush_outbox(c);
@@ -1976,8 +1986,13 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     if (err == MSV_OK)
         err = msv_payload_parse(pt, pt_len, &p);
     msv_secret_free(pt, pt_len);
-    if (err != MSV_OK)
+    if (err == MSV_OK && p->sent_at_ms != 0 &&
+        (int64_t)p->sent_at_ms < msv_wall_ms() - SEEN_KEEP_MS)
+        err = MSV_ERR_REPLAY;
+    if (err != MSV_OK) {
+        msv_payload_free(p);
         return err;
+    }
     /* the key to answer it sealed */
     if (p->has_profile_key && strcmp(sender, c->handle) != 0 &&
         (err = msv_sessions_learn_profile(c, sender, p->profile_key)) != MSV_OK) {

@@ -44,7 +44,8 @@ static const char *const migrations[] = {
     "ALTER TABLE own_devices ADD COLUMN suite INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE own_devices ADD COLUMN identity BLOB;",
     /* v4 (sessions): digests of the envelopes this device has read, so that none is read twice */
-    "CREATE TABLE seen_envelopes (digest BLOB PRIMARY KEY, seen_ms BIGINT NOT NULL);",
+    "CREATE TABLE seen_envelopes (digest BLOB PRIMARY KEY, seen_ms BIGINT NOT NULL);"
+    "CREATE INDEX seen_envelopes_by_time ON seen_envelopes (seen_ms);",
     /* v5 (sessions): sessions stored by device id alone go; they are kept per peer now */
     "DELETE FROM settings WHERE key GLOB 'session-prev:*' OR (key GLOB 'session:*' AND key NOT "
     "GLOB 'session:*:*');",
@@ -892,5 +893,16 @@ msv_err msv_client_db_envelope_read(struct msv_client_db *db, const uint8_t dige
         return err;
     sqlite3_bind_blob(st, 1, digest, 32, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, now_ms);
+    return msv_sql_run(st);
+}
+
+msv_err msv_client_db_envelopes_forget(struct msv_client_db *db, int64_t before_ms)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db, "DELETE FROM seen_envelopes WHERE seen_ms < ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, before_ms);
     return msv_sql_run(st);
 }

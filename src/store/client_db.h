@@ -194,5 +194,7 @@ MSV_MUST_CHECK msv_err msv_client_db_envelope_seen(struct msv_client_db *db,
                                                    const uint8_t digest[32]);
 MSV_MUST_CHECK msv_err msv_client_db_envelope_read(struct msv_client_db *db,
                                                    const uint8_t digest[32], int64_t now_ms);
+/* Forgets the digests recorded before before_ms (what is older is refused by its age). */
+MSV_MUST_CHECK msv_err msv_client_db_envelopes_forget(struct msv_client_db *db, int64_t before_ms);
 
 #endif
