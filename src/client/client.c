@@ -1526,7 +1526,6 @@ msv_err msv_client_mark_read(struct msv_client *c, const char *conversation, siz
     return err;
 }
 
-/* Applies a receipt, typing notice, edit or unsend from sender. */
 /* "changed-at:<message id, hex>": u64be send time of the last edit or unsend applied to it. */
 static void change_key(const uint8_t id[16], char key[48])
 {
@@ -1566,6 +1565,7 @@ static msv_err change_applied(struct msv_client *c, const struct msv_payload *p)
     return msv_client_db_set(c->db, key, when, sizeof(when));
 }
 
+/* Applies a receipt, typing notice, edit or unsend from sender. */
 static msv_err take_control(struct msv_client *c, const char *sender, uint64_t device,
                             const struct msv_payload *p,
                             void (*on_message)(void *, const struct msv_incoming *), void *ctx)
