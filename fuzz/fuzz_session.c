@@ -98,7 +98,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char handle[256];
     uint64_t device = 0;
     uint8_t *buf = NULL, base[32];
-    const uint8_t *inner = NULL;
     size_t inner_len = 0;
     uint32_t spk = 0, opk = 0;
 
@@ -112,9 +111,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         against(initiator, data + 1, size - 1);
         break;
     case 1:
-        if (msv_sealed_unwrap(bob, data + 1, size - 1, handle, &device, &buf, &inner, &inner_len) ==
-            MSV_OK) {
-            if (inner < buf || strlen(handle) > 255)
+        if (msv_sealed_sender(bob, data + 1, size - 1, handle, &device) == MSV_OK &&
+            strlen(handle) > 255)
+            abort();
+        if (msv_sealed_unwrap(bob, msv_identity_public(alice), data + 1, size - 1, &buf,
+                              &inner_len) == MSV_OK) {
+            if (inner_len + 1 + 32 + 280 + 16 != size - 1)
                 abort();
             free(buf);
         } else if (buf != NULL) {

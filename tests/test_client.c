@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/select.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -53,7 +55,9 @@ static void reconnect(struct msv_client *c)
     assert_int_equal(msv_client_connect(c), MSV_OK);
 }
 
-static struct msv_client *client_for(struct test_server *s, const char *name, const char *handle)
+/* A registered client of handle with keys of suite and of the suites in also. */
+static struct msv_client *client_of_suites(struct test_server *s, const char *name,
+                                           const char *handle, enum msv_suite suite, unsigned also)
 {
     struct msv_client *c = NULL;
     uint8_t fp[32];
@@ -61,13 +65,17 @@ static struct msv_client *client_for(struct test_server *s, const char *name, co
 
     snprintf(dir, sizeof(dir), "%s/%s", s->dir, name);
     assert_int_equal(
-        msv_client_create(dir, handle, "127.0.0.1", s->port, MSV_SUITE_MODERN, 0, NULL, fp, &c),
-        MSV_OK);
+        msv_client_create(dir, handle, "127.0.0.1", s->port, suite, also, NULL, fp, &c), MSV_OK);
     assert_memory_equal(fp, s->fingerprint, 32); /* trust on first use pinned this server */
     assert_int_equal(msv_client_register_start(c), MSV_OK);
     test_server_code(s, handle, code);
     assert_int_equal(msv_client_register_finish(c, code, TEST_PASSWORD), MSV_OK);
     return c;
+}
+
+static struct msv_client *client_for(struct test_server *s, const char *name, const char *handle)
+{
+    return client_of_suites(s, name, handle, MSV_SUITE_MODERN, 0);
 }
 
 static void test_redelivery_shown_once(void **state)
@@ -384,8 +392,8 @@ static void receive_notices(struct msv_client *c, struct notices *n)
  * one what the relay must not see: sender and inner envelope, opened with
  * the recipient's keys. *sealed says which it was.
  */
-static uint8_t newest_envelope(struct test_server *s, struct msv_client *to, uint64_t from_device,
-                               int *sealed, uint8_t *inner_kind)
+static uint8_t newest_envelope(struct test_server *s, struct msv_client *to,
+                               struct msv_client *from, int *sealed, uint8_t *inner_kind)
 {
     struct test_queued *rows = NULL;
     size_t n = test_server_queued(s, &rows);
@@ -402,21 +410,21 @@ static uint8_t newest_envelope(struct test_server *s, struct msv_client *to, uin
     if (*sealed) {
         char handle[256];
         uint64_t device = 0;
-        uint8_t *buf = NULL;
-        const uint8_t *inner = NULL;
+        uint8_t *inner = NULL;
         size_t inner_len = 0;
 
         /* the relay holds no sender; the recipient finds it inside */
         assert_int_equal(r->sender_device, 0);
         assert_string_equal(r->sender_handle, "");
-        assert_int_equal(msv_sealed_unwrap(to->id, r->ciphertext, r->len, handle, &device, &buf,
-                                           &inner, &inner_len),
+        assert_int_equal(msv_sealed_sender(to->id, r->ciphertext, r->len, handle, &device), MSV_OK);
+        assert_int_equal(device, from->device_id);
+        assert_int_equal(msv_sealed_unwrap(to->id, msv_identity_public(from->id), r->ciphertext,
+                                           r->len, &inner, &inner_len),
                          MSV_OK);
-        assert_int_equal(device, from_device);
         *inner_kind = inner[0];
-        free(buf);
+        free(inner);
     } else {
-        assert_int_equal(r->sender_device, from_device);
+        assert_int_equal(r->sender_device, from->device_id);
     }
     test_queued_free(rows, n);
     return kind;
@@ -450,8 +458,7 @@ static void test_sessions_and_sealed_sender(void **state)
 
     /* first contact: X3DH from bob's published prekeys; alice has no token for bob yet */
     assert_int_equal(msv_client_send(alice, to_bob, 1, "first", NULL, 0, NULL, id), MSV_OK);
-    assert_int_equal(newest_envelope(&s, bob, alice->device_id, &sealed, &inner),
-                     MSV_WIRE_PREKEY_MSG);
+    assert_int_equal(newest_envelope(&s, bob, alice, &sealed, &inner), MSV_WIRE_PREKEY_MSG);
     assert_false(sealed);
     n = test_server_queued(&s, &rows);
     assert_int_equal(n, 1);
@@ -470,13 +477,13 @@ static void test_sessions_and_sealed_sender(void **state)
 
     /* bob's delivery receipt: sealed (alice's profile key came with her message), in the
      * session her message started */
-    assert_int_equal(newest_envelope(&s, alice, bob->device_id, &sealed, &inner), MSV_WIRE_SEALED);
+    assert_int_equal(newest_envelope(&s, alice, bob, &sealed, &inner), MSV_WIRE_SEALED);
     assert_true(sealed);
     assert_int_equal(inner, MSV_WIRE_RATCHET);
     receive_all(alice);
     /* and now alice's messages to bob are sealed too */
     assert_int_equal(msv_client_send(alice, to_bob, 1, "second", NULL, 0, NULL, id), MSV_OK);
-    assert_int_equal(newest_envelope(&s, bob, alice->device_id, &sealed, &inner), MSV_WIRE_SEALED);
+    assert_int_equal(newest_envelope(&s, bob, alice, &sealed, &inner), MSV_WIRE_SEALED);
     assert_int_equal(inner, MSV_WIRE_RATCHET);
     receive_all(bob);
     assert_true(received_text(bob, "second"));
@@ -491,7 +498,7 @@ static void test_sessions_and_sealed_sender(void **state)
                                           "was reset"));
     assert_false(received_text(bob, "third"));
     /* ...bob's reset starts a new session, alice is told, and her next message is read */
-    assert_int_equal(newest_envelope(&s, alice, bob->device_id, &sealed, &inner), MSV_WIRE_SEALED);
+    assert_int_equal(newest_envelope(&s, alice, bob, &sealed, &inner), MSV_WIRE_SEALED);
     assert_int_equal(inner, MSV_WIRE_PREKEY_MSG);
     receive_notices(alice, &notes);
     assert_int_equal(notes.n, 1);
@@ -499,6 +506,246 @@ static void test_sessions_and_sealed_sender(void **state)
     assert_int_equal(msv_client_send(alice, to_bob, 1, "fourth", NULL, 0, NULL, id), MSV_OK);
     receive_all(bob);
     assert_true(received_text(bob, "fourth"));
+
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/* 1 if c holds a current session with peer's device. */
+static int has_session(struct msv_client *c, struct msv_client *peer)
+{
+    char key[MSV_SESSION_KEY_LEN];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    msv_sessions_key(peer->handle, peer->device_id, msv_identity_public(peer->id), 0, key);
+    err = msv_client_db_get(c->db, key, &v, &len);
+    msv_secret_free(v, len);
+    return err == MSV_OK;
+}
+
+/*
+ * Sends wire to to's device sealed, as anyone holding to's delivery token can
+ * (from: a device to has written to, so it knows the token).
+ */
+static void send_sealed_as_stranger(struct test_server *s, struct msv_client *from,
+                                    struct msv_client *to, const uint8_t *wire, size_t len)
+{
+    struct msv_conn *anon = test_connect(s);
+    struct msv_outgoing out = {to->device_id, MSV_ENVELOPE_SEALED, wire, len};
+    struct msv_refusal why;
+    const char *handle = to->handle;
+    uint8_t token[16], id[16];
+
+    assert_int_equal(msv_sessions_token_for(from, to->handle, token), MSV_OK);
+    msv_random_bytes(id, sizeof(id));
+    assert_int_equal(
+        msv_request_send(anon, id, &handle, 1, &out, 1, token, TEST_TIMEOUT_MS, NULL, &why),
+        MSV_OK);
+    msv_conn_close(anon);
+}
+
+/*
+ * A contact of bob (mallory, whom bob wrote to) seals bytes that claim to be
+ * a session message from alice's device. The sealed layer does not open under
+ * alice's key: bob drops it without a word, keeps his session with alice, names
+ * nobody, sends no reset, and reads alice's next message.
+ */
+static void test_sealed_sender_forged(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob, *mallory;
+    const char *to_bob[1] = {"bob@example.org"}, *to_mallory[1] = {"mallory@example.org"};
+    struct notices notes;
+    uint8_t id[16], garbage[80], *wire = NULL;
+    size_t len = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", to_bob[0]);
+    mallory = client_for(&s, "mallory", to_mallory[0]);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "hello", NULL, 0, NULL, id), MSV_OK);
+    receive_all(bob);
+    receive_all(alice);
+    assert_int_equal(msv_client_send(bob, to_mallory, 1, "hi", NULL, 0, NULL, id), MSV_OK);
+    receive_all(mallory);
+    receive_all(bob);
+    assert_true(has_session(bob, alice));
+
+    /* garbage in the form of a session message, claiming alice's device */
+    msv_random_bytes(garbage, sizeof(garbage));
+    garbage[0] = MSV_WIRE_RATCHET;
+    assert_int_equal(msv_sealed_wrap(mallory->id, msv_identity_public(bob->id), alice->handle,
+                                     alice->device_id, garbage, sizeof(garbage), &wire, &len),
+                     MSV_OK);
+    send_sealed_as_stranger(&s, mallory, bob, wire, len);
+    free(wire);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "in flight", NULL, 0, NULL, id), MSV_OK);
+    receive_notices(bob, &notes);
+    for (size_t i = 0; i < notes.n; i++)
+        assert_null(strstr(notes.text[i], "alice"));
+    assert_true(received_text(bob, "in flight"));
+    assert_true(has_session(bob, alice));
+    /* no reset went to alice */
+    receive_notices(alice, &notes);
+    for (size_t i = 0; i < notes.n; i++)
+        assert_null(strstr(notes.text[i], "could not read"));
+
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
+/* A server, alice and bob, and a session between them (alice wrote "start", bob answered). */
+static void start_pair(struct test_server *s, struct msv_client **alice, struct msv_client **bob)
+{
+    const char *to_bob[1] = {"bob@example.org"};
+    uint8_t id[16];
+
+    test_server_init(s, NULL);
+    test_server_start(s);
+    *alice = client_for(s, "alice", "alice@example.org");
+    *bob = client_for(s, "bob", to_bob[0]);
+    assert_int_equal(msv_client_send(*alice, to_bob, 1, "start", NULL, 0, NULL, id), MSV_OK);
+    receive_all(*bob);
+    receive_all(*alice);
+}
+
+struct held_send {
+    struct msv_client *c;
+    const char *to;
+    volatile int done;
+    msv_err err;
+};
+
+static void *send_one(void *arg)
+{
+    struct held_send *h = arg;
+    uint8_t id[16];
+
+    h->err = msv_client_send(h->c, &h->to, 1, "while locked", NULL, 0, NULL, id);
+    h->done = 1;
+    return NULL;
+}
+
+#define PARALLEL 4
+#define PARALLEL_EACH 25
+
+/*
+ * Several processes of one account sending at once use its sessions one at
+ * a time: a send waits while another holds the account's session lock, and
+ * with four clients of alice's directory sending at once, bob reads every
+ * message (none is sealed with a message key used already).
+ */
+static void test_parallel_sends_share_sessions(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob, *others[PARALLEL];
+    struct sender t[PARALLEL];
+    unsigned char accepted[PARALLEL][PARALLEL_EACH];
+    pthread_t th[PARALLEL], one;
+    struct held_send h;
+    const char *to_bob[1] = {"bob@example.org"};
+    char path[200];
+    int fd;
+
+    (void)state;
+    start_pair(&s, &alice, &bob);
+
+    /* while another process holds the lock, a send does not touch the session */
+    snprintf(path, sizeof(path), "%s/alice/sessions.lock", s.dir);
+    fd = open(path, O_RDWR | O_CREAT, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(flock(fd, LOCK_EX), 0);
+    memset(&h, 0, sizeof(h));
+    h.c = alice;
+    h.to = to_bob[0];
+    assert_int_equal(pthread_create(&one, NULL, send_one, &h), 0);
+    usleep(1500 * 1000);
+    assert_false(h.done);
+    assert_int_equal(flock(fd, LOCK_UN), 0);
+    close(fd);
+    assert_int_equal(pthread_join(one, NULL), 0);
+    assert_true(h.done);
+    assert_int_equal(h.err, MSV_OK);
+
+    for (int i = 0; i < PARALLEL; i++) {
+        snprintf(path, sizeof(path), "%s/alice", s.dir);
+        assert_int_equal(msv_client_open(path, NULL, &others[i]), MSV_OK);
+        t[i] = (struct sender){.c = others[i],
+                               .index = i,
+                               .count = PARALLEL_EACH,
+                               .to = to_bob,
+                               .n_to = 1,
+                               .accepted = accepted[i]};
+        assert_int_equal(pthread_create(&th[i], NULL, send_all, &t[i]), 0);
+    }
+    for (int i = 0; i < PARALLEL; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(t[i].failed, 0);
+        msv_client_close(others[i]);
+    }
+    receive_all(bob);
+    assert_true(received_text(bob, "while locked"));
+    for (int i = 0; i < PARALLEL; i++) {
+        for (int k = 0; k < PARALLEL_EACH; k++) {
+            char text[TEXT_LEN];
+
+            snprintf(text, sizeof(text), "s%d-%d", i, k);
+            assert_true(received_text(bob, text));
+        }
+    }
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A message sealed with a message key that was used already (what two
+ * processes sharing one stored session once did) cannot be read: bob records
+ * it in history as unreadable and shows that, instead of dropping it without
+ * a word.
+ */
+static void test_unreadable_message_recorded(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    const char *to_bob[1] = {"bob@example.org"};
+    struct msv_message_rec *hist = NULL;
+    struct notices notes;
+    uint8_t id[16], *saved = NULL;
+    size_t n = 0, saved_len = 0, unreadable = 0;
+    char key[MSV_SESSION_KEY_LEN];
+
+    (void)state;
+    start_pair(&s, &alice, &bob);
+
+    msv_sessions_key(bob->handle, bob->device_id, msv_identity_public(bob->id), 0, key);
+    assert_int_equal(msv_client_db_get(alice->db, key, &saved, &saved_len), MSV_OK);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "one", NULL, 0, NULL, id), MSV_OK);
+    /* the session as it was before "one": "two" gets the same message key */
+    assert_int_equal(msv_client_db_set(alice->db, key, saved, saved_len), MSV_OK);
+    msv_secret_free(saved, saved_len);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "two", NULL, 0, NULL, id), MSV_OK);
+    receive_notices(bob, &notes);
+    assert_true(received_text(bob, "one"));
+    assert_false(received_text(bob, "two"));
+    assert_int_equal(notes.n, 1);
+    assert_non_null(strstr(notes.text[0], "a message from alice@example.org"));
+    assert_non_null(strstr(notes.text[0], "could not be read"));
+    assert_int_equal(msv_client_db_history(bob->db, NULL, NULL, 0, &hist, &n), MSV_OK);
+    for (size_t i = 0; i < n; i++)
+        unreadable += strcmp(hist[i].status, "unreadable") == 0;
+    msv_messages_free(hist, n);
+    assert_int_equal(unreadable, 1);
+    /* and it was acknowledged: nothing more comes */
+    receive_notices(bob, &notes);
+    assert_int_equal(notes.n, 0);
 
     msv_client_close(alice);
     msv_client_close(bob);
@@ -624,6 +871,359 @@ static long long server_count(struct test_server *s, const char *sql)
     sqlite3_finalize(st);
     sqlite3_close(db);
     return n;
+}
+
+/* The text c holds for message id. */
+static void assert_text(struct msv_client *c, const uint8_t id[16], const char *text)
+{
+    struct msv_message_rec *m = NULL;
+
+    assert_int_equal(msv_client_db_message_get(c->db, id, &m), MSV_OK);
+    assert_string_equal(m->text, text);
+    msv_messages_free(m, 1);
+}
+
+/*
+ * A relay that reorders and replays control messages (here in the ecies
+ * suite, whose envelopes have no session to refuse a replay): alice's two
+ * edits delivered newest first leave her newest text, and the same edit and a
+ * typing notice delivered again change nothing and show nothing.
+ */
+static void test_replayed_and_reordered_controls(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    const char *to_bob[1] = {"bob@example.org"};
+    struct notices notes;
+    uint8_t id[16];
+    char sql[400];
+    struct timespec pause = {0, 20 * 1000000L};
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_of_suites(&s, "alice", "alice@example.org", MSV_SUITE_ECIES, 0);
+    bob = client_of_suites(&s, "bob", to_bob[0], MSV_SUITE_MODERN, MSV_SUITE_BIT(MSV_SUITE_ECIES));
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "original", NULL, 0, NULL, id), MSV_OK);
+    receive_all(bob);
+    assert_text(bob, id, "original");
+
+    /* while bob is away: a typing notice and two edits */
+    drop_connection(bob);
+    assert_int_equal(msv_client_typing(alice, to_bob[0]), MSV_OK);
+    assert_int_equal(msv_client_edit(alice, id, "v1"), MSV_OK);
+    nanosleep(&pause, NULL);
+    assert_int_equal(msv_client_edit(alice, id, "v2"), MSV_OK);
+    test_server_stop(&s);
+    snprintf(sql, sizeof(sql),
+             "CREATE TABLE saved AS SELECT * FROM queue WHERE device_id = %llu;"
+             "DELETE FROM queue WHERE device_id = %llu;"
+             "INSERT INTO queue (device_id, sender_device, sender_handle, suite, ciphertext, "
+             "enqueued_ms, expires_ms) SELECT device_id, sender_device, sender_handle, suite, "
+             "ciphertext, enqueued_ms, expires_ms FROM saved ORDER BY id DESC;",
+             (unsigned long long)bob->device_id, (unsigned long long)bob->device_id);
+    server_sql(&s, sql);
+    assert_int_equal(server_count(&s, "SELECT count(*) FROM saved;"), 3);
+    test_server_start(&s);
+    receive_notices(bob, &notes);
+    assert_text(bob, id, "v2");
+
+    /* the same three again */
+    drop_connection(bob);
+    test_server_stop(&s);
+    server_sql(&s, "INSERT INTO queue (device_id, sender_device, sender_handle, suite, "
+                   "ciphertext, enqueued_ms, expires_ms) SELECT device_id, sender_device, "
+                   "sender_handle, suite, ciphertext, enqueued_ms, expires_ms FROM saved;");
+    test_server_start(&s);
+    receive_notices(bob, &notes);
+    assert_int_equal(notes.n, 0);
+    assert_text(bob, id, "v2");
+    /* acknowledged, not offered again */
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM queue WHERE device_id = %llu;",
+             (unsigned long long)bob->device_id);
+    assert_int_equal(server_count(&s, sql), 0);
+
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/* Sends wire as it is from one client to another's device (suite modern), as the relay gets it. */
+static void send_raw(struct msv_client *from, struct msv_client *to, const uint8_t *wire,
+                     size_t len)
+{
+    struct msv_outgoing out = {to->device_id, MSV_SUITE_MODERN, wire, len};
+    const char *handle = to->handle;
+    uint8_t send_id[16];
+
+    msv_random_bytes(send_id, sizeof(send_id));
+    assert_int_equal(msv_client_connect(from), MSV_OK);
+    assert_int_equal(msv_request_send(from->conn, send_id, &handle, 1, &out, 1, NULL,
+                                      TEST_TIMEOUT_MS, NULL, NULL),
+                     MSV_OK);
+}
+
+/*
+ * A contact whose client skips the signature check (the test signs with
+ * bob's key to get past alice's own) starts a session naming one of bob's
+ * one-time prekeys as the signed prekey: bob refuses it, since a one-time
+ * prekey in that place would never be deleted.
+ */
+static void test_prekey_message_names_one_time_as_signed(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = "one-time as signed"};
+    struct msv_prekey_bundle b = {0};
+    struct msv_session *sess = NULL;
+    const char *to[1] = {"bob@example.org"};
+    msv_frame *r = NULL;
+    uint8_t msg[10 + 4 + 32], sig[MSV_SIGNATURE_MAX], *pt = NULL, *wire = NULL;
+    size_t sig_len = 0, pt_len = 0, wire_len = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", to[0]);
+    assert_int_equal(msv_client_connect(alice), MSV_OK);
+    assert_int_equal(
+        msv_request_prekey_claim(alice->conn, &bob->device_id, 1, TEST_TIMEOUT_MS, &r, &alice->why),
+        MSV_OK);
+    assert_non_null(r->prekey_bundles->bundles[0]->one_time);
+    b.signed_id = r->prekey_bundles->bundles[0]->one_time->id;
+    memcpy(b.signed_pk, r->prekey_bundles->bundles[0]->one_time->key.data, 32);
+    msv_frame_free(r);
+    memcpy(msg, "MSV-spk-v1", 10);
+    msg[10] = (uint8_t)(b.signed_id >> 24);
+    msg[11] = (uint8_t)(b.signed_id >> 16);
+    msg[12] = (uint8_t)(b.signed_id >> 8);
+    msg[13] = (uint8_t)b.signed_id;
+    memcpy(msg + 14, b.signed_pk, 32);
+    assert_int_equal(msv_identity_sign(bob->id, msg, sizeof(msg), sig, &sig_len), MSV_OK);
+    assert_int_equal(sig_len, 64);
+    memcpy(b.signed_sig, sig, 64);
+    assert_int_equal(msv_session_initiate(alice->id, msv_identity_public(bob->id), &b, &sess),
+                     MSV_OK);
+    msv_random_bytes(p.message_id, MSV_ID_LEN);
+    assert_int_equal(msv_payload_encode(&p, &pt, &pt_len), MSV_OK);
+    assert_int_equal(msv_session_encrypt(sess, pt, pt_len, &wire, &wire_len), MSV_OK);
+    send_raw(alice, bob, wire, wire_len);
+    receive_all(bob);
+    assert_false(received_text(bob, "one-time as signed"));
+    assert_true(has_prekey_secret(bob, b.signed_id)); /* not taken for a signed prekey */
+    msv_session_free(sess);
+    free(wire);
+    free(pt);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/* Stops the server, runs sql on its database and starts it again; c1 and c2 reconnect. */
+static void server_edit(struct test_server *s, const char *sql, struct msv_client *c1,
+                        struct msv_client *c2)
+{
+    drop_connection(c1);
+    drop_connection(c2);
+    test_server_stop(s);
+    server_sql(s, sql);
+    test_server_start(s);
+}
+
+/*
+ * alice's first two messages both carry the X3DH prefix (no one-time prekey
+ * left). The relay holds the second back until bob's session with her is
+ * gone, then delivers it: bob does not answer the same base key twice, so
+ * no stale session comes back.
+ */
+static void test_replayed_first_message(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    const char *to_bob[1] = {"bob@example.org"};
+    char sql[600];
+    uint8_t id[16];
+    unsigned long long bd;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", to_bob[0]);
+    bd = (unsigned long long)bob->device_id;
+    snprintf(sql, sizeof(sql), "DELETE FROM one_time_prekeys WHERE device_id = %llu;", bd);
+    server_edit(&s, sql, alice, bob);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "first", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "second", NULL, 0, NULL, id), MSV_OK);
+    snprintf(sql, sizeof(sql),
+             "CREATE TABLE held AS SELECT * FROM queue WHERE id = (SELECT max(id) FROM queue "
+             "WHERE device_id = %llu);"
+             "DELETE FROM queue WHERE id = (SELECT id FROM held);",
+             bd);
+    server_edit(&s, sql, alice, bob);
+    receive_all(bob);
+    assert_true(received_text(bob, "first"));
+    assert_true(has_session(bob, alice));
+    /* later, bob's session with alice is gone (a reset, say); then the held message comes */
+    assert_int_equal(msv_sessions_forget(bob, alice->device_id), MSV_OK);
+    server_edit(&s,
+                "INSERT INTO queue (device_id, sender_device, sender_handle, suite, ciphertext, "
+                "enqueued_ms, expires_ms) SELECT device_id, sender_device, sender_handle, suite, "
+                "ciphertext, enqueued_ms, expires_ms FROM held;",
+                alice, bob);
+    receive_all(bob);
+    assert_false(received_text(bob, "second"));
+    assert_false(has_session(bob, alice));
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/* A message payload with text, encoded (caller frees *pt). */
+static void message_payload(const char *text, uint8_t **pt, size_t *pt_len)
+{
+    struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = (char *)text};
+
+    msv_random_bytes(p.message_id, MSV_ID_LEN);
+    assert_int_equal(msv_payload_encode(&p, pt, pt_len), MSV_OK);
+}
+
+/*
+ * Sessions belong to a peer: device id, handle and identity. Should the
+ * directory list alice's session partner's device id under another handle
+ * or identity (mallory's), alice does not seal for it with bob's session, and
+ * bob does not open with his session with alice a message that claims
+ * another sender for that device id.
+ */
+static void test_sessions_bound_to_peer(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob, *mallory;
+    struct msv_session_update u;
+    uint8_t *pt = NULL, *wire = NULL, *got = NULL;
+    size_t pt_len = 0, wire_len = 0, got_len = 0;
+
+    (void)state;
+    start_pair(&s, &alice, &bob);
+    mallory = client_for(&s, "mallory", "mallory@example.org");
+    message_payload("for whom?", &pt, &pt_len);
+    /* bob's device id, mallory's handle and key: not bob's session */
+    assert_int_equal(msv_sessions_seal(alice, mallory->handle, bob->device_id,
+                                       msv_identity_public(mallory->id), MSV_SUITE_MODERN, pt,
+                                       pt_len, &wire, &wire_len),
+                     MSV_OK);
+    assert_int_not_equal(wire[0], MSV_WIRE_RATCHET);
+    assert_int_not_equal(msv_sessions_open(bob, alice->handle, alice->device_id,
+                                           msv_identity_public(alice->id), wire, wire_len, &got,
+                                           &got_len, &u),
+                         MSV_OK);
+    msv_sessions_discard(&u);
+    free(wire);
+    /* a message in alice's session with bob, claimed for alice's device id by mallory */
+    assert_int_equal(msv_sessions_seal(alice, bob->handle, bob->device_id,
+                                       msv_identity_public(bob->id), MSV_SUITE_MODERN, pt, pt_len,
+                                       &wire, &wire_len),
+                     MSV_OK);
+    assert_int_equal(wire[0], MSV_WIRE_RATCHET);
+    assert_int_not_equal(msv_sessions_open(bob, mallory->handle, alice->device_id,
+                                           msv_identity_public(mallory->id), wire, wire_len, &got,
+                                           &got_len, &u),
+                         MSV_OK);
+    msv_sessions_discard(&u);
+    /* the true sender reads */
+    assert_int_equal(msv_sessions_open(bob, alice->handle, alice->device_id,
+                                       msv_identity_public(alice->id), wire, wire_len, &got,
+                                       &got_len, &u),
+                     MSV_OK);
+    msv_sessions_discard(&u);
+    msv_secret_free(got, got_len);
+    free(wire);
+    free(pt);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A message sent in a session two sessions back (alice started anew twice
+ * while it was on its way) is still read: bob keeps several earlier
+ * sessions per peer and tries them all before any reset.
+ */
+static void test_earlier_sessions_kept(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    const char *to_bob[1] = {"bob@example.org"};
+    struct notices notes;
+    uint8_t *pt = NULL, *wire = NULL, id[16];
+    size_t pt_len = 0, wire_len = 0;
+
+    (void)state;
+    start_pair(&s, &alice, &bob);
+    message_payload("from long ago", &pt, &pt_len);
+    assert_int_equal(msv_sessions_seal(alice, bob->handle, bob->device_id,
+                                       msv_identity_public(bob->id), MSV_SUITE_MODERN, pt, pt_len,
+                                       &wire, &wire_len),
+                     MSV_OK);
+    assert_int_equal(wire[0], MSV_WIRE_RATCHET);
+    for (int i = 0; i < 2; i++) {
+        char text[16];
+
+        snprintf(text, sizeof(text), "anew %d", i);
+        assert_int_equal(msv_sessions_forget(alice, bob->device_id), MSV_OK);
+        assert_int_equal(msv_client_send(alice, to_bob, 1, text, NULL, 0, NULL, id), MSV_OK);
+        receive_all(bob);
+        assert_true(received_text(bob, text));
+        receive_all(alice);
+    }
+    send_raw(alice, bob, wire, wire_len);
+    receive_notices(bob, &notes);
+    assert_int_equal(notes.n, 0);
+    assert_true(received_text(bob, "from long ago"));
+    free(wire);
+    free(pt);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A message made longer ago than envelope digests are kept (a relay could
+ * hold a copy that long and offer it again) is not taken: recorded as
+ * unreadable instead.
+ */
+static void test_message_too_old(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = "from half a year ago"};
+    const char *to[1] = {"bob@example.org"};
+    uint8_t *pt = NULL, *wire = NULL;
+    size_t pt_len = 0, wire_len = 0;
+    struct notices notes;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", to[0]);
+    msv_random_bytes(p.message_id, MSV_ID_LEN);
+    p.sent_at_ms = (uint64_t)(msv_wall_ms() - 181LL * 24 * 3600 * 1000);
+    assert_int_equal(msv_payload_encode(&p, &pt, &pt_len), MSV_OK);
+    assert_int_equal(
+        msv_seal(alice->id, msv_identity_public(bob->id), pt, pt_len, &wire, &wire_len), MSV_OK);
+    send_raw(alice, bob, wire, wire_len);
+    receive_notices(bob, &notes);
+    assert_false(received_text(bob, "from half a year ago"));
+    assert_int_equal(notes.n, 1);
+    assert_non_null(strstr(notes.text[0], "could not be read"));
+    free(wire);
+    free(pt);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
 }
 
 /* The newest leaf of handle, rewritten with its first device's key replaced by key (if not NULL).
@@ -925,7 +1525,7 @@ static void test_sealed_sender_not_stripped(void **state)
     receive_all(bob);
     receive_all(alice);
     assert_int_equal(msv_client_send(alice, to_bob, 1, "sealed", NULL, 0, NULL, id), MSV_OK);
-    assert_int_equal(newest_envelope(&s, bob, alice->device_id, &sealed, &inner), MSV_WIRE_SEALED);
+    assert_int_equal(newest_envelope(&s, bob, alice, &sealed, &inner), MSV_WIRE_SEALED);
     receive_all(bob);
     receive_all(alice);
 
@@ -938,7 +1538,7 @@ static void test_sealed_sender_not_stripped(void **state)
     assert_int_equal(msv_client_send(alice, to_bob, 1, "refused", NULL, 0, NULL, id), MSV_OK);
     assert_int_equal(notices, 1);
     assert_int_equal(msv_client_unsealed_sends(alice), 1);
-    newest_envelope(&s, bob, alice->device_id, &sealed, &inner);
+    newest_envelope(&s, bob, alice, &sealed, &inner);
     assert_false(sealed);
     receive_all(bob);
     assert_true(received_text(bob, "refused"));
@@ -950,7 +1550,7 @@ static void test_sealed_sender_not_stripped(void **state)
     drop_both(alice);
     drop_both(bob);
     assert_int_equal(msv_client_send(alice, to_bob, 1, "sealed again", NULL, 0, NULL, id), MSV_OK);
-    assert_int_equal(newest_envelope(&s, bob, alice->device_id, &sealed, &inner), MSV_WIRE_SEALED);
+    assert_int_equal(newest_envelope(&s, bob, alice, &sealed, &inner), MSV_WIRE_SEALED);
     assert_int_equal(notices, 1);
     assert_int_equal(msv_client_unsealed_sends(alice), 1);
     msv_client_close(alice);
@@ -1522,6 +2122,15 @@ int main(void)
         cmocka_unit_test(test_crash_consistency),
         cmocka_unit_test(test_sessions_and_sealed_sender),
         cmocka_unit_test(test_sealed_sender_not_stripped),
+        cmocka_unit_test(test_sealed_sender_forged),
+        cmocka_unit_test(test_parallel_sends_share_sessions),
+        cmocka_unit_test(test_unreadable_message_recorded),
+        cmocka_unit_test(test_replayed_and_reordered_controls),
+        cmocka_unit_test(test_prekey_message_names_one_time_as_signed),
+        cmocka_unit_test(test_replayed_first_message),
+        cmocka_unit_test(test_sessions_bound_to_peer),
+        cmocka_unit_test(test_earlier_sessions_kept),
+        cmocka_unit_test(test_message_too_old),
         cmocka_unit_test(test_signed_prekey_rotation),
     };
 

@@ -278,6 +278,24 @@ static void test_outbox(void **state)
     msv_outbox_free(o, n);
 }
 
+/* Envelopes read: remembered by digest, forgotten only once older than asked. */
+static void test_envelopes_read(void **state)
+{
+    struct fixture *f = *state;
+    uint8_t old[32], recent[32];
+
+    memset(old, 1, sizeof(old));
+    memset(recent, 2, sizeof(recent));
+    assert_int_equal(msv_client_db_envelope_seen(f->db, old), MSV_ERR_NOT_FOUND);
+    assert_int_equal(msv_client_db_envelope_read(f->db, old, 1000), MSV_OK);
+    assert_int_equal(msv_client_db_envelope_read(f->db, recent, 5000), MSV_OK);
+    assert_int_equal(msv_client_db_envelope_read(f->db, recent, 6000), MSV_OK); /* once only */
+    assert_int_equal(msv_client_db_envelope_seen(f->db, old), MSV_OK);
+    assert_int_equal(msv_client_db_envelopes_forget(f->db, 5000), MSV_OK);
+    assert_int_equal(msv_client_db_envelope_seen(f->db, old), MSV_ERR_NOT_FOUND);
+    assert_int_equal(msv_client_db_envelope_seen(f->db, recent), MSV_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -287,6 +305,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_history_and_search, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conversation_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_envelopes_read, setup, teardown),
     };
 
     return cmocka_run_group_tests_name("client_db", tests, NULL, NULL);

@@ -15,6 +15,7 @@
 
 #include "helpers.h"
 #include "missive/ratchet.h"
+#include "missive/sealed.h"
 #include "missive/util.h"
 
 static json_t *load(const char *name)
@@ -484,12 +485,70 @@ static void test_export_import(void **state)
     peers_free(&a, &b);
 }
 
+/*
+ * Sealed sender proves the sender: the second layer opens only under the
+ * key of the device that sealed it, so a sealed envelope that claims another
+ * sender is refused, and any byte changed is refused.
+ */
+static void test_sealed_sender_proves_sender(void **state)
+{
+    struct msv_identity *alice = identity_from("sealed alice"), *bob = identity_from("sealed bob"),
+                        *mallory = identity_from("sealed mallory");
+    const struct msv_public_identity *pa = msv_identity_public(alice);
+    uint8_t env[40], *wire = NULL, *inner = NULL;
+    size_t len = 0, inner_len = 0;
+    char handle[256];
+    uint64_t device = 0;
+
+    (void)state;
+    memset(env, 0x05, sizeof(env));
+    assert_int_equal(msv_sealed_wrap(alice, msv_identity_public(bob), "alice@example.org", 7, env,
+                                     sizeof(env), &wire, &len),
+                     MSV_OK);
+    assert_int_equal(msv_sealed_sender(bob, wire, len, handle, &device), MSV_OK);
+    assert_string_equal(handle, "alice@example.org");
+    assert_int_equal(device, 7);
+    assert_int_equal(msv_sealed_unwrap(bob, pa, wire, len, &inner, &inner_len), MSV_OK);
+    assert_int_equal(inner_len, sizeof(env));
+    assert_memory_equal(inner, env, sizeof(env));
+    free(inner);
+    inner = NULL;
+    /* not for mallory, and not from mallory */
+    assert_int_equal(msv_sealed_sender(mallory, wire, len, handle, &device), MSV_ERR_AUTH);
+    assert_int_equal(
+        msv_sealed_unwrap(bob, msv_identity_public(mallory), wire, len, &inner, &inner_len),
+        MSV_ERR_AUTH);
+    for (size_t i = 0; i < len; i++) {
+        wire[i] ^= 0x20;
+        assert_int_not_equal(msv_sealed_unwrap(bob, pa, wire, len, &inner, &inner_len), MSV_OK);
+        assert_null(inner);
+        wire[i] ^= 0x20;
+    }
+    free(wire);
+    /* mallory claims to be alice: the claim reads, the proof does not */
+    assert_int_equal(msv_sealed_wrap(mallory, msv_identity_public(bob), "alice@example.org", 7, env,
+                                     sizeof(env), &wire, &len),
+                     MSV_OK);
+    assert_int_equal(msv_sealed_sender(bob, wire, len, handle, &device), MSV_OK);
+    assert_string_equal(handle, "alice@example.org");
+    assert_int_equal(msv_sealed_unwrap(bob, pa, wire, len, &inner, &inner_len), MSV_ERR_AUTH);
+    assert_null(inner);
+    free(wire);
+    msv_identity_free(alice);
+    msv_identity_free(bob);
+    msv_identity_free(mallory);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_known_answers), cmocka_unit_test(test_loss_reorder_duplicates),
-        cmocka_unit_test(test_compromise),    cmocka_unit_test(test_forgeries_change_nothing),
-        cmocka_unit_test(test_skip_bound),    cmocka_unit_test(test_export_import),
+        cmocka_unit_test(test_known_answers),
+        cmocka_unit_test(test_loss_reorder_duplicates),
+        cmocka_unit_test(test_compromise),
+        cmocka_unit_test(test_forgeries_change_nothing),
+        cmocka_unit_test(test_skip_bound),
+        cmocka_unit_test(test_export_import),
+        cmocka_unit_test(test_sealed_sender_proves_sender),
     };
 
     if (msv_init() != MSV_OK)

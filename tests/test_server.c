@@ -1649,7 +1649,6 @@ static void test_prekeys_and_sealed_sender(void **state)
     struct msv_refusal why = {0};
     const char *bob = "bob@example.org", *nobody = "nobody@example.org";
     uint8_t token[16], wrong[16], id[16], *env = NULL, *inner_buf = NULL, *pt = NULL;
-    const uint8_t *inner = NULL;
     size_t env_len = 0, inner_len = 0, pt_len = 0;
     struct msv_conn *anon;
     struct test_queued *rows = NULL;
@@ -1704,8 +1703,8 @@ static void test_prekeys_and_sealed_sender(void **state)
     assert_int_equal(msv_seal(a1.id, msv_identity_public(b1.id), (const uint8_t *)"psst", 4,
                               &inner_buf, &inner_len),
                      MSV_OK);
-    assert_int_equal(msv_sealed_wrap(msv_identity_public(b1.id), a1.handle, a1.device_id, inner_buf,
-                                     inner_len, &env, &env_len),
+    assert_int_equal(msv_sealed_wrap(a1.id, msv_identity_public(b1.id), a1.handle, a1.device_id,
+                                     inner_buf, inner_len, &env, &env_len),
                      MSV_OK);
     free(inner_buf);
     inner_buf = NULL;
@@ -1761,14 +1760,18 @@ static void test_prekeys_and_sealed_sender(void **state)
     assert_int_equal(f->deliver->sender_handle.len, 0);
     assert_int_equal(f->deliver->suite, MSV_ENVELOPE_SEALED);
     q = f->deliver->queue_id;
-    assert_int_equal(msv_sealed_unwrap(b1.id, f->deliver->ciphertext.data,
-                                       f->deliver->ciphertext.len, handle, &sender_device,
-                                       &inner_buf, &inner, &inner_len),
+    assert_int_equal(msv_sealed_sender(b1.id, f->deliver->ciphertext.data,
+                                       f->deliver->ciphertext.len, handle, &sender_device),
                      MSV_OK);
     assert_string_equal(handle, a1.handle);
     assert_int_equal(sender_device, a1.device_id);
+    assert_int_equal(msv_sealed_unwrap(b1.id, msv_identity_public(a1.id),
+                                       f->deliver->ciphertext.data, f->deliver->ciphertext.len,
+                                       &inner_buf, &inner_len),
+                     MSV_OK);
     assert_int_equal(
-        msv_open(b1.id, msv_identity_public(a1.id), inner, inner_len, NULL, &pt, &pt_len), MSV_OK);
+        msv_open(b1.id, msv_identity_public(a1.id), inner_buf, inner_len, NULL, &pt, &pt_len),
+        MSV_OK);
     assert_memory_equal(pt, "psst", 4);
     msv_secret_free(pt, pt_len);
     free(inner_buf);

@@ -446,6 +446,13 @@ msv_err msv_client_link(struct msv_client *c, const char *password)
     return err;
 }
 
+/*
+ * How long the digest of an envelope read is kept; a payload made longer ago
+ * than that (by its send time, which Missive's clients always set) is refused:
+ * its digest may be forgotten, so it cannot be told from a replay.
+ */
+#define SEEN_KEEP_MS (180LL * 24 * 3600 * 1000)
+
 static msv_err flush_outbox(struct msv_client *c);
 
 msv_err msv_client_connect(struct msv_client *c)
@@ -468,6 +475,9 @@ msv_err msv_client_connect(struct msv_client *c)
     /* prekeys for sessions and the delivery token, when the server lacks them; without
      * them, senders use the suite's own envelope and send unsealed */
     (void)msv_sessions_publish(c);
+    /* the digests of envelopes read are kept as long as a message may be taken; failing
+     * to forget old ones only keeps them longer */
+    err = msv_client_db_envelopes_forget(c->db, msv_wall_ms() - SEEN_KEEP_MS);
     /* connected again: what an earlier lost connection left queued goes first; if it
      * cannot go now, it waits for the next time rather than failing this command */
     (void)flush_outbox(c);
@@ -658,7 +668,7 @@ static msv_err seal_for(struct msv_client *c, Msv__Wire__HandleDevices *const *h
             const Msv__Wire__DeviceInfo *d = hds[i]->devices[k];
             struct msv_public_identity *pub = NULL;
             enum msv_suite suite;
-            char sa[40];
+            char sa[40], peer[257];
             uint8_t *inner = NULL;
             size_t len = 0, inner_len = 0;
 
@@ -685,14 +695,16 @@ static msv_err seal_for(struct msv_client *c, Msv__Wire__HandleDevices *const *h
             }
             if (err == MSV_OK && sealed && suite != MSV_SUITE_MODERN)
                 err = MSV_ERR_UNSUPPORTED;
+            snprintf(peer, sizeof(peer), "%.*s", (int)hds[i]->handle.len,
+                     (const char *)hds[i]->handle.data);
             if (err == MSV_OK && !sealed)
-                err = msv_sessions_seal(c, d->device_id, pub, suite, pt, pt_len,
+                err = msv_sessions_seal(c, peer, d->device_id, pub, suite, pt, pt_len,
                                         &s->wires[s->count], &len);
             if (err == MSV_OK && sealed) {
-                err =
-                    msv_sessions_seal(c, d->device_id, pub, suite, pt, pt_len, &inner, &inner_len);
+                err = msv_sessions_seal(c, peer, d->device_id, pub, suite, pt, pt_len, &inner,
+                                        &inner_len);
                 if (err == MSV_OK)
-                    err = msv_sealed_wrap(pub, c->handle, c->device_id, inner, inner_len,
+                    err = msv_sealed_wrap(c->id, pub, c->handle, c->device_id, inner, inner_len,
                                           &s->wires[s->count], &len);
                 free(inner);
             }
@@ -1555,6 +1567,45 @@ msv_err msv_client_mark_read(struct msv_client *c, const char *conversation, siz
     return err;
 }
 
+/* "changed-at:<message id, hex>": u64be send time of the last edit or unsend applied to it. */
+static void change_key(const uint8_t id[16], char key[48])
+{
+    char hex[33];
+
+    sodium_bin2hex(hex, sizeof(hex), id, 16);
+    snprintf(key, 48, "changed-at:%s", hex);
+}
+
+/*
+ * 1 if an edit or unsend of target comes too late to apply: the message is
+ * unsent already, or a change its author made later has been applied (a
+ * relay that holds one edit back cannot roll the message back with it).
+ */
+static int change_is_stale(struct msv_client *c, const struct msv_message_rec *target,
+                           const struct msv_payload *p)
+{
+    char key[48];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int stale = strcmp(target->status, "unsent") == 0;
+
+    change_key(p->target_id, key);
+    if (!stale && msv_client_db_get(c->db, key, &v, &len) == MSV_OK && len == 8)
+        stale = p->sent_at_ms <= msv_get_u64be(v);
+    free(v);
+    return stale;
+}
+
+static msv_err change_applied(struct msv_client *c, const struct msv_payload *p)
+{
+    char key[48];
+    uint8_t when[8];
+
+    change_key(p->target_id, key);
+    msv_put_u64be(when, p->sent_at_ms);
+    return msv_client_db_set(c->db, key, when, sizeof(when));
+}
+
 /* Applies a receipt, typing notice, edit or unsend from sender. */
 static msv_err take_control(struct msv_client *c, const char *sender, uint64_t device,
                             const struct msv_payload *p,
@@ -1615,12 +1666,14 @@ static msv_err take_control(struct msv_client *c, const char *sender, uint64_t d
         break;
     case MSV_KIND_EDIT:
     case MSV_KIND_UNSEND:
-        /* only the author changes a message */
-        if (strcmp(target->sender, sender) != 0)
+        /* only the author changes a message, in the order the author made the changes */
+        if (strcmp(target->sender, sender) != 0 || change_is_stale(c, target, p))
             break;
-        err = msv_client_db_message_rewrite(c->db, p->target_id,
-                                            p->kind == MSV_KIND_EDIT ? p->text : "",
-                                            p->kind == MSV_KIND_EDIT ? "edited" : "unsent");
+        err = change_applied(c, p);
+        if (err == MSV_OK)
+            err = msv_client_db_message_rewrite(c->db, p->target_id,
+                                                p->kind == MSV_KIND_EDIT ? p->text : "",
+                                                p->kind == MSV_KIND_EDIT ? "edited" : "unsent");
         in.kind = MSV_INCOMING_EDIT;
         in.conversation = target->conversation;
         in.target = p->target_id;
@@ -1895,15 +1948,19 @@ struct incoming {
     char sender[257];
     uint64_t device;
     int session_message;
+    int sender_proved; /* the sender's device key opened the sealed layer, or the relay named it */
+    int has_digest;
+    uint8_t digest[32]; /* of the envelope read: recorded once read, so a replay is refused */
     struct msv_session_update update;
     int owes_receipt; /* a new message: its delivery receipt goes once the session is stored */
     uint8_t message_id[16];
 };
 
 /*
- * Opens a delivery: a sealed one first yields its claimed sender; then the
- * sender's device key (the directory's, transparency-checked) authenticates
- * the envelope, a session message or the suite's own.
+ * Opens a delivery: a sealed one first yields its claimed sender, whose
+ * device key (the directory's, transparency-checked) must open its second
+ * layer; then that key authenticates the envelope, a session message or the
+ * suite's own.
  */
 static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, struct incoming *in,
                              uint8_t **pt, size_t *pt_len)
@@ -1917,8 +1974,7 @@ static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, 
     if (d->sender_device == 0) { /* sealed: the sender is inside */
         char handle[256];
 
-        err = msv_sealed_unwrap(c->id, d->ciphertext.data, d->ciphertext.len, handle, &in->device,
-                                &inner, &env, &env_len);
+        err = msv_sealed_sender(c->id, d->ciphertext.data, d->ciphertext.len, handle, &in->device);
         if (err == MSV_OK)
             snprintf(in->sender, sizeof(in->sender), "%s", handle);
     } else {
@@ -1928,9 +1984,24 @@ static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, 
     }
     if (err == MSV_OK)
         err = sender_identity(c, in->sender, in->device, &pub);
+    /* the sender's static key proves the claim before anything else reads the envelope */
+    if (err == MSV_OK && d->sender_device == 0)
+        err =
+            msv_sealed_unwrap(c->id, pub, d->ciphertext.data, d->ciphertext.len, &inner, &env_len);
+    if (err == MSV_OK && d->sender_device == 0)
+        env = inner;
+    in->sender_proved = err == MSV_OK;
+    /* every kind of envelope, every suite: one read once is never read again */
+    if (err == MSV_OK) {
+        crypto_generichash(in->digest, sizeof(in->digest), env, env_len, NULL, 0);
+        in->has_digest = 1;
+        err = msv_client_db_envelope_seen(c->db, in->digest);
+        err = err == MSV_OK ? MSV_ERR_EXISTS : err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+    }
     in->session_message = err == MSV_OK && msv_sessions_is_session_message(env, env_len);
     if (err == MSV_OK && in->session_message)
-        err = msv_sessions_open(c, in->device, pub, env, env_len, pt, pt_len, &in->update);
+        err = msv_sessions_open(c, in->sender, in->device, pub, env, env_len, pt, pt_len,
+                                &in->update);
     else if (err == MSV_OK &&
              msv_envelope_suite(env, env_len) !=
                  msv_suite_common(msv_identity_suites(c->id), msv_public_identity_suites(pub)))
@@ -1956,8 +2027,13 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     if (err == MSV_OK)
         err = msv_payload_parse(pt, pt_len, &p);
     msv_secret_free(pt, pt_len);
-    if (err != MSV_OK)
+    if (err == MSV_OK && p->sent_at_ms != 0 &&
+        (int64_t)p->sent_at_ms < msv_wall_ms() - SEEN_KEEP_MS)
+        err = MSV_ERR_REPLAY;
+    if (err != MSV_OK) {
+        msv_payload_free(p);
         return err;
+    }
     /* the key to answer it sealed */
     if (p->has_profile_key && strcmp(sender, c->handle) != 0 &&
         (err = msv_sessions_learn_profile(c, sender, p->profile_key)) != MSV_OK) {
@@ -2107,8 +2183,8 @@ static void take_notice(struct msv_client *c, const Msv__Wire__Deliver *d,
  * a new session (X3DH) with it; both sides are told. At most one reset per
  * device a minute, so two devices that cannot read each other do not loop.
  */
-static void session_broken(struct msv_client *c, const struct incoming *in,
-                           void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+static int session_broken(struct msv_client *c, const struct incoming *in,
+                          void (*on_message)(void *, const struct msv_incoming *), void *ctx)
 {
     char key[48], notice[600];
     uint8_t *v = NULL, when[8];
@@ -2120,11 +2196,11 @@ static void session_broken(struct msv_client *c, const struct incoming *in,
         last = (int64_t)msv_get_u64be(v);
     free(v);
     if (now - last < RESET_INTERVAL_MS)
-        return;
+        return 0;
     msv_put_u64be(when, (uint64_t)now);
     if (msv_client_db_set(c->db, key, when, sizeof(when)) != MSV_OK ||
         msv_sessions_forget(c, in->device) != MSV_OK)
-        return;
+        return 0;
     (void)send_control(c, MSV_KIND_SESSION_RESET, NULL, NULL, in->sender);
     if (on_message != NULL) {
         struct msv_incoming note = {
@@ -2136,6 +2212,46 @@ static void session_broken(struct msv_client *c, const struct incoming *in,
                  in->sender, (unsigned long long)in->device);
         on_message(ctx, &note);
     }
+    return on_message != NULL;
+}
+
+/*
+ * A delivery from a proven sender that this device could not read (a
+ * session message whose key was used already, one no session reads, an
+ * envelope that does not open or a payload that does not parse): before it
+ * is acknowledged it goes into history as "unreadable" (its id: the start of
+ * the delivery's hash, so a redelivery is recorded once) and is shown,
+ * unless shown already. Anything but MSV_OK: not acknowledged.
+ */
+static msv_err record_unreadable(struct msv_client *c, const Msv__Wire__Deliver *d,
+                                 const struct incoming *in, int shown,
+                                 void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+{
+    struct msv_message_rec rec = {.status = "unreadable", .kind = MSV_KIND_MESSAGE};
+    char text[400];
+    uint8_t h[32];
+    msv_err err;
+
+    crypto_generichash(h, sizeof(h), d->ciphertext.data, d->ciphertext.len, NULL, 0);
+    memcpy(rec.message_id, h, sizeof(rec.message_id));
+    snprintf(text, sizeof(text),
+             "a message from %s (device %llu) could not be read; ask them to send it again",
+             in->sender, (unsigned long long)in->device);
+    rec.conversation = (char *)in->sender;
+    rec.sender = (char *)in->sender;
+    rec.sender_device = in->device;
+    rec.text = text;
+    rec.stored_at_ms = msv_wall_ms();
+    err = msv_client_db_message_put(c->db, &rec);
+    if (err == MSV_ERR_EXISTS)
+        return MSV_OK; /* recorded and shown when it came before */
+    if (err == MSV_OK && !shown && on_message != NULL) {
+        struct msv_incoming note = {
+            .kind = MSV_INCOMING_SESSION, .notice = text, .from = in->sender};
+
+        on_message(ctx, &note);
+    }
+    return err;
 }
 
 msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
@@ -2168,18 +2284,30 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
             err = take_message(c, f->deliver, on_message, ctx, &in);
             if (err == MSV_OK)
                 (*count)++;
+            /* the message is stored: now that its envelope was read, and what reading it
+             * changed in the session (in that order: a crash between the two leaves the
+             * session behind, which later messages catch up on) */
+            if ((err == MSV_OK || err == MSV_ERR_EXISTS) && in.has_digest &&
+                msv_client_db_envelope_read(c->db, in.digest, msv_wall_ms()) != MSV_OK)
+                err = MSV_ERR_IO;
             if (err == MSV_OK || err == MSV_ERR_EXISTS)
-                /* the message is stored: now what reading it changed in the session */
                 err = msv_sessions_commit(c, &in.update) == MSV_OK ? err : MSV_ERR_IO;
             msv_sessions_discard(&in.update);
             /* the sender learns it arrived (in the session just stored); should that fail,
              * the outbox sends it later */
             if (err == MSV_OK && in.owes_receipt)
                 (void)send_control(c, MSV_KIND_RECEIPT_DELIVERED, in.message_id, NULL, in.sender);
-            if (err == MSV_ERR_AUTH && in.session_message)
-                session_broken(c, &in, on_message, ctx);
-            /* a redelivery, or a message that is not authentic: acknowledged and dropped, so
-             * that the relay does not offer it forever; storage failures are not acknowledged */
+            if (in.sender_proved && (err == MSV_ERR_AUTH || err == MSV_ERR_REPLAY ||
+                                     err == MSV_ERR_PARSE || err == MSV_ERR_UNSUPPORTED)) {
+                int shown = err == MSV_ERR_AUTH && in.session_message &&
+                            session_broken(c, &in, on_message, ctx);
+
+                if (record_unreadable(c, f->deliver, &in, shown, on_message, ctx) != MSV_OK)
+                    err = MSV_ERR_IO;
+            }
+            /* a redelivery, or a message that is not authentic or recorded as unreadable:
+             * acknowledged and dropped, so that the relay does not offer it forever; storage
+             * failures are not acknowledged */
             if (err == MSV_ERR_EXISTS || err == MSV_ERR_AUTH || err == MSV_ERR_PARSE ||
                 err == MSV_ERR_NOT_FOUND || err == MSV_ERR_UNSUPPORTED || err == MSV_ERR_REPLAY)
                 err = MSV_OK;

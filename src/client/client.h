@@ -44,6 +44,9 @@ struct msv_client {
         uint8_t head[MSV_LOG_HEAD_LEN];
     } gossip[8];
     size_t n_gossip;
+    /* the account's session lock (client/sessions.h): its descriptor while held, and how deep */
+    int session_lock_fd;
+    unsigned session_lock_depth;
 };
 
 /*
@@ -148,7 +151,8 @@ enum msv_incoming_kind {
     MSV_INCOMING_TYPING,  /* from is typing */
     MSV_INCOMING_EDIT,    /* from edited or unsent (status) target */
     MSV_INCOMING_DEVICE,  /* a device of this account was added, removed, or asks to join */
-    MSV_INCOMING_SESSION, /* a session with a device of from was started anew */
+    MSV_INCOMING_SESSION, /* a session with a device of from was started anew, or a message
+                             from it could not be read (notice) */
 };
 
 struct msv_incoming {

@@ -1,16 +1,20 @@
 /*
  * Sessions, prekeys and the delivery token of a device (client/sessions.h).
  *
- * Settings used: "session:<device>" and "session-prev:<device>" (stored
- * sessions), "prekey:<id>" (secret || public of a prekey), "prekey-next"
+ * Settings used: "session:<device>:<peer>:<slot>" (stored sessions; see
+ * msv_sessions_key()), "prekey:<id>" (secret || public of a prekey), "prekey-next"
  * (u32be, the next prekey id), "signed-prekey" (u32be id || u64be ms since
  * it is in use), "signed-prekey-old" (u32be id of the one before),
  * "profile-key", "token-published", "profile:<handle>" (the profile key a
  * handle's device sent).
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -26,40 +30,117 @@
 
 static const char token_context[] = "MSV-delivery-token-v1";
 
-static void session_key(const char *kind, uint64_t device_id, char key[48])
+/* ---- the session lock --------------------------------------------------------------------- */
+
+/*
+ * Every process of an account (a send, the daemon, a receive) uses its
+ * sessions under one exclusive lock on "<account>/sessions.lock", held from
+ * loading a session to storing it advanced: two processes that sealed with
+ * the same stored session would use the same message key, and the
+ * recipient could read only one of the two messages. Holds nest within one
+ * client (a receipt sealed while a received message's session is held).
+ */
+static msv_err sessions_lock(struct msv_client *c)
 {
-    snprintf(key, 48, "%s:%llu", kind, (unsigned long long)device_id);
+    char path[sizeof(c->dir) + 32];
+    int fd, rc;
+
+    if (c->session_lock_depth > 0) {
+        c->session_lock_depth++;
+        return MSV_OK;
+    }
+    snprintf(path, sizeof(path), "%s/sessions.lock", c->dir);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return MSV_ERR_IO;
+    while ((rc = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
+        ;
+    if (rc != 0) {
+        close(fd);
+        return MSV_ERR_IO;
+    }
+    c->session_lock_fd = fd;
+    c->session_lock_depth = 1;
+    return MSV_OK;
 }
 
-static msv_err load_session(struct msv_client *c, const char *kind, uint64_t device_id,
+static void sessions_unlock(struct msv_client *c)
+{
+    if (c->session_lock_depth == 0 || --c->session_lock_depth > 0)
+        return;
+    (void)flock(c->session_lock_fd, LOCK_UN);
+    close(c->session_lock_fd);
+    c->session_lock_fd = -1;
+}
+
+void msv_sessions_key(const char *handle, uint64_t device_id, const struct msv_public_identity *pub,
+                      unsigned slot, char key[MSV_SESSION_KEY_LEN])
+{
+    uint8_t hash[MSV_IDENTITY_HASH_LEN], peer[16];
+    char hex[33];
+    crypto_generichash_state st;
+
+    msv_public_identity_hash(pub, hash);
+    crypto_generichash_init(&st, NULL, 0, sizeof(peer));
+    crypto_generichash_update(&st, (const uint8_t *)handle, strlen(handle) + 1);
+    crypto_generichash_update(&st, hash, sizeof(hash));
+    crypto_generichash_final(&st, peer, sizeof(peer));
+    sodium_bin2hex(hex, sizeof(hex), peer, sizeof(peer));
+    snprintf(key, MSV_SESSION_KEY_LEN, "session:%llu:%s:%u", (unsigned long long)device_id, hex,
+             slot);
+}
+
+#define SLOT_KEY_LEN (MSV_SESSION_KEY_LEN + 12)
+
+static void slot_key(const char *base, unsigned slot, char key[SLOT_KEY_LEN])
+{
+    snprintf(key, SLOT_KEY_LEN, "%s%u", base, slot);
+}
+
+/* The stored form of a slot's session (*v: caller frees with msv_secret_free). */
+static msv_err load_raw(struct msv_client *c, const char *key_base, unsigned slot, uint8_t **v,
+                        size_t *len)
+{
+    char key[SLOT_KEY_LEN];
+
+    slot_key(key_base, slot, key);
+    return msv_client_db_get(c->db, key, v, len);
+}
+
+static msv_err load_session(struct msv_client *c, const char *key_base, unsigned slot,
                             struct msv_session **out)
 {
-    char key[48];
     uint8_t *v = NULL;
     size_t len = 0;
-    msv_err err;
+    msv_err err = load_raw(c, key_base, slot, &v, &len);
 
-    session_key(kind, device_id, key);
-    err = msv_client_db_get(c->db, key, &v, &len);
     if (err == MSV_OK)
         err = msv_session_import(v, len, out);
     msv_secret_free(v, len);
     return err;
 }
 
-static msv_err store_session(struct msv_client *c, const char *kind, uint64_t device_id,
+static msv_err store_session(struct msv_client *c, const char *key_base, unsigned slot,
                              const struct msv_session *s)
 {
-    char key[48];
+    char key[SLOT_KEY_LEN];
     uint8_t *v = NULL;
     size_t len = 0;
     msv_err err = msv_session_export(s, &v, &len);
 
-    session_key(kind, device_id, key);
+    slot_key(key_base, slot, key);
     if (err == MSV_OK)
         err = msv_client_db_set(c->db, key, v, len);
     msv_secret_free(v, len);
     return err;
+}
+
+/* "session:<device>:<peer>:", to which a slot number is added. */
+static void key_base(const char *handle, uint64_t device_id, const struct msv_public_identity *pub,
+                     char base[MSV_SESSION_KEY_LEN])
+{
+    msv_sessions_key(handle, device_id, pub, 0, base);
+    base[strlen(base) - 1] = '\0';
 }
 
 /* ---- prekeys ------------------------------------------------------------------------------ */
@@ -299,12 +380,13 @@ static int wants_session(const struct msv_client *c, const Msv__Wire__DeviceInfo
 }
 
 /* Starts a session from one claimed bundle, checked against the listed identity. */
-static msv_err start_session(struct msv_client *c, const Msv__Wire__DeviceInfo *d,
-                             const Msv__Wire__PrekeyBundle *b)
+static msv_err start_session(struct msv_client *c, const char *handle,
+                             const Msv__Wire__DeviceInfo *d, const Msv__Wire__PrekeyBundle *b)
 {
     struct msv_prekey_bundle bundle = {0};
     struct msv_public_identity *pub = NULL;
     struct msv_session *s = NULL;
+    char base[MSV_SESSION_KEY_LEN];
     msv_err err;
 
     if (b->signed_ == NULL || b->signed_->key.len != 32 || b->signed_->signature.len != 64 ||
@@ -321,41 +403,68 @@ static msv_err start_session(struct msv_client *c, const Msv__Wire__DeviceInfo *
                                     &pub);
     if (err == MSV_OK)
         err = msv_session_initiate(c->id, pub, &bundle, &s);
-    if (err == MSV_OK)
-        err = store_session(c, "session", d->device_id, s);
+    if (err == MSV_OK) {
+        key_base(handle, d->device_id, pub, base);
+        err = store_session(c, base, 0, s);
+    }
     msv_session_free(s);
     msv_public_identity_free(pub);
     return err;
+}
+
+static void handle_of(const Msv__Wire__HandleDevices *hd, char handle[257])
+{
+    snprintf(handle, 257, "%.*s", (int)hd->handle.len, (const char *)hd->handle.data);
+}
+
+/* 1 if there is a current session with device d of handle (as the directory lists it). */
+static int has_session(struct msv_client *c, const char *handle, const Msv__Wire__DeviceInfo *d)
+{
+    struct msv_public_identity *pub = NULL;
+    char base[MSV_SESSION_KEY_LEN];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int found = 0;
+
+    if (msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
+                                  &pub) != MSV_OK)
+        return 0;
+    key_base(handle, d->device_id, pub, base);
+    found = load_raw(c, base, 0, &v, &len) == MSV_OK;
+    msv_secret_free(v, len);
+    msv_public_identity_free(pub);
+    return found;
 }
 
 msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *const *hds, size_t n)
 {
     size_t total = 0, n_need = 0;
     const Msv__Wire__DeviceInfo **need;
+    const Msv__Wire__HandleDevices **owner;
     uint64_t *ids;
+    char handle[257];
     msv_err err = MSV_OK;
 
     for (size_t i = 0; i < n; i++)
         total += hds[i]->n_devices;
     need = calloc(total + 1, sizeof(*need));
+    owner = calloc(total + 1, sizeof(*owner));
     ids = calloc(total + 1, sizeof(*ids));
-    if (need == NULL || ids == NULL) {
+    if (need == NULL || owner == NULL || ids == NULL) {
         free(need);
+        free(owner);
         free(ids);
         return MSV_ERR_NOMEM;
     }
     for (size_t i = 0; i < n; i++) {
+        handle_of(hds[i], handle);
         for (size_t k = 0; k < hds[i]->n_devices; k++) {
             const Msv__Wire__DeviceInfo *d = hds[i]->devices[k];
-            struct msv_session *s = NULL;
 
-            if (!wants_session(c, d))
+            if (!wants_session(c, d) || has_session(c, handle, d))
                 continue;
-            if (load_session(c, "session", d->device_id, &s) == MSV_OK) {
-                msv_session_free(s);
-                continue;
-            }
             need[n_need] = d;
+            owner[n_need] = hds[i];
             ids[n_need++] = d->device_id;
         }
     }
@@ -375,30 +484,44 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
 
             /* a bundle that does not verify is dropped: that device gets the suite's envelope */
             for (size_t k = at; k < at + batch; k++) {
-                if (need[k]->device_id == bundle->device_id)
-                    (void)start_session(c, need[k], bundle);
+                if (need[k]->device_id != bundle->device_id)
+                    continue;
+                handle_of(owner[k], handle);
+                (void)start_session(c, handle, need[k], bundle);
             }
         }
         msv_frame_free(got);
     }
     free(need);
+    free(owner);
     free(ids);
     return err;
 }
 
-msv_err msv_sessions_seal(struct msv_client *c, uint64_t device_id,
+msv_err msv_sessions_seal(struct msv_client *c, const char *handle, uint64_t device_id,
                           const struct msv_public_identity *pub, enum msv_suite suite,
                           const uint8_t *pt, size_t len, uint8_t **out, size_t *out_len)
 {
     struct msv_session *s = NULL;
+    char base[MSV_SESSION_KEY_LEN];
     msv_err err;
 
-    if (suite != MSV_SUITE_MODERN || load_session(c, "session", device_id, &s) != MSV_OK)
+    if (suite != MSV_SUITE_MODERN)
         return msv_seal_suite(c->id, pub, suite, pt, len, out, out_len);
+    err = sessions_lock(c);
+    if (err != MSV_OK)
+        return err;
+    key_base(handle, device_id, pub, base);
+    if (load_session(c, base, 0, &s) != MSV_OK) {
+        sessions_unlock(c);
+        return msv_seal_suite(c->id, pub, suite, pt, len, out, out_len);
+    }
     err = msv_session_encrypt(s, pt, len, out, out_len);
-    /* stored advanced before the envelope leaves: a message key is never used twice */
+    /* stored advanced before the envelope leaves (and before the lock goes): a message key is
+     * never used twice */
     if (err == MSV_OK)
-        err = store_session(c, "session", device_id, s);
+        err = store_session(c, base, 0, s);
+    sessions_unlock(c);
     if (err != MSV_OK && *out != NULL) {
         free(*out);
         *out = NULL;
@@ -414,7 +537,40 @@ int msv_sessions_is_session_message(const uint8_t *wire, size_t len)
     return len > 0 && (wire[0] == MSV_WIRE_RATCHET || wire[0] == MSV_WIRE_PREKEY_MSG);
 }
 
-/* A 0x06 message that starts a new session with us: the X3DH with our prekeys. */
+/* 1 if id names one of this device's signed prekeys (the one in use or the one before). */
+static int is_signed_prekey(struct msv_client *c, uint32_t id)
+{
+    int64_t since;
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int found = id != 0 && signed_prekey(c, &since) == id;
+
+    if (!found && id != 0 && msv_client_db_get(c->db, "signed-prekey-old", &v, &len) == MSV_OK &&
+        len == 4)
+        found = msv_get_u32be(v) == id;
+    free(v);
+    return found;
+}
+
+/* The digest under which the base key of a session this device answered is remembered. */
+static void base_key_digest(const uint8_t base[32], uint8_t digest[32])
+{
+    static const char context[] = "MSV-x3dh-base-v1";
+    crypto_generichash_state st;
+
+    crypto_generichash_init(&st, NULL, 0, 32);
+    crypto_generichash_update(&st, (const uint8_t *)context, sizeof(context) - 1);
+    crypto_generichash_update(&st, base, 32);
+    crypto_generichash_final(&st, digest, 32);
+}
+
+/*
+ * A 0x06 message that starts a new session with us: the X3DH with our
+ * prekeys. The signed prekey id must name a signed prekey (a one-time
+ * prekey in its place would never be deleted), and a base key answered
+ * before is a replay (MSV_ERR_REPLAY): it would bring back a session this
+ * device has moved on from.
+ */
 static msv_err answer_prekey_message(struct msv_client *c, const struct msv_public_identity *pub,
                                      const uint8_t *wire, size_t len, uint8_t **pt, size_t *pt_len,
                                      struct msv_session_update *u)
@@ -424,8 +580,12 @@ static msv_err answer_prekey_message(struct msv_client *c, const struct msv_publ
     uint8_t base[32];
     msv_err err = msv_prekey_message_info(wire, len, &spk_id, &opk_id, base);
 
-    if (err != MSV_OK)
+    if (err != MSV_OK || !is_signed_prekey(c, spk_id))
         return MSV_ERR_AUTH;
+    base_key_digest(base, u->base_digest);
+    err = msv_client_db_envelope_seen(c->db, u->base_digest);
+    if (err != MSV_ERR_NOT_FOUND)
+        return err == MSV_OK ? MSV_ERR_REPLAY : err;
     err = load_prekey(c, spk_id, &spk);
     if (err == MSV_OK && opk_id != 0)
         err = load_prekey(c, opk_id, &opk);
@@ -443,22 +603,29 @@ static msv_err answer_prekey_message(struct msv_client *c, const struct msv_publ
     return err;
 }
 
-msv_err msv_sessions_open(struct msv_client *c, uint64_t device_id,
+msv_err msv_sessions_open(struct msv_client *c, const char *handle, uint64_t device_id,
                           const struct msv_public_identity *pub, const uint8_t *wire, size_t len,
                           uint8_t **pt, size_t *pt_len, struct msv_session_update *u)
 {
-    static const char *const kinds[2] = {"session", "session-prev"};
     msv_err err = MSV_ERR_AUTH, got;
 
     memset(u, 0, sizeof(*u));
-    u->device_id = device_id;
     if (!speaks_modern(msv_identity_suites(c->id)) ||
         !speaks_modern(msv_public_identity_suites(pub)))
         return MSV_ERR_AUTH;
-    for (int k = 0; k < 2; k++) {
+    /* only the sessions with this very peer: its handle, device and identity */
+    key_base(handle, device_id, pub, u->base);
+    /* held until the update is stored or discarded: no other process reads or advances these
+     * sessions in between */
+    got = sessions_lock(c);
+    if (got != MSV_OK)
+        return got;
+    u->c = c;
+    /* the current session, then the earlier ones, newest first: a reset is the last resort */
+    for (unsigned k = 0; k < MSV_SESSIONS_KEPT; k++) {
         struct msv_session *s = NULL;
 
-        got = load_session(c, kinds[k], device_id, &s);
+        got = load_session(c, u->base, k, &s);
         if (got == MSV_ERR_NOT_FOUND)
             continue;
         if (got != MSV_OK)
@@ -466,7 +633,7 @@ msv_err msv_sessions_open(struct msv_client *c, uint64_t device_id,
         got = msv_session_decrypt(s, wire, len, pt, pt_len);
         if (got == MSV_OK) {
             u->s = s;
-            u->was_previous = k == 1;
+            u->slot = k;
             return MSV_OK;
         }
         msv_session_free(s);
@@ -479,26 +646,45 @@ msv_err msv_sessions_open(struct msv_client *c, uint64_t device_id,
     return err == MSV_ERR_TOO_BIG ? MSV_ERR_AUTH : err;
 }
 
+/* Slot from's stored session moves to slot to (which is emptied if from is). */
+static msv_err move_slot(struct msv_client *c, const char *base, unsigned from, unsigned to)
+{
+    char key[SLOT_KEY_LEN];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err = load_raw(c, base, from, &v, &len);
+
+    slot_key(base, to, key);
+    if (err == MSV_OK)
+        err = msv_client_db_set(c->db, key, v, len);
+    else if (err == MSV_ERR_NOT_FOUND)
+        err = msv_client_db_unset(c->db, key);
+    msv_secret_free(v, len);
+    return err;
+}
+
 msv_err msv_sessions_commit(struct msv_client *c, struct msv_session_update *u)
 {
-    struct msv_session *cur = NULL;
+    /* the slot the session that read the message leaves free: the others step back one,
+     * so that messages sent in them still read (a new session drops the oldest) */
+    unsigned from = u->is_new ? MSV_SESSIONS_KEPT - 1 : u->slot;
     char key[32];
     msv_err err = MSV_OK;
 
-    if (u->s == NULL)
+    if (u->s == NULL) {
+        msv_sessions_discard(u);
         return MSV_OK;
-    if (u->is_new || u->was_previous) {
-        /* the session in use now steps back to previous, so late messages still read */
-        if (load_session(c, "session", u->device_id, &cur) == MSV_OK)
-            err = store_session(c, "session-prev", u->device_id, cur);
-        msv_session_free(cur);
     }
+    for (unsigned i = from; err == MSV_OK && i > 0; i--)
+        err = move_slot(c, u->base, i - 1, i);
     if (err == MSV_OK)
-        err = store_session(c, "session", u->device_id, u->s);
+        err = store_session(c, u->base, 0, u->s);
     if (err == MSV_OK && u->used_one_time != 0) {
         prekey_name(u->used_one_time, key); /* forward secrecy: the secret goes */
         err = msv_client_db_unset(c->db, key);
     }
+    if (err == MSV_OK && u->is_new) /* answered once: never again */
+        err = msv_client_db_envelope_read(c->db, u->base_digest, msv_wall_ms());
     msv_sessions_discard(u);
     return err;
 }
@@ -507,17 +693,15 @@ void msv_sessions_discard(struct msv_session_update *u)
 {
     msv_session_free(u->s);
     u->s = NULL;
+    if (u->c != NULL)
+        sessions_unlock(u->c);
+    u->c = NULL;
 }
 
 msv_err msv_sessions_forget(struct msv_client *c, uint64_t device_id)
 {
-    char key[48];
-    msv_err err;
+    char prefix[40];
 
-    session_key("session", device_id, key);
-    err = msv_client_db_unset(c->db, key);
-    session_key("session-prev", device_id, key);
-    if (err == MSV_OK)
-        err = msv_client_db_unset(c->db, key);
-    return err;
+    snprintf(prefix, sizeof(prefix), "session:%llu:", (unsigned long long)device_id);
+    return msv_client_db_unset_prefix(c->db, prefix);
 }

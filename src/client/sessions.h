@@ -8,6 +8,9 @@
  * suite's own envelope. Receiving opens session messages; what a message
  * changes in the session is stored only after the message itself, so a
  * message that could not be stored is read again when it comes again.
+ * Sessions are loaded and stored under the account's session lock, which
+ * every process of the account takes, so that no two of them seal with the
+ * same stored session.
  */
 #ifndef MSV_CLIENT_SESSIONS_H
 #define MSV_CLIENT_SESSIONS_H
@@ -59,40 +62,58 @@ MSV_MUST_CHECK msv_err msv_sessions_prepare(struct msv_client *c,
                                             Msv__Wire__HandleDevices *const *hds, size_t n);
 
 /*
- * Seals pt for a device in suite (one both speak): with its session (stored
- * advanced) when the suite is modern and there is one, else the suite's
- * envelope.
+ * Seals pt for device device_id of handle (identity pub) in suite (one both
+ * speak): with its session with exactly that peer (stored advanced) when the
+ * suite is modern and there is one, else the suite's envelope.
  */
-MSV_MUST_CHECK msv_err msv_sessions_seal(struct msv_client *c, uint64_t device_id,
-                                         const struct msv_public_identity *pub,
+MSV_MUST_CHECK msv_err msv_sessions_seal(struct msv_client *c, const char *handle,
+                                         uint64_t device_id, const struct msv_public_identity *pub,
                                          enum msv_suite suite, const uint8_t *pt, size_t len,
                                          uint8_t **out, size_t *out_len);
 
+/*
+ * Sessions are stored per peer: a device id, the handle it belongs to and its
+ * identity, so a session is only ever used with the peer it was made with.
+ * Slot 0 is the current session; slots 1 to MSV_SESSIONS_KEPT - 1 the ones
+ * before it, newest first, still tried for messages sent in them.
+ */
+#define MSV_SESSIONS_KEPT 4
+#define MSV_SESSION_KEY_LEN 80
+/* The setting of a session: "session:<device>:<hex of H(handle || 0 || identity hash)>:<slot>". */
+void msv_sessions_key(const char *handle, uint64_t device_id, const struct msv_public_identity *pub,
+                      unsigned slot, char key[MSV_SESSION_KEY_LEN]);
+
 /* What opening a session message changes, stored by msv_sessions_commit(). */
 struct msv_session_update {
-    uint64_t device_id;
+    char base[MSV_SESSION_KEY_LEN]; /* the peer's sessions: the key without its slot */
+    unsigned slot;                  /* which one read the message */
     struct msv_session *s;
     uint32_t used_one_time; /* a one-time prekey secret to delete, or 0 */
-    int is_new;             /* replaces the current session (which becomes the previous) */
-    int was_previous;       /* the previous session read it: it becomes current again */
+    int is_new;             /* a new current session (the others step back one) */
+    struct msv_client *c;   /* set while the update holds the session lock */
+    /* is_new: the digest of the answered base key, remembered on commit */
+    uint8_t base_digest[32];
 };
 
 /* 1 if the envelope is a session message (0x05 or 0x06). */
 int msv_sessions_is_session_message(const uint8_t *wire, size_t len);
 
 /*
- * Opens a session message from device (identity pub). MSV_ERR_REPLAY for a
- * duplicate of one read before, MSV_ERR_AUTH if no session of this device
- * reads it. *pt: caller frees with msv_secret_free().
+ * Opens a session message from device device_id of handle (identity pub),
+ * with the sessions made with exactly that peer, current first.
+ * MSV_ERR_REPLAY for a duplicate of one read before, MSV_ERR_AUTH if none of
+ * them reads it. *pt: caller frees with msv_secret_free(). The account's session
+ * lock (every process of it) is held from here until msv_sessions_commit()
+ * or msv_sessions_discard(), which the caller calls whatever this returned.
  */
-MSV_MUST_CHECK msv_err msv_sessions_open(struct msv_client *c, uint64_t device_id,
-                                         const struct msv_public_identity *pub, const uint8_t *wire,
-                                         size_t len, uint8_t **pt, size_t *pt_len,
-                                         struct msv_session_update *u);
+MSV_MUST_CHECK msv_err msv_sessions_open(struct msv_client *c, const char *handle,
+                                         uint64_t device_id, const struct msv_public_identity *pub,
+                                         const uint8_t *wire, size_t len, uint8_t **pt,
+                                         size_t *pt_len, struct msv_session_update *u);
 MSV_MUST_CHECK msv_err msv_sessions_commit(struct msv_client *c, struct msv_session_update *u);
 void msv_sessions_discard(struct msv_session_update *u);
 
-/* Forgets the sessions with device: the next message to it starts a new one. */
+/* Forgets every session with device: the next message to it starts a new one. */
 MSV_MUST_CHECK msv_err msv_sessions_forget(struct msv_client *c, uint64_t device_id);
 
 #endif

@@ -43,6 +43,12 @@ static const char *const migrations[] = {
     /* v3: their public identities, to check the approvals they sign */
     "ALTER TABLE own_devices ADD COLUMN suite INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE own_devices ADD COLUMN identity BLOB;",
+    /* v4 (sessions): digests of the envelopes this device has read, so that none is read twice */
+    "CREATE TABLE seen_envelopes (digest BLOB PRIMARY KEY, seen_ms BIGINT NOT NULL);"
+    "CREATE INDEX seen_envelopes_by_time ON seen_envelopes (seen_ms);",
+    /* v5 (sessions): sessions stored by device id alone go; they are kept per peer now */
+    "DELETE FROM settings WHERE key GLOB 'session-prev:*' OR (key GLOB 'session:*' AND key NOT "
+    "GLOB 'session:*:*');",
 };
 
 msv_err msv_client_db_open(const char *path, struct msv_client_db **out)
@@ -857,4 +863,46 @@ void msv_outbox_free(struct msv_outbox_rec *o, size_t count)
         msv_secret_free(o[i].payload, o[i].payload_len);
     }
     free(o);
+}
+
+/* ---- envelopes read ------------------------------------------------------------------- */
+
+msv_err msv_client_db_envelope_seen(struct msv_client_db *db, const uint8_t digest[32])
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db, "SELECT 1 FROM seen_envelopes WHERE digest = ?;", &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, digest, 32, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    err = rc == SQLITE_ROW ? MSV_OK : rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
+    sqlite3_finalize(st);
+    return err;
+}
+
+msv_err msv_client_db_envelope_read(struct msv_client_db *db, const uint8_t digest[32],
+                                    int64_t now_ms)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(
+        db->db, "INSERT OR IGNORE INTO seen_envelopes (digest, seen_ms) VALUES (?, ?);", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, digest, 32, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now_ms);
+    return msv_sql_run(st);
+}
+
+msv_err msv_client_db_envelopes_forget(struct msv_client_db *db, int64_t before_ms)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db, "DELETE FROM seen_envelopes WHERE seen_ms < ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, before_ms);
+    return msv_sql_run(st);
 }

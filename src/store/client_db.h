@@ -185,4 +185,16 @@ MSV_MUST_CHECK msv_err msv_client_db_outbox(struct msv_client_db *db, struct msv
                                             size_t *count);
 void msv_outbox_free(struct msv_outbox_rec *o, size_t count);
 
+/*
+ * Envelopes this device has read, by a 32-byte digest of each: replay
+ * protection that outlives the process, for every kind of envelope. seen:
+ * MSV_OK if digest was recorded, MSV_ERR_NOT_FOUND if not; read records it.
+ */
+MSV_MUST_CHECK msv_err msv_client_db_envelope_seen(struct msv_client_db *db,
+                                                   const uint8_t digest[32]);
+MSV_MUST_CHECK msv_err msv_client_db_envelope_read(struct msv_client_db *db,
+                                                   const uint8_t digest[32], int64_t now_ms);
+/* Forgets the digests recorded before before_ms (what is older is refused by its age). */
+MSV_MUST_CHECK msv_err msv_client_db_envelopes_forget(struct msv_client_db *db, int64_t before_ms);
+
 #endif
