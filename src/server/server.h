@@ -83,15 +83,20 @@ struct msv_close_order {
     const char *why;                   /* a static text sent before closing; NULL: none */
 };
 
+/* A listener whose accept() failed rests; the log gets one line per interval. */
+struct msv_accept_pause {
+    struct event *resume; /* its callback enables the listener again */
+    int64_t logged_ms;    /* the last accept_paused log line */
+    uint64_t unlogged;    /* pauses since then */
+};
+
 struct msv_worker {
     struct msv_server *srv;
     unsigned index;
     pthread_t thread;
     struct event_base *base;
     struct evconnlistener *listener;
-    struct event *accept_resume; /* accepting paused after accept() failed; this resumes it */
-    int64_t accept_logged_ms;    /* the last accept_paused log line, one per interval */
-    uint64_t accept_unlogged;    /* pauses since then */
+    struct msv_accept_pause accept_pause;
     struct event *wake_ev;
     struct event *commit_ev;
     struct event *stop_ev;
@@ -164,6 +169,8 @@ struct msv_server {
     _Atomic int commit_failing; /* the last group commit failed: /health answers 503 */
     _Atomic int stopping;
     struct evhttp *http;
+    struct evconnlistener *http_listener; /* owned by http */
+    struct msv_accept_pause http_pause;   /* owned here; its timer's argument is the server */
     struct event *sig_term, *sig_int, *sig_hup, *expiry_timer;
 };
 
@@ -263,7 +270,17 @@ void msv_blob_finish(struct msv_conn_state *c, const msv_frame *f);
 void msv_blob_get(struct msv_conn_state *c, const msv_frame *f);
 void msv_blobs_expire(struct msv_server *s, int64_t now_ms);
 
+/*
+ * accept() on l failed with something other than "try again": l is disabled
+ * and p->resume runs accept_pause_ms later; counted in accept_paused_total,
+ * logged with which (the port's name) at most once per interval.
+ */
+void msv_server_accept_failed(struct msv_server *s, struct evconnlistener *l,
+                              struct msv_accept_pause *p, const char *which);
+
 /* http.c */
 MSV_MUST_CHECK msv_err msv_http_start(struct msv_server *s, struct event_base *base);
+/* Frees what msv_http_start made; NULL members are skipped. */
+void msv_http_free(struct msv_server *s);
 
 #endif
