@@ -551,7 +551,7 @@ static int wake_worker(struct msv_server *s, uint64_t device_id)
 }
 
 /* Why a connection is closed under a device, as its Error says (compared by address). */
-static const char removed_text[] = "this device was removed from its account";
+const char msv_server_removed_text[] = "this device was removed from its account";
 static const char suspended_text[] = "this account is suspended";
 
 /* Hands one worker an order; 0 if there was no memory for it. */
@@ -610,17 +610,14 @@ void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t a
 
 void msv_server_wake_local(struct msv_server *s, uint64_t device_id)
 {
-    if (device_id & MSV_WAKE_CLOSE)
-        msv_server_close_conns(s, device_id & ~MSV_WAKE_CLOSE, 0, NULL, NULL);
-    else
-        (void)wake_worker(s, device_id); /* offline: the queue waits for its next connection */
+    (void)wake_worker(s, device_id); /* offline: the queue waits for its next connection */
 }
 
 void msv_server_wake(struct msv_server *s, uint64_t device_id)
 {
     if (device_id & MSV_WAKE_CLOSE) {
         /* here, and on every other node: a connection may be open on any of them */
-        msv_server_close_conns(s, device_id & ~MSV_WAKE_CLOSE, 0, NULL, removed_text);
+        msv_server_close_conns(s, device_id & ~MSV_WAKE_CLOSE, 0, NULL, msv_server_removed_text);
         if (s->cluster != NULL)
             msv_cluster_wake(s->cluster, device_id & ~MSV_WAKE_CLOSE, 1);
         return;
@@ -679,7 +676,7 @@ static void recheck_conns(struct msv_worker *w)
             continue;
         err = st->ops->device_get(st->impl, c->device_id, &dev);
         if (err == MSV_ERR_NOT_FOUND || (err == MSV_OK && dev.account_id != c->account_id))
-            revoke_conn(c, removed_text);
+            revoke_conn(c, msv_server_removed_text);
         else if (st->ops->account_suspended(st->impl, c->account_id, &suspended) == MSV_OK &&
                  suspended)
             revoke_conn(c, suspended_text);

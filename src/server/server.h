@@ -184,9 +184,8 @@ void msv_server_free(struct msv_server *s);
 int64_t msv_server_now_ms(struct msv_server *s);
 
 /*
- * A wake-up with this bit set closes the device's connections instead
- * (device removed, or connected anew to another node): every one, on every
- * worker, and on the other nodes when it comes from this one.
+ * A wake-up with this bit set closes the device's connections instead (the
+ * device was removed): every one, on every worker, and on the other nodes.
  */
 #define MSV_WAKE_CLOSE (1ull << 63)
 
@@ -197,6 +196,8 @@ int64_t msv_server_now_ms(struct msv_server *s);
  */
 void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t account_id,
                             const struct msv_conn_state *keep, const char *why);
+/* The why of a removed device's connections (the log tells it by its address). */
+extern const char msv_server_removed_text[];
 
 /*
  * Tells the worker holding device_id's connection to push its queue; a
