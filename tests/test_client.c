@@ -2106,6 +2106,74 @@ static void test_sender_killed_mid_send(void **state)
     test_server_cleanup(&s);
 }
 
+/* Fills handle's account (registered through d) up to 64 devices of 3072-bit classic identities. */
+static void fill_account(struct test_server *s, const char *handle, struct test_device *d,
+                         const struct msv_identity *big)
+{
+    struct msv_refusal why = {0};
+    struct msv_conn *c = test_connect(s);
+    uint64_t dev = 0;
+
+    for (int i = 1; i < 64; i++) {
+        msv_frame *r;
+
+        if (msv_request_add_device(c, handle, TEST_PASSWORD, big, "token", TEST_TIMEOUT_MS, &dev,
+                                   &why) != MSV_OK)
+            fail_msg("adding device %d to %s: %s", i, handle, why.message);
+        r = test_approve(d, dev);
+        assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_OK);
+        msv_frame_free(r);
+    }
+    msv_conn_close(c);
+}
+
+/*
+ * Two accounts of 64 big devices each: the directory's answer about both does
+ * not fit in the server's frames (it refuses it as too big), but one about
+ * either does. A message to both is still sent, to all 128 devices.
+ */
+static void test_send_to_big_accounts(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    struct msv_identity *big = NULL;
+    struct msv_client *carol;
+    const char *to[2] = {"alice@example.org", "bob@example.org"};
+    uint8_t id[16];
+    struct test_queued *rows = NULL;
+    size_t n, before, queued = 0;
+
+    (void)state;
+    test_server_init(&s, "[server]\nframe_max = 160000\n[relay]\npayload_limit = 65536\n"
+                         "[accounts]\nidentity_max = 1024\nregister_burst = 200\n"
+                         "argon2_memlimit_kib = 8\n"
+                         "argon2_opslimit = 1\n[directory]\nlookup_burst = 1000\n");
+    test_server_start(&s);
+    test_register(&s, to[0], &a1);
+    test_register(&s, to[1], &b1);
+    assert_int_equal(msv_identity_generate_suites(MSV_SUITE_CLASSIC,
+                                                  MSV_SUITE_BIT(MSV_SUITE_ECIES) |
+                                                      MSV_SUITE_BIT(MSV_SUITE_MODERN),
+                                                  3072, &big),
+                     MSV_OK);
+    fill_account(&s, to[0], &a1, big);
+    fill_account(&s, to[1], &b1, big);
+    carol = client_for(&s, "carol", "carol@example.org");
+    test_queued_free(rows, before = test_server_queued(&s, &rows));
+    if (msv_client_send(carol, to, 2, "to every device", NULL, 0, NULL, id) != MSV_OK)
+        fail_msg("send to two big accounts: %s", carol->why.message);
+    n = test_server_queued(&s, &rows);
+    for (size_t i = before; i < n; i++)
+        queued += rows[i].device_id != a1.device_id && rows[i].device_id != b1.device_id;
+    test_queued_free(rows, n);
+    assert_int_equal(queued, 126); /* the 63 big devices of each (a1 and b1 may have theirs) */
+    msv_client_close(carol);
+    msv_identity_free(big);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2132,6 +2200,7 @@ int main(void)
         cmocka_unit_test(test_earlier_sessions_kept),
         cmocka_unit_test(test_message_too_old),
         cmocka_unit_test(test_signed_prekey_rotation),
+        cmocka_unit_test(test_send_to_big_accounts),
     };
 
     if (msv_init() != MSV_OK)

@@ -144,6 +144,15 @@ expect 0 "missive-admin accounts on PostgreSQL" -- "$A" --config node-C.ini acco
 expect 0 "missive-admin stats on PostgreSQL" -- "$A" --config node-A.ini -o json stats
 python3 -c "import json; s=json.load(open('out.txt')); assert s['accounts'] == 4 and s['devices'] == 5 and s['database_bytes'] > 0" && ok || bad "stats: $(cat out.txt)"
 
+# bob's second device waits on node A; removed through node B, it is told why
+("$M" --data-dir dev-bob2 --account bob@example.org receive --wait 20 >bob2.out 2>&1) &
+bob2=$!
+for _ in $(seq 50); do [ "$(rcli GET "msv:presence:$new")" = A ] && break; sleep 0.1; done
+expect 0 "bob removes his second device through node B" -- as bob devices remove "$new"
+for _ in $(seq 50); do grep -q "event=removed_closed.* device=$new" node-A.log && break; sleep 0.1; done
+grep -q "event=removed_closed.* device=$new" node-A.log && ok || bad "node A closed the removed device without saying why: $(grep "device=$new" node-A.log | tail -2)"
+wait "$bob2" 2>/dev/null
+
 # every node stops cleanly
 for n in A B C; do
     kill -TERM "${pids[$n]}" && wait "${pids[$n]}" && ok || bad "node $n did not stop cleanly"

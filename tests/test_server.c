@@ -1068,15 +1068,20 @@ static void test_slow_authentication(void **state)
 }
 
 /* A plain TCP connection to the server's TLS port (no handshake). */
-static int raw_connect(struct test_server *s)
+static int raw_connect_port(uint16_t port)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(s->port)};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
     int fd = socket(AF_INET, SOCK_STREAM, 0);
 
     assert_true(fd >= 0);
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
     return fd;
+}
+
+static int raw_connect(struct test_server *s)
+{
+    return raw_connect_port(s->port);
 }
 
 /* 1 if the server has closed fd (end of stream or reset), 0 if it is open after wait_ms. */
@@ -1189,10 +1194,12 @@ static void set_soft_limit(struct test_server *s, __rlimit_resource_t resource, 
  * the backlog. The server rests instead of retrying at once (no spinning, a
  * log line per interval, counted), and serves again when descriptors return.
  */
-static void test_accept_out_of_descriptors(void **state)
+/*
+ * Connections to port arrive while missived has one descriptor left: it must
+ * neither spin nor fill its log, and accept again once descriptors return.
+ */
+static void expect_accept_paused(struct test_server *s, uint16_t port)
 {
-    struct test_server s;
-    struct test_device a1;
     rlim_t saved;
     struct rlimit now;
     int fds[8];
@@ -1200,39 +1207,61 @@ static void test_accept_out_of_descriptors(void **state)
     off_t log0, grown;
     struct stat st;
 
-    (void)state;
-    test_server_init(&s, "[server]\naccept_pause_ms = 100\n");
-    test_server_start(&s);
-    test_register(&s, "alice@example.org", &a1);
-    assert_int_equal(prlimit(s.pid, RLIMIT_NOFILE, NULL, &now), 0);
+    assert_int_equal(prlimit(s->pid, RLIMIT_NOFILE, NULL, &now), 0);
     saved = now.rlim_cur;
-    set_soft_limit(&s, RLIMIT_NOFILE, open_files(s.pid) + 1);
+    set_soft_limit(s, RLIMIT_NOFILE, open_files(s->pid) + 1);
     for (size_t i = 0; i < 8; i++)
-        fds[i] = raw_connect(&s); /* the kernel completes them; missived has room for one */
+        fds[i] = raw_connect_port(port); /* the kernel completes them; missived has room for one */
     usleep(300 * 1000);
-    assert_int_equal(stat(s.log, &st), 0);
+    assert_int_equal(stat(s->log, &st), 0);
     log0 = st.st_size;
-    t0 = cpu_ticks(s.pid);
+    t0 = cpu_ticks(s->pid);
     sleep(2);
-    used = cpu_ticks(s.pid) - t0;
-    assert_int_equal(stat(s.log, &st), 0);
+    used = cpu_ticks(s->pid) - t0;
+    assert_int_equal(stat(s->log, &st), 0);
     grown = st.st_size - log0;
     /* retrying accept() at once would take a core and write a line each time */
     if (used * 100 > 2ull * (unsigned long long)sysconf(_SC_CLK_TCK) * 25)
         fail_msg("missived used %llu ticks of CPU in 2 s while out of descriptors", used);
     assert_true(grown < 2048);
     /* descriptors come back: the waiting connections and new ones are served */
-    set_soft_limit(&s, RLIMIT_NOFILE, saved);
+    set_soft_limit(s, RLIMIT_NOFILE, saved);
     for (size_t i = 0; i < 8; i++)
         close(fds[i]);
-    assert_true(metric(&s, "accept_paused_total") >= 1);
-    {
-        struct test_device b1;
+    assert_true(metric(s, "accept_paused_total") >= 1);
+}
 
-        test_register(&s, "bob@example.org", &b1);
-        expect_served(&b1, "alice@example.org");
-        test_device_free(&b1);
-    }
+static void test_accept_out_of_descriptors(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+
+    (void)state;
+    test_server_init(&s, "[server]\naccept_pause_ms = 100\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    expect_accept_paused(&s, s.port);
+    test_register(&s, "bob@example.org", &b1);
+    expect_served(&b1, "alice@example.org");
+    test_device_free(&b1);
+    expect_served(&a1, "alice@example.org");
+    test_device_free(&a1);
+    test_server_cleanup(&s);
+}
+
+/* The same on the /health and /metrics port, whose listener evhttp owns. */
+static void test_http_accept_out_of_descriptors(void **state)
+{
+    struct test_server s;
+    struct test_device a1;
+    char body[4096];
+
+    (void)state;
+    test_server_init(&s, "[server]\naccept_pause_ms = 100\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    expect_accept_paused(&s, s.http_port);
+    assert_int_equal(test_server_http(&s, "/health", body, sizeof(body)), 200);
     expect_served(&a1, "alice@example.org");
     test_device_free(&a1);
     test_server_cleanup(&s);
@@ -2133,6 +2162,7 @@ int main(void)
         cmocka_unit_test(test_slow_authentication),
         cmocka_unit_test(test_tls_handshake_deadline),
         cmocka_unit_test(test_accept_out_of_descriptors),
+        cmocka_unit_test(test_http_accept_out_of_descriptors),
         cmocka_unit_test(test_transparency),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_io_errors),

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -487,8 +488,8 @@ msv_err msv_client_connect(struct msv_client *c)
 /* ---- directory ------------------------------------------------------------------------ */
 
 /* Asks the directory, and checks its answer against the transparency log. */
-static msv_err verified_lookup(struct msv_client *c, const char *const *handles, size_t n,
-                               msv_frame **result)
+static msv_err checked_lookup(struct msv_client *c, const char *const *handles, size_t n,
+                              msv_frame **result)
 {
     msv_err err = msv_request_lookup(c->conn, handles, n, msv_kt_known_size(c->db), TIMEOUT_MS,
                                      result, &c->why);
@@ -500,6 +501,52 @@ static msv_err verified_lookup(struct msv_client *c, const char *const *handles,
             msv_frame_free(*result);
             *result = NULL;
         }
+    }
+    return err;
+}
+
+/* Moves tail's results after head's (each was checked on its own); tail keeps none. */
+static msv_err join_lookups(msv_frame *head, msv_frame *tail)
+{
+    Msv__Wire__LookupResponse *h = head->lookup_result, *t = tail->lookup_result;
+    Msv__Wire__HandleDevices **all;
+
+    if (h->n_results > SIZE_MAX / sizeof(*all) - t->n_results)
+        return MSV_ERR_NOMEM;
+    all = realloc(h->results, (h->n_results + t->n_results) * sizeof(*all));
+    if (all == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(all + h->n_results, t->results, t->n_results * sizeof(*all));
+    h->results = all;
+    h->n_results += t->n_results;
+    t->n_results = 0;
+    return MSV_OK;
+}
+
+/*
+ * The directory's answer, checked. An answer too big for a frame (accounts of
+ * many devices) is asked for in halves, each checked against the log.
+ */
+static msv_err verified_lookup(struct msv_client *c, const char *const *handles, size_t n,
+                               msv_frame **result)
+{
+    msv_frame *tail = NULL;
+    size_t half = n / 2;
+    msv_err err = checked_lookup(c, handles, n, result);
+
+    if (err != MSV_ERR_TOO_BIG || n < 2)
+        return err;
+    err = verified_lookup(c, handles, half, result);
+    if (err == MSV_OK)
+        err = verified_lookup(c, handles + half, n - half, &tail);
+    if (err == MSV_OK)
+        err = join_lookups(*result, tail);
+    msv_frame_free(tail);
+    if (err != MSV_OK) {
+        msv_frame_free(*result);
+        *result = NULL;
+    } else {
+        memset(&c->why, 0, sizeof(c->why)); /* the refusal of the whole was answered */
     }
     return err;
 }

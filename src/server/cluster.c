@@ -213,7 +213,11 @@ static void on_message(redisAsyncContext *ac, void *reply, void *arg)
             if (payload->str[0] == 'n' && !close)
                 return; /* this node's own announcement */
             atomic_fetch_add(&c->srv->m.cluster_wakes_in, 1);
-            msv_server_wake_local(c->srv, device | (close ? MSV_WAKE_CLOSE : 0));
+            if (!close)
+                msv_server_wake_local(c->srv, device);
+            else /* 'c': removed on another node; 'n': connected anew to another node */
+                msv_server_close_conns(c->srv, device, 0, NULL,
+                                       payload->str[0] == 'c' ? msv_server_removed_text : NULL);
         }
     }
 }

@@ -20,6 +20,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 
 #include "missive/util.h"
 #include "server/log.h"
@@ -252,9 +253,13 @@ void msv_http_stop(struct msv_server *s)
 {
     struct msv_http_conns *t = s->http_conns;
 
+    if (s->http_pause.resume != NULL)
+        event_free(s->http_pause.resume);
+    s->http_pause.resume = NULL;
     if (s->http != NULL)
-        evhttp_free(s->http); /* its connections first: then ours are the last references */
+        evhttp_free(s->http); /* its listener and connections first: then ours are the last */
     s->http = NULL;
+    s->http_listener = NULL;
     if (t == NULL)
         return;
     for (size_t i = 0; i < t->n; i++)
@@ -264,6 +269,58 @@ void msv_http_stop(struct msv_server *s)
     free(t->items);
     free(t);
     s->http_conns = NULL;
+}
+
+/*
+ * The HTTP port's accept() failing (descriptors ran out) would spin like the
+ * client port's. evhttp owns its listener and hands the error callback only
+ * the evhttp, so the server is found through the resume timer, whose argument
+ * it is: that timer stays pending (a day between pauses) for this reason.
+ */
+#define HTTP_RESUME_IDLE_S 86400
+
+static void on_http_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct msv_server *s = arg;
+    struct timeval idle = {HTTP_RESUME_IDLE_S, 0};
+
+    (void)fd;
+    (void)what;
+    if (!atomic_load(&s->stopping))
+        evconnlistener_enable(s->http_listener);
+    (void)evtimer_add(s->http_pause.resume, &idle); /* made on this loop: cannot fail */
+}
+
+static int find_http_server(const struct event_base *base, const struct event *ev, void *arg)
+{
+    (void)base;
+    if (event_get_callback(ev) != on_http_resume)
+        return 0;
+    *(struct msv_server **)arg = event_get_callback_arg(ev);
+    return 1;
+}
+
+static void on_http_accept_error(struct evconnlistener *l, void *arg)
+{
+    struct msv_server *s = NULL;
+
+    (void)arg; /* the evhttp */
+    (void)event_base_foreach_event(evconnlistener_get_base(l), find_http_server, &s);
+    if (s != NULL)
+        msv_server_accept_failed(s, l, &s->http_pause, "http");
+}
+
+static msv_err pause_on_accept_error(struct msv_server *s, struct event_base *base,
+                                     struct evhttp_bound_socket *sock)
+{
+    struct timeval idle = {HTTP_RESUME_IDLE_S, 0};
+
+    s->http_listener = evhttp_bound_socket_get_listener(sock);
+    s->http_pause.resume = evtimer_new(base, on_http_resume, s);
+    if (s->http_pause.resume == NULL || evtimer_add(s->http_pause.resume, &idle) != 0)
+        return MSV_ERR_NOMEM;
+    evconnlistener_set_error_cb(s->http_listener, on_http_accept_error);
+    return MSV_OK;
 }
 
 msv_err msv_http_start(struct msv_server *s, struct event_base *base)
@@ -292,9 +349,12 @@ msv_err msv_http_start(struct msv_server *s, struct event_base *base)
     sock = evhttp_bind_socket_with_handle(s->http, s->cfg.http_host, s->cfg.http_port);
     if (sock == NULL)
         return MSV_ERR_IO;
+    if (pause_on_accept_error(s, base, sock) != MSV_OK)
+        return MSV_ERR_NOMEM;
     if (getsockname(evhttp_bound_socket_get_fd(sock), (struct sockaddr *)&ss, &len) != 0)
         return MSV_ERR_IO;
     s->http_port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
                                                  : ((struct sockaddr_in6 *)&ss)->sin6_port);
     return MSV_OK;
 }
+

@@ -406,27 +406,32 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
  * once would spin. Accepting rests for accept_pause_ms while connections
  * close and descriptors come back; the log gets one line per interval.
  */
-static void on_accept_error(struct evconnlistener *l, void *arg)
+void msv_server_accept_failed(struct msv_server *s, struct evconnlistener *l,
+                              struct msv_accept_pause *p, const char *which)
 {
-    struct msv_worker *w = arg;
-    struct msv_server *s = w->srv;
     int err = EVUTIL_SOCKET_ERROR();
     int64_t now = msv_server_now_ms(s);
     struct timeval pause = {(time_t)(s->cfg.accept_pause_ms / 1000),
                             (suseconds_t)(s->cfg.accept_pause_ms % 1000) * 1000};
 
     evconnlistener_disable(l);
-    if (evtimer_add(w->accept_resume, &pause) != 0)
-        evconnlistener_enable(l); /* cannot happen: the timer was made with the worker */
+    if (evtimer_add(p->resume, &pause) != 0)
+        evconnlistener_enable(l); /* cannot happen: the timer was made with the listener */
     atomic_fetch_add(&s->m.accept_paused, 1);
-    w->accept_unlogged++;
-    if (w->accept_logged_ms == 0 || now - w->accept_logged_ms >= ACCEPT_LOG_INTERVAL_MS) {
-        msv_log(MSV_LOG_ERROR, "accept_paused", "worker=%u reason=\"%s\" pauses=%llu pause_ms=%u",
-                w->index, strerror(err), (unsigned long long)w->accept_unlogged,
-                s->cfg.accept_pause_ms);
-        w->accept_logged_ms = now;
-        w->accept_unlogged = 0;
+    p->unlogged++;
+    if (p->logged_ms == 0 || now - p->logged_ms >= ACCEPT_LOG_INTERVAL_MS) {
+        msv_log(MSV_LOG_ERROR, "accept_paused", "port=%s reason=\"%s\" pauses=%llu pause_ms=%u",
+                which, strerror(err), (unsigned long long)p->unlogged, s->cfg.accept_pause_ms);
+        p->logged_ms = now;
+        p->unlogged = 0;
     }
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    struct msv_worker *w = arg;
+
+    msv_server_accept_failed(w->srv, l, &w->accept_pause, "client");
 }
 
 static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
@@ -567,7 +572,7 @@ static int wake_worker(struct msv_server *s, uint64_t device_id)
 }
 
 /* Why a connection is closed under a device, as its Error says (compared by address). */
-static const char removed_text[] = "this device was removed from its account";
+const char msv_server_removed_text[] = "this device was removed from its account";
 static const char suspended_text[] = "this account is suspended";
 
 /* Hands one worker an order; 0 if there was no memory for it. */
@@ -626,17 +631,14 @@ void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t a
 
 void msv_server_wake_local(struct msv_server *s, uint64_t device_id)
 {
-    if (device_id & MSV_WAKE_CLOSE)
-        msv_server_close_conns(s, device_id & ~MSV_WAKE_CLOSE, 0, NULL, NULL);
-    else
-        (void)wake_worker(s, device_id); /* offline: the queue waits for its next connection */
+    (void)wake_worker(s, device_id); /* offline: the queue waits for its next connection */
 }
 
 void msv_server_wake(struct msv_server *s, uint64_t device_id)
 {
     if (device_id & MSV_WAKE_CLOSE) {
         /* here, and on every other node: a connection may be open on any of them */
-        msv_server_close_conns(s, device_id & ~MSV_WAKE_CLOSE, 0, NULL, removed_text);
+        msv_server_close_conns(s, device_id & ~MSV_WAKE_CLOSE, 0, NULL, msv_server_removed_text);
         if (s->cluster != NULL)
             msv_cluster_wake(s->cluster, device_id & ~MSV_WAKE_CLOSE, 1);
         return;
@@ -695,7 +697,7 @@ static void recheck_conns(struct msv_worker *w)
             continue;
         err = st->ops->device_get(st->impl, c->device_id, &dev);
         if (err == MSV_ERR_NOT_FOUND || (err == MSV_OK && dev.account_id != c->account_id))
-            revoke_conn(c, removed_text);
+            revoke_conn(c, msv_server_removed_text);
         else if (st->ops->account_suspended(st->impl, c->account_id, &suspended) == MSV_OK &&
                  suspended)
             revoke_conn(c, suspended_text);
@@ -1256,11 +1258,11 @@ static msv_err worker_init(struct msv_server *s, struct msv_worker *w, unsigned 
     w->wake_ev = event_new(w->base, -1, EV_PERSIST, on_wake, w);
     w->commit_ev = event_new(w->base, -1, EV_PERSIST, on_commit, w);
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
-    w->accept_resume = evtimer_new(w->base, on_accept_resume, w);
+    w->accept_pause.resume = evtimer_new(w->base, on_accept_resume, w);
     w->fetch_retry_ev = evtimer_new(w->base, on_fetch_retry, w);
     w->listener = evconnlistener_new(w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE, -1, fd);
     if (w->wake_ev == NULL || w->commit_ev == NULL || w->stop_ev == NULL || w->listener == NULL ||
-        w->accept_resume == NULL || w->fetch_retry_ev == NULL) {
+        w->accept_pause.resume == NULL || w->fetch_retry_ev == NULL) {
         if (w->listener == NULL)
             close(fd);
         return MSV_ERR_NOMEM;
@@ -1500,8 +1502,8 @@ void msv_server_free(struct msv_server *s)
             event_free(w->commit_ev);
         if (w->stop_ev != NULL)
             event_free(w->stop_ev);
-        if (w->accept_resume != NULL)
-            event_free(w->accept_resume);
+        if (w->accept_pause.resume != NULL)
+            event_free(w->accept_pause.resume);
         if (w->fetch_retry_ev != NULL)
             event_free(w->fetch_retry_ev);
         if (i == 0) {

@@ -89,15 +89,20 @@ struct msv_close_order {
 };
 struct msv_blob_job;
 
+/* A listener whose accept() failed rests; the log gets one line per interval. */
+struct msv_accept_pause {
+    struct event *resume; /* its callback enables the listener again */
+    int64_t logged_ms;    /* the last accept_paused log line */
+    uint64_t unlogged;    /* pauses since then */
+};
+
 struct msv_worker {
     struct msv_server *srv;
     unsigned index;
     pthread_t thread;
     struct event_base *base;
     struct evconnlistener *listener;
-    struct event *accept_resume; /* accepting paused after accept() failed; this resumes it */
-    int64_t accept_logged_ms;    /* the last accept_paused log line, one per interval */
-    uint64_t accept_unlogged;    /* pauses since then */
+    struct msv_accept_pause accept_pause;
     struct event *wake_ev;
     struct event *commit_ev;
     struct event *stop_ev;
@@ -193,6 +198,8 @@ struct msv_server {
     _Atomic int stopping;
     struct evhttp *http;
     struct msv_http_conns *http_conns; /* http.c's: the port's connections and their deadlines */
+    struct evconnlistener *http_listener; /* owned by http */
+    struct msv_accept_pause http_pause;   /* owned here; its timer's argument is the server */
     struct event *sig_term, *sig_int, *sig_hup, *expiry_timer;
 };
 
@@ -206,9 +213,8 @@ void msv_server_free(struct msv_server *s);
 int64_t msv_server_now_ms(struct msv_server *s);
 
 /*
- * A wake-up with this bit set closes the device's connections instead
- * (device removed, or connected anew to another node): every one, on every
- * worker, and on the other nodes when it comes from this one.
+ * A wake-up with this bit set closes the device's connections instead (the
+ * device was removed): every one, on every worker, and on the other nodes.
  */
 #define MSV_WAKE_CLOSE (1ull << 63)
 
@@ -219,6 +225,8 @@ int64_t msv_server_now_ms(struct msv_server *s);
  */
 void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t account_id,
                             const struct msv_conn_state *keep, const char *why);
+/* The why of a removed device's connections (the log tells it by its address). */
+extern const char msv_server_removed_text[];
 
 /*
  * Tells the worker holding device_id's connection to push its queue; a
@@ -302,6 +310,14 @@ void msv_blobs_expire(struct msv_server *s, int64_t now_ms);
 void msv_blob_jobs_forget(struct msv_conn_state *c);
 /* Waits for every BlobFinish check to end and frees what the stopped workers still hold. */
 void msv_blob_jobs_drain(struct msv_server *s);
+
+/*
+ * accept() on l failed with something other than "try again": l is disabled
+ * and p->resume runs accept_pause_ms later; counted in accept_paused_total,
+ * logged with which (the port's name) at most once per interval.
+ */
+void msv_server_accept_failed(struct msv_server *s, struct evconnlistener *l,
+                              struct msv_accept_pause *p, const char *which);
 
 /* http.c */
 MSV_MUST_CHECK msv_err msv_http_start(struct msv_server *s, struct event_base *base);
