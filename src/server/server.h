@@ -220,7 +220,8 @@ void msv_blob_get(struct msv_conn_state *c, const msv_frame *f);
 void msv_blobs_expire(struct msv_server *s, int64_t now_ms);
 
 /* http.c */
-MSV_MUST_CHECK msv_err msv_http_start(struct msv_server *s, struct event_base *base);
+/* Opens the HTTP port ([http]) and serves it on a thread of its own until msv_http_stop. */
+MSV_MUST_CHECK msv_err msv_http_start(struct msv_server *s);
 /* Closes the HTTP port and its connections; nothing if it was not started. */
 void msv_http_stop(struct msv_server *s);
 
