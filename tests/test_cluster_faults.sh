@@ -114,6 +114,25 @@ http_get A /health >health.txt 2>&1
 took=$((($(date +%s%N) - start) / 1000000))
 kill -CONT $(pg_pids)
 grep -q '"store":"failing"' health.txt && [ "$took" -lt 6000 ] && ok || bad "/health with PostgreSQL paused, after ${took} ms: $(cat health.txt)"
+# the same while clients keep the node's workers waiting on the paused database: the HTTP
+# port has a thread of its own, so its answer waits only for its own statement
+kill -STOP $(pg_pids)
+senders=()
+for i in $(seq 12); do
+    (as "$([ $((i % 2)) = 0 ] && echo alice || echo bob)" devices list >/dev/null 2>&1) &
+    senders+=($!)
+done
+sleep 1.5
+start=$(date +%s%N)
+http_get A /health >health.txt 2>&1
+took=$((($(date +%s%N) - start) / 1000000))
+start=$(date +%s%N)
+http_get A /metrics | grep -q '^missived_connections_open' && took_metrics=$((($(date +%s%N) - start) / 1000000)) || took_metrics=failed
+kill -CONT $(pg_pids)
+wait "${senders[@]}"
+echo "with PostgreSQL paused under load, /health took ${took} ms and /metrics ${took_metrics} ms"
+grep -q '"store":"failing"' health.txt && [ "$took" -lt 4000 ] && ok || bad "/health with PostgreSQL paused under load, after ${took} ms: $(cat health.txt)"
+[ "$took_metrics" != failed ] && [ "$took_metrics" -lt 4000 ] && ok || bad "/metrics with PostgreSQL paused under load: ${took_metrics} ms"
 expect 0 "alice sends once PostgreSQL runs again" -- as alice send bob@example.org --text "after the pause"
 expect 0 "bob reads after the pause" -- as bob receive --wait 1
 grep -q "after the pause" out.txt && ok || bad "bob's message after the pause: $(cat out.txt)"

@@ -1,5 +1,7 @@
 /*
- * /health and Prometheus /metrics on the local HTTP port (evhttp, on worker 0's loop).
+ * /health and Prometheus /metrics on the local HTTP port (evhttp, on a thread and loop of its
+ * own: a worker waiting on a slow or paused database must not keep the port from saying so;
+ * its handlers read only atomics and the store, whose pool is shared between threads).
  *
  * evhttp bounds a request's line and headers ([http] max_header_bytes: more is answered 413)
  * but its timeout starts again with every byte, so a client that trickles a request would
@@ -10,11 +12,13 @@
  * keeps the descriptor open until then, so the sweep never touches a reused one.
  */
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -26,12 +30,100 @@
 #include "server/log.h"
 #include "server/server.h"
 
+#define STORE_WAIT_MS 1000 /* the longest /health and /metrics wait for the store */
+
+struct http_conn {
+    struct bufferevent *bev; /* a reference of ours */
+    int64_t deadline_ms;     /* monotonic */
+};
+
+/*
+ * The store's state for /health and /metrics is read by a thread of its own, asked for one
+ * reading at a time: a request waits for it at most STORE_WAIT_MS and otherwise answers that
+ * the store is failing, so the port stays answerable however long the database takes.
+ */
+struct store_check {
+    pthread_mutex_t lock;
+    pthread_cond_t done; /* on CLOCK_MONOTONIC */
+    pthread_t thread;
+    int started, stopping;
+    uint64_t asked, answered; /* readings asked for and the last one made */
+    int ok;
+    uint64_t depth; /* the last queue depth read */
+};
+
+struct msv_http_conns {
+    struct http_conn *items;
+    size_t n, cap;
+    struct event *sweep;
+    struct event_base *base; /* the port's own loop, run by thread */
+    struct event *stop;
+    pthread_t thread;
+    int started;
+    struct store_check check;
+    struct msv_server *srv;
+};
+
+static void *check_main(void *arg)
+{
+    struct msv_http_conns *t = arg;
+    struct store_check *k = &t->check;
+    struct msv_store *store = t->srv->store;
+
+    pthread_mutex_lock(&k->lock);
+    while (!k->stopping) {
+        uint64_t gen = k->asked, depth = 0;
+        int ok;
+
+        if (gen == k->answered) {
+            pthread_cond_wait(&k->done, &k->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&k->lock);
+        ok = store->ops->queue_depth(store->impl, &depth) == MSV_OK;
+        pthread_mutex_lock(&k->lock);
+        k->ok = ok;
+        if (ok)
+            k->depth = depth;
+        k->answered = gen;
+        pthread_cond_broadcast(&k->done);
+    }
+    pthread_mutex_unlock(&k->lock);
+    return NULL;
+}
+
+/* 1 if the store answered a fresh reading within STORE_WAIT_MS; *depth: the last one read. */
+static int store_reading(struct msv_server *s, uint64_t *depth)
+{
+    struct store_check *k = &s->http_conns->check;
+    struct timespec until;
+    uint64_t want;
+    int ok = 0;
+
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += STORE_WAIT_MS / 1000;
+    until.tv_nsec += (long)(STORE_WAIT_MS % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&k->lock);
+    want = ++k->asked;
+    pthread_cond_broadcast(&k->done);
+    while (k->answered < want && pthread_cond_timedwait(&k->done, &k->lock, &until) == 0)
+        ;
+    ok = k->answered >= want && k->ok;
+    *depth = k->depth;
+    pthread_mutex_unlock(&k->lock);
+    return ok;
+}
+
 static void on_health(struct evhttp_request *req, void *arg)
 {
     struct msv_server *s = arg;
     struct evbuffer *out = evbuffer_new();
     uint64_t depth = 0;
-    int store_ok = s->store->ops->queue_depth(s->store->impl, &depth) == MSV_OK;
+    int store_ok = store_reading(s, &depth);
     int commits_ok = !atomic_load(&s->commit_failing);
     int healthy = store_ok && commits_ok && !atomic_load(&s->stopping);
 
@@ -155,7 +247,7 @@ static void on_metrics(struct evhttp_request *req, void *arg)
         evhttp_send_error(req, HTTP_INTERNAL, NULL);
         return;
     }
-    (void)s->store->ops->queue_depth(s->store->impl, &depth);
+    (void)store_reading(s, &depth);
     for (size_t i = 0; i < sizeof(metrics) / sizeof(metrics[0]); i++) {
         _Atomic uint64_t *v = (_Atomic uint64_t *)((char *)&s->m + metrics[i].offset);
 
@@ -169,17 +261,6 @@ static void on_metrics(struct evhttp_request *req, void *arg)
 }
 
 /* ---- connections and their deadlines ------------------------------------------------- */
-
-struct http_conn {
-    struct bufferevent *bev; /* a reference of ours */
-    int64_t deadline_ms;     /* monotonic */
-};
-
-struct msv_http_conns {
-    struct http_conn *items;
-    size_t n, cap;
-    struct event *sweep;
-};
 
 /* Counts the 4xx answers evhttp writes (their status line starts an empty output buffer). */
 static void on_output(struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)
@@ -249,11 +330,41 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     t->n = kept;
 }
 
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+    struct msv_http_conns *t = arg;
+
+    (void)fd;
+    (void)what;
+    event_base_loopbreak(t->base);
+}
+
+static void *http_main(void *arg)
+{
+    struct msv_http_conns *t = arg;
+
+    event_base_dispatch(t->base);
+    return NULL;
+}
+
 void msv_http_stop(struct msv_server *s)
 {
     struct msv_http_conns *t = s->http_conns;
 
-    if (s->http_pause.resume != NULL)
+    if (t != NULL && t->started) {
+        event_active(t->stop, EV_READ, 0);
+        pthread_join(t->thread, NULL);
+        t->started = 0;
+    }
+    if (t != NULL && t->check.started) {
+        pthread_mutex_lock(&t->check.lock);
+        t->check.stopping = 1;
+        pthread_cond_broadcast(&t->check.done);
+        pthread_mutex_unlock(&t->check.lock);
+        pthread_join(t->check.thread, NULL); /* after the reading under way, if any */
+        t->check.started = 0;
+    }
+    if (s->http_pause.resume != NULL) /* after the port's thread ended */
         event_free(s->http_pause.resume);
     s->http_pause.resume = NULL;
     if (s->http != NULL)
@@ -266,6 +377,12 @@ void msv_http_stop(struct msv_server *s)
         bufferevent_decref(t->items[i].bev);
     if (t->sweep != NULL)
         event_free(t->sweep);
+    if (t->stop != NULL)
+        event_free(t->stop);
+    if (t->base != NULL)
+        event_base_free(t->base);
+    pthread_cond_destroy(&t->check.done);
+    pthread_mutex_destroy(&t->check.lock);
     free(t->items);
     free(t);
     s->http_conns = NULL;
@@ -323,21 +440,34 @@ static msv_err pause_on_accept_error(struct msv_server *s, struct event_base *ba
     return MSV_OK;
 }
 
-msv_err msv_http_start(struct msv_server *s, struct event_base *base)
+msv_err msv_http_start(struct msv_server *s)
 {
     struct evhttp_bound_socket *sock;
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
-
     struct timeval second = {1, 0};
+    struct msv_http_conns *t = calloc(1, sizeof(*t));
 
-    s->http_conns = calloc(1, sizeof(*s->http_conns));
-    if (s->http_conns == NULL)
+    pthread_condattr_t monotonic;
+
+    s->http_conns = t;
+    if (t == NULL)
         return MSV_ERR_NOMEM;
-    s->http_conns->sweep = event_new(base, -1, EV_PERSIST, on_sweep, s);
-    s->http = evhttp_new(base);
-    if (s->http == NULL || s->http_conns->sweep == NULL ||
-        event_add(s->http_conns->sweep, &second) != 0)
+    t->srv = s;
+    pthread_mutex_init(&t->check.lock, NULL);
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&t->check.done, &monotonic);
+    pthread_condattr_destroy(&monotonic);
+    if ((t->base = event_base_new()) == NULL)
+        return MSV_ERR_NOMEM;
+    if (pthread_create(&t->check.thread, NULL, check_main, t) != 0)
+        return MSV_ERR_NOMEM;
+    t->check.started = 1;
+    t->sweep = event_new(t->base, -1, EV_PERSIST, on_sweep, s);
+    t->stop = event_new(t->base, -1, 0, on_stop, t);
+    s->http = evhttp_new(t->base);
+    if (s->http == NULL || t->sweep == NULL || t->stop == NULL || event_add(t->sweep, &second) != 0)
         return MSV_ERR_NOMEM;
     evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
     evhttp_set_timeout(s->http, (int)s->cfg.http_request_timeout_s);
@@ -349,12 +479,15 @@ msv_err msv_http_start(struct msv_server *s, struct event_base *base)
     sock = evhttp_bind_socket_with_handle(s->http, s->cfg.http_host, s->cfg.http_port);
     if (sock == NULL)
         return MSV_ERR_IO;
-    if (pause_on_accept_error(s, base, sock) != MSV_OK)
+    if (pause_on_accept_error(s, t->base, sock) != MSV_OK)
         return MSV_ERR_NOMEM;
     if (getsockname(evhttp_bound_socket_get_fd(sock), (struct sockaddr *)&ss, &len) != 0)
         return MSV_ERR_IO;
     s->http_port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
                                                  : ((struct sockaddr_in6 *)&ss)->sin6_port);
+    if (pthread_create(&t->thread, NULL, http_main, t) != 0)
+        return MSV_ERR_NOMEM;
+    t->started = 1;
     return MSV_OK;
 }
 

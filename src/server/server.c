@@ -1416,7 +1416,7 @@ msv_err msv_server_run(struct msv_server *s)
     signal(SIGPIPE, SIG_IGN);
     /* a file-size limit reached is a failed write (EFBIG) to report, like a full disk */
     signal(SIGXFSZ, SIG_IGN);
-    if (s->cfg.http_enabled && msv_http_start(s, w0->base) != MSV_OK) {
+    if (s->cfg.http_enabled && msv_http_start(s) != MSV_OK) {
         msv_log(MSV_LOG_ERROR, "http_failed", "listen=%s:%u", s->cfg.http_host, s->cfg.http_port);
         return MSV_ERR_IO;
     }

@@ -320,7 +320,8 @@ void msv_server_accept_failed(struct msv_server *s, struct evconnlistener *l,
                               struct msv_accept_pause *p, const char *which);
 
 /* http.c */
-MSV_MUST_CHECK msv_err msv_http_start(struct msv_server *s, struct event_base *base);
+/* Opens the HTTP port ([http]) and serves it on a thread of its own until msv_http_stop. */
+MSV_MUST_CHECK msv_err msv_http_start(struct msv_server *s);
 /* Closes the HTTP port and its connections; nothing if it was not started. */
 void msv_http_stop(struct msv_server *s);
 
