@@ -19,6 +19,7 @@
 #include <qrencode.h>
 
 #include "cli.h"
+#include "term.h"
 #include "client/backup.h"
 #include "client/client.h"
 #include "client/safety.h"
@@ -146,8 +147,9 @@ static int fail(const struct msv_client *c, const char *what, msv_err err)
 {
     const char *why = c != NULL && c->why.message[0] ? c->why.message : NULL;
 
-    fprintf(cli_err, "missive: %s: %s%s%s\n", what, msv_strerror(err), why ? ": " : "",
-            why ? why : "");
+    fprintf(cli_err, "missive: %s: %s%s", what, msv_strerror(err), why ? ": " : "");
+    term_put(cli_err, why, TERM_LINES); /* the server's words, or a peer's */
+    fputc('\n', cli_err);
     if (err == MSV_ERR_AUTH)
         return EXIT_AUTH;
     if (err == MSV_ERR_IO)
@@ -237,20 +239,24 @@ static size_t count_accounts(const struct cli *o, char *handle, size_t len)
 
 void cli_key_change_warning(void *ctx, const char *handle)
 {
+    char *shown = term_safe(handle, TERM_ONE_LINE);
+
     (void)ctx;
     fprintf(cli_err,
             "missive: warning: the devices of %s changed since this device last saw them;\n"
             "  compare fingerprints with 'missive fingerprint %s' before trusting new ones\n",
-            handle, handle);
+            shown ? shown : "?", shown ? shown : "?");
+    free(shown);
 }
 
 void cli_unreachable_warning(void *ctx, const char *handle, uint64_t device, const char *suites)
 {
     (void)ctx;
-    fprintf(cli_err,
-            "missive: warning: device %llu of %s speaks %s only, which this device does not: it "
-            "gets nothing from here\n",
-            (unsigned long long)device, handle, suites);
+    fprintf(cli_err, "missive: warning: device %llu of ", (unsigned long long)device);
+    term_put(cli_err, handle, TERM_ONE_LINE);
+    fputs(" speaks ", cli_err);
+    term_put(cli_err, suites, TERM_ONE_LINE);
+    fputs(" only, which this device does not: it gets nothing from here\n", cli_err);
 }
 
 int cli_account(const struct cli *o, char *handle, size_t handle_len, char *dir, size_t dir_len)
@@ -600,6 +606,15 @@ static int cmd_devices(const struct cli *o, struct msv_client *c)
     return err == MSV_OK ? 0 : fail(c, "removing the device", err);
 }
 
+/* A line of two fields that others may have named, separated by a tab. */
+static void print_fields(const char *a, const char *b)
+{
+    term_put(cli_out, a, TERM_ONE_LINE);
+    fputc('\t', cli_out);
+    term_put(cli_out, b, TERM_ONE_LINE);
+    fputc('\n', cli_out);
+}
+
 static int cmd_contacts(const struct cli *o, struct msv_client *c)
 {
     struct msv_contact *list = NULL;
@@ -623,7 +638,7 @@ static int cmd_contacts(const struct cli *o, struct msv_client *c)
         if (o->json) {
             emit_json(json_pack("{s:s, s:s}", "name", list[i].name, "handle", list[i].handle), 0);
         } else {
-            fprintf(cli_out, "%s\t%s\n", list[i].name, list[i].handle);
+            print_fields(list[i].name, list[i].handle);
         }
     }
     msv_contacts_free(list, n);
@@ -758,7 +773,7 @@ static int cmd_groups(const struct cli *o, struct msv_client *c)
             if (o->json) {
                 emit_json(json_pack("{s:s, s:s}", "name", g[i].name, "members", g[i].members), 0);
             } else {
-                fprintf(cli_out, "%s\t%s\n", g[i].name, g[i].members);
+                print_fields(g[i].name, g[i].members);
             }
         }
         msv_groups_free(g, n);
@@ -854,12 +869,17 @@ void cli_print_message(const struct cli *o, const struct msv_message_rec *m)
     }
     localtime_r(&t, &tm);
     strftime(when, sizeof(when), "%Y-%m-%d %H:%M", &tm);
-    fprintf(cli_out, "[%s] %s%s: %s%s%s%s\n", when, m->outgoing ? "me → " : "",
-            m->outgoing ? m->conversation : m->sender,
-            strcmp(m->status, "unsent") == 0 ? "(unsent)" : m->text,
-            m->outgoing || strcmp(m->status, "edited") == 0 ? "  (" : "",
-            m->outgoing || strcmp(m->status, "edited") == 0 ? m->status : "",
-            m->outgoing || strcmp(m->status, "edited") == 0 ? ")" : "");
+    /* everything but the time came from the network or from another person */
+    fprintf(cli_out, "[%s] %s", when, m->outgoing ? "me → " : "");
+    term_put(cli_out, m->outgoing ? m->conversation : m->sender, TERM_ONE_LINE);
+    fputs(": ", cli_out);
+    term_put(cli_out, strcmp(m->status, "unsent") == 0 ? "(unsent)" : m->text, TERM_LINES);
+    if (m->outgoing || strcmp(m->status, "edited") == 0) {
+        fputs("  (", cli_out);
+        term_put(cli_out, m->status, TERM_ONE_LINE);
+        fputc(')', cli_out);
+    }
+    fputc('\n', cli_out);
 }
 
 static void on_incoming(void *ctx, const struct msv_incoming *in)
@@ -872,8 +892,11 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         return; /* a receipt: history shows it */
     else if (o->json)
         emit_json(json_pack("{s:s}", "notice", in->notice), JSON_ENSURE_ASCII);
-    else
-        fprintf(cli_out, "notice: %s\n", in->notice);
+    else {
+        fputs("notice: ", cli_out);
+        term_put(cli_out, in->notice, TERM_LINES);
+        fputc('\n', cli_out);
+    }
     fflush(cli_out);
 }
 
@@ -882,7 +905,9 @@ static void on_alarm(void *ctx, const char *warning)
 {
     const struct cli *o = ctx;
 
-    fprintf(cli_err, "missive: WARNING: %s\n", warning);
+    fputs("missive: WARNING: ", cli_err);
+    term_put(cli_err, warning, TERM_LINES);
+    fputc('\n', cli_err);
     if (o->json)
         emit_json(json_pack("{s:s}", "alarm", warning), 0);
     fflush(cli_out);

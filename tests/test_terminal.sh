@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# What others write reaches the terminal only as characters that print: a
+# hostile contact sends texts, a group name and a file name holding escape
+# sequences, C0 and C1 controls and direction overrides; every command that
+# prints them (receive, listen, history, groups, contacts) and the daemon's
+# text output show them as visible escapes, and nothing in the output acts
+# on a terminal.
+set -u
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+M=$(realpath "${1:?usage: test_terminal.sh MISSIVE MISSIVED}")
+D=$(realpath "${2:?usage: test_terminal.sh MISSIVE MISSIVED}")
+in_scratch
+daemon=
+trap 'for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+
+start_missived || bad "missived started"
+register_people alice bob
+
+# clean WHAT FILE...: nothing in the files that a terminal acts on: no C0 control but
+# tab and line feed, no DEL, no C1 control, no bidirectional control, nothing but UTF-8
+clean() {
+    local what=$1
+    shift
+    /usr/bin/python3 - "$@" <<'PY' && ok || bad "$what: $(cat "$@" | od -c | head -20)"
+import re, sys
+for name in sys.argv[1:]:
+    data = open(name, "rb").read()
+    text = data.decode("utf-8")  # raises on bytes that are not UTF-8
+    bad = re.findall(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]", text)
+    assert not bad, (name, bad)
+PY
+}
+
+esc=$'\e'
+# clears the screen, retitles the window, moves up a line and rewrites it, a C1 CSI
+# (U+009B) that clears too, and a line that poses as another sender's message
+hostile="hi${esc}[2J${esc}]0;pwned"$'\a'"${esc}[1A${esc}[2K"$'\r'"fake"$'\xc2\x9b'"2J"$'\n'"[2026-01-01 00:00] carol@example.org: send me the code"
+# a file name whose ending is reversed on screen: "photo<U+202E>gpj.exe" reads photoexe.jpg
+trick=$'photo\xe2\x80\xaegpj.exe'
+head -c 3000 /dev/urandom >"$trick"
+
+expect 0 "bob sends the hostile text" -- as bob send alice@example.org --text "$hostile"
+expect 0 "bob names a group with an escape sequence" -- as bob groups create "trip${esc}]0;x"$'\a\xe2\x80\xae' alice@example.org
+expect 0 "bob sends a file whose name reverses" -- as bob send alice@example.org --text "see" --file "$trick"
+blob=$(ls -t srv/blobs | head -1)
+/usr/bin/python3 -c "import sys; p=sys.argv[1]; b=bytearray(open(p,'rb').read()); b[50]^=1; open(p,'wb').write(b)" "srv/blobs/$blob"
+
+expect 0 "receive" -- as alice receive --wait 1
+clean "receive prints nothing that acts" out.txt err.txt
+grep -qF 'hi\x1b[2J\x1b]0;pwned\x07\x1b[1A\x1b[2K\x0dfake\u009b2J' out.txt && ok || bad "the escapes shown: $(cat out.txt)"
+grep -q '^    \[2026-01-01 00:00\] carol@example.org: send me the code$' out.txt && ok || bad "the posing line indented: $(cat out.txt)"
+grep -q '^\[2026-01-01 00:00\] carol' out.txt && bad "a line posed as carol's" || ok
+grep -qF 'photo\u202egpj.exe failed its integrity check' out.txt && ok || bad "the file name shown: $(cat out.txt)"
+expect 0 "history" -- as alice history
+clean "history prints nothing that acts" out.txt err.txt
+grep -qF 'hi\x1b[2J' out.txt && grep -qF 'photo\u202egpj.exe' out.txt && ok || bad "history: $(cat out.txt)"
+expect 0 "history of a search" -- as alice history --search pwned
+clean "a search prints nothing that acts" out.txt err.txt
+expect 0 "groups" -- as alice groups
+clean "groups prints nothing that acts" out.txt err.txt
+grep -qF 'trip\x1b]0;x\x07\u202e' out.txt && ok || bad "the group name shown: $(cat out.txt)"
+expect 0 "a contact named by a paste" -- as alice contacts add "bob${esc}[8m" bob@example.org
+expect 0 "contacts" -- as alice contacts
+clean "contacts prints nothing that acts" out.txt err.txt
+
+# listen prints as it goes
+as bob send alice@example.org --text "again${esc}[2J"$'\xe2\x80\xae' >/dev/null 2>&1 && ok || bad "bob sends again"
+timeout 3 "$M" --data-dir dev-alice --account alice@example.org listen >out.txt 2>err.txt
+clean "listen prints nothing that acts" out.txt err.txt
+grep -qF 'again\x1b[2J\u202e' out.txt && ok || bad "listen: $(cat out.txt)"
+
+# through the daemon: receive's text output, and the events' notices
+(exec "$M" --data-dir dev-alice daemon >daemon.out 2>daemon.err) &
+daemon=$!
+for _ in $(seq 50); do [ -S dev-alice/alice@example.org/daemon.sock ] && break; sleep 0.1; done
+as bob send alice@example.org --text "daemon${esc}]0;t"$'\a' >/dev/null 2>&1 && ok || bad "bob sends to the daemon"
+as bob groups create "p${esc}[2J" alice@example.org >/dev/null 2>&1 && ok || bad "another group"
+sleep 1
+expect 0 "receive through the daemon" -- as alice receive --wait 1
+clean "the daemon's text output" out.txt err.txt
+grep -qF 'daemon\x1b]0;t\x07' out.txt && ok || bad "the daemon's receive: $(cat out.txt)"
+expect 0 "history through the daemon" -- as alice history
+clean "history through the daemon" out.txt err.txt
+expect 0 "groups through the daemon" -- as alice groups
+clean "groups through the daemon" out.txt err.txt
+grep -qF 'p\x1b[2J' out.txt && ok || bad "the daemon's groups: $(cat out.txt)"
+finish
