@@ -23,6 +23,7 @@
 #include <qrencode.h>
 
 #include "cli.h"
+#include "client/safety.h"
 #include "missive/util.h"
 #include "owner.h"
 
@@ -677,7 +678,7 @@ static void show_qr(struct chat *ch)
         set_status(ch, 5000, "/qr works in a conversation with one person");
         return;
     }
-    err = msv_client_safety_number(ch->c, ch->current, number, digest);
+    err = msv_client_safety_number(ch->c, ch->current, MSV_SAFETY_VERSION, number, digest);
     owner_pump(ch->ow);
     if (err != MSV_OK) {
         set_status(ch, 6000, "no safety number: %s", msv_strerror(err));
@@ -718,7 +719,7 @@ static void verify(struct chat *ch, const char *given)
                    "conversation with one person");
         return;
     }
-    err = msv_client_safety_number(ch->c, ch->current, number, digest);
+    err = msv_client_safety_number(ch->c, ch->current, MSV_SAFETY_VERSION, number, digest);
     owner_pump(ch->ow);
     if (err != MSV_OK) {
         set_status(ch, 6000, "no safety number: %s", msv_strerror(err));

@@ -1119,6 +1119,31 @@ static void group_digits(const char *digits, char *out)
     out[o] = '\0';
 }
 
+/*
+ * A number that is not this conversation's: if it is the number a Missive
+ * still on safety-number version 1 shows, the two sides only need the same
+ * version; either way nothing is marked.
+ */
+static int wrong_number(struct msv_client *c, const char *handle, const char *given)
+{
+    char older[MSV_SAFETY_DIGITS + 1];
+    uint8_t digest[32];
+
+    if (msv_client_safety_number(c, handle, 1, older, digest) == MSV_OK &&
+        msv_equal_ct(given, older, MSV_SAFETY_DIGITS)) {
+        fprintf(cli_err,
+                "missive: that number was made under safety-number version 1, this Missive "
+                "shows version %d: compare again once both sides show the same version\n",
+                MSV_SAFETY_VERSION);
+        return EXIT_AUTH;
+    }
+    fprintf(cli_err,
+            "missive: that is not the safety number of your conversation with %s: do not trust "
+            "its devices\n",
+            handle);
+    return EXIT_AUTH;
+}
+
 static int cmd_verify(const struct cli *o, struct msv_client *c)
 {
     char number[MSV_SAFETY_DIGITS + 1], given[MSV_SAFETY_DIGITS + 1], shown[80];
@@ -1145,17 +1170,12 @@ static int cmd_verify(const struct cli *o, struct msv_client *c)
             return verify_device(o, c); /* a device fingerprint, or a usage error there */
         given[k] = '\0';
     }
-    err = msv_client_safety_number(c, o->argv[0], number, digest);
+    err = msv_client_safety_number(c, o->argv[0], MSV_SAFETY_VERSION, number, digest);
     if (err != MSV_OK)
         return fail(c, "making the safety number", err);
     if (o->argc == 2 || o->accept) {
-        if (!o->accept && !msv_equal_ct(given, number, MSV_SAFETY_DIGITS)) {
-            fprintf(cli_err,
-                    "missive: that is not the safety number of your conversation with "
-                    "%s: do not trust its devices\n",
-                    o->argv[0]);
-            return EXIT_AUTH;
-        }
+        if (!o->accept && !msv_equal_ct(given, number, MSV_SAFETY_DIGITS))
+            return wrong_number(c, o->argv[0], given);
         err = msv_client_mark_verified(c, o->argv[0], digest);
         if (err != MSV_OK)
             return fail(c, "recording the verification", err);
@@ -1167,15 +1187,16 @@ static int cmd_verify(const struct cli *o, struct msv_client *c)
     state = msv_client_verified(c, o->argv[0], digest);
     group_digits(number, shown);
     if (o->json) {
-        emit_json(json_pack("{s:s, s:s, s:s}", "handle", o->argv[0], "safety_number", number,
-                            "state",
+        emit_json(json_pack("{s:s, s:s, s:i, s:s}", "handle", o->argv[0], "safety_number", number,
+                            "version", MSV_SAFETY_VERSION, "state",
                             state == MSV_OK         ? "verified"
                             : state == MSV_ERR_AUTH ? "changed since verified"
                                                     : "not verified"),
                   0);
         return 0;
     }
-    fprintf(cli_out, "safety number of your conversation with %s:\n%s\n", o->argv[0], shown);
+    fprintf(cli_out, "safety number of your conversation with %s (version %d):\n%s\n", o->argv[0],
+            MSV_SAFETY_VERSION, shown);
     if (o->qr && print_qr(number) != 0)
         fprintf(cli_err, "missive: cannot make the QR code\n");
     if (state == MSV_OK)

@@ -155,6 +155,33 @@ expect 0 "bob's for alice" -- as bob-phone verify alice@example.org
 expect 0 "as a QR code" -- as alice-phone verify bob@example.org --qr
 [ "$(grep -c '█' out.txt)" -ge 10 ] && ok || bad "QR code: $(cat out.txt)"
 expect 3 "a wrong number" -- as alice-phone verify bob@example.org "$(echo "$number" | tr 0123456789 1234567890)"
+# the number made again from the devices' fingerprints (docs/missive.md): version 2 is what
+# both sides show; version 1's number is refused as a number of another version
+as alice-phone -o json fingerprint alice@example.org >fp-alice.json 2>/dev/null
+as alice-phone -o json fingerprint bob@example.org >fp-bob.json 2>/dev/null
+cat >safety.py <<'PY'
+import hashlib, json, sys
+def digest(path):
+    h = hashlib.sha256()
+    for d in sorted(json.load(open(path)), key=lambda d: d["device_id"]):
+        h.update(d["device_id"].to_bytes(8, "big") + bytes.fromhex(d["fingerprint"].replace(" ", "")))
+    return h.digest()
+def digits(h):
+    return "".join("%05d" % (int.from_bytes(h[5 * g:5 * g + 5], "big") % 100000) for g in range(6))
+def side(version, handle, d):
+    n = bytes([len(handle)]) + handle.encode()
+    if version == 1:
+        return digits(hashlib.sha256(b"MSV-safety-v1" + n + d).digest())
+    h = hashlib.sha512(b"\x00\x02MSV-safety" + n + d).digest()
+    for _ in range(5200):
+        h = hashlib.sha512(h + d).digest()
+    return digits(h)
+v = int(sys.argv[1])
+print(side(v, "alice@example.org", digest("fp-alice.json")) + side(v, "bob@example.org", digest("fp-bob.json")))
+PY
+[ "$(python3 safety.py 2)" = "$number" ] && ok || bad "version 2 made again: $(python3 safety.py 2) / $number"
+expect 3 "a version 1 number" -- as alice-phone verify bob@example.org "$(python3 safety.py 1)"
+grep -q "made under safety-number version 1" err.txt && ok || bad "version 1: $(cat err.txt)"
 expect 0 "the right number" -- as alice-phone verify bob@example.org "$number"
 grep -q "verified: the safety numbers match" out.txt && ok || bad "verified: $(cat out.txt)"
 expect 2 "not oneself" -- as alice-phone verify alice@example.org
