@@ -45,6 +45,20 @@ static const char *const migrations[] = {
     "ALTER TABLE own_devices ADD COLUMN identity BLOB;",
 };
 
+/*
+ * Settings hold the device's secrets: one-time prekey secrets, sessions, the
+ * profile key. One deleted or replaced must not stay in the files. With
+ * secure_delete SQLite zeroes what a write frees in the pages it writes; a
+ * checkpoint that truncates the write-ahead log then copies those pages over
+ * the old ones in the database file and empties the log, which held the
+ * older copies. Best effort: a reader in another process can keep the log
+ * for a while (the busy timeout), and the next write tries again.
+ */
+static void drop_old_pages(struct msv_client_db *db)
+{
+    (void)sqlite3_wal_checkpoint_v2(db->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+}
+
 msv_err msv_client_db_open(const char *path, struct msv_client_db **out)
 {
     struct msv_client_db *db = calloc(1, sizeof(*db));
@@ -53,10 +67,14 @@ msv_err msv_client_db_open(const char *path, struct msv_client_db **out)
     if (db == NULL)
         return MSV_ERR_NOMEM;
     err = msv_sql_open(path, migrations, sizeof(migrations) / sizeof(migrations[0]), &db->db);
+    if (err == MSV_OK)
+        err = msv_sql_exec(db->db, "PRAGMA secure_delete = ON;");
     if (err != MSV_OK) {
+        sqlite3_close(db->db);
         free(db);
         return err;
     }
+    drop_old_pages(db); /* what an earlier version or a crash left in the log */
     *out = db;
     return MSV_OK;
 }
@@ -65,6 +83,7 @@ void msv_client_db_close(struct msv_client_db *db)
 {
     if (db == NULL)
         return;
+    drop_old_pages(db);
     sqlite3_close(db->db);
     free(db);
 }
@@ -83,7 +102,10 @@ msv_err msv_client_db_set(struct msv_client_db *db, const char *key, const void 
         return err;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
     sqlite3_bind_blob(st, 2, len ? value : "", (int)len, SQLITE_TRANSIENT);
-    return msv_sql_run(st);
+    err = msv_sql_run(st);
+    if (err == MSV_OK)
+        drop_old_pages(db); /* the value it replaced (a session's last state) */
+    return err;
 }
 
 msv_err msv_client_db_unset(struct msv_client_db *db, const char *key)
@@ -94,7 +116,10 @@ msv_err msv_client_db_unset(struct msv_client_db *db, const char *key)
     if (err != MSV_OK)
         return err;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
-    return msv_sql_run(st);
+    err = msv_sql_run(st);
+    if (err == MSV_OK)
+        drop_old_pages(db);
+    return err;
 }
 
 msv_err msv_client_db_unset_prefix(struct msv_client_db *db, const char *prefix)
@@ -107,7 +132,10 @@ msv_err msv_client_db_unset_prefix(struct msv_client_db *db, const char *prefix)
         return err;
     sqlite3_bind_int(st, 1, (int)strlen(prefix));
     sqlite3_bind_text(st, 2, prefix, -1, SQLITE_TRANSIENT);
-    return msv_sql_run(st);
+    err = msv_sql_run(st);
+    if (err == MSV_OK)
+        drop_old_pages(db);
+    return err;
 }
 
 msv_err msv_client_db_snapshot(struct msv_client_db *db, const char *path)
