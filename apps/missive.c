@@ -88,9 +88,10 @@ static const struct {
     {"backup", "backup FILE [--kdf-memory MIB] [--kdf-passes N]",
      "Writes the account (this device's keys, contacts, groups, history and received "
      "files) to FILE, encrypted with a key made from a backup passphrase "
-     "(MISSIVE_BACKUP_PASSPHRASE or --backup-passphrase-file, 8 characters or more) by "
+     "(MISSIVE_BACKUP_PASSPHRASE or --backup-passphrase-file, 12 characters or more) by "
      "Argon2id: 256 MiB and 3 passes unless given; FILE records them. The server never "
-     "holds this key. Sessions are not kept: they start anew after a restore."},
+     "holds this key. Sessions and prekey secrets are not kept: they start anew after a "
+     "restore."},
     {"restore", "restore FILE",
      "Reads a backup (passphrase as for backup) into the data directory, on this or a new "
      "machine; the device's keys inside are still sealed with the MISSIVE_PASSPHRASE they "
@@ -1533,9 +1534,10 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
             errno = 0;
             *(ch == 'M' ? &o->kdf_memory_mib : &o->kdf_passes) = strtoul(optarg, &end, 10);
             if (errno != 0 || *end != '\0' || optarg[0] == '-' ||
-                (ch == 'M' && (o->kdf_memory_mib < 1 || o->kdf_memory_mib > 4096)) ||
+                (ch == 'M' && (o->kdf_memory_mib < MSV_BACKUP_MEM_WRITE_MIN_KIB / 1024 ||
+                               o->kdf_memory_mib > 4096)) ||
                 (ch == 'K' && (o->kdf_passes < 1 || o->kdf_passes > MSV_BACKUP_OPS_MAX))) {
-                fprintf(cli_err, "missive: --kdf-memory takes 1 to 4096 (MiB), --kdf-passes 1 "
+                fprintf(cli_err, "missive: --kdf-memory takes 64 to 4096 (MiB), --kdf-passes 1 "
                                  "to 32\n");
                 return EXIT_USAGE;
             }

@@ -328,13 +328,15 @@ grep -q "no device of alice@example.org speaks a suite this device speaks" err.t
 # encrypted backups: bob's phone is backed up, then restored on a "new machine"
 export MISSIVE_BACKUP_PASSPHRASE="a backup passphrase"
 MISSIVE_BACKUP_PASSPHRASE=short expect 2 "a short backup passphrase" -- as bob-phone backup b.msvb
-grep -q "8 characters or more" err.txt && [ ! -e b.msvb ] && ok || bad "short passphrase: $(cat err.txt)"
+grep -q "12 characters or more" err.txt && [ ! -e b.msvb ] && ok || bad "short passphrase: $(cat err.txt)"
 expect 2 "kdf memory out of range" -- as bob-phone backup b.msvb --kdf-memory 0
-expect 0 "backup" -- as bob-phone backup bob.msvb --kdf-memory 8 --kdf-passes 1
-grep -q "^wrote bob.msvb (account bob@example.org; Argon2id 8 MiB, 1 passes)" out.txt && ok || bad "backup: $(cat out.txt)"
+expect 2 "under 64 MiB of Argon2id memory" -- as bob-phone backup b.msvb --kdf-memory 63
+MISSIVE_BACKUP_PASSPHRASE="eleven char" expect 2 "an 11-character backup passphrase" -- as bob-phone backup b.msvb
+expect 0 "backup" -- as bob-phone backup bob.msvb --kdf-memory 64 --kdf-passes 1
+grep -q "^wrote bob.msvb (account bob@example.org; Argon2id 64 MiB, 1 passes)" out.txt && ok || bad "backup: $(cat out.txt)"
 [ "$(stat -c %a bob.msvb)" = 600 ] && ok || bad "the backup is private"
 # the Argon2id parameters are in the header; nothing of the history or the photo is readable
-[ "$(head -c 16 bob.msvb | od -An -tx1 | tr -d ' \n')" = "4d53564241434b310000000100002000" ] && ok || bad "backup header: $(head -c 16 bob.msvb | od -An -tx1)"
+[ "$(head -c 16 bob.msvb | od -An -tx1 | tr -d ' \n')" = "4d53564241434b310000000100010000" ] && ok || bad "backup header: $(head -c 16 bob.msvb | od -An -tx1)"
 grep -q "dinner at eight" bob.msvb || grep -q "our photo" bob.msvb && bad "plaintext in the backup" || ok
 python3 -c "import sys; d=open('bob.msvb','rb').read(); p=open('photo.jpg','rb').read(); sys.exit(p[1000:1064] in d)" && ok || bad "the photo is in the backup in clear"
 expect 1 "an existing file is not overwritten" -- as bob-phone backup bob.msvb
@@ -353,6 +355,16 @@ expect 1 "restore never replaces an account" -- "$M" --data-dir dev-bob-phone re
 grep -q "restore never replaces" err.txt && ok || bad "restore over an account: $(cat err.txt)"
 expect 0 "restore on a new machine" -- "$M" --data-dir newmachine restore bob.msvb
 grep -q "restored bob@example.org" out.txt && ok || bad "restore: $(cat out.txt)"
+# no prekey secret came back; the restored device's ids start 2^24 past the phone's next one
+cat >prekeys.py <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+rows = dict(db.execute("SELECT key, value FROM settings WHERE key LIKE 'prekey%' OR key LIKE 'signed-prekey%'"))
+print(sorted(k for k in rows if k.startswith("prekey:") or k.startswith("signed-prekey")),
+      int.from_bytes(rows.get("prekey-next", b"\0\0\0\1"), "big"))
+PY
+phone_next=$(python3 prekeys.py "dev-bob-phone/bob@example.org/state.db" | sed 's/.* //')
+[ "$(python3 prekeys.py "newmachine/bob@example.org/state.db")" = "[] $((phone_next + 16777216))" ] && ok || bad "prekeys restored: $(python3 prekeys.py "newmachine/bob@example.org/state.db") (phone: $phone_next)"
 rm -rf dev-bob-phone # the old phone is gone
 expect 0 "restored history" -- "$M" --data-dir newmachine history alice@example.org
 grep -q "dinner at eight?" out.txt && ok || bad "restored history: $(cat out.txt)"
@@ -361,6 +373,15 @@ cmp -s photo.jpg "newmachine/bob@example.org/attachments/$(basename "$saved")" &
 expect 0 "alice writes to the restored device" -- as alice-phone send bob@example.org --text "lost in the old session"
 expect 0 "the restored device receives" -- "$M" --data-dir newmachine receive --wait 1
 grep -q "could not be decrypted; the session with that device was reset" out.txt && ok || bad "reset notice: $(cat out.txt)"
+# connected, it replaced the phone's prekeys at the server: a new signed prekey, 100 new one-time ones
+restored_id=$("$M" --data-dir newmachine -o json fingerprint | sed 's/.*"device_id":\([0-9]*\).*/\1/')
+/usr/bin/python3 - srv/missive.db "$restored_id" <<'PY' && ok || bad "the server's prekeys after the restore"
+import sqlite3, sys
+db, dev = sqlite3.connect(sys.argv[1]), int(sys.argv[2])
+ids = [r[0] for r in db.execute("SELECT key_id FROM one_time_prekeys WHERE device_id = ?", (dev,))]
+signed = db.execute("SELECT key_id FROM signed_prekeys WHERE device_id = ?", (dev,)).fetchone()[0]
+assert len(ids) == 100 and min(ids) > 1 << 24 and signed > 1 << 24, (len(ids), min(ids), signed)
+PY
 expect 0 "alice is told" -- as alice-phone receive --wait 1
 grep -q "could not read a message from this device" out.txt && ok || bad "alice's reset notice: $(cat out.txt)"
 expect 0 "alice writes again" -- as alice-phone send bob@example.org --text "welcome back"

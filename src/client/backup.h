@@ -34,7 +34,9 @@
 #define MSV_BACKUP_OPS_MAX 32
 #define MSV_BACKUP_MEM_MIN_KIB 8u
 #define MSV_BACKUP_MEM_MAX_KIB (4u * 1024 * 1024)
-#define MSV_BACKUP_PASSPHRASE_MIN 8
+/* What a new backup must ask at the least: guessing its passphrase stays dear. */
+#define MSV_BACKUP_MEM_WRITE_MIN_KIB (64u * 1024)
+#define MSV_BACKUP_PASSPHRASE_MIN 12
 
 struct msv_backup_kdf {
     uint32_t opslimit;
