@@ -306,6 +306,26 @@ static void test_deleted_secrets_leave_no_trace(void **state)
     assert_int_equal(msv_client_db_open(f->path, &f->db), MSV_OK);
 }
 
+/* An unsent or edited message's old words stay neither in the history nor in its search index. */
+static void test_rewritten_messages_leave_no_trace(void **state)
+{
+    struct fixture *f = *state;
+    static const char gone[] = "quokkazanzibar", kept[] = "wombatlisbon";
+    uint8_t id[16];
+
+    for (uint8_t i = 1; i <= 40; i++)
+        put_message(f, i, "bob", i == 7 ? "meet at quokkazanzibar" : "an ordinary message");
+    put_message(f, 41, "bob", "edited from quokkazanzibar");
+    assert_true(files_hold(f, (const uint8_t *)gone, strlen(gone)));
+    memset(id, 7, 16);
+    assert_int_equal(msv_client_db_message_rewrite(f->db, id, "", "unsent"), MSV_OK);
+    memset(id, 41, 16);
+    assert_int_equal(msv_client_db_message_rewrite(f->db, id, "edited to wombatlisbon", "edited"),
+                     MSV_OK);
+    assert_false(files_hold(f, (const uint8_t *)gone, strlen(gone)));
+    assert_true(files_hold(f, (const uint8_t *)kept, strlen(kept)));
+}
+
 static void test_outbox(void **state)
 {
     struct fixture *f = *state;
@@ -359,6 +379,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_conversation_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deleted_secrets_leave_no_trace, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rewritten_messages_leave_no_trace, setup, teardown),
     };
 
     return cmocka_run_group_tests_name("client_db", tests, NULL, NULL);

@@ -540,7 +540,18 @@ msv_err msv_client_db_message_rewrite(struct msv_client_db *db, const uint8_t me
     sqlite3_bind_text(st, 2, status, -1, SQLITE_TRANSIENT);
     sqlite3_bind_blob(st, 3, message_id, 16, SQLITE_TRANSIENT);
     err = msv_sql_run(st);
-    return err == MSV_OK && sqlite3_changes(db->db) == 0 ? MSV_ERR_NOT_FOUND : err;
+    if (err == MSV_OK && sqlite3_changes(db->db) == 0)
+        return MSV_ERR_NOT_FOUND;
+    /*
+     * The old text's words stay in the search index's older segments until they
+     * are merged: merge them all (an unsend or edit is rare), then drop the
+     * pages they were in, as for secrets.
+     */
+    if (err == MSV_OK)
+        err = msv_sql_exec(db->db, "INSERT INTO messages_fts(messages_fts) VALUES ('optimize');");
+    if (err == MSV_OK)
+        drop_old_pages(db);
+    return err;
 }
 
 msv_err msv_client_db_history(struct msv_client_db *db, const char *conversation,
