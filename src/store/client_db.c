@@ -90,22 +90,35 @@ void msv_client_db_close(struct msv_client_db *db)
 
 /* ---- settings ------------------------------------------------------------------------- */
 
-msv_err msv_client_db_set(struct msv_client_db *db, const char *key, const void *value, size_t len)
+/* Runs sql with ?1 the key and ?2 the value. */
+static msv_err put_setting(struct msv_client_db *db, const char *sql, const char *key,
+                           const void *value, size_t len)
 {
     sqlite3_stmt *st = NULL;
-    msv_err err = msv_sql_prepare(db->db,
-                                  "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT "
-                                  "(key) DO UPDATE SET value = excluded.value;",
-                                  &st);
+    msv_err err = msv_sql_prepare(db->db, sql, &st);
 
     if (err != MSV_OK)
         return err;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
     sqlite3_bind_blob(st, 2, len ? value : "", (int)len, SQLITE_TRANSIENT);
-    err = msv_sql_run(st);
-    if (err == MSV_OK)
+    return msv_sql_run(st);
+}
+
+msv_err msv_client_db_set(struct msv_client_db *db, const char *key, const void *value, size_t len)
+{
+    msv_err err =
+        put_setting(db, "UPDATE settings SET value = ?2 WHERE key = ?1;", key, value, len);
+
+    if (err == MSV_OK && sqlite3_changes(db->db) > 0) {
         drop_old_pages(db); /* the value it replaced (a session's last state) */
-    return err;
+        return MSV_OK;
+    }
+    /* a new key (a new prekey): nothing old to drop */
+    return err != MSV_OK ? err
+                         : put_setting(db,
+                                       "INSERT INTO settings (key, value) VALUES (?1, ?2) ON "
+                                       "CONFLICT (key) DO UPDATE SET value = excluded.value;",
+                                       key, value, len);
 }
 
 msv_err msv_client_db_unset(struct msv_client_db *db, const char *key)
