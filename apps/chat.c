@@ -26,6 +26,7 @@
 #include "client/safety.h"
 #include "missive/util.h"
 #include "owner.h"
+#include "term.h"
 
 #define COMPOSE_MAX 4000
 #define NOTES_MAX 200
@@ -202,11 +203,17 @@ static const char *mark(const struct msv_message_rec *m)
     return "";
 }
 
-/* A UTF-8 string as wide characters (malformed bytes as U+FFFD); caller frees. */
-static wchar_t *widen(const char *s)
+/*
+ * A string as wide characters that only print (caller frees). Much of what the
+ * window shows came from others, so it goes through the CLI's filter first
+ * (term.h): escapes, C1 and direction controls are shown, not acted on.
+ */
+static wchar_t *widen(const char *text)
 {
-    size_t n = strlen(s), k = 0;
-    wchar_t *w = calloc(n + 1, sizeof(wchar_t));
+    char *safe = term_safe(text, TERM_LINES);
+    const char *s = safe;
+    size_t n = safe != NULL ? strlen(safe) : 0, k = 0;
+    wchar_t *w = safe != NULL ? calloc(n + 1, sizeof(wchar_t)) : NULL;
     mbstate_t st;
 
     memset(&st, 0, sizeof(st));
@@ -228,6 +235,7 @@ static wchar_t *widen(const char *s)
     }
     if (w != NULL)
         w[k] = 0;
+    free(safe);
     return w;
 }
 
