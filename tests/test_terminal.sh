@@ -4,14 +4,17 @@
 # sequences, C0 and C1 controls and direction overrides; every command that
 # prints them (receive, listen, history, groups, contacts) and the daemon's
 # text output show them as visible escapes, and nothing in the output acts
-# on a terminal.
+# on a terminal. A dishonest server's reasons reach the CLI and missive-audit
+# the same way.
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
-M=$(realpath "${1:?usage: test_terminal.sh MISSIVE MISSIVED}")
-D=$(realpath "${2:?usage: test_terminal.sh MISSIVE MISSIVED}")
+M=$(realpath "${1:?usage: test_terminal.sh MISSIVE MISSIVED MISSIVE_AUDIT}")
+D=$(realpath "${2:?usage: test_terminal.sh MISSIVE MISSIVED MISSIVE_AUDIT}")
+A=$(realpath "${3:?usage: test_terminal.sh MISSIVE MISSIVED MISSIVE_AUDIT}")
 in_scratch
 daemon=
-trap 'for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+fake=
+trap 'for p in $daemon $pid $fake; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 start_missived || bad "missived started"
 register_people alice bob
@@ -89,4 +92,81 @@ clean "history through the daemon" out.txt err.txt
 expect 0 "groups through the daemon" -- as alice groups
 clean "groups through the daemon" out.txt err.txt
 grep -qF 'p\x1b[2J' out.txt && ok || bad "the daemon's groups: $(cat out.txt)"
+
+# a dishonest server on the same address, with the same certificate: it answers Hello
+# with a challenge and every other request with a refusal whose words hold escapes, a
+# C1 CSI, a direction override and a line posing as missive's own
+kill -TERM "$daemon" && wait "$daemon"
+daemon=
+kill -TERM "$pid" && wait "$pid"
+pid=
+cat >fake.py <<'PY'
+import socket, ssl, sys
+cert, key, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+words = b"no\x1b[2J\x1b]0;pwned\x07\xc2\x9b1A\xe2\x80\xaegpj.exe\nmissive: all is well"
+def varint(n):
+    out = b""
+    while True:
+        out += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
+        n >>= 7
+        if not n:
+            return out
+def field(num, data):  # a length-delimited field
+    return varint(num << 3 | 2) + varint(len(data)) + data
+def exact(conn, n):
+    data = b""
+    while len(data) < n:
+        got = conn.recv(n - len(data))
+        if not got:
+            raise EOFError
+        data += got
+    return data
+def serve(conn):
+    while True:
+        head = exact(conn, 4)
+        body = exact(conn, int.from_bytes(head[1:], "big"))
+        request_id, i = 0, 1  # field 1, a varint, comes first
+        shift = 0
+        while True:
+            request_id |= (body[i] & 0x7F) << shift
+            shift += 7
+            i += 1
+            if body[i - 1] < 0x80:
+                break
+        kind = body[i] >> 3
+        if kind == 3:  # Hello: a Challenge of 32 bytes
+            answer = field(4, field(1, bytes(32)))
+        else:  # an Error: code 4 (ERROR_AUTH) and the words
+            answer = field(2, b"\x08\x04" + field(2, words))
+        answer = b"\x08" + varint(request_id) + answer
+        conn.sendall(b"\x01" + len(answer).to_bytes(3, "big") + answer)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+ctx.load_cert_chain(cert, key)
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", port))
+srv.listen(8)
+open("fake.up", "w").close()
+srv.settimeout(60)
+while True:
+    raw, _ = srv.accept()
+    try:
+        with ctx.wrap_socket(raw, server_side=True) as conn:
+            serve(conn)
+    except (EOFError, OSError, IndexError):
+        pass
+PY
+/usr/bin/python3 fake.py srv/server.crt srv/server.key "$port" 2>fake.err &
+fake=$!
+for _ in $(seq 100); do [ -e fake.up ] && break; sleep 0.1; done
+expect 3 "the CLI refused by a dishonest server" -- as alice receive --wait 1
+clean "the server's words to the CLI" out.txt err.txt
+grep -qF 'no\x1b[2J\x1b]0;pwned\x07\u009b1A\u202egpj.exe' err.txt && ok || bad "the CLI shows the server's words: $(cat err.txt)"
+grep -q '^missive: all is well' err.txt && bad "a line posed as missive's own: $(cat err.txt)" || ok
+"$A" --state audit.st --server "127.0.0.1:$port" --fingerprint "$(cat srv/server.fingerprint)" >out.txt 2>err.txt
+[ $? -ne 0 ] && ok || bad "missive-audit refused"
+clean "the server's words to missive-audit" out.txt err.txt
+grep -qF 'no\x1b[2J\x1b]0;pwned\x07\u009b1A\u202egpj.exe' err.txt && ok || bad "missive-audit shows the server's words: $(cat err.txt)"
+grep -q '^missive: all is well' err.txt && bad "a line posed as missive's own: $(cat err.txt)" || ok
 finish
