@@ -1252,7 +1252,7 @@ int daemon_forward(const struct cli *o, const char *dir, const char *command, in
         if (json_is_string(item)) {
             puts(json_string_value(item));
         } else {
-            json_dumpf(item, stdout, JSON_COMPACT);
+            json_dumpf(item, stdout, JSON_COMPACT | JSON_ENSURE_ASCII); /* as emit_json */
             putchar('\n');
         }
     }

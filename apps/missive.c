@@ -502,9 +502,10 @@ static int cmd_link(const struct cli *o)
 }
 
 /* -o json: one object per line; takes the reference. */
-static void emit_json(json_t *j, size_t flags)
+/* Every string as ASCII: names and texts from others may hold controls a terminal acts on. */
+static void emit_json(json_t *j)
 {
-    json_dumpf(j, cli_out, JSON_COMPACT | flags);
+    json_dumpf(j, cli_out, JSON_COMPACT | JSON_ENSURE_ASCII);
     fputc('\n', cli_out);
     json_decref(j);
 }
@@ -563,7 +564,7 @@ static int show_devices(const struct cli *o, struct msv_client *c, const char *h
         print_device(o, list, r->lookup_result->results[0]->devices[i],
                      handle == NULL ? c->device_id : 0);
     if (o->json)
-        emit_json(list, 0);
+        emit_json(list);
     else
         json_decref(list);
     msv_frame_free(r);
@@ -637,7 +638,7 @@ static int cmd_contacts(const struct cli *o, struct msv_client *c)
         return fail(c, "listing contacts", err);
     for (size_t i = 0; i < n; i++) {
         if (o->json) {
-            emit_json(json_pack("{s:s, s:s}", "name", list[i].name, "handle", list[i].handle), 0);
+            emit_json(json_pack("{s:s, s:s}", "name", list[i].name, "handle", list[i].handle));
         } else {
             print_fields(list[i].name, list[i].handle);
         }
@@ -772,7 +773,7 @@ static int cmd_groups(const struct cli *o, struct msv_client *c)
             for (char *m = g[i].members; *m; m++)
                 *m = *m == '\n' && m[1] ? ',' : (*m == '\n' ? '\0' : *m);
             if (o->json) {
-                emit_json(json_pack("{s:s, s:s}", "name", g[i].name, "members", g[i].members), 0);
+                emit_json(json_pack("{s:s, s:s}", "name", g[i].name, "members", g[i].members));
             } else {
                 print_fields(g[i].name, g[i].members);
             }
@@ -865,7 +866,7 @@ void cli_print_message(const struct cli *o, const struct msv_message_rec *m)
     char when[32];
 
     if (o->json) {
-        emit_json(cli_message_json(m), JSON_ENSURE_ASCII);
+        emit_json(cli_message_json(m));
         return;
     }
     localtime_r(&t, &tm);
@@ -892,7 +893,7 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
     else if (in->notice == NULL)
         return; /* a receipt: history shows it */
     else if (o->json)
-        emit_json(json_pack("{s:s}", "notice", in->notice), JSON_ENSURE_ASCII);
+        emit_json(json_pack("{s:s}", "notice", in->notice));
     else {
         fputs("notice: ", cli_out);
         term_put(cli_out, in->notice, TERM_LINES);
@@ -910,7 +911,7 @@ static void on_alarm(void *ctx, const char *warning)
     term_put(cli_err, warning, TERM_LINES);
     fputc('\n', cli_err);
     if (o->json)
-        emit_json(json_pack("{s:s}", "alarm", warning), 0);
+        emit_json(json_pack("{s:s}", "alarm", warning));
     fflush(cli_out);
 }
 
@@ -1192,8 +1193,7 @@ static int cmd_verify(const struct cli *o, struct msv_client *c)
                             "version", MSV_SAFETY_VERSION, "state",
                             state == MSV_OK         ? "verified"
                             : state == MSV_ERR_AUTH ? "changed since verified"
-                                                    : "not verified"),
-                  0);
+                                                    : "not verified"));
         return 0;
     }
     fprintf(cli_out, "safety number of your conversation with %s (version %d):\n%s\n", o->argv[0],
@@ -1224,8 +1224,7 @@ static int cmd_fingerprint(const struct cli *o, struct msv_client *c)
     msv_fingerprint_text(h, fp);
     if (o->json) {
         emit_json(json_pack("{s:s, s:I, s:s}", "handle", c->handle, "device_id",
-                            (json_int_t)c->device_id, "fingerprint", fp),
-                  0);
+                            (json_int_t)c->device_id, "fingerprint", fp));
     } else
         fprintf(cli_out, "%s device %llu: %s\n", c->handle, (unsigned long long)c->device_id, fp);
     return 0;
@@ -1293,8 +1292,7 @@ static int cmd_backup(const struct cli *o, struct msv_client *c)
     if (o->json)
         emit_json(json_pack("{s:s, s:s, s:I, s:I}", "file", o->argv[0], "handle", c->handle,
                             "kdf_memory_kib", (json_int_t)kdf.memlimit_kib, "kdf_passes",
-                            (json_int_t)kdf.opslimit),
-                  0);
+                            (json_int_t)kdf.opslimit));
     else
         fprintf(cli_out, "wrote %s (account %s; Argon2id %u MiB, %u passes)\n", o->argv[0],
                 c->handle, kdf.memlimit_kib / 1024, kdf.opslimit);
@@ -1381,7 +1379,7 @@ static int cmd_restore(const struct cli *o)
         return err == MSV_ERR_AUTH ? EXIT_AUTH : EXIT_ERR;
     }
     if (o->json)
-        emit_json(json_pack("{s:s, s:s}", "handle", handle, "dir", dir), 0);
+        emit_json(json_pack("{s:s, s:s}", "handle", handle, "dir", dir));
     else
         fprintf(cli_out,
                 "restored %s into %s; this machine is now that device: stop using the old copy\n",
@@ -1411,8 +1409,7 @@ static int cmd_log_head(const struct cli *o, struct msv_client *c)
         return fail(c, "reading the log head", err);
     if (o->json)
         emit_json(json_pack("{s:I, s:I, s:s, s:s}", "size", (json_int_t)h.size, "time_ms",
-                            (json_int_t)h.time_ms, "root", root, "signature", sig),
-                  0);
+                            (json_int_t)h.time_ms, "root", root, "signature", sig));
     else
         fprintf(cli_out, "missive-head 1 %llu %lld %s %s\n", (unsigned long long)h.size,
                 (long long)h.time_ms, root, sig);

@@ -65,6 +65,12 @@ grep -qF 'trip\x1b]0;x\x07\u202e' out.txt && ok || bad "the group name shown: $(
 expect 0 "a contact named by a paste" -- as alice contacts add "bob${esc}[8m" bob@example.org
 expect 0 "contacts" -- as alice contacts
 clean "contacts prints nothing that acts" out.txt err.txt
+# -o json escapes what others wrote too: nothing but ASCII in the output
+for what in contacts history groups; do
+    expect 0 "$what as JSON" -- as alice -o json $what
+    clean "$what as JSON prints nothing that acts" out.txt err.txt
+done
+grep -qiF '"trip\u001b]0;x\u0007\u202e"' out.txt && ok || bad "the group name in JSON: $(cat out.txt)"
 
 # listen prints as it goes
 as bob send alice@example.org --text "again${esc}[2J"$'\xe2\x80\xae' >/dev/null 2>&1 && ok || bad "bob sends again"
@@ -92,6 +98,17 @@ clean "history through the daemon" out.txt err.txt
 expect 0 "groups through the daemon" -- as alice groups
 clean "groups through the daemon" out.txt err.txt
 grep -qF 'p\x1b[2J' out.txt && ok || bad "the daemon's groups: $(cat out.txt)"
+as bob send alice@example.org --text "json"$'\xc2\x9b\xe2\x80\xae' >/dev/null 2>&1 && ok || bad "bob sends for JSON"
+: >got.txt
+for _ in $(seq 10); do
+    as alice -o json receive --wait 1 >out.txt 2>err.txt
+    cat out.txt err.txt >>got.txt
+    grep -qiF 'json\u009b\u202e' got.txt && break
+done
+clean "JSON through the daemon" got.txt
+grep -qiF 'json\u009b\u202e' got.txt && ok || bad "the daemon's JSON: $(cat got.txt)"
+expect 0 "groups as JSON through the daemon" -- as alice -o json groups
+clean "JSON groups through the daemon" out.txt err.txt
 
 # a dishonest server on the same address, with the same certificate: it answers Hello
 # with a challenge and every other request with a refusal whose words hold escapes, a
