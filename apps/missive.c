@@ -1232,13 +1232,15 @@ static int cmd_fingerprint(const struct cli *o, struct msv_client *c)
 
 /* ---- backups -------------------------------------------------------------------------------- */
 
-static char *backup_passphrase(const struct cli *o)
+/* The backup passphrase; a new backup needs a long one, a restore takes what it was made with. */
+static char *backup_passphrase(const struct cli *o, int writing)
 {
     char *pass = o->backup_passphrase != NULL
                      ? strdup(o->backup_passphrase)
                      : secret(o->backup_passphrase_file, "MISSIVE_BACKUP_PASSPHRASE");
 
-    if (pass == NULL || strlen(pass) < MSV_BACKUP_PASSPHRASE_MIN) {
+    if (pass == NULL || pass[0] == '\0' ||
+        (writing && !msv_backup_passphrase_is_long_enough(pass))) {
         fprintf(cli_err,
                 "missive: a backup passphrase of %d characters or more is needed: set "
                 "MISSIVE_BACKUP_PASSPHRASE or give --backup-passphrase-file\n",
@@ -1281,7 +1283,7 @@ static int cmd_backup(const struct cli *o, struct msv_client *c)
 
     if (o->argc != 1)
         return cli_usage("backup", cli_err);
-    if ((pass = backup_passphrase(o)) == NULL)
+    if ((pass = backup_passphrase(o, 1)) == NULL)
         return EXIT_USAGE;
     err = msv_backup_write(c->dir, c->db, o->argv[0], pass, &kdf, &progress, why, sizeof(why));
     free_secret(pass);
@@ -1337,7 +1339,7 @@ static int cmd_restore(const struct cli *o)
         fprintf(cli_err, "missive: restore: cannot open %s: %s\n", o->argv[0], strerror(errno));
         return EXIT_ERR;
     }
-    if ((pass = backup_passphrase(o)) == NULL) {
+    if ((pass = backup_passphrase(o, 0)) == NULL) {
         fclose(in);
         return EXIT_USAGE;
     }

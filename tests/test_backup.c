@@ -238,6 +238,13 @@ static void test_refusals_when_writing(void **state)
     assert_int_equal(
         msv_backup_write(f->account, db, path, "11 for that", &quick, NULL, why, sizeof(why)),
         MSV_ERR_INVALID); /* 11 characters: 12 at the least */
+    assert_int_equal(msv_backup_write(f->account, db, path,
+                                      "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9", &quick,
+                                      NULL, why, sizeof(why)),
+                     MSV_ERR_INVALID); /* characters are counted, not bytes: 6 in 12 bytes */
+    assert_true(msv_backup_passphrase_is_long_enough("\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                                     "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                                     "\xc3\xa9\xc3\xa9"));
     assert_int_equal(msv_backup_write(f->account, db, path, PASS, &cheap, NULL, why, sizeof(why)),
                      MSV_ERR_INVALID); /* under 64 MiB of Argon2id memory */
     assert_int_equal(msv_backup_write(f->account, db, path, PASS, &huge, NULL, why, sizeof(why)),

@@ -344,6 +344,10 @@ grep -q "exists" err.txt && ok || bad "backup over a file: $(cat err.txt)"
 mkdir newmachine
 MISSIVE_BACKUP_PASSPHRASE="not the passphrase" expect 3 "restore with a wrong passphrase" -- "$M" --data-dir newmachine restore bob.msvb
 grep -q "wrong passphrase" err.txt && [ -z "$(ls -A newmachine)" ] && ok || bad "wrong passphrase: $(cat err.txt) $(ls -A newmachine)"
+# a backup made when 8 characters were enough is still restored: a short passphrase is tried
+MISSIVE_BACKUP_PASSPHRASE="8 chars!" expect 3 "restore tries a passphrase under 12 characters" -- "$M" --data-dir newmachine restore bob.msvb
+grep -q "wrong passphrase" err.txt && ok || bad "a short passphrase at restore: $(cat err.txt)"
+MISSIVE_BACKUP_PASSPHRASE="éééééé" expect 2 "6 characters in 12 bytes are too few to write a backup" -- as bob-phone backup b.msvb
 cp bob.msvb damaged.msvb
 printf 'X' | dd of=damaged.msvb bs=1 seek=$(($(stat -c %s bob.msvb) / 2)) conv=notrunc 2>/dev/null
 expect 1 "a damaged backup" -- "$M" --data-dir newmachine restore damaged.msvb

@@ -256,6 +256,15 @@ static msv_err write_archive(struct writer *w, const char *account_dir, const ch
     return err;
 }
 
+int msv_backup_passphrase_is_long_enough(const char *passphrase)
+{
+    size_t chars = 0;
+
+    for (const char *p = passphrase; *p != '\0'; p++)
+        chars += ((unsigned char)*p & 0xc0) != 0x80; /* a byte that starts a character */
+    return chars >= MSV_BACKUP_PASSPHRASE_MIN;
+}
+
 msv_err msv_backup_write(const char *account_dir, struct msv_client_db *db, const char *path,
                          const char *passphrase, const struct msv_backup_kdf *kdf,
                          const struct msv_backup_progress *progress, char *why, size_t why_len)
@@ -266,7 +275,7 @@ msv_err msv_backup_write(const char *account_dir, struct msv_client_db *db, cons
     int fd = -1;
     msv_err err = MSV_OK;
 
-    if (strlen(passphrase) < MSV_BACKUP_PASSPHRASE_MIN)
+    if (!msv_backup_passphrase_is_long_enough(passphrase))
         return say(why, why_len, MSV_ERR_INVALID, "the backup passphrase needs %d characters",
                    MSV_BACKUP_PASSPHRASE_MIN);
     if (kdf->opslimit < 1 || kdf->opslimit > MSV_BACKUP_OPS_MAX ||

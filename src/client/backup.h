@@ -38,6 +38,13 @@
 #define MSV_BACKUP_MEM_WRITE_MIN_KIB (64u * 1024)
 #define MSV_BACKUP_PASSPHRASE_MIN 12
 
+/*
+ * 1 if passphrase has MSV_BACKUP_PASSPHRASE_MIN characters (UTF-8 code
+ * points, not bytes) or more: what a new backup needs. A restore takes any
+ * passphrase, since older backups were made under a lower minimum.
+ */
+int msv_backup_passphrase_is_long_enough(const char *passphrase);
+
 struct msv_backup_kdf {
     uint32_t opslimit;
     uint32_t memlimit_kib;
