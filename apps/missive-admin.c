@@ -18,6 +18,7 @@
 #include "server/blob_backend.h"
 #include "server/config.h"
 #include "store/store.h"
+#include "term.h"
 
 enum { EXIT_ERR = 1, EXIT_USAGE = 2 };
 
@@ -58,7 +59,7 @@ struct admin {
 
 static void emit(json_t *j)
 {
-    json_dumpf(j, stdout, JSON_COMPACT);
+    json_dumpf(j, stdout, JSON_COMPACT | JSON_ENSURE_ASCII); /* handles as ASCII */
     putchar('\n');
     json_decref(j);
 }
@@ -93,7 +94,7 @@ static int cmd_accounts(struct admin *a)
         printf("%-32s %-20s %7s %7s %7s %s\n", "handle", "created", "devices", "waiting", "queued",
                "state");
     for (size_t i = 0; i < n; i++) {
-        char created[32];
+        char created[32], *handle = NULL;
 
         iso_time(list[i].created_ms, created);
         if (a->json)
@@ -101,10 +102,12 @@ static int cmd_accounts(struct admin *a)
                            created, "devices", (json_int_t)list[i].devices, "waiting",
                            (json_int_t)list[i].pending, "queued", (json_int_t)list[i].queued,
                            "suspended", list[i].suspended));
-        else
-            printf("%-32s %-20s %7llu %7llu %7llu %s\n", list[i].handle, created,
+        /* a handle is what its owner chose: C1 and direction controls are shown, not acted on */
+        else if ((handle = term_safe(list[i].handle, TERM_ONE_LINE)) != NULL)
+            printf("%-32s %-20s %7llu %7llu %7llu %s\n", handle, created,
                    (unsigned long long)list[i].devices, (unsigned long long)list[i].pending,
                    (unsigned long long)list[i].queued, list[i].suspended ? "suspended" : "active");
+        free(handle);
     }
     msv_account_summaries_free(list, n);
     return 0;
