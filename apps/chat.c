@@ -23,8 +23,10 @@
 #include <qrencode.h>
 
 #include "cli.h"
+#include "client/safety.h"
 #include "missive/util.h"
 #include "owner.h"
+#include "term.h"
 
 #define COMPOSE_MAX 4000
 #define NOTES_MAX 200
@@ -201,11 +203,17 @@ static const char *mark(const struct msv_message_rec *m)
     return "";
 }
 
-/* A UTF-8 string as wide characters (malformed bytes as U+FFFD); caller frees. */
-static wchar_t *widen(const char *s)
+/*
+ * A string as wide characters that only print (caller frees). Much of what the
+ * window shows came from others, so it goes through the CLI's filter first
+ * (term.h): escapes, C1 and direction controls are shown, not acted on.
+ */
+static wchar_t *widen(const char *text)
 {
-    size_t n = strlen(s), k = 0;
-    wchar_t *w = calloc(n + 1, sizeof(wchar_t));
+    char *safe = term_safe(text, TERM_LINES);
+    const char *s = safe;
+    size_t n = safe != NULL ? strlen(safe) : 0, k = 0;
+    wchar_t *w = safe != NULL ? calloc(n + 1, sizeof(wchar_t)) : NULL;
     mbstate_t st;
 
     memset(&st, 0, sizeof(st));
@@ -227,6 +235,7 @@ static wchar_t *widen(const char *s)
     }
     if (w != NULL)
         w[k] = 0;
+    free(safe);
     return w;
 }
 
@@ -677,7 +686,7 @@ static void show_qr(struct chat *ch)
         set_status(ch, 5000, "/qr works in a conversation with one person");
         return;
     }
-    err = msv_client_safety_number(ch->c, ch->current, number, digest);
+    err = msv_client_safety_number(ch->c, ch->current, MSV_SAFETY_VERSION, number, digest);
     owner_pump(ch->ow);
     if (err != MSV_OK) {
         set_status(ch, 6000, "no safety number: %s", msv_strerror(err));
@@ -718,7 +727,7 @@ static void verify(struct chat *ch, const char *given)
                    "conversation with one person");
         return;
     }
-    err = msv_client_safety_number(ch->c, ch->current, number, digest);
+    err = msv_client_safety_number(ch->c, ch->current, MSV_SAFETY_VERSION, number, digest);
     owner_pump(ch->ow);
     if (err != MSV_OK) {
         set_status(ch, 6000, "no safety number: %s", msv_strerror(err));

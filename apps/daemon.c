@@ -32,6 +32,7 @@
 #include "missive/util.h"
 #include "owner.h"
 #include "rpc.h"
+#include "term.h"
 
 #define DAEMON_SCHEMA 1
 #define PEERS_MAX 64
@@ -219,6 +220,17 @@ static char *render_message(const struct cli *o, const struct msv_message_rec *m
     return s;
 }
 
+/* "PREFIX TEXT\n" as receive prints it, the text made safe for a terminal (NULL: no memory). */
+static char *text_line(const char *prefix, const char *text)
+{
+    char *shown = term_safe(text, TERM_LINES), *line = NULL;
+
+    if (shown == NULL || asprintf(&line, "%s%s\n", prefix, shown) < 0)
+        line = NULL;
+    free(shown);
+    return line;
+}
+
 static void inbox_add(struct owner *ow, json_t *json, char *text)
 {
     if (ow->inbox_len == INBOX_MAX) {
@@ -264,8 +276,7 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         inbox_add(ow, json_incref(json_object_get(event, "message")),
                   render_message(ow->o, in->message));
     } else if (in->notice != NULL) {
-        if (asprintf(&line, "notice: %s\n", in->notice) < 0)
-            line = NULL;
+        line = text_line("notice: ", in->notice);
         inbox_add(ow, json_pack("{s:o}", "notice", rpc_text(in->notice)), line);
     }
     if (in->kind == MSV_INCOMING_DEVICE)
@@ -276,10 +287,8 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
 static void on_alarm(void *ctx, const char *warning)
 {
     struct owner *ow = ctx;
-    char *line = NULL;
+    char *line = text_line("missive: WARNING: ", warning);
 
-    if (asprintf(&line, "missive: WARNING: %s\n", warning) < 0)
-        line = NULL;
     inbox_add(ow, json_pack("{s:o}", "alarm", rpc_text(warning)), line);
     broadcast(ow, json_pack("{s:s, s:o}", "type", "alarm", "warning", rpc_text(warning)), NULL);
 }
@@ -1244,7 +1253,7 @@ int daemon_forward(const struct cli *o, const char *dir, const char *command, in
         if (json_is_string(item)) {
             puts(json_string_value(item));
         } else {
-            json_dumpf(item, stdout, JSON_COMPACT);
+            json_dumpf(item, stdout, JSON_COMPACT | JSON_ENSURE_ASCII); /* as emit_json */
             putchar('\n');
         }
     }

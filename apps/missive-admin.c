@@ -18,6 +18,7 @@
 #include "server/blob_backend.h"
 #include "server/config.h"
 #include "store/store.h"
+#include "term.h"
 
 enum { EXIT_ERR = 1, EXIT_USAGE = 2 };
 
@@ -59,7 +60,7 @@ struct admin {
 
 static void emit(json_t *j)
 {
-    json_dumpf(j, stdout, JSON_COMPACT);
+    json_dumpf(j, stdout, JSON_COMPACT | JSON_ENSURE_ASCII); /* handles as ASCII */
     putchar('\n');
     json_decref(j);
 }
@@ -85,7 +86,7 @@ static int fail(const char *what, msv_err err)
 /* One row of the accounts command (or one JSON object). */
 static void print_account(const struct admin *a, const struct msv_account_summary *x)
 {
-    char created[32];
+    char created[32], *handle = NULL;
 
     iso_time(x->created_ms, created);
     if (a->json)
@@ -95,12 +96,14 @@ static void print_account(const struct admin *a, const struct msv_account_summar
                        (json_int_t)x->queued_bytes, "sending", (json_int_t)x->sending,
                        "sending_bytes", (json_int_t)x->sending_bytes, "attachment_bytes",
                        (json_int_t)x->attachment_bytes, "suspended", x->suspended));
-    else
-        printf("%-32s %-20s %7llu %7llu %7llu %11llu %7llu %11llu %13llu %s\n", x->handle, created,
+    /* a handle is what its owner chose: C1 and direction controls are shown, not acted on */
+    else if ((handle = term_safe(x->handle, TERM_ONE_LINE)) != NULL)
+        printf("%-32s %-20s %7llu %7llu %7llu %11llu %7llu %11llu %13llu %s\n", handle, created,
                (unsigned long long)x->devices, (unsigned long long)x->pending,
                (unsigned long long)x->queued, (unsigned long long)x->queued_bytes,
                (unsigned long long)x->sending, (unsigned long long)x->sending_bytes,
                (unsigned long long)x->attachment_bytes, x->suspended ? "suspended" : "active");
+    free(handle);
 }
 
 static int cmd_accounts(struct admin *a)

@@ -27,6 +27,7 @@
 #include "client/requests.h"
 #include "missive/kt.h"
 #include "missive/util.h"
+#include "term.h"
 
 #define EXIT_FORK 1
 #define EXIT_USAGE 2
@@ -460,8 +461,10 @@ static int follow(struct audit *a, uint64_t *added)
         err = msv_request_log_read(c, start, MSV_KT_READ_MAX, a->have_head ? a->head.size : 0,
                                    TIMEOUT_MS, &r, &why);
         if (err != MSV_OK) {
-            fprintf(stderr, "%s: reading the log: %s%s%s\n", prog, msv_strerror(err),
-                    why.message[0] ? ": " : "", why.message);
+            fprintf(stderr, "%s: reading the log: %s%s", prog, msv_strerror(err),
+                    why.message[0] ? ": " : "");
+            term_put(stderr, why.message, TERM_LINES); /* the server's words */
+            fputc('\n', stderr);
             msv_conn_close(c);
             return EXIT_NET;
         }

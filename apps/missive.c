@@ -19,6 +19,7 @@
 #include <qrencode.h>
 
 #include "cli.h"
+#include "term.h"
 #include "client/backup.h"
 #include "client/client.h"
 #include "client/safety.h"
@@ -87,9 +88,10 @@ static const struct {
     {"backup", "backup FILE [--kdf-memory MIB] [--kdf-passes N]",
      "Writes the account (this device's keys, contacts, groups, history and received "
      "files) to FILE, encrypted with a key made from a backup passphrase "
-     "(MISSIVE_BACKUP_PASSPHRASE or --backup-passphrase-file, 8 characters or more) by "
+     "(MISSIVE_BACKUP_PASSPHRASE or --backup-passphrase-file, 12 characters or more) by "
      "Argon2id: 256 MiB and 3 passes unless given; FILE records them. The server never "
-     "holds this key. Sessions are not kept: they start anew after a restore."},
+     "holds this key. Sessions and prekey secrets are not kept: they start anew after a "
+     "restore."},
     {"restore", "restore FILE",
      "Reads a backup (passphrase as for backup) into the data directory, on this or a new "
      "machine; the device's keys inside are still sealed with the MISSIVE_PASSPHRASE they "
@@ -148,12 +150,14 @@ static int fail(const struct msv_client *c, const char *what, msv_err err)
 
     /* the server was reached and answered: its storage failed, not the network */
     if (err == MSV_ERR_IO && c != NULL && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_IO) {
-        fprintf(cli_err, "missive: %s: the server could not store it (%s); try again later\n", what,
-                why ? why : "storage failed");
+        fprintf(cli_err, "missive: %s: the server could not store it (", what);
+        term_put(cli_err, why ? why : "storage failed", TERM_ONE_LINE);
+        fputs("); try again later\n", cli_err);
         return EXIT_STORAGE;
     }
-    fprintf(cli_err, "missive: %s: %s%s%s\n", what, msv_strerror(err), why ? ": " : "",
-            why ? why : "");
+    fprintf(cli_err, "missive: %s: %s%s", what, msv_strerror(err), why ? ": " : "");
+    term_put(cli_err, why, TERM_LINES); /* the server's words, or a peer's */
+    fputc('\n', cli_err);
     if (err == MSV_ERR_AUTH)
         return EXIT_AUTH;
     if (err == MSV_ERR_IO)
@@ -243,30 +247,34 @@ static size_t count_accounts(const struct cli *o, char *handle, size_t len)
 
 void cli_key_change_warning(void *ctx, const char *handle)
 {
+    char *shown = term_safe(handle, TERM_ONE_LINE);
+
     (void)ctx;
     fprintf(cli_err,
             "missive: warning: the devices of %s changed since this device last saw them;\n"
             "  compare fingerprints with 'missive fingerprint %s' before trusting new ones\n",
-            handle, handle);
+            shown ? shown : "?", shown ? shown : "?");
+    free(shown);
 }
 
 void cli_unreachable_warning(void *ctx, const char *handle, uint64_t device, const char *suites)
 {
     (void)ctx;
-    fprintf(cli_err,
-            "missive: warning: device %llu of %s speaks %s only, which this device does not: it "
-            "gets nothing from here\n",
-            (unsigned long long)device, handle, suites);
+    fprintf(cli_err, "missive: warning: device %llu of ", (unsigned long long)device);
+    term_put(cli_err, handle, TERM_ONE_LINE);
+    fputs(" speaks ", cli_err);
+    term_put(cli_err, suites, TERM_ONE_LINE);
+    fputs(" only, which this device does not: it gets nothing from here\n", cli_err);
 }
 
 void cli_unsealed_notice(void *ctx, const char *handle)
 {
     (void)ctx;
-    fprintf(cli_err,
-            "missive: notice: this message went to %s without sealed sender: the relay refused "
-            "the delivery token, so it learns who sent it (not what); the next message tries "
-            "sealed again\n",
-            handle);
+    fputs("missive: notice: this message went to ", cli_err);
+    term_put(cli_err, handle, TERM_ONE_LINE);
+    fputs(" without sealed sender: the relay refused the delivery token, so it learns who sent "
+          "it (not what); the next message tries sealed again\n",
+          cli_err);
 }
 
 int cli_account(const struct cli *o, char *handle, size_t handle_len, char *dir, size_t dir_len)
@@ -512,9 +520,10 @@ static int cmd_link(const struct cli *o)
 }
 
 /* -o json: one object per line; takes the reference. */
-static void emit_json(json_t *j, size_t flags)
+/* Every string as ASCII: names and texts from others may hold controls a terminal acts on. */
+static void emit_json(json_t *j)
 {
-    json_dumpf(j, cli_out, JSON_COMPACT | flags);
+    json_dumpf(j, cli_out, JSON_COMPACT | JSON_ENSURE_ASCII);
     fputc('\n', cli_out);
     json_decref(j);
 }
@@ -573,7 +582,7 @@ static int show_devices(const struct cli *o, struct msv_client *c, const char *h
         print_device(o, list, r->lookup_result->results[0]->devices[i],
                      handle == NULL ? c->device_id : 0);
     if (o->json)
-        emit_json(list, 0);
+        emit_json(list);
     else
         json_decref(list);
     msv_frame_free(r);
@@ -617,6 +626,15 @@ static int cmd_devices(const struct cli *o, struct msv_client *c)
     return err == MSV_OK ? 0 : fail(c, "removing the device", err);
 }
 
+/* A line of two fields that others may have named, separated by a tab. */
+static void print_fields(const char *a, const char *b)
+{
+    term_put(cli_out, a, TERM_ONE_LINE);
+    fputc('\t', cli_out);
+    term_put(cli_out, b, TERM_ONE_LINE);
+    fputc('\n', cli_out);
+}
+
 static int cmd_contacts(const struct cli *o, struct msv_client *c)
 {
     struct msv_contact *list = NULL;
@@ -638,9 +656,9 @@ static int cmd_contacts(const struct cli *o, struct msv_client *c)
         return fail(c, "listing contacts", err);
     for (size_t i = 0; i < n; i++) {
         if (o->json) {
-            emit_json(json_pack("{s:s, s:s}", "name", list[i].name, "handle", list[i].handle), 0);
+            emit_json(json_pack("{s:s, s:s}", "name", list[i].name, "handle", list[i].handle));
         } else {
-            fprintf(cli_out, "%s\t%s\n", list[i].name, list[i].handle);
+            print_fields(list[i].name, list[i].handle);
         }
     }
     msv_contacts_free(list, n);
@@ -773,9 +791,9 @@ static int cmd_groups(const struct cli *o, struct msv_client *c)
             for (char *m = g[i].members; *m; m++)
                 *m = *m == '\n' && m[1] ? ',' : (*m == '\n' ? '\0' : *m);
             if (o->json) {
-                emit_json(json_pack("{s:s, s:s}", "name", g[i].name, "members", g[i].members), 0);
+                emit_json(json_pack("{s:s, s:s}", "name", g[i].name, "members", g[i].members));
             } else {
-                fprintf(cli_out, "%s\t%s\n", g[i].name, g[i].members);
+                print_fields(g[i].name, g[i].members);
             }
         }
         msv_groups_free(g, n);
@@ -866,17 +884,22 @@ void cli_print_message(const struct cli *o, const struct msv_message_rec *m)
     char when[32];
 
     if (o->json) {
-        emit_json(cli_message_json(m), JSON_ENSURE_ASCII);
+        emit_json(cli_message_json(m));
         return;
     }
     localtime_r(&t, &tm);
     strftime(when, sizeof(when), "%Y-%m-%d %H:%M", &tm);
-    fprintf(cli_out, "[%s] %s%s: %s%s%s%s\n", when, m->outgoing ? "me → " : "",
-            m->outgoing ? m->conversation : m->sender,
-            strcmp(m->status, "unsent") == 0 ? "(unsent)" : m->text,
-            m->outgoing || strcmp(m->status, "edited") == 0 ? "  (" : "",
-            m->outgoing || strcmp(m->status, "edited") == 0 ? m->status : "",
-            m->outgoing || strcmp(m->status, "edited") == 0 ? ")" : "");
+    /* everything but the time came from the network or from another person */
+    fprintf(cli_out, "[%s] %s", when, m->outgoing ? "me → " : "");
+    term_put(cli_out, m->outgoing ? m->conversation : m->sender, TERM_ONE_LINE);
+    fputs(": ", cli_out);
+    term_put(cli_out, strcmp(m->status, "unsent") == 0 ? "(unsent)" : m->text, TERM_LINES);
+    if (m->outgoing || strcmp(m->status, "edited") == 0) {
+        fputs("  (", cli_out);
+        term_put(cli_out, m->status, TERM_ONE_LINE);
+        fputc(')', cli_out);
+    }
+    fputc('\n', cli_out);
 }
 
 static void on_incoming(void *ctx, const struct msv_incoming *in)
@@ -888,9 +911,12 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
     else if (in->notice == NULL)
         return; /* a receipt: history shows it */
     else if (o->json)
-        emit_json(json_pack("{s:s}", "notice", in->notice), JSON_ENSURE_ASCII);
-    else
-        fprintf(cli_out, "notice: %s\n", in->notice);
+        emit_json(json_pack("{s:s}", "notice", in->notice));
+    else {
+        fputs("notice: ", cli_out);
+        term_put(cli_out, in->notice, TERM_LINES);
+        fputc('\n', cli_out);
+    }
     fflush(cli_out);
 }
 
@@ -899,9 +925,11 @@ static void on_alarm(void *ctx, const char *warning)
 {
     const struct cli *o = ctx;
 
-    fprintf(cli_err, "missive: WARNING: %s\n", warning);
+    fputs("missive: WARNING: ", cli_err);
+    term_put(cli_err, warning, TERM_LINES);
+    fputc('\n', cli_err);
     if (o->json)
-        emit_json(json_pack("{s:s}", "alarm", warning), 0);
+        emit_json(json_pack("{s:s}", "alarm", warning));
     fflush(cli_out);
 }
 
@@ -1111,6 +1139,31 @@ static void group_digits(const char *digits, char *out)
     out[o] = '\0';
 }
 
+/*
+ * A number that is not this conversation's: if it is the number a Missive
+ * still on safety-number version 1 shows, the two sides only need the same
+ * version; either way nothing is marked.
+ */
+static int wrong_number(struct msv_client *c, const char *handle, const char *given)
+{
+    char older[MSV_SAFETY_DIGITS + 1];
+    uint8_t digest[32];
+
+    if (msv_client_safety_number(c, handle, 1, older, digest) == MSV_OK &&
+        msv_equal_ct(given, older, MSV_SAFETY_DIGITS)) {
+        fprintf(cli_err,
+                "missive: that number was made under safety-number version 1, this Missive "
+                "shows version %d: compare again once both sides show the same version\n",
+                MSV_SAFETY_VERSION);
+        return EXIT_AUTH;
+    }
+    fprintf(cli_err,
+            "missive: that is not the safety number of your conversation with %s: do not trust "
+            "its devices\n",
+            handle);
+    return EXIT_AUTH;
+}
+
 static int cmd_verify(const struct cli *o, struct msv_client *c)
 {
     char number[MSV_SAFETY_DIGITS + 1], given[MSV_SAFETY_DIGITS + 1], shown[80];
@@ -1137,17 +1190,12 @@ static int cmd_verify(const struct cli *o, struct msv_client *c)
             return verify_device(o, c); /* a device fingerprint, or a usage error there */
         given[k] = '\0';
     }
-    err = msv_client_safety_number(c, o->argv[0], number, digest);
+    err = msv_client_safety_number(c, o->argv[0], MSV_SAFETY_VERSION, number, digest);
     if (err != MSV_OK)
         return fail(c, "making the safety number", err);
     if (o->argc == 2 || o->accept) {
-        if (!o->accept && !msv_equal_ct(given, number, MSV_SAFETY_DIGITS)) {
-            fprintf(cli_err,
-                    "missive: that is not the safety number of your conversation with "
-                    "%s: do not trust its devices\n",
-                    o->argv[0]);
-            return EXIT_AUTH;
-        }
+        if (!o->accept && !msv_equal_ct(given, number, MSV_SAFETY_DIGITS))
+            return wrong_number(c, o->argv[0], given);
         err = msv_client_mark_verified(c, o->argv[0], digest);
         if (err != MSV_OK)
             return fail(c, "recording the verification", err);
@@ -1159,15 +1207,15 @@ static int cmd_verify(const struct cli *o, struct msv_client *c)
     state = msv_client_verified(c, o->argv[0], digest);
     group_digits(number, shown);
     if (o->json) {
-        emit_json(json_pack("{s:s, s:s, s:s}", "handle", o->argv[0], "safety_number", number,
-                            "state",
+        emit_json(json_pack("{s:s, s:s, s:i, s:s}", "handle", o->argv[0], "safety_number", number,
+                            "version", MSV_SAFETY_VERSION, "state",
                             state == MSV_OK         ? "verified"
                             : state == MSV_ERR_AUTH ? "changed since verified"
-                                                    : "not verified"),
-                  0);
+                                                    : "not verified"));
         return 0;
     }
-    fprintf(cli_out, "safety number of your conversation with %s:\n%s\n", o->argv[0], shown);
+    fprintf(cli_out, "safety number of your conversation with %s (version %d):\n%s\n", o->argv[0],
+            MSV_SAFETY_VERSION, shown);
     if (o->qr && print_qr(number) != 0)
         fprintf(cli_err, "missive: cannot make the QR code\n");
     if (state == MSV_OK)
@@ -1194,8 +1242,7 @@ static int cmd_fingerprint(const struct cli *o, struct msv_client *c)
     msv_fingerprint_text(h, fp);
     if (o->json) {
         emit_json(json_pack("{s:s, s:I, s:s}", "handle", c->handle, "device_id",
-                            (json_int_t)c->device_id, "fingerprint", fp),
-                  0);
+                            (json_int_t)c->device_id, "fingerprint", fp));
     } else
         fprintf(cli_out, "%s device %llu: %s\n", c->handle, (unsigned long long)c->device_id, fp);
     return 0;
@@ -1203,13 +1250,15 @@ static int cmd_fingerprint(const struct cli *o, struct msv_client *c)
 
 /* ---- backups -------------------------------------------------------------------------------- */
 
-static char *backup_passphrase(const struct cli *o)
+/* The backup passphrase; a new backup needs a long one, a restore takes what it was made with. */
+static char *backup_passphrase(const struct cli *o, int writing)
 {
     char *pass = o->backup_passphrase != NULL
                      ? strdup(o->backup_passphrase)
                      : secret(o->backup_passphrase_file, "MISSIVE_BACKUP_PASSPHRASE");
 
-    if (pass == NULL || strlen(pass) < MSV_BACKUP_PASSPHRASE_MIN) {
+    if (pass == NULL || pass[0] == '\0' ||
+        (writing && !msv_backup_passphrase_is_long_enough(pass))) {
         fprintf(cli_err,
                 "missive: a backup passphrase of %d characters or more is needed: set "
                 "MISSIVE_BACKUP_PASSPHRASE or give --backup-passphrase-file\n",
@@ -1252,7 +1301,7 @@ static int cmd_backup(const struct cli *o, struct msv_client *c)
 
     if (o->argc != 1)
         return cli_usage("backup", cli_err);
-    if ((pass = backup_passphrase(o)) == NULL)
+    if ((pass = backup_passphrase(o, 1)) == NULL)
         return EXIT_USAGE;
     err = msv_backup_write(c->dir, c->db, o->argv[0], pass, &kdf, &progress, why, sizeof(why));
     free_secret(pass);
@@ -1263,8 +1312,7 @@ static int cmd_backup(const struct cli *o, struct msv_client *c)
     if (o->json)
         emit_json(json_pack("{s:s, s:s, s:I, s:I}", "file", o->argv[0], "handle", c->handle,
                             "kdf_memory_kib", (json_int_t)kdf.memlimit_kib, "kdf_passes",
-                            (json_int_t)kdf.opslimit),
-                  0);
+                            (json_int_t)kdf.opslimit));
     else
         fprintf(cli_out, "wrote %s (account %s; Argon2id %u MiB, %u passes)\n", o->argv[0],
                 c->handle, kdf.memlimit_kib / 1024, kdf.opslimit);
@@ -1309,7 +1357,7 @@ static int cmd_restore(const struct cli *o)
         fprintf(cli_err, "missive: restore: cannot open %s: %s\n", o->argv[0], strerror(errno));
         return EXIT_ERR;
     }
-    if ((pass = backup_passphrase(o)) == NULL) {
+    if ((pass = backup_passphrase(o, 0)) == NULL) {
         fclose(in);
         return EXIT_USAGE;
     }
@@ -1351,7 +1399,7 @@ static int cmd_restore(const struct cli *o)
         return err == MSV_ERR_AUTH ? EXIT_AUTH : EXIT_ERR;
     }
     if (o->json)
-        emit_json(json_pack("{s:s, s:s}", "handle", handle, "dir", dir), 0);
+        emit_json(json_pack("{s:s, s:s}", "handle", handle, "dir", dir));
     else
         fprintf(cli_out,
                 "restored %s into %s; this machine is now that device: stop using the old copy\n",
@@ -1381,8 +1429,7 @@ static int cmd_log_head(const struct cli *o, struct msv_client *c)
         return fail(c, "reading the log head", err);
     if (o->json)
         emit_json(json_pack("{s:I, s:I, s:s, s:s}", "size", (json_int_t)h.size, "time_ms",
-                            (json_int_t)h.time_ms, "root", root, "signature", sig),
-                  0);
+                            (json_int_t)h.time_ms, "root", root, "signature", sig));
     else
         fprintf(cli_out, "missive-head 1 %llu %lld %s %s\n", (unsigned long long)h.size,
                 (long long)h.time_ms, root, sig);
@@ -1504,9 +1551,10 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
             errno = 0;
             *(ch == 'M' ? &o->kdf_memory_mib : &o->kdf_passes) = strtoul(optarg, &end, 10);
             if (errno != 0 || *end != '\0' || optarg[0] == '-' ||
-                (ch == 'M' && (o->kdf_memory_mib < 1 || o->kdf_memory_mib > 4096)) ||
+                (ch == 'M' && (o->kdf_memory_mib < MSV_BACKUP_MEM_WRITE_MIN_KIB / 1024 ||
+                               o->kdf_memory_mib > 4096)) ||
                 (ch == 'K' && (o->kdf_passes < 1 || o->kdf_passes > MSV_BACKUP_OPS_MAX))) {
-                fprintf(cli_err, "missive: --kdf-memory takes 1 to 4096 (MiB), --kdf-passes 1 "
+                fprintf(cli_err, "missive: --kdf-memory takes 64 to 4096 (MiB), --kdf-passes 1 "
                                  "to 32\n");
                 return EXIT_USAGE;
             }

@@ -18,14 +18,19 @@
 #include <cmocka.h>
 
 #include "client/backup.h"
+#include "client/sessions.h"
 #include "helpers.h"
 #include "missive/util.h"
 #include "store/client_db.h"
+#include "util/endian.h"
 
 #define PASS "a passphrase for tests"
 #define ATTACHMENT_LEN (200 * 1024 + 17) /* more than three chunks */
 
-static const struct msv_backup_kdf quick = {1, MSV_BACKUP_MEM_MIN_KIB * 1024};
+static const struct msv_backup_kdf quick = {1, MSV_BACKUP_MEM_WRITE_MIN_KIB};
+/* a one-time prekey's secret and public key, and the signed prekey's, as sessions.c keeps them */
+#define ONE_TIME_PREKEY "ONE-TIME-PREKEY-SECRET-32-BYTES!one-time-prekey-public-32-bytes!"
+#define SIGNED_PREKEY "SIGNED-PREKEY-SECRET-32-BYTES-..signed-prekey-public-32-bytes-.."
 
 struct fixture {
     char dir[64], account[96], backup[128], restore[96];
@@ -69,6 +74,10 @@ static int setup(void **state)
         msv_client_db_set(db, "handle", "alice@example.org", 17) != MSV_OK ||
         msv_client_db_set(db, "session:9", "SESSION-SECRET-BYTES", 20) != MSV_OK ||
         msv_client_db_set(db, "session-prev:9", "PREVIOUS-SESSION-BYTES", 22) != MSV_OK ||
+        msv_client_db_set(db, "prekey:41", ONE_TIME_PREKEY, 64) != MSV_OK ||
+        msv_client_db_set(db, "prekey:40", SIGNED_PREKEY, 64) != MSV_OK ||
+        msv_client_db_set(db, "signed-prekey", "\0\0\0\x28\0\0\0\0\0\0\0\x01", 12) != MSV_OK ||
+        msv_client_db_set(db, "prekey-next", "\0\0\0\x2a", 4) != MSV_OK ||
         msv_backup_write(f->account, db, f->backup, PASS, &quick, NULL, NULL, 0) != MSV_OK)
         return -1;
     msv_client_db_close(db);
@@ -135,12 +144,26 @@ static void test_round_trip(void **state)
     raw = test_read_file(path, &len);
     assert_null(memmem(raw, len, "SESSION-SECRET-BYTES", 20));
     assert_null(memmem(raw, len, "PREVIOUS-SESSION-BYTES", 22));
+    /* nor any prekey secret, one-time or signed */
+    assert_null(memmem(raw, len, ONE_TIME_PREKEY, 32));
+    assert_null(memmem(raw, len, SIGNED_PREKEY, 32));
     free(raw);
     assert_int_equal(msv_client_db_open(path, &db), MSV_OK);
     assert_int_equal(msv_client_db_get(db, "handle", &v, &len), MSV_OK);
     assert_memory_equal(v, "alice@example.org", 17);
     free(v);
     assert_int_equal(msv_client_db_get(db, "session:9", &v, &len), MSV_ERR_NOT_FOUND);
+    assert_int_equal(msv_client_db_get(db, "prekey:41", &v, &len), MSV_ERR_NOT_FOUND);
+    assert_int_equal(msv_client_db_get(db, "prekey:40", &v, &len), MSV_ERR_NOT_FOUND);
+    assert_int_equal(msv_client_db_get(db, "signed-prekey", &v, &len), MSV_ERR_NOT_FOUND);
+    /* the restored device's prekey ids start far past any the original may hand out since */
+    assert_int_equal(msv_client_db_get(db, "prekey-next", &v, &len), MSV_OK);
+    assert_int_equal(len, 4);
+    assert_int_equal(msv_get_u32be(v), 42 + MSV_PREKEY_RESTORE_GAP);
+    free(v);
+    /* and it replaces what the server holds at its first connection */
+    assert_int_equal(msv_client_db_get(db, MSV_PREKEYS_RESTORED, &v, &len), MSV_OK);
+    free(v);
     msv_client_db_close(db);
     /* the account it came from is as it was; no copy of its database is left behind */
     snprintf(path, sizeof(path), "%s/backup-copy.db", f->account);
@@ -199,6 +222,7 @@ static void test_refusals_when_writing(void **state)
     struct fixture *f = *state;
     struct msv_client_db *db = NULL;
     struct msv_backup_kdf huge = {1, MSV_BACKUP_MEM_MAX_KIB + 1};
+    struct msv_backup_kdf cheap = {4, MSV_BACKUP_MEM_WRITE_MIN_KIB - 1};
     char path[160], why[256];
 
     snprintf(path, sizeof(path), "%s/state.db", f->account);
@@ -211,6 +235,18 @@ static void test_refusals_when_writing(void **state)
     assert_int_equal(
         msv_backup_write(f->account, db, path, "short", &quick, NULL, why, sizeof(why)),
         MSV_ERR_INVALID);
+    assert_int_equal(
+        msv_backup_write(f->account, db, path, "11 for that", &quick, NULL, why, sizeof(why)),
+        MSV_ERR_INVALID); /* 11 characters: 12 at the least */
+    assert_int_equal(msv_backup_write(f->account, db, path,
+                                      "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9", &quick,
+                                      NULL, why, sizeof(why)),
+                     MSV_ERR_INVALID); /* characters are counted, not bytes: 6 in 12 bytes */
+    assert_true(msv_backup_passphrase_is_long_enough("\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                                     "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                                     "\xc3\xa9\xc3\xa9"));
+    assert_int_equal(msv_backup_write(f->account, db, path, PASS, &cheap, NULL, why, sizeof(why)),
+                     MSV_ERR_INVALID); /* under 64 MiB of Argon2id memory */
     assert_int_equal(msv_backup_write(f->account, db, path, PASS, &huge, NULL, why, sizeof(why)),
                      MSV_ERR_INVALID);
     assert_int_not_equal(access(path, F_OK), 0);

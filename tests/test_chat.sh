@@ -80,6 +80,12 @@ waitfor alice "nothing-here: No such file or directory" && ok || bad "a missing 
 expect 0 "bob sends from the shell while his chat runs" -- as bob send alice@example.org --text "from bob's shell"
 waitfor alice "bobby: from bob's shell" && ok || bad "alice's chat: $(screen alice)"
 waitfor bob "me: from bob's shell" && ok || bad "bob's chat shows what his shell sent: $(screen bob)"
+# what others write only prints: a direction override, an escape sequence and a C1 CSI are
+# shown as escapes, and a second line that poses as another message is indented
+expect 0 "bob sends controls" -- as bob send alice@example.org --text "see photo"$'\xe2\x80\xae'"gpj.exe now"$'\e[2J\xc2\x9b'"1A"$'\n'"00:00 carol: hi"
+waitfor alice 'bobby: see photo\u202egpj.exe now\x1b[2J\u009b1A' && ok || bad "controls in alice's chat: $(screen alice)"
+screen alice | grep -q $'\xe2\x80\xae' && bad "the override reached alice's screen" || ok
+screen alice | grep -q '│    00:00 carol: hi' && ok || bad "the second line indented: $(screen alice)"
 expect 1 "a daemon cannot take an account a chat owns" -- as bob daemon
 
 # bob links a new device; alice's next message warns her in the conversation

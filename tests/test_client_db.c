@@ -235,6 +235,97 @@ static void expect_status(struct msv_client_db *db, const uint8_t id[16], const 
     msv_messages_free(m, 1);
 }
 
+/* 1 if the file holds the bytes anywhere (a missing file holds nothing). */
+static int file_holds(const char *path, const uint8_t *needle, size_t n)
+{
+    FILE *fp = fopen(path, "rb");
+    uint8_t *data = NULL;
+    size_t len = 0, cap = 0, got;
+    int found = 0;
+
+    if (fp == NULL)
+        return 0;
+    do {
+        if (len == cap) {
+            uint8_t *grown = realloc(data, cap = cap ? 2 * cap : 65536);
+
+            assert_non_null(grown);
+            data = grown;
+        }
+        got = fread(data + len, 1, cap - len, fp);
+        len += got;
+    } while (got > 0);
+    fclose(fp);
+    for (size_t i = 0; !found && i + n <= len; i++)
+        found = memcmp(data + i, needle, n) == 0;
+    free(data);
+    return found;
+}
+
+static int files_hold(const struct fixture *f, const uint8_t *needle, size_t n)
+{
+    char path[160];
+    int found = file_holds(f->path, needle, n);
+
+    snprintf(path, sizeof(path), "%s-wal", f->path);
+    found |= file_holds(path, needle, n);
+    snprintf(path, sizeof(path), "%s-shm", f->path);
+    return found | file_holds(path, needle, n);
+}
+
+/*
+ * A one-time prekey secret deleted after its use, and a session state
+ * replaced by the next, leave no copy in the database, its write-ahead log or
+ * its shared memory file, while the database is open and after it is closed.
+ */
+static void test_deleted_secrets_leave_no_trace(void **state)
+{
+    struct fixture *f = *state;
+    uint8_t prekey[64], old_session[300], session[300];
+
+    for (size_t i = 0; i < sizeof(prekey); i++)
+        prekey[i] = (uint8_t)(0xa5 ^ (i * 7));
+    for (size_t i = 0; i < sizeof(session); i++) {
+        old_session[i] = (uint8_t)(0x3c ^ (i * 13));
+        session[i] = (uint8_t)(0x5a ^ (i * 11));
+    }
+    assert_int_equal(msv_client_db_set(f->db, "prekey:7", prekey, sizeof(prekey)), MSV_OK);
+    assert_int_equal(msv_client_db_set(f->db, "session:5", old_session, sizeof(old_session)),
+                     MSV_OK);
+    assert_int_equal(msv_client_db_set(f->db, "handle", "a@x.org", 7), MSV_OK);
+    assert_true(files_hold(f, prekey, sizeof(prekey))); /* the scan finds what is there */
+    assert_int_equal(msv_client_db_set(f->db, "session:5", session, sizeof(session)), MSV_OK);
+    assert_int_equal(msv_client_db_unset(f->db, "prekey:7"), MSV_OK);
+    assert_false(files_hold(f, prekey, sizeof(prekey)));
+    assert_false(files_hold(f, old_session, sizeof(old_session)));
+    assert_true(files_hold(f, session, sizeof(session)));
+    msv_client_db_close(f->db);
+    f->db = NULL;
+    assert_false(files_hold(f, prekey, sizeof(prekey)));
+    assert_false(files_hold(f, old_session, sizeof(old_session)));
+    assert_int_equal(msv_client_db_open(f->path, &f->db), MSV_OK);
+}
+
+/* An unsent or edited message's old words stay neither in the history nor in its search index. */
+static void test_rewritten_messages_leave_no_trace(void **state)
+{
+    struct fixture *f = *state;
+    static const char gone[] = "quokkazanzibar", kept[] = "wombatlisbon";
+    uint8_t id[16];
+
+    for (uint8_t i = 1; i <= 40; i++)
+        put_message(f, i, "bob", i == 7 ? "meet at quokkazanzibar" : "an ordinary message");
+    put_message(f, 41, "bob", "edited from quokkazanzibar");
+    assert_true(files_hold(f, (const uint8_t *)gone, strlen(gone)));
+    memset(id, 7, 16);
+    assert_int_equal(msv_client_db_message_rewrite(f->db, id, "", "unsent"), MSV_OK);
+    memset(id, 41, 16);
+    assert_int_equal(msv_client_db_message_rewrite(f->db, id, "edited to wombatlisbon", "edited"),
+                     MSV_OK);
+    assert_false(files_hold(f, (const uint8_t *)gone, strlen(gone)));
+    assert_true(files_hold(f, (const uint8_t *)kept, strlen(kept)));
+}
+
 static void test_outbox(void **state)
 {
     struct fixture *f = *state;
@@ -306,6 +397,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_conversation_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_envelopes_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deleted_secrets_leave_no_trace, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rewritten_messages_leave_no_trace, setup, teardown),
     };
 
     return cmocka_run_group_tests_name("client_db", tests, NULL, NULL);

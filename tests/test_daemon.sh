@@ -80,7 +80,7 @@ saved=$(sed -n 's/.*\[file: \(.*\) (5000 bytes)\].*/\1/p' out.txt)
 [ -n "$saved" ] && cmp -s pic.bin "$saved" && ok || bad "the file: $(cat out.txt)"
 expect 0 "history through the daemon" -- as bob -o json history alice@example.org
 [ "$(field 'r["status"]' | tail -1)" != "" ] && [ "$(wc -l <out.txt)" -eq 3 ] && ok || bad "history: $(cat out.txt)"
-MISSIVE_BACKUP_PASSPHRASE="backup secret 123" as bob backup bob.backup --kdf-memory 8 --kdf-passes 1 >out.txt 2>err.txt &&
+MISSIVE_BACKUP_PASSPHRASE="backup secret 123" as bob backup bob.backup --kdf-memory 64 --kdf-passes 1 >out.txt 2>err.txt &&
     [ -s bob.backup ] && ok || bad "a backup through the daemon lands where it was asked: $(cat err.txt)"
 
 expect 1 "listen does not run beside the daemon" -- as bob listen

@@ -155,6 +155,33 @@ expect 0 "bob's for alice" -- as bob-phone verify alice@example.org
 expect 0 "as a QR code" -- as alice-phone verify bob@example.org --qr
 [ "$(grep -c '█' out.txt)" -ge 10 ] && ok || bad "QR code: $(cat out.txt)"
 expect 3 "a wrong number" -- as alice-phone verify bob@example.org "$(echo "$number" | tr 0123456789 1234567890)"
+# the number made again from the devices' fingerprints (docs/missive.md): version 2 is what
+# both sides show; version 1's number is refused as a number of another version
+as alice-phone -o json fingerprint alice@example.org >fp-alice.json 2>/dev/null
+as alice-phone -o json fingerprint bob@example.org >fp-bob.json 2>/dev/null
+cat >safety.py <<'PY'
+import hashlib, json, sys
+def digest(path):
+    h = hashlib.sha256()
+    for d in sorted(json.load(open(path)), key=lambda d: d["device_id"]):
+        h.update(d["device_id"].to_bytes(8, "big") + bytes.fromhex(d["fingerprint"].replace(" ", "")))
+    return h.digest()
+def digits(h):
+    return "".join("%05d" % (int.from_bytes(h[5 * g:5 * g + 5], "big") % 100000) for g in range(6))
+def side(version, handle, d):
+    n = bytes([len(handle)]) + handle.encode()
+    if version == 1:
+        return digits(hashlib.sha256(b"MSV-safety-v1" + n + d).digest())
+    h = hashlib.sha512(b"\x00\x02MSV-safety" + n + d).digest()
+    for _ in range(5200):
+        h = hashlib.sha512(h + d).digest()
+    return digits(h)
+v = int(sys.argv[1])
+print(side(v, "alice@example.org", digest("fp-alice.json")) + side(v, "bob@example.org", digest("fp-bob.json")))
+PY
+[ "$(python3 safety.py 2)" = "$number" ] && ok || bad "version 2 made again: $(python3 safety.py 2) / $number"
+expect 3 "a version 1 number" -- as alice-phone verify bob@example.org "$(python3 safety.py 1)"
+grep -q "made under safety-number version 1" err.txt && ok || bad "version 1: $(cat err.txt)"
 expect 0 "the right number" -- as alice-phone verify bob@example.org "$number"
 grep -q "verified: the safety numbers match" out.txt && ok || bad "verified: $(cat out.txt)"
 expect 2 "not oneself" -- as alice-phone verify alice@example.org
@@ -304,13 +331,15 @@ grep -q "no device of alice@example.org speaks a suite this device speaks" err.t
 # encrypted backups: bob's phone is backed up, then restored on a "new machine"
 export MISSIVE_BACKUP_PASSPHRASE="a backup passphrase"
 MISSIVE_BACKUP_PASSPHRASE=short expect 2 "a short backup passphrase" -- as bob-phone backup b.msvb
-grep -q "8 characters or more" err.txt && [ ! -e b.msvb ] && ok || bad "short passphrase: $(cat err.txt)"
+grep -q "12 characters or more" err.txt && [ ! -e b.msvb ] && ok || bad "short passphrase: $(cat err.txt)"
 expect 2 "kdf memory out of range" -- as bob-phone backup b.msvb --kdf-memory 0
-expect 0 "backup" -- as bob-phone backup bob.msvb --kdf-memory 8 --kdf-passes 1
-grep -q "^wrote bob.msvb (account bob@example.org; Argon2id 8 MiB, 1 passes)" out.txt && ok || bad "backup: $(cat out.txt)"
+expect 2 "under 64 MiB of Argon2id memory" -- as bob-phone backup b.msvb --kdf-memory 63
+MISSIVE_BACKUP_PASSPHRASE="eleven char" expect 2 "an 11-character backup passphrase" -- as bob-phone backup b.msvb
+expect 0 "backup" -- as bob-phone backup bob.msvb --kdf-memory 64 --kdf-passes 1
+grep -q "^wrote bob.msvb (account bob@example.org; Argon2id 64 MiB, 1 passes)" out.txt && ok || bad "backup: $(cat out.txt)"
 [ "$(stat -c %a bob.msvb)" = 600 ] && ok || bad "the backup is private"
 # the Argon2id parameters are in the header; nothing of the history or the photo is readable
-[ "$(head -c 16 bob.msvb | od -An -tx1 | tr -d ' \n')" = "4d53564241434b310000000100002000" ] && ok || bad "backup header: $(head -c 16 bob.msvb | od -An -tx1)"
+[ "$(head -c 16 bob.msvb | od -An -tx1 | tr -d ' \n')" = "4d53564241434b310000000100010000" ] && ok || bad "backup header: $(head -c 16 bob.msvb | od -An -tx1)"
 grep -q "dinner at eight" bob.msvb || grep -q "our photo" bob.msvb && bad "plaintext in the backup" || ok
 python3 -c "import sys; d=open('bob.msvb','rb').read(); p=open('photo.jpg','rb').read(); sys.exit(p[1000:1064] in d)" && ok || bad "the photo is in the backup in clear"
 expect 1 "an existing file is not overwritten" -- as bob-phone backup bob.msvb
@@ -318,6 +347,10 @@ grep -q "exists" err.txt && ok || bad "backup over a file: $(cat err.txt)"
 mkdir newmachine
 MISSIVE_BACKUP_PASSPHRASE="not the passphrase" expect 3 "restore with a wrong passphrase" -- "$M" --data-dir newmachine restore bob.msvb
 grep -q "wrong passphrase" err.txt && [ -z "$(ls -A newmachine)" ] && ok || bad "wrong passphrase: $(cat err.txt) $(ls -A newmachine)"
+# a backup made when 8 characters were enough is still restored: a short passphrase is tried
+MISSIVE_BACKUP_PASSPHRASE="8 chars!" expect 3 "restore tries a passphrase under 12 characters" -- "$M" --data-dir newmachine restore bob.msvb
+grep -q "wrong passphrase" err.txt && ok || bad "a short passphrase at restore: $(cat err.txt)"
+MISSIVE_BACKUP_PASSPHRASE="éééééé" expect 2 "6 characters in 12 bytes are too few to write a backup" -- as bob-phone backup b.msvb
 cp bob.msvb damaged.msvb
 printf 'X' | dd of=damaged.msvb bs=1 seek=$(($(stat -c %s bob.msvb) / 2)) conv=notrunc 2>/dev/null
 expect 1 "a damaged backup" -- "$M" --data-dir newmachine restore damaged.msvb
@@ -329,6 +362,16 @@ expect 1 "restore never replaces an account" -- "$M" --data-dir dev-bob-phone re
 grep -q "restore never replaces" err.txt && ok || bad "restore over an account: $(cat err.txt)"
 expect 0 "restore on a new machine" -- "$M" --data-dir newmachine restore bob.msvb
 grep -q "restored bob@example.org" out.txt && ok || bad "restore: $(cat out.txt)"
+# no prekey secret came back; the restored device's ids start 2^24 past the phone's next one
+cat >prekeys.py <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+rows = dict(db.execute("SELECT key, value FROM settings WHERE key LIKE 'prekey%' OR key LIKE 'signed-prekey%'"))
+print(sorted(k for k in rows if k.startswith("prekey:") or k.startswith("signed-prekey")),
+      int.from_bytes(rows.get("prekey-next", b"\0\0\0\1"), "big"))
+PY
+phone_next=$(python3 prekeys.py "dev-bob-phone/bob@example.org/state.db" | sed 's/.* //')
+[ "$(python3 prekeys.py "newmachine/bob@example.org/state.db")" = "[] $((phone_next + 16777216))" ] && ok || bad "prekeys restored: $(python3 prekeys.py "newmachine/bob@example.org/state.db") (phone: $phone_next)"
 rm -rf dev-bob-phone # the old phone is gone
 expect 0 "restored history" -- "$M" --data-dir newmachine history alice@example.org
 grep -q "dinner at eight?" out.txt && ok || bad "restored history: $(cat out.txt)"
@@ -337,6 +380,15 @@ cmp -s photo.jpg "newmachine/bob@example.org/attachments/$(basename "$saved")" &
 expect 0 "alice writes to the restored device" -- as alice-phone send bob@example.org --text "lost in the old session"
 expect 0 "the restored device receives" -- "$M" --data-dir newmachine receive --wait 1
 grep -q "could not be decrypted; the session with that device was reset" out.txt && ok || bad "reset notice: $(cat out.txt)"
+# connected, it replaced the phone's prekeys at the server: a new signed prekey, 100 new one-time ones
+restored_id=$("$M" --data-dir newmachine -o json fingerprint | sed 's/.*"device_id":\([0-9]*\).*/\1/')
+/usr/bin/python3 - srv/missive.db "$restored_id" <<'PY' && ok || bad "the server's prekeys after the restore"
+import sqlite3, sys
+db, dev = sqlite3.connect(sys.argv[1]), int(sys.argv[2])
+ids = [r[0] for r in db.execute("SELECT key_id FROM one_time_prekeys WHERE device_id = ?", (dev,))]
+signed = db.execute("SELECT key_id FROM signed_prekeys WHERE device_id = ?", (dev,)).fetchone()[0]
+assert len(ids) == 100 and min(ids) > 1 << 24 and signed > 1 << 24, (len(ids), min(ids), signed)
+PY
 expect 0 "alice is told" -- as alice-phone receive --wait 1
 grep -q "could not read a message from this device" out.txt && ok || bad "alice's reset notice: $(cat out.txt)"
 expect 0 "alice writes again" -- as alice-phone send bob@example.org --text "welcome back"

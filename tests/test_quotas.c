@@ -379,8 +379,8 @@ static uint32_t publish_prekeys(struct test_device *d, size_t n)
     for (size_t i = 0; i <= n; i++)
         assert_int_equal(msv_prekey_generate(d->id, (uint32_t)i + 1, &keys[i], i ? NULL : sig),
                          MSV_OK);
-    assert_int_equal(msv_request_prekey_upload(d->conn, &keys[0], sig, keys + 1, n, TEST_TIMEOUT_MS,
-                                               &left, &has_signed, &why),
+    assert_int_equal(msv_request_prekey_upload(d->conn, &keys[0], sig, keys + 1, n, 0,
+                                               TEST_TIMEOUT_MS, &left, &has_signed, &why),
                      MSV_OK);
     return left;
 }

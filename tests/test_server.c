@@ -1661,7 +1661,7 @@ static msv_err upload_prekeys(struct test_device *d, const struct msv_identity *
     for (size_t i = 0; i <= n; i++)
         assert_int_equal(msv_prekey_generate(signer, (uint32_t)i + 1, &keys[i], i ? NULL : sig),
                          MSV_OK);
-    return msv_request_prekey_upload(d->conn, &keys[0], sig, keys + 1, n, TEST_TIMEOUT_MS, left,
+    return msv_request_prekey_upload(d->conn, &keys[0], sig, keys + 1, n, 0, TEST_TIMEOUT_MS, left,
                                      has_signed, why);
 }
 

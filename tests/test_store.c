@@ -719,6 +719,23 @@ static void test_prekeys_and_tokens(void **state)
     assert_int_equal(c.signed_id, 2);
     assert_int_equal(c.signed_key[0], 0x61);
     assert_int_equal(c.one_time_id, 100);
+    /* a restored device's upload drops the one-time prekeys whose secrets it lacks */
+    otk[0].id = 200;
+    otk[1].id = 201;
+    otk[2].id = 202;
+    up.has_signed = 0;
+    up.n_one_time = 3;
+    assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_OK);
+    assert_int_equal(left, 3);
+    otk[0].id = 300;
+    otk[1].id = 301;
+    up.n_one_time = 2;
+    up.replace_one_time = 1;
+    assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_OK);
+    assert_int_equal(left, 2); /* 5 without the old three: no longer over 4 */
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 1, &c), MSV_OK);
+    assert_int_equal(c.one_time_id, 300);
+    assert_int_equal(c.signed_id, 2);
 
     /* delivery tokens: only the account's own approved devices' tokens pass */
     memset(hash, 0xA1, 32);

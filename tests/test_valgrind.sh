@@ -31,7 +31,7 @@ saved=$(sed -n 's/.*\[file: \(.*\) (100000 bytes)\].*/\1/p' out.txt)
 expect 0 "history" -- "${vg[@]}" "$M" --data-dir dev-bob --account bob@example.org history
 expect 2 "a usage error" -- "${vg[@]}" "$M" --data-dir dev-bob --account bob@example.org send
 export MISSIVE_BACKUP_PASSPHRASE="a backup passphrase"
-expect 0 "back up" -- "${vg[@]}" "$M" --data-dir dev-bob --account bob@example.org backup bob.msvb --kdf-memory 8 --kdf-passes 1
+expect 0 "back up" -- "${vg[@]}" "$M" --data-dir dev-bob --account bob@example.org backup bob.msvb --kdf-memory 64 --kdf-passes 1
 expect 0 "restore elsewhere" -- "${vg[@]}" "$M" --data-dir restored restore bob.msvb
 MISSIVE_BACKUP_PASSPHRASE="not the one" expect 3 "a wrong passphrase" -- "${vg[@]}" "$M" --data-dir again restore bob.msvb
 # bob's daemon under memcheck: commands through it, a message arriving, bad requests, a stop

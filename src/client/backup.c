@@ -13,6 +13,7 @@
 #include <sodium.h>
 
 #include "client/backup.h"
+#include "client/sessions.h"
 #include "missive/util.h"
 #include "util/endian.h"
 
@@ -213,7 +214,7 @@ static void remove_db(const char *path)
     unlink(side);
 }
 
-/* A copy of the state database without sessions (backups hold no message keys). */
+/* A copy of the state database without sessions or prekeys (backups hold no message keys). */
 static msv_err snapshot(struct msv_client_db *db, const char *path, char *why, size_t why_len)
 {
     struct msv_client_db *copy = NULL;
@@ -225,6 +226,8 @@ static msv_err snapshot(struct msv_client_db *db, const char *path, char *why, s
         err = msv_client_db_unset_prefix(copy, "session:");
     if (err == MSV_OK)
         err = msv_client_db_unset_prefix(copy, "session-prev:");
+    if (err == MSV_OK)
+        err = msv_sessions_strip_backup_copy(copy); /* nor prekey secrets */
     if (err == MSV_OK)
         err = msv_client_db_compact(copy); /* and no trace of them in free pages */
     msv_client_db_close(copy);
@@ -253,6 +256,15 @@ static msv_err write_archive(struct writer *w, const char *account_dir, const ch
     return err;
 }
 
+int msv_backup_passphrase_is_long_enough(const char *passphrase)
+{
+    size_t chars = 0;
+
+    for (const char *p = passphrase; *p != '\0'; p++)
+        chars += ((unsigned char)*p & 0xc0) != 0x80; /* a byte that starts a character */
+    return chars >= MSV_BACKUP_PASSPHRASE_MIN;
+}
+
 msv_err msv_backup_write(const char *account_dir, struct msv_client_db *db, const char *path,
                          const char *passphrase, const struct msv_backup_kdf *kdf,
                          const struct msv_backup_progress *progress, char *why, size_t why_len)
@@ -263,12 +275,14 @@ msv_err msv_backup_write(const char *account_dir, struct msv_client_db *db, cons
     int fd = -1;
     msv_err err = MSV_OK;
 
-    if (strlen(passphrase) < MSV_BACKUP_PASSPHRASE_MIN)
+    if (!msv_backup_passphrase_is_long_enough(passphrase))
         return say(why, why_len, MSV_ERR_INVALID, "the backup passphrase needs %d characters",
                    MSV_BACKUP_PASSPHRASE_MIN);
     if (kdf->opslimit < 1 || kdf->opslimit > MSV_BACKUP_OPS_MAX ||
-        kdf->memlimit_kib < MSV_BACKUP_MEM_MIN_KIB || kdf->memlimit_kib > MSV_BACKUP_MEM_MAX_KIB)
-        return say(why, why_len, MSV_ERR_INVALID, "Argon2id parameters out of range");
+        kdf->memlimit_kib < MSV_BACKUP_MEM_WRITE_MIN_KIB ||
+        kdf->memlimit_kib > MSV_BACKUP_MEM_MAX_KIB)
+        return say(why, why_len, MSV_ERR_INVALID,
+                   "Argon2id parameters out of range (64 to 4096 MiB, 1 to 32 passes)");
     if (access(path, F_OK) == 0)
         return say(why, why_len, MSV_ERR_EXISTS, "%s exists; choose another name", path);
     if ((size_t)snprintf(tmp, sizeof(tmp), "%s.partial", path) >= sizeof(tmp) ||

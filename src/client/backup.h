@@ -34,7 +34,16 @@
 #define MSV_BACKUP_OPS_MAX 32
 #define MSV_BACKUP_MEM_MIN_KIB 8u
 #define MSV_BACKUP_MEM_MAX_KIB (4u * 1024 * 1024)
-#define MSV_BACKUP_PASSPHRASE_MIN 8
+/* What a new backup must ask at the least: guessing its passphrase stays dear. */
+#define MSV_BACKUP_MEM_WRITE_MIN_KIB (64u * 1024)
+#define MSV_BACKUP_PASSPHRASE_MIN 12
+
+/*
+ * 1 if passphrase has MSV_BACKUP_PASSPHRASE_MIN characters (UTF-8 code
+ * points, not bytes) or more: what a new backup needs. A restore takes any
+ * passphrase, since older backups were made under a lower minimum.
+ */
+int msv_backup_passphrase_is_long_enough(const char *passphrase);
 
 struct msv_backup_kdf {
     uint32_t opslimit;

@@ -817,7 +817,7 @@ static msv_err check_verified(struct msv_client *c, Msv__Wire__HandleDevices *co
     return MSV_OK;
 }
 
-msv_err msv_client_safety_number(struct msv_client *c, const char *handle,
+msv_err msv_client_safety_number(struct msv_client *c, const char *handle, unsigned version,
                                  char number[MSV_SAFETY_DIGITS + 1], uint8_t digest[32])
 {
     const char *both[2] = {c->handle, handle};
@@ -841,7 +841,7 @@ msv_err msv_client_safety_number(struct msv_client *c, const char *handle,
     if (err == MSV_OK)
         err = msv_safety_set_digest(r->lookup_result->results[1], digest);
     if (err == MSV_OK)
-        msv_safety_number(c->handle, mine, handle, digest, number);
+        msv_safety_number(version, c->handle, mine, handle, digest, number);
     msv_frame_free(r);
     return err;
 }

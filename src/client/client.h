@@ -192,7 +192,8 @@ MSV_MUST_CHECK msv_err msv_client_monitor(struct msv_client *c,
 /*
  * Contact verification. The safety number of the conversation with handle
  * (60 digits, the same on both sides: both accounts' devices as the
- * transparency-checked directory lists them); digest receives the digest of
+ * transparency-checked directory lists them), made under version
+ * (MSV_SAFETY_VERSION, or 1 to recognise an older side's number); digest receives the digest of
  * handle's device set, which msv_client_mark_verified() records once the
  * number matched (or the user accepted it). A verified contact whose devices
  * change is then not written to: sends fail with MSV_ERR_AUTH and why.code
@@ -202,7 +203,8 @@ MSV_MUST_CHECK msv_err msv_client_monitor(struct msv_client *c,
  */
 #define MSV_REFUSAL_KEY_CHANGE 1000 /* a why.code of the client's own, not the server's */
 MSV_MUST_CHECK msv_err msv_client_safety_number(struct msv_client *c, const char *handle,
-                                                char number[61], uint8_t digest[32]);
+                                                unsigned version, char number[61],
+                                                uint8_t digest[32]);
 MSV_MUST_CHECK msv_err msv_client_mark_verified(struct msv_client *c, const char *handle,
                                                 const uint8_t digest[32]);
 MSV_MUST_CHECK msv_err msv_client_verified(struct msv_client *c, const char *handle,

@@ -186,8 +186,8 @@ out:
 
 msv_err msv_request_prekey_upload(struct msv_conn *c, const struct msv_prekey *signed_key,
                                   const uint8_t sig[64], const struct msv_prekey *one_time,
-                                  size_t n, int timeout_ms, uint32_t *left, int *has_signed,
-                                  struct msv_refusal *why)
+                                  size_t n, int replace, int timeout_ms, uint32_t *left,
+                                  int *has_signed, struct msv_refusal *why)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__PrekeyUpload up = MSV__WIRE__PREKEY_UPLOAD__INIT;
@@ -213,6 +213,7 @@ msv_err msv_request_prekey_upload(struct msv_conn *c, const struct msv_prekey *s
     }
     up.n_one_time = n;
     up.one_time = ptrs;
+    up.replace_one_time = replace != 0;
     req.body_case = MSV__WIRE__FRAME__BODY_PREKEY_UPLOAD;
     req.prekey_upload = &up;
     err = run(c, &req, MSV__WIRE__FRAME__BODY_PREKEY_STATE, timeout_ms, why, &answer);

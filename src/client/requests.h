@@ -89,16 +89,18 @@ msv_request_blob_download(struct msv_conn *c, const uint8_t blob_id[32], size_t 
 /* Acknowledges delivered queue ids (no answer is awaited). */
 /*
  * Publishes prekeys: the signed one (when signed_key is not NULL, with its
- * signature) and n one-time ones. *left and *has_signed describe what the
- * server holds for this device afterwards; n 0 and no signed key just ask.
+ * signature) and n one-time ones, which replace those the server holds for
+ * this device if replace (a device restored from a backup). *left and
+ * *has_signed describe what the server holds for this device afterwards; n 0,
+ * no signed key and no replace just ask.
  */
 struct msv_prekey;
 MSV_MUST_CHECK msv_err msv_request_prekey_upload(struct msv_conn *c,
                                                  const struct msv_prekey *signed_key,
                                                  const uint8_t sig[64],
                                                  const struct msv_prekey *one_time, size_t n,
-                                                 int timeout_ms, uint32_t *left, int *has_signed,
-                                                 struct msv_refusal *why);
+                                                 int replace, int timeout_ms, uint32_t *left,
+                                                 int *has_signed, struct msv_refusal *why);
 /* Claims the devices' prekey bundles; *result (msv_frame_free) holds PrekeyBundles. */
 MSV_MUST_CHECK msv_err msv_request_prekey_claim(struct msv_conn *c, const uint64_t *device_ids,
                                                 size_t n, int timeout_ms, msv_frame **result,

@@ -1,10 +1,21 @@
 /*
  * Safety numbers (safety.h).
  *
- * A side's digits: SHA-256("MSV-safety-v1" || u8 handle length || handle ||
- * set digest), six 5-byte groups each read as a big-endian number modulo
- * 100000. The set digest: SHA-256 over (u64be device id || identity hash) of
- * every device, in id order.
+ * A side's digits, version 2 (MSV_SAFETY_VERSION):
+ *   h_0 = SHA-512(u16be version || "MSV-safety" || u8 handle length || handle || set digest)
+ *   h_i = SHA-512(h_(i-1) || set digest), for i = 1 .. 5200
+ * and the first 30 bytes of h_5200 as six 5-byte groups, each read as a
+ * big-endian number modulo 100000. The 5,200 rounds make each attempt at a
+ * device set whose digits match someone else's 5,200 hashes dearer; the
+ * version in the first block means two sides on different versions never
+ * show the same number.
+ *
+ * Version 1, a single round: SHA-256("MSV-safety-v1" || u8 handle length ||
+ * handle || set digest), its first 30 bytes read the same way. Only made to
+ * recognise a number from a side still on version 1.
+ *
+ * The set digest: SHA-256 over (u64be device id || identity hash) of every
+ * device, in id order.
  */
 #include <stdio.h>
 #include <string.h>
@@ -41,19 +52,9 @@ msv_err msv_safety_set_digest(const Msv__Wire__HandleDevices *hd, uint8_t digest
     return MSV_OK;
 }
 
-void msv_safety_digits(const char *handle, const uint8_t set_digest[32], char out[31])
+/* The 30 digits of a hash's first 30 bytes: six groups of 5 bytes, each modulo 100000. */
+static void hash_digits(const uint8_t h[30], char out[31])
 {
-    static const char label[] = "MSV-safety-v1";
-    crypto_hash_sha256_state st;
-    size_t len = strlen(handle);
-    uint8_t h[32], n = (uint8_t)(len > 255 ? 255 : len);
-
-    crypto_hash_sha256_init(&st);
-    crypto_hash_sha256_update(&st, (const uint8_t *)label, sizeof(label) - 1);
-    crypto_hash_sha256_update(&st, &n, 1);
-    crypto_hash_sha256_update(&st, (const uint8_t *)handle, n);
-    crypto_hash_sha256_update(&st, set_digest, 32);
-    crypto_hash_sha256_final(&st, h);
     for (int g = 0; g < 6; g++) {
         uint64_t v = 0;
 
@@ -63,11 +64,58 @@ void msv_safety_digits(const char *handle, const uint8_t set_digest[32], char ou
     }
 }
 
-void msv_safety_number(const char *a, const uint8_t a_digest[32], const char *b,
+static void digits_v1(const char *handle, uint8_t n, const uint8_t set_digest[32], uint8_t h[32])
+{
+    static const char label[] = "MSV-safety-v1";
+    crypto_hash_sha256_state st;
+
+    crypto_hash_sha256_init(&st);
+    crypto_hash_sha256_update(&st, (const uint8_t *)label, sizeof(label) - 1);
+    crypto_hash_sha256_update(&st, &n, 1);
+    crypto_hash_sha256_update(&st, (const uint8_t *)handle, n);
+    crypto_hash_sha256_update(&st, set_digest, 32);
+    crypto_hash_sha256_final(&st, h);
+}
+
+static void digits_v2(const char *handle, uint8_t n, const uint8_t set_digest[32], uint8_t h[64])
+{
+    static const char label[] = "MSV-safety";
+    const uint8_t version[2] = {0, 2};
+    crypto_hash_sha512_state st;
+
+    crypto_hash_sha512_init(&st);
+    crypto_hash_sha512_update(&st, version, sizeof(version));
+    crypto_hash_sha512_update(&st, (const uint8_t *)label, sizeof(label) - 1);
+    crypto_hash_sha512_update(&st, &n, 1);
+    crypto_hash_sha512_update(&st, (const uint8_t *)handle, n);
+    crypto_hash_sha512_update(&st, set_digest, 32);
+    crypto_hash_sha512_final(&st, h);
+    for (int i = 0; i < MSV_SAFETY_ITERATIONS; i++) {
+        crypto_hash_sha512_init(&st);
+        crypto_hash_sha512_update(&st, h, 64);
+        crypto_hash_sha512_update(&st, set_digest, 32);
+        crypto_hash_sha512_final(&st, h);
+    }
+}
+
+void msv_safety_digits(unsigned version, const char *handle, const uint8_t set_digest[32],
+                       char out[31])
+{
+    size_t len = strlen(handle);
+    uint8_t h[64], n = (uint8_t)(len > 255 ? 255 : len);
+
+    if (version == 1)
+        digits_v1(handle, n, set_digest, h);
+    else
+        digits_v2(handle, n, set_digest, h);
+    hash_digits(h, out);
+}
+
+void msv_safety_number(unsigned version, const char *a, const uint8_t a_digest[32], const char *b,
                        const uint8_t b_digest[32], char out[MSV_SAFETY_DIGITS + 1])
 {
     int a_first = strcmp(a, b) <= 0;
 
-    msv_safety_digits(a_first ? a : b, a_first ? a_digest : b_digest, out);
-    msv_safety_digits(a_first ? b : a, a_first ? b_digest : a_digest, out + 30);
+    msv_safety_digits(version, a_first ? a : b, a_first ? a_digest : b_digest, out);
+    msv_safety_digits(version, a_first ? b : a, a_first ? b_digest : a_digest, out + 30);
 }

@@ -184,13 +184,13 @@ static msv_err load_prekey(struct msv_client *c, uint32_t id, struct msv_prekey 
     return err;
 }
 
-/* Hands out the next prekey id (ids are never reused). */
-static msv_err next_prekey_ids(struct msv_client *c, uint32_t count, uint32_t *first)
+/* Moves the next prekey id count further; *first: the id it was (ids are never reused). */
+static msv_err take_prekey_ids(struct msv_client_db *db, uint32_t count, uint32_t *first)
 {
     uint8_t *v = NULL, out[4];
     size_t len = 0;
     uint32_t next = 1;
-    msv_err err = msv_client_db_get(c->db, "prekey-next", &v, &len);
+    msv_err err = msv_client_db_get(db, "prekey-next", &v, &len);
 
     if (err == MSV_OK && len == 4)
         next = msv_get_u32be(v);
@@ -202,7 +202,23 @@ static msv_err next_prekey_ids(struct msv_client *c, uint32_t count, uint32_t *f
     *first = next;
     next += count;
     msv_put_u32be(out, next);
-    return msv_client_db_set(c->db, "prekey-next", out, 4);
+    return msv_client_db_set(db, "prekey-next", out, 4);
+}
+
+msv_err msv_sessions_strip_backup_copy(struct msv_client_db *copy)
+{
+    uint32_t skipped;
+    msv_err err = msv_client_db_unset_prefix(copy, "prekey:");
+
+    if (err == MSV_OK)
+        err = msv_client_db_unset(copy, "signed-prekey");
+    if (err == MSV_OK)
+        err = msv_client_db_unset(copy, "signed-prekey-old");
+    if (err == MSV_OK)
+        err = take_prekey_ids(copy, MSV_PREKEY_RESTORE_GAP, &skipped);
+    if (err == MSV_OK)
+        err = msv_client_db_set(copy, MSV_PREKEYS_RESTORED, "1", 1);
+    return err;
 }
 
 /* Makes and stores n prekeys (the first one signed if sig is not NULL). */
@@ -210,7 +226,7 @@ static msv_err make_prekeys(struct msv_client *c, struct msv_prekey *keys, size_
                             uint8_t sig[64])
 {
     uint32_t first = 0;
-    msv_err err = next_prekey_ids(c, (uint32_t)n, &first);
+    msv_err err = take_prekey_ids(c->db, (uint32_t)n, &first);
 
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         err = msv_prekey_generate(c->id, first + (uint32_t)i, &keys[i], i == 0 ? sig : NULL);
@@ -329,28 +345,35 @@ msv_err msv_sessions_publish(struct msv_client *c)
     struct msv_prekey keys[MSV_PREKEYS_BATCH], spk;
     uint8_t sig[64], profile[MSV_PROFILE_KEY_LEN], token[16], *flag = NULL;
     uint32_t left = 0;
-    int has_signed = 0, rotate;
+    int has_signed = 0, rotate, replace;
     int64_t now = msv_wall_ms(), since = 0;
     size_t flag_len = 0, n = 0;
     msv_err err;
 
     if (!(msv_identity_suites(c->id) & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
         return MSV_OK;
-    err = msv_request_prekey_upload(c->conn, NULL, NULL, NULL, 0, TIMEOUT_MS, &left, &has_signed,
+    err = msv_request_prekey_upload(c->conn, NULL, NULL, NULL, 0, 0, TIMEOUT_MS, &left, &has_signed,
                                     &c->why);
+    /* restored from a backup, which holds no prekey secrets: all new ones, under new ids */
+    replace = msv_client_db_get(c->db, MSV_PREKEYS_RESTORED, &flag, &flag_len) == MSV_OK;
+    free(flag);
+    flag = NULL;
     /* a new signed prekey when the server has none, or the one in use is a week old */
-    rotate = !has_signed || signed_prekey(c, &since) == 0 || now - since > MSV_SIGNED_PREKEY_AGE_MS;
-    if (err == MSV_OK && left < MSV_PREKEYS_LOW)
-        n = MSV_PREKEYS_BATCH - left;
+    rotate = replace || !has_signed || signed_prekey(c, &since) == 0 ||
+             now - since > MSV_SIGNED_PREKEY_AGE_MS;
+    if (err == MSV_OK && (replace || left < MSV_PREKEYS_LOW))
+        n = replace ? MSV_PREKEYS_BATCH : MSV_PREKEYS_BATCH - left;
     if (err == MSV_OK && rotate)
         err = make_prekeys(c, &spk, 1, sig);
     if (err == MSV_OK && n > 0)
         err = make_prekeys(c, keys, n, NULL);
     if (err == MSV_OK && (rotate || n > 0))
-        err = msv_request_prekey_upload(c->conn, rotate ? &spk : NULL, sig, keys, n, TIMEOUT_MS,
-                                        &left, &has_signed, &c->why);
+        err = msv_request_prekey_upload(c->conn, rotate ? &spk : NULL, sig, keys, n, replace,
+                                        TIMEOUT_MS, &left, &has_signed, &c->why);
     if (err == MSV_OK && rotate)
         err = signed_prekey_replaced(c, spk.id, now);
+    if (err == MSV_OK && replace)
+        err = msv_client_db_unset(c->db, MSV_PREKEYS_RESTORED);
     sodium_memzero(keys, sizeof(keys));
     sodium_memzero(&spk, sizeof(spk));
     if (err == MSV_OK && msv_client_db_get(c->db, "token-published", &flag, &flag_len) != MSV_OK) {

@@ -41,6 +41,19 @@ struct msv_session;
  */
 msv_err msv_sessions_publish(struct msv_client *c);
 
+/*
+ * In the copy of a state database that goes into a backup: drops every
+ * prekey secret (one-time and signed), moves the next prekey id
+ * MSV_PREKEY_RESTORE_GAP further, past any id the original device can hand
+ * out after the backup, and marks the copy (MSV_PREKEYS_RESTORED) so that a
+ * device restored from it replaces its published prekeys and its signed
+ * prekey at its first connection (docs/missive.md, "Backups").
+ */
+#define MSV_PREKEYS_RESTORED "prekeys-restored"
+#define MSV_PREKEY_RESTORE_GAP (1u << 24)
+struct msv_client_db;
+MSV_MUST_CHECK msv_err msv_sessions_strip_backup_copy(struct msv_client_db *copy);
+
 /* This device's profile key (made on first use); its delivery token is derived from it. */
 MSV_MUST_CHECK msv_err msv_sessions_profile_key(struct msv_client *c,
                                                 uint8_t key[MSV_PROFILE_KEY_LEN]);

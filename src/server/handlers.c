@@ -1278,6 +1278,7 @@ static const char *read_upload(const Msv__Wire__PrekeyUpload *q, struct msv_prek
     }
     u->one_time = one_time;
     u->n_one_time = q->n_one_time;
+    u->replace_one_time = q->replace_one_time;
     return NULL;
 }
 

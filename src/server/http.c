@@ -490,4 +490,3 @@ msv_err msv_http_start(struct msv_server *s)
     t->started = 1;
     return MSV_OK;
 }
-

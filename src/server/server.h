@@ -197,7 +197,7 @@ struct msv_server {
     _Atomic int commit_failing; /* the last group commit failed: /health answers 503 */
     _Atomic int stopping;
     struct evhttp *http;
-    struct msv_http_conns *http_conns; /* http.c's: the port's connections and their deadlines */
+    struct msv_http_conns *http_conns;    /* http.c's: the port's connections and their deadlines */
     struct evconnlistener *http_listener; /* owned by http */
     struct msv_accept_pause http_pause;   /* owned here; its timer's argument is the server */
     struct event *sig_term, *sig_int, *sig_hup, *expiry_timer;

@@ -51,6 +51,20 @@ static const char *const migrations[] = {
     "GLOB 'session:*:*');",
 };
 
+/*
+ * Settings hold the device's secrets: one-time prekey secrets, sessions, the
+ * profile key. One deleted or replaced must not stay in the files. With
+ * secure_delete SQLite zeroes what a write frees in the pages it writes; a
+ * checkpoint that truncates the write-ahead log then copies those pages over
+ * the old ones in the database file and empties the log, which held the
+ * older copies. Best effort: a reader in another process can keep the log
+ * for a while (the busy timeout), and the next write tries again.
+ */
+static void drop_old_pages(struct msv_client_db *db)
+{
+    (void)sqlite3_wal_checkpoint_v2(db->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+}
+
 msv_err msv_client_db_open(const char *path, struct msv_client_db **out)
 {
     struct msv_client_db *db = calloc(1, sizeof(*db));
@@ -59,10 +73,14 @@ msv_err msv_client_db_open(const char *path, struct msv_client_db **out)
     if (db == NULL)
         return MSV_ERR_NOMEM;
     err = msv_sql_open(path, migrations, sizeof(migrations) / sizeof(migrations[0]), &db->db);
+    if (err == MSV_OK)
+        err = msv_sql_exec(db->db, "PRAGMA secure_delete = ON;");
     if (err != MSV_OK) {
+        sqlite3_close(db->db);
         free(db);
         return err;
     }
+    drop_old_pages(db); /* what an earlier version or a crash left in the log */
     *out = db;
     return MSV_OK;
 }
@@ -71,25 +89,42 @@ void msv_client_db_close(struct msv_client_db *db)
 {
     if (db == NULL)
         return;
+    drop_old_pages(db);
     sqlite3_close(db->db);
     free(db);
 }
 
 /* ---- settings ------------------------------------------------------------------------- */
 
-msv_err msv_client_db_set(struct msv_client_db *db, const char *key, const void *value, size_t len)
+/* Runs sql with ?1 the key and ?2 the value. */
+static msv_err put_setting(struct msv_client_db *db, const char *sql, const char *key,
+                           const void *value, size_t len)
 {
     sqlite3_stmt *st = NULL;
-    msv_err err = msv_sql_prepare(db->db,
-                                  "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT "
-                                  "(key) DO UPDATE SET value = excluded.value;",
-                                  &st);
+    msv_err err = msv_sql_prepare(db->db, sql, &st);
 
     if (err != MSV_OK)
         return err;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
     sqlite3_bind_blob(st, 2, len ? value : "", (int)len, SQLITE_TRANSIENT);
     return msv_sql_run(st);
+}
+
+msv_err msv_client_db_set(struct msv_client_db *db, const char *key, const void *value, size_t len)
+{
+    msv_err err =
+        put_setting(db, "UPDATE settings SET value = ?2 WHERE key = ?1;", key, value, len);
+
+    if (err == MSV_OK && sqlite3_changes(db->db) > 0) {
+        drop_old_pages(db); /* the value it replaced (a session's last state) */
+        return MSV_OK;
+    }
+    /* a new key (a new prekey): nothing old to drop */
+    return err != MSV_OK ? err
+                         : put_setting(db,
+                                       "INSERT INTO settings (key, value) VALUES (?1, ?2) ON "
+                                       "CONFLICT (key) DO UPDATE SET value = excluded.value;",
+                                       key, value, len);
 }
 
 msv_err msv_client_db_unset(struct msv_client_db *db, const char *key)
@@ -100,7 +135,10 @@ msv_err msv_client_db_unset(struct msv_client_db *db, const char *key)
     if (err != MSV_OK)
         return err;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
-    return msv_sql_run(st);
+    err = msv_sql_run(st);
+    if (err == MSV_OK)
+        drop_old_pages(db);
+    return err;
 }
 
 msv_err msv_client_db_unset_prefix(struct msv_client_db *db, const char *prefix)
@@ -113,7 +151,10 @@ msv_err msv_client_db_unset_prefix(struct msv_client_db *db, const char *prefix)
         return err;
     sqlite3_bind_int(st, 1, (int)strlen(prefix));
     sqlite3_bind_text(st, 2, prefix, -1, SQLITE_TRANSIENT);
-    return msv_sql_run(st);
+    err = msv_sql_run(st);
+    if (err == MSV_OK)
+        drop_old_pages(db);
+    return err;
 }
 
 msv_err msv_client_db_snapshot(struct msv_client_db *db, const char *path)
@@ -518,7 +559,18 @@ msv_err msv_client_db_message_rewrite(struct msv_client_db *db, const uint8_t me
     sqlite3_bind_text(st, 2, status, -1, SQLITE_TRANSIENT);
     sqlite3_bind_blob(st, 3, message_id, 16, SQLITE_TRANSIENT);
     err = msv_sql_run(st);
-    return err == MSV_OK && sqlite3_changes(db->db) == 0 ? MSV_ERR_NOT_FOUND : err;
+    if (err == MSV_OK && sqlite3_changes(db->db) == 0)
+        return MSV_ERR_NOT_FOUND;
+    /*
+     * The old text's words stay in the search index's older segments until they
+     * are merged: merge them all (an unsend or edit is rare), then drop the
+     * pages they were in, as for secrets.
+     */
+    if (err == MSV_OK)
+        err = msv_sql_exec(db->db, "INSERT INTO messages_fts(messages_fts) VALUES ('optimize');");
+    if (err == MSV_OK)
+        drop_old_pages(db);
+    return err;
 }
 
 msv_err msv_client_db_history(struct msv_client_db *db, const char *conversation,

@@ -1049,6 +1049,11 @@ static msv_err prekeys_put(struct pg_conn *c, uint64_t device_id, const struct m
                 " sig = excluded.sig;",
                 &a);
     }
+    if (err == MSV_OK && u->replace_one_time) {
+        a.n = 0;
+        a_i64(&a, (int64_t)device_id);
+        err = run(c, "DELETE FROM one_time_prekeys WHERE device_id = $1;", &a);
+    }
     for (size_t i = 0; err == MSV_OK && i < u->n_one_time; i++) {
         a.n = 0;
         a_i64(&a, (int64_t)device_id);

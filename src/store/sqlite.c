@@ -571,6 +571,13 @@ static msv_err prekeys_put_locked(struct sqlite_store *s, uint64_t device_id,
         sqlite3_bind_blob(st, 4, u->signed_sig, 64, SQLITE_STATIC);
         err = run(s, st);
     }
+    if (err == MSV_OK && u->replace_one_time) {
+        err = prepare(s, "DELETE FROM one_time_prekeys WHERE device_id = ?;", &st);
+        if (err != MSV_OK)
+            return err;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+        err = run(s, st);
+    }
     for (size_t i = 0; err == MSV_OK && i < u->n_one_time; i++) {
         err = prepare(s,
                       "INSERT OR IGNORE INTO one_time_prekeys (device_id, key_id, pk) "

@@ -114,6 +114,7 @@ struct msv_prekey_upload {
     uint8_t signed_sig[64];
     const struct msv_one_time_prekey *one_time;
     size_t n_one_time;
+    int replace_one_time; /* the device's unclaimed one-time prekeys go first */
 };
 
 /* What a claim hands out for one device; one_time_id 0 when none was left. */
@@ -253,7 +254,8 @@ struct msv_store_ops {
 
     /*
      * Prekeys: the upload replaces the signed prekey (if it has one) and adds
-     * the one-time prekeys whose ids are new; MSV_ERR_TOO_BIG, changing
+     * the one-time prekeys whose ids are new, after dropping those the device
+     * has if replace_one_time; MSV_ERR_TOO_BIG, changing
      * nothing, if the device would then hold more than max_one_time.
      * *left and *has_signed describe the device afterwards.
      */
