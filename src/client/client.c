@@ -2144,6 +2144,10 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
                 err = MSV_OK;
         }
         msv_frame_free(f);
+        /* a receipt's retries may have given the connection up: the message stays
+         * unacknowledged, and its redelivery is recognised */
+        if (err == MSV_OK && c->conn == NULL)
+            err = MSV_ERR_IO;
         if (err == MSV_OK)
             err = msv_request_ack(c->conn, &q, 1);
     }
