@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,10 +97,37 @@ static void test_server_gone_mid_receive(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * A server that takes the connection and then says nothing: the request
+ * times out as an unreachable server (MSV_ERR_IO, which the command line
+ * reports with exit status 4), not as a request for more input.
+ */
+static void test_silent_server(void **state)
+{
+    struct test_server s;
+    struct test_device d;
+    struct msv_conn *c;
+    char why[64] = "";
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "carol@example.org", &d);
+    c = test_connect(&s);
+    assert_int_equal(kill(s.pid, SIGSTOP), 0);
+    assert_int_equal(msv_conn_auth(c, d.handle, d.device_id, d.id, 300, why, sizeof(why)),
+                     MSV_ERR_IO);
+    assert_int_equal(kill(s.pid, SIGCONT), 0);
+    msv_conn_close(c);
+    test_device_free(&d);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_server_gone_mid_receive),
+        cmocka_unit_test(test_silent_server),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -367,6 +367,7 @@ static msv_err plain_conn(struct msv_client *c, struct msv_conn **out)
     char host[256];
     uint16_t port;
     msv_err err = MSV_ERR_IO, first = MSV_OK;
+    int64_t started = msv_mono_ms();
 
     while (server_at(c->others, count - 1, host, sizeof(host), &port) == MSV_OK)
         count++;
@@ -387,6 +388,11 @@ static msv_err plain_conn(struct msv_client *c, struct msv_conn **out)
         if (first == MSV_OK)
             first = err;
     }
+    if (first == MSV_ERR_IO) /* unreachable: say so, and whether it was silent or refused */
+        snprintf(c->why.message, sizeof(c->why.message), "the server at %.180s:%u%s %s", c->host,
+                 (unsigned)c->port, count > 1 ? " (and the others)" : "",
+                 msv_mono_ms() - started >= TIMEOUT_MS ? "did not answer in time"
+                                                       : "cannot be reached");
     return first != MSV_OK ? first : err; /* what the preferred address said */
 }
 
@@ -460,6 +466,10 @@ msv_err msv_client_connect(struct msv_client *c)
     if (err == MSV_OK)
         err = msv_conn_auth(c->conn, c->handle, c->device_id, c->id, TIMEOUT_MS, c->why.message,
                             sizeof(c->why.message));
+    if (err == MSV_ERR_IO && c->conn != NULL)
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "the server at %.180s:%u did not answer within %d s, or closed the connection",
+                 c->host, (unsigned)c->port, TIMEOUT_MS / 1000);
     if (err != MSV_OK) {
         msv_conn_close(c->conn);
         c->conn = NULL;

@@ -117,8 +117,9 @@ msv_err msv_conn_open(const char *host, uint16_t port, const uint8_t pin[32], in
         goto fail;
     SSL_set_tlsext_host_name(c->ssl, host);
     while ((rc = SSL_connect(c->ssl)) != 1) {
-        err = wait_for(c, SSL_get_error(c->ssl, rc), deadline);
-        if (err != MSV_OK)
+        /* a server that does not finish the handshake in time is as unreachable as one
+         * that refuses the connection */
+        if (wait_for(c, SSL_get_error(c->ssl, rc), deadline) != MSV_OK)
             goto fail;
     }
     cert = SSL_get1_peer_certificate(c->ssl);
@@ -292,7 +293,7 @@ msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms, msv
             c->pushed_head = p;
         c->pushed_tail = p;
     }
-    return err;
+    return err == MSV_ERR_AGAIN ? MSV_ERR_IO : err; /* no answer: the server is unreachable */
 }
 
 msv_err msv_conn_auth(struct msv_conn *c, const char *handle, uint64_t device_id,
