@@ -15,13 +15,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/ssl.h>
 
 #include "client/client.h"
 #include "missive/util.h"
+#include "wire/frame.h"
 #include "server_harness.h"
 
 /* What a receive showed: messages by text, and receipts. */
@@ -123,11 +130,172 @@ static void test_silent_server(void **state)
     test_server_cleanup(&s);
 }
 
+/* ---- a dishonest server, on the real server's certificate ------------------------------ */
+
+struct flood {
+    int frames;    /* how many pushes it sends */
+    size_t size;   /* the ciphertext of each (0: an Ok frame instead of a Deliver) */
+    int gap_ms;    /* between two */
+    uint16_t port; /* where it listens */
+    pid_t pid;
+};
+
+static void flood_serve(struct test_server *s, int fd, const struct flood *fl)
+{
+    Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__Deliver d = MSV__WIRE__DELIVER__INIT;
+    Msv__Wire__Ok ok = MSV__WIRE__OK__INIT;
+    char cert[128], key[128], hello[256];
+    uint8_t *junk = calloc(1, fl->size + 1), *wire = NULL;
+    size_t len = 0;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    SSL *ssl;
+    int conn = accept(fd, NULL, NULL);
+
+    snprintf(cert, sizeof(cert), "%s/data/server.crt", s->dir);
+    snprintf(key, sizeof(key), "%s/data/server.key", s->dir);
+    if (junk == NULL || ctx == NULL || conn < 0 ||
+        SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+        _exit(2);
+    ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, conn);
+    if (SSL_accept(ssl) != 1)
+        _exit(3);
+    if (fl->size > 0) { /* a request comes first; it is never answered */
+        if (SSL_read(ssl, hello, sizeof(hello)) <= 0)
+            _exit(4);
+        d.queue_id = 1;
+        d.ciphertext.data = junk;
+        d.ciphertext.len = fl->size;
+        f.body_case = MSV__WIRE__FRAME__BODY_DELIVER;
+        f.deliver = &d;
+    } else {
+        f.body_case = MSV__WIRE__FRAME__BODY_OK;
+        f.ok = &ok;
+    }
+    if (msv_frame_encode(&f, MSV_FRAME_MAX_DEFAULT, &wire, &len) != MSV_OK)
+        _exit(5);
+    for (int i = 0; i < fl->frames; i++) {
+        struct timespec gap = {fl->gap_ms / 1000, (long)(fl->gap_ms % 1000) * 1000000L};
+
+        if (SSL_write(ssl, wire, (int)len) != (int)len)
+            break; /* the client hung up */
+        nanosleep(&gap, NULL);
+    }
+    _exit(0);
+}
+
+/* Starts the dishonest server for one connection. */
+static void flood_start(struct test_server *s, struct flood *fl)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t alen = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(fd, 1), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+    fl->port = ntohs(a.sin_port);
+    fl->pid = fork();
+    assert_true(fl->pid >= 0);
+    if (fl->pid == 0)
+        flood_serve(s, fd, fl);
+    close(fd);
+}
+
+static void flood_stop(struct flood *fl)
+{
+    kill(fl->pid, SIGKILL);
+    waitpid(fl->pid, NULL, 0);
+}
+
+/*
+ * A server pushes frame after frame while a request waits for its answer
+ * (100 MB here): the client keeps at most 16 MiB of them and gives the
+ * connection up, instead of holding all of it until the request times out.
+ * The client runs in a child whose peak memory is measured.
+ */
+static void test_pushes_bounded(void **state)
+{
+    struct test_server s;
+    struct flood fl = {.frames = 400, .size = 256 * 1024};
+    struct rusage ru;
+    int status = 0;
+    pid_t client;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    flood_start(&s, &fl);
+    client = fork();
+    assert_true(client >= 0);
+    if (client == 0) {
+        Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__Hello hello = MSV__WIRE__HELLO__INIT;
+        struct msv_conn *c = NULL;
+        msv_frame *resp = NULL, *f = NULL;
+
+        req.body_case = MSV__WIRE__FRAME__BODY_HELLO;
+        req.hello = &hello;
+        if (msv_conn_open("127.0.0.1", fl.port, s.fingerprint, TEST_TIMEOUT_MS, &c) != MSV_OK)
+            _exit(10);
+        if (msv_conn_request(c, &req, 8000, &resp) != MSV_ERR_IO)
+            _exit(11);
+        if (msv_conn_recv(c, 100, &f) != MSV_ERR_IO) /* the connection is given up */
+            _exit(12);
+        msv_conn_close(c);
+        _exit(0);
+    }
+    assert_int_equal(wait4(client, &status, 0, &ru), client);
+    flood_stop(&fl);
+    printf("peak memory of the flooded client: %ld KiB\n", ru.ru_maxrss);
+    assert_true(ru.ru_maxrss < 64 * 1024);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A server that never falls quiet: a frame every 50 ms. receive returns once
+ * its time is up (here 1 s beyond the quiet time) instead of running as long
+ * as the server keeps sending.
+ */
+static void test_receive_deadline(void **state)
+{
+    struct test_server s;
+    struct flood fl = {.frames = 600, .size = 0, .gap_ms = 50};
+    struct msv_client *c;
+    size_t count = 0;
+    int64_t started;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    c = test_client_for(&s, "dave", "dave@example.org");
+    flood_start(&s, &fl);
+    msv_conn_close(c->conn);
+    c->conn = NULL;
+    assert_int_equal(msv_conn_open("127.0.0.1", fl.port, s.fingerprint, TEST_TIMEOUT_MS, &c->conn),
+                     MSV_OK);
+    c->receive_max_ms = 1000;
+    started = msv_mono_ms();
+    assert_int_equal(msv_client_receive(c, 500, NULL, NULL, &count), MSV_OK);
+    assert_true(msv_mono_ms() - started < 5000);
+    flood_stop(&fl);
+    msv_client_close(c);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_server_gone_mid_receive),
         cmocka_unit_test(test_silent_server),
+        cmocka_unit_test(test_pushes_bounded),
+        cmocka_unit_test(test_receive_deadline),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2112,13 +2112,19 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
                            size_t *count)
 {
     msv_err err = msv_client_connect(c);
+    /* a server that never stops sending must not keep the caller here for ever */
+    int64_t deadline = msv_mono_ms() + timeout_ms +
+                       (c->receive_max_ms > 0 ? c->receive_max_ms : MSV_CLIENT_RECEIVE_MAX_MS);
 
     *count = 0;
     while (err == MSV_OK) {
         msv_frame *f = NULL;
         uint64_t q;
+        int64_t left = deadline - msv_mono_ms();
 
-        err = msv_conn_recv(c->conn, timeout_ms, &f);
+        if (left <= 0)
+            return MSV_OK; /* the rest waits, unacknowledged, for the next call */
+        err = msv_conn_recv(c->conn, left < timeout_ms ? (int)left : timeout_ms, &f);
         if (err == MSV_ERR_AGAIN)
             return MSV_OK; /* quiet for timeout_ms: done */
         if (err != MSV_OK)

@@ -20,9 +20,17 @@
 #include "missive/util.h"
 
 #define CONN_FRAME_MAX MSV_FRAME_MAX_DEFAULT
+/*
+ * Pushes set aside while a request waits for its answer: an honest server
+ * sends at most its delivery window of them (64 by default); a server that
+ * sends more than this is treated as a broken connection.
+ */
+#define CONN_PUSHED_MAX_FRAMES 1024
+#define CONN_PUSHED_MAX_BYTES (16u << 20)
 
 struct pushed {
     msv_frame *f;
+    size_t bytes; /* its size on the wire */
     struct pushed *next;
 };
 
@@ -35,6 +43,9 @@ struct msv_conn {
     size_t in_len, in_cap;
     uint64_t next_request;
     struct pushed *pushed_head, *pushed_tail;
+    size_t pushed_frames, pushed_bytes;
+    size_t last_frame_bytes; /* the size of the frame read last */
+    int broken;              /* the server flooded it: every call fails */
 };
 
 /* Waits until fd is ready for what SSL wants; MSV_ERR_AGAIN at the deadline. */
@@ -137,10 +148,8 @@ fail:
     return err;
 }
 
-void msv_conn_close(struct msv_conn *c)
+static void drop_pushed(struct msv_conn *c)
 {
-    if (c == NULL)
-        return;
     while (c->pushed_head != NULL) {
         struct pushed *p = c->pushed_head;
 
@@ -148,6 +157,15 @@ void msv_conn_close(struct msv_conn *c)
         msv_frame_free(p->f);
         free(p);
     }
+    c->pushed_tail = NULL;
+    c->pushed_frames = c->pushed_bytes = 0;
+}
+
+void msv_conn_close(struct msv_conn *c)
+{
+    if (c == NULL)
+        return;
+    drop_pushed(c);
     if (c->ssl != NULL)
         SSL_free(c->ssl);
     SSL_CTX_free(c->ctx);
@@ -166,6 +184,8 @@ msv_err msv_conn_send_raw(struct msv_conn *c, const uint8_t *p, size_t len)
 {
     int64_t deadline = msv_mono_ms() + 30000;
 
+    if (c->broken)
+        return MSV_ERR_IO;
     while (len > 0) {
         int n = SSL_write(c->ssl, p, len > INT32_MAX ? INT32_MAX : (int)len);
 
@@ -207,6 +227,7 @@ static msv_err take_frame(struct msv_conn *c, msv_frame **out)
     if (err != MSV_OK)
         return err;
     err = msv_frame_decode(body, body_len, out);
+    c->last_frame_bytes = used;
     memmove(c->in, c->in + used, c->in_len - used);
     c->in_len -= used;
     return err;
@@ -216,6 +237,8 @@ static msv_err read_frame(struct msv_conn *c, int timeout_ms, msv_frame **out)
 {
     int64_t deadline = msv_mono_ms() + timeout_ms;
 
+    if (c->broken)
+        return MSV_ERR_IO;
     for (;;) {
         msv_err err = take_frame(c, out);
         int n;
@@ -253,6 +276,8 @@ msv_err msv_conn_recv(struct msv_conn *c, int timeout_ms, msv_frame **out)
         c->pushed_head = p->next;
         if (c->pushed_head == NULL)
             c->pushed_tail = NULL;
+        c->pushed_frames--;
+        c->pushed_bytes -= p->bytes;
         *out = p->f;
         free(p);
         return MSV_OK;
@@ -280,13 +305,24 @@ msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms, msv
             *resp = f;
             return MSV_OK;
         }
+        if (c->pushed_frames >= CONN_PUSHED_MAX_FRAMES ||
+            c->pushed_bytes + c->last_frame_bytes > CONN_PUSHED_MAX_BYTES) {
+            /* what was set aside is not acknowledged: the next connection brings it again */
+            msv_frame_free(f);
+            drop_pushed(c);
+            c->broken = 1;
+            return MSV_ERR_IO;
+        }
         p = malloc(sizeof(*p));
         if (p == NULL) {
             msv_frame_free(f);
             return MSV_ERR_NOMEM;
         }
         p->f = f;
+        p->bytes = c->last_frame_bytes;
         p->next = NULL;
+        c->pushed_frames++;
+        c->pushed_bytes += p->bytes;
         if (c->pushed_tail != NULL)
             c->pushed_tail->next = p;
         else

@@ -50,8 +50,11 @@ MSV_MUST_CHECK msv_err msv_conn_recv(struct msv_conn *c, int timeout_ms, msv_fra
 /*
  * Sends req with a fresh request id and waits for the frame that answers it;
  * frames without a request id (pushes) that arrive meanwhile are kept for
- * msv_conn_recv(). No answer within timeout_ms is MSV_ERR_IO, as is a lost
- * connection. Caller frees *resp with msv_frame_free().
+ * msv_conn_recv(), up to 1024 frames or 16 MiB: a server that pushes more
+ * has the connection fail (MSV_ERR_IO from then on; what was kept is dropped
+ * unacknowledged, so the relay offers it again on the next connection). No
+ * answer within timeout_ms is MSV_ERR_IO, as is a lost connection. Caller
+ * frees *resp with msv_frame_free().
  */
 MSV_MUST_CHECK msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms,
                                         msv_frame **resp);
