@@ -53,13 +53,32 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
     }
 }
 
-static void expect_status(struct msv_client *c, const uint8_t id[16], const char *status)
+/* A receive on a new connection: what the relay still holds comes again. */
+static void receive_again(struct msv_client *c, struct seen *seen)
 {
+    size_t count = 0;
+
+    msv_conn_close(c->conn);
+    c->conn = NULL;
+    assert_int_equal(msv_client_receive(c, 1000, on_incoming, seen, &count), MSV_OK);
+}
+
+/* bob showed alice's message id once, and alice got its delivery receipt. */
+static void shown_once_and_receipted(struct msv_client *alice, struct msv_client *bob,
+                                     const uint8_t id[16])
+{
+    struct seen seen = {0};
     struct msv_message_rec *m = NULL;
 
-    assert_int_equal(msv_client_db_message_get(c->db, id, &m), MSV_OK);
-    assert_string_equal(m->status, status);
+    receive_again(bob, &seen);
+    assert_int_equal(seen.messages, 0); /* the redelivery is recognised */
+    receive_again(alice, &seen);
+    assert_int_equal(seen.receipts, 1);
+    assert_int_equal(msv_client_db_message_get(alice->db, id, &m), MSV_OK);
+    assert_string_equal(m->status, "delivered");
     msv_messages_free(m, 1);
+    msv_client_close(alice);
+    msv_client_close(bob);
 }
 
 /*
@@ -90,17 +109,7 @@ static void test_server_gone_mid_receive(void **state)
     assert_int_equal(seen.messages, 1);
     assert_string_equal(seen.last_text, "while the server dies");
     test_server_start(&s);
-    msv_conn_close(bob->conn);
-    bob->conn = NULL;
-    assert_int_equal(msv_client_receive(bob, 1000, on_incoming, &seen, &count), MSV_OK);
-    assert_int_equal(seen.messages, 1); /* the redelivery is recognised */
-    msv_conn_close(alice->conn);
-    alice->conn = NULL;
-    assert_int_equal(msv_client_receive(alice, 1000, on_incoming, &seen, &count), MSV_OK);
-    assert_int_equal(seen.receipts, 1);
-    expect_status(alice, id, "delivered");
-    msv_client_close(alice);
-    msv_client_close(bob);
+    shown_once_and_receipted(alice, bob, id);
     test_server_cleanup(&s);
 }
 
@@ -127,6 +136,57 @@ static void test_silent_server(void **state)
     assert_int_equal(kill(s.pid, SIGCONT), 0);
     msv_conn_close(c);
     test_device_free(&d);
+    test_server_cleanup(&s);
+}
+
+static void exit_when_shown(void *ctx, const struct msv_incoming *in)
+{
+    (void)ctx;
+    if (in->kind == MSV_INCOMING_MESSAGE)
+        _exit(0); /* killed after the message was stored, before it was shown */
+}
+
+/*
+ * The receiving process dies between storing a message and showing it. The
+ * next receive shows it (the redelivery alone would be recognised as stored
+ * and dropped) and sends the delivery receipt the dead process owed.
+ */
+static void test_killed_before_shown(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    struct seen seen = {0};
+    char dir[128];
+    uint8_t id[16];
+    size_t count = 0;
+    int status = 0;
+    pid_t pid;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = test_client_for(&s, "alice", "alice@example.org");
+    bob = test_client_for(&s, "bob", to[0]);
+    msv_client_close(bob);
+    assert_int_equal(msv_client_send(alice, to, 1, "shown at last", NULL, 0, NULL, id), MSV_OK);
+    snprintf(dir, sizeof(dir), "%s/bob", s.dir);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (msv_client_open(dir, NULL, &bob) != MSV_OK ||
+            msv_client_receive(bob, 2000, exit_when_shown, NULL, &count) != MSV_OK)
+            _exit(2);
+        _exit(3); /* nothing was shown */
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(msv_client_open(dir, NULL, &bob), MSV_OK);
+    assert_int_equal(msv_client_receive(bob, 1000, on_incoming, &seen, &count), MSV_OK);
+    assert_int_equal(seen.messages, 1);
+    assert_int_equal(count, 1);
+    assert_string_equal(seen.last_text, "shown at last");
+    shown_once_and_receipted(alice, bob, id);
     test_server_cleanup(&s);
 }
 
@@ -292,9 +352,8 @@ static void test_receive_deadline(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_server_gone_mid_receive),
-        cmocka_unit_test(test_silent_server),
-        cmocka_unit_test(test_pushes_bounded),
+        cmocka_unit_test(test_server_gone_mid_receive), cmocka_unit_test(test_silent_server),
+        cmocka_unit_test(test_killed_before_shown),     cmocka_unit_test(test_pushes_bounded),
         cmocka_unit_test(test_receive_deadline),
     };
 
