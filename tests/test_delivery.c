@@ -274,8 +274,8 @@ static void flood_stop(struct flood *fl)
 
 /*
  * A server pushes frame after frame while a request waits for its answer
- * (100 MB here): the client keeps at most 16 MiB of them and gives the
- * connection up, instead of holding all of it until the request times out.
+ * (100 MB here): the client keeps at most 16 MiB of them and drops the rest
+ * unacknowledged, instead of holding all of it until the request times out.
  * The client runs in a child whose peak memory is measured.
  */
 static void test_pushes_bounded(void **state)
@@ -304,8 +304,13 @@ static void test_pushes_bounded(void **state)
             _exit(10);
         if (msv_conn_request(c, &req, 8000, &resp) != MSV_ERR_IO)
             _exit(11);
-        if (msv_conn_recv(c, 100, &f) != MSV_ERR_IO) /* the connection is given up */
+        if (!msv_conn_has_dropped(c)) /* the rest comes again on a new connection */
             _exit(12);
+        for (int kept = 0; msv_conn_recv(c, 100, &f) == MSV_OK; kept++) {
+            msv_frame_free(f);
+            if (kept >= 1024)
+                _exit(13);
+        }
         msv_conn_close(c);
         _exit(0);
     }
@@ -349,12 +354,63 @@ static void test_receive_deadline(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * An honest server whose delivery window is larger than what the client sets
+ * aside during a request (2,000 here, against 1,024 frames): it pushes the
+ * whole backlog at once, and the first request the client makes while taking
+ * a message sees more pushes than it keeps. The client drops the surplus
+ * unacknowledged and hangs up once it has taken what it kept, so the relay
+ * offers the rest on the next connection: every message arrives, none twice.
+ */
+static void test_backlog_beyond_the_bound(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    struct seen seen = {0};
+    uint8_t id[16];
+    struct msv_message_rec *m = NULL;
+    size_t count = 0;
+    char text[32];
+    int tries = 0;
+
+    (void)state;
+    test_server_init(&s, "[relay]\ndelivery_window = 2000\n");
+    test_server_start(&s);
+    alice = test_client_for(&s, "alice", "alice@example.org");
+    bob = test_client_for(&s, "bob", to[0]);
+    msv_conn_close(bob->conn);
+    bob->conn = NULL;
+    for (int i = 0; i < 1100; i++) {
+        snprintf(text, sizeof(text), "backlog %d", i);
+        assert_int_equal(msv_client_send(alice, to, 1, text, NULL, 0, NULL, id), MSV_OK);
+    }
+    while (seen.messages < 1100 && tries++ < 6) {
+        msv_err err = msv_client_receive(bob, 1000, on_incoming, &seen, &count);
+
+        assert_true(err == MSV_OK || err == MSV_ERR_IO);
+    }
+    assert_int_equal(seen.messages, 1100);
+    assert_string_equal(seen.last_text, "backlog 1099");
+    /* shown as often as stored: none twice */
+    assert_int_equal(msv_client_db_history(bob->db, "alice@example.org", NULL, 2000, &m, &count),
+                     MSV_OK);
+    assert_int_equal(count, 1100);
+    msv_messages_free(m, count);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_server_gone_mid_receive), cmocka_unit_test(test_silent_server),
-        cmocka_unit_test(test_killed_before_shown),     cmocka_unit_test(test_pushes_bounded),
+        cmocka_unit_test(test_server_gone_mid_receive),
+        cmocka_unit_test(test_silent_server),
+        cmocka_unit_test(test_killed_before_shown),
+        cmocka_unit_test(test_pushes_bounded),
         cmocka_unit_test(test_receive_deadline),
+        cmocka_unit_test(test_backlog_beyond_the_bound),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2150,6 +2150,20 @@ static void session_broken(struct msv_client *c, const struct incoming *in,
     }
 }
 
+/*
+ * A receive that took all it could: pushes a request dropped (conn.h) are
+ * held by the relay as delivered on this connection, so it is closed for the
+ * next one to bring them.
+ */
+static msv_err receive_done(struct msv_client *c)
+{
+    if (c->conn != NULL && msv_conn_has_dropped(c->conn)) {
+        msv_conn_close(c->conn);
+        c->conn = NULL;
+    }
+    return MSV_OK;
+}
+
 msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
                            void (*on_message)(void *ctx, const struct msv_incoming *in), void *ctx,
                            size_t *count)
@@ -2168,12 +2182,12 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
         int64_t left = deadline - msv_mono_ms();
 
         if (left <= 0)
-            return MSV_OK;   /* the rest waits, unacknowledged, for the next call */
-        if (c->conn == NULL) /* a receipt's retries gave it up */
+            return receive_done(c); /* the rest waits, unacknowledged, for the next call */
+        if (c->conn == NULL)        /* a receipt's retries gave it up */
             return MSV_ERR_IO;
         err = msv_conn_recv(c->conn, left < timeout_ms ? (int)left : timeout_ms, &f);
         if (err == MSV_ERR_AGAIN)
-            return MSV_OK; /* quiet for timeout_ms: done */
+            return receive_done(c); /* quiet for timeout_ms: done */
         if (err != MSV_OK)
             break;
         if (f->body_case != MSV__WIRE__FRAME__BODY_DELIVER) {

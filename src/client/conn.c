@@ -21,9 +21,11 @@
 
 #define CONN_FRAME_MAX MSV_FRAME_MAX_DEFAULT
 /*
- * Pushes set aside while a request waits for its answer: an honest server
- * sends at most its delivery window of them (64 by default); a server that
- * sends more than this is treated as a broken connection.
+ * Pushes set aside while a request waits for its answer. A server sends at
+ * most its delivery window of them (64 by default, but configurable far
+ * beyond this), and a dishonest one without end: beyond this, they are
+ * dropped unacknowledged, and the relay offers them again on the next
+ * connection (msv_conn_has_dropped).
  */
 #define CONN_PUSHED_MAX_FRAMES 1024
 #define CONN_PUSHED_MAX_BYTES (16u << 20)
@@ -45,7 +47,7 @@ struct msv_conn {
     struct pushed *pushed_head, *pushed_tail;
     size_t pushed_frames, pushed_bytes;
     size_t last_frame_bytes; /* the size of the frame read last */
-    int broken;              /* the server flooded it: every call fails */
+    int dropped;             /* pushes were dropped: only a new connection brings them */
 };
 
 /* Waits until fd is ready for what SSL wants; MSV_ERR_AGAIN at the deadline. */
@@ -184,8 +186,6 @@ msv_err msv_conn_send_raw(struct msv_conn *c, const uint8_t *p, size_t len)
 {
     int64_t deadline = msv_mono_ms() + 30000;
 
-    if (c->broken)
-        return MSV_ERR_IO;
     while (len > 0) {
         int n = SSL_write(c->ssl, p, len > INT32_MAX ? INT32_MAX : (int)len);
 
@@ -237,8 +237,6 @@ static msv_err read_frame(struct msv_conn *c, int timeout_ms, msv_frame **out)
 {
     int64_t deadline = msv_mono_ms() + timeout_ms;
 
-    if (c->broken)
-        return MSV_ERR_IO;
     for (;;) {
         msv_err err = take_frame(c, out);
         int n;
@@ -307,11 +305,10 @@ msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms, msv
         }
         if (c->pushed_frames >= CONN_PUSHED_MAX_FRAMES ||
             c->pushed_bytes + c->last_frame_bytes > CONN_PUSHED_MAX_BYTES) {
-            /* what was set aside is not acknowledged: the next connection brings it again */
+            /* never acknowledged, so the relay keeps it for the next connection */
             msv_frame_free(f);
-            drop_pushed(c);
-            c->broken = 1;
-            return MSV_ERR_IO;
+            c->dropped = 1;
+            continue;
         }
         p = malloc(sizeof(*p));
         if (p == NULL) {
@@ -330,6 +327,11 @@ msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms, msv
         c->pushed_tail = p;
     }
     return err == MSV_ERR_AGAIN ? MSV_ERR_IO : err; /* no answer: the server is unreachable */
+}
+
+int msv_conn_has_dropped(const struct msv_conn *c)
+{
+    return c->dropped;
 }
 
 msv_err msv_conn_auth(struct msv_conn *c, const char *handle, uint64_t device_id,
