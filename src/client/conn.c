@@ -30,9 +30,10 @@
 #define CONN_PUSHED_MAX_FRAMES 1024
 #define CONN_PUSHED_MAX_BYTES (16u << 20)
 
+/* kept encoded: decoded, a frame can take many times its size on the wire */
 struct pushed {
-    msv_frame *f;
-    size_t bytes; /* its size on the wire */
+    uint8_t *wire;
+    size_t len;
     struct pushed *next;
 };
 
@@ -46,8 +47,7 @@ struct msv_conn {
     uint64_t next_request;
     struct pushed *pushed_head, *pushed_tail;
     size_t pushed_frames, pushed_bytes;
-    size_t last_frame_bytes; /* the size of the frame read last */
-    int dropped;             /* pushes were dropped: only a new connection brings them */
+    int dropped; /* pushes were dropped: only a new connection brings them */
 };
 
 /* Waits until fd is ready for what SSL wants; MSV_ERR_AGAIN at the deadline. */
@@ -156,7 +156,7 @@ static void drop_pushed(struct msv_conn *c)
         struct pushed *p = c->pushed_head;
 
         c->pushed_head = p->next;
-        msv_frame_free(p->f);
+        free(p->wire);
         free(p);
     }
     c->pushed_tail = NULL;
@@ -227,7 +227,6 @@ static msv_err take_frame(struct msv_conn *c, msv_frame **out)
     if (err != MSV_OK)
         return err;
     err = msv_frame_decode(body, body_len, out);
-    c->last_frame_bytes = used;
     memmove(c->in, c->in + used, c->in_len - used);
     c->in_len -= used;
     return err;
@@ -270,17 +269,58 @@ msv_err msv_conn_recv(struct msv_conn *c, int timeout_ms, msv_frame **out)
 {
     if (c->pushed_head != NULL) {
         struct pushed *p = c->pushed_head;
+        const uint8_t *body = NULL;
+        size_t body_len = 0, used = 0;
+        msv_err err = msv_frame_split(p->wire, p->len, CONN_FRAME_MAX, &body, &body_len, &used);
 
+        if (err == MSV_OK)
+            err = msv_frame_decode(body, body_len, out);
         c->pushed_head = p->next;
         if (c->pushed_head == NULL)
             c->pushed_tail = NULL;
         c->pushed_frames--;
-        c->pushed_bytes -= p->bytes;
-        *out = p->f;
+        c->pushed_bytes -= p->len;
+        free(p->wire);
         free(p);
-        return MSV_OK;
+        return err;
     }
     return read_frame(c, timeout_ms, out);
+}
+
+/* Sets a push aside until msv_conn_recv(), within the bound (else drops it). */
+static msv_err keep_pushed(struct msv_conn *c, msv_frame *f)
+{
+    struct pushed *p = NULL;
+    uint8_t *wire = NULL;
+    size_t len = 0;
+    msv_err err = msv_frame_encode(f, CONN_FRAME_MAX, &wire, &len);
+
+    msv_frame_free(f);
+    if (err == MSV_ERR_NOMEM)
+        return err;
+    if (err != MSV_OK || c->pushed_frames >= CONN_PUSHED_MAX_FRAMES ||
+        c->pushed_bytes + len > CONN_PUSHED_MAX_BYTES) {
+        /* never acknowledged, so the relay keeps it for the next connection */
+        c->dropped = 1;
+        free(wire);
+        return MSV_OK;
+    }
+    p = malloc(sizeof(*p));
+    if (p == NULL) {
+        free(wire);
+        return MSV_ERR_NOMEM;
+    }
+    p->wire = wire;
+    p->len = len;
+    p->next = NULL;
+    c->pushed_frames++;
+    c->pushed_bytes += len;
+    if (c->pushed_tail != NULL)
+        c->pushed_tail->next = p;
+    else
+        c->pushed_head = p;
+    c->pushed_tail = p;
+    return MSV_OK;
 }
 
 msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms, msv_frame **resp)
@@ -293,7 +333,6 @@ msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms, msv
     err = msv_conn_send(c, req);
     while (err == MSV_OK) {
         msv_frame *f = NULL;
-        struct pushed *p;
         int64_t left = deadline - msv_mono_ms();
 
         err = left > 0 ? read_frame(c, (int)left, &f) : MSV_ERR_AGAIN;
@@ -303,28 +342,7 @@ msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms, msv
             *resp = f;
             return MSV_OK;
         }
-        if (c->pushed_frames >= CONN_PUSHED_MAX_FRAMES ||
-            c->pushed_bytes + c->last_frame_bytes > CONN_PUSHED_MAX_BYTES) {
-            /* never acknowledged, so the relay keeps it for the next connection */
-            msv_frame_free(f);
-            c->dropped = 1;
-            continue;
-        }
-        p = malloc(sizeof(*p));
-        if (p == NULL) {
-            msv_frame_free(f);
-            return MSV_ERR_NOMEM;
-        }
-        p->f = f;
-        p->bytes = c->last_frame_bytes;
-        p->next = NULL;
-        c->pushed_frames++;
-        c->pushed_bytes += p->bytes;
-        if (c->pushed_tail != NULL)
-            c->pushed_tail->next = p;
-        else
-            c->pushed_head = p;
-        c->pushed_tail = p;
+        err = keep_pushed(c, f);
     }
     return err == MSV_ERR_AGAIN ? MSV_ERR_IO : err; /* no answer: the server is unreachable */
 }
