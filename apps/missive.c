@@ -903,6 +903,14 @@ static void on_listen_event(void *ctx, json_t *event, const struct msv_incoming 
 
     if (in != NULL) {
         on_incoming((void *)l->o, in);
+        if (fflush(cli_out) != 0 || ferror(cli_out)) {
+            /* nobody sees it: stop before it is recorded as shown, so that the next receive
+             * shows it (the lock goes with the process, and the socket goes with the next
+             * owner) */
+            fprintf(cli_err, "missive: cannot write what arrived: %s\n", strerror(errno));
+            fflush(cli_err);
+            _exit(EXIT_ERR);
+        }
     } else if (type != NULL && strcmp(type, "alarm") == 0) {
         on_alarm((void *)l->o, json_string_value(json_object_get(event, "warning")));
     } else if (type != NULL && strcmp(type, "connection") == 0 && state != NULL) {

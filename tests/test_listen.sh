@@ -52,4 +52,24 @@ wait "$listener" && ok || bad "listen stops cleanly on SIGTERM"
 listener=
 [ ! -e dev-bob/bob@example.org/daemon.sock ] && ok || bad "the listener's socket is removed"
 expect 0 "and bob's commands run on their own again" -- as bob devices
+
+# a listener whose output cannot be written stops, and leaves the message it
+# could not print to be shown by the next receive (it used to go on taking
+# messages, each recorded as shown, that nobody saw)
+(exec "$M" --data-dir dev-bob --account bob@example.org listen >/dev/full 2>listen.err) &
+listener=$!
+for _ in $(seq 100); do [ -S dev-bob/bob@example.org/daemon.sock ] && break; sleep 0.1; done
+expect 0 "a message the listener cannot print" -- as alice send bob@example.org --text "unseen"
+for _ in $(seq 100); do kill -0 "$listener" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$listener" 2>/dev/null; then
+    bad "a listener that cannot write its output goes on: $(cat listen.err)"
+    kill -TERM "$listener"
+    wait "$listener"
+else
+    wait "$listener"
+    [ $? = 1 ] && ok || bad "a listener that cannot write its output exits 1: $(cat listen.err)"
+fi
+listener=
+expect 0 "the next receive shows what the listener could not" -- as bob receive --wait 0.5
+grep -q "alice@example.org: unseen" out.txt && ok || bad "the unprinted message: $(cat out.txt err.txt)"
 finish
