@@ -26,6 +26,7 @@
 #include "client/transparency.h"
 #include "missive/payload.h"
 #include "missive/util.h"
+#include "owner.h"
 
 FILE *cli_out, *cli_err;
 
@@ -933,28 +934,78 @@ static void on_alarm(void *ctx, const char *warning)
     fflush(cli_out);
 }
 
-static int cmd_receive(const struct cli *o, struct msv_client *c, int forever)
+struct listener {
+    const struct cli *o;
+    int said_offline;
+};
+
+/* What the owner's loop reports, printed as receive prints it. */
+static void on_listen_event(void *ctx, json_t *event, const struct msv_incoming *in)
+{
+    struct listener *l = ctx;
+    const char *type = json_string_value(json_object_get(event, "type"));
+    const char *state = json_string_value(json_object_get(event, "state"));
+
+    if (in != NULL) {
+        on_incoming((void *)l->o, in);
+        if (fflush(cli_out) != 0 || ferror(cli_out)) {
+            /* nobody sees it: stop before it is recorded as shown, so that the next receive
+             * shows it (the lock goes with the process, and the socket goes with the next
+             * owner) */
+            fprintf(cli_err, "missive: cannot write what arrived: %s\n", strerror(errno));
+            fflush(cli_err);
+            _exit(EXIT_ERR);
+        }
+    } else if (type != NULL && strcmp(type, "alarm") == 0) {
+        on_alarm((void *)l->o, json_string_value(json_object_get(event, "warning")));
+    } else if (type != NULL && strcmp(type, "connection") == 0 && state != NULL) {
+        if (strcmp(state, "offline") == 0)
+            fprintf(cli_err, "missive: not connected (%s); trying again\n",
+                    json_string_value(json_object_get(event, "error")));
+        else if (l->said_offline)
+            fprintf(cli_err, "missive: connected again\n");
+        l->said_offline = strcmp(state, "offline") == 0;
+    }
+}
+
+/*
+ * listen owns the account as the daemon does (its lock and socket): the
+ * account's other commands run through it rather than connecting as the
+ * same device, which would take the listener's connection from it. A lost
+ * connection wakes it at once; it reconnects, backing off to a minute.
+ */
+static int cmd_listen(const struct cli *o, struct msv_client *c)
+{
+    struct listener l = {.o = o};
+    struct owner *ow = NULL;
+    int rc;
+
+    if (o->argc != 0)
+        return cli_usage("receive", cli_err);
+    rc = owner_start(o, c, 0, &ow);
+    if (rc != 0)
+        return rc;
+    owner_set_hook(ow, on_listen_event, &l);
+    while (!owner_stopping())
+        owner_step(ow, -1, 60000);
+    owner_stop(ow);
+    return 0;
+}
+
+static int cmd_receive(const struct cli *o, struct msv_client *c)
 {
     size_t n = 0, alarms = 0;
     msv_err err;
 
     if (o->argc != 0)
         return cli_usage("receive", cli_err);
-    do {
-        err = msv_client_receive(c, (int)(o->wait_s * 1000), on_incoming, (void *)o, &n);
-        /* then the log: the notices just received say which new devices are this account's */
-        if (err == MSV_OK) {
-            err = msv_client_monitor(c, on_alarm, (void *)o, &alarms);
-            if (err != MSV_OK && !forever)
-                return fail(c, "watching the transparency log", err);
-        }
-        if (err != MSV_OK && forever) {
-            /* the connection dropped: reconnect after a pause, as long as asked to listen */
-            msv_conn_close(c->conn);
-            c->conn = NULL;
-            sleep(2);
-        }
-    } while (forever);
+    err = msv_client_receive(c, (int)(o->wait_s * 1000), on_incoming, (void *)o, &n);
+    /* then the log: the notices just received say which new devices are this account's */
+    if (err == MSV_OK) {
+        err = msv_client_monitor(c, on_alarm, (void *)o, &alarms);
+        if (err != MSV_OK)
+            return fail(c, "watching the transparency log", err);
+    }
     return err == MSV_OK ? 0 : fail(c, "receiving", err);
 }
 
@@ -1602,8 +1653,10 @@ int cli_run(const struct cli *o, const char *command, struct msv_client *c)
         return cmd_edit_unsend(o, c, strcmp(command, "edit") == 0);
     if (strcmp(command, "send") == 0)
         return cmd_send(o, c);
-    if (strcmp(command, "receive") == 0 || strcmp(command, "listen") == 0)
-        return cmd_receive(o, c, strcmp(command, "listen") == 0);
+    if (strcmp(command, "receive") == 0)
+        return cmd_receive(o, c);
+    if (strcmp(command, "listen") == 0)
+        return cmd_listen(o, c);
     if (strcmp(command, "history") == 0)
         return cmd_history(o, c);
     if (strcmp(command, "log-head") == 0)

@@ -18,6 +18,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "client/client.h"
 #include "missive/util.h"
 
 static void sleep_ms(int ms)
@@ -456,4 +457,21 @@ void test_expect_error(msv_frame *f, int code)
         fail_msg("expected error %d, got body %d (error %d)", code, f->body_case,
                  test_error_code(f));
     msv_frame_free(f);
+}
+
+struct msv_client *test_client_for(struct test_server *s, const char *name, const char *handle)
+{
+    struct msv_client *c = NULL;
+    uint8_t fp[32];
+    char dir[128], code[7];
+
+    snprintf(dir, sizeof(dir), "%s/%s", s->dir, name);
+    assert_int_equal(
+        msv_client_create(dir, handle, "127.0.0.1", s->port, MSV_SUITE_MODERN, 0, NULL, fp, &c),
+        MSV_OK);
+    assert_memory_equal(fp, s->fingerprint, 32); /* trust on first use pinned this server */
+    assert_int_equal(msv_client_register_start(c), MSV_OK);
+    test_server_code(s, handle, code);
+    assert_int_equal(msv_client_register_finish(c, code, TEST_PASSWORD), MSV_OK);
+    return c;
 }

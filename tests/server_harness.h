@@ -95,4 +95,12 @@ uint64_t test_expect_message(struct test_device *d, struct test_device *from, co
                              int timeout_ms);
 void test_ack(struct test_device *d, uint64_t queue_id);
 
+struct msv_client;
+/*
+ * A client library device of handle, its data in name under the server's
+ * directory, registered (the server's certificate pinned on first use).
+ * Caller frees with msv_client_close().
+ */
+struct msv_client *test_client_for(struct test_server *s, const char *name, const char *handle);
+
 #endif

@@ -264,6 +264,17 @@ wait "$pid"
 pid=
 rm -f srv/missived.ports
 expect 4 "server down" -- as alice-phone send bob@example.org --text "anyone?"
+# a server that takes the connection but never answers is unreachable too, and says so
+python3 -c 'import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(8); open("silent.up", "w").close(); time.sleep(30)' "$port" &
+silent=$!
+for _ in $(seq 100); do [ -e silent.up ] && break; sleep 0.1; done
+expect 4 "a server that never answers" -- as alice-phone receive --wait 0.5
+grep -q "receiving: input/output error: the server at $server did not answer in time" err.txt && ok ||
+    bad "silent server: $(cat err.txt)"
+kill "$silent"
+wait "$silent" 2>/dev/null
 expect 0 "the failed send stays in history as queued" -- as alice-phone -o json history
 grep -q '"text":"anyone?".*"status":"queued"' out.txt && ok || bad "queued message kept"
 # the server comes back on its port: the next command that connects sends the queued message

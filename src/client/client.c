@@ -368,6 +368,7 @@ static msv_err plain_conn(struct msv_client *c, struct msv_conn **out)
     char host[256];
     uint16_t port;
     msv_err err = MSV_ERR_IO, first = MSV_OK;
+    int64_t started = msv_mono_ms();
 
     while (server_at(c->others, count - 1, host, sizeof(host), &port) == MSV_OK)
         count++;
@@ -388,6 +389,11 @@ static msv_err plain_conn(struct msv_client *c, struct msv_conn **out)
         if (first == MSV_OK)
             first = err;
     }
+    if (first == MSV_ERR_IO) /* unreachable: say so, and whether it was silent or refused */
+        snprintf(c->why.message, sizeof(c->why.message), "the server at %.180s:%u%s %s", c->host,
+                 (unsigned)c->port, count > 1 ? " (and the others)" : "",
+                 msv_mono_ms() - started >= TIMEOUT_MS ? "did not answer in time"
+                                                       : "cannot be reached");
     return first != MSV_OK ? first : err; /* what the preferred address said */
 }
 
@@ -468,6 +474,10 @@ msv_err msv_client_connect(struct msv_client *c)
     if (err == MSV_OK)
         err = msv_conn_auth(c->conn, c->handle, c->device_id, c->id, TIMEOUT_MS, c->why.message,
                             sizeof(c->why.message));
+    if (err == MSV_ERR_IO && c->conn != NULL)
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "the server at %.180s:%u did not answer within %d s, or closed the connection",
+                 c->host, (unsigned)c->port, TIMEOUT_MS / 1000);
     if (err != MSV_OK) {
         msv_conn_close(c->conn);
         c->conn = NULL;
@@ -2060,6 +2070,56 @@ static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, 
     return err;
 }
 
+/*
+ * After a received message is stored, two steps remain, each recorded when
+ * done so that a process killed in between resumes them on its next receive
+ * (the message's redelivery is recognised as stored and does nothing more):
+ * showing it (on_message), then handing its delivery receipt to the outbox.
+ * A step may so happen twice, never not at all.
+ */
+static msv_err show_message(struct msv_client *c, const struct msv_message_rec *m,
+                            void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+{
+    if (on_message != NULL) {
+        struct msv_incoming in = {.kind = MSV_INCOMING_MESSAGE,
+                                  .message = m,
+                                  .from = m->sender,
+                                  .conversation = m->conversation};
+
+        on_message(ctx, &in);
+    }
+    return msv_client_db_message_done(c->db, m->message_id, MSV_MESSAGE_TO_SHOW);
+}
+
+static msv_err send_receipt(struct msv_client *c, const uint8_t message_id[16], const char *sender)
+{
+    /* queued in the outbox even when it cannot go now: only a failure to queue it is kept */
+    if (send_control(c, MSV_KIND_RECEIPT_DELIVERED, message_id, NULL, sender) == MSV_ERR_NOMEM)
+        return MSV_ERR_NOMEM;
+    return msv_client_db_message_done(c->db, message_id, MSV_MESSAGE_RECEIPT_OWED);
+}
+
+/* The steps that a process stopped before (see show_message), oldest message first. */
+static msv_err resume_pending(struct msv_client *c,
+                              void (*on_message)(void *, const struct msv_incoming *), void *ctx,
+                              size_t *count)
+{
+    struct msv_message_rec *m = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_db_messages_pending(c->db, &m, &n);
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        if (m[i].pending & MSV_MESSAGE_TO_SHOW) {
+            err = show_message(c, &m[i], on_message, ctx);
+            (*count)++;
+        }
+        if (err == MSV_OK && (m[i].pending & MSV_MESSAGE_RECEIPT_OWED))
+            err = send_receipt(c, m[i].message_id, m[i].sender);
+    }
+    msv_messages_free(m, n);
+    return err;
+}
+
 static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
                             void (*on_message)(void *, const struct msv_incoming *), void *ctx,
                             struct incoming *from)
@@ -2122,20 +2182,13 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     rec.text = text;
     rec.sent_at_ms = (int64_t)p->sent_at_ms;
     rec.stored_at_ms = msv_wall_ms();
+    from->owes_receipt = !rec.outgoing && p->kind == MSV_KIND_MESSAGE;
+    rec.pending = MSV_MESSAGE_TO_SHOW | (from->owes_receipt ? MSV_MESSAGE_RECEIPT_OWED : 0);
+    memcpy(from->message_id, p->message_id, 16);
     /* stored before it is acknowledged; the message id makes a redelivery a no-op */
     err = msv_client_db_message_put(c->db, &rec);
-    if (err == MSV_OK && on_message != NULL) {
-        struct msv_incoming in = {.kind = MSV_INCOMING_MESSAGE,
-                                  .message = &rec,
-                                  .from = sender,
-                                  .conversation = rec.conversation};
-
-        on_message(ctx, &in);
-    }
-    if (err == MSV_OK && !rec.outgoing && p->kind == MSV_KIND_MESSAGE) {
-        from->owes_receipt = 1;
-        memcpy(from->message_id, p->message_id, 16);
-    }
+    if (err == MSV_OK)
+        err = show_message(c, &rec, on_message, ctx);
     msv_secret_free(text, strlen(text));
     msv_payload_free(p);
     return err;
@@ -2301,20 +2354,44 @@ static msv_err record_unreadable(struct msv_client *c, const Msv__Wire__Deliver 
     return err;
 }
 
+/*
+ * A receive that took all it could: pushes a request dropped (conn.h) are
+ * held by the relay as delivered on this connection, so it is closed for the
+ * next one to bring them.
+ */
+static msv_err receive_done(struct msv_client *c)
+{
+    if (c->conn != NULL && msv_conn_has_dropped(c->conn)) {
+        msv_conn_close(c->conn);
+        c->conn = NULL;
+    }
+    return MSV_OK;
+}
+
 msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
                            void (*on_message)(void *ctx, const struct msv_incoming *in), void *ctx,
                            size_t *count)
 {
     msv_err err = msv_client_connect(c);
+    /* a server that never stops sending must not keep the caller here for ever */
+    int64_t deadline = msv_mono_ms() + timeout_ms +
+                       (c->receive_max_ms > 0 ? c->receive_max_ms : MSV_CLIENT_RECEIVE_MAX_MS);
 
     *count = 0;
+    if (err == MSV_OK) /* what a process stopped before: shown, and its receipt owed */
+        err = resume_pending(c, on_message, ctx, count);
     while (err == MSV_OK) {
         msv_frame *f = NULL;
         uint64_t q;
+        int64_t left = deadline - msv_mono_ms();
 
-        err = msv_conn_recv(c->conn, timeout_ms, &f);
+        if (left <= 0)
+            return receive_done(c); /* the rest waits, unacknowledged, for the next call */
+        if (c->conn == NULL)        /* a receipt's retries gave it up */
+            return MSV_ERR_IO;
+        err = msv_conn_recv(c->conn, left < timeout_ms ? (int)left : timeout_ms, &f);
         if (err == MSV_ERR_AGAIN)
-            return MSV_OK; /* quiet for timeout_ms: done */
+            return receive_done(c); /* quiet for timeout_ms: done */
         if (err != MSV_OK)
             break;
         if (f->body_case != MSV__WIRE__FRAME__BODY_DELIVER) {
@@ -2343,7 +2420,7 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
             /* the sender learns it arrived (in the session just stored); should that fail,
              * the outbox sends it later */
             if (err == MSV_OK && in.owes_receipt)
-                (void)send_control(c, MSV_KIND_RECEIPT_DELIVERED, in.message_id, NULL, in.sender);
+                err = send_receipt(c, in.message_id, in.sender);
             if (in.sender_proved && (err == MSV_ERR_AUTH || err == MSV_ERR_REPLAY ||
                                      err == MSV_ERR_PARSE || err == MSV_ERR_UNSUPPORTED)) {
                 int shown = err == MSV_ERR_AUTH && in.session_message &&
@@ -2360,6 +2437,10 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
                 err = MSV_OK;
         }
         msv_frame_free(f);
+        /* a receipt's retries may have given the connection up: the message stays
+         * unacknowledged, and its redelivery is recognised */
+        if (err == MSV_OK && c->conn == NULL)
+            err = MSV_ERR_IO;
         if (err == MSV_OK)
             err = msv_request_ack(c->conn, &q, 1);
     }

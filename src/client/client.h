@@ -47,7 +47,12 @@ struct msv_client {
     /* the account's session lock (client/sessions.h): its descriptor while held, and how deep */
     int session_lock_fd;
     unsigned session_lock_depth;
+    /* how long msv_client_receive() goes on while frames keep coming, beyond its quiet
+     * time (0: MSV_CLIENT_RECEIVE_MAX_MS) */
+    int receive_max_ms;
 };
+
+#define MSV_CLIENT_RECEIVE_MAX_MS 30000
 
 /*
  * Creates an account directory with a fresh device identity for handle at
@@ -169,7 +174,9 @@ struct msv_incoming {
  * Handles deliveries until none arrives for timeout_ms: each is verified,
  * decrypted, stored (a redelivered message is recognised by its id and not
  * stored or reported twice), then acknowledged. on_message (may be NULL) sees
- * each new message. *count receives how many were new.
+ * each new message. *count receives how many were new. However busy the
+ * server keeps it, it returns within timeout_ms plus c->receive_max_ms; what
+ * it did not take by then waits on the server for the next call.
  */
 MSV_MUST_CHECK msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
                                           void (*on_message)(void *ctx,

@@ -20,9 +20,20 @@
 #include "missive/util.h"
 
 #define CONN_FRAME_MAX MSV_FRAME_MAX_DEFAULT
+/*
+ * Pushes set aside while a request waits for its answer. A server sends at
+ * most its delivery window of them (64 by default, but configurable far
+ * beyond this), and a dishonest one without end: beyond this, they are
+ * dropped unacknowledged, and the relay offers them again on the next
+ * connection (msv_conn_has_dropped).
+ */
+#define CONN_PUSHED_MAX_FRAMES 1024
+#define CONN_PUSHED_MAX_BYTES (16u << 20)
 
+/* kept encoded: decoded, a frame can take many times its size on the wire */
 struct pushed {
-    msv_frame *f;
+    uint8_t *wire;
+    size_t len;
     struct pushed *next;
 };
 
@@ -35,6 +46,8 @@ struct msv_conn {
     size_t in_len, in_cap;
     uint64_t next_request;
     struct pushed *pushed_head, *pushed_tail;
+    size_t pushed_frames, pushed_bytes;
+    int dropped; /* pushes were dropped: only a new connection brings them */
 };
 
 /* Waits until fd is ready for what SSL wants; MSV_ERR_AGAIN at the deadline. */
@@ -117,8 +130,9 @@ msv_err msv_conn_open(const char *host, uint16_t port, const uint8_t pin[32], in
         goto fail;
     SSL_set_tlsext_host_name(c->ssl, host);
     while ((rc = SSL_connect(c->ssl)) != 1) {
-        err = wait_for(c, SSL_get_error(c->ssl, rc), deadline);
-        if (err != MSV_OK)
+        /* a server that does not finish the handshake in time is as unreachable as one
+         * that refuses the connection */
+        if (wait_for(c, SSL_get_error(c->ssl, rc), deadline) != MSV_OK)
             goto fail;
     }
     cert = SSL_get1_peer_certificate(c->ssl);
@@ -136,17 +150,24 @@ fail:
     return err;
 }
 
-void msv_conn_close(struct msv_conn *c)
+static void drop_pushed(struct msv_conn *c)
 {
-    if (c == NULL)
-        return;
     while (c->pushed_head != NULL) {
         struct pushed *p = c->pushed_head;
 
         c->pushed_head = p->next;
-        msv_frame_free(p->f);
+        free(p->wire);
         free(p);
     }
+    c->pushed_tail = NULL;
+    c->pushed_frames = c->pushed_bytes = 0;
+}
+
+void msv_conn_close(struct msv_conn *c)
+{
+    if (c == NULL)
+        return;
+    drop_pushed(c);
     if (c->ssl != NULL)
         SSL_free(c->ssl);
     SSL_CTX_free(c->ctx);
@@ -248,15 +269,58 @@ msv_err msv_conn_recv(struct msv_conn *c, int timeout_ms, msv_frame **out)
 {
     if (c->pushed_head != NULL) {
         struct pushed *p = c->pushed_head;
+        const uint8_t *body = NULL;
+        size_t body_len = 0, used = 0;
+        msv_err err = msv_frame_split(p->wire, p->len, CONN_FRAME_MAX, &body, &body_len, &used);
 
+        if (err == MSV_OK)
+            err = msv_frame_decode(body, body_len, out);
         c->pushed_head = p->next;
         if (c->pushed_head == NULL)
             c->pushed_tail = NULL;
-        *out = p->f;
+        c->pushed_frames--;
+        c->pushed_bytes -= p->len;
+        free(p->wire);
         free(p);
-        return MSV_OK;
+        return err;
     }
     return read_frame(c, timeout_ms, out);
+}
+
+/* Sets a push aside until msv_conn_recv(), within the bound (else drops it). */
+static msv_err keep_pushed(struct msv_conn *c, msv_frame *f)
+{
+    struct pushed *p = NULL;
+    uint8_t *wire = NULL;
+    size_t len = 0;
+    msv_err err = msv_frame_encode(f, CONN_FRAME_MAX, &wire, &len);
+
+    msv_frame_free(f);
+    if (err == MSV_ERR_NOMEM)
+        return err;
+    if (err != MSV_OK || c->pushed_frames >= CONN_PUSHED_MAX_FRAMES ||
+        c->pushed_bytes + len > CONN_PUSHED_MAX_BYTES) {
+        /* never acknowledged, so the relay keeps it for the next connection */
+        c->dropped = 1;
+        free(wire);
+        return MSV_OK;
+    }
+    p = malloc(sizeof(*p));
+    if (p == NULL) {
+        free(wire);
+        return MSV_ERR_NOMEM;
+    }
+    p->wire = wire;
+    p->len = len;
+    p->next = NULL;
+    c->pushed_frames++;
+    c->pushed_bytes += len;
+    if (c->pushed_tail != NULL)
+        c->pushed_tail->next = p;
+    else
+        c->pushed_head = p;
+    c->pushed_tail = p;
+    return MSV_OK;
 }
 
 msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms, msv_frame **resp)
@@ -269,7 +333,6 @@ msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms, msv
     err = msv_conn_send(c, req);
     while (err == MSV_OK) {
         msv_frame *f = NULL;
-        struct pushed *p;
         int64_t left = deadline - msv_mono_ms();
 
         err = left > 0 ? read_frame(c, (int)left, &f) : MSV_ERR_AGAIN;
@@ -279,20 +342,14 @@ msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms, msv
             *resp = f;
             return MSV_OK;
         }
-        p = malloc(sizeof(*p));
-        if (p == NULL) {
-            msv_frame_free(f);
-            return MSV_ERR_NOMEM;
-        }
-        p->f = f;
-        p->next = NULL;
-        if (c->pushed_tail != NULL)
-            c->pushed_tail->next = p;
-        else
-            c->pushed_head = p;
-        c->pushed_tail = p;
+        err = keep_pushed(c, f);
     }
-    return err;
+    return err == MSV_ERR_AGAIN ? MSV_ERR_IO : err; /* no answer: the server is unreachable */
+}
+
+int msv_conn_has_dropped(const struct msv_conn *c)
+{
+    return c->dropped;
 }
 
 msv_err msv_conn_auth(struct msv_conn *c, const char *handle, uint64_t device_id,

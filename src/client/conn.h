@@ -21,7 +21,9 @@ struct msv_conn;
  * Connects and completes the TLS handshake. With pin set, a server whose
  * certificate has another fingerprint is MSV_ERR_AUTH; with pin NULL, any
  * certificate is accepted (trust on first use: read it with
- * msv_conn_fingerprint and keep it). Caller frees with msv_conn_close().
+ * msv_conn_fingerprint and keep it). A server that refuses, or does not
+ * complete the handshake within timeout_ms, is MSV_ERR_IO. Caller frees with
+ * msv_conn_close().
  */
 MSV_MUST_CHECK msv_err msv_conn_open(const char *host, uint16_t port, const uint8_t pin[32],
                                      int timeout_ms, struct msv_conn **out);
@@ -48,10 +50,19 @@ MSV_MUST_CHECK msv_err msv_conn_recv(struct msv_conn *c, int timeout_ms, msv_fra
 /*
  * Sends req with a fresh request id and waits for the frame that answers it;
  * frames without a request id (pushes) that arrive meanwhile are kept for
- * msv_conn_recv(). Caller frees *resp with msv_frame_free().
+ * msv_conn_recv(), up to 1024 frames or 16 MiB: pushes beyond that are
+ * dropped unacknowledged (see msv_conn_has_dropped). No answer within
+ * timeout_ms is MSV_ERR_IO, as is a lost connection. Caller frees *resp with
+ * msv_frame_free().
  */
 MSV_MUST_CHECK msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms,
                                         msv_frame **resp);
+/*
+ * Whether msv_conn_request() dropped pushes: the relay holds them as
+ * delivered on this connection, so only a new connection brings them again
+ * (the caller hangs up once it has taken what was kept).
+ */
+int msv_conn_has_dropped(const struct msv_conn *c);
 
 /* Hello, Challenge, Auth: proves the connection belongs to device_id of handle; on a
  * refusal, why (may be NULL) receives the server's reason. */

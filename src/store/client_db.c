@@ -49,6 +49,9 @@ static const char *const migrations[] = {
     /* v5 (sessions): sessions stored by device id alone go; they are kept per peer now */
     "DELETE FROM settings WHERE key GLOB 'session-prev:*' OR (key GLOB 'session:*' AND key NOT "
     "GLOB 'session:*:*');",
+    /* v6: what a received message still needs (MSV_MESSAGE_TO_SHOW, _RECEIPT_OWED) */
+    "ALTER TABLE messages ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX messages_pending ON messages(row) WHERE pending != 0;",
 };
 
 /*
@@ -439,7 +442,8 @@ msv_err msv_client_db_message_put(struct msv_client_db *db, const struct msv_mes
     msv_err err = msv_sql_prepare(
         db->db,
         "INSERT INTO messages (message_id, conversation, outgoing, sender, sender_device, kind, "
-        "text, sent_at_ms, stored_at_ms, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?);",
+        "text, sent_at_ms, stored_at_ms, status, pending) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+        "?);",
         &st);
 
     if (err != MSV_OK)
@@ -454,6 +458,7 @@ msv_err msv_client_db_message_put(struct msv_client_db *db, const struct msv_mes
     sqlite3_bind_int64(st, 8, m->sent_at_ms);
     sqlite3_bind_int64(st, 9, m->stored_at_ms);
     sqlite3_bind_text(st, 10, m->status, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(st, 11, (int)m->pending);
     /* the message id is UNIQUE: a redelivered message is MSV_ERR_EXISTS and changes nothing */
     return msv_sql_run(st);
 }
@@ -503,6 +508,7 @@ static msv_err read_message(sqlite3_stmt *st, struct msv_message_rec *m)
     m->sent_at_ms = sqlite3_column_int64(st, 8);
     m->stored_at_ms = sqlite3_column_int64(st, 9);
     m->status = msv_sql_text(st, 10);
+    m->pending = (unsigned)sqlite3_column_int(st, 11);
     return m->conversation && m->sender && m->text && m->status ? MSV_OK : MSV_ERR_NOMEM;
 }
 
@@ -602,6 +608,32 @@ msv_err msv_client_db_history(struct msv_client_db *db, const char *conversation
     err = collect(st, sizeof(**out), read_message_row, drop_messages, (void **)out, count, &rc);
     /* a search text that FTS5 cannot parse is the caller's error, not the disk's */
     return err != MSV_OK && search != NULL && rc == SQLITE_ERROR ? MSV_ERR_INVALID : err;
+}
+
+msv_err msv_client_db_message_done(struct msv_client_db *db, const uint8_t message_id[16],
+                                   unsigned steps)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(
+        db->db, "UPDATE messages SET pending = pending & ~? WHERE message_id = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int(st, 1, (int)steps);
+    sqlite3_bind_blob(st, 2, message_id, 16, SQLITE_TRANSIENT);
+    return msv_sql_run(st);
+}
+
+msv_err msv_client_db_messages_pending(struct msv_client_db *db, struct msv_message_rec **out,
+                                       size_t *count)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err =
+        msv_sql_prepare(db->db, "SELECT * FROM messages WHERE pending != 0 ORDER BY row;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    return collect(st, sizeof(**out), read_message_row, drop_messages, (void **)out, count, NULL);
 }
 
 void msv_messages_free(struct msv_message_rec *m, size_t count)

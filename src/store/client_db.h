@@ -84,8 +84,13 @@ struct msv_message_rec {
     char *text;
     int64_t sent_at_ms;
     int64_t stored_at_ms;
-    char *status; /* outgoing: queued, sent; incoming: received */
+    char *status;     /* outgoing: queued, sent; incoming: received */
+    unsigned pending; /* steps still to take once stored: MSV_MESSAGE_* */
 };
+
+/* What a received message needs after it is stored, each step recorded when done. */
+#define MSV_MESSAGE_TO_SHOW 1u      /* shown to the user (on_message) */
+#define MSV_MESSAGE_RECEIPT_OWED 2u /* its delivery receipt handed to the outbox */
 /* Stores a message; MSV_ERR_EXISTS (and nothing changes) if its id is stored already. */
 MSV_MUST_CHECK msv_err msv_client_db_message_put(struct msv_client_db *db,
                                                  const struct msv_message_rec *m);
@@ -110,6 +115,12 @@ MSV_MUST_CHECK msv_err msv_client_db_message_status(struct msv_client_db *db,
 MSV_MUST_CHECK msv_err msv_client_db_history(struct msv_client_db *db, const char *conversation,
                                              const char *search, size_t limit,
                                              struct msv_message_rec **out, size_t *count);
+/* Records steps (MSV_MESSAGE_*) of a stored message as done. */
+MSV_MUST_CHECK msv_err msv_client_db_message_done(struct msv_client_db *db,
+                                                  const uint8_t message_id[16], unsigned steps);
+/* The messages with steps still to take, oldest first (free with msv_messages_free). */
+MSV_MUST_CHECK msv_err msv_client_db_messages_pending(struct msv_client_db *db,
+                                                      struct msv_message_rec **out, size_t *count);
 void msv_messages_free(struct msv_message_rec *m, size_t count);
 
 /* A conversation as a list shows it: newest first, with its unread incoming messages. */
