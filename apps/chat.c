@@ -567,7 +567,6 @@ static void on_upload(uint64_t done, uint64_t total)
 
 static void send_to_current(struct chat *ch, const char *text, const struct msv_file *file)
 {
-    const struct msv_group_rec *g = group_of(ch, ch->current);
     const char *to = ch->current;
     uint8_t id[16];
     msv_err err;
@@ -579,10 +578,8 @@ static void send_to_current(struct chat *ch, const char *text, const struct msv_
     set_status(ch, 60000, "sending\u2026");
     draw(ch);
     memset(&ch->c->why, 0, sizeof(ch->c->why));
-    if (strncmp(ch->current, "group:", 6) == 0)
-        err = g == NULL
-                  ? MSV_ERR_NOT_FOUND
-                  : msv_client_group_send(ch->c, g->name, text, file, file ? 1 : 0, on_upload, id);
+    if (strncmp(ch->current, "group:", 6) == 0) /* by its id: a name may be another group's */
+        err = msv_client_group_send(ch->c, ch->current, text, file, file ? 1 : 0, on_upload, id);
     else
         err = msv_client_send(ch->c, &to, 1, text, file, file ? 1 : 0, on_upload, id);
     ch->progress[0] = '\0';
@@ -636,9 +633,13 @@ static void open_conversation(struct chat *ch, const char *who, int group)
 
     if (group) {
         struct msv_group_rec g = {0};
+        msv_err err = msv_client_group_find(ch->c, who, &g);
 
-        if (msv_client_db_group_get(ch->c->db, NULL, who, &g) != MSV_OK) {
-            set_status(ch, 5000, "no group named %s", who);
+        if (err != MSV_OK) {
+            set_status(ch, 5000,
+                       err == MSV_ERR_EXISTS ? "more than one group is named %s: /group group:ID"
+                                             : "no group named %s",
+                       who);
             return;
         }
         msv_client_group_conversation(g.group_id, ch->current);

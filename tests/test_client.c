@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/select.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +32,7 @@
 #include "missive/ratchet.h"
 #include "missive/sealed.h"
 #include "missive/util.h"
+#include "helpers.h"
 #include "server_harness.h"
 
 static void count_new(void *ctx, const struct msv_incoming *in)
@@ -1113,6 +1116,87 @@ static void test_sender_killed_mid_send(void **state)
     test_server_cleanup(&s);
 }
 
+/* ---- a hostile contact, a hostile group member, a dishonest server: what a receiver keeps -- */
+
+/* How many of c's stored messages, in conversation (NULL: all), have text containing needle. */
+static size_t history_count(struct msv_client *c, const char *conversation, const char *needle)
+{
+    struct msv_message_rec *m = NULL;
+    size_t n = 0, found = 0;
+
+    assert_int_equal(msv_client_db_history(c->db, conversation, NULL, 0, &m, &n), MSV_OK);
+    for (size_t i = 0; i < n; i++)
+        found += strstr(m[i].text, needle) != NULL;
+    msv_messages_free(m, n);
+    return found;
+}
+
+static size_t receive_now(struct msv_client *c)
+{
+    size_t count = 0;
+
+    assert_int_equal(msv_client_receive(c, 500, NULL, NULL, &count), MSV_OK);
+    return count;
+}
+
+/*
+ * Mallory is no member of alice's group with bob, but knows its id; her own
+ * database says otherwise, so her client writes to it as it would to any
+ * group. Bob refuses (and acknowledges) the post, and a group she makes
+ * without naming herself a member.
+ */
+static void test_non_member_group_post(void **state)
+{
+    const char *bob_only[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *mallory;
+    struct msv_group_rec g = {0};
+    uint8_t gid[16], id[16], other[16];
+    char conversation[40], other_conversation[40];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    mallory = client_for(&s, "mallory", "mallory@example.org");
+    assert_int_equal(msv_client_group_create(alice, "pair", bob_only, 1, gid), MSV_OK);
+    assert_int_equal(receive_now(bob), 1);
+    msv_client_group_conversation(gid, conversation);
+    assert_int_equal(msv_client_db_group_put(mallory->db, gid, "pair",
+                                             "alice@example.org\nbob@example.org\n"
+                                             "mallory@example.org\n",
+                                             1, 0),
+                     MSV_OK);
+    assert_int_equal(msv_client_group_send(mallory, "pair", "meet me outside", NULL, 0, NULL, id),
+                     MSV_OK);
+    /* a group of mallory's that she is not in herself */
+    msv_random_bytes(other, sizeof(other));
+    msv_client_group_conversation(other, other_conversation);
+    assert_int_equal(
+        msv_client_db_group_put(mallory->db, other, "ghosts", "bob@example.org\n", 1, 0), MSV_OK);
+    assert_int_equal(msv_client_group_send(mallory, "ghosts", "boo", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(receive_now(bob), 0);
+    assert_int_equal(history_count(bob, NULL, "meet me outside"), 0);
+    assert_int_equal(history_count(bob, NULL, "boo"), 0);
+    assert_int_equal(msv_client_db_group_get(bob->db, other, NULL, &g), MSV_ERR_NOT_FOUND);
+    /* the membership bob knows is unchanged, and both posts were acknowledged */
+    assert_int_equal(msv_client_db_group_get(bob->db, gid, NULL, &g), MSV_OK);
+    assert_string_equal(g.members, "alice@example.org\nbob@example.org\n");
+    msv_group_clear(&g);
+    drop_connection(bob);
+    assert_int_equal(receive_now(bob), 0);
+    /* a member's post is kept */
+    assert_int_equal(msv_client_group_accept(bob, conversation), MSV_OK);
+    assert_int_equal(msv_client_group_send(bob, "pair", "hi alice", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(receive_now(alice), 1);
+    assert_int_equal(history_count(alice, conversation, "hi alice"), 1);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1124,6 +1208,7 @@ int main(void)
         cmocka_unit_test(test_crash_consistency),
         cmocka_unit_test(test_sessions_and_sealed_sender),
         cmocka_unit_test(test_signed_prekey_rotation),
+        cmocka_unit_test(test_non_member_group_post),
     };
 
     if (msv_init() != MSV_OK)

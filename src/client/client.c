@@ -1292,6 +1292,55 @@ void msv_client_group_conversation(const uint8_t group_id[16], char out[40])
     snprintf(out, 40, "group:%s", hex);
 }
 
+msv_err msv_client_group_find(struct msv_client *c, const char *which, struct msv_group_rec *g)
+{
+    uint8_t id[16];
+    size_t len = 0;
+
+    if (strncmp(which, "group:", 6) == 0) {
+        if (msv_hex_decode(which + 6, id, sizeof(id), &len) != MSV_OK || len != 16)
+            return MSV_ERR_NOT_FOUND;
+        return msv_client_db_group_get(c->db, id, NULL, g);
+    }
+    return msv_client_db_group_get(c->db, NULL, which, g);
+}
+
+msv_err msv_client_group_accept(struct msv_client *c, const char *which)
+{
+    struct msv_group_rec g = {0};
+    msv_err err =
+        strncmp(which, "group:", 6) == 0 ? msv_client_group_find(c, which, &g) : MSV_ERR_NOT_FOUND;
+
+    if (err == MSV_OK)
+        err = msv_client_db_group_accept(c->db, g.group_id);
+    msv_group_clear(&g);
+    return err;
+}
+
+/* A group this account is in, by name or id; an invitation is MSV_ERR_NOT_FOUND until accepted. */
+static msv_err joined_group(struct msv_client *c, const char *which, struct msv_group_rec *g)
+{
+    msv_err err = msv_client_group_find(c, which, g);
+
+    if (err == MSV_OK && !g->accepted) {
+        msv_group_clear(g);
+        err = MSV_ERR_NOT_FOUND;
+    }
+    return err;
+}
+
+/* MSV_OK if no accepted group is named name, MSV_ERR_EXISTS if one is: names stay unambiguous. */
+static msv_err name_is_free(struct msv_client *c, const char *name)
+{
+    struct msv_group_rec g = {0};
+    msv_err err = msv_client_db_group_get(c->db, NULL, name, &g);
+
+    msv_group_clear(&g);
+    if (err == MSV_OK)
+        return MSV_ERR_EXISTS;
+    return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+}
+
 /* Sends a group change with the new name and members to the old and new members. */
 static msv_err announce_group(struct msv_client *c, const uint8_t group_id[16], const char *name,
                               char **old, size_t n_old, char **members, size_t n)
@@ -1336,9 +1385,11 @@ msv_err msv_client_group_create(struct msv_client *c, const char *name, const ch
             all[k++] = (char *)members[i];
     }
     msv_random_bytes(group_id, 16);
-    err = join_members(all, k, &list);
+    err = name_is_free(c, name);
     if (err == MSV_OK)
-        err = msv_client_db_group_put(c->db, group_id, name, list, msv_wall_ms());
+        err = join_members(all, k, &list);
+    if (err == MSV_OK)
+        err = msv_client_db_group_put(c->db, group_id, name, list, 1, msv_wall_ms());
     free(list);
     return err == MSV_OK ? announce_group(c, group_id, name, NULL, 0, all, k) : err;
 }
@@ -1350,8 +1401,11 @@ msv_err msv_client_group_change(struct msv_client *c, const char *name, const ch
     struct msv_group_rec g;
     char *old[MEMBERS_MAX], *now[MEMBERS_MAX], *list = NULL, *old_list = NULL;
     size_t n_old, n_now = 0;
-    msv_err err = msv_client_db_group_get(c->db, NULL, name, &g);
+    msv_err err = joined_group(c, name, &g);
 
+    if (err == MSV_OK && new_name != NULL && strcmp(new_name, g.name) != 0 &&
+        (err = name_is_free(c, new_name)) != MSV_OK)
+        msv_group_clear(&g);
     if (err != MSV_OK)
         return err;
     old_list = strdup(g.members);
@@ -1376,7 +1430,7 @@ msv_err msv_client_group_change(struct msv_client *c, const char *name, const ch
     if (err == MSV_OK)
         err = join_members(now, n_now, &list);
     if (err == MSV_OK)
-        err = msv_client_db_group_put(c->db, g.group_id, new_name ? new_name : g.name, list,
+        err = msv_client_db_group_put(c->db, g.group_id, new_name ? new_name : g.name, list, 1,
                                       msv_wall_ms());
     if (err == MSV_OK)
         err = announce_group(c, g.group_id, new_name ? new_name : g.name, old, n_old, now, n_now);
@@ -1395,7 +1449,7 @@ msv_err msv_client_group_send(struct msv_client *c, const char *name, const char
     struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = (char *)text, .has_group = true};
     char *members[MEMBERS_MAX], conversation[40];
     size_t n;
-    msv_err err = msv_client_db_group_get(c->db, NULL, name, &g);
+    msv_err err = joined_group(c, name, &g);
 
     if (err != MSV_OK)
         return err;
@@ -1778,36 +1832,51 @@ static msv_err fetch_attachments(struct msv_client *c, const struct msv_payload 
 }
 
 /*
- * Applies what a message says about its group: a change from a current member
- * (or creating a group this device does not know) sets name and members; the
- * first message of an unknown group creates it. *text, for group changes,
- * becomes the description history shows.
+ * Who may speak in a message's group: a member of a group this device knows
+ * (g receives it), or, for a group it does not know (g->name stays NULL), one
+ * of the members the message names. MSV_ERR_AUTH for anyone else: nobody
+ * posts into a group they are not in, or makes one without being in it.
  */
-static msv_err learn_group(struct msv_client *c, const char *sender, const struct msv_payload *p,
-                           char **text)
+static msv_err group_sender(struct msv_client *c, const char *sender, const struct msv_payload *p,
+                            struct msv_group_rec *g)
 {
-    struct msv_group_rec g;
-    char *members = NULL, *known[MEMBERS_MAX];
-    msv_err err = msv_client_db_group_get(c->db, p->group_id, NULL, &g);
-    int is_member = 0;
+    char *known[MEMBERS_MAX];
+    char *const *members = p->participants;
+    size_t n = p->participant_count;
+    msv_err err = msv_client_db_group_get(c->db, p->group_id, NULL, g);
 
+    if (err == MSV_OK) {
+        n = split_members(g->members, known);
+        members = known;
+    }
     if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
         return err;
-    if (err == MSV_OK) {
-        size_t n = split_members(g.members, known);
-
-        for (size_t i = 0; i < n; i++)
-            is_member |= strcmp(known[i], sender) == 0;
-        if (p->kind != MSV_KIND_GROUP_CHANGE || !is_member) {
-            msv_group_clear(&g);
-            return MSV_OK; /* only a member changes a group this device knows */
-        }
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(members[i], sender) == 0)
+            return MSV_OK;
     }
+    return MSV_ERR_AUTH;
+}
+
+/*
+ * Applies what a message from a member (group_sender()) says about its group
+ * g: a change sets name and members; the first message of a group this
+ * device does not know creates it, as an invitation unless this account made
+ * it. *text, for group changes, becomes the description history shows.
+ */
+static msv_err learn_group(struct msv_client *c, const char *sender, const struct msv_payload *p,
+                           const struct msv_group_rec *g, char **text)
+{
+    char *members = NULL;
+    msv_err err;
+
+    if (g->name != NULL && p->kind != MSV_KIND_GROUP_CHANGE)
+        return MSV_OK; /* a message in a group this device knows: nothing to learn */
     err = join_members(p->participants, p->participant_count, &members);
     if (err == MSV_OK)
         err = msv_client_db_group_put(c->db, p->group_id,
-                                      p->group_name ? p->group_name : (g.name ? g.name : "group"),
-                                      members, msv_wall_ms());
+                                      p->group_name ? p->group_name : (g->name ? g->name : "group"),
+                                      members, strcmp(sender, c->handle) == 0, msv_wall_ms());
     if (err == MSV_OK && p->kind == MSV_KIND_GROUP_CHANGE) {
         struct msv_buf b;
         uint8_t *out = NULL;
@@ -1829,7 +1898,6 @@ static msv_err learn_group(struct msv_client *c, const char *sender, const struc
         }
     }
     free(members);
-    msv_group_clear(&g);
     return err;
 }
 
@@ -1907,6 +1975,7 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
 {
     struct msv_payload *p = NULL;
     struct msv_message_rec rec = {.status = "received"};
+    struct msv_group_rec group = {0};
     char *sender = from->sender, *text = NULL, group_conversation[40];
     uint8_t *pt = NULL;
     size_t pt_len = 0;
@@ -1933,8 +2002,15 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
         msv_payload_free(p);
         return MSV_ERR_EXISTS; /* a redelivery: nothing to fetch or store again */
     }
+    /* refused before anything is fetched; acknowledged, so it does not come again */
+    if (p->has_group && (err = group_sender(c, sender, p, &group)) != MSV_OK) {
+        msv_group_clear(&group);
+        msv_payload_free(p);
+        return err == MSV_ERR_AUTH ? MSV_ERR_EXISTS : err;
+    }
     err = fetch_attachments(c, p, &text);
     if (err != MSV_OK) {
+        msv_group_clear(&group);
         msv_payload_free(p);
         return err;
     }
@@ -1943,7 +2019,8 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     if (p->has_group) {
         msv_client_group_conversation(p->group_id, group_conversation);
         rec.conversation = group_conversation;
-        err = learn_group(c, sender, p, &text);
+        err = learn_group(c, sender, p, &group, &text);
+        msv_group_clear(&group);
         if (err != MSV_OK) {
             msv_secret_free(text, strlen(text));
             msv_payload_free(p);
