@@ -1197,6 +1197,61 @@ static void test_non_member_group_post(void **state)
     test_server_cleanup(&s);
 }
 
+static const char *status_of(struct msv_client *c, const uint8_t id[16])
+{
+    static char status[32];
+    struct msv_message_rec *m = NULL;
+
+    assert_int_equal(msv_client_db_message_get(c->db, id, &m), MSV_OK);
+    snprintf(status, sizeof(status), "%s", m->status);
+    msv_messages_free(m, 1);
+    return status;
+}
+
+/*
+ * Mallory learns the id of alice's message to bob and sends alice a read
+ * receipt for it (her client believes it received the message: a line in
+ * her own database). Alice takes receipts from bob only.
+ */
+static void test_receipts_only_from_recipients(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *mallory;
+    struct msv_message_rec fake = {.conversation = "alice@example.org",
+                                   .sender = "alice@example.org",
+                                   .kind = MSV_KIND_MESSAGE,
+                                   .text = "",
+                                   .status = "received"};
+    uint8_t id[16];
+    size_t count = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    mallory = client_for(&s, "mallory", "mallory@example.org");
+    assert_int_equal(msv_client_send(alice, to, 1, "for bob", NULL, 0, NULL, id), MSV_OK);
+    memcpy(fake.message_id, id, 16);
+    assert_int_equal(msv_client_db_message_put(mallory->db, &fake), MSV_OK);
+    assert_int_equal(msv_client_mark_read(mallory, "alice@example.org", &count), MSV_OK);
+    assert_int_equal(count, 1);
+    receive_now(alice);
+    assert_string_equal(status_of(alice, id), "sent");
+    /* bob's receipts count */
+    assert_int_equal(receive_now(bob), 1);
+    receive_now(alice);
+    assert_string_equal(status_of(alice, id), "delivered");
+    assert_int_equal(msv_client_mark_read(bob, "alice@example.org", &count), MSV_OK);
+    receive_now(alice);
+    assert_string_equal(status_of(alice, id), "read");
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1209,6 +1264,7 @@ int main(void)
         cmocka_unit_test(test_sessions_and_sealed_sender),
         cmocka_unit_test(test_signed_prekey_rotation),
         cmocka_unit_test(test_non_member_group_post),
+        cmocka_unit_test(test_receipts_only_from_recipients),
     };
 
     if (msv_init() != MSV_OK)

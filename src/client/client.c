@@ -1229,6 +1229,9 @@ static msv_err send_payload(struct msv_client *c, const char *const *targets_in,
      * messages (receipts, typing, edits) are not history */
     err = msv_client_db_outbox_put(c->db, conversation != NULL ? &rec : NULL, p->message_id,
                                    conversation ? conversation : "", pt, pt_len, msv_wall_ms());
+    /* who may send receipts for it */
+    if (err == MSV_OK && conversation != NULL)
+        err = msv_client_db_recipients_put(c->db, p->message_id, targets, t);
     if (err == MSV_OK)
         err = deliver_payload(c, p->message_id, targets, t, pt, pt_len);
     if (err == MSV_OK)
@@ -1568,6 +1571,15 @@ msv_err msv_client_mark_read(struct msv_client *c, const char *conversation, siz
     return err;
 }
 
+/* Whether a message this account sent went to handle: only they send receipts for it. */
+static int is_recipient(struct msv_client *c, const struct msv_message_rec *m, const char *handle)
+{
+    msv_err err = msv_client_db_is_recipient(c->db, m->message_id, handle);
+
+    /* sent before recipients were recorded: the conversation's other person */
+    return err == MSV_OK || (err == MSV_ERR_NOT_FOUND && strcmp(m->conversation, handle) == 0);
+}
+
 /* Applies a receipt, typing notice, edit or unsend from sender. */
 static msv_err take_control(struct msv_client *c, const char *sender, uint64_t device,
                             const struct msv_payload *p,
@@ -1602,7 +1614,7 @@ static msv_err take_control(struct msv_client *c, const char *sender, uint64_t d
     case MSV_KIND_RECEIPT_DELIVERED:
     case MSV_KIND_RECEIPT_READ:
         /* only for what this account sent, and "read" is never taken back to "delivered" */
-        if (target->outgoing &&
+        if (target->outgoing && is_recipient(c, target, sender) &&
             (p->kind == MSV_KIND_RECEIPT_READ || strcmp(target->status, "read") != 0)) {
             in.kind = MSV_INCOMING_RECEIPT;
             in.status = p->kind == MSV_KIND_RECEIPT_READ ? "read" : "delivered";

@@ -45,6 +45,9 @@ static const char *const migrations[] = {
     "ALTER TABLE own_devices ADD COLUMN identity BLOB;",
     /* groups someone else made are invitations until accepted; groups known before stay */
     "ALTER TABLE groups ADD COLUMN accepted INTEGER NOT NULL DEFAULT 1;",
+    /* who each sent message went to: only they may mark it delivered or read */
+    "CREATE TABLE message_recipients (message_id BLOB NOT NULL, handle TEXT NOT NULL,"
+    "  PRIMARY KEY (message_id, handle));",
 };
 
 msv_err msv_client_db_open(const char *path, struct msv_client_db **out)
@@ -712,6 +715,55 @@ void msv_groups_free(struct msv_group_rec *g, size_t count)
     for (size_t i = 0; g != NULL && i < count; i++)
         msv_group_clear(&g[i]);
     free(g);
+}
+
+/* ---- recipients of sent messages ------------------------------------------------------ */
+
+msv_err msv_client_db_recipients_put(struct msv_client_db *db, const uint8_t message_id[16],
+                                     const char *const *handles, size_t n)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db,
+                                  "INSERT OR IGNORE INTO message_recipients (message_id, handle) "
+                                  "VALUES (?, ?);",
+                                  &st);
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        int rc;
+
+        sqlite3_bind_blob(st, 1, message_id, 16, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, handles[i], -1, SQLITE_TRANSIENT);
+        rc = sqlite3_step(st);
+        err = rc == SQLITE_DONE ? MSV_OK : msv_sql_err(rc);
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    return err;
+}
+
+msv_err msv_client_db_is_recipient(struct msv_client_db *db, const uint8_t message_id[16],
+                                   const char *handle)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db,
+                                  "SELECT COUNT(*), COALESCE(SUM(handle = ?), 0) FROM "
+                                  "message_recipients WHERE message_id = ?;",
+                                  &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 2, message_id, 16, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW)
+        err = msv_sql_err(rc);
+    else if (sqlite3_column_int64(st, 0) == 0)
+        err = MSV_ERR_NOT_FOUND;
+    else
+        err = sqlite3_column_int64(st, 1) > 0 ? MSV_OK : MSV_ERR_AUTH;
+    sqlite3_finalize(st);
+    return err;
 }
 
 /* ---- own devices ----------------------------------------------------------------------- */

@@ -155,6 +155,17 @@ void msv_group_clear(struct msv_group_rec *g);
 void msv_groups_free(struct msv_group_rec *g, size_t count);
 
 /*
+ * The handles a sent message went to. is_recipient: MSV_OK if handle is one,
+ * MSV_ERR_AUTH if it is not, MSV_ERR_NOT_FOUND if none are recorded (a
+ * message sent before they were).
+ */
+MSV_MUST_CHECK msv_err msv_client_db_recipients_put(struct msv_client_db *db,
+                                                    const uint8_t message_id[16],
+                                                    const char *const *handles, size_t n);
+MSV_MUST_CHECK msv_err msv_client_db_is_recipient(struct msv_client_db *db,
+                                                  const uint8_t message_id[16], const char *handle);
+
+/*
  * Devices of this account this device was told of (itself, the devices
  * there were when it started to watch the log, devices it approved or whose
  * approval by one of these it checked), by id and identity hash, with the
