@@ -1252,6 +1252,53 @@ static void test_receipts_only_from_recipients(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * A dishonest server says an attachment is 300 MiB (and serves that many
+ * bytes): over what a client downloads. The message is kept with a note and
+ * acknowledged, and the message queued behind it arrives.
+ */
+static void test_unfetchable_attachment(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    const struct msv_file file = {"big.bin", "application/octet-stream",
+                                  (const uint8_t *)"not so big", 10};
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    uint8_t id[16];
+    char dir[160], path[600];
+    struct dirent *e;
+    DIR *d;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_send(alice, to, 1, "a big file", &file, 1, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_send(alice, to, 1, "and after it", NULL, 0, NULL, id), MSV_OK);
+    test_server_stop(&s);
+    server_sql(&s, "UPDATE blobs SET size = 314572800;");
+    snprintf(dir, sizeof(dir), "%s/data/blobs", s.dir);
+    d = opendir(dir);
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        assert_int_equal(truncate(path, 314572800), 0); /* sparse: no disk taken */
+    }
+    closedir(d);
+    test_server_start(&s);
+    assert_int_equal(receive_now(bob), 2);
+    assert_int_equal(history_count(bob, NULL, "[file big.bin not available: larger than"), 1);
+    assert_int_equal(history_count(bob, NULL, "and after it"), 1);
+    drop_connection(bob);
+    assert_int_equal(receive_now(bob), 0); /* both acknowledged */
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1265,6 +1312,7 @@ int main(void)
         cmocka_unit_test(test_signed_prekey_rotation),
         cmocka_unit_test(test_non_member_group_post),
         cmocka_unit_test(test_receipts_only_from_recipients),
+        cmocka_unit_test(test_unfetchable_attachment),
     };
 
     if (msv_init() != MSV_OK)

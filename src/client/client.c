@@ -1098,6 +1098,8 @@ static msv_err upload(struct msv_client *c, const struct msv_file *f,
 
     if (f->len == 0)
         err = MSV_ERR_INVALID;
+    else if (f->len > MSV_ATTACHMENT_MAX)
+        err = MSV_ERR_TOO_BIG; /* more than any recipient would download */
     msv_attachment_key_generate(ref->key);
     if (err == MSV_OK)
         err = msv_attachment_encrypt(ref->key, f->data, f->len, ct, &d);
@@ -1714,7 +1716,6 @@ static const char *conversation_of(const struct msv_client *c, const char *sende
 }
 
 #define LONG_TEXT_LIMIT (1u << 20)
-#define ATTACHMENT_LIMIT (256u << 20)
 
 /* A file name safe to put in a path: the last component, printable ASCII kept. */
 static void safe_name(const char *name, char *out, size_t len)
@@ -1765,7 +1766,7 @@ static msv_err fetch_one(struct msv_client *c, const struct msv_attachment_ref *
     if (strncmp(a->uri, "blob:", 5) != 0 ||
         msv_hex_decode(a->uri + 5, blob, sizeof(blob), &n) != MSV_OK || n != 32)
         return MSV_ERR_UNSUPPORTED; /* a location this client cannot fetch */
-    err = msv_request_blob_download(c->conn, blob, ATTACHMENT_LIMIT, TIMEOUT_MS, c->on_download,
+    err = msv_request_blob_download(c->conn, blob, MSV_ATTACHMENT_MAX, TIMEOUT_MS, c->on_download,
                                     c->ctx, &ct, &ct_len, &c->why);
     if (err == MSV_OK && (*pt = malloc(ct_len ? ct_len : 1)) == NULL)
         err = MSV_ERR_NOMEM;
@@ -1781,6 +1782,26 @@ static msv_err fetch_one(struct msv_client *c, const struct msv_attachment_ref *
     return err;
 }
 
+/* Why a file cannot be had, for history; NULL for what may work next time (network, memory). */
+static const char *unavailable(msv_err err)
+{
+    switch (err) {
+    case MSV_ERR_IO:
+    case MSV_ERR_NOMEM:
+        return NULL;
+    case MSV_ERR_AUTH:
+        return "it failed its integrity check";
+    case MSV_ERR_TOO_BIG:
+        return "larger than the 256 MiB a client takes";
+    case MSV_ERR_NOT_FOUND:
+        return "the server does not have it (any more)";
+    case MSV_ERR_UNSUPPORTED:
+        return "at a location this client cannot fetch";
+    default:
+        return msv_strerror(err);
+    }
+}
+
 static int is_long_text(const struct msv_attachment_ref *a, const uint8_t *pt, size_t len)
 {
     return a->mime != NULL && strcmp(a->mime, LONG_TEXT_MIME) == 0 && len <= LONG_TEXT_LIMIT &&
@@ -1790,8 +1811,11 @@ static int is_long_text(const struct msv_attachment_ref *a, const uint8_t *pt, s
 /*
  * Fetches, checks and keeps the message's attachments. *text (caller frees)
  * receives what history shows: the text (the whole of a long one), then a
- * line per file. A network failure is returned, so that the message is not
- * acknowledged and comes again.
+ * line per file. A network failure (or want of memory) is returned, so that
+ * the message is not acknowledged and comes again; a file that cannot be had
+ * for any other reason (too big, gone, tampered with, not to be saved) is a
+ * "not available" line, and the message is kept and acknowledged: nothing
+ * stays stuck in the queue behind it.
  */
 static msv_err fetch_attachments(struct msv_client *c, const struct msv_payload *p, char **text)
 {
@@ -1812,19 +1836,20 @@ static msv_err fetch_attachments(struct msv_client *c, const struct msv_payload 
 
         err = fetch_one(c, a, &pt, &len);
         line[0] = '\0';
-        if (err == MSV_ERR_AUTH) {
-            snprintf(line, sizeof(line), "\n[file %s failed its integrity check]", name);
-        } else if (err == MSV_ERR_NOT_FOUND || err == MSV_ERR_UNSUPPORTED) {
-            snprintf(line, sizeof(line), "\n[file %s is not available]", name);
+        if (err != MSV_OK && unavailable(err) != NULL) {
+            /* the message itself is fine: keep it (and acknowledge it), say what is missing */
+            snprintf(line, sizeof(line), "\n[file %s not available: %s]", name, unavailable(err));
+            err = MSV_OK;
         } else if (err == MSV_OK && !have_long && is_long_text(a, pt, len)) {
             have_long = 1;
             msv_buf_put(&body, pt, len);
+        } else if (err == MSV_OK &&
+                   save_file(c, p->message_id, name, pt, len, path, sizeof(path)) != MSV_OK) {
+            snprintf(line, sizeof(line), "\n[file %s not available: it could not be saved in %s]",
+                     name, path);
         } else if (err == MSV_OK) {
-            err = save_file(c, p->message_id, name, pt, len, path, sizeof(path));
             snprintf(line, sizeof(line), "\n[file: %s (%zu bytes)]", path, len);
         }
-        if (err == MSV_ERR_AUTH || err == MSV_ERR_NOT_FOUND || err == MSV_ERR_UNSUPPORTED)
-            err = MSV_OK; /* the message itself is fine: keep it, say what is missing */
         msv_buf_put(&notes, line, strlen(line));
         msv_secret_free(pt, len);
     }

@@ -5,6 +5,7 @@
  */
 #include "server/config.h"
 
+#include "missive/crypto.h"
 #include "missive/util.h"
 #include "store/store.h"
 
@@ -48,7 +49,8 @@ static const struct option_def options[] = {
     {"relay", "expiry_interval_ms", OPT_U64, F(expiry_interval_ms), 100, 86400000},
     {"relay", "sealed_rate", OPT_DOUBLE, F(sealed_rate), 0.01, 1e6},
     {"relay", "sealed_burst", OPT_DOUBLE, F(sealed_burst), 1, 1e6},
-    {"blobs", "max_size", OPT_U64, F(blob_max), 1, 17179869184.0},
+    /* no larger than clients download (MSV_ATTACHMENT_MAX): what is stored can be fetched */
+    {"blobs", "max_size", OPT_U64, F(blob_max), 1, (double)MSV_ATTACHMENT_MAX},
     {"blobs", "ttl_days", OPT_MS_DAYS, F(blob_ttl_ms), 1, 365},
     {"directory", "lookup_rate", OPT_DOUBLE, F(lookup_rate), 0.01, 1e6},
     {"directory", "lookup_burst", OPT_DOUBLE, F(lookup_burst), 1, 1e6},
