@@ -305,6 +305,8 @@ static int open_dir(const struct cli *o, const char *dir, struct msv_client **c)
         fprintf(cli_err, "missive: the passphrase does not open this device's keys\n");
         return EXIT_AUTH;
     }
+    if (err == MSV_ERR_INVALID)
+        fprintf(cli_err, "missive: %s must be your own directory, writable by you only\n", dir);
     if (err != MSV_OK)
         return fail(NULL, "opening the account", err);
     (*c)->on_key_change = cli_key_change_warning;
@@ -403,6 +405,8 @@ static int create_device(const struct cli *o, const char *handle, struct msv_cli
         fprintf(cli_err, "missive: %s already has a device here (%s)\n", handle, dir);
         return EXIT_ERR;
     }
+    if (err == MSV_ERR_INVALID)
+        fprintf(cli_err, "missive: %s must be your own directory, writable by you only\n", dir);
     if (err == MSV_OK)
         err = msv_client_set_servers(*c, others);
     if (err != MSV_OK)

@@ -1252,6 +1252,67 @@ static void test_receipts_only_from_recipients(void **state)
     test_server_cleanup(&s);
 }
 
+static void read_back(const char *path, const char *want)
+{
+    size_t len = 0;
+    uint8_t *got = test_read_file(path, &len);
+
+    assert_non_null(got);
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(got, want, len);
+    free(got);
+}
+
+/*
+ * Two files of one name in one message are both kept; a name already taken
+ * in bob's attachments/ (here a link planted to another file) is never
+ * written through or over.
+ */
+static void test_received_files_kept(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    const struct msv_file files[2] = {
+        {"notes.txt", "text/plain", (const uint8_t *)"first", 5},
+        {"notes.txt", "text/plain", (const uint8_t *)"second", 6},
+    };
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    uint8_t id[16];
+    char hex[33], path[1200], victim[400];
+    FILE *f;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_send(alice, to, 1, "two notes", files, 2, NULL, id), MSV_OK);
+    assert_int_equal(receive_now(bob), 1);
+    assert_int_equal(msv_hex_encode(id, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(path, sizeof(path), "%s/attachments/%s-notes.txt", bob->dir, hex);
+    read_back(path, "first");
+    snprintf(path, sizeof(path), "%s/attachments/%s-2-notes.txt", bob->dir, hex);
+    read_back(path, "second");
+
+    /* the next message's file name, taken by a link to a file of bob's */
+    assert_int_equal(msv_client_send(alice, to, 1, "one note", files, 1, NULL, id), MSV_OK);
+    assert_int_equal(msv_hex_encode(id, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(victim, sizeof(victim), "%s/victim", s.dir);
+    f = fopen(victim, "w");
+    assert_non_null(f);
+    fputs("keep me", f);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/attachments/%s-notes.txt", bob->dir, hex);
+    assert_int_equal(symlink(victim, path), 0);
+    assert_int_equal(receive_now(bob), 1);
+    read_back(victim, "keep me");
+    snprintf(path, sizeof(path), "%s/attachments/%s-2-notes.txt", bob->dir, hex);
+    read_back(path, "first");
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 /*
  * A dishonest server says an attachment is 300 MiB (and serves that many
  * bytes): over what a client downloads. The message is kept with a note and
@@ -1299,6 +1360,44 @@ static void test_unfetchable_attachment(void **state)
     test_server_cleanup(&s);
 }
 
+/* An account directory another user could write, or whose attachments/ is a link, is not used. */
+static void test_account_directory_checked(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    const struct msv_file file = {"x.txt", "text/plain", (const uint8_t *)"x", 1};
+    struct test_server s;
+    struct msv_client *alice, *bob, *again = NULL;
+    uint8_t id[16];
+    char dir[1100], elsewhere[400], link[1200];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    snprintf(dir, sizeof(dir), "%s", bob->dir);
+    /* someone else may write it: refused */
+    assert_int_equal(chmod(dir, 0777), 0);
+    assert_int_equal(msv_client_open(dir, NULL, &again), MSV_ERR_INVALID);
+    assert_null(again);
+    assert_int_equal(chmod(dir, 0700), 0);
+    assert_int_equal(msv_client_open(dir, NULL, &again), MSV_OK);
+    msv_client_close(again);
+    /* attachments/ a link to another directory: nothing is written there */
+    snprintf(elsewhere, sizeof(elsewhere), "%s/elsewhere", s.dir);
+    assert_int_equal(mkdir(elsewhere, 0700), 0);
+    snprintf(link, sizeof(link), "%s/attachments", dir);
+    assert_int_equal(symlink(elsewhere, link), 0);
+    assert_int_equal(msv_client_send(alice, to, 1, "a file", &file, 1, NULL, id), MSV_OK);
+    assert_int_equal(receive_now(bob), 1);
+    assert_int_equal(history_count(bob, NULL, "[file x.txt not available: it could not be saved"),
+                     1);
+    assert_int_equal(rmdir(elsewhere), 0); /* still empty */
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1312,7 +1411,9 @@ int main(void)
         cmocka_unit_test(test_signed_prekey_rotation),
         cmocka_unit_test(test_non_member_group_post),
         cmocka_unit_test(test_receipts_only_from_recipients),
+        cmocka_unit_test(test_received_files_kept),
         cmocka_unit_test(test_unfetchable_attachment),
+        cmocka_unit_test(test_account_directory_checked),
     };
 
     if (msv_init() != MSV_OK)

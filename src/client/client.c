@@ -180,6 +180,13 @@ static size_t approval_message(const char *handle, uint64_t device_id, const uin
     return o + 32;
 }
 
+/* Only this user can create, replace or link anything in a directory it owns and nobody else
+ * may write. */
+static int is_private_dir(const struct stat *st)
+{
+    return S_ISDIR(st->st_mode) && st->st_uid == geteuid() && (st->st_mode & 022) == 0;
+}
+
 static msv_err mkdir_p(const char *dir)
 {
     char path[1024];
@@ -198,10 +205,20 @@ static msv_err mkdir_p(const char *dir)
     return mkdir(path, 0700) == 0 || errno == EEXIST ? MSV_OK : MSV_ERR_IO;
 }
 
+/*
+ * Opens the account's database. The directory must be this user's and
+ * writable by nobody else (MSV_ERR_INVALID): in a directory someone else
+ * made, or may write, they could replace or link any file of the account.
+ */
 static msv_err open_db(struct msv_client *c, const char *dir)
 {
     char path[1100];
+    struct stat st;
 
+    if (stat(dir, &st) != 0)
+        return MSV_ERR_IO;
+    if (!is_private_dir(&st))
+        return MSV_ERR_INVALID;
     snprintf(c->dir, sizeof(c->dir), "%s", dir);
     snprintf(path, sizeof(path), "%s/state.db", dir);
     return msv_client_db_open(path, &c->db);
@@ -1731,28 +1748,62 @@ static void safe_name(const char *name, char *out, size_t len)
     out[o < len ? o : len - 1] = '\0';
 }
 
-/* Writes a received file under the account's attachments/ directory. */
+/* The account's attachments/ directory (made if missing), opened without following a link. */
+static int open_attachments(const struct msv_client *c)
+{
+    char dir[1100];
+    struct stat st;
+    int fd;
+
+    snprintf(dir, sizeof(dir), "%s/attachments", c->dir);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return -1;
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0 && (fstat(fd, &st) != 0 || !is_private_dir(&st))) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/*
+ * Writes a received file under attachments/ as <message id>-<name>, or
+ * <message id>-<n>-<name> when that is taken (a message with two files of
+ * one name): never over an existing file, never through a link.
+ */
 static msv_err save_file(struct msv_client *c, const uint8_t id[16], const char *name,
                          const uint8_t *data, size_t len, char *path, size_t path_len)
 {
-    char dir[1100], hex[33], safe[128];
+    char hex[33], safe[128], file[200];
+    int dir = open_attachments(c), fd = -1, ok;
     FILE *f;
-    int ok, fd;
 
-    snprintf(dir, sizeof(dir), "%s/attachments", c->dir);
-    if (mkdir_p(dir) != MSV_OK || msv_hex_encode(id, 8, hex, sizeof(hex)) != MSV_OK)
-        return MSV_ERR_IO;
-    safe_name(name, safe, sizeof(safe));
-    snprintf(path, path_len, "%s/%s-%s", dir, hex, safe);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    f = fd >= 0 ? fdopen(fd, "wb") : NULL;
-    if (f == NULL) {
-        if (fd >= 0)
-            close(fd);
+    if (dir < 0 || msv_hex_encode(id, 16, hex, sizeof(hex)) != MSV_OK) {
+        if (dir >= 0)
+            close(dir);
         return MSV_ERR_IO;
     }
-    ok = fwrite(data, 1, len, f) == len;
-    return fclose(f) == 0 && ok ? MSV_OK : MSV_ERR_IO;
+    safe_name(name, safe, sizeof(safe));
+    for (unsigned n = 1; fd < 0 && n <= 2 * MSV_ATTACHMENTS_MAX; n++) {
+        if (n == 1)
+            snprintf(file, sizeof(file), "%s-%s", hex, safe);
+        else
+            snprintf(file, sizeof(file), "%s-%u-%s", hex, n, safe);
+        fd = openat(dir, file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
+    f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (f == NULL && fd >= 0)
+        close(fd);
+    ok = f != NULL && fwrite(data, 1, len, f) == len;
+    if (f != NULL && fclose(f) != 0)
+        ok = 0;
+    if (!ok && f != NULL)
+        unlinkat(dir, file, 0); /* no half-written file is left to look complete */
+    close(dir);
+    snprintf(path, path_len, "%s/attachments/%s", c->dir, file);
+    return ok ? MSV_OK : MSV_ERR_IO;
 }
 
 /* Fetches and decrypts one attachment; MSV_ERR_AUTH if it fails its hash check. */

@@ -56,7 +56,12 @@ MSV_MUST_CHECK msv_err msv_client_create(const char *dir, const char *handle, co
                                          uint16_t port, enum msv_suite suite, unsigned also,
                                          const char *passphrase, uint8_t fingerprint[32],
                                          struct msv_client **out);
-/* Opens an existing account directory; MSV_ERR_AUTH for a wrong passphrase. */
+/*
+ * Opens an existing account directory; MSV_ERR_AUTH for a wrong passphrase.
+ * Both this and msv_client_create() refuse (MSV_ERR_INVALID) a directory that
+ * is not this user's or that others may write; received files are written
+ * in it only through its own attachments/ directory, never through a link.
+ */
 MSV_MUST_CHECK msv_err msv_client_open(const char *dir, const char *passphrase,
                                        struct msv_client **out);
 void msv_client_close(struct msv_client *c);
