@@ -69,7 +69,7 @@ tm send-keys -t bob Tab
 # a file, with its bytes intact
 head -c 300000 /dev/urandom >photo.bin
 tm send-keys -t alice "/file $work/photo.bin" Enter
-waitfor bob "[file: " && ok || bad "the file in bob's chat: $(screen bob)"
+waitfor bob "(300000 bytes)]" && ok || bad "the file in bob's chat: $(screen bob)"
 saved=$(ls dev-bob/bob@example.org/attachments/* 2>/dev/null | head -1)
 [ -n "$saved" ] && cmp -s photo.bin "$saved" && ok || bad "the received file: $saved"
 tm send-keys -t alice "/file $work/nothing-here" Enter
