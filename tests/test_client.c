@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <sys/resource.h>
 #include <sys/select.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1398,6 +1399,77 @@ static void test_account_directory_checked(void **state)
     test_server_cleanup(&s);
 }
 
+/* The process's address space now, in bytes (VmSize). */
+static size_t address_space(void)
+{
+    char line[256];
+    size_t kib = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "VmSize:", 7) == 0)
+            kib = strtoull(line + 7, NULL, 10);
+    }
+    fclose(f);
+    return kib * 1024;
+}
+
+/*
+ * A 96 MiB file is received by a process that may grow by 64 MiB only: it
+ * goes to disk as it arrives, never whole (let alone twice) in memory.
+ */
+static void test_file_streamed_to_disk(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    const size_t size = (size_t)96 << 20;
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    struct msv_file file = {"big.bin", "application/octet-stream", NULL, size};
+    uint8_t id[16], *data = malloc(size), *got;
+    char hex[33], path[1200];
+    size_t len = 0;
+    int status = 0;
+    pid_t pid;
+
+    (void)state;
+    assert_non_null(data);
+    test_fill_pattern(data, size, 7);
+    file.data = data;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_send(alice, to, 1, "a big one", &file, 1, NULL, id), MSV_OK);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit lim;
+        size_t count = 0;
+
+        drop_connection(bob);
+        lim.rlim_cur = lim.rlim_max = address_space() + ((size_t)64 << 20);
+        if (setrlimit(RLIMIT_AS, &lim) != 0 ||
+            msv_client_receive(bob, 1000, NULL, NULL, &count) != MSV_OK || count != 1)
+            _exit(1);
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(msv_hex_encode(id, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(path, sizeof(path), "%s/attachments/%s-big.bin", bob->dir, hex);
+    got = test_read_file(path, &len);
+    assert_non_null(got);
+    assert_int_equal(len, size);
+    assert_memory_equal(got, data, size);
+    free(got);
+    free(data);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1414,6 +1486,7 @@ int main(void)
         cmocka_unit_test(test_received_files_kept),
         cmocka_unit_test(test_unfetchable_attachment),
         cmocka_unit_test(test_account_directory_checked),
+        cmocka_unit_test(test_file_streamed_to_disk),
     };
 
     if (msv_init() != MSV_OK)

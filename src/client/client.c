@@ -1767,58 +1767,176 @@ static int open_attachments(const struct msv_client *c)
 }
 
 /*
- * Writes a received file under attachments/ as <message id>-<name>, or
+ * Creates a received file under attachments/ as <message id>-<name>, or
  * <message id>-<n>-<name> when that is taken (a message with two files of
- * one name): never over an existing file, never through a link.
+ * one name): never over an existing file, never through a link. *dir
+ * receives attachments/ (close it), file the name; -1 if no file is made.
  */
-static msv_err save_file(struct msv_client *c, const uint8_t id[16], const char *name,
-                         const uint8_t *data, size_t len, char *path, size_t path_len)
+static int create_file(const struct msv_client *c, const uint8_t id[16], const char *name, int *dir,
+                       char *file, size_t file_len)
 {
-    char hex[33], safe[128], file[200];
-    int dir = open_attachments(c), fd = -1, ok;
-    FILE *f;
+    char hex[33], safe[128];
+    int fd = -1;
 
-    if (dir < 0 || msv_hex_encode(id, 16, hex, sizeof(hex)) != MSV_OK) {
-        if (dir >= 0)
-            close(dir);
-        return MSV_ERR_IO;
-    }
+    *dir = open_attachments(c);
+    if (*dir < 0 || msv_hex_encode(id, 16, hex, sizeof(hex)) != MSV_OK)
+        return -1;
     safe_name(name, safe, sizeof(safe));
     for (unsigned n = 1; fd < 0 && n <= 2 * MSV_ATTACHMENTS_MAX; n++) {
         if (n == 1)
-            snprintf(file, sizeof(file), "%s-%s", hex, safe);
+            snprintf(file, file_len, "%s-%s", hex, safe);
         else
-            snprintf(file, sizeof(file), "%s-%u-%s", hex, n, safe);
-        fd = openat(dir, file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+            snprintf(file, file_len, "%s-%u-%s", hex, n, safe);
+        fd = openat(*dir, file, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0 && errno != EEXIST)
             break;
     }
-    f = fd >= 0 ? fdopen(fd, "wb") : NULL;
-    if (f == NULL && fd >= 0)
-        close(fd);
-    ok = f != NULL && fwrite(data, 1, len, f) == len;
-    if (f != NULL && fclose(f) != 0)
-        ok = 0;
-    if (!ok && f != NULL)
-        unlinkat(dir, file, 0); /* no half-written file is left to look complete */
-    close(dir);
-    snprintf(path, path_len, "%s/attachments/%s", c->dir, file);
-    return ok ? MSV_OK : MSV_ERR_IO;
+    return fd;
 }
 
-/* Fetches and decrypts one attachment; MSV_ERR_AUTH if it fails its hash check. */
-static msv_err fetch_one(struct msv_client *c, const struct msv_attachment_ref *a, uint8_t **pt,
-                         size_t *len)
+static msv_err write_all(int fd, const uint8_t *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return MSV_ERR_IO;
+        data += n;
+        len -= (size_t)n;
+    }
+    return MSV_OK;
+}
+
+/* A received file on its way to disk: the ciphertext, hashed as it is written. */
+struct file_sink {
+    int fd;
+    struct msv_attachment_hasher *hash;
+    size_t len;
+};
+
+static msv_err to_file(void *ctx, size_t size, const uint8_t *piece, size_t len)
+{
+    struct file_sink *f = ctx;
+    msv_err err = msv_attachment_hasher_update(f->hash, piece, len);
+
+    (void)size;
+    if (err == MSV_OK)
+        err = write_all(f->fd, piece, len);
+    if (err == MSV_OK)
+        f->len += len;
+    return err;
+}
+
+/* Decrypts the file's len bytes where they are, a piece at a time. */
+static msv_err decrypt_in_place(int fd, const uint8_t key[MSV_ATTACHMENT_KEY_LEN], size_t len)
+{
+    struct msv_attachment_cipher *cipher = NULL;
+    size_t piece = 1u << 20;
+    uint8_t *buf = malloc(piece);
+    msv_err err = buf ? msv_attachment_cipher_new(key, &cipher) : MSV_ERR_NOMEM;
+
+    for (size_t off = 0; err == MSV_OK && off < len; off += piece) {
+        size_t n = len - off < piece ? len - off : piece;
+
+        if (pread(fd, buf, n, (off_t)off) != (ssize_t)n)
+            err = MSV_ERR_IO;
+        if (err == MSV_OK)
+            err = msv_attachment_cipher_update(cipher, buf, n, buf);
+        if (err == MSV_OK && pwrite(fd, buf, n, (off_t)off) != (ssize_t)n)
+            err = MSV_ERR_IO;
+    }
+    msv_attachment_cipher_free(cipher);
+    msv_secret_free(buf, piece);
+    return err;
+}
+
+/* The blob a reference names; MSV_ERR_UNSUPPORTED for a location this client cannot fetch. */
+static msv_err blob_of(const struct msv_attachment_ref *a, uint8_t blob[32])
+{
+    size_t n = 0;
+
+    if (strncmp(a->uri, "blob:", 5) != 0 || msv_hex_decode(a->uri + 5, blob, 32, &n) != MSV_OK ||
+        n != 32)
+        return MSV_ERR_UNSUPPORTED;
+    return MSV_OK;
+}
+
+/*
+ * Fetches a file straight to disk (create_file()): the ciphertext is written
+ * as it arrives, its hash (the one the sender signed) checked, then it is
+ * decrypted where it lies; nothing is held whole in memory. On failure no
+ * file is left. MSV_ERR_EXISTS if no file can be made in attachments/.
+ */
+static msv_err fetch_to_file(struct msv_client *c, const struct msv_attachment_ref *a,
+                             const uint8_t id[16], const char *name, char *path, size_t path_len,
+                             size_t *len)
+{
+    struct file_sink f = {.fd = -1};
+    struct msv_attachment_digest d;
+    uint8_t blob[32];
+    char file[200];
+    int dir = -1;
+    msv_err err = blob_of(a, blob);
+
+    if (err == MSV_OK && (f.fd = create_file(c, id, name, &dir, file, sizeof(file))) < 0)
+        err = MSV_ERR_EXISTS;
+    if (err == MSV_OK)
+        err = msv_attachment_hasher_new(&f.hash);
+    if (err == MSV_OK)
+        err = msv_request_blob_stream(c->conn, blob, MSV_ATTACHMENT_MAX, TIMEOUT_MS, c->on_download,
+                                      c->ctx, to_file, &f, &c->why);
+    if (err == MSV_OK)
+        err = msv_attachment_hasher_final(f.hash, &d);
+    if (err == MSV_OK && !msv_equal_ct(d.sha256, a->sha256, 32))
+        err = MSV_ERR_AUTH;
+    if (err == MSV_OK)
+        err = decrypt_in_place(f.fd, a->key, f.len);
+    if (err == MSV_OK && fsync(f.fd) != 0)
+        err = MSV_ERR_IO;
+    if (f.fd >= 0 && close(f.fd) != 0 && err == MSV_OK)
+        err = MSV_ERR_IO;
+    if (err != MSV_OK && f.fd >= 0)
+        unlinkat(dir, file, 0); /* no file that is not the whole of what was sent */
+    if (dir >= 0)
+        close(dir);
+    msv_attachment_hasher_free(f.hash);
+    snprintf(path, path_len, "%s/attachments/%s", c->dir, err == MSV_OK ? file : "");
+    if (err == MSV_OK)
+        *len = f.len;
+    return err;
+}
+
+/* Writes a received file held in memory (a long text that was not one) as create_file() says. */
+static msv_err save_file(struct msv_client *c, const uint8_t id[16], const char *name,
+                         const uint8_t *data, size_t len, char *path, size_t path_len)
+{
+    char file[200];
+    int dir = -1, fd = create_file(c, id, name, &dir, file, sizeof(file));
+    msv_err err = fd >= 0 ? write_all(fd, data, len) : MSV_ERR_EXISTS;
+
+    if (fd >= 0 && close(fd) != 0 && err == MSV_OK)
+        err = MSV_ERR_IO;
+    if (err != MSV_OK && fd >= 0)
+        unlinkat(dir, file, 0);
+    if (dir >= 0)
+        close(dir);
+    snprintf(path, path_len, "%s/attachments/%s", c->dir, err == MSV_OK ? file : "");
+    return err;
+}
+
+/* Fetches and decrypts one attachment in memory; MSV_ERR_AUTH if it fails its hash check. */
+static msv_err fetch_one(struct msv_client *c, const struct msv_attachment_ref *a, size_t max,
+                         uint8_t **pt, size_t *len)
 {
     uint8_t blob[32], *ct = NULL;
-    size_t n = 0, ct_len = 0;
-    msv_err err;
+    size_t ct_len = 0;
+    msv_err err = blob_of(a, blob);
 
-    if (strncmp(a->uri, "blob:", 5) != 0 ||
-        msv_hex_decode(a->uri + 5, blob, sizeof(blob), &n) != MSV_OK || n != 32)
-        return MSV_ERR_UNSUPPORTED; /* a location this client cannot fetch */
-    err = msv_request_blob_download(c->conn, blob, MSV_ATTACHMENT_MAX, TIMEOUT_MS, c->on_download,
-                                    c->ctx, &ct, &ct_len, &c->why);
+    if (err == MSV_OK)
+        err = msv_request_blob_download(c->conn, blob, max, TIMEOUT_MS, c->on_download, c->ctx, &ct,
+                                        &ct_len, &c->why);
     if (err == MSV_OK && (*pt = malloc(ct_len ? ct_len : 1)) == NULL)
         err = MSV_ERR_NOMEM;
     /* the hash the sender signed is checked before anything is decrypted */
@@ -1848,6 +1966,8 @@ static const char *unavailable(msv_err err)
         return "the server does not have it (any more)";
     case MSV_ERR_UNSUPPORTED:
         return "at a location this client cannot fetch";
+    case MSV_ERR_EXISTS:
+        return "it could not be saved in the account's attachments directory";
     default:
         return msv_strerror(err);
     }
@@ -1884,25 +2004,29 @@ static msv_err fetch_attachments(struct msv_client *c, const struct msv_payload 
         uint8_t *pt = NULL;
         size_t len = 0;
         char line[1400], path[1300];
+        int as_text = 0;
 
-        err = fetch_one(c, a, &pt, &len);
         line[0] = '\0';
-        if (err != MSV_OK && unavailable(err) != NULL) {
+        err = MSV_ERR_TOO_BIG;
+        if (!have_long && a->mime != NULL && strcmp(a->mime, LONG_TEXT_MIME) == 0)
+            err = fetch_one(c, a, LONG_TEXT_LIMIT, &pt, &len); /* the message's text: in memory */
+        if (err == MSV_OK && is_long_text(a, pt, len)) {
+            have_long = as_text = 1;
+            msv_buf_put(&body, pt, len);
+        } else if (err == MSV_OK) {
+            err = save_file(c, p->message_id, name, pt, len, path, sizeof(path));
+        } else if (err == MSV_ERR_TOO_BIG) { /* a file (or a long text over the limit) */
+            err = fetch_to_file(c, a, p->message_id, name, path, sizeof(path), &len);
+        }
+        if (err == MSV_OK && !as_text) {
+            snprintf(line, sizeof(line), "\n[file: %s (%zu bytes)]", path, len);
+        } else if (err != MSV_OK && unavailable(err) != NULL) {
             /* the message itself is fine: keep it (and acknowledge it), say what is missing */
             snprintf(line, sizeof(line), "\n[file %s not available: %s]", name, unavailable(err));
             err = MSV_OK;
-        } else if (err == MSV_OK && !have_long && is_long_text(a, pt, len)) {
-            have_long = 1;
-            msv_buf_put(&body, pt, len);
-        } else if (err == MSV_OK &&
-                   save_file(c, p->message_id, name, pt, len, path, sizeof(path)) != MSV_OK) {
-            snprintf(line, sizeof(line), "\n[file %s not available: it could not be saved in %s]",
-                     name, path);
-        } else if (err == MSV_OK) {
-            snprintf(line, sizeof(line), "\n[file: %s (%zu bytes)]", path, len);
         }
         msv_buf_put(&notes, line, strlen(line));
-        msv_secret_free(pt, len);
+        msv_secret_free(pt, pt ? len : 0);
     }
     if (!have_long && p->text != NULL)
         msv_buf_put(&body, p->text, strlen(p->text));
