@@ -1224,7 +1224,9 @@ static void test_receipts_only_from_recipients(void **state)
                                    .kind = MSV_KIND_MESSAGE,
                                    .text = "",
                                    .status = "received"};
-    uint8_t id[16];
+    struct msv_client *laptop = NULL;
+    uint8_t id[16], gid[16], fp[32];
+    char dir[128];
     size_t count = 0;
 
     (void)state;
@@ -1247,6 +1249,24 @@ static void test_receipts_only_from_recipients(void **state)
     assert_int_equal(msv_client_mark_read(bob, "alice@example.org", &count), MSV_OK);
     receive_now(alice);
     assert_string_equal(status_of(alice, id), "read");
+
+    /* alice's laptop has a copy of her group message: bob's receipt counts there too */
+    snprintf(dir, sizeof(dir), "%s/alice-laptop", s.dir);
+    assert_int_equal(msv_client_create(dir, "alice@example.org", "127.0.0.1", s.port,
+                                       MSV_SUITE_MODERN, 0, NULL, fp, &laptop),
+                     MSV_OK);
+    assert_int_equal(msv_client_link(laptop, TEST_PASSWORD), MSV_OK);
+    receive_now(alice);
+    assert_int_equal(msv_client_approve_device(alice, laptop->device_id), MSV_OK);
+    assert_int_equal(msv_client_group_create(alice, "pair", to, 1, gid), MSV_OK);
+    assert_int_equal(msv_client_group_send(alice, "pair", "to the group", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(laptop);
+    assert_string_equal(status_of(laptop, id), "sent");
+    receive_now(bob);
+    receive_now(laptop);
+    assert_string_equal(status_of(laptop, id), "delivered");
+    msv_client_close(laptop);
     msv_client_close(alice);
     msv_client_close(bob);
     msv_client_close(mallory);

@@ -2249,6 +2249,10 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     rec.stored_at_ms = msv_wall_ms();
     /* stored before it is acknowledged; the message id makes a redelivery a no-op */
     err = msv_client_db_message_put(c->db, &rec);
+    /* a copy of this account's own message: who it went to, for their receipts */
+    if (err == MSV_OK && rec.outgoing)
+        err = msv_client_db_recipients_put(
+            c->db, p->message_id, (const char *const *)p->participants, p->participant_count);
     if (err == MSV_OK && on_message != NULL) {
         struct msv_incoming in = {.kind = MSV_INCOMING_MESSAGE,
                                   .message = &rec,
