@@ -589,6 +589,9 @@ static void send_to_current(struct chat *ch, const char *text, const struct msv_
                  "\u26a0 not sent: %s is verified and its devices changed. Compare the safety "
                  "number (/qr) and accept it with 'missive verify %s --accept'; the message waits",
                  ch->current, ch->current);
+    else if (err == MSV_ERR_NOT_FOUND && strncmp(ch->current, "group:", 6) == 0)
+        set_status(ch, 8000, "not sent: accept the group first (missive groups accept %s)",
+                   ch->current);
     else if (err != MSV_OK)
         set_status(ch, 8000, "not sent (it stays queued): %s%s%s", msv_strerror(err),
                    ch->c->why.message[0] ? ": " : "", ch->c->why.message);

@@ -124,6 +124,15 @@ waitfor alice "—  #trio" && ok || bad "/group opens it: $(screen alice | head 
 tm send-keys -t alice "hello trio" Enter
 waitfor alice "me: hello trio  ✓" && ok || bad "the group message in alice's chat: $(screen alice)"
 waitfor bob "#trio (" && ok || bad "the group in bob's list: $(screen bob)"
+# for bob it is an invitation: written to once he accepts it
+trio=$(as bob groups | grep "^trio	" | cut -f3)
+tm send-keys -t bob "/group $trio" Enter
+tm send-keys -t bob "too soon" Enter
+waitfor bob "not sent: accept the group first" && ok || bad "an invitation in bob's chat: $(screen bob | tail -2)"
+expect 0 "bob accepts the group" -- as bob groups accept "$trio"
+tm send-keys -t bob "hello from bob" Enter
+waitfor bob "me: hello from bob  ✓" && ok || bad "bob writes to the group: $(screen bob)"
+tm send-keys -t bob "/to alice@example.org" Enter
 expect 0 "carol gets it" -- as carol receive --wait 1
 grep -q "hello trio" out.txt && ok || bad "carol: $(cat out.txt)"
 
