@@ -19,6 +19,7 @@
 #include "missive/util.h"
 #include "util/endian.h"
 #include "util/buf.h"
+#include "util/privdir.h"
 
 #define TIMEOUT_MS 15000
 #define SEND_TRIES 3
@@ -180,13 +181,6 @@ static size_t approval_message(const char *handle, uint64_t device_id, const uin
     return o + 32;
 }
 
-/* Only this user can create, replace or link anything in a directory it owns and nobody else
- * may write. */
-static int is_private_dir(const struct stat *st)
-{
-    return S_ISDIR(st->st_mode) && st->st_uid == geteuid() && (st->st_mode & 022) == 0;
-}
-
 static msv_err mkdir_p(const char *dir)
 {
     char path[1024];
@@ -217,7 +211,7 @@ static msv_err open_db(struct msv_client *c, const char *dir)
 
     if (stat(dir, &st) != 0)
         return MSV_ERR_IO;
-    if (!is_private_dir(&st))
+    if (!msv_privdir_is_private(&st))
         return MSV_ERR_INVALID;
     snprintf(c->dir, sizeof(c->dir), "%s", dir);
     snprintf(path, sizeof(path), "%s/state.db", dir);
@@ -1752,18 +1746,9 @@ static void safe_name(const char *name, char *out, size_t len)
 static int open_attachments(const struct msv_client *c)
 {
     char dir[1100];
-    struct stat st;
-    int fd;
 
     snprintf(dir, sizeof(dir), "%s/attachments", c->dir);
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-        return -1;
-    fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd >= 0 && (fstat(fd, &st) != 0 || !is_private_dir(&st))) {
-        close(fd);
-        fd = -1;
-    }
-    return fd;
+    return msv_privdir_open(AT_FDCWD, dir, 1);
 }
 
 /*
