@@ -1209,6 +1209,64 @@ static const char *status_of(struct msv_client *c, const uint8_t id[16])
     return status;
 }
 
+/* mallory's client sends text to bob under a message id she chose (one she saw). */
+static void send_under_id(struct msv_client *mallory, const uint8_t id[16], const char *text)
+{
+    char *to[1] = {"bob@example.org"};
+    struct msv_payload p = {
+        .kind = MSV_KIND_MESSAGE, .text = (char *)text, .participants = to, .participant_count = 1};
+    uint8_t *pt = NULL;
+    size_t len = 0;
+
+    memcpy(p.message_id, id, 16);
+    p.sent_at_ms = (uint64_t)msv_wall_ms();
+    assert_int_equal(msv_payload_encode(&p, &pt, &len), MSV_OK);
+    assert_int_equal(msv_client_db_outbox_put(mallory->db, NULL, id, "", pt, len, msv_wall_ms()),
+                     MSV_OK);
+    free(pt);
+    reconnect(mallory); /* the outbox goes with the connection */
+}
+
+/*
+ * Message ids are the sender's: mallory, who saw the id of alice's message
+ * to bob, sends her own message under it. Neither is dropped as the other's
+ * redelivery: bob keeps both, the second with a note; a real redelivery of
+ * either is still recognised.
+ */
+static void test_reused_message_id(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *mallory;
+    uint8_t id[16];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    mallory = client_for(&s, "mallory", "mallory@example.org");
+    assert_int_equal(msv_client_send(alice, to, 1, "alice's words", NULL, 0, NULL, id), MSV_OK);
+    send_under_id(mallory, id, "mallory's words");
+    assert_int_equal(receive_now(bob), 2);
+    assert_int_equal(history_count(bob, "alice@example.org", "alice's words"), 1);
+    assert_int_equal(history_count(bob, "mallory@example.org", "mallory's words"), 1);
+    assert_int_equal(
+        history_count(bob, "mallory@example.org",
+                      "[sent under the id of an earlier message from alice@example.org"),
+        1);
+    assert_string_equal(status_of(bob, id), "received");
+    /* mallory's message again, under the same id: a redelivery of hers, dropped */
+    send_under_id(mallory, id, "mallory's words");
+    assert_int_equal(receive_now(bob), 0);
+    assert_int_equal(history_count(bob, NULL, "mallory's words"), 1);
+    assert_int_equal(history_count(bob, NULL, "alice's words"), 1);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
 /*
  * Mallory learns the id of alice's message to bob and sends alice a read
  * receipt for it (her client believes it received the message: a line in
@@ -1503,6 +1561,7 @@ int main(void)
         cmocka_unit_test(test_signed_prekey_rotation),
         cmocka_unit_test(test_non_member_group_post),
         cmocka_unit_test(test_receipts_only_from_recipients),
+        cmocka_unit_test(test_reused_message_id),
         cmocka_unit_test(test_received_files_kept),
         cmocka_unit_test(test_unfetchable_attachment),
         cmocka_unit_test(test_account_directory_checked),

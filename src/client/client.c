@@ -2166,6 +2166,61 @@ static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, 
     return err;
 }
 
+/*
+ * Message ids are the sender's choice: someone else who saw one (a member of
+ * the same group) could send their own message under it first. So a stored id
+ * is a redelivery (MSV_ERR_EXISTS) only if the stored message came from the
+ * same sender and device. Otherwise the new message is kept, under a local id
+ * (local_id) derived from the id, the sender and the device, so that its own
+ * redelivery is recognised, with a note saying whose id it reused.
+ */
+static msv_err redelivery_or_conflict(struct msv_client *c, const struct incoming *from,
+                                      const struct msv_payload *p, uint8_t local_id[16], char *note,
+                                      size_t note_len)
+{
+    struct msv_message_rec *m = NULL;
+    uint8_t device_be[8];
+    crypto_generichash_state h;
+    msv_err err = msv_client_db_message_get(c->db, p->message_id, &m);
+
+    memcpy(local_id, p->message_id, 16);
+    note[0] = '\0';
+    if (err == MSV_ERR_NOT_FOUND)
+        return MSV_OK;
+    if (err != MSV_OK)
+        return err;
+    if (strcmp(m->sender, from->sender) == 0 &&
+        (m->sender_device == from->device || m->sender_device == 0)) {
+        msv_messages_free(m, 1);
+        return MSV_ERR_EXISTS;
+    }
+    snprintf(note, note_len, "\n[sent under the id of an earlier message from %s (device %llu)]",
+             m->sender, (unsigned long long)m->sender_device);
+    msv_messages_free(m, 1);
+    msv_put_u64be(device_be, from->device);
+    crypto_generichash_init(&h, (const uint8_t *)"missive: reused message id", 26, 16);
+    crypto_generichash_update(&h, p->message_id, 16);
+    crypto_generichash_update(&h, (const uint8_t *)from->sender, strlen(from->sender) + 1);
+    crypto_generichash_update(&h, device_be, sizeof(device_be));
+    crypto_generichash_final(&h, local_id, 16);
+    return msv_client_db_message_known(c->db, local_id) == MSV_OK ? MSV_ERR_EXISTS : MSV_OK;
+}
+
+/* Appends note to *text (both NUL-terminated; *text is replaced, the old one wiped). */
+static msv_err append_note(char **text, const char *note)
+{
+    size_t n = strlen(*text), k = strlen(note);
+    char *t = malloc(n + k + 1);
+
+    if (t == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(t, *text, n);
+    memcpy(t + n, note, k + 1);
+    msv_secret_free(*text, n);
+    *text = t;
+    return MSV_OK;
+}
+
 static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
                             void (*on_message)(void *, const struct msv_incoming *), void *ctx,
                             struct incoming *from)
@@ -2173,7 +2228,7 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     struct msv_payload *p = NULL;
     struct msv_message_rec rec = {.status = "received"};
     struct msv_group_rec group = {0};
-    char *sender = from->sender, *text = NULL, group_conversation[40];
+    char *sender = from->sender, *text = NULL, group_conversation[40], note[600];
     uint8_t *pt = NULL;
     size_t pt_len = 0;
     msv_err err = open_delivery(c, d, from, &pt, &pt_len);
@@ -2195,9 +2250,10 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
         msv_payload_free(p);
         return err == MSV_OK ? MSV_ERR_EXISTS : err; /* acknowledged, not a new message */
     }
-    if (msv_client_db_message_known(c->db, p->message_id) == MSV_OK) {
+    /* a redelivery: nothing to fetch or store again */
+    if ((err = redelivery_or_conflict(c, from, p, rec.message_id, note, sizeof(note))) != MSV_OK) {
         msv_payload_free(p);
-        return MSV_ERR_EXISTS; /* a redelivery: nothing to fetch or store again */
+        return err;
     }
     /* refused before anything is fetched; acknowledged, so it does not come again */
     if (p->has_group && (err = group_sender(c, sender, p, &group)) != MSV_OK) {
@@ -2206,12 +2262,13 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
         return err == MSV_ERR_AUTH ? MSV_ERR_EXISTS : err;
     }
     err = fetch_attachments(c, p, &text);
+    if (err == MSV_OK && note[0] != '\0' && (err = append_note(&text, note)) != MSV_OK)
+        msv_secret_free(text, strlen(text));
     if (err != MSV_OK) {
         msv_group_clear(&group);
         msv_payload_free(p);
         return err;
     }
-    memcpy(rec.message_id, p->message_id, 16);
     rec.conversation = (char *)conversation_of(c, sender, p);
     if (p->has_group) {
         msv_client_group_conversation(p->group_id, group_conversation);
@@ -2237,7 +2294,7 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     /* a copy of this account's own message: who it went to, for their receipts */
     if (err == MSV_OK && rec.outgoing)
         err = msv_client_db_recipients_put(
-            c->db, p->message_id, (const char *const *)p->participants, p->participant_count);
+            c->db, rec.message_id, (const char *const *)p->participants, p->participant_count);
     if (err == MSV_OK && on_message != NULL) {
         struct msv_incoming in = {.kind = MSV_INCOMING_MESSAGE,
                                   .message = &rec,
