@@ -129,7 +129,16 @@ static void display_name(struct chat *ch, const char *conversation, char *out, s
 
     snprintf(out, len, "%s", conversation);
     if (g != NULL) {
-        snprintf(out, len, "#%s", g->name);
+        size_t same = 0;
+        char hex[33];
+
+        /* two groups of one name are told apart by their ids; an invitation says so */
+        for (size_t i = 0; i < ch->n_groups; i++)
+            same += strcmp(ch->groups[i].name, g->name) == 0;
+        if (msv_hex_encode(g->group_id, 3, hex, sizeof(hex)) != MSV_OK)
+            hex[0] = '\0';
+        snprintf(out, len, "#%s%s%s%s", g->name, same > 1 ? " " : "", same > 1 ? hex : "",
+                 g->accepted ? "" : " (invited)");
         return;
     }
     for (size_t i = 0; i < ch->n_contacts; i++) {

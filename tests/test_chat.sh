@@ -135,6 +135,11 @@ waitfor bob "me: hello from bob  ✓" && ok || bad "bob writes to the group: $(s
 tm send-keys -t bob "/to alice@example.org" Enter
 expect 0 "carol gets it" -- as carol receive --wait 1
 grep -q "hello trio" out.txt && ok || bad "carol: $(cat out.txt)"
+# carol makes a group of the same name with bob: his list tells the two apart
+expect 0 "carol makes another trio" -- as carol groups create trio bob@example.org
+other=$(as carol groups | grep "^trio	" | cut -f3 | grep -v "$trio")
+waitfor bob "#trio ${other:6:6} (invited)" && ok || bad "two groups named trio in bob's list ($other): $(screen bob | head -3)"
+waitfor bob "#trio ${trio:6:6}" && ok || bad "bob's own trio in his list: $(screen bob)"
 
 # a message longer than the window: its end shows, PgUp reaches its start, PgDn comes back
 tm send-keys -t bob Escape
