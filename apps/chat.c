@@ -131,7 +131,16 @@ static void display_name(struct chat *ch, const char *conversation, char *out, s
 
     snprintf(out, len, "%s", conversation);
     if (g != NULL) {
-        snprintf(out, len, "#%s", g->name);
+        size_t same = 0;
+        char hex[33];
+
+        /* two groups of one name are told apart by their ids; an invitation says so */
+        for (size_t i = 0; i < ch->n_groups; i++)
+            same += strcmp(ch->groups[i].name, g->name) == 0;
+        if (msv_hex_encode(g->group_id, 3, hex, sizeof(hex)) != MSV_OK)
+            hex[0] = '\0';
+        snprintf(out, len, "#%s%s%s%s", g->name, same > 1 ? " " : "", same > 1 ? hex : "",
+                 g->accepted ? "" : " (invited)");
         return;
     }
     for (size_t i = 0; i < ch->n_contacts; i++) {
@@ -576,7 +585,6 @@ static void on_upload(uint64_t done, uint64_t total)
 
 static void send_to_current(struct chat *ch, const char *text, const struct msv_file *file)
 {
-    const struct msv_group_rec *g = group_of(ch, ch->current);
     const char *to = ch->current;
     uint8_t id[16];
     msv_err err;
@@ -588,10 +596,8 @@ static void send_to_current(struct chat *ch, const char *text, const struct msv_
     set_status(ch, 60000, "sending\u2026");
     draw(ch);
     memset(&ch->c->why, 0, sizeof(ch->c->why));
-    if (strncmp(ch->current, "group:", 6) == 0)
-        err = g == NULL
-                  ? MSV_ERR_NOT_FOUND
-                  : msv_client_group_send(ch->c, g->name, text, file, file ? 1 : 0, on_upload, id);
+    if (strncmp(ch->current, "group:", 6) == 0) /* by its id: a name may be another group's */
+        err = msv_client_group_send(ch->c, ch->current, text, file, file ? 1 : 0, on_upload, id);
     else
         err = msv_client_send(ch->c, &to, 1, text, file, file ? 1 : 0, on_upload, id);
     ch->progress[0] = '\0';
@@ -601,6 +607,9 @@ static void send_to_current(struct chat *ch, const char *text, const struct msv_
                  "\u26a0 not sent: %s is verified and its devices changed. Compare the safety "
                  "number (/qr) and accept it with 'missive verify %s --accept'; the message waits",
                  ch->current, ch->current);
+    else if (err == MSV_ERR_NOT_FOUND && strncmp(ch->current, "group:", 6) == 0)
+        set_status(ch, 8000, "not sent: accept the group first (missive groups accept %s)",
+                   ch->current);
     else if (err != MSV_OK)
         set_status(ch, 8000, "not sent (it stays queued): %s%s%s", msv_strerror(err),
                    ch->c->why.message[0] ? ": " : "", ch->c->why.message);
@@ -645,9 +654,13 @@ static void open_conversation(struct chat *ch, const char *who, int group)
 
     if (group) {
         struct msv_group_rec g = {0};
+        msv_err err = msv_client_group_find(ch->c, who, &g);
 
-        if (msv_client_db_group_get(ch->c->db, NULL, who, &g) != MSV_OK) {
-            set_status(ch, 5000, "no group named %s", who);
+        if (err != MSV_OK) {
+            set_status(ch, 5000,
+                       err == MSV_ERR_EXISTS ? "more than one group is named %s: /group group:ID"
+                                             : "no group named %s",
+                       who);
             return;
         }
         msv_client_group_conversation(g.group_id, ch->current);

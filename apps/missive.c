@@ -53,10 +53,13 @@ static const struct {
     {"contacts", "contacts [list | add NAME HANDLE | remove NAME]",
      "Names for handles, usable wherever a handle is."},
     {"groups",
-     "groups [list | create NAME MEMBER... | add NAME MEMBER... | remove NAME "
-     "MEMBER... | rename NAME NEW_NAME]",
+     "groups [list | create NAME MEMBER... | add GROUP MEMBER... | remove GROUP "
+     "MEMBER... | rename GROUP NEW_NAME | accept ID]",
      "Group conversations. Members are handles or contact names; every change is sent to "
-     "the members' devices, removed members included."},
+     "the members' devices, removed members included. A GROUP is its name or its id "
+     "(group:HEX, as listed); no two of your groups share a name. A group someone else "
+     "made is listed as invited: its messages arrive, but you write to it only once you "
+     "accept it by its id."},
     {"send", "send TO... [--text TEXT] [--file PATH]...\n       missive send --group NAME ...",
      "Sends a message (the text, or standard input unless files are given) to handles or "
      "contact names. It is encrypted for every device of every recipient and of this "
@@ -327,6 +330,8 @@ static int open_dir(const struct cli *o, const char *dir, struct msv_client **c)
         fprintf(cli_err, "missive: the passphrase does not open this device's keys\n");
         return EXIT_AUTH;
     }
+    if (err == MSV_ERR_INVALID)
+        fprintf(cli_err, "missive: %s must be your own directory, writable by you only\n", dir);
     if (err != MSV_OK)
         return fail(NULL, "opening the account", err);
     (*c)->on_key_change = cli_key_change_warning;
@@ -426,6 +431,8 @@ static int create_device(const struct cli *o, const char *handle, struct msv_cli
         fprintf(cli_err, "missive: %s already has a device here (%s)\n", handle, dir);
         return EXIT_ERR;
     }
+    if (err == MSV_ERR_INVALID)
+        fprintf(cli_err, "missive: %s must be your own directory, writable by you only\n", dir);
     if (err == MSV_OK)
         err = msv_client_set_servers(*c, others);
     if (err != MSV_OK)
@@ -775,6 +782,21 @@ static void resolved_free(struct msv_contact **found, size_t *counts, int n)
         msv_contacts_free(found[i], counts[i]);
 }
 
+/* Says why a group named by which (a name or group:HEX) was not found. */
+static void explain_group(const char *which, msv_err err)
+{
+    if (err == MSV_ERR_NOT_FOUND)
+        fprintf(cli_err,
+                "missive: no group %s (an invitation is accepted first: missive groups "
+                "accept ID)\n",
+                which);
+    else if (err == MSV_ERR_EXISTS)
+        fprintf(cli_err,
+                "missive: more than one group is named %s: name it by its id (missive "
+                "groups list)\n",
+                which);
+}
+
 static int cmd_groups(const struct cli *o, struct msv_client *c)
 {
     const char *handles[64];
@@ -789,16 +811,28 @@ static int cmd_groups(const struct cli *o, struct msv_client *c)
 
         err = msv_client_db_groups(c->db, &g, &n);
         for (size_t i = 0; err == MSV_OK && i < n; i++) {
+            char gid[40];
+
             for (char *m = g[i].members; *m; m++)
                 *m = *m == '\n' && m[1] ? ',' : (*m == '\n' ? '\0' : *m);
+            msv_client_group_conversation(g[i].group_id, gid);
             if (o->json) {
-                emit_json(json_pack("{s:s, s:s}", "name", g[i].name, "members", g[i].members));
+                emit_json(json_pack("{s:s, s:s, s:s, s:b}", "name", g[i].name, "members",
+                                    g[i].members, "id", gid, "invited", !g[i].accepted));
             } else {
-                print_fields(g[i].name, g[i].members);
+                term_put(cli_out, g[i].name, TERM_ONE_LINE);
+                fputc('\t', cli_out);
+                term_put(cli_out, g[i].members, TERM_ONE_LINE);
+                fprintf(cli_out, "\t%s%s\n", gid, g[i].accepted ? "" : "\tinvited");
             }
         }
         msv_groups_free(g, n);
         return err == MSV_OK ? 0 : fail(c, "listing groups", err);
+    }
+    if (strcmp(verb, "accept") == 0 && o->argc == 2) {
+        err = msv_client_group_accept(c, o->argv[1]);
+        explain_group(o->argv[1], err);
+        return err == MSV_OK ? 0 : fail(c, "accepting the group", err);
     }
     if (o->argc < 3 || o->argc > 66)
         return cli_usage("groups", cli_err);
@@ -816,8 +850,11 @@ static int cmd_groups(const struct cli *o, struct msv_client *c)
     resolved_free(found, counts, o->argc - 2);
     if (err == MSV_ERR_INVALID)
         return cli_usage("groups", cli_err);
-    if (err == MSV_ERR_NOT_FOUND && strcmp(verb, "create") != 0)
-        fprintf(cli_err, "missive: no group named %s\n", o->argv[1]);
+    if (err == MSV_ERR_EXISTS && (strcmp(verb, "create") == 0 || strcmp(verb, "rename") == 0))
+        fprintf(cli_err, "missive: you have a group named %s already\n",
+                o->argv[strcmp(verb, "create") == 0 ? 1 : 2]);
+    else if (strcmp(verb, "create") != 0)
+        explain_group(o->argv[1], err);
     return err == MSV_OK ? 0 : fail(c, "changing the group", err);
 }
 
@@ -846,8 +883,8 @@ static int cmd_send(const struct cli *o, struct msv_client *c)
             o->group != NULL
                 ? msv_client_group_send(c, o->group, text, files, o->file_count, show_progress, id)
                 : msv_client_send(c, handles, n, text, files, o->file_count, show_progress, id);
-        if (err == MSV_ERR_NOT_FOUND && o->group != NULL)
-            fprintf(cli_err, "missive: no group named %s\n", o->group);
+        if (o->group != NULL)
+            explain_group(o->group, err);
         if (err == MSV_OK) {
             if (msv_hex_encode(id, 16, hex, sizeof(hex)) != MSV_OK)
                 hex[0] = '\0';
@@ -1023,9 +1060,9 @@ static int cmd_history(const struct cli *o, struct msv_client *c)
     if (o->group != NULL) {
         struct msv_group_rec g;
 
-        err = msv_client_db_group_get(c->db, NULL, o->group, &g);
+        err = msv_client_group_find(c, o->group, &g);
         if (err != MSV_OK) {
-            fprintf(cli_err, "missive: no group named %s\n", o->group);
+            explain_group(o->group, err);
             return EXIT_ERR;
         }
         msv_client_group_conversation(g.group_id, conversation);
@@ -1056,9 +1093,10 @@ static int pick_conversation(const struct cli *o, struct msv_client *c, int requ
         return EXIT_USAGE;
     if (o->group != NULL) {
         struct msv_group_rec g;
+        msv_err err = msv_client_group_find(c, o->group, &g);
 
-        if (msv_client_db_group_get(c->db, NULL, o->group, &g) != MSV_OK) {
-            fprintf(cli_err, "missive: no group named %s\n", o->group);
+        if (err != MSV_OK) {
+            explain_group(o->group, err);
             return EXIT_ERR;
         }
         msv_client_group_conversation(g.group_id, out);

@@ -406,6 +406,56 @@ static void test_forged_archives(void **state)
     free(file);
 }
 
+/*
+ * A restore writes only into a directory of this user's that nobody else may
+ * write, and never through a link planted at attachments/: nothing lands in
+ * the directory the link names, and discarding the restore leaves it alone.
+ */
+static void test_restore_directory_checked(void **state)
+{
+    struct fixture *f = *state;
+    char why[256] = "", victim[128], link_at[128], path[160];
+    struct stat sb;
+
+    snprintf(victim, sizeof(victim), "%s/victim", f->dir);
+    assert_int_equal(mkdir(victim, 0700), 0);
+    snprintf(path, sizeof(path), "%s/keep.txt", victim);
+    put_file(path, "mine", 4);
+    /* attachments/ a link to someone's directory */
+    assert_int_equal(mkdir(f->restore, 0700), 0);
+    snprintf(link_at, sizeof(link_at), "%s/attachments", f->restore);
+    assert_int_equal(symlink(victim, link_at), 0);
+    {
+        FILE *in = fmemopen(f->file, f->file_len, "rb");
+
+        assert_non_null(in);
+        assert_int_equal(msv_backup_unpack(in, PASS, NULL, f->restore, NULL, why, sizeof(why)),
+                         MSV_ERR_INVALID);
+        fclose(in);
+    }
+    assert_non_null(strstr(why, "attachments/ must be your own directory"));
+    snprintf(path, sizeof(path), "%s/0011-photo.jpg", victim);
+    assert_int_not_equal(access(path, F_OK), 0);
+    msv_backup_discard(f->restore);
+    assert_int_not_equal(lstat(f->restore, &sb), 0);
+    snprintf(path, sizeof(path), "%s/keep.txt", victim);
+    assert_int_equal(access(path, F_OK), 0);
+    /* a directory others may write is not restored into */
+    assert_int_equal(mkdir(f->restore, 0700), 0);
+    assert_int_equal(chmod(f->restore, 0777), 0);
+    {
+        FILE *in = fmemopen(f->file, f->file_len, "rb");
+
+        assert_non_null(in);
+        assert_int_equal(msv_backup_unpack(in, PASS, NULL, f->restore, NULL, why, sizeof(why)),
+                         MSV_ERR_INVALID);
+        fclose(in);
+    }
+    snprintf(path, sizeof(path), "%s/state.db", f->restore);
+    assert_int_not_equal(access(path, F_OK), 0);
+    msv_backup_discard(f->restore);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -416,6 +466,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_damage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kdf_bounds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forged_archives, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restore_directory_checked, setup, teardown),
     };
 
     if (msv_init() != MSV_OK)

@@ -69,7 +69,7 @@ tm send-keys -t bob Tab
 # a file, with its bytes intact
 head -c 300000 /dev/urandom >photo.bin
 tm send-keys -t alice "/file $work/photo.bin" Enter
-waitfor bob "[file: " && ok || bad "the file in bob's chat: $(screen bob)"
+waitfor bob "(300000 bytes)]" && ok || bad "the file in bob's chat: $(screen bob)"
 saved=$(ls dev-bob/bob@example.org/attachments/* 2>/dev/null | head -1)
 [ -n "$saved" ] && cmp -s photo.bin "$saved" && ok || bad "the received file: $saved"
 tm send-keys -t alice "/file $work/nothing-here" Enter
@@ -130,8 +130,22 @@ waitfor alice "—  #trio" && ok || bad "/group opens it: $(screen alice | head 
 tm send-keys -t alice "hello trio" Enter
 waitfor alice "me: hello trio  ✓" && ok || bad "the group message in alice's chat: $(screen alice)"
 waitfor bob "#trio (" && ok || bad "the group in bob's list: $(screen bob)"
+# for bob it is an invitation: written to once he accepts it
+trio=$(as bob groups | grep "^trio	" | cut -f3)
+tm send-keys -t bob "/group $trio" Enter
+tm send-keys -t bob "too soon" Enter
+waitfor bob "not sent: accept the group first" && ok || bad "an invitation in bob's chat: $(screen bob | tail -2)"
+expect 0 "bob accepts the group" -- as bob groups accept "$trio"
+tm send-keys -t bob "hello from bob" Enter
+waitfor bob "me: hello from bob  ✓" && ok || bad "bob writes to the group: $(screen bob)"
+tm send-keys -t bob "/to alice@example.org" Enter
 expect 0 "carol gets it" -- as carol receive --wait 1
 grep -q "hello trio" out.txt && ok || bad "carol: $(cat out.txt)"
+# carol makes a group of the same name with bob: his list tells the two apart
+expect 0 "carol makes another trio" -- as carol groups create trio bob@example.org
+other=$(as carol groups | grep "^trio	" | cut -f3 | grep -v "$trio")
+waitfor bob "#trio ${other:6:6} (invited)" && ok || bad "two groups named trio in bob's list ($other): $(screen bob | head -3)"
+waitfor bob "#trio ${trio:6:6}" && ok || bad "bob's own trio in his list: $(screen bob)"
 
 # a message longer than the window: its end shows, PgUp reaches its start, PgDn comes back
 tm send-keys -t bob Escape

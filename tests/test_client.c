@@ -17,7 +17,10 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <sys/select.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,6 +36,7 @@
 #include "missive/ratchet.h"
 #include "missive/sealed.h"
 #include "missive/util.h"
+#include "helpers.h"
 #include "server_harness.h"
 #include "util/endian.h"
 
@@ -2174,6 +2178,437 @@ static void test_send_to_big_accounts(void **state)
     test_server_cleanup(&s);
 }
 
+/* ---- a hostile contact, a hostile group member, a dishonest server: what a receiver keeps -- */
+
+/* How many of c's stored messages, in conversation (NULL: all), have text containing needle. */
+static size_t history_count(struct msv_client *c, const char *conversation, const char *needle)
+{
+    struct msv_message_rec *m = NULL;
+    size_t n = 0, found = 0;
+
+    assert_int_equal(msv_client_db_history(c->db, conversation, NULL, 0, &m, &n), MSV_OK);
+    for (size_t i = 0; i < n; i++)
+        found += strstr(m[i].text, needle) != NULL;
+    msv_messages_free(m, n);
+    return found;
+}
+
+static size_t receive_now(struct msv_client *c)
+{
+    size_t count = 0;
+
+    assert_int_equal(msv_client_receive(c, 500, NULL, NULL, &count), MSV_OK);
+    return count;
+}
+
+/*
+ * Mallory is no member of alice's group with bob, but knows its id; her own
+ * database says otherwise, so her client writes to it as it would to any
+ * group. Bob refuses (and acknowledges) the post, and a group she makes
+ * without naming herself a member.
+ */
+static void test_non_member_group_post(void **state)
+{
+    const char *bob_only[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *mallory;
+    struct msv_group_rec g = {0};
+    uint8_t gid[16], id[16], other[16];
+    char conversation[40], other_conversation[40];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    mallory = client_for(&s, "mallory", "mallory@example.org");
+    assert_int_equal(msv_client_group_create(alice, "pair", bob_only, 1, gid), MSV_OK);
+    assert_int_equal(receive_now(bob), 1);
+    msv_client_group_conversation(gid, conversation);
+    assert_int_equal(msv_client_db_group_put(mallory->db, gid, "pair",
+                                             "alice@example.org\nbob@example.org\n"
+                                             "mallory@example.org\n",
+                                             1, 0),
+                     MSV_OK);
+    assert_int_equal(msv_client_group_send(mallory, "pair", "meet me outside", NULL, 0, NULL, id),
+                     MSV_OK);
+    /* a group of mallory's that she is not in herself */
+    msv_random_bytes(other, sizeof(other));
+    msv_client_group_conversation(other, other_conversation);
+    assert_int_equal(
+        msv_client_db_group_put(mallory->db, other, "ghosts", "bob@example.org\n", 1, 0), MSV_OK);
+    assert_int_equal(msv_client_group_send(mallory, "ghosts", "boo", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(receive_now(bob), 0);
+    assert_int_equal(history_count(bob, NULL, "meet me outside"), 0);
+    assert_int_equal(history_count(bob, NULL, "boo"), 0);
+    assert_int_equal(msv_client_db_group_get(bob->db, other, NULL, &g), MSV_ERR_NOT_FOUND);
+    /* the membership bob knows is unchanged, and both posts were acknowledged */
+    assert_int_equal(msv_client_db_group_get(bob->db, gid, NULL, &g), MSV_OK);
+    assert_string_equal(g.members, "alice@example.org\nbob@example.org\n");
+    msv_group_clear(&g);
+    drop_connection(bob);
+    assert_int_equal(receive_now(bob), 0);
+    /* a member's post is kept */
+    assert_int_equal(msv_client_group_accept(bob, conversation), MSV_OK);
+    assert_int_equal(msv_client_group_send(bob, "pair", "hi alice", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(receive_now(alice), 1);
+    assert_int_equal(history_count(alice, conversation, "hi alice"), 1);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
+static const char *status_of(struct msv_client *c, const uint8_t id[16])
+{
+    static char status[32];
+    struct msv_message_rec *m = NULL;
+
+    assert_int_equal(msv_client_db_message_get(c->db, id, &m), MSV_OK);
+    snprintf(status, sizeof(status), "%s", m->status);
+    msv_messages_free(m, 1);
+    return status;
+}
+
+/* mallory's client sends text to bob under a message id she chose (one she saw). */
+static void send_under_id(struct msv_client *mallory, const uint8_t id[16], const char *text)
+{
+    char *to[1] = {"bob@example.org"};
+    struct msv_payload p = {
+        .kind = MSV_KIND_MESSAGE, .text = (char *)text, .participants = to, .participant_count = 1};
+    uint8_t *pt = NULL;
+    size_t len = 0;
+
+    memcpy(p.message_id, id, 16);
+    p.sent_at_ms = (uint64_t)msv_wall_ms();
+    assert_int_equal(msv_payload_encode(&p, &pt, &len), MSV_OK);
+    assert_int_equal(msv_client_db_outbox_put(mallory->db, NULL, id, "", pt, len, msv_wall_ms()),
+                     MSV_OK);
+    free(pt);
+    reconnect(mallory); /* the outbox goes with the connection */
+}
+
+/*
+ * Message ids are the sender's: mallory, who saw the id of alice's message
+ * to bob, sends her own message under it. Neither is dropped as the other's
+ * redelivery: bob keeps both, the second with a note; a real redelivery of
+ * either is still recognised.
+ */
+static void test_reused_message_id(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *mallory;
+    uint8_t id[16];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    mallory = client_for(&s, "mallory", "mallory@example.org");
+    assert_int_equal(msv_client_send(alice, to, 1, "alice's words", NULL, 0, NULL, id), MSV_OK);
+    send_under_id(mallory, id, "mallory's words");
+    assert_int_equal(receive_now(bob), 2);
+    assert_int_equal(history_count(bob, "alice@example.org", "alice's words"), 1);
+    assert_int_equal(history_count(bob, "mallory@example.org", "mallory's words"), 1);
+    assert_int_equal(
+        history_count(bob, "mallory@example.org",
+                      "[sent under the id of an earlier message from alice@example.org"),
+        1);
+    assert_string_equal(status_of(bob, id), "received");
+    /* mallory's message again, under the same id: a redelivery of hers, dropped */
+    send_under_id(mallory, id, "mallory's words");
+    assert_int_equal(receive_now(bob), 0);
+    assert_int_equal(history_count(bob, NULL, "mallory's words"), 1);
+    assert_int_equal(history_count(bob, NULL, "alice's words"), 1);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
+/*
+ * Mallory learns the id of alice's message to bob and sends alice a read
+ * receipt for it (her client believes it received the message: a line in
+ * her own database). Alice takes receipts from bob only.
+ */
+static void test_receipts_only_from_recipients(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *mallory;
+    struct msv_message_rec fake = {.conversation = "alice@example.org",
+                                   .sender = "alice@example.org",
+                                   .kind = MSV_KIND_MESSAGE,
+                                   .text = "",
+                                   .status = "received"};
+    struct msv_client *laptop = NULL;
+    uint8_t id[16], gid[16], fp[32];
+    char dir[128];
+    size_t count = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    mallory = client_for(&s, "mallory", "mallory@example.org");
+    assert_int_equal(msv_client_send(alice, to, 1, "for bob", NULL, 0, NULL, id), MSV_OK);
+    memcpy(fake.message_id, id, 16);
+    assert_int_equal(msv_client_db_message_put(mallory->db, &fake), MSV_OK);
+    assert_int_equal(msv_client_mark_read(mallory, "alice@example.org", &count), MSV_OK);
+    assert_int_equal(count, 1);
+    receive_now(alice);
+    assert_string_equal(status_of(alice, id), "sent");
+    /* bob's receipts count */
+    assert_int_equal(receive_now(bob), 1);
+    receive_now(alice);
+    assert_string_equal(status_of(alice, id), "delivered");
+    assert_int_equal(msv_client_mark_read(bob, "alice@example.org", &count), MSV_OK);
+    receive_now(alice);
+    assert_string_equal(status_of(alice, id), "read");
+
+    /* alice's laptop has a copy of her group message: bob's receipt counts there too */
+    snprintf(dir, sizeof(dir), "%s/alice-laptop", s.dir);
+    assert_int_equal(msv_client_create(dir, "alice@example.org", "127.0.0.1", s.port,
+                                       MSV_SUITE_MODERN, 0, NULL, fp, &laptop),
+                     MSV_OK);
+    assert_int_equal(msv_client_link(laptop, TEST_PASSWORD), MSV_OK);
+    receive_now(alice);
+    assert_int_equal(msv_client_approve_device(alice, laptop->device_id), MSV_OK);
+    assert_int_equal(msv_client_group_create(alice, "pair", to, 1, gid), MSV_OK);
+    assert_int_equal(msv_client_group_send(alice, "pair", "to the group", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(laptop);
+    assert_string_equal(status_of(laptop, id), "sent");
+    receive_now(bob);
+    receive_now(laptop);
+    assert_string_equal(status_of(laptop, id), "delivered");
+    msv_client_close(laptop);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
+static void read_back(const char *path, const char *want)
+{
+    size_t len = 0;
+    uint8_t *got = test_read_file(path, &len);
+
+    assert_non_null(got);
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(got, want, len);
+    free(got);
+}
+
+/*
+ * Two files of one name in one message are both kept; a name already taken
+ * in bob's attachments/ (here a link planted to another file) is never
+ * written through or over.
+ */
+static void test_received_files_kept(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    const struct msv_file files[2] = {
+        {"notes.txt", "text/plain", (const uint8_t *)"first", 5},
+        {"notes.txt", "text/plain", (const uint8_t *)"second", 6},
+    };
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    uint8_t id[16];
+    char hex[33], path[1200], victim[400];
+    FILE *f;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_send(alice, to, 1, "two notes", files, 2, NULL, id), MSV_OK);
+    assert_int_equal(receive_now(bob), 1);
+    assert_int_equal(msv_hex_encode(id, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(path, sizeof(path), "%s/attachments/%s-notes.txt", bob->dir, hex);
+    read_back(path, "first");
+    snprintf(path, sizeof(path), "%s/attachments/%s-2-notes.txt", bob->dir, hex);
+    read_back(path, "second");
+
+    /* the next message's file name, taken by a link to a file of bob's */
+    assert_int_equal(msv_client_send(alice, to, 1, "one note", files, 1, NULL, id), MSV_OK);
+    assert_int_equal(msv_hex_encode(id, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(victim, sizeof(victim), "%s/victim", s.dir);
+    f = fopen(victim, "w");
+    assert_non_null(f);
+    fputs("keep me", f);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/attachments/%s-notes.txt", bob->dir, hex);
+    assert_int_equal(symlink(victim, path), 0);
+    assert_int_equal(receive_now(bob), 1);
+    read_back(victim, "keep me");
+    snprintf(path, sizeof(path), "%s/attachments/%s-2-notes.txt", bob->dir, hex);
+    read_back(path, "first");
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A dishonest server says an attachment is 300 MiB (and serves that many
+ * bytes): over what a client downloads. The message is kept with a note and
+ * acknowledged, and the message queued behind it arrives.
+ */
+static void test_unfetchable_attachment(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    const struct msv_file file = {"big.bin", "application/octet-stream",
+                                  (const uint8_t *)"not so big", 10};
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    uint8_t id[16];
+    char dir[160], path[600];
+    struct dirent *e;
+    DIR *d;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_send(alice, to, 1, "a big file", &file, 1, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_send(alice, to, 1, "and after it", NULL, 0, NULL, id), MSV_OK);
+    test_server_stop(&s);
+    server_sql(&s, "UPDATE blobs SET size = 314572800;");
+    snprintf(dir, sizeof(dir), "%s/data/blobs", s.dir);
+    d = opendir(dir);
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        assert_int_equal(truncate(path, 314572800), 0); /* sparse: no disk taken */
+    }
+    closedir(d);
+    test_server_start(&s);
+    assert_int_equal(receive_now(bob), 2);
+    assert_int_equal(history_count(bob, NULL, "[file big.bin not available: larger than"), 1);
+    assert_int_equal(history_count(bob, NULL, "and after it"), 1);
+    drop_connection(bob);
+    assert_int_equal(receive_now(bob), 0); /* both acknowledged */
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/* An account directory another user could write, or whose attachments/ is a link, is not used. */
+static void test_account_directory_checked(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    const struct msv_file file = {"x.txt", "text/plain", (const uint8_t *)"x", 1};
+    struct test_server s;
+    struct msv_client *alice, *bob, *again = NULL;
+    uint8_t id[16];
+    char dir[1100], elsewhere[400], link[1200];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    snprintf(dir, sizeof(dir), "%s", bob->dir);
+    /* someone else may write it: refused */
+    assert_int_equal(chmod(dir, 0777), 0);
+    assert_int_equal(msv_client_open(dir, NULL, &again), MSV_ERR_INVALID);
+    assert_null(again);
+    assert_int_equal(chmod(dir, 0700), 0);
+    assert_int_equal(msv_client_open(dir, NULL, &again), MSV_OK);
+    msv_client_close(again);
+    /* attachments/ a link to another directory: nothing is written there */
+    snprintf(elsewhere, sizeof(elsewhere), "%s/elsewhere", s.dir);
+    assert_int_equal(mkdir(elsewhere, 0700), 0);
+    snprintf(link, sizeof(link), "%s/attachments", dir);
+    assert_int_equal(symlink(elsewhere, link), 0);
+    assert_int_equal(msv_client_send(alice, to, 1, "a file", &file, 1, NULL, id), MSV_OK);
+    assert_int_equal(receive_now(bob), 1);
+    assert_int_equal(history_count(bob, NULL, "[file x.txt not available: it could not be saved"),
+                     1);
+    assert_int_equal(rmdir(elsewhere), 0); /* still empty */
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/* The process's address space now, in bytes (VmSize). */
+static size_t address_space(void)
+{
+    char line[256];
+    size_t kib = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "VmSize:", 7) == 0)
+            kib = strtoull(line + 7, NULL, 10);
+    }
+    fclose(f);
+    return kib * 1024;
+}
+
+/*
+ * A 96 MiB file is received by a process that may grow by 64 MiB only: it
+ * goes to disk as it arrives, never whole (let alone twice) in memory.
+ */
+static void test_file_streamed_to_disk(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    const size_t size = (size_t)96 << 20;
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    struct msv_file file = {"big.bin", "application/octet-stream", NULL, size};
+    uint8_t id[16], *data = malloc(size), *got;
+    char hex[33], path[1200];
+    size_t len = 0;
+    int status = 0;
+    pid_t pid;
+
+    (void)state;
+    assert_non_null(data);
+    test_fill_pattern(data, size, 7);
+    file.data = data;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_send(alice, to, 1, "a big one", &file, 1, NULL, id), MSV_OK);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit lim;
+        size_t count = 0;
+
+        drop_connection(bob);
+        lim.rlim_cur = lim.rlim_max = address_space() + ((size_t)64 << 20);
+        if (setrlimit(RLIMIT_AS, &lim) != 0 ||
+            msv_client_receive(bob, 1000, NULL, NULL, &count) != MSV_OK || count != 1)
+            _exit(1);
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(msv_hex_encode(id, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(path, sizeof(path), "%s/attachments/%s-big.bin", bob->dir, hex);
+    got = test_read_file(path, &len);
+    assert_non_null(got);
+    assert_int_equal(len, size);
+    assert_memory_equal(got, data, size);
+    free(got);
+    free(data);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2201,6 +2636,13 @@ int main(void)
         cmocka_unit_test(test_message_too_old),
         cmocka_unit_test(test_signed_prekey_rotation),
         cmocka_unit_test(test_send_to_big_accounts),
+        cmocka_unit_test(test_non_member_group_post),
+        cmocka_unit_test(test_receipts_only_from_recipients),
+        cmocka_unit_test(test_reused_message_id),
+        cmocka_unit_test(test_received_files_kept),
+        cmocka_unit_test(test_unfetchable_attachment),
+        cmocka_unit_test(test_account_directory_checked),
+        cmocka_unit_test(test_file_streamed_to_disk),
     };
 
     if (msv_init() != MSV_OK)

@@ -31,6 +31,10 @@ expect 2 "bad number" -- "$D" --config bad1.ini --check-config
 grep -q 'bad1.ini:2: \[relay\] payload_limit: expected a whole number' err.txt && ok || bad "bad number message: $(cat err.txt)"
 printf '[server]\nlisten_port = 70000\n' > bad2.ini
 expect 2 "port out of range" -- "$D" --config bad2.ini --check-config
+# attachments no larger than clients download (256 MiB)
+printf '[blobs]\nmax_size = 268435457\n' > bad6.ini
+expect 2 "max_size over what clients download" -- "$D" --config bad6.ini --check-config
+grep -q 'bad6.ini:2: \[blobs\] max_size' err.txt && ok || bad "max_size message: $(cat err.txt)"
 printf '[srever]\nlisten_port = 1\n' > bad3.ini
 expect 2 "unknown section" -- "$D" --config bad3.ini --check-config
 grep -q 'unknown option \[srever\] listen_port' err.txt && ok || bad "unknown option message"

@@ -622,7 +622,7 @@ void start_missived(const struct opts *o, const struct seed *seed, const uint8_t
             "frame_max = 1048576\n"
             "[tls]\ncert_file = %s/server.crt\nkey_file = %s/server.key\n"
             "[directory]\nlookup_rate = 1000000\nlookup_burst = 1000000\n" BENCH_QUOTAS
-            "[blobs]\nmax_size = 1073741824\n"
+            "[blobs]\nmax_size = 268435456\n"
             "[http]\nenabled = false\n[log]\nlevel = warn\n",
             data, certs, certs);
     fclose(f);

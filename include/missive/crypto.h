@@ -205,6 +205,10 @@ MSV_MUST_CHECK msv_err msv_replay_cache_add(struct msv_replay_cache *cache, cons
 /* ---- attachments ---------------------------------------------------------------------- */
 
 #define MSV_ATTACHMENT_KEY_LEN 32
+/* The largest attachment: clients send and download no more, and missived's
+ * [blobs] max_size may not be set higher, so what one client sends every
+ * other can fetch. */
+#define MSV_ATTACHMENT_MAX ((size_t)256 << 20)
 
 struct msv_attachment_digest {
     uint8_t sha256[32];

@@ -16,6 +16,7 @@
 #include "client/sessions.h"
 #include "missive/util.h"
 #include "util/endian.h"
+#include "util/privdir.h"
 
 #define MAGIC "MSVBACK1"
 #define MAGIC_LEN 8
@@ -368,6 +369,7 @@ struct reader {
     uint8_t buf[CHUNK];
     size_t len, pos;
     int final;
+    int dir;              /* the directory restored into */
     uint64_t done, total; /* bytes of the file read, and its size (0: unknown) */
     const struct msv_backup_progress *progress;
     char *why;
@@ -446,10 +448,32 @@ static int name_allowed(const char *name, int *is_db)
     return base[0] != '\0' && base[0] != '.' && strchr(base, '/') == NULL;
 }
 
-static msv_err unpack_file(struct reader *r, const char *dir, int *have_db)
+/*
+ * Creates name (checked by name_allowed()) under the restore's directory:
+ * attachments/ must be private (util/privdir.h) and the file new, never
+ * reached through a link. A descriptor, -2 if attachments/ is not private
+ * or is a link, or -1 with errno set.
+ */
+static int create_restored(int dir, const char *name, int is_db)
+{
+    int sub = is_db ? dir : msv_privdir_open(dir, ATTACHMENTS, 1), fd;
+    int saved;
+
+    if (sub < 0)
+        return errno == EPERM || errno == ELOOP || errno == ENOTDIR ? -2 : -1;
+    fd = openat(sub, is_db ? name : name + sizeof(ATTACHMENTS),
+                O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    saved = errno;
+    if (sub != dir)
+        close(sub);
+    errno = saved;
+    return fd;
+}
+
+static msv_err unpack_file(struct reader *r, int dir, int *have_db)
 {
     uint8_t len_be[2], size_be[8], piece[CHUNK];
-    char name[NAME_MAX_LEN + 1], path[1500];
+    char name[NAME_MAX_LEN + 1];
     size_t name_len;
     uint64_t size = 0;
     int is_db, fd;
@@ -469,16 +493,14 @@ static msv_err unpack_file(struct reader *r, const char *dir, int *have_db)
     size = msv_get_u64be(size_be);
     if (strlen(name) != name_len || !name_allowed(name, &is_db))
         return say(r->why, r->why_len, MSV_ERR_PARSE, "the backup names a file it may not write");
-    if (!is_db) {
-        snprintf(path, sizeof(path), "%s/%s", dir, ATTACHMENTS);
-        if (mkdir(path, 0700) != 0 && errno != EEXIST)
-            return say(r->why, r->why_len, MSV_ERR_IO, "cannot create %s", path);
-    }
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    fd = create_restored(dir, name, is_db);
+    if (fd < 0 && errno == EEXIST)
+        return say(r->why, r->why_len, MSV_ERR_PARSE, "the backup holds %s twice", name);
+    if (fd == -2)
+        return say(r->why, r->why_len, MSV_ERR_INVALID,
+                   ATTACHMENTS "/ must be your own directory, writable by you only, not a link");
     if (fd < 0)
-        return say(r->why, r->why_len, errno == EEXIST ? MSV_ERR_PARSE : MSV_ERR_IO,
-                   errno == EEXIST ? "the backup holds %s twice" : "cannot create %s", name);
+        return say(r->why, r->why_len, MSV_ERR_IO, "cannot create %s", name);
     if ((out = fdopen(fd, "wb")) == NULL) {
         close(fd);
         return MSV_ERR_NOMEM;
@@ -488,11 +510,11 @@ static msv_err unpack_file(struct reader *r, const char *dir, int *have_db)
 
         err = get(r, piece, n);
         if (err == MSV_OK && fwrite(piece, 1, n, out) != n)
-            err = say(r->why, r->why_len, MSV_ERR_IO, "cannot write %s", path);
+            err = say(r->why, r->why_len, MSV_ERR_IO, "cannot write %s", name);
         size -= n;
     }
     if (fflush(out) != 0 || fsync(fileno(out)) != 0)
-        err = err != MSV_OK ? err : say(r->why, r->why_len, MSV_ERR_IO, "cannot write %s", path);
+        err = err != MSV_OK ? err : say(r->why, r->why_len, MSV_ERR_IO, "cannot write %s", name);
     fclose(out);
     *have_db |= is_db;
     sodium_memzero(piece, sizeof(piece));
@@ -538,6 +560,7 @@ msv_err msv_backup_unpack(FILE *in, const char *passphrase, const uint8_t *key, 
     if (r == NULL)
         return MSV_ERR_NOMEM;
     r->f = in;
+    r->dir = -1;
     r->why = why;
     r->why_len = why_len;
     r->progress = progress;
@@ -545,6 +568,9 @@ msv_err msv_backup_unpack(FILE *in, const char *passphrase, const uint8_t *key, 
         r->total = (uint64_t)sb.st_size;
     r->done = AD_LEN;
     err = read_header(r, passphrase, key);
+    if (err == MSV_OK && (r->dir = msv_privdir_open(AT_FDCWD, dir, 0)) < 0)
+        err = say(why, why_len, MSV_ERR_INVALID,
+                  "%s must be your own directory, writable by you only", dir);
     /* the first chunk decides the passphrase before anything is written */
     if (err == MSV_OK)
         err = pull_chunk(r, 1);
@@ -552,13 +578,15 @@ msv_err msv_backup_unpack(FILE *in, const char *passphrase, const uint8_t *key, 
         err = get(r, &kind, 1);
         if (err != MSV_OK || kind == RECORD_END)
             break;
-        err = kind == RECORD_FILE ? unpack_file(r, dir, &have_db) : damaged(r);
+        err = kind == RECORD_FILE ? unpack_file(r, r->dir, &have_db) : damaged(r);
     }
     /* the end record closes the last chunk, and nothing follows */
     if (err == MSV_OK && (r->pos != r->len || !r->final || fgetc(in) != EOF))
         err = damaged(r);
     if (err == MSV_OK && !have_db)
         err = say(why, why_len, MSV_ERR_PARSE, "the backup holds no account database");
+    if (r->dir >= 0)
+        close(r->dir);
     sodium_memzero(r, sizeof(*r));
     free(r);
     return err;
@@ -586,7 +614,12 @@ void msv_backup_discard(const char *dir)
 {
     char sub[1200];
 
+    struct stat st;
+
     snprintf(sub, sizeof(sub), "%s/%s", dir, ATTACHMENTS);
-    remove_flat(sub);
+    if (lstat(sub, &st) == 0 && S_ISLNK(st.st_mode))
+        unlink(sub); /* a link planted there: what it points to is not the restore's */
+    else
+        remove_flat(sub);
     remove_flat(dir);
 }

@@ -20,6 +20,7 @@
 #include "missive/util.h"
 #include "util/endian.h"
 #include "util/buf.h"
+#include "util/privdir.h"
 
 #define TIMEOUT_MS 15000
 #define SEND_TRIES 3
@@ -199,10 +200,20 @@ static msv_err mkdir_p(const char *dir)
     return mkdir(path, 0700) == 0 || errno == EEXIST ? MSV_OK : MSV_ERR_IO;
 }
 
+/*
+ * Opens the account's database. The directory must be this user's and
+ * writable by nobody else (MSV_ERR_INVALID): in a directory someone else
+ * made, or may write, they could replace or link any file of the account.
+ */
 static msv_err open_db(struct msv_client *c, const char *dir)
 {
     char path[1100];
+    struct stat st;
 
+    if (stat(dir, &st) != 0)
+        return MSV_ERR_IO;
+    if (!msv_privdir_is_private(&st))
+        return MSV_ERR_INVALID;
     snprintf(c->dir, sizeof(c->dir), "%s", dir);
     snprintf(path, sizeof(path), "%s/state.db", dir);
     return msv_client_db_open(path, &c->db);
@@ -1208,6 +1219,8 @@ static msv_err upload(struct msv_client *c, const struct msv_file *f,
 
     if (f->len == 0)
         err = MSV_ERR_INVALID;
+    else if (f->len > MSV_ATTACHMENT_MAX)
+        err = MSV_ERR_TOO_BIG; /* more than any recipient would download */
     msv_attachment_key_generate(ref->key);
     if (err == MSV_OK)
         err = msv_attachment_encrypt(ref->key, f->data, f->len, ct, &d);
@@ -1339,6 +1352,9 @@ static msv_err send_payload(struct msv_client *c, const char *const *targets_in,
      * messages (receipts, typing, edits) are not history */
     err = msv_client_db_outbox_put(c->db, conversation != NULL ? &rec : NULL, p->message_id,
                                    conversation ? conversation : "", pt, pt_len, msv_wall_ms());
+    /* who may send receipts for it */
+    if (err == MSV_OK && conversation != NULL)
+        err = msv_client_db_recipients_put(c->db, p->message_id, targets, t);
     if (err == MSV_OK)
         err = deliver_payload(c, p->message_id, targets, t, pt, pt_len);
     if (err == MSV_OK)
@@ -1402,6 +1418,55 @@ void msv_client_group_conversation(const uint8_t group_id[16], char out[40])
     snprintf(out, 40, "group:%s", hex);
 }
 
+msv_err msv_client_group_find(struct msv_client *c, const char *which, struct msv_group_rec *g)
+{
+    uint8_t id[16];
+    size_t len = 0;
+
+    if (strncmp(which, "group:", 6) == 0) {
+        if (msv_hex_decode(which + 6, id, sizeof(id), &len) != MSV_OK || len != 16)
+            return MSV_ERR_NOT_FOUND;
+        return msv_client_db_group_get(c->db, id, NULL, g);
+    }
+    return msv_client_db_group_get(c->db, NULL, which, g);
+}
+
+msv_err msv_client_group_accept(struct msv_client *c, const char *which)
+{
+    struct msv_group_rec g = {0};
+    msv_err err =
+        strncmp(which, "group:", 6) == 0 ? msv_client_group_find(c, which, &g) : MSV_ERR_NOT_FOUND;
+
+    if (err == MSV_OK)
+        err = msv_client_db_group_accept(c->db, g.group_id);
+    msv_group_clear(&g);
+    return err;
+}
+
+/* A group this account is in, by name or id; an invitation is MSV_ERR_NOT_FOUND until accepted. */
+static msv_err joined_group(struct msv_client *c, const char *which, struct msv_group_rec *g)
+{
+    msv_err err = msv_client_group_find(c, which, g);
+
+    if (err == MSV_OK && !g->accepted) {
+        msv_group_clear(g);
+        err = MSV_ERR_NOT_FOUND;
+    }
+    return err;
+}
+
+/* MSV_OK if no accepted group is named name, MSV_ERR_EXISTS if one is: names stay unambiguous. */
+static msv_err name_is_free(struct msv_client *c, const char *name)
+{
+    struct msv_group_rec g = {0};
+    msv_err err = msv_client_db_group_get(c->db, NULL, name, &g);
+
+    msv_group_clear(&g);
+    if (err == MSV_OK)
+        return MSV_ERR_EXISTS;
+    return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+}
+
 /* Sends a group change with the new name and members to the old and new members. */
 static msv_err announce_group(struct msv_client *c, const uint8_t group_id[16], const char *name,
                               char **old, size_t n_old, char **members, size_t n)
@@ -1446,9 +1511,11 @@ msv_err msv_client_group_create(struct msv_client *c, const char *name, const ch
             all[k++] = (char *)members[i];
     }
     msv_random_bytes(group_id, 16);
-    err = join_members(all, k, &list);
+    err = name_is_free(c, name);
     if (err == MSV_OK)
-        err = msv_client_db_group_put(c->db, group_id, name, list, msv_wall_ms());
+        err = join_members(all, k, &list);
+    if (err == MSV_OK)
+        err = msv_client_db_group_put(c->db, group_id, name, list, 1, msv_wall_ms());
     free(list);
     return err == MSV_OK ? announce_group(c, group_id, name, NULL, 0, all, k) : err;
 }
@@ -1460,8 +1527,11 @@ msv_err msv_client_group_change(struct msv_client *c, const char *name, const ch
     struct msv_group_rec g;
     char *old[MEMBERS_MAX], *now[MEMBERS_MAX], *list = NULL, *old_list = NULL;
     size_t n_old, n_now = 0;
-    msv_err err = msv_client_db_group_get(c->db, NULL, name, &g);
+    msv_err err = joined_group(c, name, &g);
 
+    if (err == MSV_OK && new_name != NULL && strcmp(new_name, g.name) != 0 &&
+        (err = name_is_free(c, new_name)) != MSV_OK)
+        msv_group_clear(&g);
     if (err != MSV_OK)
         return err;
     old_list = strdup(g.members);
@@ -1486,7 +1556,7 @@ msv_err msv_client_group_change(struct msv_client *c, const char *name, const ch
     if (err == MSV_OK)
         err = join_members(now, n_now, &list);
     if (err == MSV_OK)
-        err = msv_client_db_group_put(c->db, g.group_id, new_name ? new_name : g.name, list,
+        err = msv_client_db_group_put(c->db, g.group_id, new_name ? new_name : g.name, list, 1,
                                       msv_wall_ms());
     if (err == MSV_OK)
         err = announce_group(c, g.group_id, new_name ? new_name : g.name, old, n_old, now, n_now);
@@ -1505,7 +1575,7 @@ msv_err msv_client_group_send(struct msv_client *c, const char *name, const char
     struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = (char *)text, .has_group = true};
     char *members[MEMBERS_MAX], conversation[40];
     size_t n;
-    msv_err err = msv_client_db_group_get(c->db, NULL, name, &g);
+    msv_err err = joined_group(c, name, &g);
 
     if (err != MSV_OK)
         return err;
@@ -1663,6 +1733,15 @@ static msv_err change_applied(struct msv_client *c, const struct msv_payload *p)
     return msv_client_db_set(c->db, key, when, sizeof(when));
 }
 
+/* Whether a message this account sent went to handle: only they send receipts for it. */
+static int is_recipient(struct msv_client *c, const struct msv_message_rec *m, const char *handle)
+{
+    msv_err err = msv_client_db_is_recipient(c->db, m->message_id, handle);
+
+    /* sent before recipients were recorded: the conversation's other person */
+    return err == MSV_OK || (err == MSV_ERR_NOT_FOUND && strcmp(m->conversation, handle) == 0);
+}
+
 /* Applies a receipt, typing notice, edit or unsend from sender. */
 static msv_err take_control(struct msv_client *c, const char *sender, uint64_t device,
                             const struct msv_payload *p,
@@ -1697,7 +1776,7 @@ static msv_err take_control(struct msv_client *c, const char *sender, uint64_t d
     case MSV_KIND_RECEIPT_DELIVERED:
     case MSV_KIND_RECEIPT_READ:
         /* only for what this account sent, and "read" is never taken back to "delivered" */
-        if (target->outgoing &&
+        if (target->outgoing && is_recipient(c, target, sender) &&
             (p->kind == MSV_KIND_RECEIPT_READ || strcmp(target->status, "read") != 0)) {
             in.kind = MSV_INCOMING_RECEIPT;
             in.status = p->kind == MSV_KIND_RECEIPT_READ ? "read" : "delivered";
@@ -1799,7 +1878,6 @@ static const char *conversation_of(const struct msv_client *c, const char *sende
 }
 
 #define LONG_TEXT_LIMIT (1u << 20)
-#define ATTACHMENT_LIMIT (256u << 20)
 
 /* A file name safe to put in a path: the last component, printable ASCII kept. */
 static void safe_name(const char *name, char *out, size_t len)
@@ -1815,43 +1893,186 @@ static void safe_name(const char *name, char *out, size_t len)
     out[o < len ? o : len - 1] = '\0';
 }
 
-/* Writes a received file under the account's attachments/ directory. */
+/* The account's attachments/ directory (made if missing), opened without following a link. */
+static int open_attachments(const struct msv_client *c)
+{
+    char dir[1100];
+
+    snprintf(dir, sizeof(dir), "%s/attachments", c->dir);
+    return msv_privdir_open(AT_FDCWD, dir, 1);
+}
+
+/*
+ * Creates a received file under attachments/ as <message id>-<name>, or
+ * <message id>-<n>-<name> when that is taken (a message with two files of
+ * one name): never over an existing file, never through a link. *dir
+ * receives attachments/ (close it), file the name; -1 if no file is made.
+ */
+static int create_file(const struct msv_client *c, const uint8_t id[16], const char *name, int *dir,
+                       char *file, size_t file_len)
+{
+    char hex[33], safe[128];
+    int fd = -1;
+
+    *dir = open_attachments(c);
+    if (*dir < 0 || msv_hex_encode(id, 16, hex, sizeof(hex)) != MSV_OK)
+        return -1;
+    safe_name(name, safe, sizeof(safe));
+    for (unsigned n = 1; fd < 0 && n <= 2 * MSV_ATTACHMENTS_MAX; n++) {
+        if (n == 1)
+            snprintf(file, file_len, "%s-%s", hex, safe);
+        else
+            snprintf(file, file_len, "%s-%u-%s", hex, n, safe);
+        fd = openat(*dir, file, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
+    return fd;
+}
+
+static msv_err write_all(int fd, const uint8_t *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return MSV_ERR_IO;
+        data += n;
+        len -= (size_t)n;
+    }
+    return MSV_OK;
+}
+
+/* A received file on its way to disk: the ciphertext, hashed as it is written. */
+struct file_sink {
+    int fd;
+    struct msv_attachment_hasher *hash;
+    size_t len;
+};
+
+static msv_err to_file(void *ctx, size_t size, const uint8_t *piece, size_t len)
+{
+    struct file_sink *f = ctx;
+    msv_err err = msv_attachment_hasher_update(f->hash, piece, len);
+
+    (void)size;
+    if (err == MSV_OK)
+        err = write_all(f->fd, piece, len);
+    if (err == MSV_OK)
+        f->len += len;
+    return err;
+}
+
+/* Decrypts the file's len bytes where they are, a piece at a time. */
+static msv_err decrypt_in_place(int fd, const uint8_t key[MSV_ATTACHMENT_KEY_LEN], size_t len)
+{
+    struct msv_attachment_cipher *cipher = NULL;
+    size_t piece = 1u << 20;
+    uint8_t *buf = malloc(piece);
+    msv_err err = buf ? msv_attachment_cipher_new(key, &cipher) : MSV_ERR_NOMEM;
+
+    for (size_t off = 0; err == MSV_OK && off < len; off += piece) {
+        size_t n = len - off < piece ? len - off : piece;
+
+        if (pread(fd, buf, n, (off_t)off) != (ssize_t)n)
+            err = MSV_ERR_IO;
+        if (err == MSV_OK)
+            err = msv_attachment_cipher_update(cipher, buf, n, buf);
+        if (err == MSV_OK && pwrite(fd, buf, n, (off_t)off) != (ssize_t)n)
+            err = MSV_ERR_IO;
+    }
+    msv_attachment_cipher_free(cipher);
+    msv_secret_free(buf, piece);
+    return err;
+}
+
+/* The blob a reference names; MSV_ERR_UNSUPPORTED for a location this client cannot fetch. */
+static msv_err blob_of(const struct msv_attachment_ref *a, uint8_t blob[32])
+{
+    size_t n = 0;
+
+    if (strncmp(a->uri, "blob:", 5) != 0 || msv_hex_decode(a->uri + 5, blob, 32, &n) != MSV_OK ||
+        n != 32)
+        return MSV_ERR_UNSUPPORTED;
+    return MSV_OK;
+}
+
+/*
+ * Fetches a file straight to disk (create_file()): the ciphertext is written
+ * as it arrives, its hash (the one the sender signed) checked, then it is
+ * decrypted where it lies; nothing is held whole in memory. On failure no
+ * file is left. MSV_ERR_EXISTS if no file can be made in attachments/.
+ */
+static msv_err fetch_to_file(struct msv_client *c, const struct msv_attachment_ref *a,
+                             const uint8_t id[16], const char *name, char *path, size_t path_len,
+                             size_t *len)
+{
+    struct file_sink f = {.fd = -1};
+    struct msv_attachment_digest d;
+    uint8_t blob[32];
+    char file[200];
+    int dir = -1;
+    msv_err err = blob_of(a, blob);
+
+    if (err == MSV_OK && (f.fd = create_file(c, id, name, &dir, file, sizeof(file))) < 0)
+        err = MSV_ERR_EXISTS;
+    if (err == MSV_OK)
+        err = msv_attachment_hasher_new(&f.hash);
+    if (err == MSV_OK)
+        err = msv_request_blob_stream(c->conn, blob, MSV_ATTACHMENT_MAX, TIMEOUT_MS, c->on_download,
+                                      c->ctx, to_file, &f, &c->why);
+    if (err == MSV_OK)
+        err = msv_attachment_hasher_final(f.hash, &d);
+    if (err == MSV_OK && !msv_equal_ct(d.sha256, a->sha256, 32))
+        err = MSV_ERR_AUTH;
+    if (err == MSV_OK)
+        err = decrypt_in_place(f.fd, a->key, f.len);
+    if (err == MSV_OK && fsync(f.fd) != 0)
+        err = MSV_ERR_IO;
+    if (f.fd >= 0 && close(f.fd) != 0 && err == MSV_OK)
+        err = MSV_ERR_IO;
+    if (err != MSV_OK && f.fd >= 0)
+        unlinkat(dir, file, 0); /* no file that is not the whole of what was sent */
+    if (dir >= 0)
+        close(dir);
+    msv_attachment_hasher_free(f.hash);
+    snprintf(path, path_len, "%s/attachments/%s", c->dir, err == MSV_OK ? file : "");
+    if (err == MSV_OK)
+        *len = f.len;
+    return err;
+}
+
+/* Writes a received file held in memory (a long text that was not one) as create_file() says. */
 static msv_err save_file(struct msv_client *c, const uint8_t id[16], const char *name,
                          const uint8_t *data, size_t len, char *path, size_t path_len)
 {
-    char dir[1100], hex[33], safe[128];
-    FILE *f;
-    int ok, fd;
+    char file[200];
+    int dir = -1, fd = create_file(c, id, name, &dir, file, sizeof(file));
+    msv_err err = fd >= 0 ? write_all(fd, data, len) : MSV_ERR_EXISTS;
 
-    snprintf(dir, sizeof(dir), "%s/attachments", c->dir);
-    if (mkdir_p(dir) != MSV_OK || msv_hex_encode(id, 8, hex, sizeof(hex)) != MSV_OK)
-        return MSV_ERR_IO;
-    safe_name(name, safe, sizeof(safe));
-    snprintf(path, path_len, "%s/%s-%s", dir, hex, safe);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    f = fd >= 0 ? fdopen(fd, "wb") : NULL;
-    if (f == NULL) {
-        if (fd >= 0)
-            close(fd);
-        return MSV_ERR_IO;
-    }
-    ok = fwrite(data, 1, len, f) == len;
-    return fclose(f) == 0 && ok ? MSV_OK : MSV_ERR_IO;
+    if (fd >= 0 && close(fd) != 0 && err == MSV_OK)
+        err = MSV_ERR_IO;
+    if (err != MSV_OK && fd >= 0)
+        unlinkat(dir, file, 0);
+    if (dir >= 0)
+        close(dir);
+    snprintf(path, path_len, "%s/attachments/%s", c->dir, err == MSV_OK ? file : "");
+    return err;
 }
 
-/* Fetches and decrypts one attachment; MSV_ERR_AUTH if it fails its hash check. */
-static msv_err fetch_one(struct msv_client *c, const struct msv_attachment_ref *a, uint8_t **pt,
-                         size_t *len)
+/* Fetches and decrypts one attachment in memory; MSV_ERR_AUTH if it fails its hash check. */
+static msv_err fetch_one(struct msv_client *c, const struct msv_attachment_ref *a, size_t max,
+                         uint8_t **pt, size_t *len)
 {
     uint8_t blob[32], *ct = NULL;
-    size_t n = 0, ct_len = 0;
-    msv_err err;
+    size_t ct_len = 0;
+    msv_err err = blob_of(a, blob);
 
-    if (strncmp(a->uri, "blob:", 5) != 0 ||
-        msv_hex_decode(a->uri + 5, blob, sizeof(blob), &n) != MSV_OK || n != 32)
-        return MSV_ERR_UNSUPPORTED; /* a location this client cannot fetch */
-    err = msv_request_blob_download(c->conn, blob, ATTACHMENT_LIMIT, TIMEOUT_MS, c->on_download,
-                                    c->ctx, &ct, &ct_len, &c->why);
+    if (err == MSV_OK)
+        err = msv_request_blob_download(c->conn, blob, max, TIMEOUT_MS, c->on_download, c->ctx, &ct,
+                                        &ct_len, &c->why);
     if (err == MSV_OK && (*pt = malloc(ct_len ? ct_len : 1)) == NULL)
         err = MSV_ERR_NOMEM;
     /* the hash the sender signed is checked before anything is decrypted */
@@ -1866,6 +2087,28 @@ static msv_err fetch_one(struct msv_client *c, const struct msv_attachment_ref *
     return err;
 }
 
+/* Why a file cannot be had, for history; NULL for what may work next time (network, memory). */
+static const char *unavailable(msv_err err)
+{
+    switch (err) {
+    case MSV_ERR_IO:
+    case MSV_ERR_NOMEM:
+        return NULL;
+    case MSV_ERR_AUTH:
+        return "it failed its integrity check";
+    case MSV_ERR_TOO_BIG:
+        return "larger than the 256 MiB a client takes";
+    case MSV_ERR_NOT_FOUND:
+        return "the server does not have it (any more)";
+    case MSV_ERR_UNSUPPORTED:
+        return "at a location this client cannot fetch";
+    case MSV_ERR_EXISTS:
+        return "it could not be saved in the account's attachments directory";
+    default:
+        return msv_strerror(err);
+    }
+}
+
 static int is_long_text(const struct msv_attachment_ref *a, const uint8_t *pt, size_t len)
 {
     return a->mime != NULL && strcmp(a->mime, LONG_TEXT_MIME) == 0 && len <= LONG_TEXT_LIMIT &&
@@ -1875,8 +2118,11 @@ static int is_long_text(const struct msv_attachment_ref *a, const uint8_t *pt, s
 /*
  * Fetches, checks and keeps the message's attachments. *text (caller frees)
  * receives what history shows: the text (the whole of a long one), then a
- * line per file. A network failure is returned, so that the message is not
- * acknowledged and comes again.
+ * line per file. A network failure (or want of memory) is returned, so that
+ * the message is not acknowledged and comes again; a file that cannot be had
+ * for any other reason (too big, gone, tampered with, not to be saved) is a
+ * "not available" line, and the message is kept and acknowledged: nothing
+ * stays stuck in the queue behind it.
  */
 static msv_err fetch_attachments(struct msv_client *c, const struct msv_payload *p, char **text)
 {
@@ -1894,24 +2140,29 @@ static msv_err fetch_attachments(struct msv_client *c, const struct msv_payload 
         uint8_t *pt = NULL;
         size_t len = 0;
         char line[1400], path[1300];
+        int as_text = 0;
 
-        err = fetch_one(c, a, &pt, &len);
         line[0] = '\0';
-        if (err == MSV_ERR_AUTH) {
-            snprintf(line, sizeof(line), "\n[file %s failed its integrity check]", name);
-        } else if (err == MSV_ERR_NOT_FOUND || err == MSV_ERR_UNSUPPORTED) {
-            snprintf(line, sizeof(line), "\n[file %s is not available]", name);
-        } else if (err == MSV_OK && !have_long && is_long_text(a, pt, len)) {
-            have_long = 1;
+        err = MSV_ERR_TOO_BIG;
+        if (!have_long && a->mime != NULL && strcmp(a->mime, LONG_TEXT_MIME) == 0)
+            err = fetch_one(c, a, LONG_TEXT_LIMIT, &pt, &len); /* the message's text: in memory */
+        if (err == MSV_OK && is_long_text(a, pt, len)) {
+            have_long = as_text = 1;
             msv_buf_put(&body, pt, len);
         } else if (err == MSV_OK) {
             err = save_file(c, p->message_id, name, pt, len, path, sizeof(path));
-            snprintf(line, sizeof(line), "\n[file: %s (%zu bytes)]", path, len);
+        } else if (err == MSV_ERR_TOO_BIG) { /* a file (or a long text over the limit) */
+            err = fetch_to_file(c, a, p->message_id, name, path, sizeof(path), &len);
         }
-        if (err == MSV_ERR_AUTH || err == MSV_ERR_NOT_FOUND || err == MSV_ERR_UNSUPPORTED)
-            err = MSV_OK; /* the message itself is fine: keep it, say what is missing */
+        if (err == MSV_OK && !as_text) {
+            snprintf(line, sizeof(line), "\n[file: %s (%zu bytes)]", path, len);
+        } else if (err != MSV_OK && unavailable(err) != NULL) {
+            /* the message itself is fine: keep it (and acknowledge it), say what is missing */
+            snprintf(line, sizeof(line), "\n[file %s not available: %s]", name, unavailable(err));
+            err = MSV_OK;
+        }
         msv_buf_put(&notes, line, strlen(line));
-        msv_secret_free(pt, len);
+        msv_secret_free(pt, pt ? len : 0);
     }
     if (!have_long && p->text != NULL)
         msv_buf_put(&body, p->text, strlen(p->text));
@@ -1929,36 +2180,51 @@ static msv_err fetch_attachments(struct msv_client *c, const struct msv_payload 
 }
 
 /*
- * Applies what a message says about its group: a change from a current member
- * (or creating a group this device does not know) sets name and members; the
- * first message of an unknown group creates it. *text, for group changes,
- * becomes the description history shows.
+ * Who may speak in a message's group: a member of a group this device knows
+ * (g receives it), or, for a group it does not know (g->name stays NULL), one
+ * of the members the message names. MSV_ERR_AUTH for anyone else: nobody
+ * posts into a group they are not in, or makes one without being in it.
  */
-static msv_err learn_group(struct msv_client *c, const char *sender, const struct msv_payload *p,
-                           char **text)
+static msv_err group_sender(struct msv_client *c, const char *sender, const struct msv_payload *p,
+                            struct msv_group_rec *g)
 {
-    struct msv_group_rec g;
-    char *members = NULL, *known[MEMBERS_MAX];
-    msv_err err = msv_client_db_group_get(c->db, p->group_id, NULL, &g);
-    int is_member = 0;
+    char *known[MEMBERS_MAX];
+    char *const *members = p->participants;
+    size_t n = p->participant_count;
+    msv_err err = msv_client_db_group_get(c->db, p->group_id, NULL, g);
 
+    if (err == MSV_OK) {
+        n = split_members(g->members, known);
+        members = known;
+    }
     if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
         return err;
-    if (err == MSV_OK) {
-        size_t n = split_members(g.members, known);
-
-        for (size_t i = 0; i < n; i++)
-            is_member |= strcmp(known[i], sender) == 0;
-        if (p->kind != MSV_KIND_GROUP_CHANGE || !is_member) {
-            msv_group_clear(&g);
-            return MSV_OK; /* only a member changes a group this device knows */
-        }
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(members[i], sender) == 0)
+            return MSV_OK;
     }
+    return MSV_ERR_AUTH;
+}
+
+/*
+ * Applies what a message from a member (group_sender()) says about its group
+ * g: a change sets name and members; the first message of a group this
+ * device does not know creates it, as an invitation unless this account made
+ * it. *text, for group changes, becomes the description history shows.
+ */
+static msv_err learn_group(struct msv_client *c, const char *sender, const struct msv_payload *p,
+                           const struct msv_group_rec *g, char **text)
+{
+    char *members = NULL;
+    msv_err err;
+
+    if (g->name != NULL && p->kind != MSV_KIND_GROUP_CHANGE)
+        return MSV_OK; /* a message in a group this device knows: nothing to learn */
     err = join_members(p->participants, p->participant_count, &members);
     if (err == MSV_OK)
         err = msv_client_db_group_put(c->db, p->group_id,
-                                      p->group_name ? p->group_name : (g.name ? g.name : "group"),
-                                      members, msv_wall_ms());
+                                      p->group_name ? p->group_name : (g->name ? g->name : "group"),
+                                      members, strcmp(sender, c->handle) == 0, msv_wall_ms());
     if (err == MSV_OK && p->kind == MSV_KIND_GROUP_CHANGE) {
         struct msv_buf b;
         uint8_t *out = NULL;
@@ -1980,7 +2246,6 @@ static msv_err learn_group(struct msv_client *c, const char *sender, const struc
         }
     }
     free(members);
-    msv_group_clear(&g);
     return err;
 }
 
@@ -2010,7 +2275,8 @@ struct incoming {
     uint8_t digest[32]; /* of the envelope read: recorded once read, so a replay is refused */
     struct msv_session_update update;
     int owes_receipt; /* a new message: its delivery receipt goes once the session is stored */
-    uint8_t message_id[16];
+    uint8_t message_id[16]; /* the sender's, which the receipt names */
+    uint8_t stored_id[16];  /* the history's: the same, or local_id after a reused id */
 };
 
 /*
@@ -2091,12 +2357,14 @@ static msv_err show_message(struct msv_client *c, const struct msv_message_rec *
     return msv_client_db_message_done(c->db, m->message_id, MSV_MESSAGE_TO_SHOW);
 }
 
-static msv_err send_receipt(struct msv_client *c, const uint8_t message_id[16], const char *sender)
+/* The receipt for message_id goes to sender; stored_id is the history's row that owed it. */
+static msv_err send_receipt(struct msv_client *c, const uint8_t message_id[16],
+                            const uint8_t stored_id[16], const char *sender)
 {
     /* queued in the outbox even when it cannot go now: only a failure to queue it is kept */
     if (send_control(c, MSV_KIND_RECEIPT_DELIVERED, message_id, NULL, sender) == MSV_ERR_NOMEM)
         return MSV_ERR_NOMEM;
-    return msv_client_db_message_done(c->db, message_id, MSV_MESSAGE_RECEIPT_OWED);
+    return msv_client_db_message_done(c->db, stored_id, MSV_MESSAGE_RECEIPT_OWED);
 }
 
 /* The steps that a process stopped before (see show_message), oldest message first. */
@@ -2114,10 +2382,65 @@ static msv_err resume_pending(struct msv_client *c,
             (*count)++;
         }
         if (err == MSV_OK && (m[i].pending & MSV_MESSAGE_RECEIPT_OWED))
-            err = send_receipt(c, m[i].message_id, m[i].sender);
+            err = send_receipt(c, m[i].message_id, m[i].message_id, m[i].sender);
     }
     msv_messages_free(m, n);
     return err;
+}
+
+/*
+ * Message ids are the sender's choice: someone else who saw one (a member of
+ * the same group) could send their own message under it first. So a stored id
+ * is a redelivery (MSV_ERR_EXISTS) only if the stored message came from the
+ * same sender and device. Otherwise the new message is kept, under a local id
+ * (local_id) derived from the id, the sender and the device, so that its own
+ * redelivery is recognised, with a note saying whose id it reused.
+ */
+static msv_err redelivery_or_conflict(struct msv_client *c, const struct incoming *from,
+                                      const struct msv_payload *p, uint8_t local_id[16], char *note,
+                                      size_t note_len)
+{
+    struct msv_message_rec *m = NULL;
+    uint8_t device_be[8];
+    crypto_generichash_state h;
+    msv_err err = msv_client_db_message_get(c->db, p->message_id, &m);
+
+    memcpy(local_id, p->message_id, 16);
+    note[0] = '\0';
+    if (err == MSV_ERR_NOT_FOUND)
+        return MSV_OK;
+    if (err != MSV_OK)
+        return err;
+    if (strcmp(m->sender, from->sender) == 0 &&
+        (m->sender_device == from->device || m->sender_device == 0)) {
+        msv_messages_free(m, 1);
+        return MSV_ERR_EXISTS;
+    }
+    snprintf(note, note_len, "\n[sent under the id of an earlier message from %s (device %llu)]",
+             m->sender, (unsigned long long)m->sender_device);
+    msv_messages_free(m, 1);
+    msv_put_u64be(device_be, from->device);
+    crypto_generichash_init(&h, (const uint8_t *)"missive: reused message id", 26, 16);
+    crypto_generichash_update(&h, p->message_id, 16);
+    crypto_generichash_update(&h, (const uint8_t *)from->sender, strlen(from->sender) + 1);
+    crypto_generichash_update(&h, device_be, sizeof(device_be));
+    crypto_generichash_final(&h, local_id, 16);
+    return msv_client_db_message_known(c->db, local_id) == MSV_OK ? MSV_ERR_EXISTS : MSV_OK;
+}
+
+/* Appends note to *text (both NUL-terminated; *text is replaced, the old one wiped). */
+static msv_err append_note(char **text, const char *note)
+{
+    size_t n = strlen(*text), k = strlen(note);
+    char *t = malloc(n + k + 1);
+
+    if (t == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(t, *text, n);
+    memcpy(t + n, note, k + 1);
+    msv_secret_free(*text, n);
+    *text = t;
+    return MSV_OK;
 }
 
 static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
@@ -2126,7 +2449,8 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
 {
     struct msv_payload *p = NULL;
     struct msv_message_rec rec = {.status = "received"};
-    char *sender = from->sender, *text = NULL, group_conversation[40];
+    struct msv_group_rec group = {0};
+    char *sender = from->sender, *text = NULL, group_conversation[40], note[600];
     uint8_t *pt = NULL;
     size_t pt_len = 0;
     msv_err err = open_delivery(c, d, from, &pt, &pt_len);
@@ -2153,21 +2477,31 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
         msv_payload_free(p);
         return err == MSV_OK ? MSV_ERR_EXISTS : err; /* acknowledged, not a new message */
     }
-    if (msv_client_db_message_known(c->db, p->message_id) == MSV_OK) {
-        msv_payload_free(p);
-        return MSV_ERR_EXISTS; /* a redelivery: nothing to fetch or store again */
-    }
-    err = fetch_attachments(c, p, &text);
-    if (err != MSV_OK) {
+    /* a redelivery: nothing to fetch or store again */
+    if ((err = redelivery_or_conflict(c, from, p, rec.message_id, note, sizeof(note))) != MSV_OK) {
         msv_payload_free(p);
         return err;
     }
-    memcpy(rec.message_id, p->message_id, 16);
+    /* refused before anything is fetched; acknowledged, so it does not come again */
+    if (p->has_group && (err = group_sender(c, sender, p, &group)) != MSV_OK) {
+        msv_group_clear(&group);
+        msv_payload_free(p);
+        return err == MSV_ERR_AUTH ? MSV_ERR_EXISTS : err;
+    }
+    err = fetch_attachments(c, p, &text);
+    if (err == MSV_OK && note[0] != '\0' && (err = append_note(&text, note)) != MSV_OK)
+        msv_secret_free(text, strlen(text));
+    if (err != MSV_OK) {
+        msv_group_clear(&group);
+        msv_payload_free(p);
+        return err;
+    }
     rec.conversation = (char *)conversation_of(c, sender, p);
     if (p->has_group) {
         msv_client_group_conversation(p->group_id, group_conversation);
         rec.conversation = group_conversation;
-        err = learn_group(c, sender, p, &text);
+        err = learn_group(c, sender, p, &group, &text);
+        msv_group_clear(&group);
         if (err != MSV_OK) {
             msv_secret_free(text, strlen(text));
             msv_payload_free(p);
@@ -2185,8 +2519,13 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     from->owes_receipt = !rec.outgoing && p->kind == MSV_KIND_MESSAGE;
     rec.pending = MSV_MESSAGE_TO_SHOW | (from->owes_receipt ? MSV_MESSAGE_RECEIPT_OWED : 0);
     memcpy(from->message_id, p->message_id, 16);
+    memcpy(from->stored_id, rec.message_id, 16);
     /* stored before it is acknowledged; the message id makes a redelivery a no-op */
     err = msv_client_db_message_put(c->db, &rec);
+    /* a copy of this account's own message: who it went to, for their receipts */
+    if (err == MSV_OK && rec.outgoing)
+        err = msv_client_db_recipients_put(
+            c->db, rec.message_id, (const char *const *)p->participants, p->participant_count);
     if (err == MSV_OK)
         err = show_message(c, &rec, on_message, ctx);
     msv_secret_free(text, strlen(text));
@@ -2420,7 +2759,7 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
             /* the sender learns it arrived (in the session just stored); should that fail,
              * the outbox sends it later */
             if (err == MSV_OK && in.owes_receipt)
-                err = send_receipt(c, in.message_id, in.sender);
+                err = send_receipt(c, in.message_id, in.stored_id, in.sender);
             if (in.sender_proved && (err == MSV_ERR_AUTH || err == MSV_ERR_REPLAY ||
                                      err == MSV_ERR_PARSE || err == MSV_ERR_UNSUPPORTED)) {
                 int shown = err == MSV_ERR_AUTH && in.session_message &&

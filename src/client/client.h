@@ -66,7 +66,12 @@ MSV_MUST_CHECK msv_err msv_client_create(const char *dir, const char *handle, co
                                          uint16_t port, enum msv_suite suite, unsigned also,
                                          const char *passphrase, uint8_t fingerprint[32],
                                          struct msv_client **out);
-/* Opens an existing account directory; MSV_ERR_AUTH for a wrong passphrase. */
+/*
+ * Opens an existing account directory; MSV_ERR_AUTH for a wrong passphrase.
+ * Both this and msv_client_create() refuse (MSV_ERR_INVALID) a directory that
+ * is not this user's or that others may write; received files are written
+ * in it only through its own attachments/ directory, never through a link.
+ */
 MSV_MUST_CHECK msv_err msv_client_open(const char *dir, const char *passphrase,
                                        struct msv_client **out);
 void msv_client_close(struct msv_client *c);
@@ -121,7 +126,25 @@ MSV_MUST_CHECK msv_err msv_client_send(struct msv_client *c, const char *const *
 MSV_MUST_CHECK msv_err msv_client_group_create(struct msv_client *c, const char *name,
                                                const char *const *members, size_t n,
                                                uint8_t group_id[16]);
-/* new_name NULL keeps the name; add and remove list handles. */
+/*
+ * A group named by "group:<hex id>" (any group this device knows, an
+ * invitation too) or by name (accepted groups only). MSV_ERR_NOT_FOUND if
+ * none; MSV_ERR_EXISTS if several accepted groups have the name (name it by
+ * its id). g: clear with msv_group_clear(). Creating a group, or renaming
+ * one, to a name an accepted group has is MSV_ERR_EXISTS.
+ */
+MSV_MUST_CHECK msv_err msv_client_group_find(struct msv_client *c, const char *which,
+                                             struct msv_group_rec *g);
+/*
+ * A group someone else made arrives as an invitation: its messages are kept,
+ * but it is not named, changed or written to until accepted by its id
+ * ("group:<hex>"); MSV_ERR_NOT_FOUND if there is no such group.
+ */
+MSV_MUST_CHECK msv_err msv_client_group_accept(struct msv_client *c, const char *which);
+/*
+ * name: as for msv_client_group_find(), an accepted group only. new_name NULL
+ * keeps the name; add and remove list handles.
+ */
 MSV_MUST_CHECK msv_err msv_client_group_change(struct msv_client *c, const char *name,
                                                const char *new_name, const char *const *add,
                                                size_t n_add, const char *const *remove,

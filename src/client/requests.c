@@ -380,15 +380,16 @@ msv_err msv_request_blob_upload(struct msv_conn *c, const uint8_t *data, size_t 
     return run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, NULL);
 }
 
-msv_err msv_request_blob_download(struct msv_conn *c, const uint8_t blob_id[32], size_t max,
-                                  int timeout_ms,
-                                  void (*progress)(void *ctx, uint64_t done, uint64_t total),
-                                  void *ctx, uint8_t **data, size_t *len, struct msv_refusal *why)
+msv_err msv_request_blob_stream(struct msv_conn *c, const uint8_t blob_id[32], size_t max,
+                                int timeout_ms,
+                                void (*progress)(void *ctx, uint64_t done, uint64_t total),
+                                void *ctx, msv_blob_sink sink, void *sink_ctx,
+                                struct msv_refusal *why)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__BlobGet get = MSV__WIRE__BLOB_GET__INIT;
-    uint8_t *buf = NULL;
     size_t size = 0, got = 0;
+    int first = 1;
     msv_err err = MSV_OK;
 
     get.blob_id.data = (uint8_t *)blob_id;
@@ -405,27 +406,57 @@ msv_err msv_request_blob_download(struct msv_conn *c, const uint8_t blob_id[32],
         if (err != MSV_OK)
             break;
         d = resp->blob_data;
-        if (buf == NULL) {
+        if (first) {
+            first = 0;
             size = (size_t)d->size;
-            buf = size <= max ? malloc(size ? size : 1) : NULL;
-            err = size > max ? MSV_ERR_TOO_BIG : buf == NULL ? MSV_ERR_NOMEM : MSV_OK;
+            err = d->size > max ? MSV_ERR_TOO_BIG : MSV_OK;
         }
         /* each piece must fit where it says it goes, and make progress */
         if (err == MSV_OK && (d->size != size || d->data.len == 0 || d->data.len > size - got))
             err = MSV_ERR_PARSE;
+        if (err == MSV_OK)
+            err = sink(sink_ctx, size, d->data.data, d->data.len);
         if (err == MSV_OK) {
-            memcpy(buf + got, d->data.data, d->data.len);
             got += d->data.len;
             if (progress != NULL)
                 progress(ctx, got, size);
         }
         msv_frame_free(resp);
     } while (err == MSV_OK && got < size);
+    return err;
+}
+
+/* Collects a blob in memory, allocated once its size is known. */
+struct into_memory {
+    uint8_t *buf;
+    size_t got;
+};
+
+static msv_err into_memory(void *ctx, size_t size, const uint8_t *piece, size_t len)
+{
+    struct into_memory *m = ctx;
+
+    if (m->buf == NULL && (m->buf = malloc(size ? size : 1)) == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(m->buf + m->got, piece, len); /* within size: checked by the caller */
+    m->got += len;
+    return MSV_OK;
+}
+
+msv_err msv_request_blob_download(struct msv_conn *c, const uint8_t blob_id[32], size_t max,
+                                  int timeout_ms,
+                                  void (*progress)(void *ctx, uint64_t done, uint64_t total),
+                                  void *ctx, uint8_t **data, size_t *len, struct msv_refusal *why)
+{
+    struct into_memory m = {0};
+    msv_err err =
+        msv_request_blob_stream(c, blob_id, max, timeout_ms, progress, ctx, into_memory, &m, why);
+
     if (err != MSV_OK) {
-        free(buf);
+        free(m.buf);
         return err;
     }
-    *data = buf;
-    *len = size;
+    *data = m.buf;
+    *len = m.got;
     return MSV_OK;
 }

@@ -78,6 +78,17 @@ MSV_MUST_CHECK msv_err msv_request_blob_upload(struct msv_conn *c, const uint8_t
                                                void (*progress)(uint64_t done, uint64_t total),
                                                uint8_t blob_id[32], struct msv_refusal *why);
 /*
+ * Downloads a blob piece by piece: sink receives each piece in order with the
+ * blob's size (at most max, else MSV_ERR_TOO_BIG before any piece), and may
+ * stop the download by returning an error, which is returned. progress (may
+ * be NULL) is told after each piece.
+ */
+typedef msv_err (*msv_blob_sink)(void *ctx, size_t size, const uint8_t *piece, size_t len);
+MSV_MUST_CHECK msv_err
+msv_request_blob_stream(struct msv_conn *c, const uint8_t blob_id[32], size_t max, int timeout_ms,
+                        void (*progress)(void *ctx, uint64_t done, uint64_t total), void *ctx,
+                        msv_blob_sink sink, void *sink_ctx, struct msv_refusal *why);
+/*
  * Downloads a whole blob; *data (caller frees with free()) receives its *len
  * bytes. progress (may be NULL) is told after each piece.
  */

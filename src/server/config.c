@@ -7,6 +7,7 @@
 
 #include "missive/kt.h"
 #include "missive/wire.h"
+#include "missive/crypto.h"
 #include "missive/util.h"
 #include "store/store.h"
 
@@ -68,7 +69,8 @@ static const struct option_def options[] = {
     {"relay", "send_burst", OPT_DOUBLE, F(send_burst), 1, 1e7},
     {"relay", "queue_max_envelopes", OPT_U64, F(queue_max_envelopes), 1, 1e9},
     {"relay", "queue_max_bytes", OPT_U64, F(queue_max_bytes), 1024, 1099511627776.0},
-    {"blobs", "max_size", OPT_U64, F(blob_max), 1, 17179869184.0},
+    /* no larger than clients download (MSV_ATTACHMENT_MAX): what is stored can be fetched */
+    {"blobs", "max_size", OPT_U64, F(blob_max), 1, (double)MSV_ATTACHMENT_MAX},
     {"blobs", "ttl_days", OPT_MS_DAYS, F(blob_ttl_ms), 1, 365},
     {"blobs", "open_uploads_per_device", OPT_U32, F(blob_open_max), 1, 100000},
     {"blobs", "bytes_per_device", OPT_U64, F(blob_device_bytes), 1, 1125899906842624.0},

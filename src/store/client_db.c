@@ -52,6 +52,11 @@ static const char *const migrations[] = {
     /* v6: what a received message still needs (MSV_MESSAGE_TO_SHOW, _RECEIPT_OWED) */
     "ALTER TABLE messages ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;"
     "CREATE INDEX messages_pending ON messages(row) WHERE pending != 0;",
+    /* v7: groups someone else made are invitations until accepted; groups known before stay */
+    "ALTER TABLE groups ADD COLUMN accepted INTEGER NOT NULL DEFAULT 1;",
+    /* v8: who each sent message went to: only they may mark it delivered or read */
+    "CREATE TABLE message_recipients (message_id BLOB NOT NULL, handle TEXT NOT NULL,"
+    "  PRIMARY KEY (message_id, handle));",
 };
 
 /*
@@ -688,13 +693,13 @@ void msv_conversations_free(struct msv_conversation_rec *c, size_t count)
 /* ---- groups -------------------------------------------------------------------------- */
 
 msv_err msv_client_db_group_put(struct msv_client_db *db, const uint8_t group_id[16],
-                                const char *name, const char *members, int64_t now_ms)
+                                const char *name, const char *members, int accepted, int64_t now_ms)
 {
     sqlite3_stmt *st = NULL;
     msv_err err = msv_sql_prepare(db->db,
-                                  "INSERT INTO groups (group_id, name, members, updated_ms) "
-                                  "VALUES (?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET "
-                                  "name = excluded.name, members = excluded.members, "
+                                  "INSERT INTO groups (group_id, name, members, updated_ms, "
+                                  "accepted) VALUES (?, ?, ?, ?, ?) ON CONFLICT (group_id) DO "
+                                  "UPDATE SET name = excluded.name, members = excluded.members, "
                                   "updated_ms = excluded.updated_ms;",
                                   &st);
 
@@ -704,7 +709,23 @@ msv_err msv_client_db_group_put(struct msv_client_db *db, const uint8_t group_id
     sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 3, members, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 4, now_ms);
+    sqlite3_bind_int(st, 5, accepted != 0);
     return msv_sql_run(st);
+}
+
+msv_err msv_client_db_group_accept(struct msv_client_db *db, const uint8_t group_id[16])
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err =
+        msv_sql_prepare(db->db, "UPDATE groups SET accepted = 1 WHERE group_id = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, group_id, 16, SQLITE_TRANSIENT);
+    err = msv_sql_run(st);
+    if (err == MSV_OK && sqlite3_changes(db->db) == 0)
+        err = MSV_ERR_NOT_FOUND;
+    return err;
 }
 
 static msv_err read_group(sqlite3_stmt *st, struct msv_group_rec *g)
@@ -714,6 +735,7 @@ static msv_err read_group(sqlite3_stmt *st, struct msv_group_rec *g)
     memcpy(g->group_id, sqlite3_column_blob(st, 0), 16);
     g->name = msv_sql_text(st, 1);
     g->members = msv_sql_text(st, 2);
+    g->accepted = sqlite3_column_int(st, 3);
     return g->name && g->members ? MSV_OK : MSV_ERR_NOMEM;
 }
 
@@ -721,11 +743,12 @@ msv_err msv_client_db_group_get(struct msv_client_db *db, const uint8_t *group_i
                                 struct msv_group_rec *out)
 {
     sqlite3_stmt *st = NULL;
+    /* a name stands for an accepted group only, and only when no other has it */
     msv_err err = msv_sql_prepare(db->db,
-                                  group_id ? "SELECT group_id, name, members FROM groups WHERE "
-                                             "group_id = ?;"
-                                           : "SELECT group_id, name, members FROM groups WHERE "
-                                             "name = ? ORDER BY updated_ms DESC LIMIT 1;",
+                                  group_id ? "SELECT group_id, name, members, accepted FROM groups "
+                                             "WHERE group_id = ?;"
+                                           : "SELECT group_id, name, members, accepted FROM groups "
+                                             "WHERE name = ? AND accepted = 1 LIMIT 2;",
                                   &st);
     int rc;
 
@@ -741,6 +764,8 @@ msv_err msv_client_db_group_get(struct msv_client_db *db, const uint8_t *group_i
         err = read_group(st, out);
     else
         err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
+    if (err == MSV_OK && sqlite3_step(st) == SQLITE_ROW)
+        err = MSV_ERR_EXISTS; /* two groups of this name: which one is not for us to guess */
     sqlite3_finalize(st);
     if (err != MSV_OK)
         msv_group_clear(out);
@@ -760,8 +785,8 @@ static void drop_groups(void *list, size_t n)
 msv_err msv_client_db_groups(struct msv_client_db *db, struct msv_group_rec **out, size_t *count)
 {
     sqlite3_stmt *st = NULL;
-    msv_err err =
-        msv_sql_prepare(db->db, "SELECT group_id, name, members FROM groups ORDER BY name;", &st);
+    msv_err err = msv_sql_prepare(
+        db->db, "SELECT group_id, name, members, accepted FROM groups ORDER BY name;", &st);
 
     if (err != MSV_OK)
         return err;
@@ -780,6 +805,55 @@ void msv_groups_free(struct msv_group_rec *g, size_t count)
     for (size_t i = 0; g != NULL && i < count; i++)
         msv_group_clear(&g[i]);
     free(g);
+}
+
+/* ---- recipients of sent messages ------------------------------------------------------ */
+
+msv_err msv_client_db_recipients_put(struct msv_client_db *db, const uint8_t message_id[16],
+                                     const char *const *handles, size_t n)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db,
+                                  "INSERT OR IGNORE INTO message_recipients (message_id, handle) "
+                                  "VALUES (?, ?);",
+                                  &st);
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        int rc;
+
+        sqlite3_bind_blob(st, 1, message_id, 16, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, handles[i], -1, SQLITE_TRANSIENT);
+        rc = sqlite3_step(st);
+        err = rc == SQLITE_DONE ? MSV_OK : msv_sql_err(rc);
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    return err;
+}
+
+msv_err msv_client_db_is_recipient(struct msv_client_db *db, const uint8_t message_id[16],
+                                   const char *handle)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db,
+                                  "SELECT COUNT(*), COALESCE(SUM(handle = ?), 0) FROM "
+                                  "message_recipients WHERE message_id = ?;",
+                                  &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 2, message_id, 16, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW)
+        err = msv_sql_err(rc);
+    else if (sqlite3_column_int64(st, 0) == 0)
+        err = MSV_ERR_NOT_FOUND;
+    else
+        err = sqlite3_column_int64(st, 1) > 0 ? MSV_OK : MSV_ERR_AUTH;
+    sqlite3_finalize(st);
+    return err;
 }
 
 /* ---- own devices ----------------------------------------------------------------------- */

@@ -135,22 +135,46 @@ MSV_MUST_CHECK msv_err msv_client_db_conversations(struct msv_client_db *db,
                                                    size_t *count);
 void msv_conversations_free(struct msv_conversation_rec *c, size_t count);
 
-/* Groups: membership as this device last learned it. members: handles, one per line. */
+/*
+ * Groups: membership as this device last learned it. members: handles, one
+ * per line. A group someone else made is an invitation (accepted 0) until
+ * this account accepts it.
+ */
 struct msv_group_rec {
     uint8_t group_id[16];
     char *name;
     char *members;
+    int accepted;
 };
+/* Creates or updates a group; accepted applies to a new group only (an update keeps it). */
 MSV_MUST_CHECK msv_err msv_client_db_group_put(struct msv_client_db *db, const uint8_t group_id[16],
-                                               const char *name, const char *members,
+                                               const char *name, const char *members, int accepted,
                                                int64_t now_ms);
-/* By id (name NULL) or by name (group_id NULL); MSV_ERR_NOT_FOUND if none. */
+/* Accepts an invitation; MSV_ERR_NOT_FOUND if there is no such group. */
+MSV_MUST_CHECK msv_err msv_client_db_group_accept(struct msv_client_db *db,
+                                                  const uint8_t group_id[16]);
+/*
+ * By id (name NULL), whatever its state, or by name (group_id NULL), among
+ * accepted groups only; MSV_ERR_NOT_FOUND if none, MSV_ERR_EXISTS if more
+ * than one accepted group has the name (a name never picks one of several).
+ */
 MSV_MUST_CHECK msv_err msv_client_db_group_get(struct msv_client_db *db, const uint8_t *group_id,
                                                const char *name, struct msv_group_rec *out);
 MSV_MUST_CHECK msv_err msv_client_db_groups(struct msv_client_db *db, struct msv_group_rec **out,
                                             size_t *count);
 void msv_group_clear(struct msv_group_rec *g);
 void msv_groups_free(struct msv_group_rec *g, size_t count);
+
+/*
+ * The handles a sent message went to. is_recipient: MSV_OK if handle is one,
+ * MSV_ERR_AUTH if it is not, MSV_ERR_NOT_FOUND if none are recorded (a
+ * message sent before they were).
+ */
+MSV_MUST_CHECK msv_err msv_client_db_recipients_put(struct msv_client_db *db,
+                                                    const uint8_t message_id[16],
+                                                    const char *const *handles, size_t n);
+MSV_MUST_CHECK msv_err msv_client_db_is_recipient(struct msv_client_db *db,
+                                                  const uint8_t message_id[16], const char *handle);
 
 /*
  * Devices of this account this device was told of (itself, the devices
