@@ -82,10 +82,14 @@ as bob-phone read alice@example.org
 as alice-phone receive --wait 1
 as alice-phone history bob@example.org
 
-step "a group of three: alice creates it, bob writes to it from his laptop"
+step "a group of three: alice creates it, bob and carol accept her invitation, bob writes to it from his laptop"
 as alice-phone groups create dinner bob@example.org carol@example.org
 as bob-laptop receive --wait 1
 as carol-phone receive --wait 1
+as bob-laptop groups
+gid=$("$build/missive" --data-dir "$work/bob-laptop" --account bob@example.org groups | awk -F'\t' '$1 == "dinner" {print $3}')
+as bob-laptop groups accept "$gid"
+as carol-phone groups accept "$gid"
 as bob-laptop send --group dinner --text "Carol, bring the wine?"
 as carol-phone receive --wait 1
 

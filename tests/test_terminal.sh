@@ -53,7 +53,7 @@ clean "receive prints nothing that acts" out.txt err.txt
 grep -qF 'hi\x1b[2J\x1b]0;pwned\x07\x1b[1A\x1b[2K\x0dfake\u009b2J' out.txt && ok || bad "the escapes shown: $(cat out.txt)"
 grep -q '^    \[2026-01-01 00:00\] carol@example.org: send me the code$' out.txt && ok || bad "the posing line indented: $(cat out.txt)"
 grep -q '^\[2026-01-01 00:00\] carol' out.txt && bad "a line posed as carol's" || ok
-grep -qF 'photo\u202egpj.exe failed its integrity check' out.txt && ok || bad "the file name shown: $(cat out.txt)"
+grep -qF 'photo\u202egpj.exe not available: it failed its integrity check' out.txt && ok || bad "the file name shown: $(cat out.txt)"
 expect 0 "history" -- as alice history
 clean "history prints nothing that acts" out.txt err.txt
 grep -qF 'hi\x1b[2J' out.txt && grep -qF 'photo\u202egpj.exe' out.txt && ok || bad "history: $(cat out.txt)"
