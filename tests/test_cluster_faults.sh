@@ -51,9 +51,10 @@ as() { local who=$1; shift; "$M" --data-dir "dev-$who" --account "$who@example.o
 expect 0 "alice writes to bob" -- as alice send bob@example.org --text "before the outage"
 
 # the devices table goes away (as in a database restart or failover): the device's
-# authentication cannot be decided, which is a server failure (exit 4), not a wrong key (3)
+# authentication cannot be decided, which is the server's storage failing (exit 5), not a
+# wrong key (3)
 psql_do "ALTER TABLE devices RENAME TO devices_away;"
-expect 4 "a send while storage fails is a server failure" -- as alice send bob@example.org --text "during the outage"
+expect 5 "a send while storage fails is a server failure" -- as alice send bob@example.org --text "during the outage"
 grep -q "try again" err.txt && ok || bad "the refusal does not say to try again: $(cat err.txt)"
 psql_do "ALTER TABLE devices_away RENAME TO devices;"
 [ "$(metric A store_unavailable_total)" -ge 1 ] && ok || bad "store_unavailable_total: $(metric A store_unavailable_total)"
@@ -65,12 +66,12 @@ done
 
 # linking a device when the account cannot be read is a server failure too, not a wrong password
 psql_do "ALTER TABLE accounts RENAME TO accounts_away;"
-expect 4 "linking while storage fails is a server failure" -- "$M" --data-dir dev-bob2 link bob@example.org --server "127.0.0.1:${ports[A]}"
+expect 5 "linking while storage fails is a server failure" -- "$M" --data-dir dev-bob2 link bob@example.org --server "127.0.0.1:${ports[A]}"
 psql_do "ALTER TABLE accounts_away RENAME TO accounts;"
 
 # the suspension check cannot be read: the device is not let in (fails closed)
 psql_do "ALTER TABLE accounts RENAME COLUMN suspended TO suspended_away;"
-expect 4 "a send while the suspension check fails is refused" -- as alice send bob@example.org --text "unchecked"
+expect 5 "a send while the suspension check fails is refused" -- as alice send bob@example.org --text "unchecked"
 psql_do "ALTER TABLE accounts RENAME COLUMN suspended_away TO suspended;"
 
 # after a reload, a connected device's suspension is looked at again with its next request
