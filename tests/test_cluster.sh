@@ -128,6 +128,25 @@ expect 0 "carol writes to bob from node C" -- as carol send bob@example.org --te
 expect 0 "bob's second device reads it" -- "$M" --data-dir dev-bob2 --account bob@example.org receive --wait 1
 grep -q "to both of bob" out.txt && ok || bad "bob's new device missed it: $(cat out.txt) $(cat err.txt)"
 
+# the wrong-code allowance of one handle from one address (code_guesses_per_address, 5) is
+# the cluster's, not each node's: three wrong codes through node A and two through node B use
+# it up, and the next one, through node B, is refused without being checked
+# (a device talks to the node it was made with: eve has one made with each; B's own code
+# request is refused, A's code being pending)
+for n in A B; do
+    "$M" --data-dir "dev-eve-$n" register eve@example.org --server "127.0.0.1:${ports[$n]}" >/dev/null 2>&1
+done
+eve_code=$(code eve@example.org)
+[ -n "$eve_code" ] && ok || bad "no code for eve"
+wrong=$(printf '%06d' $(((10#${eve_code:-0} + 1) % 1000000)))
+guess() { "$M" --data-dir "dev-eve-$1" register eve@example.org --code "$wrong" >out.txt 2>err.txt; }
+for n in A A A B B; do guess "$n"; done
+[ "$(metric A code_guesses_refused_total)" = 0 ] && [ "$(metric B code_guesses_refused_total)" = 0 ] && ok || bad "a wrong code within the allowance was refused: $(cat err.txt)"
+guess B
+[ "$(metric B code_guesses_refused_total)" = 1 ] && ok || bad "node B checked a sixth wrong code for eve: refused $(metric B code_guesses_refused_total) ($(cat err.txt))"
+[ -n "$(rcli --scan --pattern 'msv:limit:guess-address:*')" ] && ok || bad "no shared bucket in Redis"
+[ "$(metric A shared_limits_fallback_total)" = 0 ] && ok || bad "node A fell back to its own buckets with Redis up"
+
 # node B dies while bob waits on it: bob moves to another node and loses nothing
 listen bob 20
 bob=$!
@@ -154,6 +173,9 @@ redis_conf=$(rcli CONFIG GET dir | tail -1)
 rcli SHUTDOWN NOSAVE >/dev/null 2>&1
 for _ in $(seq 50); do rcli PING >/dev/null 2>&1 || break; sleep 0.1; done
 expect 0 "alice writes to carol while Redis is down" -- as alice send carol@example.org --text "redis was down"
+# limits fall back to each node's own bucket: frank still gets a code, the fallback counted
+expect 0 "a code for frank while Redis is down" -- "$M" --data-dir dev-frank register frank@example.org --server "127.0.0.1:${ports[A]}"
+[ "$(metric A shared_limits_fallback_total)" -ge 1 ] && grep -q "event=shared_limits_fallback" node-A.log && ok || bad "the fallback to node A's bucket was not counted and logged"
 for _ in $(seq 60); do grep -q "redis was down" carol.out && break; sleep 0.1; done
 grep -q "redis was down" carol.out && ok || bad "carol missed what was sent while Redis was down"
 redis-server --bind "$redis_host" --port "$redis_port" --save '' --appendonly no --dir "$redis_conf" \

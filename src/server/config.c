@@ -50,6 +50,7 @@ static const struct option_def options[] = {
     {"store", "connections", OPT_U32, F(store_connections), 1, 256},
     {"cluster", "redis", OPT_STR, F(redis), 0, 0},
     {"cluster", "node", OPT_STR, F(node), 0, 0},
+    {"cluster", "redis_timeout_ms", OPT_U32, F(redis_timeout_ms), 20, 60000},
     {"tls", "cert_file", OPT_STR, F(cert_file), 0, 0},
     {"tls", "key_file", OPT_STR, F(key_file), 0, 0},
     {"relay", "payload_limit", OPT_U64, F(payload_limit), 256, 1048576},
@@ -120,6 +121,7 @@ void msv_config_defaults(struct msv_config *c)
     c->workers = 2;
     snprintf(c->store_backend, sizeof(c->store_backend), "sqlite");
     c->store_connections = 8;
+    c->redis_timeout_ms = 1000;
     c->idle_timeout_s = 600;
     c->max_conns_per_address = 256;
     c->frame_max = 1u << 20;

@@ -22,6 +22,7 @@ struct msv_config {
     unsigned store_connections; /* PostgreSQL connections per node */
     char redis[256];            /* HOST:PORT of the cluster's Redis; empty: a node alone */
     char node[160];             /* this node's name in the cluster (empty: HOST:PORT it serves) */
+    unsigned redis_timeout_ms;  /* a Redis silent this long is given up on */
     char cert_file[1024];       /* empty: self-signed, generated into data_dir */
     char key_file[1024];
     uint64_t payload_limit;

@@ -719,10 +719,63 @@ static void limit_rate(const struct msv_config *c, enum msv_limit limit, double 
     }
 }
 
+/* The name of limit's buckets in Redis when the cluster shares it; NULL: counted per node. */
+static const char *shared_name(const struct msv_server *s, enum msv_limit limit)
+{
+    if (s->shared_limits == NULL)
+        return NULL;
+    switch (limit) {
+    case MSV_LIMIT_CODE:
+        return "code";
+    case MSV_LIMIT_GUESS_ADDRESS:
+        return "guess-address";
+    case MSV_LIMIT_GUESS:
+        return "guess";
+    case MSV_LIMIT_CLAIM:
+        return "claim";
+    default:
+        return NULL;
+    }
+}
+
+/*
+ * Takes cost (negative: gives it back) from the cluster's bucket of limit; UNAVAILABLE (counted,
+ * and logged at most every 10 s) when limit is not shared or Redis does not answer in time.
+ */
+static enum msv_shared_take take_shared(struct msv_server *s, enum msv_limit limit, uint64_t key,
+                                        double cost)
+{
+    const char *name = shared_name(s, limit);
+    enum msv_shared_take res;
+    double rate, burst;
+    int64_t now, last;
+
+    if (name == NULL)
+        return MSV_SHARED_UNAVAILABLE;
+    pthread_mutex_lock(&s->limits_lock);
+    limit_rate(&s->cfg, limit, &rate, &burst);
+    pthread_mutex_unlock(&s->limits_lock);
+    res = msv_shared_limits_take(s->shared_limits, name, key, rate, burst, cost,
+                                 msv_server_now_ms(s));
+    if (res != MSV_SHARED_UNAVAILABLE)
+        return res;
+    atomic_fetch_add(&s->m.shared_limits_fallback, 1);
+    now = msv_mono_ms();
+    last = atomic_load(&s->shared_fallback_logged);
+    if ((last == 0 || now - last >= 10000) &&
+        atomic_compare_exchange_strong(&s->shared_fallback_logged, &last, now))
+        msv_log(MSV_LOG_WARN, "shared_limits_fallback",
+                "redis=%s limit=%s reason=\"no answer within %u ms: this node's bucket counts\"",
+                s->cfg.redis, name, s->cfg.redis_timeout_ms);
+    return res;
+}
+
 void msv_server_refund_token(struct msv_server *s, enum msv_limit limit, uint64_t key, double cost)
 {
     struct msv_bucket *b;
 
+    if (take_shared(s, limit, key, -cost) == MSV_SHARED_TAKEN)
+        return;
     pthread_mutex_lock(&s->limits_lock);
     b = msv_u64map_get(&s->buckets[limit], key);
     if (b != NULL)
@@ -748,6 +801,15 @@ int msv_server_take_token(struct msv_server *s, enum msv_limit limit, uint64_t k
     double rate, burst;
     int ok = 0;
 
+    switch (take_shared(s, limit, key, cost)) {
+    case MSV_SHARED_TAKEN:
+        return 1;
+    case MSV_SHARED_REFUSED:
+        atomic_fetch_add(&s->m.rate_limited, 1);
+        return 0;
+    default:
+        break; /* not shared, or Redis silent: this node's bucket */
+    }
     /* the rates are read under the lock that SIGHUP's reload writes them under */
     pthread_mutex_lock(&s->limits_lock);
     map = &s->buckets[limit];
@@ -954,6 +1016,29 @@ static msv_err make_dirs(const struct msv_config *c, char *err, size_t err_len)
     return MSV_OK;
 }
 
+/*
+ * The bucket keys' secret, from the log key every node of a cluster reads from shared_dir: the
+ * same on all nodes, so that their keys for one handle meet in Redis, and unknown to clients.
+ * With a Redis, the shared buckets.
+ */
+static msv_err limits_init(struct msv_server *s, char *err, size_t err_len)
+{
+    static const char domain[] = "missived bucket keys v1";
+    crypto_generichash_state st;
+
+    if (crypto_generichash_init(&st, s->kt.secret_key, 64, sizeof(s->limit_key)) != 0 ||
+        crypto_generichash_update(&st, (const uint8_t *)domain, sizeof(domain) - 1) != 0 ||
+        crypto_generichash_final(&st, s->limit_key, sizeof(s->limit_key)) != 0)
+        return MSV_ERR_INVALID;
+    if (s->cfg.redis[0] == '\0')
+        return MSV_OK;
+    if (msv_shared_limits_new(s->cfg.redis, s->cfg.redis_timeout_ms, &s->shared_limits) != MSV_OK) {
+        snprintf(err, err_len, "[cluster] redis: expected HOST:PORT");
+        return MSV_ERR_INVALID;
+    }
+    return MSV_OK;
+}
+
 static msv_err worker_init(struct msv_server *s, struct msv_worker *w, unsigned index, int fd)
 {
     w->srv = s;
@@ -1044,7 +1129,6 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     pthread_mutex_init(&s->limits_lock, NULL);
     pthread_mutex_init(&s->blob_jobs_lock, NULL);
     pthread_cond_init(&s->blob_jobs_idle, NULL);
-    randombytes_buf(s->limit_key, sizeof(s->limit_key));
     msv_u64map_init(&s->registry);
     for (int l = 0; l < MSV_LIMIT_COUNT; l++)
         msv_u64map_init(&s->buckets[l]);
@@ -1057,6 +1141,9 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     if (e != MSV_OK)
         goto fail;
     e = msv_kt_log_open(&s->kt, msv_config_shared_dir(cfg), s->store, err, err_len);
+    if (e != MSV_OK)
+        goto fail;
+    e = limits_init(s, err, err_len);
     if (e != MSV_OK)
         goto fail;
     snprintf(db, sizeof(db), "%s/blobs", msv_config_shared_dir(cfg));
@@ -1208,6 +1295,7 @@ void msv_server_free(struct msv_server *s)
             free(s->buckets[l].keys[i] ? s->buckets[l].values[i] : NULL);
         msv_u64map_clear(&s->buckets[l]);
     }
+    msv_shared_limits_free(s->shared_limits);
     msv_u64map_clear(&s->conns_per_address);
     msv_u64map_clear(&s->registry);
     SSL_CTX_free(s->tls);
