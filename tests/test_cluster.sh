@@ -147,6 +147,30 @@ guess B
 [ -n "$(rcli --scan --pattern 'msv:limit:guess-address:*')" ] && ok || bad "no shared bucket in Redis"
 [ "$(metric A shared_limits_fallback_total)" = 0 ] && ok || bad "node A fell back to its own buckets with Redis up"
 
+# the envelope rate of one account is the cluster's too: gina's device on node A and her
+# second one on node B share send_burst (4 envelopes; a send to carol costs 2, one for carol
+# and one for gina's other device), so the third send is refused whichever node takes it
+register gina A && ok || bad "gina registered"
+expect 0 "gina links a second device through node B" -- "$M" --data-dir dev-gina2 link gina@example.org --server "127.0.0.1:${ports[B]}"
+new=$(sed -n 's/.*this is device \([0-9]*\).*/\1/p' out.txt)
+expect 0 "gina approves it" -- as gina devices approve "$new"
+# reload N [INI-LINES]: node N's config with INI-LINES added, applied by SIGHUP
+reload() {
+    local before
+    before=$(grep -c "event=reloaded" "node-$1.log")
+    sed -i '/^\[relay\]$/,$d' "node-$1.ini"
+    [ -z "${2:-}" ] || printf '%s\n' "$2" >>"node-$1.ini"
+    kill -HUP "${pids[$1]}"
+    for _ in $(seq 50); do [ "$(grep -c "event=reloaded" "node-$1.log")" -gt "$before" ] && break; sleep 0.1; done
+}
+for n in A B; do reload "$n" "$(printf '[relay]\nsend_rate = 0.01\nsend_burst = 4')"; done
+expect 0 "gina sends through node A" -- as gina send carol@example.org --text "gina 1"
+expect 0 "gina sends through node B" -- "$M" --data-dir dev-gina2 --account gina@example.org send carol@example.org --text "gina 2"
+"$M" --data-dir dev-gina2 --account gina@example.org send carol@example.org --text "gina 3" >out.txt 2>err.txt &&
+    bad "gina's third send was taken"
+[ "$(metric B sends_rate_limited_total)" -ge 1 ] && ok || bad "node B did not refuse gina's third send: A $(metric A sends_rate_limited_total) B $(metric B sends_rate_limited_total): $(cat err.txt)"
+for n in A B; do reload "$n"; done
+
 # node B dies while bob waits on it: bob moves to another node and loses nothing
 listen bob 20
 bob=$!
@@ -194,9 +218,9 @@ wait "$carol" 2>/dev/null
 
 # missive-admin reads the cluster's store through any node's configuration
 expect 0 "missive-admin accounts on PostgreSQL" -- "$A" --config node-C.ini accounts
-[ "$(grep -c '@example.org' out.txt)" = 4 ] && grep -Eq '^bob@example.org +[0-9T:Z-]+ +2 ' out.txt && ok || bad "accounts: $(cat out.txt)"
+[ "$(grep -c '@example.org' out.txt)" = 5 ] && grep -Eq '^bob@example.org +[0-9T:Z-]+ +2 ' out.txt && ok || bad "accounts: $(cat out.txt)"
 expect 0 "missive-admin stats on PostgreSQL" -- "$A" --config node-A.ini -o json stats
-python3 -c "import json; s=json.load(open('out.txt')); assert s['accounts'] == 4 and s['devices'] == 5 and s['database_bytes'] > 0" && ok || bad "stats: $(cat out.txt)"
+python3 -c "import json; s=json.load(open('out.txt')); assert s['accounts'] == 5 and s['devices'] == 7 and s['database_bytes'] > 0" && ok || bad "stats: $(cat out.txt)"
 
 # every node stops cleanly
 for n in A B C; do

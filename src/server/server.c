@@ -676,6 +676,11 @@ static void on_commit(evutil_socket_t fd, short what, void *arg)
 
 /* ---- rate limits ---------------------------------------------------------------------- */
 
+/* how long send tokens leased from Redis may be spent here */
+#define LEASE_MS 1000
+/* the share of the burst leased with a send that leaves the bucket at least half full */
+#define LEASE_SHARE (1.0 / 64)
+
 static void limit_rate(const struct msv_config *c, enum msv_limit limit, double *rate,
                        double *burst)
 {
@@ -733,40 +738,87 @@ static const char *shared_name(const struct msv_server *s, enum msv_limit limit)
         return "guess";
     case MSV_LIMIT_CLAIM:
         return "claim";
+    case MSV_LIMIT_SEND:
+        return "send";
     default:
         return NULL;
     }
 }
 
+/* key's bucket in map, made with tokens at now if there is none; NULL without memory. */
+static struct msv_bucket *bucket_of(struct msv_u64map *map, uint64_t key, double tokens,
+                                    int64_t now)
+{
+    struct msv_bucket *b = msv_u64map_get(map, key);
+
+    if (b == NULL && (b = calloc(1, sizeof(*b))) != NULL) {
+        b->tokens = tokens;
+        b->updated_ms = now;
+        if (msv_u64map_put(map, key, b) != MSV_OK) {
+            free(b);
+            b = NULL;
+        }
+    }
+    return b;
+}
+
 /*
- * Takes cost (negative: gives it back) from the cluster's bucket of limit; UNAVAILABLE (counted,
+ * Send tokens an account's sends took from Redis ahead, spent here without asking it; a lease
+ * not spent within LEASE_MS is dropped (Redis refills the bucket meanwhile). Adds tokens to
+ * key's lease (negative: spends them); 0 when it does not hold enough.
+ */
+static int lease_add(struct msv_server *s, uint64_t key, double tokens, int64_t now)
+{
+    struct msv_bucket *b;
+    int ok = 0;
+
+    pthread_mutex_lock(&s->limits_lock);
+    b = tokens < 0 ? msv_u64map_get(&s->send_leases, key) : bucket_of(&s->send_leases, key, 0, now);
+    if (b != NULL && now - b->updated_ms >= LEASE_MS)
+        b->tokens = 0;
+    if (b != NULL && b->tokens + tokens >= 0) {
+        b->tokens += tokens;
+        if (tokens > 0)
+            b->updated_ms = now;
+        ok = 1;
+    }
+    pthread_mutex_unlock(&s->limits_lock);
+    return ok;
+}
+
+/*
+ * Takes cost (negative: gives it back) from the cluster's bucket of limit, and for sends a lease
+ * of LEASE_SHARE of the burst with it while the bucket is far from empty; UNAVAILABLE (counted,
  * and logged at most every 10 s) when limit is not shared or Redis does not answer in time.
  */
 static enum msv_shared_take take_shared(struct msv_server *s, enum msv_limit limit, uint64_t key,
                                         double cost)
 {
-    const char *name = shared_name(s, limit);
+    struct msv_shared_bucket b = {shared_name(s, limit), key, 0, 0};
+    int64_t now = msv_server_now_ms(s), mono, last;
     enum msv_shared_take res;
-    double rate, burst;
-    int64_t now, last;
+    double leased = 0;
 
-    if (name == NULL)
+    if (b.name == NULL)
         return MSV_SHARED_UNAVAILABLE;
     pthread_mutex_lock(&s->limits_lock);
-    limit_rate(&s->cfg, limit, &rate, &burst);
+    limit_rate(&s->cfg, limit, &b.rate, &b.burst);
     pthread_mutex_unlock(&s->limits_lock);
-    res = msv_shared_limits_take(s->shared_limits, name, key, rate, burst, cost,
-                                 msv_server_now_ms(s));
+    res = msv_shared_limits_take(s->shared_limits, &b, cost,
+                                 limit == MSV_LIMIT_SEND && cost > 0 ? b.burst * LEASE_SHARE : 0,
+                                 now, &leased);
+    if (leased > 0)
+        (void)lease_add(s, key, leased, now);
     if (res != MSV_SHARED_UNAVAILABLE)
         return res;
     atomic_fetch_add(&s->m.shared_limits_fallback, 1);
-    now = msv_mono_ms();
+    mono = msv_mono_ms();
     last = atomic_load(&s->shared_fallback_logged);
-    if ((last == 0 || now - last >= 10000) &&
-        atomic_compare_exchange_strong(&s->shared_fallback_logged, &last, now))
+    if ((last == 0 || mono - last >= 10000) &&
+        atomic_compare_exchange_strong(&s->shared_fallback_logged, &last, mono))
         msv_log(MSV_LOG_WARN, "shared_limits_fallback",
                 "redis=%s limit=%s reason=\"no answer within %u ms: this node's bucket counts\"",
-                s->cfg.redis, name, s->cfg.redis_timeout_ms);
+                s->cfg.redis, b.name, s->cfg.redis_timeout_ms);
     return res;
 }
 
@@ -774,7 +826,11 @@ void msv_server_refund_token(struct msv_server *s, enum msv_limit limit, uint64_
 {
     struct msv_bucket *b;
 
-    if (take_shared(s, limit, key, -cost) == MSV_SHARED_TAKEN)
+    /* a send's tokens go back to the lease: no round trip for a refused send */
+    if (limit == MSV_LIMIT_SEND && shared_name(s, limit) != NULL &&
+        lease_add(s, key, cost, msv_server_now_ms(s)))
+        return;
+    if (limit != MSV_LIMIT_SEND && take_shared(s, limit, key, -cost) == MSV_SHARED_TAKEN)
         return;
     pthread_mutex_lock(&s->limits_lock);
     b = msv_u64map_get(&s->buckets[limit], key);
@@ -796,11 +852,12 @@ uint64_t msv_server_key(const struct msv_server *s, const void *data, size_t len
 int msv_server_take_token(struct msv_server *s, enum msv_limit limit, uint64_t key, double cost)
 {
     int64_t now = msv_server_now_ms(s);
-    struct msv_u64map *map;
     struct msv_bucket *b;
     double rate, burst;
     int ok = 0;
 
+    if (limit == MSV_LIMIT_SEND && shared_name(s, limit) != NULL && lease_add(s, key, -cost, now))
+        return 1;
     switch (take_shared(s, limit, key, cost)) {
     case MSV_SHARED_TAKEN:
         return 1;
@@ -812,17 +869,8 @@ int msv_server_take_token(struct msv_server *s, enum msv_limit limit, uint64_t k
     }
     /* the rates are read under the lock that SIGHUP's reload writes them under */
     pthread_mutex_lock(&s->limits_lock);
-    map = &s->buckets[limit];
     limit_rate(&s->cfg, limit, &rate, &burst);
-    b = msv_u64map_get(map, key);
-    if (b == NULL && (b = calloc(1, sizeof(*b))) != NULL) {
-        b->tokens = burst;
-        b->updated_ms = now;
-        if (msv_u64map_put(map, key, b) != MSV_OK) {
-            free(b);
-            b = NULL;
-        }
-    }
+    b = bucket_of(&s->buckets[limit], key, burst, now);
     if (b != NULL) {
         b->tokens += (double)(now - b->updated_ms) / 1000.0 * rate;
         if (b->tokens > burst)
@@ -980,6 +1028,18 @@ static void prune_buckets(struct msv_u64map *map, double rate, double burst, int
     }
 }
 
+/* Drops the leases that can no longer be spent. */
+static void prune_leases(struct msv_u64map *map, int64_t now)
+{
+    for (size_t i = 0; i < map->cap; i++) {
+        if (map->keys[i] != 0 &&
+            now - ((struct msv_bucket *)map->values[i])->updated_ms >= LEASE_MS) {
+            free(msv_u64map_del(map, map->keys[i]));
+            i--; /* the deletion may have shifted another key into slot i */
+        }
+    }
+}
+
 static void on_expiry(evutil_socket_t fd, short what, void *arg)
 {
     struct msv_server *s = arg;
@@ -1000,6 +1060,7 @@ static void on_expiry(evutil_socket_t fd, short what, void *arg)
         limit_rate(&s->cfg, (enum msv_limit)l, &rate, &burst);
         prune_buckets(&s->buckets[l], rate, burst, now);
     }
+    prune_leases(&s->send_leases, now);
     pthread_mutex_unlock(&s->limits_lock);
 }
 
@@ -1133,6 +1194,7 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     for (int l = 0; l < MSV_LIMIT_COUNT; l++)
         msv_u64map_init(&s->buckets[l]);
     msv_u64map_init(&s->conns_per_address);
+    msv_u64map_init(&s->send_leases);
     msv_log_set_level(cfg->log_level);
     e = make_dirs(cfg, err, err_len);
     if (e != MSV_OK)
@@ -1295,6 +1357,9 @@ void msv_server_free(struct msv_server *s)
             free(s->buckets[l].keys[i] ? s->buckets[l].values[i] : NULL);
         msv_u64map_clear(&s->buckets[l]);
     }
+    for (size_t i = 0; i < s->send_leases.cap; i++)
+        free(s->send_leases.keys[i] ? s->send_leases.values[i] : NULL);
+    msv_u64map_clear(&s->send_leases);
     msv_shared_limits_free(s->shared_limits);
     msv_u64map_clear(&s->conns_per_address);
     msv_u64map_clear(&s->registry);

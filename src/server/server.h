@@ -155,11 +155,13 @@ struct msv_server {
     pthread_mutex_t blob_jobs_lock; /* blob_jobs_running, and its condition */
     pthread_cond_t blob_jobs_idle;
     unsigned blob_jobs_running;
-    uint8_t limit_key[16]; /* what msv_server_key hashes with; from the log key: alike on all nodes */
+    uint8_t
+        limit_key[16]; /* what msv_server_key hashes with; from the log key: alike on all nodes */
     struct msv_shared_limits *shared_limits;    /* the cluster's buckets; NULL for a node alone */
     _Atomic int64_t shared_fallback_logged;     /* when a fallback was last logged (mono ms) */
     struct msv_u64map buckets[MSV_LIMIT_COUNT]; /* key -> struct msv_bucket * */
     struct msv_u64map conns_per_address;        /* address key -> open connections (as a pointer) */
+    struct msv_u64map send_leases; /* account -> struct msv_bucket *: send tokens from Redis */
 
     /* settings SIGHUP may change while workers run */
     _Atomic uint64_t payload_limit, queue_ttl_ms;

@@ -16,9 +16,9 @@
 #define KEY_PREFIX "msv:limit:"
 
 /*
- * KEYS[1] the bucket; ARGV rate (tokens/s), burst, cost, now (ms), ttl (ms). Returns 1 when the
- * cost was taken (a negative cost is a refund: always taken), 0 when there were too few tokens.
- * A clock behind the bucket's does not refill it.
+ * KEYS[1] the bucket; ARGV rate (tokens/s), burst, cost, now (ms), ttl (ms), lease. Returns 1 when
+ * the cost was taken (a negative cost is a refund: always taken), 2 when the lease was taken with
+ * it, 0 when there were too few tokens. A clock behind the bucket's does not refill it.
  */
 static const char bucket_script[] =
     "local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]) "
@@ -29,6 +29,8 @@ static const char bucket_script[] =
     "if cost >= 0 and t > burst then t = burst end "
     "local ok = 0 "
     "if t >= cost then t = t - cost; ok = 1 end "
+    "local lease = tonumber(ARGV[6]) "
+    "if ok == 1 and lease > 0 and t - lease >= burst / 2 then t = t - lease; ok = 2 end "
     "redis.call('HSET', KEYS[1], 't', string.format('%.17g', t), 'u', string.format('%d', u)) "
     "redis.call('PEXPIRE', KEYS[1], ARGV[5]) "
     "return ok";
@@ -109,31 +111,36 @@ static int ready_locked(struct msv_shared_limits *sl)
     return sl->sha[0] != '\0';
 }
 
-enum msv_shared_take msv_shared_limits_take(struct msv_shared_limits *sl, const char *name,
-                                            uint64_t key, double rate, double burst, double cost,
-                                            int64_t now_ms)
+enum msv_shared_take msv_shared_limits_take(struct msv_shared_limits *sl,
+                                            const struct msv_shared_bucket *b, double cost,
+                                            double lease, int64_t now_ms, double *leased)
 {
     enum msv_shared_take res = MSV_SHARED_UNAVAILABLE;
-    char bucket[96], rate_s[32], burst_s[32], cost_s[32];
-    double ttl = rate > 0 ? burst / rate * 1000.0 + 1000.0 : (double)MAX_TTL_MS;
+    char bucket[96], rate_s[32], burst_s[32], cost_s[32], lease_s[32];
+    double ttl = b->rate > 0 ? b->burst / b->rate * 1000.0 + 1000.0 : (double)MAX_TTL_MS;
     redisReply *r = NULL;
 
-    snprintf(bucket, sizeof(bucket), KEY_PREFIX "%s:%016" PRIx64, name, key);
-    snprintf(rate_s, sizeof(rate_s), "%.17g", rate);
-    snprintf(burst_s, sizeof(burst_s), "%.17g", burst);
+    if (leased != NULL)
+        *leased = 0;
+    snprintf(bucket, sizeof(bucket), KEY_PREFIX "%s:%016" PRIx64, b->name, b->key);
+    snprintf(rate_s, sizeof(rate_s), "%.17g", b->rate);
+    snprintf(burst_s, sizeof(burst_s), "%.17g", b->burst);
     snprintf(cost_s, sizeof(cost_s), "%.17g", cost);
+    snprintf(lease_s, sizeof(lease_s), "%.17g", lease > 0 ? lease : 0.0);
     if (ttl > (double)MAX_TTL_MS)
         ttl = (double)MAX_TTL_MS;
     pthread_mutex_lock(&sl->lock);
     if (!ready_locked(sl))
         goto out;
-    r = redisCommand(sl->ctx, "EVALSHA %s 1 %s %s %s %s %" PRId64 " %lld", sl->sha, bucket, rate_s,
-                     burst_s, cost_s, now_ms, (long long)ttl);
+    r = redisCommand(sl->ctx, "EVALSHA %s 1 %s %s %s %s %" PRId64 " %lld %s", sl->sha, bucket,
+                     rate_s, burst_s, cost_s, now_ms, (long long)ttl, lease_s);
     if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
         drop_locked(sl); /* timed out, lost, or the script gone (NOSCRIPT): start again */
         goto out;
     }
-    res = r->integer == 1 ? MSV_SHARED_TAKEN : MSV_SHARED_REFUSED;
+    res = r->integer >= 1 ? MSV_SHARED_TAKEN : MSV_SHARED_REFUSED;
+    if (r->integer == 2 && leased != NULL)
+        *leased = lease;
 out:
     pthread_mutex_unlock(&sl->lock);
     freeReplyObject(r);

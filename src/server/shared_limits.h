@@ -36,12 +36,21 @@ MSV_MUST_CHECK msv_err msv_shared_limits_new(const char *redis, unsigned timeout
                                              struct msv_shared_limits **out);
 void msv_shared_limits_free(struct msv_shared_limits *sl);
 
+/* One bucket: rate tokens a second, at most burst. */
+struct msv_shared_bucket {
+    const char *name; /* the limit's, in the Redis key */
+    uint64_t key;
+    double rate, burst;
+};
+
 /*
- * Takes cost tokens from the bucket name/key (rate tokens a second, at most burst) at now_ms.
- * A negative cost gives tokens back (always TAKEN unless Redis is unavailable).
+ * Takes cost tokens from bucket b at now_ms; a negative cost gives tokens back (always TAKEN
+ * unless Redis is unavailable). With lease > 0, also takes lease tokens more for the caller to
+ * spend locally, but only while the bucket stays at least half full after it, so that close to
+ * the limit every take is counted in Redis; *leased (if not NULL) says what was taken more.
  */
-enum msv_shared_take msv_shared_limits_take(struct msv_shared_limits *sl, const char *name,
-                                            uint64_t key, double rate, double burst, double cost,
-                                            int64_t now_ms);
+enum msv_shared_take msv_shared_limits_take(struct msv_shared_limits *sl,
+                                            const struct msv_shared_bucket *b, double cost,
+                                            double lease, int64_t now_ms, double *leased);
 
 #endif
