@@ -171,6 +171,16 @@ expect 0 "gina sends through node B" -- "$M" --data-dir dev-gina2 --account gina
 [ "$(metric B sends_rate_limited_total)" -ge 1 ] && ok || bad "node B did not refuse gina's third send: A $(metric A sends_rate_limited_total) B $(metric B sends_rate_limited_total): $(cat err.txt)"
 for n in A B; do reload "$n"; done
 
+# a paused Redis (connections open, no answers) is given up on within redis_timeout_ms (1 s):
+# hank's code comes from node A's own bucket, a moment late, and the fallback is counted
+fallbacks=$(metric A shared_limits_fallback_total)
+kill -STOP "$MSV_SERVICES_REDIS_PID"
+start=$(date +%s%N)
+expect 0 "a code for hank while Redis is paused" -- "$M" --data-dir dev-hank register hank@example.org --server "127.0.0.1:${ports[A]}"
+took=$((($(date +%s%N) - start) / 1000000))
+kill -CONT "$MSV_SERVICES_REDIS_PID"
+[ "$took" -lt 5000 ] && [ "$(metric A shared_limits_fallback_total)" -gt "$fallbacks" ] && ok || bad "node A waited ${took} ms for a paused Redis, fallbacks $(metric A shared_limits_fallback_total)"
+
 # node B dies while bob waits on it: bob moves to another node and loses nothing
 listen bob 20
 bob=$!
