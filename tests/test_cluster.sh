@@ -99,6 +99,59 @@ expect 0 "carol writes to bob from node C" -- as carol send bob@example.org --te
 expect 0 "bob's second device reads it" -- "$M" --data-dir dev-bob2 --account bob@example.org receive --wait 1
 grep -q "to both of bob" out.txt && ok || bad "bob's new device missed it: $(cat out.txt) $(cat err.txt)"
 
+# the wrong-code allowance of one handle from one address (code_guesses_per_address, 5) is
+# the cluster's, not each node's: three wrong codes through node A and two through node B use
+# it up, and the next one, through node B, is refused without being checked
+# (a device talks to the node it was made with: eve has one made with each; B's own code
+# request is refused, A's code being pending)
+for n in A B; do
+    "$M" --data-dir "dev-eve-$n" register eve@example.org --server "127.0.0.1:${ports[$n]}" >/dev/null 2>&1
+done
+eve_code=$(code eve@example.org)
+[ -n "$eve_code" ] && ok || bad "no code for eve"
+wrong=$(printf '%06d' $(((10#${eve_code:-0} + 1) % 1000000)))
+guess() { "$M" --data-dir "dev-eve-$1" register eve@example.org --code "$wrong" >out.txt 2>err.txt; }
+for n in A A A B B; do guess "$n"; done
+[ "$(metric A code_guesses_refused_total)" = 0 ] && [ "$(metric B code_guesses_refused_total)" = 0 ] && ok || bad "a wrong code within the allowance was refused: $(cat err.txt)"
+guess B
+[ "$(metric B code_guesses_refused_total)" = 1 ] && ok || bad "node B checked a sixth wrong code for eve: refused $(metric B code_guesses_refused_total) ($(cat err.txt))"
+[ -n "$(rcli --scan --pattern 'msv:limit:guess-address:*')" ] && ok || bad "no shared bucket in Redis"
+[ "$(metric A shared_limits_fallback_total)" = 0 ] && ok || bad "node A fell back to its own buckets with Redis up"
+
+# the envelope rate of one account is the cluster's too: gina's device on node A and her
+# second one on node B share send_burst (4 envelopes; a send to carol costs 2, one for carol
+# and one for gina's other device), so the third send is refused whichever node takes it
+register gina A && ok || bad "gina registered"
+expect 0 "gina links a second device through node B" -- "$M" --data-dir dev-gina2 link gina@example.org --server "127.0.0.1:${ports[B]}"
+new=$(sed -n 's/.*this is device \([0-9]*\).*/\1/p' out.txt)
+expect 0 "gina approves it" -- as gina devices approve "$new"
+# reload N [INI-LINES]: node N's config with INI-LINES added, applied by SIGHUP
+reload() {
+    local before
+    before=$(grep -c "event=reloaded" "node-$1.log")
+    sed -i '/^\[relay\]$/,$d' "node-$1.ini"
+    [ -z "${2:-}" ] || printf '%s\n' "$2" >>"node-$1.ini"
+    kill -HUP "${pids[$1]}"
+    for _ in $(seq 50); do [ "$(grep -c "event=reloaded" "node-$1.log")" -gt "$before" ] && break; sleep 0.1; done
+}
+for n in A B; do reload "$n" "$(printf '[relay]\nsend_rate = 0.01\nsend_burst = 4')"; done
+expect 0 "gina sends through node A" -- as gina send carol@example.org --text "gina 1"
+expect 0 "gina sends through node B" -- "$M" --data-dir dev-gina2 --account gina@example.org send carol@example.org --text "gina 2"
+"$M" --data-dir dev-gina2 --account gina@example.org send carol@example.org --text "gina 3" >out.txt 2>err.txt &&
+    bad "gina's third send was taken"
+[ "$(metric B sends_rate_limited_total)" -ge 1 ] && ok || bad "node B did not refuse gina's third send: A $(metric A sends_rate_limited_total) B $(metric B sends_rate_limited_total): $(cat err.txt)"
+for n in A B; do reload "$n"; done
+
+# a paused Redis (connections open, no answers) is given up on within redis_timeout_ms (1 s):
+# hank's code comes from node A's own bucket, a moment late, and the fallback is counted
+fallbacks=$(metric A shared_limits_fallback_total)
+kill -STOP "$MSV_SERVICES_REDIS_PID"
+start=$(date +%s%N)
+expect 0 "a code for hank while Redis is paused" -- "$M" --data-dir dev-hank register hank@example.org --server "127.0.0.1:${ports[A]}"
+took=$((($(date +%s%N) - start) / 1000000))
+kill -CONT "$MSV_SERVICES_REDIS_PID"
+[ "$took" -lt 5000 ] && [ "$(metric A shared_limits_fallback_total)" -gt "$fallbacks" ] && ok || bad "node A waited ${took} ms for a paused Redis, fallbacks $(metric A shared_limits_fallback_total)"
+
 # node B dies while bob waits on it: bob moves to another node and loses nothing
 listen bob 20
 bob=$!
@@ -125,6 +178,9 @@ redis_conf=$(rcli CONFIG GET dir | tail -1)
 rcli SHUTDOWN NOSAVE >/dev/null 2>&1
 for _ in $(seq 50); do rcli PING >/dev/null 2>&1 || break; sleep 0.1; done
 expect 0 "alice writes to carol while Redis is down" -- as alice send carol@example.org --text "redis was down"
+# limits fall back to each node's own bucket: frank still gets a code, the fallback counted
+expect 0 "a code for frank while Redis is down" -- "$M" --data-dir dev-frank register frank@example.org --server "127.0.0.1:${ports[A]}"
+[ "$(metric A shared_limits_fallback_total)" -ge 1 ] && grep -q "event=shared_limits_fallback" node-A.log && ok || bad "the fallback to node A's bucket was not counted and logged"
 wait_for carol.out "redis was down" && ok || bad "carol missed what was sent while Redis was down"
 redis-server --bind "$redis_host" --port "$redis_port" --save '' --appendonly no --dir "$redis_conf" \
     --logfile "$work/redis2.log" --daemonize yes >/dev/null
@@ -140,9 +196,9 @@ wait "$carol" 2>/dev/null
 
 # missive-admin reads the cluster's store through any node's configuration
 expect 0 "missive-admin accounts on PostgreSQL" -- "$A" --config node-C.ini accounts
-[ "$(grep -c '@example.org' out.txt)" = 4 ] && grep -Eq '^bob@example.org +[0-9T:Z-]+ +2 ' out.txt && ok || bad "accounts: $(cat out.txt)"
+[ "$(grep -c '@example.org' out.txt)" = 5 ] && grep -Eq '^bob@example.org +[0-9T:Z-]+ +2 ' out.txt && ok || bad "accounts: $(cat out.txt)"
 expect 0 "missive-admin stats on PostgreSQL" -- "$A" --config node-A.ini -o json stats
-python3 -c "import json; s=json.load(open('out.txt')); assert s['accounts'] == 4 and s['devices'] == 5 and s['database_bytes'] > 0" && ok || bad "stats: $(cat out.txt)"
+python3 -c "import json; s=json.load(open('out.txt')); assert s['accounts'] == 5 and s['devices'] == 7 and s['database_bytes'] > 0" && ok || bad "stats: $(cat out.txt)"
 
 # bob's second device waits on node A; removed through node B, it is told why
 ("$M" --data-dir dev-bob2 --account bob@example.org receive --wait 20 >bob2.out 2>&1) &

@@ -227,6 +227,9 @@ static const struct {
       "BlobFinish requests whose bytes did not have the SHA-256 named."),
     M(blob_finish_busy, "blob_finish_busy_total", "counter",
       "BlobFinish requests refused because finish_checks checks were running."),
+    M(shared_limits_fallback, "shared_limits_fallback_total", "counter",
+      "Limit checks that Redis did not answer within redis_timeout_ms: counted on the node's "
+      "own bucket instead."),
 };
 #undef M
 

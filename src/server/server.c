@@ -929,6 +929,11 @@ static void on_commit(evutil_socket_t fd, short what, void *arg)
 
 /* ---- rate limits ---------------------------------------------------------------------- */
 
+/* how long send tokens leased from Redis may be spent here */
+#define LEASE_MS 1000
+/* the share of the burst leased with a send that leaves the bucket at least half full */
+#define LEASE_SHARE (1.0 / 64)
+
 static void limit_rate(const struct msv_config *c, enum msv_limit limit, double *rate,
                        double *burst)
 {
@@ -976,10 +981,114 @@ static void limit_rate(const struct msv_config *c, enum msv_limit limit, double 
     }
 }
 
+/* The name of limit's buckets in Redis when the cluster shares it; NULL: counted per node. */
+static const char *shared_name(const struct msv_server *s, enum msv_limit limit)
+{
+    if (s->shared_limits == NULL)
+        return NULL;
+    switch (limit) {
+    case MSV_LIMIT_CODE:
+        return "code";
+    case MSV_LIMIT_GUESS_ADDRESS:
+        return "guess-address";
+    case MSV_LIMIT_GUESS:
+        return "guess";
+    case MSV_LIMIT_CLAIM:
+        return "claim";
+    case MSV_LIMIT_SEND:
+        return "send";
+    default:
+        return NULL;
+    }
+}
+
+/* key's bucket in map, made with tokens at now if there is none; NULL without memory. */
+static struct msv_bucket *bucket_of(struct msv_u64map *map, uint64_t key, double tokens,
+                                    int64_t now)
+{
+    struct msv_bucket *b = msv_u64map_get(map, key);
+
+    if (b == NULL && (b = calloc(1, sizeof(*b))) != NULL) {
+        b->tokens = tokens;
+        b->updated_ms = now;
+        if (msv_u64map_put(map, key, b) != MSV_OK) {
+            free(b);
+            b = NULL;
+        }
+    }
+    return b;
+}
+
+/*
+ * Send tokens an account's sends took from Redis ahead, spent here without asking it; a lease
+ * not spent within LEASE_MS is dropped (Redis refills the bucket meanwhile). Adds tokens to
+ * key's lease (negative: spends them); 0 when it does not hold enough.
+ */
+static int lease_add(struct msv_server *s, uint64_t key, double tokens, int64_t now)
+{
+    struct msv_bucket *b;
+    int ok = 0;
+
+    pthread_mutex_lock(&s->limits_lock);
+    b = tokens < 0 ? msv_u64map_get(&s->send_leases, key) : bucket_of(&s->send_leases, key, 0, now);
+    if (b != NULL && now - b->updated_ms >= LEASE_MS)
+        b->tokens = 0;
+    if (b != NULL && b->tokens + tokens >= 0) {
+        b->tokens += tokens;
+        if (tokens > 0)
+            b->updated_ms = now;
+        ok = 1;
+    }
+    pthread_mutex_unlock(&s->limits_lock);
+    return ok;
+}
+
+/*
+ * Takes cost (negative: gives it back) from the cluster's bucket of limit, and for sends a lease
+ * of LEASE_SHARE of the burst with it while the bucket is far from empty; UNAVAILABLE (counted,
+ * and logged at most every 10 s) when limit is not shared or Redis does not answer in time.
+ */
+static enum msv_shared_take take_shared(struct msv_server *s, enum msv_limit limit, uint64_t key,
+                                        double cost)
+{
+    struct msv_shared_bucket b = {shared_name(s, limit), key, 0, 0};
+    int64_t now = msv_server_now_ms(s), mono, last;
+    enum msv_shared_take res;
+    double leased = 0;
+
+    if (b.name == NULL)
+        return MSV_SHARED_UNAVAILABLE;
+    pthread_mutex_lock(&s->limits_lock);
+    limit_rate(&s->cfg, limit, &b.rate, &b.burst);
+    pthread_mutex_unlock(&s->limits_lock);
+    res = msv_shared_limits_take(s->shared_limits, &b, cost,
+                                 limit == MSV_LIMIT_SEND && cost > 0 ? b.burst * LEASE_SHARE : 0,
+                                 now, &leased);
+    if (leased > 0)
+        (void)lease_add(s, key, leased, now);
+    if (res != MSV_SHARED_UNAVAILABLE)
+        return res;
+    atomic_fetch_add(&s->m.shared_limits_fallback, 1);
+    mono = msv_mono_ms();
+    last = atomic_load(&s->shared_fallback_logged);
+    if ((last == 0 || mono - last >= 10000) &&
+        atomic_compare_exchange_strong(&s->shared_fallback_logged, &last, mono))
+        msv_log(MSV_LOG_WARN, "shared_limits_fallback",
+                "redis=%s limit=%s reason=\"no answer within %u ms: this node's bucket counts\"",
+                s->cfg.redis, b.name, s->cfg.redis_timeout_ms);
+    return res;
+}
+
 void msv_server_refund_token(struct msv_server *s, enum msv_limit limit, uint64_t key, double cost)
 {
     struct msv_bucket *b;
 
+    /* a send's tokens go back to the lease: no round trip for a refused send */
+    if (limit == MSV_LIMIT_SEND && shared_name(s, limit) != NULL &&
+        lease_add(s, key, cost, msv_server_now_ms(s)))
+        return;
+    if (limit != MSV_LIMIT_SEND && take_shared(s, limit, key, -cost) == MSV_SHARED_TAKEN)
+        return;
     pthread_mutex_lock(&s->limits_lock);
     b = msv_u64map_get(&s->buckets[limit], key);
     if (b != NULL)
@@ -1006,23 +1115,24 @@ static double take_tokens(struct msv_server *s, enum msv_limit limit, uint64_t k
                           int partial)
 {
     int64_t now = msv_server_now_ms(s);
-    struct msv_u64map *map;
     struct msv_bucket *b;
     double rate, burst, taken = 0;
 
+    if (limit == MSV_LIMIT_SEND && shared_name(s, limit) != NULL && lease_add(s, key, -cost, now))
+        return 1;
+    switch (take_shared(s, limit, key, cost)) {
+    case MSV_SHARED_TAKEN:
+        return 1;
+    case MSV_SHARED_REFUSED:
+        atomic_fetch_add(&s->m.rate_limited, 1);
+        return 0;
+    default:
+        break; /* not shared, or Redis silent: this node's bucket */
+    }
     /* the rates are read under the lock that SIGHUP's reload writes them under */
     pthread_mutex_lock(&s->limits_lock);
-    map = &s->buckets[limit];
     limit_rate(&s->cfg, limit, &rate, &burst);
-    b = msv_u64map_get(map, key);
-    if (b == NULL && (b = calloc(1, sizeof(*b))) != NULL) {
-        b->tokens = burst;
-        b->updated_ms = now;
-        if (msv_u64map_put(map, key, b) != MSV_OK) {
-            free(b);
-            b = NULL;
-        }
-    }
+    b = bucket_of(&s->buckets[limit], key, burst, now);
     if (b != NULL) {
         b->tokens += (double)(now - b->updated_ms) / 1000.0 * rate;
         if (b->tokens > burst)
@@ -1199,6 +1309,18 @@ static void prune_buckets(struct msv_u64map *map, double rate, double burst, int
     }
 }
 
+/* Drops the leases that can no longer be spent. */
+static void prune_leases(struct msv_u64map *map, int64_t now)
+{
+    for (size_t i = 0; i < map->cap; i++) {
+        if (map->keys[i] != 0 &&
+            now - ((struct msv_bucket *)map->values[i])->updated_ms >= LEASE_MS) {
+            free(msv_u64map_del(map, map->keys[i]));
+            i--; /* the deletion may have shifted another key into slot i */
+        }
+    }
+}
+
 static void on_expiry(evutil_socket_t fd, short what, void *arg)
 {
     struct msv_server *s = arg;
@@ -1219,6 +1341,7 @@ static void on_expiry(evutil_socket_t fd, short what, void *arg)
         limit_rate(&s->cfg, (enum msv_limit)l, &rate, &burst);
         prune_buckets(&s->buckets[l], rate, burst, now);
     }
+    prune_leases(&s->send_leases, now);
     pthread_mutex_unlock(&s->limits_lock);
 }
 
@@ -1231,6 +1354,29 @@ static msv_err make_dirs(const struct msv_config *c, char *err, size_t err_len)
             snprintf(err, err_len, "cannot create %s: %s", dirs[i], strerror(errno));
             return MSV_ERR_IO;
         }
+    }
+    return MSV_OK;
+}
+
+/*
+ * The bucket keys' secret, from the log key every node of a cluster reads from shared_dir: the
+ * same on all nodes, so that their keys for one handle meet in Redis, and unknown to clients.
+ * With a Redis, the shared buckets.
+ */
+static msv_err limits_init(struct msv_server *s, char *err, size_t err_len)
+{
+    static const char domain[] = "missived bucket keys v1";
+    crypto_generichash_state st;
+
+    if (crypto_generichash_init(&st, s->kt.secret_key, 64, sizeof(s->limit_key)) != 0 ||
+        crypto_generichash_update(&st, (const uint8_t *)domain, sizeof(domain) - 1) != 0 ||
+        crypto_generichash_final(&st, s->limit_key, sizeof(s->limit_key)) != 0)
+        return MSV_ERR_INVALID;
+    if (s->cfg.redis[0] == '\0')
+        return MSV_OK;
+    if (msv_shared_limits_new(s->cfg.redis, s->cfg.redis_timeout_ms, &s->shared_limits) != MSV_OK) {
+        snprintf(err, err_len, "[cluster] redis: expected HOST:PORT");
+        return MSV_ERR_INVALID;
     }
     return MSV_OK;
 }
@@ -1349,11 +1495,11 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     pthread_mutex_init(&s->limits_lock, NULL);
     pthread_mutex_init(&s->blob_jobs_lock, NULL);
     pthread_cond_init(&s->blob_jobs_idle, NULL);
-    randombytes_buf(s->limit_key, sizeof(s->limit_key));
     msv_u64map_init(&s->registry);
     for (int l = 0; l < MSV_LIMIT_COUNT; l++)
         msv_u64map_init(&s->buckets[l]);
     msv_u64map_init(&s->conns_per_address);
+    msv_u64map_init(&s->send_leases);
     msv_log_set_level(cfg->log_level);
     e = make_dirs(cfg, err, err_len);
     if (e != MSV_OK)
@@ -1363,6 +1509,9 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
         goto fail;
     e = msv_kt_log_open(&s->kt, msv_config_shared_dir(cfg), s->store, cfg->trust_store_log, err,
                         err_len);
+    if (e != MSV_OK)
+        goto fail;
+    e = limits_init(s, err, err_len);
     if (e != MSV_OK)
         goto fail;
     snprintf(db, sizeof(db), "%s/blobs", msv_config_shared_dir(cfg));
@@ -1528,6 +1677,10 @@ void msv_server_free(struct msv_server *s)
             free(s->buckets[l].keys[i] ? s->buckets[l].values[i] : NULL);
         msv_u64map_clear(&s->buckets[l]);
     }
+    for (size_t i = 0; i < s->send_leases.cap; i++)
+        free(s->send_leases.keys[i] ? s->send_leases.values[i] : NULL);
+    msv_u64map_clear(&s->send_leases);
+    msv_shared_limits_free(s->shared_limits);
     msv_u64map_clear(&s->conns_per_address);
     msv_u64map_clear(&s->registry);
     SSL_CTX_free(s->tls);

@@ -19,6 +19,7 @@
 
 #include "server/blob_backend.h"
 #include "server/cluster.h"
+#include "server/shared_limits.h"
 #include "server/config.h"
 #include "server/dircache.h"
 #include "server/kt_log.h"
@@ -135,6 +136,7 @@ struct msv_metrics {
     _Atomic uint64_t codes_refused, code_guesses_refused, sends_rate_limited, queue_full,
         claims_refused, claims_throttled, prekeys_exhausted, blobs_refused, blob_finish_failed,
         blob_finish_busy;
+    _Atomic uint64_t shared_limits_fallback;
 };
 
 struct msv_bucket {
@@ -184,9 +186,13 @@ struct msv_server {
     pthread_mutex_t blob_jobs_lock; /* blob_jobs_running, and its condition */
     pthread_cond_t blob_jobs_idle;
     unsigned blob_jobs_running;
-    uint8_t limit_key[16]; /* random per process: what msv_server_key hashes with */
+    uint8_t
+        limit_key[16]; /* what msv_server_key hashes with; from the log key: alike on all nodes */
+    struct msv_shared_limits *shared_limits;    /* the cluster's buckets; NULL for a node alone */
+    _Atomic int64_t shared_fallback_logged;     /* when a fallback was last logged (mono ms) */
     struct msv_u64map buckets[MSV_LIMIT_COUNT]; /* key -> struct msv_bucket * */
     struct msv_u64map conns_per_address;        /* address key -> open connections (as a pointer) */
+    struct msv_u64map send_leases; /* account -> struct msv_bucket *: send tokens from Redis */
 
     /* settings SIGHUP may change while workers run */
     _Atomic uint64_t payload_limit, queue_ttl_ms;
@@ -275,8 +281,9 @@ size_t msv_server_take_upto(struct msv_server *s, enum msv_limit limit, uint64_t
 /* Gives back cost tokens taken for a request that then did nothing. */
 void msv_server_refund_token(struct msv_server *s, enum msv_limit limit, uint64_t key, double cost);
 /*
- * A non-zero bucket key for len bytes (a handle, a pair of ids), keyed with a secret of this
- * process so that clients cannot choose colliding inputs.
+ * A non-zero bucket key for len bytes (a handle, a pair of ids), keyed with a secret that
+ * clients do not know, so that they cannot choose colliding inputs, and that every node of a
+ * cluster derives alike from the log key they share, so that their shared buckets agree.
  */
 uint64_t msv_server_key(const struct msv_server *s, const void *data, size_t len);
 /* Queues a send for the worker's next group commit (takes ownership of p). */
