@@ -123,8 +123,8 @@ guess B
 # and one for gina's other device), so the third send is refused whichever node takes it
 register gina A && ok || bad "gina registered"
 expect 0 "gina links a second device through node B" -- "$M" --data-dir dev-gina2 link gina@example.org --server "127.0.0.1:${ports[B]}"
-new=$(sed -n 's/.*this is device \([0-9]*\).*/\1/p' out.txt)
-expect 0 "gina approves it" -- as gina devices approve "$new"
+gina2=$(sed -n 's/.*this is device \([0-9]*\).*/\1/p' out.txt)
+expect 0 "gina approves it" -- as gina devices approve "$gina2"
 # reload N [INI-LINES]: node N's config with INI-LINES added, applied by SIGHUP
 reload() {
     local before
