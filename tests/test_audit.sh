@@ -120,4 +120,22 @@ grep -q "lists a device id that an earlier entry gave to another handle" err.txt
 MISSIVED_TESTING_TRUST_STORE_LOG=true start
 expect 1 "a device id under two accounts is caught" -- "$A" --state st6 --server "$server" --fingerprint "$fp"
 grep -q "gave that device to another account" err.txt && ok || bad "device id reused: $(cat err.txt)"
+
+# in place of that entry, a log key rotation the old key did not sign
+stop
+python3 - srv/missive.db srv/log.pub <<'PY'
+import os, sqlite3, struct, sys, time
+db = sqlite3.connect(sys.argv[1])
+old = bytes.fromhex(open(sys.argv[2]).read().strip())
+db.execute("DELETE FROM kt_log WHERE idx = (SELECT max(idx) FROM kt_log)")
+n = db.execute("SELECT count(*) FROM kt_log").fetchone()[0]
+leaf = (b"\x02" + struct.pack(">Q", int(time.time() * 1000)) + old + os.urandom(32) +
+        struct.pack(">Q", n + 1) + os.urandom(64))
+db.execute("INSERT INTO kt_log (idx, handle, leaf) VALUES (?, '', ?)", (n, leaf))
+db.commit()
+PY
+MISSIVED_SERVER_LISTEN_PORT=0 MISSIVED_HTTP_LISTEN_PORT=0 timeout 60 "$D" --data-dir srv >out.txt 2>err.txt
+rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && ok || bad "missived serves a log key rotation not signed"
+grep -q "is a log key rotation not signed by the key in force" err.txt && ok || bad "missived's refusal: $(cat err.txt)"
 finish

@@ -130,6 +130,8 @@ struct msv_kt_rotation {
     uint8_t signature[MSV_KT_SIG_LEN];
 };
 
+#define MSV_KT_ROTATION_LEAF_LEN 145
+
 /* Encodes r (not checked: see msv_kt_rotation_follow). Caller frees *out. */
 MSV_MUST_CHECK msv_err msv_kt_rotation_leaf_encode(const struct msv_kt_rotation *r, uint8_t **out,
                                                    size_t *len);

@@ -165,7 +165,9 @@ msv_err msv_kt_rotation_verify(const uint8_t old_key[MSV_KT_KEY_LEN],
 }
 
 #define ROTATION_LEAF_VERSION 2
-#define ROTATION_LEAF_LEN (1 + 8 + 2 * MSV_KT_KEY_LEN + 8 + MSV_KT_SIG_LEN)
+#define ROTATION_LEAF_LEN MSV_KT_ROTATION_LEAF_LEN
+_Static_assert(ROTATION_LEAF_LEN == 1 + 8 + 2 * MSV_KT_KEY_LEN + 8 + MSV_KT_SIG_LEN,
+               "rotation entry layout");
 
 msv_err msv_kt_rotation_leaf_encode(const struct msv_kt_rotation *r, uint8_t **out, size_t *len)
 {
