@@ -94,34 +94,31 @@ struct log_answer {
     size_t n_rotations;
 };
 
-/* The most rotation entries an answer may carry for a device to follow. */
 #define ROTATIONS_MAX 16
 
-/*
- * A head under another key than the pinned one holds only along the log's
- * rotation entries from the pinned key on, each signed by the key before and
- * proven in the head (msv_kt_rotation_follow, docs/transparency.md).
- */
-static msv_err follow_rotations(const uint8_t pinned[MSV_KT_KEY_LEN], const struct log_answer *r,
-                                const struct msv_kt_head *head)
+msv_err msv_kt_follow_rotations(const uint8_t pinned[MSV_KT_KEY_LEN],
+                                Msv__Wire__LogProof *const *rotations, size_t n_rotations,
+                                const struct msv_kt_head *head,
+                                const uint8_t head_key[MSV_KT_KEY_LEN])
 {
     static _Thread_local uint8_t paths[ROTATIONS_MAX][MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
     struct msv_kt_rotation_proof chain[ROTATIONS_MAX];
     uint8_t key[MSV_KT_KEY_LEN];
-    size_t first = r->n_rotations, n = 0;
+    size_t first = n_rotations, n = 0;
 
-    for (size_t i = 0; i < r->n_rotations && first == r->n_rotations; i++) {
+    /* the chain starts at the entry that moves away from the pinned key */
+    for (size_t i = 0; i < n_rotations && first == n_rotations; i++) {
         struct msv_kt_rotation rot;
-        const Msv__Wire__LogProof *p = r->rotations[i];
+        const Msv__Wire__LogProof *p = rotations[i];
 
         if (msv_kt_rotation_leaf_parse(p->leaf.data, p->leaf.len, &rot) == MSV_OK &&
             sodium_memcmp(rot.old_key, pinned, MSV_KT_KEY_LEN) == 0)
             first = i;
     }
-    if (r->n_rotations - first > ROTATIONS_MAX || first == r->n_rotations)
+    if (first == n_rotations || n_rotations - first > ROTATIONS_MAX)
         return MSV_ERR_AUTH;
-    for (size_t i = first; i < r->n_rotations; i++, n++) {
-        const Msv__Wire__LogProof *p = r->rotations[i];
+    for (size_t i = first; i < n_rotations; i++, n++) {
+        const Msv__Wire__LogProof *p = rotations[i];
 
         if (!proof_hashes(p->path, p->n_path, paths[n]))
             return MSV_ERR_AUTH;
@@ -130,7 +127,7 @@ static msv_err follow_rotations(const uint8_t pinned[MSV_KT_KEY_LEN], const stru
                                            (const uint8_t(*)[MSV_KT_HASH_LEN])paths[n], p->n_path};
     }
     if (msv_kt_rotation_follow(pinned, chain, n, head, key) != MSV_OK ||
-        sodium_memcmp(key, r->log_key.data, MSV_KT_KEY_LEN) != 0)
+        sodium_memcmp(key, head_key, MSV_KT_KEY_LEN) != 0)
         return MSV_ERR_AUTH;
     return MSV_OK;
 }
@@ -157,7 +154,8 @@ static msv_err check_head(struct msv_client_db *db, const struct log_answer *r,
         err = MSV_OK;
     } else if (err == MSV_OK && (key_len != MSV_KT_KEY_LEN ||
                                  sodium_memcmp(key, r->log_key.data, MSV_KT_KEY_LEN) != 0)) {
-        if (key_len == MSV_KT_KEY_LEN && follow_rotations(key, r, head) == MSV_OK)
+        if (key_len == MSV_KT_KEY_LEN && msv_kt_follow_rotations(key, r->rotations, r->n_rotations,
+                                                                 head, r->log_key.data) == MSV_OK)
             *pin = 1; /* the log announced the new key, signed by the pinned one */
         else
             err = refuse(why, len,
