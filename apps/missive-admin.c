@@ -5,15 +5,19 @@
  * missived runs (SQLite takes care of two processes at once).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
+#include <sodium.h>
 
+#include "missive/kt.h"
 #include "missive/util.h"
 #include "server/blob_backend.h"
 #include "server/config.h"
@@ -39,6 +43,9 @@ static void usage(FILE *f)
                "  stats             accounts, devices, the queue (envelopes, bytes, oldest),\n"
                "                    attachments, the transparency log, prekeys, the database size\n"
                "  expire            deletes expired envelopes and attachments now\n"
+               "  log-rotate-key    replaces the transparency log key: appends a rotation\n"
+               "                    entry signed by the old key, writes the new one to\n"
+               "                    log.key; restart missived (or it reads the key itself)\n"
                "\n"
                "options:\n"
                "  --config FILE   missived's configuration (for data_dir and the clock)\n"
@@ -180,6 +187,92 @@ static int cmd_stats(struct admin *a)
     return 0;
 }
 
+/* Writes the 64-byte secret key to path (mode 0600, synced). */
+static msv_err write_key(const char *path, const uint8_t *sk)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    msv_err err = fd >= 0 && write(fd, sk, 64) == 64 && fsync(fd) == 0 ? MSV_OK : MSV_ERR_IO;
+
+    if (fd >= 0 && close(fd) != 0)
+        err = MSV_ERR_IO;
+    return err;
+}
+
+/*
+ * The rotation entry from the key in sk_path to a new one, appended where the
+ * log ends; the new key goes to sk_path.new first, then over sk_path. The old
+ * key is not kept: the entry it signed is all a client needs.
+ */
+static int rotate_key(struct admin *a, const char *sk_path, uint8_t *old_sk, uint8_t *new_sk)
+{
+    struct msv_kt_rotation r = {.time_ms = msv_wall_ms()};
+    struct msv_store_stats st = {0};
+    char tmp[1300], hex[2 * MSV_KT_KEY_LEN + 1];
+    uint8_t *leaf = NULL;
+    size_t len = 0;
+    msv_err err = OPS(a)->stats(IMPL(a), &st);
+
+    if (err != MSV_OK)
+        return fail("reading the log", err);
+    crypto_sign_ed25519_sk_to_pk(r.old_key, old_sk);
+    crypto_sign_keypair(r.new_key, new_sk);
+    r.size = st.log_leaves + 1;
+    err = msv_kt_rotation_sign(old_sk, r.new_key, r.size, r.signature);
+    if (err == MSV_OK)
+        err = msv_kt_rotation_leaf_encode(&r, &leaf, &len);
+    snprintf(tmp, sizeof(tmp), "%s.new", sk_path);
+    if (err == MSV_OK && write_key(tmp, new_sk) != MSV_OK) {
+        fprintf(stderr, "missive-admin: cannot write %s: %s\n", tmp, strerror(errno));
+        free(leaf);
+        return EXIT_ERR;
+    }
+    if (err == MSV_OK)
+        err = OPS(a)->kt_append(IMPL(a), st.log_leaves, leaf, len);
+    free(leaf);
+    if (err != MSV_OK) {
+        unlink(tmp);
+        return fail(err == MSV_ERR_EXISTS ? "appending the rotation (the log grew; run again)"
+                                          : "appending the rotation",
+                    err);
+    }
+    if (rename(tmp, sk_path) != 0) {
+        fprintf(stderr,
+                "missive-admin: the rotation is logged but %s cannot replace %s (%s): move it "
+                "there by hand, missived signs no head until then\n",
+                tmp, sk_path, strerror(errno));
+        return EXIT_ERR;
+    }
+    if (msv_hex_encode(r.new_key, MSV_KT_KEY_LEN, hex, sizeof(hex)) != MSV_OK)
+        return EXIT_ERR;
+    if (a->json)
+        emit(json_pack("{s:I, s:s}", "entry", (json_int_t)st.log_leaves, "log_key", hex));
+    else
+        printf("log key rotated at entry %llu; the new key: %s\n",
+               (unsigned long long)st.log_leaves, hex);
+    return 0;
+}
+
+static int cmd_log_rotate_key(struct admin *a)
+{
+    char path[1200];
+    uint8_t *old_sk = sodium_malloc(64), *new_sk = sodium_malloc(64);
+    int fd, rc = EXIT_ERR;
+
+    snprintf(path, sizeof(path), "%s/log.key", msv_config_shared_dir(&a->cfg));
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (old_sk == NULL || new_sk == NULL)
+        fprintf(stderr, "missive-admin: out of memory\n");
+    else if (fd < 0 || read(fd, old_sk, 64) != 64)
+        fprintf(stderr, "missive-admin: %s is not a log key (64 bytes)\n", path);
+    else
+        rc = rotate_key(a, path, old_sk, new_sk);
+    if (fd >= 0)
+        close(fd);
+    sodium_free(old_sk);
+    sodium_free(new_sk);
+    return rc;
+}
+
 static int cmd_expire(struct admin *a)
 {
     int64_t now = msv_config_now_ms(&a->cfg);
@@ -221,7 +314,7 @@ int main(int argc, char **argv)
     const char *config = NULL, *data_dir = NULL, *cmd;
     struct admin a = {0};
     char err[1024], db[1100], why[1400];
-    int ch, rc, want;
+    int ch, rc, want, known;
     struct stat sb;
 
     opterr = 0;
@@ -256,14 +349,11 @@ int main(int argc, char **argv)
     }
     cmd = argv[optind];
     want = strcmp(cmd, "suspend") == 0 || strcmp(cmd, "unsuspend") == 0 ? 1 : 0;
-    if ((want == 0 && strcmp(cmd, "accounts") != 0 && strcmp(cmd, "stats") != 0 &&
-         strcmp(cmd, "expire") != 0) ||
-        argc - optind - 1 != want) {
+    known = want || strcmp(cmd, "accounts") == 0 || strcmp(cmd, "stats") == 0 ||
+            strcmp(cmd, "expire") == 0 || strcmp(cmd, "log-rotate-key") == 0;
+    if (!known || argc - optind - 1 != want) {
         fprintf(stderr, "missive-admin: %s\n",
-                want || strcmp(cmd, "accounts") == 0 || strcmp(cmd, "stats") == 0 ||
-                        strcmp(cmd, "expire") == 0
-                    ? "wrong number of arguments"
-                    : "unknown command");
+                known ? "wrong number of arguments" : "unknown command");
         usage(stderr);
         return EXIT_USAGE;
     }
@@ -295,6 +385,8 @@ int main(int argc, char **argv)
         rc = cmd_stats(&a);
     else if (strcmp(cmd, "expire") == 0)
         rc = cmd_expire(&a);
+    else if (strcmp(cmd, "log-rotate-key") == 0)
+        rc = cmd_log_rotate_key(&a);
     else
         rc = cmd_suspend(&a, argv[optind + 1], strcmp(cmd, "suspend") == 0);
     msv_store_close(a.store);

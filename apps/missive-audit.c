@@ -25,6 +25,7 @@
 
 #include "client/conn.h"
 #include "client/requests.h"
+#include "client/transparency.h"
 #include "missive/kt.h"
 #include "missive/util.h"
 #include "term.h"
@@ -360,16 +361,24 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
     if (w == NULL || r->log_key.len != MSV_KT_KEY_LEN || w->root.len != MSV_KT_HASH_LEN ||
         w->signature.len != MSV_KT_SIG_LEN || w->time_ms > INT64_MAX)
         return bad_log("%s", "an answer without a well-formed tree head");
-    if (!a->have_key) {
-        memcpy(a->log_key, r->log_key.data, MSV_KT_KEY_LEN);
-        a->have_key = 1;
-    } else if (sodium_memcmp(a->log_key, r->log_key.data, MSV_KT_KEY_LEN) != 0) {
-        return bad_log("%s", "the log is signed with another key than the pinned one");
-    }
     head.size = w->size;
     head.time_ms = (int64_t)w->time_ms;
     memcpy(head.root, w->root.data, MSV_KT_HASH_LEN);
     memcpy(head.signature, w->signature.data, MSV_KT_SIG_LEN);
+    if (!a->have_key) {
+        memcpy(a->log_key, r->log_key.data, MSV_KT_KEY_LEN);
+        a->have_key = 1;
+    } else if (sodium_memcmp(a->log_key, r->log_key.data, MSV_KT_KEY_LEN) != 0) {
+        /* another key only along the log's rotation entries from the pinned one */
+        if (msv_kt_follow_rotations(a->log_key, r->rotations, r->n_rotations, &head,
+                                    r->log_key.data) != MSV_OK)
+            return bad_log("%s", "the log is signed with another key than the pinned one");
+        memcpy(a->log_key, r->log_key.data, MSV_KT_KEY_LEN);
+        if (!a->quiet)
+            printf("%s: the log key moved, along the log's rotation entries, to the one "
+                   "this state now pins\n",
+                   prog);
+    }
     if (msv_kt_head_verify(&head, a->log_key) != MSV_OK)
         return bad_log("%s", "a tree head is not signed by the log key");
     /* a head from the future would pass for fresh later; clocks differ by a little only */
@@ -402,6 +411,7 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
     for (size_t i = 0; i < r->n_entries; i++) {
         const Msv__Wire__LogProof *p = r->entries[i];
         struct msv_kt_entry e;
+        struct msv_kt_rotation rot;
         uint8_t h[MSV_KT_HASH_LEN];
 
         snprintf(detail, sizeof(detail), "%" PRIu64, start + i);
@@ -418,10 +428,16 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
         if (msv_merkle_verify_inclusion(h, p->index, head.size, proof, p->n_path, head.root) !=
             MSV_OK)
             return bad_log("entry %s is not in the tree its head signs", detail);
-        if (msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) != MSV_OK)
+        if (msv_kt_rotation_leaf_parse(p->leaf.data, p->leaf.len, &rot) == MSV_OK) {
+            /* a rotation entry: the statement holds and sits where its size says */
+            if (rot.size != p->index + 1 ||
+                msv_kt_rotation_verify(rot.old_key, rot.new_key, rot.size, rot.signature) != MSV_OK)
+                return bad_log("entry %s is a log key rotation its old key did not sign", detail);
+        } else if (msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) != MSV_OK) {
             return bad_log("entry %s is not a device set", detail);
-        if (claim_devices(a, &e, p->index) != 0)
+        } else if (claim_devices(a, &e, p->index) != 0) {
             return EXIT_FORK;
+        }
         if (msv_merkle_append(a->tree, h) != MSV_OK) {
             fprintf(stderr, "%s: out of memory\n", prog);
             exit(EXIT_FAILURE);

@@ -95,7 +95,7 @@ _missive_admin()
     -o) mapfile -t COMPREPLY < <(compgen -W "json text" -- "$cur"); return ;;
     suspend | unsuspend) return ;;
     esac
-    mapfile -t COMPREPLY < <(compgen -W "accounts suspend unsuspend stats expire --config
+    mapfile -t COMPREPLY < <(compgen -W "accounts suspend unsuspend stats expire log-rotate-key --config
         --data-dir -o --help" -- "$cur")
 }
 

@@ -1,7 +1,8 @@
 /*
  * Transparency log input from the network: leaves (what parses must encode
- * back to the same bytes: one encoding per device set) and proofs (any bytes
- * as an inclusion or consistency path: refused or accepted, never a crash).
+ * back to the same bytes: one encoding per device set, and per rotation entry)
+ * and proofs (any bytes as an inclusion or consistency path: refused or
+ * accepted, never a crash).
  */
 #include "common.h"
 #include "missive/kt.h"
@@ -15,6 +16,20 @@ static void check_leaf(const uint8_t *data, size_t size)
     if (msv_kt_leaf_parse(data, size, &e) != MSV_OK)
         return;
     if (msv_kt_leaf_encode(&e, &again, &len) != MSV_OK || len != size ||
+        memcmp(again, data, size) != 0)
+        abort();
+    free(again);
+}
+
+static void check_rotation(const uint8_t *data, size_t size)
+{
+    struct msv_kt_rotation r;
+    uint8_t *again = NULL;
+    size_t len = 0;
+
+    if (msv_kt_rotation_leaf_parse(data, size, &r) != MSV_OK)
+        return;
+    if (msv_kt_rotation_leaf_encode(&r, &again, &len) != MSV_OK || len != size ||
         memcmp(again, data, size) != 0)
         abort();
     free(again);
@@ -44,6 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (msv_init() != MSV_OK)
         abort();
     check_leaf(data, size);
+    check_rotation(data, size);
     check_proofs(data, size);
     return 0;
 }

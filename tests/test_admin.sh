@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # missive-admin against a running missived: accounts with their devices and
 # queues, suspension (refused at once for new connections, and for connected
-# devices after a reload), statistics, expiry, and its errors.
+# devices after a reload), statistics, expiry, the log key's rotation, and its
+# errors.
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 A=$(realpath "${1:?usage: test_admin.sh MISSIVE_ADMIN MISSIVE MISSIVED}")
@@ -82,4 +83,20 @@ expect 0 "expire" -- "$A" --config admin.ini --data-dir srv expire
 grep -Eq '^expired [1-9][0-9]* envelopes and 0 attachments$' out.txt && ok || bad "expire: $(cat out.txt)"
 expect 0 "stats after expiry" -- "$A" --data-dir srv stats
 grep -q '^queued envelopes  0, 0 bytes, oldest -$' out.txt && ok || bad "queue after expiry: $(cat out.txt)"
+
+# the transparency log key rotated: clients follow it, messages still flow
+expect 0 "alice pins the log key" -- as alice log-head
+old_key=$(cat srv/log.pub)
+expect 2 "log-rotate-key with an argument" -- "$A" --data-dir srv log-rotate-key extra
+expect 0 "log-rotate-key" -- "$A" --data-dir srv log-rotate-key
+new_key=$(sed -n 's/^log key rotated at entry [0-9]*; the new key: \([0-9a-f]\{64\}\)$/\1/p' out.txt)
+[ -n "$new_key" ] && [ "$new_key" != "$old_key" ] && ok || bad "rotation output: $(cat out.txt)"
+[ ! -e srv/log.key.new ] && [ "$(stat -c %a srv/log.key)" = 600 ] && ok || bad "log.key after the rotation"
+kill -TERM "$pid"; wait "$pid"
+start_missived || bad "missived restarted"
+[ "$(cat srv/log.pub)" = "$new_key" ] && ok || bad "missived's key: $(cat srv/log.pub)"
+expect 0 "alice follows the rotation" -- as alice log-head
+expect 0 "bob writes after the rotation" -- as bob send alice@example.org --text "after the rotation"
+expect 0 "alice reads it" -- as alice receive --wait 1
+grep -q "after the rotation" out.txt && ok || bad "message after the rotation: $(cat out.txt)"
 finish

@@ -2,7 +2,8 @@
 # missive-audit against a real missived: it follows the log as it grows,
 # agrees with the heads clients saw, and catches the server rewriting its
 # log (a fork between what a client saw and what the log says now),
-# changing its log key, and listing one device id under two accounts; its own
+# changing its log key, and listing one device id under two accounts; it
+# follows a log key rotation and refuses a rollback or a self-signed one; its own
 # errors are clear.
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
@@ -120,4 +121,76 @@ grep -q "lists a device id that an earlier entry gave to another handle" err.txt
 MISSIVED_TESTING_TRUST_STORE_LOG=true start
 expect 1 "a device id under two accounts is caught" -- "$A" --state st6 --server "$server" --fingerprint "$fp"
 grep -q "gave that device to another account" err.txt && ok || bad "device id reused: $(cat err.txt)"
+
+# in place of that entry, a log key rotation the old key did not sign
+stop
+python3 - srv/missive.db srv/log.pub <<'PY'
+import os, sqlite3, struct, sys, time
+db = sqlite3.connect(sys.argv[1])
+old = bytes.fromhex(open(sys.argv[2]).read().strip())
+db.execute("DELETE FROM kt_log WHERE idx = (SELECT max(idx) FROM kt_log)")
+n = db.execute("SELECT count(*) FROM kt_log").fetchone()[0]
+leaf = (b"\x02" + struct.pack(">Q", int(time.time() * 1000)) + old + os.urandom(32) +
+        struct.pack(">Q", n + 1) + os.urandom(64))
+db.execute("INSERT INTO kt_log (idx, handle, leaf) VALUES (?, '', ?)", (n, leaf))
+db.commit()
+PY
+MISSIVED_SERVER_LISTEN_PORT=0 MISSIVED_HTTP_LISTEN_PORT=0 timeout 60 "$D" --data-dir srv >out.txt 2>err.txt
+rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && ok || bad "missived serves a log key rotation not signed"
+grep -q "is a log key rotation not signed by the key in force" err.txt && ok || bad "missived's refusal: $(cat err.txt)"
+
+# the operator rotates the log key: a rotation entry signed by the old key, the new key in log.key
+sqlite3_rm_last() {
+    python3 -c 'import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); db.execute("DELETE FROM kt_log WHERE idx = (SELECT max(idx) FROM kt_log)"); db.commit()' srv/missive.db
+}
+rotate() { # rotate SIGNER(old|new): appends the entry, writes the new key to log.key
+    python3 - srv/missive.db srv/log.key "$1" <<'PY'
+import os, sqlite3, struct, sys, time
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+raw = lambda k: k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+db = sqlite3.connect(sys.argv[1])
+old_sk = open(sys.argv[2], "rb").read()
+old = Ed25519PrivateKey.from_private_bytes(old_sk[:32])
+new = Ed25519PrivateKey.from_private_bytes(os.urandom(32))
+n = db.execute("SELECT count(*) FROM kt_log").fetchone()[0]
+size = struct.pack(">Q", n + 1)
+signer = old if sys.argv[3] == "old" else new
+sig = signer.sign(b"MSV-kt-key-v1" + raw(old) + raw(new) + size)
+leaf = b"\x02" + struct.pack(">Q", int(time.time() * 1000)) + raw(old) + raw(new) + size + sig
+db.execute("INSERT INTO kt_log (idx, handle, leaf) VALUES (?, '', ?)", (n, leaf))
+db.commit()
+new_sk = new.private_bytes_raw() + raw(new)
+fd = os.open(sys.argv[2], os.O_WRONLY | os.O_TRUNC)
+os.write(fd, new_sk)
+os.close(fd)
+PY
+}
+sqlite3_rm_last
+start
+expect 0 "an auditor before the rotation" -- "$A" --state st7 --server "$server" --fingerprint "$fp"
+stop
+cp st7 st8
+cp srv/log.key old.key
+rotate old
+start
+expect 0 "the audit follows the rotation" -- "$A" --state st7
+grep -q "the log key moved" out.txt && ok || bad "rotation: $(cat out.txt) $(cat err.txt)"
+grep -q "^log_key $(cat srv/log.pub)$" st7 && ok || bad "the new key pinned: $(grep log_key st7)"
+expect 0 "and goes on" -- "$A" --state st7
+# the old key again after the rotation (a dishonest server: missived itself refuses)
+stop
+cp srv/log.key new.key
+cp old.key srv/log.key
+MISSIVED_TESTING_TRUST_STORE_LOG=true start
+expect 1 "the old key after the rotation is caught" -- "$A" --state st7
+grep -q "another key than the pinned one" err.txt && ok || bad "rollback: $(cat err.txt)"
+# a new key that signed its own rotation
+stop
+sqlite3_rm_last
+rotate new
+MISSIVED_TESTING_TRUST_STORE_LOG=true start
+expect 1 "a rotation not signed by the old key is caught" -- "$A" --state st8
+grep -q "another key than the pinned one" err.txt && ok || bad "forged rotation: $(cat err.txt)"
 finish

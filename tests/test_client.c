@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sodium.h>
 #include <sqlite3.h>
 
 #include "client/client.h"
@@ -1401,6 +1402,159 @@ static void test_malicious_directory(void **state)
     test_server_cleanup(&s);
 }
 
+/* ---- the log key rotated ------------------------------------------------------------------- */
+
+/* Reads (old != NULL) or writes the stopped server's log key. */
+static void log_key_file(struct test_server *s, uint8_t *old, const uint8_t *replacement)
+{
+    char path[160];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/data/log.key", s->dir);
+    f = fopen(path, old != NULL ? "rb" : "wb");
+    assert_non_null(f);
+    if (old != NULL)
+        assert_int_equal(fread(old, 1, 64, f), 64);
+    else
+        assert_int_equal(fwrite(replacement, 1, 64, f), 64);
+    assert_int_equal(fclose(f), 0);
+}
+
+/*
+ * Plays the operator on the stopped server: appends a rotation entry from
+ * the key in log.key to a new one, signed by the old key (or, forged, by the
+ * new one), and puts the new key in log.key.
+ */
+static void rotate_log_key(struct test_server *s, int forged, uint8_t new_sk[64])
+{
+    struct msv_kt_rotation r = {.time_ms = msv_wall_ms()};
+    uint8_t old_sk[64], *leaf = NULL;
+    char sql[600], hex[2 * MSV_KT_ROTATION_LEAF_LEN + 1];
+    size_t len = 0;
+    long long n = server_count(s, "SELECT count(*) FROM kt_log;");
+
+    log_key_file(s, old_sk, NULL);
+    crypto_sign_keypair(r.new_key, new_sk);
+    crypto_sign_ed25519_sk_to_pk(r.old_key, old_sk);
+    r.size = (uint64_t)n + 1;
+    assert_int_equal(msv_kt_rotation_sign(forged ? new_sk : old_sk, r.new_key, r.size, r.signature),
+                     MSV_OK);
+    assert_int_equal(msv_kt_rotation_leaf_encode(&r, &leaf, &len), MSV_OK);
+    assert_int_equal(msv_hex_encode(leaf, len, hex, sizeof(hex)), MSV_OK);
+    snprintf(sql, sizeof(sql), "INSERT INTO kt_log (idx, handle, leaf) VALUES (%lld, '', x'%s');",
+             n, hex);
+    server_sql(s, sql);
+    log_key_file(s, NULL, new_sk);
+    free(leaf);
+}
+
+/* 1 if c pinned the public half of sk as the log key. */
+static int pinned_log_key(struct msv_client *c, const uint8_t sk[64])
+{
+    uint8_t pk[32], *key = NULL;
+    size_t len = 0;
+    int same;
+
+    crypto_sign_ed25519_sk_to_pk(pk, sk);
+    assert_int_equal(msv_client_db_get(c->db, "kt_log_key", &key, &len), MSV_OK);
+    same = len == 32 && memcmp(key, pk, 32) == 0;
+    free(key);
+    return same;
+}
+
+/* The server rotates its log key: clients follow the announced key and messages still flow. */
+static void test_log_key_rotation(void **state)
+{
+    const char *to[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    uint8_t k1[64], k2[64], id[16];
+    msv_frame *devs = NULL;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", to[0]);
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_send(bob, to, 1, "before the rotation", NULL, 0, NULL, id), MSV_OK);
+    test_server_stop(&s);
+    log_key_file(&s, k1, NULL);
+    assert_true(pinned_log_key(bob, k1));
+
+    rotate_log_key(&s, 0, k2);
+    test_server_start(&s);
+    drop_connection(bob);
+    drop_connection(alice);
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_OK);
+    msv_frame_free(devs);
+    assert_true(pinned_log_key(bob, k2));
+    assert_int_equal(msv_client_send(bob, to, 1, "after the rotation", NULL, 0, NULL, id), MSV_OK);
+    receive_all(alice);
+    assert_true(received_text(alice, "before the rotation"));
+    assert_true(received_text(alice, "after the rotation"));
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A directory that serves what its store holds (trust_store_log): a new key
+ * not signed by the pinned one is refused, and so is the old key once the
+ * client followed a rotation.
+ */
+static void test_log_key_rotation_attacks(void **state)
+{
+    const char *to[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    uint8_t k1[64], k2[64], k3[64], id[16];
+    msv_frame *devs = NULL;
+
+    (void)state;
+    test_server_init(&s, "trust_store_log = true");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", to[0]);
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_send(bob, to, 1, "hello", NULL, 0, NULL, id), MSV_OK);
+    test_server_stop(&s);
+    log_key_file(&s, k1, NULL);
+
+    /* a new key announced in the log, but signed by itself, not by the pinned key */
+    rotate_log_key(&s, 1, k3);
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_ERR_AUTH);
+    assert_non_null(strstr(bob->why.message, "not the one this device pinned"));
+    assert_true(pinned_log_key(bob, k1));
+    test_server_stop(&s);
+    server_sql(&s, "DELETE FROM kt_log WHERE handle = '';");
+    log_key_file(&s, NULL, k1);
+
+    /* an honest rotation is followed; then the old key again is refused */
+    rotate_log_key(&s, 0, k2);
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_OK);
+    msv_frame_free(devs);
+    devs = NULL;
+    assert_true(pinned_log_key(bob, k2));
+    test_server_stop(&s);
+    log_key_file(&s, NULL, k1);
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_ERR_AUTH);
+    assert_non_null(strstr(bob->why.message, "not the one this device pinned"));
+    assert_true(pinned_log_key(bob, k2));
+    test_server_stop(&s);
+    log_key_file(&s, NULL, k2);
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_send(bob, to, 1, "still here", NULL, 0, NULL, id), MSV_OK);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 /* Links a second device of c's account and approves it from c. */
 static struct msv_client *linked_device(struct test_server *s, struct msv_client *c,
                                         const char *name)
@@ -2614,6 +2768,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_redelivery_shown_once),
         cmocka_unit_test(test_malicious_directory),
+        cmocka_unit_test(test_log_key_rotation),
+        cmocka_unit_test(test_log_key_rotation_attacks),
         cmocka_unit_test(test_owner_monitor),
         cmocka_unit_test(test_gossip_reveals_fork),
         cmocka_unit_test(test_removed_device_stays_removed),

@@ -256,12 +256,254 @@ static void test_key_rotation(void **state)
     assert_int_equal(msv_kt_rotation_verify(old_pk, new_pk, 9, sig), MSV_ERR_AUTH);
 }
 
+/* A log for the rotation tests: its leaves (any bytes, or rotation entries) and tree. */
+struct rot_log {
+    uint8_t *leaves[12];
+    size_t lens[12];
+    size_t size;
+    struct msv_merkle *tree;
+    uint8_t path[12][MSV_KT_PROOF_MAX][32];
+    struct msv_kt_rotation_proof proofs[12];
+};
+
+static void rot_log_add(struct rot_log *l, uint8_t *leaf, size_t len)
+{
+    uint8_t h[32];
+
+    if (l->tree == NULL)
+        assert_int_equal(msv_merkle_new(&l->tree), MSV_OK);
+    l->leaves[l->size] = leaf;
+    l->lens[l->size++] = len;
+    msv_kt_leaf_hash(leaf, len, h);
+    assert_int_equal(msv_merkle_append(l->tree, h), MSV_OK);
+}
+
+static void rot_log_filler(struct rot_log *l)
+{
+    uint8_t *b = malloc(4);
+
+    assert_non_null(b);
+    memcpy(b, "leaf", 4);
+    b[3] = (uint8_t)l->size;
+    rot_log_add(l, b, 4);
+}
+
+/* Appends old_sk's rotation to new_pk, signed by signer_sk, at the log's next index (its size
+ * claims size leaves, the right number when 0). */
+static void rot_log_rotate_at(struct rot_log *l, const uint8_t old_sk[64], const uint8_t new_pk[32],
+                              const uint8_t signer_sk[64], uint64_t size)
+{
+    struct msv_kt_rotation r = {.time_ms = 1000, .size = size ? size : l->size + 1};
+    uint8_t *leaf = NULL;
+    size_t len = 0;
+
+    crypto_sign_ed25519_sk_to_pk(r.old_key, old_sk);
+    memcpy(r.new_key, new_pk, 32);
+    assert_int_equal(msv_kt_rotation_sign(signer_sk, new_pk, r.size, r.signature), MSV_OK);
+    assert_int_equal(msv_kt_rotation_leaf_encode(&r, &leaf, &len), MSV_OK);
+    rot_log_add(l, leaf, len);
+}
+
+static void rot_log_rotate(struct rot_log *l, const uint8_t old_sk[64], const uint8_t new_pk[32],
+                           const uint8_t signer_sk[64])
+{
+    rot_log_rotate_at(l, old_sk, new_pk, signer_sk, 0);
+}
+
+/* The head of the log's first size leaves signed by sk, and the proof of leaf index in it. */
+static struct msv_kt_head rot_head(struct rot_log *l, uint64_t size, const uint8_t sk[64])
+{
+    struct msv_kt_head h = {.size = size, .time_ms = 5000};
+
+    assert_int_equal(msv_merkle_root(l->tree, size, h.root), MSV_OK);
+    assert_int_equal(msv_kt_head_sign(&h, sk), MSV_OK);
+    return h;
+}
+
+static const struct msv_kt_rotation_proof *rot_proof(struct rot_log *l, uint64_t index,
+                                                     uint64_t size)
+{
+    struct msv_kt_rotation_proof *p = &l->proofs[index];
+
+    p->leaf = l->leaves[index];
+    p->leaf_len = l->lens[index];
+    p->index = index;
+    assert_int_equal(msv_merkle_inclusion(l->tree, index, size, l->path[index], &p->n_path),
+                     MSV_OK);
+    p->path = (const uint8_t(*)[32])l->path[index];
+    return p;
+}
+
+static void rot_log_free(struct rot_log *l)
+{
+    for (size_t i = 0; i < l->size; i++)
+        free(l->leaves[i]);
+    msv_merkle_free(l->tree);
+}
+
+/*
+ * Following the log key: a head is trusted under the pinned key, or under a
+ * key that a chain of rotation entries, each signed by the key before and
+ * proven in that head, leads to; nothing else (an unannounced key, a rotation
+ * not signed by the key in force, a statement not in the log, a head under
+ * the old key once the client moved).
+ */
+static void test_key_rotation_follow(void **state)
+{
+    uint8_t k1[32], s1[64], k2[32], s2[64], k3[32], s3[64], out[32];
+    struct msv_kt_rotation_proof chain[2];
+    struct rot_log l = {0};
+    struct msv_kt_head h;
+
+    (void)state;
+    crypto_sign_keypair(k1, s1);
+    crypto_sign_keypair(k2, s2);
+    crypto_sign_keypair(k3, s3);
+    for (int i = 0; i < 3; i++)
+        rot_log_filler(&l);
+    rot_log_rotate(&l, s1, k2, s1); /* index 3: heads of 4 leaves on are k2's */
+    rot_log_filler(&l);
+    rot_log_rotate(&l, s2, k3, s2); /* index 5 */
+    rot_log_filler(&l);             /* 7 leaves */
+
+    /* no rotation: the pinned key, and only it */
+    h = rot_head(&l, 3, s1);
+    assert_int_equal(msv_kt_rotation_follow(k1, NULL, 0, &h, out), MSV_OK);
+    assert_memory_equal(out, k1, 32);
+    h = rot_head(&l, 5, s2);
+    assert_int_equal(msv_kt_rotation_follow(k1, NULL, 0, &h, out), MSV_ERR_AUTH);
+
+    /* one rotation, then two, each proven in the head */
+    chain[0] = *rot_proof(&l, 3, 5);
+    assert_int_equal(msv_kt_rotation_follow(k1, chain, 1, &h, out), MSV_OK);
+    assert_memory_equal(out, k2, 32);
+    h = rot_head(&l, 7, s3);
+    chain[0] = *rot_proof(&l, 3, 7);
+    chain[1] = *rot_proof(&l, 5, 7);
+    memset(out, 0, 32);
+    assert_int_equal(msv_kt_rotation_follow(k1, chain, 2, &h, out), MSV_OK);
+    assert_memory_equal(out, k3, 32);
+    assert_int_equal(msv_kt_rotation_follow(k2, chain + 1, 1, &h, out), MSV_OK);
+    /* out of order, or one step left out */
+    {
+        struct msv_kt_rotation_proof swapped[2] = {chain[1], chain[0]};
+
+        assert_int_equal(msv_kt_rotation_follow(k1, swapped, 2, &h, out), MSV_ERR_AUTH);
+        assert_int_equal(msv_kt_rotation_follow(k1, chain + 1, 1, &h, out), MSV_ERR_AUTH);
+    }
+    /* the head signed by a key before the last rotation the chain names */
+    h = rot_head(&l, 7, s2);
+    assert_int_equal(msv_kt_rotation_follow(k1, chain, 2, &h, out), MSV_ERR_AUTH);
+
+    /* rollback: once the device moved to k2, a head under k1 is refused, chain or not */
+    h = rot_head(&l, 5, s1);
+    chain[0] = *rot_proof(&l, 3, 5);
+    assert_int_equal(msv_kt_rotation_follow(k2, NULL, 0, &h, out), MSV_ERR_AUTH);
+    assert_int_equal(msv_kt_rotation_follow(k2, chain, 1, &h, out), MSV_ERR_AUTH);
+    assert_int_equal(msv_kt_rotation_follow(k1, chain, 1, &h, out), MSV_ERR_AUTH);
+
+    /* the statement not in the log: a head of the tree before it, a wrong index or path */
+    {
+        struct msv_kt_rotation r = {.time_ms = 1000, .size = 3};
+        uint8_t *leaf = NULL;
+        size_t len = 0;
+
+        /* signed as it should be, for index 2, but index 2 of the log holds another leaf */
+        memcpy(r.old_key, k1, 32);
+        memcpy(r.new_key, k2, 32);
+        assert_int_equal(msv_kt_rotation_sign(s1, k2, 3, r.signature), MSV_OK);
+        assert_int_equal(msv_kt_rotation_leaf_encode(&r, &leaf, &len), MSV_OK);
+        h = rot_head(&l, 3, s2);
+        chain[0] = *rot_proof(&l, 2, 3);
+        chain[0].leaf = leaf;
+        chain[0].leaf_len = len;
+        assert_int_equal(msv_kt_rotation_follow(k1, chain, 1, &h, out), MSV_ERR_AUTH);
+        free(leaf);
+    }
+    h = rot_head(&l, 5, s2);
+    chain[0] = *rot_proof(&l, 3, 5);
+    chain[0].index = 4;
+    assert_int_equal(msv_kt_rotation_follow(k1, chain, 1, &h, out), MSV_ERR_AUTH);
+    chain[0] = *rot_proof(&l, 3, 5);
+    l.path[3][0][0] ^= 1;
+    assert_int_equal(msv_kt_rotation_follow(k1, chain, 1, &h, out), MSV_ERR_AUTH);
+    l.path[3][0][0] ^= 1;
+    assert_int_equal(msv_kt_rotation_follow(k1, chain, 1, &h, out), MSV_OK);
+    rot_log_free(&l);
+
+    /* a new key not signed by the old one, though in the log */
+    memset(&l, 0, sizeof(l));
+    rot_log_filler(&l);
+    rot_log_rotate(&l, s1, k2, s2); /* names k1 as the old key, signed by k2 */
+    rot_log_filler(&l);
+    h = rot_head(&l, 3, s2);
+    chain[0] = *rot_proof(&l, 1, 3);
+    assert_int_equal(msv_kt_rotation_follow(k1, chain, 1, &h, out), MSV_ERR_AUTH);
+    /* a device set leaf (or any other bytes) is no rotation */
+    chain[0] = *rot_proof(&l, 0, 3);
+    chain[0].index = 1;
+    assert_int_equal(msv_kt_rotation_follow(k1, chain, 1, &h, out), MSV_ERR_AUTH);
+    assert_memory_equal(out, k2, 32); /* untouched by every refusal */
+    rot_log_free(&l);
+
+    /* entries that misstate themselves: another old key than the signer's, a size that is not
+     * their place in the log, a chain against the log's order */
+    memset(&l, 0, sizeof(l));
+    rot_log_rotate_at(&l, s3, k2, s1, 0); /* says k3 -> k2; k1 signed k1 -> k2 */
+    rot_log_rotate_at(&l, s1, k2, s1, 1); /* index 1, claims 1 leaf */
+    rot_log_rotate(&l, s2, k3, s2);       /* index 2: k2 -> k3 */
+    rot_log_rotate(&l, s1, k2, s1);       /* index 3: k1 -> k2 */
+    h = rot_head(&l, 4, s2);
+    chain[0] = *rot_proof(&l, 0, 4);
+    assert_int_equal(msv_kt_rotation_follow(k1, chain, 1, &h, out), MSV_ERR_AUTH);
+    chain[0] = *rot_proof(&l, 1, 4);
+    assert_int_equal(msv_kt_rotation_follow(k1, chain, 1, &h, out), MSV_ERR_AUTH);
+    chain[0] = *rot_proof(&l, 3, 4);
+    assert_int_equal(msv_kt_rotation_follow(k1, chain, 1, &h, out), MSV_OK);
+    h = rot_head(&l, 4, s3);
+    chain[0] = *rot_proof(&l, 3, 4);
+    chain[1] = *rot_proof(&l, 2, 4);
+    assert_int_equal(msv_kt_rotation_follow(k1, chain, 2, &h, out), MSV_ERR_AUTH);
+    rot_log_free(&l);
+}
+
+/* A rotation entry round-trips; any other length or version is refused. */
+static void test_rotation_leaf(void **state)
+{
+    struct msv_kt_rotation r = {.time_ms = 77, .size = 9}, back;
+    uint8_t *leaf = NULL;
+    size_t len = 0;
+
+    (void)state;
+    randombytes_buf(r.old_key, 32);
+    randombytes_buf(r.new_key, 32);
+    randombytes_buf(r.signature, 64);
+    assert_int_equal(msv_kt_rotation_leaf_encode(&r, &leaf, &len), MSV_OK);
+    assert_int_equal(len, 145);
+    assert_int_equal(msv_kt_rotation_leaf_parse(leaf, len, &back), MSV_OK);
+    assert_memory_equal(&r, &back, sizeof(r));
+    assert_int_equal(msv_kt_rotation_leaf_parse(leaf, len - 1, &back), MSV_ERR_PARSE);
+    leaf[0] = 1;
+    assert_int_equal(msv_kt_rotation_leaf_parse(leaf, len, &back), MSV_ERR_PARSE);
+    leaf[0] = 2;
+    leaf[1] = 0x80; /* a time past INT64_MAX */
+    assert_int_equal(msv_kt_rotation_leaf_parse(leaf, len, &back), MSV_ERR_PARSE);
+    {
+        struct msv_kt_entry e;
+
+        leaf[1] = 0;
+        assert_int_equal(msv_kt_leaf_parse(leaf, len, &e), MSV_ERR_PARSE);
+    }
+    free(leaf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reference_roots),    cmocka_unit_test(test_inclusion_proofs),
-        cmocka_unit_test(test_consistency_proofs), cmocka_unit_test(test_leaf_encoding),
-        cmocka_unit_test(test_signed_heads),       cmocka_unit_test(test_key_rotation),
+        cmocka_unit_test(test_reference_roots),     cmocka_unit_test(test_inclusion_proofs),
+        cmocka_unit_test(test_consistency_proofs),  cmocka_unit_test(test_leaf_encoding),
+        cmocka_unit_test(test_signed_heads),        cmocka_unit_test(test_key_rotation),
+        cmocka_unit_test(test_key_rotation_follow), cmocka_unit_test(test_rotation_leaf),
     };
 
     if (msv_init() != MSV_OK)

@@ -359,6 +359,20 @@ static void test_transparency_log(void **state)
     assert_int_equal(OPS(f)->kt_read(IMPL(f), 0, 100, &recs, &n), MSV_OK);
     assert_int_equal(n, 5);
     msv_kt_recs_free(recs, n);
+    /* a leaf of no handle (a key rotation) goes in only where the log ends */
+    assert_int_equal(OPS(f)->kt_append(IMPL(f), 4, (const uint8_t *)"rotation", 8), MSV_ERR_EXISTS);
+    assert_int_equal(OPS(f)->kt_append(IMPL(f), 6, (const uint8_t *)"rotation", 8), MSV_ERR_EXISTS);
+    assert_int_equal(OPS(f)->kt_append(IMPL(f), 5, (const uint8_t *)"rotation", 8), MSV_OK);
+    assert_int_equal(OPS(f)->kt_append(IMPL(f), 5, (const uint8_t *)"again", 5), MSV_ERR_EXISTS);
+    assert_int_equal(OPS(f)->kt_read(IMPL(f), 5, 100, &recs, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(recs[0].index, 5);
+    assert_int_equal(recs[0].leaf_len, 8);
+    assert_memory_equal(recs[0].leaf, "rotation", 8);
+    msv_kt_recs_free(recs, n);
+    assert_int_equal(OPS(f)->kt_latest(IMPL(f), "a@x", &latest), MSV_OK);
+    assert_int_equal(latest.index, 4); /* no handle's entry */
+    free(latest.leaf);
     /* a database from before the log: its accounts are logged on opening */
     raw_exec(f, "DELETE FROM kt_log;");
     reopen(f);

@@ -116,4 +116,50 @@ MSV_MUST_CHECK msv_err msv_kt_rotation_verify(const uint8_t old_key[MSV_KT_KEY_L
                                               const uint8_t new_key[MSV_KT_KEY_LEN], uint64_t size,
                                               const uint8_t signature[MSV_KT_SIG_LEN]);
 
+/*
+ * A rotation entry of the log (leaf version 2, docs/transparency.md "Rotating
+ * the log key"): 0x02 || u64be time || old key || new key || u64be size ||
+ * signature, the statement above signed by the old key. Its leaf sits at
+ * index size - 1: heads of size or more leaves are the new key's.
+ */
+struct msv_kt_rotation {
+    int64_t time_ms;
+    uint8_t old_key[MSV_KT_KEY_LEN];
+    uint8_t new_key[MSV_KT_KEY_LEN];
+    uint64_t size;
+    uint8_t signature[MSV_KT_SIG_LEN];
+};
+
+#define MSV_KT_ROTATION_LEAF_LEN 145
+
+/* Encodes r (not checked: see msv_kt_rotation_follow). Caller frees *out. */
+MSV_MUST_CHECK msv_err msv_kt_rotation_leaf_encode(const struct msv_kt_rotation *r, uint8_t **out,
+                                                   size_t *len);
+/* Parses a rotation entry; MSV_ERR_PARSE for any other bytes (device set leaves included). */
+MSV_MUST_CHECK msv_err msv_kt_rotation_leaf_parse(const uint8_t *leaf, size_t len,
+                                                  struct msv_kt_rotation *r);
+
+/* One rotation entry as an answer carries it: the leaf, its index, its inclusion path. */
+struct msv_kt_rotation_proof {
+    const uint8_t *leaf; /* borrowed */
+    size_t leaf_len;
+    uint64_t index;
+    const uint8_t (*path)[MSV_KT_HASH_LEN]; /* borrowed, n_path hashes */
+    size_t n_path;
+};
+
+/*
+ * Whether head may be trusted by a device that pinned the log key pinned,
+ * following the rotation entries chain[0..n) in log order: each is signed by
+ * the key in force (pinned, then each new key in turn), sits at index size - 1
+ * (indexes ascending) and is proven in head; head is signed by the last new
+ * key (pinned when n is 0). MSV_OK and *key_out = the key that signed head;
+ * MSV_ERR_AUTH otherwise (a key not signed by the one before, an entry not in
+ * the log, a head under an earlier key), key_out untouched.
+ */
+MSV_MUST_CHECK msv_err msv_kt_rotation_follow(const uint8_t pinned[MSV_KT_KEY_LEN],
+                                              const struct msv_kt_rotation_proof *chain, size_t n,
+                                              const struct msv_kt_head *head,
+                                              uint8_t key_out[MSV_KT_KEY_LEN]);
+
 #endif

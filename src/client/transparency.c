@@ -90,7 +90,47 @@ struct log_answer {
     ProtobufCBinaryData log_key;
     ProtobufCBinaryData *consistency;
     size_t n_consistency;
+    Msv__Wire__LogProof **rotations;
+    size_t n_rotations;
 };
+
+#define ROTATIONS_MAX 16
+
+msv_err msv_kt_follow_rotations(const uint8_t pinned[MSV_KT_KEY_LEN],
+                                Msv__Wire__LogProof *const *rotations, size_t n_rotations,
+                                const struct msv_kt_head *head,
+                                const uint8_t head_key[MSV_KT_KEY_LEN])
+{
+    static _Thread_local uint8_t paths[ROTATIONS_MAX][MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+    struct msv_kt_rotation_proof chain[ROTATIONS_MAX];
+    uint8_t key[MSV_KT_KEY_LEN];
+    size_t first = n_rotations, n = 0;
+
+    /* the chain starts at the entry that moves away from the pinned key */
+    for (size_t i = 0; i < n_rotations && first == n_rotations; i++) {
+        struct msv_kt_rotation rot;
+        const Msv__Wire__LogProof *p = rotations[i];
+
+        if (msv_kt_rotation_leaf_parse(p->leaf.data, p->leaf.len, &rot) == MSV_OK &&
+            sodium_memcmp(rot.old_key, pinned, MSV_KT_KEY_LEN) == 0)
+            first = i;
+    }
+    if (first == n_rotations || n_rotations - first > ROTATIONS_MAX)
+        return MSV_ERR_AUTH;
+    for (size_t i = first; i < n_rotations; i++, n++) {
+        const Msv__Wire__LogProof *p = rotations[i];
+
+        if (!proof_hashes(p->path, p->n_path, paths[n]))
+            return MSV_ERR_AUTH;
+        chain[n] =
+            (struct msv_kt_rotation_proof){p->leaf.data, p->leaf.len, p->index,
+                                           (const uint8_t(*)[MSV_KT_HASH_LEN])paths[n], p->n_path};
+    }
+    if (msv_kt_rotation_follow(pinned, chain, n, head, key) != MSV_OK ||
+        sodium_memcmp(key, head_key, MSV_KT_KEY_LEN) != 0)
+        return MSV_ERR_AUTH;
+    return MSV_OK;
+}
 
 /* The head of r, signed with key (the pinned one, or pinned now if there is none). */
 static msv_err check_head(struct msv_client_db *db, const struct log_answer *r,
@@ -114,9 +154,13 @@ static msv_err check_head(struct msv_client_db *db, const struct log_answer *r,
         err = MSV_OK;
     } else if (err == MSV_OK && (key_len != MSV_KT_KEY_LEN ||
                                  sodium_memcmp(key, r->log_key.data, MSV_KT_KEY_LEN) != 0)) {
-        err = refuse(why, len,
-                     "the directory's transparency log key is not the one this device "
-                     "pinned; its answers cannot be trusted");
+        if (key_len == MSV_KT_KEY_LEN && msv_kt_follow_rotations(key, r->rotations, r->n_rotations,
+                                                                 head, r->log_key.data) == MSV_OK)
+            *pin = 1; /* the log announced the new key, signed by the pinned one */
+        else
+            err = refuse(why, len,
+                         "the directory's transparency log key is not the one this device "
+                         "pinned; its answers cannot be trusted");
     }
     free(key);
     if (err == MSV_OK && msv_kt_head_verify(head, r->log_key.data) != MSV_OK)
@@ -357,7 +401,8 @@ static msv_err accept_answer(struct msv_client_db *db, const struct log_answer *
 msv_err msv_kt_check_lookup(struct msv_client_db *db, const Msv__Wire__LookupResponse *r, char *why,
                             size_t why_len)
 {
-    const struct log_answer a = {r->head, r->log_key, r->consistency, r->n_consistency};
+    const struct log_answer a = {r->head,          r->log_key,   r->consistency,
+                                 r->n_consistency, r->rotations, r->n_rotations};
     struct msv_kt_head head;
     int pin = 0;
     msv_err err = check_answer(db, &a, &head, &pin, why, why_len);
@@ -380,7 +425,8 @@ msv_err msv_kt_check_entries(struct msv_client_db *db, const Msv__Wire__LogEntri
                              uint64_t start, struct msv_kt_head *head, char *why, size_t why_len)
 {
     static _Thread_local uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
-    const struct log_answer a = {r->head, r->log_key, r->consistency, r->n_consistency};
+    const struct log_answer a = {r->head,          r->log_key,   r->consistency,
+                                 r->n_consistency, r->rotations, r->n_rotations};
     int pin = 0;
     msv_err err = check_answer(db, &a, head, &pin, why, why_len);
 

@@ -19,6 +19,17 @@ void msv_kt_head_encode(const struct msv_kt_head *h, uint8_t out[MSV_LOG_HEAD_LE
 void msv_kt_head_decode(const uint8_t in[MSV_LOG_HEAD_LEN], struct msv_kt_head *h);
 
 /* The newest tree head this device accepted; MSV_ERR_NOT_FOUND if none yet. */
+/*
+ * Whether head, signed by head_key, follows from the pinned log key along an
+ * answer's rotation entries (LookupResponse/LogEntries.rotations, log order):
+ * the chain from the entry whose old key is pinned to the last, at most 16,
+ * checked by msv_kt_rotation_follow, must end at head_key. MSV_OK, or
+ * MSV_ERR_AUTH.
+ */
+MSV_MUST_CHECK msv_err msv_kt_follow_rotations(const uint8_t pinned[MSV_KT_KEY_LEN],
+                                               Msv__Wire__LogProof *const *rotations,
+                                               size_t n_rotations, const struct msv_kt_head *head,
+                                               const uint8_t head_key[MSV_KT_KEY_LEN]);
 MSV_MUST_CHECK msv_err msv_kt_known_head(struct msv_client_db *db, struct msv_kt_head *h);
 /* A head older than this is refused: the server signs a fresh one at least every minute. */
 #define MSV_KT_HEAD_MAX_AGE_MS (24LL * 3600 * 1000)

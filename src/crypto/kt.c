@@ -163,3 +163,88 @@ msv_err msv_kt_rotation_verify(const uint8_t old_key[MSV_KT_KEY_LEN],
     return crypto_sign_verify_detached(signature, m, sizeof(m), old_key) == 0 ? MSV_OK
                                                                               : MSV_ERR_AUTH;
 }
+
+#define ROTATION_LEAF_VERSION 2
+#define ROTATION_LEAF_LEN MSV_KT_ROTATION_LEAF_LEN
+_Static_assert(ROTATION_LEAF_LEN == 1 + 8 + 2 * MSV_KT_KEY_LEN + 8 + MSV_KT_SIG_LEN,
+               "rotation entry layout");
+
+msv_err msv_kt_rotation_leaf_encode(const struct msv_kt_rotation *r, uint8_t **out, size_t *len)
+{
+    uint8_t *leaf;
+
+    if (r->time_ms < 0)
+        return MSV_ERR_INVALID;
+    leaf = malloc(ROTATION_LEAF_LEN);
+    if (leaf == NULL)
+        return MSV_ERR_NOMEM;
+    leaf[0] = ROTATION_LEAF_VERSION;
+    msv_put_u64be(leaf + 1, (uint64_t)r->time_ms);
+    memcpy(leaf + 9, r->old_key, MSV_KT_KEY_LEN);
+    memcpy(leaf + 9 + MSV_KT_KEY_LEN, r->new_key, MSV_KT_KEY_LEN);
+    msv_put_u64be(leaf + 9 + 2 * MSV_KT_KEY_LEN, r->size);
+    memcpy(leaf + 17 + 2 * MSV_KT_KEY_LEN, r->signature, MSV_KT_SIG_LEN);
+    *out = leaf;
+    *len = ROTATION_LEAF_LEN;
+    return MSV_OK;
+}
+
+msv_err msv_kt_rotation_leaf_parse(const uint8_t *leaf, size_t len, struct msv_kt_rotation *r)
+{
+    uint64_t t;
+
+    if (len != ROTATION_LEAF_LEN || leaf[0] != ROTATION_LEAF_VERSION)
+        return MSV_ERR_PARSE;
+    t = msv_get_u64be(leaf + 1);
+    if (t > INT64_MAX)
+        return MSV_ERR_PARSE;
+    r->time_ms = (int64_t)t;
+    memcpy(r->old_key, leaf + 9, MSV_KT_KEY_LEN);
+    memcpy(r->new_key, leaf + 9 + MSV_KT_KEY_LEN, MSV_KT_KEY_LEN);
+    r->size = msv_get_u64be(leaf + 9 + 2 * MSV_KT_KEY_LEN);
+    memcpy(r->signature, leaf + 17 + 2 * MSV_KT_KEY_LEN, MSV_KT_SIG_LEN);
+    return MSV_OK;
+}
+
+/*
+ * One step of a chain: the entry names the key in force as its old key, that
+ * key signed it, it sits where its size says (after the previous step), and
+ * head proves it is in the log. Then its new key is in force.
+ */
+static msv_err follow_step(uint8_t key[MSV_KT_KEY_LEN], const struct msv_kt_rotation_proof *p,
+                           uint64_t *next_index, const struct msv_kt_head *head)
+{
+    struct msv_kt_rotation r;
+    uint8_t leaf_hash[MSV_KT_HASH_LEN];
+
+    if (msv_kt_rotation_leaf_parse(p->leaf, p->leaf_len, &r) != MSV_OK ||
+        sodium_memcmp(r.old_key, key, MSV_KT_KEY_LEN) != 0 ||
+        msv_kt_rotation_verify(key, r.new_key, r.size, r.signature) != MSV_OK ||
+        p->index < *next_index || p->index >= head->size || r.size != p->index + 1)
+        return MSV_ERR_AUTH;
+    msv_kt_leaf_hash(p->leaf, p->leaf_len, leaf_hash);
+    if (msv_merkle_verify_inclusion(leaf_hash, p->index, head->size, p->path, p->n_path,
+                                    head->root) != MSV_OK)
+        return MSV_ERR_AUTH;
+    memcpy(key, r.new_key, MSV_KT_KEY_LEN);
+    *next_index = p->index + 1;
+    return MSV_OK;
+}
+
+msv_err msv_kt_rotation_follow(const uint8_t pinned[MSV_KT_KEY_LEN],
+                               const struct msv_kt_rotation_proof *chain, size_t n,
+                               const struct msv_kt_head *head, uint8_t key_out[MSV_KT_KEY_LEN])
+{
+    uint8_t key[MSV_KT_KEY_LEN];
+    uint64_t next_index = 0;
+    msv_err err = MSV_OK;
+
+    memcpy(key, pinned, MSV_KT_KEY_LEN);
+    for (size_t i = 0; i < n && err == MSV_OK; i++)
+        err = follow_step(key, &chain[i], &next_index, head);
+    if (err == MSV_OK)
+        err = msv_kt_head_verify(head, key);
+    if (err == MSV_OK)
+        memcpy(key_out, key, MSV_KT_KEY_LEN);
+    return err;
+}

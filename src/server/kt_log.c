@@ -119,6 +119,60 @@ static msv_err claim_devices(struct msv_kt_log *log, const uint8_t *leaf, size_t
     return err;
 }
 
+/*
+ * A rotation entry: signed by the key in force before it (the previous
+ * entry's new key; the first entry is taken as the log's start), at its own
+ * index. Kept, to be served with every head.
+ */
+static msv_err add_rotation(struct msv_kt_log *log, const struct msv_kt_rec *rec,
+                            const struct msv_kt_rotation *r)
+{
+    const struct msv_kt_rotation_rec *last =
+        log->n_rotations ? &log->rotations[log->n_rotations - 1] : NULL;
+    struct msv_kt_rotation_rec *grown;
+
+    if (!log->trust_store &&
+        ((last != NULL && sodium_memcmp(last->new_key, r->old_key, MSV_KT_KEY_LEN) != 0) ||
+         r->size != rec->index + 1 ||
+         msv_kt_rotation_verify(r->old_key, r->new_key, r->size, r->signature) != MSV_OK))
+        return MSV_ERR_AUTH;
+    grown = realloc(log->rotations, (log->n_rotations + 1) * sizeof(*grown));
+    if (grown == NULL)
+        return MSV_ERR_NOMEM;
+    log->rotations = grown;
+    grown[log->n_rotations].index = rec->index;
+    memcpy(grown[log->n_rotations].leaf, rec->leaf, MSV_KT_ROTATION_LEAF_LEN);
+    memcpy(grown[log->n_rotations].new_key, r->new_key, MSV_KT_KEY_LEN);
+    log->n_rotations++;
+    return MSV_OK;
+}
+
+static msv_err add_leaf(struct msv_kt_log *log, const struct msv_kt_rec *rec)
+{
+    struct msv_kt_rotation r;
+
+    if (msv_kt_rotation_leaf_parse(rec->leaf, rec->leaf_len, &r) == MSV_OK)
+        return add_rotation(log, rec, &r);
+    return claim_devices(log, rec->leaf, rec->leaf_len);
+}
+
+/* After a rotation entry, heads are the new key's: log.key is read again if it is not that key. */
+static msv_err key_in_force(struct msv_kt_log *log)
+{
+    const uint8_t *want;
+    char ignored[1400];
+
+    if (log->n_rotations == 0 || log->trust_store)
+        return MSV_OK; /* a dishonest server (tests) signs with the key it has */
+    want = log->rotations[log->n_rotations - 1].new_key;
+    if (sodium_memcmp(want, log->public_key, MSV_KT_KEY_LEN) == 0)
+        return MSV_OK;
+    if (load_key(log, log->data_dir, ignored, sizeof(ignored)) != MSV_OK ||
+        sodium_memcmp(want, log->public_key, MSV_KT_KEY_LEN) != 0)
+        return MSV_ERR_AUTH;
+    return MSV_OK;
+}
+
 /* Appends the store's leaves the tree does not have yet. */
 static msv_err sync_locked(struct msv_kt_log *log, struct msv_store *store)
 {
@@ -135,9 +189,9 @@ static msv_err sync_locked(struct msv_kt_log *log, struct msv_store *store)
                 err = MSV_ERR_INVALID; /* a gap in the store's log */
                 break;
             }
-            err = claim_devices(log, recs[i].leaf, recs[i].leaf_len);
+            err = add_leaf(log, &recs[i]);
             if (err != MSV_OK)
-                break; /* a device id under a second handle: no head covers it */
+                break; /* a device id under a second handle, a rotation not signed: no head */
             msv_kt_leaf_hash(recs[i].leaf, recs[i].leaf_len, h);
             err = msv_merkle_append(log->tree, h);
         }
@@ -165,6 +219,8 @@ static msv_err head_locked(struct msv_kt_log *log, struct msv_store *store, int6
     if (err != MSV_OK)
         atomic_store(&log->grown, 1);
 
+    if (err == MSV_OK)
+        err = key_in_force(log);
     if (err != MSV_OK)
         return err;
     /* a new head when the log grew, and at least every minute, so heads show they are fresh */
@@ -187,7 +243,8 @@ msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir, struct msv
     msv_u64map_init(&log->owners);
     log->trust_store = trust_store;
     log->secret_key = sodium_malloc(64);
-    if (log->secret_key == NULL || msv_merkle_new(&log->tree) != MSV_OK) {
+    log->data_dir = strdup(data_dir);
+    if (log->secret_key == NULL || log->data_dir == NULL || msv_merkle_new(&log->tree) != MSV_OK) {
         snprintf(err, err_len, "out of memory");
         return MSV_ERR_NOMEM;
     }
@@ -201,7 +258,18 @@ msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir, struct msv
                  "gave to another handle (a device id belongs to one handle): the log is not "
                  "served",
                  (unsigned long long)msv_merkle_size(log->tree));
-    else if (e != MSV_OK)
+    else if (e == MSV_ERR_AUTH)
+        snprintf(err, err_len,
+                 "the transparency log's entry %llu is a log key rotation not signed by the "
+                 "key in force before it: the log is not served",
+                 (unsigned long long)msv_merkle_size(log->tree));
+    else if (e == MSV_OK && key_in_force(log) != MSV_OK) {
+        snprintf(err, err_len,
+                 "%s/log.key is not the key the transparency log's last rotation (entry %llu) "
+                 "names: heads cannot be signed",
+                 data_dir, (unsigned long long)log->rotations[log->n_rotations - 1].index);
+        e = MSV_ERR_AUTH;
+    } else if (e != MSV_OK)
         snprintf(err, err_len, "cannot read the transparency log: %s", msv_strerror(e));
     return e;
 }
@@ -216,6 +284,8 @@ void msv_kt_log_close(struct msv_kt_log *log)
     if (log->secret_key != NULL)
         sodium_free(log->secret_key);
     msv_merkle_free(log->tree);
+    free(log->rotations);
+    free(log->data_dir);
     pthread_mutex_destroy(&log->lock);
     memset(log, 0, sizeof(*log));
 }
@@ -345,6 +415,30 @@ static msv_err log_proof(struct msv_kt_log *log, struct msv_kt_answer *a,
     return err;
 }
 
+/* The log's rotation entries that head holds, each with its proof (kept in a). */
+static msv_err rotation_fields(struct msv_kt_log *log, struct msv_kt_answer *a,
+                               Msv__Wire__LogProof ***out, size_t *n_out)
+{
+    Msv__Wire__LogProof **proofs = keep(a, log->n_rotations * sizeof(*proofs));
+    size_t n = 0;
+    msv_err err = proofs != NULL ? MSV_OK : MSV_ERR_NOMEM;
+
+    for (size_t i = 0; err == MSV_OK && i < log->n_rotations; i++) {
+        struct msv_kt_rec rec = {log->rotations[i].index, NULL, MSV_KT_ROTATION_LEAF_LEN};
+
+        if (rec.index >= log->head.size)
+            break;
+        rec.leaf = keep(a, MSV_KT_ROTATION_LEAF_LEN);
+        if (rec.leaf == NULL)
+            return MSV_ERR_NOMEM;
+        memcpy(rec.leaf, log->rotations[i].leaf, MSV_KT_ROTATION_LEAF_LEN);
+        err = log_proof(log, a, &rec, &proofs[n++]);
+    }
+    *out = proofs;
+    *n_out = err == MSV_OK ? n : 0;
+    return err;
+}
+
 /* Reads the newest leaf of each handle (kept in a; leaf NULL for a handle never logged). */
 static msv_err latest_leaves(struct msv_store *store, struct msv_kt_answer *a,
                              const char *const *handles, size_t n, struct msv_kt_rec **out)
@@ -433,6 +527,8 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
     if (err == MSV_OK)
         err = head_fields(log, a, known_size, &resp->head, &resp->log_key, &resp->consistency,
                           &resp->n_consistency);
+    if (err == MSV_OK)
+        err = rotation_fields(log, a, &resp->rotations, &resp->n_rotations);
     pthread_mutex_unlock(&log->lock);
     resp->results = ptrs;
     resp->n_results = n;
@@ -483,6 +579,8 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
     if (err == MSV_OK)
         err = head_fields(log, a, q->known_size, &resp->head, &resp->log_key, &resp->consistency,
                           &resp->n_consistency);
+    if (err == MSV_OK)
+        err = rotation_fields(log, a, &resp->rotations, &resp->n_rotations);
     pthread_mutex_unlock(&log->lock);
     msv_kt_recs_free(recs, n);
     resp->entries = entries;

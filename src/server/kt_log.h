@@ -30,6 +30,14 @@ struct msv_kt_log {
     uint8_t zero_owner[MSV_KT_HASH_LEN]; /* device id 0, which the map cannot hold */
     int has_zero_owner;
     int trust_store; /* tests only: serve the store's leaves unchecked, as a dishonest server */
+    /* the log's rotation entries in log order (docs/transparency.md "Rotating the log key") */
+    struct msv_kt_rotation_rec {
+        uint64_t index;
+        uint8_t leaf[MSV_KT_ROTATION_LEAF_LEN];
+        uint8_t new_key[MSV_KT_KEY_LEN];
+    } * rotations;
+    size_t n_rotations;
+    char *data_dir; /* where log.key is read again after a rotation */
 };
 
 /* The store's log grew (a device change committed): the next head reads the new leaves. */
@@ -41,7 +49,10 @@ void msv_kt_log_grown(struct msv_kt_log *log);
  * device id belongs to one handle forever: a leaf that lists one under
  * another handle than the first leaf that listed it is never added to the
  * tree (MSV_ERR_EXISTS; no head covers it), unless trust_store (tests that
- * play a dishonest server).
+ * play a dishonest server). So is a rotation entry not signed by the key in
+ * force before it (MSV_ERR_AUTH). After a rotation entry, heads are signed by
+ * the key it names: log.key is read again, and no head is signed while it
+ * holds another key (MSV_ERR_AUTH).
  */
 MSV_MUST_CHECK msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir,
                                        struct msv_store *store, int trust_store, char *err,
@@ -63,7 +74,8 @@ void msv_kt_answer_free(struct msv_kt_answer *a);
  * Answers a lookup of n normalised handles from the log: each result lists
  * the devices of the handle's newest leaf, with that leaf and its inclusion
  * proof (no devices and no proof for a handle the log has never seen); the
- * head, the log key and the consistency proof from known_size go into resp.
+ * head, the log key, the consistency proof from known_size and the log's
+ * rotation entries with their proofs go into resp.
  */
 MSV_MUST_CHECK msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store,
                                      int64_t now_ms, const char *const *handles, size_t n,

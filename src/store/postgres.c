@@ -877,6 +877,21 @@ static msv_err kt_read(struct pg_conn *c, uint64_t start, size_t max, struct msv
     return err == MSV_OK ? kt_recs(r, out, count) : err;
 }
 
+static msv_err kt_append_at(struct pg_conn *c, uint64_t index, const uint8_t *leaf, size_t len)
+{
+    struct args a = {0};
+    size_t n = 0;
+    msv_err err;
+
+    a_i64(&a, (int64_t)index);
+    a_bytes(&a, leaf, len);
+    err = run_count(c,
+                    "INSERT INTO kt_log (idx, handle, leaf) SELECT $1, '', $2 "
+                    "WHERE (SELECT COUNT(*) FROM kt_log) = $1;",
+                    &a, &n);
+    return err == MSV_OK && n == 0 ? MSV_ERR_EXISTS : err;
+}
+
 static msv_err kt_latest(struct pg_conn *c, const char *handle, struct msv_kt_rec *out)
 {
     struct args a = {0};
@@ -1874,6 +1889,11 @@ static msv_err p_kt_latest(void *impl, const char *handle, struct msv_kt_rec *ou
     POOLED(kt_latest(c_, handle, out));
 }
 
+static msv_err p_kt_append(void *impl, uint64_t index, const uint8_t *leaf, size_t len)
+{
+    POOLED(kt_append_at(c_, index, leaf, len));
+}
+
 static msv_err p_prekeys_put(void *impl, uint64_t device_id, const struct msv_prekey_upload *u,
                              size_t max_one_time, uint32_t *left, int *has_signed)
 {
@@ -1944,6 +1964,7 @@ static const struct msv_store_ops pg_ops = {
     .blob_expire = p_blob_expire,
     .kt_read = p_kt_read,
     .kt_latest = p_kt_latest,
+    .kt_append = p_kt_append,
     .prekeys_put = p_prekeys_put,
     .prekey_claim = p_prekey_claim,
     .delivery_token_set = p_delivery_token_set,

@@ -783,6 +783,23 @@ static msv_err kt_read(void *impl, uint64_t start, size_t max, struct msv_kt_rec
     return kt_read_recs(s, st, max, out, count);
 }
 
+static msv_err kt_append(void *impl, uint64_t index, const uint8_t *leaf, size_t len)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s,
+                          "INSERT INTO kt_log (idx, handle, leaf) SELECT ?1, '', ?2 "
+                          "WHERE (SELECT COUNT(*) FROM kt_log) = ?1;",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)index);
+    sqlite3_bind_blob(st, 2, leaf, (int)len, SQLITE_TRANSIENT);
+    err = run(s, st);
+    return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_EXISTS : err;
+}
+
 static msv_err kt_latest(void *impl, const char *handle, struct msv_kt_rec *out)
 {
     struct sqlite_store *s = impl;
@@ -1357,6 +1374,11 @@ static msv_err l_kt_latest(void *impl, const char *handle, struct msv_kt_rec *ou
     LOCKED(kt_latest(impl, handle, out));
 }
 
+static msv_err l_kt_append(void *impl, uint64_t index, const uint8_t *leaf, size_t len)
+{
+    LOCKED(kt_append(impl, index, leaf, len));
+}
+
 static msv_err l_prekeys_put(void *impl, uint64_t device_id, const struct msv_prekey_upload *u,
                              size_t max_one_time, uint32_t *left, int *has_signed)
 {
@@ -1545,6 +1567,7 @@ static const struct msv_store_ops sqlite_ops = {
     .blob_expire = l_blob_expire,
     .kt_read = l_kt_read,
     .kt_latest = l_kt_latest,
+    .kt_append = l_kt_append,
     .prekeys_put = l_prekeys_put,
     .prekey_claim = l_prekey_claim,
     .delivery_token_set = l_delivery_token_set,

@@ -251,6 +251,12 @@ struct msv_store_ops {
                        size_t *count);
     /* The newest leaf of handle's device sets; MSV_ERR_NOT_FOUND if the log has none. */
     msv_err (*kt_latest)(void *impl, const char *handle, struct msv_kt_rec *out);
+    /*
+     * Appends a leaf that is no handle's device set (a log key rotation) as
+     * leaf index, if the log has exactly index leaves: MSV_ERR_EXISTS if not
+     * (it grew meanwhile), nothing written.
+     */
+    msv_err (*kt_append)(void *impl, uint64_t index, const uint8_t *leaf, size_t len);
 
     /*
      * Prekeys: the upload replaces the signed prekey (if it has one) and adds
