@@ -6,7 +6,8 @@
 # node; a device change on one node reaches the others' caches; killing a
 # node moves its devices to the others with no message lost; a Redis restart
 # loses nothing, not even what was sent while it was down. Attachments go
-# through the directory the nodes share.
+# through the directory the nodes share. A suspension made through any node's
+# configuration cuts the account's devices off on every node at once.
 #   scripts/services.sh tests/test_cluster.sh MISSIVE MISSIVED [MISSIVE_ADMIN]
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
@@ -184,6 +185,23 @@ expect 0 "bob removes his second device through node B" -- as bob devices remove
 for _ in $(seq 50); do grep -q "event=removed_closed.* device=$new" node-A.log && break; sleep 0.1; done
 grep -q "event=removed_closed.* device=$new" node-A.log && ok || bad "node A closed the removed device without saying why: $(grep "device=$new" node-A.log | tail -2)"
 wait "$bob2" 2>/dev/null
+
+# dave waits on node B; suspended through node A's configuration, node B cuts him off at
+# once (missive-admin publishes on Redis), with no reload anywhere
+("$M" --data-dir dev-dave --account dave@example.org receive --wait 20 >dave.out 2>&1) &
+dave=$!
+dave_dev=$(device_of dave)
+for _ in $(seq 50); do [ "$(rcli GET "msv:presence:$dave_dev")" = B ] && break; sleep 0.1; done
+[ "$(rcli GET "msv:presence:$dave_dev")" = B ] && ok || bad "dave is not on node B"
+expect 0 "suspend dave through node A's configuration" -- "$A" --config node-A.ini suspend dave@example.org
+grep -q "cut off now" out.txt && ok || bad "suspend output: $(cat out.txt)"
+for _ in $(seq 50); do grep -q "event=suspended_closed.* device=$dave_dev" node-B.log && break; sleep 0.1; done
+grep -q "event=suspended_closed.* device=$dave_dev" node-B.log && ok || bad "node B did not cut dave off: $(grep "device=$dave_dev" node-B.log | tail -2)"
+! grep -q "event=reloaded" node-*.log && ok || bad "a node was reloaded"
+[ "$(metric B suspensions_told_total)" -ge 1 ] && ok || bad "node B did not count the suspension"
+wait "$dave"
+[ $? -ne 0 ] && ok || bad "dave's receive ended normally"
+expect 0 "unsuspend dave" -- "$A" --config node-C.ini unsuspend dave@example.org
 
 # every node stops cleanly
 for n in A B C; do

@@ -1,5 +1,6 @@
 #include "server/cluster.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -26,6 +27,7 @@
 #define WAKE_PREFIX "msv:wake:"
 #define PRESENCE_PREFIX "msv:presence:"
 #define DIRECTORY_CHANNEL "msv:directory"
+#define SUSPENDED_CHANNEL "msv:suspended"
 
 /* Deletes the presence only if it still names this node (a newer connection elsewhere wins). */
 static const char forget_presence[] =
@@ -139,6 +141,21 @@ static void set_presence(struct msv_cluster *c, uint64_t device)
                           c->node);
 }
 
+/* An account suspended through missive-admin anywhere in the cluster: its connections here close.
+ */
+static void suspended_message(struct msv_cluster *c, const char *payload)
+{
+    char *end = NULL;
+    uint64_t account;
+
+    if (payload[0] < '1' || payload[0] > '9')
+        return;
+    errno = 0;
+    account = strtoull(payload, &end, 10);
+    if (errno == 0 && *end == '\0')
+        msv_server_account_suspended(c->srv, account);
+}
+
 /* Messages and confirmations on the subscriber connection. */
 static void on_message(redisAsyncContext *ac, void *reply, void *arg)
 {
@@ -165,6 +182,11 @@ static void on_message(redisAsyncContext *ac, void *reply, void *arg)
             msv_dircache_drop(&c->srv->dir, payload->str);
             msv_kt_log_grown(&c->srv->kt);
         }
+        return;
+    }
+    if (strcmp(channel->str, SUSPENDED_CHANNEL) == 0) {
+        if (strcmp(kind->str, "message") == 0 && payload->type == REDIS_REPLY_STRING)
+            suspended_message(c, payload->str);
         return;
     }
     if (strncmp(channel->str, WAKE_PREFIX, strlen(WAKE_PREFIX)) == 0) {
@@ -217,6 +239,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
                 subscribe_device(c, c->online.keys[i]);
         /* last, so that its confirmation follows every device's */
         redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " DIRECTORY_CHANNEL);
+        redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " SUSPENDED_CHANNEL);
     } else {
         c->cmd_up = 1;
         c->last_heartbeat = 0;
@@ -443,4 +466,32 @@ void msv_cluster_stop(struct msv_cluster *c)
     msv_u64map_clear(&c->online);
     pthread_mutex_destroy(&c->lock);
     free(c);
+}
+
+msv_err msv_cluster_publish_suspended(const char *redis, uint64_t account_id, int *nodes)
+{
+    struct timeval timeout = {2, 0};
+    char host[256];
+    uint16_t port;
+    redisContext *r;
+    redisReply *reply = NULL;
+    msv_err err = MSV_ERR_IO;
+
+    if (msv_host_port(redis, strlen(redis), host, sizeof(host), &port) != MSV_OK)
+        return MSV_ERR_PARSE;
+    r = redisConnectWithTimeout(host, port, timeout);
+    if (r == NULL || r->err != 0)
+        goto out;
+    if (redisSetTimeout(r, timeout) != REDIS_OK)
+        goto out;
+    reply = redisCommand(r, "PUBLISH " SUSPENDED_CHANNEL " %" PRIu64, account_id);
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER)
+        goto out;
+    *nodes = (int)reply->integer;
+    err = MSV_OK;
+out:
+    if (reply != NULL)
+        freeReplyObject(reply);
+    redisFree(r);
+    return err;
 }
