@@ -147,13 +147,19 @@ done
 [ "$(rcli GET "msv:presence:$bob_dev")" != B ] && ok || bad "presence still names the dead node"
 node B "${ports[B]}" && ok || bad "node B came back"
 
-# Redis restarts: nothing is lost, not even what was sent while it was away
+# Redis restarts: nothing is lost, not even what was sent while it was away, nor a
+# suspension made meanwhile (bob, on node B, is cut off once B is back on Redis)
 listen carol 25
 carol=$!
+listen bob 25
+bob=$!
 sleep 1
+[ "$(rcli GET "msv:presence:$bob_dev")" = B ] && ok || bad "bob is not on node B"
 redis_conf=$(rcli CONFIG GET dir | tail -1)
 rcli SHUTDOWN NOSAVE >/dev/null 2>&1
 for _ in $(seq 50); do rcli PING >/dev/null 2>&1 || break; sleep 0.1; done
+expect 0 "suspend bob through node C while Redis is down" -- "$A" --config node-C.ini suspend bob@example.org
+grep -q "Redis (.*) cannot be reached" err.txt && ok || bad "missive-admin did not say Redis was away: $(cat err.txt)"
 expect 0 "alice writes to carol while Redis is down" -- as alice send carol@example.org --text "redis was down"
 for _ in $(seq 60); do grep -q "redis was down" carol.out && break; sleep 0.1; done
 grep -q "redis was down" carol.out && ok || bad "carol missed what was sent while Redis was down"
@@ -165,6 +171,10 @@ for n in A C; do
     for _ in $(seq 60); do [ "$(grep -c "event=redis_connected" "node-$n.log")" -ge 2 ] && break; sleep 0.1; done
     [ "$(grep -c "event=redis_connected" "node-$n.log")" -ge 2 ] && ok || bad "node $n did not reconnect to Redis"
 done
+for _ in $(seq 100); do grep -q "event=suspended_closed.* device=$bob_dev" node-B.log && break; sleep 0.1; done
+grep -q "event=suspended_closed.* device=$bob_dev" node-B.log && ok || bad "node B did not cut bob off after Redis came back"
+wait "$bob" 2>/dev/null
+expect 0 "unsuspend bob" -- "$A" --config node-A.ini unsuspend bob@example.org
 expect 0 "alice writes to carol after Redis is back" -- as alice send carol@example.org --text "redis is back"
 for _ in $(seq 60); do grep -q "redis is back" carol.out && break; sleep 0.1; done
 grep -q "redis is back" carol.out && ok || bad "carol missed what was sent after Redis came back"

@@ -187,6 +187,9 @@ static void on_message(redisAsyncContext *ac, void *reply, void *arg)
     if (strcmp(channel->str, SUSPENDED_CHANNEL) == 0) {
         if (strcmp(kind->str, "message") == 0 && payload->type == REDIS_REPLY_STRING)
             suspended_message(c, payload->str);
+        else if (strcmp(kind->str, "subscribe") == 0)
+            /* (re)connected: a suspension published meanwhile is read from the store */
+            msv_server_recheck_all(c->srv);
         return;
     }
     if (strncmp(channel->str, WAKE_PREFIX, strlen(WAKE_PREFIX)) == 0) {

@@ -13,6 +13,7 @@
  *    changed; every node drops what it cached of it.
  *  - Suspensions: missive-admin publishes an account's id on msv:suspended;
  *    every node closes that account's connections (the store permitting).
+ *    A node that (re)subscribes checks all its connections against the store.
  *
  * Whatever Redis may have missed is made good when its connection comes
  * back: the cache is dropped whole and every connected device's queue is

@@ -579,7 +579,7 @@ static int post_close(struct msv_worker *w, const struct msv_close_order *o)
 }
 
 /* Every worker checks each of its connections against the store (its next wake-up). */
-static void recheck_all(struct msv_server *s)
+void msv_server_recheck_all(struct msv_server *s)
 {
     for (unsigned i = 0; i < s->worker_count; i++) {
         struct msv_worker *w = &s->workers[i];
@@ -606,7 +606,7 @@ void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t a
         event_active(s->workers[i].wake_ev, EV_READ, 0);
     }
     if (lost) /* no memory for the order: every connection is checked against the store */
-        recheck_all(s);
+        msv_server_recheck_all(s);
 }
 
 void msv_server_account_suspended(struct msv_server *s, uint64_t account_id)
@@ -1111,7 +1111,7 @@ static void reload(struct msv_server *s)
     pthread_mutex_unlock(&s->limits_lock);
     atomic_fetch_add(&s->suspension_gen, 1);
     /* a suspended account's connections close now, not when they next send */
-    recheck_all(s);
+    msv_server_recheck_all(s);
     msv_log(MSV_LOG_INFO, "reloaded", "payload_limit=%llu", (unsigned long long)c.payload_limit);
     msv_notify("READY=1\nSTATUS=serving");
 }

@@ -204,6 +204,11 @@ void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t a
  * its connections on every worker close now, if the store agrees.
  */
 void msv_server_account_suspended(struct msv_server *s, uint64_t account_id);
+/*
+ * Every worker checks each of its connections against the store (device
+ * still there, account not suspended) and closes those that fail.
+ */
+void msv_server_recheck_all(struct msv_server *s);
 /* The why of a removed device's connections (the log tells it by its address). */
 extern const char msv_server_removed_text[];
 
