@@ -20,6 +20,8 @@
 #include "missive/kt.h"
 #include "missive/util.h"
 #include "server/blob_backend.h"
+#include "server/cluster.h"
+#include "server/control.h"
 #include "server/config.h"
 #include "store/store.h"
 #include "term.h"
@@ -37,8 +39,8 @@ static void usage(FILE *f)
                "                    envelopes (and bytes) queued for them and sent by them\n"
                "                    and not yet delivered, attachment bytes, suspended or not\n"
                "  suspend HANDLE    the account's devices cannot connect or add devices; devices\n"
-               "                    connected now are cut off at the server's next reload\n"
-               "                    (systemctl reload missived, or SIGHUP); nothing is deleted\n"
+               "                    connected now are cut off at once (every node of a\n"
+               "                    cluster is told through its Redis); nothing is deleted\n"
                "  unsuspend HANDLE  lifts that\n"
                "  stats             accounts, devices, the queue (envelopes, bytes, oldest),\n"
                "                    attachments, the transparency log, prekeys, the database size\n"
@@ -130,9 +132,35 @@ static int cmd_accounts(struct admin *a)
     return 0;
 }
 
+/*
+ * The nodes running now close the suspended account's connections: every
+ * node of a cluster through its Redis, else the node on this data directory
+ * through its control socket. Says whether any was told.
+ */
+static int tell_suspended(struct admin *a, const char *handle)
+{
+    uint64_t account_id = 0;
+    char *hash = NULL;
+    int nodes = 0;
+    msv_err err = OPS(a)->account_get(IMPL(a), handle, &account_id, &hash);
+
+    free(hash);
+    if (err != MSV_OK)
+        return 0;
+    if (a->cfg.redis[0] != '\0') {
+        if (msv_cluster_publish_suspended(a->cfg.redis, account_id, &nodes) != MSV_OK)
+            fprintf(stderr, "missive-admin: the cluster's Redis (%s) cannot be reached\n",
+                    a->cfg.redis);
+        if (nodes > 0)
+            return 1;
+    }
+    return msv_control_send_suspended(a->cfg.data_dir, account_id) == MSV_OK;
+}
+
 static int cmd_suspend(struct admin *a, const char *handle, int suspended)
 {
     msv_err err = OPS(a)->account_set_suspended(IMPL(a), handle, suspended);
+    int told = 0;
 
     if (err == MSV_ERR_NOT_FOUND) {
         fprintf(stderr, "missive-admin: no account %s\n", handle);
@@ -140,11 +168,16 @@ static int cmd_suspend(struct admin *a, const char *handle, int suspended)
     }
     if (err != MSV_OK)
         return fail("changing the account", err);
+    if (suspended)
+        told = tell_suspended(a, handle);
     if (a->json)
-        emit(json_pack("{s:s, s:b}", "handle", handle, "suspended", suspended));
+        emit(json_pack("{s:s, s:b, s:b}", "handle", handle, "suspended", suspended, "cut_off",
+                       told));
+    else if (suspended && told)
+        printf("%s is suspended; its connected devices are cut off now\n", handle);
     else if (suspended)
-        printf("%s is suspended; devices connected now are cut off at missived's next reload "
-               "(systemctl reload missived)\n",
+        printf("%s is suspended; no running missived could be told: devices connected now are "
+               "cut off at its next reload (systemctl reload missived)\n",
                handle);
     else
         printf("%s is active again\n", handle);

@@ -201,6 +201,19 @@ int test_server_http(struct test_server *s, const char *path, char *body, size_t
     return status;
 }
 
+unsigned long long test_server_metric(struct test_server *s, const char *name)
+{
+    char body[32768], want[128], *p;
+    unsigned long long v = 0;
+
+    assert_int_equal(test_server_http(s, "/metrics", body, sizeof(body)), 200);
+    snprintf(want, sizeof(want), "\nmissived_%s ", name);
+    p = strstr(body, want);
+    assert_non_null(p);
+    assert_int_equal(sscanf(p + strlen(want), "%llu", &v), 1);
+    return v;
+}
+
 size_t test_server_queued(struct test_server *s, struct test_queued **rows)
 {
     char path[128];

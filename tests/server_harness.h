@@ -42,6 +42,8 @@ void test_server_set_clock(struct test_server *s, int64_t ms);
 void test_server_code(struct test_server *s, const char *handle, char code[7]);
 /* GET path on the HTTP port; returns the status and fills body. */
 int test_server_http(struct test_server *s, const char *path, char *body, size_t len);
+/* The value of missived_NAME on /metrics (the test fails if it is not there). */
+unsigned long long test_server_metric(struct test_server *s, const char *name);
 
 /* What the relay holds for devices, read from its database (the server may be running). */
 struct test_queued {

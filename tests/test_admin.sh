@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # missive-admin against a running missived: accounts with their devices and
-# queues, suspension (refused at once for new connections, and for connected
-# devices after a reload), statistics, expiry, the log key's rotation, and its
-# errors.
+# queues, suspension (refused at once for new connections, and connected
+# devices cut off at once through the control socket), statistics, expiry,
+# the log key's rotation, and its errors.
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 A=$(realpath "${1:?usage: test_admin.sh MISSIVE_ADMIN MISSIVE MISSIVED}")
@@ -61,18 +61,34 @@ expect 0 "unsuspend alice" -- "$A" --data-dir srv unsuspend alice@example.org
 expect 0 "alice connects again" -- as alice receive --wait 1
 grep -q "hello" out.txt && ok || bad "alice's message after unsuspend: $(cat out.txt)"
 
-# a device connected while its account is suspended is cut off after the server's reload
+# a device connected while its account is suspended is cut off at once, with no reload:
+# missive-admin tells the server through its control socket
 as bob receive --wait 20 >bob.out 2>bob.err &
 bob=$!
+for _ in $(seq 50); do [ -S srv/missived.ctl ] && break; sleep 0.1; done
 sleep 1
 expect 0 "suspend bob" -- "$A" --data-dir srv suspend bob@example.org
-kill -HUP "$pid"
-sleep 0.5
-expect 0 "alice writes to bob" -- as alice send bob@example.org --text "are you there?"
-for _ in $(seq 100); do grep -q "event=suspended_closed" srv.log && break; sleep 0.1; done
-grep -q "event=suspended_closed" srv.log && ok || bad "bob was not cut off: $(tail -5 srv.log)"
+grep -q "bob@example.org is suspended; its connected devices are cut off now" out.txt && ok || bad "suspend output: $(cat out.txt)"
+for _ in $(seq 50); do grep -q "event=suspended_closed" srv.log && break; sleep 0.1; done
+grep -q "event=suspended_closed" srv.log && ok || bad "bob was not cut off without a reload: $(tail -5 srv.log)"
+grep -q "event=reloaded" srv.log && bad "the server was reloaded" || ok
 wait "$bob"
 [ $? -ne 0 ] && ok || bad "bob's receive ended normally"
+# an order for an account that is not suspended, and one that is no order, close nothing
+as alice receive --wait 3 >alice.out 2>alice.err &
+alice=$!
+sleep 1
+alice_id=$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select id from accounts where handle=?", ("alice@example.org",)).fetchone()[0])' srv/missive.db 2>/dev/null)
+[ -n "$alice_id" ] && ok || bad "alice's account id"
+python3 -c 'import socket,sys
+s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+for m in (b"suspended " + sys.argv[2].encode(), b"suspended 18446744073709551616", b"frobnicate"):
+    s.sendto(m, sys.argv[1])' srv/missived.ctl "${alice_id:-1}"
+for _ in $(seq 50); do grep -q "event=control_refused" srv.log && break; sleep 0.1; done
+grep -q "event=control_refused" srv.log && ok || bad "a bad order was not refused: $(tail -3 srv.log)"
+wait "$alice"
+[ $? -eq 0 ] && ok || bad "alice, not suspended, was cut off: $(cat alice.err)"
+[ "$(grep -c "event=suspended_closed" srv.log)" = 1 ] && ok || bad "more connections closed than bob's"
 expect 0 "unsuspend bob" -- "$A" --data-dir srv unsuspend bob@example.org
 
 # expiry now: with the server's clock 40 days ahead, what is queued has expired

@@ -2265,8 +2265,8 @@ static void test_sender_killed_mid_send(void **state)
 }
 
 /* Fills handle's account (registered through d) up to 64 devices of 3072-bit classic identities. */
-static void fill_account(struct test_server *s, const char *handle, struct test_device *d,
-                         const struct msv_identity *big)
+static uint64_t fill_account(struct test_server *s, const char *handle, struct test_device *d,
+                             const struct msv_identity *big)
 {
     struct msv_refusal why = {0};
     struct msv_conn *c = test_connect(s);
@@ -2283,52 +2283,104 @@ static void fill_account(struct test_server *s, const char *handle, struct test_
         msv_frame_free(r);
     }
     msv_conn_close(c);
+    return dev; /* the last one added */
+}
+
+/* carol's message to the big accounts: the envelopes queued for their 63 big devices each. */
+static size_t send_to_big(struct test_server *s, struct msv_client *carol, const char **to,
+                          const struct test_device *first, size_t n)
+{
+    struct test_queued *rows = NULL;
+    size_t before, total, queued = 0;
+    uint8_t id[16];
+
+    test_queued_free(rows, before = test_server_queued(s, &rows));
+    if (msv_client_send(carol, to, n, "to every device", NULL, 0, NULL, id) != MSV_OK)
+        fail_msg("send to %zu big accounts: %s", n, carol->why.message);
+    total = test_server_queued(s, &rows);
+    for (size_t i = before; i < total; i++) {
+        int big = 1;
+
+        for (size_t k = 0; k < n; k++)
+            big &= rows[i].device_id != first[k].device_id;
+        queued += (size_t)big;
+    }
+    test_queued_free(rows, total);
+    return queued;
+}
+
+/* d removes device (of its account) and approves a new big one in its place. */
+static void replace_device(struct test_server *s, const char *handle, struct test_device *d,
+                           uint64_t device, const struct msv_identity *big)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
+    struct msv_refusal why = {0};
+    struct msv_conn *c = test_connect(s);
+    uint64_t dev = 0;
+    msv_frame *r;
+
+    rm.device_id = device;
+    req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
+    req.remove_device = &rm;
+    r = test_request(d->conn, &req);
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_OK);
+    msv_frame_free(r);
+    if (msv_request_add_device(c, handle, TEST_PASSWORD, big, "token", TEST_TIMEOUT_MS, &dev,
+                               &why) != MSV_OK)
+        fail_msg("adding a device to %s again: %s", handle, why.message);
+    r = test_approve(d, dev);
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_OK);
+    msv_frame_free(r);
+    msv_conn_close(c);
 }
 
 /*
- * Two accounts of 64 big devices each: the directory's answer about both does
- * not fit in the server's frames (it refuses it as too big), but one about
- * either does. A message to both is still sent, to all 128 devices.
+ * Three accounts of 64 big devices each, identity_max just above their size
+ * and the smallest frame_max it allows: the directory's answer about two or
+ * three does not fit in the server's frames (it refuses it as too big), but
+ * one about any one does. A message to all three is still sent, to all 192
+ * devices. Then one device of each is replaced: the relay's list of the
+ * current devices of all three does not fit in a frame either, so it names
+ * the handles that fit and says it is partial; the client looks the handles
+ * up and the send still reaches every device.
  */
 static void test_send_to_big_accounts(void **state)
 {
     struct test_server s;
-    struct test_device a1, b1;
+    struct test_device first[3];
     struct msv_identity *big = NULL;
     struct msv_client *carol;
-    const char *to[2] = {"alice@example.org", "bob@example.org"};
-    uint8_t id[16];
-    struct test_queued *rows = NULL;
-    size_t n, before, queued = 0;
+    const char *to[3] = {"alice@example.org", "bob@example.org", "dave@example.org"};
+    uint64_t last[3];
 
     (void)state;
-    test_server_init(&s, "[server]\nframe_max = 160000\n[relay]\npayload_limit = 65536\n"
-                         "[accounts]\nidentity_max = 1024\nregister_burst = 200\n"
+    /* 2 x 64 x (775 + 64) + 16 KiB = 123776 */
+    test_server_init(&s, "[server]\nframe_max = 123776\n[relay]\npayload_limit = 65536\n"
+                         "[accounts]\nidentity_max = 775\nregister_burst = 200\n"
                          "argon2_memlimit_kib = 8\n"
                          "argon2_opslimit = 1\n[directory]\nlookup_burst = 1000\n");
     test_server_start(&s);
-    test_register(&s, to[0], &a1);
-    test_register(&s, to[1], &b1);
     assert_int_equal(msv_identity_generate_suites(MSV_SUITE_CLASSIC,
                                                   MSV_SUITE_BIT(MSV_SUITE_ECIES) |
                                                       MSV_SUITE_BIT(MSV_SUITE_MODERN),
                                                   3072, &big),
                      MSV_OK);
-    fill_account(&s, to[0], &a1, big);
-    fill_account(&s, to[1], &b1, big);
+    for (size_t k = 0; k < 3; k++) {
+        test_register(&s, to[k], &first[k]);
+        last[k] = fill_account(&s, to[k], &first[k], big);
+    }
     carol = client_for(&s, "carol", "carol@example.org");
-    test_queued_free(rows, before = test_server_queued(&s, &rows));
-    if (msv_client_send(carol, to, 2, "to every device", NULL, 0, NULL, id) != MSV_OK)
-        fail_msg("send to two big accounts: %s", carol->why.message);
-    n = test_server_queued(&s, &rows);
-    for (size_t i = before; i < n; i++)
-        queued += rows[i].device_id != a1.device_id && rows[i].device_id != b1.device_id;
-    test_queued_free(rows, n);
-    assert_int_equal(queued, 126); /* the 63 big devices of each (a1 and b1 may have theirs) */
+    assert_int_equal(send_to_big(&s, carol, to, first, 3), 3 * 63);
+    assert_int_equal(test_server_metric(&s, "stale_answers_partial_total"), 0);
+    for (size_t k = 0; k < 3; k++)
+        replace_device(&s, to[k], &first[k], last[k], big);
+    assert_int_equal(send_to_big(&s, carol, to, first, 3), 3 * 63);
+    assert_true(test_server_metric(&s, "stale_answers_partial_total") >= 1);
     msv_client_close(carol);
     msv_identity_free(big);
-    test_device_free(&a1);
-    test_device_free(&b1);
+    for (size_t k = 0; k < 3; k++)
+        test_device_free(&first[k]);
     test_server_cleanup(&s);
 }
 

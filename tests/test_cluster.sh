@@ -6,7 +6,8 @@
 # node; a device change on one node reaches the others' caches; killing a
 # node moves its devices to the others with no message lost; a Redis restart
 # loses nothing, not even what was sent while it was down. Attachments go
-# through the directory the nodes share.
+# through the directory the nodes share. A suspension made through any node's
+# configuration cuts the account's devices off on every node at once.
 #   scripts/services.sh tests/test_cluster.sh MISSIVE MISSIVED [MISSIVE_ADMIN]
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
@@ -170,13 +171,19 @@ done
 [ "$(rcli GET "msv:presence:$bob_dev")" != B ] && ok || bad "presence still names the dead node"
 node B "${ports[B]}" && ok || bad "node B came back"
 
-# Redis restarts: nothing is lost, not even what was sent while it was away
+# Redis restarts: nothing is lost, not even what was sent while it was away, nor a
+# suspension made meanwhile (bob, on node B, is cut off once B is back on Redis)
 listen carol 25
 carol=$!
+listen bob 25
+bob=$!
 sleep 1
+[ "$(rcli GET "msv:presence:$bob_dev")" = B ] && ok || bad "bob is not on node B"
 redis_conf=$(rcli CONFIG GET dir | tail -1)
 rcli SHUTDOWN NOSAVE >/dev/null 2>&1
 for _ in $(seq 50); do rcli PING >/dev/null 2>&1 || break; sleep 0.1; done
+expect 0 "suspend bob through node C while Redis is down" -- "$A" --config node-C.ini suspend bob@example.org
+grep -q "Redis (.*) cannot be reached" err.txt && ok || bad "missive-admin did not say Redis was away: $(cat err.txt)"
 expect 0 "alice writes to carol while Redis is down" -- as alice send carol@example.org --text "redis was down"
 # limits fall back to each node's own bucket: frank still gets a code, the fallback counted
 expect 0 "a code for frank while Redis is down" -- "$M" --data-dir dev-frank register frank@example.org --server "127.0.0.1:${ports[A]}"
@@ -189,6 +196,10 @@ for _ in $(seq 100); do rcli PING 2>/dev/null | grep -q PONG && break; sleep 0.1
 for n in A C; do
     rejoined "$n" && ok || bad "node $n did not reconnect to Redis"
 done
+for _ in $(seq 100); do grep -q "event=suspended_closed.* device=$bob_dev" node-B.log && break; sleep 0.1; done
+grep -q "event=suspended_closed.* device=$bob_dev" node-B.log && ok || bad "node B did not cut bob off after Redis came back"
+wait "$bob" 2>/dev/null
+expect 0 "unsuspend bob" -- "$A" --config node-A.ini unsuspend bob@example.org
 expect 0 "alice writes to carol after Redis is back" -- as alice send carol@example.org --text "redis is back"
 wait_for carol.out "redis is back" && ok || bad "carol missed what was sent after Redis came back"
 kill "$carol" 2>/dev/null
@@ -208,6 +219,23 @@ expect 0 "bob removes his second device through node B" -- as bob devices remove
 for _ in $(seq 50); do grep -q "event=removed_closed.* device=$new" node-A.log && break; sleep 0.1; done
 grep -q "event=removed_closed.* device=$new" node-A.log && ok || bad "node A closed the removed device without saying why: $(grep "device=$new" node-A.log | tail -2)"
 wait "$bob2" 2>/dev/null
+
+# dave waits on node B; suspended through node A's configuration, node B cuts him off at
+# once (missive-admin publishes on Redis), with no reload anywhere
+("$M" --data-dir dev-dave --account dave@example.org receive --wait 20 >dave.out 2>&1) &
+dave=$!
+dave_dev=$(device_of dave)
+for _ in $(seq 50); do [ "$(rcli GET "msv:presence:$dave_dev")" = B ] && break; sleep 0.1; done
+[ "$(rcli GET "msv:presence:$dave_dev")" = B ] && ok || bad "dave is not on node B"
+expect 0 "suspend dave through node A's configuration" -- "$A" --config node-A.ini suspend dave@example.org
+grep -q "cut off now" out.txt && ok || bad "suspend output: $(cat out.txt)"
+for _ in $(seq 50); do grep -q "event=suspended_closed.* device=$dave_dev" node-B.log && break; sleep 0.1; done
+grep -q "event=suspended_closed.* device=$dave_dev" node-B.log && ok || bad "node B did not cut dave off: $(grep "device=$dave_dev" node-B.log | tail -2)"
+! grep -q "event=reloaded" node-*.log && ok || bad "a node was reloaded"
+[ "$(metric B suspensions_told_total)" -ge 1 ] && ok || bad "node B did not count the suspension"
+wait "$dave"
+[ $? -ne 0 ] && ok || bad "dave's receive ended normally"
+expect 0 "unsuspend dave" -- "$A" --config node-C.ini unsuspend dave@example.org
 
 # every node stops cleanly
 for n in A B C; do

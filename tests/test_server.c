@@ -41,19 +41,6 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static unsigned long long metric(struct test_server *s, const char *name)
-{
-    char body[16384], want[128], *p;
-    unsigned long long v = 0;
-
-    assert_int_equal(test_server_http(s, "/metrics", body, sizeof(body)), 200);
-    snprintf(want, sizeof(want), "\nmissived_%s ", name);
-    p = strstr(body, want);
-    assert_non_null(p);
-    assert_int_equal(sscanf(p + strlen(want), "%llu", &v), 1);
-    return v;
-}
-
 /* A request round trip on d's connection, so that everything sent before it was handled. */
 static void sync_conn(struct test_device *d)
 {
@@ -169,7 +156,7 @@ static void test_online_and_offline_delivery(void **state)
     assert_int_equal(test_expect_message(&b2, &a1, "hello bob", TEST_TIMEOUT_MS), q);
     test_ack(&b2, q);
     sync_conn(&b2);
-    assert_int_equal(metric(&s, "queue_depth"), 0);
+    assert_int_equal(test_server_metric(&s, "queue_depth"), 0);
     assert_int_equal(test_expect_message(&b1, &a1, "", QUICK_MS), 0);
     /* with every queue empty, the next message still reaches a device that stayed online */
     expect_ok(test_send(&a1, handles, 2, to, 2, "and again"));
@@ -199,7 +186,7 @@ static void test_stale_device_list_and_limits(void **state)
     test_register(&s, "alice@example.org", &a1);
     test_register(&s, "bob@example.org", &b1);
     test_add_device(&s, "bob@example.org", &b1, &b2);
-    enqueued = metric(&s, "envelopes_enqueued_total");
+    enqueued = test_server_metric(&s, "envelopes_enqueued_total");
 
     /* one of bob's two devices: refused, and the answer lists both */
     r = test_send(&a1, bob, 1, one, 1, "only one?");
@@ -219,10 +206,10 @@ static void test_stale_device_list_and_limits(void **state)
         expect_error(test_send(&a1, nobody, 1, one, 1, "hi"),
                      MSV__WIRE__ERROR_CODE__ERROR_STALE_DEVICES);
     }
-    assert_int_equal(metric(&s, "envelopes_enqueued_total"), enqueued);
+    assert_int_equal(test_server_metric(&s, "envelopes_enqueued_total"), enqueued);
     /* the corrected send goes through */
     expect_ok(test_send(&a1, bob, 1, both, 2, "to both"));
-    assert_int_equal(metric(&s, "envelopes_enqueued_total"), enqueued + 2);
+    assert_int_equal(test_server_metric(&s, "envelopes_enqueued_total"), enqueued + 2);
     /* the relay remembers bob's devices for checking sends; a new device changes them at once */
     test_add_device(&s, "bob@example.org", &b1, &b3);
     r = test_send(&a1, bob, 1, both, 2, "to both again");
@@ -356,7 +343,7 @@ static void test_lookup_rate_limit(void **state)
         msv_frame_free(r);
     }
     expect_error(lookup(a1.conn, "someone@example.org"), MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
-    assert_true(metric(&s, "rate_limited_total") >= 1);
+    assert_true(test_server_metric(&s, "rate_limited_total") >= 1);
     test_device_free(&a1);
     test_server_cleanup(&s);
 }
@@ -375,7 +362,7 @@ static void test_unauthenticated_and_malformed(void **state)
     test_server_start(&s);
     test_register(&s, "alice@example.org", &a1);
     test_register(&s, "bob@example.org", &b1);
-    rejected = metric(&s, "frames_rejected_total");
+    rejected = test_server_metric(&s, "frames_rejected_total");
 
     /* requests before authentication are refused without effect */
     c = test_connect(&s);
@@ -397,7 +384,7 @@ static void test_unauthenticated_and_malformed(void **state)
     msv_frame_free(f);
     assert_int_equal(msv_conn_recv(c, TEST_TIMEOUT_MS, &f), MSV_ERR_IO);
     msv_conn_close(c);
-    assert_int_equal(metric(&s, "frames_rejected_total"), rejected + 2);
+    assert_int_equal(test_server_metric(&s, "frames_rejected_total"), rejected + 2);
 
     /* a device of another account, and a key that is not the device's, cannot authenticate */
     c = test_connect(&s);
@@ -502,7 +489,7 @@ static void test_registration_errors(void **state)
         req.add_device = &add;
         expect_error(test_request(c, &req), MSV__WIRE__ERROR_CODE__ERROR_AUTH);
     }
-    assert_int_equal(metric(&s, "devices_added_total"), 1);
+    assert_int_equal(test_server_metric(&s, "devices_added_total"), 1);
     msv_conn_close(c);
     test_device_free(&a1);
     test_server_cleanup(&s);
@@ -525,13 +512,13 @@ static void test_expiry_with_clock(void **state)
     msv_conn_close(b1.conn);
     b1.conn = NULL;
     expect_ok(test_send(&a1, bob, 1, to, 1, "soon stale"));
-    assert_int_equal(metric(&s, "queue_depth"), 1);
+    assert_int_equal(test_server_metric(&s, "queue_depth"), 1);
     /* a day and a bit later the sweep deletes it, and the device never sees it */
     test_server_set_clock(&s, t0 + 86400 * 1000 + 1000);
-    for (int i = 0; i < 50 && metric(&s, "envelopes_expired_total") == 0; i++)
+    for (int i = 0; i < 50 && test_server_metric(&s, "envelopes_expired_total") == 0; i++)
         usleep(100 * 1000);
-    assert_int_equal(metric(&s, "envelopes_expired_total"), 1);
-    assert_int_equal(metric(&s, "queue_depth"), 0);
+    assert_int_equal(test_server_metric(&s, "envelopes_expired_total"), 1);
+    assert_int_equal(test_server_metric(&s, "queue_depth"), 0);
     test_device_connect(&s, &b1);
     assert_int_equal(test_expect_message(&b1, &a1, "", QUICK_MS), 0);
     test_device_free(&a1);
@@ -569,9 +556,9 @@ static void test_attachment_expiry(void **state)
     snprintf(cmd, sizeof(cmd), "test $(ls %s/data/blobs | wc -l) -eq 1", s.dir);
     assert_int_equal(system(cmd), 0);
     test_server_set_clock(&s, t0 + 3 * 86400 * 1000LL);
-    for (int i = 0; i < 50 && metric(&s, "blobs_expired_total") == 0; i++)
+    for (int i = 0; i < 50 && test_server_metric(&s, "blobs_expired_total") == 0; i++)
         usleep(100 * 1000);
-    assert_int_equal(metric(&s, "blobs_expired_total"), 1);
+    assert_int_equal(test_server_metric(&s, "blobs_expired_total"), 1);
     req.body_case = MSV__WIRE__FRAME__BODY_BLOB_STATUS;
     req.blob_status = &status;
     expect_error(test_request(a1.conn, &req), MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND);
@@ -777,7 +764,7 @@ static void test_attachments(void **state)
     assert_memory_equal(back, data, size);
     id[0] ^= 1;
     expect_error(blob_request(b1.conn, &req), MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND);
-    assert_int_equal(metric(&s, "blob_bytes_in_total"), size);
+    assert_int_equal(test_server_metric(&s, "blob_bytes_in_total"), size);
     free(data);
     free(back);
     test_device_free(&a1);
@@ -880,8 +867,8 @@ static void test_bad_input_catalogue(void **state)
     test_register(&s, "alice@example.org", &a1);
     test_register(&s, "bob@example.org", &b1);
     test_register(&s, "carol@example.org", &c1);
-    enqueued = metric(&s, "envelopes_enqueued_total");
-    rejected = metric(&s, "frames_rejected_total");
+    enqueued = test_server_metric(&s, "envelopes_enqueued_total");
+    rejected = test_server_metric(&s, "frames_rejected_total");
 
     /* authenticated bad frames come from carol's device: a device's newest connection
      * replaces its older one, and alice's stays in use below */
@@ -900,7 +887,7 @@ static void test_bad_input_catalogue(void **state)
     expect_hangup(&s, &c1, "\x01\x00\x00\x02\x08\x05", 6, MSV__WIRE__ERROR_CODE__ERROR_PARSE);
     /* F6 an unknown message type (field 99): PARSE, hang-up */
     expect_hangup(&s, &c1, "\x01\x00\x00\x03\x98\x06\x01", 7, MSV__WIRE__ERROR_CODE__ERROR_PARSE);
-    assert_int_equal(metric(&s, "frames_rejected_total"), rejected + 5);
+    assert_int_equal(test_server_metric(&s, "frames_rejected_total"), rejected + 5);
 
     /* R1 a handle that is not UTF-8: INVALID, the connection stays */
     expect_error(lookup(a1.conn, "\xff\xfe@example.org"), MSV__WIRE__ERROR_CODE__ERROR_INVALID);
@@ -987,7 +974,7 @@ static void test_bad_input_catalogue(void **state)
     }
 
     /* nothing was queued by any of it, and everyone is still served */
-    assert_int_equal(metric(&s, "envelopes_enqueued_total"), enqueued);
+    assert_int_equal(test_server_metric(&s, "envelopes_enqueued_total"), enqueued);
     expect_ok(test_send(&a1, bob, 1, right, 1, "still here"));
     assert_true(test_expect_message(&b1, &a1, "still here", TEST_TIMEOUT_MS) != 0);
     expect_served(&a1, "bob@example.org");
@@ -1020,12 +1007,12 @@ static void test_connection_flood(void **state)
             opened++;
     }
     assert_int_equal(opened, 3);
-    assert_true(metric(&s, "connections_refused_total") >= 5);
+    assert_true(test_server_metric(&s, "connections_refused_total") >= 5);
     /* alice is served throughout */
     expect_served(&a1, "alice@example.org");
     /* one goes away: there is room for one more */
     msv_conn_close(extra[--opened]);
-    for (int i = 0; i < 50 && metric(&s, "connections_open") > 3; i++)
+    for (int i = 0; i < 50 && test_server_metric(&s, "connections_open") > 3; i++)
         usleep(20 * 1000);
     assert_int_equal(msv_conn_open("127.0.0.1", s.port, pin, 2000, &extra[opened]), MSV_OK);
     opened++;
@@ -1133,7 +1120,7 @@ static void test_tls_handshake_deadline(void **state)
     /* closed at the deadline, not at some later timeout */
     assert_true(wall_ms() - t0 < 4000);
     close(fd);
-    assert_true(metric(&s, "auth_timeouts_total") >= 1);
+    assert_true(test_server_metric(&s, "auth_timeouts_total") >= 1);
     /* an authenticated device is not bound by it */
     sleep(3);
     expect_served(&a1, "alice@example.org");
@@ -1228,7 +1215,7 @@ static void expect_accept_paused(struct test_server *s, uint16_t port)
     set_soft_limit(s, RLIMIT_NOFILE, saved);
     for (size_t i = 0; i < 8; i++)
         close(fds[i]);
-    assert_true(metric(s, "accept_paused_total") >= 1);
+    assert_true(test_server_metric(s, "accept_paused_total") >= 1);
 }
 
 static void test_accept_out_of_descriptors(void **state)
@@ -1513,7 +1500,7 @@ static void expect_storage_fault_handled(const struct storage_fault *fault)
         msv_frame_free(r);
     }
     assert_true(refused);
-    assert_true(metric(&s, "commit_failures_total") >= 1);
+    assert_true(test_server_metric(&s, "commit_failures_total") >= 1);
     /* reads still work, but a server that cannot commit is not healthy */
     assert_int_equal(test_server_http(&s, "/health", health, sizeof(health)), 503);
     assert_non_null(strstr(health, "\"commits\":\"failing\""));
@@ -1755,7 +1742,7 @@ static void test_prekeys_and_sealed_sender(void **state)
         assert_int_equal(
             msv_request_send(anon, id, &bob, 1, &sealed, 1, NULL, TEST_TIMEOUT_MS, NULL, &why),
             MSV_ERR_AUTH);
-        assert_int_equal(metric(&s, "queue_depth"), 0);
+        assert_int_equal(test_server_metric(&s, "queue_depth"), 0);
         /* an envelope that is not marked sealed would not hide anything */
         assert_int_equal(
             msv_request_send(anon, id, &bob, 1, &plain, 1, token, TEST_TIMEOUT_MS, &r, &why),
@@ -1771,7 +1758,7 @@ static void test_prekeys_and_sealed_sender(void **state)
             MSV_ERR_INVALID);
     }
     msv_conn_close(anon);
-    assert_int_equal(metric(&s, "sealed_sends_total"), 1);
+    assert_int_equal(test_server_metric(&s, "sealed_sends_total"), 1);
     /* what the relay keeps names no sender */
     assert_int_equal(test_server_queued(&s, &rows), 1);
     assert_int_equal(rows[0].device_id, b1.device_id);
@@ -1807,7 +1794,7 @@ static void test_prekeys_and_sealed_sender(void **state)
     msv_frame_free(f);
     test_ack(&b1, q);
     sync_conn(&b1);
-    assert_int_equal(metric(&s, "queue_depth"), 0);
+    assert_int_equal(test_server_metric(&s, "queue_depth"), 0);
     /* the server's log does not tie the sealed send to alice */
     {
         FILE *log = fopen(s.log, "r");
@@ -2018,7 +2005,7 @@ static void test_big_account_answers(void **state)
     /* an answer under frame_max but over what clients read: refused as well */
     expect_error(lookup_many(a1.conn, "alice@example.org", 30),
                  MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
-    assert_true(metric(&s, "answers_too_big_total") >= 2);
+    assert_true(test_server_metric(&s, "answers_too_big_total") >= 2);
     sync_conn(&a1);
     msv_conn_close(anon);
     msv_conn_close(c);
@@ -2114,7 +2101,7 @@ static void test_revoked_connections_closed(void **state)
     assert_int_equal(system(cmd), 0);
     assert_int_equal(kill(s.pid, SIGHUP), 0);
     assert_true(conn_closed(others[1], TEST_TIMEOUT_MS));
-    assert_true(metric(&s, "connections_revoked_total") >= 10);
+    assert_true(test_server_metric(&s, "connections_revoked_total") >= 10);
     msv_conn_close(others[0]);
     msv_conn_close(others[1]);
     b1.conn = NULL;

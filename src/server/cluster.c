@@ -1,5 +1,6 @@
 #include "server/cluster.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -27,6 +28,7 @@
 #define PRESENCE_PREFIX "msv:presence:"
 #define DIRECTORY_CHANNEL "msv:directory"
 #define PROBE_PREFIX "msv:probe:"
+#define SUSPENDED_CHANNEL "msv:suspended"
 
 /* Deletes the presence only if it still names this node (a newer connection elsewhere wins). */
 static const char forget_presence[] =
@@ -143,6 +145,21 @@ static void set_presence(struct msv_cluster *c, uint64_t device)
                           c->node);
 }
 
+/* An account suspended through missive-admin anywhere in the cluster: its connections here close.
+ */
+static void suspended_message(struct msv_cluster *c, const char *payload)
+{
+    char *end = NULL;
+    uint64_t account;
+
+    if (payload[0] < '1' || payload[0] > '9')
+        return;
+    errno = 0;
+    account = strtoull(payload, &end, 10);
+    if (errno == 0 && *end == '\0')
+        msv_server_account_suspended(c->srv, account);
+}
+
 /* Messages and confirmations on the subscriber connection. */
 /* Publishes to this node's own probe channel once both connections can carry it. */
 static void send_probe(struct msv_cluster *c)
@@ -198,6 +215,14 @@ static void on_message(redisAsyncContext *ac, void *reply, void *arg)
         }
         return;
     }
+    if (strcmp(channel->str, SUSPENDED_CHANNEL) == 0) {
+        if (strcmp(kind->str, "message") == 0 && payload->type == REDIS_REPLY_STRING)
+            suspended_message(c, payload->str);
+        else if (strcmp(kind->str, "subscribe") == 0)
+            /* (re)connected: a suspension published meanwhile is read from the store */
+            msv_server_recheck_all(c->srv);
+        return;
+    }
     if (strncmp(channel->str, WAKE_PREFIX, strlen(WAKE_PREFIX)) == 0) {
         uint64_t device = strtoull(channel->str + strlen(WAKE_PREFIX), NULL, 10);
 
@@ -249,6 +274,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " PROBE_PREFIX "%s", c->node);
         /* last, so that its confirmation follows every device's */
         redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " DIRECTORY_CHANNEL);
+        redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " SUSPENDED_CHANNEL);
     } else {
         c->cmd_up = 1;
         c->last_heartbeat = 0;
@@ -541,4 +567,32 @@ void msv_cluster_stop(struct msv_cluster *c)
     msv_u64map_clear(&c->online);
     pthread_mutex_destroy(&c->lock);
     free(c);
+}
+
+msv_err msv_cluster_publish_suspended(const char *redis, uint64_t account_id, int *nodes)
+{
+    struct timeval timeout = {2, 0};
+    char host[256];
+    uint16_t port;
+    redisContext *r;
+    redisReply *reply = NULL;
+    msv_err err = MSV_ERR_IO;
+
+    if (msv_host_port(redis, strlen(redis), host, sizeof(host), &port) != MSV_OK)
+        return MSV_ERR_PARSE;
+    r = redisConnectWithTimeout(host, port, timeout);
+    if (r == NULL || r->err != 0)
+        goto out;
+    if (redisSetTimeout(r, timeout) != REDIS_OK)
+        goto out;
+    reply = redisCommand(r, "PUBLISH " SUSPENDED_CHANNEL " %" PRIu64, account_id);
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER)
+        goto out;
+    *nodes = (int)reply->integer;
+    err = MSV_OK;
+out:
+    if (reply != NULL)
+        freeReplyObject(reply);
+    redisFree(r);
+    return err;
 }

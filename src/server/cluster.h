@@ -11,6 +11,9 @@
  *    carries no message: losing one delays a delivery, never loses it.
  *  - Directory changes: msv:directory carries the handle whose devices
  *    changed; every node drops what it cached of it.
+ *  - Suspensions: missive-admin publishes an account's id on msv:suspended;
+ *    every node closes that account's connections (the store permitting).
+ *    A node that (re)subscribes checks all its connections against the store.
  *
  * Whatever Redis may have missed is made good when its connection comes
  * back: the cache is dropped whole and every connected device's queue is
@@ -49,5 +52,13 @@ void msv_cluster_offline(struct msv_cluster *c, uint64_t device_id);
 void msv_cluster_wake(struct msv_cluster *c, uint64_t device_id, int close);
 /* handle's devices changed: every node forgets what it cached of them. */
 void msv_cluster_directory_changed(struct msv_cluster *c, const char *handle);
+
+/*
+ * For missive-admin, outside any node: tells every node of the cluster whose
+ * Redis is redis (HOST:PORT) that account_id was suspended (msv:suspended);
+ * *nodes is how many nodes heard it. MSV_ERR_IO if Redis cannot be reached.
+ */
+MSV_MUST_CHECK msv_err msv_cluster_publish_suspended(const char *redis, uint64_t account_id,
+                                                     int *nodes);
 
 #endif

@@ -924,6 +924,41 @@ static void handle_log_read(struct msv_conn_state *c, const msv_frame *f)
 
 /* ---- sending -------------------------------------------------------------------------- */
 
+static size_t varint_len(size_t v)
+{
+    size_t n = 1;
+
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/*
+ * How many of the n device lists fit in an answer of max bytes around frame
+ * (which holds none of them yet): each costs its tag, length and bytes, and
+ * the Error's own length grows by at most 4 bytes.
+ */
+static size_t stale_fit(const Msv__Wire__Frame *frame, Msv__Wire__HandleDevices *const *p, size_t n,
+                        size_t max)
+{
+    size_t used = msv__wire__frame__get_packed_size(frame) + 4, fit = 0;
+
+    for (; fit < n; fit++) {
+        size_t len = msv__wire__handle_devices__get_packed_size(p[fit]);
+
+        if (used + 1 + varint_len(len) + len > max)
+            break;
+        used += 1 + varint_len(len) + len;
+    }
+    return fit;
+}
+
+/*
+ * The current devices of every handle of a send, or of as many of the first
+ * as fit in a frame (partial: the client looks the others up itself).
+ */
 static void send_stale(struct msv_conn_state *c, uint64_t request_id, Msv__Wire__HandleDevices **p,
                        size_t n)
 {
@@ -934,11 +969,15 @@ static void send_stale(struct msv_conn_state *c, uint64_t request_id, Msv__Wire_
     e.code = MSV__WIRE__ERROR_CODE__ERROR_STALE_DEVICES;
     e.message.data = (uint8_t *)msg;
     e.message.len = sizeof(msg) - 1;
-    e.n_current = n;
-    e.current = p;
+    e.partial = 1; /* counted in the room the lists leave, then cleared if all fit */
     out.request_id = request_id;
     out.body_case = MSV__WIRE__FRAME__BODY_ERROR;
     out.error = &e;
+    e.n_current = stale_fit(&out, p, n, msv_server_answer_max(c->w->srv));
+    e.partial = e.n_current < n;
+    e.current = p;
+    if (e.partial)
+        atomic_fetch_add(&c->w->srv->m.stale_partial, 1);
     msv_conn_send_frame(c, &out);
 }
 

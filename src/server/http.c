@@ -201,6 +201,10 @@ static const struct {
     M(connections_revoked, "connections_revoked_total", "counter",
       "Connections closed because their device was removed or replaced, or its account "
       "suspended."),
+    M(stale_partial, "stale_answers_partial_total", "counter",
+      "ERROR_STALE_DEVICES answers that listed only the handles that fit in a frame."),
+    M(suspensions_in, "suspensions_told_total", "counter",
+      "Suspensions told by missive-admin (control socket) or through the cluster's Redis."),
     M(blob_bytes_in, "blob_bytes_in_total", "counter", "Attachment bytes uploaded."),
     M(blob_bytes_out, "blob_bytes_out_total", "counter", "Attachment bytes downloaded."),
     M(blobs_expired, "blobs_expired_total", "counter", "Attachments deleted at expiry."),

@@ -20,6 +20,7 @@
 #include <sodium.h>
 
 #include "missive/util.h"
+#include "server/control.h"
 #include "server/log.h"
 #include "server/notify.h"
 #include "server/tls.h"
@@ -599,7 +600,7 @@ static int post_close(struct msv_worker *w, const struct msv_close_order *o)
 }
 
 /* Every worker checks each of its connections against the store (its next wake-up). */
-static void recheck_all(struct msv_server *s)
+void msv_server_recheck_all(struct msv_server *s)
 {
     for (unsigned i = 0; i < s->worker_count; i++) {
         struct msv_worker *w = &s->workers[i];
@@ -626,7 +627,15 @@ void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t a
         event_active(s->workers[i].wake_ev, EV_READ, 0);
     }
     if (lost) /* no memory for the order: every connection is checked against the store */
-        recheck_all(s);
+        msv_server_recheck_all(s);
+}
+
+void msv_server_account_suspended(struct msv_server *s, uint64_t account_id)
+{
+    atomic_fetch_add(&s->m.suspensions_in, 1);
+    /* a connection between two frames looks at its account once more */
+    atomic_fetch_add(&s->suspension_gen, 1);
+    msv_server_close_conns(s, 0, account_id, NULL, suspended_text);
 }
 
 void msv_server_wake_local(struct msv_server *s, uint64_t device_id)
@@ -674,6 +683,13 @@ static void revoke_conn(struct msv_conn_state *c, const char *why)
 
 static void run_close_order(struct msv_worker *w, const struct msv_close_order *o)
 {
+    struct msv_store *st = w->srv->store;
+    int suspended = 0;
+
+    /* an account's suspension is told by missive-admin or another node: the store decides */
+    if (o->device_id == 0 && o->why == suspended_text &&
+        (st->ops->account_suspended(st->impl, o->account_id, &suspended) != MSV_OK || !suspended))
+        return;
     for (struct msv_conn_state *c = w->conns; c != NULL; c = c->next) {
         if (c->device_id == 0 || c == o->keep || (o->keep_seq != 0 && c->seq > o->keep_seq))
             continue;
@@ -1279,7 +1295,7 @@ static void reload(struct msv_server *s)
     pthread_mutex_unlock(&s->limits_lock);
     atomic_fetch_add(&s->suspension_gen, 1);
     /* a suspended account's connections close now, not when they next send */
-    recheck_all(s);
+    msv_server_recheck_all(s);
     msv_log(MSV_LOG_INFO, "reloaded", "payload_limit=%llu", (unsigned long long)c.payload_limit);
     msv_notify("READY=1\nSTATUS=serving");
 }
@@ -1291,6 +1307,42 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         reload(arg);
     else
         begin_stop(arg, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* missive-admin's orders on the control socket (control.h). */
+static void on_control(evutil_socket_t fd, short what, void *arg)
+{
+    struct msv_server *s = arg;
+    uint64_t account_id;
+    msv_err err;
+
+    (void)what;
+    while ((err = msv_control_read(fd, &account_id)) != MSV_ERR_AGAIN) {
+        if (err == MSV_OK) {
+            msv_log(MSV_LOG_INFO, "suspension_told", "account=%llu",
+                    (unsigned long long)account_id);
+            msv_server_account_suspended(s, account_id);
+        } else if (err == MSV_ERR_PARSE) {
+            msv_log(MSV_LOG_WARN, "control_refused", "reason=\"not an order\"");
+        } else {
+            break;
+        }
+    }
+}
+
+static void start_control(struct msv_server *s, struct event_base *base)
+{
+    if (msv_control_open(s->cfg.data_dir, &s->control_fd, s->control_path,
+                         sizeof(s->control_path)) != MSV_OK) {
+        /* suspensions then reach connected devices at the next reload */
+        msv_log(MSV_LOG_WARN, "control_failed", "file=\"%s/missived.ctl\" reason=\"%s\"",
+                s->cfg.data_dir, strerror(errno));
+        s->control_fd = -1;
+        return;
+    }
+    s->control_ev = event_new(base, s->control_fd, EV_READ | EV_PERSIST, on_control, s);
+    if (s->control_ev == NULL || event_add(s->control_ev, NULL) != 0)
+        msv_log(MSV_LOG_WARN, "control_failed", "reason=\"out of memory\"");
 }
 
 /* Drops rate-limit buckets that are full again, so idle keys cost no memory. */
@@ -1486,6 +1538,7 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     if (s == NULL)
         return MSV_ERR_NOMEM;
     evthread_use_pthreads();
+    s->control_fd = -1;
     s->cfg = *cfg;
     snprintf(s->config_path, sizeof(s->config_path), "%s", config_path ? config_path : "");
     atomic_store(&s->payload_limit, cfg->payload_limit);
@@ -1578,6 +1631,7 @@ msv_err msv_server_run(struct msv_server *s)
                 s->cfg.data_dir, why);
         return MSV_ERR_IO;
     }
+    start_control(s, w0->base);
     if (msv_hex_encode(s->fingerprint, 32, hex, sizeof(hex)) != MSV_OK)
         hex[0] = '\0';
     if (msv_hex_encode(s->kt.public_key, 32, log_key, sizeof(log_key)) != MSV_OK)
@@ -1664,6 +1718,8 @@ void msv_server_free(struct msv_server *s)
                 event_free(s->sig_hup);
             if (s->expiry_timer)
                 event_free(s->expiry_timer);
+            if (s->control_ev)
+                event_free(s->control_ev);
         }
         if (w->base != NULL)
             event_base_free(w->base);
@@ -1672,6 +1728,10 @@ void msv_server_free(struct msv_server *s)
         pthread_mutex_destroy(&w->wake_lock);
     }
     free(s->workers);
+    if (s->control_fd >= 0) {
+        close(s->control_fd);
+        unlink(s->control_path);
+    }
     for (int l = 0; l < MSV_LIMIT_COUNT; l++) {
         for (size_t i = 0; i < s->buckets[l].cap; i++)
             free(s->buckets[l].keys[i] ? s->buckets[l].values[i] : NULL);

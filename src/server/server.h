@@ -129,7 +129,7 @@ struct msv_metrics {
     _Atomic uint64_t envelopes_expired, commit_batches, commit_failures, rate_limited;
     _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired, reads_paused;
     _Atomic uint64_t connections_refused, auth_timeouts, accept_paused, answers_too_big;
-    _Atomic uint64_t connections_revoked;
+    _Atomic uint64_t connections_revoked, suspensions_in, stale_partial;
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects, cluster_timeouts;
     _Atomic uint64_t store_unavailable, queue_fetch_failures;
     _Atomic uint64_t http_refused, http_timeouts;
@@ -207,6 +207,9 @@ struct msv_server {
     struct evconnlistener *http_listener; /* owned by http */
     struct msv_accept_pause http_pause;   /* owned here; its timer's argument is the server */
     struct event *sig_term, *sig_int, *sig_hup, *expiry_timer;
+    int control_fd;         /* missive-admin's control socket; -1: none */
+    char control_path[108]; /* its file, removed at the end */
+    struct event *control_ev;
 };
 
 /* Creates the server: data directory, store, TLS, listeners. Nothing runs yet. */
@@ -231,6 +234,16 @@ int64_t msv_server_now_ms(struct msv_server *s);
  */
 void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t account_id,
                             const struct msv_conn_state *keep, const char *why);
+/*
+ * account_id was suspended (missive-admin said so, here or on another node):
+ * its connections on every worker close now, if the store agrees.
+ */
+void msv_server_account_suspended(struct msv_server *s, uint64_t account_id);
+/*
+ * Every worker checks each of its connections against the store (device
+ * still there, account not suspended) and closes those that fail.
+ */
+void msv_server_recheck_all(struct msv_server *s);
 /* The why of a removed device's connections (the log tells it by its address). */
 extern const char msv_server_removed_text[];
 
