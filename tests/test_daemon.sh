@@ -17,13 +17,15 @@ register_people alice bob carol
 sock=$work/dev-bob/bob@example.org/daemon.sock
 
 # rpc REQUEST...: sends each line to bob's daemon, prints what comes back within a second
+# (RPC_WAIT seconds of quiet); with RPC_READY=FILE, makes FILE once the first answer is in
 cat >rpc.py <<'EOF'
-import socket, sys, time
+import os, socket, sys, time
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
 for r in sys.argv[2:]:
     s.sendall(r.encode() + b"\n")
-s.settimeout(float(__import__("os").environ.get("RPC_WAIT", "1")))
+s.settimeout(float(os.environ.get("RPC_WAIT", "1")))
+ready = os.environ.get("RPC_READY")
 out = b""
 try:
     while True:
@@ -31,6 +33,9 @@ try:
         if not d:
             break
         out += d
+        if ready and b"\n" in out:
+            open(ready, "w").close()
+            ready = None
 except socket.timeout:
     pass
 sys.stdout.write(out.decode())
@@ -134,8 +139,10 @@ cat out.txt >>wire.jsonl
 rpc '{"jsonrpc":"2.0","id":1,"method":"status"}' | grep -q '"schema":1' && ok || bad "the daemon still answers"
 
 # events: a subscriber sees typing, the message, and the receipts of what bob sent
-RPC_WAIT=4 rpc '{"jsonrpc":"2.0","id":1,"method":"subscribe"}' >events.txt &
+RPC_READY=subscribed RPC_WAIT=4 rpc '{"jsonrpc":"2.0","id":1,"method":"subscribe"}' >events.txt &
 sub=$!
+# what follows is sent once the subscription stands (python's start can take a while)
+for _ in $(seq 100); do [ -e subscribed ] && break; sleep 0.1; done
 RPC_WAIT=4 rpc '{"jsonrpc":"2.0","id":2,"method":"receive","params":{"wait":1.5}}' >waited.txt &
 recv=$!
 sleep 0.5
@@ -178,7 +185,7 @@ while states[-2:] != ["offline", "online"]:
 EOF
 python3 follow.py "$sock" >conn.txt &
 sub=$!
-sleep 0.3
+for _ in $(seq 100); do grep -q '"id":1' conn.txt 2>/dev/null && break; sleep 0.1; done
 kill -KILL "$pid"
 wait "$pid" 2>/dev/null
 pid=
