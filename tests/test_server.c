@@ -1592,7 +1592,8 @@ static void test_start_on_full_disk(void **state)
     assert_non_null(f);
     assert_int_equal(fclose(f), 0);
     snprintf(cmd, sizeof(cmd),
-             "LD_PRELOAD='%s' MSV_FAULTY_IO_MATCH='%s/data' MSV_FAULTY_IO_TRIGGER='%s' "
+             "ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0 LD_PRELOAD='%s' "
+             "MSV_FAULTY_IO_MATCH='%s/data' MSV_FAULTY_IO_TRIGGER='%s' "
              "MSV_FAULTY_IO_FULL=1 timeout 20 '%s' --config '%s' > '%s/full.out' 2>&1",
              MSV_FAULTY_IO, s.dir, trigger, MSV_MISSIVED, config, s.dir);
     status = system(cmd);

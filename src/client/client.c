@@ -481,8 +481,8 @@ msv_err msv_client_connect(struct msv_client *c)
         return MSV_OK;
     if (c->device_id == 0)
         return MSV_ERR_NOT_FOUND; /* not registered yet */
-    err = plain_conn(c, &c->conn);
     memset(&c->why, 0, sizeof(c->why));
+    err = plain_conn(c, &c->conn);
     if (err == MSV_OK)
         err = msv_conn_auth(c->conn, c->handle, c->device_id, c->id, TIMEOUT_MS, c->why.message,
                             sizeof(c->why.message));

@@ -690,7 +690,9 @@ static void run_close_order(struct msv_worker *w, const struct msv_close_order *
     if (o->device_id == 0 && o->why == suspended_text &&
         (st->ops->account_suspended(st->impl, o->account_id, &suspended) != MSV_OK || !suspended))
         return;
-    for (struct msv_conn_state *c = w->conns; c != NULL; c = c->next) {
+    /* revoking may free c: its successor is taken first */
+    for (struct msv_conn_state *c = w->conns, *next; c != NULL; c = next) {
+        next = c->next;
         if (c->device_id == 0 || c == o->keep || (o->keep_seq != 0 && c->seq > o->keep_seq))
             continue;
         if ((o->device_id != 0 && c->device_id == o->device_id) ||
@@ -704,11 +706,12 @@ static void recheck_conns(struct msv_worker *w)
 {
     struct msv_store *st = w->srv->store;
 
-    for (struct msv_conn_state *c = w->conns; c != NULL; c = c->next) {
+    for (struct msv_conn_state *c = w->conns, *next; c != NULL; c = next) {
         struct msv_device_rec dev = {0};
         int suspended = 0;
         msv_err err;
 
+        next = c->next; /* revoking may free c */
         if (c->device_id == 0)
             continue;
         err = st->ops->device_get(st->impl, c->device_id, &dev);
