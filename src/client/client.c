@@ -483,14 +483,15 @@ msv_err msv_client_connect(struct msv_client *c)
         return MSV_ERR_NOT_FOUND; /* not registered yet */
     memset(&c->why, 0, sizeof(c->why));
     err = plain_conn(c, &c->conn);
-    if (err == MSV_OK)
+    if (err == MSV_OK) {
         err = msv_conn_auth(c->conn, c->handle, c->device_id, c->id, TIMEOUT_MS, c->why.message,
                             sizeof(c->why.message));
-    /* with its words the server answered that its storage failed (as a send it cannot
-     * store); without, it did not answer at all */
-    if (err == MSV_ERR_IO && c->why.message[0] != '\0')
-        c->why.code = MSV__WIRE__ERROR_CODE__ERROR_IO;
-    else if (err == MSV_ERR_IO && c->conn != NULL)
+        /* with its words the server answered that its storage failed (as a send it cannot
+         * store); without, it did not answer at all */
+        if (err == MSV_ERR_IO && c->why.message[0] != '\0')
+            c->why.code = MSV__WIRE__ERROR_CODE__ERROR_IO;
+    }
+    if (err == MSV_ERR_IO && c->why.code == 0 && c->conn != NULL)
         snprintf(c->why.message, sizeof(c->why.message),
                  "the server at %.180s:%u did not answer within %d s, or closed the connection",
                  c->host, (unsigned)c->port, TIMEOUT_MS / 1000);
