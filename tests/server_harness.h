@@ -85,17 +85,15 @@ msv_frame *test_send(struct test_device *from, const char **handles, size_t n_ha
  * returns its queue id (0 if nothing arrived within timeout_ms). Notices
  * from the server (sender 0) are skipped and acknowledged.
  */
-/* The value of /metrics' missived_NAME (fails the test if there is none). */
-unsigned long long test_metric(struct test_server *s, const char *name);
+uint64_t test_expect_message(struct test_device *d, struct test_device *from, const char *text,
+                             int timeout_ms);
+void test_ack(struct test_device *d, uint64_t queue_id);
+
 /* The answer's error code (0 if it is not an Error). */
 int test_error_code(const msv_frame *f);
 /* Checks that f is Ok, or an Error with code; frees f. */
 void test_expect_ok(msv_frame *f);
 void test_expect_error(msv_frame *f, int code);
-
-uint64_t test_expect_message(struct test_device *d, struct test_device *from, const char *text,
-                             int timeout_ms);
-void test_ack(struct test_device *d, uint64_t queue_id);
 
 struct msv_client;
 /*

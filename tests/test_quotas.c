@@ -149,7 +149,7 @@ static void test_pending_code_is_kept(void **state)
     test_expect_error(register_start(c, "Carol@Example.org"),
                       MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
     assert_int_equal(codes_logged(&s, "carol@example.org"), 1);
-    assert_int_equal(test_metric(&s, "codes_refused_total"), 2);
+    assert_int_equal(test_server_metric(&s, "codes_refused_total"), 2);
     /* carol's code still works */
     {
         msv_frame *r = register_finish(c, "carol@example.org", code);
@@ -186,7 +186,7 @@ static void test_wrong_codes_keep_the_code(void **state)
     /* the sixth is not even checked: the right code would be refused as well */
     test_expect_error(register_finish(stranger, "frank@example.org", code),
                       MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
-    assert_int_equal(test_metric(&s, "code_guesses_refused_total"), 1);
+    assert_int_equal(test_server_metric(&s, "code_guesses_refused_total"), 1);
     /* the owner, elsewhere, still registers with the code */
     r = register_finish(c, "frank@example.org", code);
     assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_REGISTERED);
@@ -242,7 +242,7 @@ static void test_wrong_codes_per_handle(void **state)
     r = register_finish(c, "gina@example.org", code);
     assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_REGISTERED);
     msv_frame_free(r);
-    assert_int_equal(test_metric(&s, "code_guesses_refused_total"), 1);
+    assert_int_equal(test_server_metric(&s, "code_guesses_refused_total"), 1);
     msv_conn_close(c);
     test_server_cleanup(&s);
 }
@@ -326,7 +326,7 @@ static void test_handle_grammar(void **state)
     }
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
         test_expect_ok(register_start(c, good[i]));
-    assert_int_equal(test_metric(&s, "registrations_total"), 0);
+    assert_int_equal(test_server_metric(&s, "registrations_total"), 0);
     msv_conn_close(c);
     test_server_cleanup(&s);
 }
@@ -432,7 +432,7 @@ static void test_prekey_claims(void **state)
     assert_int_equal(claim(&a1, twice, 2, &error), 0);
     assert_int_equal(error, MSV__WIRE__ERROR_CODE__ERROR_INVALID);
     assert_int_equal(publish_prekeys(&b1, 0), 10);
-    assert_int_equal(test_metric(&s, "prekey_claims_refused_total"), 2);
+    assert_int_equal(test_server_metric(&s, "prekey_claims_refused_total"), 2);
     /* one one-time prekey for alice; then the signed prekey alone, however often she asks */
     assert_int_equal(claim(&a1, &b1.device_id, 1, &error), 2);
     for (int i = 0; i < 5; i++) {
@@ -440,8 +440,8 @@ static void test_prekey_claims(void **state)
         assert_int_equal(error, 0);
     }
     assert_int_equal(publish_prekeys(&b1, 0), 9);
-    assert_int_equal(test_metric(&s, "prekey_claims_throttled_total"), 5);
-    assert_int_equal(test_metric(&s, "rate_limited_total"), 0); /* none was refused */
+    assert_int_equal(test_server_metric(&s, "prekey_claims_throttled_total"), 5);
+    assert_int_equal(test_server_metric(&s, "rate_limited_total"), 0); /* none was refused */
     /* carol is another claimer */
     assert_int_equal(claim(&c1, &b1.device_id, 1, &error), 3);
     /* after the interval alice gets one again */
@@ -494,7 +494,7 @@ static void test_queue_caps_and_send_rate(void **state)
     test_expect_error(test_send(&a1, bob_h, 1, bob, 1, "one too many"),
                       MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
     assert_int_equal(queued_count(&s), 3);
-    assert_int_equal(test_metric(&s, "queue_full_total"), 1);
+    assert_int_equal(test_server_metric(&s, "queue_full_total"), 1);
     /* bob reads and acknowledges everything: room again */
     test_device_connect(&s, &b1);
     for (int i = 0; i < 3; i++) {
@@ -511,13 +511,13 @@ static void test_queue_caps_and_send_rate(void **state)
     test_expect_ok(test_send(&a1, bob_h, 1, bob, 1, big));
     test_expect_error(test_send(&a1, bob_h, 1, bob, 1, big), MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
     assert_int_equal(queued_count(&s), 1);
-    assert_int_equal(test_metric(&s, "queue_full_total"), 2);
+    assert_int_equal(test_server_metric(&s, "queue_full_total"), 2);
     /* the rate: refused sends took nothing, so alice has 6 - 4 envelopes left */
     test_expect_ok(test_send(&a1, carol_h, 1, carol, 1, "5"));
     test_expect_ok(test_send(&a1, carol_h, 1, carol, 1, "6"));
     test_expect_error(test_send(&a1, carol_h, 1, carol, 1, "7"),
                       MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
-    assert_int_equal(test_metric(&s, "sends_rate_limited_total"), 1);
+    assert_int_equal(test_server_metric(&s, "sends_rate_limited_total"), 1);
     assert_int_equal(queued_count(&s), 3);
     /* another account is not slowed down */
     test_expect_ok(test_send(&c1, (const char *[]){"alice@example.org"}, 1,
@@ -656,7 +656,7 @@ static void test_attachment_quotas(void **state)
     blob_open(&a1, 1000, id1);
     blob_open(&a1, 1000, id2);
     test_expect_error(blob_create(&a1, 10), MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
-    assert_int_equal(test_metric(&s, "blobs_refused_total"), 1);
+    assert_int_equal(test_server_metric(&s, "blobs_refused_total"), 1);
     /* a finished upload is no longer open, but its bytes still count */
     blob_upload(&a1, id1, data, sizeof(data));
     test_expect_ok(blob_finish(&a1, id1, sha));
@@ -665,12 +665,12 @@ static void test_attachment_quotas(void **state)
     /* the account's other device: its own bytes are few, the account's are not */
     blob_open(&a2, 3000, id3);
     test_expect_error(blob_create(&a2, 200), MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
-    assert_int_equal(test_metric(&s, "blobs_refused_total"), 3);
+    assert_int_equal(test_server_metric(&s, "blobs_refused_total"), 3);
     /* an hour on, the three unfinished uploads are gone; the finished one stays */
     test_server_set_clock(&s, t0 + 61 * 60 * 1000);
-    for (int i = 0; i < 50 && test_metric(&s, "blobs_expired_total") < 3; i++)
+    for (int i = 0; i < 50 && test_server_metric(&s, "blobs_expired_total") < 3; i++)
         usleep(100 * 1000);
-    assert_int_equal(test_metric(&s, "blobs_expired_total"), 3);
+    assert_int_equal(test_server_metric(&s, "blobs_expired_total"), 3);
     test_expect_ok(blob_finish(&a1, id1, sha)); /* (finished already: Ok) */
     test_expect_error(blob_finish(&a1, id2, sha), MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND);
     blob_open(&a2, 5000, id3);
@@ -761,7 +761,7 @@ static void test_blob_finish_off_loop_and_throttled(void **state)
     test_expect_error(blob_finish(&a1, id, wrong), MSV__WIRE__ERROR_CODE__ERROR_AUTH);
     test_expect_error(blob_finish(&a1, id, wrong), MSV__WIRE__ERROR_CODE__ERROR_AUTH);
     test_expect_error(blob_finish(&a1, id, wrong), MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
-    assert_int_equal(test_metric(&s, "blob_finish_failed_total"), 2);
+    assert_int_equal(test_server_metric(&s, "blob_finish_failed_total"), 2);
     /* a stop while a check runs waits for it and exits cleanly (test_server_cleanup) */
     blob_open(&a1, size, id);
     blob_upload_all(&a1, id, data, size);
@@ -817,7 +817,7 @@ static void test_blob_finish_checks_at_once(void **state)
         test_expect_ok(blob_finish(code_a != 0 ? &a1 : &b1, code_a != 0 ? ida : idb, sha));
     }
     assert_true(refused);
-    assert_true(test_metric(&s, "blob_finish_busy_total") >= 1);
+    assert_true(test_server_metric(&s, "blob_finish_busy_total") >= 1);
     free(data);
     test_device_free(&a1);
     test_device_free(&b1);
@@ -858,7 +858,7 @@ static void test_sealed_sends_hit_queue_cap(void **state)
         MSV_ERR_TOO_BIG);
     assert_non_null(strstr(why.message, "queue is full"));
     assert_int_equal(queued_count(&s), 2);
-    assert_int_equal(test_metric(&s, "queue_full_total"), 1);
+    assert_int_equal(test_server_metric(&s, "queue_full_total"), 1);
     msv_conn_close(anon);
     test_device_free(&b1);
     test_server_cleanup(&s);
