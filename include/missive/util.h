@@ -32,6 +32,8 @@ void msv_wipe(void *p, size_t len);
 
 /* Wipes len bytes at p and frees p. p may be NULL. */
 void msv_secret_free(void *p, size_t len);
+/* Writes all len bytes of data to the descriptor fd (again after EINTR); MSV_ERR_IO otherwise. */
+MSV_MUST_CHECK msv_err msv_write_all(int fd, const void *data, size_t len);
 
 /* The wall clock: milliseconds since the Unix epoch. */
 int64_t msv_wall_ms(void);

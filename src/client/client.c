@@ -1936,21 +1936,6 @@ static int create_file(const struct msv_client *c, const uint8_t id[16], const c
     return fd;
 }
 
-static msv_err write_all(int fd, const uint8_t *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return MSV_ERR_IO;
-        data += n;
-        len -= (size_t)n;
-    }
-    return MSV_OK;
-}
-
 /* A received file on its way to disk: the ciphertext, hashed as it is written. */
 struct file_sink {
     int fd;
@@ -1965,7 +1950,7 @@ static msv_err to_file(void *ctx, size_t size, const uint8_t *piece, size_t len)
 
     (void)size;
     if (err == MSV_OK)
-        err = write_all(f->fd, piece, len);
+        err = msv_write_all(f->fd, piece, len);
     if (err == MSV_OK)
         f->len += len;
     return err;
@@ -2056,7 +2041,7 @@ static msv_err save_file(struct msv_client *c, const uint8_t id[16], const char 
 {
     char file[200];
     int dir = -1, fd = create_file(c, id, name, &dir, file, sizeof(file));
-    msv_err err = fd >= 0 ? write_all(fd, data, len) : MSV_ERR_EXISTS;
+    msv_err err = fd >= 0 ? msv_write_all(fd, data, len) : MSV_ERR_EXISTS;
 
     if (fd >= 0 && close(fd) != 0 && err == MSV_OK)
         err = MSV_ERR_IO;

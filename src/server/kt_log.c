@@ -18,23 +18,6 @@
 
 /* ---- the log key ------------------------------------------------------------------------ */
 
-static msv_err write_all(int fd, const void *p, size_t n)
-{
-    const uint8_t *b = p;
-
-    while (n > 0) {
-        ssize_t w = write(fd, b, n);
-
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return MSV_ERR_IO;
-        b += w;
-        n -= (size_t)w;
-    }
-    return MSV_OK;
-}
-
 /* Reads DATA_DIR/log.key, or makes it; writes DATA_DIR/log.pub. */
 static msv_err load_key(struct msv_kt_log *log, const char *dir, char *err, size_t err_len)
 {
@@ -55,7 +38,7 @@ static msv_err load_key(struct msv_kt_log *log, const char *dir, char *err, size
     } else if (errno == ENOENT) {
         crypto_sign_keypair(log->public_key, log->secret_key);
         fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0 || write_all(fd, log->secret_key, 64) != MSV_OK || fsync(fd) != 0) {
+        if (fd < 0 || msv_write_all(fd, log->secret_key, 64) != MSV_OK || fsync(fd) != 0) {
             if (fd >= 0)
                 close(fd);
             snprintf(err, err_len, "cannot write %s: %s", path, strerror(errno));
@@ -71,7 +54,7 @@ static msv_err load_key(struct msv_kt_log *log, const char *dir, char *err, size
         return MSV_ERR_INVALID;
     hex[2 * MSV_KT_KEY_LEN] = '\n';
     fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0 || write_all(fd, hex, 2 * MSV_KT_KEY_LEN + 1) != MSV_OK) {
+    if (fd < 0 || msv_write_all(fd, hex, 2 * MSV_KT_KEY_LEN + 1) != MSV_OK) {
         if (fd >= 0)
             close(fd);
         snprintf(err, err_len, "cannot write %s", path);

@@ -1,8 +1,10 @@
 #include "missive/util.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <sodium.h>
@@ -112,6 +114,23 @@ void msv_secret_free(void *p, size_t len)
         return;
     OPENSSL_cleanse(p, len);
     free(p);
+}
+
+msv_err msv_write_all(int fd, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return MSV_ERR_IO;
+        p += n;
+        len -= (size_t)n;
+    }
+    return MSV_OK;
 }
 
 int msv_equal_ct(const void *a, const void *b, size_t len)
