@@ -459,7 +459,8 @@ void test_expect_error(msv_frame *f, int code)
     msv_frame_free(f);
 }
 
-struct msv_client *test_client_for(struct test_server *s, const char *name, const char *handle)
+struct msv_client *test_client_of_suites(struct test_server *s, const char *name,
+                                         const char *handle, enum msv_suite suite, unsigned also)
 {
     struct msv_client *c = NULL;
     uint8_t fp[32];
@@ -467,11 +468,15 @@ struct msv_client *test_client_for(struct test_server *s, const char *name, cons
 
     snprintf(dir, sizeof(dir), "%s/%s", s->dir, name);
     assert_int_equal(
-        msv_client_create(dir, handle, "127.0.0.1", s->port, MSV_SUITE_MODERN, 0, NULL, fp, &c),
-        MSV_OK);
+        msv_client_create(dir, handle, "127.0.0.1", s->port, suite, also, NULL, fp, &c), MSV_OK);
     assert_memory_equal(fp, s->fingerprint, 32); /* trust on first use pinned this server */
     assert_int_equal(msv_client_register_start(c), MSV_OK);
     test_server_code(s, handle, code);
     assert_int_equal(msv_client_register_finish(c, code, TEST_PASSWORD), MSV_OK);
     return c;
+}
+
+struct msv_client *test_client_for(struct test_server *s, const char *name, const char *handle)
+{
+    return test_client_of_suites(s, name, handle, MSV_SUITE_MODERN, 0);
 }

@@ -60,27 +60,9 @@ static void reconnect(struct msv_client *c)
     assert_int_equal(msv_client_connect(c), MSV_OK);
 }
 
-/* A registered client of handle with keys of suite and of the suites in also. */
-static struct msv_client *client_of_suites(struct test_server *s, const char *name,
-                                           const char *handle, enum msv_suite suite, unsigned also)
-{
-    struct msv_client *c = NULL;
-    uint8_t fp[32];
-    char dir[128], code[7];
-
-    snprintf(dir, sizeof(dir), "%s/%s", s->dir, name);
-    assert_int_equal(
-        msv_client_create(dir, handle, "127.0.0.1", s->port, suite, also, NULL, fp, &c), MSV_OK);
-    assert_memory_equal(fp, s->fingerprint, 32); /* trust on first use pinned this server */
-    assert_int_equal(msv_client_register_start(c), MSV_OK);
-    test_server_code(s, handle, code);
-    assert_int_equal(msv_client_register_finish(c, code, TEST_PASSWORD), MSV_OK);
-    return c;
-}
-
 static struct msv_client *client_for(struct test_server *s, const char *name, const char *handle)
 {
-    return client_of_suites(s, name, handle, MSV_SUITE_MODERN, 0);
+    return test_client_for(s, name, handle);
 }
 
 static void test_redelivery_shown_once(void **state)
@@ -907,8 +889,9 @@ static void test_replayed_and_reordered_controls(void **state)
     (void)state;
     test_server_init(&s, NULL);
     test_server_start(&s);
-    alice = client_of_suites(&s, "alice", "alice@example.org", MSV_SUITE_ECIES, 0);
-    bob = client_of_suites(&s, "bob", to_bob[0], MSV_SUITE_MODERN, MSV_SUITE_BIT(MSV_SUITE_ECIES));
+    alice = test_client_of_suites(&s, "alice", "alice@example.org", MSV_SUITE_ECIES, 0);
+    bob = test_client_of_suites(&s, "bob", to_bob[0], MSV_SUITE_MODERN,
+                                MSV_SUITE_BIT(MSV_SUITE_ECIES));
     assert_int_equal(msv_client_send(alice, to_bob, 1, "original", NULL, 0, NULL, id), MSV_OK);
     receive_all(bob);
     assert_text(bob, id, "original");
