@@ -22,7 +22,7 @@
 
 #include <qrencode.h>
 
-#include "cli.h"
+#include "commands.h"
 #include "client/safety.h"
 #include "missive/util.h"
 #include "owner.h"

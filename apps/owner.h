@@ -9,7 +9,7 @@
 
 #include <jansson.h>
 
-#include "cli.h"
+#include "commands.h"
 
 struct owner;
 
@@ -36,6 +36,28 @@ int owner_stopping(void);
 void owner_pump(struct owner *ow);
 int owner_online(const struct owner *ow);
 const char *owner_socket(const struct owner *ow);
+/* With --stdio: whether standard input is still open. */
+int owner_stdio_open(const struct owner *ow);
 void owner_stop(struct owner *ow);
+
+/* The lock an owner (daemon, chat) holds on the account directory, and its socket. */
+#define CLI_LOCK_FILE "daemon.lock"
+#define CLI_SOCKET_FILE "daemon.sock"
+
+/*
+ * If a daemon or chat owns the account in dir, runs the command through it,
+ * printing what it printed, and returns 1 with *rc its exit status; 0 if none
+ * owns it (run the command here).
+ */
+int daemon_forward(const struct cli *o, const char *dir, const char *command, int *rc);
+/* 1 if a daemon or chat holds the account in dir (its pid, if it wrote one, to pid). */
+int owner_running(const char *dir, char *pid, size_t pid_len);
+
+/* The account's owners, each until a signal (daemon.c, chat.c). */
+/* missive daemon: also until the end of standard input with --stdio. */
+int daemon_main(const struct cli *o, struct msv_client *c);
+/* missive listen: prints what arrives as receive does. */
+int listen_main(const struct cli *o, struct msv_client *c);
+int chat_main(const struct cli *o, struct msv_client *c);
 
 #endif

@@ -1,10 +1,10 @@
 /*
- * The missive command line's parts: the commands (missive.c), the daemon
- * that owns an account and answers JSON-RPC (daemon.c), and the full-screen
- * chat (chat.c), which owns the account the same way.
+ * The missive commands (commands.c): options, usage, output, and the work of
+ * each command. Everything else in the command line (the main, the account's
+ * owners: daemon, listen, chat) is built on this module, never under it.
  */
-#ifndef MSV_APPS_CLI_H
-#define MSV_APPS_CLI_H
+#ifndef MSV_APPS_COMMANDS_H
+#define MSV_APPS_COMMANDS_H
 
 #include <stdio.h>
 
@@ -55,23 +55,15 @@ void cli_unsealed_notice(void *ctx, const char *handle);
 void cli_print_message(const struct cli *o, const struct msv_message_rec *m);
 /* The object -o json prints for a message (a new reference; NULL if out of memory). */
 json_t *cli_message_json(const struct msv_message_rec *m);
-/* The lock an owner (daemon, chat) holds on the account directory, and its socket. */
-#define CLI_LOCK_FILE "daemon.lock"
-#define CLI_SOCKET_FILE "daemon.sock"
-
-/* daemon.c */
-/* missive daemon: owns the account in c until a signal or end of standard input. */
-int daemon_main(const struct cli *o, struct msv_client *c);
-/*
- * If a daemon or chat owns the account in dir, runs the command through it,
- * printing what it printed, and returns 1 with *rc its exit status; 0 if none
- * owns it (run the command here).
- */
-int daemon_forward(const struct cli *o, const char *dir, const char *command, int *rc);
-/* 1 if a daemon or chat holds the account in dir (its pid, if it wrote one, to pid). */
-int owner_running(const char *dir, char *pid, size_t pid_len);
-
-/* chat.c */
-int chat_main(const struct cli *o, struct msv_client *c);
+/* A message or notice as 'receive' prints it; ctx is the struct cli. */
+void cli_print_incoming(void *ctx, const struct msv_incoming *in);
+/* A transparency alarm as 'receive' prints it (on cli_err, and -o json on cli_out). */
+void cli_print_alarm(void *ctx, const char *warning);
+/* The list of commands, as 'missive --help' prints it. */
+void cli_usage_all(FILE *f);
+/* Opens the account in dir as o asks (passphrase, callbacks); 0 or an exit status. */
+int cli_open(const struct cli *o, const char *dir, struct msv_client **c);
+/* Runs register, link or restore (no account open yet); -1 for any other command. */
+int cli_run_unopened(const struct cli *o, const char *command);
 
 #endif

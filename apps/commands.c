@@ -1,0 +1,1656 @@
+/*
+ * The missive commands: their options, usage and output, and each account
+ * command's work on an open account. The command line (missive.c), the
+ * daemon, listen and the chat (through the account's owner, owner.c) all run
+ * commands here; this module depends on none of them.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <qrencode.h>
+
+#include "commands.h"
+#include "term.h"
+#include "client/backup.h"
+#include "client/client.h"
+#include "client/safety.h"
+#include "client/transparency.h"
+#include "missive/payload.h"
+#include "missive/util.h"
+
+FILE *cli_out, *cli_err;
+
+static const struct {
+    const char *name, *usage, *about;
+} commands[] = {
+    {"register",
+     "register HANDLE --server HOST:PORT[,HOST:PORT...] [--suite modern|ecies|classic]\n"
+     "         [--compat SUITE,...]\n"
+     "       missive register HANDLE --code CODE",
+     "Creates this device's keys and asks the server for a verification code; run again "
+     "with --code to create the account (password from MISSIVE_PASSWORD). The device speaks "
+     "its --suite (modern unless given) and the --compat suites too, for devices that speak "
+     "nothing else; each message goes in the best suite both devices speak. Addresses after "
+     "commas are more nodes of the same service: a connection tries the one that answered "
+     "last, then the others."},
+    {"link", "link HANDLE --server HOST:PORT[,HOST:PORT...] [--suite SUITE] [--compat SUITE,...]",
+     "Adds this machine as another device of an existing account (password from "
+     "MISSIVE_PASSWORD). It waits until one of the account's devices approves it with "
+     "'missive devices approve ID'; every device is told."},
+    {"devices", "devices [list | approve DEVICE_ID | remove DEVICE_ID]",
+     "Lists the account's devices with their fingerprints, approves one waiting to join, or "
+     "removes one."},
+    {"contacts", "contacts [list | add NAME HANDLE | remove NAME]",
+     "Names for handles, usable wherever a handle is."},
+    {"groups",
+     "groups [list | create NAME MEMBER... | add GROUP MEMBER... | remove GROUP "
+     "MEMBER... | rename GROUP NEW_NAME | accept ID]",
+     "Group conversations. Members are handles or contact names; every change is sent to "
+     "the members' devices, removed members included. A GROUP is its name or its id "
+     "(group:HEX, as listed); no two of your groups share a name. A group someone else "
+     "made is listed as invited: its messages arrive, but you write to it only once you "
+     "accept it by its id."},
+    {"send", "send TO... [--text TEXT] [--file PATH]...\n       missive send --group NAME ...",
+     "Sends a message (the text, or standard input unless files are given) to handles or "
+     "contact names. It is encrypted for every device of every recipient and of this "
+     "account. Files go through the attachment store under a fresh key each; so does text "
+     "too long for one envelope."},
+    {"receive", "receive [--wait SECONDS]",
+     "Prints messages that arrived, until none comes for SECONDS (default 2). Received files "
+     "are checked against their hash and saved in the account's attachments/ directory."},
+    {"history", "history [CONVERSATION | --group NAME] [--search WORDS] [--limit N]",
+     "Prints stored messages, oldest first; --search is a full-text query."},
+    {"read", "read [CONVERSATION | --group NAME]",
+     "Sends read receipts for the unread messages of a conversation (or all)."},
+    {"typing", "typing TO | --group NAME", "Tells a conversation that you are typing."},
+    {"edit", "edit MESSAGE_ID --text TEXT",
+     "Changes the text of one of your messages for everyone who has it."},
+    {"unsend", "unsend MESSAGE_ID", "Takes one of your messages back from everyone who has it."},
+    {"verify",
+     "verify HANDLE [--qr] | verify HANDLE NUMBER | verify HANDLE --accept\n"
+     "       missive verify HANDLE FINGERPRINT",
+     "Prints the safety number of your conversation with HANDLE (the same 60 digits on both "
+     "sides, made from both accounts' device keys; --qr also as a QR code). Compare it with "
+     "the other person in person or on a call; if it matches, give it back (spaces "
+     "optional) to mark HANDLE verified. Once verified, nothing is sent to HANDLE after its "
+     "devices change until you compare the new number or --accept the change. With a "
+     "device FINGERPRINT (64 hex digits), checks that one device. Exit status 3 on a "
+     "mismatch."},
+    {"fingerprint", "fingerprint [HANDLE]",
+     "Prints this device's fingerprint, or those of the devices known for HANDLE, to "
+     "compare with the other person over another channel."},
+    {"backup", "backup FILE [--kdf-memory MIB] [--kdf-passes N]",
+     "Writes the account (this device's keys, contacts, groups, history and received "
+     "files) to FILE, encrypted with a key made from a backup passphrase "
+     "(MISSIVE_BACKUP_PASSPHRASE or --backup-passphrase-file, 12 characters or more) by "
+     "Argon2id: 256 MiB and 3 passes unless given; FILE records them. The server never "
+     "holds this key. Sessions and prekey secrets are not kept: they start anew after a "
+     "restore."},
+    {"restore", "restore FILE",
+     "Reads a backup (passphrase as for backup) into the data directory, on this or a new "
+     "machine; the device's keys inside are still sealed with the MISSIVE_PASSPHRASE they "
+     "had. This machine becomes that device: stop using the old copy. An account that "
+     "exists here is never replaced."},
+    {"daemon", "daemon [--stdio] [--socket PATH]",
+     "Owns the account: keeps its connection to the server, receives as messages arrive, "
+     "and answers JSON-RPC 2.0 requests (every command above, and a stream of events) on "
+     "the Unix socket daemon.sock in the account's directory (or PATH), and with --stdio on "
+     "standard input and output too. While it runs, the other commands go through it. "
+     "Stops on SIGINT or SIGTERM (or the end of standard input with --stdio). docs/daemon.md "
+     "describes the protocol."},
+    {"chat", "chat [CONVERSATION]",
+     "A full-screen chat in the terminal: conversations with unread counts, history, a "
+     "compose line, delivery and read marks, typing notices, warnings about changed "
+     "devices, files with progress. Type /help in it for its commands. Like the daemon, it "
+     "owns the account while it runs, and other commands go through it."},
+    {"log-head", "log-head",
+     "Asks the directory for this account's devices (checked against its transparency log) "
+     "and prints the log's newest tree head this device accepted, as a line "
+     "'missive-head 1 SIZE TIME ROOT SIGNATURE' for 'missive-audit --compare': heads that "
+     "people compare show whether the server showed them one and the same log."},
+};
+
+void cli_usage_all(FILE *f)
+{
+    fprintf(f, "usage: missive [--account HANDLE] [--data-dir DIR] [-o json] COMMAND ...\n\n"
+               "Missive, end-to-end encrypted messaging, from the shell.\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].usage);
+    fprintf(f, "\n'missive COMMAND --help' describes each. The account is --account, or\n"
+               "MISSIVE_ACCOUNT, or the only one in the data directory.\n"
+               "environment: MISSIVE_PASSPHRASE (seals this device's keys), MISSIVE_PASSWORD\n"
+               "(the account password, for register and link), MISSIVE_BACKUP_PASSPHRASE (for\n"
+               "backup and restore).\n"
+               "exit status: 0 success, 1 error, 2 usage, 3 authentication, 4 server "
+               "unreachable, 5 the server could not store it\n");
+}
+
+/* Prints a command's usage to f (NULL: only looks it up); 0 for a known command on cli_out. */
+int cli_usage(const char *name, FILE *f)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(commands[i].name, name) == 0) {
+            if (f != NULL)
+                fprintf(f, "usage: missive %s\n\n%s\n", commands[i].usage, commands[i].about);
+            return f == cli_err ? EXIT_USAGE : 0;
+        }
+    }
+    return EXIT_USAGE;
+}
+
+static int fail(const struct msv_client *c, const char *what, msv_err err)
+{
+    const char *why = c != NULL && c->why.message[0] ? c->why.message : NULL;
+
+    /* the server was reached and answered: its storage failed, not the network */
+    if (err == MSV_ERR_IO && c != NULL && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_IO) {
+        fprintf(cli_err, "missive: %s: the server could not store it (", what);
+        term_put(cli_err, why ? why : "storage failed", TERM_ONE_LINE);
+        fputs("); try again later\n", cli_err);
+        return EXIT_STORAGE;
+    }
+    fprintf(cli_err, "missive: %s: %s%s", what, msv_strerror(err), why ? ": " : "");
+    term_put(cli_err, why, TERM_LINES); /* the server's words, or a peer's */
+    fputc('\n', cli_err);
+    if (err == MSV_ERR_AUTH)
+        return EXIT_AUTH;
+    if (err == MSV_ERR_IO)
+        return EXIT_NET;
+    return EXIT_ERR;
+}
+
+/* Reads a secret from a file (first line) or the environment; NULL if neither. */
+static char *secret(const char *file, const char *env)
+{
+    char buf[1024];
+    FILE *f;
+
+    if (file == NULL) {
+        const char *v = getenv(env);
+
+        return v ? strdup(v) : NULL;
+    }
+    f = fopen(file, "r");
+    if (f == NULL || fgets(buf, sizeof(buf), f) == NULL) {
+        if (f != NULL)
+            fclose(f);
+        return NULL;
+    }
+    fclose(f);
+    buf[strcspn(buf, "\r\n")] = '\0';
+    return strdup(buf);
+}
+
+static void free_secret(char *s)
+{
+    if (s != NULL)
+        msv_secret_free(s, strlen(s));
+}
+
+/* The data directory: --data-dir, or $XDG_DATA_HOME/missive, or ~/.local/share/missive. */
+static int data_dir(const struct cli *o, char *out, size_t len)
+{
+    const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+    int n;
+
+    if (o->data_dir != NULL)
+        n = snprintf(out, len, "%s", o->data_dir);
+    else if (xdg != NULL && xdg[0] == '/')
+        n = snprintf(out, len, "%s/missive", xdg);
+    else if (home != NULL)
+        n = snprintf(out, len, "%s/.local/share/missive", home);
+    else
+        return -1;
+    return n >= 0 && (size_t)n < len ? 0 : -1;
+}
+
+/* The account directory: DATA_DIR/HANDLE. */
+static int account_dir(const struct cli *o, const char *handle, char *out, size_t len)
+{
+    char base[900];
+
+    if (data_dir(o, base, sizeof(base)) != 0)
+        return -1;
+    if (handle == NULL || handle[0] == '\0' || strchr(handle, '/') != NULL || handle[0] == '.')
+        return -1;
+    return (size_t)snprintf(out, len, "%s/%s", base, handle) < len ? 0 : -1;
+}
+
+/* How many accounts the data directory holds; the name of one of them goes to handle. */
+static size_t count_accounts(const struct cli *o, char *handle, size_t len)
+{
+    char base[900], db[1400];
+    struct dirent *e;
+    size_t n = 0;
+    DIR *d;
+
+    if (data_dir(o, base, sizeof(base)) != 0 || (d = opendir(base)) == NULL)
+        return 0;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.' || strlen(e->d_name) >= len)
+            continue;
+        snprintf(db, sizeof(db), "%s/%s/state.db", base, e->d_name);
+        if (access(db, F_OK) == 0) {
+            snprintf(handle, len, "%s", e->d_name);
+            n++;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+void cli_key_change_warning(void *ctx, const char *handle)
+{
+    char *shown = term_safe(handle, TERM_ONE_LINE);
+
+    (void)ctx;
+    fprintf(cli_err,
+            "missive: warning: the devices of %s changed since this device last saw them;\n"
+            "  compare fingerprints with 'missive fingerprint %s' before trusting new ones\n",
+            shown ? shown : "?", shown ? shown : "?");
+    free(shown);
+}
+
+void cli_unreachable_warning(void *ctx, const char *handle, uint64_t device, const char *suites)
+{
+    (void)ctx;
+    fprintf(cli_err, "missive: warning: device %llu of ", (unsigned long long)device);
+    term_put(cli_err, handle, TERM_ONE_LINE);
+    fputs(" speaks ", cli_err);
+    term_put(cli_err, suites, TERM_ONE_LINE);
+    fputs(" only, which this device does not: it gets nothing from here\n", cli_err);
+}
+
+void cli_unsealed_notice(void *ctx, const char *handle)
+{
+    (void)ctx;
+    fputs("missive: notice: this message went to ", cli_err);
+    term_put(cli_err, handle, TERM_ONE_LINE);
+    fputs(" without sealed sender: the relay refused the delivery token, so it learns who sent "
+          "it (not what); the next message tries sealed again\n",
+          cli_err);
+}
+
+int cli_account(const struct cli *o, char *handle, size_t handle_len, char *dir, size_t dir_len)
+{
+    const char *named = o->account ? o->account : getenv("MISSIVE_ACCOUNT");
+    char only[256];
+
+    if (named == NULL) {
+        size_t n = count_accounts(o, only, sizeof(only));
+
+        if (n == 0) {
+            fprintf(cli_err, "missive: no account here yet; create one with 'missive register' "
+                             "or 'missive link'\n");
+            return EXIT_ERR;
+        }
+        if (n > 1) {
+            fprintf(cli_err,
+                    "missive: %zu accounts here; which one? give --account HANDLE or set "
+                    "MISSIVE_ACCOUNT\n",
+                    n);
+            return EXIT_USAGE;
+        }
+        named = only;
+    }
+    if (account_dir(o, named, dir, dir_len) != 0 ||
+        (size_t)snprintf(handle, handle_len, "%s", named) >= handle_len) {
+        fprintf(cli_err, "missive: '%s' is not a usable account name\n", named);
+        return EXIT_USAGE;
+    }
+    if (access(dir, F_OK) != 0) {
+        fprintf(cli_err,
+                "missive: no account %s here; create it with 'missive register' or "
+                "'missive link'\n",
+                named);
+        return EXIT_ERR;
+    }
+    return 0;
+}
+
+/* Opens the account directory dir (its keys sealed by the passphrase o names). */
+int cli_open(const struct cli *o, const char *dir, struct msv_client **c)
+{
+    char *pass = secret(o->passphrase_file, "MISSIVE_PASSPHRASE");
+    msv_err err;
+
+    err = msv_client_open(dir, pass, c);
+    free_secret(pass);
+    if (err == MSV_ERR_AUTH) {
+        fprintf(cli_err, "missive: the passphrase does not open this device's keys\n");
+        return EXIT_AUTH;
+    }
+    if (err == MSV_ERR_INVALID)
+        fprintf(cli_err, "missive: %s must be your own directory, writable by you only\n", dir);
+    if (err != MSV_OK)
+        return fail(NULL, "opening the account", err);
+    (*c)->on_key_change = cli_key_change_warning;
+    (*c)->on_unreachable = cli_unreachable_warning;
+    (*c)->on_unsealed = cli_unsealed_notice;
+    return 0;
+}
+
+/* Opens the account named by --account / MISSIVE_ACCOUNT. */
+static int open_account(const struct cli *o, struct msv_client **c)
+{
+    char handle[300], dir[1100];
+    int rc = cli_account(o, handle, sizeof(handle), dir, sizeof(dir));
+
+    return rc != 0 ? rc : cli_open(o, dir, c);
+}
+
+/*
+ * "HOST:PORT[,HOST:PORT...]": the first into host and port, *others at the
+ * rest ("" if none); -1 if any of them is malformed.
+ */
+static int parse_servers(const char *s, char *host, size_t host_len, uint16_t *port,
+                         const char **others)
+{
+    const char *p = s + strcspn(s, ",");
+    char more_host[300];
+    uint16_t more_port;
+
+    if (msv_host_port(s, (size_t)(p - s), host, host_len, port) != MSV_OK)
+        return -1;
+    *others = *p == ',' ? p + 1 : p;
+    while (*p == ',') {
+        p++;
+        if (msv_host_port(p, strcspn(p, ","), more_host, sizeof(more_host), &more_port) != MSV_OK)
+            return -1;
+        p += strcspn(p, ",");
+    }
+    return 0;
+}
+
+/* "classic,ecies" as a set of suites; -1 for anything else. */
+static int parse_suites(const char *list, unsigned *out)
+{
+    char buf[64], *save = NULL;
+
+    *out = 0;
+    if (strlen(list) >= sizeof(buf))
+        return -1;
+    snprintf(buf, sizeof(buf), "%s", list);
+    for (char *t = strtok_r(buf, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
+        enum msv_suite s;
+
+        if (msv_suite_from_name(t, &s) != MSV_OK)
+            return -1;
+        *out |= MSV_SUITE_BIT(s);
+    }
+    return *out != 0 ? 0 : -1;
+}
+
+/* Creates the account directory and keys for HANDLE at --server. */
+static int create_device(const struct cli *o, const char *handle, struct msv_client **c)
+{
+    enum msv_suite suite = MSV_SUITE_MODERN;
+    unsigned also = 0;
+    char dir[1100], host[256], *pass;
+    const char *others = NULL;
+    uint8_t fp[32];
+    char fp_text[MSV_FINGERPRINT_TEXT_LEN];
+    uint16_t port = 0;
+    msv_err err;
+
+    if (o->server == NULL || parse_servers(o->server, host, sizeof(host), &port, &others) != 0) {
+        fprintf(cli_err, "missive: --server HOST:PORT[,HOST:PORT...] is required (the missived to "
+                         "use; a cluster's nodes after a comma)\n");
+        return EXIT_USAGE;
+    }
+    if (o->suite != NULL && msv_suite_from_name(o->suite, &suite) != MSV_OK) {
+        fprintf(cli_err, "missive: --suite must be modern, ecies or classic\n");
+        return EXIT_USAGE;
+    }
+    if (o->compat != NULL && parse_suites(o->compat, &also) != 0) {
+        fprintf(cli_err, "missive: --compat takes suites separated by commas (modern, ecies, "
+                         "classic)\n");
+        return EXIT_USAGE;
+    }
+    if (account_dir(o, handle, dir, sizeof(dir)) != 0) {
+        fprintf(cli_err, "missive: '%s' is not a usable account name\n", handle);
+        return EXIT_USAGE;
+    }
+    pass = secret(o->passphrase_file, "MISSIVE_PASSPHRASE");
+    if (pass == NULL || pass[0] == '\0')
+        fprintf(cli_err, "missive: warning: no MISSIVE_PASSPHRASE: this device's keys are stored "
+                         "unsealed (the file is readable by you only)\n");
+    err = msv_client_create(dir, handle, host, port, suite, also, pass, fp, c);
+    free_secret(pass);
+    if (err == MSV_ERR_EXISTS) {
+        fprintf(cli_err, "missive: %s already has a device here (%s)\n", handle, dir);
+        return EXIT_ERR;
+    }
+    if (err == MSV_ERR_INVALID)
+        fprintf(cli_err, "missive: %s must be your own directory, writable by you only\n", dir);
+    if (err == MSV_OK)
+        err = msv_client_set_servers(*c, others);
+    if (err != MSV_OK)
+        return fail(NULL, "creating this device", err);
+    msv_fingerprint_text(fp, fp_text);
+    fprintf(cli_err, "server certificate pinned: %s\n", fp_text);
+    return 0;
+}
+
+static char *need_password(const struct cli *o)
+{
+    char *pw = secret(o->password_file, "MISSIVE_PASSWORD");
+
+    if (pw == NULL || strlen(pw) < 8) {
+        fprintf(cli_err, "missive: set MISSIVE_PASSWORD (8 characters or more) to the account "
+                         "password\n");
+        free_secret(pw);
+        return NULL;
+    }
+    return pw;
+}
+
+static int cmd_register(const struct cli *o)
+{
+    struct msv_client *c = NULL;
+    char *pw;
+    msv_err err;
+    int rc;
+
+    if (o->argc != 1)
+        return cli_usage("register", cli_err);
+    if (o->code == NULL) {
+        rc = create_device(o, o->argv[0], &c);
+        if (rc != 0)
+            return rc;
+        err = msv_client_register_start(c);
+        if (err == MSV_OK)
+            fprintf(cli_out,
+                    "verification code sent to %s; finish with:\n  missive register %s --code "
+                    "CODE\n",
+                    o->argv[0], o->argv[0]);
+        rc = err == MSV_OK ? 0 : fail(c, "asking for a verification code", err);
+        msv_client_close(c);
+        return rc;
+    }
+    if ((pw = need_password(o)) == NULL)
+        return EXIT_USAGE;
+    {
+        struct cli with_account = *o;
+
+        with_account.account = o->argv[0];
+        rc = open_account(&with_account, &c);
+    }
+    if (rc == 0) {
+        err = msv_client_register_finish(c, o->code, pw);
+        if (err == MSV_OK)
+            fprintf(cli_out, "registered %s: this is device %llu\n", c->handle,
+                    (unsigned long long)c->device_id);
+        rc = err == MSV_OK ? 0 : fail(c, "registering", err);
+    }
+    free_secret(pw);
+    msv_client_close(c);
+    return rc;
+}
+
+static int cmd_link(const struct cli *o)
+{
+    struct msv_client *c = NULL;
+    char *pw;
+    msv_err err;
+    int rc;
+
+    if (o->argc != 1)
+        return cli_usage("link", cli_err);
+    if ((pw = need_password(o)) == NULL)
+        return EXIT_USAGE;
+    rc = create_device(o, o->argv[0], &c);
+    if (rc == 0) {
+        err = msv_client_link(c, pw);
+        if (err == MSV_OK && msv_client_connect(c) == MSV_OK)
+            fprintf(cli_out, "linked: this is device %llu of %s\n",
+                    (unsigned long long)c->device_id, c->handle);
+        else if (err == MSV_OK)
+            fprintf(cli_out,
+                    "this is device %llu of %s, waiting for approval: on one of the account's "
+                    "devices, run\n  missive devices approve %llu\n",
+                    (unsigned long long)c->device_id, c->handle, (unsigned long long)c->device_id);
+        rc = err == MSV_OK ? 0 : fail(c, "linking", err);
+    }
+    free_secret(pw);
+    msv_client_close(c);
+    return rc;
+}
+
+/* -o json: one object per line; takes the reference. */
+/* Every string as ASCII: names and texts from others may hold controls a terminal acts on. */
+static void emit_json(json_t *j)
+{
+    json_dumpf(j, cli_out, JSON_COMPACT | JSON_ENSURE_ASCII);
+    fputc('\n', cli_out);
+    json_decref(j);
+}
+
+static void print_device(const struct cli *o, json_t *list, const Msv__Wire__DeviceInfo *d,
+                         uint64_t self)
+{
+    struct msv_public_identity *pub = NULL;
+    char fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)", also[40] = "";
+    json_t *compat = json_array();
+    unsigned suites = 0;
+    uint8_t h[32];
+
+    if (msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
+                                  &pub) == MSV_OK) {
+        msv_public_identity_hash(pub, h);
+        msv_fingerprint_text(h, fp);
+        suites = msv_public_identity_suites(pub);
+    }
+    msv_public_identity_free(pub);
+    /* the other suites it speaks, for devices that speak nothing else */
+    for (int s = MSV_SUITE_MODERN; s >= MSV_SUITE_CLASSIC; s--) {
+        if ((uint32_t)s == d->suite || !(suites & MSV_SUITE_BIT(s)))
+            continue;
+        json_array_append_new(compat, json_string(msv_suite_name((enum msv_suite)s)));
+        snprintf(also + strlen(also), sizeof(also) - strlen(also), "%s%s", also[0] ? "," : " +",
+                 msv_suite_name((enum msv_suite)s));
+    }
+    if (o->json) {
+        json_t *j = json_object();
+
+        json_object_set_new(j, "device_id", json_integer((json_int_t)d->device_id));
+        json_object_set_new(j, "suite", json_string(msv_suite_name(d->suite)));
+        json_object_set_new(j, "compat", compat);
+        json_object_set_new(j, "fingerprint", json_string(fp));
+        json_object_set_new(j, "this_device", json_boolean(d->device_id == self));
+        json_array_append_new(list, j);
+    } else {
+        json_decref(compat);
+        fprintf(cli_out, "%6llu  %-7s  %s%s%s\n", (unsigned long long)d->device_id,
+                msv_suite_name(d->suite), fp, d->device_id == self ? "  (this device)" : "", also);
+    }
+}
+
+static int show_devices(const struct cli *o, struct msv_client *c, const char *handle)
+{
+    msv_frame *r = NULL;
+    msv_err err = msv_client_devices(c, handle, &r);
+    json_t *list = json_array();
+
+    if (err != MSV_OK) {
+        json_decref(list);
+        return fail(c, "looking up devices", err);
+    }
+    for (size_t i = 0; i < r->lookup_result->results[0]->n_devices; i++)
+        print_device(o, list, r->lookup_result->results[0]->devices[i],
+                     handle == NULL ? c->device_id : 0);
+    if (o->json)
+        emit_json(list);
+    else
+        json_decref(list);
+    msv_frame_free(r);
+    return 0;
+}
+
+static int cmd_devices(const struct cli *o, struct msv_client *c)
+{
+    char *end;
+    unsigned long long id;
+    msv_err err;
+
+    if (o->argc == 0 || (o->argc == 1 && strcmp(o->argv[0], "list") == 0))
+        return show_devices(o, c, NULL);
+    if (o->argc != 2 || (strcmp(o->argv[0], "remove") != 0 && strcmp(o->argv[0], "approve") != 0))
+        return cli_usage("devices", cli_err);
+    errno = 0;
+    id = strtoull(o->argv[1], &end, 10);
+    if (errno != 0 || *end != '\0' || id == 0)
+        return cli_usage("devices", cli_err);
+    if (strcmp(o->argv[0], "approve") == 0) {
+        err = msv_client_approve_device(c, id);
+        if (err == MSV_ERR_NOT_FOUND) {
+            size_t n = 0;
+
+            /* its request may still wait in this device's queue: receive (and show) it first */
+            err = msv_client_receive(c, 1000, o->on_incoming ? o->on_incoming : cli_print_incoming,
+                                     o->on_incoming ? o->incoming_ctx : (void *)o, &n);
+            if (err == MSV_OK)
+                err = msv_client_approve_device(c, id);
+        }
+        if (err == MSV_OK)
+            fprintf(cli_out, "approved device %llu; the account's other devices are told\n", id);
+        return err == MSV_OK ? 0 : fail(c, "approving the device (is it waiting?)", err);
+    }
+    err = msv_client_remove_device(c, id);
+    if (err == MSV_OK)
+        fprintf(cli_out, "removed device %llu; the account's other devices are told\n", id);
+    return err == MSV_OK ? 0 : fail(c, "removing the device", err);
+}
+
+/* A line of two fields that others may have named, separated by a tab. */
+static void print_fields(const char *a, const char *b)
+{
+    term_put(cli_out, a, TERM_ONE_LINE);
+    fputc('\t', cli_out);
+    term_put(cli_out, b, TERM_ONE_LINE);
+    fputc('\n', cli_out);
+}
+
+static int cmd_contacts(const struct cli *o, struct msv_client *c)
+{
+    struct msv_contact *list = NULL;
+    size_t n = 0;
+    msv_err err;
+
+    if (o->argc == 3 && strcmp(o->argv[0], "add") == 0) {
+        err = msv_client_db_contact_add(c->db, o->argv[1], o->argv[2]);
+        return err == MSV_OK ? 0 : fail(c, "adding the contact", err);
+    }
+    if (o->argc == 2 && strcmp(o->argv[0], "remove") == 0) {
+        err = msv_client_db_contact_remove(c->db, o->argv[1]);
+        return err == MSV_OK ? 0 : fail(c, "removing the contact", err);
+    }
+    if (o->argc > 1 || (o->argc == 1 && strcmp(o->argv[0], "list") != 0))
+        return cli_usage("contacts", cli_err);
+    err = msv_client_db_contacts(c->db, NULL, &list, &n);
+    if (err != MSV_OK)
+        return fail(c, "listing contacts", err);
+    for (size_t i = 0; i < n; i++) {
+        if (o->json) {
+            emit_json(json_pack("{s:s, s:s}", "name", list[i].name, "handle", list[i].handle));
+        } else {
+            print_fields(list[i].name, list[i].handle);
+        }
+    }
+    msv_contacts_free(list, n);
+    return 0;
+}
+
+/* Reads the message text from --text or standard input (trailing newline dropped). */
+char *cli_message_text(const struct cli *o)
+{
+    size_t len = 0, cap = 4096;
+    char *buf;
+
+    if (o->text != NULL)
+        return strdup(o->text);
+    if (o->no_stdin) {
+        fprintf(cli_err, "missive: give the message as --text (or files with --file)\n");
+        return NULL;
+    }
+    buf = malloc(cap);
+    while (buf != NULL) {
+        size_t n = fread(buf + len, 1, cap - len - 1, stdin);
+
+        len += n;
+        if (n == 0)
+            break;
+        if (len + 1 == cap) {
+            char *bigger = cap > MSV_TEXT_MAX ? NULL : realloc(buf, cap * 2);
+
+            if (bigger == NULL) {
+                free(buf);
+                return NULL;
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+    }
+    if (buf != NULL) {
+        while (len > 0 && buf[len - 1] == '\n')
+            len--;
+        buf[len] = '\0';
+    }
+    return buf;
+}
+
+#define FILE_MAX (64u << 20)
+
+/* Reads the --file arguments into memory (at most 64 MiB each). */
+static int load_files(const struct cli *o, struct msv_file *files)
+{
+    for (size_t i = 0; i < o->file_count; i++) {
+        FILE *f = fopen(o->files[i], "rb");
+        struct stat st;
+        uint8_t *data;
+        const char *slash = strrchr(o->files[i], '/');
+
+        if (f == NULL || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+            fprintf(cli_err, "missive: %s: %s\n", o->files[i],
+                    f == NULL ? strerror(errno) : "not a regular file");
+            if (f != NULL)
+                fclose(f);
+            return -1;
+        }
+        if (st.st_size == 0 || (uint64_t)st.st_size > FILE_MAX) {
+            fprintf(cli_err, "missive: %s: files are sent from 1 byte to 64 MiB\n", o->files[i]);
+            fclose(f);
+            return -1;
+        }
+        data = malloc((size_t)st.st_size);
+        if (data == NULL || fread(data, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
+            fprintf(cli_err, "missive: %s: cannot read it\n", o->files[i]);
+            free(data);
+            fclose(f);
+            return -1;
+        }
+        fclose(f);
+        files[i] = (struct msv_file){slash ? slash + 1 : o->files[i], "application/octet-stream",
+                                     data, (size_t)st.st_size};
+    }
+    return 0;
+}
+
+/* Upload progress, for a person watching. */
+static void show_progress(uint64_t done, uint64_t total)
+{
+    if (!isatty(STDERR_FILENO) || total < (1u << 20))
+        return;
+    fprintf(cli_err, "\ruploading: %3u%%", (unsigned)(done * 100 / total));
+    if (done == total)
+        fputc('\n', cli_err);
+}
+
+/* Contact names stand for their handles; anything else is taken as a handle. */
+static size_t resolve(struct msv_client *c, char **names, int n, const char **handles, size_t max,
+                      struct msv_contact **found, size_t *counts)
+{
+    size_t k = 0;
+
+    for (int i = 0; i < n && k < max; i++) {
+        if (msv_client_db_contacts(c->db, names[i], &found[i], &counts[i]) == MSV_OK &&
+            counts[i] > 0) {
+            for (size_t j = 0; j < counts[i] && k < max; j++)
+                handles[k++] = found[i][j].handle;
+        } else {
+            handles[k++] = names[i];
+        }
+    }
+    return k;
+}
+
+static void resolved_free(struct msv_contact **found, size_t *counts, int n)
+{
+    for (int i = 0; i < n; i++)
+        msv_contacts_free(found[i], counts[i]);
+}
+
+/* Says why a group named by which (a name or group:HEX) was not found. */
+static void explain_group(const char *which, msv_err err)
+{
+    if (err == MSV_ERR_NOT_FOUND)
+        fprintf(cli_err,
+                "missive: no group %s (an invitation is accepted first: missive groups "
+                "accept ID)\n",
+                which);
+    else if (err == MSV_ERR_EXISTS)
+        fprintf(cli_err,
+                "missive: more than one group is named %s: name it by its id (missive "
+                "groups list)\n",
+                which);
+}
+
+static int cmd_groups(const struct cli *o, struct msv_client *c)
+{
+    const char *handles[64];
+    struct msv_contact *found[64] = {0};
+    size_t counts[64] = {0}, n = 0;
+    const char *verb = o->argc ? o->argv[0] : "list";
+    uint8_t id[16];
+    msv_err err = MSV_OK;
+
+    if (strcmp(verb, "list") == 0 && o->argc <= 1) {
+        struct msv_group_rec *g = NULL;
+
+        err = msv_client_db_groups(c->db, &g, &n);
+        for (size_t i = 0; err == MSV_OK && i < n; i++) {
+            char gid[40];
+
+            for (char *m = g[i].members; *m; m++)
+                *m = *m == '\n' && m[1] ? ',' : (*m == '\n' ? '\0' : *m);
+            msv_client_group_conversation(g[i].group_id, gid);
+            if (o->json) {
+                emit_json(json_pack("{s:s, s:s, s:s, s:b}", "name", g[i].name, "members",
+                                    g[i].members, "id", gid, "invited", !g[i].accepted));
+            } else {
+                term_put(cli_out, g[i].name, TERM_ONE_LINE);
+                fputc('\t', cli_out);
+                term_put(cli_out, g[i].members, TERM_ONE_LINE);
+                fprintf(cli_out, "\t%s%s\n", gid, g[i].accepted ? "" : "\tinvited");
+            }
+        }
+        msv_groups_free(g, n);
+        return err == MSV_OK ? 0 : fail(c, "listing groups", err);
+    }
+    if (strcmp(verb, "accept") == 0 && o->argc == 2) {
+        err = msv_client_group_accept(c, o->argv[1]);
+        explain_group(o->argv[1], err);
+        return err == MSV_OK ? 0 : fail(c, "accepting the group", err);
+    }
+    if (o->argc < 3 || o->argc > 66)
+        return cli_usage("groups", cli_err);
+    n = resolve(c, o->argv + 2, o->argc - 2, handles, 64, found, counts);
+    if (strcmp(verb, "create") == 0)
+        err = msv_client_group_create(c, o->argv[1], handles, n, id);
+    else if (strcmp(verb, "add") == 0)
+        err = msv_client_group_change(c, o->argv[1], NULL, handles, n, NULL, 0);
+    else if (strcmp(verb, "remove") == 0)
+        err = msv_client_group_change(c, o->argv[1], NULL, NULL, 0, handles, n);
+    else if (strcmp(verb, "rename") == 0 && o->argc == 3)
+        err = msv_client_group_change(c, o->argv[1], o->argv[2], NULL, 0, NULL, 0);
+    else
+        err = MSV_ERR_INVALID;
+    resolved_free(found, counts, o->argc - 2);
+    if (err == MSV_ERR_INVALID)
+        return cli_usage("groups", cli_err);
+    if (err == MSV_ERR_EXISTS && (strcmp(verb, "create") == 0 || strcmp(verb, "rename") == 0))
+        fprintf(cli_err, "missive: you have a group named %s already\n",
+                o->argv[strcmp(verb, "create") == 0 ? 1 : 2]);
+    else if (strcmp(verb, "create") != 0)
+        explain_group(o->argv[1], err);
+    return err == MSV_OK ? 0 : fail(c, "changing the group", err);
+}
+
+static int cmd_send(const struct cli *o, struct msv_client *c)
+{
+    const char *handles[64];
+    struct msv_file files[8] = {{0}};
+    struct msv_contact *found[64] = {0};
+    size_t counts[64] = {0}, n = 0;
+    uint8_t id[16];
+    char *text, hex[33];
+    msv_err err;
+    int rc = 0;
+
+    if ((o->group == NULL) == (o->argc == 0) || o->argc > 64)
+        return cli_usage("send", cli_err);
+    n = resolve(c, o->argv, o->argc, handles, 64, found, counts);
+    text = o->file_count > 0 && o->text == NULL ? NULL : cli_message_text(o);
+    if (o->file_count == 0 && (text == NULL || text[0] == '\0')) {
+        fprintf(cli_err, "missive: nothing to send (give --text or pipe the message in)\n");
+        rc = EXIT_USAGE;
+    } else if (load_files(o, files) != 0) {
+        rc = EXIT_ERR;
+    } else {
+        err =
+            o->group != NULL
+                ? msv_client_group_send(c, o->group, text, files, o->file_count, show_progress, id)
+                : msv_client_send(c, handles, n, text, files, o->file_count, show_progress, id);
+        if (o->group != NULL)
+            explain_group(o->group, err);
+        if (err == MSV_OK) {
+            if (msv_hex_encode(id, 16, hex, sizeof(hex)) != MSV_OK)
+                hex[0] = '\0';
+            if (o->json)
+                fprintf(cli_out, "{\"message_id\":\"%s\",\"status\":\"sent\"}\n", hex);
+            else
+                fprintf(cli_out, "sent %s\n", hex);
+        } else {
+            rc = fail(c, "sending (the message stays queued in history)", err);
+        }
+    }
+    free_secret(text);
+    for (size_t i = 0; i < o->file_count; i++)
+        free((void *)files[i].data);
+    resolved_free(found, counts, o->argc);
+    return rc;
+}
+
+json_t *cli_message_json(const struct msv_message_rec *m)
+{
+    char hex[33];
+
+    if (msv_hex_encode(m->message_id, 16, hex, sizeof(hex)) != MSV_OK)
+        hex[0] = '\0';
+    return json_pack("{s:s, s:s, s:s, s:I, s:b, s:s, s:I, s:s}", "message_id", hex, "conversation",
+                     m->conversation, "from", m->sender, "from_device",
+                     (json_int_t)m->sender_device, "outgoing", m->outgoing, "text", m->text,
+                     "sent_at_ms", (json_int_t)m->sent_at_ms, "status", m->status);
+}
+
+void cli_print_message(const struct cli *o, const struct msv_message_rec *m)
+{
+    time_t t = (time_t)(m->sent_at_ms / 1000);
+    struct tm tm;
+    char when[32];
+
+    if (o->json) {
+        emit_json(cli_message_json(m));
+        return;
+    }
+    localtime_r(&t, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%d %H:%M", &tm);
+    /* everything but the time came from the network or from another person */
+    fprintf(cli_out, "[%s] %s", when, m->outgoing ? "me → " : "");
+    term_put(cli_out, m->outgoing ? m->conversation : m->sender, TERM_ONE_LINE);
+    fputs(": ", cli_out);
+    term_put(cli_out, strcmp(m->status, "unsent") == 0 ? "(unsent)" : m->text, TERM_LINES);
+    if (m->outgoing || strcmp(m->status, "edited") == 0) {
+        fputs("  (", cli_out);
+        term_put(cli_out, m->status, TERM_ONE_LINE);
+        fputc(')', cli_out);
+    }
+    fputc('\n', cli_out);
+}
+
+void cli_print_incoming(void *ctx, const struct msv_incoming *in)
+{
+    const struct cli *o = ctx;
+
+    if (in->message != NULL)
+        cli_print_message(o, in->message);
+    else if (in->notice == NULL)
+        return; /* a receipt: history shows it */
+    else if (o->json)
+        emit_json(json_pack("{s:s}", "notice", in->notice));
+    else {
+        fputs("notice: ", cli_out);
+        term_put(cli_out, in->notice, TERM_LINES);
+        fputc('\n', cli_out);
+    }
+    fflush(cli_out);
+}
+
+/* The transparency monitor found a device of this account that no device of it announced. */
+void cli_print_alarm(void *ctx, const char *warning)
+{
+    const struct cli *o = ctx;
+
+    fputs("missive: WARNING: ", cli_err);
+    term_put(cli_err, warning, TERM_LINES);
+    fputc('\n', cli_err);
+    if (o->json)
+        emit_json(json_pack("{s:s}", "alarm", warning));
+    fflush(cli_out);
+}
+
+static int cmd_receive(const struct cli *o, struct msv_client *c)
+{
+    size_t n = 0, alarms = 0;
+    msv_err err;
+
+    if (o->argc != 0)
+        return cli_usage("receive", cli_err);
+    err = msv_client_receive(c, (int)(o->wait_s * 1000), cli_print_incoming, (void *)o, &n);
+    /* then the log: the notices just received say which new devices are this account's */
+    if (err == MSV_OK) {
+        err = msv_client_monitor(c, cli_print_alarm, (void *)o, &alarms);
+        if (err != MSV_OK)
+            return fail(c, "watching the transparency log", err);
+    }
+    return err == MSV_OK ? 0 : fail(c, "receiving", err);
+}
+
+static int cmd_history(const struct cli *o, struct msv_client *c)
+{
+    struct msv_message_rec *m = NULL;
+    size_t n = 0;
+    msv_err err;
+
+    char conversation[40];
+    const char *which = o->argc ? o->argv[0] : NULL;
+
+    if (o->argc > 1 || (o->argc == 1 && o->group != NULL))
+        return cli_usage("history", cli_err);
+    if (o->group != NULL) {
+        struct msv_group_rec g;
+
+        err = msv_client_group_find(c, o->group, &g);
+        if (err != MSV_OK) {
+            explain_group(o->group, err);
+            return EXIT_ERR;
+        }
+        msv_client_group_conversation(g.group_id, conversation);
+        msv_group_clear(&g);
+        which = conversation;
+    }
+    err =
+        msv_client_db_history(c->db, which, o->search, o->limit > 0 ? (size_t)o->limit : 0, &m, &n);
+    if (err == MSV_ERR_INVALID) {
+        fprintf(cli_err, "missive: --search: not a valid full-text query\n");
+        return EXIT_USAGE;
+    }
+    if (err != MSV_OK)
+        return fail(c, "reading history", err);
+    for (size_t i = 0; i < n; i++)
+        cli_print_message(o, &m[i]);
+    msv_messages_free(m, n);
+    return 0;
+}
+
+/* The conversation named by an operand or --group; 0, or an exit status. */
+static int pick_conversation(const struct cli *o, struct msv_client *c, int required, char *out,
+                             size_t len, const char **which)
+{
+    *which = NULL;
+    if (o->argc > 1 || (o->argc == 1 && o->group != NULL) ||
+        (required && o->argc == 0 && o->group == NULL))
+        return EXIT_USAGE;
+    if (o->group != NULL) {
+        struct msv_group_rec g;
+        msv_err err = msv_client_group_find(c, o->group, &g);
+
+        if (err != MSV_OK) {
+            explain_group(o->group, err);
+            return EXIT_ERR;
+        }
+        msv_client_group_conversation(g.group_id, out);
+        msv_group_clear(&g);
+        *which = out;
+    } else if (o->argc == 1) {
+        snprintf(out, len, "%s", o->argv[0]);
+        *which = out;
+    }
+    return 0;
+}
+
+static int cmd_read_typing(const struct cli *o, struct msv_client *c, int typing)
+{
+    char conversation[300];
+    const char *which;
+    size_t n = 0;
+    msv_err err;
+    int rc = pick_conversation(o, c, typing, conversation, sizeof(conversation), &which);
+
+    if (rc != 0)
+        return rc == EXIT_USAGE ? cli_usage(typing ? "typing" : "read", cli_err) : rc;
+    err = typing ? msv_client_typing(c, which) : msv_client_mark_read(c, which, &n);
+    if (err == MSV_OK && !typing)
+        fprintf(cli_out, "%zu message%s marked read\n", n, n == 1 ? "" : "s");
+    return err == MSV_OK ? 0
+                         : fail(c, typing ? "sending the typing notice" : "sending receipts", err);
+}
+
+static int cmd_edit_unsend(const struct cli *o, struct msv_client *c, int edit)
+{
+    uint8_t id[16];
+    size_t n = 0;
+    msv_err err;
+
+    if (o->argc != 1 || msv_hex_decode(o->argv[0], id, sizeof(id), &n) != MSV_OK || n != 16 ||
+        (edit && (o->text == NULL || o->text[0] == '\0')))
+        return cli_usage(edit ? "edit" : "unsend", cli_err);
+    err = edit ? msv_client_edit(c, id, o->text) : msv_client_unsend(c, id);
+    if (err == MSV_ERR_INVALID || err == MSV_ERR_NOT_FOUND) {
+        fprintf(cli_err, "missive: %s is not one of your messages here\n", o->argv[0]);
+        return EXIT_ERR;
+    }
+    return err == MSV_OK ? 0 : fail(c, edit ? "editing" : "unsending", err);
+}
+
+/* verify HANDLE FINGERPRINT: one device of HANDLE has it. */
+static int verify_device(const struct cli *o, struct msv_client *c)
+{
+    uint8_t want[32], have[32];
+    char hex[80], key[400];
+    size_t n = 0, k = 0;
+    msv_frame *r = NULL;
+    msv_err err;
+    int found = 0;
+
+    for (const char *p = o->argv[1]; *p && k + 1 < sizeof(hex); p++) {
+        if (*p != ' ')
+            hex[k++] = *p;
+    }
+    hex[k] = '\0';
+    if (msv_hex_decode(hex, want, sizeof(want), &n) != MSV_OK || n != 32) {
+        fprintf(cli_err, "missive: a fingerprint is 64 hex digits (spaces allowed)\n");
+        return EXIT_USAGE;
+    }
+    err = msv_client_devices(c, o->argv[0], &r);
+    if (err != MSV_OK)
+        return fail(c, "looking up devices", err);
+    for (size_t i = 0; i < r->lookup_result->results[0]->n_devices && !found; i++) {
+        const Msv__Wire__DeviceInfo *d = r->lookup_result->results[0]->devices[i];
+        struct msv_public_identity *pub = NULL;
+
+        if (msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
+                                      &pub) != MSV_OK)
+            continue;
+        msv_public_identity_hash(pub, have);
+        msv_public_identity_free(pub);
+        if (msv_equal_ct(have, want, 32)) {
+            found = 1;
+            snprintf(key, sizeof(key), "verified:%s:%llu", o->argv[0],
+                     (unsigned long long)d->device_id);
+            err = msv_client_db_set(c->db, key, have, 32);
+            fprintf(cli_out, "fingerprint matches device %llu of %s: marked verified\n",
+                    (unsigned long long)d->device_id, o->argv[0]);
+        }
+    }
+    msv_frame_free(r);
+    if (!found) {
+        fprintf(cli_err, "missive: no device of %s has that fingerprint: do not trust it\n",
+                o->argv[0]);
+        return EXIT_AUTH;
+    }
+    return err == MSV_OK ? 0 : fail(c, "recording the verification", err);
+}
+
+/* Prints a QR code of text with Unicode half blocks (light modules drawn, two rows a line). */
+static int print_qr(const char *text)
+{
+    QRcode *q = QRcode_encodeString(text, 0, QR_ECLEVEL_M, QR_MODE_8, 1);
+    const int quiet = 2;
+
+    if (q == NULL)
+        return -1;
+    for (int y = -quiet; y < q->width + quiet; y += 2) {
+        for (int x = -quiet; x < q->width + quiet; x++) {
+            int top =
+                x >= 0 && y >= 0 && x < q->width && y < q->width && (q->data[y * q->width + x] & 1);
+            int bottom = x >= 0 && y + 1 >= 0 && x < q->width && y + 1 < q->width &&
+                         (q->data[(y + 1) * q->width + x] & 1);
+
+            fputs(top ? (bottom ? " " : "\u2584") : (bottom ? "\u2580" : "\u2588"), cli_out);
+        }
+        fputc('\n', cli_out);
+    }
+    QRcode_free(q);
+    return 0;
+}
+
+/* "12345 67890 ..." */
+static void group_digits(const char *digits, char *out)
+{
+    size_t o = 0;
+
+    for (size_t i = 0; digits[i] != '\0'; i++) {
+        if (i > 0 && i % 5 == 0)
+            out[o++] = i % 30 == 0 ? '\n' : ' ';
+        out[o++] = digits[i];
+    }
+    out[o] = '\0';
+}
+
+/*
+ * A number that is not this conversation's: if it is the number a Missive
+ * still on safety-number version 1 shows, the two sides only need the same
+ * version; either way nothing is marked.
+ */
+static int wrong_number(struct msv_client *c, const char *handle, const char *given)
+{
+    char older[MSV_SAFETY_DIGITS + 1];
+    uint8_t digest[32];
+
+    if (msv_client_safety_number(c, handle, 1, older, digest) == MSV_OK &&
+        msv_equal_ct(given, older, MSV_SAFETY_DIGITS)) {
+        fprintf(cli_err,
+                "missive: that number was made under safety-number version 1, this Missive "
+                "shows version %d: compare again once both sides show the same version\n",
+                MSV_SAFETY_VERSION);
+        return EXIT_AUTH;
+    }
+    fprintf(cli_err,
+            "missive: that is not the safety number of your conversation with %s: do not trust "
+            "its devices\n",
+            handle);
+    return EXIT_AUTH;
+}
+
+static int cmd_verify(const struct cli *o, struct msv_client *c)
+{
+    char number[MSV_SAFETY_DIGITS + 1], given[MSV_SAFETY_DIGITS + 1], shown[80];
+    uint8_t digest[32];
+    size_t k = 0;
+    msv_err err, state;
+
+    if (o->argc < 1 || o->argc > 2 || (o->argc == 2 && (o->accept || o->qr)))
+        return cli_usage("verify", cli_err);
+    if (strcmp(o->argv[0], c->handle) == 0) {
+        fprintf(cli_err, "missive: verify the people you write to, not this account\n");
+        return EXIT_USAGE;
+    }
+    if (o->argc == 2) {
+        const char *p = o->argv[1];
+
+        for (; *p && k < MSV_SAFETY_DIGITS; p++) {
+            if (*p >= '0' && *p <= '9')
+                given[k++] = *p;
+            else if (*p != ' ' && *p != '\n')
+                break;
+        }
+        if (*p != '\0' || k != MSV_SAFETY_DIGITS)
+            return verify_device(o, c); /* a device fingerprint, or a usage error there */
+        given[k] = '\0';
+    }
+    err = msv_client_safety_number(c, o->argv[0], MSV_SAFETY_VERSION, number, digest);
+    if (err != MSV_OK)
+        return fail(c, "making the safety number", err);
+    if (o->argc == 2 || o->accept) {
+        if (!o->accept && !msv_equal_ct(given, number, MSV_SAFETY_DIGITS))
+            return wrong_number(c, o->argv[0], given);
+        err = msv_client_mark_verified(c, o->argv[0], digest);
+        if (err != MSV_OK)
+            return fail(c, "recording the verification", err);
+        fprintf(cli_out, "%s %s\n", o->argv[0],
+                o->accept ? "accepted as it is now, without comparing numbers"
+                          : "verified: the safety numbers match");
+        return 0;
+    }
+    state = msv_client_verified(c, o->argv[0], digest);
+    group_digits(number, shown);
+    if (o->json) {
+        emit_json(json_pack("{s:s, s:s, s:i, s:s}", "handle", o->argv[0], "safety_number", number,
+                            "version", MSV_SAFETY_VERSION, "state",
+                            state == MSV_OK         ? "verified"
+                            : state == MSV_ERR_AUTH ? "changed since verified"
+                                                    : "not verified"));
+        return 0;
+    }
+    fprintf(cli_out, "safety number of your conversation with %s (version %d):\n%s\n", o->argv[0],
+            MSV_SAFETY_VERSION, shown);
+    if (o->qr && print_qr(number) != 0)
+        fprintf(cli_err, "missive: cannot make the QR code\n");
+    if (state == MSV_OK)
+        fprintf(cli_out, "verified\n");
+    else if (state == MSV_ERR_AUTH)
+        fprintf(cli_out, "CHANGED since you verified it: compare it again before you trust %s\n",
+                o->argv[0]);
+    else
+        fprintf(cli_out, "not verified: compare it with %s, then: missive verify %s NUMBER\n",
+                o->argv[0], o->argv[0]);
+    return 0;
+}
+
+static int cmd_fingerprint(const struct cli *o, struct msv_client *c)
+{
+    uint8_t h[32];
+    char fp[MSV_FINGERPRINT_TEXT_LEN];
+
+    if (o->argc > 1)
+        return cli_usage("fingerprint", cli_err);
+    if (o->argc == 1)
+        return show_devices(o, c, o->argv[0]);
+    msv_public_identity_hash(msv_identity_public(c->id), h);
+    msv_fingerprint_text(h, fp);
+    if (o->json) {
+        emit_json(json_pack("{s:s, s:I, s:s}", "handle", c->handle, "device_id",
+                            (json_int_t)c->device_id, "fingerprint", fp));
+    } else
+        fprintf(cli_out, "%s device %llu: %s\n", c->handle, (unsigned long long)c->device_id, fp);
+    return 0;
+}
+
+/* ---- backups -------------------------------------------------------------------------------- */
+
+/* The backup passphrase; a new backup needs a long one, a restore takes what it was made with. */
+static char *backup_passphrase(const struct cli *o, int writing)
+{
+    char *pass = o->backup_passphrase != NULL
+                     ? strdup(o->backup_passphrase)
+                     : secret(o->backup_passphrase_file, "MISSIVE_BACKUP_PASSPHRASE");
+
+    if (pass == NULL || pass[0] == '\0' ||
+        (writing && !msv_backup_passphrase_is_long_enough(pass))) {
+        fprintf(cli_err,
+                "missive: a backup passphrase of %d characters or more is needed: set "
+                "MISSIVE_BACKUP_PASSPHRASE or give --backup-passphrase-file\n",
+                MSV_BACKUP_PASSPHRASE_MIN);
+        free_secret(pass);
+        return NULL;
+    }
+    return pass;
+}
+
+/* On a terminal, how far a backup or a restore got, at most every 2% of it. */
+struct shown_progress {
+    const char *what;
+    int last;
+};
+
+static void backup_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    struct shown_progress *p = ctx;
+    int pct = total ? (int)(done * 100 / total) : 100;
+
+    if (pct < p->last + 2 && pct != 100)
+        return;
+    p->last = pct;
+    fprintf(cli_err, "\r%s: %3d%% (%.1f of %.1f MiB)", p->what, pct, (double)done / 1048576.0,
+            (double)total / 1048576.0);
+    if (pct == 100)
+        fputc('\n', cli_err);
+}
+
+static int cmd_backup(const struct cli *o, struct msv_client *c)
+{
+    struct msv_backup_kdf kdf = {o->kdf_passes ? (uint32_t)o->kdf_passes : MSV_BACKUP_OPS_DEFAULT,
+                                 o->kdf_memory_mib ? (uint32_t)o->kdf_memory_mib * 1024
+                                                   : MSV_BACKUP_MEM_DEFAULT_KIB};
+    struct shown_progress shown = {"backup", -2};
+    struct msv_backup_progress progress = {isatty(STDERR_FILENO) ? backup_progress : NULL, &shown};
+    char why[300] = "", *pass;
+    msv_err err;
+
+    if (o->argc != 1)
+        return cli_usage("backup", cli_err);
+    if ((pass = backup_passphrase(o, 1)) == NULL)
+        return EXIT_USAGE;
+    err = msv_backup_write(c->dir, c->db, o->argv[0], pass, &kdf, &progress, why, sizeof(why));
+    free_secret(pass);
+    if (err != MSV_OK) {
+        fprintf(cli_err, "missive: backup: %s%s%s\n", msv_strerror(err), why[0] ? ": " : "", why);
+        return EXIT_ERR;
+    }
+    if (o->json)
+        emit_json(json_pack("{s:s, s:s, s:I, s:I}", "file", o->argv[0], "handle", c->handle,
+                            "kdf_memory_kib", (json_int_t)kdf.memlimit_kib, "kdf_passes",
+                            (json_int_t)kdf.opslimit));
+    else
+        fprintf(cli_out, "wrote %s (account %s; Argon2id %u MiB, %u passes)\n", o->argv[0],
+                c->handle, kdf.memlimit_kib / 1024, kdf.opslimit);
+    return 0;
+}
+
+/* The handle a restored state database belongs to. */
+static int restored_handle(const char *dir, char *handle, size_t len)
+{
+    struct msv_client_db *db = NULL;
+    char path[1200];
+    uint8_t *v = NULL;
+    size_t n = 0;
+    int ok;
+
+    snprintf(path, sizeof(path), "%s/state.db", dir);
+    ok = msv_client_db_open(path, &db) == MSV_OK &&
+         msv_client_db_get(db, "handle", &v, &n) == MSV_OK && n > 0 && n < len &&
+         memchr(v, '\0', n) == NULL;
+    if (ok) {
+        memcpy(handle, v, n);
+        handle[n] = '\0';
+    }
+    free(v);
+    msv_client_db_close(db);
+    return ok ? 0 : -1;
+}
+
+static int cmd_restore(const struct cli *o)
+{
+    char base[900], tmp[1000], dir[1100], handle[256], why[1600] = "", *pass;
+    FILE *in;
+    msv_err err;
+
+    if (o->argc != 1)
+        return cli_usage("restore", cli_err);
+    if (data_dir(o, base, sizeof(base)) != 0) {
+        fprintf(cli_err, "missive: no data directory: give --data-dir or set HOME\n");
+        return EXIT_USAGE;
+    }
+    if ((in = fopen(o->argv[0], "rb")) == NULL) {
+        fprintf(cli_err, "missive: restore: cannot open %s: %s\n", o->argv[0], strerror(errno));
+        return EXIT_ERR;
+    }
+    if ((pass = backup_passphrase(o, 0)) == NULL) {
+        fclose(in);
+        return EXIT_USAGE;
+    }
+    snprintf(tmp, sizeof(tmp), "%s/.restore-XXXXXX", base);
+    if (mkdir(base, 0700) != 0 && errno != EEXIST) {
+        err = MSV_ERR_IO;
+        snprintf(why, sizeof(why), "cannot create %s: %s", base, strerror(errno));
+    } else if (mkdtemp(tmp) == NULL) {
+        err = MSV_ERR_IO;
+        snprintf(why, sizeof(why), "cannot create a directory in %s: %s", base, strerror(errno));
+        tmp[0] = '\0';
+    } else {
+        struct shown_progress shown = {"restore", -2};
+        struct msv_backup_progress progress = {isatty(STDERR_FILENO) ? backup_progress : NULL,
+                                               &shown};
+
+        err = msv_backup_unpack(in, pass, NULL, tmp, &progress, why, sizeof(why));
+    }
+    fclose(in);
+    free_secret(pass);
+    if (err == MSV_OK && (restored_handle(tmp, handle, sizeof(handle)) != 0 ||
+                          account_dir(o, handle, dir, sizeof(dir)) != 0)) {
+        err = MSV_ERR_PARSE;
+        snprintf(why, sizeof(why), "the backup's account has no usable name");
+    }
+    if (err == MSV_OK && access(dir, F_OK) == 0) {
+        err = MSV_ERR_EXISTS;
+        snprintf(why, sizeof(why), "%s exists here (%s); restore never replaces an account", handle,
+                 dir);
+    }
+    if (err == MSV_OK && rename(tmp, dir) != 0) {
+        err = MSV_ERR_IO;
+        snprintf(why, sizeof(why), "cannot move the account into %s: %s", dir, strerror(errno));
+    }
+    if (err != MSV_OK) {
+        if (tmp[0] != '\0')
+            msv_backup_discard(tmp);
+        fprintf(cli_err, "missive: restore: %s%s%s\n", msv_strerror(err), why[0] ? ": " : "", why);
+        return err == MSV_ERR_AUTH ? EXIT_AUTH : EXIT_ERR;
+    }
+    if (o->json)
+        emit_json(json_pack("{s:s, s:s}", "handle", handle, "dir", dir));
+    else
+        fprintf(cli_out,
+                "restored %s into %s; this machine is now that device: stop using the old copy\n",
+                handle, dir);
+    return 0;
+}
+
+static int cmd_log_head(const struct cli *o, struct msv_client *c)
+{
+    char root[2 * MSV_KT_HASH_LEN + 1], sig[2 * MSV_KT_SIG_LEN + 1];
+    struct msv_kt_head h;
+    msv_frame *r = NULL;
+    msv_err err;
+
+    if (o->argc != 0)
+        return cli_usage("log-head", cli_err);
+    err = msv_client_devices(c, NULL, &r); /* brings the head up to date, checked */
+    msv_frame_free(r);
+    if (err != MSV_OK)
+        return fail(c, "asking the directory", err);
+    err = msv_kt_known_head(c->db, &h);
+    if (err == MSV_OK)
+        err = msv_hex_encode(h.root, sizeof(h.root), root, sizeof(root));
+    if (err == MSV_OK)
+        err = msv_hex_encode(h.signature, sizeof(h.signature), sig, sizeof(sig));
+    if (err != MSV_OK)
+        return fail(c, "reading the log head", err);
+    if (o->json)
+        emit_json(json_pack("{s:I, s:I, s:s, s:s}", "size", (json_int_t)h.size, "time_ms",
+                            (json_int_t)h.time_ms, "root", root, "signature", sig));
+    else
+        fprintf(cli_out, "missive-head 1 %llu %lld %s %s\n", (unsigned long long)h.size,
+                (long long)h.time_ms, root, sig);
+    return 0;
+}
+
+int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
+{
+    static const struct option opts[] = {
+        {"account", required_argument, NULL, 'a'},
+        {"data-dir", required_argument, NULL, 'd'},
+        {"output", required_argument, NULL, 'o'},
+        {"server", required_argument, NULL, 's'},
+        {"suite", required_argument, NULL, 'S'},
+        {"compat", required_argument, NULL, 'C'},
+        {"code", required_argument, NULL, 'c'},
+        {"text", required_argument, NULL, 't'},
+        {"wait", required_argument, NULL, 'w'},
+        {"search", required_argument, NULL, 'q'},
+        {"limit", required_argument, NULL, 'l'},
+        {"passphrase-file", required_argument, NULL, 'P'},
+        {"password-file", required_argument, NULL, 'W'},
+        {"file", required_argument, NULL, 'f'},
+        {"group", required_argument, NULL, 'g'},
+        {"qr", no_argument, NULL, 'Q'},
+        {"accept", no_argument, NULL, 'A'},
+        {"backup-passphrase-file", required_argument, NULL, 'B'},
+        {"kdf-memory", required_argument, NULL, 'M'},
+        {"kdf-passes", required_argument, NULL, 'K'},
+        {"socket", required_argument, NULL, 'X'},
+        {"stdio", no_argument, NULL, 'I'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    char *end;
+    int ch;
+
+    memset(o, 0, sizeof(*o));
+    o->wait_s = 2;
+    opterr = 0;
+    optind = 0; /* the daemon parses a command line per request */
+    while ((ch = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'a':
+            o->account = optarg;
+            break;
+        case 'd':
+            o->data_dir = optarg;
+            break;
+        case 'o':
+            if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0) {
+                fprintf(cli_err, "missive: -o takes json or text\n");
+                return EXIT_USAGE;
+            }
+            o->json = strcmp(optarg, "json") == 0;
+            break;
+        case 's':
+            o->server = optarg;
+            break;
+        case 'S':
+            o->suite = optarg;
+            break;
+        case 'C':
+            o->compat = optarg;
+            break;
+        case 'c':
+            o->code = optarg;
+            break;
+        case 't':
+            o->text = optarg;
+            break;
+        case 'q':
+            o->search = optarg;
+            break;
+        case 'P':
+            o->passphrase_file = optarg;
+            break;
+        case 'W':
+            o->password_file = optarg;
+            break;
+        case 'h':
+            o->help = 1;
+            break;
+        case 'g':
+            o->group = optarg;
+            break;
+        case 'Q':
+            o->qr = 1;
+            break;
+        case 'A':
+            o->accept = 1;
+            break;
+        case 'f':
+            if (o->file_count == sizeof(o->files) / sizeof(o->files[0])) {
+                fprintf(cli_err, "missive: at most 8 --file options\n");
+                return EXIT_USAGE;
+            }
+            o->files[o->file_count++] = optarg;
+            break;
+        case 'w':
+            errno = 0;
+            o->wait_s = strtod(optarg, &end);
+            if (errno != 0 || *end != '\0' || o->wait_s < 0 || o->wait_s > 86400) {
+                fprintf(cli_err, "missive: --wait takes seconds from 0 to 86400\n");
+                return EXIT_USAGE;
+            }
+            break;
+        case 'X':
+            o->socket = optarg;
+            break;
+        case 'I':
+            o->stdio = 1;
+            break;
+        case 'B':
+            o->backup_passphrase_file = optarg;
+            break;
+        case 'M':
+        case 'K':
+            errno = 0;
+            *(ch == 'M' ? &o->kdf_memory_mib : &o->kdf_passes) = strtoul(optarg, &end, 10);
+            if (errno != 0 || *end != '\0' || optarg[0] == '-' ||
+                (ch == 'M' && (o->kdf_memory_mib < MSV_BACKUP_MEM_WRITE_MIN_KIB / 1024 ||
+                               o->kdf_memory_mib > 4096)) ||
+                (ch == 'K' && (o->kdf_passes < 1 || o->kdf_passes > MSV_BACKUP_OPS_MAX))) {
+                fprintf(cli_err, "missive: --kdf-memory takes 64 to 4096 (MiB), --kdf-passes 1 "
+                                 "to 32\n");
+                return EXIT_USAGE;
+            }
+            break;
+        case 'l':
+            errno = 0;
+            o->limit = strtol(optarg, &end, 10);
+            if (errno != 0 || *end != '\0' || o->limit <= 0) {
+                fprintf(cli_err, "missive: --limit takes a positive number\n");
+                return EXIT_USAGE;
+            }
+            break;
+        default:
+            fprintf(cli_err, "missive: unknown option or missing argument: %s\n", argv[optind - 1]);
+            return EXIT_USAGE;
+        }
+    }
+    *command = optind < argc ? argv[optind] : NULL;
+    o->argc = optind < argc ? argc - optind - 1 : 0;
+    o->argv = argv + optind + 1;
+    return 0;
+}
+
+int cli_account_command(const char *command)
+{
+    return strcmp(command, "register") != 0 && strcmp(command, "link") != 0 &&
+           strcmp(command, "restore") != 0 && strcmp(command, "daemon") != 0 &&
+           strcmp(command, "chat") != 0 &&
+           (cli_usage(command, NULL) == 0 || strcmp(command, "listen") == 0);
+}
+
+int cli_run(const struct cli *o, const char *command, struct msv_client *c)
+{
+    if (strcmp(command, "devices") == 0)
+        return cmd_devices(o, c);
+    if (strcmp(command, "contacts") == 0)
+        return cmd_contacts(o, c);
+    if (strcmp(command, "groups") == 0)
+        return cmd_groups(o, c);
+    if (strcmp(command, "read") == 0 || strcmp(command, "typing") == 0)
+        return cmd_read_typing(o, c, strcmp(command, "typing") == 0);
+    if (strcmp(command, "verify") == 0)
+        return cmd_verify(o, c);
+    if (strcmp(command, "edit") == 0 || strcmp(command, "unsend") == 0)
+        return cmd_edit_unsend(o, c, strcmp(command, "edit") == 0);
+    if (strcmp(command, "send") == 0)
+        return cmd_send(o, c);
+    if (strcmp(command, "receive") == 0)
+        return cmd_receive(o, c);
+    if (strcmp(command, "history") == 0)
+        return cmd_history(o, c);
+    if (strcmp(command, "log-head") == 0)
+        return cmd_log_head(o, c);
+    if (strcmp(command, "backup") == 0)
+        return cmd_backup(o, c);
+    if (strcmp(command, "fingerprint") == 0)
+        return cmd_fingerprint(o, c);
+    fprintf(cli_err, "missive: unknown command '%s'\n", command);
+    return EXIT_USAGE;
+}
+
+int cli_run_unopened(const struct cli *o, const char *command)
+{
+    if (strcmp(command, "register") == 0)
+        return cmd_register(o);
+    if (strcmp(command, "link") == 0)
+        return cmd_link(o);
+    if (strcmp(command, "restore") == 0)
+        return cmd_restore(o);
+    return -1;
+}

@@ -1,0 +1,1245 @@
+/*
+ * The account's owner: one process owns an account (its state database and its
+ * connection to the server), receives as messages arrive, and answers
+ * JSON-RPC 2.0 on a Unix socket in the account's directory (and on standard
+ * input and output with --stdio): one JSON text per line each way. Every
+ * account command is a method (its operands in "args", its options by their
+ * long names); "receive" returns what arrived since the last call, and
+ * "subscribe" turns on a stream of "event" notifications. The plain commands
+ * find the socket and run through it (daemon_forward). The daemon, listen
+ * and the chat are this loop with their own hooks. docs/daemon.md is the
+ * protocol; DAEMON_SCHEMA its version.
+ */
+#define _GNU_SOURCE /* ppoll, accept4, asprintf */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "commands.h"
+#include "missive/util.h"
+#include "owner.h"
+#include "rpc.h"
+#include "term.h"
+
+#define DAEMON_SCHEMA 1
+#define PEERS_MAX 64
+#define LINE_MAX_BYTES (1u << 20)  /* a request line; longer ones close the connection */
+#define OUT_MAX_BYTES (16u << 20)  /* what a reader that does not read may leave waiting */
+#define INBOX_MAX 10000            /* what arrived and no 'receive' took yet */
+#define MONITOR_INTERVAL_MS 300000 /* the transparency log is read this often, and on notices */
+#define RETRY_MAX_MS 60000
+
+struct inbox_item {
+    json_t *json; /* as 'receive -o json' prints it */
+    char *text;   /* as 'receive' prints it */
+};
+
+struct peer {
+    int in_fd, out_fd; /* one socket, or standard input and output */
+    char *in;
+    size_t in_len, in_cap;
+    char *out;
+    size_t out_len, out_cap;
+    int subscribed, eof;
+    int skipping; /* the rest of a line over LINE_MAX_BYTES is dropped */
+    /* a 'receive' waiting until nothing arrives for quiet_ms */
+    json_t *wait_id;
+    int wait_text;
+    int64_t wait_until, quiet_ms;
+};
+
+struct owner {
+    const struct cli *o;
+    struct msv_client *c;
+    int lock_fd, listen_fd;
+    char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    struct peer *peers[PEERS_MAX];
+    size_t n_peers;
+    struct inbox_item *inbox;
+    size_t inbox_len, inbox_dropped;
+    int online, said_offline, monitor_due;
+    int64_t retry_at, retry_ms, monitor_at;
+    char last_error[300];
+    owner_hook hook;
+    void *hook_ctx;
+    sigset_t before, during; /* the signal mask outside and inside ppoll */
+    int signals_caught;
+};
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+    stop_signal = sig;
+}
+
+/*
+ * SIGINT, SIGTERM and SIGHUP stop the owner's user: they are blocked but
+ * inside ppoll, so none arrives between a check of owner_stopping() and the
+ * wait that follows it.
+ */
+static void catch_stop_signals(struct owner *ow)
+{
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    struct sigaction sa = {.sa_handler = on_stop_signal};
+    sigset_t block;
+
+    sigemptyset(&block);
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        sigaddset(&block, sigs[i]);
+    sigprocmask(SIG_BLOCK, &block, &ow->before);
+    ow->during = ow->before;
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        sigdelset(&ow->during, sigs[i]);
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
+
+int owner_stopping(void)
+{
+    return stop_signal != 0;
+}
+
+/* ---- output to peers ------------------------------------------------------------------ */
+
+static void peer_write(struct peer *p, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT);
+    size_t len = s ? strlen(s) : 0;
+
+    if (s == NULL || p->out_len + len + 1 > OUT_MAX_BYTES) {
+        p->eof = 1; /* it does not read what it asked for: let it go */
+        free(s);
+        return;
+    }
+    if (p->out_len + len + 1 > p->out_cap) {
+        size_t cap = (p->out_len + len + 1) * 2;
+        char *bigger = realloc(p->out, cap);
+
+        if (bigger == NULL) {
+            p->eof = 1;
+            free(s);
+            return;
+        }
+        p->out = bigger;
+        p->out_cap = cap;
+    }
+    memcpy(p->out + p->out_len, s, len);
+    p->out[p->out_len + len] = '\n';
+    p->out_len += len + 1;
+    free(s);
+}
+
+static void peer_flush(struct peer *p)
+{
+    while (p->out_len > 0) {
+        ssize_t n = write(p->out_fd, p->out, p->out_len);
+
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EINTR)
+                p->eof = 1;
+            return;
+        }
+        memmove(p->out, p->out + n, p->out_len - (size_t)n);
+        p->out_len -= (size_t)n;
+    }
+}
+
+/* A response carrying result (a reference is taken). */
+static json_t *rpc_result(json_t *id, json_t *result)
+{
+    return json_pack("{s:s, s:O, s:O}", "jsonrpc", "2.0", "id", id ? id : json_null(), "result",
+                     result);
+}
+
+static json_t *rpc_error(json_t *id, int code, const char *message, json_t *data)
+{
+    json_t *e = json_pack("{s:i, s:s}", "code", code, "message", message ? message : "");
+
+    if (data != NULL)
+        json_object_set_new(e, "data", data);
+    return json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id ? id : json_null(), "error", e);
+}
+
+/* An event to every subscriber and to the owner's hook; takes the reference. */
+static void broadcast(struct owner *ow, json_t *event, const struct msv_incoming *in)
+{
+    json_t *note =
+        json_pack("{s:s, s:s, s:O}", "jsonrpc", "2.0", "method", "event", "params", event);
+
+    if (note == NULL) {
+        json_decref(event);
+        return; /* out of memory: this event is not told */
+    }
+    for (size_t i = 0; i < ow->n_peers; i++)
+        if (ow->peers[i]->subscribed)
+            peer_write(ow->peers[i], note);
+    if (ow->hook != NULL)
+        ow->hook(ow->hook_ctx, event, in);
+    json_decref(note);
+    json_decref(event);
+}
+
+/* ---- what the server's connection brings --------------------------------------------- */
+
+static char *hex16(const uint8_t id[16], char out[33])
+{
+    if (msv_hex_encode(id, 16, out, 33) != MSV_OK)
+        out[0] = '\0';
+    return out;
+}
+
+/* What cli_print_message prints as text, as a string. */
+static char *render_message(const struct cli *o, const struct msv_message_rec *m)
+{
+    struct cli as = *o;
+    FILE *saved = cli_out;
+    char *s = NULL;
+    size_t len = 0;
+
+    as.json = 0;
+    cli_out = open_memstream(&s, &len);
+    if (cli_out != NULL) {
+        cli_print_message(&as, m);
+        fclose(cli_out);
+    }
+    cli_out = saved;
+    return s;
+}
+
+/* "PREFIX TEXT\n" as receive prints it, the text made safe for a terminal (NULL: no memory). */
+static char *text_line(const char *prefix, const char *text)
+{
+    char *shown = term_safe(text, TERM_LINES), *line = NULL;
+
+    if (shown == NULL || asprintf(&line, "%s%s\n", prefix, shown) < 0)
+        line = NULL;
+    free(shown);
+    return line;
+}
+
+static void inbox_add(struct owner *ow, json_t *json, char *text)
+{
+    if (ow->inbox_len == INBOX_MAX) {
+        /* the oldest goes: history keeps it */
+        json_decref(ow->inbox[0].json);
+        free(ow->inbox[0].text);
+        memmove(ow->inbox, ow->inbox + 1, (INBOX_MAX - 1) * sizeof(*ow->inbox));
+        ow->inbox_len--;
+        ow->inbox_dropped++;
+    }
+    ow->inbox[ow->inbox_len++] = (struct inbox_item){json, text};
+    /* a waiting 'receive' waits until it has been quiet again */
+    for (size_t i = 0; i < ow->n_peers; i++)
+        if (ow->peers[i]->wait_id != NULL)
+            ow->peers[i]->wait_until = msv_mono_ms() + ow->peers[i]->quiet_ms;
+}
+
+static void on_incoming(void *ctx, const struct msv_incoming *in)
+{
+    static const char *const kinds[] = {
+        [MSV_INCOMING_MESSAGE] = "message", [MSV_INCOMING_RECEIPT] = "receipt",
+        [MSV_INCOMING_TYPING] = "typing",   [MSV_INCOMING_EDIT] = "edit",
+        [MSV_INCOMING_DEVICE] = "device",   [MSV_INCOMING_SESSION] = "session",
+    };
+    struct owner *ow = ctx;
+    json_t *event = json_pack("{s:s}", "type", kinds[in->kind]);
+    char hex[33], *line;
+
+    if (in->from != NULL)
+        json_object_set_new(event, "from", rpc_text(in->from));
+    if (in->conversation != NULL)
+        json_object_set_new(event, "conversation", rpc_text(in->conversation));
+    if (in->target != NULL)
+        json_object_set_new(event, "message_id", json_string(hex16(in->target, hex)));
+    if (in->status != NULL)
+        json_object_set_new(event, "status", rpc_text(in->status));
+    if (in->notice != NULL)
+        json_object_set_new(event, "notice", rpc_text(in->notice));
+    if (in->message != NULL) {
+        json_t *message = cli_message_json(in->message);
+
+        json_object_set_new(event, "message", message ? message : json_null());
+        inbox_add(ow, json_incref(json_object_get(event, "message")),
+                  render_message(ow->o, in->message));
+    } else if (in->notice != NULL) {
+        line = text_line("notice: ", in->notice);
+        inbox_add(ow, json_pack("{s:o}", "notice", rpc_text(in->notice)), line);
+    }
+    if (in->kind == MSV_INCOMING_DEVICE)
+        ow->monitor_due = 1; /* the log is read after the notices that explain it */
+    broadcast(ow, event, in);
+}
+
+static void on_alarm(void *ctx, const char *warning)
+{
+    struct owner *ow = ctx;
+    char *line = text_line("missive: WARNING: ", warning);
+
+    inbox_add(ow, json_pack("{s:o}", "alarm", rpc_text(warning)), line);
+    broadcast(ow, json_pack("{s:s, s:o}", "type", "alarm", "warning", rpc_text(warning)), NULL);
+}
+
+static void on_key_change(void *ctx, const char *handle)
+{
+    struct owner *ow = ctx;
+
+    cli_key_change_warning(NULL, handle);
+    broadcast(ow, json_pack("{s:s, s:o}", "type", "key_change", "handle", rpc_text(handle)), NULL);
+}
+
+static void on_unreachable(void *ctx, const char *handle, uint64_t device, const char *suites)
+{
+    struct owner *ow = ctx;
+
+    cli_unreachable_warning(NULL, handle, device, suites);
+    broadcast(ow,
+              json_pack("{s:s, s:o, s:I, s:s}", "type", "unreachable", "handle", rpc_text(handle),
+                        "device_id", (json_int_t)device, "suites", suites),
+              NULL);
+}
+
+static void set_online(struct owner *ow, int online, const char *why)
+{
+    char server[300];
+
+    if (online == ow->online && (online || ow->said_offline))
+        return;
+    ow->online = online;
+    ow->said_offline = !online;
+    snprintf(server, sizeof(server), "%s:%u", ow->c->host, ow->c->port);
+    broadcast(ow,
+              online ? json_pack("{s:s, s:s, s:s}", "type", "connection", "state", "online",
+                                 "server", server)
+                     : json_pack("{s:s, s:s, s:s, s:s}", "type", "connection", "state", "offline",
+                                 "server", server, "error", why),
+              NULL);
+}
+
+/* Takes what the server pushed; on a broken connection, closes it to retry soon. */
+static void pump(struct owner *ow)
+{
+    struct msv_client *c = ow->c;
+    size_t n = 0, alarms = 0;
+    msv_err err;
+
+    if (c->conn == NULL)
+        return;
+    err = msv_client_receive(c, 0, on_incoming, ow, &n);
+    if (err == MSV_OK && (ow->monitor_due || msv_mono_ms() >= ow->monitor_at)) {
+        ow->monitor_due = 0;
+        ow->monitor_at = msv_mono_ms() + MONITOR_INTERVAL_MS;
+        err = msv_client_monitor(c, on_alarm, ow, &alarms);
+    }
+    if (err != MSV_OK && c->conn != NULL) {
+        snprintf(ow->last_error, sizeof(ow->last_error), "%s", msv_strerror(err));
+        msv_conn_close(c->conn);
+        c->conn = NULL;
+        ow->retry_at = msv_mono_ms() + 1000;
+        set_online(ow, 0, ow->last_error);
+    }
+}
+
+/* Connects when it is time to try (at start, then backing off to a minute). */
+static void keep_connected(struct owner *ow)
+{
+    msv_err err;
+
+    if (ow->c->conn != NULL) {
+        set_online(ow, 1, NULL);
+        return;
+    }
+    if (msv_mono_ms() < ow->retry_at)
+        return;
+    err = msv_client_connect(ow->c); /* also sends what the outbox holds */
+    if (err != MSV_OK) {
+        const char *why = ow->c->why.message[0] ? ow->c->why.message : msv_strerror(err);
+
+        snprintf(ow->last_error, sizeof(ow->last_error), "%s", why);
+        ow->retry_ms = ow->retry_ms ? ow->retry_ms * 2 : 1000;
+        if (ow->retry_ms > RETRY_MAX_MS)
+            ow->retry_ms = RETRY_MAX_MS;
+        ow->retry_at = msv_mono_ms() + ow->retry_ms;
+        set_online(ow, 0, ow->last_error);
+        return;
+    }
+    ow->retry_ms = 0;
+    ow->monitor_due = 1;
+    set_online(ow, 1, NULL);
+    pump(ow);
+}
+
+/* ---- running a command for a request -------------------------------------------------- */
+
+/* The first line of what a command said on its error stream, without "missive: ". */
+static void first_line(const char *err, char *out, size_t len)
+{
+    const char *s = strncmp(err, "missive: ", 9) == 0 ? err + 9 : err;
+
+    snprintf(out, len, "%.*s", (int)strcspn(s, "\n"), s);
+    if (out[0] == '\0')
+        snprintf(out, len, "the command failed");
+}
+
+/* Runs an account command for a request; the response to send. */
+static json_t *run_command(struct owner *ow, json_t *id, const char *method, json_t *params)
+{
+    struct rpc_argv b = {.n = 0};
+    const char *command = NULL, *output = json_string_value(json_object_get(params, "output"));
+    json_t *pass = json_object_get(params, "backup-passphrase"), *result, *response;
+    char why[300] = "", *out = NULL, *err = NULL, message[300];
+    size_t out_len = 0, err_len = 0;
+    FILE *saved_out = cli_out, *saved_err = cli_err;
+    struct cli o;
+    int rc;
+
+    if ((output != NULL && strcmp(output, "json") != 0 && strcmp(output, "text") != 0) ||
+        (pass != NULL && !json_is_string(pass))) {
+        return rpc_error(id, -32602,
+                         "'output' is \"json\" or \"text\"; 'backup-passphrase' a string", NULL);
+    }
+    if (rpc_build_argv(method, params, &b, why, sizeof(why)) != 0) {
+        rpc_argv_free(&b);
+        return rpc_error(id, -32602, why, NULL);
+    }
+    cli_out = open_memstream(&out, &out_len);
+    cli_err = open_memstream(&err, &err_len);
+    if (cli_out == NULL || cli_err == NULL) {
+        rc = -1;
+    } else {
+        rc = cli_parse_args(b.n, b.v, &o, &command);
+        if (rc == 0) {
+            o.json = output == NULL || strcmp(output, "json") == 0;
+            o.no_stdin = 1;
+            o.backup_passphrase = json_string_value(pass);
+            o.on_incoming = on_incoming; /* what arrives meanwhile is the owner's */
+            o.incoming_ctx = ow;
+            rc = cli_run(&o, method, ow->c);
+        }
+    }
+    if (cli_out != NULL)
+        fclose(cli_out);
+    if (cli_err != NULL)
+        fclose(cli_err);
+    cli_out = saved_out;
+    cli_err = saved_err;
+    rpc_argv_free(&b);
+    if (rc < 0) {
+        free(out);
+        free(err);
+        return rpc_error(id, -32603, "out of memory", NULL);
+    }
+    result = json_pack("{s:o}", "stderr", rpc_text(err ? err : ""));
+    if (output != NULL && strcmp(output, "text") == 0) {
+        json_object_set_new(result, "text", rpc_text(out ? out : ""));
+    } else {
+        json_t *items = json_array();
+
+        /* a JSON text per line; anything else (a QR code) as a string */
+        for (char *line = out, *next; line != NULL && *line != '\0'; line = next) {
+            json_t *item;
+
+            next = line + strcspn(line, "\n");
+            if (*next == '\n')
+                *next++ = '\0';
+            item = json_loads(line, JSON_DECODE_ANY, NULL);
+            json_array_append_new(items, item ? item : rpc_text(line));
+        }
+        json_object_set_new(result, "items", items);
+    }
+    free(out);
+    if (rc == 0) {
+        response = rpc_result(id, result);
+    } else {
+        json_t *words;
+
+        first_line(err ? err : "", message, sizeof(message));
+        json_object_set_new(result, "exit_status", json_integer(rc));
+        words = rpc_text(message);
+        response = rpc_error(id, -32000 - rc, json_string_value(words), json_incref(result));
+        json_decref(words);
+    }
+    json_decref(result);
+    free(err);
+    /* pushes the command's requests set aside, and what it changed, for the others */
+    pump(ow);
+    if (rc == 0)
+        broadcast(ow, json_pack("{s:s, s:s}", "type", "changed", "method", method), NULL);
+    return response;
+}
+
+/* ---- 'receive' ------------------------------------------------------------------------ */
+
+/* Everything the inbox holds, which the caller takes. */
+static json_t *receive_result(struct owner *ow, struct peer *p)
+{
+    json_t *result = json_object();
+
+    if (p->wait_text) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+
+        for (size_t i = 0; f != NULL && i < ow->inbox_len; i++)
+            if (ow->inbox[i].text != NULL)
+                fputs(ow->inbox[i].text, f);
+        if (f != NULL)
+            fclose(f);
+        json_object_set_new(result, "text", rpc_text(text ? text : ""));
+        free(text);
+    } else {
+        json_t *items = json_array();
+
+        for (size_t i = 0; i < ow->inbox_len; i++)
+            json_array_append(items, ow->inbox[i].json);
+        json_object_set_new(result, "items", items);
+    }
+    json_object_set_new(result, "stderr", json_string(""));
+    if (ow->inbox_dropped > 0)
+        json_object_set_new(result, "dropped", json_integer((json_int_t)ow->inbox_dropped));
+    /* taken: the next call starts after these */
+    for (size_t i = 0; i < ow->inbox_len; i++) {
+        json_decref(ow->inbox[i].json);
+        free(ow->inbox[i].text);
+    }
+    ow->inbox_len = 0;
+    ow->inbox_dropped = 0;
+    return result;
+}
+
+/* 'receive': returns at once what waits, or waits until quiet for "wait" seconds (2). */
+static json_t *start_receive(struct owner *ow, struct peer *p, json_t *id, json_t *params,
+                             int in_batch)
+{
+    json_t *wait = json_object_get(params, "wait"), *output = json_object_get(params, "output");
+    const char *key;
+    json_t *v;
+    double s = 2;
+
+    json_object_foreach(params, key, v)
+    {
+        if (strcmp(key, "wait") != 0 && strcmp(key, "output") != 0 &&
+            !(strcmp(key, "args") == 0 && json_is_array(v) && json_array_size(v) == 0))
+            return rpc_error(id, -32602, "receive takes 'wait' and 'output' only", NULL);
+    }
+    if (wait != NULL &&
+        (!json_is_number(wait) || json_number_value(wait) < 0 || json_number_value(wait) > 86400))
+        return rpc_error(id, -32602, "'wait' is seconds from 0 to 86400", NULL);
+    if (output != NULL && (!json_is_string(output) || (strcmp(json_string_value(output), "text") &&
+                                                       strcmp(json_string_value(output), "json"))))
+        return rpc_error(id, -32602, "'output' is \"json\" or \"text\"", NULL);
+    if (wait != NULL)
+        s = json_number_value(wait);
+    p->wait_text = output != NULL && strcmp(json_string_value(output), "text") == 0;
+    if (p->wait_id != NULL)
+        return rpc_error(id, -32600, "a receive is already waiting on this connection", NULL);
+    pump(ow);
+    if (s == 0 || in_batch) {
+        json_t *r = receive_result(ow, p);
+        json_t *response = rpc_result(id, r);
+
+        json_decref(r);
+        return response;
+    }
+    p->wait_id = json_incref(id);
+    p->quiet_ms = (int64_t)(s * 1000);
+    p->wait_until = msv_mono_ms() + p->quiet_ms;
+    return NULL; /* answered by finish_receives() */
+}
+
+static void finish_receives(struct owner *ow)
+{
+    for (size_t i = 0; i < ow->n_peers; i++) {
+        struct peer *p = ow->peers[i];
+        json_t *r, *response;
+
+        if (p->wait_id == NULL || msv_mono_ms() < p->wait_until)
+            continue;
+        r = receive_result(ow, p);
+        response = rpc_result(p->wait_id, r);
+        peer_write(p, response);
+        json_decref(response);
+        json_decref(r);
+        json_decref(p->wait_id);
+        p->wait_id = NULL;
+    }
+}
+
+/* ---- requests ------------------------------------------------------------------------- */
+
+static json_t *status(struct owner *ow)
+{
+    char server[300];
+
+    snprintf(server, sizeof(server), "%s:%u", ow->c->host, ow->c->port);
+    return json_pack("{s:i, s:s, s:s, s:I, s:s, s:b, s:s, s:I, s:I}", "schema", DAEMON_SCHEMA,
+                     "version", MSV_VERSION_TEXT, "account", ow->c->handle, "device_id",
+                     (json_int_t)ow->c->device_id, "server", server, "online", ow->online,
+                     "last_error", ow->online ? "" : ow->last_error, "waiting",
+                     (json_int_t)ow->inbox_len, "unsealed_sends",
+                     (json_int_t)msv_client_unsealed_sends(ow->c));
+}
+
+/* One request; the response, or NULL for a notification or a receive that waits. */
+static json_t *handle_request(struct owner *ow, struct peer *p, json_t *req, int in_batch)
+{
+    json_t *id = json_object_get(req, "id"), *params = json_object_get(req, "params");
+    const char *method = json_string_value(json_object_get(req, "method"));
+    json_t *response = NULL, *owned = NULL;
+    int notification = json_is_object(req) && id == NULL;
+
+    const char *why = NULL;
+    int code = rpc_check_request(req, &why);
+
+    if (code != 0)
+        return rpc_error(code == -32600 && !json_is_string(id) && !json_is_integer(id) ? NULL : id,
+                         code, why, NULL);
+    if (params == NULL)
+        params = owned = json_object();
+    if (strcmp(method, "status") == 0) {
+        json_t *s = status(ow);
+
+        response = rpc_result(id, s);
+        json_decref(s);
+    } else if (strcmp(method, "subscribe") == 0 || strcmp(method, "unsubscribe") == 0) {
+        p->subscribed = strcmp(method, "subscribe") == 0;
+        json_t *r = json_pack("{s:b}", "subscribed", p->subscribed);
+
+        response = rpc_result(id, r);
+        json_decref(r);
+    } else if (strcmp(method, "receive") == 0) {
+        response = start_receive(ow, p, id ? id : json_null(), params, in_batch || notification);
+    } else if (strcmp(method, "listen") != 0 && cli_account_command(method)) {
+        response = run_command(ow, id, method, params);
+    } else {
+        response = rpc_error(id, -32601, "no such method", NULL);
+    }
+    json_decref(owned);
+    if (notification) {
+        json_decref(response);
+        return NULL;
+    }
+    return response;
+}
+
+static void handle_line(struct owner *ow, struct peer *p, const char *line, size_t len)
+{
+    json_error_t jerr;
+    json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr), *response = NULL;
+
+    while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' '))
+        len--;
+    if (len == 0) {
+        json_decref(req);
+        return; /* an empty line: nothing asked */
+    }
+    if (req == NULL) {
+        response = rpc_error(NULL, -32700, "not JSON", json_string(jerr.text));
+    } else if (json_is_array(req)) {
+        size_t i;
+        json_t *one;
+
+        if (json_array_size(req) == 0) {
+            response = rpc_error(NULL, -32600, "an empty batch", NULL);
+        } else {
+            response = json_array();
+            json_array_foreach(req, i, one)
+            {
+                json_t *r = handle_request(ow, p, one, 1);
+
+                if (r != NULL)
+                    json_array_append_new(response, r);
+            }
+            if (json_array_size(response) == 0) {
+                json_decref(response);
+                response = NULL; /* notifications only */
+            }
+        }
+    } else {
+        response = handle_request(ow, p, req, 0);
+    }
+    if (response != NULL)
+        peer_write(p, response);
+    json_decref(response);
+    json_decref(req);
+}
+
+static void peer_read(struct owner *ow, struct peer *p)
+{
+    ssize_t n;
+
+    if (p->in_cap - p->in_len < 4096) {
+        size_t cap = p->in_cap ? p->in_cap * 2 : 8192;
+        char *bigger = cap > 2 * LINE_MAX_BYTES ? NULL : realloc(p->in, cap);
+
+        if (bigger == NULL) {
+            p->eof = 1;
+            return;
+        }
+        p->in = bigger;
+        p->in_cap = cap;
+    }
+    n = read(p->in_fd, p->in + p->in_len, p->in_cap - p->in_len);
+    if (n <= 0) {
+        if (n == 0 || (errno != EAGAIN && errno != EINTR))
+            p->eof = 1;
+        return;
+    }
+    p->in_len += (size_t)n;
+    for (;;) {
+        char *nl = memchr(p->in, '\n', p->in_len);
+        size_t used;
+
+        if (nl == NULL) {
+            if (p->in_len > LINE_MAX_BYTES) {
+                json_t *e = rpc_error(NULL, -32600, "a request line over 1 MiB", NULL);
+
+                if (!p->skipping)
+                    peer_write(p, e);
+                json_decref(e);
+                p->skipping = 1;
+                p->in_len = 0;
+            }
+            return;
+        }
+        used = (size_t)(nl - p->in) + 1;
+        if (p->skipping)
+            p->skipping = 0; /* the end of the line that was too long */
+        else
+            handle_line(ow, p, p->in, used - 1);
+        memmove(p->in, p->in + used, p->in_len - used);
+        p->in_len -= used;
+    }
+}
+
+static int add_peer(struct owner *ow, int in_fd, int out_fd)
+{
+    struct peer *p;
+
+    if (ow->n_peers == PEERS_MAX || (p = calloc(1, sizeof(*p))) == NULL)
+        return -1;
+    p->in_fd = in_fd;
+    p->out_fd = out_fd;
+    ow->peers[ow->n_peers++] = p;
+    return 0;
+}
+
+static void drop_peer(struct owner *ow, size_t i)
+{
+    struct peer *p = ow->peers[i];
+
+    peer_flush(p);
+    if (p->in_fd > STDERR_FILENO)
+        close(p->in_fd);
+    json_decref(p->wait_id);
+    free(p->in);
+    free(p->out);
+    free(p);
+    ow->peers[i] = ow->peers[--ow->n_peers];
+}
+
+/* ---- the owner ------------------------------------------------------------------------ */
+
+/* The owner's pid from the lock file fd ("" if it wrote none). */
+static void lock_holder(int fd, char *pid, size_t len)
+{
+    ssize_t n = pread(fd, pid, len - 1, 0);
+
+    pid[n > 0 ? strcspn(pid, "\n") : 0] = '\0';
+}
+
+int owner_running(const char *dir, char *pid, size_t pid_len)
+{
+    char path[1200];
+    int fd, held;
+
+    pid[0] = '\0';
+    snprintf(path, sizeof(path), "%s/%s", dir, CLI_LOCK_FILE);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    held = flock(fd, LOCK_SH | LOCK_NB) != 0;
+    if (held)
+        lock_holder(fd, pid, pid_len);
+    close(fd);
+    return held;
+}
+
+static int take_lock(struct owner *ow)
+{
+    char path[1200], pid[32] = "";
+    ssize_t n;
+
+    snprintf(path, sizeof(path), "%s/%s", ow->c->dir, CLI_LOCK_FILE);
+    ow->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (ow->lock_fd < 0) {
+        fprintf(cli_err, "missive: %s: %s\n", path, strerror(errno));
+        return EXIT_ERR;
+    }
+    if (flock(ow->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        lock_holder(ow->lock_fd, pid, sizeof(pid));
+        fprintf(cli_err,
+                "missive: %s is already owned by a missive daemon or chat%s%s%s; stop it first "
+                "(other commands run through it)\n",
+                ow->c->handle, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
+        return EXIT_ERR;
+    }
+    n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(ow->lock_fd, 0) != 0 || pwrite(ow->lock_fd, pid, (size_t)n, 0) != n) {
+        fprintf(cli_err, "missive: %s: %s\n", path, strerror(errno));
+        return EXIT_ERR;
+    }
+    return 0;
+}
+
+static char *absolute(const char *path);
+
+/* The socket's absolute path: --socket, or daemon.sock in the account's directory. */
+static int socket_path(const struct cli *o, const char *dir, char *out, size_t len)
+{
+    char *where = absolute(o->socket != NULL ? o->socket : dir);
+    int n = where == NULL       ? -1
+            : o->socket != NULL ? snprintf(out, len, "%s", where)
+                                : snprintf(out, len, "%s/%s", where, CLI_SOCKET_FILE);
+
+    free(where);
+    return n > 0 && (size_t)n < len ? 0 : -1;
+}
+
+static int bind_socket(struct owner *ow)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    mode_t old;
+
+    if (socket_path(ow->o, ow->c->dir, ow->socket_path, sizeof(ow->socket_path)) != 0) {
+        fprintf(cli_err,
+                "missive: the socket's path would be longer than %zu bytes; give a shorter "
+                "one with --socket\n",
+                sizeof(ow->socket_path) - 1);
+        return EXIT_USAGE;
+    }
+    memcpy(a.sun_path, ow->socket_path, strlen(ow->socket_path) + 1);
+    ow->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (ow->listen_fd < 0)
+        goto fail;
+    /* the lock is ours: a socket left there is a dead owner's */
+    unlink(ow->socket_path);
+    old = umask(0077);
+    if (bind(ow->listen_fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        umask(old);
+        goto fail;
+    }
+    umask(old);
+    if (listen(ow->listen_fd, 16) != 0)
+        goto fail;
+    return 0;
+fail:
+    fprintf(cli_err, "missive: %s: %s\n", ow->socket_path, strerror(errno));
+    ow->socket_path[0] = '\0';
+    return EXIT_ERR;
+}
+
+int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struct owner **out)
+{
+    struct owner *ow = calloc(1, sizeof(*ow));
+    int rc;
+
+    if (ow == NULL || (ow->inbox = calloc(INBOX_MAX, sizeof(*ow->inbox))) == NULL) {
+        free(ow);
+        return EXIT_ERR;
+    }
+    ow->o = o;
+    ow->c = c;
+    ow->lock_fd = ow->listen_fd = -1;
+    c->ctx = ow;
+    c->on_key_change = on_key_change;
+    c->on_unreachable = on_unreachable;
+    rc = take_lock(ow);
+    if (rc == 0)
+        rc = bind_socket(ow);
+    if (rc == 0 && with_stdio) {
+        /* a reader that stops reading must not stop the daemon */
+        fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
+        fcntl(STDOUT_FILENO, F_SETFL, fcntl(STDOUT_FILENO, F_GETFL) | O_NONBLOCK);
+        rc = add_peer(ow, STDIN_FILENO, STDOUT_FILENO) == 0 ? 0 : EXIT_ERR;
+    }
+    if (rc != 0) {
+        owner_stop(ow);
+        return rc;
+    }
+    catch_stop_signals(ow);
+    ow->signals_caught = 1;
+    *out = ow;
+    return 0;
+}
+
+void owner_set_hook(struct owner *ow, owner_hook hook, void *ctx)
+{
+    ow->hook = hook;
+    ow->hook_ctx = ctx;
+}
+
+int owner_online(const struct owner *ow)
+{
+    return ow->online;
+}
+
+const char *owner_socket(const struct owner *ow)
+{
+    return ow->socket_path;
+}
+
+void owner_pump(struct owner *ow)
+{
+    pump(ow);
+}
+
+int owner_step(struct owner *ow, int extra_fd, int max_wait_ms)
+{
+    struct pollfd fds[PEERS_MAX + 3];
+    size_t n = 0, first_peer, server = SIZE_MAX, listener = SIZE_MAX, extra = SIZE_MAX;
+    int64_t now, wake;
+    struct timespec ts;
+    int ready = 0;
+
+    keep_connected(ow);
+    finish_receives(ow);
+    for (size_t i = 0; i < ow->n_peers; i++)
+        peer_flush(ow->peers[i]);
+    for (size_t i = ow->n_peers; i-- > 0;)
+        if (ow->peers[i]->eof)
+            drop_peer(ow, i);
+    now = msv_mono_ms();
+    wake = now + max_wait_ms;
+    if (ow->c->conn == NULL && ow->retry_at < wake)
+        wake = ow->retry_at;
+    if (ow->c->conn != NULL && ow->monitor_at < wake)
+        wake = ow->monitor_at;
+    if (extra_fd >= 0) {
+        extra = n;
+        fds[n++] = (struct pollfd){.fd = extra_fd, .events = POLLIN};
+    }
+    if (ow->listen_fd >= 0) {
+        listener = n;
+        fds[n++] = (struct pollfd){.fd = ow->listen_fd, .events = POLLIN};
+    }
+    if (ow->c->conn != NULL) {
+        server = n;
+        fds[n++] = (struct pollfd){.fd = msv_conn_fd(ow->c->conn), .events = POLLIN};
+    }
+    first_peer = n;
+    for (size_t i = 0; i < ow->n_peers; i++) {
+        struct peer *p = ow->peers[i];
+
+        if (p->wait_id != NULL && p->wait_until < wake)
+            wake = p->wait_until;
+        /* answers waiting: writable is worth waking for, on the socket or on stdout */
+        fds[n++] = (struct pollfd){
+            .fd = p->in_fd,
+            .events = POLLIN | (p->out_len > 0 && p->out_fd == p->in_fd ? POLLOUT : 0)};
+        if (p->out_len > 0 && p->out_fd != p->in_fd)
+            fds[n++] = (struct pollfd){.fd = p->out_fd, .events = POLLOUT};
+    }
+    wake -= now;
+    if (wake < 0)
+        wake = 0;
+    ts.tv_sec = (time_t)(wake / 1000);
+    ts.tv_nsec = (long)(wake % 1000) * 1000000;
+    if (ppoll(fds, n, &ts, &ow->during) <= 0)
+        return 0;
+    if (server != SIZE_MAX && fds[server].revents)
+        pump(ow);
+    if (listener != SIZE_MAX && (fds[listener].revents & POLLIN)) {
+        int fd = accept4(ow->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+        if (fd >= 0 && add_peer(ow, fd, fd) != 0)
+            close(fd); /* PEERS_MAX connections: this one waits for none */
+    }
+    /* peers in poll order: the set may change while requests run, so by descriptor */
+    for (size_t k = first_peer; k < n; k++) {
+        if (!(fds[k].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        for (size_t i = 0; i < ow->n_peers; i++) {
+            if (ow->peers[i]->in_fd == fds[k].fd && !ow->peers[i]->eof) {
+                peer_read(ow, ow->peers[i]);
+                break;
+            }
+        }
+    }
+    if (extra != SIZE_MAX && (fds[extra].revents & (POLLHUP | POLLERR | POLLNVAL)))
+        ready = -1;
+    else if (extra != SIZE_MAX && fds[extra].revents)
+        ready = 1;
+    finish_receives(ow);
+    for (size_t i = 0; i < ow->n_peers; i++)
+        peer_flush(ow->peers[i]);
+    return ready;
+}
+
+int owner_stdio_open(const struct owner *ow)
+{
+    for (size_t i = 0; i < ow->n_peers; i++)
+        if (ow->peers[i]->in_fd == STDIN_FILENO)
+            return !ow->peers[i]->eof;
+    return 0;
+}
+
+void owner_stop(struct owner *ow)
+{
+    if (ow == NULL)
+        return;
+    while (ow->n_peers > 0)
+        drop_peer(ow, ow->n_peers - 1);
+    if (ow->listen_fd >= 0)
+        close(ow->listen_fd);
+    if (ow->socket_path[0] != '\0')
+        unlink(ow->socket_path);
+    if (ow->lock_fd >= 0)
+        close(ow->lock_fd); /* the lock goes with it */
+    for (size_t i = 0; i < ow->inbox_len; i++) {
+        json_decref(ow->inbox[i].json);
+        free(ow->inbox[i].text);
+    }
+    free(ow->inbox);
+    ow->c->ctx = NULL;
+    if (ow->signals_caught)
+        sigprocmask(SIG_SETMASK, &ow->before, NULL);
+    free(ow);
+}
+
+/* ---- the plain commands, through a running owner --------------------------------------- */
+
+/* An absolute path for one the daemon, in another directory, should find. */
+static char *absolute(const char *path)
+{
+    char cwd[PATH_MAX], *out = NULL;
+
+    if (path[0] == '/' || getcwd(cwd, sizeof(cwd)) == NULL)
+        return strdup(path);
+    if (asprintf(&out, "%s/%s", cwd, path) < 0)
+        return NULL;
+    return out;
+}
+
+/* The request for o's command: its operands and options, by name. */
+static json_t *forward_params(const struct cli *o, const char *command)
+{
+    json_t *params = json_object(), *args = json_array();
+
+    for (int i = 0; i < o->argc; i++) {
+        /* backup writes FILE where the daemon runs: the path is made absolute here */
+        char *a = strcmp(command, "backup") == 0 ? absolute(o->argv[i]) : strdup(o->argv[i]);
+
+        json_array_append_new(args, json_string(a ? a : o->argv[i]));
+        free(a);
+    }
+    json_object_set_new(params, "args", args);
+    json_object_set_new(params, "output", json_string(o->json ? "json" : "text"));
+    if (o->text != NULL)
+        json_object_set_new(params, "text", json_string(o->text));
+    if (o->group != NULL)
+        json_object_set_new(params, "group", json_string(o->group));
+    if (o->search != NULL)
+        json_object_set_new(params, "search", json_string(o->search));
+    if (o->limit > 0)
+        json_object_set_new(params, "limit", json_integer(o->limit));
+    if (strcmp(command, "receive") == 0 || o->wait_s != 2)
+        json_object_set_new(params, "wait", json_real(o->wait_s));
+    if (o->qr)
+        json_object_set_new(params, "qr", json_true());
+    if (o->accept)
+        json_object_set_new(params, "accept", json_true());
+    if (o->kdf_memory_mib > 0)
+        json_object_set_new(params, "kdf-memory", json_integer((json_int_t)o->kdf_memory_mib));
+    if (o->kdf_passes > 0)
+        json_object_set_new(params, "kdf-passes", json_integer((json_int_t)o->kdf_passes));
+    if (o->file_count > 0) {
+        json_t *files = json_array();
+
+        for (size_t i = 0; i < o->file_count; i++) {
+            char *a = absolute(o->files[i]);
+
+            json_array_append_new(files, json_string(a ? a : o->files[i]));
+            free(a);
+        }
+        json_object_set_new(params, "file", files);
+    }
+    return params;
+}
+
+/* Sends one request and waits for its response (notifications are skipped). */
+static json_t *call(int fd, json_t *request, int timeout_ms)
+{
+    char *line = json_dumps(request, JSON_COMPACT), *buf = NULL;
+    size_t len = 0, cap = 0, sent = 0, total = line ? strlen(line) : 0;
+    int64_t deadline = msv_mono_ms() + timeout_ms;
+    json_t *response = NULL;
+
+    while (line != NULL && sent <= total) {
+        ssize_t n = sent < total ? write(fd, line + sent, total - sent) : write(fd, "\n", 1);
+
+        if (n <= 0)
+            break;
+        sent += (size_t)n;
+    }
+    free(line);
+    while (response == NULL && sent == total + 1) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int64_t left = deadline - msv_mono_ms();
+        char *nl;
+        ssize_t n;
+
+        if (left <= 0 || poll(&p, 1, (int)left) != 1)
+            break;
+        if (cap - len < 65536) {
+            char *bigger = realloc(buf, cap + 65536 * 4);
+
+            if (bigger == NULL)
+                break;
+            buf = bigger;
+            cap += 65536 * 4;
+        }
+        n = read(fd, buf + len, cap - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        while (response == NULL && (nl = memchr(buf, '\n', len)) != NULL) {
+            json_t *j = json_loadb(buf, (size_t)(nl - buf), 0, NULL);
+
+            if (j != NULL && json_object_get(j, "id") != NULL)
+                response = j;
+            else
+                json_decref(j);
+            len -= (size_t)(nl - buf) + 1;
+            memmove(buf, nl + 1, len);
+        }
+    }
+    free(buf);
+    return response;
+}
+
+static int utf8(const char *s)
+{
+    return s == NULL || msv_utf8_is_valid((const uint8_t *)s, strlen(s));
+}
+
+/* Whether every argument can travel in JSON as it is. */
+static int forwardable(const struct cli *o)
+{
+    int ok = utf8(o->text) && utf8(o->group) && utf8(o->search) && utf8(o->backup_passphrase_file);
+
+    for (int k = 0; k < o->argc; k++)
+        ok &= utf8(o->argv[k]);
+    for (size_t k = 0; k < o->file_count; k++)
+        ok &= utf8(o->files[k]);
+    return ok;
+}
+
+int daemon_forward(const struct cli *o, const char *dir, const char *command, int *rc)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    json_t *params, *request, *response, *body, *items, *item;
+    char path[sizeof(a.sun_path)];
+    const char *text, *err;
+    int fd, timeout_ms;
+    size_t i;
+
+    if (strcmp(command, "listen") == 0 || socket_path(o, dir, path, sizeof(path)) != 0)
+        return 0;
+    if (!forwardable(o)) {
+        fprintf(stderr, "missive: an argument is not UTF-8, and the account's owner (a daemon or "
+                        "chat) takes UTF-8 only\n");
+        *rc = EXIT_USAGE;
+        return 1;
+    }
+    memcpy(a.sun_path, path, strlen(path) + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return 0; /* nobody owns it: the command runs here */
+    }
+    params = forward_params(o, command);
+    if (strcmp(command, "send") == 0 && o->text == NULL && o->file_count == 0) {
+        char *t = cli_message_text(o);
+
+        if (!utf8(t)) {
+            fprintf(stderr, "missive: the message is not UTF-8\n");
+            msv_secret_free(t, strlen(t));
+            json_decref(params);
+            close(fd);
+            *rc = EXIT_USAGE;
+            return 1;
+        }
+        json_object_set_new(params, "text", json_string(t ? t : ""));
+        msv_secret_free(t, t ? strlen(t) : 0);
+    }
+    if (strcmp(command, "backup") == 0) {
+        const char *env = getenv("MISSIVE_BACKUP_PASSPHRASE");
+
+        if (o->backup_passphrase_file != NULL) {
+            char *abs = absolute(o->backup_passphrase_file);
+
+            json_object_set_new(params, "backup-passphrase-file", json_string(abs ? abs : ""));
+            free(abs);
+        } else if (env != NULL) {
+            json_object_set_new(params, "backup-passphrase", json_string(env));
+        }
+    }
+    request = json_pack("{s:s, s:i, s:s, s:o}", "jsonrpc", "2.0", "id", 1, "method", command,
+                        "params", params);
+    /* receive waits as long as asked; a backup's key derivation can take a while */
+    timeout_ms = strcmp(command, "receive") == 0 ? (int)(o->wait_s * 1000) + 600000 : 3600000;
+    response = call(fd, request, timeout_ms);
+    json_decref(request);
+    close(fd);
+    if (response == NULL) {
+        fprintf(stderr, "missive: the daemon that owns this account did not answer\n");
+        *rc = EXIT_ERR;
+        return 1;
+    }
+    body = json_object_get(response, "result");
+    *rc = 0;
+    if (body == NULL) {
+        json_t *e = json_object_get(response, "error");
+
+        body = json_object_get(e, "data");
+        *rc = (int)json_integer_value(json_object_get(body, "exit_status"));
+        if (*rc == 0) {
+            /* refused by the daemon itself, not by the command */
+            fprintf(stderr, "missive: %s\n", json_string_value(json_object_get(e, "message")));
+            *rc = EXIT_USAGE;
+        }
+    }
+    text = json_string_value(json_object_get(body, "text"));
+    if (text != NULL)
+        fputs(text, stdout);
+    items = json_object_get(body, "items");
+    json_array_foreach(items, i, item)
+    {
+        if (json_is_string(item)) {
+            puts(json_string_value(item));
+        } else {
+            json_dumpf(item, stdout, JSON_COMPACT | JSON_ENSURE_ASCII); /* as emit_json */
+            putchar('\n');
+        }
+    }
+    err = json_string_value(json_object_get(body, "stderr"));
+    if (err != NULL)
+        fputs(err, stderr);
+    json_decref(response);
+    return 1;
+}

@@ -1,0 +1,194 @@
+/*
+ * The directory: looking devices up (checked against the transparency log) and remembering them.
+ */
+#include "client/internal.h"
+#include "client/sessions.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "client/safety.h"
+#include "client/transparency.h"
+#include "missive/payload.h"
+#include "missive/sealed.h"
+#include "missive/util.h"
+#include "util/endian.h"
+#include "util/buf.h"
+#include "util/privdir.h"
+
+/* Asks the directory, and checks its answer against the transparency log. */
+static msv_err checked_lookup(struct msv_client *c, const char *const *handles, size_t n,
+                              msv_frame **result)
+{
+    msv_err err = msv_request_lookup(c->conn, handles, n, msv_kt_known_size(c->db), TIMEOUT_MS,
+                                     result, &c->why);
+
+    if (err == MSV_OK) {
+        err = msv_kt_check_lookup(c->db, (*result)->lookup_result, c->why.message,
+                                  sizeof(c->why.message));
+        if (err != MSV_OK) {
+            msv_frame_free(*result);
+            *result = NULL;
+        }
+    }
+    return err;
+}
+
+/* Moves tail's results after head's (each was checked on its own); tail keeps none. */
+static msv_err join_lookups(msv_frame *head, msv_frame *tail)
+{
+    Msv__Wire__LookupResponse *h = head->lookup_result, *t = tail->lookup_result;
+    Msv__Wire__HandleDevices **all;
+
+    if (h->n_results > SIZE_MAX / sizeof(*all) - t->n_results)
+        return MSV_ERR_NOMEM;
+    all = realloc(h->results, (h->n_results + t->n_results) * sizeof(*all));
+    if (all == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(all + h->n_results, t->results, t->n_results * sizeof(*all));
+    h->results = all;
+    h->n_results += t->n_results;
+    t->n_results = 0;
+    return MSV_OK;
+}
+
+/*
+ * The directory's answer, checked. An answer too big for a frame (accounts of
+ * many devices) is asked for in halves, each checked against the log.
+ */
+msv_err client_verified_lookup(struct msv_client *c, const char *const *handles, size_t n,
+                               msv_frame **result)
+{
+    msv_frame *tail = NULL;
+    size_t half = n / 2;
+    msv_err err = checked_lookup(c, handles, n, result);
+
+    if (err != MSV_ERR_TOO_BIG || n < 2)
+        return err;
+    err = client_verified_lookup(c, handles, half, result);
+    if (err == MSV_OK)
+        err = client_verified_lookup(c, handles + half, n - half, &tail);
+    if (err == MSV_OK)
+        err = join_lookups(*result, tail);
+    msv_frame_free(tail);
+    if (err != MSV_OK) {
+        msv_frame_free(*result);
+        *result = NULL;
+    } else {
+        memset(&c->why, 0, sizeof(c->why)); /* the refusal of the whole was answered */
+    }
+    return err;
+}
+
+/* Remembers what the directory says of a handle; reports a changed device set. */
+msv_err client_remember(struct msv_client *c, const Msv__Wire__HandleDevices *hd)
+{
+    struct msv_known_device *devs = calloc(hd->n_devices + 1, sizeof(*devs));
+    char handle[257];
+    int changed = 0;
+    msv_err err;
+
+    if (devs == NULL)
+        return MSV_ERR_NOMEM;
+    snprintf(handle, sizeof(handle), "%.*s", (int)hd->handle.len, (const char *)hd->handle.data);
+    for (size_t i = 0; i < hd->n_devices; i++) {
+        devs[i].device_id = hd->devices[i]->device_id;
+        devs[i].suite = hd->devices[i]->suite;
+        devs[i].identity = hd->devices[i]->identity.data;
+        devs[i].identity_len = hd->devices[i]->identity.len;
+    }
+    err = msv_client_db_known_replace(c->db, handle, devs, hd->n_devices, msv_wall_ms(), &changed);
+    free(devs);
+    if (err == MSV_OK && changed && c->on_key_change != NULL)
+        c->on_key_change(c->ctx, handle);
+    return err;
+}
+
+msv_err msv_client_devices(struct msv_client *c, const char *handle, msv_frame **result)
+{
+    const char *h = handle ? handle : c->handle;
+    msv_err err = msv_client_connect(c);
+
+    if (err == MSV_OK)
+        err = client_verified_lookup(c, &h, 1, result);
+    if (err == MSV_OK)
+        err = client_remember(c, (*result)->lookup_result->results[0]);
+    return err;
+}
+
+/* A device request of the account (remove, approve): Ok, or MSV_ERR_NOT_FOUND. */
+static msv_err device_request(struct msv_client *c, Msv__Wire__Frame *req)
+{
+    msv_frame *resp = NULL;
+    msv_err err = msv_client_connect(c);
+
+    if (err == MSV_OK)
+        err = msv_conn_request(c->conn, req, TIMEOUT_MS, &resp);
+    if (err == MSV_OK && resp->body_case != MSV__WIRE__FRAME__BODY_OK)
+        err = MSV_ERR_NOT_FOUND;
+    msv_frame_free(resp);
+    return err;
+}
+
+msv_err msv_client_remove_device(struct msv_client *c, uint64_t device_id)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
+
+    rm.device_id = device_id;
+    req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
+    req.remove_device = &rm;
+    return device_request(c, &req);
+}
+
+void client_pending_key(uint64_t device_id, char key[40])
+{
+    snprintf(key, 40, "pending:%llu", (unsigned long long)device_id);
+}
+
+msv_err msv_client_approve_device(struct msv_client *c, uint64_t device_id)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__ApproveDevice ap = MSV__WIRE__APPROVE_DEVICE__INIT;
+    uint8_t *req_bytes = NULL, hash[32], msg[14 + 1 + 255 + 8 + 32], sig[MSV_SIGNATURE_MAX];
+    size_t req_len = 0, sig_len = 0;
+    char key[40];
+    msv_err err;
+
+    /* the request this device received: its key is what the approval vouches for */
+    client_pending_key(device_id, key);
+    err = msv_client_db_get(c->db, key, &req_bytes, &req_len);
+    if (err == MSV_ERR_NOT_FOUND) {
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "this device has not received device %llu's request to join",
+                 (unsigned long long)device_id);
+        return err;
+    }
+    if (err == MSV_OK && (req_len < 1 || client_device_hash(req_bytes[0], req_bytes + 1,
+                                                            req_len - 1, hash) != MSV_OK))
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK)
+        err = msv_identity_sign(
+            c->id, msg, client_approval_message(c->handle, device_id, hash, msg), sig, &sig_len);
+    if (err == MSV_OK) {
+        ap.device_id = device_id;
+        ap.approval = (ProtobufCBinaryData){sig_len, sig};
+        req.body_case = MSV__WIRE__FRAME__BODY_APPROVE_DEVICE;
+        req.approve_device = &ap;
+        err = device_request(c, &req);
+    }
+    if (err == MSV_OK) /* approved here: this account's own, for this device's monitor */
+        err = msv_client_db_own_device_put(c->db, device_id, hash, req_bytes[0], req_bytes + 1,
+                                           req_len - 1, 0);
+    free(req_bytes);
+    return err;
+}

@@ -1,0 +1,81 @@
+/*
+ * What the parts of the client library share (account, directory, send,
+ * groups, control, receive, monitor), and no one outside them: the library's
+ * interface is client/client.h.
+ */
+#ifndef MSV_CLIENT_INTERNAL_H
+#define MSV_CLIENT_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "client/client.h"
+
+#define TIMEOUT_MS 15000
+#define SEND_TRIES 3
+#define SEEN_KEEP_MS (180LL * 24 * 3600 * 1000)
+#define LONG_TEXT_MIME "text/x-missive-long-message"
+#define MEMBERS_MAX 256
+
+/* What an approval signs: "MSV-approve-v1" || u8 len || handle || u64be device id || hash. */
+size_t client_approval_message(const char *handle, uint64_t device_id, const uint8_t hash[32],
+                               uint8_t out[14 + 1 + 255 + 8 + 32]);
+
+/* The identity hash of a device as the directory or a notice describes it. */
+msv_err client_device_hash(uint32_t suite, const uint8_t *identity, size_t len, uint8_t h[32]);
+
+/*
+ * Sends what the outbox still holds (messages a lost connection left
+ * queued), oldest first; each goes to the participants its payload names.
+ */
+msv_err client_flush_outbox(struct msv_client *c);
+
+msv_err client_join_members(char *const *members, size_t n, char **out);
+
+void client_pending_key(uint64_t device_id, char key[40]);
+
+/*
+ * A fresh connection for the unauthenticated account requests: to the
+ * address that answered last, else to the next that answers (a cluster's
+ * node that went away hands its devices to the others).
+ */
+msv_err client_plain_conn(struct msv_client *c, struct msv_conn **out);
+
+/* Remembers what the directory says of a handle; reports a changed device set. */
+msv_err client_remember(struct msv_client *c, const Msv__Wire__HandleDevices *hd);
+
+/* Sends a control payload about target to the people of a conversation. */
+msv_err client_send_control(struct msv_client *c, enum msv_payload_kind kind,
+                            const uint8_t target[16], const char *text, const char *conversation);
+
+/*
+ * The one way out: p (its kind and content set) goes to every device of the
+ * targets and of this account. Files and long text are attached first (for
+ * messages); history shows text under conversation, queued until the relay
+ * accepts the message, then sent.
+ */
+msv_err client_send_payload(struct msv_client *c, const char *const *targets_in, size_t n_in,
+                            struct msv_payload *p, const char *text, const char *conversation,
+                            const struct msv_file *files, size_t n_files,
+                            void (*progress)(uint64_t, uint64_t), uint8_t message_id[16]);
+
+/* Splits a member list (one handle per line) in place into members[]. */
+size_t client_split_members(char *list, char **members);
+
+/* Applies a receipt, typing notice, edit or unsend from sender. */
+msv_err client_take_control(struct msv_client *c, const char *sender, uint64_t device,
+                            const struct msv_payload *p,
+                            void (*on_message)(void *, const struct msv_incoming *), void *ctx);
+
+/* Message id goes to handle authenticated: counted, and told through on_unsealed, once (a
+ * message is tried again after a lost connection, and from the outbox). */
+msv_err client_unsealed(struct msv_client *c, const uint8_t id[16], const char *handle);
+
+/*
+ * The directory's answer, checked. An answer too big for a frame (accounts of
+ * many devices) is asked for in halves, each checked against the log.
+ */
+msv_err client_verified_lookup(struct msv_client *c, const char *const *handles, size_t n,
+                               msv_frame **result);
+
+#endif

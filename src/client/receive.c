@@ -1,0 +1,968 @@
+/*
+ * Receiving: opening deliveries, storing and showing messages, fetching attachments, notices.
+ */
+#include "client/internal.h"
+#include "client/sessions.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "client/safety.h"
+#include "client/transparency.h"
+#include "missive/payload.h"
+#include "missive/sealed.h"
+#include "missive/util.h"
+#include "util/endian.h"
+#include "util/buf.h"
+#include "util/privdir.h"
+
+/* The sender's public identity, from the known devices, else from the directory. */
+static msv_err sender_identity(struct msv_client *c, const char *handle, uint64_t device,
+                               struct msv_public_identity **out)
+{
+    for (int fresh = 0; fresh < 2; fresh++) {
+        struct msv_known_device *devs = NULL;
+        size_t n = 0;
+        msv_err err = msv_client_db_known_devices(c->db, handle, &devs, &n);
+
+        for (size_t i = 0; err == MSV_OK && i < n; i++) {
+            if (devs[i].device_id == device) {
+                err = msv_public_identity_parse((enum msv_suite)devs[i].suite, devs[i].identity,
+                                                devs[i].identity_len, out);
+                msv_known_devices_free(devs, n);
+                return err;
+            }
+        }
+        msv_known_devices_free(devs, n);
+        if (err != MSV_OK)
+            return err;
+        if (fresh == 0) {
+            msv_frame *r = NULL;
+
+            err = msv_client_devices(c, handle, &r);
+            msv_frame_free(r);
+            if (err != MSV_OK)
+                return err;
+        }
+    }
+    return MSV_ERR_NOT_FOUND;
+}
+
+/* The conversation a message belongs to: the other person, from this account's view. */
+static const char *conversation_of(const struct msv_client *c, const char *sender,
+                                   const struct msv_payload *p)
+{
+    if (strcmp(sender, c->handle) != 0)
+        return sender;
+    /* a copy of something this account sent from another device */
+    for (size_t i = 0; i < p->participant_count; i++) {
+        if (strcmp(p->participants[i], c->handle) != 0)
+            return p->participants[i];
+    }
+    return c->handle;
+}
+
+#define LONG_TEXT_LIMIT (1u << 20)
+
+/* A file name safe to put in a path: the last component, printable ASCII kept. */
+static void safe_name(const char *name, char *out, size_t len)
+{
+    const char *base = name ? strrchr(name, '/') : NULL;
+    size_t o = 0;
+
+    base = base ? base + 1 : (name ? name : "");
+    for (; *base && o + 1 < len; base++)
+        out[o++] = (*base > ' ' && *base < 0x7f && *base != '/') ? *base : '_';
+    if (o == 0 || out[0] == '.')
+        o = (size_t)snprintf(out, len, "attachment");
+    out[o < len ? o : len - 1] = '\0';
+}
+
+/* The account's attachments/ directory (made if missing), opened without following a link. */
+static int open_attachments(const struct msv_client *c)
+{
+    char dir[1100];
+
+    snprintf(dir, sizeof(dir), "%s/attachments", c->dir);
+    return msv_privdir_open(AT_FDCWD, dir, 1);
+}
+
+/*
+ * Creates a received file under attachments/ as <message id>-<name>, or
+ * <message id>-<n>-<name> when that is taken (a message with two files of
+ * one name): never over an existing file, never through a link. *dir
+ * receives attachments/ (close it), file the name; -1 if no file is made.
+ */
+static int create_file(const struct msv_client *c, const uint8_t id[16], const char *name, int *dir,
+                       char *file, size_t file_len)
+{
+    char hex[33], safe[128];
+    int fd = -1;
+
+    *dir = open_attachments(c);
+    if (*dir < 0 || msv_hex_encode(id, 16, hex, sizeof(hex)) != MSV_OK)
+        return -1;
+    safe_name(name, safe, sizeof(safe));
+    for (unsigned n = 1; fd < 0 && n <= 2 * MSV_ATTACHMENTS_MAX; n++) {
+        if (n == 1)
+            snprintf(file, file_len, "%s-%s", hex, safe);
+        else
+            snprintf(file, file_len, "%s-%u-%s", hex, n, safe);
+        fd = openat(*dir, file, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
+    return fd;
+}
+
+/* A received file on its way to disk: the ciphertext, hashed as it is written. */
+struct file_sink {
+    int fd;
+    struct msv_attachment_hasher *hash;
+    size_t len;
+};
+
+static msv_err to_file(void *ctx, size_t size, const uint8_t *piece, size_t len)
+{
+    struct file_sink *f = ctx;
+    msv_err err = msv_attachment_hasher_update(f->hash, piece, len);
+
+    (void)size;
+    if (err == MSV_OK)
+        err = msv_write_all(f->fd, piece, len);
+    if (err == MSV_OK)
+        f->len += len;
+    return err;
+}
+
+/* Decrypts the file's len bytes where they are, a piece at a time. */
+static msv_err decrypt_in_place(int fd, const uint8_t key[MSV_ATTACHMENT_KEY_LEN], size_t len)
+{
+    struct msv_attachment_cipher *cipher = NULL;
+    size_t piece = 1u << 20;
+    uint8_t *buf = malloc(piece);
+    msv_err err = buf ? msv_attachment_cipher_new(key, &cipher) : MSV_ERR_NOMEM;
+
+    for (size_t off = 0; err == MSV_OK && off < len; off += piece) {
+        size_t n = len - off < piece ? len - off : piece;
+
+        if (pread(fd, buf, n, (off_t)off) != (ssize_t)n)
+            err = MSV_ERR_IO;
+        if (err == MSV_OK)
+            err = msv_attachment_cipher_update(cipher, buf, n, buf);
+        if (err == MSV_OK && pwrite(fd, buf, n, (off_t)off) != (ssize_t)n)
+            err = MSV_ERR_IO;
+    }
+    msv_attachment_cipher_free(cipher);
+    msv_secret_free(buf, piece);
+    return err;
+}
+
+/* The blob a reference names; MSV_ERR_UNSUPPORTED for a location this client cannot fetch. */
+static msv_err blob_of(const struct msv_attachment_ref *a, uint8_t blob[32])
+{
+    size_t n = 0;
+
+    if (strncmp(a->uri, "blob:", 5) != 0 || msv_hex_decode(a->uri + 5, blob, 32, &n) != MSV_OK ||
+        n != 32)
+        return MSV_ERR_UNSUPPORTED;
+    return MSV_OK;
+}
+
+/*
+ * Fetches a file straight to disk (create_file()): the ciphertext is written
+ * as it arrives, its hash (the one the sender signed) checked, then it is
+ * decrypted where it lies; nothing is held whole in memory. On failure no
+ * file is left. MSV_ERR_EXISTS if no file can be made in attachments/.
+ */
+static msv_err fetch_to_file(struct msv_client *c, const struct msv_attachment_ref *a,
+                             const uint8_t id[16], const char *name, char *path, size_t path_len,
+                             size_t *len)
+{
+    struct file_sink f = {.fd = -1};
+    struct msv_attachment_digest d;
+    uint8_t blob[32];
+    char file[200];
+    int dir = -1;
+    msv_err err = blob_of(a, blob);
+
+    if (err == MSV_OK && (f.fd = create_file(c, id, name, &dir, file, sizeof(file))) < 0)
+        err = MSV_ERR_EXISTS;
+    if (err == MSV_OK)
+        err = msv_attachment_hasher_new(&f.hash);
+    if (err == MSV_OK)
+        err = msv_request_blob_stream(c->conn, blob, MSV_ATTACHMENT_MAX, TIMEOUT_MS, c->on_download,
+                                      c->ctx, to_file, &f, &c->why);
+    if (err == MSV_OK)
+        err = msv_attachment_hasher_final(f.hash, &d);
+    if (err == MSV_OK && !msv_equal_ct(d.sha256, a->sha256, 32))
+        err = MSV_ERR_AUTH;
+    if (err == MSV_OK)
+        err = decrypt_in_place(f.fd, a->key, f.len);
+    if (err == MSV_OK && fsync(f.fd) != 0)
+        err = MSV_ERR_IO;
+    if (f.fd >= 0 && close(f.fd) != 0 && err == MSV_OK)
+        err = MSV_ERR_IO;
+    if (err != MSV_OK && f.fd >= 0)
+        unlinkat(dir, file, 0); /* no file that is not the whole of what was sent */
+    if (dir >= 0)
+        close(dir);
+    msv_attachment_hasher_free(f.hash);
+    snprintf(path, path_len, "%s/attachments/%s", c->dir, err == MSV_OK ? file : "");
+    if (err == MSV_OK)
+        *len = f.len;
+    return err;
+}
+
+/* Writes a received file held in memory (a long text that was not one) as create_file() says. */
+static msv_err save_file(struct msv_client *c, const uint8_t id[16], const char *name,
+                         const uint8_t *data, size_t len, char *path, size_t path_len)
+{
+    char file[200];
+    int dir = -1, fd = create_file(c, id, name, &dir, file, sizeof(file));
+    msv_err err = fd >= 0 ? msv_write_all(fd, data, len) : MSV_ERR_EXISTS;
+
+    if (fd >= 0 && close(fd) != 0 && err == MSV_OK)
+        err = MSV_ERR_IO;
+    if (err != MSV_OK && fd >= 0)
+        unlinkat(dir, file, 0);
+    if (dir >= 0)
+        close(dir);
+    snprintf(path, path_len, "%s/attachments/%s", c->dir, err == MSV_OK ? file : "");
+    return err;
+}
+
+/* Fetches and decrypts one attachment in memory; MSV_ERR_AUTH if it fails its hash check. */
+static msv_err fetch_one(struct msv_client *c, const struct msv_attachment_ref *a, size_t max,
+                         uint8_t **pt, size_t *len)
+{
+    uint8_t blob[32], *ct = NULL;
+    size_t ct_len = 0;
+    msv_err err = blob_of(a, blob);
+
+    if (err == MSV_OK)
+        err = msv_request_blob_download(c->conn, blob, max, TIMEOUT_MS, c->on_download, c->ctx, &ct,
+                                        &ct_len, &c->why);
+    if (err == MSV_OK && (*pt = malloc(ct_len ? ct_len : 1)) == NULL)
+        err = MSV_ERR_NOMEM;
+    /* the hash the sender signed is checked before anything is decrypted */
+    if (err == MSV_OK &&
+        (err = msv_attachment_decrypt(a->key, a->sha256, ct, ct_len, *pt)) != MSV_OK) {
+        free(*pt);
+        *pt = NULL;
+    }
+    free(ct);
+    if (err == MSV_OK)
+        *len = ct_len;
+    return err;
+}
+
+/* Why a file cannot be had, for history; NULL for what may work next time (network, memory). */
+static const char *unavailable(msv_err err)
+{
+    switch (err) {
+    case MSV_ERR_IO:
+    case MSV_ERR_NOMEM:
+        return NULL;
+    case MSV_ERR_AUTH:
+        return "it failed its integrity check";
+    case MSV_ERR_TOO_BIG:
+        return "larger than the 256 MiB a client takes";
+    case MSV_ERR_NOT_FOUND:
+        return "the server does not have it (any more)";
+    case MSV_ERR_UNSUPPORTED:
+        return "at a location this client cannot fetch";
+    case MSV_ERR_EXISTS:
+        return "it could not be saved in the account's attachments directory";
+    default:
+        return msv_strerror(err);
+    }
+}
+
+static int is_long_text(const struct msv_attachment_ref *a, const uint8_t *pt, size_t len)
+{
+    return a->mime != NULL && strcmp(a->mime, LONG_TEXT_MIME) == 0 && len <= LONG_TEXT_LIMIT &&
+           memchr(pt, 0, len) == NULL && msv_utf8_is_valid(pt, len);
+}
+
+/*
+ * Fetches, checks and keeps the message's attachments. *text (caller frees)
+ * receives what history shows: the text (the whole of a long one), then a
+ * line per file. A network failure (or want of memory) is returned, so that
+ * the message is not acknowledged and comes again; a file that cannot be had
+ * for any other reason (too big, gone, tampered with, not to be saved) is a
+ * "not available" line, and the message is kept and acknowledged: nothing
+ * stays stuck in the queue behind it.
+ */
+static msv_err fetch_attachments(struct msv_client *c, const struct msv_payload *p, char **text)
+{
+    struct msv_buf body, notes;
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    msv_err err = MSV_OK;
+    int have_long = 0;
+
+    msv_buf_init(&body, LONG_TEXT_LIMIT + 64 * 1024 + 1);
+    msv_buf_init(&notes, 64 * 1024);
+    for (size_t i = 0; err == MSV_OK && i < p->attachment_count; i++) {
+        const struct msv_attachment_ref *a = &p->attachments[i];
+        const char *name = a->name ? a->name : "attachment";
+        uint8_t *pt = NULL;
+        size_t len = 0;
+        char line[1400], path[1300];
+        int as_text = 0;
+
+        line[0] = '\0';
+        err = MSV_ERR_TOO_BIG;
+        if (!have_long && a->mime != NULL && strcmp(a->mime, LONG_TEXT_MIME) == 0)
+            err = fetch_one(c, a, LONG_TEXT_LIMIT, &pt, &len); /* the message's text: in memory */
+        if (err == MSV_OK && is_long_text(a, pt, len)) {
+            have_long = as_text = 1;
+            msv_buf_put(&body, pt, len);
+        } else if (err == MSV_OK) {
+            err = save_file(c, p->message_id, name, pt, len, path, sizeof(path));
+        } else if (err == MSV_ERR_TOO_BIG) { /* a file (or a long text over the limit) */
+            err = fetch_to_file(c, a, p->message_id, name, path, sizeof(path), &len);
+        }
+        if (err == MSV_OK && !as_text) {
+            snprintf(line, sizeof(line), "\n[file: %s (%zu bytes)]", path, len);
+        } else if (err != MSV_OK && unavailable(err) != NULL) {
+            /* the message itself is fine: keep it (and acknowledge it), say what is missing */
+            snprintf(line, sizeof(line), "\n[file %s not available: %s]", name, unavailable(err));
+            err = MSV_OK;
+        }
+        msv_buf_put(&notes, line, strlen(line));
+        msv_secret_free(pt, pt ? len : 0);
+    }
+    if (!have_long && p->text != NULL)
+        msv_buf_put(&body, p->text, strlen(p->text));
+    msv_buf_put(&body, notes.data, notes.len);
+    msv_buf_put_u8(&body, 0);
+    msv_buf_clear(&notes);
+    if (err != MSV_OK) {
+        msv_buf_clear(&body);
+        return err;
+    }
+    err = msv_buf_finish(&body, &out, &out_len);
+    if (err == MSV_OK)
+        *text = (char *)out;
+    return err;
+}
+
+/*
+ * Who may speak in a message's group: a member of a group this device knows
+ * (g receives it), or, for a group it does not know (g->name stays NULL), one
+ * of the members the message names. MSV_ERR_AUTH for anyone else: nobody
+ * posts into a group they are not in, or makes one without being in it.
+ */
+static msv_err group_sender(struct msv_client *c, const char *sender, const struct msv_payload *p,
+                            struct msv_group_rec *g)
+{
+    char *known[MEMBERS_MAX];
+    char *const *members = p->participants;
+    size_t n = p->participant_count;
+    msv_err err = msv_client_db_group_get(c->db, p->group_id, NULL, g);
+
+    if (err == MSV_OK) {
+        n = client_split_members(g->members, known);
+        members = known;
+    }
+    if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
+        return err;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(members[i], sender) == 0)
+            return MSV_OK;
+    }
+    return MSV_ERR_AUTH;
+}
+
+/*
+ * Applies what a message from a member (group_sender()) says about its group
+ * g: a change sets name and members; the first message of a group this
+ * device does not know creates it, as an invitation unless this account made
+ * it. *text, for group changes, becomes the description history shows.
+ */
+static msv_err learn_group(struct msv_client *c, const char *sender, const struct msv_payload *p,
+                           const struct msv_group_rec *g, char **text)
+{
+    char *members = NULL;
+    msv_err err;
+
+    if (g->name != NULL && p->kind != MSV_KIND_GROUP_CHANGE)
+        return MSV_OK; /* a message in a group this device knows: nothing to learn */
+    err = client_join_members(p->participants, p->participant_count, &members);
+    if (err == MSV_OK)
+        err = msv_client_db_group_put(c->db, p->group_id,
+                                      p->group_name ? p->group_name : (g->name ? g->name : "group"),
+                                      members, strcmp(sender, c->handle) == 0, msv_wall_ms());
+    if (err == MSV_OK && p->kind == MSV_KIND_GROUP_CHANGE) {
+        struct msv_buf b;
+        uint8_t *out = NULL;
+        size_t len = 0;
+
+        msv_buf_init(&b, 128 * 1024);
+        msv_buf_put(&b, "group \"", 7);
+        if (p->group_name != NULL)
+            msv_buf_put(&b, p->group_name, strlen(p->group_name));
+        msv_buf_put(&b, "\": members", 10);
+        for (size_t i = 0; i < p->participant_count; i++) {
+            msv_buf_put(&b, i ? ", " : " ", i ? 2 : 1);
+            msv_buf_put(&b, p->participants[i], strlen(p->participants[i]));
+        }
+        msv_buf_put_u8(&b, 0);
+        if (msv_buf_finish(&b, &out, &len) == MSV_OK) {
+            free(*text);
+            *text = (char *)out;
+        }
+    }
+    free(members);
+    return err;
+}
+
+/* Opens and stores one delivered message; MSV_ERR_EXISTS for a redelivery. */
+/* Keeps the log head a message carried, once per distinct head, for the monitor. */
+static void keep_gossip(struct msv_client *c, const char *sender, const struct msv_payload *p)
+{
+    if (!p->has_log_head || strcmp(sender, c->handle) == 0)
+        return;
+    for (size_t i = 0; i < c->n_gossip; i++) {
+        if (memcmp(c->gossip[i].head, p->log_head, MSV_LOG_HEAD_LEN) == 0)
+            return;
+    }
+    if (c->n_gossip == sizeof(c->gossip) / sizeof(c->gossip[0]))
+        return; /* enough to compare this time; later messages carry heads too */
+    snprintf(c->gossip[c->n_gossip].from, sizeof(c->gossip[0].from), "%s", sender);
+    memcpy(c->gossip[c->n_gossip++].head, p->log_head, MSV_LOG_HEAD_LEN);
+}
+
+/* Who sent a delivery, as far as it was read, and what reading it changed in a session. */
+struct incoming {
+    char sender[257];
+    uint64_t device;
+    int session_message;
+    int sender_proved; /* the sender's device key opened the sealed layer, or the relay named it */
+    int has_digest;
+    uint8_t digest[32]; /* of the envelope read: recorded once read, so a replay is refused */
+    struct msv_session_update update;
+    int owes_receipt; /* a new message: its delivery receipt goes once the session is stored */
+    uint8_t message_id[16]; /* the sender's, which the receipt names */
+    uint8_t stored_id[16];  /* the history's: the same, or local_id after a reused id */
+};
+
+/*
+ * Opens a delivery: a sealed one first yields its claimed sender, whose
+ * device key (the directory's, transparency-checked) must open its second
+ * layer; then that key authenticates the envelope, a session message or the
+ * suite's own.
+ */
+static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, struct incoming *in,
+                             uint8_t **pt, size_t *pt_len)
+{
+    struct msv_public_identity *pub = NULL;
+    uint8_t *inner = NULL;
+    const uint8_t *env = d->ciphertext.data;
+    size_t env_len = d->ciphertext.len;
+    msv_err err = MSV_OK;
+
+    if (d->sender_device == 0) { /* sealed: the sender is inside */
+        char handle[256];
+
+        err = msv_sealed_sender(c->id, d->ciphertext.data, d->ciphertext.len, handle, &in->device);
+        if (err == MSV_OK)
+            snprintf(in->sender, sizeof(in->sender), "%s", handle);
+    } else {
+        snprintf(in->sender, sizeof(in->sender), "%.*s", (int)d->sender_handle.len,
+                 (const char *)d->sender_handle.data);
+        in->device = d->sender_device;
+    }
+    if (err == MSV_OK)
+        err = sender_identity(c, in->sender, in->device, &pub);
+    /* the sender's static key proves the claim before anything else reads the envelope */
+    if (err == MSV_OK && d->sender_device == 0)
+        err =
+            msv_sealed_unwrap(c->id, pub, d->ciphertext.data, d->ciphertext.len, &inner, &env_len);
+    if (err == MSV_OK && d->sender_device == 0)
+        env = inner;
+    in->sender_proved = err == MSV_OK;
+    /* every kind of envelope, every suite: one read once is never read again */
+    if (err == MSV_OK) {
+        crypto_generichash(in->digest, sizeof(in->digest), env, env_len, NULL, 0);
+        in->has_digest = 1;
+        err = msv_client_db_envelope_seen(c->db, in->digest);
+        err = err == MSV_OK ? MSV_ERR_EXISTS : err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+    }
+    in->session_message = err == MSV_OK && msv_sessions_is_session_message(env, env_len);
+    if (err == MSV_OK && in->session_message)
+        err = msv_sessions_open(c, in->sender, in->device, pub, env, env_len, pt, pt_len,
+                                &in->update);
+    else if (err == MSV_OK &&
+             msv_envelope_suite(env, env_len) !=
+                 msv_suite_common(msv_identity_suites(c->id), msv_public_identity_suites(pub)))
+        err = MSV_ERR_AUTH; /* not the best suite both speak: a sender never does that */
+    else if (err == MSV_OK)
+        err = msv_open(c->id, pub, env, env_len, NULL, pt, pt_len);
+    msv_public_identity_free(pub);
+    free(inner);
+    return err;
+}
+
+/*
+ * After a received message is stored, two steps remain, each recorded when
+ * done so that a process killed in between resumes them on its next receive
+ * (the message's redelivery is recognised as stored and does nothing more):
+ * showing it (on_message), then handing its delivery receipt to the outbox.
+ * A step may so happen twice, never not at all.
+ */
+static msv_err show_message(struct msv_client *c, const struct msv_message_rec *m,
+                            void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+{
+    if (on_message != NULL) {
+        struct msv_incoming in = {.kind = MSV_INCOMING_MESSAGE,
+                                  .message = m,
+                                  .from = m->sender,
+                                  .conversation = m->conversation};
+
+        on_message(ctx, &in);
+    }
+    return msv_client_db_message_done(c->db, m->message_id, MSV_MESSAGE_TO_SHOW);
+}
+
+/* The receipt for message_id goes to sender; stored_id is the history's row that owed it. */
+static msv_err send_receipt(struct msv_client *c, const uint8_t message_id[16],
+                            const uint8_t stored_id[16], const char *sender)
+{
+    /* queued in the outbox even when it cannot go now: only a failure to queue it is kept */
+    if (client_send_control(c, MSV_KIND_RECEIPT_DELIVERED, message_id, NULL, sender) ==
+        MSV_ERR_NOMEM)
+        return MSV_ERR_NOMEM;
+    return msv_client_db_message_done(c->db, stored_id, MSV_MESSAGE_RECEIPT_OWED);
+}
+
+/* The steps that a process stopped before (see show_message), oldest message first. */
+static msv_err resume_pending(struct msv_client *c,
+                              void (*on_message)(void *, const struct msv_incoming *), void *ctx,
+                              size_t *count)
+{
+    struct msv_message_rec *m = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_db_messages_pending(c->db, &m, &n);
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        if (m[i].pending & MSV_MESSAGE_TO_SHOW) {
+            err = show_message(c, &m[i], on_message, ctx);
+            (*count)++;
+        }
+        if (err == MSV_OK && (m[i].pending & MSV_MESSAGE_RECEIPT_OWED))
+            err = send_receipt(c, m[i].message_id, m[i].message_id, m[i].sender);
+    }
+    msv_messages_free(m, n);
+    return err;
+}
+
+/*
+ * Message ids are the sender's choice: someone else who saw one (a member of
+ * the same group) could send their own message under it first. So a stored id
+ * is a redelivery (MSV_ERR_EXISTS) only if the stored message came from the
+ * same sender and device. Otherwise the new message is kept, under a local id
+ * (local_id) derived from the id, the sender and the device, so that its own
+ * redelivery is recognised, with a note saying whose id it reused.
+ */
+static msv_err redelivery_or_conflict(struct msv_client *c, const struct incoming *from,
+                                      const struct msv_payload *p, uint8_t local_id[16], char *note,
+                                      size_t note_len)
+{
+    struct msv_message_rec *m = NULL;
+    uint8_t device_be[8];
+    crypto_generichash_state h;
+    msv_err err = msv_client_db_message_get(c->db, p->message_id, &m);
+
+    memcpy(local_id, p->message_id, 16);
+    note[0] = '\0';
+    if (err == MSV_ERR_NOT_FOUND)
+        return MSV_OK;
+    if (err != MSV_OK)
+        return err;
+    if (strcmp(m->sender, from->sender) == 0 &&
+        (m->sender_device == from->device || m->sender_device == 0)) {
+        msv_messages_free(m, 1);
+        return MSV_ERR_EXISTS;
+    }
+    snprintf(note, note_len, "\n[sent under the id of an earlier message from %s (device %llu)]",
+             m->sender, (unsigned long long)m->sender_device);
+    msv_messages_free(m, 1);
+    msv_put_u64be(device_be, from->device);
+    crypto_generichash_init(&h, (const uint8_t *)"missive: reused message id", 26, 16);
+    crypto_generichash_update(&h, p->message_id, 16);
+    crypto_generichash_update(&h, (const uint8_t *)from->sender, strlen(from->sender) + 1);
+    crypto_generichash_update(&h, device_be, sizeof(device_be));
+    crypto_generichash_final(&h, local_id, 16);
+    return msv_client_db_message_known(c->db, local_id) == MSV_OK ? MSV_ERR_EXISTS : MSV_OK;
+}
+
+/* Appends note to *text (both NUL-terminated; *text is replaced, the old one wiped). */
+static msv_err append_note(char **text, const char *note)
+{
+    size_t n = strlen(*text), k = strlen(note);
+    char *t = malloc(n + k + 1);
+
+    if (t == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(t, *text, n);
+    memcpy(t + n, note, k + 1);
+    msv_secret_free(*text, n);
+    *text = t;
+    return MSV_OK;
+}
+
+static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
+                            void (*on_message)(void *, const struct msv_incoming *), void *ctx,
+                            struct incoming *from)
+{
+    struct msv_payload *p = NULL;
+    struct msv_message_rec rec = {.status = "received"};
+    struct msv_group_rec group = {0};
+    char *sender = from->sender, *text = NULL, group_conversation[40], note[600];
+    uint8_t *pt = NULL;
+    size_t pt_len = 0;
+    msv_err err = open_delivery(c, d, from, &pt, &pt_len);
+
+    if (err == MSV_OK)
+        err = msv_payload_parse(pt, pt_len, &p);
+    msv_secret_free(pt, pt_len);
+    if (err == MSV_OK && p->sent_at_ms != 0 &&
+        (int64_t)p->sent_at_ms < msv_wall_ms() - SEEN_KEEP_MS)
+        err = MSV_ERR_REPLAY;
+    if (err != MSV_OK) {
+        msv_payload_free(p);
+        return err;
+    }
+    /* the key to answer it sealed */
+    if (p->has_profile_key && strcmp(sender, c->handle) != 0 &&
+        (err = msv_sessions_learn_profile(c, sender, p->profile_key)) != MSV_OK) {
+        msv_payload_free(p);
+        return err;
+    }
+    keep_gossip(c, sender, p);
+    if (p->kind != MSV_KIND_MESSAGE && p->kind != MSV_KIND_GROUP_CHANGE) {
+        err = client_take_control(c, sender, from->device, p, on_message, ctx);
+        msv_payload_free(p);
+        return err == MSV_OK ? MSV_ERR_EXISTS : err; /* acknowledged, not a new message */
+    }
+    /* a redelivery: nothing to fetch or store again */
+    if ((err = redelivery_or_conflict(c, from, p, rec.message_id, note, sizeof(note))) != MSV_OK) {
+        msv_payload_free(p);
+        return err;
+    }
+    /* refused before anything is fetched; acknowledged, so it does not come again */
+    if (p->has_group && (err = group_sender(c, sender, p, &group)) != MSV_OK) {
+        msv_group_clear(&group);
+        msv_payload_free(p);
+        return err == MSV_ERR_AUTH ? MSV_ERR_EXISTS : err;
+    }
+    err = fetch_attachments(c, p, &text);
+    if (err == MSV_OK && note[0] != '\0' && (err = append_note(&text, note)) != MSV_OK)
+        msv_secret_free(text, strlen(text));
+    if (err != MSV_OK) {
+        msv_group_clear(&group);
+        msv_payload_free(p);
+        return err;
+    }
+    rec.conversation = (char *)conversation_of(c, sender, p);
+    if (p->has_group) {
+        msv_client_group_conversation(p->group_id, group_conversation);
+        rec.conversation = group_conversation;
+        err = learn_group(c, sender, p, &group, &text);
+        msv_group_clear(&group);
+        if (err != MSV_OK) {
+            msv_secret_free(text, strlen(text));
+            msv_payload_free(p);
+            return err;
+        }
+    }
+    rec.outgoing = strcmp(sender, c->handle) == 0;
+    rec.status = rec.outgoing ? "sent" : "received"; /* a copy from this account's other device */
+    rec.sender = sender;
+    rec.sender_device = from->device;
+    rec.kind = (int)p->kind;
+    rec.text = text;
+    rec.sent_at_ms = (int64_t)p->sent_at_ms;
+    rec.stored_at_ms = msv_wall_ms();
+    from->owes_receipt = !rec.outgoing && p->kind == MSV_KIND_MESSAGE;
+    rec.pending = MSV_MESSAGE_TO_SHOW | (from->owes_receipt ? MSV_MESSAGE_RECEIPT_OWED : 0);
+    memcpy(from->message_id, p->message_id, 16);
+    memcpy(from->stored_id, rec.message_id, 16);
+    /* stored before it is acknowledged; the message id makes a redelivery a no-op */
+    err = msv_client_db_message_put(c->db, &rec);
+    /* a copy of this account's own message: who it went to, for their receipts */
+    if (err == MSV_OK && rec.outgoing)
+        err = msv_client_db_recipients_put(
+            c->db, rec.message_id, (const char *const *)p->participants, p->participant_count);
+    if (err == MSV_OK)
+        err = show_message(c, &rec, on_message, ctx);
+    msv_secret_free(text, strlen(text));
+    msv_payload_free(p);
+    return err;
+}
+
+/*
+ * What a device notice of this account means for the transparency monitor:
+ * a request to join is kept (its key is what an approval signs); an approval
+ * counts the device as the account's own only if one of the account's own
+ * devices signed it — the server cannot. Should recording fail, the monitor
+ * warns of the device: a false alarm, never a missed one.
+ */
+static void note_device_change(struct msv_client *c, const Msv__Wire__DeviceChange *dc)
+{
+    const Msv__Wire__DeviceInfo *d = dc->device;
+    struct msv_public_identity *approver = NULL;
+    uint8_t hash[32], msg[14 + 1 + 255 + 8 + 32], *id = NULL;
+    size_t id_len = 0;
+    uint32_t suite = 0;
+    msv_err err;
+
+    if (d->suite > 255 ||
+        client_device_hash(d->suite, d->identity.data, d->identity.len, hash) != MSV_OK)
+        return;
+    if (dc->pending) {
+        uint8_t *rec = malloc(d->identity.len + 1);
+        char key[40];
+
+        if (rec == NULL)
+            return;
+        rec[0] = (uint8_t)d->suite;
+        memcpy(rec + 1, d->identity.data, d->identity.len);
+        client_pending_key(d->device_id, key);
+        err = msv_client_db_set(c->db, key, rec, d->identity.len + 1);
+        free(rec);
+        return;
+    }
+    err = msv_client_db_own_device_identity(c->db, dc->approver, &suite, &id, &id_len);
+    if (err == MSV_OK)
+        err = msv_public_identity_parse((enum msv_suite)suite, id, id_len, &approver);
+    if (err == MSV_OK)
+        err = msv_public_identity_verify(
+            approver, msg, client_approval_message(c->handle, d->device_id, hash, msg),
+            dc->approval.data, dc->approval.len);
+    if (err == MSV_OK)
+        err = msv_client_db_own_device_put(c->db, d->device_id, hash, d->suite, d->identity.data,
+                                           d->identity.len, 0);
+    msv_public_identity_free(approver);
+    free(id);
+}
+
+static void take_notice(struct msv_client *c, const Msv__Wire__Deliver *d,
+                        void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+{
+    Msv__Wire__DeviceChange *dc =
+        msv__wire__device_change__unpack(NULL, d->ciphertext.len, d->ciphertext.data);
+
+    if (dc == NULL)
+        return;
+    if (dc->device != NULL && dc->added)
+        note_device_change(c, dc);
+    if (on_message != NULL && dc->device != NULL) {
+        struct msv_public_identity *pub = NULL;
+        char notice[400], fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)";
+        unsigned long long id = (unsigned long long)dc->device->device_id;
+        struct msv_incoming in = {.kind = MSV_INCOMING_DEVICE, .notice = notice};
+        uint8_t h[32];
+
+        if (msv_public_identity_parse((enum msv_suite)dc->device->suite, dc->device->identity.data,
+                                      dc->device->identity.len, &pub) == MSV_OK) {
+            msv_public_identity_hash(pub, h);
+            msv_fingerprint_text(h, fp);
+        }
+        msv_public_identity_free(pub);
+        if (dc->pending)
+            snprintf(notice, sizeof(notice),
+                     "device %llu asks to join this account (fingerprint %s); if it is yours, "
+                     "approve it with: missive devices approve %llu",
+                     id, fp, id);
+        else
+            snprintf(notice, sizeof(notice), "device %llu was %s this account (fingerprint %s)", id,
+                     dc->added ? "added to" : "removed from", fp);
+        on_message(ctx, &in);
+    }
+    msv__wire__device_change__free_unpacked(dc, NULL);
+}
+
+#define RESET_INTERVAL_MS 60000
+
+/*
+ * No session of this device reads a session message from in->device: the
+ * sessions with it are dropped and a reset goes to its handle, which starts
+ * a new session (X3DH) with it; both sides are told. At most one reset per
+ * device a minute, so two devices that cannot read each other do not loop.
+ */
+static int session_broken(struct msv_client *c, const struct incoming *in,
+                          void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+{
+    char key[48], notice[600];
+    uint8_t *v = NULL, when[8];
+    size_t len = 0;
+    int64_t now = msv_wall_ms(), last = 0;
+
+    snprintf(key, sizeof(key), "reset:%llu", (unsigned long long)in->device);
+    if (msv_client_db_get(c->db, key, &v, &len) == MSV_OK && len == 8)
+        last = (int64_t)msv_get_u64be(v);
+    free(v);
+    if (now - last < RESET_INTERVAL_MS)
+        return 0;
+    msv_put_u64be(when, (uint64_t)now);
+    if (msv_client_db_set(c->db, key, when, sizeof(when)) != MSV_OK ||
+        msv_sessions_forget(c, in->device) != MSV_OK)
+        return 0;
+    (void)client_send_control(c, MSV_KIND_SESSION_RESET, NULL, NULL, in->sender);
+    if (on_message != NULL) {
+        struct msv_incoming note = {
+            .kind = MSV_INCOMING_SESSION, .notice = notice, .from = in->sender};
+
+        snprintf(notice, sizeof(notice),
+                 "a message from %s (device %llu) could not be decrypted; the session with that "
+                 "device was reset. Ask them to send it again.",
+                 in->sender, (unsigned long long)in->device);
+        on_message(ctx, &note);
+    }
+    return on_message != NULL;
+}
+
+/*
+ * A delivery from a proven sender that this device could not read (a
+ * session message whose key was used already, one no session reads, an
+ * envelope that does not open or a payload that does not parse): before it
+ * is acknowledged it goes into history as "unreadable" (its id: the start of
+ * the delivery's hash, so a redelivery is recorded once) and is shown,
+ * unless shown already. Anything but MSV_OK: not acknowledged.
+ */
+static msv_err record_unreadable(struct msv_client *c, const Msv__Wire__Deliver *d,
+                                 const struct incoming *in, int shown,
+                                 void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+{
+    struct msv_message_rec rec = {.status = "unreadable", .kind = MSV_KIND_MESSAGE};
+    char text[400];
+    uint8_t h[32];
+    msv_err err;
+
+    crypto_generichash(h, sizeof(h), d->ciphertext.data, d->ciphertext.len, NULL, 0);
+    memcpy(rec.message_id, h, sizeof(rec.message_id));
+    snprintf(text, sizeof(text),
+             "a message from %s (device %llu) could not be read; ask them to send it again",
+             in->sender, (unsigned long long)in->device);
+    rec.conversation = (char *)in->sender;
+    rec.sender = (char *)in->sender;
+    rec.sender_device = in->device;
+    rec.text = text;
+    rec.stored_at_ms = msv_wall_ms();
+    err = msv_client_db_message_put(c->db, &rec);
+    if (err == MSV_ERR_EXISTS)
+        return MSV_OK; /* recorded and shown when it came before */
+    if (err == MSV_OK && !shown && on_message != NULL) {
+        struct msv_incoming note = {
+            .kind = MSV_INCOMING_SESSION, .notice = text, .from = in->sender};
+
+        on_message(ctx, &note);
+    }
+    return err;
+}
+
+/*
+ * A receive that took all it could: pushes a request dropped (conn.h) are
+ * held by the relay as delivered on this connection, so it is closed for the
+ * next one to bring them.
+ */
+static msv_err receive_done(struct msv_client *c)
+{
+    if (c->conn != NULL && msv_conn_has_dropped(c->conn)) {
+        msv_conn_close(c->conn);
+        c->conn = NULL;
+    }
+    return MSV_OK;
+}
+
+msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
+                           void (*on_message)(void *ctx, const struct msv_incoming *in), void *ctx,
+                           size_t *count)
+{
+    msv_err err = msv_client_connect(c);
+    /* a server that never stops sending must not keep the caller here for ever */
+    int64_t deadline = msv_mono_ms() + timeout_ms +
+                       (c->receive_max_ms > 0 ? c->receive_max_ms : MSV_CLIENT_RECEIVE_MAX_MS);
+
+    *count = 0;
+    if (err == MSV_OK) /* what a process stopped before: shown, and its receipt owed */
+        err = resume_pending(c, on_message, ctx, count);
+    while (err == MSV_OK) {
+        msv_frame *f = NULL;
+        uint64_t q;
+        int64_t left = deadline - msv_mono_ms();
+
+        if (left <= 0)
+            return receive_done(c); /* the rest waits, unacknowledged, for the next call */
+        if (c->conn == NULL)        /* a receipt's retries gave it up */
+            return MSV_ERR_IO;
+        err = msv_conn_recv(c->conn, left < timeout_ms ? (int)left : timeout_ms, &f);
+        if (err == MSV_ERR_AGAIN)
+            return receive_done(c); /* quiet for timeout_ms: done */
+        if (err != MSV_OK)
+            break;
+        if (f->body_case != MSV__WIRE__FRAME__BODY_DELIVER) {
+            msv_frame_free(f);
+            continue;
+        }
+        q = f->deliver->queue_id;
+        if (f->deliver->sender_device == 0 && f->deliver->suite != MSV_ENVELOPE_SEALED) {
+            take_notice(c, f->deliver, on_message, ctx);
+        } else {
+            struct incoming in;
+
+            memset(&in, 0, sizeof(in));
+            err = take_message(c, f->deliver, on_message, ctx, &in);
+            if (err == MSV_OK)
+                (*count)++;
+            /* the message is stored: now that its envelope was read, and what reading it
+             * changed in the session (in that order: a crash between the two leaves the
+             * session behind, which later messages catch up on) */
+            if ((err == MSV_OK || err == MSV_ERR_EXISTS) && in.has_digest &&
+                msv_client_db_envelope_read(c->db, in.digest, msv_wall_ms()) != MSV_OK)
+                err = MSV_ERR_IO;
+            if (err == MSV_OK || err == MSV_ERR_EXISTS)
+                err = msv_sessions_commit(c, &in.update) == MSV_OK ? err : MSV_ERR_IO;
+            msv_sessions_discard(&in.update);
+            /* the sender learns it arrived (in the session just stored); should that fail,
+             * the outbox sends it later */
+            if (err == MSV_OK && in.owes_receipt)
+                err = send_receipt(c, in.message_id, in.stored_id, in.sender);
+            if (in.sender_proved && (err == MSV_ERR_AUTH || err == MSV_ERR_REPLAY ||
+                                     err == MSV_ERR_PARSE || err == MSV_ERR_UNSUPPORTED)) {
+                int shown = err == MSV_ERR_AUTH && in.session_message &&
+                            session_broken(c, &in, on_message, ctx);
+
+                if (record_unreadable(c, f->deliver, &in, shown, on_message, ctx) != MSV_OK)
+                    err = MSV_ERR_IO;
+            }
+            /* a redelivery, or a message that is not authentic or recorded as unreadable:
+             * acknowledged and dropped, so that the relay does not offer it forever; storage
+             * failures are not acknowledged */
+            if (err == MSV_ERR_EXISTS || err == MSV_ERR_AUTH || err == MSV_ERR_PARSE ||
+                err == MSV_ERR_NOT_FOUND || err == MSV_ERR_UNSUPPORTED || err == MSV_ERR_REPLAY)
+                err = MSV_OK;
+        }
+        msv_frame_free(f);
+        /* a receipt's retries may have given the connection up: the message stays
+         * unacknowledged, and its redelivery is recognised */
+        if (err == MSV_OK && c->conn == NULL)
+            err = MSV_ERR_IO;
+        if (err == MSV_OK)
+            err = msv_request_ack(c->conn, &q, 1);
+    }
+    return err;
+}

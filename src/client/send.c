@@ -1,0 +1,724 @@
+/*
+ * Sending: sealing a payload for every device of every recipient, verified contacts, the outbox,
+ * attachments.
+ */
+#include "client/internal.h"
+#include "client/sessions.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "client/safety.h"
+#include "client/transparency.h"
+#include "missive/payload.h"
+#include "missive/sealed.h"
+#include "missive/util.h"
+#include "util/endian.h"
+#include "util/buf.h"
+#include "util/privdir.h"
+
+struct sealed_set {
+    struct msv_outgoing *out;
+    uint8_t **wires;
+    size_t count;
+};
+
+static void sealed_clear(struct sealed_set *s)
+{
+    for (size_t i = 0; i < s->count; i++)
+        free(s->wires[i]);
+    free(s->out);
+    free(s->wires);
+    memset(s, 0, sizeof(*s));
+}
+
+/* "modern, ecies": the suites of pub. */
+static const char *suites_text(const struct msv_public_identity *pub, char out[40])
+{
+    unsigned mask = msv_public_identity_suites(pub);
+    size_t o = 0;
+
+    out[0] = '\0';
+    for (int s = MSV_SUITE_MODERN; s >= MSV_SUITE_CLASSIC; s--) {
+        if (mask & MSV_SUITE_BIT(s))
+            o += (size_t)snprintf(out + o, 40 - o, "%s%s", o ? ", " : "",
+                                  msv_suite_name((enum msv_suite)s));
+    }
+    return out;
+}
+
+/*
+ * Seals pt for every device listed, except this one: with a session where
+ * there is one (or can be started from the device's prekeys), else in the
+ * best suite both devices speak; a device that speaks none of this device's
+ * suites is left out (and reported through on_unreachable). sealed: each
+ * envelope is also wrapped so that the relay does not learn the sender
+ * (devices that speak modern only: MSV_ERR_UNSUPPORTED else).
+ */
+static msv_err seal_for(struct msv_client *c, Msv__Wire__HandleDevices *const *hds, size_t n,
+                        const uint8_t *pt, size_t pt_len, int sealed, struct sealed_set *s)
+{
+    size_t total = 0;
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; i < n; i++)
+        total += hds[i]->n_devices;
+    s->out = calloc(total + 1, sizeof(*s->out));
+    s->wires = calloc(total + 1, sizeof(*s->wires));
+    if (s->out == NULL || s->wires == NULL)
+        return MSV_ERR_NOMEM;
+    err = msv_sessions_prepare(c, hds, n);
+    for (size_t i = 0; i < n && err == MSV_OK; i++) {
+        size_t before = s->count, skipped = 0;
+
+        for (size_t k = 0; k < hds[i]->n_devices && err == MSV_OK; k++) {
+            const Msv__Wire__DeviceInfo *d = hds[i]->devices[k];
+            struct msv_public_identity *pub = NULL;
+            enum msv_suite suite;
+            char sa[40], peer[257];
+            uint8_t *inner = NULL;
+            size_t len = 0, inner_len = 0;
+
+            if (d->device_id == c->device_id)
+                continue;
+            err = msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data,
+                                            d->identity.len, &pub);
+            /* the best suite both devices speak */
+            suite = err == MSV_OK ? msv_suite_common(msv_identity_suites(c->id),
+                                                     msv_public_identity_suites(pub))
+                                  : MSV_SUITE_ANY;
+            if (err == MSV_OK && suite == MSV_SUITE_ANY && !sealed) {
+                /* it cannot be written to from here (the relay expects no envelope for it) */
+                if (c->on_unreachable != NULL) {
+                    char handle[257];
+
+                    snprintf(handle, sizeof(handle), "%.*s", (int)hds[i]->handle.len,
+                             (const char *)hds[i]->handle.data);
+                    c->on_unreachable(c->ctx, handle, d->device_id, suites_text(pub, sa));
+                }
+                msv_public_identity_free(pub);
+                skipped++;
+                continue;
+            }
+            if (err == MSV_OK && sealed && suite != MSV_SUITE_MODERN)
+                err = MSV_ERR_UNSUPPORTED;
+            snprintf(peer, sizeof(peer), "%.*s", (int)hds[i]->handle.len,
+                     (const char *)hds[i]->handle.data);
+            if (err == MSV_OK && !sealed)
+                err = msv_sessions_seal(c, peer, d->device_id, pub, suite, pt, pt_len,
+                                        &s->wires[s->count], &len);
+            if (err == MSV_OK && sealed) {
+                err = msv_sessions_seal(c, peer, d->device_id, pub, suite, pt, pt_len, &inner,
+                                        &inner_len);
+                if (err == MSV_OK)
+                    err = msv_sealed_wrap(c->id, pub, c->handle, c->device_id, inner, inner_len,
+                                          &s->wires[s->count], &len);
+                free(inner);
+            }
+            msv_public_identity_free(pub);
+            if (err == MSV_OK) {
+                s->out[s->count] = (struct msv_outgoing){
+                    d->device_id, sealed ? MSV_ENVELOPE_SEALED : (uint32_t)suite,
+                    s->wires[s->count], len};
+                s->count++;
+            }
+        }
+        if (err == MSV_OK && skipped > 0 && s->count == before &&
+            !(hds[i]->handle.len == strlen(c->handle) &&
+              memcmp(hds[i]->handle.data, c->handle, hds[i]->handle.len) == 0)) {
+            snprintf(c->why.message, sizeof(c->why.message),
+                     "no device of %.*s speaks a suite this device speaks", (int)hds[i]->handle.len,
+                     (const char *)hds[i]->handle.data);
+            err = MSV_ERR_UNSUPPORTED;
+        }
+    }
+    return err;
+}
+
+/* ---- verified contacts -------------------------------------------------------------------- */
+
+static void verified_key(const char *handle, char *key, size_t len)
+{
+    snprintf(key, len, "verified-set:%s", handle);
+}
+
+/*
+ * MSV_OK unless one of hds is a verified contact whose devices changed since:
+ * then nothing is sent (MSV_ERR_AUTH, why.code MSV_REFUSAL_KEY_CHANGE) until
+ * the user accepts the change.
+ */
+static msv_err check_verified(struct msv_client *c, Msv__Wire__HandleDevices *const *hds,
+                              size_t n_hds)
+{
+    for (size_t i = 0; i < n_hds; i++) {
+        char handle[300], key[320];
+        uint8_t *was = NULL, now[32];
+        size_t len = 0;
+        int changed;
+
+        snprintf(handle, sizeof(handle), "%.*s", (int)hds[i]->handle.len,
+                 (const char *)hds[i]->handle.data);
+        verified_key(handle, key, sizeof(key));
+        if (strcmp(handle, c->handle) == 0 || msv_client_db_get(c->db, key, &was, &len) != MSV_OK)
+            continue;
+        changed = len != 32 || msv_safety_set_digest(hds[i], now) != MSV_OK ||
+                  !msv_equal_ct(was, now, 32);
+        free(was);
+        if (changed) {
+            c->why.code = MSV_REFUSAL_KEY_CHANGE;
+            snprintf(c->why.message, sizeof(c->why.message),
+                     "the devices of %.64s changed since you verified them; nothing goes to "
+                     "them until you compare the new safety number or accept the change "
+                     "('missive verify HANDLE [--accept]')",
+                     handle);
+            return MSV_ERR_AUTH;
+        }
+    }
+    return MSV_OK;
+}
+
+msv_err msv_client_safety_number(struct msv_client *c, const char *handle, unsigned version,
+                                 char number[MSV_SAFETY_DIGITS + 1], uint8_t digest[32])
+{
+    const char *both[2] = {c->handle, handle};
+    msv_frame *r = NULL;
+    uint8_t mine[32];
+    msv_err err;
+
+    if (strcmp(handle, c->handle) == 0)
+        return MSV_ERR_INVALID;
+    err = msv_client_connect(c);
+    if (err == MSV_OK)
+        err = client_verified_lookup(c, both, 2, &r);
+    for (size_t i = 0; err == MSV_OK && i < 2; i++)
+        err = client_remember(c, r->lookup_result->results[i]);
+    if (err == MSV_OK && r->lookup_result->results[1]->n_devices == 0) {
+        snprintf(c->why.message, sizeof(c->why.message), "%s is not registered", handle);
+        err = MSV_ERR_NOT_FOUND;
+    }
+    if (err == MSV_OK)
+        err = msv_safety_set_digest(r->lookup_result->results[0], mine);
+    if (err == MSV_OK)
+        err = msv_safety_set_digest(r->lookup_result->results[1], digest);
+    if (err == MSV_OK)
+        msv_safety_number(version, c->handle, mine, handle, digest, number);
+    msv_frame_free(r);
+    return err;
+}
+
+msv_err msv_client_mark_verified(struct msv_client *c, const char *handle, const uint8_t digest[32])
+{
+    char key[320];
+
+    verified_key(handle, key, sizeof(key));
+    return msv_client_db_set(c->db, key, digest, 32);
+}
+
+msv_err msv_client_verified(struct msv_client *c, const char *handle, const uint8_t digest[32])
+{
+    char key[320];
+    uint8_t *was = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    verified_key(handle, key, sizeof(key));
+    err = msv_client_db_get(c->db, key, &was, &len);
+    if (err == MSV_OK && (len != 32 || !msv_equal_ct(was, digest, 32)))
+        err = MSV_ERR_AUTH;
+    free(was);
+    return err;
+}
+
+/*
+ * Sends to the devices of hds; on a stale list, *fresh holds the server's
+ * current one. With a delivery token, sealed, on the connection that never
+ * authenticated.
+ */
+static msv_err send_once(struct msv_client *c, const uint8_t id[16], const char *const *handles,
+                         size_t n, Msv__Wire__HandleDevices *const *hds, size_t n_hds,
+                         const uint8_t *pt, size_t pt_len, const uint8_t *token, msv_frame **fresh)
+{
+    struct sealed_set s = {0};
+    msv_err err = check_verified(c, hds, n_hds);
+
+    if (err == MSV_OK)
+        err = seal_for(c, hds, n_hds, pt, pt_len, token != NULL, &s);
+    if (err == MSV_OK && token != NULL && c->sealed_conn == NULL)
+        err = client_plain_conn(c, &c->sealed_conn);
+    if (err == MSV_OK)
+        err = msv_request_send(token != NULL ? c->sealed_conn : c->conn, id, handles, n, s.out,
+                               s.count, token, TIMEOUT_MS, fresh, &c->why);
+    if (err == MSV_ERR_IO && token != NULL) {
+        msv_conn_close(c->sealed_conn);
+        c->sealed_conn = NULL;
+    }
+    sealed_clear(&s);
+    return err;
+}
+
+/* The device sets last learnt for some handles, shaped as a lookup's results. */
+struct known_sets {
+    size_t n;
+    Msv__Wire__HandleDevices *hds, **ptrs;
+    Msv__Wire__DeviceInfo *infos, **info_ptrs;
+    struct msv_known_device **devs; /* own the identities the infos point into */
+    size_t *counts;
+};
+
+static void known_sets_free(struct known_sets *k)
+{
+    for (size_t i = 0; k->devs != NULL && i < k->n; i++)
+        msv_known_devices_free(k->devs[i], k->counts[i]);
+    free(k->hds);
+    free(k->ptrs);
+    free(k->infos);
+    free(k->info_ptrs);
+    free(k->devs);
+    free(k->counts);
+    memset(k, 0, sizeof(*k));
+}
+
+/*
+ * Fills k from the device sets remembered for targets. Returns MSV_OK if
+ * every target has one; MSV_ERR_NOT_FOUND if one is unknown or was learnt
+ * over a day ago (ask the directory). The relay refuses a send whose set is out of date and answers
+ * with the current one, so a remembered set is safe to use.
+ */
+static msv_err known_sets_load(struct msv_client *c, const char *const *targets, size_t n,
+                               struct known_sets *k)
+{
+    size_t total = 0, at = 0;
+    msv_err err = MSV_OK;
+
+    memset(k, 0, sizeof(*k));
+    k->n = n;
+    k->devs = calloc(n + 1, sizeof(*k->devs));
+    k->counts = calloc(n + 1, sizeof(*k->counts));
+    if (k->devs == NULL || k->counts == NULL)
+        return MSV_ERR_NOMEM;
+    for (size_t i = 0; i < n && err == MSV_OK; i++) {
+        err = msv_client_db_known_devices(c->db, targets[i], &k->devs[i], &k->counts[i]);
+        if (err == MSV_OK && k->counts[i] == 0)
+            err = MSV_ERR_NOT_FOUND;
+        /* a set learnt over a day ago is learnt again: it may have lost a device since */
+        if (err == MSV_OK && msv_kt_lookup_is_due(c->db, targets[i], msv_wall_ms()))
+            err = MSV_ERR_NOT_FOUND;
+        total += k->counts[i];
+    }
+    if (err != MSV_OK)
+        return err;
+    k->hds = calloc(n + 1, sizeof(*k->hds));
+    k->ptrs = calloc(n + 1, sizeof(*k->ptrs));
+    k->infos = calloc(total + 1, sizeof(*k->infos));
+    k->info_ptrs = calloc(total + 1, sizeof(*k->info_ptrs));
+    if (k->hds == NULL || k->ptrs == NULL || k->infos == NULL || k->info_ptrs == NULL)
+        return MSV_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        msv__wire__handle_devices__init(&k->hds[i]);
+        k->hds[i].handle = (ProtobufCBinaryData){strlen(targets[i]), (uint8_t *)targets[i]};
+        k->hds[i].n_devices = k->counts[i];
+        k->hds[i].devices = &k->info_ptrs[at];
+        for (size_t d = 0; d < k->counts[i]; d++, at++) {
+            msv__wire__device_info__init(&k->infos[at]);
+            k->infos[at].device_id = k->devs[i][d].device_id;
+            k->infos[at].suite = k->devs[i][d].suite;
+            k->infos[at].identity =
+                (ProtobufCBinaryData){k->devs[i][d].identity_len, k->devs[i][d].identity};
+            k->info_ptrs[at] = &k->infos[at];
+        }
+        k->ptrs[i] = &k->hds[i];
+    }
+    return MSV_OK;
+}
+
+/* Asks the directory for targets' devices and remembers them (warning of changes). */
+static msv_err look_up(struct msv_client *c, const char *const *targets, size_t n,
+                       msv_frame **known)
+{
+    msv_err err = client_verified_lookup(c, targets, n, known);
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        const Msv__Wire__HandleDevices *hd = (*known)->lookup_result->results[i];
+
+        err = client_remember(c, hd);
+        if (err == MSV_OK && hd->n_devices == 0 && strcmp(targets[i], c->handle) != 0) {
+            snprintf(c->why.message, sizeof(c->why.message), "%s is not registered", targets[i]);
+            err = MSV_ERR_NOT_FOUND;
+        }
+    }
+    return err;
+}
+
+/*
+ * Sends to the targets' devices as last learnt (the directory is asked only
+ * about handles not seen before); a stale set is replaced by the relay's
+ * answer, remembered, and the send tried again.
+ */
+static msv_err deliver_group(struct msv_client *c, const uint8_t id[16], const char *const *targets,
+                             size_t n, const uint8_t *pt, size_t pt_len, const uint8_t *token)
+{
+    msv_frame *known = NULL, *fresh = NULL;
+    struct known_sets ks = {0};
+    Msv__Wire__HandleDevices *const *start = NULL;
+    size_t n_start = n;
+    msv_err err = msv_client_connect(c);
+
+    c->why.code = 0;
+    if (err == MSV_OK) {
+        err = known_sets_load(c, targets, n, &ks);
+        if (err == MSV_OK) {
+            start = ks.ptrs;
+        } else if (err == MSV_ERR_NOT_FOUND) {
+            err = look_up(c, targets, n, &known);
+            if (err == MSV_OK) {
+                start = known->lookup_result->results;
+                n_start = known->lookup_result->n_results;
+            }
+        }
+    }
+    for (int tries = 0; err == MSV_OK && tries < SEND_TRIES; tries++) {
+        Msv__Wire__HandleDevices *const *hds = fresh ? fresh->lookup_result->results : start;
+        size_t n_hds = fresh ? fresh->lookup_result->n_results : n_start;
+        msv_frame *stale = NULL;
+
+        err = send_once(c, id, targets, n, hds, n_hds, pt, pt_len, token, &stale);
+        msv_frame_free(stale);
+        if (err != MSV_ERR_AGAIN)
+            break;
+        /* the device set changed since it was learnt: learn it from the log, then try again
+         * (the relay's own list of the devices is not taken on trust) */
+        msv_frame_free(fresh);
+        fresh = NULL;
+        err = look_up(c, targets, n, &fresh);
+        if (err == MSV_OK && tries == SEND_TRIES - 1) {
+            snprintf(c->why.message, sizeof(c->why.message),
+                     "the relay keeps asking for devices that the transparency log does not "
+                     "list; nothing was sealed for them");
+            err = MSV_ERR_AGAIN;
+        }
+    }
+    known_sets_free(&ks);
+    msv_frame_free(known);
+    msv_frame_free(fresh);
+    return err;
+}
+
+#define UNSEALED "unsealed-sends" /* u64be: sends that fell back to authenticated */
+
+uint64_t msv_client_unsealed_sends(struct msv_client *c)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    uint64_t n = 0;
+
+    if (msv_client_db_get(c->db, UNSEALED, &v, &len) == MSV_OK && len == 8)
+        n = msv_get_u64be(v);
+    free(v);
+    return n;
+}
+
+/* Message id goes to handle authenticated: counted, and told through on_unsealed, once (a
+ * message is tried again after a lost connection, and from the outbox). */
+msv_err client_unsealed(struct msv_client *c, const uint8_t id[16], const char *handle)
+{
+    char key[320], hex[33];
+    uint8_t v[8], *seen = NULL;
+    size_t len = 0;
+    msv_err err = msv_hex_encode(id, 16, hex, sizeof(hex));
+
+    snprintf(key, sizeof(key), "unsealed:%s:%s", hex, handle);
+    if (err == MSV_OK)
+        err = msv_client_db_get(c->db, key, &seen, &len);
+    free(seen);
+    if (err != MSV_ERR_NOT_FOUND)
+        return err;
+    msv_put_u64be(v, msv_client_unsealed_sends(c) + 1);
+    if (c->on_unsealed != NULL)
+        c->on_unsealed(c->ctx, handle);
+    err = msv_client_db_set(c->db, key, "", 0);
+    return err == MSV_OK ? msv_client_db_set(c->db, UNSEALED, v, sizeof(v)) : err;
+}
+
+/*
+ * Sends to every target: sealed to each handle whose delivery token this
+ * device knows (from a profile key its devices sent), the rest (and this
+ * account's other devices) in one authenticated send. A token the relay
+ * refuses sends that handle this message authenticated, with a notice; the
+ * profile key is kept, so the next message is sealed again (a relay that
+ * refuses tokens cannot turn sealed sender off for good).
+ */
+static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const char *const *targets,
+                            size_t n, const uint8_t *pt, size_t pt_len)
+{
+    const char *plain[MSV_PARTICIPANTS_MAX];
+    size_t n_plain = 0;
+    msv_err err = msv_client_connect(c);
+
+    for (size_t i = 0; i < n && err == MSV_OK; i++) {
+        uint8_t token[16];
+
+        if (strcmp(targets[i], c->handle) != 0 &&
+            msv_sessions_token_for(c, targets[i], token) == MSV_OK) {
+            err = deliver_group(c, id, &targets[i], 1, pt, pt_len, token);
+            if (err == MSV_OK)
+                continue;
+            if (err == MSV_ERR_AUTH && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_AUTH)
+                err = client_unsealed(c, id, targets[i]);
+            else if (err == MSV_ERR_UNSUPPORTED)
+                err = MSV_OK; /* a device that cannot open sealed envelopes */
+            if (err != MSV_OK)
+                return err;
+        }
+        if (n_plain < MSV_PARTICIPANTS_MAX)
+            plain[n_plain++] = targets[i];
+    }
+    if (err == MSV_OK && n_plain > 0)
+        err = deliver_group(c, id, plain, n_plain, pt, pt_len, NULL);
+    return err;
+}
+
+/* Worth trying again later: the connection failed, or the server asked to slow down. */
+static int try_later(const struct msv_client *c, msv_err err)
+{
+    return err == MSV_ERR_IO ||
+           (err == MSV_ERR_INVALID && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+}
+
+#define RETRIES 3
+#define BACKOFF_MS 500
+
+/*
+ * deliver_once, again after a lost connection or a request to slow down:
+ * 0.5 s, 1 s, 2 s later. What still fails stays in the outbox for the next
+ * command that connects.
+ */
+static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
+                               const char *const *targets, size_t n, const uint8_t *pt,
+                               size_t pt_len)
+{
+    msv_err err = deliver_once(c, id, targets, n, pt, pt_len);
+
+    for (int i = 0; try_later(c, err) && i < RETRIES; i++) {
+        struct timespec pause = {0, 0};
+        long ms = (long)BACKOFF_MS << i;
+
+        msv_conn_close(c->conn);
+        c->conn = NULL;
+        msv_conn_close(c->sealed_conn);
+        c->sealed_conn = NULL;
+        pause.tv_sec = ms / 1000;
+        pause.tv_nsec = (ms % 1000) * 1000000L;
+        nanosleep(&pause, NULL);
+        err = deliver_once(c, id, targets, n, pt, pt_len);
+    }
+    return err;
+}
+
+/*
+ * Sends what the outbox still holds (messages a lost connection left
+ * queued), oldest first; each goes to the participants its payload names.
+ */
+msv_err client_flush_outbox(struct msv_client *c)
+{
+    struct msv_outbox_rec *o = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_db_outbox(c->db, &o, &n);
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        struct msv_payload *p = NULL;
+
+        if (msv_payload_parse(o[i].payload, o[i].payload_len, &p) != MSV_OK) {
+            err = msv_client_db_outbox_settle(c->db, o[i].message_id, "failed"); /* never goes */
+            continue;
+        }
+        err = deliver_once(c, o[i].message_id, (const char *const *)p->participants,
+                           p->participant_count, o[i].payload, o[i].payload_len);
+        if (err == MSV_OK)
+            err = msv_client_db_outbox_settle(c->db, o[i].message_id, "sent");
+        else if (err == MSV_ERR_AUTH && c->why.code == MSV_REFUSAL_KEY_CHANGE)
+            err = MSV_OK; /* waits until the user accepts the contact's new devices */
+        else if (!try_later(c, err) && err != MSV_ERR_NOMEM && err != MSV_ERR_AGAIN)
+            /* it will never go (a recipient left, say): history says so, the outbox lets go */
+            err = msv_client_db_outbox_settle(c->db, o[i].message_id, "failed");
+        msv_payload_free(p);
+    }
+    msv_outbox_free(o, n);
+    return err;
+}
+
+/* Encrypts and uploads one file; fills ref (uri points into uri_buf). */
+static msv_err upload(struct msv_client *c, const struct msv_file *f,
+                      void (*progress)(uint64_t, uint64_t), struct msv_attachment_ref *ref,
+                      char *uri_buf, size_t uri_len)
+{
+    struct msv_attachment_digest d;
+    uint8_t *ct = malloc(f->len ? f->len : 1), blob[32];
+    char hex[65];
+    msv_err err = ct ? MSV_OK : MSV_ERR_NOMEM;
+
+    if (f->len == 0)
+        err = MSV_ERR_INVALID;
+    else if (f->len > MSV_ATTACHMENT_MAX)
+        err = MSV_ERR_TOO_BIG; /* more than any recipient would download */
+    msv_attachment_key_generate(ref->key);
+    if (err == MSV_OK)
+        err = msv_attachment_encrypt(ref->key, f->data, f->len, ct, &d);
+    if (err == MSV_OK)
+        err = msv_client_connect(c);
+    if (err == MSV_OK)
+        err = msv_request_blob_upload(c->conn, ct, f->len, TIMEOUT_MS, progress, blob, &c->why);
+    free(ct);
+    if (err != MSV_OK || msv_hex_encode(blob, 32, hex, sizeof(hex)) != MSV_OK)
+        return err != MSV_OK ? err : MSV_ERR_INVALID;
+    snprintf(uri_buf, uri_len, "blob:%s", hex);
+    ref->uri = uri_buf;
+    memcpy(ref->sha256, d.sha256, 32);
+    memcpy(ref->sha1, d.sha1, 20);
+    ref->size = f->len;
+    ref->name = (char *)f->name;
+    ref->mime = (char *)f->mime;
+    return MSV_OK;
+}
+
+#define LONG_TEXT_PREVIEW 200
+
+/* Uploads the files (and text too long to go inline) and points p at them. */
+static msv_err attach(struct msv_client *c, const char *text, const struct msv_file *files,
+                      size_t n_files, void (*progress)(uint64_t, uint64_t), struct msv_payload *p,
+                      char (*uris)[80], char *preview)
+{
+    msv_err err = MSV_OK;
+
+    p->attachment_count = 0;
+    for (size_t i = 0; err == MSV_OK && i < n_files; i++) {
+        err = upload(c, &files[i], progress, &p->attachments[i], uris[i], 80);
+        if (err == MSV_OK)
+            p->attachment_count++;
+    }
+    if (err == MSV_OK && text != NULL && strlen(text) > MSV_CLIENT_INLINE_TEXT_MAX) {
+        struct msv_file long_text = {"message.txt", LONG_TEXT_MIME, (const uint8_t *)text,
+                                     strlen(text)};
+        size_t cut = LONG_TEXT_PREVIEW;
+
+        /* the envelope carries a preview, cut on a character boundary */
+        while (cut > 0 && ((unsigned char)text[cut] & 0xc0) == 0x80)
+            cut--;
+        memcpy(preview, text, cut);
+        memcpy(preview + cut, "\xe2\x80\xa6", 4); /* an ellipsis and the NUL */
+        p->text = preview;
+        err = upload(c, &long_text, progress, &p->attachments[n_files], uris[n_files], 80);
+        if (err == MSV_OK)
+            p->attachment_count++;
+    }
+    return err;
+}
+
+/*
+ * The one way out: p (its kind and content set) goes to every device of the
+ * targets and of this account. Files and long text are attached first (for
+ * messages); history shows text under conversation, queued until the relay
+ * accepts the message, then sent.
+ */
+msv_err client_send_payload(struct msv_client *c, const char *const *targets_in, size_t n_in,
+                            struct msv_payload *p, const char *text, const char *conversation,
+                            const struct msv_file *files, size_t n_files,
+                            void (*progress)(uint64_t, uint64_t), uint8_t message_id[16])
+{
+    const char *targets[MSV_PARTICIPANTS_MAX];
+    struct msv_attachment_ref refs[MSV_ATTACHMENTS_MAX];
+    char uris[MSV_ATTACHMENTS_MAX][80], preview[LONG_TEXT_PREVIEW + 4];
+    struct msv_message_rec rec = {.outgoing = 1, .status = "queued"};
+    uint8_t *pt = NULL;
+    size_t pt_len = 0, t = 0;
+    msv_err err = MSV_OK;
+
+    if (n_in == 0 || n_in >= MSV_PARTICIPANTS_MAX || n_files >= MSV_ATTACHMENTS_MAX)
+        return MSV_ERR_INVALID;
+    memset(refs, 0, sizeof(refs));
+    /* the targets and this account, each once: its other devices get a copy */
+    for (size_t i = 0; i <= n_in; i++) {
+        const char *h = i < n_in ? targets_in[i] : c->handle;
+        size_t k;
+
+        for (k = 0; k < t && strcmp(targets[k], h) != 0; k++)
+            ;
+        if (k == t)
+            targets[t++] = h;
+    }
+    if (p->kind == MSV_KIND_MESSAGE) {
+        p->attachments = refs;
+        err = attach(c, text, files, n_files, progress, p, uris, preview);
+    }
+    if (err != MSV_OK)
+        return err;
+    msv_random_bytes(p->message_id, MSV_ID_LEN);
+    memcpy(message_id, p->message_id, MSV_ID_LEN);
+    p->sent_at_ms = (uint64_t)msv_wall_ms();
+    {
+        struct msv_kt_head head;
+
+        /* the receivers compare it with the log they see (gossip of tree heads) */
+        p->has_log_head = msv_kt_known_head(c->db, &head) == MSV_OK;
+        if (p->has_log_head)
+            msv_kt_head_encode(&head, p->log_head);
+    }
+    if (p->participants == NULL) {
+        p->participants = (char **)targets;
+        p->participant_count = t;
+    }
+    /* the receivers' key to send to this device sealed (its delivery token's key; only
+     * devices that speak modern register one) */
+    p->has_profile_key = (msv_identity_suites(c->id) & MSV_SUITE_BIT(MSV_SUITE_MODERN)) &&
+                         msv_sessions_profile_key(c, p->profile_key) == MSV_OK;
+    err = msv_payload_encode(p, &pt, &pt_len);
+    if (err != MSV_OK)
+        return err;
+    /* connect (and so flush older queued messages) before this one joins the outbox; a
+     * server that cannot be reached now leaves it queued below */
+    if (msv_client_connect(c) != MSV_OK) {
+        msv_conn_close(c->conn);
+        c->conn = NULL;
+    }
+    memcpy(rec.message_id, p->message_id, 16);
+    rec.conversation = (char *)conversation;
+    rec.sender = c->handle;
+    rec.sender_device = c->device_id;
+    rec.kind = (int)p->kind;
+    rec.text = (char *)(text ? text : "");
+    rec.sent_at_ms = rec.stored_at_ms = (int64_t)p->sent_at_ms;
+    /* shown as queued until the relay accepts it, and kept in the outbox until then; control
+     * messages (receipts, typing, edits) are not history */
+    err = msv_client_db_outbox_put(c->db, conversation != NULL ? &rec : NULL, p->message_id,
+                                   conversation ? conversation : "", pt, pt_len, msv_wall_ms());
+    /* who may send receipts for it */
+    if (err == MSV_OK && conversation != NULL)
+        err = msv_client_db_recipients_put(c->db, p->message_id, targets, t);
+    if (err == MSV_OK)
+        err = deliver_payload(c, p->message_id, targets, t, pt, pt_len);
+    if (err == MSV_OK)
+        err = msv_client_db_outbox_settle(c->db, p->message_id, "sent");
+    msv_secret_free(pt, pt_len);
+    sodium_memzero(refs, sizeof(refs)); /* the attachment keys */
+    return err;
+}
+
+msv_err msv_client_send(struct msv_client *c, const char *const *handles, size_t n,
+                        const char *text, const struct msv_file *files, size_t n_files,
+                        void (*progress)(uint64_t done, uint64_t total), uint8_t message_id[16])
+{
+    struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = (char *)text};
+
+    if (n == 0)
+        return MSV_ERR_INVALID;
+    return client_send_payload(c, handles, n, &p, text, handles[0], files, n_files, progress,
+                               message_id);
+}
