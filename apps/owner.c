@@ -34,7 +34,8 @@
 #include "rpc.h"
 #include "term.h"
 
-#define DAEMON_SCHEMA 1
+#define DAEMON_SCHEMA 2     /* the newest schema served; a connection starts at 1 */
+#define DAEMON_SCHEMA_MIN 1 /* the oldest still served */
 #define PEERS_MAX 64
 #define LINE_MAX_BYTES (1u << 20)  /* a request line; longer ones close the connection */
 #define OUT_MAX_BYTES (16u << 20)  /* what a reader that does not read may leave waiting */
@@ -54,6 +55,7 @@ struct peer {
     char *out;
     size_t out_len, out_cap;
     int subscribed, eof;
+    int schema;   /* the schema version this connection asked for (docs/daemon.md) */
     int skipping; /* the rest of a line over LINE_MAX_BYTES is dropped */
     /* a 'receive' waiting until nothing arrives for quiet_ms */
     json_t *wait_id;
@@ -174,6 +176,86 @@ static json_t *rpc_error(json_t *id, int code, const char *message, json_t *data
     return json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id ? id : json_null(), "error", e);
 }
 
+/* ---- schema version 1 ------------------------------------------------------------------ */
+
+/*
+ * Schema 1 (docs/daemon-schema-1.json) is still served to connections that do
+ * not ask for a newer one: events of types it did not know are not sent to
+ * them, and the fields it did not know are left out of those it did.
+ */
+static const char *const schema1_events[] = {
+    "message", "receipt",    "typing",      "edit",       "device",  "session",
+    "alarm",   "key_change", "unreachable", "connection", "changed",
+};
+static const char *const schema1_event_fields[] = {
+    "type",   "from",      "conversation", "message_id", "status", "notice", "message", "warning",
+    "handle", "device_id", "suites",       "state",      "server", "error",  "method",
+};
+static const char *const schema1_message_fields[] = {
+    "message_id", "conversation", "from", "from_device", "outgoing", "text", "sent_at_ms", "status",
+};
+static const char *const schema1_statuses[] = {
+    "queued", "sent", "delivered", "read", "failed", "received", "edited", "unsent",
+};
+
+static int listed(const char *s, const char *const *list, size_t n)
+{
+    for (size_t i = 0; s != NULL && i < n; i++)
+        if (strcmp(s, list[i]) == 0)
+            return 1;
+    return 0;
+}
+
+#define LISTED(s, list) listed((s), (list), sizeof(list) / sizeof((list)[0]))
+
+/* A copy of o with only the keys in list (a new reference; NULL if out of memory). */
+static json_t *only_fields(json_t *o, const char *const *list, size_t n)
+{
+    json_t *copy = json_object(), *v;
+    const char *key;
+
+    if (copy == NULL)
+        return NULL;
+    json_object_foreach(o, key, v)
+    {
+        if (listed(key, list, n))
+            json_object_set(copy, key, v);
+    }
+    return copy;
+}
+
+/* A message object as schema 1 described it (a new reference). */
+static json_t *schema1_message(json_t *m)
+{
+    json_t *old = only_fields(m, schema1_message_fields,
+                              sizeof(schema1_message_fields) / sizeof(schema1_message_fields[0]));
+    const char *status = json_string_value(json_object_get(old, "status"));
+
+    if (old != NULL && !LISTED(status, schema1_statuses))
+        json_object_set_new(
+            old, "status",
+            json_string(json_is_true(json_object_get(old, "outgoing")) ? "sent" : "received"));
+    return old;
+}
+
+/* The notification carrying event as schema 1 has it; NULL if schema 1 has no such event. */
+static json_t *schema1_event(json_t *event)
+{
+    json_t *old, *m, *note;
+
+    if (!LISTED(json_string_value(json_object_get(event, "type")), schema1_events))
+        return NULL;
+    old = only_fields(event, schema1_event_fields,
+                      sizeof(schema1_event_fields) / sizeof(schema1_event_fields[0]));
+    if (old == NULL)
+        return NULL;
+    m = json_object_get(old, "message");
+    if (m != NULL)
+        json_object_set_new(old, "message", schema1_message(m));
+    note = json_pack("{s:s, s:s, s:o}", "jsonrpc", "2.0", "method", "event", "params", old);
+    return note;
+}
+
 /* An event to every subscriber and to the owner's hook; takes the reference. */
 static void broadcast(struct owner *ow, json_t *event, const struct msv_incoming *in)
 {
@@ -184,11 +266,26 @@ static void broadcast(struct owner *ow, json_t *event, const struct msv_incoming
         json_decref(event);
         return; /* out of memory: this event is not told */
     }
-    for (size_t i = 0; i < ow->n_peers; i++)
-        if (ow->peers[i]->subscribed)
+    json_t *old = NULL;
+    int old_made = 0;
+
+    for (size_t i = 0; i < ow->n_peers; i++) {
+        if (!ow->peers[i]->subscribed)
+            continue;
+        if (ow->peers[i]->schema == DAEMON_SCHEMA) {
             peer_write(ow->peers[i], note);
+            continue;
+        }
+        if (!old_made) {
+            old = schema1_event(event);
+            old_made = 1;
+        }
+        if (old != NULL)
+            peer_write(ow->peers[i], old);
+    }
     if (ow->hook != NULL)
         ow->hook(ow->hook_ctx, event, in);
+    json_decref(old);
     json_decref(note);
     json_decref(event);
 }
@@ -580,17 +677,54 @@ static void finish_receives(struct owner *ow)
 
 /* ---- requests ------------------------------------------------------------------------- */
 
-static json_t *status(struct owner *ow)
+/* [1, 2, ...]: the schema versions this daemon serves. */
+static json_t *schemas_served(void)
+{
+    json_t *list = json_array();
+
+    for (int v = DAEMON_SCHEMA_MIN; v <= DAEMON_SCHEMA; v++)
+        json_array_append_new(list, json_integer(v));
+    return list;
+}
+
+static json_t *status(struct owner *ow, const struct peer *p)
 {
     char server[300];
+    json_t *s;
 
     snprintf(server, sizeof(server), "%s:%u", ow->c->host, ow->c->port);
-    return json_pack("{s:i, s:s, s:s, s:I, s:s, s:b, s:s, s:I, s:I}", "schema", DAEMON_SCHEMA,
-                     "version", MSV_VERSION_TEXT, "account", ow->c->handle, "device_id",
-                     (json_int_t)ow->c->device_id, "server", server, "online", ow->online,
-                     "last_error", ow->online ? "" : ow->last_error, "waiting",
-                     (json_int_t)ow->inbox_len, "unsealed_sends",
-                     (json_int_t)msv_client_unsealed_sends(ow->c));
+    s = json_pack("{s:i, s:s, s:s, s:I, s:s, s:b, s:s, s:I, s:I}", "schema", p->schema, "version",
+                  MSV_VERSION_TEXT, "account", ow->c->handle, "device_id",
+                  (json_int_t)ow->c->device_id, "server", server, "online", ow->online,
+                  "last_error", ow->online ? "" : ow->last_error, "waiting",
+                  (json_int_t)ow->inbox_len, "unsealed_sends",
+                  (json_int_t)msv_client_unsealed_sends(ow->c));
+    if (s != NULL && p->schema >= 2)
+        json_object_set_new(s, "schemas", schemas_served());
+    return s;
+}
+
+/* 'schema': the connection speaks version params.version from its next line on. */
+static json_t *choose_schema(struct peer *p, json_t *id, json_t *params)
+{
+    json_t *version = json_object_get(params, "version"), *r, *response;
+    const char *key;
+    json_t *v;
+
+    json_object_foreach(params, key, v)
+    {
+        if (strcmp(key, "version") != 0)
+            return rpc_error(id, -32602, "schema takes 'version' only", NULL);
+    }
+    if (!json_is_integer(version) || json_integer_value(version) < DAEMON_SCHEMA_MIN ||
+        json_integer_value(version) > DAEMON_SCHEMA)
+        return rpc_error(id, -32602, "'version' is a schema version this daemon serves",
+                         json_pack("{s:o}", "schemas", schemas_served()));
+    p->schema = (int)json_integer_value(version);
+    r = json_pack("{s:i, s:o}", "schema", p->schema, "schemas", schemas_served());
+    response = rpc_result(id, r);
+    json_decref(r);
+    return response;
 }
 
 /* One request; the response, or NULL for a notification or a receive that waits. */
@@ -610,7 +744,7 @@ static json_t *handle_request(struct owner *ow, struct peer *p, json_t *req, int
     if (params == NULL)
         params = owned = json_object();
     if (strcmp(method, "status") == 0) {
-        json_t *s = status(ow);
+        json_t *s = status(ow, p);
 
         response = rpc_result(id, s);
         json_decref(s);
@@ -620,6 +754,8 @@ static json_t *handle_request(struct owner *ow, struct peer *p, json_t *req, int
 
         response = rpc_result(id, r);
         json_decref(r);
+    } else if (strcmp(method, "schema") == 0) {
+        response = choose_schema(p, id, params);
     } else if (strcmp(method, "receive") == 0) {
         response = start_receive(ow, p, id ? id : json_null(), params, in_batch || notification);
     } else if (strcmp(method, "listen") != 0 && cli_account_command(method)) {
@@ -733,6 +869,7 @@ static int add_peer(struct owner *ow, int in_fd, int out_fd)
         return -1;
     p->in_fd = in_fd;
     p->out_fd = out_fd;
+    p->schema = DAEMON_SCHEMA_MIN; /* what programs written before 'schema' existed expect */
     ow->peers[ow->n_peers++] = p;
     return 0;
 }

@@ -117,3 +117,16 @@ rejoined() {
     done
     return 1
 }
+
+# daemon_rpc SOCKET [--schema N] [--wait S] [--ready FILE] REQUEST...: JSON-RPC with a daemon
+# (tests/daemon_rpc.py); what it writes goes to standard output
+daemon_rpc() { python3 "$(dirname "${BASH_SOURCE[0]}")/daemon_rpc.py" "$@"; }
+# daemon_schema_ok VERSION FILE: every line of FILE follows docs/daemon-schema-VERSION.json;
+# prints the errors otherwise
+daemon_schema_ok() {
+    local py=python3 lib
+    lib=$(dirname "${BASH_SOURCE[0]}")
+    $py -c 'import jsonschema' 2>/dev/null || py=/usr/bin/python3
+    $py "$lib/check_schema.py" "$lib/../docs/daemon-schema-$1.json" "$2" >schema.out 2>&1 &&
+        grep -q "^checked [1-9]" schema.out || { cat schema.out; return 1; }
+}

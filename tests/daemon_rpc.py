@@ -1,0 +1,68 @@
+"""Talks JSON-RPC to a missive daemon's socket, for the shell tests.
+
+daemon_rpc.py SOCKET [--schema N] [--wait S] [--ready FILE] REQUEST...
+
+Asks for schema version N first (when given), sends each REQUEST line, and
+prints every line the daemon writes until every request is answered (at most
+30 s) and then S seconds (default 1) pass without a line; with --ready, makes FILE once the first answer is in (a subscription
+stands). The answer to the schema request is printed too, so that a check of
+everything printed covers it.
+"""
+import argparse
+import json
+import socket
+import sys
+import time
+
+ap = argparse.ArgumentParser()
+ap.add_argument("socket")
+ap.add_argument("--schema", type=int)
+ap.add_argument("--wait", type=float, default=1.0)
+ap.add_argument("--ready")
+ap.add_argument("requests", nargs="*")
+a = ap.parse_intermixed_args()
+s = socket.socket(socket.AF_UNIX)
+s.connect(a.socket)
+lines = list(a.requests)
+if a.schema is not None:
+    lines.insert(0, json.dumps({"jsonrpc": "2.0", "id": "schema", "method": "schema",
+                                "params": {"version": a.schema}}))
+for r in lines:
+    s.sendall(r.encode() + b"\n")
+
+
+def answered(line):
+    try:
+        r = json.loads(line)
+    except ValueError:
+        return 1
+    return 0 if isinstance(r, dict) and r.get("method") == "event" else 1
+
+
+def asked(line):
+    try:
+        r = json.loads(line)
+    except ValueError:
+        return 1
+    if isinstance(r, list):
+        return 1 if any(isinstance(x, dict) and "id" in x for x in r) or not r else 0
+    return 0 if isinstance(r, dict) and "method" in r and "id" not in r else 1
+
+
+want = sum(asked(l) for l in lines)
+got, ready, out = 0, a.ready, b""
+deadline = time.monotonic() + 30
+try:
+    while True:
+        s.settimeout(a.wait if got >= want else max(0.1, deadline - time.monotonic()))
+        d = s.recv(65536)
+        if not d:
+            break
+        out += d
+        got = sum(answered(l) for l in out.split(b"\n")[:-1])
+        if ready and got >= (2 if a.schema is not None else 1):
+            open(ready, "w").close()
+            ready = None
+except socket.timeout:
+    pass
+sys.stdout.write(out.decode())
