@@ -24,6 +24,7 @@
 
 #include "commands.h"
 #include "client/safety.h"
+#include "missive/payload.h"
 #include "missive/util.h"
 #include "owner.h"
 #include "term.h"
@@ -316,6 +317,18 @@ static void wrap(struct lines *l, const char *text, int width, int attr)
     free(w);
 }
 
+/* The reactions to a message, on a line under it ("👍 2  ❤ 1"). */
+static void show_reactions(struct chat *ch, const struct msv_message_rec *r, int width,
+                           struct lines *l)
+{
+    char *line = cli_reactions_line(ch->c, r->message_id), *s = NULL;
+
+    if (line != NULL && asprintf(&s, "      %s", line) > 0)
+        wrap(l, s, width, A_NORMAL);
+    free(s);
+    free(line);
+}
+
 /* The open conversation as lines of the view's width: messages and notes by time. */
 static void view_lines(struct chat *ch, int width, struct lines *l)
 {
@@ -342,6 +355,7 @@ static void view_lines(struct chat *ch, int width, struct lines *l)
             if (asprintf(&s, "%s %s: %s%s", when, r->outgoing ? "me" : name,
                          strcmp(r->status, "unsent") == 0 ? "" : r->text, mark(r)) > 0)
                 wrap(l, s, width, r->outgoing ? A_BOLD : A_NORMAL);
+            show_reactions(ch, r, width, l);
         } else {
             t = (time_t)(ch->notes[k].at_ms / 1000);
             localtime_r(&t, &tm);
@@ -527,7 +541,7 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
         snprintf(ch->typing_in, sizeof(ch->typing_in), "%s", from);
         ch->typing_until = msv_wall_ms() + TYPING_SHOW_MS;
     } else if (strcmp(type, "receipt") == 0 || strcmp(type, "edit") == 0 ||
-               strcmp(type, "changed") == 0) {
+               strcmp(type, "changed") == 0 || strcmp(type, "reaction") == 0) {
         ch->reload = 1;
     } else if (strcmp(type, "key_change") == 0) {
         const char *h = json_string_value(json_object_get(event, "handle"));
@@ -684,7 +698,8 @@ static void show_help(struct chat *ch)
              "Editing: \u2190 \u2192 Home End, Backspace, Delete, Ctrl-A, Ctrl-E, Ctrl-U, "
              "Ctrl-K, Ctrl-W. Commands: /to HANDLE-OR-NAME, /group NAME, /file PATH, /qr "
              "(the safety number as a QR code), /verify NUMBER (mark the contact verified once "
-             "the numbers match), /edit TEXT and /unsend (your newest message here), /help, "
+             "the numbers match), /edit TEXT and /unsend (your newest message here), /react "
+             "EMOJI and /unreact (on the newest message from someone else here), /help, "
              "/quit (or Ctrl-C).");
     ch->scroll = 0;
 }
@@ -777,6 +792,32 @@ static void change_last(struct chat *ch, const char *text)
     ch->reload = 1;
 }
 
+/* /react EMOJI and /unreact: on the newest message someone else sent here. */
+static void react_last(struct chat *ch, const char *emoji)
+{
+    const struct msv_message_rec *theirs = NULL;
+    msv_err err;
+
+    for (size_t i = ch->n_hist; i-- > 0 && theirs == NULL;)
+        if (!ch->hist[i].outgoing && ch->hist[i].kind == MSV_KIND_MESSAGE &&
+            strcmp(ch->hist[i].status, "unsent") != 0)
+            theirs = &ch->hist[i];
+    if (theirs == NULL) {
+        set_status(ch, 5000, "no message from someone else here to react to");
+        return;
+    }
+    if (emoji != NULL && !msv_payload_reaction_is_valid(emoji)) {
+        set_status(ch, 6000, "a reaction is one emoji (up to %d bytes, no spaces)",
+                   MSV_REACTION_MAX);
+        return;
+    }
+    err = msv_client_react(ch->c, theirs->message_id, emoji);
+    owner_pump(ch->ow);
+    if (err != MSV_OK)
+        set_status(ch, 6000, "no reaction: %s", msv_strerror(err));
+    ch->reload = 1;
+}
+
 static void command(struct chat *ch, const char *line)
 {
     const char *arg = line + strcspn(line, " ");
@@ -799,6 +840,10 @@ static void command(struct chat *ch, const char *line)
         change_last(ch, arg);
     else if (strcmp(line, "/unsend") == 0)
         change_last(ch, NULL);
+    else if (strncmp(line, "/react ", 7) == 0 && *arg)
+        react_last(ch, arg);
+    else if (strcmp(line, "/unreact") == 0)
+        react_last(ch, NULL);
     else if (strncmp(line, "/help", 5) == 0)
         show_help(ch);
     else if (strncmp(line, "//", 2) == 0)

@@ -75,6 +75,10 @@ static const struct {
     {"edit", "edit MESSAGE_ID --text TEXT",
      "Changes the text of one of your messages for everyone who has it."},
     {"unsend", "unsend MESSAGE_ID", "Takes one of your messages back from everyone who has it."},
+    {"react", "react MESSAGE_ID EMOJI | react MESSAGE_ID --remove",
+     "Reacts to a message with an emoji (up to 32 bytes, no spaces), or takes your reaction "
+     "away: everyone in its conversation sees one reaction per person, the newest. history "
+     "shows them under the message with their counts."},
     {"verify",
      "verify HANDLE [--qr] | verify HANDLE NUMBER | verify HANDLE --accept\n"
      "       missive verify HANDLE FINGERPRINT",
@@ -985,6 +989,89 @@ static int cmd_receive(const struct cli *o, struct msv_client *c)
     return err == MSV_OK ? 0 : fail(c, "receiving", err);
 }
 
+/* The reactions to a message grouped by emoji: calls each(ctx, emoji, handles, count). */
+static msv_err each_reaction(struct msv_client *c, const uint8_t id[16],
+                             void (*each)(void *, const struct msv_reaction_rec *, size_t),
+                             void *ctx)
+{
+    struct msv_reaction_rec *r = NULL;
+    size_t n = 0, first = 0;
+    msv_err err = msv_client_db_reactions(c->db, id, &r, &n);
+
+    for (size_t i = 1; err == MSV_OK && i <= n; i++) {
+        if (i == n || strcmp(r[i].emoji, r[first].emoji) != 0) {
+            each(ctx, &r[first], i - first);
+            first = i;
+        }
+    }
+    msv_reactions_free(r, n);
+    return err;
+}
+
+static void reaction_json(void *ctx, const struct msv_reaction_rec *r, size_t n)
+{
+    json_t *from = json_array();
+
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(from, json_string(r[i].handle));
+    json_array_append_new(
+        ctx, json_pack("{s:s, s:I, s:o}", "emoji", r->emoji, "count", (json_int_t)n, "from", from));
+}
+
+json_t *cli_message_json_of(struct msv_client *c, const struct msv_message_rec *m)
+{
+    json_t *j = cli_message_json(m), *reactions = json_array();
+
+    if (j != NULL && reactions != NULL &&
+        each_reaction(c, m->message_id, reaction_json, reactions) == MSV_OK)
+        json_object_set(j, "reactions", reactions);
+    json_decref(reactions);
+    return j;
+}
+
+static void reaction_text(void *ctx, const struct msv_reaction_rec *r, size_t n)
+{
+    fprintf(ctx, "%s%s %zu", ftell(ctx) > 0 ? "  " : "", r->emoji, n);
+}
+
+char *cli_reactions_line(struct msv_client *c, const uint8_t id[16])
+{
+    char *line = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&line, &len);
+
+    if (f == NULL)
+        return NULL;
+    if (each_reaction(c, id, reaction_text, f) != MSV_OK)
+        len = 0;
+    fclose(f);
+    if (len == 0) {
+        free(line);
+        return NULL;
+    }
+    return line;
+}
+
+/* A message as history prints it: its reactions under it. */
+static void print_with_reactions(const struct cli *o, struct msv_client *c,
+                                 const struct msv_message_rec *m)
+{
+    char *line;
+
+    if (o->json) {
+        emit_json(cli_message_json_of(c, m));
+        return;
+    }
+    cli_print_message(o, m);
+    line = cli_reactions_line(c, m->message_id);
+    if (line != NULL) {
+        fputs("    ", cli_out);
+        term_put(cli_out, line, TERM_ONE_LINE);
+        fputc('\n', cli_out);
+    }
+    free(line);
+}
+
 static int cmd_history(const struct cli *o, struct msv_client *c)
 {
     struct msv_message_rec *m = NULL;
@@ -1017,7 +1104,7 @@ static int cmd_history(const struct cli *o, struct msv_client *c)
     if (err != MSV_OK)
         return fail(c, "reading history", err);
     for (size_t i = 0; i < n; i++)
-        cli_print_message(o, &m[i]);
+        print_with_reactions(o, c, &m[i]);
     msv_messages_free(m, n);
     return 0;
 }
@@ -1080,6 +1167,43 @@ static int cmd_edit_unsend(const struct cli *o, struct msv_client *c, int edit)
         return EXIT_ERR;
     }
     return err == MSV_OK ? 0 : fail(c, edit ? "editing" : "unsending", err);
+}
+
+static int cmd_react(const struct cli *o, struct msv_client *c)
+{
+    const char *emoji = o->remove ? NULL : (o->argc == 2 ? o->argv[1] : "");
+    uint8_t id[16];
+    size_t n = 0;
+    char hex[33];
+    msv_err err;
+
+    if (o->argc != (o->remove ? 1 : 2) ||
+        msv_hex_decode(o->argv[0], id, sizeof(id), &n) != MSV_OK || n != 16)
+        return cli_usage("react", cli_err);
+    if (emoji != NULL && !msv_payload_reaction_is_valid(emoji)) {
+        fprintf(cli_err,
+                "missive: a reaction is one emoji: 1 to %d bytes of UTF-8 without "
+                "spaces or control characters\n",
+                MSV_REACTION_MAX);
+        return EXIT_USAGE;
+    }
+    err = msv_client_react(c, id, emoji);
+    if (err == MSV_ERR_INVALID || err == MSV_ERR_NOT_FOUND) {
+        fprintf(cli_err, "missive: %s is not a message you can react to here\n", o->argv[0]);
+        return EXIT_ERR;
+    }
+    if (err != MSV_OK)
+        return fail(c, "reacting", err);
+    if (msv_hex_encode(id, 16, hex, sizeof(hex)) != MSV_OK)
+        hex[0] = '\0';
+    if (o->json)
+        emit_json(json_pack("{s:s, s:o}", "message_id", hex, "reaction",
+                            emoji ? json_string(emoji) : json_null()));
+    else if (emoji != NULL)
+        fprintf(cli_out, "reacted %s to %s\n", emoji, hex);
+    else
+        fprintf(cli_out, "reaction to %s taken away\n", hex);
+    return 0;
 }
 
 /* verify HANDLE FINGERPRINT: one device of HANDLE has it. */
@@ -1489,6 +1613,8 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
         {"kdf-passes", required_argument, NULL, 'K'},
         {"socket", required_argument, NULL, 'X'},
         {"stdio", no_argument, NULL, 'I'},
+        {"remove", no_argument, NULL, 'R'},
+        {"reply-to", required_argument, NULL, 'r'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1571,6 +1697,12 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
         case 'I':
             o->stdio = 1;
             break;
+        case 'R':
+            o->remove = 1;
+            break;
+        case 'r':
+            o->reply_to = optarg;
+            break;
         case 'B':
             o->backup_passphrase_file = optarg;
             break;
@@ -1634,6 +1766,8 @@ int cli_run(const struct cli *o, const char *command, struct msv_client *c)
         return cmd_receive(o, c);
     if (strcmp(command, "history") == 0)
         return cmd_history(o, c);
+    if (strcmp(command, "react") == 0)
+        return cmd_react(o, c);
     if (strcmp(command, "log-head") == 0)
         return cmd_log_head(o, c);
     if (strcmp(command, "backup") == 0)

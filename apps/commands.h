@@ -23,6 +23,8 @@ struct cli {
     const char *files[8];
     size_t file_count;
     int json, help, qr, accept, stdio, no_stdin;
+    const char *reply_to; /* send: the message id (hex) answered */
+    int remove;           /* react: take one's reaction away */
     double wait_s;
     long limit;
     int argc;
@@ -55,6 +57,10 @@ void cli_unsealed_notice(void *ctx, const char *handle);
 void cli_print_message(const struct cli *o, const struct msv_message_rec *m);
 /* The object -o json prints for a message (a new reference; NULL if out of memory). */
 json_t *cli_message_json(const struct msv_message_rec *m);
+/* cli_message_json with what the account holds about the message: "reactions". */
+json_t *cli_message_json_of(struct msv_client *c, const struct msv_message_rec *m);
+/* A message's reactions as a line ("👍 2  ❤ 1"; caller frees), NULL if none. */
+char *cli_reactions_line(struct msv_client *c, const uint8_t id[16]);
 /* A message or notice as 'receive' prints it; ctx is the struct cli. */
 void cli_print_incoming(void *ctx, const struct msv_incoming *in);
 /* A transparency alarm as 'receive' prints it (on cli_err, and -o json on cli_out). */

@@ -348,9 +348,10 @@ static void inbox_add(struct owner *ow, json_t *json, char *text)
 static void on_incoming(void *ctx, const struct msv_incoming *in)
 {
     static const char *const kinds[] = {
-        [MSV_INCOMING_MESSAGE] = "message", [MSV_INCOMING_RECEIPT] = "receipt",
-        [MSV_INCOMING_TYPING] = "typing",   [MSV_INCOMING_EDIT] = "edit",
-        [MSV_INCOMING_DEVICE] = "device",   [MSV_INCOMING_SESSION] = "session",
+        [MSV_INCOMING_MESSAGE] = "message",   [MSV_INCOMING_RECEIPT] = "receipt",
+        [MSV_INCOMING_TYPING] = "typing",     [MSV_INCOMING_EDIT] = "edit",
+        [MSV_INCOMING_DEVICE] = "device",     [MSV_INCOMING_SESSION] = "session",
+        [MSV_INCOMING_REACTION] = "reaction",
     };
     struct owner *ow = ctx;
     json_t *event = json_pack("{s:s}", "type", kinds[in->kind]);
@@ -366,8 +367,10 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         json_object_set_new(event, "status", rpc_text(in->status));
     if (in->notice != NULL)
         json_object_set_new(event, "notice", rpc_text(in->notice));
+    if (in->emoji != NULL)
+        json_object_set_new(event, "emoji", rpc_text(in->emoji));
     if (in->message != NULL) {
-        json_t *message = cli_message_json(in->message);
+        json_t *message = cli_message_json_of(ow->c, in->message);
 
         json_object_set_new(event, "message", message ? message : json_null());
         inbox_add(ow, json_incref(json_object_get(event, "message")),

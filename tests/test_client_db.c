@@ -387,6 +387,57 @@ static void test_envelopes_read(void **state)
     assert_int_equal(msv_client_db_envelope_seen(f->db, recent), MSV_OK);
 }
 
+/* One reaction per person and message, the newest by send time then id, in any arrival order. */
+static void test_reactions(void **state)
+{
+    struct fixture *f = *state;
+    struct msv_reaction_rec r = {.handle = "bob", .emoji = "a", .sent_at_ms = 2000}, *got = NULL;
+    uint8_t other[16];
+    size_t n = 0;
+
+    memset(r.message_id, 7, 16);
+    memset(r.reaction_id, 1, 16);
+    memset(other, 8, 16);
+    assert_int_equal(msv_client_db_reaction_put(f->db, &r), MSV_OK);
+    r.emoji = "old"; /* an older one, arriving late */
+    r.sent_at_ms = 1000;
+    assert_int_equal(msv_client_db_reaction_put(f->db, &r), MSV_ERR_EXISTS);
+    r.emoji = "b"; /* the same time: the greater id wins */
+    r.sent_at_ms = 2000;
+    assert_int_equal(msv_client_db_reaction_put(f->db, &r), MSV_ERR_EXISTS);
+    memset(r.reaction_id, 2, 16);
+    assert_int_equal(msv_client_db_reaction_put(f->db, &r), MSV_OK);
+    r.handle = "carol";
+    r.sent_at_ms = 3000;
+    assert_int_equal(msv_client_db_reaction_put(f->db, &r), MSV_OK);
+    r.handle = "dave";
+    r.emoji = "c";
+    r.sent_at_ms = 2500;
+    assert_int_equal(msv_client_db_reaction_put(f->db, &r), MSV_OK);
+    assert_int_equal(msv_client_db_reactions(f->db, r.message_id, &got, &n), MSV_OK);
+    /* grouped, the emoji given first first */
+    assert_int_equal(n, 3);
+    assert_string_equal(got[0].emoji, "b");
+    assert_string_equal(got[0].handle, "bob");
+    assert_string_equal(got[1].emoji, "b");
+    assert_string_equal(got[1].handle, "carol");
+    assert_string_equal(got[2].emoji, "c");
+    msv_reactions_free(got, n);
+    /* taken away: not shown, and an older one cannot come back */
+    r.emoji = "";
+    r.sent_at_ms = 4000;
+    assert_int_equal(msv_client_db_reaction_put(f->db, &r), MSV_OK);
+    r.emoji = "c";
+    r.sent_at_ms = 2600;
+    assert_int_equal(msv_client_db_reaction_put(f->db, &r), MSV_ERR_EXISTS);
+    assert_int_equal(msv_client_db_reactions(f->db, r.message_id, &got, &n), MSV_OK);
+    assert_int_equal(n, 2);
+    msv_reactions_free(got, n);
+    assert_int_equal(msv_client_db_reactions(f->db, other, &got, &n), MSV_OK);
+    assert_int_equal(n, 0);
+    msv_reactions_free(got, n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -397,6 +448,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_conversation_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_envelopes_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reactions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deleted_secrets_leave_no_trace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rewritten_messages_leave_no_trace, setup, teardown),
     };

@@ -294,6 +294,45 @@ static void test_payload_limits(void **state)
     free(text);
 }
 
+/* A reaction: one short emoji on a target, or none (taken away); anything else is refused. */
+static void test_payload_reaction(void **state)
+{
+    static const char *const refused[] = {
+        "", "a b", "\t", "\x7f", "\xc2\x85", "\xe2\x80", "123456789012345678901234567890123",
+    };
+    struct msv_payload p, *back;
+    uint8_t *enc = NULL;
+    size_t len = 0;
+
+    (void)state;
+    fill_message(&p, "\xf0\x9f\x91\x8d");
+    p.kind = MSV_KIND_REACTION;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID); /* no target */
+    p.has_target = true;
+    test_fill_pattern(p.target_id, MSV_ID_LEN, 4);
+    back = round_trip(&p);
+    assert_int_equal(back->kind, MSV_KIND_REACTION);
+    assert_string_equal(back->text, "\xf0\x9f\x91\x8d");
+    assert_memory_equal(back->target_id, p.target_id, MSV_ID_LEN);
+    msv_payload_free(back);
+    p.text = NULL; /* removal */
+    back = round_trip(&p);
+    assert_null(back->text);
+    msv_payload_free(back);
+    /* a flag of 4 code points (16 bytes) and the longest allowed are fine */
+    assert_true(msv_payload_reaction_is_valid("\xf0\x9f\x87\xab\xf0\x9f\x87\xb7"));
+    assert_true(msv_payload_reaction_is_valid("12345678901234567890123456789012"));
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        assert_false(msv_payload_reaction_is_valid(refused[i]));
+        if (refused[i][0] == '\0')
+            continue;
+        p.text = (char *)refused[i];
+        assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    }
+    assert_null(enc);
+    assert_string_equal(msv_payload_kind_name(MSV_KIND_REACTION), "reaction");
+}
+
 /* Payloads built with the codec directly, as a hostile sender could, are checked on parse. */
 static msv_err parse_crafted(Msv__Payload__Payload *m)
 {
@@ -358,6 +397,19 @@ static void test_payload_hostile(void **state)
         m.n_participants = 0;
         m.participants = NULL;
     }
+    /* a reaction of many words, and one without a target */
+    m.kind = MSV__PAYLOAD__KIND__REACTION;
+    m.text.data = (uint8_t *)"not one emoji";
+    m.text.len = 13;
+    m.target_id.data = id;
+    m.target_id.len = 16;
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.text.len = 3;
+    assert_int_equal(parse_crafted(&m), MSV_OK);
+    m.target_id.len = 0;
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.text.data = (uint8_t *)"ok";
+    m.text.len = 2;
     m.kind = (Msv__Payload__Kind)42;
     assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
     /* not protobuf at all, and a truncated field */
@@ -401,6 +453,7 @@ int main(void)
         cmocka_unit_test(test_payload_message_round_trip),
         cmocka_unit_test(test_payload_kinds),
         cmocka_unit_test(test_payload_limits),
+        cmocka_unit_test(test_payload_reaction),
         cmocka_unit_test(test_payload_hostile),
         cmocka_unit_test(test_payload_unknown_field),
     };

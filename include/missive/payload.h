@@ -23,6 +23,7 @@
 #define MSV_URI_MAX 1024
 #define MSV_FILE_NAME_MAX 255
 #define MSV_MIME_MAX 127
+#define MSV_REACTION_MAX 32 /* bytes of one reaction's emoji */
 
 enum msv_payload_kind {
     MSV_KIND_MESSAGE = 1,
@@ -33,6 +34,7 @@ enum msv_payload_kind {
     MSV_KIND_UNSEND = 6,
     MSV_KIND_GROUP_CHANGE = 7,
     MSV_KIND_SESSION_RESET = 8,
+    MSV_KIND_REACTION = 9,
 };
 
 struct msv_attachment_ref {
@@ -89,6 +91,12 @@ MSV_MUST_CHECK msv_err msv_payload_parse(const uint8_t *in, size_t len, struct m
 
 /* Frees a parsed payload, wiping its text and keys. NULL is a no-op. */
 void msv_payload_free(struct msv_payload *p);
+
+/*
+ * 1 if emoji can be a reaction: 1 to MSV_REACTION_MAX bytes of UTF-8 without
+ * spaces or control characters (C0, DEL, C1).
+ */
+int msv_payload_reaction_is_valid(const char *emoji);
 
 /* Returns a static name for kind ("message", "receipt-delivered", ...). */
 const char *msv_payload_kind_name(enum msv_payload_kind kind);

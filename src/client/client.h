@@ -172,6 +172,20 @@ MSV_MUST_CHECK msv_err msv_client_unsend(struct msv_client *c, const uint8_t id[
 MSV_MUST_CHECK msv_err msv_client_mark_read(struct msv_client *c, const char *conversation,
                                             size_t *count);
 
+/*
+ * Reacts to a message of one's conversations with emoji
+ * (msv_payload_reaction_is_valid), or takes one's reaction away (emoji NULL):
+ * sent to the people of the message's conversation, each keeping one reaction
+ * per person and message, the newest. MSV_ERR_INVALID for a bad emoji or a
+ * message that is not a message (an unsent one, a group change);
+ * MSV_ERR_NOT_FOUND if this device does not have it.
+ */
+MSV_MUST_CHECK msv_err msv_client_react(struct msv_client *c, const uint8_t id[16],
+                                        const char *emoji);
+
+/* The first line of text, cut to fit len bytes (NUL included) between characters. */
+void msv_client_first_line(const char *text, char *out, size_t len);
+
 /* What msv_client_receive() reports, by kind. */
 enum msv_incoming_kind {
     MSV_INCOMING_MESSAGE, /* message: a new message, stored */
@@ -181,6 +195,8 @@ enum msv_incoming_kind {
     MSV_INCOMING_DEVICE,  /* a device of this account was added, removed, or asks to join */
     MSV_INCOMING_SESSION, /* a session with a device of from was started anew, or a message
                              from it could not be read (notice) */
+    /* from reacted to target with emoji ("" took it away) */
+    MSV_INCOMING_REACTION,
 };
 
 struct msv_incoming {
@@ -191,6 +207,7 @@ struct msv_incoming {
     const char *conversation; /* the conversation it is about (NULL if none) */
     const uint8_t *target;    /* receipts, edits: the message's id */
     const char *status;       /* receipts: "delivered" or "read"; edits: "edited" or "unsent" */
+    const char *emoji;        /* reactions: the emoji, "" when taken away */
 };
 
 /*

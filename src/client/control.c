@@ -46,31 +46,38 @@ static msv_err conversation_targets(struct msv_client *c, const char *conversati
     return err;
 }
 
-/* Sends a control payload about target to the people of a conversation. */
-msv_err client_send_control(struct msv_client *c, enum msv_payload_kind kind,
-                            const uint8_t target[16], const char *text, const char *conversation)
+msv_err client_send_to_conversation(struct msv_client *c, struct msv_payload *p,
+                                    const char *conversation)
 {
     struct msv_group_rec g = {0};
-    struct msv_payload p = {.kind = kind, .text = (char *)text};
     char *targets[MEMBERS_MAX];
     uint8_t id[16];
     size_t n = 0;
     msv_err err = conversation_targets(c, conversation, &g, targets, &n);
 
+    if (err == MSV_OK && p->kind == MSV_KIND_TYPING && g.name != NULL) {
+        /* so that the members show it in the group, not beside it */
+        p->has_group = true;
+        memcpy(p->group_id, g.group_id, 16);
+    }
+    if (err == MSV_OK)
+        err = client_send_payload(c, (const char *const *)targets, n, p, NULL, NULL, NULL, 0, NULL,
+                                  id);
+    msv_group_clear(&g);
+    return err;
+}
+
+/* Sends a control payload about target to the people of a conversation. */
+msv_err client_send_control(struct msv_client *c, enum msv_payload_kind kind,
+                            const uint8_t target[16], const char *text, const char *conversation)
+{
+    struct msv_payload p = {.kind = kind, .text = (char *)text};
+
     if (target != NULL) {
         p.has_target = true;
         memcpy(p.target_id, target, 16);
     }
-    if (err == MSV_OK && kind == MSV_KIND_TYPING && g.name != NULL) {
-        /* so that the members show it in the group, not beside it */
-        p.has_group = true;
-        memcpy(p.group_id, g.group_id, 16);
-    }
-    if (err == MSV_OK)
-        err = client_send_payload(c, (const char *const *)targets, n, &p, NULL, NULL, NULL, 0, NULL,
-                                  id);
-    msv_group_clear(&g);
-    return err;
+    return client_send_to_conversation(c, &p, conversation);
 }
 
 msv_err msv_client_typing(struct msv_client *c, const char *conversation)
@@ -201,6 +208,8 @@ msv_err client_take_control(struct msv_client *c, const char *sender, uint64_t d
         }
         return MSV_OK;
     }
+    if (p->kind == MSV_KIND_REACTION) /* this account's other devices' too */
+        return client_take_reaction(c, sender, p, on_message, ctx);
     if (strcmp(sender, c->handle) == 0)
         return MSV_OK; /* this account's own devices: nothing to apply */
     if (p->has_target && msv_client_db_message_get(c->db, p->target_id, &target) != MSV_OK)

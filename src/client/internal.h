@@ -59,6 +59,19 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
                             const struct msv_file *files, size_t n_files,
                             void (*progress)(uint64_t, uint64_t), uint8_t message_id[16]);
 
+/* Sends p (its kind and content set) to the people of a conversation (a handle or "group:<hex>").
+ */
+msv_err client_send_to_conversation(struct msv_client *c, struct msv_payload *p,
+                                    const char *conversation);
+
+/*
+ * Applies a reaction from sender (src/client/reactions.c): kept only if sender
+ * is in the conversation of a message this device has, and newer than the
+ * reaction of sender's kept for it.
+ */
+msv_err client_take_reaction(struct msv_client *c, const char *sender, const struct msv_payload *p,
+                             void (*on_message)(void *, const struct msv_incoming *), void *ctx);
+
 /* Splits a member list (one handle per line) in place into members[]. */
 size_t client_split_members(char *list, char **members);
 

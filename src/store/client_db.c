@@ -57,6 +57,11 @@ static const char *const migrations[] = {
     /* v8: who each sent message went to: only they may mark it delivered or read */
     "CREATE TABLE message_recipients (message_id BLOB NOT NULL, handle TEXT NOT NULL,"
     "  PRIMARY KEY (message_id, handle));",
+    /* reactions: each person's newest one per message (emoji '' once taken away, so that an
+       older one replayed does not come back) */
+    "CREATE TABLE reactions (message_id BLOB NOT NULL, handle TEXT NOT NULL,"
+    "  emoji TEXT NOT NULL, sent_at_ms BIGINT NOT NULL, reaction_id BLOB NOT NULL,"
+    "  PRIMARY KEY (message_id, handle));",
 };
 
 /*
@@ -650,6 +655,81 @@ void msv_messages_free(struct msv_message_rec *m, size_t count)
         free(m[i].status);
     }
     free(m);
+}
+
+/* ---- reactions ------------------------------------------------------------------------ */
+
+msv_err msv_client_db_reaction_put(struct msv_client_db *db, const struct msv_reaction_rec *r)
+{
+    sqlite3_stmt *st = NULL;
+    /* the newer by (sent_at_ms, reaction id) wins, whatever order they arrive in */
+    msv_err err = msv_sql_prepare(
+        db->db,
+        "INSERT INTO reactions (message_id, handle, emoji, sent_at_ms, reaction_id) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (message_id, handle) DO UPDATE SET "
+        "emoji = excluded.emoji, sent_at_ms = excluded.sent_at_ms, "
+        "reaction_id = excluded.reaction_id WHERE (excluded.sent_at_ms, excluded.reaction_id) > "
+        "(reactions.sent_at_ms, reactions.reaction_id);",
+        &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, r->message_id, 16, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, r->handle, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, r->emoji ? r->emoji : "", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 4, r->sent_at_ms);
+    sqlite3_bind_blob(st, 5, r->reaction_id, 16, SQLITE_TRANSIENT);
+    err = msv_sql_run(st);
+    return err == MSV_OK && sqlite3_changes(db->db) == 0 ? MSV_ERR_EXISTS : err;
+}
+
+static msv_err read_reaction(sqlite3_stmt *st, void *item)
+{
+    struct msv_reaction_rec *r = item;
+
+    if (sqlite3_column_bytes(st, 0) == 16)
+        memcpy(r->message_id, sqlite3_column_blob(st, 0), 16);
+    r->handle = msv_sql_text(st, 1);
+    r->emoji = msv_sql_text(st, 2);
+    r->sent_at_ms = sqlite3_column_int64(st, 3);
+    if (sqlite3_column_bytes(st, 4) == 16)
+        memcpy(r->reaction_id, sqlite3_column_blob(st, 4), 16);
+    return r->handle && r->emoji ? MSV_OK : MSV_ERR_NOMEM;
+}
+
+static void drop_reactions(void *list, size_t n)
+{
+    msv_reactions_free(list, n);
+}
+
+msv_err msv_client_db_reactions(struct msv_client_db *db, const uint8_t message_id[16],
+                                struct msv_reaction_rec **out, size_t *count)
+{
+    sqlite3_stmt *st = NULL;
+    /* grouped by emoji, the emoji first given first */
+    msv_err err = msv_sql_prepare(
+        db->db,
+        "SELECT r.message_id, r.handle, r.emoji, r.sent_at_ms, r.reaction_id FROM reactions r "
+        "JOIN (SELECT emoji, MIN(sent_at_ms) AS first FROM reactions WHERE message_id = ?1 AND "
+        "emoji != '' GROUP BY emoji) e ON e.emoji = r.emoji WHERE r.message_id = ?1 "
+        "ORDER BY e.first, r.emoji, r.sent_at_ms, r.handle;",
+        &st);
+
+    *out = NULL;
+    *count = 0;
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, message_id, 16, SQLITE_TRANSIENT);
+    return collect(st, sizeof(**out), read_reaction, drop_reactions, (void **)out, count, NULL);
+}
+
+void msv_reactions_free(struct msv_reaction_rec *r, size_t count)
+{
+    for (size_t i = 0; r != NULL && i < count; i++) {
+        free(r[i].handle);
+        free(r[i].emoji);
+    }
+    free(r);
 }
 
 static msv_err read_conversation(sqlite3_stmt *st, void *item)

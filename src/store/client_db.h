@@ -123,6 +123,30 @@ MSV_MUST_CHECK msv_err msv_client_db_messages_pending(struct msv_client_db *db,
                                                       struct msv_message_rec **out, size_t *count);
 void msv_messages_free(struct msv_message_rec *m, size_t count);
 
+/* One person's reaction to a message (emoji "" once taken away). */
+struct msv_reaction_rec {
+    uint8_t message_id[16];
+    char *handle;
+    char *emoji;
+    int64_t sent_at_ms;      /* the reacting device's clock: orders one person's reactions */
+    uint8_t reaction_id[16]; /* the reaction payload's id: breaks ties of sent_at_ms */
+};
+/*
+ * Records r as handle's reaction to the message unless the one recorded is
+ * newer (by sent_at_ms, then reaction_id): MSV_ERR_EXISTS then, and nothing
+ * changes.
+ */
+MSV_MUST_CHECK msv_err msv_client_db_reaction_put(struct msv_client_db *db,
+                                                  const struct msv_reaction_rec *r);
+/*
+ * The reactions shown on a message (none taken away), those with the same
+ * emoji together, the emoji given first first. Free with msv_reactions_free.
+ */
+MSV_MUST_CHECK msv_err msv_client_db_reactions(struct msv_client_db *db,
+                                               const uint8_t message_id[16],
+                                               struct msv_reaction_rec **out, size_t *count);
+void msv_reactions_free(struct msv_reaction_rec *r, size_t count);
+
 /* A conversation as a list shows it: newest first, with its unread incoming messages. */
 struct msv_conversation_rec {
     char *conversation;

@@ -33,6 +33,8 @@ const char *msv_payload_kind_name(enum msv_payload_kind kind)
         return "group-change";
     case MSV_KIND_SESSION_RESET:
         return "session-reset";
+    case MSV_KIND_REACTION:
+        return "reaction";
     default:
         return "unknown";
     }
@@ -55,6 +57,21 @@ static int attachment_ok(const struct msv_attachment_ref *a)
 {
     return text_ok(a->uri, MSV_URI_MAX, 1) && text_ok(a->name, MSV_FILE_NAME_MAX, 0) &&
            text_ok(a->mime, MSV_MIME_MAX, 0);
+}
+
+int msv_payload_reaction_is_valid(const char *emoji)
+{
+    const uint8_t *s = (const uint8_t *)emoji;
+    size_t n = emoji != NULL ? strlen(emoji) : 0;
+
+    if (n == 0 || n > MSV_REACTION_MAX || !msv_utf8_is_valid(s, n))
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        /* C0, space and DEL; C1 is U+0080..U+009F, encoded C2 80..C2 9F */
+        if (s[i] <= 0x20 || s[i] == 0x7f || (s[i] == 0xc2 && i + 1 < n && s[i + 1] < 0xa0))
+            return 0;
+    }
+    return 1;
 }
 
 static int has_text(const struct msv_payload *p)
@@ -81,6 +98,10 @@ static int kind_ok(const struct msv_payload *p)
         return bare;
     case MSV_KIND_GROUP_CHANGE:
         return p->has_group && p->participant_count > 0 && bare;
+    case MSV_KIND_REACTION:
+        /* no text takes the sender's reaction away */
+        return p->has_target && p->attachment_count == 0 &&
+               (!has_text(p) || msv_payload_reaction_is_valid(p->text));
     default:
         return 0;
     }

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Reactions end to end, against a real missived on loopback: through the
+# command line (text and -o json), the daemon (schema 2 events, checked
+# against the schema; schema 1 subscribers do not get them) and the chat under
+# tmux; and what a dishonest relay or a contact outside the conversation can
+# try: an older reaction delivered after a newer one, a reaction to a message
+# of a conversation the reactor is not in.
+set -u
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+M=$(realpath "${1:?usage: test_react.sh MISSIVE MISSIVED}")
+D=$(realpath "${2:?usage: test_react.sh MISSIVE MISSIVED}")
+in_scratch
+daemon=
+tm() { tmux -u -L "missive-react-$$" -f /dev/null "$@"; }
+trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+
+start_missived || bad "missived started"
+register_people alice bob carol
+A=alice@example.org B=bob@example.org C=carol@example.org
+# py EXPR: EXPR over the JSON lines of out.txt (as r), one result a line
+py() { python3 -c 'import json,sys
+for l in open("out.txt"):
+    l = l.strip()
+    if l:
+        r = json.loads(l)
+        print(eval(sys.argv[1]))' "$1"; }
+# last_id WHO CONVERSATION: the id of the newest message of the conversation
+last_id() { as "$1" -o json history "$2" >out.txt && py 'r["message_id"]' | tail -1; }
+# reactions WHO CONVERSATION: the reactions of the newest message, as JSON
+reactions() { as "$1" -o json history "$2" >out.txt && py 'json.dumps(r["reactions"], ensure_ascii=False)' | tail -1; }
+
+expect 0 "alice writes" -- as alice send $B --text "hello bob"
+as bob receive --wait 1 >/dev/null
+id=$(last_id bob $A)
+[ "$id" = "$(last_id alice $B)" ] && [ ${#id} = 32 ] && ok || bad "one id on both sides: $id"
+
+# --- the command line ---------------------------------------------------------------------
+expect 0 "bob reacts" -- as bob react "$id" "👍"
+grep -q "reacted 👍 to $id" out.txt && ok || bad "react output: $(cat out.txt)"
+expect 0 "alice receives it" -- as alice receive --wait 1
+grep -q "notice: bob@example.org reacted 👍 to: hello bob" out.txt && ok || bad "the notice: $(cat out.txt)"
+expect 0 "alice reacts the same" -- as alice -o json react "$id" "👍"
+[ "$(py 'r["message_id"], r["reaction"]')" = "('$id', '👍')" ] && ok || bad "react -o json: $(cat out.txt)"
+[ "$(reactions alice $B)" = '[{"emoji": "👍", "count": 2, "from": ["bob@example.org", "alice@example.org"]}]' ] &&
+    ok || bad "alice's history: $(cat out.txt)"
+as bob receive --wait 1 >/dev/null
+[ "$(reactions bob $A)" = '[{"emoji": "👍", "count": 2, "from": ["bob@example.org", "alice@example.org"]}]' ] &&
+    ok || bad "bob's history: $(cat out.txt)"
+# bob changes his: one per person, the newest
+expect 0 "bob changes his reaction" -- as bob react "$id" "❤"
+as alice receive --wait 1 >/dev/null
+expect 0 "history as text" -- as alice history $B
+grep -qx "    👍 1  ❤ 1" out.txt && ok || bad "counts under the message: $(cat out.txt)"
+expect 0 "bob takes his back" -- as bob react "$id" --remove
+grep -q "reaction to $id taken away" out.txt && ok || bad "remove output: $(cat out.txt)"
+expect 0 "alice hears of it" -- as alice receive --wait 1
+grep -q "bob@example.org took back a reaction to: hello bob" out.txt && ok || bad "removal notice: $(cat out.txt)"
+[ "$(reactions alice $B)" = '[{"emoji": "👍", "count": 1, "from": ["alice@example.org"]}]' ] && ok || bad "after removal: $(cat out.txt)"
+# bad input: refused before anything is sent
+for bad_emoji in "two words" "123456789012345678901234567890123" "$(printf 'x\033[2J')" ""; do
+    expect 2 "a reaction that is not one emoji: '$bad_emoji'" -- as bob react "$id" "$bad_emoji"
+    grep -q "a reaction is one emoji" err.txt && ok || bad "its error: $(cat err.txt)"
+done
+expect 2 "react without an emoji" -- as bob react "$id"
+expect 1 "a message bob does not have" -- as bob react 00112233445566778899aabbccddeeff "👍"
+grep -q "is not a message you can react to here" err.txt && ok || bad "unknown id: $(cat err.txt)"
+[ "$(reactions alice $B)" = '[{"emoji": "👍", "count": 1, "from": ["alice@example.org"]}]' ] && ok || bad "nothing changed: $(cat out.txt)"
+
+# --- a relay that delivers an older reaction after a newer one ---------------------------
+expect 0 "bob reacts 🎉" -- as bob react "$id" "🎉"
+sleep 0.05
+expect 0 "then 🔥" -- as bob react "$id" "🔥"
+kill -TERM "$pid"
+wait "$pid"
+pid=
+sqlite3 srv/missive.db "CREATE TABLE saved AS SELECT * FROM queue; DELETE FROM queue;
+INSERT INTO queue (device_id, sender_device, sender_handle, suite, ciphertext, enqueued_ms, expires_ms)
+  SELECT device_id, sender_device, sender_handle, suite, ciphertext, enqueued_ms, expires_ms FROM saved ORDER BY id DESC;" &&
+    [ "$(sqlite3 srv/missive.db 'SELECT count(*) FROM saved')" = 2 ] && ok || bad "the relay's queue reversed: $(ls srv)"
+start_missived || bad "missived back"
+as alice receive --wait 1 >/dev/null
+[ "$(reactions alice $B)" = '[{"emoji": "👍", "count": 1, "from": ["alice@example.org"]}, {"emoji": "🔥", "count": 1, "from": ["bob@example.org"]}]' ] &&
+    ok || bad "the newer reaction stays: $(cat out.txt)"
+
+# --- someone outside the conversation ------------------------------------------------------
+# carol learns the id of alice's message to bob and forges a copy of it in a conversation of
+# hers with bob, so that her client sends bob a reaction to it
+sqlite3 "dev-carol/$C/state.db" "INSERT INTO messages (message_id, conversation, outgoing, sender,
+  sender_device, kind, text, sent_at_ms, stored_at_ms, status) VALUES (X'$id', '$B', 0, '$B', 1, 1,
+  'copy', 0, 0, 'received');" && ok || bad "carol's forged copy"
+expect 0 "carol reacts to it" -- as carol react "$id" "💩"
+expect 0 "bob receives" -- as bob receive --wait 1
+grep -q "carol" out.txt && bad "bob was told of carol's reaction: $(cat out.txt)" || ok
+[ "$(reactions bob $A)" = '[{"emoji": "👍", "count": 1, "from": ["alice@example.org"]}, {"emoji": "🔥", "count": 1, "from": ["bob@example.org"]}]' ] &&
+    ok || bad "carol's reaction is not kept: $(cat out.txt)"
+
+finish
