@@ -94,4 +94,60 @@ grep -q "carol" out.txt && bad "bob was told of carol's reaction: $(cat out.txt)
 [ "$(reactions bob $A)" = '[{"emoji": "👍", "count": 1, "from": ["alice@example.org"]}, {"emoji": "🔥", "count": 1, "from": ["bob@example.org"]}]' ] &&
     ok || bad "carol's reaction is not kept: $(cat out.txt)"
 
+# --- the daemon: a 'reaction' event in schema 2 only; react and history as methods ---------
+sock=$work/dev-bob/$B/daemon.sock
+(exec "$M" --data-dir dev-bob daemon >daemon.out 2>daemon.err) &
+daemon=$!
+for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+rm -f sub1 sub2
+daemon_rpc "$sock" --wait 3 --ready sub1 '{"jsonrpc":"2.0","id":1,"method":"subscribe"}' >ev1.txt &
+s1=$!
+daemon_rpc "$sock" --schema 2 --wait 3 --ready sub2 '{"jsonrpc":"2.0","id":1,"method":"subscribe"}' >ev2.txt &
+s2=$!
+for _ in $(seq 100); do [ -e sub1 ] && [ -e sub2 ] && break; sleep 0.1; done
+expect 0 "alice writes while bob's daemon listens" -- as alice send $B --text "and a message"
+expect 0 "and reacts (her 👍 becomes 😀)" -- as alice react "$id" "😀"
+wait "$s1" "$s2"
+cp ev2.txt out.txt
+[ "$(py 'r.get("params", {}).get("type"), r.get("params", {}).get("from"), r.get("params", {}).get("emoji"), r.get("params", {}).get("message_id") == "'"$id"'"' | grep reaction)" = "('reaction', '$A', '😀', True)" ] &&
+    ok || bad "the schema 2 event: $(cat ev2.txt)"
+grep -q reaction ev1.txt && bad "a schema 1 subscriber got the reaction: $(cat ev1.txt)" || ok
+grep -q '"method":"event"' ev1.txt && ok || bad "the schema 1 subscriber heard nothing at all: $(cat ev1.txt)"
+daemon_rpc "$sock" --schema 2 '{"jsonrpc":"2.0","id":1,"method":"react","params":{"args":["'"$id"'","🙂"]}}' \
+    '{"jsonrpc":"2.0","id":2,"method":"react","params":{"args":["'"$id"'","no way"]}}' \
+    '{"jsonrpc":"2.0","id":3,"method":"history","params":{"args":["'"$A"'"]}}' >out.txt
+cat out.txt ev2.txt >wire2.jsonl
+[ "$(py 'r.get("id"), r.get("error", {}).get("code")' | tr '\n' ' ')" = "('schema', None) (1, None) (2, -32002) (3, None) " ] &&
+    ok || bad "react through the daemon: $(cat out.txt)"
+py 'json.dumps(r, ensure_ascii=False)' | grep -qF '"reactions": [{"emoji": "😀", "count": 1, "from": ["alice@example.org"]}, {"emoji": "🙂", "count": 1, "from": ["bob@example.org"]}]' &&
+    ok || bad "history through the daemon: $(cat out.txt)"
+daemon_schema_ok 2 wire2.jsonl && ok || bad "schema 2"
+daemon_schema_ok 1 ev1.txt && ok || bad "schema 1"
+kill -TERM "$daemon"
+wait "$daemon"
+daemon=
+
+# --- the chat: counts under the message, /react on the newest message from the other --------
+if command -v tmux >/dev/null; then
+    tm new-session -d -s bob -x 100 -y 30 \
+        "cd '$work' && LANG=C LC_ALL= '$M' --data-dir dev-bob chat $A 2>chat-bob.err; sleep 30"
+    screen() { tm capture-pane -p -t "$1"; }
+    waitfor() { for _ in $(seq 50); do screen "$1" | grep -qF -- "$2" && return 0; sleep 0.1; done; return 1; }
+    waitfor bob "😀 1  🙂 1" && ok || bad "bob's chat shows the counts: $(screen bob)"
+    expect 0 "alice reacts with bob's chat open" -- as alice react "$id" "🔥"
+    waitfor bob "🙂 1  🔥 1" && ok || bad "the chat follows a reaction: $(screen bob)"
+    # on the newest message alice sent
+    tm send-keys -t bob "/react 🍕" Enter
+    waitfor bob "🍕 1" && ok || bad "/react in the chat: $(screen bob)"
+    as alice receive --wait 1 >/dev/null
+    [ "$(reactions alice $B)" = '[{"emoji": "🍕", "count": 1, "from": ["bob@example.org"]}]' ] &&
+        ok || bad "bob's /react reached alice: $(cat out.txt)"
+    tm send-keys -t bob "/unreact" Enter
+    for _ in $(seq 30); do screen bob | grep -qF "🍕" || break; sleep 0.1; done
+    screen bob | grep -qF "🍕" && bad "/unreact: $(screen bob)" || ok
+    tm send-keys -t bob "/quit" Enter
+else
+    bad "tmux is not installed (scripts/deps.sh installs it)"
+fi
+
 finish
