@@ -75,6 +75,14 @@ static const struct {
     {"edit", "edit MESSAGE_ID --text TEXT",
      "Changes the text of one of your messages for everyone who has it."},
     {"unsend", "unsend MESSAGE_ID", "Takes one of your messages back from everyone who has it."},
+    {"edits", "edits MESSAGE_ID",
+     "Lists the versions of an edited message, oldest first, each with its edit number (0 for "
+     "the original) and when its author made it; the last is its text now."},
+    {"windows", "windows [edit|unsend] [DURATION]",
+     "Prints, or sets, how long after sending you may edit or unsend a message: 24h unless "
+     "set; DURATION is seconds, or a number followed by s, m, h or d. An edit or unsend from "
+     "someone else that was made later after its message than your own window is refused, "
+     "and you are told."},
     {"verify",
      "verify HANDLE [--qr] | verify HANDLE NUMBER | verify HANDLE --accept\n"
      "       missive verify HANDLE FINGERPRINT",
@@ -912,20 +920,27 @@ json_t *cli_message_json(const struct msv_message_rec *m)
                      "sent_at_ms", (json_int_t)m->sent_at_ms, "status", m->status);
 }
 
-void cli_print_message(const struct cli *o, const struct msv_message_rec *m)
+/* When a message (or a version of it) was sent, as the text output shows it. */
+static void put_time(int64_t at_ms)
 {
-    time_t t = (time_t)(m->sent_at_ms / 1000);
+    time_t t = (time_t)(at_ms / 1000);
     struct tm tm;
     char when[32];
 
+    localtime_r(&t, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%d %H:%M", &tm);
+    fprintf(cli_out, "[%s] ", when);
+}
+
+void cli_print_message(const struct cli *o, const struct msv_message_rec *m)
+{
     if (o->json) {
         emit_json(cli_message_json(m));
         return;
     }
-    localtime_r(&t, &tm);
-    strftime(when, sizeof(when), "%Y-%m-%d %H:%M", &tm);
+    put_time(m->sent_at_ms);
     /* everything but the time came from the network or from another person */
-    fprintf(cli_out, "[%s] %s", when, m->outgoing ? "me → " : "");
+    fputs(m->outgoing ? "me → " : "", cli_out);
     term_put(cli_out, m->outgoing ? m->conversation : m->sender, TERM_ONE_LINE);
     fputs(": ", cli_out);
     term_put(cli_out, strcmp(m->status, "unsent") == 0 ? "(unsent)" : m->text, TERM_LINES);
@@ -985,6 +1000,139 @@ static int cmd_receive(const struct cli *o, struct msv_client *c)
     return err == MSV_OK ? 0 : fail(c, "receiving", err);
 }
 
+/* A message id operand: 32 hex digits. */
+static int message_id_arg(const char *arg, uint8_t id[16])
+{
+    size_t n = 0;
+
+    return msv_hex_decode(arg, id, 16, &n) == MSV_OK && n == 16;
+}
+
+/*
+ * A message as history prints it; -o json adds "edit_number" and "edits" (its
+ * versions) to an edited one. versions: the text output lists the versions.
+ */
+static msv_err print_message_edits(const struct cli *o, struct msv_client *c,
+                                   const struct msv_message_rec *m, int versions)
+{
+    struct msv_message_version *v = NULL;
+    size_t n = 0;
+    json_t *j, *edits;
+    msv_err err = msv_client_db_message_versions(c->db, m->message_id, &v, &n);
+
+    if (err == MSV_OK && !o->json && !versions)
+        cli_print_message(o, m);
+    for (size_t i = 0; err == MSV_OK && !o->json && versions && i < n; i++) {
+        put_time(v[i].at_ms);
+        fprintf(cli_out, "#%u%s: ", (unsigned)v[i].edit_number, i == 0 ? " (original)" : "");
+        term_put(cli_out, v[i].text, TERM_LINES);
+        fputc('\n', cli_out);
+    }
+    if (err == MSV_OK && o->json) {
+        j = cli_message_json(m);
+        edits = n > 0 ? json_array() : NULL;
+        for (size_t i = 0; edits != NULL && i < n; i++)
+            json_array_append_new(edits, json_pack("{s:s, s:I, s:I}", "text", v[i].text, "at_ms",
+                                                   (json_int_t)v[i].at_ms, "edit_number",
+                                                   (json_int_t)v[i].edit_number));
+        if (j != NULL && edits != NULL) {
+            json_object_set_new(j, "edit_number", json_integer(v[n - 1].edit_number));
+            json_object_set_new(j, "edits", edits);
+        }
+        emit_json(j);
+    }
+    msv_message_versions_free(v, n);
+    return err;
+}
+
+static int cmd_edits(const struct cli *o, struct msv_client *c)
+{
+    struct msv_message_rec *m = NULL;
+    uint8_t id[16];
+    msv_err err;
+
+    if (o->argc != 1 || !message_id_arg(o->argv[0], id))
+        return cli_usage("edits", cli_err);
+    err = msv_client_db_message_get(c->db, id, &m);
+    if (err == MSV_ERR_NOT_FOUND) {
+        fprintf(cli_err, "missive: no message %s here\n", o->argv[0]);
+        return EXIT_ERR;
+    }
+    if (err == MSV_OK && !o->json && strcmp(m->status, "edited") != 0)
+        fprintf(cli_out, "%s\n",
+                strcmp(m->status, "unsent") == 0 ? "unsent: no versions are kept"
+                                                 : "not edited: its text is the original");
+    if (err == MSV_OK)
+        err = print_message_edits(o, c, m, 1);
+    msv_messages_free(m, m ? 1 : 0);
+    return err == MSV_OK ? 0 : fail(c, "reading the versions", err);
+}
+
+/* A duration: seconds, or a number and s, m, h or d. 0 if it is not one. */
+static int parse_duration(const char *s, uint64_t *seconds)
+{
+    static const struct {
+        char unit;
+        uint64_t seconds;
+    } units[] = {{'\0', 1}, {'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}};
+    char *end = NULL;
+    unsigned long long n;
+
+    if (s[0] < '0' || s[0] > '9')
+        return 0;
+    errno = 0;
+    n = strtoull(s, &end, 10);
+    for (size_t i = 0; errno == 0 && i < sizeof(units) / sizeof(units[0]); i++) {
+        if (end[0] == units[i].unit && (end[0] == '\0' || end[1] == '\0') &&
+            n <= UINT64_MAX / units[i].seconds) {
+            *seconds = n * units[i].seconds;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void print_window(const struct cli *o, const char *which, uint64_t seconds)
+{
+    if (o->json)
+        emit_json(json_pack("{s:s, s:I}", "window", which, "seconds", (json_int_t)seconds));
+    else if (seconds % 86400 == 0 && seconds > 0)
+        fprintf(cli_out, "%-7s %llud\n", which, (unsigned long long)(seconds / 86400));
+    else if (seconds % 3600 == 0 && seconds > 0)
+        fprintf(cli_out, "%-7s %lluh\n", which, (unsigned long long)(seconds / 3600));
+    else
+        fprintf(cli_out, "%-7s %llus\n", which, (unsigned long long)seconds);
+}
+
+static int cmd_windows(const struct cli *o, struct msv_client *c)
+{
+    static const char *const both[] = {"edit", "unsend"};
+    uint64_t seconds = 0;
+    msv_err err = MSV_OK;
+
+    if (o->argc > 2 ||
+        (o->argc >= 1 && strcmp(o->argv[0], "edit") != 0 && strcmp(o->argv[0], "unsend") != 0))
+        return cli_usage("windows", cli_err);
+    if (o->argc == 2) {
+        if (!parse_duration(o->argv[1], &seconds) || seconds > MSV_WINDOW_MAX_S) {
+            fprintf(cli_err,
+                    "missive: windows: DURATION is seconds or a number with s, m, h or d, at "
+                    "most %ud\n",
+                    MSV_WINDOW_MAX_S / 86400);
+            return EXIT_USAGE;
+        }
+        err = msv_client_set_window(c, o->argv[0], seconds);
+    }
+    for (size_t i = 0; err == MSV_OK && i < 2; i++) {
+        if (o->argc >= 1 && strcmp(o->argv[0], both[i]) != 0)
+            continue;
+        err = msv_client_window(c, both[i], &seconds);
+        if (err == MSV_OK)
+            print_window(o, both[i], seconds);
+    }
+    return err == MSV_OK ? 0 : fail(c, "the edit and unsend windows", err);
+}
+
 static int cmd_history(const struct cli *o, struct msv_client *c)
 {
     struct msv_message_rec *m = NULL;
@@ -1016,10 +1164,10 @@ static int cmd_history(const struct cli *o, struct msv_client *c)
     }
     if (err != MSV_OK)
         return fail(c, "reading history", err);
-    for (size_t i = 0; i < n; i++)
-        cli_print_message(o, &m[i]);
+    for (size_t i = 0; err == MSV_OK && i < n; i++)
+        err = print_message_edits(o, c, &m[i], 0);
     msv_messages_free(m, n);
-    return 0;
+    return err == MSV_OK ? 0 : fail(c, "reading history", err);
 }
 
 /* The conversation named by an operand or --group; 0, or an exit status. */
@@ -1068,13 +1216,18 @@ static int cmd_read_typing(const struct cli *o, struct msv_client *c, int typing
 static int cmd_edit_unsend(const struct cli *o, struct msv_client *c, int edit)
 {
     uint8_t id[16];
-    size_t n = 0;
     msv_err err;
 
-    if (o->argc != 1 || msv_hex_decode(o->argv[0], id, sizeof(id), &n) != MSV_OK || n != 16 ||
+    if (o->argc != 1 || !message_id_arg(o->argv[0], id) ||
         (edit && (o->text == NULL || o->text[0] == '\0')))
         return cli_usage(edit ? "edit" : "unsend", cli_err);
     err = edit ? msv_client_edit(c, id, o->text) : msv_client_unsend(c, id);
+    if (err == MSV_ERR_INVALID && c->why.message[0] != '\0') {
+        fprintf(cli_err, "missive: %s refused: ", edit ? "edit" : "unsend");
+        term_put(cli_err, c->why.message, TERM_ONE_LINE);
+        fputc('\n', cli_err);
+        return EXIT_ERR;
+    }
     if (err == MSV_ERR_INVALID || err == MSV_ERR_NOT_FOUND) {
         fprintf(cli_err, "missive: %s is not one of your messages here\n", o->argv[0]);
         return EXIT_ERR;
@@ -1628,6 +1781,10 @@ int cli_run(const struct cli *o, const char *command, struct msv_client *c)
         return cmd_verify(o, c);
     if (strcmp(command, "edit") == 0 || strcmp(command, "unsend") == 0)
         return cmd_edit_unsend(o, c, strcmp(command, "edit") == 0);
+    if (strcmp(command, "edits") == 0)
+        return cmd_edits(o, c);
+    if (strcmp(command, "windows") == 0)
+        return cmd_windows(o, c);
     if (strcmp(command, "send") == 0)
         return cmd_send(o, c);
     if (strcmp(command, "receive") == 0)
