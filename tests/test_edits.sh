@@ -129,4 +129,38 @@ kill -TERM "$daemon"
 wait "$daemon"
 daemon=
 
+# the chat: "(edited)" on the message, /edits lists its versions, a refused edit says why
+command -v tmux >/dev/null || { bad "tmux is not installed (scripts/deps.sh installs it)"; finish; exit; }
+tm() { tmux -u -L "missive-edits-$$" -f /dev/null "$@"; }
+trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+chat() {
+    local who=$1
+    shift
+    tm new-session -d -s "$who" -x 110 -y 30 \
+        "cd '$work' && LANG=C LC_ALL= '$M' --data-dir dev-$who --account $who@example.org chat $* 2>chat-$who.err; sleep 30"
+}
+screen() { tm capture-pane -p -t "$1"; }
+waitfor() {
+    for _ in $(seq 50); do screen "$1" | grep -qF -- "$2" && return 0; sleep 0.1; done
+    return 1
+}
+chat alice bob@example.org
+chat bob alice@example.org
+waitfor alice "online" && waitfor bob "online" && ok || bad "both chats start: $(screen alice)"
+tm send-keys -t alice "dinner at eight" Enter
+waitfor bob "alice@example.org: dinner at eight" && ok || bad "the message in bob's chat: $(screen bob)"
+tm send-keys -t alice "/edit dinner at nine" Enter
+waitfor bob "alice@example.org: dinner at nine  (edited)" && ok || bad "edited in bob's chat: $(screen bob)"
+tm send-keys -t bob "/edits" Enter
+waitfor bob "version 0 (original)" && waitfor bob "dinner at eight" && waitfor bob "version 1, " &&
+    ok || bad "/edits in bob's chat: $(screen bob)"
+tm send-keys -t alice "/edits" Enter
+waitfor alice "version 1, " && ok || bad "/edits in alice's chat: $(screen alice)"
+expect 0 "alice's edit window, through her chat" -- as alice windows edit 0
+tm send-keys -t alice "/edit dinner at ten" Enter
+waitfor alice "not changed: too late" && ok || bad "a refused edit in the chat: $(screen alice)"
+screen bob | grep -q "dinner at ten" && bad "a refused edit reached bob: $(screen bob)" || ok
+tm send-keys -t alice "/quit" Enter
+tm send-keys -t bob "/quit" Enter
+
 finish
