@@ -698,8 +698,9 @@ static void show_help(struct chat *ch)
              "Editing: \u2190 \u2192 Home End, Backspace, Delete, Ctrl-A, Ctrl-E, Ctrl-U, "
              "Ctrl-K, Ctrl-W. Commands: /to HANDLE-OR-NAME, /group NAME, /file PATH, /qr "
              "(the safety number as a QR code), /verify NUMBER (mark the contact verified once "
-             "the numbers match), /edit TEXT and /unsend (your newest message here), /react "
-             "EMOJI and /unreact (on the newest message from someone else here), /help, "
+             "the numbers match), /edit TEXT and /unsend (your newest message here), /edits (the "
+             "versions of the newest edited message here), /react EMOJI and /unreact (on the "
+             "newest message from someone else here), /help, "
              "/quit (or Ctrl-C).");
     ch->scroll = 0;
 }
@@ -788,7 +789,8 @@ static void change_last(struct chat *ch, const char *text)
                : msv_client_unsend(ch->c, mine->message_id);
     owner_pump(ch->ow);
     if (err != MSV_OK)
-        set_status(ch, 6000, "not changed: %s", msv_strerror(err));
+        set_status(ch, 6000, "not changed: %s",
+                   ch->c->why.message[0] ? ch->c->why.message : msv_strerror(err));
     ch->reload = 1;
 }
 
@@ -818,6 +820,34 @@ static void react_last(struct chat *ch, const char *emoji)
     ch->reload = 1;
 }
 
+/* /edits: the versions of the newest edited message in the open conversation, as notes. */
+static void show_edits(struct chat *ch)
+{
+    const struct msv_message_rec *m = NULL;
+    struct msv_message_version *v = NULL;
+    size_t n = 0;
+    char when[16];
+
+    for (size_t i = ch->n_hist; i-- > 0 && m == NULL;)
+        if (strcmp(ch->hist[i].status, "edited") == 0)
+            m = &ch->hist[i];
+    if (m == NULL || msv_client_db_message_versions(ch->c->db, m->message_id, &v, &n) != MSV_OK) {
+        set_status(ch, 5000, "no edited message here");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        time_t t = (time_t)(v[i].at_ms / 1000);
+        struct tm tm;
+
+        localtime_r(&t, &tm);
+        strftime(when, sizeof(when), "%H:%M", &tm);
+        add_note(ch, ch->current, "version %u%s, %s: %s", (unsigned)v[i].edit_number,
+                 i == 0 ? " (original)" : "", when, v[i].text);
+    }
+    msv_message_versions_free(v, n);
+    ch->scroll = 0;
+}
+
 static void command(struct chat *ch, const char *line)
 {
     const char *arg = line + strcspn(line, " ");
@@ -844,6 +874,8 @@ static void command(struct chat *ch, const char *line)
         react_last(ch, arg);
     else if (strcmp(line, "/unreact") == 0)
         react_last(ch, NULL);
+    else if (strcmp(line, "/edits") == 0)
+        show_edits(ch);
     else if (strncmp(line, "/help", 5) == 0)
         show_help(ch);
     else if (strncmp(line, "//", 2) == 0)

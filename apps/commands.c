@@ -79,6 +79,14 @@ static const struct {
      "Reacts to a message with an emoji (up to 32 bytes, no spaces), or takes your reaction "
      "away: everyone in its conversation sees one reaction per person, the newest. history "
      "shows them under the message with their counts."},
+    {"edits", "edits MESSAGE_ID",
+     "Lists the versions of an edited message, oldest first, each with its edit number (0 for "
+     "the original) and when its author made it; the last is its text now."},
+    {"windows", "windows [edit|unsend] [DURATION]",
+     "Prints, or sets, how long after sending you may edit or unsend a message: 24h unless "
+     "set; DURATION is seconds, or a number followed by s, m, h or d. An edit or unsend from "
+     "someone else that was made later after its message than your own window is refused, "
+     "and you are told."},
     {"verify",
      "verify HANDLE [--qr] | verify HANDLE NUMBER | verify HANDLE --accept\n"
      "       missive verify HANDLE FINGERPRINT",
@@ -916,20 +924,27 @@ json_t *cli_message_json(const struct msv_message_rec *m)
                      "sent_at_ms", (json_int_t)m->sent_at_ms, "status", m->status);
 }
 
-void cli_print_message(const struct cli *o, const struct msv_message_rec *m)
+/* When a message (or a version of it) was sent, as the text output shows it. */
+static void put_time(int64_t at_ms)
 {
-    time_t t = (time_t)(m->sent_at_ms / 1000);
+    time_t t = (time_t)(at_ms / 1000);
     struct tm tm;
     char when[32];
 
+    localtime_r(&t, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%d %H:%M", &tm);
+    fprintf(cli_out, "[%s] ", when);
+}
+
+void cli_print_message(const struct cli *o, const struct msv_message_rec *m)
+{
     if (o->json) {
         emit_json(cli_message_json(m));
         return;
     }
-    localtime_r(&t, &tm);
-    strftime(when, sizeof(when), "%Y-%m-%d %H:%M", &tm);
+    put_time(m->sent_at_ms);
     /* everything but the time came from the network or from another person */
-    fprintf(cli_out, "[%s] %s", when, m->outgoing ? "me → " : "");
+    fputs(m->outgoing ? "me → " : "", cli_out);
     term_put(cli_out, m->outgoing ? m->conversation : m->sender, TERM_ONE_LINE);
     fputs(": ", cli_out);
     term_put(cli_out, strcmp(m->status, "unsent") == 0 ? "(unsent)" : m->text, TERM_LINES);
@@ -1018,6 +1033,27 @@ static void reaction_json(void *ctx, const struct msv_reaction_rec *r, size_t n)
         ctx, json_pack("{s:s, s:I, s:o}", "emoji", r->emoji, "count", (json_int_t)n, "from", from));
 }
 
+/* An edited message's "edit_number" and "edits" (its versions, oldest first) into j. */
+static void edits_json(struct msv_client *c, json_t *j, const uint8_t id[16])
+{
+    struct msv_message_version *v = NULL;
+    size_t n = 0;
+    json_t *edits;
+
+    if (msv_client_db_message_versions(c->db, id, &v, &n) != MSV_OK || n == 0)
+        return;
+    edits = json_array();
+    for (size_t i = 0; edits != NULL && i < n; i++)
+        json_array_append_new(edits, json_pack("{s:s, s:I, s:I}", "text", v[i].text, "at_ms",
+                                               (json_int_t)v[i].at_ms, "edit_number",
+                                               (json_int_t)v[i].edit_number));
+    if (edits != NULL) {
+        json_object_set_new(j, "edit_number", json_integer(v[n - 1].edit_number));
+        json_object_set_new(j, "edits", edits);
+    }
+    msv_message_versions_free(v, n);
+}
+
 json_t *cli_message_json_of(struct msv_client *c, const struct msv_message_rec *m)
 {
     json_t *j = cli_message_json(m), *reactions = json_array();
@@ -1026,6 +1062,8 @@ json_t *cli_message_json_of(struct msv_client *c, const struct msv_message_rec *
         each_reaction(c, m->message_id, reaction_json, reactions) == MSV_OK)
         json_object_set(j, "reactions", reactions);
     json_decref(reactions);
+    if (j != NULL)
+        edits_json(c, j, m->message_id);
     return j;
 }
 
@@ -1070,6 +1108,125 @@ static void print_with_reactions(const struct cli *o, struct msv_client *c,
         fputc('\n', cli_out);
     }
     free(line);
+}
+
+/* A message id operand: 32 hex digits. */
+static int message_id_arg(const char *arg, uint8_t id[16])
+{
+    size_t n = 0;
+
+    return msv_hex_decode(arg, id, 16, &n) == MSV_OK && n == 16;
+}
+
+/* The versions of m, oldest first (-o json: m with them, as history gives it). */
+static msv_err print_message_edits(const struct cli *o, struct msv_client *c,
+                                   const struct msv_message_rec *m)
+{
+    struct msv_message_version *v = NULL;
+    size_t n = 0;
+    msv_err err;
+
+    if (o->json) {
+        emit_json(cli_message_json_of(c, m));
+        return MSV_OK;
+    }
+    err = msv_client_db_message_versions(c->db, m->message_id, &v, &n);
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        put_time(v[i].at_ms);
+        fprintf(cli_out, "#%u%s: ", (unsigned)v[i].edit_number, i == 0 ? " (original)" : "");
+        term_put(cli_out, v[i].text, TERM_LINES);
+        fputc('\n', cli_out);
+    }
+    msv_message_versions_free(v, n);
+    return err;
+}
+
+static int cmd_edits(const struct cli *o, struct msv_client *c)
+{
+    struct msv_message_rec *m = NULL;
+    uint8_t id[16];
+    msv_err err;
+
+    if (o->argc != 1 || !message_id_arg(o->argv[0], id))
+        return cli_usage("edits", cli_err);
+    err = msv_client_db_message_get(c->db, id, &m);
+    if (err == MSV_ERR_NOT_FOUND) {
+        fprintf(cli_err, "missive: no message %s here\n", o->argv[0]);
+        return EXIT_ERR;
+    }
+    if (err == MSV_OK && !o->json && strcmp(m->status, "edited") != 0)
+        fprintf(cli_out, "%s\n",
+                strcmp(m->status, "unsent") == 0 ? "unsent: no versions are kept"
+                                                 : "not edited: its text is the original");
+    if (err == MSV_OK)
+        err = print_message_edits(o, c, m);
+    msv_messages_free(m, m ? 1 : 0);
+    return err == MSV_OK ? 0 : fail(c, "reading the versions", err);
+}
+
+/* A duration: seconds, or a number and s, m, h or d. 0 if it is not one. */
+static int parse_duration(const char *s, uint64_t *seconds)
+{
+    static const struct {
+        char unit;
+        uint64_t seconds;
+    } units[] = {{'\0', 1}, {'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}};
+    char *end = NULL;
+    unsigned long long n;
+
+    if (s[0] < '0' || s[0] > '9')
+        return 0;
+    errno = 0;
+    n = strtoull(s, &end, 10);
+    for (size_t i = 0; errno == 0 && i < sizeof(units) / sizeof(units[0]); i++) {
+        if (end[0] == units[i].unit && (end[0] == '\0' || end[1] == '\0') &&
+            n <= UINT64_MAX / units[i].seconds) {
+            *seconds = n * units[i].seconds;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void print_window(const struct cli *o, const char *which, uint64_t seconds)
+{
+    if (o->json)
+        emit_json(json_pack("{s:s, s:I}", "window", which, "seconds", (json_int_t)seconds));
+    else if (seconds % 86400 == 0 && seconds > 0)
+        fprintf(cli_out, "%-7s %llud\n", which, (unsigned long long)(seconds / 86400));
+    else if (seconds % 3600 == 0 && seconds > 0)
+        fprintf(cli_out, "%-7s %lluh\n", which, (unsigned long long)(seconds / 3600));
+    else
+        fprintf(cli_out, "%-7s %llus\n", which, (unsigned long long)seconds);
+}
+
+static int cmd_windows(const struct cli *o, struct msv_client *c)
+{
+    static const char *const both[] = {"edit", "unsend"};
+    uint64_t seconds = 0;
+    msv_err err = MSV_OK;
+
+    if (o->argc > 2 ||
+        (o->argc >= 1 && strcmp(o->argv[0], "edit") != 0 && strcmp(o->argv[0], "unsend") != 0))
+        return cli_usage("windows", cli_err);
+    if (o->argc == 2) {
+        if (!parse_duration(o->argv[1], &seconds) || seconds > MSV_WINDOW_MAX_S) {
+            fprintf(cli_err,
+                    "missive: windows: DURATION is seconds or a number with s, m, h or d, at "
+                    "most %ud\n",
+                    MSV_WINDOW_MAX_S / 86400);
+            return EXIT_USAGE;
+        }
+        err = msv_client_set_window(c, o->argv[0], seconds);
+    }
+    for (size_t i = 0; err == MSV_OK && i < 2; i++) {
+        if (o->argc >= 1 && strcmp(o->argv[0], both[i]) != 0)
+            continue;
+        err = msv_client_window(c, both[i], &seconds);
+        if (err == MSV_OK)
+            print_window(o, both[i], seconds);
+    }
+    return err == MSV_OK ? 0 : fail(c, "the edit and unsend windows", err);
 }
 
 static int cmd_history(const struct cli *o, struct msv_client *c)
@@ -1155,13 +1312,18 @@ static int cmd_read_typing(const struct cli *o, struct msv_client *c, int typing
 static int cmd_edit_unsend(const struct cli *o, struct msv_client *c, int edit)
 {
     uint8_t id[16];
-    size_t n = 0;
     msv_err err;
 
-    if (o->argc != 1 || msv_hex_decode(o->argv[0], id, sizeof(id), &n) != MSV_OK || n != 16 ||
+    if (o->argc != 1 || !message_id_arg(o->argv[0], id) ||
         (edit && (o->text == NULL || o->text[0] == '\0')))
         return cli_usage(edit ? "edit" : "unsend", cli_err);
     err = edit ? msv_client_edit(c, id, o->text) : msv_client_unsend(c, id);
+    if (err == MSV_ERR_INVALID && c->why.message[0] != '\0') {
+        fprintf(cli_err, "missive: %s refused: ", edit ? "edit" : "unsend");
+        term_put(cli_err, c->why.message, TERM_ONE_LINE);
+        fputc('\n', cli_err);
+        return EXIT_ERR;
+    }
     if (err == MSV_ERR_INVALID || err == MSV_ERR_NOT_FOUND) {
         fprintf(cli_err, "missive: %s is not one of your messages here\n", o->argv[0]);
         return EXIT_ERR;
@@ -1400,9 +1562,11 @@ static int cmd_fingerprint(const struct cli *o, struct msv_client *c)
     return 0;
 }
 
-/* ---- backups -------------------------------------------------------------------------------- */
+/* ---- backups --------------------------------------------------------------------------------
+ */
 
-/* The backup passphrase; a new backup needs a long one, a restore takes what it was made with. */
+/* The backup passphrase; a new backup needs a long one, a restore takes what it was made with.
+ */
 static char *backup_passphrase(const struct cli *o, int writing)
 {
     char *pass = o->backup_passphrase != NULL
@@ -1760,6 +1924,10 @@ int cli_run(const struct cli *o, const char *command, struct msv_client *c)
         return cmd_verify(o, c);
     if (strcmp(command, "edit") == 0 || strcmp(command, "unsend") == 0)
         return cmd_edit_unsend(o, c, strcmp(command, "edit") == 0);
+    if (strcmp(command, "edits") == 0)
+        return cmd_edits(o, c);
+    if (strcmp(command, "windows") == 0)
+        return cmd_windows(o, c);
     if (strcmp(command, "send") == 0)
         return cmd_send(o, c);
     if (strcmp(command, "receive") == 0)

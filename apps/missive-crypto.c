@@ -647,6 +647,8 @@ static int cmd_payload_encode(const struct opts *o)
             return usage_error("payload-encode", "--target takes 32 hex digits");
         p.has_target = true;
     }
+    if (p.kind == MSV_KIND_EDIT)
+        p.edit_number = 1; /* a first edit */
     err = msv_payload_encode(&p, &enc, &enc_len);
     if (err == MSV_ERR_INVALID) {
         fprintf(stderr,
@@ -691,6 +693,8 @@ static json_t *payload_json(const struct msv_payload *p)
         json_object_set_new(j, "reply_to", hex_json(p->reply_to, MSV_ID_LEN));
     if (p->has_target)
         json_object_set_new(j, "target_id", hex_json(p->target_id, MSV_ID_LEN));
+    if (p->edit_number != 0)
+        json_object_set_new(j, "edit_number", json_integer((json_int_t)p->edit_number));
     for (size_t i = 0; i < p->attachment_count; i++) {
         const struct msv_attachment_ref *a = &p->attachments[i];
         json_t *aj = json_object();

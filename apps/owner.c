@@ -198,6 +198,8 @@ static const char *const schema1_statuses[] = {
     "queued", "sent", "delivered", "read", "failed", "received", "edited", "unsent",
 };
 
+static const char *const schema2_statuses[] = {"refused"};
+
 static int listed(const char *s, const char *const *list, size_t n)
 {
     for (size_t i = 0; s != NULL && i < n; i++)
@@ -244,6 +246,9 @@ static json_t *schema1_event(json_t *event)
     json_t *old, *m, *note;
 
     if (!LISTED(json_string_value(json_object_get(event, "type")), schema1_events))
+        return NULL;
+    /* an edit refused for coming after the window: schema 1 knew no such status */
+    if (LISTED(json_string_value(json_object_get(event, "status")), schema2_statuses))
         return NULL;
     old = only_fields(event, schema1_event_fields,
                       sizeof(schema1_event_fields) / sizeof(schema1_event_fields[0]));

@@ -118,6 +118,14 @@ rejoined() {
     return 1
 }
 
+# field JSONPATH: reads one value from each JSON line of out.txt (python expression on r)
+field() { python3 -c 'import json,sys
+for l in open("out.txt"):
+    l = l.strip()
+    if l:
+        r = json.loads(l)
+        try: print(eval(sys.argv[1]))
+        except Exception as e: print("<%s>" % e)' "$1"; }
 # daemon_rpc SOCKET [--schema N] [--wait S] [--ready FILE] REQUEST...: JSON-RPC with a daemon
 # (tests/daemon_rpc.py); what it writes goes to standard output
 daemon_rpc() { python3 "$(dirname "${BASH_SOURCE[0]}")/daemon_rpc.py" "$@"; }

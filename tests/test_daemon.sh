@@ -42,14 +42,6 @@ sys.stdout.write(out.decode())
 EOF
 # everything the daemon writes is kept in wire.jsonl, checked against the schema at the end
 rpc() { python3 rpc.py "$sock" "$@" | tee -a wire.jsonl; }
-# field JSONPATH: reads one value from each JSON line of out.txt (python expression on r)
-field() { python3 -c 'import json,sys
-for l in open("out.txt"):
-    l = l.strip()
-    if l:
-        r = json.loads(l)
-        try: print(eval(sys.argv[1]))
-        except Exception as e: print("<%s>" % e)' "$1"; }
 
 (exec "$M" --data-dir dev-bob daemon >daemon.out 2>daemon.err) &
 daemon=$!

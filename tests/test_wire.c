@@ -228,14 +228,23 @@ static void test_payload_kinds(void **state)
     p.text = "no text on receipts";
     assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
 
-    /* an edit needs a target and new text */
+    /* an edit needs a target, new text and its edit number */
     p.kind = MSV_KIND_EDIT;
     p.text = "fixed typo";
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.edit_number = 3;
     back = round_trip(&p);
     assert_string_equal(back->text, "fixed typo");
+    assert_int_equal(back->edit_number, 3);
     msv_payload_free(back);
     p.has_target = false;
     assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    /* an edit number belongs to edits only */
+    p.has_target = true;
+    p.kind = MSV_KIND_UNSEND;
+    p.text = NULL;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.edit_number = 0;
 
     /* typing carries nothing */
     fill_message(&p, NULL);
@@ -375,6 +384,16 @@ static void test_payload_hostile(void **state)
     m.log_head.len = 16;
     assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
     m.log_head.len = 0;
+    m.edit_number = 1; /* only an edit carries an edit number */
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.kind = MSV__PAYLOAD__KIND__EDIT; /* and every edit does */
+    m.target_id.data = id;
+    m.target_id.len = 16;
+    assert_int_equal(parse_crafted(&m), MSV_OK);
+    m.edit_number = 0;
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.kind = MSV__PAYLOAD__KIND__MESSAGE;
+    m.target_id.len = 0;
     m.text.data = nul_text;
     m.text.len = sizeof(nul_text);
     assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);

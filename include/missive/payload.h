@@ -73,6 +73,7 @@ struct msv_payload {
     uint8_t log_head[MSV_LOG_HEAD_LEN]; /* opaque here; see client/transparency.h */
     bool has_profile_key;
     uint8_t profile_key[MSV_PROFILE_KEY_LEN]; /* the sender's, for sealed sends to it */
+    uint32_t edit_number; /* edits: 1 for a message's first edit, then 2, ...; else 0 */
 };
 
 /*

@@ -169,6 +169,23 @@ MSV_MUST_CHECK msv_err msv_client_typing(struct msv_client *c, const char *conve
 MSV_MUST_CHECK msv_err msv_client_edit(struct msv_client *c, const uint8_t id[16],
                                        const char *text);
 MSV_MUST_CHECK msv_err msv_client_unsend(struct msv_client *c, const uint8_t id[16]);
+
+/*
+ * How long after sending a message may be edited ("edit") or unsent
+ * ("unsend"), in seconds: 24 h unless the account set another (settings
+ * "sync:window:edit" and "sync:window:unsend"). The sender refuses a change
+ * outside its window (MSV_ERR_INVALID, why says "too late"); a receiver
+ * refuses one made more than its own window (and MSV_CLOCK_SKEW_MS) after the
+ * message, and says so. MSV_ERR_INVALID for another which or a window over
+ * MSV_WINDOW_MAX_S.
+ */
+#define MSV_WINDOW_DEFAULT_S (24u * 3600u)
+#define MSV_WINDOW_MAX_S (10u * 366u * 24u * 3600u)
+#define MSV_CLOCK_SKEW_MS (5 * 60 * 1000)
+MSV_MUST_CHECK msv_err msv_client_window(struct msv_client *c, const char *which,
+                                         uint64_t *seconds);
+MSV_MUST_CHECK msv_err msv_client_set_window(struct msv_client *c, const char *which,
+                                             uint64_t seconds);
 MSV_MUST_CHECK msv_err msv_client_mark_read(struct msv_client *c, const char *conversation,
                                             size_t *count);
 
@@ -206,7 +223,8 @@ struct msv_incoming {
     const char *from;         /* the handle it came from (NULL for device notices) */
     const char *conversation; /* the conversation it is about (NULL if none) */
     const uint8_t *target;    /* receipts, edits: the message's id */
-    const char *status;       /* receipts: "delivered" or "read"; edits: "edited" or "unsent" */
+    const char *status;       /* receipts: "delivered" or "read"; edits: "edited", "unsent", or
+                                 "refused" (made after the window) */
     const char *emoji;        /* reactions: the emoji, "" when taken away */
 };
 

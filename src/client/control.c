@@ -85,20 +85,97 @@ msv_err msv_client_typing(struct msv_client *c, const char *conversation)
     return client_send_control(c, MSV_KIND_TYPING, NULL, NULL, conversation);
 }
 
-/* An edit or unsend of one of this account's messages. */
+/* "sync:window:edit" or "sync:window:unsend": seconds, in decimal. */
+static int window_key(const char *which, char key[24])
+{
+    if (strcmp(which, "edit") != 0 && strcmp(which, "unsend") != 0)
+        return 0;
+    snprintf(key, 24, "sync:window:%s", which);
+    return 1;
+}
+
+msv_err msv_client_window(struct msv_client *c, const char *which, uint64_t *seconds)
+{
+    char key[24], digits[24];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    if (!window_key(which, key))
+        return MSV_ERR_INVALID;
+    *seconds = MSV_WINDOW_DEFAULT_S;
+    err = msv_client_db_get(c->db, key, &v, &len);
+    if (err == MSV_ERR_NOT_FOUND)
+        return MSV_OK;
+    /* a value another device wrote that is not a number of seconds in range: the default */
+    if (err == MSV_OK && len > 0 && len < sizeof(digits) &&
+        strspn((char *)v, "0123456789") >= len) {
+        memcpy(digits, v, len);
+        digits[len] = '\0';
+        if (strtoull(digits, NULL, 10) <= MSV_WINDOW_MAX_S)
+            *seconds = strtoull(digits, NULL, 10);
+    }
+    free(v);
+    return err;
+}
+
+msv_err msv_client_set_window(struct msv_client *c, const char *which, uint64_t seconds)
+{
+    char key[24], digits[24];
+    int n;
+
+    if (!window_key(which, key) || seconds > MSV_WINDOW_MAX_S)
+        return MSV_ERR_INVALID;
+    n = snprintf(digits, sizeof(digits), "%llu", (unsigned long long)seconds);
+    return msv_client_db_set(c->db, key, digits, (size_t)n);
+}
+
+/* Whether a change made at change_ms of a message sent at sent_ms is inside the window. */
+static msv_err in_window(struct msv_client *c, enum msv_payload_kind kind, int64_t sent_ms,
+                         int64_t change_ms, int64_t slack_ms, int *inside)
+{
+    uint64_t seconds = 0;
+    msv_err err = msv_client_window(c, kind == MSV_KIND_EDIT ? "edit" : "unsend", &seconds);
+
+    *inside = err == MSV_OK && change_ms - sent_ms <= (int64_t)seconds * 1000 + slack_ms;
+    return err;
+}
+
+/* An edit or unsend of one of this account's messages, inside the account's window. */
 static msv_err change_own(struct msv_client *c, const uint8_t id[16], const char *text,
                           enum msv_payload_kind kind)
 {
     struct msv_message_rec *m = NULL;
+    struct msv_payload p = {.kind = kind, .text = (char *)text, .has_target = true};
+    int inside = 0;
     msv_err err = msv_client_db_message_get(c->db, id, &m);
 
+    c->why.message[0] = '\0';
+    memcpy(p.target_id, id, 16);
     if (err == MSV_OK && (!m->outgoing || m->kind != MSV_KIND_MESSAGE))
         err = MSV_ERR_INVALID; /* only this account's own messages */
+    if (err == MSV_OK && strcmp(m->status, "unsent") == 0) {
+        err = MSV_ERR_INVALID;
+        snprintf(c->why.message, sizeof(c->why.message), "the message was unsent already");
+    }
     if (err == MSV_OK)
-        err = client_send_control(c, kind, id, text, m->conversation);
+        err = in_window(c, kind, m->sent_at_ms, msv_wall_ms(), 0, &inside);
+    if (err == MSV_OK && !inside) {
+        err = MSV_ERR_INVALID;
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "too late: the %s window is over (see 'missive windows')",
+                 kind == MSV_KIND_EDIT ? "edit" : "unsend");
+    }
+    /* the next number after the last edit this account's devices applied */
+    if (err == MSV_OK && kind == MSV_KIND_EDIT &&
+        (err = msv_client_db_edit_number(c->db, id, &p.edit_number)) == MSV_OK)
+        p.edit_number++;
     if (err == MSV_OK)
-        err = msv_client_db_message_rewrite(c->db, id, text ? text : "",
-                                            kind == MSV_KIND_EDIT ? "edited" : "unsent");
+        err = client_send_to_conversation(c, &p, m->conversation);
+    if (err == MSV_OK)
+        err = kind == MSV_KIND_EDIT ? msv_client_db_message_edit(c->db, id, p.edit_number, text,
+                                                                 (int64_t)p.sent_at_ms)
+                                    : msv_client_db_message_rewrite(c->db, id, "", "unsent");
     msv_messages_free(m, m ? 1 : 0);
     return err;
 }
@@ -134,43 +211,63 @@ msv_err msv_client_mark_read(struct msv_client *c, const char *conversation, siz
     return err;
 }
 
-/* "changed-at:<message id, hex>": u64be send time of the last edit or unsend applied to it. */
-static void change_key(const uint8_t id[16], char key[48])
-{
-    char hex[33];
-
-    sodium_bin2hex(hex, sizeof(hex), id, 16);
-    snprintf(key, 48, "changed-at:%s", hex);
-}
-
 /*
- * 1 if an edit or unsend of target comes too late to apply: the message is
- * unsent already, or a change its author made later has been applied (a
- * relay that holds one edit back cannot roll the message back with it).
+ * Whether an edit or unsend of target from its author applies: an unsend wins
+ * over every edit, and an edit applies only if its number is above the last
+ * one applied (a relay that holds one edit back or replays it cannot roll the
+ * message back with it). *late: it came after the receiver's window.
  */
-static int change_is_stale(struct msv_client *c, const struct msv_message_rec *target,
-                           const struct msv_payload *p)
+static msv_err change_applies(struct msv_client *c, const struct msv_message_rec *target,
+                              const struct msv_payload *p, int *applies, int *late)
 {
-    char key[48];
-    uint8_t *v = NULL;
-    size_t len = 0;
-    int stale = strcmp(target->status, "unsent") == 0;
+    uint32_t applied = 0;
+    int inside = 0;
+    msv_err err = MSV_OK;
 
-    change_key(p->target_id, key);
-    if (!stale && msv_client_db_get(c->db, key, &v, &len) == MSV_OK && len == 8)
-        stale = p->sent_at_ms <= msv_get_u64be(v);
-    free(v);
-    return stale;
+    *applies = *late = 0;
+    if (strcmp(target->status, "unsent") == 0)
+        return MSV_OK;
+    if (p->kind == MSV_KIND_EDIT &&
+        (err = msv_client_db_edit_number(c->db, p->target_id, &applied)) != MSV_OK)
+        return err;
+    if (p->kind == MSV_KIND_EDIT && p->edit_number <= applied)
+        return MSV_OK;
+    err = in_window(c, p->kind, target->sent_at_ms, (int64_t)p->sent_at_ms, MSV_CLOCK_SKEW_MS,
+                    &inside);
+    *applies = err == MSV_OK && inside;
+    *late = err == MSV_OK && !inside;
+    return err;
 }
 
-static msv_err change_applied(struct msv_client *c, const struct msv_payload *p)
+/* Applies an edit or unsend from sender, who must be the author, and says what it did. */
+static msv_err take_change(struct msv_client *c, const char *sender,
+                           const struct msv_message_rec *target, const struct msv_payload *p,
+                           struct msv_incoming *in, char *notice, size_t notice_len)
 {
-    char key[48];
-    uint8_t when[8];
+    const char *what = p->kind == MSV_KIND_EDIT ? "edited" : "unsent";
+    int applies = 0, late = 0;
+    msv_err err = MSV_OK;
 
-    change_key(p->target_id, key);
-    msv_put_u64be(when, p->sent_at_ms);
-    return msv_client_db_set(c->db, key, when, sizeof(when));
+    /* only the author changes a message */
+    if (strcmp(target->sender, sender) != 0 ||
+        (err = change_applies(c, target, p, &applies, &late)) != MSV_OK || (!applies && !late))
+        return err;
+    in->kind = MSV_INCOMING_EDIT;
+    in->conversation = target->conversation;
+    in->target = p->target_id;
+    in->status = late ? "refused" : what;
+    if (late) {
+        snprintf(notice, notice_len, "%s %s a message after the window: %s refused: too late",
+                 sender, what, p->kind == MSV_KIND_EDIT ? "edit" : "unsend");
+        return MSV_OK;
+    }
+    err = p->kind == MSV_KIND_EDIT
+              ? msv_client_db_message_edit(c->db, p->target_id, p->edit_number, p->text,
+                                           (int64_t)p->sent_at_ms)
+              : msv_client_db_message_rewrite(c->db, p->target_id, "", "unsent");
+    snprintf(notice, notice_len, "%s %s a message%s%.200s", sender, what,
+             p->kind == MSV_KIND_EDIT ? ": " : "", p->kind == MSV_KIND_EDIT ? p->text : "");
+    return err;
 }
 
 /* Whether a message this account sent went to handle: only they send receipts for it. */
@@ -210,8 +307,9 @@ msv_err client_take_control(struct msv_client *c, const char *sender, uint64_t d
     }
     if (p->kind == MSV_KIND_REACTION) /* this account's other devices' too */
         return client_take_reaction(c, sender, p, on_message, ctx);
-    if (strcmp(sender, c->handle) == 0)
-        return MSV_OK; /* this account's own devices: nothing to apply */
+    /* this account's own devices: only their edits and unsends, so that all of them agree */
+    if (strcmp(sender, c->handle) == 0 && p->kind != MSV_KIND_EDIT && p->kind != MSV_KIND_UNSEND)
+        return MSV_OK;
     if (p->has_target && msv_client_db_message_get(c->db, p->target_id, &target) != MSV_OK)
         return MSV_OK; /* about a message this device does not have */
     switch (p->kind) {
@@ -244,21 +342,7 @@ msv_err client_take_control(struct msv_client *c, const char *sender, uint64_t d
         break;
     case MSV_KIND_EDIT:
     case MSV_KIND_UNSEND:
-        /* only the author changes a message, in the order the author made the changes */
-        if (strcmp(target->sender, sender) != 0 || change_is_stale(c, target, p))
-            break;
-        err = change_applied(c, p);
-        if (err == MSV_OK)
-            err = msv_client_db_message_rewrite(c->db, p->target_id,
-                                                p->kind == MSV_KIND_EDIT ? p->text : "",
-                                                p->kind == MSV_KIND_EDIT ? "edited" : "unsent");
-        in.kind = MSV_INCOMING_EDIT;
-        in.conversation = target->conversation;
-        in.target = p->target_id;
-        in.status = p->kind == MSV_KIND_EDIT ? "edited" : "unsent";
-        snprintf(notice, sizeof(notice), "%s %s a message%s%.200s", sender,
-                 p->kind == MSV_KIND_EDIT ? "edited" : "unsent",
-                 p->kind == MSV_KIND_EDIT ? ": " : "", p->kind == MSV_KIND_EDIT ? p->text : "");
+        err = take_change(c, sender, target, p, &in, notice, sizeof(notice));
         break;
     default:
         break;

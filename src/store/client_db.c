@@ -57,11 +57,14 @@ static const char *const migrations[] = {
     /* v8: who each sent message went to: only they may mark it delivered or read */
     "CREATE TABLE message_recipients (message_id BLOB NOT NULL, handle TEXT NOT NULL,"
     "  PRIMARY KEY (message_id, handle));",
-    /* reactions: each person's newest one per message (emoji '' once taken away, so that an
+    /* v9: reactions: each person's newest one per message (emoji '' once taken away, so that an
        older one replayed does not come back) */
     "CREATE TABLE reactions (message_id BLOB NOT NULL, handle TEXT NOT NULL,"
     "  emoji TEXT NOT NULL, sent_at_ms BIGINT NOT NULL, reaction_id BLOB NOT NULL,"
     "  PRIMARY KEY (message_id, handle));",
+    /* v10: each version of an edited message (edit 0 the original), for its edit history */
+    "CREATE TABLE message_versions (message_id BLOB NOT NULL, edit_number INTEGER NOT NULL,"
+    "  text TEXT NOT NULL, at_ms BIGINT NOT NULL, PRIMARY KEY (message_id, edit_number));",
 };
 
 /*
@@ -560,14 +563,29 @@ msv_err msv_client_db_message_get(struct msv_client_db *db, const uint8_t messag
     return MSV_OK;
 }
 
-msv_err msv_client_db_message_rewrite(struct msv_client_db *db, const uint8_t message_id[16],
-                                      const char *text, const char *status)
+/* Runs sql with ?1 the message id. */
+static msv_err message_run(struct msv_client_db *db, const char *sql, const uint8_t message_id[16])
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db, sql, &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, message_id, 16, SQLITE_TRANSIENT);
+    return msv_sql_run(st);
+}
+
+/* The text and status of a message, inside a transaction; an unsend takes its versions too. */
+static msv_err rewrite_locked(struct msv_client_db *db, const uint8_t message_id[16],
+                              const char *text, const char *status)
 {
     sqlite3_stmt *st = NULL;
     msv_err err;
 
     /* the messages_au trigger keeps the search index in step */
-    err = msv_sql_prepare(db->db, "UPDATE messages SET text = ?, status = ? WHERE message_id = ?;",
+    err = msv_sql_prepare(db->db,
+                          "UPDATE messages SET text = ?1, status = ?2 WHERE message_id = ?3 AND "
+                          "(status != 'unsent' OR ?2 = 'unsent');",
                           &st);
     if (err != MSV_OK)
         return err;
@@ -577,16 +595,129 @@ msv_err msv_client_db_message_rewrite(struct msv_client_db *db, const uint8_t me
     err = msv_sql_run(st);
     if (err == MSV_OK && sqlite3_changes(db->db) == 0)
         return MSV_ERR_NOT_FOUND;
-    /*
-     * The old text's words stay in the search index's older segments until they
-     * are merged: merge them all (an unsend or edit is rare), then drop the
-     * pages they were in, as for secrets.
-     */
+    if (err == MSV_OK && strcmp(status, "unsent") == 0)
+        err = message_run(db, "DELETE FROM message_versions WHERE message_id = ?1;", message_id);
+    return err;
+}
+
+/*
+ * The old text's words stay in the search index's older segments until they
+ * are merged: merge them all (an unsend or edit is rare), then drop the pages
+ * they were in, as for secrets.
+ */
+static msv_err forget_old_text(struct msv_client_db *db, msv_err err)
+{
     if (err == MSV_OK)
         err = msv_sql_exec(db->db, "INSERT INTO messages_fts(messages_fts) VALUES ('optimize');");
     if (err == MSV_OK)
         drop_old_pages(db);
     return err;
+}
+
+msv_err msv_client_db_message_rewrite(struct msv_client_db *db, const uint8_t message_id[16],
+                                      const char *text, const char *status)
+{
+    msv_err err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
+
+    if (err != MSV_OK)
+        return err;
+    err = rewrite_locked(db, message_id, text, status);
+    return forget_old_text(db, finish_transaction(db, err));
+}
+
+/* Keeps the original as edit 0 the first time, then the new version. */
+static msv_err versions_put_locked(struct msv_client_db *db, const uint8_t message_id[16],
+                                   uint32_t edit_number, const char *text, int64_t at_ms)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = message_run(db,
+                              "INSERT OR IGNORE INTO message_versions (message_id, edit_number, "
+                              "text, at_ms) SELECT message_id, 0, text, sent_at_ms FROM messages "
+                              "WHERE message_id = ?1 AND status != 'unsent';",
+                              message_id);
+
+    if (err == MSV_OK)
+        err = msv_sql_prepare(db->db,
+                              "INSERT INTO message_versions (message_id, edit_number, text, at_ms) "
+                              "VALUES (?, ?, ?, ?);",
+                              &st);
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, message_id, 16, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, edit_number);
+    sqlite3_bind_text(st, 3, text, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 4, at_ms);
+    return msv_sql_run(st);
+}
+
+msv_err msv_client_db_message_edit(struct msv_client_db *db, const uint8_t message_id[16],
+                                   uint32_t edit_number, const char *text, int64_t at_ms)
+{
+    msv_err err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
+
+    if (err != MSV_OK)
+        return err;
+    err = versions_put_locked(db, message_id, edit_number, text, at_ms);
+    if (err == MSV_OK)
+        err = rewrite_locked(db, message_id, text, "edited");
+    return forget_old_text(db, finish_transaction(db, err));
+}
+
+msv_err msv_client_db_edit_number(struct msv_client_db *db, const uint8_t message_id[16],
+                                  uint32_t *edit_number)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(
+        db->db, "SELECT coalesce(max(edit_number), 0) FROM message_versions WHERE message_id = ?;",
+        &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, message_id, 16, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *edit_number = (uint32_t)sqlite3_column_int64(st, 0);
+    err = rc == SQLITE_ROW ? MSV_OK : msv_sql_err(rc);
+    sqlite3_finalize(st);
+    return err;
+}
+
+static msv_err read_version(sqlite3_stmt *st, void *item)
+{
+    struct msv_message_version *v = item;
+
+    v->edit_number = (uint32_t)sqlite3_column_int64(st, 0);
+    v->text = msv_sql_text(st, 1);
+    v->at_ms = sqlite3_column_int64(st, 2);
+    return v->text ? MSV_OK : MSV_ERR_NOMEM;
+}
+
+static void drop_versions(void *list, size_t n)
+{
+    msv_message_versions_free(list, n);
+}
+
+msv_err msv_client_db_message_versions(struct msv_client_db *db, const uint8_t message_id[16],
+                                       struct msv_message_version **out, size_t *count)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db,
+                                  "SELECT edit_number, text, at_ms FROM message_versions WHERE "
+                                  "message_id = ? ORDER BY edit_number;",
+                                  &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, message_id, 16, SQLITE_TRANSIENT);
+    return collect(st, sizeof(**out), read_version, drop_versions, (void **)out, count, NULL);
+}
+
+void msv_message_versions_free(struct msv_message_version *v, size_t count)
+{
+    for (size_t i = 0; v != NULL && i < count; i++)
+        msv_secret_free(v[i].text, v[i].text ? strlen(v[i].text) : 0);
+    free(v);
 }
 
 msv_err msv_client_db_history(struct msv_client_db *db, const char *conversation,

@@ -102,6 +102,30 @@ MSV_MUST_CHECK msv_err msv_client_db_message_get(struct msv_client_db *db,
 MSV_MUST_CHECK msv_err msv_client_db_message_rewrite(struct msv_client_db *db,
                                                      const uint8_t message_id[16], const char *text,
                                                      const char *status);
+/*
+ * Applies edit edit_number (made at at_ms) to a message: its text becomes text,
+ * its status "edited", and the version is kept beside the earlier ones (the
+ * original as edit 0). An unsend (rewrite with status "unsent") drops them all.
+ */
+MSV_MUST_CHECK msv_err msv_client_db_message_edit(struct msv_client_db *db,
+                                                  const uint8_t message_id[16],
+                                                  uint32_t edit_number, const char *text,
+                                                  int64_t at_ms);
+/* The number of the last edit applied to a message; 0 if none. */
+MSV_MUST_CHECK msv_err msv_client_db_edit_number(struct msv_client_db *db,
+                                                 const uint8_t message_id[16],
+                                                 uint32_t *edit_number);
+struct msv_message_version {
+    uint32_t edit_number; /* 0: the original */
+    char *text;
+    int64_t at_ms; /* when its author made it (their clock) */
+};
+/* A message's versions, oldest first; none if never edited. Free with msv_message_versions_free. */
+MSV_MUST_CHECK msv_err msv_client_db_message_versions(struct msv_client_db *db,
+                                                      const uint8_t message_id[16],
+                                                      struct msv_message_version **out,
+                                                      size_t *count);
+void msv_message_versions_free(struct msv_message_version *v, size_t count);
 /* MSV_OK if a message with this id is stored, MSV_ERR_NOT_FOUND if not. */
 MSV_MUST_CHECK msv_err msv_client_db_message_known(struct msv_client_db *db,
                                                    const uint8_t message_id[16]);

@@ -88,7 +88,7 @@ static int kind_ok(const struct msv_payload *p)
     case MSV_KIND_MESSAGE:
         return has_text(p) || p->attachment_count > 0;
     case MSV_KIND_EDIT:
-        return p->has_target && has_text(p) && p->attachment_count == 0;
+        return p->has_target && has_text(p) && p->attachment_count == 0 && p->edit_number > 0;
     case MSV_KIND_UNSEND:
     case MSV_KIND_RECEIPT_DELIVERED:
     case MSV_KIND_RECEIPT_READ:
@@ -112,6 +112,8 @@ static int payload_ok(const struct msv_payload *p)
     static const uint8_t zero[MSV_ID_LEN];
 
     if (memcmp(p->message_id, zero, MSV_ID_LEN) == 0 || !kind_ok(p))
+        return 0;
+    if (p->edit_number != 0 && p->kind != MSV_KIND_EDIT)
         return 0;
     if (!text_ok(p->text, MSV_TEXT_MAX, 0) || !text_ok(p->group_name, MSV_GROUP_NAME_MAX, 0))
         return 0;
@@ -160,6 +162,7 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
     m.message_id = bytes_of(p->message_id, MSV_ID_LEN);
     m.sent_at_ms = p->sent_at_ms;
     m.text = str_of(p->text);
+    m.edit_number = p->edit_number;
     for (size_t i = 0; i < p->participant_count; i++)
         parts[i] = str_of(p->participants[i]);
     m.n_participants = p->participant_count;
@@ -319,6 +322,7 @@ static msv_err copy_payload(const pb_payload *m, struct msv_payload *p)
         return MSV_ERR_UNSUPPORTED;
     p->kind = (enum msv_payload_kind)m->kind;
     p->sent_at_ms = m->sent_at_ms;
+    p->edit_number = m->edit_number;
     err = copy_id(m->message_id, NULL, p->message_id);
     if (err == MSV_OK)
         err = copy_id(m->group_id, &p->has_group, p->group_id);

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Edits and unsends end to end, against a real missived on loopback: the
+# author's devices count edits together (a laptop's edit after the phone's is
+# edit 2 everywhere), every device keeps the versions ('missive edits', the
+# history's JSON), an unsend takes the text and its versions, the edit and
+# unsend windows ('missive windows') are kept by the sender; the same through
+# the daemon (schema 2, checked) and in the chat (under tmux).
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+M=$(realpath "${1:?usage: test_edits.sh MISSIVE MISSIVED}")
+D=$(realpath "${2:?usage: test_edits.sh MISSIVE MISSIVED}")
+in_scratch
+daemon=
+trap 'for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+
+# on WHO COMMAND...: missive as bob, alice (her phone) or laptop (alice's second device)
+on() {
+    case $1 in
+    laptop) shift; "$M" --data-dir dev-alice-laptop --account alice@example.org "$@" ;;
+    *) as "$@" ;;
+    esac
+}
+
+start_missived || bad "missived started"
+register_people alice bob
+# alice's laptop, a second device of hers
+expect 0 "link alice's laptop" -- "$M" --data-dir dev-alice-laptop link alice@example.org --server "$server"
+laptop=$(sed -n 's/.*this is device \([0-9]*\).*/\1/p' out.txt)
+expect 0 "alice's phone hears of it" -- as alice receive --wait 1
+expect 0 "approve the laptop" -- as alice devices approve "$laptop"
+expect 0 "the laptop connects" -- on laptop receive --wait 0.5
+
+expect 0 "alice writes" -- as alice send bob@example.org --text "lunch at noon?"
+id=$(sed -n 's/^sent \([0-9a-f]*\)$/\1/p' out.txt)
+expect 0 "bob receives" -- as bob receive --wait 1
+expect 0 "the laptop gets alice's copy" -- on laptop receive --wait 1
+expect 0 "edit 1, from the phone" -- as alice edit "$id" --text "lunch at one?"
+expect 0 "the laptop takes the phone's edit" -- on laptop receive --wait 1
+expect 0 "edit 2, from the laptop" -- on laptop edit "$id" --text "lunch at two?"
+expect 0 "the phone takes the laptop's edit" -- as alice receive --wait 1
+expect 0 "edit 3, from the phone" -- as alice edit "$id" --text "lunch at half past two?"
+expect 0 "bob gets all three" -- as bob receive --wait 1
+grep -q "alice@example.org edited a message: lunch at half past two?" out.txt && ok || bad "edit notices: $(cat out.txt)"
+for who in bob alice laptop; do
+    [ "$who" = laptop ] && expect 0 "the laptop catches up" -- on laptop receive --wait 1
+    expect 0 "$who's versions" -- on "$who" -o json edits "$id"
+    [ "$(field 'r["edit_number"], [(e["edit_number"], e["text"]) for e in r["edits"]]')" = \
+        "(3, [(0, 'lunch at noon?'), (1, 'lunch at one?'), (2, 'lunch at two?'), (3, 'lunch at half past two?')])" ] &&
+        ok || bad "$who's versions: $(cat out.txt)"
+done
+expect 0 "bob's history, JSON" -- as bob -o json history alice@example.org
+[ "$(field 'r["text"], r["status"], r["edit_number"], len(r["edits"])')" = "('lunch at half past two?', 'edited', 3, 4)" ] &&
+    ok || bad "history's edit fields: $(cat out.txt)"
+expect 0 "bob's versions, as text" -- as bob edits "$id"
+grep -q "#0 (original): lunch at noon?" out.txt && grep -q "#3: lunch at half past two?" out.txt &&
+    ok || bad "versions as text: $(cat out.txt)"
+expect 1 "bob cannot edit alice's message" -- as bob edit "$id" --text "forged"
+expect 2 "edits needs a message id" -- as bob edits nothex
+expect 1 "edits of a message that is not here" -- as bob edits 00000000000000000000000000000000
+
+# windows: 24 h unless set; alice shortens hers and her own device refuses
+expect 0 "the windows" -- as alice windows
+grep -q "^edit *1d$" out.txt && grep -q "^unsend *1d$" out.txt && ok || bad "default windows: $(cat out.txt)"
+expect 0 "alice's edit window: 0 s" -- as alice windows edit 0
+expect 0 "the edit window, JSON" -- as alice -o json windows edit
+[ "$(field 'r["window"], r["seconds"]')" = "('edit', 0)" ] && ok || bad "window JSON: $(cat out.txt)"
+expect 1 "an edit after the window" -- as alice edit "$id" --text "too late now"
+grep -q "edit refused: too late" err.txt && ok || bad "too late: $(cat err.txt)"
+expect 0 "alice's edit window: 2h" -- as alice windows edit 2h
+expect 0 "the window is 2h" -- as alice windows edit
+grep -q "^edit *2h$" out.txt && ok || bad "2h window: $(cat out.txt)"
+expect 2 "a window that is not a duration" -- as alice windows edit soon
+expect 2 "a window too long" -- as alice windows unsend 99999d
+expect 2 "a window of something else" -- as alice windows reply 1h
+
+# an unsend wins: text and versions go on every device; a later edit is refused
+expect 0 "alice unsends" -- as alice unsend "$id"
+expect 0 "bob gets the unsend" -- as bob receive --wait 1
+expect 0 "the laptop gets the unsend" -- on laptop receive --wait 1
+for who in bob laptop; do
+    expect 0 "$who's versions after the unsend" -- on "$who" -o json edits "$id"
+    [ "$(field 'r["status"], r["text"], "edits" in r')" = "('unsent', '', False)" ] && ok ||
+        bad "$who after the unsend: $(cat out.txt)"
+    expect 0 "$who searches the old words" -- on "$who" history --search "half"
+    [ ! -s out.txt ] && ok || bad "$who's search still finds unsent words: $(cat out.txt)"
+done
+expect 1 "an edit after the unsend" -- on laptop edit "$id" --text "back again"
+grep -q "unsent already" err.txt && ok || bad "edit after unsend: $(cat err.txt)"
+
+# the daemon: the same commands as methods, in schema 2
+sock=$work/dev-bob/bob@example.org/daemon.sock
+(exec "$M" --data-dir dev-bob daemon >daemon.out 2>daemon.err) &
+daemon=$!
+for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+expect 0 "alice writes again" -- as alice send bob@example.org --text "coffee?"
+id2=$(sed -n 's/^sent \([0-9a-f]*\)$/\1/p' out.txt)
+rm -f sub
+daemon_rpc "$sock" --schema 2 --wait 4 --ready sub '{"jsonrpc":"2.0","id":1,"method":"subscribe"}' >ev2.txt &
+s2=$!
+daemon_rpc "$sock" --wait 4 --ready sub1 '{"jsonrpc":"2.0","id":1,"method":"subscribe"}' >ev1.txt &
+s1=$!
+for _ in $(seq 100); do [ -e sub ] && [ -e sub1 ] && break; sleep 0.1; done
+expect 0 "alice edits it" -- as alice edit "$id2" --text "tea?"
+wait "$s2" "$s1"
+grep -q '"type":"edit".*"status":"edited"' ev2.txt && ok || bad "edit event: $(cat ev2.txt)"
+daemon_rpc "$sock" --schema 2 \
+    "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"edits\",\"params\":{\"args\":[\"$id2\"]}}" \
+    '{"jsonrpc":"2.0","id":3,"method":"windows","params":{"args":["unsend","30m"]}}' \
+    '{"jsonrpc":"2.0","id":4,"method":"windows"}' \
+    "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"history\",\"params\":{\"args\":[\"alice@example.org\"]}}" >out.txt
+cat ev2.txt out.txt >wire2.jsonl
+python3 - out.txt <<'EOF' && ok || bad "daemon edits and windows: $(cat out.txt)"
+import json, sys
+r = {}
+for l in open(sys.argv[1]):
+    j = json.loads(l)
+    if "id" in j: r[j["id"]] = j
+e = r[2]["result"]["items"][0]
+assert e["edit_number"] == 1 and [v["text"] for v in e["edits"]] == ["coffee?", "tea?"], e
+w = {i["window"]: i["seconds"] for i in r[4]["result"]["items"]}
+assert w == {"edit": 86400, "unsend": 1800}, w
+h = [m for m in r[5]["result"]["items"] if m["text"] == "tea?"]
+assert h and h[0]["edit_number"] == 1, r[5]
+EOF
+daemon_schema_ok 2 wire2.jsonl && ok || bad "schema 2"
+daemon_schema_ok 1 ev1.txt && ok || bad "schema 1 events"
+kill -TERM "$daemon"
+wait "$daemon"
+daemon=
+
+# the chat: "(edited)" on the message, /edits lists its versions, a refused edit says why
+command -v tmux >/dev/null || { bad "tmux is not installed (scripts/deps.sh installs it)"; finish; exit; }
+tm() { tmux -u -L "missive-edits-$$" -f /dev/null "$@"; }
+trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+chat() {
+    local who=$1
+    shift
+    tm new-session -d -s "$who" -x 110 -y 30 \
+        "cd '$work' && LANG=C LC_ALL= '$M' --data-dir dev-$who --account $who@example.org chat $* 2>chat-$who.err; sleep 30"
+}
+screen() { tm capture-pane -p -t "$1"; }
+waitfor() {
+    for _ in $(seq 50); do screen "$1" | grep -qF -- "$2" && return 0; sleep 0.1; done
+    return 1
+}
+chat alice bob@example.org
+chat bob alice@example.org
+waitfor alice "online" && waitfor bob "online" && ok || bad "both chats start: $(screen alice)"
+tm send-keys -t alice "dinner at eight" Enter
+waitfor bob "alice@example.org: dinner at eight" && ok || bad "the message in bob's chat: $(screen bob)"
+tm send-keys -t alice "/edit dinner at nine" Enter
+waitfor bob "alice@example.org: dinner at nine  (edited)" && ok || bad "edited in bob's chat: $(screen bob)"
+tm send-keys -t bob "/edits" Enter
+waitfor bob "version 0 (original)" && waitfor bob "dinner at eight" && waitfor bob "version 1, " &&
+    ok || bad "/edits in bob's chat: $(screen bob)"
+tm send-keys -t alice "/edits" Enter
+waitfor alice "version 1, " && ok || bad "/edits in alice's chat: $(screen alice)"
+expect 0 "alice's edit window, through her chat" -- as alice windows edit 0
+tm send-keys -t alice "/edit dinner at ten" Enter
+waitfor alice "not changed: too late" && ok || bad "a refused edit in the chat: $(screen alice)"
+screen bob | grep -q "dinner at ten" && bad "a refused edit reached bob: $(screen bob)" || ok
+tm send-keys -t alice "/quit" Enter
+tm send-keys -t bob "/quit" Enter
+
+finish
