@@ -33,6 +33,20 @@ enum msv_payload_kind {
     MSV_KIND_UNSEND = 6,
     MSV_KIND_GROUP_CHANGE = 7,
     MSV_KIND_SESSION_RESET = 8,
+    MSV_KIND_SYNC = 11,
+};
+
+/* Synced state (kind MSV_KIND_SYNC): keys "sync:..." or "contact:NAME\nHANDLE". */
+#define MSV_SYNC_ENTRIES_MAX 64
+#define MSV_SYNC_KEY_MAX 512
+#define MSV_SYNC_VALUE_MAX 1024
+
+struct msv_sync_entry {
+    char *key;
+    uint8_t *value; /* may be NULL when value_len is 0 */
+    size_t value_len;
+    bool deleted;
+    uint64_t stamp; /* not 0 */
 };
 
 struct msv_attachment_ref {
@@ -71,6 +85,8 @@ struct msv_payload {
     uint8_t log_head[MSV_LOG_HEAD_LEN]; /* opaque here; see client/transparency.h */
     bool has_profile_key;
     uint8_t profile_key[MSV_PROFILE_KEY_LEN]; /* the sender's, for sealed sends to it */
+    struct msv_sync_entry *sync;              /* kind MSV_KIND_SYNC only */
+    size_t sync_count;
 };
 
 /*
@@ -89,6 +105,9 @@ MSV_MUST_CHECK msv_err msv_payload_parse(const uint8_t *in, size_t len, struct m
 
 /* Frees a parsed payload, wiping its text and keys. NULL is a no-op. */
 void msv_payload_free(struct msv_payload *p);
+
+/* Whether e could go in a SYNC payload (key, stamp and value within the rules). */
+bool msv_sync_entry_is_valid(const struct msv_sync_entry *e);
 
 /* Returns a static name for kind ("message", "receipt-delivered", ...). */
 const char *msv_payload_kind_name(enum msv_payload_kind kind);

@@ -13,6 +13,7 @@
 
 typedef Msv__Payload__Payload pb_payload;
 typedef Msv__Payload__AttachmentRef pb_attachment;
+typedef Msv__Payload__SyncEntry pb_sync;
 
 const char *msv_payload_kind_name(enum msv_payload_kind kind)
 {
@@ -33,6 +34,8 @@ const char *msv_payload_kind_name(enum msv_payload_kind kind)
         return "group-change";
     case MSV_KIND_SESSION_RESET:
         return "session-reset";
+    case MSV_KIND_SYNC:
+        return "sync";
     default:
         return "unknown";
     }
@@ -55,6 +58,33 @@ static int attachment_ok(const struct msv_attachment_ref *a)
 {
     return text_ok(a->uri, MSV_URI_MAX, 1) && text_ok(a->name, MSV_FILE_NAME_MAX, 0) &&
            text_ok(a->mime, MSV_MIME_MAX, 0);
+}
+
+/* A synced key: "sync:" and more, or "contact:" NAME "\n" HANDLE (both non-empty). */
+static int sync_key_ok(const char *key)
+{
+    const char *nl;
+
+    if (!text_ok(key, MSV_SYNC_KEY_MAX, 1))
+        return 0;
+    if (strncmp(key, "sync:", 5) == 0)
+        return key[5] != '\0';
+    if (strncmp(key, "contact:", 8) != 0)
+        return 0;
+    nl = strchr(key + 8, '\n');
+    return nl != NULL && nl > key + 8 && nl[1] != '\0' && strchr(nl + 1, '\n') == NULL &&
+           strlen(nl + 1) <= MSV_HANDLE_MAX;
+}
+
+static int sync_entry_ok(const struct msv_sync_entry *e)
+{
+    return sync_key_ok(e->key) && e->stamp != 0 && e->value_len <= MSV_SYNC_VALUE_MAX &&
+           (e->value_len == 0 || e->value != NULL) && !(e->deleted && e->value_len != 0);
+}
+
+bool msv_sync_entry_is_valid(const struct msv_sync_entry *e)
+{
+    return e != NULL && sync_entry_ok(e);
 }
 
 static int has_text(const struct msv_payload *p)
@@ -81,6 +111,8 @@ static int kind_ok(const struct msv_payload *p)
         return bare;
     case MSV_KIND_GROUP_CHANGE:
         return p->has_group && p->participant_count > 0 && bare;
+    case MSV_KIND_SYNC:
+        return p->sync_count > 0 && bare && !p->has_group;
     default:
         return 0;
     }
@@ -92,6 +124,13 @@ static int payload_ok(const struct msv_payload *p)
 
     if (memcmp(p->message_id, zero, MSV_ID_LEN) == 0 || !kind_ok(p))
         return 0;
+    if ((p->sync_count > 0 && p->kind != MSV_KIND_SYNC) || p->sync_count > MSV_SYNC_ENTRIES_MAX ||
+        (p->sync_count > 0 && p->sync == NULL))
+        return 0;
+    for (size_t i = 0; i < p->sync_count; i++) {
+        if (!sync_entry_ok(&p->sync[i]))
+            return 0;
+    }
     if (!text_ok(p->text, MSV_TEXT_MAX, 0) || !text_ok(p->group_name, MSV_GROUP_NAME_MAX, 0))
         return 0;
     if (p->group_name != NULL && !p->has_group)
@@ -128,6 +167,7 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
 {
     pb_payload m = MSV__PAYLOAD__PAYLOAD__INIT;
     pb_attachment att[MSV_ATTACHMENTS_MAX], *att_ptrs[MSV_ATTACHMENTS_MAX];
+    pb_sync sync[MSV_SYNC_ENTRIES_MAX], *sync_ptrs[MSV_SYNC_ENTRIES_MAX];
     ProtobufCBinaryData parts[MSV_PARTICIPANTS_MAX];
     uint8_t *buf;
     size_t n;
@@ -169,6 +209,16 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
     }
     m.n_attachments = p->attachment_count;
     m.attachments = att_ptrs;
+    for (size_t i = 0; i < p->sync_count; i++) {
+        msv__payload__sync_entry__init(&sync[i]);
+        sync[i].key = str_of(p->sync[i].key);
+        sync[i].value = bytes_of(p->sync[i].value, p->sync[i].value_len);
+        sync[i].deleted = p->sync[i].deleted;
+        sync[i].stamp = p->sync[i].stamp;
+        sync_ptrs[i] = &sync[i];
+    }
+    m.n_sync = p->sync_count;
+    m.sync = sync_ptrs;
     n = msv__payload__payload__get_packed_size(&m);
     buf = malloc(n ? n : 1);
     if (buf == NULL)
@@ -197,6 +247,11 @@ void msv_payload_free(struct msv_payload *p)
         free(p->attachments[i].mime);
     }
     msv_secret_free(p->attachments, p->attachment_count * sizeof(*p->attachments));
+    for (size_t i = 0; p->sync != NULL && i < p->sync_count; i++) {
+        free(p->sync[i].key);
+        msv_secret_free(p->sync[i].value, p->sync[i].value_len);
+    }
+    free(p->sync);
     free(p);
 }
 
@@ -263,6 +318,38 @@ static msv_err copy_attachment(const pb_attachment *a, struct msv_attachment_ref
     return err;
 }
 
+static msv_err copy_sync(const pb_payload *m, struct msv_payload *p)
+{
+    msv_err err = MSV_OK;
+
+    if (m->n_sync > MSV_SYNC_ENTRIES_MAX)
+        return MSV_ERR_PARSE;
+    if (m->n_sync == 0)
+        return MSV_OK;
+    p->sync = calloc(m->n_sync, sizeof(*p->sync));
+    if (p->sync == NULL)
+        return MSV_ERR_NOMEM;
+    p->sync_count = m->n_sync;
+    for (size_t i = 0; err == MSV_OK && i < m->n_sync; i++) {
+        const pb_sync *e = m->sync[i];
+        struct msv_sync_entry *r = &p->sync[i];
+
+        if (e->value.len > MSV_SYNC_VALUE_MAX)
+            return MSV_ERR_PARSE;
+        err = copy_str(e->key, 0, &r->key);
+        if (err == MSV_OK && e->value.len > 0) {
+            r->value = malloc(e->value.len);
+            if (r->value == NULL)
+                return MSV_ERR_NOMEM;
+            memcpy(r->value, e->value.data, e->value.len);
+            r->value_len = e->value.len;
+        }
+        r->deleted = e->deleted;
+        r->stamp = e->stamp;
+    }
+    return err;
+}
+
 static msv_err copy_lists(const pb_payload *m, struct msv_payload *p)
 {
     msv_err err = MSV_OK;
@@ -323,6 +410,8 @@ static msv_err copy_payload(const pb_payload *m, struct msv_payload *p)
         err = copy_str(m->group_name, 0, &p->group_name);
     if (err == MSV_OK)
         err = copy_lists(m, p);
+    if (err == MSV_OK)
+        err = copy_sync(m, p);
     return err;
 }
 
@@ -334,7 +423,8 @@ msv_err msv_payload_parse(const uint8_t *in, size_t len, struct msv_payload **ou
 
     /* The largest valid payload is bounded well below this; refuse before unpacking. */
     if (len > 2 * MSV_TEXT_MAX + MSV_PARTICIPANTS_MAX * (MSV_HANDLE_MAX + 4) +
-                  MSV_ATTACHMENTS_MAX * 2048 + 4096)
+                  MSV_ATTACHMENTS_MAX * 2048 +
+                  MSV_SYNC_ENTRIES_MAX * (MSV_SYNC_KEY_MAX + MSV_SYNC_VALUE_MAX + 32) + 4096)
         return MSV_ERR_TOO_BIG;
     m = msv__payload__payload__unpack(NULL, len, in);
     if (m == NULL)
@@ -351,6 +441,8 @@ msv_err msv_payload_parse(const uint8_t *in, size_t len, struct msv_payload **ou
     msv_wipe(m->text.data, m->text.len);
     for (size_t i = 0; i < m->n_attachments; i++)
         msv_wipe(m->attachments[i]->key.data, m->attachments[i]->key.len);
+    for (size_t i = 0; i < m->n_sync; i++)
+        msv_wipe(m->sync[i]->value.data, m->sync[i]->value.len);
     msv__payload__payload__free_unpacked(m, NULL);
     if (err != MSV_OK) {
         msv_payload_free(p);
