@@ -1629,7 +1629,10 @@ static void print_sync_entry(const struct cli *o, const struct msv_sync_entry *e
 
     if (v == NULL)
         return;
-    if (text) {
+    if (strncmp(e->key, "sync:secret:", 12) == 0) { /* a key: never shown */
+        text = 1;
+        snprintf(v, e->value_len * 2 + 1, "%s", e->value_len > 0 ? "(secret)" : "");
+    } else if (text) {
         memcpy(v, e->value, e->value_len);
         v[e->value_len] = '\0';
     } else if (msv_hex_encode(e->value, e->value_len, v, e->value_len * 2 + 1) != MSV_OK) {
@@ -1654,6 +1657,7 @@ static int cmd_sync(const struct cli *o, struct msv_client *c)
         const char *key = o->argv[1], *value = o->argc == 3 ? o->argv[2] : NULL;
 
         if (strncmp(key, "sync:", 5) != 0 || key[5] == '\0' || strlen(key) > MSV_SYNC_KEY_MAX ||
+            strncmp(key, "sync:secret:", 12) == 0 ||
             !msv_utf8_is_valid((const uint8_t *)key, strlen(key)) ||
             (value != NULL && strlen(value) > MSV_SYNC_VALUE_MAX)) {
             fprintf(cli_err,

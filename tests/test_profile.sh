@@ -14,7 +14,7 @@ tm() { tmux -u -L "missive-test-$$" -f /dev/null "$@"; }
 trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 start_missived || bad "missived started"
-register_people alice bob
+register_people alice bob carol
 # alice's second device: dev-alice2, the same account
 as2() { "$M" --data-dir dev-alice2 --account alice@example.org "$@"; }
 synced() { as2 sync list; }
@@ -32,7 +32,8 @@ laptop=$(sed -n 's/.*this is device \([0-9]*\).*/\1/p' out.txt)
 expect 0 "alice's phone hears of it" -- as alice receive --wait 1
 expect 0 "and approves it" -- as alice devices approve "$laptop"
 expect 0 "the laptop receives" -- as2 -o json receive --wait 1
-grep -q '"notice":"2 changes synced from device [0-9]* of this account"' out.txt && ok || bad "the snapshot's notice: $(cat out.txt)"
+# the contact, the setting and the account's profile key
+grep -q '"notice":"3 changes synced from device [0-9]* of this account"' out.txt && ok || bad "the snapshot's notice: $(cat out.txt)"
 expect 0 "the laptop's contacts" -- as2 contacts
 grep -q "^Bobby	bob@example.org$" out.txt && ok || bad "the contact on the laptop: $(cat out.txt)"
 expect 0 "the laptop's synced settings" -- as2 -o json sync list
@@ -46,7 +47,9 @@ expect 0 "the laptop blocks someone" -- as2 sync set sync:block:carol@example.or
 expect 0 "and renames bob" -- as2 contacts remove Bobby
 expect 0 "and names him again" -- as2 contacts add Robert bob@example.org
 expect 0 "the phone receives" -- as alice receive --wait 1
-[ "$(grep -c "1 change synced from device $laptop of this account" out.txt)" = 3 ] && ok || bad "the phone's notices: $(cat out.txt)"
+# one sync per command; the block also rotated the profile key (below), which came with it
+grep -q "2 changes synced from device $laptop of this account" out.txt &&
+    [ "$(grep -c "1 change synced from device $laptop of this account" out.txt)" = 2 ] && ok || bad "the phone's notices: $(cat out.txt)"
 expect 0 "the phone's contacts" -- as alice contacts
 [ "$(cat out.txt)" = "Robert	bob@example.org" ] && ok || bad "contacts on the phone: $(cat out.txt)"
 expect 0 "the phone's settings" -- as alice sync list
@@ -100,7 +103,34 @@ if command -v tmux >/dev/null; then
     expect 0 "..." -- as alice contacts remove Robert
     waitfor "change synced from device" && ok || bad "the chat shows the sync: $(screen)"
     waitfor "Bob: hello alice" && ok || bad "the chat shows the new name: $(screen)"
+    tm kill-server
 else
     bad "tmux is not installed (scripts/deps.sh installs it)"
 fi
+
+# a block rotates the account's profile key: the blocked person's delivery token stops working
+# (the relay refuses the sealed send, which goes unsealed with a notice), the others' works
+unsealed="without sealed sender"
+expect 0 "alice writes to bob" -- as alice send bob@example.org --text "hi bob"
+expect 0 "and to carol" -- as alice send carol@example.org --text "hi carol"
+expect 0 "bob learns her key" -- as bob receive --wait 1
+expect 0 "carol too" -- as carol receive --wait 1
+expect 0 "the laptop takes the copies" -- as2 receive --wait 1
+expect 0 "bob writes sealed" -- as bob send alice@example.org --text "sealed from bob"
+! grep -q "$unsealed" err.txt && ok || bad "bob's send before the block: $(cat err.txt)"
+expect 0 "alice blocks bob" -- as alice sync set sync:block:bob@example.org 1
+expect 0 "the laptop takes the new key" -- as2 receive --wait 1
+grep -q "change.* synced from device" out.txt && ok || bad "the laptop's sync: $(cat out.txt)"
+expect 0 "both devices hold one key" -- as alice sync list
+phone_key=$(sqlite3 dev-alice/alice@example.org/state.db "SELECT hex(value) FROM settings WHERE key = 'sync:secret:profile-key'")
+laptop_key=$(sqlite3 dev-alice2/alice@example.org/state.db "SELECT hex(value) FROM settings WHERE key = 'sync:secret:profile-key'")
+[ -n "$phone_key" ] && [ "$phone_key" = "$laptop_key" ] && ok || bad "one profile key: $phone_key / $laptop_key"
+grep -q "^sync:secret:profile-key	(secret)$" out.txt && ok || bad "the key is never shown: $(cat out.txt)"
+expect 0 "bob writes again" -- as bob send alice@example.org --text "after the block"
+grep -q "$unsealed" err.txt && ok || bad "bob's sealed send still works after the block: $(cat err.txt)"
+expect 0 "carol receives the new key" -- as carol receive --wait 1
+expect 0 "carol writes" -- as carol send alice@example.org --text "sealed from carol"
+! grep -q "$unsealed" err.txt && ok || bad "carol's sealed send after the rotation: $(cat err.txt)"
+expect 0 "alice gets both" -- as alice receive --wait 1
+grep -q "after the block" out.txt && grep -q "sealed from carol" out.txt && ok || bad "alice's messages: $(cat out.txt)"
 finish

@@ -426,6 +426,26 @@ static void test_payload_sync(void **state)
     e[1].value_len = 0;
     p.sync_count = MSV_SYNC_ENTRIES_MAX + 1;
     assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+
+    /* a new profile key for contacts: the key and nothing else */
+    fill_message(&p, NULL);
+    p.kind = MSV_KIND_PROFILE_KEY;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.has_profile_key = true;
+    test_fill_pattern(p.profile_key, MSV_PROFILE_KEY_LEN, 6);
+    back = round_trip(&p);
+    assert_int_equal(back->kind, MSV_KIND_PROFILE_KEY);
+    assert_memory_equal(back->profile_key, p.profile_key, MSV_PROFILE_KEY_LEN);
+    msv_payload_free(back);
+    p.text = "hi";
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.text = NULL;
+    p.has_group = true;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.has_group = false;
+    p.sync = e;
+    p.sync_count = 1;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
 }
 
 static void test_payload_unknown_field(void **state)

@@ -34,6 +34,7 @@ enum msv_payload_kind {
     MSV_KIND_GROUP_CHANGE = 7,
     MSV_KIND_SESSION_RESET = 8,
     MSV_KIND_SYNC = 11,
+    MSV_KIND_PROFILE_KEY = 13,
 };
 
 /* Synced state (kind MSV_KIND_SYNC): keys "sync:..." or "contact:NAME\nHANDLE". */

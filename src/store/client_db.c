@@ -105,6 +105,10 @@ static const char *const migrations[] = {
                                                  "SELECT " SYNC_CONTACT(
                                                      "contacts") ", x'', 0, " SYNC_NOW
                                                                  ", 1 FROM contacts;",
+    /* v10: one profile key per account, synced between its devices (client/sessions.h) */
+    "INSERT INTO settings (key, value) SELECT 'sync:secret:profile-key', value FROM settings "
+    "  WHERE key = 'profile-key';"
+    "DELETE FROM settings WHERE key = 'profile-key';",
 };
 
 /*

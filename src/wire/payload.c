@@ -36,6 +36,8 @@ const char *msv_payload_kind_name(enum msv_payload_kind kind)
         return "session-reset";
     case MSV_KIND_SYNC:
         return "sync";
+    case MSV_KIND_PROFILE_KEY:
+        return "profile-key";
     default:
         return "unknown";
     }
@@ -113,6 +115,8 @@ static int kind_ok(const struct msv_payload *p)
         return p->has_group && p->participant_count > 0 && bare;
     case MSV_KIND_SYNC:
         return p->sync_count > 0 && bare && !p->has_group;
+    case MSV_KIND_PROFILE_KEY:
+        return p->has_profile_key && bare && !p->has_group;
     default:
         return 0;
     }
