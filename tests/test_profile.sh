@@ -62,6 +62,16 @@ grep -q "^sync:block:carol@example.org	deleted$" out.txt && ok || bad "the unblo
 expect 0 "nothing comes back to the phone" -- as alice receive --wait 1
 ! grep -q "synced" out.txt && ok || bad "an applied change was sent back: $(cat out.txt)"
 
+# whoever writes a synced setting (here SQLite itself) needs do nothing more; a large change
+# goes in as many payloads as the relay's envelope limit needs
+sqlite3 dev-alice/alice@example.org/state.db "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40) INSERT INTO settings SELECT 'sync:conv:group' || i || ':mute', replace(hex(zeroblob(450)), '0', 'm') FROM n;" && ok || bad "settings written by sqlite3"
+expect 0 "the phone's next command sends them" -- as alice contacts
+expect 0 "the laptop receives them" -- as2 sync list
+[ "$(grep -c '^sync:conv:group[0-9]*:mute	m\{900\}$' out.txt)" = 0 ] && ok || bad "synced before the laptop received"
+expect 0 "the laptop receives them" -- as2 receive --wait 1
+expect 0 "..." -- as2 sync list
+[ "$(grep -c '^sync:conv:group[0-9]*:mute	m\{900\}$' out.txt)" = 40 ] && ok || bad "40 large settings on the laptop: $(grep -c mute out.txt)"
+
 # the daemon: a 'sync' event for schema 2 subscribers, none for schema 1
 (exec "$M" --data-dir dev-alice2 daemon >daemon.out 2>daemon.err) &
 daemon=$!

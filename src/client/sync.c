@@ -143,6 +143,10 @@ static msv_err rotate_for_block(struct msv_client *c)
     return err;
 }
 
+/* A SYNC payload stays well below the relay's smallest envelope limit (16 KiB by default). */
+#define SYNC_BATCH_BYTES 8000
+#define SYNC_ENTRY_OVERHEAD 24
+
 /* Sends one batch of pending entries; *n receives how many were pending. */
 static msv_err flush_batch(struct msv_client *c, size_t *n, size_t *sent)
 {
@@ -156,11 +160,18 @@ static msv_err flush_batch(struct msv_client *c, size_t *n, size_t *sent)
     *n = 0;
     err = msv_client_db_sync_list(c->db, 1, MSV_SYNC_ENTRIES_MAX, &e, n);
 
-    for (size_t i = 0; err == MSV_OK && i < *n; i++) {
-        if (msv_sync_entry_is_valid(&e[i]))
-            valid[k++] = e[i];
-        else /* a contact name no payload can carry (a line break, too long): kept here only */
+    for (size_t i = 0, bytes = 0; err == MSV_OK && i < *n; i++) {
+        size_t size = strlen(e[i].key) + e[i].value_len + SYNC_ENTRY_OVERHEAD;
+
+        if (!msv_sync_entry_is_valid(&e[i])) {
+            /* a contact name no payload can carry (a line break, too long): kept here only */
             err = msv_client_db_sync_sent(c->db, &e[i]);
+            continue;
+        }
+        if (bytes + size > SYNC_BATCH_BYTES)
+            break; /* the rest goes in the next payload */
+        valid[k++] = e[i];
+        bytes += size;
     }
     if (err == MSV_OK && k > 0) {
         p.sync = valid;
