@@ -555,6 +555,12 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
 
         add_note(ch, from != NULL ? from : "", "\u26a0 %s", notice ? notice : "");
         set_status(ch, 6000, "%s", notice ? notice : "");
+    } else if (strcmp(type, "sync") == 0) {
+        const char *notice = json_string_value(json_object_get(event, "notice"));
+
+        add_note(ch, "", "\u21c4 %s", notice ? notice : "");
+        set_status(ch, 6000, "%s", notice ? notice : "");
+        ch->reload = 1; /* contacts' names may have changed */
     } else if (strcmp(type, "alarm") == 0) {
         const char *warning = json_string_value(json_object_get(event, "warning"));
 

@@ -124,6 +124,12 @@ static const struct {
      "compose line, delivery and read marks, typing notices, warnings about changed "
      "devices, files with progress. Type /help in it for its commands. Like the daemon, it "
      "owns the account while it runs, and other commands go through it."},
+    {"sync", "sync [list | set KEY VALUE | unset KEY]",
+     "Contacts, and every setting whose key begins with 'sync:' (blocks, privacy, conversation "
+     "states...), are the same on all of the account's devices: after each command, what it "
+     "changed is sent to the account's other devices (never anyone else's), where the newest "
+     "change of each key wins; a newly approved device receives all of it. Lists the synced "
+     "state (KEY, VALUE, and 'deleted' for a deletion), or sets or removes one 'sync:' setting."},
     {"log-head", "log-head",
      "Asks the directory for this account's devices (checked against its transparency log) "
      "and prints the log's newest tree head this device accepted, as a line "
@@ -1910,8 +1916,71 @@ int cli_account_command(const char *command)
            (cli_usage(command, NULL) == 0 || strcmp(command, "listen") == 0);
 }
 
-int cli_run(const struct cli *o, const char *command, struct msv_client *c)
+/* One synced key: KEY TAB VALUE (or "deleted"); -o json {key, value or value_hex, deleted}. */
+static void print_sync_entry(const struct cli *o, const struct msv_sync_entry *e)
 {
+    int text =
+        msv_utf8_is_valid(e->value, e->value_len) && memchr(e->value, '\0', e->value_len) == NULL;
+    char *v = malloc(e->value_len * 2 + 1);
+
+    if (v == NULL)
+        return;
+    if (strncmp(e->key, "sync:secret:", 12) == 0) { /* a key: never shown */
+        text = 1;
+        snprintf(v, e->value_len * 2 + 1, "%s", e->value_len > 0 ? "(secret)" : "");
+    } else if (text) {
+        memcpy(v, e->value, e->value_len);
+        v[e->value_len] = '\0';
+    } else if (msv_hex_encode(e->value, e->value_len, v, e->value_len * 2 + 1) != MSV_OK) {
+        v[0] = '\0';
+    }
+    if (o->json)
+        emit_json(json_pack("{s:s, s:s, s:b, s:I}", "key", e->key, text ? "value" : "value_hex", v,
+                            "deleted", e->deleted, "stamp", (json_int_t)e->stamp));
+    else
+        print_fields(e->key, e->deleted ? "deleted" : v);
+    free(v);
+}
+
+static int cmd_sync(const struct cli *o, struct msv_client *c)
+{
+    struct msv_sync_entry *list = NULL;
+    size_t n = 0;
+    msv_err err;
+
+    if ((o->argc == 3 && strcmp(o->argv[0], "set") == 0) ||
+        (o->argc == 2 && strcmp(o->argv[0], "unset") == 0)) {
+        const char *key = o->argv[1], *value = o->argc == 3 ? o->argv[2] : NULL;
+
+        if (strncmp(key, "sync:", 5) != 0 || key[5] == '\0' || strlen(key) > MSV_SYNC_KEY_MAX ||
+            strncmp(key, "sync:secret:", 12) == 0 ||
+            !msv_utf8_is_valid((const uint8_t *)key, strlen(key)) ||
+            (value != NULL && strlen(value) > MSV_SYNC_VALUE_MAX)) {
+            fprintf(cli_err,
+                    "missive: a synced setting's key begins with 'sync:' (at most %u "
+                    "bytes of UTF-8), its value at most %u bytes\n",
+                    MSV_SYNC_KEY_MAX, MSV_SYNC_VALUE_MAX);
+            return EXIT_USAGE;
+        }
+        err = value != NULL ? msv_client_db_set(c->db, key, value, strlen(value))
+                            : msv_client_db_unset(c->db, key);
+        return err == MSV_OK ? 0 : fail(c, "changing the setting", err);
+    }
+    if (o->argc > 1 || (o->argc == 1 && strcmp(o->argv[0], "list") != 0))
+        return cli_usage("sync", cli_err);
+    err = msv_client_db_sync_list(c->db, 0, SIZE_MAX, &list, &n);
+    if (err != MSV_OK)
+        return fail(c, "listing the synced state", err);
+    for (size_t i = 0; i < n; i++)
+        print_sync_entry(o, &list[i]);
+    msv_sync_entries_free(list, n);
+    return 0;
+}
+
+static int run_account_command(const struct cli *o, const char *command, struct msv_client *c)
+{
+    if (strcmp(command, "sync") == 0)
+        return cmd_sync(o, c);
     if (strcmp(command, "devices") == 0)
         return cmd_devices(o, c);
     if (strcmp(command, "contacts") == 0)
@@ -1944,6 +2013,22 @@ int cli_run(const struct cli *o, const char *command, struct msv_client *c)
         return cmd_fingerprint(o, c);
     fprintf(cli_err, "missive: unknown command '%s'\n", command);
     return EXIT_USAGE;
+}
+
+int cli_run(const struct cli *o, const char *command, struct msv_client *c)
+{
+    int rc = run_account_command(o, command, c);
+    msv_err err = msv_client_sync_flush(c, NULL);
+
+    /* what the command changed of the synced state goes to the account's other devices now;
+     * what cannot stays pending for the next command */
+    if (err != MSV_OK) {
+        fprintf(cli_err,
+                "missive: warning: synced changes wait to be sent to this account's "
+                "other devices: %s\n",
+                msv_strerror(err));
+    }
+    return rc;
 }
 
 int cli_run_unopened(const struct cli *o, const char *command)

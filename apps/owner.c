@@ -356,7 +356,7 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         [MSV_INCOMING_MESSAGE] = "message",   [MSV_INCOMING_RECEIPT] = "receipt",
         [MSV_INCOMING_TYPING] = "typing",     [MSV_INCOMING_EDIT] = "edit",
         [MSV_INCOMING_DEVICE] = "device",     [MSV_INCOMING_SESSION] = "session",
-        [MSV_INCOMING_REACTION] = "reaction",
+        [MSV_INCOMING_REACTION] = "reaction", [MSV_INCOMING_SYNC] = "sync",
     };
     struct owner *ow = ctx;
     json_t *event = json_pack("{s:s}", "type", kinds[in->kind]);
@@ -449,6 +449,10 @@ static void pump(struct owner *ow)
         ow->monitor_at = msv_mono_ms() + MONITOR_INTERVAL_MS;
         err = msv_client_monitor(c, on_alarm, ow, &alarms);
     }
+    /* synced state written beside the commands (by the chat, say) goes to the other devices;
+     * what cannot go now stays pending, and the connection stays */
+    if (err == MSV_OK && msv_client_sync_flush(c, NULL) != MSV_OK)
+        snprintf(ow->last_error, sizeof(ow->last_error), "synced changes wait to be sent");
     if (err != MSV_OK && c->conn != NULL) {
         snprintf(ow->last_error, sizeof(ow->last_error), "%s", msv_strerror(err));
         msv_conn_close(c->conn);

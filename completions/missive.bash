@@ -20,7 +20,8 @@ _missive()
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD - 1]}
     local commands="register link devices contacts groups send receive history read typing
-        edit unsend edits windows react verify fingerprint backup restore daemon chat log-head"
+        edit unsend edits windows react verify fingerprint backup restore daemon chat log-head
+        sync"
     local global="--account --data-dir -o --passphrase-file --password-file
         --backup-passphrase-file --help"
     local command="" data_dir="" i
@@ -59,6 +60,7 @@ _missive()
     link) opts="--server --suite --compat" ;;
     devices) opts="list approve remove" ;;
     contacts) opts="list add remove" ;;
+    sync) opts="list set unset" ;;
     groups) opts="list create add remove rename" ;;
     send) opts="--text --file --group" ;;
     receive) opts="--wait" ;;

@@ -2477,6 +2477,73 @@ static void send_under_id(struct msv_client *mallory, const uint8_t id[16], cons
     reconnect(mallory); /* the outbox goes with the connection */
 }
 
+static void count_sync(void *ctx, const struct msv_incoming *in)
+{
+    if (in->kind == MSV_INCOMING_SYNC)
+        (*(int *)ctx)++;
+}
+
+/*
+ * Synced state is shared only by an account's own devices: a SYNC payload
+ * that mallory sends bob (a block of alice, a contact naming mallory "Alice",
+ * the deletion of bob's own setting) changes nothing and is not reported,
+ * though acknowledged; the same change from a device of bob's own account
+ * applies.
+ */
+static void test_sync_from_another_account(void **state)
+{
+    char *to[1] = {"bob@example.org"};
+    struct msv_sync_entry e[3] = {
+        {.key = "sync:block:alice@example.org", .value = (uint8_t *)"1", .value_len = 1},
+        {.key = "contact:Alice\nmallory@example.org"},
+        {.key = "sync:privacy:typing", .deleted = true},
+    };
+    struct msv_payload p = {.kind = MSV_KIND_SYNC,
+                            .sync = e,
+                            .sync_count = 3,
+                            .participants = to,
+                            .participant_count = 1};
+    struct test_server s;
+    struct msv_client *bob, *mallory;
+    struct msv_contact *c = NULL;
+    uint8_t id[16], *pt = NULL, *v = NULL;
+    size_t len = 0, n = 0;
+    int synced = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    bob = client_for(&s, "bob", "bob@example.org");
+    mallory = client_for(&s, "mallory", "mallory@example.org");
+    assert_int_equal(msv_client_db_set(bob->db, "sync:privacy:typing", "off", 3), MSV_OK);
+    for (size_t i = 0; i < 3; i++)
+        e[i].stamp = (uint64_t)msv_wall_ms() + 60000;
+    msv_random_bytes(id, sizeof(id));
+    memcpy(p.message_id, id, 16);
+    p.sent_at_ms = (uint64_t)msv_wall_ms();
+    assert_int_equal(msv_payload_encode(&p, &pt, &len), MSV_OK);
+    assert_int_equal(msv_client_db_outbox_put(mallory->db, NULL, id, "", pt, len, msv_wall_ms()),
+                     MSV_OK);
+    free(pt);
+    reconnect(mallory); /* the outbox goes with the connection */
+    assert_int_equal(msv_client_receive(bob, 500, count_sync, &synced, &n), MSV_OK);
+    assert_int_equal(synced, 0);
+    assert_int_equal(msv_client_db_get(bob->db, "sync:block:alice@example.org", &v, &len),
+                     MSV_ERR_NOT_FOUND);
+    assert_int_equal(msv_client_db_get(bob->db, "sync:privacy:typing", &v, &len), MSV_OK);
+    assert_memory_equal(v, "off", 3);
+    free(v);
+    assert_int_equal(msv_client_db_contacts(bob->db, "Alice", &c, &n), MSV_OK);
+    assert_int_equal(n, 0);
+    msv_contacts_free(c, n);
+    /* acknowledged: it does not come again */
+    drop_connection(bob);
+    assert_int_equal(receive_now(bob), 0);
+    msv_client_close(mallory);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 /*
  * Message ids are the sender's: mallory, who saw the id of alice's message
  * to bob, sends her own message under it. Neither is dropped as the other's
@@ -2830,6 +2897,7 @@ int main(void)
         cmocka_unit_test(test_non_member_group_post),
         cmocka_unit_test(test_receipts_only_from_recipients),
         cmocka_unit_test(test_reused_message_id),
+        cmocka_unit_test(test_sync_from_another_account),
         cmocka_unit_test(test_received_files_kept),
         cmocka_unit_test(test_unfetchable_attachment),
         cmocka_unit_test(test_account_directory_checked),

@@ -95,6 +95,98 @@ static void test_contacts(void **state)
     msv_contacts_free(c, n);
 }
 
+/* The one entry of the synced state with key; fails if absent. */
+static struct msv_sync_entry *sync_find(struct msv_sync_entry *list, size_t n, const char *key)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i].key, key) == 0)
+            return &list[i];
+    fail_msg("no synced entry %s", key);
+    return NULL;
+}
+
+/*
+ * Writers only write: every change of a "sync:" setting or a contact is
+ * recorded, stamped and pending; other settings are not. Changes from another
+ * device apply only when newer, and are not recorded as pending (no echo).
+ */
+static void test_sync_state(void **state)
+{
+    struct fixture *f = *state;
+    struct msv_sync_entry *list = NULL, *e, in = {.key = "sync:privacy:typing"};
+    struct msv_contact *c = NULL;
+    uint8_t *v = NULL;
+    size_t n = 0, len = 0;
+    uint64_t stamp;
+    int applied = 0;
+
+    assert_int_equal(msv_client_db_set(f->db, "profile-key", "k", 1), MSV_OK);
+    assert_int_equal(msv_client_db_set(f->db, "sync:block:bob@x.org", "1", 1), MSV_OK);
+    assert_int_equal(msv_client_db_set(f->db, "sync:privacy:typing", "off", 3), MSV_OK);
+    assert_int_equal(msv_client_db_contact_add(f->db, "Bobby", "bob@x.org"), MSV_OK);
+    assert_int_equal(msv_client_db_sync_list(f->db, 1, 100, &list, &n), MSV_OK);
+    assert_int_equal(n, 3);
+    assert_non_null(sync_find(list, n, "contact:Bobby\nbob@x.org"));
+    e = sync_find(list, n, "sync:privacy:typing");
+    stamp = e->stamp;
+    assert_true(stamp > 0);
+    /* sent: no longer pending, unless changed since */
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(msv_client_db_sync_sent(f->db, &list[i]), MSV_OK);
+    msv_sync_entries_free(list, n);
+    assert_int_equal(msv_client_db_sync_list(f->db, 1, 100, &list, &n), MSV_OK);
+    assert_int_equal(n, 0);
+    msv_sync_entries_free(list, n);
+    /* a deletion is a stamped tombstone, above the key's last stamp */
+    assert_int_equal(msv_client_db_unset(f->db, "sync:block:bob@x.org"), MSV_OK);
+    assert_int_equal(msv_client_db_contact_remove(f->db, "Bobby"), MSV_OK);
+    assert_int_equal(msv_client_db_sync_list(f->db, 1, 100, &list, &n), MSV_OK);
+    assert_int_equal(n, 2);
+    assert_true(sync_find(list, n, "sync:block:bob@x.org")->deleted);
+    assert_true(sync_find(list, n, "contact:Bobby\nbob@x.org")->deleted);
+    msv_sync_entries_free(list, n);
+
+    /* an older change from another device (a replay) undoes nothing */
+    in.value = (uint8_t *)"on";
+    in.value_len = 2;
+    in.stamp = stamp - 1;
+    assert_int_equal(msv_client_db_sync_apply(f->db, &in, &applied), MSV_OK);
+    assert_int_equal(applied, 0);
+    assert_int_equal(msv_client_db_get(f->db, "sync:privacy:typing", &v, &len), MSV_OK);
+    assert_memory_equal(v, "off", 3);
+    free(v);
+    /* a newer one applies, and is not pending here */
+    in.stamp = stamp + 10;
+    assert_int_equal(msv_client_db_sync_apply(f->db, &in, &applied), MSV_OK);
+    assert_int_equal(applied, 1);
+    assert_int_equal(msv_client_db_get(f->db, "sync:privacy:typing", &v, &len), MSV_OK);
+    assert_memory_equal(v, "on", 2);
+    free(v);
+    assert_int_equal(msv_client_db_sync_apply(f->db, &in, &applied), MSV_OK);
+    assert_int_equal(applied, 0); /* the same again */
+    in.key = "contact:Carol\ncarol@x.org";
+    in.value_len = 0;
+    assert_int_equal(msv_client_db_sync_apply(f->db, &in, &applied), MSV_OK);
+    assert_int_equal(applied, 1);
+    assert_int_equal(msv_client_db_contacts(f->db, "Carol", &c, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    msv_contacts_free(c, n);
+    in.deleted = true;
+    in.stamp++;
+    assert_int_equal(msv_client_db_sync_apply(f->db, &in, &applied), MSV_OK);
+    assert_int_equal(msv_client_db_contacts(f->db, "Carol", &c, &n), MSV_OK);
+    assert_int_equal(n, 0);
+    msv_contacts_free(c, n);
+    assert_int_equal(msv_client_db_sync_list(f->db, 1, 100, &list, &n), MSV_OK);
+    assert_int_equal(n, 2); /* only the two local deletions */
+    msv_sync_entries_free(list, n);
+    /* a new device's snapshot: everything pending again */
+    assert_int_equal(msv_client_db_sync_resend_all(f->db), MSV_OK);
+    assert_int_equal(msv_client_db_sync_list(f->db, 1, 100, &list, &n), MSV_OK);
+    assert_int_equal(n, 4);
+    msv_sync_entries_free(list, n);
+}
+
 static void test_known_devices_changes(void **state)
 {
     struct fixture *f = *state;
@@ -443,6 +535,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_settings_and_privacy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_contacts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_known_devices_changes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_history_and_search, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conversation_list, setup, teardown),

@@ -438,6 +438,87 @@ static void test_payload_hostile(void **state)
 }
 
 /* A field this version does not know is skipped, so newer senders can add fields. */
+/* Synced state between an account's devices: keys within the rules, and on kind SYNC only. */
+static void test_payload_sync(void **state)
+{
+    struct msv_sync_entry e[2] = {
+        {.key = "sync:block:bob@example.org", .value = (uint8_t *)"on", .value_len = 2, .stamp = 5},
+        {.key = "contact:Bobby\nbob@example.org", .deleted = true, .stamp = 7},
+    };
+    static const char *const bad_keys[] = {"sync:",           "profile-key",
+                                           "contact:Bobby",   "contact:\nbob@example.org",
+                                           "contact:B\nb\nc", "session:1:ab:0"};
+    uint8_t *enc = NULL, big[MSV_SYNC_VALUE_MAX + 1] = {0};
+    size_t len = 0;
+    struct msv_payload p, *back;
+
+    (void)state;
+    fill_message(&p, NULL);
+    p.kind = MSV_KIND_SYNC;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID); /* nothing to sync */
+    p.sync = e;
+    p.sync_count = 2;
+    back = round_trip(&p);
+    assert_int_equal(back->kind, MSV_KIND_SYNC);
+    assert_int_equal(back->sync_count, 2);
+    assert_string_equal(back->sync[0].key, e[0].key);
+    assert_int_equal(back->sync[0].value_len, 2);
+    assert_memory_equal(back->sync[0].value, "on", 2);
+    assert_int_equal(back->sync[0].stamp, 5);
+    assert_true(back->sync[1].deleted);
+    assert_string_equal(back->sync[1].key, e[1].key);
+    msv_payload_free(back);
+    /* no text, and no sync entries on any other kind */
+    p.text = "hi";
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.text = NULL;
+    p.kind = MSV_KIND_MESSAGE;
+    p.text = "hi";
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.kind = MSV_KIND_SYNC;
+    p.text = NULL;
+    /* only synced keys, a stamp, bounded values, no value on a deletion */
+    for (size_t i = 0; i < sizeof(bad_keys) / sizeof(bad_keys[0]); i++) {
+        e[0].key = (char *)bad_keys[i];
+        assert_false(msv_sync_entry_is_valid(&e[0]));
+        assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    }
+    e[0].key = "sync:privacy:typing";
+    e[0].stamp = 0;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    e[0].stamp = 5;
+    e[0].value = big;
+    e[0].value_len = sizeof(big);
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    e[0].value_len = 2;
+    e[1].value = big;
+    e[1].value_len = 1;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    e[1].value_len = 0;
+    p.sync_count = MSV_SYNC_ENTRIES_MAX + 1;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+
+    /* a new profile key for contacts: the key and nothing else */
+    fill_message(&p, NULL);
+    p.kind = MSV_KIND_PROFILE_KEY;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.has_profile_key = true;
+    test_fill_pattern(p.profile_key, MSV_PROFILE_KEY_LEN, 6);
+    back = round_trip(&p);
+    assert_int_equal(back->kind, MSV_KIND_PROFILE_KEY);
+    assert_memory_equal(back->profile_key, p.profile_key, MSV_PROFILE_KEY_LEN);
+    msv_payload_free(back);
+    p.text = "hi";
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.text = NULL;
+    p.has_group = true;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.has_group = false;
+    p.sync = e;
+    p.sync_count = 1;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+}
+
 static void test_payload_unknown_field(void **state)
 {
     struct msv_payload p, *back = NULL;
@@ -475,6 +556,7 @@ int main(void)
         cmocka_unit_test(test_payload_reaction),
         cmocka_unit_test(test_payload_hostile),
         cmocka_unit_test(test_payload_unknown_field),
+        cmocka_unit_test(test_payload_sync),
     };
 
     return cmocka_run_group_tests_name("wire", tests, NULL, NULL);

@@ -35,6 +35,21 @@ enum msv_payload_kind {
     MSV_KIND_GROUP_CHANGE = 7,
     MSV_KIND_SESSION_RESET = 8,
     MSV_KIND_REACTION = 9,
+    MSV_KIND_SYNC = 11,
+    MSV_KIND_PROFILE_KEY = 13,
+};
+
+/* Synced state (kind MSV_KIND_SYNC): keys "sync:..." or "contact:NAME\nHANDLE". */
+#define MSV_SYNC_ENTRIES_MAX 64
+#define MSV_SYNC_KEY_MAX 512
+#define MSV_SYNC_VALUE_MAX 1024
+
+struct msv_sync_entry {
+    char *key;
+    uint8_t *value; /* may be NULL when value_len is 0 */
+    size_t value_len;
+    bool deleted;
+    uint64_t stamp; /* not 0 */
 };
 
 struct msv_attachment_ref {
@@ -73,7 +88,9 @@ struct msv_payload {
     uint8_t log_head[MSV_LOG_HEAD_LEN]; /* opaque here; see client/transparency.h */
     bool has_profile_key;
     uint8_t profile_key[MSV_PROFILE_KEY_LEN]; /* the sender's, for sealed sends to it */
-    uint32_t edit_number; /* edits: 1 for a message's first edit, then 2, ...; else 0 */
+    uint32_t edit_number;        /* edits: 1 for a message's first edit, then 2, ...; else 0 */
+    struct msv_sync_entry *sync; /* kind MSV_KIND_SYNC only */
+    size_t sync_count;
 };
 
 /*
@@ -98,6 +115,8 @@ void msv_payload_free(struct msv_payload *p);
  * spaces or control characters (C0, DEL, C1).
  */
 int msv_payload_reaction_is_valid(const char *emoji);
+/* Whether e could go in a SYNC payload (key, stamp and value within the rules). */
+bool msv_sync_entry_is_valid(const struct msv_sync_entry *e);
 
 /* Returns a static name for kind ("message", "receipt-delivered", ...). */
 const char *msv_payload_kind_name(enum msv_payload_kind kind);

@@ -443,6 +443,9 @@ msv_err msv_client_register_finish(struct msv_client *c, const char *code, const
     if (err == MSV_OK)
         err = save_device_id(c);
     msv_conn_close(conn);
+    /* the account's first device makes its profile key (a linked device gets it by sync) */
+    if (err == MSV_OK && (msv_identity_suites(c->id) & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
+        err = msv_sessions_new_profile_key(c);
     if (err == MSV_OK)
         publish_now(c);
     return err;

@@ -214,6 +214,7 @@ enum msv_incoming_kind {
                              from it could not be read (notice) */
     /* from reacted to target with emoji ("" took it away) */
     MSV_INCOMING_REACTION,
+    MSV_INCOMING_SYNC,    /* another device of this account synced changes here (notice) */
 };
 
 struct msv_incoming {
@@ -281,6 +282,14 @@ MSV_MUST_CHECK msv_err msv_client_devices(struct msv_client *c, const char *hand
 MSV_MUST_CHECK msv_err msv_client_remove_device(struct msv_client *c, uint64_t device_id);
 /* Approves a device waiting to join this account (see the notice its link causes). */
 MSV_MUST_CHECK msv_err msv_client_approve_device(struct msv_client *c, uint64_t device_id);
+
+/*
+ * Sends the changes of synced state (contacts, "sync:" settings) not yet sent
+ * to the account's other devices; *sent (may be NULL) counts them. Run after
+ * each command; what cannot be sent now stays pending or in the outbox.
+ * Approving a device sends it the whole synced state.
+ */
+MSV_MUST_CHECK msv_err msv_client_sync_flush(struct msv_client *c, size_t *sent);
 
 /* How many sends went without sealed sender to a handle whose delivery token this device has. */
 uint64_t msv_client_unsealed_sends(struct msv_client *c);

@@ -190,5 +190,10 @@ msv_err msv_client_approve_device(struct msv_client *c, uint64_t device_id)
         err = msv_client_db_own_device_put(c->db, device_id, hash, req_bytes[0], req_bytes + 1,
                                            req_len - 1, 0);
     free(req_bytes);
+    /* the new device gets the whole synced state; what cannot go now stays pending, for the
+     * next flush */
+    if (err == MSV_OK && msv_client_db_sync_resend_all(c->db) == MSV_OK &&
+        msv_client_sync_flush(c, NULL) != MSV_OK)
+        c->why.message[0] = '\0';
     return err;
 }

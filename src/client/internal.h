@@ -80,6 +80,11 @@ msv_err client_take_control(struct msv_client *c, const char *sender, uint64_t d
                             const struct msv_payload *p,
                             void (*on_message)(void *, const struct msv_incoming *), void *ctx);
 
+/* Applies a SYNC payload from sender's device: only if sender is this account (else ignored). */
+msv_err client_take_sync(struct msv_client *c, const char *sender, uint64_t device,
+                         const struct msv_payload *p,
+                         void (*on_message)(void *, const struct msv_incoming *), void *ctx);
+
 /* Message id goes to handle authenticated: counted, and told through on_unsealed, once (a
  * message is tried again after a lost connection, and from the outbox). */
 msv_err client_unsealed(struct msv_client *c, const uint8_t id[16], const char *handle);

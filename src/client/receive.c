@@ -652,6 +652,13 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
         return err;
     }
     keep_gossip(c, sender, p);
+    if (p->kind == MSV_KIND_SYNC || p->kind == MSV_KIND_PROFILE_KEY) {
+        /* a new profile key was learnt above: nothing else to do for it */
+        if (p->kind == MSV_KIND_SYNC)
+            err = client_take_sync(c, sender, from->device, p, on_message, ctx);
+        msv_payload_free(p);
+        return err == MSV_OK ? MSV_ERR_EXISTS : err; /* acknowledged, not a message */
+    }
     if (p->kind != MSV_KIND_MESSAGE && p->kind != MSV_KIND_GROUP_CHANGE) {
         err = client_take_control(c, sender, from->device, p, on_message, ctx);
         msv_payload_free(p);

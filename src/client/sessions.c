@@ -5,7 +5,8 @@
  * msv_sessions_key()), "prekey:<id>" (secret || public of a prekey), "prekey-next"
  * (u32be, the next prekey id), "signed-prekey" (u32be id || u64be ms since
  * it is in use), "signed-prekey-old" (u32be id of the one before),
- * "profile-key", "token-published", "profile:<handle>" (the profile key a
+ * MSV_PROFILE_KEY_SETTING (the account's profile key, synced between its
+ * devices), "token-published", "profile:<handle>" (the profile key a
  * handle's device sent).
  */
 #include <errno.h>
@@ -240,7 +241,7 @@ msv_err msv_sessions_profile_key(struct msv_client *c, uint8_t key[MSV_PROFILE_K
 {
     uint8_t *v = NULL;
     size_t len = 0;
-    msv_err err = msv_client_db_get(c->db, "profile-key", &v, &len);
+    msv_err err = msv_client_db_get(c->db, MSV_PROFILE_KEY_SETTING, &v, &len);
 
     if (err == MSV_OK && len == MSV_PROFILE_KEY_LEN)
         memcpy(key, v, MSV_PROFILE_KEY_LEN);
@@ -249,8 +250,70 @@ msv_err msv_sessions_profile_key(struct msv_client *c, uint8_t key[MSV_PROFILE_K
         return MSV_OK;
     if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
         return err;
+    /* made here on first use, it is stamped as old as can be: the key the account's other
+     * devices hold (a linked device's snapshot) replaces it */
+    {
+        struct msv_sync_entry e = {.key = MSV_PROFILE_KEY_SETTING,
+                                   .value = key,
+                                   .value_len = MSV_PROFILE_KEY_LEN,
+                                   .stamp = 1};
+        int applied = 0;
+
+        msv_random_bytes(key, MSV_PROFILE_KEY_LEN);
+        err = msv_client_db_sync_apply(c->db, &e, &applied);
+        if (err == MSV_OK && !applied)
+            err = msv_client_db_set(c->db, MSV_PROFILE_KEY_SETTING, key, MSV_PROFILE_KEY_LEN);
+    }
+    return err;
+}
+
+msv_err msv_sessions_new_profile_key(struct msv_client *c)
+{
+    uint8_t key[MSV_PROFILE_KEY_LEN];
+    msv_err err;
+
     msv_random_bytes(key, MSV_PROFILE_KEY_LEN);
-    return msv_client_db_set(c->db, "profile-key", key, MSV_PROFILE_KEY_LEN);
+    err = msv_client_db_set(c->db, MSV_PROFILE_KEY_SETTING, key, MSV_PROFILE_KEY_LEN);
+    sodium_memzero(key, sizeof(key));
+    return err;
+}
+
+/* Registers this device's delivery token, from the profile key it holds now. */
+static msv_err publish_token(struct msv_client *c)
+{
+    uint8_t profile[MSV_PROFILE_KEY_LEN], token[16];
+    msv_err err = msv_sessions_profile_key(c, profile);
+
+    msv_sessions_delivery_token(profile, token);
+    if (err == MSV_OK)
+        err = msv_request_set_delivery_token(c->conn, token, TIMEOUT_MS, &c->why);
+    if (err == MSV_OK)
+        err = msv_client_db_set(c->db, "token-published", "1", 1);
+    sodium_memzero(profile, sizeof(profile));
+    return err;
+}
+
+msv_err msv_sessions_profile_key_changed(struct msv_client *c)
+{
+    uint8_t *flag = NULL;
+    size_t len = 0;
+    msv_err err = msv_client_db_unset(c->db, "token-published");
+
+    if (err != MSV_OK || !(msv_identity_suites(c->id) & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
+        return err;
+    /* a new connection publishes it by itself (msv_sessions_publish) */
+    err = msv_client_connect(c);
+    if (err == MSV_OK && msv_client_db_get(c->db, "token-published", &flag, &len) != MSV_OK)
+        err = publish_token(c);
+    free(flag);
+    return err;
+}
+
+msv_err msv_sessions_rotate_profile_key(struct msv_client *c)
+{
+    msv_err err = msv_sessions_new_profile_key(c);
+
+    return err == MSV_OK ? msv_sessions_profile_key_changed(c) : err;
 }
 
 void msv_sessions_delivery_token(const uint8_t key[MSV_PROFILE_KEY_LEN], uint8_t token[16])
@@ -343,7 +406,7 @@ static msv_err signed_prekey_replaced(struct msv_client *c, uint32_t id, int64_t
 msv_err msv_sessions_publish(struct msv_client *c)
 {
     struct msv_prekey keys[MSV_PREKEYS_BATCH], spk;
-    uint8_t sig[64], profile[MSV_PROFILE_KEY_LEN], token[16], *flag = NULL;
+    uint8_t sig[64], *flag = NULL;
     uint32_t left = 0;
     int has_signed = 0, rotate, replace;
     int64_t now = msv_wall_ms(), since = 0;
@@ -376,15 +439,8 @@ msv_err msv_sessions_publish(struct msv_client *c)
         err = msv_client_db_unset(c->db, MSV_PREKEYS_RESTORED);
     sodium_memzero(keys, sizeof(keys));
     sodium_memzero(&spk, sizeof(spk));
-    if (err == MSV_OK && msv_client_db_get(c->db, "token-published", &flag, &flag_len) != MSV_OK) {
-        err = msv_sessions_profile_key(c, profile);
-        msv_sessions_delivery_token(profile, token);
-        if (err == MSV_OK)
-            err = msv_request_set_delivery_token(c->conn, token, TIMEOUT_MS, &c->why);
-        if (err == MSV_OK)
-            err = msv_client_db_set(c->db, "token-published", "1", 1);
-        sodium_memzero(profile, sizeof(profile));
-    }
+    if (err == MSV_OK && msv_client_db_get(c->db, "token-published", &flag, &flag_len) != MSV_OK)
+        err = publish_token(c);
     free(flag);
     return err;
 }

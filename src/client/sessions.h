@@ -54,10 +54,22 @@ msv_err msv_sessions_publish(struct msv_client *c);
 struct msv_client_db;
 MSV_MUST_CHECK msv_err msv_sessions_strip_backup_copy(struct msv_client_db *copy);
 
-/* This device's profile key (made on first use); its delivery token is derived from it. */
+/*
+ * The account's profile key (made on first use), one for all of its devices:
+ * a synced setting (docs/missive.md, "Sync between your devices"), so a
+ * linked device gets it. The delivery token is derived from it.
+ */
+#define MSV_PROFILE_KEY_SETTING "sync:secret:profile-key"
 MSV_MUST_CHECK msv_err msv_sessions_profile_key(struct msv_client *c,
                                                 uint8_t key[MSV_PROFILE_KEY_LEN]);
 void msv_sessions_delivery_token(const uint8_t key[MSV_PROFILE_KEY_LEN], uint8_t token[16]);
+/* The profile key changed (here or from another device): registers the new delivery token now
+ * (connecting), else at the next connection. */
+MSV_MUST_CHECK msv_err msv_sessions_profile_key_changed(struct msv_client *c);
+/* A new profile key for the account (stamped now: the account's other devices take it). */
+MSV_MUST_CHECK msv_err msv_sessions_new_profile_key(struct msv_client *c);
+/* A new profile key for the account, its delivery token registered (the old one then fails). */
+MSV_MUST_CHECK msv_err msv_sessions_rotate_profile_key(struct msv_client *c);
 /* The delivery token for handle, from the profile key its devices sent; MSV_ERR_NOT_FOUND. */
 MSV_MUST_CHECK msv_err msv_sessions_token_for(struct msv_client *c, const char *handle,
                                               uint8_t token[16]);

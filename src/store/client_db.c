@@ -11,6 +11,16 @@ struct msv_client_db {
     sqlite3 *db;
 };
 
+/* Unix milliseconds in SQL, the stamps of synced state. */
+#define SYNC_NOW "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+/* A contact's synced key: "contact:" NAME "\n" HANDLE, of row (new, old or the table). */
+#define SYNC_CONTACT(row) "'contact:' || " row ".name || char(10) || " row ".handle"
+/* Records a change of key (pending, stamped above the key's last stamp). */
+#define SYNC_RECORD(key, value, deleted)                                                       \
+    "INSERT INTO sync_state (key, value, deleted, stamp, pending) VALUES (" key ", " value     \
+    ", " deleted ", " SYNC_NOW ", 1) ON CONFLICT (key) DO UPDATE SET value = excluded.value, " \
+    "deleted = excluded.deleted, stamp = max(stamp + 1, excluded.stamp), pending = 1;"
+
 static const char *const migrations[] = {
     "CREATE TABLE settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
     "CREATE TABLE contacts (name TEXT NOT NULL, handle TEXT NOT NULL,"
@@ -65,6 +75,48 @@ static const char *const migrations[] = {
     /* v10: each version of an edited message (edit 0 the original), for its edit history */
     "CREATE TABLE message_versions (message_id BLOB NOT NULL, edit_number INTEGER NOT NULL,"
     "  text TEXT NOT NULL, at_ms BIGINT NOT NULL, PRIMARY KEY (message_id, edit_number));",
+    /* v11: state synced between the account's own devices (docs/missive.md, "Sync"): every
+     * change of a "sync:" setting or a contact is recorded with a stamp, pending until sent;
+     * changes applied from another device (sync_applying holds a row meanwhile) are not */
+    "CREATE TABLE sync_state (key TEXT PRIMARY KEY, value BLOB NOT NULL, deleted INTEGER NOT "
+    "  NULL, stamp BIGINT NOT NULL, pending INTEGER NOT NULL);"
+    "CREATE TABLE sync_applying (applying INTEGER);"
+    "CREATE TRIGGER settings_sync_ai AFTER INSERT ON settings WHEN new.key GLOB 'sync:*' AND NOT "
+    "  EXISTS (SELECT 1 FROM sync_applying) BEGIN " SYNC_RECORD(
+        "new.key", "new.value",
+        "0") " END;"
+             "CREATE TRIGGER settings_sync_au AFTER UPDATE OF value ON settings WHEN new.key GLOB "
+             "'sync:*' "
+             "  AND new.value IS NOT old.value AND NOT EXISTS (SELECT 1 FROM sync_applying) "
+             "BEGIN " SYNC_RECORD(
+                 "new.key", "new.value",
+                 "0") " END;"
+                      "CREATE TRIGGER settings_sync_ad AFTER DELETE ON settings WHEN old.key GLOB "
+                      "'sync:*' AND NOT "
+                      "  EXISTS (SELECT 1 FROM sync_applying) BEGIN " SYNC_RECORD(
+                          "old.key", "x''",
+                          "1") " END;"
+                               "CREATE TRIGGER contacts_sync_ai AFTER INSERT ON contacts WHEN NOT "
+                               "EXISTS (SELECT 1 FROM "
+                               "  sync_applying) BEGIN " SYNC_RECORD(
+                                   SYNC_CONTACT("new"), "x''",
+                                   "0") " END;"
+                                        "CREATE TRIGGER contacts_sync_ad AFTER DELETE ON contacts "
+                                        "WHEN NOT EXISTS (SELECT 1 FROM "
+                                        "  sync_applying) BEGIN " SYNC_RECORD(
+                                            SYNC_CONTACT("old"), "x''",
+                                            "1") " END;"
+                                                 "INSERT INTO sync_state SELECT key, value, "
+                                                 "0, " SYNC_NOW ", 1 FROM settings WHERE key GLOB "
+                                                 "  'sync:*';"
+                                                 "INSERT OR IGNORE INTO sync_state "
+                                                 "SELECT " SYNC_CONTACT(
+                                                     "contacts") ", x'', 0, " SYNC_NOW
+                                                                 ", 1 FROM contacts;",
+    /* v10: one profile key per account, synced between its devices (client/sessions.h) */
+    "INSERT INTO settings (key, value) SELECT 'sync:secret:profile-key', value FROM settings "
+    "  WHERE key = 'profile-key';"
+    "DELETE FROM settings WHERE key = 'profile-key';",
 };
 
 /*
@@ -1274,4 +1326,162 @@ msv_err msv_client_db_envelopes_forget(struct msv_client_db *db, int64_t before_
         return err;
     sqlite3_bind_int64(st, 1, before_ms);
     return msv_sql_run(st);
+}
+
+/* ---- synced state --------------------------------------------------------------------- */
+
+static msv_err read_sync(sqlite3_stmt *st, void *item)
+{
+    struct msv_sync_entry *e = item;
+
+    e->key = msv_sql_text(st, 0);
+    e->value = msv_sql_blob(st, 1, &e->value_len);
+    e->deleted = sqlite3_column_int(st, 2) != 0;
+    e->stamp = (uint64_t)sqlite3_column_int64(st, 3);
+    return e->key && e->value ? MSV_OK : MSV_ERR_NOMEM;
+}
+
+static void drop_sync(void *list, size_t n)
+{
+    msv_sync_entries_free(list, n);
+}
+
+void msv_sync_entries_free(struct msv_sync_entry *e, size_t count)
+{
+    for (size_t i = 0; e != NULL && i < count; i++) {
+        free(e[i].key);
+        msv_secret_free(e[i].value, e[i].value_len);
+    }
+    free(e);
+}
+
+msv_err msv_client_db_sync_list(struct msv_client_db *db, int pending_only, size_t max,
+                                struct msv_sync_entry **out, size_t *count)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db,
+                                  "SELECT key, value, deleted, stamp FROM sync_state WHERE "
+                                  "pending != 0 OR ?1 = 0 ORDER BY stamp, key LIMIT ?2;",
+                                  &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int(st, 1, pending_only);
+    sqlite3_bind_int64(st, 2, max > INT64_MAX ? INT64_MAX : (sqlite3_int64)max);
+    return collect(st, sizeof(**out), read_sync, drop_sync, (void **)out, count, NULL);
+}
+
+msv_err msv_client_db_sync_sent(struct msv_client_db *db, const struct msv_sync_entry *e)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(
+        db->db, "UPDATE sync_state SET pending = 0 WHERE key = ? AND stamp = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, e->key, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)e->stamp);
+    return msv_sql_run(st);
+}
+
+msv_err msv_client_db_sync_resend_all(struct msv_client_db *db)
+{
+    return msv_sql_exec(db->db, "UPDATE sync_state SET pending = 1;");
+}
+
+/* Whether e is newer than what this device holds for its key (ties: the greater value wins). */
+static msv_err sync_is_newer(struct msv_client_db *db, const struct msv_sync_entry *e, int *newer)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db,
+                                  "SELECT stamp < ?2 OR (stamp = ?2 AND (deleted > ?3 OR (deleted "
+                                  "= ?3 AND value < ?4))) FROM sync_state WHERE key = ?1;",
+                                  &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, e->key, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)e->stamp);
+    sqlite3_bind_int(st, 3, e->deleted);
+    sqlite3_bind_blob(st, 4, e->value_len ? (const void *)e->value : "", (int)e->value_len,
+                      SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    *newer = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 1;
+    err = rc == SQLITE_ROW || rc == SQLITE_DONE ? MSV_OK : msv_sql_err(rc);
+    sqlite3_finalize(st);
+    return err;
+}
+
+/* Writes e into settings or contacts (the triggers see sync_applying and record nothing). */
+static msv_err sync_write(struct msv_client_db *db, const struct msv_sync_entry *e)
+{
+    static const char *const sql[2][2] = {
+        {"INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET "
+         "value = excluded.value;",
+         "DELETE FROM settings WHERE key = ?1;"},
+        {"INSERT OR IGNORE INTO contacts (name, handle) VALUES (?1, ?3);",
+         "DELETE FROM contacts WHERE name = ?1 AND handle = ?3;"},
+    };
+    int contact = strncmp(e->key, "contact:", 8) == 0;
+    const char *name = contact ? e->key + 8 : e->key, *nl = strchr(name, '\n');
+    sqlite3_stmt *st = NULL;
+    msv_err err;
+
+    if (contact && nl == NULL)
+        return MSV_ERR_INVALID;
+    err = msv_sql_prepare(db->db, sql[contact][e->deleted], &st);
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, name, contact ? (int)(nl - name) : -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 2, e->value_len ? (const void *)e->value : "", (int)e->value_len,
+                      SQLITE_TRANSIENT);
+    if (contact)
+        sqlite3_bind_text(st, 3, nl + 1, -1, SQLITE_TRANSIENT);
+    return msv_sql_run(st);
+}
+
+static msv_err sync_apply_locked(struct msv_client_db *db, const struct msv_sync_entry *e,
+                                 int *applied)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = sync_is_newer(db, e, applied);
+
+    if (err != MSV_OK || !*applied)
+        return err;
+    err = msv_sql_exec(db->db, "INSERT INTO sync_applying VALUES (1);");
+    if (err == MSV_OK)
+        err = sync_write(db, e);
+    if (err == MSV_OK)
+        err = msv_sql_prepare(db->db,
+                              "INSERT INTO sync_state (key, value, deleted, stamp, pending) VALUES "
+                              "(?, ?, ?, ?, 0) ON CONFLICT (key) DO UPDATE SET value = "
+                              "excluded.value, deleted = excluded.deleted, stamp = "
+                              "excluded.stamp, pending = 0;",
+                              &st);
+    if (err == MSV_OK) {
+        sqlite3_bind_text(st, 1, e->key, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_blob(st, 2, e->value_len ? (const void *)e->value : "", (int)e->value_len,
+                          SQLITE_TRANSIENT);
+        sqlite3_bind_int(st, 3, e->deleted);
+        sqlite3_bind_int64(st, 4, (sqlite3_int64)e->stamp);
+        err = msv_sql_run(st);
+    }
+    if (err == MSV_OK)
+        err = msv_sql_exec(db->db, "DELETE FROM sync_applying;");
+    return err;
+}
+
+msv_err msv_client_db_sync_apply(struct msv_client_db *db, const struct msv_sync_entry *e,
+                                 int *applied)
+{
+    msv_err err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
+
+    *applied = 0;
+    if (err == MSV_OK)
+        err = sync_apply_locked(db, e, applied);
+    err = finish_transaction(db, err);
+    if (err != MSV_OK)
+        *applied = 0;
+    return err;
 }

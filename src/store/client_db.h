@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "missive/error.h"
+#include "missive/payload.h"
 
 struct msv_client_db;
 
@@ -279,5 +280,25 @@ MSV_MUST_CHECK msv_err msv_client_db_envelope_read(struct msv_client_db *db,
                                                    const uint8_t digest[32], int64_t now_ms);
 /* Forgets the digests recorded before before_ms (what is older is refused by its age). */
 MSV_MUST_CHECK msv_err msv_client_db_envelopes_forget(struct msv_client_db *db, int64_t before_ms);
+
+/*
+ * State synced between the account's own devices: "sync:" settings and
+ * contacts, each change recorded (by triggers, whoever writes) with a stamp
+ * above the key's last one and marked pending until sent. list: the pending
+ * entries (pending_only) or all, oldest stamp first, at most max; free with
+ * msv_sync_entries_free(). sent: the entry no longer pending, unless changed
+ * since. resend_all: everything pending again (a snapshot for a new device).
+ * apply: a change from another device, written only if newer than what is
+ * held (*applied 1), and not recorded as pending.
+ */
+MSV_MUST_CHECK msv_err msv_client_db_sync_list(struct msv_client_db *db, int pending_only,
+                                               size_t max, struct msv_sync_entry **out,
+                                               size_t *count);
+MSV_MUST_CHECK msv_err msv_client_db_sync_sent(struct msv_client_db *db,
+                                               const struct msv_sync_entry *e);
+MSV_MUST_CHECK msv_err msv_client_db_sync_resend_all(struct msv_client_db *db);
+MSV_MUST_CHECK msv_err msv_client_db_sync_apply(struct msv_client_db *db,
+                                                const struct msv_sync_entry *e, int *applied);
+void msv_sync_entries_free(struct msv_sync_entry *e, size_t count);
 
 #endif

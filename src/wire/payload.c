@@ -13,6 +13,7 @@
 
 typedef Msv__Payload__Payload pb_payload;
 typedef Msv__Payload__AttachmentRef pb_attachment;
+typedef Msv__Payload__SyncEntry pb_sync;
 
 const char *msv_payload_kind_name(enum msv_payload_kind kind)
 {
@@ -35,6 +36,10 @@ const char *msv_payload_kind_name(enum msv_payload_kind kind)
         return "session-reset";
     case MSV_KIND_REACTION:
         return "reaction";
+    case MSV_KIND_SYNC:
+        return "sync";
+    case MSV_KIND_PROFILE_KEY:
+        return "profile-key";
     default:
         return "unknown";
     }
@@ -74,6 +79,33 @@ int msv_payload_reaction_is_valid(const char *emoji)
     return 1;
 }
 
+/* A synced key: "sync:" and more, or "contact:" NAME "\n" HANDLE (both non-empty). */
+static int sync_key_ok(const char *key)
+{
+    const char *nl;
+
+    if (!text_ok(key, MSV_SYNC_KEY_MAX, 1))
+        return 0;
+    if (strncmp(key, "sync:", 5) == 0)
+        return key[5] != '\0';
+    if (strncmp(key, "contact:", 8) != 0)
+        return 0;
+    nl = strchr(key + 8, '\n');
+    return nl != NULL && nl > key + 8 && nl[1] != '\0' && strchr(nl + 1, '\n') == NULL &&
+           strlen(nl + 1) <= MSV_HANDLE_MAX;
+}
+
+static int sync_entry_ok(const struct msv_sync_entry *e)
+{
+    return sync_key_ok(e->key) && e->stamp != 0 && e->value_len <= MSV_SYNC_VALUE_MAX &&
+           (e->value_len == 0 || e->value != NULL) && !(e->deleted && e->value_len != 0);
+}
+
+bool msv_sync_entry_is_valid(const struct msv_sync_entry *e)
+{
+    return e != NULL && sync_entry_ok(e);
+}
+
 static int has_text(const struct msv_payload *p)
 {
     return p->text != NULL && p->text[0] != '\0';
@@ -102,6 +134,10 @@ static int kind_ok(const struct msv_payload *p)
         /* no text takes the sender's reaction away */
         return p->has_target && p->attachment_count == 0 &&
                (!has_text(p) || msv_payload_reaction_is_valid(p->text));
+    case MSV_KIND_SYNC:
+        return p->sync_count > 0 && bare && !p->has_group;
+    case MSV_KIND_PROFILE_KEY:
+        return p->has_profile_key && bare && !p->has_group;
     default:
         return 0;
     }
@@ -115,6 +151,13 @@ static int payload_ok(const struct msv_payload *p)
         return 0;
     if (p->edit_number != 0 && p->kind != MSV_KIND_EDIT)
         return 0;
+    if ((p->sync_count > 0 && p->kind != MSV_KIND_SYNC) || p->sync_count > MSV_SYNC_ENTRIES_MAX ||
+        (p->sync_count > 0 && p->sync == NULL))
+        return 0;
+    for (size_t i = 0; i < p->sync_count; i++) {
+        if (!sync_entry_ok(&p->sync[i]))
+            return 0;
+    }
     if (!text_ok(p->text, MSV_TEXT_MAX, 0) || !text_ok(p->group_name, MSV_GROUP_NAME_MAX, 0))
         return 0;
     if (p->group_name != NULL && !p->has_group)
@@ -151,6 +194,7 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
 {
     pb_payload m = MSV__PAYLOAD__PAYLOAD__INIT;
     pb_attachment att[MSV_ATTACHMENTS_MAX], *att_ptrs[MSV_ATTACHMENTS_MAX];
+    pb_sync sync[MSV_SYNC_ENTRIES_MAX], *sync_ptrs[MSV_SYNC_ENTRIES_MAX];
     ProtobufCBinaryData parts[MSV_PARTICIPANTS_MAX];
     uint8_t *buf;
     size_t n;
@@ -193,6 +237,16 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
     }
     m.n_attachments = p->attachment_count;
     m.attachments = att_ptrs;
+    for (size_t i = 0; i < p->sync_count; i++) {
+        msv__payload__sync_entry__init(&sync[i]);
+        sync[i].key = str_of(p->sync[i].key);
+        sync[i].value = bytes_of(p->sync[i].value, p->sync[i].value_len);
+        sync[i].deleted = p->sync[i].deleted;
+        sync[i].stamp = p->sync[i].stamp;
+        sync_ptrs[i] = &sync[i];
+    }
+    m.n_sync = p->sync_count;
+    m.sync = sync_ptrs;
     n = msv__payload__payload__get_packed_size(&m);
     buf = malloc(n ? n : 1);
     if (buf == NULL)
@@ -221,6 +275,11 @@ void msv_payload_free(struct msv_payload *p)
         free(p->attachments[i].mime);
     }
     msv_secret_free(p->attachments, p->attachment_count * sizeof(*p->attachments));
+    for (size_t i = 0; p->sync != NULL && i < p->sync_count; i++) {
+        free(p->sync[i].key);
+        msv_secret_free(p->sync[i].value, p->sync[i].value_len);
+    }
+    free(p->sync);
     free(p);
 }
 
@@ -287,6 +346,38 @@ static msv_err copy_attachment(const pb_attachment *a, struct msv_attachment_ref
     return err;
 }
 
+static msv_err copy_sync(const pb_payload *m, struct msv_payload *p)
+{
+    msv_err err = MSV_OK;
+
+    if (m->n_sync > MSV_SYNC_ENTRIES_MAX)
+        return MSV_ERR_PARSE;
+    if (m->n_sync == 0)
+        return MSV_OK;
+    p->sync = calloc(m->n_sync, sizeof(*p->sync));
+    if (p->sync == NULL)
+        return MSV_ERR_NOMEM;
+    p->sync_count = m->n_sync;
+    for (size_t i = 0; err == MSV_OK && i < m->n_sync; i++) {
+        const pb_sync *e = m->sync[i];
+        struct msv_sync_entry *r = &p->sync[i];
+
+        if (e->value.len > MSV_SYNC_VALUE_MAX)
+            return MSV_ERR_PARSE;
+        err = copy_str(e->key, 0, &r->key);
+        if (err == MSV_OK && e->value.len > 0) {
+            r->value = malloc(e->value.len);
+            if (r->value == NULL)
+                return MSV_ERR_NOMEM;
+            memcpy(r->value, e->value.data, e->value.len);
+            r->value_len = e->value.len;
+        }
+        r->deleted = e->deleted;
+        r->stamp = e->stamp;
+    }
+    return err;
+}
+
 static msv_err copy_lists(const pb_payload *m, struct msv_payload *p)
 {
     msv_err err = MSV_OK;
@@ -348,6 +439,8 @@ static msv_err copy_payload(const pb_payload *m, struct msv_payload *p)
         err = copy_str(m->group_name, 0, &p->group_name);
     if (err == MSV_OK)
         err = copy_lists(m, p);
+    if (err == MSV_OK)
+        err = copy_sync(m, p);
     return err;
 }
 
@@ -359,7 +452,8 @@ msv_err msv_payload_parse(const uint8_t *in, size_t len, struct msv_payload **ou
 
     /* The largest valid payload is bounded well below this; refuse before unpacking. */
     if (len > 2 * MSV_TEXT_MAX + MSV_PARTICIPANTS_MAX * (MSV_HANDLE_MAX + 4) +
-                  MSV_ATTACHMENTS_MAX * 2048 + 4096)
+                  MSV_ATTACHMENTS_MAX * 2048 +
+                  MSV_SYNC_ENTRIES_MAX * (MSV_SYNC_KEY_MAX + MSV_SYNC_VALUE_MAX + 32) + 4096)
         return MSV_ERR_TOO_BIG;
     m = msv__payload__payload__unpack(NULL, len, in);
     if (m == NULL)
@@ -376,6 +470,8 @@ msv_err msv_payload_parse(const uint8_t *in, size_t len, struct msv_payload **ou
     msv_wipe(m->text.data, m->text.len);
     for (size_t i = 0; i < m->n_attachments; i++)
         msv_wipe(m->attachments[i]->key.data, m->attachments[i]->key.len);
+    for (size_t i = 0; i < m->n_sync; i++)
+        msv_wipe(m->sync[i]->value.data, m->sync[i]->value.len);
     msv__payload__payload__free_unpacked(m, NULL);
     if (err != MSV_OK) {
         msv_payload_free(p);
