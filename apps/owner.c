@@ -351,6 +351,7 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         [MSV_INCOMING_MESSAGE] = "message", [MSV_INCOMING_RECEIPT] = "receipt",
         [MSV_INCOMING_TYPING] = "typing",   [MSV_INCOMING_EDIT] = "edit",
         [MSV_INCOMING_DEVICE] = "device",   [MSV_INCOMING_SESSION] = "session",
+        [MSV_INCOMING_BLOCKED] = "blocked",
     };
     struct owner *ow = ctx;
     json_t *event = json_pack("{s:s}", "type", kinds[in->kind]);

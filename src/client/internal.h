@@ -59,6 +59,18 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
                             const struct msv_file *files, size_t n_files,
                             void (*progress)(uint64_t, uint64_t), uint8_t message_id[16]);
 
+/*
+ * A delivery from blocked handle, of payload kind (0: unreadable), is dropped
+ * unanswered: counted, and told to on_message (may be NULL) as
+ * MSV_INCOMING_BLOCKED.
+ */
+msv_err client_drop_blocked(struct msv_client *c, const char *handle, int kind,
+                            void (*on_message)(void *, const struct msv_incoming *), void *ctx);
+/* MSV_ERR_INVALID (why says which) if any of the handles is blocked. */
+msv_err client_refuse_blocked(struct msv_client *c, const char *const *handles, size_t n);
+/* Whether privacy setting name ("read-receipts", "typing") is on; on if it cannot be read. */
+int client_privacy_on(struct msv_client *c, const char *name);
+
 /* Splits a member list (one handle per line) in place into members[]. */
 size_t client_split_members(char *list, char **members);
 

@@ -719,6 +719,8 @@ msv_err msv_client_send(struct msv_client *c, const char *const *handles, size_t
 
     if (n == 0)
         return MSV_ERR_INVALID;
+    if (client_refuse_blocked(c, handles, n) != MSV_OK)
+        return MSV_ERR_INVALID;
     return client_send_payload(c, handles, n, &p, text, handles[0], files, n_files, progress,
                                message_id);
 }
