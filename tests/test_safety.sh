@@ -87,6 +87,23 @@ expect 0 "bob writes to alice again" -- as bob send alice@example.org --text "we
 expect 0 "bob's list is empty" -- as bob blocked
 [ ! -s out.txt ] && ok || bad "empty list: $(cat out.txt)"
 
+# a block that comes from another device of the account (a setting written there) holds what
+# the outbox had queued for that handle until it is unblocked
+kill -TERM "$pid"
+wait "$pid"
+pid=
+expect 4 "bob writes to carol while the server is away" -- as bob send carol@example.org --text "held back"
+sqlite3 dev-bob/bob@example.org/state.db "INSERT INTO settings (key, value) VALUES ('sync:block:carol@example.org', CAST('1' AS BLOB));" && ok || bad "the block written"
+start_missived || bad "missived back"
+expect 0 "bob connects (the outbox is flushed)" -- as bob receive --wait 0.5
+expect 0 "carol receives" -- as carol receive --wait 1
+grep -q "held back" out.txt && bad "a queued message went to a blocked handle" || ok
+as bob history carol@example.org | grep -q "held back  (queued)" && ok || bad "it stays queued: $(as bob history carol@example.org)"
+expect 0 "bob unblocks carol" -- as bob unblock carol@example.org
+expect 0 "bob connects again" -- as bob receive --wait 0.5
+expect 0 "carol receives it now" -- as carol receive --wait 1
+grep -q "held back" out.txt && ok || bad "after the unblock: $(cat out.txt)"
+
 # ---- privacy settings ---------------------------------------------------------------------
 expect 0 "settings list" -- as bob -o json settings
 [ "$(tr -d ' ' <out.txt | tr '\n' ' ')" = '{"name":"read-receipts","value":"on"} {"name":"typing","value":"on"} ' ] && ok || bad "defaults: $(cat out.txt)"

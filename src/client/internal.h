@@ -66,6 +66,8 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
  */
 msv_err client_drop_blocked(struct msv_client *c, const char *handle, int kind,
                             void (*on_message)(void *, const struct msv_incoming *), void *ctx);
+/* The first of the handles that is blocked; NULL if none is. */
+const char *client_blocked_among(struct msv_client *c, const char *const *handles, size_t n);
 /* MSV_ERR_INVALID (why says which) if any of the handles is blocked. */
 msv_err client_refuse_blocked(struct msv_client *c, const char *const *handles, size_t n);
 /* Whether privacy setting name ("read-receipts", "typing") is on; on if it cannot be read. */

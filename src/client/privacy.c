@@ -192,14 +192,22 @@ msv_err msv_client_blocked(struct msv_client *c, struct msv_blocked **out, size_
     return MSV_OK;
 }
 
-msv_err client_refuse_blocked(struct msv_client *c, const char *const *handles, size_t n)
+const char *client_blocked_among(struct msv_client *c, const char *const *handles, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (msv_client_is_blocked(c, handles[i]))
-            return refuse(c, MSV_REFUSAL_BLOCKED, MSV_ERR_INVALID, "", handles[i],
-                          " is blocked; nothing is sent to them until you unblock them "
-                          "(missive unblock)");
-    return MSV_OK;
+            return handles[i];
+    return NULL;
+}
+
+msv_err client_refuse_blocked(struct msv_client *c, const char *const *handles, size_t n)
+{
+    const char *blocked = client_blocked_among(c, handles, n);
+
+    if (blocked == NULL)
+        return MSV_OK;
+    return refuse(c, MSV_REFUSAL_BLOCKED, MSV_ERR_INVALID, "", blocked,
+                  " is blocked; nothing is sent to them until you unblock them (missive unblock)");
 }
 
 /* The index of a privacy setting's name; -1 for none. */

@@ -525,7 +525,8 @@ static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
 
 /*
  * Sends what the outbox still holds (messages a lost connection left
- * queued), oldest first; each goes to the participants its payload names.
+ * queued), oldest first; each goes to the participants its payload names,
+ * except what goes to a blocked handle outside a group, which waits.
  */
 msv_err client_flush_outbox(struct msv_client *c)
 {
@@ -538,6 +539,11 @@ msv_err client_flush_outbox(struct msv_client *c)
 
         if (msv_payload_parse(o[i].payload, o[i].payload_len, &p) != MSV_OK) {
             err = msv_client_db_outbox_settle(c->db, o[i].message_id, "failed"); /* never goes */
+            continue;
+        }
+        if (!p->has_group &&
+            client_blocked_among(c, (const char *const *)p->participants, p->participant_count)) {
+            msv_payload_free(p); /* queued before the block: it waits until the unblock */
             continue;
         }
         err = deliver_once(c, o[i].message_id, (const char *const *)p->participants,
