@@ -685,7 +685,8 @@ static void show_help(struct chat *ch)
              "Ctrl-K, Ctrl-W. Commands: /to HANDLE-OR-NAME, /group NAME, /file PATH, /qr "
              "(the safety number as a QR code), /verify NUMBER (mark the contact verified once "
              "the numbers match), /edit TEXT and /unsend (your newest message here), /block and "
-             "/unblock [HANDLE], /settings [read-receipts|typing on|off], /help, "
+             "/unblock [HANDLE], /report [REASON], /settings [read-receipts|typing on|off], "
+             "/help, "
              "/quit (or Ctrl-C).");
     ch->scroll = 0;
 }
@@ -800,6 +801,27 @@ static void block(struct chat *ch, const char *who, int blocking)
                  blocking ? "blocked: nothing it sends is shown or answered" : "unblocked");
 }
 
+/* /report [REASON]: the open conversation's person to the operator, without message text. */
+static void report(struct chat *ch, const char *reason)
+{
+    msv_err err;
+
+    if (ch->current[0] == '\0' || strncmp(ch->current, "group:", 6) == 0) {
+        set_status(ch, 5000, "/report works in a conversation with one person");
+        return;
+    }
+    err = msv_client_report(ch->c, ch->current, reason, NULL, 0, 0);
+    owner_pump(ch->ow);
+    if (err != MSV_OK)
+        set_status(ch, 6000, "not reported: %s",
+                   ch->c->why.message[0] ? ch->c->why.message : msv_strerror(err));
+    else
+        add_note(ch, ch->current,
+                 "%s was reported to the operator (no message text); /block them too if you "
+                 "want nothing more from them",
+                 ch->current);
+}
+
 /* /settings [NAME on|off]: the privacy settings, or one changed. */
 static void settings(struct chat *ch, const char *arg)
 {
@@ -852,6 +874,8 @@ static void command(struct chat *ch, const char *line)
         block(ch, arg, 0);
     else if (strncmp(line, "/settings", 9) == 0 && (line[9] == ' ' || line[9] == '\0'))
         settings(ch, arg);
+    else if (strncmp(line, "/report", 7) == 0 && (line[7] == ' ' || line[7] == '\0'))
+        report(ch, arg);
     else if (strncmp(line, "/help", 5) == 0)
         show_help(ch);
     else if (strncmp(line, "//", 2) == 0)

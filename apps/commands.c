@@ -123,6 +123,12 @@ static const struct {
      "Privacy settings, on unless turned off: read-receipts (off: you send none and see "
      "nobody's) and typing (off: you send no typing notices and see nobody's). Delivery "
      "receipts always go."},
+    {"report", "report HANDLE [MESSAGE_ID...] [--reason TEXT] [--include-text]",
+     "Reports HANDLE to the server's operator, who may suspend the account: with a reason "
+     "(at most 1000 bytes) and the messages named (at most 50, each one HANDLE sent you). "
+     "Only with --include-text does their text go with the report (the server cannot read "
+     "messages otherwise); without it no message text leaves this device. Consider "
+     "blocking HANDLE too."},
     {"log-head", "log-head",
      "Asks the directory for this account's devices (checked against its transparency log) "
      "and prints the log's newest tree head this device accepted, as a line "
@@ -1560,6 +1566,37 @@ static int cmd_settings(const struct cli *o, struct msv_client *c)
     return cli_usage("settings", cli_err);
 }
 
+static int cmd_report(const struct cli *o, struct msv_client *c)
+{
+    uint8_t ids[MSV_REPORT_MESSAGES_MAX][16];
+    size_t n = 0;
+    msv_err err;
+
+    if (o->argc < 1 || o->argc > MSV_REPORT_MESSAGES_MAX + 1)
+        return cli_usage("report", cli_err);
+    for (int i = 1; i < o->argc; i++, n++) {
+        if (msv_hex_decode(o->argv[i], ids[n], 16, &(size_t){0}) != MSV_OK ||
+            strlen(o->argv[i]) != 32) {
+            fprintf(cli_err,
+                    "missive: %s is not a message id (32 hex digits, as history -o json "
+                    "shows)\n",
+                    o->argv[i]);
+            return EXIT_USAGE;
+        }
+    }
+    err =
+        msv_client_report(c, o->argv[0], o->reason, (const uint8_t(*)[16])ids, n, o->include_text);
+    if (err != MSV_OK)
+        return fail(c, "reporting", err);
+    if (o->json)
+        emit_json(json_pack("{s:s, s:I, s:b}", "reported", o->argv[0], "messages", (json_int_t)n,
+                            "text_included", o->include_text && n > 0));
+    else
+        fprintf(cli_out, "reported %s to the operator (%zu message%s%s)\n", o->argv[0], n,
+                n == 1 ? "" : "s", o->include_text && n > 0 ? ", with their text" : ", no text");
+    return 0;
+}
+
 int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
 {
     static const struct option opts[] = {
@@ -1585,6 +1622,8 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
         {"kdf-passes", required_argument, NULL, 'K'},
         {"socket", required_argument, NULL, 'X'},
         {"stdio", no_argument, NULL, 'I'},
+        {"include-text", no_argument, NULL, 'T'},
+        {"reason", required_argument, NULL, 'R'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1633,6 +1672,12 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
             break;
         case 'W':
             o->password_file = optarg;
+            break;
+        case 'T':
+            o->include_text = 1;
+            break;
+        case 'R':
+            o->reason = optarg;
             break;
         case 'h':
             o->help = 1;
@@ -1738,6 +1783,8 @@ int cli_run(const struct cli *o, const char *command, struct msv_client *c)
         return cmd_blocked(o, c);
     if (strcmp(command, "settings") == 0)
         return cmd_settings(o, c);
+    if (strcmp(command, "report") == 0)
+        return cmd_report(o, c);
     if (strcmp(command, "backup") == 0)
         return cmd_backup(o, c);
     if (strcmp(command, "fingerprint") == 0)

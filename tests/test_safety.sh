@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# Blocking and privacy settings against a real missived on loopback, through
-# the command line, the daemon (schema 2 events, validated) and the chat
-# under tmux: what a blocked handle sends is dropped unanswered and counted,
-# nothing goes to it; privacy settings off send and show no read receipts or
-# typing notices.
+# Blocking, privacy settings and abuse reports against a real missived on
+# loopback, through the command line, the daemon (schema 2 events,
+# validated), the chat under tmux and missive-admin: what a blocked handle
+# sends is dropped unanswered and counted, nothing goes to it; privacy
+# settings off send and show no read receipts or typing notices; a report
+# reaches the operator, with message text only when chosen, bounded, and
+# can suspend the reported account.
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
-M=$(realpath "${1:?usage: test_safety.sh MISSIVE MISSIVED}")
-D=$(realpath "${2:?usage: test_safety.sh MISSIVE MISSIVED}")
+M=$(realpath "${1:?usage: test_safety.sh MISSIVE MISSIVED MISSIVE-ADMIN}")
+D=$(realpath "${2:?usage: test_safety.sh MISSIVE MISSIVED MISSIVE-ADMIN}")
+A=$(realpath "${3:?usage: test_safety.sh MISSIVE MISSIVED MISSIVE-ADMIN}")
+export MISSIVED_REPORTS_PER_DAY=3
 in_scratch
 daemon=
 tm() { tmux -u -L "missive-safety-$$" -f /dev/null "$@"; }
 trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 start_missived || bad "missived started"
-register_people alice bob carol
+register_people alice bob carol dave
 # status MESSAGE-ID of WHO's message: its status in WHO's history
 status_of() { as "$1" -o json history "$2" | python3 -c "import json,sys; print([m['status'] for m in map(json.loads, sys.stdin) if m['message_id']=='$3'][0])"; }
 sent_id() { sed -n 's/^sent \([0-9a-f]*\)$/\1/p' out.txt; }
@@ -143,6 +147,56 @@ expect 0 "alice receives the receipts" -- as alice receive --wait 1
 [ "$(status_of alice bob@example.org "$id")" = read ] && ok || bad "read receipt with read receipts on: $(status_of alice bob@example.org "$id")"
 expect 0 "bob turns typing notices on" -- as bob settings set typing on
 
+# ---- reporting abuse -------------------------------------------------------------------------
+metric() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' "http://127.0.0.1:$(awk '/^http/{print $2}' srv/missived.ports)/metrics" | awk -v m="missived_$1" '$1 == m {print $2}'; }
+expect 0 "dave writes to bob" -- as dave send bob@example.org --text "buy cheap pills now"
+expect 0 "bob receives it" -- as bob receive --wait 1
+spam=$(as bob -o json history dave@example.org | python3 -c 'import json,sys; print([m["message_id"] for m in map(json.loads, sys.stdin)][-1])')
+alices=$(as bob -o json history alice@example.org | python3 -c 'import json,sys; print([m["message_id"] for m in map(json.loads, sys.stdin) if not m["outgoing"]][-1])')
+expect 0 "bob reports dave, without the text" -- as bob report dave@example.org "$spam" --reason "spam"
+grep -q "reported dave@example.org to the operator (1 message, no text)" out.txt && ok || bad "report output: $(cat out.txt)"
+expect 0 "the operator lists it" -- "$A" --data-dir srv -o json reports
+python3 -c 'import json; r=[json.loads(l) for l in open("out.txt")]; assert len(r)==1 and r[0]["reporter"]=="bob@example.org" and r[0]["reported"]=="dave@example.org" and r[0]["reason"]=="spam" and r[0]["state"]=="open" and r[0]["has_text"] is False, r' && ok || bad "reports list: $(cat out.txt)"
+first=$(python3 -c 'import json; print(json.loads(open("out.txt").readline())["id"])')
+expect 0 "the operator shows it" -- "$A" --data-dir srv reports show "$first"
+grep -q "(the reporter sent no message text)" out.txt && ok || bad "no text: $(cat out.txt)"
+grep -q "buy cheap" srv/missive.db* && bad "the text reached the server without --include-text" || ok
+expect 0 "bob reports dave with the text" -- as bob -o json report dave@example.org "$spam" --include-text --reason "still spam"
+grep -q '"text_included": *true' out.txt && ok || bad "report json: $(cat out.txt)"
+grep -q "buy cheap" srv/missive.db* && ok || bad "the chosen text is not with the operator"
+expect 0 "the operator lists both" -- "$A" --data-dir srv -o json reports
+second=$(python3 -c 'import json; print(json.loads(open("out.txt").readline())["id"])')
+expect 0 "the operator reads the text" -- "$A" --data-dir srv -o json reports show "$second"
+python3 -c 'import json; r=json.load(open("out.txt")); assert "buy cheap pills now" in r["text"] and r["reason"]=="still spam", r' && ok || bad "report text: $(cat out.txt)"
+# bad input: nothing is stored
+expect 1 "a report of a handle without an account" -- as bob report nobody@example.org
+grep -q "no account has that handle" err.txt && ok || bad "unknown handle: $(cat err.txt)"
+expect 2 "a message id that is not one" -- as bob report dave@example.org xyz
+expect 1 "someone else's message" -- as bob report dave@example.org "$alices" --include-text
+grep -q "is not one this handle sent" err.txt && ok || bad "another's message: $(cat err.txt)"
+expect 1 "an oversized reason" -- as bob report dave@example.org --reason "$(head -c 1001 /dev/zero | tr '\0' x)"
+grep -q "a reason is at most 1000 bytes" err.txt && ok || bad "oversized reason: $(cat err.txt)"
+expect 1 "reporting oneself" -- as bob report bob@example.org
+expect 2 "report needs a handle" -- as bob report
+expect 0 "the operator still has two" -- "$A" --data-dir srv -o json reports
+[ "$(wc -l <out.txt)" = 2 ] && ok || bad "after bad input: $(cat out.txt)"
+# a flood: [reports] per_day (3 here) from one account a day
+expect 0 "a third report" -- as bob report dave@example.org
+expect 1 "a fourth is refused" -- as bob report dave@example.org
+grep -q "too many reports today" err.txt && ok || bad "flood: $(cat err.txt)"
+[ "$(metric reports_total)" = 3 ] && ok || bad "reports_total: $(metric reports_total)"
+[ "$(metric reports_refused_total)" = 2 ] && ok || bad "reports_refused_total: $(metric reports_refused_total)"
+# the operator decides: suspend from the report, dismiss another
+expect 0 "the operator suspends dave from the report" -- "$A" --data-dir srv reports suspend "$second"
+grep -q "dave@example.org is suspended" out.txt && ok || bad "suspend from the report: $(cat out.txt)"
+expect 3 "dave cannot connect" -- as dave receive --wait 0.5
+expect 0 "the operator dismisses the first" -- "$A" --data-dir srv reports dismiss "$first"
+expect 0 "states recorded" -- "$A" --data-dir srv -o json reports
+python3 -c 'import json; r={x["id"]: x["state"] for x in map(json.loads, open("out.txt"))}; assert r['"$second"']=="suspended" and r['"$first"']=="dismissed", r' && ok || bad "states: $(cat out.txt)"
+expect 1 "an unknown report" -- "$A" --data-dir srv reports show 999
+expect 2 "a report id that is not a number" -- "$A" --data-dir srv reports show x
+expect 2 "an unknown reports action" -- "$A" --data-dir srv reports frobnicate 1
+
 # ---- the daemon: methods and schema-2 events ---------------------------------------------
 sock=$work/dev-carol/carol@example.org/daemon.sock
 (exec "$M" --data-dir dev-carol daemon >daemon.out 2>daemon.err) &
@@ -151,7 +205,9 @@ for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 daemon_rpc "$sock" --schema 2 '{"jsonrpc":"2.0","id":1,"method":"block","params":{"args":["alice@example.org"]}}' \
     '{"jsonrpc":"2.0","id":2,"method":"block","params":{"args":["nobody@example.org"]}}' \
     '{"jsonrpc":"2.0","id":3,"method":"settings","params":{"args":["set","typing","off"]}}' \
-    '{"jsonrpc":"2.0","id":4,"method":"settings","params":{"args":["get","colour"]}}' | tee -a wire2.jsonl >out.txt
+    '{"jsonrpc":"2.0","id":4,"method":"settings","params":{"args":["get","colour"]}}' \
+    '{"jsonrpc":"2.0","id":5,"method":"report","params":{"args":["dave@example.org"],"reason":"through the daemon"}}' \
+    '{"jsonrpc":"2.0","id":6,"method":"report","params":{"args":["nobody@example.org"],"include-text":true}}' | tee -a wire2.jsonl >out.txt
 python3 - <<'EOF' && ok || bad "daemon block/settings: $(cat out.txt)"
 import json
 r = {x["id"]: x for x in map(json.loads, open("out.txt"))}
@@ -159,7 +215,10 @@ assert r[1]["result"]["items"] == [{"handle": "alice@example.org", "blocked": Tr
 assert "has no account" in r[2]["error"]["message"], r[2]
 assert r[3]["result"]["items"] == [{"name": "typing", "value": "off"}], r[3]
 assert "no setting colour" in r[4]["error"]["message"], r[4]
+assert r[5]["result"]["items"] == [{"reported": "dave@example.org", "messages": 0, "text_included": False}], r[5]
+assert "no account has that handle" in r[6]["error"]["message"], r[6]
 EOF
+"$A" --data-dir srv reports | grep -q "carol@example.org	dave@example.org	open	through the daemon" && ok || bad "the daemon's report: $("$A" --data-dir srv reports)"
 daemon_rpc "$sock" --schema 2 '{"jsonrpc":"2.0","id":1,"method":"settings","params":{"args":["set","typing","on"]}}' >>wire2.jsonl
 alice_writes_carol() {
     as alice send carol@example.org --text "carol, blocked" >/dev/null 2>&1
@@ -207,6 +266,10 @@ if command -v tmux >/dev/null; then
     screen carol | grep -q "hidden now" && bad "a blocked message in the chat" || ok
     tm send-keys -t carol "/block nobody@example.org" Enter
     waitfor carol "nobody@example.org has no account" && ok || bad "/block unknown: $(screen carol)"
+    tm send-keys -t carol "/to bob@example.org" Enter
+    tm send-keys -t carol "/report rude to me" Enter
+    waitfor carol "bob@example.org was reported to the operator (no message text)" && ok || bad "/report: $(screen carol)"
+    "$A" --data-dir srv reports | grep -q "carol@example.org	bob@example.org	open	rude to me" && ok || bad "the chat's report: $("$A" --data-dir srv reports)"
     tm send-keys -t carol "/settings read-receipts off" Enter
     waitfor carol "settings: read-receipts off, typing on" && ok || bad "/settings: $(screen carol)"
     tm send-keys -t carol "/settings typing sometimes" Enter

@@ -279,6 +279,22 @@ MSV_MUST_CHECK msv_err msv_client_privacy_set(struct msv_client *c, const char *
                                               const char *value);
 const char *msv_client_privacy_name(size_t i);
 
+/*
+ * Reports handle to the server's operator, with reason (NULL or "": none;
+ * at most MSV_REPORT_REASON_MAX bytes) and, only if include_text, the text of
+ * the n (at most MSV_REPORT_MESSAGES_MAX) stored messages named by ids, each
+ * of which must be one handle sent (MSV_ERR_NOT_FOUND otherwise, why says
+ * which). Without include_text no message text leaves the device. The server
+ * refuses a handle without an account (MSV_ERR_NOT_FOUND) and too many
+ * reports (MSV_ERR_INVALID, why.code ERROR_RATE_LIMITED).
+ */
+#define MSV_REFUSAL_REPORT 1003 /* why.code: a report refused before it was sent */
+#define MSV_REPORT_REASON_MAX 1000
+#define MSV_REPORT_MESSAGES_MAX 50
+MSV_MUST_CHECK msv_err msv_client_report(struct msv_client *c, const char *handle,
+                                         const char *reason, const uint8_t (*ids)[16], size_t n,
+                                         int include_text);
+
 /* The devices registered for handle (NULL: this account) as the directory lists them. */
 MSV_MUST_CHECK msv_err msv_client_devices(struct msv_client *c, const char *handle,
                                           msv_frame **result);

@@ -1,10 +1,9 @@
 /*
- * Blocking and privacy settings (docs/missive.md, "Blocking" and "Privacy
- * settings"). Both live in the settings table under keys that begin with
- * "sync:", which the account's devices share: "sync:block:<handle>" = "1"
- * while handle is blocked, "sync:privacy:<name>" = "on" or "off". What was
- * dropped from a blocked handle is counted on this device only, under
- * "blocked-dropped:<handle>" (u64be).
+ * Blocking, privacy settings and abuse reports (docs/missive.md, "Blocking",
+ * "Privacy settings" and "Reporting abuse"). Both live in the settings table under keys that begin
+ * with "sync:", which the account's devices share: "sync:block:<handle>" = "1" while handle is
+ * blocked, "sync:privacy:<name>" = "on" or "off". What was dropped from a blocked handle is counted
+ * on this device only, under "blocked-dropped:<handle>" (u64be).
  */
 #include "client/internal.h"
 
@@ -12,6 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
+#include "missive/util.h"
+#include "util/buf.h"
 #include "util/endian.h"
 
 #define BLOCK_PREFIX "sync:block:"
@@ -267,4 +270,70 @@ int client_privacy_on(struct msv_client *c, const char *name)
     int on = 1;
 
     return privacy_read(c, name, &on) == MSV_OK ? on : 1;
+}
+
+/* The reported messages' text, one "[sent at ms] text" line each; *out caller frees. */
+static msv_err reported_text(struct msv_client *c, const char *handle, const uint8_t (*ids)[16],
+                             size_t n, char **out)
+{
+    struct msv_buf b;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    msv_err err = MSV_OK;
+
+    msv_buf_init(&b, 1u << 20);
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        struct msv_message_rec *m = NULL;
+        char line[40], hex[33];
+
+        err = msv_client_db_message_get(c->db, ids[i], &m);
+        if (err == MSV_OK && (m->outgoing || strcmp(m->sender, handle) != 0))
+            err = MSV_ERR_NOT_FOUND;
+        if (err == MSV_ERR_NOT_FOUND) {
+            sodium_bin2hex(hex, sizeof(hex), ids[i], 16);
+            refuse(c, MSV_REFUSAL_REPORT, err, "message ", hex, " is not one this handle sent");
+        }
+        if (err == MSV_OK) {
+            snprintf(line, sizeof(line), "%s[%lld] ", i ? "\n" : "", (long long)m->sent_at_ms);
+            msv_buf_put(&b, line, strlen(line));
+            msv_buf_put(&b, m->text, strlen(m->text));
+        }
+        msv_messages_free(m, m ? 1 : 0);
+    }
+    msv_buf_put_u8(&b, 0);
+    if (err == MSV_OK)
+        err = msv_buf_finish(&b, &data, &len);
+    else
+        msv_buf_clear(&b);
+    if (err == MSV_OK)
+        *out = (char *)data;
+    return err;
+}
+
+msv_err msv_client_report(struct msv_client *c, const char *handle, const char *reason,
+                          const uint8_t (*ids)[16], size_t n, int include_text)
+{
+    char *text = NULL;
+    msv_err err;
+
+    memset(&c->why, 0, sizeof(c->why));
+    if (!handle_is_wellformed(handle) || strcmp(handle, c->handle) == 0)
+        return refuse(c, MSV_REFUSAL_REPORT, MSV_ERR_INVALID, "", handle,
+                      " is not a handle someone else has (name@domain)");
+    if (reason != NULL && strlen(reason) > MSV_REPORT_REASON_MAX)
+        return refuse(c, MSV_REFUSAL_REPORT, MSV_ERR_TOO_BIG, "a reason is at most ", "1000",
+                      " bytes");
+    if (n > MSV_REPORT_MESSAGES_MAX)
+        return refuse(c, MSV_REFUSAL_REPORT, MSV_ERR_TOO_BIG, "a report names at most ", "50",
+                      " messages");
+    /* the messages are checked either way; their text goes only if the user chose so */
+    err = reported_text(c, handle, ids, n, &text);
+    if (err == MSV_OK)
+        err = msv_client_connect(c);
+    if (err == MSV_OK)
+        err = msv_request_report(c->conn, handle, reason ? reason : "", include_text ? text : "",
+                                 TIMEOUT_MS, &c->why);
+    if (text != NULL)
+        msv_secret_free(text, strlen(text));
+    return err;
 }
