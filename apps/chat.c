@@ -706,7 +706,8 @@ static void show_help(struct chat *ch)
              "(the safety number as a QR code), /verify NUMBER (mark the contact verified once "
              "the numbers match), /edit TEXT and /unsend (your newest message here), /edits (the "
              "versions of the newest edited message here), /react EMOJI and /unreact (on the "
-             "newest message from someone else here), /help, "
+             "newest message from someone else here), /block and /unblock [HANDLE], /report "
+             "[REASON], /settings [read-receipts|typing on|off], /help, "
              "/quit (or Ctrl-C).");
     ch->scroll = 0;
 }
@@ -854,6 +855,73 @@ static void show_edits(struct chat *ch)
     ch->scroll = 0;
 }
 
+/* /block [HANDLE], /unblock [HANDLE]: the one named, else the open conversation's person. */
+static void block(struct chat *ch, const char *who, int blocking)
+{
+    msv_err err;
+
+    if (*who == '\0')
+        who = ch->current;
+    if (*who == '\0' || strncmp(who, "group:", 6) == 0) {
+        set_status(ch, 5000,
+                   "/block and /unblock take a handle, or work in a conversation "
+                   "with one person");
+        return;
+    }
+    err = blocking ? msv_client_block(ch->c, who) : msv_client_unblock(ch->c, who);
+    owner_pump(ch->ow);
+    if (err != MSV_OK)
+        set_status(ch, 6000, "%s", ch->c->why.message[0] ? ch->c->why.message : msv_strerror(err));
+    else
+        add_note(ch, who, "%s is %s", who,
+                 blocking ? "blocked: nothing it sends is shown or answered" : "unblocked");
+}
+
+/* /report [REASON]: the open conversation's person to the operator, without message text. */
+static void report(struct chat *ch, const char *reason)
+{
+    msv_err err;
+
+    if (ch->current[0] == '\0' || strncmp(ch->current, "group:", 6) == 0) {
+        set_status(ch, 5000, "/report works in a conversation with one person");
+        return;
+    }
+    err = msv_client_report(ch->c, ch->current, reason, NULL, 0, 0);
+    owner_pump(ch->ow);
+    if (err != MSV_OK)
+        set_status(ch, 6000, "not reported: %s",
+                   ch->c->why.message[0] ? ch->c->why.message : msv_strerror(err));
+    else
+        add_note(ch, ch->current,
+                 "%s was reported to the operator (no message text); /block them too if you "
+                 "want nothing more from them",
+                 ch->current);
+}
+
+/* /settings [NAME on|off]: the privacy settings, or one changed. */
+static void settings(struct chat *ch, const char *arg)
+{
+    char name[32], value[32], all[128] = "";
+    const char *n;
+    int on = 1;
+
+    if (sscanf(arg, "%31s %31s", name, value) == 2) {
+        if (msv_client_privacy_set(ch->c, name, value) != MSV_OK) {
+            set_status(ch, 6000, "%s", ch->c->why.message);
+            return;
+        }
+    } else if (*arg != '\0') {
+        set_status(ch, 6000, "/settings, or /settings NAME on|off");
+        return;
+    }
+    for (size_t i = 0; (n = msv_client_privacy_name(i)) != NULL; i++) {
+        if (msv_client_privacy_get(ch->c, n, &on) == MSV_OK)
+            snprintf(all + strlen(all), sizeof(all) - strlen(all), "%s%s %s", i ? ", " : "", n,
+                     on ? "on" : "off");
+    }
+    add_note(ch, ch->current, "settings: %s", all);
+}
+
 static void command(struct chat *ch, const char *line)
 {
     const char *arg = line + strcspn(line, " ");
@@ -882,6 +950,14 @@ static void command(struct chat *ch, const char *line)
         react_last(ch, NULL);
     else if (strcmp(line, "/edits") == 0)
         show_edits(ch);
+    else if (strncmp(line, "/block", 6) == 0 && (line[6] == ' ' || line[6] == '\0'))
+        block(ch, arg, 1);
+    else if (strncmp(line, "/unblock", 8) == 0 && (line[8] == ' ' || line[8] == '\0'))
+        block(ch, arg, 0);
+    else if (strncmp(line, "/settings", 9) == 0 && (line[9] == ' ' || line[9] == '\0'))
+        settings(ch, arg);
+    else if (strncmp(line, "/report", 7) == 0 && (line[7] == ' ' || line[7] == '\0'))
+        report(ch, arg);
     else if (strncmp(line, "/help", 5) == 0)
         show_help(ch);
     else if (strncmp(line, "//", 2) == 0)

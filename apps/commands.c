@@ -130,6 +130,23 @@ static const struct {
      "changed is sent to the account's other devices (never anyone else's), where the newest "
      "change of each key wins; a newly approved device receives all of it. Lists the synced "
      "state (KEY, VALUE, and 'deleted' for a deletion), or sets or removes one 'sync:' setting."},
+    {"block", "block HANDLE",
+     "Blocks a handle (or a contact name's handles): everything it sends (messages, group "
+     "messages and invitations, receipts, typing notices, edits) is dropped without any "
+     "answer, and counted; nothing is sent to it until it is unblocked."},
+    {"unblock", "unblock HANDLE", "Unblocks a handle; its count of dropped deliveries goes."},
+    {"blocked", "blocked",
+     "Lists the blocked handles, each with how many of its deliveries were dropped."},
+    {"settings", "settings [list | get NAME | set NAME on|off]",
+     "Privacy settings, on unless turned off: read-receipts (off: you send none and see "
+     "nobody's) and typing (off: you send no typing notices and see nobody's). Delivery "
+     "receipts always go."},
+    {"report", "report HANDLE [MESSAGE_ID...] [--reason TEXT] [--include-text]",
+     "Reports HANDLE to the server's operator, who may suspend the account: with a reason "
+     "(at most 1000 bytes) and the messages named (at most 50, each one HANDLE sent you). "
+     "Only with --include-text does their text go with the report (the server cannot read "
+     "messages otherwise); without it no message text leaves this device. Consider "
+     "blocking HANDLE too."},
     {"log-head", "log-head",
      "Asks the directory for this account's devices (checked against its transparency log) "
      "and prints the log's newest tree head this device accepted, as a line "
@@ -908,7 +925,11 @@ static int cmd_send(const struct cli *o, struct msv_client *c)
             else
                 fprintf(cli_out, "sent %s\n", hex);
         } else {
-            rc = fail(c, "sending (the message stays queued in history)", err);
+            rc = fail(c,
+                      c->why.code == MSV_REFUSAL_BLOCKED
+                          ? "sending"
+                          : "sending (the message stays queued in history)",
+                      err);
         }
     }
     free_secret(text);
@@ -1758,6 +1779,118 @@ static int cmd_log_head(const struct cli *o, struct msv_client *c)
     return 0;
 }
 
+/* block, unblock: HANDLE, or every handle of a contact name. */
+static int cmd_block(const struct cli *o, struct msv_client *c, int block)
+{
+    const char *handles[64];
+    struct msv_contact *found[1] = {0};
+    size_t counts[1] = {0}, n;
+    msv_err err = MSV_OK;
+
+    if (o->argc != 1)
+        return cli_usage(block ? "block" : "unblock", cli_err);
+    n = resolve(c, o->argv, 1, handles, 64, found, counts);
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        err = block ? msv_client_block(c, handles[i]) : msv_client_unblock(c, handles[i]);
+        if (err == MSV_OK && o->json)
+            emit_json(json_pack("{s:s, s:b}", "handle", handles[i], "blocked", block));
+        else if (err == MSV_OK)
+            fprintf(cli_out, "%s %s\n", handles[i], block ? "blocked" : "unblocked");
+    }
+    resolved_free(found, counts, 1);
+    return err == MSV_OK ? 0 : fail(c, block ? "blocking" : "unblocking", err);
+}
+
+static int cmd_blocked(const struct cli *o, struct msv_client *c)
+{
+    struct msv_blocked *list = NULL;
+    size_t n = 0;
+    msv_err err;
+
+    if (o->argc != 0)
+        return cli_usage("blocked", cli_err);
+    err = msv_client_blocked(c, &list, &n);
+    if (err != MSV_OK)
+        return fail(c, "listing blocked handles", err);
+    for (size_t i = 0; i < n; i++) {
+        if (o->json) {
+            emit_json(json_pack("{s:s, s:I}", "handle", list[i].handle, "dropped",
+                                (json_int_t)list[i].dropped));
+        } else {
+            term_put(cli_out, list[i].handle, TERM_ONE_LINE);
+            fprintf(cli_out, "\t%llu dropped\n", (unsigned long long)list[i].dropped);
+        }
+    }
+    free(list);
+    return 0;
+}
+
+static void print_setting(const struct cli *o, const char *name, int on)
+{
+    if (o->json)
+        emit_json(json_pack("{s:s, s:s}", "name", name, "value", on ? "on" : "off"));
+    else
+        print_fields(name, on ? "on" : "off");
+}
+
+static int cmd_settings(const struct cli *o, struct msv_client *c)
+{
+    const char *name;
+    msv_err err = MSV_OK;
+    int on = 1;
+
+    if (o->argc == 0 || (o->argc == 1 && strcmp(o->argv[0], "list") == 0)) {
+        for (size_t i = 0; err == MSV_OK && (name = msv_client_privacy_name(i)) != NULL; i++)
+            if ((err = msv_client_privacy_get(c, name, &on)) == MSV_OK)
+                print_setting(o, name, on);
+        return err == MSV_OK ? 0 : fail(c, "reading the settings", err);
+    }
+    if (o->argc == 2 && strcmp(o->argv[0], "get") == 0) {
+        err = msv_client_privacy_get(c, o->argv[1], &on);
+        if (err == MSV_OK)
+            print_setting(o, o->argv[1], on);
+        return err == MSV_OK ? 0 : fail(c, "reading the setting", err);
+    }
+    if (o->argc == 3 && strcmp(o->argv[0], "set") == 0) {
+        err = msv_client_privacy_set(c, o->argv[1], o->argv[2]);
+        if (err == MSV_OK)
+            print_setting(o, o->argv[1], strcmp(o->argv[2], "on") == 0);
+        return err == MSV_OK ? 0 : fail(c, "changing the setting", err);
+    }
+    return cli_usage("settings", cli_err);
+}
+
+static int cmd_report(const struct cli *o, struct msv_client *c)
+{
+    uint8_t ids[MSV_REPORT_MESSAGES_MAX][16];
+    size_t n = 0;
+    msv_err err;
+
+    if (o->argc < 1 || o->argc > MSV_REPORT_MESSAGES_MAX + 1)
+        return cli_usage("report", cli_err);
+    for (int i = 1; i < o->argc; i++, n++) {
+        if (msv_hex_decode(o->argv[i], ids[n], 16, &(size_t){0}) != MSV_OK ||
+            strlen(o->argv[i]) != 32) {
+            fprintf(cli_err,
+                    "missive: %s is not a message id (32 hex digits, as history -o json "
+                    "shows)\n",
+                    o->argv[i]);
+            return EXIT_USAGE;
+        }
+    }
+    err =
+        msv_client_report(c, o->argv[0], o->reason, (const uint8_t(*)[16])ids, n, o->include_text);
+    if (err != MSV_OK)
+        return fail(c, "reporting", err);
+    if (o->json)
+        emit_json(json_pack("{s:s, s:I, s:b}", "reported", o->argv[0], "messages", (json_int_t)n,
+                            "text_included", o->include_text && n > 0));
+    else
+        fprintf(cli_out, "reported %s to the operator (%zu message%s%s)\n", o->argv[0], n,
+                n == 1 ? "" : "s", o->include_text && n > 0 ? ", with their text" : ", no text");
+    return 0;
+}
+
 int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
 {
     static const struct option opts[] = {
@@ -1785,6 +1918,8 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
         {"stdio", no_argument, NULL, 'I'},
         {"remove", no_argument, NULL, 'R'},
         {"reply-to", required_argument, NULL, 'r'},
+        {"include-text", no_argument, NULL, 'T'},
+        {"reason", required_argument, NULL, 'E'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1833,6 +1968,12 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
             break;
         case 'W':
             o->password_file = optarg;
+            break;
+        case 'T':
+            o->include_text = 1;
+            break;
+        case 'E':
+            o->reason = optarg;
             break;
         case 'h':
             o->help = 1;
@@ -2007,6 +2148,14 @@ static int run_account_command(const struct cli *o, const char *command, struct 
         return cmd_react(o, c);
     if (strcmp(command, "log-head") == 0)
         return cmd_log_head(o, c);
+    if (strcmp(command, "block") == 0 || strcmp(command, "unblock") == 0)
+        return cmd_block(o, c, strcmp(command, "block") == 0);
+    if (strcmp(command, "blocked") == 0)
+        return cmd_blocked(o, c);
+    if (strcmp(command, "settings") == 0)
+        return cmd_settings(o, c);
+    if (strcmp(command, "report") == 0)
+        return cmd_report(o, c);
     if (strcmp(command, "backup") == 0)
         return cmd_backup(o, c);
     if (strcmp(command, "fingerprint") == 0)

@@ -22,9 +22,10 @@ struct cli {
     unsigned long kdf_memory_mib, kdf_passes;
     const char *files[8];
     size_t file_count;
-    int json, help, qr, accept, stdio, no_stdin;
     const char *reply_to; /* send: the message id (hex) answered */
     int remove;           /* react: take one's reaction away */
+    int json, help, qr, accept, stdio, no_stdin, include_text;
+    const char *reason; /* report --reason */
     double wait_s;
     long limit;
     int argc;

@@ -28,6 +28,16 @@
 
 enum { EXIT_ERR = 1, EXIT_USAGE = 2 };
 
+/* How many words the reports command takes after a first word: 1 for list, 2 with an id. */
+static int is_report_action(const char *word)
+{
+    if (strcmp(word, "list") == 0)
+        return 1;
+    return strcmp(word, "show") == 0 || strcmp(word, "suspend") == 0 || strcmp(word, "dismiss") == 0
+               ? 2
+               : -1;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: missive-admin [--config FILE] [--data-dir DIR] [-o json] COMMAND\n"
@@ -42,6 +52,12 @@ static void usage(FILE *f)
                "                    connected now are cut off at once (every node of a\n"
                "                    cluster is told through its Redis); nothing is deleted\n"
                "  unsuspend HANDLE  lifts that\n"
+               "  reports [list]    abuse reports (missive report), newest first: id, when,\n"
+               "                    reporter, reported account, state, reason\n"
+               "  reports show ID   one report, with the messages' text if the reporter sent it\n"
+               "  reports suspend ID  suspends the reported account (as suspend does) and\n"
+               "                    marks the report suspended\n"
+               "  reports dismiss ID  marks the report dismissed"
                "  stats             accounts, devices, the queue (envelopes, bytes, oldest),\n"
                "                    attachments, the transparency log, prekeys, the database size\n"
                "  expire            deletes expired envelopes and attachments now\n"
@@ -155,6 +171,94 @@ static int tell_suspended(struct admin *a, const char *handle)
             return 1;
     }
     return msv_control_send_suspended(a->cfg.data_dir, account_id) == MSV_OK;
+}
+
+#define REPORTS_LISTED 1000
+
+/* One report as a line (show: with its text below) or a JSON object. */
+static void print_report(const struct admin *a, const struct msv_report *r, int show)
+{
+    char created[32];
+
+    iso_time(r->created_ms, created);
+    if (a->json) {
+        json_t *o =
+            json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:b}", "id", (json_int_t)r->id, "created",
+                      created, "reporter", r->reporter, "reported", r->reported, "state", r->state,
+                      "reason", r->reason, "has_text", r->text[0] != '\0');
+
+        if (o != NULL && show)
+            json_object_set_new(o, "text", json_string(r->text));
+        emit(o);
+        return;
+    }
+    /* every field but the id, the time and the state is what an account wrote */
+    printf("%llu\t%s\t", (unsigned long long)r->id, created);
+    term_put(stdout, r->reporter, TERM_ONE_LINE);
+    putchar('\t');
+    term_put(stdout, r->reported, TERM_ONE_LINE);
+    printf("\t%s\t", r->state);
+    term_put(stdout, r->reason, TERM_ONE_LINE);
+    putchar('\n');
+    if (show && r->text[0] != '\0') {
+        term_put(stdout, r->text, TERM_LINES);
+        putchar('\n');
+    } else if (show) {
+        puts("(the reporter sent no message text)");
+    }
+}
+
+static int cmd_suspend(struct admin *a, const char *handle, int suspended);
+
+static int cmd_reports(struct admin *a, int argc, char **argv)
+{
+    struct msv_report *list = NULL;
+    unsigned long long id = 0;
+    char *end = NULL;
+    size_t n = 0;
+    msv_err err;
+    int rc = 0;
+
+    if (argc == 0 || strcmp(argv[0], "list") == 0) {
+        err = OPS(a)->report_list(IMPL(a), REPORTS_LISTED, &list, &n);
+        if (err != MSV_OK)
+            return fail("reading the reports", err);
+        for (size_t i = 0; i < n; i++)
+            print_report(a, &list[i], 0);
+        msv_reports_free(list, n);
+        return 0;
+    }
+    errno = 0;
+    if (argv[1][0] >= '0' && argv[1][0] <= '9')
+        id = strtoull(argv[1], &end, 10);
+    if (end == NULL || *end != '\0' || errno != 0 || id == 0) {
+        fprintf(stderr, "missive-admin: %s is not a report id\n", argv[1]);
+        return EXIT_USAGE;
+    }
+    err = OPS(a)->report_get(IMPL(a), id, &list);
+    if (err == MSV_ERR_NOT_FOUND) {
+        fprintf(stderr, "missive-admin: no report %llu\n", id);
+        return EXIT_ERR;
+    }
+    if (err != MSV_OK)
+        return fail("reading the report", err);
+    if (strcmp(argv[0], "show") == 0) {
+        print_report(a, list, 1);
+    } else {
+        int suspend = strcmp(argv[0], "suspend") == 0;
+
+        rc = suspend ? cmd_suspend(a, list->reported, 1) : 0;
+        err = rc == 0 ? OPS(a)->report_set_state(IMPL(a), id, suspend ? "suspended" : "dismissed")
+                      : MSV_OK;
+        if (err != MSV_OK)
+            rc = fail("recording the decision", err);
+        else if (rc == 0 && !suspend && !a->json)
+            printf("report %llu dismissed\n", id);
+        else if (rc == 0 && !suspend)
+            emit(json_pack("{s:I, s:s}", "id", (json_int_t)id, "state", "dismissed"));
+    }
+    msv_reports_free(list, 1);
+    return rc;
 }
 
 static int cmd_suspend(struct admin *a, const char *handle, int suspended)
@@ -382,8 +486,11 @@ int main(int argc, char **argv)
     }
     cmd = argv[optind];
     want = strcmp(cmd, "suspend") == 0 || strcmp(cmd, "unsuspend") == 0 ? 1 : 0;
+    if (strcmp(cmd, "reports") == 0) /* none or list; show, suspend or dismiss with an id */
+        want = argc - optind - 1 == 0 ? 0 : is_report_action(argv[optind + 1]);
     known = want || strcmp(cmd, "accounts") == 0 || strcmp(cmd, "stats") == 0 ||
-            strcmp(cmd, "expire") == 0 || strcmp(cmd, "log-rotate-key") == 0;
+            strcmp(cmd, "expire") == 0 || strcmp(cmd, "log-rotate-key") == 0 ||
+            strcmp(cmd, "reports") == 0;
     if (!known || argc - optind - 1 != want) {
         fprintf(stderr, "missive-admin: %s\n",
                 known ? "wrong number of arguments" : "unknown command");
@@ -420,6 +527,8 @@ int main(int argc, char **argv)
         rc = cmd_expire(&a);
     else if (strcmp(cmd, "log-rotate-key") == 0)
         rc = cmd_log_rotate_key(&a);
+    else if (strcmp(cmd, "reports") == 0)
+        rc = cmd_reports(&a, argc - optind - 1, argv + optind + 1);
     else
         rc = cmd_suspend(&a, argv[optind + 1], strcmp(cmd, "suspend") == 0);
     msv_store_close(a.store);

@@ -357,6 +357,7 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         [MSV_INCOMING_TYPING] = "typing",     [MSV_INCOMING_EDIT] = "edit",
         [MSV_INCOMING_DEVICE] = "device",     [MSV_INCOMING_SESSION] = "session",
         [MSV_INCOMING_REACTION] = "reaction", [MSV_INCOMING_SYNC] = "sync",
+        [MSV_INCOMING_BLOCKED] = "blocked",
     };
     struct owner *ow = ctx;
     json_t *event = json_pack("{s:s}", "type", kinds[in->kind]);
@@ -1211,6 +1212,10 @@ static json_t *forward_params(const struct cli *o, const char *command)
         json_object_set_new(params, "qr", json_true());
     if (o->accept)
         json_object_set_new(params, "accept", json_true());
+    if (o->include_text)
+        json_object_set_new(params, "include-text", json_true());
+    if (o->reason != NULL)
+        json_object_set_new(params, "reason", json_string(o->reason));
     if (o->kdf_memory_mib > 0)
         json_object_set_new(params, "kdf-memory", json_integer((json_int_t)o->kdf_memory_mib));
     if (o->kdf_passes > 0)

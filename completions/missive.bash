@@ -21,7 +21,7 @@ _missive()
     prev=${COMP_WORDS[COMP_CWORD - 1]}
     local commands="register link devices contacts groups send receive history read typing
         edit unsend edits windows react verify fingerprint backup restore daemon chat log-head
-        sync"
+        sync block unblock blocked settings report"
     local global="--account --data-dir -o --passphrase-file --password-file
         --backup-passphrase-file --help"
     local command="" data_dir="" i
@@ -72,6 +72,14 @@ _missive()
     verify) opts="--qr --accept" ;;
     backup) opts="--kdf-memory --kdf-passes" ;;
     daemon) opts="--stdio --socket" ;;
+    settings)
+        if [ "$prev" = get ] || [ "$prev" = set ]; then
+            opts="read-receipts typing"
+        elif [ "$prev" = read-receipts ] || [ "$prev" = typing ]; then
+            opts="on off"
+        else
+            opts="list get set"
+        fi ;;
     restore)
         mapfile -t COMPREPLY < <(compgen -f -- "$cur")
         return ;;

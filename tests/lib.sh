@@ -138,3 +138,18 @@ daemon_schema_ok() {
     $py "$lib/check_schema.py" "$lib/../docs/daemon-schema-$1.json" "$2" >schema.out 2>&1 &&
         grep -q "^checked [1-9]" schema.out || { cat schema.out; return 1; }
 }
+# events_both SOCKET COMMAND...: subscribes to the daemon at SOCKET in schema 1 and in
+# schema 2, runs COMMAND, and leaves what each subscriber got in ev1.txt and ev2.txt
+# (each ends 3 s after its last line)
+events_both() {
+    local sock=$1 s1 s2
+    shift
+    rm -f sub1 sub2
+    daemon_rpc "$sock" --wait 3 --ready sub1 '{"jsonrpc":"2.0","id":1,"method":"subscribe"}' >ev1.txt &
+    s1=$!
+    daemon_rpc "$sock" --schema 2 --wait 3 --ready sub2 '{"jsonrpc":"2.0","id":1,"method":"subscribe"}' >ev2.txt &
+    s2=$!
+    for _ in $(seq 100); do [ -e sub1 ] && [ -e sub2 ] && break; sleep 0.1; done
+    "$@"
+    wait "$s1" "$s2"
+}

@@ -141,6 +141,6 @@ grep -q "$unsealed" err.txt && ok || bad "bob's sealed send still works after th
 expect 0 "carol receives the new key" -- as carol receive --wait 1
 expect 0 "carol writes" -- as carol send alice@example.org --text "sealed from carol"
 ! grep -q "$unsealed" err.txt && ok || bad "carol's sealed send after the rotation: $(cat err.txt)"
-expect 0 "alice gets both" -- as alice receive --wait 1
-grep -q "after the block" out.txt && grep -q "sealed from carol" out.txt && ok || bad "alice's messages: $(cat out.txt)"
+expect 0 "alice gets carol's; bob's is dropped, he is blocked" -- as alice receive --wait 1
+! grep -q "after the block" out.txt && grep -q "sealed from carol" out.txt && ok || bad "alice's messages: $(cat out.txt)"
 finish

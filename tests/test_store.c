@@ -277,7 +277,7 @@ static void test_migration_to_v3(void **state)
                      "ALTER TABLE accounts DROP COLUMN suspended;"
                      "DROP INDEX blobs_by_owner;"
                      "DROP TABLE queue_usage; DROP TRIGGER queue_usage_in;"
-                     "DROP TRIGGER queue_usage_out;"
+                     "DROP TRIGGER queue_usage_out; DROP TABLE reports;"
                      "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
@@ -836,6 +836,51 @@ static void test_operator_views(void **state)
     assert_int_equal(st.suspended, 0);
 }
 
+/* Abuse reports: only about an account that exists, bounded per reporter over a window. */
+static void test_reports(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "a@x"), id1 = 0, id2 = 0, id3 = 0, none = 0;
+    struct msv_report *list = NULL, *one = NULL;
+    size_t n = 0;
+
+    make_account(f, "b@x");
+    assert_int_equal(OPS(f)->report_add(IMPL(f), a, "b@x", "spam", "buy now", 1000, 0, 2, &id1),
+                     MSV_OK);
+    assert_int_equal(OPS(f)->report_add(IMPL(f), a, "nobody@x", "", "", 1100, 0, 2, &none),
+                     MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->report_add(IMPL(f), a, "b@x", "", "", 1200, 0, 2, &id2), MSV_OK);
+    /* two within the window: the third waits until the first leaves it */
+    assert_int_equal(OPS(f)->report_add(IMPL(f), a, "b@x", "", "", 1300, 900, 2, &none),
+                     MSV_ERR_AGAIN);
+    assert_int_equal(OPS(f)->report_add(IMPL(f), a, "b@x", "again", "", 2100, 1100, 2, &id3),
+                     MSV_OK);
+    assert_true(id1 < id2 && id2 < id3 && none == 0);
+    assert_int_equal(OPS(f)->report_list(IMPL(f), 2, &list, &n), MSV_OK);
+    assert_int_equal(n, 2); /* the newest first, at most the limit */
+    assert_int_equal(list[0].id, id3);
+    assert_int_equal(list[1].id, id2);
+    assert_string_equal(list[0].reason, "again");
+    msv_reports_free(list, n);
+    assert_int_equal(OPS(f)->report_get(IMPL(f), id1, &one), MSV_OK);
+    assert_string_equal(one->reporter, "a@x");
+    assert_string_equal(one->reported, "b@x");
+    assert_string_equal(one->reason, "spam");
+    assert_string_equal(one->text, "buy now");
+    assert_int_equal(one->created_ms, 1000);
+    assert_string_equal(one->state, "open");
+    msv_reports_free(one, 1);
+    one = NULL;
+    assert_int_equal(OPS(f)->report_set_state(IMPL(f), id1, "dismissed"), MSV_OK);
+    assert_int_equal(OPS(f)->report_get(IMPL(f), id1, &one), MSV_OK);
+    assert_string_equal(one->state, "dismissed");
+    msv_reports_free(one, 1);
+    one = NULL;
+    assert_int_equal(OPS(f)->report_get(IMPL(f), id3 + 100, &one), MSV_ERR_NOT_FOUND);
+    assert_null(one);
+    assert_int_equal(OPS(f)->report_set_state(IMPL(f), id3 + 100, "open"), MSV_ERR_NOT_FOUND);
+}
+
 static void test_blobs(void **state)
 {
     struct fixture *f = *state;
@@ -933,8 +978,8 @@ static void test_reopen_and_schema(void **state)
     snprintf(sql, sizeof(sql), "DELETE FROM %s WHERE version = 99;", table);
     raw_exec(f, sql);
     /*
-     * a database of version 6 gets version 7's index of attachments by owner, and version 8's
-     * queue counters, which start from what is queued
+     * a database of version 6 gets version 7's index of attachments by owner, version 8's
+     * queue counters, which start from what is queued, and version 9's reports
      */
     reopen(f);
     assert_int_equal(OPS(f)->queue_put(IMPL(f),
@@ -952,13 +997,15 @@ static void test_reopen_and_schema(void **state)
              f->pg ? "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
                      " DROP TRIGGER queue_usage_in ON queue; DROP TRIGGER queue_usage_out ON queue;"
                      " DROP FUNCTION queue_usage_add; DROP FUNCTION queue_usage_sub;"
-                     " UPDATE missive_schema SET version = 6;"
+                     " DROP TABLE reports; UPDATE missive_schema SET version = 6;"
                    : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
                      " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
-                     " DELETE FROM schema_version WHERE version >= 7;");
+                     " DROP TABLE reports; DELETE FROM schema_version WHERE version >= 7;");
     reopen(f);
     raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
     assert_usage(f, 42, 1, 3);
+    assert_int_equal(OPS(f)->report_add(IMPL(f), a, "persist@example.org", "", "", 1, 0, 1, &got),
+                     MSV_OK);
     if (f->pg) {
         struct msv_store *none = NULL;
         char why[256];
@@ -1093,6 +1140,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reports, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blob_usage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_and_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nodes_share_database, setup, teardown),
@@ -1113,6 +1161,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_reports, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_blob_usage, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_and_schema, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_nodes_share_database, setup_pg, teardown),

@@ -215,6 +215,8 @@ enum msv_incoming_kind {
     /* from reacted to target with emoji ("" took it away) */
     MSV_INCOMING_REACTION,
     MSV_INCOMING_SYNC,    /* another device of this account synced changes here (notice) */
+    MSV_INCOMING_BLOCKED, /* something from, who is blocked, sent was dropped unanswered:
+                             status says what ("message", "receipt", "typing", ...) */
 };
 
 struct msv_incoming {
@@ -275,6 +277,59 @@ MSV_MUST_CHECK msv_err msv_client_mark_verified(struct msv_client *c, const char
                                                 const uint8_t digest[32]);
 MSV_MUST_CHECK msv_err msv_client_verified(struct msv_client *c, const char *handle,
                                            const uint8_t digest[32]);
+
+/*
+ * Blocking. A blocked handle's deliveries (messages, group messages and
+ * invitations, receipts, typing notices, edits, unreadable ones) are
+ * acknowledged to the relay and dropped without any answer, each counted;
+ * sending to it is refused (MSV_ERR_INVALID, why.code MSV_REFUSAL_BLOCKED)
+ * until it is unblocked. msv_client_block(): the handle must have an account
+ * (MSV_ERR_NOT_FOUND otherwise, asking the directory); at most
+ * MSV_BLOCKED_MAX handles (MSV_ERR_TOO_BIG); blocking again changes nothing.
+ * msv_client_unblock(): MSV_ERR_NOT_FOUND if not blocked; the count goes.
+ * msv_client_blocked(): *out (caller frees with free()) by handle.
+ */
+#define MSV_REFUSAL_BLOCKED 1001 /* why.code: blocking refused, or a send to a blocked handle */
+#define MSV_REFUSAL_PRIVACY 1002 /* why.code: an unknown privacy setting or value */
+#define MSV_BLOCKED_MAX 10000
+struct msv_blocked {
+    char handle[257];
+    uint64_t dropped; /* deliveries dropped since it was blocked */
+};
+MSV_MUST_CHECK msv_err msv_client_block(struct msv_client *c, const char *handle);
+MSV_MUST_CHECK msv_err msv_client_unblock(struct msv_client *c, const char *handle);
+int msv_client_is_blocked(struct msv_client *c, const char *handle);
+MSV_MUST_CHECK msv_err msv_client_blocked(struct msv_client *c, struct msv_blocked **out,
+                                          size_t *count);
+
+/*
+ * Privacy settings, "on" unless turned "off": "read-receipts" (off: none is
+ * sent, and those that arrive are not applied or shown) and "typing" (off:
+ * msv_client_typing() refuses, and notices that arrive are not shown).
+ * Delivery receipts always go. An unknown name is MSV_ERR_NOT_FOUND, a value
+ * other than "on" or "off" MSV_ERR_INVALID (why.code MSV_REFUSAL_PRIVACY).
+ * msv_client_privacy_name(i): the i-th setting's name, NULL past the last.
+ */
+MSV_MUST_CHECK msv_err msv_client_privacy_get(struct msv_client *c, const char *name, int *on);
+MSV_MUST_CHECK msv_err msv_client_privacy_set(struct msv_client *c, const char *name,
+                                              const char *value);
+const char *msv_client_privacy_name(size_t i);
+
+/*
+ * Reports handle to the server's operator, with reason (NULL or "": none;
+ * at most MSV_REPORT_REASON_MAX bytes) and, only if include_text, the text of
+ * the n (at most MSV_REPORT_MESSAGES_MAX) stored messages named by ids, each
+ * of which must be one handle sent (MSV_ERR_NOT_FOUND otherwise, why says
+ * which). Without include_text no message text leaves the device. The server
+ * refuses a handle without an account (MSV_ERR_NOT_FOUND) and too many
+ * reports (MSV_ERR_INVALID, why.code ERROR_RATE_LIMITED).
+ */
+#define MSV_REFUSAL_REPORT 1003 /* why.code: a report refused before it was sent */
+#define MSV_REPORT_REASON_MAX 1000
+#define MSV_REPORT_MESSAGES_MAX 50
+MSV_MUST_CHECK msv_err msv_client_report(struct msv_client *c, const char *handle,
+                                         const char *reason, const uint8_t (*ids)[16], size_t n,
+                                         int include_text);
 
 /* The devices registered for handle (NULL: this account) as the directory lists them. */
 MSV_MUST_CHECK msv_err msv_client_devices(struct msv_client *c, const char *handle,

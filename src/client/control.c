@@ -55,6 +55,8 @@ msv_err client_send_to_conversation(struct msv_client *c, struct msv_payload *p,
     size_t n = 0;
     msv_err err = conversation_targets(c, conversation, &g, targets, &n);
 
+    if (err == MSV_OK && g.name == NULL)
+        err = client_refuse_blocked(c, (const char *const *)targets, n);
     if (err == MSV_OK && p->kind == MSV_KIND_TYPING && g.name != NULL) {
         /* so that the members show it in the group, not beside it */
         p->has_group = true;
@@ -82,6 +84,12 @@ msv_err client_send_control(struct msv_client *c, enum msv_payload_kind kind,
 
 msv_err msv_client_typing(struct msv_client *c, const char *conversation)
 {
+    if (!client_privacy_on(c, "typing")) {
+        c->why.code = MSV_REFUSAL_PRIVACY;
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "typing notices are off (missive settings set typing on)");
+        return MSV_ERR_INVALID;
+    }
     return client_send_control(c, MSV_KIND_TYPING, NULL, NULL, conversation);
 }
 
@@ -195,13 +203,16 @@ msv_err msv_client_mark_read(struct msv_client *c, const char *conversation, siz
     struct msv_message_rec *m = NULL;
     size_t n = 0;
     msv_err err = msv_client_db_history(c->db, conversation, NULL, 0, &m, &n);
+    int receipts = client_privacy_on(c, "read-receipts");
 
     *count = 0;
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         if (m[i].outgoing || strcmp(m[i].status, "received") != 0)
             continue;
-        /* the receipt goes to the sender, whatever conversation the message is in */
-        err = client_send_control(c, MSV_KIND_RECEIPT_READ, m[i].message_id, NULL, m[i].sender);
+        /* the receipt goes to the sender, whatever conversation the message is in; none
+         * with read receipts off, or to a blocked sender: the message is read here only */
+        if (receipts && !msv_client_is_blocked(c, m[i].sender))
+            err = client_send_control(c, MSV_KIND_RECEIPT_READ, m[i].message_id, NULL, m[i].sender);
         if (err == MSV_OK)
             err = msv_client_db_message_status(c->db, m[i].message_id, "read");
         if (err == MSV_OK)
@@ -315,7 +326,10 @@ msv_err client_take_control(struct msv_client *c, const char *sender, uint64_t d
     switch (p->kind) {
     case MSV_KIND_RECEIPT_DELIVERED:
     case MSV_KIND_RECEIPT_READ:
-        /* only for what this account sent, and "read" is never taken back to "delivered" */
+        /* only for what this account sent, and "read" is never taken back to "delivered";
+         * with read receipts off, others' are not shown either */
+        if (p->kind == MSV_KIND_RECEIPT_READ && !client_privacy_on(c, "read-receipts"))
+            break;
         if (target->outgoing && is_recipient(c, target, sender) &&
             (p->kind == MSV_KIND_RECEIPT_READ || strcmp(target->status, "read") != 0)) {
             in.kind = MSV_INCOMING_RECEIPT;
@@ -329,6 +343,8 @@ msv_err client_take_control(struct msv_client *c, const char *sender, uint64_t d
         }
         break;
     case MSV_KIND_TYPING:
+        if (!client_privacy_on(c, "typing"))
+            break; /* typing notices off: neither sent nor shown */
         in.kind = MSV_INCOMING_TYPING;
         in.conversation = sender;
         snprintf(notice, sizeof(notice), "%s is typing", sender);

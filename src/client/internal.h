@@ -71,6 +71,19 @@ msv_err client_send_to_conversation(struct msv_client *c, struct msv_payload *p,
  */
 msv_err client_take_reaction(struct msv_client *c, const char *sender, const struct msv_payload *p,
                              void (*on_message)(void *, const struct msv_incoming *), void *ctx);
+/*
+ * A delivery from blocked handle, of payload kind (0: unreadable), is dropped
+ * unanswered: counted, and told to on_message (may be NULL) as
+ * MSV_INCOMING_BLOCKED.
+ */
+msv_err client_drop_blocked(struct msv_client *c, const char *handle, int kind,
+                            void (*on_message)(void *, const struct msv_incoming *), void *ctx);
+/* The first of the handles that is blocked; NULL if none is. */
+const char *client_blocked_among(struct msv_client *c, const char *const *handles, size_t n);
+/* MSV_ERR_INVALID (why says which) if any of the handles is blocked. */
+msv_err client_refuse_blocked(struct msv_client *c, const char *const *handles, size_t n);
+/* Whether privacy setting name ("read-receipts", "typing") is on; on if it cannot be read. */
+int client_privacy_on(struct msv_client *c, const char *name);
 
 /* Splits a member list (one handle per line) in place into members[]. */
 size_t client_split_members(char *list, char **members);

@@ -645,6 +645,12 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
         msv_payload_free(p);
         return err;
     }
+    /* the user's choice: read (so the session keeps up), answered in no way, counted */
+    if (msv_client_is_blocked(c, sender)) {
+        err = client_drop_blocked(c, sender, (int)p->kind, on_message, ctx);
+        msv_payload_free(p);
+        return err == MSV_OK ? MSV_ERR_EXISTS : err; /* acknowledged, not a new message */
+    }
     /* the key to answer it sealed */
     if (p->has_profile_key && strcmp(sender, c->handle) != 0 &&
         (err = msv_sessions_learn_profile(c, sender, p->profile_key)) != MSV_OK) {
@@ -950,10 +956,14 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
                 err = send_receipt(c, in.message_id, in.stored_id, in.sender);
             if (in.sender_proved && (err == MSV_ERR_AUTH || err == MSV_ERR_REPLAY ||
                                      err == MSV_ERR_PARSE || err == MSV_ERR_UNSUPPORTED)) {
-                int shown = err == MSV_ERR_AUTH && in.session_message &&
+                int blocked = msv_client_is_blocked(c, in.sender);
+                /* a blocked handle gets no session reset, and nothing is recorded */
+                int shown = !blocked && err == MSV_ERR_AUTH && in.session_message &&
                             session_broken(c, &in, on_message, ctx);
 
-                if (record_unreadable(c, f->deliver, &in, shown, on_message, ctx) != MSV_OK)
+                if (blocked
+                        ? client_drop_blocked(c, in.sender, 0, on_message, ctx) != MSV_OK
+                        : record_unreadable(c, f->deliver, &in, shown, on_message, ctx) != MSV_OK)
                     err = MSV_ERR_IO;
             }
             /* a redelivery, or a message that is not authentic or recorded as unreadable:

@@ -184,6 +184,24 @@ out:
     return err;
 }
 
+msv_err msv_request_report(struct msv_conn *c, const char *reported, const char *reason,
+                           const char *text, int timeout_ms, struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__ReportRequest r = MSV__WIRE__REPORT_REQUEST__INIT;
+    msv_frame *answer = NULL;
+    msv_err err;
+
+    r.reported = (char *)reported;
+    r.reason = (char *)reason;
+    r.text = (char *)text;
+    req.body_case = MSV__WIRE__FRAME__BODY_REPORT;
+    req.report = &r;
+    err = run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, &answer);
+    msv_frame_free(answer);
+    return err;
+}
+
 msv_err msv_request_prekey_upload(struct msv_conn *c, const struct msv_prekey *signed_key,
                                   const uint8_t sig[64], const struct msv_prekey *one_time,
                                   size_t n, int replace, int timeout_ms, uint32_t *left,

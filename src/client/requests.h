@@ -41,6 +41,11 @@ struct msv_outgoing {
     size_t ciphertext_len;
 };
 
+/* An abuse report to the operator (frame.proto ReportRequest); text "" sends none. */
+MSV_MUST_CHECK msv_err msv_request_report(struct msv_conn *c, const char *reported,
+                                          const char *reason, const char *text, int timeout_ms,
+                                          struct msv_refusal *why);
+
 /*
  * Sends one message: an envelope per device of the named handles. On
  * MSV_ERR_AGAIN the device list was stale: *current (caller frees with

@@ -525,7 +525,8 @@ static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
 
 /*
  * Sends what the outbox still holds (messages a lost connection left
- * queued), oldest first; each goes to the participants its payload names.
+ * queued), oldest first; each goes to the participants its payload names,
+ * except what goes to a blocked handle outside a group, which waits.
  */
 msv_err client_flush_outbox(struct msv_client *c)
 {
@@ -538,6 +539,11 @@ msv_err client_flush_outbox(struct msv_client *c)
 
         if (msv_payload_parse(o[i].payload, o[i].payload_len, &p) != MSV_OK) {
             err = msv_client_db_outbox_settle(c->db, o[i].message_id, "failed"); /* never goes */
+            continue;
+        }
+        if (!p->has_group &&
+            client_blocked_among(c, (const char *const *)p->participants, p->participant_count)) {
+            msv_payload_free(p); /* queued before the block: it waits until the unblock */
             continue;
         }
         err = deliver_once(c, o[i].message_id, (const char *const *)p->participants,
@@ -718,6 +724,8 @@ msv_err msv_client_send(struct msv_client *c, const char *const *handles, size_t
     struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = (char *)text};
 
     if (n == 0)
+        return MSV_ERR_INVALID;
+    if (client_refuse_blocked(c, handles, n) != MSV_OK)
         return MSV_ERR_INVALID;
     return client_send_payload(c, handles, n, &p, text, handles[0], files, n_files, progress,
                                message_id);

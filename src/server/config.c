@@ -88,6 +88,8 @@ static const struct option_def options[] = {
     {"accounts", "identity_max", OPT_U32, F(identity_max), 256, 16384},
     {"directory", "prekey_claim_interval_s", OPT_U32, F(prekey_claim_interval_s), 0, 86400},
     {"accounts", "codes_per_handle_per_day", OPT_U32, F(codes_per_handle_per_day), 1, 1000},
+    {"reports", "per_day", OPT_U32, F(reports_per_day), 1, 100000},
+    {"reports", "text_max", OPT_U64, F(report_text_max), 0, 1048576},
     {"accounts", "code_guesses_per_address", OPT_U32, F(code_guesses_per_address), 1, 100},
     {"accounts", "code_guesses_per_handle", OPT_U32, F(code_guesses_per_handle), 1, 100},
     {"accounts", "verification", OPT_STR, F(verification), 0, 0},
@@ -162,6 +164,8 @@ void msv_config_defaults(struct msv_config *c)
     c->queue_max_bytes = 256ull << 20;
     c->prekey_claim_interval_s = 300;
     c->codes_per_handle_per_day = 5;
+    c->reports_per_day = 20;
+    c->report_text_max = 65536;
     c->code_guesses_per_address = 5;
     c->code_guesses_per_handle = 20;
     c->blob_open_max = 8;

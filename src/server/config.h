@@ -47,6 +47,8 @@ struct msv_config {
     uint64_t queue_max_bytes;
     unsigned prekey_claim_interval_s; /* one one-time prekey per claimer and device; 0: off */
     unsigned codes_per_handle_per_day;
+    unsigned reports_per_day; /* abuse reports per account in 24 hours */
+    uint64_t report_text_max; /* bytes of reported messages' text in one report */
     /* wrong verification codes per 10 minutes: for a handle from one address, and in all */
     unsigned code_guesses_per_address, code_guesses_per_handle;
     unsigned blob_open_max;      /* unfinished uploads per device */

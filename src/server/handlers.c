@@ -1519,6 +1519,57 @@ static void handle_set_delivery_token(struct msv_conn_state *c, const msv_frame 
         msv_conn_send_ok(c, f->request_id);
 }
 
+#define REPORT_REASON_MAX 1000
+
+static void refuse_report(struct msv_conn_state *c, uint64_t request_id, int code, const char *why)
+{
+    atomic_fetch_add(&c->w->srv->m.reports_refused, 1);
+    msv_conn_send_error(c, request_id, code, why);
+}
+
+static int is_text(const char *s)
+{
+    return msv_utf8_is_valid((const uint8_t *)s, strlen(s));
+}
+
+/* An abuse report (frame.proto ReportRequest): bounded, about an account that exists. */
+static void handle_report(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    const Msv__Wire__ReportRequest *r = f->report;
+    const char *reason = r->reason ? r->reason : "", *text = r->text ? r->text : "";
+    int64_t now = msv_wall_ms();
+    unsigned per_day;
+    uint64_t text_max, id = 0;
+    msv_err err;
+
+    pthread_mutex_lock(&s->limits_lock);
+    per_day = s->cfg.reports_per_day;
+    text_max = s->cfg.report_text_max;
+    pthread_mutex_unlock(&s->limits_lock);
+    if (r->reported == NULL || r->reported[0] == '\0' || strlen(r->reported) > 255 ||
+        !is_text(reason) || !is_text(text))
+        return refuse_report(c, f->request_id, E_INVALID,
+                             "a report names the account reported, in UTF-8");
+    if (strlen(reason) > REPORT_REASON_MAX || strlen(text) > text_max)
+        return refuse_report(c, f->request_id, E_TOO_BIG,
+                             "a report's reason is at most 1000 bytes, its text at most "
+                             "[reports] text_max");
+    err = STORE(s)->report_add(IMPL(s), c->account_id, r->reported, reason, text, now,
+                               now - 86400000LL, per_day, &id);
+    if (err == MSV_ERR_NOT_FOUND)
+        return refuse_report(c, f->request_id, E_NOT_FOUND, "no account has that handle");
+    if (err == MSV_ERR_AGAIN)
+        return refuse_report(c, f->request_id, E_RATE, "too many reports today; try tomorrow");
+    if (err != MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        return;
+    }
+    atomic_fetch_add(&s->m.reports, 1);
+    msv_log(MSV_LOG_INFO, "report", "id=%llu", (unsigned long long)id);
+    msv_conn_send_ok(c, f->request_id);
+}
+
 /* ---- dispatch ------------------------------------------------------------------------- */
 
 /* What each request needs: its handler, and whether the device must be authenticated. */
@@ -1538,6 +1589,7 @@ static const struct route {
     {MSV__WIRE__FRAME__BODY_PREKEY_UPLOAD, 1, handle_prekey_upload},
     {MSV__WIRE__FRAME__BODY_PREKEY_CLAIM, 1, handle_prekey_claim},
     {MSV__WIRE__FRAME__BODY_SET_DELIVERY_TOKEN, 1, handle_set_delivery_token},
+    {MSV__WIRE__FRAME__BODY_REPORT, 1, handle_report},
     {MSV__WIRE__FRAME__BODY_ACK, 1, handle_ack},
     {MSV__WIRE__FRAME__BODY_REMOVE_DEVICE, 1, handle_remove_device},
     {MSV__WIRE__FRAME__BODY_APPROVE_DEVICE, 1, handle_approve_device},

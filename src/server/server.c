@@ -1288,6 +1288,8 @@ static void reload(struct msv_server *s)
     s->cfg.log_read_rate = c.log_read_rate;
     s->cfg.log_read_burst = c.log_read_burst;
     s->cfg.codes_per_handle_per_day = c.codes_per_handle_per_day;
+    s->cfg.reports_per_day = c.reports_per_day;
+    s->cfg.report_text_max = c.report_text_max;
     s->cfg.code_guesses_per_address = c.code_guesses_per_address;
     s->cfg.code_guesses_per_handle = c.code_guesses_per_handle;
     s->cfg.send_rate = c.send_rate;

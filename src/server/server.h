@@ -133,6 +133,7 @@ struct msv_metrics {
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects, cluster_timeouts;
     _Atomic uint64_t store_unavailable, queue_fetch_failures;
     _Atomic uint64_t http_refused, http_timeouts;
+    _Atomic uint64_t reports, reports_refused;
     _Atomic uint64_t codes_refused, code_guesses_refused, sends_rate_limited, queue_full,
         claims_refused, claims_throttled, prekeys_exhausted, blobs_refused, blob_finish_failed,
         blob_finish_busy;

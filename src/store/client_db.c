@@ -379,6 +379,46 @@ void msv_contacts_free(struct msv_contact *c, size_t count)
     free(c);
 }
 
+static msv_err read_setting(sqlite3_stmt *st, void *item)
+{
+    struct msv_setting *s = item;
+
+    s->key = msv_sql_text(st, 0);
+    s->value = msv_sql_blob(st, 1, &s->len);
+    return s->key && s->value ? MSV_OK : MSV_ERR_NOMEM;
+}
+
+static void drop_settings(void *list, size_t n)
+{
+    msv_settings_free(list, n);
+}
+
+msv_err msv_client_db_settings(struct msv_client_db *db, const char *prefix, size_t max,
+                               struct msv_setting **out, size_t *count)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db,
+                                  "SELECT key, value FROM settings WHERE substr(key, 1, ?1) = ?2 "
+                                  "ORDER BY key LIMIT ?3;",
+                                  &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int(st, 1, (int)strlen(prefix));
+    sqlite3_bind_text(st, 2, prefix, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)max);
+    return collect(st, sizeof(**out), read_setting, drop_settings, (void **)out, count, NULL);
+}
+
+void msv_settings_free(struct msv_setting *s, size_t count)
+{
+    for (size_t i = 0; s != NULL && i < count; i++) {
+        free(s[i].key);
+        free(s[i].value);
+    }
+    free(s);
+}
+
 /* ---- known devices -------------------------------------------------------------------- */
 
 static msv_err read_known_device(sqlite3_stmt *st, void *item)

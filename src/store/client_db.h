@@ -29,6 +29,16 @@ MSV_MUST_CHECK msv_err msv_client_db_unset(struct msv_client_db *db, const char 
 /* Removes every setting whose key starts with prefix. */
 MSV_MUST_CHECK msv_err msv_client_db_unset_prefix(struct msv_client_db *db, const char *prefix);
 
+struct msv_setting {
+    char *key;
+    uint8_t *value;
+    size_t len;
+};
+/* The settings whose keys start with prefix, at most max, by key. Free with msv_settings_free(). */
+MSV_MUST_CHECK msv_err msv_client_db_settings(struct msv_client_db *db, const char *prefix,
+                                              size_t max, struct msv_setting **out, size_t *count);
+void msv_settings_free(struct msv_setting *s, size_t count);
+
 /*
  * A consistent copy of the whole database at path (which must not exist, or
  * be empty), taken while it may be in use.

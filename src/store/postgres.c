@@ -414,6 +414,19 @@ static msv_err finish(struct pg_conn *c, msv_err err)
     "  FOR EACH STATEMENT EXECUTE FUNCTION queue_usage_add();"                                 \
     "CREATE TRIGGER queue_usage_out AFTER DELETE ON queue REFERENCING OLD TABLE AS gone"       \
     "  FOR EACH STATEMENT EXECUTE FUNCTION queue_usage_sub();"
+
+/* Abuse reports (missive report; missive-admin reports). */
+#define REPORTS_SCHEMA               \
+    "CREATE TABLE reports ("         \
+    "  id BIGSERIAL PRIMARY KEY,"    \
+    "  reporter_id BIGINT NOT NULL," \
+    "  reported_id BIGINT NOT NULL," \
+    "  reason TEXT NOT NULL,"        \
+    "  text TEXT NOT NULL,"          \
+    "  created_ms BIGINT NOT NULL,"  \
+    "  state TEXT NOT NULL);"        \
+    "CREATE INDEX reports_by_reporter ON reports(reporter_id, created_ms);"
+
 static const char schema[] =
     "CREATE TABLE accounts ("
     "  id BIGSERIAL PRIMARY KEY,"
@@ -471,7 +484,7 @@ static const char schema[] =
     "  device_id BIGINT NOT NULL,"
     "  key_id BIGINT NOT NULL,"
     "  pk BYTEA NOT NULL,"
-    "  PRIMARY KEY (device_id, key_id));" QUEUE_USAGE_SCHEMA;
+    "  PRIMARY KEY (device_id, key_id));" QUEUE_USAGE_SCHEMA REPORTS_SCHEMA;
 
 static const char *const upgrades[] = {
     /* 6 -> 7: attachment quotas sum a device's attachments */
@@ -479,6 +492,8 @@ static const char *const upgrades[] = {
     /* 7 -> 8: per-device queue counters, from what is queued now */
     QUEUE_USAGE_SCHEMA "INSERT INTO queue_usage SELECT device_id, COUNT(*),"
                        " SUM(octet_length(ciphertext)) FROM queue GROUP BY device_id;",
+    /* 8 -> 9: abuse reports */
+    REPORTS_SCHEMA,
 };
 
 /* Runs SQL text that may hold several statements (no parameters, not prepared). */
@@ -667,6 +682,115 @@ static msv_err account_list(struct pg_conn *c, struct msv_account_summary **out,
     *out = list;
     *n = rows;
     return MSV_OK;
+}
+
+static msv_err report_add(struct pg_conn *c, uint64_t reporter_account, const char *reported,
+                          const char *reason, const char *text, int64_t now_ms, int64_t since_ms,
+                          unsigned max_recent, uint64_t *id)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    uint64_t other = 0;
+    msv_err err;
+
+    a_i64(&a, (int64_t)reporter_account);
+    a_text(&a, reported);
+    a_text(&a, reason);
+    a_text(&a, text);
+    a_i64(&a, now_ms);
+    a_i64(&a, since_ms);
+    a_i64(&a, (int64_t)max_recent);
+    err = query(c,
+                "INSERT INTO reports (reporter_id, reported_id, reason, text, created_ms, state)"
+                " SELECT $1, id, $3, $4, $5, 'open' FROM accounts WHERE handle = $2"
+                " AND (SELECT COUNT(*) FROM reports WHERE reporter_id = $1"
+                " AND created_ms >= $6) < $7 RETURNING id;",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    if (PQntuples(r) == 1)
+        *id = (uint64_t)col_i64(r, 0, 0);
+    else /* nobody of that handle, or too many of the reporter's lately */
+        err = account_get(c, reported, &other, NULL) == MSV_ERR_NOT_FOUND ? MSV_ERR_NOT_FOUND
+                                                                          : MSV_ERR_AGAIN;
+    PQclear(r);
+    return err;
+}
+
+#define REPORT_COLUMNS                                                                        \
+    "SELECT r.id, a.handle, b.handle, r.reason, r.text, r.created_ms, r.state FROM reports r" \
+    " JOIN accounts a ON a.id = r.reporter_id JOIN accounts b ON b.id = r.reported_id"
+
+static msv_err report_rows(PGresult *r, struct msv_report **out, size_t *n)
+{
+    size_t rows = (size_t)PQntuples(r);
+    struct msv_report *list = calloc(rows ? rows : 1, sizeof(*list));
+    msv_err err = list ? MSV_OK : MSV_ERR_NOMEM;
+
+    for (size_t i = 0; list != NULL && i < rows; i++) {
+        int row = (int)i;
+
+        list[i] = (struct msv_report){.id = (uint64_t)col_i64(r, row, 0),
+                                      .reporter = col_text(r, row, 1),
+                                      .reported = col_text(r, row, 2),
+                                      .reason = col_text(r, row, 3),
+                                      .text = col_text(r, row, 4),
+                                      .created_ms = col_i64(r, row, 5),
+                                      .state = col_text(r, row, 6)};
+        if (!list[i].reporter || !list[i].reported || !list[i].reason || !list[i].text ||
+            !list[i].state)
+            err = MSV_ERR_NOMEM;
+    }
+    PQclear(r);
+    if (err != MSV_OK) {
+        msv_reports_free(list, list ? rows : 0);
+        return err;
+    }
+    *out = list;
+    *n = rows;
+    return MSV_OK;
+}
+
+static msv_err report_list(struct pg_conn *c, size_t limit, struct msv_report **out, size_t *n)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_i64(&a, (int64_t)limit);
+    err = query(c, REPORT_COLUMNS " ORDER BY r.id DESC LIMIT $1;", &a, &r);
+    return err == MSV_OK ? report_rows(r, out, n) : err;
+}
+
+static msv_err report_get(struct pg_conn *c, uint64_t id, struct msv_report **out)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    size_t n = 0;
+    msv_err err;
+
+    a_i64(&a, (int64_t)id);
+    err = query(c, REPORT_COLUMNS " WHERE r.id = $1;", &a, &r);
+    if (err == MSV_OK)
+        err = report_rows(r, out, &n);
+    if (err == MSV_OK && n == 0) {
+        msv_reports_free(*out, 0);
+        *out = NULL;
+        err = MSV_ERR_NOT_FOUND;
+    }
+    return err;
+}
+
+static msv_err report_set_state(struct pg_conn *c, uint64_t id, const char *state)
+{
+    struct args a = {0};
+    size_t n = 0;
+    msv_err err;
+
+    a_text(&a, state);
+    a_i64(&a, (int64_t)id);
+    err = run_count(c, "UPDATE reports SET state = $1 WHERE id = $2;", &a, &n);
+    return err == MSV_OK && n == 0 ? MSV_ERR_NOT_FOUND : err;
 }
 
 static msv_err account_set_suspended(struct pg_conn *c, const char *handle, int suspended)
@@ -1736,6 +1860,29 @@ static msv_err p_account_suspended(void *impl, uint64_t account_id, int *suspend
     POOLED(account_suspended(c_, account_id, suspended));
 }
 
+static msv_err p_report_add(void *impl, uint64_t reporter_account, const char *reported,
+                            const char *reason, const char *text, int64_t now_ms, int64_t since_ms,
+                            unsigned max_recent, uint64_t *id)
+{
+    POOLED(
+        report_add(c_, reporter_account, reported, reason, text, now_ms, since_ms, max_recent, id));
+}
+
+static msv_err p_report_list(void *impl, size_t limit, struct msv_report **out, size_t *n)
+{
+    POOLED(report_list(c_, limit, out, n));
+}
+
+static msv_err p_report_get(void *impl, uint64_t id, struct msv_report **out)
+{
+    POOLED(report_get(c_, id, out));
+}
+
+static msv_err p_report_set_state(void *impl, uint64_t id, const char *state)
+{
+    POOLED(report_set_state(c_, id, state));
+}
+
 static msv_err p_stats(void *impl, struct msv_store_stats *out)
 {
     POOLED(stats(c_, out));
@@ -1940,6 +2087,10 @@ static const struct msv_store_ops pg_ops = {
     .account_handle = p_account_handle,
     .account_list = p_account_list,
     .account_set_suspended = p_account_set_suspended,
+    .report_add = p_report_add,
+    .report_list = p_report_list,
+    .report_get = p_report_get,
+    .report_set_state = p_report_set_state,
     .account_suspended = p_account_suspended,
     .stats = p_stats,
     .code_put = p_code_put,

@@ -183,6 +183,16 @@ static const char *const migrations[] = {
     "CREATE TRIGGER queue_usage_out AFTER DELETE ON queue BEGIN"
     "  UPDATE queue_usage SET envelopes = envelopes - 1, bytes = bytes - LENGTH(old.ciphertext)"
     "  WHERE device_id = old.device_id; END;",
+    /* 8 -> 9: abuse reports */
+    "CREATE TABLE reports ("
+    "  id INTEGER PRIMARY KEY,"
+    "  reporter_id INTEGER NOT NULL,"
+    "  reported_id INTEGER NOT NULL,"
+    "  reason TEXT NOT NULL,"
+    "  text TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  state TEXT NOT NULL);"
+    "CREATE INDEX reports_by_reporter ON reports(reporter_id, created_ms);",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -313,6 +323,145 @@ static msv_err account_set_suspended(void *impl, const char *handle, int suspend
         return err;
     sqlite3_bind_int(st, 1, suspended != 0);
     sqlite3_bind_text(st, 2, handle, -1, SQLITE_TRANSIENT);
+    err = run(s, st);
+    return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+void msv_reports_free(struct msv_report *r, size_t n)
+{
+    for (size_t i = 0; r != NULL && i < n; i++) {
+        free(r[i].reporter);
+        free(r[i].reported);
+        free(r[i].reason);
+        free(r[i].text);
+        free(r[i].state);
+    }
+    free(r);
+}
+
+static msv_err report_add(void *impl, uint64_t reporter_account, const char *reported,
+                          const char *reason, const char *text, int64_t now_ms, int64_t since_ms,
+                          unsigned max_recent, uint64_t *id)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    uint64_t other = 0;
+    msv_err err =
+        prepare(s,
+                "INSERT INTO reports (reporter_id, reported_id, reason, text, created_ms,"
+                " state) SELECT ?1, id, ?3, ?4, ?5, 'open' FROM accounts WHERE handle = ?2"
+                " AND (SELECT COUNT(*) FROM reports WHERE reporter_id = ?1"
+                " AND created_ms >= ?6) < ?7;",
+                &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)reporter_account);
+    sqlite3_bind_text(st, 2, reported, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, reason, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 4, text, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 5, now_ms);
+    sqlite3_bind_int64(st, 6, since_ms);
+    sqlite3_bind_int64(st, 7, (sqlite3_int64)max_recent);
+    err = run(s, st);
+    if (err == MSV_OK && sqlite3_changes(s->db) == 1) {
+        *id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+        return MSV_OK;
+    }
+    if (err == MSV_OK) /* nobody of that handle, or too many of the reporter's lately */
+        err = account_get(impl, reported, &other, NULL) == MSV_ERR_NOT_FOUND ? MSV_ERR_NOT_FOUND
+                                                                             : MSV_ERR_AGAIN;
+    return err;
+}
+
+static msv_err report_rows(struct sqlite_store *s, sqlite3_stmt *st, struct msv_report **out,
+                           size_t *n)
+{
+    struct msv_report *r = NULL;
+    size_t count = 0, cap = 0;
+    msv_err err = MSV_OK;
+    int rc;
+
+    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct msv_report *x;
+
+        if (count == cap) {
+            cap = cap ? cap * 2 : 16;
+            x = realloc(r, cap * sizeof(*r));
+            if (x == NULL) {
+                err = MSV_ERR_NOMEM;
+                break;
+            }
+            r = x;
+        }
+        x = &r[count++];
+        *x = (struct msv_report){.id = (uint64_t)sqlite3_column_int64(st, 0),
+                                 .reporter = msv_sql_text(st, 1),
+                                 .reported = msv_sql_text(st, 2),
+                                 .reason = msv_sql_text(st, 3),
+                                 .text = msv_sql_text(st, 4),
+                                 .created_ms = sqlite3_column_int64(st, 5),
+                                 .state = msv_sql_text(st, 6)};
+        if (!x->reporter || !x->reported || !x->reason || !x->text || !x->state)
+            err = MSV_ERR_NOMEM;
+    }
+    if (err == MSV_OK && rc != SQLITE_DONE)
+        err = msv_sql_err(rc);
+    release(s, st);
+    if (err != MSV_OK) {
+        msv_reports_free(r, count);
+        return err;
+    }
+    *out = r;
+    *n = count;
+    return MSV_OK;
+}
+
+#define REPORT_COLUMNS                                                                        \
+    "SELECT r.id, a.handle, b.handle, r.reason, r.text, r.created_ms, r.state FROM reports r" \
+    " JOIN accounts a ON a.id = r.reporter_id JOIN accounts b ON b.id = r.reported_id"
+
+static msv_err report_list(void *impl, size_t limit, struct msv_report **out, size_t *n)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, REPORT_COLUMNS " ORDER BY r.id DESC LIMIT ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)limit);
+    return report_rows(s, st, out, n);
+}
+
+static msv_err report_get(void *impl, uint64_t id, struct msv_report **out)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    size_t n = 0;
+    msv_err err = prepare(s, REPORT_COLUMNS " WHERE r.id = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    err = report_rows(s, st, out, &n);
+    if (err == MSV_OK && n == 0) {
+        msv_reports_free(*out, 0);
+        *out = NULL;
+        err = MSV_ERR_NOT_FOUND;
+    }
+    return err;
+}
+
+static msv_err report_set_state(void *impl, uint64_t id, const char *state)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "UPDATE reports SET state = ? WHERE id = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, state, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)id);
     err = run(s, st);
     return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_NOT_FOUND : err;
 }
@@ -1297,6 +1446,29 @@ static msv_err l_account_suspended(void *impl, uint64_t account_id, int *suspend
     LOCKED(account_suspended(impl, account_id, suspended));
 }
 
+static msv_err l_report_add(void *impl, uint64_t reporter_account, const char *reported,
+                            const char *reason, const char *text, int64_t now_ms, int64_t since_ms,
+                            unsigned max_recent, uint64_t *id)
+{
+    LOCKED(report_add(impl, reporter_account, reported, reason, text, now_ms, since_ms, max_recent,
+                      id));
+}
+
+static msv_err l_report_list(void *impl, size_t limit, struct msv_report **out, size_t *n)
+{
+    LOCKED(report_list(impl, limit, out, n));
+}
+
+static msv_err l_report_get(void *impl, uint64_t id, struct msv_report **out)
+{
+    LOCKED(report_get(impl, id, out));
+}
+
+static msv_err l_report_set_state(void *impl, uint64_t id, const char *state)
+{
+    LOCKED(report_set_state(impl, id, state));
+}
+
 static msv_err l_stats(void *impl, struct msv_store_stats *out)
 {
     LOCKED(stats(impl, out));
@@ -1542,6 +1714,10 @@ static const struct msv_store_ops sqlite_ops = {
     .account_get = l_account_get,
     .account_list = l_account_list,
     .account_set_suspended = l_account_set_suspended,
+    .report_add = l_report_add,
+    .report_list = l_report_list,
+    .report_get = l_report_get,
+    .report_set_state = l_report_set_state,
     .account_suspended = l_account_suspended,
     .stats = l_stats,
     .account_handle = l_account_handle,

@@ -139,6 +139,18 @@ struct msv_account_summary {
 
 void msv_account_summaries_free(struct msv_account_summary *a, size_t n);
 
+/* An abuse report (missive report), as an operator sees it (missive-admin reports). */
+struct msv_report {
+    uint64_t id;
+    char *reporter, *reported; /* handles */
+    char *reason;              /* "" if none was given */
+    char *text;                /* the reported messages' text, if the reporter chose to send it */
+    int64_t created_ms;
+    char *state; /* "open", "suspended" or "dismissed" */
+};
+
+void msv_reports_free(struct msv_report *r, size_t n);
+
 /* What waits for one device (queue_usage). */
 struct msv_queue_usage {
     uint64_t device_id;
@@ -171,6 +183,22 @@ struct msv_store_ops {
     /* *suspended for account_id (MSV_ERR_NOT_FOUND for an unknown account). */
     msv_err (*account_suspended)(void *impl, uint64_t account_id, int *suspended);
     msv_err (*stats)(void *impl, struct msv_store_stats *out);
+
+    /*
+     * Abuse reports. report_add stores one from reporter_account about the
+     * account of reported (MSV_ERR_NOT_FOUND if there is none) as "open",
+     * unless the reporter made max_recent or more since since_ms
+     * (MSV_ERR_AGAIN, nothing stored). report_list: the newest first, at most
+     * limit. report_get: one (free with msv_reports_free(r, 1)). Both
+     * MSV_ERR_NOT_FOUND for an unknown id; report_set_state records what the
+     * operator decided.
+     */
+    msv_err (*report_add)(void *impl, uint64_t reporter_account, const char *reported,
+                          const char *reason, const char *text, int64_t now_ms, int64_t since_ms,
+                          unsigned max_recent, uint64_t *id);
+    msv_err (*report_list)(void *impl, size_t limit, struct msv_report **out, size_t *n);
+    msv_err (*report_get)(void *impl, uint64_t id, struct msv_report **out);
+    msv_err (*report_set_state)(void *impl, uint64_t id, const char *state);
 
     /*
      * verification codes: one per handle, kept until it expires (or is used up): while one
@@ -303,6 +331,6 @@ MSV_MUST_CHECK msv_err msv_store_open_postgres(const char *conninfo, unsigned co
 void msv_store_close(struct msv_store *s);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 8
+#define MSV_STORE_SCHEMA_VERSION 9
 
 #endif
