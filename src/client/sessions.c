@@ -237,6 +237,24 @@ static msv_err make_prekeys(struct msv_client *c, struct msv_prekey *keys, size_
     return err;
 }
 
+/*
+ * A profile key made on first use is stamped as old as can be: the key the
+ * account's other devices hold (a linked device's snapshot) replaces it.
+ */
+static msv_err placeholder_key(struct msv_client *c, uint8_t key[MSV_PROFILE_KEY_LEN])
+{
+    struct msv_sync_entry e = {
+        .key = MSV_PROFILE_KEY_SETTING, .value = key, .value_len = MSV_PROFILE_KEY_LEN, .stamp = 1};
+    int applied = 0;
+    msv_err err;
+
+    msv_random_bytes(key, MSV_PROFILE_KEY_LEN);
+    err = msv_client_db_sync_apply(c->db, &e, &applied);
+    if (err == MSV_OK && !applied)
+        err = msv_client_db_set(c->db, MSV_PROFILE_KEY_SETTING, key, MSV_PROFILE_KEY_LEN);
+    return err;
+}
+
 msv_err msv_sessions_profile_key(struct msv_client *c, uint8_t key[MSV_PROFILE_KEY_LEN])
 {
     uint8_t *v = NULL;
@@ -250,21 +268,7 @@ msv_err msv_sessions_profile_key(struct msv_client *c, uint8_t key[MSV_PROFILE_K
         return MSV_OK;
     if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
         return err;
-    /* made here on first use, it is stamped as old as can be: the key the account's other
-     * devices hold (a linked device's snapshot) replaces it */
-    {
-        struct msv_sync_entry e = {.key = MSV_PROFILE_KEY_SETTING,
-                                   .value = key,
-                                   .value_len = MSV_PROFILE_KEY_LEN,
-                                   .stamp = 1};
-        int applied = 0;
-
-        msv_random_bytes(key, MSV_PROFILE_KEY_LEN);
-        err = msv_client_db_sync_apply(c->db, &e, &applied);
-        if (err == MSV_OK && !applied)
-            err = msv_client_db_set(c->db, MSV_PROFILE_KEY_SETTING, key, MSV_PROFILE_KEY_LEN);
-    }
-    return err;
+    return placeholder_key(c, key);
 }
 
 msv_err msv_sessions_new_profile_key(struct msv_client *c)
