@@ -23,6 +23,8 @@
 #define MSV_URI_MAX 1024
 #define MSV_FILE_NAME_MAX 255
 #define MSV_MIME_MAX 127
+#define MSV_GROUP_HASH_LEN 32
+#define MSV_GROUP_SIGNATURE_MAX 72
 
 enum msv_payload_kind {
     MSV_KIND_MESSAGE = 1,
@@ -71,6 +73,15 @@ struct msv_payload {
     uint8_t log_head[MSV_LOG_HEAD_LEN]; /* opaque here; see client/transparency.h */
     bool has_profile_key;
     uint8_t profile_key[MSV_PROFILE_KEY_LEN]; /* the sender's, for sealed sends to it */
+    /* group changes only, all or none (docs/groups.md): the new state's admins (a subset of
+     * participants), its epoch (from 1), the previous state's hash, the author's signature */
+    char **group_admins;
+    size_t group_admin_count;
+    uint64_t group_epoch;
+    bool has_group_signature;
+    uint8_t group_prev_hash[MSV_GROUP_HASH_LEN];
+    uint8_t group_signature[MSV_GROUP_SIGNATURE_MAX];
+    size_t group_signature_len;
 };
 
 /*

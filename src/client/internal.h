@@ -59,6 +59,19 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
                             const struct msv_file *files, size_t n_files,
                             void (*progress)(uint64_t, uint64_t), uint8_t message_id[16]);
 
+/*
+ * Checks a group change from author's device against the group state this
+ * device holds (docs/groups.md) and applies it if it passes. *applied: 1 if
+ * it did; *text (caller frees) says for history what the change did, or why
+ * it was refused. An error only for failures of this device (storage, memory).
+ */
+msv_err client_group_take(struct msv_client *c, const char *author, uint64_t device,
+                          const struct msv_payload *p, int *applied, char **text);
+
+/* The public identity of a device of handle: from the known devices, else from the directory. */
+msv_err client_sender_identity(struct msv_client *c, const char *handle, uint64_t device,
+                               struct msv_public_identity **out);
+
 /* Splits a member list (one handle per line) in place into members[]. */
 size_t client_split_members(char *list, char **members);
 
