@@ -405,24 +405,33 @@ static int is_leaving(const struct group_state *then, const struct group_state *
     return 1;
 }
 
+/* "VERB A, B" for the handles of a that other lacks, after "; " if something came before. */
 static void describe_list(struct msv_buf *b, const char *verb, char *const *a, size_t na,
                           char *const *other, size_t no, int *any)
 {
+    int first = 1;
+
     for (size_t i = 0; i < na; i++) {
         if (listed(other, no, a[i]))
             continue;
-        msv_buf_put(b, *any ? ", " : " ", *any ? 2 : 1);
-        msv_buf_put(b, verb, strlen(verb));
+        if (first) {
+            msv_buf_put(b, *any ? "; " : " ", *any ? 2 : 1);
+            msv_buf_put(b, verb, strlen(verb));
+        } else {
+            msv_buf_put(b, ", ", 2);
+        }
         msv_buf_put(b, a[i], strlen(a[i]));
+        first = 0;
         *any = 1;
     }
 }
 
 /*
  * What a change from then (NULL: the creation) to now does, for people:
- * "AUTHOR created|changed|tried to change the group: added X, removed Y,
- * promoted Z, demoted W, renamed it "N"" and then, for an applied change,
- * the group's name and members; refused: why instead.
+ * "AUTHOR created the group", "AUTHOR left", or "AUTHOR changed|tried to
+ * change the group: added X, Y; removed Z; promoted W; demoted V; renamed
+ * it", and then, for an applied change, the group's name and members;
+ * refused: why instead.
  */
 static msv_err describe(const char *author, const struct group_state *then,
                         const struct group_state *now, const char *refused, char **text)
@@ -433,15 +442,15 @@ static msv_err describe(const char *author, const struct group_state *then,
     uint8_t *out = NULL;
     size_t len = 0;
     int any = 0;
-    const char *how = refused ? " tried to change the group:"
-                              : (then ? " changed the group:" : " created the group:");
+    const char *how = refused ? " tried to change the group:" : " changed the group:";
     msv_err err;
 
     msv_buf_init(&b, 2 * STATE_MAX + 512);
     msv_buf_put(&b, author, strlen(author));
-    if (then != NULL && is_leaving(then, now, author)) {
+    if (then == NULL && refused == NULL) {
+        msv_buf_put(&b, " created the group", 18);
+    } else if (then != NULL && is_leaving(then, now, author)) {
         msv_buf_put(&b, refused ? " tried to leave" : " left", refused ? 15 : 5);
-        any = 1;
     } else {
         msv_buf_put(&b, how, strlen(how));
         describe_list(&b, "added ", now->members, now->n_members, t->members, t->n_members, &any);
@@ -449,7 +458,7 @@ static msv_err describe(const char *author, const struct group_state *then,
         describe_list(&b, "promoted ", now->admins, now->n_admins, t->admins, t->n_admins, &any);
         describe_list(&b, "demoted ", t->admins, t->n_admins, now->admins, now->n_admins, &any);
         if (then != NULL && strcmp(then->name, now->name) != 0) {
-            msv_buf_put(&b, any ? ", renamed it" : " renamed it", any ? 12 : 11);
+            msv_buf_put(&b, any ? "; renamed it" : " renamed it", any ? 12 : 11);
             any = 1;
         }
         if (!any)
