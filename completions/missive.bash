@@ -59,7 +59,7 @@ _missive()
     link) opts="--server --suite --compat" ;;
     devices) opts="list approve remove" ;;
     contacts) opts="list add remove" ;;
-    groups) opts="list create add remove rename" ;;
+    groups) opts="list create add remove rename promote demote leave accept" ;;
     send) opts="--text --file --group" ;;
     receive) opts="--wait" ;;
     history) opts="--group --search --limit" ;;
