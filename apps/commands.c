@@ -986,8 +986,8 @@ void cli_print_incoming(void *ctx, const struct msv_incoming *in)
 
     if (in->message != NULL)
         cli_print_message(o, in->message);
-    else if (in->notice == NULL)
-        return; /* a receipt: history shows it */
+    else if (in->notice == NULL || in->kind == MSV_INCOMING_GROUP)
+        return; /* a receipt, a group change's outcome: history shows it, its message said it */
     else if (o->json)
         emit_json(json_pack("{s:s}", "notice", in->notice));
     else {

@@ -427,11 +427,10 @@ static void describe_list(struct msv_buf *b, const char *verb, char *const *a, s
 }
 
 /*
- * What a change from then (NULL: the creation) to now does, for people:
- * "AUTHOR created the group", "AUTHOR left", or "AUTHOR changed|tried to
- * change the group: added X, Y; removed Z; promoted W; demoted V; renamed
- * it", and then, for an applied change, the group's name and members;
- * refused: why instead.
+ * What a change from then (NULL: the creation, or a state this device did not
+ * hold) to now does, for people: "AUTHOR created|changed the group", "AUTHOR left", or "AUTHOR
+ * changed|tried to change the group: added X, Y; removed Z; promoted W; demoted V; renamed it", and
+ * then, for an applied change, the group's name and members; refused: why instead.
  */
 static msv_err describe(const char *author, const struct group_state *then,
                         const struct group_state *now, const char *refused, char **text)
@@ -448,7 +447,9 @@ static msv_err describe(const char *author, const struct group_state *then,
     msv_buf_init(&b, 2 * STATE_MAX + 512);
     msv_buf_put(&b, author, strlen(author));
     if (then == NULL && refused == NULL) {
-        msv_buf_put(&b, " created the group", 18);
+        /* a group this device held no state of: the change is all it knows */
+        how = now->epoch == 1 ? " created the group" : " changed the group";
+        msv_buf_put(&b, how, strlen(how));
     } else if (then != NULL && is_leaving(then, now, author)) {
         msv_buf_put(&b, refused ? " tried to leave" : " left", refused ? 15 : 5);
     } else {
