@@ -2644,6 +2644,66 @@ static void test_group_change_checked(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * Two admins rename the group at once, each on the same state: whatever the
+ * order each device gets the two changes in, all end with the same state,
+ * the change of the lower hash (docs/groups.md, "Two changes of one epoch").
+ */
+static void test_group_concurrent_changes(void **state)
+{
+    const char *two[2] = {"bob@example.org", "carol@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol;
+    struct msv_group_rec ga = {0}, gb = {0}, gc = {0};
+    uint8_t gid[16], ha[32], hb[32], hc[32];
+    char conversation[40];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    carol = client_for(&s, "carol", "carol@example.org");
+    assert_int_equal(msv_client_group_create(alice, "club", two, 2, gid), MSV_OK);
+    msv_client_group_conversation(gid, conversation);
+    assert_int_equal(msv_client_group_admin(alice, "club", "bob@example.org", 1), MSV_OK);
+    assert_int_equal(receive_now(bob), 2);
+    assert_int_equal(receive_now(carol), 2);
+    assert_int_equal(msv_client_group_accept(bob, conversation), MSV_OK);
+    /* both at epoch 2; each renames without having heard of the other */
+    assert_int_equal(msv_client_group_change(alice, "club", "alice's club", NULL, 0, NULL, 0),
+                     MSV_OK);
+    assert_int_equal(msv_client_group_change(bob, conversation, "bob's club", NULL, 0, NULL, 0),
+                     MSV_OK);
+    assert_int_equal(receive_now(carol), 2);
+    assert_int_equal(receive_now(alice), 1);
+    assert_int_equal(receive_now(bob), 1);
+    held_group_hash(alice, gid, ha);
+    held_group_hash(bob, gid, hb);
+    held_group_hash(carol, gid, hc);
+    assert_memory_equal(ha, hb, 32);
+    assert_memory_equal(ha, hc, 32);
+    assert_int_equal(msv_client_db_group_get(alice->db, gid, NULL, &ga), MSV_OK);
+    assert_int_equal(msv_client_db_group_get(bob->db, gid, NULL, &gb), MSV_OK);
+    assert_int_equal(msv_client_db_group_get(carol->db, gid, NULL, &gc), MSV_OK);
+    assert_string_equal(ga.name, gb.name);
+    assert_string_equal(ga.name, gc.name);
+    /* the loser's own device shows its change undone; the winner's refuses the other */
+    assert_int_equal(history_count(strcmp(ga.name, "bob's club") == 0 ? alice : bob, conversation,
+                                   "refused, out of order"),
+                     0);
+    assert_int_equal(history_count(strcmp(ga.name, "bob's club") == 0 ? bob : alice, conversation,
+                                   "refused, out of order"),
+                     1);
+    msv_group_clear(&ga);
+    msv_group_clear(&gb);
+    msv_group_clear(&gc);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(carol);
+    test_server_cleanup(&s);
+}
+
 static const char *status_of(struct msv_client *c, const uint8_t id[16])
 {
     static char status[32];
@@ -3025,6 +3085,7 @@ int main(void)
         cmocka_unit_test(test_send_to_big_accounts),
         cmocka_unit_test(test_non_member_group_post),
         cmocka_unit_test(test_group_change_checked),
+        cmocka_unit_test(test_group_concurrent_changes),
         cmocka_unit_test(test_receipts_only_from_recipients),
         cmocka_unit_test(test_reused_message_id),
         cmocka_unit_test(test_received_files_kept),
