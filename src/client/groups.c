@@ -731,7 +731,8 @@ static const char *not_allowed(const struct group_state *then, const struct grou
 /*
  * Which state a checked change follows: the one held (the next epoch), or the
  * one before it when the change and the held state are two changes of the
- * same epoch and this one has the lower hash (docs/groups.md). NULL: none.
+ * same epoch and this one has the lower hash, or is the one held
+ * (docs/groups.md). NULL: none.
  */
 static const struct group_state *base_of(const struct group_state *held,
                                          const struct group_state *prev, int has_prev,
@@ -739,8 +740,10 @@ static const struct group_state *base_of(const struct group_state *held,
 {
     if (now->epoch == held->epoch + 1 && memcmp(p->group_prev_hash, held->hash, 32) == 0)
         return held;
+    /* a lower hash wins; the very change held (stored, then a crash before the message was
+     * acknowledged) is taken again, which changes nothing but finishes what it began */
     if (has_prev && now->epoch == held->epoch && memcmp(p->group_prev_hash, prev->hash, 32) == 0 &&
-        memcmp(now->hash, held->hash, 32) < 0)
+        memcmp(now->hash, held->hash, 32) <= 0)
         return prev;
     return NULL;
 }
