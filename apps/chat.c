@@ -152,6 +152,31 @@ static void display_name(struct chat *ch, const char *conversation, char *out, s
     }
 }
 
+/* " members: \u2605A, B" for the title of a group conversation, its admins starred; "" if none. */
+static void group_members(struct chat *ch, const char *conversation, char *out, size_t len)
+{
+    const struct msv_group_rec *g = group_of(ch, conversation);
+    char *admins = NULL;
+    size_t o;
+
+    out[0] = '\0';
+    if (g == NULL)
+        return;
+    if (msv_client_group_admins(ch->c, g->group_id, &admins) != MSV_OK)
+        admins = NULL;
+    o = (size_t)snprintf(out, len, "  members:");
+    for (const char *m = g->members; *m != '\0' && o < len;) {
+        size_t n = strcspn(m, "\n");
+        int admin = 0;
+
+        for (const char *a = admins; a != NULL && *a != '\0'; a += strcspn(a, "\n") + 1)
+            admin |= strcspn(a, "\n") == n && strncmp(a, m, n) == 0;
+        o += (size_t)snprintf(out + o, len - o, " %s%.*s", admin ? "\u2605" : "", (int)n, m);
+        m += n + (m[n] == '\n');
+    }
+    free(admins);
+}
+
 static void load(struct chat *ch)
 {
     size_t read = 0;
@@ -428,18 +453,20 @@ static void draw(struct chat *ch)
 {
     int list_w = COLS >= 60 ? (COLS / 4 < 28 ? COLS / 4 : 28) : 0;
     int view_x = list_w ? list_w + 1 : 0, view_w = COLS - view_x, view_h = LINES - 3;
-    char title[600], name[300];
+    char title[600], name[300], members[300] = "";
     struct lines l = {0};
     size_t first_conv = 0;
     wchar_t *w;
 
     erase();
-    if (ch->current[0])
+    if (ch->current[0]) {
         display_name(ch, ch->current, name, sizeof(name));
-    else
+        group_members(ch, ch->current, members, sizeof(members));
+    } else {
         snprintf(name, sizeof(name), "no conversation: /to HANDLE");
-    snprintf(title, sizeof(title), " Missive  %s  %s  \u2014  %s", ch->c->handle,
-             owner_online(ch->ow) ? "online" : "offline (retrying)", name);
+    }
+    snprintf(title, sizeof(title), " Missive  %s  %s  \u2014  %s%s", ch->c->handle,
+             owner_online(ch->ow) ? "online" : "offline (retrying)", name, members);
     attron(A_REVERSE);
     mvhline(0, 0, ' ', COLS);
     attroff(A_REVERSE);
@@ -561,6 +588,15 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
         add_note(ch, "", "\u21c4 %s", notice ? notice : "");
         set_status(ch, 6000, "%s", notice ? notice : "");
         ch->reload = 1; /* contacts' names may have changed */
+    } else if (strcmp(type, "group") == 0) {
+        const char *notice = json_string_value(json_object_get(event, "notice"));
+        const char *status = json_string_value(json_object_get(event, "status"));
+
+        if (status != NULL && strcmp(status, "refused") == 0) {
+            add_note(ch, conversation, "\u26a0 %s", notice ? notice : "");
+            set_status(ch, 8000, "\u26a0 %s", notice ? notice : "");
+        }
+        ch->reload = 1; /* the members and admins shown */
     } else if (strcmp(type, "alarm") == 0) {
         const char *warning = json_string_value(json_object_get(event, "warning"));
 

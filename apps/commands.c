@@ -53,12 +53,16 @@ static const struct {
      "Names for handles, usable wherever a handle is."},
     {"groups",
      "groups [list | create NAME MEMBER... | add GROUP MEMBER... | remove GROUP "
-     "MEMBER... | rename GROUP NEW_NAME | accept ID]",
+     "MEMBER... | rename GROUP NEW_NAME | promote GROUP MEMBER | demote GROUP MEMBER | "
+     "leave GROUP | accept ID]",
      "Group conversations. Members are handles or contact names; every change is sent to "
      "the members' devices, removed members included. A GROUP is its name or its id "
      "(group:HEX, as listed); no two of your groups share a name. A group someone else "
      "made is listed as invited: its messages arrive, but you write to it only once you "
-     "accept it by its id."},
+     "accept it by its id. The creator is the first admin; only admins add, remove, "
+     "rename, promote and demote (the list names them); anyone may leave. Every change "
+     "is signed and checked by every member, who refuses and shows what an admin did "
+     "not sign."},
     {"send", "send TO... [--text TEXT] [--file PATH]...\n       missive send --group NAME ...",
      "Sends a message (the text, or standard input unless files are given) to handles or "
      "contact names. It is encrypted for every device of every recipient and of this "
@@ -829,6 +833,27 @@ static void explain_group(const char *which, msv_err err)
                 which);
 }
 
+/* A list of one handle a line, in place, as "A,B". */
+static void commas(char *list)
+{
+    for (char *m = list; *m; m++)
+        *m = *m == '\n' && m[1] ? ',' : (*m == '\n' ? '\0' : *m);
+}
+
+/* "\tadmins: A,B" after a group's line, and its end; nothing for a group without signed state. */
+static void print_admins(struct msv_client *c, const uint8_t group_id[16])
+{
+    char *admins = NULL;
+
+    if (msv_client_group_admins(c, group_id, &admins) == MSV_OK) {
+        commas(admins);
+        fputs("\tadmins: ", cli_out);
+        term_put(cli_out, admins, TERM_ONE_LINE);
+    }
+    free(admins);
+    fputc('\n', cli_out);
+}
+
 static int cmd_groups(const struct cli *o, struct msv_client *c)
 {
     const char *handles[64];
@@ -845,17 +870,25 @@ static int cmd_groups(const struct cli *o, struct msv_client *c)
         for (size_t i = 0; err == MSV_OK && i < n; i++) {
             char gid[40];
 
-            for (char *m = g[i].members; *m; m++)
-                *m = *m == '\n' && m[1] ? ',' : (*m == '\n' ? '\0' : *m);
+            commas(g[i].members);
             msv_client_group_conversation(g[i].group_id, gid);
             if (o->json) {
-                emit_json(json_pack("{s:s, s:s, s:s, s:b}", "name", g[i].name, "members",
-                                    g[i].members, "id", gid, "invited", !g[i].accepted));
+                char *admins = NULL;
+                json_t *row = json_pack("{s:s, s:s, s:s, s:b}", "name", g[i].name, "members",
+                                        g[i].members, "id", gid, "invited", !g[i].accepted);
+
+                if (msv_client_group_admins(c, g[i].group_id, &admins) == MSV_OK) {
+                    commas(admins);
+                    json_object_set_new(row, "admins", json_string(admins));
+                }
+                free(admins);
+                emit_json(row);
             } else {
                 term_put(cli_out, g[i].name, TERM_ONE_LINE);
                 fputc('\t', cli_out);
                 term_put(cli_out, g[i].members, TERM_ONE_LINE);
-                fprintf(cli_out, "\t%s%s\n", gid, g[i].accepted ? "" : "\tinvited");
+                fprintf(cli_out, "\t%s%s", gid, g[i].accepted ? "" : "\tinvited");
+                print_admins(c, g[i].group_id);
             }
         }
         msv_groups_free(g, n);
@@ -865,6 +898,11 @@ static int cmd_groups(const struct cli *o, struct msv_client *c)
         err = msv_client_group_accept(c, o->argv[1]);
         explain_group(o->argv[1], err);
         return err == MSV_OK ? 0 : fail(c, "accepting the group", err);
+    }
+    if (strcmp(verb, "leave") == 0 && o->argc == 2) {
+        err = msv_client_group_leave(c, o->argv[1]);
+        explain_group(o->argv[1], err);
+        return err == MSV_OK ? 0 : fail(c, "leaving the group", err);
     }
     if (o->argc < 3 || o->argc > 66)
         return cli_usage("groups", cli_err);
@@ -877,6 +915,8 @@ static int cmd_groups(const struct cli *o, struct msv_client *c)
         err = msv_client_group_change(c, o->argv[1], NULL, NULL, 0, handles, n);
     else if (strcmp(verb, "rename") == 0 && o->argc == 3)
         err = msv_client_group_change(c, o->argv[1], o->argv[2], NULL, 0, NULL, 0);
+    else if ((strcmp(verb, "promote") == 0 || strcmp(verb, "demote") == 0) && n == 1)
+        err = msv_client_group_admin(c, o->argv[1], handles[0], strcmp(verb, "promote") == 0);
     else
         err = MSV_ERR_INVALID;
     resolved_free(found, counts, o->argc - 2);
@@ -885,6 +925,9 @@ static int cmd_groups(const struct cli *o, struct msv_client *c)
     if (err == MSV_ERR_EXISTS && (strcmp(verb, "create") == 0 || strcmp(verb, "rename") == 0))
         fprintf(cli_err, "missive: you have a group named %s already\n",
                 o->argv[strcmp(verb, "create") == 0 ? 1 : 2]);
+    else if (err == MSV_ERR_AUTH)
+        fprintf(cli_err, "missive: you are not an admin of %s: only admins change a group\n",
+                o->argv[1]);
     else if (strcmp(verb, "create") != 0)
         explain_group(o->argv[1], err);
     return err == MSV_OK ? 0 : fail(c, "changing the group", err);
@@ -989,8 +1032,8 @@ void cli_print_incoming(void *ctx, const struct msv_incoming *in)
 
     if (in->message != NULL)
         cli_print_message(o, in->message);
-    else if (in->notice == NULL)
-        return; /* a receipt: history shows it */
+    else if (in->notice == NULL || in->kind == MSV_INCOMING_GROUP)
+        return; /* a receipt, a group change's outcome: history shows it, its message said it */
     else if (o->json)
         emit_json(json_pack("{s:s}", "notice", in->notice));
     else {

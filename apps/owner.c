@@ -357,7 +357,7 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         [MSV_INCOMING_TYPING] = "typing",     [MSV_INCOMING_EDIT] = "edit",
         [MSV_INCOMING_DEVICE] = "device",     [MSV_INCOMING_SESSION] = "session",
         [MSV_INCOMING_REACTION] = "reaction", [MSV_INCOMING_SYNC] = "sync",
-        [MSV_INCOMING_BLOCKED] = "blocked",
+        [MSV_INCOMING_BLOCKED] = "blocked",   [MSV_INCOMING_GROUP] = "group",
     };
     struct owner *ow = ctx;
     json_t *event = json_pack("{s:s}", "type", kinds[in->kind]);
@@ -381,7 +381,7 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         json_object_set_new(event, "message", message ? message : json_null());
         inbox_add(ow, json_incref(json_object_get(event, "message")),
                   render_message(ow->o, in->message));
-    } else if (in->notice != NULL) {
+    } else if (in->notice != NULL && in->kind != MSV_INCOMING_GROUP) { /* its message says it */
         line = text_line("notice: ", in->notice);
         inbox_add(ow, json_pack("{s:o}", "notice", rpc_text(in->notice)), line);
     }

@@ -61,7 +61,7 @@ _missive()
     devices) opts="list approve remove" ;;
     contacts) opts="list add remove" ;;
     sync) opts="list set unset" ;;
-    groups) opts="list create add remove rename" ;;
+    groups) opts="list create add remove rename promote demote leave accept" ;;
     send) opts="--text --file --group" ;;
     receive) opts="--wait" ;;
     history) opts="--group --search --limit" ;;

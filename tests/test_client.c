@@ -30,6 +30,7 @@
 #include <sqlite3.h>
 
 #include "client/client.h"
+#include "client/internal.h"
 #include "client/sessions.h"
 #include "client/transparency.h"
 #include "missive/kt.h"
@@ -2448,6 +2449,261 @@ static void test_non_member_group_post(void **state)
     test_server_cleanup(&s);
 }
 
+/* ---- signed group changes (docs/groups.md), made by hand as the format says ----------- */
+
+static void put_handle(uint8_t *out, size_t *o, const char *s)
+{
+    size_t n = strlen(s);
+
+    out[(*o)++] = (uint8_t)(n >> 8);
+    out[(*o)++] = (uint8_t)n;
+    memcpy(out + *o, s, n);
+    *o += n;
+}
+
+static void put_u32(uint8_t *out, size_t *o, size_t v)
+{
+    for (int i = 3; i >= 0; i--)
+        out[(*o)++] = (uint8_t)(v >> (8 * i));
+}
+
+/* SHA-256 of the state encoding: magic, id, epoch, name, members, admins. */
+static void group_state_hash(const uint8_t gid[16], uint64_t epoch, const char *name,
+                             const char *const *m, size_t nm, const char *const *a, size_t na,
+                             uint8_t hash[32])
+{
+    uint8_t out[4096];
+    size_t o = 0;
+
+    memcpy(out, "MSV-group-state-v1", 18);
+    o = 18;
+    memcpy(out + o, gid, 16);
+    o += 16;
+    for (int i = 7; i >= 0; i--)
+        out[o++] = (uint8_t)(epoch >> (8 * i));
+    put_handle(out, &o, name);
+    put_u32(out, &o, nm);
+    for (size_t i = 0; i < nm; i++)
+        put_handle(out, &o, m[i]);
+    put_u32(out, &o, na);
+    for (size_t i = 0; i < na; i++)
+        put_handle(out, &o, a[i]);
+    crypto_hash_sha256(hash, out, o);
+}
+
+/* The hash of the state c holds for gid, as stored. */
+static void held_group_hash(struct msv_client *c, const uint8_t gid[16], uint8_t hash[32])
+{
+    char hex[33], key[64];
+    uint8_t *v = NULL;
+    size_t len = 0;
+
+    assert_int_equal(msv_hex_encode(gid, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(key, sizeof(key), "group-state:%s", hex);
+    assert_int_equal(msv_client_db_get(c->db, key, &v, &len), MSV_OK);
+    crypto_hash_sha256(hash, v, len);
+    free(v);
+}
+
+/*
+ * Sends, as from, a group change to the state (epoch, members, admins) said to
+ * follow prev, signed by from's device (spoiled: one bit of the signature flipped).
+ */
+static void send_signed_change(struct msv_client *from, const uint8_t gid[16], uint64_t epoch,
+                               const uint8_t prev[32], const char *const *m, size_t nm,
+                               const char *const *a, size_t na, int spoiled)
+{
+    struct msv_payload p = {.kind = MSV_KIND_GROUP_CHANGE,
+                            .has_group = true,
+                            .group_name = "club",
+                            .participants = (char **)m,
+                            .participant_count = nm,
+                            .has_group_signature = true,
+                            .group_admins = (char **)a,
+                            .group_admin_count = na,
+                            .group_epoch = epoch};
+    uint8_t msg[19 + 16 + 8 + 32 + 32], hash[32], id[16];
+    char conversation[40];
+
+    memcpy(p.group_id, gid, 16);
+    memcpy(p.group_prev_hash, prev, 32);
+    group_state_hash(gid, epoch, "club", m, nm, a, na, hash);
+    memcpy(msg, "MSV-group-change-v1", 19);
+    memcpy(msg + 19, gid, 16);
+    for (int i = 7; i >= 0; i--)
+        msg[35 + 7 - i] = (uint8_t)(epoch >> (8 * i));
+    memcpy(msg + 43, prev, 32);
+    memcpy(msg + 75, hash, 32);
+    assert_int_equal(
+        msv_identity_sign(from->id, msg, sizeof(msg), p.group_signature, &p.group_signature_len),
+        MSV_OK);
+    if (spoiled)
+        p.group_signature[p.group_signature_len / 2] ^= 1;
+    msv_client_group_conversation(gid, conversation);
+    assert_int_equal(
+        client_send_payload(from, m, nm, &p, "forged", conversation, NULL, 0, NULL, id), MSV_OK);
+}
+
+static void assert_members(struct msv_client *c, const uint8_t gid[16], const char *members)
+{
+    struct msv_group_rec g = {0};
+
+    assert_int_equal(msv_client_db_group_get(c->db, gid, NULL, &g), MSV_OK);
+    assert_string_equal(g.members, members);
+    msv_group_clear(&g);
+}
+
+/*
+ * Carol, a member but no admin, patches her own client to think herself one
+ * (her signed state is gone, so it takes her for the admin of what she
+ * holds) and removes bob: alice and bob refuse it and show why. Then
+ * changes signed by alice herself that are spoiled, skip an epoch or replay
+ * an old epoch are refused too; the state each holds does not move.
+ */
+static void test_group_change_checked(void **state)
+{
+    const char *two[2] = {"bob@example.org", "carol@example.org"};
+    const char *all[3] = {"alice@example.org", "bob@example.org", "carol@example.org"};
+    const char *alice_only[1] = {"alice@example.org"}, *alice_bob[2] = {all[0], all[1]};
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol;
+    uint8_t gid[16], id[16], held[32], before[32], zero[32] = {0};
+    char conversation[40], key[64], hex[33];
+    const char *members = "alice@example.org\nbob@example.org\ncarol@example.org\n";
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    carol = client_for(&s, "carol", "carol@example.org");
+    assert_int_equal(msv_client_group_create(alice, "club", two, 2, gid), MSV_OK);
+    msv_client_group_conversation(gid, conversation);
+    assert_int_equal(receive_now(bob), 1);
+    assert_int_equal(receive_now(carol), 1);
+    assert_int_equal(history_count(bob, conversation, "alice@example.org created the group"), 1);
+    assert_int_equal(msv_client_group_accept(bob, conversation), MSV_OK);
+    assert_int_equal(msv_client_group_accept(carol, conversation), MSV_OK);
+    /* carol's honest client refuses her */
+    assert_int_equal(msv_client_group_change(carol, "club", NULL, NULL, 0, &two[0], 1),
+                     MSV_ERR_AUTH);
+    /* her patched one does not */
+    assert_int_equal(msv_hex_encode(gid, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(key, sizeof(key), "group-state:%s", hex);
+    assert_int_equal(msv_client_db_unset(carol->db, key), MSV_OK);
+    assert_int_equal(msv_client_group_change(carol, "club", NULL, NULL, 0, &two[0], 1), MSV_OK);
+    held_group_hash(alice, gid, before);
+    for (int i = 0; i < 2; i++) {
+        struct msv_client *c = i ? bob : alice;
+
+        assert_int_equal(receive_now(c), 1);
+        assert_int_equal(history_count(c, conversation,
+                                       "carol@example.org tried to change the group: removed "
+                                       "bob@example.org; promoted carol@example.org; demoted "
+                                       "alice@example.org: refused, not an admin"),
+                         1);
+        assert_members(c, gid, members);
+        held_group_hash(c, gid, held);
+        assert_memory_equal(held, before, 32);
+    }
+    /* alice's own signature, spoiled */
+    send_signed_change(alice, gid, 2, before, alice_bob, 2, alice_only, 1, 1);
+    assert_int_equal(receive_now(bob), 1);
+    assert_int_equal(history_count(bob, conversation,
+                                   "alice@example.org sent a group change: refused, its "
+                                   "signature does not verify"),
+                     1);
+    assert_members(bob, gid, members);
+    /* an epoch skipped */
+    send_signed_change(alice, gid, 3, before, alice_bob, 2, alice_only, 1, 0);
+    assert_int_equal(receive_now(bob), 1);
+    assert_int_equal(
+        history_count(bob, conversation, "alice@example.org sent a group change: refused, out of"),
+        1);
+    assert_members(bob, gid, members);
+    /* a real change goes through; then the creation, signed again, comes back */
+    assert_int_equal(msv_client_group_admin(alice, "club", "bob@example.org", 1), MSV_OK);
+    assert_int_equal(receive_now(bob), 1);
+    assert_int_equal(history_count(bob, conversation,
+                                   "alice@example.org changed the group: "
+                                   "promoted bob@example.org"),
+                     1);
+    send_signed_change(alice, gid, 1, zero, all, 3, alice_only, 1, 0);
+    assert_int_equal(receive_now(bob), 1);
+    assert_int_equal(
+        history_count(bob, conversation, "alice@example.org sent a group change: refused, out of"),
+        2);
+    /* bob, an admin now, may do what carol could not */
+    assert_int_equal(msv_client_group_change(bob, "club", NULL, NULL, 0, &two[1], 1), MSV_OK);
+    assert_int_equal(receive_now(alice), 1);
+    assert_members(alice, gid, "alice@example.org\nbob@example.org\n");
+    (void)id;
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(carol);
+    test_server_cleanup(&s);
+}
+
+/*
+ * Two admins rename the group at once, each on the same state: whatever the
+ * order each device gets the two changes in, all end with the same state,
+ * the change of the lower hash (docs/groups.md, "Two changes of one epoch").
+ */
+static void test_group_concurrent_changes(void **state)
+{
+    const char *two[2] = {"bob@example.org", "carol@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol;
+    struct msv_group_rec ga = {0}, gb = {0}, gc = {0};
+    uint8_t gid[16], ha[32], hb[32], hc[32];
+    char conversation[40];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    carol = client_for(&s, "carol", "carol@example.org");
+    assert_int_equal(msv_client_group_create(alice, "club", two, 2, gid), MSV_OK);
+    msv_client_group_conversation(gid, conversation);
+    assert_int_equal(msv_client_group_admin(alice, "club", "bob@example.org", 1), MSV_OK);
+    assert_int_equal(receive_now(bob), 2);
+    assert_int_equal(receive_now(carol), 2);
+    assert_int_equal(msv_client_group_accept(bob, conversation), MSV_OK);
+    /* both at epoch 2; each renames without having heard of the other */
+    assert_int_equal(msv_client_group_change(alice, "club", "alice's club", NULL, 0, NULL, 0),
+                     MSV_OK);
+    assert_int_equal(msv_client_group_change(bob, conversation, "bob's club", NULL, 0, NULL, 0),
+                     MSV_OK);
+    assert_int_equal(receive_now(carol), 2);
+    assert_int_equal(receive_now(alice), 1);
+    assert_int_equal(receive_now(bob), 1);
+    held_group_hash(alice, gid, ha);
+    held_group_hash(bob, gid, hb);
+    held_group_hash(carol, gid, hc);
+    assert_memory_equal(ha, hb, 32);
+    assert_memory_equal(ha, hc, 32);
+    assert_int_equal(msv_client_db_group_get(alice->db, gid, NULL, &ga), MSV_OK);
+    assert_int_equal(msv_client_db_group_get(bob->db, gid, NULL, &gb), MSV_OK);
+    assert_int_equal(msv_client_db_group_get(carol->db, gid, NULL, &gc), MSV_OK);
+    assert_string_equal(ga.name, gb.name);
+    assert_string_equal(ga.name, gc.name);
+    /* the loser's own device shows its change undone; the winner's refuses the other */
+    assert_int_equal(history_count(strcmp(ga.name, "bob's club") == 0 ? alice : bob, conversation,
+                                   "refused, out of order"),
+                     0);
+    assert_int_equal(history_count(strcmp(ga.name, "bob's club") == 0 ? bob : alice, conversation,
+                                   "refused, out of order"),
+                     1);
+    msv_group_clear(&ga);
+    msv_group_clear(&gb);
+    msv_group_clear(&gc);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(carol);
+    test_server_cleanup(&s);
+}
+
 static const char *status_of(struct msv_client *c, const uint8_t id[16])
 {
     static char status[32];
@@ -2895,6 +3151,8 @@ int main(void)
         cmocka_unit_test(test_signed_prekey_rotation),
         cmocka_unit_test(test_send_to_big_accounts),
         cmocka_unit_test(test_non_member_group_post),
+        cmocka_unit_test(test_group_change_checked),
+        cmocka_unit_test(test_group_concurrent_changes),
         cmocka_unit_test(test_receipts_only_from_recipients),
         cmocka_unit_test(test_reused_message_id),
         cmocka_unit_test(test_sync_from_another_account),

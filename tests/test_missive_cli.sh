@@ -225,7 +225,7 @@ expect 1 "bob cannot write before accepting" -- as bob-phone send --group trip -
 grep -q "no group trip (an invitation is accepted first" err.txt && ok || bad "invitation send: $(cat err.txt)"
 expect 0 "bob's invitation" -- as bob-phone groups
 trip=$(grep "^trip	" out.txt | cut -f3)
-grep -q "^trip	alice@example.org,bob@example.org,carol@example.org	group:[0-9a-f]\{32\}	invited$" out.txt && ok || bad "invited list: $(cat out.txt)"
+grep -q "^trip	alice@example.org,bob@example.org,carol@example.org	group:[0-9a-f]\{32\}	invited	admins: alice@example.org$" out.txt && ok || bad "invited list: $(cat out.txt)"
 expect 1 "an invitation is accepted by its id only" -- as bob-phone groups accept trip
 expect 0 "bob accepts" -- as bob-phone groups accept "$trip"
 # carol makes a group of the same name: it arrives as an invitation and takes no name over
@@ -240,15 +240,17 @@ grep -q '"conversation":"group:[0-9a-f]\{32\}".*"text":"train at nine"' out.txt 
 expect 0 "alice reads the group" -- as alice-phone receive --wait 1
 grep -q "train at nine" out.txt && ok || bad "group message for alice"
 # bob accepts carol's group too: the name is now ambiguous, and a send by it is refused
-shadow=$(as bob-phone groups | grep "	invited$" | cut -f3)
+shadow=$(as bob-phone groups | grep "	invited	" | cut -f3)
 [ -n "$shadow" ] && [ "$shadow" != "$trip" ] && ok || bad "carol's group listed apart: $shadow"
 expect 0 "bob accepts carol's group" -- as bob-phone groups accept "$shadow"
 expect 1 "an ambiguous name" -- as bob-phone send --group trip --text "which one"
 grep -q "more than one group is named trip" err.txt && ok || bad "ambiguous: $(cat err.txt)"
 expect 0 "carol sees nothing of it" -- "$M" --data-dir dev-carol-phone --account carol@example.org receive --wait 1
 grep -q "which one" out.txt && bad "an ambiguous send went out" || ok
-expect 0 "bob renames carol's group" -- as bob-phone groups rename "$shadow" "carol's trip"
-expect 0 "carol hears of the rename" -- "$M" --data-dir dev-carol-phone --account carol@example.org receive --wait 1
+expect 3 "bob is no admin of carol's group" -- as bob-phone groups rename "$shadow" "carol's trip"
+grep -q "you are not an admin of $shadow" err.txt && ok || bad "not an admin: $(cat err.txt)"
+expect 0 "carol renames her group" -- "$M" --data-dir dev-carol-phone --account carol@example.org groups rename "$shadow" "carol's trip"
+expect 0 "bob hears of the rename" -- as bob-phone receive --wait 1
 expect 0 "remove carol" -- as alice-phone groups remove trip carol@example.org
 expect 0 "carol is told" -- "$M" --data-dir dev-carol-phone --account carol@example.org receive --wait 1
 grep -q 'members alice@example.org, bob@example.org$' out.txt && ok || bad "carol told of her removal: $(cat out.txt)"
@@ -261,9 +263,9 @@ grep -q "just us now" out.txt && ok || bad "bob misses the group message"
 expect 0 "group history" -- as bob-phone history --group trip
 grep -q "train at nine" out.txt && grep -q "just us now" out.txt && ok || bad "group history: $(cat out.txt)"
 expect 0 "groups list" -- as bob-phone groups
-grep -q "^trip	alice@example.org,bob@example.org	$trip$" out.txt && ok || bad "groups list: $(cat out.txt)"
+grep -q "^trip	alice@example.org,bob@example.org	$trip	admins: alice@example.org$" out.txt && ok || bad "groups list: $(cat out.txt)"
 expect 0 "groups as JSON" -- as bob-phone -o json groups
-grep -q '^{"name":"trip","members":"alice@example.org,bob@example.org","id":"'"$trip"'","invited":false}$' out.txt && ok || bad "groups JSON: $(cat out.txt)"
+grep -q '^{"name":"trip","members":"alice@example.org,bob@example.org","id":"'"$trip"'","invited":false,"admins":"alice@example.org"}$' out.txt && ok || bad "groups JSON: $(cat out.txt)"
 expect 1 "unknown group" -- as bob-phone send --group nope --text x
 unset MISSIVE_PASSPHRASE
 

@@ -357,6 +357,88 @@ static msv_err parse_crafted(Msv__Payload__Payload *m)
     return err;
 }
 
+/* The signed group state fields (docs/groups.md): on group changes only, all or none. */
+static void test_payload_group_signing(void **state)
+{
+    char *members[] = {"alice@example.org", "bob@example.org"}, *admins[] = {"bob@example.org"},
+         *stranger[] = {"mallory@example.org"};
+    struct msv_payload p, *back;
+    Msv__Payload__Payload m = MSV__PAYLOAD__PAYLOAD__INIT;
+    ProtobufCBinaryData parts[2], adm[1];
+    uint8_t *enc = NULL, id[16], gid[16], prev[32] = {0}, sig[64];
+    size_t len = 0;
+
+    (void)state;
+    fill_message(&p, NULL);
+    p.kind = MSV_KIND_GROUP_CHANGE;
+    p.has_group = true;
+    p.participants = members;
+    p.participant_count = 2;
+    p.has_group_signature = true;
+    p.group_admins = admins;
+    p.group_admin_count = 1;
+    p.group_epoch = 7;
+    test_fill_pattern(p.group_prev_hash, 32, 3);
+    test_fill_pattern(p.group_signature, 64, 4);
+    p.group_signature_len = 64;
+    back = round_trip(&p);
+    assert_true(back->has_group_signature);
+    assert_int_equal(back->group_epoch, 7);
+    assert_int_equal(back->group_admin_count, 1);
+    assert_string_equal(back->group_admins[0], "bob@example.org");
+    assert_memory_equal(back->group_prev_hash, p.group_prev_hash, 32);
+    assert_int_equal(back->group_signature_len, 64);
+    assert_memory_equal(back->group_signature, p.group_signature, 64);
+    msv_payload_free(back);
+    /* each rule broken in turn: the encoder refuses */
+    p.group_admins = stranger;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.group_admins = admins;
+    p.group_epoch = 0;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.group_epoch = 1;
+    p.group_signature_len = MSV_GROUP_SIGNATURE_MAX + 1;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.group_signature_len = 64;
+    p.group_admin_count = 0;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.group_admin_count = 1;
+    p.kind = MSV_KIND_MESSAGE;
+    p.text = "hi";
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    assert_null(enc);
+    /* and the parser refuses what a hostile sender crafts */
+    test_fill_pattern(id, 16, 1);
+    test_fill_pattern(gid, 16, 2);
+    memset(sig, 5, sizeof(sig));
+    m.version = 1;
+    m.kind = MSV__PAYLOAD__KIND__GROUP_CHANGE;
+    m.message_id = (ProtobufCBinaryData){16, id};
+    m.group_id = (ProtobufCBinaryData){16, gid};
+    parts[0] = (ProtobufCBinaryData){strlen(members[0]), (uint8_t *)members[0]};
+    parts[1] = (ProtobufCBinaryData){strlen(members[1]), (uint8_t *)members[1]};
+    m.participants = parts;
+    m.n_participants = 2;
+    adm[0] = parts[1];
+    m.group_admins = adm;
+    m.n_group_admins = 1;
+    m.group_epoch = 2;
+    m.group_prev_hash = (ProtobufCBinaryData){32, prev};
+    m.group_signature = (ProtobufCBinaryData){64, sig};
+    assert_int_equal(parse_crafted(&m), MSV_OK);
+    m.group_prev_hash.len = 31;
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.group_prev_hash.len = 32;
+    adm[0] = (ProtobufCBinaryData){strlen(stranger[0]), (uint8_t *)stranger[0]};
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    adm[0] = parts[1];
+    m.group_epoch = 0;
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.group_epoch = 2;
+    m.group_signature.len = 0; /* admins without a signature */
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+}
+
 static void test_payload_hostile(void **state)
 {
     Msv__Payload__Payload m = MSV__PAYLOAD__PAYLOAD__INIT;
@@ -555,6 +637,7 @@ int main(void)
         cmocka_unit_test(test_payload_limits),
         cmocka_unit_test(test_payload_reaction),
         cmocka_unit_test(test_payload_hostile),
+        cmocka_unit_test(test_payload_group_signing),
         cmocka_unit_test(test_payload_unknown_field),
         cmocka_unit_test(test_payload_sync),
     };

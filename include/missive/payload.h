@@ -24,6 +24,8 @@
 #define MSV_FILE_NAME_MAX 255
 #define MSV_MIME_MAX 127
 #define MSV_REACTION_MAX 32 /* bytes of one reaction's emoji */
+#define MSV_GROUP_HASH_LEN 32
+#define MSV_GROUP_SIGNATURE_MAX 72
 
 enum msv_payload_kind {
     MSV_KIND_MESSAGE = 1,
@@ -91,6 +93,15 @@ struct msv_payload {
     uint32_t edit_number;        /* edits: 1 for a message's first edit, then 2, ...; else 0 */
     struct msv_sync_entry *sync; /* kind MSV_KIND_SYNC only */
     size_t sync_count;
+    /* group changes only, all or none (docs/groups.md): the new state's admins (a subset of
+     * participants), its epoch (from 1), the previous state's hash, the author's signature */
+    char **group_admins;
+    size_t group_admin_count;
+    uint64_t group_epoch;
+    bool has_group_signature;
+    uint8_t group_prev_hash[MSV_GROUP_HASH_LEN];
+    uint8_t group_signature[MSV_GROUP_SIGNATURE_MAX];
+    size_t group_signature_len;
 };
 
 /*

@@ -154,6 +154,24 @@ MSV_MUST_CHECK msv_err msv_client_group_send(struct msv_client *c, const char *n
                                              size_t n_files,
                                              void (*progress)(uint64_t done, uint64_t total),
                                              uint8_t message_id[16]);
+/*
+ * Admins of a group (docs/groups.md): admin 1 promotes member, 0 demotes
+ * them; leave takes this account out of the group (the last admin leaving
+ * hands the group to the first member left). Only admins change a group;
+ * members may leave: MSV_ERR_AUTH if this account is not an admin,
+ * MSV_ERR_NOT_FOUND if member is no member (or this account no longer is).
+ */
+MSV_MUST_CHECK msv_err msv_client_group_admin(struct msv_client *c, const char *which,
+                                              const char *member, int admin);
+MSV_MUST_CHECK msv_err msv_client_group_leave(struct msv_client *c, const char *which);
+/*
+ * The admins of a group as this device holds its signed state, one handle a
+ * line (caller frees *admins with free()); MSV_ERR_NOT_FOUND for a group
+ * without one (made before groups were signed).
+ */
+MSV_MUST_CHECK msv_err msv_client_group_admins(struct msv_client *c, const uint8_t group_id[16],
+                                               char **admins);
+
 /* The history conversation of a group: "group:" and its id in hex. */
 void msv_client_group_conversation(const uint8_t group_id[16], char out[40]);
 
@@ -217,6 +235,8 @@ enum msv_incoming_kind {
     MSV_INCOMING_SYNC,    /* another device of this account synced changes here (notice) */
     MSV_INCOMING_BLOCKED, /* something from, who is blocked, sent was dropped unanswered:
                              status says what ("message", "receipt", "typing", ...) */
+    MSV_INCOMING_GROUP,   /* after the message of a group change: what it did or why it was
+                             refused (notice), status "applied" or "refused" */
 };
 
 struct msv_incoming {
@@ -226,9 +246,10 @@ struct msv_incoming {
     const char *from;         /* the handle it came from (NULL for device notices) */
     const char *conversation; /* the conversation it is about (NULL if none) */
     const uint8_t *target;    /* receipts, edits: the message's id */
-    const char *status;       /* receipts: "delivered" or "read"; edits: "edited", "unsent", or
-                                 "refused" (made after the window) */
-    const char *emoji;        /* reactions: the emoji, "" when taken away */
+    /* receipts: "delivered" or "read"; edits: "edited", "unsent", or "refused" (made after the
+     * window); group changes: "applied" or "refused" */
+    const char *status;
+    const char *emoji; /* reactions: the emoji, "" when taken away */
 };
 
 /*

@@ -113,102 +113,698 @@ static msv_err name_is_free(struct msv_client *c, const char *name)
     return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
 }
 
-/* Sends a group change with the new name and members to the old and new members. */
-static msv_err announce_group(struct msv_client *c, const uint8_t group_id[16], const char *name,
-                              char **old, size_t n_old, char **members, size_t n)
+/*
+ * The signed state of a group (docs/groups.md): its epoch, name, members and
+ * admins, encoded as
+ *   "MSV-group-state-v1" || group id || u64be epoch || str name
+ *   || u32be n || str member... || u32be n || str admin...   (str: u16be length || bytes)
+ * and hashed with SHA-256; a change signs
+ *   "MSV-group-change-v1" || group id || u64be epoch || previous hash || new hash.
+ * Each device keeps the state it holds and the one before it (for the rule on
+ * two changes of the same epoch) under the settings "group-state:<hex>" and
+ * "group-prev:<hex>".
+ */
+#define STATE_MAGIC "MSV-group-state-v1"
+#define CHANGE_MAGIC "MSV-group-change-v1"
+#define CHANGE_MSG_LEN (19 + 16 + 8 + 32 + 32)
+#define STATE_MAX (64 + MSV_GROUP_NAME_MAX + 2 * MEMBERS_MAX * (MSV_HANDLE_MAX + 2))
+
+struct group_state {
+    uint64_t epoch;
+    char *name;
+    char *members[MEMBERS_MAX];
+    size_t n_members;
+    char *admins[MEMBERS_MAX];
+    size_t n_admins;
+    uint8_t hash[32];
+};
+
+static void state_clear(struct group_state *s)
 {
+    free(s->name);
+    for (size_t i = 0; i < s->n_members; i++)
+        free(s->members[i]);
+    for (size_t i = 0; i < s->n_admins; i++)
+        free(s->admins[i]);
+    memset(s, 0, sizeof(*s));
+}
+
+static int listed(char *const *list, size_t n, const char *handle)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i], handle) == 0)
+            return 1;
+    return 0;
+}
+
+/* Adds a copy of handle to a list unless it is there; MSV_ERR_TOO_BIG past MEMBERS_MAX. */
+static msv_err list_add(char **list, size_t *n, const char *handle, size_t len)
+{
+    char *copy;
+
+    if (strlen(handle) < len || memchr(handle, '\0', len) != NULL)
+        return MSV_ERR_PARSE;
+    for (size_t i = 0; i < *n; i++)
+        if (strlen(list[i]) == len && memcmp(list[i], handle, len) == 0)
+            return MSV_OK;
+    if (*n >= MEMBERS_MAX)
+        return MSV_ERR_TOO_BIG;
+    copy = strndup(handle, len);
+    if (copy == NULL)
+        return MSV_ERR_NOMEM;
+    list[(*n)++] = copy;
+    return MSV_OK;
+}
+
+static void list_drop(char **list, size_t *n, const char *handle)
+{
+    for (size_t i = 0; i < *n; i++) {
+        if (strcmp(list[i], handle) == 0) {
+            free(list[i]);
+            memmove(list + i, list + i + 1, (*n - i - 1) * sizeof(*list));
+            (*n)--;
+            return;
+        }
+    }
+}
+
+static void put_str(struct msv_buf *b, const char *s)
+{
+    size_t n = strlen(s);
+
+    msv_buf_put_u16be(b, (uint16_t)(n > UINT16_MAX ? UINT16_MAX : n));
+    msv_buf_put(b, s, n > UINT16_MAX ? UINT16_MAX : n);
+}
+
+static msv_err state_encode(const uint8_t gid[16], const struct group_state *s, uint8_t **out,
+                            size_t *len)
+{
+    struct msv_buf b;
+    uint8_t epoch[8];
+
+    msv_put_u64be(epoch, s->epoch);
+    msv_buf_init(&b, STATE_MAX);
+    msv_buf_put(&b, STATE_MAGIC, strlen(STATE_MAGIC));
+    msv_buf_put(&b, gid, 16);
+    msv_buf_put(&b, epoch, 8);
+    put_str(&b, s->name);
+    msv_buf_put_u32be(&b, (uint32_t)s->n_members);
+    for (size_t i = 0; i < s->n_members; i++)
+        put_str(&b, s->members[i]);
+    msv_buf_put_u32be(&b, (uint32_t)s->n_admins);
+    for (size_t i = 0; i < s->n_admins; i++)
+        put_str(&b, s->admins[i]);
+    return msv_buf_finish(&b, out, len);
+}
+
+/* Sets s->hash from the state's encoding. */
+static msv_err state_hash(const uint8_t gid[16], struct group_state *s)
+{
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    msv_err err = state_encode(gid, s, &bytes, &len);
+
+    if (err == MSV_OK)
+        crypto_hash_sha256(s->hash, bytes, len);
+    free(bytes);
+    return err;
+}
+
+static msv_err read_str(struct msv_reader *r, char **list, size_t *n)
+{
+    const uint8_t *p = NULL;
+    uint16_t len = 0;
+    msv_err err = msv_reader_u16be(r, &len);
+
+    if (err == MSV_OK)
+        err = msv_reader_bytes(r, len, &p);
+    if (err == MSV_OK && (len == 0 || memchr(p, '\0', len) != NULL))
+        err = MSV_ERR_PARSE;
+    return err == MSV_OK ? list_add(list, n, (const char *)p, len) : err;
+}
+
+static msv_err read_list(struct msv_reader *r, char **list, size_t *n)
+{
+    uint32_t count = 0;
+    msv_err err = msv_reader_u32be(r, &count);
+
+    if (err == MSV_OK && count > MEMBERS_MAX)
+        err = MSV_ERR_TOO_BIG;
+    for (uint32_t i = 0; err == MSV_OK && i < count; i++)
+        err = read_str(r, list, n);
+    return err;
+}
+
+/* A state as state_encode() wrote it, for group gid; clear s with state_clear(). */
+static msv_err state_decode(const uint8_t gid[16], const uint8_t *in, size_t len,
+                            struct group_state *s)
+{
+    struct msv_reader r;
+    const uint8_t *p = NULL;
+    char *name[1] = {NULL};
+    size_t one = 0;
+    msv_err err;
+
+    memset(s, 0, sizeof(*s));
+    msv_reader_init(&r, in, len);
+    err = msv_reader_bytes(&r, strlen(STATE_MAGIC) + 16 + 8, &p);
+    if (err == MSV_OK && (memcmp(p, STATE_MAGIC, strlen(STATE_MAGIC)) != 0 ||
+                          memcmp(p + strlen(STATE_MAGIC), gid, 16) != 0))
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK) {
+        s->epoch = msv_get_u64be(p + strlen(STATE_MAGIC) + 16);
+        err = read_str(&r, name, &one);
+        s->name = name[0];
+    }
+    if (err == MSV_OK)
+        err = read_list(&r, s->members, &s->n_members);
+    if (err == MSV_OK)
+        err = read_list(&r, s->admins, &s->n_admins);
+    if (err == MSV_OK && msv_reader_left(&r) != 0)
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK)
+        crypto_hash_sha256(s->hash, in, len);
+    if (err != MSV_OK)
+        state_clear(s);
+    return err;
+}
+
+static void state_key(const char *what, const uint8_t gid[16], char key[64])
+{
+    char hex[33];
+
+    if (msv_hex_encode(gid, 16, hex, sizeof(hex)) != MSV_OK)
+        hex[0] = '\0';
+    snprintf(key, 64, "%s:%s", what, hex);
+}
+
+/* The state this device holds ("group-state") or the one before it ("group-prev"). */
+static msv_err state_load(struct msv_client *c, const char *what, const uint8_t gid[16],
+                          struct group_state *s)
+{
+    char key[64];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    state_key(what, gid, key);
+    err = msv_client_db_get(c->db, key, &v, &len);
+    if (err == MSV_OK)
+        err = state_decode(gid, v, len, s);
+    free(v);
+    return err;
+}
+
+static msv_err state_save(struct msv_client *c, const char *what, const uint8_t gid[16],
+                          const struct group_state *s)
+{
+    char key[64];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    state_key(what, gid, key);
+    if (s == NULL)
+        return msv_client_db_unset(c->db, key);
+    err = state_encode(gid, s, &v, &len);
+    if (err == MSV_OK)
+        err = msv_client_db_set(c->db, key, v, len);
+    free(v);
+    return err;
+}
+
+/* Holds now (prev before it, or none): the signed state, then the group's name and members. */
+static msv_err state_apply(struct msv_client *c, const uint8_t gid[16],
+                           const struct group_state *now, const struct group_state *prev,
+                           int accepted)
+{
+    char *list = NULL;
+    msv_err err = state_save(c, "group-prev", gid, prev);
+
+    if (err == MSV_OK)
+        err = state_save(c, "group-state", gid, now);
+    if (err == MSV_OK)
+        err = client_join_members(now->members, now->n_members, &list);
+    if (err == MSV_OK)
+        err = msv_client_db_group_put(c->db, gid, now->name, list, accepted, msv_wall_ms());
+    free(list);
+    return err;
+}
+
+/* The state a group had before signed changes, from its record: the members, this account admin. */
+static msv_err state_of_record(struct msv_client *c, const struct msv_group_rec *g,
+                               struct group_state *s)
+{
+    char *list = strdup(g->members), *members[MEMBERS_MAX];
+    size_t n = list ? client_split_members(list, members) : 0;
+    msv_err err = list ? MSV_OK : MSV_ERR_NOMEM;
+
+    memset(s, 0, sizeof(*s));
+    s->name = strdup(g->name);
+    if (err == MSV_OK && s->name == NULL)
+        err = MSV_ERR_NOMEM;
+    for (size_t i = 0; err == MSV_OK && i < n; i++)
+        err = list_add(s->members, &s->n_members, members[i], strlen(members[i]));
+    if (err == MSV_OK)
+        err = list_add(s->admins, &s->n_admins, c->handle, strlen(c->handle));
+    if (err == MSV_OK)
+        err = state_hash(g->group_id, s);
+    free(list);
+    if (err != MSV_OK)
+        state_clear(s);
+    return err;
+}
+
+static size_t change_message(const uint8_t gid[16], uint64_t epoch, const uint8_t prev[32],
+                             const uint8_t hash[32], uint8_t out[CHANGE_MSG_LEN])
+{
+    memcpy(out, CHANGE_MAGIC, 19);
+    memcpy(out + 19, gid, 16);
+    msv_put_u64be(out + 35, epoch);
+    memcpy(out + 43, prev, 32);
+    memcpy(out + 75, hash, 32);
+    return CHANGE_MSG_LEN;
+}
+
+/* Whether now is then with only author gone (from the members, and the admins if there). */
+static int is_leaving(const struct group_state *then, const struct group_state *now,
+                      const char *author)
+{
+    size_t admin = listed(then->admins, then->n_admins, author);
+
+    if (strcmp(then->name, now->name) != 0 || listed(now->members, now->n_members, author) ||
+        !listed(then->members, then->n_members, author) || now->n_members + 1 != then->n_members ||
+        now->n_admins + admin != then->n_admins)
+        return 0;
+    for (size_t i = 0; i < now->n_members; i++)
+        if (!listed(then->members, then->n_members, now->members[i]))
+            return 0;
+    for (size_t i = 0; i < now->n_admins; i++)
+        if (!listed(then->admins, then->n_admins, now->admins[i]))
+            return 0;
+    return 1;
+}
+
+/* "VERB A, B" for the handles of a that other lacks, after "; " if something came before. */
+static void describe_list(struct msv_buf *b, const char *verb, char *const *a, size_t na,
+                          char *const *other, size_t no, int *any)
+{
+    int first = 1;
+
+    for (size_t i = 0; i < na; i++) {
+        if (listed(other, no, a[i]))
+            continue;
+        if (first) {
+            msv_buf_put(b, *any ? "; " : " ", *any ? 2 : 1);
+            msv_buf_put(b, verb, strlen(verb));
+        } else {
+            msv_buf_put(b, ", ", 2);
+        }
+        msv_buf_put(b, a[i], strlen(a[i]));
+        first = 0;
+        *any = 1;
+    }
+}
+
+/*
+ * What a change from then (NULL: the creation, or a state this device did not
+ * hold) to now does, for people: "AUTHOR created|changed the group", "AUTHOR left", or "AUTHOR
+ * changed|tried to change the group: added X, Y; removed Z; promoted W; demoted V; renamed it", and
+ * then, for an applied change, the group's name and members; refused: why instead.
+ */
+static msv_err describe(const char *author, const struct group_state *then,
+                        const struct group_state *now, const char *refused, char **text)
+{
+    static const struct group_state none = {0};
+    const struct group_state *t = then ? then : &none;
+    struct msv_buf b;
+    uint8_t *out = NULL;
+    size_t len = 0;
+    int any = 0;
+    const char *how = refused ? " tried to change the group:" : " changed the group:";
+    msv_err err;
+
+    msv_buf_init(&b, 2 * STATE_MAX + 512);
+    msv_buf_put(&b, author, strlen(author));
+    if (then == NULL && refused == NULL) {
+        /* a group this device held no state of: the change is all it knows */
+        how = now->epoch == 1 ? " created the group" : " changed the group";
+        msv_buf_put(&b, how, strlen(how));
+    } else if (then != NULL && is_leaving(then, now, author)) {
+        msv_buf_put(&b, refused ? " tried to leave" : " left", refused ? 15 : 5);
+    } else {
+        msv_buf_put(&b, how, strlen(how));
+        describe_list(&b, "added ", now->members, now->n_members, t->members, t->n_members, &any);
+        describe_list(&b, "removed ", t->members, t->n_members, now->members, now->n_members, &any);
+        describe_list(&b, "promoted ", now->admins, now->n_admins, t->admins, t->n_admins, &any);
+        describe_list(&b, "demoted ", t->admins, t->n_admins, now->admins, now->n_admins, &any);
+        if (then != NULL && strcmp(then->name, now->name) != 0) {
+            msv_buf_put(&b, any ? "; renamed it" : " renamed it", any ? 12 : 11);
+            any = 1;
+        }
+        if (!any)
+            msv_buf_put(&b, " nothing", 8);
+    }
+    if (refused != NULL) {
+        msv_buf_put(&b, ": refused, ", 11);
+        msv_buf_put(&b, refused, strlen(refused));
+    } else {
+        msv_buf_put(&b, "; group \"", 9);
+        msv_buf_put(&b, now->name, strlen(now->name));
+        msv_buf_put(&b, "\": members", 10);
+        for (size_t i = 0; i < now->n_members; i++) {
+            msv_buf_put(&b, i ? ", " : " ", i ? 2 : 1);
+            msv_buf_put(&b, now->members[i], strlen(now->members[i]));
+        }
+    }
+    msv_buf_put_u8(&b, 0);
+    err = msv_buf_finish(&b, &out, &len);
+    if (err == MSV_OK)
+        *text = (char *)out;
+    return err;
+}
+
+/*
+ * Signs now as the change that follows then (NULL: the creation), holds it and
+ * sends it to the members of both: removed members hear of it too.
+ */
+static msv_err commit_change(struct msv_client *c, const uint8_t gid[16],
+                             const struct group_state *then, struct group_state *now)
+{
+    static const uint8_t zero[32];
     const char *targets[2 * MEMBERS_MAX];
     struct msv_payload p = {.kind = MSV_KIND_GROUP_CHANGE,
                             .has_group = true,
-                            .group_name = (char *)name,
-                            .participants = members,
-                            .participant_count = n};
-    char conversation[40], text[256];
-    uint8_t id[16];
+                            .has_group_signature = true,
+                            .group_name = now->name,
+                            .participants = now->members,
+                            .participant_count = now->n_members,
+                            .group_admins = now->admins,
+                            .group_admin_count = now->n_admins};
+    uint8_t msg[CHANGE_MSG_LEN], id[16];
+    char conversation[40], *text = NULL;
     size_t t = 0;
+    msv_err err;
 
-    memcpy(p.group_id, group_id, 16);
-    /* removed members hear of it too: they are out from now on */
-    for (size_t i = 0; i < n_old; i++)
-        targets[t++] = old[i];
-    for (size_t i = 0; i < n; i++)
-        targets[t++] = members[i];
-    msv_client_group_conversation(group_id, conversation);
-    snprintf(text, sizeof(text), "group \"%s\": %zu members", name, n);
-    return client_send_payload(c, targets, t, &p, text, conversation, NULL, 0, NULL, id);
+    now->epoch = then ? then->epoch + 1 : 1;
+    memcpy(p.group_id, gid, 16);
+    memcpy(p.group_prev_hash, then ? then->hash : zero, 32);
+    p.group_epoch = now->epoch;
+    err = state_hash(gid, now);
+    if (err == MSV_OK)
+        err = msv_identity_sign(c->id, msg,
+                                change_message(gid, now->epoch, p.group_prev_hash, now->hash, msg),
+                                p.group_signature, &p.group_signature_len);
+    if (err == MSV_OK)
+        err = describe(c->handle, then, now, NULL, &text);
+    if (err == MSV_OK)
+        err = state_apply(c, gid, now, then, 1);
+    for (size_t i = 0; then != NULL && i < then->n_members; i++)
+        targets[t++] = then->members[i];
+    for (size_t i = 0; i < now->n_members; i++)
+        if (then == NULL || !listed(then->members, then->n_members, now->members[i]))
+            targets[t++] = now->members[i];
+    msv_client_group_conversation(gid, conversation);
+    if (err == MSV_OK)
+        err = client_send_payload(c, targets, t, &p, text, conversation, NULL, 0, NULL, id);
+    free(text);
+    return err;
 }
 
 msv_err msv_client_group_create(struct msv_client *c, const char *name, const char *const *members,
                                 size_t n, uint8_t group_id[16])
 {
-    char *all[MEMBERS_MAX], *list = NULL;
-    size_t k = 0;
+    struct group_state s = {0};
     msv_err err;
 
     if (n == 0 || n >= MEMBERS_MAX || name == NULL || name[0] == '\0')
         return MSV_ERR_INVALID;
-    all[k++] = c->handle;
-    for (size_t i = 0; i < n; i++) {
-        size_t j;
-
-        for (j = 0; j < k && strcmp(all[j], members[i]) != 0; j++)
-            ;
-        if (j == k)
-            all[k++] = (char *)members[i];
-    }
     msv_random_bytes(group_id, 16);
     err = name_is_free(c, name);
+    if (err == MSV_OK && (s.name = strdup(name)) == NULL)
+        err = MSV_ERR_NOMEM;
     if (err == MSV_OK)
-        err = client_join_members(all, k, &list);
+        err = list_add(s.members, &s.n_members, c->handle, strlen(c->handle));
+    for (size_t i = 0; err == MSV_OK && i < n; i++)
+        err = list_add(s.members, &s.n_members, members[i], strlen(members[i]));
     if (err == MSV_OK)
-        err = msv_client_db_group_put(c->db, group_id, name, list, 1, msv_wall_ms());
-    free(list);
-    return err == MSV_OK ? announce_group(c, group_id, name, NULL, 0, all, k) : err;
+        err = list_add(s.admins, &s.n_admins, c->handle, strlen(c->handle));
+    if (err == MSV_OK)
+        err = commit_change(c, group_id, NULL, &s);
+    state_clear(&s);
+    return err;
+}
+
+/* The state this device holds for an accepted group (built from its record if it has none). */
+static msv_err held_state(struct msv_client *c, const char *which, struct group_state *s)
+{
+    struct msv_group_rec g;
+    msv_err err = joined_group(c, which, &g);
+
+    if (err != MSV_OK)
+        return err;
+    err = state_load(c, "group-state", g.group_id, s);
+    if (err == MSV_ERR_NOT_FOUND)
+        err = state_of_record(c, &g, s);
+    msv_group_clear(&g);
+    return err;
+}
+
+static msv_err copy_state(const struct group_state *from, struct group_state *to)
+{
+    msv_err err = MSV_OK;
+
+    memset(to, 0, sizeof(*to));
+    to->epoch = from->epoch;
+    if ((to->name = strdup(from->name)) == NULL)
+        err = MSV_ERR_NOMEM;
+    for (size_t i = 0; err == MSV_OK && i < from->n_members; i++)
+        err = list_add(to->members, &to->n_members, from->members[i], strlen(from->members[i]));
+    for (size_t i = 0; err == MSV_OK && i < from->n_admins; i++)
+        err = list_add(to->admins, &to->n_admins, from->admins[i], strlen(from->admins[i]));
+    return err;
+}
+
+struct group_edit {
+    const char *new_name;
+    const char *const *add, *const *remove;
+    size_t n_add, n_remove;
+    const char *promote, *demote;
+    int leave;
+};
+
+/* Makes the change e to the group which, checked as every member will check it, and sends it. */
+static msv_err edit_group(struct msv_client *c, const char *which, const struct group_edit *e)
+{
+    struct group_state then = {0}, now = {0};
+    struct msv_group_rec g = {0};
+    msv_err err = held_state(c, which, &then);
+
+    if (err == MSV_OK)
+        err = msv_client_group_find(c, which, &g);
+    if (err == MSV_OK && !listed(then.members, then.n_members, c->handle))
+        err = MSV_ERR_NOT_FOUND; /* no longer a member: nothing to change */
+    if (err == MSV_OK && !e->leave && !listed(then.admins, then.n_admins, c->handle))
+        err = MSV_ERR_AUTH; /* members only leave; the rest is for admins */
+    if (err == MSV_OK && e->new_name != NULL && strcmp(e->new_name, then.name) != 0)
+        err = name_is_free(c, e->new_name);
+    if (err == MSV_OK)
+        err = copy_state(&then, &now);
+    if (err == MSV_OK && e->new_name != NULL) {
+        free(now.name);
+        if ((now.name = strdup(e->new_name)) == NULL)
+            err = MSV_ERR_NOMEM;
+    }
+    for (size_t i = 0; err == MSV_OK && i < e->n_add; i++)
+        err = list_add(now.members, &now.n_members, e->add[i], strlen(e->add[i]));
+    for (size_t i = 0; err == MSV_OK && i < e->n_remove; i++) {
+        list_drop(now.members, &now.n_members, e->remove[i]);
+        list_drop(now.admins, &now.n_admins, e->remove[i]);
+    }
+    if (err == MSV_OK && (e->promote || e->demote) &&
+        !listed(now.members, now.n_members, e->promote ? e->promote : e->demote))
+        err = MSV_ERR_NOT_FOUND;
+    if (err == MSV_OK && e->promote != NULL)
+        err = list_add(now.admins, &now.n_admins, e->promote, strlen(e->promote));
+    if (err == MSV_OK && e->demote != NULL)
+        list_drop(now.admins, &now.n_admins, e->demote);
+    if (err == MSV_OK && e->leave) {
+        list_drop(now.members, &now.n_members, c->handle);
+        list_drop(now.admins, &now.n_admins, c->handle);
+        /* the last admin to leave hands the group to the first member left */
+        if (now.n_admins == 0 && now.n_members > 0)
+            err = list_add(now.admins, &now.n_admins, now.members[0], strlen(now.members[0]));
+    }
+    if (err == MSV_OK && (now.n_members == 0 || now.n_admins == 0) && !e->leave)
+        err = MSV_ERR_INVALID; /* a group keeps a member and an admin */
+    if (err == MSV_OK)
+        err = commit_change(c, g.group_id, &then, &now);
+    msv_group_clear(&g);
+    state_clear(&then);
+    state_clear(&now);
+    return err;
 }
 
 msv_err msv_client_group_change(struct msv_client *c, const char *name, const char *new_name,
                                 const char *const *add, size_t n_add, const char *const *remove,
                                 size_t n_remove)
 {
-    struct msv_group_rec g;
-    char *old[MEMBERS_MAX], *now[MEMBERS_MAX], *list = NULL, *old_list = NULL;
-    size_t n_old, n_now = 0;
-    msv_err err = joined_group(c, name, &g);
+    struct group_edit e = {
+        .new_name = new_name, .add = add, .n_add = n_add, .remove = remove, .n_remove = n_remove};
 
-    if (err == MSV_OK && new_name != NULL && strcmp(new_name, g.name) != 0 &&
-        (err = name_is_free(c, new_name)) != MSV_OK)
-        msv_group_clear(&g);
-    if (err != MSV_OK)
-        return err;
-    old_list = strdup(g.members);
-    err = old_list ? MSV_OK : MSV_ERR_NOMEM;
-    n_old = err == MSV_OK ? client_split_members(g.members, old) : 0;
-    for (size_t i = 0; i < n_old; i++) {
-        int gone = 0;
+    return edit_group(c, name, &e);
+}
 
-        for (size_t r = 0; r < n_remove; r++)
-            gone |= strcmp(old[i], remove[r]) == 0;
-        if (!gone)
-            now[n_now++] = old[i];
+msv_err msv_client_group_admin(struct msv_client *c, const char *which, const char *member,
+                               int admin)
+{
+    struct group_edit e = {.promote = admin ? member : NULL, .demote = admin ? NULL : member};
+
+    return edit_group(c, which, &e);
+}
+
+msv_err msv_client_group_leave(struct msv_client *c, const char *which)
+{
+    struct group_edit e = {.leave = 1};
+
+    return edit_group(c, which, &e);
+}
+
+msv_err msv_client_group_admins(struct msv_client *c, const uint8_t group_id[16], char **admins)
+{
+    struct group_state s = {0};
+    msv_err err = state_load(c, "group-state", group_id, &s);
+
+    if (err == MSV_OK)
+        err = client_join_members(s.admins, s.n_admins, admins);
+    state_clear(&s);
+    return err;
+}
+
+/* The state a group change proposes, its hash set. */
+static msv_err proposed_state(const struct msv_payload *p, const char *held_name,
+                              struct group_state *s)
+{
+    const char *name = p->group_name ? p->group_name : (held_name ? held_name : "group");
+    msv_err err = MSV_OK;
+
+    memset(s, 0, sizeof(*s));
+    s->epoch = p->group_epoch;
+    if ((s->name = strdup(name)) == NULL)
+        err = MSV_ERR_NOMEM;
+    for (size_t i = 0; err == MSV_OK && i < p->participant_count; i++)
+        err = list_add(s->members, &s->n_members, p->participants[i], strlen(p->participants[i]));
+    for (size_t i = 0; err == MSV_OK && i < p->group_admin_count; i++)
+        err = list_add(s->admins, &s->n_admins, p->group_admins[i], strlen(p->group_admins[i]));
+    if (err == MSV_OK)
+        err = state_hash(p->group_id, s);
+    return err;
+}
+
+/* MSV_OK if the author's device signed the change p proposes (now). */
+static msv_err change_signed(struct msv_client *c, const char *author, uint64_t device,
+                             const struct msv_payload *p, const struct group_state *now)
+{
+    struct msv_public_identity *pub = NULL;
+    uint8_t msg[CHANGE_MSG_LEN];
+    msv_err err = client_sender_identity(c, author, device, &pub);
+
+    if (err == MSV_OK)
+        err = msv_public_identity_verify(
+            pub, msg, change_message(p->group_id, now->epoch, p->group_prev_hash, now->hash, msg),
+            p->group_signature, p->group_signature_len);
+    msv_public_identity_free(pub);
+    return err == MSV_OK || err == MSV_ERR_NOMEM ? err : MSV_ERR_AUTH;
+}
+
+/* Why author may not make the change then -> now, or NULL if they may. */
+static const char *not_allowed(const struct group_state *then, const struct group_state *now,
+                               const char *author)
+{
+    if (!listed(then->members, then->n_members, author))
+        return "not a member";
+    if (!listed(then->admins, then->n_admins, author) && !is_leaving(then, now, author))
+        return "not an admin";
+    return NULL;
+}
+
+/*
+ * Which state a checked change follows: the one held (the next epoch), or the
+ * one before it when the change and the held state are two changes of the
+ * same epoch and this one has the lower hash, or is the one held
+ * (docs/groups.md). NULL: none.
+ */
+static const struct group_state *base_of(const struct group_state *held,
+                                         const struct group_state *prev, int has_prev,
+                                         const struct msv_payload *p, const struct group_state *now)
+{
+    if (now->epoch == held->epoch + 1 && memcmp(p->group_prev_hash, held->hash, 32) == 0)
+        return held;
+    /* a lower hash wins; the very change held (stored, then a crash before the message was
+     * acknowledged) is taken again, which changes nothing but finishes what it began */
+    if (has_prev && now->epoch == held->epoch && memcmp(p->group_prev_hash, prev->hash, 32) == 0 &&
+        memcmp(now->hash, held->hash, 32) <= 0)
+        return prev;
+    return NULL;
+}
+
+/* "AUTHOR sent a group change: refused, WHY", naming nobody else. */
+static msv_err refusal(const char *author, const char *why, char **text)
+{
+    size_t n = strlen(author) + strlen(why) + 64;
+    char *t = malloc(n);
+
+    if (t == NULL)
+        return MSV_ERR_NOMEM;
+    snprintf(t, n, "%s sent a group change: refused, %s", author, why);
+    *text = t;
+    return MSV_OK;
+}
+
+msv_err client_group_take(struct msv_client *c, const char *author, uint64_t device,
+                          const struct msv_payload *p, int *applied, char **text)
+{
+    struct group_state held = {0}, prev = {0}, now = {0};
+    const struct group_state *base = NULL;
+    const char *why = NULL;
+    int has_held, has_prev;
+    msv_err err = state_load(c, "group-state", p->group_id, &held);
+
+    *applied = 0;
+    has_held = err == MSV_OK;
+    if (err == MSV_ERR_NOT_FOUND || err == MSV_ERR_PARSE)
+        err = MSV_OK;
+    has_prev = has_held && state_load(c, "group-prev", p->group_id, &prev) == MSV_OK;
+    if (err == MSV_OK && !p->has_group_signature)
+        why = "it is not signed";
+    if (err == MSV_OK && why == NULL) {
+        err = proposed_state(p, has_held ? held.name : NULL, &now);
+        if (err == MSV_OK && change_signed(c, author, device, p, &now) != MSV_OK)
+            why = "its signature does not verify";
     }
-    for (size_t a = 0; a < n_add && n_now < MEMBERS_MAX; a++) {
-        size_t j;
-
-        for (j = 0; j < n_now && strcmp(now[j], add[a]) != 0; j++)
-            ;
-        if (j == n_now)
-            now[n_now++] = (char *)add[a];
+    if (err == MSV_OK && why == NULL && has_held &&
+        (why = not_allowed(&held, &now, author)) == NULL &&
+        (base = base_of(&held, &prev, has_prev, p, &now)) == NULL)
+        why = "out of order";
+    if (err == MSV_OK && why == NULL && base == &prev && (why = not_allowed(&prev, &now, author)))
+        base = NULL;
+    /* a group this device does not hold: its admin's word, as an invitation names it */
+    if (err == MSV_OK && why == NULL && !has_held &&
+        (!listed(now.admins, now.n_admins, author) || !listed(now.members, now.n_members, author)))
+        why = "not an admin";
+    if (err == MSV_OK && why == NULL) {
+        err = state_apply(c, p->group_id, &now, base, strcmp(author, c->handle) == 0);
+        *applied = err == MSV_OK;
     }
-    if (err == MSV_OK)
-        err = client_join_members(now, n_now, &list);
-    if (err == MSV_OK)
-        err = msv_client_db_group_put(c->db, g.group_id, new_name ? new_name : g.name, list, 1,
-                                      msv_wall_ms());
-    if (err == MSV_OK)
-        err = announce_group(c, g.group_id, new_name ? new_name : g.name, old, n_old, now, n_now);
-    free(list);
-    free(old_list);
-    msv_group_clear(&g);
+    if (err == MSV_OK && why != NULL && strcmp(why, "not an admin") != 0 &&
+        strcmp(why, "not a member") != 0)
+        /* what does not authenticate, or no longer applies, names nobody */
+        err = refusal(author, why, text);
+    else if (err == MSV_OK)
+        err = describe(author, has_held ? (base ? base : &held) : NULL, &now, why, text);
+    state_clear(&held);
+    state_clear(&prev);
+    state_clear(&now);
     return err;
 }
 

@@ -84,6 +84,18 @@ const char *client_blocked_among(struct msv_client *c, const char *const *handle
 msv_err client_refuse_blocked(struct msv_client *c, const char *const *handles, size_t n);
 /* Whether privacy setting name ("read-receipts", "typing") is on; on if it cannot be read. */
 int client_privacy_on(struct msv_client *c, const char *name);
+/*
+ * Checks a group change from author's device against the group state this
+ * device holds (docs/groups.md) and applies it if it passes. *applied: 1 if
+ * it did; *text (caller frees) says for history what the change did, or why
+ * it was refused. An error only for failures of this device (storage, memory).
+ */
+msv_err client_group_take(struct msv_client *c, const char *author, uint64_t device,
+                          const struct msv_payload *p, int *applied, char **text);
+
+/* The public identity of a device of handle: from the known devices, else from the directory. */
+msv_err client_sender_identity(struct msv_client *c, const char *handle, uint64_t device,
+                               struct msv_public_identity **out);
 
 /* Splits a member list (one handle per line) in place into members[]. */
 size_t client_split_members(char *list, char **members);

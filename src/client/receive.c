@@ -25,8 +25,7 @@
 #include "util/buf.h"
 #include "util/privdir.h"
 
-/* The sender's public identity, from the known devices, else from the directory. */
-static msv_err sender_identity(struct msv_client *c, const char *handle, uint64_t device,
+msv_err client_sender_identity(struct msv_client *c, const char *handle, uint64_t device,
                                struct msv_public_identity **out)
 {
     for (int fresh = 0; fresh < 2; fresh++) {
@@ -387,43 +386,32 @@ static msv_err group_sender(struct msv_client *c, const char *sender, const stru
 
 /*
  * Applies what a message from a member (group_sender()) says about its group
- * g: a change sets name and members; the first message of a group this
- * device does not know creates it, as an invitation unless this account made
- * it. *text, for group changes, becomes the description history shows.
+ * g: a change is checked against the signed state this device holds
+ * (client_group_take(); *applied, and *text becomes what history shows); the
+ * first message of a group this device does not know creates it, as an
+ * invitation unless this account made it.
  */
-static msv_err learn_group(struct msv_client *c, const char *sender, const struct msv_payload *p,
-                           const struct msv_group_rec *g, char **text)
+static msv_err learn_group(struct msv_client *c, const char *sender, uint64_t device,
+                           const struct msv_payload *p, const struct msv_group_rec *g, int *applied,
+                           char **text)
 {
-    char *members = NULL;
+    char *members = NULL, *said = NULL;
     msv_err err;
 
-    if (g->name != NULL && p->kind != MSV_KIND_GROUP_CHANGE)
+    if (p->kind == MSV_KIND_GROUP_CHANGE) {
+        err = client_group_take(c, sender, device, p, applied, &said);
+        if (err == MSV_OK) {
+            free(*text);
+            *text = said;
+        }
+        return err;
+    }
+    if (g->name != NULL)
         return MSV_OK; /* a message in a group this device knows: nothing to learn */
     err = client_join_members(p->participants, p->participant_count, &members);
     if (err == MSV_OK)
-        err = msv_client_db_group_put(c->db, p->group_id,
-                                      p->group_name ? p->group_name : (g->name ? g->name : "group"),
+        err = msv_client_db_group_put(c->db, p->group_id, p->group_name ? p->group_name : "group",
                                       members, strcmp(sender, c->handle) == 0, msv_wall_ms());
-    if (err == MSV_OK && p->kind == MSV_KIND_GROUP_CHANGE) {
-        struct msv_buf b;
-        uint8_t *out = NULL;
-        size_t len = 0;
-
-        msv_buf_init(&b, 128 * 1024);
-        msv_buf_put(&b, "group \"", 7);
-        if (p->group_name != NULL)
-            msv_buf_put(&b, p->group_name, strlen(p->group_name));
-        msv_buf_put(&b, "\": members", 10);
-        for (size_t i = 0; i < p->participant_count; i++) {
-            msv_buf_put(&b, i ? ", " : " ", i ? 2 : 1);
-            msv_buf_put(&b, p->participants[i], strlen(p->participants[i]));
-        }
-        msv_buf_put_u8(&b, 0);
-        if (msv_buf_finish(&b, &out, &len) == MSV_OK) {
-            free(*text);
-            *text = (char *)out;
-        }
-    }
     free(members);
     return err;
 }
@@ -485,7 +473,7 @@ static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, 
         in->device = d->sender_device;
     }
     if (err == MSV_OK)
-        err = sender_identity(c, in->sender, in->device, &pub);
+        err = client_sender_identity(c, in->sender, in->device, &pub);
     /* the sender's static key proves the claim before anything else reads the envelope */
     if (err == MSV_OK && d->sender_device == 0)
         err =
@@ -631,6 +619,7 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     struct msv_message_rec rec = {.status = "received"};
     struct msv_group_rec group = {0};
     char *sender = from->sender, *text = NULL, group_conversation[40], note[600];
+    int applied = 0;
     uint8_t *pt = NULL;
     size_t pt_len = 0;
     msv_err err = open_delivery(c, d, from, &pt, &pt_len);
@@ -693,7 +682,7 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     if (p->has_group) {
         msv_client_group_conversation(p->group_id, group_conversation);
         rec.conversation = group_conversation;
-        err = learn_group(c, sender, p, &group, &text);
+        err = learn_group(c, sender, from->device, p, &group, &applied, &text);
         msv_group_clear(&group);
         if (err != MSV_OK) {
             msv_secret_free(text, strlen(text));
@@ -721,6 +710,15 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
             c->db, rec.message_id, (const char *const *)p->participants, p->participant_count);
     if (err == MSV_OK)
         err = show_message(c, &rec, on_message, ctx);
+    if (err == MSV_OK && p->kind == MSV_KIND_GROUP_CHANGE && on_message != NULL) {
+        struct msv_incoming in = {.kind = MSV_INCOMING_GROUP,
+                                  .notice = text,
+                                  .from = sender,
+                                  .conversation = group_conversation,
+                                  .status = applied ? "applied" : "refused"};
+
+        on_message(ctx, &in);
+    }
     msv_secret_free(text, strlen(text));
     msv_payload_free(p);
     return err;

@@ -143,6 +143,28 @@ static int kind_ok(const struct msv_payload *p)
     }
 }
 
+/* The signed group state fields: only on a group change, all of them, admins among members. */
+static int group_signing_ok(const struct msv_payload *p)
+{
+    if (!p->has_group_signature)
+        return p->group_admin_count == 0 && p->group_epoch == 0;
+    if (p->kind != MSV_KIND_GROUP_CHANGE || p->group_epoch == 0 || p->group_admin_count == 0 ||
+        p->group_admins == NULL || p->group_admin_count > p->participant_count ||
+        p->group_signature_len == 0 || p->group_signature_len > MSV_GROUP_SIGNATURE_MAX)
+        return 0;
+    for (size_t i = 0; i < p->group_admin_count; i++) {
+        size_t j = 0;
+
+        if (!text_ok(p->group_admins[i], MSV_HANDLE_MAX, 1))
+            return 0;
+        while (j < p->participant_count && strcmp(p->participants[j], p->group_admins[i]) != 0)
+            j++;
+        if (j == p->participant_count)
+            return 0;
+    }
+    return 1;
+}
+
 static int payload_ok(const struct msv_payload *p)
 {
     static const uint8_t zero[MSV_ID_LEN];
@@ -175,7 +197,7 @@ static int payload_ok(const struct msv_payload *p)
         if (!attachment_ok(&p->attachments[i]))
             return 0;
     }
-    return 1;
+    return group_signing_ok(p);
 }
 
 static ProtobufCBinaryData bytes_of(const void *p, size_t n)
@@ -195,7 +217,7 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
     pb_payload m = MSV__PAYLOAD__PAYLOAD__INIT;
     pb_attachment att[MSV_ATTACHMENTS_MAX], *att_ptrs[MSV_ATTACHMENTS_MAX];
     pb_sync sync[MSV_SYNC_ENTRIES_MAX], *sync_ptrs[MSV_SYNC_ENTRIES_MAX];
-    ProtobufCBinaryData parts[MSV_PARTICIPANTS_MAX];
+    ProtobufCBinaryData parts[MSV_PARTICIPANTS_MAX], admins[MSV_PARTICIPANTS_MAX];
     uint8_t *buf;
     size_t n;
 
@@ -222,6 +244,15 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
         m.log_head = bytes_of(p->log_head, MSV_LOG_HEAD_LEN);
     if (p->has_profile_key)
         m.profile_key = bytes_of(p->profile_key, MSV_PROFILE_KEY_LEN);
+    if (p->has_group_signature) {
+        for (size_t i = 0; i < p->group_admin_count; i++)
+            admins[i] = str_of(p->group_admins[i]);
+        m.n_group_admins = p->group_admin_count;
+        m.group_admins = admins;
+        m.group_epoch = p->group_epoch;
+        m.group_prev_hash = bytes_of(p->group_prev_hash, MSV_GROUP_HASH_LEN);
+        m.group_signature = bytes_of(p->group_signature, p->group_signature_len);
+    }
     for (size_t i = 0; i < p->attachment_count; i++) {
         const struct msv_attachment_ref *a = &p->attachments[i];
 
@@ -268,6 +299,9 @@ void msv_payload_free(struct msv_payload *p)
     for (size_t i = 0; p->participants != NULL && i < p->participant_count; i++)
         free(p->participants[i]);
     free(p->participants);
+    for (size_t i = 0; p->group_admins != NULL && i < p->group_admin_count; i++)
+        free(p->group_admins[i]);
+    free(p->group_admins);
     free(p->group_name);
     for (size_t i = 0; p->attachments != NULL && i < p->attachment_count; i++) {
         free(p->attachments[i].uri);
@@ -403,6 +437,34 @@ static msv_err copy_lists(const pb_payload *m, struct msv_payload *p)
     return err;
 }
 
+/* The signed group state: present when a signature is, each field then exactly as encoded. */
+static msv_err copy_group_signing(const pb_payload *m, struct msv_payload *p)
+{
+    msv_err err = MSV_OK;
+
+    if (m->group_signature.len == 0)
+        return m->n_group_admins == 0 && m->group_epoch == 0 && m->group_prev_hash.len == 0
+                   ? MSV_OK
+                   : MSV_ERR_PARSE;
+    if (m->group_signature.len > MSV_GROUP_SIGNATURE_MAX ||
+        m->n_group_admins > MSV_PARTICIPANTS_MAX || m->n_group_admins == 0)
+        return MSV_ERR_PARSE;
+    p->has_group_signature = true;
+    p->group_epoch = m->group_epoch;
+    memcpy(p->group_signature, m->group_signature.data, m->group_signature.len);
+    p->group_signature_len = m->group_signature.len;
+    err = copy_fixed(m->group_prev_hash, p->group_prev_hash, MSV_GROUP_HASH_LEN);
+    if (err != MSV_OK)
+        return err;
+    p->group_admins = calloc(m->n_group_admins, sizeof(*p->group_admins));
+    if (p->group_admins == NULL)
+        return MSV_ERR_NOMEM;
+    p->group_admin_count = m->n_group_admins;
+    for (size_t i = 0; err == MSV_OK && i < m->n_group_admins; i++)
+        err = copy_str(m->group_admins[i], 1, &p->group_admins[i]);
+    return err;
+}
+
 static msv_err copy_payload(const pb_payload *m, struct msv_payload *p)
 {
     msv_err err;
@@ -441,6 +503,8 @@ static msv_err copy_payload(const pb_payload *m, struct msv_payload *p)
         err = copy_lists(m, p);
     if (err == MSV_OK)
         err = copy_sync(m, p);
+    if (err == MSV_OK)
+        err = copy_group_signing(m, p);
     return err;
 }
 
@@ -451,7 +515,7 @@ msv_err msv_payload_parse(const uint8_t *in, size_t len, struct msv_payload **ou
     msv_err err;
 
     /* The largest valid payload is bounded well below this; refuse before unpacking. */
-    if (len > 2 * MSV_TEXT_MAX + MSV_PARTICIPANTS_MAX * (MSV_HANDLE_MAX + 4) +
+    if (len > 2 * MSV_TEXT_MAX + 2 * MSV_PARTICIPANTS_MAX * (MSV_HANDLE_MAX + 4) +
                   MSV_ATTACHMENTS_MAX * 2048 +
                   MSV_SYNC_ENTRIES_MAX * (MSV_SYNC_KEY_MAX + MSV_SYNC_VALUE_MAX + 32) + 4096)
         return MSV_ERR_TOO_BIG;
