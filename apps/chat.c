@@ -347,11 +347,17 @@ static void view_lines(struct chat *ch, int width, struct lines *l)
         if (m < ch->n_hist &&
             (k == ch->n_notes || ch->hist[m].stored_at_ms <= ch->notes[k].at_ms)) {
             const struct msv_message_rec *r = &ch->hist[m++];
+            char *quote = cli_quote_line(ch->c, r);
 
             t = (time_t)(r->sent_at_ms / 1000);
             localtime_r(&t, &tm);
             strftime(when, sizeof(when), "%H:%M", &tm);
             display_name(ch, r->sender, name, sizeof(name));
+            if (quote != NULL && asprintf(&s, "      %s", quote) > 0)
+                wrap(l, s, width, A_DIM);
+            free(quote);
+            free(s);
+            s = NULL;
             if (asprintf(&s, "%s %s: %s%s", when, r->outgoing ? "me" : name,
                          strcmp(r->status, "unsent") == 0 ? "" : r->text, mark(r)) > 0)
                 wrap(l, s, width, r->outgoing ? A_BOLD : A_NORMAL);
@@ -697,9 +703,8 @@ static void show_help(struct chat *ch)
              "Enter sends. Tab / Shift-Tab: next / previous conversation. PgUp / PgDn: scroll. "
              "Editing: \u2190 \u2192 Home End, Backspace, Delete, Ctrl-A, Ctrl-E, Ctrl-U, "
              "Ctrl-K, Ctrl-W. Commands: /to HANDLE-OR-NAME, /group NAME, /file PATH, /qr "
-             "(the safety number as a QR code), /verify NUMBER (mark the contact verified once "
-             "the numbers match), /edit TEXT and /unsend (your newest message here), /react "
-             "EMOJI and /unreact (on the newest message from someone else here), /help, "
+             "(the safety number), /verify NUMBER (once the numbers match), /edit TEXT, /unsend "
+             "(your newest message), /react EMOJI, /unreact, /reply TEXT (their newest), /help, "
              "/quit (or Ctrl-C).");
     ch->scroll = 0;
 }
@@ -792,20 +797,41 @@ static void change_last(struct chat *ch, const char *text)
     ch->reload = 1;
 }
 
+/* The newest message someone else sent in the open conversation (NULL, said why, if none). */
+static const struct msv_message_rec *newest_theirs(struct chat *ch)
+{
+    for (size_t i = ch->n_hist; i-- > 0;)
+        if (!ch->hist[i].outgoing && ch->hist[i].kind == MSV_KIND_MESSAGE &&
+            strcmp(ch->hist[i].status, "unsent") != 0)
+            return &ch->hist[i];
+    set_status(ch, 5000, "no message from someone else here");
+    return NULL;
+}
+
+/* /reply TEXT: an answer to the newest message someone else sent here. */
+static void reply_last(struct chat *ch, const char *text)
+{
+    const struct msv_message_rec *theirs = newest_theirs(ch);
+    uint8_t id[16];
+    msv_err err;
+
+    if (theirs == NULL)
+        return;
+    err = msv_client_reply(ch->c, theirs->message_id, ch->current, text, NULL, 0, NULL, id);
+    owner_pump(ch->ow);
+    if (err != MSV_OK)
+        set_status(ch, 6000, "not sent: %s", msv_strerror(err));
+    ch->reload = 1;
+}
+
 /* /react EMOJI and /unreact: on the newest message someone else sent here. */
 static void react_last(struct chat *ch, const char *emoji)
 {
-    const struct msv_message_rec *theirs = NULL;
+    const struct msv_message_rec *theirs = newest_theirs(ch);
     msv_err err;
 
-    for (size_t i = ch->n_hist; i-- > 0 && theirs == NULL;)
-        if (!ch->hist[i].outgoing && ch->hist[i].kind == MSV_KIND_MESSAGE &&
-            strcmp(ch->hist[i].status, "unsent") != 0)
-            theirs = &ch->hist[i];
-    if (theirs == NULL) {
-        set_status(ch, 5000, "no message from someone else here to react to");
+    if (theirs == NULL)
         return;
-    }
     if (emoji != NULL && !msv_payload_reaction_is_valid(emoji)) {
         set_status(ch, 6000, "a reaction is one emoji (up to %d bytes, no spaces)",
                    MSV_REACTION_MAX);
@@ -844,6 +870,8 @@ static void command(struct chat *ch, const char *line)
         react_last(ch, arg);
     else if (strcmp(line, "/unreact") == 0)
         react_last(ch, NULL);
+    else if (strncmp(line, "/reply ", 7) == 0 && *arg)
+        reply_last(ch, arg);
     else if (strncmp(line, "/help", 5) == 0)
         show_help(ch);
     else if (strncmp(line, "//", 2) == 0)

@@ -60,7 +60,7 @@ _missive()
     devices) opts="list approve remove" ;;
     contacts) opts="list add remove" ;;
     groups) opts="list create add remove rename" ;;
-    send) opts="--text --file --group" ;;
+    send) opts="--text --file --group --reply-to" ;;
     receive) opts="--wait" ;;
     history) opts="--group --search --limit" ;;
     read | typing) opts="--group" ;;

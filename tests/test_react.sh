@@ -94,6 +94,30 @@ grep -q "carol" out.txt && bad "bob was told of carol's reaction: $(cat out.txt)
 [ "$(reactions bob $A)" = '[{"emoji": "👍", "count": 1, "from": ["alice@example.org"]}, {"emoji": "🔥", "count": 1, "from": ["bob@example.org"]}]' ] &&
     ok || bad "carol's reaction is not kept: $(cat out.txt)"
 
+# --- replies ----------------------------------------------------------------------------------
+expect 0 "bob answers alice's message" -- as bob send $A --reply-to "$id" --text "answer"
+as alice receive --wait 1 >/dev/null
+expect 0 "alice's history" -- as alice history $B
+grep -A1 -x "  ↪ alice@example.org: hello bob" out.txt | grep -q "bob@example.org: answer" && ok || bad "the quote above the answer: $(cat out.txt)"
+as alice -o json history $B >out.txt
+[ "$(py 'r["text"], r["reply_to"] == "'"$id"'", r["quote"]' | tail -1)" = "('answer', True, {'from': 'alice@example.org', 'text': 'hello bob'})" ] &&
+    ok || bad "reply_to and quote as JSON: $(tail -1 out.txt)"
+[ "$(py 'r["reply_to"], r["quote"]' | head -1)" = "(None, None)" ] && ok || bad "a message that answers none: $(head -1 out.txt)"
+expect 1 "an answer sent to a conversation the message is not in" -- as bob send $C --reply-to "$id" --text "leak"
+grep -q "$id is not a message of this conversation" err.txt && ok || bad "its error: $(cat err.txt)"
+expect 1 "an answer to a message bob does not have" -- as bob send $A --reply-to 00112233445566778899aabbccddeeff --text "x"
+expect 1 "a --reply-to that is not an id" -- as bob send $A --reply-to "zz" --text "x"
+as carol receive --wait 1 >/dev/null
+as carol history $B >out.txt
+grep -q leak out.txt && bad "a refused answer was sent: $(cat out.txt)" || ok
+# carol, with her forged copy of the id, asks bob about it: bob shows nothing of alice's message
+expect 0 "carol answers the id of alice's message" -- as carol send $B --reply-to "$id" --text "what did alice say?"
+expect 0 "bob receives it" -- as bob receive --wait 1
+as bob history $C >out.txt
+grep -q "↪ original not found" out.txt && ! grep -q "hello bob" out.txt && ok || bad "another conversation's message leaked: $(cat out.txt)"
+as bob -o json history $C >out.txt
+[ "$(py 'r["text"], r["quote"]' | tail -1)" = "('what did alice say?', None)" ] && ok || bad "quote null: $(tail -1 out.txt)"
+
 # --- the daemon: a 'reaction' event in schema 2 only; react and history as methods ---------
 sock=$work/dev-bob/$B/daemon.sock
 (exec "$M" --data-dir dev-bob daemon >daemon.out 2>daemon.err) &
@@ -145,6 +169,13 @@ if command -v tmux >/dev/null; then
     tm send-keys -t bob "/unreact" Enter
     for _ in $(seq 30); do screen bob | grep -qF "🍕" || break; sleep 0.1; done
     screen bob | grep -qF "🍕" && bad "/unreact: $(screen bob)" || ok
+    screen bob | grep -A1 "↪ alice@example.org: hello bob" | grep -q "me: answer" && ok || bad "the quote in the chat: $(screen bob)"
+    tm send-keys -t bob "/reply through the chat" Enter
+    waitfor bob "↪ alice@example.org: and a message" && ok || bad "/reply in the chat: $(screen bob)"
+    as alice receive --wait 1 >/dev/null
+    as alice -o json history $B >out.txt
+    [ "$(py 'r["text"], r["quote"]' | tail -1)" = "('through the chat', {'from': 'alice@example.org', 'text': 'and a message'})" ] &&
+        ok || bad "bob's /reply reached alice: $(tail -1 out.txt)"
     tm send-keys -t bob "/quit" Enter
 else
     bad "tmux is not installed (scripts/deps.sh installs it)"

@@ -72,6 +72,14 @@ msv_err client_send_to_conversation(struct msv_client *c, struct msv_payload *p,
 msv_err client_take_reaction(struct msv_client *c, const char *sender, const struct msv_payload *p,
                              void (*on_message)(void *, const struct msv_incoming *), void *ctx);
 
+/*
+ * Sends message p (its kind, text and reply_to set) to the group named or
+ * identified by name, which this account must have accepted.
+ */
+msv_err client_group_send(struct msv_client *c, const char *name, struct msv_payload *p,
+                          const struct msv_file *files, size_t n_files,
+                          void (*progress)(uint64_t done, uint64_t total), uint8_t message_id[16]);
+
 /* Splits a member list (one handle per line) in place into members[]. */
 size_t client_split_members(char *list, char **members);
 

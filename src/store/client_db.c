@@ -62,6 +62,8 @@ static const char *const migrations[] = {
     "CREATE TABLE reactions (message_id BLOB NOT NULL, handle TEXT NOT NULL,"
     "  emoji TEXT NOT NULL, sent_at_ms BIGINT NOT NULL, reaction_id BLOB NOT NULL,"
     "  PRIMARY KEY (message_id, handle));",
+    /* the message a message answers (its payload's reply_to), NULL if none */
+    "ALTER TABLE messages ADD COLUMN reply_to BLOB;",
 };
 
 /*
@@ -452,8 +454,8 @@ msv_err msv_client_db_message_put(struct msv_client_db *db, const struct msv_mes
     msv_err err = msv_sql_prepare(
         db->db,
         "INSERT INTO messages (message_id, conversation, outgoing, sender, sender_device, kind, "
-        "text, sent_at_ms, stored_at_ms, status, pending) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-        "?);",
+        "text, sent_at_ms, stored_at_ms, status, pending, reply_to) VALUES (?, ?, ?, ?, ?, ?, ?, "
+        "?, ?, ?, ?, ?);",
         &st);
 
     if (err != MSV_OK)
@@ -469,6 +471,8 @@ msv_err msv_client_db_message_put(struct msv_client_db *db, const struct msv_mes
     sqlite3_bind_int64(st, 9, m->stored_at_ms);
     sqlite3_bind_text(st, 10, m->status, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(st, 11, (int)m->pending);
+    if (m->has_reply_to)
+        sqlite3_bind_blob(st, 12, m->reply_to, 16, SQLITE_TRANSIENT);
     /* the message id is UNIQUE: a redelivered message is MSV_ERR_EXISTS and changes nothing */
     return msv_sql_run(st);
 }
@@ -519,6 +523,14 @@ static msv_err read_message(sqlite3_stmt *st, struct msv_message_rec *m)
     m->stored_at_ms = sqlite3_column_int64(st, 9);
     m->status = msv_sql_text(st, 10);
     m->pending = (unsigned)sqlite3_column_int(st, 11);
+    /* by name: columns that later versions add come after it */
+    for (int i = 12; i < sqlite3_column_count(st); i++) {
+        if (strcmp(sqlite3_column_name(st, i), "reply_to") == 0 &&
+            sqlite3_column_bytes(st, i) == 16) {
+            m->has_reply_to = 1;
+            memcpy(m->reply_to, sqlite3_column_blob(st, i), 16);
+        }
+    }
     return m->conversation && m->sender && m->text && m->status ? MSV_OK : MSV_ERR_NOMEM;
 }
 

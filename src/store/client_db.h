@@ -86,6 +86,8 @@ struct msv_message_rec {
     int64_t stored_at_ms;
     char *status;     /* outgoing: queued, sent; incoming: received */
     unsigned pending; /* steps still to take once stored: MSV_MESSAGE_* */
+    int has_reply_to;
+    uint8_t reply_to[16]; /* the message this one answers, if has_reply_to */
 };
 
 /* What a received message needs after it is stored, each step recorded when done. */
