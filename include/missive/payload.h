@@ -24,6 +24,7 @@
 #define MSV_FILE_NAME_MAX 255
 #define MSV_MIME_MAX 127
 #define MSV_REACTION_MAX 32 /* bytes of one reaction's emoji */
+#define MSV_MENTIONS_MAX 64
 
 enum msv_payload_kind {
     MSV_KIND_MESSAGE = 1,
@@ -45,6 +46,13 @@ struct msv_attachment_ref {
     uint64_t size;
     char *name; /* may be NULL */
     char *mime; /* may be NULL */
+};
+
+/* Bytes [start, start + length) of a message's text name handle. */
+struct msv_mention {
+    uint32_t start;
+    uint32_t length;
+    char *handle;
 };
 
 /*
@@ -73,6 +81,8 @@ struct msv_payload {
     uint8_t log_head[MSV_LOG_HEAD_LEN]; /* opaque here; see client/transparency.h */
     bool has_profile_key;
     uint8_t profile_key[MSV_PROFILE_KEY_LEN]; /* the sender's, for sealed sends to it */
+    struct msv_mention *mentions;             /* messages: ranges of text, on characters */
+    size_t mention_count;
 };
 
 /*
