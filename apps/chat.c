@@ -317,6 +317,21 @@ static void wrap(struct lines *l, const char *text, int width, int attr)
     free(w);
 }
 
+/* Whether a message names this account (its line is highlighted). */
+static int mentions_me(struct chat *ch, const struct msv_message_rec *r)
+{
+    struct msv_mention *m = NULL;
+    size_t n = 0;
+    int me = 0;
+
+    if (msv_client_db_mentions(ch->c->db, r->message_id, &m, &n) != MSV_OK)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        me |= strcmp(m[i].handle, ch->c->handle) == 0;
+    msv_mentions_free(m, n);
+    return me;
+}
+
 /* The reactions to a message, on a line under it ("👍 2  ❤ 1"). */
 static void show_reactions(struct chat *ch, const struct msv_message_rec *r, int width,
                            struct lines *l)
@@ -360,7 +375,10 @@ static void view_lines(struct chat *ch, int width, struct lines *l)
             s = NULL;
             if (asprintf(&s, "%s %s: %s%s", when, r->outgoing ? "me" : name,
                          strcmp(r->status, "unsent") == 0 ? "" : r->text, mark(r)) > 0)
-                wrap(l, s, width, r->outgoing ? A_BOLD : A_NORMAL);
+                wrap(l, s, width,
+                     r->outgoing          ? A_BOLD
+                     : mentions_me(ch, r) ? A_STANDOUT
+                                          : A_NORMAL);
             show_reactions(ch, r, width, l);
         } else {
             t = (time_t)(ch->notes[k].at_ms / 1000);
@@ -460,7 +478,11 @@ static void draw(struct chat *ch)
 
         display_name(ch, ch->convs[i].conversation, name, sizeof(name));
         if (ch->convs[i].unread > 0)
-            snprintf(row, sizeof(row), "%s (%zu)", name, ch->convs[i].unread);
+            snprintf(row, sizeof(row), "%s (%zu%s)", name, ch->convs[i].unread,
+                     msv_client_db_mentioned_unread(ch->c->db, ch->convs[i].conversation,
+                                                    ch->c->handle) == MSV_OK
+                         ? " @"
+                         : "");
         else
             snprintf(row, sizeof(row), "%s", name);
         put(1 + (int)(i - first_conv), 0, list_w, row,

@@ -1093,6 +1093,29 @@ char *cli_quote_line(struct msv_client *c, const struct msv_message_rec *m)
     return line;
 }
 
+/* "mentions": [{"start", "length", "handle"}] and "mentioned" (one names this account). */
+static void add_mentions(struct msv_client *c, const struct msv_message_rec *m, json_t *j)
+{
+    struct msv_mention *list = NULL;
+    size_t n = 0;
+    json_t *mentions = json_array();
+    int mentioned = 0;
+
+    if (mentions == NULL || msv_client_db_mentions(c->db, m->message_id, &list, &n) != MSV_OK) {
+        json_decref(mentions);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_array_append_new(
+            mentions, json_pack("{s:I, s:I, s:s}", "start", (json_int_t)list[i].start, "length",
+                                (json_int_t)list[i].length, "handle", list[i].handle));
+        mentioned |= strcmp(list[i].handle, c->handle) == 0;
+    }
+    msv_mentions_free(list, n);
+    json_object_set_new(j, "mentions", mentions);
+    json_object_set_new(j, "mentioned", json_boolean(mentioned));
+}
+
 json_t *cli_message_json_of(struct msv_client *c, const struct msv_message_rec *m)
 {
     json_t *j = cli_message_json(m), *reactions = json_array();
@@ -1110,6 +1133,8 @@ json_t *cli_message_json_of(struct msv_client *c, const struct msv_message_rec *
         json_object_set_new(j, "quote", json_pack("{s:s, s:s}", "from", from, "text", text));
     else if (j != NULL)
         json_object_set_new(j, "quote", json_null());
+    if (j != NULL)
+        add_mentions(c, m, j);
     return j;
 }
 

@@ -15,7 +15,7 @@ tm() { tmux -u -L "missive-react-$$" -f /dev/null "$@"; }
 trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 start_missived || bad "missived started"
-register_people alice bob carol
+register_people alice bob carol dave
 A=alice@example.org B=bob@example.org C=carol@example.org
 # py EXPR: EXPR over the JSON lines of out.txt (as r), one result a line
 py() { python3 -c 'import json,sys
@@ -179,6 +179,44 @@ if command -v tmux >/dev/null; then
     tm send-keys -t bob "/quit" Enter
 else
     bad "tmux is not installed (scripts/deps.sh installs it)"
+fi
+
+# --- mentions in a group -----------------------------------------------------------------------
+as alice contacts add bobby $B
+expect 0 "alice makes a group" -- as alice groups create team $B $C
+as bob receive --wait 1 >/dev/null
+as carol receive --wait 1 >/dev/null
+for who in bob carol; do
+    gid=$(as $who groups | grep "^team	" | cut -f3)
+    expect 0 "$who accepts the group" -- as $who groups accept "$gid"
+done
+expect 0 "alice names two members and two others" -- as alice send --group team --text "hi @bobby and @carol@example.org, not @dave or @zed"
+mentions='[{"start": 3, "length": 6, "handle": "bob@example.org"}, {"start": 14, "length": 18, "handle": "carol@example.org"}]'
+last_of() { as "$1" -o json history --group team >out.txt && py "$2" | tail -1; }
+[ "$(last_of alice 'json.dumps(r["mentions"])')" = "$mentions" ] && [ "$(last_of alice 'r["mentioned"]')" = False ] &&
+    ok || bad "alice's mentions: $(tail -1 out.txt)"
+as bob receive --wait 1 >/dev/null
+[ "$(last_of bob 'json.dumps(r["mentions"])')" = "$mentions" ] && [ "$(last_of bob 'r["mentioned"]')" = True ] && ok || bad "bob's mentions: $(tail -1 out.txt)"
+# carol's own record of the group, changed on her disk, counts dave in: her client names him,
+# and the others, for whom he is no member, ignore that range
+sqlite3 "dev-carol/$C/state.db" "UPDATE groups SET members = members || char(10) || '$A' || char(10) || 'dave@example.org' WHERE name = 'team';"
+expect 0 "carol names dave, no member" -- as carol send --group team --text "@dave@example.org come in, @bobby"
+[ "$(last_of carol 'json.dumps(r["mentions"])')" = '[{"start": 0, "length": 17, "handle": "dave@example.org"}]' ] && ok || bad "carol's client named dave: $(tail -1 out.txt)"
+as bob receive --wait 1 >/dev/null
+[ "$(last_of bob 'r["text"], r["mentions"], r["mentioned"]')" = "('@dave@example.org come in, @bobby', [], False)" ] && ok || bad "bob ignores the range naming dave: $(tail -1 out.txt)"
+# the chat: the list marks the group where carol is named, until she reads it
+if command -v tmux >/dev/null; then
+    tm new-session -d -s carol -x 100 -y 30 \
+        "cd '$work' && LANG=C LC_ALL= '$M' --data-dir dev-carol chat $B 2>chat-carol.err; sleep 30"
+    for _ in $(seq 100); do screen carol | grep -qF " @)" && break; sleep 0.1; done
+    screen carol | grep -qF " @)" && ok || bad "the @ mark: $(screen carol)"
+    tm send-keys -t carol "/group team" Enter
+    waitfor carol "hi @bobby and @carol@example.org" && ok || bad "the group in carol's chat: $(screen carol)"
+    tm capture-pane -e -p -t carol | grep "hi @bobby" | grep -q $'\e\[7m' && ok || bad "the message naming carol is highlighted: $(tm capture-pane -e -p -t carol | grep -a "hi @bobby" | od -c | head)"
+    tm send-keys -t carol "/to $B" Enter
+    for _ in $(seq 30); do screen carol | grep -qF "#team (" || break; sleep 0.1; done
+    screen carol | grep -qF "@)" && bad "the mark stays once read: $(screen carol)" || ok
+    tm send-keys -t carol "/quit" Enter
 fi
 
 finish

@@ -217,6 +217,7 @@ msv_err client_group_send(struct msv_client *c, const char *name, struct msv_pay
                           void (*progress)(uint64_t done, uint64_t total), uint8_t message_id[16])
 {
     struct msv_group_rec g;
+    struct msv_mention mentions[MSV_MENTIONS_MAX];
     char *members[MEMBERS_MAX], conversation[40];
     size_t n;
     msv_err err = joined_group(c, name, &g);
@@ -230,8 +231,16 @@ msv_err client_group_send(struct msv_client *c, const char *name, struct msv_pay
     p->participants = members;
     p->participant_count = n;
     msv_client_group_conversation(g.group_id, conversation);
+    p->mentions = mentions;
+    p->mention_count = client_find_mentions(c, p->text, members, n, mentions);
     err = client_send_payload(c, (const char *const *)members, n, p, p->text, conversation, files,
                               n_files, progress, message_id);
+    /* kept with the message, queued or sent */
+    if (p->mention_count > 0 && msv_client_db_message_known(c->db, p->message_id) == MSV_OK) {
+        msv_err kept = client_keep_mentions(c, p->message_id, conversation, p);
+
+        err = err == MSV_OK ? kept : err;
+    }
     msv_group_clear(&g);
     return err;
 }

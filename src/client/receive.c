@@ -704,6 +704,8 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     memcpy(from->stored_id, rec.message_id, 16);
     /* stored before it is acknowledged; the message id makes a redelivery a no-op */
     err = msv_client_db_message_put(c->db, &rec);
+    if (err == MSV_OK && p->has_group && p->mention_count > 0)
+        err = client_keep_mentions(c, rec.message_id, rec.conversation, p);
     /* a copy of this account's own message: who it went to, for their receipts */
     if (err == MSV_OK && rec.outgoing)
         err = msv_client_db_recipients_put(
