@@ -342,6 +342,21 @@ static void wrap(struct lines *l, const char *text, int width, int attr)
     free(w);
 }
 
+/* Whether a message names this account (its line is highlighted). */
+static int mentions_me(struct chat *ch, const struct msv_message_rec *r)
+{
+    struct msv_mention *m = NULL;
+    size_t n = 0;
+    int me = 0;
+
+    if (msv_client_db_mentions(ch->c->db, r->message_id, &m, &n) != MSV_OK)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        me |= strcmp(m[i].handle, ch->c->handle) == 0;
+    msv_mentions_free(m, n);
+    return me;
+}
+
 /* The reactions to a message, on a line under it ("👍 2  ❤ 1"). */
 static void show_reactions(struct chat *ch, const struct msv_message_rec *r, int width,
                            struct lines *l)
@@ -372,14 +387,23 @@ static void view_lines(struct chat *ch, int width, struct lines *l)
         if (m < ch->n_hist &&
             (k == ch->n_notes || ch->hist[m].stored_at_ms <= ch->notes[k].at_ms)) {
             const struct msv_message_rec *r = &ch->hist[m++];
+            char *quote = cli_quote_line(ch->c, r);
 
             t = (time_t)(r->sent_at_ms / 1000);
             localtime_r(&t, &tm);
             strftime(when, sizeof(when), "%H:%M", &tm);
             display_name(ch, r->sender, name, sizeof(name));
+            if (quote != NULL && asprintf(&s, "      %s", quote) > 0)
+                wrap(l, s, width, A_DIM);
+            free(quote);
+            free(s);
+            s = NULL;
             if (asprintf(&s, "%s %s: %s%s", when, r->outgoing ? "me" : name,
                          strcmp(r->status, "unsent") == 0 ? "" : r->text, mark(r)) > 0)
-                wrap(l, s, width, r->outgoing ? A_BOLD : A_NORMAL);
+                wrap(l, s, width,
+                     r->outgoing          ? A_BOLD
+                     : mentions_me(ch, r) ? A_STANDOUT
+                                          : A_NORMAL);
             show_reactions(ch, r, width, l);
         } else {
             t = (time_t)(ch->notes[k].at_ms / 1000);
@@ -481,7 +505,11 @@ static void draw(struct chat *ch)
 
         display_name(ch, ch->convs[i].conversation, name, sizeof(name));
         if (ch->convs[i].unread > 0)
-            snprintf(row, sizeof(row), "%s (%zu)", name, ch->convs[i].unread);
+            snprintf(row, sizeof(row), "%s (%zu%s)", name, ch->convs[i].unread,
+                     msv_client_db_mentioned_unread(ch->c->db, ch->convs[i].conversation,
+                                                    ch->c->handle) == MSV_OK
+                         ? " @"
+                         : "");
         else
             snprintf(row, sizeof(row), "%s", name);
         put(1 + (int)(i - first_conv), 0, list_w, row,
@@ -743,7 +771,8 @@ static void show_help(struct chat *ch)
              "the numbers match), /edit TEXT and /unsend (your newest message here), /edits (the "
              "versions of the newest edited message here), /react EMOJI and /unreact (on the "
              "newest message from someone else here), /block and /unblock [HANDLE], /report "
-             "[REASON], /settings [read-receipts|typing on|off], /help, "
+             "[REASON], /settings [read-receipts|typing on|off], /reply TEXT (to their newest "
+             "message here), /help, "
              "/quit (or Ctrl-C).");
     ch->scroll = 0;
 }
@@ -837,20 +866,41 @@ static void change_last(struct chat *ch, const char *text)
     ch->reload = 1;
 }
 
+/* The newest message someone else sent in the open conversation (NULL, said why, if none). */
+static const struct msv_message_rec *newest_theirs(struct chat *ch)
+{
+    for (size_t i = ch->n_hist; i-- > 0;)
+        if (!ch->hist[i].outgoing && ch->hist[i].kind == MSV_KIND_MESSAGE &&
+            strcmp(ch->hist[i].status, "unsent") != 0)
+            return &ch->hist[i];
+    set_status(ch, 5000, "no message from someone else here");
+    return NULL;
+}
+
+/* /reply TEXT: an answer to the newest message someone else sent here. */
+static void reply_last(struct chat *ch, const char *text)
+{
+    const struct msv_message_rec *theirs = newest_theirs(ch);
+    uint8_t id[16];
+    msv_err err;
+
+    if (theirs == NULL)
+        return;
+    err = msv_client_reply(ch->c, theirs->message_id, ch->current, text, NULL, 0, NULL, id);
+    owner_pump(ch->ow);
+    if (err != MSV_OK)
+        set_status(ch, 6000, "not sent: %s", msv_strerror(err));
+    ch->reload = 1;
+}
+
 /* /react EMOJI and /unreact: on the newest message someone else sent here. */
 static void react_last(struct chat *ch, const char *emoji)
 {
-    const struct msv_message_rec *theirs = NULL;
+    const struct msv_message_rec *theirs = newest_theirs(ch);
     msv_err err;
 
-    for (size_t i = ch->n_hist; i-- > 0 && theirs == NULL;)
-        if (!ch->hist[i].outgoing && ch->hist[i].kind == MSV_KIND_MESSAGE &&
-            strcmp(ch->hist[i].status, "unsent") != 0)
-            theirs = &ch->hist[i];
-    if (theirs == NULL) {
-        set_status(ch, 5000, "no message from someone else here to react to");
+    if (theirs == NULL)
         return;
-    }
     if (emoji != NULL && !msv_payload_reaction_is_valid(emoji)) {
         set_status(ch, 6000, "a reaction is one emoji (up to %d bytes, no spaces)",
                    MSV_REACTION_MAX);
@@ -994,6 +1044,8 @@ static void command(struct chat *ch, const char *line)
         settings(ch, arg);
     else if (strncmp(line, "/report", 7) == 0 && (line[7] == ' ' || line[7] == '\0'))
         report(ch, arg);
+    else if (strncmp(line, "/reply ", 7) == 0 && *arg)
+        reply_last(ch, arg);
     else if (strncmp(line, "/help", 5) == 0)
         show_help(ch);
     else if (strncmp(line, "//", 2) == 0)

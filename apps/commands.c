@@ -63,9 +63,13 @@ static const struct {
      "rename, promote and demote (the list names them); anyone may leave. Every change "
      "is signed and checked by every member, who refuses and shows what an admin did "
      "not sign."},
-    {"send", "send TO... [--text TEXT] [--file PATH]...\n       missive send --group NAME ...",
+    {"send",
+     "send TO... [--text TEXT] [--file PATH]... [--reply-to MESSAGE_ID]\n"
+     "       missive send --group NAME ...",
      "Sends a message (the text, or standard input unless files are given) to handles or "
-     "contact names. It is encrypted for every device of every recipient and of this "
+     "contact names; with --reply-to, as an answer to a message of that conversation, shown "
+     "below its sender and first line. It is encrypted for every device of every recipient and of "
+     "this "
      "account. Files go through the attachment store under a fresh key each; so does text "
      "too long for one envelope."},
     {"receive", "receive [--wait SECONDS]",
@@ -933,6 +937,36 @@ static int cmd_groups(const struct cli *o, struct msv_client *c)
     return err == MSV_OK ? 0 : fail(c, "changing the group", err);
 }
 
+/* send --reply-to ID: to the conversation of message ID, which TO or --group must name. */
+static msv_err send_reply(const struct cli *o, struct msv_client *c, const char *to,
+                          const char *text, const struct msv_file *files, uint8_t id[16])
+{
+    char conversation[40];
+    uint8_t answered[16];
+    size_t len = 0;
+    struct msv_group_rec g;
+    msv_err err;
+
+    if (msv_hex_decode(o->reply_to, answered, sizeof(answered), &len) != MSV_OK || len != 16 ||
+        (to == NULL && o->group == NULL)) {
+        fprintf(cli_err, "missive: --reply-to takes the id of a message (32 hex digits), with "
+                         "one TO or --group\n");
+        return MSV_ERR_INVALID;
+    }
+    if (o->group != NULL) {
+        err = msv_client_group_find(c, o->group, &g);
+        if (err != MSV_OK)
+            return err;
+        msv_client_group_conversation(g.group_id, conversation);
+        msv_group_clear(&g);
+        to = conversation;
+    }
+    err = msv_client_reply(c, answered, to, text, files, o->file_count, show_progress, id);
+    if (err == MSV_ERR_INVALID || err == MSV_ERR_NOT_FOUND)
+        fprintf(cli_err, "missive: %s is not a message of this conversation\n", o->reply_to);
+    return err;
+}
+
 static int cmd_send(const struct cli *o, struct msv_client *c)
 {
     const char *handles[64];
@@ -954,10 +988,12 @@ static int cmd_send(const struct cli *o, struct msv_client *c)
     } else if (load_files(o, files) != 0) {
         rc = EXIT_ERR;
     } else {
-        err =
-            o->group != NULL
-                ? msv_client_group_send(c, o->group, text, files, o->file_count, show_progress, id)
-                : msv_client_send(c, handles, n, text, files, o->file_count, show_progress, id);
+        if (o->reply_to != NULL)
+            err = send_reply(o, c, n == 1 ? handles[0] : NULL, text, files, id);
+        else if (o->group != NULL)
+            err = msv_client_group_send(c, o->group, text, files, o->file_count, show_progress, id);
+        else
+            err = msv_client_send(c, handles, n, text, files, o->file_count, show_progress, id);
         if (o->group != NULL)
             explain_group(o->group, err);
         if (err == MSV_OK) {
@@ -967,6 +1003,8 @@ static int cmd_send(const struct cli *o, struct msv_client *c)
                 fprintf(cli_out, "{\"message_id\":\"%s\",\"status\":\"sent\"}\n", hex);
             else
                 fprintf(cli_out, "sent %s\n", hex);
+        } else if (o->reply_to != NULL && (err == MSV_ERR_INVALID || err == MSV_ERR_NOT_FOUND)) {
+            rc = EXIT_ERR; /* said why; nothing was sent */
         } else {
             rc = fail(c,
                       c->why.code == MSV_REFUSAL_BLOCKED
@@ -1124,9 +1162,70 @@ static void edits_json(struct msv_client *c, json_t *j, const uint8_t id[16])
     msv_message_versions_free(v, n);
 }
 
+/*
+ * The message m answers, if this device has it in m's conversation (an id
+ * from another conversation shows nothing of it): 1 with its sender and first
+ * line, else 0.
+ */
+static int quote_of(struct msv_client *c, const struct msv_message_rec *m, char *from,
+                    size_t from_len, char *text, size_t len)
+{
+    struct msv_message_rec *o = NULL;
+    int found = m->has_reply_to && msv_client_db_message_get(c->db, m->reply_to, &o) == MSV_OK &&
+                strcmp(o->conversation, m->conversation) == 0 && o->kind == MSV_KIND_MESSAGE &&
+                strcmp(o->status, "unsent") != 0;
+
+    if (found) {
+        snprintf(from, from_len, "%s", o->sender);
+        msv_client_first_line(o->text, text, len);
+    }
+    msv_messages_free(o, o ? 1 : 0);
+    return found;
+}
+
+char *cli_quote_line(struct msv_client *c, const struct msv_message_rec *m)
+{
+    char from[MSV_HANDLE_MAX + 1], text[200], *line;
+    size_t len;
+
+    if (!m->has_reply_to)
+        return NULL;
+    if (!quote_of(c, m, from, sizeof(from), text, sizeof(text)))
+        return strdup("\u21aa original not found");
+    len = strlen(from) + strlen(text) + 8;
+    line = malloc(len);
+    if (line != NULL)
+        snprintf(line, len, "\u21aa %s: %s", from, text);
+    return line;
+}
+
+/* "mentions": [{"start", "length", "handle"}] and "mentioned" (one names this account). */
+static void add_mentions(struct msv_client *c, const struct msv_message_rec *m, json_t *j)
+{
+    struct msv_mention *list = NULL;
+    size_t n = 0;
+    json_t *mentions = json_array();
+    int mentioned = 0;
+
+    if (mentions == NULL || msv_client_db_mentions(c->db, m->message_id, &list, &n) != MSV_OK) {
+        json_decref(mentions);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_array_append_new(
+            mentions, json_pack("{s:I, s:I, s:s}", "start", (json_int_t)list[i].start, "length",
+                                (json_int_t)list[i].length, "handle", list[i].handle));
+        mentioned |= strcmp(list[i].handle, c->handle) == 0;
+    }
+    msv_mentions_free(list, n);
+    json_object_set_new(j, "mentions", mentions);
+    json_object_set_new(j, "mentioned", json_boolean(mentioned));
+}
+
 json_t *cli_message_json_of(struct msv_client *c, const struct msv_message_rec *m)
 {
     json_t *j = cli_message_json(m), *reactions = json_array();
+    char from[MSV_HANDLE_MAX + 1], text[200], hex[33];
 
     if (j != NULL && reactions != NULL &&
         each_reaction(c, m->message_id, reaction_json, reactions) == MSV_OK)
@@ -1134,6 +1233,16 @@ json_t *cli_message_json_of(struct msv_client *c, const struct msv_message_rec *
     json_decref(reactions);
     if (j != NULL)
         edits_json(c, j, m->message_id);
+    if (j != NULL && m->has_reply_to && msv_hex_encode(m->reply_to, 16, hex, sizeof(hex)) == MSV_OK)
+        json_object_set_new(j, "reply_to", json_string(hex));
+    else if (j != NULL)
+        json_object_set_new(j, "reply_to", json_null());
+    if (j != NULL && quote_of(c, m, from, sizeof(from), text, sizeof(text)))
+        json_object_set_new(j, "quote", json_pack("{s:s, s:s}", "from", from, "text", text));
+    else if (j != NULL)
+        json_object_set_new(j, "quote", json_null());
+    if (j != NULL)
+        add_mentions(c, m, j);
     return j;
 }
 
@@ -1160,7 +1269,7 @@ char *cli_reactions_line(struct msv_client *c, const uint8_t id[16])
     return line;
 }
 
-/* A message as history prints it: its reactions under it. */
+/* A message as history prints it: what it answers above it, its reactions under it. */
 static void print_with_reactions(const struct cli *o, struct msv_client *c,
                                  const struct msv_message_rec *m)
 {
@@ -1169,6 +1278,13 @@ static void print_with_reactions(const struct cli *o, struct msv_client *c,
     if (o->json) {
         emit_json(cli_message_json_of(c, m));
         return;
+    }
+    line = cli_quote_line(c, m);
+    if (line != NULL) {
+        fputs("  ", cli_out);
+        term_put(cli_out, line, TERM_ONE_LINE);
+        fputc('\n', cli_out);
+        free(line);
     }
     cli_print_message(o, m);
     line = cli_reactions_line(c, m->message_id);

@@ -60,6 +60,9 @@ void cli_print_message(const struct cli *o, const struct msv_message_rec *m);
 json_t *cli_message_json(const struct msv_message_rec *m);
 /* cli_message_json with what the account holds about the message: "reactions". */
 json_t *cli_message_json_of(struct msv_client *c, const struct msv_message_rec *m);
+/* What a reply answers, as a line ("↪ HANDLE: FIRST LINE" or "↪ original not found";
+ * caller frees), NULL for a message that answers none. */
+char *cli_quote_line(struct msv_client *c, const struct msv_message_rec *m);
 /* A message's reactions as a line ("👍 2  ❤ 1"; caller frees), NULL if none. */
 char *cli_reactions_line(struct msv_client *c, const uint8_t id[16]);
 /* A message or notice as 'receive' prints it; ctx is the struct cli. */

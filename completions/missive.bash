@@ -62,7 +62,7 @@ _missive()
     contacts) opts="list add remove" ;;
     sync) opts="list set unset" ;;
     groups) opts="list create add remove rename promote demote leave accept" ;;
-    send) opts="--text --file --group" ;;
+    send) opts="--text --file --group --reply-to" ;;
     receive) opts="--wait" ;;
     history) opts="--group --search --limit" ;;
     read | typing) opts="--group" ;;

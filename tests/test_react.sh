@@ -15,7 +15,7 @@ tm() { tmux -u -L "missive-react-$$" -f /dev/null "$@"; }
 trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 start_missived || bad "missived started"
-register_people alice bob carol
+register_people alice bob carol dave
 A=alice@example.org B=bob@example.org C=carol@example.org
 # py EXPR: EXPR over the JSON lines of out.txt (as r), one result a line
 py() { python3 -c 'import json,sys
@@ -94,6 +94,30 @@ grep -q "carol" out.txt && bad "bob was told of carol's reaction: $(cat out.txt)
 [ "$(reactions bob $A)" = '[{"emoji": "👍", "count": 1, "from": ["alice@example.org"]}, {"emoji": "🔥", "count": 1, "from": ["bob@example.org"]}]' ] &&
     ok || bad "carol's reaction is not kept: $(cat out.txt)"
 
+# --- replies ----------------------------------------------------------------------------------
+expect 0 "bob answers alice's message" -- as bob send $A --reply-to "$id" --text "answer"
+as alice receive --wait 1 >/dev/null
+expect 0 "alice's history" -- as alice history $B
+grep -A1 -x "  ↪ alice@example.org: hello bob" out.txt | grep -q "bob@example.org: answer" && ok || bad "the quote above the answer: $(cat out.txt)"
+as alice -o json history $B >out.txt
+[ "$(py 'r["text"], r["reply_to"] == "'"$id"'", r["quote"]' | tail -1)" = "('answer', True, {'from': 'alice@example.org', 'text': 'hello bob'})" ] &&
+    ok || bad "reply_to and quote as JSON: $(tail -1 out.txt)"
+[ "$(py 'r["reply_to"], r["quote"]' | head -1)" = "(None, None)" ] && ok || bad "a message that answers none: $(head -1 out.txt)"
+expect 1 "an answer sent to a conversation the message is not in" -- as bob send $C --reply-to "$id" --text "leak"
+grep -q "$id is not a message of this conversation" err.txt && ok || bad "its error: $(cat err.txt)"
+expect 1 "an answer to a message bob does not have" -- as bob send $A --reply-to 00112233445566778899aabbccddeeff --text "x"
+expect 1 "a --reply-to that is not an id" -- as bob send $A --reply-to "zz" --text "x"
+as carol receive --wait 1 >/dev/null
+as carol history $B >out.txt
+grep -q leak out.txt && bad "a refused answer was sent: $(cat out.txt)" || ok
+# carol, with her forged copy of the id, asks bob about it: bob shows nothing of alice's message
+expect 0 "carol answers the id of alice's message" -- as carol send $B --reply-to "$id" --text "what did alice say?"
+expect 0 "bob receives it" -- as bob receive --wait 1
+as bob history $C >out.txt
+grep -q "↪ original not found" out.txt && ! grep -q "hello bob" out.txt && ok || bad "another conversation's message leaked: $(cat out.txt)"
+as bob -o json history $C >out.txt
+[ "$(py 'r["text"], r["quote"]' | tail -1)" = "('what did alice say?', None)" ] && ok || bad "quote null: $(tail -1 out.txt)"
+
 # --- the daemon: a 'reaction' event in schema 2 only; react and history as methods ---------
 sock=$work/dev-bob/$B/daemon.sock
 (exec "$M" --data-dir dev-bob daemon >daemon.out 2>daemon.err) &
@@ -145,9 +169,54 @@ if command -v tmux >/dev/null; then
     tm send-keys -t bob "/unreact" Enter
     for _ in $(seq 30); do screen bob | grep -qF "🍕" || break; sleep 0.1; done
     screen bob | grep -qF "🍕" && bad "/unreact: $(screen bob)" || ok
+    screen bob | grep -A1 "↪ alice@example.org: hello bob" | grep -q "me: answer" && ok || bad "the quote in the chat: $(screen bob)"
+    tm send-keys -t bob "/reply through the chat" Enter
+    waitfor bob "↪ alice@example.org: and a message" && ok || bad "/reply in the chat: $(screen bob)"
+    as alice receive --wait 1 >/dev/null
+    as alice -o json history $B >out.txt
+    [ "$(py 'r["text"], r["quote"]' | tail -1)" = "('through the chat', {'from': 'alice@example.org', 'text': 'and a message'})" ] &&
+        ok || bad "bob's /reply reached alice: $(tail -1 out.txt)"
     tm send-keys -t bob "/quit" Enter
 else
     bad "tmux is not installed (scripts/deps.sh installs it)"
+fi
+
+# --- mentions in a group -----------------------------------------------------------------------
+as alice contacts add bobby $B
+expect 0 "alice makes a group" -- as alice groups create team $B $C
+as bob receive --wait 1 >/dev/null
+as carol receive --wait 1 >/dev/null
+for who in bob carol; do
+    gid=$(as $who groups | grep "^team	" | cut -f3)
+    expect 0 "$who accepts the group" -- as $who groups accept "$gid"
+done
+expect 0 "alice names two members and two others" -- as alice send --group team --text "hi @bobby and @carol@example.org, not @dave or @zed"
+mentions='[{"start": 3, "length": 6, "handle": "bob@example.org"}, {"start": 14, "length": 18, "handle": "carol@example.org"}]'
+last_of() { as "$1" -o json history --group team >out.txt && py "$2" | tail -1; }
+[ "$(last_of alice 'json.dumps(r["mentions"])')" = "$mentions" ] && [ "$(last_of alice 'r["mentioned"]')" = False ] &&
+    ok || bad "alice's mentions: $(tail -1 out.txt)"
+as bob receive --wait 1 >/dev/null
+[ "$(last_of bob 'json.dumps(r["mentions"])')" = "$mentions" ] && [ "$(last_of bob 'r["mentioned"]')" = True ] && ok || bad "bob's mentions: $(tail -1 out.txt)"
+# carol's own record of the group, changed on her disk, counts dave in: her client names him,
+# and the others, for whom he is no member, ignore that range
+sqlite3 "dev-carol/$C/state.db" "UPDATE groups SET members = members || char(10) || '$A' || char(10) || 'dave@example.org' WHERE name = 'team';"
+expect 0 "carol names dave, no member" -- as carol send --group team --text "@dave@example.org come in, @bobby"
+[ "$(last_of carol 'json.dumps(r["mentions"])')" = '[{"start": 0, "length": 17, "handle": "dave@example.org"}]' ] && ok || bad "carol's client named dave: $(tail -1 out.txt)"
+as bob receive --wait 1 >/dev/null
+[ "$(last_of bob 'r["text"], r["mentions"], r["mentioned"]')" = "('@dave@example.org come in, @bobby', [], False)" ] && ok || bad "bob ignores the range naming dave: $(tail -1 out.txt)"
+# the chat: the list marks the group where carol is named, until she reads it
+if command -v tmux >/dev/null; then
+    tm new-session -d -s carol -x 100 -y 30 \
+        "cd '$work' && LANG=C LC_ALL= '$M' --data-dir dev-carol chat $B 2>chat-carol.err; sleep 30"
+    for _ in $(seq 100); do screen carol | grep -qF " @)" && break; sleep 0.1; done
+    screen carol | grep -qF " @)" && ok || bad "the @ mark: $(screen carol)"
+    tm send-keys -t carol "/group team" Enter
+    waitfor carol "hi @bobby and @carol@example.org" && ok || bad "the group in carol's chat: $(screen carol)"
+    tm capture-pane -e -p -t carol | grep "hi @bobby" | grep -q $'\e\[7m' && ok || bad "the message naming carol is highlighted: $(tm capture-pane -e -p -t carol | grep -a "hi @bobby" | od -c | head)"
+    tm send-keys -t carol "/to $B" Enter
+    for _ in $(seq 30); do screen carol | grep -qF "#team (" || break; sleep 0.1; done
+    screen carol | grep -qF "@)" && bad "the mark stays once read: $(screen carol)" || ok
+    tm send-keys -t carol "/quit" Enter
 fi
 
 finish

@@ -342,6 +342,60 @@ static void test_payload_reaction(void **state)
     assert_string_equal(msv_payload_kind_name(MSV_KIND_REACTION), "reaction");
 }
 
+/* Mentions: ranges of a message's text on character boundaries, each naming a handle. */
+static void test_payload_mentions(void **state)
+{
+    /* "hé @bob and @zoë!": @bob at 4 (4 bytes), @zoë at 13 (5 bytes) */
+    char text[] = "h\xc3\xa9 @bob and @zo\xc3\xab!";
+    struct msv_mention m[MSV_MENTIONS_MAX + 1] = {{4, 4, "bob@example.org"},
+                                                  {13, 5, "zoe@example.org"}};
+    static const struct {
+        uint32_t start, length;
+    } refused[] = {
+        {2, 2},           /* starts inside é */
+        {13, 4},          /* ends inside ë */
+        {4, 0},           /* empty */
+        {19, 1},          /* past the end */
+        {0xffffffffu, 2}, /* far past it */
+        {4, 0xfffffffeu}, /* start + length wraps */
+    };
+    struct msv_payload p, *back;
+    uint8_t *enc = NULL;
+    size_t len = 0;
+
+    (void)state;
+    fill_message(&p, text);
+    p.mentions = m;
+    p.mention_count = 2;
+    back = round_trip(&p);
+    assert_int_equal(back->mention_count, 2);
+    assert_int_equal(back->mentions[1].start, 13);
+    assert_int_equal(back->mentions[1].length, 5);
+    assert_string_equal(back->mentions[1].handle, "zoe@example.org");
+    msv_payload_free(back);
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        m[1].start = refused[i].start;
+        m[1].length = refused[i].length;
+        assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    }
+    m[1] = (struct msv_mention){13, 5, ""}; /* no handle */
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    m[1].handle = "zoe@example.org";
+    p.mention_count = MSV_MENTIONS_MAX + 1; /* too many */
+    for (size_t i = 2; i < p.mention_count; i++)
+        m[i] = m[0];
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.mention_count = MSV_MENTIONS_MAX;
+    back = round_trip(&p);
+    msv_payload_free(back);
+    /* only a message's text has mentions */
+    p.mention_count = 1;
+    p.kind = MSV_KIND_EDIT;
+    p.has_target = true;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    assert_null(enc);
+}
+
 /* Payloads built with the codec directly, as a hostile sender could, are checked on parse. */
 static msv_err parse_crafted(Msv__Payload__Payload *m)
 {
@@ -511,6 +565,24 @@ static void test_payload_hostile(void **state)
     assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
     m.text.data = (uint8_t *)"ok";
     m.text.len = 2;
+    m.target_id.len = 0;
+    {
+        /* a mention past the text's end; then inside it */
+        Msv__Payload__MentionRange range = MSV__PAYLOAD__MENTION_RANGE__INIT, *ranges = &range;
+
+        m.kind = MSV__PAYLOAD__KIND__MESSAGE;
+        range.start = 1;
+        range.length = 2;
+        range.handle.data = (uint8_t *)"bob";
+        range.handle.len = 3;
+        m.n_mentions = 1;
+        m.mentions = &ranges;
+        assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+        range.length = 1;
+        assert_int_equal(parse_crafted(&m), MSV_OK);
+        m.n_mentions = 0;
+        m.mentions = NULL;
+    }
     m.kind = (Msv__Payload__Kind)42;
     assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
     /* not protobuf at all, and a truncated field */
@@ -636,6 +708,7 @@ int main(void)
         cmocka_unit_test(test_payload_kinds),
         cmocka_unit_test(test_payload_limits),
         cmocka_unit_test(test_payload_reaction),
+        cmocka_unit_test(test_payload_mentions),
         cmocka_unit_test(test_payload_hostile),
         cmocka_unit_test(test_payload_group_signing),
         cmocka_unit_test(test_payload_unknown_field),

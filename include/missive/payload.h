@@ -26,6 +26,7 @@
 #define MSV_REACTION_MAX 32 /* bytes of one reaction's emoji */
 #define MSV_GROUP_HASH_LEN 32
 #define MSV_GROUP_SIGNATURE_MAX 72
+#define MSV_MENTIONS_MAX 64
 
 enum msv_payload_kind {
     MSV_KIND_MESSAGE = 1,
@@ -62,6 +63,13 @@ struct msv_attachment_ref {
     uint64_t size;
     char *name; /* may be NULL */
     char *mime; /* may be NULL */
+};
+
+/* Bytes [start, start + length) of a message's text name handle. */
+struct msv_mention {
+    uint32_t start;
+    uint32_t length;
+    char *handle;
 };
 
 /*
@@ -102,6 +110,8 @@ struct msv_payload {
     uint8_t group_prev_hash[MSV_GROUP_HASH_LEN];
     uint8_t group_signature[MSV_GROUP_SIGNATURE_MAX];
     size_t group_signature_len;
+    struct msv_mention *mentions; /* messages: ranges of text, on characters */
+    size_t mention_count;
 };
 
 /*

@@ -171,6 +171,18 @@ MSV_MUST_CHECK msv_err msv_client_group_leave(struct msv_client *c, const char *
  */
 MSV_MUST_CHECK msv_err msv_client_group_admins(struct msv_client *c, const uint8_t group_id[16],
                                                char **admins);
+/*
+ * Sends text (and files) as an answer to message reply_to, in the
+ * conversation that message is in (its group, or the other person);
+ * conversation, if not NULL, must be that one. MSV_ERR_NOT_FOUND if this
+ * device does not have the message, MSV_ERR_INVALID if it is elsewhere or not
+ * a message. Otherwise as msv_client_send.
+ */
+MSV_MUST_CHECK msv_err msv_client_reply(struct msv_client *c, const uint8_t reply_to[16],
+                                        const char *conversation, const char *text,
+                                        const struct msv_file *files, size_t n_files,
+                                        void (*progress)(uint64_t done, uint64_t total),
+                                        uint8_t message_id[16]);
 
 /* The history conversation of a group: "group:" and its id in hex. */
 void msv_client_group_conversation(const uint8_t group_id[16], char out[40]);

@@ -808,13 +808,12 @@ msv_err client_group_take(struct msv_client *c, const char *author, uint64_t dev
     return err;
 }
 
-msv_err msv_client_group_send(struct msv_client *c, const char *name, const char *text,
-                              const struct msv_file *files, size_t n_files,
-                              void (*progress)(uint64_t done, uint64_t total),
-                              uint8_t message_id[16])
+msv_err client_group_send(struct msv_client *c, const char *name, struct msv_payload *p,
+                          const struct msv_file *files, size_t n_files,
+                          void (*progress)(uint64_t done, uint64_t total), uint8_t message_id[16])
 {
     struct msv_group_rec g;
-    struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = (char *)text, .has_group = true};
+    struct msv_mention mentions[MSV_MENTIONS_MAX];
     char *members[MEMBERS_MAX], conversation[40];
     size_t n;
     msv_err err = joined_group(c, name, &g);
@@ -822,13 +821,32 @@ msv_err msv_client_group_send(struct msv_client *c, const char *name, const char
     if (err != MSV_OK)
         return err;
     n = client_split_members(g.members, members);
-    memcpy(p.group_id, g.group_id, 16);
-    p.group_name = g.name;
-    p.participants = members;
-    p.participant_count = n;
+    p->has_group = true;
+    memcpy(p->group_id, g.group_id, 16);
+    p->group_name = g.name;
+    p->participants = members;
+    p->participant_count = n;
     msv_client_group_conversation(g.group_id, conversation);
-    err = client_send_payload(c, (const char *const *)members, n, &p, text, conversation, files,
+    p->mentions = mentions;
+    p->mention_count = client_find_mentions(c, p->text, members, n, mentions);
+    err = client_send_payload(c, (const char *const *)members, n, p, p->text, conversation, files,
                               n_files, progress, message_id);
+    /* kept with the message, queued or sent */
+    if (p->mention_count > 0 && msv_client_db_message_known(c->db, p->message_id) == MSV_OK) {
+        msv_err kept = client_keep_mentions(c, p->message_id, conversation, p);
+
+        err = err == MSV_OK ? kept : err;
+    }
     msv_group_clear(&g);
     return err;
+}
+
+msv_err msv_client_group_send(struct msv_client *c, const char *name, const char *text,
+                              const struct msv_file *files, size_t n_files,
+                              void (*progress)(uint64_t done, uint64_t total),
+                              uint8_t message_id[16])
+{
+    struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = (char *)text};
+
+    return client_group_send(c, name, &p, files, n_files, progress, message_id);
 }

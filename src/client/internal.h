@@ -97,6 +97,30 @@ msv_err client_group_take(struct msv_client *c, const char *author, uint64_t dev
 msv_err client_sender_identity(struct msv_client *c, const char *handle, uint64_t device,
                                struct msv_public_identity **out);
 
+/*
+ * Sends message p (its kind, text and reply_to set) to the group named or
+ * identified by name, which this account must have accepted.
+ */
+msv_err client_group_send(struct msv_client *c, const char *name, struct msv_payload *p,
+                          const struct msv_file *files, size_t n_files,
+                          void (*progress)(uint64_t done, uint64_t total), uint8_t message_id[16]);
+
+/* Whether handle is one of the people of conversation: this account, the other person, a
+ * member of its group. */
+int client_in_conversation(struct msv_client *c, const char *conversation, const char *handle);
+
+/*
+ * The "@name" of text that name one of members (by handle, or by a contact
+ * name of one): at most MSV_MENTIONS_MAX ranges into out, whose handles point
+ * into members. None for text too long to go inline.
+ */
+size_t client_find_mentions(struct msv_client *c, const char *text, char *const *members, size_t n,
+                            struct msv_mention *out);
+
+/* Stores the mentions of p that name people of conversation; the others are ignored. */
+msv_err client_keep_mentions(struct msv_client *c, const uint8_t message_id[16],
+                             const char *conversation, const struct msv_payload *p);
+
 /* Splits a member list (one handle per line) in place into members[]. */
 size_t client_split_members(char *list, char **members);
 

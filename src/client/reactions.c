@@ -12,8 +12,7 @@
 #include "missive/payload.h"
 #include "missive/util.h"
 
-/* Whether handle is one of the people of conversation: this account, the other person, a member. */
-static int in_conversation(struct msv_client *c, const char *conversation, const char *handle)
+int client_in_conversation(struct msv_client *c, const char *conversation, const char *handle)
 {
     struct msv_group_rec g = {0};
     char *members[MEMBERS_MAX];
@@ -95,8 +94,9 @@ msv_err client_take_reaction(struct msv_client *c, const char *sender, const str
      * nothing to apply, and nobody to name */
     if (msv_client_db_message_get(c->db, p->target_id, &target) != MSV_OK)
         return MSV_OK;
-    err = reactable(target) && in_conversation(c, target->conversation, sender) ? MSV_OK
-                                                                                : MSV_ERR_AUTH;
+    err = reactable(target) && client_in_conversation(c, target->conversation, sender)
+              ? MSV_OK
+              : MSV_ERR_AUTH;
     memcpy(r.message_id, p->target_id, 16);
     memcpy(r.reaction_id, p->message_id, 16);
     r.sent_at_ms = (int64_t)p->sent_at_ms;

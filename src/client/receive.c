@@ -698,12 +698,16 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     rec.text = text;
     rec.sent_at_ms = (int64_t)p->sent_at_ms;
     rec.stored_at_ms = msv_wall_ms();
+    rec.has_reply_to = p->kind == MSV_KIND_MESSAGE && p->has_reply_to;
+    memcpy(rec.reply_to, p->reply_to, 16);
     from->owes_receipt = !rec.outgoing && p->kind == MSV_KIND_MESSAGE;
     rec.pending = MSV_MESSAGE_TO_SHOW | (from->owes_receipt ? MSV_MESSAGE_RECEIPT_OWED : 0);
     memcpy(from->message_id, p->message_id, 16);
     memcpy(from->stored_id, rec.message_id, 16);
     /* stored before it is acknowledged; the message id makes a redelivery a no-op */
     err = msv_client_db_message_put(c->db, &rec);
+    if (err == MSV_OK && p->has_group && p->mention_count > 0)
+        err = client_keep_mentions(c, rec.message_id, rec.conversation, p);
     /* a copy of this account's own message: who it went to, for their receipts */
     if (err == MSV_OK && rec.outgoing)
         err = msv_client_db_recipients_put(

@@ -701,6 +701,8 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
     rec.kind = (int)p->kind;
     rec.text = (char *)(text ? text : "");
     rec.sent_at_ms = rec.stored_at_ms = (int64_t)p->sent_at_ms;
+    rec.has_reply_to = p->has_reply_to;
+    memcpy(rec.reply_to, p->reply_to, 16);
     /* shown as queued until the relay accepts it, and kept in the outbox until then; control
      * messages (receipts, typing, edits) are not history */
     err = msv_client_db_outbox_put(c->db, conversation != NULL ? &rec : NULL, p->message_id,
@@ -714,6 +716,29 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
         err = msv_client_db_outbox_settle(c->db, p->message_id, "sent");
     msv_secret_free(pt, pt_len);
     sodium_memzero(refs, sizeof(refs)); /* the attachment keys */
+    return err;
+}
+
+msv_err msv_client_reply(struct msv_client *c, const uint8_t reply_to[16], const char *conversation,
+                         const char *text, const struct msv_file *files, size_t n_files,
+                         void (*progress)(uint64_t done, uint64_t total), uint8_t message_id[16])
+{
+    struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = (char *)text, .has_reply_to = true};
+    struct msv_message_rec *m = NULL;
+    const char *to[1];
+    msv_err err = msv_client_db_message_get(c->db, reply_to, &m);
+
+    /* an answer goes where the message it answers is, nowhere else */
+    if (err == MSV_OK && (m->kind != MSV_KIND_MESSAGE ||
+                          (conversation != NULL && strcmp(conversation, m->conversation) != 0)))
+        err = MSV_ERR_INVALID;
+    memcpy(p.reply_to, reply_to, 16);
+    to[0] = m != NULL ? m->conversation : NULL;
+    if (err == MSV_OK && strncmp(m->conversation, "group:", 6) == 0)
+        err = client_group_send(c, m->conversation, &p, files, n_files, progress, message_id);
+    else if (err == MSV_OK)
+        err = client_send_payload(c, to, 1, &p, text, to[0], files, n_files, progress, message_id);
+    msv_messages_free(m, m ? 1 : 0);
     return err;
 }
 

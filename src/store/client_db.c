@@ -117,6 +117,12 @@ static const char *const migrations[] = {
     "INSERT INTO settings (key, value) SELECT 'sync:secret:profile-key', value FROM settings "
     "  WHERE key = 'profile-key';"
     "DELETE FROM settings WHERE key = 'profile-key';",
+    /* the message a message answers (its payload's reply_to), NULL if none */
+    "ALTER TABLE messages ADD COLUMN reply_to BLOB;",
+    /* the people a group message names (checked members when it arrived) */
+    "CREATE TABLE mentions (message_id BLOB NOT NULL, start INTEGER NOT NULL,"
+    "  length INTEGER NOT NULL, handle TEXT NOT NULL);"
+    "CREATE INDEX mentions_by_message ON mentions(message_id);",
 };
 
 /*
@@ -547,8 +553,8 @@ msv_err msv_client_db_message_put(struct msv_client_db *db, const struct msv_mes
     msv_err err = msv_sql_prepare(
         db->db,
         "INSERT INTO messages (message_id, conversation, outgoing, sender, sender_device, kind, "
-        "text, sent_at_ms, stored_at_ms, status, pending) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-        "?);",
+        "text, sent_at_ms, stored_at_ms, status, pending, reply_to) VALUES (?, ?, ?, ?, ?, ?, ?, "
+        "?, ?, ?, ?, ?);",
         &st);
 
     if (err != MSV_OK)
@@ -564,6 +570,8 @@ msv_err msv_client_db_message_put(struct msv_client_db *db, const struct msv_mes
     sqlite3_bind_int64(st, 9, m->stored_at_ms);
     sqlite3_bind_text(st, 10, m->status, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(st, 11, (int)m->pending);
+    if (m->has_reply_to)
+        sqlite3_bind_blob(st, 12, m->reply_to, 16, SQLITE_TRANSIENT);
     /* the message id is UNIQUE: a redelivered message is MSV_ERR_EXISTS and changes nothing */
     return msv_sql_run(st);
 }
@@ -614,6 +622,14 @@ static msv_err read_message(sqlite3_stmt *st, struct msv_message_rec *m)
     m->stored_at_ms = sqlite3_column_int64(st, 9);
     m->status = msv_sql_text(st, 10);
     m->pending = (unsigned)sqlite3_column_int(st, 11);
+    /* by name: columns that later versions add come after it */
+    for (int i = 12; i < sqlite3_column_count(st); i++) {
+        if (strcmp(sqlite3_column_name(st, i), "reply_to") == 0 &&
+            sqlite3_column_bytes(st, i) == 16) {
+            m->has_reply_to = 1;
+            memcpy(m->reply_to, sqlite3_column_blob(st, i), 16);
+        }
+    }
     return m->conversation && m->sender && m->text && m->status ? MSV_OK : MSV_ERR_NOMEM;
 }
 
@@ -953,6 +969,91 @@ void msv_reactions_free(struct msv_reaction_rec *r, size_t count)
         free(r[i].emoji);
     }
     free(r);
+}
+
+/* ---- mentions ------------------------------------------------------------------------- */
+
+msv_err msv_client_db_mentions_put(struct msv_client_db *db, const uint8_t message_id[16],
+                                   const struct msv_mention *m, size_t n)
+{
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        sqlite3_stmt *st = NULL;
+
+        err = msv_sql_prepare(
+            db->db, "INSERT INTO mentions (message_id, start, length, handle) VALUES (?, ?, ?, ?);",
+            &st);
+        if (err != MSV_OK)
+            break;
+        sqlite3_bind_blob(st, 1, message_id, 16, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 2, m[i].start);
+        sqlite3_bind_int64(st, 3, m[i].length);
+        sqlite3_bind_text(st, 4, m[i].handle, -1, SQLITE_TRANSIENT);
+        err = msv_sql_run(st);
+    }
+    return err;
+}
+
+static msv_err read_mention(sqlite3_stmt *st, void *item)
+{
+    struct msv_mention *m = item;
+
+    m->start = (uint32_t)sqlite3_column_int64(st, 0);
+    m->length = (uint32_t)sqlite3_column_int64(st, 1);
+    m->handle = msv_sql_text(st, 2);
+    return m->handle ? MSV_OK : MSV_ERR_NOMEM;
+}
+
+static void drop_mentions(void *list, size_t n)
+{
+    msv_mentions_free(list, n);
+}
+
+msv_err msv_client_db_mentions(struct msv_client_db *db, const uint8_t message_id[16],
+                               struct msv_mention **out, size_t *count)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(
+        db->db, "SELECT start, length, handle FROM mentions WHERE message_id = ? ORDER BY start;",
+        &st);
+
+    *out = NULL;
+    *count = 0;
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, message_id, 16, SQLITE_TRANSIENT);
+    return collect(st, sizeof(**out), read_mention, drop_mentions, (void **)out, count, NULL);
+}
+
+msv_err msv_client_db_mentioned_unread(struct msv_client_db *db, const char *conversation,
+                                       const char *handle)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(
+        db->db,
+        "SELECT 1 FROM messages m JOIN mentions n ON n.message_id = m.message_id WHERE "
+        "m.conversation = ? AND m.outgoing = 0 AND m.status = 'received' AND n.handle = ? "
+        "LIMIT 1;",
+        &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, conversation, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, handle, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW)
+        return MSV_OK;
+    return rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
+}
+
+void msv_mentions_free(struct msv_mention *m, size_t count)
+{
+    for (size_t i = 0; m != NULL && i < count; i++)
+        free(m[i].handle);
+    free(m);
 }
 
 static msv_err read_conversation(sqlite3_stmt *st, void *item)

@@ -97,6 +97,8 @@ struct msv_message_rec {
     int64_t stored_at_ms;
     char *status;     /* outgoing: queued, sent; incoming: received */
     unsigned pending; /* steps still to take once stored: MSV_MESSAGE_* */
+    int has_reply_to;
+    uint8_t reply_to[16]; /* the message this one answers, if has_reply_to */
 };
 
 /* What a received message needs after it is stored, each step recorded when done. */
@@ -181,6 +183,19 @@ MSV_MUST_CHECK msv_err msv_client_db_reactions(struct msv_client_db *db,
                                                const uint8_t message_id[16],
                                                struct msv_reaction_rec **out, size_t *count);
 void msv_reactions_free(struct msv_reaction_rec *r, size_t count);
+
+/* The people a message names (struct msv_mention of missive/payload.h). */
+MSV_MUST_CHECK msv_err msv_client_db_mentions_put(struct msv_client_db *db,
+                                                  const uint8_t message_id[16],
+                                                  const struct msv_mention *m, size_t n);
+/* A message's mentions by start; free with msv_mentions_free. */
+MSV_MUST_CHECK msv_err msv_client_db_mentions(struct msv_client_db *db,
+                                              const uint8_t message_id[16],
+                                              struct msv_mention **out, size_t *count);
+void msv_mentions_free(struct msv_mention *m, size_t count);
+/* MSV_OK if an unread message of conversation mentions handle, MSV_ERR_NOT_FOUND if none. */
+MSV_MUST_CHECK msv_err msv_client_db_mentioned_unread(struct msv_client_db *db,
+                                                      const char *conversation, const char *handle);
 
 /* A conversation as a list shows it: newest first, with its unread incoming messages. */
 struct msv_conversation_rec {

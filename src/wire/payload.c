@@ -14,6 +14,7 @@
 typedef Msv__Payload__Payload pb_payload;
 typedef Msv__Payload__AttachmentRef pb_attachment;
 typedef Msv__Payload__SyncEntry pb_sync;
+typedef Msv__Payload__MentionRange pb_mention;
 
 const char *msv_payload_kind_name(enum msv_payload_kind kind)
 {
@@ -165,6 +166,19 @@ static int group_signing_ok(const struct msv_payload *p)
     return 1;
 }
 
+/* A range of a message's text: not empty, inside it, starting and ending between characters. */
+static int mention_ok(const struct msv_payload *p, const struct msv_mention *m)
+{
+    size_t n = p->text != NULL ? strlen(p->text) : 0;
+    const uint8_t *t = (const uint8_t *)p->text;
+
+    if (p->kind != MSV_KIND_MESSAGE || !text_ok(m->handle, MSV_HANDLE_MAX, 1) || m->length == 0 ||
+        m->start > n || m->length > n - m->start)
+        return 0;
+    return (t[m->start] & 0xc0) != 0x80 &&
+           (m->start + m->length == n || (t[m->start + m->length] & 0xc0) != 0x80);
+}
+
 static int payload_ok(const struct msv_payload *p)
 {
     static const uint8_t zero[MSV_ID_LEN];
@@ -197,6 +211,12 @@ static int payload_ok(const struct msv_payload *p)
         if (!attachment_ok(&p->attachments[i]))
             return 0;
     }
+    if (p->mention_count > MSV_MENTIONS_MAX || (p->mention_count > 0 && p->mentions == NULL))
+        return 0;
+    for (size_t i = 0; i < p->mention_count; i++) {
+        if (!mention_ok(p, &p->mentions[i]))
+            return 0;
+    }
     return group_signing_ok(p);
 }
 
@@ -218,6 +238,7 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
     pb_attachment att[MSV_ATTACHMENTS_MAX], *att_ptrs[MSV_ATTACHMENTS_MAX];
     pb_sync sync[MSV_SYNC_ENTRIES_MAX], *sync_ptrs[MSV_SYNC_ENTRIES_MAX];
     ProtobufCBinaryData parts[MSV_PARTICIPANTS_MAX], admins[MSV_PARTICIPANTS_MAX];
+    pb_mention mentions[MSV_MENTIONS_MAX], *mention_ptrs[MSV_MENTIONS_MAX];
     uint8_t *buf;
     size_t n;
 
@@ -278,6 +299,15 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
     }
     m.n_sync = p->sync_count;
     m.sync = sync_ptrs;
+    for (size_t i = 0; i < p->mention_count; i++) {
+        msv__payload__mention_range__init(&mentions[i]);
+        mentions[i].start = p->mentions[i].start;
+        mentions[i].length = p->mentions[i].length;
+        mentions[i].handle = str_of(p->mentions[i].handle);
+        mention_ptrs[i] = &mentions[i];
+    }
+    m.n_mentions = p->mention_count;
+    m.mentions = mention_ptrs;
     n = msv__payload__payload__get_packed_size(&m);
     buf = malloc(n ? n : 1);
     if (buf == NULL)
@@ -314,6 +344,9 @@ void msv_payload_free(struct msv_payload *p)
         msv_secret_free(p->sync[i].value, p->sync[i].value_len);
     }
     free(p->sync);
+    for (size_t i = 0; p->mentions != NULL && i < p->mention_count; i++)
+        free(p->mentions[i].handle);
+    free(p->mentions);
     free(p);
 }
 
@@ -426,6 +459,19 @@ static msv_err copy_lists(const pb_payload *m, struct msv_payload *p)
         for (size_t i = 0; err == MSV_OK && i < m->n_participants; i++)
             err = copy_str(m->participants[i], 1, &p->participants[i]);
     }
+    if (err == MSV_OK && m->n_mentions > MSV_MENTIONS_MAX)
+        return MSV_ERR_PARSE;
+    if (err == MSV_OK && m->n_mentions > 0) {
+        p->mentions = calloc(m->n_mentions, sizeof(*p->mentions));
+        if (p->mentions == NULL)
+            return MSV_ERR_NOMEM;
+        p->mention_count = m->n_mentions;
+        for (size_t i = 0; err == MSV_OK && i < m->n_mentions; i++) {
+            p->mentions[i].start = m->mentions[i]->start;
+            p->mentions[i].length = m->mentions[i]->length;
+            err = copy_str(m->mentions[i]->handle, 1, &p->mentions[i].handle);
+        }
+    }
     if (err == MSV_OK && m->n_attachments > 0) {
         p->attachments = calloc(m->n_attachments, sizeof(*p->attachments));
         if (p->attachments == NULL)
@@ -517,7 +563,8 @@ msv_err msv_payload_parse(const uint8_t *in, size_t len, struct msv_payload **ou
     /* The largest valid payload is bounded well below this; refuse before unpacking. */
     if (len > 2 * MSV_TEXT_MAX + 2 * MSV_PARTICIPANTS_MAX * (MSV_HANDLE_MAX + 4) +
                   MSV_ATTACHMENTS_MAX * 2048 +
-                  MSV_SYNC_ENTRIES_MAX * (MSV_SYNC_KEY_MAX + MSV_SYNC_VALUE_MAX + 32) + 4096)
+                  MSV_SYNC_ENTRIES_MAX * (MSV_SYNC_KEY_MAX + MSV_SYNC_VALUE_MAX + 32) +
+                  MSV_MENTIONS_MAX * (MSV_HANDLE_MAX + 16) + 4096)
         return MSV_ERR_TOO_BIG;
     m = msv__payload__payload__unpack(NULL, len, in);
     if (m == NULL)
