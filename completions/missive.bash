@@ -21,7 +21,7 @@ _missive()
     prev=${COMP_WORDS[COMP_CWORD - 1]}
     local commands="register link devices contacts groups send receive history read typing
         edit unsend verify fingerprint backup restore daemon chat log-head block unblock blocked
-        settings"
+        settings report"
     local global="--account --data-dir -o --passphrase-file --password-file
         --backup-passphrase-file --help"
     local command="" data_dir="" i
@@ -69,6 +69,7 @@ _missive()
     verify) opts="--qr --accept" ;;
     backup) opts="--kdf-memory --kdf-passes" ;;
     daemon) opts="--stdio --socket" ;;
+    report) opts="--reason --include-text" ;;
     settings)
         if [ "$prev" = get ] || [ "$prev" = set ]; then
             opts="read-receipts typing"
@@ -104,7 +105,7 @@ _missive_admin()
     -o) mapfile -t COMPREPLY < <(compgen -W "json text" -- "$cur"); return ;;
     suspend | unsuspend) return ;;
     esac
-    mapfile -t COMPREPLY < <(compgen -W "accounts suspend unsuspend stats expire log-rotate-key --config
+    mapfile -t COMPREPLY < <(compgen -W "accounts suspend unsuspend reports stats expire log-rotate-key --config
         --data-dir -o --help" -- "$cur")
 }
 
