@@ -679,14 +679,16 @@ static void open_conversation(struct chat *ch, const char *who, int group)
 
 static void show_help(struct chat *ch)
 {
+    /* first, so that the keys and the commands below stay in view on a small screen */
+    add_note(ch, ch->current,
+             "Safety: /block and /unblock [HANDLE], /report [REASON] (to the operator), "
+             "/settings [read-receipts|typing on|off].");
     add_note(ch, ch->current,
              "Enter sends. Tab / Shift-Tab: next / previous conversation. PgUp / PgDn: scroll. "
              "Editing: \u2190 \u2192 Home End, Backspace, Delete, Ctrl-A, Ctrl-E, Ctrl-U, "
              "Ctrl-K, Ctrl-W. Commands: /to HANDLE-OR-NAME, /group NAME, /file PATH, /qr "
              "(the safety number as a QR code), /verify NUMBER (mark the contact verified once "
-             "the numbers match), /edit TEXT and /unsend (your newest message here), /block and "
-             "/unblock [HANDLE], /report [REASON], /settings [read-receipts|typing on|off], "
-             "/help, "
+             "the numbers match), /edit TEXT and /unsend (your newest message here), /help, "
              "/quit (or Ctrl-C).");
     ch->scroll = 0;
 }
