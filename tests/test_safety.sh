@@ -253,6 +253,8 @@ if command -v tmux >/dev/null; then
     tm new-session -d -s carol -x 120 -y 30 \
         "cd '$work' && '$M' --data-dir dev-carol chat alice@example.org 2>chat.err; sleep 30"
     waitfor carol "online" && ok || bad "carol's chat: $(screen carol)"
+    tm send-keys -t carol "/help" Enter
+    waitfor carol "Safety: /block and /unblock [HANDLE], /report [REASON]" && ok || bad "/help: $(screen carol)"
     tm send-keys -t carol "/unblock" Enter
     waitfor carol "alice@example.org is unblocked" && ok || bad "/unblock: $(screen carol)"
     as alice send carol@example.org --text "visible again" >/dev/null 2>&1

@@ -108,6 +108,63 @@ static msv_frame *lookup(struct msv_conn *c, const char *handle)
     return lookup_from(c, handle, 0);
 }
 
+static msv_frame *report(struct msv_conn *c, const char *reported, const char *reason,
+                         const char *text)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__ReportRequest r = MSV__WIRE__REPORT_REQUEST__INIT;
+
+    r.reported = (char *)reported;
+    r.reason = (char *)reason;
+    r.text = (char *)text;
+    req.body_case = MSV__WIRE__FRAME__BODY_REPORT;
+    req.report = &r;
+    return test_request(c, &req);
+}
+
+/* Abuse reports: authenticated, about an account that exists, bounded; nothing else stored. */
+static void test_report_request(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    struct msv_conn *c;
+    char reason[1002];
+
+    (void)state;
+    test_server_init(&s, "[reports]\nper_day = 2\ntext_max = 16\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    c = test_connect(&s);
+    expect_error(report(c, "bob@example.org", "", ""),
+                 MSV__WIRE__ERROR_CODE__ERROR_UNAUTHENTICATED);
+    msv_conn_close(c);
+    expect_error(report(a1.conn, "", "", ""), MSV__WIRE__ERROR_CODE__ERROR_INVALID);
+    expect_error(report(a1.conn, "nobody@example.org", "", ""),
+                 MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND);
+    expect_error(report(a1.conn, "bob@example.org", "", "seventeen bytes.."),
+                 MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
+    memset(reason, 'x', 1001);
+    reason[1001] = '\0';
+    expect_error(report(a1.conn, "bob@example.org", reason, ""),
+                 MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
+    expect_error(report(a1.conn, "bob@example.org", "\xff\xfe", ""),
+                 MSV__WIRE__ERROR_CODE__ERROR_INVALID);
+    assert_int_equal(test_server_metric(&s, "reports_total"), 0);
+    test_expect_ok(report(a1.conn, "bob@example.org", "spam", "sixteen bytes..."));
+    test_expect_ok(report(a1.conn, "bob@example.org", "", ""));
+    /* per_day: the third of the day is refused; bob's own allowance is his */
+    expect_error(report(a1.conn, "bob@example.org", "", ""),
+                 MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    test_expect_ok(report(b1.conn, "alice@example.org", "", ""));
+    assert_int_equal(test_server_metric(&s, "reports_total"), 3);
+    assert_int_equal(test_server_metric(&s, "reports_refused_total"), 6);
+    expect_served(&a1, "bob@example.org");
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
 static void test_online_and_offline_delivery(void **state)
 {
     struct test_server s;
@@ -2138,6 +2195,7 @@ int main(void)
         cmocka_unit_test(test_device_approval),
         cmocka_unit_test(test_lookup_rate_limit),
         cmocka_unit_test(test_unauthenticated_and_malformed),
+        cmocka_unit_test(test_report_request),
         cmocka_unit_test(test_registration_errors),
         cmocka_unit_test(test_expiry_with_clock),
         cmocka_unit_test(test_attachment_expiry),
