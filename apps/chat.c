@@ -171,7 +171,7 @@ static void load(struct chat *ch)
     msv_messages_free(ch->hist, ch->n_hist);
     ch->hist = NULL;
     ch->n_hist = 0;
-    if (msv_client_db_conversations(ch->c->db, &ch->convs, &ch->n_convs) != MSV_OK)
+    if (msv_client_conversations(ch->c, 0, ch->current, &ch->convs, &ch->n_convs) != MSV_OK)
         set_status(ch, 5000, "cannot read the conversations");
     if (ch->current[0] == '\0' && ch->n_convs > 0)
         snprintf(ch->current, sizeof(ch->current), "%s", ch->convs[0].conversation);
@@ -440,13 +440,16 @@ static void draw(struct chat *ch)
 
         display_name(ch, ch->convs[i].conversation, name, sizeof(name));
         if (ch->convs[i].unread > 0)
-            snprintf(row, sizeof(row), "%s (%zu)", name, ch->convs[i].unread);
+            snprintf(row, sizeof(row), "%s%s (%zu)%s", ch->convs[i].pinned ? "^ " : "", name,
+                     ch->convs[i].unread, ch->convs[i].muted_until_ms ? " ~muted" : "");
         else
-            snprintf(row, sizeof(row), "%s", name);
+            snprintf(row, sizeof(row), "%s%s%s", ch->convs[i].pinned ? "^ " : "", name,
+                     ch->convs[i].muted_until_ms ? " ~muted" : "");
+        /* a muted conversation's unread messages are not highlighted */
         put(1 + (int)(i - first_conv), 0, list_w, row,
-            strcmp(ch->convs[i].conversation, ch->current) == 0 ? A_REVERSE
-            : ch->convs[i].unread                               ? A_BOLD
-                                                                : A_NORMAL);
+            strcmp(ch->convs[i].conversation, ch->current) == 0   ? A_REVERSE
+            : ch->convs[i].unread && !ch->convs[i].muted_until_ms ? A_BOLD
+                                                                  : A_NORMAL);
     }
     if (list_w > 0)
         mvvline(1, list_w, ACS_VLINE, view_h);
@@ -511,7 +514,9 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
     if (type == NULL)
         return;
     if (strcmp(type, "message") == 0) {
-        if (conversation != NULL && strcmp(conversation, ch->current) != 0) {
+        /* a muted conversation's messages do not alert */
+        if (conversation != NULL && strcmp(conversation, ch->current) != 0 &&
+            !msv_client_conversation_muted(ch->c, conversation)) {
             char name[300];
 
             display_name(ch, conversation, name, sizeof(name));
@@ -527,7 +532,7 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
         snprintf(ch->typing_in, sizeof(ch->typing_in), "%s", from);
         ch->typing_until = msv_wall_ms() + TYPING_SHOW_MS;
     } else if (strcmp(type, "receipt") == 0 || strcmp(type, "edit") == 0 ||
-               strcmp(type, "changed") == 0) {
+               strcmp(type, "changed") == 0 || strcmp(type, "conversation") == 0) {
         ch->reload = 1;
     } else if (strcmp(type, "key_change") == 0) {
         const char *h = json_string_value(json_object_get(event, "handle"));

@@ -22,7 +22,7 @@ struct cli {
     unsigned long kdf_memory_mib, kdf_passes;
     const char *files[8];
     size_t file_count;
-    int json, help, qr, accept, stdio, no_stdin;
+    int json, help, qr, accept, stdio, no_stdin, archived;
     double wait_s;
     long limit;
     int argc;

@@ -30,7 +30,7 @@ static int option_has_arg(const char *name, int *known)
     static const char *const with_arg[] = {"text",       "file",       "group",
                                            "search",     "limit",      "wait",
                                            "kdf-memory", "kdf-passes", "backup-passphrase-file"};
-    static const char *const flags[] = {"qr", "accept"};
+    static const char *const flags[] = {"qr", "accept", "archived"};
 
     *known = 1;
     for (size_t i = 0; i < sizeof(with_arg) / sizeof(with_arg[0]); i++)

@@ -20,7 +20,7 @@ _missive()
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD - 1]}
     local commands="register link devices contacts groups send receive history read typing
-        edit unsend edits windows verify fingerprint backup restore daemon chat log-head"
+        edit unsend edits windows conversations verify fingerprint backup restore daemon chat log-head"
     local global="--account --data-dir -o --passphrase-file --password-file
         --backup-passphrase-file --help"
     local command="" data_dir="" i
@@ -66,6 +66,7 @@ _missive()
     read | typing) opts="--group" ;;
     edit) opts="--text" ;;
     windows) opts="edit unsend" ;;
+    conversations) opts="list mute unmute archive unarchive pin unpin --archived" ;;
     verify) opts="--qr --accept" ;;
     backup) opts="--kdf-memory --kdf-passes" ;;
     daemon) opts="--stdio --socket" ;;

@@ -189,6 +189,32 @@ MSV_MUST_CHECK msv_err msv_client_set_window(struct msv_client *c, const char *w
 MSV_MUST_CHECK msv_err msv_client_mark_read(struct msv_client *c, const char *conversation,
                                             size_t *count);
 
+/*
+ * Conversations as the person arranged them: muted until a time (INT64_MAX
+ * for good; their messages are stored and listed, but do not alert),
+ * archived (left out of the list unless with_archived, or it is keep, until a
+ * new message comes while not muted), pinned (listed first). Kept in the
+ * settings "sync:conv:<conversation>:mute|archive|pin", which the account's
+ * devices share. set: MSV_ERR_INVALID for an empty or over-long name or
+ * control characters in it, or a mute without a time.
+ */
+enum msv_conversation_change {
+    MSV_CONVERSATION_MUTE,
+    MSV_CONVERSATION_UNMUTE,
+    MSV_CONVERSATION_ARCHIVE,
+    MSV_CONVERSATION_UNARCHIVE,
+    MSV_CONVERSATION_PIN,
+    MSV_CONVERSATION_UNPIN,
+};
+MSV_MUST_CHECK msv_err msv_client_conversation_set(struct msv_client *c, const char *conversation,
+                                                   enum msv_conversation_change what,
+                                                   int64_t mute_until_ms);
+int msv_client_conversation_muted(struct msv_client *c, const char *conversation);
+/* The conversations, pinned first, each part newest first; free with msv_conversations_free. */
+MSV_MUST_CHECK msv_err msv_client_conversations(struct msv_client *c, int with_archived,
+                                                const char *keep, struct msv_conversation_rec **out,
+                                                size_t *count);
+
 /* What msv_client_receive() reports, by kind. */
 enum msv_incoming_kind {
     MSV_INCOMING_MESSAGE, /* message: a new message, stored */
@@ -198,6 +224,7 @@ enum msv_incoming_kind {
     MSV_INCOMING_DEVICE,  /* a device of this account was added, removed, or asks to join */
     MSV_INCOMING_SESSION, /* a session with a device of from was started anew, or a message
                              from it could not be read (notice) */
+    MSV_INCOMING_CONVERSATION, /* conversation's state changed (status: "unarchived", ...) */
 };
 
 struct msv_incoming {

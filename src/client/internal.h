@@ -59,6 +59,14 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
                             const struct msv_file *files, size_t n_files,
                             void (*progress)(uint64_t, uint64_t), uint8_t message_id[16]);
 
+/*
+ * A new message in conversation: an archived one that is not muted is archived
+ * no more, and on_message (may be NULL) is told (MSV_INCOMING_CONVERSATION).
+ */
+msv_err client_conversation_arrived(struct msv_client *c, const char *conversation,
+                                    void (*on_message)(void *, const struct msv_incoming *),
+                                    void *ctx);
+
 /* Splits a member list (one handle per line) in place into members[]. */
 size_t client_split_members(char *list, char **members);
 
