@@ -689,8 +689,7 @@ static void show_help(struct chat *ch)
              "Editing: \u2190 \u2192 Home End, Backspace, Delete, Ctrl-A, Ctrl-E, Ctrl-U, "
              "Ctrl-K, Ctrl-W. Commands: /to HANDLE-OR-NAME, /group NAME, /file PATH, /qr "
              "(the safety number as a QR code), /verify NUMBER (mark the contact verified once "
-             "the numbers match), /edit TEXT and /unsend (your newest message here), /edits (the "
-             "versions of the newest edited message here), /help, "
+             "the numbers match), /edit TEXT, /unsend (your newest message), /edits, /help, "
              "/quit (or Ctrl-C).");
     ch->scroll = 0;
 }

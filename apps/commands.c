@@ -141,7 +141,7 @@ void cli_usage_all(FILE *f)
     fprintf(f, "usage: missive [--account HANDLE] [--data-dir DIR] [-o json] COMMAND ...\n\n"
                "Missive, end-to-end encrypted messaging, from the shell.\n\ncommands:\n");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-        fprintf(f, "  %-13s %s\n", commands[i].name, commands[i].usage);
+        fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].usage);
     fprintf(f, "\n'missive COMMAND --help' describes each. The account is --account, or\n"
                "MISSIVE_ACCOUNT, or the only one in the data directory.\n"
                "environment: MISSIVE_PASSPHRASE (seals this device's keys), MISSIVE_PASSWORD\n"

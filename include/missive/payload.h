@@ -23,6 +23,7 @@
 #define MSV_URI_MAX 1024
 #define MSV_FILE_NAME_MAX 255
 #define MSV_MIME_MAX 127
+#define MSV_EDITS_MAX 100 /* edits of one message: its versions kept are bounded so */
 
 enum msv_payload_kind {
     MSV_KIND_MESSAGE = 1,

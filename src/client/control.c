@@ -169,8 +169,12 @@ static msv_err change_own(struct msv_client *c, const uint8_t id[16], const char
     }
     /* the next number after the last edit this account's devices applied */
     if (err == MSV_OK && kind == MSV_KIND_EDIT &&
-        (err = msv_client_db_edit_number(c->db, id, &p.edit_number)) == MSV_OK)
-        p.edit_number++;
+        (err = msv_client_db_edit_number(c->db, id, &p.edit_number)) == MSV_OK &&
+        p.edit_number++ >= MSV_EDITS_MAX) {
+        err = MSV_ERR_INVALID;
+        snprintf(c->why.message, sizeof(c->why.message), "a message is edited at most %u times",
+                 MSV_EDITS_MAX);
+    }
     if (err == MSV_OK)
         err = send_to_conversation(c, &p, m->conversation);
     if (err == MSV_OK)
