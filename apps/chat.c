@@ -531,6 +531,9 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
         snprintf(ch->typing, sizeof(ch->typing), "%s\u2026", notice ? notice : from);
         snprintf(ch->typing_in, sizeof(ch->typing_in), "%s", from);
         ch->typing_until = msv_wall_ms() + TYPING_SHOW_MS;
+    } else if (strcmp(type, "edit") == 0 && in != NULL && in->status != NULL &&
+               strcmp(in->status, "refused") == 0) {
+        add_note(ch, conversation ? conversation : "", "%s", in->notice ? in->notice : "");
     } else if (strcmp(type, "receipt") == 0 || strcmp(type, "edit") == 0 ||
                strcmp(type, "changed") == 0 || strcmp(type, "conversation") == 0) {
         ch->reload = 1;
