@@ -197,7 +197,7 @@ static void load(struct chat *ch)
     msv_messages_free(ch->hist, ch->n_hist);
     ch->hist = NULL;
     ch->n_hist = 0;
-    if (msv_client_db_conversations(ch->c->db, &ch->convs, &ch->n_convs) != MSV_OK)
+    if (msv_client_conversations(ch->c, 0, ch->current, &ch->convs, &ch->n_convs) != MSV_OK)
         set_status(ch, 5000, "cannot read the conversations");
     if (ch->current[0] == '\0' && ch->n_convs > 0)
         snprintf(ch->current, sizeof(ch->current), "%s", ch->convs[0].conversation);
@@ -505,17 +505,21 @@ static void draw(struct chat *ch)
 
         display_name(ch, ch->convs[i].conversation, name, sizeof(name));
         if (ch->convs[i].unread > 0)
-            snprintf(row, sizeof(row), "%s (%zu%s)", name, ch->convs[i].unread,
+            snprintf(row, sizeof(row), "%s%s (%zu%s)%s", ch->convs[i].pinned ? "^ " : "", name,
+                     ch->convs[i].unread,
                      msv_client_db_mentioned_unread(ch->c->db, ch->convs[i].conversation,
                                                     ch->c->handle) == MSV_OK
                          ? " @"
-                         : "");
+                         : "",
+                     ch->convs[i].muted_until_ms ? " ~muted" : "");
         else
-            snprintf(row, sizeof(row), "%s", name);
+            snprintf(row, sizeof(row), "%s%s%s", ch->convs[i].pinned ? "^ " : "", name,
+                     ch->convs[i].muted_until_ms ? " ~muted" : "");
+        /* a muted conversation's unread messages are not highlighted */
         put(1 + (int)(i - first_conv), 0, list_w, row,
-            strcmp(ch->convs[i].conversation, ch->current) == 0 ? A_REVERSE
-            : ch->convs[i].unread                               ? A_BOLD
-                                                                : A_NORMAL);
+            strcmp(ch->convs[i].conversation, ch->current) == 0   ? A_REVERSE
+            : ch->convs[i].unread && !ch->convs[i].muted_until_ms ? A_BOLD
+                                                                  : A_NORMAL);
     }
     if (list_w > 0)
         mvvline(1, list_w, ACS_VLINE, view_h);
@@ -580,7 +584,9 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
     if (type == NULL)
         return;
     if (strcmp(type, "message") == 0) {
-        if (conversation != NULL && strcmp(conversation, ch->current) != 0) {
+        /* a muted conversation's messages do not alert */
+        if (conversation != NULL && strcmp(conversation, ch->current) != 0 &&
+            !msv_client_conversation_muted(ch->c, conversation)) {
             char name[300];
 
             display_name(ch, conversation, name, sizeof(name));
@@ -595,8 +601,12 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
         snprintf(ch->typing, sizeof(ch->typing), "%s\u2026", notice ? notice : from);
         snprintf(ch->typing_in, sizeof(ch->typing_in), "%s", from);
         ch->typing_until = msv_wall_ms() + TYPING_SHOW_MS;
+    } else if (strcmp(type, "edit") == 0 && in != NULL && in->status != NULL &&
+               strcmp(in->status, "refused") == 0) {
+        add_note(ch, conversation ? conversation : "", "%s", in->notice ? in->notice : "");
     } else if (strcmp(type, "receipt") == 0 || strcmp(type, "edit") == 0 ||
-               strcmp(type, "changed") == 0 || strcmp(type, "reaction") == 0) {
+               strcmp(type, "changed") == 0 || strcmp(type, "reaction") == 0 ||
+               strcmp(type, "conversation") == 0) {
         ch->reload = 1;
     } else if (strcmp(type, "key_change") == 0) {
         const char *h = json_string_value(json_object_get(event, "handle"));
@@ -763,17 +773,20 @@ static void open_conversation(struct chat *ch, const char *who, int group)
 
 static void show_help(struct chat *ch)
 {
+    /* the keys last, so that they stay in view on a small screen */
+    add_note(ch, ch->current,
+             "Safety: /block and /unblock [HANDLE], /report [REASON] (to the operator), "
+             "/settings [read-receipts|typing on|off].");
+    add_note(ch, ch->current,
+             "Messages: /edit TEXT and /unsend (your newest here), /edits (the versions of the "
+             "newest edited one), /react EMOJI and /unreact (on their newest), /reply TEXT (to "
+             "their newest).");
     add_note(ch, ch->current,
              "Enter sends. Tab / Shift-Tab: next / previous conversation. PgUp / PgDn: scroll. "
              "Editing: \u2190 \u2192 Home End, Backspace, Delete, Ctrl-A, Ctrl-E, Ctrl-U, "
              "Ctrl-K, Ctrl-W. Commands: /to HANDLE-OR-NAME, /group NAME, /file PATH, /qr "
              "(the safety number as a QR code), /verify NUMBER (mark the contact verified once "
-             "the numbers match), /edit TEXT and /unsend (your newest message here), /edits (the "
-             "versions of the newest edited message here), /react EMOJI and /unreact (on the "
-             "newest message from someone else here), /block and /unblock [HANDLE], /report "
-             "[REASON], /settings [read-receipts|typing on|off], /reply TEXT (to their newest "
-             "message here), /help, "
-             "/quit (or Ctrl-C).");
+             "the numbers match), /help, /quit (or Ctrl-C).");
     ch->scroll = 0;
 }
 

@@ -87,6 +87,15 @@ static const struct {
      "Reacts to a message with an emoji (up to 32 bytes, no spaces), or takes your reaction "
      "away: everyone in its conversation sees one reaction per person, the newest. history "
      "shows them under the message with their counts."},
+    {"conversations",
+     "conversations [list [--archived] | mute CONV [DURATION|forever] | unmute CONV |\n"
+     "       archive CONV | unarchive CONV | pin CONV | unpin CONV]",
+     "Lists the conversations, pinned first, then newest first, with their unread counts; "
+     "archived ones only with --archived. A muted conversation (for DURATION: seconds or a "
+     "number with s, m, h or d; forever unless given) still gets its messages, but the chat "
+     "does not alert for them; a new message in an archived conversation that is not muted "
+     "brings it back. CONV is a handle, a contact's name, a group's name or group:ID. "
+     "Your other devices share these choices."},
     {"edits", "edits MESSAGE_ID",
      "Lists the versions of an edited message, oldest first, each with its edit number (0 for "
      "the original) and when its author made it; the last is its text now."},
@@ -167,7 +176,7 @@ void cli_usage_all(FILE *f)
     fprintf(f, "usage: missive [--account HANDLE] [--data-dir DIR] [-o json] COMMAND ...\n\n"
                "Missive, end-to-end encrypted messaging, from the shell.\n\ncommands:\n");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].usage);
+        fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].usage);
     fprintf(f, "\n'missive COMMAND --help' describes each. The account is --account, or\n"
                "MISSIVE_ACCOUNT, or the only one in the data directory.\n"
                "environment: MISSIVE_PASSPHRASE (seals this device's keys), MISSIVE_PASSWORD\n"
@@ -1415,6 +1424,122 @@ static int cmd_windows(const struct cli *o, struct msv_client *c)
     return err == MSV_OK ? 0 : fail(c, "the edit and unsend windows", err);
 }
 
+/* A conversation operand: a handle, a contact's name, a group's name or group:ID. */
+static int conversation_arg(struct msv_client *c, const char *arg, char *out, size_t len)
+{
+    struct msv_contact *list = NULL;
+    struct msv_group_rec g;
+    size_t n = 0;
+
+    if (strchr(arg, '@') != NULL || strncmp(arg, "group:", 6) == 0) {
+        snprintf(out, len, "%s", arg);
+        return 1;
+    }
+    if (msv_client_db_contacts(c->db, arg, &list, &n) == MSV_OK && n == 1)
+        snprintf(out, len, "%s", list[0].handle);
+    msv_contacts_free(list, n);
+    if (n == 1)
+        return 1;
+    if (msv_client_group_find(c, arg, &g) != MSV_OK)
+        return 0;
+    msv_client_group_conversation(g.group_id, out);
+    msv_group_clear(&g);
+    return 1;
+}
+
+static void print_conversation(const struct cli *o, const struct msv_conversation_rec *r)
+{
+    if (o->json) {
+        json_t *j =
+            json_pack("{s:s, s:I, s:I, s:b, s:b, s:b}", "conversation", r->conversation, "last_ms",
+                      (json_int_t)r->last_ms, "unread", (json_int_t)r->unread, "pinned", r->pinned,
+                      "archived", r->archived, "muted", r->muted_until_ms != 0);
+
+        if (j != NULL && r->muted_until_ms != 0)
+            json_object_set_new(j, "muted_until_ms", json_integer(r->muted_until_ms));
+        emit_json(j);
+        return;
+    }
+    term_put(cli_out, r->conversation, TERM_ONE_LINE);
+    fprintf(cli_out, "  %zu unread%s%s%s", r->unread, r->pinned ? "  pinned" : "",
+            r->archived ? "  archived" : "", r->muted_until_ms ? "  muted" : "");
+    if (r->muted_until_ms != 0 && r->muted_until_ms != INT64_MAX) {
+        fputs(" until ", cli_out);
+        put_time(r->muted_until_ms);
+    }
+    fputc('\n', cli_out);
+}
+
+/* Tells the daemon's subscribers (a command run through it) that a conversation changed. */
+static void tell_change(const struct cli *o, const char *conversation, const char *status)
+{
+    char notice[400];
+    struct msv_incoming in = {.kind = MSV_INCOMING_CONVERSATION,
+                              .conversation = conversation,
+                              .status = status,
+                              .notice = notice};
+
+    snprintf(notice, sizeof(notice), "%s is %s", conversation, status);
+    if (o->on_incoming != NULL)
+        o->on_incoming(o->incoming_ctx, &in);
+}
+
+static int cmd_conversations(const struct cli *o, struct msv_client *c)
+{
+    static const struct {
+        const char *verb, *status;
+        enum msv_conversation_change change;
+    } verbs[] = {
+        {"mute", "muted", MSV_CONVERSATION_MUTE},
+        {"unmute", "unmuted", MSV_CONVERSATION_UNMUTE},
+        {"archive", "archived", MSV_CONVERSATION_ARCHIVE},
+        {"unarchive", "unarchived", MSV_CONVERSATION_UNARCHIVE},
+        {"pin", "pinned", MSV_CONVERSATION_PIN},
+        {"unpin", "unpinned", MSV_CONVERSATION_UNPIN},
+    };
+    struct msv_conversation_rec *list = NULL;
+    char conversation[300];
+    uint64_t seconds = 0;
+    int64_t until = INT64_MAX;
+    size_t n = 0, v = 0;
+    msv_err err;
+
+    if (o->argc == 0 || (o->argc == 1 && strcmp(o->argv[0], "list") == 0)) {
+        err = msv_client_conversations(c, o->archived, NULL, &list, &n);
+        for (size_t i = 0; err == MSV_OK && i < n; i++)
+            print_conversation(o, &list[i]);
+        msv_conversations_free(list, n);
+        return err == MSV_OK ? 0 : fail(c, "listing conversations", err);
+    }
+    while (v < sizeof(verbs) / sizeof(verbs[0]) && strcmp(verbs[v].verb, o->argv[0]) != 0)
+        v++;
+    if (v == sizeof(verbs) / sizeof(verbs[0]) || o->argc > 3 ||
+        (o->argc == 3 && verbs[v].change != MSV_CONVERSATION_MUTE) || o->argc < 2)
+        return cli_usage("conversations", cli_err);
+    if (o->argc == 3 && strcmp(o->argv[2], "forever") != 0) {
+        if (!parse_duration(o->argv[2], &seconds) || seconds == 0 ||
+            seconds > 100ull * 366 * 86400) {
+            fprintf(cli_err, "missive: conversations: mute for a DURATION (seconds, or a number "
+                             "with s, m, h or d, up to 100 years) or forever\n");
+            return EXIT_USAGE;
+        }
+        until = msv_wall_ms() + (int64_t)seconds * 1000;
+    }
+    if (!conversation_arg(c, o->argv[1], conversation, sizeof(conversation))) {
+        fprintf(cli_err, "missive: %s is neither a handle, a contact's name nor a group's\n",
+                o->argv[1]);
+        return EXIT_ERR;
+    }
+    err = msv_client_conversation_set(c, conversation, verbs[v].change, until);
+    if (err == MSV_ERR_INVALID) {
+        fprintf(cli_err, "missive: conversations: not a conversation's name\n");
+        return EXIT_USAGE;
+    }
+    if (err == MSV_OK)
+        tell_change(o, conversation, verbs[v].status);
+    return err == MSV_OK ? 0 : fail(c, "changing the conversation", err);
+}
+
 static int cmd_history(const struct cli *o, struct msv_client *c)
 {
     struct msv_message_rec *m = NULL;
@@ -2070,6 +2195,7 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
         {"group", required_argument, NULL, 'g'},
         {"qr", no_argument, NULL, 'Q'},
         {"accept", no_argument, NULL, 'A'},
+        {"archived", no_argument, NULL, 'V'},
         {"backup-passphrase-file", required_argument, NULL, 'B'},
         {"kdf-memory", required_argument, NULL, 'M'},
         {"kdf-passes", required_argument, NULL, 'K'},
@@ -2145,6 +2271,9 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
             break;
         case 'A':
             o->accept = 1;
+            break;
+        case 'V':
+            o->archived = 1;
             break;
         case 'f':
             if (o->file_count == sizeof(o->files) / sizeof(o->files[0])) {
@@ -2297,6 +2426,8 @@ static int run_account_command(const struct cli *o, const char *command, struct 
         return cmd_edits(o, c);
     if (strcmp(command, "windows") == 0)
         return cmd_windows(o, c);
+    if (strcmp(command, "conversations") == 0)
+        return cmd_conversations(o, c);
     if (strcmp(command, "send") == 0)
         return cmd_send(o, c);
     if (strcmp(command, "receive") == 0)

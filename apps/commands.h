@@ -24,7 +24,7 @@ struct cli {
     size_t file_count;
     const char *reply_to; /* send: the message id (hex) answered */
     int remove;           /* react: take one's reaction away */
-    int json, help, qr, accept, stdio, no_stdin, include_text;
+    int json, help, qr, accept, stdio, no_stdin, include_text, archived;
     const char *reason; /* report --reason */
     double wait_s;
     long limit;

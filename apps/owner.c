@@ -353,11 +353,17 @@ static void inbox_add(struct owner *ow, json_t *json, char *text)
 static void on_incoming(void *ctx, const struct msv_incoming *in)
 {
     static const char *const kinds[] = {
-        [MSV_INCOMING_MESSAGE] = "message",   [MSV_INCOMING_RECEIPT] = "receipt",
-        [MSV_INCOMING_TYPING] = "typing",     [MSV_INCOMING_EDIT] = "edit",
-        [MSV_INCOMING_DEVICE] = "device",     [MSV_INCOMING_SESSION] = "session",
-        [MSV_INCOMING_REACTION] = "reaction", [MSV_INCOMING_SYNC] = "sync",
-        [MSV_INCOMING_BLOCKED] = "blocked",   [MSV_INCOMING_GROUP] = "group",
+        [MSV_INCOMING_MESSAGE] = "message",
+        [MSV_INCOMING_RECEIPT] = "receipt",
+        [MSV_INCOMING_TYPING] = "typing",
+        [MSV_INCOMING_EDIT] = "edit",
+        [MSV_INCOMING_DEVICE] = "device",
+        [MSV_INCOMING_SESSION] = "session",
+        [MSV_INCOMING_REACTION] = "reaction",
+        [MSV_INCOMING_SYNC] = "sync",
+        [MSV_INCOMING_BLOCKED] = "blocked",
+        [MSV_INCOMING_GROUP] = "group",
+        [MSV_INCOMING_CONVERSATION] = "conversation",
     };
     struct owner *ow = ctx;
     json_t *event = json_pack("{s:s}", "type", kinds[in->kind]);

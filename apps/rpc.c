@@ -31,7 +31,7 @@ static int option_has_arg(const char *name, int *known)
                                            "search",     "limit",      "wait",
                                            "kdf-memory", "kdf-passes", "backup-passphrase-file",
                                            "reply-to",   "reason"};
-    static const char *const flags[] = {"qr", "accept", "remove", "include-text"};
+    static const char *const flags[] = {"qr", "accept", "remove", "include-text", "archived"};
 
     *known = 1;
     for (size_t i = 0; i < sizeof(with_arg) / sizeof(with_arg[0]); i++)

@@ -21,7 +21,7 @@ _missive()
     prev=${COMP_WORDS[COMP_CWORD - 1]}
     local commands="register link devices contacts groups send receive history read typing
         edit unsend edits windows react verify fingerprint backup restore daemon chat log-head
-        sync block unblock blocked settings report"
+        sync block unblock blocked settings report conversations"
     local global="--account --data-dir -o --passphrase-file --password-file
         --backup-passphrase-file --help"
     local command="" data_dir="" i
@@ -69,9 +69,11 @@ _missive()
     edit) opts="--text" ;;
     react) opts="--remove" ;;
     windows) opts="edit unsend" ;;
+    conversations) opts="list mute unmute archive unarchive pin unpin --archived" ;;
     verify) opts="--qr --accept" ;;
     backup) opts="--kdf-memory --kdf-passes" ;;
     daemon) opts="--stdio --socket" ;;
+    report) opts="--reason --include-text" ;;
     settings)
         if [ "$prev" = get ] || [ "$prev" = set ]; then
             opts="read-receipts typing"
@@ -107,7 +109,7 @@ _missive_admin()
     -o) mapfile -t COMPREPLY < <(compgen -W "json text" -- "$cur"); return ;;
     suspend | unsuspend) return ;;
     esac
-    mapfile -t COMPREPLY < <(compgen -W "accounts suspend unsuspend stats expire log-rotate-key --config
+    mapfile -t COMPREPLY < <(compgen -W "accounts suspend unsuspend reports stats expire log-rotate-key --config
         --data-dir -o --help" -- "$cur")
 }
 

@@ -418,6 +418,33 @@ static void test_rewritten_messages_leave_no_trace(void **state)
     assert_true(files_hold(f, (const uint8_t *)kept, strlen(kept)));
 }
 
+/* An unsent message's earlier versions (its edit history) go as its text does. */
+static void test_unsent_versions_leave_no_trace(void **state)
+{
+    struct fixture *f = *state;
+    static const char gone[] = "kakapomontevideo", kept[] = "ordinarykept";
+    struct msv_message_version *v = NULL;
+    size_t n = 0;
+    uint8_t id[16];
+
+    for (uint8_t i = 1; i <= 40; i++)
+        put_message(f, i, "bob", i == 9 ? "at kakapomontevideo" : "an ordinarykept message");
+    memset(id, 9, 16);
+    assert_int_equal(msv_client_db_message_edit(f->db, id, 1, "at kakapomontevideo, edited", 5),
+                     MSV_OK);
+    assert_int_equal(msv_client_db_message_edit(f->db, id, 2, "somewhere else", 6), MSV_OK);
+    assert_int_equal(msv_client_db_message_versions(f->db, id, &v, &n), MSV_OK);
+    assert_int_equal(n, 3);
+    msv_message_versions_free(v, n);
+    assert_true(files_hold(f, (const uint8_t *)gone, strlen(gone)));
+    assert_int_equal(msv_client_db_message_rewrite(f->db, id, "", "unsent"), MSV_OK);
+    assert_int_equal(msv_client_db_message_versions(f->db, id, &v, &n), MSV_OK);
+    assert_int_equal(n, 0);
+    msv_message_versions_free(v, n);
+    assert_false(files_hold(f, (const uint8_t *)gone, strlen(gone)));
+    assert_true(files_hold(f, (const uint8_t *)kept, strlen(kept)));
+}
+
 static void test_outbox(void **state)
 {
     struct fixture *f = *state;
@@ -538,6 +565,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sync_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_known_devices_changes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_history_and_search, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unsent_versions_leave_no_trace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conversation_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_envelopes_read, setup, teardown),

@@ -270,6 +270,78 @@ static void test_sender_refuses(void **state)
     assert_non_null(strstr(f->c.why.message, "unsent already"));
     /* alice's message is not bob's to change */
     assert_int_equal(msv_client_edit(&f->c, f->id, "new words"), MSV_ERR_INVALID);
+    /* a message edited the most times it may be */
+    test_fill_pattern(m.message_id, 16, 10);
+    m.sent_at_ms = m.stored_at_ms = msv_wall_ms();
+    assert_int_equal(msv_client_db_message_put(f->c.db, &m), MSV_OK);
+    assert_int_equal(msv_client_db_message_edit(f->c.db, m.message_id, MSV_EDITS_MAX, "last", 1),
+                     MSV_OK);
+    assert_int_equal(msv_client_edit(&f->c, m.message_id, "one more"), MSV_ERR_INVALID);
+    assert_non_null(strstr(f->c.why.message, "at most"));
+}
+
+/*
+ * Conversations: pinned first, archived left out (unless asked for, or kept
+ * open), a mute that ran out is none; a new message brings an archived
+ * conversation back unless it is muted; names and values that are not ones.
+ */
+static void test_conversation_states(void **state)
+{
+    struct fixture *f = *state;
+    struct msv_message_rec m = {.conversation = "carol@example.org",
+                                .sender = "carol@example.org",
+                                .kind = MSV_KIND_MESSAGE,
+                                .text = "hi",
+                                .status = "received"};
+    struct msv_conversation_rec *list = NULL;
+    size_t n = 0;
+
+    test_fill_pattern(m.message_id, 16, 11);
+    m.sent_at_ms = m.stored_at_ms = msv_wall_ms();
+    assert_int_equal(msv_client_db_message_put(f->c.db, &m), MSV_OK);
+    assert_int_equal(msv_client_conversation_set(&f->c, ALICE, MSV_CONVERSATION_PIN, 0), MSV_OK);
+    assert_int_equal(
+        msv_client_conversation_set(&f->c, "carol@example.org", MSV_CONVERSATION_ARCHIVE, 0),
+        MSV_OK);
+    assert_int_equal(msv_client_conversations(&f->c, 0, NULL, &list, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(list[0].conversation, ALICE);
+    assert_true(list[0].pinned);
+    msv_conversations_free(list, n);
+    assert_int_equal(msv_client_conversations(&f->c, 0, "carol@example.org", &list, &n), MSV_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(list[1].conversation, "carol@example.org");
+    assert_true(list[1].archived);
+    msv_conversations_free(list, n);
+    /* muted: a new message leaves it archived; a mute that ran out does not */
+    assert_int_equal(msv_client_conversation_set(&f->c, "carol@example.org", MSV_CONVERSATION_MUTE,
+                                                 msv_wall_ms() + HOUR_MS),
+                     MSV_OK);
+    assert_true(msv_client_conversation_muted(&f->c, "carol@example.org"));
+    assert_int_equal(client_conversation_arrived(&f->c, "carol@example.org", NULL, NULL), MSV_OK);
+    assert_int_equal(msv_client_conversations(&f->c, 0, NULL, &list, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    msv_conversations_free(list, n);
+    assert_int_equal(msv_client_conversation_set(&f->c, "carol@example.org", MSV_CONVERSATION_MUTE,
+                                                 msv_wall_ms() - 1),
+                     MSV_OK);
+    assert_false(msv_client_conversation_muted(&f->c, "carol@example.org"));
+    assert_int_equal(client_conversation_arrived(&f->c, "carol@example.org", NULL, NULL), MSV_OK);
+    assert_int_equal(msv_client_conversations(&f->c, 0, NULL, &list, &n), MSV_OK);
+    assert_int_equal(n, 2);
+    assert_false(list[1].archived);
+    assert_int_equal(list[1].muted_until_ms, 0);
+    msv_conversations_free(list, n);
+    /* garbage another device wrote reads as the default; bad names and mutes are refused */
+    assert_int_equal(msv_client_db_set(f->c.db, "sync:conv:carol@example.org:mute", "soon", 4),
+                     MSV_OK);
+    assert_false(msv_client_conversation_muted(&f->c, "carol@example.org"));
+    assert_int_equal(msv_client_conversation_set(&f->c, "", MSV_CONVERSATION_PIN, 0),
+                     MSV_ERR_INVALID);
+    assert_int_equal(msv_client_conversation_set(&f->c, "a\nb", MSV_CONVERSATION_PIN, 0),
+                     MSV_ERR_INVALID);
+    assert_int_equal(msv_client_conversation_set(&f->c, ALICE, MSV_CONVERSATION_MUTE, 0),
+                     MSV_ERR_INVALID);
 }
 
 int main(void)
@@ -281,6 +353,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_changes_outside_window, setup, teardown),
         cmocka_unit_test_setup_teardown(test_window_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sender_refuses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_conversation_states, setup, teardown),
     };
 
     if (msv_init() != MSV_OK)

@@ -23,7 +23,7 @@ on() {
 }
 
 start_missived || bad "missived started"
-register_people alice bob
+register_people alice bob carol
 # alice's laptop, a second device of hers
 expect 0 "link alice's laptop" -- "$M" --data-dir dev-alice-laptop link alice@example.org --server "$server"
 laptop=$(sed -n 's/.*this is device \([0-9]*\).*/\1/p' out.txt)
@@ -88,6 +88,51 @@ done
 expect 1 "an edit after the unsend" -- on laptop edit "$id" --text "back again"
 grep -q "unsent already" err.txt && ok || bad "edit after unsend: $(cat err.txt)"
 
+# conversations: pinned first, archived left out, muted marked; a new message brings an
+# archived conversation back unless it is muted
+expect 0 "carol writes to bob" -- as carol send bob@example.org --text "hi bob"
+expect 0 "bob receives" -- as bob receive --wait 1
+expect 0 "bob's conversations" -- as bob -o json conversations
+[ "$(field 'r["conversation"], r["pinned"], r["archived"], r["muted"]' | tr '\n' ' ')" = \
+    "('carol@example.org', False, False, False) ('alice@example.org', False, False, False) " ] &&
+    ok || bad "conversations, newest first: $(cat out.txt)"
+expect 0 "bob pins alice" -- as bob conversations pin alice@example.org
+expect 0 "bob archives carol" -- as bob conversations archive carol@example.org
+expect 0 "the list" -- as bob conversations
+[ "$(cut -d' ' -f1 out.txt | tr '\n' ' ')" = "alice@example.org " ] && grep -q "pinned" out.txt &&
+    ok || bad "pinned first, archived left out: $(cat out.txt)"
+expect 0 "the list with archived ones" -- as bob -o json conversations list --archived
+[ "$(field 'r["conversation"], r["pinned"], r["archived"]' | tr '\n' ' ')" = \
+    "('alice@example.org', True, False) ('carol@example.org', False, True) " ] &&
+    ok || bad "--archived: $(cat out.txt)"
+expect 0 "carol writes again" -- as carol send bob@example.org --text "still there?"
+expect 0 "bob receives" -- as bob receive --wait 1
+grep -q "notice: carol@example.org is no longer archived" out.txt && ok || bad "unarchived notice: $(cat out.txt)"
+expect 0 "the list" -- as bob -o json conversations
+[ "$(field 'r["conversation"], r["archived"]' | tr '\n' ' ')" = \
+    "('alice@example.org', False) ('carol@example.org', False) " ] && ok || bad "carol is back: $(cat out.txt)"
+expect 0 "bob mutes carol for an hour" -- as bob conversations mute carol@example.org 1h
+expect 0 "and archives her" -- as bob conversations archive carol@example.org
+expect 0 "carol writes a third time" -- as carol send bob@example.org --text "hello?"
+expect 0 "bob receives, muted" -- as bob receive --wait 1
+grep -q "carol@example.org: hello?" out.txt && ! grep -q "no longer archived" out.txt && ok ||
+    bad "a muted, archived conversation's message: $(cat out.txt)"
+expect 0 "the list" -- as bob -o json conversations list --archived
+[ "$(field 'r["conversation"], r["archived"], r["muted"], 3500000 < r.get("muted_until_ms", 0) - __import__("time").time() * 1000 < 3700000' | tail -1)" = \
+    "('carol@example.org', True, True, True)" ] && ok || bad "muted for an hour, still archived: $(cat out.txt)"
+expect 0 "bob names alice" -- as bob contacts add ally alice@example.org
+expect 0 "mute by a contact's name, for good" -- as bob conversations mute ally
+expect 0 "the list" -- as bob -o json conversations
+[ "$(field 'r["muted_until_ms"]' | head -1)" = 9223372036854775807 ] && ok || bad "muted for good: $(cat out.txt)"
+expect 0 "unmute and unpin ally" -- as bob conversations unmute ally
+expect 0 "unpin" -- as bob conversations unpin ally
+expect 0 "the list" -- as bob -o json conversations
+[ "$(field 'r["pinned"], r["muted"]' | tr '\n' ' ')" = "(False, False) " ] && ok || bad "unpinned and unmuted: $(cat out.txt)"
+expect 2 "mute for a time that is not one" -- as bob conversations mute ally soon
+expect 2 "an unknown change" -- as bob conversations frob ally
+expect 2 "pin without a conversation" -- as bob conversations pin
+expect 1 "a name that is nobody's" -- as bob conversations pin nobody
+
 # the daemon: the same commands as methods, in schema 2
 sock=$work/dev-bob/bob@example.org/daemon.sock
 (exec "$M" --data-dir dev-bob daemon >daemon.out 2>daemon.err) &
@@ -102,9 +147,15 @@ daemon_rpc "$sock" --wait 4 --ready sub1 '{"jsonrpc":"2.0","id":1,"method":"subs
 s1=$!
 for _ in $(seq 100); do [ -e sub ] && [ -e sub1 ] && break; sleep 0.1; done
 expect 0 "alice edits it" -- as alice edit "$id2" --text "tea?"
+expect 0 "bob unmutes carol, through his daemon" -- as bob conversations unmute carol@example.org
+expect 0 "carol writes to bob's archived conversation" -- as carol send bob@example.org --text "back?"
 wait "$s2" "$s1"
 grep -q '"type":"edit".*"status":"edited"' ev2.txt && ok || bad "edit event: $(cat ev2.txt)"
+grep -q '"type":"conversation".*"status":"unmuted"' ev2.txt && grep -q '"type":"conversation".*"status":"unarchived"' ev2.txt &&
+    ok || bad "conversation events: $(cat ev2.txt)"
+grep -q '"conversation","conversation"\|"type":"conversation"' ev1.txt && bad "a schema-1 subscriber got conversation events: $(cat ev1.txt)" || ok
 daemon_rpc "$sock" --schema 2 \
+    '{"jsonrpc":"2.0","id":6,"method":"conversations","params":{"args":["list"],"archived":true}}' \
     "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"edits\",\"params\":{\"args\":[\"$id2\"]}}" \
     '{"jsonrpc":"2.0","id":3,"method":"windows","params":{"args":["unsend","30m"]}}' \
     '{"jsonrpc":"2.0","id":4,"method":"windows"}' \
@@ -122,6 +173,8 @@ w = {i["window"]: i["seconds"] for i in r[4]["result"]["items"]}
 assert w == {"edit": 86400, "unsend": 1800}, w
 h = [m for m in r[5]["result"]["items"] if m["text"] == "tea?"]
 assert h and h[0]["edit_number"] == 1, r[5]
+c = [(i["conversation"], i["archived"]) for i in r[6]["result"]["items"]]
+assert c == [("carol@example.org", False), ("alice@example.org", False)], c
 EOF
 daemon_schema_ok 2 wire2.jsonl && ok || bad "schema 2"
 daemon_schema_ok 1 ev1.txt && ok || bad "schema 1 events"
@@ -144,6 +197,7 @@ waitfor() {
     for _ in $(seq 50); do screen "$1" | grep -qF -- "$2" && return 0; sleep 0.1; done
     return 1
 }
+expect 0 "bob's chat shows handles" -- as bob contacts remove ally
 chat alice bob@example.org
 chat bob alice@example.org
 waitfor alice "online" && waitfor bob "online" && ok || bad "both chats start: $(screen alice)"
@@ -160,6 +214,19 @@ expect 0 "alice's edit window, through her chat" -- as alice windows edit 0
 tm send-keys -t alice "/edit dinner at ten" Enter
 waitfor alice "not changed: too late" && ok || bad "a refused edit in the chat: $(screen alice)"
 screen bob | grep -q "dinner at ten" && bad "a refused edit reached bob: $(screen bob)" || ok
+# bob's list: carol pinned and muted first; once archived she is left out, and her message
+# (muted) neither brings her back nor is announced
+expect 0 "bob pins carol, through his chat" -- as bob conversations pin carol@example.org
+expect 0 "and mutes her" -- as bob conversations mute carol@example.org
+# the list's first row (the narrow list cuts "~muted" short)
+waitfor bob "~mu" && screen bob | sed -n 2p | grep -q "^\^ carol@example.org (4) ~mu" && ok ||
+    bad "pinned first, muted: $(screen bob)"
+expect 0 "bob archives carol" -- as bob conversations archive carol@example.org
+for _ in $(seq 50); do screen bob | grep -q "carol@example.org" || break; sleep 0.1; done
+screen bob | grep -q "carol@example.org" && bad "archived, still listed: $(screen bob)" || ok
+expect 0 "carol writes" -- as carol send bob@example.org --text "are you muting me?"
+sleep 2
+screen bob | grep -q "carol" && bad "a muted, archived conversation alerted: $(screen bob)" || ok
 tm send-keys -t alice "/quit" Enter
 tm send-keys -t bob "/quit" Enter
 

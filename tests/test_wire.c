@@ -237,6 +237,9 @@ static void test_payload_kinds(void **state)
     assert_string_equal(back->text, "fixed typo");
     assert_int_equal(back->edit_number, 3);
     msv_payload_free(back);
+    p.edit_number = MSV_EDITS_MAX + 1; /* so that a message's versions stay bounded */
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.edit_number = 3;
     p.has_target = false;
     assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
     /* an edit number belongs to edits only */
@@ -526,6 +529,8 @@ static void test_payload_hostile(void **state)
     m.target_id.data = id;
     m.target_id.len = 16;
     assert_int_equal(parse_crafted(&m), MSV_OK);
+    m.edit_number = MSV_EDITS_MAX + 1;
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
     m.edit_number = 0;
     assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
     m.kind = MSV__PAYLOAD__KIND__MESSAGE;

@@ -27,6 +27,7 @@
 #define MSV_GROUP_HASH_LEN 32
 #define MSV_GROUP_SIGNATURE_MAX 72
 #define MSV_MENTIONS_MAX 64
+#define MSV_EDITS_MAX 100 /* edits of one message: its versions kept are bounded so */
 
 enum msv_payload_kind {
     MSV_KIND_MESSAGE = 1,

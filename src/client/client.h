@@ -233,6 +233,32 @@ MSV_MUST_CHECK msv_err msv_client_react(struct msv_client *c, const uint8_t id[1
 /* The first line of text, cut to fit len bytes (NUL included) between characters. */
 void msv_client_first_line(const char *text, char *out, size_t len);
 
+/*
+ * Conversations as the person arranged them: muted until a time (INT64_MAX
+ * for good; their messages are stored and listed, but do not alert),
+ * archived (left out of the list unless with_archived, or it is keep, until a
+ * new message comes while not muted), pinned (listed first). Kept in the
+ * settings "sync:conv:<conversation>:mute|archive|pin", which the account's
+ * devices share. set: MSV_ERR_INVALID for an empty or over-long name or
+ * control characters in it, or a mute without a time.
+ */
+enum msv_conversation_change {
+    MSV_CONVERSATION_MUTE,
+    MSV_CONVERSATION_UNMUTE,
+    MSV_CONVERSATION_ARCHIVE,
+    MSV_CONVERSATION_UNARCHIVE,
+    MSV_CONVERSATION_PIN,
+    MSV_CONVERSATION_UNPIN,
+};
+MSV_MUST_CHECK msv_err msv_client_conversation_set(struct msv_client *c, const char *conversation,
+                                                   enum msv_conversation_change what,
+                                                   int64_t mute_until_ms);
+int msv_client_conversation_muted(struct msv_client *c, const char *conversation);
+/* The conversations, pinned first, each part newest first; free with msv_conversations_free. */
+MSV_MUST_CHECK msv_err msv_client_conversations(struct msv_client *c, int with_archived,
+                                                const char *keep, struct msv_conversation_rec **out,
+                                                size_t *count);
+
 /* What msv_client_receive() reports, by kind. */
 enum msv_incoming_kind {
     MSV_INCOMING_MESSAGE, /* message: a new message, stored */
@@ -244,11 +270,12 @@ enum msv_incoming_kind {
                              from it could not be read (notice) */
     /* from reacted to target with emoji ("" took it away) */
     MSV_INCOMING_REACTION,
-    MSV_INCOMING_SYNC,    /* another device of this account synced changes here (notice) */
-    MSV_INCOMING_BLOCKED, /* something from, who is blocked, sent was dropped unanswered:
-                             status says what ("message", "receipt", "typing", ...) */
-    MSV_INCOMING_GROUP,   /* after the message of a group change: what it did or why it was
-                             refused (notice), status "applied" or "refused" */
+    MSV_INCOMING_SYNC,         /* another device of this account synced changes here (notice) */
+    MSV_INCOMING_BLOCKED,      /* something from, who is blocked, sent was dropped unanswered:
+                                  status says what ("message", "receipt", "typing", ...) */
+    MSV_INCOMING_GROUP,        /* after the message of a group change: what it did or why it was
+                                  refused (notice), status "applied" or "refused" */
+    MSV_INCOMING_CONVERSATION, /* conversation's state changed (status: "unarchived", ...) */
 };
 
 struct msv_incoming {

@@ -176,14 +176,24 @@ static msv_err change_own(struct msv_client *c, const uint8_t id[16], const char
     }
     /* the next number after the last edit this account's devices applied */
     if (err == MSV_OK && kind == MSV_KIND_EDIT &&
-        (err = msv_client_db_edit_number(c->db, id, &p.edit_number)) == MSV_OK)
-        p.edit_number++;
+        (err = msv_client_db_edit_number(c->db, id, &p.edit_number)) == MSV_OK &&
+        p.edit_number++ >= MSV_EDITS_MAX) {
+        err = MSV_ERR_INVALID;
+        snprintf(c->why.message, sizeof(c->why.message), "a message is edited at most %u times",
+                 MSV_EDITS_MAX);
+    }
+    /*
+     * An edit is recorded before it goes, so that its number is never used
+     * twice (receivers would ignore the second); should the send fail, the
+     * next edit supersedes it. An unsend is recorded once it went: until
+     * then it can be tried again.
+     */
+    if (err == MSV_OK && kind == MSV_KIND_EDIT)
+        err = msv_client_db_message_edit(c->db, id, p.edit_number, text, msv_wall_ms());
     if (err == MSV_OK)
         err = client_send_to_conversation(c, &p, m->conversation);
-    if (err == MSV_OK)
-        err = kind == MSV_KIND_EDIT ? msv_client_db_message_edit(c->db, id, p.edit_number, text,
-                                                                 (int64_t)p.sent_at_ms)
-                                    : msv_client_db_message_rewrite(c->db, id, "", "unsent");
+    if (err == MSV_OK && kind == MSV_KIND_UNSEND)
+        err = msv_client_db_message_rewrite(c->db, id, "", "unsent");
     msv_messages_free(m, m ? 1 : 0);
     return err;
 }

@@ -120,6 +120,13 @@ size_t client_find_mentions(struct msv_client *c, const char *text, char *const 
 /* Stores the mentions of p that name people of conversation; the others are ignored. */
 msv_err client_keep_mentions(struct msv_client *c, const uint8_t message_id[16],
                              const char *conversation, const struct msv_payload *p);
+/*
+ * A new message in conversation: an archived one that is not muted is archived
+ * no more, and on_message (may be NULL) is told (MSV_INCOMING_CONVERSATION).
+ */
+msv_err client_conversation_arrived(struct msv_client *c, const char *conversation,
+                                    void (*on_message)(void *, const struct msv_incoming *),
+                                    void *ctx);
 
 /* Splits a member list (one handle per line) in place into members[]. */
 size_t client_split_members(char *list, char **members);

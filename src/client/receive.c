@@ -704,8 +704,11 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     rec.pending = MSV_MESSAGE_TO_SHOW | (from->owes_receipt ? MSV_MESSAGE_RECEIPT_OWED : 0);
     memcpy(from->message_id, p->message_id, 16);
     memcpy(from->stored_id, rec.message_id, 16);
+    /* an archived conversation comes back with it (unless muted) */
+    err = rec.outgoing ? MSV_OK : client_conversation_arrived(c, rec.conversation, on_message, ctx);
     /* stored before it is acknowledged; the message id makes a redelivery a no-op */
-    err = msv_client_db_message_put(c->db, &rec);
+    if (err == MSV_OK)
+        err = msv_client_db_message_put(c->db, &rec);
     if (err == MSV_OK && p->has_group && p->mention_count > 0)
         err = client_keep_mentions(c, rec.message_id, rec.conversation, p);
     /* a copy of this account's own message: who it went to, for their receipts */

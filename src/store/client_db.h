@@ -203,6 +203,9 @@ struct msv_conversation_rec {
     int64_t last_row; /* its newest message's row: orders the list */
     int64_t last_ms;  /* when its newest message was sent */
     size_t unread;    /* incoming messages not yet marked read */
+    /* the person's choices (msv_client_conversations() fills them; 0 here) */
+    int pinned, archived;
+    int64_t muted_until_ms; /* 0: not muted */
 };
 MSV_MUST_CHECK msv_err msv_client_db_conversations(struct msv_client_db *db,
                                                    struct msv_conversation_rec **out,

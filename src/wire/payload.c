@@ -121,7 +121,8 @@ static int kind_ok(const struct msv_payload *p)
     case MSV_KIND_MESSAGE:
         return has_text(p) || p->attachment_count > 0;
     case MSV_KIND_EDIT:
-        return p->has_target && has_text(p) && p->attachment_count == 0 && p->edit_number > 0;
+        return p->has_target && has_text(p) && p->attachment_count == 0 && p->edit_number > 0 &&
+               p->edit_number <= MSV_EDITS_MAX;
     case MSV_KIND_UNSEND:
     case MSV_KIND_RECEIPT_DELIVERED:
     case MSV_KIND_RECEIPT_READ:
