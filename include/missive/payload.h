@@ -23,6 +23,9 @@
 #define MSV_URI_MAX 1024
 #define MSV_FILE_NAME_MAX 255
 #define MSV_MIME_MAX 127
+/* A disappearing-message timer: 0 (off) or from 30 s to 4 weeks. */
+#define MSV_TIMER_MIN_S 30u
+#define MSV_TIMER_MAX_S (28u * 24u * 3600u)
 
 enum msv_payload_kind {
     MSV_KIND_MESSAGE = 1,
@@ -33,6 +36,7 @@ enum msv_payload_kind {
     MSV_KIND_UNSEND = 6,
     MSV_KIND_GROUP_CHANGE = 7,
     MSV_KIND_SESSION_RESET = 8,
+    MSV_KIND_TIMER = 10,
 };
 
 struct msv_attachment_ref {
@@ -71,6 +75,7 @@ struct msv_payload {
     uint8_t log_head[MSV_LOG_HEAD_LEN]; /* opaque here; see client/transparency.h */
     bool has_profile_key;
     uint8_t profile_key[MSV_PROFILE_KEY_LEN]; /* the sender's, for sealed sends to it */
+    uint32_t timer_s; /* messages: the timer they were sent under; TIMER: the new one */
 };
 
 /*

@@ -33,6 +33,8 @@ const char *msv_payload_kind_name(enum msv_payload_kind kind)
         return "group-change";
     case MSV_KIND_SESSION_RESET:
         return "session-reset";
+    case MSV_KIND_TIMER:
+        return "timer";
     default:
         return "unknown";
     }
@@ -81,6 +83,8 @@ static int kind_ok(const struct msv_payload *p)
         return bare;
     case MSV_KIND_GROUP_CHANGE:
         return p->has_group && p->participant_count > 0 && bare;
+    case MSV_KIND_TIMER:
+        return bare;
     default:
         return 0;
     }
@@ -91,6 +95,10 @@ static int payload_ok(const struct msv_payload *p)
     static const uint8_t zero[MSV_ID_LEN];
 
     if (memcmp(p->message_id, zero, MSV_ID_LEN) == 0 || !kind_ok(p))
+        return 0;
+    /* a timer only where one applies, and never an absurd one */
+    if (p->timer_s != 0 && ((p->kind != MSV_KIND_MESSAGE && p->kind != MSV_KIND_TIMER) ||
+                            p->timer_s < MSV_TIMER_MIN_S || p->timer_s > MSV_TIMER_MAX_S))
         return 0;
     if (!text_ok(p->text, MSV_TEXT_MAX, 0) || !text_ok(p->group_name, MSV_GROUP_NAME_MAX, 0))
         return 0;
@@ -154,6 +162,7 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
         m.log_head = bytes_of(p->log_head, MSV_LOG_HEAD_LEN);
     if (p->has_profile_key)
         m.profile_key = bytes_of(p->profile_key, MSV_PROFILE_KEY_LEN);
+    m.timer_s = p->timer_s;
     for (size_t i = 0; i < p->attachment_count; i++) {
         const struct msv_attachment_ref *a = &p->attachments[i];
 
@@ -298,6 +307,7 @@ static msv_err copy_payload(const pb_payload *m, struct msv_payload *p)
         return MSV_ERR_UNSUPPORTED;
     p->kind = (enum msv_payload_kind)m->kind;
     p->sent_at_ms = m->sent_at_ms;
+    p->timer_s = m->timer_s;
     err = copy_id(m->message_id, NULL, p->message_id);
     if (err == MSV_OK)
         err = copy_id(m->group_id, &p->has_group, p->group_id);
