@@ -84,8 +84,10 @@ struct msv_message_rec {
     char *text;
     int64_t sent_at_ms;
     int64_t stored_at_ms;
-    char *status;     /* outgoing: queued, sent; incoming: received */
-    unsigned pending; /* steps still to take once stored: MSV_MESSAGE_* */
+    char *status;          /* outgoing: queued, sent; incoming: received */
+    unsigned pending;      /* steps still to take once stored: MSV_MESSAGE_* */
+    uint32_t timer_s;      /* the disappearing-message timer it came under (0: none) */
+    int64_t expires_at_ms; /* when it is to be deleted (0: not yet counting down) */
 };
 
 /* What a received message needs after it is stored, each step recorded when done. */
@@ -122,6 +124,29 @@ MSV_MUST_CHECK msv_err msv_client_db_message_done(struct msv_client_db *db,
 MSV_MUST_CHECK msv_err msv_client_db_messages_pending(struct msv_client_db *db,
                                                       struct msv_message_rec **out, size_t *count);
 void msv_messages_free(struct msv_message_rec *m, size_t count);
+
+/*
+ * Disappearing messages. expiry_start: a message with a timer that is not yet
+ * counting down starts to (it was read): it expires at now_ms + its timer.
+ * expired: the messages whose time has come by now_ms, at most limit, soonest
+ * first. delete: removes a message and everything that refers to it (its
+ * recipients, its outbox entry, its edit record, its words in the search
+ * index) so that nothing of it stays in the files; a message not stored is no
+ * error. Files a message names are the caller's to delete, before this.
+ */
+MSV_MUST_CHECK msv_err msv_client_db_message_expiry_start(struct msv_client_db *db,
+                                                          const uint8_t message_id[16],
+                                                          int64_t now_ms);
+MSV_MUST_CHECK msv_err msv_client_db_messages_expired(struct msv_client_db *db, int64_t now_ms,
+                                                      size_t limit, struct msv_message_rec **out,
+                                                      size_t *count);
+MSV_MUST_CHECK msv_err msv_client_db_message_delete(struct msv_client_db *db,
+                                                    const uint8_t message_id[16]);
+/* Every message with a disappearing-message timer, counting down or not (backups leave them out).
+ */
+MSV_MUST_CHECK msv_err msv_client_db_messages_disappearing(struct msv_client_db *db,
+                                                           struct msv_message_rec **out,
+                                                           size_t *count);
 
 /* A conversation as a list shows it: newest first, with its unread incoming messages. */
 struct msv_conversation_rec {
