@@ -655,6 +655,8 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
             targets[t++] = h;
     }
     if (p->kind == MSV_KIND_MESSAGE) {
+        /* the conversation's disappearing-message timer goes with it */
+        p->timer_s = conversation != NULL ? client_timer_for_send(c, conversation) : 0;
         p->attachments = refs;
         err = attach(c, text, files, n_files, progress, p, uris, preview);
     }
@@ -695,6 +697,10 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
     rec.kind = (int)p->kind;
     rec.text = (char *)(text ? text : "");
     rec.sent_at_ms = rec.stored_at_ms = (int64_t)p->sent_at_ms;
+    if (p->kind == MSV_KIND_MESSAGE && p->timer_s != 0) { /* this account's own: from now */
+        rec.timer_s = p->timer_s;
+        rec.expires_at_ms = rec.sent_at_ms + (int64_t)p->timer_s * 1000;
+    }
     /* shown as queued until the relay accepts it, and kept in the outbox until then; control
      * messages (receipts, typing, edits) are not history */
     err = msv_client_db_outbox_put(c->db, conversation != NULL ? &rec : NULL, p->message_id,
