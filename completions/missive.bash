@@ -19,7 +19,7 @@ _missive()
     local cur prev words cword
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD - 1]}
-    local commands="register link devices contacts groups send receive history read typing
+    local commands="register link devices contacts groups send receive history read typing timer
         edit unsend verify fingerprint backup restore daemon chat log-head"
     local global="--account --data-dir -o --passphrase-file --password-file
         --backup-passphrase-file --help"
@@ -63,7 +63,7 @@ _missive()
     send) opts="--text --file --group" ;;
     receive) opts="--wait" ;;
     history) opts="--group --search --limit" ;;
-    read | typing) opts="--group" ;;
+    read | typing | timer) opts="--group" ;;
     edit) opts="--text" ;;
     verify) opts="--qr --accept" ;;
     backup) opts="--kdf-memory --kdf-passes" ;;
