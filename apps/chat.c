@@ -527,7 +527,8 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
         snprintf(ch->typing_in, sizeof(ch->typing_in), "%s", from);
         ch->typing_until = msv_wall_ms() + TYPING_SHOW_MS;
     } else if (strcmp(type, "receipt") == 0 || strcmp(type, "edit") == 0 ||
-               strcmp(type, "changed") == 0) {
+               strcmp(type, "changed") == 0 || strcmp(type, "timer") == 0 ||
+               strcmp(type, "expired") == 0) {
         ch->reload = 1;
     } else if (strcmp(type, "key_change") == 0) {
         const char *h = json_string_value(json_object_get(event, "handle"));
@@ -684,7 +685,8 @@ static void show_help(struct chat *ch)
              "Editing: \u2190 \u2192 Home End, Backspace, Delete, Ctrl-A, Ctrl-E, Ctrl-U, "
              "Ctrl-K, Ctrl-W. Commands: /to HANDLE-OR-NAME, /group NAME, /file PATH, /qr "
              "(the safety number as a QR code), /verify NUMBER (mark the contact verified once "
-             "the numbers match), /edit TEXT and /unsend (your newest message here), /help, "
+             "the numbers match), /edit TEXT and /unsend (your newest message here), /timer "
+             "DURATION|off (disappearing messages here: 30s to 4w), /help, "
              "/quit (or Ctrl-C).");
     ch->scroll = 0;
 }
@@ -777,6 +779,35 @@ static void change_last(struct chat *ch, const char *text)
     ch->reload = 1;
 }
 
+/* /timer [DURATION|off]: shows or sets the disappearing-message timer of this conversation. */
+static void set_timer(struct chat *ch, const char *arg)
+{
+    uint32_t timer_s = 0;
+    char value[16];
+    msv_err err = MSV_OK;
+
+    if (ch->current[0] == '\0') {
+        set_status(ch, 5000, "open a conversation first");
+        return;
+    }
+    if (*arg != '\0' && msv_client_timer_parse(arg, &timer_s) != MSV_OK) {
+        set_status(ch, 6000, "a timer is off, or from 30s to 4w (a number with s, m, h, d or w)");
+        return;
+    }
+    if (*arg != '\0') {
+        err = msv_client_timer_set(ch->c, ch->current, timer_s);
+        owner_pump(ch->ow);
+    } else {
+        err = msv_client_timer_get(ch->c, ch->current, &timer_s);
+    }
+    msv_client_timer_text(timer_s, value);
+    if (err != MSV_OK)
+        set_status(ch, 6000, "timer not set: %s", msv_strerror(err));
+    else
+        set_status(ch, 5000, "disappearing messages: %s", value);
+    ch->reload = 1;
+}
+
 static void command(struct chat *ch, const char *line)
 {
     const char *arg = line + strcspn(line, " ");
@@ -799,6 +830,8 @@ static void command(struct chat *ch, const char *line)
         change_last(ch, arg);
     else if (strcmp(line, "/unsend") == 0)
         change_last(ch, NULL);
+    else if (strncmp(line, "/timer", 6) == 0 && (line[6] == '\0' || line[6] == ' '))
+        set_timer(ch, arg);
     else if (strncmp(line, "/help", 5) == 0)
         show_help(ch);
     else if (strncmp(line, "//", 2) == 0)

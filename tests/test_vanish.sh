@@ -3,9 +3,10 @@
 # timer set by one side is shown to the other (history notice, schema-2
 # 'timer' event), out-of-range values are refused, a message sent under it
 # is deleted on both sides on time (the sender's after sending, the
-# receiver's after reading it, while its daemon runs), and then no file of
-# either account (the database, its -wal and -shm, attachments/) holds any
-# trace of its text or of the file it brought.
+# receiver's after reading it, while its daemon runs, or while both sides
+# sit in the chat), backups leave it out, and then no file of either account
+# (the database, its -wal and -shm, attachments/) holds any trace of its
+# text or of the file it brought.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -21,10 +22,12 @@ sock=$work/dev-bob/bob@example.org/daemon.sock
 # unique words (lower case: the search index keeps words folded)
 marker="vanishmark$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 filemark="filemark$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+chatmark="chatmark$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+keepmark="keepmark$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 # scan NAME: no file of NAME's account holds either marker
 scan() {
     local hits
-    hits=$(grep -rla -e "$marker" -e "$filemark" "dev-$1" 2>/dev/null)
+    hits=$(grep -rla -e "$marker" -e "$filemark" -e "$chatmark" "dev-$1" 2>/dev/null)
     [ -z "$hits" ] && ok || bad "$1's files still hold the message: $hits"
 }
 # json_field EXPR: EXPR (python, on r) for each JSON line of out.txt
@@ -34,6 +37,8 @@ for l in open("out.txt"):
         r = json.loads(l)
         print(eval(sys.argv[1]))' "$1"; }
 
+# a message before any timer: it stays (and goes into backups)
+expect 0 "a message without a timer" -- as alice send bob@example.org --text "lasting $keepmark"
 # out of range, or not a duration: refused, and nothing changes
 for v in 29s 10 5w 2419201 1x abc -1m 99999999999999999999h ""; do
     expect 2 "timer $v is refused" -- as alice timer bob@example.org "$v"
@@ -109,6 +114,14 @@ id=$(json_field 'r["message_id"] if r["text"].startswith("secret") else ""' | gr
 [ -n "$(grep -rla "$marker" dev-bob)" ] && [ -n "$(grep -rla "$filemark" dev-bob)" ] && ok ||
     bad "the markers are not found in bob's files before expiry"
 
+# a backup now holds the message without a timer, not the one with
+export MISSIVE_BACKUP_PASSPHRASE="a long enough backup passphrase"
+expect 0 "alice's backup" -- as alice backup "$work/alice.backup" --kdf-memory 64 --kdf-passes 1
+expect 0 "restored elsewhere" -- "$M" --data-dir restored restore "$work/alice.backup"
+[ -n "$(grep -rla "$keepmark" restored)" ] && ok || bad "the backup lacks the lasting message"
+[ -z "$(grep -rla -e "$marker" -e "$filemark" restored)" ] && ok || bad "the backup holds the disappearing message"
+rm -rf restored
+
 # gone on time, while the daemon runs, with nothing asked of it
 wait_for ev2.txt '"type":"expired"' 450 && ok || bad "no expired event: $(cat ev2.txt)"
 grep -q "\"type\":\"expired\".*\"message_id\":\"$id\"\|\"message_id\":\"$id\".*\"type\":\"expired\"" ev2.txt &&
@@ -131,6 +144,49 @@ grep -q "secret $marker" ev1.txt && ok || bad "schema 1 still gets the message: 
 kill -TERM "$daemon"
 wait "$daemon"
 daemon=
+
+# the chat: alice sets the timer from hers, bob sees the notice, a message
+# vanishes from both windows on time
+tm() { tmux -u -L "missive-vanish-$$" -f /dev/null "$@"; }
+trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+chat() {
+    local who=$1
+    shift
+    tm new-session -d -s "$who" -x 100 -y 30 \
+        "cd '$work' && '$M' --data-dir dev-$who chat $* 2>chat-$who.err; echo \$? >chat-$who.rc; sleep 30"
+}
+screen() { tm capture-pane -p -t "$1"; }
+# waitfor WHO TEXT [TENTHS]: until TEXT shows in WHO's window (5 s unless told)
+waitfor() {
+    for _ in $(seq "${3:-50}"); do screen "$1" | grep -qF -- "$2" && return 0; sleep 0.1; done
+    return 1
+}
+chat alice bob@example.org
+chat bob alice@example.org
+waitfor alice "online" && waitfor bob "online" && ok || bad "both chats start: $(screen alice)"
+tm send-keys -t alice "/timer 10s" Enter
+waitfor alice "from 30s to 4w" && ok || bad "the chat refuses 10s: $(screen alice | tail -3)"
+tm send-keys -t alice "/timer 45s" Enter
+waitfor alice "disappearing messages: 45s" && ok || bad "alice's chat sets the timer: $(screen alice | tail -3)"
+# the window wraps long lines: compared without spaces, line ends and the list's border
+joined() { screen "$1" | tr -d '\n│ '; }
+for _ in $(seq 50); do joined bob | grep -q "alice@example.orgsetdisappearingmessagesto45s" && break; sleep 0.1; done
+joined bob | grep -q "alice@example.orgsetdisappearingmessagesto45s" && ok || bad "bob's chat shows the change: $(screen bob)"
+tm send-keys -t alice "in the chat $chatmark" Enter
+waitfor bob "in the chat $chatmark" && ok || bad "bob's chat shows the message: $(screen bob)"
+waitfor alice "in the chat $chatmark" && ok || bad "alice's chat shows it: $(screen alice)"
+# gone from both windows in 45 s (alice's from sending, bob's from reading it in his window)
+for _ in $(seq 600); do
+    screen alice | grep -qF "$chatmark" || screen bob | grep -qF "$chatmark" || break
+    sleep 0.1
+done
+screen alice | grep -qF "$chatmark" && bad "still in alice's chat: $(screen alice)" || ok
+screen bob | grep -qF "$chatmark" && bad "still in bob's chat: $(screen bob)" || ok
+joined bob | grep -q "alice@example.orgsetdisappearingmessagesto45s" && ok || bad "the notice stays: $(screen bob)"
+tm send-keys -t alice "/quit" Enter
+tm send-keys -t bob "/quit" Enter
+for _ in $(seq 50); do [ -s chat-bob.rc ] && [ -s chat-alice.rc ] && break; sleep 0.1; done
+[ "$(cat chat-bob.rc chat-alice.rc 2>/dev/null | tr -d '\n')" = 00 ] && ok || bad "the chats stop: $(cat chat-*.err)"
 
 # nothing of it in any file, on either side
 scan alice
