@@ -161,6 +161,68 @@ static void receive_all(struct msv_client *c)
     assert_int_equal(count, 0);
 }
 
+/* Seals text for bob's device as alice and sends it, asking the relay to drop it after
+ * expire_after_s. */
+static void send_expiring(struct msv_client *alice, struct msv_client *bob, const char *text,
+                          uint32_t expire_after_s)
+{
+    struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = (char *)text};
+    struct msv_outgoing out = {bob->device_id, MSV_SUITE_MODERN, NULL, 0};
+    const char *to[1] = {bob->handle};
+    uint8_t *pt = NULL, *wire = NULL, send_id[16];
+    size_t pt_len = 0, wire_len = 0;
+
+    msv_random_bytes(p.message_id, MSV_ID_LEN);
+    p.sent_at_ms = (uint64_t)msv_wall_ms();
+    assert_int_equal(msv_payload_encode(&p, &pt, &pt_len), MSV_OK);
+    assert_int_equal(
+        msv_seal(alice->id, msv_identity_public(bob->id), pt, pt_len, &wire, &wire_len), MSV_OK);
+    out.ciphertext = wire;
+    out.ciphertext_len = wire_len;
+    msv_random_bytes(send_id, sizeof(send_id));
+    assert_int_equal(msv_request_send_expiring(alice->conn, send_id, to, 1, &out, 1, NULL,
+                                               expire_after_s, TEST_TIMEOUT_MS, NULL, NULL),
+                     MSV_OK);
+    free(wire);
+    free(pt);
+}
+
+/*
+ * A send that asks the relay to drop undelivered copies after a while (a
+ * disappearing message): a copy still queued then is never delivered, the
+ * sweep deletes it and counts it; a copy sent without an expiry still comes.
+ */
+static void test_relay_drops_expired_copies(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    struct msv_message_rec *hist = NULL;
+    struct timespec pause = {1, 500 * 1000000L};
+    msv_frame *devs = NULL;
+    size_t n = 0;
+
+    (void)state;
+    test_server_init(&s, "[relay]\nmin_expire_after_s = 1\nexpiry_interval_ms = 100\n");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_devices(alice, "bob@example.org", &devs), MSV_OK);
+    msv_frame_free(devs);
+    drop_connection(bob);
+    send_expiring(alice, bob, "gone before bob comes", 1);
+    send_expiring(alice, bob, "still there", 0);
+    nanosleep(&pause, NULL);
+    receive_all(bob);
+    assert_int_equal(msv_client_db_history(bob->db, NULL, NULL, 0, &hist, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(hist[0].text, "still there");
+    msv_messages_free(hist, n);
+    assert_int_equal(test_server_metric(&s, "envelopes_expired_total"), 1);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 /* How often each sent text is in c's history (texts[k] counts "s<j>-<i>" at j*per + i). */
 static void count_texts(struct msv_client *c, size_t per, unsigned *seen)
 {
@@ -2905,6 +2967,7 @@ int main(void)
         cmocka_unit_test(test_unreadable_message_recorded),
         cmocka_unit_test(test_replayed_and_reordered_controls),
         cmocka_unit_test(test_timer_changes_in_order),
+        cmocka_unit_test(test_relay_drops_expired_copies),
         cmocka_unit_test(test_prekey_message_names_one_time_as_signed),
         cmocka_unit_test(test_replayed_first_message),
         cmocka_unit_test(test_sessions_bound_to_peer),
