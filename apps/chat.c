@@ -686,7 +686,7 @@ static void show_help(struct chat *ch)
              "Ctrl-K, Ctrl-W. Commands: /to HANDLE-OR-NAME, /group NAME, /file PATH, /qr "
              "(the safety number as a QR code), /verify NUMBER (mark the contact verified once "
              "the numbers match), /edit TEXT and /unsend (your newest message here), /timer "
-             "DURATION|off (disappearing messages here: 30s to 4w), /help, "
+             "1h|off, /help, "
              "/quit (or Ctrl-C).");
     ch->scroll = 0;
 }

@@ -724,7 +724,8 @@ msv_err msv_client_db_message_delete(struct msv_client_db *db, const uint8_t mes
     /*
      * A deleted entry stays in the search index's older segments until they are
      * merged: merge them all, so that the pages holding its words are freed (and,
-     * with secure_delete, zeroed), then drop the old pages from the log.
+     * with secure_delete, zeroed), then drop the old pages from the log. (FTS5's
+     * own secure-delete option needs SQLite 3.42; Debian bookworm has 3.40.)
      */
     if (err == MSV_OK)
         err = msv_sql_exec(db->db, "INSERT INTO messages_fts(messages_fts) VALUES ('optimize');");
