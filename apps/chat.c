@@ -606,7 +606,8 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
         add_note(ch, conversation ? conversation : "", "%s", in->notice ? in->notice : "");
     } else if (strcmp(type, "receipt") == 0 || strcmp(type, "edit") == 0 ||
                strcmp(type, "changed") == 0 || strcmp(type, "reaction") == 0 ||
-               strcmp(type, "conversation") == 0) {
+               strcmp(type, "conversation") == 0 || strcmp(type, "timer") == 0 ||
+               strcmp(type, "expired") == 0) {
         ch->reload = 1;
     } else if (strcmp(type, "key_change") == 0) {
         const char *h = json_string_value(json_object_get(event, "handle"));
@@ -780,7 +781,7 @@ static void show_help(struct chat *ch)
     add_note(ch, ch->current,
              "Messages: /edit TEXT and /unsend (your newest here), /edits (the versions of the "
              "newest edited one), /react EMOJI and /unreact (on their newest), /reply TEXT (to "
-             "their newest).");
+             "their newest), /timer [DURATION|off] (disappearing messages here).");
     add_note(ch, ch->current,
              "Enter sends. Tab / Shift-Tab: next / previous conversation. PgUp / PgDn: scroll. "
              "Editing: \u2190 \u2192 Home End, Backspace, Delete, Ctrl-A, Ctrl-E, Ctrl-U, "
@@ -1021,6 +1022,35 @@ static void settings(struct chat *ch, const char *arg)
     add_note(ch, ch->current, "settings: %s", all);
 }
 
+/* /timer [DURATION|off]: shows or sets the disappearing-message timer of this conversation. */
+static void set_timer(struct chat *ch, const char *arg)
+{
+    uint32_t timer_s = 0;
+    char value[16];
+    msv_err err = MSV_OK;
+
+    if (ch->current[0] == '\0') {
+        set_status(ch, 5000, "open a conversation first");
+        return;
+    }
+    if (*arg != '\0' && msv_client_timer_parse(arg, &timer_s) != MSV_OK) {
+        set_status(ch, 6000, "a timer is off, or from 30s to 4w (a number with s, m, h, d or w)");
+        return;
+    }
+    if (*arg != '\0') {
+        err = msv_client_timer_set(ch->c, ch->current, timer_s);
+        owner_pump(ch->ow);
+    } else {
+        err = msv_client_timer_get(ch->c, ch->current, &timer_s);
+    }
+    msv_client_timer_text(timer_s, value);
+    if (err != MSV_OK)
+        set_status(ch, 6000, "timer not set: %s", msv_strerror(err));
+    else
+        set_status(ch, 5000, "disappearing messages: %s", value);
+    ch->reload = 1;
+}
+
 static void command(struct chat *ch, const char *line)
 {
     const char *arg = line + strcspn(line, " ");
@@ -1059,6 +1089,8 @@ static void command(struct chat *ch, const char *line)
         report(ch, arg);
     else if (strncmp(line, "/reply ", 7) == 0 && *arg)
         reply_last(ch, arg);
+    else if (strncmp(line, "/timer", 6) == 0 && (line[6] == '\0' || line[6] == ' '))
+        set_timer(ch, arg);
     else if (strncmp(line, "/help", 5) == 0)
         show_help(ch);
     else if (strncmp(line, "//", 2) == 0)

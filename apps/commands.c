@@ -80,6 +80,11 @@ static const struct {
     {"read", "read [CONVERSATION | --group NAME]",
      "Sends read receipts for the unread messages of a conversation (or all)."},
     {"typing", "typing TO | --group NAME", "Tells a conversation that you are typing."},
+    {"timer", "timer CONVERSATION|--group NAME [DURATION|off]",
+     "Shows or sets the conversation's disappearing-message timer: a number of seconds, or "
+     "with a unit s, m, h, d or w, from 30s to 4w, or off. Everyone in the conversation sees "
+     "the change; messages sent while it is on are deleted on every device that long after "
+     "they were read (your own: after they were sent), files included."},
     {"edit", "edit MESSAGE_ID --text TEXT",
      "Changes the text of one of your messages for everyone who has it."},
     {"unsend", "unsend MESSAGE_ID", "Takes one of your messages back from everyone who has it."},
@@ -1035,10 +1040,12 @@ json_t *cli_message_json(const struct msv_message_rec *m)
 
     if (msv_hex_encode(m->message_id, 16, hex, sizeof(hex)) != MSV_OK)
         hex[0] = '\0';
-    return json_pack("{s:s, s:s, s:s, s:I, s:b, s:s, s:I, s:s}", "message_id", hex, "conversation",
-                     m->conversation, "from", m->sender, "from_device",
+    return json_pack("{s:s, s:s, s:s, s:I, s:b, s:s, s:I, s:s, s:I, s:o}", "message_id", hex,
+                     "conversation", m->conversation, "from", m->sender, "from_device",
                      (json_int_t)m->sender_device, "outgoing", m->outgoing, "text", m->text,
-                     "sent_at_ms", (json_int_t)m->sent_at_ms, "status", m->status);
+                     "sent_at_ms", (json_int_t)m->sent_at_ms, "status", m->status, "timer_s",
+                     (json_int_t)m->timer_s, "expires_at_ms",
+                     m->expires_at_ms ? json_integer((json_int_t)m->expires_at_ms) : json_null());
 }
 
 /* When a message (or a version of it) was sent, as the text output shows it. */
@@ -1618,6 +1625,41 @@ static int cmd_read_typing(const struct cli *o, struct msv_client *c, int typing
         fprintf(cli_out, "%zu message%s marked read\n", n, n == 1 ? "" : "s");
     return err == MSV_OK ? 0
                          : fail(c, typing ? "sending the typing notice" : "sending receipts", err);
+}
+
+/* timer CONVERSATION|--group NAME [DURATION|off]: the last operand is the value, if two. */
+static int cmd_timer(const struct cli *o, struct msv_client *c)
+{
+    struct cli conversation_only = *o;
+    char conversation[300], value[16];
+    const char *which, *given = NULL;
+    uint32_t timer_s = 0;
+    msv_err err;
+    int rc;
+
+    if (o->argc == (o->group != NULL ? 1 : 2)) {
+        given = o->argv[o->argc - 1];
+        conversation_only.argc--;
+    }
+    rc = pick_conversation(&conversation_only, c, 1, conversation, sizeof(conversation), &which);
+    if (rc != 0)
+        return rc == EXIT_USAGE ? cli_usage("timer", cli_err) : rc;
+    if (given != NULL && msv_client_timer_parse(given, &timer_s) != MSV_OK) {
+        fprintf(cli_err, "missive: a timer is off, or from 30s to 4w (a number with s, m, h, d "
+                         "or w)\n");
+        return EXIT_USAGE;
+    }
+    err = given != NULL ? msv_client_timer_set(c, which, timer_s)
+                        : msv_client_timer_get(c, which, &timer_s);
+    if (err != MSV_OK)
+        return fail(c, given != NULL ? "setting the timer" : "reading the timer", err);
+    msv_client_timer_text(timer_s, value);
+    if (o->json)
+        emit_json(json_pack("{s:s, s:I, s:s}", "conversation", which, "timer_s",
+                            (json_int_t)timer_s, "timer", value));
+    else
+        fprintf(cli_out, "disappearing messages: %s\n", value);
+    return 0;
 }
 
 static int cmd_edit_unsend(const struct cli *o, struct msv_client *c, int edit)
@@ -2418,6 +2460,8 @@ static int run_account_command(const struct cli *o, const char *command, struct 
         return cmd_groups(o, c);
     if (strcmp(command, "read") == 0 || strcmp(command, "typing") == 0)
         return cmd_read_typing(o, c, strcmp(command, "typing") == 0);
+    if (strcmp(command, "timer") == 0)
+        return cmd_timer(o, c);
     if (strcmp(command, "verify") == 0)
         return cmd_verify(o, c);
     if (strcmp(command, "edit") == 0 || strcmp(command, "unsend") == 0)

@@ -41,6 +41,7 @@
 #define OUT_MAX_BYTES (16u << 20)  /* what a reader that does not read may leave waiting */
 #define INBOX_MAX 10000            /* what arrived and no 'receive' took yet */
 #define MONITOR_INTERVAL_MS 300000 /* the transparency log is read this often, and on notices */
+#define EXPIRE_INTERVAL_MS 1000    /* disappearing messages are looked for this often */
 #define RETRY_MAX_MS 60000
 
 struct inbox_item {
@@ -74,6 +75,7 @@ struct owner {
     size_t inbox_len, inbox_dropped;
     int online, said_offline, monitor_due;
     int64_t retry_at, retry_ms, monitor_at;
+    int64_t expire_at; /* when to look for disappearing messages whose time came */
     char last_error[300];
     owner_hook hook;
     void *hook_ctx;
@@ -364,6 +366,8 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         [MSV_INCOMING_BLOCKED] = "blocked",
         [MSV_INCOMING_GROUP] = "group",
         [MSV_INCOMING_CONVERSATION] = "conversation",
+        [MSV_INCOMING_TIMER] = "timer",
+        [MSV_INCOMING_EXPIRED] = "expired",
     };
     struct owner *ow = ctx;
     json_t *event = json_pack("{s:s}", "type", kinds[in->kind]);
@@ -381,6 +385,8 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         json_object_set_new(event, "notice", rpc_text(in->notice));
     if (in->emoji != NULL)
         json_object_set_new(event, "emoji", rpc_text(in->emoji));
+    if (in->kind == MSV_INCOMING_TIMER)
+        json_object_set_new(event, "timer_s", json_integer((json_int_t)in->timer_s));
     if (in->message != NULL) {
         json_t *message = cli_message_json_of(ow->c, in->message);
 
@@ -1079,7 +1085,17 @@ int owner_step(struct owner *ow, int extra_fd, int max_wait_ms)
         if (ow->peers[i]->eof)
             drop_peer(ow, i);
     now = msv_mono_ms();
+    if (now >= ow->expire_at) {
+        size_t expired = 0;
+
+        /* a message is gone on time while the owner runs; a failure is tried again */
+        if (msv_client_expire(ow->c, on_incoming, ow, &expired) != MSV_OK)
+            fprintf(stderr, "missive: deleting disappearing messages failed; trying again\n");
+        ow->expire_at = now + EXPIRE_INTERVAL_MS;
+    }
     wake = now + max_wait_ms;
+    if (ow->expire_at < wake)
+        wake = ow->expire_at;
     if (ow->c->conn == NULL && ow->retry_at < wake)
         wake = ow->retry_at;
     if (ow->c->conn != NULL && ow->monitor_at < wake)

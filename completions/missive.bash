@@ -19,7 +19,7 @@ _missive()
     local cur prev words cword
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD - 1]}
-    local commands="register link devices contacts groups send receive history read typing
+    local commands="register link devices contacts groups send receive history read typing timer
         edit unsend edits windows react verify fingerprint backup restore daemon chat log-head
         sync block unblock blocked settings report conversations"
     local global="--account --data-dir -o --passphrase-file --password-file
@@ -65,7 +65,7 @@ _missive()
     send) opts="--text --file --group --reply-to" ;;
     receive) opts="--wait" ;;
     history) opts="--group --search --limit" ;;
-    read | typing) opts="--group" ;;
+    read | typing | timer) opts="--group" ;;
     edit) opts="--text" ;;
     react) opts="--remove" ;;
     windows) opts="edit unsend" ;;

@@ -162,6 +162,68 @@ static void receive_all(struct msv_client *c)
     assert_int_equal(count, 0);
 }
 
+/* Seals text for bob's device as alice and sends it, asking the relay to drop it after
+ * expire_after_s. */
+static void send_expiring(struct msv_client *alice, struct msv_client *bob, const char *text,
+                          uint32_t expire_after_s)
+{
+    struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = (char *)text};
+    struct msv_outgoing out = {bob->device_id, MSV_SUITE_MODERN, NULL, 0};
+    const char *to[1] = {bob->handle};
+    uint8_t *pt = NULL, *wire = NULL, send_id[16];
+    size_t pt_len = 0, wire_len = 0;
+
+    msv_random_bytes(p.message_id, MSV_ID_LEN);
+    p.sent_at_ms = (uint64_t)msv_wall_ms();
+    assert_int_equal(msv_payload_encode(&p, &pt, &pt_len), MSV_OK);
+    assert_int_equal(
+        msv_seal(alice->id, msv_identity_public(bob->id), pt, pt_len, &wire, &wire_len), MSV_OK);
+    out.ciphertext = wire;
+    out.ciphertext_len = wire_len;
+    msv_random_bytes(send_id, sizeof(send_id));
+    assert_int_equal(msv_request_send_expiring(alice->conn, send_id, to, 1, &out, 1, NULL,
+                                               expire_after_s, TEST_TIMEOUT_MS, NULL, NULL),
+                     MSV_OK);
+    free(wire);
+    free(pt);
+}
+
+/*
+ * A send that asks the relay to drop undelivered copies after a while (a
+ * disappearing message): a copy still queued then is never delivered, the
+ * sweep deletes it and counts it; a copy sent without an expiry still comes.
+ */
+static void test_relay_drops_expired_copies(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    struct msv_message_rec *hist = NULL;
+    struct timespec pause = {1, 500 * 1000000L};
+    msv_frame *devs = NULL;
+    size_t n = 0;
+
+    (void)state;
+    test_server_init(&s, "[relay]\nmin_expire_after_s = 1\nexpiry_interval_ms = 100\n");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_devices(alice, "bob@example.org", &devs), MSV_OK);
+    msv_frame_free(devs);
+    drop_connection(bob);
+    send_expiring(alice, bob, "gone before bob comes", 1);
+    send_expiring(alice, bob, "still there", 0);
+    nanosleep(&pause, NULL);
+    receive_all(bob);
+    assert_int_equal(msv_client_db_history(bob->db, NULL, NULL, 0, &hist, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(hist[0].text, "still there");
+    msv_messages_free(hist, n);
+    assert_int_equal(test_server_metric(&s, "envelopes_expired_total"), 1);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 /* How often each sent text is in c's history (texts[k] counts "s<j>-<i>" at j*per + i). */
 static void count_texts(struct msv_client *c, size_t per, unsigned *seen)
 {
@@ -872,6 +934,32 @@ static void assert_text(struct msv_client *c, const uint8_t id[16], const char *
 }
 
 /*
+ * What a relay could do to the envelopes queued for device (the server
+ * stopped): keep a copy in the table saved and queue them in reverse order;
+ * then queue the saved copies again.
+ */
+static void queue_reversed(struct test_server *s, uint64_t device)
+{
+    char sql[400];
+
+    snprintf(sql, sizeof(sql),
+             "CREATE TABLE saved AS SELECT * FROM queue WHERE device_id = %llu;"
+             "DELETE FROM queue WHERE device_id = %llu;"
+             "INSERT INTO queue (device_id, sender_device, sender_handle, suite, ciphertext, "
+             "enqueued_ms, expires_ms) SELECT device_id, sender_device, sender_handle, suite, "
+             "ciphertext, enqueued_ms, expires_ms FROM saved ORDER BY id DESC;",
+             (unsigned long long)device, (unsigned long long)device);
+    server_sql(s, sql);
+}
+
+static void queue_replayed(struct test_server *s)
+{
+    server_sql(s, "INSERT INTO queue (device_id, sender_device, sender_handle, suite, "
+                  "ciphertext, enqueued_ms, expires_ms) SELECT device_id, sender_device, "
+                  "sender_handle, suite, ciphertext, enqueued_ms, expires_ms FROM saved;");
+}
+
+/*
  * A relay that reorders and replays control messages (here in the ecies
  * suite, whose envelopes have no session to refuse a replay): alice's two
  * edits delivered newest first leave her newest text, and the same edit and a
@@ -904,14 +992,7 @@ static void test_replayed_and_reordered_controls(void **state)
     nanosleep(&pause, NULL);
     assert_int_equal(msv_client_edit(alice, id, "v2"), MSV_OK);
     test_server_stop(&s);
-    snprintf(sql, sizeof(sql),
-             "CREATE TABLE saved AS SELECT * FROM queue WHERE device_id = %llu;"
-             "DELETE FROM queue WHERE device_id = %llu;"
-             "INSERT INTO queue (device_id, sender_device, sender_handle, suite, ciphertext, "
-             "enqueued_ms, expires_ms) SELECT device_id, sender_device, sender_handle, suite, "
-             "ciphertext, enqueued_ms, expires_ms FROM saved ORDER BY id DESC;",
-             (unsigned long long)bob->device_id, (unsigned long long)bob->device_id);
-    server_sql(&s, sql);
+    queue_reversed(&s, bob->device_id);
     assert_int_equal(server_count(&s, "SELECT count(*) FROM saved;"), 3);
     test_server_start(&s);
     receive_notices(bob, &notes);
@@ -920,9 +1001,7 @@ static void test_replayed_and_reordered_controls(void **state)
     /* the same three again */
     drop_connection(bob);
     test_server_stop(&s);
-    server_sql(&s, "INSERT INTO queue (device_id, sender_device, sender_handle, suite, "
-                   "ciphertext, enqueued_ms, expires_ms) SELECT device_id, sender_device, "
-                   "sender_handle, suite, ciphertext, enqueued_ms, expires_ms FROM saved;");
+    queue_replayed(&s);
     test_server_start(&s);
     receive_notices(bob, &notes);
     assert_int_equal(notes.n, 0);
@@ -931,6 +1010,73 @@ static void test_replayed_and_reordered_controls(void **state)
     snprintf(sql, sizeof(sql), "SELECT count(*) FROM queue WHERE device_id = %llu;",
              (unsigned long long)bob->device_id);
     assert_int_equal(server_count(&s, sql), 0);
+
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
+ * Disappearing-message timers arrive out of order (a relay holding the first
+ * change back, then replaying both): the newer change stays in force, the
+ * older one changes nothing and shows nothing; a message sent then carries
+ * the timer and counts down on the receiver only once read.
+ */
+static void test_timer_changes_in_order(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    const char *to_bob[1] = {"bob@example.org"}, *to_alice[1] = {"alice@example.org"};
+    struct msv_message_rec *m = NULL;
+    struct notices notes;
+    uint32_t timer_s = 0;
+    uint8_t id[16];
+    struct timespec pause = {0, 20 * 1000000L};
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = test_client_of_suites(&s, "alice", to_alice[0], MSV_SUITE_MODERN, 0);
+    bob = test_client_of_suites(&s, "bob", to_bob[0], MSV_SUITE_MODERN, 0);
+    assert_int_equal(msv_client_timer_set(alice, to_bob[0], 10), MSV_ERR_INVALID);
+    assert_int_equal(msv_client_timer_set(alice, to_bob[0], MSV_TIMER_MAX_S + 1), MSV_ERR_INVALID);
+    drop_connection(bob);
+    assert_int_equal(msv_client_timer_set(alice, to_bob[0], 3600), MSV_OK);
+    nanosleep(&pause, NULL);
+    assert_int_equal(msv_client_timer_set(alice, to_bob[0], 7200), MSV_OK);
+    test_server_stop(&s);
+    queue_reversed(&s, bob->device_id);
+    assert_int_equal(server_count(&s, "SELECT count(*) FROM saved;"), 2);
+    test_server_start(&s);
+    receive_notices(bob, &notes);
+    assert_int_equal(notes.n, 1);
+    assert_string_equal(notes.text[0], "alice@example.org set disappearing messages to 2h");
+    assert_int_equal(msv_client_timer_get(bob, to_alice[0], &timer_s), MSV_OK);
+    assert_int_equal(timer_s, 7200);
+
+    /* both again: nothing changes */
+    drop_connection(bob);
+    test_server_stop(&s);
+    queue_replayed(&s);
+    test_server_start(&s);
+    receive_notices(bob, &notes);
+    assert_int_equal(notes.n, 0);
+    assert_int_equal(msv_client_timer_get(bob, to_alice[0], &timer_s), MSV_OK);
+    assert_int_equal(timer_s, 7200);
+
+    /* bob's answer goes under the timer; alice's copy counts down, bob's only once read */
+    assert_int_equal(msv_client_send(bob, to_alice, 1, "under the timer", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(msv_client_db_message_get(bob->db, id, &m), MSV_OK);
+    assert_int_equal(m->timer_s, 7200);
+    assert_true(m->expires_at_ms >= m->sent_at_ms + 7200000);
+    msv_messages_free(m, 1);
+    drop_connection(alice); /* hers went with the server's restarts */
+    receive_all(alice);
+    assert_int_equal(msv_client_db_message_get(alice->db, id, &m), MSV_OK);
+    assert_int_equal(m->timer_s, 7200);
+    assert_int_equal(m->expires_at_ms, 0);
+    msv_messages_free(m, 1);
 
     msv_client_close(alice);
     msv_client_close(bob);
@@ -3143,6 +3289,8 @@ int main(void)
         cmocka_unit_test(test_parallel_sends_share_sessions),
         cmocka_unit_test(test_unreadable_message_recorded),
         cmocka_unit_test(test_replayed_and_reordered_controls),
+        cmocka_unit_test(test_timer_changes_in_order),
+        cmocka_unit_test(test_relay_drops_expired_copies),
         cmocka_unit_test(test_prekey_message_names_one_time_as_signed),
         cmocka_unit_test(test_replayed_first_message),
         cmocka_unit_test(test_sessions_bound_to_peer),

@@ -445,6 +445,76 @@ static void test_unsent_versions_leave_no_trace(void **state)
     assert_true(files_hold(f, (const uint8_t *)kept, strlen(kept)));
 }
 
+/*
+ * Disappearing messages: one counts down only once read, then expires; its
+ * deletion takes the row, its recipients, its outbox entry, its edit record
+ * and its words in the search index, and leaves no copy in the files.
+ */
+static void test_expired_messages_leave_no_trace(void **state)
+{
+    struct fixture *f = *state;
+    static const char gone[] = "pangolinreykjavik";
+    struct msv_message_rec m = {.conversation = "bob",
+                                .sender = "bob",
+                                .kind = 1,
+                                .text = "meet at pangolinreykjavik",
+                                .sent_at_ms = 1000,
+                                .stored_at_ms = 1000,
+                                .status = "received",
+                                .timer_s = 30};
+    struct msv_message_rec *got = NULL;
+    const char *to[] = {"bob"};
+    uint8_t *v = NULL;
+    size_t n = 0, len = 0;
+
+    for (uint8_t i = 1; i <= 40; i++)
+        put_message(f, i, "bob", "an ordinary message");
+    memset(m.message_id, 0x77, 16);
+    assert_int_equal(msv_client_db_message_put(f->db, &m), MSV_OK);
+    assert_int_equal(msv_client_db_recipients_put(f->db, m.message_id, to, 1), MSV_OK);
+    assert_int_equal(
+        msv_client_db_set(f->db, "changed-at:77777777777777777777777777777777", "x", 1), MSV_OK);
+    assert_true(files_hold(f, (const uint8_t *)gone, strlen(gone)));
+    /* unread: not counting down, however late it is */
+    assert_int_equal(msv_client_db_messages_expired(f->db, INT64_MAX / 2, 10, &got, &n), MSV_OK);
+    assert_int_equal(n, 0);
+    msv_messages_free(got, n);
+    /* read at 5000: expires at 35000, and not before */
+    assert_int_equal(msv_client_db_message_expiry_start(f->db, m.message_id, 5000), MSV_OK);
+    assert_int_equal(msv_client_db_message_expiry_start(f->db, m.message_id, 9000), MSV_OK);
+    assert_int_equal(msv_client_db_messages_expired(f->db, 34999, 10, &got, &n), MSV_OK);
+    assert_int_equal(n, 0);
+    msv_messages_free(got, n);
+    assert_int_equal(msv_client_db_messages_expired(f->db, 35000, 10, &got, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    assert_memory_equal(got[0].message_id, m.message_id, 16);
+    assert_int_equal(got[0].timer_s, 30);
+    assert_int_equal(got[0].expires_at_ms, 35000);
+    msv_messages_free(got, n);
+    /* a message without a timer never counts down */
+    memset(m.message_id, 1, 16);
+    assert_int_equal(msv_client_db_message_expiry_start(f->db, m.message_id, 5000), MSV_OK);
+    memset(m.message_id, 0x77, 16);
+    assert_int_equal(msv_client_db_message_delete(f->db, m.message_id), MSV_OK);
+    assert_int_equal(msv_client_db_message_known(f->db, m.message_id), MSV_ERR_NOT_FOUND);
+    assert_int_equal(msv_client_db_is_recipient(f->db, m.message_id, "bob"), MSV_ERR_NOT_FOUND);
+    assert_int_equal(
+        msv_client_db_get(f->db, "changed-at:77777777777777777777777777777777", &v, &len),
+        MSV_ERR_NOT_FOUND);
+    assert_int_equal(msv_client_db_history(f->db, NULL, gone, 0, &got, &n), MSV_OK);
+    assert_int_equal(n, 0);
+    msv_messages_free(got, n);
+    assert_int_equal(msv_client_db_messages_expired(f->db, 35000, 10, &got, &n), MSV_OK);
+    assert_int_equal(n, 0);
+    msv_messages_free(got, n);
+    assert_false(files_hold(f, (const uint8_t *)gone, strlen(gone)));
+    /* deleting what is not there is no error; the others stay */
+    assert_int_equal(msv_client_db_message_delete(f->db, m.message_id), MSV_OK);
+    assert_int_equal(msv_client_db_history(f->db, "bob", NULL, 0, &got, &n), MSV_OK);
+    assert_int_equal(n, 40);
+    msv_messages_free(got, n);
+}
+
 static void test_outbox(void **state)
 {
     struct fixture *f = *state;
@@ -506,7 +576,8 @@ static void test_envelopes_read(void **state)
     assert_int_equal(msv_client_db_envelope_seen(f->db, recent), MSV_OK);
 }
 
-/* One reaction per person and message, the newest by send time then id, in any arrival order. */
+/* One reaction per person and message, the newest by send time then id, in any arrival order.
+ */
 static void test_reactions(void **state)
 {
     struct fixture *f = *state;
@@ -572,6 +643,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reactions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deleted_secrets_leave_no_trace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rewritten_messages_leave_no_trace, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expired_messages_leave_no_trace, setup, teardown),
     };
 
     return cmocka_run_group_tests_name("client_db", tests, NULL, NULL);

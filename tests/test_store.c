@@ -487,6 +487,49 @@ static void test_queue(void **state)
     assert_true(acked[0] > ids[4]);
 }
 
+/*
+ * An envelope may carry its own expiry (a disappearing message's copies):
+ * from then it is never fetched, and the sweep deletes it, while the others
+ * of the same put keep the put's expiry. Through queue_commit too.
+ */
+static void test_queue_item_expiry(void **state)
+{
+    struct fixture *f = *state;
+    struct msv_queue_in in[3];
+    struct msv_queue_rec *recs = NULL;
+    struct msv_queue_read reads[1] = {{.device_id = 30, .limit = 10}};
+    uint64_t ids[3];
+    size_t n = 0, expired = 0;
+
+    for (int i = 0; i < 3; i++)
+        in[i] = (struct msv_queue_in){.device_id = 30,
+                                      .sender_device = 7,
+                                      .sender_handle = "alice",
+                                      .suite = 3,
+                                      .ciphertext = (const uint8_t *)"vanish",
+                                      .ciphertext_len = 6,
+                                      .expires_ms = i == 1 ? 5000 : 0};
+    assert_int_equal(OPS(f)->queue_put(IMPL(f), in, 2, 1000, 90000, ids), MSV_OK);
+    assert_int_equal(OPS(f)->queue_commit(IMPL(f), in + 1, 1, 1000, 90000, ids + 2, NULL, 0),
+                     MSV_OK);
+    assert_int_equal(OPS(f)->queue_fetch(IMPL(f), 30, 0, 4999, 10, &recs, &n), MSV_OK);
+    assert_int_equal(n, 3);
+    msv_queue_recs_free(recs, n);
+    assert_int_equal(OPS(f)->queue_fetch(IMPL(f), 30, 0, 5000, 10, &recs, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(recs[0].id, ids[0]);
+    msv_queue_recs_free(recs, n);
+    assert_int_equal(OPS(f)->queue_fetch_many(IMPL(f), reads, 1, 5000), MSV_OK);
+    assert_int_equal(reads[0].count, 1);
+    msv_queue_recs_free(reads[0].recs, reads[0].count);
+    assert_int_equal(OPS(f)->queue_expire(IMPL(f), 5000, &expired), MSV_OK);
+    assert_int_equal(expired, 2);
+    assert_int_equal(OPS(f)->queue_fetch(IMPL(f), 30, 0, 1000, 10, &recs, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(recs[0].id, ids[0]);
+    msv_queue_recs_free(recs, n);
+}
+
 /* The relay's group commit: new envelopes and acknowledgements in one transaction. */
 /* Several devices' reads at once give what each read alone gives. */
 static void test_queue_fetch_many(void **state)
@@ -1042,9 +1085,9 @@ static void *write_rounds(void *arg)
 
     for (int i = 0; i < w->rounds; i++) {
         struct msv_queue_in in[3] = {
-            {w->devices[0], 7, "a", 4, text, sizeof(text)},
-            {w->devices[1], 7, "a", 4, text, sizeof(text)},
-            {w->devices[i % 2], 7, "", 4, text, 1},
+            {w->devices[0], 7, "a", 4, text, sizeof(text), 0},
+            {w->devices[1], 7, "a", 4, text, sizeof(text), 0},
+            {w->devices[i % 2], 7, "", 4, text, 1, 0},
         };
         uint64_t ids[3];
 
@@ -1133,6 +1176,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transparency_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_approval, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_item_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_fetch_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_removal_drops_queue, setup, teardown),
@@ -1154,6 +1198,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transparency_log, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_approval, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_item_expiry, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue_fetch_many, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue_commit, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_removal_drops_queue, setup_pg, teardown),

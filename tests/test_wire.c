@@ -496,6 +496,61 @@ static void test_payload_group_signing(void **state)
     assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
 }
 
+/*
+ * Disappearing-message timers: a TIMER carries its value and nothing else;
+ * a message carries the timer in force; out-of-range values, and timers on
+ * other kinds, are refused both ways (a hostile participant's absurd value
+ * never reaches a device).
+ */
+static void test_payload_timer(void **state)
+{
+    static const uint32_t bad[] = {1, 29, MSV_TIMER_MAX_S + 1, UINT32_MAX};
+    Msv__Payload__Payload m = MSV__PAYLOAD__PAYLOAD__INIT;
+    struct msv_payload p, *back;
+    uint8_t *enc = NULL, id[16];
+    size_t len = 0;
+
+    (void)state;
+    fill_message(&p, "soon gone");
+    p.timer_s = 3600;
+    back = round_trip(&p);
+    assert_int_equal(back->timer_s, 3600);
+    msv_payload_free(back);
+    fill_message(&p, NULL);
+    p.kind = MSV_KIND_TIMER;
+    for (uint32_t t = 0; t <= MSV_TIMER_MAX_S; t += t == 0 ? MSV_TIMER_MIN_S : MSV_TIMER_MAX_S) {
+        p.timer_s = t;
+        back = round_trip(&p);
+        assert_int_equal(back->kind, MSV_KIND_TIMER);
+        assert_int_equal(back->timer_s, t);
+        msv_payload_free(back);
+    }
+    p.text = "no words on a timer";
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.text = NULL;
+    p.kind = MSV_KIND_TYPING;
+    p.timer_s = 60;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    test_fill_pattern(id, 16, 1);
+    m.version = 1;
+    m.message_id.data = id;
+    m.message_id.len = 16;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        p.kind = MSV_KIND_TIMER;
+        p.timer_s = bad[i];
+        assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+        m.kind = MSV__PAYLOAD__KIND__TIMER;
+        m.timer_s = bad[i];
+        assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    }
+    m.timer_s = 60;
+    assert_int_equal(parse_crafted(&m), MSV_OK);
+    m.kind = MSV__PAYLOAD__KIND__RECEIPT_READ;
+    m.target_id.data = id;
+    m.target_id.len = 16;
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+}
+
 static void test_payload_hostile(void **state)
 {
     Msv__Payload__Payload m = MSV__PAYLOAD__PAYLOAD__INIT;
@@ -716,6 +771,7 @@ int main(void)
         cmocka_unit_test(test_payload_mentions),
         cmocka_unit_test(test_payload_hostile),
         cmocka_unit_test(test_payload_group_signing),
+        cmocka_unit_test(test_payload_timer),
         cmocka_unit_test(test_payload_unknown_field),
         cmocka_unit_test(test_payload_sync),
     };

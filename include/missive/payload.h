@@ -28,6 +28,9 @@
 #define MSV_GROUP_SIGNATURE_MAX 72
 #define MSV_MENTIONS_MAX 64
 #define MSV_EDITS_MAX 100 /* edits of one message: its versions kept are bounded so */
+/* A disappearing-message timer: 0 (off) or from 30 s to 4 weeks. */
+#define MSV_TIMER_MIN_S 30u
+#define MSV_TIMER_MAX_S (28u * 24u * 3600u)
 
 enum msv_payload_kind {
     MSV_KIND_MESSAGE = 1,
@@ -39,6 +42,7 @@ enum msv_payload_kind {
     MSV_KIND_GROUP_CHANGE = 7,
     MSV_KIND_SESSION_RESET = 8,
     MSV_KIND_REACTION = 9,
+    MSV_KIND_TIMER = 10,
     MSV_KIND_SYNC = 11,
     MSV_KIND_PROFILE_KEY = 13,
 };
@@ -113,6 +117,7 @@ struct msv_payload {
     size_t group_signature_len;
     struct msv_mention *mentions; /* messages: ranges of text, on characters */
     size_t mention_count;
+    uint32_t timer_s; /* messages: the timer they were sent under; TIMER: the new one */
 };
 
 /*

@@ -311,6 +311,12 @@ msv_err msv_client_open(const char *dir, const char *passphrase, struct msv_clie
     /* an account from before alternative addresses has none */
     if (err == MSV_OK && get_text(c, "servers", c->others, sizeof(c->others)) != MSV_OK)
         c->others[0] = '\0';
+    /* messages whose time came while no program ran (or one was stopped half-way) */
+    if (err == MSV_OK) {
+        size_t expired = 0;
+
+        err = msv_client_expire(c, NULL, NULL, &expired);
+    }
     free(sealed);
     free(pin);
     if (err != MSV_OK) {

@@ -179,27 +179,44 @@ static msv_err each_attachment(const char *account_dir,
     return err;
 }
 
-static msv_err add_size(void *ctx, const char *name, const char *path)
-{
-    struct stat sb;
-
-    (void)name;
-    if (stat(path, &sb) == 0)
-        *(uint64_t *)ctx += (uint64_t)sb.st_size;
-    return MSV_OK;
-}
-
 struct attach_ctx {
     struct writer *w;
     char *why;
     size_t why_len;
+    struct msv_message_rec *left_out; /* disappearing messages: their files stay out too */
+    size_t n_left_out;
 };
+
+/* 1 if name is a file of one of the messages left out (attachments/<message id>-...). */
+static int is_left_out(const struct attach_ctx *a, const char *name)
+{
+    char hex[33];
+
+    for (size_t i = 0; i < a->n_left_out; i++) {
+        if (msv_hex_encode(a->left_out[i].message_id, 16, hex, sizeof(hex)) == MSV_OK &&
+            strncmp(name, hex, 32) == 0 && name[32] == '-')
+            return 1;
+    }
+    return 0;
+}
+
+static msv_err add_size(void *ctx, const char *name, const char *path)
+{
+    struct attach_ctx *a = ctx;
+    struct stat sb;
+
+    if (!is_left_out(a, name) && stat(path, &sb) == 0)
+        a->w->total += (uint64_t)sb.st_size;
+    return MSV_OK;
+}
 
 static msv_err add_attachment(void *ctx, const char *name, const char *path)
 {
     struct attach_ctx *a = ctx;
     char full[NAME_MAX_LEN];
 
+    if (is_left_out(a, name))
+        return MSV_OK;
     snprintf(full, sizeof(full), "%s/%s", ATTACHMENTS, name);
     return put_file(a->w, full, path, a->why, a->why_len);
 }
@@ -215,14 +232,23 @@ static void remove_db(const char *path)
     unlink(side);
 }
 
-/* A copy of the state database without sessions or prekeys (backups hold no message keys). */
-static msv_err snapshot(struct msv_client_db *db, const char *path, char *why, size_t why_len)
+/*
+ * A copy of the state database without sessions or prekeys (backups hold no
+ * message keys), nor disappearing messages (*left_out: those left out, whose
+ * files stay out too; free with msv_messages_free).
+ */
+static msv_err snapshot(struct msv_client_db *db, const char *path, struct attach_ctx *a, char *why,
+                        size_t why_len)
 {
     struct msv_client_db *copy = NULL;
     msv_err err = msv_client_db_snapshot(db, path);
 
     if (err == MSV_OK)
         err = msv_client_db_open(path, &copy);
+    if (err == MSV_OK)
+        err = msv_client_db_messages_disappearing(copy, &a->left_out, &a->n_left_out);
+    for (size_t i = 0; err == MSV_OK && i < a->n_left_out; i++)
+        err = msv_client_db_message_delete(copy, a->left_out[i].message_id);
     if (err == MSV_OK)
         err = msv_client_db_unset_prefix(copy, "session:");
     if (err == MSV_OK)
@@ -236,20 +262,21 @@ static msv_err snapshot(struct msv_client_db *db, const char *path, char *why, s
                          : say(why, why_len, err, "cannot take a copy of the account's database");
 }
 
-static msv_err write_archive(struct writer *w, const char *account_dir, const char *db_copy,
-                             char *why, size_t why_len)
+static msv_err write_archive(struct attach_ctx *a, const char *account_dir, const char *db_copy)
 {
-    struct attach_ctx a = {w, why, why_len};
+    struct writer *w = a->w;
+    char *why = a->why;
+    size_t why_len = a->why_len;
     uint8_t end = RECORD_END;
     struct stat sb;
     msv_err err;
 
     w->total = stat(db_copy, &sb) == 0 ? (uint64_t)sb.st_size : 0;
-    err = each_attachment(account_dir, add_size, &w->total);
+    err = each_attachment(account_dir, add_size, a);
     if (err == MSV_OK)
         err = put_file(w, STATE_DB, db_copy, why, why_len);
     if (err == MSV_OK)
-        err = each_attachment(account_dir, add_attachment, &a);
+        err = each_attachment(account_dir, add_attachment, a);
     if (err == MSV_OK)
         err = put(w, &end, 1);
     if (err == MSV_OK)
@@ -271,6 +298,7 @@ msv_err msv_backup_write(const char *account_dir, struct msv_client_db *db, cons
                          const struct msv_backup_progress *progress, char *why, size_t why_len)
 {
     struct writer *w = NULL;
+    struct attach_ctx a = {.why = why, .why_len = why_len};
     char tmp[1200], db_copy[1200];
     uint8_t key[32], salt[SALT_LEN];
     int fd = -1;
@@ -293,8 +321,9 @@ msv_err msv_backup_write(const char *account_dir, struct msv_client_db *db, cons
     if ((w = calloc(1, sizeof(*w))) == NULL)
         return MSV_ERR_NOMEM;
     w->progress = progress;
+    a.w = w;
     remove_db(db_copy); /* left by a backup that was killed */
-    err = snapshot(db, db_copy, why, why_len);
+    err = snapshot(db, db_copy, &a, why, why_len);
     if (err == MSV_OK) {
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         w->f = fd >= 0 ? fdopen(fd, "wb") : NULL;
@@ -312,7 +341,7 @@ msv_err msv_backup_write(const char *account_dir, struct msv_client_db *db, cons
         err = start_stream(w, key, kdf, salt);
     sodium_memzero(key, sizeof(key));
     if (err == MSV_OK)
-        err = write_archive(w, account_dir, db_copy, why, why_len);
+        err = write_archive(&a, account_dir, db_copy);
     if (w->f != NULL) {
         if (err == MSV_OK && (fflush(w->f) != 0 || fsync(fileno(w->f)) != 0))
             err = say(why, why_len, MSV_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
@@ -324,6 +353,7 @@ msv_err msv_backup_write(const char *account_dir, struct msv_client_db *db, cons
         unlink(tmp);
     }
     remove_db(db_copy);
+    msv_messages_free(a.left_out, a.n_left_out);
     sodium_memzero(w, sizeof(*w));
     free(w);
     return err;

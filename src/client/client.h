@@ -276,6 +276,8 @@ enum msv_incoming_kind {
     MSV_INCOMING_GROUP,        /* after the message of a group change: what it did or why it was
                                   refused (notice), status "applied" or "refused" */
     MSV_INCOMING_CONVERSATION, /* conversation's state changed (status: "unarchived", ...) */
+    MSV_INCOMING_TIMER,   /* from set the conversation's disappearing-message timer (timer_s) */
+    MSV_INCOMING_EXPIRED, /* target (sent by from) disappeared from the conversation */
 };
 
 struct msv_incoming {
@@ -289,6 +291,7 @@ struct msv_incoming {
      * window); group changes: "applied" or "refused" */
     const char *status;
     const char *emoji; /* reactions: the emoji, "" when taken away */
+    uint32_t timer_s;  /* timers: the new value in seconds, 0 for off */
 };
 
 /*
@@ -303,6 +306,35 @@ MSV_MUST_CHECK msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
                                           void (*on_message)(void *ctx,
                                                              const struct msv_incoming *in),
                                           void *ctx, size_t *count);
+
+/*
+ * Disappearing messages. A conversation (a handle or "group:<hex>") has a
+ * timer, 0 (off) or MSV_TIMER_MIN_S to MSV_TIMER_MAX_S seconds, that any
+ * participant sets: timer_set sends the change to everyone in it (and this
+ * account's other devices) and records it here; MSV_ERR_INVALID out of range.
+ * Messages sent while a timer is in force carry it; each device deletes such
+ * a message that long after it was read (msv_client_mark_read), or after it
+ * was sent for this account's own messages. timer_get: the timer in force (0
+ * if none). timer_parse: "off", or a number with an optional unit s, m, h, d
+ * or w, in range; MSV_ERR_INVALID otherwise. timer_text: the shortest such
+ * text for a value ("1h", "90s", "off").
+ */
+MSV_MUST_CHECK msv_err msv_client_timer_set(struct msv_client *c, const char *conversation,
+                                            uint32_t timer_s);
+MSV_MUST_CHECK msv_err msv_client_timer_get(struct msv_client *c, const char *conversation,
+                                            uint32_t *timer_s);
+MSV_MUST_CHECK msv_err msv_client_timer_parse(const char *text, uint32_t *timer_s);
+void msv_client_timer_text(uint32_t timer_s, char out[16]);
+/*
+ * Deletes every message whose time has come (files it brought included) and
+ * tells on_message (may be NULL) of each, MSV_INCOMING_EXPIRED; *count says
+ * how many. msv_client_open() and msv_client_receive() call it; a program
+ * that stays open calls it now and then too.
+ */
+MSV_MUST_CHECK msv_err msv_client_expire(struct msv_client *c,
+                                         void (*on_message)(void *ctx,
+                                                            const struct msv_incoming *in),
+                                         void *ctx, size_t *count);
 
 /*
  * Watches the transparency log for this account: reads the entries logged

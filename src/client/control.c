@@ -25,8 +25,7 @@
 #include "util/buf.h"
 #include "util/privdir.h"
 
-/* The handles a conversation reaches: its group's members, or the other person. */
-static msv_err conversation_targets(struct msv_client *c, const char *conversation,
+msv_err client_conversation_targets(struct msv_client *c, const char *conversation,
                                     struct msv_group_rec *g, char **targets, size_t *n)
 {
     uint8_t id[16];
@@ -53,7 +52,7 @@ msv_err client_send_to_conversation(struct msv_client *c, struct msv_payload *p,
     char *targets[MEMBERS_MAX];
     uint8_t id[16];
     size_t n = 0;
-    msv_err err = conversation_targets(c, conversation, &g, targets, &n);
+    msv_err err = client_conversation_targets(c, conversation, &g, targets, &n);
 
     if (err == MSV_OK && g.name == NULL)
         err = client_refuse_blocked(c, (const char *const *)targets, n);
@@ -225,6 +224,9 @@ msv_err msv_client_mark_read(struct msv_client *c, const char *conversation, siz
             err = client_send_control(c, MSV_KIND_RECEIPT_READ, m[i].message_id, NULL, m[i].sender);
         if (err == MSV_OK)
             err = msv_client_db_message_status(c->db, m[i].message_id, "read");
+        /* a disappearing message's time runs from now */
+        if (err == MSV_OK)
+            err = msv_client_db_message_expiry_start(c->db, m[i].message_id, msv_wall_ms());
         if (err == MSV_OK)
             (*count)++;
     }

@@ -44,6 +44,21 @@ msv_err client_plain_conn(struct msv_client *c, struct msv_conn **out);
 /* Remembers what the directory says of a handle; reports a changed device set. */
 msv_err client_remember(struct msv_client *c, const Msv__Wire__HandleDevices *hd);
 
+/* The handles a conversation reaches: its group's members (g filled), or the other person. */
+msv_err client_conversation_targets(struct msv_client *c, const char *conversation,
+                                    struct msv_group_rec *g, char **targets, size_t *n);
+
+/* The disappearing-message timer a message sent now to conversation carries (0: none). */
+uint32_t client_timer_for_send(struct msv_client *c, const char *conversation);
+
+/*
+ * Applies a TIMER payload from sender (a participant of conversation) unless
+ * a newer change is in force: recorded, kept in history as a notice, shown.
+ */
+msv_err client_take_timer(struct msv_client *c, const char *sender, uint64_t device,
+                          const struct msv_payload *p, const char *conversation,
+                          void (*on_message)(void *, const struct msv_incoming *), void *ctx);
+
 /* Sends a control payload about target to the people of a conversation. */
 msv_err client_send_control(struct msv_client *c, enum msv_payload_kind kind,
                             const uint8_t target[16], const char *text, const char *conversation);

@@ -385,6 +385,31 @@ static msv_err group_sender(struct msv_client *c, const char *sender, const stru
 }
 
 /*
+ * A timer change applies to the conversation it names: a group this device
+ * knows, set by one of its members, or the sender's conversation with this
+ * account. Anything else changes nothing.
+ */
+static msv_err take_timer(struct msv_client *c, const char *sender, uint64_t device,
+                          const struct msv_payload *p,
+                          void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+{
+    struct msv_group_rec g = {0};
+    char conversation[40];
+    msv_err err;
+
+    if (!p->has_group)
+        return client_take_timer(c, sender, device, p, conversation_of(c, sender, p), on_message,
+                                 ctx);
+    err = group_sender(c, sender, p, &g);
+    if (err == MSV_OK && g.name != NULL) {
+        msv_client_group_conversation(p->group_id, conversation);
+        err = client_take_timer(c, sender, device, p, conversation, on_message, ctx);
+    }
+    msv_group_clear(&g);
+    return err == MSV_ERR_AUTH || err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+}
+
+/*
  * Applies what a message from a member (group_sender()) says about its group
  * g: a change is checked against the signed state this device holds
  * (client_group_take(); *applied, and *text becomes what history shows); the
@@ -654,6 +679,11 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
         msv_payload_free(p);
         return err == MSV_OK ? MSV_ERR_EXISTS : err; /* acknowledged, not a message */
     }
+    if (p->kind == MSV_KIND_TIMER) {
+        err = take_timer(c, sender, from->device, p, on_message, ctx);
+        msv_payload_free(p);
+        return err == MSV_OK ? MSV_ERR_EXISTS : err; /* acknowledged, shown if it changed */
+    }
     if (p->kind != MSV_KIND_MESSAGE && p->kind != MSV_KIND_GROUP_CHANGE) {
         err = client_take_control(c, sender, from->device, p, on_message, ctx);
         msv_payload_free(p);
@@ -702,6 +732,12 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     memcpy(rec.reply_to, p->reply_to, 16);
     from->owes_receipt = !rec.outgoing && p->kind == MSV_KIND_MESSAGE;
     rec.pending = MSV_MESSAGE_TO_SHOW | (from->owes_receipt ? MSV_MESSAGE_RECEIPT_OWED : 0);
+    rec.timer_s = p->kind == MSV_KIND_MESSAGE ? p->timer_s : 0;
+    /* this account's own message (from another device) counts down from when it was sent */
+    if (rec.outgoing && rec.timer_s != 0)
+        rec.expires_at_ms =
+            (rec.sent_at_ms < rec.stored_at_ms ? rec.sent_at_ms : rec.stored_at_ms) +
+            (int64_t)rec.timer_s * 1000;
     memcpy(from->message_id, p->message_id, 16);
     memcpy(from->stored_id, rec.message_id, 16);
     /* an archived conversation comes back with it (unless muted) */
@@ -897,13 +933,17 @@ static msv_err record_unreadable(struct msv_client *c, const Msv__Wire__Deliver 
  * held by the relay as delivered on this connection, so it is closed for the
  * next one to bring them.
  */
-static msv_err receive_done(struct msv_client *c)
+static msv_err receive_done(struct msv_client *c,
+                            void (*on_message)(void *, const struct msv_incoming *), void *ctx)
 {
+    size_t expired = 0;
+
     if (c->conn != NULL && msv_conn_has_dropped(c->conn)) {
         msv_conn_close(c->conn);
         c->conn = NULL;
     }
-    return MSV_OK;
+    /* what disappeared while it ran (this account's messages from other devices, say) */
+    return msv_client_expire(c, on_message, ctx, &expired);
 }
 
 msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
@@ -924,12 +964,13 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
         int64_t left = deadline - msv_mono_ms();
 
         if (left <= 0)
-            return receive_done(c); /* the rest waits, unacknowledged, for the next call */
-        if (c->conn == NULL)        /* a receipt's retries gave it up */
+            return receive_done(c, on_message,
+                                ctx); /* the rest waits, unacknowledged, for the next call */
+        if (c->conn == NULL)          /* a receipt's retries gave it up */
             return MSV_ERR_IO;
         err = msv_conn_recv(c->conn, left < timeout_ms ? (int)left : timeout_ms, &f);
         if (err == MSV_ERR_AGAIN)
-            return receive_done(c); /* quiet for timeout_ms: done */
+            return receive_done(c, on_message, ctx); /* quiet for timeout_ms: done */
         if (err != MSV_OK)
             break;
         if (f->body_case != MSV__WIRE__FRAME__BODY_DELIVER) {

@@ -142,6 +142,16 @@ msv_err msv_request_send(struct msv_conn *c, const uint8_t message_id[16],
                          const uint8_t *delivery_token, int timeout_ms, msv_frame **current,
                          struct msv_refusal *why)
 {
+    return msv_request_send_expiring(c, message_id, handles, n_handles, envelopes, n,
+                                     delivery_token, 0, timeout_ms, current, why);
+}
+
+msv_err msv_request_send_expiring(struct msv_conn *c, const uint8_t message_id[16],
+                                  const char *const *handles, size_t n_handles,
+                                  const struct msv_outgoing *envelopes, size_t n,
+                                  const uint8_t *delivery_token, uint32_t expire_after_s,
+                                  int timeout_ms, msv_frame **current, struct msv_refusal *why)
+{
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__SendRequest send = MSV__WIRE__SEND_REQUEST__INIT;
     Msv__Wire__Envelope *env = calloc(n ? n : 1, sizeof(*env));
@@ -170,6 +180,7 @@ msv_err msv_request_send(struct msv_conn *c, const uint8_t message_id[16],
     send.envelopes = ptrs;
     if (delivery_token != NULL)
         send.delivery_token = (ProtobufCBinaryData){16, (uint8_t *)delivery_token};
+    send.expire_after_s = expire_after_s;
     req.body_case = MSV__WIRE__FRAME__BODY_SEND;
     req.send = &send;
     err = run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, &answer);

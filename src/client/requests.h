@@ -58,6 +58,13 @@ MSV_MUST_CHECK msv_err msv_request_send(struct msv_conn *c, const uint8_t messag
                                         const struct msv_outgoing *envelopes, size_t n,
                                         const uint8_t *delivery_token, int timeout_ms,
                                         msv_frame **current, struct msv_refusal *why);
+/* The same, asking the relay to drop copies still undelivered after expire_after_s (0: never). */
+MSV_MUST_CHECK msv_err msv_request_send_expiring(struct msv_conn *c, const uint8_t message_id[16],
+                                                 const char *const *handles, size_t n_handles,
+                                                 const struct msv_outgoing *envelopes, size_t n,
+                                                 const uint8_t *delivery_token,
+                                                 uint32_t expire_after_s, int timeout_ms,
+                                                 msv_frame **current, struct msv_refusal *why);
 
 /*
  * Looks up handles; *result (caller frees with msv_frame_free) holds the

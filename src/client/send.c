@@ -26,6 +26,9 @@
 #include "util/buf.h"
 #include "util/privdir.h"
 
+/* a disappearing message's queued copies wait this long beyond its timer */
+#define RELAY_EXPIRY_MARGIN_S 86400
+
 struct sealed_set {
     struct msv_outgoing *out;
     uint8_t **wires;
@@ -239,6 +242,24 @@ msv_err msv_client_verified(struct msv_client *c, const char *handle, const uint
 }
 
 /*
+ * How long the relay may keep the copies of a payload undelivered: for a
+ * disappearing message, its timer and a day (a device that is offline for a
+ * while still gets it; the copy never outlives the message by much); else
+ * as long as the relay keeps anything (0).
+ */
+static uint32_t relay_expiry(const uint8_t *pt, size_t pt_len)
+{
+    struct msv_payload *p = NULL;
+    uint32_t after = 0;
+
+    if (msv_payload_parse(pt, pt_len, &p) == MSV_OK && p->kind == MSV_KIND_MESSAGE &&
+        p->timer_s != 0)
+        after = p->timer_s + RELAY_EXPIRY_MARGIN_S;
+    msv_payload_free(p);
+    return after;
+}
+
+/*
  * Sends to the devices of hds; on a stale list, *fresh holds the server's
  * current one. With a delivery token, sealed, on the connection that never
  * authenticated.
@@ -255,8 +276,9 @@ static msv_err send_once(struct msv_client *c, const uint8_t id[16], const char 
     if (err == MSV_OK && token != NULL && c->sealed_conn == NULL)
         err = client_plain_conn(c, &c->sealed_conn);
     if (err == MSV_OK)
-        err = msv_request_send(token != NULL ? c->sealed_conn : c->conn, id, handles, n, s.out,
-                               s.count, token, TIMEOUT_MS, fresh, &c->why);
+        err = msv_request_send_expiring(token != NULL ? c->sealed_conn : c->conn, id, handles, n,
+                                        s.out, s.count, token, relay_expiry(pt, pt_len), TIMEOUT_MS,
+                                        fresh, &c->why);
     if (err == MSV_ERR_IO && token != NULL) {
         msv_conn_close(c->sealed_conn);
         c->sealed_conn = NULL;
@@ -661,6 +683,8 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
             targets[t++] = h;
     }
     if (p->kind == MSV_KIND_MESSAGE) {
+        /* the conversation's disappearing-message timer goes with it */
+        p->timer_s = conversation != NULL ? client_timer_for_send(c, conversation) : 0;
         p->attachments = refs;
         err = attach(c, text, files, n_files, progress, p, uris, preview);
     }
@@ -703,6 +727,10 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
     rec.sent_at_ms = rec.stored_at_ms = (int64_t)p->sent_at_ms;
     rec.has_reply_to = p->has_reply_to;
     memcpy(rec.reply_to, p->reply_to, 16);
+    if (p->kind == MSV_KIND_MESSAGE && p->timer_s != 0) { /* this account's own: from now */
+        rec.timer_s = p->timer_s;
+        rec.expires_at_ms = rec.sent_at_ms + (int64_t)p->timer_s * 1000;
+    }
     /* shown as queued until the relay accepts it, and kept in the outbox until then; control
      * messages (receipts, typing, edits) are not history */
     err = msv_client_db_outbox_put(c->db, conversation != NULL ? &rec : NULL, p->message_id,

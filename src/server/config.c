@@ -63,6 +63,7 @@ static const struct option_def options[] = {
     {"relay", "queue_ttl_days", OPT_MS_DAYS, F(queue_ttl_ms), 1, 365},
     {"relay", "delivery_window", OPT_U32, F(delivery_window), 1, 10000},
     {"relay", "expiry_interval_ms", OPT_U64, F(expiry_interval_ms), 100, 86400000},
+    {"relay", "min_expire_after_s", OPT_U32, F(min_expire_after_s), 1, 86400},
     {"relay", "sealed_rate", OPT_DOUBLE, F(sealed_rate), 0.01, 1e6},
     {"relay", "sealed_burst", OPT_DOUBLE, F(sealed_burst), 1, 1e6},
     {"relay", "send_rate", OPT_DOUBLE, F(send_rate), 0.01, 1e6},
@@ -147,6 +148,7 @@ void msv_config_defaults(struct msv_config *c)
     c->queue_ttl_ms = 30ull * 86400 * 1000;
     c->delivery_window = 64;
     c->expiry_interval_ms = 60 * 1000;
+    c->min_expire_after_s = 60;
     c->blob_max = 100ull << 20;
     c->blob_ttl_ms = 30ull * 86400 * 1000;
     c->lookup_rate = 10;

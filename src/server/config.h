@@ -70,6 +70,7 @@ struct msv_config {
     enum msv_log_level log_level;
     char log_file[1024]; /* empty: standard error */
     uint64_t expiry_interval_ms;
+    uint32_t min_expire_after_s; /* the shortest expiry a send may ask of queued copies */
     unsigned idle_timeout_s;
     unsigned max_conns_per_address; /* open connections from one address (IPv6: /64) */
     unsigned auth_timeout_s;        /* from accept to authentication (TLS handshake included) */

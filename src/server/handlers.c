@@ -1058,10 +1058,27 @@ static int addresses_match(const struct msv_conn_state *c, const Msv__Wire__Send
 }
 
 /* A send for the group commit; a sealed one carries no sender at all. */
+/*
+ * When the copies of a send may be dropped undelivered (docs/wire.md,
+ * "Sending"): 0 (the commit's queue_ttl_days) unless the sender asked for
+ * sooner, raised to min_expire_after_s so that no copy goes before it could
+ * be fetched.
+ */
+static int64_t send_expiry(struct msv_server *s, const Msv__Wire__SendRequest *q)
+{
+    uint64_t after_ms = (uint64_t)q->expire_after_s * 1000;
+    uint64_t min_ms = (uint64_t)s->cfg.min_expire_after_s * 1000;
+
+    if (q->expire_after_s == 0 || after_ms >= atomic_load(&s->queue_ttl_ms))
+        return 0;
+    return msv_server_now_ms(s) + (int64_t)(after_ms < min_ms ? min_ms : after_ms);
+}
+
 static struct msv_pending_send *make_pending(struct msv_conn_state *c, const msv_frame *f)
 {
     const Msv__Wire__SendRequest *q = f->send;
     struct msv_pending_send *p = calloc(1, sizeof(*p));
+    int64_t expires_ms = send_expiry(c->w->srv, q);
 
     if (p == NULL)
         return NULL;
@@ -1089,7 +1106,8 @@ static struct msv_pending_send *make_pending(struct msv_conn_state *c, const msv
                                             .sender_handle = p->sender_handle,
                                             .suite = e->suite,
                                             .ciphertext = p->ciphertexts[i],
-                                            .ciphertext_len = e->ciphertext.len};
+                                            .ciphertext_len = e->ciphertext.len,
+                                            .expires_ms = expires_ms};
     }
     p->count = q->n_envelopes;
     return p;

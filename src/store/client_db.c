@@ -123,6 +123,10 @@ static const char *const migrations[] = {
     "CREATE TABLE mentions (message_id BLOB NOT NULL, start INTEGER NOT NULL,"
     "  length INTEGER NOT NULL, handle TEXT NOT NULL);"
     "CREATE INDEX mentions_by_message ON mentions(message_id);",
+    /* disappearing messages: the timer a message came under, when it is to be deleted */
+    "ALTER TABLE messages ADD COLUMN timer_s INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE messages ADD COLUMN expires_at_ms BIGINT;"
+    "CREATE INDEX messages_expiring ON messages(expires_at_ms) WHERE expires_at_ms IS NOT NULL;",
 };
 
 /*
@@ -553,8 +557,8 @@ msv_err msv_client_db_message_put(struct msv_client_db *db, const struct msv_mes
     msv_err err = msv_sql_prepare(
         db->db,
         "INSERT INTO messages (message_id, conversation, outgoing, sender, sender_device, kind, "
-        "text, sent_at_ms, stored_at_ms, status, pending, reply_to) VALUES (?, ?, ?, ?, ?, ?, ?, "
-        "?, ?, ?, ?, ?);",
+        "text, sent_at_ms, stored_at_ms, status, pending, reply_to, timer_s, expires_at_ms) VALUES "
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);",
         &st);
 
     if (err != MSV_OK)
@@ -572,6 +576,9 @@ msv_err msv_client_db_message_put(struct msv_client_db *db, const struct msv_mes
     sqlite3_bind_int(st, 11, (int)m->pending);
     if (m->has_reply_to)
         sqlite3_bind_blob(st, 12, m->reply_to, 16, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 13, (sqlite3_int64)m->timer_s);
+    if (m->expires_at_ms != 0)
+        sqlite3_bind_int64(st, 14, m->expires_at_ms);
     /* the message id is UNIQUE: a redelivered message is MSV_ERR_EXISTS and changes nothing */
     return msv_sql_run(st);
 }
@@ -624,10 +631,15 @@ static msv_err read_message(sqlite3_stmt *st, struct msv_message_rec *m)
     m->pending = (unsigned)sqlite3_column_int(st, 11);
     /* by name: columns that later versions add come after it */
     for (int i = 12; i < sqlite3_column_count(st); i++) {
-        if (strcmp(sqlite3_column_name(st, i), "reply_to") == 0 &&
-            sqlite3_column_bytes(st, i) == 16) {
+        const char *name = sqlite3_column_name(st, i);
+
+        if (strcmp(name, "reply_to") == 0 && sqlite3_column_bytes(st, i) == 16) {
             m->has_reply_to = 1;
             memcpy(m->reply_to, sqlite3_column_blob(st, i), 16);
+        } else if (strcmp(name, "timer_s") == 0) {
+            m->timer_s = (uint32_t)sqlite3_column_int64(st, i);
+        } else if (strcmp(name, "expires_at_ms") == 0) {
+            m->expires_at_ms = sqlite3_column_int64(st, i); /* NULL reads as 0 */
         }
     }
     return m->conversation && m->sender && m->text && m->status ? MSV_OK : MSV_ERR_NOMEM;
@@ -883,6 +895,93 @@ msv_err msv_client_db_messages_pending(struct msv_client_db *db, struct msv_mess
     if (err != MSV_OK)
         return err;
     return collect(st, sizeof(**out), read_message_row, drop_messages, (void **)out, count, NULL);
+}
+
+msv_err msv_client_db_message_expiry_start(struct msv_client_db *db, const uint8_t message_id[16],
+                                           int64_t now_ms)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db,
+                                  "UPDATE messages SET expires_at_ms = ?1 + timer_s * 1000 WHERE "
+                                  "message_id = ?2 AND timer_s > 0 AND expires_at_ms IS NULL;",
+                                  &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, now_ms);
+    sqlite3_bind_blob(st, 2, message_id, 16, SQLITE_TRANSIENT);
+    return msv_sql_run(st);
+}
+
+msv_err msv_client_db_messages_expired(struct msv_client_db *db, int64_t now_ms, size_t limit,
+                                       struct msv_message_rec **out, size_t *count)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db,
+                                  "SELECT * FROM messages WHERE expires_at_ms IS NOT NULL AND "
+                                  "expires_at_ms <= ? ORDER BY expires_at_ms, row LIMIT ?;",
+                                  &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, now_ms);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
+    return collect(st, sizeof(**out), read_message_row, drop_messages, (void **)out, count, NULL);
+}
+
+msv_err msv_client_db_messages_disappearing(struct msv_client_db *db, struct msv_message_rec **out,
+                                            size_t *count)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err =
+        msv_sql_prepare(db->db, "SELECT * FROM messages WHERE timer_s > 0 ORDER BY row;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    return collect(st, sizeof(**out), read_message_row, drop_messages, (void **)out, count, NULL);
+}
+
+/* Runs sql, which deletes what refers to ?1, a message id. */
+static msv_err delete_by_id(struct msv_client_db *db, const char *sql, const uint8_t id[16])
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db, sql, &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, id, 16, SQLITE_TRANSIENT);
+    return msv_sql_run(st);
+}
+
+msv_err msv_client_db_message_delete(struct msv_client_db *db, const uint8_t message_id[16])
+{
+    /* everything that holds the message or refers to it; the messages_ad trigger takes its
+     * words out of the search index */
+    static const char *const sql[] = {
+        "DELETE FROM messages WHERE message_id = ?1;",
+        "DELETE FROM message_recipients WHERE message_id = ?1;",
+        "DELETE FROM outbox WHERE message_id = ?1;",
+        "DELETE FROM settings WHERE key = 'changed-at:' || lower(hex(?1));",
+        "DELETE FROM message_versions WHERE message_id = ?1;",
+        "DELETE FROM reactions WHERE message_id = ?1;",
+        "DELETE FROM mentions WHERE message_id = ?1;",
+    };
+    msv_err err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
+
+    for (size_t i = 0; err == MSV_OK && i < sizeof(sql) / sizeof(sql[0]); i++)
+        err = delete_by_id(db, sql[i], message_id);
+    err = finish_transaction(db, err);
+    /*
+     * A deleted entry stays in the search index's older segments until they are
+     * merged: merge them all, so that the pages holding its words are freed (and,
+     * with secure_delete, zeroed), then drop the old pages from the log. (FTS5's
+     * own secure-delete option needs SQLite 3.42; Debian bookworm has 3.40.)
+     */
+    if (err == MSV_OK)
+        err = msv_sql_exec(db->db, "INSERT INTO messages_fts(messages_fts) VALUES ('optimize');");
+    if (err == MSV_OK)
+        drop_old_pages(db);
+    return err;
 }
 
 void msv_messages_free(struct msv_message_rec *m, size_t count)

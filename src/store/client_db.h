@@ -98,7 +98,9 @@ struct msv_message_rec {
     char *status;     /* outgoing: queued, sent; incoming: received */
     unsigned pending; /* steps still to take once stored: MSV_MESSAGE_* */
     int has_reply_to;
-    uint8_t reply_to[16]; /* the message this one answers, if has_reply_to */
+    uint8_t reply_to[16];  /* the message this one answers, if has_reply_to */
+    uint32_t timer_s;      /* the disappearing-message timer it came under (0: none) */
+    int64_t expires_at_ms; /* when it is to be deleted (0: not yet counting down) */
 };
 
 /* What a received message needs after it is stored, each step recorded when done. */
@@ -196,6 +198,28 @@ void msv_mentions_free(struct msv_mention *m, size_t count);
 /* MSV_OK if an unread message of conversation mentions handle, MSV_ERR_NOT_FOUND if none. */
 MSV_MUST_CHECK msv_err msv_client_db_mentioned_unread(struct msv_client_db *db,
                                                       const char *conversation, const char *handle);
+/*
+ * Disappearing messages. expiry_start: a message with a timer that is not yet
+ * counting down starts to (it was read): it expires at now_ms + its timer.
+ * expired: the messages whose time has come by now_ms, at most limit, soonest
+ * first. delete: removes a message and everything that refers to it (its
+ * recipients, its outbox entry, its edit record, its words in the search
+ * index) so that nothing of it stays in the files; a message not stored is no
+ * error. Files a message names are the caller's to delete, before this.
+ */
+MSV_MUST_CHECK msv_err msv_client_db_message_expiry_start(struct msv_client_db *db,
+                                                          const uint8_t message_id[16],
+                                                          int64_t now_ms);
+MSV_MUST_CHECK msv_err msv_client_db_messages_expired(struct msv_client_db *db, int64_t now_ms,
+                                                      size_t limit, struct msv_message_rec **out,
+                                                      size_t *count);
+MSV_MUST_CHECK msv_err msv_client_db_message_delete(struct msv_client_db *db,
+                                                    const uint8_t message_id[16]);
+/* Every message with a disappearing-message timer, counting down or not (backups leave them out).
+ */
+MSV_MUST_CHECK msv_err msv_client_db_messages_disappearing(struct msv_client_db *db,
+                                                           struct msv_message_rec **out,
+                                                           size_t *count);
 
 /* A conversation as a list shows it: newest first, with its unread incoming messages. */
 struct msv_conversation_rec {

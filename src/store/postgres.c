@@ -1366,6 +1366,7 @@ static msv_err queue_put(struct pg_conn *c, const struct msv_queue_in *items, si
                          int64_t now_ms, int64_t expires_ms, uint64_t *ids)
 {
     struct text_buf devs = {0}, senders = {0}, handles = {0}, suites = {0}, texts = {0};
+    struct text_buf expiries = {0};
     struct args a = {0};
     PGresult *r = NULL;
     msv_err err = MSV_OK;
@@ -1377,6 +1378,7 @@ static msv_err queue_put(struct pg_conn *c, const struct msv_queue_in *items, si
     tb_str(&handles, "{");
     tb_str(&suites, "{");
     tb_str(&texts, "{");
+    tb_str(&expiries, "{");
     for (size_t i = 0; i < n; i++) {
         const char *sep = i + 1 < n ? "," : "}";
 
@@ -1390,8 +1392,11 @@ static msv_err queue_put(struct pg_conn *c, const struct msv_queue_in *items, si
         tb_str(&suites, sep);
         tb_hex(&texts, items[i].ciphertext, items[i].ciphertext_len);
         tb_str(&texts, sep);
+        tb_i64(&expiries, items[i].expires_ms != 0 ? items[i].expires_ms : expires_ms);
+        tb_str(&expiries, sep);
     }
-    if (devs.failed || senders.failed || handles.failed || suites.failed || texts.failed)
+    if (devs.failed || senders.failed || handles.failed || suites.failed || texts.failed ||
+        expiries.failed)
         err = MSV_ERR_NOMEM;
     a_text(&a, devs.p);
     /* the recipients' locks first, in ascending order: ids then follow commit order per device */
@@ -1405,15 +1410,15 @@ static msv_err queue_put(struct pg_conn *c, const struct msv_queue_in *items, si
     a_text(&a, suites.p);
     a_text(&a, texts.p);
     a_i64(&a, now_ms);
-    a_i64(&a, expires_ms);
+    a_text(&a, expiries.p);
     /* rows go in in ordinal order, so the sequence gives the k-th row the k-th smallest id */
     if (err == MSV_OK)
         err =
             query(c,
                   "INSERT INTO queue (device_id, sender_device, sender_handle, suite, ciphertext,"
-                  " enqueued_ms, expires_ms) SELECT d, s, h, u, x, $6, $7 FROM unnest($1::BIGINT[],"
-                  " $2::BIGINT[], $3::TEXT[], $4::INTEGER[], $5::BYTEA[]) WITH ORDINALITY"
-                  " AS t(d, s, h, u, x, o) ORDER BY o RETURNING id;",
+                  " enqueued_ms, expires_ms) SELECT d, s, h, u, x, $6, e FROM unnest($1::BIGINT[],"
+                  " $2::BIGINT[], $3::TEXT[], $4::INTEGER[], $5::BYTEA[], $7::BIGINT[]) WITH"
+                  " ORDINALITY AS t(d, s, h, u, x, e, o) ORDER BY o RETURNING id;",
                   &a, &r);
     if (err == MSV_OK) {
         if ((size_t)PQntuples(r) != n) {
@@ -1430,6 +1435,7 @@ static msv_err queue_put(struct pg_conn *c, const struct msv_queue_in *items, si
     free(handles.p);
     free(suites.p);
     free(texts.p);
+    free(expiries.p);
     return err;
 }
 

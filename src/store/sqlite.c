@@ -1072,7 +1072,7 @@ static msv_err queue_put_locked(struct sqlite_store *s, const struct msv_queue_i
         sqlite3_bind_int(st, 4, (int)items[i].suite);
         sqlite3_bind_blob(st, 5, items[i].ciphertext, (int)items[i].ciphertext_len, SQLITE_STATIC);
         sqlite3_bind_int64(st, 6, now_ms);
-        sqlite3_bind_int64(st, 7, expires_ms);
+        sqlite3_bind_int64(st, 7, items[i].expires_ms != 0 ? items[i].expires_ms : expires_ms);
         rc = sqlite3_step(st);
         err = rc == SQLITE_DONE ? MSV_OK : msv_sql_err(rc);
         ids[i] = (uint64_t)sqlite3_last_insert_rowid(s->db);

@@ -41,6 +41,7 @@ struct msv_queue_in {
     uint32_t suite;
     const uint8_t *ciphertext;
     size_t ciphertext_len;
+    int64_t expires_ms; /* when it may be dropped undelivered; 0: the put's expires_ms */
 };
 
 struct msv_queue_rec {

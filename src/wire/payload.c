@@ -41,6 +41,8 @@ const char *msv_payload_kind_name(enum msv_payload_kind kind)
         return "sync";
     case MSV_KIND_PROFILE_KEY:
         return "profile-key";
+    case MSV_KIND_TIMER:
+        return "timer";
     default:
         return "unknown";
     }
@@ -140,6 +142,8 @@ static int kind_ok(const struct msv_payload *p)
         return p->sync_count > 0 && bare && !p->has_group;
     case MSV_KIND_PROFILE_KEY:
         return p->has_profile_key && bare && !p->has_group;
+    case MSV_KIND_TIMER:
+        return bare;
     default:
         return 0;
     }
@@ -195,6 +199,10 @@ static int payload_ok(const struct msv_payload *p)
         if (!sync_entry_ok(&p->sync[i]))
             return 0;
     }
+    /* a timer only where one applies, and never an absurd one */
+    if (p->timer_s != 0 && ((p->kind != MSV_KIND_MESSAGE && p->kind != MSV_KIND_TIMER) ||
+                            p->timer_s < MSV_TIMER_MIN_S || p->timer_s > MSV_TIMER_MAX_S))
+        return 0;
     if (!text_ok(p->text, MSV_TEXT_MAX, 0) || !text_ok(p->group_name, MSV_GROUP_NAME_MAX, 0))
         return 0;
     if (p->group_name != NULL && !p->has_group)
@@ -275,6 +283,7 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
         m.group_prev_hash = bytes_of(p->group_prev_hash, MSV_GROUP_HASH_LEN);
         m.group_signature = bytes_of(p->group_signature, p->group_signature_len);
     }
+    m.timer_s = p->timer_s;
     for (size_t i = 0; i < p->attachment_count; i++) {
         const struct msv_attachment_ref *a = &p->attachments[i];
 
@@ -523,6 +532,7 @@ static msv_err copy_payload(const pb_payload *m, struct msv_payload *p)
     p->kind = (enum msv_payload_kind)m->kind;
     p->sent_at_ms = m->sent_at_ms;
     p->edit_number = m->edit_number;
+    p->timer_s = m->timer_s;
     err = copy_id(m->message_id, NULL, p->message_id);
     if (err == MSV_OK)
         err = copy_id(m->group_id, &p->has_group, p->group_id);
