@@ -62,6 +62,18 @@ struct msv_attachment_ref {
     char *mime; /* may be NULL */
 };
 
+/* Where a profile lies (kinds MESSAGE and PROFILE_KEY); docs/crypto.md "Profiles". */
+#define MSV_PROFILE_SALT_LEN 32
+struct msv_profile_ref {
+    char *uri; /* "blob:" HEX */
+    uint8_t sha256[32];
+    uint64_t size; /* ciphertext bytes, 1..MSV_PROFILE_BLOB_MAX */
+    uint8_t salt[MSV_PROFILE_SALT_LEN];
+};
+#define MSV_PROFILE_NAME_MAX 64
+#define MSV_PROFILE_AVATAR_MAX (1024u * 1024u)
+#define MSV_PROFILE_BLOB_MAX (MSV_PROFILE_AVATAR_MAX + MSV_PROFILE_NAME_MAX + 16)
+
 /*
  * All strings are NUL-terminated UTF-8 without embedded NULs; NULL where
  * absent. Owned by the payload when it came from msv_payload_parse().
@@ -91,6 +103,8 @@ struct msv_payload {
     uint32_t edit_number;        /* edits: 1 for a message's first edit, then 2, ...; else 0 */
     struct msv_sync_entry *sync; /* kind MSV_KIND_SYNC only */
     size_t sync_count;
+    bool has_profile;
+    struct msv_profile_ref profile; /* messages and PROFILE_KEY only */
 };
 
 /*

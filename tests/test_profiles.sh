@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Profiles against a real missived on loopback, through the command line: a
+# display name and an avatar set by bob reach alice with bob's next message
+# (the avatar's bytes intact), are shown beside bob's handle, give way to
+# alice's own contact name, and are fetched again when bob changes them.
+set -u
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+M=$(realpath "${1:?usage: test_profiles.sh MISSIVE MISSIVED}")
+D=$(realpath "${2:?usage: test_profiles.sh MISSIVE MISSIVED}")
+in_scratch
+trap 'for p in $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+
+start_missived || bad "missived started"
+register_people alice bob
+
+expect 1 "no profile before one is set" -- as bob profile
+head -c 300000 /dev/urandom >avatar.bin
+expect 2 "a name with a control character is refused" -- as bob profile set --name $'Bob\x1b[31m'
+expect 2 "a name over 64 bytes is refused" -- as bob profile set --name "$(printf 'b%.0s' $(seq 65))"
+head -c 1048577 /dev/urandom >big.bin
+expect 1 "an avatar over 1 MiB is refused" -- as bob profile set --name Bob --avatar big.bin
+expect 1 "nothing was set by the refusals" -- as bob profile
+expect 0 "bob sets a name and an avatar" -- as bob profile set --name "Bob Builder" --avatar avatar.bin
+expect 0 "bob's profile" -- as bob -o json profile
+python3 -c "import json,sys; p=json.load(open('out.txt')); sys.exit(0 if p['name']=='Bob Builder' and p['avatar_bytes']==300000 else 1)" && ok || bad "own profile: $(cat out.txt)"
+
+expect 0 "bob writes to alice" -- as bob send alice@example.org --text "hello alice"
+expect 0 "alice receives it" -- as alice receive --wait 1
+grep -q "Bob Builder (bob@example.org): hello alice" out.txt && ok || bad "receive text: $(cat out.txt)"
+grep -q "notice: bob@example.org's profile changed: Bob Builder" out.txt && ok || bad "profile notice: $(cat out.txt)"
+expect 0 "alice's history as json" -- as alice -o json history bob@example.org
+python3 -c "import json,sys; m=[json.loads(l) for l in open('out.txt')]; sys.exit(0 if m[-1].get('from_name')=='Bob Builder' else 1)" && ok || bad "from_name: $(cat out.txt)"
+expect 0 "bob's profile as alice has it" -- as alice -o json profile show bob@example.org
+path=$(python3 -c "import json; print(json.load(open('out.txt'))['avatar'])")
+cmp -s "$path" avatar.bin && ok || bad "the avatar's bytes differ"
+
+expect 0 "alice names bob herself" -- as alice contacts add Builder bob@example.org
+expect 0 "alice's history" -- as alice history bob@example.org
+grep -q "Builder (bob@example.org): hello alice" out.txt && ! grep -q "Bob Builder" out.txt && ok || bad "contact name should win: $(cat out.txt)"
+expect 0 "alice forgets the contact" -- as alice contacts remove Builder
+
+expect 0 "bob changes his name, keeping his avatar" -- as bob profile set --name "Robert"
+expect 0 "bob writes again" -- as bob send alice@example.org --text "new name"
+expect 0 "alice receives it" -- as alice receive --wait 1
+grep -q "Robert (bob@example.org): new name" out.txt && ok || bad "refreshed name: $(cat out.txt)"
+expect 0 "bob's profile as alice has it now" -- as alice -o json profile show bob@example.org
+path=$(python3 -c "import json; print(json.load(open('out.txt'))['avatar'])")
+cmp -s "$path" avatar.bin && ok || bad "the avatar should be kept"
+expect 0 "bob clears his avatar" -- as bob profile clear-avatar
+expect 0 "bob writes again" -- as bob send alice@example.org --text "no picture"
+expect 0 "alice receives it" -- as alice receive --wait 1
+expect 0 "bob's profile as alice has it now" -- as alice -o json profile show bob@example.org
+python3 -c "import json,sys; p=json.load(open('out.txt')); sys.exit(0 if p['name']=='Robert' and p.get('avatar') is None else 1)" && ok || bad "cleared avatar: $(cat out.txt)"
+expect 0 "a second message does not fetch the same profile again" -- as bob send alice@example.org --text "again"
+expect 0 "alice receives it" -- as alice receive --wait 1
+grep -q "profile changed" out.txt && bad "the same profile was reported again" || ok
+
+finish
