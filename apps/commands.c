@@ -2153,14 +2153,19 @@ static int cmd_sync(const struct cli *o, struct msv_client *c)
 static void print_profile(const struct cli *o, const char *handle, const char *name,
                           const char *avatar, size_t avatar_len)
 {
+    int has_file = avatar != NULL && avatar[0] != '\0';
+    json_t *j;
+
     if (o->json) {
-        emit_json(json_pack("{s:s, s:s, s:s?, s:I}", "handle", handle, "name", name, "avatar",
-                            avatar && avatar[0] ? avatar : NULL, "avatar_bytes",
-                            (json_int_t)avatar_len));
+        j = json_pack("{s:s, s:s, s:I}", "handle", handle, "name", name, "avatar_bytes",
+                      (json_int_t)avatar_len);
+        if (j != NULL && has_file)
+            json_object_set_new(j, "avatar", json_string(avatar));
+        emit_json(j);
         return;
     }
     print_fields("name", name);
-    if (avatar != NULL && avatar[0] != '\0')
+    if (has_file)
         print_fields("avatar", avatar);
     else if (avatar_len > 0)
         fprintf(cli_out, "avatar\t%zu bytes\n", avatar_len);

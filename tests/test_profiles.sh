@@ -2,16 +2,18 @@
 # Profiles against a real missived on loopback, through the command line: a
 # display name and an avatar set by bob reach alice with bob's next message
 # (the avatar's bytes intact), are shown beside bob's handle, give way to
-# alice's own contact name, and are fetched again when bob changes them.
+# alice's own contact name, and are fetched again when bob changes them;
+# the daemon's methods and schema-2 events (validated; none for schema 1).
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 M=$(realpath "${1:?usage: test_profiles.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_profiles.sh MISSIVE MISSIVED}")
 in_scratch
-trap 'for p in $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+daemon=
+trap 'for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 start_missived || bad "missived started"
-register_people alice bob
+register_people alice bob carol
 
 expect 1 "no profile before one is set" -- as bob profile
 head -c 300000 /dev/urandom >avatar.bin
@@ -54,5 +56,47 @@ python3 -c "import json,sys; p=json.load(open('out.txt')); sys.exit(0 if p['name
 expect 0 "a second message does not fetch the same profile again" -- as bob send alice@example.org --text "again"
 expect 0 "alice receives it" -- as alice receive --wait 1
 grep -q "profile changed" out.txt && bad "the same profile was reported again" || ok
+
+# ---- the daemon: methods and schema-2 events ---------------------------------------------
+sock=$work/dev-carol/carol@example.org/daemon.sock
+(exec "$M" --data-dir dev-carol daemon >daemon.out 2>daemon.err) &
+daemon=$!
+for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+daemon_rpc "$sock" --schema 2 '{"jsonrpc":"2.0","id":1,"method":"profile","params":{"args":["set"],"name":"Carol C"}}' \
+    '{"jsonrpc":"2.0","id":2,"method":"profile"}' \
+    '{"jsonrpc":"2.0","id":3,"method":"profile","params":{"args":["set"],"name":"bad\u0007name"}}' | tee -a wire2.jsonl >out.txt
+python3 - <<'PY' && ok || bad "daemon profile methods: $(cat out.txt)"
+import json
+r = {x["id"]: x for x in map(json.loads, open("out.txt"))}
+assert "error" not in r[1], r[1]
+assert r[2]["result"]["items"] == [{"handle": "carol@example.org", "name": "Carol C", "avatar_bytes": 0}], r[2]
+assert "display name" in r[3]["error"]["message"], r[3]
+PY
+expect 0 "carol sets an avatar through the running daemon (a relative path)" -- as carol profile set --name "Carol C" --avatar avatar.bin
+bob_writes_carol() { as bob send carol@example.org --text "hi carol" >/dev/null 2>&1; }
+events_both "$sock" bob_writes_carol
+cat ev1.txt >>wire.jsonl
+cat ev2.txt >>wire2.jsonl
+python3 - <<'PY' && ok || bad "the profile events (schema 2): $(cat ev2.txt)"
+import json
+ev = [x["params"] for x in map(json.loads, open("ev2.txt")) if x.get("method") == "event"]
+got = [(e["from"], e["notice"]) for e in ev if e["type"] == "profile"]
+assert got == [("bob@example.org", "bob@example.org's profile changed: Robert")], ev
+msg = [e["message"] for e in ev if e["type"] == "message"]
+assert [m.get("from_name") for m in msg] == ["Robert"], msg
+PY
+grep -q '"profile"\|from_name' ev1.txt && bad "a schema-1 subscriber got a profile event or from_name: $(cat ev1.txt)" || ok
+grep -q "hi carol" ev1.txt && ok || bad "the schema-1 subscriber got the message: $(cat ev1.txt)"
+daemon_schema_ok 2 wire2.jsonl && ok || bad "schema 2"
+daemon_schema_ok 1 wire.jsonl && ok || bad "schema 1"
+kill -TERM "$daemon"
+wait "$daemon"
+daemon=
+expect 0 "bob receives carol's message after her profile" -- as carol send bob@example.org --text "from carol"
+expect 0 "bob receives it" -- as bob receive --wait 1
+grep -q "Carol C (carol@example.org): from carol" out.txt && ok || bad "carol's name: $(cat out.txt)"
+expect 0 "carol's profile as bob has it" -- as bob -o json profile show carol@example.org
+path=$(python3 -c "import json; print(json.load(open('out.txt'))['avatar'])")
+cmp -s "$path" avatar.bin && ok || bad "carol's avatar differs"
 
 finish
