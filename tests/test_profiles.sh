@@ -3,14 +3,19 @@
 # display name and an avatar set by bob reach alice with bob's next message
 # (the avatar's bytes intact), are shown beside bob's handle, give way to
 # alice's own contact name, and are fetched again when bob changes them;
-# the daemon's methods and schema-2 events (validated; none for schema 1).
+# the daemon's methods and schema-2 events (validated; none for schema 1);
+# the chat under tmux shows the name beside the handle.
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 M=$(realpath "${1:?usage: test_profiles.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_profiles.sh MISSIVE MISSIVED}")
 in_scratch
 daemon=
-trap 'for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+tm() { tmux -u -L "missive-profiles-$$" -f /dev/null "$@"; }
+trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+
+# the avatar's file in the -o json output of 'profile show' in out.txt
+avatar_file() { python3 -c "import json; print(json.load(open('out.txt')).get('avatar', ''))"; }
 
 start_missived || bad "missived started"
 register_people alice bob carol
@@ -33,7 +38,7 @@ grep -q "notice: bob@example.org's profile changed: Bob Builder" out.txt && ok |
 expect 0 "alice's history as json" -- as alice -o json history bob@example.org
 python3 -c "import json,sys; m=[json.loads(l) for l in open('out.txt')]; sys.exit(0 if m[-1].get('from_name')=='Bob Builder' else 1)" && ok || bad "from_name: $(cat out.txt)"
 expect 0 "bob's profile as alice has it" -- as alice -o json profile show bob@example.org
-path=$(python3 -c "import json; print(json.load(open('out.txt'))['avatar'])")
+path=$(avatar_file)
 cmp -s "$path" avatar.bin && ok || bad "the avatar's bytes differ"
 
 expect 0 "alice names bob herself" -- as alice contacts add Builder bob@example.org
@@ -46,7 +51,7 @@ expect 0 "bob writes again" -- as bob send alice@example.org --text "new name"
 expect 0 "alice receives it" -- as alice receive --wait 1
 grep -q "Robert (bob@example.org): new name" out.txt && ok || bad "refreshed name: $(cat out.txt)"
 expect 0 "bob's profile as alice has it now" -- as alice -o json profile show bob@example.org
-path=$(python3 -c "import json; print(json.load(open('out.txt'))['avatar'])")
+path=$(avatar_file)
 cmp -s "$path" avatar.bin && ok || bad "the avatar should be kept"
 expect 0 "bob clears his avatar" -- as bob profile clear-avatar
 expect 0 "bob writes again" -- as bob send alice@example.org --text "no picture"
@@ -96,7 +101,29 @@ expect 0 "bob receives carol's message after her profile" -- as carol send bob@e
 expect 0 "bob receives it" -- as bob receive --wait 1
 grep -q "Carol C (carol@example.org): from carol" out.txt && ok || bad "carol's name: $(cat out.txt)"
 expect 0 "carol's profile as bob has it" -- as bob -o json profile show carol@example.org
-path=$(python3 -c "import json; print(json.load(open('out.txt'))['avatar'])")
+path=$(avatar_file)
 cmp -s "$path" avatar.bin && ok || bad "carol's avatar differs"
+
+# ---- the chat: names in the list and the history, and their change ------------------------
+if command -v tmux >/dev/null; then
+    screen() { tm capture-pane -p -t "$1"; }
+    waitfor() {
+        for _ in $(seq 50); do screen "$1" | grep -qF -- "$2" && return 0; sleep 0.1; done
+        return 1
+    }
+    tm new-session -d -s alice -x 120 -y 30 \
+        "cd '$work' && '$M' --data-dir dev-alice chat bob@example.org 2>chat.err; sleep 30"
+    waitfor alice "online" && ok || bad "alice's chat: $(screen alice)"
+    waitfor alice "Robert (bob@example.org): no picture" && ok || bad "the name in the chat's history: $(screen alice)"
+    screen alice | grep -q "^Robert (bob@example.org)[ (0-9)]*│" && ok || bad "the name in the chat's list: $(screen alice)"
+    as bob profile set --name "Bobby T" >/dev/null 2>&1
+    as bob send alice@example.org --text "renamed once more" >/dev/null 2>&1
+    waitfor alice "Bobby T (bob@example.org): renamed once more" && ok || bad "the new name in the chat: $(screen alice)"
+    waitfor alice "bob@example.org's profile changed: Bobby T" && ok || bad "the chat's profile note: $(screen alice)"
+    tm send-keys -t alice "/quit" Enter
+    sleep 0.5
+else
+    bad "tmux is not installed (scripts/deps.sh installs it)"
+fi
 
 finish
