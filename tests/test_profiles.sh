@@ -126,4 +126,16 @@ else
     bad "tmux is not installed (scripts/deps.sh installs it)"
 fi
 
+# ---- a block rotates the profile key: the profile goes again under the new key ------------
+expect 0 "bob's pointer before" -- as bob -o json sync
+before=$(grep '"sync:profile"' out.txt)
+expect 0 "bob blocks carol" -- as bob block carol@example.org
+expect 0 "bob's profile, read under the new key" -- as bob profile
+grep -q "^name	Bobby T$" out.txt && ok || bad "own profile after the rotation: $(cat out.txt) $(cat err.txt)"
+expect 0 "bob's pointer after" -- as bob -o json sync
+[ -n "$before" ] && [ "$before" != "$(grep '"sync:profile"' out.txt)" ] && ok || bad "the pointer did not change: $before"
+expect 0 "alice receives the new key" -- as alice receive --wait 1
+grep -q "bob@example.org's profile changed: Bobby T" out.txt && ok || bad "the profile under the new key: $(cat out.txt)"
+grep -q "could not be used" out.txt && bad "the profile under the new key was refused: $(cat out.txt)" || ok
+
 finish
