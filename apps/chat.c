@@ -129,6 +129,7 @@ static const struct msv_group_rec *group_of(const struct chat *ch, const char *c
 static void display_name(struct chat *ch, const char *conversation, char *out, size_t len)
 {
     const struct msv_group_rec *g = group_of(ch, conversation);
+    char profile[MSV_PROFILE_NAME_MAX + 1];
 
     snprintf(out, len, "%s", conversation);
     if (g != NULL) {
@@ -150,6 +151,9 @@ static void display_name(struct chat *ch, const char *conversation, char *out, s
             return;
         }
     }
+    /* a display name of the person's own choosing: beside the handle, never instead */
+    if (msv_client_sender_name(ch->c, conversation, profile, sizeof(profile)) == MSV_OK)
+        snprintf(out, len, "%s (%s)", profile, conversation);
 }
 
 /* " members: \u2605A, B" for the title of a group conversation, its admins starred; "" if none. */
@@ -636,6 +640,11 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
             set_status(ch, 8000, "\u26a0 %s", notice ? notice : "");
         }
         ch->reload = 1; /* the members and admins shown */
+    } else if (strcmp(type, "profile") == 0 && from != NULL) {
+        const char *notice = json_string_value(json_object_get(event, "notice"));
+
+        add_note(ch, from, "%s", notice ? notice : "");
+        ch->reload = 1; /* shown under its new name */
     } else if (strcmp(type, "alarm") == 0) {
         const char *warning = json_string_value(json_object_get(event, "warning"));
 

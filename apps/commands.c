@@ -49,6 +49,11 @@ static const struct {
     {"devices", "devices [list | approve DEVICE_ID | remove DEVICE_ID]",
      "Lists the account's devices with their fingerprints, approves one waiting to join, or "
      "removes one."},
+    {"profile", "profile [show [HANDLE] | set --name NAME [--avatar FILE] | clear-avatar]",
+     "Shows this account's profile or a contact's as last received (its avatar's file), or "
+     "sets this account's display name (1 to 64 bytes, no control characters) and avatar (a "
+     "file up to 1 MiB). The profile is encrypted under the account's profile key; the people "
+     "it writes to get it with its messages and show the name beside its handle."},
     {"contacts", "contacts [list | add NAME HANDLE | remove NAME]",
      "Names for handles, usable wherever a handle is."},
     {"groups",
@@ -1060,16 +1065,31 @@ static void put_time(int64_t at_ms)
     fprintf(cli_out, "[%s] ", when);
 }
 
+/* What to call a message's sender beside its handle; 0 if nothing (or own message). */
+static int from_name(struct msv_client *c, const struct msv_message_rec *m, char *out, size_t len)
+{
+    return c != NULL && !m->outgoing && msv_client_sender_name(c, m->sender, out, len) == MSV_OK;
+}
+
 void cli_print_message(const struct cli *o, const struct msv_message_rec *m)
 {
+    char name[300];
+
     if (o->json) {
-        emit_json(cli_message_json(m));
+        emit_json(o->client != NULL ? cli_message_json_of(o->client, m) : cli_message_json(m));
         return;
     }
     put_time(m->sent_at_ms);
-    /* everything but the time came from the network or from another person */
+    /* everything but the time came from the network or from another person; a name is
+     * shown with the handle, never instead of it */
     fputs(m->outgoing ? "me → " : "", cli_out);
+    if (from_name(o->client, m, name, sizeof(name))) {
+        term_put(cli_out, name, TERM_ONE_LINE);
+        fputs(" (", cli_out);
+    }
     term_put(cli_out, m->outgoing ? m->conversation : m->sender, TERM_ONE_LINE);
+    if (from_name(o->client, m, name, sizeof(name)))
+        fputc(')', cli_out);
     fputs(": ", cli_out);
     term_put(cli_out, strcmp(m->status, "unsent") == 0 ? "(unsent)" : m->text, TERM_LINES);
     if (m->outgoing || strcmp(m->status, "edited") == 0) {
@@ -1241,8 +1261,10 @@ static void add_mentions(struct msv_client *c, const struct msv_message_rec *m, 
 json_t *cli_message_json_of(struct msv_client *c, const struct msv_message_rec *m)
 {
     json_t *j = cli_message_json(m), *reactions = json_array();
-    char from[MSV_HANDLE_MAX + 1], text[200], hex[33];
+    char from[MSV_HANDLE_MAX + 1], text[200], hex[33], name[300];
 
+    if (j != NULL && from_name(c, m, name, sizeof(name)))
+        json_object_set_new(j, "from_name", json_string(name));
     if (j != NULL && reactions != NULL &&
         each_reaction(c, m->message_id, reaction_json, reactions) == MSV_OK)
         json_object_set(j, "reactions", reactions);
@@ -2247,6 +2269,8 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
         {"reply-to", required_argument, NULL, 'r'},
         {"include-text", no_argument, NULL, 'T'},
         {"reason", required_argument, NULL, 'E'},
+        {"name", required_argument, NULL, 'N'},
+        {"avatar", required_argument, NULL, 'Y'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -2301,6 +2325,12 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
             break;
         case 'E':
             o->reason = optarg;
+            break;
+        case 'N':
+            o->name = optarg;
+            break;
+        case 'Y':
+            o->avatar = optarg;
             break;
         case 'h':
             o->help = 1;
@@ -2448,8 +2478,94 @@ static int cmd_sync(const struct cli *o, struct msv_client *c)
     return 0;
 }
 
+static void print_profile(const struct cli *o, const char *handle, const char *name,
+                          const char *avatar, size_t avatar_len)
+{
+    int has_file = avatar != NULL && avatar[0] != '\0';
+    json_t *j;
+
+    if (o->json) {
+        j = json_pack("{s:s, s:s, s:I}", "handle", handle, "name", name, "avatar_bytes",
+                      (json_int_t)avatar_len);
+        if (j != NULL && has_file)
+            json_object_set_new(j, "avatar", json_string(avatar));
+        emit_json(j);
+        return;
+    }
+    print_fields("name", name);
+    if (has_file)
+        print_fields("avatar", avatar);
+    else if (avatar_len > 0)
+        fprintf(cli_out, "avatar\t%zu bytes\n", avatar_len);
+}
+
+static int profile_show(const struct cli *o, struct msv_client *c, const char *handle)
+{
+    struct msv_profile *p = NULL;
+    char *name = NULL, avatar[1200];
+    struct stat st;
+    msv_err err;
+
+    if (strcmp(handle, c->handle) == 0) {
+        err = msv_client_profile(c, &p);
+        if (err == MSV_OK)
+            print_profile(o, handle, p->name, NULL, p->avatar_len);
+        msv_profile_free(p);
+    } else {
+        err = msv_client_contact_profile(c, handle, &name, avatar, sizeof(avatar));
+        if (err == MSV_OK)
+            print_profile(o, handle, name, avatar,
+                          avatar[0] && stat(avatar, &st) == 0 ? (size_t)st.st_size : 0);
+        free(name);
+    }
+    if (err == MSV_ERR_NOT_FOUND) {
+        fprintf(cli_err, "missive: no profile of %s\n", handle);
+        return EXIT_ERR;
+    }
+    return err == MSV_OK ? 0 : fail(c, "reading the profile", err);
+}
+
+/* profile [show [HANDLE] | set --name NAME [--avatar FILE] | clear-avatar] */
+static int cmd_profile(const struct cli *o, struct msv_client *c)
+{
+    struct msv_profile *p = NULL;
+    struct msv_file avatar = {0};
+    struct cli with = *o;
+    msv_err err;
+
+    if (o->argc == 0 || (o->argc <= 2 && strcmp(o->argv[0], "show") == 0))
+        return profile_show(o, c, o->argc == 2 ? o->argv[1] : c->handle);
+    if (o->argc == 1 && strcmp(o->argv[0], "clear-avatar") == 0) {
+        err = msv_client_profile(c, &p);
+        if (err == MSV_OK)
+            err = msv_client_profile_set(c, p->name, NULL, 0, 0);
+        msv_profile_free(p);
+        return err == MSV_OK ? 0 : fail(c, "clearing the avatar", err);
+    }
+    if (o->argc != 1 || strcmp(o->argv[0], "set") != 0 || o->name == NULL)
+        return cli_usage("profile", cli_err);
+    if (!msv_client_profile_name_is_valid(o->name)) {
+        fprintf(cli_err,
+                "missive: a display name is 1 to %u bytes of UTF-8 without control "
+                "characters\n",
+                MSV_PROFILE_NAME_MAX);
+        return EXIT_USAGE;
+    }
+    with.files[0] = o->avatar;
+    with.file_count = o->avatar != NULL;
+    if (load_files(&with, &avatar) != 0)
+        return EXIT_USAGE;
+    err = msv_client_profile_set(c, o->name, avatar.data, avatar.len, o->avatar == NULL);
+    free((void *)avatar.data);
+    if (err == MSV_ERR_TOO_BIG)
+        fprintf(cli_err, "missive: an avatar is a file of at most 1 MiB\n");
+    return err == MSV_OK ? 0 : fail(c, "setting the profile", err);
+}
+
 static int run_account_command(const struct cli *o, const char *command, struct msv_client *c)
 {
+    if (strcmp(command, "profile") == 0)
+        return cmd_profile(o, c);
     if (strcmp(command, "sync") == 0)
         return cmd_sync(o, c);
     if (strcmp(command, "devices") == 0)
@@ -2500,7 +2616,11 @@ static int run_account_command(const struct cli *o, const char *command, struct 
 
 int cli_run(const struct cli *o, const char *command, struct msv_client *c)
 {
-    int rc = run_account_command(o, command, c);
+    struct cli with = *o;
+    int rc;
+
+    with.client = c;
+    rc = run_account_command(&with, command, c);
     msv_err err = msv_client_sync_flush(c, NULL);
 
     /* what the command changed of the synced state goes to the account's other devices now;

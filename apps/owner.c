@@ -306,8 +306,9 @@ static char *hex16(const uint8_t id[16], char out[33])
     return out;
 }
 
-/* What cli_print_message prints as text, as a string. */
-static char *render_message(const struct cli *o, const struct msv_message_rec *m)
+/* What cli_print_message prints as text, as a string (the sender's name from c). */
+static char *render_message(const struct cli *o, struct msv_client *c,
+                            const struct msv_message_rec *m)
 {
     struct cli as = *o;
     FILE *saved = cli_out;
@@ -315,6 +316,7 @@ static char *render_message(const struct cli *o, const struct msv_message_rec *m
     size_t len = 0;
 
     as.json = 0;
+    as.client = c;
     cli_out = open_memstream(&s, &len);
     if (cli_out != NULL) {
         cli_print_message(&as, m);
@@ -368,6 +370,7 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         [MSV_INCOMING_CONVERSATION] = "conversation",
         [MSV_INCOMING_TIMER] = "timer",
         [MSV_INCOMING_EXPIRED] = "expired",
+        [MSV_INCOMING_PROFILE] = "profile",
     };
     struct owner *ow = ctx;
     json_t *event = json_pack("{s:s}", "type", kinds[in->kind]);
@@ -392,7 +395,7 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
 
         json_object_set_new(event, "message", message ? message : json_null());
         inbox_add(ow, json_incref(json_object_get(event, "message")),
-                  render_message(ow->o, in->message));
+                  render_message(ow->o, ow->c, in->message));
     } else if (in->notice != NULL && in->kind != MSV_INCOMING_GROUP) { /* its message says it */
         line = text_line("notice: ", in->notice);
         inbox_add(ow, json_pack("{s:o}", "notice", rpc_text(in->notice)), line);
@@ -1238,6 +1241,14 @@ static json_t *forward_params(const struct cli *o, const char *command)
         json_object_set_new(params, "include-text", json_true());
     if (o->reason != NULL)
         json_object_set_new(params, "reason", json_string(o->reason));
+    if (o->name != NULL)
+        json_object_set_new(params, "name", json_string(o->name));
+    if (o->avatar != NULL) {
+        char *a = absolute(o->avatar);
+
+        json_object_set_new(params, "avatar", json_string(a ? a : o->avatar));
+        free(a);
+    }
     if (o->kdf_memory_mib > 0)
         json_object_set_new(params, "kdf-memory", json_integer((json_int_t)o->kdf_memory_mib));
     if (o->kdf_passes > 0)

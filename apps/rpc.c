@@ -30,7 +30,8 @@ static int option_has_arg(const char *name, int *known)
     static const char *const with_arg[] = {"text",       "file",       "group",
                                            "search",     "limit",      "wait",
                                            "kdf-memory", "kdf-passes", "backup-passphrase-file",
-                                           "reply-to",   "reason"};
+                                           "reply-to",   "reason",     "name",
+                                           "avatar"};
     static const char *const flags[] = {"qr", "accept", "remove", "include-text", "archived"};
 
     *known = 1;

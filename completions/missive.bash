@@ -21,7 +21,7 @@ _missive()
     prev=${COMP_WORDS[COMP_CWORD - 1]}
     local commands="register link devices contacts groups send receive history read typing timer
         edit unsend edits windows react verify fingerprint backup restore daemon chat log-head
-        sync block unblock blocked settings report conversations"
+        sync block unblock blocked settings report conversations profile"
     local global="--account --data-dir -o --passphrase-file --password-file
         --backup-passphrase-file --help"
     local command="" data_dir="" i
@@ -43,7 +43,7 @@ _missive()
         mapfile -t COMPREPLY < <(compgen -W "modern ecies classic classic,ecies ecies,classic" -- "$cur")
         return ;;
     --data-dir) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
-    --file | --passphrase-file | --password-file | --backup-passphrase-file | --socket)
+    --file | --passphrase-file | --password-file | --backup-passphrase-file | --socket | --avatar)
         mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
     esac
     if [ -z "$command" ]; then
@@ -63,6 +63,7 @@ _missive()
     sync) opts="list set unset" ;;
     groups) opts="list create add remove rename promote demote leave accept" ;;
     send) opts="--text --file --group --reply-to" ;;
+    profile) opts="show set clear-avatar --name --avatar" ;;
     receive) opts="--wait" ;;
     history) opts="--group --search --limit" ;;
     read | typing | timer) opts="--group" ;;

@@ -2946,6 +2946,106 @@ static void test_sync_from_another_account(void **state)
     test_server_cleanup(&s);
 }
 
+static void count_profile(void *ctx, const struct msv_incoming *in)
+{
+    if (in->kind == MSV_INCOMING_PROFILE)
+        (*(int *)ctx)++;
+}
+
+/* Mallory sends bob a message whose profile pointer names blob (of len bytes) as ref says. */
+static void send_profile_pointer(struct msv_client *mallory, const uint8_t *blob, size_t len,
+                                 const uint8_t sha256[32], uint64_t size)
+{
+    char *to[1] = {"bob@example.org"}, uri[80], hex[65];
+    struct msv_payload p = {.kind = MSV_KIND_MESSAGE,
+                            .text = "look at my profile",
+                            .participants = to,
+                            .participant_count = 1,
+                            .has_profile_key = true,
+                            .has_profile = true};
+    struct msv_refusal why;
+    uint8_t id[16], got[32], *pt = NULL;
+    size_t pt_len = 0;
+
+    assert_int_equal(msv_client_connect(mallory), MSV_OK);
+    assert_int_equal(msv_request_blob_upload(mallory->conn, blob, len, 15000, NULL, got, &why),
+                     MSV_OK);
+    assert_int_equal(msv_hex_encode(got, 32, hex, sizeof(hex)), MSV_OK);
+    snprintf(uri, sizeof(uri), "blob:%s", hex);
+    p.profile.uri = uri;
+    p.profile.size = size;
+    memcpy(p.profile.sha256, sha256, 32);
+    msv_random_bytes(p.profile.salt, sizeof(p.profile.salt));
+    assert_int_equal(msv_sessions_profile_key(mallory, p.profile_key), MSV_OK);
+    msv_random_bytes(id, sizeof(id));
+    memcpy(p.message_id, id, 16);
+    p.sent_at_ms = (uint64_t)msv_wall_ms();
+    assert_int_equal(msv_payload_encode(&p, &pt, &pt_len), MSV_OK);
+    assert_int_equal(msv_client_db_outbox_put(mallory->db, NULL, id, "", pt, pt_len, msv_wall_ms()),
+                     MSV_OK);
+    free(pt);
+    reconnect(mallory); /* the outbox goes with the connection */
+}
+
+/*
+ * A profile pointer that leads nowhere usable changes nothing: a blob larger
+ * than any profile (whatever size the pointer claims), one that is not what
+ * the pointer's hash says, and one that does not decrypt to a profile under
+ * the sender's key are each ignored with a notice; the message itself is
+ * stored, and a profile bob had stays.
+ */
+static void test_hostile_profile_pointer(void **state)
+{
+    size_t big_len = MSV_PROFILE_BLOB_MAX + 4096, n = 0;
+    uint8_t *big = malloc(big_len), small[200], sha[32], other[32], id[16];
+    const char *to[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *bob, *mallory;
+    char *name = NULL;
+    int told = 0;
+
+    (void)state;
+    assert_non_null(big);
+    msv_random_bytes(big, big_len);
+    msv_random_bytes(small, sizeof(small));
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    bob = client_for(&s, "bob", "bob@example.org");
+    mallory = client_for(&s, "mallory", "mallory@example.org");
+    for (int round = 0; round < 2; round++) {
+        /* too big: the download stops at the largest profile */
+        assert_int_equal(crypto_hash_sha256(sha, big, big_len), 0);
+        send_profile_pointer(mallory, big, big_len, sha, 1000);
+        /* not the blob the hash names */
+        msv_random_bytes(other, sizeof(other));
+        send_profile_pointer(mallory, small, sizeof(small), other, sizeof(small));
+        /* the right hash, but nothing that decrypts to a profile */
+        assert_int_equal(crypto_hash_sha256(sha, small, sizeof(small)), 0);
+        send_profile_pointer(mallory, small, sizeof(small), sha, sizeof(small));
+        told = 0;
+        assert_int_equal(msv_client_receive(bob, 500, count_profile, &told, &n), MSV_OK);
+        assert_int_equal(n, 3); /* the messages are stored all the same */
+        assert_int_equal(told, 3);
+        if (round == 0) {
+            assert_int_equal(msv_client_contact_profile(bob, "mallory@example.org", &name, NULL, 0),
+                             MSV_ERR_NOT_FOUND);
+            /* then a real profile, which the next hostile pointers leave alone */
+            assert_int_equal(msv_client_profile_set(mallory, "Mallory", NULL, 0, 0), MSV_OK);
+            assert_int_equal(msv_client_send(mallory, to, 1, "hi", NULL, 0, NULL, id), MSV_OK);
+            assert_int_equal(msv_client_receive(bob, 500, NULL, NULL, &n), MSV_OK);
+        }
+        assert_int_equal(msv_client_contact_profile(bob, "mallory@example.org", &name, NULL, 0),
+                         MSV_OK);
+        assert_string_equal(name, "Mallory");
+        free(name);
+        name = NULL;
+    }
+    free(big);
+    msv_client_close(mallory);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 /*
  * Message ids are the sender's: mallory, who saw the id of alice's message
  * to bob, sends her own message under it. Neither is dropped as the other's
@@ -3304,6 +3404,7 @@ int main(void)
         cmocka_unit_test(test_receipts_only_from_recipients),
         cmocka_unit_test(test_reused_message_id),
         cmocka_unit_test(test_sync_from_another_account),
+        cmocka_unit_test(test_hostile_profile_pointer),
         cmocka_unit_test(test_received_files_kept),
         cmocka_unit_test(test_unfetchable_attachment),
         cmocka_unit_test(test_account_directory_checked),

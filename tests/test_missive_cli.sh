@@ -102,7 +102,7 @@ expect 1 "bob cannot edit alice's message" -- as bob-phone edit "$id" --text "fo
 expect 0 "unsend" -- as alice-phone unsend "$id"
 expect 0 "bob sees the unsend" -- as bob-phone receive --wait 1
 expect 0 "bob's history shows it unsent" -- as bob-phone history alice@example.org
-grep -q "alice@example.org: (unsent)" out.txt && ! grep -q "did you get this one" out.txt && ok || bad "unsent in history: $(cat out.txt)"
+grep -q "alice (alice@example.org): (unsent)" out.txt && ! grep -q "did you get this one" out.txt && ok || bad "unsent in history: $(cat out.txt)"
 expect 2 "edit needs an id" -- as alice-phone edit nothex --text x
 
 # files and long text go through the attachment store

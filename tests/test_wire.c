@@ -651,6 +651,49 @@ static void test_payload_hostile(void **state)
     assert_null(p);
 }
 
+/* A profile pointer: on messages and PROFILE_KEY only, with the key that opens it, bounded. */
+static void test_payload_profile(void **state)
+{
+    uint8_t *enc = NULL;
+    size_t len = 0;
+    struct msv_payload p, *back;
+
+    (void)state;
+    fill_message(&p, "hi");
+    p.has_profile_key = true;
+    memset(p.profile_key, 7, sizeof(p.profile_key));
+    p.has_profile = true;
+    p.profile.uri = "blob:00ff";
+    memset(p.profile.sha256, 1, sizeof(p.profile.sha256));
+    memset(p.profile.salt, 2, sizeof(p.profile.salt));
+    p.profile.size = 1234;
+    back = round_trip(&p);
+    assert_true(back->has_profile);
+    assert_string_equal(back->profile.uri, "blob:00ff");
+    assert_memory_equal(back->profile.sha256, p.profile.sha256, 32);
+    assert_memory_equal(back->profile.salt, p.profile.salt, MSV_PROFILE_SALT_LEN);
+    assert_int_equal(back->profile.size, 1234);
+    msv_payload_free(back);
+    p.profile.size = MSV_PROFILE_BLOB_MAX + 1; /* larger than any profile */
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.profile.size = 0;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.profile.size = 1234;
+    p.profile.uri = "";
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.profile.uri = "blob:00ff";
+    p.has_profile_key = false; /* nobody could open it */
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.has_profile_key = true;
+    p.kind = MSV_KIND_TYPING;
+    p.text = NULL;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.kind = MSV_KIND_PROFILE_KEY;
+    back = round_trip(&p);
+    assert_true(back->has_profile);
+    msv_payload_free(back);
+}
+
 /* A field this version does not know is skipped, so newer senders can add fields. */
 /* Synced state between an account's devices: keys within the rules, and on kind SYNC only. */
 static void test_payload_sync(void **state)
@@ -774,6 +817,7 @@ int main(void)
         cmocka_unit_test(test_payload_timer),
         cmocka_unit_test(test_payload_unknown_field),
         cmocka_unit_test(test_payload_sync),
+        cmocka_unit_test(test_payload_profile),
     };
 
     return cmocka_run_group_tests_name("wire", tests, NULL, NULL);

@@ -76,6 +76,17 @@ struct msv_mention {
     uint32_t length;
     char *handle;
 };
+/* Where a profile lies (kinds MESSAGE and PROFILE_KEY); docs/crypto.md "Profiles". */
+#define MSV_PROFILE_SALT_LEN 32
+struct msv_profile_ref {
+    char *uri; /* "blob:" HEX */
+    uint8_t sha256[32];
+    uint64_t size; /* ciphertext bytes, 1..MSV_PROFILE_BLOB_MAX */
+    uint8_t salt[MSV_PROFILE_SALT_LEN];
+};
+#define MSV_PROFILE_NAME_MAX 64
+#define MSV_PROFILE_AVATAR_MAX (1024u * 1024u)
+#define MSV_PROFILE_BLOB_MAX (MSV_PROFILE_AVATAR_MAX + MSV_PROFILE_NAME_MAX + 16)
 
 /*
  * All strings are NUL-terminated UTF-8 without embedded NULs; NULL where
@@ -118,6 +129,8 @@ struct msv_payload {
     struct msv_mention *mentions; /* messages: ranges of text, on characters */
     size_t mention_count;
     uint32_t timer_s; /* messages: the timer they were sent under; TIMER: the new one */
+    bool has_profile;
+    struct msv_profile_ref profile; /* messages and PROFILE_KEY only */
 };
 
 /*

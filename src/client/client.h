@@ -230,6 +230,40 @@ MSV_MUST_CHECK msv_err msv_client_mark_read(struct msv_client *c, const char *co
 MSV_MUST_CHECK msv_err msv_client_react(struct msv_client *c, const uint8_t id[16],
                                         const char *emoji);
 
+/* A profile: a display name and an avatar (src/client/profiles.c). */
+struct msv_profile {
+    char *name;      /* 1..MSV_PROFILE_NAME_MAX bytes, msv_client_profile_name_is_valid() */
+    uint8_t *avatar; /* avatar_len bytes (0: none), at most MSV_PROFILE_AVATAR_MAX */
+    size_t avatar_len;
+};
+void msv_profile_free(struct msv_profile *p);
+/* 1 for 1 to MSV_PROFILE_NAME_MAX bytes of UTF-8 without control or bidi characters. */
+int msv_client_profile_name_is_valid(const char *name);
+/*
+ * Sets this account's profile: encrypted under its profile key, uploaded, and
+ * pointed at by every message it sends from now on. keep_avatar: the avatar
+ * the profile has now stays (avatar ignored); else avatar (avatar_len 0: none).
+ * MSV_ERR_INVALID for a bad name, MSV_ERR_TOO_BIG for an avatar over 1 MiB.
+ */
+MSV_MUST_CHECK msv_err msv_client_profile_set(struct msv_client *c, const char *name,
+                                              const uint8_t *avatar, size_t avatar_len,
+                                              int keep_avatar);
+/* This account's profile, fetched (caller frees with msv_profile_free); MSV_ERR_NOT_FOUND if none.
+ */
+MSV_MUST_CHECK msv_err msv_client_profile(struct msv_client *c, struct msv_profile **out);
+/*
+ * A contact's profile as last received: *name (caller frees), and the path of
+ * its avatar file in avatar ("" if none; may be NULL). MSV_ERR_NOT_FOUND if none.
+ */
+MSV_MUST_CHECK msv_err msv_client_contact_profile(struct msv_client *c, const char *handle,
+                                                  char **name, char *avatar, size_t avatar_len);
+/*
+ * What to call handle: the user's contact name for it, else its profile's
+ * display name (unsafe for a terminal as it is). MSV_ERR_NOT_FOUND if neither.
+ */
+MSV_MUST_CHECK msv_err msv_client_sender_name(struct msv_client *c, const char *handle, char *out,
+                                              size_t len);
+
 /* The first line of text, cut to fit len bytes (NUL included) between characters. */
 void msv_client_first_line(const char *text, char *out, size_t len);
 
@@ -278,6 +312,7 @@ enum msv_incoming_kind {
     MSV_INCOMING_CONVERSATION, /* conversation's state changed (status: "unarchived", ...) */
     MSV_INCOMING_TIMER,   /* from set the conversation's disappearing-message timer (timer_s) */
     MSV_INCOMING_EXPIRED, /* target (sent by from) disappeared from the conversation */
+    MSV_INCOMING_PROFILE, /* from's profile changed, or could not be used (notice) */
 };
 
 struct msv_incoming {

@@ -167,4 +167,20 @@ msv_err client_unsealed(struct msv_client *c, const uint8_t id[16], const char *
 msv_err client_verified_lookup(struct msv_client *c, const char *const *handles, size_t n,
                                msv_frame **result);
 
+/* Encrypts data under key, uploads it; its digests in d, "blob:HEX" in uri. */
+msv_err client_upload_blob(struct msv_client *c, const uint8_t key[MSV_ATTACHMENT_KEY_LEN],
+                           const uint8_t *data, size_t len, void (*progress)(uint64_t, uint64_t),
+                           struct msv_attachment_digest *d, char *uri, size_t uri_len);
+/* Fetches the blob a names (at most max bytes), checks its hash, decrypts it (caller frees *pt). */
+msv_err client_fetch_blob(struct msv_client *c, const struct msv_attachment_ref *a, size_t max,
+                          uint8_t **pt, size_t *len);
+/* This account's profile pointer (r->uri points into uri); MSV_ERR_NOT_FOUND if none. */
+msv_err client_profile_ref(struct msv_client *c, struct msv_profile_ref *r, char uri[81]);
+/* Fetches a contact's profile that p points at if it is new; told as MSV_INCOMING_PROFILE. */
+msv_err client_take_profile(struct msv_client *c, const char *sender, const struct msv_payload *p,
+                            void (*on_message)(void *, const struct msv_incoming *), void *ctx);
+/* The profile (NULL if none) under the key about to be replaced, and uploaded again after. */
+msv_err client_profile_before_rotation(struct msv_client *c, struct msv_profile **out);
+msv_err client_profile_after_rotation(struct msv_client *c, const struct msv_profile *p);
+
 #endif

@@ -241,8 +241,8 @@ static msv_err save_file(struct msv_client *c, const uint8_t id[16], const char 
 }
 
 /* Fetches and decrypts one attachment in memory; MSV_ERR_AUTH if it fails its hash check. */
-static msv_err fetch_one(struct msv_client *c, const struct msv_attachment_ref *a, size_t max,
-                         uint8_t **pt, size_t *len)
+msv_err client_fetch_blob(struct msv_client *c, const struct msv_attachment_ref *a, size_t max,
+                          uint8_t **pt, size_t *len)
 {
     uint8_t blob[32], *ct = NULL;
     size_t ct_len = 0;
@@ -323,7 +323,8 @@ static msv_err fetch_attachments(struct msv_client *c, const struct msv_payload 
         line[0] = '\0';
         err = MSV_ERR_TOO_BIG;
         if (!have_long && a->mime != NULL && strcmp(a->mime, LONG_TEXT_MIME) == 0)
-            err = fetch_one(c, a, LONG_TEXT_LIMIT, &pt, &len); /* the message's text: in memory */
+            err = client_fetch_blob(c, a, LONG_TEXT_LIMIT, &pt,
+                                    &len); /* the message's text: in memory */
         if (err == MSV_OK && is_long_text(a, pt, len)) {
             have_long = as_text = 1;
             msv_buf_put(&body, pt, len);
@@ -672,6 +673,10 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
         return err;
     }
     keep_gossip(c, sender, p);
+    if ((err = client_take_profile(c, sender, p, on_message, ctx)) != MSV_OK) {
+        msv_payload_free(p);
+        return err;
+    }
     if (p->kind == MSV_KIND_SYNC || p->kind == MSV_KIND_PROFILE_KEY) {
         /* a new profile key was learnt above: nothing else to do for it */
         if (p->kind == MSV_KIND_SYNC)

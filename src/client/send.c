@@ -583,31 +583,43 @@ msv_err client_flush_outbox(struct msv_client *c)
     return err;
 }
 
+msv_err client_upload_blob(struct msv_client *c, const uint8_t key[MSV_ATTACHMENT_KEY_LEN],
+                           const uint8_t *data, size_t len, void (*progress)(uint64_t, uint64_t),
+                           struct msv_attachment_digest *d, char *uri, size_t uri_len)
+{
+    uint8_t *ct = malloc(len ? len : 1), blob[32];
+    char hex[65];
+    msv_err err = ct ? MSV_OK : MSV_ERR_NOMEM;
+
+    if (len == 0)
+        err = MSV_ERR_INVALID;
+    else if (len > MSV_ATTACHMENT_MAX)
+        err = MSV_ERR_TOO_BIG; /* more than any recipient would download */
+    if (err == MSV_OK)
+        err = msv_attachment_encrypt(key, data, len, ct, d);
+    if (err == MSV_OK)
+        err = msv_client_connect(c);
+    if (err == MSV_OK)
+        err = msv_request_blob_upload(c->conn, ct, len, TIMEOUT_MS, progress, blob, &c->why);
+    free(ct);
+    if (err != MSV_OK || msv_hex_encode(blob, 32, hex, sizeof(hex)) != MSV_OK)
+        return err != MSV_OK ? err : MSV_ERR_INVALID;
+    snprintf(uri, uri_len, "blob:%s", hex);
+    return MSV_OK;
+}
+
 /* Encrypts and uploads one file; fills ref (uri points into uri_buf). */
 static msv_err upload(struct msv_client *c, const struct msv_file *f,
                       void (*progress)(uint64_t, uint64_t), struct msv_attachment_ref *ref,
                       char *uri_buf, size_t uri_len)
 {
     struct msv_attachment_digest d;
-    uint8_t *ct = malloc(f->len ? f->len : 1), blob[32];
-    char hex[65];
-    msv_err err = ct ? MSV_OK : MSV_ERR_NOMEM;
+    msv_err err;
 
-    if (f->len == 0)
-        err = MSV_ERR_INVALID;
-    else if (f->len > MSV_ATTACHMENT_MAX)
-        err = MSV_ERR_TOO_BIG; /* more than any recipient would download */
     msv_attachment_key_generate(ref->key);
-    if (err == MSV_OK)
-        err = msv_attachment_encrypt(ref->key, f->data, f->len, ct, &d);
-    if (err == MSV_OK)
-        err = msv_client_connect(c);
-    if (err == MSV_OK)
-        err = msv_request_blob_upload(c->conn, ct, f->len, TIMEOUT_MS, progress, blob, &c->why);
-    free(ct);
-    if (err != MSV_OK || msv_hex_encode(blob, 32, hex, sizeof(hex)) != MSV_OK)
-        return err != MSV_OK ? err : MSV_ERR_INVALID;
-    snprintf(uri_buf, uri_len, "blob:%s", hex);
+    err = client_upload_blob(c, ref->key, f->data, f->len, progress, &d, uri_buf, uri_len);
+    if (err != MSV_OK)
+        return err;
     ref->uri = uri_buf;
     memcpy(ref->sha256, d.sha256, 32);
     memcpy(ref->sha1, d.sha1, 20);
@@ -663,7 +675,7 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
 {
     const char *targets[MSV_PARTICIPANTS_MAX];
     struct msv_attachment_ref refs[MSV_ATTACHMENTS_MAX];
-    char uris[MSV_ATTACHMENTS_MAX][80], preview[LONG_TEXT_PREVIEW + 4];
+    char uris[MSV_ATTACHMENTS_MAX][80], preview[LONG_TEXT_PREVIEW + 4], profile_uri[81];
     struct msv_message_rec rec = {.outgoing = 1, .status = "queued"};
     uint8_t *pt = NULL;
     size_t pt_len = 0, t = 0;
@@ -709,6 +721,10 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
      * devices that speak modern register one) */
     p->has_profile_key = (msv_identity_suites(c->id) & MSV_SUITE_BIT(MSV_SUITE_MODERN)) &&
                          msv_sessions_profile_key(c, p->profile_key) == MSV_OK;
+    /* where the profile lies, for those who hold the key to it */
+    p->has_profile = p->has_profile_key &&
+                     (p->kind == MSV_KIND_MESSAGE || p->kind == MSV_KIND_PROFILE_KEY) &&
+                     client_profile_ref(c, &p->profile, profile_uri) == MSV_OK;
     err = msv_payload_encode(p, &pt, &pt_len);
     if (err != MSV_OK)
         return err;

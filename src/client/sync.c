@@ -118,6 +118,7 @@ static msv_err gather_peers(struct msv_client *c, struct peers *p)
 static msv_err rotate_for_block(struct msv_client *c)
 {
     struct peers *p;
+    struct msv_profile *profile = NULL;
     int due = 0;
     msv_err err = block_after_key(c, &due);
 
@@ -126,7 +127,14 @@ static msv_err rotate_for_block(struct msv_client *c)
     p = calloc(1, sizeof(*p));
     if (p == NULL)
         return MSV_ERR_NOMEM;
+    /* the profile goes again under the new key (NULL: none, or not to be had now) */
+    if (client_profile_before_rotation(c, &profile) != MSV_OK)
+        profile = NULL;
     err = msv_sessions_rotate_profile_key(c);
+    if ((err == MSV_OK || err == MSV_ERR_IO) && profile != NULL &&
+        client_profile_after_rotation(c, profile) == MSV_ERR_NOMEM)
+        err = MSV_ERR_NOMEM;
+    msv_profile_free(profile);
     if (err == MSV_OK || err == MSV_ERR_IO) /* registered at the next connection otherwise */
         err = gather_peers(c, p);
     for (size_t i = 0; err == MSV_OK && i < p->n; i++) {

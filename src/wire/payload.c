@@ -15,6 +15,7 @@ typedef Msv__Payload__Payload pb_payload;
 typedef Msv__Payload__AttachmentRef pb_attachment;
 typedef Msv__Payload__SyncEntry pb_sync;
 typedef Msv__Payload__MentionRange pb_mention;
+typedef Msv__Payload__ProfileRef pb_profile;
 
 const char *msv_payload_kind_name(enum msv_payload_kind kind)
 {
@@ -109,6 +110,18 @@ bool msv_sync_entry_is_valid(const struct msv_sync_entry *e)
     return e != NULL && sync_entry_ok(e);
 }
 
+/* A profile goes with the key that opens it, on messages and PROFILE_KEY only. */
+static int profile_ok(const struct msv_payload *p)
+{
+    const struct msv_profile_ref *r = &p->profile;
+
+    if (!p->has_profile)
+        return 1;
+    if (!p->has_profile_key || (p->kind != MSV_KIND_MESSAGE && p->kind != MSV_KIND_PROFILE_KEY))
+        return 0;
+    return text_ok(r->uri, MSV_URI_MAX, 1) && r->size > 0 && r->size <= MSV_PROFILE_BLOB_MAX;
+}
+
 static int has_text(const struct msv_payload *p)
 {
     return p->text != NULL && p->text[0] != '\0';
@@ -192,6 +205,8 @@ static int payload_ok(const struct msv_payload *p)
         return 0;
     if (p->edit_number != 0 && p->kind != MSV_KIND_EDIT)
         return 0;
+    if (!profile_ok(p))
+        return 0;
     if ((p->sync_count > 0 && p->kind != MSV_KIND_SYNC) || p->sync_count > MSV_SYNC_ENTRIES_MAX ||
         (p->sync_count > 0 && p->sync == NULL))
         return 0;
@@ -248,6 +263,7 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
     pb_sync sync[MSV_SYNC_ENTRIES_MAX], *sync_ptrs[MSV_SYNC_ENTRIES_MAX];
     ProtobufCBinaryData parts[MSV_PARTICIPANTS_MAX], admins[MSV_PARTICIPANTS_MAX];
     pb_mention mentions[MSV_MENTIONS_MAX], *mention_ptrs[MSV_MENTIONS_MAX];
+    pb_profile profile = MSV__PAYLOAD__PROFILE_REF__INIT;
     uint8_t *buf;
     size_t n;
 
@@ -318,6 +334,13 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
     }
     m.n_mentions = p->mention_count;
     m.mentions = mention_ptrs;
+    if (p->has_profile) {
+        profile.uri = str_of(p->profile.uri);
+        profile.sha256 = bytes_of(p->profile.sha256, sizeof(p->profile.sha256));
+        profile.size = p->profile.size;
+        profile.salt = bytes_of(p->profile.salt, sizeof(p->profile.salt));
+        m.profile = &profile;
+    }
     n = msv__payload__payload__get_packed_size(&m);
     buf = malloc(n ? n : 1);
     if (buf == NULL)
@@ -357,6 +380,7 @@ void msv_payload_free(struct msv_payload *p)
     for (size_t i = 0; p->mentions != NULL && i < p->mention_count; i++)
         free(p->mentions[i].handle);
     free(p->mentions);
+    free(p->profile.uri);
     free(p);
 }
 
@@ -420,6 +444,22 @@ static msv_err copy_attachment(const pb_attachment *a, struct msv_attachment_ref
     if (err == MSV_OK)
         err = copy_fixed(a->sha1, r->sha1, sizeof(r->sha1));
     r->size = a->size;
+    return err;
+}
+
+static msv_err copy_profile(const pb_profile *m, struct msv_payload *p)
+{
+    msv_err err;
+
+    if (m == NULL)
+        return MSV_OK;
+    p->has_profile = true;
+    p->profile.size = m->size;
+    err = copy_str(m->uri, 0, &p->profile.uri);
+    if (err == MSV_OK)
+        err = copy_fixed(m->sha256, p->profile.sha256, sizeof(p->profile.sha256));
+    if (err == MSV_OK)
+        err = copy_fixed(m->salt, p->profile.salt, sizeof(p->profile.salt));
     return err;
 }
 
@@ -562,6 +602,8 @@ static msv_err copy_payload(const pb_payload *m, struct msv_payload *p)
         err = copy_sync(m, p);
     if (err == MSV_OK)
         err = copy_group_signing(m, p);
+    if (err == MSV_OK)
+        err = copy_profile(m->profile, p);
     return err;
 }
 
@@ -575,7 +617,7 @@ msv_err msv_payload_parse(const uint8_t *in, size_t len, struct msv_payload **ou
     if (len > 2 * MSV_TEXT_MAX + 2 * MSV_PARTICIPANTS_MAX * (MSV_HANDLE_MAX + 4) +
                   MSV_ATTACHMENTS_MAX * 2048 +
                   MSV_SYNC_ENTRIES_MAX * (MSV_SYNC_KEY_MAX + MSV_SYNC_VALUE_MAX + 32) +
-                  MSV_MENTIONS_MAX * (MSV_HANDLE_MAX + 16) + 4096)
+                  MSV_MENTIONS_MAX * (MSV_HANDLE_MAX + 16) + MSV_URI_MAX + 128 + 4096)
         return MSV_ERR_TOO_BIG;
     m = msv__payload__payload__unpack(NULL, len, in);
     if (m == NULL)
