@@ -232,14 +232,8 @@ daemon_rpc "$sock" '{"jsonrpc":"2.0","id":1,"method":"schema","params":{"version
 [ "$(field 'r["error"]["code"]' | tr '\n' ' ')" = "-32602 -32602 -32602 " ] && ok || bad "schema refusals: $(cat out.txt)"
 daemon_rpc "$sock" --schema 1 '{"jsonrpc":"2.0","id":1,"method":"status"}' | tee -a wire.jsonl >out.txt
 [ "$(field 'r["result"]["schema"]' | tr '\n' ' ')" = "1 1 " ] && ok || bad "back to schema 1: $(cat out.txt)"
-rm -f sub1 sub2
-daemon_rpc "$sock" --wait 3 --ready sub1 '{"jsonrpc":"2.0","id":1,"method":"subscribe"}' >ev1.txt &
-s1=$!
-daemon_rpc "$sock" --schema 2 --wait 3 --ready sub2 '{"jsonrpc":"2.0","id":1,"method":"subscribe"}' >ev2.txt &
-s2=$!
-for _ in $(seq 100); do [ -e sub1 ] && [ -e sub2 ] && break; sleep 0.1; done
-as alice send bob@example.org --text "to both schemas" >/dev/null 2>&1
-wait "$s1" "$s2"
+to_both() { as alice send bob@example.org --text "to both schemas" >/dev/null 2>&1; }
+events_both "$sock" to_both
 cat ev1.txt >>wire.jsonl
 cat ev2.txt >>wire2.jsonl
 grep -q '"to both schemas"' ev1.txt && grep -q '"to both schemas"' ev2.txt && ok || bad "an event in both schemas: $(cat ev1.txt ev2.txt)"

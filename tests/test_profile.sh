@@ -77,14 +77,7 @@ expect 0 "..." -- as2 sync list
 daemon=$!
 sock=$work/dev-alice2/alice@example.org/daemon.sock
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
-rm -f sub1 sub2
-daemon_rpc "$sock" --wait 3 --ready sub1 '{"jsonrpc":"2.0","id":1,"method":"subscribe"}' >ev1.txt &
-s1=$!
-daemon_rpc "$sock" --schema 2 --wait 3 --ready sub2 '{"jsonrpc":"2.0","id":1,"method":"subscribe"}' >ev2.txt &
-s2=$!
-for _ in $(seq 100); do [ -e sub1 ] && [ -e sub2 ] && break; sleep 0.1; done
-expect 0 "the phone turns read receipts off" -- as alice sync set sync:privacy:read-receipts off
-wait "$s1" "$s2"
+events_both "$sock" expect 0 "the phone turns read receipts off" -- as alice sync set sync:privacy:read-receipts off
 grep -q '"type": *"sync", *"from": *"alice@example.org", *"notice": *"1 change synced' ev2.txt && ok || bad "schema 2 sync event: $(cat ev2.txt)"
 ! grep -q '"sync"' ev1.txt && grep -q '"subscribed"' ev1.txt && ok || bad "a schema 1 subscriber got a sync event: $(cat ev1.txt)"
 daemon_rpc "$sock" --schema 2 '{"jsonrpc":"2.0","id":2,"method":"sync","params":{"args":["list"]}}' \

@@ -123,15 +123,11 @@ sock=$work/dev-bob/$B/daemon.sock
 (exec "$M" --data-dir dev-bob daemon >daemon.out 2>daemon.err) &
 daemon=$!
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
-rm -f sub1 sub2
-daemon_rpc "$sock" --wait 3 --ready sub1 '{"jsonrpc":"2.0","id":1,"method":"subscribe"}' >ev1.txt &
-s1=$!
-daemon_rpc "$sock" --schema 2 --wait 3 --ready sub2 '{"jsonrpc":"2.0","id":1,"method":"subscribe"}' >ev2.txt &
-s2=$!
-for _ in $(seq 100); do [ -e sub1 ] && [ -e sub2 ] && break; sleep 0.1; done
-expect 0 "alice writes while bob's daemon listens" -- as alice send $B --text "and a message"
-expect 0 "and reacts (her 👍 becomes 😀)" -- as alice react "$id" "😀"
-wait "$s1" "$s2"
+write_and_react() {
+    expect 0 "alice writes while bob's daemon listens" -- as alice send $B --text "and a message"
+    expect 0 "and reacts (her 👍 becomes 😀)" -- as alice react "$id" "😀"
+}
+events_both "$sock" write_and_react
 cp ev2.txt out.txt
 [ "$(py 'r.get("params", {}).get("type"), r.get("params", {}).get("from"), r.get("params", {}).get("emoji"), r.get("params", {}).get("message_id") == "'"$id"'"' | grep reaction)" = "('reaction', '$A', '😀', True)" ] &&
     ok || bad "the schema 2 event: $(cat ev2.txt)"
