@@ -885,6 +885,53 @@ msv_err msv_client_db_messages_pending(struct msv_client_db *db, struct msv_mess
     return collect(st, sizeof(**out), read_message_row, drop_messages, (void **)out, count, NULL);
 }
 
+msv_err msv_client_db_has_outgoing(struct msv_client_db *db, const char *conversation)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(
+        db->db, "SELECT 1 FROM messages WHERE conversation = ? AND outgoing = 1 LIMIT 1;", &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, conversation, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW)
+        return MSV_OK;
+    return rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
+}
+
+msv_err msv_client_db_conversation_delete(struct msv_client_db *db, const char *conversation)
+{
+    /* what hangs off the messages first; the messages' trigger takes their text out of the index */
+    static const char *const sql[] = {
+        "DELETE FROM message_versions WHERE message_id IN (SELECT message_id FROM messages WHERE "
+        "conversation = ?1);",
+        "DELETE FROM reactions WHERE message_id IN (SELECT message_id FROM messages WHERE "
+        "conversation = ?1);",
+        "DELETE FROM mentions WHERE message_id IN (SELECT message_id FROM messages WHERE "
+        "conversation = ?1);",
+        "DELETE FROM messages WHERE conversation = ?1;",
+    };
+    msv_err err = msv_sql_exec(db->db, "BEGIN;");
+
+    for (size_t i = 0; err == MSV_OK && i < sizeof(sql) / sizeof(sql[0]); i++) {
+        sqlite3_stmt *st = NULL;
+
+        err = msv_sql_prepare(db->db, sql[i], &st);
+        if (err == MSV_OK) {
+            sqlite3_bind_text(st, 1, conversation, -1, SQLITE_TRANSIENT);
+            err = msv_sql_run(st);
+        }
+    }
+    if (err == MSV_OK)
+        return msv_sql_exec(db->db, "COMMIT;");
+    if (msv_sql_exec(db->db, "ROLLBACK;") != MSV_OK)
+        return MSV_ERR_IO;
+    return err;
+}
+
 void msv_messages_free(struct msv_message_rec *m, size_t count)
 {
     for (size_t i = 0; m != NULL && i < count; i++) {
