@@ -9,17 +9,17 @@ set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 M=$(realpath "${1:?usage: test_requests.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_requests.sh MISSIVE MISSIVED}")
-export MISSIVED_ACCOUNTS_REGISTER_BURST=20 # seven people from one address
+export MISSIVED_ACCOUNTS_REGISTER_BURST=20 # eight people from one address
 in_scratch
 daemon=
 tm() { tmux -u -L "missive-requests-$$" -f /dev/null "$@"; }
 trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 start_missived || bad "missived started"
-register_people alice bob carol dave erin frank gina
+register_people alice bob carol dave erin frank gina hana
 B=bob@example.org
 # strangers to one another: each but dave is no contact of bob's, nor bob theirs
-for who in alice carol erin frank gina; do
+for who in alice carol erin frank gina hana; do
     as bob contacts remove "$who@example.org" >/dev/null || bad "bob forgets $who"
     as "$who" contacts remove "$B" >/dev/null || bad "$who forgets bob"
 done
@@ -169,5 +169,35 @@ daemon=
 expect 0 "dave sees his message delivered once accepted" -- as dave receive --wait 1
 id=$(python3 -c 'import json; print([x["params"]["message"]["message_id"] for x in map(json.loads, open("ev2.txt")) if x.get("method") == "event" and x["params"]["type"] == "message"][0])')
 [ "$(status_of dave $B "$id")" = delivered ] && ok || bad "dave delivered: $(status_of dave $B "$id")"
+
+
+# ---- the chat: the requests section, /accept --------------------------------------------------
+if command -v tmux >/dev/null; then
+    expect 0 "hana, a stranger, writes" -- as hana send $B --text "hana here"
+    id=$(sent_id)
+    expect 0 "bob receives" -- as bob receive --wait 1
+    tm new-session -d -s bob -x 100 -y 30 \
+        "cd '$work' && '$M' --data-dir dev-bob chat alice@example.org 2>chat.err; sleep 30"
+    screen() { tm capture-pane -p -t "$1"; }
+    waitfor() {
+        for _ in $(seq 50); do screen "$1" | grep -qF -- "$2" && return 0; sleep 0.1; done
+        return 1
+    }
+    waitfor bob "online" && ok || bad "bob's chat: $(screen bob)"
+    # the section's title, then hana under it, after the accepted conversations
+    screen bob | cut -c1-28 | grep -A1 "^requests" | grep -q "hana@example.org" && ok || bad "the requests section: $(screen bob)"
+    screen bob | cut -c1-28 | grep -n "alice@example.org\|requests" | head -1 | grep -q alice && ok || bad "requests after the others: $(screen bob)"
+    tm send-keys -t bob "/to hana@example.org" Enter
+    waitfor bob "(request: /accept or /delete)" && ok || bad "the request's title: $(screen bob | head -2)"
+    tm send-keys -t bob "/accept" Enter
+    waitfor bob "hana@example.org: request accepted" && ok || bad "/accept: $(screen bob)"
+    screen bob | grep -q "^requests" && bad "the section stays: $(screen bob)" || ok
+    tm send-keys -t bob "/quit" Enter
+    sleep 1
+    expect 0 "hana receives" -- as hana receive --wait 1
+    [ "$(status_of hana $B "$id")" = read ] && ok || bad "hana's message read once accepted in the chat: $(status_of hana $B "$id")"
+else
+    bad "tmux is not installed (scripts/deps.sh installs it)"
+fi
 
 finish
