@@ -49,6 +49,7 @@ struct chat {
     struct owner *ow;
     struct msv_conversation_rec *convs;
     size_t n_convs;
+    size_t first_request; /* convs from here on are message requests (n_convs: none) */
     struct msv_message_rec *hist;
     size_t n_hist;
     struct msv_contact *contacts; /* for names */
@@ -146,7 +147,8 @@ static void display_name(struct chat *ch, const char *conversation, char *out, s
         return;
     }
     for (size_t i = 0; i < ch->n_contacts; i++) {
-        if (strcmp(ch->contacts[i].handle, conversation) == 0) {
+        if (strcmp(ch->contacts[i].handle, conversation) == 0 &&
+            strcmp(ch->contacts[i].name, conversation) != 0) {
             snprintf(out, len, "%s", ch->contacts[i].name);
             return;
         }
@@ -181,6 +183,22 @@ static void group_members(struct chat *ch, const char *conversation, char *out, 
     free(admins);
 }
 
+/* Message requests go last in the list, in a section of their own; the rest keep their order. */
+static void requests_last(struct chat *ch)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < ch->n_convs; i++) {
+        if (!msv_client_is_request(ch->c, ch->convs[i].conversation)) {
+            struct msv_conversation_rec keep = ch->convs[i];
+
+            memmove(&ch->convs[k + 1], &ch->convs[k], (i - k) * sizeof(keep));
+            ch->convs[k++] = keep;
+        }
+    }
+    ch->first_request = k;
+}
+
 static void load(struct chat *ch)
 {
     size_t read = 0;
@@ -203,6 +221,7 @@ static void load(struct chat *ch)
     ch->n_hist = 0;
     if (msv_client_conversations(ch->c, 0, ch->current, &ch->convs, &ch->n_convs) != MSV_OK)
         set_status(ch, 5000, "cannot read the conversations");
+    requests_last(ch);
     if (ch->current[0] == '\0' && ch->n_convs > 0)
         snprintf(ch->current, sizeof(ch->current), "%s", ch->convs[0].conversation);
     if (ch->current[0] == '\0')
@@ -481,7 +500,7 @@ static void draw(struct chat *ch)
 {
     int list_w = COLS >= 60 ? (COLS / 4 < 28 ? COLS / 4 : 28) : 0;
     int view_x = list_w ? list_w + 1 : 0, view_w = COLS - view_x, view_h = LINES - 3;
-    char title[600], name[300], members[300] = "";
+    char title[700], name[300], members[300] = "";
     struct lines l = {0};
     size_t first_conv = 0;
     wchar_t *w;
@@ -493,8 +512,11 @@ static void draw(struct chat *ch)
     } else {
         snprintf(name, sizeof(name), "no conversation: /to HANDLE");
     }
-    snprintf(title, sizeof(title), " Missive  %s  %s  \u2014  %s%s", ch->c->handle,
-             owner_online(ch->ow) ? "online" : "offline (retrying)", name, members);
+    snprintf(title, sizeof(title), " Missive  %s  %s  \u2014  %s%s%s", ch->c->handle,
+             owner_online(ch->ow) ? "online" : "offline (retrying)", name, members,
+             ch->current[0] && msv_client_is_request(ch->c, ch->current)
+                 ? "  (request: /accept or /delete)"
+                 : "");
     attron(A_REVERSE);
     mvhline(0, 0, ' ', COLS);
     attroff(A_REVERSE);
@@ -503,9 +525,12 @@ static void draw(struct chat *ch)
     for (size_t i = 0; view_h > 0 && i < ch->n_convs; i++)
         if (strcmp(ch->convs[i].conversation, ch->current) == 0 && (int)i >= view_h)
             first_conv = i + 1 - (size_t)view_h;
-    for (size_t i = first_conv; list_w > 0 && i < ch->n_convs && (int)(i - first_conv) < view_h;
-         i++) {
+    for (size_t i = first_conv, y = 1; list_w > 0 && i < ch->n_convs && (int)y <= view_h;
+         i++, y++) {
         char row[400];
+
+        if (i == ch->first_request && (int)y < view_h)
+            put((int)y++, 0, list_w, "requests", A_UNDERLINE);
 
         display_name(ch, ch->convs[i].conversation, name, sizeof(name));
         if (ch->convs[i].unread > 0)
@@ -520,7 +545,7 @@ static void draw(struct chat *ch)
             snprintf(row, sizeof(row), "%s%s%s", ch->convs[i].pinned ? "^ " : "", name,
                      ch->convs[i].muted_until_ms ? " ~muted" : "");
         /* a muted conversation's unread messages are not highlighted */
-        put(1 + (int)(i - first_conv), 0, list_w, row,
+        put((int)y, 0, list_w, row,
             strcmp(ch->convs[i].conversation, ch->current) == 0   ? A_REVERSE
             : ch->convs[i].unread && !ch->convs[i].muted_until_ms ? A_BOLD
                                                                   : A_NORMAL);
@@ -986,6 +1011,22 @@ static void block(struct chat *ch, const char *who, int blocking)
                  blocking ? "blocked: nothing it sends is shown or answered" : "unblocked");
 }
 
+/* /accept, /delete: answers the open conversation's message request. */
+static void answer_request(struct chat *ch, int accept)
+{
+    msv_err err = accept ? msv_client_request_accept(ch->c, ch->current)
+                         : msv_client_request_delete(ch->c, ch->current);
+
+    owner_pump(ch->ow);
+    if (err != MSV_OK) {
+        set_status(ch, 6000, "%s", ch->c->why.message[0] ? ch->c->why.message : msv_strerror(err));
+        return;
+    }
+    add_note(ch, ch->current, "%s: request %s", ch->current,
+             accept ? "accepted; receipts go to them now" : "deleted");
+    ch->reload = 1;
+}
+
 /* /report [REASON]: the open conversation's person to the operator, without message text. */
 static void report(struct chat *ch, const char *reason)
 {
@@ -1094,6 +1135,8 @@ static void command(struct chat *ch, const char *line)
         block(ch, arg, 0);
     else if (strncmp(line, "/settings", 9) == 0 && (line[9] == ' ' || line[9] == '\0'))
         settings(ch, arg);
+    else if (strcmp(line, "/accept") == 0 || strcmp(line, "/delete") == 0)
+        answer_request(ch, strcmp(line, "/accept") == 0);
     else if (strncmp(line, "/report", 7) == 0 && (line[7] == ' ' || line[7] == '\0'))
         report(ch, arg);
     else if (strncmp(line, "/reply ", 7) == 0 && *arg)

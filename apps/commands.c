@@ -164,6 +164,14 @@ static const struct {
     {"unblock", "unblock HANDLE", "Unblocks a handle; its count of dropped deliveries goes."},
     {"blocked", "blocked",
      "Lists the blocked handles, each with how many of its deliveries were dropped."},
+    {"requests", "requests [list | accept HANDLE | delete HANDLE | block HANDLE]",
+     "Message requests: the first message from a handle that is not a contact, not in an "
+     "accepted group of yours and never written to is held as a request, shown with "
+     "'[request]', and nothing goes back to it (no delivery or read receipt, no typing "
+     "notice) until it is accepted. Lists the pending requests (handle, count of messages, "
+     "first and last text); accept sends the receipts held back (also done by writing to the "
+     "handle or adding it as a contact); delete removes its messages (its next message is a "
+     "request again); block deletes them and blocks the handle."},
     {"settings", "settings [list | get NAME | set NAME on|off]",
      "Privacy settings, on unless turned off: read-receipts (off: you send none and see "
      "nobody's) and typing (off: you send no typing notices and see nobody's). Delivery "
@@ -710,6 +718,9 @@ static int cmd_contacts(const struct cli *o, struct msv_client *c)
 
     if (o->argc == 3 && strcmp(o->argv[0], "add") == 0) {
         err = msv_client_db_contact_add(c->db, o->argv[1], o->argv[2]);
+        /* a contact's request is accepted */
+        if (err == MSV_OK && msv_client_is_request(c, o->argv[2]))
+            err = msv_client_request_accept(c, o->argv[2]);
         return err == MSV_OK ? 0 : fail(c, "adding the contact", err);
     }
     if (o->argc == 2 && strcmp(o->argv[0], "remove") == 0) {
@@ -1045,12 +1056,13 @@ json_t *cli_message_json(const struct msv_message_rec *m)
 
     if (msv_hex_encode(m->message_id, 16, hex, sizeof(hex)) != MSV_OK)
         hex[0] = '\0';
-    return json_pack("{s:s, s:s, s:s, s:I, s:b, s:s, s:I, s:s, s:I, s:o}", "message_id", hex,
+    return json_pack("{s:s, s:s, s:s, s:I, s:b, s:s, s:I, s:s, s:I, s:o, s:b}", "message_id", hex,
                      "conversation", m->conversation, "from", m->sender, "from_device",
                      (json_int_t)m->sender_device, "outgoing", m->outgoing, "text", m->text,
                      "sent_at_ms", (json_int_t)m->sent_at_ms, "status", m->status, "timer_s",
                      (json_int_t)m->timer_s, "expires_at_ms",
-                     m->expires_at_ms ? json_integer((json_int_t)m->expires_at_ms) : json_null());
+                     m->expires_at_ms ? json_integer((json_int_t)m->expires_at_ms) : json_null(),
+                     "request", !m->outgoing && (m->pending & MSV_MESSAGE_REQUEST) != 0);
 }
 
 /* When a message (or a version of it) was sent, as the text output shows it. */
@@ -1082,7 +1094,10 @@ void cli_print_message(const struct cli *o, const struct msv_message_rec *m)
     put_time(m->sent_at_ms);
     /* everything but the time came from the network or from another person; a name is
      * shown with the handle, never instead of it */
-    fputs(m->outgoing ? "me → " : "", cli_out);
+    fputs(m->outgoing                               ? "me → "
+          : (m->pending & MSV_MESSAGE_REQUEST) != 0 ? "[request] "
+                                                    : "",
+          cli_out);
     if (from_name(o->client, m, name, sizeof(name))) {
         term_put(cli_out, name, TERM_ONE_LINE);
         fputs(" (", cli_out);
@@ -2173,6 +2188,57 @@ static int cmd_blocked(const struct cli *o, struct msv_client *c)
     return 0;
 }
 
+static void print_request(const struct cli *o, const struct msv_request *r)
+{
+    if (o->json) {
+        emit_json(json_pack("{s:s, s:I, s:s?, s:s?, s:I}", "handle", r->handle, "count",
+                            (json_int_t)r->count, "first_text", r->first_text, "last_text",
+                            r->last_text, "last_at_ms", (json_int_t)r->last_at_ms));
+        return;
+    }
+    /* all but the count came from the stranger */
+    term_put(cli_out, r->handle, TERM_ONE_LINE);
+    fprintf(cli_out, "\t%zu message%s\t", r->count, r->count == 1 ? "" : "s");
+    term_put(cli_out, r->first_text ? r->first_text : "", TERM_ONE_LINE);
+    if (r->count > 1) {
+        fputs(" … ", cli_out);
+        term_put(cli_out, r->last_text ? r->last_text : "", TERM_ONE_LINE);
+    }
+    fputc('\n', cli_out);
+}
+
+/* requests [list | accept HANDLE | delete HANDLE | block HANDLE] */
+static int cmd_requests(const struct cli *o, struct msv_client *c)
+{
+    static const char *const verbs[] = {"accept", "delete", "block"};
+    static const char *const done[] = {"accepted", "deleted", "deleted and blocked"};
+    msv_err (*const act[])(struct msv_client *, const char *) = {
+        msv_client_request_accept, msv_client_request_delete, msv_client_request_block};
+    struct msv_request *list = NULL;
+    size_t n = 0;
+    msv_err err;
+
+    for (size_t i = 0; o->argc == 2 && i < 3; i++) {
+        if (strcmp(o->argv[0], verbs[i]) != 0)
+            continue;
+        if ((err = act[i](c, o->argv[1])) != MSV_OK)
+            return fail(c, "answering the message request", err);
+        if (o->json)
+            emit_json(json_pack("{s:s, s:s}", "handle", o->argv[1], "request", verbs[i]));
+        else
+            fprintf(cli_out, "%s: request %s\n", o->argv[1], done[i]);
+        return 0;
+    }
+    if (o->argc > 1 || (o->argc == 1 && strcmp(o->argv[0], "list") != 0))
+        return cli_usage("requests", cli_err);
+    if ((err = msv_client_requests(c, &list, &n)) != MSV_OK)
+        return fail(c, "listing message requests", err);
+    for (size_t i = 0; i < n; i++)
+        print_request(o, &list[i]);
+    msv_requests_free(list, n);
+    return 0;
+}
+
 static void print_setting(const struct cli *o, const char *name, int on)
 {
     if (o->json)
@@ -2602,6 +2668,8 @@ static int run_account_command(const struct cli *o, const char *command, struct 
         return cmd_block(o, c, strcmp(command, "block") == 0);
     if (strcmp(command, "blocked") == 0)
         return cmd_blocked(o, c);
+    if (strcmp(command, "requests") == 0)
+        return cmd_requests(o, c);
     if (strcmp(command, "settings") == 0)
         return cmd_settings(o, c);
     if (strcmp(command, "report") == 0)

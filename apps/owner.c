@@ -403,6 +403,15 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
     if (in->kind == MSV_INCOMING_DEVICE)
         ow->monitor_due = 1; /* the log is read after the notices that explain it */
     broadcast(ow, event, in);
+    /* a message held as a request: said once more, for those who list requests */
+    if (in->message != NULL && !in->message->outgoing &&
+        (in->message->pending & MSV_MESSAGE_REQUEST) != 0)
+        broadcast(ow,
+                  json_pack("{s:s, s:o, s:o, s:s}", "type", "request", "from",
+                            rpc_text(in->message->sender), "conversation",
+                            rpc_text(in->message->conversation), "message_id",
+                            hex16(in->message->message_id, hex)),
+                  NULL);
 }
 
 static void on_alarm(void *ctx, const char *warning)

@@ -21,7 +21,7 @@ _missive()
     prev=${COMP_WORDS[COMP_CWORD - 1]}
     local commands="register link devices contacts groups send receive history read typing timer
         edit unsend edits windows react verify fingerprint backup restore daemon chat log-head
-        sync block unblock blocked settings report conversations profile"
+        sync block unblock blocked requests settings report conversations profile"
     local global="--account --data-dir -o --passphrase-file --password-file
         --backup-passphrase-file --help"
     local command="" data_dir="" i
@@ -61,6 +61,7 @@ _missive()
     devices) opts="list approve remove" ;;
     contacts) opts="list add remove" ;;
     sync) opts="list set unset" ;;
+    requests) opts="list accept delete block" ;;
     groups) opts="list create add remove rename promote demote leave accept" ;;
     send) opts="--text --file --group --reply-to" ;;
     profile) opts="show set clear-avatar --name --avatar" ;;

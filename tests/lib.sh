@@ -44,8 +44,8 @@ start_missived() {
 
 # register_people NAME...: with $M against the missived start_missived started,
 # registers NAME@example.org for each NAME, its device's data in dev-NAME;
-# sets $server and MISSIVE_PASSWORD. Then `as NAME COMMAND...` runs missive
-# as that person.
+# sets $server and MISSIVE_PASSWORD; each is a contact (named by the handle)
+# of every other. Then `as NAME COMMAND...` runs missive as that person.
 register_people() {
     server=127.0.0.1:$port
     export MISSIVE_PASSWORD="correct horse battery"
@@ -55,6 +55,15 @@ register_people() {
         code=$(grep "handle=$who@example.org code=" srv.log | tail -1 | sed 's/.*code=//')
         "$M" --data-dir "dev-$who" register "$who@example.org" --code "$code" >/dev/null && ok ||
             bad "register $who"
+    done
+    # each the others' contact: a first message between them is no message request
+    local other
+    for who in "$@"; do
+        for other in "$@"; do
+            [ "$who" = "$other" ] ||
+                as "$who" contacts add "$other@example.org" "$other@example.org" >/dev/null ||
+                bad "$who's contact $other"
+        done
     done
 }
 as() {

@@ -19,6 +19,7 @@ trap 'tm kill-server 2>/dev/null; if [ -n "$pid" ]; then kill -TERM "$pid" 2>/de
 start_missived || bad "missived started"
 register_people alice bob carol
 as alice send bob@example.org --text "first contact" >/dev/null && as bob receive --wait 1 >/dev/null && ok || bad "a first message"
+as alice contacts remove bob@example.org >/dev/null # named by his handle until now
 as alice contacts add bobby bob@example.org && ok || bad "alice's contact"
 
 # chat WHO [ARGS]: WHO's chat in a 100x30 tmux window of its own, in the C locale (it

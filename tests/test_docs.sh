@@ -61,7 +61,7 @@ complete_line() { # the candidates for the words given (the last one being typed
 [ "$(complete_line missive '' | tr '\n' ' ')" = "$(echo "$commands" | sort | tr '\n' ' ')" ] && ok ||
     bad "completion commands differ from missive --help: $(complete_line missive '' | tr '\n' ' ')"
 [ "$(complete_line missive re | tr '
-' ' ')" = "react read receive register report restore " ] && ok || bad "completion of 're'"
+' ' ')" = "react read receive register report requests restore " ] && ok || bad "completion of 're'"
 [ "$(complete_line missive send --t | tr '\n' ' ')" = "--text " ] && ok || bad "completion of send --t"
 [ "$(complete_line missive register x --suite '' | tr '\n' ' ')" = "classic ecies modern " ] && ok || bad "completion of --suite"
 mkdir -p data/alice@example.org data/bob@example.org data/not-an-account

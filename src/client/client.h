@@ -443,6 +443,37 @@ MSV_MUST_CHECK msv_err msv_client_privacy_set(struct msv_client *c, const char *
 const char *msv_client_privacy_name(size_t i);
 
 /*
+ * Message requests (docs/missive.md, "Message requests"). The first message
+ * from a handle that is not a contact, not in an accepted group of this
+ * account's and never written to is a request: stored and shown, answered in
+ * no way (no receipts, no typing notices) until accepted. Accepting (also
+ * done by writing to the handle or adding it as a contact) sends the receipts
+ * held back; deleting removes its messages (its next message is a request
+ * again); blocking deletes and blocks. Each of these: MSV_ERR_NOT_FOUND (why
+ * says so) if handle has no pending request. msv_client_requests(): at most
+ * MSV_REQUESTS_MAX, by handle; free with msv_requests_free().
+ */
+#define MSV_REFUSAL_REQUEST 1003 /* why.code: no message request from that handle */
+#define MSV_REQUESTS_MAX 10000
+struct msv_request {
+    char handle[256];
+    size_t count;     /* messages held as the request */
+    char *first_text; /* the first and last of them (NULL if none is left) */
+    char *last_text;
+    int64_t last_at_ms; /* when the last was stored */
+};
+MSV_MUST_CHECK msv_err msv_client_requests(struct msv_client *c, struct msv_request **out,
+                                           size_t *count);
+void msv_requests_free(struct msv_request *r, size_t count);
+MSV_MUST_CHECK msv_err msv_client_request_accept(struct msv_client *c, const char *handle);
+MSV_MUST_CHECK msv_err msv_client_request_delete(struct msv_client *c, const char *handle);
+MSV_MUST_CHECK msv_err msv_client_request_block(struct msv_client *c, const char *handle);
+/* Whether handle's conversation is a pending request. */
+int msv_client_is_request(struct msv_client *c, const char *handle);
+/* Whether m is a received message held as a pending request. */
+int msv_client_message_is_request(struct msv_client *c, const struct msv_message_rec *m);
+
+/*
  * Reports handle to the server's operator, with reason (NULL or "": none;
  * at most MSV_REPORT_REASON_MAX bytes) and, only if include_text, the text of
  * the n (at most MSV_REPORT_MESSAGES_MAX) stored messages named by ids, each

@@ -89,6 +89,12 @@ msv_err msv_client_typing(struct msv_client *c, const char *conversation)
                  "typing notices are off (missive settings set typing on)");
         return MSV_ERR_INVALID;
     }
+    if (msv_client_is_request(c, conversation)) {
+        c->why.code = MSV_REFUSAL_REQUEST;
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "%s's message request is not accepted: nothing goes back yet", conversation);
+        return MSV_ERR_INVALID;
+    }
     return client_send_control(c, MSV_KIND_TYPING, NULL, NULL, conversation);
 }
 
@@ -220,7 +226,8 @@ msv_err msv_client_mark_read(struct msv_client *c, const char *conversation, siz
             continue;
         /* the receipt goes to the sender, whatever conversation the message is in; none
          * with read receipts off, or to a blocked sender: the message is read here only */
-        if (receipts && !msv_client_is_blocked(c, m[i].sender))
+        if (receipts && !msv_client_is_blocked(c, m[i].sender) &&
+            !msv_client_message_is_request(c, &m[i]))
             err = client_send_control(c, MSV_KIND_RECEIPT_READ, m[i].message_id, NULL, m[i].sender);
         if (err == MSV_OK)
             err = msv_client_db_message_status(c->db, m[i].message_id, "read");

@@ -93,6 +93,15 @@ msv_err client_take_reaction(struct msv_client *c, const char *sender, const str
  */
 msv_err client_drop_blocked(struct msv_client *c, const char *handle, int kind,
                             void (*on_message)(void *, const struct msv_incoming *), void *ctx);
+/*
+ * A new one-to-one message from sender (src/client/msgrequests.c): *request
+ * set if it is a message request (the handle's state becomes pending).
+ */
+msv_err client_request_check(struct msv_client *c, const char *sender, int *request);
+/* Sends the receipts m held back as a request, if its handle is no longer one. */
+msv_err client_request_release(struct msv_client *c, const struct msv_message_rec *m);
+/* Writing to handles accepts those that are pending requests. */
+msv_err client_requests_written(struct msv_client *c, const char *const *handles, size_t n);
 /* The first of the handles that is blocked; NULL if none is. */
 const char *client_blocked_among(struct msv_client *c, const char *const *handles, size_t n);
 /* MSV_ERR_INVALID (why says which) if any of the handles is blocked. */

@@ -409,8 +409,9 @@ msv_err msv_client_sender_name(struct msv_client *c, const char *handle, char *o
     msv_err err = msv_client_db_contacts(c->db, NULL, &list, &n);
 
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
-        if (strcmp(list[i].handle, handle) == 0) {
-            snprintf(out, len, "%s", list[i].name); /* the user's own name for it wins */
+        /* the user's own name for it wins; a contact named by its handle names it no more */
+        if (strcmp(list[i].handle, handle) == 0 && strcmp(list[i].name, handle) != 0) {
+            snprintf(out, len, "%s", list[i].name);
             msv_contacts_free(list, n);
             return MSV_OK;
         }

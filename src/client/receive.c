@@ -577,6 +577,8 @@ static msv_err resume_pending(struct msv_client *c,
         }
         if (err == MSV_OK && (m[i].pending & MSV_MESSAGE_RECEIPT_OWED))
             err = send_receipt(c, m[i].message_id, m[i].message_id, m[i].sender);
+        if (err == MSV_OK)
+            err = client_request_release(c, &m[i]);
     }
     msv_messages_free(m, n);
     return err;
@@ -645,7 +647,7 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     struct msv_message_rec rec = {.status = "received"};
     struct msv_group_rec group = {0};
     char *sender = from->sender, *text = NULL, group_conversation[40], note[600];
-    int applied = 0;
+    int applied = 0, request = 0;
     uint8_t *pt = NULL;
     size_t pt_len = 0;
     msv_err err = open_delivery(c, d, from, &pt, &pt_len);
@@ -736,13 +738,22 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     rec.has_reply_to = p->kind == MSV_KIND_MESSAGE && p->has_reply_to;
     memcpy(rec.reply_to, p->reply_to, 16);
     from->owes_receipt = !rec.outgoing && p->kind == MSV_KIND_MESSAGE;
-    rec.pending = MSV_MESSAGE_TO_SHOW | (from->owes_receipt ? MSV_MESSAGE_RECEIPT_OWED : 0);
     rec.timer_s = p->kind == MSV_KIND_MESSAGE ? p->timer_s : 0;
     /* this account's own message (from another device) counts down from when it was sent */
     if (rec.outgoing && rec.timer_s != 0)
         rec.expires_at_ms =
             (rec.sent_at_ms < rec.stored_at_ms ? rec.sent_at_ms : rec.stored_at_ms) +
             (int64_t)rec.timer_s * 1000;
+    /* a request is answered in no way until accepted: its receipt is held back */
+    if (from->owes_receipt && !p->has_group &&
+        (err = client_request_check(c, sender, &request)) != MSV_OK) {
+        msv_secret_free(text, strlen(text));
+        msv_payload_free(p);
+        return err;
+    }
+    from->owes_receipt = from->owes_receipt && !request;
+    rec.pending = MSV_MESSAGE_TO_SHOW | (from->owes_receipt ? MSV_MESSAGE_RECEIPT_OWED : 0) |
+                  (request ? MSV_MESSAGE_REQUEST : 0);
     memcpy(from->message_id, p->message_id, 16);
     memcpy(from->stored_id, rec.message_id, 16);
     /* an archived conversation comes back with it (unless muted) */

@@ -780,7 +780,7 @@ msv_err msv_client_reply(struct msv_client *c, const uint8_t reply_to[16], const
     to[0] = m != NULL ? m->conversation : NULL;
     if (err == MSV_OK && strncmp(m->conversation, "group:", 6) == 0)
         err = client_group_send(c, m->conversation, &p, files, n_files, progress, message_id);
-    else if (err == MSV_OK)
+    else if (err == MSV_OK && (err = client_requests_written(c, to, 1)) == MSV_OK)
         err = client_send_payload(c, to, 1, &p, text, to[0], files, n_files, progress, message_id);
     msv_messages_free(m, m ? 1 : 0);
     return err;
@@ -791,11 +791,15 @@ msv_err msv_client_send(struct msv_client *c, const char *const *handles, size_t
                         void (*progress)(uint64_t done, uint64_t total), uint8_t message_id[16])
 {
     struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = (char *)text};
+    msv_err err;
 
     if (n == 0)
         return MSV_ERR_INVALID;
     if (client_refuse_blocked(c, handles, n) != MSV_OK)
         return MSV_ERR_INVALID;
+    /* writing to a handle accepts its message request */
+    if ((err = client_requests_written(c, handles, n)) != MSV_OK)
+        return err;
     return client_send_payload(c, handles, n, &p, text, handles[0], files, n_files, progress,
                                message_id);
 }

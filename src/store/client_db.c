@@ -984,6 +984,57 @@ msv_err msv_client_db_message_delete(struct msv_client_db *db, const uint8_t mes
     return err;
 }
 
+msv_err msv_client_db_has_outgoing(struct msv_client_db *db, const char *conversation)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(
+        db->db, "SELECT 1 FROM messages WHERE conversation = ? AND outgoing = 1 LIMIT 1;", &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, conversation, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW)
+        return MSV_OK;
+    return rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
+}
+
+msv_err msv_client_db_conversation_delete(struct msv_client_db *db, const char *conversation)
+{
+    /* what hangs off the messages first; the messages' trigger takes their text out of the
+     * index */
+    static const char *const sql[] = {
+        "DELETE FROM message_versions WHERE message_id IN (SELECT message_id FROM messages "
+        "WHERE "
+        "conversation = ?1);",
+        "DELETE FROM reactions WHERE message_id IN (SELECT message_id FROM messages WHERE "
+        "conversation = ?1);",
+        "DELETE FROM mentions WHERE message_id IN (SELECT message_id FROM messages WHERE "
+        "conversation = ?1);",
+        "DELETE FROM messages WHERE conversation = ?1;",
+    };
+    msv_err err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
+
+    for (size_t i = 0; err == MSV_OK && i < sizeof(sql) / sizeof(sql[0]); i++) {
+        sqlite3_stmt *st = NULL;
+
+        err = msv_sql_prepare(db->db, sql[i], &st);
+        if (err == MSV_OK) {
+            sqlite3_bind_text(st, 1, conversation, -1, SQLITE_TRANSIENT);
+            err = msv_sql_run(st);
+        }
+    }
+    err = finish_transaction(db, err);
+    /* as for one message (msv_client_db_message_delete): no copy stays in the index's pages */
+    if (err == MSV_OK)
+        err = msv_sql_exec(db->db, "INSERT INTO messages_fts(messages_fts) VALUES ('optimize');");
+    if (err == MSV_OK)
+        drop_old_pages(db);
+    return err;
+}
+
 void msv_messages_free(struct msv_message_rec *m, size_t count)
 {
     for (size_t i = 0; m != NULL && i < count; i++) {
@@ -1006,7 +1057,8 @@ msv_err msv_client_db_reaction_put(struct msv_client_db *db, const struct msv_re
         "INSERT INTO reactions (message_id, handle, emoji, sent_at_ms, reaction_id) "
         "VALUES (?, ?, ?, ?, ?) ON CONFLICT (message_id, handle) DO UPDATE SET "
         "emoji = excluded.emoji, sent_at_ms = excluded.sent_at_ms, "
-        "reaction_id = excluded.reaction_id WHERE (excluded.sent_at_ms, excluded.reaction_id) > "
+        "reaction_id = excluded.reaction_id WHERE (excluded.sent_at_ms, excluded.reaction_id) "
+        "> "
         "(reactions.sent_at_ms, reactions.reaction_id);",
         &st);
 

@@ -106,6 +106,7 @@ struct msv_message_rec {
 /* What a received message needs after it is stored, each step recorded when done. */
 #define MSV_MESSAGE_TO_SHOW 1u      /* shown to the user (on_message) */
 #define MSV_MESSAGE_RECEIPT_OWED 2u /* its delivery receipt handed to the outbox */
+#define MSV_MESSAGE_REQUEST 4u      /* a message request: its receipts held back until accepted */
 /* Stores a message; MSV_ERR_EXISTS (and nothing changes) if its id is stored already. */
 MSV_MUST_CHECK msv_err msv_client_db_message_put(struct msv_client_db *db,
                                                  const struct msv_message_rec *m);
@@ -157,6 +158,12 @@ MSV_MUST_CHECK msv_err msv_client_db_history(struct msv_client_db *db, const cha
 /* Records steps (MSV_MESSAGE_*) of a stored message as done. */
 MSV_MUST_CHECK msv_err msv_client_db_message_done(struct msv_client_db *db,
                                                   const uint8_t message_id[16], unsigned steps);
+/* MSV_OK if this account ever wrote in conversation, MSV_ERR_NOT_FOUND if never. */
+MSV_MUST_CHECK msv_err msv_client_db_has_outgoing(struct msv_client_db *db,
+                                                  const char *conversation);
+/* Deletes every message of a conversation (with their text in the index, versions, reactions). */
+MSV_MUST_CHECK msv_err msv_client_db_conversation_delete(struct msv_client_db *db,
+                                                         const char *conversation);
 /* The messages with steps still to take, oldest first (free with msv_messages_free). */
 MSV_MUST_CHECK msv_err msv_client_db_messages_pending(struct msv_client_db *db,
                                                       struct msv_message_rec **out, size_t *count);
