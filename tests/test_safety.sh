@@ -69,6 +69,12 @@ expect 0 "carol writes in the group" -- as carol send --group trio --text "carol
 expect 0 "bob receives" -- as bob receive --wait 1
 grep -q "carol in trio" out.txt && ok || bad "carol's group message: $(cat out.txt)"
 grep -q "alice in trio" out.txt && bad "a blocked member's group message reached bob: $(cat out.txt)" || ok
+# and nothing of bob's goes to alice, not even through the group (nor his profile key with it)
+expect 0 "bob writes in the group" -- as bob send --group trio --text "bob in trio"
+expect 0 "carol receives" -- as carol receive --wait 1
+grep -q "bob in trio" out.txt && ok || bad "bob's group message to carol: $(cat out.txt)"
+expect 0 "alice receives" -- as alice receive --wait 1
+grep -q "bob in trio" out.txt && bad "bob's group message reached the handle he blocked: $(cat out.txt)" || ok
 # bad input
 expect 1 "blocking an unknown handle" -- as bob block nobody@example.org
 grep -q "nobody@example.org has no account" err.txt && ok || bad "unknown handle: $(cat err.txt)"

@@ -678,22 +678,29 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
     char uris[MSV_ATTACHMENTS_MAX][80], preview[LONG_TEXT_PREVIEW + 4], profile_uri[81];
     struct msv_message_rec rec = {.outgoing = 1, .status = "queued"};
     uint8_t *pt = NULL;
-    size_t pt_len = 0, t = 0;
+    size_t pt_len = 0, t = 0, blocked = 0;
     msv_err err = MSV_OK;
 
     if (n_in == 0 || n_in >= MSV_PARTICIPANTS_MAX || n_files >= MSV_ATTACHMENTS_MAX)
         return MSV_ERR_INVALID;
     memset(refs, 0, sizeof(refs));
-    /* the targets and this account, each once: its other devices get a copy */
+    /* the targets and this account, each once: its other devices get a copy; nothing at all
+     * goes to a blocked handle (a group's other members still get theirs) */
     for (size_t i = 0; i <= n_in; i++) {
         const char *h = i < n_in ? targets_in[i] : c->handle;
         size_t k;
 
+        if (i < n_in && strcmp(h, c->handle) != 0 && msv_client_is_blocked(c, h)) {
+            blocked++;
+            continue;
+        }
         for (k = 0; k < t && strcmp(targets[k], h) != 0; k++)
             ;
         if (k == t)
             targets[t++] = h;
     }
+    if (blocked > 0 && blocked == n_in)
+        return client_refuse_blocked(c, targets_in, n_in);
     if (p->kind == MSV_KIND_MESSAGE) {
         /* the conversation's disappearing-message timer goes with it */
         p->timer_s = conversation != NULL ? client_timer_for_send(c, conversation) : 0;
