@@ -105,6 +105,13 @@ expect 0 "bob's history through the daemon" -- as bob -o json history alice@exam
 json_field 'r["text"].startswith("secret") and (r["timer_s"], r["expires_at_ms"])' | grep -q "(30, None)" &&
     ok || bad "unread: not counting down yet: $(cat out.txt)"
 ls dev-bob/bob@example.org/attachments/ | grep -q note.txt && ok || bad "bob has the file"
+# one edited before it is read counts down from the reading too
+edmark=otter$RANDOM$RANDOM
+expect 0 "alice sends another under the timer" -- as alice send bob@example.org --text "draft $edmark"
+edid=$(sed -n 's/^sent \([0-9a-f]*\)$/\1/p' out.txt)
+wait_for ev2.txt "draft $edmark" 100 && ok || bad "bob's daemon: no second message: $(cat ev2.txt)"
+expect 0 "and edits it before bob reads it" -- as alice edit "$edid" --text "final $edmark"
+wait_for ev2.txt '"type":"edit"' 100 && ok || bad "bob's daemon: no edit: $(cat ev2.txt)"
 expect 0 "bob reads it" -- as bob read alice@example.org
 expect 0 "bob's history" -- as bob -o json history alice@example.org
 json_field 'r["text"].startswith("secret") and r["expires_at_ms"] is not None' | grep -q True &&
@@ -128,6 +135,8 @@ grep -q "\"type\":\"expired\".*\"message_id\":\"$id\"\|\"message_id\":\"$id\".*\
     ok || bad "the expired event names the message: $(grep expired ev2.txt)"
 expect 0 "bob's history after" -- as bob history alice@example.org
 grep -q "$marker" out.txt && bad "bob still shows it: $(cat out.txt)" || ok
+for _ in $(seq 100); do as bob history alice@example.org | grep -q "$edmark" || break; sleep 0.1; done
+as bob history alice@example.org | grep -q "$edmark" && bad "the message edited before it was read stays" || ok
 grep -q "alice@example.org set disappearing messages to 30s" out.txt && ok || bad "the notice stays: $(cat out.txt)"
 expect 0 "bob's search after" -- as bob history --search "$marker"
 [ ! -s out.txt ] && ok || bad "the search still finds it: $(cat out.txt)"

@@ -222,6 +222,10 @@ msv_err msv_client_mark_read(struct msv_client *c, const char *conversation, siz
 
     *count = 0;
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        /* a message edited before it was read is read now too: a disappearing one's time runs
+         * from here (its status keeps saying it was edited) */
+        if (!m[i].outgoing && strcmp(m[i].status, "edited") == 0)
+            err = msv_client_db_message_expiry_start(c->db, m[i].message_id, msv_wall_ms());
         if (m[i].outgoing || strcmp(m[i].status, "received") != 0)
             continue;
         /* the receipt goes to the sender, whatever conversation the message is in; none
