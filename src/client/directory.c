@@ -193,7 +193,7 @@ msv_err msv_client_approve_device(struct msv_client *c, uint64_t device_id)
     /* the new device gets the whole synced state; what cannot go now stays pending, for the
      * next flush */
     if (err == MSV_OK && msv_client_db_sync_resend_all(c->db) == MSV_OK &&
-        msv_client_sync_flush(c, NULL) != MSV_OK)
+        client_sync_flush(c, NULL, 1) != MSV_OK)
         c->why.message[0] = '\0';
     return err;
 }

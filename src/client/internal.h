@@ -192,4 +192,11 @@ msv_err client_take_profile(struct msv_client *c, const char *sender, const stru
 msv_err client_profile_before_rotation(struct msv_client *c, struct msv_profile **out);
 msv_err client_profile_after_rotation(struct msv_client *c, const struct msv_profile *p);
 
+/*
+ * Sends the synced changes still pending to this account's other devices
+ * (msv_client_sync_flush); unless anyway, only once another device of the
+ * account is known here (a device just approved is, before the directory says so).
+ */
+msv_err client_sync_flush(struct msv_client *c, size_t *sent, int anyway);
+
 #endif

@@ -197,7 +197,27 @@ static msv_err flush_batch(struct msv_client *c, size_t *n, size_t *sent)
     return err;
 }
 
+/* Whether the directory listed a device of this account other than this one. */
+static int other_device_known(struct msv_client *c)
+{
+    struct msv_known_device *d = NULL;
+    size_t n = 0;
+    int other = 0;
+
+    if (msv_client_db_known_devices(c->db, c->handle, &d, &n) != MSV_OK)
+        return 1; /* unsure: try to send */
+    for (size_t i = 0; i < n; i++)
+        other |= d[i].device_id != c->device_id;
+    msv_known_devices_free(d, n);
+    return other;
+}
+
 msv_err msv_client_sync_flush(struct msv_client *c, size_t *sent)
+{
+    return client_sync_flush(c, sent, 0);
+}
+
+msv_err client_sync_flush(struct msv_client *c, size_t *sent, int anyway)
 {
     size_t n = 0, total = 0;
     msv_err err = MSV_OK;
@@ -205,6 +225,13 @@ msv_err msv_client_sync_flush(struct msv_client *c, size_t *sent)
     if (c->device_id == 0) /* not registered yet: nothing to send to */
         return MSV_OK;
     err = rotate_for_block(c);
+    /* changes wait (pending) until this device knows another of the account's: a lone device
+     * does not connect for nobody, and a device approved later gets everything anyway */
+    if (err == MSV_OK && !anyway && !other_device_known(c)) {
+        if (sent != NULL)
+            *sent = 0;
+        return MSV_OK;
+    }
     for (int round = 0; err == MSV_OK && round < SYNC_ROUNDS_MAX; round++) {
         err = flush_batch(c, &n, &total);
         if (n == 0)
