@@ -500,7 +500,7 @@ static void draw(struct chat *ch)
 {
     int list_w = COLS >= 60 ? (COLS / 4 < 28 ? COLS / 4 : 28) : 0;
     int view_x = list_w ? list_w + 1 : 0, view_w = COLS - view_x, view_h = LINES - 3;
-    char title[700], name[300], members[300] = "";
+    char title[1024], name[300], members[300] = "";
     struct lines l = {0};
     size_t first_conv = 0;
     wchar_t *w;
