@@ -121,11 +121,11 @@ msv_err msv_client_window(struct msv_client *c, const char *which, uint64_t *sec
     if (err == MSV_ERR_NOT_FOUND)
         return MSV_OK;
     /* a value another device wrote that is not a number of seconds in range: the default */
-    if (err == MSV_OK && len > 0 && len < sizeof(digits) &&
-        strspn((char *)v, "0123456789") >= len) {
+    if (err == MSV_OK && len > 0 && len < sizeof(digits)) {
+        /* the stored value is bytes, not a C string: look at it only once it is one */
         memcpy(digits, v, len);
         digits[len] = '\0';
-        if (strtoull(digits, NULL, 10) <= MSV_WINDOW_MAX_S)
+        if (strspn(digits, "0123456789") == len && strtoull(digits, NULL, 10) <= MSV_WINDOW_MAX_S)
             *seconds = strtoull(digits, NULL, 10);
     }
     free(v);

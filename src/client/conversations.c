@@ -39,10 +39,12 @@ static int64_t conv_number(struct msv_client *c, const char *conversation, const
 
     if (!conv_key(conversation, what, key) || msv_client_db_get(c->db, key, &v, &len) != MSV_OK)
         return 0;
-    if (len > 0 && len < 20 && strspn((char *)v, "0123456789") >= len) {
+    if (len > 0 && len < 20) {
+        /* bytes, not a C string, until copied and ended */
         memcpy(digits, v, len);
         digits[len] = '\0';
-        n = strtoll(digits, NULL, 10);
+        if (strspn(digits, "0123456789") == len)
+            n = strtoll(digits, NULL, 10);
     }
     free(v);
     return n;

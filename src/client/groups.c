@@ -162,7 +162,8 @@ static msv_err list_add(char **list, size_t *n, const char *handle, size_t len)
 {
     char *copy;
 
-    if (strlen(handle) < len || memchr(handle, '\0', len) != NULL)
+    /* handle may be bytes read from a stored state, not a C string: only its len bytes count */
+    if (memchr(handle, '\0', len) != NULL)
         return MSV_ERR_PARSE;
     for (size_t i = 0; i < *n; i++)
         if (strlen(list[i]) == len && memcmp(list[i], handle, len) == 0)
