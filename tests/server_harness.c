@@ -480,3 +480,9 @@ struct msv_client *test_client_for(struct test_server *s, const char *name, cons
 {
     return test_client_of_suites(s, name, handle, MSV_SUITE_MODERN, 0);
 }
+
+void test_acquaint(struct msv_client *a, struct msv_client *b)
+{
+    assert_int_equal(msv_client_db_contact_add(a->db, b->handle, b->handle), MSV_OK);
+    assert_int_equal(msv_client_db_contact_add(b->db, a->handle, a->handle), MSV_OK);
+}

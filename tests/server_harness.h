@@ -102,6 +102,8 @@ struct msv_client;
  * Caller frees with msv_client_close().
  */
 struct msv_client *test_client_for(struct test_server *s, const char *name, const char *handle);
+/* a and b each the other's contact: their first messages are no message requests. */
+void test_acquaint(struct msv_client *a, struct msv_client *b);
 /* The same with keys of suite and of the suites in also (a bit set of MSV_SUITE_BIT). */
 struct msv_client *test_client_of_suites(struct test_server *s, const char *name,
                                          const char *handle, enum msv_suite suite, unsigned also);

@@ -66,13 +66,6 @@ static struct msv_client *client_for(struct test_server *s, const char *name, co
     return test_client_for(s, name, handle);
 }
 
-/* a and b each the other's contact: their first messages are no message requests */
-static void acquaint(struct msv_client *a, struct msv_client *b)
-{
-    assert_int_equal(msv_client_db_contact_add(a->db, b->handle, b->handle), MSV_OK);
-    assert_int_equal(msv_client_db_contact_add(b->db, a->handle, a->handle), MSV_OK);
-}
-
 static void test_redelivery_shown_once(void **state)
 {
     struct test_server s;
@@ -512,7 +505,7 @@ static void test_sessions_and_sealed_sender(void **state)
     test_server_start(&s);
     alice = client_for(&s, "alice", to_alice[0]);
     bob = client_for(&s, "bob", to_bob[0]);
-    acquaint(alice, bob);
+    test_acquaint(alice, bob);
 
     /* first contact: X3DH from bob's published prekeys; alice has no token for bob yet */
     assert_int_equal(msv_client_send(alice, to_bob, 1, "first", NULL, 0, NULL, id), MSV_OK);
@@ -669,7 +662,7 @@ static void start_pair(struct test_server *s, struct msv_client **alice, struct 
     test_server_start(s);
     *alice = client_for(s, "alice", "alice@example.org");
     *bob = client_for(s, "bob", to_bob[0]);
-    acquaint(*alice, *bob);
+    test_acquaint(*alice, *bob);
     assert_int_equal(msv_client_send(*alice, to_bob, 1, "start", NULL, 0, NULL, id), MSV_OK);
     receive_all(*bob);
     receive_all(*alice);
@@ -1815,7 +1808,7 @@ static void test_sealed_sender_not_stripped(void **state)
     test_server_start(&s);
     alice = client_for(&s, "alice", "alice@example.org");
     bob = client_for(&s, "bob", to_bob[0]);
-    acquaint(alice, bob);
+    test_acquaint(alice, bob);
     alice->on_unsealed = count_unsealed;
     alice->ctx = &notices;
     /* alice learns bob's profile key from his receipt */
@@ -3121,7 +3114,7 @@ static void test_receipts_only_from_recipients(void **state)
     test_server_start(&s);
     alice = client_for(&s, "alice", "alice@example.org");
     bob = client_for(&s, "bob", "bob@example.org");
-    acquaint(alice, bob);
+    test_acquaint(alice, bob);
     mallory = client_for(&s, "mallory", "mallory@example.org");
     assert_int_equal(msv_client_send(alice, to, 1, "for bob", NULL, 0, NULL, id), MSV_OK);
     memcpy(fake.message_id, id, 16);

@@ -102,6 +102,7 @@ static void test_server_gone_mid_receive(void **state)
     test_server_start(&s);
     alice = test_client_for(&s, "alice", "alice@example.org");
     bob = test_client_for(&s, "bob", to[0]);
+    test_acquaint(alice, bob); /* no message request: bob owes the delivery receipt */
     assert_int_equal(msv_client_send(alice, to, 1, "while the server dies", NULL, 0, NULL, id),
                      MSV_OK);
     seen.kill_on_message = &s;
@@ -168,6 +169,7 @@ static void test_killed_before_shown(void **state)
     test_server_start(&s);
     alice = test_client_for(&s, "alice", "alice@example.org");
     bob = test_client_for(&s, "bob", to[0]);
+    test_acquaint(alice, bob);
     msv_client_close(bob);
     assert_int_equal(msv_client_send(alice, to, 1, "shown at last", NULL, 0, NULL, id), MSV_OK);
     snprintf(dir, sizeof(dir), "%s/bob", s.dir);
