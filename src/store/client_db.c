@@ -941,18 +941,6 @@ msv_err msv_client_db_messages_disappearing(struct msv_client_db *db, struct msv
     return collect(st, sizeof(**out), read_message_row, drop_messages, (void **)out, count, NULL);
 }
 
-/* Runs sql, which deletes what refers to ?1, a message id. */
-static msv_err delete_by_id(struct msv_client_db *db, const char *sql, const uint8_t id[16])
-{
-    sqlite3_stmt *st = NULL;
-    msv_err err = msv_sql_prepare(db->db, sql, &st);
-
-    if (err != MSV_OK)
-        return err;
-    sqlite3_bind_blob(st, 1, id, 16, SQLITE_TRANSIENT);
-    return msv_sql_run(st);
-}
-
 msv_err msv_client_db_message_delete(struct msv_client_db *db, const uint8_t message_id[16])
 {
     /* everything that holds the message or refers to it; the messages_ad trigger takes its
@@ -969,7 +957,7 @@ msv_err msv_client_db_message_delete(struct msv_client_db *db, const uint8_t mes
     msv_err err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
 
     for (size_t i = 0; err == MSV_OK && i < sizeof(sql) / sizeof(sql[0]); i++)
-        err = delete_by_id(db, sql[i], message_id);
+        err = message_run(db, sql[i], message_id);
     err = finish_transaction(db, err);
     /*
      * A deleted entry stays in the search index's older segments until they are
