@@ -69,9 +69,12 @@ expect 0 "alice sees it delivered" -- as alice receive --wait 1
 [ "$(status_of alice $B "$id")" = delivered ] && ok || bad "delivered: $(status_of alice $B "$id")"
 
 # ---- delete, then block -------------------------------------------------------------------
-expect 0 "carol, a stranger, writes" -- as carol send $B --text "buy cheap watches"
+printf 'catalogue of watches\n' > catalogue.txt
+expect 0 "carol, a stranger, writes" -- as carol send $B --text "buy cheap watches" --file "$PWD/catalogue.txt"
 expect 0 "bob receives" -- as bob receive --wait 1
+[ -n "$(grep -l "catalogue of watches" dev-bob/bob@example.org/attachments/* 2>/dev/null)" ] && ok || bad "the request's file was not saved"
 expect 0 "bob deletes the request" -- as bob requests delete carol@example.org
+[ -z "$(grep -l "catalogue of watches" dev-bob/bob@example.org/attachments/* 2>/dev/null)" ] && ok || bad "the request's file stays after its deletion"
 expect 0 "her messages are gone" -- as bob history carol@example.org
 [ -s out.txt ] && bad "history after delete: $(cat out.txt)" || ok
 expect 0 "and from the search index" -- as bob history --search watches

@@ -59,6 +59,13 @@ msv_err client_take_timer(struct msv_client *c, const char *sender, uint64_t dev
                           const struct msv_payload *p, const char *conversation,
                           void (*on_message)(void *, const struct msv_incoming *), void *ctx);
 
+/*
+ * Deletes the files received with a message (attachments/<message id>-*); a
+ * file that will not go is MSV_ERR_IO, so that the message (and the reason to
+ * try again) stays.
+ */
+msv_err client_delete_files(struct msv_client *c, const uint8_t id[16]);
+
 /* Sends a control payload about target to the people of a conversation. */
 msv_err client_send_control(struct msv_client *c, enum msv_payload_kind kind,
                             const uint8_t target[16], const char *text, const char *conversation);

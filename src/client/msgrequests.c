@@ -167,6 +167,27 @@ msv_err client_requests_written(struct msv_client *c, const char *const *handles
     return err;
 }
 
+/* Deletes a conversation's messages: their files first, then everything the database holds. */
+static msv_err delete_conversation(struct msv_client *c, const char *conversation)
+{
+    struct msv_message_rec *m = NULL;
+    uint8_t(*ids)[16] = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_db_history(c->db, conversation, NULL, 0, &m, &n);
+
+    if (err == MSV_OK && n > 0 && (ids = calloc(n, sizeof(*ids))) == NULL)
+        err = MSV_ERR_NOMEM;
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        memcpy(ids[i], m[i].message_id, 16);
+        err = client_delete_files(c, m[i].message_id);
+    }
+    if (err == MSV_OK && n > 0)
+        err = msv_client_db_messages_delete(c->db, (const uint8_t(*)[16])ids, n);
+    free(ids);
+    msv_messages_free(m, n);
+    return err;
+}
+
 msv_err msv_client_request_delete(struct msv_client *c, const char *handle)
 {
     char key[300];
@@ -175,7 +196,7 @@ msv_err msv_client_request_delete(struct msv_client *c, const char *handle)
     memset(&c->why, 0, sizeof(c->why));
     if (!msv_client_is_request(c, handle))
         return not_a_request(c, handle);
-    err = msv_client_db_conversation_delete(c->db, handle);
+    err = delete_conversation(c, handle);
     request_key(handle, key);
     /* no state left: its next message is a request again */
     if (err == MSV_OK)

@@ -229,12 +229,8 @@ msv_err client_take_timer(struct msv_client *c, const char *sender, uint64_t dev
     return err;
 }
 
-/*
- * Deletes the files received with a message: attachments/<message id>-*.
- * A file that will not go stops the deletion, so that the message (and the
- * reason to try again) stays.
- */
-static msv_err delete_files(struct msv_client *c, const uint8_t id[16])
+/* attachments/<message id>-* (internal.h) */
+msv_err client_delete_files(struct msv_client *c, const uint8_t id[16])
 {
     char dir_path[1100], hex[33];
     struct dirent *e;
@@ -275,7 +271,7 @@ msv_err msv_client_expire(struct msv_client *c,
         for (size_t i = 0; err == MSV_OK && i < n; i++) {
             struct msv_incoming in = {.kind = MSV_INCOMING_EXPIRED};
 
-            err = delete_files(c, m[i].message_id);
+            err = client_delete_files(c, m[i].message_id);
             if (err == MSV_OK)
                 err = msv_client_db_message_delete(c->db, m[i].message_id);
             if (err == MSV_OK)

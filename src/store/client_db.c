@@ -941,9 +941,9 @@ msv_err msv_client_db_messages_disappearing(struct msv_client_db *db, struct msv
     return collect(st, sizeof(**out), read_message_row, drop_messages, (void **)out, count, NULL);
 }
 
-msv_err msv_client_db_message_delete(struct msv_client_db *db, const uint8_t message_id[16])
+msv_err msv_client_db_messages_delete(struct msv_client_db *db, const uint8_t (*ids)[16], size_t n)
 {
-    /* everything that holds the message or refers to it; the messages_ad trigger takes its
+    /* everything that holds a message or refers to it; the messages_ad trigger takes its
      * words out of the search index */
     static const char *const sql[] = {
         "DELETE FROM messages WHERE message_id = ?1;",
@@ -956,8 +956,9 @@ msv_err msv_client_db_message_delete(struct msv_client_db *db, const uint8_t mes
     };
     msv_err err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
 
-    for (size_t i = 0; err == MSV_OK && i < sizeof(sql) / sizeof(sql[0]); i++)
-        err = message_run(db, sql[i], message_id);
+    for (size_t k = 0; err == MSV_OK && k < n; k++)
+        for (size_t i = 0; err == MSV_OK && i < sizeof(sql) / sizeof(sql[0]); i++)
+            err = message_run(db, sql[i], ids[k]);
     err = finish_transaction(db, err);
     /*
      * A deleted entry stays in the search index's older segments until they are
@@ -970,6 +971,11 @@ msv_err msv_client_db_message_delete(struct msv_client_db *db, const uint8_t mes
     if (err == MSV_OK)
         drop_old_pages(db);
     return err;
+}
+
+msv_err msv_client_db_message_delete(struct msv_client_db *db, const uint8_t message_id[16])
+{
+    return msv_client_db_messages_delete(db, (const uint8_t(*)[16])message_id, 1);
 }
 
 msv_err msv_client_db_has_outgoing(struct msv_client_db *db, const char *conversation)
@@ -987,40 +993,6 @@ msv_err msv_client_db_has_outgoing(struct msv_client_db *db, const char *convers
     if (rc == SQLITE_ROW)
         return MSV_OK;
     return rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
-}
-
-msv_err msv_client_db_conversation_delete(struct msv_client_db *db, const char *conversation)
-{
-    /* what hangs off the messages first; the messages' trigger takes their text out of the
-     * index */
-    static const char *const sql[] = {
-        "DELETE FROM message_versions WHERE message_id IN (SELECT message_id FROM messages "
-        "WHERE "
-        "conversation = ?1);",
-        "DELETE FROM reactions WHERE message_id IN (SELECT message_id FROM messages WHERE "
-        "conversation = ?1);",
-        "DELETE FROM mentions WHERE message_id IN (SELECT message_id FROM messages WHERE "
-        "conversation = ?1);",
-        "DELETE FROM messages WHERE conversation = ?1;",
-    };
-    msv_err err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
-
-    for (size_t i = 0; err == MSV_OK && i < sizeof(sql) / sizeof(sql[0]); i++) {
-        sqlite3_stmt *st = NULL;
-
-        err = msv_sql_prepare(db->db, sql[i], &st);
-        if (err == MSV_OK) {
-            sqlite3_bind_text(st, 1, conversation, -1, SQLITE_TRANSIENT);
-            err = msv_sql_run(st);
-        }
-    }
-    err = finish_transaction(db, err);
-    /* as for one message (msv_client_db_message_delete): no copy stays in the index's pages */
-    if (err == MSV_OK)
-        err = msv_sql_exec(db->db, "INSERT INTO messages_fts(messages_fts) VALUES ('optimize');");
-    if (err == MSV_OK)
-        drop_old_pages(db);
-    return err;
 }
 
 void msv_messages_free(struct msv_message_rec *m, size_t count)

@@ -161,9 +161,6 @@ MSV_MUST_CHECK msv_err msv_client_db_message_done(struct msv_client_db *db,
 /* MSV_OK if this account ever wrote in conversation, MSV_ERR_NOT_FOUND if never. */
 MSV_MUST_CHECK msv_err msv_client_db_has_outgoing(struct msv_client_db *db,
                                                   const char *conversation);
-/* Deletes every message of a conversation (with their text in the index, versions, reactions). */
-MSV_MUST_CHECK msv_err msv_client_db_conversation_delete(struct msv_client_db *db,
-                                                         const char *conversation);
 /* The messages with steps still to take, oldest first (free with msv_messages_free). */
 MSV_MUST_CHECK msv_err msv_client_db_messages_pending(struct msv_client_db *db,
                                                       struct msv_message_rec **out, size_t *count);
@@ -222,6 +219,9 @@ MSV_MUST_CHECK msv_err msv_client_db_messages_expired(struct msv_client_db *db, 
                                                       size_t *count);
 MSV_MUST_CHECK msv_err msv_client_db_message_delete(struct msv_client_db *db,
                                                     const uint8_t message_id[16]);
+/* msv_client_db_message_delete for n messages at once (one transaction, one scrub of the index). */
+MSV_MUST_CHECK msv_err msv_client_db_messages_delete(struct msv_client_db *db,
+                                                     const uint8_t (*ids)[16], size_t n);
 /* Every message with a disappearing-message timer, counting down or not (backups leave them out).
  */
 MSV_MUST_CHECK msv_err msv_client_db_messages_disappearing(struct msv_client_db *db,
