@@ -1,15 +1,17 @@
 """Talks JSON-RPC to a missive daemon's socket, for the shell tests.
 
-daemon_rpc.py SOCKET [--schema N] [--wait S] [--ready FILE] REQUEST...
+daemon_rpc.py SOCKET [--schema N] [--wait S] [--ready FILE] [--until FILE] REQUEST...
 
 Asks for schema version N first (when given), sends each REQUEST line, and
 prints every line the daemon writes until every request is answered (at most
 30 s) and then S seconds (default 1) pass without a line; with --ready, makes FILE once the first answer is in (a subscription
-stands). The answer to the schema request is printed too, so that a check of
-everything printed covers it.
+stands); with --until, the S seconds count only once FILE exists (the action
+whose events are awaited is over), within 60 s. The answer to the schema
+request is printed too, so that a check of everything printed covers it.
 """
 import argparse
 import json
+import os
 import socket
 import sys
 import time
@@ -19,6 +21,7 @@ ap.add_argument("socket")
 ap.add_argument("--schema", type=int)
 ap.add_argument("--wait", type=float, default=1.0)
 ap.add_argument("--ready")
+ap.add_argument("--until")
 ap.add_argument("requests", nargs="*")
 a = ap.parse_intermixed_args()
 s = socket.socket(socket.AF_UNIX)
@@ -52,10 +55,24 @@ def asked(line):
 want = sum(asked(l) for l in lines)
 got, ready, out = 0, a.ready, b""
 deadline = time.monotonic() + 30
+hold = time.monotonic() + 60
+
+
+def holding():
+    return a.until is not None and not os.path.exists(a.until) and time.monotonic() < hold
+
+
 try:
     while True:
-        s.settimeout(a.wait if got >= want else max(0.1, deadline - time.monotonic()))
-        d = s.recv(65536)
+        if holding():
+            s.settimeout(0.1)
+            try:
+                d = s.recv(65536)
+            except socket.timeout:
+                continue
+        else:
+            s.settimeout(a.wait if got >= want else max(0.1, deadline - time.monotonic()))
+            d = s.recv(65536)
         if not d:
             break
         out += d

@@ -20,12 +20,45 @@ finish() {
 }
 
 # in_scratch: works in a fresh directory ($work), removed at exit after the
-# missived that start_missived started (if still running) is stopped.
+# test's chats (tm) are closed and the missived that start_missived started
+# and the owner in $daemon (if still running) are stopped.
 in_scratch() {
     work=$(mktemp -d)
     pid=
-    trap 'if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null && wait "$pid"; fi; rm -rf "$work"' EXIT
+    daemon=
+    trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
     cd "$work" || exit 1
+}
+
+# ---- the chat under tmux -------------------------------------------------------------------
+# tm: this test's own tmux server.
+tm() { tmux -u -L "missive-$(basename "$0" .sh)-$$" -f /dev/null "$@"; }
+
+# chat_in SESSION DATA-DIR WIDTH ARGS...: `missive chat ARGS` of the account in
+# DATA-DIR in a tmux window of its own, WIDTH x 30, in the C locale (the chat
+# must take UTF-8 by itself; tmux -u draws UTF-8 whatever the environment
+# says); its error stream in chat-SESSION.err, its exit status in
+# chat-SESSION.rc. ARGS are words of a shell command: quote what has spaces.
+chat_in() {
+    local session=$1 dir=$2 width=$3
+    shift 3
+    tm new-session -d -s "$session" -x "$width" -y 30 \
+        "cd '$work' && LANG=C LC_ALL= '$M' --data-dir $dir chat $* 2>chat-$session.err; echo \$? >chat-$session.rc; sleep 30"
+}
+
+# chat WHO ARGS...: WHO's chat (dev-WHO), 100 columns wide.
+chat() {
+    local who=$1
+    shift
+    chat_in "$who" "dev-$who" 100 "$@"
+}
+
+screen() { tm capture-pane -p -t "$1"; }
+
+# waitfor SESSION TEXT [TENTHS]: until TEXT shows in the window (5 s unless told).
+waitfor() {
+    for _ in $(seq "${3:-50}"); do screen "$1" | grep -qF -- "$2" && return 0; sleep 0.1; done
+    return 1
 }
 
 # start_missived [WRAPPER...]: starts $D (through WRAPPER, e.g. valgrind) on
@@ -149,16 +182,17 @@ daemon_schema_ok() {
 }
 # events_both SOCKET COMMAND...: subscribes to the daemon at SOCKET in schema 1 and in
 # schema 2, runs COMMAND, and leaves what each subscriber got in ev1.txt and ev2.txt
-# (each ends 3 s after its last line)
+# (each ends once COMMAND is over and 3 s passed without a line)
 events_both() {
     local sock=$1 s1 s2
     shift
-    rm -f sub1 sub2
-    daemon_rpc "$sock" --wait 3 --ready sub1 '{"jsonrpc":"2.0","id":1,"method":"subscribe"}' >ev1.txt &
+    rm -f sub1 sub2 acted
+    daemon_rpc "$sock" --wait 3 --ready sub1 --until acted '{"jsonrpc":"2.0","id":1,"method":"subscribe"}' >ev1.txt &
     s1=$!
-    daemon_rpc "$sock" --schema 2 --wait 3 --ready sub2 '{"jsonrpc":"2.0","id":1,"method":"subscribe"}' >ev2.txt &
+    daemon_rpc "$sock" --schema 2 --wait 3 --ready sub2 --until acted '{"jsonrpc":"2.0","id":1,"method":"subscribe"}' >ev2.txt &
     s2=$!
     for _ in $(seq 100); do [ -e sub1 ] && [ -e sub2 ] && break; sleep 0.1; done
     "$@"
+    : >acted
     wait "$s1" "$s2"
 }

@@ -13,8 +13,6 @@ if ! command -v tmux >/dev/null; then
     exit 1
 fi
 in_scratch
-tm() { tmux -u -L "missive-test-$$" -f /dev/null "$@"; }
-trap 'tm kill-server 2>/dev/null; if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null && wait "$pid"; fi; rm -rf "$work"' EXIT
 
 start_missived || bad "missived started"
 register_people alice bob carol
@@ -22,20 +20,6 @@ as alice send bob@example.org --text "first contact" >/dev/null && as bob receiv
 as alice contacts remove bob@example.org >/dev/null # named by his handle until now
 as alice contacts add bobby bob@example.org && ok || bad "alice's contact"
 
-# chat WHO [ARGS]: WHO's chat in a 100x30 tmux window of its own, in the C locale (it
-# must take UTF-8 by itself); tmux -u draws UTF-8 whatever the environment says
-chat() {
-    local who=$1
-    shift
-    tm new-session -d -s "$who" -x 100 -y 30 \
-        "cd '$work' && LANG=C LC_ALL= '$M' --data-dir dev-$who chat $* 2>chat-$who.err; echo \$? >chat-$who.rc; sleep 30"
-}
-screen() { tm capture-pane -p -t "$1"; }
-# waitfor WHO TEXT: until TEXT shows in WHO's window (5 s at most)
-waitfor() {
-    for _ in $(seq 50); do screen "$1" | grep -qF -- "$2" && return 0; sleep 0.1; done
-    return 1
-}
 sock() { echo "$work/dev-$1/$1@example.org/daemon.sock"; }
 
 chat alice bobby

@@ -9,8 +9,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 M=$(realpath "${1:?usage: test_daemon.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_daemon.sh MISSIVE MISSIVED}")
 in_scratch
-daemon=
-trap 'for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 start_missived || bad "missived started"
 register_people alice bob carol

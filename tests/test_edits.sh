@@ -11,8 +11,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 M=$(realpath "${1:?usage: test_edits.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_edits.sh MISSIVE MISSIVED}")
 in_scratch
-daemon=
-trap 'for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 # on WHO COMMAND...: missive as bob, alice (her phone) or laptop (alice's second device)
 on() {
@@ -184,22 +182,9 @@ daemon=
 
 # the chat: "(edited)" on the message, /edits lists its versions, a refused edit says why
 command -v tmux >/dev/null || { bad "tmux is not installed (scripts/deps.sh installs it)"; finish; exit; }
-tm() { tmux -u -L "missive-edits-$$" -f /dev/null "$@"; }
-trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
-chat() {
-    local who=$1
-    shift
-    tm new-session -d -s "$who" -x 110 -y 30 \
-        "cd '$work' && LANG=C LC_ALL= '$M' --data-dir dev-$who --account $who@example.org chat $* 2>chat-$who.err; sleep 30"
-}
-screen() { tm capture-pane -p -t "$1"; }
-waitfor() {
-    for _ in $(seq 50); do screen "$1" | grep -qF -- "$2" && return 0; sleep 0.1; done
-    return 1
-}
 expect 0 "bob's chat shows handles" -- as bob contacts remove ally
-chat alice bob@example.org
-chat bob alice@example.org
+chat_in alice dev-alice 110 bob@example.org
+chat_in bob dev-bob 110 alice@example.org
 waitfor alice "online" && waitfor bob "online" && ok || bad "both chats start: $(screen alice)"
 tm send-keys -t alice "dinner at eight" Enter
 waitfor bob "alice@example.org: dinner at eight" && ok || bad "the message in bob's chat: $(screen bob)"

@@ -15,9 +15,6 @@ if ! command -v tmux >/dev/null; then
     exit 1
 fi
 in_scratch
-daemon=
-tm() { tmux -u -L "missive-groups-$$" -f /dev/null "$@"; }
-trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 start_missived || bad "missived started"
 register_people alice bob carol dave
@@ -121,13 +118,7 @@ expect 0 "dave gets it" -- as dave receive --wait 1
 grep -q "still four of us" out.txt && ok || bad "dave still receives: $(cat out.txt)"
 
 # the chat: admins starred in the title; a refused change shown as a warning
-screen() { tm capture-pane -p -t "$1"; }
-waitfor() {
-    for _ in $(seq 50); do screen "$1" | grep -qF -- "$2" && return 0; sleep 0.1; done
-    return 1
-}
-tm new-session -d -s alice -x 160 -y 30 \
-    "cd '$work' && LANG=C LC_ALL= '$M' --data-dir dev-alice chat '$club' 2>chat-alice.err; sleep 30"
+chat_in alice dev-alice 160 "'$club'"
 waitfor alice "online" && ok || bad "alice's chat starts: $(screen alice)"
 waitfor alice "members: ★$A $B ★$E" && ok || bad "admins starred: $(screen alice | head -2)"
 expect 0 "bob's patched client demotes alice" -- as bob groups demote club $A

@@ -9,9 +9,6 @@ set -u
 M=$(realpath "${1:?usage: test_profile.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_profile.sh MISSIVE MISSIVED}")
 in_scratch
-daemon=
-tm() { tmux -u -L "missive-test-$$" -f /dev/null "$@"; }
-trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 start_missived || bad "missived started"
 register_people alice bob carol
@@ -96,16 +93,13 @@ grep -q "^sync:conv:bob@example.org:pin	on$" out.txt && ok || bad "the pin from 
 
 # the chat on the laptop: the synced change is shown, and so is the synced name
 if command -v tmux >/dev/null; then
-    tm new-session -d -s laptop -x 100 -y 30 \
-        "cd '$work' && LANG=C LC_ALL= '$M' --data-dir dev-alice2 chat bob@example.org 2>chat.err; sleep 30"
-    screen() { tm capture-pane -p -t laptop; }
-    waitfor() { for _ in $(seq 50); do screen | grep -qF -- "$1" && return 0; sleep 0.1; done; return 1; }
-    waitfor "online" && ok || bad "the laptop's chat starts: $(screen)"
-    waitfor "Robert: hello alice" && ok || bad "the chat names bob as the synced contact: $(screen)"
+    chat_in laptop dev-alice2 100 bob@example.org
+    waitfor laptop "online" && ok || bad "the laptop's chat starts: $(screen laptop)"
+    waitfor laptop "Robert: hello alice" && ok || bad "the chat names bob as the synced contact: $(screen laptop)"
     expect 0 "the phone renames bob" -- as alice contacts add Bob bob@example.org
     expect 0 "..." -- as alice contacts remove Robert
-    waitfor "change synced from device" && ok || bad "the chat shows the sync: $(screen)"
-    waitfor "Bob: hello alice" && ok || bad "the chat shows the new name: $(screen)"
+    waitfor laptop "change synced from device" && ok || bad "the chat shows the sync: $(screen laptop)"
+    waitfor laptop "Bob: hello alice" && ok || bad "the chat shows the new name: $(screen laptop)"
     tm kill-server
 else
     bad "tmux is not installed (scripts/deps.sh installs it)"

@@ -10,9 +10,6 @@ set -u
 M=$(realpath "${1:?usage: test_profiles.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_profiles.sh MISSIVE MISSIVED}")
 in_scratch
-daemon=
-tm() { tmux -u -L "missive-profiles-$$" -f /dev/null "$@"; }
-trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 # the avatar's file in the -o json output of 'profile show' in out.txt
 avatar_file() { python3 -c "import json; print(json.load(open('out.txt')).get('avatar', ''))"; }
@@ -106,13 +103,7 @@ cmp -s "$path" avatar.bin && ok || bad "carol's avatar differs"
 
 # ---- the chat: names in the list and the history, and their change ------------------------
 if command -v tmux >/dev/null; then
-    screen() { tm capture-pane -p -t "$1"; }
-    waitfor() {
-        for _ in $(seq 50); do screen "$1" | grep -qF -- "$2" && return 0; sleep 0.1; done
-        return 1
-    }
-    tm new-session -d -s alice -x 120 -y 30 \
-        "cd '$work' && '$M' --data-dir dev-alice chat bob@example.org 2>chat.err; sleep 30"
+    chat_in alice dev-alice 120 bob@example.org
     waitfor alice "online" && ok || bad "alice's chat: $(screen alice)"
     waitfor alice "Robert (bob@example.org): no picture" && ok || bad "the name in the chat's history: $(screen alice)"
     screen alice | grep -q "^Robert (bob@example.org)[ (0-9)]*│" && ok || bad "the name in the chat's list: $(screen alice)"

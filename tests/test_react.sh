@@ -10,9 +10,6 @@ set -u
 M=$(realpath "${1:?usage: test_react.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_react.sh MISSIVE MISSIVED}")
 in_scratch
-daemon=
-tm() { tmux -u -L "missive-react-$$" -f /dev/null "$@"; }
-trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 start_missived || bad "missived started"
 register_people alice bob carol dave
@@ -149,10 +146,7 @@ daemon=
 
 # --- the chat: counts under the message, /react on the newest message from the other --------
 if command -v tmux >/dev/null; then
-    tm new-session -d -s bob -x 100 -y 30 \
-        "cd '$work' && LANG=C LC_ALL= '$M' --data-dir dev-bob chat $A 2>chat-bob.err; sleep 30"
-    screen() { tm capture-pane -p -t "$1"; }
-    waitfor() { for _ in $(seq 50); do screen "$1" | grep -qF -- "$2" && return 0; sleep 0.1; done; return 1; }
+    chat bob $A
     waitfor bob "😀 1  🙂 1" && ok || bad "bob's chat shows the counts: $(screen bob)"
     expect 0 "alice reacts with bob's chat open" -- as alice react "$id" "🔥"
     waitfor bob "🙂 1  🔥 1" && ok || bad "the chat follows a reaction: $(screen bob)"
@@ -202,8 +196,7 @@ as bob receive --wait 1 >/dev/null
 [ "$(last_of bob 'r["text"], r["mentions"], r["mentioned"]')" = "('@dave@example.org come in, @bobby', [], False)" ] && ok || bad "bob ignores the range naming dave: $(tail -1 out.txt)"
 # the chat: the list marks the group where carol is named, until she reads it
 if command -v tmux >/dev/null; then
-    tm new-session -d -s carol -x 100 -y 30 \
-        "cd '$work' && LANG=C LC_ALL= '$M' --data-dir dev-carol chat $B 2>chat-carol.err; sleep 30"
+    chat carol $B
     for _ in $(seq 100); do screen carol | grep -qF " @)" && break; sleep 0.1; done
     screen carol | grep -qF " @)" && ok || bad "the @ mark: $(screen carol)"
     tm send-keys -t carol "/group team" Enter

@@ -11,9 +11,6 @@ M=$(realpath "${1:?usage: test_requests.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_requests.sh MISSIVE MISSIVED}")
 export MISSIVED_ACCOUNTS_REGISTER_BURST=20 # eight people from one address
 in_scratch
-daemon=
-tm() { tmux -u -L "missive-requests-$$" -f /dev/null "$@"; }
-trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 start_missived || bad "missived started"
 register_people alice bob carol dave erin frank gina hana
@@ -179,13 +176,7 @@ if command -v tmux >/dev/null; then
     expect 0 "hana, a stranger, writes" -- as hana send $B --text "hana here"
     id=$(sent_id)
     expect 0 "bob receives" -- as bob receive --wait 1
-    tm new-session -d -s bob -x 100 -y 30 \
-        "cd '$work' && '$M' --data-dir dev-bob chat alice@example.org 2>chat.err; sleep 30"
-    screen() { tm capture-pane -p -t "$1"; }
-    waitfor() {
-        for _ in $(seq 50); do screen "$1" | grep -qF -- "$2" && return 0; sleep 0.1; done
-        return 1
-    }
+    chat bob alice@example.org
     waitfor bob "online" && ok || bad "bob's chat: $(screen bob)"
     # the section's title, then hana under it, after the accepted conversations
     screen bob | cut -c1-28 | grep -A1 "^requests" | grep -q "hana@example.org" && ok || bad "the requests section: $(screen bob)"

@@ -13,9 +13,6 @@ D=$(realpath "${2:?usage: test_safety.sh MISSIVE MISSIVED MISSIVE-ADMIN}")
 A=$(realpath "${3:?usage: test_safety.sh MISSIVE MISSIVED MISSIVE-ADMIN}")
 export MISSIVED_REPORTS_PER_DAY=3
 in_scratch
-daemon=
-tm() { tmux -u -L "missive-safety-$$" -f /dev/null "$@"; }
-trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 start_missived || bad "missived started"
 register_people alice bob carol dave
@@ -251,13 +248,7 @@ daemon=
 
 # ---- the chat: /block, /unblock, /settings ------------------------------------------------
 if command -v tmux >/dev/null; then
-    screen() { tm capture-pane -p -t "$1"; }
-    waitfor() {
-        for _ in $(seq 50); do screen "$1" | grep -qF -- "$2" && return 0; sleep 0.1; done
-        return 1
-    }
-    tm new-session -d -s carol -x 120 -y 30 \
-        "cd '$work' && '$M' --data-dir dev-carol chat alice@example.org 2>chat.err; sleep 30"
+    chat_in carol dev-carol 120 alice@example.org
     waitfor carol "online" && ok || bad "carol's chat: $(screen carol)"
     tm send-keys -t carol "/help" Enter
     waitfor carol "Safety: /block and /unblock [HANDLE], /report [REASON]" && ok || bad "/help: $(screen carol)"

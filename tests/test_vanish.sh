@@ -13,8 +13,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 M=$(realpath "${1:?usage: test_vanish.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_vanish.sh MISSIVE MISSIVED}")
 in_scratch
-daemon=
-trap 'for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 start_missived || bad "missived started"
 register_people alice bob
@@ -156,20 +154,6 @@ daemon=
 
 # the chat: alice sets the timer from hers, bob sees the notice, a message
 # vanishes from both windows on time
-tm() { tmux -u -L "missive-vanish-$$" -f /dev/null "$@"; }
-trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
-chat() {
-    local who=$1
-    shift
-    tm new-session -d -s "$who" -x 100 -y 30 \
-        "cd '$work' && '$M' --data-dir dev-$who chat $* 2>chat-$who.err; echo \$? >chat-$who.rc; sleep 30"
-}
-screen() { tm capture-pane -p -t "$1"; }
-# waitfor WHO TEXT [TENTHS]: until TEXT shows in WHO's window (5 s unless told)
-waitfor() {
-    for _ in $(seq "${3:-50}"); do screen "$1" | grep -qF -- "$2" && return 0; sleep 0.1; done
-    return 1
-}
 chat alice bob@example.org
 chat bob alice@example.org
 waitfor alice "online" && waitfor bob "online" && ok || bad "both chats start: $(screen alice)"
