@@ -34,14 +34,15 @@ static const struct {
 } commands[] = {
     {"register",
      "register HANDLE --server HOST:PORT[,HOST:PORT...] [--suite modern|ecies|classic]\n"
-     "         [--compat SUITE,...]\n"
+     "         [--compat SUITE,...] [--invite CODE]\n"
      "       missive register HANDLE --code CODE",
      "Creates this device's keys and asks the server for a verification code; run again "
      "with --code to create the account (password from MISSIVE_PASSWORD). The device speaks "
      "its --suite (modern unless given) and the --compat suites too, for devices that speak "
      "nothing else; each message goes in the best suite both devices speak. Addresses after "
      "commas are more nodes of the same service: a connection tries the one that answered "
-     "last, then the others."},
+     "last, then the others. A server that registers by invitation needs --invite, the code "
+     "its operator gave you."},
     {"link", "link HANDLE --server HOST:PORT[,HOST:PORT...] [--suite SUITE] [--compat SUITE,...]",
      "Adds this machine as another device of an existing account (password from "
      "MISSIVE_PASSWORD). It waits until one of the account's devices approves it with "
@@ -533,11 +534,23 @@ static int cmd_register(const struct cli *o)
 
     if (o->argc != 1)
         return cli_usage("register", cli_err);
+    if (o->invite != NULL && o->code != NULL) {
+        fprintf(cli_err, "missive: --invite goes with the first step of register (the code's "
+                         "step uses the invite given there)\n");
+        return EXIT_USAGE;
+    }
     if (o->code == NULL) {
         rc = create_device(o, o->argv[0], &c);
         if (rc != 0)
             return rc;
-        err = msv_client_register_start(c);
+        err = o->invite != NULL ? msv_client_set_invite(c, o->invite) : MSV_OK;
+        if (err == MSV_ERR_INVALID) {
+            fprintf(cli_err, "missive: an invite code has 1 to 64 characters\n");
+            msv_client_close(c);
+            return EXIT_USAGE;
+        }
+        if (err == MSV_OK)
+            err = msv_client_register_start(c);
         if (err == MSV_OK)
             fprintf(cli_out,
                     "verification code sent to %s; finish with:\n  missive register %s --code "
@@ -2305,6 +2318,9 @@ static int cmd_report(const struct cli *o, struct msv_client *c)
     return 0;
 }
 
+/* options with no letter of their own */
+enum { OPT_INVITE = 0x100 };
+
 int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
 {
     static const struct option opts[] = {
@@ -2338,6 +2354,7 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
         {"name", required_argument, NULL, 'N'},
         {"avatar", required_argument, NULL, 'Y'},
         {"help", no_argument, NULL, 'h'},
+        {"invite", required_argument, NULL, OPT_INVITE},
         {NULL, 0, NULL, 0},
     };
     char *end;
@@ -2373,6 +2390,9 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
             break;
         case 'c':
             o->code = optarg;
+            break;
+        case OPT_INVITE:
+            o->invite = optarg;
             break;
         case 't':
             o->text = optarg;

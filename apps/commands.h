@@ -27,6 +27,7 @@ struct cli {
     int json, help, qr, accept, stdio, no_stdin, include_text, archived;
     const char *reason;        /* report --reason */
     const char *name, *avatar; /* profile set --name, --avatar */
+    const char *invite;        /* register --invite */
     struct msv_client *client; /* the open account while a command runs (names of senders) */
     double wait_s;
     long limit;

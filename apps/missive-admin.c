@@ -23,6 +23,7 @@
 #include "server/cluster.h"
 #include "server/control.h"
 #include "server/config.h"
+#include "server/invites.h"
 #include "store/store.h"
 #include "term.h"
 
@@ -36,6 +37,15 @@ static int is_report_action(const char *word)
     return strcmp(word, "show") == 0 || strcmp(word, "suspend") == 0 || strcmp(word, "dismiss") == 0
                ? 2
                : -1;
+}
+
+/* How many words the invites command takes after a first word: 1 for list or create, 2 to revoke.
+ */
+static int is_invite_action(const char *word)
+{
+    if (strcmp(word, "list") == 0 || strcmp(word, "create") == 0)
+        return 1;
+    return strcmp(word, "revoke") == 0 ? 2 : -1;
 }
 
 static void usage(FILE *f)
@@ -57,7 +67,14 @@ static void usage(FILE *f)
                "  reports show ID   one report, with the messages' text if the reporter sent it\n"
                "  reports suspend ID  suspends the reported account (as suspend does) and\n"
                "                    marks the report suspended\n"
-               "  reports dismiss ID  marks the report dismissed"
+               "  reports dismiss ID  marks the report dismissed\n"
+               "  invites [list]    registration invites: id, created, uses left and made,\n"
+               "                    expiry, state, note (the codes themselves are not kept)\n"
+               "  invites create [--uses N] [--days N] [--note TEXT]\n"
+               "                    a new invite code for [accounts] registration = invite,\n"
+               "                    good for N accounts (1) for N days (7; 0: no expiry);\n"
+               "                    printed once\n"
+               "  invites revoke ID  the invite's code registers nobody any more\n"
                "  stats             accounts, devices, the queue (envelopes, bytes, oldest),\n"
                "                    attachments, the transparency log, prekeys, the database size\n"
                "  expire            deletes expired envelopes and attachments now\n"
@@ -78,6 +95,10 @@ struct admin {
     struct msv_config cfg;
     struct msv_store *store;
     int json;
+    /* invites create */
+    unsigned long uses, days;
+    const char *note;
+    int invite_options; /* one of them was given */
 };
 
 #define OPS(a) ((a)->store->ops)
@@ -210,11 +231,25 @@ static void print_report(const struct admin *a, const struct msv_report *r, int 
 
 static int cmd_suspend(struct admin *a, const char *handle, int suspended);
 
+/* An id of a report or invite (what) from the command line; 0 (and says why) if it is none. */
+static int parse_id(const char *s, const char *what, unsigned long long *id)
+{
+    char *end = NULL;
+
+    errno = 0;
+    if (s[0] >= '0' && s[0] <= '9')
+        *id = strtoull(s, &end, 10);
+    if (end == NULL || *end != '\0' || errno != 0 || *id == 0) {
+        fprintf(stderr, "missive-admin: %s is not %s id\n", s, what);
+        return 0;
+    }
+    return 1;
+}
+
 static int cmd_reports(struct admin *a, int argc, char **argv)
 {
     struct msv_report *list = NULL;
     unsigned long long id = 0;
-    char *end = NULL;
     size_t n = 0;
     msv_err err;
     int rc = 0;
@@ -228,13 +263,8 @@ static int cmd_reports(struct admin *a, int argc, char **argv)
         msv_reports_free(list, n);
         return 0;
     }
-    errno = 0;
-    if (argv[1][0] >= '0' && argv[1][0] <= '9')
-        id = strtoull(argv[1], &end, 10);
-    if (end == NULL || *end != '\0' || errno != 0 || id == 0) {
-        fprintf(stderr, "missive-admin: %s is not a report id\n", argv[1]);
+    if (!parse_id(argv[1], "a report", &id))
         return EXIT_USAGE;
-    }
     err = OPS(a)->report_get(IMPL(a), id, &list);
     if (err == MSV_ERR_NOT_FOUND) {
         fprintf(stderr, "missive-admin: no report %llu\n", id);
@@ -259,6 +289,122 @@ static int cmd_reports(struct admin *a, int argc, char **argv)
     }
     msv_reports_free(list, 1);
     return rc;
+}
+
+/* ---- invites -------------------------------------------------------------------------- */
+
+#define INVITE_USES_MAX 100000u
+#define INVITE_DAYS_MAX 3650u
+#define INVITE_NOTE_MAX 200
+
+static const char *invite_state(const struct msv_invite *v, int64_t now)
+{
+    if (v->revoked)
+        return "revoked";
+    if (v->uses_left == 0)
+        return "used up";
+    return v->expires_ms != 0 && v->expires_ms <= now ? "expired" : "usable";
+}
+
+static int invites_create(struct admin *a)
+{
+    char code[MSV_INVITE_TEXT_LEN], expires[32];
+    uint8_t hash[32];
+    int64_t now = msv_config_now_ms(&a->cfg);
+    int64_t until = a->days == 0 ? 0 : now + (int64_t)a->days * 86400000;
+    uint64_t id = 0;
+    msv_err err;
+
+    msv_invite_new(code);
+    err = msv_invite_hash((const uint8_t *)code, strlen(code), hash);
+    if (err == MSV_OK)
+        err = OPS(a)->invite_add(IMPL(a), hash, a->note ? a->note : "", (uint32_t)a->uses, now,
+                                 until, &id);
+    if (err != MSV_OK)
+        return fail("storing the invite", err);
+    iso_time(until, expires);
+    if (a->json)
+        emit(json_pack("{s:I, s:s, s:I, s:s}", "id", (json_int_t)id, "code", code, "uses",
+                       (json_int_t)a->uses, "expires", until ? expires : "never"));
+    else
+        printf("invite %llu: %s\n  good for %lu account%s, %s%s; register with\n"
+               "  missive register HANDLE --server HOST:PORT --invite %s\n",
+               (unsigned long long)id, code, a->uses, a->uses == 1 ? "" : "s",
+               until ? "until " : "no expiry", until ? expires : "", code);
+    return 0;
+}
+
+static int cmd_invites(struct admin *a, int argc, char **argv)
+{
+    struct msv_invite *list = NULL;
+    unsigned long long id = 0;
+    int64_t now = msv_config_now_ms(&a->cfg);
+    size_t n = 0;
+    msv_err err;
+
+    if (a->invite_options && (argc == 0 || strcmp(argv[0], "create") != 0)) {
+        fprintf(stderr, "missive-admin: --uses, --days and --note go with invites create\n");
+        return EXIT_USAGE;
+    }
+    if (argc > 0 && strcmp(argv[0], "create") == 0)
+        return invites_create(a);
+    if (argc == 0 || strcmp(argv[0], "list") == 0) {
+        err = OPS(a)->invite_list(IMPL(a), &list, &n);
+        if (err != MSV_OK)
+            return fail("reading the invites", err);
+        if (!a->json && n > 0)
+            printf("%-6s %-20s %9s %6s %-20s %-8s %s\n", "id", "created", "uses left", "used",
+                   "expires", "state", "note");
+        for (size_t i = 0; i < n; i++) {
+            char created[32], expires[32], *note = NULL;
+
+            iso_time(list[i].created_ms, created);
+            iso_time(list[i].expires_ms, expires);
+            if (a->json)
+                emit(json_pack("{s:I, s:s, s:I, s:I, s:s, s:s, s:s}", "id", (json_int_t)list[i].id,
+                               "created", created, "uses_left", (json_int_t)list[i].uses_left,
+                               "used", (json_int_t)list[i].used, "expires",
+                               list[i].expires_ms ? expires : "never", "state",
+                               invite_state(&list[i], now), "note", list[i].note));
+            else if ((note = term_safe(list[i].note, TERM_ONE_LINE)) != NULL)
+                printf("%-6llu %-20s %9lu %6lu %-20s %-8s %s\n", (unsigned long long)list[i].id,
+                       created, (unsigned long)list[i].uses_left, (unsigned long)list[i].used,
+                       list[i].expires_ms ? expires : "never", invite_state(&list[i], now), note);
+            free(note);
+        }
+        msv_invites_free(list, n);
+        return 0;
+    }
+    if (!parse_id(argv[1], "an invite", &id))
+        return EXIT_USAGE;
+    err = OPS(a)->invite_revoke(IMPL(a), id);
+    if (err == MSV_ERR_NOT_FOUND) {
+        fprintf(stderr, "missive-admin: no invite %llu\n", id);
+        return EXIT_ERR;
+    }
+    if (err != MSV_OK)
+        return fail("revoking the invite", err);
+    if (a->json)
+        emit(json_pack("{s:I, s:s}", "id", (json_int_t)id, "state", "revoked"));
+    else
+        printf("invite %llu revoked\n", id);
+    return 0;
+}
+
+/* A number of --uses or --days within [min, max]; 0 (and says why) if it is none. */
+static int count_option(const char *name, const char *s, unsigned long min, unsigned long max,
+                        unsigned long *out)
+{
+    char *end = NULL;
+
+    errno = 0;
+    if (s[0] >= '0' && s[0] <= '9')
+        *out = strtoul(s, &end, 10);
+    if (end == NULL || *end != '\0' || errno != 0 || *out < min || *out > max) {
+        fprintf(stderr, "missive-admin: --%s takes a number from %lu to %lu\n", name, min, max);
+        return 0;
+    }
+    return 1;
 }
 
 static int cmd_suspend(struct admin *a, const char *handle, int suspended)
@@ -442,14 +588,13 @@ static int cmd_expire(struct admin *a)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"data-dir", required_argument, NULL, 'd'},
-        {"output", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'}, {"data-dir", required_argument, NULL, 'd'},
+        {"output", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'},
+        {"uses", required_argument, NULL, 'u'},   {"days", required_argument, NULL, 'D'},
+        {"note", required_argument, NULL, 'n'},   {NULL, 0, NULL, 0},
     };
     const char *config = NULL, *data_dir = NULL, *cmd;
-    struct admin a = {0};
+    struct admin a = {.uses = 1, .days = 7};
     char err[1024], db[1100], why[1400];
     int ch, rc, want, known;
     struct stat sb;
@@ -473,6 +618,26 @@ int main(int argc, char **argv)
         case 'h':
             usage(stdout);
             return 0;
+        case 'u':
+            if (!count_option("uses", optarg, 1, INVITE_USES_MAX, &a.uses))
+                return EXIT_USAGE;
+            a.invite_options = 1;
+            break;
+        case 'D':
+            if (!count_option("days", optarg, 0, INVITE_DAYS_MAX, &a.days))
+                return EXIT_USAGE;
+            a.invite_options = 1;
+            break;
+        case 'n':
+            if (strlen(optarg) > INVITE_NOTE_MAX ||
+                !msv_utf8_is_valid((const uint8_t *)optarg, strlen(optarg))) {
+                fprintf(stderr, "missive-admin: --note takes up to %d bytes of UTF-8\n",
+                        INVITE_NOTE_MAX);
+                return EXIT_USAGE;
+            }
+            a.note = optarg;
+            a.invite_options = 1;
+            break;
         default:
             fprintf(stderr, "missive-admin: unknown option or missing argument: %s\n",
                     argv[optind - 1]);
@@ -488,9 +653,11 @@ int main(int argc, char **argv)
     want = strcmp(cmd, "suspend") == 0 || strcmp(cmd, "unsuspend") == 0 ? 1 : 0;
     if (strcmp(cmd, "reports") == 0) /* none or list; show, suspend or dismiss with an id */
         want = argc - optind - 1 == 0 ? 0 : is_report_action(argv[optind + 1]);
+    if (strcmp(cmd, "invites") == 0) /* none, list or create; revoke with an id */
+        want = argc - optind - 1 == 0 ? 0 : is_invite_action(argv[optind + 1]);
     known = want || strcmp(cmd, "accounts") == 0 || strcmp(cmd, "stats") == 0 ||
             strcmp(cmd, "expire") == 0 || strcmp(cmd, "log-rotate-key") == 0 ||
-            strcmp(cmd, "reports") == 0;
+            strcmp(cmd, "reports") == 0 || strcmp(cmd, "invites") == 0;
     if (!known || argc - optind - 1 != want) {
         fprintf(stderr, "missive-admin: %s\n",
                 known ? "wrong number of arguments" : "unknown command");
@@ -529,6 +696,8 @@ int main(int argc, char **argv)
         rc = cmd_log_rotate_key(&a);
     else if (strcmp(cmd, "reports") == 0)
         rc = cmd_reports(&a, argc - optind - 1, argv + optind + 1);
+    else if (strcmp(cmd, "invites") == 0)
+        rc = cmd_invites(&a, argc - optind - 1, argv + optind + 1);
     else
         rc = cmd_suspend(&a, argv[optind + 1], strcmp(cmd, "suspend") == 0);
     msv_store_close(a.store);

@@ -56,7 +56,7 @@ _missive()
     fi
     local opts=""
     case $command in
-    register) opts="--server --suite --compat --code" ;;
+    register) opts="--server --suite --compat --code --invite" ;;
     link) opts="--server --suite --compat" ;;
     devices) opts="list approve remove" ;;
     contacts) opts="list add remove" ;;

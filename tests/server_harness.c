@@ -304,9 +304,10 @@ static void enroll(struct test_server *s, const char *handle, struct test_device
         err = msv_request_add_device(c, handle, TEST_PASSWORD, d->id, "token", TEST_TIMEOUT_MS,
                                      &d->device_id, &why);
     } else {
-        assert_int_equal(msv_request_register_start(c, handle, TEST_TIMEOUT_MS, &why), MSV_OK);
+        assert_int_equal(msv_request_register_start(c, handle, NULL, TEST_TIMEOUT_MS, &why),
+                         MSV_OK);
         test_server_code(s, handle, code);
-        err = msv_request_register_finish(c, handle, code, TEST_PASSWORD, d->id, "token",
+        err = msv_request_register_finish(c, handle, NULL, code, TEST_PASSWORD, d->id, "token",
                                           TEST_TIMEOUT_MS, &d->device_id, &why);
     }
     if (err != MSV_OK)

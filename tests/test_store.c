@@ -277,7 +277,7 @@ static void test_migration_to_v3(void **state)
                      "ALTER TABLE accounts DROP COLUMN suspended;"
                      "DROP INDEX blobs_by_owner;"
                      "DROP TABLE queue_usage; DROP TRIGGER queue_usage_in;"
-                     "DROP TRIGGER queue_usage_out; DROP TABLE reports;"
+                     "DROP TRIGGER queue_usage_out; DROP TABLE reports; DROP TABLE invites;"
                      "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
@@ -924,6 +924,90 @@ static void test_reports(void **state)
     assert_int_equal(OPS(f)->report_set_state(IMPL(f), id3 + 100, "open"), MSV_ERR_NOT_FOUND);
 }
 
+struct invite_taker {
+    struct msv_store *store;
+    const uint8_t *hash;
+    int taken;
+};
+
+static void *take_invites(void *arg)
+{
+    struct invite_taker *t = arg;
+
+    for (int i = 0; i < 20; i++)
+        if (t->store->ops->invite_take(t->store->impl, t->hash, 5000, 0) == MSV_OK)
+            t->taken++;
+    return NULL;
+}
+
+static void test_invites(void **state)
+{
+    struct fixture *f = *state;
+    uint8_t h1[32], h2[32], h3[32], unknown[32];
+    uint64_t id1 = 0, id2 = 0, id3 = 0;
+    struct msv_invite *list = NULL;
+    struct msv_store *other = NULL;
+    struct invite_taker t[4];
+    pthread_t threads[4];
+    size_t n = 0;
+    int taken = 0;
+
+    memset(h1, 1, 32);
+    memset(h2, 2, 32);
+    memset(h3, 3, 32);
+    memset(unknown, 9, 32);
+    assert_int_equal(OPS(f)->invite_add(IMPL(f), h1, "for the book club", 2, 1000, 0, &id1),
+                     MSV_OK);
+    assert_int_equal(OPS(f)->invite_add(IMPL(f), h2, "", 1, 1000, 3000, &id2), MSV_OK);
+    assert_int_equal(OPS(f)->invite_add(IMPL(f), h3, "", 5, 1000, 0, &id3), MSV_OK);
+    assert_int_equal(OPS(f)->invite_add(IMPL(f), h3, "", 1, 1000, 0, &id3), MSV_ERR_EXISTS);
+    assert_true(id1 < id2 && id2 < id3);
+    /* a dry run takes nothing */
+    assert_int_equal(OPS(f)->invite_take(IMPL(f), h1, 2000, 1), MSV_OK);
+    assert_int_equal(OPS(f)->invite_take(IMPL(f), h1, 2000, 1), MSV_OK);
+    assert_int_equal(OPS(f)->invite_take(IMPL(f), h1, 2000, 0), MSV_OK);
+    assert_int_equal(OPS(f)->invite_take(IMPL(f), h1, 2000, 0), MSV_OK);
+    /* two uses, then none; a use given back can be taken again */
+    assert_int_equal(OPS(f)->invite_take(IMPL(f), h1, 2000, 1), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->invite_take(IMPL(f), h1, 2000, 0), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->invite_give_back(IMPL(f), h1), MSV_OK);
+    assert_int_equal(OPS(f)->invite_take(IMPL(f), h1, 2000, 0), MSV_OK);
+    /* expired at its time */
+    assert_int_equal(OPS(f)->invite_take(IMPL(f), h2, 3000, 1), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->invite_take(IMPL(f), h2, 3000, 0), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->invite_take(IMPL(f), unknown, 2000, 0), MSV_ERR_NOT_FOUND);
+    /* revoked: nothing more, whatever is left */
+    assert_int_equal(OPS(f)->invite_revoke(IMPL(f), id2), MSV_OK);
+    assert_int_equal(OPS(f)->invite_take(IMPL(f), h2, 2000, 0), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->invite_revoke(IMPL(f), id3 + 100), MSV_ERR_NOT_FOUND);
+    /* four takers on two stores of one database: five uses, five registrations */
+    assert_int_equal(open_store(f, &other), MSV_OK);
+    for (int i = 0; i < 4; i++) {
+        t[i] = (struct invite_taker){i % 2 ? other : f->store, h3, 0};
+        assert_int_equal(pthread_create(&threads[i], NULL, take_invites, &t[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(threads[i], NULL), 0);
+        taken += t[i].taken;
+    }
+    msv_store_close(other);
+    assert_int_equal(taken, 5);
+    assert_int_equal(OPS(f)->invite_list(IMPL(f), &list, &n), MSV_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(list[0].id, id1);
+    assert_string_equal(list[0].note, "for the book club");
+    assert_int_equal(list[0].uses_left, 0);
+    assert_int_equal(list[0].used, 2);
+    assert_int_equal(list[0].created_ms, 1000);
+    assert_int_equal(list[0].expires_ms, 0);
+    assert_false(list[0].revoked);
+    assert_int_equal(list[1].expires_ms, 3000);
+    assert_true(list[1].revoked);
+    assert_int_equal(list[2].uses_left, 0);
+    assert_int_equal(list[2].used, 5);
+    msv_invites_free(list, n);
+}
+
 static void test_blobs(void **state)
 {
     struct fixture *f = *state;
@@ -1022,7 +1106,8 @@ static void test_reopen_and_schema(void **state)
     raw_exec(f, sql);
     /*
      * a database of version 6 gets version 7's index of attachments by owner, version 8's
-     * queue counters, which start from what is queued, and version 9's reports
+     * queue counters, which start from what is queued, version 9's reports and version 10's
+     * invites
      */
     reopen(f);
     assert_int_equal(OPS(f)->queue_put(IMPL(f),
@@ -1036,19 +1121,26 @@ static void test_reopen_and_schema(void **state)
                      MSV_OK);
     msv_store_close(f->store);
     f->store = NULL;
-    raw_exec(f,
-             f->pg ? "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
-                     " DROP TRIGGER queue_usage_in ON queue; DROP TRIGGER queue_usage_out ON queue;"
-                     " DROP FUNCTION queue_usage_add; DROP FUNCTION queue_usage_sub;"
-                     " DROP TABLE reports; UPDATE missive_schema SET version = 6;"
-                   : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
-                     " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
-                     " DROP TABLE reports; DELETE FROM schema_version WHERE version >= 7;");
+    raw_exec(
+        f, f->pg ? "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
+                   " DROP TRIGGER queue_usage_in ON queue; DROP TRIGGER queue_usage_out ON queue;"
+                   " DROP FUNCTION queue_usage_add; DROP FUNCTION queue_usage_sub;"
+                   " DROP TABLE reports; DROP TABLE invites; UPDATE missive_schema SET version = 6;"
+                 : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
+                   " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
+                   " DROP TABLE reports; DROP TABLE invites;"
+                   " DELETE FROM schema_version WHERE version >= 7;");
     reopen(f);
     raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
     assert_usage(f, 42, 1, 3);
     assert_int_equal(OPS(f)->report_add(IMPL(f), a, "persist@example.org", "", "", 1, 0, 1, &got),
                      MSV_OK);
+    {
+        uint8_t h[32] = {7};
+
+        assert_int_equal(OPS(f)->invite_add(IMPL(f), h, "", 1, 1, 0, &got), MSV_OK);
+        assert_int_equal(OPS(f)->invite_take(IMPL(f), h, 2, 0), MSV_OK);
+    }
     if (f->pg) {
         struct msv_store *none = NULL;
         char why[256];
@@ -1185,6 +1277,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_operator_views, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reports, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_invites, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blob_usage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_and_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nodes_share_database, setup, teardown),
@@ -1207,6 +1300,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_operator_views, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_reports, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_invites, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_blob_usage, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_and_schema, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_nodes_share_database, setup_pg, teardown),

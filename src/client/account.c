@@ -427,13 +427,46 @@ static void publish_now(struct msv_client *c)
     c->conn = NULL;
 }
 
+#define INVITE_SETTING "registration-invite"
+#define INVITE_MAX 64
+
+msv_err msv_client_set_invite(struct msv_client *c, const char *invite)
+{
+    size_t len = strlen(invite);
+
+    if (len == 0 || len > INVITE_MAX)
+        return MSV_ERR_INVALID;
+    return msv_client_db_set(c->db, INVITE_SETTING, (const uint8_t *)invite, len);
+}
+
+/* The invite code kept for this registration, as a C string in out; "" if none. */
+static msv_err kept_invite(struct msv_client *c, char out[INVITE_MAX + 1])
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err = msv_client_db_get(c->db, INVITE_SETTING, &v, &len);
+
+    out[0] = '\0';
+    if (err == MSV_ERR_NOT_FOUND)
+        return MSV_OK;
+    if (err == MSV_OK && len <= INVITE_MAX) {
+        memcpy(out, v, len);
+        out[len] = '\0';
+    }
+    free(v);
+    return err;
+}
+
 msv_err msv_client_register_start(struct msv_client *c)
 {
     struct msv_conn *conn = NULL;
-    msv_err err = client_plain_conn(c, &conn);
+    char invite[INVITE_MAX + 1];
+    msv_err err = kept_invite(c, invite);
 
     if (err == MSV_OK)
-        err = msv_request_register_start(conn, c->handle, TIMEOUT_MS, &c->why);
+        err = client_plain_conn(c, &conn);
+    if (err == MSV_OK)
+        err = msv_request_register_start(conn, c->handle, invite, TIMEOUT_MS, &c->why);
     msv_conn_close(conn);
     return err;
 }
@@ -441,13 +474,18 @@ msv_err msv_client_register_start(struct msv_client *c)
 msv_err msv_client_register_finish(struct msv_client *c, const char *code, const char *password)
 {
     struct msv_conn *conn = NULL;
-    msv_err err = c->device_id != 0 ? MSV_ERR_EXISTS : client_plain_conn(c, &conn);
+    char invite[INVITE_MAX + 1];
+    msv_err err = c->device_id != 0 ? MSV_ERR_EXISTS : kept_invite(c, invite);
 
     if (err == MSV_OK)
-        err = msv_request_register_finish(conn, c->handle, code, password, c->id, "", TIMEOUT_MS,
-                                          &c->device_id, &c->why);
+        err = client_plain_conn(c, &conn);
+    if (err == MSV_OK)
+        err = msv_request_register_finish(conn, c->handle, invite, code, password, c->id, "",
+                                          TIMEOUT_MS, &c->device_id, &c->why);
     if (err == MSV_OK)
         err = save_device_id(c);
+    if (err == MSV_OK && invite[0] != '\0')
+        err = msv_client_db_unset(c->db, INVITE_SETTING);
     msv_conn_close(conn);
     /* the account's first device makes its profile key (a linked device gets it by sync) */
     if (err == MSV_OK && (msv_identity_suites(c->id) & MSV_SUITE_BIT(MSV_SUITE_MODERN)))

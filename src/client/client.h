@@ -83,7 +83,12 @@ void msv_client_close(struct msv_client *c);
  */
 MSV_MUST_CHECK msv_err msv_client_set_servers(struct msv_client *c, const char *others);
 
-/* Registration: ask for a code, then create the account with it. */
+/*
+ * Registration: ask for a code, then create the account with it. On a server
+ * that registers by invitation, msv_client_set_invite first keeps the invite
+ * code (in the account's settings, until the account is created) for both.
+ */
+MSV_MUST_CHECK msv_err msv_client_set_invite(struct msv_client *c, const char *invite);
 MSV_MUST_CHECK msv_err msv_client_register_start(struct msv_client *c);
 MSV_MUST_CHECK msv_err msv_client_register_finish(struct msv_client *c, const char *code,
                                                   const char *password);

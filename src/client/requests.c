@@ -62,13 +62,14 @@ static ProtobufCBinaryData text(const char *s)
     return b;
 }
 
-msv_err msv_request_register_start(struct msv_conn *c, const char *handle, int timeout_ms,
-                                   struct msv_refusal *why)
+msv_err msv_request_register_start(struct msv_conn *c, const char *handle, const char *invite,
+                                   int timeout_ms, struct msv_refusal *why)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__RegisterStart start = MSV__WIRE__REGISTER_START__INIT;
 
     start.handle = text(handle);
+    start.invite = text(invite ? invite : "");
     req.body_case = MSV__WIRE__FRAME__BODY_REGISTER_START;
     req.register_start = &start;
     return run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, NULL);
@@ -100,10 +101,10 @@ static msv_err registered(struct msv_conn *c, msv_frame *req, int timeout_ms, ui
     return err;
 }
 
-msv_err msv_request_register_finish(struct msv_conn *c, const char *handle, const char *code,
-                                    const char *password, const struct msv_identity *id,
-                                    const char *push_token, int timeout_ms, uint64_t *device_id,
-                                    struct msv_refusal *why)
+msv_err msv_request_register_finish(struct msv_conn *c, const char *handle, const char *invite,
+                                    const char *code, const char *password,
+                                    const struct msv_identity *id, const char *push_token,
+                                    int timeout_ms, uint64_t *device_id, struct msv_refusal *why)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__RegisterFinish fin = MSV__WIRE__REGISTER_FINISH__INIT;
@@ -111,6 +112,7 @@ msv_err msv_request_register_finish(struct msv_conn *c, const char *handle, cons
 
     new_device(&nd, id, push_token);
     fin.handle = text(handle);
+    fin.invite = text(invite ? invite : "");
     fin.code = text(code);
     fin.password = text(password);
     fin.device = &nd;

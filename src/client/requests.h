@@ -19,12 +19,17 @@ struct msv_refusal {
     char message[256];
 };
 
-/* Asks the server to send a verification code to handle. */
+/*
+ * Asks the server to send a verification code to handle; invite (NULL: none)
+ * is the code of an invite, for a server that registers by invitation.
+ */
 MSV_MUST_CHECK msv_err msv_request_register_start(struct msv_conn *c, const char *handle,
-                                                  int timeout_ms, struct msv_refusal *why);
+                                                  const char *invite, int timeout_ms,
+                                                  struct msv_refusal *why);
 /* Creates the account with its first device; *device_id receives the device's id. */
 MSV_MUST_CHECK msv_err msv_request_register_finish(struct msv_conn *c, const char *handle,
-                                                   const char *code, const char *password,
+                                                   const char *invite, const char *code,
+                                                   const char *password,
                                                    const struct msv_identity *id,
                                                    const char *push_token, int timeout_ms,
                                                    uint64_t *device_id, struct msv_refusal *why);

@@ -94,6 +94,7 @@ static const struct option_def options[] = {
     {"accounts", "code_guesses_per_address", OPT_U32, F(code_guesses_per_address), 1, 100},
     {"accounts", "code_guesses_per_handle", OPT_U32, F(code_guesses_per_handle), 1, 100},
     {"accounts", "verification", OPT_STR, F(verification), 0, 0},
+    {"accounts", "registration", OPT_STR, F(registration), 0, 0},
     {"accounts", "verification_hook", OPT_STR, F(verification_hook), 0, 0},
     {"accounts", "argon2_memlimit_kib", OPT_U64, F(argon2_memlimit), 8, 4194304},
     {"accounts", "argon2_opslimit", OPT_U64, F(argon2_opslimit), 1, 64},
@@ -178,6 +179,7 @@ void msv_config_defaults(struct msv_config *c)
     c->blob_finish_fail_rate = 0.01;
     c->blob_finish_fail_burst = 5;
     snprintf(c->verification, sizeof(c->verification), "dev");
+    snprintf(c->registration, sizeof(c->registration), "open");
     c->argon2_memlimit = 64 * 1024; /* KiB: libsodium's interactive level */
     c->argon2_opslimit = 2;
     c->http_enabled = 1;
@@ -338,6 +340,11 @@ static int on_entry(void *user, const char *section, const char *key, const char
 
 static int check(const struct msv_config *c, char *err, size_t err_len)
 {
+    if (strcmp(c->registration, "open") != 0 && strcmp(c->registration, "invite") != 0 &&
+        strcmp(c->registration, "closed") != 0) {
+        snprintf(err, err_len, "[accounts] registration: expected open, invite or closed");
+        return -1;
+    }
     if (strcmp(c->verification, "dev") != 0 && strcmp(c->verification, "hook") != 0) {
         snprintf(err, err_len, "[accounts] verification: expected dev or hook");
         return -1;

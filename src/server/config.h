@@ -59,6 +59,7 @@ struct msv_config {
     double blob_finish_fail_rate; /* failed BlobFinish per second per device */
     double blob_finish_fail_burst;
     char verification[16]; /* "dev" or "hook" */
+    char registration[16]; /* who may create an account: "open", "invite" or "closed" */
     char verification_hook[1024];
     uint64_t argon2_memlimit;
     uint64_t argon2_opslimit;

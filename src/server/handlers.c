@@ -20,6 +20,7 @@
 #include "missive/ratchet.h"
 #include "missive/sealed.h"
 #include "missive/util.h"
+#include "server/invites.h"
 #include "server/log.h"
 #include "server/server.h"
 
@@ -337,6 +338,47 @@ static msv_err put_code(struct msv_conn_state *c, uint64_t request_id, const cha
     return err;
 }
 
+/*
+ * Who may create an account ([accounts] registration): anyone; the holder of
+ * a usable invite, whose use take takes (else it is only checked, and *hash
+ * is set either way); or nobody. Answers a refusal itself: MSV_ERR_AUTH.
+ */
+static msv_err may_register(struct msv_conn_state *c, uint64_t request_id,
+                            const ProtobufCBinaryData *invite, int take, uint8_t hash[32])
+{
+    struct msv_server *s = c->w->srv;
+    msv_err err;
+
+    if (strcmp(s->cfg.registration, "open") == 0)
+        return MSV_OK;
+    atomic_fetch_add(&s->m.registrations_refused, 1);
+    if (strcmp(s->cfg.registration, "closed") == 0) {
+        msv_conn_send_error(c, request_id, E_AUTH, "this server takes no new accounts");
+        return MSV_ERR_AUTH;
+    }
+    if (invite->len == 0) {
+        msv_conn_send_error(c, request_id, E_AUTH,
+                            "this server registers by invitation: ask its operator for an "
+                            "invite code");
+        return MSV_ERR_AUTH;
+    }
+    if (msv_invite_hash(invite->data, invite->len, hash) != MSV_OK) {
+        msv_conn_send_error(c, request_id, E_INVALID,
+                            "not an invite code (16 letters and digits, as XXXX-XXXX-XXXX-XXXX)");
+        return MSV_ERR_AUTH;
+    }
+    err = STORE(s)->invite_take(IMPL(s), hash, msv_server_now_ms(s), !take);
+    if (err == MSV_ERR_NOT_FOUND)
+        msv_conn_send_error(c, request_id, E_AUTH,
+                            "that invite code is not valid: unknown, used up, expired or revoked");
+    else if (err != MSV_OK)
+        msv_conn_send_error(c, request_id, E_IO, "storage failed");
+    if (err != MSV_OK)
+        return MSV_ERR_AUTH;
+    atomic_fetch_sub(&s->m.registrations_refused, 1); /* not refused after all */
+    return MSV_OK;
+}
+
 static void handle_register_start(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
@@ -358,6 +400,10 @@ static void handle_register_start(struct msv_conn_state *c, const msv_frame *f)
                             "that handle is registered; add a device to it instead");
         return;
     }
+    /* no code goes out to a handle that could not register */
+    if (err == MSV_ERR_NOT_FOUND &&
+        may_register(c, f->request_id, &f->register_start->invite, 0, hash) != MSV_OK)
+        return;
     snprintf(code, sizeof(code), "%06u", (unsigned)randombytes_uniform(1000000));
     code_hash(handle, code, hash);
     if (err == MSV_ERR_NOT_FOUND)
@@ -476,7 +522,7 @@ static void handle_register_finish(struct msv_conn_state *c, const msv_frame *f)
     const Msv__Wire__RegisterFinish *r = f->register_finish;
     char handle[MSV_HANDLE_MAX + 1], code[8], pw_hash[crypto_pwhash_STRBYTES];
     const char *bad;
-    uint8_t hash[32];
+    uint8_t hash[32], invite[32];
     uint64_t account = 0, device = 0;
     msv_err err;
     int code_err;
@@ -494,6 +540,8 @@ static void handle_register_finish(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, code_err, bad);
         return;
     }
+    if (may_register(c, f->request_id, &r->invite, 0, invite) != MSV_OK)
+        return;
     memcpy(code, r->code.data, 6);
     code[6] = '\0';
     code_hash(handle, code, hash);
@@ -507,9 +555,17 @@ static void handle_register_finish(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, E_IO, "out of memory hashing the password");
         return;
     }
+    /* the invite's use is taken last, and given back if no account comes of it */
+    if (may_register(c, f->request_id, &r->invite, 1, invite) != MSV_OK)
+        return;
     err = STORE(s)->account_create(IMPL(s), handle, pw_hash, msv_server_now_ms(s), &account);
     if (err == MSV_OK)
         err = add_device(s, account, handle, r->device, 1, &device);
+    if (err != MSV_OK && account == 0 && strcmp(s->cfg.registration, "invite") == 0 &&
+        STORE(s)->invite_give_back(IMPL(s), invite) != MSV_OK)
+        msv_log(MSV_LOG_WARN, "invite_give_back_failed", "an invite lost a use");
+    if (err == MSV_OK && strcmp(s->cfg.registration, "invite") == 0)
+        atomic_fetch_add(&s->m.invites_used, 1);
     if (err != MSV_OK) {
         msv_conn_send_error(c, f->request_id, err == MSV_ERR_EXISTS ? E_EXISTS : E_IO,
                             err == MSV_ERR_EXISTS ? "that handle is registered" : "storage failed");

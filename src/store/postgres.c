@@ -427,6 +427,18 @@ static msv_err finish(struct pg_conn *c, msv_err err)
     "  state TEXT NOT NULL);"        \
     "CREATE INDEX reports_by_reporter ON reports(reporter_id, created_ms);"
 
+/* Registration invites (missive-admin invites), by the hash of their code. */
+#define INVITES_SCHEMA                   \
+    "CREATE TABLE invites ("             \
+    "  id BIGSERIAL PRIMARY KEY,"        \
+    "  code_hash BYTEA NOT NULL UNIQUE," \
+    "  note TEXT NOT NULL,"              \
+    "  uses_left BIGINT NOT NULL,"       \
+    "  used BIGINT NOT NULL DEFAULT 0,"  \
+    "  created_ms BIGINT NOT NULL,"      \
+    "  expires_ms BIGINT NOT NULL,"      \
+    "  revoked BOOLEAN NOT NULL DEFAULT FALSE);"
+
 static const char schema[] =
     "CREATE TABLE accounts ("
     "  id BIGSERIAL PRIMARY KEY,"
@@ -484,7 +496,7 @@ static const char schema[] =
     "  device_id BIGINT NOT NULL,"
     "  key_id BIGINT NOT NULL,"
     "  pk BYTEA NOT NULL,"
-    "  PRIMARY KEY (device_id, key_id));" QUEUE_USAGE_SCHEMA REPORTS_SCHEMA;
+    "  PRIMARY KEY (device_id, key_id));" QUEUE_USAGE_SCHEMA REPORTS_SCHEMA INVITES_SCHEMA;
 
 static const char *const upgrades[] = {
     /* 6 -> 7: attachment quotas sum a device's attachments */
@@ -494,7 +506,11 @@ static const char *const upgrades[] = {
                        " SUM(octet_length(ciphertext)) FROM queue GROUP BY device_id;",
     /* 8 -> 9: abuse reports */
     REPORTS_SCHEMA,
+    /* 9 -> 10: registration invites */
+    INVITES_SCHEMA,
 };
+_Static_assert(sizeof(upgrades) / sizeof(upgrades[0]) == MSV_STORE_SCHEMA_VERSION - PG_SCHEMA_FIRST,
+               "an upgrade for every schema version");
 
 /* Runs SQL text that may hold several statements (no parameters, not prepared). */
 static msv_err exec_script(PGconn *db, const char *sql)
@@ -791,6 +807,106 @@ static msv_err report_set_state(struct pg_conn *c, uint64_t id, const char *stat
     a_i64(&a, (int64_t)id);
     err = run_count(c, "UPDATE reports SET state = $1 WHERE id = $2;", &a, &n);
     return err == MSV_OK && n == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+static msv_err invite_add(struct pg_conn *c, const uint8_t hash[32], const char *note,
+                          uint32_t uses, int64_t now_ms, int64_t expires_ms, uint64_t *id)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_bytes(&a, hash, 32);
+    a_text(&a, note);
+    a_i64(&a, uses);
+    a_i64(&a, now_ms);
+    a_i64(&a, expires_ms);
+    err = query(c,
+                "INSERT INTO invites (code_hash, note, uses_left, created_ms, expires_ms)"
+                " VALUES ($1, $2, $3, $4, $5) RETURNING id;",
+                &a, &r);
+    if (err == MSV_OK)
+        *id = (uint64_t)col_i64(r, 0, 0);
+    PQclear(r);
+    return err;
+}
+
+static msv_err invite_list(struct pg_conn *c, struct msv_invite **out, size_t *n)
+{
+    PGresult *r = NULL;
+    struct msv_invite *v;
+    size_t rows;
+    msv_err err = query(c,
+                        "SELECT id, note, uses_left, used, created_ms, expires_ms, revoked"
+                        " FROM invites ORDER BY id;",
+                        NULL, &r);
+
+    if (err != MSV_OK)
+        return err;
+    rows = (size_t)PQntuples(r);
+    v = calloc(rows ? rows : 1, sizeof(*v));
+    for (size_t i = 0; v != NULL && i < rows; i++) {
+        int row = (int)i;
+
+        v[i] = (struct msv_invite){.id = (uint64_t)col_i64(r, row, 0),
+                                   .note = col_text(r, row, 1),
+                                   .uses_left = (uint32_t)col_i64(r, row, 2),
+                                   .used = (uint32_t)col_i64(r, row, 3),
+                                   .created_ms = col_i64(r, row, 4),
+                                   .expires_ms = col_i64(r, row, 5),
+                                   .revoked = (int)col_i64(r, row, 6)};
+        if (v[i].note == NULL)
+            err = MSV_ERR_NOMEM;
+    }
+    PQclear(r);
+    if (v == NULL || err != MSV_OK) {
+        msv_invites_free(v, v ? rows : 0);
+        return MSV_ERR_NOMEM;
+    }
+    *out = v;
+    *n = rows;
+    return MSV_OK;
+}
+
+static msv_err invite_revoke(struct pg_conn *c, uint64_t id)
+{
+    struct args a = {0};
+    size_t n = 0;
+    msv_err err;
+
+    a_i64(&a, (int64_t)id);
+    err = run_count(c, "UPDATE invites SET revoked = TRUE WHERE id = $1;", &a, &n);
+    return err == MSV_OK && n == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+static msv_err invite_take(struct pg_conn *c, const uint8_t hash[32], int64_t now_ms, int dry_run)
+{
+    static const char *const sql[2] = {
+        "UPDATE invites SET uses_left = uses_left - 1, used = used + 1 WHERE code_hash = $1"
+        " AND NOT revoked AND uses_left > 0 AND (expires_ms = 0 OR expires_ms > $2);",
+        "SELECT 1 FROM invites WHERE code_hash = $1"
+        " AND NOT revoked AND uses_left > 0 AND (expires_ms = 0 OR expires_ms > $2);",
+    };
+    struct args a = {0};
+    size_t n = 0;
+    msv_err err;
+
+    a_bytes(&a, hash, 32);
+    a_i64(&a, now_ms);
+    err = run_count(c, sql[dry_run != 0], &a, &n);
+    return err == MSV_OK && n == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+static msv_err invite_give_back(struct pg_conn *c, const uint8_t hash[32])
+{
+    struct args a = {0};
+    size_t n = 0;
+
+    a_bytes(&a, hash, 32);
+    return run_count(c,
+                     "UPDATE invites SET uses_left = uses_left + 1, used = used - 1"
+                     " WHERE code_hash = $1 AND used > 0;",
+                     &a, &n);
 }
 
 static msv_err account_set_suspended(struct pg_conn *c, const char *handle, int suspended)
@@ -1889,6 +2005,32 @@ static msv_err p_report_set_state(void *impl, uint64_t id, const char *state)
     POOLED(report_set_state(c_, id, state));
 }
 
+static msv_err p_invite_add(void *impl, const uint8_t hash[32], const char *note, uint32_t uses,
+                            int64_t now_ms, int64_t expires_ms, uint64_t *id)
+{
+    POOLED(invite_add(c_, hash, note, uses, now_ms, expires_ms, id));
+}
+
+static msv_err p_invite_list(void *impl, struct msv_invite **out, size_t *n)
+{
+    POOLED(invite_list(c_, out, n));
+}
+
+static msv_err p_invite_revoke(void *impl, uint64_t id)
+{
+    POOLED(invite_revoke(c_, id));
+}
+
+static msv_err p_invite_take(void *impl, const uint8_t hash[32], int64_t now_ms, int dry_run)
+{
+    POOLED(invite_take(c_, hash, now_ms, dry_run));
+}
+
+static msv_err p_invite_give_back(void *impl, const uint8_t hash[32])
+{
+    POOLED(invite_give_back(c_, hash));
+}
+
 static msv_err p_stats(void *impl, struct msv_store_stats *out)
 {
     POOLED(stats(c_, out));
@@ -2097,6 +2239,11 @@ static const struct msv_store_ops pg_ops = {
     .report_list = p_report_list,
     .report_get = p_report_get,
     .report_set_state = p_report_set_state,
+    .invite_add = p_invite_add,
+    .invite_list = p_invite_list,
+    .invite_revoke = p_invite_revoke,
+    .invite_take = p_invite_take,
+    .invite_give_back = p_invite_give_back,
     .account_suspended = p_account_suspended,
     .stats = p_stats,
     .code_put = p_code_put,

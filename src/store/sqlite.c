@@ -193,6 +193,16 @@ static const char *const migrations[] = {
     "  created_ms INTEGER NOT NULL,"
     "  state TEXT NOT NULL);"
     "CREATE INDEX reports_by_reporter ON reports(reporter_id, created_ms);",
+    /* 9 -> 10: registration invites */
+    "CREATE TABLE invites ("
+    "  id INTEGER PRIMARY KEY,"
+    "  code_hash BLOB NOT NULL UNIQUE,"
+    "  note TEXT NOT NULL,"
+    "  uses_left INTEGER NOT NULL,"
+    "  used INTEGER NOT NULL DEFAULT 0,"
+    "  created_ms INTEGER NOT NULL,"
+    "  expires_ms INTEGER NOT NULL,"
+    "  revoked INTEGER NOT NULL DEFAULT 0);",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -464,6 +474,142 @@ static msv_err report_set_state(void *impl, uint64_t id, const char *state)
     sqlite3_bind_int64(st, 2, (sqlite3_int64)id);
     err = run(s, st);
     return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+/* ---- registration invites ----------------------------------------------------------- */
+
+void msv_invites_free(struct msv_invite *v, size_t n)
+{
+    for (size_t i = 0; v != NULL && i < n; i++)
+        free(v[i].note);
+    free(v);
+}
+
+static msv_err invite_add(void *impl, const uint8_t hash[32], const char *note, uint32_t uses,
+                          int64_t now_ms, int64_t expires_ms, uint64_t *id)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s,
+                          "INSERT INTO invites (code_hash, note, uses_left, created_ms, expires_ms)"
+                          " VALUES (?, ?, ?, ?, ?);",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, hash, 32, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, note, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, uses);
+    sqlite3_bind_int64(st, 4, now_ms);
+    sqlite3_bind_int64(st, 5, expires_ms);
+    err = run(s, st);
+    if (err == MSV_OK)
+        *id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+    return err;
+}
+
+static msv_err invite_list(void *impl, struct msv_invite **out, size_t *n)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    struct msv_invite *v = NULL;
+    size_t count = 0, cap = 0;
+    msv_err err = prepare(s,
+                          "SELECT id, note, uses_left, used, created_ms, expires_ms, revoked"
+                          " FROM invites ORDER BY id;",
+                          &st);
+    int rc = SQLITE_DONE;
+
+    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct msv_invite *x;
+
+        if (count == cap) {
+            cap = cap ? cap * 2 : 16;
+            x = realloc(v, cap * sizeof(*v));
+            if (x == NULL) {
+                err = MSV_ERR_NOMEM;
+                break;
+            }
+            v = x;
+        }
+        x = &v[count++];
+        *x = (struct msv_invite){.id = (uint64_t)sqlite3_column_int64(st, 0),
+                                 .note = msv_sql_text(st, 1),
+                                 .uses_left = (uint32_t)sqlite3_column_int64(st, 2),
+                                 .used = (uint32_t)sqlite3_column_int64(st, 3),
+                                 .created_ms = sqlite3_column_int64(st, 4),
+                                 .expires_ms = sqlite3_column_int64(st, 5),
+                                 .revoked = sqlite3_column_int(st, 6)};
+        if (x->note == NULL)
+            err = MSV_ERR_NOMEM;
+    }
+    if (err == MSV_OK && rc != SQLITE_DONE)
+        err = msv_sql_err(rc);
+    if (st != NULL)
+        release(s, st);
+    if (err != MSV_OK) {
+        msv_invites_free(v, count);
+        return err;
+    }
+    *out = v;
+    *n = count;
+    return MSV_OK;
+}
+
+static msv_err invite_revoke(void *impl, uint64_t id)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "UPDATE invites SET revoked = 1 WHERE id = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    err = run(s, st);
+    return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+static msv_err invite_take(void *impl, const uint8_t hash[32], int64_t now_ms, int dry_run)
+{
+    static const char *const sql[2] = {
+        "UPDATE invites SET uses_left = uses_left - 1, used = used + 1 WHERE code_hash = ?1"
+        " AND revoked = 0 AND uses_left > 0 AND (expires_ms = 0 OR expires_ms > ?2);",
+        "SELECT 1 FROM invites WHERE code_hash = ?1"
+        " AND revoked = 0 AND uses_left > 0 AND (expires_ms = 0 OR expires_ms > ?2);",
+    };
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, sql[dry_run != 0], &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, hash, 32, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, now_ms);
+    if (!dry_run) {
+        err = run(s, st);
+        return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_NOT_FOUND : err;
+    }
+    rc = sqlite3_step(st);
+    release(s, st);
+    if (rc == SQLITE_ROW)
+        return MSV_OK;
+    return rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
+}
+
+static msv_err invite_give_back(void *impl, const uint8_t hash[32])
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s,
+                          "UPDATE invites SET uses_left = uses_left + 1, used = used - 1"
+                          " WHERE code_hash = ? AND used > 0;",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, hash, 32, SQLITE_TRANSIENT);
+    return run(s, st);
 }
 
 static msv_err account_suspended(void *impl, uint64_t account_id, int *suspended)
@@ -1469,6 +1615,32 @@ static msv_err l_report_set_state(void *impl, uint64_t id, const char *state)
     LOCKED(report_set_state(impl, id, state));
 }
 
+static msv_err l_invite_add(void *impl, const uint8_t hash[32], const char *note, uint32_t uses,
+                            int64_t now_ms, int64_t expires_ms, uint64_t *id)
+{
+    LOCKED(invite_add(impl, hash, note, uses, now_ms, expires_ms, id));
+}
+
+static msv_err l_invite_list(void *impl, struct msv_invite **out, size_t *n)
+{
+    LOCKED(invite_list(impl, out, n));
+}
+
+static msv_err l_invite_revoke(void *impl, uint64_t id)
+{
+    LOCKED(invite_revoke(impl, id));
+}
+
+static msv_err l_invite_take(void *impl, const uint8_t hash[32], int64_t now_ms, int dry_run)
+{
+    LOCKED(invite_take(impl, hash, now_ms, dry_run));
+}
+
+static msv_err l_invite_give_back(void *impl, const uint8_t hash[32])
+{
+    LOCKED(invite_give_back(impl, hash));
+}
+
 static msv_err l_stats(void *impl, struct msv_store_stats *out)
 {
     LOCKED(stats(impl, out));
@@ -1718,6 +1890,11 @@ static const struct msv_store_ops sqlite_ops = {
     .report_list = l_report_list,
     .report_get = l_report_get,
     .report_set_state = l_report_set_state,
+    .invite_add = l_invite_add,
+    .invite_list = l_invite_list,
+    .invite_revoke = l_invite_revoke,
+    .invite_take = l_invite_take,
+    .invite_give_back = l_invite_give_back,
     .account_suspended = l_account_suspended,
     .stats = l_stats,
     .account_handle = l_account_handle,

@@ -152,6 +152,20 @@ struct msv_report {
 
 void msv_reports_free(struct msv_report *r, size_t n);
 
+/*
+ * A registration invite (missive-admin invites), as an operator sees it. The
+ * store keeps only the hash of its code (docs/missived.md, "Registration").
+ */
+struct msv_invite {
+    uint64_t id;
+    char *note;                     /* "" if none was given */
+    uint32_t uses_left, used;       /* registrations it still allows, and made */
+    int64_t created_ms, expires_ms; /* expires_ms 0: never */
+    int revoked;
+};
+
+void msv_invites_free(struct msv_invite *v, size_t n);
+
 /* What waits for one device (queue_usage). */
 struct msv_queue_usage {
     uint64_t device_id;
@@ -200,6 +214,22 @@ struct msv_store_ops {
     msv_err (*report_list)(void *impl, size_t limit, struct msv_report **out, size_t *n);
     msv_err (*report_get)(void *impl, uint64_t id, struct msv_report **out);
     msv_err (*report_set_state)(void *impl, uint64_t id, const char *state);
+
+    /*
+     * Registration invites, kept by the hash of their code. invite_take uses
+     * one use of the invite whose code hashes to hash, if it is usable at
+     * now_ms (not revoked, not expired, a use left), atomically across
+     * workers and nodes: MSV_OK; MSV_ERR_NOT_FOUND otherwise, nothing
+     * changed. With dry_run it only says whether it could. invite_give_back
+     * returns a use taken for a registration that did not happen.
+     * invite_revoke: MSV_ERR_NOT_FOUND for an unknown id.
+     */
+    msv_err (*invite_add)(void *impl, const uint8_t hash[32], const char *note, uint32_t uses,
+                          int64_t now_ms, int64_t expires_ms, uint64_t *id);
+    msv_err (*invite_list)(void *impl, struct msv_invite **out, size_t *n);
+    msv_err (*invite_revoke)(void *impl, uint64_t id);
+    msv_err (*invite_take)(void *impl, const uint8_t hash[32], int64_t now_ms, int dry_run);
+    msv_err (*invite_give_back)(void *impl, const uint8_t hash[32]);
 
     /*
      * verification codes: one per handle, kept until it expires (or is used up): while one
@@ -332,6 +362,6 @@ MSV_MUST_CHECK msv_err msv_store_open_postgres(const char *conninfo, unsigned co
 void msv_store_close(struct msv_store *s);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 9
+#define MSV_STORE_SCHEMA_VERSION 10
 
 #endif
