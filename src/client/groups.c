@@ -843,8 +843,7 @@ static msv_err applied_delta(const struct msv_payload *p, const struct group_sta
     msv_err err = copy_state(base, s);
 
     if (err == MSV_OK)
-        err = delta_in(&s->members, &s->n_members, d[MSV_DELTA_ADDED], n[MSV_DELTA_ADDED], NULL,
-                       0);
+        err = delta_in(&s->members, &s->n_members, d[MSV_DELTA_ADDED], n[MSV_DELTA_ADDED], NULL, 0);
     if (err == MSV_OK)
         err = delta_out(s->members, &s->n_members, d[MSV_DELTA_REMOVED], n[MSV_DELTA_REMOVED]);
     if (err == MSV_OK)
