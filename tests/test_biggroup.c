@@ -277,6 +277,20 @@ static void test_big_group(void **state)
         assert_int_equal(strncmp(m->conversation, "group:", 6), 0);
         msv_messages_free(m, 1);
     }
+    {
+        struct msv_message_rec *m = NULL;
+        size_t read = 0;
+        char conv[40];
+
+        /* what members send about it goes to everyone too: a reaction, read receipts */
+        msv_client_group_conversation(b->gid, conv);
+        assert_int_equal(msv_client_react(b->bob, id, "\xf0\x9f\x91\x8d"), MSV_OK);
+        assert_int_equal(msv_client_mark_read(b->bob, conv, &read), MSV_OK);
+        assert_true(read >= 1);
+        receive_all(b->carol);
+        assert_int_equal(msv_client_db_message_get(b->carol->db, id, &m), MSV_OK);
+        msv_messages_free(m, 1);
+    }
 
     /* a change: one member more, as a delta; the new member takes the whole state */
     dave = test_client_for(&b->s, "dave", "dave@example.org");

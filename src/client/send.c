@@ -826,9 +826,10 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
         if (p->has_log_head)
             msv_kt_head_encode(&head, p->log_head);
     }
-    /* a group change, or a big group's message, names nobody: the members hold the group */
-    if (p->participants == NULL &&
-        (!p->has_group || (p->kind != MSV_KIND_GROUP_CHANGE && t <= GROUP_LIST_MAX))) {
+    /* a group change, or anything to a big group (a receipt too), names nobody: the members
+     * hold the group */
+    if (p->participants == NULL && t <= GROUP_LIST_MAX &&
+        !(p->has_group && p->kind == MSV_KIND_GROUP_CHANGE)) {
         p->participants = (char **)targets;
         p->participant_count = t;
     }
@@ -917,7 +918,7 @@ msv_err msv_client_send(struct msv_client *c, const char *const *handles, size_t
     struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = (char *)text};
     msv_err err;
 
-    if (n == 0)
+    if (n == 0 || n >= MSV_PARTICIPANTS_MAX) /* more go in a group */
         return MSV_ERR_INVALID;
     if (client_refuse_blocked(c, handles, n) != MSV_OK)
         return MSV_ERR_INVALID;
