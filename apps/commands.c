@@ -341,6 +341,14 @@ void cli_unreachable_warning(void *ctx, const char *handle, uint64_t device, con
     fputs(" only, which this device does not: it gets nothing from here\n", cli_err);
 }
 
+/* A send split in several (a big group's): how far it got, on stderr. */
+static void cli_send_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    (void)ctx;
+    fprintf(cli_err, "missive: sent to %llu of %llu recipients\n", (unsigned long long)done,
+            (unsigned long long)total);
+}
+
 void cli_unsealed_notice(void *ctx, const char *handle)
 {
     (void)ctx;
@@ -407,6 +415,7 @@ int cli_open(const struct cli *o, const char *dir, struct msv_client **c)
     (*c)->on_key_change = cli_key_change_warning;
     (*c)->on_unreachable = cli_unreachable_warning;
     (*c)->on_unsealed = cli_unsealed_notice;
+    (*c)->on_send_progress = cli_send_progress;
     return 0;
 }
 

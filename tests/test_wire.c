@@ -497,6 +497,134 @@ static void test_payload_group_signing(void **state)
 }
 
 /*
+ * A group change as a delta (docs/groups.md): the lists, the new state's hash
+ * and name, and the whole state inline or as an attachment, round trip; the
+ * whole lists beside them, no name, both or neither form of the state, or a
+ * list over MSV_GROUP_DELTA_MAX are refused both ways.
+ */
+static void test_payload_group_delta(void **state)
+{
+    char *added[] = {"carol@example.org", "dave@example.org"}, *removed[] = {"bob@example.org"},
+         *members[] = {"alice@example.org"},
+         **many = calloc(MSV_GROUP_DELTA_MAX + 1, sizeof(char *));
+    uint8_t whole[64], *enc = NULL, id[16], gid[16], prev[32] = {0}, sig[64], hash[32];
+    struct msv_payload p, *back;
+    Msv__Payload__Payload m = MSV__PAYLOAD__PAYLOAD__INIT;
+    ProtobufCBinaryData lots[MSV_GROUP_DELTA_MAX + 1];
+    size_t len = 0;
+
+    (void)state;
+    assert_non_null(many);
+    fill_message(&p, NULL);
+    p.kind = MSV_KIND_GROUP_CHANGE;
+    p.text = NULL;
+    p.has_group = true;
+    p.group_name = "club";
+    p.has_group_signature = true;
+    p.group_epoch = 3;
+    test_fill_pattern(p.group_prev_hash, 32, 3);
+    test_fill_pattern(p.group_signature, 64, 4);
+    p.group_signature_len = 64;
+    p.has_group_state_hash = true;
+    test_fill_pattern(p.group_state_hash, 32, 5);
+    p.group_delta[MSV_DELTA_ADDED] = added;
+    p.group_delta_count[MSV_DELTA_ADDED] = 2;
+    p.group_delta[MSV_DELTA_REMOVED] = removed;
+    p.group_delta_count[MSV_DELTA_REMOVED] = 1;
+    test_fill_pattern(whole, sizeof(whole), 6);
+    p.group_state = whole;
+    p.group_state_len = sizeof(whole);
+    back = round_trip(&p);
+    assert_true(back->has_group_state_hash);
+    assert_memory_equal(back->group_state_hash, p.group_state_hash, 32);
+    assert_int_equal(back->group_delta_count[MSV_DELTA_ADDED], 2);
+    assert_string_equal(back->group_delta[MSV_DELTA_ADDED][1], "dave@example.org");
+    assert_int_equal(back->group_delta_count[MSV_DELTA_REMOVED], 1);
+    assert_string_equal(back->group_delta[MSV_DELTA_REMOVED][0], "bob@example.org");
+    assert_int_equal(back->group_delta_count[MSV_DELTA_PROMOTED], 0);
+    assert_int_equal(back->group_state_len, sizeof(whole));
+    assert_memory_equal(back->group_state, whole, sizeof(whole));
+    assert_false(back->has_group_state_ref);
+    assert_int_equal(back->participant_count, 0);
+    msv_payload_free(back);
+    /* the whole state as an attachment instead */
+    p.group_state = NULL;
+    p.group_state_len = 0;
+    p.has_group_state_ref = true;
+    p.group_state_ref.uri = "blob:00";
+    p.group_state_ref.size = 100000;
+    test_fill_pattern(p.group_state_ref.key, 32, 7);
+    back = round_trip(&p);
+    assert_true(back->has_group_state_ref);
+    assert_string_equal(back->group_state_ref.uri, "blob:00");
+    assert_int_equal(back->group_state_ref.size, 100000);
+    assert_memory_equal(back->group_state_ref.key, p.group_state_ref.key, 32);
+    msv_payload_free(back);
+    /* each rule broken in turn: the encoder refuses */
+    p.group_state_ref.size = MSV_GROUP_STATE_MAX + 1;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.group_state_ref.size = 100000;
+    p.group_state = whole; /* both forms */
+    p.group_state_len = sizeof(whole);
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.has_group_state_ref = false;
+    p.group_state_len = MSV_GROUP_STATE_INLINE_MAX + 1;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.group_state_len = sizeof(whole);
+    p.participants = members; /* whole lists beside the delta */
+    p.participant_count = 1;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.participant_count = 0;
+    p.group_name = NULL;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.group_name = "club";
+    for (size_t i = 0; i <= MSV_GROUP_DELTA_MAX; i++)
+        many[i] = added[0];
+    p.group_delta[MSV_DELTA_PROMOTED] = many;
+    p.group_delta_count[MSV_DELTA_PROMOTED] = MSV_GROUP_DELTA_MAX + 1;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.group_delta_count[MSV_DELTA_PROMOTED] = 0;
+    p.has_group_signature = false; /* a delta is signed */
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    assert_null(enc);
+    /* and the parser refuses what a hostile sender crafts */
+    test_fill_pattern(id, 16, 1);
+    test_fill_pattern(gid, 16, 2);
+    test_fill_pattern(hash, 32, 8);
+    memset(sig, 5, sizeof(sig));
+    m.version = 1;
+    m.kind = MSV__PAYLOAD__KIND__GROUP_CHANGE;
+    m.message_id = (ProtobufCBinaryData){16, id};
+    m.group_id = (ProtobufCBinaryData){16, gid};
+    m.group_name = (ProtobufCBinaryData){4, (uint8_t *)"club"};
+    m.group_epoch = 2;
+    m.group_prev_hash = (ProtobufCBinaryData){32, prev};
+    m.group_signature = (ProtobufCBinaryData){64, sig};
+    m.group_state_hash = (ProtobufCBinaryData){32, hash};
+    m.group_state = (ProtobufCBinaryData){sizeof(whole), whole};
+    for (size_t i = 0; i <= MSV_GROUP_DELTA_MAX; i++)
+        lots[i] = (ProtobufCBinaryData){strlen(added[0]), (uint8_t *)added[0]};
+    m.group_added = lots;
+    m.n_group_added = 1;
+    assert_int_equal(parse_crafted(&m), MSV_OK);
+    m.group_state_hash.len = 31;
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.group_state_hash.len = 32;
+    m.group_state.len = 0; /* no whole state */
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.group_state.len = sizeof(whole);
+    m.group_signature.len = 0; /* unsigned */
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.group_signature.len = 64;
+    m.n_group_added = 0;
+    m.group_removed = lots;
+    m.n_group_removed = 1;
+    m.group_removed[0].len = 0; /* an empty handle */
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    free(many);
+}
+
+/*
  * Disappearing-message timers: a TIMER carries its value and nothing else;
  * a message carries the timer in force; out-of-range values, and timers on
  * other kinds, are refused both ways (a hostile participant's absurd value
@@ -814,6 +942,7 @@ int main(void)
         cmocka_unit_test(test_payload_mentions),
         cmocka_unit_test(test_payload_hostile),
         cmocka_unit_test(test_payload_group_signing),
+        cmocka_unit_test(test_payload_group_delta),
         cmocka_unit_test(test_payload_timer),
         cmocka_unit_test(test_payload_unknown_field),
         cmocka_unit_test(test_payload_sync),

@@ -27,6 +27,11 @@
 #define MSV_GROUP_HASH_LEN 32
 #define MSV_GROUP_SIGNATURE_MAX 72
 #define MSV_MENTIONS_MAX 64
+/* A group change as a delta (docs/groups.md): handles in each of its lists, and the whole
+ * state's encoding inline (longer: an attachment of at most MSV_GROUP_STATE_MAX bytes) */
+#define MSV_GROUP_DELTA_MAX 256
+#define MSV_GROUP_STATE_INLINE_MAX (4u * 1024u)
+#define MSV_GROUP_STATE_MAX (1024u * 1024u)
 #define MSV_EDITS_MAX 100 /* edits of one message: its versions kept are bounded so */
 /* A disappearing-message timer: 0 (off) or from 30 s to 4 weeks. */
 #define MSV_TIMER_MIN_S 30u
@@ -94,6 +99,15 @@ struct msv_profile_ref {
  */
 #define MSV_PROFILE_KEY_LEN 32
 
+/* The lists of a group change's delta. */
+enum msv_group_delta {
+    MSV_DELTA_ADDED,
+    MSV_DELTA_REMOVED,
+    MSV_DELTA_PROMOTED,
+    MSV_DELTA_DEMOTED,
+    MSV_DELTA_LISTS
+};
+
 struct msv_payload {
     enum msv_payload_kind kind;
     uint8_t message_id[MSV_ID_LEN];
@@ -126,6 +140,17 @@ struct msv_payload {
     uint8_t group_prev_hash[MSV_GROUP_HASH_LEN];
     uint8_t group_signature[MSV_GROUP_SIGNATURE_MAX];
     size_t group_signature_len;
+    /* or, in place of participants and group_admins, the delta form: the new state's hash and
+     * name, what changed, and the whole state inline (group_state) or as an attachment (for
+     * a device that holds none) */
+    bool has_group_state_hash;
+    uint8_t group_state_hash[MSV_GROUP_HASH_LEN];
+    char **group_delta[MSV_DELTA_LISTS];
+    size_t group_delta_count[MSV_DELTA_LISTS];
+    uint8_t *group_state;
+    size_t group_state_len;
+    bool has_group_state_ref;
+    struct msv_attachment_ref group_state_ref;
     struct msv_mention *mentions; /* messages: ranges of text, on characters */
     size_t mention_count;
     uint32_t timer_s; /* messages: the timer they were sent under; TIMER: the new one */

@@ -37,6 +37,8 @@ struct msv_client {
     void (*on_unsealed)(void *ctx, const char *handle);
     /* a received file's download, piece by piece; may be NULL */
     void (*on_download)(void *ctx, uint64_t done, uint64_t total);
+    /* a send split in several (a big group's): recipients sent to so far; may be NULL */
+    void (*on_send_progress)(void *ctx, uint64_t done, uint64_t total);
     void *ctx;
     /* log heads that received messages carried, for msv_client_monitor() to compare */
     struct {

@@ -26,22 +26,19 @@
 #include "util/privdir.h"
 
 msv_err client_conversation_targets(struct msv_client *c, const char *conversation,
-                                    struct msv_group_rec *g, char **targets, size_t *n)
+                                    struct msv_group_rec *g, char ***targets, size_t *n)
 {
     uint8_t id[16];
     size_t len = 0;
     msv_err err;
 
-    if (strncmp(conversation, "group:", 6) != 0) {
-        targets[0] = (char *)conversation;
-        *n = 1;
-        return MSV_OK;
-    }
+    if (strncmp(conversation, "group:", 6) != 0)
+        return client_members_of(conversation, targets, n);
     if (msv_hex_decode(conversation + 6, id, sizeof(id), &len) != MSV_OK || len != 16)
         return MSV_ERR_PARSE;
     err = msv_client_db_group_get(c->db, id, NULL, g);
     if (err == MSV_OK)
-        *n = client_split_members(g->members, targets);
+        err = client_members_of(g->members, targets, n);
     return err;
 }
 
@@ -49,10 +46,10 @@ msv_err client_send_to_conversation(struct msv_client *c, struct msv_payload *p,
                                     const char *conversation)
 {
     struct msv_group_rec g = {0};
-    char *targets[MEMBERS_MAX];
+    char **targets = NULL;
     uint8_t id[16];
     size_t n = 0;
-    msv_err err = client_conversation_targets(c, conversation, &g, targets, &n);
+    msv_err err = client_conversation_targets(c, conversation, &g, &targets, &n);
 
     if (err == MSV_OK && g.name == NULL)
         err = client_refuse_blocked(c, (const char *const *)targets, n);
@@ -64,6 +61,7 @@ msv_err client_send_to_conversation(struct msv_client *c, struct msv_payload *p,
     if (err == MSV_OK)
         err = client_send_payload(c, (const char *const *)targets, n, p, NULL, NULL, NULL, 0, NULL,
                                   id);
+    free(targets);
     msv_group_clear(&g);
     return err;
 }

@@ -36,6 +36,19 @@ size_t client_split_members(char *list, char **members)
     return n;
 }
 
+msv_err client_members_of(const char *list, char ***members, size_t *n)
+{
+    size_t len = strlen(list) + 1;
+    char **block = malloc(MEMBERS_MAX * sizeof(char *) + len);
+
+    if (block == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(block + MEMBERS_MAX, list, len);
+    *n = client_split_members((char *)(block + MEMBERS_MAX), block);
+    *members = block;
+    return MSV_OK;
+}
+
 msv_err client_join_members(char *const *members, size_t n, char **out)
 {
     struct msv_buf b;
@@ -128,13 +141,15 @@ static msv_err name_is_free(struct msv_client *c, const char *name)
 #define CHANGE_MAGIC "MSV-group-change-v1"
 #define CHANGE_MSG_LEN (19 + 16 + 8 + 32 + 32)
 #define STATE_MAX (64 + MSV_GROUP_NAME_MAX + 2 * MEMBERS_MAX * (MSV_HANDLE_MAX + 2))
+#define GROUP_STATE_MIME "application/x-missive-group-state"
 
+/* The lists hold up to MEMBERS_MAX handles each, on the heap (list_add() makes them). */
 struct group_state {
     uint64_t epoch;
     char *name;
-    char *members[MEMBERS_MAX];
+    char **members;
     size_t n_members;
-    char *admins[MEMBERS_MAX];
+    char **admins;
     size_t n_admins;
     uint8_t hash[32];
 };
@@ -146,6 +161,8 @@ static void state_clear(struct group_state *s)
         free(s->members[i]);
     for (size_t i = 0; i < s->n_admins; i++)
         free(s->admins[i]);
+    free(s->members);
+    free(s->admins);
     memset(s, 0, sizeof(*s));
 }
 
@@ -158,13 +175,16 @@ static int listed(char *const *list, size_t n, const char *handle)
 }
 
 /* Adds a copy of handle to a list unless it is there; MSV_ERR_TOO_BIG past MEMBERS_MAX. */
-static msv_err list_add(char **list, size_t *n, const char *handle, size_t len)
+static msv_err list_add(char ***listp, size_t *n, const char *handle, size_t len)
 {
-    char *copy;
+    char *copy, **list;
 
     /* handle may be bytes read from a stored state, not a C string: only its len bytes count */
     if (memchr(handle, '\0', len) != NULL)
         return MSV_ERR_PARSE;
+    if (*listp == NULL && (*listp = calloc(MEMBERS_MAX, sizeof(char *))) == NULL)
+        return MSV_ERR_NOMEM;
+    list = *listp;
     for (size_t i = 0; i < *n; i++)
         if (strlen(list[i]) == len && memcmp(list[i], handle, len) == 0)
             return MSV_OK;
@@ -231,7 +251,7 @@ static msv_err state_hash(const uint8_t gid[16], struct group_state *s)
     return err;
 }
 
-static msv_err read_str(struct msv_reader *r, char **list, size_t *n)
+static msv_err read_str(struct msv_reader *r, char ***list, size_t *n)
 {
     const uint8_t *p = NULL;
     uint16_t len = 0;
@@ -244,7 +264,7 @@ static msv_err read_str(struct msv_reader *r, char **list, size_t *n)
     return err == MSV_OK ? list_add(list, n, (const char *)p, len) : err;
 }
 
-static msv_err read_list(struct msv_reader *r, char **list, size_t *n)
+static msv_err read_list(struct msv_reader *r, char ***list, size_t *n)
 {
     uint32_t count = 0;
     msv_err err = msv_reader_u32be(r, &count);
@@ -262,7 +282,7 @@ static msv_err state_decode(const uint8_t gid[16], const uint8_t *in, size_t len
 {
     struct msv_reader r;
     const uint8_t *p = NULL;
-    char *name[1] = {NULL};
+    char **name = NULL;
     size_t one = 0;
     msv_err err;
 
@@ -274,13 +294,14 @@ static msv_err state_decode(const uint8_t gid[16], const uint8_t *in, size_t len
         err = MSV_ERR_PARSE;
     if (err == MSV_OK) {
         s->epoch = msv_get_u64be(p + strlen(STATE_MAGIC) + 16);
-        err = read_str(&r, name, &one);
-        s->name = name[0];
+        err = read_str(&r, &name, &one);
+        s->name = one ? name[0] : NULL;
+        free(name);
     }
     if (err == MSV_OK)
-        err = read_list(&r, s->members, &s->n_members);
+        err = read_list(&r, &s->members, &s->n_members);
     if (err == MSV_OK)
-        err = read_list(&r, s->admins, &s->n_admins);
+        err = read_list(&r, &s->admins, &s->n_admins);
     if (err == MSV_OK && msv_reader_left(&r) != 0)
         err = MSV_ERR_PARSE;
     if (err == MSV_OK)
@@ -356,21 +377,21 @@ static msv_err state_apply(struct msv_client *c, const uint8_t gid[16],
 static msv_err state_of_record(struct msv_client *c, const struct msv_group_rec *g,
                                struct group_state *s)
 {
-    char *list = strdup(g->members), *members[MEMBERS_MAX];
-    size_t n = list ? client_split_members(list, members) : 0;
-    msv_err err = list ? MSV_OK : MSV_ERR_NOMEM;
+    char **members = NULL;
+    size_t n = 0;
+    msv_err err = client_members_of(g->members, &members, &n);
 
     memset(s, 0, sizeof(*s));
     s->name = strdup(g->name);
     if (err == MSV_OK && s->name == NULL)
         err = MSV_ERR_NOMEM;
     for (size_t i = 0; err == MSV_OK && i < n; i++)
-        err = list_add(s->members, &s->n_members, members[i], strlen(members[i]));
+        err = list_add(&s->members, &s->n_members, members[i], strlen(members[i]));
     if (err == MSV_OK)
-        err = list_add(s->admins, &s->n_admins, c->handle, strlen(c->handle));
+        err = list_add(&s->admins, &s->n_admins, c->handle, strlen(c->handle));
     if (err == MSV_OK)
         err = state_hash(g->group_id, s);
-    free(list);
+    free(members);
     if (err != MSV_OK)
         state_clear(s);
     return err;
@@ -485,6 +506,82 @@ static msv_err describe(const char *author, const struct group_state *then,
     return err;
 }
 
+/* The handles of a that b lacks, into out (MSV_GROUP_DELTA_MAX at most: MSV_ERR_TOO_BIG). */
+static msv_err list_minus(char *const *a, size_t na, char *const *b, size_t nb, char **out,
+                          size_t *n)
+{
+    *n = 0;
+    for (size_t i = 0; i < na; i++) {
+        if (listed(b, nb, a[i]))
+            continue;
+        if (*n == MSV_GROUP_DELTA_MAX)
+            return MSV_ERR_TOO_BIG;
+        out[(*n)++] = a[i];
+    }
+    return MSV_OK;
+}
+
+/*
+ * The delta form of the change then -> now into p (docs/groups.md): what
+ * changed, and the whole new state (inline, or uploaded as an attachment when
+ * longer) for the devices that hold none. delta: MSV_DELTA_LISTS *
+ * MSV_GROUP_DELTA_MAX slots; *state (caller frees) holds the inline bytes.
+ */
+static msv_err change_delta(struct msv_client *c, const uint8_t gid[16],
+                            const struct group_state *then, const struct group_state *now,
+                            struct msv_payload *p, char **delta, uint8_t **state, char uri[80])
+{
+    static const struct group_state none = {0};
+    const struct group_state *t = then ? then : &none;
+    struct msv_attachment_digest d;
+    size_t len = 0;
+    msv_err err = MSV_OK;
+
+    for (int l = 0; l < MSV_DELTA_LISTS; l++)
+        p->group_delta[l] = delta + (size_t)l * MSV_GROUP_DELTA_MAX;
+    /* the creation is whole: nobody holds a state to apply it to */
+    if (then != NULL) {
+        err = list_minus(now->members, now->n_members, t->members, t->n_members,
+                         p->group_delta[MSV_DELTA_ADDED], &p->group_delta_count[MSV_DELTA_ADDED]);
+        if (err == MSV_OK)
+            err = list_minus(t->members, t->n_members, now->members, now->n_members,
+                             p->group_delta[MSV_DELTA_REMOVED],
+                             &p->group_delta_count[MSV_DELTA_REMOVED]);
+        if (err == MSV_OK)
+            err = list_minus(now->admins, now->n_admins, t->admins, t->n_admins,
+                             p->group_delta[MSV_DELTA_PROMOTED],
+                             &p->group_delta_count[MSV_DELTA_PROMOTED]);
+        if (err == MSV_OK)
+            err = list_minus(t->admins, t->n_admins, now->admins, now->n_admins,
+                             p->group_delta[MSV_DELTA_DEMOTED],
+                             &p->group_delta_count[MSV_DELTA_DEMOTED]);
+    }
+    if (err == MSV_ERR_TOO_BIG)
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "a change adds, removes, promotes or demotes at most %u people of each",
+                 MSV_GROUP_DELTA_MAX);
+    if (err == MSV_OK)
+        err = state_encode(gid, now, state, &len);
+    p->has_group_state_hash = true;
+    memcpy(p->group_state_hash, now->hash, 32);
+    if (err != MSV_OK || len <= MSV_GROUP_STATE_INLINE_MAX) {
+        p->group_state = *state;
+        p->group_state_len = err == MSV_OK ? len : 0;
+        return err;
+    }
+    msv_attachment_key_generate(p->group_state_ref.key);
+    err = client_upload_blob(c, p->group_state_ref.key, *state, len, NULL, &d, uri, 80);
+    if (err == MSV_OK) {
+        p->has_group_state_ref = true;
+        p->group_state_ref.uri = uri;
+        memcpy(p->group_state_ref.sha256, d.sha256, 32);
+        memcpy(p->group_state_ref.sha1, d.sha1, 20);
+        p->group_state_ref.size = len;
+        p->group_state_ref.mime = (char *)GROUP_STATE_MIME;
+    }
+    return err;
+}
+
 /*
  * Signs now as the change that follows then (NULL: the creation), holds it and
  * sends it to the members of both: removed members hear of it too.
@@ -493,42 +590,46 @@ static msv_err commit_change(struct msv_client *c, const uint8_t gid[16],
                              const struct group_state *then, struct group_state *now)
 {
     static const uint8_t zero[32];
-    const char *targets[2 * MEMBERS_MAX];
+    const char **targets = calloc(2 * MEMBERS_MAX, sizeof(*targets));
+    char **delta = calloc(MSV_DELTA_LISTS * MSV_GROUP_DELTA_MAX, sizeof(*delta));
     struct msv_payload p = {.kind = MSV_KIND_GROUP_CHANGE,
                             .has_group = true,
                             .has_group_signature = true,
-                            .group_name = now->name,
-                            .participants = now->members,
-                            .participant_count = now->n_members,
-                            .group_admins = now->admins,
-                            .group_admin_count = now->n_admins};
-    uint8_t msg[CHANGE_MSG_LEN], id[16];
-    char conversation[40], *text = NULL;
+                            .group_name = now->name};
+    uint8_t msg[CHANGE_MSG_LEN], id[16], *state = NULL;
+    char conversation[40], *text = NULL, uri[80];
     size_t t = 0;
-    msv_err err;
+    msv_err err = targets && delta ? MSV_OK : MSV_ERR_NOMEM;
 
     now->epoch = then ? then->epoch + 1 : 1;
     memcpy(p.group_id, gid, 16);
     memcpy(p.group_prev_hash, then ? then->hash : zero, 32);
     p.group_epoch = now->epoch;
-    err = state_hash(gid, now);
+    if (err == MSV_OK)
+        err = state_hash(gid, now);
     if (err == MSV_OK)
         err = msv_identity_sign(c->id, msg,
                                 change_message(gid, now->epoch, p.group_prev_hash, now->hash, msg),
                                 p.group_signature, &p.group_signature_len);
     if (err == MSV_OK)
+        err = change_delta(c, gid, then, now, &p, delta, &state, uri);
+    if (err == MSV_OK)
         err = describe(c->handle, then, now, NULL, &text);
     if (err == MSV_OK)
         err = state_apply(c, gid, now, then, 1);
-    for (size_t i = 0; then != NULL && i < then->n_members; i++)
+    for (size_t i = 0; err == MSV_OK && then != NULL && i < then->n_members; i++)
         targets[t++] = then->members[i];
-    for (size_t i = 0; i < now->n_members; i++)
+    for (size_t i = 0; err == MSV_OK && i < now->n_members; i++)
         if (then == NULL || !listed(then->members, then->n_members, now->members[i]))
             targets[t++] = now->members[i];
     msv_client_group_conversation(gid, conversation);
     if (err == MSV_OK)
         err = client_send_payload(c, targets, t, &p, text, conversation, NULL, 0, NULL, id);
+    sodium_memzero(p.group_state_ref.key, sizeof(p.group_state_ref.key));
     free(text);
+    free(state);
+    free(delta);
+    free(targets);
     return err;
 }
 
@@ -545,11 +646,11 @@ msv_err msv_client_group_create(struct msv_client *c, const char *name, const ch
     if (err == MSV_OK && (s.name = strdup(name)) == NULL)
         err = MSV_ERR_NOMEM;
     if (err == MSV_OK)
-        err = list_add(s.members, &s.n_members, c->handle, strlen(c->handle));
+        err = list_add(&s.members, &s.n_members, c->handle, strlen(c->handle));
     for (size_t i = 0; err == MSV_OK && i < n; i++)
-        err = list_add(s.members, &s.n_members, members[i], strlen(members[i]));
+        err = list_add(&s.members, &s.n_members, members[i], strlen(members[i]));
     if (err == MSV_OK)
-        err = list_add(s.admins, &s.n_admins, c->handle, strlen(c->handle));
+        err = list_add(&s.admins, &s.n_admins, c->handle, strlen(c->handle));
     if (err == MSV_OK)
         err = commit_change(c, group_id, NULL, &s);
     state_clear(&s);
@@ -580,9 +681,9 @@ static msv_err copy_state(const struct group_state *from, struct group_state *to
     if ((to->name = strdup(from->name)) == NULL)
         err = MSV_ERR_NOMEM;
     for (size_t i = 0; err == MSV_OK && i < from->n_members; i++)
-        err = list_add(to->members, &to->n_members, from->members[i], strlen(from->members[i]));
+        err = list_add(&to->members, &to->n_members, from->members[i], strlen(from->members[i]));
     for (size_t i = 0; err == MSV_OK && i < from->n_admins; i++)
-        err = list_add(to->admins, &to->n_admins, from->admins[i], strlen(from->admins[i]));
+        err = list_add(&to->admins, &to->n_admins, from->admins[i], strlen(from->admins[i]));
     return err;
 }
 
@@ -617,7 +718,7 @@ static msv_err edit_group(struct msv_client *c, const char *which, const struct 
             err = MSV_ERR_NOMEM;
     }
     for (size_t i = 0; err == MSV_OK && i < e->n_add; i++)
-        err = list_add(now.members, &now.n_members, e->add[i], strlen(e->add[i]));
+        err = list_add(&now.members, &now.n_members, e->add[i], strlen(e->add[i]));
     for (size_t i = 0; err == MSV_OK && i < e->n_remove; i++) {
         list_drop(now.members, &now.n_members, e->remove[i]);
         list_drop(now.admins, &now.n_admins, e->remove[i]);
@@ -626,7 +727,7 @@ static msv_err edit_group(struct msv_client *c, const char *which, const struct 
         !listed(now.members, now.n_members, e->promote ? e->promote : e->demote))
         err = MSV_ERR_NOT_FOUND;
     if (err == MSV_OK && e->promote != NULL)
-        err = list_add(now.admins, &now.n_admins, e->promote, strlen(e->promote));
+        err = list_add(&now.admins, &now.n_admins, e->promote, strlen(e->promote));
     if (err == MSV_OK && e->demote != NULL)
         list_drop(now.admins, &now.n_admins, e->demote);
     if (err == MSV_OK && e->leave) {
@@ -634,7 +735,7 @@ static msv_err edit_group(struct msv_client *c, const char *which, const struct 
         list_drop(now.admins, &now.n_admins, c->handle);
         /* the last admin to leave hands the group to the first member left */
         if (now.n_admins == 0 && now.n_members > 0)
-            err = list_add(now.admins, &now.n_admins, now.members[0], strlen(now.members[0]));
+            err = list_add(&now.admins, &now.n_admins, now.members[0], strlen(now.members[0]));
     }
     if (err == MSV_OK && (now.n_members == 0 || now.n_admins == 0) && !e->leave)
         err = MSV_ERR_INVALID; /* a group keeps a member and an admin */
@@ -682,7 +783,7 @@ msv_err msv_client_group_admins(struct msv_client *c, const uint8_t group_id[16]
     return err;
 }
 
-/* The state a group change proposes, its hash set. */
+/* The state a group change of the whole-state form proposes, its hash set. */
 static msv_err proposed_state(const struct msv_payload *p, const char *held_name,
                               struct group_state *s)
 {
@@ -694,11 +795,104 @@ static msv_err proposed_state(const struct msv_payload *p, const char *held_name
     if ((s->name = strdup(name)) == NULL)
         err = MSV_ERR_NOMEM;
     for (size_t i = 0; err == MSV_OK && i < p->participant_count; i++)
-        err = list_add(s->members, &s->n_members, p->participants[i], strlen(p->participants[i]));
+        err = list_add(&s->members, &s->n_members, p->participants[i], strlen(p->participants[i]));
     for (size_t i = 0; err == MSV_OK && i < p->group_admin_count; i++)
-        err = list_add(s->admins, &s->n_admins, p->group_admins[i], strlen(p->group_admins[i]));
+        err = list_add(&s->admins, &s->n_admins, p->group_admins[i], strlen(p->group_admins[i]));
     if (err == MSV_OK)
         err = state_hash(p->group_id, s);
+    return err;
+}
+
+/* Adds each of add to a list; MSV_ERR_INVALID if one is there, or (need not NULL) not in need. */
+static msv_err delta_in(char ***list, size_t *n, char *const *add, size_t n_add, char *const *need,
+                        size_t n_need)
+{
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < n_add; i++) {
+        if ((*list != NULL && listed(*list, *n, add[i])) ||
+            (need != NULL && !listed(need, n_need, add[i])))
+            return MSV_ERR_INVALID;
+        err = list_add(list, n, add[i], strlen(add[i]));
+    }
+    return err == MSV_ERR_TOO_BIG ? MSV_ERR_INVALID : err;
+}
+
+/* Drops each of drop from a list; MSV_ERR_INVALID if one is not there. */
+static msv_err delta_out(char **list, size_t *n, char *const *drop, size_t n_drop)
+{
+    for (size_t i = 0; i < n_drop; i++) {
+        if (!listed(list, *n, drop[i]))
+            return MSV_ERR_INVALID;
+        list_drop(list, n, drop[i]);
+    }
+    return MSV_OK;
+}
+
+/*
+ * Applies the delta of p to base into s (docs/groups.md): added people must
+ * not be members, removed ones must be, promoted ones members and not admins,
+ * demoted ones admins; MSV_ERR_INVALID if not, or (if check) if the result is
+ * not the state whose hash p carries. Clear s with state_clear().
+ */
+static msv_err applied_delta(const struct msv_payload *p, const struct group_state *base, int check,
+                             struct group_state *s)
+{
+    char *const *const *d = (char *const *const *)p->group_delta;
+    const size_t *n = p->group_delta_count;
+    msv_err err = copy_state(base, s);
+
+    if (err == MSV_OK)
+        err = delta_in(&s->members, &s->n_members, d[MSV_DELTA_ADDED], n[MSV_DELTA_ADDED], NULL, 0);
+    if (err == MSV_OK)
+        err = delta_out(s->members, &s->n_members, d[MSV_DELTA_REMOVED], n[MSV_DELTA_REMOVED]);
+    if (err == MSV_OK)
+        err = delta_in(&s->admins, &s->n_admins, d[MSV_DELTA_PROMOTED], n[MSV_DELTA_PROMOTED],
+                       s->members, s->n_members);
+    if (err == MSV_OK)
+        err = delta_out(s->admins, &s->n_admins, d[MSV_DELTA_DEMOTED], n[MSV_DELTA_DEMOTED]);
+    if (err == MSV_OK) {
+        free(s->name);
+        s->epoch = p->group_epoch;
+        if ((s->name = strdup(p->group_name)) == NULL)
+            err = MSV_ERR_NOMEM;
+    }
+    if (err == MSV_OK)
+        err = state_hash(p->group_id, s);
+    if (err == MSV_OK && check && memcmp(s->hash, p->group_state_hash, 32) != 0)
+        err = MSV_ERR_INVALID;
+    if (err == MSV_ERR_TOO_BIG)
+        err = MSV_ERR_INVALID;
+    return err;
+}
+
+/*
+ * The whole state a change of the delta form carries, for a device that holds
+ * none: inline or fetched from the attachment store, its hash checked against
+ * the one signed. MSV_ERR_INVALID for a state that does not match; other
+ * errors (network, memory) are worth trying again.
+ */
+static msv_err carried_state(struct msv_client *c, const struct msv_payload *p,
+                             struct group_state *s)
+{
+    uint8_t *bytes = p->group_state;
+    size_t len = p->group_state_len;
+    msv_err err = MSV_OK;
+
+    if (p->has_group_state_ref) {
+        err = client_fetch_blob(c, &p->group_state_ref, MSV_GROUP_STATE_MAX, &bytes, &len);
+        if (err == MSV_ERR_AUTH || err == MSV_ERR_TOO_BIG || err == MSV_ERR_NOT_FOUND)
+            err = MSV_ERR_INVALID;
+    }
+    if (err == MSV_OK && state_decode(p->group_id, bytes, len, s) != MSV_OK)
+        err = MSV_ERR_INVALID;
+    if (err == MSV_OK &&
+        (s->epoch != p->group_epoch || memcmp(s->hash, p->group_state_hash, 32) != 0)) {
+        state_clear(s);
+        err = MSV_ERR_INVALID;
+    }
+    if (bytes != p->group_state)
+        free(bytes);
     return err;
 }
 
@@ -762,6 +956,50 @@ static msv_err refusal(const char *author, const char *why, char **text)
     return MSV_OK;
 }
 
+/* What p proposes: the whole state it names, its hash set; the delta form has only the hash. */
+static msv_err claimed_state(const struct msv_payload *p, const struct group_state *held,
+                             struct group_state *s)
+{
+    if (!p->has_group_state_hash)
+        return proposed_state(p, held ? held->name : NULL, s);
+    memset(s, 0, sizeof(*s));
+    s->epoch = p->group_epoch;
+    memcpy(s->hash, p->group_state_hash, 32);
+    return MSV_OK;
+}
+
+/*
+ * For a change of the delta form, the state it makes: the delta applied to
+ * the state it follows (base), or carried whole when this device holds none
+ * (held NULL). *why set if it does not match. A change that follows no state
+ * held is what its author says it does to the state held: who may make it is
+ * judged on that, and it is refused anyway.
+ */
+static msv_err made_state(struct msv_client *c, const struct msv_payload *p,
+                          const struct group_state *held, const struct group_state *base,
+                          struct group_state *now, const char **why)
+{
+    struct group_state made = {0};
+    msv_err err;
+
+    if (!p->has_group_state_hash)
+        return MSV_OK;
+    if (held != NULL && base == NULL)
+        err = applied_delta(p, held, 0, &made);
+    else
+        err = base != NULL ? applied_delta(p, base, 1, &made) : carried_state(c, p, &made);
+    if (err == MSV_ERR_INVALID) {
+        *why = held != NULL && base == NULL ? "out of order" : "its state does not match";
+        state_clear(&made);
+        return MSV_OK;
+    }
+    if (err == MSV_OK) {
+        state_clear(now);
+        *now = made;
+    }
+    return err;
+}
+
 msv_err client_group_take(struct msv_client *c, const char *author, uint64_t device,
                           const struct msv_payload *p, int *applied, char **text)
 {
@@ -779,13 +1017,16 @@ msv_err client_group_take(struct msv_client *c, const char *author, uint64_t dev
     if (err == MSV_OK && !p->has_group_signature)
         why = "it is not signed";
     if (err == MSV_OK && why == NULL) {
-        err = proposed_state(p, has_held ? held.name : NULL, &now);
+        err = claimed_state(p, has_held ? &held : NULL, &now);
         if (err == MSV_OK && change_signed(c, author, device, p, &now) != MSV_OK)
             why = "its signature does not verify";
     }
+    if (err == MSV_OK && why == NULL && has_held)
+        base = base_of(&held, &prev, has_prev, p, &now);
+    if (err == MSV_OK && why == NULL)
+        err = made_state(c, p, has_held ? &held : NULL, base, &now, &why);
     if (err == MSV_OK && why == NULL && has_held &&
-        (why = not_allowed(&held, &now, author)) == NULL &&
-        (base = base_of(&held, &prev, has_prev, p, &now)) == NULL)
+        (why = not_allowed(&held, &now, author)) == NULL && base == NULL)
         why = "out of order";
     if (err == MSV_OK && why == NULL && base == &prev && (why = not_allowed(&prev, &now, author)))
         base = NULL;
@@ -815,18 +1056,22 @@ msv_err client_group_send(struct msv_client *c, const char *name, struct msv_pay
 {
     struct msv_group_rec g;
     struct msv_mention mentions[MSV_MENTIONS_MAX];
-    char *members[MEMBERS_MAX], conversation[40];
-    size_t n;
+    char **members = NULL, conversation[40];
+    size_t n = 0;
     msv_err err = joined_group(c, name, &g);
 
     if (err != MSV_OK)
         return err;
-    n = client_split_members(g.members, members);
+    if ((err = client_members_of(g.members, &members, &n)) != MSV_OK) {
+        msv_group_clear(&g);
+        return err;
+    }
     p->has_group = true;
     memcpy(p->group_id, g.group_id, 16);
     p->group_name = g.name;
-    p->participants = members;
-    p->participant_count = n;
+    /* a big group's members resolve the others from the state they hold (docs/groups.md) */
+    p->participants = n <= GROUP_LIST_MAX ? members : NULL;
+    p->participant_count = n <= GROUP_LIST_MAX ? n : 0;
     msv_client_group_conversation(g.group_id, conversation);
     p->mentions = mentions;
     p->mention_count = client_find_mentions(c, p->text, members, n, mentions);
@@ -838,6 +1083,7 @@ msv_err client_group_send(struct msv_client *c, const char *name, struct msv_pay
 
         err = err == MSV_OK ? kept : err;
     }
+    free(members);
     msv_group_clear(&g);
     return err;
 }

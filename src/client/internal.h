@@ -15,7 +15,9 @@
 #define SEND_TRIES 3
 #define SEEN_KEEP_MS (180LL * 24 * 3600 * 1000)
 #define LONG_TEXT_MIME "text/x-missive-long-message"
-#define MEMBERS_MAX 256
+#define MEMBERS_MAX 1024 /* people in a group (docs/groups.md, "Limits") */
+/* a group message names the members (participants) of a group of at most this many */
+#define GROUP_LIST_MAX MSV_PARTICIPANTS_MAX
 
 /* What an approval signs: "MSV-approve-v1" || u8 len || handle || u64be device id || hash. */
 size_t client_approval_message(const char *handle, uint64_t device_id, const uint8_t hash[32],
@@ -44,9 +46,10 @@ msv_err client_plain_conn(struct msv_client *c, struct msv_conn **out);
 /* Remembers what the directory says of a handle; reports a changed device set. */
 msv_err client_remember(struct msv_client *c, const Msv__Wire__HandleDevices *hd);
 
-/* The handles a conversation reaches: its group's members (g filled), or the other person. */
+/* The handles a conversation reaches: its group's members (g filled), or the other person;
+ * caller frees *targets with free(). */
 msv_err client_conversation_targets(struct msv_client *c, const char *conversation,
-                                    struct msv_group_rec *g, char **targets, size_t *n);
+                                    struct msv_group_rec *g, char ***targets, size_t *n);
 
 /* The disappearing-message timer a message sent now to conversation carries (0: none). */
 uint32_t client_timer_for_send(struct msv_client *c, const char *conversation);
@@ -159,8 +162,10 @@ msv_err client_conversation_arrived(struct msv_client *c, const char *conversati
                                     void (*on_message)(void *, const struct msv_incoming *),
                                     void *ctx);
 
-/* Splits a member list (one handle per line) in place into members[]. */
+/* Splits a member list (one handle per line) in place into members[] (MEMBERS_MAX slots). */
 size_t client_split_members(char *list, char **members);
+/* The handles of a member list (one per line) in one block: caller frees *members with free(). */
+msv_err client_members_of(const char *list, char ***members, size_t *n);
 
 /* Applies a receipt, typing notice, edit or unsend from sender. */
 msv_err client_take_control(struct msv_client *c, const char *sender, uint64_t device,

@@ -15,7 +15,7 @@
 int client_in_conversation(struct msv_client *c, const char *conversation, const char *handle)
 {
     struct msv_group_rec g = {0};
-    char *members[MEMBERS_MAX];
+    char **members = NULL;
     uint8_t id[16];
     size_t n = 0, len = 0;
     int found = 0;
@@ -26,9 +26,11 @@ int client_in_conversation(struct msv_client *c, const char *conversation, const
         msv_hex_decode(conversation + 6, id, sizeof(id), &len) != MSV_OK || len != 16 ||
         msv_client_db_group_get(c->db, id, NULL, &g) != MSV_OK)
         return 0;
-    n = client_split_members(g.members, members);
+    if (client_members_of(g.members, &members, &n) != MSV_OK)
+        n = 0;
     for (size_t i = 0; i < n && !found; i++)
         found = strcmp(members[i], handle) == 0;
+    free(members);
     msv_group_clear(&g);
     return found;
 }

@@ -367,22 +367,24 @@ static msv_err fetch_attachments(struct msv_client *c, const struct msv_payload 
 static msv_err group_sender(struct msv_client *c, const char *sender, const struct msv_payload *p,
                             struct msv_group_rec *g)
 {
-    char *known[MEMBERS_MAX];
+    char **known = NULL;
     char *const *members = p->participants;
     size_t n = p->participant_count;
     msv_err err = msv_client_db_group_get(c->db, p->group_id, NULL, g);
 
-    if (err == MSV_OK) {
-        n = client_split_members(g->members, known);
+    if (err == MSV_OK && (err = client_members_of(g->members, &known, &n)) == MSV_OK)
         members = known;
-    }
+    /* a change that carries its whole state is checked against it (client_group_take()) */
+    if (err == MSV_ERR_NOT_FOUND && p->kind == MSV_KIND_GROUP_CHANGE && p->has_group_state_hash)
+        return MSV_OK;
     if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
         return err;
-    for (size_t i = 0; i < n; i++) {
+    err = MSV_ERR_AUTH;
+    for (size_t i = 0; i < n && err != MSV_OK; i++)
         if (strcmp(members[i], sender) == 0)
-            return MSV_OK;
-    }
-    return MSV_ERR_AUTH;
+            err = MSV_OK;
+    free(known);
+    return err;
 }
 
 /*
@@ -440,6 +442,28 @@ static msv_err learn_group(struct msv_client *c, const char *sender, uint64_t de
                                       members, strcmp(sender, c->handle) == 0, msv_wall_ms());
     free(members);
     return err;
+}
+
+/* Who a copy of this account's own message went to: its participants, or its group's members. */
+static msv_err own_copy_recipients(struct msv_client *c, const uint8_t id[16],
+                                   const struct msv_payload *p)
+{
+    struct msv_group_rec g = {0};
+    char **members = NULL;
+    size_t n = 0;
+    msv_err err = MSV_OK;
+
+    if (p->participant_count > 0 || !p->has_group)
+        return msv_client_db_recipients_put(c->db, id, (const char *const *)p->participants,
+                                            p->participant_count);
+    err = msv_client_db_group_get(c->db, p->group_id, NULL, &g);
+    if (err == MSV_OK)
+        err = client_members_of(g.members, &members, &n);
+    if (err == MSV_OK)
+        err = msv_client_db_recipients_put(c->db, id, (const char *const *)members, n);
+    free(members);
+    msv_group_clear(&g);
+    return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
 }
 
 /* Opens and stores one delivered message; MSV_ERR_EXISTS for a redelivery. */
@@ -765,8 +789,7 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
         err = client_keep_mentions(c, rec.message_id, rec.conversation, p);
     /* a copy of this account's own message: who it went to, for their receipts */
     if (err == MSV_OK && rec.outgoing)
-        err = msv_client_db_recipients_put(
-            c->db, rec.message_id, (const char *const *)p->participants, p->participant_count);
+        err = own_copy_recipients(c, rec.message_id, p);
     if (err == MSV_OK)
         err = show_message(c, &rec, on_message, ctx);
     if (err == MSV_OK && p->kind == MSV_KIND_GROUP_CHANGE && on_message != NULL) {

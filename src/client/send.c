@@ -380,36 +380,80 @@ static msv_err look_up(struct msv_client *c, const char *const *targets, size_t 
     return err;
 }
 
-/*
- * Sends to the targets' devices as last learnt (the directory is asked only
- * about handles not seen before); a stale set is replaced by the relay's
- * answer, remembered, and the send tried again.
- */
-static msv_err deliver_group(struct msv_client *c, const uint8_t id[16], const char *const *targets,
-                             size_t n, const uint8_t *pt, size_t pt_len, const uint8_t *token)
-{
-    msv_frame *known = NULL, *fresh = NULL;
-    struct known_sets ks = {0};
-    Msv__Wire__HandleDevices *const *start = NULL;
-    size_t n_start = n;
-    msv_err err = msv_client_connect(c);
+/* The device sets of a send's targets, in their order: remembered, or the directory's. */
+struct target_sets {
+    struct known_sets ks;
+    msv_frame **frames; /* the directory's answers, LOOKUP_BATCH handles each */
+    size_t n_frames;
+    Msv__Wire__HandleDevices **hds; /* one per target */
+};
 
-    c->why.code = 0;
+/* a lookup names at most this many handles (the directory's limit) */
+#define LOOKUP_BATCH 256
+
+static void target_sets_free(struct target_sets *t)
+{
+    known_sets_free(&t->ks);
+    for (size_t i = 0; i < t->n_frames; i++)
+        msv_frame_free(t->frames[i]);
+    free(t->frames);
+    free(t->hds);
+    memset(t, 0, sizeof(*t));
+}
+
+/*
+ * The device sets of targets: the remembered ones if every target has one,
+ * else the directory's, asked LOOKUP_BATCH handles at a time (one lookup
+ * per batch, never one per member).
+ */
+static msv_err target_sets_load(struct msv_client *c, const char *const *targets, size_t n,
+                                struct target_sets *t)
+{
+    msv_err err = known_sets_load(c, targets, n, &t->ks);
+
+    t->hds = calloc(n + 1, sizeof(*t->hds));
+    if (t->hds == NULL)
+        return MSV_ERR_NOMEM;
     if (err == MSV_OK) {
-        err = known_sets_load(c, targets, n, &ks);
-        if (err == MSV_OK) {
-            start = ks.ptrs;
-        } else if (err == MSV_ERR_NOT_FOUND) {
-            err = look_up(c, targets, n, &known);
-            if (err == MSV_OK) {
-                start = known->lookup_result->results;
-                n_start = known->lookup_result->n_results;
-            }
-        }
+        memcpy(t->hds, t->ks.ptrs, n * sizeof(*t->hds));
+        return MSV_OK;
     }
+    if (err != MSV_ERR_NOT_FOUND)
+        return err;
+    t->frames = calloc(n / LOOKUP_BATCH + 1, sizeof(*t->frames));
+    if (t->frames == NULL)
+        return MSV_ERR_NOMEM;
+    err = MSV_OK;
+    for (size_t at = 0; err == MSV_OK && at < n; at += LOOKUP_BATCH) {
+        size_t k = n - at < LOOKUP_BATCH ? n - at : LOOKUP_BATCH;
+        msv_frame **f = &t->frames[t->n_frames];
+
+        err = look_up(c, targets + at, k, f);
+        if (err == MSV_OK) {
+            t->n_frames++;
+            if ((*f)->lookup_result->n_results != k)
+                err = MSV_ERR_PARSE;
+        }
+        for (size_t i = 0; err == MSV_OK && i < k; i++)
+            t->hds[at + i] = (*f)->lookup_result->results[i];
+    }
+    return err;
+}
+
+/*
+ * Sends to the devices of hds (one per target, in their order); a stale set is
+ * replaced by the relay's answer, learnt from the log, and the send tried again.
+ */
+static msv_err send_batch(struct msv_client *c, const uint8_t id[16], const char *const *targets,
+                          size_t n, Msv__Wire__HandleDevices *const *start, const uint8_t *pt,
+                          size_t pt_len, const uint8_t *token)
+{
+    msv_frame *fresh = NULL;
+    msv_err err = MSV_OK;
+
     for (int tries = 0; err == MSV_OK && tries < SEND_TRIES; tries++) {
         Msv__Wire__HandleDevices *const *hds = fresh ? fresh->lookup_result->results : start;
-        size_t n_hds = fresh ? fresh->lookup_result->n_results : n_start;
+        size_t n_hds = fresh ? fresh->lookup_result->n_results : n;
         msv_frame *stale = NULL;
 
         err = send_once(c, id, targets, n, hds, n_hds, pt, pt_len, token, &stale);
@@ -428,9 +472,58 @@ static msv_err deliver_group(struct msv_client *c, const uint8_t id[16], const c
             err = MSV_ERR_AGAIN;
         }
     }
-    known_sets_free(&ks);
-    msv_frame_free(known);
     msv_frame_free(fresh);
+    return err;
+}
+
+/* What one send to the relay may carry: its handles, envelopes and bytes (docs/wire.md). */
+#define SEND_HANDLES_BATCH 256
+#define SEND_ENVELOPES_BATCH 1024
+#define SEND_BYTES_BATCH (768u * 1024u)
+#define ENVELOPE_OVERHEAD 2048 /* an envelope's bytes beyond its payload, at most */
+
+/* How many of hds from the first go in one send to the relay (at least one). */
+static size_t batch_size(Msv__Wire__HandleDevices *const *hds, size_t n, size_t pt_len)
+{
+    size_t k = 0, envelopes = 0;
+
+    while (k < n && k < SEND_HANDLES_BATCH) {
+        size_t more = envelopes + hds[k]->n_devices;
+
+        if (k > 0 &&
+            (more > SEND_ENVELOPES_BATCH || more * (pt_len + ENVELOPE_OVERHEAD) > SEND_BYTES_BATCH))
+            break;
+        envelopes = more;
+        k++;
+    }
+    return k;
+}
+
+/*
+ * Sends to the targets' devices as last learnt (the directory is asked only
+ * about handles not seen before), split in as many sends as the relay's
+ * frame and counts need; a send of more than one batch tells its progress
+ * through on_send_progress.
+ */
+static msv_err deliver_group(struct msv_client *c, const uint8_t id[16], const char *const *targets,
+                             size_t n, const uint8_t *pt, size_t pt_len, const uint8_t *token)
+{
+    struct target_sets ts = {0};
+    size_t done = 0;
+    msv_err err = msv_client_connect(c);
+
+    c->why.code = 0;
+    if (err == MSV_OK)
+        err = target_sets_load(c, targets, n, &ts);
+    while (err == MSV_OK && done < n) {
+        size_t k = batch_size(ts.hds + done, n - done, pt_len);
+
+        err = send_batch(c, id, targets + done, k, ts.hds + done, pt, pt_len, token);
+        done += k;
+        if (err == MSV_OK && k < n && c->on_send_progress != NULL)
+            c->on_send_progress(c->ctx, done, n);
+    }
+    target_sets_free(&ts);
     return err;
 }
 
@@ -481,9 +574,9 @@ msv_err client_unsealed(struct msv_client *c, const uint8_t id[16], const char *
 static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const char *const *targets,
                             size_t n, const uint8_t *pt, size_t pt_len)
 {
-    const char *plain[MSV_PARTICIPANTS_MAX];
+    const char **plain = calloc(n + 1, sizeof(*plain));
     size_t n_plain = 0;
-    msv_err err = msv_client_connect(c);
+    msv_err err = plain ? msv_client_connect(c) : MSV_ERR_NOMEM;
 
     for (size_t i = 0; i < n && err == MSV_OK; i++) {
         uint8_t token[16];
@@ -498,13 +591,13 @@ static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const ch
             else if (err == MSV_ERR_UNSUPPORTED)
                 err = MSV_OK; /* a device that cannot open sealed envelopes */
             if (err != MSV_OK)
-                return err;
+                break;
         }
-        if (n_plain < MSV_PARTICIPANTS_MAX)
-            plain[n_plain++] = targets[i];
+        plain[n_plain++] = targets[i];
     }
     if (err == MSV_OK && n_plain > 0)
         err = deliver_group(c, id, plain, n_plain, pt, pt_len, NULL);
+    free(plain);
     return err;
 }
 
@@ -558,6 +651,8 @@ msv_err client_flush_outbox(struct msv_client *c)
 
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         struct msv_payload *p = NULL;
+        char **to = NULL;
+        size_t n_to = 0;
 
         if (msv_payload_parse(o[i].payload, o[i].payload_len, &p) != MSV_OK) {
             err = msv_client_db_outbox_settle(c->db, o[i].message_id, "failed"); /* never goes */
@@ -568,8 +663,13 @@ msv_err client_flush_outbox(struct msv_client *c)
             msv_payload_free(p); /* queued before the block: it waits until the unblock */
             continue;
         }
-        err = deliver_once(c, o[i].message_id, (const char *const *)p->participants,
-                           p->participant_count, o[i].payload, o[i].payload_len);
+        /* a big group's message and a group change name no participants: the outbox does */
+        if (p->participant_count == 0)
+            err = client_members_of(o[i].recipients, &to, &n_to);
+        if (err == MSV_OK)
+            err = deliver_once(c, o[i].message_id, (const char *const *)(to ? to : p->participants),
+                               to ? n_to : p->participant_count, o[i].payload, o[i].payload_len);
+        free(to);
         if (err == MSV_OK)
             err = msv_client_db_outbox_settle(c->db, o[i].message_id, "sent");
         else if (err == MSV_ERR_AUTH && c->why.code == MSV_REFUSAL_KEY_CHANGE)
@@ -673,16 +773,20 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
                             const struct msv_file *files, size_t n_files,
                             void (*progress)(uint64_t, uint64_t), uint8_t message_id[16])
 {
-    const char *targets[MSV_PARTICIPANTS_MAX];
+    const char **targets = NULL;
     struct msv_attachment_ref refs[MSV_ATTACHMENTS_MAX];
     char uris[MSV_ATTACHMENTS_MAX][80], preview[LONG_TEXT_PREVIEW + 4], profile_uri[81];
     struct msv_message_rec rec = {.outgoing = 1, .status = "queued"};
     uint8_t *pt = NULL;
     size_t pt_len = 0, t = 0, blocked = 0;
+    char *recipients = NULL;
     msv_err err = MSV_OK;
 
-    if (n_in == 0 || n_in >= MSV_PARTICIPANTS_MAX || n_files >= MSV_ATTACHMENTS_MAX)
+    /* a group change goes to the members before and after it */
+    if (n_in == 0 || n_in > 2 * MEMBERS_MAX || n_files >= MSV_ATTACHMENTS_MAX)
         return MSV_ERR_INVALID;
+    if ((targets = calloc(n_in + 1, sizeof(*targets))) == NULL)
+        return MSV_ERR_NOMEM;
     memset(refs, 0, sizeof(refs));
     /* the targets and this account, each once: its other devices get a copy; nothing at all
      * goes to a blocked handle (a group's other members still get theirs) */
@@ -699,8 +803,10 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
         if (k == t)
             targets[t++] = h;
     }
-    if (blocked > 0 && blocked == n_in)
-        return client_refuse_blocked(c, targets_in, n_in);
+    if (blocked > 0 && blocked == n_in) {
+        err = client_refuse_blocked(c, targets_in, n_in);
+        goto out;
+    }
     if (p->kind == MSV_KIND_MESSAGE) {
         /* the conversation's disappearing-message timer goes with it */
         p->timer_s = conversation != NULL ? client_timer_for_send(c, conversation) : 0;
@@ -708,7 +814,7 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
         err = attach(c, text, files, n_files, progress, p, uris, preview);
     }
     if (err != MSV_OK)
-        return err;
+        goto out;
     msv_random_bytes(p->message_id, MSV_ID_LEN);
     memcpy(message_id, p->message_id, MSV_ID_LEN);
     p->sent_at_ms = (uint64_t)msv_wall_ms();
@@ -720,7 +826,10 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
         if (p->has_log_head)
             msv_kt_head_encode(&head, p->log_head);
     }
-    if (p->participants == NULL) {
+    /* a group change, or anything to a big group (a receipt too), names nobody: the members
+     * hold the group */
+    if (p->participants == NULL && t <= GROUP_LIST_MAX &&
+        !(p->has_group && p->kind == MSV_KIND_GROUP_CHANGE)) {
         p->participants = (char **)targets;
         p->participant_count = t;
     }
@@ -733,8 +842,10 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
                      (p->kind == MSV_KIND_MESSAGE || p->kind == MSV_KIND_PROFILE_KEY) &&
                      client_profile_ref(c, &p->profile, profile_uri) == MSV_OK;
     err = msv_payload_encode(p, &pt, &pt_len);
+    if (err == MSV_OK)
+        err = client_join_members((char *const *)targets, t, &recipients);
     if (err != MSV_OK)
-        return err;
+        goto out;
     /* connect (and so flush older queued messages) before this one joins the outbox; a
      * server that cannot be reached now leaves it queued below */
     if (msv_client_connect(c) != MSV_OK) {
@@ -757,7 +868,7 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
     /* shown as queued until the relay accepts it, and kept in the outbox until then; control
      * messages (receipts, typing, edits) are not history */
     err = msv_client_db_outbox_put(c->db, conversation != NULL ? &rec : NULL, p->message_id,
-                                   conversation ? conversation : "", pt, pt_len, msv_wall_ms());
+                                   recipients, pt, pt_len, msv_wall_ms());
     /* who may send receipts for it */
     if (err == MSV_OK && conversation != NULL)
         err = msv_client_db_recipients_put(c->db, p->message_id, targets, t);
@@ -765,8 +876,15 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
         err = deliver_payload(c, p->message_id, targets, t, pt, pt_len);
     if (err == MSV_OK)
         err = msv_client_db_outbox_settle(c->db, p->message_id, "sent");
+out:
+    if (p->participants == (char **)targets) {
+        p->participants = NULL;
+        p->participant_count = 0;
+    }
     msv_secret_free(pt, pt_len);
     sodium_memzero(refs, sizeof(refs)); /* the attachment keys */
+    free(recipients);
+    free(targets);
     return err;
 }
 
@@ -800,7 +918,7 @@ msv_err msv_client_send(struct msv_client *c, const char *const *handles, size_t
     struct msv_payload p = {.kind = MSV_KIND_MESSAGE, .text = (char *)text};
     msv_err err;
 
-    if (n == 0)
+    if (n == 0 || n >= MSV_PARTICIPANTS_MAX) /* more go in a group */
         return MSV_ERR_INVALID;
     if (client_refuse_blocked(c, handles, n) != MSV_OK)
         return MSV_ERR_INVALID;

@@ -95,11 +95,13 @@ static msv_err gather_peers(struct msv_client *c, struct peers *p)
     for (size_t i = 0; err == MSV_OK && i < n_contacts; i++)
         err = add_peer(c, p, contacts[i].handle);
     for (size_t i = 0; err == MSV_OK && i < n_groups; i++) {
-        char *members[MEMBERS_MAX];
-        size_t k = client_split_members(groups[i].members, members);
+        char **members = NULL;
+        size_t k = 0;
 
+        err = client_members_of(groups[i].members, &members, &k);
         for (size_t m = 0; err == MSV_OK && m < k; m++)
             err = add_peer(c, p, members[m]);
+        free(members);
     }
     for (size_t i = 0; err == MSV_OK && i < n_convs; i++)
         err = add_peer(c, p, convs[i].conversation);

@@ -158,7 +158,7 @@ msv_err msv_client_timer_set(struct msv_client *c, const char *conversation, uin
 {
     struct msv_group_rec g = {0};
     struct msv_payload p = {.kind = MSV_KIND_TIMER, .timer_s = timer_s};
-    char *targets[MEMBERS_MAX], notice[400];
+    char **targets = NULL, notice[400];
     uint8_t id[16];
     size_t n = 0;
     int applied = 0;
@@ -166,7 +166,7 @@ msv_err msv_client_timer_set(struct msv_client *c, const char *conversation, uin
 
     if (timer_s != 0 && (timer_s < MSV_TIMER_MIN_S || timer_s > MSV_TIMER_MAX_S))
         return MSV_ERR_INVALID;
-    err = client_conversation_targets(c, conversation, &g, targets, &n);
+    err = client_conversation_targets(c, conversation, &g, &targets, &n);
     if (err == MSV_OK && g.name != NULL) {
         p.has_group = true;
         memcpy(p.group_id, g.group_id, 16);
@@ -181,6 +181,7 @@ msv_err msv_client_timer_set(struct msv_client *c, const char *conversation, uin
 
         err = err == MSV_OK ? rec : err;
     }
+    free(targets);
     msv_group_clear(&g);
     return err;
 }

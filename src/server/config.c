@@ -153,7 +153,7 @@ void msv_config_defaults(struct msv_config *c)
     c->blob_max = 100ull << 20;
     c->blob_ttl_ms = 30ull * 86400 * 1000;
     c->lookup_rate = 10;
-    c->lookup_burst = 200;
+    c->lookup_burst = 2048; /* a big group's first message looks up its members */
     c->log_read_rate = 50;
     c->log_read_burst = 5000;
     c->register_rate = 0.2;

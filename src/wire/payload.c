@@ -146,7 +146,7 @@ static int kind_ok(const struct msv_payload *p)
     case MSV_KIND_SESSION_RESET:
         return bare;
     case MSV_KIND_GROUP_CHANGE:
-        return p->has_group && p->participant_count > 0 && bare;
+        return p->has_group && (p->participant_count > 0 || p->has_group_state_hash) && bare;
     case MSV_KIND_REACTION:
         /* no text takes the sender's reaction away */
         return p->has_target && p->attachment_count == 0 &&
@@ -162,14 +162,53 @@ static int kind_ok(const struct msv_payload *p)
     }
 }
 
+static int has_delta(const struct msv_payload *p)
+{
+    for (int l = 0; l < MSV_DELTA_LISTS; l++)
+        if (p->group_delta_count[l] > 0)
+            return 1;
+    return p->has_group_state_hash || p->group_state_len > 0 || p->has_group_state_ref;
+}
+
+/*
+ * A change as a delta: the new name and state hash, no whole lists, at most
+ * MSV_GROUP_DELTA_MAX handles in each list of the delta, and the whole state
+ * either inline or as an attachment.
+ */
+static int group_delta_ok(const struct msv_payload *p)
+{
+    if (p->participant_count != 0 || p->group_admin_count != 0 || p->group_name == NULL ||
+        p->has_group_state_ref == (p->group_state_len > 0) ||
+        p->group_state_len > MSV_GROUP_STATE_INLINE_MAX ||
+        (p->group_state_len > 0 && p->group_state == NULL))
+        return 0;
+    if (p->has_group_state_ref &&
+        (!attachment_ok(&p->group_state_ref) || p->group_state_ref.size == 0 ||
+         p->group_state_ref.size > MSV_GROUP_STATE_MAX))
+        return 0;
+    for (int l = 0; l < MSV_DELTA_LISTS; l++) {
+        if (p->group_delta_count[l] > MSV_GROUP_DELTA_MAX ||
+            (p->group_delta_count[l] > 0 && p->group_delta[l] == NULL))
+            return 0;
+        for (size_t i = 0; i < p->group_delta_count[l]; i++)
+            if (!text_ok(p->group_delta[l][i], MSV_HANDLE_MAX, 1))
+                return 0;
+    }
+    return 1;
+}
+
 /* The signed group state fields: only on a group change, all of them, admins among members. */
 static int group_signing_ok(const struct msv_payload *p)
 {
     if (!p->has_group_signature)
-        return p->group_admin_count == 0 && p->group_epoch == 0;
-    if (p->kind != MSV_KIND_GROUP_CHANGE || p->group_epoch == 0 || p->group_admin_count == 0 ||
-        p->group_admins == NULL || p->group_admin_count > p->participant_count ||
-        p->group_signature_len == 0 || p->group_signature_len > MSV_GROUP_SIGNATURE_MAX)
+        return p->group_admin_count == 0 && p->group_epoch == 0 && !has_delta(p);
+    if (p->kind != MSV_KIND_GROUP_CHANGE || p->group_epoch == 0 || p->group_signature_len == 0 ||
+        p->group_signature_len > MSV_GROUP_SIGNATURE_MAX)
+        return 0;
+    if (p->has_group_state_hash)
+        return group_delta_ok(p);
+    if (has_delta(p) || p->group_admin_count == 0 || p->group_admins == NULL ||
+        p->group_admin_count > p->participant_count)
         return 0;
     for (size_t i = 0; i < p->group_admin_count; i++) {
         size_t j = 0;
@@ -256,6 +295,57 @@ static ProtobufCBinaryData str_of(const char *s)
     return s ? bytes_of(s, strlen(s)) : bytes_of(NULL, 0);
 }
 
+static void encode_attachment(const struct msv_attachment_ref *a, pb_attachment *m)
+{
+    msv__payload__attachment_ref__init(m);
+    m->uri = str_of(a->uri);
+    m->key = bytes_of(a->key, sizeof(a->key));
+    m->sha256 = bytes_of(a->sha256, sizeof(a->sha256));
+    m->sha1 = bytes_of(a->sha1, sizeof(a->sha1));
+    m->size = a->size;
+    m->name = str_of(a->name);
+    m->mime = str_of(a->mime);
+}
+
+/* The delta lists of a change, where each goes in the encoded message. */
+static void delta_fields(pb_payload *m, size_t **counts, ProtobufCBinaryData ***lists)
+{
+    counts[MSV_DELTA_ADDED] = &m->n_group_added;
+    lists[MSV_DELTA_ADDED] = &m->group_added;
+    counts[MSV_DELTA_REMOVED] = &m->n_group_removed;
+    lists[MSV_DELTA_REMOVED] = &m->group_removed;
+    counts[MSV_DELTA_PROMOTED] = &m->n_group_promoted;
+    lists[MSV_DELTA_PROMOTED] = &m->group_promoted;
+    counts[MSV_DELTA_DEMOTED] = &m->n_group_demoted;
+    lists[MSV_DELTA_DEMOTED] = &m->group_demoted;
+}
+
+/* The delta form of a change into m; delta holds its handles (MSV_GROUP_DELTA_MAX a list). */
+static void encode_delta(const struct msv_payload *p, pb_payload *m, ProtobufCBinaryData *delta,
+                         pb_attachment *ref)
+{
+    size_t *counts[MSV_DELTA_LISTS];
+    ProtobufCBinaryData **lists[MSV_DELTA_LISTS];
+
+    if (!p->has_group_state_hash)
+        return;
+    delta_fields(m, counts, lists);
+    for (int l = 0; l < MSV_DELTA_LISTS; l++) {
+        ProtobufCBinaryData *at = delta + (size_t)l * MSV_GROUP_DELTA_MAX;
+
+        for (size_t i = 0; i < p->group_delta_count[l]; i++)
+            at[i] = str_of(p->group_delta[l][i]);
+        *counts[l] = p->group_delta_count[l];
+        *lists[l] = at;
+    }
+    m->group_state_hash = bytes_of(p->group_state_hash, MSV_GROUP_HASH_LEN);
+    m->group_state = bytes_of(p->group_state, p->group_state_len);
+    if (p->has_group_state_ref) {
+        encode_attachment(&p->group_state_ref, ref);
+        m->group_state_ref = ref;
+    }
+}
+
 msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *out_len)
 {
     pb_payload m = MSV__PAYLOAD__PAYLOAD__INIT;
@@ -264,11 +354,17 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
     ProtobufCBinaryData parts[MSV_PARTICIPANTS_MAX], admins[MSV_PARTICIPANTS_MAX];
     pb_mention mentions[MSV_MENTIONS_MAX], *mention_ptrs[MSV_MENTIONS_MAX];
     pb_profile profile = MSV__PAYLOAD__PROFILE_REF__INIT;
+    pb_attachment state_ref;
+    ProtobufCBinaryData *delta = NULL;
     uint8_t *buf;
     size_t n;
 
     if (p == NULL || !payload_ok(p))
         return MSV_ERR_INVALID;
+    if (p->has_group_state_hash &&
+        (delta = calloc(MSV_DELTA_LISTS * MSV_GROUP_DELTA_MAX, sizeof(*delta))) == NULL)
+        return MSV_ERR_NOMEM;
+    encode_delta(p, &m, delta, &state_ref);
     m.version = MSV_PAYLOAD_VERSION;
     m.kind = (Msv__Payload__Kind)p->kind;
     m.message_id = bytes_of(p->message_id, MSV_ID_LEN);
@@ -301,16 +397,7 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
     }
     m.timer_s = p->timer_s;
     for (size_t i = 0; i < p->attachment_count; i++) {
-        const struct msv_attachment_ref *a = &p->attachments[i];
-
-        msv__payload__attachment_ref__init(&att[i]);
-        att[i].uri = str_of(a->uri);
-        att[i].key = bytes_of(a->key, sizeof(a->key));
-        att[i].sha256 = bytes_of(a->sha256, sizeof(a->sha256));
-        att[i].sha1 = bytes_of(a->sha1, sizeof(a->sha1));
-        att[i].size = a->size;
-        att[i].name = str_of(a->name);
-        att[i].mime = str_of(a->mime);
+        encode_attachment(&p->attachments[i], &att[i]);
         att_ptrs[i] = &att[i];
     }
     m.n_attachments = p->attachment_count;
@@ -343,9 +430,11 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
     }
     n = msv__payload__payload__get_packed_size(&m);
     buf = malloc(n ? n : 1);
+    if (buf != NULL)
+        msv__payload__payload__pack(&m, buf);
+    free(delta);
     if (buf == NULL)
         return MSV_ERR_NOMEM;
-    msv__payload__payload__pack(&m, buf);
     *out = buf;
     *out_len = n;
     return MSV_OK;
@@ -381,6 +470,16 @@ void msv_payload_free(struct msv_payload *p)
         free(p->mentions[i].handle);
     free(p->mentions);
     free(p->profile.uri);
+    for (int l = 0; l < MSV_DELTA_LISTS; l++) {
+        for (size_t i = 0; p->group_delta[l] != NULL && i < p->group_delta_count[l]; i++)
+            free(p->group_delta[l][i]);
+        free(p->group_delta[l]);
+    }
+    free(p->group_state);
+    free(p->group_state_ref.uri);
+    free(p->group_state_ref.name);
+    free(p->group_state_ref.mime);
+    msv_wipe(p->group_state_ref.key, sizeof(p->group_state_ref.key));
     free(p);
 }
 
@@ -533,6 +632,56 @@ static msv_err copy_lists(const pb_payload *m, struct msv_payload *p)
     return err;
 }
 
+/* A list of handles from the wire: at most max, each a string. */
+static msv_err copy_handles(ProtobufCBinaryData *in, size_t n, size_t max, char ***out,
+                            size_t *count)
+{
+    msv_err err = MSV_OK;
+
+    if (n > max)
+        return MSV_ERR_PARSE;
+    if (n == 0)
+        return MSV_OK;
+    *out = calloc(n, sizeof(**out));
+    if (*out == NULL)
+        return MSV_ERR_NOMEM;
+    *count = n;
+    for (size_t i = 0; err == MSV_OK && i < n; i++)
+        err = copy_str(in[i], 1, &(*out)[i]);
+    return err;
+}
+
+/* The delta form of a group change, as encoded (the rules are payload_ok()'s). */
+static msv_err copy_group_delta(const pb_payload *m, struct msv_payload *p)
+{
+    size_t *counts[MSV_DELTA_LISTS];
+    ProtobufCBinaryData **lists[MSV_DELTA_LISTS];
+    pb_payload *mm = (pb_payload *)m; /* delta_fields() names the fields; nothing is written */
+    msv_err err = MSV_OK;
+
+    delta_fields(mm, counts, lists);
+    for (int l = 0; err == MSV_OK && l < MSV_DELTA_LISTS; l++)
+        err = copy_handles(*lists[l], *counts[l], MSV_GROUP_DELTA_MAX, &p->group_delta[l],
+                           &p->group_delta_count[l]);
+    if (err == MSV_OK && m->group_state_hash.len != 0) {
+        err = copy_fixed(m->group_state_hash, p->group_state_hash, MSV_GROUP_HASH_LEN);
+        p->has_group_state_hash = err == MSV_OK;
+    }
+    if (err == MSV_OK && m->group_state.len > MSV_GROUP_STATE_INLINE_MAX)
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK && m->group_state.len > 0) {
+        if ((p->group_state = malloc(m->group_state.len)) == NULL)
+            return MSV_ERR_NOMEM;
+        memcpy(p->group_state, m->group_state.data, m->group_state.len);
+        p->group_state_len = m->group_state.len;
+    }
+    if (err == MSV_OK && m->group_state_ref != NULL) {
+        p->has_group_state_ref = true;
+        err = copy_attachment(m->group_state_ref, &p->group_state_ref);
+    }
+    return err;
+}
+
 /* The signed group state: present when a signature is, each field then exactly as encoded. */
 static msv_err copy_group_signing(const pb_payload *m, struct msv_payload *p)
 {
@@ -543,7 +692,8 @@ static msv_err copy_group_signing(const pb_payload *m, struct msv_payload *p)
                    ? MSV_OK
                    : MSV_ERR_PARSE;
     if (m->group_signature.len > MSV_GROUP_SIGNATURE_MAX ||
-        m->n_group_admins > MSV_PARTICIPANTS_MAX || m->n_group_admins == 0)
+        m->n_group_admins > MSV_PARTICIPANTS_MAX ||
+        (m->n_group_admins == 0 && m->group_state_hash.len == 0))
         return MSV_ERR_PARSE;
     p->has_group_signature = true;
     p->group_epoch = m->group_epoch;
@@ -552,13 +702,8 @@ static msv_err copy_group_signing(const pb_payload *m, struct msv_payload *p)
     err = copy_fixed(m->group_prev_hash, p->group_prev_hash, MSV_GROUP_HASH_LEN);
     if (err != MSV_OK)
         return err;
-    p->group_admins = calloc(m->n_group_admins, sizeof(*p->group_admins));
-    if (p->group_admins == NULL)
-        return MSV_ERR_NOMEM;
-    p->group_admin_count = m->n_group_admins;
-    for (size_t i = 0; err == MSV_OK && i < m->n_group_admins; i++)
-        err = copy_str(m->group_admins[i], 1, &p->group_admins[i]);
-    return err;
+    return copy_handles(m->group_admins, m->n_group_admins, MSV_PARTICIPANTS_MAX, &p->group_admins,
+                        &p->group_admin_count);
 }
 
 static msv_err copy_payload(const pb_payload *m, struct msv_payload *p)
@@ -603,6 +748,8 @@ static msv_err copy_payload(const pb_payload *m, struct msv_payload *p)
     if (err == MSV_OK)
         err = copy_group_signing(m, p);
     if (err == MSV_OK)
+        err = copy_group_delta(m, p);
+    if (err == MSV_OK)
         err = copy_profile(m->profile, p);
     return err;
 }
@@ -617,7 +764,9 @@ msv_err msv_payload_parse(const uint8_t *in, size_t len, struct msv_payload **ou
     if (len > 2 * MSV_TEXT_MAX + 2 * MSV_PARTICIPANTS_MAX * (MSV_HANDLE_MAX + 4) +
                   MSV_ATTACHMENTS_MAX * 2048 +
                   MSV_SYNC_ENTRIES_MAX * (MSV_SYNC_KEY_MAX + MSV_SYNC_VALUE_MAX + 32) +
-                  MSV_MENTIONS_MAX * (MSV_HANDLE_MAX + 16) + MSV_URI_MAX + 128 + 4096)
+                  MSV_MENTIONS_MAX * (MSV_HANDLE_MAX + 16) + MSV_URI_MAX + 128 + 4096 +
+                  MSV_DELTA_LISTS * MSV_GROUP_DELTA_MAX * (MSV_HANDLE_MAX + 4) +
+                  MSV_GROUP_STATE_INLINE_MAX + 2048)
         return MSV_ERR_TOO_BIG;
     m = msv__payload__payload__unpack(NULL, len, in);
     if (m == NULL)
@@ -634,6 +783,8 @@ msv_err msv_payload_parse(const uint8_t *in, size_t len, struct msv_payload **ou
     msv_wipe(m->text.data, m->text.len);
     for (size_t i = 0; i < m->n_attachments; i++)
         msv_wipe(m->attachments[i]->key.data, m->attachments[i]->key.len);
+    if (m->group_state_ref != NULL)
+        msv_wipe(m->group_state_ref->key.data, m->group_state_ref->key.len);
     for (size_t i = 0; i < m->n_sync; i++)
         msv_wipe(m->sync[i]->value.data, m->sync[i]->value.len);
     msv__payload__payload__free_unpacked(m, NULL);
