@@ -26,6 +26,7 @@
 #define MSV_REACTION_MAX 32 /* bytes of one reaction's emoji */
 #define MSV_GROUP_HASH_LEN 32
 #define MSV_GROUP_SIGNATURE_MAX 72
+#define MSV_JOIN_KEY_LEN 32 /* an invite link's secret, and a join request's proof */
 #define MSV_MENTIONS_MAX 64
 #define MSV_EDITS_MAX 100 /* edits of one message: its versions kept are bounded so */
 /* A disappearing-message timer: 0 (off) or from 30 s to 4 weeks. */
@@ -44,6 +45,7 @@ enum msv_payload_kind {
     MSV_KIND_REACTION = 9,
     MSV_KIND_TIMER = 10,
     MSV_KIND_SYNC = 11,
+    MSV_KIND_GROUP_JOIN = 12,
     MSV_KIND_PROFILE_KEY = 13,
 };
 
@@ -131,6 +133,14 @@ struct msv_payload {
     uint32_t timer_s; /* messages: the timer they were sent under; TIMER: the new one */
     bool has_profile;
     struct msv_profile_ref profile; /* messages and PROFILE_KEY only */
+    /* GROUP_JOIN only, with the group's id: a request (join_proof) or a link's settings
+     * (join_link_version from 1; the secret absent when links are off), never both */
+    bool has_join_proof;
+    uint8_t join_proof[MSV_JOIN_KEY_LEN];
+    uint64_t join_link_version;
+    bool has_join_link_secret;
+    uint8_t join_link_secret[MSV_JOIN_KEY_LEN];
+    bool join_link_approval;
 };
 
 /*
