@@ -371,6 +371,7 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         [MSV_INCOMING_TIMER] = "timer",
         [MSV_INCOMING_EXPIRED] = "expired",
         [MSV_INCOMING_PROFILE] = "profile",
+        [MSV_INCOMING_JOIN_REQUEST] = "join_request",
     };
     struct owner *ow = ctx;
     json_t *event = json_pack("{s:s}", "type", kinds[in->kind]);
