@@ -15,16 +15,16 @@ if ! command -v tmux >/dev/null; then
     echo "tmux is not installed (scripts/deps.sh installs it)" >&2
     exit 1
 fi
-export MISSIVED_ACCOUNTS_REGISTER_BURST=20 # eight people from one address
+export MISSIVED_ACCOUNTS_REGISTER_BURST=20 # nine people from one address
 in_scratch
 daemon=
 tm() { tmux -u -L "missive-invites-$$" -f /dev/null "$@"; }
 trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 start_missived || bad "missived started"
-register_people alice bob carol dave erin frank gina harry
+register_people alice bob carol dave erin frank gina harry ivan
 A=alice@example.org B=bob@example.org C=carol@example.org E=dave@example.org
-R=erin@example.org F=frank@example.org G=gina@example.org H=harry@example.org
+R=erin@example.org F=frank@example.org G=gina@example.org H=harry@example.org I=ivan@example.org
 
 # refused: how many join requests alice's device refused so far
 refused() { as alice -o json groups requests club >out.txt && field 'r["refused"]'; }
@@ -157,5 +157,75 @@ for bad_link in "missive:join?g=${club#group:}" "https://example.org/join" \
 done
 expect 2 "--approval takes on or off" -- as alice groups invite club --approval maybe
 expect 2 "--reset and --off together" -- as alice groups invite club --reset --off
+
+
+# the daemon: the link by a method; a request waits ('join_request' pending), an old link is
+# refused naming nobody; schema 1 subscribers hear of neither
+sock=$work/dev-alice/$A/daemon.sock
+(exec "$M" --data-dir dev-alice daemon >daemon.out 2>daemon.err) &
+daemon=$!
+for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+daemon_rpc "$sock" --schema 2 \
+    '{"jsonrpc":"2.0","id":2,"method":"groups","params":{"args":["invite","club","--approval","on","--reset"],"output":"json"}}' >rpc.txt
+daemon_schema_ok 2 rpc.txt && ok || bad "schema 2 answers: $(cat rpc.txt)"
+link3=$(python3 -c 'import json,sys
+for l in open("rpc.txt"):
+    r = json.loads(l)
+    for it in r.get("result", {}).get("items", []):
+        if isinstance(it, dict) and it.get("uri"): print(it["uri"])')
+echo "$link3" | grep -q "^missive:join?g=" && [ "$link3" != "$new" ] && ok || bad "the daemon's link: $(cat rpc.txt)"
+asks() {
+    expect 0 "harry asks" -- as harry groups join "$link3"
+    expect 0 "frank asks with an old link" -- as frank groups join "$new"
+}
+events_both "$sock" asks
+grep -q '"type": *"join_request".*"status": *"pending"' ev2.txt && grep -q '"from": *"harry@example.org"' ev2.txt &&
+    ok || bad "a pending join_request: $(cat ev2.txt)"
+grep -q '"type": *"join_request".*"status": *"refused"' ev2.txt && ok || bad "a refused join_request: $(cat ev2.txt)"
+grep -q "frank" ev2.txt && bad "the refusal names frank: $(cat ev2.txt)" || ok
+grep -q 'join_request' ev1.txt && bad "schema 1 got a join_request: $(cat ev1.txt)" || ok
+daemon_schema_ok 2 ev2.txt && ok || bad "schema 2 events"
+daemon_schema_ok 1 ev1.txt && ok || bad "schema 1 events"
+daemon_rpc "$sock" --schema 2 \
+    '{"jsonrpc":"2.0","id":3,"method":"groups","params":{"args":["requests","club"],"output":"json"}}' \
+    '{"jsonrpc":"2.0","id":4,"method":"groups","params":{"args":["approve","club","harry@example.org"],"output":"json"}}' \
+    '{"jsonrpc":"2.0","id":5,"method":"groups","params":{"args":["deny","club","nobody@example.org"]}}' >rpc.txt
+grep -q '"pending": *\["harry@example.org"\]' rpc.txt && ok || bad "requests by the daemon: $(cat rpc.txt)"
+grep -q '"status": *"approved"' rpc.txt && ok || bad "approved by the daemon: $(cat rpc.txt)"
+grep -q '"id": *5, *"error"\|"error".*"id": *5' rpc.txt && ok || bad "deny nobody: $(cat rpc.txt)"
+daemon_schema_ok 2 rpc.txt && ok || bad "schema 2 answers: $(cat rpc.txt)"
+kill -TERM "$daemon" && wait "$daemon"
+daemon=
+expect 0 "harry hears" -- as harry receive --wait 1
+[ "$(members harry)" = "$A,$B,$C,$E,$R,$G,$H" ] && ok || bad "harry joined: $(as harry groups)"
+
+# the chat: ivan asks with /join in his; alice sees the request in hers and approves it
+screen() { tm capture-pane -p -J -t "$1"; }
+waitfor() {
+    for _ in $(seq 80); do screen "$1" | grep -qF -- "$2" && return 0; sleep 0.1; done
+    return 1
+}
+tm new-session -d -s alice -x 200 -y 40 \
+    "cd '$work' && LANG=C LC_ALL= '$M' --data-dir dev-alice chat '$club' 2>chat-alice.err; sleep 30"
+tm new-session -d -s ivan -x 200 -y 40 \
+    "cd '$work' && LANG=C LC_ALL= '$M' --data-dir dev-ivan chat 2>chat-ivan.err; sleep 30"
+waitfor alice "online" && ok || bad "alice's chat starts: $(screen alice)"
+waitfor ivan "online" && ok || bad "ivan's chat starts: $(screen ivan)"
+tm send-keys -t alice "/invite" Enter
+waitfor alice "invite link: $link3" && ok || bad "/invite shows the link: $(screen alice)"
+tm send-keys -t ivan "/join $link3" Enter
+waitfor ivan "request sent" && ok || bad "/join: $(screen ivan)"
+waitfor alice "ivan@example.org asks to join the group club" && ok || bad "the request in the chat: $(screen alice)"
+tm send-keys -t alice "/requests" Enter
+waitfor alice "waiting to join: $I" && ok || bad "/requests: $(screen alice)"
+tm send-keys -t alice "/approve $I" Enter
+waitfor alice "approved $I" && ok || bad "/approve: $(screen alice)"
+tm send-keys -t ivan "/join missive:join?g=zz" Enter
+waitfor ivan "not an invite link" && ok || bad "/join refuses a bad link: $(screen ivan)"
+tm send-keys -t alice "/quit" Enter
+tm send-keys -t ivan "/quit" Enter
+sleep 1
+expect 0 "ivan is in" -- as ivan groups
+grep -q "^club	$A,$B,$C,$E,$R,$G,$H,$I	$club	" out.txt && ok || bad "ivan joined: $(cat out.txt)"
 
 finish
