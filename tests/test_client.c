@@ -2991,6 +2991,19 @@ static void test_invite_settings_admins_only(void **state)
     assert_int_equal(lines, MSV_JOIN_PENDING_MAX);
     assert_null(strstr(list, "one-more"));
     free(list);
+    /* an admin's version beyond counting is ignored; a plausible one is taken */
+    memset(&p, 0, sizeof(p));
+    p.kind = MSV_KIND_GROUP_JOIN;
+    p.has_group = true;
+    memcpy(p.group_id, gid, 16);
+    p.join_link_version = (uint64_t)UINT32_MAX + 1;
+    assert_int_equal(client_take_join(bob, "alice@example.org", &p, NULL, NULL), MSV_OK);
+    free(after);
+    after = NULL;
+    assert_int_equal(msv_client_db_get(bob->db, key, &after, &after_len), MSV_ERR_NOT_FOUND);
+    p.join_link_version = 7;
+    assert_int_equal(client_take_join(bob, "alice@example.org", &p, NULL, NULL), MSV_OK);
+    assert_int_equal(msv_client_db_get(bob->db, key, &after, &after_len), MSV_OK);
     /* a member's client that is no admin takes no request */
     seen.count = 0;
     join_request(&inv, "frank@example.org", &p);

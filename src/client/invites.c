@@ -387,7 +387,8 @@ static msv_err take_link(struct msv_client *c, const char *sender, const struct 
     uint8_t a[1 + MSV_JOIN_KEY_LEN], b[1 + MSV_JOIN_KEY_LEN];
     msv_err err;
 
-    if (!is_admin(c, p->group_id, sender))
+    /* no admin's device counts that far: such a version would stop every later change */
+    if (!is_admin(c, p->group_id, sender) || p->join_link_version > UINT32_MAX)
         return MSV_OK;
     got.flags = (uint8_t)((p->has_join_link_secret ? LINK_ON : 0) |
                           (p->join_link_approval ? LINK_APPROVAL : 0));
