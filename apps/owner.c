@@ -1251,6 +1251,12 @@ static json_t *forward_params(const struct cli *o, const char *command)
         json_object_set_new(params, "include-text", json_true());
     if (o->reason != NULL)
         json_object_set_new(params, "reason", json_string(o->reason));
+    if (o->has_approval)
+        json_object_set_new(params, "approval", json_string(o->approval ? "on" : "off"));
+    if (o->reset)
+        json_object_set_new(params, "reset", json_true());
+    if (o->off)
+        json_object_set_new(params, "off", json_true());
     if (o->name != NULL)
         json_object_set_new(params, "name", json_string(o->name));
     if (o->avatar != NULL) {

@@ -166,14 +166,18 @@ sock=$work/dev-alice/$A/daemon.sock
 daemon=$!
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 daemon_rpc "$sock" --schema 2 \
-    '{"jsonrpc":"2.0","id":2,"method":"groups","params":{"args":["invite","club","--approval","on","--reset"],"output":"json"}}' >rpc.txt
+    '{"jsonrpc":"2.0","id":2,"method":"groups","params":{"args":["invite","club"],"approval":"off","reset":true,"output":"json"}}' >rpc.txt
 daemon_schema_ok 2 rpc.txt && ok || bad "schema 2 answers: $(cat rpc.txt)"
-link3=$(python3 -c 'import json,sys
+link_rpc=$(python3 -c 'import json,sys
 for l in open("rpc.txt"):
     r = json.loads(l)
     for it in r.get("result", {}).get("items", []):
         if isinstance(it, dict) and it.get("uri"): print(it["uri"])')
-echo "$link3" | grep -q "^missive:join?g=" && [ "$link3" != "$new" ] && ok || bad "the daemon's link: $(cat rpc.txt)"
+echo "$link_rpc" | grep -q "^missive:join?g=" && [ "$link_rpc" != "$new" ] && ok || bad "the daemon's link: $(cat rpc.txt)"
+# the command line, through the running daemon, keeps its options
+expect 0 "a reset with approval, through the daemon" -- as alice -o json groups invite club --approval on --reset
+link3=$(field 'r["uri"]')
+echo "$link3" | grep -q "^missive:join?g=" && [ "$link3" != "$link_rpc" ] && ok || bad "reset through the daemon: $(cat out.txt)"
 asks() {
     expect 0 "harry asks" -- as harry groups join "$link3"
     expect 0 "frank asks with an old link" -- as frank groups join "$new"
