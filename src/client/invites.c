@@ -94,7 +94,7 @@ static int in_lines(const char *lines, const char *handle)
     return 0;
 }
 
-/* The admins of a group as this device holds its signed state (caller frees *admins). */
+/* Whether handle is an admin of the signed state this device holds of group gid. */
 static int is_admin(struct msv_client *c, const uint8_t gid[16], const char *handle)
 {
     char *admins = NULL;
@@ -131,21 +131,26 @@ static int unreserved(unsigned char ch)
            strchr("-._~@+", ch) != NULL;
 }
 
-static void put_handle(FILE *f, const char *h)
+/* Writes h percent-encoded to f (if not NULL); returns the length written. */
+static size_t put_handle(FILE *f, const char *h)
 {
+    size_t n = 0;
+
     for (const unsigned char *p = (const unsigned char *)h; *p; p++) {
-        if (unreserved(*p))
+        n += unreserved(*p) ? 1 : 3;
+        if (f != NULL && unreserved(*p))
             fputc(*p, f);
-        else
+        else if (f != NULL)
             fprintf(f, "%%%02X", *p);
     }
+    return n;
 }
 
 static msv_err make_uri(const uint8_t gid[16], const uint8_t secret[MSV_JOIN_KEY_LEN],
                         const char *self, const char *admins, char **uri)
 {
     char hex[33], b64[SECRET_B64_LEN + 1], *out = NULL;
-    size_t len = 0, n = 1;
+    size_t len = 0, n = 1, at;
     FILE *f = open_memstream(&out, &len);
 
     if (f == NULL)
@@ -155,7 +160,8 @@ static msv_err make_uri(const uint8_t gid[16], const uint8_t secret[MSV_JOIN_KEY
     sodium_bin2base64(b64, sizeof(b64), secret, MSV_JOIN_KEY_LEN,
                       sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     fprintf(f, "%sg=%s&s=%s&a=", URI_PREFIX, hex, b64);
-    put_handle(f, self); /* this admin first, then the others the link may ask */
+    /* this admin first, then the others the link may ask, as many as the link holds */
+    at = strlen(URI_PREFIX) + 2 + 32 + 3 + SECRET_B64_LEN + 3 + put_handle(f, self);
     for (const char *l = admins; l != NULL && *l != '\0' && n < MSV_INVITE_ADMINS_MAX;) {
         const char *end = strchr(l, '\n');
         size_t k = end ? (size_t)(end - l) : strlen(l);
@@ -164,9 +170,9 @@ static msv_err make_uri(const uint8_t gid[16], const uint8_t secret[MSV_JOIN_KEY
         if (k > 0 && k <= MSV_HANDLE_MAX) {
             memcpy(h, l, k);
             h[k] = '\0';
-            if (strcmp(h, self) != 0) {
+            if (strcmp(h, self) != 0 && at + 1 + put_handle(NULL, h) <= MSV_INVITE_URI_MAX) {
                 fputc(',', f);
-                put_handle(f, h);
+                at += 1 + put_handle(f, h);
                 n++;
             }
         }
