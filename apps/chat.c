@@ -665,6 +665,12 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
             set_status(ch, 8000, "\u26a0 %s", notice ? notice : "");
         }
         ch->reload = 1; /* the members and admins shown */
+    } else if (strcmp(type, "join_request") == 0) {
+        const char *notice = json_string_value(json_object_get(event, "notice"));
+
+        add_note(ch, conversation ? conversation : "", "%s", notice ? notice : "");
+        set_status(ch, 8000, "%s", notice ? notice : "");
+        ch->reload = 1; /* the members shown */
     } else if (strcmp(type, "profile") == 0 && from != NULL) {
         const char *notice = json_string_value(json_object_get(event, "notice"));
 
@@ -816,6 +822,9 @@ static void show_help(struct chat *ch)
              "Messages: /edit TEXT and /unsend (your newest here), /edits (the versions of the "
              "newest edited one), /react EMOJI and /unreact (on their newest), /reply TEXT (to "
              "their newest), /timer [DURATION|off] (disappearing messages here).");
+    add_note(ch, ch->current,
+             "Groups: /invite [reset|off|approval on|off] (this group's link), /requests, "
+             "/approve HANDLE, /deny HANDLE, /join LINK.");
     add_note(ch, ch->current,
              "Enter sends. Tab / Shift-Tab: next / previous conversation. PgUp / PgDn: scroll. "
              "Editing: \u2190 \u2192 Home End, Backspace, Delete, Ctrl-A, Ctrl-E, Ctrl-U, "
@@ -1101,6 +1110,59 @@ static void set_timer(struct chat *ch, const char *arg)
     ch->reload = 1;
 }
 
+/* /invite [reset|off|approval on|off], /requests, /approve HANDLE, /deny HANDLE: this group's
+ * invite link and the requests it brought; /join URI: asks to join a group by its link. */
+static void invites(struct chat *ch, const char *line, const char *arg)
+{
+    char *text = NULL;
+    uint64_t refused = 0;
+    msv_err err;
+
+    if (strncmp(line, "/join", 5) == 0) {
+        err = msv_client_group_join(ch->c, arg);
+        owner_pump(ch->ow);
+        set_status(ch, 8000, "%s",
+                   err == MSV_OK
+                       ? "request sent: the group appears once an admin adds you"
+                       : (err == MSV_ERR_PARSE || err == MSV_ERR_TOO_BIG ? "not an invite link"
+                                                                         : msv_strerror(err)));
+        return;
+    }
+    if (strncmp(ch->current, "group:", 6) != 0) {
+        set_status(ch, 5000, "open a group first (/group NAME)");
+        return;
+    }
+    if (strncmp(line, "/invite", 7) == 0) {
+        int approval = strcmp(arg, "approval on") == 0 ? 1 : strcmp(arg, "approval off") ? -1 : 0;
+
+        err = msv_client_group_invite(ch->c, ch->current,
+                                      strcmp(arg, "reset") == 0
+                                          ? MSV_INVITE_RESET
+                                          : (strcmp(arg, "off") == 0 ? MSV_INVITE_OFF : 0),
+                                      approval, &text);
+        owner_pump(ch->ow);
+        if (err == MSV_OK)
+            add_note(ch, ch->current, "invite link: %s", text ? text : "off");
+    } else if (strcmp(line, "/requests") == 0) {
+        err = msv_client_group_requests(ch->c, ch->current, &text, &refused);
+        for (char *c = text; err == MSV_OK && c != NULL && *c != '\0'; c++)
+            *c = *c == '\n' && c[1] != '\0' ? ' ' : (*c == '\n' ? '\0' : *c);
+        if (err == MSV_OK)
+            add_note(ch, ch->current, "waiting to join: %s (%llu refused)",
+                     text && *text ? text : "nobody", (unsigned long long)refused);
+    } else {
+        err = msv_client_group_decide(ch->c, ch->current, arg, strncmp(line, "/approve", 8) == 0);
+        owner_pump(ch->ow);
+        if (err == MSV_OK)
+            set_status(ch, 5000, "%s %s", strncmp(line, "/approve", 8) == 0 ? "approved" : "denied",
+                       arg);
+    }
+    if (err != MSV_OK)
+        set_status(ch, 6000, "%s", err == MSV_ERR_AUTH ? "only admins do that" : msv_strerror(err));
+    free(text);
+    ch->reload = 1;
+}
+
 static void command(struct chat *ch, const char *line)
 {
     const char *arg = line + strcspn(line, " ");
@@ -1143,6 +1205,10 @@ static void command(struct chat *ch, const char *line)
         reply_last(ch, arg);
     else if (strncmp(line, "/timer", 6) == 0 && (line[6] == '\0' || line[6] == ' '))
         set_timer(ch, arg);
+    else if (strncmp(line, "/invite", 7) == 0 || strncmp(line, "/join ", 6) == 0 ||
+             strcmp(line, "/requests") == 0 || strncmp(line, "/approve ", 9) == 0 ||
+             strncmp(line, "/deny ", 6) == 0)
+        invites(ch, line, arg);
     else if (strncmp(line, "/help", 5) == 0)
         show_help(ch);
     else if (strncmp(line, "//", 2) == 0)

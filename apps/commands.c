@@ -60,7 +60,8 @@ static const struct {
     {"groups",
      "groups [list | create NAME MEMBER... | add GROUP MEMBER... | remove GROUP "
      "MEMBER... | rename GROUP NEW_NAME | promote GROUP MEMBER | demote GROUP MEMBER | "
-     "leave GROUP | accept ID]",
+     "leave GROUP | accept ID | invite GROUP [--approval on|off] [--reset | --off] | "
+     "join URI | requests GROUP | approve GROUP HANDLE | deny GROUP HANDLE]",
      "Group conversations. Members are handles or contact names; every change is sent to "
      "the members' devices, removed members included. A GROUP is its name or its id "
      "(group:HEX, as listed); no two of your groups share a name. A group someone else "
@@ -68,7 +69,9 @@ static const struct {
      "accept it by its id. The creator is the first admin; only admins add, remove, "
      "rename, promote and demote (the list names them); anyone may leave. Every change "
      "is signed and checked by every member, who refuses and shows what an admin did "
-     "not sign."},
+     "not sign. An admin's invite link lets whoever holds it ask to join (join URI): an "
+     "admin's device adds them, or, with --approval on, keeps the request until an admin "
+     "approves or denies it; --reset makes old links stop working, --off turns links off."},
     {"send",
      "send TO... [--text TEXT] [--file PATH]... [--reply-to MESSAGE_ID]\n"
      "       missive send --group NAME ...",
@@ -910,6 +913,121 @@ static void print_admins(struct msv_client *c, const uint8_t group_id[16])
     fputc('\n', cli_out);
 }
 
+static int is_invite_verb(const char *verb)
+{
+    static const char *const verbs[] = {"invite", "join", "requests", "approve", "deny"};
+
+    for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+        if (strcmp(verb, verbs[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* groups invite GROUP [--approval on|off] [--reset | --off]: the link, or that links are off. */
+static int cmd_group_invite(const struct cli *o, struct msv_client *c)
+{
+    enum msv_invite_action act = o->reset ? MSV_INVITE_RESET : (o->off ? MSV_INVITE_OFF : 0);
+    char *uri = NULL;
+    msv_err err;
+
+    if (o->reset && o->off)
+        return cli_usage("groups", cli_err);
+    err = msv_client_group_invite(c, o->argv[1], act, o->has_approval ? o->approval : -1, &uri);
+    if (err == MSV_ERR_AUTH)
+        fprintf(cli_err, "missive: you are not an admin of %s: only admins make invite links\n",
+                o->argv[1]);
+    else
+        explain_group(o->argv[1], err);
+    if (err != MSV_OK)
+        return fail(c, "making the invite link", err);
+    if (o->json)
+        emit_json(json_pack("{s:s, s:o}", "group", o->argv[1], "uri",
+                            uri ? json_string(uri) : json_null()));
+    else if (uri != NULL)
+        fprintf(cli_out, "%s\n", uri);
+    else
+        fprintf(cli_out, "invite links of %s are off\n", o->argv[1]);
+    free(uri);
+    return 0;
+}
+
+/* groups requests GROUP: who waits for an admin, and how many requests were refused. */
+static int cmd_group_requests(const struct cli *o, struct msv_client *c)
+{
+    char *list = NULL;
+    uint64_t refused = 0;
+    json_t *pending;
+    msv_err err = msv_client_group_requests(c, o->argv[1], &list, &refused);
+
+    explain_group(o->argv[1], err);
+    if (err != MSV_OK)
+        return fail(c, "listing the requests", err);
+    pending = json_array();
+    for (char *h = list, *nl; h != NULL && *h != '\0'; h = nl ? nl + 1 : NULL) {
+        if ((nl = strchr(h, '\n')) != NULL)
+            *nl = '\0';
+        if (o->json) {
+            json_array_append_new(pending, json_string(h));
+        } else {
+            term_put(cli_out, h, TERM_ONE_LINE);
+            fputc('\n', cli_out);
+        }
+    }
+    if (o->json)
+        emit_json(json_pack("{s:s, s:O, s:I}", "group", o->argv[1], "pending", pending, "refused",
+                            (json_int_t)refused));
+    else
+        fprintf(cli_out, "%llu request%s to join refused (any group)\n",
+                (unsigned long long)refused, refused == 1 ? "" : "s");
+    json_decref(pending);
+    free(list);
+    return 0;
+}
+
+/* invite, join, requests, approve, deny: invite links (docs/groups.md, "Invite links"). */
+static int cmd_group_invites(const struct cli *o, struct msv_client *c, const char *verb)
+{
+    int approve = strcmp(verb, "approve") == 0;
+    msv_err err;
+
+    if (o->argc != (approve || strcmp(verb, "deny") == 0 ? 3 : 2))
+        return cli_usage("groups", cli_err);
+    if (strcmp(verb, "invite") == 0)
+        return cmd_group_invite(o, c);
+    if (strcmp(verb, "requests") == 0)
+        return cmd_group_requests(o, c);
+    if (strcmp(verb, "join") == 0) {
+        err = msv_client_group_join(c, o->argv[1]);
+        if (err == MSV_ERR_PARSE || err == MSV_ERR_TOO_BIG)
+            fprintf(cli_err, "missive: not an invite link (missive:join?g=...&s=...&a=...)\n");
+        else if (err == MSV_ERR_EXISTS)
+            fprintf(cli_err, "missive: you are in this group already\n");
+        if (err != MSV_OK)
+            return fail(c, "asking to join", err);
+        if (o->json)
+            emit_json(json_pack("{s:s}", "status", "request sent"));
+        else
+            fprintf(cli_out, "request sent: the group appears once an admin adds you\n");
+        return 0;
+    }
+    err = msv_client_group_decide(c, o->argv[1], o->argv[2], approve);
+    if (err == MSV_ERR_AUTH)
+        fprintf(cli_err, "missive: you are not an admin of %s: only admins decide\n", o->argv[1]);
+    else if (err == MSV_ERR_EXISTS)
+        fprintf(cli_err, "missive: %s is in %s already\n", o->argv[2], o->argv[1]);
+    else if (err == MSV_ERR_NOT_FOUND)
+        fprintf(cli_err, "missive: no request of %s to join %s (missive groups requests %s)\n",
+                o->argv[2], o->argv[1], o->argv[1]);
+    if (err != MSV_OK)
+        return fail(c, approve ? "approving the request" : "denying the request", err);
+    if (o->json)
+        emit_json(json_pack("{s:s, s:s, s:s}", "group", o->argv[1], "handle", o->argv[2], "status",
+                            approve ? "approved" : "denied"));
+    else
+        fprintf(cli_out, "%s %s\n", approve ? "approved" : "denied", o->argv[2]);
+    return 0;
+}
+
 static int cmd_groups(const struct cli *o, struct msv_client *c)
 {
     const char *handles[64];
@@ -955,6 +1073,8 @@ static int cmd_groups(const struct cli *o, struct msv_client *c)
         explain_group(o->argv[1], err);
         return err == MSV_OK ? 0 : fail(c, "accepting the group", err);
     }
+    if (is_invite_verb(verb))
+        return cmd_group_invites(o, c, verb);
     if (strcmp(verb, "leave") == 0 && o->argc == 2) {
         err = msv_client_group_leave(c, o->argv[1]);
         explain_group(o->argv[1], err);
@@ -2362,6 +2482,9 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
         {"reason", required_argument, NULL, 'E'},
         {"name", required_argument, NULL, 'N'},
         {"avatar", required_argument, NULL, 'Y'},
+        {"approval", required_argument, NULL, 'J'},
+        {"reset", no_argument, NULL, 'Z'},
+        {"off", no_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
         {"invite", required_argument, NULL, OPT_INVITE},
         {NULL, 0, NULL, 0},
@@ -2426,6 +2549,20 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
             break;
         case 'Y':
             o->avatar = optarg;
+            break;
+        case 'J':
+            if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0) {
+                fprintf(cli_err, "missive: --approval takes on or off\n");
+                return EXIT_USAGE;
+            }
+            o->approval = strcmp(optarg, "on") == 0 ? 1 : 0;
+            o->has_approval = 1;
+            break;
+        case 'Z':
+            o->reset = 1;
+            break;
+        case 'F':
+            o->off = 1;
             break;
         case 'h':
             o->help = 1;

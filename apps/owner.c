@@ -371,6 +371,7 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         [MSV_INCOMING_TIMER] = "timer",
         [MSV_INCOMING_EXPIRED] = "expired",
         [MSV_INCOMING_PROFILE] = "profile",
+        [MSV_INCOMING_JOIN_REQUEST] = "join_request",
     };
     struct owner *ow = ctx;
     json_t *event = json_pack("{s:s}", "type", kinds[in->kind]);
@@ -1250,6 +1251,12 @@ static json_t *forward_params(const struct cli *o, const char *command)
         json_object_set_new(params, "include-text", json_true());
     if (o->reason != NULL)
         json_object_set_new(params, "reason", json_string(o->reason));
+    if (o->has_approval)
+        json_object_set_new(params, "approval", json_string(o->approval ? "on" : "off"));
+    if (o->reset)
+        json_object_set_new(params, "reset", json_true());
+    if (o->off)
+        json_object_set_new(params, "off", json_true());
     if (o->name != NULL)
         json_object_set_new(params, "name", json_string(o->name));
     if (o->avatar != NULL) {

@@ -31,8 +31,9 @@ static int option_has_arg(const char *name, int *known)
                                            "search",     "limit",      "wait",
                                            "kdf-memory", "kdf-passes", "backup-passphrase-file",
                                            "reply-to",   "reason",     "name",
-                                           "avatar"};
-    static const char *const flags[] = {"qr", "accept", "remove", "include-text", "archived"};
+                                           "avatar",     "approval"};
+    static const char *const flags[] = {"qr",       "accept", "remove", "include-text",
+                                        "archived", "reset",  "off"};
 
     *known = 1;
     for (size_t i = 0; i < sizeof(with_arg) / sizeof(with_arg[0]); i++)

@@ -39,6 +39,7 @@ _missive()
         return ;;
     -o) mapfile -t COMPREPLY < <(compgen -W "json text" -- "$cur"); return ;;
     --suite) mapfile -t COMPREPLY < <(compgen -W "modern ecies classic" -- "$cur"); return ;;
+    --approval) mapfile -t COMPREPLY < <(compgen -W "on off" -- "$cur"); return ;;
     --compat)
         mapfile -t COMPREPLY < <(compgen -W "modern ecies classic classic,ecies ecies,classic" -- "$cur")
         return ;;
@@ -62,7 +63,9 @@ _missive()
     contacts) opts="list add remove" ;;
     sync) opts="list set unset" ;;
     requests) opts="list accept delete block" ;;
-    groups) opts="list create add remove rename promote demote leave accept" ;;
+    groups)
+        opts="list create add remove rename promote demote leave accept invite join requests approve deny"
+        opts="$opts --approval --reset --off" ;;
     send) opts="--text --file --group --reply-to" ;;
     profile) opts="show set clear-avatar --name --avatar" ;;
     receive) opts="--wait" ;;

@@ -2709,6 +2709,25 @@ static void assert_members(struct msv_client *c, const uint8_t gid[16], const ch
  * changes signed by alice herself that are spoiled, skip an epoch or replay
  * an old epoch are refused too; the state each holds does not move.
  */
+/* A server, and alice's group "club" with bob and carol, who have accepted it. */
+static void club_of_three(struct test_server *s, struct msv_client **alice, struct msv_client **bob,
+                          struct msv_client **carol, uint8_t gid[16], char conversation[40])
+{
+    const char *two[2] = {"bob@example.org", "carol@example.org"};
+
+    test_server_init(s, NULL);
+    test_server_start(s);
+    *alice = client_for(s, "alice", "alice@example.org");
+    *bob = client_for(s, "bob", "bob@example.org");
+    *carol = client_for(s, "carol", "carol@example.org");
+    assert_int_equal(msv_client_group_create(*alice, "club", two, 2, gid), MSV_OK);
+    msv_client_group_conversation(gid, conversation);
+    assert_int_equal(receive_now(*bob), 1);
+    assert_int_equal(receive_now(*carol), 1);
+    assert_int_equal(msv_client_group_accept(*bob, conversation), MSV_OK);
+    assert_int_equal(msv_client_group_accept(*carol, conversation), MSV_OK);
+}
+
 static void test_group_change_checked(void **state)
 {
     const char *two[2] = {"bob@example.org", "carol@example.org"};
@@ -2721,18 +2740,8 @@ static void test_group_change_checked(void **state)
     const char *members = "alice@example.org\nbob@example.org\ncarol@example.org\n";
 
     (void)state;
-    test_server_init(&s, NULL);
-    test_server_start(&s);
-    alice = client_for(&s, "alice", "alice@example.org");
-    bob = client_for(&s, "bob", "bob@example.org");
-    carol = client_for(&s, "carol", "carol@example.org");
-    assert_int_equal(msv_client_group_create(alice, "club", two, 2, gid), MSV_OK);
-    msv_client_group_conversation(gid, conversation);
-    assert_int_equal(receive_now(bob), 1);
-    assert_int_equal(receive_now(carol), 1);
+    club_of_three(&s, &alice, &bob, &carol, gid, conversation);
     assert_int_equal(history_count(bob, conversation, "alice@example.org created the group"), 1);
-    assert_int_equal(msv_client_group_accept(bob, conversation), MSV_OK);
-    assert_int_equal(msv_client_group_accept(carol, conversation), MSV_OK);
     /* carol's honest client refuses her */
     assert_int_equal(msv_client_group_change(carol, "club", NULL, NULL, 0, &two[0], 1),
                      MSV_ERR_AUTH);
@@ -2787,6 +2796,223 @@ static void test_group_change_checked(void **state)
     assert_int_equal(receive_now(alice), 1);
     assert_members(alice, gid, "alice@example.org\nbob@example.org\n");
     (void)id;
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(carol);
+    test_server_cleanup(&s);
+}
+
+/* An invite link's parser: the link as made, and every malformed one refused. */
+static void test_invite_parse(void **state)
+{
+    static const char *const bad[] = {
+        "",
+        "missive:join?",
+        "https://example.org/join?g=00112233445566778899aabbccddeeff",
+        "missive:join?g=00112233445566778899aabbccddeeff&a=alice@example.org",
+        "missive:join?g=00112233445566778899aabbccddeeff&s="
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "missive:join?g=0011223344556677889&s=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&a=a@x",
+        "missive:join?g=00112233445566778899aabbccddeefg&s="
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&a=a@x",
+        "missive:join?g=00112233445566778899aabbccddeeff&s="
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&a=a@x",
+        "missive:join?g=00112233445566778899aabbccddeeff&s="
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA+&a=a@x",
+        "missive:join?g=00112233445566778899aabbccddeeff&s="
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB&a=a@x",
+        "missive:join?g=00112233445566778899aabbccddeeff&s="
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&a=",
+        "missive:join?g=00112233445566778899aabbccddeeff&s="
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&a=nobody",
+        "missive:join?g=00112233445566778899aabbccddeeff&s="
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&a=a@x,",
+        "missive:join?g=00112233445566778899aabbccddeeff&s="
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&a=a%20b@x",
+        "missive:join?g=00112233445566778899aabbccddeeff&s="
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&a=a%00@x",
+        "missive:join?g=00112233445566778899aabbccddeeff&s="
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&a=a@x%4",
+        "missive:join?g=00112233445566778899aabbccddeeff&s="
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&a=a@x&a=b@x",
+        "missive:join?g=00112233445566778899aabbccddeeff&s="
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&a=a@x&x=1",
+        "missive:join?g=00112233445566778899aabbccddeeff&s="
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&a=a@x ",
+        "missive:join?g=00112233445566778899aabbccddeeff&s="
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&a=\xc3\xa9@x",
+        "missive:join?g=00112233445566778899aabbccddeeff&s="
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&a=a@x,b@x,"
+        "c@x,d@x,e@x,f@x,g@x,h@x,i@x",
+    };
+    char longest[MSV_INVITE_URI_MAX + 64];
+    struct msv_invite inv;
+    size_t n;
+
+    (void)state;
+    assert_int_equal(msv_invite_parse("missive:join?g=00112233445566778899AABBCCDDEEFF&s="
+                                      "_-_-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&a=al%2Cice@"
+                                      "example.org,bob@example.org",
+                                      &inv),
+                     MSV_OK);
+    assert_int_equal(inv.group_id[0], 0x00);
+    assert_int_equal(inv.group_id[15], 0xff);
+    assert_int_equal(inv.secret[0], 0xff);
+    assert_int_equal(inv.n_admins, 2);
+    assert_string_equal(inv.admins[0], "al,ice@example.org");
+    assert_string_equal(inv.admins[1], "bob@example.org");
+    msv_invite_clear(&inv);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        msv_err err = msv_invite_parse(bad[i], &inv);
+
+        if (err != MSV_ERR_PARSE && err != MSV_ERR_TOO_BIG)
+            fail_msg("accepted: %s", bad[i]);
+        assert_int_equal(inv.n_admins, 0);
+    }
+    n = (size_t)snprintf(longest, sizeof(longest),
+                         "missive:join?g=00112233445566778899aabbccddeeff&s="
+                         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&a=");
+    memset(longest + n, 'a', sizeof(longest) - n - 1);
+    longest[sizeof(longest) - 1] = '\0';
+    assert_int_equal(msv_invite_parse(longest, &inv), MSV_ERR_TOO_BIG);
+    assert_int_equal(msv_invite_parse(NULL, &inv), MSV_ERR_PARSE);
+}
+
+struct join_seen {
+    char status[16];
+    int count;
+};
+
+static void note_join(void *ctx, const struct msv_incoming *in)
+{
+    struct join_seen *seen = ctx;
+
+    if (in->kind != MSV_INCOMING_JOIN_REQUEST)
+        return;
+    snprintf(seen->status, sizeof(seen->status), "%s", in->status);
+    seen->count++;
+    /* a refused request names nobody and no group */
+    if (strcmp(in->status, "refused") == 0)
+        assert_true(in->from == NULL && in->conversation == NULL);
+}
+
+/* A request as a requester makes it, from the link's secret (docs/groups.md). */
+static void join_request(const struct msv_invite *inv, const char *handle, struct msv_payload *p)
+{
+    crypto_auth_hmacsha256_state st;
+    uint8_t len[2] = {(uint8_t)(strlen(handle) >> 8), (uint8_t)strlen(handle)};
+
+    memset(p, 0, sizeof(*p));
+    p->kind = MSV_KIND_GROUP_JOIN;
+    p->has_group = true;
+    memcpy(p->group_id, inv->group_id, 16);
+    p->has_join_proof = true;
+    crypto_auth_hmacsha256_init(&st, inv->secret, 32);
+    crypto_auth_hmacsha256_update(&st, (const uint8_t *)"MSV-group-join-v1", 17);
+    crypto_auth_hmacsha256_update(&st, inv->group_id, 16);
+    crypto_auth_hmacsha256_update(&st, len, 2);
+    crypto_auth_hmacsha256_update(&st, (const uint8_t *)handle, strlen(handle));
+    crypto_auth_hmacsha256_final(&st, p->join_proof);
+}
+
+/*
+ * The link's settings are the admins': carol, a member who is no admin,
+ * sends alice's device settings of her own (a newer version, her secret) and
+ * changes nothing: a request proven with her secret is refused, one with the
+ * link's still waits. A request proven for another handle is refused; past
+ * 256 waiting requests, one more is dropped as full.
+ */
+static void test_invite_settings_admins_only(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol;
+    struct msv_invite inv, forged;
+    struct msv_payload p;
+    struct join_seen seen = {{0}, 0};
+    uint8_t gid[16], id[16], *before = NULL, *after = NULL;
+    size_t before_len = 0, after_len = 0, lines = 0;
+    char conversation[40], key[64], hex[33], *uri = NULL, *list = NULL, handle[64];
+    uint64_t refused = 0;
+
+    (void)state;
+    club_of_three(&s, &alice, &bob, &carol, gid, conversation);
+    assert_int_equal(msv_client_group_invite(carol, "club", MSV_INVITE_SHOW, 1, &uri),
+                     MSV_ERR_AUTH);
+    assert_null(uri);
+    assert_int_equal(msv_client_group_invite(alice, "club", MSV_INVITE_SHOW, 1, &uri), MSV_OK);
+    assert_int_equal(msv_invite_parse(uri, &inv), MSV_OK);
+    assert_memory_equal(inv.group_id, gid, 16);
+    assert_int_equal(msv_hex_encode(gid, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(key, sizeof(key), "group-link:%s", hex);
+    assert_int_equal(msv_client_db_get(alice->db, key, &before, &before_len), MSV_OK);
+    /* carol's forged settings, sent for real */
+    forged = inv;
+    memset(forged.secret, 0x42, 32);
+    memset(&p, 0, sizeof(p));
+    p.kind = MSV_KIND_GROUP_JOIN;
+    p.has_group = true;
+    memcpy(p.group_id, gid, 16);
+    p.join_link_version = 99;
+    p.has_join_link_secret = true;
+    memcpy(p.join_link_secret, forged.secret, 32);
+    assert_int_equal(client_send_payload(carol, (const char *const *)&inv.admins[0], 1, &p, NULL,
+                                         NULL, NULL, 0, NULL, id),
+                     MSV_OK);
+    (void)receive_now(alice);
+    assert_int_equal(msv_client_db_get(alice->db, key, &after, &after_len), MSV_OK);
+    assert_int_equal(after_len, before_len);
+    assert_memory_equal(after, before, before_len);
+    /* her secret proves nothing; the link's does */
+    join_request(&forged, "dave@example.org", &p);
+    assert_int_equal(client_take_join(alice, "dave@example.org", &p, note_join, &seen), MSV_OK);
+    assert_string_equal(seen.status, "refused");
+    join_request(&inv, "dave@example.org", &p);
+    assert_int_equal(client_take_join(alice, "erin@example.org", &p, note_join, &seen), MSV_OK);
+    assert_string_equal(seen.status, "refused"); /* dave's proof, erin's envelope */
+    assert_int_equal(client_take_join(alice, "dave@example.org", &p, note_join, &seen), MSV_OK);
+    assert_string_equal(seen.status, "pending");
+    assert_int_equal(msv_client_group_requests(alice, "club", &list, &refused), MSV_OK);
+    assert_string_equal(list, "dave@example.org\n");
+    assert_int_equal(refused, 2);
+    free(list);
+    /* the waiting list is bounded */
+    for (int i = 1; i < MSV_JOIN_PENDING_MAX; i++) {
+        snprintf(handle, sizeof(handle), "person%d@example.org", i);
+        join_request(&inv, handle, &p);
+        assert_int_equal(client_take_join(alice, handle, &p, note_join, &seen), MSV_OK);
+        assert_string_equal(seen.status, "pending");
+    }
+    join_request(&inv, "one-more@example.org", &p);
+    assert_int_equal(client_take_join(alice, "one-more@example.org", &p, note_join, &seen), MSV_OK);
+    assert_string_equal(seen.status, "full");
+    assert_int_equal(msv_client_group_requests(alice, "club", &list, &refused), MSV_OK);
+    for (char *c = list; *c; c++)
+        lines += *c == '\n';
+    assert_int_equal(lines, MSV_JOIN_PENDING_MAX);
+    assert_null(strstr(list, "one-more"));
+    free(list);
+    /* an admin's version beyond counting is ignored; a plausible one is taken */
+    memset(&p, 0, sizeof(p));
+    p.kind = MSV_KIND_GROUP_JOIN;
+    p.has_group = true;
+    memcpy(p.group_id, gid, 16);
+    p.join_link_version = (uint64_t)UINT32_MAX + 1;
+    assert_int_equal(client_take_join(bob, "alice@example.org", &p, NULL, NULL), MSV_OK);
+    free(after);
+    after = NULL;
+    assert_int_equal(msv_client_db_get(bob->db, key, &after, &after_len), MSV_ERR_NOT_FOUND);
+    p.join_link_version = 7;
+    assert_int_equal(client_take_join(bob, "alice@example.org", &p, NULL, NULL), MSV_OK);
+    assert_int_equal(msv_client_db_get(bob->db, key, &after, &after_len), MSV_OK);
+    /* a member's client that is no admin takes no request */
+    seen.count = 0;
+    join_request(&inv, "frank@example.org", &p);
+    assert_int_equal(client_take_join(carol, "frank@example.org", &p, note_join, &seen), MSV_OK);
+    assert_string_equal(seen.status, "refused");
+    free(before);
+    free(after);
+    free(uri);
+    msv_invite_clear(&inv);
     msv_client_close(alice);
     msv_client_close(bob);
     msv_client_close(carol);
@@ -3404,6 +3630,8 @@ int main(void)
         cmocka_unit_test(test_send_to_big_accounts),
         cmocka_unit_test(test_non_member_group_post),
         cmocka_unit_test(test_group_change_checked),
+        cmocka_unit_test(test_invite_parse),
+        cmocka_unit_test(test_invite_settings_admins_only),
         cmocka_unit_test(test_group_concurrent_changes),
         cmocka_unit_test(test_receipts_only_from_recipients),
         cmocka_unit_test(test_reused_message_id),

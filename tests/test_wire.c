@@ -622,6 +622,83 @@ static void test_payload_group_delta(void **state)
     m.group_removed[0].len = 0; /* an empty handle */
     assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
     free(many);
+ * GROUP_JOIN: a request carries a 32-byte proof, a link's settings a version
+ * (and a secret unless links are off); never both, never on another kind,
+ * never without the group; the parser refuses a proof or secret of another
+ * length, and what the encoder would refuse.
+ */
+static void test_payload_group_join(void **state)
+{
+    struct msv_payload p, *back;
+    Msv__Payload__Payload m = MSV__PAYLOAD__PAYLOAD__INIT;
+    uint8_t *enc = NULL, id[16], gid[16], key[33];
+    size_t len = 0;
+
+    (void)state;
+    fill_message(&p, NULL);
+    p.kind = MSV_KIND_GROUP_JOIN;
+    p.has_group = true;
+    test_fill_pattern(p.group_id, 16, 2);
+    p.has_join_proof = true;
+    test_fill_pattern(p.join_proof, MSV_JOIN_KEY_LEN, 6);
+    back = round_trip(&p);
+    assert_int_equal(back->kind, MSV_KIND_GROUP_JOIN);
+    assert_true(back->has_join_proof);
+    assert_memory_equal(back->join_proof, p.join_proof, MSV_JOIN_KEY_LEN);
+    assert_int_equal(back->join_link_version, 0);
+    msv_payload_free(back);
+    /* a request and settings at once */
+    p.join_link_version = 3;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    /* the settings alone, links on with approval */
+    p.has_join_proof = false;
+    p.has_join_link_secret = true;
+    test_fill_pattern(p.join_link_secret, MSV_JOIN_KEY_LEN, 7);
+    p.join_link_approval = true;
+    back = round_trip(&p);
+    assert_int_equal(back->join_link_version, 3);
+    assert_true(back->has_join_link_secret && back->join_link_approval);
+    assert_memory_equal(back->join_link_secret, p.join_link_secret, MSV_JOIN_KEY_LEN);
+    msv_payload_free(back);
+    /* a secret without a version; nothing at all; no group; another kind; text */
+    p.join_link_version = 0;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.has_join_link_secret = p.join_link_approval = false;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.has_join_proof = true;
+    p.has_group = false;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.has_group = true;
+    p.kind = MSV_KIND_GROUP_CHANGE;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.kind = MSV_KIND_GROUP_JOIN;
+    p.text = "let me in";
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    assert_null(enc);
+    /* crafted: a proof of 31 or 33 bytes, a proof on a message */
+    test_fill_pattern(id, 16, 1);
+    test_fill_pattern(gid, 16, 2);
+    memset(key, 9, sizeof(key));
+    m.version = 1;
+    m.kind = MSV__PAYLOAD__KIND__GROUP_JOIN;
+    m.message_id = (ProtobufCBinaryData){16, id};
+    m.group_id = (ProtobufCBinaryData){16, gid};
+    m.join_proof = (ProtobufCBinaryData){32, key};
+    assert_int_equal(parse_crafted(&m), MSV_OK);
+    m.join_proof.len = 31;
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.join_proof.len = 33;
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.join_proof.len = 0;
+    m.join_link_version = 1;
+    m.join_link_secret = (ProtobufCBinaryData){33, key};
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.join_link_secret.len = 32;
+    assert_int_equal(parse_crafted(&m), MSV_OK);
+    m.kind = MSV__PAYLOAD__KIND__MESSAGE;
+    m.text = (ProtobufCBinaryData){2, (uint8_t *)"hi"};
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    assert_string_equal(msv_payload_kind_name(MSV_KIND_GROUP_JOIN), "group-join");
 }
 
 /*
@@ -943,6 +1020,7 @@ int main(void)
         cmocka_unit_test(test_payload_hostile),
         cmocka_unit_test(test_payload_group_signing),
         cmocka_unit_test(test_payload_group_delta),
+        cmocka_unit_test(test_payload_group_join),
         cmocka_unit_test(test_payload_timer),
         cmocka_unit_test(test_payload_unknown_field),
         cmocka_unit_test(test_payload_sync),

@@ -26,6 +26,7 @@
 #define MSV_REACTION_MAX 32 /* bytes of one reaction's emoji */
 #define MSV_GROUP_HASH_LEN 32
 #define MSV_GROUP_SIGNATURE_MAX 72
+#define MSV_JOIN_KEY_LEN 32 /* an invite link's secret, and a join request's proof */
 #define MSV_MENTIONS_MAX 64
 /* A group change as a delta (docs/groups.md): handles in each of its lists, and the whole
  * state's encoding inline (longer: an attachment of at most MSV_GROUP_STATE_MAX bytes) */
@@ -49,6 +50,7 @@ enum msv_payload_kind {
     MSV_KIND_REACTION = 9,
     MSV_KIND_TIMER = 10,
     MSV_KIND_SYNC = 11,
+    MSV_KIND_GROUP_JOIN = 12,
     MSV_KIND_PROFILE_KEY = 13,
 };
 
@@ -156,6 +158,14 @@ struct msv_payload {
     uint32_t timer_s; /* messages: the timer they were sent under; TIMER: the new one */
     bool has_profile;
     struct msv_profile_ref profile; /* messages and PROFILE_KEY only */
+    /* GROUP_JOIN only, with the group's id: a request (join_proof) or a link's settings
+     * (join_link_version from 1; the secret absent when links are off), never both */
+    bool has_join_proof;
+    uint8_t join_proof[MSV_JOIN_KEY_LEN];
+    uint64_t join_link_version;
+    bool has_join_link_secret;
+    uint8_t join_link_secret[MSV_JOIN_KEY_LEN];
+    bool join_link_approval;
 };
 
 /*

@@ -191,6 +191,51 @@ MSV_MUST_CHECK msv_err msv_client_reply(struct msv_client *c, const uint8_t repl
                                         void (*progress)(uint64_t done, uint64_t total),
                                         uint8_t message_id[16]);
 
+/*
+ * Invite links (docs/groups.md, "Invite links"). An admin's link
+ * ("missive:join?g=HEX&s=BASE64URL&a=ADMIN,...", at most MSV_INVITE_URI_MAX
+ * bytes, naming at most MSV_INVITE_ADMINS_MAX admins) lets whoever holds it
+ * ask to join. group_invite: MSV_INVITE_SHOW makes the link if there is none
+ * (and shares the settings with the admins again), RESET gives it a new secret
+ * (old links are refused), OFF turns links off (*uri stays NULL); approval 1
+ * or 0 sets whether an admin approves each request, -1 keeps it. *uri: caller
+ * frees with free(). MSV_ERR_AUTH if this account is not an admin.
+ */
+#define MSV_INVITE_URI_MAX 2048
+#define MSV_INVITE_ADMINS_MAX 8
+#define MSV_JOIN_PENDING_MAX 256 /* requests waiting for an admin, per group */
+enum msv_invite_action { MSV_INVITE_SHOW, MSV_INVITE_RESET, MSV_INVITE_OFF };
+MSV_MUST_CHECK msv_err msv_client_group_invite(struct msv_client *c, const char *which,
+                                               enum msv_invite_action act, int approval,
+                                               char **uri);
+/* A link as msv_invite_parse() reads it; clear with msv_invite_clear() (wipes the secret). */
+struct msv_invite {
+    uint8_t group_id[16];
+    uint8_t secret[32];
+    char *admins[MSV_INVITE_ADMINS_MAX];
+    size_t n_admins;
+};
+/* MSV_ERR_PARSE for anything but a well-formed link, MSV_ERR_TOO_BIG past the limits. */
+MSV_MUST_CHECK msv_err msv_invite_parse(const char *uri, struct msv_invite *inv);
+void msv_invite_clear(struct msv_invite *inv);
+/*
+ * Asks the admins a link names to let this account in (nothing answers; the
+ * group arrives when an admin adds it, and is then accepted). MSV_ERR_PARSE
+ * for a malformed link, MSV_ERR_EXISTS if this account is in the group.
+ */
+MSV_MUST_CHECK msv_err msv_client_group_join(struct msv_client *c, const char *uri);
+/*
+ * The requests waiting for an admin (one handle a line, caller frees
+ * *handles) and how many requests this device refused, for any group.
+ * decide: approve 1 adds handle with a signed change, 0 drops the request
+ * and tells nobody; MSV_ERR_NOT_FOUND if handle does not wait, MSV_ERR_AUTH
+ * for a non-admin, MSV_ERR_EXISTS if handle is a member already.
+ */
+MSV_MUST_CHECK msv_err msv_client_group_requests(struct msv_client *c, const char *which,
+                                                 char **handles, uint64_t *refused);
+MSV_MUST_CHECK msv_err msv_client_group_decide(struct msv_client *c, const char *which,
+                                               const char *handle, int approve);
+
 /* The history conversation of a group: "group:" and its id in hex. */
 void msv_client_group_conversation(const uint8_t group_id[16], char out[40]);
 
@@ -320,6 +365,9 @@ enum msv_incoming_kind {
     MSV_INCOMING_TIMER,   /* from set the conversation's disappearing-message timer (timer_s) */
     MSV_INCOMING_EXPIRED, /* target (sent by from) disappeared from the conversation */
     MSV_INCOMING_PROFILE, /* from's profile changed, or could not be used (notice) */
+    /* a request to join a group by its link (docs/groups.md): status "pending", "added",
+       "full", or "refused" (then from and conversation are NULL: it names nobody) */
+    MSV_INCOMING_JOIN_REQUEST,
 };
 
 struct msv_incoming {

@@ -114,6 +114,11 @@ static msv_err joined_group(struct msv_client *c, const char *which, struct msv_
     return err;
 }
 
+msv_err client_joined_group(struct msv_client *c, const char *which, struct msv_group_rec *g)
+{
+    return joined_group(c, which, g);
+}
+
 /* MSV_OK if no accepted group is named name, MSV_ERR_EXISTS if one is: names stay unambiguous. */
 static msv_err name_is_free(struct msv_client *c, const char *name)
 {

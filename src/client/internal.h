@@ -172,6 +172,16 @@ msv_err client_take_control(struct msv_client *c, const char *sender, uint64_t d
                             const struct msv_payload *p,
                             void (*on_message)(void *, const struct msv_incoming *), void *ctx);
 
+/* A group this account is in, by name or id; an invitation is MSV_ERR_NOT_FOUND until accepted. */
+msv_err client_joined_group(struct msv_client *c, const char *which, struct msv_group_rec *g);
+
+/* A GROUP_JOIN payload from sender (src/client/invites.c): a link's settings or a request. */
+msv_err client_take_join(struct msv_client *c, const char *sender, const struct msv_payload *p,
+                         void (*on_message)(void *, const struct msv_incoming *), void *ctx);
+
+/* After a change of group gid was applied: accepts it if this account asked to join it. */
+msv_err client_join_arrived(struct msv_client *c, const uint8_t gid[16]);
+
 /* Applies a SYNC payload from sender's device: only if sender is this account (else ignored). */
 msv_err client_take_sync(struct msv_client *c, const char *sender, uint64_t device,
                          const struct msv_payload *p,

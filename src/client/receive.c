@@ -710,6 +710,11 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
         msv_payload_free(p);
         return err == MSV_OK ? MSV_ERR_EXISTS : err; /* acknowledged, not a message */
     }
+    if (p->kind == MSV_KIND_GROUP_JOIN) {
+        err = client_take_join(c, sender, p, on_message, ctx);
+        msv_payload_free(p);
+        return err == MSV_OK ? MSV_ERR_EXISTS : err; /* acknowledged, not a message */
+    }
     if (p->kind == MSV_KIND_TIMER) {
         err = take_timer(c, sender, from->device, p, on_message, ctx);
         msv_payload_free(p);
@@ -745,6 +750,8 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
         rec.conversation = group_conversation;
         err = learn_group(c, sender, from->device, p, &group, &applied, &text);
         msv_group_clear(&group);
+        if (err == MSV_OK && applied)
+            err = client_join_arrived(c, p->group_id);
         if (err != MSV_OK) {
             msv_secret_free(text, strlen(text));
             msv_payload_free(p);

@@ -40,6 +40,8 @@ const char *msv_payload_kind_name(enum msv_payload_kind kind)
         return "reaction";
     case MSV_KIND_SYNC:
         return "sync";
+    case MSV_KIND_GROUP_JOIN:
+        return "group-join";
     case MSV_KIND_PROFILE_KEY:
         return "profile-key";
     case MSV_KIND_TIMER:
@@ -157,6 +159,9 @@ static int kind_ok(const struct msv_payload *p)
         return p->has_profile_key && bare && !p->has_group;
     case MSV_KIND_TIMER:
         return bare;
+    case MSV_KIND_GROUP_JOIN:
+        /* a request or a link's settings, for one group */
+        return p->has_group && bare && p->has_join_proof != (p->join_link_version != 0);
     default:
         return 0;
     }
@@ -245,6 +250,11 @@ static int payload_ok(const struct msv_payload *p)
     if (p->edit_number != 0 && p->kind != MSV_KIND_EDIT)
         return 0;
     if (!profile_ok(p))
+        return 0;
+    /* the join fields only on GROUP_JOIN; the link's secret and approval only with its version */
+    if (p->kind != MSV_KIND_GROUP_JOIN && (p->has_join_proof || p->join_link_version != 0))
+        return 0;
+    if (p->join_link_version == 0 && (p->has_join_link_secret || p->join_link_approval))
         return 0;
     if ((p->sync_count > 0 && p->kind != MSV_KIND_SYNC) || p->sync_count > MSV_SYNC_ENTRIES_MAX ||
         (p->sync_count > 0 && p->sync == NULL))
@@ -396,6 +406,12 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
         m.group_signature = bytes_of(p->group_signature, p->group_signature_len);
     }
     m.timer_s = p->timer_s;
+    if (p->has_join_proof)
+        m.join_proof = bytes_of(p->join_proof, MSV_JOIN_KEY_LEN);
+    if (p->has_join_link_secret)
+        m.join_link_secret = bytes_of(p->join_link_secret, MSV_JOIN_KEY_LEN);
+    m.join_link_version = p->join_link_version;
+    m.join_link_approval = p->join_link_approval;
     for (size_t i = 0; i < p->attachment_count; i++) {
         encode_attachment(&p->attachments[i], &att[i]);
         att_ptrs[i] = &att[i];
@@ -480,6 +496,7 @@ void msv_payload_free(struct msv_payload *p)
     free(p->group_state_ref.name);
     free(p->group_state_ref.mime);
     msv_wipe(p->group_state_ref.key, sizeof(p->group_state_ref.key));
+    msv_wipe(p->join_link_secret, sizeof(p->join_link_secret));
     free(p);
 }
 
@@ -706,6 +723,22 @@ static msv_err copy_group_signing(const pb_payload *m, struct msv_payload *p)
                         &p->group_admin_count);
 }
 
+/* A join request's proof or a link's secret: absent, or exactly MSV_JOIN_KEY_LEN bytes. */
+static msv_err copy_join(const pb_payload *m, struct msv_payload *p)
+{
+    msv_err err = MSV_OK;
+
+    p->join_link_version = m->join_link_version;
+    p->join_link_approval = m->join_link_approval;
+    p->has_join_proof = m->join_proof.len != 0;
+    if (p->has_join_proof)
+        err = copy_fixed(m->join_proof, p->join_proof, MSV_JOIN_KEY_LEN);
+    p->has_join_link_secret = m->join_link_secret.len != 0;
+    if (err == MSV_OK && p->has_join_link_secret)
+        err = copy_fixed(m->join_link_secret, p->join_link_secret, MSV_JOIN_KEY_LEN);
+    return err;
+}
+
 static msv_err copy_payload(const pb_payload *m, struct msv_payload *p)
 {
     msv_err err;
@@ -751,6 +784,8 @@ static msv_err copy_payload(const pb_payload *m, struct msv_payload *p)
         err = copy_group_delta(m, p);
     if (err == MSV_OK)
         err = copy_profile(m->profile, p);
+    if (err == MSV_OK)
+        err = copy_join(m, p);
     return err;
 }
 
@@ -787,6 +822,7 @@ msv_err msv_payload_parse(const uint8_t *in, size_t len, struct msv_payload **ou
         msv_wipe(m->group_state_ref->key.data, m->group_state_ref->key.len);
     for (size_t i = 0; i < m->n_sync; i++)
         msv_wipe(m->sync[i]->value.data, m->sync[i]->value.len);
+    msv_wipe(m->join_link_secret.data, m->join_link_secret.len);
     msv__payload__payload__free_unpacked(m, NULL);
     if (err != MSV_OK) {
         msv_payload_free(p);
