@@ -622,6 +622,9 @@ static void test_payload_group_delta(void **state)
     m.group_removed[0].len = 0; /* an empty handle */
     assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
     free(many);
+}
+
+/*
  * GROUP_JOIN: a request carries a 32-byte proof, a link's settings a version
  * (and a secret unless links are off); never both, never on another kind,
  * never without the group; the parser refuses a proof or secret of another
