@@ -146,6 +146,15 @@ static const struct {
      "standard input and output too. While it runs, the other commands go through it. "
      "Stops on SIGINT or SIGTERM (or the end of standard input with --stdio). docs/daemon.md "
      "describes the protocol."},
+    {"web",
+     "web [--listen HOST:PORT] [--open] [--tls-cert FILE --tls-key FILE]\n"
+     "       missive web --url",
+     "Owns the account as the daemon does (its socket, its commands) and serves the web "
+     "client: a page in the browser with the conversations, history, sending, files, "
+     "reactions and safety numbers. It listens on 127.0.0.1 and a free port unless told "
+     "otherwise (another address only with TLS) and prints a one-time login URL; --url asks "
+     "the running one for another (for a second browser), --open starts the browser. "
+     "docs/web.md describes it and its security."},
     {"chat", "chat [CONVERSATION]",
      "A full-screen chat in the terminal: conversations with unread counts, history, a "
      "compose line, delivery and read marks, typing notices, warnings about changed "
@@ -2337,6 +2346,12 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
         {"reason", required_argument, NULL, 'E'},
         {"name", required_argument, NULL, 'N'},
         {"avatar", required_argument, NULL, 'Y'},
+        {"listen", required_argument, NULL, 'L'},
+        {"tls-cert", required_argument, NULL, '1'},
+        {"tls-key", required_argument, NULL, '2'},
+        {"open", no_argument, NULL, 'O'},
+        {"url", no_argument, NULL, 'U'},
+        {"before", required_argument, NULL, 'b'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -2400,6 +2415,24 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
             break;
         case 'h':
             o->help = 1;
+            break;
+        case 'L':
+            o->listen = optarg;
+            break;
+        case '1':
+            o->tls_cert = optarg;
+            break;
+        case '2':
+            o->tls_key = optarg;
+            break;
+        case 'O':
+            o->open_browser = 1;
+            break;
+        case 'U':
+            o->url = 1;
+            break;
+        case 'b':
+            o->before = optarg;
             break;
         case 'g':
             o->group = optarg;
@@ -2479,7 +2512,7 @@ int cli_account_command(const char *command)
 {
     return strcmp(command, "register") != 0 && strcmp(command, "link") != 0 &&
            strcmp(command, "restore") != 0 && strcmp(command, "daemon") != 0 &&
-           strcmp(command, "chat") != 0 &&
+           strcmp(command, "chat") != 0 && strcmp(command, "web") != 0 &&
            (cli_usage(command, NULL) == 0 || strcmp(command, "listen") == 0);
 }
 

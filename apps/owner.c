@@ -79,6 +79,9 @@ struct owner {
     char last_error[300];
     owner_hook hook;
     void *hook_ctx;
+    const char *method_name; /* one more method, served by method (web-login) */
+    owner_method method;
+    void *method_ctx;
     sigset_t before, during; /* the signal mask outside and inside ppoll */
     int signals_caught;
 };
@@ -793,6 +796,12 @@ static json_t *handle_request(struct owner *ow, struct peer *p, json_t *req, int
         json_decref(r);
     } else if (strcmp(method, "schema") == 0) {
         response = choose_schema(p, id, params);
+    } else if (ow->method_name != NULL && strcmp(method, ow->method_name) == 0) {
+        char failed[200] = "";
+        json_t *r = ow->method(ow->method_ctx, params, failed, sizeof(failed));
+
+        response = r ? rpc_result(id, r) : rpc_error(id, -32000, failed, NULL);
+        json_decref(r);
     } else if (strcmp(method, "receive") == 0) {
         response = start_receive(ow, p, id ? id : json_null(), params, in_batch || notification);
     } else if (strcmp(method, "listen") != 0 && cli_account_command(method)) {
@@ -1058,6 +1067,18 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     ow->signals_caught = 1;
     *out = ow;
     return 0;
+}
+
+void owner_set_method(struct owner *ow, const char *name, owner_method method, void *ctx)
+{
+    ow->method_name = name;
+    ow->method = method;
+    ow->method_ctx = ctx;
+}
+
+int owner_add_peer(struct owner *ow, int fd)
+{
+    return add_peer(ow, fd, fd);
 }
 
 void owner_set_hook(struct owner *ow, owner_hook hook, void *ctx)

@@ -1,0 +1,409 @@
+#!/usr/bin/python3
+"""missive web over plain HTTP and a hand-made WebSocket, against a real missived:
+every rule of docs/web.md ("Security", "HTTP endpoints") that a browser would
+not let a test break on purpose. Usage: test_web_http.py MISSIVE MISSIVED"""
+import base64
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+M, D = os.path.realpath(sys.argv[1]), os.path.realpath(sys.argv[2])
+HERE = os.path.dirname(os.path.realpath(__file__))
+work = tempfile.mkdtemp()
+os.chdir(work)
+procs = []
+failures = []
+passes = 0
+
+
+def check(cond, what):
+    global passes
+    if cond:
+        passes += 1
+    else:
+        failures.append(what)
+        print("FAIL:", what, file=sys.stderr)
+
+
+def stop(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def cleanup():
+    for p in reversed(procs):
+        stop(p)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+ENV = dict(os.environ, MISSIVE_PASSWORD="correct horse battery")
+
+
+def missive(who, *args, check_rc=True):
+    r = subprocess.run([M, "--data-dir", "dev-" + who, "--account", who + "@example.org", *args],
+                       env=ENV, capture_output=True, text=True, timeout=120)
+    if check_rc and r.returncode != 0:
+        raise RuntimeError("missive %s %s: %s" % (who, args, r.stderr))
+    return r
+
+
+def start_missived():
+    env = dict(os.environ, MISSIVED_SERVER_LISTEN_PORT="0", MISSIVED_HTTP_LISTEN_PORT="0",
+               MISSIVED_ACCOUNTS_ARGON2_MEMLIMIT_KIB="8")
+    log = open("srv.log", "ab")
+    p = subprocess.Popen([D, "--data-dir", "srv"], env=env, stderr=log)
+    procs.append(p)
+    for _ in range(600):
+        if os.path.exists("srv/missived.ports") and os.path.getsize("srv/missived.ports") > 0:
+            break
+        time.sleep(0.1)
+    for line in open("srv/missived.ports"):
+        if line.startswith("tls"):
+            return int(line.split()[1])
+    raise RuntimeError("missived did not start")
+
+
+def register(port, who):
+    server = "127.0.0.1:%d" % port
+    subprocess.run([M, "--data-dir", "dev-" + who, "register", who + "@example.org", "--server",
+                    server], env=ENV, capture_output=True, timeout=120)
+    code = re.findall(r"handle=%s@example.org code=(\S+)" % who, open("srv.log").read())[-1]
+    r = subprocess.run([M, "--data-dir", "dev-" + who, "register", who + "@example.org", "--code",
+                        code], env=ENV, capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError("register %s: %s" % (who, r.stderr))
+
+
+def start_web(who, *extra):
+    p = subprocess.Popen([M, "--data-dir", "dev-" + who, "--account", who + "@example.org", "web",
+                          *extra], env=ENV, stdout=subprocess.PIPE, stderr=open(who + ".web.err",
+                                                                                "ab"), text=True)
+    procs.append(p)
+    line = p.stdout.readline()
+    m = re.match(r"web: (https?)://([^/]+)/login\?token=([0-9a-f]{64})$", line.strip())
+    if m is None:
+        raise RuntimeError("missive web printed %r" % line)
+    host = m.group(2)
+    return p, line.strip()[5:], host, int(host.rsplit(":", 1)[1])
+
+
+# ---- HTTP by hand -----------------------------------------------------------------------------
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+       "media-src 'self' blob:; connect-src 'self'; font-src 'self'; base-uri 'none'; "
+       "form-action 'none'; frame-ancestors 'none'")
+answers = []  # (what, status, headers) of every answer, for the header rules
+
+
+def raw(port, request, tls=False):
+    """Sends REQUEST as it is; returns (status, headers {lowercase: value}, body)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s = ctx.wrap_socket(s, server_hostname="localhost")
+    s.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    if not lines[0].startswith("HTTP/1.1 "):
+        s.close()
+        return 0, {}, b""
+    status = int(lines[0].split()[1])
+    headers = {}
+    for l in lines[1:]:
+        k, _, v = l.partition(":")
+        headers.setdefault(k.strip().lower(), []).append(v.strip())
+    n = int(headers.get("content-length", ["0"])[0])
+    while len(body) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    s.close()
+    h = {k: v[0] if len(v) == 1 else v for k, v in headers.items()}
+    answers.append((request.split(b"\r\n")[0].decode(), status, h))
+    return status, h, body
+
+
+def get(port, path, cookie=None, host=None, extra="", tls=False):
+    req = "GET %s HTTP/1.1\r\nHost: %s\r\n%s%sConnection: close\r\n\r\n" % (
+        path, host or "127.0.0.1:%d" % port, "Cookie: %s\r\n" % cookie if cookie else "", extra)
+    return raw(port, req.encode(), tls)
+
+
+def post(port, path, body, cookie=None, origin=None, flag=True, length=None):
+    req = ("POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s%s%sContent-Length: %d\r\n"
+           "Connection: close\r\n\r\n" % (
+               path, port, "Cookie: %s\r\n" % cookie if cookie else "",
+               "Origin: %s\r\n" % origin if origin else "", "X-Missive-Upload: 1\r\n" if flag else "",
+               len(body) if length is None else length))
+    return raw(port, req.encode() + body)
+
+
+def login(url, port):
+    status, h, _ = get(port, url.split(port_part(url), 1)[1])
+    cookie = h.get("set-cookie", "")
+    return status, h, cookie.split(";")[0]
+
+
+def port_part(url):
+    return re.match(r"https?://[^/]+", url).group(0)
+
+
+# ---- a WebSocket by hand ----------------------------------------------------------------------
+
+class WS:
+    def __init__(self, port, cookie=None, origin=None, host=None):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        key = base64.b64encode(os.urandom(16)).decode()
+        host = host or "127.0.0.1:%d" % port
+        req = ("GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n" % (host, key))
+        if origin:
+            req += "Origin: %s\r\n" % origin
+        if cookie:
+            req += "Cookie: %s\r\n" % cookie
+        self.s.sendall((req + "\r\n").encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = self.s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        head, _, self.buf = data.partition(b"\r\n\r\n")
+        first = head.split(b"\r\n")[0].decode("latin-1")
+        self.status = int(first.split()[1]) if first.startswith("HTTP/1.1 ") else 0
+        self.headers = head.decode("latin-1").lower()
+        self.next_id = 1
+
+    def send_text(self, text):
+        data = text.encode()
+        mask = os.urandom(4)
+        n = len(data)
+        head = bytes([0x81])
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 65536:
+            head += bytes([0x80 | 126]) + struct.pack("!H", n)
+        else:
+            head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+        self.s.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+    def _need(self, n):
+        while len(self.buf) < n:
+            chunk = self.s.recv(65536)
+            if not chunk:
+                raise EOFError
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def recv(self):
+        """One whole text message (None when the server closes)."""
+        msg = b""
+        try:
+            while True:
+                b0, b1 = self._need(2)
+                n = b1 & 0x7F
+                if n == 126:
+                    n = struct.unpack("!H", self._need(2))[0]
+                elif n == 127:
+                    n = struct.unpack("!Q", self._need(8))[0]
+                payload = self._need(n)
+                if b0 & 0x0F == 8:
+                    return None
+                msg += payload
+                if b0 & 0x80:
+                    return msg.decode()
+        except (EOFError, ConnectionError, socket.timeout):
+            return None
+
+    def call(self, method, params=None, timeout=60):
+        """A request; its response (events before it are kept in self.events)."""
+        rid = self.next_id
+        self.next_id += 1
+        req = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if params is not None:
+            req["params"] = params
+        self.send_text(json.dumps(req))
+        end = time.time() + timeout
+        while time.time() < end:
+            m = self.recv()
+            if m is None:
+                return None
+            j = json.loads(m)
+            if isinstance(j, dict) and j.get("id") == rid:
+                return j
+            self.events.append(j)
+        return None
+
+    events = []
+
+    def wait_event(self, pred, timeout=30):
+        end = time.time() + timeout
+        for e in self.events:
+            if pred(e):
+                return e
+        self.s.settimeout(1)
+        while time.time() < end:
+            m = self.recv()
+            if m is None:
+                if self.s.fileno() < 0:
+                    return None
+                continue
+            j = json.loads(m)
+            self.events.append(j)
+            if pred(j):
+                return j
+        return None
+
+
+def main():
+    port = start_missived()
+    for who in ("alice", "bob"):
+        register(port, who)
+    missive("alice", "contacts", "add", "bob@example.org", "bob@example.org")
+    missive("bob", "contacts", "add", "alice@example.org", "alice@example.org")
+
+    alice, url, ahost, aport = start_web("alice")
+    check(ahost.startswith("127.0.0.1:"), "the default address is 127.0.0.1")
+    token = url.rsplit("=", 1)[1]
+
+    # ---- login ----
+    st, _, _ = get(aport, "/login")
+    check(st == 403, "no token: 403 (%d)" % st)
+    st, _, _ = get(aport, "/login?token=" + "0" * 64)
+    check(st == 403, "a wrong token: 403 (%d)" % st)
+    st, _, _ = get(aport, "/login?token=" + token[:-1])
+    check(st == 403, "a short token: 403 (%d)" % st)
+    st, h, cookie = login(url, aport)
+    check(st == 303 and h.get("location") == "/", "a valid token: 303 to / (%d %s)" % (st, h))
+    sc = h.get("set-cookie", "")
+    check(re.match(r"missive_session=[0-9a-f]{64}; HttpOnly; SameSite=Strict; Path=/$", sc)
+          is not None, "the session cookie's attributes: %r" % sc)
+    st, _, _ = get(aport, "/login?token=" + token)
+    check(st == 403, "a used token: 403 (%d)" % st)
+
+    # ---- without a session ----
+    for path in ("/", "/index.html", "/app/main.js", "/files/" + "0" * 32 + "/0", "/qr.svg?data=x",
+                 "/nothing"):
+        st, _, _ = get(aport, path)
+        check(st == 403, "%s without a cookie: 403 (%d)" % (path, st))
+        st, _, _ = get(aport, path, cookie="missive_session=" + "1" * 64)
+        check(st == 403, "%s with a wrong cookie: 403 (%d)" % (path, st))
+
+    # ---- with it ----
+    st, h, body = get(aport, "/", cookie=cookie)
+    check(st == 200 and h.get("content-type", "").startswith("text/html") and b"<script" in body,
+          "/ is index.html (%d %s)" % (st, h.get("content-type")))
+    scripts = re.findall(rb'src="(/app/[^"]+)"', body)
+    check(len(scripts) > 0, "index.html loads its script from /app/")
+    for src in scripts:
+        st, h, _ = get(aport, src.decode(), cookie=cookie)
+        check(st == 200 and h.get("content-type", "").startswith("text/javascript"),
+              "%s is text/javascript (%d %s)" % (src, st, h.get("content-type")))
+    st, _, _ = get(aport, "/app/none.js", cookie=cookie)
+    check(st == 404, "an asset that is not there: 404 (%d)" % st)
+    st, h, body = get(aport, "/qr.svg?data=hello%20world", cookie=cookie)
+    check(st == 200 and h.get("content-type") == "image/svg+xml" and body.startswith(b"<svg") and
+          b"<script" not in body and b"<path" in body, "/qr.svg draws a QR code (%d)" % st)
+
+    # ---- the Host ----
+    for host in ("evil.example:%d" % aport, "127.0.0.1:%d" % (aport + 1), "127.0.0.1"):
+        st, _, _ = get(aport, "/", cookie=cookie, host=host)
+        check(st in (421, 403), "Host %s refused (%d)" % (host, st))
+        st, _, _ = get(aport, "/login?token=" + "0" * 64, host=host)
+        check(st in (421, 403), "Host %s refused for /login (%d)" % (host, st))
+    st, _, _ = get(aport, "/", cookie=cookie, host="localhost:%d" % aport)
+    check(st == 200, "Host localhost:PORT is this server (%d)" % st)
+
+    # ---- WebSocket upgrades ----
+    origin = "http://127.0.0.1:%d" % aport
+    for what, kw in (("a foreign Origin", dict(cookie=cookie, origin="http://evil.example")),
+                     ("another port's Origin", dict(cookie=cookie, origin="http://127.0.0.1:%d" %
+                                                    (aport + 1))),
+                     ("no Origin", dict(cookie=cookie)),
+                     ("no cookie", dict(origin=origin)),
+                     ("a wrong cookie", dict(origin=origin, cookie="missive_session=" + "2" * 64)),
+                     ("a foreign Host", dict(cookie=cookie, origin="http://evil.example:%d" %
+                                             aport, host="evil.example:%d" % aport))):
+        ws = WS(aport, **kw)
+        check(ws.status != 101, "WebSocket with %s refused (%d)" % (what, ws.status))
+        check("content-security-policy" in ws.headers or ws.status == 0,
+              "the refusal carries the headers")
+        ws.s.close()
+    ws = WS(aport, cookie=cookie, origin=origin)
+    check(ws.status == 101, "WebSocket with the session and the page's Origin (%d)" % ws.status)
+    r = ws.call("schema", {"version": 2})
+    check(r is not None and r.get("result", {}).get("schema") == 2, "schema 2: %r" % r)
+    r = ws.call("subscribe")
+    check(r is not None and r.get("result", {}).get("subscribed") is True, "subscribe: %r" % r)
+    r = ws.call("status")
+    check(r is not None and r["result"]["account"] == "alice@example.org", "status: %r" % r)
+    r = ws.call("send", {"args": ["bob@example.org"], "text": "hello from the web"})
+    check(r is not None and "result" in r, "send: %r" % r)
+    r = ws.call("history", {"args": ["bob@example.org"], "output": "json"})
+    items = r.get("result", {}).get("items", []) if r else []
+    check(any(i.get("text") == "hello from the web" for i in items), "history: %r" % r)
+    r = ws.call("no-such-method")
+    check(r is not None and r.get("error", {}).get("code") == -32601, "no such method: %r" % r)
+    ws.send_text("not json\n{}")
+    m = ws.recv()
+    check(m is not None and json.loads(m).get("error", {}).get("code") == -32700,
+          "not JSON (with a line break) is one error: %r" % m)
+
+    # ---- an event: bob writes ----
+    missive("bob", "send", "alice@example.org", "--text", "hi alice")
+    e = ws.wait_event(lambda j: j.get("method") == "event" and
+                      j["params"].get("type") == "message" and
+                      j["params"].get("message", {}).get("text") == "hi alice", timeout=30)
+    check(e is not None, "an event arrives over the WebSocket")
+
+    # ---- the rest comes with the contract's other parts ----
+    globals()["ctx"] = dict(aport=aport, cookie=cookie, ws=ws, url=url, alice=alice, port=port)
+    more()
+
+    # ---- every answer carries the security headers ----
+    for what, st, h in answers:
+        if st == 0:
+            continue
+        ok = (h.get("content-security-policy") == CSP and h.get("x-content-type-options") ==
+              "nosniff" and h.get("referrer-policy") == "no-referrer" and
+              h.get("x-frame-options") == "DENY")
+        check(ok, "security headers on %s (%d): %r" % (what, st, h))
+        if not what.startswith("GET /app/") and not (what.startswith("GET / ") and st == 200):
+            check(h.get("cache-control") == "no-store", "no-store on %s: %r" % (what, h))
+
+
+def more():
+    pass
+
+
+try:
+    main()
+finally:
+    cleanup()
+print("%d passed, %d failed" % (passes, len(failures)))
+sys.exit(1 if failures else 0)
