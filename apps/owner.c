@@ -1261,6 +1261,8 @@ static json_t *forward_params(const struct cli *o, const char *command)
         json_object_set_new(params, "search", json_string(o->search));
     if (o->limit > 0)
         json_object_set_new(params, "limit", json_integer(o->limit));
+    if (o->before != NULL)
+        json_object_set_new(params, "before", json_string(o->before));
     if (strcmp(command, "receive") == 0 || o->wait_s != 2)
         json_object_set_new(params, "wait", json_real(o->wait_s));
     if (o->qr)
