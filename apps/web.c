@@ -1106,7 +1106,13 @@ int web_main(const struct cli *o, struct msv_client *c)
     }
     w->o = o;
     w->c = c;
-    snprintf(w->uploads, sizeof(w->uploads), "%s/uploads", c->dir);
+    {
+        /* the path given to send: absolute, as the owner may run anywhere */
+        char *abs = realpath(c->dir, NULL);
+
+        snprintf(w->uploads, sizeof(w->uploads), "%s/uploads", abs ? abs : c->dir);
+        free(abs);
+    }
     rc = web_options(o, w);
     if (rc == 0)
         rc = owner_start(o, c, 0, &w->ow);

@@ -54,6 +54,7 @@ int web_parse_files_path(const char *path, uint8_t id[16], unsigned *index)
 {
     static const char prefix[] = "/files/";
     const char *p;
+    char hex[33];
     size_t n = 0;
     unsigned v = 0;
 
@@ -63,7 +64,9 @@ int web_parse_files_path(const char *path, uint8_t id[16], unsigned *index)
     for (size_t i = 0; i < 32; i++)
         if (!hex_digit(p[i]))
             return -1;
-    if (p[32] != '/' || msv_hex_decode(p, id, 16, &n) != MSV_OK || n != 16)
+    memcpy(hex, p, 32);
+    hex[32] = '\0';
+    if (p[32] != '/' || msv_hex_decode(hex, id, 16, &n) != MSV_OK || n != 16)
         return -1;
     p += 33;
     /* a decimal index without leading zeros, below 1000 */

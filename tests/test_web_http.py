@@ -118,13 +118,16 @@ def raw(port, request, tls=False):
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         s = ctx.wrap_socket(s, server_hostname="localhost")
-    s.sendall(request)
     data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
+    try:
+        s.sendall(request)
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except ConnectionError:
+        data = b""
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     if not lines[0].startswith("HTTP/1.1 "):
@@ -236,6 +239,8 @@ class WS:
                     return None
                 msg += payload
                 if b0 & 0x80:
+                    if self.record is not None:
+                        self.record.append(msg.decode())
                     return msg.decode()
         except (EOFError, ConnectionError, socket.timeout):
             return None
@@ -260,6 +265,7 @@ class WS:
         return None
 
     events = []
+    record = None  # every message received, once set to a list
 
     def wait_event(self, pred, timeout=30):
         end = time.time() + timeout
@@ -358,6 +364,7 @@ def main():
     check(ws.status == 101, "WebSocket with the session and the page's Origin (%d)" % ws.status)
     r = ws.call("schema", {"version": 2})
     check(r is not None and r.get("result", {}).get("schema") == 2, "schema 2: %r" % r)
+    ws.record = []
     r = ws.call("subscribe")
     check(r is not None and r.get("result", {}).get("subscribed") is True, "subscribe: %r" % r)
     r = ws.call("status")
@@ -397,8 +404,198 @@ def main():
             check(h.get("cache-control") == "no-store", "no-store on %s: %r" % (what, h))
 
 
+def upload(port, cookie, name, data, **kw):
+    st, h, body = post(port, "/upload?name=" + name, data, cookie=cookie,
+                       origin=kw.pop("origin", "http://127.0.0.1:%d" % port), **kw)
+    return st, h, (json.loads(body) if st == 200 else body)
+
+
 def more():
-    pass
+    aport, cookie, ws, url = ctx["aport"], ctx["cookie"], ctx["ws"], ctx["url"]
+    origin = "http://127.0.0.1:%d" % aport
+
+    # ---- uploads: who may, and how much ----
+    st, _, _ = upload(aport, None, "a.txt", b"x")
+    check(st == 403, "an upload without a session: 403 (%d)" % st)
+    st, _, _ = upload(aport, cookie, "a.txt", b"x", flag=False)
+    check(st == 403, "an upload without X-Missive-Upload: 403 (%d)" % st)
+    st, _, _ = upload(aport, cookie, "a.txt", b"x", origin="http://evil.example")
+    check(st == 403, "an upload from another Origin: 403 (%d)" % st)
+    st, _, _ = upload(aport, cookie, "a.txt", b"x" * 10, length=256 * 1024 * 1024 + 1)
+    check(st == 413, "an upload over 256 MiB: 413 (%d)" % st)
+    for bad in ("..", ".", "a%2Fb", "%2e%2e", "", "a%0Ab", "x" * 256):
+        st, _, _ = upload(aport, cookie, bad, b"x")
+        check(st in (0, 400), "an upload named %r: 400 (%d)" % (bad[:20], st))
+    check(not os.path.exists("dev-alice/alice@example.org/uploads") or
+          os.listdir("dev-alice/alice@example.org/uploads") == [], "refused uploads leave nothing")
+
+    st, _, _ = raw(aport, ("POST /upload?name=a.txt HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nCookie: %s\r\n"
+                           "Origin: %s\r\nX-Missive-Upload: 1\r\nTransfer-Encoding: chunked\r\n"
+                           "Connection: close\r\n\r\n1\r\nx\r\n0\r\n\r\n" % (
+                               aport, cookie, origin)).encode())
+    check(st in (400, 411), "an upload without Content-Length: 411 (%d)" % st)
+
+    # ---- WebSocket messages the owner never sees ----
+    for what, frame in (("binary", lambda w: w.s.sendall(bytes([0x82, 0x80 | 2]) + b"\0\0\0\0ab")),
+                        ("over 1 MiB", lambda w: w.send_text('"' + "x" * (1 << 20) + '"'))):
+        w = WS(aport, cookie=cookie, origin=origin)
+        frame(w)
+        w.s.settimeout(10)
+        check(w.recv() is None, "a %s message closes the WebSocket" % what)
+        w.s.close()
+    r = ws.call("status")
+    check(r is not None and "result" in r, "the page's own connection goes on")
+
+    # ---- upload -> send -> the other side's /files ----
+    bob, burl, bhost, bport = start_web("bob")
+    _, _, bcookie = login(burl, bport)
+    bws = WS(bport, cookie=bcookie, origin="http://127.0.0.1:%d" % bport)
+    bws.call("schema", {"version": 2})
+    bws.record = []
+    bws.call("subscribe")
+    html = b"<html><script>alert(1)</script></html>\n" + os.urandom(3000)
+    png = b"\x89PNG\r\n\x1a\n" + os.urandom(5000)
+    st, h, r1 = upload(aport, cookie, "page.html", html)
+    check(st == 200 and r1["file"].endswith("/page.html") and
+          r1["file"].startswith(os.path.realpath("dev-alice") + "/alice@example.org/uploads/"),
+          "an upload is stored in the account's uploads/ (%d %r)" % (st, r1))
+    st, h, r2 = upload(aport, cookie, "pic%20%C3%A9.png", png)
+    check(st == 200 and r2["file"].endswith("/pic \u00e9.png"), "an upload's name is decoded: %r"
+          % r2)
+    check(open(r1["file"], "rb").read() == html, "the upload holds the bytes sent")
+    r = ws.call("send", {"args": ["bob@example.org"], "text": "two files",
+                         "file": [r1["file"], r2["file"]]})
+    check(r is not None and "result" in r, "send with the uploads: %r" % r)
+    check(not os.path.exists(os.path.dirname(r1["file"])) and
+          not os.path.exists(os.path.dirname(r2["file"])), "the uploads are deleted after the send")
+    e = bws.wait_event(lambda j: j.get("method") == "event" and
+                       j["params"].get("type") == "message" and
+                       j["params"]["message"].get("text", "").startswith("two files"))
+    check(e is not None, "bob's page hears of the message")
+    mid = e["params"]["message"]["message_id"] if e else "0" * 32
+    r = bws.call("history", {"args": ["alice@example.org"], "output": "json"})
+    items = [i for i in r["result"]["items"] if i.get("message_id") == mid] if r else []
+    att = items[0].get("attachments") if items else None
+    check(att is not None and [(a["index"], a["name"], a["size"], a["mime"]) for a in att] ==
+          [(0, "page.html", len(html), "application/octet-stream"),
+           (1, "pic___.png", len(png), "image/png")],
+          "history -o json lists the attachments: %r" % att)
+    st, h, body = get(bport, "/files/%s/0" % mid, cookie=bcookie)
+    check(st == 200 and body == html, "/files returns the identical bytes (%d)" % st)
+    check(h.get("content-type") == "application/octet-stream" and
+          h.get("content-disposition", "").startswith("attachment; filename*=UTF-8''page.html") and
+          h.get("cache-control") == "no-store" and h.get("content-length") == str(len(html)),
+          "an HTML file is a download, never inline: %r" % h)
+    st, h, body = get(bport, "/files/%s/1" % mid, cookie=bcookie)
+    check(st == 200 and body == png and h.get("content-type") == "image/png" and
+          "content-disposition" not in h, "a PNG is shown as an image: %d %r" % (st, h))
+    st, _, _ = get(aport, "/files/%s/0" % mid, cookie=cookie)
+    check(st == 404, "the sender's page has no received copy to serve (%d)" % st)
+    st, _, _ = get(bport, "/files/%s/0" % mid, cookie=cookie)
+    check(st == 403, "alice's cookie is not a session of bob's server (%d)" % st)
+    for path in ("/files/%s/2" % mid, "/files/%s/00" % mid, "/files/%s/-1" % mid,
+                 "/files/%s/0/x" % mid, "/files/%s" % mid, "/files/" + "f" * 32 + "/0",
+                 "/files/zz/0", "/files/../../state.db", "/files/%2e%2e/%2e%2e/state.db",
+                 "/files/%s/..%%2f..%%2fstate.db" % mid,
+                 "/files/" + mid[:31] + "/0"):
+        st, _, body = get(bport, path, cookie=bcookie)
+        check(st == 404 or (st in (400, 403) and body != html),
+              "%s: 404, nothing served (%d)" % (path, st))
+        check(b"SQLite" not in body, "%s serves no database" % path)
+
+    # a text line that names a file is not a file: a sender cannot point /files anywhere
+    secret = os.path.realpath("dev-bob/bob@example.org/secret.txt")
+    open(secret, "w").write("not to be served")
+    missive("alice", "send", "bob@example.org", "--text",
+            "look\n[file: %s (16 bytes)]\n[file: %s/attachments/%s-page.html (9 bytes)]" % (
+                secret, os.path.realpath("dev-bob/bob@example.org"), mid))
+    e = bws.wait_event(lambda j: j.get("method") == "event" and
+                       j["params"].get("type") == "message" and
+                       j["params"]["message"].get("text", "").startswith("look"))
+    fid = e["params"]["message"]["message_id"] if e else "0" * 32
+    check(e is not None and e["params"]["message"].get("attachments") == [],
+          "forged file lines list no attachment: %r" % (e and e["params"]["message"]))
+    for i in (0, 1):
+        st, _, body = get(bport, "/files/%s/%d" % (fid, i), cookie=bcookie)
+        check(st == 404 and b"not to be served" not in body and body != html,
+              "a forged file line serves nothing (%d)" % st)
+
+    # ---- history --before, through the WebSocket and the command line ----
+    for n in range(5):
+        missive("alice", "send", "bob@example.org", "--text", "page %d" % n)
+    r = ws.call("history", {"args": ["bob@example.org"], "output": "json"})
+    allm = r["result"]["items"]
+    last = allm[-1]["message_id"]
+    r = ws.call("history", {"args": ["bob@example.org"], "output": "json", "before": last,
+                            "limit": 2})
+    got = [i["text"] for i in r["result"]["items"]] if r and "result" in r else r
+    check(got == ["page 2", "page 3"], "history --before --limit: the page before, oldest first "
+          "(%r)" % got)
+    r = ws.call("history", {"args": ["bob@example.org"], "output": "json",
+                            "before": allm[0]["message_id"]})
+    check(r is not None and r["result"]["items"] == [], "nothing before the first message")
+    r = ws.call("history", {"args": ["bob@example.org"], "before": "nothex"})
+    check(r is not None and "error" in r and "--before" in r["error"]["message"],
+          "--before with a bad id: %r" % r)
+    r = ws.call("history", {"args": ["bob@example.org"], "before": "0" * 32})
+    check(r is not None and "error" in r and "no message" in r["error"]["message"],
+          "--before with an unknown id: %r" % r)
+    # the command line goes through the owner, and alone
+    out = missive("alice", "-o", "json", "history", "bob@example.org", "--before", last,
+                  "--limit", "1").stdout
+    check([json.loads(l)["text"] for l in out.splitlines()] == ["page 3"],
+          "missive history --before through missive web: %r" % out)
+
+    # ---- missive web --url: another login for a second browser ----
+    r = missive("alice", "web", "--url")
+    url2 = r.stdout.strip()
+    check(re.match(r"http://127\.0\.0\.1:%d/login\?token=[0-9a-f]{64}$" % aport, url2) is not None
+          and url2 != url, "web --url: a fresh login URL (%r)" % r.stdout)
+    st, _, cookie2 = login(url2, aport)
+    check(st == 303 and cookie2 != cookie, "the second login works (%d)" % st)
+    st, _, _ = get(aport, "/", cookie=cookie)
+    check(st == 200, "the first session still works")
+    r = ws.call("web-login", {"output": "json"})
+    check(r is not None and r["result"]["items"][0]["url"].startswith("http://127.0.0.1:%d/login"
+                                                                       % aport),
+          "the daemon method web-login: %r" % r)
+    r = missive("alice", "-o", "json", "web", "--url")
+    check(json.loads(r.stdout)["url"].startswith("http://"), "web --url -o json: %r" % r.stdout)
+
+    # ---- everything the pages got follows the daemon's schema 2 ----
+    with open("ws.jsonl", "w") as f:
+        for m in ws.record + bws.record:
+            f.write(m + "\n")
+    r = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "check_schema.py"),
+                        os.path.join(HERE, "..", "docs", "daemon-schema-2.json"), "ws.jsonl"],
+                       capture_output=True, text=True)
+    check(r.returncode == 0 and re.search(r"checked [1-9]", r.stdout),
+          "the WebSocket messages follow schema 2: %s" % r.stdout[-2000:])
+
+    # ---- the address: loopback only without TLS; TLS ----
+    r = missive("bob", "web", "--listen", "0.0.0.0:0", check_rc=False)
+    check(r.returncode == 2 and "TLS" in r.stderr, "0.0.0.0 without TLS refused: %r" % r.stderr)
+    r = missive("bob", "web", "--listen", "nonsense", check_rc=False)
+    check(r.returncode == 2 and "--listen" in r.stderr, "a malformed --listen: %r" % r.stderr)
+    r = missive("bob", "web", "--tls-cert", "x.pem", check_rc=False)
+    check(r.returncode == 2, "--tls-cert without --tls-key: %r" % r.stderr)
+    stop(bob)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    "key.pem", "-out", "cert.pem", "-days", "1", "-subj", "/CN=localhost"],
+                   capture_output=True, check=True)
+    tbob, turl, thost, tport = start_web("bob", "--tls-cert", "cert.pem", "--tls-key", "key.pem")
+    check(turl.startswith("https://127.0.0.1:"), "with TLS the URL is https: %r" % turl)
+    st, h, _ = raw(tport, ("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (
+        turl.split(thost, 1)[1], thost)).encode(), tls=True)
+    check(st == 303 and h.get("set-cookie", "").endswith("; Secure"),
+          "over TLS the cookie is Secure: %r" % h.get("set-cookie"))
+    tcookie = h.get("set-cookie", "").split(";")[0]
+    st, h, body = raw(tport, ("GET / HTTP/1.1\r\nHost: %s\r\nCookie: %s\r\nConnection: "
+                              "close\r\n\r\n" % (thost, tcookie)).encode(), tls=True)
+    check(st == 200 and b"<script" in body, "the page over HTTPS (%d)" % st)
+    st, _, _ = get(tport, "/")
+    check(st == 0, "plain HTTP on the TLS port gets no page (%d)" % st)
+    stop(tbob)
 
 
 try:
