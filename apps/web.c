@@ -90,6 +90,7 @@ struct bridge {
 
 /* What one HTTP connection is answering. */
 struct pss {
+    int http; /* set up for an HTTP answer (its descriptors below are meaningful) */
     struct bridge *bridge;
     const unsigned char *mem; /* a body in memory (an asset, or owned) */
     char *owned;
@@ -255,6 +256,8 @@ static int write_body(struct lws *wsi, struct pss *s)
 
 static void pss_clear(struct pss *s)
 {
+    if (!s->http)
+        return; /* a WebSocket's: nothing of an answer */
     if (s->fd >= 0)
         close(s->fd);
     if (s->up_fd >= 0)
@@ -584,6 +587,7 @@ static int serve_http(struct web *w, struct lws *wsi, struct pss *s, const char 
     int post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
     int get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
 
+    s->http = 1;
     s->fd = s->up_fd = -1;
     if (!host_ok(w, wsi)) {
         s->close_after = 1;
@@ -717,10 +721,11 @@ static void note_uploads(struct web *w, struct bridge *b, json_t *req)
     json_array_foreach(files, i, f)
     {
         const char *p = json_string_value(f);
-        const char *slash = p ? strchr(p + ulen + 1, '/') : NULL;
 
-        if (p != NULL && strncmp(p, w->uploads, ulen) == 0 && p[ulen] == '/' && slash != NULL)
-            json_array_append_new(dirs, json_stringn(p, (size_t)(slash - p)));
+        /* uploads/<32 hex>/: a directory start_upload made, never one a path climbs to */
+        if (p != NULL && strncmp(p, w->uploads, ulen) == 0 && p[ulen] == '/' &&
+            strspn(p + ulen + 1, "0123456789abcdef") == 32 && p[ulen + 33] == '/')
+            json_array_append_new(dirs, json_stringn(p, ulen + 33));
     }
     if (json_array_size(dirs) > 0)
         json_array_append_new(b->uploads, json_pack("[O, o]", json_object_get(req, "id"), dirs));
@@ -914,13 +919,14 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
             return -1;
         return lws_http_transaction_completed(wsi) ? -1 : 0;
     case LWS_CALLBACK_CLOSED_HTTP:
-        if (s->up_path != NULL && s->uploading) {
+        if (s != NULL && s->http && s->up_path != NULL && s->uploading) {
             char *slash = strrchr(s->up_path, '/');
 
             *slash = '\0';
             remove_upload_dir(s->up_path); /* it never arrived whole */
         }
-        pss_clear(s);
+        if (s != NULL)
+            pss_clear(s);
         return 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
         struct pss none = {.fd = -1}; /* the connection has no pss of this protocol yet */

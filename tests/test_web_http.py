@@ -468,6 +468,13 @@ def more():
     check(r is not None and "result" in r, "send with the uploads: %r" % r)
     check(not os.path.exists(os.path.dirname(r1["file"])) and
           not os.path.exists(os.path.dirname(r2["file"])), "the uploads are deleted after the send")
+    # a send naming a path that climbs out of uploads/: the file is sent, nothing else deleted
+    adir = os.path.realpath("dev-alice/alice@example.org")
+    open(adir + "/keep.txt", "w").write("kept")
+    r = ws.call("send", {"args": ["bob@example.org"], "text": "climbing",
+                         "file": [adir + "/uploads/../keep.txt"]})
+    check(r is not None and "result" in r and os.path.exists(adir + "/keep.txt") and
+          os.path.exists(adir + "/state.db"), "only upload directories are deleted after a send")
     e = bws.wait_event(lambda j: j.get("method") == "event" and
                        j["params"].get("type") == "message" and
                        j["params"]["message"].get("text", "").startswith("two files"))
