@@ -200,6 +200,8 @@ class WS:
         self.status = int(first.split()[1]) if first.startswith("HTTP/1.1 ") else 0
         self.headers = head.decode("latin-1").lower()
         self.next_id = 1
+        self.events = []
+        self.record = None  # every message received, once set to a list
 
     def send_text(self, text):
         data = text.encode()
@@ -264,8 +266,6 @@ class WS:
             self.events.append(j)
         return None
 
-    events = []
-    record = None  # every message received, once set to a list
 
     def wait_event(self, pred, timeout=30):
         end = time.time() + timeout
@@ -453,6 +453,9 @@ def more():
     bws.call("schema", {"version": 2})
     bws.record = []
     bws.call("subscribe")
+    old = WS(bport, cookie=bcookie, origin="http://127.0.0.1:%d" % bport)  # stays at schema 1
+    old.record = []
+    old.call("subscribe")
     html = b"<html><script>alert(1)</script></html>\n" + os.urandom(3000)
     png = b"\x89PNG\r\n\x1a\n" + os.urandom(5000)
     st, h, r1 = upload(aport, cookie, "page.html", html)
@@ -480,6 +483,13 @@ def more():
                        j["params"]["message"].get("text", "").startswith("two files"))
     check(e is not None, "bob's page hears of the message")
     mid = e["params"]["message"]["message_id"] if e else "0" * 32
+    check(e is not None and len(e["params"]["message"].get("attachments", [])) == 2,
+          "schema 2's message event lists the attachments")
+    e1 = old.wait_event(lambda j: j.get("method") == "event" and
+                        j["params"].get("type") == "message" and
+                        j["params"]["message"].get("message_id") == mid)
+    check(e1 is not None and "attachments" not in e1["params"]["message"],
+          "a schema-1 page's message event has no attachments: %r" % e1)
     r = bws.call("history", {"args": ["alice@example.org"], "output": "json"})
     items = [i for i in r["result"]["items"] if i.get("message_id") == mid] if r else []
     att = items[0].get("attachments") if items else None
@@ -573,11 +583,15 @@ def more():
     with open("ws.jsonl", "w") as f:
         for m in ws.record + bws.record:
             f.write(m + "\n")
-    r = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "check_schema.py"),
-                        os.path.join(HERE, "..", "docs", "daemon-schema-2.json"), "ws.jsonl"],
-                       capture_output=True, text=True)
-    check(r.returncode == 0 and re.search(r"checked [1-9]", r.stdout),
-          "the WebSocket messages follow schema 2: %s" % r.stdout[-2000:])
+    with open("ws1.jsonl", "w") as f:
+        for m in old.record:
+            f.write(m + "\n")
+    for version, lines in ((2, "ws.jsonl"), (1, "ws1.jsonl")):
+        r = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "check_schema.py"),
+                            os.path.join(HERE, "..", "docs", "daemon-schema-%d.json" % version),
+                            lines], capture_output=True, text=True)
+        check(r.returncode == 0 and re.search(r"checked [1-9]", r.stdout),
+              "the WebSocket messages follow schema %d: %s" % (version, r.stdout[-2000:]))
 
     # ---- the address: loopback only without TLS; TLS ----
     r = missive("bob", "web", "--listen", "0.0.0.0:0", check_rc=False)
