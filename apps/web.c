@@ -1072,13 +1072,19 @@ static void open_browser(const char *url)
         fprintf(cli_err, "missive: cannot start a browser (xdg-open); open the URL above\n");
 }
 
-/* The libwebsockets context goes, then the loop runs until its handles are closed. */
+/*
+ * The libwebsockets context goes in two calls on a loop it does not own: the
+ * first closes its handles, the loop runs their callbacks, the second frees
+ * what is left (without it the context and its TLS state leak).
+ */
 static void web_close(struct web *w)
 {
     if (w->ctx != NULL)
         lws_context_destroy(w->ctx);
     for (int i = 0; i < 1000 && uv_run(&w->loop, UV_RUN_NOWAIT) != 0; i++)
         ;
+    if (w->ctx != NULL)
+        lws_context_destroy(w->ctx);
     uv_loop_close(&w->loop);
 }
 

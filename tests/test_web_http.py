@@ -48,6 +48,13 @@ def stop(p):
 def cleanup():
     for p in reversed(procs):
         stop(p)
+    # what the servers said on the way (a sanitizer's report, say)
+    for name in sorted(os.listdir(work)):
+        if name.endswith(".web.err"):
+            text = open(os.path.join(work, name), errors="replace").read()
+            check(not re.search(r"Sanitizer|runtime error", text), "%s: %s" % (name, text[-3000:]))
+    for p in procs:
+        check(p.returncode == 0, "%s exited with %s" % (p.args[-1], p.returncode))
     shutil.rmtree(work, ignore_errors=True)
 
 
