@@ -608,6 +608,15 @@ def more():
     r = missive("bob", "web", "--tls-cert", "x.pem", check_rc=False)
     check(r.returncode == 2, "--tls-cert without --tls-key: %r" % r.stderr)
     stop(bob)
+    r = missive("bob", "web", "--listen", "127.0.0.1:%d" % aport, check_rc=False)
+    check(r.returncode == 1 and "cannot listen on 127.0.0.1:%d" % aport in r.stderr and
+          not os.path.exists("dev-bob/bob@example.org/daemon.sock"),
+          "a port taken: exit 1, nothing left: %r" % r.stderr)
+    lbob, lurl, lhost, lport = start_web("bob", "--listen", "localhost:0")
+    st, _, _ = get(lport, "/login?token=" + lurl.rsplit("=", 1)[1], host="localhost:%d" % lport)
+    check(lhost.startswith("127.0.0.1:") and st == 303, "--listen localhost:0 (%s, %d)" % (lhost,
+                                                                                          st))
+    stop(lbob)
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
                     "key.pem", "-out", "cert.pem", "-days", "1", "-subj", "/CN=localhost"],
                    capture_output=True, check=True)
