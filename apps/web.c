@@ -13,11 +13,10 @@
  * path wants the cookie, the listening Host and, for the WebSocket and
  * uploads, the page's own Origin.
  */
-#define _GNU_SOURCE /* asprintf, mkdtemp-like use of mkdirat */
+#define _GNU_SOURCE /* asprintf */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>

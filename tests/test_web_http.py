@@ -454,7 +454,16 @@ def more():
     check(r is not None and "result" in r, "the page's own connection goes on")
 
     # ---- upload -> send -> the other side's /files ----
+    # uploads an hour old are deleted (at start, then every minute); newer ones stay
+    bup = "dev-bob/bob@example.org/uploads"
+    for d, age in (("a" * 32, 3700), ("b" * 32, 60)):
+        os.makedirs(os.path.join(bup, d), mode=0o700)
+        open(os.path.join(bup, d, "f.txt"), "w").write("x")
+        os.utime(os.path.join(bup, d), (time.time() - age, time.time() - age))
     bob, burl, bhost, bport = start_web("bob")
+    check(not os.path.exists(os.path.join(bup, "a" * 32)) and
+          os.path.exists(os.path.join(bup, "b" * 32, "f.txt")),
+          "an upload over an hour old is deleted, a newer one kept: %r" % os.listdir(bup))
     _, _, bcookie = login(burl, bport)
     bws = WS(bport, cookie=bcookie, origin="http://127.0.0.1:%d" % bport)
     bws.call("schema", {"version": 2})
