@@ -1132,6 +1132,12 @@ static void invites(struct chat *ch, const char *line, const char *arg)
         set_status(ch, 5000, "open a group first (/group NAME)");
         return;
     }
+    if (strncmp(line, "/invite", 7) == 0 && *arg != '\0' && strcmp(arg, "reset") != 0 &&
+        strcmp(arg, "off") != 0 && strcmp(arg, "approval on") != 0 &&
+        strcmp(arg, "approval off") != 0) {
+        set_status(ch, 6000, "/invite, or /invite reset|off|approval on|off");
+        return;
+    }
     if (strncmp(line, "/invite", 7) == 0) {
         int approval = strcmp(arg, "approval on") == 0 ? 1 : strcmp(arg, "approval off") ? -1 : 0;
 

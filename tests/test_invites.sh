@@ -215,6 +215,8 @@ tm new-session -d -s ivan -x 200 -y 40 \
     "cd '$work' && LANG=C LC_ALL= '$M' --data-dir dev-ivan chat 2>chat-ivan.err; sleep 30"
 waitfor alice "online" && ok || bad "alice's chat starts: $(screen alice)"
 waitfor ivan "online" && ok || bad "ivan's chat starts: $(screen ivan)"
+tm send-keys -t alice "/invite sideways" Enter
+waitfor alice "/invite, or /invite reset|off|approval on|off" && ok || bad "/invite's usage: $(screen alice)"
 tm send-keys -t alice "/invite" Enter
 waitfor alice "invite link: $link3" && ok || bad "/invite shows the link: $(screen alice)"
 tm send-keys -t ivan "/join $link3" Enter
