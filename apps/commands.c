@@ -72,7 +72,8 @@ static const struct {
      "is signed and checked by every member, who refuses and shows what an admin did "
      "not sign. An admin's invite link lets whoever holds it ask to join (join URI): an "
      "admin's device adds them, or, with --approval on, keeps the request until an admin "
-     "approves or denies it; --reset makes old links stop working, --off turns links off."},
+     "approves or denies it; --reset makes old links stop working, --off turns links off. "
+     "A group holds up to 1,024 people; one command names up to 256."},
     {"send",
      "send TO... [--text TEXT] [--file PATH]... [--reply-to MESSAGE_ID]\n"
      "       missive send --group NAME ...",
@@ -1041,11 +1042,14 @@ static int cmd_group_invites(const struct cli *o, struct msv_client *c, const ch
     return 0;
 }
 
+/* The people one groups command names: as many as one change adds or removes. */
+#define GROUP_ARGS_MAX MSV_GROUP_DELTA_MAX
+
 static int cmd_groups(const struct cli *o, struct msv_client *c)
 {
-    const char *handles[64];
-    struct msv_contact *found[64] = {0};
-    size_t counts[64] = {0}, n = 0;
+    const char *handles[GROUP_ARGS_MAX];
+    struct msv_contact *found[GROUP_ARGS_MAX] = {0};
+    size_t counts[GROUP_ARGS_MAX] = {0}, n = 0;
     const char *verb = o->argc ? o->argv[0] : "list";
     uint8_t id[16];
     msv_err err = MSV_OK;
@@ -1093,9 +1097,9 @@ static int cmd_groups(const struct cli *o, struct msv_client *c)
         explain_group(o->argv[1], err);
         return err == MSV_OK ? 0 : fail(c, "leaving the group", err);
     }
-    if (o->argc < 3 || o->argc > 66)
+    if (o->argc < 3 || o->argc > GROUP_ARGS_MAX + 2)
         return cli_usage("groups", cli_err);
-    n = resolve(c, o->argv + 2, o->argc - 2, handles, 64, found, counts);
+    n = resolve(c, o->argv + 2, o->argc - 2, handles, GROUP_ARGS_MAX, found, counts);
     if (strcmp(verb, "create") == 0)
         err = msv_client_group_create(c, o->argv[1], handles, n, id);
     else if (strcmp(verb, "add") == 0)

@@ -724,6 +724,9 @@ static msv_err edit_group(struct msv_client *c, const char *which, const struct 
     }
     for (size_t i = 0; err == MSV_OK && i < e->n_add; i++)
         err = list_add(&now.members, &now.n_members, e->add[i], strlen(e->add[i]));
+    if (err == MSV_ERR_TOO_BIG)
+        snprintf(c->why.message, sizeof(c->why.message), "a group holds at most %d people",
+                 MEMBERS_MAX);
     for (size_t i = 0; err == MSV_OK && i < e->n_remove; i++) {
         list_drop(now.members, &now.n_members, e->remove[i]);
         list_drop(now.admins, &now.n_admins, e->remove[i]);

@@ -310,13 +310,13 @@ static void known_sets_free(struct known_sets *k)
 }
 
 /*
- * Fills k from the device sets remembered for targets. Returns MSV_OK if
- * every target has one; MSV_ERR_NOT_FOUND if one is unknown or was learnt
- * over a day ago (ask the directory). The relay refuses a send whose set is out of date and answers
+ * Fills k from the device sets remembered for targets; missing[i] is set for
+ * each target that is unknown or was learnt over a day ago (ask the
+ * directory about those). The relay refuses a send whose set is out of date and answers
  * with the current one, so a remembered set is safe to use.
  */
 static msv_err known_sets_load(struct msv_client *c, const char *const *targets, size_t n,
-                               struct known_sets *k)
+                               struct known_sets *k, uint8_t *missing)
 {
     size_t total = 0, at = 0;
     msv_err err = MSV_OK;
@@ -334,6 +334,8 @@ static msv_err known_sets_load(struct msv_client *c, const char *const *targets,
         /* a set learnt over a day ago is learnt again: it may have lost a device since */
         if (err == MSV_OK && msv_kt_lookup_is_due(c->db, targets[i], msv_wall_ms()))
             err = MSV_ERR_NOT_FOUND;
+        missing[i] = err == MSV_ERR_NOT_FOUND;
+        err = missing[i] ? MSV_OK : err;
         total += k->counts[i];
     }
     if (err != MSV_OK)
@@ -402,41 +404,46 @@ static void target_sets_free(struct target_sets *t)
 }
 
 /*
- * The device sets of targets: the remembered ones if every target has one,
- * else the directory's, asked LOOKUP_BATCH handles at a time (one lookup
- * per batch, never one per member).
+ * The device sets of targets: the remembered ones, and the directory's for
+ * the others, asked LOOKUP_BATCH handles at a time (one lookup per batch of
+ * handles not known, never one per member).
  */
 static msv_err target_sets_load(struct msv_client *c, const char *const *targets, size_t n,
                                 struct target_sets *t)
 {
-    msv_err err = known_sets_load(c, targets, n, &t->ks);
+    uint8_t *missing = calloc(n + 1, 1);
+    const char **ask = calloc(n + 1, sizeof(*ask));
+    size_t *where = calloc(n + 1, sizeof(*where)), n_ask = 0;
+    msv_err err =
+        missing && ask && where ? known_sets_load(c, targets, n, &t->ks, missing) : MSV_ERR_NOMEM;
 
-    t->hds = calloc(n + 1, sizeof(*t->hds));
-    if (t->hds == NULL)
-        return MSV_ERR_NOMEM;
-    if (err == MSV_OK) {
-        memcpy(t->hds, t->ks.ptrs, n * sizeof(*t->hds));
-        return MSV_OK;
+    if (err == MSV_OK && (t->hds = calloc(n + 1, sizeof(*t->hds))) == NULL)
+        err = MSV_ERR_NOMEM;
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        t->hds[i] = t->ks.ptrs[i];
+        if (missing[i]) {
+            where[n_ask] = i;
+            ask[n_ask++] = targets[i];
+        }
     }
-    if (err != MSV_ERR_NOT_FOUND)
-        return err;
-    t->frames = calloc(n / LOOKUP_BATCH + 1, sizeof(*t->frames));
-    if (t->frames == NULL)
-        return MSV_ERR_NOMEM;
-    err = MSV_OK;
-    for (size_t at = 0; err == MSV_OK && at < n; at += LOOKUP_BATCH) {
-        size_t k = n - at < LOOKUP_BATCH ? n - at : LOOKUP_BATCH;
+    if (err == MSV_OK && (t->frames = calloc(n_ask / LOOKUP_BATCH + 1, sizeof(*t->frames))) == NULL)
+        err = MSV_ERR_NOMEM;
+    for (size_t at = 0; err == MSV_OK && at < n_ask; at += LOOKUP_BATCH) {
+        size_t k = n_ask - at < LOOKUP_BATCH ? n_ask - at : LOOKUP_BATCH;
         msv_frame **f = &t->frames[t->n_frames];
 
-        err = look_up(c, targets + at, k, f);
+        err = look_up(c, ask + at, k, f);
         if (err == MSV_OK) {
             t->n_frames++;
             if ((*f)->lookup_result->n_results != k)
                 err = MSV_ERR_PARSE;
         }
         for (size_t i = 0; err == MSV_OK && i < k; i++)
-            t->hds[at + i] = (*f)->lookup_result->results[i];
+            t->hds[where[at + i]] = (*f)->lookup_result->results[i];
     }
+    free(missing);
+    free(ask);
+    free(where);
     return err;
 }
 
