@@ -1,0 +1,128 @@
+// The JSON-RPC 2.0 client of the account's owner, over the WebSocket /ws.
+// Requests get ids and promises; events go to listeners. On every (re)connect
+// it asks for schema 2 and subscribes; after a loss it reconnects with a
+// backoff from 0.5 s to 30 s.
+
+export class RpcError extends Error {
+  constructor(error) {
+    super(error && error.message ? error.message : "request failed");
+    this.code = error ? error.code : 0;
+    this.data = error ? error.data : null;
+  }
+}
+
+export class Rpc {
+  constructor(url) {
+    this.url = url;
+    this.nextId = 1;
+    this.waiting = new Map();
+    this.listeners = new Map();
+    this.backoff = 500;
+    this.ws = null;
+    this.queue = [];
+    this.open = false;
+    this.connect();
+  }
+
+  on(type, fn) {
+    if (!this.listeners.has(type)) this.listeners.set(type, []);
+    this.listeners.get(type).push(fn);
+  }
+
+  emit(type, value) {
+    for (const fn of this.listeners.get(type) || []) {
+      try {
+        fn(value);
+      } catch (e) {
+        console.error(e);
+      }
+    }
+  }
+
+  connect() {
+    const ws = new WebSocket(this.url);
+    this.ws = ws;
+    ws.onopen = () => this.opened(ws);
+    ws.onmessage = (ev) => this.received(ev.data);
+    ws.onclose = () => this.closed(ws);
+  }
+
+  async opened(ws) {
+    this.backoff = 500;
+    try {
+      await this.raw(ws, "schema", { version: 2 });
+      await this.raw(ws, "subscribe", {});
+    } catch (e) {
+      ws.close();
+      return;
+    }
+    this.open = true;
+    const queued = this.queue;
+    this.queue = [];
+    for (const [id, text] of queued) {
+      const p = this.waiting.get(id);
+      if (p) p.sent = true;
+      ws.send(text);
+    }
+    this.emit("open", null);
+  }
+
+  closed(ws) {
+    if (ws !== this.ws) return;
+    this.open = false;
+    // what went out is lost with the connection; what is still queued goes on the next one
+    for (const [id, p] of this.waiting) {
+      if (!p.sent) continue;
+      this.waiting.delete(id);
+      p.reject(new RpcError({ code: -1, message: "connection lost" }));
+    }
+    this.emit("close", null);
+    setTimeout(() => this.connect(), this.backoff);
+    this.backoff = Math.min(this.backoff * 2, 30000);
+  }
+
+  received(text) {
+    let msg;
+    try {
+      msg = JSON.parse(text);
+    } catch (e) {
+      return;
+    }
+    for (const one of Array.isArray(msg) ? msg : [msg]) {
+      if (one.method === "event" && one.params) {
+        this.emit("event", one.params);
+        this.emit(one.params.type, one.params);
+      } else if (one.id !== undefined && this.waiting.has(one.id)) {
+        const p = this.waiting.get(one.id);
+        this.waiting.delete(one.id);
+        if (one.error) p.reject(new RpcError(one.error));
+        else p.resolve(one.result);
+      }
+    }
+  }
+
+  raw(ws, method, params) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject, sent: true });
+      ws.send(JSON.stringify({ jsonrpc: "2.0", id, method, params }));
+    });
+  }
+
+  // call("history", {args: [...], limit: 50}) → the result (for commands: {items, stderr})
+  call(method, params = {}) {
+    const id = this.nextId++;
+    const text = JSON.stringify({ jsonrpc: "2.0", id, method, params });
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject, sent: this.open });
+      if (this.open) this.ws.send(text);
+      else this.queue.push([id, text]);
+    });
+  }
+
+  // a command's JSON items
+  async items(method, params = {}) {
+    const r = await this.call(method, Object.assign({ output: "json" }, params));
+    return r && Array.isArray(r.items) ? r.items : [];
+  }
+}
