@@ -589,7 +589,7 @@ async function sendText(files) {
   try {
     await rpc.call("send", params);
   } catch (err) {
-    if (!text.value) text.value = body;
+    // a message that could not go stays queued in history (shown with its mark): not typed again
     toast("sending: " + err.message);
     refreshTail();
     return;
@@ -856,7 +856,7 @@ function newConvDialog() {
       for (const [handle, name] of state.contacts) if (name === v) v = handle;
       if (v) { dlg.close(); openConv(v).then(() => text.focus()); }
     };
-    input.addEventListener("keydown", (e) => { if (e.key === "Enter") go(); });
+    input.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); go(); } });
     body.append(input, dl, h("div", { class: "row" }, h("button", { type: "button", class: "primary", onclick: go }, "Open")));
     setTimeout(() => input.focus(), 0);
   });

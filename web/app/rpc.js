@@ -2,6 +2,10 @@
 // Requests get ids and promises; events go to listeners. On every (re)connect
 // it asks for schema 2 and subscribes; after a loss it reconnects with a
 // backoff from 0.5 s to 30 s.
+//
+// The owner tells every connection of every command that succeeded (event
+// "changed", sent before the command's answer); those this page caused
+// itself are dropped here, so that reloading on "changed" never feeds itself.
 
 export class RpcError extends Error {
   constructor(error) {
@@ -10,6 +14,8 @@ export class RpcError extends Error {
     this.data = error ? error.data : null;
   }
 }
+
+const NOT_COMMANDS = new Set(["schema", "subscribe", "unsubscribe", "status", "receive"]);
 
 export class Rpc {
   constructor(url) {
@@ -21,6 +27,7 @@ export class Rpc {
     this.ws = null;
     this.queue = [];
     this.open = false;
+    this.own = new Map(); // method → commands of this page not yet seen as "changed"
     this.connect();
   }
 
@@ -62,6 +69,7 @@ export class Rpc {
     for (const [id, text] of queued) {
       const p = this.waiting.get(id);
       if (p) p.sent = true;
+      if (p && p.method) this.own.set(p.method, (this.own.get(p.method) || 0) + 1);
       ws.send(text);
     }
     this.emit("open", null);
@@ -70,6 +78,7 @@ export class Rpc {
   closed(ws) {
     if (ws !== this.ws) return;
     this.open = false;
+    this.own.clear();
     // what went out is lost with the connection; what is still queued goes on the next one
     for (const [id, p] of this.waiting) {
       if (!p.sent) continue;
@@ -90,15 +99,24 @@ export class Rpc {
     }
     for (const one of Array.isArray(msg) ? msg : [msg]) {
       if (one.method === "event" && one.params) {
+        if (one.params.type === "changed" && this.settle(one.params.method)) continue;
         this.emit("event", one.params);
         this.emit(one.params.type, one.params);
       } else if (one.id !== undefined && this.waiting.has(one.id)) {
         const p = this.waiting.get(one.id);
         this.waiting.delete(one.id);
+        if (one.error && p.method) this.settle(p.method);
         if (one.error) p.reject(new RpcError(one.error));
         else p.resolve(one.result);
       }
     }
+  }
+
+  // one command of this page's is done (or failed): 1 if it was waiting
+  settle(method) {
+    const n = this.own.get(method) || 0;
+    if (n > 0) this.own.set(method, n - 1);
+    return n > 0;
   }
 
   raw(ws, method, params) {
@@ -114,7 +132,9 @@ export class Rpc {
     const id = this.nextId++;
     const text = JSON.stringify({ jsonrpc: "2.0", id, method, params });
     return new Promise((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject, sent: this.open });
+      const command = NOT_COMMANDS.has(method) ? null : method;
+      this.waiting.set(id, { resolve, reject, sent: this.open, method: command });
+      if (command && this.open) this.own.set(command, (this.own.get(command) || 0) + 1);
       if (this.open) this.ws.send(text);
       else this.queue.push([id, text]);
     });
