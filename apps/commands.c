@@ -22,6 +22,7 @@
 #include "term.h"
 #include "client/backup.h"
 #include "client/client.h"
+#include "client/files.h"
 #include "client/safety.h"
 #include "client/transparency.h"
 #include "missive/payload.h"
@@ -80,8 +81,11 @@ static const struct {
     {"receive", "receive [--wait SECONDS]",
      "Prints messages that arrived, until none comes for SECONDS (default 2). Received files "
      "are checked against their hash and saved in the account's attachments/ directory."},
-    {"history", "history [CONVERSATION | --group NAME] [--search WORDS] [--limit N]",
-     "Prints stored messages, oldest first; --search is a full-text query."},
+    {"history",
+     "history [CONVERSATION | --group NAME] [--search WORDS] [--limit N] [--before MESSAGE_ID]",
+     "Prints stored messages, oldest first; --search is a full-text query. With --before, "
+     "only those stored before that message (with --limit N, the newest N of them: one page "
+     "further back). -o json lists each message's received files under \"attachments\"."},
     {"read", "read [CONVERSATION | --group NAME]",
      "Sends read receipts for the unread messages of a conversation (or all)."},
     {"typing", "typing TO | --group NAME", "Tells a conversation that you are typing."},
@@ -146,6 +150,15 @@ static const struct {
      "standard input and output too. While it runs, the other commands go through it. "
      "Stops on SIGINT or SIGTERM (or the end of standard input with --stdio). docs/daemon.md "
      "describes the protocol."},
+    {"web",
+     "web [--listen HOST:PORT] [--open] [--tls-cert FILE --tls-key FILE]\n"
+     "       missive web --url",
+     "Owns the account as the daemon does (its socket, its commands) and serves the web "
+     "client: a page in the browser with the conversations, history, sending, files, "
+     "reactions and safety numbers. It listens on 127.0.0.1 and a free port unless told "
+     "otherwise (another address only with TLS) and prints a one-time login URL; --url asks "
+     "the running one for another (for a second browser), --open starts the browser. "
+     "docs/web.md describes it and its security."},
     {"chat", "chat [CONVERSATION]",
      "A full-screen chat in the terminal: conversations with unread counts, history, a "
      "compose line, delivery and read marks, typing notices, warnings about changed "
@@ -1273,6 +1286,23 @@ static void add_mentions(struct msv_client *c, const struct msv_message_rec *m, 
     json_object_set_new(j, "mentioned", json_boolean(mentioned));
 }
 
+/* "attachments": the files received with m, each with what /files/<id>/<index> needs. */
+static void add_attachments(struct msv_client *c, const struct msv_message_rec *m, json_t *j)
+{
+    struct msv_message_file files[MSV_ATTACHMENTS_MAX];
+    json_t *list = json_array();
+    size_t n = 0;
+
+    if (msv_client_message_files(c, m, files, MSV_ATTACHMENTS_MAX, &n) != MSV_OK)
+        n = 0;
+    for (size_t i = 0; list != NULL && i < n; i++)
+        json_array_append_new(list, json_pack("{s:I, s:s, s:I, s:s}", "index", (json_int_t)i,
+                                              "name", files[i].name, "size",
+                                              (json_int_t)files[i].size, "mime", files[i].mime));
+    if (list != NULL)
+        json_object_set_new(j, "attachments", list);
+}
+
 json_t *cli_message_json_of(struct msv_client *c, const struct msv_message_rec *m)
 {
     json_t *j = cli_message_json(m), *reactions = json_array();
@@ -1296,6 +1326,8 @@ json_t *cli_message_json_of(struct msv_client *c, const struct msv_message_rec *
         json_object_set_new(j, "quote", json_null());
     if (j != NULL)
         add_mentions(c, m, j);
+    if (j != NULL)
+        add_attachments(c, m, j);
     return j;
 }
 
@@ -1588,6 +1620,7 @@ static int cmd_history(const struct cli *o, struct msv_client *c)
 {
     struct msv_message_rec *m = NULL;
     size_t n = 0;
+    int64_t before = INT64_MAX;
     msv_err err;
 
     char conversation[40];
@@ -1607,8 +1640,27 @@ static int cmd_history(const struct cli *o, struct msv_client *c)
         msv_group_clear(&g);
         which = conversation;
     }
-    err =
-        msv_client_db_history(c->db, which, o->search, o->limit > 0 ? (size_t)o->limit : 0, &m, &n);
+    if (o->before != NULL) {
+        struct msv_message_rec *b = NULL;
+        uint8_t id[16];
+
+        if (!message_id_arg(o->before, id)) {
+            fprintf(cli_err, "missive: --before takes a message id (32 hex digits, as history -o "
+                             "json shows)\n");
+            return EXIT_USAGE;
+        }
+        err = msv_client_db_message_get(c->db, id, &b);
+        if (err == MSV_ERR_NOT_FOUND) {
+            fprintf(cli_err, "missive: --before: no message %s here\n", o->before);
+            return EXIT_ERR;
+        }
+        if (err != MSV_OK)
+            return fail(c, "reading history", err);
+        before = b->row;
+        msv_messages_free(b, 1);
+    }
+    err = msv_client_db_history_before(c->db, which, o->search, before,
+                                       o->limit > 0 ? (size_t)o->limit : 0, &m, &n);
     if (err == MSV_ERR_INVALID) {
         fprintf(cli_err, "missive: --search: not a valid full-text query\n");
         return EXIT_USAGE;
@@ -2337,6 +2389,12 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
         {"reason", required_argument, NULL, 'E'},
         {"name", required_argument, NULL, 'N'},
         {"avatar", required_argument, NULL, 'Y'},
+        {"listen", required_argument, NULL, 'L'},
+        {"tls-cert", required_argument, NULL, '1'},
+        {"tls-key", required_argument, NULL, '2'},
+        {"open", no_argument, NULL, 'O'},
+        {"url", no_argument, NULL, 'U'},
+        {"before", required_argument, NULL, 'b'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -2400,6 +2458,24 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
             break;
         case 'h':
             o->help = 1;
+            break;
+        case 'L':
+            o->listen = optarg;
+            break;
+        case '1':
+            o->tls_cert = optarg;
+            break;
+        case '2':
+            o->tls_key = optarg;
+            break;
+        case 'O':
+            o->open_browser = 1;
+            break;
+        case 'U':
+            o->url = 1;
+            break;
+        case 'b':
+            o->before = optarg;
             break;
         case 'g':
             o->group = optarg;
@@ -2479,7 +2555,7 @@ int cli_account_command(const char *command)
 {
     return strcmp(command, "register") != 0 && strcmp(command, "link") != 0 &&
            strcmp(command, "restore") != 0 && strcmp(command, "daemon") != 0 &&
-           strcmp(command, "chat") != 0 &&
+           strcmp(command, "chat") != 0 && strcmp(command, "web") != 0 &&
            (cli_usage(command, NULL) == 0 || strcmp(command, "listen") == 0);
 }
 

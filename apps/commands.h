@@ -27,6 +27,11 @@ struct cli {
     int json, help, qr, accept, stdio, no_stdin, include_text, archived;
     const char *reason;        /* report --reason */
     const char *name, *avatar; /* profile set --name, --avatar */
+
+    const char *listen, *tls_cert, *tls_key; /* web --listen, --tls-cert, --tls-key */
+    int open_browser, url;                   /* web --open, --url */
+    const char *before;                      /* history --before MESSAGE_ID */
+
     struct msv_client *client; /* the open account while a command runs (names of senders) */
     double wait_s;
     long limit;

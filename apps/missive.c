@@ -46,7 +46,7 @@ int main(int argc, char **argv)
     if (rc >= 0)
         return rc;
     if (strcmp(command, "daemon") != 0 && strcmp(command, "chat") != 0 &&
-        !cli_account_command(command)) {
+        strcmp(command, "web") != 0 && !cli_account_command(command)) {
         fprintf(stderr, "missive: unknown command '%s'\n", command);
         cli_usage_all(stderr);
         return EXIT_USAGE;
@@ -57,6 +57,13 @@ int main(int argc, char **argv)
     /* a daemon or a chat owns the account: the command runs there */
     if (cli_account_command(command) && daemon_forward(&o, dir, command, &rc))
         return rc;
+    /* web --url: a login URL from the web client that owns the account */
+    if (strcmp(command, "web") == 0 && o.url) {
+        if (daemon_forward(&o, dir, "web-login", &rc))
+            return rc;
+        fprintf(stderr, "missive: no missive web owns %s\n", handle);
+        return EXIT_ERR;
+    }
     if (cli_account_command(command) && owner_running(dir, pid, sizeof(pid))) {
         /* its socket does not answer here (or this is listen): two connections of one device
          * would push each other off the server */
@@ -73,6 +80,8 @@ int main(int argc, char **argv)
         rc = daemon_main(&o, c);
     else if (strcmp(command, "chat") == 0)
         rc = chat_main(&o, c);
+    else if (strcmp(command, "web") == 0)
+        rc = web_main(&o, c);
     else if (strcmp(command, "listen") == 0)
         rc = listen_main(&o, c);
     else

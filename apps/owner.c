@@ -79,6 +79,9 @@ struct owner {
     char last_error[300];
     owner_hook hook;
     void *hook_ctx;
+    const char *method_name; /* one more method, served by method (web-login) */
+    owner_method method;
+    void *method_ctx;
     sigset_t before, during; /* the signal mask outside and inside ppoll */
     int signals_caught;
 };
@@ -815,6 +818,12 @@ static json_t *handle_request(struct owner *ow, struct peer *p, json_t *req, int
         json_decref(r);
     } else if (strcmp(method, "schema") == 0) {
         response = choose_schema(p, id, params);
+    } else if (ow->method_name != NULL && strcmp(method, ow->method_name) == 0) {
+        char failed[200] = "";
+        json_t *r = ow->method(ow->method_ctx, params, failed, sizeof(failed));
+
+        response = r ? rpc_result(id, r) : rpc_error(id, -32000, failed, NULL);
+        json_decref(r);
     } else if (strcmp(method, "receive") == 0) {
         response = start_receive(ow, p, id ? id : json_null(), params, in_batch || notification);
     } else if (strcmp(method, "listen") != 0 && cli_account_command(method)) {
@@ -1082,6 +1091,18 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     return 0;
 }
 
+void owner_set_method(struct owner *ow, const char *name, owner_method method, void *ctx)
+{
+    ow->method_name = name;
+    ow->method = method;
+    ow->method_ctx = ctx;
+}
+
+int owner_add_peer(struct owner *ow, int fd)
+{
+    return add_peer(ow, fd, fd);
+}
+
 void owner_set_hook(struct owner *ow, owner_hook hook, void *ctx)
 {
     ow->hook = hook;
@@ -1262,6 +1283,8 @@ static json_t *forward_params(const struct cli *o, const char *command)
         json_object_set_new(params, "search", json_string(o->search));
     if (o->limit > 0)
         json_object_set_new(params, "limit", json_integer(o->limit));
+    if (o->before != NULL)
+        json_object_set_new(params, "before", json_string(o->before));
     if (strcmp(command, "receive") == 0 || o->wait_s != 2)
         json_object_set_new(params, "wait", json_real(o->wait_s));
     if (o->qr)

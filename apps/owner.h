@@ -24,6 +24,18 @@ typedef void (*owner_hook)(void *ctx, json_t *event, const struct msv_incoming *
 int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struct owner **out);
 void owner_set_hook(struct owner *ow, owner_hook hook, void *ctx);
 /*
+ * One more method beside the commands (name is borrowed and outlives ow): its
+ * result (a new reference), or NULL with why filled for an error.
+ */
+typedef json_t *(*owner_method)(void *ctx, json_t *params, char *why, size_t why_len);
+void owner_set_method(struct owner *ow, const char *name, owner_method method, void *ctx);
+/*
+ * A connected socket (non-blocking; the owner takes it and closes it) becomes
+ * a connection like one to the account's socket; -1 when the owner already has
+ * its most connections (the caller keeps fd).
+ */
+int owner_add_peer(struct owner *ow, int fd);
+/*
  * One turn: connects if it is time, waits at most max_wait_ms for the
  * server, the socket's clients, extra_fd (-1: none) and the signals that stop
  * the owner, and handles what is ready. 1 when extra_fd is readable, -1 when
@@ -59,5 +71,7 @@ int daemon_main(const struct cli *o, struct msv_client *c);
 /* missive listen: prints what arrives as receive does. */
 int listen_main(const struct cli *o, struct msv_client *c);
 int chat_main(const struct cli *o, struct msv_client *c);
+/* missive web: the daemon, and the web client on HTTP and WebSocket (web.c). */
+int web_main(const struct cli *o, struct msv_client *c);
 
 #endif

@@ -31,7 +31,7 @@ static int option_has_arg(const char *name, int *known)
                                            "search",     "limit",      "wait",
                                            "kdf-memory", "kdf-passes", "backup-passphrase-file",
                                            "reply-to",   "reason",     "name",
-                                           "avatar"};
+                                           "avatar",     "before"};
     static const char *const flags[] = {"qr", "accept", "remove", "include-text", "archived"};
 
     *known = 1;

@@ -20,7 +20,7 @@ _missive()
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD - 1]}
     local commands="register link devices contacts groups send receive history read typing timer
-        edit unsend edits windows react verify fingerprint backup restore daemon chat log-head
+        edit unsend edits windows react verify fingerprint backup restore daemon web chat log-head
         sync block unblock blocked requests settings report conversations profile"
     local global="--account --data-dir -o --passphrase-file --password-file
         --backup-passphrase-file --help"
@@ -43,7 +43,8 @@ _missive()
         mapfile -t COMPREPLY < <(compgen -W "modern ecies classic classic,ecies ecies,classic" -- "$cur")
         return ;;
     --data-dir) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
-    --file | --passphrase-file | --password-file | --backup-passphrase-file | --socket | --avatar)
+    --file | --passphrase-file | --password-file | --backup-passphrase-file | --socket | --avatar | \
+        --tls-cert | --tls-key)
         mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
     esac
     if [ -z "$command" ]; then
@@ -66,7 +67,7 @@ _missive()
     send) opts="--text --file --group --reply-to" ;;
     profile) opts="show set clear-avatar --name --avatar" ;;
     receive) opts="--wait" ;;
-    history) opts="--group --search --limit" ;;
+    history) opts="--group --search --limit --before" ;;
     read | typing | timer) opts="--group" ;;
     edit) opts="--text" ;;
     react) opts="--remove" ;;
@@ -75,6 +76,7 @@ _missive()
     verify) opts="--qr --accept" ;;
     backup) opts="--kdf-memory --kdf-passes" ;;
     daemon) opts="--stdio --socket" ;;
+    web) opts="--listen --open --tls-cert --tls-key --url" ;;
     report) opts="--reason --include-text" ;;
     settings)
         if [ "$prev" = get ] || [ "$prev" = set ]; then

@@ -3,16 +3,21 @@
 # client used by two people with two devices each: registration, a linked
 # device, messages to every device, the offline queue, a group of three, an
 # attachment, receipts. Everything runs on loopback in a scratch directory and
-# is stopped at the end.
+# is stopped at the end. Last, alice's phone serves the web client: its login
+# URL is printed and it runs until Ctrl-C (MISSIVE_RUN_NO_WAIT=1: it stops at
+# once, as when the demo runs as a test).
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
 work=$(mktemp -d)
 pid=
+web=
 cleanup() {
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid"
-        wait "$pid" || true
-    fi
+    for p in $web $pid; do
+        if kill -0 "$p" 2>/dev/null; then
+            kill -TERM "$p"
+            wait "$p" || true
+        fi
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -106,3 +111,25 @@ as alice-phone history --search wine
 http=$(awk '/^http/{print $2}' "$work/server/missived.ports")
 step "the server afterwards: GET /health on its local HTTP port"
 /usr/bin/python3 -c "import urllib.request; print('   ', urllib.request.urlopen('http://127.0.0.1:$http/health').read().decode().strip())"
+
+step "the web client: alice's phone in the browser (missive web, docs/web.md)"
+show "web   # on alice-phone"
+"$build/missive" --data-dir "$work/alice-phone" --account alice@example.org web \
+    >"$work/web.out" 2>"$work/web.err" &
+web=$!
+for _ in $(seq 100); do
+    [ -s "$work/web.out" ] && break
+    kill -0 "$web" 2>/dev/null || { cat "$work/web.err"; exit 1; }
+    sleep 0.1
+done
+url=$(sed -n 's/^web: //p' "$work/web.out")
+[ -n "$url" ] || { cat "$work/web.err"; exit 1; }
+/usr/bin/python3 -c "import urllib.request, urllib.error
+try: urllib.request.urlopen('${url%%/login*}/')
+except urllib.error.HTTPError as e: print('     without logging in: HTTP', e.code)"
+printf '\n   Open this in a browser on this machine (it works once, for ten minutes):\n\n   %s\n\n' "$url"
+if [ -z "${MISSIVE_RUN_NO_WAIT:-}" ]; then
+    echo "   'missive --data-dir $work/alice-phone --account alice@example.org web --url' gives another."
+    echo "   Ctrl-C stops it, and everything the demo started."
+    wait "$web" || true
+fi

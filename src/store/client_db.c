@@ -844,16 +844,24 @@ msv_err msv_client_db_history(struct msv_client_db *db, const char *conversation
                               const char *search, size_t limit, struct msv_message_rec **out,
                               size_t *count)
 {
+    return msv_client_db_history_before(db, conversation, search, INT64_MAX, limit, out, count);
+}
+
+msv_err msv_client_db_history_before(struct msv_client_db *db, const char *conversation,
+                                     const char *search, int64_t before_row, size_t limit,
+                                     struct msv_message_rec **out, size_t *count)
+{
     /* newest `limit` rows, returned oldest first */
     static const char *const sql[2][2] = {
-        {"SELECT * FROM (SELECT m.* FROM messages m ORDER BY m.row DESC LIMIT ?3) ORDER BY row;",
-         "SELECT * FROM (SELECT m.* FROM messages m WHERE m.conversation = ?1 ORDER BY m.row "
-         "DESC LIMIT ?3) ORDER BY row;"},
+        {"SELECT * FROM (SELECT m.* FROM messages m WHERE m.row < ?4 ORDER BY m.row DESC LIMIT "
+         "?3) ORDER BY row;",
+         "SELECT * FROM (SELECT m.* FROM messages m WHERE m.conversation = ?1 AND m.row < ?4 "
+         "ORDER BY m.row DESC LIMIT ?3) ORDER BY row;"},
         {"SELECT * FROM (SELECT m.* FROM messages m JOIN messages_fts f ON f.rowid = m.row "
-         "WHERE messages_fts MATCH ?2 ORDER BY m.row DESC LIMIT ?3) ORDER BY row;",
+         "WHERE messages_fts MATCH ?2 AND m.row < ?4 ORDER BY m.row DESC LIMIT ?3) ORDER BY row;",
          "SELECT * FROM (SELECT m.* FROM messages m JOIN messages_fts f ON f.rowid = m.row "
-         "WHERE messages_fts MATCH ?2 AND m.conversation = ?1 ORDER BY m.row DESC LIMIT ?3) "
-         "ORDER BY row;"},
+         "WHERE messages_fts MATCH ?2 AND m.conversation = ?1 AND m.row < ?4 ORDER BY m.row "
+         "DESC LIMIT ?3) ORDER BY row;"},
     };
     sqlite3_stmt *st = NULL;
     msv_err err = msv_sql_prepare(db->db, sql[search != NULL][conversation != NULL], &st);
@@ -866,6 +874,7 @@ msv_err msv_client_db_history(struct msv_client_db *db, const char *conversation
     if (search != NULL)
         sqlite3_bind_text(st, 2, search, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)(limit ? limit : 1000000));
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)before_row);
     err = collect(st, sizeof(**out), read_message_row, drop_messages, (void **)out, count, &rc);
     /* a search text that FTS5 cannot parse is the caller's error, not the disk's */
     return err != MSV_OK && search != NULL && rc == SQLITE_ERROR ? MSV_ERR_INVALID : err;

@@ -155,6 +155,11 @@ MSV_MUST_CHECK msv_err msv_client_db_message_status(struct msv_client_db *db,
 MSV_MUST_CHECK msv_err msv_client_db_history(struct msv_client_db *db, const char *conversation,
                                              const char *search, size_t limit,
                                              struct msv_message_rec **out, size_t *count);
+/* As msv_client_db_history, of the messages stored before the one in row before_row only. */
+MSV_MUST_CHECK msv_err msv_client_db_history_before(struct msv_client_db *db,
+                                                    const char *conversation, const char *search,
+                                                    int64_t before_row, size_t limit,
+                                                    struct msv_message_rec **out, size_t *count);
 /* Records steps (MSV_MESSAGE_*) of a stored message as done. */
 MSV_MUST_CHECK msv_err msv_client_db_message_done(struct msv_client_db *db,
                                                   const uint8_t message_id[16], unsigned steps);

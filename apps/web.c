@@ -1,0 +1,1159 @@
+/*
+ * missive web (docs/web.md): the account's owner (owner.c, as the daemon
+ * runs it) that also serves the web client. libwebsockets runs on a libuv
+ * loop that is never run on its own: the loop's one descriptor is the
+ * owner's extra_fd, so owner_step() wakes for the browser's connections as
+ * for the socket's, and uv_run(UV_RUN_NOWAIT) then handles what is ready, in
+ * the same thread, between two turns of the owner.
+ *
+ * Each WebSocket is bridged to one end of a socket pair whose other end the
+ * owner takes as a connection like one to daemon.sock: a message from the
+ * page is one request line, a line from the owner one message to the page.
+ * A login token (one use, ten minutes) buys a session cookie; every other
+ * path wants the cookie, the listening Host and, for the WebSocket and
+ * uploads, the page's own Origin.
+ */
+#define _GNU_SOURCE /* asprintf, mkdtemp-like use of mkdirat */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <qrencode.h>
+#include <uv.h>
+
+#include "client/files.h"
+#include "commands.h"
+#include "missive/util.h"
+#include "owner.h"
+#include "web.h"
+
+extern char **environ;
+
+#define SESSIONS_MAX 8
+#define TOKENS_MAX 8
+#define TOKEN_TTL_MS (10 * 60 * 1000)
+#define WS_IN_MAX (1u << 20)      /* a message from the page: a request line's bound */
+#define WS_OUT_MAX (16u << 20)    /* what waits for a page that does not read */
+#define TO_OWNER_MAX (4u << 20)   /* requests not yet taken by the owner */
+#define UPLOAD_MAX (256ull << 20) /* one uploaded file */
+#define UPLOAD_TTL_S 3600         /* an upload not sent is deleted after this */
+#define SWEEP_INTERVAL_MS 60000   /* uploads are looked at this often */
+#define QR_DATA_MAX 1024          /* the text of a QR code */
+#define CHUNK 65536               /* a body is written this much at a time */
+#define HEADERS_MAX 4096
+
+static const char csp[] = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' "
+                          "blob: data:; media-src 'self' blob:; connect-src 'self'; font-src "
+                          "'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+struct secret {
+    uint8_t v[WEB_SECRET_LEN];
+    int64_t at_ms; /* when it was made */
+    int live;
+};
+
+/* A message for the page, with the room libwebsockets wants before it. */
+struct ws_msg {
+    struct ws_msg *next;
+    size_t len;
+    unsigned char data[];
+};
+
+/* A WebSocket and its end of the socket pair to the owner. */
+struct bridge {
+    struct bridge *next;
+    struct lws *wsi;
+    int fd;
+    char *line; /* a line from the owner not yet whole */
+    size_t line_len, line_cap;
+    struct ws_msg *head, *tail;
+    size_t queued;
+    char *to_owner; /* request lines the socket pair did not take yet */
+    size_t to_len, to_cap;
+    char *rx; /* a message from the page arriving in fragments */
+    size_t rx_len, rx_cap;
+    int owner_gone;
+    json_t *uploads; /* [[request id, [upload dirs]]...]: deleted once answered */
+};
+
+/* What one HTTP connection is answering. */
+struct pss {
+    int http; /* set up for an HTTP answer (its descriptors below are meaningful) */
+    struct bridge *bridge;
+    const unsigned char *mem; /* a body in memory (an asset, or owned) */
+    char *owned;
+    size_t len, off;
+    int fd; /* or a file, streamed */
+    int close_after;
+    int up_fd; /* an upload arriving */
+    uint64_t up_len, up_expected;
+    char *up_path;
+    int uploading, up_failed;
+};
+
+struct web {
+    const struct cli *o;
+    struct msv_client *c;
+    struct owner *ow;
+    uv_loop_t loop;
+    struct lws_context *ctx;
+    char host[256];
+    unsigned port;
+    int tls, any_host;
+    char hosts[3][300]; /* the Host values this server answers to */
+    char base[320];     /* http(s)://HOST:PORT */
+    struct secret tokens[TOKENS_MAX], sessions[SESSIONS_MAX];
+    struct bridge *bridges;
+    char uploads[1100]; /* the account's uploads/ directory */
+    int64_t sweep_at;
+};
+
+/* ---- secrets --------------------------------------------------------------------------- */
+
+/* Keeps a new secret in list (the oldest goes when it is full); its hex in hex. */
+static void secret_new(struct secret *list, size_t n, char hex[WEB_SECRET_HEX + 1])
+{
+    size_t slot = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (!list[i].live) {
+            slot = i;
+            break;
+        }
+        if (list[i].at_ms < list[slot].at_ms)
+            slot = i;
+    }
+    msv_random_bytes(list[slot].v, WEB_SECRET_LEN);
+    list[slot].at_ms = msv_mono_ms();
+    list[slot].live = 1;
+    if (msv_hex_encode(list[slot].v, WEB_SECRET_LEN, hex, WEB_SECRET_HEX + 1) != MSV_OK)
+        hex[0] = '\0';
+}
+
+/* The live secret equal to v (every one compared, each in constant time); NULL if none. */
+static struct secret *secret_find(struct secret *list, size_t n, const uint8_t *v, int64_t ttl_ms)
+{
+    struct secret *found = NULL;
+    int64_t now = msv_mono_ms();
+
+    for (size_t i = 0; i < n; i++)
+        if (msv_equal_ct(list[i].v, v, WEB_SECRET_LEN) && list[i].live &&
+            (ttl_ms == 0 || now - list[i].at_ms < ttl_ms))
+            found = &list[i];
+    return found;
+}
+
+/* A fresh login URL (caller frees); NULL if out of memory. */
+static char *login_url(struct web *w)
+{
+    char hex[WEB_SECRET_HEX + 1], *url = NULL;
+
+    secret_new(w->tokens, TOKENS_MAX, hex);
+    if (asprintf(&url, "%s/login?token=%s", w->base, hex) < 0)
+        url = NULL;
+    msv_wipe(hex, sizeof(hex));
+    return url;
+}
+
+/* ---- answers --------------------------------------------------------------------------- */
+
+static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p,
+                      unsigned char *end)
+{
+    return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
+                                       (const unsigned char *)value, (int)strlen(value), p, end);
+}
+
+/* The headers every answer carries (docs/web.md); no-store unless it is an asset. */
+static int security_headers(struct lws *wsi, int asset, unsigned char **p, unsigned char *end)
+{
+    return add_header(wsi, "content-security-policy:", csp, p, end) ||
+           add_header(wsi, "x-content-type-options:", "nosniff", p, end) ||
+           add_header(wsi, "referrer-policy:", "no-referrer", p, end) ||
+           add_header(wsi, "x-frame-options:", "DENY", p, end) ||
+           add_header(wsi, "cache-control:", asset ? "no-cache" : "no-store", p, end);
+}
+
+struct answer {
+    unsigned status;
+    const char *mime;
+    uint64_t len;
+    int asset;
+    const char *names[3], *values[3]; /* more headers */
+};
+
+/* Writes an answer's headers; its body follows from the pss (mem or fd) when writable. */
+static int answer_headers(struct lws *wsi, const struct answer *a)
+{
+    unsigned char buf[LWS_PRE + HEADERS_MAX], *start = buf + LWS_PRE, *p = start,
+                                              *end = buf + sizeof(buf) - 1;
+
+    if (lws_add_http_common_headers(wsi, a->status, a->mime, a->len, &p, end) ||
+        security_headers(wsi, a->asset, &p, end))
+        return -1;
+    for (size_t i = 0; i < 3 && a->names[i] != NULL; i++)
+        if (add_header(wsi, a->names[i], a->values[i], &p, end))
+            return -1;
+    if (lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    lws_callback_on_writable(wsi);
+    return 0;
+}
+
+/* A short plain-text answer (an error, mostly). */
+static int answer_text(struct lws *wsi, struct pss *s, unsigned status, const char *text)
+{
+    struct answer a = {.status = status, .mime = "text/plain; charset=utf-8", .len = strlen(text)};
+
+    s->mem = (const unsigned char *)text;
+    s->len = strlen(text);
+    s->off = 0;
+    return answer_headers(wsi, &a);
+}
+
+/* The next piece of a body; -1 to close, 1 when the answer is done. */
+static int write_body(struct lws *wsi, struct pss *s)
+{
+    unsigned char buf[LWS_PRE + CHUNK], *data = buf + LWS_PRE;
+    size_t n = 0;
+    int last;
+
+    if (s->fd >= 0) {
+        ssize_t r = read(s->fd, data, CHUNK);
+
+        if (r < 0)
+            return -1;
+        n = (size_t)r;
+        s->off += n;
+        last = s->off >= s->len || r == 0;
+    } else {
+        n = s->len - s->off < CHUNK ? s->len - s->off : CHUNK;
+        if (n > 0)
+            memcpy(data, s->mem + s->off, n);
+        s->off += n;
+        last = s->off >= s->len;
+    }
+    if (lws_write(wsi, data, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)n)
+        return -1;
+    if (!last) {
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    return 1;
+}
+
+static void pss_clear(struct pss *s)
+{
+    if (!s->http)
+        return; /* a WebSocket's: nothing of an answer */
+    if (s->fd >= 0)
+        close(s->fd);
+    if (s->up_fd >= 0)
+        close(s->up_fd);
+    free(s->owned);
+    free(s->up_path);
+    s->owned = s->up_path = NULL;
+    s->fd = s->up_fd = -1;
+    s->mem = NULL;
+    s->len = s->off = 0;
+    s->uploading = 0;
+}
+
+/* ---- who may ask ----------------------------------------------------------------------- */
+
+static int header(struct lws *wsi, enum lws_token_indexes h, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    return lws_hdr_total_length(wsi, h) > 0 && lws_hdr_total_length(wsi, h) < (int)len &&
+                   lws_hdr_copy(wsi, buf, (int)len, h) >= 0
+               ? 0
+               : -1;
+}
+
+/* The Host is the name this server listens as (docs/web.md: DNS rebinding). */
+static int host_ok(struct web *w, struct lws *wsi)
+{
+    char host[300];
+
+    if (header(wsi, WSI_TOKEN_HOST, host, sizeof(host)) != 0)
+        return 0;
+    if (w->any_host)
+        return 1;
+    for (size_t i = 0; i < 3; i++)
+        if (w->hosts[i][0] != '\0' && strcasecmp(host, w->hosts[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* The Origin is this server's own: the page, not another site. */
+static int origin_ok(struct web *w, struct lws *wsi)
+{
+    char origin[340], host[300], want[340];
+
+    if (header(wsi, WSI_TOKEN_ORIGIN, origin, sizeof(origin)) != 0 ||
+        header(wsi, WSI_TOKEN_HOST, host, sizeof(host)) != 0)
+        return 0;
+    snprintf(want, sizeof(want), "%s://%s", w->tls ? "https" : "http", host);
+    return strcasecmp(origin, want) == 0;
+}
+
+static int session_ok(struct web *w, struct lws *wsi)
+{
+    char cookie[2048];
+    uint8_t id[WEB_SECRET_LEN];
+    int ok;
+
+    if (header(wsi, WSI_TOKEN_HTTP_COOKIE, cookie, sizeof(cookie)) != 0 ||
+        web_cookie_session(cookie, id) != 0)
+        return 0;
+    ok = secret_find(w->sessions, SESSIONS_MAX, id, 0) != NULL;
+    msv_wipe(id, sizeof(id));
+    return ok;
+}
+
+/* ---- the endpoints --------------------------------------------------------------------- */
+
+/* GET /login?token=T: a session for an unused token, once. */
+static int serve_login(struct web *w, struct lws *wsi, struct pss *s)
+{
+    char arg[200], hex[WEB_SECRET_HEX + 1], cookie[200];
+    const char *token = lws_get_urlarg_by_name(wsi, "token=", arg, sizeof(arg));
+    uint8_t v[WEB_SECRET_LEN];
+    struct secret *t = NULL;
+    struct answer a = {.status = 303, .mime = "text/plain; charset=utf-8"};
+
+    if (token != NULL && web_parse_secret(token, strlen(token), v) == 0)
+        t = secret_find(w->tokens, TOKENS_MAX, v, TOKEN_TTL_MS);
+    msv_wipe(v, sizeof(v));
+    if (t == NULL)
+        return answer_text(wsi, s, 403,
+                           "This login link is not valid: it was used, it expired (after ten "
+                           "minutes), or it is wrong. Ask for a new one with: missive web --url\n");
+    t->live = 0; /* one use */
+    secret_new(w->sessions, SESSIONS_MAX, hex);
+    snprintf(cookie, sizeof(cookie), WEB_COOKIE "=%s; HttpOnly; SameSite=Strict; Path=/%s", hex,
+             w->tls ? "; Secure" : "");
+    a.names[0] = "location:";
+    a.values[0] = "/";
+    a.names[1] = "set-cookie:";
+    a.values[1] = cookie;
+    s->mem = (const unsigned char *)"";
+    s->len = 0;
+    return answer_headers(wsi, &a);
+}
+
+static int serve_asset(struct lws *wsi, struct pss *s, const char *path)
+{
+    for (const struct web_asset *f = web_assets; f->path != NULL; f++) {
+        if (strcmp(f->path, path) == 0) {
+            struct answer a = {.status = 200, .mime = f->mime, .len = f->len, .asset = 1};
+
+            s->mem = f->data;
+            s->len = f->len;
+            return answer_headers(wsi, &a);
+        }
+    }
+    return answer_text(wsi, s, 404, "not found\n");
+}
+
+/* filename*=UTF-8''NAME, NAME percent-encoded but for unreserved characters (RFC 8187). */
+static char *disposition(const char *name)
+{
+    static const char hexd[] = "0123456789ABCDEF";
+    size_t len = strlen(name);
+    char *d = malloc(len * 3 + 64), *p;
+
+    if (d == NULL)
+        return NULL;
+    p = d + snprintf(d, 64, "attachment; filename*=UTF-8''");
+    for (const unsigned char *c = (const unsigned char *)name; *c != '\0'; c++) {
+        if ((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+            strchr("-._~", *c) != NULL) {
+            *p++ = (char)*c;
+        } else {
+            *p++ = '%';
+            *p++ = hexd[*c >> 4];
+            *p++ = hexd[*c & 15];
+        }
+    }
+    *p = '\0';
+    return d;
+}
+
+/* GET /files/<message id>/<index>: a received file, found through the account's messages. */
+static int serve_file(struct web *w, struct lws *wsi, struct pss *s, const char *path)
+{
+    struct msv_message_file f;
+    uint8_t id[16];
+    unsigned index;
+    int fd = -1, rc;
+    char *d = NULL;
+    struct answer a = {.status = 200};
+
+    if (web_parse_files_path(path, id, &index) != 0 ||
+        msv_client_message_file_open(w->c, id, index, &f, &fd) != MSV_OK)
+        return answer_text(wsi, s, 404, "no such file\n");
+    a.mime = f.mime;
+    a.len = f.size;
+    if (strcmp(f.mime, "application/octet-stream") == 0) {
+        d = disposition(f.name);
+        a.names[0] = "content-disposition:";
+        a.values[0] = d ? d : "attachment";
+    }
+    s->fd = fd;
+    s->len = f.size;
+    s->off = 0;
+    rc = answer_headers(wsi, &a);
+    free(d);
+    return rc;
+}
+
+/* GET /qr.svg?data=TEXT: the QR code of TEXT, drawn with one path. */
+static int serve_qr(struct lws *wsi, struct pss *s)
+{
+    char arg[QR_DATA_MAX + 8];
+    const char *data = lws_get_urlarg_by_name(wsi, "data=", arg, sizeof(arg));
+    QRcode *q = data != NULL && data[0] != '\0'
+                    ? QRcode_encodeString(data, 0, QR_ECLEVEL_M, QR_MODE_8, 1)
+                    : NULL;
+    struct answer a = {.status = 200, .mime = "image/svg+xml"};
+    char *svg = NULL;
+    size_t len = 0;
+    FILE *f;
+    int side;
+
+    if (q == NULL)
+        return answer_text(wsi, s, 400, "data: text of 1 to 1024 bytes\n");
+    side = q->width + 8; /* four modules of quiet zone each side */
+    f = open_memstream(&svg, &len);
+    if (f != NULL) {
+        fprintf(f,
+                "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 %d %d\" "
+                "shape-rendering=\"crispEdges\"><rect width=\"%d\" height=\"%d\" "
+                "fill=\"#fff\"/><path fill=\"#000\" d=\"",
+                side, side, side, side);
+        for (int y = 0; y < q->width; y++)
+            for (int x = 0; x < q->width; x++)
+                if (q->data[y * q->width + x] & 1)
+                    fprintf(f, "M%d %dh1v1h-1z", x + 4, y + 4);
+        fputs("\"/></svg>\n", f);
+        fclose(f);
+    }
+    QRcode_free(q);
+    if (svg == NULL)
+        return -1;
+    s->owned = svg;
+    s->mem = (const unsigned char *)svg;
+    s->len = len;
+    a.len = len;
+    return answer_headers(wsi, &a);
+}
+
+/* ---- uploads --------------------------------------------------------------------------- */
+
+/* Deletes an upload's directory (uploads/<random>/) and the file in it. */
+static void remove_upload_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+
+    if (d != NULL) {
+        while ((e = readdir(d)) != NULL)
+            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+                unlinkat(dirfd(d), e->d_name, 0);
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+/* Deletes the uploads older than UPLOAD_TTL_S (all of them with older_than_s 0). */
+static void sweep_uploads(struct web *w, long older_than_s)
+{
+    DIR *d = opendir(w->uploads);
+    struct dirent *e;
+    time_t now = time(NULL);
+
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        struct stat st;
+        char path[1400];
+
+        if (e->d_name[0] == '.' || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISDIR(st.st_mode) || now - st.st_mtime < older_than_s)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", w->uploads, e->d_name);
+        remove_upload_dir(path);
+    }
+    closedir(d);
+}
+
+/* POST /upload?name=NAME: checked before a byte of the body is taken. */
+static int start_upload(struct web *w, struct lws *wsi, struct pss *s)
+{
+    char arg[WEB_NAME_MAX * 3 + 16], len_text[32], flag[8], dir[1200], rnd[33];
+    const char *name = lws_get_urlarg_by_name(wsi, "name=", arg, sizeof(arg));
+    uint8_t r[16];
+    char *end;
+    unsigned long long len;
+
+    s->close_after = 1; /* the body is not read: the connection goes after the answer */
+    if (lws_hdr_custom_length(wsi, "x-missive-upload:", 17) != 1 ||
+        lws_hdr_custom_copy(wsi, flag, sizeof(flag), "x-missive-upload:", 17) < 0 ||
+        strcmp(flag, "1") != 0 || !origin_ok(w, wsi))
+        return answer_text(wsi, s, 403, "an upload comes from the page itself\n");
+    if (name == NULL || !web_name_ok(name))
+        return answer_text(wsi, s, 400, "name: a file name (no '/', at most 255 bytes)\n");
+    if (header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, len_text, sizeof(len_text)) != 0)
+        return answer_text(wsi, s, 411, "an upload says its length\n");
+    errno = 0;
+    len = strtoull(len_text, &end, 10);
+    if (errno != 0 || *end != '\0' || len_text[0] == '-' || len > UPLOAD_MAX)
+        return answer_text(wsi, s, 413, "a file is at most 256 MiB\n");
+    msv_random_bytes(r, sizeof(r));
+    if (msv_hex_encode(r, sizeof(r), rnd, sizeof(rnd)) != MSV_OK)
+        return -1;
+    snprintf(dir, sizeof(dir), "%s/%s", w->uploads, rnd);
+    if ((mkdir(w->uploads, 0700) != 0 && errno != EEXIST) || mkdir(dir, 0700) != 0 ||
+        asprintf(&s->up_path, "%s/%s", dir, name) < 0) {
+        s->up_path = NULL;
+        return answer_text(wsi, s, 500, "cannot store the upload\n");
+    }
+    s->up_fd = open(s->up_path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (s->up_fd < 0) {
+        rmdir(dir);
+        return answer_text(wsi, s, 500, "cannot store the upload\n");
+    }
+    s->up_expected = len;
+    s->up_len = 0;
+    s->uploading = 1;
+    s->close_after = 0;
+    return 0; /* the body follows, then BODY_COMPLETION */
+}
+
+static void upload_body(struct pss *s, const void *in, size_t len)
+{
+    if (s->up_failed || s->up_len + len > s->up_expected ||
+        msv_write_all(s->up_fd, in, len) != MSV_OK)
+        s->up_failed = 1;
+    else
+        s->up_len += len;
+}
+
+static int finish_upload(struct lws *wsi, struct pss *s)
+{
+    char *json = NULL, *slash;
+    json_t *j;
+    int failed = s->up_failed || s->up_len != s->up_expected || close(s->up_fd) != 0;
+
+    s->up_fd = -1;
+    s->uploading = 0;
+    if (failed) {
+        slash = strrchr(s->up_path, '/');
+        *slash = '\0';
+        remove_upload_dir(s->up_path);
+        s->close_after = 1;
+        return answer_text(wsi, s, 400, "the upload did not arrive whole\n");
+    }
+    j = json_pack("{s:s}", "file", s->up_path);
+    json = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (json == NULL)
+        return -1;
+    struct answer a = {.status = 200, .mime = "application/json", .len = strlen(json)};
+
+    s->owned = json;
+    s->mem = (const unsigned char *)json;
+    s->len = strlen(json);
+    return answer_headers(wsi, &a);
+}
+
+/* ---- HTTP ------------------------------------------------------------------------------ */
+
+static int serve_http(struct web *w, struct lws *wsi, struct pss *s, const char *path)
+{
+    int post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
+    int get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
+
+    s->http = 1;
+    s->fd = s->up_fd = -1;
+    if (!host_ok(w, wsi)) {
+        s->close_after = 1;
+        return answer_text(wsi, s, 421, "this server does not answer to that name\n");
+    }
+    if (get && strcmp(path, "/login") == 0)
+        return serve_login(w, wsi, s);
+    if (!session_ok(w, wsi)) {
+        s->close_after = post;
+        return answer_text(wsi, s, 403,
+                           "not logged in: open the login link that missive web printed\n");
+    }
+    if (post && strcmp(path, "/upload") == 0)
+        return start_upload(w, wsi, s);
+    if (!get) {
+        s->close_after = 1;
+        return answer_text(wsi, s, 405, "not here\n");
+    }
+    if (strcmp(path, "/") == 0 || strcmp(path, "/index.html") == 0)
+        return serve_asset(wsi, s, "/index.html");
+    if (strncmp(path, "/app/", 5) == 0)
+        return serve_asset(wsi, s, path);
+    if (strncmp(path, "/files/", 7) == 0)
+        return serve_file(w, wsi, s, path);
+    if (strcmp(path, "/qr.svg") == 0)
+        return serve_qr(wsi, s);
+    return answer_text(wsi, s, 404, "not found\n");
+}
+
+/* A WebSocket upgrade: the listening Host, the page's Origin, a session; else 403. */
+static int confirm_upgrade(struct web *w, struct lws *wsi, struct pss *s)
+{
+    s->fd = s->up_fd = -1;
+    if (host_ok(w, wsi) && origin_ok(w, wsi) && session_ok(w, wsi))
+        return 0;
+    /* answered here, whole: libwebsockets ends the transaction when this returns */
+    static const char refused[] = "refused\n";
+    unsigned char body[LWS_PRE + sizeof(refused)];
+
+    if (answer_text(wsi, s, 403, refused) != 0)
+        return -1;
+    memcpy(body + LWS_PRE, refused, sizeof(refused) - 1);
+    s->mem = NULL;
+    s->len = 0;
+    if (lws_write(wsi, body + LWS_PRE, sizeof(refused) - 1, LWS_WRITE_HTTP_FINAL) !=
+        (int)sizeof(refused) - 1)
+        return -1;
+    return 1;
+}
+
+/* ---- WebSockets, bridged to the owner -------------------------------------------------- */
+
+static void bridge_free(struct web *w, struct bridge *b)
+{
+    for (struct bridge **p = &w->bridges; *p != NULL; p = &(*p)->next) {
+        if (*p == b) {
+            *p = b->next;
+            break;
+        }
+    }
+    while (b->head != NULL) {
+        struct ws_msg *m = b->head;
+
+        b->head = m->next;
+        free(m);
+    }
+    if (b->fd >= 0)
+        close(b->fd); /* the owner sees the end and lets its connection go */
+    json_decref(b->uploads);
+    free(b->line);
+    free(b->to_owner);
+    free(b->rx);
+    free(b);
+}
+
+static struct bridge *bridge_new(struct web *w, struct lws *wsi)
+{
+    struct bridge *b = calloc(1, sizeof(*b));
+    int sv[2];
+
+    if (b == NULL)
+        return NULL;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) {
+        free(b);
+        return NULL;
+    }
+    if (owner_add_peer(w->ow, sv[1]) != 0) { /* the owner's most connections */
+        close(sv[0]);
+        close(sv[1]);
+        free(b);
+        return NULL;
+    }
+    b->fd = sv[0];
+    b->wsi = wsi;
+    b->uploads = json_array();
+    b->next = w->bridges;
+    w->bridges = b;
+    return b;
+}
+
+/* Appends bytes to a growing buffer of at most max; -1 if it would pass it. */
+static int append(char **buf, size_t *len, size_t *cap, const void *data, size_t n, size_t max)
+{
+    if (*len + n > max)
+        return -1;
+    if (*len + n > *cap) {
+        size_t c = (*len + n) * 2 < max ? (*len + n) * 2 : max;
+        char *bigger = realloc(*buf, c);
+
+        if (bigger == NULL)
+            return -1;
+        *buf = bigger;
+        *cap = c;
+    }
+    memcpy(*buf + *len, data, n);
+    *len += n;
+    return 0;
+}
+
+/* Upload directories a 'send' names, kept with its id to be deleted once it is answered. */
+static void note_uploads(struct web *w, struct bridge *b, json_t *req)
+{
+    json_t *files = json_object_get(json_object_get(req, "params"), "file"), *f, *dirs;
+    const char *method = json_string_value(json_object_get(req, "method"));
+    size_t i, ulen = strlen(w->uploads);
+
+    if (method == NULL || strcmp(method, "send") != 0 || !json_is_array(files) ||
+        json_object_get(req, "id") == NULL || json_array_size(b->uploads) >= 64)
+        return;
+    dirs = json_array();
+    json_array_foreach(files, i, f)
+    {
+        const char *p = json_string_value(f);
+
+        /* uploads/<32 hex>/: a directory start_upload made, never one a path climbs to */
+        if (p != NULL && strncmp(p, w->uploads, ulen) == 0 && p[ulen] == '/' &&
+            strspn(p + ulen + 1, "0123456789abcdef") == 32 && p[ulen + 33] == '/')
+            json_array_append_new(dirs, json_stringn(p, ulen + 33));
+    }
+    if (json_array_size(dirs) > 0)
+        json_array_append_new(b->uploads, json_pack("[O, o]", json_object_get(req, "id"), dirs));
+    else
+        json_decref(dirs);
+}
+
+/* A response came: the uploads its 'send' named are deleted (sent or refused alike). */
+static void answered(struct bridge *b, json_t *response)
+{
+    json_t *id = json_object_get(response, "id"), *entry, *dir;
+    size_t i, k;
+
+    if (id == NULL || json_array_size(b->uploads) == 0)
+        return;
+    json_array_foreach(b->uploads, i, entry)
+    {
+        if (json_equal(json_array_get(entry, 0), id)) {
+            json_array_foreach(json_array_get(entry, 1), k, dir)
+                remove_upload_dir(json_string_value(dir));
+            json_array_remove(b->uploads, i);
+            return;
+        }
+    }
+}
+
+/* A whole message from the page: one request line for the owner. */
+static int from_page(struct web *w, struct bridge *b)
+{
+    json_t *req = json_loadb(b->rx, b->rx_len, 0, NULL);
+    char *line = req ? json_dumps(req, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    int rc;
+
+    if (req != NULL && json_is_array(req)) {
+        size_t i;
+        json_t *one;
+
+        json_array_foreach(req, i, one) note_uploads(w, b, one);
+    } else if (req != NULL) {
+        note_uploads(w, b, req);
+    }
+    json_decref(req);
+    if (line == NULL) {
+        /* not JSON: the owner says so; a line break in it must not make two lines */
+        for (size_t i = 0; i < b->rx_len; i++)
+            if (b->rx[i] == '\n' || b->rx[i] == '\r')
+                b->rx[i] = ' ';
+        rc = append(&b->to_owner, &b->to_len, &b->to_cap, b->rx, b->rx_len, TO_OWNER_MAX);
+    } else {
+        rc = append(&b->to_owner, &b->to_len, &b->to_cap, line, strlen(line), TO_OWNER_MAX);
+        free(line);
+    }
+    b->rx_len = 0;
+    if (rc == 0)
+        rc = append(&b->to_owner, &b->to_len, &b->to_cap, "\n", 1, TO_OWNER_MAX);
+    return rc;
+}
+
+static void to_owner(struct bridge *b)
+{
+    while (b->to_len > 0) {
+        ssize_t n = write(b->fd, b->to_owner, b->to_len);
+
+        if (n <= 0)
+            return; /* full: the owner takes it on its next turn */
+        memmove(b->to_owner, b->to_owner + n, b->to_len - (size_t)n);
+        b->to_len -= (size_t)n;
+    }
+}
+
+/* A line from the owner becomes a message for the page. */
+static int queue_line(struct bridge *b, const char *line, size_t len)
+{
+    struct ws_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
+    json_t *j;
+
+    if (m == NULL)
+        return -1;
+    if (json_array_size(b->uploads) > 0 && (j = json_loadb(line, len, 0, NULL)) != NULL) {
+        if (json_is_array(j)) {
+            size_t i;
+            json_t *one;
+
+            json_array_foreach(j, i, one) answered(b, one);
+        } else {
+            answered(b, j);
+        }
+        json_decref(j);
+    }
+    m->next = NULL;
+    m->len = len;
+    memcpy(m->data + LWS_PRE, line, len);
+    if (b->tail != NULL)
+        b->tail->next = m;
+    else
+        b->head = m;
+    b->tail = m;
+    b->queued += len;
+    return 0;
+}
+
+/* Takes what the owner wrote while the page keeps up; its end closes the WebSocket. */
+static void from_owner(struct bridge *b)
+{
+    char buf[65536];
+
+    while (b->queued < WS_OUT_MAX && !b->owner_gone) {
+        ssize_t n = read(b->fd, buf, sizeof(buf));
+        size_t start = 0;
+
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+            b->owner_gone = 1;
+        if (n <= 0)
+            break;
+        for (size_t i = 0; i < (size_t)n; i++) {
+            if (buf[i] != '\n')
+                continue;
+            if (append(&b->line, &b->line_len, &b->line_cap, buf + start, i - start, WS_OUT_MAX) !=
+                    0 ||
+                queue_line(b, b->line, b->line_len) != 0)
+                b->owner_gone = 1;
+            b->line_len = 0;
+            start = i + 1;
+        }
+        if (append(&b->line, &b->line_len, &b->line_cap, buf + start, (size_t)n - start,
+                   WS_OUT_MAX) != 0)
+            b->owner_gone = 1;
+    }
+    if (b->head != NULL || b->owner_gone)
+        lws_callback_on_writable(b->wsi);
+}
+
+static int ws_writable(struct bridge *b)
+{
+    struct ws_msg *m = b->head;
+
+    if (m == NULL)
+        return b->owner_gone ? -1 : 0;
+    if (lws_write(b->wsi, m->data + LWS_PRE, m->len, LWS_WRITE_TEXT) < (int)m->len)
+        return -1;
+    b->head = m->next;
+    if (b->head == NULL)
+        b->tail = NULL;
+    b->queued -= m->len;
+    free(m);
+    if (b->head != NULL || b->owner_gone)
+        lws_callback_on_writable(b->wsi);
+    return 0;
+}
+
+static int ws_receive(struct web *w, struct lws *wsi, struct bridge *b, const void *in, size_t len)
+{
+    /* text only, and no longer than a request line may be */
+    if (lws_frame_is_binary(wsi) || append(&b->rx, &b->rx_len, &b->rx_cap, in, len, WS_IN_MAX) != 0)
+        return -1;
+    if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi) > 0)
+        return 0;
+    if (from_page(w, b) != 0)
+        return -1;
+    to_owner(b);
+    return 0;
+}
+
+/* ---- the protocol's callback ----------------------------------------------------------- */
+
+static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                  size_t len)
+{
+    struct web *w = lws_context_user(lws_get_context(wsi));
+    struct pss *s = user;
+    int rc;
+
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        memset(s, 0, sizeof(*s));
+        return serve_http(w, wsi, s, in) != 0 ? -1 : 0;
+    case LWS_CALLBACK_HTTP_BODY:
+        if (s->uploading)
+            upload_body(s, in, len);
+        return 0;
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        return s->uploading && finish_upload(wsi, s) != 0 ? -1 : 0;
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (s->uploading)
+            return 0;
+        rc = write_body(wsi, s);
+        if (rc <= 0)
+            return rc;
+        pss_clear(s);
+        if (s->close_after)
+            return -1;
+        return lws_http_transaction_completed(wsi) ? -1 : 0;
+    case LWS_CALLBACK_CLOSED_HTTP:
+        if (s != NULL && s->http && s->up_path != NULL && s->uploading) {
+            char *slash = strrchr(s->up_path, '/');
+
+            *slash = '\0';
+            remove_upload_dir(s->up_path); /* it never arrived whole */
+        }
+        if (s != NULL)
+            pss_clear(s);
+        return 0;
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
+        struct pss none = {.fd = -1}; /* the connection has no pss of this protocol yet */
+
+        return confirm_upgrade(w, wsi, &none);
+    }
+    case LWS_CALLBACK_ADD_HEADERS: {
+        struct lws_process_html_args *a = in;
+        unsigned char *p = (unsigned char *)a->p, *end = p + a->max_len;
+
+        if (security_headers(wsi, 0, &p, end))
+            return -1;
+        a->max_len -= (int)(p - (unsigned char *)a->p);
+        a->p = (char *)p;
+        return 0;
+    }
+    case LWS_CALLBACK_ESTABLISHED:
+        s->bridge = bridge_new(w, wsi);
+        return s->bridge == NULL ? -1 : 0;
+    case LWS_CALLBACK_RECEIVE:
+        return s->bridge == NULL ? -1 : ws_receive(w, wsi, s->bridge, in, len);
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return s->bridge == NULL ? -1 : ws_writable(s->bridge);
+    case LWS_CALLBACK_CLOSED:
+        if (s->bridge != NULL)
+            bridge_free(w, s->bridge);
+        s->bridge = NULL;
+        return 0;
+    default:
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    }
+}
+
+static const struct lws_protocols protocols[] = {
+    {"missive", on_lws, sizeof(struct pss), 65536, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+/* ---- starting and running -------------------------------------------------------------- */
+
+/* 'web-login' (and missive web --url): a fresh one-time login URL. */
+static json_t *web_login(void *ctx, json_t *params, char *why, size_t why_len)
+{
+    struct web *w = ctx;
+    const char *output = json_string_value(json_object_get(params, "output"));
+    char *url = login_url(w), *line = NULL;
+    json_t *r;
+
+    if (url == NULL) {
+        snprintf(why, why_len, "out of memory");
+        return NULL;
+    }
+    if (output != NULL && strcmp(output, "text") == 0 && asprintf(&line, "%s\n", url) >= 0)
+        r = json_pack("{s:s, s:s}", "text", line, "stderr", "");
+    else
+        r = json_pack("{s:[{s:s}], s:s}", "items", "url", url, "stderr", "");
+    free(line);
+    free(url);
+    return r;
+}
+
+/* --listen, --tls-cert and --tls-key: where to listen, and whether that is allowed. */
+static int web_options(const struct cli *o, struct web *w)
+{
+    if (web_parse_listen(o->listen ? o->listen : "127.0.0.1:0", w->host, sizeof(w->host),
+                         &w->port) != 0) {
+        fprintf(cli_err, "missive: --listen takes HOST:PORT ([ADDRESS]:PORT for IPv6)\n");
+        return EXIT_USAGE;
+    }
+    if ((o->tls_cert == NULL) != (o->tls_key == NULL)) {
+        fprintf(cli_err, "missive: --tls-cert and --tls-key go together\n");
+        return EXIT_USAGE;
+    }
+    w->tls = o->tls_cert != NULL;
+    if (!w->tls && !web_host_is_loopback(w->host)) {
+        fprintf(cli_err,
+                "missive: without TLS the web client listens on this machine only (127.0.0.1, "
+                "::1, localhost): anyone on the network could read the session cookie; give "
+                "--tls-cert and --tls-key to listen on %s\n",
+                w->host);
+        return EXIT_USAGE;
+    }
+    if (w->tls && (access(o->tls_cert, R_OK) != 0 || access(o->tls_key, R_OK) != 0)) {
+        fprintf(cli_err, "missive: cannot read %s: %s\n",
+                access(o->tls_cert, R_OK) != 0 ? o->tls_cert : o->tls_key, strerror(errno));
+        return EXIT_ERR;
+    }
+    return 0;
+}
+
+/* The names this server answers to, and the base of its URLs, once its port is known. */
+static void set_names(struct web *w)
+{
+    int v6 = strchr(w->host, ':') != NULL;
+    const char *scheme = w->tls ? "https" : "http";
+
+    snprintf(w->hosts[0], sizeof(w->hosts[0]), v6 ? "[%s]:%u" : "%s:%u", w->host, w->port);
+    if (web_host_is_loopback(w->host))
+        snprintf(w->hosts[1], sizeof(w->hosts[1]), "localhost:%u", w->port);
+    /* on every address, with TLS: the certificate is what names the server */
+    w->any_host = w->tls && (strcmp(w->host, "0.0.0.0") == 0 || strcmp(w->host, "::") == 0);
+    snprintf(w->base, sizeof(w->base), "%s://%s", scheme, w->hosts[0]);
+}
+
+static int web_listen(struct web *w)
+{
+    struct lws_context_creation_info info;
+    void *loops[1] = {&w->loop};
+    int wildcard = strcmp(w->host, "0.0.0.0") == 0 || strcmp(w->host, "::") == 0;
+
+    memset(&info, 0, sizeof(info));
+    info.port = (int)w->port;
+    info.iface = wildcard ? NULL : w->host;
+    info.protocols = protocols;
+    info.user = w;
+    info.foreign_loops = loops;
+    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8;
+    info.alpn = "http/1.1";
+    info.server_string = "missive";
+    if (w->tls) {
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = w->o->tls_cert;
+        info.ssl_private_key_filepath = w->o->tls_key;
+    }
+    lws_set_log_level(LLL_ERR, NULL);
+    w->ctx = lws_create_context(&info);
+    if (w->ctx == NULL) {
+        fprintf(cli_err, "missive: cannot serve the web client on %s:%u%s\n", w->host, w->port,
+                w->tls ? " (is the certificate and its key right?)" : "");
+        return EXIT_ERR;
+    }
+    w->port = (unsigned)lws_get_vhost_listen_port(lws_get_vhost_by_name(w->ctx, "default"));
+    set_names(w);
+    return 0;
+}
+
+static void open_browser(const char *url)
+{
+    char *argv[] = {"xdg-open", (char *)url, NULL};
+    pid_t pid;
+
+    if (posix_spawnp(&pid, "xdg-open", NULL, NULL, argv, environ) != 0)
+        fprintf(cli_err, "missive: cannot start a browser (xdg-open); open the URL above\n");
+}
+
+/* The libwebsockets context goes, then the loop runs until its handles are closed. */
+static void web_close(struct web *w)
+{
+    if (w->ctx != NULL)
+        lws_context_destroy(w->ctx);
+    for (int i = 0; i < 1000 && uv_run(&w->loop, UV_RUN_NOWAIT) != 0; i++)
+        ;
+    uv_loop_close(&w->loop);
+}
+
+static void web_turn(struct web *w)
+{
+    int64_t now;
+
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+    for (struct bridge *b = w->bridges; b != NULL; b = b->next) {
+        to_owner(b);
+        from_owner(b);
+    }
+    now = msv_mono_ms();
+    if (now >= w->sweep_at) {
+        sweep_uploads(w, UPLOAD_TTL_S);
+        w->sweep_at = now + SWEEP_INTERVAL_MS;
+    }
+}
+
+int web_main(const struct cli *o, struct msv_client *c)
+{
+    struct web *w = calloc(1, sizeof(*w));
+    int rc;
+    char *url = NULL;
+
+    if (w == NULL)
+        return EXIT_ERR;
+    if (o->argc != 0) {
+        free(w);
+        return cli_usage("web", cli_err);
+    }
+    w->o = o;
+    w->c = c;
+    {
+        /* the path given to send: absolute, as the owner may run anywhere */
+        char *abs = realpath(c->dir, NULL);
+
+        snprintf(w->uploads, sizeof(w->uploads), "%s/uploads", abs ? abs : c->dir);
+        free(abs);
+    }
+    rc = web_options(o, w);
+    if (rc == 0)
+        rc = owner_start(o, c, 0, &w->ow);
+    if (rc != 0) {
+        free(w);
+        return rc;
+    }
+    uv_loop_init(&w->loop);
+    rc = web_listen(w);
+    if (rc == 0 && (url = login_url(w)) == NULL)
+        rc = EXIT_ERR;
+    if (rc == 0) {
+        owner_set_method(w->ow, "web-login", web_login, w);
+        sweep_uploads(w, UPLOAD_TTL_S);
+        w->sweep_at = msv_mono_ms() + SWEEP_INTERVAL_MS;
+        printf("web: %s\n", url);
+        fflush(stdout);
+        fprintf(cli_err, "missive: web client for %s (device %llu) on %s; daemon on %s\n",
+                c->handle, (unsigned long long)c->device_id, w->base, owner_socket(w->ow));
+        if (o->open_browser)
+            open_browser(url);
+    }
+    free(url);
+    while (rc == 0 && !owner_stopping()) {
+        int t = uv_backend_timeout(&w->loop);
+
+        owner_step(w->ow, uv_backend_fd(&w->loop), t < 0 || t > 60000 ? 60000 : t);
+        web_turn(w);
+    }
+    web_close(w); /* the WebSockets close, and their bridges with them */
+    while (w->bridges != NULL)
+        bridge_free(w, w->bridges);
+    owner_stop(w->ow);
+    if (rc == 0)
+        fprintf(cli_err, "missive: web client stopped\n");
+    free(w);
+    return rc;
+}

@@ -1,0 +1,627 @@
+#!/usr/bin/python3
+"""missive web over plain HTTP and a hand-made WebSocket, against a real missived:
+every rule of docs/web.md ("Security", "HTTP endpoints") that a browser would
+not let a test break on purpose. Usage: test_web_http.py MISSIVE MISSIVED"""
+import base64
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+M, D = os.path.realpath(sys.argv[1]), os.path.realpath(sys.argv[2])
+HERE = os.path.dirname(os.path.realpath(__file__))
+work = tempfile.mkdtemp()
+os.chdir(work)
+procs = []
+failures = []
+passes = 0
+
+
+def check(cond, what):
+    global passes
+    if cond:
+        passes += 1
+    else:
+        failures.append(what)
+        print("FAIL:", what, file=sys.stderr)
+
+
+def stop(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def cleanup():
+    for p in reversed(procs):
+        stop(p)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+ENV = dict(os.environ, MISSIVE_PASSWORD="correct horse battery")
+
+
+def missive(who, *args, check_rc=True):
+    r = subprocess.run([M, "--data-dir", "dev-" + who, "--account", who + "@example.org", *args],
+                       env=ENV, capture_output=True, text=True, timeout=120)
+    if check_rc and r.returncode != 0:
+        raise RuntimeError("missive %s %s: %s" % (who, args, r.stderr))
+    return r
+
+
+def start_missived():
+    env = dict(os.environ, MISSIVED_SERVER_LISTEN_PORT="0", MISSIVED_HTTP_LISTEN_PORT="0",
+               MISSIVED_ACCOUNTS_ARGON2_MEMLIMIT_KIB="8")
+    log = open("srv.log", "ab")
+    p = subprocess.Popen([D, "--data-dir", "srv"], env=env, stderr=log)
+    procs.append(p)
+    for _ in range(600):
+        if os.path.exists("srv/missived.ports") and os.path.getsize("srv/missived.ports") > 0:
+            break
+        time.sleep(0.1)
+    for line in open("srv/missived.ports"):
+        if line.startswith("tls"):
+            return int(line.split()[1])
+    raise RuntimeError("missived did not start")
+
+
+def register(port, who):
+    server = "127.0.0.1:%d" % port
+    subprocess.run([M, "--data-dir", "dev-" + who, "register", who + "@example.org", "--server",
+                    server], env=ENV, capture_output=True, timeout=120)
+    code = re.findall(r"handle=%s@example.org code=(\S+)" % who, open("srv.log").read())[-1]
+    r = subprocess.run([M, "--data-dir", "dev-" + who, "register", who + "@example.org", "--code",
+                        code], env=ENV, capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError("register %s: %s" % (who, r.stderr))
+
+
+def start_web(who, *extra):
+    p = subprocess.Popen([M, "--data-dir", "dev-" + who, "--account", who + "@example.org", "web",
+                          *extra], env=ENV, stdout=subprocess.PIPE, stderr=open(who + ".web.err",
+                                                                                "ab"), text=True)
+    procs.append(p)
+    line = p.stdout.readline()
+    m = re.match(r"web: (https?)://([^/]+)/login\?token=([0-9a-f]{64})$", line.strip())
+    if m is None:
+        raise RuntimeError("missive web printed %r" % line)
+    host = m.group(2)
+    return p, line.strip()[5:], host, int(host.rsplit(":", 1)[1])
+
+
+# ---- HTTP by hand -----------------------------------------------------------------------------
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+       "media-src 'self' blob:; connect-src 'self'; font-src 'self'; base-uri 'none'; "
+       "form-action 'none'; frame-ancestors 'none'")
+answers = []  # (what, status, headers) of every answer, for the header rules
+
+
+def raw(port, request, tls=False):
+    """Sends REQUEST as it is; returns (status, headers {lowercase: value}, body)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s = ctx.wrap_socket(s, server_hostname="localhost")
+    data = b""
+    try:
+        s.sendall(request)
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except ConnectionError:
+        data = b""
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    if not lines[0].startswith("HTTP/1.1 "):
+        s.close()
+        return 0, {}, b""
+    status = int(lines[0].split()[1])
+    headers = {}
+    for l in lines[1:]:
+        k, _, v = l.partition(":")
+        headers.setdefault(k.strip().lower(), []).append(v.strip())
+    n = int(headers.get("content-length", ["0"])[0])
+    while len(body) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    s.close()
+    h = {k: v[0] if len(v) == 1 else v for k, v in headers.items()}
+    answers.append((request.split(b"\r\n")[0].decode(), status, h))
+    return status, h, body
+
+
+def get(port, path, cookie=None, host=None, extra="", tls=False):
+    req = "GET %s HTTP/1.1\r\nHost: %s\r\n%s%sConnection: close\r\n\r\n" % (
+        path, host or "127.0.0.1:%d" % port, "Cookie: %s\r\n" % cookie if cookie else "", extra)
+    return raw(port, req.encode(), tls)
+
+
+def post(port, path, body, cookie=None, origin=None, flag=True, length=None):
+    req = ("POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s%s%sContent-Length: %d\r\n"
+           "Connection: close\r\n\r\n" % (
+               path, port, "Cookie: %s\r\n" % cookie if cookie else "",
+               "Origin: %s\r\n" % origin if origin else "", "X-Missive-Upload: 1\r\n" if flag else "",
+               len(body) if length is None else length))
+    return raw(port, req.encode() + body)
+
+
+def login(url, port):
+    status, h, _ = get(port, url.split(port_part(url), 1)[1])
+    cookie = h.get("set-cookie", "")
+    return status, h, cookie.split(";")[0]
+
+
+def port_part(url):
+    return re.match(r"https?://[^/]+", url).group(0)
+
+
+# ---- a WebSocket by hand ----------------------------------------------------------------------
+
+class WS:
+    def __init__(self, port, cookie=None, origin=None, host=None):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        key = base64.b64encode(os.urandom(16)).decode()
+        host = host or "127.0.0.1:%d" % port
+        req = ("GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n" % (host, key))
+        if origin:
+            req += "Origin: %s\r\n" % origin
+        if cookie:
+            req += "Cookie: %s\r\n" % cookie
+        self.s.sendall((req + "\r\n").encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = self.s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        head, _, self.buf = data.partition(b"\r\n\r\n")
+        first = head.split(b"\r\n")[0].decode("latin-1")
+        self.status = int(first.split()[1]) if first.startswith("HTTP/1.1 ") else 0
+        self.headers = head.decode("latin-1").lower()
+        self.next_id = 1
+        self.events = []
+        self.record = None  # every message received, once set to a list
+
+    def send_text(self, text):
+        data = text.encode()
+        mask = os.urandom(4)
+        n = len(data)
+        head = bytes([0x81])
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 65536:
+            head += bytes([0x80 | 126]) + struct.pack("!H", n)
+        else:
+            head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+        self.s.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+    def _need(self, n):
+        while len(self.buf) < n:
+            chunk = self.s.recv(65536)
+            if not chunk:
+                raise EOFError
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def recv(self):
+        """One whole text message (None when the server closes)."""
+        msg = b""
+        try:
+            while True:
+                b0, b1 = self._need(2)
+                n = b1 & 0x7F
+                if n == 126:
+                    n = struct.unpack("!H", self._need(2))[0]
+                elif n == 127:
+                    n = struct.unpack("!Q", self._need(8))[0]
+                payload = self._need(n)
+                if b0 & 0x0F == 8:
+                    return None
+                msg += payload
+                if b0 & 0x80:
+                    if self.record is not None:
+                        self.record.append(msg.decode())
+                    return msg.decode()
+        except (EOFError, ConnectionError, socket.timeout):
+            return None
+
+    def call(self, method, params=None, timeout=60):
+        """A request; its response (events before it are kept in self.events)."""
+        rid = self.next_id
+        self.next_id += 1
+        req = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if params is not None:
+            req["params"] = params
+        self.send_text(json.dumps(req))
+        end = time.time() + timeout
+        while time.time() < end:
+            m = self.recv()
+            if m is None:
+                return None
+            j = json.loads(m)
+            if isinstance(j, dict) and j.get("id") == rid:
+                return j
+            self.events.append(j)
+        return None
+
+
+    def wait_event(self, pred, timeout=30):
+        end = time.time() + timeout
+        for e in self.events:
+            if pred(e):
+                return e
+        self.s.settimeout(1)
+        while time.time() < end:
+            m = self.recv()
+            if m is None:
+                if self.s.fileno() < 0:
+                    return None
+                continue
+            j = json.loads(m)
+            self.events.append(j)
+            if pred(j):
+                return j
+        return None
+
+
+def main():
+    port = start_missived()
+    for who in ("alice", "bob"):
+        register(port, who)
+    missive("alice", "contacts", "add", "bob@example.org", "bob@example.org")
+    missive("bob", "contacts", "add", "alice@example.org", "alice@example.org")
+
+    alice, url, ahost, aport = start_web("alice")
+    check(ahost.startswith("127.0.0.1:"), "the default address is 127.0.0.1")
+    token = url.rsplit("=", 1)[1]
+
+    # ---- login ----
+    st, _, _ = get(aport, "/login")
+    check(st == 403, "no token: 403 (%d)" % st)
+    st, _, _ = get(aport, "/login?token=" + "0" * 64)
+    check(st == 403, "a wrong token: 403 (%d)" % st)
+    st, _, _ = get(aport, "/login?token=" + token[:-1])
+    check(st == 403, "a short token: 403 (%d)" % st)
+    st, h, cookie = login(url, aport)
+    check(st == 303 and h.get("location") == "/", "a valid token: 303 to / (%d %s)" % (st, h))
+    sc = h.get("set-cookie", "")
+    check(re.match(r"missive_session=[0-9a-f]{64}; HttpOnly; SameSite=Strict; Path=/$", sc)
+          is not None, "the session cookie's attributes: %r" % sc)
+    st, _, _ = get(aport, "/login?token=" + token)
+    check(st == 403, "a used token: 403 (%d)" % st)
+
+    # ---- without a session ----
+    for path in ("/", "/index.html", "/app/main.js", "/files/" + "0" * 32 + "/0", "/qr.svg?data=x",
+                 "/nothing"):
+        st, _, _ = get(aport, path)
+        check(st == 403, "%s without a cookie: 403 (%d)" % (path, st))
+        st, _, _ = get(aport, path, cookie="missive_session=" + "1" * 64)
+        check(st == 403, "%s with a wrong cookie: 403 (%d)" % (path, st))
+
+    # ---- with it ----
+    st, h, body = get(aport, "/", cookie=cookie)
+    check(st == 200 and h.get("content-type", "").startswith("text/html") and b"<script" in body,
+          "/ is index.html (%d %s)" % (st, h.get("content-type")))
+    scripts = re.findall(rb'src="(/app/[^"]+)"', body)
+    check(len(scripts) > 0, "index.html loads its script from /app/")
+    for src in scripts:
+        st, h, _ = get(aport, src.decode(), cookie=cookie)
+        check(st == 200 and h.get("content-type", "").startswith("text/javascript"),
+              "%s is text/javascript (%d %s)" % (src, st, h.get("content-type")))
+    st, _, _ = get(aport, "/app/none.js", cookie=cookie)
+    check(st == 404, "an asset that is not there: 404 (%d)" % st)
+    st, h, body = get(aport, "/qr.svg?data=hello%20world", cookie=cookie)
+    check(st == 200 and h.get("content-type") == "image/svg+xml" and body.startswith(b"<svg") and
+          b"<script" not in body and b"<path" in body, "/qr.svg draws a QR code (%d)" % st)
+
+    # ---- the Host ----
+    for host in ("evil.example:%d" % aport, "127.0.0.1:%d" % (aport + 1), "127.0.0.1"):
+        st, _, _ = get(aport, "/", cookie=cookie, host=host)
+        check(st in (421, 403), "Host %s refused (%d)" % (host, st))
+        st, _, _ = get(aport, "/login?token=" + "0" * 64, host=host)
+        check(st in (421, 403), "Host %s refused for /login (%d)" % (host, st))
+    st, _, _ = get(aport, "/", cookie=cookie, host="localhost:%d" % aport)
+    check(st == 200, "Host localhost:PORT is this server (%d)" % st)
+
+    # ---- WebSocket upgrades ----
+    origin = "http://127.0.0.1:%d" % aport
+    for what, kw in (("a foreign Origin", dict(cookie=cookie, origin="http://evil.example")),
+                     ("another port's Origin", dict(cookie=cookie, origin="http://127.0.0.1:%d" %
+                                                    (aport + 1))),
+                     ("no Origin", dict(cookie=cookie)),
+                     ("no cookie", dict(origin=origin)),
+                     ("a wrong cookie", dict(origin=origin, cookie="missive_session=" + "2" * 64)),
+                     ("a foreign Host", dict(cookie=cookie, origin="http://evil.example:%d" %
+                                             aport, host="evil.example:%d" % aport))):
+        ws = WS(aport, **kw)
+        check(ws.status != 101, "WebSocket with %s refused (%d)" % (what, ws.status))
+        check("content-security-policy" in ws.headers or ws.status == 0,
+              "the refusal carries the headers")
+        ws.s.close()
+    ws = WS(aport, cookie=cookie, origin=origin)
+    check(ws.status == 101, "WebSocket with the session and the page's Origin (%d)" % ws.status)
+    r = ws.call("schema", {"version": 2})
+    check(r is not None and r.get("result", {}).get("schema") == 2, "schema 2: %r" % r)
+    ws.record = []
+    r = ws.call("subscribe")
+    check(r is not None and r.get("result", {}).get("subscribed") is True, "subscribe: %r" % r)
+    r = ws.call("status")
+    check(r is not None and r["result"]["account"] == "alice@example.org", "status: %r" % r)
+    r = ws.call("send", {"args": ["bob@example.org"], "text": "hello from the web"})
+    check(r is not None and "result" in r, "send: %r" % r)
+    r = ws.call("history", {"args": ["bob@example.org"], "output": "json"})
+    items = r.get("result", {}).get("items", []) if r else []
+    check(any(i.get("text") == "hello from the web" for i in items), "history: %r" % r)
+    r = ws.call("no-such-method")
+    check(r is not None and r.get("error", {}).get("code") == -32601, "no such method: %r" % r)
+    ws.send_text("not json\n{}")
+    m = ws.recv()
+    check(m is not None and json.loads(m).get("error", {}).get("code") == -32700,
+          "not JSON (with a line break) is one error: %r" % m)
+
+    # ---- an event: bob writes ----
+    missive("bob", "send", "alice@example.org", "--text", "hi alice")
+    e = ws.wait_event(lambda j: j.get("method") == "event" and
+                      j["params"].get("type") == "message" and
+                      j["params"].get("message", {}).get("text") == "hi alice", timeout=30)
+    check(e is not None, "an event arrives over the WebSocket")
+
+    # ---- the rest comes with the contract's other parts ----
+    globals()["ctx"] = dict(aport=aport, cookie=cookie, ws=ws, url=url, alice=alice, port=port)
+    more()
+
+    # ---- every answer carries the security headers ----
+    for what, st, h in answers:
+        if st == 0:
+            continue
+        ok = (h.get("content-security-policy") == CSP and h.get("x-content-type-options") ==
+              "nosniff" and h.get("referrer-policy") == "no-referrer" and
+              h.get("x-frame-options") == "DENY")
+        check(ok, "security headers on %s (%d): %r" % (what, st, h))
+        if not what.startswith("GET /app/") and not (what.startswith("GET / ") and st == 200):
+            check(h.get("cache-control") == "no-store", "no-store on %s: %r" % (what, h))
+
+
+def upload(port, cookie, name, data, **kw):
+    st, h, body = post(port, "/upload?name=" + name, data, cookie=cookie,
+                       origin=kw.pop("origin", "http://127.0.0.1:%d" % port), **kw)
+    return st, h, (json.loads(body) if st == 200 else body)
+
+
+def more():
+    aport, cookie, ws, url = ctx["aport"], ctx["cookie"], ctx["ws"], ctx["url"]
+    origin = "http://127.0.0.1:%d" % aport
+
+    # ---- uploads: who may, and how much ----
+    st, _, _ = upload(aport, None, "a.txt", b"x")
+    check(st == 403, "an upload without a session: 403 (%d)" % st)
+    st, _, _ = upload(aport, cookie, "a.txt", b"x", flag=False)
+    check(st == 403, "an upload without X-Missive-Upload: 403 (%d)" % st)
+    st, _, _ = upload(aport, cookie, "a.txt", b"x", origin="http://evil.example")
+    check(st == 403, "an upload from another Origin: 403 (%d)" % st)
+    st, _, _ = upload(aport, cookie, "a.txt", b"x" * 10, length=256 * 1024 * 1024 + 1)
+    check(st == 413, "an upload over 256 MiB: 413 (%d)" % st)
+    for bad in ("..", ".", "a%2Fb", "%2e%2e", "", "a%0Ab", "x" * 256):
+        st, _, _ = upload(aport, cookie, bad, b"x")
+        check(st in (0, 400), "an upload named %r: 400 (%d)" % (bad[:20], st))
+    check(not os.path.exists("dev-alice/alice@example.org/uploads") or
+          os.listdir("dev-alice/alice@example.org/uploads") == [], "refused uploads leave nothing")
+
+    st, _, _ = raw(aport, ("POST /upload?name=a.txt HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nCookie: %s\r\n"
+                           "Origin: %s\r\nX-Missive-Upload: 1\r\nTransfer-Encoding: chunked\r\n"
+                           "Connection: close\r\n\r\n1\r\nx\r\n0\r\n\r\n" % (
+                               aport, cookie, origin)).encode())
+    check(st in (400, 411), "an upload without Content-Length: 411 (%d)" % st)
+
+    # ---- WebSocket messages the owner never sees ----
+    for what, frame in (("binary", lambda w: w.s.sendall(bytes([0x82, 0x80 | 2]) + b"\0\0\0\0ab")),
+                        ("over 1 MiB", lambda w: w.send_text('"' + "x" * (1 << 20) + '"'))):
+        w = WS(aport, cookie=cookie, origin=origin)
+        frame(w)
+        w.s.settimeout(10)
+        check(w.recv() is None, "a %s message closes the WebSocket" % what)
+        w.s.close()
+    r = ws.call("status")
+    check(r is not None and "result" in r, "the page's own connection goes on")
+
+    # ---- upload -> send -> the other side's /files ----
+    bob, burl, bhost, bport = start_web("bob")
+    _, _, bcookie = login(burl, bport)
+    bws = WS(bport, cookie=bcookie, origin="http://127.0.0.1:%d" % bport)
+    bws.call("schema", {"version": 2})
+    bws.record = []
+    bws.call("subscribe")
+    old = WS(bport, cookie=bcookie, origin="http://127.0.0.1:%d" % bport)  # stays at schema 1
+    old.record = []
+    old.call("subscribe")
+    html = b"<html><script>alert(1)</script></html>\n" + os.urandom(3000)
+    png = b"\x89PNG\r\n\x1a\n" + os.urandom(5000)
+    st, h, r1 = upload(aport, cookie, "page.html", html)
+    check(st == 200 and r1["file"].endswith("/page.html") and
+          r1["file"].startswith(os.path.realpath("dev-alice") + "/alice@example.org/uploads/"),
+          "an upload is stored in the account's uploads/ (%d %r)" % (st, r1))
+    st, h, r2 = upload(aport, cookie, "pic%20%C3%A9.png", png)
+    check(st == 200 and r2["file"].endswith("/pic \u00e9.png"), "an upload's name is decoded: %r"
+          % r2)
+    check(open(r1["file"], "rb").read() == html, "the upload holds the bytes sent")
+    r = ws.call("send", {"args": ["bob@example.org"], "text": "two files",
+                         "file": [r1["file"], r2["file"]]})
+    check(r is not None and "result" in r, "send with the uploads: %r" % r)
+    check(not os.path.exists(os.path.dirname(r1["file"])) and
+          not os.path.exists(os.path.dirname(r2["file"])), "the uploads are deleted after the send")
+    # a send naming a path that climbs out of uploads/: the file is sent, nothing else deleted
+    adir = os.path.realpath("dev-alice/alice@example.org")
+    open(adir + "/keep.txt", "w").write("kept")
+    r = ws.call("send", {"args": ["bob@example.org"], "text": "climbing",
+                         "file": [adir + "/uploads/../keep.txt"]})
+    check(r is not None and "result" in r and os.path.exists(adir + "/keep.txt") and
+          os.path.exists(adir + "/state.db"), "only upload directories are deleted after a send")
+    e = bws.wait_event(lambda j: j.get("method") == "event" and
+                       j["params"].get("type") == "message" and
+                       j["params"]["message"].get("text", "").startswith("two files"))
+    check(e is not None, "bob's page hears of the message")
+    mid = e["params"]["message"]["message_id"] if e else "0" * 32
+    check(e is not None and len(e["params"]["message"].get("attachments", [])) == 2,
+          "schema 2's message event lists the attachments")
+    e1 = old.wait_event(lambda j: j.get("method") == "event" and
+                        j["params"].get("type") == "message" and
+                        j["params"]["message"].get("message_id") == mid)
+    check(e1 is not None and "attachments" not in e1["params"]["message"],
+          "a schema-1 page's message event has no attachments: %r" % e1)
+    r = bws.call("history", {"args": ["alice@example.org"], "output": "json"})
+    items = [i for i in r["result"]["items"] if i.get("message_id") == mid] if r else []
+    att = items[0].get("attachments") if items else None
+    check(att is not None and [(a["index"], a["name"], a["size"], a["mime"]) for a in att] ==
+          [(0, "page.html", len(html), "application/octet-stream"),
+           (1, "pic___.png", len(png), "image/png")],
+          "history -o json lists the attachments: %r" % att)
+    st, h, body = get(bport, "/files/%s/0" % mid, cookie=bcookie)
+    check(st == 200 and body == html, "/files returns the identical bytes (%d)" % st)
+    check(h.get("content-type") == "application/octet-stream" and
+          h.get("content-disposition", "").startswith("attachment; filename*=UTF-8''page.html") and
+          h.get("cache-control") == "no-store" and h.get("content-length") == str(len(html)),
+          "an HTML file is a download, never inline: %r" % h)
+    st, h, body = get(bport, "/files/%s/1" % mid, cookie=bcookie)
+    check(st == 200 and body == png and h.get("content-type") == "image/png" and
+          "content-disposition" not in h, "a PNG is shown as an image: %d %r" % (st, h))
+    st, _, _ = get(aport, "/files/%s/0" % mid, cookie=cookie)
+    check(st == 404, "the sender's page has no received copy to serve (%d)" % st)
+    st, _, _ = get(bport, "/files/%s/0" % mid, cookie=cookie)
+    check(st == 403, "alice's cookie is not a session of bob's server (%d)" % st)
+    for path in ("/files/%s/2" % mid, "/files/%s/00" % mid, "/files/%s/-1" % mid,
+                 "/files/%s/0/x" % mid, "/files/%s" % mid, "/files/" + "f" * 32 + "/0",
+                 "/files/zz/0", "/files/../../state.db", "/files/%2e%2e/%2e%2e/state.db",
+                 "/files/%s/..%%2f..%%2fstate.db" % mid,
+                 "/files/" + mid[:31] + "/0"):
+        st, _, body = get(bport, path, cookie=bcookie)
+        check(st == 404 or (st in (400, 403) and body != html),
+              "%s: 404, nothing served (%d)" % (path, st))
+        check(b"SQLite" not in body, "%s serves no database" % path)
+
+    # a text line that names a file is not a file: a sender cannot point /files anywhere
+    secret = os.path.realpath("dev-bob/bob@example.org/secret.txt")
+    open(secret, "w").write("not to be served")
+    missive("alice", "send", "bob@example.org", "--text",
+            "look\n[file: %s (16 bytes)]\n[file: %s/attachments/%s-page.html (9 bytes)]" % (
+                secret, os.path.realpath("dev-bob/bob@example.org"), mid))
+    e = bws.wait_event(lambda j: j.get("method") == "event" and
+                       j["params"].get("type") == "message" and
+                       j["params"]["message"].get("text", "").startswith("look"))
+    fid = e["params"]["message"]["message_id"] if e else "0" * 32
+    check(e is not None and e["params"]["message"].get("attachments") == [],
+          "forged file lines list no attachment: %r" % (e and e["params"]["message"]))
+    for i in (0, 1):
+        st, _, body = get(bport, "/files/%s/%d" % (fid, i), cookie=bcookie)
+        check(st == 404 and b"not to be served" not in body and body != html,
+              "a forged file line serves nothing (%d)" % st)
+
+    # ---- history --before, through the WebSocket and the command line ----
+    for n in range(5):
+        missive("alice", "send", "bob@example.org", "--text", "page %d" % n)
+    r = ws.call("history", {"args": ["bob@example.org"], "output": "json"})
+    allm = r["result"]["items"]
+    last = allm[-1]["message_id"]
+    r = ws.call("history", {"args": ["bob@example.org"], "output": "json", "before": last,
+                            "limit": 2})
+    got = [i["text"] for i in r["result"]["items"]] if r and "result" in r else r
+    check(got == ["page 2", "page 3"], "history --before --limit: the page before, oldest first "
+          "(%r)" % got)
+    r = ws.call("history", {"args": ["bob@example.org"], "output": "json",
+                            "before": allm[0]["message_id"]})
+    check(r is not None and r["result"]["items"] == [], "nothing before the first message")
+    r = ws.call("history", {"args": ["bob@example.org"], "before": "nothex"})
+    check(r is not None and "error" in r and "--before" in r["error"]["message"],
+          "--before with a bad id: %r" % r)
+    r = ws.call("history", {"args": ["bob@example.org"], "before": "0" * 32})
+    check(r is not None and "error" in r and "no message" in r["error"]["message"],
+          "--before with an unknown id: %r" % r)
+    # the command line goes through the owner, and alone
+    out = missive("alice", "-o", "json", "history", "bob@example.org", "--before", last,
+                  "--limit", "1").stdout
+    check([json.loads(l)["text"] for l in out.splitlines()] == ["page 3"],
+          "missive history --before through missive web: %r" % out)
+
+    # ---- missive web --url: another login for a second browser ----
+    r = missive("alice", "web", "--url")
+    url2 = r.stdout.strip()
+    check(re.match(r"http://127\.0\.0\.1:%d/login\?token=[0-9a-f]{64}$" % aport, url2) is not None
+          and url2 != url, "web --url: a fresh login URL (%r)" % r.stdout)
+    st, _, cookie2 = login(url2, aport)
+    check(st == 303 and cookie2 != cookie, "the second login works (%d)" % st)
+    st, _, _ = get(aport, "/", cookie=cookie)
+    check(st == 200, "the first session still works")
+    r = ws.call("web-login", {"output": "json"})
+    check(r is not None and r["result"]["items"][0]["url"].startswith("http://127.0.0.1:%d/login"
+                                                                       % aport),
+          "the daemon method web-login: %r" % r)
+    r = missive("alice", "-o", "json", "web", "--url")
+    check(json.loads(r.stdout)["url"].startswith("http://"), "web --url -o json: %r" % r.stdout)
+
+    # ---- everything the pages got follows the daemon's schema 2 ----
+    with open("ws.jsonl", "w") as f:
+        for m in ws.record + bws.record:
+            f.write(m + "\n")
+    with open("ws1.jsonl", "w") as f:
+        for m in old.record:
+            f.write(m + "\n")
+    for version, lines in ((2, "ws.jsonl"), (1, "ws1.jsonl")):
+        r = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "check_schema.py"),
+                            os.path.join(HERE, "..", "docs", "daemon-schema-%d.json" % version),
+                            lines], capture_output=True, text=True)
+        check(r.returncode == 0 and re.search(r"checked [1-9]", r.stdout),
+              "the WebSocket messages follow schema %d: %s" % (version, r.stdout[-2000:]))
+
+    # ---- the address: loopback only without TLS; TLS ----
+    r = missive("bob", "web", "--listen", "0.0.0.0:0", check_rc=False)
+    check(r.returncode == 2 and "TLS" in r.stderr, "0.0.0.0 without TLS refused: %r" % r.stderr)
+    r = missive("bob", "web", "--listen", "nonsense", check_rc=False)
+    check(r.returncode == 2 and "--listen" in r.stderr, "a malformed --listen: %r" % r.stderr)
+    r = missive("bob", "web", "--tls-cert", "x.pem", check_rc=False)
+    check(r.returncode == 2, "--tls-cert without --tls-key: %r" % r.stderr)
+    stop(bob)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    "key.pem", "-out", "cert.pem", "-days", "1", "-subj", "/CN=localhost"],
+                   capture_output=True, check=True)
+    tbob, turl, thost, tport = start_web("bob", "--tls-cert", "cert.pem", "--tls-key", "key.pem")
+    check(turl.startswith("https://127.0.0.1:"), "with TLS the URL is https: %r" % turl)
+    st, h, _ = raw(tport, ("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (
+        turl.split(thost, 1)[1], thost)).encode(), tls=True)
+    check(st == 303 and h.get("set-cookie", "").endswith("; Secure"),
+          "over TLS the cookie is Secure: %r" % h.get("set-cookie"))
+    tcookie = h.get("set-cookie", "").split(";")[0]
+    st, h, body = raw(tport, ("GET / HTTP/1.1\r\nHost: %s\r\nCookie: %s\r\nConnection: "
+                              "close\r\n\r\n" % (thost, tcookie)).encode(), tls=True)
+    check(st == 200 and b"<script" in body, "the page over HTTPS (%d)" % st)
+    st, _, _ = get(tport, "/")
+    check(st == 0, "plain HTTP on the TLS port gets no page (%d)" % st)
+    stop(tbob)
+
+
+try:
+    main()
+finally:
+    cleanup()
+print("%d passed, %d failed" % (passes, len(failures)))
+sys.exit(1 if failures else 0)
