@@ -17,211 +17,16 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
-SKIP = 77
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rig  # noqa: E402
 
-
-def have_browser():
-    if not (os.path.exists("/usr/bin/chromium") and os.path.exists("/usr/bin/chromedriver")):
-        return "chromium or chromedriver is not installed (scripts/deps.sh installs them)"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "python3-selenium is not installed (scripts/deps.sh installs it)"
-    return None
-
-
-why = have_browser()
-if why:
-    print("SKIP: " + why)
-    sys.exit(SKIP)
-
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-
-M = os.path.realpath(sys.argv[1])
-D = os.path.realpath(sys.argv[2])
-SHOTS = os.path.realpath(sys.argv[3]) if len(sys.argv) > 3 else os.getcwd()
-os.makedirs(SHOTS, exist_ok=True)
-
-passed = 0
-failed = 0
-
-
-def ok(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL: " + what, file=sys.stderr, flush=True)
-    return cond
-
-
-work = tempfile.mkdtemp(prefix="missive-web-")
-os.chdir(work)
-procs = []
-drivers = []
-env = dict(os.environ, MISSIVE_PASSWORD="correct horse battery")
-env.pop("MISSIVE_PASSPHRASE", None)
-
-
-def cleanup():
-    for d in drivers:
-        try:
-            d.quit()
-        except Exception:
-            pass
-    for p in reversed(procs):
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-    shutil.rmtree(work, ignore_errors=True)
-
-
-def until(fn, timeout=15, step=0.1):
-    end = time.time() + timeout
-    while True:
-        try:
-            v = fn()
-        except Exception:
-            v = None
-        if v or time.time() > end:
-            return v
-        time.sleep(step)
-
-
-def missive(who, *args, check=True, timeout=60):
-    r = subprocess.run([M, "--data-dir", "dev-" + who, "--account", handle(who)] + list(args),
-                       env=env, capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        print("missive %s %s: %s" % (who, " ".join(args), r.stderr), file=sys.stderr)
-    return r
-
-
-def handle(who):
-    return who.split("-")[0] + "@example.org"
-
-
-# ---- a server, three people -----------------------------------------------------------
-
-def start_missived():
-    e = dict(env, MISSIVED_SERVER_LISTEN_PORT="0", MISSIVED_HTTP_LISTEN_PORT="0",
-             MISSIVED_ACCOUNTS_ARGON2_MEMLIMIT_KIB="8")
-    log = open("srv.log", "ab")
-    procs.append(subprocess.Popen([D, "--data-dir", "srv"], env=e, stderr=log))
-    ports = until(lambda: open("srv/missived.ports").read(), 60)
-    return re.search(r"^tls (\d+)", ports, re.M).group(1)
-
-
-def register(who, server):
-    h = handle(who)
-    subprocess.run([M, "--data-dir", "dev-" + who, "register", h, "--server", server], env=env,
-                   capture_output=True)
-    code = re.findall(r"handle=%s code=(\S+)" % re.escape(h), open("srv.log").read())[-1]
-    r = subprocess.run([M, "--data-dir", "dev-" + who, "register", h, "--code", code], env=env,
-                       capture_output=True, text=True)
-    ok(r.returncode == 0, "register %s: %s" % (who, r.stderr))
-
-
-def start_web(who):
-    """missive web for who: its first line is the login URL"""
-    p = subprocess.Popen([M, "--data-dir", "dev-" + who, "--account", handle(who), "web"], env=env,
-                         stdout=subprocess.PIPE, stderr=open("web-%s.log" % who, "ab"), text=True)
-    procs.append(p)
-    line = p.stdout.readline().strip()
-    m = re.match(r"^web: (http://127\.0\.0\.1:\d+/login\?token=\S+)$", line)
-    ok(m is not None, "missive web's first line for %s: %r" % (who, line))
-    return m.group(1) if m else None
-
-
-def owner_says(who, requests, wait=1.5):
-    """sends JSON-RPC requests to who's owner on its socket (subscribed, schema 2); all it wrote"""
-    import socket
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(os.path.join(work, "dev-" + who, handle(who), "daemon.sock"))
-    first = [{"jsonrpc": "2.0", "id": 1, "method": "schema", "params": {"version": 2}},
-             {"jsonrpc": "2.0", "id": 2, "method": "subscribe"}]
-    for i, (method, params) in enumerate(requests):
-        first.append({"jsonrpc": "2.0", "id": 10 + i, "method": method, "params": params})
-    s.sendall("".join(json.dumps(r) + "\n" for r in first).encode())
-    s.settimeout(0.2)
-    got, end, ids = b"", time.time() + 120, set(range(10, 10 + len(requests)))
-    while time.time() < end:
-        try:
-            got += s.recv(65536)
-        except socket.timeout:
-            pass
-        lines = [json.loads(x) for x in got.decode().split("\n")[:-1] if x.strip()]
-        if ids <= {x.get("id") for x in lines}:
-            end = min(end, time.time() + wait)
-    s.close()
-    return lines
-
-
-def browser(name, width=1200, height=820):
-    o = webdriver.ChromeOptions()
-    o.binary_location = "/usr/bin/chromium"
-    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--window-size=%d,%d" % (width, height), "--lang=en-US"]:
-        o.add_argument(a)
-    dl = os.path.join(work, "downloads-" + name)
-    os.makedirs(dl, exist_ok=True)
-    o.add_experimental_option("prefs", {"download.default_directory": dl,
-                                        "download.prompt_for_download": False})
-    o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
-    d.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": dl})
-    d.download_dir = dl
-    d.who = name
-    d.console = []
-    drivers.append(d)
-    return d
-
-
-def js(d, script, *args):
-    return d.execute_script(script, *args)
-
-
-def logs(d):
-    """the browser's console so far (kept across calls)"""
-    try:
-        d.console += d.get_log("browser")
-    except Exception:
-        pass
-    return d.console
-
-
-def shot(d, name):
-    d.save_screenshot(os.path.join(SHOTS, "web-%s.png" % name))
-
-
-def ready(d):
-    return until(lambda: js(d, "return document.body.classList.contains('ready')"), 20)
-
-
-def open_conv(d, conv):
-    """opens a conversation through the New dialog (a handle) or the list (a group)"""
-    if conv.startswith("group:"):
-        until(lambda: js(d, "const li=document.querySelector('#convs li[data-conv=\"'+arguments[0]+'\"]');"
-                            "if(li){li.click();return true}return false", conv))
-    else:
-        d.find_element(By.ID, "btn-new").click()
-        inp = until(lambda: d.find_element(By.CSS_SELECTOR, "dialog[open] input"))
-        inp.send_keys(conv, Keys.ENTER)
-    return until(lambda: js(d, "return window.missive.state.current") == conv)
+rig.setup(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else os.getcwd())
+from rig import *  # noqa: E402,F401,F403
 
 
 def texts(d):
@@ -334,22 +139,16 @@ def main():
     open_conv(a, "bob@example.org")
     ok(until(lambda: "page 259" in texts(a)) and "hello bob\nsecond line" not in texts(a),
        "reopened, only the newest page of messages is loaded")
-    for _ in range(40):
-        js(a, "document.getElementById('log').scrollTop=0")
-        time.sleep(0.15)
-        if "hello bob\nsecond line" in texts(a):
-            break
-    ok("hello bob\nsecond line" in texts(a), "scrolling up brings the oldest messages back (history --before)")
+    ok(until(lambda: js(a, "document.getElementById('log').scrollTop=0") or "hello bob\nsecond line" in texts(a),
+             60, 0.2), "scrolling up brings the oldest messages back (history --before)")
     shown = js(a, "return document.querySelectorAll('#log .msg').length")
     ok(0 < shown <= 240, "the document holds a window of the messages, not all %d: %d"
        % (js(a, "return window.missive.list.messages.length"), shown))
-    js(a, "const l=document.getElementById('log');l.scrollTop=l.scrollHeight")
-    for _ in range(40):
-        js(a, "const l=document.getElementById('log');l.scrollTop=l.scrollHeight")
-        time.sleep(0.1)
-        if "page 259" in texts(a):
-            break
-    ok("page 259" in texts(a), "scrolling down brings the newest back")
+    ok(until(lambda: js(a, "const l=document.getElementById('log');l.scrollTop=l.scrollHeight")
+             or "page 259" in texts(a), 60, 0.2), "scrolling down brings the newest back")
+    a.find_element(By.ID, "log").send_keys(Keys.END)
+    ok(until(lambda: js(a, "const l=document.getElementById('log');"
+                           "return l.scrollHeight-l.scrollTop-l.clientHeight<80")), "End goes to the newest")
 
     # ---- files both ways: upload progress, inline image, download progress, same bytes ----
     blob = os.path.join(work, "report.bin")
@@ -375,7 +174,7 @@ def main():
            "the file bob saved from the page is the one alice sent")
     b.find_element(By.ID, "file").send_keys(png)
     img = until(lambda: a.find_element(By.CSS_SELECTOR, "#log .files img"), 30)
-    ok(img is not None and until(lambda: js(a, "return arguments[0].complete&&arguments[0].naturalWidth", img) == 3),
+    ok(img is not None and until(lambda: js(a, "return arguments[0].complete&&arguments[0].naturalWidth", img) == 3, 30),
        "bob's image is shown inline on alice's page")
     if img:
         src = img.get_attribute("src")
@@ -386,7 +185,7 @@ def main():
     js(b, "document.querySelector('#log .msg.in .actions button').click()")  # reply to the first
     type_and_send(b, "a reply")
     ok(until(lambda: js(a, "return [...document.querySelectorAll('#log .msg')].some(m=>m.querySelector('.quote')"
-                           "&&m.querySelector('.text').textContent==='a reply')")),
+                           "&&m.querySelector('.text').textContent==='a reply')"), 30),
        "alice sees bob's reply with its quote")
     # ---- a group of three -----------------------------------------------------------------
     a.find_element(By.ID, "btn-group").click()
@@ -557,5 +356,5 @@ if __name__ == "__main__":
         for d in drivers:
             logs(d)
         cleanup()
-    print("%d passed, %d failed" % (passed, failed))
-    sys.exit(0 if failed == 0 else 1)
+    print("%d passed, %d failed" % (rig.passed, rig.failed))
+    sys.exit(0 if rig.failed == 0 else 1)

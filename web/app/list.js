@@ -68,13 +68,25 @@ export class MessageList {
     const showing = this.hi === this.messages.length;
     this.messages.push(m);
     this.byId.set(m.message_id, m);
-    if (!showing || (!follow && this.hi - this.lo >= MAX)) return;
+    if (!showing || (!follow && this.hi - this.lo >= MAX)) {
+      if (this.onUnseen) this.onUnseen();
+      return;
+    }
     this.el.append(this.node(m));
     this.hi = this.messages.length;
     if (follow) {
       this.trimTop();
       this.scrollToEnd();
     }
+  }
+
+  // the newest window, scrolled to its end
+  jumpToEnd() {
+    if (this.hi < this.messages.length) {
+      const items = this.messages, more = this.more || this.lo > 0;
+      this.reset(items, more);
+    }
+    this.scrollToEnd();
   }
 
   // the newest messages as stored: changed ones updated, new ones added
@@ -113,6 +125,7 @@ export class MessageList {
   }
 
   scrolled() {
+    if (this.onScroll) this.onScroll(this.hi === this.messages.length && this.atEnd());
     if (this.el.scrollTop < EDGE) this.up();
     else if (this.el.scrollHeight - this.el.scrollTop - this.el.clientHeight < EDGE) this.down();
   }

@@ -29,6 +29,24 @@ const PAGE = 100;
 const list = new MessageList($("log"), renderMessage, loadOlder);
 window.missive = { rpc, state, list };
 
+// "Newest messages" shows while the newest are out of view; End (in the list) goes there too
+list.onUnseen = () => { $("newest").hidden = false; };
+list.onScroll = (atEnd) => { $("newest").hidden = atEnd; };
+function toNewest() {
+  list.jumpToEnd();
+  $("newest").hidden = true;
+}
+$("newest").addEventListener("click", toNewest);
+$("log").addEventListener("keydown", (e) => {
+  if (e.key === "End") {
+    e.preventDefault();
+    toNewest();
+  } else if (e.key === "Home") {
+    e.preventDefault();
+    $("log").scrollTop = 0;
+  }
+});
+
 // ---- names ----------------------------------------------------------------------------
 
 function nameOf(handle) {
@@ -232,6 +250,7 @@ async function openConv(conv) {
   items.forEach(learnName);
   list.reset(items, items.length >= PAGE);
   list.scrollToEnd();
+  $("newest").hidden = true;
   markRead();
   rpc.items("timer", convParams(conv)).then((t) => {
     if (state.current !== conv || !t.length) return;
