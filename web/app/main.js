@@ -121,7 +121,7 @@ function reloadConvs() {
   convTimer = setTimeout(loadConvs, 150);
 }
 
-async function loadConvs() {
+async function loadConvs(show = true) {
   const archived = $("show-archived").checked;
   const [convs, requests] = await Promise.all([
     rpc.items("conversations", archived ? { args: ["list"], archived: true } : { args: ["list"] }),
@@ -129,6 +129,7 @@ async function loadConvs() {
   ]);
   state.convs = convs;
   state.requests = requests;
+  if (!show) return;
   renderConvs();
   renderRequests();
   if (state.current) renderHead();
@@ -1065,12 +1066,16 @@ document.addEventListener("keydown", (e) => {
 
 rpc.on("open", async () => {
   try {
+    const lists = Promise.all([loadContacts(), loadGroups()]);
+    const convs = loadConvs(false);
     const st = await rpc.call("status", {});
     state.me = st.account || "";
     $("me").textContent = state.me;
     showConn(!!st.online, st.last_error);
-    await Promise.all([loadContacts(), loadGroups()]);
-    await loadConvs();
+    await lists;
+    await convs;
+    renderConvs();
+    renderRequests();
     if (state.current) refreshTail();
     document.body.classList.add("ready");
     window.missiveReady = performance.now();

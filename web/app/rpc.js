@@ -54,15 +54,10 @@ export class Rpc {
     ws.onclose = () => this.closed(ws);
   }
 
-  async opened(ws) {
+  // schema 2, subscribe and what waited go at once: the owner answers them in order
+  opened(ws) {
     this.backoff = 500;
-    try {
-      await this.raw(ws, "schema", { version: 2 });
-      await this.raw(ws, "subscribe", {});
-    } catch (e) {
-      ws.close();
-      return;
-    }
+    Promise.all([this.raw(ws, "schema", { version: 2 }), this.raw(ws, "subscribe", {})]).catch(() => ws.close());
     this.open = true;
     const queued = this.queue;
     this.queue = [];
