@@ -50,6 +50,7 @@ $("log").addEventListener("keydown", (e) => {
 // ---- names ----------------------------------------------------------------------------
 
 function nameOf(handle) {
+  if (handle === state.me && state.me) return "you";
   const c = state.contacts.get(handle);
   if (c && c !== handle) return c;
   return state.names.get(handle) || handle;
@@ -364,9 +365,14 @@ const MARKS = {
   failed: ["!", "not sent"],
 };
 
+// the "[file: PATH (N bytes)]" lines the owner adds for received files, shown as links instead
+const FILE_LINE = /\n?\[file: [^\n]*\]$/;
+
 // the text with its mentions (byte ranges of the UTF-8 text) highlighted
 function textWithMentions(m) {
-  const text = m.text || "";
+  let text = m.text || "";
+  if (Array.isArray(m.attachments) && m.attachments.length && (!m.mentions || !m.mentions.length))
+    for (let i = 0; i < m.attachments.length && FILE_LINE.test(text); i++) text = text.replace(FILE_LINE, "");
   if (!m.mentions || !m.mentions.length) return [text];
   const bytes = new TextEncoder().encode(text), dec = new TextDecoder();
   const parts = [];
@@ -379,6 +385,12 @@ function textWithMentions(m) {
   }
   parts.push(dec.decode(bytes.subarray(at)));
   return parts;
+}
+
+// an image that loads below a list that was at its end keeps it there
+function keepAtEnd(e) {
+  const log = $("log"), img = e.currentTarget;
+  if (log.scrollHeight - log.scrollTop - log.clientHeight - img.offsetHeight < 80) list.scrollToEnd();
 }
 
 function fileUrl(m, a) {
@@ -396,11 +408,11 @@ function renderFiles(m) {
     const name = String(a.name || "file");
     if (IMAGES.has(a.mime))
       return h("a", { href: url, class: "img", onclick: (e) => { e.preventDefault(); download(url, name, e.currentTarget); } },
-        h("img", { src: url, alt: name, loading: "lazy" }));
+        h("img", { src: url, alt: name, onload: keepAtEnd }));
     return h("a", {
       href: url, class: "file-link", download: name,
       onclick: (e) => { e.preventDefault(); download(url, name, e.currentTarget); },
-    }, "\u{1F4C4} ", h("span", { class: "fname" }, name), " ", h("span", { class: "fsize" }, size(a.size || 0)));
+    }, h("span", { class: "fname" }, name), " ", h("span", { class: "fsize" }, size(a.size || 0)));
   }));
 }
 
@@ -447,10 +459,13 @@ function renderMessage(m) {
   if (!m.outgoing && (group || m.request))
     el.append(h("div", { class: "from", title: m.from }, m.from_name || nameOf(m.from)));
   if (m.quote)
-    el.append(h("blockquote", { class: "quote" }, h("span", { class: "qfrom" }, nameOf(m.quote.from)), " ", m.quote.text));
+    el.append(h("blockquote", { class: "quote" }, h("span", { class: "qfrom" }, nameOf(m.quote.from)), " ", m.quote.text || "(a file)"));
   else if (m.reply_to)
     el.append(h("blockquote", { class: "quote" }, "original not found"));
-  el.append(h("div", { class: "text" }, unsent ? "this message was unsent" : textWithMentions(m)));
+  const files = Array.isArray(m.attachments) && m.attachments.length;
+  const shown = unsent ? "this message was unsent"
+    : m.outgoing && !m.text && !files ? h("em", {}, "file sent") : textWithMentions(m);
+  el.append(h("div", { class: "text" }, shown));
   if (!unsent) {
     const files = renderFiles(m);
     if (files) el.append(files);
