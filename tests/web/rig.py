@@ -133,10 +133,26 @@ def start_web(who):
     p = subprocess.Popen([M, "--data-dir", "dev-" + who, "--account", handle(who), "web"], env=env,
                          stdout=subprocess.PIPE, stderr=open("web-%s.log" % who, "ab"), text=True)
     procs.append(p)
+    webs[who] = p
     line = p.stdout.readline().strip()
     m = re.match(r"^web: (http://127\.0\.0\.1:\d+/login\?token=\S+)$", line)
     ok(m is not None, "missive web's first line for %s: %r" % (who, line))
     return m.group(1) if m else None
+
+
+webs = {}
+
+
+def stop_webs():
+    """stops each missive web: 0 if it stopped cleanly and said nothing of a sanitizer"""
+    for who, p in webs.items():
+        p.send_signal(signal.SIGTERM)
+        try:
+            rc = p.wait(30)
+        except subprocess.TimeoutExpired:
+            rc = "still running"
+        said = open(os.path.join(work, "web-%s.log" % who), errors="replace").read()
+        ok(rc == 0 and "Sanitizer" not in said, "%s's missive web stops cleanly (%s): %s" % (who, rc, said[-2000:]))
 
 
 def owner_says(who, requests, wait=1.5):

@@ -332,6 +332,7 @@ def main():
         errs = [l for l in logs(d) if l.get("level") == "SEVERE" and "favicon" not in l.get("message", "")
                 and "/files/" not in l.get("message", "")]
         ok(not errs, "no script error on %s's page: %s" % (d.who, errs))
+    stop_webs()
 
 
 # a 3x3 PNG, written without any library
