@@ -13,11 +13,10 @@
  * path wants the cookie, the listening Host and, for the WebSocket and
  * uploads, the page's own Origin.
  */
-#define _GNU_SOURCE /* asprintf, mkdtemp-like use of mkdirat */
+#define _GNU_SOURCE /* asprintf */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,6 +111,7 @@ struct web {
     char host[256];
     unsigned port;
     int tls, any_host;
+    int loop_abandoned; /* the loop is not to be run (libwebsockets failed half way) */
     char hosts[3][300]; /* the Host values this server answers to */
     char base[320];     /* http(s)://HOST:PORT */
     struct secret tokens[TOKENS_MAX], sessions[SESSIONS_MAX];
@@ -1000,6 +1000,8 @@ static int web_options(const struct cli *o, struct web *w)
         fprintf(cli_err, "missive: --tls-cert and --tls-key go together\n");
         return EXIT_USAGE;
     }
+    if (strcmp(w->host, "localhost") == 0)
+        snprintf(w->host, sizeof(w->host), "127.0.0.1"); /* an address, for libwebsockets */
     w->tls = o->tls_cert != NULL;
     if (!w->tls && !web_host_is_loopback(w->host)) {
         fprintf(cli_err,
@@ -1035,7 +1037,8 @@ static int web_listen(struct web *w)
 {
     struct lws_context_creation_info info;
     void *loops[1] = {&w->loop};
-    int wildcard = strcmp(w->host, "0.0.0.0") == 0 || strcmp(w->host, "::") == 0;
+    struct lws_vhost *vh;
+    int wildcard = strcmp(w->host, "0.0.0.0") == 0 || strcmp(w->host, "::") == 0, port;
 
     memset(&info, 0, sizeof(info));
     info.port = (int)w->port;
@@ -1058,7 +1061,18 @@ static int web_listen(struct web *w)
                 w->tls ? " (is the certificate and its key right?)" : "");
         return EXIT_ERR;
     }
-    w->port = (unsigned)lws_get_vhost_listen_port(lws_get_vhost_by_name(w->ctx, "default"));
+    vh = lws_get_vhost_by_name(w->ctx, "default");
+    port = vh != NULL ? lws_get_vhost_listen_port(vh) : -1;
+    if (port <= 0) { /* an address of no interface here, a port taken */
+        fprintf(cli_err, "missive: cannot listen on %s:%u\n", w->host, w->port);
+        /* a context without its vhost is gone at once, its handles with it: the loop is
+         * not run again (libwebsockets' event library is unloaded by then) */
+        lws_context_destroy(w->ctx);
+        w->ctx = NULL;
+        w->loop_abandoned = 1;
+        return EXIT_ERR;
+    }
+    w->port = (unsigned)port;
     set_names(w);
     return 0;
 }
@@ -1072,13 +1086,21 @@ static void open_browser(const char *url)
         fprintf(cli_err, "missive: cannot start a browser (xdg-open); open the URL above\n");
 }
 
-/* The libwebsockets context goes, then the loop runs until its handles are closed. */
+/*
+ * The libwebsockets context goes in two calls on a loop it does not own: the
+ * first closes its handles, the loop runs their callbacks, the second frees
+ * what is left (without it the context and its TLS state leak).
+ */
 static void web_close(struct web *w)
 {
+    if (w->loop_abandoned)
+        return;
     if (w->ctx != NULL)
         lws_context_destroy(w->ctx);
     for (int i = 0; i < 1000 && uv_run(&w->loop, UV_RUN_NOWAIT) != 0; i++)
         ;
+    if (w->ctx != NULL)
+        lws_context_destroy(w->ctx);
     uv_loop_close(&w->loop);
 }
 

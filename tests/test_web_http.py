@@ -48,6 +48,13 @@ def stop(p):
 def cleanup():
     for p in reversed(procs):
         stop(p)
+    # what the servers said on the way (a sanitizer's report, say)
+    for name in sorted(os.listdir(work)):
+        if name.endswith(".web.err"):
+            text = open(os.path.join(work, name), errors="replace").read()
+            check(not re.search(r"Sanitizer|runtime error", text), "%s: %s" % (name, text[-3000:]))
+    for p in procs:
+        check(p.returncode == 0, "%s exited with %s" % (p.args[-1], p.returncode))
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -447,7 +454,16 @@ def more():
     check(r is not None and "result" in r, "the page's own connection goes on")
 
     # ---- upload -> send -> the other side's /files ----
+    # uploads an hour old are deleted (at start, then every minute); newer ones stay
+    bup = "dev-bob/bob@example.org/uploads"
+    for d, age in (("a" * 32, 3700), ("b" * 32, 60)):
+        os.makedirs(os.path.join(bup, d), mode=0o700)
+        open(os.path.join(bup, d, "f.txt"), "w").write("x")
+        os.utime(os.path.join(bup, d), (time.time() - age, time.time() - age))
     bob, burl, bhost, bport = start_web("bob")
+    check(not os.path.exists(os.path.join(bup, "a" * 32)) and
+          os.path.exists(os.path.join(bup, "b" * 32, "f.txt")),
+          "an upload over an hour old is deleted, a newer one kept: %r" % os.listdir(bup))
     _, _, bcookie = login(burl, bport)
     bws = WS(bport, cookie=bcookie, origin="http://127.0.0.1:%d" % bport)
     bws.call("schema", {"version": 2})
@@ -601,6 +617,15 @@ def more():
     r = missive("bob", "web", "--tls-cert", "x.pem", check_rc=False)
     check(r.returncode == 2, "--tls-cert without --tls-key: %r" % r.stderr)
     stop(bob)
+    r = missive("bob", "web", "--listen", "127.0.0.1:%d" % aport, check_rc=False)
+    check(r.returncode == 1 and "cannot listen on 127.0.0.1:%d" % aport in r.stderr and
+          not os.path.exists("dev-bob/bob@example.org/daemon.sock"),
+          "a port taken: exit 1, nothing left: %r" % r.stderr)
+    lbob, lurl, lhost, lport = start_web("bob", "--listen", "localhost:0")
+    st, _, _ = get(lport, "/login?token=" + lurl.rsplit("=", 1)[1], host="localhost:%d" % lport)
+    check(lhost.startswith("127.0.0.1:") and st == 303, "--listen localhost:0 (%s, %d)" % (lhost,
+                                                                                          st))
+    stop(lbob)
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
                     "key.pem", "-out", "cert.pem", "-days", "1", "-subj", "/CN=localhost"],
                    capture_output=True, check=True)
