@@ -231,6 +231,42 @@ def main():
     js(a, "const d=document.querySelector('dialog[open]');if(d)d.close()")
     shot(a, "group")
 
+    # ---- search, the disappearing timer, pin, edit, unsend -----------------------------------
+    search = a.find_element(By.ID, "search")
+    search.send_keys("second", Keys.ENTER)
+    ok(until(lambda: js(a, "return [...document.querySelectorAll('#search-results .result .text')]"
+                           ".some(e=>e.textContent==='hello bob\\nsecond line')")), "search finds the message")
+    search.send_keys(Keys.ESCAPE)
+    open_conv(a, "bob@example.org")
+    js(a, "const s=document.getElementById('timer');s.value='1h';s.dispatchEvent(new Event('change'))")
+    ok(until(lambda: '"timer_s":3600' in missive("alice", "-o", "json", "timer", "bob@example.org").stdout),
+       "the timer set from the page")
+    ok(until(lambda: js(b, "return document.getElementById('timer').value") == "1h"
+             if js(b, "return window.missive.state.current") == "alice@example.org" else open_conv(b, "alice@example.org")),
+       "bob's page shows the timer alice set")
+    js(a, "const s=document.getElementById('timer');s.value='off';s.dispatchEvent(new Event('change'))")
+    ok(until(lambda: '"timer_s":0' in missive("alice", "-o", "json", "timer", "bob@example.org").stdout),
+       "the timer turned off from the page")
+    a.find_element(By.ID, "btn-pin").click()
+    ok(until(lambda: '"pinned":true' in missive("alice", "-o", "json", "conversations").stdout
+             and js(a, "return document.querySelector('#convs li .flag')!==null")), "pinned from the page, and shown")
+    type_and_send(a, "tpyo")
+    ok(until(lambda: mark_of(a, "tpyo")), "a message sent shows at once, the list going to its end")
+    a.find_element(By.ID, "text").send_keys(Keys.ARROW_UP)
+    ta = until(lambda: a.find_element(By.CSS_SELECTOR, "dialog[open] textarea"))
+    ok(ta.get_attribute("value") == "tpyo", "Up in the empty compose box edits the last message: %r"
+       % ta.get_attribute("value"))
+    ta.send_keys(Keys.CONTROL, "a")
+    ta.send_keys(Keys.BACKSPACE)
+    ta.send_keys("typo fixed", Keys.ENTER)
+    ok(until(lambda: "typo fixed" in texts(b) and js(b, "return document.querySelector('#log .edited')!==null"), 20),
+       "an edit from the page (Up in the empty compose box) reaches bob's page")
+    js(a, "const m=[...document.querySelectorAll('#log .msg.out')].pop();"
+          "[...m.querySelectorAll('.actions button')].find(x=>x.textContent==='Unsend').click()")
+    js(a, "[...document.querySelectorAll('dialog[open] button')].find(x=>x.textContent==='Unsend').click()")
+    ok(until(lambda: "typo fixed" not in texts(b) and "this message was unsent" in texts(b), 20),
+       "an unsend from the page reaches bob's page")
+
     # ---- a device of alice's approved from her page ----------------------------------------
     link_p = subprocess.Popen([M, "--data-dir", "dev-alice-laptop", "link", "alice@example.org",
                                "--server", server], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

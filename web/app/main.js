@@ -632,6 +632,7 @@ async function sendText(files) {
   state.replyTo = null;
   $("reply-bar").hidden = true;
   state.typingSent = 0;
+  if (state.current === conv) toNewest();
   refreshTail();
   reloadConvs();
 }
@@ -845,7 +846,7 @@ rpc.on("key_change", async (ev) => {
   } catch (e) { verified = false; }
   const text = verified
     ? "\u26A0 " + nameOf(ev.handle) + "'s safety number changed since you verified it. Nothing is sent to them until you compare it again."
-    : nameOf(ev.handle) + "'s devices changed.";
+    : ev.handle === state.me ? "This account's devices changed." : nameOf(ev.handle) + "'s devices changed.";
   banner(verified ? "alarm key-change" : "info key-change", "key-" + ev.handle, text,
     [["Compare safety number", (b) => { b.remove(); safetyDialog(ev.handle); }]]);
 });
