@@ -532,6 +532,27 @@ static void first_line(const char *err, char *out, size_t len)
         snprintf(out, len, "the command failed");
 }
 
+/* 1 if the command only shows something (nothing for the others to reload). */
+static int only_shows(const char *method, const struct cli *o)
+{
+    static const char *const shows[] = {"history", "edits", "fingerprint", "log-head", "blocked"};
+    static const char *const lists[] = {"contacts", "groups", "devices", "conversations",
+                                        "requests", "sync",   "settings"};
+    const char *verb = o->argc > 0 ? o->argv[0] : "list";
+    int operands = o->argc + (o->group != NULL);
+
+    for (size_t i = 0; i < sizeof(shows) / sizeof(shows[0]); i++)
+        if (strcmp(method, shows[i]) == 0)
+            return 1;
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+        if (strcmp(method, lists[i]) == 0)
+            return strcmp(verb, "list") == 0 || strcmp(verb, "get") == 0;
+    return (strcmp(method, "profile") == 0 && (o->argc == 0 || strcmp(verb, "show") == 0)) ||
+           (strcmp(method, "verify") == 0 && o->argc == 1 && !o->accept) ||
+           (strcmp(method, "timer") == 0 && operands == 1) ||
+           (strcmp(method, "windows") == 0 && o->argc == 0);
+}
+
 /* Runs an account command for a request; the response to send. */
 static json_t *run_command(struct owner *ow, json_t *id, const char *method, json_t *params)
 {
@@ -542,7 +563,7 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
     size_t out_len = 0, err_len = 0;
     FILE *saved_out = cli_out, *saved_err = cli_err;
     struct cli o;
-    int rc;
+    int rc, shows = 0;
 
     if ((output != NULL && strcmp(output, "json") != 0 && strcmp(output, "text") != 0) ||
         (pass != NULL && !json_is_string(pass))) {
@@ -565,6 +586,7 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
             o.backup_passphrase = json_string_value(pass);
             o.on_incoming = on_incoming; /* what arrives meanwhile is the owner's */
             o.incoming_ctx = ow;
+            shows = only_shows(method, &o);
             rc = cli_run(&o, method, ow->c);
         }
     }
@@ -614,7 +636,7 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
     free(err);
     /* pushes the command's requests set aside, and what it changed, for the others */
     pump(ow);
-    if (rc == 0)
+    if (rc == 0 && !shows)
         broadcast(ow, json_pack("{s:s, s:s}", "type", "changed", "method", method), NULL);
     return response;
 }

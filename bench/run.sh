@@ -27,5 +27,9 @@ cmake --build "$build" -j"$(nproc)" --target missive-bench missived >/dev/null
     # B7 needs PostgreSQL and Redis: services.sh starts both on loopback (fsync on)
     scripts/services.sh --durable "$build/missive-bench" "${which[@]}"
 } > "$out.tmp"
+# the web client's section, written by bench/web_bench.py --write (a browser's run of its own), stays
+if [ -f "$out" ] && grep -q '^## Web client' "$out"; then
+    { echo; sed -n '/^## Web client/,$p' "$out"; } >> "$out.tmp"
+fi
 mv "$out.tmp" "$out"
 echo "wrote $out"

@@ -14,7 +14,7 @@ packages=(
     libsqlite3-dev libjansson-dev libinih-dev libcmocka-dev libqrencode-dev
     python3 python3-cryptography python3-jsonschema openssl valgrind groff-base
     libpq-dev libhiredis-dev postgresql redis-server libncurses-dev tmux
-    libwebsockets-dev libuv1-dev
+    libwebsockets-dev libuv1-dev chromium chromium-driver python3-selenium
 )
 bench=0
 if [ "${1:-}" = "--bench" ]; then

@@ -1,0 +1,397 @@
+#!/usr/bin/python3
+"""missive web in a real browser (headless chromium through chromedriver).
+
+Against a real missived on loopback, alice and bob each run `missive web`
+and each drive a browser: a conversation with typing notices and delivery
+and read marks, a file each way (upload progress, download progress,
+identical bytes), a group of three, a device approved from the page, a
+safety number verified and the banner when that contact's keys change,
+and what other people write (messages, display names, group and file
+names) shown as text with nothing run and no CSP violation.
+
+usage: test_web_ui.py MISSIVE MISSIVED [SCREENSHOT-DIR]
+Exit status 77 (skipped) only when chromium, chromedriver or selenium is
+missing on this machine.
+"""
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rig  # noqa: E402
+
+rig.setup(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else os.getcwd())
+from rig import *  # noqa: E402,F401,F403
+
+
+def texts(d):
+    return js(d, "return [...document.querySelectorAll('#log .msg .text')].map(e=>e.textContent)")
+
+
+def type_and_send(d, text):
+    box = d.find_element(By.ID, "text")
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if i:
+            box.send_keys(Keys.SHIFT, Keys.ENTER)
+        box.send_keys(line)
+    box.send_keys(Keys.ENTER)
+
+
+def mark_of(d, text):
+    return js(d, "for(const m of document.querySelectorAll('#log .msg.out'))"
+                 "if(m.querySelector('.text').textContent===arguments[0])"
+                 "{const k=m.querySelector('.mark');return k?k.className:null}return null", text)
+
+
+def sha256_in_page(d, url):
+    """fetches url in the page (the session cookie goes with it) and hashes what came"""
+    return d.execute_async_script(
+        "const done=arguments[arguments.length-1];"
+        "fetch(arguments[0]).then(r=>r.arrayBuffer()).then(b=>crypto.subtle.digest('SHA-256',b))"
+        ".then(h=>done([...new Uint8Array(h)].map(x=>x.toString(16).padStart(2,'0')).join('')))"
+        ".catch(e=>done('error '+e))", url)
+
+
+def sha256(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def watch_progress(d):
+    """records every progress bar the page shows from now on, and its last value"""
+    js(d, "window.bars=[];new MutationObserver(ms=>{for(const m of ms)for(const n of m.addedNodes)"
+          "if(n.querySelector){const p=n.matches&&n.matches('progress')?n:n.querySelector('progress');"
+          "if(p){window.bars.push(p)}}}).observe(document.body,{childList:true,subtree:true})")
+
+
+def bars(d):
+    return js(d, "return window.bars.map(p=>[p.getAttribute('aria-label'),p.value])")
+
+
+XSS = "<img src=x onerror=\"window.pwned=1\">"
+
+
+def main():
+    port = start_missived()
+    server = "127.0.0.1:" + port
+    for who in ("alice", "bob", "carol"):
+        register(who, server)
+    for who in ("alice", "bob", "carol"):
+        for other in ("alice", "bob", "carol"):
+            if who != other:
+                missive(who, "contacts", "add", handle(other), handle(other))
+
+    urls = {who: start_web(who) for who in ("alice", "bob")}
+    if not all(urls.values()):
+        return
+    # what only shows changes nothing: pages that reload on "changed" never wake each other
+    said = owner_says("alice", [("history", {"args": ["bob@example.org"]}), ("conversations", {}),
+                                ("groups", {"args": ["list"]}), ("verify", {"args": ["bob@example.org"]}),
+                                ("contacts", {"args": ["add", "bobby", "bob@example.org"]})])
+    changed = [x["params"]["method"] for x in said if x.get("method") == "event"
+               and x["params"]["type"] == "changed"]
+    ok(changed == ["contacts"], "only the command that changed something says so: %s" % changed)
+    missive("alice", "contacts", "remove", "bobby")
+    a, b = browser("alice"), browser("bob")
+    a.get(urls["alice"])
+    b.get(urls["bob"])
+    ok(ready(a) and ready(b), "both pages load and connect")
+    ok(js(a, "return location.pathname") == "/", "the login URL leads to /")
+    # the login token is spent: a second use is refused
+    try:
+        urllib.request.urlopen(urls["alice"])
+        ok(False, "a used login token is refused")
+    except urllib.error.HTTPError as e:
+        ok(e.code == 403, "a used login token: %d" % e.code)
+
+    # ---- a conversation: typing, Enter and Shift+Enter, delivery and read marks ----
+    ok(open_conv(a, "bob@example.org"), "alice opens a conversation with bob")
+    a.find_element(By.ID, "text").send_keys("hel")
+    ok(until(lambda: "typing" in js(b, "return document.getElementById('typing').textContent")
+             or js(b, "return window.missive.state.typers.size>0")),
+       "bob's page learns that alice is typing")
+    a.find_element(By.ID, "text").send_keys(Keys.CONTROL, "a", Keys.BACKSPACE)
+    type_and_send(a, "hello bob\nsecond line")
+    ok(until(lambda: mark_of(a, "hello bob\nsecond line")), "alice's message is shown with a mark")
+    ok(until(lambda: open_conv(b, "alice@example.org") and "hello bob\nsecond line" in texts(b)),
+       "bob's page shows alice's message, both lines")
+    ok(until(lambda: "read" in (mark_of(a, "hello bob\nsecond line") or ""), 20),
+       "alice's message is marked read once bob's page shows it: %s" % mark_of(a, "hello bob\nsecond line"))
+    b.find_element(By.ID, "text").send_keys("hi")
+    ok(until(lambda: "is typing" in a.find_element(By.ID, "typing").text),
+       "alice's page shows that bob is typing")
+    b.find_element(By.ID, "text").send_keys(Keys.ENTER)
+    ok(until(lambda: "hi" in texts(a)), "alice's page gets bob's answer as it comes")
+    ok(until(lambda: a.find_element(By.ID, "typing").text == "", 10), "the typing notice goes with the message")
+    shot(a, "conversation")
+
+    # ---- a long history: the newest page first, older ones as the list is scrolled up ----
+    said = owner_says("bob", [("send", {"args": ["alice@example.org"], "text": "page %d" % i})
+                              for i in range(260)], wait=0.5)
+    ok(sum(1 for x in said if "result" in x and x.get("id", 0) >= 10) == 260, "bob sends 260 more")
+    ok(until(lambda: "page 259" in texts(a), 30), "alice's page gets them as they come")
+    js(a, "window.missive.state.current=null")
+    open_conv(a, "bob@example.org")
+    ok(until(lambda: "page 259" in texts(a)) and "hello bob\nsecond line" not in texts(a),
+       "reopened, only the newest page of messages is loaded")
+    ok(until(lambda: js(a, "document.getElementById('log').scrollTop=0") or "hello bob\nsecond line" in texts(a),
+             60, 0.2), "scrolling up brings the oldest messages back (history --before)")
+    shown = js(a, "return document.querySelectorAll('#log .msg').length")
+    ok(0 < shown <= 240, "the document holds a window of the messages, not all %d: %d"
+       % (js(a, "return window.missive.list.messages.length"), shown))
+    ok(until(lambda: js(a, "const l=document.getElementById('log');l.scrollTop=l.scrollHeight")
+             or "page 259" in texts(a), 60, 0.2), "scrolling down brings the newest back")
+    a.find_element(By.ID, "log").send_keys(Keys.END)
+    ok(until(lambda: js(a, "const l=document.getElementById('log');"
+                           "return l.scrollHeight-l.scrollTop-l.clientHeight<80")), "End goes to the newest")
+
+    # ---- files both ways: upload progress, inline image, download progress, same bytes ----
+    blob = os.path.join(work, "report.bin")
+    with open(blob, "wb") as f:
+        f.write(os.urandom(3 * 1024 * 1024 + 17))
+    png = os.path.join(work, "dot.png")
+    subprocess.run(["/usr/bin/python3", "-c", PNG_MAKER, png], check=True)
+    watch_progress(a)
+    a.find_element(By.ID, "file").send_keys(blob)
+    ok(until(lambda: any(l and "report.bin" in l and v == 100 for l, v in bars(a)), 30),
+       "alice's page shows the upload's progress to 100%%: %s" % bars(a))
+    link = until(lambda: b.find_element(By.XPATH, "//a[contains(@class,'file-link')][.//span[text()='report.bin']]"), 30)
+    ok(link is not None, "bob's page shows the file as a link")
+    if link:
+        href = link.get_attribute("href")
+        ok(sha256_in_page(b, href) == sha256(blob), "bob gets the same bytes alice sent")
+        watch_progress(b)
+        link.click()
+        ok(until(lambda: any(l and "report.bin" in l and v == 100 for l, v in bars(b)), 30),
+           "bob's page shows the download's progress: %s" % bars(b))
+        saved = os.path.join(b.download_dir, "report.bin")
+        ok(until(lambda: os.path.exists(saved) and sha256(saved) == sha256(blob), 30),
+           "the file bob saved from the page is the one alice sent")
+    b.find_element(By.ID, "file").send_keys(png)
+    img = until(lambda: a.find_element(By.CSS_SELECTOR, "#log .files img"), 30)
+    ok(img is not None and until(lambda: js(a, "return arguments[0].complete&&arguments[0].naturalWidth", img) == 3, 30),
+       "bob's image is shown inline on alice's page")
+    if img:
+        src = img.get_attribute("src")
+        ok(sha256_in_page(a, src) == sha256(png), "alice gets the same image bytes bob sent")
+    shot(b, "files")
+
+    # ---- replies, reactions, edits, unsends --------------------------------------------
+    js(b, "document.querySelector('#log .msg.in .actions button').click()")  # reply to the first
+    type_and_send(b, "a reply")
+    ok(until(lambda: js(a, "return [...document.querySelectorAll('#log .msg')].some(m=>m.querySelector('.quote')"
+                           "&&m.querySelector('.text').textContent==='a reply')"), 30),
+       "alice sees bob's reply with its quote")
+    # ---- a group of three -----------------------------------------------------------------
+    a.find_element(By.ID, "btn-group").click()
+    ins = until(lambda: a.find_elements(By.CSS_SELECTOR, "dialog[open] input"))
+    ins[0].send_keys("trio")
+    ins[1].send_keys("bob@example.org carol@example.org")
+    a.find_element(By.XPATH, "//dialog[@open]//button[text()='Create']").click()
+    gid = until(lambda: (js(a, "return window.missive.state.current") or "").startswith("group:")
+                and js(a, "return window.missive.state.current"))
+    ok(gid, "alice creates the group trio and it opens")
+    ok(until(lambda: js(b, "return [...window.missive.state.groups.values()].some(g=>g.name==='trio'&&g.invited)"), 20),
+       "bob's page shows the invitation")
+    js(b, "for(const r of document.querySelectorAll('#requests .request'))if(r.textContent.includes('trio'))"
+          "[...r.querySelectorAll('button')].find(x=>x.textContent==='Accept').click()")
+    ok(until(lambda: js(b, "return [...window.missive.state.groups.values()].some(g=>g.name==='trio'&&!g.invited)")),
+       "bob accepts it from the page")
+    missive("carol", "receive", "--wait", "1")
+    missive("carol", "groups", "accept", gid)
+    type_and_send(a, "welcome @carol@example.org")
+    ok(until(lambda: open_conv(b, gid) and "welcome @carol@example.org" in texts(b), 20),
+       "bob's page shows alice's group message: %s %s" % (
+           js(b, "return [...document.querySelectorAll('#convs li')].map(l=>l.dataset.conv)"), texts(b))
+       + str(js(b, "const r=window.missive.rpc;return [r.open,r.ws.readyState,r.waiting.size,[...r.waiting.keys()],r.nextId]")))
+    r = missive("carol", "-o", "json", "receive", "--wait", "2")
+    msgs = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    ok(any(m.get("text") == "welcome @carol@example.org" and m.get("mentioned") for m in msgs)
+       or "welcome @carol" in missive("carol", "history", "--group", gid).stdout,
+       "carol gets the group message: %s" % r.stdout[:300])
+    missive("carol", "send", "--group", gid, "--text", "carol here")
+    ok(until(lambda: "carol here" in texts(a), 20), "alice's page shows carol's group message")
+    ok(until(lambda: js(a, "return document.querySelector('#log .mention')!==null")), "the mention is highlighted")
+    # the group's dialog: members and admins, a promotion
+    a.find_element(By.ID, "btn-info").click()
+    until(lambda: a.find_element(By.CSS_SELECTOR, "dialog[open] .members"))
+    ok(js(a, "return document.querySelector('dialog[open] .members').textContent.includes('admin')"),
+       "the group dialog names the admins")
+    js(a, "[...document.querySelectorAll('dialog[open] button')].find(x=>x.textContent==='Make admin').click()")
+    ok(until(lambda: "bob@example.org" in missive("alice", "groups").stdout.split(gid)[1].split("\n")[0]),
+       "alice makes bob an admin from the page")
+    ok(until(lambda: js(a, "const d=document.querySelector('dialog[open]');"
+                           "return d&&d.querySelectorAll('.members .flag').length===2")),
+       "the group dialog shows bob as an admin")
+    js(a, "const d=document.querySelector('dialog[open]');if(d)d.close()")
+    shot(a, "group")
+
+    # ---- search, the disappearing timer, pin, edit, unsend -----------------------------------
+    search = a.find_element(By.ID, "search")
+    search.send_keys("second", Keys.ENTER)
+    ok(until(lambda: js(a, "return [...document.querySelectorAll('#search-results .result .text')]"
+                           ".some(e=>e.textContent==='hello bob\\nsecond line')")), "search finds the message")
+    search.send_keys(Keys.ESCAPE)
+    open_conv(a, "bob@example.org")
+    js(a, "const s=document.getElementById('timer');s.value='1h';s.dispatchEvent(new Event('change'))")
+    ok(until(lambda: '"timer_s":3600' in missive("alice", "-o", "json", "timer", "bob@example.org").stdout),
+       "the timer set from the page")
+    ok(until(lambda: js(b, "return document.getElementById('timer').value") == "1h"
+             if js(b, "return window.missive.state.current") == "alice@example.org" else open_conv(b, "alice@example.org")),
+       "bob's page shows the timer alice set")
+    js(a, "const s=document.getElementById('timer');s.value='off';s.dispatchEvent(new Event('change'))")
+    ok(until(lambda: '"timer_s":0' in missive("alice", "-o", "json", "timer", "bob@example.org").stdout),
+       "the timer turned off from the page")
+    a.find_element(By.ID, "btn-pin").click()
+    ok(until(lambda: '"pinned":true' in missive("alice", "-o", "json", "conversations").stdout
+             and js(a, "return document.querySelector('#convs li .flag')!==null")), "pinned from the page, and shown")
+    type_and_send(a, "tpyo")
+    ok(until(lambda: mark_of(a, "tpyo")), "a message sent shows at once, the list going to its end")
+    a.find_element(By.ID, "text").send_keys(Keys.ARROW_UP)
+    ta = until(lambda: a.find_element(By.CSS_SELECTOR, "dialog[open] textarea"))
+    ok(ta.get_attribute("value") == "tpyo", "Up in the empty compose box edits the last message: %r"
+       % ta.get_attribute("value"))
+    ta.send_keys(Keys.CONTROL, "a")
+    ta.send_keys(Keys.BACKSPACE)
+    ta.send_keys("typo fixed", Keys.ENTER)
+    ok(until(lambda: "typo fixed" in texts(b) and js(b, "return document.querySelector('#log .edited')!==null"), 20),
+       "an edit from the page (Up in the empty compose box) reaches bob's page")
+    js(a, "const m=[...document.querySelectorAll('#log .msg.out')].pop();"
+          "[...m.querySelectorAll('.actions button')].find(x=>x.textContent==='Unsend').click()")
+    js(a, "[...document.querySelectorAll('dialog[open] button')].find(x=>x.textContent==='Unsend').click()")
+    ok(until(lambda: "typo fixed" not in texts(b) and "this message was unsent" in texts(b), 20),
+       "an unsend from the page reaches bob's page")
+
+    # ---- a device of alice's approved from her page ----------------------------------------
+    link_p = subprocess.Popen([M, "--data-dir", "dev-alice-laptop", "link", "alice@example.org",
+                               "--server", server], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = link_p.communicate(timeout=60)
+    dev = re.search(r"this is device (\d+)", out)
+    ok(dev is not None, "link a laptop for alice: %s %s" % (out, err))
+    if dev:
+        dev = dev.group(1)
+        b_ = until(lambda: a.find_element(By.CSS_SELECTOR, ".banner.device-join"), 30)
+        ok(b_ is not None and dev in b_.text and "fingerprint" in b_.text,
+           "alice's page shows the device asking to join with its fingerprint")
+        fp = missive("alice-laptop", "fingerprint", check=False).stdout
+        if b_:
+            shown = re.sub(r"\s", "", b_.text.split("fingerprint")[-1].split("Approve")[0])
+            ok(shown and shown in re.sub(r"\s", "", fp), "the fingerprint shown is the new device's")
+            js(a, "[...document.querySelectorAll('.banner.device-join button')].find(x=>x.textContent==='Approve').click()")
+        ok(until(lambda: missive("alice-laptop", "receive", "--wait", "0.5", check=False).returncode == 0, 30),
+           "the laptop approved from the page connects")
+
+    # ---- a safety number verified, then bob's keys change -----------------------------------
+    open_conv(a, "bob@example.org")
+    a.find_element(By.ID, "btn-safety").click()
+    digits = until(lambda: a.find_element(By.CSS_SELECTOR, "dialog[open] .digits").text)
+    ok(digits and len(re.sub(r"\D", "", digits)) == 60, "the safety number is shown: %r" % digits)
+    qr = a.find_element(By.CSS_SELECTOR, "dialog[open] img.qr")
+    ok(until(lambda: js(a, "return arguments[0].complete&&arguments[0].naturalWidth>0", qr)), "the QR code is shown")
+    shot(a, "safety")
+    ok(re.sub(r"\D", "", digits) in re.sub(r"\s", "", missive("bob", "verify", "alice@example.org").stdout),
+       "bob's safety number is the same")
+    a.find_element(By.ID, "verify-match").click()
+    ok(until(lambda: re.search(r"^verified$", missive("alice", "verify", "bob@example.org").stdout, re.M)),
+       "bob is verified from the page: %s" % missive("alice", "verify", "bob@example.org").stdout)
+    link_p = subprocess.run([M, "--data-dir", "dev-bob-laptop", "link", "bob@example.org", "--server", server],
+                            env=env, capture_output=True, text=True, timeout=60)
+    dev = re.search(r"this is device (\d+)", link_p.stdout)
+    if dev:
+        missive("bob", "devices", "approve", dev.group(1))
+    type_and_send(a, "are you still you?")
+    banner = until(lambda: a.find_element(By.CSS_SELECTOR, ".banner.alarm.key-change"), 30)
+    ok(banner is not None and "changed" in banner.text,
+       "alice's page shows an alarm banner when the verified bob's keys change")
+    shot(a, "key-change")
+
+    # ---- what others write is text: messages, names, group names, file names ---------------
+    missive("bob", "profile", "set", "--name", "<img src=x onerror=window.pwned=2>")
+    evil = os.path.join(work, "<img src=x onerror=window.pwned=3>.txt")
+    with open(evil, "w") as f:
+        f.write("x")
+    for t in [XSS, "<script>window.pwned=4</script>", "javascript:window.pwned=5",
+              "<a href=\"javascript:window.pwned=6\">click</a>"]:
+        missive("bob", "send", "alice@example.org", "--text", t)
+    missive("bob", "send", "alice@example.org", "--file", evil)
+    missive("bob", "groups", "create", "<img src=x onerror=window.pwned=7>", "alice@example.org")
+    open_conv(a, "bob@example.org")
+    ok(until(lambda: XSS in texts(a) and "<script>window.pwned=4</script>" in texts(a), 20),
+       "markup in messages is shown as its text: %s" % texts(a)[-6:])
+    ok(until(lambda: js(a, "return document.body.textContent.includes('<img src=x onerror=window.pwned=7>')"), 20),
+       "a group name with markup is shown as text")
+    # (the receiver saves it with its spaces made underscores)
+    ok(until(lambda: js(a, "return [...document.querySelectorAll('.fname')].some(e=>e.textContent.startsWith("
+                           "'<img') && e.textContent.includes('onerror=window.pwned=3>'))"), 20),
+       "a file name with markup is shown as text: %s" % js(a, "return [...document.querySelectorAll('#log .fname')]"
+                                                              ".map(e=>e.textContent)"))
+    ok(until(lambda: js(a, "return window.missive.state.names.get('bob@example.org')")
+             == "<img src=x onerror=window.pwned=2>", 20), "bob's display name with markup arrives")
+    for e in a.find_elements(By.CSS_SELECTOR, "#log .text"):
+        if "javascript:" in e.text:
+            ok(not e.find_elements(By.TAG_NAME, "a"), "a javascript: text is no link")
+    for e in a.find_elements(By.CSS_SELECTOR, "#log .text, #log .fname, #convs .conv-name"):
+        try:
+            e.click()
+        except Exception:
+            pass
+    time.sleep(1)
+    for d in (a, b):
+        ok(js(d, "return window.pwned===undefined"), "nothing another person wrote ran on %s's page" % d.who)
+        ok(js(d, "return document.querySelectorAll('img[src=\"x\"], script:not([src])').length") == 0,
+           "no element came from another person's markup on %s's page" % d.who)
+    shot(a, "injection")
+
+    # ---- phone width: one pane --------------------------------------------------------------
+    a.set_window_size(390, 800)
+    ok(until(lambda: not a.find_element(By.ID, "side").is_displayed() and a.find_element(By.ID, "log").is_displayed()),
+       "at phone width an open conversation takes the screen")
+    a.find_element(By.ID, "back").click()
+    ok(until(lambda: a.find_element(By.ID, "side").is_displayed()), "back shows the conversation list")
+    shot(a, "phone")
+
+    # two pages of busy accounts left alone go quiet: what one reloads wakes no other
+    before = [js(d, "return window.missive.rpc.nextId") for d in (a, b)]
+    time.sleep(3)
+    after = [js(d, "return window.missive.rpc.nextId") for d in (a, b)]
+    ok(all(y - x < 4 for x, y in zip(before, after)), "idle pages send next to nothing: %s %s" % (before, after))
+
+    for d in (a, b):
+        bad = [l for l in logs(d) if "Content Security Policy" in l.get("message", "")
+               or "Refused to" in l.get("message", "")]
+        ok(not bad, "no CSP violation on %s's page: %s" % (d.who, bad))
+        errs = [l for l in logs(d) if l.get("level") == "SEVERE" and "favicon" not in l.get("message", "")
+                and "/files/" not in l.get("message", "")]
+        ok(not errs, "no script error on %s's page: %s" % (d.who, errs))
+    stop_webs()
+
+
+# a 3x3 PNG, written without any library
+PNG_MAKER = r"""
+import struct, sys, zlib
+def chunk(t, d): return struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d) & 0xffffffff)
+raw = b''.join(b'\x00' + bytes([200, 30, 30]) * 3 for _ in range(3))
+png = b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', 3, 3, 8, 2, 0, 0, 0)) + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b'')
+open(sys.argv[1], 'wb').write(png)
+"""
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as e:
+        import traceback
+        traceback.print_exc()
+        ok(False, "the test stopped: %r" % e)
+        for d in drivers:
+            shot(d, "failure-" + d.who)
+    finally:
+        for d in drivers:
+            logs(d)
+        cleanup()
+    print("%d passed, %d failed" % (rig.passed, rig.failed))
+    sys.exit(0 if rig.failed == 0 else 1)
