@@ -130,8 +130,9 @@ int rpc_build_argv(const char *method, json_t *params, struct rpc_argv *b, char 
         if (argv_add(b, opt, 1) != 0 || argv_add_value(b, v) != 0)
             goto bad_value;
     }
+    /* "--": what follows is the method and its operands, even where one starts with '-' */
+    argv_add(b, "--", 0);
     argv_add(b, method, 0);
-    /* what follows the method is an operand, even if it starts with '-' */
     if (args != NULL && !json_is_array(args)) {
         snprintf(why, why_len, "'args' is an array of strings");
         return -1;

@@ -59,6 +59,13 @@ static const char csp[] = "default-src 'none'; script-src 'self'; style-src 'sel
 
 struct secret {
     uint8_t v[WEB_SECRET_LEN];
+    /*
+     * A session's page key: the page holds it (sessionStorage, per origin, so
+     * per port) and sends it with every request that reaches the account, as
+     * the cookie alone does not prove the page: browsers send cookies to every
+     * port of a host, where another local user may listen (docs/web.md).
+     */
+    uint8_t key[WEB_SECRET_LEN];
     int64_t at_ms; /* when it was made */
     int live;
 };
@@ -123,7 +130,7 @@ struct web {
 /* ---- secrets --------------------------------------------------------------------------- */
 
 /* Keeps a new secret in list (the oldest goes when it is full); its hex in hex. */
-static void secret_new(struct secret *list, size_t n, char hex[WEB_SECRET_HEX + 1])
+static struct secret *secret_new(struct secret *list, size_t n, char hex[WEB_SECRET_HEX + 1])
 {
     size_t slot = 0;
 
@@ -136,10 +143,12 @@ static void secret_new(struct secret *list, size_t n, char hex[WEB_SECRET_HEX + 
             slot = i;
     }
     msv_random_bytes(list[slot].v, WEB_SECRET_LEN);
+    msv_random_bytes(list[slot].key, WEB_SECRET_LEN);
     list[slot].at_ms = msv_mono_ms();
     list[slot].live = 1;
     if (msv_hex_encode(list[slot].v, WEB_SECRET_LEN, hex, WEB_SECRET_HEX + 1) != MSV_OK)
         hex[0] = '\0';
+    return &list[slot];
 }
 
 /* The live secret equal to v (every one compared, each in constant time); NULL if none. */
@@ -309,16 +318,30 @@ static int origin_ok(struct web *w, struct lws *wsi)
     return strcasecmp(origin, want) == 0;
 }
 
-static int session_ok(struct web *w, struct lws *wsi)
+/*
+ * A live session's cookie; with need_key, also its page key as the query's
+ * k= (every request that reaches the account: /ws, /upload, /files, /qr.svg).
+ */
+static int session_ok(struct web *w, struct lws *wsi, int need_key)
 {
-    char cookie[2048];
-    uint8_t id[WEB_SECRET_LEN];
+    /* lws_get_urlarg_by_name() copies each argument of the query in turn into arg */
+    char cookie[2048], arg[4096];
+    const char *k;
+    uint8_t id[WEB_SECRET_LEN], key[WEB_SECRET_LEN];
+    struct secret *s;
     int ok;
 
     if (header(wsi, WSI_TOKEN_HTTP_COOKIE, cookie, sizeof(cookie)) != 0 ||
         web_cookie_session(cookie, id) != 0)
         return 0;
-    ok = secret_find(w->sessions, SESSIONS_MAX, id, 0) != NULL;
+    s = secret_find(w->sessions, SESSIONS_MAX, id, 0);
+    ok = s != NULL;
+    if (ok && need_key) {
+        k = lws_get_urlarg_by_name(wsi, "k=", arg, sizeof(arg));
+        ok = k != NULL && web_parse_secret(k, strlen(k), key) == 0 &&
+             msv_equal_ct(key, s->key, WEB_SECRET_LEN);
+        msv_wipe(key, sizeof(key));
+    }
     msv_wipe(id, sizeof(id));
     return ok;
 }
@@ -328,10 +351,10 @@ static int session_ok(struct web *w, struct lws *wsi)
 /* GET /login?token=T: a session for an unused token, once. */
 static int serve_login(struct web *w, struct lws *wsi, struct pss *s)
 {
-    char arg[200], hex[WEB_SECRET_HEX + 1], cookie[200];
+    char arg[200], hex[WEB_SECRET_HEX + 1], cookie[200], location[WEB_SECRET_HEX + 8];
     const char *token = lws_get_urlarg_by_name(wsi, "token=", arg, sizeof(arg));
     uint8_t v[WEB_SECRET_LEN];
-    struct secret *t = NULL;
+    struct secret *t = NULL, *session;
     struct answer a = {.status = 303, .mime = "text/plain; charset=utf-8"};
 
     if (token != NULL && web_parse_secret(token, strlen(token), v) == 0)
@@ -342,11 +365,15 @@ static int serve_login(struct web *w, struct lws *wsi, struct pss *s)
                            "This login link is not valid: it was used, it expired (after ten "
                            "minutes), or it is wrong. Ask for a new one with: missive web --url\n");
     t->live = 0; /* one use */
-    secret_new(w->sessions, SESSIONS_MAX, hex);
+    session = secret_new(w->sessions, SESSIONS_MAX, hex);
     snprintf(cookie, sizeof(cookie), WEB_COOKIE "=%s; HttpOnly; SameSite=Strict; Path=/%s", hex,
              w->tls ? "; Secure" : "");
+    /* the page key in the fragment: it reaches the page, never a server or a Referer */
+    memcpy(location, "/#k=", 4);
+    if (msv_hex_encode(session->key, WEB_SECRET_LEN, location + 4, sizeof(location) - 4) != MSV_OK)
+        location[1] = '\0';
     a.names[0] = "location:";
-    a.values[0] = "/";
+    a.values[0] = location;
     a.names[1] = "set-cookie:";
     a.values[1] = cookie;
     s->mem = (const unsigned char *)"";
@@ -595,7 +622,8 @@ static int serve_http(struct web *w, struct lws *wsi, struct pss *s, const char 
     }
     if (get && strcmp(path, "/login") == 0)
         return serve_login(w, wsi, s);
-    if (!session_ok(w, wsi)) {
+    if (!session_ok(w, wsi,
+                    post || strncmp(path, "/files/", 7) == 0 || strcmp(path, "/qr.svg") == 0)) {
         s->close_after = post;
         return answer_text(wsi, s, 403,
                            "not logged in: open the login link that missive web printed\n");
@@ -621,7 +649,7 @@ static int serve_http(struct web *w, struct lws *wsi, struct pss *s, const char 
 static int confirm_upgrade(struct web *w, struct lws *wsi, struct pss *s)
 {
     s->fd = s->up_fd = -1;
-    if (host_ok(w, wsi) && origin_ok(w, wsi) && session_ok(w, wsi))
+    if (host_ok(w, wsi) && origin_ok(w, wsi) && session_ok(w, wsi, 1))
         return 0;
     /* answered here, whole: libwebsockets ends the transaction when this returns */
     static const char refused[] = "refused\n";

@@ -157,13 +157,27 @@ def raw(port, request, tls=False):
     return status, h, body
 
 
-def get(port, path, cookie=None, host=None, extra="", tls=False):
+# the page key each session's login gave (cookie -> key), sent as k= where the page sends it
+PAGE_KEYS = {}
+
+
+def keyed(path, cookie, key):
+    """path with the session's page key (key None: the one its login gave; "": none)."""
+    if key is None:
+        key = PAGE_KEYS.get(cookie, "")
+    return path + ("&" if "?" in path else "?") + "k=" + key if key else path
+
+
+def get(port, path, cookie=None, host=None, extra="", tls=False, key=None):
+    if path.startswith(("/files/", "/qr.svg")):
+        path = keyed(path, cookie, key)
     req = "GET %s HTTP/1.1\r\nHost: %s\r\n%s%sConnection: close\r\n\r\n" % (
         path, host or "127.0.0.1:%d" % port, "Cookie: %s\r\n" % cookie if cookie else "", extra)
     return raw(port, req.encode(), tls)
 
 
-def post(port, path, body, cookie=None, origin=None, flag=True, length=None):
+def post(port, path, body, cookie=None, origin=None, flag=True, length=None, key=None):
+    path = keyed(path, cookie, key)
     req = ("POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s%s%sContent-Length: %d\r\n"
            "Connection: close\r\n\r\n" % (
                path, port, "Cookie: %s\r\n" % cookie if cookie else "",
@@ -174,8 +188,11 @@ def post(port, path, body, cookie=None, origin=None, flag=True, length=None):
 
 def login(url, port):
     status, h, _ = get(port, url.split(port_part(url), 1)[1])
-    cookie = h.get("set-cookie", "")
-    return status, h, cookie.split(";")[0]
+    cookie = h.get("set-cookie", "").split(";")[0]
+    m = re.match(r"/#k=([0-9a-f]{64})$", h.get("location", ""))
+    if m:
+        PAGE_KEYS[cookie] = m.group(1)
+    return status, h, cookie
 
 
 def port_part(url):
@@ -185,12 +202,13 @@ def port_part(url):
 # ---- a WebSocket by hand ----------------------------------------------------------------------
 
 class WS:
-    def __init__(self, port, cookie=None, origin=None, host=None):
+    def __init__(self, port, cookie=None, origin=None, host=None, page_key=None):
         self.s = socket.create_connection(("127.0.0.1", port), timeout=30)
         key = base64.b64encode(os.urandom(16)).decode()
         host = host or "127.0.0.1:%d" % port
-        req = ("GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n" % (host, key))
+        req = ("GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n" % (
+                   keyed("/ws", cookie, page_key), host, key))
         if origin:
             req += "Origin: %s\r\n" % origin
         if cookie:
@@ -312,7 +330,8 @@ def main():
     st, _, _ = get(aport, "/login?token=" + token[:-1])
     check(st == 403, "a short token: 403 (%d)" % st)
     st, h, cookie = login(url, aport)
-    check(st == 303 and h.get("location") == "/", "a valid token: 303 to / (%d %s)" % (st, h))
+    check(st == 303 and re.match(r"/#k=[0-9a-f]{64}$", h.get("location", "")) is not None,
+          "a valid token: 303 to / with the page key in the fragment (%d %s)" % (st, h))
     sc = h.get("set-cookie", "")
     check(re.match(r"missive_session=[0-9a-f]{64}; HttpOnly; SameSite=Strict; Path=/$", sc)
           is not None, "the session cookie's attributes: %r" % sc)
@@ -339,6 +358,11 @@ def main():
               "%s is text/javascript (%d %s)" % (src, st, h.get("content-type")))
     st, _, _ = get(aport, "/app/none.js", cookie=cookie)
     check(st == 404, "an asset that is not there: 404 (%d)" % st)
+    for path in ("/qr.svg?data=x", "/files/" + "0" * 32 + "/0"):
+        st, _, _ = get(aport, path, cookie=cookie, key="")
+        check(st == 403, "%s with the cookie but not the page key: 403 (%d)" % (path, st))
+        st, _, _ = get(aport, path, cookie=cookie, key="4" * 64)
+        check(st == 403, "%s with a wrong page key: 403 (%d)" % (path, st))
     st, h, body = get(aport, "/qr.svg?data=hello%20world", cookie=cookie)
     check(st == 200 and h.get("content-type") == "image/svg+xml" and body.startswith(b"<svg") and
           b"<script" not in body and b"<path" in body, "/qr.svg draws a QR code (%d)" % st)
@@ -361,7 +385,12 @@ def main():
                      ("no cookie", dict(origin=origin)),
                      ("a wrong cookie", dict(origin=origin, cookie="missive_session=" + "2" * 64)),
                      ("a foreign Host", dict(cookie=cookie, origin="http://evil.example:%d" %
-                                             aport, host="evil.example:%d" % aport))):
+                                             aport, host="evil.example:%d" % aport)),
+                     # the cookie alone: another local user's server on another port of the
+                     # host gets it from the browser, but not the page key
+                     ("the cookie without the page key", dict(cookie=cookie, origin=origin,
+                                                              page_key="")),
+                     ("a wrong page key", dict(cookie=cookie, origin=origin, page_key="3" * 64))):
         ws = WS(aport, **kw)
         check(ws.status != 101, "WebSocket with %s refused (%d)" % (what, ws.status))
         check("content-security-policy" in ws.headers or ws.status == 0,
@@ -381,6 +410,16 @@ def main():
     r = ws.call("history", {"args": ["bob@example.org"], "output": "json"})
     items = r.get("result", {}).get("items", []) if r else []
     check(any(i.get("text") == "hello from the web" for i in items), "history: %r" % r)
+    # an operand that looks like an option stays an operand: this reaction is "--remove"
+    mine = [i for i in items if i.get("text") == "hello from the web"]
+    if mine:
+        r = ws.call("react", {"args": [mine[0]["message_id"], "--remove"]})
+        check(r is not None and "result" in r, "react with --remove as the emoji: %r" % r)
+        r = ws.call("history", {"args": ["bob@example.org"], "output": "json"})
+        got = [i.get("reactions") for i in r["result"]["items"]
+               if i.get("message_id") == mine[0]["message_id"]] if r else []
+        check(got and [x.get("emoji") for x in got[0] or []] == ["--remove"],
+              "an argument starting with '-' is an operand, not an option: %r" % got)
     r = ws.call("no-such-method")
     check(r is not None and r.get("error", {}).get("code") == -32601, "no such method: %r" % r)
     ws.send_text("not json\n{}")
@@ -426,6 +465,8 @@ def more():
     check(st == 403, "an upload without a session: 403 (%d)" % st)
     st, _, _ = upload(aport, cookie, "a.txt", b"x", flag=False)
     check(st == 403, "an upload without X-Missive-Upload: 403 (%d)" % st)
+    st, _, _ = upload(aport, cookie, "a.txt", b"x", key="")
+    check(st == 403, "an upload without the page key: 403 (%d)" % st)
     st, _, _ = upload(aport, cookie, "a.txt", b"x", origin="http://evil.example")
     check(st == 403, "an upload from another Origin: 403 (%d)" % st)
     st, _, _ = upload(aport, cookie, "a.txt", b"x" * 10, length=256 * 1024 * 1024 + 1)
@@ -436,10 +477,11 @@ def more():
     check(not os.path.exists("dev-alice/alice@example.org/uploads") or
           os.listdir("dev-alice/alice@example.org/uploads") == [], "refused uploads leave nothing")
 
-    st, _, _ = raw(aport, ("POST /upload?name=a.txt HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nCookie: %s\r\n"
+    st, _, _ = raw(aport, ("POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nCookie: %s\r\n"
                            "Origin: %s\r\nX-Missive-Upload: 1\r\nTransfer-Encoding: chunked\r\n"
                            "Connection: close\r\n\r\n1\r\nx\r\n0\r\n\r\n" % (
-                               aport, cookie, origin)).encode())
+                               keyed("/upload?name=a.txt", cookie, None), aport, cookie,
+                               origin)).encode())
     check(st in (400, 411), "an upload without Content-Length: 411 (%d)" % st)
 
     # ---- WebSocket messages the owner never sees ----

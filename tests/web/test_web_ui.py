@@ -79,7 +79,7 @@ XSS = "<img src=x onerror=\"window.pwned=1\">"
 def main():
     port = start_missived()
     server = "127.0.0.1:" + port
-    for who in ("alice", "bob", "carol"):
+    for who in ("alice", "bob", "carol", "dave"):
         register(who, server)
     for who in ("alice", "bob", "carol"):
         for other in ("alice", "bob", "carol"):
@@ -228,6 +228,17 @@ def main():
     ok(until(lambda: js(a, "const d=document.querySelector('dialog[open]');"
                            "return d&&d.querySelectorAll('.members .flag').length===2")),
        "the group dialog shows bob as an admin")
+    # the invite link: made in the page; dave joins by it and is added by alice's device
+    js(a, "[...document.querySelectorAll('dialog[open] button')].find(x=>x.textContent==='Show link').click()")
+    link = until(lambda: js(a, "const i=document.querySelector('dialog[open] .invite-link');"
+                               "return i&&i.value.startsWith('missive:join?')?i.value:''"))
+    ok(link, "alice's page shows the group's invite link")
+    missive("dave", "groups", "join", link)
+
+    def dave_in():
+        line = [x for x in missive("alice", "groups").stdout.splitlines() if gid in x]
+        return bool(line) and "dave@example.org" in line[0]
+    ok(until(dave_in, 30), "dave joins by the link alice's page showed")
     js(a, "const d=document.querySelector('dialog[open]');if(d)d.close()")
     shot(a, "group")
 

@@ -7,7 +7,20 @@ import { Rpc } from "./rpc.js";
 import { h, clear, $, dialog, size, when } from "./dom.js";
 import { MessageList } from "./list.js";
 
-const rpc = new Rpc((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
+// The session's page key (docs/web.md, "Security"): the login's answer puts it in the
+// fragment; this tab keeps it in sessionStorage, which is this origin's alone (a cookie
+// reaches every port of the host), and every request that reaches the account carries it.
+const pageKey = (() => {
+  const m = /^#k=([0-9a-f]{64})$/.exec(location.hash);
+  if (m) {
+    sessionStorage.setItem("missive-key", m[1]);
+    history.replaceState(null, "", "/");
+  }
+  return sessionStorage.getItem("missive-key") || "";
+})();
+const withKey = (url) => url + (url.includes("?") ? "&" : "?") + "k=" + pageKey;
+
+const rpc = new Rpc(withKey((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws"));
 
 const state = {
   me: "",
@@ -395,7 +408,7 @@ function keepAtEnd(e) {
 
 function fileUrl(m, a) {
   if (!/^[0-9a-f]{32}$/.test(m.message_id) || !Number.isInteger(a.index)) return null;
-  return "/files/" + m.message_id + "/" + a.index;
+  return withKey("/files/" + m.message_id + "/" + a.index);
 }
 
 const IMAGES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
@@ -658,7 +671,7 @@ function upload(file) {
     const row = h("div", { class: "upload" }, h("span", { class: "fname" }, file.name), " ", bar, h("span", { class: "pct" }, "0%"));
     $("uploads").append(row);
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", "/upload?name=" + encodeURIComponent(file.name || "file"));
+    xhr.open("POST", withKey("/upload?name=" + encodeURIComponent(file.name || "file")));
     xhr.setRequestHeader("X-Missive-Upload", "1");
     xhr.upload.onprogress = (e) => {
       if (!e.lengthComputable) return;
@@ -914,7 +927,14 @@ function newGroupDialog() {
       reloadConvs();
       if (g) openConv(g.id);
     };
-    body.append(name, members, h("div", { class: "row" }, h("button", { type: "button", class: "primary", onclick: go }, "Create")));
+    const uri = h("input", { type: "text", placeholder: "missive:join?g=...", "aria-label": "Invite link to join" });
+    const join = async () => {
+      await run("asking to join", rpc.call("groups", { args: ["join", uri.value.trim()] }));
+      toast("Request sent: the group appears once an admin adds you.");
+      dlg.close();
+    };
+    body.append(name, members, h("div", { class: "row" }, h("button", { type: "button", class: "primary", onclick: go }, "Create")),
+      h("h3", {}, "Or join one by its invite link"), h("div", { class: "row" }, uri, h("button", { type: "button", onclick: join }, "Join")));
     setTimeout(() => name.focus(), 0);
   });
 }
@@ -951,10 +971,40 @@ function groupDialog(conv) {
       body.append(h("div", { class: "row" }, add, h("button", { type: "button", onclick: () => act("adding", ["add", g.id, ...words(add.value)]) }, "Add")),
         h("div", { class: "row" }, rename, h("button", { type: "button", onclick: () => act("renaming", ["rename", g.id, rename.value.trim()]) }, "Rename")));
     }
+    if (admin) inviteSection(body, g);
     body.append(h("div", { class: "row" }, h("button", {
       type: "button", class: "danger", onclick: async () => { await act("leaving", ["leave", g.id]); },
     }, "Leave group")));
   });
+}
+
+/* An admin's invite link (docs/groups.md "Invite links") and the requests waiting for approval. */
+function inviteSection(body, g) {
+  const link = h("input", { type: "text", readonly: true, class: "invite-link", "aria-label": "Invite link", placeholder: "no link shown" });
+  const approval = h("input", { type: "checkbox", "aria-label": "Admins approve who joins" });
+  const waiting = h("ul", { class: "members", "aria-label": "Requests to join" });
+  const invite = async (extra) => {
+    const items = await run("the invite link", rpc.items("groups", Object.assign({ args: ["invite", g.id] }, extra)));
+    link.value = items.length && items[0].uri ? items[0].uri : "";
+    link.placeholder = link.value ? "" : "invite links are off";
+  };
+  const loadWaiting = async () => {
+    const items = await run("the requests", rpc.items("groups", { args: ["requests", g.id] }));
+    waiting.replaceChildren();
+    for (const who of (items[0] && items[0].pending) || [])
+      waiting.append(h("li", {}, h("span", {}, nameOf(who)), " ", h("span", { class: "handle" }, who),
+        h("button", { type: "button", onclick: async () => { await run("approving", rpc.call("groups", { args: ["approve", g.id, who] })); loadWaiting(); } }, "Approve"),
+        h("button", { type: "button", onclick: async () => { await run("denying", rpc.call("groups", { args: ["deny", g.id, who] })); loadWaiting(); } }, "Deny")));
+  };
+  body.append(h("h3", {}, "Invite link"),
+    h("div", { class: "row" }, link,
+      h("button", { type: "button", onclick: () => invite({}) }, "Show link"),
+      h("button", { type: "button", onclick: () => invite({ reset: true }) }, "New link"),
+      h("button", { type: "button", onclick: () => invite({ off: true }) }, "Turn off")),
+    h("label", { class: "row" }, approval, " admins approve who joins"),
+    waiting);
+  approval.addEventListener("change", () => invite({ approval: approval.checked ? "on" : "off" }));
+  loadWaiting().catch(() => {});
 }
 
 function contactsDialog() {
@@ -1037,7 +1087,7 @@ function safetyDialog(handle) {
     const stateText = s.state === "verified" ? "Verified" : s.state === "changed since verified" ? "CHANGED since you verified it" : "Not verified";
     body.append(h("p", { class: "state " + s.state.replace(/ /g, "-") }, stateText),
       h("div", { class: "digits", "aria-label": "Safety number" }, groupDigits(s.safety_number)),
-      h("img", { class: "qr", src: "/qr.svg?data=" + encodeURIComponent(s.safety_number), alt: "QR code of the safety number" }),
+      h("img", { class: "qr", src: withKey("/qr.svg?data=" + encodeURIComponent(s.safety_number)), alt: "QR code of the safety number" }),
       h("p", {}, "Compare these digits with " + nameOf(handle) + " in person or on a call (or scan each other's code). Mark them verified only if they match."),
       h("div", { class: "row" },
         h("button", {
