@@ -35,14 +35,14 @@ in_scratch() {
 tm() { tmux -u -L "missive-$(basename "$0" .sh)-$$" -f /dev/null "$@"; }
 
 # chat_in SESSION DATA-DIR WIDTH ARGS...: `missive chat ARGS` of the account in
-# DATA-DIR in a tmux window of its own, WIDTH x 30, in the C locale (the chat
+# DATA-DIR in a tmux window of its own, WIDTH x $CHAT_ROWS (30), in the C locale (the chat
 # must take UTF-8 by itself; tmux -u draws UTF-8 whatever the environment
 # says); its error stream in chat-SESSION.err, its exit status in
 # chat-SESSION.rc. ARGS are words of a shell command: quote what has spaces.
 chat_in() {
     local session=$1 dir=$2 width=$3
     shift 3
-    tm new-session -d -s "$session" -x "$width" -y 30 \
+    tm new-session -d -s "$session" -x "$width" -y "${CHAT_ROWS:-30}" \
         "cd '$work' && LANG=C LC_ALL= '$M' --data-dir $dir chat $* 2>chat-$session.err; echo \$? >chat-$session.rc; sleep 30"
 }
 

@@ -10,8 +10,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 M=$(realpath "${1:?usage: test_biggroup.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_biggroup.sh MISSIVE MISSIVED}")
 in_scratch
-daemon=
-trap 'for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 export MISSIVED_ACCOUNTS_REGISTER_BURST=1000
 start_missived || bad "missived started"

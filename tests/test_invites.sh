@@ -17,9 +17,6 @@ if ! command -v tmux >/dev/null; then
 fi
 export MISSIVED_ACCOUNTS_REGISTER_BURST=20 # nine people from one address
 in_scratch
-daemon=
-tm() { tmux -u -L "missive-invites-$$" -f /dev/null "$@"; }
-trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 start_missived || bad "missived started"
 register_people alice bob carol dave erin frank gina harry ivan
@@ -204,15 +201,14 @@ expect 0 "harry hears" -- as harry receive --wait 1
 [ "$(members harry)" = "$A,$B,$C,$E,$R,$G,$H" ] && ok || bad "harry joined: $(as harry groups)"
 
 # the chat: ivan asks with /join in his; alice sees the request in hers and approves it
+# (lines joined where the window wraps them, and 8 s for each wait)
 screen() { tm capture-pane -p -J -t "$1"; }
 waitfor() {
     for _ in $(seq 80); do screen "$1" | grep -qF -- "$2" && return 0; sleep 0.1; done
     return 1
 }
-tm new-session -d -s alice -x 200 -y 40 \
-    "cd '$work' && LANG=C LC_ALL= '$M' --data-dir dev-alice chat '$club' 2>chat-alice.err; sleep 30"
-tm new-session -d -s ivan -x 200 -y 40 \
-    "cd '$work' && LANG=C LC_ALL= '$M' --data-dir dev-ivan chat 2>chat-ivan.err; sleep 30"
+CHAT_ROWS=40 chat_in alice dev-alice 200 "'$club'"
+CHAT_ROWS=40 chat_in ivan dev-ivan 200
 waitfor alice "online" && ok || bad "alice's chat starts: $(screen alice)"
 waitfor ivan "online" && ok || bad "ivan's chat starts: $(screen ivan)"
 tm send-keys -t alice "/invite sideways" Enter
