@@ -192,6 +192,8 @@ static int security_headers(struct lws *wsi, int asset, unsigned char **p, unsig
            add_header(wsi, "x-content-type-options:", "nosniff", p, end) ||
            add_header(wsi, "referrer-policy:", "no-referrer", p, end) ||
            add_header(wsi, "x-frame-options:", "DENY", p, end) ||
+           /* no page of another origin (another port included) may embed what is served here */
+           add_header(wsi, "cross-origin-resource-policy:", "same-origin", p, end) ||
            add_header(wsi, "cache-control:", asset ? "no-cache" : "no-store", p, end);
 }
 

@@ -444,7 +444,8 @@ def main():
             continue
         ok = (h.get("content-security-policy") == CSP and h.get("x-content-type-options") ==
               "nosniff" and h.get("referrer-policy") == "no-referrer" and
-              h.get("x-frame-options") == "DENY")
+              h.get("x-frame-options") == "DENY" and
+              h.get("cross-origin-resource-policy") == "same-origin")
         check(ok, "security headers on %s (%d): %r" % (what, st, h))
         if not what.startswith("GET /app/") and not (what.startswith("GET / ") and st == 200):
             check(h.get("cache-control") == "no-store", "no-store on %s: %r" % (what, h))
