@@ -370,6 +370,8 @@ static msv_err look_up(struct msv_client *c, const char *const *targets, size_t 
 {
     msv_err err = client_verified_lookup(c, targets, n, known);
 
+    if (err == MSV_OK && (*known)->lookup_result->n_results != n)
+        err = MSV_ERR_PARSE; /* an answer for other handles than asked */
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         const Msv__Wire__HandleDevices *hd = (*known)->lookup_result->results[i];
 
@@ -433,11 +435,8 @@ static msv_err target_sets_load(struct msv_client *c, const char *const *targets
         msv_frame **f = &t->frames[t->n_frames];
 
         err = look_up(c, ask + at, k, f);
-        if (err == MSV_OK) {
+        if (*f != NULL) /* kept, also when a handle in it is refused: target_sets_free frees it */
             t->n_frames++;
-            if ((*f)->lookup_result->n_results != k)
-                err = MSV_ERR_PARSE;
-        }
         for (size_t i = 0; err == MSV_OK && i < k; i++)
             t->hds[where[at + i]] = (*f)->lookup_result->results[i];
     }
