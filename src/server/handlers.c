@@ -347,36 +347,31 @@ static msv_err may_register(struct msv_conn_state *c, uint64_t request_id,
                             const ProtobufCBinaryData *invite, int take, uint8_t hash[32])
 {
     struct msv_server *s = c->w->srv;
+    const char *why = NULL;
+    int code = E_AUTH;
     msv_err err;
 
     if (strcmp(s->cfg.registration, "open") == 0)
         return MSV_OK;
-    atomic_fetch_add(&s->m.registrations_refused, 1);
     if (strcmp(s->cfg.registration, "closed") == 0) {
-        msv_conn_send_error(c, request_id, E_AUTH, "this server takes no new accounts");
-        return MSV_ERR_AUTH;
+        why = "this server takes no new accounts";
+    } else if (invite->len == 0) {
+        why = "this server registers by invitation: ask its operator for an invite code";
+    } else if (msv_invite_hash(invite->data, invite->len, hash) != MSV_OK) {
+        code = E_INVALID;
+        why = "not an invite code (16 letters and digits, as XXXX-XXXX-XXXX-XXXX)";
+    } else if ((err = STORE(s)->invite_take(IMPL(s), hash, msv_server_now_ms(s), !take)) ==
+               MSV_ERR_NOT_FOUND) {
+        why = "that invite code is not valid: unknown, used up, expired or revoked";
+    } else if (err != MSV_OK) {
+        code = E_IO;
+        why = "storage failed";
     }
-    if (invite->len == 0) {
-        msv_conn_send_error(c, request_id, E_AUTH,
-                            "this server registers by invitation: ask its operator for an "
-                            "invite code");
-        return MSV_ERR_AUTH;
-    }
-    if (msv_invite_hash(invite->data, invite->len, hash) != MSV_OK) {
-        msv_conn_send_error(c, request_id, E_INVALID,
-                            "not an invite code (16 letters and digits, as XXXX-XXXX-XXXX-XXXX)");
-        return MSV_ERR_AUTH;
-    }
-    err = STORE(s)->invite_take(IMPL(s), hash, msv_server_now_ms(s), !take);
-    if (err == MSV_ERR_NOT_FOUND)
-        msv_conn_send_error(c, request_id, E_AUTH,
-                            "that invite code is not valid: unknown, used up, expired or revoked");
-    else if (err != MSV_OK)
-        msv_conn_send_error(c, request_id, E_IO, "storage failed");
-    if (err != MSV_OK)
-        return MSV_ERR_AUTH;
-    atomic_fetch_sub(&s->m.registrations_refused, 1); /* not refused after all */
-    return MSV_OK;
+    if (why == NULL)
+        return MSV_OK;
+    atomic_fetch_add(&s->m.registrations_refused, 1);
+    msv_conn_send_error(c, request_id, code, why);
+    return MSV_ERR_AUTH;
 }
 
 static void handle_register_start(struct msv_conn_state *c, const msv_frame *f)
