@@ -300,53 +300,14 @@ msv_err msv_client_db_contact_remove(struct msv_client_db *db, const char *name)
 }
 
 /* Grows *items (of size elem) to hold one more; MSV_ERR_NOMEM if it cannot. */
-static msv_err grow(void **items, size_t elem, size_t count, size_t *cap)
-{
-    void *bigger;
-
-    if (count < *cap)
-        return MSV_OK;
-    *cap = *cap ? *cap * 2 : 8;
-    bigger = realloc(*items, *cap * elem);
-    if (bigger == NULL)
-        return MSV_ERR_NOMEM;
-    memset((char *)bigger + count * elem, 0, (*cap - count) * elem);
-    *items = bigger;
-    return MSV_OK;
-}
-
-/*
- * Steps st to its end, reading each row into one more element of elem bytes
- * (zeroed first) with read_row, then finalizes st. On success the list goes
- * to *out and *count; on failure drop frees the rows read (a half-read one
- * included) and nothing is returned. *rc (may be NULL) receives the last
- * step's SQLite code.
- */
+/* msv_sql_rows, then st finalized. */
 static msv_err collect(sqlite3_stmt *st, size_t elem, msv_err (*read_row)(sqlite3_stmt *, void *),
                        void (*drop)(void *, size_t), void **out, size_t *count, int *rc)
 {
-    char *list = NULL;
-    size_t n = 0, cap = 0;
-    msv_err err = MSV_OK;
-    int last = SQLITE_DONE;
+    msv_err err = msv_sql_rows(st, elem, read_row, drop, out, count, rc);
 
-    while (err == MSV_OK && (last = sqlite3_step(st)) == SQLITE_ROW) {
-        err = grow((void **)&list, elem, n, &cap);
-        if (err == MSV_OK)
-            err = read_row(st, list + elem * n++);
-    }
-    if (err == MSV_OK && last != SQLITE_DONE)
-        err = msv_sql_err(last);
     sqlite3_finalize(st);
-    if (rc != NULL)
-        *rc = last;
-    if (err != MSV_OK) {
-        drop(list, n);
-        return err;
-    }
-    *out = list;
-    *count = n;
-    return MSV_OK;
+    return err;
 }
 
 static msv_err read_contact(sqlite3_stmt *st, void *item)

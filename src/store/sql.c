@@ -131,3 +131,45 @@ msv_err msv_sql_open(const char *path, const char *const *migrations, size_t n, 
     *out = db;
     return MSV_OK;
 }
+
+/* Room for one more element of elem bytes (zeroed) after count in *items. */
+static msv_err grow(void **items, size_t elem, size_t count, size_t *cap)
+{
+    void *bigger;
+
+    if (count < *cap)
+        return MSV_OK;
+    *cap = *cap ? *cap * 2 : 8;
+    bigger = realloc(*items, *cap * elem);
+    if (bigger == NULL)
+        return MSV_ERR_NOMEM;
+    memset((char *)bigger + count * elem, 0, (*cap - count) * elem);
+    *items = bigger;
+    return MSV_OK;
+}
+
+msv_err msv_sql_rows(sqlite3_stmt *st, size_t elem, msv_err (*read_row)(sqlite3_stmt *, void *),
+                     void (*drop)(void *, size_t), void **out, size_t *count, int *rc)
+{
+    char *list = NULL;
+    size_t n = 0, cap = 0;
+    msv_err err = MSV_OK;
+    int last = SQLITE_DONE;
+
+    while (err == MSV_OK && (last = sqlite3_step(st)) == SQLITE_ROW) {
+        err = grow((void **)&list, elem, n, &cap);
+        if (err == MSV_OK)
+            err = read_row(st, list + elem * n++);
+    }
+    if (err == MSV_OK && last != SQLITE_DONE)
+        err = msv_sql_err(last);
+    if (rc != NULL)
+        *rc = last;
+    if (err != MSV_OK) {
+        drop(list, n);
+        return err;
+    }
+    *out = list;
+    *count = n;
+    return MSV_OK;
+}

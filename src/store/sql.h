@@ -21,6 +21,17 @@ MSV_MUST_CHECK msv_err msv_sql_run(sqlite3_stmt *st);
 char *msv_sql_text(sqlite3_stmt *st, int col);
 uint8_t *msv_sql_blob(sqlite3_stmt *st, int col, size_t *len);
 /*
+ * Steps st to its end, reading each row into one more element of elem bytes
+ * (zeroed first) with read_row; st is left for the caller to finalize or
+ * reset. On success the list goes to *out and *count; on failure drop frees
+ * the rows read (a half-read one included) and nothing is returned. *rc (may
+ * be NULL) receives the last step's SQLite code.
+ */
+MSV_MUST_CHECK msv_err msv_sql_rows(sqlite3_stmt *st, size_t elem,
+                                    msv_err (*read_row)(sqlite3_stmt *, void *),
+                                    void (*drop)(void *, size_t), void **out, size_t *count,
+                                    int *rc);
+/*
  * Opens path (creating it with mode 0600), sets WAL and synchronous=FULL, and
  * applies migrations[v] for every version v past the recorded one, each in
  * its own transaction. A database from a newer schema is MSV_ERR_UNSUPPORTED.

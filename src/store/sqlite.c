@@ -259,13 +259,32 @@ void msv_account_summaries_free(struct msv_account_summary *a, size_t n)
     free(a);
 }
 
+static msv_err read_account_summary(sqlite3_stmt *st, void *item)
+{
+    struct msv_account_summary *a = item;
+
+    *a = (struct msv_account_summary){.handle = msv_sql_text(st, 0),
+                                      .created_ms = sqlite3_column_int64(st, 1),
+                                      .suspended = sqlite3_column_int(st, 2),
+                                      .devices = (uint64_t)sqlite3_column_int64(st, 3),
+                                      .pending = (uint64_t)sqlite3_column_int64(st, 4),
+                                      .queued = (uint64_t)sqlite3_column_int64(st, 5),
+                                      .queued_bytes = (uint64_t)sqlite3_column_int64(st, 6),
+                                      .sending = (uint64_t)sqlite3_column_int64(st, 7),
+                                      .sending_bytes = (uint64_t)sqlite3_column_int64(st, 8),
+                                      .attachment_bytes = (uint64_t)sqlite3_column_int64(st, 9)};
+    return a->handle != NULL ? MSV_OK : MSV_ERR_NOMEM;
+}
+
+static void drop_account_summaries(void *list, size_t n)
+{
+    msv_account_summaries_free(list, n);
+}
+
 static msv_err account_list(void *impl, struct msv_account_summary **out, size_t *n)
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    struct msv_account_summary *a = NULL;
-    size_t count = 0, cap = 0;
-    int rc;
     msv_err err =
         prepare(s,
                 "SELECT a.handle, a.created_ms, a.suspended,"
@@ -286,41 +305,10 @@ static msv_err account_list(void *impl, struct msv_account_summary **out, size_t
 
     if (err != MSV_OK)
         return err;
-    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (count == cap) {
-            struct msv_account_summary *more;
-
-            cap = cap ? cap * 2 : 16;
-            if ((more = realloc(a, cap * sizeof(*a))) == NULL) {
-                err = MSV_ERR_NOMEM;
-                break;
-            }
-            a = more;
-        }
-        a[count] =
-            (struct msv_account_summary){.handle = msv_sql_text(st, 0),
-                                         .created_ms = sqlite3_column_int64(st, 1),
-                                         .suspended = sqlite3_column_int(st, 2),
-                                         .devices = (uint64_t)sqlite3_column_int64(st, 3),
-                                         .pending = (uint64_t)sqlite3_column_int64(st, 4),
-                                         .queued = (uint64_t)sqlite3_column_int64(st, 5),
-                                         .queued_bytes = (uint64_t)sqlite3_column_int64(st, 6),
-                                         .sending = (uint64_t)sqlite3_column_int64(st, 7),
-                                         .sending_bytes = (uint64_t)sqlite3_column_int64(st, 8),
-                                         .attachment_bytes = (uint64_t)sqlite3_column_int64(st, 9)};
-        if (a[count++].handle == NULL)
-            err = MSV_ERR_NOMEM;
-    }
-    if (err == MSV_OK && rc != SQLITE_DONE)
-        err = msv_sql_err(rc);
+    err = msv_sql_rows(st, sizeof(**out), read_account_summary, drop_account_summaries,
+                       (void **)out, n, NULL);
     release(s, st);
-    if (err != MSV_OK) {
-        msv_account_summaries_free(a, count);
-        return err;
-    }
-    *out = a;
-    *n = count;
-    return MSV_OK;
+    return err;
 }
 
 static msv_err account_set_suspended(void *impl, const char *handle, int suspended)
@@ -384,47 +372,32 @@ static msv_err report_add(void *impl, uint64_t reporter_account, const char *rep
     return err;
 }
 
+static msv_err read_report(sqlite3_stmt *st, void *item)
+{
+    struct msv_report *x = item;
+
+    *x = (struct msv_report){.id = (uint64_t)sqlite3_column_int64(st, 0),
+                             .reporter = msv_sql_text(st, 1),
+                             .reported = msv_sql_text(st, 2),
+                             .reason = msv_sql_text(st, 3),
+                             .text = msv_sql_text(st, 4),
+                             .created_ms = sqlite3_column_int64(st, 5),
+                             .state = msv_sql_text(st, 6)};
+    return x->reporter && x->reported && x->reason && x->text && x->state ? MSV_OK : MSV_ERR_NOMEM;
+}
+
+static void drop_reports(void *list, size_t n)
+{
+    msv_reports_free(list, n);
+}
+
 static msv_err report_rows(struct sqlite_store *s, sqlite3_stmt *st, struct msv_report **out,
                            size_t *n)
 {
-    struct msv_report *r = NULL;
-    size_t count = 0, cap = 0;
-    msv_err err = MSV_OK;
-    int rc;
+    msv_err err = msv_sql_rows(st, sizeof(**out), read_report, drop_reports, (void **)out, n, NULL);
 
-    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct msv_report *x;
-
-        if (count == cap) {
-            cap = cap ? cap * 2 : 16;
-            x = realloc(r, cap * sizeof(*r));
-            if (x == NULL) {
-                err = MSV_ERR_NOMEM;
-                break;
-            }
-            r = x;
-        }
-        x = &r[count++];
-        *x = (struct msv_report){.id = (uint64_t)sqlite3_column_int64(st, 0),
-                                 .reporter = msv_sql_text(st, 1),
-                                 .reported = msv_sql_text(st, 2),
-                                 .reason = msv_sql_text(st, 3),
-                                 .text = msv_sql_text(st, 4),
-                                 .created_ms = sqlite3_column_int64(st, 5),
-                                 .state = msv_sql_text(st, 6)};
-        if (!x->reporter || !x->reported || !x->reason || !x->text || !x->state)
-            err = MSV_ERR_NOMEM;
-    }
-    if (err == MSV_OK && rc != SQLITE_DONE)
-        err = msv_sql_err(rc);
     release(s, st);
-    if (err != MSV_OK) {
-        msv_reports_free(r, count);
-        return err;
-    }
-    *out = r;
-    *n = count;
-    return MSV_OK;
+    return err;
 }
 
 #define REPORT_COLUMNS                                                                        \
@@ -508,52 +481,39 @@ static msv_err invite_add(void *impl, const uint8_t hash[32], const char *note, 
     return err;
 }
 
+static msv_err read_invite(sqlite3_stmt *st, void *item)
+{
+    struct msv_invite *x = item;
+
+    *x = (struct msv_invite){.id = (uint64_t)sqlite3_column_int64(st, 0),
+                             .note = msv_sql_text(st, 1),
+                             .uses_left = (uint32_t)sqlite3_column_int64(st, 2),
+                             .used = (uint32_t)sqlite3_column_int64(st, 3),
+                             .created_ms = sqlite3_column_int64(st, 4),
+                             .expires_ms = sqlite3_column_int64(st, 5),
+                             .revoked = sqlite3_column_int(st, 6)};
+    return x->note != NULL ? MSV_OK : MSV_ERR_NOMEM;
+}
+
+static void drop_invites(void *list, size_t n)
+{
+    msv_invites_free(list, n);
+}
+
 static msv_err invite_list(void *impl, struct msv_invite **out, size_t *n)
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    struct msv_invite *v = NULL;
-    size_t count = 0, cap = 0;
     msv_err err = prepare(s,
                           "SELECT id, note, uses_left, used, created_ms, expires_ms, revoked"
                           " FROM invites ORDER BY id;",
                           &st);
-    int rc = SQLITE_DONE;
 
-    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct msv_invite *x;
-
-        if (count == cap) {
-            cap = cap ? cap * 2 : 16;
-            x = realloc(v, cap * sizeof(*v));
-            if (x == NULL) {
-                err = MSV_ERR_NOMEM;
-                break;
-            }
-            v = x;
-        }
-        x = &v[count++];
-        *x = (struct msv_invite){.id = (uint64_t)sqlite3_column_int64(st, 0),
-                                 .note = msv_sql_text(st, 1),
-                                 .uses_left = (uint32_t)sqlite3_column_int64(st, 2),
-                                 .used = (uint32_t)sqlite3_column_int64(st, 3),
-                                 .created_ms = sqlite3_column_int64(st, 4),
-                                 .expires_ms = sqlite3_column_int64(st, 5),
-                                 .revoked = sqlite3_column_int(st, 6)};
-        if (x->note == NULL)
-            err = MSV_ERR_NOMEM;
-    }
-    if (err == MSV_OK && rc != SQLITE_DONE)
-        err = msv_sql_err(rc);
-    if (st != NULL)
-        release(s, st);
-    if (err != MSV_OK) {
-        msv_invites_free(v, count);
+    if (err != MSV_OK)
         return err;
-    }
-    *out = v;
-    *n = count;
-    return MSV_OK;
+    err = msv_sql_rows(st, sizeof(**out), read_invite, drop_invites, (void **)out, n, NULL);
+    release(s, st);
+    return err;
 }
 
 static msv_err invite_revoke(void *impl, uint64_t id)
