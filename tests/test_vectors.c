@@ -24,99 +24,27 @@
 #include "client/safety.h"
 #include "crypto/internal.h"
 #include "helpers.h"
+#include "wycheproof.h"
 #include "missive/crypto.h"
 #include "missive/util.h"
-
-struct tally {
-    int valid, invalid, acceptable;
-};
-
-static json_t *load_vectors(const char *name)
-{
-    char path[512];
-    json_error_t error;
-    json_t *root;
-
-    snprintf(path, sizeof(path), "%s/%s", MSV_VECTOR_DIR, name);
-    root = json_load_file(path, 0, &error);
-    if (root == NULL)
-        fail_msg("cannot load %s: %s (line %d)", path, error.text, error.line);
-    return root;
-}
-
-static const char *str(json_t *obj, const char *key)
-{
-    json_t *v = json_object_get(obj, key);
-
-    if (!json_is_string(v))
-        fail_msg("vector field %s missing", key);
-    return json_string_value(v);
-}
-
-static uint8_t *hex_field(json_t *obj, const char *key, size_t *len)
-{
-    return test_unhex(str(obj, key), len);
-}
-
-/* 1 valid, 0 invalid, -1 acceptable (either outcome is allowed). */
-static int expected(json_t *test, struct tally *t)
-{
-    const char *r = str(test, "result");
-
-    if (strcmp(r, "valid") == 0) {
-        t->valid++;
-        return 1;
-    }
-    if (strcmp(r, "invalid") == 0) {
-        t->invalid++;
-        return 0;
-    }
-    t->acceptable++;
-    return -1;
-}
-
-static void check_outcome(json_t *test, int want, int got)
-{
-    if (want >= 0 && want != got)
-        fail_msg("tcId %lld (%s): expected %s",
-                 (long long)json_integer_value(json_object_get(test, "tcId")), str(test, "comment"),
-                 want ? "valid" : "invalid");
-}
-
-#define FOR_EACH_TEST(root, group, test)                                                        \
-    for (size_t gi_ = 0; gi_ < json_array_size(json_object_get(root, "testGroups")); gi_++)     \
-        for (json_t *group = json_array_get(json_object_get(root, "testGroups"), gi_),          \
-                    *once_ = group;                                                             \
-             once_ != NULL; once_ = NULL)                                                       \
-            for (size_t ti_ = 0; ti_ < json_array_size(json_object_get(group, "tests")); ti_++) \
-                for (json_t *test = json_array_get(json_object_get(group, "tests"), ti_),       \
-                            *once2_ = test;                                                     \
-                     once2_ != NULL; once2_ = NULL)
-
-static void report(const char *name, const struct tally *t, int minimum)
-{
-    printf("# %s: %d valid, %d invalid, %d acceptable cases\n", name, t->valid, t->invalid,
-           t->acceptable);
-    assert_true(t->valid + t->invalid + t->acceptable >= minimum);
-}
 
 /* ---- RSA-OAEP SHA-1 -------------------------------------------------------------------- */
 
 static void test_wycheproof_rsa_oaep_sha1(void **state)
 {
-    json_t *root = load_vectors("wycheproof/rsa_oaep_2048_sha1_mgf1sha1_test.json");
-    struct tally t = {0};
+    json_t *root = wp_load("wycheproof/rsa_oaep_2048_sha1_mgf1sha1_test.json");
+    struct wp_tally t = {0};
 
     (void)state;
-    FOR_EACH_TEST(root, group, test)
+    WP_FOR_EACH(root, group, test)
     {
         size_t der_len, ct_len, msg_len, label_len, out_len = 512;
-        uint8_t *der = hex_field(group, "privateKeyPkcs8", &der_len);
-        uint8_t *ct = hex_field(test, "ct", &ct_len), *msg = hex_field(test, "msg", &msg_len);
-        uint8_t *label = hex_field(test, "label", &label_len), out[512];
+        uint8_t *der = wp_hex(group, "privateKeyPkcs8", &der_len);
+        uint8_t *ct = wp_hex(test, "ct", &ct_len), *msg = wp_hex(test, "msg", &msg_len);
+        uint8_t *label = wp_hex(test, "label", &label_len), out[512];
         const unsigned char *p = der;
         EVP_PKEY *sk = d2i_AutoPrivateKey(NULL, &p, (long)der_len);
-        int want = expected(test, &t), got;
+        int want = wp_expected(test, &t), got;
 
         assert_non_null(sk);
         if (label_len > 0) {
@@ -128,7 +56,7 @@ static void test_wycheproof_rsa_oaep_sha1(void **state)
             got = msv_rsa_oaep_sha1_decrypt(sk, ct, ct_len, out, &out_len) == MSV_OK &&
                   out_len == msg_len && memcmp(out, msg, msg_len) == 0;
         }
-        check_outcome(test, label_len > 0 ? 0 : want, got);
+        wp_check(test, label_len > 0 ? 0 : want, got);
         if (want == 1 && label_len == 0) {
             /* our encoder, under the same key, round-trips the same message */
             uint8_t again[512];
@@ -148,7 +76,7 @@ static void test_wycheproof_rsa_oaep_sha1(void **state)
         free(msg);
         free(label);
     }
-    report("RSA-OAEP-SHA1", &t, 36);
+    wp_report("RSA-OAEP-SHA1", &t, 36);
     json_decref(root);
 }
 
@@ -156,28 +84,28 @@ static void test_wycheproof_rsa_oaep_sha1(void **state)
 
 static void test_wycheproof_ecdsa_p256_sha256(void **state)
 {
-    json_t *root = load_vectors("wycheproof/ecdsa_secp256r1_sha256_test.json");
-    struct tally t = {0};
+    json_t *root = wp_load("wycheproof/ecdsa_secp256r1_sha256_test.json");
+    struct wp_tally t = {0};
 
     (void)state;
-    FOR_EACH_TEST(root, group, test)
+    WP_FOR_EACH(root, group, test)
     {
         size_t pt_len, msg_len, sig_len;
-        uint8_t *point = hex_field(json_object_get(group, "publicKey"), "uncompressed", &pt_len);
-        uint8_t *msg = hex_field(test, "msg", &msg_len), *sig = hex_field(test, "sig", &sig_len);
+        uint8_t *point = wp_hex(json_object_get(group, "publicKey"), "uncompressed", &pt_len);
+        uint8_t *msg = wp_hex(test, "msg", &msg_len), *sig = wp_hex(test, "sig", &sig_len);
         const uint8_t *parts[1] = {msg};
         EVP_PKEY *pk = NULL;
-        int want = expected(test, &t), got = 0;
+        int want = wp_expected(test, &t), got = 0;
 
         if (msv_p256_from_point(point, pt_len, &pk) == MSV_OK)
             got = msv_ecdsa_verify(pk, EVP_sha256(), parts, &msg_len, 1, sig, sig_len) == MSV_OK;
-        check_outcome(test, want, got);
+        wp_check(test, want, got);
         EVP_PKEY_free(pk);
         free(point);
         free(msg);
         free(sig);
     }
-    report("ECDSA-P256-SHA256", &t, 484);
+    wp_report("ECDSA-P256-SHA256", &t, 484);
     json_decref(root);
 }
 
@@ -224,19 +152,19 @@ static int spki_to_point(const uint8_t *der, size_t len, uint8_t point[65])
 
 static void test_wycheproof_ecdh_p256(void **state)
 {
-    json_t *root = load_vectors("wycheproof/ecdh_secp256r1_test.json");
-    struct tally t = {0};
+    json_t *root = wp_load("wycheproof/ecdh_secp256r1_test.json");
+    struct wp_tally t = {0};
 
     (void)state;
-    FOR_EACH_TEST(root, group, test)
+    WP_FOR_EACH(root, group, test)
     {
         size_t pub_len, priv_len, shared_len;
-        uint8_t *pub = hex_field(test, "public", &pub_len);
-        uint8_t *priv = hex_field(test, "private", &priv_len);
-        uint8_t *shared = hex_field(test, "shared", &shared_len);
+        uint8_t *pub = wp_hex(test, "public", &pub_len);
+        uint8_t *priv = wp_hex(test, "private", &priv_len);
+        uint8_t *shared = wp_hex(test, "shared", &shared_len);
         uint8_t point[65], scalar[32] = {0}, z[32];
         EVP_PKEY *sk = NULL, *peer = NULL;
-        int want = expected(test, &t), got = 0;
+        int want = wp_expected(test, &t), got = 0;
         size_t skip = 0;
 
         /* private keys are big-endian integers, sometimes with a leading zero byte */
@@ -251,14 +179,14 @@ static void test_wycheproof_ecdh_p256(void **state)
             got = shared_len == 32 && memcmp(z, shared, 32) == 0;
         if (want < 0 && got == 0 && shared_len == 32 && peer != NULL)
             fail_msg("acceptable case computed a different secret");
-        check_outcome(test, want, got);
+        wp_check(test, want, got);
         EVP_PKEY_free(sk);
         EVP_PKEY_free(peer);
         free(pub);
         free(priv);
         free(shared);
     }
-    report("ECDH-P256", &t, 612);
+    wp_report("ECDH-P256", &t, 612);
     json_decref(root);
 }
 
@@ -266,17 +194,17 @@ static void test_wycheproof_ecdh_p256(void **state)
 
 static void test_wycheproof_x25519(void **state)
 {
-    json_t *root = load_vectors("wycheproof/x25519_test.json");
-    struct tally t = {0};
+    json_t *root = wp_load("wycheproof/x25519_test.json");
+    struct wp_tally t = {0};
 
     (void)state;
-    FOR_EACH_TEST(root, group, test)
+    WP_FOR_EACH(root, group, test)
     {
         size_t pub_len, priv_len, shared_len;
-        uint8_t *pub = hex_field(test, "public", &pub_len);
-        uint8_t *priv = hex_field(test, "private", &priv_len);
-        uint8_t *shared = hex_field(test, "shared", &shared_len), out[32];
-        int want = expected(test, &t), rc;
+        uint8_t *pub = wp_hex(test, "public", &pub_len);
+        uint8_t *priv = wp_hex(test, "private", &priv_len);
+        uint8_t *shared = wp_hex(test, "shared", &shared_len), out[32];
+        int want = wp_expected(test, &t), rc;
 
         assert_int_equal(pub_len, 32);
         assert_int_equal(priv_len, 32);
@@ -289,36 +217,36 @@ static void test_wycheproof_x25519(void **state)
             assert_int_not_equal(want, 1);
             assert_true(sodium_is_zero(shared, 32));
         }
-        check_outcome(test, want, rc == 0);
+        wp_check(test, want, rc == 0);
         free(pub);
         free(priv);
         free(shared);
     }
-    report("X25519", &t, 518);
+    wp_report("X25519", &t, 518);
     json_decref(root);
 }
 
 static void test_wycheproof_ed25519(void **state)
 {
-    json_t *root = load_vectors("wycheproof/ed25519_test.json");
-    struct tally t = {0};
+    json_t *root = wp_load("wycheproof/ed25519_test.json");
+    struct wp_tally t = {0};
 
     (void)state;
-    FOR_EACH_TEST(root, group, test)
+    WP_FOR_EACH(root, group, test)
     {
         size_t pk_len, msg_len, sig_len;
-        uint8_t *pk = hex_field(json_object_get(group, "publicKey"), "pk", &pk_len);
-        uint8_t *msg = hex_field(test, "msg", &msg_len), *sig = hex_field(test, "sig", &sig_len);
-        int want = expected(test, &t);
+        uint8_t *pk = wp_hex(json_object_get(group, "publicKey"), "pk", &pk_len);
+        uint8_t *msg = wp_hex(test, "msg", &msg_len), *sig = wp_hex(test, "sig", &sig_len);
+        int want = wp_expected(test, &t);
         int got = pk_len == 32 && sig_len == 64 &&
                   crypto_sign_verify_detached(sig, msg, msg_len, pk) == 0;
 
-        check_outcome(test, want, got);
+        wp_check(test, want, got);
         free(pk);
         free(msg);
         free(sig);
     }
-    report("Ed25519", &t, 151);
+    wp_report("Ed25519", &t, 151);
     json_decref(root);
 }
 
@@ -334,18 +262,18 @@ typedef int (*aead_encrypt_fn)(unsigned char *, unsigned long long *, const unsi
 static void run_aead(const char *file, const char *name, size_t nonce_len, aead_encrypt_fn enc,
                      aead_decrypt_fn dec, int minimum)
 {
-    json_t *root = load_vectors(file);
-    struct tally t = {0};
+    json_t *root = wp_load(file);
+    struct wp_tally t = {0};
 
-    FOR_EACH_TEST(root, group, test)
+    WP_FOR_EACH(root, group, test)
     {
         size_t key_len, iv_len, aad_len, msg_len, ct_len, tag_len;
-        uint8_t *key = hex_field(test, "key", &key_len), *iv = hex_field(test, "iv", &iv_len);
-        uint8_t *aad = hex_field(test, "aad", &aad_len), *msg = hex_field(test, "msg", &msg_len);
-        uint8_t *ct = hex_field(test, "ct", &ct_len), *tag = hex_field(test, "tag", &tag_len);
+        uint8_t *key = wp_hex(test, "key", &key_len), *iv = wp_hex(test, "iv", &iv_len);
+        uint8_t *aad = wp_hex(test, "aad", &aad_len), *msg = wp_hex(test, "msg", &msg_len);
+        uint8_t *ct = wp_hex(test, "ct", &ct_len), *tag = wp_hex(test, "tag", &tag_len);
         uint8_t *joined = malloc(ct_len + tag_len + 1), *out = malloc(ct_len + tag_len + 1);
         unsigned long long out_len = 0;
-        int want = expected(test, &t), got = 0;
+        int want = wp_expected(test, &t), got = 0;
 
         assert_true(joined && out);
         memcpy(joined, ct, ct_len);
@@ -359,7 +287,7 @@ static void run_aead(const char *file, const char *name, size_t nonce_len, aead_
                 assert_memory_equal(out, joined, ct_len + tag_len);
             }
         }
-        check_outcome(test, want, got);
+        wp_check(test, want, got);
         free(key);
         free(iv);
         free(aad);
@@ -369,7 +297,7 @@ static void run_aead(const char *file, const char *name, size_t nonce_len, aead_
         free(joined);
         free(out);
     }
-    report(name, &t, minimum);
+    wp_report(name, &t, minimum);
     json_decref(root);
 }
 
@@ -394,56 +322,56 @@ static void test_wycheproof_chacha20_poly1305(void **state)
 
 static void test_wycheproof_hkdf_sha256(void **state)
 {
-    json_t *root = load_vectors("wycheproof/hkdf_sha256_test.json");
-    struct tally t = {0};
+    json_t *root = wp_load("wycheproof/hkdf_sha256_test.json");
+    struct wp_tally t = {0};
 
     (void)state;
-    FOR_EACH_TEST(root, group, test)
+    WP_FOR_EACH(root, group, test)
     {
         size_t ikm_len, salt_len, info_len, okm_len;
-        uint8_t *ikm = hex_field(test, "ikm", &ikm_len), *salt = hex_field(test, "salt", &salt_len);
-        uint8_t *info = hex_field(test, "info", &info_len), *okm = hex_field(test, "okm", &okm_len);
+        uint8_t *ikm = wp_hex(test, "ikm", &ikm_len), *salt = wp_hex(test, "salt", &salt_len);
+        uint8_t *info = wp_hex(test, "info", &info_len), *okm = wp_hex(test, "okm", &okm_len);
         size_t size = (size_t)json_integer_value(json_object_get(test, "size"));
         uint8_t *out = malloc(size + 1);
-        int want = expected(test, &t), got;
+        int want = wp_expected(test, &t), got;
 
         assert_non_null(out);
         got = msv_hkdf_sha256(ikm, ikm_len, salt, salt_len, info, info_len, out, size) == MSV_OK &&
               okm_len == size && memcmp(out, okm, size) == 0;
-        check_outcome(test, want, got);
+        wp_check(test, want, got);
         free(ikm);
         free(salt);
         free(info);
         free(okm);
         free(out);
     }
-    report("HKDF-SHA256", &t, 86);
+    wp_report("HKDF-SHA256", &t, 86);
     json_decref(root);
 }
 
 static void test_wycheproof_hmac_sha256(void **state)
 {
-    json_t *root = load_vectors("wycheproof/hmac_sha256_test.json");
-    struct tally t = {0};
+    json_t *root = wp_load("wycheproof/hmac_sha256_test.json");
+    struct wp_tally t = {0};
 
     (void)state;
-    FOR_EACH_TEST(root, group, test)
+    WP_FOR_EACH(root, group, test)
     {
         size_t key_len, msg_len, tag_len;
         size_t tag_size = (size_t)json_integer_value(json_object_get(group, "tagSize")) / 8;
-        uint8_t *key = hex_field(test, "key", &key_len), *msg = hex_field(test, "msg", &msg_len);
-        uint8_t *tag = hex_field(test, "tag", &tag_len), mac[32];
+        uint8_t *key = wp_hex(test, "key", &key_len), *msg = wp_hex(test, "msg", &msg_len);
+        uint8_t *tag = wp_hex(test, "tag", &tag_len), mac[32];
         const uint8_t *parts[1] = {msg};
-        int want = expected(test, &t), got;
+        int want = wp_expected(test, &t), got;
 
         got = msv_hmac_sha256_parts(key, key_len, parts, &msg_len, 1, mac) == MSV_OK &&
               tag_len == tag_size && memcmp(mac, tag, tag_size) == 0;
-        check_outcome(test, want, got);
+        wp_check(test, want, got);
         free(key);
         free(msg);
         free(tag);
     }
-    report("HMAC-SHA256", &t, 174);
+    wp_report("HMAC-SHA256", &t, 174);
     json_decref(root);
 }
 
@@ -584,7 +512,7 @@ static size_t deterministic_prefix(enum msv_suite suite, const uint8_t *wire, si
 
 static void test_missive_suite_vectors(void **state)
 {
-    json_t *root = load_vectors("missive_kat.json"), *cases = json_object_get(root, "envelopes");
+    json_t *root = wp_load("missive_kat.json"), *cases = json_object_get(root, "envelopes");
     size_t count = 0;
 
     (void)state;
@@ -592,15 +520,15 @@ static void test_missive_suite_vectors(void **state)
     for (size_t i = 0; i < json_array_size(cases); i++) {
         json_t *c = json_array_get(cases, i);
         enum msv_suite suite;
-        struct msv_identity *sender = import_hex(str(c, "sender_secret"));
-        struct msv_identity *recipient = import_hex(str(c, "recipient_secret"));
+        struct msv_identity *sender = import_hex(wp_str(c, "sender_secret"));
+        struct msv_identity *recipient = import_hex(wp_str(c, "recipient_secret"));
         size_t pt_len, wire_len, out_len = 0, again_len = 0, prefix;
-        uint8_t *pt = hex_field(c, "plaintext", &pt_len), *wire = hex_field(c, "wire", &wire_len);
+        uint8_t *pt = wp_hex(c, "plaintext", &pt_len), *wire = wp_hex(c, "wire", &wire_len);
         uint8_t *out = NULL, *again = NULL;
         struct test_rng_state rs;
         struct msv_rng rng;
 
-        assert_int_equal(msv_suite_from_name(str(c, "suite"), &suite), MSV_OK);
+        assert_int_equal(msv_suite_from_name(wp_str(c, "suite"), &suite), MSV_OK);
         assert_int_equal(msv_identity_suite(sender), suite);
         /* the fixed envelope opens to the fixed plaintext */
         assert_int_equal(
@@ -609,7 +537,7 @@ static void test_missive_suite_vectors(void **state)
         assert_int_equal(out_len, pt_len);
         assert_memory_equal(out, pt, pt_len);
         /* and sealing again with the same randomness reproduces it byte for byte */
-        test_rng_init(&rs, &rng, str(c, "rng_label"));
+        test_rng_init(&rs, &rng, wp_str(c, "rng_label"));
         assert_int_equal(msv_seal_rng(sender, msv_identity_public(recipient), pt, pt_len, &rng,
                                       &again, &again_len),
                          MSV_OK);
@@ -632,7 +560,7 @@ static void test_missive_suite_vectors(void **state)
 
 static void test_missive_identity_vectors(void **state)
 {
-    json_t *root = load_vectors("missive_kat.json"), *ids = json_object_get(root, "identities");
+    json_t *root = wp_load("missive_kat.json"), *ids = json_object_get(root, "identities");
 
     (void)state;
     assert_true(json_array_size(ids) >= 1);
@@ -643,19 +571,19 @@ static void test_missive_identity_vectors(void **state)
         struct msv_identity *id = NULL;
         enum msv_suite suite;
         size_t want_len, got_len;
-        uint8_t *want = hex_field(c, "public", &want_len), hash[32];
+        uint8_t *want = wp_hex(c, "public", &want_len), hash[32];
         const uint8_t *got;
         char fp[MSV_FINGERPRINT_TEXT_LEN];
 
-        assert_int_equal(msv_suite_from_name(str(c, "suite"), &suite), MSV_OK);
-        test_rng_init(&rs, &rng, str(c, "rng_label"));
+        assert_int_equal(msv_suite_from_name(wp_str(c, "suite"), &suite), MSV_OK);
+        test_rng_init(&rs, &rng, wp_str(c, "rng_label"));
         assert_int_equal(msv_identity_generate_rng(suite, 0, &rng, &id), MSV_OK);
         got = msv_public_identity_bytes(msv_identity_public(id), &got_len);
         assert_int_equal(got_len, want_len);
         assert_memory_equal(got, want, want_len);
         msv_public_identity_hash(msv_identity_public(id), hash);
         msv_fingerprint_text(hash, fp);
-        assert_string_equal(fp, str(c, "fingerprint"));
+        assert_string_equal(fp, wp_str(c, "fingerprint"));
         free(want);
         msv_identity_free(id);
     }

@@ -107,6 +107,13 @@ MSV_MUST_CHECK msv_err msv_elems_encode(const struct msv_elem *elems, size_t cou
 
 /* ---- primitives over OpenSSL (prim.c) ---- */
 
+/*
+ * Hashes the pieces parts[i] of lens[i] bytes with md. An extendable-output
+ * function (SHAKE) writes out_len bytes, in one squeeze; other digests write
+ * their own size and ignore out_len.
+ */
+MSV_MUST_CHECK msv_err msv_digest_parts(const EVP_MD *md, const uint8_t *const *parts,
+                                        const size_t *lens, size_t n, uint8_t *out, size_t out_len);
 MSV_MUST_CHECK msv_err msv_sha256(const uint8_t *in, size_t len, uint8_t out[32]);
 MSV_MUST_CHECK msv_err msv_sha1(const uint8_t *in, size_t len, uint8_t out[20]);
 /* SHA-256 over several pieces: parts[i] of lens[i] bytes. */
@@ -161,6 +168,17 @@ MSV_MUST_CHECK msv_err msv_ecdsa_sign(EVP_PKEY *sk, const EVP_MD *md, const uint
 MSV_MUST_CHECK msv_err msv_ecdsa_verify(EVP_PKEY *pk, const EVP_MD *md, const uint8_t *const *parts,
                                         const size_t *lens, size_t n, const uint8_t *sig,
                                         size_t sig_len);
+
+/* ---- ML-KEM-768 (mlkem.c) ---- */
+
+/*
+ * SampleNTT (FIPS 203 Algorithm 7) on the 34-byte XOF input rho || j || i:
+ * squeezes first_len bytes of SHAKE128 and starts over with twice as many
+ * while they hold fewer than 256 accepted values (exposed so that the tests
+ * can force the restarts with a small first_len).
+ */
+MSV_MUST_CHECK msv_err msv_mlkem_sample_ntt(const uint8_t seed[34], size_t first_len,
+                                            uint16_t out[256]);
 
 /* ---- identities (identity.c) ---- */
 

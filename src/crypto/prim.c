@@ -24,8 +24,8 @@ static void system_fill(void *ctx, uint8_t *out, size_t n)
 
 const struct msv_rng msv_rng_system = {system_fill, NULL};
 
-static msv_err digest_parts(const EVP_MD *md, const uint8_t *const *parts, const size_t *lens,
-                            size_t n, uint8_t *out)
+msv_err msv_digest_parts(const EVP_MD *md, const uint8_t *const *parts, const size_t *lens,
+                         size_t n, uint8_t *out, size_t out_len)
 {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     msv_err err = MSV_ERR_CRYPTO;
@@ -38,12 +38,22 @@ static msv_err digest_parts(const EVP_MD *md, const uint8_t *const *parts, const
         if (EVP_DigestUpdate(ctx, parts[i], lens[i]) != 1)
             goto out;
     }
-    if (EVP_DigestFinal_ex(ctx, out, NULL) != 1)
+    if ((EVP_MD_get_flags(md) & EVP_MD_FLAG_XOF) != 0) {
+        if (EVP_DigestFinalXOF(ctx, out, out_len) != 1)
+            goto out;
+    } else if (EVP_DigestFinal_ex(ctx, out, NULL) != 1) {
         goto out;
+    }
     err = MSV_OK;
 out:
     EVP_MD_CTX_free(ctx);
     return err;
+}
+
+static msv_err digest_parts(const EVP_MD *md, const uint8_t *const *parts, const size_t *lens,
+                            size_t n, uint8_t *out)
+{
+    return msv_digest_parts(md, parts, lens, n, out, (size_t)EVP_MD_get_size(md));
 }
 
 msv_err msv_sha256_parts(const uint8_t *const *parts, const size_t *lens, size_t n, uint8_t out[32])
