@@ -3,6 +3,7 @@
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 M=$(realpath "${1:?usage: test_tool.sh PATH_TO_MISSIVE_CRYPTO}")
+V=$(cd "$(dirname "$0")" && pwd)/vectors/wycheproof
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 1
@@ -88,5 +89,63 @@ python3 -c "import sys; b=bytearray(open(sys.argv[1],'rb').read()); b[1000]^=0x4
 expect 3 "attach-decrypt of changed ciphertext" -- "$M" attach-decrypt --key "$key" --sha256 "$sha" --in photo.enc --out photo2.out
 [ ! -e photo2.out ] && ok || bad "refused attachment left output"
 expect 2 "attach-decrypt bad key hex" -- "$M" attach-decrypt --key zz --sha256 "$sha" --in photo.enc --out x
+
+# ML-KEM-768 on files, checked against Wycheproof's first cases
+wp() { # FILE TCID FIELD [OUT]: a case's hex field, or its bytes into OUT
+    python3 - "$V/$1" "$2" "$3" "${4:-}" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+t = next(t for g in d["testGroups"] for t in g["tests"] if t["tcId"] == int(sys.argv[2]))
+if sys.argv[4]:
+    open(sys.argv[4], "wb").write(bytes.fromhex(t[sys.argv[3]]))
+else:
+    print(t[sys.argv[3]])
+PY
+}
+expect 0 "mlkem768 --help" -- "$M" mlkem768 --help
+grep -q "^usage: missive-crypto mlkem768 keygen" out.txt && ok || bad "mlkem768 --help text"
+expect 0 "mlkem768 keygen --seed" -- "$M" mlkem768 keygen --seed "$(wp mlkem_768_keygen_seed_test.json 1 seed)" --out kem.dk --public kem.ek
+wp mlkem_768_keygen_seed_test.json 1 ek want.ek
+wp mlkem_768_keygen_seed_test.json 1 dk want.dk
+cmp -s kem.ek want.ek && cmp -s kem.dk want.dk && ok || bad "mlkem768 keygen from the seed of tcId 1"
+[ "$(stat -c %a kem.dk)" = 600 ] && ok || bad "mlkem768 decapsulation key file mode"
+wp mlkem_768_encaps_test.json 14 ek enc.ek
+expect 0 "mlkem768 encaps --random" -- "$M" mlkem768 encaps enc.ek --random "$(wp mlkem_768_encaps_test.json 14 m)" --out enc.ct
+wp mlkem_768_encaps_test.json 14 c want.ct
+cmp -s enc.ct want.ct && ok || bad "mlkem768 encaps ciphertext of tcId 14"
+[ "$(cat out.txt)" = "$(wp mlkem_768_encaps_test.json 14 K)" ] && ok || bad "mlkem768 encaps key of tcId 14: $(cat out.txt)"
+# the decapsulation side of the same case: keys from its seed, then its ciphertext
+expect 0 "mlkem768 keygen for decaps" -- "$M" mlkem768 keygen --seed "$(wp mlkem_768_test.json 2 seed)" --out dec.dk --public dec.ek
+wp mlkem_768_test.json 2 c dec.ct
+expect 0 "mlkem768 decaps" -- "$M" mlkem768 decaps dec.dk dec.ct
+[ "$(cat out.txt)" = "$(wp mlkem_768_test.json 2 K)" ] && ok || bad "mlkem768 decaps key of tcId 2"
+# fresh keys and randomness both ways, then a changed ciphertext: implicit rejection
+expect 0 "mlkem768 keygen" -- "$M" mlkem768 keygen --out r.dk --public r.ek
+expect 0 "mlkem768 encaps" -- "$M" mlkem768 encaps r.ek --out r.ct
+sent=$(cat out.txt)
+expect 0 "mlkem768 decaps round trip" -- "$M" mlkem768 decaps r.dk r.ct
+[ "$(cat out.txt)" = "$sent" ] && [ ${#sent} = 64 ] && ok || bad "mlkem768 round trip"
+python3 -c "import sys; b=bytearray(open(sys.argv[1],'rb').read()); b[7]^=1; open(sys.argv[1],'wb').write(b)" r.ct
+expect 0 "mlkem768 decaps of a changed ciphertext" -- "$M" mlkem768 decaps r.dk r.ct
+[ "$(cat out.txt)" != "$sent" ] && ok || bad "a changed ciphertext gave the sender's key"
+# refusals: nothing written
+wp mlkem_768_encaps_test.json 2 ek overflow.ek
+expect 1 "mlkem768 encaps to a key with a coefficient >= q" -- "$M" mlkem768 encaps overflow.ek --out no.ct
+grep -q "not an ML-KEM-768 encapsulation key" err.txt && ok || bad "mlkem768 refused ek message"
+head -c 1183 r.ek > short.ek
+expect 1 "mlkem768 encaps to a short key" -- "$M" mlkem768 encaps short.ek --out no.ct
+[ ! -e no.ct ] && ok || bad "a refused encaps left a ciphertext"
+python3 -c "import sys; b=bytearray(open(sys.argv[1],'rb').read()); b[2000]^=1; open(sys.argv[2],'wb').write(b)" r.dk bad.dk
+expect 1 "mlkem768 decaps with a key whose ek does not match its hash" -- "$M" mlkem768 decaps bad.dk r.ct
+head -c 1087 r.ct > short.ct
+expect 3 "mlkem768 decaps of a short ciphertext" -- "$M" mlkem768 decaps r.dk short.ct
+expect 2 "mlkem768 bad seed" -- "$M" mlkem768 keygen --seed abcd --out s.dk --public s.ek
+expect 2 "mlkem768 bad randomness" -- "$M" mlkem768 encaps r.ek --random zz --out s.ct
+expect 2 "mlkem768 unknown subcommand" -- "$M" mlkem768 sign r.dk
+expect 2 "mlkem768 decaps with one file" -- "$M" mlkem768 decaps r.dk
+expect 2 "mlkem768 keygen without --public" -- "$M" mlkem768 keygen --out s.dk
+[ ! -e s.dk ] && [ ! -e s.ct ] && ok || bad "a usage error left a file"
+expect 1 "mlkem768 keygen refuses to overwrite" -- "$M" mlkem768 keygen --out r.dk --public n.ek
+[ ! -e n.ek ] && ok || bad "a refused keygen left an encapsulation key"
 
 finish
