@@ -350,7 +350,7 @@ static msv_err sample_noise(const uint8_t seed[32], uint8_t *nonce, struct poly 
     return err;
 }
 
-/* A^ (transposed: A^T) from rho: entry [i][j] is SampleNTT(rho || j || i) ([i][j] swapped). */
+/* A^ from rho, entry [i][j] = SampleNTT(rho || j || i); or A^T, entry [i][j] = A^[j][i]. */
 static msv_err sample_matrix(const uint8_t rho[32], int transposed, struct poly a[K][K])
 {
     uint8_t seed[34];
