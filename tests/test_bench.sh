@@ -25,6 +25,10 @@ for b in B1 B2 B3 B4 B5 B6 B7; do
     grep -q "^### $b" all.txt && ok || bad "section $b missing"
 done
 grep -Eq '^Worst ratio: [0-9]+\.[0-9]+' all.txt && ok || bad "B1 ratio"
+for op in "ML-KEM-768 key generation" "ML-KEM-768 encapsulation" "ML-KEM-768 decapsulation" \
+    "X25519 agreement (variable base)"; do
+    grep -Fq "| $op | " all.txt && grep -F "| $op | " all.txt | grep -Eq '\| [0-9]+\.[0-9] \|$' && ok || bad "B1 $op"
+done
 # every measured rate is a positive number: the load really flowed
 awk -F'|' '$3 == " missived " && $2+0 > 0 && $4+0 <= 0 {bad=1} END {exit bad}' all.txt && ok || bad "B2 missived delivered nothing"
 grep -Eq '^\| 100 \| missived \| [1-9][0-9]* \|' all.txt && ok || bad "B2 row"
