@@ -136,7 +136,9 @@ _missive_crypto()
     local cur=${COMP_WORDS[COMP_CWORD]}
     if [ "$COMP_CWORD" -eq 1 ]; then
         mapfile -t COMPREPLY < <(compgen -W "keygen public fingerprint seal open verify
-            payload-encode payload-decode attach-encrypt attach-decrypt --help" -- "$cur")
+            payload-encode payload-decode attach-encrypt attach-decrypt vrf --help" -- "$cur")
+    elif [ "$COMP_CWORD" -eq 2 ] && [ "${COMP_WORDS[1]}" = vrf ]; then
+        mapfile -t COMPREPLY < <(compgen -W "keygen prove verify --help" -- "$cur")
     else
         mapfile -t COMPREPLY < <(compgen -f -- "$cur")
     fi

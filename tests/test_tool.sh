@@ -7,7 +7,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 1
 
-for cmd in keygen public fingerprint seal open verify payload-encode payload-decode attach-encrypt attach-decrypt; do
+for cmd in keygen public fingerprint seal open verify payload-encode payload-decode attach-encrypt attach-decrypt vrf; do
     expect 0 "$cmd --help" -- "$M" "$cmd" --help
     grep -q "^usage: missive-crypto $cmd" out.txt && ok || bad "$cmd --help text"
 done
@@ -88,5 +88,36 @@ python3 -c "import sys; b=bytearray(open(sys.argv[1],'rb').read()); b[1000]^=0x4
 expect 3 "attach-decrypt of changed ciphertext" -- "$M" attach-decrypt --key "$key" --sha256 "$sha" --in photo.enc --out photo2.out
 [ ! -e photo2.out ] && ok || bad "refused attachment left output"
 expect 2 "attach-decrypt bad key hex" -- "$M" attach-decrypt --key zz --sha256 "$sha" --in photo.enc --out x
+
+
+# the VRF: RFC 9381 Appendix B.3, Example 17, through the tool; then a fresh key
+echo 4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb > rfc.vsk
+echo 3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c > rfc.vpk
+rfc_pi=f3141cd382dc42909d19ec5110469e4feae18300e94f304590abdced48aed5933bf0864a62558b3ed7f2fea45c92a465301b3bbf5e3e54ddf2d935be3b67926da3ef39226bbc355bdc9850112c8f4b02
+rfc_beta=eb4440665d3891d668e7e0fcaf587f1b4bd7fbfe99d0eb2211ccec90496310eb5e33821bc613efb94db5e5b54c70a848a0bef4553a41befc57663b56373a5031
+expect 0 "vrf prove (RFC 9381 example 17)" -- "$M" vrf prove rfc.vsk 72 --hex
+grep -qx "pi: $rfc_pi" out.txt && grep -qx "beta: $rfc_beta" out.txt && ok || bad "vrf prove gives the RFC's pi and beta"
+expect 0 "vrf verify (RFC 9381 example 17)" -- "$M" vrf verify rfc.vpk 72 "$rfc_pi" --hex
+grep -qx "proof: valid" out.txt && grep -qx "beta: $rfc_beta" out.txt && ok || bad "vrf verify prints the RFC's beta"
+expect 3 "vrf verify of another alpha" -- "$M" vrf verify rfc.vpk 73 "$rfc_pi" --hex
+grep -q "proof is not valid" err.txt && ! grep -q beta out.txt && ok || bad "vrf refusal text"
+expect 0 "vrf keygen" -- "$M" vrf keygen --out v.key --public v.pub
+[ "$(stat -c %a v.key)" = 600 ] && grep -qx "public key: $(cat v.pub)" out.txt && ok || bad "vrf keygen files"
+expect 1 "vrf keygen refuses to overwrite" -- "$M" vrf keygen --out v.key
+expect 2 "vrf keygen without --out" -- "$M" vrf keygen
+expect 0 "vrf prove" -- "$M" vrf prove v.key alice@example.org
+pi=$(sed -n 's/^pi: //p' out.txt)
+beta=$(sed -n 's/^beta: //p' out.txt)
+expect 0 "vrf verify" -- "$M" vrf verify v.pub alice@example.org "$pi"
+grep -qx "beta: $beta" out.txt && ok || bad "vrf verify gives prove's beta"
+flipped=$(python3 -c "import sys; b=bytearray.fromhex(sys.argv[1]); b[50]^=4; print(b.hex())" "$pi")
+expect 3 "vrf verify of a changed proof" -- "$M" vrf verify v.pub alice@example.org "$flipped"
+expect 3 "vrf verify under another key" -- "$M" vrf verify rfc.vpk alice@example.org "$pi"
+expect 2 "vrf verify of a short proof" -- "$M" vrf verify v.pub alice@example.org "${pi:2}"
+expect 2 "vrf alpha that is not hex" -- "$M" vrf prove v.key xyz --hex
+expect 1 "vrf key file that is not a key" -- "$M" vrf prove msg.txt alice@example.org
+expect 2 "vrf without a subcommand" -- "$M" vrf
+expect 2 "vrf unknown subcommand" -- "$M" vrf frobnicate
+expect 2 "vrf prove with too many arguments" -- "$M" vrf prove v.key a b c
 
 finish
