@@ -103,6 +103,9 @@ static msv_err point_mul_public(uint8_t out[POINT_LEN], const uint8_t n[SCALAR_L
     memcpy(wide, n, SCALAR_LEN);
     crypto_core_ed25519_scalar_reduce(n_l, wide);
     n_l_zero = sodium_is_zero(n_l, SCALAR_LEN);
+    /* B has its own tables, several times faster than a multiplication of any point */
+    if (!n_l_zero && memcmp(p, base_point, POINT_LEN) == 0)
+        return crypto_scalarmult_ed25519_base_noclamp(out, n_l) == 0 ? MSV_OK : MSV_ERR_CRYPTO;
     if (!n_l_zero && crypto_scalarmult_ed25519_noclamp(out, n_l, p) == 0)
         return MSV_OK;
     if (times_cofactor(p8, p) != MSV_OK)
