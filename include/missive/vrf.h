@@ -1,5 +1,5 @@
 /*
- * A verifiable random function: ECVRF-EDWARDS25519-SHA512-TAI of RFC 9381.
+ * A verifiable random function: ECVRF-EDWARDS25519-SHA512-TAI and -ELL2 of RFC 9381.
  *
  * The holder of a secret key maps an input alpha to an output beta that looks
  * random to everyone else, and proves with pi that beta is the one output of
@@ -16,9 +16,14 @@
 
 #include "missive/error.h"
 
-/* The suite_string of RFC 9381 section 5.5; the only suite this build speaks. */
+/*
+ * The suite_string of RFC 9381 section 5.5. The two differ only in how alpha
+ * becomes a point (try and increment, or RFC 9380's Elligator 2 hash to the
+ * curve), so a key serves both, and their outputs differ.
+ */
 enum msv_vrf_suite {
     MSV_VRF_EDWARDS25519_SHA512_TAI = 0x03,
+    MSV_VRF_EDWARDS25519_SHA512_ELL2 = 0x04,
 };
 
 #define MSV_VRF_SECRET_KEY_LEN 32 /* the RFC 8032 secret key (seed) */
@@ -41,7 +46,8 @@ MSV_MUST_CHECK msv_err msv_vrf_public_key(enum msv_vrf_suite suite,
 /*
  * ECVRF_prove (RFC 9381 5.1): the proof pi for alpha (alpha_len bytes; alpha
  * may be NULL when alpha_len is 0). Deterministic: the same key and alpha
- * always give the same pi. The secret scalar is used in constant time.
+ * always give the same pi. The secret scalar is used in constant time; the
+ * hashing of alpha to the curve is not (docs/crypto.md, "VRF").
  */
 MSV_MUST_CHECK msv_err msv_vrf_prove(enum msv_vrf_suite suite,
                                      const uint8_t sk[MSV_VRF_SECRET_KEY_LEN], const uint8_t *alpha,

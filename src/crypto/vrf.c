@@ -1,23 +1,25 @@
 /*
- * ECVRF-EDWARDS25519-SHA512-TAI (RFC 9381, suite_string 0x03) on libsodium's
- * edwards25519 arithmetic. Integers are little-endian; points travel as RFC
- * 8032 encodings (5.1.2) and are decoded strictly (5.1.3: no y >= p, no x = 0
+ * ECVRF-EDWARDS25519-SHA512-TAI and -ELL2 (RFC 9381, suite_string S = 0x03 and
+ * 0x04) on libsodium's edwards25519 arithmetic. Integers are little-endian;
+ * points travel as RFC 8032 encodings (5.1.2) and are decoded strictly (5.1.3: no y >= p, no x = 0
  * with the sign bit set, nothing off the curve). L is the prime group order,
  * B the base point, 8 the cofactor.
  *
  *   h     = SHA-512(SK)                                            RFC 8032 5.1.5
  *   x     = h[0:32] with bits 0, 1, 2 and 255 cleared and bit 254 set
  *   Y     = x*B, PK = encode(Y)
- *   H     = 8*P for the first ctr = 0, 1, ..., 255 where           RFC 9381 5.4.1.1
- *           P = decode(SHA-512(0x03 || 0x01 || PK || alpha || u8 ctr || 0x00)[0:32])
- *           is a point and 8*P is not the identity
+ *   H     = TAI: 8*P for the first ctr = 0, 1, ..., 255 where     RFC 9381 5.4.1.1
+ *           P = decode(SHA-512(S || 0x01 || PK || alpha || u8 ctr || 0x00)[0:32])
+ *           is a point and 8*P is not the identity;
+ *           ELL2: RFC 9380 edwards25519_XMD:SHA-512_ELL2_NU_ of      5.4.1.2
+ *           PK || alpha, tag "ECVRF_edwards25519_XMD:SHA-512_ELL2_NU_" || S (h2c.c)
  *   Gamma = x*H
  *   k     = SHA-512(h[32:64] || encode(H)) mod L                   5.4.2.2
- *   c     = SHA-512(0x03 || 0x02 || PK || encode(H) || encode(Gamma)
+ *   c     = SHA-512(S || 0x02 || PK || encode(H) || encode(Gamma)
  *                   || encode(k*B) || encode(k*H) || 0x00)[0:16]   5.4.3
  *   s     = (k + c*x) mod L
  *   pi    = encode(Gamma) || c (16 bytes) || s (32 bytes)          5.1
- *   beta  = SHA-512(0x03 || 0x03 || encode(8*Gamma) || 0x00)       5.2
+ *   beta  = SHA-512(S || 0x03 || encode(8*Gamma) || 0x00)          5.2
  *
  * Verify (5.3): PK decodes and 8*Y is not the identity (5.4.5), Gamma decodes,
  * s < L; U = s*B - c*Y, V = s*H - c*Gamma; the proof holds when c is the
@@ -47,6 +49,11 @@ static const uint8_t identity[POINT_LEN] = {1};
 static const uint8_t base_point[POINT_LEN] = {
     0x58, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
     0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66};
+
+static int suite_is_known(enum msv_vrf_suite suite)
+{
+    return suite == MSV_VRF_EDWARDS25519_SHA512_TAI || suite == MSV_VRF_EDWARDS25519_SHA512_ELL2;
+}
 
 static int is_identity(const uint8_t p[POINT_LEN])
 {
@@ -141,8 +148,8 @@ static msv_err mul_sub_public(uint8_t out[POINT_LEN], const uint8_t a[SCALAR_LEN
 }
 
 /* ECVRF_encode_to_curve_try_and_increment (RFC 9381 5.4.1.1), salt = PK. */
-msv_err msv_vrf_encode_to_curve(const uint8_t pk[POINT_LEN], const uint8_t *alpha, size_t alpha_len,
-                                uint8_t h[POINT_LEN])
+static msv_err encode_to_curve_tai(const uint8_t pk[POINT_LEN], const uint8_t *alpha,
+                                   size_t alpha_len, uint8_t h[POINT_LEN])
 {
     static const uint8_t head[2] = {MSV_VRF_EDWARDS25519_SHA512_TAI, DOMAIN_ENCODE};
     uint8_t digest[crypto_hash_sha512_BYTES], tail[2];
@@ -164,10 +171,40 @@ msv_err msv_vrf_encode_to_curve(const uint8_t pk[POINT_LEN], const uint8_t *alph
     return MSV_ERR_AUTH;
 }
 
-/* ECVRF_challenge_generation (RFC 9381 5.4.3) of Y, H, Gamma, U, V: c as a 32-byte scalar. */
-static void challenge(const uint8_t *const points[5], uint8_t c[SCALAR_LEN])
+/*
+ * ECVRF_encode_to_curve_h2c_suite (RFC 9381 5.4.1.2): RFC 9380's
+ * edwards25519_XMD:SHA-512_ELL2_NU_ on PK || alpha with the tag
+ * "ECVRF_edwards25519_XMD:SHA-512_ELL2_NU_" || 0x04, the cofactor cleared.
+ */
+static msv_err encode_to_curve_ell2(const uint8_t pk[POINT_LEN], const uint8_t *alpha,
+                                    size_t alpha_len, uint8_t h[POINT_LEN])
 {
-    static const uint8_t head[2] = {MSV_VRF_EDWARDS25519_SHA512_TAI, DOMAIN_CHALLENGE};
+    static const uint8_t dst[] = "ECVRF_edwards25519_XMD:SHA-512_ELL2_NU_\x04";
+    const uint8_t *parts[2] = {pk, alpha};
+    size_t lens[2] = {POINT_LEN, alpha_len};
+    uint8_t q[POINT_LEN];
+
+    if (msv_h2c_edwards25519_nu_map(parts, lens, 2, dst, sizeof(dst) - 1, q) != MSV_OK ||
+        times_cofactor(h, q) != MSV_OK)
+        return MSV_ERR_CRYPTO;
+    return MSV_OK;
+}
+
+msv_err msv_vrf_encode_to_curve(enum msv_vrf_suite suite, const uint8_t pk[POINT_LEN],
+                                const uint8_t *alpha, size_t alpha_len, uint8_t h[POINT_LEN])
+{
+    if (suite == MSV_VRF_EDWARDS25519_SHA512_TAI)
+        return encode_to_curve_tai(pk, alpha, alpha_len, h);
+    if (suite == MSV_VRF_EDWARDS25519_SHA512_ELL2)
+        return encode_to_curve_ell2(pk, alpha, alpha_len, h);
+    return MSV_ERR_UNSUPPORTED;
+}
+
+/* ECVRF_challenge_generation (RFC 9381 5.4.3) of Y, H, Gamma, U, V: c as a 32-byte scalar. */
+static void challenge(enum msv_vrf_suite suite, const uint8_t *const points[5],
+                      uint8_t c[SCALAR_LEN])
+{
+    const uint8_t head[2] = {(uint8_t)suite, DOMAIN_CHALLENGE};
     static const uint8_t tail = DOMAIN_END;
     uint8_t digest[crypto_hash_sha512_BYTES];
     crypto_hash_sha512_state st;
@@ -199,7 +236,7 @@ msv_err msv_vrf_public_key(enum msv_vrf_suite suite, const uint8_t sk[MSV_VRF_SE
     uint8_t h[crypto_hash_sha512_BYTES], x[SCALAR_LEN];
     msv_err err = MSV_OK;
 
-    if (suite != MSV_VRF_EDWARDS25519_SHA512_TAI)
+    if (!suite_is_known(suite))
         return MSV_ERR_UNSUPPORTED;
     secret_scalar(sk, h, x);
     if (crypto_scalarmult_ed25519_base_noclamp(pk, x) != 0)
@@ -215,7 +252,7 @@ msv_err msv_vrf_keygen(enum msv_vrf_suite suite, uint8_t sk[MSV_VRF_SECRET_KEY_L
     uint8_t fresh[MSV_VRF_SECRET_KEY_LEN];
     msv_err err;
 
-    if (suite != MSV_VRF_EDWARDS25519_SHA512_TAI)
+    if (!suite_is_known(suite))
         return MSV_ERR_UNSUPPORTED;
     if (msv_init() != MSV_OK)
         return MSV_ERR_CRYPTO;
@@ -255,12 +292,12 @@ msv_err msv_vrf_prove_trace(enum msv_vrf_suite suite, const uint8_t sk[MSV_VRF_S
     const uint8_t *points[5] = {y, t.h, gamma, t.u, t.v};
     msv_err err = MSV_ERR_CRYPTO;
 
-    if (suite != MSV_VRF_EDWARDS25519_SHA512_TAI)
+    if (!suite_is_known(suite))
         return MSV_ERR_UNSUPPORTED;
     secret_scalar(sk, sec.h, t.x);
     /* H is 8 times a point and not the identity: of order L, as libsodium requires. */
     if (crypto_scalarmult_ed25519_base_noclamp(y, t.x) != 0 ||
-        msv_vrf_encode_to_curve(y, alpha, alpha_len, t.h) != MSV_OK ||
+        msv_vrf_encode_to_curve(suite, y, alpha, alpha_len, t.h) != MSV_OK ||
         crypto_scalarmult_ed25519_noclamp(gamma, t.x, t.h) != 0)
         goto out;
     nonce(sec.h, t.h, t.k);
@@ -268,7 +305,7 @@ msv_err msv_vrf_prove_trace(enum msv_vrf_suite suite, const uint8_t sk[MSV_VRF_S
     if (crypto_scalarmult_ed25519_base_noclamp(t.u, t.k) != 0 ||
         crypto_scalarmult_ed25519_noclamp(t.v, t.k, t.h) != 0)
         goto out;
-    challenge(points, c);
+    challenge(suite, points, c);
     memcpy(sec.wide, t.x, SCALAR_LEN);
     crypto_core_ed25519_scalar_reduce(sec.x_l, sec.wide);
     crypto_core_ed25519_scalar_mul(sec.cx, c, sec.x_l);
@@ -294,12 +331,12 @@ msv_err msv_vrf_prove(enum msv_vrf_suite suite, const uint8_t sk[MSV_VRF_SECRET_
 msv_err msv_vrf_proof_to_hash(enum msv_vrf_suite suite, const uint8_t pi[MSV_VRF_PROOF_LEN],
                               uint8_t beta[MSV_VRF_OUTPUT_LEN])
 {
-    static const uint8_t head[2] = {MSV_VRF_EDWARDS25519_SHA512_TAI, DOMAIN_PROOF_TO_HASH};
+    const uint8_t head[2] = {(uint8_t)suite, DOMAIN_PROOF_TO_HASH};
     static const uint8_t tail = DOMAIN_END;
     uint8_t gamma8[POINT_LEN];
     crypto_hash_sha512_state st;
 
-    if (suite != MSV_VRF_EDWARDS25519_SHA512_TAI)
+    if (!suite_is_known(suite))
         return MSV_ERR_UNSUPPORTED;
     if (!point_is_canonical(pi) || times_cofactor(gamma8, pi) != MSV_OK)
         return MSV_ERR_AUTH;
@@ -320,7 +357,7 @@ msv_err msv_vrf_verify(enum msv_vrf_suite suite, const uint8_t pk[MSV_VRF_PUBLIC
     uint8_t c[SCALAR_LEN] = {0}, expected[SCALAR_LEN];
     const uint8_t *points[5] = {pk, hp, gamma, u, v};
 
-    if (suite != MSV_VRF_EDWARDS25519_SHA512_TAI)
+    if (!suite_is_known(suite))
         return MSV_ERR_UNSUPPORTED;
     /* 5.4.5: the key must be a point, and not one of small order */
     if (!point_is_canonical(pk) || times_cofactor(y8, pk) != MSV_OK || is_identity(y8))
@@ -329,11 +366,11 @@ msv_err msv_vrf_verify(enum msv_vrf_suite suite, const uint8_t pk[MSV_VRF_PUBLIC
     if (!point_is_canonical(gamma) || !scalar_is_canonical(s))
         return MSV_ERR_AUTH;
     memcpy(c, pi + POINT_LEN, C_LEN);
-    if (msv_vrf_encode_to_curve(pk, alpha, alpha_len, hp) != MSV_OK ||
+    if (msv_vrf_encode_to_curve(suite, pk, alpha, alpha_len, hp) != MSV_OK ||
         mul_sub_public(u, s, base_point, c, pk) != MSV_OK ||
         mul_sub_public(v, s, hp, c, gamma) != MSV_OK)
         return MSV_ERR_AUTH;
-    challenge(points, expected);
+    challenge(suite, points, expected);
     if (sodium_memcmp(expected, c, C_LEN) != 0)
         return MSV_ERR_AUTH;
     return msv_vrf_proof_to_hash(suite, pi, beta);
