@@ -920,20 +920,20 @@ static int cmd_attach_decrypt(const struct opts *o)
 
 /* ---- the VRF ------------------------------------------------------------------------- */
 
-#define VRF_SUITE MSV_VRF_EDWARDS25519_SHA512_TAI
 #define VRF_ALPHA_MAX 65536u
 
 static void vrf_usage(FILE *f)
 {
     fprintf(f,
             "usage: %s vrf keygen --out SK_FILE [--public PK_FILE] [--force]\n"
-            "       %s vrf prove SK_FILE ALPHA [--hex]\n"
-            "       %s vrf verify PK_FILE ALPHA PI_HEX [--hex]\n\n"
-            "ECVRF-EDWARDS25519-SHA512-TAI (RFC 9381). keygen writes a fresh secret key\n"
-            "to SK_FILE (mode 0600) and its public key to PK_FILE, each as 64 hex digits,\n"
-            "and prints the public key. prove prints the proof pi of ALPHA and the output\n"
-            "beta; verify checks pi against ALPHA and the public key and prints beta, or\n"
-            "fails with exit status 3. ALPHA is taken as bytes, or as hex with --hex.\n",
+            "       %s vrf prove SK_FILE ALPHA [--hex] [--suite tai|ell2]\n"
+            "       %s vrf verify PK_FILE ALPHA PI_HEX [--hex] [--suite tai|ell2]\n\n"
+            "ECVRF-EDWARDS25519-SHA512-TAI (the default) or -ELL2 (RFC 9381). keygen\n"
+            "writes a fresh secret key to SK_FILE (mode 0600) and its public key to\n"
+            "PK_FILE, each as 64 hex digits, and prints the public key; a key serves both\n"
+            "suites. prove prints the proof pi of ALPHA and the output beta; verify checks\n"
+            "pi against ALPHA and the public key and prints beta, or fails with exit\n"
+            "status 3. ALPHA is taken as bytes, or as hex with --hex.\n",
             prog, prog, prog);
 }
 
@@ -1006,6 +1006,7 @@ static int vrf_alpha(const char *cmd, const char *arg, int hex, uint8_t **alpha,
 }
 
 struct vrf_opts {
+    enum msv_vrf_suite suite;
     const char *out, *public_out;
     const char *args[3];
     int n_args, force, hex, help;
@@ -1015,17 +1016,28 @@ struct vrf_opts {
 static int vrf_parse(const char *cmd, int argc, char **argv, struct vrf_opts *o)
 {
     static const struct option opts[] = {
-        {"out", required_argument, NULL, OPT_OUT}, {"public", required_argument, NULL, OPT_PUBLIC},
-        {"force", no_argument, NULL, OPT_FORCE},   {"hex", no_argument, NULL, OPT_HEX},
-        {"help", no_argument, NULL, OPT_HELP},     {NULL, 0, NULL, 0},
+        {"out", required_argument, NULL, OPT_OUT},
+        {"public", required_argument, NULL, OPT_PUBLIC},
+        {"force", no_argument, NULL, OPT_FORCE},
+        {"hex", no_argument, NULL, OPT_HEX},
+        {"suite", required_argument, NULL, OPT_SUITE},
+        {"help", no_argument, NULL, OPT_HELP},
+        {NULL, 0, NULL, 0},
     };
     int c;
 
     memset(o, 0, sizeof(*o));
+    o->suite = MSV_VRF_EDWARDS25519_SHA512_TAI;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (c == OPT_OUT)
+        if (c == OPT_SUITE && strcmp(optarg, "tai") == 0)
+            o->suite = MSV_VRF_EDWARDS25519_SHA512_TAI;
+        else if (c == OPT_SUITE && strcmp(optarg, "ell2") == 0)
+            o->suite = MSV_VRF_EDWARDS25519_SHA512_ELL2;
+        else if (c == OPT_SUITE)
+            return usage_error(cmd, "--suite must be tai or ell2");
+        else if (c == OPT_OUT)
             o->out = optarg;
         else if (c == OPT_PUBLIC)
             o->public_out = optarg;
@@ -1056,7 +1068,7 @@ static int vrf_keygen(const struct vrf_opts *o)
         return usage_error("vrf keygen", "keygen takes --out, --public and --force only");
     if ((rc = need("vrf keygen", o->out, "--out")) != 0)
         return rc;
-    err = msv_vrf_keygen(VRF_SUITE, sk, pk);
+    err = msv_vrf_keygen(o->suite, sk, pk);
     if (err == MSV_OK)
         err = vrf_write_key(o->out, sk, 0600, o->force);
     if (err == MSV_OK && o->public_out != NULL) {
@@ -1079,14 +1091,14 @@ static int vrf_prove(const struct vrf_opts *o)
     int rc;
 
     if (o->n_args != 2 || o->out != NULL || o->public_out != NULL || o->force)
-        return usage_error("vrf prove", "prove takes SK_FILE ALPHA [--hex]");
+        return usage_error("vrf prove", "prove takes SK_FILE ALPHA [--hex] [--suite tai|ell2]");
     if ((rc = vrf_alpha("vrf prove", o->args[1], o->hex, &alpha, &alpha_len)) != 0)
         return rc;
     err = vrf_read_key(o->args[0], sk);
     if (err == MSV_OK)
-        err = msv_vrf_prove(VRF_SUITE, sk, alpha, alpha_len, pi);
+        err = msv_vrf_prove(o->suite, sk, alpha, alpha_len, pi);
     if (err == MSV_OK)
-        err = msv_vrf_proof_to_hash(VRF_SUITE, pi, beta);
+        err = msv_vrf_proof_to_hash(o->suite, pi, beta);
     if (err == MSV_OK) {
         vrf_print("pi", pi, sizeof(pi));
         vrf_print("beta", beta, sizeof(beta));
@@ -1105,14 +1117,15 @@ static int vrf_verify(const struct vrf_opts *o)
     int rc;
 
     if (o->n_args != 3 || o->out != NULL || o->public_out != NULL || o->force)
-        return usage_error("vrf verify", "verify takes PK_FILE ALPHA PI_HEX [--hex]");
+        return usage_error("vrf verify",
+                           "verify takes PK_FILE ALPHA PI_HEX [--hex] [--suite tai|ell2]");
     if (msv_hex_decode(o->args[2], pi, sizeof(pi), &n) != MSV_OK || n != sizeof(pi))
         return usage_error("vrf verify", "PI_HEX takes 160 hex digits");
     if ((rc = vrf_alpha("vrf verify", o->args[1], o->hex, &alpha, &alpha_len)) != 0)
         return rc;
     err = vrf_read_key(o->args[0], pk);
     if (err == MSV_OK)
-        err = msv_vrf_verify(VRF_SUITE, pk, alpha, alpha_len, pi, beta);
+        err = msv_vrf_verify(o->suite, pk, alpha, alpha_len, pi, beta);
     if (err == MSV_OK) {
         printf("proof: valid\n");
         vrf_print("beta", beta, sizeof(beta));

@@ -139,6 +139,8 @@ _missive_crypto()
             payload-encode payload-decode attach-encrypt attach-decrypt vrf --help" -- "$cur")
     elif [ "$COMP_CWORD" -eq 2 ] && [ "${COMP_WORDS[1]}" = vrf ]; then
         mapfile -t COMPREPLY < <(compgen -W "keygen prove verify --help" -- "$cur")
+    elif [ "${COMP_WORDS[1]}" = vrf ] && [ "${COMP_WORDS[COMP_CWORD - 1]}" = --suite ]; then
+        mapfile -t COMPREPLY < <(compgen -W "tai ell2" -- "$cur")
     else
         mapfile -t COMPREPLY < <(compgen -f -- "$cur")
     fi

@@ -101,6 +101,15 @@ expect 0 "vrf verify (RFC 9381 example 17)" -- "$M" vrf verify rfc.vpk 72 "$rfc_
 grep -qx "proof: valid" out.txt && grep -qx "beta: $rfc_beta" out.txt && ok || bad "vrf verify prints the RFC's beta"
 expect 3 "vrf verify of another alpha" -- "$M" vrf verify rfc.vpk 73 "$rfc_pi" --hex
 grep -q "proof is not valid" err.txt && ! grep -q beta out.txt && ok || bad "vrf refusal text"
+# the same key and alpha in the ELL2 suite: RFC 9381 Appendix B.4, Example 20
+ell2_pi=47b327393ff2dd81336f8a2ef10339112401253b3c714eeda879f12c509072ef055b48372bb82efbdce8e10c8cb9a2f9d60e93908f93df1623ad78a86a028d6bc064dbfc75a6a57379ef855dc6733801
+ell2_beta=38561d6b77b71d30eb97a062168ae12b667ce5c28caccdf76bc88e093e4635987cd96814ce55b4689b3dd2947f80e59aac7b7675f8083865b46c89b2ce9cc735
+expect 0 "vrf prove --suite ell2 (RFC 9381 example 20)" -- "$M" vrf prove rfc.vsk 72 --hex --suite ell2
+grep -qx "pi: $ell2_pi" out.txt && grep -qx "beta: $ell2_beta" out.txt && ok || bad "vrf prove --suite ell2 gives the RFC's pi and beta"
+expect 0 "vrf verify --suite ell2" -- "$M" vrf verify rfc.vpk 72 "$ell2_pi" --hex --suite ell2
+grep -qx "beta: $ell2_beta" out.txt && ok || bad "vrf verify --suite ell2 prints the RFC's beta"
+expect 3 "an ELL2 proof is no TAI proof" -- "$M" vrf verify rfc.vpk 72 "$ell2_pi" --hex
+expect 2 "vrf unknown suite" -- "$M" vrf prove rfc.vsk 72 --suite p256
 expect 0 "vrf keygen" -- "$M" vrf keygen --out v.key --public v.pub
 [ "$(stat -c %a v.key)" = 600 ] && grep -qx "public key: $(cat v.pub)" out.txt && ok || bad "vrf keygen files"
 expect 1 "vrf keygen refuses to overwrite" -- "$M" vrf keygen --out v.key
