@@ -67,7 +67,8 @@ MSV_MUST_CHECK msv_err msv_vrf_proof_to_hash(enum msv_vrf_suite suite,
  * MSV_OK and beta when pi proves alpha under pk; MSV_ERR_AUTH otherwise (a
  * public key or Gamma that is no canonical point, a small-order public key,
  * s not below the group order, a challenge that does not match), beta
- * untouched. Public inputs only, so not constant time.
+ * untouched; MSV_ERR_NOMEM or MSV_ERR_CRYPTO when it could not decide. alpha
+ * may be NULL when alpha_len is 0. Public inputs only, so not constant time.
  */
 MSV_MUST_CHECK msv_err msv_vrf_verify(enum msv_vrf_suite suite,
                                       const uint8_t pk[MSV_VRF_PUBLIC_KEY_LEN],

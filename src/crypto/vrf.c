@@ -183,11 +183,11 @@ static msv_err encode_to_curve_ell2(const uint8_t pk[POINT_LEN], const uint8_t *
     const uint8_t *parts[2] = {pk, alpha};
     size_t lens[2] = {POINT_LEN, alpha_len};
     uint8_t q[POINT_LEN];
+    msv_err err = msv_h2c_edwards25519_nu_map(parts, lens, 2, dst, sizeof(dst) - 1, q);
 
-    if (msv_h2c_edwards25519_nu_map(parts, lens, 2, dst, sizeof(dst) - 1, q) != MSV_OK ||
-        times_cofactor(h, q) != MSV_OK)
-        return MSV_ERR_CRYPTO;
-    return MSV_OK;
+    if (err == MSV_OK && times_cofactor(h, q) != MSV_OK)
+        err = MSV_ERR_CRYPTO;
+    return err;
 }
 
 msv_err msv_vrf_encode_to_curve(enum msv_vrf_suite suite, const uint8_t pk[POINT_LEN],
@@ -356,6 +356,7 @@ msv_err msv_vrf_verify(enum msv_vrf_suite suite, const uint8_t pk[MSV_VRF_PUBLIC
     uint8_t y8[POINT_LEN], hp[POINT_LEN], u[POINT_LEN], v[POINT_LEN];
     uint8_t c[SCALAR_LEN] = {0}, expected[SCALAR_LEN];
     const uint8_t *points[5] = {pk, hp, gamma, u, v};
+    msv_err err;
 
     if (!suite_is_known(suite))
         return MSV_ERR_UNSUPPORTED;
@@ -366,8 +367,11 @@ msv_err msv_vrf_verify(enum msv_vrf_suite suite, const uint8_t pk[MSV_VRF_PUBLIC
     if (!point_is_canonical(gamma) || !scalar_is_canonical(s))
         return MSV_ERR_AUTH;
     memcpy(c, pi + POINT_LEN, C_LEN);
-    if (msv_vrf_encode_to_curve(suite, pk, alpha, alpha_len, hp) != MSV_OK ||
-        mul_sub_public(u, s, base_point, c, pk) != MSV_OK ||
+    /* a failure of the machinery (memory) is not a verdict on the proof */
+    err = msv_vrf_encode_to_curve(suite, pk, alpha, alpha_len, hp);
+    if (err != MSV_OK)
+        return err == MSV_ERR_CRYPTO || err == MSV_ERR_NOMEM ? err : MSV_ERR_AUTH;
+    if (mul_sub_public(u, s, base_point, c, pk) != MSV_OK ||
         mul_sub_public(v, s, hp, c, gamma) != MSV_OK)
         return MSV_ERR_AUTH;
     challenge(suite, points, expected);
