@@ -196,15 +196,21 @@ static msv_err write_file(const char *path, const uint8_t *data, size_t len, mod
     return err;
 }
 
+static void warn_if_readable(const char *path)
+{
+    struct stat st;
+
+    if (stat(path, &st) == 0 && (st.st_mode & 077) != 0)
+        fprintf(stderr, "%s: warning: %s is readable by others (chmod 600 it)\n", prog, path);
+}
+
 static msv_err load_identity(const char *path, struct msv_identity **out)
 {
     uint8_t *bytes = NULL;
     size_t len = 0;
-    struct stat st;
     msv_err err;
 
-    if (stat(path, &st) == 0 && (st.st_mode & 077) != 0)
-        fprintf(stderr, "%s: warning: %s is readable by others (chmod 600 it)\n", prog, path);
+    warn_if_readable(path);
     err = read_all(path, 1u << 20, &bytes, &len);
     if (err != MSV_OK)
         return err;
@@ -1094,6 +1100,7 @@ static int vrf_prove(const struct vrf_opts *o)
         return usage_error("vrf prove", "prove takes SK_FILE ALPHA [--hex] [--suite tai|ell2]");
     if ((rc = vrf_alpha("vrf prove", o->args[1], o->hex, &alpha, &alpha_len)) != 0)
         return rc;
+    warn_if_readable(o->args[0]);
     err = vrf_read_key(o->args[0], sk);
     if (err == MSV_OK)
         err = msv_vrf_prove(o->suite, sk, alpha, alpha_len, pi);

@@ -95,7 +95,10 @@ echo 4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb > rfc.vsk
 echo 3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c > rfc.vpk
 rfc_pi=f3141cd382dc42909d19ec5110469e4feae18300e94f304590abdced48aed5933bf0864a62558b3ed7f2fea45c92a465301b3bbf5e3e54ddf2d935be3b67926da3ef39226bbc355bdc9850112c8f4b02
 rfc_beta=eb4440665d3891d668e7e0fcaf587f1b4bd7fbfe99d0eb2211ccec90496310eb5e33821bc613efb94db5e5b54c70a848a0bef4553a41befc57663b56373a5031
+chmod 644 rfc.vsk
 expect 0 "vrf prove (RFC 9381 example 17)" -- "$M" vrf prove rfc.vsk 72 --hex
+grep -q "rfc.vsk is readable by others" err.txt && ok || bad "vrf prove warns of a secret key others can read"
+chmod 600 rfc.vsk
 grep -qx "pi: $rfc_pi" out.txt && grep -qx "beta: $rfc_beta" out.txt && ok || bad "vrf prove gives the RFC's pi and beta"
 expect 0 "vrf verify (RFC 9381 example 17)" -- "$M" vrf verify rfc.vpk 72 "$rfc_pi" --hex
 grep -qx "proof: valid" out.txt && grep -qx "beta: $rfc_beta" out.txt && ok || bad "vrf verify prints the RFC's beta"
