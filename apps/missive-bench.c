@@ -5,9 +5,10 @@
  *
  *   crypto   B1: sealing per recipient device, for each suite, 256 B and 16 KiB,
  *            1/2/5/10 devices, as a ratio to the sum of the suite's primitives
- *            measured one by one in the same run (goal: at most 1.2); and
+ *            measured one by one in the same run (goal: at most 1.2);
  *            ML-KEM-768 key generation, encapsulation and decapsulation beside
- *            X25519's key generation and agreement.
+ *            X25519's key generation and agreement; and VRF prove and verify
+ *            beside Ed25519 sign and verify.
  *   relay    B2: one-to-one messages over 1,000 and 10,000 connections, against
  *            Mosquitto at QoS 1 (apps/bench/net.c, as are the rest).
  *   fanout   B3: server cost per device copy, 1..10 devices and a group.
@@ -33,6 +34,7 @@
 #include "crypto/internal.h"
 #include "missive/crypto.h"
 #include "missive/mlkem.h"
+#include "missive/vrf.h"
 #include "missive/util.h"
 
 #define DEVICES_MAX 10
@@ -346,6 +348,87 @@ static int bench_kem(const struct opts *o, FILE *out)
     return 0;
 }
 
+/* The VRF beside Ed25519 on the same input: what a private label in the directory costs. */
+struct vrf_ctx {
+    enum msv_vrf_suite suite;
+    uint8_t sk[MSV_VRF_SECRET_KEY_LEN], pk[MSV_VRF_PUBLIC_KEY_LEN], pi[MSV_VRF_PROOF_LEN];
+    uint8_t beta[MSV_VRF_OUTPUT_LEN], ed_sk[64], ed_pk[32], sig[64];
+};
+
+static const uint8_t vrf_alpha[] = "alice@example.org";
+
+static int op_ed_sign(void *arg)
+{
+    struct vrf_ctx *c = arg;
+
+    return crypto_sign_detached(c->sig, NULL, vrf_alpha, sizeof(vrf_alpha) - 1, c->ed_sk) != 0;
+}
+
+static int op_ed_verify(void *arg)
+{
+    struct vrf_ctx *c = arg;
+
+    return crypto_sign_verify_detached(c->sig, vrf_alpha, sizeof(vrf_alpha) - 1, c->ed_pk) != 0;
+}
+
+static int op_vrf_prove(void *arg)
+{
+    struct vrf_ctx *c = arg;
+
+    return msv_vrf_prove(c->suite, c->sk, vrf_alpha, sizeof(vrf_alpha) - 1, c->pi) != MSV_OK;
+}
+
+static int op_vrf_verify(void *arg)
+{
+    struct vrf_ctx *c = arg;
+
+    return msv_vrf_verify(c->suite, c->pk, vrf_alpha, sizeof(vrf_alpha) - 1, c->pi, c->beta) !=
+           MSV_OK;
+}
+
+/* One key pair, used as Ed25519, VRF-TAI and VRF-ELL2 key alike. */
+static int vrf_setup(struct vrf_ctx c[2])
+{
+    c[0].suite = MSV_VRF_EDWARDS25519_SHA512_TAI;
+    if (msv_vrf_keygen(c[0].suite, c[0].sk, c[0].pk) != MSV_OK ||
+        crypto_sign_seed_keypair(c[0].ed_pk, c[0].ed_sk, c[0].sk) != 0 || op_ed_sign(&c[0]) != 0)
+        return 1;
+    c[1] = c[0];
+    c[1].suite = MSV_VRF_EDWARDS25519_SHA512_ELL2;
+    return op_vrf_prove(&c[0]) != 0 || op_vrf_prove(&c[1]) != 0;
+}
+
+static int bench_vrf(const struct opts *o, FILE *out)
+{
+    static const struct {
+        const char *name;
+        op_fn op;
+        size_t ctx;
+    } ops[] = {{"Ed25519 sign", op_ed_sign, 0},       {"Ed25519 verify", op_ed_verify, 0},
+               {"VRF prove (TAI)", op_vrf_prove, 0},  {"VRF verify (TAI)", op_vrf_verify, 0},
+               {"VRF prove (ELL2)", op_vrf_prove, 1}, {"VRF verify (ELL2)", op_vrf_verify, 1}};
+    enum { N_OPS = sizeof(ops) / sizeof(ops[0]) };
+    double t[N_OPS][32];
+    int runs = o->runs < 32 ? o->runs : 32;
+    struct vrf_ctx c[2];
+
+    if (vrf_setup(c) != 0)
+        return 1;
+    for (int k = 0; k < runs; k++) {
+        for (size_t i = 0; i < N_OPS; i++)
+            t[i][k] = measure_once(o, ops[i].op, &c[ops[i].ctx]);
+    }
+    fprintf(out,
+            "VRF (RFC 9381, ECVRF-EDWARDS25519-SHA512-TAI and -ELL2) beside Ed25519, on a "
+            "%zu-byte input:\n\n| operation | µs (median) |\n|---|---|\n",
+            sizeof(vrf_alpha) - 1);
+    for (size_t i = 0; i < N_OPS; i++)
+        fprintf(out, "| %s | %.1f |\n", ops[i].name, median(t[i], runs) * 1e6);
+    fprintf(out, "\n");
+    sodium_memzero(c, sizeof(c));
+    return 0;
+}
+
 int bench_crypto(const struct opts *o, FILE *out)
 {
     static const size_t sizes[] = {256, 16384};
@@ -402,7 +485,9 @@ int bench_crypto(const struct opts *o, FILE *out)
     for (size_t r = 0; r < sizeof(recipes) / sizeof(recipes[0]); r++)
         fprintf(out, "%s%s: %s", r ? "; " : "", msv_suite_name(recipes[r].suite), recipes[r].names);
     fprintf(out, ".\nWorst ratio: %.2f (goal: at most 1.2).\n\n", worst);
-    return bench_kem(o, out);
+    if (bench_kem(o, out) != 0)
+        return 1;
+    return bench_vrf(o, out);
 }
 
 static const struct command {

@@ -21,6 +21,7 @@
 #include "missive/mlkem.h"
 #include "missive/payload.h"
 #include "missive/util.h"
+#include "missive/vrf.h"
 
 #define EXIT_USAGE 2
 #define EXIT_AUTH 3
@@ -49,6 +50,7 @@ static void usage_main(FILE *f)
             "  attach-decrypt  check and decrypt an attachment\n"
             "  mlkem768 keygen|encaps|decaps\n"
             "                  ML-KEM-768 (FIPS 203) on files in the standard's byte formats\n"
+            "  vrf             VRF keys, proofs and their verification (RFC 9381)\n"
             "\n"
             "'%s COMMAND --help' describes each command.\n"
             "exit status: 0 success, 1 error, 2 usage, 3 authentication failed\n",
@@ -197,15 +199,21 @@ static msv_err write_file(const char *path, const uint8_t *data, size_t len, mod
     return err;
 }
 
+static void warn_if_readable(const char *path)
+{
+    struct stat st;
+
+    if (stat(path, &st) == 0 && (st.st_mode & 077) != 0)
+        fprintf(stderr, "%s: warning: %s is readable by others (chmod 600 it)\n", prog, path);
+}
+
 static msv_err load_identity(const char *path, struct msv_identity **out)
 {
     uint8_t *bytes = NULL;
     size_t len = 0;
-    struct stat st;
     msv_err err;
 
-    if (stat(path, &st) == 0 && (st.st_mode & 077) != 0)
-        fprintf(stderr, "%s: warning: %s is readable by others (chmod 600 it)\n", prog, path);
+    warn_if_readable(path);
     err = read_all(path, 1u << 20, &bytes, &len);
     if (err != MSV_OK)
         return err;
@@ -262,6 +270,7 @@ enum {
     OPT_FORCE,
     OPT_SEED,
     OPT_RANDOM,
+    OPT_HEX,
     OPT_HELP
 };
 
@@ -1100,6 +1109,259 @@ static int cmd_mlkem768(int argc, char **argv)
     return usage_error("mlkem768", "the subcommands are keygen, encaps and decaps");
 }
 
+/* ---- the VRF ------------------------------------------------------------------------- */
+
+#define VRF_ALPHA_MAX 65536u
+
+static void vrf_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: %s vrf keygen --out SK_FILE [--public PK_FILE] [--force]\n"
+            "       %s vrf prove SK_FILE ALPHA [--hex] [--suite tai|ell2]\n"
+            "       %s vrf verify PK_FILE ALPHA PI_HEX [--hex] [--suite tai|ell2]\n\n"
+            "ECVRF-EDWARDS25519-SHA512-TAI (the default) or -ELL2 (RFC 9381). keygen\n"
+            "writes a fresh secret key to SK_FILE (mode 0600) and its public key to\n"
+            "PK_FILE, each as 64 hex digits, and prints the public key; a key serves both\n"
+            "suites. prove prints the proof pi of ALPHA and the output beta; verify checks\n"
+            "pi against ALPHA and the public key and prints beta, or fails with exit\n"
+            "status 3. ALPHA is taken as bytes, or as hex with --hex.\n",
+            prog, prog, prog);
+}
+
+/* Reads a key file: 64 hex digits, optionally followed by a newline. */
+static msv_err vrf_read_key(const char *path, uint8_t key[32])
+{
+    uint8_t *bytes = NULL;
+    size_t len = 0, n = 0;
+    char text[65];
+    msv_err err = read_all(path, 66, &bytes, &len);
+
+    if (err != MSV_OK)
+        return err;
+    err = MSV_ERR_PARSE;
+    if (len == 64 || (len == 65 && bytes[64] == '\n')) {
+        memcpy(text, bytes, 64);
+        text[64] = '\0';
+        if (msv_hex_decode(text, key, 32, &n) == MSV_OK && n == 32)
+            err = MSV_OK;
+    }
+    msv_wipe(text, sizeof(text));
+    msv_secret_free(bytes, len);
+    if (err != MSV_OK)
+        fprintf(stderr, "%s: %s does not hold a VRF key (64 hex digits)\n", prog, path);
+    return err;
+}
+
+static msv_err vrf_write_key(const char *path, const uint8_t key[32], mode_t mode, int force)
+{
+    char text[66];
+    msv_err err = msv_hex_encode(key, 32, text, sizeof(text));
+
+    if (err == MSV_OK) {
+        text[64] = '\n';
+        err = write_file(path, (const uint8_t *)text, 65, mode, force);
+    }
+    msv_wipe(text, sizeof(text));
+    return err;
+}
+
+static void vrf_print(const char *label, const uint8_t *p, size_t n)
+{
+    char text[2 * MSV_VRF_PROOF_LEN + 1]; /* the longest: pi */
+
+    if (msv_hex_encode(p, n, text, sizeof(text)) == MSV_OK)
+        printf("%s: %s\n", label, text);
+}
+
+/* ALPHA as given, or decoded from hex; *alpha is a fresh buffer the caller frees. */
+static int vrf_alpha(const char *cmd, const char *arg, int hex, uint8_t **alpha, size_t *len)
+{
+    size_t arg_len = strlen(arg);
+
+    if (arg_len > (hex ? 2 * VRF_ALPHA_MAX : VRF_ALPHA_MAX))
+        return usage_error(cmd, "ALPHA is longer than 65536 bytes");
+    *alpha = malloc(arg_len + 1);
+    if (*alpha == NULL)
+        return fail(cmd, MSV_ERR_NOMEM);
+    if (!hex) {
+        memcpy(*alpha, arg, arg_len);
+        *len = arg_len;
+        return 0;
+    }
+    if (msv_hex_decode(arg, *alpha, arg_len + 1, len) != MSV_OK) {
+        free(*alpha);
+        *alpha = NULL;
+        return usage_error(cmd, "--hex: ALPHA is not hex");
+    }
+    return 0;
+}
+
+struct vrf_opts {
+    enum msv_vrf_suite suite;
+    const char *out, *public_out;
+    const char *args[3];
+    int n_args, force, hex, help;
+};
+
+/* Returns 0, or the exit status for a usage error. */
+static int vrf_parse(const char *cmd, int argc, char **argv, struct vrf_opts *o)
+{
+    static const struct option opts[] = {
+        {"out", required_argument, NULL, OPT_OUT},
+        {"public", required_argument, NULL, OPT_PUBLIC},
+        {"force", no_argument, NULL, OPT_FORCE},
+        {"hex", no_argument, NULL, OPT_HEX},
+        {"suite", required_argument, NULL, OPT_SUITE},
+        {"help", no_argument, NULL, OPT_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+
+    memset(o, 0, sizeof(*o));
+    o->suite = MSV_VRF_EDWARDS25519_SHA512_TAI;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == OPT_SUITE && strcmp(optarg, "tai") == 0)
+            o->suite = MSV_VRF_EDWARDS25519_SHA512_TAI;
+        else if (c == OPT_SUITE && strcmp(optarg, "ell2") == 0)
+            o->suite = MSV_VRF_EDWARDS25519_SHA512_ELL2;
+        else if (c == OPT_SUITE)
+            return usage_error(cmd, "--suite must be tai or ell2");
+        else if (c == OPT_OUT)
+            o->out = optarg;
+        else if (c == OPT_PUBLIC)
+            o->public_out = optarg;
+        else if (c == OPT_FORCE)
+            o->force = 1;
+        else if (c == OPT_HEX)
+            o->hex = 1;
+        else if (c == OPT_HELP)
+            o->help = 1;
+        else
+            return usage_error(cmd, "unknown option or missing argument");
+    }
+    for (; optind < argc; optind++) {
+        if (o->n_args == 3)
+            return usage_error(cmd, "unexpected argument");
+        o->args[o->n_args++] = argv[optind];
+    }
+    return 0;
+}
+
+static int vrf_keygen(const struct vrf_opts *o)
+{
+    uint8_t sk[MSV_VRF_SECRET_KEY_LEN], pk[MSV_VRF_PUBLIC_KEY_LEN];
+    msv_err err;
+    int rc;
+
+    if (o->n_args != 0 || o->hex)
+        return usage_error("vrf keygen", "keygen takes --out, --public and --force only");
+    if ((rc = need("vrf keygen", o->out, "--out")) != 0)
+        return rc;
+    err = msv_vrf_keygen(o->suite, sk, pk);
+    if (err == MSV_OK)
+        err = vrf_write_key(o->out, sk, 0600, o->force);
+    if (err == MSV_OK && o->public_out != NULL) {
+        err = vrf_write_key(o->public_out, pk, 0644, o->force);
+        if (err != MSV_OK)
+            unlink(o->out); /* all or nothing, as keygen does */
+    }
+    if (err == MSV_OK)
+        vrf_print("public key", pk, sizeof(pk));
+    msv_wipe(sk, sizeof(sk));
+    return err == MSV_OK ? 0 : fail("vrf keygen", err);
+}
+
+static int vrf_prove(const struct vrf_opts *o)
+{
+    uint8_t sk[MSV_VRF_SECRET_KEY_LEN], pi[MSV_VRF_PROOF_LEN], beta[MSV_VRF_OUTPUT_LEN];
+    uint8_t *alpha = NULL;
+    size_t alpha_len = 0;
+    msv_err err;
+    int rc;
+
+    if (o->n_args != 2 || o->out != NULL || o->public_out != NULL || o->force)
+        return usage_error("vrf prove", "prove takes SK_FILE ALPHA [--hex] [--suite tai|ell2]");
+    if ((rc = vrf_alpha("vrf prove", o->args[1], o->hex, &alpha, &alpha_len)) != 0)
+        return rc;
+    warn_if_readable(o->args[0]);
+    err = vrf_read_key(o->args[0], sk);
+    if (err == MSV_OK)
+        err = msv_vrf_prove(o->suite, sk, alpha, alpha_len, pi);
+    if (err == MSV_OK)
+        err = msv_vrf_proof_to_hash(o->suite, pi, beta);
+    if (err == MSV_OK) {
+        vrf_print("pi", pi, sizeof(pi));
+        vrf_print("beta", beta, sizeof(beta));
+    }
+    msv_wipe(sk, sizeof(sk));
+    free(alpha);
+    return err == MSV_OK ? 0 : fail("vrf prove", err);
+}
+
+static int vrf_verify(const struct vrf_opts *o)
+{
+    uint8_t pk[MSV_VRF_PUBLIC_KEY_LEN], pi[MSV_VRF_PROOF_LEN], beta[MSV_VRF_OUTPUT_LEN];
+    uint8_t *alpha = NULL;
+    size_t alpha_len = 0, n = 0;
+    msv_err err;
+    int rc;
+
+    if (o->n_args != 3 || o->out != NULL || o->public_out != NULL || o->force)
+        return usage_error("vrf verify",
+                           "verify takes PK_FILE ALPHA PI_HEX [--hex] [--suite tai|ell2]");
+    if (msv_hex_decode(o->args[2], pi, sizeof(pi), &n) != MSV_OK || n != sizeof(pi))
+        return usage_error("vrf verify", "PI_HEX takes 160 hex digits");
+    if ((rc = vrf_alpha("vrf verify", o->args[1], o->hex, &alpha, &alpha_len)) != 0)
+        return rc;
+    err = vrf_read_key(o->args[0], pk);
+    if (err == MSV_OK)
+        err = msv_vrf_verify(o->suite, pk, alpha, alpha_len, pi, beta);
+    if (err == MSV_OK) {
+        printf("proof: valid\n");
+        vrf_print("beta", beta, sizeof(beta));
+    } else if (err == MSV_ERR_AUTH) {
+        fprintf(stderr, "%s: vrf verify: the proof is not valid for this key and ALPHA\n", prog);
+    }
+    free(alpha);
+    if (err == MSV_ERR_AUTH)
+        return EXIT_AUTH;
+    return err == MSV_OK ? 0 : fail("vrf verify", err);
+}
+
+/* argv[0] is "vrf", argv[1] the subcommand. */
+static int cmd_vrf(int argc, char **argv)
+{
+    static const struct {
+        const char *name, *full;
+        int (*run)(const struct vrf_opts *o);
+    } subs[] = {
+        {"keygen", "vrf keygen", vrf_keygen},
+        {"prove", "vrf prove", vrf_prove},
+        {"verify", "vrf verify", vrf_verify},
+    };
+    struct vrf_opts o;
+    int rc;
+
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        vrf_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_USAGE : 0;
+    }
+    for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+        if (strcmp(argv[1], subs[i].name) != 0)
+            continue;
+        if ((rc = vrf_parse(subs[i].full, argc - 1, argv + 1, &o)) != 0)
+            return rc;
+        if (o.help) {
+            vrf_usage(stdout);
+            return 0;
+        }
+        return subs[i].run(&o);
+    }
+    return usage_error("vrf", "the subcommands are keygen, prove and verify");
+}
+
 /* ---- main ----------------------------------------------------------------------------- */
 
 static const struct {
@@ -1138,6 +1400,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "mlkem768") == 0)
         return cmd_mlkem768(argc - 1, argv + 1);
+    if (strcmp(argv[1], "vrf") == 0)
+        return cmd_vrf(argc - 1, argv + 1);
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (strcmp(argv[1], commands[i].name) != 0)
             continue;

@@ -136,9 +136,13 @@ _missive_crypto()
     local cur=${COMP_WORDS[COMP_CWORD]}
     if [ "$COMP_CWORD" -eq 1 ]; then
         mapfile -t COMPREPLY < <(compgen -W "keygen public fingerprint seal open verify
-            payload-encode payload-decode attach-encrypt attach-decrypt mlkem768 --help" -- "$cur")
+            payload-encode payload-decode attach-encrypt attach-decrypt mlkem768 vrf --help" -- "$cur")
     elif [ "$COMP_CWORD" -eq 2 ] && [ "${COMP_WORDS[1]}" = mlkem768 ]; then
         mapfile -t COMPREPLY < <(compgen -W "keygen encaps decaps --help" -- "$cur")
+    elif [ "$COMP_CWORD" -eq 2 ] && [ "${COMP_WORDS[1]}" = vrf ]; then
+        mapfile -t COMPREPLY < <(compgen -W "keygen prove verify --help" -- "$cur")
+    elif [ "${COMP_WORDS[1]}" = vrf ] && [ "${COMP_WORDS[COMP_CWORD - 1]}" = --suite ]; then
+        mapfile -t COMPREPLY < <(compgen -W "tai ell2" -- "$cur")
     else
         mapfile -t COMPREPLY < <(compgen -f -- "$cur")
     fi

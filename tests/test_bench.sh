@@ -29,6 +29,7 @@ for op in "ML-KEM-768 key generation" "ML-KEM-768 encapsulation" "ML-KEM-768 dec
     "X25519 agreement (variable base)"; do
     grep -Fq "| $op | " all.txt && grep -F "| $op | " all.txt | grep -Eq '\| [0-9]+\.[0-9] \|$' && ok || bad "B1 $op"
 done
+grep -Eq "^\| VRF verify \(ELL2\) \| [0-9]+\.[0-9] \|$" all.txt && ok || bad "B1 VRF row"
 # every measured rate is a positive number: the load really flowed
 awk -F'|' '$3 == " missived " && $2+0 > 0 && $4+0 <= 0 {bad=1} END {exit bad}' all.txt && ok || bad "B2 missived delivered nothing"
 grep -Eq '^\| 100 \| missived \| [1-9][0-9]* \|' all.txt && ok || bad "B2 row"

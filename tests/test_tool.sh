@@ -8,7 +8,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 1
 
-for cmd in keygen public fingerprint seal open verify payload-encode payload-decode attach-encrypt attach-decrypt; do
+for cmd in keygen public fingerprint seal open verify payload-encode payload-decode attach-encrypt attach-decrypt vrf; do
     expect 0 "$cmd --help" -- "$M" "$cmd" --help
     grep -q "^usage: missive-crypto $cmd" out.txt && ok || bad "$cmd --help text"
 done
@@ -147,5 +147,47 @@ expect 2 "mlkem768 keygen without --public" -- "$M" mlkem768 keygen --out s.dk
 [ ! -e s.dk ] && [ ! -e s.ct ] && ok || bad "a usage error left a file"
 expect 1 "mlkem768 keygen refuses to overwrite" -- "$M" mlkem768 keygen --out r.dk --public n.ek
 [ ! -e n.ek ] && ok || bad "a refused keygen left an encapsulation key"
+
+# the VRF: RFC 9381 Appendix B.3, Example 17, through the tool; then a fresh key
+echo 4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb > rfc.vsk
+echo 3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c > rfc.vpk
+rfc_pi=f3141cd382dc42909d19ec5110469e4feae18300e94f304590abdced48aed5933bf0864a62558b3ed7f2fea45c92a465301b3bbf5e3e54ddf2d935be3b67926da3ef39226bbc355bdc9850112c8f4b02
+rfc_beta=eb4440665d3891d668e7e0fcaf587f1b4bd7fbfe99d0eb2211ccec90496310eb5e33821bc613efb94db5e5b54c70a848a0bef4553a41befc57663b56373a5031
+chmod 644 rfc.vsk
+expect 0 "vrf prove (RFC 9381 example 17)" -- "$M" vrf prove rfc.vsk 72 --hex
+grep -q "rfc.vsk is readable by others" err.txt && ok || bad "vrf prove warns of a secret key others can read"
+chmod 600 rfc.vsk
+grep -qx "pi: $rfc_pi" out.txt && grep -qx "beta: $rfc_beta" out.txt && ok || bad "vrf prove gives the RFC's pi and beta"
+expect 0 "vrf verify (RFC 9381 example 17)" -- "$M" vrf verify rfc.vpk 72 "$rfc_pi" --hex
+grep -qx "proof: valid" out.txt && grep -qx "beta: $rfc_beta" out.txt && ok || bad "vrf verify prints the RFC's beta"
+expect 3 "vrf verify of another alpha" -- "$M" vrf verify rfc.vpk 73 "$rfc_pi" --hex
+grep -q "proof is not valid" err.txt && ! grep -q beta out.txt && ok || bad "vrf refusal text"
+# the same key and alpha in the ELL2 suite: RFC 9381 Appendix B.4, Example 20
+ell2_pi=47b327393ff2dd81336f8a2ef10339112401253b3c714eeda879f12c509072ef055b48372bb82efbdce8e10c8cb9a2f9d60e93908f93df1623ad78a86a028d6bc064dbfc75a6a57379ef855dc6733801
+ell2_beta=38561d6b77b71d30eb97a062168ae12b667ce5c28caccdf76bc88e093e4635987cd96814ce55b4689b3dd2947f80e59aac7b7675f8083865b46c89b2ce9cc735
+expect 0 "vrf prove --suite ell2 (RFC 9381 example 20)" -- "$M" vrf prove rfc.vsk 72 --hex --suite ell2
+grep -qx "pi: $ell2_pi" out.txt && grep -qx "beta: $ell2_beta" out.txt && ok || bad "vrf prove --suite ell2 gives the RFC's pi and beta"
+expect 0 "vrf verify --suite ell2" -- "$M" vrf verify rfc.vpk 72 "$ell2_pi" --hex --suite ell2
+grep -qx "beta: $ell2_beta" out.txt && ok || bad "vrf verify --suite ell2 prints the RFC's beta"
+expect 3 "an ELL2 proof is no TAI proof" -- "$M" vrf verify rfc.vpk 72 "$ell2_pi" --hex
+expect 2 "vrf unknown suite" -- "$M" vrf prove rfc.vsk 72 --suite p256
+expect 0 "vrf keygen" -- "$M" vrf keygen --out v.key --public v.pub
+[ "$(stat -c %a v.key)" = 600 ] && grep -qx "public key: $(cat v.pub)" out.txt && ok || bad "vrf keygen files"
+expect 1 "vrf keygen refuses to overwrite" -- "$M" vrf keygen --out v.key
+expect 2 "vrf keygen without --out" -- "$M" vrf keygen
+expect 0 "vrf prove" -- "$M" vrf prove v.key alice@example.org
+pi=$(sed -n 's/^pi: //p' out.txt)
+beta=$(sed -n 's/^beta: //p' out.txt)
+expect 0 "vrf verify" -- "$M" vrf verify v.pub alice@example.org "$pi"
+grep -qx "beta: $beta" out.txt && ok || bad "vrf verify gives prove's beta"
+flipped=$(python3 -c "import sys; b=bytearray.fromhex(sys.argv[1]); b[50]^=4; print(b.hex())" "$pi")
+expect 3 "vrf verify of a changed proof" -- "$M" vrf verify v.pub alice@example.org "$flipped"
+expect 3 "vrf verify under another key" -- "$M" vrf verify rfc.vpk alice@example.org "$pi"
+expect 2 "vrf verify of a short proof" -- "$M" vrf verify v.pub alice@example.org "${pi:2}"
+expect 2 "vrf alpha that is not hex" -- "$M" vrf prove v.key xyz --hex
+expect 1 "vrf key file that is not a key" -- "$M" vrf prove msg.txt alice@example.org
+expect 2 "vrf without a subcommand" -- "$M" vrf
+expect 2 "vrf unknown subcommand" -- "$M" vrf frobnicate
+expect 2 "vrf prove with too many arguments" -- "$M" vrf prove v.key a b c
 
 finish

@@ -11,6 +11,7 @@
 #include <openssl/evp.h>
 
 #include "missive/crypto.h"
+#include "missive/vrf.h"
 
 /* Wire version bytes: the first byte of an envelope names its suite. */
 #define MSV_WIRE_CLASSIC 0x02
@@ -269,5 +270,35 @@ MSV_MUST_CHECK msv_err msv_session_respond_rng(
     const struct msv_identity *me, const struct msv_public_identity *peer,
     const struct msv_prekey *spk, const struct msv_prekey *opk, const uint8_t *wire, size_t len,
     const struct msv_rng *rng, struct msv_session **out, uint8_t **pt, size_t *pt_len);
+
+/* ---- hashing to edwards25519 (h2c.c) ---- */
+
+/*
+ * RFC 9380's encode_to_curve for edwards25519_XMD:SHA-512_ELL2_NU_ without
+ * its last step: the point Q that map_to_curve gives for the message
+ * parts[0] || ... || parts[n-1] under the domain separation tag dst (1 to 255
+ * bytes), encoded. The caller clears the cofactor (P = 8*Q). Not constant time.
+ */
+MSV_MUST_CHECK msv_err msv_h2c_edwards25519_nu_map(const uint8_t *const *parts, const size_t *lens,
+                                                   size_t n, const uint8_t *dst, size_t dst_len,
+                                                   uint8_t q[32]);
+
+/* ---- the VRF (vrf.c) ---- */
+
+/* What RFC 9381 Appendix B lists on the way to a proof: x, H, k, U = k*B, V = k*H. */
+struct msv_vrf_trace {
+    uint8_t x[32], h[32], k[32], u[32], v[32];
+};
+/*
+ * ECVRF_encode_to_curve of suite (RFC 9381 5.4.1) with salt pk (any 32
+ * bytes). TAI: a point of order L, MSV_ERR_AUTH when no counter gives one.
+ */
+MSV_MUST_CHECK msv_err msv_vrf_encode_to_curve(enum msv_vrf_suite suite, const uint8_t pk[32],
+                                               const uint8_t *alpha, size_t alpha_len,
+                                               uint8_t h[32]);
+/* msv_vrf_prove, also filling trace (secrets: the caller wipes it) when not NULL. */
+MSV_MUST_CHECK msv_err msv_vrf_prove_trace(enum msv_vrf_suite suite, const uint8_t sk[32],
+                                           const uint8_t *alpha, size_t alpha_len, uint8_t pi[80],
+                                           struct msv_vrf_trace *trace);
 
 #endif
