@@ -379,6 +379,17 @@ def main():
         errs = [l for l in logs(d) if l.get("level") == "SEVERE" and "favicon" not in l.get("message", "")
                 and "/files/" not in l.get("message", "")]
         ok(not errs, "no script error on %s's page: %s" % (d.who, errs))
+
+    # ---- Logout ends the session on the server; the page says so and stops trying ----
+    b.find_element(By.ID, "btn-logout").click()
+    ok(until(lambda: js(b, "const e=document.getElementById('ended');return e&&e.textContent"),
+             10) and "Logged out." in js(b, "return document.body.textContent"),
+       "Logout: the page says the session ended")
+    st = b.execute_async_script("const done=arguments[arguments.length-1];"
+                                "fetch('/',{cache:'no-store'}).then(r=>done(r.status))"
+                                ".catch(e=>done('error '+e))")
+    ok(st == 401, "after Logout the session's cookie gets 401: %r" % st)
+    ok(js(b, "return window.missive.rpc.stopped") is True, "the page stopped reconnecting")
     stop_webs()
 
 

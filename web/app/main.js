@@ -892,7 +892,32 @@ function showConn(online, error) {
   c.textContent = online ? "online" : "offline" + (error ? ": " + error : "");
   c.className = "conn " + (online ? "on" : "off");
 }
-rpc.on("close", () => showConn(false, "connection to the page's owner lost; reconnecting"));
+// The session is over (Logout, or --session-hours / --idle-minutes ran out): the page says so
+// and stops reconnecting; a new login link starts another.
+function sessionEnded(why) {
+  rpc.stop();
+  document.body.replaceChildren(h("main", { id: "ended" },
+    h("h1", {}, why),
+    h("p", {}, "To come back, open a new login link: missive web --url")));
+}
+rpc.on("close", async () => {
+  showConn(false, "connection to the page's owner lost; reconnecting");
+  try {
+    const r = await fetch("/", { cache: "no-store" });
+    if (r.status === 401) sessionEnded("This session has ended.");
+  } catch (e) {
+    // the owner is not there: the WebSocket goes on trying
+  }
+});
+$("btn-logout").addEventListener("click", async () => {
+  const r = await fetch(withKey("/logout"), { method: "POST" }).catch(() => null);
+  if (r && (r.status === 204 || r.status === 401)) {
+    sessionStorage.removeItem("missive-key");
+    sessionEnded("Logged out.");
+  } else {
+    toast("Logout failed" + (r ? " (" + r.status + ")" : "") + ": try again");
+  }
+});
 
 // ---- dialogs: new conversation, groups, contacts, profile, devices, safety ------------
 

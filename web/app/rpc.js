@@ -81,8 +81,15 @@ export class Rpc {
       p.reject(new RpcError({ code: -1, message: "connection lost" }));
     }
     this.emit("close", null);
-    setTimeout(() => this.connect(), this.backoff);
+    if (this.stopped) return;
+    setTimeout(() => { if (!this.stopped) this.connect(); }, this.backoff);
     this.backoff = Math.min(this.backoff * 2, 30000);
+  }
+
+  // no more connections (the session ended): what waits fails
+  stop() {
+    this.stopped = true;
+    if (this.ws) this.ws.close();
   }
 
   received(text) {
