@@ -431,6 +431,20 @@ def main():
     check(m is not None and json.loads(m).get("error", {}).get("code") == -32700,
           "not JSON (with a line break) is one error: %r" % m)
 
+    # ---- batches: one message, one array in order; at most 32 ----
+    ws.send_text(json.dumps([{"jsonrpc": "2.0", "id": "b%d" % i, "method": m} for i, m in
+                             enumerate(("status", "no-such", "fingerprint"))]))
+    m = ws.recv()
+    got = json.loads(m) if m else None
+    check(isinstance(got, list) and [x["id"] for x in got] == ["b0", "b1", "b2"] and
+          got[1]["error"]["code"] == -32601 and got[0]["result"]["account"] == "alice@example.org",
+          "a batch over the WebSocket: one array in order: %r" % m)
+    ws.send_text(json.dumps([{"jsonrpc": "2.0", "id": i, "method": "status"} for i in range(33)]))
+    m = ws.recv()
+    got = json.loads(m) if m else None
+    check(isinstance(got, dict) and got["error"]["code"] == -32600,
+          "a batch of 33 over the WebSocket: one error: %r" % m)
+
     # ---- an event: bob writes ----
     missive("bob", "send", "alice@example.org", "--text", "hi alice")
     e = ws.wait_event(lambda j: j.get("method") == "event" and

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# JSON-RPC batches on the account owner's socket (docs/daemon.md, "Batches"), the
+# protocol missive web's page speaks over its WebSocket: answered as one array in
+# order, bounded at 32 requests, empty or oversized ones refused whole, invalid
+# elements answered each with its own error while the others run.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+M=$(realpath "${1:?usage: test_web.sh MISSIVE MISSIVED}")
+D=$(realpath "${2:?usage: test_web.sh MISSIVE MISSIVED}")
+in_scratch
+daemon=
+trap 'for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+
+start_missived || bad "missived started"
+register_people alice bob
+sock=dev-bob/bob@example.org/daemon.sock
+(exec "$M" --data-dir dev-bob daemon >daemon.out 2>daemon.err) &
+daemon=$!
+for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+[ -S "$sock" ] && ok || bad "the daemon's socket: $(cat daemon.err)"
+rpc() { daemon_rpc "$sock" --schema 2 "$@" | tee -a wire.jsonl | grep -v '"id": *"schema"' | grep -v '"id":"schema"'; }
+# req ID METHOD [PARAMS]: one request's JSON
+req() { printf '{"jsonrpc":"2.0","id":%s,"method":"%s","params":%s}' "$1" "$2" "${3:-{\}}"; }
+# batch N: N requests adding contacts bN-1 ... bN-N, as one array
+batch() {
+    local i out="["
+    for i in $(seq "$1"); do
+        out+=$(req "$i" contacts "{\"args\":[\"add\",\"b$1-$i\",\"alice@example.org\"]}")
+        [ "$i" -lt "$1" ] && out+=","
+    done
+    printf '%s]' "$out"
+}
+
+# 32 requests: one line, an array of 32 responses in their order, each one run
+rpc "$(batch 32)" >out.txt
+[ "$(wc -l <out.txt)" = 1 ] && [ "$(field '[x["id"] for x in r]')" = "$(python3 -c 'print(list(range(1, 33)))')" ] &&
+    [ "$(field 'sum(1 for x in r if "result" in x)')" = 32 ] && ok || bad "a batch of 32: $(cut -c1-300 out.txt)"
+expect 0 "contacts after the batch of 32" -- as bob contacts
+[ "$(grep -c '^b32-' out.txt)" = 32 ] && ok || bad "the 32 ran: $(cat out.txt)"
+
+# 33: one error (not an array), and nothing of it runs
+rpc "$(batch 33)" >out.txt
+[ "$(wc -l <out.txt)" = 1 ] && [ "$(field 'r["error"]["code"], r["id"]')" = "(-32600, None)" ] &&
+    grep -q "more than 32" out.txt && ok || bad "a batch of 33: $(cut -c1-300 out.txt)"
+expect 0 "contacts after the batch of 33" -- as bob contacts
+! grep -q '^b33-' out.txt && ok || bad "none of the 33 ran: $(cat out.txt)"
+
+# empty: one error
+rpc '[]' >out.txt
+[ "$(field 'r["error"]["code"], r["id"]')" = "(-32600, None)" ] && ok || bad "an empty batch: $(cat out.txt)"
+
+# mixed: each bad element its own error, in place; the good ones run
+rpc "[$(req '"a"' contacts '{"args":["add","mixed","alice@example.org"]}'),1,{\"jsonrpc\":\"2.0\"},\"x\",$(req '"n"' nothing),{\"jsonrpc\":\"2.0\",\"method\":\"status\"},$(req '"p"' contacts '{"colour":"red"}'),$(req '"s"' status)]" >out.txt
+[ "$(field '[(x["id"], x["error"]["code"] if "error" in x else "ok") for x in r]')" = \
+    "[('a', 'ok'), (None, -32600), (None, -32600), (None, -32600), ('n', -32601), ('p', -32602), ('s', 'ok')]" ] &&
+    ok || bad "a mixed batch: $(cat out.txt)"
+[ "$(field 'r[-1]["result"]["account"]')" = bob@example.org ] && ok || bad "status in the batch: $(cat out.txt)"
+expect 0 "contacts after the mixed batch" -- as bob contacts
+grep -q '^mixed' out.txt && ok || bad "the good element of the mixed batch ran: $(cat out.txt)"
+
+# notifications only: no answer at all; a batch that is not JSON: one -32700
+rpc '[{"jsonrpc":"2.0","method":"status"}]' >out.txt
+[ ! -s out.txt ] && ok || bad "a batch of notifications is not answered: $(cat out.txt)"
+rpc '[{"jsonrpc":"2.0","id":1,"method":"status"' >out.txt
+[ "$(field 'r["error"]["code"]')" = -32700 ] && ok || bad "a broken batch: $(cat out.txt)"
+
+# schema in a batch holds for what follows it; everything written follows schema 2
+daemon_rpc "$sock" "[$(req 1 status),$(req 2 schema '{"version":2}'),$(req 3 status)]" >out.txt
+[ "$(field '[x["result"]["schema"] for x in r]')" = "[1, 2, 2]" ] && ok || bad "schema within a batch: $(cat out.txt)"
+daemon_schema_ok 2 wire.jsonl && ok || bad "the batches' answers follow schema 2"
+finish
