@@ -69,4 +69,48 @@ rpc '[{"jsonrpc":"2.0","id":1,"method":"status"' >out.txt
 daemon_rpc "$sock" "[$(req 1 status),$(req 2 schema '{"version":2}'),$(req 3 status)]" >out.txt
 [ "$(field '[x["result"]["schema"] for x in r]')" = "[1, 2, 2]" ] && ok || bad "schema within a batch: $(cat out.txt)"
 daemon_schema_ok 2 wire.jsonl && ok || bad "the batches' answers follow schema 2"
+
+# ---- the sending device keeps its own copy of each file it sends ----
+head -c 5000 /dev/urandom >f.bin
+printf '\x89PNG\r\n\x1a\nnot really' >dot.png
+adir=dev-alice/alice@example.org/attachments
+bdir=dev-bob/bob@example.org/attachments
+last_id() { as alice -o json history bob@example.org | tail -1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["message_id"])'; }
+expect 0 "alice sends two files" -- as alice send bob@example.org --text "two files" --file "$work/f.bin" --file "$work/dot.png"
+id=$(last_id)
+expect 0 "alice's history" -- as alice -o json history bob@example.org
+[ "$(tail -1 out.txt | python3 -c 'import json,sys; m=json.load(sys.stdin); print(m["text"].split(chr(10))[0], [(a["index"], a["name"], a["size"], a["mime"]) for a in m["attachments"]])')" = \
+    "two files [(0, 'f.bin', 5000, 'application/octet-stream'), (1, 'dot.png', 18, 'image/png')]" ] &&
+    ok || bad "the sender's history lists its files: $(tail -1 out.txt)"
+cmp -s f.bin "$adir/$id-f.bin" && cmp -s dot.png "$adir/$id-dot.png" && [ "$(stat -c %a "$adir/$id-f.bin")" = 600 ] &&
+    ok || bad "the sender's copies: $(ls -l "$adir")"
+expect 0 "bob receives them" -- as bob receive --wait 3
+cmp -s f.bin "$bdir/$id-f.bin" && ok || bad "bob's copy: $(ls "$bdir" 2>&1)"
+# an edit changes the words; the files stay listed, on both sides
+expect 0 "alice edits it" -- as alice edit "$id" --text "two files, edited"
+files_of() { python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m["message_id"] == sys.argv[1]: print(m["text"].split(chr(10))[0], [a["name"] for a in m["attachments"]])' "$id"; }
+[ "$(as alice -o json history bob@example.org | files_of)" = "two files, edited ['f.bin', 'dot.png']" ] &&
+    ok || bad "the sender's files after an edit: $(as alice -o json history bob@example.org | tail -1)"
+expect 0 "bob receives the edit" -- as bob receive --wait 3
+[ "$(as bob -o json history alice@example.org | files_of)" = "two files, edited ['f.bin', 'dot.png']" ] &&
+    ok || bad "the receiver's files after an edit: $(as bob -o json history alice@example.org | tail -1)"
+# an unsend takes the copies away, the sender's and the receiver's
+expect 0 "alice unsends it" -- as alice unsend "$id"
+[ -z "$(ls "$adir" | grep "^$id-")" ] && ok || bad "the sender's copies after the unsend: $(ls "$adir")"
+expect 0 "alice's history after the unsend" -- as alice -o json history bob@example.org
+[ "$(tail -1 out.txt | python3 -c 'import json,sys; m=json.load(sys.stdin); print(m["status"], m.get("attachments"))')" = "unsent []" ] &&
+    ok || bad "an unsent message lists no files: $(tail -1 out.txt)"
+expect 0 "bob receives the unsend" -- as bob receive --wait 3
+[ -z "$(ls "$bdir" | grep "^$id-")" ] && ok || bad "the receiver's copies after the unsend: $(ls "$bdir")"
+# the disappearing timer takes them too
+expect 0 "a 30 s timer" -- as alice timer bob@example.org 30s
+expect 0 "a file that disappears" -- as alice send bob@example.org --text "soon gone" --file "$work/f.bin"
+id=$(last_id)
+[ -f "$adir/$id-f.bin" ] && ok || bad "the copy is there: $(ls "$adir")"
+sleep 31
+expect 0 "alice's history after the timer" -- as alice -o json history bob@example.org
+! grep -q "$id" out.txt && [ ! -e "$adir/$id-f.bin" ] && ok || bad "the timer deleted the message and its copy: $(ls "$adir")"
 finish
