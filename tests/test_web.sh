@@ -10,7 +10,7 @@ M=$(realpath "${1:?usage: test_web.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_web.sh MISSIVE MISSIVED}")
 in_scratch
 daemon=
-trap 'for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 start_missived || bad "missived started"
 register_people alice bob
@@ -113,4 +113,15 @@ id=$(last_id)
 sleep 31
 expect 0 "alice's history after the timer" -- as alice -o json history bob@example.org
 ! grep -q "$id" out.txt && [ ! -e "$adir/$id-f.bin" ] && ok || bad "the timer deleted the message and its copy: $(ls "$adir")"
+expect 0 "the timer off" -- as alice timer bob@example.org off
+
+# the chat shows the sender's own copy as the receiver's shows theirs
+chat alice bob@example.org
+waitfor alice "online" && ok || bad "alice's chat starts: $(screen alice)"
+tm send-keys -t alice "/file $work/dot.png" Enter
+waitfor alice "(18 bytes)]" 100 && screen alice | grep -q "dev-alice/alice@example.org/attachments/" &&
+    ok || bad "the sender's chat shows its copy: $(screen alice)"
+id=$(last_id)
+cmp -s dot.png "$adir/$id-dot.png" && ok || bad "the chat's send kept a copy: $(ls "$adir")"
+tm send-keys -t alice "/quit" Enter
 finish
