@@ -583,8 +583,11 @@ def more():
     st, h, body = get(bport, "/files/%s/1" % mid, cookie=bcookie)
     check(st == 200 and body == png and h.get("content-type") == "image/png" and
           "content-disposition" not in h, "a PNG is shown as an image: %d %r" % (st, h))
-    st, _, _ = get(aport, "/files/%s/0" % mid, cookie=cookie)
-    check(st == 404, "the sender's page has no received copy to serve (%d)" % st)
+    st, h, body = get(aport, "/files/%s/0" % mid, cookie=cookie)
+    check(st == 200 and body == html and h.get("content-type") == "application/octet-stream",
+          "the sender's page serves its own copy, a download as for the receiver (%d %r)" % (st, h))
+    st, _, body = get(aport, "/files/%s/1" % mid, cookie=cookie)
+    check(st == 200 and body == png, "and its own copy of the image (%d)" % st)
     st, _, _ = get(bport, "/files/%s/0" % mid, cookie=cookie)
     check(st == 401, "alice's cookie is not a session of bob's server (%d)" % st)
     for path in ("/files/%s/2" % mid, "/files/%s/00" % mid, "/files/%s/-1" % mid,
