@@ -157,12 +157,15 @@ static const struct {
      "describes the protocol."},
     {"web",
      "web [--listen HOST:PORT] [--open] [--tls-cert FILE --tls-key FILE]\n"
+     "           [--session-hours H] [--idle-minutes M] [--token-minutes M]\n"
      "       missive web --url",
      "Owns the account as the daemon does (its socket, its commands) and serves the web "
      "client: a page in the browser with the conversations, history, sending, files, "
      "reactions and safety numbers. It listens on 127.0.0.1 and a free port unless told "
      "otherwise (another address only with TLS) and prints a one-time login URL; --url asks "
-     "the running one for another (for a second browser), --open starts the browser. "
+     "the running one for another (for a second browser), --open starts the browser. A "
+     "session ends --session-hours after its login (12), or when unused for --idle-minutes "
+     "(60), or on Logout; a login URL is good once, within --token-minutes (10). "
      "docs/web.md describes it and its security."},
     {"chat", "chat [CONVERSATION]",
      "A full-screen chat in the terminal: conversations with unread counts, history, a "
@@ -2504,7 +2507,7 @@ static int cmd_report(const struct cli *o, struct msv_client *c)
 }
 
 /* options with no letter of their own */
-enum { OPT_INVITE = 0x100 };
+enum { OPT_INVITE = 0x100, OPT_SESSION_HOURS, OPT_IDLE_MINUTES, OPT_TOKEN_MINUTES };
 
 int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
 {
@@ -2549,6 +2552,9 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
         {"before", required_argument, NULL, 'b'},
         {"help", no_argument, NULL, 'h'},
         {"invite", required_argument, NULL, OPT_INVITE},
+        {"session-hours", required_argument, NULL, OPT_SESSION_HOURS},
+        {"idle-minutes", required_argument, NULL, OPT_IDLE_MINUTES},
+        {"token-minutes", required_argument, NULL, OPT_TOKEN_MINUTES},
         {NULL, 0, NULL, 0},
     };
     char *end;
@@ -2674,6 +2680,25 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
                 return EXIT_USAGE;
             }
             break;
+        case OPT_SESSION_HOURS:
+        case OPT_IDLE_MINUTES:
+        case OPT_TOKEN_MINUTES: {
+            double *d = ch == OPT_SESSION_HOURS  ? &o->session_hours
+                        : ch == OPT_IDLE_MINUTES ? &o->idle_minutes
+                                                 : &o->token_minutes;
+
+            errno = 0;
+            *d = strtod(optarg, &end);
+            /* a week at most, whichever the unit; fractions for short tests */
+            if (errno != 0 || *end != '\0' || !(*d > 0) ||
+                *d > (ch == OPT_SESSION_HOURS ? 168 : 10080)) {
+                fprintf(cli_err, "missive: --session-hours takes 0 to 168 (hours), "
+                                 "--idle-minutes and --token-minutes 0 to 10080 (minutes), "
+                                 "above 0\n");
+                return EXIT_USAGE;
+            }
+            break;
+        }
         case 'X':
             o->socket = optarg;
             break;

@@ -31,7 +31,9 @@ struct cli {
     int approval, has_approval, reset, off;  /* groups invite --approval on|off, --reset, --off */
     const char *listen, *tls_cert, *tls_key; /* web --listen, --tls-cert, --tls-key */
     int open_browser, url;                   /* web --open, --url */
-    const char *before;                      /* history --before MESSAGE_ID */
+    /* web --session-hours, --idle-minutes, --token-minutes (0: the defaults) */
+    double session_hours, idle_minutes, token_minutes;
+    const char *before;        /* history --before MESSAGE_ID */
     struct msv_client *client; /* the open account while a command runs (names of senders) */
     double wait_s;
     long limit;

@@ -40,6 +40,7 @@
 #define LINE_MAX_BYTES (1u << 20)  /* a request line; longer ones close the connection */
 #define OUT_MAX_BYTES (16u << 20)  /* what a reader that does not read may leave waiting */
 #define INBOX_MAX 10000            /* what arrived and no 'receive' took yet */
+#define BATCH_MAX 32               /* requests in one batch; more: one error, none run */
 #define MONITOR_INTERVAL_MS 300000 /* the transparency log is read this often, and on notices */
 #define EXPIRE_INTERVAL_MS 1000    /* disappearing messages are looked for this often */
 #define RETRY_MAX_MS 60000
@@ -859,6 +860,8 @@ static void handle_line(struct owner *ow, struct peer *p, const char *line, size
 
         if (json_array_size(req) == 0) {
             response = rpc_error(NULL, -32600, "an empty batch", NULL);
+        } else if (json_array_size(req) > BATCH_MAX) {
+            response = rpc_error(NULL, -32600, "a batch of more than 32 requests", NULL);
         } else {
             response = json_array();
             json_array_foreach(req, i, one)

@@ -42,7 +42,14 @@ extern char **environ;
 
 #define SESSIONS_MAX 8
 #define TOKENS_MAX 8
-#define TOKEN_TTL_MS (10 * 60 * 1000)
+#define TOKEN_MINUTES 10          /* --token-minutes: a login URL is good this long */
+#define SESSION_HOURS 12          /* --session-hours: a session ends this long after its login */
+#define IDLE_MINUTES 60           /* --idle-minutes: or when unused this long */
+#define CONNS_MAX 64              /* HTTP and WebSocket connections at once */
+#define UNAUTH_MAX 16             /* of them, connections no request of which had a session yet */
+#define UNAUTH_MS 10000           /* how long such a connection may stay */
+#define OPEN_FILE_MS 60000        /* --open's forwarding page is deleted after this (or a login) */
+#define CONN_LOG_MS 10000         /* refusals are logged at most this often */
 #define WS_IN_MAX (1u << 20)      /* a message from the page: a request line's bound */
 #define WS_OUT_MAX (16u << 20)    /* what waits for a page that does not read */
 #define TO_OWNER_MAX (4u << 20)   /* requests not yet taken by the owner */
@@ -53,9 +60,11 @@ extern char **environ;
 #define CHUNK 65536               /* a body is written this much at a time */
 #define HEADERS_MAX 4096
 
-static const char csp[] = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' "
-                          "blob: data:; media-src 'self' blob:; connect-src 'self'; font-src "
-                          "'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+#define CSP                                                                                      \
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "      \
+    "media-src 'self' blob:; connect-src 'self'; font-src 'self'; base-uri 'none'; form-action " \
+    "'none'; frame-ancestors 'none'"
+static const char csp[] = CSP;
 
 struct secret {
     uint8_t v[WEB_SECRET_LEN];
@@ -66,8 +75,20 @@ struct secret {
      * port of a host, where another local user may listen (docs/web.md).
      */
     uint8_t key[WEB_SECRET_LEN];
-    int64_t at_ms; /* when it was made */
+    int64_t at_ms;   /* when it was made */
+    int64_t used_ms; /* when a request last carried it */
+    uint64_t serial; /* tells a slot's sessions apart */
     int live;
+};
+
+/* An HTTP or WebSocket connection, counted (docs/web.md, "Bounds"). */
+struct conn {
+    struct lws *wsi;
+    int64_t at_ms;
+    int authed;             /* a request on it had a session */
+    int closing;            /* asked to close */
+    struct secret *session; /* a WebSocket's, from its upgrade */
+    uint64_t serial;
 };
 
 /* A message for the page, with the room libwebsockets wants before it. */
@@ -91,6 +112,9 @@ struct bridge {
     char *rx; /* a message from the page arriving in fragments */
     size_t rx_len, rx_cap;
     int owner_gone;
+    int session_ended; /* logged out or out of time: closed when next writable */
+    struct secret *session;
+    uint64_t serial; /* the session's, while its slot holds it */
     json_t *uploads; /* [[request id, [upload dirs]]...]: deleted once answered */
 };
 
@@ -118,11 +142,21 @@ struct web {
     char host[256];
     unsigned port;
     int tls, any_host;
-    int loop_abandoned; /* the loop is not to be run (libwebsockets failed half way) */
-    char hosts[3][300]; /* the Host values this server answers to */
-    char base[320];     /* http(s)://HOST:PORT */
+    int loop_abandoned;  /* the loop is not to be run (libwebsockets failed half way) */
+    char host_name[300]; /* the one Host value this server answers to: the URL's */
+    int named_localhost; /* --listen localhost: the URL says localhost */
+    char base[320];      /* http(s)://HOST:PORT */
     struct secret tokens[TOKENS_MAX], sessions[SESSIONS_MAX];
+    uint64_t serial;
+    int64_t token_ms, session_ms, idle_ms;
+    struct conn conns[CONNS_MAX];
+    size_t n_conns;
+    uint64_t refused, dropped_unauth; /* connections refused (all in use), closed before a login */
+    int64_t conn_log_at;
+    char open_file[1200]; /* --open's forwarding page, until deleted */
+    int64_t open_file_until;
     struct bridge *bridges;
+    char dir[1024];     /* the account's directory */
     char uploads[1100]; /* the account's uploads/ directory */
     int64_t sweep_at;
 };
@@ -130,7 +164,8 @@ struct web {
 /* ---- secrets --------------------------------------------------------------------------- */
 
 /* Keeps a new secret in list (the oldest goes when it is full); its hex in hex. */
-static struct secret *secret_new(struct secret *list, size_t n, char hex[WEB_SECRET_HEX + 1])
+static struct secret *secret_new(struct web *w, struct secret *list, size_t n,
+                                 char hex[WEB_SECRET_HEX + 1])
 {
     size_t slot = 0;
 
@@ -144,24 +179,38 @@ static struct secret *secret_new(struct secret *list, size_t n, char hex[WEB_SEC
     }
     msv_random_bytes(list[slot].v, WEB_SECRET_LEN);
     msv_random_bytes(list[slot].key, WEB_SECRET_LEN);
-    list[slot].at_ms = msv_mono_ms();
+    list[slot].at_ms = list[slot].used_ms = msv_mono_ms();
+    list[slot].serial = ++w->serial;
     list[slot].live = 1;
     if (msv_hex_encode(list[slot].v, WEB_SECRET_LEN, hex, WEB_SECRET_HEX + 1) != MSV_OK)
         hex[0] = '\0';
     return &list[slot];
 }
 
-/* The live secret equal to v (every one compared, each in constant time); NULL if none. */
-static struct secret *secret_find(struct secret *list, size_t n, const uint8_t *v, int64_t ttl_ms)
+/* Whether a secret is still good: within ttl_ms of its making and idle_ms of its last use. */
+static int secret_live(const struct secret *s, int64_t ttl_ms, int64_t idle_ms)
 {
-    struct secret *found = NULL;
     int64_t now = msv_mono_ms();
 
+    return s->live && now - s->at_ms < ttl_ms && (idle_ms == 0 || now - s->used_ms < idle_ms);
+}
+
+/* The live secret equal to v (every one compared, each in constant time); NULL if none. */
+static struct secret *secret_find(struct secret *list, size_t n, const uint8_t *v, int64_t ttl_ms,
+                                  int64_t idle_ms)
+{
+    struct secret *found = NULL;
+
     for (size_t i = 0; i < n; i++)
-        if (msv_equal_ct(list[i].v, v, WEB_SECRET_LEN) && list[i].live &&
-            (ttl_ms == 0 || now - list[i].at_ms < ttl_ms))
+        if (msv_equal_ct(list[i].v, v, WEB_SECRET_LEN) && secret_live(&list[i], ttl_ms, idle_ms))
             found = &list[i];
     return found;
+}
+
+/* Ends a session (logout, or its time is up): its id and key are forgotten at once. */
+static void secret_end(struct secret *s)
+{
+    msv_wipe(s, sizeof(*s));
 }
 
 /* A fresh login URL (caller frees); NULL if out of memory. */
@@ -169,11 +218,123 @@ static char *login_url(struct web *w)
 {
     char hex[WEB_SECRET_HEX + 1], *url = NULL;
 
-    secret_new(w->tokens, TOKENS_MAX, hex);
+    secret_new(w, w->tokens, TOKENS_MAX, hex);
     if (asprintf(&url, "%s/login?token=%s", w->base, hex) < 0)
         url = NULL;
     msv_wipe(hex, sizeof(hex));
     return url;
+}
+
+/* Deletes --open's forwarding page, if it is still there. */
+static void open_file_remove(struct web *w)
+{
+    if (w->open_file[0] == '\0')
+        return;
+    unlink(w->open_file);
+    w->open_file[0] = '\0';
+}
+
+/* ---- connections ----------------------------------------------------------------------- */
+
+static struct conn *conn_of(struct web *w, struct lws *wsi)
+{
+    for (size_t i = 0; i < w->n_conns; i++)
+        if (w->conns[i].wsi == wsi)
+            return &w->conns[i];
+    return NULL;
+}
+
+static void conn_close(struct conn *c)
+{
+    c->closing = 1;
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
+/* Says, at most each CONN_LOG_MS, how many connections were refused or let go. */
+static void conn_log(struct web *w)
+{
+    int64_t now = msv_mono_ms();
+
+    if (now < w->conn_log_at)
+        return;
+    w->conn_log_at = now + CONN_LOG_MS;
+    fprintf(cli_err,
+            "missive: web: %llu connections refused (all %d in use), %llu closed before a login "
+            "(at most %d, each for %d s)\n",
+            (unsigned long long)w->refused, CONNS_MAX, (unsigned long long)w->dropped_unauth,
+            UNAUTH_MAX, UNAUTH_MS / 1000);
+}
+
+/*
+ * A new connection, before libwebsockets reads a byte of it: refused (a short
+ * 503 written as it is) when CONNS_MAX are open; when UNAUTH_MAX of them have
+ * had no session yet, the oldest of those goes to make room, so that idle
+ * sockets never keep a login out. 0 to take it, -1 to refuse it.
+ */
+static int conn_filter(struct web *w, const struct lws_filter_network_conn_args *a)
+{
+    static const char full[] =
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n"
+        "Content-Security-Policy: " CSP "\r\nX-Content-Type-Options: nosniff\r\n"
+        "Referrer-Policy: no-referrer\r\nX-Frame-Options: DENY\r\n"
+        "Cross-Origin-Resource-Policy: same-origin\r\nCache-Control: no-store\r\n"
+        "Connection: close\r\n\r\ntoo many connections\n";
+    size_t unauth = 0, oldest = CONNS_MAX;
+
+    for (size_t i = 0; i < w->n_conns; i++) {
+        if (w->conns[i].authed || w->conns[i].closing)
+            continue;
+        unauth++;
+        if (oldest == CONNS_MAX || w->conns[i].at_ms < w->conns[oldest].at_ms)
+            oldest = i;
+    }
+    if (unauth >= UNAUTH_MAX) {
+        conn_close(&w->conns[oldest]);
+        w->dropped_unauth++;
+        conn_log(w);
+    }
+    if (w->n_conns < CONNS_MAX)
+        return 0;
+    if (!w->tls) /* said when the socket takes it at once; the connection goes all the same */
+        (void)send(a->accept_fd, full, sizeof(full) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    w->refused++;
+    conn_log(w);
+    return -1;
+}
+
+static void conn_add(struct web *w, struct lws *wsi)
+{
+    if (w->n_conns == CONNS_MAX) { /* conn_filter let no more in: not expected */
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        return;
+    }
+    w->conns[w->n_conns++] = (struct conn){.wsi = wsi, .at_ms = msv_mono_ms()};
+}
+
+static void conn_remove(struct web *w, struct lws *wsi)
+{
+    struct conn *c = conn_of(w, wsi);
+
+    if (c != NULL)
+        *c = w->conns[--w->n_conns];
+}
+
+/* Connections that had no session within UNAUTH_MS go (again, if one outlived its close). */
+static void conn_sweep(struct web *w)
+{
+    int64_t now = msv_mono_ms();
+
+    for (size_t i = 0; i < w->n_conns; i++) {
+        struct conn *c = &w->conns[i];
+
+        if (c->authed || now - c->at_ms < UNAUTH_MS)
+            continue;
+        if (!c->closing)
+            w->dropped_unauth++;
+        c->at_ms = now; /* closed again after as long if it is still there */
+        conn_close(c);
+        conn_log(w);
+    }
 }
 
 /* ---- answers --------------------------------------------------------------------------- */
@@ -293,19 +454,50 @@ static int header(struct lws *wsi, enum lws_token_indexes h, char *buf, size_t l
                : -1;
 }
 
-/* The Host is the name this server listens as (docs/web.md: DNS rebinding). */
+/*
+ * The Host is the name and port of the URL this server printed, and no other
+ * (docs/web.md: DNS rebinding): not localhost for 127.0.0.1, nor the reverse.
+ */
 static int host_ok(struct web *w, struct lws *wsi)
 {
     char host[300];
 
     if (header(wsi, WSI_TOKEN_HOST, host, sizeof(host)) != 0)
         return 0;
-    if (w->any_host)
+    return w->any_host || strcasecmp(host, w->host_name) == 0;
+}
+
+/* A header libwebsockets does not know by name ("sec-fetch-site:"); 0, or -1 if absent. */
+static int custom_header(struct lws *wsi, const char *name, char *buf, size_t len)
+{
+    int n = lws_hdr_custom_length(wsi, name, (int)strlen(name));
+
+    buf[0] = '\0';
+    return n > 0 && n < (int)len &&
+                   lws_hdr_custom_copy(wsi, buf, (int)len, name, (int)strlen(name)) >= 0
+               ? 0
+               : -1;
+}
+
+/*
+ * Fetch metadata (docs/web.md): a browser says where a request comes from.
+ * Another site's (cross-site, or same-site: another port or name of this
+ * host) is refused, but for a top-level navigation to the page or to a login
+ * link (a link followed from a mail, or --open's file). A request that says
+ * nothing (not a browser, or an old one) is judged by the other rules.
+ */
+static int fetch_ok(struct lws *wsi, int get, const char *path)
+{
+    char site[32], mode[32], dest[32];
+
+    if (custom_header(wsi, "sec-fetch-site:", site, sizeof(site)) != 0 ||
+        strcmp(site, "same-origin") == 0 || strcmp(site, "none") == 0)
         return 1;
-    for (size_t i = 0; i < 3; i++)
-        if (w->hosts[i][0] != '\0' && strcasecmp(host, w->hosts[i]) == 0)
-            return 1;
-    return 0;
+    return get && (strcmp(path, "/") == 0 || strcmp(path, "/login") == 0) &&
+           custom_header(wsi, "sec-fetch-mode:", mode, sizeof(mode)) == 0 &&
+           strcmp(mode, "navigate") == 0 &&
+           custom_header(wsi, "sec-fetch-dest:", dest, sizeof(dest)) == 0 &&
+           strcmp(dest, "document") == 0;
 }
 
 /* The Origin is this server's own: the page, not another site. */
@@ -321,31 +513,41 @@ static int origin_ok(struct web *w, struct lws *wsi)
 }
 
 /*
- * A live session's cookie; with need_key, also its page key as the query's
- * k= (every request that reaches the account: /ws, /upload, /files, /qr.svg).
+ * The live session whose cookie came; with need_key, also its page key as the
+ * query's k= (every request that reaches the account: /ws, /upload, /logout,
+ * /files, /qr.svg). NULL with *status 401 (no session: none, unknown, ended)
+ * or 403 (no page key, or another). A session used is not idle.
  */
-static int session_ok(struct web *w, struct lws *wsi, int need_key)
+static struct secret *session_of(struct web *w, struct lws *wsi, int need_key, unsigned *status)
 {
     /* lws_get_urlarg_by_name() copies each argument of the query in turn into arg */
     char cookie[2048], arg[4096];
     const char *k;
     uint8_t id[WEB_SECRET_LEN], key[WEB_SECRET_LEN];
-    struct secret *s;
-    int ok;
+    struct secret *s = NULL;
+    struct conn *conn;
 
+    *status = 401;
     if (header(wsi, WSI_TOKEN_HTTP_COOKIE, cookie, sizeof(cookie)) != 0 ||
         web_cookie_session(cookie, id) != 0)
-        return 0;
-    s = secret_find(w->sessions, SESSIONS_MAX, id, 0);
-    ok = s != NULL;
-    if (ok && need_key) {
+        return NULL;
+    s = secret_find(w->sessions, SESSIONS_MAX, id, w->session_ms, w->idle_ms);
+    msv_wipe(id, sizeof(id));
+    if (s != NULL && need_key) {
         k = lws_get_urlarg_by_name(wsi, "k=", arg, sizeof(arg));
-        ok = k != NULL && web_parse_secret(k, strlen(k), key) == 0 &&
-             msv_equal_ct(key, s->key, WEB_SECRET_LEN);
+        if (k == NULL || web_parse_secret(k, strlen(k), key) != 0 ||
+            !msv_equal_ct(key, s->key, WEB_SECRET_LEN)) {
+            *status = 403;
+            s = NULL;
+        }
         msv_wipe(key, sizeof(key));
     }
-    msv_wipe(id, sizeof(id));
-    return ok;
+    if (s != NULL) {
+        s->used_ms = msv_mono_ms();
+        if ((conn = conn_of(w, wsi)) != NULL)
+            conn->authed = 1;
+    }
+    return s;
 }
 
 /* ---- the endpoints --------------------------------------------------------------------- */
@@ -360,16 +562,18 @@ static int serve_login(struct web *w, struct lws *wsi, struct pss *s)
     struct answer a = {.status = 303, .mime = "text/plain; charset=utf-8"};
 
     if (token != NULL && web_parse_secret(token, strlen(token), v) == 0)
-        t = secret_find(w->tokens, TOKENS_MAX, v, TOKEN_TTL_MS);
+        t = secret_find(w->tokens, TOKENS_MAX, v, w->token_ms, 0);
     msv_wipe(v, sizeof(v));
     if (t == NULL)
         return answer_text(wsi, s, 403,
-                           "This login link is not valid: it was used, it expired (after ten "
-                           "minutes), or it is wrong. Ask for a new one with: missive web --url\n");
-    t->live = 0; /* one use */
-    session = secret_new(w->sessions, SESSIONS_MAX, hex);
-    snprintf(cookie, sizeof(cookie), WEB_COOKIE "=%s; HttpOnly; SameSite=Strict; Path=/%s", hex,
-             w->tls ? "; Secure" : "");
+                           "This login link is not valid: it was used, it expired, or it is "
+                           "wrong. Ask for a new one with: missive web --url\n");
+    secret_end(t);       /* one use */
+    open_file_remove(w); /* --open's page has done its work */
+    session = secret_new(w, w->sessions, SESSIONS_MAX, hex);
+    snprintf(cookie, sizeof(cookie),
+             WEB_COOKIE "=%s; HttpOnly; SameSite=Strict; Path=/; Max-Age=%lld%s", hex,
+             (long long)(w->session_ms / 1000), w->tls ? "; Secure" : "");
     /* the page key in the fragment: it reaches the page, never a server or a Referer */
     memcpy(location, "/#k=", 4);
     if (msv_hex_encode(session->key, WEB_SECRET_LEN, location + 4, sizeof(location) - 4) != MSV_OK)
@@ -378,6 +582,22 @@ static int serve_login(struct web *w, struct lws *wsi, struct pss *s)
     a.values[0] = location;
     a.names[1] = "set-cookie:";
     a.values[1] = cookie;
+    s->mem = (const unsigned char *)"";
+    s->len = 0;
+    return answer_headers(wsi, &a);
+}
+
+/* POST /logout: the session ends here and now; its cookie is taken back from the browser. */
+static int serve_logout(struct web *w, struct lws *wsi, struct pss *s, struct secret *session)
+{
+    struct answer a = {.status = 204};
+
+    s->close_after = 1; /* a body, if any, is not read */
+    if (!origin_ok(w, wsi))
+        return answer_text(wsi, s, 403, "a logout comes from the page itself\n");
+    secret_end(session); /* its WebSockets close on the next turn (web_turn) */
+    a.names[0] = "set-cookie:";
+    a.values[0] = WEB_COOKIE "=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0";
     s->mem = (const unsigned char *)"";
     s->len = 0;
     return answer_headers(wsi, &a);
@@ -616,20 +836,33 @@ static int serve_http(struct web *w, struct lws *wsi, struct pss *s, const char 
     int post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
     int get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
 
+    struct secret *session;
+    unsigned status;
+
     s->http = 1;
     s->fd = s->up_fd = -1;
     if (!host_ok(w, wsi)) {
         s->close_after = 1;
         return answer_text(wsi, s, 421, "this server does not answer to that name\n");
     }
+    if (!fetch_ok(wsi, get, path)) {
+        s->close_after = post;
+        return answer_text(wsi, s, 403, "not from another site\n");
+    }
     if (get && strcmp(path, "/login") == 0)
         return serve_login(w, wsi, s);
-    if (!session_ok(w, wsi,
-                    post || strncmp(path, "/files/", 7) == 0 || strcmp(path, "/qr.svg") == 0)) {
+    session = session_of(
+        w, wsi, post || strncmp(path, "/files/", 7) == 0 || strcmp(path, "/qr.svg") == 0, &status);
+    if (session == NULL) {
         s->close_after = post;
-        return answer_text(wsi, s, 403,
-                           "not logged in: open the login link that missive web printed\n");
+        return answer_text(wsi, s, status,
+                           status == 401
+                               ? "not logged in: open a login link of missive web (missive web "
+                                 "--url)\n"
+                               : "this page has not the session's key\n");
     }
+    if (post && strcmp(path, "/logout") == 0)
+        return serve_logout(w, wsi, s, session);
     if (post && strcmp(path, "/upload") == 0)
         return start_upload(w, wsi, s);
     if (!get) {
@@ -650,9 +883,19 @@ static int serve_http(struct web *w, struct lws *wsi, struct pss *s, const char 
 /* A WebSocket upgrade: the listening Host, the page's Origin, a session; else 403. */
 static int confirm_upgrade(struct web *w, struct lws *wsi, struct pss *s)
 {
+    struct secret *session;
+    struct conn *conn;
+    unsigned status;
+
     s->fd = s->up_fd = -1;
-    if (host_ok(w, wsi) && origin_ok(w, wsi) && session_ok(w, wsi, 1))
+    if (host_ok(w, wsi) && fetch_ok(wsi, 1, "/ws") && origin_ok(w, wsi) &&
+        (session = session_of(w, wsi, 1, &status)) != NULL) {
+        if ((conn = conn_of(w, wsi)) != NULL) {
+            conn->session = session; /* the bridge ends with it */
+            conn->serial = session->serial;
+        }
         return 0;
+    }
     /* answered here, whole: libwebsockets ends the transaction when this returns */
     static const char refused[] = "refused\n";
     unsigned char body[LWS_PRE + sizeof(refused)];
@@ -696,6 +939,7 @@ static void bridge_free(struct web *w, struct bridge *b)
 static struct bridge *bridge_new(struct web *w, struct lws *wsi)
 {
     struct bridge *b = calloc(1, sizeof(*b));
+    struct conn *conn = conn_of(w, wsi);
     int sv[2];
 
     if (b == NULL)
@@ -704,12 +948,15 @@ static struct bridge *bridge_new(struct web *w, struct lws *wsi)
         free(b);
         return NULL;
     }
-    if (owner_add_peer(w->ow, sv[1]) != 0) { /* the owner's most connections */
+    if (conn == NULL || conn->session == NULL ||
+        owner_add_peer(w->ow, sv[1]) != 0) { /* the owner's most connections */
         close(sv[0]);
         close(sv[1]);
         free(b);
         return NULL;
     }
+    b->session = conn->session;
+    b->serial = conn->serial;
     b->fd = sv[0];
     b->wsi = wsi;
     b->uploads = json_array();
@@ -888,10 +1135,18 @@ static void from_owner(struct bridge *b)
         lws_callback_on_writable(b->wsi);
 }
 
+/* Whether the session a WebSocket was opened with still holds (not ended, not expired). */
+static int bridge_session_live(struct web *w, struct bridge *b)
+{
+    return b->session->serial == b->serial && secret_live(b->session, w->session_ms, w->idle_ms);
+}
+
 static int ws_writable(struct bridge *b)
 {
     struct ws_msg *m = b->head;
 
+    if (b->session_ended)
+        return -1; /* the page finds / answered 401 and stops reconnecting (rpc.js) */
     if (m == NULL)
         return b->owner_gone ? -1 : 0;
     if (lws_write(b->wsi, m->data + LWS_PRE, m->len, LWS_WRITE_TEXT) < (int)m->len)
@@ -908,6 +1163,12 @@ static int ws_writable(struct bridge *b)
 
 static int ws_receive(struct web *w, struct lws *wsi, struct bridge *b, const void *in, size_t len)
 {
+    if (b->session_ended || !bridge_session_live(w, b)) {
+        b->session_ended = 1; /* ended, or out of time: nothing more reaches the owner */
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    b->session->used_ms = msv_mono_ms();
     /* text only, and no longer than a request line may be */
     if (lws_frame_is_binary(wsi) || append(&b->rx, &b->rx_len, &b->rx_cap, in, len, WS_IN_MAX) != 0)
         return -1;
@@ -929,6 +1190,14 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     int rc;
 
     switch (reason) {
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+        return conn_filter(w, user);
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+        conn_add(w, wsi);
+        return 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+        conn_remove(w, wsi);
+        return 0;
     case LWS_CALLBACK_HTTP:
         memset(s, 0, sizeof(*s));
         return serve_http(w, wsi, s, in) != 0 ? -1 : 0;
@@ -1030,8 +1299,13 @@ static int web_options(const struct cli *o, struct web *w)
         fprintf(cli_err, "missive: --tls-cert and --tls-key go together\n");
         return EXIT_USAGE;
     }
-    if (strcmp(w->host, "localhost") == 0)
+    if (strcmp(w->host, "localhost") == 0) {
         snprintf(w->host, sizeof(w->host), "127.0.0.1"); /* an address, for libwebsockets */
+        w->named_localhost = 1;
+    }
+    w->token_ms = (int64_t)((o->token_minutes > 0 ? o->token_minutes : TOKEN_MINUTES) * 60000);
+    w->session_ms = (int64_t)((o->session_hours > 0 ? o->session_hours : SESSION_HOURS) * 3600000);
+    w->idle_ms = (int64_t)((o->idle_minutes > 0 ? o->idle_minutes : IDLE_MINUTES) * 60000);
     w->tls = o->tls_cert != NULL;
     if (!w->tls && !web_host_is_loopback(w->host)) {
         fprintf(cli_err,
@@ -1055,12 +1329,11 @@ static void set_names(struct web *w)
     int v6 = strchr(w->host, ':') != NULL;
     const char *scheme = w->tls ? "https" : "http";
 
-    snprintf(w->hosts[0], sizeof(w->hosts[0]), v6 ? "[%s]:%u" : "%s:%u", w->host, w->port);
-    if (web_host_is_loopback(w->host))
-        snprintf(w->hosts[1], sizeof(w->hosts[1]), "localhost:%u", w->port);
+    snprintf(w->host_name, sizeof(w->host_name), v6 ? "[%s]:%u" : "%s:%u",
+             w->named_localhost ? "localhost" : w->host, w->port);
     /* on every address, with TLS: the certificate is what names the server */
     w->any_host = w->tls && (strcmp(w->host, "0.0.0.0") == 0 || strcmp(w->host, "::") == 0);
-    snprintf(w->base, sizeof(w->base), "%s://%s", scheme, w->hosts[0]);
+    snprintf(w->base, sizeof(w->base), "%s://%s", scheme, w->host_name);
 }
 
 static int web_listen(struct web *w)
@@ -1078,6 +1351,8 @@ static int web_listen(struct web *w)
     info.foreign_loops = loops;
     info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8;
     info.alpn = "http/1.1";
+    info.timeout_secs = UNAUTH_MS / 1000; /* for the headers of a request, among others */
+    info.keepalive_timeout = 30;
     info.server_string = "missive";
     if (w->tls) {
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
@@ -1107,13 +1382,45 @@ static int web_listen(struct web *w)
     return 0;
 }
 
-static void open_browser(const char *url)
+/*
+ * --open: the browser gets the login URL through a page only this user can
+ * read (0600, in the account's directory), never on xdg-open's command line,
+ * which every user of the machine sees in /proc. The page forwards with
+ * <meta http-equiv=refresh> (no script) and is deleted at the first login or
+ * after OPEN_FILE_MS.
+ */
+static void open_browser(struct web *w, const char *url)
 {
-    char *argv[] = {"xdg-open", (char *)url, NULL};
+    char rnd[17], *argv[] = {"xdg-open", w->open_file, NULL};
+    uint8_t r[8];
     pid_t pid;
+    FILE *f = NULL;
+    int fd;
 
-    if (posix_spawnp(&pid, "xdg-open", NULL, NULL, argv, environ) != 0)
+    msv_random_bytes(r, sizeof(r));
+    if (msv_hex_encode(r, sizeof(r), rnd, sizeof(rnd)) != MSV_OK)
+        return;
+    snprintf(w->open_file, sizeof(w->open_file), "%s/web-login-%s.html", w->dir, rnd);
+    fd = open(w->open_file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd >= 0 && (f = fdopen(fd, "w")) == NULL)
+        close(fd);
+    /* the URL is made of [a-z0-9:/.?=[\]]: nothing in it needs escaping in an attribute */
+    if (f == NULL ||
+        fprintf(f,
+                "<!doctype html>\n<meta charset=\"utf-8\">\n<meta name=\"referrer\" "
+                "content=\"no-referrer\">\n<meta http-equiv=\"refresh\" content=\"0; "
+                "url=%s\">\n<title>missive web</title>\n<a href=\"%s\">Open missive web</a>\n",
+                url, url) < 0 ||
+        fclose(f) != 0) {
+        fprintf(cli_err, "missive: cannot write %s; open the URL above\n", w->open_file);
+        open_file_remove(w);
+        return;
+    }
+    w->open_file_until = msv_mono_ms() + OPEN_FILE_MS;
+    if (posix_spawnp(&pid, "xdg-open", NULL, NULL, argv, environ) != 0) {
         fprintf(cli_err, "missive: cannot start a browser (xdg-open); open the URL above\n");
+        open_file_remove(w);
+    }
 }
 
 /*
@@ -1140,10 +1447,18 @@ static void web_turn(struct web *w)
 
     uv_run(&w->loop, UV_RUN_NOWAIT);
     for (struct bridge *b = w->bridges; b != NULL; b = b->next) {
+        if (!b->session_ended && !bridge_session_live(w, b)) {
+            b->session_ended = 1; /* logged out, or out of time: the WebSocket closes */
+            lws_callback_on_writable(b->wsi);
+            continue;
+        }
         to_owner(b);
         from_owner(b);
     }
+    conn_sweep(w);
     now = msv_mono_ms();
+    if (w->open_file[0] != '\0' && now >= w->open_file_until)
+        open_file_remove(w);
     if (now >= w->sweep_at) {
         sweep_uploads(w, UPLOAD_TTL_S);
         w->sweep_at = now + SWEEP_INTERVAL_MS;
@@ -1168,7 +1483,8 @@ int web_main(const struct cli *o, struct msv_client *c)
         /* the path given to send: absolute, as the owner may run anywhere */
         char *abs = realpath(c->dir, NULL);
 
-        snprintf(w->uploads, sizeof(w->uploads), "%s/uploads", abs ? abs : c->dir);
+        snprintf(w->dir, sizeof(w->dir), "%s", abs ? abs : c->dir);
+        snprintf(w->uploads, sizeof(w->uploads), "%s/uploads", w->dir);
         free(abs);
     }
     rc = web_options(o, w);
@@ -1191,14 +1507,20 @@ int web_main(const struct cli *o, struct msv_client *c)
         fprintf(cli_err, "missive: web client for %s (device %llu) on %s; daemon on %s\n",
                 c->handle, (unsigned long long)c->device_id, w->base, owner_socket(w->ow));
         if (o->open_browser)
-            open_browser(url);
+            open_browser(w, url);
     }
     free(url);
     while (rc == 0 && !owner_stopping()) {
         int t = uv_backend_timeout(&w->loop);
 
-        owner_step(w->ow, uv_backend_fd(&w->loop), t < 0 || t > 60000 ? 60000 : t);
+        /* at least each second: sessions and connections run out of time (web_turn) */
+        owner_step(w->ow, uv_backend_fd(&w->loop), t < 0 || t > 1000 ? 1000 : t);
         web_turn(w);
+    }
+    open_file_remove(w);
+    if (w->refused > 0 || w->dropped_unauth > 0) {
+        w->conn_log_at = 0;
+        conn_log(w);
     }
     web_close(w); /* the WebSockets close, and their bridges with them */
     while (w->bridges != NULL)

@@ -10,8 +10,11 @@ history --before as the top comes near) and back down; the time between
 animation frames while scrolling (requestAnimationFrame) and the most
 messages ever in the document.
 
-usage: bench/web_bench.py [BUILD_DIR] [--messages N] [--loads N] [--write]
+usage: bench/web_bench.py [BUILD_DIR] [--messages N] [--loads N] [--w1-only] [--write]
+  --w1-only: W1 alone (the conversation filled all the same, no scroll)
   --write: put the results into bench/RESULTS.md (its "## Web client" section)
+The machine's load average (1 minute) is printed at the start and the end of W1:
+the numbers mean little on a busy machine.
 """
 import argparse
 import os
@@ -29,6 +32,7 @@ p = argparse.ArgumentParser()
 p.add_argument("build", nargs="?", default=os.path.join(root, "build"))
 p.add_argument("--messages", type=int, default=10000)
 p.add_argument("--loads", type=int, default=7)
+p.add_argument("--w1-only", action="store_true")
 p.add_argument("--write", action="store_true")
 opt = p.parse_args()
 build = os.path.realpath(opt.build)
@@ -91,12 +95,22 @@ def main():
     d = rig.browser("bench", 1200, 820)
     d.get(url)
     rig.ready(d)
+    load_before = os.getloadavg()[0]
     loads = []
     for _ in range(opt.loads):
         d.get(d.current_url.split("/login")[0] + "/")
         rig.ready(d)
         loads.append(rig.js(d, "const n=performance.getEntriesByType('navigation')[0];"
                                "return [n.domInteractive, n.loadEventEnd, window.missiveReady]"))
+    load_after = os.getloadavg()[0]
+    w1 = [
+        ("W1", "DOM interactive, ms (median of %d loads)" % len(loads), statistics.median(x[0] for x in loads)),
+        ("W1", "load event end, ms", statistics.median(x[1] for x in loads)),
+        ("W1", "interactive with account and conversations, ms", statistics.median(x[2] for x in loads)),
+        ("W1", "interactive, each load, ms", " ".join("%.0f" % x[2] for x in loads)),
+    ]
+    if opt.w1_only:
+        return report(d, w1, fill, load_before, load_after)
     t = time.time()
     rig.js(d, "document.querySelector('#convs li[data-conv=\"bob@example.org\"]').click()")
     rig.until(lambda: rig.js(d, "return document.querySelectorAll('#log .msg').length") > 0, 30, 0.01)
@@ -104,10 +118,7 @@ def main():
     d.set_script_timeout(600)
     r = d.execute_async_script(SCROLL, 100000)
     frames = r["frames"][1:]
-    rows = [
-        ("W1", "DOM interactive, ms (median of %d loads)" % len(loads), statistics.median(x[0] for x in loads)),
-        ("W1", "load event end, ms", statistics.median(x[1] for x in loads)),
-        ("W1", "interactive with account and conversations, ms", statistics.median(x[2] for x in loads)),
+    rows = w1 + [
         ("W2", "open a %d-message conversation (newest page shown), ms" % opt.messages, opened),
         ("W2", "frames while scrolling all of it up and down", len(frames)),
         ("W2", "frame time median, ms", statistics.median(frames)),
@@ -119,6 +130,10 @@ def main():
         ("W2", "most messages in the document at once", r["most"]),
         ("W2", "whole scroll, s", r["ms"] / 1000),
     ]
+    report(d, rows, fill, load_before, load_after)
+
+
+def report(d, rows, fill, load_before, load_after):
     table = ["| | measure | value |", "|---|---|---|"]
     for w, what, v in rows:
         table.append("| %s | %s | %s |" % (w, what, ("%.1f" % v) if isinstance(v, float) else v))
@@ -127,7 +142,9 @@ def main():
         "- date: %s; chromium %s headless, 1200x820; `missive web` on loopback (RelWithDebInfo)" % (
             time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()), d.capabilities.get("browserVersion", "?")),
         "- command: bench/web_bench.py --messages %d --loads %d (filling the conversation took %.0f s)" % (
-            opt.messages, opt.loads, fill),
+            opt.messages, opt.loads, fill) + (" --w1-only" if opt.w1_only else ""),
+        "- load average (1 min) at the start and the end of W1: %.2f, %.2f (2 cores, shared)" % (
+            load_before, load_after),
         "", *table, "",
         "W1's goal is an interactive page under 200 ms. In W2 the list keeps a window of at most 240 "
         "messages in the document (web/app/list.js) whatever the length of the conversation; older "

@@ -79,7 +79,7 @@ _missive()
     verify) opts="--qr --accept" ;;
     backup) opts="--kdf-memory --kdf-passes" ;;
     daemon) opts="--stdio --socket" ;;
-    web) opts="--listen --open --tls-cert --tls-key --url" ;;
+    web) opts="--listen --open --tls-cert --tls-key --url --session-hours --idle-minutes --token-minutes" ;;
     report) opts="--reason --include-text" ;;
     settings)
         if [ "$prev" = get ] || [ "$prev" = set ]; then

@@ -202,7 +202,7 @@ def port_part(url):
 # ---- a WebSocket by hand ----------------------------------------------------------------------
 
 class WS:
-    def __init__(self, port, cookie=None, origin=None, host=None, page_key=None):
+    def __init__(self, port, cookie=None, origin=None, host=None, page_key=None, extra=""):
         self.s = socket.create_connection(("127.0.0.1", port), timeout=30)
         key = base64.b64encode(os.urandom(16)).decode()
         host = host or "127.0.0.1:%d" % port
@@ -213,7 +213,7 @@ class WS:
             req += "Origin: %s\r\n" % origin
         if cookie:
             req += "Cookie: %s\r\n" % cookie
-        self.s.sendall((req + "\r\n").encode())
+        self.s.sendall((req + extra + "\r\n").encode())
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = self.s.recv(4096)
@@ -333,7 +333,8 @@ def main():
     check(st == 303 and re.match(r"/#k=[0-9a-f]{64}$", h.get("location", "")) is not None,
           "a valid token: 303 to / with the page key in the fragment (%d %s)" % (st, h))
     sc = h.get("set-cookie", "")
-    check(re.match(r"missive_session=[0-9a-f]{64}; HttpOnly; SameSite=Strict; Path=/$", sc)
+    check(re.match(r"missive_session=[0-9a-f]{64}; HttpOnly; SameSite=Strict; Path=/; "
+                   r"Max-Age=43200$", sc)
           is not None, "the session cookie's attributes: %r" % sc)
     st, _, _ = get(aport, "/login?token=" + token)
     check(st == 403, "a used token: 403 (%d)" % st)
@@ -342,9 +343,9 @@ def main():
     for path in ("/", "/index.html", "/app/main.js", "/files/" + "0" * 32 + "/0", "/qr.svg?data=x",
                  "/nothing"):
         st, _, _ = get(aport, path)
-        check(st == 403, "%s without a cookie: 403 (%d)" % (path, st))
+        check(st == 401, "%s without a cookie: 401 (%d)" % (path, st))
         st, _, _ = get(aport, path, cookie="missive_session=" + "1" * 64)
-        check(st == 403, "%s with a wrong cookie: 403 (%d)" % (path, st))
+        check(st == 401, "%s with a wrong cookie: 401 (%d)" % (path, st))
 
     # ---- with it ----
     st, h, body = get(aport, "/", cookie=cookie)
@@ -373,8 +374,11 @@ def main():
         check(st in (421, 403), "Host %s refused (%d)" % (host, st))
         st, _, _ = get(aport, "/login?token=" + "0" * 64, host=host)
         check(st in (421, 403), "Host %s refused for /login (%d)" % (host, st))
+    # only the name the URL gave: localhost is another name (and another origin) for 127.0.0.1
     st, _, _ = get(aport, "/", cookie=cookie, host="localhost:%d" % aport)
-    check(st == 200, "Host localhost:PORT is this server (%d)" % st)
+    check(st == 421, "Host localhost:PORT refused when the URL says 127.0.0.1 (%d)" % st)
+    st, _, _ = get(aport, "/", cookie=cookie, host="127.0.0.1:%d" % aport)
+    check(st == 200, "Host 127.0.0.1:PORT, as in the URL (%d)" % st)
 
     # ---- WebSocket upgrades ----
     origin = "http://127.0.0.1:%d" % aport
@@ -427,6 +431,20 @@ def main():
     check(m is not None and json.loads(m).get("error", {}).get("code") == -32700,
           "not JSON (with a line break) is one error: %r" % m)
 
+    # ---- batches: one message, one array in order; at most 32 ----
+    ws.send_text(json.dumps([{"jsonrpc": "2.0", "id": "b%d" % i, "method": m} for i, m in
+                             enumerate(("status", "no-such", "fingerprint"))]))
+    m = ws.recv()
+    got = json.loads(m) if m else None
+    check(isinstance(got, list) and [x["id"] for x in got] == ["b0", "b1", "b2"] and
+          got[1]["error"]["code"] == -32601 and got[0]["result"]["account"] == "alice@example.org",
+          "a batch over the WebSocket: one array in order: %r" % m)
+    ws.send_text(json.dumps([{"jsonrpc": "2.0", "id": i, "method": "status"} for i in range(33)]))
+    m = ws.recv()
+    got = json.loads(m) if m else None
+    check(isinstance(got, dict) and got["error"]["code"] == -32600,
+          "a batch of 33 over the WebSocket: one error: %r" % m)
+
     # ---- an event: bob writes ----
     missive("bob", "send", "alice@example.org", "--text", "hi alice")
     e = ws.wait_event(lambda j: j.get("method") == "event" and
@@ -463,7 +481,7 @@ def more():
 
     # ---- uploads: who may, and how much ----
     st, _, _ = upload(aport, None, "a.txt", b"x")
-    check(st == 403, "an upload without a session: 403 (%d)" % st)
+    check(st == 401, "an upload without a session: 401 (%d)" % st)
     st, _, _ = upload(aport, cookie, "a.txt", b"x", flag=False)
     check(st == 403, "an upload without X-Missive-Upload: 403 (%d)" % st)
     st, _, _ = upload(aport, cookie, "a.txt", b"x", key="")
@@ -565,10 +583,13 @@ def more():
     st, h, body = get(bport, "/files/%s/1" % mid, cookie=bcookie)
     check(st == 200 and body == png and h.get("content-type") == "image/png" and
           "content-disposition" not in h, "a PNG is shown as an image: %d %r" % (st, h))
-    st, _, _ = get(aport, "/files/%s/0" % mid, cookie=cookie)
-    check(st == 404, "the sender's page has no received copy to serve (%d)" % st)
+    st, h, body = get(aport, "/files/%s/0" % mid, cookie=cookie)
+    check(st == 200 and body == html and h.get("content-type") == "application/octet-stream",
+          "the sender's page serves its own copy, a download as for the receiver (%d %r)" % (st, h))
+    st, _, body = get(aport, "/files/%s/1" % mid, cookie=cookie)
+    check(st == 200 and body == png, "and its own copy of the image (%d)" % st)
     st, _, _ = get(bport, "/files/%s/0" % mid, cookie=cookie)
-    check(st == 403, "alice's cookie is not a session of bob's server (%d)" % st)
+    check(st == 401, "alice's cookie is not a session of bob's server (%d)" % st)
     for path in ("/files/%s/2" % mid, "/files/%s/00" % mid, "/files/%s/-1" % mid,
                  "/files/%s/0/x" % mid, "/files/%s" % mid, "/files/" + "f" * 32 + "/0",
                  "/files/zz/0", "/files/../../state.db", "/files/%2e%2e/%2e%2e/state.db",
@@ -665,8 +686,10 @@ def more():
           not os.path.exists("dev-bob/bob@example.org/daemon.sock"),
           "a port taken: exit 1, nothing left: %r" % r.stderr)
     lbob, lurl, lhost, lport = start_web("bob", "--listen", "localhost:0")
+    st, _, _ = get(lport, "/login?token=" + "0" * 64, host="127.0.0.1:%d" % lport)
+    check(st == 421, "--listen localhost: Host 127.0.0.1:PORT refused (%d)" % st)
     st, _, _ = get(lport, "/login?token=" + lurl.rsplit("=", 1)[1], host="localhost:%d" % lport)
-    check(lhost.startswith("127.0.0.1:") and st == 303, "--listen localhost:0 (%s, %d)" % (lhost,
+    check(lhost.startswith("localhost:") and st == 303, "--listen localhost:0 (%s, %d)" % (lhost,
                                                                                           st))
     stop(lbob)
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
@@ -685,6 +708,227 @@ def more():
     st, _, _ = get(tport, "/")
     check(st == 0, "plain HTTP on the TLS port gets no page (%d)" % st)
     stop(tbob)
+    sessions()
+    fetch_metadata()
+    connections()
+    open_page()
+
+
+def web_login(who):
+    """A fresh login URL from the running missive web of WHO (missive web --url)."""
+    return missive(who, "web", "--url").stdout.strip()
+
+
+def sessions():
+    # ---- a login URL runs out of time (--token-minutes) ----
+    b, url, host, port = start_web("bob", "--token-minutes", "0.04", "--session-hours", "0.002",
+                                   "--idle-minutes", "60")
+    time.sleep(3)
+    st, _, _ = login(url, port)
+    check(st == 403, "a login URL older than --token-minutes: 403 (%d)" % st)
+    url = web_login("bob")
+    st, h, cookie = login(url, port)
+    check(st == 303 and h.get("set-cookie", "").endswith("; Max-Age=7"),
+          "a fresh URL logs in; the cookie lasts --session-hours (%d %r)" % (st, h))
+    st, _, _ = get(port, "/", cookie=cookie)
+    check(st == 200, "the session works (%d)" % st)
+    ws = WS(port, cookie=cookie, origin="http://" + host)
+    check(ws.status == 101, "a WebSocket of the session (%d)" % ws.status)
+    # ---- and a session after --session-hours, used or not; its WebSocket closes ----
+    for _ in range(4):
+        time.sleep(2)
+        r = ws.call("status", timeout=5)
+        if r is None:
+            break
+    check(r is None, "the session's WebSocket closes when its time is up")
+    st, _, _ = get(port, "/", cookie=cookie)
+    check(st == 401, "a session past --session-hours: 401 (%d)" % st)
+    stop(b)
+
+    # ---- a session unused for --idle-minutes ends; one in use goes on ----
+    b, url, host, port = start_web("bob", "--idle-minutes", "0.05")
+    st, _, cookie = login(url, port)
+    for i in range(3):
+        time.sleep(2)
+        st, _, _ = get(port, "/app/dom.js", cookie=cookie)
+        check(st == 200, "a session in use does not go idle (%d: %d)" % (i, st))
+    time.sleep(4)
+    st, _, _ = get(port, "/", cookie=cookie)
+    check(st == 401, "a session unused for --idle-minutes: 401 (%d)" % st)
+
+    # ---- Logout ends the session on the server ----
+    st, _, cookie = login(web_login("bob"), port)
+    origin = "http://" + host
+    ws = WS(port, cookie=cookie, origin=origin)
+    check(ws.status == 101, "a WebSocket before the logout (%d)" % ws.status)
+    for what, kw in (("without the page's Origin", dict()),
+                     ("from another Origin", dict(origin="http://evil.example")),
+                     ("without the page key", dict(origin=origin, key=""))):
+        st, _, _ = post(port, "/logout", b"", cookie=cookie, flag=False, **kw)
+        check(st == 403, "a logout %s: 403 (%d)" % (what, st))
+    st, _, _ = get(port, "/", cookie=cookie)
+    check(st == 200, "the refused logouts changed nothing (%d)" % st)
+    st, h, _ = post(port, "/logout", b"", cookie=cookie, origin=origin, flag=False)
+    check(st == 204 and h.get("set-cookie", "").startswith("missive_session=;") and
+          "Max-Age=0" in h.get("set-cookie", ""), "logout: 204, the cookie taken back (%d %r)" % (
+              st, h))
+    for path in ("/", "/app/main.js", "/qr.svg?data=x"):
+        st, _, _ = get(port, path, cookie=cookie)
+        check(st == 401, "%s after the logout: 401 (%d)" % (path, st))
+    ws.s.settimeout(5)
+    t = time.time()
+    check(ws.recv() is None and time.time() - t < 4, "the WebSocket of a session logged out closes")
+    ws = WS(port, cookie=cookie, origin=origin)
+    check(ws.status != 101, "no WebSocket after the logout (%d)" % ws.status)
+    st, _, _ = post(port, "/logout", b"", cookie=cookie, origin=origin, flag=False)
+    check(st == 401, "a second logout: 401 (%d)" % st)
+    r = missive("bob", "web", "--token-minutes", "0", check_rc=False)
+    check(r.returncode == 2 and "--token-minutes" in r.stderr, "--token-minutes 0: %r" % r.stderr)
+    r = missive("bob", "web", "--session-hours", "200", check_rc=False)
+    check(r.returncode == 2 and "--session-hours" in r.stderr, "--session-hours 200: %r" % r.stderr)
+    stop(b)
+
+
+def fetch_metadata():
+    b, url, host, port = start_web("bob")
+    origin = "http://" + host
+    nav = "Sec-Fetch-Mode: navigate\r\nSec-Fetch-Dest: document\r\n"
+    token_path = url.split(host, 1)[1]
+    # another site's page cannot spend a login link either, but a link followed can
+    for site in ("cross-site", "same-site"):
+        st, _, _ = get(port, token_path, extra="Sec-Fetch-Site: %s\r\nSec-Fetch-Mode: no-cors\r\n"
+                       "Sec-Fetch-Dest: image\r\n" % site)
+        check(st == 403, "a %s subresource request for /login: 403 (%d)" % (site, st))
+    st, h, cookie = get(port, token_path, extra="Sec-Fetch-Site: cross-site\r\n" + nav)
+    cookie = h.get("set-cookie", "").split(";")[0]
+    PAGE_KEYS[cookie] = h.get("location", "")[4:]
+    check(st == 303, "a top-level navigation from elsewhere to /login logs in (%d)" % st)
+    for site in ("cross-site", "same-site"):
+        extra = "Sec-Fetch-Site: %s\r\n" % site
+        st, _, _ = get(port, "/", cookie=cookie, extra=extra + nav)
+        check(st == 200, "a %s top-level navigation to /: 200 (%d)" % (site, st))
+        st, _, _ = get(port, "/", cookie=cookie, extra=extra + "Sec-Fetch-Mode: navigate\r\n"
+                       "Sec-Fetch-Dest: iframe\r\n")
+        check(st == 403, "/ %s in a frame: 403 (%d)" % (site, st))
+        for path in ("/app/main.js", "/qr.svg?data=x", "/files/" + "0" * 32 + "/0",
+                     "/index.html"):
+            st, _, _ = get(port, path, cookie=cookie, extra=extra + "Sec-Fetch-Mode: no-cors\r\n"
+                           "Sec-Fetch-Dest: script\r\n")
+            check(st == 403, "%s %s: 403 (%d)" % (path, site, st))
+        st, _, _ = get(port, "/app/main.js", cookie=cookie, extra=extra + nav)
+        check(st == 403, "a %s navigation to /app/main.js: 403 (%d)" % (site, st))
+        st, _, _ = raw(port, ("POST %s HTTP/1.1\r\nHost: %s\r\nCookie: %s\r\nOrigin: %s\r\n"
+                              "X-Missive-Upload: 1\r\n%sContent-Length: 1\r\nConnection: close"
+                              "\r\n\r\nx" % (keyed("/upload?name=x.txt", cookie, None), host,
+                                                cookie, origin, extra)).encode())
+        check(st == 403, "an upload %s: 403 (%d)" % (site, st))
+        ws = WS(port, cookie=cookie, origin=origin, extra=extra + "Sec-Fetch-Mode: websocket\r\n"
+                "Sec-Fetch-Dest: empty\r\n")
+        check(ws.status != 101, "a WebSocket %s refused (%d)" % (site, ws.status))
+        ws.s.close()
+    for site in ("same-origin", "none"):
+        st, _, _ = get(port, "/app/main.js", cookie=cookie, extra="Sec-Fetch-Site: %s\r\n" % site)
+        check(st == 200, "/app/main.js %s: 200 (%d)" % (site, st))
+    ws = WS(port, cookie=cookie, origin=origin, extra="Sec-Fetch-Site: same-origin\r\n"
+            "Sec-Fetch-Mode: websocket\r\n")
+    check(ws.status == 101, "a WebSocket from the page itself (%d)" % ws.status)
+    ws.s.close()
+    stop(b)
+
+
+def connections():
+    b, url, host, port = start_web("bob")
+    # idle sockets that never log in: the oldest go as others come
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(40)]
+    half = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(10)]
+    for s in half:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\n")  # never ends
+    time.sleep(0.5)
+    st, h, cookie = login(url, port)
+    check(st == 303, "a login while 50 idle sockets are open (%d)" % st)
+    st, _, _ = get(port, "/", cookie=cookie)
+    check(st == 200, "and the page (%d)" % st)
+    idle[0].settimeout(5)
+    try:
+        gone = idle[0].recv(100) == b""
+    except (ConnectionError, socket.timeout):
+        gone = False
+    check(gone, "the oldest idle socket was closed to make room")
+    for s in idle + half:
+        s.close()
+    # every connection at once: the one more is told so
+    keep = []
+    for i in range(64):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(("GET /app/dom.js HTTP/1.1\r\nHost: %s\r\nCookie: %s\r\n\r\n" % (
+            host, cookie)).encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        keep.append(s)
+    st, _, body = get(port, "/", cookie=cookie)
+    check(st == 503 and body == b"too many connections\n",
+          "a connection over 64: 503 too many connections (%d %r)" % (st, body))
+    for s in keep:
+        s.close()
+    time.sleep(1)
+    st, _, _ = get(port, "/", cookie=cookie)
+    check(st == 200, "room again once they closed (%d)" % st)
+    # idle ones that never log in time out by themselves
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    t = time.time()
+    try:
+        gone = s.recv(100) == b""
+    except (ConnectionError, socket.timeout):
+        gone = False
+    check(gone and time.time() - t < 15, "an idle socket is closed after 10 s (%.1f)" % (
+        time.time() - t))
+    s.close()
+    stop(b)
+    err = open("bob.web.err", errors="replace").read()
+    check(re.search(r"web: [1-9]\d* connections refused \(all 64 in use\), [1-9]\d* closed before a "
+                    r"login", err) is not None, "the refusals are logged: %r" % err[-500:])
+
+
+def open_page():
+    # --open: the login URL reaches the browser in a file of the account's, not on a command line
+    os.makedirs("fakebin", exist_ok=True)
+    with open("fakebin/xdg-open", "w") as f:
+        f.write("#!/bin/sh\n"
+                "printf '%s\\n' \"$0\" \"$@\" > \"$PWD/xdg.argv\"\n"
+                "stat -c %a \"$1\" > \"$PWD/xdg.mode\"\n"
+                "cat \"$1\" > \"$PWD/xdg.page\"\n")
+    os.chmod("fakebin/xdg-open", 0o755)
+    env = dict(ENV, PATH=os.path.abspath("fakebin") + ":" + os.environ["PATH"])
+    p = subprocess.Popen([M, "--data-dir", "dev-bob", "--account", "bob@example.org", "web",
+                          "--open"], env=env, stdout=subprocess.PIPE,
+                         stderr=open("bob.web.err", "ab"), text=True)
+    procs.append(p)
+    url = p.stdout.readline().strip()[5:]
+    port = int(re.match(r"http://127\.0\.0\.1:(\d+)/", url).group(1))
+    for _ in range(100):
+        if os.path.exists("xdg.page") and os.path.getsize("xdg.page") > 0:
+            break
+        time.sleep(0.1)
+    argv = open("xdg.argv").read().split("\n") if os.path.exists("xdg.argv") else []
+    token = url.rsplit("=", 1)[1]
+    check(len(argv) >= 2 and token not in "".join(argv) and
+          argv[1].startswith(os.path.realpath("dev-bob/bob@example.org") + "/") and
+          argv[1].endswith(".html"), "xdg-open is given a file, not the URL: %r" % argv)
+    check(open("xdg.mode").read().strip() == "600", "the file is 0600: %r" % open(
+        "xdg.mode").read())
+    page = open("xdg.page").read()
+    check('<meta http-equiv="refresh" content="0; url=%s">' % url in page and "<script" not in page,
+          "the file forwards to the URL with a meta refresh: %r" % page)
+    check(os.path.exists(argv[1]) if len(argv) >= 2 else False, "the file is there until a login")
+    st, _, _ = login(url, port)
+    check(st == 303, "the URL in the file logs in (%d)" % st)
+    time.sleep(1.5)
+    check(len(argv) >= 2 and not os.path.exists(argv[1]), "the file is gone after the login")
+    stop(p)
 
 
 try:

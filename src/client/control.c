@@ -153,6 +153,38 @@ static msv_err in_window(struct msv_client *c, enum msv_payload_kind kind, int64
 }
 
 /* An edit or unsend of one of this account's messages, inside the account's window. */
+/*
+ * Stores an edit of m: the new text, followed by the "[file...]" lines that
+ * end m's stored text (its files stay listed: an edit changes the words only).
+ */
+static msv_err store_edit(struct msv_client *c, const struct msv_message_rec *m, uint32_t number,
+                          const char *text, int64_t at_ms)
+{
+    const char *old = m->text ? m->text : "";
+    size_t keep = strlen(old), nl, len;
+    char *stored;
+    msv_err err;
+
+    if (text == NULL)
+        text = "";
+    /* the file lines, from the end back: each "\n[file" ... "]" */
+    while (keep > 0 && old[keep - 1] == ']') {
+        for (nl = keep; nl > 0 && old[nl - 1] != '\n'; nl--)
+            ;
+        if (nl == 0 || strncmp(old + nl, "[file", 5) != 0)
+            break;
+        keep = nl - 1;
+    }
+    len = strlen(text);
+    if ((stored = malloc(len + strlen(old + keep) + 1)) == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(stored, text, len);
+    memcpy(stored + len, old + keep, strlen(old + keep) + 1);
+    err = msv_client_db_message_edit(c->db, m->message_id, number, stored, at_ms);
+    free(stored);
+    return err;
+}
+
 static msv_err change_own(struct msv_client *c, const uint8_t id[16], const char *text,
                           enum msv_payload_kind kind)
 {
@@ -192,11 +224,13 @@ static msv_err change_own(struct msv_client *c, const uint8_t id[16], const char
      * then it can be tried again.
      */
     if (err == MSV_OK && kind == MSV_KIND_EDIT)
-        err = msv_client_db_message_edit(c->db, id, p.edit_number, text, msv_wall_ms());
+        err = store_edit(c, m, p.edit_number, text, msv_wall_ms());
     if (err == MSV_OK)
         err = client_send_to_conversation(c, &p, m->conversation);
     if (err == MSV_OK && kind == MSV_KIND_UNSEND)
         err = msv_client_db_message_rewrite(c->db, id, "", "unsent");
+    if (err == MSV_OK && kind == MSV_KIND_UNSEND)
+        err = client_delete_files(c, id); /* this device's copy of what it sent */
     msv_messages_free(m, m ? 1 : 0);
     return err;
 }
@@ -294,9 +328,10 @@ static msv_err take_change(struct msv_client *c, const char *sender,
         return MSV_OK;
     }
     err = p->kind == MSV_KIND_EDIT
-              ? msv_client_db_message_edit(c->db, p->target_id, p->edit_number, p->text,
-                                           (int64_t)p->sent_at_ms)
+              ? store_edit(c, target, p->edit_number, p->text, (int64_t)p->sent_at_ms)
               : msv_client_db_message_rewrite(c->db, p->target_id, "", "unsent");
+    if (err == MSV_OK && p->kind == MSV_KIND_UNSEND)
+        err = client_delete_files(c, p->target_id); /* what was received with it goes too */
     snprintf(notice, notice_len, "%s %s a message%s%.200s", sender, what,
              p->kind == MSV_KIND_EDIT ? ": " : "", p->kind == MSV_KIND_EDIT ? p->text : "");
     return err;

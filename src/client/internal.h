@@ -69,6 +69,16 @@ msv_err client_take_timer(struct msv_client *c, const char *sender, uint64_t dev
  */
 msv_err client_delete_files(struct msv_client *c, const uint8_t id[16]);
 
+/*
+ * The sending device's copy of the files of its message id: each saved under
+ * attachments/ as a received one is, and *stored (caller frees) is text with
+ * the same "[file: PATH (N bytes)]" line per file (or "[file NAME not
+ * available: ...]" when it could not be kept) that history shows and lists
+ * under "attachments". MSV_ERR_NOMEM only; a file not kept does not stop the send.
+ */
+msv_err client_keep_sent_files(struct msv_client *c, const uint8_t id[16], const char *text,
+                               const struct msv_file *files, size_t n, char **stored);
+
 /* Sends a control payload about target to the people of a conversation. */
 msv_err client_send_control(struct msv_client *c, enum msv_payload_kind kind,
                             const uint8_t target[16], const char *text, const char *conversation);

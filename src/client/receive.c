@@ -287,6 +287,44 @@ static const char *unavailable(msv_err err)
     }
 }
 
+/* A file's line in a message's text: where it lies, or why it is not there. */
+static void file_line(msv_err err, const char *name, const char *path, size_t len, char *line,
+                      size_t line_len)
+{
+    if (err == MSV_OK)
+        snprintf(line, line_len, "\n[file: %s (%zu bytes)]", path, len);
+    else
+        snprintf(line, line_len, "\n[file %s not available: %s]", name,
+                 unavailable(err) != NULL ? unavailable(err) : msv_strerror(err));
+}
+
+/* internal.h */
+msv_err client_keep_sent_files(struct msv_client *c, const uint8_t id[16], const char *text,
+                               const struct msv_file *files, size_t n, char **stored)
+{
+    struct msv_buf body;
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    msv_err err;
+
+    msv_buf_init(&body, SIZE_MAX);
+    if (text != NULL)
+        msv_buf_put(&body, text, strlen(text));
+    for (size_t i = 0; i < n; i++) {
+        const char *name = files[i].name ? files[i].name : "attachment";
+        char line[1400], path[1300];
+
+        err = save_file(c, id, name, files[i].data, files[i].len, path, sizeof(path));
+        file_line(err, name, path, files[i].len, line, sizeof(line));
+        msv_buf_put(&body, line, strlen(line));
+    }
+    msv_buf_put_u8(&body, 0);
+    err = msv_buf_finish(&body, &out, &out_len);
+    if (err == MSV_OK)
+        *stored = (char *)out;
+    return err;
+}
+
 static int is_long_text(const struct msv_attachment_ref *a, const uint8_t *pt, size_t len)
 {
     return a->mime != NULL && strcmp(a->mime, LONG_TEXT_MIME) == 0 && len <= LONG_TEXT_LIMIT &&
@@ -334,10 +372,10 @@ static msv_err fetch_attachments(struct msv_client *c, const struct msv_payload 
             err = fetch_to_file(c, a, p->message_id, name, path, sizeof(path), &len);
         }
         if (err == MSV_OK && !as_text) {
-            snprintf(line, sizeof(line), "\n[file: %s (%zu bytes)]", path, len);
+            file_line(err, name, path, len, line, sizeof(line));
         } else if (err != MSV_OK && unavailable(err) != NULL) {
             /* the message itself is fine: keep it (and acknowledge it), say what is missing */
-            snprintf(line, sizeof(line), "\n[file %s not available: %s]", name, unavailable(err));
+            file_line(err, name, path, len, line, sizeof(line));
             err = MSV_OK;
         }
         msv_buf_put(&notes, line, strlen(line));

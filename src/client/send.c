@@ -785,7 +785,7 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
     struct msv_message_rec rec = {.outgoing = 1, .status = "queued"};
     uint8_t *pt = NULL;
     size_t pt_len = 0, t = 0, blocked = 0;
-    char *recipients = NULL;
+    char *recipients = NULL, *stored = NULL;
     msv_err err = MSV_OK;
 
     /* a group change goes to the members before and after it */
@@ -858,12 +858,17 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
         msv_conn_close(c->conn);
         c->conn = NULL;
     }
+    /* this device keeps its own copy of the files, as a receiver does (deleted with the
+     * message: its timer, an unsend) */
+    if (p->kind == MSV_KIND_MESSAGE && conversation != NULL && n_files > 0 &&
+        (err = client_keep_sent_files(c, p->message_id, text, files, n_files, &stored)) != MSV_OK)
+        goto out;
     memcpy(rec.message_id, p->message_id, 16);
     rec.conversation = (char *)conversation;
     rec.sender = c->handle;
     rec.sender_device = c->device_id;
     rec.kind = (int)p->kind;
-    rec.text = (char *)(text ? text : "");
+    rec.text = (char *)(stored ? stored : text ? text : "");
     rec.sent_at_ms = rec.stored_at_ms = (int64_t)p->sent_at_ms;
     rec.has_reply_to = p->has_reply_to;
     memcpy(rec.reply_to, p->reply_to, 16);
@@ -875,6 +880,8 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
      * messages (receipts, typing, edits) are not history */
     err = msv_client_db_outbox_put(c->db, conversation != NULL ? &rec : NULL, p->message_id,
                                    recipients, pt, pt_len, msv_wall_ms());
+    if (err != MSV_OK && stored != NULL)
+        (void)client_delete_files(c, p->message_id); /* no message holds them */
     /* who may send receipts for it */
     if (err == MSV_OK && conversation != NULL)
         err = msv_client_db_recipients_put(c->db, p->message_id, targets, t);
@@ -889,6 +896,7 @@ out:
     }
     msv_secret_free(pt, pt_len);
     sodium_memzero(refs, sizeof(refs)); /* the attachment keys */
+    free(stored);
     free(recipients);
     free(targets);
     return err;

@@ -179,6 +179,16 @@ def main():
     if img:
         src = img.get_attribute("src")
         ok(sha256_in_page(a, src) == sha256(png), "alice gets the same image bytes bob sent")
+    # the sender's own copies: bob's image inline on his page, alice's file a link on hers
+    own = until(lambda: b.find_element(By.CSS_SELECTOR, "#log .msg.out .files img"), 30)
+    ok(own is not None and until(lambda: js(b, "return arguments[0].complete&&arguments[0].naturalWidth", own) == 3, 30),
+       "bob's own image is shown inline on his page")
+    if own:
+        ok(sha256_in_page(b, own.get_attribute("src")) == sha256(png), "bob's page serves his own copy of the image")
+    mine = until(lambda: a.find_element(By.XPATH, "//div[contains(@class,'msg') and contains(@class,'out')]"
+                                                  "//a[contains(@class,'file-link')][.//span[text()='report.bin']]"), 30)
+    ok(mine is not None and sha256_in_page(a, mine.get_attribute("href")) == sha256(blob),
+       "alice's page links her own copy of the file she sent")
     shot(b, "files")
 
     # ---- replies, reactions, edits, unsends --------------------------------------------
@@ -379,6 +389,17 @@ def main():
         errs = [l for l in logs(d) if l.get("level") == "SEVERE" and "favicon" not in l.get("message", "")
                 and "/files/" not in l.get("message", "")]
         ok(not errs, "no script error on %s's page: %s" % (d.who, errs))
+
+    # ---- Logout ends the session on the server; the page says so and stops trying ----
+    b.find_element(By.ID, "btn-logout").click()
+    ok(until(lambda: js(b, "const e=document.getElementById('ended');return e&&e.textContent"),
+             10) and "Logged out." in js(b, "return document.body.textContent"),
+       "Logout: the page says the session ended")
+    st = b.execute_async_script("const done=arguments[arguments.length-1];"
+                                "fetch('/',{cache:'no-store'}).then(r=>done(r.status))"
+                                ".catch(e=>done('error '+e))")
+    ok(st == 401, "after Logout the session's cookie gets 401: %r" % st)
+    ok(js(b, "return window.missive.rpc.stopped") is True, "the page stopped reconnecting")
     stop_webs()
 
 

@@ -113,13 +113,19 @@ function banner(kind, key, text, actions) {
 
 // ---- loading --------------------------------------------------------------------------
 
-async function loadContacts() {
-  const items = await rpc.items("contacts", { args: ["list"] });
+function setContacts(items) {
   state.contacts = new Map(items.map((c) => [c.handle, c.name]));
 }
 
+async function loadContacts() {
+  setContacts(await rpc.items("contacts", { args: ["list"] }));
+}
+
 async function loadGroups() {
-  const items = await rpc.items("groups", { args: ["list"] });
+  setGroups(await rpc.items("groups", { args: ["list"] }));
+}
+
+function setGroups(items) {
   state.groups = new Map(items.map((g) => [g.id, {
     name: g.name,
     id: g.id,
@@ -892,7 +898,32 @@ function showConn(online, error) {
   c.textContent = online ? "online" : "offline" + (error ? ": " + error : "");
   c.className = "conn " + (online ? "on" : "off");
 }
-rpc.on("close", () => showConn(false, "connection to the page's owner lost; reconnecting"));
+// The session is over (Logout, or --session-hours / --idle-minutes ran out): the page says so
+// and stops reconnecting; a new login link starts another.
+function sessionEnded(why) {
+  rpc.stop();
+  document.body.replaceChildren(h("main", { id: "ended" },
+    h("h1", {}, why),
+    h("p", {}, "To come back, open a new login link: missive web --url")));
+}
+rpc.on("close", async () => {
+  showConn(false, "connection to the page's owner lost; reconnecting");
+  try {
+    const r = await fetch("/", { cache: "no-store" });
+    if (r.status === 401) sessionEnded("This session has ended.");
+  } catch (e) {
+    // the owner is not there: the WebSocket goes on trying
+  }
+});
+$("btn-logout").addEventListener("click", async () => {
+  const r = await fetch(withKey("/logout"), { method: "POST" }).catch(() => null);
+  if (r && (r.status === 204 || r.status === 401)) {
+    sessionStorage.removeItem("missive-key");
+    sessionEnded("Logged out.");
+  } else {
+    toast("Logout failed" + (r ? " (" + r.status + ")" : "") + ": try again");
+  }
+});
 
 // ---- dialogs: new conversation, groups, contacts, profile, devices, safety ------------
 
@@ -1130,16 +1161,32 @@ document.addEventListener("keydown", (e) => {
 
 // ---- start ----------------------------------------------------------------------------
 
-rpc.on("open", async () => {
+// The first view comes in the connection's first batch, after schema 2 and subscribe
+// (rpc.js), answered at once: this account, its contacts, groups, conversations and
+// message requests.
+rpc.first = () => {
+  const list = { args: ["list"], output: "json" };
+  return [
+    ["status", {}],
+    ["contacts", list],
+    ["groups", list],
+    ["conversations", $("show-archived").checked ? Object.assign({ archived: true }, list) : list],
+    ["requests", list],
+  ];
+};
+rpc.on("open", async (first) => {
+  const [status, contacts, groups, convs, requests] = first;
+  for (const p of first) p.catch(() => {}); // a lost connection fails them all: said once below
   try {
-    const lists = Promise.all([loadContacts(), loadGroups()]);
-    const convs = loadConvs(false);
-    const st = await rpc.call("status", {});
+    const items = async (p) => { const r = await p; return r && Array.isArray(r.items) ? r.items : []; };
+    const st = await status;
     state.me = st.account || "";
     $("me").textContent = state.me;
     showConn(!!st.online, st.last_error);
-    await lists;
-    await convs;
+    setContacts(await items(contacts));
+    setGroups(await items(groups));
+    state.convs = await items(convs);
+    state.requests = await items(requests);
     renderConvs();
     renderRequests();
     if (state.current) refreshTail();

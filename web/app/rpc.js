@@ -54,20 +54,24 @@ export class Rpc {
     ws.onclose = () => this.closed(ws);
   }
 
-  // schema 2, subscribe and what waited go at once: the owner answers them in order
+  // One batch first: schema 2, subscribe, and the calls this.first() gives (the page's first
+  // view), whose promises go to the "open" listeners; then what waited, in order.
   opened(ws) {
     this.backoff = 500;
-    Promise.all([this.raw(ws, "schema", { version: 2 }), this.raw(ws, "subscribe", {})]).catch(() => ws.close());
     this.open = true;
+    const ps = this.batch([["schema", { version: 2 }], ["subscribe", {}], ...(this.first ? this.first() : [])]);
+    Promise.all(ps.slice(0, 2)).catch(() => ws.close());
     const queued = this.queue;
     this.queue = [];
-    for (const [id, text] of queued) {
-      const p = this.waiting.get(id);
-      if (p) p.sent = true;
-      if (p && p.method) this.own.set(p.method, (this.own.get(p.method) || 0) + 1);
+    for (const [ids, text] of queued) {
+      for (const id of ids) {
+        const p = this.waiting.get(id);
+        if (p) p.sent = true;
+        if (p && p.method) this.own.set(p.method, (this.own.get(p.method) || 0) + 1);
+      }
       ws.send(text);
     }
-    this.emit("open", null);
+    this.emit("open", ps.slice(2));
   }
 
   closed(ws) {
@@ -81,8 +85,15 @@ export class Rpc {
       p.reject(new RpcError({ code: -1, message: "connection lost" }));
     }
     this.emit("close", null);
-    setTimeout(() => this.connect(), this.backoff);
+    if (this.stopped) return;
+    setTimeout(() => { if (!this.stopped) this.connect(); }, this.backoff);
     this.backoff = Math.min(this.backoff * 2, 30000);
+  }
+
+  // no more connections (the session ended): what waits fails
+  stop() {
+    this.stopped = true;
+    if (this.ws) this.ws.close();
   }
 
   received(text) {
@@ -114,25 +125,28 @@ export class Rpc {
     return n > 0;
   }
 
-  raw(ws, method, params) {
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject, sent: true });
-      ws.send(JSON.stringify({ jsonrpc: "2.0", id, method, params }));
-    });
-  }
-
   // call("history", {args: [...], limit: 50}) → the result (for commands: {items, stderr})
   call(method, params = {}) {
-    const id = this.nextId++;
-    const text = JSON.stringify({ jsonrpc: "2.0", id, method, params });
-    return new Promise((resolve, reject) => {
+    return this.batch([[method, params]])[0];
+  }
+
+  // batch([[method, params], ...]) → a promise per call: one JSON-RPC batch, one message,
+  // answered by the owner as one array (at most 32 calls: docs/daemon.md)
+  batch(calls) {
+    const reqs = [], promises = [];
+    for (const [method, params] of calls) {
+      const id = this.nextId++;
       const command = NOT_COMMANDS.has(method) ? null : method;
-      this.waiting.set(id, { resolve, reject, sent: this.open, method: command });
+      reqs.push({ jsonrpc: "2.0", id, method, params: params || {} });
+      promises.push(new Promise((resolve, reject) => {
+        this.waiting.set(id, { resolve, reject, sent: this.open, method: command });
+      }));
       if (command && this.open) this.own.set(command, (this.own.get(command) || 0) + 1);
-      if (this.open) this.ws.send(text);
-      else this.queue.push([id, text]);
-    });
+    }
+    const text = JSON.stringify(reqs.length === 1 ? reqs[0] : reqs);
+    if (this.open) this.ws.send(text);
+    else this.queue.push([reqs.map((r) => r.id), text]);
+    return promises;
   }
 
   // a command's JSON items
