@@ -25,6 +25,7 @@
 #include "server/config.h"
 #include "server/invites.h"
 #include "store/store.h"
+#include "admin_backup.h"
 #include "term.h"
 
 enum { EXIT_ERR = 1, EXIT_USAGE = 2 };
@@ -81,6 +82,11 @@ static void usage(FILE *f)
                "  log-rotate-key    replaces the transparency log key: appends a rotation\n"
                "                    entry signed by the old key, writes the new one to\n"
                "                    log.key; restart missived (or it reads the key itself)\n"
+               "  backup DIR        copies the data directory into DIR, a new directory, while\n"
+               "                    missived runs: the database (SQLite's online backup), the\n"
+               "                    log key, the certificate and the attachments\n"
+               "  restore DIR       checks the backup in DIR and copies it into --data-dir,\n"
+               "                    which must be empty or not exist (missived stopped)\n"
                "\n"
                "options:\n"
                "  --config FILE   missived's configuration (for data_dir and the clock)\n"
@@ -650,7 +656,10 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     cmd = argv[optind];
-    want = strcmp(cmd, "suspend") == 0 || strcmp(cmd, "unsuspend") == 0 ? 1 : 0;
+    want = strcmp(cmd, "suspend") == 0 || strcmp(cmd, "unsuspend") == 0 ||
+                   strcmp(cmd, "backup") == 0 || strcmp(cmd, "restore") == 0
+               ? 1
+               : 0;
     if (strcmp(cmd, "reports") == 0) /* none or list; show, suspend or dismiss with an id */
         want = argc - optind - 1 == 0 ? 0 : is_report_action(argv[optind + 1]);
     if (strcmp(cmd, "invites") == 0) /* none, list or create; revoke with an id */
@@ -671,6 +680,10 @@ int main(int argc, char **argv)
     }
     if (data_dir != NULL)
         snprintf(a.cfg.data_dir, sizeof(a.cfg.data_dir), "%s", data_dir);
+    if (strcmp(cmd, "restore") == 0 || strcmp(cmd, "backup") == 0)
+        return msv_init() != MSV_OK ? EXIT_ERR
+               : cmd[0] == 'r'      ? admin_restore(&a.cfg, argv[optind + 1], a.json)
+                                    : admin_backup(&a.cfg, argv[optind + 1], a.json);
     /* an existing server's directory only: a typing error must not make a new one */
     snprintf(db, sizeof(db), "%s/missive.db", a.cfg.data_dir);
     if (strcmp(a.cfg.store_backend, "sqlite") == 0 && stat(db, &sb) != 0) {

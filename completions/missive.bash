@@ -115,8 +115,9 @@ _missive_admin()
     --data-dir) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
     -o) mapfile -t COMPREPLY < <(compgen -W "json text" -- "$cur"); return ;;
     suspend | unsuspend) return ;;
+    backup | restore) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
     esac
-    mapfile -t COMPREPLY < <(compgen -W "accounts suspend unsuspend reports stats expire log-rotate-key --config
+    mapfile -t COMPREPLY < <(compgen -W "accounts suspend unsuspend reports stats expire log-rotate-key backup restore --config
         --data-dir -o --help" -- "$cur")
 }
 

@@ -62,4 +62,73 @@ expect 0 "carol registers with the mailed code" -- "$M" --data-dir dev-carol reg
 kill -TERM "$pid"; wait "$pid"; pid=
 rm -rf srv srv.log dev-carol
 
+# ---- backup while sends go on, restore into an empty directory ------------------------------
+start_missived || bad "missived started"
+register_people alice bob carol
+expect 0 "alice pins the log" -- as alice log-head
+head -c 200000 /dev/urandom >photo.jpg
+for i in 1 2 3; do
+    expect 0 "bob writes to alice ($i)" -- as bob send alice@example.org --text "before the backup $i"
+done
+expect 0 "bob sends alice a file" -- as bob send alice@example.org --text "the photo" --file photo.jpg
+# carol writes on to bob all through the backup
+(for i in $(seq 40); do as carol send bob@example.org --text "meanwhile $i" >/dev/null 2>&1; done) &
+sender=$!
+sleep 1
+expect 1 "backup without a database" -- "$A" --data-dir nowhere backup nowhere-copy
+[ ! -e nowhere-copy ] && ok || bad "a backup directory was left for nothing"
+expect 0 "backup while missived runs and carol sends" -- "$A" --data-dir srv backup copy
+grep -q "^backed up srv into copy: the database, the log key and 1 attachments$" out.txt && ok || bad "backup: $(cat out.txt)"
+grep -q "database: [0-9]* of [0-9]* pages copied" err.txt && ok || bad "no progress: $(cat err.txt)"
+kill -0 "$sender" 2>/dev/null && ok || bad "carol's sends were over before the backup ended"
+wait "$sender"
+expect 1 "backup over an existing directory" -- "$A" --data-dir srv backup copy
+[ "$(stat -c %a copy)" = 700 ] && [ "$(stat -c %a copy/missive.db)" = 600 ] && [ "$(stat -c %a copy/log.key)" = 600 ] &&
+    [ -s copy/backup.ok ] && [ "$(ls copy/blobs | wc -l)" = 1 ] && ok || bad "the backup's files: $(ls -lR copy)"
+kill -TERM "$pid"; wait "$pid"; pid=
+
+# bad backups and a directory in use are refused before anything is written
+cp -a copy broken
+rm broken/backup.ok
+expect 1 "an incomplete backup" -- "$A" --data-dir fresh restore broken
+grep -q "not a complete missive-admin backup" err.txt && [ ! -e fresh ] && ok || bad "incomplete: $(cat err.txt)"
+rm -rf broken && cp -a copy broken
+python3 -c "import sys; f=open(sys.argv[1],'r+b'); [(f.seek(p * 4096), f.write(b'\xff' * 16)) for p in range(1, 8)]" broken/missive.db
+expect 1 "a damaged database" -- "$A" --data-dir fresh restore broken
+grep -Eq "integrity check|not a SQLite database|not a missived database" err.txt && [ ! -e fresh ] && ok || bad "damaged: $(cat err.txt)"
+rm -rf broken && cp -a copy broken
+blob=$(ls broken/blobs)
+printf 'x' | dd of="broken/blobs/$blob" bs=1 seek=1000 conv=notrunc 2>/dev/null
+expect 1 "a changed attachment" -- "$A" --data-dir fresh restore broken
+grep -q "does not have the size and SHA-256 its record names" err.txt && [ ! -e fresh ] && ok || bad "attachment: $(cat err.txt)"
+rm -rf broken && cp -a copy broken
+rm "broken/blobs/$blob"
+expect 1 "a missing attachment" -- "$A" --data-dir fresh restore broken
+[ ! -e fresh ] && ok || bad "a restore began from a backup without its attachment"
+rm -rf broken && cp -a copy broken
+printf '%064d\n' 0 >broken/log.pub
+expect 1 "a log.pub of another key" -- "$A" --data-dir fresh restore broken
+grep -q "is not the public half of log.key" err.txt && [ ! -e fresh ] && ok || bad "log.pub: $(cat err.txt)"
+rm -rf broken
+expect 1 "restore over the old data directory" -- "$A" --data-dir srv restore copy
+grep -q "srv is not empty" err.txt && ok || bad "not empty: $(cat err.txt)"
+
+# the server is lost; the backup comes back into a new, empty directory
+rm -rf srv && mkdir srv
+expect 0 "restore" -- "$A" --data-dir srv restore copy
+grep -q "^restored srv from copy: the database, the log key and 1 attachments$" out.txt && ok || bad "restore: $(cat out.txt)"
+start_missived || bad "missived started on the restored directory"
+expect 0 "alice receives what was queued before the backup" -- as alice receive --wait 2
+for i in 1 2 3; do grep -q "before the backup $i" out.txt && ok || bad "message $i lost: $(cat out.txt)"; done
+saved=$(sed -n 's/.*\[file: \(.*\) (200000 bytes)\].*/\1/p' out.txt)
+[ -n "$saved" ] && cmp -s photo.jpg "$saved" && ok || bad "the attachment after the restore: $(cat out.txt)"
+expect 0 "alice's client verifies the restored log" -- as alice log-head
+expect 0 "alice answers bob" -- as alice send bob@example.org --text "after the restore"
+expect 0 "bob reads it" -- as bob receive --wait 2
+grep -q "after the restore" out.txt && ok || bad "bob after the restore: $(cat out.txt)"
+expect 0 "carol still sends" -- as carol send alice@example.org --text "carol after the restore"
+expect 0 "alice reads carol" -- as alice receive --wait 2
+grep -q "carol after the restore" out.txt && ok || bad "alice from carol: $(cat out.txt)"
+kill -TERM "$pid"; wait "$pid"; pid=
+
 finish

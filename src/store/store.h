@@ -361,6 +361,41 @@ MSV_MUST_CHECK msv_err msv_store_open_postgres(const char *conninfo, unsigned co
                                                struct msv_store **out);
 void msv_store_close(struct msv_store *s);
 
+/* ---- an operator's copies of the SQLite store (missive-admin backup and restore) ---- */
+
+/*
+ * Copies the SQLite store at src_path to dst_path, which must not exist (made
+ * with mode 0600; removed again on failure), with SQLite's online backup API,
+ * MSV_SQLITE_BACKUP_STEP pages per step, all from one read transaction: the
+ * copy is the database as one commit left it, however much a running missived
+ * writes meanwhile, and no writer waits for it. progress (may be NULL) is
+ * called after every step with the pages copied and the pages in all.
+ */
+#define MSV_SQLITE_BACKUP_STEP 256
+MSV_MUST_CHECK msv_err msv_store_sqlite_backup(const char *src_path, const char *dst_path,
+                                               void (*progress)(void *arg, int done, int total),
+                                               void *arg);
+/*
+ * MSV_OK if path holds a SQLite store that passes SQLite's integrity check and
+ * that this missived can open (a schema no newer than its own); otherwise an
+ * error and, in why, what is wrong. Opens path read-only.
+ */
+MSV_MUST_CHECK msv_err msv_store_sqlite_check(const char *path, char *why, size_t why_len);
+
+/* A finished attachment as the store records it. */
+struct msv_blob_file {
+    uint8_t id[MSV_BLOB_ID_LEN];
+    uint64_t size;
+    uint8_t sha256[32];
+    int64_t expires_ms;
+};
+/*
+ * Every finished attachment the SQLite store at path records (read-only).
+ * *out: caller frees with free().
+ */
+MSV_MUST_CHECK msv_err msv_store_sqlite_blob_files(const char *path, struct msv_blob_file **out,
+                                                   size_t *n);
+
 /* The schema version this build writes. */
 #define MSV_STORE_SCHEMA_VERSION 10
 
