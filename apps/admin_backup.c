@@ -1,5 +1,5 @@
 /*
- * missive-admin backup and restore: a running server's SQLite store, its
+ * missive-admin backup, restore and migrate: a running server's SQLite store, its
  * transparency log key, its certificate and its attachments, copied into a new
  * directory, and such a directory put back into an empty data directory.
  *
@@ -28,6 +28,7 @@
 
 #include "missive/util.h"
 #include "admin_backup.h"
+#include "server/control.h"
 #include "store/store.h"
 
 #define PATH_LEN 1400
@@ -351,4 +352,46 @@ int admin_restore(const struct msv_config *cfg, const char *src, int json)
         return 1;
     }
     return done(json, "restored", cfg->data_dir, "restored", cfg->data_dir, "from", src, n);
+}
+
+int admin_migrate(const struct msv_config *cfg, const char *conninfo, int json)
+{
+    struct msv_migrated_table *t = NULL;
+    char db[PATH_LEN], why[1024];
+    size_t n = 0;
+    msv_err err;
+
+    if (strcmp(cfg->store_backend, "sqlite") != 0)
+        return say("migrate copies a SQLite store, and this configuration's is %s",
+                   cfg->store_backend);
+    if (msv_control_node_runs(cfg->data_dir))
+        return say("missived runs on %s: stop it first (the copy must be its last state)",
+                   cfg->data_dir);
+    snprintf(db, sizeof(db), "%s/missive.db", cfg->data_dir);
+    err = msv_store_migrate_to_postgres(db, conninfo, cfg->store_timeout_ms, &t, &n, why,
+                                        sizeof(why));
+    if (err != MSV_OK)
+        return say("nothing was migrated: %s", why[0] ? why : msv_strerror(err));
+    if (!json)
+        printf("%-20s %12s %12s\n", "table", "sqlite", "postgres");
+    for (size_t i = 0; i < n; i++) {
+        json_t *j = json ? json_pack("{s:s, s:I, s:I}", "table", t[i].name, "sqlite",
+                                     (json_int_t)t[i].from, "postgres", (json_int_t)t[i].to)
+                         : NULL;
+
+        if (j != NULL) {
+            json_dumpf(j, stdout, JSON_COMPACT);
+            putchar('\n');
+            json_decref(j);
+        } else if (!json) {
+            printf("%-20s %12llu %12llu\n", t[i].name, (unsigned long long)t[i].from,
+                   (unsigned long long)t[i].to);
+        }
+    }
+    if (!json)
+        printf("migrated %zu tables in one transaction; now set [store] backend = postgres and "
+               "postgres = the same connection string, and start missived\n",
+               n);
+    free(t);
+    return 0;
 }

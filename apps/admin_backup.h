@@ -1,4 +1,4 @@
-/* missive-admin backup and restore of a SQLite data directory (apps/admin_backup.c). */
+/* missive-admin backup, restore and migrate of a SQLite data directory (apps/admin_backup.c). */
 #ifndef MSV_ADMIN_BACKUP_H
 #define MSV_ADMIN_BACKUP_H
 
@@ -17,5 +17,11 @@ int admin_backup(const struct msv_config *cfg, const char *dest, int json);
  * must not exist or be empty. Returns the exit status (0, or 1).
  */
 int admin_restore(const struct msv_config *cfg, const char *src, int json);
+
+/*
+ * Copies cfg's SQLite store, missived stopped, into the empty PostgreSQL database at conninfo
+ * and prints every table's rows on both sides. Returns the exit status (0, or 1).
+ */
+int admin_migrate(const struct msv_config *cfg, const char *conninfo, int json);
 
 #endif

@@ -87,10 +87,15 @@ static void usage(FILE *f)
                "                    log key, the certificate and the attachments\n"
                "  restore DIR       checks the backup in DIR and copies it into --data-dir,\n"
                "                    which must be empty or not exist (missived stopped)\n"
+               "  migrate --to-postgres CONNINFO\n"
+               "                    copies the SQLite store (missived stopped) into an empty\n"
+               "                    PostgreSQL database in one transaction; prints each\n"
+               "                    table's rows on both sides\n"
                "\n"
                "options:\n"
                "  --config FILE   missived's configuration (for data_dir and the clock)\n"
                "  --data-dir DIR  the data directory (overrides the file)\n"
+               "  --to-postgres CONNINFO  for migrate: the target's libpq connection string\n"
                "  -o json         one JSON object per line\n"
                "  --help          this text\n"
                "\n"
@@ -594,12 +599,17 @@ static int cmd_expire(struct admin *a)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"data-dir", required_argument, NULL, 'd'},
-        {"output", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'},
-        {"uses", required_argument, NULL, 'u'},   {"days", required_argument, NULL, 'D'},
-        {"note", required_argument, NULL, 'n'},   {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"data-dir", required_argument, NULL, 'd'},
+        {"output", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {"uses", required_argument, NULL, 'u'},
+        {"days", required_argument, NULL, 'D'},
+        {"note", required_argument, NULL, 'n'},
+        {"to-postgres", required_argument, NULL, 'P'},
+        {NULL, 0, NULL, 0},
     };
-    const char *config = NULL, *data_dir = NULL, *cmd;
+    const char *config = NULL, *data_dir = NULL, *cmd, *to_postgres = NULL;
     struct admin a = {.uses = 1, .days = 7};
     char err[1024], db[1100], why[1400];
     int ch, rc, want, known;
@@ -624,6 +634,9 @@ int main(int argc, char **argv)
         case 'h':
             usage(stdout);
             return 0;
+        case 'P':
+            to_postgres = optarg;
+            break;
         case 'u':
             if (!count_option("uses", optarg, 1, INVITE_USES_MAX, &a.uses))
                 return EXIT_USAGE;
@@ -666,7 +679,8 @@ int main(int argc, char **argv)
         want = argc - optind - 1 == 0 ? 0 : is_invite_action(argv[optind + 1]);
     known = want || strcmp(cmd, "accounts") == 0 || strcmp(cmd, "stats") == 0 ||
             strcmp(cmd, "expire") == 0 || strcmp(cmd, "log-rotate-key") == 0 ||
-            strcmp(cmd, "reports") == 0 || strcmp(cmd, "invites") == 0;
+            strcmp(cmd, "reports") == 0 || strcmp(cmd, "invites") == 0 ||
+            strcmp(cmd, "migrate") == 0;
     if (!known || argc - optind - 1 != want) {
         fprintf(stderr, "missive-admin: %s\n",
                 known ? "wrong number of arguments" : "unknown command");
@@ -680,6 +694,12 @@ int main(int argc, char **argv)
     }
     if (data_dir != NULL)
         snprintf(a.cfg.data_dir, sizeof(a.cfg.data_dir), "%s", data_dir);
+    if ((strcmp(cmd, "migrate") == 0) != (to_postgres != NULL)) {
+        fprintf(stderr, "missive-admin: migrate takes --to-postgres CONNINFO, and only it\n");
+        return EXIT_USAGE;
+    }
+    if (to_postgres != NULL)
+        return msv_init() != MSV_OK ? EXIT_ERR : admin_migrate(&a.cfg, to_postgres, a.json);
     if (strcmp(cmd, "restore") == 0 || strcmp(cmd, "backup") == 0)
         return msv_init() != MSV_OK ? EXIT_ERR
                : cmd[0] == 'r'      ? admin_restore(&a.cfg, argv[optind + 1], a.json)

@@ -116,9 +116,10 @@ _missive_admin()
     -o) mapfile -t COMPREPLY < <(compgen -W "json text" -- "$cur"); return ;;
     suspend | unsuspend) return ;;
     backup | restore) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
+    --to-postgres) return ;;
     esac
-    mapfile -t COMPREPLY < <(compgen -W "accounts suspend unsuspend reports stats expire log-rotate-key backup restore --config
-        --data-dir -o --help" -- "$cur")
+    mapfile -t COMPREPLY < <(compgen -W "accounts suspend unsuspend reports stats expire log-rotate-key backup restore migrate --config
+        --data-dir --to-postgres -o --help" -- "$cur")
 }
 
 _missive_audit()

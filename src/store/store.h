@@ -361,6 +361,24 @@ MSV_MUST_CHECK msv_err msv_store_open_postgres(const char *conninfo, unsigned co
                                                struct msv_store **out);
 void msv_store_close(struct msv_store *s);
 
+/* One table of a migration: its rows in SQLite and, after the copy, in PostgreSQL. */
+struct msv_migrated_table {
+    char name[64];
+    uint64_t from, to;
+};
+/*
+ * Copies every table of the SQLite store at sqlite_path (no missived running on it; brought to
+ * this missived's schema first) into the PostgreSQL database at conninfo (its schema made
+ * there) in one transaction, which commits only if PostgreSQL then holds as many rows as
+ * SQLite in every table. Refuses a target that holds any row (MSV_ERR_EXISTS) or whose tables
+ * are not SQLite's. On success *tables (caller frees with free()) lists the n tables with
+ * both counts; on failure why says what went wrong and PostgreSQL is left as it was.
+ */
+MSV_MUST_CHECK msv_err msv_store_migrate_to_postgres(const char *sqlite_path, const char *conninfo,
+                                                     unsigned timeout_ms,
+                                                     struct msv_migrated_table **tables,
+                                                     size_t *n_tables, char *why, size_t why_len);
+
 /* ---- an operator's copies of the SQLite store (missive-admin backup and restore) ---- */
 
 /*
