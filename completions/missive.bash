@@ -116,10 +116,11 @@ _missive_admin()
     -o) mapfile -t COMPREPLY < <(compgen -W "json text" -- "$cur"); return ;;
     suspend | unsuspend) return ;;
     backup | restore) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
-    --to-postgres) return ;;
+    --to-postgres | --url | disconnect) return ;;
+    --token-file) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
     esac
-    mapfile -t COMPREPLY < <(compgen -W "accounts suspend unsuspend reports stats expire log-rotate-key backup restore migrate --config
-        --data-dir --to-postgres -o --help" -- "$cur")
+    mapfile -t COMPREPLY < <(compgen -W "accounts suspend unsuspend reports stats expire log-rotate-key backup restore migrate reload disconnect --config
+        --data-dir --to-postgres --url --token-file -o --help" -- "$cur")
 }
 
 _missive_audit()

@@ -131,4 +131,93 @@ expect 0 "alice reads carol" -- as alice receive --wait 2
 grep -q "carol after the restore" out.txt && ok || bad "alice from carol: $(cat out.txt)"
 kill -TERM "$pid"; wait "$pid"; pid=
 
+# ---- the admin API on the HTTP port --------------------------------------------------------
+tr -dc 'A-Za-z0-9' </dev/urandom | head -c 40 >token
+chmod 644 token
+export MISSIVED_HTTP_ADMIN_TOKEN_FILE=$work/token
+# run_missived: missived in the foreground, for a start that must fail
+run_missived() { MISSIVED_SERVER_LISTEN_PORT=0 MISSIVED_HTTP_LISTEN_PORT=0 timeout 20 "$D" --data-dir srv 2>>srv.log; }
+run_missived && bad "missived started with a token file others may read" || ok
+grep -q 'event=admin_api_refused reason=".*token must be your own file of mode 0600"' srv.log && ok || bad "mode: $(tail -3 srv.log)"
+printf 'short\n' >token2 && chmod 600 token2
+MISSIVED_HTTP_ADMIN_TOKEN_FILE=$work/token2 run_missived && bad "missived started with a short token" || ok
+grep -q 'event=admin_api_refused reason=".*token2 must hold one line of 32 to 252' srv.log && ok || bad "short: $(tail -3 srv.log)"
+chmod 600 token
+TOKEN=$(cat token)
+mv token token.off
+start_missived || bad "missived started without its token file"
+hport=$(awk '/^http/{print $2}' srv/missived.ports)
+api="http://127.0.0.1:$hport"
+grep -q 'event=admin_api state=off' srv.log && ok || bad "no admin_api off line"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$api/admin/stats")" = 404 ] && ok || bad "an admin API without a token file"
+kill -TERM "$pid"; wait "$pid"; pid=
+mv token.off token
+start_missived || bad "missived started with the admin API"
+hport=$(awk '/^http/{print $2}' srv/missived.ports)
+api="http://127.0.0.1:$hport"
+# code METHOD PATH [CURL-ARGS...]: the status of a request bearing the token (answer in api.json)
+code() { local m=$1 p=$2; shift 2; curl -s -o api.json -w '%{http_code}' -X "$m" -H "Authorization: Bearer $TOKEN" "$@" "$api$p"; }
+[ "$(curl -s -o api.json -D headers.txt -w '%{http_code}' "$api/admin/stats")" = 401 ] && grep -qi '^WWW-Authenticate: Bearer' headers.txt && ok || bad "no token: $(cat api.json)"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${TOKEN}x" "$api/admin/stats")" = 401 ] && ok || bad "a longer token"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${TOKEN%?}" "$api/admin/stats")" = 401 ] && ok || bad "a shorter token"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Basic $TOKEN" "$api/admin/stats")" = 401 ] && ok || bad "not a bearer token"
+curl -s "$api/metrics" | grep -q '^missived_admin_unauthorized_total 4$' && ok || bad "failures not counted: $(curl -s "$api/metrics" | grep admin)"
+[ "$(code GET /admin/stats)" = 200 ] && python3 -c "import json; s=json.load(open('api.json')); assert s['accounts']==3 and s['devices']==3" && ok || bad "stats: $(cat api.json)"
+[ "$(code POST /admin/stats)" = 405 ] && [ "$(code GET /admin/reload)" = 405 ] && [ "$(code GET /admin/disconnect)" = 405 ] && ok || bad "methods"
+[ "$(code GET /admin/nothing)" = 404 ] && grep -q '"error":"no such path"' api.json && ok || bad "unknown path: $(cat api.json)"
+[ "$(code GET '/admin/accounts?limit=2')" = 200 ] &&
+    python3 -c "import json; p=json.load(open('api.json')); assert [a['handle'] for a in p['accounts']]==['alice@example.org','bob@example.org'] and p['next']=='bob@example.org'" &&
+    ok || bad "accounts page 1: $(cat api.json)"
+[ "$(code GET '/admin/accounts?limit=2&after=bob@example.org')" = 200 ] &&
+    python3 -c "import json; p=json.load(open('api.json')); assert [a['handle'] for a in p['accounts']]==['carol@example.org'] and p['next'] is None" &&
+    ok || bad "accounts page 2: $(cat api.json)"
+for q in 'limit=0' 'limit=1001' 'limit=abc' 'limit=-1' 'limit=1x'; do
+    [ "$(code GET "/admin/accounts?$q")" = 400 ] && ok || bad "accounts?$q: $(cat api.json)"
+done
+[ "$(code POST /admin/disconnect --data-binary "{\"handle\":\"$(printf 'a%.0s' $(seq 1100))\"}")" = 413 ] && ok || bad "a big body: $(cat api.json)"
+for b in 'handle=bob' '{"handle":1}' '{"handle":"bob@example.org","x":1}' '[]' '{"handle":"a\u0000b"}' ''; do
+    [ "$(code POST /admin/disconnect --data-binary "$b")" = 400 ] && ok || bad "body $b: $(cat api.json)"
+done
+[ "$(code POST /admin/disconnect --data-binary '{"handle":"nobody@example.org"}')" = 404 ] && ok || bad "an unknown handle: $(cat api.json)"
+
+# missive-admin --url: stats, disconnect, reload
+expect 0 "stats through the API" -- "$A" --url "$api" --token-file token stats
+grep -q '^accounts          3 (0 suspended)$' out.txt && ok || bad "remote stats: $(cat out.txt)"
+expect 0 "stats through the API as JSON" -- "$A" --url "$api" --token-file token -o json stats
+python3 -c "import json; assert json.load(open('out.txt'))['accounts']==3" && ok || bad "remote JSON stats: $(cat out.txt)"
+as bob receive --wait 20 >bob.out 2>bob.err &
+bob=$!
+sleep 1.5
+expect 0 "disconnect bob" -- "$A" --url "$api" --token-file token disconnect bob@example.org
+grep -q "^bob@example.org's connections are closed now (1 node told)$" out.txt && ok || bad "disconnect: $(cat out.txt)"
+for _ in $(seq 50); do grep -q "event=disconnected_closed" srv.log && break; sleep 0.1; done
+grep -q "event=disconnected_closed" srv.log && ok || bad "bob was not cut off: $(tail -3 srv.log)"
+wait "$bob"
+[ $? -ne 0 ] && ok || bad "bob's receive ended normally"
+expect 0 "bob connects again" -- as bob receive --wait 0.5
+expect 1 "disconnect of nobody" -- "$A" --url "$api" --token-file token disconnect nobody@example.org
+grep -q "the node answered 404: no account has that handle" err.txt && ok || bad "nobody: $(cat err.txt)"
+expect 0 "reload through the API" -- "$A" --url "$api" --token-file token reload
+for _ in $(seq 50); do grep -q "event=reloaded" srv.log && break; sleep 0.1; done
+grep -q "event=reloaded" srv.log && ok || bad "no reload: $(tail -3 srv.log)"
+expect 2 "--url without --token-file" -- "$A" --url "$api" stats
+expect 2 "--url with another command" -- "$A" --url "$api" --token-file token accounts
+expect 2 "reload without --url" -- "$A" --data-dir srv reload
+expect 1 "--url that is no http URL" -- "$A" --url "ftp://127.0.0.1:$hport" --token-file token stats
+expect 1 "a node that does not answer" -- "$A" --url "http://127.0.0.1:1" --token-file token stats
+grep -q "no answer from" err.txt && ok || bad "no answer: $(cat err.txt)"
+printf '%s\n' "${TOKEN%?}y" >wrong && chmod 600 wrong
+expect 1 "a wrong token" -- "$A" --url "$api" --token-file wrong stats
+grep -q "the node refused the token (401)" err.txt && ok || bad "wrong token: $(cat err.txt)"
+chmod 644 wrong
+expect 1 "a token file others may read" -- "$A" --url "$api" --token-file wrong stats
+grep -q "must be your own file of mode 0600" err.txt && ok || bad "client mode: $(cat err.txt)"
+grep -F -q "$TOKEN" srv.log && bad "the token is in the log" || ok
+grep -q 'event=admin_request method=GET path="/admin/stats" status=200' srv.log && ok || bad "requests not logged"
+# failed tokens are limited: past ten in a minute, every request is refused unread
+for _ in $(seq 8); do curl -s -o /dev/null -H "Authorization: Bearer nope" "$api/admin/stats"; done
+[ "$(code GET /admin/stats)" = 429 ] && ok || bad "no limit on failed tokens: $(cat api.json)"
+kill -TERM "$pid"; wait "$pid"; pid=
+unset MISSIVED_HTTP_ADMIN_TOKEN_FILE
+
 finish
