@@ -164,6 +164,11 @@ code() { local m=$1 p=$2; shift 2; curl -s -o api.json -w '%{http_code}' -X "$m"
 curl -s "$api/metrics" | grep -q '^missived_admin_unauthorized_total 4$' && ok || bad "failures not counted: $(curl -s "$api/metrics" | grep admin)"
 [ "$(code GET /admin/stats)" = 200 ] && python3 -c "import json; s=json.load(open('api.json')); assert s['accounts']==3 and s['devices']==3" && ok || bad "stats: $(cat api.json)"
 [ "$(code POST /admin/stats)" = 405 ] && [ "$(code GET /admin/reload)" = 405 ] && [ "$(code GET /admin/disconnect)" = 405 ] && ok || bad "methods"
+python3 -c 'import socket,sys
+s=socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /admin/x\"y\x1b[2J HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+s.recv(4096)' "$hport"
+grep -q 'path="/admin/x?y?' srv.log && ! LC_ALL=C grep -q $'\x1b' srv.log && ok || bad "a path put into the log as it came: $(grep admin/x srv.log)"
 [ "$(code GET /admin/nothing)" = 404 ] && grep -q '"error":"no such path"' api.json && ok || bad "unknown path: $(cat api.json)"
 [ "$(code GET '/admin/accounts?limit=2')" = 200 ] &&
     python3 -c "import json; p=json.load(open('api.json')); assert [a['handle'] for a in p['accounts']]==['alice@example.org','bob@example.org'] and p['next']=='bob@example.org'" &&

@@ -149,13 +149,29 @@ static const char *method_name(const struct evhttp_request *req)
     }
 }
 
+/* req's path for the log: at most 128 bytes, anything but URL characters shown as '?'. */
+static void loggable_path(const struct evhttp_request *req, char out[129])
+{
+    const char *p = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    size_t i = 0;
+
+    for (; p != NULL && p[i] != '\0' && i < 128; i++) {
+        char c = p[i];
+        int plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    strchr("/._~%-", c) != NULL;
+
+        out[i] = plain ? c : '?';
+    }
+    out[i] = '\0';
+}
+
 /* Sends body (taken; NULL: {"error": error}) with status, and logs the request. */
 static void reply(struct msv_admin_api *a, struct evhttp_request *req, int status,
                   const char *error, json_t *body)
 {
     struct evbuffer *out = evbuffer_new();
     char *text;
-    char *peer = NULL;
+    char *peer = NULL, path[129];
     ev_uint16_t port = 0;
 
     if (body == NULL)
@@ -163,9 +179,9 @@ static void reply(struct msv_admin_api *a, struct evhttp_request *req, int statu
     text = body != NULL ? json_dumps(body, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
     json_decref(body);
     evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
+    loggable_path(req, path);
     msv_log(MSV_LOG_INFO, "admin_request", "method=%s path=\"%s\" status=%d peer=%s",
-            method_name(req), evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req)), status,
-            peer != NULL ? peer : "-");
+            method_name(req), path, status, peer != NULL ? peer : "-");
     atomic_fetch_add(&a->srv->m.admin_requests, 1);
     if (out == NULL || text == NULL) {
         evhttp_send_error(req, HTTP_INTERNAL, NULL);
