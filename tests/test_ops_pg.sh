@@ -3,6 +3,7 @@
 # missive-admin migrate and started there (queued messages, attachments and the log intact);
 # then the PostgreSQL backup recipe of docs/missived.md: pg_dump while it runs, the database
 # dropped and restored with pg_restore, the shared directory's files put back.
+# Last, the admin API of one node of a cluster cuts an account off on another.
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 usage="usage: services.sh test_ops_pg.sh MISSIVE_ADMIN MISSIVE MISSIVED"
@@ -80,5 +81,26 @@ expect 0 "bob reads carol" -- as bob receive --wait 2
 grep -q "after pg_restore" out.txt && ok || bad "bob after pg_restore: $(cat out.txt)"
 expect 0 "alice's client verifies the restored log" -- as alice log-head
 kill -TERM "$pid"; wait "$pid"; pid=
+
+# ---- the admin API's disconnect reaches every node of a cluster -----------------------------
+# node A serves the clients' address, node B only its admin API: bob on A is cut off by B
+declare -A pids ports
+mkdir -m 700 shared && cp -a srv/log.key srv/log.pub srv/server.crt srv/server.key srv/server.fingerprint srv/blobs shared/
+tr -dc 'A-Za-z0-9' </dev/urandom | head -c 40 >token && chmod 600 token
+cluster_node A "$port" || bad "node A started"
+cluster_node B 0 "$(printf '[http]\nadmin_token_file = %s/token' "$work")" || bad "node B started"
+as bob receive --wait 20 >bob.out 2>bob.err &
+bob=$!
+sleep 2
+expect 0 "disconnect bob through node B's admin API" -- "$A" --url "http://127.0.0.1:$(awk '/^http/{print $2}' node-B/missived.ports)" --token-file token -o json disconnect bob@example.org
+python3 -c "import json; r=json.load(open('out.txt')); assert r['disconnected'] is True and r['nodes']==2, r" && ok || bad "disconnect answer: $(cat out.txt)"
+for _ in $(seq 50); do grep -q "event=disconnected_closed" node-A.log && break; sleep 0.1; done
+grep -q "event=disconnected_closed" node-A.log && ok || bad "node A did not cut bob off: $(tail -3 node-A.log)"
+wait "$bob"
+[ $? -ne 0 ] && ok || bad "bob's receive ended normally"
+expect 0 "bob connects again" -- as bob receive --wait 0.5
+for n in A B; do
+    kill -TERM "${pids[$n]}" && wait "${pids[$n]}" && ok || bad "node $n did not stop cleanly"
+done
 
 finish
