@@ -21,7 +21,7 @@ _missive()
     prev=${COMP_WORDS[COMP_CWORD - 1]}
     local commands="register link devices contacts groups send receive history read typing timer
         edit unsend edits windows react verify fingerprint backup restore daemon web chat log-head
-        sync block unblock blocked requests settings report conversations profile"
+        sync block unblock blocked requests settings report conversations profile account"
     local global="--account --data-dir -o --passphrase-file --password-file
         --backup-passphrase-file --help"
     local command="" data_dir="" i
@@ -81,6 +81,7 @@ _missive()
     daemon) opts="--stdio --socket" ;;
     web) opts="--listen --open --tls-cert --tls-key --url" ;;
     report) opts="--reason --include-text" ;;
+    account) opts="usage" ;;
     settings)
         if [ "$prev" = get ] || [ "$prev" = set ]; then
             opts="read-receipts typing"

@@ -225,4 +225,41 @@ for _ in $(seq 8); do curl -s -o /dev/null -H "Authorization: Bearer nope" "$api
 kill -TERM "$pid"; wait "$pid"; pid=
 unset MISSIVED_HTTP_ADMIN_TOKEN_FILE
 
+# ---- account usage: the command line, the daemon, the chat -----------------------------------
+rm -rf srv srv.log dev-*
+export MISSIVED_RELAY_QUEUE_MAX_ENVELOPES=3 MISSIVED_BLOBS_BYTES_PER_ACCOUNT=5000000
+start_missived || bad "missived started with small queues"
+register_people alice bob carol
+head -c 100000 /dev/urandom >small.jpg
+expect 0 "bob sends carol a file" -- as bob send carol@example.org --text "a file" --file small.jpg
+for i in 1 2 3; do expect 0 "bob writes to alice ($i)" -- as bob send alice@example.org --text "fill $i"; done
+expect 1 "a send to a full queue" -- as bob send alice@example.org --text "one too many"
+grep -q "the recipient's queue is full; nothing was sent, try again later" err.txt && ok || bad "full queue: $(cat err.txt)"
+expect 0 "alice's usage" -- as alice account usage
+grep -Eq '^device [0-9]+: 3 of 3 envelopes, [1-9][0-9]* of 268435456 bytes queued; attachments 0 of [0-9]+ bytes, 0 of [0-9]+ uploads open$' out.txt &&
+    grep -q '^account: attachments 0 of 5000000 bytes$' out.txt && ok || bad "usage: $(cat out.txt)"
+expect 0 "alice's usage as JSON" -- as alice -o json account usage
+python3 -c "import json; u=json.load(open('out.txt')); d=u['devices']; assert len(d)==1 and d[0]['queued']==3 and u['queue_max_envelopes']==3 and u['attachment_bytes_per_account']==5000000, u" && ok || bad "usage JSON: $(cat out.txt)"
+expect 2 "account without usage" -- as alice account
+expect 2 "account frobnicate" -- as alice account frobnicate
+# bob's through his daemon: his attachment counts against his quota
+sock=$work/dev-bob/bob@example.org/daemon.sock
+(exec "$M" --data-dir dev-bob daemon >daemon.out 2>daemon.err) &
+daemon=$!
+for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+daemon_rpc "$sock" --schema 2 '{"jsonrpc":"2.0","id":1,"method":"account","params":{"args":["usage"]}}' >usage.jsonl
+python3 -c "import json; r=[json.loads(l) for l in open('usage.jsonl') if l.strip()]; r=[x for x in r if x.get('id')==1][0]['result']['items'][0]; assert r['account_attachment_bytes']>=100000 and r['devices'][0]['attachment_bytes']>=100000 and r['queue_max_envelopes']==3, r" &&
+    ok || bad "usage through the daemon: $(cat usage.jsonl | tail -c 600)"
+daemon_schema_ok 2 usage.jsonl && ok || bad "the daemon's usage answer breaks schema 2"
+kill -TERM "$daemon"; wait "$daemon"; daemon=
+# carol's chat
+chat carol
+waitfor carol "online" || bad "carol's chat: $(screen carol)"
+tm send-keys -t carol "/usage" Enter
+waitfor carol "usage of the account: attachments 0/5000000 bytes" && screen carol | grep -Eq "usage of device [0-9]+: queue [0-9]+/3 envelopes" &&
+    ok || bad "/usage in the chat: $(screen carol)"
+tm kill-server 2>/dev/null
+kill -TERM "$pid"; wait "$pid"; pid=
+unset MISSIVED_RELAY_QUEUE_MAX_ENVELOPES MISSIVED_BLOBS_BYTES_PER_ACCOUNT
+
 finish
