@@ -1092,16 +1092,21 @@ static void show_usage(struct chat *ch)
         return;
     }
     u = answer->usage;
-    for (size_t i = 0; i < u->n_devices; i++)
-        add_note(
-            ch, ch->current,
-            "usage of device %llu: queue %llu/%llu envelopes, %llu/%llu bytes; "
-            "attachments %llu/%llu bytes",
-            (unsigned long long)u->devices[i]->device_id, (unsigned long long)u->devices[i]->queued,
-            (unsigned long long)u->queue_max_envelopes,
-            (unsigned long long)u->devices[i]->queued_bytes, (unsigned long long)u->queue_max_bytes,
-            (unsigned long long)u->devices[i]->attachment_bytes,
-            (unsigned long long)u->attachment_bytes_per_device);
+    for (size_t i = 0; i < u->n_devices; i++) {
+        const Msv__Wire__DeviceUsage *d = u->devices[i];
+
+        if (d->refused_sends > 0)
+            add_note(ch, ch->current, "%llu send%s to device %llu %s refused: its queue was full",
+                     (unsigned long long)d->refused_sends, d->refused_sends == 1 ? "" : "s",
+                     (unsigned long long)d->device_id, d->refused_sends == 1 ? "was" : "were");
+        add_note(ch, ch->current,
+                 "usage of device %llu: queue %llu/%llu envelopes, %llu/%llu bytes; "
+                 "attachments %llu/%llu bytes",
+                 (unsigned long long)d->device_id, (unsigned long long)d->queued,
+                 (unsigned long long)u->queue_max_envelopes, (unsigned long long)d->queued_bytes,
+                 (unsigned long long)u->queue_max_bytes, (unsigned long long)d->attachment_bytes,
+                 (unsigned long long)u->attachment_bytes_per_device);
+    }
     add_note(ch, ch->current, "usage of the account: attachments %llu/%llu bytes",
              (unsigned long long)u->account_attachment_bytes,
              (unsigned long long)u->attachment_bytes_per_account);

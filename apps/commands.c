@@ -2518,11 +2518,12 @@ static void print_usage(const struct cli *o, const Msv__Wire__UsageAnswer *u)
 
         if (devices != NULL)
             json_array_append_new(
-                devices, json_pack("{s:I, s:I, s:I, s:I, s:I}", "device_id",
+                devices, json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "device_id",
                                    (json_int_t)d->device_id, "queued", (json_int_t)d->queued,
                                    "queued_bytes", (json_int_t)d->queued_bytes, "attachment_bytes",
                                    (json_int_t)d->attachment_bytes, "open_uploads",
-                                   (json_int_t)d->open_uploads));
+                                   (json_int_t)d->open_uploads, "refused_sends",
+                                   (json_int_t)d->refused_sends));
         else if (!o->json)
             fprintf(cli_out,
                     "device %llu: %llu of %llu envelopes, %llu of %llu bytes queued; "
@@ -2533,6 +2534,12 @@ static void print_usage(const struct cli *o, const Msv__Wire__UsageAnswer *u)
                     (unsigned long long)u->attachment_bytes_per_device,
                     (unsigned long long)d->open_uploads,
                     (unsigned long long)u->open_uploads_per_device);
+        if (!o->json && d->refused_sends > 0)
+            fprintf(cli_out,
+                    "device %llu: %llu send%s to this account %s refused since you last asked: "
+                    "its queue was full\n",
+                    (unsigned long long)d->device_id, (unsigned long long)d->refused_sends,
+                    d->refused_sends == 1 ? "" : "s", d->refused_sends == 1 ? "was" : "were");
     }
     if (o->json)
         emit_json(json_pack(

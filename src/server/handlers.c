@@ -1223,6 +1223,12 @@ static int sealed_send_allowed(struct msv_conn_state *c, const msv_frame *f,
     return 1;
 }
 
+/* 1 if one more envelope of len bytes would pass a device's queue caps. */
+static int is_full(const struct msv_server *s, const struct msv_queue_usage *u, size_t len)
+{
+    return u->envelopes + 1 > s->cfg.queue_max_envelopes || u->bytes + len > s->cfg.queue_max_bytes;
+}
+
 /*
  * The per-account envelope rate (a sealed send has no account: its address's sealed rate
  * was taken already) and every recipient device's queue cap. Answers a refusal itself and
@@ -1249,8 +1255,7 @@ static int quota_allows(struct msv_conn_state *c, const msv_frame *f)
     } else {
         /* each device is addressed once (addresses_match), so one envelope adds to each */
         for (size_t i = 0; i < n; i++)
-            full |= use[i].envelopes + 1 > s->cfg.queue_max_envelopes ||
-                    use[i].bytes + q->envelopes[i]->ciphertext.len > s->cfg.queue_max_bytes;
+            full |= is_full(s, &use[i], q->envelopes[i]->ciphertext.len);
     }
     if (full == 0)
         return 1;
@@ -1261,6 +1266,12 @@ static int quota_allows(struct msv_conn_state *c, const msv_frame *f)
         return 0;
     }
     atomic_fetch_add(&s->m.queue_full, 1);
+    /* the recipients are told too (account usage): a refusal counts for each full queue */
+    for (size_t i = 0; i < n; i++)
+        if (is_full(s, &use[i], q->envelopes[i]->ciphertext.len) &&
+            STORE(s)->queue_refusal_add(IMPL(s), use[i].device_id) != MSV_OK)
+            msv_log(MSV_LOG_WARN, "queue_refusal_lost", "device=%llu",
+                    (unsigned long long)use[i].device_id);
     msv_conn_send_error(c, f->request_id, E_TOO_BIG,
                         "the recipient's queue is full; nothing was sent, try again later");
     return 0;
@@ -1649,6 +1660,9 @@ static msv_err device_usage(struct msv_server *s, uint64_t device_id, Msv__Wire_
 
     if (err == MSV_OK)
         err = STORE(s)->blob_usage(IMPL(s), device_id, msv_server_now_ms(s), &b);
+    /* told once: the count starts again from 0 */
+    if (err == MSV_OK)
+        err = STORE(s)->queue_refusal_take(IMPL(s), device_id, &d->refused_sends);
     if (err != MSV_OK)
         return err;
     d->device_id = device_id;

@@ -205,6 +205,10 @@ static const char *const migrations[] = {
     "  created_ms INTEGER NOT NULL,"
     "  expires_ms INTEGER NOT NULL,"
     "  revoked INTEGER NOT NULL DEFAULT 0);",
+    /* 10 -> 11: sends refused because a device's queue was full, until its account asks */
+    "CREATE TABLE queue_refusals ("
+    "  device_id INTEGER PRIMARY KEY,"
+    "  refused INTEGER NOT NULL);",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -1319,6 +1323,45 @@ static msv_err queue_usage(void *impl, struct msv_queue_usage *u, size_t n)
     return err;
 }
 
+static msv_err queue_refusal_add(void *impl, uint64_t device_id)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s,
+                          "INSERT INTO queue_refusals VALUES (?, 1) ON CONFLICT (device_id) DO"
+                          " UPDATE SET refused = refused + 1;",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    return run(s, st);
+}
+
+/* Inside a transaction: the read and the reset are one. */
+static msv_err queue_refusal_take_locked(void *impl, uint64_t device_id, uint64_t *refused)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "SELECT refused FROM queue_refusals WHERE device_id = ?;", &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    rc = sqlite3_step(st);
+    *refused = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+    err = rc == SQLITE_ROW || rc == SQLITE_DONE ? MSV_OK : MSV_ERR_IO;
+    release(s, st);
+    if (err != MSV_OK || *refused == 0)
+        return err;
+    err = prepare(s, "DELETE FROM queue_refusals WHERE device_id = ?;", &st);
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    return run(s, st);
+}
+
 static msv_err queue_depth(void *impl, uint64_t *count)
 {
     struct sqlite_store *s = impl;
@@ -1796,6 +1839,16 @@ static msv_err l_queue_usage(void *impl, struct msv_queue_usage *u, size_t n)
     LOCKED(queue_usage(impl, u, n));
 }
 
+static msv_err l_queue_refusal_add(void *impl, uint64_t device_id)
+{
+    LOCKED(queue_refusal_add(impl, device_id));
+}
+
+static msv_err l_queue_refusal_take(void *impl, uint64_t device_id, uint64_t *refused)
+{
+    TRANSACTION(queue_refusal_take_locked(impl, device_id, refused));
+}
+
 static msv_err l_queue_depth(void *impl, uint64_t *count)
 {
     LOCKED(queue_depth(impl, count));
@@ -1875,6 +1928,8 @@ static const struct msv_store_ops sqlite_ops = {
     .queue_expire = l_queue_expire,
     .queue_depth = l_queue_depth,
     .queue_usage = l_queue_usage,
+    .queue_refusal_add = l_queue_refusal_add,
+    .queue_refusal_take = l_queue_refusal_take,
     .blob_create = l_blob_create,
     .blob_get = l_blob_get,
     .blob_update = l_blob_update,

@@ -292,6 +292,10 @@ struct msv_store_ops {
     msv_err (*queue_depth)(void *impl, uint64_t *count);
     /* The envelopes and ciphertext bytes waiting for each of n devices (expired ones too). */
     msv_err (*queue_usage)(void *impl, struct msv_queue_usage *u, size_t n);
+    /* One more send refused because device_id's queue was full (table queue_refusals). */
+    msv_err (*queue_refusal_add)(void *impl, uint64_t device_id);
+    /* The sends refused for device_id's full queue since last taken, and the count back to 0. */
+    msv_err (*queue_refusal_take)(void *impl, uint64_t device_id, uint64_t *refused);
 
     /* attachment metadata (the bytes live in the blob backend) */
     msv_err (*blob_create)(void *impl, const struct msv_blob_rec *rec);
@@ -415,6 +419,6 @@ MSV_MUST_CHECK msv_err msv_store_sqlite_blob_files(const char *path, struct msv_
                                                    size_t *n);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 10
+#define MSV_STORE_SCHEMA_VERSION 11
 
 #endif
