@@ -817,7 +817,7 @@ static void show_help(struct chat *ch)
     /* the keys last, so that they stay in view on a small screen */
     add_note(ch, ch->current,
              "Safety: /block and /unblock [HANDLE], /report [REASON] (to the operator), "
-             "/settings [read-receipts|typing on|off].");
+             "/settings [read-receipts|typing on|off], /usage (the server's limits).");
     add_note(ch, ch->current,
              "Messages: /edit TEXT and /unsend (your newest here), /edits (the versions of the "
              "newest edited one), /react EMOJI and /unreact (on their newest), /reply TEXT (to "
@@ -1081,6 +1081,38 @@ static void settings(struct chat *ch, const char *arg)
     add_note(ch, ch->current, "settings: %s", all);
 }
 
+/* /usage: what the server holds for this account against its limits, a note per device. */
+static void show_usage(struct chat *ch)
+{
+    msv_frame *answer = NULL;
+    const Msv__Wire__UsageAnswer *u;
+
+    if (msv_client_usage(ch->c, &answer) != MSV_OK) {
+        set_status(ch, 6000, "the server did not say this account's usage");
+        return;
+    }
+    u = answer->usage;
+    for (size_t i = 0; i < u->n_devices; i++) {
+        const Msv__Wire__DeviceUsage *d = u->devices[i];
+
+        if (d->refused_sends > 0)
+            add_note(ch, ch->current, "%llu send%s to device %llu %s refused: its queue was full",
+                     (unsigned long long)d->refused_sends, d->refused_sends == 1 ? "" : "s",
+                     (unsigned long long)d->device_id, d->refused_sends == 1 ? "was" : "were");
+        add_note(ch, ch->current,
+                 "usage of device %llu: queue %llu/%llu envelopes, %llu/%llu bytes; "
+                 "attachments %llu/%llu bytes",
+                 (unsigned long long)d->device_id, (unsigned long long)d->queued,
+                 (unsigned long long)u->queue_max_envelopes, (unsigned long long)d->queued_bytes,
+                 (unsigned long long)u->queue_max_bytes, (unsigned long long)d->attachment_bytes,
+                 (unsigned long long)u->attachment_bytes_per_device);
+    }
+    add_note(ch, ch->current, "usage of the account: attachments %llu/%llu bytes",
+             (unsigned long long)u->account_attachment_bytes,
+             (unsigned long long)u->attachment_bytes_per_account);
+    msv_frame_free(answer);
+}
+
 /* /timer [DURATION|off]: shows or sets the disappearing-message timer of this conversation. */
 static void set_timer(struct chat *ch, const char *arg)
 {
@@ -1215,6 +1247,8 @@ static void command(struct chat *ch, const char *line)
              strcmp(line, "/requests") == 0 || strncmp(line, "/approve ", 9) == 0 ||
              strncmp(line, "/deny ", 6) == 0)
         invites(ch, line, arg);
+    else if (strcmp(line, "/usage") == 0)
+        show_usage(ch);
     else if (strncmp(line, "/help", 5) == 0)
         show_help(ch);
     else if (strncmp(line, "//", 2) == 0)

@@ -197,6 +197,11 @@ static const struct {
      "Privacy settings, on unless turned off: read-receipts (off: you send none and see "
      "nobody's) and typing (off: you send no typing notices and see nobody's). Delivery "
      "receipts always go."},
+    {"account", "account usage",
+     "Shows what the server holds for this account against its limits: for each device, the "
+     "envelopes and bytes waiting for it beside the queue caps (a send to a device whose "
+     "queue is full is refused), its attachment bytes and unfinished uploads beside the "
+     "quotas, and the account's attachment bytes in all."},
     {"report", "report HANDLE [MESSAGE_ID...] [--reason TEXT] [--include-text]",
      "Reports HANDLE to the server's operator, who may suspend the account: with a reason "
      "(at most 1000 bytes) and the messages named (at most 50, each one HANDLE sent you). "
@@ -2506,6 +2511,68 @@ static int cmd_report(const struct cli *o, struct msv_client *c)
     return 0;
 }
 
+/* account usage: the server's answer, as JSON or lines. */
+static void print_usage(const struct cli *o, const Msv__Wire__UsageAnswer *u)
+{
+    json_t *devices = o->json ? json_array() : NULL;
+
+    for (size_t i = 0; i < u->n_devices; i++) {
+        const Msv__Wire__DeviceUsage *d = u->devices[i];
+
+        if (devices != NULL)
+            json_array_append_new(
+                devices, json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "device_id",
+                                   (json_int_t)d->device_id, "queued", (json_int_t)d->queued,
+                                   "queued_bytes", (json_int_t)d->queued_bytes, "attachment_bytes",
+                                   (json_int_t)d->attachment_bytes, "open_uploads",
+                                   (json_int_t)d->open_uploads, "refused_sends",
+                                   (json_int_t)d->refused_sends));
+        else if (!o->json)
+            fprintf(cli_out,
+                    "device %llu: %llu of %llu envelopes, %llu of %llu bytes queued; "
+                    "attachments %llu of %llu bytes, %llu of %llu uploads open\n",
+                    (unsigned long long)d->device_id, (unsigned long long)d->queued,
+                    (unsigned long long)u->queue_max_envelopes, (unsigned long long)d->queued_bytes,
+                    (unsigned long long)u->queue_max_bytes, (unsigned long long)d->attachment_bytes,
+                    (unsigned long long)u->attachment_bytes_per_device,
+                    (unsigned long long)d->open_uploads,
+                    (unsigned long long)u->open_uploads_per_device);
+        if (!o->json && d->refused_sends > 0)
+            fprintf(cli_out,
+                    "device %llu: %llu send%s to this account %s refused since you last asked: "
+                    "its queue was full\n",
+                    (unsigned long long)d->device_id, (unsigned long long)d->refused_sends,
+                    d->refused_sends == 1 ? "" : "s", d->refused_sends == 1 ? "was" : "were");
+    }
+    if (o->json)
+        emit_json(json_pack(
+            "{s:o, s:I, s:I, s:I, s:I, s:I, s:I}", "devices", devices, "queue_max_envelopes",
+            (json_int_t)u->queue_max_envelopes, "queue_max_bytes", (json_int_t)u->queue_max_bytes,
+            "attachment_bytes_per_device", (json_int_t)u->attachment_bytes_per_device,
+            "attachment_bytes_per_account", (json_int_t)u->attachment_bytes_per_account,
+            "open_uploads_per_device", (json_int_t)u->open_uploads_per_device,
+            "account_attachment_bytes", (json_int_t)u->account_attachment_bytes));
+    else
+        fprintf(cli_out, "account: attachments %llu of %llu bytes\n",
+                (unsigned long long)u->account_attachment_bytes,
+                (unsigned long long)u->attachment_bytes_per_account);
+}
+
+static int cmd_account(const struct cli *o, struct msv_client *c)
+{
+    msv_frame *answer = NULL;
+    msv_err err;
+
+    if (o->argc != 1 || strcmp(o->argv[0], "usage") != 0)
+        return cli_usage("account", cli_err);
+    err = msv_client_usage(c, &answer);
+    if (err != MSV_OK)
+        return fail(c, "asking the server for this account's usage", err);
+    print_usage(o, answer->usage);
+    msv_frame_free(answer);
+    return 0;
+}
+
 /* options with no letter of their own */
 enum { OPT_INVITE = 0x100, OPT_SESSION_HOURS, OPT_IDLE_MINUTES, OPT_TOKEN_MINUTES };
 
@@ -2945,6 +3012,8 @@ static int run_account_command(const struct cli *o, const char *command, struct 
         return cmd_settings(o, c);
     if (strcmp(command, "report") == 0)
         return cmd_report(o, c);
+    if (strcmp(command, "account") == 0)
+        return cmd_account(o, c);
     if (strcmp(command, "backup") == 0)
         return cmd_backup(o, c);
     if (strcmp(command, "fingerprint") == 0)

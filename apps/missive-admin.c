@@ -19,12 +19,15 @@
 
 #include "missive/kt.h"
 #include "missive/util.h"
+#include "server/admin_api.h"
 #include "server/blob_backend.h"
 #include "server/cluster.h"
 #include "server/control.h"
 #include "server/config.h"
 #include "server/invites.h"
 #include "store/store.h"
+#include "admin_backup.h"
+#include "admin_http.h"
 #include "term.h"
 
 enum { EXIT_ERR = 1, EXIT_USAGE = 2 };
@@ -50,45 +53,62 @@ static int is_invite_action(const char *word)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: missive-admin [--config FILE] [--data-dir DIR] [-o json] COMMAND\n"
-               "\n"
-               "Looks after a missived data directory, also while missived runs.\n"
-               "\n"
-               "commands:\n"
-               "  accounts          every account: handle, created, devices (and waiting ones),\n"
-               "                    envelopes (and bytes) queued for them and sent by them\n"
-               "                    and not yet delivered, attachment bytes, suspended or not\n"
-               "  suspend HANDLE    the account's devices cannot connect or add devices; devices\n"
-               "                    connected now are cut off at once (every node of a\n"
-               "                    cluster is told through its Redis); nothing is deleted\n"
-               "  unsuspend HANDLE  lifts that\n"
-               "  reports [list]    abuse reports (missive report), newest first: id, when,\n"
-               "                    reporter, reported account, state, reason\n"
-               "  reports show ID   one report, with the messages' text if the reporter sent it\n"
-               "  reports suspend ID  suspends the reported account (as suspend does) and\n"
-               "                    marks the report suspended\n"
-               "  reports dismiss ID  marks the report dismissed\n"
-               "  invites [list]    registration invites: id, created, uses left and made,\n"
-               "                    expiry, state, note (the codes themselves are not kept)\n"
-               "  invites create [--uses N] [--days N] [--note TEXT]\n"
-               "                    a new invite code for [accounts] registration = invite,\n"
-               "                    good for N accounts (1) for N days (7; 0: no expiry);\n"
-               "                    printed once\n"
-               "  invites revoke ID  the invite's code registers nobody any more\n"
-               "  stats             accounts, devices, the queue (envelopes, bytes, oldest),\n"
-               "                    attachments, the transparency log, prekeys, the database size\n"
-               "  expire            deletes expired envelopes and attachments now\n"
-               "  log-rotate-key    replaces the transparency log key: appends a rotation\n"
-               "                    entry signed by the old key, writes the new one to\n"
-               "                    log.key; restart missived (or it reads the key itself)\n"
-               "\n"
-               "options:\n"
-               "  --config FILE   missived's configuration (for data_dir and the clock)\n"
-               "  --data-dir DIR  the data directory (overrides the file)\n"
-               "  -o json         one JSON object per line\n"
-               "  --help          this text\n"
-               "\n"
-               "exit status: 0 success, 1 error (an unknown handle, storage), 2 usage\n");
+    fprintf(f,
+            "usage: missive-admin [--config FILE] [--data-dir DIR] [-o json] COMMAND\n"
+            "\n"
+            "Looks after a missived data directory, also while missived runs.\n"
+            "\n"
+            "commands:\n"
+            "  accounts          every account: handle, created, devices (and waiting ones),\n"
+            "                    envelopes (and bytes) queued for them and sent by them\n"
+            "                    and not yet delivered, attachment bytes, suspended or not\n"
+            "  suspend HANDLE    the account's devices cannot connect or add devices; devices\n"
+            "                    connected now are cut off at once (every node of a\n"
+            "                    cluster is told through its Redis); nothing is deleted\n"
+            "  unsuspend HANDLE  lifts that\n"
+            "  reports [list]    abuse reports (missive report), newest first: id, when,\n"
+            "                    reporter, reported account, state, reason\n"
+            "  reports show ID   one report, with the messages' text if the reporter sent it\n"
+            "  reports suspend ID  suspends the reported account (as suspend does) and\n"
+            "                    marks the report suspended\n"
+            "  reports dismiss ID  marks the report dismissed\n"
+            "  invites [list]    registration invites: id, created, uses left and made,\n"
+            "                    expiry, state, note (the codes themselves are not kept)\n"
+            "  invites create [--uses N] [--days N] [--note TEXT]\n"
+            "                    a new invite code for [accounts] registration = invite,\n"
+            "                    good for N accounts (1) for N days (7; 0: no expiry);\n"
+            "                    printed once\n"
+            "  invites revoke ID  the invite's code registers nobody any more\n"
+            "  stats             accounts, devices, the queue (envelopes, bytes, oldest),\n"
+            "                    attachments, the transparency log, prekeys, the database size\n"
+            "  expire            deletes expired envelopes and attachments now\n"
+            "  log-rotate-key    replaces the transparency log key: appends a rotation\n"
+            "                    entry signed by the old key, writes the new one to\n"
+            "                    log.key; restart missived (or it reads the key itself)\n"
+            "  backup DIR        copies the data directory into DIR, a new directory, while\n"
+            "                    missived runs: the database (SQLite's online backup), the\n"
+            "                    log key, the certificate and the attachments\n"
+            "  restore DIR       checks the backup in DIR and copies it into --data-dir,\n"
+            "                    which must be empty or not exist (missived stopped)\n"
+            "  reload            (with --url) the node re-reads its configuration, as on SIGHUP\n"
+            "  disconnect HANDLE  (with --url) the account's connections close now, on every\n"
+            "                    node; its devices may connect again\n"
+            "  migrate --to-postgres CONNINFO\n"
+            "                    copies the SQLite store (missived stopped) into an empty\n"
+            "                    PostgreSQL database in one transaction; prints each\n"
+            "                    table's rows on both sides\n"
+            "\n"
+            "options:\n"
+            "  --config FILE   missived's configuration (for data_dir and the clock)\n"
+            "  --data-dir DIR  the data directory (overrides the file)\n"
+            "  --to-postgres CONNINFO  for migrate: the target's libpq connection string\n"
+            "  --url http://HOST:PORT  reload, disconnect HANDLE and stats through the\n"
+            "                  node's admin API on its HTTP port, instead of the data directory\n"
+            "  --token-file FILE  the admin token for --url ([http] admin_token_file)\n"
+            "  -o json         one JSON object per line\n"
+            "  --help          this text\n"
+            "\n"
+            "exit status: 0 success, 1 error (an unknown handle, storage), 2 usage\n");
 }
 
 struct admin {
@@ -136,12 +156,7 @@ static void print_account(const struct admin *a, const struct msv_account_summar
 
     iso_time(x->created_ms, created);
     if (a->json)
-        emit(json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "handle", x->handle,
-                       "created", created, "devices", (json_int_t)x->devices, "waiting",
-                       (json_int_t)x->pending, "queued", (json_int_t)x->queued, "queued_bytes",
-                       (json_int_t)x->queued_bytes, "sending", (json_int_t)x->sending,
-                       "sending_bytes", (json_int_t)x->sending_bytes, "attachment_bytes",
-                       (json_int_t)x->attachment_bytes, "suspended", x->suspended));
+        emit(msv_admin_account_json(x));
     /* a handle is what its owner chose: C1 and direction controls are shown, not acted on */
     else if ((handle = term_safe(x->handle, TERM_ONE_LINE)) != NULL)
         printf("%-32s %-20s %7llu %7llu %7llu %11llu %7llu %11llu %13llu %s\n", handle, created,
@@ -434,39 +449,105 @@ static int cmd_suspend(struct admin *a, const char *handle, int suspended)
     return 0;
 }
 
+/* missive-admin stats as msv_admin_stats_json() has it (taken): the object, or lines of text. */
+static int print_stats(const struct admin *a, json_t *j)
+{
+    json_int_t n[12] = {0};
+    const char *oldest = "-";
+
+    if (a->json) {
+        emit(j);
+        return 0;
+    }
+    if (json_unpack(j, "{s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "accounts",
+                    &n[0], "suspended", &n[1], "devices", &n[2], "waiting_devices", &n[3], "queued",
+                    &n[4], "queued_bytes", &n[5], "oldest_queued", &oldest, "attachments", &n[6],
+                    "attachment_bytes", &n[7], "log_leaves", &n[8], "one_time_prekeys", &n[9],
+                    "database_bytes", &n[10]) != 0) {
+        json_decref(j);
+        fprintf(stderr, "missive-admin: the statistics are not what was expected\n");
+        return EXIT_ERR;
+    }
+    printf("accounts          %lld (%lld suspended)\n", (long long)n[0], (long long)n[1]);
+    printf("devices           %lld (%lld waiting for approval)\n", (long long)n[2],
+           (long long)n[3]);
+    printf("queued envelopes  %lld, %lld bytes, oldest %s\n", (long long)n[4], (long long)n[5],
+           oldest);
+    printf("attachments       %lld, %lld bytes\n", (long long)n[6], (long long)n[7]);
+    printf("log leaves        %lld\n", (long long)n[8]);
+    printf("one-time prekeys  %lld\n", (long long)n[9]);
+    printf("database          %lld bytes\n", (long long)n[10]);
+    json_decref(j);
+    return 0;
+}
+
 static int cmd_stats(struct admin *a)
 {
     struct msv_store_stats st = {0};
-    char oldest[32];
-    long long db_bytes;
+    json_t *j;
     msv_err err = OPS(a)->stats(IMPL(a), &st);
 
     if (err != MSV_OK)
         return fail("reading the statistics", err);
-    db_bytes = (long long)st.database_bytes;
-    iso_time(st.oldest_queued_ms, oldest);
-    if (a->json) {
-        emit(json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "accounts",
-                       (json_int_t)st.accounts, "suspended", (json_int_t)st.suspended, "devices",
-                       (json_int_t)st.devices, "waiting_devices", (json_int_t)st.pending_devices,
-                       "queued", (json_int_t)st.queued, "queued_bytes", (json_int_t)st.queued_bytes,
-                       "oldest_queued", oldest, "attachments", (json_int_t)st.blobs,
-                       "attachment_bytes", (json_int_t)st.blob_bytes, "log_leaves",
-                       (json_int_t)st.log_leaves, "one_time_prekeys",
-                       (json_int_t)st.one_time_prekeys, "database_bytes", (json_int_t)db_bytes));
-        return 0;
+    j = msv_admin_stats_json(&st);
+    return j != NULL ? print_stats(a, j) : fail("reading the statistics", MSV_ERR_NOMEM);
+}
+
+/* The "error" of an admin API answer, or the status line's sense. */
+static int remote_failed(int status, json_t *j)
+{
+    const char *error = json_string_value(json_object_get(j, "error"));
+
+    if (status == 401)
+        fprintf(stderr, "missive-admin: the node refused the token (401)\n");
+    else
+        fprintf(stderr, "missive-admin: the node answered %d: %s\n", status,
+                error != NULL ? error : "(no reason given)");
+    json_decref(j);
+    return EXIT_ERR;
+}
+
+/* reload, disconnect HANDLE or stats through a node's admin API (--url, --token-file). */
+static int cmd_remote(struct admin *a, const char *url, const char *token_file, const char *cmd,
+                      const char *handle)
+{
+    int post = strcmp(cmd, "stats") != 0, status = 0;
+    char path[32], *body = NULL, *answer = NULL;
+    json_t *j;
+
+    if (url == NULL || token_file == NULL ||
+        (strcmp(cmd, "stats") != 0 && strcmp(cmd, "reload") != 0 &&
+         strcmp(cmd, "disconnect") != 0)) {
+        fprintf(stderr, "missive-admin: reload, disconnect HANDLE and stats through a node's "
+                        "admin API take --url and --token-file, and other commands neither\n");
+        return EXIT_USAGE;
     }
-    printf("accounts          %llu (%llu suspended)\n", (unsigned long long)st.accounts,
-           (unsigned long long)st.suspended);
-    printf("devices           %llu (%llu waiting for approval)\n", (unsigned long long)st.devices,
-           (unsigned long long)st.pending_devices);
-    printf("queued envelopes  %llu, %llu bytes, oldest %s\n", (unsigned long long)st.queued,
-           (unsigned long long)st.queued_bytes, oldest);
-    printf("attachments       %llu, %llu bytes\n", (unsigned long long)st.blobs,
-           (unsigned long long)st.blob_bytes);
-    printf("log leaves        %llu\n", (unsigned long long)st.log_leaves);
-    printf("one-time prekeys  %llu\n", (unsigned long long)st.one_time_prekeys);
-    printf("database          %lld bytes\n", db_bytes);
+    snprintf(path, sizeof(path), "/admin/%s", cmd);
+    if (handle != NULL && (j = json_pack("{s:s}", "handle", handle)) != NULL) {
+        body = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+    }
+    if (!admin_http(url, token_file, post, path, body, &status, &answer)) {
+        free(body);
+        return EXIT_ERR;
+    }
+    free(body);
+    j = json_loads(answer, 0, NULL);
+    free(answer);
+    if (status < 200 || status > 299 || j == NULL)
+        return remote_failed(status, j);
+    if (strcmp(cmd, "stats") == 0)
+        return print_stats(a, j);
+    if (a->json)
+        emit(j);
+    else if (handle != NULL)
+        printf("%s's connections are closed now (%lld node%s told)\n", handle,
+               (long long)json_integer_value(json_object_get(j, "nodes")),
+               json_integer_value(json_object_get(j, "nodes")) == 1 ? "" : "s");
+    else
+        printf("missived reloads its configuration (as on SIGHUP)\n");
+    if (!a->json)
+        json_decref(j);
     return 0;
 }
 
@@ -588,12 +669,20 @@ static int cmd_expire(struct admin *a)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"data-dir", required_argument, NULL, 'd'},
-        {"output", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'},
-        {"uses", required_argument, NULL, 'u'},   {"days", required_argument, NULL, 'D'},
-        {"note", required_argument, NULL, 'n'},   {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"data-dir", required_argument, NULL, 'd'},
+        {"output", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {"uses", required_argument, NULL, 'u'},
+        {"days", required_argument, NULL, 'D'},
+        {"note", required_argument, NULL, 'n'},
+        {"to-postgres", required_argument, NULL, 'P'},
+        {"url", required_argument, NULL, 'U'},
+        {"token-file", required_argument, NULL, 'T'},
+        {NULL, 0, NULL, 0},
     };
-    const char *config = NULL, *data_dir = NULL, *cmd;
+    const char *config = NULL, *data_dir = NULL, *cmd, *to_postgres = NULL, *url = NULL,
+               *token_file = NULL;
     struct admin a = {.uses = 1, .days = 7};
     char err[1024], db[1100], why[1400];
     int ch, rc, want, known;
@@ -618,6 +707,15 @@ int main(int argc, char **argv)
         case 'h':
             usage(stdout);
             return 0;
+        case 'P':
+            to_postgres = optarg;
+            break;
+        case 'U':
+            url = optarg;
+            break;
+        case 'T':
+            token_file = optarg;
+            break;
         case 'u':
             if (!count_option("uses", optarg, 1, INVITE_USES_MAX, &a.uses))
                 return EXIT_USAGE;
@@ -650,14 +748,21 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     cmd = argv[optind];
-    want = strcmp(cmd, "suspend") == 0 || strcmp(cmd, "unsuspend") == 0 ? 1 : 0;
+    want = strcmp(cmd, "suspend") == 0 || strcmp(cmd, "unsuspend") == 0 ||
+                   strcmp(cmd, "backup") == 0 || strcmp(cmd, "restore") == 0
+               ? 1
+               : 0;
     if (strcmp(cmd, "reports") == 0) /* none or list; show, suspend or dismiss with an id */
         want = argc - optind - 1 == 0 ? 0 : is_report_action(argv[optind + 1]);
     if (strcmp(cmd, "invites") == 0) /* none, list or create; revoke with an id */
         want = argc - optind - 1 == 0 ? 0 : is_invite_action(argv[optind + 1]);
     known = want || strcmp(cmd, "accounts") == 0 || strcmp(cmd, "stats") == 0 ||
             strcmp(cmd, "expire") == 0 || strcmp(cmd, "log-rotate-key") == 0 ||
-            strcmp(cmd, "reports") == 0 || strcmp(cmd, "invites") == 0;
+            strcmp(cmd, "reports") == 0 || strcmp(cmd, "invites") == 0 ||
+            strcmp(cmd, "migrate") == 0 || strcmp(cmd, "reload") == 0 ||
+            strcmp(cmd, "disconnect") == 0;
+    if (strcmp(cmd, "disconnect") == 0)
+        want = 1;
     if (!known || argc - optind - 1 != want) {
         fprintf(stderr, "missive-admin: %s\n",
                 known ? "wrong number of arguments" : "unknown command");
@@ -671,6 +776,19 @@ int main(int argc, char **argv)
     }
     if (data_dir != NULL)
         snprintf(a.cfg.data_dir, sizeof(a.cfg.data_dir), "%s", data_dir);
+    if (url != NULL || token_file != NULL || strcmp(cmd, "reload") == 0 ||
+        strcmp(cmd, "disconnect") == 0)
+        return cmd_remote(&a, url, token_file, cmd, want ? argv[optind + 1] : NULL);
+    if ((strcmp(cmd, "migrate") == 0) != (to_postgres != NULL)) {
+        fprintf(stderr, "missive-admin: migrate takes --to-postgres CONNINFO, and only it\n");
+        return EXIT_USAGE;
+    }
+    if (to_postgres != NULL)
+        return msv_init() != MSV_OK ? EXIT_ERR : admin_migrate(&a.cfg, to_postgres, a.json);
+    if (strcmp(cmd, "restore") == 0 || strcmp(cmd, "backup") == 0)
+        return msv_init() != MSV_OK ? EXIT_ERR
+               : cmd[0] == 'r'      ? admin_restore(&a.cfg, argv[optind + 1], a.json)
+                                    : admin_backup(&a.cfg, argv[optind + 1], a.json);
     /* an existing server's directory only: a typing error must not make a new one */
     snprintf(db, sizeof(db), "%s/missive.db", a.cfg.data_dir);
     if (strcmp(a.cfg.store_backend, "sqlite") == 0 && stat(db, &sb) != 0) {

@@ -21,7 +21,7 @@ _missive()
     prev=${COMP_WORDS[COMP_CWORD - 1]}
     local commands="register link devices contacts groups send receive history read typing timer
         edit unsend edits windows react verify fingerprint backup restore daemon web chat log-head
-        sync block unblock blocked requests settings report conversations profile"
+        sync block unblock blocked requests settings report conversations profile account"
     local global="--account --data-dir -o --passphrase-file --password-file
         --backup-passphrase-file --help"
     local command="" data_dir="" i
@@ -81,6 +81,7 @@ _missive()
     daemon) opts="--stdio --socket" ;;
     web) opts="--listen --open --tls-cert --tls-key --url --session-hours --idle-minutes --token-minutes" ;;
     report) opts="--reason --include-text" ;;
+    account) opts="usage" ;;
     settings)
         if [ "$prev" = get ] || [ "$prev" = set ]; then
             opts="read-receipts typing"
@@ -115,9 +116,12 @@ _missive_admin()
     --data-dir) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
     -o) mapfile -t COMPREPLY < <(compgen -W "json text" -- "$cur"); return ;;
     suspend | unsuspend) return ;;
+    backup | restore) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
+    --to-postgres | --url | disconnect) return ;;
+    --token-file) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
     esac
-    mapfile -t COMPREPLY < <(compgen -W "accounts suspend unsuspend reports stats expire log-rotate-key --config
-        --data-dir -o --help" -- "$cur")
+    mapfile -t COMPREPLY < <(compgen -W "accounts suspend unsuspend reports stats expire log-rotate-key backup restore migrate reload disconnect --config
+        --data-dir --to-postgres --url --token-file -o --help" -- "$cur")
 }
 
 _missive_audit()

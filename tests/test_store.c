@@ -278,6 +278,7 @@ static void test_migration_to_v3(void **state)
                      "DROP INDEX blobs_by_owner;"
                      "DROP TABLE queue_usage; DROP TRIGGER queue_usage_in;"
                      "DROP TRIGGER queue_usage_out; DROP TABLE reports; DROP TABLE invites;"
+                     "DROP TABLE queue_refusals;"
                      "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
@@ -655,6 +656,28 @@ static void assert_usage(struct fixture *f, uint64_t d, uint64_t envelopes, uint
  * (with acknowledgements), acknowledgement, expiry and device removal; and reading them does
  * not scan the queue (SQLite: its CPU time is measured in this process).
  */
+/* Refused sends are counted per device and handed out once. */
+static void test_queue_refusals(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "r"), d = make_device(f, a), e = make_device(f, a), n = 99;
+
+    assert_int_equal(OPS(f)->queue_refusal_take(IMPL(f), d, &n), MSV_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(OPS(f)->queue_refusal_add(IMPL(f), d), MSV_OK);
+    assert_int_equal(OPS(f)->queue_refusal_add(IMPL(f), d), MSV_OK);
+    assert_int_equal(OPS(f)->queue_refusal_add(IMPL(f), e), MSV_OK);
+    assert_int_equal(OPS(f)->queue_refusal_take(IMPL(f), d, &n), MSV_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(OPS(f)->queue_refusal_take(IMPL(f), d, &n), MSV_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(OPS(f)->queue_refusal_add(IMPL(f), d), MSV_OK);
+    assert_int_equal(OPS(f)->queue_refusal_take(IMPL(f), d, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(OPS(f)->queue_refusal_take(IMPL(f), e, &n), MSV_OK);
+    assert_int_equal(n, 1);
+}
+
 static void test_queue_usage_counters(void **state)
 {
     struct fixture *f = *state;
@@ -1106,8 +1129,8 @@ static void test_reopen_and_schema(void **state)
     raw_exec(f, sql);
     /*
      * a database of version 6 gets version 7's index of attachments by owner, version 8's
-     * queue counters, which start from what is queued, version 9's reports and version 10's
-     * invites
+     * queue counters, which start from what is queued, version 9's reports, version 10's
+     * invites and version 11's refused sends
      */
     reopen(f);
     assert_int_equal(OPS(f)->queue_put(IMPL(f),
@@ -1121,15 +1144,16 @@ static void test_reopen_and_schema(void **state)
                      MSV_OK);
     msv_store_close(f->store);
     f->store = NULL;
-    raw_exec(
-        f, f->pg ? "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
-                   " DROP TRIGGER queue_usage_in ON queue; DROP TRIGGER queue_usage_out ON queue;"
-                   " DROP FUNCTION queue_usage_add; DROP FUNCTION queue_usage_sub;"
-                   " DROP TABLE reports; DROP TABLE invites; UPDATE missive_schema SET version = 6;"
-                 : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
-                   " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
-                   " DROP TABLE reports; DROP TABLE invites;"
-                   " DELETE FROM schema_version WHERE version >= 7;");
+    raw_exec(f,
+             f->pg ? "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
+                     " DROP TRIGGER queue_usage_in ON queue; DROP TRIGGER queue_usage_out ON queue;"
+                     " DROP FUNCTION queue_usage_add; DROP FUNCTION queue_usage_sub;"
+                     " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
+                     " UPDATE missive_schema SET version = 6;"
+                   : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
+                     " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
+                     " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
+                     " DELETE FROM schema_version WHERE version >= 7;");
     reopen(f);
     raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
     assert_usage(f, 42, 1, 3);
@@ -1140,6 +1164,13 @@ static void test_reopen_and_schema(void **state)
 
         assert_int_equal(OPS(f)->invite_add(IMPL(f), h, "", 1, 1, 0, &got), MSV_OK);
         assert_int_equal(OPS(f)->invite_take(IMPL(f), h, 2, 0), MSV_OK);
+    }
+    {
+        uint64_t refused = 0;
+
+        assert_int_equal(OPS(f)->queue_refusal_add(IMPL(f), 42), MSV_OK);
+        assert_int_equal(OPS(f)->queue_refusal_take(IMPL(f), 42, &refused), MSV_OK);
+        assert_int_equal(refused, 1);
     }
     if (f->pg) {
         struct msv_store *none = NULL;
@@ -1273,6 +1304,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_removal_drops_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_usage_counters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),
@@ -1296,6 +1328,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue_commit, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_removal_drops_queue, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue_usage_counters, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_refusals, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup_pg, teardown),

@@ -555,3 +555,24 @@ msv_err msv_client_connect(struct msv_client *c)
     (void)client_flush_outbox(c);
     return MSV_OK;
 }
+
+msv_err msv_client_usage(struct msv_client *c, msv_frame **result)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__UsageRequest u = MSV__WIRE__USAGE_REQUEST__INIT;
+    msv_frame *resp = NULL;
+    msv_err err = msv_client_connect(c);
+
+    req.body_case = MSV__WIRE__FRAME__BODY_USAGE_REQUEST;
+    req.usage_request = &u;
+    if (err == MSV_OK)
+        err = msv_conn_request(c->conn, &req, TIMEOUT_MS, &resp);
+    if (err == MSV_OK && resp->body_case != MSV__WIRE__FRAME__BODY_USAGE)
+        err = resp->body_case == MSV__WIRE__FRAME__BODY_ERROR ? MSV_ERR_IO : MSV_ERR_PARSE;
+    if (err != MSV_OK) {
+        msv_frame_free(resp);
+        return err;
+    }
+    *result = resp;
+    return MSV_OK;
+}

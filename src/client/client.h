@@ -544,6 +544,13 @@ MSV_MUST_CHECK msv_err msv_client_report(struct msv_client *c, const char *handl
                                          const char *reason, const uint8_t (*ids)[16], size_t n,
                                          int include_text);
 
+/*
+ * The account's use of the server against its limits: what waits for each of its devices
+ * and what they hold of the attachment store, with the server's queue caps and attachment
+ * quotas. *result (caller frees with msv_frame_free) has body usage.
+ */
+MSV_MUST_CHECK msv_err msv_client_usage(struct msv_client *c, msv_frame **result);
+
 /* The devices registered for handle (NULL: this account) as the directory lists them. */
 MSV_MUST_CHECK msv_err msv_client_devices(struct msv_client *c, const char *handle,
                                           msv_frame **result);

@@ -29,6 +29,7 @@
 #define DIRECTORY_CHANNEL "msv:directory"
 #define PROBE_PREFIX "msv:probe:"
 #define SUSPENDED_CHANNEL "msv:suspended"
+#define DISCONNECT_ORDER "disconnect "
 
 /* Deletes the presence only if it still names this node (a newer connection elsewhere wins). */
 static const char forget_presence[] =
@@ -149,14 +150,20 @@ static void set_presence(struct msv_cluster *c, uint64_t device)
  */
 static void suspended_message(struct msv_cluster *c, const char *payload)
 {
+    static const char disconnect[] = DISCONNECT_ORDER;
+    int cut = strncmp(payload, disconnect, sizeof(disconnect) - 1) == 0;
     char *end = NULL;
     uint64_t account;
 
+    if (cut) /* the operator's disconnect: not a suspension, the store is not asked */
+        payload += sizeof(disconnect) - 1;
     if (payload[0] < '1' || payload[0] > '9')
         return;
     errno = 0;
     account = strtoull(payload, &end, 10);
-    if (errno == 0 && *end == '\0')
+    if (errno == 0 && *end == '\0' && cut)
+        msv_server_account_disconnect(c->srv, account);
+    else if (errno == 0 && *end == '\0')
         msv_server_account_suspended(c->srv, account);
 }
 
@@ -569,7 +576,9 @@ void msv_cluster_stop(struct msv_cluster *c)
     free(c);
 }
 
-msv_err msv_cluster_publish_suspended(const char *redis, uint64_t account_id, int *nodes)
+/* Publishes "PREFIX ACCOUNT_ID" on msv:suspended; *nodes: how many nodes heard it. */
+static msv_err publish_account(const char *redis, const char *prefix, uint64_t account_id,
+                               int *nodes)
 {
     struct timeval timeout = {2, 0};
     char host[256];
@@ -585,7 +594,7 @@ msv_err msv_cluster_publish_suspended(const char *redis, uint64_t account_id, in
         goto out;
     if (redisSetTimeout(r, timeout) != REDIS_OK)
         goto out;
-    reply = redisCommand(r, "PUBLISH " SUSPENDED_CHANNEL " %" PRIu64, account_id);
+    reply = redisCommand(r, "PUBLISH " SUSPENDED_CHANNEL " %s%" PRIu64, prefix, account_id);
     if (reply == NULL || reply->type != REDIS_REPLY_INTEGER)
         goto out;
     *nodes = (int)reply->integer;
@@ -595,4 +604,14 @@ out:
         freeReplyObject(reply);
     redisFree(r);
     return err;
+}
+
+msv_err msv_cluster_publish_suspended(const char *redis, uint64_t account_id, int *nodes)
+{
+    return publish_account(redis, "", account_id, nodes);
+}
+
+msv_err msv_cluster_publish_disconnect(const char *redis, uint64_t account_id, int *nodes)
+{
+    return publish_account(redis, DISCONNECT_ORDER, account_id, nodes);
 }

@@ -60,5 +60,11 @@ void msv_cluster_directory_changed(struct msv_cluster *c, const char *handle);
  */
 MSV_MUST_CHECK msv_err msv_cluster_publish_suspended(const char *redis, uint64_t account_id,
                                                      int *nodes);
+/*
+ * The same for an operator's disconnect of account_id (POST /admin/disconnect): published on
+ * msv:suspended as "disconnect ACCOUNT_ID"; every node closes the account's connections.
+ */
+MSV_MUST_CHECK msv_err msv_cluster_publish_disconnect(const char *redis, uint64_t account_id,
+                                                      int *nodes);
 
 #endif

@@ -103,6 +103,7 @@ static const struct option_def options[] = {
     {"http", "listen_port", OPT_PORT, F(http_port), 0, 65535},
     {"http", "max_header_bytes", OPT_U32, F(http_max_header_bytes), 256, 1048576},
     {"http", "request_timeout_s", OPT_U32, F(http_request_timeout_s), 1, 3600},
+    {"http", "admin_token_file", OPT_STR, F(http_admin_token_file), 0, 0},
     {"log", "level", OPT_LEVEL, F(log_level), 0, 0},
     {"log", "file", OPT_STR, F(log_file), 0, 0},
     {"testing", "clock_file", OPT_STR, F(clock_file), 0, 0},

@@ -66,8 +66,9 @@ struct msv_config {
     char http_host[256];
     uint16_t http_port; /* 0 with http_enabled: any free port */
     int http_enabled;
-    unsigned http_max_header_bytes;  /* a request's line and headers, together */
-    unsigned http_request_timeout_s; /* an HTTP connection's whole life */
+    unsigned http_max_header_bytes;   /* a request's line and headers, together */
+    unsigned http_request_timeout_s;  /* an HTTP connection's whole life */
+    char http_admin_token_file[1024]; /* the admin API's bearer token; empty: no admin API */
     enum msv_log_level log_level;
     char log_file[1024]; /* empty: standard error */
     uint64_t expiry_interval_ms;

@@ -105,3 +105,18 @@ out:
         close(s);
     return err;
 }
+
+int msv_control_node_runs(const char *data_dir)
+{
+    struct sockaddr_un sun;
+    int s, runs;
+
+    if (control_addr(data_dir, &sun) != MSV_OK)
+        return 0;
+    s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    /* a socket file a node left when it was killed refuses the connection */
+    runs = s >= 0 && connect(s, (struct sockaddr *)&sun, sizeof(sun)) == 0;
+    if (s >= 0)
+        close(s);
+    return runs;
+}

@@ -38,4 +38,7 @@ MSV_MUST_CHECK msv_err msv_control_read(int fd, uint64_t *account_id);
  */
 MSV_MUST_CHECK msv_err msv_control_send_suspended(const char *data_dir, uint64_t account_id);
 
+/* 1 if a node runs on data_dir now (something is bound to its control socket), else 0. */
+int msv_control_node_runs(const char *data_dir);
+
 #endif

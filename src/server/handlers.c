@@ -1223,6 +1223,12 @@ static int sealed_send_allowed(struct msv_conn_state *c, const msv_frame *f,
     return 1;
 }
 
+/* 1 if one more envelope of len bytes would pass a device's queue caps. */
+static int is_full(const struct msv_server *s, const struct msv_queue_usage *u, size_t len)
+{
+    return u->envelopes + 1 > s->cfg.queue_max_envelopes || u->bytes + len > s->cfg.queue_max_bytes;
+}
+
 /*
  * The per-account envelope rate (a sealed send has no account: its address's sealed rate
  * was taken already) and every recipient device's queue cap. Answers a refusal itself and
@@ -1249,8 +1255,7 @@ static int quota_allows(struct msv_conn_state *c, const msv_frame *f)
     } else {
         /* each device is addressed once (addresses_match), so one envelope adds to each */
         for (size_t i = 0; i < n; i++)
-            full |= use[i].envelopes + 1 > s->cfg.queue_max_envelopes ||
-                    use[i].bytes + q->envelopes[i]->ciphertext.len > s->cfg.queue_max_bytes;
+            full |= is_full(s, &use[i], q->envelopes[i]->ciphertext.len);
     }
     if (full == 0)
         return 1;
@@ -1261,6 +1266,12 @@ static int quota_allows(struct msv_conn_state *c, const msv_frame *f)
         return 0;
     }
     atomic_fetch_add(&s->m.queue_full, 1);
+    /* the recipients are told too (account usage): a refusal counts for each full queue */
+    for (size_t i = 0; i < n; i++)
+        if (is_full(s, &use[i], q->envelopes[i]->ciphertext.len) &&
+            STORE(s)->queue_refusal_add(IMPL(s), use[i].device_id) != MSV_OK)
+            msv_log(MSV_LOG_WARN, "queue_refusal_lost", "device=%llu",
+                    (unsigned long long)use[i].device_id);
     msv_conn_send_error(c, f->request_id, E_TOO_BIG,
                         "the recipient's queue is full; nothing was sent, try again later");
     return 0;
@@ -1639,6 +1650,70 @@ static void handle_report(struct msv_conn_state *c, const msv_frame *f)
     msv_conn_send_ok(c, f->request_id);
 }
 
+/* The answer's entry of device d (queue and attachments), read from the store. */
+static msv_err device_usage(struct msv_server *s, uint64_t device_id, Msv__Wire__DeviceUsage *d,
+                            uint64_t *account_bytes)
+{
+    struct msv_queue_usage q = {.device_id = device_id};
+    struct msv_blob_usage b = {0};
+    msv_err err = STORE(s)->queue_usage(IMPL(s), &q, 1);
+
+    if (err == MSV_OK)
+        err = STORE(s)->blob_usage(IMPL(s), device_id, msv_server_now_ms(s), &b);
+    /* told once: the count starts again from 0 */
+    if (err == MSV_OK)
+        err = STORE(s)->queue_refusal_take(IMPL(s), device_id, &d->refused_sends);
+    if (err != MSV_OK)
+        return err;
+    d->device_id = device_id;
+    d->queued = q.envelopes;
+    d->queued_bytes = q.bytes;
+    d->attachment_bytes = b.device_bytes;
+    d->open_uploads = b.open;
+    *account_bytes = b.account_bytes;
+    return MSV_OK;
+}
+
+/* The account's usage against the queue caps and attachment quotas (frame.proto UsageRequest). */
+static void handle_usage(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__UsageAnswer u = MSV__WIRE__USAGE_ANSWER__INIT;
+    struct msv_device_list list = {0};
+    Msv__Wire__DeviceUsage *items = NULL, **ptrs = NULL;
+    msv_err err = STORE(s)->devices_of_account(IMPL(s), c->account_id, &list);
+
+    if (err == MSV_OK && ((items = calloc(list.count + 1, sizeof(*items))) == NULL ||
+                          (ptrs = calloc(list.count + 1, sizeof(*ptrs))) == NULL))
+        err = MSV_ERR_NOMEM;
+    for (size_t i = 0; err == MSV_OK && i < list.count; i++) {
+        msv__wire__device_usage__init(&items[i]);
+        ptrs[i] = &items[i];
+        err = device_usage(s, list.items[i].id, &items[i], &u.account_attachment_bytes);
+    }
+    if (err != MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+    } else {
+        u.n_devices = list.count;
+        u.devices = ptrs;
+        pthread_mutex_lock(&s->limits_lock);
+        u.queue_max_envelopes = s->cfg.queue_max_envelopes;
+        u.queue_max_bytes = s->cfg.queue_max_bytes;
+        pthread_mutex_unlock(&s->limits_lock);
+        u.attachment_bytes_per_device = s->cfg.blob_device_bytes;
+        u.attachment_bytes_per_account = s->cfg.blob_account_bytes;
+        u.open_uploads_per_device = s->cfg.blob_open_max;
+        out.request_id = f->request_id;
+        out.body_case = MSV__WIRE__FRAME__BODY_USAGE;
+        out.usage = &u;
+        msv_conn_send_frame(c, &out);
+    }
+    free(items);
+    free(ptrs);
+    msv_device_list_clear(&list);
+}
+
 /* ---- dispatch ------------------------------------------------------------------------- */
 
 /* What each request needs: its handler, and whether the device must be authenticated. */
@@ -1659,6 +1734,7 @@ static const struct route {
     {MSV__WIRE__FRAME__BODY_PREKEY_CLAIM, 1, handle_prekey_claim},
     {MSV__WIRE__FRAME__BODY_SET_DELIVERY_TOKEN, 1, handle_set_delivery_token},
     {MSV__WIRE__FRAME__BODY_REPORT, 1, handle_report},
+    {MSV__WIRE__FRAME__BODY_USAGE_REQUEST, 1, handle_usage},
     {MSV__WIRE__FRAME__BODY_ACK, 1, handle_ack},
     {MSV__WIRE__FRAME__BODY_REMOVE_DEVICE, 1, handle_remove_device},
     {MSV__WIRE__FRAME__BODY_APPROVE_DEVICE, 1, handle_approve_device},

@@ -27,6 +27,7 @@
 #include <event2/listener.h>
 
 #include "missive/util.h"
+#include "server/admin_api.h"
 #include "server/log.h"
 #include "server/server.h"
 
@@ -62,6 +63,7 @@ struct msv_http_conns {
     int started;
     struct store_check check;
     struct msv_server *srv;
+    struct msv_admin_api *admin; /* NULL: no admin API */
 };
 
 static void *check_main(void *arg)
@@ -237,6 +239,10 @@ static const struct {
       "BlobFinish requests whose bytes did not have the SHA-256 named."),
     M(blob_finish_busy, "blob_finish_busy_total", "counter",
       "BlobFinish requests refused because finish_checks checks were running."),
+    M(admin_requests, "admin_requests_total", "counter",
+      "Requests to the admin API (/admin/...), whatever their answer."),
+    M(admin_unauthorized, "admin_unauthorized_total", "counter",
+      "Admin API requests without the admin token, or with another (answered 401)."),
     M(shared_limits_fallback, "shared_limits_fallback_total", "counter",
       "Limit checks that Redis did not answer within redis_timeout_ms: counted on the node's "
       "own bucket instead."),
@@ -396,6 +402,7 @@ void msv_http_stop(struct msv_server *s)
         event_base_free(t->base);
     pthread_cond_destroy(&t->check.done);
     pthread_mutex_destroy(&t->check.lock);
+    msv_admin_api_free(t->admin);
     free(t->items);
     free(t);
     s->http_conns = NULL;
@@ -453,6 +460,23 @@ static msv_err pause_on_accept_error(struct msv_server *s, struct event_base *ba
     return MSV_OK;
 }
 
+/* The admin API if [http] admin_token_file names a token; logs whether it is on. */
+static msv_err start_admin_api(struct msv_server *s, struct msv_http_conns *t)
+{
+    char why[1200] = "";
+
+    if (msv_admin_api_open(&s->cfg, s, &t->admin, why, sizeof(why)) != MSV_OK) {
+        msv_log(MSV_LOG_ERROR, "admin_api_refused", "reason=\"%s\"", why);
+        return MSV_ERR_INVALID;
+    }
+    if (t->admin != NULL)
+        msv_admin_api_register(t->admin, s->http);
+    if (s->cfg.http_admin_token_file[0] != '\0')
+        msv_log(t->admin != NULL ? MSV_LOG_INFO : MSV_LOG_WARN, "admin_api", "state=%s file=\"%s\"",
+                t->admin != NULL ? "on" : "off (no such file)", s->cfg.http_admin_token_file);
+    return MSV_OK;
+}
+
 msv_err msv_http_start(struct msv_server *s)
 {
     struct evhttp_bound_socket *sock;
@@ -482,7 +506,10 @@ msv_err msv_http_start(struct msv_server *s)
     s->http = evhttp_new(t->base);
     if (s->http == NULL || t->sweep == NULL || t->stop == NULL || event_add(t->sweep, &second) != 0)
         return MSV_ERR_NOMEM;
-    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    if (start_admin_api(s, t) != MSV_OK)
+        return MSV_ERR_INVALID;
+    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD |
+                                            (t->admin != NULL ? EVHTTP_REQ_POST : 0));
     evhttp_set_timeout(s->http, (int)s->cfg.http_request_timeout_s);
     evhttp_set_max_headers_size(s->http, (ev_ssize_t)s->cfg.http_max_header_bytes);
     evhttp_set_max_body_size(s->http, (ev_ssize_t)s->cfg.http_max_header_bytes);

@@ -575,6 +575,7 @@ static int wake_worker(struct msv_server *s, uint64_t device_id)
 /* Why a connection is closed under a device, as its Error says (compared by address). */
 const char msv_server_removed_text[] = "this device was removed from its account";
 static const char suspended_text[] = "this account is suspended";
+static const char disconnected_text[] = "the server's operator closed this connection";
 
 /* Hands one worker an order; 0 if there was no memory for it. */
 static int post_close(struct msv_worker *w, const struct msv_close_order *o)
@@ -638,6 +639,11 @@ void msv_server_account_suspended(struct msv_server *s, uint64_t account_id)
     msv_server_close_conns(s, 0, account_id, NULL, suspended_text);
 }
 
+void msv_server_account_disconnect(struct msv_server *s, uint64_t account_id)
+{
+    msv_server_close_conns(s, 0, account_id, NULL, disconnected_text);
+}
+
 void msv_server_wake_local(struct msv_server *s, uint64_t device_id)
 {
     (void)wake_worker(s, device_id); /* offline: the queue waits for its next connection */
@@ -671,9 +677,10 @@ static void revoke_conn(struct msv_conn_state *c, const char *why)
     atomic_fetch_add(&s->m.connections_revoked, 1);
     /* a device reconnecting replaces its connection often: that is no news */
     msv_log(why != NULL ? MSV_LOG_INFO : MSV_LOG_DEBUG,
-            why == NULL             ? "conn_replaced"
-            : why == suspended_text ? "suspended_closed"
-                                    : "removed_closed",
+            why == NULL                ? "conn_replaced"
+            : why == suspended_text    ? "suspended_closed"
+            : why == disconnected_text ? "disconnected_closed"
+                                       : "removed_closed",
             "peer=%s device=%llu", c->peer, (unsigned long long)c->device_id);
     c->device_id = 0;
     if (why != NULL)

@@ -139,6 +139,7 @@ struct msv_metrics {
         claims_refused, claims_throttled, prekeys_exhausted, blobs_refused, blob_finish_failed,
         blob_finish_busy;
     _Atomic uint64_t shared_limits_fallback;
+    _Atomic uint64_t admin_requests, admin_unauthorized;
 };
 
 struct msv_bucket {
@@ -241,6 +242,12 @@ void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t a
  * its connections on every worker close now, if the store agrees.
  */
 void msv_server_account_suspended(struct msv_server *s, uint64_t account_id);
+/*
+ * The operator asked that account_id's connections end (POST /admin/disconnect, here or on
+ * another node): they close now on every worker, whatever the store says; the devices may
+ * connect again at once.
+ */
+void msv_server_account_disconnect(struct msv_server *s, uint64_t account_id);
 /*
  * Every worker checks each of its connections against the store (device
  * still there, account not suspended) and closes those that fail.

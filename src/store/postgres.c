@@ -439,6 +439,12 @@ static msv_err finish(struct pg_conn *c, msv_err err)
     "  expires_ms BIGINT NOT NULL,"      \
     "  revoked BOOLEAN NOT NULL DEFAULT FALSE);"
 
+/* Sends refused because a device's queue was full, until its account asks (account usage). */
+#define QUEUE_REFUSALS_SCHEMA         \
+    "CREATE TABLE queue_refusals ("   \
+    "  device_id BIGINT PRIMARY KEY," \
+    "  refused BIGINT NOT NULL);"
+
 static const char schema[] =
     "CREATE TABLE accounts ("
     "  id BIGSERIAL PRIMARY KEY,"
@@ -496,7 +502,8 @@ static const char schema[] =
     "  device_id BIGINT NOT NULL,"
     "  key_id BIGINT NOT NULL,"
     "  pk BYTEA NOT NULL,"
-    "  PRIMARY KEY (device_id, key_id));" QUEUE_USAGE_SCHEMA REPORTS_SCHEMA INVITES_SCHEMA;
+    "  PRIMARY KEY (device_id, key_id));" QUEUE_USAGE_SCHEMA REPORTS_SCHEMA INVITES_SCHEMA
+        QUEUE_REFUSALS_SCHEMA;
 
 static const char *const upgrades[] = {
     /* 6 -> 7: attachment quotas sum a device's attachments */
@@ -508,6 +515,8 @@ static const char *const upgrades[] = {
     REPORTS_SCHEMA,
     /* 9 -> 10: registration invites */
     INVITES_SCHEMA,
+    /* 10 -> 11: sends refused for a full queue */
+    QUEUE_REFUSALS_SCHEMA,
 };
 _Static_assert(sizeof(upgrades) / sizeof(upgrades[0]) == MSV_STORE_SCHEMA_VERSION - PG_SCHEMA_FIRST,
                "an upgrade for every schema version");
@@ -1819,6 +1828,36 @@ static msv_err queue_usage(struct pg_conn *c, struct msv_queue_usage *u, size_t 
     return err;
 }
 
+static msv_err queue_refusal_add(struct pg_conn *c, uint64_t device_id)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_i64(&a, (int64_t)device_id);
+    err = query(c,
+                "INSERT INTO queue_refusals VALUES ($1, 1) ON CONFLICT (device_id) DO UPDATE"
+                " SET refused = queue_refusals.refused + 1;",
+                &a, &r);
+    PQclear(r);
+    return err;
+}
+
+static msv_err queue_refusal_take(struct pg_conn *c, uint64_t device_id, uint64_t *refused)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_i64(&a, (int64_t)device_id);
+    /* one statement: the count read is the one deleted */
+    err = query(c, "DELETE FROM queue_refusals WHERE device_id = $1 RETURNING refused;", &a, &r);
+    if (err == MSV_OK)
+        *refused = PQntuples(r) == 1 ? (uint64_t)col_i64(r, 0, 0) : 0;
+    PQclear(r);
+    return err;
+}
+
 static msv_err queue_depth(struct pg_conn *c, uint64_t *count)
 {
     PGresult *r = NULL;
@@ -2141,6 +2180,16 @@ static msv_err p_queue_usage(void *impl, struct msv_queue_usage *u, size_t n)
     POOLED(queue_usage(c_, u, n));
 }
 
+static msv_err p_queue_refusal_add(void *impl, uint64_t device_id)
+{
+    POOLED(queue_refusal_add(c_, device_id));
+}
+
+static msv_err p_queue_refusal_take(void *impl, uint64_t device_id, uint64_t *refused)
+{
+    POOLED(queue_refusal_take(c_, device_id, refused));
+}
+
 static msv_err p_queue_depth(void *impl, uint64_t *count)
 {
     POOLED(queue_depth(c_, count));
@@ -2261,6 +2310,8 @@ static const struct msv_store_ops pg_ops = {
     .queue_expire = p_queue_expire,
     .queue_depth = p_queue_depth,
     .queue_usage = p_queue_usage,
+    .queue_refusal_add = p_queue_refusal_add,
+    .queue_refusal_take = p_queue_refusal_take,
     .blob_create = p_blob_create,
     .blob_get = p_blob_get,
     .blob_update = p_blob_update,

@@ -3,10 +3,12 @@
  * so that a commit that returned has reached the disk; a mutex serialises the
  * callers. The SQL is kept to what PostgreSQL also speaks.
  */
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -203,6 +205,10 @@ static const char *const migrations[] = {
     "  created_ms INTEGER NOT NULL,"
     "  expires_ms INTEGER NOT NULL,"
     "  revoked INTEGER NOT NULL DEFAULT 0);",
+    /* 10 -> 11: sends refused because a device's queue was full, until its account asks */
+    "CREATE TABLE queue_refusals ("
+    "  device_id INTEGER PRIMARY KEY,"
+    "  refused INTEGER NOT NULL);",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -1317,6 +1323,45 @@ static msv_err queue_usage(void *impl, struct msv_queue_usage *u, size_t n)
     return err;
 }
 
+static msv_err queue_refusal_add(void *impl, uint64_t device_id)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s,
+                          "INSERT INTO queue_refusals VALUES (?, 1) ON CONFLICT (device_id) DO"
+                          " UPDATE SET refused = refused + 1;",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    return run(s, st);
+}
+
+/* Inside a transaction: the read and the reset are one. */
+static msv_err queue_refusal_take_locked(void *impl, uint64_t device_id, uint64_t *refused)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "SELECT refused FROM queue_refusals WHERE device_id = ?;", &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    rc = sqlite3_step(st);
+    *refused = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+    err = rc == SQLITE_ROW || rc == SQLITE_DONE ? MSV_OK : MSV_ERR_IO;
+    release(s, st);
+    if (err != MSV_OK || *refused == 0)
+        return err;
+    err = prepare(s, "DELETE FROM queue_refusals WHERE device_id = ?;", &st);
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    return run(s, st);
+}
+
 static msv_err queue_depth(void *impl, uint64_t *count)
 {
     struct sqlite_store *s = impl;
@@ -1794,6 +1839,16 @@ static msv_err l_queue_usage(void *impl, struct msv_queue_usage *u, size_t n)
     LOCKED(queue_usage(impl, u, n));
 }
 
+static msv_err l_queue_refusal_add(void *impl, uint64_t device_id)
+{
+    LOCKED(queue_refusal_add(impl, device_id));
+}
+
+static msv_err l_queue_refusal_take(void *impl, uint64_t device_id, uint64_t *refused)
+{
+    TRANSACTION(queue_refusal_take_locked(impl, device_id, refused));
+}
+
 static msv_err l_queue_depth(void *impl, uint64_t *count)
 {
     LOCKED(queue_depth(impl, count));
@@ -1873,6 +1928,8 @@ static const struct msv_store_ops sqlite_ops = {
     .queue_expire = l_queue_expire,
     .queue_depth = l_queue_depth,
     .queue_usage = l_queue_usage,
+    .queue_refusal_add = l_queue_refusal_add,
+    .queue_refusal_take = l_queue_refusal_take,
     .blob_create = l_blob_create,
     .blob_get = l_blob_get,
     .blob_update = l_blob_update,
@@ -1939,6 +1996,151 @@ msv_err msv_store_open_sqlite(const char *path, struct msv_store **out)
 fail:
     sqlite_close(s);
     free(store);
+    return err;
+}
+
+/* Opens path read-only, waiting up to 5 s for a writer's lock. */
+static msv_err open_read_only(const char *path, sqlite3 **db)
+{
+    if (sqlite3_open_v2(path, db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        sqlite3_close(*db);
+        *db = NULL;
+        return MSV_ERR_IO;
+    }
+    sqlite3_busy_timeout(*db, 5000);
+    return MSV_OK;
+}
+
+/* Runs the backup from src's open read transaction into dst, step by step. */
+static msv_err backup_steps(sqlite3 *src, sqlite3 *dst,
+                            void (*progress)(void *arg, int done, int total), void *arg)
+{
+    sqlite3_backup *b = sqlite3_backup_init(dst, "main", src, "main");
+    int rc = SQLITE_OK;
+
+    if (b == NULL)
+        return msv_sql_err(sqlite3_errcode(dst));
+    while (rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED) {
+        rc = sqlite3_backup_step(b, MSV_SQLITE_BACKUP_STEP);
+        if (progress != NULL)
+            progress(arg, sqlite3_backup_pagecount(b) - sqlite3_backup_remaining(b),
+                     sqlite3_backup_pagecount(b));
+        if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
+            sqlite3_sleep(50);
+    }
+    if (sqlite3_backup_finish(b) != SQLITE_OK || rc != SQLITE_DONE)
+        return rc == SQLITE_NOMEM ? MSV_ERR_NOMEM : MSV_ERR_IO;
+    return MSV_OK;
+}
+
+msv_err msv_store_sqlite_backup(const char *src_path, const char *dst_path,
+                                void (*progress)(void *arg, int done, int total), void *arg)
+{
+    sqlite3 *src = NULL, *dst = NULL;
+    int fd = open(dst_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    msv_err err = fd >= 0 ? open_read_only(src_path, &src) : MSV_ERR_EXISTS;
+
+    if (fd >= 0)
+        close(fd);
+    if (err == MSV_OK && sqlite3_open_v2(dst_path, &dst, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
+        err = MSV_ERR_IO;
+    /* one snapshot for every step: a write elsewhere would otherwise restart the copy */
+    if (err == MSV_OK)
+        err = msv_sql_exec(src, "BEGIN; SELECT count(*) FROM sqlite_master;");
+    if (err == MSV_OK)
+        err = backup_steps(src, dst, progress, arg);
+    if (src != NULL)
+        (void)msv_sql_exec(src, "COMMIT;");
+    if (err == MSV_OK)
+        err = msv_sql_exec(dst, "PRAGMA journal_mode = WAL;");
+    if (sqlite3_close(dst) != SQLITE_OK && err == MSV_OK)
+        err = MSV_ERR_IO;
+    sqlite3_close(src);
+    if (err != MSV_OK && fd >= 0)
+        unlink(dst_path);
+    return err;
+}
+
+/* The first row's text of sql on db, into out; "" if there is none. */
+static msv_err first_text(sqlite3 *db, const char *sql, char *out, size_t len)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db, sql, &st);
+    int rc = err == MSV_OK ? sqlite3_step(st) : SQLITE_ERROR;
+
+    out[0] = '\0';
+    if (err == MSV_OK && rc == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL)
+        snprintf(out, len, "%s", (const char *)sqlite3_column_text(st, 0));
+    else if (err == MSV_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        err = msv_sql_err(rc);
+    sqlite3_finalize(st);
+    return err;
+}
+
+msv_err msv_store_sqlite_check(const char *path, char *why, size_t why_len)
+{
+    sqlite3 *db = NULL;
+    char text[256];
+    long version;
+    msv_err err = open_read_only(path, &db);
+
+    snprintf(why, why_len, "%s cannot be opened", path);
+    if (err == MSV_OK &&
+        (err = first_text(db, "PRAGMA integrity_check(1);", text, sizeof(text))) != MSV_OK)
+        snprintf(why, why_len, "%s is not a SQLite database", path);
+    else if (err == MSV_OK && strcmp(text, "ok") != 0)
+        snprintf(why, why_len, "%s fails SQLite's integrity check: %s", path, text);
+    if (err == MSV_OK && strcmp(text, "ok") != 0)
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK &&
+        first_text(db, "SELECT MAX(version) FROM schema_version;", text, sizeof(text)) != MSV_OK) {
+        snprintf(why, why_len, "%s is not a missived database", path);
+        err = MSV_ERR_PARSE;
+    }
+    version = err == MSV_OK ? strtol(text, NULL, 10) : 0;
+    if (err == MSV_OK &&
+        (version < 1 || version > (long)(sizeof(migrations) / sizeof(migrations[0])))) {
+        snprintf(why, why_len, "%s has schema version %s, which this missived cannot read", path,
+                 text[0] ? text : "(none)");
+        err = MSV_ERR_UNSUPPORTED;
+    }
+    sqlite3_close(db);
+    return err;
+}
+
+static msv_err read_blob_file(sqlite3_stmt *st, void *row)
+{
+    struct msv_blob_file *b = row;
+
+    if (sqlite3_column_bytes(st, 0) != MSV_BLOB_ID_LEN || sqlite3_column_bytes(st, 2) != 32)
+        return MSV_ERR_PARSE;
+    memcpy(b->id, sqlite3_column_blob(st, 0), MSV_BLOB_ID_LEN);
+    b->size = (uint64_t)sqlite3_column_int64(st, 1);
+    memcpy(b->sha256, sqlite3_column_blob(st, 2), 32);
+    b->expires_ms = sqlite3_column_int64(st, 3);
+    return MSV_OK;
+}
+
+static void drop_blob_files(void *list, size_t n)
+{
+    (void)n;
+    free(list);
+}
+
+msv_err msv_store_sqlite_blob_files(const char *path, struct msv_blob_file **out, size_t *n)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    msv_err err = open_read_only(path, &db);
+
+    if (err == MSV_OK)
+        err = msv_sql_prepare(
+            db, "SELECT id, size, sha256, expires_ms FROM blobs WHERE complete = 1;", &st);
+    if (err == MSV_OK)
+        err =
+            msv_sql_rows(st, sizeof(**out), read_blob_file, drop_blob_files, (void **)out, n, NULL);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
     return err;
 }
 

@@ -292,6 +292,10 @@ struct msv_store_ops {
     msv_err (*queue_depth)(void *impl, uint64_t *count);
     /* The envelopes and ciphertext bytes waiting for each of n devices (expired ones too). */
     msv_err (*queue_usage)(void *impl, struct msv_queue_usage *u, size_t n);
+    /* One more send refused because device_id's queue was full (table queue_refusals). */
+    msv_err (*queue_refusal_add)(void *impl, uint64_t device_id);
+    /* The sends refused for device_id's full queue since last taken, and the count back to 0. */
+    msv_err (*queue_refusal_take)(void *impl, uint64_t device_id, uint64_t *refused);
 
     /* attachment metadata (the bytes live in the blob backend) */
     msv_err (*blob_create)(void *impl, const struct msv_blob_rec *rec);
@@ -361,7 +365,60 @@ MSV_MUST_CHECK msv_err msv_store_open_postgres(const char *conninfo, unsigned co
                                                struct msv_store **out);
 void msv_store_close(struct msv_store *s);
 
+/* One table of a migration: its rows in SQLite and, after the copy, in PostgreSQL. */
+struct msv_migrated_table {
+    char name[64];
+    uint64_t from, to;
+};
+/*
+ * Copies every table of the SQLite store at sqlite_path (no missived running on it; brought to
+ * this missived's schema first) into the PostgreSQL database at conninfo (its schema made
+ * there) in one transaction, which commits only if PostgreSQL then holds as many rows as
+ * SQLite in every table. Refuses a target that holds any row (MSV_ERR_EXISTS) or whose tables
+ * are not SQLite's. On success *tables (caller frees with free()) lists the n tables with
+ * both counts; on failure why says what went wrong and PostgreSQL is left as it was.
+ */
+MSV_MUST_CHECK msv_err msv_store_migrate_to_postgres(const char *sqlite_path, const char *conninfo,
+                                                     unsigned timeout_ms,
+                                                     struct msv_migrated_table **tables,
+                                                     size_t *n_tables, char *why, size_t why_len);
+
+/* ---- an operator's copies of the SQLite store (missive-admin backup and restore) ---- */
+
+/*
+ * Copies the SQLite store at src_path to dst_path, which must not exist (made
+ * with mode 0600; removed again on failure), with SQLite's online backup API,
+ * MSV_SQLITE_BACKUP_STEP pages per step, all from one read transaction: the
+ * copy is the database as one commit left it, however much a running missived
+ * writes meanwhile, and no writer waits for it. progress (may be NULL) is
+ * called after every step with the pages copied and the pages in all.
+ */
+#define MSV_SQLITE_BACKUP_STEP 256
+MSV_MUST_CHECK msv_err msv_store_sqlite_backup(const char *src_path, const char *dst_path,
+                                               void (*progress)(void *arg, int done, int total),
+                                               void *arg);
+/*
+ * MSV_OK if path holds a SQLite store that passes SQLite's integrity check and
+ * that this missived can open (a schema no newer than its own); otherwise an
+ * error and, in why, what is wrong. Opens path read-only.
+ */
+MSV_MUST_CHECK msv_err msv_store_sqlite_check(const char *path, char *why, size_t why_len);
+
+/* A finished attachment as the store records it. */
+struct msv_blob_file {
+    uint8_t id[MSV_BLOB_ID_LEN];
+    uint64_t size;
+    uint8_t sha256[32];
+    int64_t expires_ms;
+};
+/*
+ * Every finished attachment the SQLite store at path records (read-only).
+ * *out: caller frees with free().
+ */
+MSV_MUST_CHECK msv_err msv_store_sqlite_blob_files(const char *path, struct msv_blob_file **out,
+                                                   size_t *n);
+
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 10
+#define MSV_STORE_SCHEMA_VERSION 11
 
 #endif
