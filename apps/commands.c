@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,6 +52,11 @@ static const struct {
     {"devices", "devices [list | approve DEVICE_ID | remove DEVICE_ID]",
      "Lists the account's devices with their fingerprints, approves one waiting to join, or "
      "removes one."},
+    {"password", "password change",
+     "Changes the account's password: the current one from MISSIVE_PASSWORD (or "
+     "--password-file), the new one from MISSIVE_NEW_PASSWORD, or asked twice on the "
+     "terminal (8 characters or more). Wrong current passwords count against the same limit "
+     "as other password attempts. The account's other devices are told."},
     {"profile", "profile [show [HANDLE] | set --name NAME [--avatar FILE] | clear-avatar]",
      "Shows this account's profile or a contact's as last received (its avatar's file), or "
      "sets this account's display name (1 to 64 bytes, no control characters) and avatar (a "
@@ -216,8 +222,8 @@ void cli_usage_all(FILE *f)
     fprintf(f, "\n'missive COMMAND --help' describes each. The account is --account, or\n"
                "MISSIVE_ACCOUNT, or the only one in the data directory.\n"
                "environment: MISSIVE_PASSPHRASE (seals this device's keys), MISSIVE_PASSWORD\n"
-               "(the account password, for register and link), MISSIVE_BACKUP_PASSPHRASE (for\n"
-               "backup and restore).\n"
+               "(the account password, for register, link and password), MISSIVE_NEW_PASSWORD\n"
+               "(password change), MISSIVE_BACKUP_PASSPHRASE (for backup and restore).\n"
                "exit status: 0 success, 1 error, 2 usage, 3 authentication, 4 server "
                "unreachable, 5 the server could not store it\n");
 }
@@ -538,12 +544,63 @@ static int create_device(const struct cli *o, const char *handle, struct msv_cli
     return 0;
 }
 
-static char *need_password(const struct cli *o)
+char *cli_password(const struct cli *o)
 {
-    char *pw = secret(o->password_file, "MISSIVE_PASSWORD");
+    char *pw =
+        o->password != NULL ? strdup(o->password) : secret(o->password_file, "MISSIVE_PASSWORD");
 
     if (pw == NULL || strlen(pw) < 8) {
         fprintf(cli_err, "missive: set MISSIVE_PASSWORD (8 characters or more) to the account "
+                         "password\n");
+        free_secret(pw);
+        return NULL;
+    }
+    return pw;
+}
+
+/* Asks for a secret on the terminal without echoing it; NULL without a terminal. */
+char *cli_ask_secret(const char *prompt)
+{
+    struct termios saved, quiet;
+    char buf[1100];
+    FILE *tty = fopen("/dev/tty", "r+");
+    char *got = NULL;
+
+    if (tty == NULL)
+        return NULL;
+    if (tcgetattr(fileno(tty), &saved) == 0) {
+        quiet = saved;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        fputs(prompt, tty);
+        fflush(tty);
+        if (tcsetattr(fileno(tty), TCSAFLUSH, &quiet) == 0 && fgets(buf, sizeof(buf), tty)) {
+            buf[strcspn(buf, "\r\n")] = '\0';
+            got = strdup(buf);
+        }
+        tcsetattr(fileno(tty), TCSAFLUSH, &saved);
+        fputc('\n', tty);
+        msv_wipe(buf, sizeof(buf));
+    }
+    fclose(tty);
+    return got;
+}
+
+char *cli_new_password(const struct cli *o)
+{
+    char *pw =
+        o->new_password != NULL ? strdup(o->new_password) : secret(NULL, "MISSIVE_NEW_PASSWORD");
+    char *again = NULL;
+
+    if (pw == NULL && !o->no_stdin && (pw = cli_ask_secret("new password: ")) != NULL &&
+        ((again = cli_ask_secret("the same again: ")) == NULL || strcmp(pw, again) != 0)) {
+        fprintf(cli_err, "missive: the two new passwords differ\n");
+        free_secret(pw);
+        free_secret(again);
+        return NULL;
+    }
+    free_secret(again);
+    if (pw == NULL || strlen(pw) < 8 || strlen(pw) > 1024) {
+        fprintf(cli_err, "missive: set MISSIVE_NEW_PASSWORD (8 to 1024 characters) to the new "
                          "password\n");
         free_secret(pw);
         return NULL;
@@ -586,7 +643,7 @@ static int cmd_register(const struct cli *o)
         msv_client_close(c);
         return rc;
     }
-    if ((pw = need_password(o)) == NULL)
+    if ((pw = cli_password(o)) == NULL)
         return EXIT_USAGE;
     {
         struct cli with_account = *o;
@@ -615,7 +672,7 @@ static int cmd_link(const struct cli *o)
 
     if (o->argc != 1)
         return cli_usage("link", cli_err);
-    if ((pw = need_password(o)) == NULL)
+    if ((pw = cli_password(o)) == NULL)
         return EXIT_USAGE;
     rc = create_device(o, o->argv[0], &c);
     if (rc == 0) {
@@ -738,6 +795,27 @@ static int cmd_devices(const struct cli *o, struct msv_client *c)
     if (err == MSV_OK)
         fprintf(cli_out, "removed device %llu; the account's other devices are told\n", id);
     return err == MSV_OK ? 0 : fail(c, "removing the device", err);
+}
+
+static int cmd_password(const struct cli *o, struct msv_client *c)
+{
+    char *pw = NULL, *new_pw = NULL;
+    msv_err err;
+    int rc = EXIT_USAGE;
+
+    if (o->argc != 1 || strcmp(o->argv[0], "change") != 0)
+        return cli_usage("password", cli_err);
+    if ((pw = cli_password(o)) != NULL && (new_pw = cli_new_password(o)) != NULL) {
+        err = msv_client_password_change(c, pw, new_pw);
+        if (err == MSV_OK && o->json)
+            emit_json(json_pack("{s:s}", "status", "changed"));
+        else if (err == MSV_OK)
+            fprintf(cli_out, "password changed; the account's other devices are told\n");
+        rc = err == MSV_OK ? 0 : fail(c, "changing the password", err);
+    }
+    free_secret(pw);
+    free_secret(new_pw);
+    return rc;
 }
 
 /* A line of two fields that others may have named, separated by a tab. */
@@ -2882,6 +2960,8 @@ static int run_account_command(const struct cli *o, const char *command, struct 
         return cmd_sync(o, c);
     if (strcmp(command, "devices") == 0)
         return cmd_devices(o, c);
+    if (strcmp(command, "password") == 0)
+        return cmd_password(o, c);
     if (strcmp(command, "contacts") == 0)
         return cmd_contacts(o, c);
     if (strcmp(command, "groups") == 0)

@@ -375,6 +375,7 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         [MSV_INCOMING_EXPIRED] = "expired",
         [MSV_INCOMING_PROFILE] = "profile",
         [MSV_INCOMING_JOIN_REQUEST] = "join_request",
+        [MSV_INCOMING_ACCOUNT] = "account",
     };
     struct owner *ow = ctx;
     json_t *event = json_pack("{s:s}", "type", kinds[in->kind]);
@@ -559,6 +560,8 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
     struct rpc_argv b = {.n = 0};
     const char *command = NULL, *output = json_string_value(json_object_get(params, "output"));
     json_t *pass = json_object_get(params, "backup-passphrase"), *result, *response;
+    json_t *pw = json_object_get(params, "password"),
+           *new_pw = json_object_get(params, "new-password");
     char why[300] = "", *out = NULL, *err = NULL, message[300];
     size_t out_len = 0, err_len = 0;
     FILE *saved_out = cli_out, *saved_err = cli_err;
@@ -566,9 +569,12 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
     int rc, shows = 0;
 
     if ((output != NULL && strcmp(output, "json") != 0 && strcmp(output, "text") != 0) ||
-        (pass != NULL && !json_is_string(pass))) {
+        (pass != NULL && !json_is_string(pass)) || (pw != NULL && !json_is_string(pw)) ||
+        (new_pw != NULL && !json_is_string(new_pw))) {
         return rpc_error(id, -32602,
-                         "'output' is \"json\" or \"text\"; 'backup-passphrase' a string", NULL);
+                         "'output' is \"json\" or \"text\"; 'backup-passphrase', 'password' and "
+                         "'new-password' strings",
+                         NULL);
     }
     if (rpc_build_argv(method, params, &b, why, sizeof(why)) != 0) {
         rpc_argv_free(&b);
@@ -584,6 +590,8 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
             o.json = output == NULL || strcmp(output, "json") == 0;
             o.no_stdin = 1;
             o.backup_passphrase = json_string_value(pass);
+            o.password = json_string_value(pw);
+            o.new_password = json_string_value(new_pw);
             o.on_incoming = on_incoming; /* what arrives meanwhile is the owner's */
             o.incoming_ctx = ow;
             shows = only_shows(method, &o);
@@ -1396,6 +1404,25 @@ static int forwardable(const struct cli *o)
     return ok;
 }
 
+/* A password change's passwords, read (or asked) here, go with the request: -1 without them. */
+static int forward_passwords(const struct cli *o, json_t *params)
+{
+    char *pw = NULL, *new_pw = NULL;
+    int rc = -1;
+
+    if (o->argc == 1 && strcmp(o->argv[0], "change") == 0 && (pw = cli_password(o)) != NULL &&
+        (new_pw = cli_new_password(o)) != NULL && utf8(pw) && utf8(new_pw)) {
+        json_object_set_new(params, "password", json_string(pw));
+        json_object_set_new(params, "new-password", json_string(new_pw));
+        rc = 0;
+    }
+    if (pw != NULL)
+        msv_secret_free(pw, strlen(pw));
+    if (new_pw != NULL)
+        msv_secret_free(new_pw, strlen(new_pw));
+    return o->argc == 1 && strcmp(o->argv[0], "change") == 0 ? rc : 0;
+}
+
 int daemon_forward(const struct cli *o, const char *dir, const char *command, int *rc)
 {
     struct sockaddr_un a = {.sun_family = AF_UNIX};
@@ -1446,6 +1473,12 @@ int daemon_forward(const struct cli *o, const char *dir, const char *command, in
         } else if (env != NULL) {
             json_object_set_new(params, "backup-passphrase", json_string(env));
         }
+    }
+    if (strcmp(command, "password") == 0 && forward_passwords(o, params) != 0) {
+        json_decref(params);
+        close(fd);
+        *rc = EXIT_USAGE;
+        return 1;
     }
     request = json_pack("{s:s, s:i, s:s, s:o}", "jsonrpc", "2.0", "id", 1, "method", command,
                         "params", params);

@@ -184,6 +184,28 @@ static void test_accounts(void **state)
     assert_int_equal(OPS(f)->account_handle(IMPL(f), a + 100, &handle), MSV_ERR_NOT_FOUND);
 }
 
+/* A password change replaces the hash of that account only; an unknown account changes nothing. */
+static void test_account_password(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "alice@example.org"), b = make_account(f, "bob@example.org");
+    uint64_t got = 0;
+    char *hash = NULL;
+
+    assert_int_equal(OPS(f)->account_set_password(IMPL(f), a, "$argon2id$new"), MSV_OK);
+    assert_int_equal(OPS(f)->account_get(IMPL(f), "alice@example.org", &got, &hash), MSV_OK);
+    assert_int_equal(got, a);
+    assert_string_equal(hash, "$argon2id$new");
+    free(hash);
+    hash = NULL;
+    assert_int_equal(OPS(f)->account_get(IMPL(f), "bob@example.org", &got, &hash), MSV_OK);
+    assert_int_equal(got, b);
+    assert_string_equal(hash, "$argon2id$x");
+    free(hash);
+    assert_int_equal(OPS(f)->account_set_password(IMPL(f), a + b + 100, "$argon2id$y"),
+                     MSV_ERR_NOT_FOUND);
+}
+
 static void test_codes(void **state)
 {
     struct fixture *f = *state;
@@ -1263,6 +1285,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_accounts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_codes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_account_password, setup, teardown),
         cmocka_unit_test_setup_teardown(test_devices, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_to_v3, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transparency_log, setup, teardown),
@@ -1287,6 +1310,7 @@ int main(void)
     const struct CMUnitTest pg_tests[] = {
         cmocka_unit_test_setup_teardown(test_accounts, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_codes, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_account_password, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_devices, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_transparency_log, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_approval, setup_pg, teardown),

@@ -511,6 +511,17 @@ msv_err msv_client_link(struct msv_client *c, const char *password)
     return err;
 }
 
+msv_err msv_client_password_change(struct msv_client *c, const char *password,
+                                   const char *new_password)
+{
+    msv_err err = strlen(new_password) < 8 || strlen(new_password) > 1024 ? MSV_ERR_INVALID
+                                                                          : msv_client_connect(c);
+
+    if (err == MSV_OK)
+        err = msv_request_password_change(c->conn, password, new_password, TIMEOUT_MS, &c->why);
+    return err;
+}
+
 /*
  * How long the digest of an envelope read is kept; a payload made longer ago
  * than that (by its send time, which Missive's clients always set) is refused:

@@ -96,6 +96,13 @@ MSV_MUST_CHECK msv_err msv_client_register_finish(struct msv_client *c, const ch
                                                   const char *password);
 /* Adds this device to an existing account. */
 MSV_MUST_CHECK msv_err msv_client_link(struct msv_client *c, const char *password);
+/*
+ * Changes the account's password from password (the current one) to new_password (8 to 1024
+ * bytes): MSV_ERR_AUTH if password is wrong, MSV_ERR_INVALID for a new one out of range,
+ * nothing changed either way. The account's other devices are told (MSV_INCOMING_ACCOUNT).
+ */
+MSV_MUST_CHECK msv_err msv_client_password_change(struct msv_client *c, const char *password,
+                                                  const char *new_password);
 
 /* Connects and authenticates (a no-op when connected). */
 MSV_MUST_CHECK msv_err msv_client_connect(struct msv_client *c);
@@ -368,6 +375,8 @@ enum msv_incoming_kind {
     /* a request to join a group by its link (docs/groups.md): status "pending", "added",
        "full", or "refused" (then from and conversation are NULL: it names nobody) */
     MSV_INCOMING_JOIN_REQUEST,
+    /* the account itself changed (notice; status "password_changed") */
+    MSV_INCOMING_ACCOUNT,
 };
 
 struct msv_incoming {

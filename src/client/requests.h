@@ -51,6 +51,12 @@ MSV_MUST_CHECK msv_err msv_request_report(struct msv_conn *c, const char *report
                                           const char *reason, const char *text, int timeout_ms,
                                           struct msv_refusal *why);
 
+/* Changes the account's password (frame.proto PasswordChange): MSV_ERR_AUTH if password is wrong.
+ */
+MSV_MUST_CHECK msv_err msv_request_password_change(struct msv_conn *c, const char *password,
+                                                   const char *new_password, int timeout_ms,
+                                                   struct msv_refusal *why);
+
 /*
  * Sends one message: an envelope per device of the named handles. On
  * MSV_ERR_AGAIN the device list was stale: *current (caller frees with

@@ -572,11 +572,37 @@ static void handle_register_finish(struct msv_conn_state *c, const msv_frame *f)
     send_registered(c, f->request_id, device);
 }
 
+/*
+ * Checks password against handle's account: 1 if it matches (*account set), 0 if it does not
+ * or there is no such account (one answer for both), -1 if storage failed.
+ */
+static int check_password(struct msv_server *s, const char *handle, ProtobufCBinaryData pw,
+                          uint64_t *account)
+{
+    char password[PASSWORD_MAX + 1], *pw_hash = NULL;
+    msv_err err;
+    int ok = 0;
+
+    if (pw.len > PASSWORD_MAX)
+        return 0;
+    if (pw.len > 0)
+        memcpy(password, pw.data, pw.len);
+    password[pw.len] = '\0';
+    err = STORE(s)->account_get(IMPL(s), handle, account, &pw_hash);
+    if (err == MSV_OK)
+        ok = crypto_pwhash_str_verify(pw_hash, password, pw.len) == 0;
+    sodium_memzero(password, sizeof(password));
+    free(pw_hash);
+    if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
+        return -1;
+    return ok;
+}
+
 static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
     const Msv__Wire__AddDevice *a = f->add_device;
-    char handle[MSV_HANDLE_MAX + 1], *pw_hash = NULL, password[PASSWORD_MAX + 1];
+    char handle[MSV_HANDLE_MAX + 1];
     struct msv_device_list existing = {0};
     const char *bad;
     uint64_t account = 0, device = 0;
@@ -593,15 +619,8 @@ static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, code, bad);
         return;
     }
-    memcpy(password, a->password.data, a->password.len);
-    password[a->password.len] = '\0';
-    err = STORE(s)->account_get(IMPL(s), handle, &account, &pw_hash);
-    if (err == MSV_OK)
-        ok = crypto_pwhash_str_verify(pw_hash, password, a->password.len) == 0;
-    sodium_memzero(password, sizeof(password));
-    free(pw_hash);
-    if ((err != MSV_OK && err != MSV_ERR_NOT_FOUND) ||
-        (ok && (suspended = is_suspended(s, account)) < 0)) {
+    ok = check_password(s, handle, a->password, &account);
+    if (ok < 0 || (ok && (suspended = is_suspended(s, account)) < 0)) {
         send_unavailable(c, f->request_id);
         return;
     }
@@ -631,44 +650,27 @@ static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
     send_registered(c, f->request_id, device);
 }
 
-void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const char *handle,
-                              uint64_t except_device, int added, int pending,
-                              const struct msv_device_rec *dev, uint64_t approver,
-                              ProtobufCBinaryData approval)
+/*
+ * Queues the server's notice dc for every device of account_id but except_device and wakes
+ * them; a notice that cannot be stored is not sent (the change itself stands).
+ */
+static void queue_notice(struct msv_server *s, uint64_t account_id, uint64_t except_device,
+                         const Msv__Wire__DeviceChange *dc)
 {
-    msv_dircache_drop(&s->dir, handle); /* sends address the new set from now on */
-    msv_kt_log_grown(&s->kt);           /* and lookups answer from the log's new leaf */
-    msv_cluster_directory_changed(s->cluster, handle); /* on every node */
-    Msv__Wire__DeviceChange dc = MSV__WIRE__DEVICE_CHANGE__INIT;
-    Msv__Wire__DeviceInfo info = MSV__WIRE__DEVICE_INFO__INIT;
     struct msv_device_list list = {0};
     struct msv_queue_in *items = NULL;
     uint64_t *ids = NULL;
     uint8_t *packed = NULL;
-    size_t n = 0, len;
+    size_t n = 0, len = msv__wire__device_change__get_packed_size(dc);
     int64_t now = msv_server_now_ms(s);
 
-    info.device_id = dev->id;
-    info.suite = dev->suite;
-    info.identity.data = dev->identity;
-    info.identity.len = dev->identity_len;
-    info.push_token.data = dev->push_token;
-    info.push_token.len = dev->push_token_len;
-    dc.added = added;
-    dc.pending = pending;
-    dc.approver = approver;
-    dc.approval = approval;
-    dc.handle.data = (uint8_t *)handle;
-    dc.handle.len = strlen(handle);
-    dc.device = &info;
-    len = msv__wire__device_change__get_packed_size(&dc);
     if (STORE(s)->devices_of_account(IMPL(s), account_id, &list) != MSV_OK)
         return;
     packed = malloc(len ? len : 1);
     items = calloc(list.count ? list.count : 1, sizeof(*items));
     ids = calloc(list.count ? list.count : 1, sizeof(*ids));
     if (packed != NULL && items != NULL && ids != NULL) {
-        msv__wire__device_change__pack(&dc, packed);
+        msv__wire__device_change__pack(dc, packed);
         for (size_t i = 0; i < list.count; i++) {
             if (list.items[i].id == except_device)
                 continue;
@@ -691,6 +693,92 @@ void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const c
     free(items);
     free(ids);
     msv_device_list_clear(&list);
+}
+
+void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const char *handle,
+                              uint64_t except_device, int added, int pending,
+                              const struct msv_device_rec *dev, uint64_t approver,
+                              ProtobufCBinaryData approval)
+{
+    msv_dircache_drop(&s->dir, handle); /* sends address the new set from now on */
+    msv_kt_log_grown(&s->kt);           /* and lookups answer from the log's new leaf */
+    msv_cluster_directory_changed(s->cluster, handle); /* on every node */
+    Msv__Wire__DeviceChange dc = MSV__WIRE__DEVICE_CHANGE__INIT;
+    Msv__Wire__DeviceInfo info = MSV__WIRE__DEVICE_INFO__INIT;
+
+    info.device_id = dev->id;
+    info.suite = dev->suite;
+    info.identity.data = dev->identity;
+    info.identity.len = dev->identity_len;
+    info.push_token.data = dev->push_token;
+    info.push_token.len = dev->push_token_len;
+    dc.added = added;
+    dc.pending = pending;
+    dc.approver = approver;
+    dc.approval = approval;
+    dc.handle.data = (uint8_t *)handle;
+    dc.handle.len = strlen(handle);
+    dc.device = &info;
+    queue_notice(s, account_id, except_device, &dc);
+}
+
+/* A notice about the account itself (docs/wire.md, "Account life") to its devices but by. */
+static void notify_account(struct msv_server *s, uint64_t account_id, const char *handle,
+                           Msv__Wire__AccountNotice what, uint64_t by)
+{
+    Msv__Wire__DeviceChange dc = MSV__WIRE__DEVICE_CHANGE__INIT;
+
+    dc.handle.data = (uint8_t *)handle;
+    dc.handle.len = strlen(handle);
+    dc.account = what;
+    dc.by_device = by;
+    queue_notice(s, account_id, by, &dc);
+}
+
+/*
+ * The password changes only with the current one, even on an authenticated connection: a
+ * stolen session alone cannot take the account's password (and with it, new devices).
+ */
+static void handle_password_change(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    const Msv__Wire__PasswordChange *p = f->password_change;
+    char pw_hash[crypto_pwhash_STRBYTES];
+    uint64_t account = 0;
+    msv_err err;
+    int ok;
+
+    if (!rate_ok(c, f->request_id))
+        return;
+    if (p->new_password.len < PASSWORD_MIN || p->new_password.len > PASSWORD_MAX) {
+        msv_conn_send_error(c, f->request_id, E_INVALID, "a new password has 8 to 1024 bytes");
+        return;
+    }
+    ok = check_password(s, c->handle, p->password, &account);
+    if (ok < 0) {
+        send_unavailable(c, f->request_id);
+        return;
+    }
+    if (!ok || account != c->account_id) {
+        msv_conn_send_error(c, f->request_id, E_AUTH, "wrong password");
+        return;
+    }
+    if (crypto_pwhash_str(pw_hash, (const char *)p->new_password.data, p->new_password.len,
+                          s->cfg.argon2_opslimit, (size_t)s->cfg.argon2_memlimit * 1024) != 0) {
+        msv_conn_send_error(c, f->request_id, E_IO, "out of memory hashing the password");
+        return;
+    }
+    err = STORE(s)->account_set_password(IMPL(s), c->account_id, pw_hash);
+    sodium_memzero(pw_hash, sizeof(pw_hash));
+    if (err != MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        return;
+    }
+    msv_log(MSV_LOG_INFO, "password_changed", "account=%llu device=%llu",
+            (unsigned long long)c->account_id, (unsigned long long)c->device_id);
+    notify_account(s, c->account_id, c->handle, MSV__WIRE__ACCOUNT_NOTICE__ACCOUNT_PASSWORD_CHANGED,
+                   c->device_id);
+    msv_conn_send_ok(c, f->request_id);
 }
 
 static void handle_remove_device(struct msv_conn_state *c, const msv_frame *f)
@@ -1661,6 +1749,7 @@ static const struct route {
     {MSV__WIRE__FRAME__BODY_REPORT, 1, handle_report},
     {MSV__WIRE__FRAME__BODY_ACK, 1, handle_ack},
     {MSV__WIRE__FRAME__BODY_REMOVE_DEVICE, 1, handle_remove_device},
+    {MSV__WIRE__FRAME__BODY_PASSWORD_CHANGE, 1, handle_password_change},
     {MSV__WIRE__FRAME__BODY_APPROVE_DEVICE, 1, handle_approve_device},
     {MSV__WIRE__FRAME__BODY_BLOB_CREATE, 1, msv_blob_create},
     {MSV__WIRE__FRAME__BODY_BLOB_CHUNK, 1, msv_blob_chunk},

@@ -921,6 +921,19 @@ static msv_err account_set_suspended(struct pg_conn *c, const char *handle, int 
     return err == MSV_OK && n == 0 ? MSV_ERR_NOT_FOUND : err;
 }
 
+static msv_err account_set_password(struct pg_conn *c, uint64_t account_id,
+                                    const char *password_hash)
+{
+    struct args a = {0};
+    size_t n = 0;
+    msv_err err;
+
+    a_text(&a, password_hash);
+    a_i64(&a, (int64_t)account_id);
+    err = run_count(c, "UPDATE accounts SET password_hash = $1 WHERE id = $2;", &a, &n);
+    return err == MSV_OK && n == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
 static msv_err account_suspended(struct pg_conn *c, uint64_t account_id, int *suspended)
 {
     struct args a = {0};
@@ -1977,6 +1990,11 @@ static msv_err p_account_set_suspended(void *impl, const char *handle, int suspe
     POOLED(account_set_suspended(c_, handle, suspended));
 }
 
+static msv_err p_account_set_password(void *impl, uint64_t account_id, const char *password_hash)
+{
+    POOLED(account_set_password(c_, account_id, password_hash));
+}
+
 static msv_err p_account_suspended(void *impl, uint64_t account_id, int *suspended)
 {
     POOLED(account_suspended(c_, account_id, suspended));
@@ -2235,6 +2253,7 @@ static const struct msv_store_ops pg_ops = {
     .account_handle = p_account_handle,
     .account_list = p_account_list,
     .account_set_suspended = p_account_set_suspended,
+    .account_set_password = p_account_set_password,
     .report_add = p_report_add,
     .report_list = p_report_list,
     .report_get = p_report_get,

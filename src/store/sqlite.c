@@ -325,6 +325,20 @@ static msv_err account_set_suspended(void *impl, const char *handle, int suspend
     return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_NOT_FOUND : err;
 }
 
+static msv_err account_set_password(void *impl, uint64_t account_id, const char *password_hash)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "UPDATE accounts SET password_hash = ? WHERE id = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, password_hash, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+    err = run(s, st);
+    return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
 void msv_reports_free(struct msv_report *r, size_t n)
 {
     for (size_t i = 0; r != NULL && i < n; i++) {
@@ -1547,6 +1561,11 @@ static msv_err l_account_set_suspended(void *impl, const char *handle, int suspe
     LOCKED(account_set_suspended(impl, handle, suspended));
 }
 
+static msv_err l_account_set_password(void *impl, uint64_t account_id, const char *password_hash)
+{
+    LOCKED(account_set_password(impl, account_id, password_hash));
+}
+
 static msv_err l_account_suspended(void *impl, uint64_t account_id, int *suspended)
 {
     LOCKED(account_suspended(impl, account_id, suspended));
@@ -1846,6 +1865,7 @@ static const struct msv_store_ops sqlite_ops = {
     .account_get = l_account_get,
     .account_list = l_account_list,
     .account_set_suspended = l_account_set_suspended,
+    .account_set_password = l_account_set_password,
     .report_add = l_report_add,
     .report_list = l_report_list,
     .report_get = l_report_get,

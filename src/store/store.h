@@ -195,6 +195,8 @@ struct msv_store_ops {
     /* Operators: every account (by handle); suspend or restore one (MSV_ERR_NOT_FOUND). */
     msv_err (*account_list)(void *impl, struct msv_account_summary **out, size_t *n);
     msv_err (*account_set_suspended)(void *impl, const char *handle, int suspended);
+    /* Replaces account_id's password hash (MSV_ERR_NOT_FOUND for an unknown account). */
+    msv_err (*account_set_password)(void *impl, uint64_t account_id, const char *password_hash);
     /* *suspended for account_id (MSV_ERR_NOT_FOUND for an unknown account). */
     msv_err (*account_suspended)(void *impl, uint64_t account_id, int *suspended);
     msv_err (*stats)(void *impl, struct msv_store_stats *out);
