@@ -49,9 +49,14 @@ static const struct {
      "Adds this machine as another device of an existing account (password from "
      "MISSIVE_PASSWORD). It waits until one of the account's devices approves it with "
      "'missive devices approve ID'; every device is told."},
-    {"devices", "devices [list | approve DEVICE_ID | remove DEVICE_ID]",
+    {"devices", "devices [list | approve DEVICE_ID | remove DEVICE_ID [--yes]]",
      "Lists the account's devices with their fingerprints, approves one waiting to join, or "
-     "removes one."},
+     "removes one. Removing this device itself is 'leave' (--yes needed)."},
+    {"leave", "leave [--yes]",
+     "This device leaves the account: the server removes it (the account's other devices are "
+     "told), then its state on this machine is deleted: its keys, its database (messages, "
+     "contacts, groups, settings) and the files it received. Without --yes it only says what "
+     "it would delete."},
     {"password", "password change",
      "Changes the account's password: the current one from MISSIVE_PASSWORD (or "
      "--password-file), the new one from MISSIVE_NEW_PASSWORD, or asked twice on the "
@@ -762,6 +767,30 @@ static int show_devices(const struct cli *o, struct msv_client *c, const char *h
     return 0;
 }
 
+/* This device leaves its account and deletes its state here, once --yes says so. */
+static int leave(const struct cli *o, struct msv_client *c)
+{
+    unsigned long long id = (unsigned long long)c->device_id;
+    msv_err err;
+
+    if (!o->yes) {
+        fprintf(cli_err,
+                "missive: this removes device %llu from %s on the server and deletes %s on this "
+                "machine: this device's keys, its messages, contacts, groups and settings, and "
+                "the files it received; none of it can be had back (but from a backup). Run "
+                "again with --yes to do it.\n",
+                id, c->handle, c->dir);
+        return EXIT_USAGE;
+    }
+    err = msv_client_leave(c);
+    if (err == MSV_OK && o->json)
+        emit_json(json_pack("{s:s, s:I, s:s}", "status", "left", "device_id", (json_int_t)id,
+                            "deleted", c->dir));
+    else if (err == MSV_OK)
+        fprintf(cli_out, "device %llu left %s; deleted %s\n", id, c->handle, c->dir);
+    return err == MSV_OK ? 0 : fail(c, "leaving the account", err);
+}
+
 static int cmd_devices(const struct cli *o, struct msv_client *c)
 {
     char *end;
@@ -791,6 +820,8 @@ static int cmd_devices(const struct cli *o, struct msv_client *c)
             fprintf(cli_out, "approved device %llu; the account's other devices are told\n", id);
         return err == MSV_OK ? 0 : fail(c, "approving the device (is it waiting?)", err);
     }
+    if (id == c->device_id)
+        return leave(o, c);
     err = msv_client_remove_device(c, id);
     if (err == MSV_OK)
         fprintf(cli_out, "removed device %llu; the account's other devices are told\n", id);
@@ -2582,7 +2613,7 @@ static int cmd_report(const struct cli *o, struct msv_client *c)
 }
 
 /* options with no letter of their own */
-enum { OPT_INVITE = 0x100 };
+enum { OPT_INVITE = 0x100, OPT_YES };
 
 int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
 {
@@ -2627,6 +2658,7 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
         {"before", required_argument, NULL, 'b'},
         {"help", no_argument, NULL, 'h'},
         {"invite", required_argument, NULL, OPT_INVITE},
+        {"yes", no_argument, NULL, OPT_YES},
         {NULL, 0, NULL, 0},
     };
     char *end;
@@ -2665,6 +2697,9 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
             break;
         case OPT_INVITE:
             o->invite = optarg;
+            break;
+        case OPT_YES:
+            o->yes = 1;
             break;
         case 't':
             o->text = optarg;
@@ -2962,6 +2997,8 @@ static int run_account_command(const struct cli *o, const char *command, struct 
         return cmd_devices(o, c);
     if (strcmp(command, "password") == 0)
         return cmd_password(o, c);
+    if (strcmp(command, "leave") == 0)
+        return o->argc == 0 ? leave(o, c) : cli_usage("leave", cli_err);
     if (strcmp(command, "contacts") == 0)
         return cmd_contacts(o, c);
     if (strcmp(command, "groups") == 0)

@@ -33,6 +33,7 @@ struct cli {
     const char *listen, *tls_cert, *tls_key; /* web --listen, --tls-cert, --tls-key */
     int open_browser, url;                   /* web --open, --url */
     const char *before;                      /* history --before MESSAGE_ID */
+    int yes;                                 /* leave, devices remove: do delete */
     struct msv_client *client; /* the open account while a command runs (names of senders) */
     double wait_s;
     long limit;

@@ -642,6 +642,11 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
     }
     json_decref(result);
     free(err);
+    /* this device left its account (leave): nothing is left to own; the owner stops */
+    if (ow->c->device_id == 0) {
+        stop_signal = SIGTERM;
+        return response;
+    }
     /* pushes the command's requests set aside, and what it changed, for the others */
     pump(ow);
     if (rc == 0 && !shows)
@@ -1308,6 +1313,8 @@ static json_t *forward_params(const struct cli *o, const char *command)
         json_object_set_new(params, "approval", json_string(o->approval ? "on" : "off"));
     if (o->reset)
         json_object_set_new(params, "reset", json_true());
+    if (o->yes)
+        json_object_set_new(params, "yes", json_true());
     if (o->off)
         json_object_set_new(params, "off", json_true());
     if (o->name != NULL)

@@ -33,7 +33,7 @@ static int option_has_arg(const char *name, int *known)
                                            "reply-to",   "reason",     "name",
                                            "avatar",     "approval",   "before"};
     static const char *const flags[] = {"qr",       "accept", "remove", "include-text",
-                                        "archived", "reset",  "off"};
+                                        "archived", "reset",  "off",    "yes"};
 
     *known = 1;
     for (size_t i = 0; i < sizeof(with_arg) / sizeof(with_arg[0]); i++)

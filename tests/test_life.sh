@@ -83,6 +83,47 @@ daemon=
 daemon2=
 export MISSIVE_PASSWORD="through the owner"
 
+# a device that leaves: removed on the server, then its state here deleted, only with --yes
+link_approved() { # link_approved DIR: a new device of alice's in DIR, approved; prints its id
+    "$M" --data-dir "$1" link alice@example.org --server "$server" >link.out 2>&1 || bad "link $1: $(cat link.out)"
+    local id
+    id=$(sed -n 's/.*this is device \([0-9]*\) .*/\1/p' link.out)
+    as alice devices approve "$id" >/dev/null 2>&1 || bad "approve $id"
+    "$M" --data-dir "$1" receive --wait 0.3 >/dev/null 2>&1
+    echo "$id"
+}
+tablet=$(link_approved dev-tablet)
+expect 2 "leave without --yes" -- "$M" --data-dir dev-tablet leave
+grep -q "deletes .*dev-tablet/alice@example.org" err.txt && grep -q -- "--yes" err.txt && ok || bad "leave says what it deletes: $(cat err.txt)"
+expect 2 "removing this device itself without --yes" -- "$M" --data-dir dev-tablet devices remove "$tablet"
+[ -s dev-tablet/alice@example.org/state.db ] && ok || bad "nothing deleted without --yes"
+expect 0 "the tablet is still listed" -- as alice devices
+grep -q "^ *$tablet " out.txt && ok || bad "the tablet was removed without --yes: $(cat out.txt)"
+mkdir -p -m 700 dev-tablet/alice@example.org/attachments
+ln -s "$work/keepme" dev-tablet/alice@example.org/attachments/link
+echo kept >keepme
+expect 0 "the tablet leaves" -- "$M" --data-dir dev-tablet -o json devices remove "$tablet" --yes
+grep -q '"status": *"left"' out.txt && ok || bad "leave -o json: $(cat out.txt err.txt)"
+[ ! -e dev-tablet/alice@example.org ] && ok || bad "the tablet's state is left: $(ls -R dev-tablet)"
+[ "$(cat keepme)" = kept ] && ok || bad "leave followed a link out of the account directory"
+expect 0 "alice's devices" -- as alice devices
+grep -q "^ *$tablet " out.txt && bad "the tablet is still listed: $(cat out.txt)" || ok
+expect 0 "the phone is told" -- as alice receive --wait 1
+grep -q "device $tablet was removed from this account" out.txt && ok || bad "the removal notice: $(cat out.txt)"
+# through the daemon that owns the account: it answers, then stops (nothing is left to own)
+reader=$(link_approved dev-reader)
+(exec "$M" --data-dir dev-reader daemon >daemon3.out 2>daemon3.err) &
+daemon=$!
+for _ in $(seq 50); do [ -S dev-reader/alice@example.org/daemon.sock ] && break; sleep 0.1; done
+expect 0 "leave through the daemon" -- "$M" --data-dir dev-reader leave --yes
+grep -q "device $reader left alice@example.org" out.txt && ok || bad "leave through the daemon: $(cat out.txt err.txt)"
+for _ in $(seq 50); do kill -0 "$daemon" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$daemon" 2>/dev/null && { bad "the daemon goes on after its device left"; kill -TERM "$daemon"; } || ok
+wait "$daemon"
+daemon=
+[ ! -e dev-reader/alice@example.org ] && ok || bad "the reader's state is left: $(ls -R dev-reader)"
+expect 1 "a device that left cannot be approved back" -- as alice devices approve "$reader"
+
 # the chat: /password points to the shell; a change elsewhere shows as a notice
 command -v tmux >/dev/null || { bad "tmux is not installed (scripts/deps.sh installs it)"; finish; exit; }
 chat_in laptop dev-alice2 120 bob@example.org

@@ -511,6 +511,21 @@ msv_err msv_client_link(struct msv_client *c, const char *password)
     return err;
 }
 
+msv_err msv_client_wipe(struct msv_client *c)
+{
+    msv_conn_close(c->conn);
+    c->conn = NULL;
+    c->device_id = 0; /* nothing of it is left to connect with */
+    return msv_privdir_remove(c->dir) == 0 ? MSV_OK : MSV_ERR_IO;
+}
+
+msv_err msv_client_leave(struct msv_client *c)
+{
+    msv_err err = c->device_id != 0 ? msv_client_remove_device(c, c->device_id) : MSV_OK;
+
+    return err == MSV_OK ? msv_client_wipe(c) : err;
+}
+
 msv_err msv_client_password_change(struct msv_client *c, const char *password,
                                    const char *new_password)
 {

@@ -557,6 +557,18 @@ MSV_MUST_CHECK msv_err msv_client_report(struct msv_client *c, const char *handl
 MSV_MUST_CHECK msv_err msv_client_devices(struct msv_client *c, const char *handle,
                                           msv_frame **result);
 MSV_MUST_CHECK msv_err msv_client_remove_device(struct msv_client *c, uint64_t device_id);
+/*
+ * This device leaves its account: the server removes it (the account's other devices are
+ * told), then msv_client_wipe(). Nothing is deleted here if the server does not remove it.
+ */
+MSV_MUST_CHECK msv_err msv_client_leave(struct msv_client *c);
+/*
+ * Deletes this device's local state: its account directory c->dir with the keys, the database
+ * (messages, contacts, groups, settings, sessions) and the files received, never following a
+ * link; c stays open on nothing (device_id 0) and is only to be closed. MSV_ERR_IO if some of
+ * it could not be deleted (what could not stays).
+ */
+MSV_MUST_CHECK msv_err msv_client_wipe(struct msv_client *c);
 /* Approves a device waiting to join this account (see the notice its link causes). */
 MSV_MUST_CHECK msv_err msv_client_approve_device(struct msv_client *c, uint64_t device_id);
 
