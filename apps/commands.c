@@ -52,6 +52,12 @@ static const struct {
     {"devices", "devices [list | approve DEVICE_ID | remove DEVICE_ID [--yes]]",
      "Lists the account's devices with their fingerprints, approves one waiting to join, or "
      "removes one. Removing this device itself is 'leave' (--yes needed)."},
+    {"account", "account delete --yes",
+     "Deletes the account on the server for good (password from MISSIVE_PASSWORD): every "
+     "device of it, the messages waiting for them, its attachments; its handle's entry in the "
+     "transparency log says it was deleted, so contacts see it; then this device's state here. "
+     "The account's other devices are refused from then on and told so. Without --yes it only "
+     "says what it would delete."},
     {"leave", "leave [--yes]",
      "This device leaves the account: the server removes it (the account's other devices are "
      "told), then its state on this machine is deleted: its keys, its database (messages, "
@@ -260,6 +266,14 @@ static int fail(const struct msv_client *c, const char *what, msv_err err)
     fprintf(cli_err, "missive: %s: %s%s", what, msv_strerror(err), why ? ": " : "");
     term_put(cli_err, why, TERM_LINES); /* the server's words, or a peer's */
     fputc('\n', cli_err);
+    if (c != NULL && msv_client_account_deleted(c)) {
+        fprintf(cli_err,
+                "missive: the account %s was deleted (from one of its devices, or by "
+                "the server's operator); delete this device's state here with: missive "
+                "leave --yes\n",
+                c->handle);
+        return EXIT_AUTH;
+    }
     if (err == MSV_ERR_AUTH)
         return EXIT_AUTH;
     if (err == MSV_ERR_IO)
@@ -765,6 +779,35 @@ static int show_devices(const struct cli *o, struct msv_client *c, const char *h
         json_decref(list);
     msv_frame_free(r);
     return 0;
+}
+
+/* account delete --yes: the account, on the server and here. */
+static int cmd_account(const struct cli *o, struct msv_client *c)
+{
+    char *pw;
+    msv_err err;
+
+    if (o->argc != 1 || strcmp(o->argv[0], "delete") != 0)
+        return cli_usage("account", cli_err);
+    if (!o->yes) {
+        fprintf(cli_err,
+                "missive: this deletes the account %s on the server for good: every device of "
+                "it, the messages waiting for them and its attachments; contacts who look it up "
+                "see it was deleted. Then it deletes %s on this machine (keys, messages, "
+                "contacts, groups, settings, received files). Run again with --yes to do it.\n",
+                c->handle, c->dir);
+        return EXIT_USAGE;
+    }
+    if ((pw = cli_password(o)) == NULL)
+        return EXIT_USAGE;
+    err = msv_client_delete_account(c, pw);
+    free_secret(pw);
+    if (err == MSV_OK && o->json)
+        emit_json(json_pack("{s:s, s:s, s:s}", "status", "deleted", "handle", c->handle, "deleted",
+                            c->dir));
+    else if (err == MSV_OK)
+        fprintf(cli_out, "deleted the account %s; deleted %s\n", c->handle, c->dir);
+    return err == MSV_OK ? 0 : fail(c, "deleting the account", err);
 }
 
 /* This device leaves its account and deletes its state here, once --yes says so. */
@@ -2997,6 +3040,8 @@ static int run_account_command(const struct cli *o, const char *command, struct 
         return cmd_devices(o, c);
     if (strcmp(command, "password") == 0)
         return cmd_password(o, c);
+    if (strcmp(command, "account") == 0)
+        return cmd_account(o, c);
     if (strcmp(command, "leave") == 0)
         return o->argc == 0 ? leave(o, c) : cli_usage("leave", cli_err);
     if (strcmp(command, "contacts") == 0)

@@ -1411,23 +1411,28 @@ static int forwardable(const struct cli *o)
     return ok;
 }
 
-/* A password change's passwords, read (or asked) here, go with the request: -1 without them. */
+/* The passwords of a password change or an account deletion, read (or asked) here, go with
+ * the request: -1 without them. */
 static int forward_passwords(const struct cli *o, json_t *params)
 {
     char *pw = NULL, *new_pw = NULL;
     int rc = -1;
 
-    if (o->argc == 1 && strcmp(o->argv[0], "change") == 0 && (pw = cli_password(o)) != NULL &&
-        (new_pw = cli_new_password(o)) != NULL && utf8(pw) && utf8(new_pw)) {
+    int change = o->argc == 1 && strcmp(o->argv[0], "change") == 0;
+    int deletion = o->argc == 1 && strcmp(o->argv[0], "delete") == 0 && o->yes;
+
+    if ((change || deletion) && (pw = cli_password(o)) != NULL &&
+        (deletion || (new_pw = cli_new_password(o)) != NULL) && utf8(pw) && utf8(new_pw)) {
         json_object_set_new(params, "password", json_string(pw));
-        json_object_set_new(params, "new-password", json_string(new_pw));
+        if (change)
+            json_object_set_new(params, "new-password", json_string(new_pw));
         rc = 0;
     }
     if (pw != NULL)
         msv_secret_free(pw, strlen(pw));
     if (new_pw != NULL)
         msv_secret_free(new_pw, strlen(new_pw));
-    return o->argc == 1 && strcmp(o->argv[0], "change") == 0 ? rc : 0;
+    return change || deletion ? rc : 0;
 }
 
 int daemon_forward(const struct cli *o, const char *dir, const char *command, int *rc)
@@ -1481,7 +1486,8 @@ int daemon_forward(const struct cli *o, const char *dir, const char *command, in
             json_object_set_new(params, "backup-passphrase", json_string(env));
         }
     }
-    if (strcmp(command, "password") == 0 && forward_passwords(o, params) != 0) {
+    if ((strcmp(command, "password") == 0 || strcmp(command, "account") == 0) &&
+        forward_passwords(o, params) != 0) {
         json_decref(params);
         close(fd);
         *rc = EXIT_USAGE;

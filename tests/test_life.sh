@@ -124,6 +124,74 @@ daemon=
 [ ! -e dev-reader/alice@example.org ] && ok || bad "the reader's state is left: $(ls -R dev-reader)"
 expect 1 "a device that left cannot be approved back" -- as alice devices approve "$reader"
 
+# bob deletes his account: nothing of it is left on the server but its tombstone
+expect 0 "bob links a second device" -- env MISSIVE_PASSWORD="$old_pw" "$M" --data-dir dev-bob2 link bob@example.org --server "$server"
+bob2=$(sed -n 's/.*this is device \([0-9]*\) .*/\1/p' out.txt)
+expect 0 "bob approves it" -- as bob devices approve "$bob2"
+expect 0 "alice writes to bob (it waits for him)" -- as alice send bob@example.org --text "waiting for bob"
+head -c 3000 /dev/urandom >photo.bin
+expect 0 "bob sends alice a file (an attachment of his)" -- as bob send alice@example.org --file photo.bin
+# what the server holds of bob now: his devices' keys, the envelopes waiting for them, his blob
+python3 - srv/missive.db bob@example.org >bob-bytes.txt <<'PY' || bad "reading bob's rows"
+import sqlite3, sys
+db = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True)
+acc = db.execute("SELECT id FROM accounts WHERE handle = ?", (sys.argv[2],)).fetchone()[0]
+devs = [r[0] for r in db.execute("SELECT id FROM devices WHERE account_id = ?", (acc,))]
+for (ident,) in db.execute("SELECT identity FROM devices WHERE account_id = ?", (acc,)):
+    print("key", bytes(ident).hex())
+for d in devs:
+    for (ct,) in db.execute("SELECT ciphertext FROM queue WHERE device_id = ?", (d,)):
+        print("envelope", bytes(ct).hex())
+    for (b,) in db.execute("SELECT id FROM blobs WHERE owner_device = ?", (d,)):
+        print("blob", bytes(b).hex())
+PY
+[ "$(grep -c '^key' bob-bytes.txt)" = 2 ] && grep -q '^envelope' bob-bytes.txt && grep -q '^blob' bob-bytes.txt &&
+    ok || bad "bob's rows before: $(cat bob-bytes.txt)"
+blob=$(awk '/^blob/{print $2; exit}' bob-bytes.txt)
+[ -n "$(find srv -name "$blob")" ] && ok || bad "bob's attachment's file before: $(ls -R srv | head)"
+
+expect 2 "account delete without --yes" -- as bob account delete
+grep -q "deletes the account bob@example.org on the server for good" err.txt && ok || bad "account delete says what it does: $(cat err.txt)"
+expect 3 "account delete with a wrong password (a stolen session)" -- env MISSIVE_PASSWORD="not bob's password" "$M" --data-dir dev-bob account delete --yes
+[ -s dev-bob/bob@example.org/state.db ] && ok || bad "bob's device deleted itself on a refusal"
+expect 0 "alice still writes to bob" -- as alice send bob@example.org --text "still there?"
+expect 0 "bob deletes his account" -- env MISSIVE_PASSWORD="$old_pw" "$M" --data-dir dev-bob -o json account delete --yes
+grep -q '"status": *"deleted"' out.txt && ok || bad "account delete -o json: $(cat out.txt err.txt)"
+[ ! -e dev-bob/bob@example.org ] && ok || bad "the deleting device's state is left: $(ls -R dev-bob)"
+
+# his other device is told when it next connects, and cleans up on --yes
+expect 3 "bob's other device is refused" -- "$M" --data-dir dev-bob2 receive --wait 0.3
+grep -q "the account bob@example.org was deleted" err.txt && grep -q "missive leave --yes" err.txt &&
+    ok || bad "the other device is told: $(cat err.txt)"
+expect 0 "and deletes its state" -- "$M" --data-dir dev-bob2 leave --yes
+[ ! -e dev-bob2/bob@example.org ] && ok || bad "bob's second device's state is left"
+
+# contacts: a send to the deleted account fails, and nothing is queued for it
+expect 1 "alice writes to the deleted account" -- as alice send bob@example.org --text "anyone there?"
+
+# nothing of bob in the database files (WAL included: the deletion truncated it) or blobs:
+# the envelopes are in no byte of them; his public keys only in the log's earlier leaves,
+# which an append-only log keeps (docs/transparency.md), in no other row
+python3 - srv bob-bytes.txt <<'PY' && ok || bad "bob's data is left on the server"
+import os, sqlite3, sys
+files = [os.path.join(d, f) for d, _, fs in os.walk(sys.argv[1]) for f in fs
+         if f.startswith("missive.db")]
+data = b"".join(open(f, "rb").read() for f in files)
+want = [(l.split()[0], bytes.fromhex(l.split()[1])) for l in open(sys.argv[2])]
+left = [k for k, b in want if k == "envelope" and b in data]
+db = sqlite3.connect("file:%s?mode=ro" % os.path.join(sys.argv[1], "missive.db"), uri=True)
+tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+for t in tables:
+    for row in db.execute("SELECT * FROM \"%s\"" % t):
+        for v in row:
+            v = bytes(v) if isinstance(v, (bytes, memoryview)) else str(v).encode()
+            left += [(t, k) for k, b in want if b in v and not (t == "kt_log" and k == "key")]
+assert len(files) >= 1 and not left, (files, left)
+assert db.execute("SELECT COUNT(*) FROM accounts WHERE handle = 'bob@example.org'").fetchone()[0] == 0
+PY
+[ -z "$(find srv -name "$blob*")" ] && ok || bad "bob's attachment's file is left"
+grep -q "event=account_deleted" srv.log && ok || bad "the deletion is logged: $(tail -3 srv.log)"
+
 # the chat: /password points to the shell; a change elsewhere shows as a notice
 command -v tmux >/dev/null || { bad "tmux is not installed (scripts/deps.sh installs it)"; finish; exit; }
 chat_in laptop dev-alice2 120 bob@example.org

@@ -523,6 +523,23 @@ msv_err msv_client_leave(struct msv_client *c)
 {
     msv_err err = c->device_id != 0 ? msv_client_remove_device(c, c->device_id) : MSV_OK;
 
+    /* a deleted account's device has no server side left to leave */
+    if (err == MSV_ERR_NOT_FOUND && msv_client_account_deleted(c))
+        err = MSV_OK;
+    return err == MSV_OK ? msv_client_wipe(c) : err;
+}
+
+int msv_client_account_deleted(const struct msv_client *c)
+{
+    return c->why.code == MSV__WIRE__ERROR_CODE__ERROR_ACCOUNT_DELETED;
+}
+
+msv_err msv_client_delete_account(struct msv_client *c, const char *password)
+{
+    msv_err err = msv_client_connect(c);
+
+    if (err == MSV_OK)
+        err = msv_request_account_delete(c->conn, password, TIMEOUT_MS, &c->why);
     return err == MSV_OK ? msv_client_wipe(c) : err;
 }
 
@@ -561,6 +578,8 @@ msv_err msv_client_connect(struct msv_client *c)
         if (err == MSV_ERR_IO && c->why.message[0] != '\0')
             c->why.code = MSV__WIRE__ERROR_CODE__ERROR_IO;
     }
+    if (err == MSV_ERR_NOT_FOUND) /* the account was deleted: say so to whoever asks */
+        c->why.code = MSV__WIRE__ERROR_CODE__ERROR_ACCOUNT_DELETED;
     if (err == MSV_ERR_IO && c->why.code == 0 && c->conn != NULL)
         snprintf(c->why.message, sizeof(c->why.message),
                  "the server at %.180s:%u did not answer within %d s, or closed the connection",

@@ -569,6 +569,14 @@ MSV_MUST_CHECK msv_err msv_client_leave(struct msv_client *c);
  * it could not be deleted (what could not stays).
  */
 MSV_MUST_CHECK msv_err msv_client_wipe(struct msv_client *c);
+/*
+ * Deletes the account on the server with everything it holds of it (password: the account's;
+ * MSV_ERR_AUTH if wrong, nothing changed), then msv_client_wipe(). Every other device of the
+ * account is refused from then on (msv_client_account_deleted).
+ */
+MSV_MUST_CHECK msv_err msv_client_delete_account(struct msv_client *c, const char *password);
+/* 1 if the server refused this device because its account was deleted (after a connect). */
+int msv_client_account_deleted(const struct msv_client *c);
 /* Approves a device waiting to join this account (see the notice its link causes). */
 MSV_MUST_CHECK msv_err msv_client_approve_device(struct msv_client *c, uint64_t device_id);
 

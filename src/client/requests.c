@@ -221,16 +221,24 @@ msv_err msv_request_password_change(struct msv_conn *c, const char *password,
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__PasswordChange p = MSV__WIRE__PASSWORD_CHANGE__INIT;
-    msv_frame *answer = NULL;
-    msv_err err;
 
     p.password = text(password);
     p.new_password = text(new_password);
     req.body_case = MSV__WIRE__FRAME__BODY_PASSWORD_CHANGE;
     req.password_change = &p;
-    err = run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, &answer);
-    msv_frame_free(answer);
-    return err;
+    return run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, NULL);
+}
+
+msv_err msv_request_account_delete(struct msv_conn *c, const char *password, int timeout_ms,
+                                   struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__AccountDelete d = MSV__WIRE__ACCOUNT_DELETE__INIT;
+
+    d.password = text(password);
+    req.body_case = MSV__WIRE__FRAME__BODY_ACCOUNT_DELETE;
+    req.account_delete = &d;
+    return run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, NULL);
 }
 
 msv_err msv_request_prekey_upload(struct msv_conn *c, const struct msv_prekey *signed_key,

@@ -16,6 +16,7 @@
 
 #include "crypto/internal.h"
 #include "missive/crypto.h"
+#include "missive/kt.h"
 #include "missive/payload.h"
 #include "missive/ratchet.h"
 #include "missive/sealed.h"
@@ -201,6 +202,22 @@ static void send_unavailable(struct msv_conn_state *c, uint64_t request_id)
     msv_conn_send_error(c, request_id, E_IO, "storage is unavailable; try again later");
 }
 
+/* What a deleted account's devices are told (docs/wire.md, "Account life"). */
+static const char deleted_text[] = "this account was deleted";
+
+/* 1 if handle's newest log entry is a tombstone: its account was deleted. */
+static int handle_deleted(struct msv_server *s, const char *handle)
+{
+    struct msv_kt_rec rec = {0};
+    struct msv_kt_entry *e = malloc(sizeof(*e));
+    int deleted = e != NULL && STORE(s)->kt_latest(IMPL(s), handle, &rec) == MSV_OK &&
+                  msv_kt_leaf_parse(rec.leaf, rec.leaf_len, e) == MSV_OK && e->deleted;
+
+    free(rec.leaf);
+    free(e);
+    return deleted;
+}
+
 /* Checks the device's signature over context || nonce || TLS exporter. */
 static msv_err verify_auth(struct msv_conn_state *c, const struct msv_device_rec *dev,
                            ProtobufCBinaryData sig)
@@ -282,7 +299,12 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
     if (err != MSV_OK) {
         atomic_fetch_add(&s->m.auth_failed, 1);
         msv_log(MSV_LOG_INFO, "auth_failed", "peer=%s", c->peer);
-        msv_conn_send_error(c, f->request_id, E_AUTH, "authentication failed");
+        /* what the log shows anyone: the handle's newest entry is its tombstone */
+        if (account == 0 && handle_deleted(s, handle))
+            msv_conn_send_error(c, f->request_id, MSV__WIRE__ERROR_CODE__ERROR_ACCOUNT_DELETED,
+                                deleted_text);
+        else
+            msv_conn_send_error(c, f->request_id, E_AUTH, "authentication failed");
         msv_conn_close_soon(c);
         return;
     }
@@ -736,6 +758,22 @@ static void notify_account(struct msv_server *s, uint64_t account_id, const char
 }
 
 /*
+ * 1 if pw is the password of the connection's own account; otherwise answers (wrong password,
+ * or storage unavailable) and returns 0.
+ */
+static int own_password_ok(struct msv_conn_state *c, uint64_t request_id, ProtobufCBinaryData pw)
+{
+    uint64_t account = 0;
+    int ok = check_password(c->w->srv, c->handle, pw, &account);
+
+    if (ok < 0)
+        send_unavailable(c, request_id);
+    else if (!ok || account != c->account_id)
+        msv_conn_send_error(c, request_id, E_AUTH, "wrong password");
+    return ok > 0 && account == c->account_id;
+}
+
+/*
  * The password changes only with the current one, even on an authenticated connection: a
  * stolen session alone cannot take the account's password (and with it, new devices).
  */
@@ -744,9 +782,7 @@ static void handle_password_change(struct msv_conn_state *c, const msv_frame *f)
     struct msv_server *s = c->w->srv;
     const Msv__Wire__PasswordChange *p = f->password_change;
     char pw_hash[crypto_pwhash_STRBYTES];
-    uint64_t account = 0;
     msv_err err;
-    int ok;
 
     if (!rate_ok(c, f->request_id))
         return;
@@ -754,15 +790,8 @@ static void handle_password_change(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, E_INVALID, "a new password has 8 to 1024 bytes");
         return;
     }
-    ok = check_password(s, c->handle, p->password, &account);
-    if (ok < 0) {
-        send_unavailable(c, f->request_id);
+    if (!own_password_ok(c, f->request_id, p->password))
         return;
-    }
-    if (!ok || account != c->account_id) {
-        msv_conn_send_error(c, f->request_id, E_AUTH, "wrong password");
-        return;
-    }
     if (crypto_pwhash_str(pw_hash, (const char *)p->new_password.data, p->new_password.len,
                           s->cfg.argon2_opslimit, (size_t)s->cfg.argon2_memlimit * 1024) != 0) {
         msv_conn_send_error(c, f->request_id, E_IO, "out of memory hashing the password");
@@ -779,6 +808,49 @@ static void handle_password_change(struct msv_conn_state *c, const msv_frame *f)
     notify_account(s, c->account_id, c->handle, MSV__WIRE__ACCOUNT_NOTICE__ACCOUNT_PASSWORD_CHANGED,
                    c->device_id);
     msv_conn_send_ok(c, f->request_id);
+}
+
+/*
+ * Deletes handle's account (docs/missived.md, "Deleting an account"): the store's one
+ * transaction, then its attachments' bytes, the relay's and the log's caches, and every
+ * connection of its devices, on every node. MSV_ERR_NOT_FOUND for an unknown handle.
+ */
+msv_err msv_server_delete_account(struct msv_server *s, const char *handle)
+{
+    struct msv_account_deleted del = {0};
+    msv_err err = STORE(s)->account_delete(IMPL(s), handle, msv_server_now_ms(s), &del);
+
+    if (err != MSV_OK)
+        return err;
+    for (size_t i = 0; i < del.n_blobs; i++)
+        s->blobs->ops->remove(s->blobs->impl, del.blobs[i]);
+    msv_dircache_drop(&s->dir, handle); /* sends to it are refused from now on */
+    msv_kt_log_grown(&s->kt);           /* and lookups answer its tombstone */
+    msv_cluster_directory_changed(s->cluster, handle);
+    for (size_t i = 0; i < del.n_devices; i++)
+        msv_server_wake(s, del.devices[i] | MSV_WAKE_CLOSE);
+    msv_log(MSV_LOG_INFO, "account_deleted", "account=%llu devices=%zu attachments=%zu",
+            (unsigned long long)del.account_id, del.n_devices, del.n_blobs);
+    msv_account_deleted_clear(&del);
+    return MSV_OK;
+}
+
+/* Like a password change, deletion needs the password: a stolen session alone cannot. */
+static void handle_account_delete(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    msv_err err;
+
+    if (!rate_ok(c, f->request_id) ||
+        !own_password_ok(c, f->request_id, f->account_delete->password))
+        return;
+    err = msv_server_delete_account(s, c->handle);
+    if (err != MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        return;
+    }
+    msv_conn_send_ok(c, f->request_id);
+    msv_conn_close_soon(c);
 }
 
 static void handle_remove_device(struct msv_conn_state *c, const msv_frame *f)
@@ -1750,6 +1822,7 @@ static const struct route {
     {MSV__WIRE__FRAME__BODY_ACK, 1, handle_ack},
     {MSV__WIRE__FRAME__BODY_REMOVE_DEVICE, 1, handle_remove_device},
     {MSV__WIRE__FRAME__BODY_PASSWORD_CHANGE, 1, handle_password_change},
+    {MSV__WIRE__FRAME__BODY_ACCOUNT_DELETE, 1, handle_account_delete},
     {MSV__WIRE__FRAME__BODY_APPROVE_DEVICE, 1, handle_approve_device},
     {MSV__WIRE__FRAME__BODY_BLOB_CREATE, 1, msv_blob_create},
     {MSV__WIRE__FRAME__BODY_BLOB_CHUNK, 1, msv_blob_chunk},
@@ -1765,8 +1838,16 @@ void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f)
 
     /* after a reload, each connected device's account is looked at once more */
     if (c->device_id != 0 && c->suspension_checked != gen) {
-        int suspended = is_suspended(s, c->account_id);
+        int suspended = 0;
+        msv_err err = STORE(s)->account_suspended(IMPL(s), c->account_id, &suspended);
 
+        if (err == MSV_ERR_NOT_FOUND) { /* deleted meanwhile */
+            msv_conn_send_error(c, f->request_id, MSV__WIRE__ERROR_CODE__ERROR_ACCOUNT_DELETED,
+                                deleted_text);
+            msv_conn_close_soon(c);
+            return;
+        }
+        suspended = err != MSV_OK ? -1 : suspended != 0;
         if (suspended < 0) {
             send_unavailable(c, f->request_id); /* looked at again with the next request */
             return;
