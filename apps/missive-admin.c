@@ -62,6 +62,9 @@ static void usage(FILE *f)
                "                    connected now are cut off at once (every node of a\n"
                "                    cluster is told through its Redis); nothing is deleted\n"
                "  unsuspend HANDLE  lifts that\n"
+               "  delete HANDLE --yes  deletes the account for good: its devices, what waits\n"
+               "                    for them, its attachments and reports; a tombstone goes\n"
+               "                    into the transparency log; its devices are cut off\n"
                "  reports [list]    abuse reports (missive report), newest first: id, when,\n"
                "                    reporter, reported account, state, reason\n"
                "  reports show ID   one report, with the messages' text if the reporter sent it\n"
@@ -99,6 +102,7 @@ struct admin {
     unsigned long uses, days;
     const char *note;
     int invite_options; /* one of them was given */
+    int yes;            /* delete: do it */
 };
 
 #define OPS(a) ((a)->store->ops)
@@ -174,16 +178,10 @@ static int cmd_accounts(struct admin *a)
  * node of a cluster through its Redis, else the node on this data directory
  * through its control socket. Says whether any was told.
  */
-static int tell_suspended(struct admin *a, const char *handle)
+static int tell_nodes(struct admin *a, uint64_t account_id)
 {
-    uint64_t account_id = 0;
-    char *hash = NULL;
     int nodes = 0;
-    msv_err err = OPS(a)->account_get(IMPL(a), handle, &account_id, &hash);
 
-    free(hash);
-    if (err != MSV_OK)
-        return 0;
     if (a->cfg.redis[0] != '\0') {
         if (msv_cluster_publish_suspended(a->cfg.redis, account_id, &nodes) != MSV_OK)
             fprintf(stderr, "missive-admin: the cluster's Redis (%s) cannot be reached\n",
@@ -192,6 +190,63 @@ static int tell_suspended(struct admin *a, const char *handle)
             return 1;
     }
     return msv_control_send_suspended(a->cfg.data_dir, account_id) == MSV_OK;
+}
+
+static int tell_suspended(struct admin *a, const char *handle)
+{
+    uint64_t account_id = 0;
+    char *hash = NULL;
+    msv_err err = OPS(a)->account_get(IMPL(a), handle, &account_id, &hash);
+
+    free(hash);
+    return err == MSV_OK && tell_nodes(a, account_id);
+}
+
+/*
+ * delete HANDLE --yes: what the account's own 'missive account delete' does (docs/missived.md,
+ * "Deleting an account"), from the operator's side; the nodes are told as for a suspension,
+ * and, finding the account gone, cut its devices off and forget what they cached of it.
+ */
+static int cmd_delete(struct admin *a, const char *handle)
+{
+    struct msv_account_deleted del = {0};
+    struct msv_blob_backend *blobs = NULL;
+    char dir[1100];
+    msv_err err;
+    int told;
+
+    if (!a->yes) {
+        fprintf(stderr,
+                "missive-admin: this deletes the account %s for good: its devices, what "
+                "waits for them, its attachments, its reports; run again with --yes\n",
+                handle);
+        return EXIT_USAGE;
+    }
+    err = OPS(a)->account_delete(IMPL(a), handle, msv_config_now_ms(&a->cfg), &del);
+    if (err == MSV_ERR_NOT_FOUND) {
+        fprintf(stderr, "missive-admin: no account %s\n", handle);
+        return EXIT_ERR;
+    }
+    if (err != MSV_OK)
+        return fail("deleting the account", err);
+    snprintf(dir, sizeof(dir), "%s/blobs", a->cfg.data_dir);
+    if (del.n_blobs > 0 && msv_blob_backend_open_dir(dir, &blobs) == MSV_OK) {
+        for (size_t i = 0; i < del.n_blobs; i++)
+            blobs->ops->remove(blobs->impl, del.blobs[i]);
+    }
+    msv_blob_backend_close(blobs);
+    told = tell_nodes(a, del.account_id);
+    if (a->json)
+        emit(json_pack("{s:s, s:b, s:I, s:I, s:b}", "handle", handle, "deleted", 1, "devices",
+                       (json_int_t)del.n_devices, "attachments", (json_int_t)del.n_blobs, "cut_off",
+                       told));
+    else
+        printf("deleted %s: %zu devices, %zu attachments; %s\n", handle, del.n_devices, del.n_blobs,
+               told ? "its connected devices are cut off now"
+                    : "no running missived could be told: restart it to cut off devices "
+                      "connected now");
+    msv_account_deleted_clear(&del);
+    return 0;
 }
 
 #define REPORTS_LISTED 1000
@@ -588,10 +643,15 @@ static int cmd_expire(struct admin *a)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"data-dir", required_argument, NULL, 'd'},
-        {"output", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'},
-        {"uses", required_argument, NULL, 'u'},   {"days", required_argument, NULL, 'D'},
-        {"note", required_argument, NULL, 'n'},   {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"data-dir", required_argument, NULL, 'd'},
+        {"output", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {"uses", required_argument, NULL, 'u'},
+        {"days", required_argument, NULL, 'D'},
+        {"note", required_argument, NULL, 'n'},
+        {"yes", no_argument, NULL, 'y'},
+        {NULL, 0, NULL, 0},
     };
     const char *config = NULL, *data_dir = NULL, *cmd;
     struct admin a = {.uses = 1, .days = 7};
@@ -618,6 +678,9 @@ int main(int argc, char **argv)
         case 'h':
             usage(stdout);
             return 0;
+        case 'y':
+            a.yes = 1;
+            break;
         case 'u':
             if (!count_option("uses", optarg, 1, INVITE_USES_MAX, &a.uses))
                 return EXIT_USAGE;
@@ -650,7 +713,10 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     cmd = argv[optind];
-    want = strcmp(cmd, "suspend") == 0 || strcmp(cmd, "unsuspend") == 0 ? 1 : 0;
+    want =
+        strcmp(cmd, "suspend") == 0 || strcmp(cmd, "unsuspend") == 0 || strcmp(cmd, "delete") == 0
+            ? 1
+            : 0;
     if (strcmp(cmd, "reports") == 0) /* none or list; show, suspend or dismiss with an id */
         want = argc - optind - 1 == 0 ? 0 : is_report_action(argv[optind + 1]);
     if (strcmp(cmd, "invites") == 0) /* none, list or create; revoke with an id */
@@ -698,6 +764,8 @@ int main(int argc, char **argv)
         rc = cmd_reports(&a, argc - optind - 1, argv + optind + 1);
     else if (strcmp(cmd, "invites") == 0)
         rc = cmd_invites(&a, argc - optind - 1, argv + optind + 1);
+    else if (strcmp(cmd, "delete") == 0)
+        rc = cmd_delete(&a, argv[optind + 1]);
     else
         rc = cmd_suspend(&a, argv[optind + 1], strcmp(cmd, "suspend") == 0);
     msv_store_close(a.store);

@@ -74,6 +74,7 @@ struct owner {
     struct inbox_item *inbox;
     size_t inbox_len, inbox_dropped;
     int online, said_offline, monitor_due;
+    int said_deleted; /* the server said the account was deleted (account_gone) */
     int64_t retry_at, retry_ms, monitor_at;
     int64_t expire_at; /* when to look for disappearing messages whose time came */
     char last_error[300];
@@ -492,6 +493,25 @@ static void pump(struct owner *ow)
     }
 }
 
+/*
+ * The account was deleted (the server refuses its devices): said once, as an 'account' event
+ * and a notice; nothing is deleted here but on 'leave --yes', the person's choice.
+ */
+static void account_gone(struct owner *ow)
+{
+    char notice[400];
+
+    if (!msv_client_account_deleted(ow->c) || ow->said_deleted)
+        return;
+    ow->said_deleted = 1;
+    snprintf(notice, sizeof(notice),
+             "the account %s was deleted (from one of its devices, or by the server's operator); "
+             "delete this device's state here with: missive leave --yes",
+             ow->c->handle);
+    on_incoming(ow, &(struct msv_incoming){
+                        .kind = MSV_INCOMING_ACCOUNT, .notice = notice, .status = "deleted"});
+}
+
 /* Connects when it is time to try (at start, then backing off to a minute). */
 static void keep_connected(struct owner *ow)
 {
@@ -513,6 +533,7 @@ static void keep_connected(struct owner *ow)
             ow->retry_ms = RETRY_MAX_MS;
         ow->retry_at = msv_mono_ms() + ow->retry_ms;
         set_online(ow, 0, ow->last_error);
+        account_gone(ow);
         return;
     }
     ow->retry_ms = 0;

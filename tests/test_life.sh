@@ -6,12 +6,13 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
-M=$(realpath "${1:?usage: test_life.sh MISSIVE MISSIVED}")
-D=$(realpath "${2:?usage: test_life.sh MISSIVE MISSIVED}")
+M=$(realpath "${1:?usage: test_life.sh MISSIVE MISSIVED MISSIVE-ADMIN}")
+D=$(realpath "${2:?usage: test_life.sh MISSIVE MISSIVED MISSIVE-ADMIN}")
+A=$(realpath "${3:?usage: test_life.sh MISSIVE MISSIVED MISSIVE-ADMIN}")
 in_scratch
 
 MISSIVED_ACCOUNTS_REGISTER_BURST=40 start_missived || bad "missived started"
-register_people alice bob
+register_people alice bob carol
 old_pw=$MISSIVE_PASSWORD
 
 # alice's second device, approved by her first
@@ -191,6 +192,33 @@ assert db.execute("SELECT COUNT(*) FROM accounts WHERE handle = 'bob@example.org
 PY
 [ -z "$(find srv -name "$blob*")" ] && ok || bad "bob's attachment's file is left"
 grep -q "event=account_deleted" srv.log && ok || bad "the deletion is logged: $(tail -3 srv.log)"
+
+# the operator deletes carol's account while her daemon is connected: it is cut off at once
+# (the node is told through its control socket), says so once in schema 2, deletes nothing
+# until told to, then leaves and stops
+csock=$work/dev-carol/carol@example.org/daemon.sock
+(exec "$M" --data-dir dev-carol daemon >daemon4.out 2>daemon4.err) &
+daemon=$!
+for _ in $(seq 50); do [ -S "$csock" ] && break; sleep 0.1; done
+expect 2 "missive-admin delete without --yes" -- "$A" --data-dir srv delete carol@example.org
+expect 1 "missive-admin delete of an unknown handle" -- "$A" --data-dir srv delete --yes nobody@example.org
+admin_delete() { "$A" --data-dir srv -o json delete --yes carol@example.org >admin.out 2>&1; }
+events_both "$csock" admin_delete
+grep -q '"deleted": *true' admin.out && grep -q '"cut_off": *true' admin.out && ok || bad "missive-admin delete: $(cat admin.out)"
+grep -q "event=deleted_closed" srv.log && ok || bad "carol's connection is cut off: $(tail -3 srv.log)"
+grep -q '"type": *"account".*"status": *"deleted"' ev2.txt && ok || bad "schema-2 account deleted event: $(cat ev2.txt)"
+grep -q '"account"' ev1.txt && bad "a schema-1 subscriber got the account event: $(cat ev1.txt)" || ok
+daemon_schema_ok 2 ev2.txt && ok || bad "schema 2 (deletion)"
+[ -s dev-carol/carol@example.org/state.db ] && ok || bad "carol's device deleted itself on the server's word"
+expect 0 "carol's device leaves, through its daemon" -- "$M" --data-dir dev-carol leave --yes
+for _ in $(seq 50); do kill -0 "$daemon" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$daemon" 2>/dev/null && { bad "carol's daemon goes on"; kill -TERM "$daemon"; } || ok
+wait "$daemon"
+daemon=
+[ ! -e dev-carol/carol@example.org ] && ok || bad "carol's state is left"
+expect 0 "the handle registers again, as a new account" -- "$M" --data-dir dev-carol-new register carol@example.org --server "$server"
+code=$(grep "handle=carol@example.org code=" srv.log | tail -1 | sed 's/.*code=//')
+expect 0 "with the new code" -- "$M" --data-dir dev-carol-new register carol@example.org --code "$code"
 
 # the chat: /password points to the shell; a change elsewhere shows as a notice
 command -v tmux >/dev/null || { bad "tmux is not installed (scripts/deps.sh installs it)"; finish; exit; }
