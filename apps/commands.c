@@ -63,11 +63,16 @@ static const struct {
      "told), then its state on this machine is deleted: its keys, its database (messages, "
      "contacts, groups, settings) and the files it received. Without --yes it only says what "
      "it would delete."},
-    {"password", "password change",
+    {"password",
+     "password change\n"
+     "       missive password reset HANDLE --server HOST:PORT --code CODE",
      "Changes the account's password: the current one from MISSIVE_PASSWORD (or "
      "--password-file), the new one from MISSIVE_NEW_PASSWORD, or asked twice on the "
      "terminal (8 characters or more). Wrong current passwords count against the same limit "
-     "as other password attempts. The account's other devices are told."},
+     "as other password attempts. The account's other devices are told. Without the password, "
+     "ask the server's operator to send a code to the handle (missive-admin reset-password); "
+     "reset sets the new password with it (valid 10 minutes), with no device of the account "
+     "needed here."},
     {"profile", "profile [show [HANDLE] | set --name NAME [--avatar FILE] | clear-avatar]",
      "Shows this account's profile or a contact's as last received (its avatar's file), or "
      "sets this account's display name (1 to 64 bytes, no control characters) and avatar (a "
@@ -890,6 +895,29 @@ static int cmd_password(const struct cli *o, struct msv_client *c)
     free_secret(pw);
     free_secret(new_pw);
     return rc;
+}
+
+/* password reset HANDLE --server HOST:PORT --code CODE: needs no device of the account here. */
+static int cmd_password_reset(const struct cli *o)
+{
+    struct msv_client why = {0}; /* only its refusal, for fail() */
+    char host[256], *pw;
+    const char *others = NULL;
+    uint16_t port = 0;
+    msv_err err;
+
+    if (o->argc != 2 || o->code == NULL || o->server == NULL ||
+        parse_servers(o->server, host, sizeof(host), &port, &others) != 0)
+        return cli_usage("password", cli_err);
+    if ((pw = cli_new_password(o)) == NULL)
+        return EXIT_USAGE;
+    err = msv_client_password_reset(host, port, o->argv[1], o->code, pw, &why.why);
+    free_secret(pw);
+    if (err == MSV_OK && o->json)
+        emit_json(json_pack("{s:s, s:s}", "status", "reset", "handle", o->argv[1]));
+    else if (err == MSV_OK)
+        fprintf(cli_out, "password reset for %s; the account's devices are told\n", o->argv[1]);
+    return err == MSV_OK ? 0 : fail(&why, "resetting the password", err);
 }
 
 /* A line of two fields that others may have named, separated by a tab. */
@@ -3118,5 +3146,7 @@ int cli_run_unopened(const struct cli *o, const char *command)
         return cmd_link(o);
     if (strcmp(command, "restore") == 0)
         return cmd_restore(o);
+    if (strcmp(command, "password") == 0 && o->argc > 0 && strcmp(o->argv[0], "reset") == 0)
+        return cmd_password_reset(o);
     return -1;
 }

@@ -21,6 +21,7 @@
 #include "missive/util.h"
 #include "server/blob_backend.h"
 #include "server/cluster.h"
+#include "server/codes.h"
 #include "server/control.h"
 #include "server/config.h"
 #include "server/invites.h"
@@ -62,6 +63,8 @@ static void usage(FILE *f)
                "                    connected now are cut off at once (every node of a\n"
                "                    cluster is told through its Redis); nothing is deleted\n"
                "  unsuspend HANDLE  lifts that\n"
+               "  reset-password HANDLE  sends the handle a code (the verification hook; no\n"
+               "                    hook: printed) to set a new password with\n"
                "  delete HANDLE --yes  deletes the account for good: its devices, what waits\n"
                "                    for them, its attachments and reports; a tombstone goes\n"
                "                    into the transparency log; its devices are cut off\n"
@@ -200,6 +203,57 @@ static int tell_suspended(struct admin *a, const char *handle)
 
     free(hash);
     return err == MSV_OK && tell_nodes(a, account_id);
+}
+
+/*
+ * reset-password HANDLE: a fresh code for the handle, kept (hashed) in the store as a
+ * registration code is, sent through the verification hook by missive-admin itself (printed
+ * when the server runs without one, as missived logs registration codes); the person sets a
+ * new password with it (missive password reset).
+ */
+static int cmd_reset_password(struct admin *a, const char *handle)
+{
+    int64_t now = msv_config_now_ms(&a->cfg);
+    int hook = strcmp(a->cfg.verification, "hook") == 0;
+    uint64_t account = 0;
+    uint8_t hash[32];
+    char code[8];
+    msv_err err = OPS(a)->account_get(IMPL(a), handle, &account, NULL);
+
+    if (err == MSV_ERR_NOT_FOUND) {
+        fprintf(stderr, "missive-admin: no account %s\n", handle);
+        return EXIT_ERR;
+    }
+    if (err != MSV_OK)
+        return fail("reading the account", err);
+    snprintf(code, sizeof(code), "%06u", (unsigned)randombytes_uniform(1000000));
+    msv_server_reset_code_hash(handle, code, hash);
+    err = OPS(a)->code_put(IMPL(a), handle, hash, now, now + 10 * 60 * 1000);
+    sodium_memzero(hash, sizeof(hash));
+    if (err == MSV_ERR_EXISTS) {
+        fprintf(stderr,
+                "missive-admin: a code for %s is still valid; wait until it expires (10 "
+                "minutes after it was sent)\n",
+                handle);
+        return EXIT_ERR;
+    }
+    if (err != MSV_OK)
+        return fail("storing the code", err);
+    if (hook)
+        msv_server_run_hook(a->cfg.verification_hook, handle, code);
+    if (a->json)
+        emit(hook ? json_pack("{s:s, s:s}", "handle", handle, "sent", "hook")
+                  : json_pack("{s:s, s:s, s:s}", "handle", handle, "sent", "none", "code", code));
+    else if (hook)
+        printf("a code went to %s through the verification hook; with it, run there:\n  missive "
+               "password reset %s --server HOST:PORT --code CODE\n",
+               handle, handle);
+    else
+        printf("no verification hook: give %s this code (valid 10 minutes): %s\n  missive "
+               "password reset %s --server HOST:PORT --code %s\n",
+               handle, code, handle, code);
+    sodium_memzero(code, sizeof(code));
+    return 0;
 }
 
 /*
@@ -713,10 +767,10 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     cmd = argv[optind];
-    want =
-        strcmp(cmd, "suspend") == 0 || strcmp(cmd, "unsuspend") == 0 || strcmp(cmd, "delete") == 0
-            ? 1
-            : 0;
+    want = strcmp(cmd, "suspend") == 0 || strcmp(cmd, "unsuspend") == 0 ||
+                   strcmp(cmd, "delete") == 0 || strcmp(cmd, "reset-password") == 0
+               ? 1
+               : 0;
     if (strcmp(cmd, "reports") == 0) /* none or list; show, suspend or dismiss with an id */
         want = argc - optind - 1 == 0 ? 0 : is_report_action(argv[optind + 1]);
     if (strcmp(cmd, "invites") == 0) /* none, list or create; revoke with an id */
@@ -766,6 +820,8 @@ int main(int argc, char **argv)
         rc = cmd_invites(&a, argc - optind - 1, argv + optind + 1);
     else if (strcmp(cmd, "delete") == 0)
         rc = cmd_delete(&a, argv[optind + 1]);
+    else if (strcmp(cmd, "reset-password") == 0)
+        rc = cmd_reset_password(&a, argv[optind + 1]);
     else
         rc = cmd_suspend(&a, argv[optind + 1], strcmp(cmd, "suspend") == 0);
     msv_store_close(a.store);

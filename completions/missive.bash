@@ -63,7 +63,7 @@ _missive()
     devices) opts="list approve remove --yes" ;;
     leave) opts="--yes" ;;
     account) opts="delete --yes" ;;
-    password) opts="change" ;;
+    password) opts="change reset --server --code" ;;
     contacts) opts="list add remove" ;;
     sync) opts="list set unset" ;;
     requests) opts="list accept delete block" ;;

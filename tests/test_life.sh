@@ -220,6 +220,26 @@ expect 0 "the handle registers again, as a new account" -- "$M" --data-dir dev-c
 code=$(grep "handle=carol@example.org code=" srv.log | tail -1 | sed 's/.*code=//')
 expect 0 "with the new code" -- "$M" --data-dir dev-carol-new register carol@example.org --code "$code"
 
+# the operator resets alice's password: a code to her handle, which sets a new one
+expect 1 "reset-password of an unknown handle" -- "$A" --data-dir srv reset-password nobody@example.org
+expect 0 "the operator sends alice a code" -- "$A" --data-dir srv -o json reset-password alice@example.org
+rcode=$(python3 -c 'import json,sys; print(json.load(open("out.txt"))["code"])')
+[ ${#rcode} = 6 ] && ok || bad "the reset code: $(cat out.txt err.txt)"
+expect 1 "a second code while the first is valid" -- "$A" --data-dir srv reset-password alice@example.org
+wrong=$(printf '%06d' $(( (10#$rcode + 1) % 1000000 )))
+expect 3 "a wrong code" -- env MISSIVE_NEW_PASSWORD="reset by a stranger" "$M" password reset alice@example.org --server "$server" --code "$wrong"
+expect 3 "a registration's code is no reset code" -- env MISSIVE_NEW_PASSWORD="reset by a stranger" "$M" password reset carol@example.org --server "$server" --code "$code"
+expect 2 "reset without --code" -- "$M" password reset alice@example.org --server "$server"
+expect 0 "alice resets her password with the code" -- env MISSIVE_NEW_PASSWORD="reset by the operator" "$M" -o json password reset alice@example.org --server "$server" --code "$rcode"
+grep -q '"status": *"reset"' out.txt && ok || bad "password reset -o json: $(cat out.txt err.txt)"
+expect 3 "the code works once" -- env MISSIVE_NEW_PASSWORD="reset once more" "$M" password reset alice@example.org --server "$server" --code "$rcode"
+expect 0 "alice's phone is told" -- as alice receive --wait 1
+grep -q "notice: the account's password was reset with a code the server's operator sent" out.txt && ok ||
+    bad "the reset notice: $(cat out.txt err.txt)"
+expect 3 "the old password no longer links" -- "$M" --data-dir dev-alice6 link alice@example.org --server "$server"
+export MISSIVE_PASSWORD="reset by the operator"
+expect 0 "the new one does" -- "$M" --data-dir dev-alice7 link alice@example.org --server "$server"
+
 # the chat: /password points to the shell; a change elsewhere shows as a notice
 command -v tmux >/dev/null || { bad "tmux is not installed (scripts/deps.sh installs it)"; finish; exit; }
 chat_in laptop dev-alice2 120 bob@example.org

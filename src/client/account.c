@@ -543,6 +543,21 @@ msv_err msv_client_delete_account(struct msv_client *c, const char *password)
     return err == MSV_OK ? msv_client_wipe(c) : err;
 }
 
+msv_err msv_client_password_reset(const char *host, uint16_t port, const char *handle,
+                                  const char *code, const char *new_password,
+                                  struct msv_refusal *why)
+{
+    struct msv_conn *conn = NULL;
+    msv_err err = strlen(new_password) < 8 || strlen(new_password) > 1024
+                      ? MSV_ERR_INVALID
+                      : msv_conn_open(host, port, NULL, TIMEOUT_MS, &conn);
+
+    if (err == MSV_OK)
+        err = msv_request_password_reset(conn, handle, code, new_password, TIMEOUT_MS, why);
+    msv_conn_close(conn);
+    return err;
+}
+
 msv_err msv_client_password_change(struct msv_client *c, const char *password,
                                    const char *new_password)
 {

@@ -103,6 +103,15 @@ MSV_MUST_CHECK msv_err msv_client_link(struct msv_client *c, const char *passwor
  */
 MSV_MUST_CHECK msv_err msv_client_password_change(struct msv_client *c, const char *password,
                                                   const char *new_password);
+/*
+ * Sets handle's password to new_password with the code the server's operator had sent to the
+ * handle (missive-admin reset-password), over a connection to host:port that pins nothing:
+ * the code is what proves the handle. MSV_ERR_AUTH for a wrong or expired code (why, may be
+ * NULL, gets the server's words). The account's devices are told (MSV_INCOMING_ACCOUNT).
+ */
+MSV_MUST_CHECK msv_err msv_client_password_reset(const char *host, uint16_t port,
+                                                 const char *handle, const char *code,
+                                                 const char *new_password, struct msv_refusal *why);
 
 /* Connects and authenticates (a no-op when connected). */
 MSV_MUST_CHECK msv_err msv_client_connect(struct msv_client *c);

@@ -866,13 +866,22 @@ static void account_notice(const Msv__Wire__DeviceChange *dc,
     char notice[300];
     struct msv_incoming in = {.kind = MSV_INCOMING_ACCOUNT, .notice = notice};
 
-    if (on_message == NULL || dc->account != MSV__WIRE__ACCOUNT_NOTICE__ACCOUNT_PASSWORD_CHANGED)
+    if (on_message == NULL)
         return;
-    in.status = "password_changed";
-    snprintf(notice, sizeof(notice),
-             "the account's password was changed from device %llu; if that was not you, "
-             "remove that device and change the password",
-             (unsigned long long)dc->by_device);
+    if (dc->account == MSV__WIRE__ACCOUNT_NOTICE__ACCOUNT_PASSWORD_CHANGED) {
+        in.status = "password_changed";
+        snprintf(notice, sizeof(notice),
+                 "the account's password was changed from device %llu; if that was not you, "
+                 "remove that device and change the password",
+                 (unsigned long long)dc->by_device);
+    } else if (dc->account == MSV__WIRE__ACCOUNT_NOTICE__ACCOUNT_PASSWORD_RESET) {
+        in.status = "password_reset";
+        snprintf(notice, sizeof(notice),
+                 "the account's password was reset with a code the server's operator sent to "
+                 "the handle; if that was not you, tell the operator");
+    } else {
+        return;
+    }
     on_message(ctx, &in);
 }
 

@@ -21,6 +21,7 @@
 #include "missive/ratchet.h"
 #include "missive/sealed.h"
 #include "missive/util.h"
+#include "server/codes.h"
 #include "server/invites.h"
 #include "server/log.h"
 #include "server/server.h"
@@ -117,22 +118,35 @@ static int normalise_handle(ProtobufCBinaryData b, char *out)
     return 1;
 }
 
-static void code_hash(const char *handle, const char *code, uint8_t out[32])
+/* label: "MSV-code-v1" for registration, "MSV-reset-v1" for a password reset */
+static void labelled_code_hash(const char *label, const char *handle, const char *code,
+                               uint8_t out[32])
 {
     static const uint8_t zero = 0;
-    const uint8_t *parts[4] = {(const uint8_t *)"MSV-code-v1", (const uint8_t *)handle, &zero,
+    const uint8_t *parts[4] = {(const uint8_t *)label, (const uint8_t *)handle, &zero,
                                (const uint8_t *)code};
-    size_t lens[4] = {11, strlen(handle), 1, strlen(code)};
+    size_t lens[4] = {strlen(label), strlen(handle), 1, strlen(code)};
 
     if (msv_sha256_parts(parts, lens, 4, out) != MSV_OK)
         memset(out, 0, 32); /* matches nothing a person can type */
+}
+
+static void code_hash(const char *handle, const char *code, uint8_t out[32])
+{
+    labelled_code_hash("MSV-code-v1", handle, code, out);
+}
+
+/* A reset code never passes for a registration code, nor the other way round. */
+void msv_server_reset_code_hash(const char *handle, const char *code, uint8_t out[32])
+{
+    labelled_code_hash("MSV-reset-v1", handle, code, out);
 }
 
 /*
  * Runs the hook as `hook -- HANDLE CODE`, detached (double fork: no zombie, no wait); the
  * "--" keeps the handle an operand whatever option parser the hook uses.
  */
-static void run_hook(const char *hook, const char *handle, const char *code)
+void msv_server_run_hook(const char *hook, const char *handle, const char *code)
 {
     pid_t pid = fork();
 
@@ -431,7 +445,7 @@ static void handle_register_start(struct msv_conn_state *c, const msv_frame *f)
     if (err != MSV_OK)
         return;
     if (strcmp(s->cfg.verification, "hook") == 0)
-        run_hook(s->cfg.verification_hook, handle, code);
+        msv_server_run_hook(s->cfg.verification_hook, handle, code);
     else /* dev mode: the operator reads the code from the log */
         msv_log(MSV_LOG_INFO, "verification_code", "handle=%s code=%s", handle, code);
     msv_conn_send_ok(c, f->request_id);
@@ -851,6 +865,51 @@ static void handle_account_delete(struct msv_conn_state *c, const msv_frame *f)
     }
     msv_conn_send_ok(c, f->request_id);
     msv_conn_close_soon(c);
+}
+
+/* The code missive-admin reset-password sent sets a new password (frame.proto PasswordReset). */
+static void handle_password_reset(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    const Msv__Wire__PasswordReset *r = f->password_reset;
+    char handle[MSV_HANDLE_MAX + 1], code[8], pw_hash[crypto_pwhash_STRBYTES];
+    uint8_t hash[32];
+    uint64_t account = 0;
+    msv_err err;
+
+    if (!rate_ok(c, f->request_id))
+        return;
+    if (!normalise_handle(r->handle, handle) || r->code.len != 6 ||
+        r->new_password.len < PASSWORD_MIN || r->new_password.len > PASSWORD_MAX) {
+        msv_conn_send_error(c, f->request_id, E_INVALID,
+                            "need a valid handle, the 6-digit code and a new password of 8 to "
+                            "1024 bytes");
+        return;
+    }
+    memcpy(code, r->code.data, 6);
+    code[6] = '\0';
+    msv_server_reset_code_hash(handle, code, hash);
+    err = take_code(c, f->request_id, handle, hash); /* answers a failure itself */
+    sodium_memzero(hash, sizeof(hash));
+    if (err != MSV_OK)
+        return;
+    err = STORE(s)->account_get(IMPL(s), handle, &account, NULL);
+    if (err == MSV_OK &&
+        crypto_pwhash_str(pw_hash, (const char *)r->new_password.data, r->new_password.len,
+                          s->cfg.argon2_opslimit, (size_t)s->cfg.argon2_memlimit * 1024) != 0)
+        err = MSV_ERR_NOMEM;
+    if (err == MSV_OK)
+        err = STORE(s)->account_set_password(IMPL(s), account, pw_hash);
+    sodium_memzero(pw_hash, sizeof(pw_hash));
+    if (err != MSV_OK) {
+        msv_conn_send_error(c, f->request_id, err == MSV_ERR_NOT_FOUND ? E_AUTH : E_IO,
+                            err == MSV_ERR_NOT_FOUND ? "wrong or expired verification code"
+                                                     : "storage failed");
+        return;
+    }
+    msv_log(MSV_LOG_INFO, "password_reset", "account=%llu", (unsigned long long)account);
+    notify_account(s, account, handle, MSV__WIRE__ACCOUNT_NOTICE__ACCOUNT_PASSWORD_RESET, 0);
+    msv_conn_send_ok(c, f->request_id);
 }
 
 static void handle_remove_device(struct msv_conn_state *c, const msv_frame *f)
@@ -1823,6 +1882,7 @@ static const struct route {
     {MSV__WIRE__FRAME__BODY_REMOVE_DEVICE, 1, handle_remove_device},
     {MSV__WIRE__FRAME__BODY_PASSWORD_CHANGE, 1, handle_password_change},
     {MSV__WIRE__FRAME__BODY_ACCOUNT_DELETE, 1, handle_account_delete},
+    {MSV__WIRE__FRAME__BODY_PASSWORD_RESET, 0, handle_password_reset},
     {MSV__WIRE__FRAME__BODY_APPROVE_DEVICE, 1, handle_approve_device},
     {MSV__WIRE__FRAME__BODY_BLOB_CREATE, 1, msv_blob_create},
     {MSV__WIRE__FRAME__BODY_BLOB_CHUNK, 1, msv_blob_chunk},
