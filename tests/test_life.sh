@@ -169,6 +169,8 @@ expect 0 "and deletes its state" -- "$M" --data-dir dev-bob2 leave --yes
 
 # contacts: a send to the deleted account fails, and nothing is queued for it
 expect 1 "alice writes to the deleted account" -- as alice send bob@example.org --text "anyone there?"
+grep -q "bob@example.org deleted their account (its transparency log entry says so)" err.txt && ok ||
+    bad "the sender is told the account was deleted: $(cat err.txt)"
 
 # nothing of bob in the database files (WAL included: the deletion truncated it) or blobs:
 # the envelopes are in no byte of them; his public keys only in the log's earlier leaves,
