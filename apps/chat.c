@@ -645,7 +645,8 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
                  "\u26a0 the devices of %s changed since this device last saw them: compare the "
                  "safety number (/qr) with them before trusting the new ones",
                  h);
-    } else if (strcmp(type, "device") == 0 || strcmp(type, "session") == 0) {
+    } else if (strcmp(type, "device") == 0 || strcmp(type, "session") == 0 ||
+               strcmp(type, "account") == 0) {
         const char *notice = json_string_value(json_object_get(event, "notice"));
 
         add_note(ch, from != NULL ? from : "", "\u26a0 %s", notice ? notice : "");
@@ -817,7 +818,8 @@ static void show_help(struct chat *ch)
     /* the keys last, so that they stay in view on a small screen */
     add_note(ch, ch->current,
              "Safety: /block and /unblock [HANDLE], /report [REASON] (to the operator), "
-             "/settings [read-receipts|typing on|off], /usage (the server's limits).");
+             "/settings [read-receipts|typing on|off], /usage (the server's limits). The account's password changes in a "
+             "shell (missive password change), never here, where it would show.");
     add_note(ch, ch->current,
              "Messages: /edit TEXT and /unsend (your newest here), /edits (the versions of the "
              "newest edited one), /react EMOJI and /unreact (on their newest), /reply TEXT (to "
@@ -1249,6 +1251,9 @@ static void command(struct chat *ch, const char *line)
         invites(ch, line, arg);
     else if (strcmp(line, "/usage") == 0)
         show_usage(ch);
+    else if (strncmp(line, "/password", 9) == 0 && (line[9] == ' ' || line[9] == '\0'))
+        /* a password typed here would show on the screen and stay in the input line */
+        set_status(ch, 8000, "change the password in a shell: missive password change");
     else if (strncmp(line, "/help", 5) == 0)
         show_help(ch);
     else if (strncmp(line, "//", 2) == 0)

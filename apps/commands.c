@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,9 +49,34 @@ static const struct {
      "Adds this machine as another device of an existing account (password from "
      "MISSIVE_PASSWORD). It waits until one of the account's devices approves it with "
      "'missive devices approve ID'; every device is told."},
-    {"devices", "devices [list | approve DEVICE_ID | remove DEVICE_ID]",
+    {"devices", "devices [list | approve DEVICE_ID | remove DEVICE_ID [--yes]]",
      "Lists the account's devices with their fingerprints, approves one waiting to join, or "
-     "removes one."},
+     "removes one. Removing this device itself is 'leave' (--yes needed)."},
+    {"account", "account usage\n       missive account delete --yes",
+     "usage shows what the server holds for this account against its limits: for each "
+     "device, the envelopes and bytes waiting for it beside the queue caps (a send to a "
+     "device whose queue is full is refused), its attachment bytes and unfinished uploads "
+     "beside the quotas, and the account's attachment bytes in all. delete deletes the "
+     "account on the server for good (password from MISSIVE_PASSWORD): every "
+     "device of it, the messages waiting for them, its attachments; its handle's entry in the "
+     "transparency log says it was deleted, so contacts see it; then this device's state here. "
+     "The account's other devices are refused from then on and told so. Without --yes it only "
+     "says what it would delete."},
+    {"leave", "leave [--yes]",
+     "This device leaves the account: the server removes it (the account's other devices are "
+     "told), then its state on this machine is deleted: its keys, its database (messages, "
+     "contacts, groups, settings) and the files it received. Without --yes it only says what "
+     "it would delete."},
+    {"password",
+     "password change\n"
+     "       missive password reset HANDLE --server HOST:PORT --code CODE",
+     "Changes the account's password: the current one from MISSIVE_PASSWORD (or "
+     "--password-file), the new one from MISSIVE_NEW_PASSWORD, or asked twice on the "
+     "terminal (8 characters or more). Wrong current passwords count against the same limit "
+     "as other password attempts. The account's other devices are told. Without the password, "
+     "ask the server's operator to send a code to the handle (missive-admin reset-password); "
+     "reset sets the new password with it (valid 10 minutes), with no device of the account "
+     "needed here."},
     {"profile", "profile [show [HANDLE] | set --name NAME [--avatar FILE] | clear-avatar]",
      "Shows this account's profile or a contact's as last received (its avatar's file), or "
      "sets this account's display name (1 to 64 bytes, no control characters) and avatar (a "
@@ -197,11 +223,6 @@ static const struct {
      "Privacy settings, on unless turned off: read-receipts (off: you send none and see "
      "nobody's) and typing (off: you send no typing notices and see nobody's). Delivery "
      "receipts always go."},
-    {"account", "account usage",
-     "Shows what the server holds for this account against its limits: for each device, the "
-     "envelopes and bytes waiting for it beside the queue caps (a send to a device whose "
-     "queue is full is refused), its attachment bytes and unfinished uploads beside the "
-     "quotas, and the account's attachment bytes in all."},
     {"report", "report HANDLE [MESSAGE_ID...] [--reason TEXT] [--include-text]",
      "Reports HANDLE to the server's operator, who may suspend the account: with a reason "
      "(at most 1000 bytes) and the messages named (at most 50, each one HANDLE sent you). "
@@ -224,8 +245,8 @@ void cli_usage_all(FILE *f)
     fprintf(f, "\n'missive COMMAND --help' describes each. The account is --account, or\n"
                "MISSIVE_ACCOUNT, or the only one in the data directory.\n"
                "environment: MISSIVE_PASSPHRASE (seals this device's keys), MISSIVE_PASSWORD\n"
-               "(the account password, for register and link), MISSIVE_BACKUP_PASSPHRASE (for\n"
-               "backup and restore).\n"
+               "(the account password, for register, link and password), MISSIVE_NEW_PASSWORD\n"
+               "(password change), MISSIVE_BACKUP_PASSPHRASE (for backup and restore).\n"
                "exit status: 0 success, 1 error, 2 usage, 3 authentication, 4 server "
                "unreachable, 5 the server could not store it\n");
 }
@@ -257,6 +278,14 @@ static int fail(const struct msv_client *c, const char *what, msv_err err)
     fprintf(cli_err, "missive: %s: %s%s", what, msv_strerror(err), why ? ": " : "");
     term_put(cli_err, why, TERM_LINES); /* the server's words, or a peer's */
     fputc('\n', cli_err);
+    if (c != NULL && msv_client_account_deleted(c)) {
+        fprintf(cli_err,
+                "missive: the account %s was deleted (from one of its devices, or by "
+                "the server's operator); delete this device's state here with: missive "
+                "leave --yes\n",
+                c->handle);
+        return EXIT_AUTH;
+    }
     if (err == MSV_ERR_AUTH)
         return EXIT_AUTH;
     if (err == MSV_ERR_IO)
@@ -546,12 +575,63 @@ static int create_device(const struct cli *o, const char *handle, struct msv_cli
     return 0;
 }
 
-static char *need_password(const struct cli *o)
+char *cli_password(const struct cli *o)
 {
-    char *pw = secret(o->password_file, "MISSIVE_PASSWORD");
+    char *pw =
+        o->password != NULL ? strdup(o->password) : secret(o->password_file, "MISSIVE_PASSWORD");
 
     if (pw == NULL || strlen(pw) < 8) {
         fprintf(cli_err, "missive: set MISSIVE_PASSWORD (8 characters or more) to the account "
+                         "password\n");
+        free_secret(pw);
+        return NULL;
+    }
+    return pw;
+}
+
+/* Asks for a secret on the terminal without echoing it; NULL without a terminal. */
+char *cli_ask_secret(const char *prompt)
+{
+    struct termios saved, quiet;
+    char buf[1100];
+    FILE *tty = fopen("/dev/tty", "r+");
+    char *got = NULL;
+
+    if (tty == NULL)
+        return NULL;
+    if (tcgetattr(fileno(tty), &saved) == 0) {
+        quiet = saved;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        fputs(prompt, tty);
+        fflush(tty);
+        if (tcsetattr(fileno(tty), TCSAFLUSH, &quiet) == 0 && fgets(buf, sizeof(buf), tty)) {
+            buf[strcspn(buf, "\r\n")] = '\0';
+            got = strdup(buf);
+        }
+        tcsetattr(fileno(tty), TCSAFLUSH, &saved);
+        fputc('\n', tty);
+        msv_wipe(buf, sizeof(buf));
+    }
+    fclose(tty);
+    return got;
+}
+
+char *cli_new_password(const struct cli *o)
+{
+    char *pw =
+        o->new_password != NULL ? strdup(o->new_password) : secret(NULL, "MISSIVE_NEW_PASSWORD");
+    char *again = NULL;
+
+    if (pw == NULL && !o->no_stdin && (pw = cli_ask_secret("new password: ")) != NULL &&
+        ((again = cli_ask_secret("the same again: ")) == NULL || strcmp(pw, again) != 0)) {
+        fprintf(cli_err, "missive: the two new passwords differ\n");
+        free_secret(pw);
+        free_secret(again);
+        return NULL;
+    }
+    free_secret(again);
+    if (pw == NULL || strlen(pw) < 8 || strlen(pw) > 1024) {
+        fprintf(cli_err, "missive: set MISSIVE_NEW_PASSWORD (8 to 1024 characters) to the new "
                          "password\n");
         free_secret(pw);
         return NULL;
@@ -594,7 +674,7 @@ static int cmd_register(const struct cli *o)
         msv_client_close(c);
         return rc;
     }
-    if ((pw = need_password(o)) == NULL)
+    if ((pw = cli_password(o)) == NULL)
         return EXIT_USAGE;
     {
         struct cli with_account = *o;
@@ -623,7 +703,7 @@ static int cmd_link(const struct cli *o)
 
     if (o->argc != 1)
         return cli_usage("link", cli_err);
-    if ((pw = need_password(o)) == NULL)
+    if ((pw = cli_password(o)) == NULL)
         return EXIT_USAGE;
     rc = create_device(o, o->argv[0], &c);
     if (rc == 0) {
@@ -713,6 +793,57 @@ static int show_devices(const struct cli *o, struct msv_client *c, const char *h
     return 0;
 }
 
+/* account delete --yes: the account, on the server and here. */
+static int account_delete(const struct cli *o, struct msv_client *c)
+{
+    char *pw;
+    msv_err err;
+
+    if (!o->yes) {
+        fprintf(cli_err,
+                "missive: this deletes the account %s on the server for good: every device of "
+                "it, the messages waiting for them and its attachments; contacts who look it up "
+                "see it was deleted. Then it deletes %s on this machine (keys, messages, "
+                "contacts, groups, settings, received files). Run again with --yes to do it.\n",
+                c->handle, c->dir);
+        return EXIT_USAGE;
+    }
+    if ((pw = cli_password(o)) == NULL)
+        return EXIT_USAGE;
+    err = msv_client_delete_account(c, pw);
+    free_secret(pw);
+    if (err == MSV_OK && o->json)
+        emit_json(json_pack("{s:s, s:s, s:s}", "status", "deleted", "handle", c->handle, "deleted",
+                            c->dir));
+    else if (err == MSV_OK)
+        fprintf(cli_out, "deleted the account %s; deleted %s\n", c->handle, c->dir);
+    return err == MSV_OK ? 0 : fail(c, "deleting the account", err);
+}
+
+/* This device leaves its account and deletes its state here, once --yes says so. */
+static int leave(const struct cli *o, struct msv_client *c)
+{
+    unsigned long long id = (unsigned long long)c->device_id;
+    msv_err err;
+
+    if (!o->yes) {
+        fprintf(cli_err,
+                "missive: this removes device %llu from %s on the server and deletes %s on this "
+                "machine: this device's keys, its messages, contacts, groups and settings, and "
+                "the files it received; none of it can be had back (but from a backup). Run "
+                "again with --yes to do it.\n",
+                id, c->handle, c->dir);
+        return EXIT_USAGE;
+    }
+    err = msv_client_leave(c);
+    if (err == MSV_OK && o->json)
+        emit_json(json_pack("{s:s, s:I, s:s}", "status", "left", "device_id", (json_int_t)id,
+                            "deleted", c->dir));
+    else if (err == MSV_OK)
+        fprintf(cli_out, "device %llu left %s; deleted %s\n", id, c->handle, c->dir);
+    return err == MSV_OK ? 0 : fail(c, "leaving the account", err);
+}
+
 static int cmd_devices(const struct cli *o, struct msv_client *c)
 {
     char *end;
@@ -742,10 +873,56 @@ static int cmd_devices(const struct cli *o, struct msv_client *c)
             fprintf(cli_out, "approved device %llu; the account's other devices are told\n", id);
         return err == MSV_OK ? 0 : fail(c, "approving the device (is it waiting?)", err);
     }
+    if (id == c->device_id)
+        return leave(o, c);
     err = msv_client_remove_device(c, id);
     if (err == MSV_OK)
         fprintf(cli_out, "removed device %llu; the account's other devices are told\n", id);
     return err == MSV_OK ? 0 : fail(c, "removing the device", err);
+}
+
+static int cmd_password(const struct cli *o, struct msv_client *c)
+{
+    char *pw = NULL, *new_pw = NULL;
+    msv_err err;
+    int rc = EXIT_USAGE;
+
+    if (o->argc != 1 || strcmp(o->argv[0], "change") != 0)
+        return cli_usage("password", cli_err);
+    if ((pw = cli_password(o)) != NULL && (new_pw = cli_new_password(o)) != NULL) {
+        err = msv_client_password_change(c, pw, new_pw);
+        if (err == MSV_OK && o->json)
+            emit_json(json_pack("{s:s}", "status", "changed"));
+        else if (err == MSV_OK)
+            fprintf(cli_out, "password changed; the account's other devices are told\n");
+        rc = err == MSV_OK ? 0 : fail(c, "changing the password", err);
+    }
+    free_secret(pw);
+    free_secret(new_pw);
+    return rc;
+}
+
+/* password reset HANDLE --server HOST:PORT --code CODE: needs no device of the account here. */
+static int cmd_password_reset(const struct cli *o)
+{
+    struct msv_client why = {0}; /* only its refusal, for fail() */
+    char host[256], *pw;
+    const char *others = NULL;
+    uint16_t port = 0;
+    msv_err err;
+
+    if (o->argc != 2 || o->code == NULL || o->server == NULL ||
+        parse_servers(o->server, host, sizeof(host), &port, &others) != 0)
+        return cli_usage("password", cli_err);
+    if ((pw = cli_new_password(o)) == NULL)
+        return EXIT_USAGE;
+    err = msv_client_password_reset(host, port, o->argv[1], o->code, pw, &why.why);
+    free_secret(pw);
+    if (err == MSV_OK && o->json)
+        emit_json(json_pack("{s:s, s:s}", "status", "reset", "handle", o->argv[1]));
+    else if (err == MSV_OK)
+        fprintf(cli_out, "password reset for %s; the account's devices are told\n", o->argv[1]);
+    return err == MSV_OK ? 0 : fail(&why, "resetting the password", err);
 }
 
 /* A line of two fields that others may have named, separated by a tab. */
@@ -2558,13 +2735,11 @@ static void print_usage(const struct cli *o, const Msv__Wire__UsageAnswer *u)
                 (unsigned long long)u->attachment_bytes_per_account);
 }
 
-static int cmd_account(const struct cli *o, struct msv_client *c)
+static int account_usage(const struct cli *o, struct msv_client *c)
 {
     msv_frame *answer = NULL;
     msv_err err;
 
-    if (o->argc != 1 || strcmp(o->argv[0], "usage") != 0)
-        return cli_usage("account", cli_err);
     err = msv_client_usage(c, &answer);
     if (err != MSV_OK)
         return fail(c, "asking the server for this account's usage", err);
@@ -2573,8 +2748,19 @@ static int cmd_account(const struct cli *o, struct msv_client *c)
     return 0;
 }
 
+/* account usage | account delete --yes */
+static int cmd_account(const struct cli *o, struct msv_client *c)
+{
+    if (o->argc == 1 && strcmp(o->argv[0], "usage") == 0)
+        return account_usage(o, c);
+    if (o->argc == 1 && strcmp(o->argv[0], "delete") == 0)
+        return account_delete(o, c);
+    return cli_usage("account", cli_err);
+}
+
 /* options with no letter of their own */
-enum { OPT_INVITE = 0x100, OPT_SESSION_HOURS, OPT_IDLE_MINUTES, OPT_TOKEN_MINUTES };
+enum { OPT_INVITE = 0x100, OPT_SESSION_HOURS, OPT_IDLE_MINUTES, OPT_TOKEN_MINUTES,
+       OPT_YES };
 
 int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
 {
@@ -2622,6 +2808,7 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
         {"session-hours", required_argument, NULL, OPT_SESSION_HOURS},
         {"idle-minutes", required_argument, NULL, OPT_IDLE_MINUTES},
         {"token-minutes", required_argument, NULL, OPT_TOKEN_MINUTES},
+        {"yes", no_argument, NULL, OPT_YES},
         {NULL, 0, NULL, 0},
     };
     char *end;
@@ -2660,6 +2847,9 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
             break;
         case OPT_INVITE:
             o->invite = optarg;
+            break;
+        case OPT_YES:
+            o->yes = 1;
             break;
         case 't':
             o->text = optarg;
@@ -2974,6 +3164,12 @@ static int run_account_command(const struct cli *o, const char *command, struct 
         return cmd_sync(o, c);
     if (strcmp(command, "devices") == 0)
         return cmd_devices(o, c);
+    if (strcmp(command, "password") == 0)
+        return cmd_password(o, c);
+    if (strcmp(command, "account") == 0)
+        return cmd_account(o, c);
+    if (strcmp(command, "leave") == 0)
+        return o->argc == 0 ? leave(o, c) : cli_usage("leave", cli_err);
     if (strcmp(command, "contacts") == 0)
         return cmd_contacts(o, c);
     if (strcmp(command, "groups") == 0)
@@ -3012,8 +3208,6 @@ static int run_account_command(const struct cli *o, const char *command, struct 
         return cmd_settings(o, c);
     if (strcmp(command, "report") == 0)
         return cmd_report(o, c);
-    if (strcmp(command, "account") == 0)
-        return cmd_account(o, c);
     if (strcmp(command, "backup") == 0)
         return cmd_backup(o, c);
     if (strcmp(command, "fingerprint") == 0)
@@ -3050,5 +3244,7 @@ int cli_run_unopened(const struct cli *o, const char *command)
         return cmd_link(o);
     if (strcmp(command, "restore") == 0)
         return cmd_restore(o);
+    if (strcmp(command, "password") == 0 && o->argc > 0 && strcmp(o->argv[0], "reset") == 0)
+        return cmd_password_reset(o);
     return -1;
 }

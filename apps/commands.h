@@ -18,7 +18,8 @@ enum { EXIT_ERR = 1, EXIT_USAGE = 2, EXIT_AUTH = 3, EXIT_NET = 4, EXIT_STORAGE =
 struct cli {
     const char *account, *data_dir, *server, *suite, *code, *text, *search, *passphrase_file,
         *password_file, *group, *backup_passphrase_file, *compat, *socket;
-    const char *backup_passphrase; /* given in a request to the daemon */
+    const char *backup_passphrase;       /* given in a request to the daemon */
+    const char *password, *new_password; /* password change: given in a request to the daemon */
     unsigned long kdf_memory_mib, kdf_passes;
     const char *files[8];
     size_t file_count;
@@ -34,6 +35,7 @@ struct cli {
     /* web --session-hours, --idle-minutes, --token-minutes (0: the defaults) */
     double session_hours, idle_minutes, token_minutes;
     const char *before;        /* history --before MESSAGE_ID */
+    int yes;                                 /* leave, devices remove: do delete */
     struct msv_client *client; /* the open account while a command runs (names of senders) */
     double wait_s;
     long limit;
@@ -78,6 +80,15 @@ char *cli_reactions_line(struct msv_client *c, const uint8_t id[16]);
 void cli_print_incoming(void *ctx, const struct msv_incoming *in);
 /* A transparency alarm as 'receive' prints it (on cli_err, and -o json on cli_out). */
 void cli_print_alarm(void *ctx, const char *warning);
+/*
+ * The account password: the daemon request's, --password-file's or MISSIVE_PASSWORD; the new
+ * one: the request's, MISSIVE_NEW_PASSWORD, or asked twice on the terminal (unless no_stdin).
+ * NULL after saying why; caller frees with msv_secret_free(p, strlen(p)).
+ */
+char *cli_password(const struct cli *o);
+char *cli_new_password(const struct cli *o);
+/* Asks for a secret on the terminal without echoing it; NULL without one. Caller frees. */
+char *cli_ask_secret(const char *prompt);
 /* The list of commands, as 'missive --help' prints it. */
 void cli_usage_all(FILE *f);
 /* Opens the account in dir as o asks (passphrase, callbacks); 0 or an exit status. */

@@ -22,6 +22,7 @@
 #include "server/admin_api.h"
 #include "server/blob_backend.h"
 #include "server/cluster.h"
+#include "server/codes.h"
 #include "server/control.h"
 #include "server/config.h"
 #include "server/invites.h"
@@ -66,6 +67,11 @@ static void usage(FILE *f)
             "                    connected now are cut off at once (every node of a\n"
             "                    cluster is told through its Redis); nothing is deleted\n"
             "  unsuspend HANDLE  lifts that\n"
+            "  reset-password HANDLE  sends the handle a code (the verification hook; no\n"
+            "                    hook: printed) to set a new password with\n"
+            "  delete HANDLE --yes  deletes the account for good: its devices, what waits\n"
+            "                    for them, its attachments and reports; a tombstone goes\n"
+            "                    into the transparency log; its devices are cut off\n"
             "  reports [list]    abuse reports (missive report), newest first: id, when,\n"
             "                    reporter, reported account, state, reason\n"
             "  reports show ID   one report, with the messages' text if the reporter sent it\n"
@@ -105,6 +111,7 @@ static void usage(FILE *f)
             "  --url http://HOST:PORT  reload, disconnect HANDLE and stats through the\n"
             "                  node's admin API on its HTTP port, instead of the data directory\n"
             "  --token-file FILE  the admin token for --url ([http] admin_token_file)\n"
+            "  --yes           for delete: do delete\n"
             "  -o json         one JSON object per line\n"
             "  --help          this text\n"
             "\n"
@@ -119,6 +126,7 @@ struct admin {
     unsigned long uses, days;
     const char *note;
     int invite_options; /* one of them was given */
+    int yes;            /* delete: do it */
 };
 
 #define OPS(a) ((a)->store->ops)
@@ -189,16 +197,10 @@ static int cmd_accounts(struct admin *a)
  * node of a cluster through its Redis, else the node on this data directory
  * through its control socket. Says whether any was told.
  */
-static int tell_suspended(struct admin *a, const char *handle)
+static int tell_nodes(struct admin *a, uint64_t account_id)
 {
-    uint64_t account_id = 0;
-    char *hash = NULL;
     int nodes = 0;
-    msv_err err = OPS(a)->account_get(IMPL(a), handle, &account_id, &hash);
 
-    free(hash);
-    if (err != MSV_OK)
-        return 0;
     if (a->cfg.redis[0] != '\0') {
         if (msv_cluster_publish_suspended(a->cfg.redis, account_id, &nodes) != MSV_OK)
             fprintf(stderr, "missive-admin: the cluster's Redis (%s) cannot be reached\n",
@@ -207,6 +209,114 @@ static int tell_suspended(struct admin *a, const char *handle)
             return 1;
     }
     return msv_control_send_suspended(a->cfg.data_dir, account_id) == MSV_OK;
+}
+
+static int tell_suspended(struct admin *a, const char *handle)
+{
+    uint64_t account_id = 0;
+    char *hash = NULL;
+    msv_err err = OPS(a)->account_get(IMPL(a), handle, &account_id, &hash);
+
+    free(hash);
+    return err == MSV_OK && tell_nodes(a, account_id);
+}
+
+/*
+ * reset-password HANDLE: a fresh code for the handle, kept (hashed) in the store as a
+ * registration code is, sent through the verification hook by missive-admin itself (printed
+ * when the server runs without one, as missived logs registration codes); the person sets a
+ * new password with it (missive password reset).
+ */
+static int cmd_reset_password(struct admin *a, const char *handle)
+{
+    int64_t now = msv_config_now_ms(&a->cfg);
+    int hook = strcmp(a->cfg.verification, "hook") == 0;
+    uint64_t account = 0;
+    uint8_t hash[32];
+    char code[8];
+    msv_err err = OPS(a)->account_get(IMPL(a), handle, &account, NULL);
+
+    if (err == MSV_ERR_NOT_FOUND) {
+        fprintf(stderr, "missive-admin: no account %s\n", handle);
+        return EXIT_ERR;
+    }
+    if (err != MSV_OK)
+        return fail("reading the account", err);
+    snprintf(code, sizeof(code), "%06u", (unsigned)randombytes_uniform(1000000));
+    msv_server_reset_code_hash(handle, code, hash);
+    err = OPS(a)->code_put(IMPL(a), handle, hash, now, now + 10 * 60 * 1000);
+    sodium_memzero(hash, sizeof(hash));
+    if (err == MSV_ERR_EXISTS) {
+        fprintf(stderr,
+                "missive-admin: a code for %s is still valid; wait until it expires (10 "
+                "minutes after it was sent)\n",
+                handle);
+        return EXIT_ERR;
+    }
+    if (err != MSV_OK)
+        return fail("storing the code", err);
+    if (hook)
+        msv_server_run_hook(a->cfg.verification_hook, handle, code);
+    if (a->json)
+        emit(hook ? json_pack("{s:s, s:s}", "handle", handle, "sent", "hook")
+                  : json_pack("{s:s, s:s, s:s}", "handle", handle, "sent", "none", "code", code));
+    else if (hook)
+        printf("a code went to %s through the verification hook; with it, run there:\n  missive "
+               "password reset %s --server HOST:PORT --code CODE\n",
+               handle, handle);
+    else
+        printf("no verification hook: give %s this code (valid 10 minutes): %s\n  missive "
+               "password reset %s --server HOST:PORT --code %s\n",
+               handle, code, handle, code);
+    sodium_memzero(code, sizeof(code));
+    return 0;
+}
+
+/*
+ * delete HANDLE --yes: what the account's own 'missive account delete' does (docs/missived.md,
+ * "Deleting an account"), from the operator's side; the nodes are told as for a suspension,
+ * and, finding the account gone, cut its devices off and forget what they cached of it.
+ */
+static int cmd_delete(struct admin *a, const char *handle)
+{
+    struct msv_account_deleted del = {0};
+    struct msv_blob_backend *blobs = NULL;
+    char dir[1100];
+    msv_err err;
+    int told;
+
+    if (!a->yes) {
+        fprintf(stderr,
+                "missive-admin: this deletes the account %s for good: its devices, what "
+                "waits for them, its attachments, its reports; run again with --yes\n",
+                handle);
+        return EXIT_USAGE;
+    }
+    err = OPS(a)->account_delete(IMPL(a), handle, msv_config_now_ms(&a->cfg), &del);
+    if (err == MSV_ERR_NOT_FOUND) {
+        fprintf(stderr, "missive-admin: no account %s\n", handle);
+        return EXIT_ERR;
+    }
+    if (err != MSV_OK)
+        return fail("deleting the account", err);
+    snprintf(dir, sizeof(dir), "%s/blobs", a->cfg.data_dir);
+    if (del.n_blobs > 0 && msv_blob_backend_open_dir(dir, &blobs) == MSV_OK) {
+        for (size_t i = 0; i < del.n_blobs; i++)
+            blobs->ops->remove(blobs->impl, del.blobs[i]);
+    }
+    msv_blob_backend_close(blobs);
+    told = tell_nodes(a, del.account_id);
+    if (a->json)
+        emit(json_pack("{s:s, s:b, s:I, s:I, s:b}", "handle", handle, "deleted", 1, "devices",
+                       (json_int_t)del.n_devices, "attachments", (json_int_t)del.n_blobs, "cut_off",
+                       told));
+    else
+        printf("deleted %s: %zu devices, %zu attachments; %s\n", handle, del.n_devices, del.n_blobs,
+               told ? "its connected devices are cut off now"
+                    : "no running missived could be told: restart it to cut off devices "
+                      "connected now");
+    msv_account_deleted_clear(&del);
+    return 0;
 }
 
 #define REPORTS_LISTED 1000
@@ -679,6 +789,7 @@ int main(int argc, char **argv)
         {"to-postgres", required_argument, NULL, 'P'},
         {"url", required_argument, NULL, 'U'},
         {"token-file", required_argument, NULL, 'T'},
+        {"yes", no_argument, NULL, 'y'},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL, *data_dir = NULL, *cmd, *to_postgres = NULL, *url = NULL,
@@ -716,6 +827,9 @@ int main(int argc, char **argv)
         case 'T':
             token_file = optarg;
             break;
+        case 'y':
+            a.yes = 1;
+            break;
         case 'u':
             if (!count_option("uses", optarg, 1, INVITE_USES_MAX, &a.uses))
                 return EXIT_USAGE;
@@ -749,7 +863,8 @@ int main(int argc, char **argv)
     }
     cmd = argv[optind];
     want = strcmp(cmd, "suspend") == 0 || strcmp(cmd, "unsuspend") == 0 ||
-                   strcmp(cmd, "backup") == 0 || strcmp(cmd, "restore") == 0
+                   strcmp(cmd, "backup") == 0 || strcmp(cmd, "restore") == 0 ||
+                   strcmp(cmd, "delete") == 0 || strcmp(cmd, "reset-password") == 0
                ? 1
                : 0;
     if (strcmp(cmd, "reports") == 0) /* none or list; show, suspend or dismiss with an id */
@@ -816,6 +931,10 @@ int main(int argc, char **argv)
         rc = cmd_reports(&a, argc - optind - 1, argv + optind + 1);
     else if (strcmp(cmd, "invites") == 0)
         rc = cmd_invites(&a, argc - optind - 1, argv + optind + 1);
+    else if (strcmp(cmd, "delete") == 0)
+        rc = cmd_delete(&a, argv[optind + 1]);
+    else if (strcmp(cmd, "reset-password") == 0)
+        rc = cmd_reset_password(&a, argv[optind + 1]);
     else
         rc = cmd_suspend(&a, argv[optind + 1], strcmp(cmd, "suspend") == 0);
     msv_store_close(a.store);

@@ -75,6 +75,7 @@ struct owner {
     struct inbox_item *inbox;
     size_t inbox_len, inbox_dropped;
     int online, said_offline, monitor_due;
+    int said_deleted; /* the server said the account was deleted (account_gone) */
     int64_t retry_at, retry_ms, monitor_at;
     int64_t expire_at; /* when to look for disappearing messages whose time came */
     char last_error[300];
@@ -376,6 +377,7 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         [MSV_INCOMING_EXPIRED] = "expired",
         [MSV_INCOMING_PROFILE] = "profile",
         [MSV_INCOMING_JOIN_REQUEST] = "join_request",
+        [MSV_INCOMING_ACCOUNT] = "account",
     };
     struct owner *ow = ctx;
     json_t *event = json_pack("{s:s}", "type", kinds[in->kind]);
@@ -492,6 +494,25 @@ static void pump(struct owner *ow)
     }
 }
 
+/*
+ * The account was deleted (the server refuses its devices): said once, as an 'account' event
+ * and a notice; nothing is deleted here but on 'leave --yes', the person's choice.
+ */
+static void account_gone(struct owner *ow)
+{
+    char notice[400];
+
+    if (!msv_client_account_deleted(ow->c) || ow->said_deleted)
+        return;
+    ow->said_deleted = 1;
+    snprintf(notice, sizeof(notice),
+             "the account %s was deleted (from one of its devices, or by the server's operator); "
+             "delete this device's state here with: missive leave --yes",
+             ow->c->handle);
+    on_incoming(ow, &(struct msv_incoming){
+                        .kind = MSV_INCOMING_ACCOUNT, .notice = notice, .status = "deleted"});
+}
+
 /* Connects when it is time to try (at start, then backing off to a minute). */
 static void keep_connected(struct owner *ow)
 {
@@ -513,6 +534,7 @@ static void keep_connected(struct owner *ow)
             ow->retry_ms = RETRY_MAX_MS;
         ow->retry_at = msv_mono_ms() + ow->retry_ms;
         set_online(ow, 0, ow->last_error);
+        account_gone(ow);
         return;
     }
     ow->retry_ms = 0;
@@ -560,6 +582,8 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
     struct rpc_argv b = {.n = 0};
     const char *command = NULL, *output = json_string_value(json_object_get(params, "output"));
     json_t *pass = json_object_get(params, "backup-passphrase"), *result, *response;
+    json_t *pw = json_object_get(params, "password"),
+           *new_pw = json_object_get(params, "new-password");
     char why[300] = "", *out = NULL, *err = NULL, message[300];
     size_t out_len = 0, err_len = 0;
     FILE *saved_out = cli_out, *saved_err = cli_err;
@@ -567,9 +591,12 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
     int rc, shows = 0;
 
     if ((output != NULL && strcmp(output, "json") != 0 && strcmp(output, "text") != 0) ||
-        (pass != NULL && !json_is_string(pass))) {
+        (pass != NULL && !json_is_string(pass)) || (pw != NULL && !json_is_string(pw)) ||
+        (new_pw != NULL && !json_is_string(new_pw))) {
         return rpc_error(id, -32602,
-                         "'output' is \"json\" or \"text\"; 'backup-passphrase' a string", NULL);
+                         "'output' is \"json\" or \"text\"; 'backup-passphrase', 'password' and "
+                         "'new-password' strings",
+                         NULL);
     }
     if (rpc_build_argv(method, params, &b, why, sizeof(why)) != 0) {
         rpc_argv_free(&b);
@@ -585,6 +612,8 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
             o.json = output == NULL || strcmp(output, "json") == 0;
             o.no_stdin = 1;
             o.backup_passphrase = json_string_value(pass);
+            o.password = json_string_value(pw);
+            o.new_password = json_string_value(new_pw);
             o.on_incoming = on_incoming; /* what arrives meanwhile is the owner's */
             o.incoming_ctx = ow;
             shows = only_shows(method, &o);
@@ -635,6 +664,11 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
     }
     json_decref(result);
     free(err);
+    /* this device left its account (leave): nothing is left to own; the owner stops */
+    if (ow->c->device_id == 0) {
+        stop_signal = SIGTERM;
+        return response;
+    }
     /* pushes the command's requests set aside, and what it changed, for the others */
     pump(ow);
     if (rc == 0 && !shows)
@@ -1303,6 +1337,8 @@ static json_t *forward_params(const struct cli *o, const char *command)
         json_object_set_new(params, "approval", json_string(o->approval ? "on" : "off"));
     if (o->reset)
         json_object_set_new(params, "reset", json_true());
+    if (o->yes)
+        json_object_set_new(params, "yes", json_true());
     if (o->off)
         json_object_set_new(params, "off", json_true());
     if (o->name != NULL)
@@ -1399,6 +1435,30 @@ static int forwardable(const struct cli *o)
     return ok;
 }
 
+/* The passwords of a password change or an account deletion, read (or asked) here, go with
+ * the request: -1 without them. */
+static int forward_passwords(const struct cli *o, json_t *params)
+{
+    char *pw = NULL, *new_pw = NULL;
+    int rc = -1;
+
+    int change = o->argc == 1 && strcmp(o->argv[0], "change") == 0;
+    int deletion = o->argc == 1 && strcmp(o->argv[0], "delete") == 0 && o->yes;
+
+    if ((change || deletion) && (pw = cli_password(o)) != NULL &&
+        (deletion || (new_pw = cli_new_password(o)) != NULL) && utf8(pw) && utf8(new_pw)) {
+        json_object_set_new(params, "password", json_string(pw));
+        if (change)
+            json_object_set_new(params, "new-password", json_string(new_pw));
+        rc = 0;
+    }
+    if (pw != NULL)
+        msv_secret_free(pw, strlen(pw));
+    if (new_pw != NULL)
+        msv_secret_free(new_pw, strlen(new_pw));
+    return change || deletion ? rc : 0;
+}
+
 int daemon_forward(const struct cli *o, const char *dir, const char *command, int *rc)
 {
     struct sockaddr_un a = {.sun_family = AF_UNIX};
@@ -1449,6 +1509,13 @@ int daemon_forward(const struct cli *o, const char *dir, const char *command, in
         } else if (env != NULL) {
             json_object_set_new(params, "backup-passphrase", json_string(env));
         }
+    }
+    if ((strcmp(command, "password") == 0 || strcmp(command, "account") == 0) &&
+        forward_passwords(o, params) != 0) {
+        json_decref(params);
+        close(fd);
+        *rc = EXIT_USAGE;
+        return 1;
     }
     request = json_pack("{s:s, s:i, s:s, s:o}", "jsonrpc", "2.0", "id", 1, "method", command,
                         "params", params);

@@ -33,7 +33,7 @@ static int option_has_arg(const char *name, int *known)
                                            "reply-to",   "reason",     "name",
                                            "avatar",     "approval",   "before"};
     static const char *const flags[] = {"qr",       "accept", "remove", "include-text",
-                                        "archived", "reset",  "off"};
+                                        "archived", "reset",  "off",    "yes"};
 
     *known = 1;
     for (size_t i = 0; i < sizeof(with_arg) / sizeof(with_arg[0]); i++)
@@ -101,7 +101,8 @@ int rpc_build_argv(const char *method, json_t *params, struct rpc_argv *b, char 
         int known = 0, has_arg = option_has_arg(key, &known);
 
         if (strcmp(key, "args") == 0 || strcmp(key, "output") == 0 ||
-            strcmp(key, "backup-passphrase") == 0)
+            strcmp(key, "backup-passphrase") == 0 || strcmp(key, "password") == 0 ||
+            strcmp(key, "new-password") == 0)
             continue;
         if (!known) {
             snprintf(why, why_len, "'%s' is not a parameter of %s", key, method);

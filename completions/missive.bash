@@ -21,7 +21,7 @@ _missive()
     prev=${COMP_WORDS[COMP_CWORD - 1]}
     local commands="register link devices contacts groups send receive history read typing timer
         edit unsend edits windows react verify fingerprint backup restore daemon web chat log-head
-        sync block unblock blocked requests settings report conversations profile account"
+        sync block unblock blocked requests settings report conversations profile password leave account"
     local global="--account --data-dir -o --passphrase-file --password-file
         --backup-passphrase-file --help"
     local command="" data_dir="" i
@@ -60,7 +60,10 @@ _missive()
     case $command in
     register) opts="--server --suite --compat --code --invite" ;;
     link) opts="--server --suite --compat" ;;
-    devices) opts="list approve remove" ;;
+    devices) opts="list approve remove --yes" ;;
+    leave) opts="--yes" ;;
+    account) opts="delete --yes" ;;
+    password) opts="change reset --server --code" ;;
     contacts) opts="list add remove" ;;
     sync) opts="list set unset" ;;
     requests) opts="list accept delete block" ;;

@@ -211,6 +211,41 @@ static void test_leaf_encoding(void **state)
     assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_ERR_INVALID);
 }
 
+/* A tombstone (docs/transparency.md): version 3, a handle and no devices; nothing else. */
+static void test_tombstone_leaf(void **state)
+{
+    static const uint8_t want[] = {3, 0, 0, 0, 0, 0, 0, 0, 42, 5, 'a', '@', 'x', '.', 'y', 0};
+    static const uint8_t id[3] = {1, 2, 3};
+    struct msv_kt_entry e = {.deleted = 1, .time_ms = 42, .handle = "a@x.y"}, back;
+    uint8_t *leaf = NULL, *with_device = NULL;
+    size_t len = 0, with_len = 0;
+
+    (void)state;
+    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_OK);
+    assert_int_equal(len, sizeof(want));
+    assert_memory_equal(leaf, want, sizeof(want));
+    assert_int_equal(msv_kt_leaf_parse(leaf, len, &back), MSV_OK);
+    assert_true(back.deleted);
+    assert_int_equal(back.n_devices, 0);
+    assert_string_equal(back.handle, "a@x.y");
+    free(leaf);
+    /* a tombstone that lists devices has no encoding and does not parse */
+    e.n_devices = 1;
+    e.devices[0] = (struct msv_kt_device){7, 3, id, sizeof(id)};
+    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_ERR_INVALID);
+    e.deleted = 0;
+    assert_int_equal(msv_kt_leaf_encode(&e, &with_device, &with_len), MSV_OK);
+    with_device[0] = 3;
+    assert_int_equal(msv_kt_leaf_parse(with_device, with_len, &back), MSV_ERR_PARSE);
+    free(with_device);
+    /* a device set's leaf is no tombstone */
+    e.n_devices = 0;
+    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_OK);
+    assert_int_equal(msv_kt_leaf_parse(leaf, len, &back), MSV_OK);
+    assert_false(back.deleted);
+    free(leaf);
+}
+
 static void test_signed_heads(void **state)
 {
     uint8_t pk[32], sk[64], other[32], other_sk[64];
@@ -500,10 +535,11 @@ static void test_rotation_leaf(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reference_roots),     cmocka_unit_test(test_inclusion_proofs),
-        cmocka_unit_test(test_consistency_proofs),  cmocka_unit_test(test_leaf_encoding),
-        cmocka_unit_test(test_signed_heads),        cmocka_unit_test(test_key_rotation),
-        cmocka_unit_test(test_key_rotation_follow), cmocka_unit_test(test_rotation_leaf),
+        cmocka_unit_test(test_reference_roots),    cmocka_unit_test(test_inclusion_proofs),
+        cmocka_unit_test(test_consistency_proofs), cmocka_unit_test(test_leaf_encoding),
+        cmocka_unit_test(test_tombstone_leaf),     cmocka_unit_test(test_signed_heads),
+        cmocka_unit_test(test_key_rotation),       cmocka_unit_test(test_key_rotation_follow),
+        cmocka_unit_test(test_rotation_leaf),
     };
 
     if (msv_init() != MSV_OK)

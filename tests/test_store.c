@@ -184,6 +184,111 @@ static void test_accounts(void **state)
     assert_int_equal(OPS(f)->account_handle(IMPL(f), a + 100, &handle), MSV_ERR_NOT_FOUND);
 }
 
+/* A password change replaces the hash of that account only; an unknown account changes nothing. */
+static void test_account_password(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "alice@example.org"), b = make_account(f, "bob@example.org");
+    uint64_t got = 0;
+    char *hash = NULL;
+
+    assert_int_equal(OPS(f)->account_set_password(IMPL(f), a, "$argon2id$new"), MSV_OK);
+    assert_int_equal(OPS(f)->account_get(IMPL(f), "alice@example.org", &got, &hash), MSV_OK);
+    assert_int_equal(got, a);
+    assert_string_equal(hash, "$argon2id$new");
+    free(hash);
+    hash = NULL;
+    assert_int_equal(OPS(f)->account_get(IMPL(f), "bob@example.org", &got, &hash), MSV_OK);
+    assert_int_equal(got, b);
+    assert_string_equal(hash, "$argon2id$x");
+    free(hash);
+    assert_int_equal(OPS(f)->account_set_password(IMPL(f), a + b + 100, "$argon2id$y"),
+                     MSV_ERR_NOT_FOUND);
+}
+
+/*
+ * Deleting an account takes everything of it in one go — devices, what waits for them, their
+ * prekeys and attachments' records, its reports — and leaves a tombstone in the log; other
+ * accounts keep what they have, and the handle registers again as a new account.
+ */
+static void test_account_delete(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "alice@x"), d1 = make_device(f, a), d2 = make_device(f, a);
+    uint64_t b = make_account(f, "bob@x"), e = make_device(f, b), ids[2], again = 0, rid = 0;
+    struct msv_queue_in in[2] = {{.device_id = d1,
+                                  .sender_device = e,
+                                  .sender_handle = "bob@x",
+                                  .suite = 3,
+                                  .ciphertext = (const uint8_t *)"to alice",
+                                  .ciphertext_len = 8},
+                                 {.device_id = e,
+                                  .sender_device = d1,
+                                  .sender_handle = "alice@x",
+                                  .suite = 3,
+                                  .ciphertext = (const uint8_t *)"to bob",
+                                  .ciphertext_len = 6}};
+    struct msv_blob_rec blob = {.owner_device = d2, .size = 10, .expires_ms = 5000}, got;
+    struct msv_prekey_upload up = {.has_signed = 1, .signed_id = 1};
+    struct msv_account_deleted del = {0};
+    struct msv_device_rec dev = {0};
+    struct msv_queue_rec *q = NULL;
+    struct msv_kt_rec leaf = {0};
+    struct msv_kt_entry entry;
+    uint8_t hash[32];
+    size_t n = 0;
+    uint32_t left = 0;
+    int has_signed = 0;
+
+    memset(hash, 7, sizeof(hash));
+    memset(blob.id, 0xa1, MSV_BLOB_ID_LEN);
+    assert_int_equal(OPS(f)->queue_put(IMPL(f), in, 2, 0, 10000, ids), MSV_OK);
+    assert_int_equal(OPS(f)->blob_create(IMPL(f), &blob), MSV_OK);
+    assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d1, &up, 4, &left, &has_signed), MSV_OK);
+    assert_int_equal(OPS(f)->delivery_token_set(IMPL(f), d2, hash), MSV_OK);
+    assert_int_equal(OPS(f)->report_add(IMPL(f), a, "bob@x", "spam", "", 1000, 0, 5, &rid), MSV_OK);
+
+    assert_int_equal(OPS(f)->account_delete(IMPL(f), "alice@x", 9000, &del), MSV_OK);
+    assert_int_equal(del.account_id, a);
+    assert_int_equal(del.n_devices, 2);
+    assert_true((del.devices[0] == d1 && del.devices[1] == d2) ||
+                (del.devices[0] == d2 && del.devices[1] == d1));
+    assert_int_equal(del.n_blobs, 1);
+    assert_memory_equal(del.blobs[0], blob.id, MSV_BLOB_ID_LEN);
+    msv_account_deleted_clear(&del);
+
+    assert_int_equal(OPS(f)->account_get(IMPL(f), "alice@x", &again, NULL), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->device_get(IMPL(f), d1, &dev), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->device_get(IMPL(f), d2, &dev), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->blob_get(IMPL(f), blob.id, &got), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->queue_fetch(IMPL(f), d1, 0, 0, 10, &q, &n), MSV_OK);
+    assert_int_equal(n, 0);
+    msv_queue_recs_free(q, n);
+    assert_int_equal(OPS(f)->report_get(IMPL(f), rid, &(struct msv_report *){NULL}),
+                     MSV_ERR_NOT_FOUND);
+    /* bob keeps what alice sent him before */
+    assert_int_equal(OPS(f)->queue_fetch(IMPL(f), e, 0, 0, 10, &q, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    msv_queue_recs_free(q, n);
+    /* the log's newest leaf for the handle is its tombstone */
+    assert_int_equal(OPS(f)->kt_latest(IMPL(f), "alice@x", &leaf), MSV_OK);
+    assert_int_equal(msv_kt_leaf_parse(leaf.leaf, leaf.leaf_len, &entry), MSV_OK);
+    assert_true(entry.deleted);
+    assert_int_equal(entry.n_devices, 0);
+    assert_string_equal(entry.handle, "alice@x");
+    free(leaf.leaf);
+
+    assert_int_equal(OPS(f)->account_delete(IMPL(f), "alice@x", 9100, &del), MSV_ERR_NOT_FOUND);
+    assert_int_equal(del.n_devices, 0);
+    /* the handle is free again: a new account, never the old one's id (not even the newest's) */
+    assert_int_equal(OPS(f)->account_delete(IMPL(f), "bob@x", 9200, &del), MSV_OK);
+    msv_account_deleted_clear(&del);
+    again = make_account(f, "alice@x");
+    assert_int_not_equal(again, b);
+    assert_int_not_equal(again, a);
+    assert_int_equal(make_device(f, again) > d2, 1);
+}
+
 static void test_codes(void **state)
 {
     struct fixture *f = *state;
@@ -279,6 +384,7 @@ static void test_migration_to_v3(void **state)
                      "DROP TABLE queue_usage; DROP TRIGGER queue_usage_in;"
                      "DROP TRIGGER queue_usage_out; DROP TABLE reports; DROP TABLE invites;"
                      "DROP TABLE queue_refusals;"
+                     "DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
                      "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
@@ -1144,16 +1250,16 @@ static void test_reopen_and_schema(void **state)
                      MSV_OK);
     msv_store_close(f->store);
     f->store = NULL;
-    raw_exec(f,
-             f->pg ? "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
-                     " DROP TRIGGER queue_usage_in ON queue; DROP TRIGGER queue_usage_out ON queue;"
-                     " DROP FUNCTION queue_usage_add; DROP FUNCTION queue_usage_sub;"
-                     " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
-                     " UPDATE missive_schema SET version = 6;"
-                   : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
-                     " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
-                     " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
-                     " DELETE FROM schema_version WHERE version >= 7;");
+    raw_exec(
+        f, f->pg ? "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
+                   " DROP TRIGGER queue_usage_in ON queue; DROP TRIGGER queue_usage_out ON queue;"
+                   " DROP FUNCTION queue_usage_add; DROP FUNCTION queue_usage_sub;"
+                   " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals; UPDATE missive_schema SET version = 6;"
+                 : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
+                   " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
+                   " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
+                   " DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
+                   " DELETE FROM schema_version WHERE version >= 7;");
     reopen(f);
     raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
     assert_usage(f, 42, 1, 3);
@@ -1294,6 +1400,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_accounts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_codes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_account_password, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_account_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_devices, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_to_v3, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transparency_log, setup, teardown),
@@ -1319,6 +1427,8 @@ int main(void)
     const struct CMUnitTest pg_tests[] = {
         cmocka_unit_test_setup_teardown(test_accounts, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_codes, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_account_password, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_account_delete, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_devices, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_transparency_log, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_approval, setup_pg, teardown),

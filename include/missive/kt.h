@@ -76,8 +76,12 @@ struct msv_kt_device {
     size_t identity_len;
 };
 
-/* A handle's device set as the log holds it (devices in ascending id order). */
+/*
+ * A handle's device set as the log holds it (devices in ascending id order); deleted: a
+ * tombstone, the handle's account was deleted (no devices; docs/transparency.md).
+ */
 struct msv_kt_entry {
+    int deleted;
     int64_t time_ms;
     char handle[256];
     size_t n_devices;

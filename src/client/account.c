@@ -511,6 +511,64 @@ msv_err msv_client_link(struct msv_client *c, const char *password)
     return err;
 }
 
+msv_err msv_client_wipe(struct msv_client *c)
+{
+    msv_conn_close(c->conn);
+    c->conn = NULL;
+    c->device_id = 0; /* nothing of it is left to connect with */
+    return msv_privdir_remove(c->dir) == 0 ? MSV_OK : MSV_ERR_IO;
+}
+
+msv_err msv_client_leave(struct msv_client *c)
+{
+    msv_err err = c->device_id != 0 ? msv_client_remove_device(c, c->device_id) : MSV_OK;
+
+    /* a deleted account's device has no server side left to leave */
+    if (err == MSV_ERR_NOT_FOUND && msv_client_account_deleted(c))
+        err = MSV_OK;
+    return err == MSV_OK ? msv_client_wipe(c) : err;
+}
+
+int msv_client_account_deleted(const struct msv_client *c)
+{
+    return c->why.code == MSV__WIRE__ERROR_CODE__ERROR_ACCOUNT_DELETED;
+}
+
+msv_err msv_client_delete_account(struct msv_client *c, const char *password)
+{
+    msv_err err = msv_client_connect(c);
+
+    if (err == MSV_OK)
+        err = msv_request_account_delete(c->conn, password, TIMEOUT_MS, &c->why);
+    return err == MSV_OK ? msv_client_wipe(c) : err;
+}
+
+msv_err msv_client_password_reset(const char *host, uint16_t port, const char *handle,
+                                  const char *code, const char *new_password,
+                                  struct msv_refusal *why)
+{
+    struct msv_conn *conn = NULL;
+    msv_err err = strlen(new_password) < 8 || strlen(new_password) > 1024
+                      ? MSV_ERR_INVALID
+                      : msv_conn_open(host, port, NULL, TIMEOUT_MS, &conn);
+
+    if (err == MSV_OK)
+        err = msv_request_password_reset(conn, handle, code, new_password, TIMEOUT_MS, why);
+    msv_conn_close(conn);
+    return err;
+}
+
+msv_err msv_client_password_change(struct msv_client *c, const char *password,
+                                   const char *new_password)
+{
+    msv_err err = strlen(new_password) < 8 || strlen(new_password) > 1024 ? MSV_ERR_INVALID
+                                                                          : msv_client_connect(c);
+
+    if (err == MSV_OK)
+        err = msv_request_password_change(c->conn, password, new_password, TIMEOUT_MS, &c->why);
+    return err;
+}
+
 /*
  * How long the digest of an envelope read is kept; a payload made longer ago
  * than that (by its send time, which Missive's clients always set) is refused:
@@ -535,6 +593,8 @@ msv_err msv_client_connect(struct msv_client *c)
         if (err == MSV_ERR_IO && c->why.message[0] != '\0')
             c->why.code = MSV__WIRE__ERROR_CODE__ERROR_IO;
     }
+    if (err == MSV_ERR_NOT_FOUND) /* the account was deleted: say so to whoever asks */
+        c->why.code = MSV__WIRE__ERROR_CODE__ERROR_ACCOUNT_DELETED;
     if (err == MSV_ERR_IO && c->why.code == 0 && c->conn != NULL)
         snprintf(c->why.message, sizeof(c->why.message),
                  "the server at %.180s:%u did not answer within %d s, or closed the connection",

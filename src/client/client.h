@@ -96,6 +96,22 @@ MSV_MUST_CHECK msv_err msv_client_register_finish(struct msv_client *c, const ch
                                                   const char *password);
 /* Adds this device to an existing account. */
 MSV_MUST_CHECK msv_err msv_client_link(struct msv_client *c, const char *password);
+/*
+ * Changes the account's password from password (the current one) to new_password (8 to 1024
+ * bytes): MSV_ERR_AUTH if password is wrong, MSV_ERR_INVALID for a new one out of range,
+ * nothing changed either way. The account's other devices are told (MSV_INCOMING_ACCOUNT).
+ */
+MSV_MUST_CHECK msv_err msv_client_password_change(struct msv_client *c, const char *password,
+                                                  const char *new_password);
+/*
+ * Sets handle's password to new_password with the code the server's operator had sent to the
+ * handle (missive-admin reset-password), over a connection to host:port that pins nothing:
+ * the code is what proves the handle. MSV_ERR_AUTH for a wrong or expired code (why, may be
+ * NULL, gets the server's words). The account's devices are told (MSV_INCOMING_ACCOUNT).
+ */
+MSV_MUST_CHECK msv_err msv_client_password_reset(const char *host, uint16_t port,
+                                                 const char *handle, const char *code,
+                                                 const char *new_password, struct msv_refusal *why);
 
 /* Connects and authenticates (a no-op when connected). */
 MSV_MUST_CHECK msv_err msv_client_connect(struct msv_client *c);
@@ -368,6 +384,8 @@ enum msv_incoming_kind {
     /* a request to join a group by its link (docs/groups.md): status "pending", "added",
        "full", or "refused" (then from and conversation are NULL: it names nobody) */
     MSV_INCOMING_JOIN_REQUEST,
+    /* the account itself changed (notice; status "password_changed") */
+    MSV_INCOMING_ACCOUNT,
 };
 
 struct msv_incoming {
@@ -555,6 +573,26 @@ MSV_MUST_CHECK msv_err msv_client_usage(struct msv_client *c, msv_frame **result
 MSV_MUST_CHECK msv_err msv_client_devices(struct msv_client *c, const char *handle,
                                           msv_frame **result);
 MSV_MUST_CHECK msv_err msv_client_remove_device(struct msv_client *c, uint64_t device_id);
+/*
+ * This device leaves its account: the server removes it (the account's other devices are
+ * told), then msv_client_wipe(). Nothing is deleted here if the server does not remove it.
+ */
+MSV_MUST_CHECK msv_err msv_client_leave(struct msv_client *c);
+/*
+ * Deletes this device's local state: its account directory c->dir with the keys, the database
+ * (messages, contacts, groups, settings, sessions) and the files received, never following a
+ * link; c stays open on nothing (device_id 0) and is only to be closed. MSV_ERR_IO if some of
+ * it could not be deleted (what could not stays).
+ */
+MSV_MUST_CHECK msv_err msv_client_wipe(struct msv_client *c);
+/*
+ * Deletes the account on the server with everything it holds of it (password: the account's;
+ * MSV_ERR_AUTH if wrong, nothing changed), then msv_client_wipe(). Every other device of the
+ * account is refused from then on (msv_client_account_deleted).
+ */
+MSV_MUST_CHECK msv_err msv_client_delete_account(struct msv_client *c, const char *password);
+/* 1 if the server refused this device because its account was deleted (after a connect). */
+int msv_client_account_deleted(const struct msv_client *c);
 /* Approves a device waiting to join this account (see the notice its link causes). */
 MSV_MUST_CHECK msv_err msv_client_approve_device(struct msv_client *c, uint64_t device_id);
 

@@ -396,6 +396,10 @@ msv_err msv_conn_auth(struct msv_conn *c, const char *handle, uint64_t device_id
     if (resp->body_case == MSV__WIRE__FRAME__BODY_ERROR &&
         resp->error->code == MSV__WIRE__ERROR_CODE__ERROR_IO)
         err = MSV_ERR_IO;
+    /* the account is gone (AccountDelete): no device of it will be let in again */
+    if (resp->body_case == MSV__WIRE__FRAME__BODY_ERROR &&
+        resp->error->code == MSV__WIRE__ERROR_CODE__ERROR_ACCOUNT_DELETED)
+        err = MSV_ERR_NOT_FOUND;
     /* the server's reason ("authentication failed", "this account is suspended") */
     if (err != MSV_OK && why != NULL && why_len > 0 &&
         resp->body_case == MSV__WIRE__FRAME__BODY_ERROR)

@@ -65,7 +65,8 @@ MSV_MUST_CHECK msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int 
 int msv_conn_has_dropped(const struct msv_conn *c);
 
 /* Hello, Challenge, Auth: proves the connection belongs to device_id of handle; on a
- * refusal, why (may be NULL) receives the server's reason. */
+ * refusal, why (may be NULL) receives the server's reason. MSV_ERR_NOT_FOUND: the account
+ * was deleted (ERROR_ACCOUNT_DELETED). */
 MSV_MUST_CHECK msv_err msv_conn_auth(struct msv_conn *c, const char *handle, uint64_t device_id,
                                      const struct msv_identity *id, int timeout_ms, char *why,
                                      size_t why_len);

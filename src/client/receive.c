@@ -897,6 +897,32 @@ static void note_device_change(struct msv_client *c, const Msv__Wire__DeviceChan
     free(id);
 }
 
+/* A notice about the account itself (docs/wire.md, "Account life"); unknown ones are ignored. */
+static void account_notice(const Msv__Wire__DeviceChange *dc,
+                           void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+{
+    char notice[300];
+    struct msv_incoming in = {.kind = MSV_INCOMING_ACCOUNT, .notice = notice};
+
+    if (on_message == NULL)
+        return;
+    if (dc->account == MSV__WIRE__ACCOUNT_NOTICE__ACCOUNT_PASSWORD_CHANGED) {
+        in.status = "password_changed";
+        snprintf(notice, sizeof(notice),
+                 "the account's password was changed from device %llu; if that was not you, "
+                 "remove that device and change the password",
+                 (unsigned long long)dc->by_device);
+    } else if (dc->account == MSV__WIRE__ACCOUNT_NOTICE__ACCOUNT_PASSWORD_RESET) {
+        in.status = "password_reset";
+        snprintf(notice, sizeof(notice),
+                 "the account's password was reset with a code the server's operator sent to "
+                 "the handle; if that was not you, tell the operator");
+    } else {
+        return;
+    }
+    on_message(ctx, &in);
+}
+
 static void take_notice(struct msv_client *c, const Msv__Wire__Deliver *d,
                         void (*on_message)(void *, const struct msv_incoming *), void *ctx)
 {
@@ -905,6 +931,8 @@ static void take_notice(struct msv_client *c, const Msv__Wire__Deliver *d,
 
     if (dc == NULL)
         return;
+    if (dc->device == NULL)
+        account_notice(dc, on_message, ctx);
     if (dc->device != NULL && dc->added)
         note_device_change(c, dc);
     if (on_message != NULL && dc->device != NULL) {

@@ -215,6 +215,47 @@ msv_err msv_request_report(struct msv_conn *c, const char *reported, const char 
     return err;
 }
 
+msv_err msv_request_password_change(struct msv_conn *c, const char *password,
+                                    const char *new_password, int timeout_ms,
+                                    struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__PasswordChange p = MSV__WIRE__PASSWORD_CHANGE__INIT;
+
+    p.password = text(password);
+    p.new_password = text(new_password);
+    req.body_case = MSV__WIRE__FRAME__BODY_PASSWORD_CHANGE;
+    req.password_change = &p;
+    return run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, NULL);
+}
+
+msv_err msv_request_account_delete(struct msv_conn *c, const char *password, int timeout_ms,
+                                   struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__AccountDelete d = MSV__WIRE__ACCOUNT_DELETE__INIT;
+
+    d.password = text(password);
+    req.body_case = MSV__WIRE__FRAME__BODY_ACCOUNT_DELETE;
+    req.account_delete = &d;
+    return run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, NULL);
+}
+
+msv_err msv_request_password_reset(struct msv_conn *c, const char *handle, const char *code,
+                                   const char *new_password, int timeout_ms,
+                                   struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__PasswordReset r = MSV__WIRE__PASSWORD_RESET__INIT;
+
+    r.handle = text(handle);
+    r.code = text(code);
+    r.new_password = text(new_password);
+    req.body_case = MSV__WIRE__FRAME__BODY_PASSWORD_RESET;
+    req.password_reset = &r;
+    return run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, NULL);
+}
+
 msv_err msv_request_prekey_upload(struct msv_conn *c, const struct msv_prekey *signed_key,
                                   const uint8_t sig[64], const struct msv_prekey *one_time,
                                   size_t n, int replace, int timeout_ms, uint32_t *left,

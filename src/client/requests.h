@@ -51,6 +51,20 @@ MSV_MUST_CHECK msv_err msv_request_report(struct msv_conn *c, const char *report
                                           const char *reason, const char *text, int timeout_ms,
                                           struct msv_refusal *why);
 
+/* Changes the account's password (frame.proto PasswordChange): MSV_ERR_AUTH if password is wrong.
+ */
+MSV_MUST_CHECK msv_err msv_request_password_change(struct msv_conn *c, const char *password,
+                                                   const char *new_password, int timeout_ms,
+                                                   struct msv_refusal *why);
+
+/* A new password with the operator's code (frame.proto PasswordReset): MSV_ERR_AUTH if wrong. */
+MSV_MUST_CHECK msv_err msv_request_password_reset(struct msv_conn *c, const char *handle,
+                                                  const char *code, const char *new_password,
+                                                  int timeout_ms, struct msv_refusal *why);
+/* Deletes the account (frame.proto AccountDelete): MSV_ERR_AUTH if password is wrong. */
+MSV_MUST_CHECK msv_err msv_request_account_delete(struct msv_conn *c, const char *password,
+                                                  int timeout_ms, struct msv_refusal *why);
+
 /*
  * Sends one message: an envelope per device of the named handles. On
  * MSV_ERR_AGAIN the device list was stale: *current (caller frees with

@@ -4,6 +4,7 @@
  */
 #include "client/internal.h"
 #include "client/sessions.h"
+#include "missive/kt.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -189,6 +190,26 @@ static msv_err check_verified(struct msv_client *c, Msv__Wire__HandleDevices *co
     return MSV_OK;
 }
 
+/*
+ * A handle the directory lists no device for: not registered, or, when its log entry (checked
+ * with the answer) is a tombstone, deleted (docs/transparency.md). MSV_ERR_NOT_FOUND.
+ */
+static msv_err no_devices(struct msv_client *c, const char *handle,
+                          const Msv__Wire__HandleDevices *hd)
+{
+    struct msv_kt_entry *e = malloc(sizeof(*e));
+    int deleted = e != NULL && hd->proof != NULL &&
+                  msv_kt_leaf_parse(hd->proof->leaf.data, hd->proof->leaf.len, e) == MSV_OK &&
+                  e->deleted;
+
+    free(e);
+    snprintf(c->why.message, sizeof(c->why.message),
+             deleted ? "%s deleted their account (its transparency log entry says so)"
+                     : "%s is not registered",
+             handle);
+    return MSV_ERR_NOT_FOUND;
+}
+
 msv_err msv_client_safety_number(struct msv_client *c, const char *handle, unsigned version,
                                  char number[MSV_SAFETY_DIGITS + 1], uint8_t digest[32])
 {
@@ -204,10 +225,8 @@ msv_err msv_client_safety_number(struct msv_client *c, const char *handle, unsig
         err = client_verified_lookup(c, both, 2, &r);
     for (size_t i = 0; err == MSV_OK && i < 2; i++)
         err = client_remember(c, r->lookup_result->results[i]);
-    if (err == MSV_OK && r->lookup_result->results[1]->n_devices == 0) {
-        snprintf(c->why.message, sizeof(c->why.message), "%s is not registered", handle);
-        err = MSV_ERR_NOT_FOUND;
-    }
+    if (err == MSV_OK && r->lookup_result->results[1]->n_devices == 0)
+        err = no_devices(c, handle, r->lookup_result->results[1]);
     if (err == MSV_OK)
         err = msv_safety_set_digest(r->lookup_result->results[0], mine);
     if (err == MSV_OK)
@@ -376,10 +395,8 @@ static msv_err look_up(struct msv_client *c, const char *const *targets, size_t 
         const Msv__Wire__HandleDevices *hd = (*known)->lookup_result->results[i];
 
         err = client_remember(c, hd);
-        if (err == MSV_OK && hd->n_devices == 0 && strcmp(targets[i], c->handle) != 0) {
-            snprintf(c->why.message, sizeof(c->why.message), "%s is not registered", targets[i]);
-            err = MSV_ERR_NOT_FOUND;
-        }
+        if (err == MSV_OK && hd->n_devices == 0 && strcmp(targets[i], c->handle) != 0)
+            err = no_devices(c, targets[i], hd);
     }
     return err;
 }

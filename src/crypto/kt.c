@@ -11,6 +11,7 @@
 #include "util/endian.h"
 
 #define LEAF_VERSION 1
+#define TOMBSTONE_VERSION 3 /* a deleted account's handle: a leaf without devices */
 static const char head_label[] = "MSV-kt-head-v1";
 
 static void put_u64be(struct msv_buf *b, uint64_t v)
@@ -35,7 +36,8 @@ msv_err msv_kt_leaf_encode(const struct msv_kt_entry *e, uint8_t **out, size_t *
     struct msv_buf b;
     msv_err err;
 
-    if (handle_len == 0 || handle_len > 255 || e->n_devices > MSV_KT_DEVICES_MAX)
+    if (handle_len == 0 || handle_len > 255 || e->n_devices > MSV_KT_DEVICES_MAX ||
+        (e->deleted && e->n_devices != 0))
         return MSV_ERR_INVALID;
     for (size_t i = 0; i < e->n_devices; i++) {
         if ((i > 0 && e->devices[i].device_id <= e->devices[i - 1].device_id) ||
@@ -43,7 +45,7 @@ msv_err msv_kt_leaf_encode(const struct msv_kt_entry *e, uint8_t **out, size_t *
             return MSV_ERR_INVALID;
     }
     msv_buf_init(&b, 1 << 20);
-    msv_buf_put_u8(&b, LEAF_VERSION);
+    msv_buf_put_u8(&b, e->deleted ? TOMBSTONE_VERSION : LEAF_VERSION);
     put_u64be(&b, (uint64_t)e->time_ms);
     msv_buf_put_u8(&b, (uint8_t)handle_len);
     msv_buf_put(&b, e->handle, handle_len);
@@ -68,12 +70,14 @@ msv_err msv_kt_leaf_parse(const uint8_t *leaf, size_t len, struct msv_kt_entry *
 
     memset(e, 0, sizeof(*e));
     msv_reader_init(&r, leaf, len);
-    if (msv_reader_u8(&r, &version) != MSV_OK || version != LEAF_VERSION ||
-        get_u64be(&r, &t) != MSV_OK || t > INT64_MAX || msv_reader_u8(&r, &handle_len) != MSV_OK ||
-        handle_len == 0 || msv_reader_bytes(&r, handle_len, &handle) != MSV_OK ||
+    if (msv_reader_u8(&r, &version) != MSV_OK ||
+        (version != LEAF_VERSION && version != TOMBSTONE_VERSION) || get_u64be(&r, &t) != MSV_OK ||
+        t > INT64_MAX || msv_reader_u8(&r, &handle_len) != MSV_OK || handle_len == 0 ||
+        msv_reader_bytes(&r, handle_len, &handle) != MSV_OK ||
         memchr(handle, 0, handle_len) != NULL || msv_reader_u8(&r, &n) != MSV_OK ||
-        n > MSV_KT_DEVICES_MAX)
+        n > MSV_KT_DEVICES_MAX || (version == TOMBSTONE_VERSION && n != 0))
         return MSV_ERR_PARSE;
+    e->deleted = version == TOMBSTONE_VERSION;
     e->time_ms = (int64_t)t;
     memcpy(e->handle, handle, handle_len);
     for (uint8_t i = 0; i < n; i++) {

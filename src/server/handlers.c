@@ -16,10 +16,12 @@
 
 #include "crypto/internal.h"
 #include "missive/crypto.h"
+#include "missive/kt.h"
 #include "missive/payload.h"
 #include "missive/ratchet.h"
 #include "missive/sealed.h"
 #include "missive/util.h"
+#include "server/codes.h"
 #include "server/invites.h"
 #include "server/log.h"
 #include "server/server.h"
@@ -116,22 +118,35 @@ static int normalise_handle(ProtobufCBinaryData b, char *out)
     return 1;
 }
 
-static void code_hash(const char *handle, const char *code, uint8_t out[32])
+/* label: "MSV-code-v1" for registration, "MSV-reset-v1" for a password reset */
+static void labelled_code_hash(const char *label, const char *handle, const char *code,
+                               uint8_t out[32])
 {
     static const uint8_t zero = 0;
-    const uint8_t *parts[4] = {(const uint8_t *)"MSV-code-v1", (const uint8_t *)handle, &zero,
+    const uint8_t *parts[4] = {(const uint8_t *)label, (const uint8_t *)handle, &zero,
                                (const uint8_t *)code};
-    size_t lens[4] = {11, strlen(handle), 1, strlen(code)};
+    size_t lens[4] = {strlen(label), strlen(handle), 1, strlen(code)};
 
     if (msv_sha256_parts(parts, lens, 4, out) != MSV_OK)
         memset(out, 0, 32); /* matches nothing a person can type */
+}
+
+static void code_hash(const char *handle, const char *code, uint8_t out[32])
+{
+    labelled_code_hash("MSV-code-v1", handle, code, out);
+}
+
+/* A reset code never passes for a registration code, nor the other way round. */
+void msv_server_reset_code_hash(const char *handle, const char *code, uint8_t out[32])
+{
+    labelled_code_hash("MSV-reset-v1", handle, code, out);
 }
 
 /*
  * Runs the hook as `hook -- HANDLE CODE`, detached (double fork: no zombie, no wait); the
  * "--" keeps the handle an operand whatever option parser the hook uses.
  */
-static void run_hook(const char *hook, const char *handle, const char *code)
+void msv_server_run_hook(const char *hook, const char *handle, const char *code)
 {
     pid_t pid = fork();
 
@@ -199,6 +214,22 @@ static void send_unavailable(struct msv_conn_state *c, uint64_t request_id)
     atomic_fetch_add(&c->w->srv->m.store_unavailable, 1);
     msv_log(MSV_LOG_WARN, "store_unavailable", "peer=%s", c->peer);
     msv_conn_send_error(c, request_id, E_IO, "storage is unavailable; try again later");
+}
+
+/* What a deleted account's devices are told (docs/wire.md, "Account life"). */
+static const char deleted_text[] = "this account was deleted";
+
+/* 1 if handle's newest log entry is a tombstone: its account was deleted. */
+static int handle_deleted(struct msv_server *s, const char *handle)
+{
+    struct msv_kt_rec rec = {0};
+    struct msv_kt_entry *e = malloc(sizeof(*e));
+    int deleted = e != NULL && STORE(s)->kt_latest(IMPL(s), handle, &rec) == MSV_OK &&
+                  msv_kt_leaf_parse(rec.leaf, rec.leaf_len, e) == MSV_OK && e->deleted;
+
+    free(rec.leaf);
+    free(e);
+    return deleted;
 }
 
 /* Checks the device's signature over context || nonce || TLS exporter. */
@@ -282,7 +313,12 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
     if (err != MSV_OK) {
         atomic_fetch_add(&s->m.auth_failed, 1);
         msv_log(MSV_LOG_INFO, "auth_failed", "peer=%s", c->peer);
-        msv_conn_send_error(c, f->request_id, E_AUTH, "authentication failed");
+        /* what the log shows anyone: the handle's newest entry is its tombstone */
+        if (account == 0 && handle_deleted(s, handle))
+            msv_conn_send_error(c, f->request_id, MSV__WIRE__ERROR_CODE__ERROR_ACCOUNT_DELETED,
+                                deleted_text);
+        else
+            msv_conn_send_error(c, f->request_id, E_AUTH, "authentication failed");
         msv_conn_close_soon(c);
         return;
     }
@@ -409,7 +445,7 @@ static void handle_register_start(struct msv_conn_state *c, const msv_frame *f)
     if (err != MSV_OK)
         return;
     if (strcmp(s->cfg.verification, "hook") == 0)
-        run_hook(s->cfg.verification_hook, handle, code);
+        msv_server_run_hook(s->cfg.verification_hook, handle, code);
     else /* dev mode: the operator reads the code from the log */
         msv_log(MSV_LOG_INFO, "verification_code", "handle=%s code=%s", handle, code);
     msv_conn_send_ok(c, f->request_id);
@@ -572,11 +608,37 @@ static void handle_register_finish(struct msv_conn_state *c, const msv_frame *f)
     send_registered(c, f->request_id, device);
 }
 
+/*
+ * Checks password against handle's account: 1 if it matches (*account set), 0 if it does not
+ * or there is no such account (one answer for both), -1 if storage failed.
+ */
+static int check_password(struct msv_server *s, const char *handle, ProtobufCBinaryData pw,
+                          uint64_t *account)
+{
+    char password[PASSWORD_MAX + 1], *pw_hash = NULL;
+    msv_err err;
+    int ok = 0;
+
+    if (pw.len > PASSWORD_MAX)
+        return 0;
+    if (pw.len > 0)
+        memcpy(password, pw.data, pw.len);
+    password[pw.len] = '\0';
+    err = STORE(s)->account_get(IMPL(s), handle, account, &pw_hash);
+    if (err == MSV_OK)
+        ok = crypto_pwhash_str_verify(pw_hash, password, pw.len) == 0;
+    sodium_memzero(password, sizeof(password));
+    free(pw_hash);
+    if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
+        return -1;
+    return ok;
+}
+
 static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
     const Msv__Wire__AddDevice *a = f->add_device;
-    char handle[MSV_HANDLE_MAX + 1], *pw_hash = NULL, password[PASSWORD_MAX + 1];
+    char handle[MSV_HANDLE_MAX + 1];
     struct msv_device_list existing = {0};
     const char *bad;
     uint64_t account = 0, device = 0;
@@ -593,15 +655,8 @@ static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, code, bad);
         return;
     }
-    memcpy(password, a->password.data, a->password.len);
-    password[a->password.len] = '\0';
-    err = STORE(s)->account_get(IMPL(s), handle, &account, &pw_hash);
-    if (err == MSV_OK)
-        ok = crypto_pwhash_str_verify(pw_hash, password, a->password.len) == 0;
-    sodium_memzero(password, sizeof(password));
-    free(pw_hash);
-    if ((err != MSV_OK && err != MSV_ERR_NOT_FOUND) ||
-        (ok && (suspended = is_suspended(s, account)) < 0)) {
+    ok = check_password(s, handle, a->password, &account);
+    if (ok < 0 || (ok && (suspended = is_suspended(s, account)) < 0)) {
         send_unavailable(c, f->request_id);
         return;
     }
@@ -631,44 +686,27 @@ static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
     send_registered(c, f->request_id, device);
 }
 
-void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const char *handle,
-                              uint64_t except_device, int added, int pending,
-                              const struct msv_device_rec *dev, uint64_t approver,
-                              ProtobufCBinaryData approval)
+/*
+ * Queues the server's notice dc for every device of account_id but except_device and wakes
+ * them; a notice that cannot be stored is not sent (the change itself stands).
+ */
+static void queue_notice(struct msv_server *s, uint64_t account_id, uint64_t except_device,
+                         const Msv__Wire__DeviceChange *dc)
 {
-    msv_dircache_drop(&s->dir, handle); /* sends address the new set from now on */
-    msv_kt_log_grown(&s->kt);           /* and lookups answer from the log's new leaf */
-    msv_cluster_directory_changed(s->cluster, handle); /* on every node */
-    Msv__Wire__DeviceChange dc = MSV__WIRE__DEVICE_CHANGE__INIT;
-    Msv__Wire__DeviceInfo info = MSV__WIRE__DEVICE_INFO__INIT;
     struct msv_device_list list = {0};
     struct msv_queue_in *items = NULL;
     uint64_t *ids = NULL;
     uint8_t *packed = NULL;
-    size_t n = 0, len;
+    size_t n = 0, len = msv__wire__device_change__get_packed_size(dc);
     int64_t now = msv_server_now_ms(s);
 
-    info.device_id = dev->id;
-    info.suite = dev->suite;
-    info.identity.data = dev->identity;
-    info.identity.len = dev->identity_len;
-    info.push_token.data = dev->push_token;
-    info.push_token.len = dev->push_token_len;
-    dc.added = added;
-    dc.pending = pending;
-    dc.approver = approver;
-    dc.approval = approval;
-    dc.handle.data = (uint8_t *)handle;
-    dc.handle.len = strlen(handle);
-    dc.device = &info;
-    len = msv__wire__device_change__get_packed_size(&dc);
     if (STORE(s)->devices_of_account(IMPL(s), account_id, &list) != MSV_OK)
         return;
     packed = malloc(len ? len : 1);
     items = calloc(list.count ? list.count : 1, sizeof(*items));
     ids = calloc(list.count ? list.count : 1, sizeof(*ids));
     if (packed != NULL && items != NULL && ids != NULL) {
-        msv__wire__device_change__pack(&dc, packed);
+        msv__wire__device_change__pack(dc, packed);
         for (size_t i = 0; i < list.count; i++) {
             if (list.items[i].id == except_device)
                 continue;
@@ -691,6 +729,187 @@ void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const c
     free(items);
     free(ids);
     msv_device_list_clear(&list);
+}
+
+void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const char *handle,
+                              uint64_t except_device, int added, int pending,
+                              const struct msv_device_rec *dev, uint64_t approver,
+                              ProtobufCBinaryData approval)
+{
+    msv_dircache_drop(&s->dir, handle); /* sends address the new set from now on */
+    msv_kt_log_grown(&s->kt);           /* and lookups answer from the log's new leaf */
+    msv_cluster_directory_changed(s->cluster, handle); /* on every node */
+    Msv__Wire__DeviceChange dc = MSV__WIRE__DEVICE_CHANGE__INIT;
+    Msv__Wire__DeviceInfo info = MSV__WIRE__DEVICE_INFO__INIT;
+
+    info.device_id = dev->id;
+    info.suite = dev->suite;
+    info.identity.data = dev->identity;
+    info.identity.len = dev->identity_len;
+    info.push_token.data = dev->push_token;
+    info.push_token.len = dev->push_token_len;
+    dc.added = added;
+    dc.pending = pending;
+    dc.approver = approver;
+    dc.approval = approval;
+    dc.handle.data = (uint8_t *)handle;
+    dc.handle.len = strlen(handle);
+    dc.device = &info;
+    queue_notice(s, account_id, except_device, &dc);
+}
+
+/* A notice about the account itself (docs/wire.md, "Account life") to its devices but by. */
+static void notify_account(struct msv_server *s, uint64_t account_id, const char *handle,
+                           Msv__Wire__AccountNotice what, uint64_t by)
+{
+    Msv__Wire__DeviceChange dc = MSV__WIRE__DEVICE_CHANGE__INIT;
+
+    dc.handle.data = (uint8_t *)handle;
+    dc.handle.len = strlen(handle);
+    dc.account = what;
+    dc.by_device = by;
+    queue_notice(s, account_id, by, &dc);
+}
+
+/*
+ * 1 if pw is the password of the connection's own account; otherwise answers (wrong password,
+ * or storage unavailable) and returns 0.
+ */
+static int own_password_ok(struct msv_conn_state *c, uint64_t request_id, ProtobufCBinaryData pw)
+{
+    uint64_t account = 0;
+    int ok = check_password(c->w->srv, c->handle, pw, &account);
+
+    if (ok < 0)
+        send_unavailable(c, request_id);
+    else if (!ok || account != c->account_id)
+        msv_conn_send_error(c, request_id, E_AUTH, "wrong password");
+    return ok > 0 && account == c->account_id;
+}
+
+/*
+ * The password changes only with the current one, even on an authenticated connection: a
+ * stolen session alone cannot take the account's password (and with it, new devices).
+ */
+static void handle_password_change(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    const Msv__Wire__PasswordChange *p = f->password_change;
+    char pw_hash[crypto_pwhash_STRBYTES];
+    msv_err err;
+
+    if (!rate_ok(c, f->request_id))
+        return;
+    if (p->new_password.len < PASSWORD_MIN || p->new_password.len > PASSWORD_MAX) {
+        msv_conn_send_error(c, f->request_id, E_INVALID, "a new password has 8 to 1024 bytes");
+        return;
+    }
+    if (!own_password_ok(c, f->request_id, p->password))
+        return;
+    if (crypto_pwhash_str(pw_hash, (const char *)p->new_password.data, p->new_password.len,
+                          s->cfg.argon2_opslimit, (size_t)s->cfg.argon2_memlimit * 1024) != 0) {
+        msv_conn_send_error(c, f->request_id, E_IO, "out of memory hashing the password");
+        return;
+    }
+    err = STORE(s)->account_set_password(IMPL(s), c->account_id, pw_hash);
+    sodium_memzero(pw_hash, sizeof(pw_hash));
+    if (err != MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        return;
+    }
+    msv_log(MSV_LOG_INFO, "password_changed", "account=%llu device=%llu",
+            (unsigned long long)c->account_id, (unsigned long long)c->device_id);
+    notify_account(s, c->account_id, c->handle, MSV__WIRE__ACCOUNT_NOTICE__ACCOUNT_PASSWORD_CHANGED,
+                   c->device_id);
+    msv_conn_send_ok(c, f->request_id);
+}
+
+/*
+ * Deletes handle's account (docs/missived.md, "Deleting an account"): the store's one
+ * transaction, then its attachments' bytes, the relay's and the log's caches, and every
+ * connection of its devices, on every node. MSV_ERR_NOT_FOUND for an unknown handle.
+ */
+msv_err msv_server_delete_account(struct msv_server *s, const char *handle)
+{
+    struct msv_account_deleted del = {0};
+    msv_err err = STORE(s)->account_delete(IMPL(s), handle, msv_server_now_ms(s), &del);
+
+    if (err != MSV_OK)
+        return err;
+    for (size_t i = 0; i < del.n_blobs; i++)
+        s->blobs->ops->remove(s->blobs->impl, del.blobs[i]);
+    msv_dircache_drop(&s->dir, handle); /* sends to it are refused from now on */
+    msv_kt_log_grown(&s->kt);           /* and lookups answer its tombstone */
+    msv_cluster_directory_changed(s->cluster, handle);
+    for (size_t i = 0; i < del.n_devices; i++)
+        msv_server_wake(s, del.devices[i] | MSV_WAKE_CLOSE);
+    msv_log(MSV_LOG_INFO, "account_deleted", "account=%llu devices=%zu attachments=%zu",
+            (unsigned long long)del.account_id, del.n_devices, del.n_blobs);
+    msv_account_deleted_clear(&del);
+    return MSV_OK;
+}
+
+/* Like a password change, deletion needs the password: a stolen session alone cannot. */
+static void handle_account_delete(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    msv_err err;
+
+    if (!rate_ok(c, f->request_id) ||
+        !own_password_ok(c, f->request_id, f->account_delete->password))
+        return;
+    err = msv_server_delete_account(s, c->handle);
+    if (err != MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        return;
+    }
+    msv_conn_send_ok(c, f->request_id);
+    msv_conn_close_soon(c);
+}
+
+/* The code missive-admin reset-password sent sets a new password (frame.proto PasswordReset). */
+static void handle_password_reset(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    const Msv__Wire__PasswordReset *r = f->password_reset;
+    char handle[MSV_HANDLE_MAX + 1], code[8], pw_hash[crypto_pwhash_STRBYTES];
+    uint8_t hash[32];
+    uint64_t account = 0;
+    msv_err err;
+
+    if (!rate_ok(c, f->request_id))
+        return;
+    if (!normalise_handle(r->handle, handle) || r->code.len != 6 ||
+        r->new_password.len < PASSWORD_MIN || r->new_password.len > PASSWORD_MAX) {
+        msv_conn_send_error(c, f->request_id, E_INVALID,
+                            "need a valid handle, the 6-digit code and a new password of 8 to "
+                            "1024 bytes");
+        return;
+    }
+    memcpy(code, r->code.data, 6);
+    code[6] = '\0';
+    msv_server_reset_code_hash(handle, code, hash);
+    err = take_code(c, f->request_id, handle, hash); /* answers a failure itself */
+    sodium_memzero(hash, sizeof(hash));
+    if (err != MSV_OK)
+        return;
+    err = STORE(s)->account_get(IMPL(s), handle, &account, NULL);
+    if (err == MSV_OK &&
+        crypto_pwhash_str(pw_hash, (const char *)r->new_password.data, r->new_password.len,
+                          s->cfg.argon2_opslimit, (size_t)s->cfg.argon2_memlimit * 1024) != 0)
+        err = MSV_ERR_NOMEM;
+    if (err == MSV_OK)
+        err = STORE(s)->account_set_password(IMPL(s), account, pw_hash);
+    sodium_memzero(pw_hash, sizeof(pw_hash));
+    if (err != MSV_OK) {
+        msv_conn_send_error(c, f->request_id, err == MSV_ERR_NOT_FOUND ? E_AUTH : E_IO,
+                            err == MSV_ERR_NOT_FOUND ? "wrong or expired verification code"
+                                                     : "storage failed");
+        return;
+    }
+    msv_log(MSV_LOG_INFO, "password_reset", "account=%llu", (unsigned long long)account);
+    notify_account(s, account, handle, MSV__WIRE__ACCOUNT_NOTICE__ACCOUNT_PASSWORD_RESET, 0);
+    msv_conn_send_ok(c, f->request_id);
 }
 
 static void handle_remove_device(struct msv_conn_state *c, const msv_frame *f)
@@ -1737,6 +1956,9 @@ static const struct route {
     {MSV__WIRE__FRAME__BODY_USAGE_REQUEST, 1, handle_usage},
     {MSV__WIRE__FRAME__BODY_ACK, 1, handle_ack},
     {MSV__WIRE__FRAME__BODY_REMOVE_DEVICE, 1, handle_remove_device},
+    {MSV__WIRE__FRAME__BODY_PASSWORD_CHANGE, 1, handle_password_change},
+    {MSV__WIRE__FRAME__BODY_ACCOUNT_DELETE, 1, handle_account_delete},
+    {MSV__WIRE__FRAME__BODY_PASSWORD_RESET, 0, handle_password_reset},
     {MSV__WIRE__FRAME__BODY_APPROVE_DEVICE, 1, handle_approve_device},
     {MSV__WIRE__FRAME__BODY_BLOB_CREATE, 1, msv_blob_create},
     {MSV__WIRE__FRAME__BODY_BLOB_CHUNK, 1, msv_blob_chunk},
@@ -1752,8 +1974,16 @@ void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f)
 
     /* after a reload, each connected device's account is looked at once more */
     if (c->device_id != 0 && c->suspension_checked != gen) {
-        int suspended = is_suspended(s, c->account_id);
+        int suspended = 0;
+        msv_err err = STORE(s)->account_suspended(IMPL(s), c->account_id, &suspended);
 
+        if (err == MSV_ERR_NOT_FOUND) { /* deleted meanwhile */
+            msv_conn_send_error(c, f->request_id, MSV__WIRE__ERROR_CODE__ERROR_ACCOUNT_DELETED,
+                                deleted_text);
+            msv_conn_close_soon(c);
+            return;
+        }
+        suspended = err != MSV_OK ? -1 : suspended != 0;
         if (suspended < 0) {
             send_unavailable(c, f->request_id); /* looked at again with the next request */
             return;

@@ -576,6 +576,7 @@ static int wake_worker(struct msv_server *s, uint64_t device_id)
 const char msv_server_removed_text[] = "this device was removed from its account";
 static const char suspended_text[] = "this account is suspended";
 static const char disconnected_text[] = "the server's operator closed this connection";
+static const char deleted_text[] = "this account was deleted";
 
 /* Hands one worker an order; 0 if there was no memory for it. */
 static int post_close(struct msv_worker *w, const struct msv_close_order *o)
@@ -680,6 +681,7 @@ static void revoke_conn(struct msv_conn_state *c, const char *why)
             why == NULL                ? "conn_replaced"
             : why == suspended_text    ? "suspended_closed"
             : why == disconnected_text ? "disconnected_closed"
+            : why == deleted_text      ? "deleted_closed"
                                        : "removed_closed",
             "peer=%s device=%llu", c->peer, (unsigned long long)c->device_id);
     c->device_id = 0;
@@ -691,12 +693,22 @@ static void revoke_conn(struct msv_conn_state *c, const char *why)
 static void run_close_order(struct msv_worker *w, const struct msv_close_order *o)
 {
     struct msv_store *st = w->srv->store;
+    const char *why = o->why;
     int suspended = 0;
+    msv_err err;
 
     /* an account's suspension is told by missive-admin or another node: the store decides */
-    if (o->device_id == 0 && o->why == suspended_text &&
-        (st->ops->account_suspended(st->impl, o->account_id, &suspended) != MSV_OK || !suspended))
-        return;
+    if (o->device_id == 0 && o->why == suspended_text) {
+        err = st->ops->account_suspended(st->impl, o->account_id, &suspended);
+        if (err == MSV_ERR_NOT_FOUND) {
+            /* deleted (missive-admin delete): what this node keeps of it goes too */
+            msv_dircache_drop_all(&w->srv->dir);
+            msv_kt_log_grown(&w->srv->kt);
+            why = deleted_text;
+        } else if (err != MSV_OK || !suspended) {
+            return;
+        }
+    }
     /* revoking may free c: its successor is taken first */
     for (struct msv_conn_state *c = w->conns, *next; c != NULL; c = next) {
         next = c->next;
@@ -704,7 +716,7 @@ static void run_close_order(struct msv_worker *w, const struct msv_close_order *
             continue;
         if ((o->device_id != 0 && c->device_id == o->device_id) ||
             (o->device_id == 0 && c->account_id == o->account_id))
-            revoke_conn(c, o->why);
+            revoke_conn(c, why);
     }
 }
 

@@ -323,6 +323,8 @@ void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f);
  * to approve it; approver and approval (empty: none): who approved it, with
  * the signature the approving device sent.
  */
+/* Deletes handle's account and cuts its devices off (handlers.c); MSV_ERR_NOT_FOUND if none. */
+MSV_MUST_CHECK msv_err msv_server_delete_account(struct msv_server *s, const char *handle);
 void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const char *handle,
                               uint64_t except_device, int added, int pending,
                               const struct msv_device_rec *dev, uint64_t approver,

@@ -517,6 +517,8 @@ static const char *const upgrades[] = {
     INVITES_SCHEMA,
     /* 10 -> 11: sends refused for a full queue */
     QUEUE_REFUSALS_SCHEMA,
+    /* 11 -> 12: SQLite's account ids stop coming back (BIGSERIAL's never did) */
+    "SELECT 1;",
 };
 _Static_assert(sizeof(upgrades) / sizeof(upgrades[0]) == MSV_STORE_SCHEMA_VERSION - PG_SCHEMA_FIRST,
                "an upgrade for every schema version");
@@ -930,6 +932,19 @@ static msv_err account_set_suspended(struct pg_conn *c, const char *handle, int 
     return err == MSV_OK && n == 0 ? MSV_ERR_NOT_FOUND : err;
 }
 
+static msv_err account_set_password(struct pg_conn *c, uint64_t account_id,
+                                    const char *password_hash)
+{
+    struct args a = {0};
+    size_t n = 0;
+    msv_err err;
+
+    a_text(&a, password_hash);
+    a_i64(&a, (int64_t)account_id);
+    err = run_count(c, "UPDATE accounts SET password_hash = $1 WHERE id = $2;", &a, &n);
+    return err == MSV_OK && n == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
 static msv_err account_suspended(struct pg_conn *c, uint64_t account_id, int *suspended)
 {
     struct args a = {0};
@@ -1038,14 +1053,31 @@ static msv_err code_take(struct pg_conn *c, const char *handle, const uint8_t ha
 /* ---- the transparency log ------------------------------------------------------------ */
 
 /* Appends the account's approved devices, as they are now, to the log (inside a transaction). */
+/* Appends e's leaf as the log's next entry, for handle (under the log's advisory lock). */
+static msv_err kt_insert(struct pg_conn *c, const char *handle, const struct msv_kt_entry *e)
+{
+    struct args a = {0};
+    uint8_t *leaf = NULL;
+    size_t len = 0;
+    msv_err err = msv_kt_leaf_encode(e, &leaf, &len);
+
+    a_text(&a, handle);
+    a_bytes(&a, leaf, len);
+    if (err == MSV_OK)
+        err = run(c,
+                  "INSERT INTO kt_log (idx, handle, leaf) "
+                  "VALUES ((SELECT COALESCE(MAX(idx) + 1, 0) FROM kt_log), $1, $2);",
+                  &a);
+    free(leaf);
+    return err;
+}
+
 static msv_err kt_append(struct pg_conn *c, uint64_t account_id, int64_t now_ms)
 {
     struct msv_kt_entry *e = calloc(1, sizeof(*e));
     struct args a = {0};
     PGresult *r = NULL;
     char *handle = NULL;
-    uint8_t *leaf = NULL;
-    size_t len = 0;
     msv_err err = e != NULL ? MSV_OK : MSV_ERR_NOMEM;
 
     if (err == MSV_OK)
@@ -1074,22 +1106,101 @@ static msv_err kt_append(struct pg_conn *c, uint64_t account_id, int64_t now_ms)
             d->identity_len = col_len(r, i, 2);
         }
         if (err == MSV_OK)
-            err = msv_kt_leaf_encode(e, &leaf, &len);
+            err = kt_insert(c, handle, e); /* while r holds the identities */
         PQclear(r);
     }
-    if (err == MSV_OK) {
-        a.n = 0;
-        a_text(&a, handle);
-        a_bytes(&a, leaf, len);
-        err = run(c,
-                  "INSERT INTO kt_log (idx, handle, leaf) "
-                  "VALUES ((SELECT COALESCE(MAX(idx) + 1, 0) FROM kt_log), $1, $2);",
-                  &a);
-    }
-    free(leaf);
     free(handle);
     free(e);
     return err;
+}
+
+/* The handle's tombstone: a leaf without devices that says its account was deleted. */
+static msv_err kt_tombstone(struct pg_conn *c, const char *handle, int64_t now_ms)
+{
+    struct msv_kt_entry *e = calloc(1, sizeof(*e));
+    msv_err err =
+        e != NULL ? run(c, "SELECT pg_advisory_xact_lock(19795, 2);", NULL) : MSV_ERR_NOMEM;
+
+    if (err == MSV_OK) {
+        e->deleted = 1;
+        e->time_ms = now_ms;
+        snprintf(e->handle, sizeof(e->handle), "%s", handle);
+        err = kt_insert(c, handle, e);
+    }
+    free(e);
+    return err;
+}
+
+/* What account_delete hands back: the account's device ids and attachment ids. */
+static msv_err account_deleted_read(struct pg_conn *c, struct msv_account_deleted *out)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+    int rows;
+
+    a_i64(&a, (int64_t)out->account_id);
+    /* in ascending order, before any queue counter changes (see QUEUE_USAGE_SCHEMA) */
+    err = query(c,
+                "SELECT id, pg_advisory_xact_lock(id) FROM devices WHERE account_id = $1 "
+                "ORDER BY id;",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    rows = PQntuples(r);
+    out->devices = calloc(rows ? (size_t)rows : 1, sizeof(*out->devices));
+    for (int i = 0; out->devices != NULL && i < rows; i++)
+        out->devices[out->n_devices++] = (uint64_t)col_i64(r, i, 0);
+    PQclear(r);
+    if (out->devices == NULL)
+        return MSV_ERR_NOMEM;
+    err = query(c,
+                "SELECT b.id FROM blobs b JOIN devices d ON b.owner_device = d.id"
+                " WHERE d.account_id = $1;",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    rows = PQntuples(r);
+    out->blobs = calloc(rows ? (size_t)rows : 1, sizeof(*out->blobs));
+    for (int i = 0; out->blobs != NULL && i < rows; i++) {
+        if (col_len(r, i, 0) != MSV_BLOB_ID_LEN)
+            continue;
+        memcpy(out->blobs[out->n_blobs++], col_ptr(r, i, 0), MSV_BLOB_ID_LEN);
+    }
+    PQclear(r);
+    return out->blobs != NULL ? MSV_OK : MSV_ERR_NOMEM;
+}
+
+static msv_err account_delete(struct pg_conn *c, const char *handle, int64_t now_ms,
+                              struct msv_account_deleted *out)
+{
+    /* $1: the account; the devices' rows go before the devices themselves */
+    static const char *const drops[] = {
+        "DELETE FROM queue WHERE device_id IN (SELECT id FROM devices WHERE account_id = $1);",
+        "DELETE FROM queue_usage WHERE device_id IN "
+        "(SELECT id FROM devices WHERE account_id = $1);",
+        "DELETE FROM signed_prekeys WHERE device_id IN "
+        "(SELECT id FROM devices WHERE account_id = $1);",
+        "DELETE FROM one_time_prekeys WHERE device_id IN "
+        "(SELECT id FROM devices WHERE account_id = $1);",
+        "DELETE FROM blobs WHERE owner_device IN (SELECT id FROM devices WHERE account_id = $1);",
+        "DELETE FROM reports WHERE reporter_id = $1 OR reported_id = $1;",
+        "DELETE FROM devices WHERE account_id = $1;",
+        "DELETE FROM accounts WHERE id = $1;",
+    };
+    struct args a = {0};
+    msv_err err = account_get(c, handle, &out->account_id, NULL);
+
+    if (err == MSV_OK)
+        err = account_deleted_read(c, out);
+    a_i64(&a, (int64_t)out->account_id);
+    for (size_t i = 0; err == MSV_OK && i < sizeof(drops) / sizeof(drops[0]); i++)
+        err = run(c, drops[i], &a);
+    a.n = 0;
+    a_text(&a, handle);
+    if (err == MSV_OK)
+        err = run(c, "DELETE FROM codes WHERE handle = $1;", &a);
+    return err == MSV_OK ? kt_tombstone(c, handle, now_ms) : err;
 }
 
 static msv_err kt_recs(PGresult *r, struct msv_kt_rec **out, size_t *count)
@@ -2016,6 +2127,11 @@ static msv_err p_account_set_suspended(void *impl, const char *handle, int suspe
     POOLED(account_set_suspended(c_, handle, suspended));
 }
 
+static msv_err p_account_set_password(void *impl, uint64_t account_id, const char *password_hash)
+{
+    POOLED(account_set_password(c_, account_id, password_hash));
+}
+
 static msv_err p_account_suspended(void *impl, uint64_t account_id, int *suspended)
 {
     POOLED(account_suspended(c_, account_id, suspended));
@@ -2113,6 +2229,21 @@ static msv_err p_device_approve(void *impl, uint64_t account_id, uint64_t device
 static msv_err p_device_remove(void *impl, uint64_t account_id, uint64_t device_id)
 {
     TRANSACTION(device_remove(c_, account_id, device_id));
+}
+
+static msv_err p_account_delete(void *impl, const char *handle, int64_t now_ms,
+                                struct msv_account_deleted *out)
+{
+    struct pg_conn *c_ = acquire(impl);
+    msv_err err = begin(c_);
+
+    memset(out, 0, sizeof(*out));
+    if (err == MSV_OK)
+        err = finish(c_, account_delete(c_, handle, now_ms, out));
+    give_back(impl, c_);
+    if (err != MSV_OK)
+        msv_account_deleted_clear(out);
+    return err;
 }
 
 static msv_err p_device_get(void *impl, uint64_t device_id, struct msv_device_rec *out)
@@ -2284,6 +2415,8 @@ static const struct msv_store_ops pg_ops = {
     .account_handle = p_account_handle,
     .account_list = p_account_list,
     .account_set_suspended = p_account_set_suspended,
+    .account_set_password = p_account_set_password,
+    .account_delete = p_account_delete,
     .report_add = p_report_add,
     .report_list = p_report_list,
     .report_get = p_report_get,

@@ -209,6 +209,13 @@ static const char *const migrations[] = {
     "CREATE TABLE queue_refusals ("
     "  device_id INTEGER PRIMARY KEY,"
     "  refused INTEGER NOT NULL);",
+    /* 11 -> 12: an account id is never given out again (account_create takes the next one
+     * from account_seq): a deleted account's connection that outlived it must not become a
+     * new account's */
+    "CREATE TABLE account_seq (last INTEGER NOT NULL);"
+    "INSERT INTO account_seq SELECT COALESCE(MAX(id), 0) FROM accounts;"
+    "CREATE TRIGGER account_seq_up AFTER INSERT ON accounts BEGIN"
+    "  UPDATE account_seq SET last = new.id WHERE new.id > last; END;",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -219,8 +226,8 @@ static msv_err account_create(void *impl, const char *handle, const char *passwo
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
     msv_err err = prepare(s,
-                          "INSERT INTO accounts (handle, password_hash, created_ms) "
-                          "VALUES (?, ?, ?);",
+                          "INSERT INTO accounts (id, handle, password_hash, created_ms) "
+                          "VALUES ((SELECT last + 1 FROM account_seq), ?, ?, ?);",
                           &st);
 
     if (err != MSV_OK)
@@ -327,6 +334,20 @@ static msv_err account_set_suspended(void *impl, const char *handle, int suspend
         return err;
     sqlite3_bind_int(st, 1, suspended != 0);
     sqlite3_bind_text(st, 2, handle, -1, SQLITE_TRANSIENT);
+    err = run(s, st);
+    return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+static msv_err account_set_password(void *impl, uint64_t account_id, const char *password_hash)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "UPDATE accounts SET password_hash = ? WHERE id = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, password_hash, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
     err = run(s, st);
     return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_NOT_FOUND : err;
 }
@@ -940,14 +961,34 @@ static msv_err delivery_token_check(void *impl, uint64_t account_id, const uint8
 
 /* ---- transparency log ------------------------------------------------------------------ */
 
+/* Appends e's leaf as the log's next entry, for handle (inside a transaction). */
+static msv_err kt_insert(struct sqlite_store *s, const char *handle, const struct msv_kt_entry *e)
+{
+    sqlite3_stmt *st = NULL;
+    uint8_t *leaf = NULL;
+    size_t len = 0;
+    msv_err err = msv_kt_leaf_encode(e, &leaf, &len);
+
+    if (err == MSV_OK)
+        err = prepare(s,
+                      "INSERT INTO kt_log (idx, handle, leaf) "
+                      "VALUES ((SELECT COALESCE(MAX(idx) + 1, 0) FROM kt_log), ?, ?);",
+                      &st);
+    if (err == MSV_OK) {
+        sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_blob(st, 2, leaf, (int)len, SQLITE_TRANSIENT);
+        err = run(s, st);
+    }
+    free(leaf);
+    return err;
+}
+
 /* Appends the account's approved devices, as they are now, to the log (inside a transaction). */
 static msv_err kt_append_locked(struct sqlite_store *s, uint64_t account_id, int64_t now_ms)
 {
     static struct msv_kt_entry e; /* the store's lock is held */
     sqlite3_stmt *st = NULL;
     char *handle = NULL;
-    uint8_t *leaf = NULL;
-    size_t len = 0;
     msv_err err = account_handle(s, account_id, &handle);
     int rc;
 
@@ -985,22 +1026,114 @@ static msv_err kt_append_locked(struct sqlite_store *s, uint64_t account_id, int
         release(s, st);
     }
     if (err == MSV_OK)
-        err = msv_kt_leaf_encode(&e, &leaf, &len);
+        err = kt_insert(s, handle, &e);
     for (size_t i = 0; i < e.n_devices; i++)
         free((uint8_t *)e.devices[i].identity);
-    if (err == MSV_OK)
-        err = prepare(s,
-                      "INSERT INTO kt_log (idx, handle, leaf) "
-                      "VALUES ((SELECT COALESCE(MAX(idx) + 1, 0) FROM kt_log), ?, ?);",
-                      &st);
-    if (err == MSV_OK) {
-        sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_blob(st, 2, leaf, (int)len, SQLITE_TRANSIENT);
-        err = run(s, st);
-    }
-    free(leaf);
     free(handle);
     return err;
+}
+
+/* ---- deleting an account (docs/missived.md, "Deleting an account") ------------------------ */
+
+static msv_err read_id(sqlite3_stmt *st, void *item)
+{
+    *(uint64_t *)item = (uint64_t)sqlite3_column_int64(st, 0);
+    return MSV_OK;
+}
+
+static msv_err read_blob_id(sqlite3_stmt *st, void *item)
+{
+    if (sqlite3_column_bytes(st, 0) != MSV_BLOB_ID_LEN)
+        return MSV_ERR_PARSE;
+    memcpy(item, sqlite3_column_blob(st, 0), MSV_BLOB_ID_LEN);
+    return MSV_OK;
+}
+
+static void drop_rows(void *list, size_t n)
+{
+    (void)n;
+    free(list);
+}
+
+/* The rows of sql (one integer or blob-id column, ?1 the account) read by read_row. */
+static msv_err account_rows(struct sqlite_store *s, const char *sql, uint64_t account_id,
+                            size_t elem, msv_err (*read_row)(sqlite3_stmt *, void *), void **out,
+                            size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, sql, &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+    err = msv_sql_rows(st, elem, read_row, drop_rows, out, n, NULL);
+    release(s, st);
+    return err;
+}
+
+/* The handle's tombstone: a leaf without devices that says its account was deleted. */
+static msv_err kt_tombstone(struct sqlite_store *s, const char *handle, int64_t now_ms)
+{
+    static struct msv_kt_entry e; /* the store's lock is held */
+
+    memset(&e, 0, sizeof(e));
+    e.deleted = 1;
+    e.time_ms = now_ms;
+    snprintf(e.handle, sizeof(e.handle), "%s", handle);
+    return kt_insert(s, handle, &e);
+}
+
+/* Inside a transaction (l_account_delete). */
+static msv_err account_delete_locked(struct sqlite_store *s, const char *handle, int64_t now_ms,
+                                     struct msv_account_deleted *out)
+{
+    /* ?1: the account; the devices' rows go before the devices themselves */
+    static const char *const drops[] = {
+        "DELETE FROM queue WHERE device_id IN (SELECT id FROM devices WHERE account_id = ?1);",
+        "DELETE FROM queue_usage WHERE device_id IN "
+        "(SELECT id FROM devices WHERE account_id = ?1);",
+        "DELETE FROM signed_prekeys WHERE device_id IN "
+        "(SELECT id FROM devices WHERE account_id = ?1);",
+        "DELETE FROM one_time_prekeys WHERE device_id IN "
+        "(SELECT id FROM devices WHERE account_id = ?1);",
+        "DELETE FROM blobs WHERE owner_device IN (SELECT id FROM devices WHERE account_id = ?1);",
+        "DELETE FROM reports WHERE reporter_id = ?1 OR reported_id = ?1;",
+        "DELETE FROM devices WHERE account_id = ?1;",
+        "DELETE FROM accounts WHERE id = ?1;",
+    };
+    sqlite3_stmt *st = NULL;
+    msv_err err = account_get(s, handle, &out->account_id, NULL);
+
+    if (err == MSV_OK)
+        err = account_rows(s, "SELECT id FROM devices WHERE account_id = ?1;", out->account_id,
+                           sizeof(*out->devices), read_id, (void **)&out->devices, &out->n_devices);
+    if (err == MSV_OK)
+        err = account_rows(s,
+                           "SELECT id FROM blobs WHERE owner_device IN "
+                           "(SELECT id FROM devices WHERE account_id = ?1);",
+                           out->account_id, sizeof(*out->blobs), read_blob_id, (void **)&out->blobs,
+                           &out->n_blobs);
+    for (size_t i = 0; err == MSV_OK && i < sizeof(drops) / sizeof(drops[0]); i++) {
+        err = prepare(s, drops[i], &st);
+        if (err == MSV_OK) {
+            sqlite3_bind_int64(st, 1, (sqlite3_int64)out->account_id);
+            err = run(s, st);
+        }
+    }
+    if (err == MSV_OK)
+        err = prepare(s, "DELETE FROM codes WHERE handle = ?;", &st);
+    if (err == MSV_OK) {
+        sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+        err = run(s, st);
+    }
+    return err == MSV_OK ? kt_tombstone(s, handle, now_ms) : err;
+}
+
+void msv_account_deleted_clear(struct msv_account_deleted *d)
+{
+    free(d->devices);
+    free(d->blobs);
+    memset(d, 0, sizeof(*d));
 }
 
 static msv_err kt_read_recs(struct sqlite_store *s, sqlite3_stmt *st, size_t max,
@@ -1592,6 +1725,11 @@ static msv_err l_account_set_suspended(void *impl, const char *handle, int suspe
     LOCKED(account_set_suspended(impl, handle, suspended));
 }
 
+static msv_err l_account_set_password(void *impl, uint64_t account_id, const char *password_hash)
+{
+    LOCKED(account_set_password(impl, account_id, password_hash));
+}
+
 static msv_err l_account_suspended(void *impl, uint64_t account_id, int *suspended)
 {
     LOCKED(account_suspended(impl, account_id, suspended));
@@ -1769,6 +1907,28 @@ static msv_err l_device_remove(void *impl, uint64_t account_id, uint64_t device_
     TRANSACTION(device_remove_logged(impl, account_id, device_id));
 }
 
+static msv_err l_account_delete(void *impl, const char *handle, int64_t now_ms,
+                                struct msv_account_deleted *out)
+{
+    struct sqlite_store *s = impl;
+    msv_err err;
+
+    memset(out, 0, sizeof(*out));
+    lock(s);
+    err = begin(s);
+    if (err == MSV_OK)
+        err = account_delete_locked(s, handle, now_ms, out);
+    err = finish(s, err);
+    /* what the account was goes from the write-ahead log too (secure_delete zeroes it in the
+     * database's pages): its frames are copied back and the file cut to nothing */
+    if (err == MSV_OK)
+        (void)exec(s, "PRAGMA wal_checkpoint(TRUNCATE);");
+    unlock(s);
+    if (err != MSV_OK)
+        msv_account_deleted_clear(out);
+    return err;
+}
+
 static msv_err l_device_get(void *impl, uint64_t device_id, struct msv_device_rec *out)
 {
     LOCKED(device_get(impl, device_id, out));
@@ -1901,6 +2061,8 @@ static const struct msv_store_ops sqlite_ops = {
     .account_get = l_account_get,
     .account_list = l_account_list,
     .account_set_suspended = l_account_set_suspended,
+    .account_set_password = l_account_set_password,
+    .account_delete = l_account_delete,
     .report_add = l_report_add,
     .report_list = l_report_list,
     .report_get = l_report_get,
@@ -1986,7 +2148,10 @@ msv_err msv_store_open_sqlite(const char *path, struct msv_store **out)
     if (err != MSV_OK)
         goto fail;
     sqlite3_extended_result_codes(s->db, 0);
-    err = backfill_log(s);
+    /* what is deleted (a deleted account, acknowledged envelopes) is zeroed in the file too */
+    err = msv_sql_exec(s->db, "PRAGMA secure_delete = ON;");
+    if (err == MSV_OK)
+        err = backfill_log(s);
     if (err != MSV_OK)
         goto fail;
     store->ops = &sqlite_ops;

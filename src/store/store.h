@@ -181,6 +181,17 @@ struct msv_store_stats {
     uint64_t database_bytes; /* the database's size (SQLite: its main file; PostgreSQL: on disk) */
 };
 
+/* What account_delete removed that lives outside the database, or is still connected. */
+struct msv_account_deleted {
+    uint64_t account_id;
+    uint64_t *devices; /* the account's devices, pending ones too */
+    size_t n_devices;
+    uint8_t (*blobs)[MSV_BLOB_ID_LEN]; /* its devices' attachments, for the blob backend */
+    size_t n_blobs;
+};
+
+void msv_account_deleted_clear(struct msv_account_deleted *d);
+
 struct msv_store_ops {
     const char *name;
     void (*close)(void *impl);
@@ -195,6 +206,18 @@ struct msv_store_ops {
     /* Operators: every account (by handle); suspend or restore one (MSV_ERR_NOT_FOUND). */
     msv_err (*account_list)(void *impl, struct msv_account_summary **out, size_t *n);
     msv_err (*account_set_suspended)(void *impl, const char *handle, int suspended);
+    /*
+     * Deletes handle's account and everything that is its, in one transaction: its devices,
+     * the envelopes queued for them, their prekeys and delivery tokens, their attachments'
+     * records, its verification code, the reports it made or that name it; and appends a
+     * tombstone leaf for the handle to the log (docs/transparency.md). *out (clear with
+     * msv_account_deleted_clear) says what was deleted. MSV_ERR_NOT_FOUND for an unknown
+     * handle, nothing changed.
+     */
+    msv_err (*account_delete)(void *impl, const char *handle, int64_t now_ms,
+                              struct msv_account_deleted *out);
+    /* Replaces account_id's password hash (MSV_ERR_NOT_FOUND for an unknown account). */
+    msv_err (*account_set_password)(void *impl, uint64_t account_id, const char *password_hash);
     /* *suspended for account_id (MSV_ERR_NOT_FOUND for an unknown account). */
     msv_err (*account_suspended)(void *impl, uint64_t account_id, int *suspended);
     msv_err (*stats)(void *impl, struct msv_store_stats *out);
@@ -419,6 +442,6 @@ MSV_MUST_CHECK msv_err msv_store_sqlite_blob_files(const char *path, struct msv_
                                                    size_t *n);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 11
+#define MSV_STORE_SCHEMA_VERSION 12
 
 #endif

@@ -20,4 +20,11 @@ int msv_privdir_is_private(const struct stat *st);
  */
 int msv_privdir_open(int at, const char *name, int create);
 
+/*
+ * Removes the private directory path and everything below it (at most 16 levels deep),
+ * never through a link: a link is removed, not followed. 0, or -1 with errno set (what
+ * could not be removed stays).
+ */
+int msv_privdir_remove(const char *path);
+
 #endif
