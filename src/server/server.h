@@ -23,6 +23,7 @@
 #include "server/config.h"
 #include "server/dircache.h"
 #include "server/kt_log.h"
+#include "server/provision.h"
 #include "server/u64map.h"
 #include "store/store.h"
 #include "wire/frame.h"
@@ -139,6 +140,7 @@ struct msv_metrics {
         claims_refused, claims_throttled, prekeys_exhausted, blobs_refused, blob_finish_failed,
         blob_finish_busy;
     _Atomic uint64_t shared_limits_fallback;
+    _Atomic uint64_t provision_opened, provision_refused, provision_delivered, provision_expired;
 };
 
 struct msv_bucket {
@@ -202,7 +204,8 @@ struct msv_server {
     _Atomic uint64_t suspension_gen;
 
     struct msv_metrics m;
-    _Atomic int commit_failing; /* the last group commit failed: /health answers 503 */
+    struct msv_provisions provisions; /* addresses of devices being linked by QR code */
+    _Atomic int commit_failing;       /* the last group commit failed: /health answers 503 */
     _Atomic int stopping;
     struct evhttp *http;
     struct msv_http_conns *http_conns;    /* http.c's: the port's connections and their deadlines */
