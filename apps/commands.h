@@ -28,6 +28,8 @@ struct cli {
     const char *reason;                      /* report --reason */
     const char *name, *avatar;               /* profile set --name, --avatar */
     const char *invite;                      /* register --invite */
+    const char *png, *image;                 /* link --png, devices add --image */
+    int yes;                                 /* devices add --yes */
     int approval, has_approval, reset, off;  /* groups invite --approval on|off, --reset, --off */
     const char *listen, *tls_cert, *tls_key; /* web --listen, --tls-cert, --tls-key */
     int open_browser, url;                   /* web --open, --url */

@@ -97,6 +97,34 @@ MSV_MUST_CHECK msv_err msv_client_register_finish(struct msv_client *c, const ch
 /* Adds this device to an existing account. */
 MSV_MUST_CHECK msv_err msv_client_link(struct msv_client *c, const char *password);
 
+/* Linking by QR code (client/link.h). */
+struct msv_link_wait {
+    void (*show)(void *ctx, const char *code);     /* the code to show (text) */
+    void (*progress)(void *ctx, int seconds_left); /* while waiting; may be NULL */
+    void *ctx;
+    int wait_s; /* at most 600 (0: 600) */
+};
+struct msv_link_result {
+    uint64_t device_id, approver_id;
+    uint8_t approver_fingerprint[32];
+};
+struct msv_link_code;
+/*
+ * This device, not linked yet, opens a provisioning address, shows its code
+ * and waits for a device of the account to send the provisioning message;
+ * then checks it (sealed to this code, signed by a device the account's
+ * log lists) and is a device of the account. MSV_ERR_AGAIN: none came in
+ * time; MSV_ERR_AUTH: what came is refused (nothing is kept: try again).
+ */
+MSV_MUST_CHECK msv_err msv_client_link_by_code(struct msv_client *c, const struct msv_link_wait *w,
+                                               struct msv_link_result *res);
+/*
+ * Adds the device whose code this is to the account, approves it and sends
+ * it its provisioning message; *device_id receives its id.
+ */
+MSV_MUST_CHECK msv_err msv_client_link_add(struct msv_client *c, const struct msv_link_code *code,
+                                           uint64_t *device_id);
+
 /* Connects and authenticates (a no-op when connected). */
 MSV_MUST_CHECK msv_err msv_client_connect(struct msv_client *c);
 
