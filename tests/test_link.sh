@@ -14,7 +14,10 @@ in_scratch
 waiter=
 trap 'tm kill-server 2>/dev/null; for p in $waiter $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
+# room for the provisioning addresses this test opens beside its registrations
+export MISSIVED_ACCOUNTS_REGISTER_BURST=100
 start_missived || bad "missived started"
+metric() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' "http://127.0.0.1:$(awk '/^http/{print $2}' srv/missived.ports)/metrics" | awk -v m="missived_$1" '$1 == m {print $2}'; }
 register_people alice bob
 unset MISSIVE_PASSWORD # linking by code needs none
 
@@ -65,5 +68,72 @@ grep -q "bob@example.org: hello both" out.txt && ok || bad "alice's phone got bo
 # the contacts came by sync
 expect 0 "the laptop's contacts" -- lap contacts
 grep -q "bob@example.org" out.txt && ok || bad "alice's contacts reached the laptop: $(cat out.txt)"
+
+# ---- a code used twice: the address is gone once the laptop took its message
+expect 1 "the laptop's code again" -- as alice devices add "$code" --yes
+grep -q "no device waits at that address\|linked already" err.txt && ok || bad "a used code: $(cat err.txt)"
+
+# ---- a code from another account: bob reads the tablet's code, which waits for alice's
+link_wait alice tablet || bad "the tablet's code: $(cat tablet.out tablet.err)"
+expect 0 "bob adds the device (his choice: he confirmed its fingerprint)" -- as bob devices add "$code" --yes
+link_done
+[ $? -eq 3 ] && ok || bad "the tablet refuses what bob's device sent: $(cat tablet.out tablet.err)"
+grep -q "did not come from a device of alice@example.org" tablet.err && ok || bad "why the tablet refused: $(cat tablet.err)"
+# nothing half-linked is kept: the tablet starts again with the same keys, and alice adds it
+expect 1 "the tablet is no device yet" -- "$M" --data-dir tablet --account alice@example.org receive --wait 0
+grep -q "not found" err.txt && ok || bad "the tablet has no device id: $(cat err.txt)"
+link_wait alice tablet || bad "the tablet shows a new code: $(cat tablet.out tablet.err)"
+expect 0 "alice adds the tablet" -- as alice devices add "$code" --yes
+link_done && ok || bad "the tablet is linked at its second try: $(cat tablet.out tablet.err)"
+
+# ---- a new device stopped while it waits starts again; its address goes with its connection
+link_wait alice desk || bad "the desk's code: $(cat desk.out desk.err)"
+old=$code
+kill -KILL "$waiter"; wait "$waiter" 2>/dev/null; waiter=
+expect 1 "the code of a device that went away" -- as alice devices add "$old" --yes
+grep -q "no device waits at that address" err.txt && ok || bad "a gone address: $(cat err.txt)"
+link_wait alice desk || bad "the desk shows a new code: $(cat desk.out desk.err)"
+[ "$code" != "$old" ] && ok || bad "a new code each time"
+expect 0 "alice adds the desk" -- as alice devices add "$code" --yes
+link_done && ok || bad "the desk is linked after its restart: $(cat desk.out desk.err)"
+
+# ---- what devices add refuses before it asks the server anything
+expect 2 "not a code" -- as alice devices add "missive:join?g=00" --yes
+grep -q "not a link code" err.txt && ok || bad "not a code: $(cat err.txt)"
+expect 2 "a later version's code" -- as alice devices add "missive-link:2:00" --yes
+grep -q "newer version" err.txt && ok || bad "a later version: $(cat err.txt)"
+echo "hello" >not.png
+expect 1 "a file that is no PNG" -- as alice devices add --image not.png --yes
+grep -q "not a PNG image" err.txt && ok || bad "no PNG: $(cat err.txt)"
+head -c 300 code.png >cut.png
+expect 1 "a damaged PNG" -- as alice devices add --image cut.png --yes
+grep -q "damaged\|not a PNG" err.txt && ok || bad "a damaged PNG: $(cat err.txt)"
+# PNGs drawn here: one with no QR code, one claiming 100000 x 100000 pixels
+python3 - <<'PY'
+import struct, zlib
+def png(w, h, rows):
+    def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+open("blank.png", "wb").write(png(64, 64, b"".join(b"\0" + b"\xff" * 64 for _ in range(64))))
+open("huge.png", "wb").write(png(100000, 100000, b"\0" * 100))
+PY
+expect 1 "a PNG with no QR code" -- as alice devices add --image blank.png --yes
+grep -q "no QR code found" err.txt && ok || bad "no QR code: $(cat err.txt)"
+expect 1 "a huge PNG" -- as alice devices add --image huge.png --yes
+grep -q "larger than 4096" err.txt && ok || bad "a huge PNG: $(cat err.txt)"
+expect 1 "not confirmed" -- sh -c "echo n | '$M' --data-dir dev-alice --account alice@example.org devices add '$old'"
+grep -q "not added" err.txt && ok || bad "not confirmed: $(cat err.txt)"
+
+# ---- a flood of provisioning addresses from one address is bounded, refused clearly, counted
+refused_before=$(metric provision_refused_total)
+waiters=
+for i in 1 2 3 4; do link_wait alice "flood$i" && waiters="$waiters $waiter" || bad "waiting device $i: $(cat "flood$i.err")"; done
+waiter=
+expect 1 "a fifth device waiting from one address" -- "$M" --data-dir flood5 link alice@example.org --server "$server" --qr
+grep -q "too many devices wait to be linked from this address" err.txt && ok || bad "the fifth: $(cat err.txt)"
+[ "$(metric provision_refused_total)" -gt "${refused_before:-0}" ] && ok || bad "the refusal is counted"
+[ "$(metric provision_opened_total)" -ge 8 ] && ok || bad "opened addresses are counted: $(metric provision_opened_total)"
+for w in $waiters; do kill -TERM "$w"; wait "$w" 2>/dev/null; done
 
 finish

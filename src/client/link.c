@@ -317,8 +317,10 @@ static msv_err take_message(struct msv_client *c, const struct msv_link_code *co
     Msv__Wire__Provision *p = NULL;
     uint8_t *pt = NULL;
     size_t pt_len = 0;
-    msv_err err = msv_link_open(code, sk, msg, len, &pt, &pt_len);
+    msv_err err;
 
+    memset(&c->why, 0, sizeof(c->why));
+    err = msv_link_open(code, sk, msg, len, &pt, &pt_len);
     if (err == MSV_OK)
         err = msv_link_provision_parse(pt, pt_len, &p) == MSV_OK ? MSV_OK : MSV_ERR_AUTH;
     if (err == MSV_OK && (p->handle.len != strlen(c->handle) ||
