@@ -56,12 +56,13 @@ static const struct {
      "MISSIVE_PASSWORD (an account with no device left); it waits until one of the account's "
      "devices approves it with 'missive devices approve ID'. Every device is told."},
     {"devices",
-     "devices [list | approve DEVICE_ID | remove DEVICE_ID | add CODE [--yes] | "
-     "add --image FILE.png [--yes]]",
+     "devices [list | approve DEVICE_ID | remove DEVICE_ID | add CODE [--yes] [--no-history] | "
+     "add --image FILE.png [--yes] [--no-history]]",
      "Lists the account's devices with their fingerprints, approves one waiting to join, "
      "removes one, or adds the new device whose code (the text, or the QR code in a PNG "
      "image) 'missive link --qr' shows: after both fingerprints are shown and confirmed "
-     "(--yes: without asking), the device is added, approved and sent the account."},
+     "(--yes: without asking), the device is added, approved and sent the account, with "
+     "this device's history and files (--history, the default; --no-history: without)."},
     {"profile", "profile [show [HANDLE] | set --name NAME [--avatar FILE] | clear-avatar]",
      "Shows this account's profile or a contact's as last received (its avatar's file), or "
      "sets this account's display name (1 to 64 bytes, no control characters) and avatar (a "
@@ -2068,6 +2069,20 @@ static void show_link_code(void *ctx, const char *code)
     fflush(cli_out);
 }
 
+/* The history's archive going up or coming down, on a terminal. */
+static void history_progress(uint64_t done, uint64_t total)
+{
+    if (isatty(STDERR_FILENO) && total > 0)
+        fprintf(cli_err, "\rhistory: %llu of %llu KiB ", (unsigned long long)(done / 1024),
+                (unsigned long long)(total / 1024));
+}
+
+static void history_download(void *ctx, uint64_t done, uint64_t total)
+{
+    (void)ctx;
+    history_progress(done, total);
+}
+
 static void link_progress(void *ctx, int seconds_left)
 {
     (void)ctx;
@@ -2115,6 +2130,7 @@ static int cmd_link_qr(const struct cli *o)
         return rc;
     if (o->wait_s == 2) /* --wait unset: as long as the server keeps the address */
         w.wait_s = 0;
+    c->on_download = history_download;
     err = msv_client_link_by_code(c, &w, &res);
     if (err == MSV_OK) {
         msv_fingerprint_text(res.approver_fingerprint, fp);
@@ -2130,6 +2146,10 @@ static int cmd_link_qr(const struct cli *o)
                     (unsigned long long)res.approver_id, fp);
     }
     rc = err == MSV_OK ? 0 : fail(c, "linking", err);
+    if (err == MSV_OK && res.history == 1 && !o->json)
+        fprintf(cli_out, "history imported (%llu bytes)\n", (unsigned long long)res.history_size);
+    else if (err == MSV_OK && res.history < 0) /* linked, but without the history */
+        rc = fail(c, "importing the history", res.history_err);
     msv_client_close(c);
     return rc;
 }
@@ -2177,6 +2197,7 @@ static int confirm_link(const struct cli *o, struct msv_client *c, const struct 
 static int devices_add(const struct cli *o, struct msv_client *c)
 {
     struct msv_link_code code;
+    struct msv_link_add how = {!o->no_history, history_progress};
     uint64_t id = 0;
     msv_err err;
     int rc;
@@ -2189,7 +2210,7 @@ static int devices_add(const struct cli *o, struct msv_client *c)
         fprintf(cli_err, "missive: not added\n");
         return EXIT_ERR;
     }
-    err = msv_client_link_add(c, &code, &id);
+    err = msv_client_link_add(c, &code, &how, &id);
     if (err != MSV_OK)
         return fail(c, "adding the device", err);
     if (o->json)
@@ -2678,7 +2699,7 @@ static int cmd_report(const struct cli *o, struct msv_client *c)
 }
 
 /* options with no letter of their own */
-enum { OPT_INVITE = 0x100, OPT_PNG, OPT_IMAGE, OPT_YES };
+enum { OPT_INVITE = 0x100, OPT_PNG, OPT_IMAGE, OPT_YES, OPT_HISTORY, OPT_NO_HISTORY };
 
 int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
 {
@@ -2726,6 +2747,8 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
         {"png", required_argument, NULL, OPT_PNG},
         {"image", required_argument, NULL, OPT_IMAGE},
         {"yes", no_argument, NULL, OPT_YES},
+        {"history", no_argument, NULL, OPT_HISTORY},
+        {"no-history", no_argument, NULL, OPT_NO_HISTORY},
         {NULL, 0, NULL, 0},
     };
     char *end;
@@ -2773,6 +2796,10 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
             break;
         case OPT_YES:
             o->yes = 1;
+            break;
+        case OPT_HISTORY:
+        case OPT_NO_HISTORY:
+            o->no_history = ch == OPT_NO_HISTORY;
             break;
         case 't':
             o->text = optarg;

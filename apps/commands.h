@@ -29,7 +29,7 @@ struct cli {
     const char *name, *avatar;               /* profile set --name, --avatar */
     const char *invite;                      /* register --invite */
     const char *png, *image;                 /* link --png, devices add --image */
-    int yes;                                 /* devices add --yes */
+    int yes, no_history;                     /* devices add --yes, --no-history */
     int approval, has_approval, reset, off;  /* groups invite --approval on|off, --reset, --off */
     const char *listen, *tls_cert, *tls_key; /* web --listen, --tls-cert, --tls-key */
     int open_browser, url;                   /* web --open, --url */

@@ -39,6 +39,16 @@ link_wait() {
 }
 link_done() { wait "$waiter"; local rc=$?; waiter=; return $rc; }
 
+# ---- history to bring along: messages both ways, a file, a group and its message
+expect 0 "alice writes first" -- as alice send bob@example.org --text "before the laptop"
+expect 0 "bob answers" -- as bob send alice@example.org --text "an answer"
+printf 'the file\001\002\003' >doc.bin
+expect 0 "bob sends a file" -- as bob send alice@example.org --file doc.bin --text "a file"
+expect 0 "alice makes a group" -- as alice groups create family bob@example.org
+expect 0 "alice writes to it" -- as alice send --group family --text "to the family"
+expect 0 "alice receives" -- as alice receive --wait 2
+[ -n "$(ls dev-alice/alice@example.org/attachments/)" ] && ok || bad "alice has bob's file"
+
 # ---- the new laptop shows its code as text, a QR code and a PNG; alice's phone reads the PNG
 link_wait alice laptop --png code.png && ok || bad "the code is shown: $(cat laptop.out laptop.err)"
 [ "${#code}" -eq 177 ] && ok || bad "the code's length: $code"
@@ -52,6 +62,22 @@ link_done && ok || bad "the laptop is linked: $(cat laptop.out laptop.err)"
 grep -q "linked: this is device [0-9]* of alice@example.org, approved by device 1 (fingerprint $fp_alice)" laptop.out &&
     ok || bad "the laptop shows the approver's fingerprint: $(cat laptop.out)"
 lap() { "$M" --data-dir laptop --account alice@example.org "$@"; }
+grep -q "history imported" laptop.out && ok || bad "the history came: $(cat laptop.out laptop.err)"
+# both devices' histories, groups and files are equal
+# (a file's line names it in each device's own directory)
+as alice history -o json | sed 's#dev-alice/alice@example.org/attachments/#ATTACHMENTS/#g' >phone.history &&
+    lap history -o json | sed 's#laptop/alice@example.org/attachments/#ATTACHMENTS/#g' >laptop.history && ok || bad "histories"
+grep -q 'ATTACHMENTS/' laptop.history && ok || bad "the file's line names the laptop's own copy"
+[ "$(grep -c . phone.history)" -ge 4 ] && cmp -s phone.history laptop.history && ok ||
+    bad "the laptop's history is the phone's: $(diff phone.history laptop.history | head -20)"
+grep -q '"text":"to the family"' laptop.history && grep -q '"text":"a file' laptop.history && ok || bad "group and file messages in the history: $(cat laptop.history)"
+as alice groups -o json >phone.groups && lap groups -o json >laptop.groups && cmp -s phone.groups laptop.groups &&
+    grep -q family laptop.groups && ok || bad "the laptop's groups: $(cat phone.groups laptop.groups)"
+(cd dev-alice/alice@example.org/attachments && sha256sum -- *) >phone.files
+(cd laptop/alice@example.org/attachments && sha256sum -- *) >laptop.files
+[ -s phone.files ] && cmp -s phone.files laptop.files && ok || bad "the files' bytes: $(cat phone.files laptop.files)"
+[ ! -e laptop/alice@example.org/link-history ] && [ ! -e dev-alice/alice@example.org/link-history.msvb ] && ok ||
+    bad "no archive is left behind"
 expect 0 "the laptop's own fingerprint" -- lap fingerprint
 grep -qF "$fp_new" out.txt && ok || bad "the fingerprint alice confirmed is the laptop's: $fp_new / $(cat out.txt)"
 
@@ -83,8 +109,11 @@ grep -q "did not come from a device of alice@example.org" tablet.err && ok || ba
 expect 1 "the tablet is no device yet" -- "$M" --data-dir tablet --account alice@example.org receive --wait 0
 grep -q "not found" err.txt && ok || bad "the tablet has no device id: $(cat err.txt)"
 link_wait alice tablet || bad "the tablet shows a new code: $(cat tablet.out tablet.err)"
-expect 0 "alice adds the tablet" -- as alice devices add "$code" --yes
+expect 0 "alice adds the tablet, without the history" -- as alice devices add "$code" --yes --no-history
 link_done && ok || bad "the tablet is linked at its second try: $(cat tablet.out tablet.err)"
+! grep -q "history imported" tablet.out && ok || bad "--no-history sends none"
+expect 0 "the tablet's history" -- "$M" --data-dir tablet --account alice@example.org history
+! grep -q "before the laptop" out.txt && ok || bad "the tablet has no history: $(cat out.txt)"
 
 # ---- a new device stopped while it waits starts again; its address goes with its connection
 link_wait alice desk || bad "the desk's code: $(cat desk.out desk.err)"

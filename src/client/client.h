@@ -107,6 +107,13 @@ struct msv_link_wait {
 struct msv_link_result {
     uint64_t device_id, approver_id;
     uint8_t approver_fingerprint[32];
+    int history; /* 1: imported; 0: none came; -1: not imported (history_err, c->why) */
+    msv_err history_err;
+    uint64_t history_size; /* its archive's bytes */
+};
+struct msv_link_add {
+    int history; /* send this device's history and files too */
+    void (*upload_progress)(uint64_t done, uint64_t total); /* may be NULL */
 };
 struct msv_link_code;
 /*
@@ -120,10 +127,12 @@ MSV_MUST_CHECK msv_err msv_client_link_by_code(struct msv_client *c, const struc
                                                struct msv_link_result *res);
 /*
  * Adds the device whose code this is to the account, approves it and sends
- * it its provisioning message; *device_id receives its id.
+ * it its provisioning message, with (how->history) this device's history and
+ * files as an archive in the attachment store; *device_id receives its id.
+ * The new device is told with its history, and imports it once linked.
  */
 MSV_MUST_CHECK msv_err msv_client_link_add(struct msv_client *c, const struct msv_link_code *code,
-                                           uint64_t *device_id);
+                                           const struct msv_link_add *how, uint64_t *device_id);
 
 /* Connects and authenticates (a no-op when connected). */
 MSV_MUST_CHECK msv_err msv_client_connect(struct msv_client *c);
