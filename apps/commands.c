@@ -2189,6 +2189,10 @@ static int confirm_link(const struct cli *o, struct msv_client *c, const struct 
             (unsigned long long)c->device_id, mine, theirs);
     if (o->yes)
         return 1;
+    if (o->no_stdin) { /* the daemon and the chat cannot ask: the request says it */
+        fprintf(cli_err, "missive: compare the fingerprints, then add the device with --yes\n");
+        return 0;
+    }
     fprintf(cli_err, "add the new device to %s? [y/N] ", c->handle);
     fflush(cli_err);
     return fgets(answer, sizeof(answer), stdin) != NULL && (answer[0] == 'y' || answer[0] == 'Y');

@@ -165,4 +165,49 @@ grep -q "too many devices wait to be linked from this address" err.txt && ok || 
 [ "$(metric provision_opened_total)" -ge 8 ] && ok || bad "opened addresses are counted: $(metric provision_opened_total)"
 for w in $waiters; do kill -TERM "$w"; wait "$w" 2>/dev/null; done
 
+# ---- the daemon: devices add is a method; without --yes it asks for it; alice's laptop hears
+sock=$work/dev-alice/alice@example.org/daemon.sock
+(exec "$M" --data-dir dev-alice daemon >daemon.out 2>daemon.err) &
+daemon=$!
+for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+link_wait alice watch || bad "the watch's code: $(cat watch.out watch.err)"
+daemon_rpc "$sock" --schema 2 \
+    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"devices\",\"params\":{\"args\":[\"add\",\"$code\"]}}" >rpc.txt
+grep -q '"id": *1, *"error"\|"error".*"id": *1' rpc.txt && grep -q -- "--yes" rpc.txt && ok ||
+    bad "the daemon does not add without --yes: $(cat rpc.txt)"
+add_by_daemon() {
+    daemon_rpc "$sock" --schema 2 --wait 30 \
+        "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"devices\",\"params\":{\"args\":[\"add\",\"$code\"],\"yes\":true,\"output\":\"json\"}}" >rpc.txt
+}
+events_both "$sock" add_by_daemon
+grep -q '"type": *"device_added"' rpc.txt && ok || bad "added by the daemon: $(cat rpc.txt)"
+daemon_schema_ok 2 rpc.txt && ok || bad "schema 2 answers: $(cat rpc.txt)"
+daemon_schema_ok 2 ev2.txt && ok || bad "schema 2 events: $(cat ev2.txt)"
+daemon_schema_ok 1 ev1.txt && ok || bad "schema 1 events: $(cat ev1.txt)"
+link_done && ok || bad "the watch is linked through the daemon: $(cat watch.out watch.err)"
+grep -q "history imported" watch.out && ok || bad "with the history: $(cat watch.out)"
+kill -TERM "$daemon" && wait "$daemon"
+daemon=
+expect 0 "the laptop hears of the watch" -- lap receive --wait 2
+grep -q "device [0-9]* was added to this account" out.txt && ok || bad "the laptop is told: $(cat out.txt err.txt)"
+
+# ---- the chat: /link CODE shows both fingerprints, /link CODE yes adds the device
+screen() { tm capture-pane -p -J -t "$1"; }
+waitfor() {
+    for _ in $(seq 150); do screen "$1" | grep -qF -- "$2" && return 0; sleep 0.1; done
+    return 1
+}
+link_wait alice pad || bad "the pad's code: $(cat pad.out pad.err)"
+CHAT_ROWS=40 chat_in alice dev-alice 300
+waitfor alice "online" && ok || bad "alice's chat starts: $(screen alice)"
+tm send-keys -t alice "/link missive-link:1:00" Enter
+waitfor alice "/link takes the code" && ok || bad "/link's usage: $(screen alice)"
+tm send-keys -t alice "/link $code" Enter
+fp_pad=$(python3 -c 'import sys; print(" ".join(sys.argv[1][-64:][i:i+4] for i in range(0, 64, 4)))' "$code")
+waitfor alice "new device: $fp_pad" && ok || bad "/link shows the new device's fingerprint ($fp_pad): $(screen alice)"
+tm send-keys -t alice "/link $code yes" Enter
+waitfor alice "added device" && ok || bad "/link yes adds it: $(screen alice)"
+link_done && ok || bad "the pad is linked from the chat: $(cat pad.out pad.err)"
+tm kill-session -t alice
+
 finish
