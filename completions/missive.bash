@@ -45,7 +45,7 @@ _missive()
         return ;;
     --data-dir) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
     --file | --passphrase-file | --password-file | --backup-passphrase-file | --socket | --avatar | \
-        --tls-cert | --tls-key)
+        --tls-cert | --tls-key | --png | --image)
         mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
     esac
     if [ -z "$command" ]; then
@@ -59,8 +59,8 @@ _missive()
     local opts=""
     case $command in
     register) opts="--server --suite --compat --code --invite" ;;
-    link) opts="--server --suite --compat" ;;
-    devices) opts="list approve remove" ;;
+    link) opts="--server --suite --compat --qr --png --wait" ;;
+    devices) opts="list approve remove add --image --yes --history --no-history" ;;
     contacts) opts="list add remove" ;;
     sync) opts="list set unset" ;;
     requests) opts="list accept delete block" ;;
