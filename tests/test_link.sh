@@ -165,6 +165,31 @@ grep -q "too many devices wait to be linked from this address" err.txt && ok || 
 [ "$(metric provision_opened_total)" -ge 8 ] && ok || bad "opened addresses are counted: $(metric provision_opened_total)"
 for w in $waiters; do kill -TERM "$w"; wait "$w" 2>/dev/null; done
 
+# ---- the password path, for an account with no device left: who is told
+register_people carol
+export MISSIVE_PASSWORD="correct horse battery"
+expect 0 "bob writes to carol" -- as bob send carol@example.org --text "hi carol"
+expect 0 "carol answers" -- sh -c "'$M' --data-dir dev-carol --account carol@example.org receive --wait 1 >/dev/null && '$M' --data-dir dev-carol --account carol@example.org send bob@example.org --text 'hi bob'"
+expect 0 "bob hears carol" -- as bob receive --wait 2
+# with a device left, a device linked with the password waits, and the device is told how it came
+expect 0 "a device linked with the password" -- "$M" --data-dir carol-spare link carol@example.org --server "$server"
+spare=$(sed -n 's/.*this is device \([0-9]*\) of carol.*/\1/p' out.txt)
+expect 0 "carol's device receives" -- "$M" --data-dir dev-carol --account carol@example.org receive --wait 2
+grep -q "device $spare asks to join this account with the account password" out.txt && ok ||
+    bad "carol's device is told the password was used: $(cat out.txt)"
+expect 0 "carol removes it" -- "$M" --data-dir dev-carol --account carol@example.org devices remove "$spare"
+# no device left: the password adds one at once; bob is told carol's devices changed
+expect 0 "carol's devices" -- "$M" --data-dir dev-carol --account carol@example.org devices
+last=$(awk '/this device/ {print $1}' out.txt)
+expect 0 "carol's last device goes" -- "$M" --data-dir dev-carol --account carol@example.org devices remove "$last"
+expect 0 "carol links a new one with the password" -- "$M" --data-dir carol-new link carol@example.org --server "$server"
+grep -q "linked: this is device" out.txt && ok || bad "linked at once: $(cat out.txt err.txt)"
+expect 0 "the new device writes to bob" -- "$M" --data-dir carol-new --account carol@example.org send bob@example.org --text "carol again"
+expect 0 "bob receives" -- as bob receive --wait 2
+grep -q "the devices of carol@example.org changed" err.txt && grep -q "carol again" out.txt && ok ||
+    bad "bob is told carol's devices changed: $(cat out.txt err.txt)"
+unset MISSIVE_PASSWORD
+
 # ---- the daemon: devices add is a method; without --yes it asks for it; alice's laptop hears
 sock=$work/dev-alice/alice@example.org/daemon.sock
 (exec "$M" --data-dir dev-alice daemon >daemon.out 2>daemon.err) &

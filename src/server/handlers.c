@@ -451,8 +451,10 @@ static void send_registered(struct msv_conn_state *c, uint64_t request_id, uint6
     msv_conn_send_frame(c, &out);
 }
 
+/* approved: 1 if no device of the account needs to approve it; by_password: AddDevice's. */
 static msv_err add_device(struct msv_server *s, uint64_t account, const char *handle,
-                          const Msv__Wire__NewDevice *d, int approved, uint64_t *device)
+                          const Msv__Wire__NewDevice *d, int approved, int by_password,
+                          uint64_t *device)
 {
     struct msv_device_rec rec = {0};
     msv_err err = STORE(s)->device_add(IMPL(s), account, d->suite, d->identity.data,
@@ -470,8 +472,9 @@ static msv_err add_device(struct msv_server *s, uint64_t account, const char *ha
     rec.push_token = d->push_token.data;
     rec.push_token_len = d->push_token.len;
     rec.approved = approved;
-    msv_notify_device_change(s, account, handle, *device, 1, !approved, &rec, 0,
-                             (ProtobufCBinaryData){0, NULL});
+    msv_notify_device_change(s, account, handle, *device, 1,
+                             (approved ? 0 : 1) | (by_password ? MSV_NOTIFY_BY_PASSWORD : 0), &rec,
+                             0, (ProtobufCBinaryData){0, NULL});
     return MSV_OK;
 }
 
@@ -555,7 +558,7 @@ static void handle_register_finish(struct msv_conn_state *c, const msv_frame *f)
         return;
     err = STORE(s)->account_create(IMPL(s), handle, pw_hash, msv_server_now_ms(s), &account);
     if (err == MSV_OK)
-        err = add_device(s, account, handle, r->device, 1, &device);
+        err = add_device(s, account, handle, r->device, 1, 0, &device);
     if (err != MSV_OK && account == 0 && strcmp(s->cfg.registration, "invite") == 0 &&
         STORE(s)->invite_give_back(IMPL(s), invite) != MSV_OK)
         msv_log(MSV_LOG_WARN, "invite_give_back_failed", "an invite lost a use");
@@ -621,7 +624,7 @@ static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
         approved &= !existing.items[i].approved;
     msv_device_list_clear(&existing);
     if (err == MSV_OK)
-        err = add_device(s, account, handle, a->device, approved, &device);
+        err = add_device(s, account, handle, a->device, approved, 1, &device);
     if (err != MSV_OK) {
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         return;
@@ -655,7 +658,8 @@ void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const c
     info.push_token.data = dev->push_token;
     info.push_token.len = dev->push_token_len;
     dc.added = added;
-    dc.pending = pending;
+    dc.pending = (pending & 1) != 0;
+    dc.by_password = (pending & MSV_NOTIFY_BY_PASSWORD) != 0;
     dc.approver = approver;
     dc.approval = approval;
     dc.handle.data = (uint8_t *)handle;
@@ -853,7 +857,7 @@ static void handle_link_device(struct msv_conn_state *c, const msv_frame *f)
     nd.suite = suite;
     nd.identity = (ProtobufCBinaryData){identity_len, identity};
     if (err == MSV_OK)
-        err = add_device(s, c->account_id, c->handle, &nd, 0, &device);
+        err = add_device(s, c->account_id, c->handle, &nd, 0, 0, &device);
     if (err != MSV_OK) {
         free(identity);
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");

@@ -313,11 +313,13 @@ void msv_pending_ack_free(struct msv_pending_ack *a);
 
 /* handlers.c: one decoded frame from c. */
 void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f);
+/* With pending: the device was added with the account password (AddDevice). */
+#define MSV_NOTIFY_BY_PASSWORD 2
 /*
  * Enqueues a DeviceChange notice to every device of account except
  * except_device. pending: added, and waiting for one of the account's devices
- * to approve it; approver and approval (empty: none): who approved it, with
- * the signature the approving device sent.
+ * to approve it (or'ed with MSV_NOTIFY_BY_PASSWORD); approver and approval (empty: none): who
+ * approved it, with the signature the approving device sent.
  */
 void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const char *handle,
                               uint64_t except_device, int added, int pending,
