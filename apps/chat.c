@@ -23,6 +23,7 @@
 #include <qrencode.h>
 
 #include "commands.h"
+#include "client/link.h"
 #include "client/safety.h"
 #include "missive/payload.h"
 #include "missive/util.h"
@@ -818,8 +819,9 @@ static void show_help(struct chat *ch)
     /* the keys last, so that they stay in view on a small screen */
     add_note(ch, ch->current,
              "Safety: /block and /unblock [HANDLE], /report [REASON] (to the operator), "
-             "/settings [read-receipts|typing on|off], /usage (the server's limits). The account's password changes in a "
-             "shell (missive password change), never here, where it would show.");
+             "/settings [read-receipts|typing on|off], /usage (the server's limits). Devices: "
+             "/link CODE (a new device's). The account's password changes in a shell (missive "
+             "password change), never here, where it would show.");
     add_note(ch, ch->current,
              "Messages: /edit TEXT and /unsend (your newest here), /edits (the versions of the "
              "newest edited one), /react EMOJI and /unreact (on their newest), /reply TEXT (to "
@@ -1203,6 +1205,48 @@ static void invites(struct chat *ch, const char *line, const char *arg)
     ch->reload = 1;
 }
 
+/* /link CODE: the fingerprints to compare; /link CODE yes: adds the device, with the history. */
+static void link_device(struct chat *ch, const char *arg)
+{
+    struct msv_link_code code;
+    struct msv_link_add how = {1, NULL};
+    char text[MSV_LINK_CODE_LEN + 1], mine[MSV_FINGERPRINT_TEXT_LEN],
+        theirs[MSV_FINGERPRINT_TEXT_LEN];
+    size_t len = strcspn(arg, " ");
+    const char *rest = arg + len + strspn(arg + len, " ");
+    uint8_t h[32];
+    uint64_t id = 0;
+    msv_err err;
+
+    snprintf(text, sizeof(text), "%.*s", (int)len, arg);
+    if (len != MSV_LINK_CODE_LEN || msv_link_code_parse(text, &code) != MSV_OK ||
+        (*rest != '\0' && strcmp(rest, "yes") != 0)) {
+        set_status(ch, 6000, "/link takes the code the new device shows (missive-link:1:...)");
+        return;
+    }
+    if (*rest == '\0') {
+        msv_public_identity_hash(msv_identity_public(ch->c->id), h);
+        msv_fingerprint_text(h, mine);
+        msv_fingerprint_text(code.fingerprint, theirs);
+        add_note(ch, ch->current,
+                 "this device: %s; new device: %s. Compare them with what the new device shows, "
+                 "then add it with /link CODE yes",
+                 mine, theirs);
+        ch->reload = 1;
+        return;
+    }
+    set_status(ch, 60000, "adding the device and sending it the history...");
+    draw(ch);
+    err = msv_client_link_add(ch->c, &code, &how, &id);
+    owner_pump(ch->ow);
+    if (err == MSV_OK)
+        set_status(ch, 8000, "added device %llu, with the history", (unsigned long long)id);
+    else
+        set_status(ch, 8000, "the device was not added: %s",
+                   ch->c->why.message[0] ? ch->c->why.message : msv_strerror(err));
+    ch->reload = 1;
+}
+
 static void command(struct chat *ch, const char *line)
 {
     const char *arg = line + strcspn(line, " ");
@@ -1254,6 +1298,8 @@ static void command(struct chat *ch, const char *line)
     else if (strncmp(line, "/password", 9) == 0 && (line[9] == ' ' || line[9] == '\0'))
         /* a password typed here would show on the screen and stay in the input line */
         set_status(ch, 8000, "change the password in a shell: missive password change");
+    else if (strncmp(line, "/link ", 6) == 0 && *arg)
+        link_device(ch, arg);
     else if (strncmp(line, "/help", 5) == 0)
         show_help(ch);
     else if (strncmp(line, "//", 2) == 0)

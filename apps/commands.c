@@ -20,10 +20,12 @@
 #include <qrencode.h>
 
 #include "commands.h"
+#include "qrimage.h"
 #include "term.h"
 #include "client/backup.h"
 #include "client/client.h"
 #include "client/files.h"
+#include "client/link.h"
 #include "client/safety.h"
 #include "client/transparency.h"
 #include "missive/payload.h"
@@ -45,13 +47,23 @@ static const struct {
      "commas are more nodes of the same service: a connection tries the one that answered "
      "last, then the others. A server that registers by invitation needs --invite, the code "
      "its operator gave you."},
-    {"link", "link HANDLE --server HOST:PORT[,HOST:PORT...] [--suite SUITE] [--compat SUITE,...]",
-     "Adds this machine as another device of an existing account (password from "
-     "MISSIVE_PASSWORD). It waits until one of the account's devices approves it with "
-     "'missive devices approve ID'; every device is told."},
-    {"devices", "devices [list | approve DEVICE_ID | remove DEVICE_ID [--yes]]",
-     "Lists the account's devices with their fingerprints, approves one waiting to join, or "
-     "removes one. Removing this device itself is 'leave' (--yes needed)."},
+    {"link",
+     "link HANDLE --server HOST:PORT[,HOST:PORT...] [--suite SUITE] [--compat SUITE,...]\n"
+     "       missive link HANDLE --server HOST:PORT --qr [--png FILE] [--wait S]",
+     "Adds this machine as another device of an existing account. With --qr, no password: "
+     "it shows a QR code and its text (--png also writes it as an image) for a device of the "
+     "account to read with 'missive devices add', and waits (up to 10 minutes, or --wait "
+     "seconds) until that device sends it the account. Without --qr the password comes from "
+     "MISSIVE_PASSWORD (an account with no device left); it waits until one of the account's "
+     "devices approves it with 'missive devices approve ID'. Every device is told."},
+    {"devices",
+     "devices [list | approve DEVICE_ID | remove DEVICE_ID | add CODE [--yes] [--no-history] | "
+     "add --image FILE.png [--yes] [--no-history]]",
+     "Lists the account's devices with their fingerprints, approves one waiting to join, "
+     "removes one, or adds the new device whose code (the text, or the QR code in a PNG "
+     "image) 'missive link --qr' shows: after both fingerprints are shown and confirmed "
+     "(--yes: without asking), the device is added, approved and sent the account, with "
+     "this device's history and files (--history, the default; --no-history: without)."},
     {"account", "account usage\n       missive account delete --yes",
      "usage shows what the server holds for this account against its limits: for each "
      "device, the envelopes and bytes waiting for it beside the queue caps (a send to a "
@@ -694,6 +706,10 @@ static int cmd_register(const struct cli *o)
     return rc;
 }
 
+/* Linking by QR code (below, beside the QR codes). */
+static int cmd_link_qr(const struct cli *o);
+static int devices_add(const struct cli *o, struct msv_client *c);
+
 static int cmd_link(const struct cli *o)
 {
     struct msv_client *c = NULL;
@@ -703,6 +719,8 @@ static int cmd_link(const struct cli *o)
 
     if (o->argc != 1)
         return cli_usage("link", cli_err);
+    if (o->qr)
+        return cmd_link_qr(o);
     if ((pw = cli_password(o)) == NULL)
         return EXIT_USAGE;
     rc = create_device(o, o->argv[0], &c);
@@ -852,6 +870,8 @@ static int cmd_devices(const struct cli *o, struct msv_client *c)
 
     if (o->argc == 0 || (o->argc == 1 && strcmp(o->argv[0], "list") == 0))
         return show_devices(o, c, NULL);
+    if (strcmp(o->argv[0], "add") == 0)
+        return devices_add(o, c);
     if (o->argc != 2 || (strcmp(o->argv[0], "remove") != 0 && strcmp(o->argv[0], "approve") != 0))
         return cli_usage("devices", cli_err);
     errno = 0;
@@ -2213,6 +2233,185 @@ static int print_qr(const char *text)
     return 0;
 }
 
+/* ---- linking by QR code --------------------------------------------------------------- */
+
+static void show_link_code(void *ctx, const char *code)
+{
+    const struct cli *o = ctx;
+    char why[256];
+
+    if (o->png != NULL && qrimage_write(code, o->png, why, sizeof(why)) != 0)
+        fprintf(cli_err, "missive: warning: %s\n", why);
+    if (o->json) {
+        emit_json(json_pack("{s:s, s:s, s:s?}", "type", "code", "code", code, "png", o->png));
+    } else {
+        if (print_qr(code) != 0)
+            fprintf(cli_err, "missive: warning: the code does not fit in a QR code\n");
+        fprintf(cli_out,
+                "%s\nscan it, or on a device of the account run:\n  missive devices add %s\n", code,
+                code);
+    }
+    fflush(cli_out);
+}
+
+/* The history's archive going up or coming down, on a terminal. */
+static void history_progress(uint64_t done, uint64_t total)
+{
+    if (isatty(STDERR_FILENO) && total > 0)
+        fprintf(cli_err, "\rhistory: %llu of %llu KiB ", (unsigned long long)(done / 1024),
+                (unsigned long long)(total / 1024));
+}
+
+static void history_download(void *ctx, uint64_t done, uint64_t total)
+{
+    (void)ctx;
+    history_progress(done, total);
+}
+
+static void link_progress(void *ctx, int seconds_left)
+{
+    (void)ctx;
+    if (isatty(STDERR_FILENO))
+        fprintf(cli_err, "\rwaiting for a device of the account (%d s left) ", seconds_left);
+    else if (seconds_left % 30 == 0)
+        fprintf(cli_err, "waiting for a device of the account (%d s left)\n", seconds_left);
+}
+
+/* This device's keys: made now, or those of an earlier try that was never linked. */
+static int device_to_link(const struct cli *o, struct msv_client **c)
+{
+    char dir[1100], db[1200];
+    struct stat st;
+    struct cli with_account = *o;
+    int rc;
+
+    if (account_dir(o, o->argv[0], dir, sizeof(dir)) != 0)
+        return create_device(o, o->argv[0], c);
+    snprintf(db, sizeof(db), "%s/state.db", dir);
+    if (stat(db, &st) != 0)
+        return create_device(o, o->argv[0], c);
+    with_account.account = o->argv[0];
+    rc = open_account(&with_account, c);
+    if (rc == 0 && (*c)->device_id != 0) {
+        fprintf(cli_err, "missive: %s already has a device here (device %llu)\n", o->argv[0],
+                (unsigned long long)(*c)->device_id);
+        msv_client_close(*c);
+        *c = NULL;
+        return EXIT_ERR;
+    }
+    return rc;
+}
+
+static int cmd_link_qr(const struct cli *o)
+{
+    struct msv_client *c = NULL;
+    struct msv_link_wait w = {show_link_code, link_progress, (void *)o, (int)o->wait_s};
+    struct msv_link_result res;
+    char fp[MSV_FINGERPRINT_TEXT_LEN];
+    msv_err err;
+    int rc = device_to_link(o, &c);
+
+    if (rc != 0)
+        return rc;
+    if (o->wait_s == 2) /* --wait unset: as long as the server keeps the address */
+        w.wait_s = 0;
+    c->on_download = history_download;
+    err = msv_client_link_by_code(c, &w, &res);
+    if (err == MSV_OK) {
+        msv_fingerprint_text(res.approver_fingerprint, fp);
+        if (o->json)
+            emit_json(json_pack("{s:s, s:s, s:I, s:I, s:s}", "type", "linked", "handle", c->handle,
+                                "device_id", (json_int_t)res.device_id, "approver",
+                                (json_int_t)res.approver_id, "approver_fingerprint", fp));
+        else
+            fprintf(cli_out,
+                    "linked: this is device %llu of %s, approved by device %llu "
+                    "(fingerprint %s)\n",
+                    (unsigned long long)res.device_id, c->handle,
+                    (unsigned long long)res.approver_id, fp);
+    }
+    rc = err == MSV_OK ? 0 : fail(c, "linking", err);
+    if (err == MSV_OK && res.history == 1 && !o->json)
+        fprintf(cli_out, "history imported (%llu bytes)\n", (unsigned long long)res.history_size);
+    else if (err == MSV_OK && res.history < 0) /* linked, but without the history */
+        rc = fail(c, "importing the history", res.history_err);
+    msv_client_close(c);
+    return rc;
+}
+
+/* The code of devices add: its operand, or the QR code in --image's PNG. */
+static int link_code_of(const struct cli *o, struct msv_link_code *code)
+{
+    char text[512], why[256];
+    msv_err err;
+
+    if (o->image != NULL && qrimage_read(o->image, text, sizeof(text), why, sizeof(why)) != 0) {
+        fprintf(cli_err, "missive: %s: %s\n", o->image, why);
+        return EXIT_ERR;
+    }
+    err = msv_link_code_parse(o->image != NULL ? text : o->argv[1], code);
+    if (err != MSV_OK) {
+        fprintf(cli_err, "missive: %s\n",
+                err == MSV_ERR_INVALID ? "that link code is of a newer version of missive"
+                                       : "not a link code (missive-link:1:...)");
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* Both fingerprints, and whether to go on (--yes, or y on standard input). */
+static int confirm_link(const struct cli *o, struct msv_client *c, const struct msv_link_code *k)
+{
+    char mine[MSV_FINGERPRINT_TEXT_LEN], theirs[MSV_FINGERPRINT_TEXT_LEN], answer[16];
+    uint8_t h[32];
+
+    msv_public_identity_hash(msv_identity_public(c->id), h);
+    msv_fingerprint_text(h, mine);
+    msv_fingerprint_text(k->fingerprint, theirs);
+    fprintf(o->json ? cli_err : cli_out,
+            "this device (%llu): %s\nnew device:        %s\n"
+            "compare them with what the new device shows\n",
+            (unsigned long long)c->device_id, mine, theirs);
+    if (o->yes)
+        return 1;
+    if (o->no_stdin) { /* the daemon and the chat cannot ask: the request says it */
+        fprintf(cli_err, "missive: compare the fingerprints, then add the device with --yes\n");
+        return 0;
+    }
+    fprintf(cli_err, "add the new device to %s? [y/N] ", c->handle);
+    fflush(cli_err);
+    return fgets(answer, sizeof(answer), stdin) != NULL && (answer[0] == 'y' || answer[0] == 'Y');
+}
+
+static int devices_add(const struct cli *o, struct msv_client *c)
+{
+    struct msv_link_code code;
+    struct msv_link_add how = {!o->no_history, history_progress};
+    uint64_t id = 0;
+    msv_err err;
+    int rc;
+
+    if ((o->image == NULL) != (o->argc == 2) || o->argc > 2)
+        return cli_usage("devices", cli_err);
+    if ((rc = link_code_of(o, &code)) != 0)
+        return rc;
+    if (!confirm_link(o, c, &code)) {
+        fprintf(cli_err, "missive: not added\n");
+        return EXIT_ERR;
+    }
+    err = msv_client_link_add(c, &code, &how, &id);
+    if (err != MSV_OK)
+        return fail(c, "adding the device", err);
+    if (o->json)
+        emit_json(json_pack("{s:s, s:I}", "type", "device_added", "device_id", (json_int_t)id));
+    else
+        fprintf(cli_out,
+                "added device %llu; the account's other devices and your contacts are "
+                "told\n",
+                (unsigned long long)id);
+    return 0;
+}
+
 /* "12345 67890 ..." */
 static void group_digits(const char *digits, char *out)
 {
@@ -2760,7 +2959,7 @@ static int cmd_account(const struct cli *o, struct msv_client *c)
 
 /* options with no letter of their own */
 enum { OPT_INVITE = 0x100, OPT_SESSION_HOURS, OPT_IDLE_MINUTES, OPT_TOKEN_MINUTES,
-       OPT_YES };
+       OPT_PNG, OPT_IMAGE, OPT_YES, OPT_HISTORY, OPT_NO_HISTORY };
 
 int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
 {
@@ -2808,7 +3007,11 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
         {"session-hours", required_argument, NULL, OPT_SESSION_HOURS},
         {"idle-minutes", required_argument, NULL, OPT_IDLE_MINUTES},
         {"token-minutes", required_argument, NULL, OPT_TOKEN_MINUTES},
+        {"png", required_argument, NULL, OPT_PNG},
+        {"image", required_argument, NULL, OPT_IMAGE},
         {"yes", no_argument, NULL, OPT_YES},
+        {"history", no_argument, NULL, OPT_HISTORY},
+        {"no-history", no_argument, NULL, OPT_NO_HISTORY},
         {NULL, 0, NULL, 0},
     };
     char *end;
@@ -2848,8 +3051,18 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
         case OPT_INVITE:
             o->invite = optarg;
             break;
+        case OPT_PNG:
+            o->png = optarg;
+            break;
+        case OPT_IMAGE:
+            o->image = optarg;
+            break;
         case OPT_YES:
             o->yes = 1;
+            break;
+        case OPT_HISTORY:
+        case OPT_NO_HISTORY:
+            o->no_history = ch == OPT_NO_HISTORY;
             break;
         case 't':
             o->text = optarg;

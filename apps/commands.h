@@ -29,13 +29,15 @@ struct cli {
     const char *reason;                      /* report --reason */
     const char *name, *avatar;               /* profile set --name, --avatar */
     const char *invite;                      /* register --invite */
+    const char *png, *image;                 /* link --png, devices add --image */
+    int yes;        /* devices add, devices remove, leave, account delete: --yes */
+    int no_history; /* devices add --no-history */
     int approval, has_approval, reset, off;  /* groups invite --approval on|off, --reset, --off */
     const char *listen, *tls_cert, *tls_key; /* web --listen, --tls-cert, --tls-key */
     int open_browser, url;                   /* web --open, --url */
     /* web --session-hours, --idle-minutes, --token-minutes (0: the defaults) */
     double session_hours, idle_minutes, token_minutes;
     const char *before;        /* history --before MESSAGE_ID */
-    int yes;                                 /* leave, devices remove: do delete */
     struct msv_client *client; /* the open account while a command runs (names of senders) */
     double wait_s;
     long limit;

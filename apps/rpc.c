@@ -31,9 +31,10 @@ static int option_has_arg(const char *name, int *known)
                                            "search",     "limit",      "wait",
                                            "kdf-memory", "kdf-passes", "backup-passphrase-file",
                                            "reply-to",   "reason",     "name",
-                                           "avatar",     "approval",   "before"};
-    static const char *const flags[] = {"qr",       "accept", "remove", "include-text",
-                                        "archived", "reset",  "off",    "yes"};
+                                           "avatar",     "approval",   "before",
+                                           "image"};
+    static const char *const flags[] = {"qr",    "accept", "remove", "include-text", "archived",
+                                        "reset", "off",    "yes",    "history",      "no-history"};
 
     *known = 1;
     for (size_t i = 0; i < sizeof(with_arg) / sizeof(with_arg[0]); i++)

@@ -45,7 +45,7 @@ _missive()
         return ;;
     --data-dir) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
     --file | --passphrase-file | --password-file | --backup-passphrase-file | --socket | --avatar | \
-        --tls-cert | --tls-key)
+        --tls-cert | --tls-key | --png | --image)
         mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
     esac
     if [ -z "$command" ]; then
@@ -59,10 +59,10 @@ _missive()
     local opts=""
     case $command in
     register) opts="--server --suite --compat --code --invite" ;;
-    link) opts="--server --suite --compat" ;;
-    devices) opts="list approve remove --yes" ;;
+    link) opts="--server --suite --compat --qr --png --wait" ;;
+    devices) opts="list approve remove add --image --yes --history --no-history" ;;
     leave) opts="--yes" ;;
-    account) opts="delete --yes" ;;
+    account) opts="usage delete --yes" ;;
     password) opts="change reset --server --code" ;;
     contacts) opts="list add remove" ;;
     sync) opts="list set unset" ;;
@@ -84,7 +84,6 @@ _missive()
     daemon) opts="--stdio --socket" ;;
     web) opts="--listen --open --tls-cert --tls-key --url --session-hours --idle-minutes --token-minutes" ;;
     report) opts="--reason --include-text" ;;
-    account) opts="usage" ;;
     settings)
         if [ "$prev" = get ] || [ "$prev" = set ]; then
             opts="read-receipts typing"
@@ -123,8 +122,8 @@ _missive_admin()
     --to-postgres | --url | disconnect) return ;;
     --token-file) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
     esac
-    mapfile -t COMPREPLY < <(compgen -W "accounts suspend unsuspend reports stats expire log-rotate-key backup restore migrate reload disconnect --config
-        --data-dir --to-postgres --url --token-file -o --help" -- "$cur")
+    mapfile -t COMPREPLY < <(compgen -W "accounts suspend unsuspend reset-password delete reports invites stats expire log-rotate-key backup restore migrate reload disconnect --config
+        --data-dir --to-postgres --url --token-file --yes -o --help" -- "$cur")
 }
 
 _missive_audit()

@@ -11,7 +11,7 @@ packages=(
     build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
     libssl-dev libsodium-dev libevent-dev
     protobuf-c-compiler libprotobuf-c-dev
-    libsqlite3-dev libjansson-dev libinih-dev libcmocka-dev libqrencode-dev
+    libsqlite3-dev libjansson-dev libinih-dev libcmocka-dev libqrencode-dev libpng-dev libzbar-dev zbar-tools
     python3 python3-cryptography python3-jsonschema openssl valgrind groff-base
     libpq-dev libhiredis-dev postgresql redis-server libncurses-dev tmux
     libwebsockets-dev libuv1-dev chromium chromium-driver python3-selenium

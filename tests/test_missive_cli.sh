@@ -44,7 +44,7 @@ grep -q "waiting for approval" out.txt && ok || bad "link output: $(cat out.txt)
 laptop=$(new_id)
 expect 3 "a pending device cannot connect" -- as alice-laptop receive --wait 0.5
 expect 0 "the phone is asked" -- as alice-phone receive --wait 1
-grep -q "device $laptop asks to join this account (fingerprint [0-9a-f ]*); if it is yours, approve it with: missive devices approve $laptop" out.txt && ok || bad "approval notice: $(cat out.txt)"
+grep -q "device $laptop asks to join this account with the account password (fingerprint [0-9a-f ]*); if it is yours, approve it with: missive devices approve $laptop" out.txt && ok || bad "approval notice: $(cat out.txt)"
 expect 1 "bob cannot approve alice's device" -- as bob-phone devices approve "$laptop"
 expect 0 "approve" -- as alice-phone devices approve "$laptop"
 expect 0 "the approved laptop connects" -- as alice-laptop receive --wait 0.5

@@ -166,6 +166,11 @@ static msv_err save_device_id(struct msv_client *c)
     return err;
 }
 
+msv_err client_save_device_id(struct msv_client *c)
+{
+    return save_device_id(c);
+}
+
 /* What an approval signs: "MSV-approve-v1" || u8 len || handle || u64be device id || hash. */
 size_t client_approval_message(const char *handle, uint64_t device_id, const uint8_t hash[32],
                                uint8_t out[14 + 1 + 255 + 8 + 32])

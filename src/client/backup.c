@@ -180,6 +180,7 @@ static msv_err each_attachment(const char *account_dir,
 }
 
 struct attach_ctx {
+    const char *account_dir;
     struct writer *w;
     char *why;
     size_t why_len;
@@ -237,8 +238,8 @@ static void remove_db(const char *path)
  * message keys), nor disappearing messages (*left_out: those left out, whose
  * files stay out too; free with msv_messages_free).
  */
-static msv_err snapshot(struct msv_client_db *db, const char *path, struct attach_ctx *a, char *why,
-                        size_t why_len)
+static msv_err snapshot(struct msv_client_db *db, const char *path, struct attach_ctx *a,
+                        int for_link, char *why, size_t why_len)
 {
     struct msv_client_db *copy = NULL;
     msv_err err = msv_client_db_snapshot(db, path);
@@ -255,6 +256,13 @@ static msv_err snapshot(struct msv_client_db *db, const char *path, struct attac
         err = msv_client_db_unset_prefix(copy, "session-prev:");
     if (err == MSV_OK)
         err = msv_sessions_strip_backup_copy(copy); /* nor prekey secrets */
+    /* a linked device has keys of its own: this device's stay here; its messages name their
+     * files under this directory, which the linked device reads them from under its own */
+    if (err == MSV_OK && for_link)
+        err = msv_client_db_unset(copy, "identity");
+    if (err == MSV_OK && for_link)
+        err = msv_client_db_set(copy, MSV_LINK_SOURCE_DIR, (const uint8_t *)a->account_dir,
+                                strlen(a->account_dir));
     if (err == MSV_OK)
         err = msv_client_db_compact(copy); /* and no trace of them in free pages */
     msv_client_db_close(copy);
@@ -284,6 +292,11 @@ static msv_err write_archive(struct attach_ctx *a, const char *account_dir, cons
     return err;
 }
 
+static msv_err write_backup(const char *account_dir, struct msv_client_db *db, const char *path,
+                            const char *passphrase, const uint8_t *key_in,
+                            const struct msv_backup_kdf *kdf,
+                            const struct msv_backup_progress *progress, char *why, size_t why_len);
+
 int msv_backup_passphrase_is_long_enough(const char *passphrase)
 {
     size_t chars = 0;
@@ -297,13 +310,6 @@ msv_err msv_backup_write(const char *account_dir, struct msv_client_db *db, cons
                          const char *passphrase, const struct msv_backup_kdf *kdf,
                          const struct msv_backup_progress *progress, char *why, size_t why_len)
 {
-    struct writer *w = NULL;
-    struct attach_ctx a = {.why = why, .why_len = why_len};
-    char tmp[1200], db_copy[1200];
-    uint8_t key[32], salt[SALT_LEN];
-    int fd = -1;
-    msv_err err = MSV_OK;
-
     if (!msv_backup_passphrase_is_long_enough(passphrase))
         return say(why, why_len, MSV_ERR_INVALID, "the backup passphrase needs %d characters",
                    MSV_BACKUP_PASSPHRASE_MIN);
@@ -312,6 +318,32 @@ msv_err msv_backup_write(const char *account_dir, struct msv_client_db *db, cons
         kdf->memlimit_kib > MSV_BACKUP_MEM_MAX_KIB)
         return say(why, why_len, MSV_ERR_INVALID,
                    "Argon2id parameters out of range (64 to 4096 MiB, 1 to 32 passes)");
+    return write_backup(account_dir, db, path, passphrase, NULL, kdf, progress, why, why_len);
+}
+
+msv_err msv_backup_write_for_link(const char *account_dir, struct msv_client_db *db,
+                                  const char *path, const uint8_t key[32],
+                                  const struct msv_backup_progress *progress, char *why,
+                                  size_t why_len)
+{
+    static const struct msv_backup_kdf none = {1, MSV_BACKUP_MEM_MIN_KIB}; /* not used */
+
+    return write_backup(account_dir, db, path, NULL, key, &none, progress, why, why_len);
+}
+
+/* A backup under the passphrase's key, or (passphrase NULL) under key_in, for a linked device. */
+static msv_err write_backup(const char *account_dir, struct msv_client_db *db, const char *path,
+                            const char *passphrase, const uint8_t *key_in,
+                            const struct msv_backup_kdf *kdf,
+                            const struct msv_backup_progress *progress, char *why, size_t why_len)
+{
+    struct writer *w = NULL;
+    struct attach_ctx a = {.account_dir = account_dir, .why = why, .why_len = why_len};
+    char tmp[1200], db_copy[1200];
+    uint8_t key[32], salt[SALT_LEN];
+    int fd = -1;
+    msv_err err = MSV_OK;
+
     if (access(path, F_OK) == 0)
         return say(why, why_len, MSV_ERR_EXISTS, "%s exists; choose another name", path);
     if ((size_t)snprintf(tmp, sizeof(tmp), "%s.partial", path) >= sizeof(tmp) ||
@@ -323,7 +355,7 @@ msv_err msv_backup_write(const char *account_dir, struct msv_client_db *db, cons
     w->progress = progress;
     a.w = w;
     remove_db(db_copy); /* left by a backup that was killed */
-    err = snapshot(db, db_copy, &a, why, why_len);
+    err = snapshot(db, db_copy, &a, passphrase == NULL, why, why_len);
     if (err == MSV_OK) {
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         w->f = fd >= 0 ? fdopen(fd, "wb") : NULL;
@@ -335,7 +367,10 @@ msv_err msv_backup_write(const char *account_dir, struct msv_client_db *db, cons
     }
     if (err == MSV_OK) {
         randombytes_buf(salt, SALT_LEN);
-        err = derive_key(passphrase, salt, kdf->opslimit, kdf->memlimit_kib, key);
+        if (passphrase != NULL)
+            err = derive_key(passphrase, salt, kdf->opslimit, kdf->memlimit_kib, key);
+        else
+            memcpy(key, key_in, 32);
     }
     if (err == MSV_OK)
         err = start_stream(w, key, kdf, salt);

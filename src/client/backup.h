@@ -67,6 +67,17 @@ MSV_MUST_CHECK msv_err msv_backup_write(const char *account_dir, struct msv_clie
                                         size_t why_len);
 
 /*
+ * The same, under key (32 random bytes, which only the linked device gets)
+ * rather than a passphrase's, and without this device's keys: the history a
+ * device linked by QR code imports (docs/missive.md, "Linking a device by
+ * QR code"). msv_backup_unpack() reads it with key.
+ */
+MSV_MUST_CHECK msv_err msv_backup_write_for_link(const char *account_dir, struct msv_client_db *db,
+                                                 const char *path, const uint8_t key[32],
+                                                 const struct msv_backup_progress *progress,
+                                                 char *why, size_t why_len);
+
+/*
  * Reads a backup from in into dir (an empty directory), telling progress
  * (may be NULL) how much of the file was read. key (32 bytes, may be NULL)
  * replaces the passphrase's key (for tests and fuzzing). A wrong

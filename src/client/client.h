@@ -113,6 +113,43 @@ MSV_MUST_CHECK msv_err msv_client_password_reset(const char *host, uint16_t port
                                                  const char *handle, const char *code,
                                                  const char *new_password, struct msv_refusal *why);
 
+/* Linking by QR code (client/link.h). */
+struct msv_link_wait {
+    void (*show)(void *ctx, const char *code);     /* the code to show (text) */
+    void (*progress)(void *ctx, int seconds_left); /* while waiting; may be NULL */
+    void *ctx;
+    int wait_s; /* at most 600 (0: 600) */
+};
+struct msv_link_result {
+    uint64_t device_id, approver_id;
+    uint8_t approver_fingerprint[32];
+    int history; /* 1: imported; 0: none came; -1: not imported (history_err, c->why) */
+    msv_err history_err;
+    uint64_t history_size; /* its archive's bytes */
+};
+struct msv_link_add {
+    int history; /* send this device's history and files too */
+    void (*upload_progress)(uint64_t done, uint64_t total); /* may be NULL */
+};
+struct msv_link_code;
+/*
+ * This device, not linked yet, opens a provisioning address, shows its code
+ * and waits for a device of the account to send the provisioning message;
+ * then checks it (sealed to this code, signed by a device the account's
+ * log lists) and is a device of the account. MSV_ERR_AGAIN: none came in
+ * time; MSV_ERR_AUTH: what came is refused (nothing is kept: try again).
+ */
+MSV_MUST_CHECK msv_err msv_client_link_by_code(struct msv_client *c, const struct msv_link_wait *w,
+                                               struct msv_link_result *res);
+/*
+ * Adds the device whose code this is to the account, approves it and sends
+ * it its provisioning message, with (how->history) this device's history and
+ * files as an archive in the attachment store; *device_id receives its id.
+ * The new device is told with its history, and imports it once linked.
+ */
+MSV_MUST_CHECK msv_err msv_client_link_add(struct msv_client *c, const struct msv_link_code *code,
+                                           const struct msv_link_add *how, uint64_t *device_id);
+
 /* Connects and authenticates (a no-op when connected). */
 MSV_MUST_CHECK msv_err msv_client_connect(struct msv_client *c);
 

@@ -36,6 +36,9 @@ msv_err client_join_members(char *const *members, size_t n, char **out);
 
 void client_pending_key(uint64_t device_id, char key[40]);
 
+/* Records c->device_id as this device's (and among the account's own devices). */
+msv_err client_save_device_id(struct msv_client *c);
+
 /*
  * A fresh connection for the unauthenticated account requests: to the
  * address that answered last, else to the next that answers (a cluster's

@@ -950,8 +950,14 @@ static void take_notice(struct msv_client *c, const Msv__Wire__Deliver *d,
         msv_public_identity_free(pub);
         if (dc->pending)
             snprintf(notice, sizeof(notice),
-                     "device %llu asks to join this account (fingerprint %s); if it is yours, "
+                     "device %llu asks to join this account%s (fingerprint %s); if it is yours, "
                      "approve it with: missive devices approve %llu",
+                     id, dc->by_password ? " with the account password" : "", fp, id);
+        else if (dc->by_password) /* nobody approved it: the password alone let it in */
+            snprintf(notice, sizeof(notice),
+                     "device %llu was added to this account with the account password "
+                     "(fingerprint %s); if that was not you, remove it (missive devices remove "
+                     "%llu) and change the password",
                      id, fp, id);
         else
             snprintf(notice, sizeof(notice), "device %llu was %s this account (fingerprint %s)", id,

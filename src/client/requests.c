@@ -138,6 +138,80 @@ msv_err msv_request_add_device(struct msv_conn *c, const char *handle, const cha
     return registered(c, &req, timeout_ms, device_id, why);
 }
 
+msv_err msv_request_provision_open(struct msv_conn *c, const struct msv_identity *id,
+                                   int timeout_ms, uint8_t address[16], struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__ProvisionOpen po = MSV__WIRE__PROVISION_OPEN__INIT;
+    Msv__Wire__NewDevice nd;
+    msv_frame *resp = NULL;
+    msv_err err;
+
+    new_device(&nd, id, "");
+    po.device = &nd;
+    req.body_case = MSV__WIRE__FRAME__BODY_PROVISION_OPEN;
+    req.provision_open = &po;
+    err = run(c, &req, MSV__WIRE__FRAME__BODY_PROVISION_ADDRESS, timeout_ms, why, &resp);
+    if (err == MSV_OK && resp->provision_address->address.len != 16)
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK)
+        memcpy(address, resp->provision_address->address.data, 16);
+    msv_frame_free(resp);
+    return err;
+}
+
+msv_err msv_request_provision_take(struct msv_conn *c, int timeout_ms, uint8_t **message,
+                                   size_t *len, struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__ProvisionTake pt = MSV__WIRE__PROVISION_TAKE__INIT;
+    msv_frame *resp = NULL;
+    msv_err err;
+
+    req.body_case = MSV__WIRE__FRAME__BODY_PROVISION_TAKE;
+    req.provision_take = &pt;
+    err = run(c, &req, MSV__WIRE__FRAME__BODY_PROVISION_MESSAGE, timeout_ms, why, &resp);
+    if (err == MSV_OK) {
+        ProtobufCBinaryData m = resp->provision_message->message;
+
+        *message = malloc(m.len ? m.len : 1);
+        if (*message == NULL)
+            err = MSV_ERR_NOMEM;
+        else {
+            memcpy(*message, m.data, m.len);
+            *len = m.len;
+        }
+    }
+    msv_frame_free(resp);
+    return err;
+}
+
+msv_err msv_request_link_device(struct msv_conn *c, const uint8_t address[16], int timeout_ms,
+                                msv_frame **linked, struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__LinkDevice ld = MSV__WIRE__LINK_DEVICE__INIT;
+
+    ld.address = (ProtobufCBinaryData){16, (uint8_t *)address};
+    req.body_case = MSV__WIRE__FRAME__BODY_LINK_DEVICE;
+    req.link_device = &ld;
+    return run(c, &req, MSV__WIRE__FRAME__BODY_LINKED_DEVICE, timeout_ms, why, linked);
+}
+
+msv_err msv_request_provision_put(struct msv_conn *c, const uint8_t address[16],
+                                  const uint8_t *message, size_t len, int timeout_ms,
+                                  struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__ProvisionPut pp = MSV__WIRE__PROVISION_PUT__INIT;
+
+    pp.address = (ProtobufCBinaryData){16, (uint8_t *)address};
+    pp.message = (ProtobufCBinaryData){len, (uint8_t *)message};
+    req.body_case = MSV__WIRE__FRAME__BODY_PROVISION_PUT;
+    req.provision_put = &pp;
+    return run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, NULL);
+}
+
 msv_err msv_request_send(struct msv_conn *c, const uint8_t message_id[16],
                          const char *const *handles, size_t n_handles,
                          const struct msv_outgoing *envelopes, size_t n,

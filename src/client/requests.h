@@ -39,6 +39,28 @@ MSV_MUST_CHECK msv_err msv_request_add_device(struct msv_conn *c, const char *ha
                                               const char *push_token, int timeout_ms,
                                               uint64_t *device_id, struct msv_refusal *why);
 
+/*
+ * Linking by QR code (docs/wire.md, "Linking by QR code"). provision_open
+ * opens this connection's provisioning address (16 bytes) holding id's
+ * public identity; provision_take takes the message left there
+ * (MSV_ERR_NOT_FOUND while there is none; *message: caller frees);
+ * link_device (authenticated) adds the device waiting at address to the
+ * caller's account, pending, and answers it (*linked: caller frees with
+ * msv_frame_free, its linked_device set); provision_put leaves the message.
+ */
+MSV_MUST_CHECK msv_err msv_request_provision_open(struct msv_conn *c, const struct msv_identity *id,
+                                                  int timeout_ms, uint8_t address[16],
+                                                  struct msv_refusal *why);
+MSV_MUST_CHECK msv_err msv_request_provision_take(struct msv_conn *c, int timeout_ms,
+                                                  uint8_t **message, size_t *len,
+                                                  struct msv_refusal *why);
+MSV_MUST_CHECK msv_err msv_request_link_device(struct msv_conn *c, const uint8_t address[16],
+                                               int timeout_ms, msv_frame **linked,
+                                               struct msv_refusal *why);
+MSV_MUST_CHECK msv_err msv_request_provision_put(struct msv_conn *c, const uint8_t address[16],
+                                                 const uint8_t *message, size_t len, int timeout_ms,
+                                                 struct msv_refusal *why);
+
 struct msv_outgoing {
     uint64_t device_id;
     uint32_t suite;

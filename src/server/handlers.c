@@ -487,8 +487,10 @@ static void send_registered(struct msv_conn_state *c, uint64_t request_id, uint6
     msv_conn_send_frame(c, &out);
 }
 
+/* approved: 1 if no device of the account needs to approve it; by_password: AddDevice's. */
 static msv_err add_device(struct msv_server *s, uint64_t account, const char *handle,
-                          const Msv__Wire__NewDevice *d, int approved, uint64_t *device)
+                          const Msv__Wire__NewDevice *d, int approved, int by_password,
+                          uint64_t *device)
 {
     struct msv_device_rec rec = {0};
     msv_err err = STORE(s)->device_add(IMPL(s), account, d->suite, d->identity.data,
@@ -506,8 +508,9 @@ static msv_err add_device(struct msv_server *s, uint64_t account, const char *ha
     rec.push_token = d->push_token.data;
     rec.push_token_len = d->push_token.len;
     rec.approved = approved;
-    msv_notify_device_change(s, account, handle, *device, 1, !approved, &rec, 0,
-                             (ProtobufCBinaryData){0, NULL});
+    msv_notify_device_change(s, account, handle, *device, 1,
+                             (approved ? 0 : 1) | (by_password ? MSV_NOTIFY_BY_PASSWORD : 0), &rec,
+                             0, (ProtobufCBinaryData){0, NULL});
     return MSV_OK;
 }
 
@@ -591,7 +594,7 @@ static void handle_register_finish(struct msv_conn_state *c, const msv_frame *f)
         return;
     err = STORE(s)->account_create(IMPL(s), handle, pw_hash, msv_server_now_ms(s), &account);
     if (err == MSV_OK)
-        err = add_device(s, account, handle, r->device, 1, &device);
+        err = add_device(s, account, handle, r->device, 1, 0, &device);
     if (err != MSV_OK && account == 0 && strcmp(s->cfg.registration, "invite") == 0 &&
         STORE(s)->invite_give_back(IMPL(s), invite) != MSV_OK)
         msv_log(MSV_LOG_WARN, "invite_give_back_failed", "an invite lost a use");
@@ -676,7 +679,7 @@ static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
         approved &= !existing.items[i].approved;
     msv_device_list_clear(&existing);
     if (err == MSV_OK)
-        err = add_device(s, account, handle, a->device, approved, &device);
+        err = add_device(s, account, handle, a->device, approved, 1, &device);
     if (err != MSV_OK) {
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         return;
@@ -749,7 +752,8 @@ void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const c
     info.push_token.data = dev->push_token;
     info.push_token.len = dev->push_token_len;
     dc.added = added;
-    dc.pending = pending;
+    dc.pending = (pending & 1) != 0;
+    dc.by_password = (pending & MSV_NOTIFY_BY_PASSWORD) != 0;
     dc.approver = approver;
     dc.approval = approval;
     dc.handle.data = (uint8_t *)handle;
@@ -979,6 +983,136 @@ static void handle_approve_device(struct msv_conn_state *c, const msv_frame *f)
     msv_log(MSV_LOG_INFO, "device_approved", "account=%llu device=%llu by=%llu",
             (unsigned long long)c->account_id, (unsigned long long)target,
             (unsigned long long)c->device_id);
+    msv_conn_send_ok(c, f->request_id);
+}
+
+/* ---- linking by QR code (docs/wire.md, "Linking by QR code") -------------------------- */
+
+static void refuse_provision(struct msv_conn_state *c, uint64_t request_id, int code,
+                             const char *why)
+{
+    atomic_fetch_add(&c->w->srv->m.provision_refused, 1);
+    msv_conn_send_error(c, request_id, code, why);
+}
+
+static void handle_provision_open(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    const Msv__Wire__NewDevice *d = f->provision_open->device;
+    Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__ProvisionAddress pa = MSV__WIRE__PROVISION_ADDRESS__INIT;
+    uint8_t address[MSV_PROVISION_ADDRESS_LEN];
+    const char *bad;
+    int code;
+    msv_err err;
+
+    if (!rate_ok(c, f->request_id))
+        return;
+    if ((bad = check_new_device(s, d, &code)) != NULL)
+        return refuse_provision(c, f->request_id, code, bad);
+    err = msv_provision_open(&s->provisions, c, c->peer_key, msv_server_now_ms(s), d->suite,
+                             d->identity.data, d->identity.len, address);
+    if (err == MSV_ERR_EXISTS)
+        return refuse_provision(c, f->request_id, E_EXISTS,
+                                "this connection has a provisioning address already");
+    if (err != MSV_OK)
+        return refuse_provision(c, f->request_id, E_RATE,
+                                "too many devices wait to be linked from this address; try "
+                                "again in a few minutes");
+    atomic_fetch_add(&s->m.provision_opened, 1);
+    pa.address = (ProtobufCBinaryData){sizeof(address), address};
+    pa.expires_in_s = MSV_PROVISION_TTL_MS / 1000;
+    out.request_id = f->request_id;
+    out.body_case = MSV__WIRE__FRAME__BODY_PROVISION_ADDRESS;
+    out.provision_address = &pa;
+    msv_conn_send_frame(c, &out);
+}
+
+static void handle_provision_take(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__ProvisionMessage pm = MSV__WIRE__PROVISION_MESSAGE__INIT;
+    uint8_t *message = NULL;
+    size_t len = 0;
+    msv_err err = msv_provision_take(&s->provisions, c, msv_server_now_ms(s), &message, &len);
+
+    if (err == MSV_ERR_AGAIN) { /* asked again until it comes */
+        msv_conn_send_error(c, f->request_id, E_NOT_FOUND, "no provisioning message yet");
+        return;
+    }
+    if (err != MSV_OK)
+        return refuse_provision(c, f->request_id, E_INVALID,
+                                "this connection has no provisioning address (or it expired)");
+    atomic_fetch_add(&s->m.provision_delivered, 1);
+    pm.message = (ProtobufCBinaryData){len, message};
+    out.request_id = f->request_id;
+    out.body_case = MSV__WIRE__FRAME__BODY_PROVISION_MESSAGE;
+    out.provision_message = &pm;
+    msv_conn_send_frame(c, &out);
+    free(message);
+}
+
+/* The device waiting at the address joins the caller's account, pending its approval. */
+static void handle_link_device(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__NewDevice nd = MSV__WIRE__NEW_DEVICE__INIT;
+    Msv__Wire__DeviceInfo info = MSV__WIRE__DEVICE_INFO__INIT;
+    uint8_t *identity = NULL;
+    size_t identity_len = 0;
+    uint32_t suite = 0;
+    uint64_t device = 0;
+    msv_err err = msv_provision_link(&s->provisions, f->link_device->address.data,
+                                     f->link_device->address.len, msv_server_now_ms(s), &suite,
+                                     &identity, &identity_len);
+
+    if (err == MSV_ERR_EXISTS || err == MSV_ERR_NOT_FOUND)
+        return refuse_provision(c, f->request_id, err == MSV_ERR_EXISTS ? E_EXISTS : E_NOT_FOUND,
+                                err == MSV_ERR_EXISTS
+                                    ? "that device was linked already"
+                                    : "no device waits at that address (expired or gone)");
+    nd.suite = suite;
+    nd.identity = (ProtobufCBinaryData){identity_len, identity};
+    if (err == MSV_OK)
+        err = add_device(s, c->account_id, c->handle, &nd, 0, 0, &device);
+    if (err != MSV_OK) {
+        free(identity);
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        return;
+    }
+    msv_log(MSV_LOG_INFO, "device_linked", "account=%llu device=%llu by=%llu",
+            (unsigned long long)c->account_id, (unsigned long long)device,
+            (unsigned long long)c->device_id);
+    info.device_id = device;
+    info.suite = suite;
+    info.identity = nd.identity;
+    out.request_id = f->request_id;
+    out.body_case = MSV__WIRE__FRAME__BODY_LINKED_DEVICE;
+    out.linked_device = &info;
+    msv_conn_send_frame(c, &out);
+    free(identity);
+}
+
+static void handle_provision_put(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    const Msv__Wire__ProvisionPut *p = f->provision_put;
+    msv_err err = msv_provision_put(&s->provisions, p->address.data, p->address.len,
+                                    msv_server_now_ms(s), p->message.data, p->message.len);
+
+    if (err == MSV_ERR_TOO_BIG)
+        return refuse_provision(c, f->request_id, E_TOO_BIG, "a provisioning message is too big");
+    if (err == MSV_ERR_EXISTS)
+        return refuse_provision(c, f->request_id, E_EXISTS, "that address has its message");
+    if (err == MSV_ERR_NOT_FOUND)
+        return refuse_provision(c, f->request_id, E_NOT_FOUND,
+                                "no linked device waits at that address");
+    if (err != MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
+        return;
+    }
     msv_conn_send_ok(c, f->request_id);
 }
 
@@ -1965,6 +2099,10 @@ static const struct route {
     {MSV__WIRE__FRAME__BODY_BLOB_STATUS, 1, msv_blob_status},
     {MSV__WIRE__FRAME__BODY_BLOB_FINISH, 1, msv_blob_finish},
     {MSV__WIRE__FRAME__BODY_BLOB_GET, 1, msv_blob_get},
+    {MSV__WIRE__FRAME__BODY_PROVISION_OPEN, 0, handle_provision_open},
+    {MSV__WIRE__FRAME__BODY_PROVISION_TAKE, 0, handle_provision_take},
+    {MSV__WIRE__FRAME__BODY_LINK_DEVICE, 1, handle_link_device},
+    {MSV__WIRE__FRAME__BODY_PROVISION_PUT, 1, handle_provision_put},
 };
 
 void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f)

@@ -125,6 +125,7 @@ static void conn_free(struct msv_conn_state *c)
     struct msv_server *s = w->srv;
 
     count_address(s, c->peer_key, -1);
+    msv_provision_forget(&s->provisions, c);
     if (c->device_id != 0) {
         pthread_mutex_lock(&s->registry_lock);
         if (msv_u64map_get(&s->registry, c->device_id) == c) {
@@ -1570,6 +1571,7 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     pthread_mutex_init(&s->registry_lock, NULL);
     msv_dircache_init(&s->dir, DIRCACHE_ENTRIES);
     pthread_mutex_init(&s->limits_lock, NULL);
+    msv_provisions_init(&s->provisions, &s->m.provision_expired);
     pthread_mutex_init(&s->blob_jobs_lock, NULL);
     pthread_cond_init(&s->blob_jobs_idle, NULL);
     msv_u64map_init(&s->registry);
@@ -1775,6 +1777,7 @@ void msv_server_free(struct msv_server *s)
     pthread_mutex_destroy(&s->registry_lock);
     msv_dircache_free(&s->dir);
     pthread_mutex_destroy(&s->limits_lock);
+    msv_provisions_clear(&s->provisions);
     pthread_mutex_destroy(&s->blob_jobs_lock);
     pthread_cond_destroy(&s->blob_jobs_idle);
     free(s);

@@ -23,6 +23,7 @@
 #include "server/config.h"
 #include "server/dircache.h"
 #include "server/kt_log.h"
+#include "server/provision.h"
 #include "server/u64map.h"
 #include "store/store.h"
 #include "wire/frame.h"
@@ -140,6 +141,7 @@ struct msv_metrics {
         blob_finish_busy;
     _Atomic uint64_t shared_limits_fallback;
     _Atomic uint64_t admin_requests, admin_unauthorized;
+    _Atomic uint64_t provision_opened, provision_refused, provision_delivered, provision_expired;
 };
 
 struct msv_bucket {
@@ -203,7 +205,8 @@ struct msv_server {
     _Atomic uint64_t suspension_gen;
 
     struct msv_metrics m;
-    _Atomic int commit_failing; /* the last group commit failed: /health answers 503 */
+    struct msv_provisions provisions; /* addresses of devices being linked by QR code */
+    _Atomic int commit_failing;       /* the last group commit failed: /health answers 503 */
     _Atomic int stopping;
     struct evhttp *http;
     struct msv_http_conns *http_conns;    /* http.c's: the port's connections and their deadlines */
@@ -317,11 +320,13 @@ void msv_pending_ack_free(struct msv_pending_ack *a);
 
 /* handlers.c: one decoded frame from c. */
 void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f);
+/* With pending: the device was added with the account password (AddDevice). */
+#define MSV_NOTIFY_BY_PASSWORD 2
 /*
  * Enqueues a DeviceChange notice to every device of account except
  * except_device. pending: added, and waiting for one of the account's devices
- * to approve it; approver and approval (empty: none): who approved it, with
- * the signature the approving device sent.
+ * to approve it (or'ed with MSV_NOTIFY_BY_PASSWORD); approver and approval (empty: none): who
+ * approved it, with the signature the approving device sent.
  */
 /* Deletes handle's account and cuts its devices off (handlers.c); MSV_ERR_NOT_FOUND if none. */
 MSV_MUST_CHECK msv_err msv_server_delete_account(struct msv_server *s, const char *handle);

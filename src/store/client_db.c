@@ -1,6 +1,7 @@
 /* A device's local state in SQLite (client_db.h). */
 #include "store/client_db.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1705,5 +1706,110 @@ msv_err msv_client_db_sync_apply(struct msv_client_db *db, const struct msv_sync
     err = finish_transaction(db, err);
     if (err != MSV_OK)
         *applied = 0;
+    return err;
+}
+
+/* ---- history brought to a linked device ------------------------------------------------ */
+
+/* What a linked device takes from the approving device's copy: history and groups. */
+static const char *const history_tables[] = {
+    "messages", "message_recipients", "message_versions", "mentions", "reactions", "groups",
+};
+
+/* "a, b, c": the columns of main.table but its own row number, which the copy's rows do not keep.
+ */
+static msv_err history_columns(struct msv_client_db *db, const char *table, char *out, size_t len)
+{
+    char sql[96];
+    sqlite3_stmt *st = NULL;
+    size_t o = 0;
+    msv_err err;
+    int rc;
+
+    snprintf(sql, sizeof(sql), "SELECT name FROM pragma_table_info('%s', 'main');", table);
+    err = msv_sql_prepare(db->db, sql, &st);
+    out[0] = '\0';
+    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+
+        if (name == NULL || strcmp(name, "row") == 0)
+            continue;
+        o += (size_t)snprintf(out + o, len > o ? len - o : 0, "%s\"%s\"", o ? ", " : "", name);
+        if (o >= len)
+            err = MSV_ERR_TOO_BIG;
+    }
+    if (err == MSV_OK && rc != SQLITE_DONE)
+        err = msv_sql_err(rc);
+    if (st != NULL)
+        sqlite3_finalize(st);
+    return err == MSV_OK && o == 0 ? MSV_ERR_PARSE : err;
+}
+
+static msv_err import_tables(struct msv_client_db *db)
+{
+    char cols[2048], sql[4400];
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < sizeof(history_tables) / sizeof(history_tables[0]);
+         i++) {
+        err = history_columns(db, history_tables[i], cols, sizeof(cols));
+        /* oldest first, and nothing this device holds already is replaced */
+        if (err == MSV_OK)
+            snprintf(sql, sizeof(sql),
+                     "INSERT OR IGNORE INTO main.\"%s\" (%s) SELECT %s FROM copy.\"%s\" ORDER BY "
+                     "rowid;",
+                     history_tables[i], cols, cols, history_tables[i]);
+        if (err == MSV_OK)
+            err = msv_sql_exec(db->db, sql);
+    }
+    if (err == MSV_OK) /* the groups' signed states */
+        err = msv_sql_exec(db->db, "INSERT OR IGNORE INTO main.settings SELECT * FROM "
+                                   "copy.settings WHERE key GLOB 'group-state:*' OR key GLOB "
+                                   "'group-prev:*';");
+    return err;
+}
+
+/* The imported messages' file lines name files under dir instead of the copy's directory. */
+static msv_err move_file_lines(struct msv_client_db *db, const char *dir)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(
+        db->db,
+        "UPDATE main.messages SET text = replace(text, char(10) || '[file: ' || (SELECT "
+        "CAST(value AS TEXT) FROM copy.settings WHERE key = '" MSV_LINK_SOURCE_DIR "') || "
+        "'/attachments/', char(10) || '[file: ' || ? || '/attachments/') WHERE message_id IN "
+        "(SELECT message_id FROM copy.messages) AND EXISTS (SELECT 1 FROM copy.settings WHERE "
+        "key = '" MSV_LINK_SOURCE_DIR "');",
+        &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, dir, -1, SQLITE_TRANSIENT);
+    return msv_sql_run(st);
+}
+
+msv_err msv_client_db_import_history(struct msv_client_db *db, const char *path, const char *dir)
+{
+    struct msv_client_db *copy = NULL;
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_client_db_open(path, &copy); /* brought to this version's schema */
+
+    msv_client_db_close(copy);
+    if (err == MSV_OK)
+        err = msv_sql_prepare(db->db, "ATTACH DATABASE ? AS copy;", &st);
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, path, -1, SQLITE_TRANSIENT);
+    err = msv_sql_run(st);
+    if (err != MSV_OK)
+        return err;
+    err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
+    if (err == MSV_OK) {
+        err = import_tables(db);
+        if (err == MSV_OK)
+            err = move_file_lines(db, dir);
+        err = finish_transaction(db, err);
+    }
+    msv_sql_exec(db->db, "DETACH DATABASE copy;");
     return err;
 }

@@ -365,4 +365,18 @@ MSV_MUST_CHECK msv_err msv_client_db_sync_apply(struct msv_client_db *db,
                                                 const struct msv_sync_entry *e, int *applied);
 void msv_sync_entries_free(struct msv_sync_entry *e, size_t count);
 
+/* The setting of a history copy that names its device's account directory. */
+#define MSV_LINK_SOURCE_DIR "link:source-dir"
+/*
+ * Takes the history (messages with their recipients, versions, mentions and
+ * reactions) and the groups with their signed states from the state
+ * database at path (another device of the account's copy, brought to this
+ * schema first) into db, oldest first; rows and settings db holds already
+ * stay as they are. The messages' file lines are moved from the copy's
+ * MSV_LINK_SOURCE_DIR to dir (this device's account directory). All or
+ * nothing.
+ */
+MSV_MUST_CHECK msv_err msv_client_db_import_history(struct msv_client_db *db, const char *path,
+                                                    const char *dir);
+
 #endif
