@@ -33,6 +33,9 @@ kill -TERM "$pid"; wait "$pid"; pid=
 # devices up to id 50 were given out once (their devices removed since): no id below 51 again
 python3 -c 'import sqlite3; d = sqlite3.connect("srv/missive.db"); d.execute("update sqlite_sequence set seq = 50 where name = ?", ("devices",)); d.commit()' &&
     ok || bad "the devices' sequence"
+# and accounts up to id 40 (a deleted account's id is never given out again)
+python3 -c 'import sqlite3; d = sqlite3.connect("srv/missive.db"); d.execute("update account_seq set last = 40"); d.commit()' &&
+    ok || bad "the accounts' record of ids given out"
 expect 2 "migrate without a target" -- "$A" --data-dir srv migrate
 expect 2 "--to-postgres with another command" -- "$A" --data-dir srv --to-postgres "$MSV_TEST_POSTGRES" stats
 expect 1 "migrate to an unreachable PostgreSQL" -- "$A" --data-dir srv migrate --to-postgres "host=127.0.0.1 port=1 dbname=x connect_timeout=2"
@@ -61,6 +64,8 @@ register_people dave
 old_max=$(python3 -c 'import sqlite3; print(sqlite3.connect("srv/missive.db").execute("select seq from sqlite_sequence where name = ?", ("devices",)).fetchone()[0])')
 [ "$(pg_rows "SELECT MIN(id) FROM devices WHERE account_id = (SELECT id FROM accounts WHERE handle = 'dave@example.org')")" -gt "$old_max" ] &&
     ok || bad "a device id was given out again"
+[ "$(pg_rows "SELECT id FROM accounts WHERE handle = 'dave@example.org'")" -gt 40 ] &&
+    ok || bad "an account id was given out again"
 expect 0 "alice answers bob" -- as alice send bob@example.org --text "from postgres"
 expect 0 "bob reads it" -- as bob receive --wait 2
 grep -q "from postgres" out.txt && ok || bad "bob on PostgreSQL: $(cat out.txt)"

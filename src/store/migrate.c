@@ -102,13 +102,18 @@ __attribute__((format(printf, 4, 5))) static int with_table(char *out, size_t le
     return n >= 0 && n < (int)len;
 }
 
-/* The names of the tables of each side, in copy order (accounts first, queue_usage last). */
+/*
+ * The names of the tables of each side, in copy order (accounts first, queue_usage last).
+ * account_seq is SQLite's record of the account ids given out, which PostgreSQL keeps in the
+ * accounts id sequence (move_sequences).
+ */
 static msv_err lite_tables(struct migration *m, struct msv_migrated_table *t, size_t *n)
 {
     sqlite3_stmt *st = NULL;
     msv_err err = msv_sql_prepare(m->lite,
                                   "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT"
-                                  " LIKE 'sqlite_%' AND name <> 'schema_version' ORDER BY name <>"
+                                  " LIKE 'sqlite_%' AND name NOT IN ('schema_version', 'account_seq')"
+                                  " ORDER BY name <>"
                                   " 'accounts', name = 'queue_usage', name;",
                                   &st);
 
@@ -256,6 +261,13 @@ static msv_err move_sequences(struct migration *m, const char *table)
                      table)
               ? lite_number(m, sql, 1, &given)
               : MSV_ERR_INVALID;
+    if (err == MSV_OK && strcmp(table, "accounts") == 0) {
+        long long seq = 0; /* a deleted account's id is never given out again */
+
+        err = lite_number(m, "SELECT MAX(last) FROM account_seq;", 1, &seq);
+        if (seq > given)
+            given = seq;
+    }
     for (int i = 0; err == MSV_OK && i < PQntuples(r); i++) {
         char max[256], *column = PQgetvalue(r, i, 0);
 
