@@ -181,7 +181,7 @@ expect 0 "carol removes it" -- "$M" --data-dir dev-carol --account carol@example
 # no device left: the password adds one at once; bob is told carol's devices changed
 expect 0 "carol's devices" -- "$M" --data-dir dev-carol --account carol@example.org devices
 last=$(awk '/this device/ {print $1}' out.txt)
-expect 0 "carol's last device goes" -- "$M" --data-dir dev-carol --account carol@example.org devices remove "$last"
+expect 0 "carol's last device goes" -- "$M" --data-dir dev-carol --account carol@example.org devices remove "$last" --yes
 expect 0 "carol links a new one with the password" -- "$M" --data-dir carol-new link carol@example.org --server "$server"
 grep -q "linked: this is device" out.txt && ok || bad "linked at once: $(cat out.txt err.txt)"
 expect 0 "the new device writes to bob" -- "$M" --data-dir carol-new --account carol@example.org send bob@example.org --text "carol again"

@@ -299,6 +299,8 @@ def main():
         b_ = until(lambda: a.find_element(By.CSS_SELECTOR, ".banner.device-join"), 30)
         ok(b_ is not None and dev in b_.text and "fingerprint" in b_.text,
            "alice's page shows the device asking to join with its fingerprint")
+        ok(b_ is not None and "with the account password" in b_.text,
+           "the page says the device asks to join with the account password: %r" % (b_.text if b_ else None))
         fp = missive("alice-laptop", "fingerprint", check=False).stdout
         if b_:
             shown = re.sub(r"\s", "", b_.text.split("fingerprint")[-1].split("Approve")[0])

@@ -870,12 +870,12 @@ rpc.on("key_change", async (ev) => {
     [["Compare safety number", (b) => { b.remove(); safetyDialog(ev.handle); }]]);
 });
 
-const JOIN = /device (\d+) asks to join this account \(fingerprint ([0-9a-f ]+)\)/;
+const JOIN = /device (\d+) asks to join this account( with the account password)? \(fingerprint ([0-9a-f ]+)\)/;
 rpc.on("device", (ev) => {
   const j = JOIN.exec(ev.notice || "");
   if (j) {
-    state.pendingDevices.set(j[1], j[2].trim());
-    banner("alarm device-join", "dev-" + j[1], "A new device (" + j[1] + ") asks to join this account. Approve it only if it is yours: fingerprint " + j[2].trim(),
+    state.pendingDevices.set(j[1], j[3].trim());
+    banner("alarm device-join", "dev-" + j[1], "A new device (" + j[1] + ") asks to join this account" + (j[2] || "") + ". Approve it only if it is yours: fingerprint " + j[3].trim(),
       [["Approve", (b) => approveDevice(j[1], b)], ["Devices", () => devicesDialog()]]);
   } else banner("info", "", ev.notice);
 });
