@@ -2958,8 +2958,17 @@ static int cmd_account(const struct cli *o, struct msv_client *c)
 }
 
 /* options with no letter of their own */
-enum { OPT_INVITE = 0x100, OPT_SESSION_HOURS, OPT_IDLE_MINUTES, OPT_TOKEN_MINUTES,
-       OPT_PNG, OPT_IMAGE, OPT_YES, OPT_HISTORY, OPT_NO_HISTORY };
+enum {
+    OPT_INVITE = 0x100,
+    OPT_SESSION_HOURS,
+    OPT_IDLE_MINUTES,
+    OPT_TOKEN_MINUTES,
+    OPT_PNG,
+    OPT_IMAGE,
+    OPT_YES,
+    OPT_HISTORY,
+    OPT_NO_HISTORY
+};
 
 int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
 {

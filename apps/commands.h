@@ -26,12 +26,12 @@ struct cli {
     const char *reply_to; /* send: the message id (hex) answered */
     int remove;           /* react: take one's reaction away */
     int json, help, qr, accept, stdio, no_stdin, include_text, archived;
-    const char *reason;                      /* report --reason */
-    const char *name, *avatar;               /* profile set --name, --avatar */
-    const char *invite;                      /* register --invite */
-    const char *png, *image;                 /* link --png, devices add --image */
-    int yes;        /* devices add, devices remove, leave, account delete: --yes */
-    int no_history; /* devices add --no-history */
+    const char *reason;        /* report --reason */
+    const char *name, *avatar; /* profile set --name, --avatar */
+    const char *invite;        /* register --invite */
+    const char *png, *image;   /* link --png, devices add --image */
+    int yes;                   /* devices add, devices remove, leave, account delete: --yes */
+    int no_history;            /* devices add --no-history */
     int approval, has_approval, reset, off;  /* groups invite --approval on|off, --reset, --off */
     const char *listen, *tls_cert, *tls_key; /* web --listen, --tls-cert, --tls-key */
     int open_browser, url;                   /* web --open, --url */

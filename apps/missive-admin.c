@@ -779,18 +779,12 @@ static int cmd_expire(struct admin *a)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"data-dir", required_argument, NULL, 'd'},
-        {"output", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},
-        {"uses", required_argument, NULL, 'u'},
-        {"days", required_argument, NULL, 'D'},
-        {"note", required_argument, NULL, 'n'},
-        {"to-postgres", required_argument, NULL, 'P'},
-        {"url", required_argument, NULL, 'U'},
-        {"token-file", required_argument, NULL, 'T'},
-        {"yes", no_argument, NULL, 'y'},
-        {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'}, {"data-dir", required_argument, NULL, 'd'},
+        {"output", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'},
+        {"uses", required_argument, NULL, 'u'},   {"days", required_argument, NULL, 'D'},
+        {"note", required_argument, NULL, 'n'},   {"to-postgres", required_argument, NULL, 'P'},
+        {"url", required_argument, NULL, 'U'},    {"token-file", required_argument, NULL, 'T'},
+        {"yes", no_argument, NULL, 'y'},          {NULL, 0, NULL, 0},
     };
     const char *config = NULL, *data_dir = NULL, *cmd, *to_postgres = NULL, *url = NULL,
                *token_file = NULL;

@@ -110,12 +110,13 @@ __attribute__((format(printf, 4, 5))) static int with_table(char *out, size_t le
 static msv_err lite_tables(struct migration *m, struct msv_migrated_table *t, size_t *n)
 {
     sqlite3_stmt *st = NULL;
-    msv_err err = msv_sql_prepare(m->lite,
-                                  "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT"
-                                  " LIKE 'sqlite_%' AND name NOT IN ('schema_version', 'account_seq')"
-                                  " ORDER BY name <>"
-                                  " 'accounts', name = 'queue_usage', name;",
-                                  &st);
+    msv_err err =
+        msv_sql_prepare(m->lite,
+                        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT"
+                        " LIKE 'sqlite_%' AND name NOT IN ('schema_version', 'account_seq')"
+                        " ORDER BY name <>"
+                        " 'accounts', name = 'queue_usage', name;",
+                        &st);
 
     *n = 0;
     while (err == MSV_OK && sqlite3_step(st) == SQLITE_ROW) {
