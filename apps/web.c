@@ -24,6 +24,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -155,6 +156,7 @@ struct web {
     int64_t conn_log_at;
     char open_file[1200]; /* --open's forwarding page, until deleted */
     int64_t open_file_until;
+    pid_t open_pid; /* xdg-open while it runs: reaped in web_turn and at the end */
     struct bridge *bridges;
     char dir[1024];     /* the account's directory */
     char uploads[1100]; /* the account's uploads/ directory */
@@ -1420,7 +1422,16 @@ static void open_browser(struct web *w, const char *url)
     if (posix_spawnp(&pid, "xdg-open", NULL, NULL, argv, environ) != 0) {
         fprintf(cli_err, "missive: cannot start a browser (xdg-open); open the URL above\n");
         open_file_remove(w);
+        return;
     }
+    w->open_pid = pid;
+}
+
+/* xdg-open hands the page to a browser and exits: it is reaped, not left a zombie. */
+static void open_browser_reap(struct web *w)
+{
+    if (w->open_pid > 0 && waitpid(w->open_pid, NULL, WNOHANG) != 0)
+        w->open_pid = 0;
 }
 
 /*
@@ -1459,6 +1470,7 @@ static void web_turn(struct web *w)
     now = msv_mono_ms();
     if (w->open_file[0] != '\0' && now >= w->open_file_until)
         open_file_remove(w);
+    open_browser_reap(w);
     if (now >= w->sweep_at) {
         sweep_uploads(w, UPLOAD_TTL_S);
         w->sweep_at = now + SWEEP_INTERVAL_MS;
@@ -1518,6 +1530,7 @@ int web_main(const struct cli *o, struct msv_client *c)
         web_turn(w);
     }
     open_file_remove(w);
+    open_browser_reap(w);
     if (w->refused > 0 || w->dropped_unauth > 0) {
         w->conn_log_at = 0;
         conn_log(w);

@@ -262,7 +262,7 @@ class WS:
                 elif n == 127:
                     n = struct.unpack("!Q", self._need(8))[0]
                 payload = self._need(n)
-                if b0 & 0x0F == 8:
+                if (b0 & 0x0F) == 8:  # a close frame
                     return None
                 msg += payload
                 if b0 & 0x80:
@@ -928,6 +928,17 @@ def open_page():
     check(st == 303, "the URL in the file logs in (%d)" % st)
     time.sleep(1.5)
     check(len(argv) >= 2 and not os.path.exists(argv[1]), "the file is gone after the login")
+    # xdg-open has exited by now: missive reaped it (no zombie child left)
+    zombies = []
+    for d in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if fields[0] == "Z" and int(fields[1]) == p.pid:
+                zombies.append(d)
+        except (OSError, ValueError, IndexError):
+            pass
+    check(zombies == [], "xdg-open was reaped: %r" % zombies)
     stop(p)
 
 
