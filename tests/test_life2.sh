@@ -6,8 +6,11 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
-M=$(realpath "${1:?usage: test_life2.sh MISSIVE MISSIVED}")
-D=$(realpath "${2:?usage: test_life2.sh MISSIVE MISSIVED}")
+usage="usage: test_life2.sh MISSIVE MISSIVED MISSIVE-ADMIN FAULTY-IO-LIBRARY"
+M=$(realpath "${1:?$usage}")
+D=$(realpath "${2:?$usage}")
+A=$(realpath "${3:?$usage}")
+FAULTY=$(realpath "${4:?$usage}")
 in_scratch
 trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
@@ -72,4 +75,72 @@ waitfor erin "online" && ok || bad "erin's chat starts: $(screen erin)"
 tm send-keys -t erin "are you new?" Enter
 waitfor erin "alice@example.org is a new account" 100 && ok || bad "the chat says so: $(screen erin)"
 tm send-keys -t erin "/quit" Enter
+
+# a crash at any point of a deletion (missive-admin delete, killed at each write or sync of the
+# database in turn): all of dave's account is left, or none of it; files of attachments whose
+# records went are swept by missived
+head -c 3000 /dev/urandom >photo.bin
+expect 0 "dave sends erin a file" -- as dave send erin@example.org --file photo.bin
+expect 0 "erin writes to dave (it waits for him)" -- as erin send dave@example.org --text "waiting for dave"
+kill -TERM "$pid" && wait "$pid"
+pid=
+cp -a srv snap
+cat >state.py <<'PY'
+import os, sqlite3, sys
+db = sqlite3.connect(os.path.join(sys.argv[1], "missive.db"))
+snap = sqlite3.connect("file:%s?mode=ro" % os.path.join(sys.argv[2], "missive.db"), uri=True)
+acc = snap.execute("SELECT id FROM accounts WHERE handle = 'dave@example.org'").fetchone()[0]
+devs = [r[0] for r in snap.execute("SELECT id FROM devices WHERE account_id = ?", (acc,))]
+q = ",".join("?" * len(devs))
+def rows(d):
+    return (d.execute("SELECT COUNT(*) FROM accounts WHERE id = ?", (acc,)).fetchone()[0],
+            d.execute("SELECT COUNT(*) FROM devices WHERE id IN (%s)" % q, devs).fetchone()[0],
+            d.execute("SELECT COUNT(*) FROM queue WHERE device_id IN (%s)" % q, devs).fetchone()[0],
+            d.execute("SELECT COUNT(*) FROM blobs WHERE owner_device IN (%s)" % q, devs).fetchone()[0],
+            d.execute("SELECT COUNT(*) FROM signed_prekeys WHERE device_id IN (%s)" % q, devs).fetchone()[0],
+            d.execute("SELECT COUNT(*) FROM kt_log WHERE handle = 'dave@example.org' AND "
+                      "substr(leaf, 1, 1) = x'03'").fetchone()[0])
+blobs = [bytes(r[0]).hex() for r in snap.execute(
+    "SELECT id FROM blobs WHERE owner_device IN (%s)" % q, devs)]
+before, now = rows(snap), rows(db)
+files = [b for b in blobs if os.path.exists(os.path.join(sys.argv[1], "blobs", b))]
+assert min(before[:5]) > 0 and before[5] == 0 and blobs, before
+if now == before:
+    print("whole")
+elif now == (0, 0, 0, 0, 0, 1):
+    print("gone" + (" files-left" if files else ""))
+else:
+    print("half", before, now)
+PY
+crashes=0 orphans=
+for k in $(seq 0 400); do
+    rm -rf crash
+    cp -a snap crash
+    MSV_FAULTY_IO_MATCH="$work/crash/" MSV_FAULTY_IO_CRASH_AFTER=$k LD_PRELOAD="$FAULTY" \
+        ASAN_OPTIONS=verify_asan_link_order=0 "$A" --data-dir crash delete --yes dave@example.org >crash.out 2>&1
+    rc=$?
+    state=$(python3 state.py crash snap 2>&1)
+    case "$state" in
+    whole | gone | "gone files-left") ;;
+    *) bad "a crash at write $k left: $state"; break ;;
+    esac
+    [ "$rc" = 0 ] && { [ "$state" = gone ] && ok || bad "the finished deletion left: $state"; break; }
+    [ "$rc" = 137 ] || { bad "missive-admin delete exited $rc: $(cat crash.out)"; break; }
+    crashes=$((crashes + 1))
+    [ "$state" = "gone files-left" ] && [ -z "$orphans" ] && { orphans=$k; cp -a crash orphaned; }
+done
+[ "$crashes" -ge 3 ] && ok || bad "the deletion was crashed at $crashes points only"
+[ -n "$orphans" ] && ok || bad "no crash fell between the commit and the removal of the files"
+# missived started on what the crash left sweeps the files no record names, once 10 minutes old
+if [ -n "$orphans" ]; then
+    find orphaned/blobs -type f -exec touch -d '20 minutes ago' {} +
+    rm -rf srv
+    cp -a orphaned srv
+    start_missived || bad "missived starts after the crash"
+    left=$(python3 state.py srv snap)
+    [ "$left" = gone ] && ok || bad "the files are swept: $left"
+    grep -q "event=blobs_swept count=1" srv.log && ok || bad "the sweep is logged: $(tail -3 srv.log)"
+    expect 1 "a send to dave" -- as erin send dave@example.org --text "are you there?"
+    grep -q "dave@example.org deleted their account" err.txt && ok || bad "the deletion holds: $(cat err.txt)"
+fi
 finish

@@ -216,6 +216,8 @@ static const struct {
     M(blob_bytes_in, "blob_bytes_in_total", "counter", "Attachment bytes uploaded."),
     M(blob_bytes_out, "blob_bytes_out_total", "counter", "Attachment bytes downloaded."),
     M(blobs_expired, "blobs_expired_total", "counter", "Attachments deleted at expiry."),
+    M(blobs_swept, "blobs_swept_total", "counter",
+      "Attachment files no record named (left by a crash), removed."),
     M(reads_paused, "reads_paused_total", "counter",
       "Times a connection's requests waited for its unsent answers to drain."),
     M(codes_refused, "codes_refused_total", "counter",

@@ -1411,6 +1411,8 @@ static void on_expiry(evutil_socket_t fd, short what, void *arg)
         msv_log(MSV_LOG_INFO, "queue_expired", "envelopes=%zu", expired);
     }
     msv_blobs_expire(s, now);
+    if (msv_mono_ms() - s->blobs_swept_ms >= BLOB_SWEEP_EVERY_MS)
+        msv_blobs_sweep(s);
     pthread_mutex_lock(&s->limits_lock);
     for (int l = 0; l < MSV_LIMIT_COUNT; l++) {
         double rate, burst;
@@ -1599,6 +1601,7 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
         snprintf(err, err_len, "cannot use %s for attachments", db);
         goto fail;
     }
+    msv_blobs_sweep(s);
     e = msv_tls_server_ctx(cfg, &s->tls, s->fingerprint, err, err_len);
     if (e != MSV_OK)
         goto fail;

@@ -129,7 +129,7 @@ struct msv_metrics {
     _Atomic uint64_t lookups, sends, sealed_sends, envelopes_enqueued, envelopes_delivered,
         envelopes_acked;
     _Atomic uint64_t envelopes_expired, commit_batches, commit_failures, rate_limited;
-    _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired, reads_paused;
+    _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired, blobs_swept, reads_paused;
     _Atomic uint64_t connections_refused, auth_timeouts, accept_paused, answers_too_big;
     _Atomic uint64_t connections_revoked, suspensions_in, stale_partial;
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects, cluster_timeouts;
@@ -173,6 +173,7 @@ struct msv_server {
     char config_path[1024];
     struct msv_store *store;
     struct msv_blob_backend *blobs;
+    int64_t blobs_swept_ms; /* monotonic: the last sweep of files no record names */
     SSL_CTX *tls;
     uint8_t fingerprint[32];
     struct msv_worker *workers;
@@ -342,6 +343,11 @@ void msv_blob_status(struct msv_conn_state *c, const msv_frame *f);
 void msv_blob_finish(struct msv_conn_state *c, const msv_frame *f);
 void msv_blob_get(struct msv_conn_state *c, const msv_frame *f);
 void msv_blobs_expire(struct msv_server *s, int64_t now_ms);
+/* Removes attachment files that no record names (left by a crash); at start, then hourly. */
+void msv_blobs_sweep(struct msv_server *s);
+#define BLOB_ORPHAN_AGE_S 600
+#define BLOB_SWEEP_MAX 65536
+#define BLOB_SWEEP_EVERY_MS (3600LL * 1000)
 /* A connection goes: the answers of its BlobFinish checks still running are dropped. */
 void msv_blob_jobs_forget(struct msv_conn_state *c);
 /* Waits for every BlobFinish check to end and frees what the stopped workers still hold. */
