@@ -378,6 +378,7 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         [MSV_INCOMING_PROFILE] = "profile",
         [MSV_INCOMING_JOIN_REQUEST] = "join_request",
         [MSV_INCOMING_ACCOUNT] = "account",
+        [MSV_INCOMING_QUOTA] = "account_quota",
     };
     struct owner *ow = ctx;
     json_t *event = json_pack("{s:s}", "type", kinds[in->kind]);

@@ -143,4 +143,55 @@ if [ -n "$orphans" ]; then
     expect 1 "a send to dave" -- as erin send dave@example.org --text "are you there?"
     grep -q "dave@example.org deleted their account" err.txt && ok || bad "the deletion holds: $(cat err.txt)"
 fi
+
+# a send refused for a full queue: the account's devices are told, once per device in ten
+# minutes however many sends are refused; the sender's error stays as it was
+[ -z "$pid" ] || { kill -TERM "$pid" && wait "$pid"; }
+pid=
+MISSIVED_RELAY_QUEUE_MAX_ENVELOPES=3 start_missived || bad "missived restarts with small queues"
+hport=$(awk '/^http/{print $2}' srv/missived.ports)
+expect 0 "carol takes what waits" -- as carol receive --wait 0.5
+for i in 1 2 3; do
+    expect 0 "bob writes to carol, away ($i)" -- as bob send carol@example.org --text "note $i"
+done
+for i in 1 2 3 4 5; do
+    expect 1 "refused, carol's queue is full ($i)" -- as bob send carol@example.org --text "refused $i"
+done
+grep -q "the recipient's queue is full; nothing was sent, try again later" err.txt && ok ||
+    bad "the sender's error: $(cat err.txt)"
+curl -s "http://127.0.0.1:$hport/metrics" | grep -q '^missived_quota_notices_total 1$' && ok ||
+    bad "one notice for five refusals: $(curl -s "http://127.0.0.1:$hport/metrics" | grep quota)"
+expect 0 "carol comes back" -- as carol receive --wait 1
+[ "$(grep -c "notice: a message to this account was refused: this device's queue on the server is full" out.txt)" = 1 ] &&
+    grep -q "note 3" out.txt && ok || bad "carol is told once: $(cat out.txt err.txt)"
+
+# the daemon: erin's second device is away; her daemon gets account_quota (schema 2 only)
+expect 0 "erin links a second device" -- "$M" --data-dir dev-erin2 link erin@example.org --server "$server"
+erin2=$(sed -n 's/.*this is device \([0-9]*\) .*/\1/p' out.txt)
+expect 0 "erin approves it" -- as erin devices approve "$erin2"
+sock=$work/dev-erin/erin@example.org/daemon.sock
+(exec "$M" --data-dir dev-erin daemon >daemon.out 2>daemon.err) &
+daemon=$!
+for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+fill_erin() {
+    for i in 1 2 3 4 5 6; do as bob send erin@example.org --text "to erin $i" >/dev/null 2>&1; done
+}
+events_both "$sock" fill_erin
+[ "$(grep -c '"type": *"account_quota"' ev2.txt)" = 1 ] && grep -q "the queue of device $erin2 on the server is full" ev2.txt &&
+    grep -q '"status": *"queue_full"' ev2.txt && ok || bad "schema-2 account_quota: $(cat ev2.txt)"
+grep -q '"account_quota"' ev1.txt && bad "a schema-1 subscriber got account_quota: $(cat ev1.txt)" || ok
+daemon_schema_ok 2 ev2.txt && ok || bad "schema 2 (quota)"
+daemon_schema_ok 1 ev1.txt && ok || bad "schema 1 events (quota)"
+kill -TERM "$daemon" && wait "$daemon"
+daemon=
+
+# the chat: alice's second device is away; her chat says so
+expect 0 "alice links a second device" -- "$M" --data-dir dev-alice2 link alice@example.org --server "$server"
+alice2=$(sed -n 's/.*this is device \([0-9]*\) .*/\1/p' out.txt)
+expect 0 "alice approves it" -- as alice devices approve "$alice2"
+chat_in alice dev-alice 160 bob@example.org
+waitfor alice "online" && ok || bad "alice's chat starts: $(screen alice)"
+for i in 1 2 3 4 5 6; do as bob send alice@example.org --text "to alice $i" >/dev/null 2>&1; done
+waitfor alice "a message to this account was refused" 100 && ok || bad "the chat tells of the full queue: $(screen alice)"
+tm send-keys -t alice "/quit" Enter
 finish

@@ -426,6 +426,9 @@ enum msv_incoming_kind {
     MSV_INCOMING_JOIN_REQUEST,
     /* the account itself changed (notice; status "password_changed") */
     MSV_INCOMING_ACCOUNT,
+    /* a send to this account was refused: a device's queue on the server is full (notice;
+       status "queue_full") */
+    MSV_INCOMING_QUOTA,
 };
 
 struct msv_incoming {

@@ -237,6 +237,8 @@ static const struct {
       "Sends refused by the sending account's envelope rate."),
     M(queue_full, "queue_full_total", "counter",
       "Sends refused because a recipient device's queue was full (envelopes or bytes)."),
+    M(quota_notices, "quota_notices_total", "counter",
+      "Notices to an account that a send to it was refused for a full queue."),
     M(claims_refused, "prekey_claims_refused_total", "counter",
       "Prekey claims refused: a device named twice in one claim."),
     M(claims_throttled, "prekey_claims_throttled_total", "counter",
