@@ -646,8 +646,14 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
                  "\u26a0 the devices of %s changed since this device last saw them: compare the "
                  "safety number (/qr) with them before trusting the new ones",
                  h);
+    } else if (strcmp(type, "account_new") == 0) {
+        const char *h = json_string_value(json_object_get(event, "handle"));
+        const char *notice = json_string_value(json_object_get(event, "notice"));
+
+        add_note(ch, h ? h : "", "\u26a0 %s", notice ? notice : "");
+        set_status(ch, 8000, "\u26a0 %s", notice ? notice : "");
     } else if (strcmp(type, "device") == 0 || strcmp(type, "session") == 0 ||
-               strcmp(type, "account") == 0) {
+               strcmp(type, "account") == 0 || strcmp(type, "account_quota") == 0) {
         const char *notice = json_string_value(json_object_get(event, "notice"));
 
         add_note(ch, from != NULL ? from : "", "\u26a0 %s", notice ? notice : "");

@@ -397,6 +397,27 @@ void cli_key_change_warning(void *ctx, const char *handle)
     free(shown);
 }
 
+/* The words for a handle whose account was deleted and registered again. */
+void cli_account_new_text(const char *handle, char *text, size_t len)
+{
+    snprintf(text, len,
+             "%s is a new account: the account you knew was deleted and the handle registered "
+             "again; its safety number changed: compare it ('missive verify %s') before trusting "
+             "it",
+             handle, handle);
+}
+
+void cli_account_new_notice(void *ctx, const char *handle)
+{
+    char text[800];
+
+    (void)ctx;
+    cli_account_new_text(handle, text, sizeof(text));
+    fputs("missive: ", cli_err);
+    term_put(cli_err, text, TERM_ONE_LINE);
+    fputc('\n', cli_err);
+}
+
 void cli_unreachable_warning(void *ctx, const char *handle, uint64_t device, const char *suites)
 {
     (void)ctx;
@@ -479,6 +500,7 @@ int cli_open(const struct cli *o, const char *dir, struct msv_client **c)
     if (err != MSV_OK)
         return fail(NULL, "opening the account", err);
     (*c)->on_key_change = cli_key_change_warning;
+    (*c)->on_account_new = cli_account_new_notice;
     (*c)->on_unreachable = cli_unreachable_warning;
     (*c)->on_unsealed = cli_unsealed_notice;
     (*c)->on_send_progress = cli_send_progress;

@@ -65,6 +65,9 @@ int cli_usage(const char *command, FILE *f);
 char *cli_message_text(const struct cli *o);
 /* The warnings a send prints on cli_err: a contact's devices changed; a device left out. */
 void cli_key_change_warning(void *ctx, const char *handle);
+/* "HANDLE is a new account: ..." into text, and that line on stderr. */
+void cli_account_new_text(const char *handle, char *text, size_t len);
+void cli_account_new_notice(void *ctx, const char *handle);
 void cli_unreachable_warning(void *ctx, const char *handle, uint64_t device, const char *suites);
 void cli_unsealed_notice(void *ctx, const char *handle);
 /* A message as 'receive' and 'history' print it (-o json: one object per line). */

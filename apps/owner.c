@@ -378,6 +378,7 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         [MSV_INCOMING_PROFILE] = "profile",
         [MSV_INCOMING_JOIN_REQUEST] = "join_request",
         [MSV_INCOMING_ACCOUNT] = "account",
+        [MSV_INCOMING_QUOTA] = "account_quota",
     };
     struct owner *ow = ctx;
     json_t *event = json_pack("{s:s}", "type", kinds[in->kind]);
@@ -436,6 +437,19 @@ static void on_key_change(void *ctx, const char *handle)
 
     cli_key_change_warning(NULL, handle);
     broadcast(ow, json_pack("{s:s, s:o}", "type", "key_change", "handle", rpc_text(handle)), NULL);
+}
+
+static void on_account_new(void *ctx, const char *handle)
+{
+    struct owner *ow = ctx;
+    char text[800];
+
+    cli_account_new_text(handle, text, sizeof(text));
+    cli_account_new_notice(NULL, handle);
+    broadcast(ow,
+              json_pack("{s:s, s:o, s:o}", "type", "account_new", "handle", rpc_text(handle),
+                        "notice", rpc_text(text)),
+              NULL);
 }
 
 static void on_unreachable(void *ctx, const char *handle, uint64_t device, const char *suites)
@@ -1109,6 +1123,7 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     ow->lock_fd = ow->listen_fd = -1;
     c->ctx = ow;
     c->on_key_change = on_key_change;
+    c->on_account_new = on_account_new;
     c->on_unreachable = on_unreachable;
     rc = take_lock(ow);
     if (rc == 0)

@@ -5,7 +5,8 @@
  * as a disk with bad sectors or a lost network volume answers. Sockets,
  * pipes and other files are not touched. With MSV_FAULTY_IO_FULL set, the
  * disk is full instead: the same calls fail with ENOSPC, and statvfs() of
- * a matching path reports no free space.
+ * a matching path reports no free space. MSV_FAULTY_IO_CRASH_AFTER (below) makes
+ * a crash instead.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -18,24 +19,46 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-static int failing(int fd)
+/* 1 if fd is a regular file whose path contains MSV_FAULTY_IO_MATCH. */
+static int matching(int fd)
 {
-    const char *trigger = getenv("MSV_FAULTY_IO_TRIGGER");
     const char *match = getenv("MSV_FAULTY_IO_MATCH");
     char link[64], path[4096];
     struct stat st;
     ssize_t n;
 
-    if (trigger == NULL || match == NULL || access(trigger, F_OK) != 0)
-        return 0;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+    if (match == NULL || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
         return 0;
     snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
     n = readlink(link, path, sizeof(path) - 1);
     if (n <= 0)
         return 0;
     path[n] = '\0';
-    if (strstr(path, match) == NULL)
+    return strstr(path, match) != NULL;
+}
+
+/*
+ * With MSV_FAULTY_IO_CRASH_AFTER=N, the process dies (status 137, as if killed) at its matching
+ * write or sync number N + 1, before it happens: a crash at that point of its work. Tests run
+ * a command for N = 0, 1, 2 ... until it finishes, and check what each crash left.
+ */
+static void crash_point(int fd)
+{
+    static long done;
+    const char *after = getenv("MSV_FAULTY_IO_CRASH_AFTER");
+
+    if (after == NULL || !matching(fd))
+        return;
+    if (done++ == strtol(after, NULL, 10))
+        _exit(137);
+}
+
+static int failing(int fd)
+{
+    const char *trigger = getenv("MSV_FAULTY_IO_TRIGGER");
+
+    crash_point(fd);
+    if (trigger == NULL || access(trigger, F_OK) != 0 || !matching(fd))
         return 0;
     errno = getenv("MSV_FAULTY_IO_FULL") != NULL ? ENOSPC : EIO;
     return 1;

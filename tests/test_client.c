@@ -31,6 +31,7 @@
 
 #include "client/client.h"
 #include "client/internal.h"
+#include "client/safety.h"
 #include "client/sessions.h"
 #include "client/transparency.h"
 #include "missive/kt.h"
@@ -2041,6 +2042,119 @@ static void test_monitor_removed_device_returns(void **state)
     test_server_cleanup(&s);
 }
 
+static void count_account_new(void *ctx, const char *handle)
+{
+    int *n = ctx;
+
+    assert_string_equal(handle, "alice@example.org");
+    (*n)++;
+}
+
+/* The number of sessions c keeps with device_id. */
+static size_t sessions_with(struct msv_client *c, uint64_t device_id)
+{
+    struct msv_setting *set = NULL;
+    size_t n = 0;
+    char prefix[40];
+
+    snprintf(prefix, sizeof(prefix), "session:%llu:", (unsigned long long)device_id);
+    assert_int_equal(msv_client_db_settings(c->db, prefix, 100, &set, &n), MSV_OK);
+    msv_settings_free(set, n);
+    return n;
+}
+
+/*
+ * alice deletes her account and registers her handle again. bob, who wrote to
+ * her and verified her, is told once when he next looks her up that this is a
+ * new account: his sessions with her old device and his verified mark go. Then
+ * the directory hides her tombstone: carol, whose monitor read it, refuses the
+ * answer; erin, who never saw it, takes the new devices as a key change, and
+ * her monitor raises the alarm when it reads the tombstone and tells her it is
+ * a new account; dave, whose monitor read the tombstone, refuses the old
+ * account's leaf served again.
+ */
+static void test_account_new(void **state)
+{
+    const char *to[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol, *erin, *again;
+    msv_frame *devs = NULL;
+    uint8_t digest[32];
+    char number[MSV_SAFETY_DIGITS + 1], last[400];
+    uint64_t old_device;
+    int told_bob = 0, told_erin = 0;
+
+    (void)state;
+    test_server_init(&s, "[accounts]\nregister_burst = 40\n");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", to[0]);
+    bob = client_for(&s, "bob", "bob@example.org");
+    carol = client_for(&s, "carol", "carol@example.org");
+    erin = client_for(&s, "erin", "erin@example.org");
+    bob->ctx = &told_bob;
+    bob->on_account_new = count_account_new;
+    erin->ctx = &told_erin;
+    erin->on_account_new = count_account_new;
+    old_device = alice->device_id;
+    assert_int_equal(msv_client_send(bob, to, 1, "hello alice", NULL, 0, NULL, (uint8_t[16]){0}),
+                     MSV_OK);
+    assert_int_equal(sessions_with(bob, old_device), 1);
+    assert_int_equal(msv_client_safety_number(bob, to[0], 1, number, digest), MSV_OK);
+    assert_int_equal(msv_client_mark_verified(bob, to[0], digest), MSV_OK);
+    for (struct msv_client **c = (struct msv_client *[]){carol, erin, NULL}; *c; c++) {
+        assert_int_equal(msv_client_devices(*c, to[0], &devs), MSV_OK);
+        msv_frame_free(devs);
+        assert_int_equal(monitor(*c, last), 0); /* where watching starts */
+    }
+    assert_int_equal(msv_client_delete_account(alice, TEST_PASSWORD), MSV_OK);
+    msv_client_close(alice);
+    /* carol's monitor reads the tombstone: nothing to warn of yet */
+    assert_int_equal(monitor(carol, last), 0);
+    again = client_for(&s, "alice-again", to[0]);
+    assert_true(again->device_id != old_device);
+
+    /* honest: bob is told once, and his old sessions and verified mark go */
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_OK);
+    msv_frame_free(devs);
+    assert_int_equal(told_bob, 1);
+    assert_int_equal(sessions_with(bob, old_device), 0);
+    assert_int_equal(msv_client_verified(bob, to[0], digest), MSV_ERR_NOT_FOUND);
+    assert_int_equal(msv_client_safety_number(bob, to[0], 1, number, digest), MSV_OK);
+    assert_int_equal(msv_client_verified(bob, to[0], digest), MSV_ERR_NOT_FOUND);
+    assert_int_equal(msv_client_send(bob, to, 1, "hello again", NULL, 0, NULL, (uint8_t[16]){0}),
+                     MSV_OK);
+    assert_int_equal(told_bob, 1);
+
+    /* the directory hides the tombstone (it stays in the tree) */
+    test_server_stop(&s);
+    server_sql(&s, "UPDATE kt_log SET handle = 'hidden' WHERE handle = 'alice@example.org' AND "
+                   "substr(leaf, 1, 1) = x'03';");
+    test_server_start(&s);
+    drop_connection(carol);
+    assert_int_equal(msv_client_devices(carol, to[0], &devs), MSV_ERR_AUTH);
+    assert_non_null(strstr(carol->why.message, "hides that the account alice@example.org was"));
+    drop_connection(erin);
+    assert_int_equal(msv_client_devices(erin, to[0], &devs), MSV_OK);
+    msv_frame_free(devs);
+    assert_int_equal(told_erin, 0);
+    assert_int_equal(monitor(erin, last), 1);
+    assert_non_null(strstr(last, "without saying that its account was deleted"));
+    assert_int_equal(told_erin, 1);
+    assert_int_equal(monitor(erin, last), 0);
+
+    /* and then the new account's entries too: the old account's is served again */
+    test_server_stop(&s);
+    server_sql(&s, "UPDATE kt_log SET handle = 'hidden' WHERE handle = 'alice@example.org' AND "
+                   "idx > (SELECT min(idx) FROM kt_log WHERE handle = 'hidden');");
+    test_server_start(&s);
+    drop_connection(carol);
+    assert_int_equal(msv_client_devices(carol, to[0], &devs), MSV_ERR_AUTH);
+    assert_non_null(strstr(carol->why.message, "as it was before it was deleted"));
+    for (struct msv_client **c = (struct msv_client *[]){bob, carol, erin, again, NULL}; *c; c++)
+        msv_client_close(*c);
+    test_server_cleanup(&s);
+}
+
 /*
  * The operator logs, under a handle it controls, an entry that lists alice's
  * device id with its own key, so that a first message "from" that device
@@ -3611,6 +3725,7 @@ int main(void)
         cmocka_unit_test(test_gossip_checks_both_heads),
         cmocka_unit_test(test_head_from_the_future),
         cmocka_unit_test(test_monitor_removed_device_returns),
+        cmocka_unit_test(test_account_new),
         cmocka_unit_test(test_sender_killed_mid_send),
         cmocka_unit_test(test_crash_consistency),
         cmocka_unit_test(test_sessions_and_sealed_sender),

@@ -235,13 +235,14 @@ expect 0 "bob sends carol a file" -- as bob send carol@example.org --text "a fil
 for i in 1 2 3; do expect 0 "bob writes to alice ($i)" -- as bob send alice@example.org --text "fill $i"; done
 expect 1 "a send to a full queue" -- as bob send alice@example.org --text "one too many"
 grep -q "the recipient's queue is full; nothing was sent, try again later" err.txt && ok || bad "full queue: $(cat err.txt)"
+# the fourth envelope: the server's notice of the refusal, beyond the cap by that one
 expect 0 "alice's usage" -- as alice account usage
-grep -Eq '^device [0-9]+: 3 of 3 envelopes, [1-9][0-9]* of 268435456 bytes queued; attachments 0 of [0-9]+ bytes, 0 of [0-9]+ uploads open$' out.txt &&
+grep -Eq '^device [0-9]+: 4 of 3 envelopes, [1-9][0-9]* of 268435456 bytes queued; attachments 0 of [0-9]+ bytes, 0 of [0-9]+ uploads open$' out.txt &&
     grep -q '^account: attachments 0 of 5000000 bytes$' out.txt &&
     grep -Eq '^device [0-9]+: 1 send to this account was refused since you last asked: its queue was full$' out.txt &&
     ok || bad "usage: $(cat out.txt)"
 expect 0 "alice's usage as JSON" -- as alice -o json account usage
-python3 -c "import json; u=json.load(open('out.txt')); d=u['devices']; assert len(d)==1 and d[0]['queued']==3 and d[0]['refused_sends']==0 and u['queue_max_envelopes']==3 and u['attachment_bytes_per_account']==5000000, u" && ok || bad "usage JSON: $(cat out.txt)"
+python3 -c "import json; u=json.load(open('out.txt')); d=u['devices']; assert len(d)==1 and d[0]['queued']==4 and d[0]['refused_sends']==0 and u['queue_max_envelopes']==3 and u['attachment_bytes_per_account']==5000000, u" && ok || bad "usage JSON: $(cat out.txt)"
 # carol's queue fills too: her chat tells her of the sends it refused (bob's outbox tries
 # the refused message again with his next command)
 for i in 1 2; do expect 0 "bob writes to carol ($i)" -- as bob send carol@example.org --text "for carol $i"; done

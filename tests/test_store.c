@@ -238,6 +238,7 @@ static void test_account_delete(void **state)
     uint8_t hash[32];
     size_t n = 0;
     uint32_t left = 0;
+    uint64_t tomb = 0;
     int has_signed = 0;
 
     memset(hash, 7, sizeof(hash));
@@ -287,6 +288,18 @@ static void test_account_delete(void **state)
     assert_int_not_equal(again, b);
     assert_int_not_equal(again, a);
     assert_int_equal(make_device(f, again) > d2, 1);
+    /* the new account's leaf is the handle's newest; its tombstone is still found */
+    assert_int_equal(OPS(f)->kt_tombstone_latest(IMPL(f), "alice@x", &leaf), MSV_OK);
+    assert_int_equal(msv_kt_leaf_parse(leaf.leaf, leaf.leaf_len, &entry), MSV_OK);
+    assert_true(entry.deleted);
+    tomb = leaf.index;
+    free(leaf.leaf);
+    assert_int_equal(OPS(f)->kt_latest(IMPL(f), "alice@x", &leaf), MSV_OK);
+    assert_int_equal(msv_kt_leaf_parse(leaf.leaf, leaf.leaf_len, &entry), MSV_OK);
+    assert_false(entry.deleted);
+    assert_true(leaf.index > tomb);
+    free(leaf.leaf);
+    assert_int_equal(OPS(f)->kt_tombstone_latest(IMPL(f), "nobody@x", &leaf), MSV_ERR_NOT_FOUND);
 }
 
 static void test_codes(void **state)

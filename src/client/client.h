@@ -31,6 +31,9 @@ struct msv_client {
     struct msv_refusal why;       /* the server's words for the last refusal */
     /* told about device sets that changed since last seen; may be NULL */
     void (*on_key_change)(void *ctx, const char *handle);
+    /* handle's account was deleted and the handle registered again: not the account known
+     * before (docs/transparency.md, "A new account"); may be NULL */
+    void (*on_account_new)(void *ctx, const char *handle);
     /* a device of handle that speaks no suite this device speaks, left out of a send */
     void (*on_unreachable)(void *ctx, const char *handle, uint64_t device_id, const char *suites);
     /* a message went to handle without sealed sender (the relay refused its delivery token) */
@@ -423,6 +426,9 @@ enum msv_incoming_kind {
     MSV_INCOMING_JOIN_REQUEST,
     /* the account itself changed (notice; status "password_changed") */
     MSV_INCOMING_ACCOUNT,
+    /* a send to this account was refused: a device's queue on the server is full (notice;
+       status "queue_full") */
+    MSV_INCOMING_QUOTA,
 };
 
 struct msv_incoming {

@@ -25,6 +25,39 @@
 #include "util/buf.h"
 #include "util/privdir.h"
 
+msv_err client_new_account(struct msv_client *c, const char *handle)
+{
+    struct msv_known_device *devs = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_db_known_devices(c->db, handle, &devs, &n);
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++)
+        err = msv_sessions_forget(c, devs[i].device_id);
+    msv_known_devices_free(devs, n);
+    if (err == MSV_OK)
+        err = client_forget_verified(c, handle);
+    if (err == MSV_OK && c->on_account_new != NULL)
+        c->on_account_new(c->ctx, handle);
+    return err == MSV_OK ? msv_kt_renewed_told(c->db, handle) : err;
+}
+
+/* Tells of each handle of an accepted answer that is a new account, before its devices are
+ * remembered (so the old account's are the ones forgotten). */
+static msv_err new_accounts(struct msv_client *c, const Msv__Wire__LookupResponse *r)
+{
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < r->n_results; i++) {
+        char handle[257];
+
+        snprintf(handle, sizeof(handle), "%.*s", (int)r->results[i]->handle.len,
+                 (const char *)r->results[i]->handle.data);
+        if (msv_kt_is_renewed(c->db, handle))
+            err = client_new_account(c, handle);
+    }
+    return err;
+}
+
 /* Asks the directory, and checks its answer against the transparency log. */
 static msv_err checked_lookup(struct msv_client *c, const char *const *handles, size_t n,
                               msv_frame **result)
@@ -35,6 +68,8 @@ static msv_err checked_lookup(struct msv_client *c, const char *const *handles, 
     if (err == MSV_OK) {
         err = msv_kt_check_lookup(c->db, (*result)->lookup_result, c->why.message,
                                   sizeof(c->why.message));
+        if (err == MSV_OK)
+            err = new_accounts(c, (*result)->lookup_result);
         if (err != MSV_OK) {
             msv_frame_free(*result);
             *result = NULL;

@@ -210,6 +210,13 @@ msv_err client_unsealed(struct msv_client *c, const uint8_t id[16], const char *
  */
 msv_err client_verified_lookup(struct msv_client *c, const char *const *handles, size_t n,
                                msv_frame **result);
+/*
+ * handle's account was deleted and registered again: the sessions with the devices known of it
+ * and the verified mark go, and the user is told (on_account_new) before msv_kt_renewed_told.
+ */
+msv_err client_new_account(struct msv_client *c, const char *handle);
+/* Forgets that the user verified handle's devices. */
+msv_err client_forget_verified(struct msv_client *c, const char *handle);
 
 /* Encrypts data under key, uploads it; its digests in d, "blob:HEX" in uri. */
 msv_err client_upload_blob(struct msv_client *c, const uint8_t key[MSV_ATTACHMENT_KEY_LEN],

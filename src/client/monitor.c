@@ -249,6 +249,29 @@ static msv_err monitor_foreign(struct msv_client *c, const struct msv_kt_entry *
     return err;
 }
 
+/* Another account's tombstone: remembered for a handle this device knows; the alarm if this
+ * device was shown a later entry of it without the tombstone, and the user told that the
+ * handle is a new account (docs/transparency.md, "A new account"). */
+static msv_err monitor_tombstone(struct msv_client *c, const struct msv_kt_entry *e, uint64_t index,
+                                 void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
+{
+    char warning[700];
+    int hidden = 0;
+    msv_err err = msv_kt_tombstone_read(c->db, e->handle, index, &hidden);
+
+    if (err != MSV_OK || !hidden)
+        return err;
+    snprintf(warning, sizeof(warning),
+             "the directory showed the devices of %.256s without saying that its account was "
+             "deleted (transparency log entry %llu): %.256s is a new account, not the one you "
+             "knew",
+             e->handle, (unsigned long long)index, e->handle);
+    (*alarms)++;
+    if (on_alarm != NULL)
+        on_alarm(ctx, warning);
+    return client_new_account(c, e->handle);
+}
+
 /* Raises the alarm for each device of this account in leaf that this device was not told of. */
 static msv_err monitor_leaf(struct msv_client *c, const Msv__Wire__LogProof *p,
                             void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
@@ -258,6 +281,8 @@ static msv_err monitor_leaf(struct msv_client *c, const Msv__Wire__LogProof *p,
 
     if (msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) != MSV_OK)
         return MSV_OK; /* proven, so the server wrote it */
+    if (strcmp(e.handle, c->handle) != 0 && e.deleted)
+        return monitor_tombstone(c, &e, p->index, on_alarm, ctx, alarms);
     if (strcmp(e.handle, c->handle) != 0)
         return monitor_foreign(c, &e, p->index, on_alarm, ctx, alarms);
     err = monitor_removed(c, &e, p->index, on_alarm, ctx, alarms);

@@ -898,7 +898,7 @@ static void note_device_change(struct msv_client *c, const Msv__Wire__DeviceChan
 }
 
 /* A notice about the account itself (docs/wire.md, "Account life"); unknown ones are ignored. */
-static void account_notice(const Msv__Wire__DeviceChange *dc,
+static void account_notice(const struct msv_client *c, const Msv__Wire__DeviceChange *dc,
                            void (*on_message)(void *, const struct msv_incoming *), void *ctx)
 {
     char notice[300];
@@ -917,6 +917,18 @@ static void account_notice(const Msv__Wire__DeviceChange *dc,
         snprintf(notice, sizeof(notice),
                  "the account's password was reset with a code the server's operator sent to "
                  "the handle; if that was not you, tell the operator");
+    } else if (dc->account == MSV__WIRE__ACCOUNT_NOTICE__ACCOUNT_QUEUE_FULL) {
+        in.kind = MSV_INCOMING_QUOTA;
+        in.status = "queue_full";
+        if (dc->full_device == c->device_id)
+            snprintf(notice, sizeof(notice),
+                     "a message to this account was refused: this device's queue on the server "
+                     "is full; what waits in it comes now, and makes room");
+        else
+            snprintf(notice, sizeof(notice),
+                     "a message to this account was refused: the queue of device %llu on the "
+                     "server is full; receive on that device, or remove it if it is gone",
+                     (unsigned long long)dc->full_device);
     } else {
         return;
     }
@@ -932,7 +944,7 @@ static void take_notice(struct msv_client *c, const Msv__Wire__Deliver *d,
     if (dc == NULL)
         return;
     if (dc->device == NULL)
-        account_notice(dc, on_message, ctx);
+        account_notice(c, dc, on_message, ctx);
     if (dc->device != NULL && dc->added)
         note_device_change(c, dc);
     if (on_message != NULL && dc->device != NULL) {

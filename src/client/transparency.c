@@ -313,6 +313,192 @@ static msv_err check_newest(struct msv_client_db *db, const Msv__Wire__HandleDev
     return MSV_OK;
 }
 
+/* ---- accounts deleted and registered again (docs/transparency.md, "A new account") ---- */
+
+/* "kt_gone:HANDLE": the newest tombstone of handle this device knows of (u64be index);
+ * "kt_renewed:HANDLE": the handle is a new account, and the user is not told yet. */
+static void account_key(char key[300], const char *what, const uint8_t *handle, size_t handle_len)
+{
+    snprintf(key, 300, "%s:%.*s", what, (int)(handle_len < 256 ? handle_len : 256),
+             (const char *)handle);
+}
+
+static msv_err gone_pin(struct msv_client_db *db, const uint8_t *handle, size_t handle_len,
+                        uint64_t *index)
+{
+    char key[300];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    account_key(key, "kt_gone", handle, handle_len);
+    err = msv_client_db_get(db, key, &v, &len);
+    if (err == MSV_OK && len != 8)
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK)
+        *index = msv_get_u64be(v);
+    free(v);
+    return err;
+}
+
+/* Remembers a tombstone of handle at index, unless a newer one is known. */
+static msv_err gone_remember(struct msv_client_db *db, const uint8_t *handle, size_t handle_len,
+                             uint64_t index)
+{
+    char key[300];
+    uint8_t v[8];
+    uint64_t known = 0;
+    msv_err err = gone_pin(db, handle, handle_len, &known);
+
+    if (err == MSV_OK && known >= index)
+        return MSV_OK;
+    if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
+        return err;
+    account_key(key, "kt_gone", handle, handle_len);
+    msv_put_u64be(v, index);
+    return msv_client_db_set(db, key, v, sizeof(v));
+}
+
+static msv_err renewed_mark(struct msv_client_db *db, const uint8_t *handle, size_t handle_len,
+                            uint64_t index)
+{
+    char key[300];
+    uint8_t v[8];
+
+    account_key(key, "kt_renewed", handle, handle_len);
+    msv_put_u64be(v, index);
+    return msv_client_db_set(db, key, v, sizeof(v));
+}
+
+int msv_kt_is_renewed(struct msv_client_db *db, const char *handle)
+{
+    char key[300];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int renewed;
+
+    account_key(key, "kt_renewed", (const uint8_t *)handle, strlen(handle));
+    renewed = msv_client_db_get(db, key, &v, &len) == MSV_OK;
+    free(v);
+    return renewed;
+}
+
+msv_err msv_kt_renewed_told(struct msv_client_db *db, const char *handle)
+{
+    char key[300];
+
+    account_key(key, "kt_renewed", (const uint8_t *)handle, strlen(handle));
+    return msv_client_db_unset(db, key);
+}
+
+static int leaf_is_tombstone(const Msv__Wire__LogProof *p)
+{
+    static _Thread_local struct msv_kt_entry e;
+
+    return p != NULL && msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) == MSV_OK && e.deleted;
+}
+
+/* The tombstone an answer carries besides hd's newest leaf: proven, the handle's, and older. */
+static msv_err check_tombstone(const Msv__Wire__HandleDevices *hd, const struct msv_kt_head *head,
+                               char *why, size_t len)
+{
+    static _Thread_local uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+    static _Thread_local struct msv_kt_entry e;
+    const Msv__Wire__LogProof *t = hd->tombstone;
+    uint8_t h[MSV_KT_HASH_LEN];
+
+    if (t == NULL)
+        return MSV_OK;
+    msv_kt_leaf_hash(t->leaf.data, t->leaf.len, h);
+    if (hd->proof == NULL || t->index >= hd->proof->index ||
+        !proof_hashes(t->path, t->n_path, path) ||
+        msv_merkle_verify_inclusion(h, t->index, head->size, path, t->n_path, head->root) !=
+            MSV_OK ||
+        msv_kt_leaf_parse(t->leaf.data, t->leaf.len, &e) != MSV_OK || !e.deleted ||
+        strlen(e.handle) != hd->handle.len ||
+        memcmp(e.handle, hd->handle.data, hd->handle.len) != 0)
+        return refuse(why, len, "the directory's tombstone of %.*s is not in its transparency log",
+                      (int)(hd->handle.len < 256 ? hd->handle.len : 256),
+                      (const char *)hd->handle.data);
+    return MSV_OK;
+}
+
+/*
+ * An answer for a handle whose tombstone this device knows (from an answer, or read in the log
+ * by the monitor) must not show the account from before it, nor a later one without it: a
+ * directory that hid the deletion would pass a new account off as the one the user knew.
+ */
+static msv_err check_deletion(struct msv_client_db *db, const Msv__Wire__HandleDevices *hd,
+                              char *why, size_t len)
+{
+    int handle_len = hd->handle.len < 256 ? (int)hd->handle.len : 256;
+    uint64_t gone = 0;
+    msv_err err = gone_pin(db, hd->handle.data, hd->handle.len, &gone);
+
+    if (err == MSV_ERR_NOT_FOUND)
+        return MSV_OK;
+    if (err != MSV_OK)
+        return err;
+    if (hd->proof == NULL || hd->proof->index < gone)
+        return refuse(why, len,
+                      "the directory shows the account %.*s as it was before it was deleted "
+                      "(its tombstone is log entry %llu)",
+                      handle_len, (const char *)hd->handle.data, (unsigned long long)gone);
+    if (hd->proof->index > gone && !leaf_is_tombstone(hd->proof) &&
+        (hd->tombstone == NULL || hd->tombstone->index < gone))
+        return refuse(why, len,
+                      "the directory hides that the account %.*s was deleted (log entry %llu): "
+                      "it would pass a new account off as the one you knew",
+                      handle_len, (const char *)hd->handle.data, (unsigned long long)gone);
+    return MSV_OK;
+}
+
+/* What an accepted answer says of hd's account: its tombstone, and whether it is a new account
+ * since the entry pinned before (a tombstone at or after it, then a later leaf). */
+static msv_err pin_deletion(struct msv_client_db *db, const Msv__Wire__HandleDevices *hd)
+{
+    uint64_t pinned = 0, gone;
+    int64_t when = 0;
+    int tombstone = leaf_is_tombstone(hd->proof);
+    msv_err err = handle_pin(db, hd->handle.data, hd->handle.len, &pinned, &when);
+    int knew = err == MSV_OK;
+
+    if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
+        return err;
+    if (!tombstone && hd->tombstone == NULL)
+        return MSV_OK;
+    gone = tombstone ? hd->proof->index : hd->tombstone->index;
+    err = gone_remember(db, hd->handle.data, hd->handle.len, gone);
+    if (err == MSV_OK && knew && !tombstone && gone >= pinned)
+        err = renewed_mark(db, hd->handle.data, hd->handle.len, hd->proof->index);
+    return err;
+}
+
+msv_err msv_kt_tombstone_read(struct msv_client_db *db, const char *handle, uint64_t index,
+                              int *hidden)
+{
+    const uint8_t *h = (const uint8_t *)handle;
+    uint64_t pinned = 0, gone = 0;
+    int64_t when = 0;
+    msv_err err = handle_pin(db, h, strlen(handle), &pinned, &when);
+
+    *hidden = 0;
+    if (err == MSV_ERR_NOT_FOUND)
+        return MSV_OK; /* a handle this device never looked up */
+    if (err == MSV_OK)
+        err = gone_pin(db, h, strlen(handle), &gone);
+    if (err == MSV_OK && gone >= index)
+        return MSV_OK;
+    if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
+        return err;
+    err = gone_remember(db, h, strlen(handle), index);
+    if (err == MSV_OK && pinned > index) { /* a later entry accepted without its tombstone */
+        *hidden = 1;
+        err = renewed_mark(db, h, strlen(handle), pinned);
+    }
+    return err;
+}
+
 /* Pins what an accepted answer showed: each handle's entry, each device's handle. */
 static msv_err pin_results(struct msv_client_db *db, const Msv__Wire__LookupResponse *r)
 {
@@ -325,6 +511,9 @@ static msv_err pin_results(struct msv_client_db *db, const Msv__Wire__LookupResp
 
         if (hd->proof == NULL)
             continue;
+        err = pin_deletion(db, hd);
+        if (err != MSV_OK)
+            break;
         handle_pin_key(key, hd->handle.data, hd->handle.len);
         msv_put_u64be(v, hd->proof->index);
         msv_put_u64be(v + 8, (uint64_t)msv_wall_ms());
@@ -412,7 +601,11 @@ msv_err msv_kt_check_lookup(struct msv_client_db *db, const Msv__Wire__LookupRes
 
         err = check_result(hd, &head, why, why_len);
         if (err == MSV_OK)
+            err = check_tombstone(hd, &head, why, why_len);
+        if (err == MSV_OK)
             err = check_newest(db, hd, why, why_len);
+        if (err == MSV_OK)
+            err = check_deletion(db, hd, why, why_len);
         for (size_t d = 0; err == MSV_OK && d < hd->n_devices; d++)
             err = check_device_owner(db, r, i, hd->devices[d]->device_id, why, why_len);
     }

@@ -64,6 +64,23 @@ MSV_MUST_CHECK msv_err msv_kt_check_lookup(struct msv_client_db *db,
                                            size_t why_len);
 
 /*
+ * A handle's account deleted and registered again (docs/transparency.md, "A new account"):
+ * msv_kt_check_lookup marks a handle this device knew whose answer shows its tombstone at or
+ * after the entry it knew, then a later entry; msv_kt_is_renewed says so (1) until
+ * msv_kt_renewed_told, once the user was told.
+ */
+int msv_kt_is_renewed(struct msv_client_db *db, const char *handle);
+MSV_MUST_CHECK msv_err msv_kt_renewed_told(struct msv_client_db *db, const char *handle);
+/*
+ * A tombstone of handle at log entry index, read from the log: remembered if this device looked
+ * the handle up before (later answers must show it). *hidden is 1 if this device had accepted a
+ * later entry of handle without being shown this tombstone (the directory hid the deletion);
+ * the handle is then marked a new account as above.
+ */
+MSV_MUST_CHECK msv_err msv_kt_tombstone_read(struct msv_client_db *db, const char *handle,
+                                             uint64_t index, int *hidden);
+
+/*
  * Checks a LogEntries answer to a read from start: its head as above, and
  * every entry proven at its index (start, start + 1, ...) in head's tree.
  * head receives the answer's head.

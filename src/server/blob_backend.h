@@ -25,6 +25,12 @@ struct msv_blob_backend_ops {
     /* Reads len bytes of a published object; MSV_ERR_IO if they are not all there. */
     msv_err (*read_at)(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], uint64_t offset,
                        uint8_t *data, size_t len);
+    /*
+     * The objects, published or not, last written before before_s (seconds since the epoch),
+     * at most max of them; *ids: caller frees (NULL when none).
+     */
+    msv_err (*list_before)(void *impl, int64_t before_s, size_t max,
+                           uint8_t (**ids)[MSV_BLOB_ID_LEN], size_t *count);
     /* Deletes an object, published or not; missing is fine. */
     void (*remove)(void *impl, const uint8_t id[MSV_BLOB_ID_LEN]);
     void (*close)(void *impl);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 
 #include "missive/util.h"
 #include "server/blob_backend.h"
+#include "util/buf.h"
 
 struct blob_dir {
     char dir[1024];
@@ -106,6 +108,56 @@ static msv_err dir_read_at(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], uint64
     return n == (ssize_t)len ? MSV_OK : MSV_ERR_IO;
 }
 
+/* The id a file of the directory names ("<hex id>" or "<hex id>.part"): 1, or 0 for another. */
+static int id_of(const char *name, uint8_t id[MSV_BLOB_ID_LEN])
+{
+    char hex[2 * MSV_BLOB_ID_LEN + 1];
+    size_t len = strlen(name), n = 0;
+
+    if (len == 2 * MSV_BLOB_ID_LEN + 5 && strcmp(name + 2 * MSV_BLOB_ID_LEN, ".part") == 0)
+        len -= 5;
+    if (len != 2 * MSV_BLOB_ID_LEN)
+        return 0;
+    memcpy(hex, name, len);
+    hex[len] = '\0';
+    return msv_hex_decode(hex, id, MSV_BLOB_ID_LEN, &n) == MSV_OK && n == MSV_BLOB_ID_LEN;
+}
+
+static msv_err dir_list_before(void *impl, int64_t before_s, size_t max,
+                               uint8_t (**ids)[MSV_BLOB_ID_LEN], size_t *count)
+{
+    const struct blob_dir *d = impl;
+    struct msv_buf list;
+    DIR *dir = opendir(d->dir);
+    struct dirent *e;
+    uint8_t *bytes = NULL;
+    size_t n = 0, len = 0;
+    msv_err err = dir != NULL ? MSV_OK : MSV_ERR_IO;
+
+    msv_buf_init(&list, max * MSV_BLOB_ID_LEN);
+    while (err == MSV_OK && n < max && (e = readdir(dir)) != NULL) {
+        uint8_t id[MSV_BLOB_ID_LEN];
+        struct stat st;
+
+        if (!id_of(e->d_name, id) ||
+            fstatat(dirfd(dir), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
+            st.st_mtime >= before_s)
+            continue;
+        err = msv_buf_put(&list, id, sizeof(id));
+        n++;
+    }
+    if (dir != NULL)
+        closedir(dir);
+    if (err == MSV_OK)
+        err = msv_buf_finish(&list, &bytes, &len);
+    msv_buf_clear(&list);
+    if (err != MSV_OK)
+        return err;
+    *ids = (uint8_t(*)[MSV_BLOB_ID_LEN])bytes;
+    *count = len / MSV_BLOB_ID_LEN;
+    return MSV_OK;
+}
+
 static void dir_remove(void *impl, const uint8_t id[MSV_BLOB_ID_LEN])
 {
     char path[1200];
@@ -128,6 +180,7 @@ static const struct msv_blob_backend_ops dir_ops = {
     .digest = dir_digest,
     .publish = dir_publish,
     .read_at = dir_read_at,
+    .list_before = dir_list_before,
     .remove = dir_remove,
     .close = dir_close,
 };

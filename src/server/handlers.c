@@ -1582,6 +1582,23 @@ static int is_full(const struct msv_server *s, const struct msv_queue_usage *u, 
     return u->envelopes + 1 > s->cfg.queue_max_envelopes || u->bytes + len > s->cfg.queue_max_bytes;
 }
 
+/* Tells the account of device_id that a send to it was refused for its full queue, at most
+ * once per device every QUOTA_NOTICE_EVERY_MS (a flood of refused sends makes one notice). */
+static void tell_queue_full(struct msv_server *s, uint64_t device_id)
+{
+    Msv__Wire__DeviceChange dc = MSV__WIRE__DEVICE_CHANGE__INIT;
+    struct msv_device_rec d;
+
+    if (!msv_server_quota_notice_due(s, device_id) ||
+        STORE(s)->device_get(IMPL(s), device_id, &d) != MSV_OK)
+        return;
+    dc.account = MSV__WIRE__ACCOUNT_NOTICE__ACCOUNT_QUEUE_FULL;
+    dc.full_device = device_id;
+    queue_notice(s, d.account_id, 0, &dc);
+    msv_device_rec_clear(&d);
+    atomic_fetch_add(&s->m.quota_notices, 1);
+}
+
 /*
  * The per-account envelope rate (a sealed send has no account: its address's sealed rate
  * was taken already) and every recipient device's queue cap. Answers a refusal itself and
@@ -1625,6 +1642,9 @@ static int quota_allows(struct msv_conn_state *c, const msv_frame *f)
             STORE(s)->queue_refusal_add(IMPL(s), use[i].device_id) != MSV_OK)
             msv_log(MSV_LOG_WARN, "queue_refusal_lost", "device=%llu",
                     (unsigned long long)use[i].device_id);
+    for (size_t i = 0; i < n; i++)
+        if (is_full(s, &use[i], q->envelopes[i]->ciphertext.len))
+            tell_queue_full(s, use[i].device_id);
     msv_conn_send_error(c, f->request_id, E_TOO_BIG,
                         "the recipient's queue is full; nothing was sent, try again later");
     return 0;

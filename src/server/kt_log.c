@@ -422,6 +422,18 @@ static msv_err rotation_fields(struct msv_kt_log *log, struct msv_kt_answer *a,
     return err;
 }
 
+/* A leaf a store read gave (MSV_ERR_NOT_FOUND: none, leaf NULL), kept in a. */
+static msv_err kept_leaf(struct msv_kt_answer *a, msv_err err, struct msv_kt_rec *rec)
+{
+    if (err == MSV_ERR_NOT_FOUND)
+        return MSV_OK;
+    if (err == MSV_OK && adopt(a, rec->leaf) == NULL) {
+        rec->leaf = NULL; /* freed by adopt */
+        err = MSV_ERR_NOMEM;
+    }
+    return err;
+}
+
 /* Reads the newest leaf of each handle (kept in a; leaf NULL for a handle never logged). */
 static msv_err latest_leaves(struct msv_store *store, struct msv_kt_answer *a,
                              const char *const *handles, size_t n, struct msv_kt_rec **out)
@@ -430,13 +442,27 @@ static msv_err latest_leaves(struct msv_store *store, struct msv_kt_answer *a,
     msv_err err = recs != NULL ? MSV_OK : MSV_ERR_NOMEM;
 
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
-        err = store->ops->kt_latest(store->impl, handles[i], &recs[i]);
-        if (err == MSV_ERR_NOT_FOUND) {
-            err = MSV_OK;
-        } else if (err == MSV_OK && adopt(a, recs[i].leaf) == NULL) {
-            recs[i].leaf = NULL; /* freed by adopt */
-            err = MSV_ERR_NOMEM;
-        }
+        err = kept_leaf(a, store->ops->kt_latest(store->impl, handles[i], &recs[i]), &recs[i]);
+    }
+    *out = recs;
+    return err;
+}
+
+/* The newest tombstone of each handle whose newest leaf is a later one (kept in a; leaf NULL for
+ * none): a contact's client tells an account registered again from the one it knew. */
+static msv_err tombstones(struct msv_store *store, struct msv_kt_answer *a,
+                          const char *const *handles, const struct msv_kt_rec *latest, size_t n,
+                          struct msv_kt_rec **out)
+{
+    struct msv_kt_rec *recs = keep(a, n * sizeof(*recs));
+    msv_err err = recs != NULL ? MSV_OK : MSV_ERR_NOMEM;
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        /* never logged, or the newest leaf is the tombstone itself (version 3) */
+        if (latest[i].leaf == NULL || latest[i].leaf_len < 1 || latest[i].leaf[0] == 3)
+            continue;
+        err = kept_leaf(a, store->ops->kt_tombstone_latest(store->impl, handles[i], &recs[i]),
+                        &recs[i]);
     }
     *out = recs;
     return err;
@@ -476,7 +502,7 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
 {
     struct msv_kt_answer *a = calloc(1, sizeof(*a));
     Msv__Wire__HandleDevices *hds, **ptrs;
-    struct msv_kt_rec *recs = NULL;
+    struct msv_kt_rec *recs = NULL, *tombs = NULL;
     msv_err err;
 
     *owner = a;
@@ -488,6 +514,8 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
         return MSV_ERR_NOMEM;
     /* the leaves first: the head made after them includes them */
     err = latest_leaves(store, a, handles, n, &recs);
+    if (err == MSV_OK)
+        err = tombstones(store, a, handles, recs, n, &tombs);
     if (err != MSV_OK)
         return err;
     pthread_mutex_lock(&log->lock);
@@ -506,6 +534,8 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
         err = devices_from_leaf(a, &recs[i], &hds[i]);
         if (err == MSV_OK)
             err = log_proof(log, a, &recs[i], &hds[i].proof);
+        if (err == MSV_OK && tombs[i].leaf != NULL)
+            err = log_proof(log, a, &tombs[i], &hds[i].tombstone);
     }
     if (err == MSV_OK)
         err = head_fields(log, a, known_size, &resp->head, &resp->log_key, &resp->consistency,

@@ -1386,16 +1386,39 @@ static void prune_buckets(struct msv_u64map *map, double rate, double burst, int
     }
 }
 
-/* Drops the leases that can no longer be spent. */
-static void prune_leases(struct msv_u64map *map, int64_t now)
+/* Drops the buckets of map not updated for age_ms (leases that can no longer be spent). */
+static void prune_leases(struct msv_u64map *map, int64_t now, int64_t age_ms)
 {
     for (size_t i = 0; i < map->cap; i++) {
         if (map->keys[i] != 0 &&
-            now - ((struct msv_bucket *)map->values[i])->updated_ms >= LEASE_MS) {
+            now - ((struct msv_bucket *)map->values[i])->updated_ms >= age_ms) {
             free(msv_u64map_del(map, map->keys[i]));
             i--; /* the deletion may have shifted another key into slot i */
         }
     }
+}
+
+int msv_server_quota_notice_due(struct msv_server *s, uint64_t device_id)
+{
+    int64_t now = msv_server_now_ms(s);
+    struct msv_bucket *b;
+    int due = 0;
+
+    pthread_mutex_lock(&s->limits_lock);
+    b = msv_u64map_get(&s->quota_noticed, device_id);
+    if (b == NULL && (b = calloc(1, sizeof(*b))) != NULL &&
+        msv_u64map_put(&s->quota_noticed, device_id, b) != MSV_OK) {
+        free(b);
+        b = NULL;
+    } else if (b != NULL && b->updated_ms == 0) {
+        due = 1; /* new */
+    }
+    if (b != NULL && (due || now - b->updated_ms >= QUOTA_NOTICE_EVERY_MS)) {
+        b->updated_ms = now;
+        due = 1;
+    }
+    pthread_mutex_unlock(&s->limits_lock);
+    return due;
 }
 
 static void on_expiry(evutil_socket_t fd, short what, void *arg)
@@ -1411,6 +1434,8 @@ static void on_expiry(evutil_socket_t fd, short what, void *arg)
         msv_log(MSV_LOG_INFO, "queue_expired", "envelopes=%zu", expired);
     }
     msv_blobs_expire(s, now);
+    if (msv_mono_ms() - s->blobs_swept_ms >= BLOB_SWEEP_EVERY_MS)
+        msv_blobs_sweep(s);
     pthread_mutex_lock(&s->limits_lock);
     for (int l = 0; l < MSV_LIMIT_COUNT; l++) {
         double rate, burst;
@@ -1418,7 +1443,8 @@ static void on_expiry(evutil_socket_t fd, short what, void *arg)
         limit_rate(&s->cfg, (enum msv_limit)l, &rate, &burst);
         prune_buckets(&s->buckets[l], rate, burst, now);
     }
-    prune_leases(&s->send_leases, now);
+    prune_leases(&s->send_leases, now, LEASE_MS);
+    prune_leases(&s->quota_noticed, now, QUOTA_NOTICE_EVERY_MS);
     pthread_mutex_unlock(&s->limits_lock);
 }
 
@@ -1579,6 +1605,7 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
         msv_u64map_init(&s->buckets[l]);
     msv_u64map_init(&s->conns_per_address);
     msv_u64map_init(&s->send_leases);
+    msv_u64map_init(&s->quota_noticed);
     msv_log_set_level(cfg->log_level);
     e = make_dirs(cfg, err, err_len);
     if (e != MSV_OK)
@@ -1599,6 +1626,7 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
         snprintf(err, err_len, "cannot use %s for attachments", db);
         goto fail;
     }
+    msv_blobs_sweep(s);
     e = msv_tls_server_ctx(cfg, &s->tls, s->fingerprint, err, err_len);
     if (e != MSV_OK)
         goto fail;
@@ -1766,6 +1794,9 @@ void msv_server_free(struct msv_server *s)
     for (size_t i = 0; i < s->send_leases.cap; i++)
         free(s->send_leases.keys[i] ? s->send_leases.values[i] : NULL);
     msv_u64map_clear(&s->send_leases);
+    for (size_t i = 0; i < s->quota_noticed.cap; i++)
+        free(s->quota_noticed.keys[i] ? s->quota_noticed.values[i] : NULL);
+    msv_u64map_clear(&s->quota_noticed);
     msv_shared_limits_free(s->shared_limits);
     msv_u64map_clear(&s->conns_per_address);
     msv_u64map_clear(&s->registry);

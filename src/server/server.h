@@ -129,7 +129,7 @@ struct msv_metrics {
     _Atomic uint64_t lookups, sends, sealed_sends, envelopes_enqueued, envelopes_delivered,
         envelopes_acked;
     _Atomic uint64_t envelopes_expired, commit_batches, commit_failures, rate_limited;
-    _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired, reads_paused;
+    _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired, blobs_swept, reads_paused;
     _Atomic uint64_t connections_refused, auth_timeouts, accept_paused, answers_too_big;
     _Atomic uint64_t connections_revoked, suspensions_in, stale_partial;
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects, cluster_timeouts;
@@ -137,8 +137,8 @@ struct msv_metrics {
     _Atomic uint64_t http_refused, http_timeouts;
     _Atomic uint64_t reports, reports_refused;
     _Atomic uint64_t codes_refused, code_guesses_refused, sends_rate_limited, queue_full,
-        claims_refused, claims_throttled, prekeys_exhausted, blobs_refused, blob_finish_failed,
-        blob_finish_busy;
+        quota_notices, claims_refused, claims_throttled, prekeys_exhausted, blobs_refused,
+        blob_finish_failed, blob_finish_busy;
     _Atomic uint64_t shared_limits_fallback;
     _Atomic uint64_t admin_requests, admin_unauthorized;
     _Atomic uint64_t provision_opened, provision_refused, provision_delivered, provision_expired;
@@ -173,6 +173,7 @@ struct msv_server {
     char config_path[1024];
     struct msv_store *store;
     struct msv_blob_backend *blobs;
+    int64_t blobs_swept_ms; /* monotonic: the last sweep of files no record names */
     SSL_CTX *tls;
     uint8_t fingerprint[32];
     struct msv_worker *workers;
@@ -198,6 +199,8 @@ struct msv_server {
     struct msv_u64map buckets[MSV_LIMIT_COUNT]; /* key -> struct msv_bucket * */
     struct msv_u64map conns_per_address;        /* address key -> open connections (as a pointer) */
     struct msv_u64map send_leases; /* account -> struct msv_bucket *: send tokens from Redis */
+    /* device -> struct msv_bucket *: when its account was last told its queue is full */
+    struct msv_u64map quota_noticed;
 
     /* settings SIGHUP may change while workers run */
     _Atomic uint64_t payload_limit, queue_ttl_ms;
@@ -342,6 +345,15 @@ void msv_blob_status(struct msv_conn_state *c, const msv_frame *f);
 void msv_blob_finish(struct msv_conn_state *c, const msv_frame *f);
 void msv_blob_get(struct msv_conn_state *c, const msv_frame *f);
 void msv_blobs_expire(struct msv_server *s, int64_t now_ms);
+/* The account of a device whose queue is full is told at most this often (per node). */
+#define QUOTA_NOTICE_EVERY_MS (10LL * 60 * 1000)
+/* 1 if device_id's account is to be told now that its queue is full (and noted as told). */
+int msv_server_quota_notice_due(struct msv_server *s, uint64_t device_id);
+/* Removes attachment files that no record names (left by a crash); at start, then hourly. */
+void msv_blobs_sweep(struct msv_server *s);
+#define BLOB_ORPHAN_AGE_S 600
+#define BLOB_SWEEP_MAX 65536
+#define BLOB_SWEEP_EVERY_MS (3600LL * 1000)
 /* A connection goes: the answers of its BlobFinish checks still running are dropped. */
 void msv_blob_jobs_forget(struct msv_conn_state *c);
 /* Waits for every BlobFinish check to end and frees what the stopped workers still hold. */

@@ -1252,7 +1252,9 @@ static msv_err kt_append_at(struct pg_conn *c, uint64_t index, const uint8_t *le
     return err == MSV_OK && n == 0 ? MSV_ERR_EXISTS : err;
 }
 
-static msv_err kt_latest(struct pg_conn *c, const char *handle, struct msv_kt_rec *out)
+/* The newest leaf of handle, or (tombstone) its newest tombstone (version byte 3). */
+static msv_err kt_latest(struct pg_conn *c, const char *handle, int tombstone,
+                         struct msv_kt_rec *out)
 {
     struct args a = {0};
     PGresult *r = NULL;
@@ -1261,8 +1263,12 @@ static msv_err kt_latest(struct pg_conn *c, const char *handle, struct msv_kt_re
     msv_err err;
 
     a_text(&a, handle);
-    err = query(c, "SELECT idx, leaf FROM kt_log WHERE handle = $1 ORDER BY idx DESC LIMIT 1;", &a,
-                &r);
+    err = query(c,
+                tombstone ? "SELECT idx, leaf FROM kt_log WHERE handle = $1 AND "
+                            "get_byte(leaf, 0) = 3 ORDER BY idx DESC LIMIT 1;"
+                          : "SELECT idx, leaf FROM kt_log WHERE handle = $1 ORDER BY idx DESC "
+                            "LIMIT 1;",
+                &a, &r);
     if (err == MSV_OK)
         err = kt_recs(r, &recs, &n);
     if (err == MSV_OK && n == 0)
@@ -2361,7 +2367,12 @@ static msv_err p_kt_read(void *impl, uint64_t start, size_t max, struct msv_kt_r
 
 static msv_err p_kt_latest(void *impl, const char *handle, struct msv_kt_rec *out)
 {
-    POOLED(kt_latest(c_, handle, out));
+    POOLED(kt_latest(c_, handle, 0, out));
+}
+
+static msv_err p_kt_tombstone_latest(void *impl, const char *handle, struct msv_kt_rec *out)
+{
+    POOLED(kt_latest(c_, handle, 1, out));
 }
 
 static msv_err p_kt_append(void *impl, uint64_t index, const uint8_t *leaf, size_t len)
@@ -2452,6 +2463,7 @@ static const struct msv_store_ops pg_ops = {
     .blob_expire = p_blob_expire,
     .kt_read = p_kt_read,
     .kt_latest = p_kt_latest,
+    .kt_tombstone_latest = p_kt_tombstone_latest,
     .kt_append = p_kt_append,
     .prekeys_put = p_prekeys_put,
     .prekey_claim = p_prekey_claim,

@@ -1194,18 +1194,22 @@ static msv_err kt_append(void *impl, uint64_t index, const uint8_t *leaf, size_t
     return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_EXISTS : err;
 }
 
-static msv_err kt_latest(void *impl, const char *handle, struct msv_kt_rec *out)
+/* The newest leaf of handle, or (tombstone) its newest tombstone (version byte 3). */
+static msv_err kt_latest(void *impl, const char *handle, int tombstone, struct msv_kt_rec *out)
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
     struct msv_kt_rec *recs = NULL;
     size_t n = 0;
-    msv_err err =
-        prepare(s, "SELECT idx, leaf FROM kt_log WHERE handle = ? ORDER BY idx DESC LIMIT 1;", &st);
+    msv_err err = prepare(s,
+                          "SELECT idx, leaf FROM kt_log WHERE handle = ?1 AND "
+                          "(?2 = 0 OR substr(leaf, 1, 1) = x'03') ORDER BY idx DESC LIMIT 1;",
+                          &st);
 
     if (err != MSV_OK)
         return err;
     sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(st, 2, tombstone);
     err = kt_read_recs(s, st, 1, &recs, &n);
     if (err == MSV_OK && n == 0)
         err = MSV_ERR_NOT_FOUND;
@@ -1858,7 +1862,12 @@ static msv_err l_kt_read(void *impl, uint64_t start, size_t max, struct msv_kt_r
 
 static msv_err l_kt_latest(void *impl, const char *handle, struct msv_kt_rec *out)
 {
-    LOCKED(kt_latest(impl, handle, out));
+    LOCKED(kt_latest(impl, handle, 0, out));
+}
+
+static msv_err l_kt_tombstone_latest(void *impl, const char *handle, struct msv_kt_rec *out)
+{
+    LOCKED(kt_latest(impl, handle, 1, out));
 }
 
 static msv_err l_kt_append(void *impl, uint64_t index, const uint8_t *leaf, size_t len)
@@ -2099,6 +2108,7 @@ static const struct msv_store_ops sqlite_ops = {
     .blob_expire = l_blob_expire,
     .kt_read = l_kt_read,
     .kt_latest = l_kt_latest,
+    .kt_tombstone_latest = l_kt_tombstone_latest,
     .kt_append = l_kt_append,
     .prekeys_put = l_prekeys_put,
     .prekey_claim = l_prekey_claim,

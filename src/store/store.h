@@ -337,6 +337,8 @@ struct msv_store_ops {
                        size_t *count);
     /* The newest leaf of handle's device sets; MSV_ERR_NOT_FOUND if the log has none. */
     msv_err (*kt_latest)(void *impl, const char *handle, struct msv_kt_rec *out);
+    /* The newest tombstone of handle (its account was deleted); MSV_ERR_NOT_FOUND if none. */
+    msv_err (*kt_tombstone_latest)(void *impl, const char *handle, struct msv_kt_rec *out);
     /*
      * Appends a leaf that is no handle's device set (a log key rotation) as
      * leaf index, if the log has exactly index leaves: MSV_ERR_EXISTS if not
