@@ -647,7 +647,7 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
                  "safety number (/qr) with them before trusting the new ones",
                  h);
     } else if (strcmp(type, "device") == 0 || strcmp(type, "session") == 0 ||
-               strcmp(type, "account") == 0) {
+               strcmp(type, "account") == 0 || strncmp(type, "handle_", 7) == 0) {
         const char *notice = json_string_value(json_object_get(event, "notice"));
 
         add_note(ch, from != NULL ? from : "", "\u26a0 %s", notice ? notice : "");
