@@ -116,11 +116,11 @@ PY
 MISSIVED_SERVER_LISTEN_PORT=0 MISSIVED_HTTP_LISTEN_PORT=0 timeout 60 "$D" --data-dir srv >out.txt 2>err.txt
 rc=$?
 [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && ok || bad "missived serves a log with a device id under two handles"
-grep -q "lists a device id that an earlier entry gave to another handle" err.txt && ok || bad "missived's refusal: $(cat err.txt)"
+grep -q "lists a device id with another key than an earlier entry gave it" err.txt && ok || bad "missived's refusal: $(cat err.txt)"
 # a dishonest server serves it anyway; the auditor catches it
 MISSIVED_TESTING_TRUST_STORE_LOG=true start
 expect 1 "a device id under two accounts is caught" -- "$A" --state st6 --server "$server" --fingerprint "$fp"
-grep -q "gave that device to another account" err.txt && ok || bad "device id reused: $(cat err.txt)"
+grep -q "with another key than an earlier entry gave that device" err.txt && ok || bad "device id reused: $(cat err.txt)"
 
 # in place of that entry, a log key rotation the old key did not sign
 stop

@@ -44,6 +44,10 @@ assert json.load(open("out.txt")) == [{"handle": "alice@example.org", "first": T
 expect 0 "the laptop is told" -- laptop_m receive --wait 1
 grep -q "notice: the handle +15550001 was added to this account by device $phone" out.txt && ok ||
     bad "the laptop's notice: $(cat out.txt err.txt)"
+# the new handle's log entries list the account's own devices: the owners' monitors see no stranger
+grep -q "WARNING" err.txt && bad "the laptop's monitor alarmed: $(cat err.txt)" || ok
+expect 0 "the phone's monitor" -- as alice receive --wait 0.5
+grep -q "WARNING" err.txt && bad "the phone's monitor alarmed: $(cat err.txt)" || ok
 
 # another account's handle, or a code sent for another account, adds nothing
 expect 1 "bob asks for alice's number" -- as bob handles add +15550001
@@ -105,6 +109,7 @@ grep -q "last handle" err.txt && ok || bad "the last: $(cat err.txt)"
 expect 0 "the laptop (which went by the removed one) is told, and goes on" -- laptop_m receive --wait 1
 grep -q "the handle alice@example.org was removed from this account" out.txt && ok ||
     bad "the laptop's notice: $(cat out.txt err.txt)"
+grep -q "WARNING" err.txt && bad "the laptop's monitor after the removal: $(cat err.txt)" || ok
 expect 0 "the laptop lists the handles" -- laptop_m handles
 grep -q "^+15550001" out.txt && ok || bad "the laptop after the removal: $(cat out.txt err.txt)"
 expect 1 "a message to the removed handle is refused" -- as bob send alice@example.org --text "are you there"
