@@ -68,6 +68,8 @@ grep -q '"text": *"hello number"' out.txt && ok || bad "the phone: $(cat out.txt
 expect 0 "alice's laptop gets it" -- laptop_m -o json receive --wait 1
 grep -q '"text": *"hello number"' out.txt && ok || bad "the laptop: $(cat out.txt err.txt)"
 expect 0 "alice answers, naming no handle of hers" -- as alice send dave@example.org --text "hi dave"
+# the laptop learns from the phone's copy which handle dave knows (the copy names the two people)
+expect 0 "the laptop takes the phone's answer" -- laptop_m receive --wait 1
 expect 0 "and again from the laptop" -- laptop_m send dave@example.org --text "laptop too"
 expect 0 "alice reads dave's message (a receipt goes back)" -- as alice read dave@example.org
 expect 0 "dave receives" -- as dave -o json receive --wait 1.5
