@@ -560,6 +560,18 @@ static void test_handles(void **state)
     assert_handles(f, a, "a@x,+15550001,a2@x");
     assert_int_equal(OPS(f)->account_get(IMPL(f), "+15550001", &got, NULL), MSV_OK);
     assert_int_equal(got, a);
+    /* operators and reports find the account by any of its handles */
+    {
+        uint64_t rid = 0;
+        int suspended = 0;
+
+        assert_int_equal(OPS(f)->report_add(IMPL(f), b, "+15550001", "spam", "", 1000, 0, 5, &rid),
+                         MSV_OK);
+        assert_int_equal(OPS(f)->account_set_suspended(IMPL(f), "a2@x", 1), MSV_OK);
+        assert_int_equal(OPS(f)->account_suspended(IMPL(f), a, &suspended), MSV_OK);
+        assert_true(suspended);
+        assert_int_equal(OPS(f)->account_set_suspended(IMPL(f), "+15550001", 0), MSV_OK);
+    }
     /* the new handle's leaf lists the account's devices at once */
     snprintf(want, sizeof(want), "%llu", (unsigned long long)d1);
     assert_false(newest_leaf(f, "+15550001", devs, sizeof(devs)));

@@ -242,6 +242,8 @@ msv_err client_note_addressed(struct msv_client *c, const char *sender, char *co
 {
     const char *peer = NULL, *mine = NULL;
     char key[300];
+    uint8_t *v = NULL;
+    size_t len = 0;
 
     for (size_t i = 0; n == 2 && i < n; i++) {
         if (client_is_own_handle(c, participants[i]))
@@ -254,5 +256,11 @@ msv_err client_note_addressed(struct msv_client *c, const char *sender, char *co
         (strcmp(sender, peer) != 0 && !client_is_own_handle(c, sender)))
         return MSV_OK;
     snprintf(key, sizeof(key), "from:%s", peer);
+    if (msv_client_db_get(c->db, key, &v, &len) == MSV_OK && len == strlen(mine) &&
+        memcmp(v, mine, len) == 0) {
+        free(v);
+        return MSV_OK; /* as it was: no write for every message */
+    }
+    free(v);
     return msv_client_db_set(c->db, key, mine, strlen(mine));
 }

@@ -757,7 +757,7 @@ static msv_err report_add(struct pg_conn *c, uint64_t reporter_account, const ch
     a_i64(&a, (int64_t)max_recent);
     err = query(c,
                 "INSERT INTO reports (reporter_id, reported_id, reason, text, created_ms, state)"
-                " SELECT $1, id, $3, $4, $5, 'open' FROM accounts WHERE handle = $2"
+                " SELECT $1, account_id, $3, $4, $5, 'open' FROM account_handles WHERE handle = $2"
                 " AND (SELECT COUNT(*) FROM reports WHERE reporter_id = $1"
                 " AND created_ms >= $6) < $7 RETURNING id;",
                 &a, &r);
@@ -956,7 +956,10 @@ static msv_err account_set_suspended(struct pg_conn *c, const char *handle, int 
 
     a_text(&a, suspended ? "t" : "f");
     a_text(&a, handle);
-    err = run_count(c, "UPDATE accounts SET suspended = $1 WHERE handle = $2;", &a, &n);
+    err = run_count(c,
+                    "UPDATE accounts SET suspended = $1 WHERE id = "
+                    "(SELECT account_id FROM account_handles WHERE handle = $2);",
+                    &a, &n);
     return err == MSV_OK && n == 0 ? MSV_ERR_NOT_FOUND : err;
 }
 

@@ -356,7 +356,10 @@ static msv_err account_set_suspended(void *impl, const char *handle, int suspend
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s, "UPDATE accounts SET suspended = ? WHERE handle = ?;", &st);
+    msv_err err = prepare(s,
+                          "UPDATE accounts SET suspended = ? WHERE id = "
+                          "(SELECT account_id FROM account_handles WHERE handle = ?);",
+                          &st);
 
     if (err != MSV_OK)
         return err;
@@ -399,13 +402,13 @@ static msv_err report_add(void *impl, uint64_t reporter_account, const char *rep
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
     uint64_t other = 0;
-    msv_err err =
-        prepare(s,
-                "INSERT INTO reports (reporter_id, reported_id, reason, text, created_ms,"
-                " state) SELECT ?1, id, ?3, ?4, ?5, 'open' FROM accounts WHERE handle = ?2"
-                " AND (SELECT COUNT(*) FROM reports WHERE reporter_id = ?1"
-                " AND created_ms >= ?6) < ?7;",
-                &st);
+    msv_err err = prepare(
+        s,
+        "INSERT INTO reports (reporter_id, reported_id, reason, text, created_ms,"
+        " state) SELECT ?1, account_id, ?3, ?4, ?5, 'open' FROM account_handles WHERE handle = ?2"
+        " AND (SELECT COUNT(*) FROM reports WHERE reporter_id = ?1"
+        " AND created_ms >= ?6) < ?7;",
+        &st);
 
     if (err != MSV_OK)
         return err;
