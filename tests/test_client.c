@@ -2100,6 +2100,48 @@ static void test_device_id_reused(void **state)
 }
 
 /*
+ * A dishonest directory logs mallory's device under alice's second handle: the log is
+ * consistent, so others would accept it, but alice's monitor checks every handle of her
+ * account and raises the alarm; the handle's honest first leaf raised none.
+ */
+static void test_forged_device_under_second_handle(void **state)
+{
+    static struct msv_kt_entry e;
+    struct test_server s;
+    struct msv_client *alice, *mallory;
+    uint8_t *leaf = NULL, *forged = NULL;
+    size_t len = 0, forged_len = 0;
+    int64_t index = 0;
+    char last[400], code[7];
+
+    (void)state;
+    test_server_init(&s, "trust_store_log = true");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    mallory = client_for(&s, "mallory", "mallory@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* where watching starts */
+    assert_int_equal(msv_client_handle_add(alice, "+15550001"), MSV_OK);
+    test_server_code(&s, "+15550001", code);
+    assert_int_equal(msv_client_handle_verify(alice, "+15550001", code), MSV_OK);
+    assert_int_equal(monitor(alice, last), 0); /* the new handle lists alice's own devices */
+    test_server_stop(&s);
+    forge_leaf(&s, "mallory@example.org", NULL, 0, &leaf, &len, &index);
+    assert_int_equal(msv_kt_leaf_parse(leaf, len, &e), MSV_OK);
+    snprintf(e.handle, sizeof(e.handle), "+15550001");
+    assert_int_equal(msv_kt_leaf_encode(&e, &forged, &forged_len), MSV_OK);
+    append_leaf(&s, "+15550001", forged, forged_len);
+    test_server_start(&s);
+    drop_connection(alice);
+    assert_int_equal(monitor(alice, last), 1);
+    assert_non_null(strstr(last, "for this account, and this device was never told of it"));
+    free(leaf);
+    free(forged);
+    msv_client_close(alice);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
+/*
  * The server signs heads dated two days ahead (a head that would look fresh
  * for two days more): bob refuses them and remembers nothing; a head a
  * minute ahead (clocks differ) is accepted.
@@ -3609,6 +3651,7 @@ int main(void)
         cmocka_unit_test(test_gossip_reveals_fork),
         cmocka_unit_test(test_removed_device_stays_removed),
         cmocka_unit_test(test_device_id_reused),
+        cmocka_unit_test(test_forged_device_under_second_handle),
         cmocka_unit_test(test_gossip_checks_both_heads),
         cmocka_unit_test(test_head_from_the_future),
         cmocka_unit_test(test_monitor_removed_device_returns),
