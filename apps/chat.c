@@ -653,7 +653,8 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
         add_note(ch, h ? h : "", "\u26a0 %s", notice ? notice : "");
         set_status(ch, 8000, "\u26a0 %s", notice ? notice : "");
     } else if (strcmp(type, "device") == 0 || strcmp(type, "session") == 0 ||
-               strcmp(type, "account") == 0 || strcmp(type, "account_quota") == 0) {
+               strcmp(type, "account") == 0 || strcmp(type, "account_quota") == 0 ||
+               strncmp(type, "handle_", 7) == 0) {
         const char *notice = json_string_value(json_object_get(event, "notice"));
 
         add_note(ch, from != NULL ? from : "", "\u26a0 %s", notice ? notice : "");

@@ -64,6 +64,13 @@ static const struct {
      "image) 'missive link --qr' shows: after both fingerprints are shown and confirmed "
      "(--yes: without asking), the device is added, approved and sent the account, with "
      "this device's history and files (--history, the default; --no-history: without)."},
+    {"handles", "handles [list | add HANDLE | verify HANDLE --code CODE | remove HANDLE [--yes]]",
+     "The account's handles: an e-mail address or phone number each, up to 10; any of them "
+     "reaches every device of the account. add has the server send a code to the new handle "
+     "(as at registration); verify makes it the account's with that code. remove takes one "
+     "away (never the last; without --yes it only says what it would do): lookups of it then "
+     "answer that it is gone. The first is the account's own, which it goes by unless "
+     "'send --from' or the handle someone wrote to says otherwise. Every device is told."},
     {"account", "account usage\n       missive account delete --yes",
      "usage shows what the server holds for this account against its limits: for each "
      "device, the envelopes and bytes waiting for it beside the queue caps (a send to a "
@@ -113,14 +120,16 @@ static const struct {
      "approves or denies it; --reset makes old links stop working, --off turns links off. "
      "A group holds up to 1,024 people; one command names up to 256."},
     {"send",
-     "send TO... [--text TEXT] [--file PATH]... [--reply-to MESSAGE_ID]\n"
+     "send TO... [--text TEXT] [--file PATH]... [--reply-to MESSAGE_ID] [--from HANDLE]\n"
      "       missive send --group NAME ...",
      "Sends a message (the text, or standard input unless files are given) to handles or "
      "contact names; with --reply-to, as an answer to a message of that conversation, shown "
      "below its sender and first line. It is encrypted for every device of every recipient and of "
      "this "
      "account. Files go through the attachment store under a fresh key each; so does text "
-     "too long for one envelope."},
+     "too long for one envelope. --from names which of the account's handles the one person "
+     "written to sees it from, from then on (the one used with them before otherwise, or the "
+     "account's own)."},
     {"receive", "receive [--wait SECONDS]",
      "Prints messages that arrived, until none comes for SECONDS (default 2). Received files "
      "are checked against their hash and saved in the account's attachments/ directory."},
@@ -923,6 +932,78 @@ static int cmd_devices(const struct cli *o, struct msv_client *c)
     return err == MSV_OK ? 0 : fail(c, "removing the device", err);
 }
 
+static int show_handles(const struct cli *o, struct msv_client *c)
+{
+    char **handles = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_handles(c, &handles, &n);
+    json_t *list = json_array();
+
+    if (err != MSV_OK) {
+        json_decref(list);
+        return fail(c, "listing the handles", err);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (o->json)
+            json_array_append_new(list,
+                                  json_pack("{s:s, s:b}", "handle", handles[i], "first", i == 0));
+        else
+            fprintf(cli_out, "%s%s\n", handles[i], i == 0 ? "\t(first)" : "");
+    }
+    if (o->json)
+        emit_json(list);
+    else
+        json_decref(list);
+    msv_handles_free(handles, n);
+    return 0;
+}
+
+/* handles add, verify and remove: what changed, as text or -o json. */
+static int handle_changed(const struct cli *o, struct msv_client *c, const char *handle,
+                          const char *status, const char *what, msv_err err)
+{
+    if (err != MSV_OK)
+        return fail(c, what, err);
+    if (o->json)
+        emit_json(json_pack("{s:s, s:s}", "status", status, "handle", handle));
+    else if (strcmp(status, "code_sent") == 0)
+        fprintf(cli_out,
+                "a code went to %s; make it this account's with: missive handles verify %s "
+                "--code CODE\n",
+                handle, handle);
+    else
+        fprintf(cli_out, "%s %s; the account's other devices are told\n", status, handle);
+    return 0;
+}
+
+static int cmd_handles(const struct cli *o, struct msv_client *c)
+{
+    const char *verb = o->argc > 0 ? o->argv[0] : "list";
+
+    if (strcmp(verb, "list") == 0 && o->argc <= 1)
+        return show_handles(o, c);
+    if (o->argc != 2)
+        return cli_usage("handles", cli_err);
+    if (strcmp(verb, "add") == 0)
+        return handle_changed(o, c, o->argv[1], "code_sent", "adding the handle",
+                              msv_client_handle_add(c, o->argv[1]));
+    if (strcmp(verb, "verify") == 0 && o->code != NULL)
+        return handle_changed(o, c, o->argv[1], "added", "verifying the handle",
+                              msv_client_handle_verify(c, o->argv[1], o->code));
+    if (strcmp(verb, "remove") != 0)
+        return cli_usage("handles", cli_err);
+    if (!o->yes) {
+        fprintf(cli_err,
+                "missive: this removes %s from the account %s: messages to it no longer reach "
+                "the account, and its entry in the transparency log says it was removed. Run "
+                "again with --yes to do it.\n",
+                o->argv[1], c->handle);
+        return EXIT_USAGE;
+    }
+    return handle_changed(o, c, o->argv[1], "removed", "removing the handle",
+                          msv_client_handle_remove(c, o->argv[1]));
+}
+
 static int cmd_password(const struct cli *o, struct msv_client *c)
 {
     char *pw = NULL, *new_pw = NULL;
@@ -1403,6 +1484,11 @@ static int cmd_send(const struct cli *o, struct msv_client *c)
         rc = EXIT_USAGE;
     } else if (load_files(o, files) != 0) {
         rc = EXIT_ERR;
+    } else if (o->from != NULL && (o->group != NULL || n != 1)) {
+        fprintf(cli_err, "missive: --from goes with a message to one person\n");
+        rc = EXIT_USAGE;
+    } else if (o->from != NULL && (err = msv_client_send_from(c, o->from)) != MSV_OK) {
+        rc = fail(c, "choosing the handle to send from (is it one of this account's?)", err);
     } else {
         if (o->reply_to != NULL)
             err = send_reply(o, c, n == 1 ? handles[0] : NULL, text, files, id);
@@ -1410,6 +1496,7 @@ static int cmd_send(const struct cli *o, struct msv_client *c)
             err = msv_client_group_send(c, o->group, text, files, o->file_count, show_progress, id);
         else
             err = msv_client_send(c, handles, n, text, files, o->file_count, show_progress, id);
+        c->from[0] = '\0'; /* --from was for this send */
         if (o->group != NULL)
             explain_group(o->group, err);
         if (err == MSV_OK) {
@@ -2989,7 +3076,8 @@ enum {
     OPT_IMAGE,
     OPT_YES,
     OPT_HISTORY,
-    OPT_NO_HISTORY
+    OPT_NO_HISTORY,
+    OPT_FROM
 };
 
 int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
@@ -3043,6 +3131,7 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
         {"yes", no_argument, NULL, OPT_YES},
         {"history", no_argument, NULL, OPT_HISTORY},
         {"no-history", no_argument, NULL, OPT_NO_HISTORY},
+        {"from", required_argument, NULL, OPT_FROM},
         {NULL, 0, NULL, 0},
     };
     char *end;
@@ -3087,6 +3176,9 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
             break;
         case OPT_IMAGE:
             o->image = optarg;
+            break;
+        case OPT_FROM:
+            o->from = optarg;
             break;
         case OPT_YES:
             o->yes = 1;
@@ -3410,6 +3502,8 @@ static int run_account_command(const struct cli *o, const char *command, struct 
         return cmd_devices(o, c);
     if (strcmp(command, "password") == 0)
         return cmd_password(o, c);
+    if (strcmp(command, "handles") == 0)
+        return cmd_handles(o, c);
     if (strcmp(command, "account") == 0)
         return cmd_account(o, c);
     if (strcmp(command, "leave") == 0)

@@ -38,6 +38,7 @@ struct cli {
     /* web --session-hours, --idle-minutes, --token-minutes (0: the defaults) */
     double session_hours, idle_minutes, token_minutes;
     const char *before;        /* history --before MESSAGE_ID */
+    const char *from;          /* send --from HANDLE */
     struct msv_client *client; /* the open account while a command runs (names of senders) */
     double wait_s;
     long limit;

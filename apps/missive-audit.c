@@ -205,16 +205,19 @@ static int owners_claim(struct owners *o, uint64_t id, const uint8_t handle[MSV_
     return 1;
 }
 
-/* Claims the devices of entry e (at index) for its handle; 0 or EXIT_FORK. */
+/*
+ * Claims the devices of entry e (at index) for their keys: a device id is listed with one key
+ * forever, under whichever handles of its account (docs/transparency.md); 0 or EXIT_FORK.
+ */
 static int claim_devices(struct audit *a, const struct msv_kt_entry *e, uint64_t index)
 {
-    uint8_t handle[MSV_KT_HASH_LEN];
+    uint8_t key[MSV_KT_HASH_LEN];
 
-    crypto_hash_sha256(handle, (const uint8_t *)e->handle, strlen(e->handle));
     for (size_t i = 0; i < e->n_devices; i++) {
-        if (!owners_claim(&a->owners, e->devices[i].device_id, handle))
-            return bad_log("entry %" PRIu64 " lists device %" PRIu64 " under %s, but an earlier "
-                           "entry gave that device to another account",
+        crypto_hash_sha256(key, e->devices[i].identity, e->devices[i].identity_len);
+        if (!owners_claim(&a->owners, e->devices[i].device_id, key))
+            return bad_log("entry %" PRIu64 " lists device %" PRIu64 " under %s with another "
+                           "key than an earlier entry gave that device",
                            index, e->devices[i].device_id, e->handle);
     }
     return 0;
@@ -222,7 +225,7 @@ static int claim_devices(struct audit *a, const struct msv_kt_entry *e, uint64_t
 
 /* ---- state ------------------------------------------------------------------------------ */
 
-/* Reads the "devices N" section: N lines "ID HANDLE_SHA256"; 0 if malformed. */
+/* Reads the "devices N" section: N lines "ID KEY_SHA256"; 0 if malformed. */
 static int load_owners(struct audit *a, FILE *f)
 {
     char line[512], hex[200];
@@ -250,8 +253,8 @@ static int load_state(struct audit *a, const char *path)
 
     if (f == NULL)
         return errno == ENOENT ? 0 : -1;
-    if (fgets(line, sizeof(line), f) == NULL || (strcmp(line, "missive-audit-state 1\n") != 0 &&
-                                                 strcmp(line, "missive-audit-state 2\n") != 0))
+    if (fgets(line, sizeof(line), f) == NULL || strncmp(line, "missive-audit-state ", 20) != 0 ||
+        line[20] < '1' || line[20] > '3' || strcmp(line + 21, "\n") != 0)
         goto bad;
     version = line[20] - '0';
     if (fgets(line, sizeof(line), f) == NULL ||
@@ -281,7 +284,7 @@ static int load_state(struct audit *a, const char *path)
         if (!hex_field(line, h, sizeof(h)) || msv_merkle_append(a->tree, h) != MSV_OK)
             goto bad;
     }
-    if (version == 2 && !load_owners(a, f))
+    if (version == 3 && !load_owners(a, f))
         goto bad;
     fclose(f);
     {
@@ -292,9 +295,10 @@ static int load_state(struct audit *a, const char *path)
             sodium_memcmp(root, a->head.root, MSV_KT_HASH_LEN) != 0)
             return -1;
     }
-    /* a state from before device ids were kept: the log is read again from its start (each
-     * leaf proven in a head that extends this one) to learn them */
-    if (version == 1) {
+    /* a state from before device ids were kept (1), or kept by handle rather than key (2):
+     * the log is read again from its start (each leaf proven in a head that extends this one)
+     * to learn them */
+    if (version < 3) {
         msv_merkle_free(a->tree);
         a->tree = NULL;
         if (msv_merkle_new(&a->tree) != MSV_OK)
@@ -316,7 +320,7 @@ static int save_state(const struct audit *a, const char *path)
     f = fopen(tmp, "w");
     if (f == NULL)
         return 0;
-    fprintf(f, "missive-audit-state 2\nserver %s %u\n", a->host, (unsigned)a->port);
+    fprintf(f, "missive-audit-state 3\nserver %s %u\n", a->host, (unsigned)a->port);
     ok &= msv_hex_encode(a->fingerprint, 32, hex, sizeof(hex)) == MSV_OK;
     fprintf(f, "fingerprint %s\n", hex);
     ok &= msv_hex_encode(a->log_key, MSV_KT_KEY_LEN, hex, sizeof(hex)) == MSV_OK;

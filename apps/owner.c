@@ -379,10 +379,18 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         [MSV_INCOMING_JOIN_REQUEST] = "join_request",
         [MSV_INCOMING_ACCOUNT] = "account",
         [MSV_INCOMING_QUOTA] = "account_quota",
+        [MSV_INCOMING_HANDLE] = "handle",
     };
     struct owner *ow = ctx;
     json_t *event = json_pack("{s:s}", "type", kinds[in->kind]);
     char hex[33], *line;
+
+    if (in->kind == MSV_INCOMING_HANDLE) { /* handle_added, handle_removed (schema 2 only) */
+        json_object_set_new(
+            event, "type",
+            json_string(strcmp(in->status, "added") == 0 ? "handle_added" : "handle_removed"));
+        json_object_set_new(event, "handle", rpc_text(in->handle));
+    }
 
     if (in->from != NULL)
         json_object_set_new(event, "from", rpc_text(in->from));
@@ -390,7 +398,7 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         json_object_set_new(event, "conversation", rpc_text(in->conversation));
     if (in->target != NULL)
         json_object_set_new(event, "message_id", json_string(hex16(in->target, hex)));
-    if (in->status != NULL)
+    if (in->status != NULL && in->kind != MSV_INCOMING_HANDLE)
         json_object_set_new(event, "status", rpc_text(in->status));
     if (in->notice != NULL)
         json_object_set_new(event, "notice", rpc_text(in->notice));

@@ -21,7 +21,8 @@ _missive()
     prev=${COMP_WORDS[COMP_CWORD - 1]}
     local commands="register link devices contacts groups send receive history read typing timer
         edit unsend edits windows react verify fingerprint backup restore daemon web chat log-head
-        sync block unblock blocked requests settings report conversations profile password leave account"
+        sync block unblock blocked requests settings report conversations profile password leave account
+        handles"
     local global="--account --data-dir -o --passphrase-file --password-file
         --backup-passphrase-file --help"
     local command="" data_dir="" i
@@ -63,6 +64,7 @@ _missive()
     devices) opts="list approve remove add --image --yes --history --no-history" ;;
     leave) opts="--yes" ;;
     account) opts="usage delete --yes" ;;
+    handles) opts="list add verify remove --code --yes" ;;
     password) opts="change reset --server --code" ;;
     contacts) opts="list add remove" ;;
     sync) opts="list set unset" ;;
@@ -70,7 +72,7 @@ _missive()
     groups)
         opts="list create add remove rename promote demote leave accept invite join requests approve deny"
         opts="$opts --approval --reset --off" ;;
-    send) opts="--text --file --group --reply-to" ;;
+    send) opts="--text --file --group --reply-to --from" ;;
     profile) opts="show set clear-avatar --name --avatar" ;;
     receive) opts="--wait" ;;
     history) opts="--group --search --limit --before" ;;

@@ -45,9 +45,13 @@ expect 0 "a second auditor from nothing" -- "$A" --state st2 --server "$server" 
 grep -q "3 entries (3 new)" out.txt && ok || bad "second auditor: $(cat out.txt)"
 grep -q "^devices 3$" st2 && ok || bad "device ids kept: $(grep devices st2)"
 # a state written before device ids were kept: the log is read again from its start
-sed -e '1s/ 2$/ 1/' -e '/^devices /,$d' st2 >st-v1
+sed -e '1s/ 3$/ 1/' -e '/^devices /,$d' st2 >st-v1
 expect 0 "a state of version 1" -- "$A" --state st-v1
 grep -q "3 entries (3 new)" out.txt && grep -q "^devices 3$" st-v1 && ok || bad "v1 state: $(cat out.txt)"
+# one that kept device ids by handle (version 2), not by key: read again too, kept by key now
+sed -e '1s/ 3$/ 2/' st2 >st-v2
+expect 0 "a state of version 2" -- "$A" --state st-v2
+grep -q "3 entries (3 new)" out.txt && head -1 st-v2 | grep -q "state 3$" && ok || bad "v2 state: $(cat out.txt)"
 
 # its errors
 expect 2 "no state" -- "$A" --server "$server"
@@ -116,11 +120,11 @@ PY
 MISSIVED_SERVER_LISTEN_PORT=0 MISSIVED_HTTP_LISTEN_PORT=0 timeout 60 "$D" --data-dir srv >out.txt 2>err.txt
 rc=$?
 [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && ok || bad "missived serves a log with a device id under two handles"
-grep -q "lists a device id that an earlier entry gave to another handle" err.txt && ok || bad "missived's refusal: $(cat err.txt)"
+grep -q "lists a device id with another key than an earlier entry gave it" err.txt && ok || bad "missived's refusal: $(cat err.txt)"
 # a dishonest server serves it anyway; the auditor catches it
 MISSIVED_TESTING_TRUST_STORE_LOG=true start
 expect 1 "a device id under two accounts is caught" -- "$A" --state st6 --server "$server" --fingerprint "$fp"
-grep -q "gave that device to another account" err.txt && ok || bad "device id reused: $(cat err.txt)"
+grep -q "with another key than an earlier entry gave that device" err.txt && ok || bad "device id reused: $(cat err.txt)"
 
 # in place of that entry, a log key rotation the old key did not sign
 stop

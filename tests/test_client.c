@@ -2194,11 +2194,12 @@ static void test_device_id_reused(void **state)
     test_server_start(&s);
     drop_connection(bob);
     assert_int_equal(msv_client_devices(bob, both[1], &devs), MSV_ERR_AUTH);
-    assert_non_null(strstr(bob->why.message, "gave that device to alice@example.org"));
+    /* alice's device id with mallory's key: a device id keeps its key under every handle */
+    assert_non_null(strstr(bob->why.message, "with another key than its log gave that device"));
     assert_int_equal(msv_client_connect(carol), MSV_OK);
     assert_int_equal(msv_client_send(carol, both, 2, "hi both", NULL, 0, NULL, (uint8_t[16]){0}),
                      MSV_ERR_AUTH);
-    assert_non_null(strstr(carol->why.message, "under two accounts"));
+    assert_non_null(strstr(carol->why.message, "with two keys"));
     /* alice's monitor finds her device under mallory's handle */
     assert_int_equal(monitor(alice, last), 1);
     assert_non_null(strstr(last, "this account's device"));
@@ -2209,6 +2210,104 @@ static void test_device_id_reused(void **state)
     msv_client_close(mallory);
     msv_client_close(bob);
     msv_client_close(carol);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A dishonest directory logs mallory's device under alice's second handle: the log is
+ * consistent, so others would accept it, but alice's monitor checks every handle of her
+ * account and raises the alarm; the handle's honest first leaf raised none.
+ */
+static void test_forged_device_under_second_handle(void **state)
+{
+    static struct msv_kt_entry e;
+    struct test_server s;
+    struct msv_client *alice, *mallory;
+    uint8_t *leaf = NULL, *forged = NULL;
+    size_t len = 0, forged_len = 0;
+    int64_t index = 0;
+    char last[400], code[7];
+
+    (void)state;
+    test_server_init(&s, "trust_store_log = true");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    mallory = client_for(&s, "mallory", "mallory@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* where watching starts */
+    assert_int_equal(msv_client_handle_add(alice, "+15550001"), MSV_OK);
+    test_server_code(&s, "+15550001", code);
+    assert_int_equal(msv_client_handle_verify(alice, "+15550001", code), MSV_OK);
+    assert_int_equal(monitor(alice, last), 0); /* the new handle lists alice's own devices */
+    test_server_stop(&s);
+    forge_leaf(&s, "mallory@example.org", NULL, 0, &leaf, &len, &index);
+    assert_int_equal(msv_kt_leaf_parse(leaf, len, &e), MSV_OK);
+    snprintf(e.handle, sizeof(e.handle), "+15550001");
+    assert_int_equal(msv_kt_leaf_encode(&e, &forged, &forged_len), MSV_OK);
+    append_leaf(&s, "+15550001", forged, forged_len);
+    test_server_start(&s);
+    drop_connection(alice);
+    assert_int_equal(monitor(alice, last), 1);
+    assert_non_null(strstr(last, "for this account, and this device was never told of it"));
+    free(leaf);
+    free(forged);
+    msv_client_close(alice);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A dishonest directory answers a lookup of alice's second handle with mallory's leaf (and
+ * devices): the leaf names another handle than the one asked, so bob refuses the answer, and
+ * his message to the handle reaches alice, nothing of it mallory.
+ */
+static void test_swapped_handle_answer(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *mallory, *bob;
+    msv_frame *devs = NULL;
+    uint8_t *leaf = NULL;
+    size_t len = 0;
+    int64_t index = 0;
+    char code[7];
+
+    (void)state;
+    test_server_init(&s, "trust_store_log = true");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    mallory = client_for(&s, "mallory", "mallory@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_handle_add(alice, "+15550001"), MSV_OK);
+    test_server_code(&s, "+15550001", code);
+    assert_int_equal(msv_client_handle_verify(alice, "+15550001", code), MSV_OK);
+    assert_int_equal(msv_client_devices(bob, "+15550001", &devs), MSV_OK);
+    assert_int_equal(devs->lookup_result->results[0]->devices[0]->device_id, alice->device_id);
+    msv_frame_free(devs);
+    devs = NULL;
+    test_server_stop(&s);
+    forge_leaf(&s, "mallory@example.org", NULL, 0, &leaf, &len, &index);
+    append_leaf(&s, "+15550001", leaf, len); /* mallory's own leaf, served for alice's handle */
+    test_server_start(&s);
+    drop_connection(bob);
+    drop_connection(alice);
+    drop_connection(mallory);
+    assert_int_equal(msv_client_devices(bob, "+15550001", &devs), MSV_ERR_AUTH);
+    assert_non_null(strstr(bob->why.message, "are not the ones its log holds"));
+    /* what bob knew of the handle (alice's devices) still holds: mallory gets nothing */
+    assert_int_equal(msv_client_send(bob, (const char *[]){"+15550001"}, 1, "hi", NULL, 0, NULL,
+                                     (uint8_t[16]){0}),
+                     MSV_OK);
+    {
+        size_t n = 0;
+
+        assert_int_equal(msv_client_receive(mallory, 500, NULL, NULL, &n), MSV_OK);
+        assert_int_equal(n, 0);
+        assert_int_equal(msv_client_receive(alice, 2000, NULL, NULL, &n), MSV_OK);
+        assert_int_equal(n, 1);
+    }
+    free(leaf);
+    msv_client_close(alice);
+    msv_client_close(mallory);
+    msv_client_close(bob);
     test_server_cleanup(&s);
 }
 
@@ -3722,6 +3821,8 @@ int main(void)
         cmocka_unit_test(test_gossip_reveals_fork),
         cmocka_unit_test(test_removed_device_stays_removed),
         cmocka_unit_test(test_device_id_reused),
+        cmocka_unit_test(test_forged_device_under_second_handle),
+        cmocka_unit_test(test_swapped_handle_answer),
         cmocka_unit_test(test_gossip_checks_both_heads),
         cmocka_unit_test(test_head_from_the_future),
         cmocka_unit_test(test_monitor_removed_device_returns),

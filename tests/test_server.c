@@ -1934,6 +1934,85 @@ static void test_suites_per_device(void **state)
     test_server_cleanup(&s);
 }
 
+/* Which queued envelope names whom: the sender handle of the newest one. */
+static void newest_sender(struct test_server *s, char *out, size_t len, size_t *count)
+{
+    struct test_queued *rows = NULL;
+    size_t n = test_server_queued(s, &rows);
+
+    snprintf(out, len, "%s", n > 0 ? rows[n - 1].sender_handle : "");
+    *count = n;
+    test_queued_free(rows, n);
+}
+
+/*
+ * A handle of the account added with the code sent to it; sends name the sender by the
+ * from_handle the device asks for, only one of its account's: another account's, an unknown
+ * one and a removed one are refused and queue nothing.
+ */
+static void test_handles_and_from_handle(void **state)
+{
+    struct test_server s;
+    struct test_device alice = {0}, bob = {0};
+    const char *bob_h = "bob@example.org";
+    uint8_t id[16], *wire = NULL;
+    size_t len = 0, queued = 0, before = 0;
+    char code[7], sender[128];
+    struct msv_refusal why;
+    struct msv_outgoing out;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &alice);
+    test_register(&s, bob_h, &bob);
+    assert_int_equal(msv_request_handle_change(alice.conn, MSV_HANDLE_ADD, "+15550001", NULL,
+                                               TEST_TIMEOUT_MS, &why),
+                     MSV_OK);
+    test_server_code(&s, "+15550001", code);
+    assert_int_equal(msv_request_handle_change(alice.conn, MSV_HANDLE_VERIFY, "+15550001", code,
+                                               TEST_TIMEOUT_MS, &why),
+                     MSV_OK);
+    assert_int_equal(msv_seal_suite(alice.id, msv_identity_public(bob.id), MSV_SUITE_MODERN,
+                                    (const uint8_t *)"x", 1, &wire, &len),
+                     MSV_OK);
+    out = (struct msv_outgoing){bob.device_id, MSV_SUITE_MODERN, wire, len};
+    {
+        struct msv_send_as as = {.from = "+15550001"};
+
+        msv_random_bytes(id, sizeof(id));
+        assert_int_equal(msv_request_send_as(alice.conn, id, &bob_h, 1, &out, 1, &as,
+                                             TEST_TIMEOUT_MS, NULL, &why),
+                         MSV_OK);
+        newest_sender(&s, sender, sizeof(sender), &before);
+        assert_string_equal(sender, "+15550001");
+        /* not alice's: refused, nothing queued */
+        as.from = bob_h;
+        assert_int_equal(msv_request_send_as(alice.conn, id, &bob_h, 1, &out, 1, &as,
+                                             TEST_TIMEOUT_MS, NULL, &why),
+                         MSV_ERR_INVALID);
+        assert_non_null(strstr(why.message, "not this account's"));
+        as.from = "nobody@example.org";
+        assert_int_equal(msv_request_send_as(alice.conn, id, &bob_h, 1, &out, 1, &as,
+                                             TEST_TIMEOUT_MS, NULL, &why),
+                         MSV_ERR_INVALID);
+        /* removed: no longer alice's */
+        assert_int_equal(msv_request_handle_change(alice.conn, MSV_HANDLE_REMOVE, "+15550001", NULL,
+                                                   TEST_TIMEOUT_MS, &why),
+                         MSV_OK);
+        as.from = "+15550001";
+        assert_int_equal(msv_request_send_as(alice.conn, id, &bob_h, 1, &out, 1, &as,
+                                             TEST_TIMEOUT_MS, NULL, &why),
+                         MSV_ERR_INVALID);
+        newest_sender(&s, sender, sizeof(sender), &queued);
+        assert_int_equal(queued, before);
+    }
+    free(wire);
+    test_device_free(&alice);
+    test_device_free(&bob);
+    test_server_cleanup(&s);
+}
+
 /* An unauthenticated LogRead of up to count leaves from start. */
 static msv_frame *log_read(struct msv_conn *c, uint64_t start, uint32_t count)
 {
@@ -2219,6 +2298,7 @@ int main(void)
         cmocka_unit_test(test_big_account_answers),
         cmocka_unit_test(test_revoked_connections_closed),
         cmocka_unit_test(test_health_and_metrics),
+        cmocka_unit_test(test_handles_and_from_handle),
     };
 
     if (msv_init() != MSV_OK)

@@ -398,6 +398,7 @@ static void test_migration_to_v3(void **state)
                      "DROP TRIGGER queue_usage_out; DROP TABLE reports; DROP TABLE invites;"
                      "DROP TABLE queue_refusals;"
                      "DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
+                     "DROP TABLE account_handles;"
                      "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
@@ -521,6 +522,118 @@ static void test_transparency_log(void **state)
         assert_int_equal(n, 2 + MSV_KT_DEVICES_MAX); /* the two logged on opening, and c's */
         msv_kt_recs_free(recs, n);
     }
+}
+
+static void assert_handles(struct fixture *f, uint64_t account, const char *want)
+{
+    char **h = NULL, got[256] = "";
+    size_t n = 0, o = 0;
+
+    assert_int_equal(OPS(f)->handles_of_account(IMPL(f), account, &h, &n), MSV_OK);
+    for (size_t i = 0; i < n; i++) {
+        o += (size_t)snprintf(got + o, sizeof(got) - o, "%s%s", i ? "," : "", h[i]);
+        free(h[i]);
+    }
+    free(h);
+    assert_string_equal(got, want);
+}
+
+/* 1 if handle's newest leaf is its tombstone; the devices it lists otherwise go to devs. */
+static int newest_leaf(struct fixture *f, const char *handle, char *devs, size_t len)
+{
+    struct msv_kt_rec leaf = {0};
+    struct msv_kt_entry e;
+    int deleted;
+
+    assert_int_equal(OPS(f)->kt_latest(IMPL(f), handle, &leaf), MSV_OK);
+    assert_int_equal(msv_kt_leaf_parse(leaf.leaf, leaf.leaf_len, &e), MSV_OK);
+    deleted = e.deleted;
+    if (!deleted)
+        leaf_devices(&leaf, handle, devs, len);
+    free(leaf.leaf);
+    return deleted;
+}
+
+/*
+ * Several handles of one account: each finds the account, each has its leaf of the account's
+ * devices, a device change writes every handle's leaf, a removed handle gets its tombstone,
+ * the last one stays, a taken one is refused, the cap holds; deletion tombstones them all.
+ */
+static void test_handles(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "a@x"), b = make_account(f, "b@x"), d1 = make_device(f, a), d2,
+             got = 0;
+    struct msv_account_deleted del = {0};
+    char devs[64], want[64];
+
+    assert_handles(f, a, "a@x");
+    assert_int_equal(OPS(f)->handle_add(IMPL(f), a, "+15550001", 3, 5000), MSV_OK);
+    assert_int_equal(OPS(f)->handle_add(IMPL(f), a, "a2@x", 3, 5001), MSV_OK);
+    assert_handles(f, a, "a@x,+15550001,a2@x");
+    assert_int_equal(OPS(f)->account_get(IMPL(f), "+15550001", &got, NULL), MSV_OK);
+    assert_int_equal(got, a);
+    /* operators and reports find the account by any of its handles */
+    {
+        uint64_t rid = 0;
+        int suspended = 0;
+
+        assert_int_equal(OPS(f)->report_add(IMPL(f), b, "+15550001", "spam", "", 1000, 0, 5, &rid),
+                         MSV_OK);
+        assert_int_equal(OPS(f)->account_set_suspended(IMPL(f), "a2@x", 1), MSV_OK);
+        assert_int_equal(OPS(f)->account_suspended(IMPL(f), a, &suspended), MSV_OK);
+        assert_true(suspended);
+        assert_int_equal(OPS(f)->account_set_suspended(IMPL(f), "+15550001", 0), MSV_OK);
+    }
+    /* the new handle's leaf lists the account's devices at once */
+    snprintf(want, sizeof(want), "%llu", (unsigned long long)d1);
+    assert_false(newest_leaf(f, "+15550001", devs, sizeof(devs)));
+    assert_string_equal(devs, want);
+    /* taken (by this account or another), over the cap: refused, nothing changed */
+    assert_int_equal(OPS(f)->handle_add(IMPL(f), a, "b@x", 5, 5002), MSV_ERR_EXISTS);
+    assert_int_equal(OPS(f)->handle_add(IMPL(f), b, "a2@x", 5, 5002), MSV_ERR_EXISTS);
+    assert_int_equal(OPS(f)->handle_add(IMPL(f), a, "a3@x", 3, 5002), MSV_ERR_TOO_BIG);
+    assert_int_equal(OPS(f)->account_get(IMPL(f), "a3@x", &got, NULL), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->account_create(IMPL(f), "+15550001", "$argon2id$x", 1, &got),
+                     MSV_ERR_EXISTS);
+    /* a device change writes a leaf for every handle */
+    d2 = make_device(f, a);
+    snprintf(want, sizeof(want), "%llu,%llu", (unsigned long long)d1, (unsigned long long)d2);
+    assert_false(newest_leaf(f, "a@x", devs, sizeof(devs)));
+    assert_string_equal(devs, want);
+    assert_false(newest_leaf(f, "a2@x", devs, sizeof(devs)));
+    assert_string_equal(devs, want);
+    /* removing: not the account's, then the first one (the next oldest takes its place) */
+    assert_int_equal(OPS(f)->handle_remove(IMPL(f), b, "a@x", 6000), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->handle_remove(IMPL(f), a, "a@x", 6000), MSV_OK);
+    assert_handles(f, a, "+15550001,a2@x");
+    assert_true(newest_leaf(f, "a@x", devs, sizeof(devs)));
+    assert_int_equal(OPS(f)->account_get(IMPL(f), "a@x", &got, NULL), MSV_ERR_NOT_FOUND);
+    {
+        char *first = NULL;
+
+        assert_int_equal(OPS(f)->account_handle(IMPL(f), a, &first), MSV_OK);
+        assert_string_equal(first, "+15550001");
+        free(first);
+    }
+    assert_int_equal(OPS(f)->handle_remove(IMPL(f), a, "a2@x", 6001), MSV_OK);
+    /* never the last */
+    assert_int_equal(OPS(f)->handle_remove(IMPL(f), a, "+15550001", 6002), MSV_ERR_INVALID);
+    assert_handles(f, a, "+15550001");
+    /* a removed handle is free: another account may prove it */
+    assert_int_equal(OPS(f)->handle_add(IMPL(f), b, "a@x", 3, 6003), MSV_OK);
+    assert_false(newest_leaf(f, "a@x", devs, sizeof(devs)));
+    /* deleting the account tombstones every handle it has */
+    assert_int_equal(OPS(f)->handle_add(IMPL(f), a, "a4@x", 3, 6004), MSV_OK);
+    assert_int_equal(OPS(f)->account_delete(IMPL(f), "a4@x", 7000, &del), MSV_OK);
+    assert_int_equal(del.account_id, a);
+    msv_account_deleted_clear(&del);
+    assert_true(newest_leaf(f, "+15550001", devs, sizeof(devs)));
+    assert_true(newest_leaf(f, "a4@x", devs, sizeof(devs)));
+    assert_int_equal(OPS(f)->account_get(IMPL(f), "+15550001", &got, NULL), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->handles_of_account(IMPL(f), a, &(char **){NULL}, &(size_t){0}),
+                     MSV_ERR_NOT_FOUND);
+    assert_handles(f, b, "b@x,a@x");
 }
 
 static void test_device_approval(void **state)
@@ -1249,7 +1362,8 @@ static void test_reopen_and_schema(void **state)
     /*
      * a database of version 6 gets version 7's index of attachments by owner, version 8's
      * queue counters, which start from what is queued, version 9's reports, version 10's
-     * invites and version 11's refused sends
+     * invites, version 11's refused sends and version 13's handles, which start from the
+     * accounts' own
      */
     reopen(f);
     assert_int_equal(OPS(f)->queue_put(IMPL(f),
@@ -1267,13 +1381,13 @@ static void test_reopen_and_schema(void **state)
              f->pg ? "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
                      " DROP TRIGGER queue_usage_in ON queue; DROP TRIGGER queue_usage_out ON queue;"
                      " DROP FUNCTION queue_usage_add; DROP FUNCTION queue_usage_sub;"
-                     " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals; UPDATE "
-                     "missive_schema SET version = 6;"
+                     " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
+                     " DROP TABLE account_handles; UPDATE missive_schema SET version = 6;"
                    : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
                      " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
                      " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
                      " DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
-                     " DELETE FROM schema_version WHERE version >= 7;");
+                     " DROP TABLE account_handles; DELETE FROM schema_version WHERE version >= 7;");
     reopen(f);
     raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
     assert_usage(f, 42, 1, 3);
@@ -1419,6 +1533,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_devices, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_to_v3, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transparency_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_approval, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_item_expiry, setup, teardown),
@@ -1445,6 +1560,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_account_delete, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_devices, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_transparency_log, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_handles, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_approval, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue_item_expiry, setup_pg, teardown),

@@ -20,6 +20,8 @@ struct msv_client {
     struct msv_client_db *db;
     struct msv_identity *id;
     char handle[257];
+    char from[257];     /* msv_client_send_from(): the handle sends name this account by */
+    char send_as[257];  /* while a send is made: the handle it names this account by ("": handle) */
     uint64_t device_id; /* 0 until registered */
     char host[256];
     uint16_t port;
@@ -115,6 +117,26 @@ MSV_MUST_CHECK msv_err msv_client_password_change(struct msv_client *c, const ch
 MSV_MUST_CHECK msv_err msv_client_password_reset(const char *host, uint16_t port,
                                                  const char *handle, const char *code,
                                                  const char *new_password, struct msv_refusal *why);
+
+/*
+ * The account's handles (docs/missive.md, "Handles"). handles: as the server lists them, the
+ * first one first (free with msv_handles_free). handle_add: the server sends a code to handle
+ * (MSV_ERR_EXISTS if an account has it, MSV_ERR_TOO_BIG at the account's limit);
+ * handle_verify makes it the account's with that code (MSV_ERR_AUTH: wrong or expired).
+ * handle_remove: never the last (MSV_ERR_INVALID; MSV_ERR_NOT_FOUND if not the account's);
+ * if it was this device's own, the account's first handle becomes it. The account's other
+ * devices are told (MSV_INCOMING_HANDLE). c->why holds the server's words for a refusal.
+ * send_from: the handle the next sends (to one person) name this account by, from then on
+ * for that person (MSV_ERR_NOT_FOUND if it is not the account's; NULL or "": the one used
+ * with them before, else the account's own).
+ */
+MSV_MUST_CHECK msv_err msv_client_handles(struct msv_client *c, char ***out, size_t *n);
+void msv_handles_free(char **handles, size_t n);
+MSV_MUST_CHECK msv_err msv_client_handle_add(struct msv_client *c, const char *handle);
+MSV_MUST_CHECK msv_err msv_client_handle_verify(struct msv_client *c, const char *handle,
+                                                const char *code);
+MSV_MUST_CHECK msv_err msv_client_handle_remove(struct msv_client *c, const char *handle);
+MSV_MUST_CHECK msv_err msv_client_send_from(struct msv_client *c, const char *handle);
 
 /* Linking by QR code (client/link.h). */
 struct msv_link_wait {
@@ -429,6 +451,8 @@ enum msv_incoming_kind {
     /* a send to this account was refused: a device's queue on the server is full (notice;
        status "queue_full") */
     MSV_INCOMING_QUOTA,
+    /* a handle of this account was added or removed (status "added", "removed"; handle) */
+    MSV_INCOMING_HANDLE,
 };
 
 struct msv_incoming {
@@ -443,6 +467,8 @@ struct msv_incoming {
     const char *status;
     const char *emoji; /* reactions: the emoji, "" when taken away */
     uint32_t timer_s;  /* timers: the new value in seconds, 0 for off */
+    /* MSV_INCOMING_HANDLE: the handle added or removed */
+    const char *handle;
 };
 
 /*

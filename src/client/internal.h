@@ -19,6 +19,18 @@
 /* a group message names the members (participants) of a group of at most this many */
 #define GROUP_LIST_MAX MSV_PARTICIPANTS_MAX
 
+/* Handles (client/handles.c): whether handle is this account's, as last listed. */
+int client_is_own_handle(struct msv_client *c, const char *handle);
+/* The handle a send to peer names this account by (c->send_as holds it). */
+const char *client_send_as(struct msv_client *c, const char *peer);
+/*
+ * A payload to two people, from sender: the handle of this account in it is the one to write
+ * to the other as from now on (the one they wrote to; or the one this account wrote as).
+ */
+msv_err client_note_addressed(struct msv_client *c, const char *sender, char *const *participants,
+                              size_t n);
+/* gone was removed from the account, whose first handle is now first. */
+msv_err client_handle_gone(struct msv_client *c, const char *gone, const char *first);
 /* What an approval signs: "MSV-approve-v1" || u8 len || handle || u64be device id || hash. */
 size_t client_approval_message(const char *handle, uint64_t device_id, const uint8_t hash[32],
                                uint8_t out[14 + 1 + 255 + 8 + 32]);

@@ -31,14 +31,18 @@
 #define MONITOR_OWN "kt_monitor_own" /* u64be: that entry's log index */
 #define SET_RECORD (8 + 32)
 
-/* Remembers the account's device set of log entry index (n records of SET_RECORD bytes). */
-static msv_err monitor_set_put(struct msv_client *c, uint64_t index, const uint8_t *set, size_t n)
+/*
+ * Remembers the account's device set of log entry index (n records of SET_RECORD bytes), and
+ * the index if the entry is of this device's own handle (the one monitor_newest looks up).
+ */
+static msv_err monitor_set_put(struct msv_client *c, uint64_t index, const uint8_t *set, size_t n,
+                               int self)
 {
     uint8_t v[8];
     msv_err err = msv_client_db_set(c->db, MONITOR_SET, set, n * SET_RECORD);
 
     msv_put_u64be(v, index);
-    return err == MSV_OK ? msv_client_db_set(c->db, MONITOR_OWN, v, sizeof(v)) : err;
+    return err == MSV_OK && self ? msv_client_db_set(c->db, MONITOR_OWN, v, sizeof(v)) : err;
 }
 
 static void removed_key(char key[128], const uint8_t record[SET_RECORD])
@@ -109,7 +113,9 @@ static msv_err monitor_removed(struct msv_client *c, const struct msv_kt_entry *
             on_alarm(ctx, warning);
     }
     free(prev);
-    return err == MSV_OK ? monitor_set_put(c, index, cur, e->n_devices) : err;
+    return err == MSV_OK
+               ? monitor_set_put(c, index, cur, e->n_devices, strcmp(e->handle, c->handle) == 0)
+               : err;
 }
 
 /* The log index of the account's newest entry the monitor read (UINT64_MAX: none yet). */
@@ -272,6 +278,36 @@ static msv_err monitor_tombstone(struct msv_client *c, const struct msv_kt_entry
     return client_new_account(c, e->handle);
 }
 
+/*
+ * Whether e is an entry of one of this account's handles. One that lists a device of this
+ * account under a handle this device does not know as its account's (added on another device
+ * since) makes it ask the server for the list: a server that lies so is then checked against
+ * what this device knows of its own devices, as for its own handle.
+ */
+static int own_entry(struct msv_client *c, const struct msv_kt_entry *e)
+{
+    char **handles = NULL;
+    size_t n = 0;
+
+    if (client_is_own_handle(c, e->handle))
+        return 1;
+    for (size_t i = 0; i < e->n_devices; i++) {
+        uint8_t *identity = NULL;
+        size_t len = 0;
+        uint32_t suite = 0;
+        msv_err err = msv_client_db_own_device_identity(c->db, e->devices[i].device_id, &suite,
+                                                        &identity, &len);
+
+        free(identity);
+        if (err != MSV_OK)
+            continue;
+        if (msv_client_handles(c, &handles, &n) == MSV_OK)
+            msv_handles_free(handles, n);
+        return client_is_own_handle(c, e->handle);
+    }
+    return 0;
+}
+
 /* Raises the alarm for each device of this account in leaf that this device was not told of. */
 static msv_err monitor_leaf(struct msv_client *c, const Msv__Wire__LogProof *p,
                             void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
@@ -281,10 +317,12 @@ static msv_err monitor_leaf(struct msv_client *c, const Msv__Wire__LogProof *p,
 
     if (msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) != MSV_OK)
         return MSV_OK; /* proven, so the server wrote it */
-    if (strcmp(e.handle, c->handle) != 0 && e.deleted)
+    if (!own_entry(c, &e) && e.deleted)
         return monitor_tombstone(c, &e, p->index, on_alarm, ctx, alarms);
-    if (strcmp(e.handle, c->handle) != 0)
+    if (!own_entry(c, &e))
         return monitor_foreign(c, &e, p->index, on_alarm, ctx, alarms);
+    if (e.deleted) /* a handle this account removed: it lists no device */
+        return MSV_OK;
     err = monitor_removed(c, &e, p->index, on_alarm, ctx, alarms);
     for (size_t i = 0; err == MSV_OK && i < e.n_devices; i++) {
         char warning[400], fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)";

@@ -737,7 +737,10 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
         return err;
     }
     keep_gossip(c, sender, p);
-    if ((err = client_take_profile(c, sender, p, on_message, ctx)) != MSV_OK) {
+    /* replies go as the handle they wrote to (docs/missive.md, "Handles") */
+    if ((!p->has_group && (err = client_note_addressed(c, sender, p->participants,
+                                                       p->participant_count)) != MSV_OK) ||
+        (err = client_take_profile(c, sender, p, on_message, ctx)) != MSV_OK) {
         msv_payload_free(p);
         return err;
     }
@@ -863,10 +866,12 @@ static void note_device_change(struct msv_client *c, const Msv__Wire__DeviceChan
     const Msv__Wire__DeviceInfo *d = dc->device;
     struct msv_public_identity *approver = NULL;
     uint8_t hash[32], msg[14 + 1 + 255 + 8 + 32], *id = NULL;
+    char signer[sizeof(c->handle)];
     size_t id_len = 0;
     uint32_t suite = 0;
     msv_err err;
 
+    snprintf(signer, sizeof(signer), "%s", c->handle);
     if (d->suite > 255 ||
         client_device_hash(d->suite, d->identity.data, d->identity.len, hash) != MSV_OK)
         return;
@@ -886,10 +891,17 @@ static void note_device_change(struct msv_client *c, const Msv__Wire__DeviceChan
     err = msv_client_db_own_device_identity(c->db, dc->approver, &suite, &id, &id_len);
     if (err == MSV_OK)
         err = msv_public_identity_parse((enum msv_suite)suite, id, id_len, &approver);
+    /* the approver signed the handle it goes by, one of this account's (it may be another
+     * than this device's own) */
+    if (err == MSV_OK && dc->handle.len < sizeof(signer) &&
+        memchr(dc->handle.data, '\0', dc->handle.len) == NULL) {
+        memcpy(signer, dc->handle.data, dc->handle.len);
+        signer[dc->handle.len] = '\0';
+    }
     if (err == MSV_OK)
-        err = msv_public_identity_verify(
-            approver, msg, client_approval_message(c->handle, d->device_id, hash, msg),
-            dc->approval.data, dc->approval.len);
+        err = msv_public_identity_verify(approver, msg,
+                                         client_approval_message(signer, d->device_id, hash, msg),
+                                         dc->approval.data, dc->approval.len);
     if (err == MSV_OK)
         err = msv_client_db_own_device_put(c->db, d->device_id, hash, d->suite, d->identity.data,
                                            d->identity.len, 0);
@@ -935,6 +947,37 @@ static void account_notice(const struct msv_client *c, const Msv__Wire__DeviceCh
     on_message(ctx, &in);
 }
 
+/*
+ * A handle of this account was added or removed by another of its devices: the list of its
+ * handles is read again, and a device whose own handle went takes the account's first.
+ */
+static void handle_notice(struct msv_client *c, const Msv__Wire__DeviceChange *dc,
+                          void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+{
+    const ProtobufCBinaryData *h =
+        dc->handle_added.len > 0 ? &dc->handle_added : &dc->handle_removed;
+    char handle[MSV_HANDLE_MAX + 1], first[MSV_HANDLE_MAX + 1], notice[600];
+    struct msv_incoming in = {.kind = MSV_INCOMING_HANDLE, .notice = notice, .handle = handle};
+
+    if (h->len > MSV_HANDLE_MAX || dc->handle.len > MSV_HANDLE_MAX ||
+        memchr(h->data, '\0', h->len) != NULL || memchr(dc->handle.data, '\0', dc->handle.len))
+        return;
+    memcpy(handle, h->data, h->len);
+    handle[h->len] = '\0';
+    memcpy(first, dc->handle.data, dc->handle.len);
+    first[dc->handle.len] = '\0';
+    in.status = dc->handle_added.len > 0 ? "added" : "removed";
+    if (dc->handle_removed.len > 0)
+        (void)client_handle_gone(c, handle, first);
+    else
+        (void)client_handle_gone(c, "", first); /* the list only */
+    snprintf(notice, sizeof(notice), "the handle %s was %s this account by device %llu", handle,
+             dc->handle_added.len > 0 ? "added to" : "removed from",
+             (unsigned long long)dc->by_device);
+    if (on_message != NULL)
+        on_message(ctx, &in);
+}
+
 static void take_notice(struct msv_client *c, const Msv__Wire__Deliver *d,
                         void (*on_message)(void *, const struct msv_incoming *), void *ctx)
 {
@@ -943,7 +986,9 @@ static void take_notice(struct msv_client *c, const Msv__Wire__Deliver *d,
 
     if (dc == NULL)
         return;
-    if (dc->device == NULL)
+    if (dc->device == NULL && (dc->handle_added.len > 0 || dc->handle_removed.len > 0))
+        handle_notice(c, dc, on_message, ctx);
+    else if (dc->device == NULL)
         account_notice(c, dc, on_message, ctx);
     if (dc->device != NULL && dc->added)
         note_device_change(c, dc);

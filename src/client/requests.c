@@ -228,6 +228,20 @@ msv_err msv_request_send_expiring(struct msv_conn *c, const uint8_t message_id[1
                                   const uint8_t *delivery_token, uint32_t expire_after_s,
                                   int timeout_ms, msv_frame **current, struct msv_refusal *why)
 {
+    struct msv_send_as as = {.delivery_token = delivery_token, .expire_after_s = expire_after_s};
+
+    return msv_request_send_as(c, message_id, handles, n_handles, envelopes, n, &as, timeout_ms,
+                               current, why);
+}
+
+msv_err msv_request_send_as(struct msv_conn *c, const uint8_t message_id[16],
+                            const char *const *handles, size_t n_handles,
+                            const struct msv_outgoing *envelopes, size_t n,
+                            const struct msv_send_as *as, int timeout_ms, msv_frame **current,
+                            struct msv_refusal *why)
+{
+    const uint8_t *delivery_token = as->delivery_token;
+    uint32_t expire_after_s = as->expire_after_s;
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__SendRequest send = MSV__WIRE__SEND_REQUEST__INIT;
     Msv__Wire__Envelope *env = calloc(n ? n : 1, sizeof(*env));
@@ -257,6 +271,8 @@ msv_err msv_request_send_expiring(struct msv_conn *c, const uint8_t message_id[1
     if (delivery_token != NULL)
         send.delivery_token = (ProtobufCBinaryData){16, (uint8_t *)delivery_token};
     send.expire_after_s = expire_after_s;
+    if (as->from != NULL)
+        send.from_handle = text(as->from);
     req.body_case = MSV__WIRE__FRAME__BODY_SEND;
     req.send = &send;
     err = run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, &answer);
@@ -605,4 +621,42 @@ msv_err msv_request_blob_download(struct msv_conn *c, const uint8_t blob_id[32],
     *data = m.buf;
     *len = m.got;
     return MSV_OK;
+}
+
+/* ---- handles of the account (frame.proto HandleAdd ...) ------------------------------- */
+
+msv_err msv_request_handle_change(struct msv_conn *c, int what, const char *handle,
+                                  const char *code, int timeout_ms, struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__HandleAdd add = MSV__WIRE__HANDLE_ADD__INIT;
+    Msv__Wire__HandleVerify verify = MSV__WIRE__HANDLE_VERIFY__INIT;
+    Msv__Wire__HandleRemove remove = MSV__WIRE__HANDLE_REMOVE__INIT;
+
+    if (what == MSV_HANDLE_ADD) {
+        add.handle = text(handle);
+        req.body_case = MSV__WIRE__FRAME__BODY_HANDLE_ADD;
+        req.handle_add = &add;
+    } else if (what == MSV_HANDLE_VERIFY) {
+        verify.handle = text(handle);
+        verify.code = text(code);
+        req.body_case = MSV__WIRE__FRAME__BODY_HANDLE_VERIFY;
+        req.handle_verify = &verify;
+    } else {
+        remove.handle = text(handle);
+        req.body_case = MSV__WIRE__FRAME__BODY_HANDLE_REMOVE;
+        req.handle_remove = &remove;
+    }
+    return run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, NULL);
+}
+
+msv_err msv_request_handle_list(struct msv_conn *c, int timeout_ms, msv_frame **answer,
+                                struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__HandleListRequest list = MSV__WIRE__HANDLE_LIST_REQUEST__INIT;
+
+    req.body_case = MSV__WIRE__FRAME__BODY_HANDLE_LIST_REQUEST;
+    req.handle_list_request = &list;
+    return run(c, &req, MSV__WIRE__FRAME__BODY_HANDLE_LIST, timeout_ms, why, answer);
 }

@@ -100,6 +100,27 @@ MSV_MUST_CHECK msv_err msv_request_send(struct msv_conn *c, const uint8_t messag
                                         const uint8_t *delivery_token, int timeout_ms,
                                         msv_frame **current, struct msv_refusal *why);
 /* The same, asking the relay to drop copies still undelivered after expire_after_s (0: never). */
+/* What else a send says: msv_request_send_expiring's, and the handle it is from (may be NULL). */
+struct msv_send_as {
+    const uint8_t *delivery_token;
+    uint32_t expire_after_s;
+    const char *from; /* frame.proto SendRequest.from_handle */
+};
+MSV_MUST_CHECK msv_err msv_request_send_as(struct msv_conn *c, const uint8_t message_id[16],
+                                           const char *const *handles, size_t n_handles,
+                                           const struct msv_outgoing *envelopes, size_t n,
+                                           const struct msv_send_as *as, int timeout_ms,
+                                           msv_frame **current, struct msv_refusal *why);
+/*
+ * The account's handles (frame.proto HandleAdd, HandleVerify, HandleRemove; code only for
+ * MSV_HANDLE_VERIFY). handle_list: *answer (a HandleList; free with msv_frame_free).
+ */
+enum { MSV_HANDLE_ADD, MSV_HANDLE_VERIFY, MSV_HANDLE_REMOVE };
+MSV_MUST_CHECK msv_err msv_request_handle_change(struct msv_conn *c, int what, const char *handle,
+                                                 const char *code, int timeout_ms,
+                                                 struct msv_refusal *why);
+MSV_MUST_CHECK msv_err msv_request_handle_list(struct msv_conn *c, int timeout_ms,
+                                               msv_frame **answer, struct msv_refusal *why);
 MSV_MUST_CHECK msv_err msv_request_send_expiring(struct msv_conn *c, const uint8_t message_id[16],
                                                  const char *const *handles, size_t n_handles,
                                                  const struct msv_outgoing *envelopes, size_t n,

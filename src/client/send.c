@@ -60,6 +60,9 @@ static const char *suites_text(const struct msv_public_identity *pub, char out[4
     return out;
 }
 
+/* The handle this send names this account by (client_send_as). */
+#define SEND_AS(c) ((c)->send_as[0] != '\0' ? (c)->send_as : (c)->handle)
+
 /*
  * Seals pt for every device listed, except this one: with a session where
  * there is one (or can be started from the device's prekeys), else in the
@@ -124,7 +127,7 @@ static msv_err seal_for(struct msv_client *c, Msv__Wire__HandleDevices *const *h
                 err = msv_sessions_seal(c, peer, d->device_id, pub, suite, pt, pt_len, &inner,
                                         &inner_len);
                 if (err == MSV_OK)
-                    err = msv_sealed_wrap(c->id, pub, c->handle, c->device_id, inner, inner_len,
+                    err = msv_sealed_wrap(c->id, pub, SEND_AS(c), c->device_id, inner, inner_len,
                                           &s->wires[s->count], &len);
                 free(inner);
             }
@@ -296,16 +299,22 @@ static msv_err send_once(struct msv_client *c, const uint8_t id[16], const char 
                          const uint8_t *pt, size_t pt_len, const uint8_t *token, msv_frame **fresh)
 {
     struct sealed_set s = {0};
+    struct msv_send_as as = {0};
     msv_err err = check_verified(c, hds, n_hds);
 
     if (err == MSV_OK)
         err = seal_for(c, hds, n_hds, pt, pt_len, token != NULL, &s);
     if (err == MSV_OK && token != NULL && c->sealed_conn == NULL)
         err = client_plain_conn(c, &c->sealed_conn);
+    /* the other people see this account as SEND_AS; its own devices as it authenticated */
+    as.delivery_token = token;
+    as.expire_after_s = relay_expiry(pt, pt_len);
+    if (token == NULL && strcmp(SEND_AS(c), c->handle) != 0 &&
+        !(n == 1 && strcmp(handles[0], c->handle) == 0))
+        as.from = SEND_AS(c);
     if (err == MSV_OK)
-        err = msv_request_send_expiring(token != NULL ? c->sealed_conn : c->conn, id, handles, n,
-                                        s.out, s.count, token, relay_expiry(pt, pt_len), TIMEOUT_MS,
-                                        fresh, &c->why);
+        err = msv_request_send_as(token != NULL ? c->sealed_conn : c->conn, id, handles, n, s.out,
+                                  s.count, &as, TIMEOUT_MS, fresh, &c->why);
     if (err == MSV_ERR_IO && token != NULL) {
         msv_conn_close(c->sealed_conn);
         c->sealed_conn = NULL;
@@ -607,11 +616,16 @@ static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const ch
 {
     const char **plain = calloc(n + 1, sizeof(*plain));
     size_t n_plain = 0;
+    int own = 0; /* this account's devices get theirs apart when it goes by another handle */
     msv_err err = plain ? msv_client_connect(c) : MSV_ERR_NOMEM;
 
     for (size_t i = 0; i < n && err == MSV_OK; i++) {
         uint8_t token[16];
 
+        if (strcmp(SEND_AS(c), c->handle) != 0 && client_is_own_handle(c, targets[i])) {
+            own = 1;
+            continue;
+        }
         if (strcmp(targets[i], c->handle) != 0 &&
             msv_sessions_token_for(c, targets[i], token) == MSV_OK) {
             err = deliver_group(c, id, &targets[i], 1, pt, pt_len, token);
@@ -628,6 +642,8 @@ static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const ch
     }
     if (err == MSV_OK && n_plain > 0)
         err = deliver_group(c, id, plain, n_plain, pt, pt_len, NULL);
+    if (err == MSV_OK && own)
+        err = deliver_group(c, id, (const char *const[]){c->handle}, 1, pt, pt_len, NULL);
     free(plain);
     return err;
 }
@@ -678,7 +694,10 @@ msv_err client_flush_outbox(struct msv_client *c)
 {
     struct msv_outbox_rec *o = NULL;
     size_t n = 0;
+    char send_as[sizeof(c->send_as)]; /* of a send that connected, and so flushes first */
     msv_err err = msv_client_db_outbox(c->db, &o, &n);
+
+    memcpy(send_as, c->send_as, sizeof(send_as));
 
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         struct msv_payload *p = NULL;
@@ -694,6 +713,12 @@ msv_err client_flush_outbox(struct msv_client *c)
             msv_payload_free(p); /* queued before the block: it waits until the unblock */
             continue;
         }
+        /* sent again as what it named this account by */
+        c->send_as[0] = '\0';
+        for (size_t k = 0; !p->has_group && k < p->participant_count; k++)
+            if (strcmp(p->participants[k], c->handle) != 0 &&
+                client_is_own_handle(c, p->participants[k]))
+                snprintf(c->send_as, sizeof(c->send_as), "%s", p->participants[k]);
         /* a big group's message and a group change name no participants: the outbox does */
         if (p->participant_count == 0)
             err = client_members_of(o[i].recipients, &to, &n_to);
@@ -710,6 +735,7 @@ msv_err client_flush_outbox(struct msv_client *c)
             err = msv_client_db_outbox_settle(c->db, o[i].message_id, "failed");
         msv_payload_free(p);
     }
+    memcpy(c->send_as, send_as, sizeof(send_as));
     msv_outbox_free(o, n);
     return err;
 }
@@ -804,7 +830,7 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
                             const struct msv_file *files, size_t n_files,
                             void (*progress)(uint64_t, uint64_t), uint8_t message_id[16])
 {
-    const char **targets = NULL;
+    const char **targets = NULL, **shown = NULL;
     struct msv_attachment_ref refs[MSV_ATTACHMENTS_MAX];
     char uris[MSV_ATTACHMENTS_MAX][80], preview[LONG_TEXT_PREVIEW + 4], profile_uri[81];
     struct msv_message_rec rec = {.outgoing = 1, .status = "queued"};
@@ -818,6 +844,10 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
         return MSV_ERR_INVALID;
     if ((targets = calloc(n_in + 1, sizeof(*targets))) == NULL)
         return MSV_ERR_NOMEM;
+    /* to one other person: as the handle used with them (docs/missive.md, "Handles") */
+    c->send_as[0] = '\0';
+    if (n_in == 1 && !p->has_group && !client_is_own_handle(c, targets_in[0]))
+        (void)client_send_as(c, targets_in[0]);
     memset(refs, 0, sizeof(refs));
     /* the targets and this account, each once: its other devices get a copy; nothing at all
      * goes to a blocked handle (a group's other members still get theirs) */
@@ -861,7 +891,15 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
      * hold the group */
     if (p->participants == NULL && t <= GROUP_LIST_MAX &&
         !(p->has_group && p->kind == MSV_KIND_GROUP_CHANGE)) {
-        p->participants = (char **)targets;
+        /* naming this account as the others see it, never by a handle they were not given */
+        shown = calloc(t + 1, sizeof(*shown));
+        if (shown == NULL) {
+            err = MSV_ERR_NOMEM;
+            goto out;
+        }
+        for (size_t k = 0; k < t; k++)
+            shown[k] = strcmp(targets[k], c->handle) == 0 ? SEND_AS(c) : targets[k];
+        p->participants = (char **)shown;
         p->participant_count = t;
     }
     /* the receivers' key to send to this device sealed (its delivery token's key; only
@@ -915,10 +953,12 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
     if (err == MSV_OK)
         err = msv_client_db_outbox_settle(c->db, p->message_id, "sent");
 out:
-    if (p->participants == (char **)targets) {
+    if (shown != NULL && p->participants == (char **)shown) {
         p->participants = NULL;
         p->participant_count = 0;
     }
+    free(shown);
+    c->send_as[0] = '\0';
     msv_secret_free(pt, pt_len);
     sodium_memzero(refs, sizeof(refs)); /* the attachment keys */
     free(stored);

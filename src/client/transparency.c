@@ -217,9 +217,10 @@ static void handle_pin_key(char key[300], const uint8_t *handle, size_t handle_l
              (const char *)handle);
 }
 
+/* The SHA-256 of the key the log gave a device id (docs/transparency.md, check 6). */
 static void device_pin_key(char key[48], uint64_t device_id)
 {
-    snprintf(key, 48, "kt_device:%llu", (unsigned long long)device_id);
+    snprintf(key, 48, "kt_device_key:%llu", (unsigned long long)device_id);
 }
 
 /* The log index of the newest entry of handle accepted, and when: MSV_ERR_NOT_FOUND if none. */
@@ -253,14 +254,19 @@ int msv_kt_lookup_is_due(struct msv_client_db *db, const char *handle, int64_t n
     return now_ms - when >= MSV_KT_RELOOKUP_MS || when > now_ms;
 }
 
-/* A device id listed under handle is not one the log gave to another handle (here, or before). */
+/*
+ * A device id listed under handle has the key the log gave it (here, under any handle, or
+ * before): a device id has one key forever, whichever handles of its account list it.
+ */
 static msv_err check_device_owner(struct msv_client_db *db, const Msv__Wire__LookupResponse *r,
-                                  size_t at, uint64_t device_id, char *why, size_t len)
+                                  size_t at, const Msv__Wire__DeviceInfo *dev, char *why,
+                                  size_t len)
 {
     const ProtobufCBinaryData *handle = &r->results[at]->handle;
     int handle_len = handle->len < 256 ? (int)handle->len : 256;
+    unsigned long long id = (unsigned long long)dev->device_id;
     char key[48];
-    uint8_t *owner = NULL;
+    uint8_t *owner = NULL, hash[32];
     size_t owner_len = 0;
     msv_err err;
 
@@ -268,25 +274,27 @@ static msv_err check_device_owner(struct msv_client_db *db, const Msv__Wire__Loo
         const Msv__Wire__HandleDevices *other = r->results[i];
 
         for (size_t d = 0; d < other->n_devices; d++) {
-            if (other->devices[d]->device_id == device_id &&
-                (other->handle.len != handle->len ||
-                 memcmp(other->handle.data, handle->data, handle->len) != 0))
-                return refuse(
-                    why, len, "the directory lists device %llu under two accounts, %.*s and %.*s",
-                    (unsigned long long)device_id, (int)other->handle.len,
-                    (const char *)other->handle.data, handle_len, (const char *)handle->data);
+            const Msv__Wire__DeviceInfo *o = other->devices[d];
+
+            if (o->device_id == dev->device_id &&
+                (o->identity.len != dev->identity.len ||
+                 memcmp(o->identity.data, dev->identity.data, dev->identity.len) != 0))
+                return refuse(why, len,
+                              "the directory lists device %llu with two keys, under %.*s and %.*s",
+                              id, (int)other->handle.len, (const char *)other->handle.data,
+                              handle_len, (const char *)handle->data);
         }
     }
-    device_pin_key(key, device_id);
+    crypto_hash_sha256(hash, dev->identity.data, dev->identity.len);
+    device_pin_key(key, dev->device_id);
     err = msv_client_db_get(db, key, &owner, &owner_len);
     if (err == MSV_ERR_NOT_FOUND)
         return MSV_OK;
-    if (err == MSV_OK && (owner_len != handle->len || memcmp(owner, handle->data, owner_len) != 0))
+    if (err == MSV_OK && (owner_len != sizeof(hash) || sodium_memcmp(owner, hash, owner_len) != 0))
         err = refuse(why, len,
-                     "the directory lists device %llu under %.*s, but its log gave that device "
-                     "to %.*s before: a device belongs to one account, so this answer is forged",
-                     (unsigned long long)device_id, handle_len, (const char *)handle->data,
-                     (int)(owner_len < 256 ? owner_len : 256), (const char *)owner);
+                     "the directory lists device %llu under %.*s with another key than its log "
+                     "gave that device before: a device keeps its key, so this answer is forged",
+                     id, handle_len, (const char *)handle->data);
     free(owner);
     return err;
 }
@@ -519,8 +527,11 @@ static msv_err pin_results(struct msv_client_db *db, const Msv__Wire__LookupResp
         msv_put_u64be(v + 8, (uint64_t)msv_wall_ms());
         err = msv_client_db_set(db, key, v, sizeof(v));
         for (size_t d = 0; err == MSV_OK && d < hd->n_devices; d++) {
+            uint8_t hash[32];
+
+            crypto_hash_sha256(hash, hd->devices[d]->identity.data, hd->devices[d]->identity.len);
             device_pin_key(key, hd->devices[d]->device_id);
-            err = msv_client_db_set(db, key, hd->handle.data, hd->handle.len);
+            err = msv_client_db_set(db, key, hash, sizeof(hash));
         }
     }
     return err;
@@ -607,7 +618,7 @@ msv_err msv_kt_check_lookup(struct msv_client_db *db, const Msv__Wire__LookupRes
         if (err == MSV_OK)
             err = check_deletion(db, hd, why, why_len);
         for (size_t d = 0; err == MSV_OK && d < hd->n_devices; d++)
-            err = check_device_owner(db, r, i, hd->devices[d]->device_id, why, why_len);
+            err = check_device_owner(db, r, i, hd->devices[d], why, why_len);
     }
     if (err == MSV_OK)
         err = accept_answer(db, &a, &head, pin);

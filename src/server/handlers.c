@@ -232,6 +232,34 @@ static int handle_deleted(struct msv_server *s, const char *handle)
     return deleted;
 }
 
+/*
+ * A device whose handle was removed from its account (HandleRemove) while it was away still
+ * authenticates, as its account under the account's first handle (put in handle), and learns
+ * of the change from the notice that waits for it. MSV_ERR_NOT_FOUND if there is no such
+ * approved device (a deleted account's devices are gone).
+ */
+static msv_err handle_moved(struct msv_server *s, uint64_t device_id, char *handle,
+                            uint64_t *account)
+{
+    struct msv_device_rec dev = {0};
+    char *first = NULL;
+    msv_err err = STORE(s)->device_get(IMPL(s), device_id, &dev);
+
+    if (err == MSV_OK && !dev.approved)
+        err = MSV_ERR_NOT_FOUND;
+    if (err == MSV_OK)
+        err = STORE(s)->account_handle(IMPL(s), dev.account_id, &first);
+    if (err == MSV_OK && strlen(first) > MSV_HANDLE_MAX)
+        err = MSV_ERR_NOT_FOUND;
+    if (err == MSV_OK) {
+        memcpy(handle, first, strlen(first) + 1);
+        *account = dev.account_id;
+    }
+    free(first);
+    msv_device_rec_clear(&dev);
+    return err;
+}
+
 /* Checks the device's signature over context || nonce || TLS exporter. */
 static msv_err verify_auth(struct msv_conn_state *c, const struct msv_device_rec *dev,
                            ProtobufCBinaryData sig)
@@ -289,6 +317,8 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
     c->challenged = 0; /* one attempt per challenge */
     if (normalise_handle(a->handle, handle)) {
         err = STORE(s)->account_get(IMPL(s), handle, &account, NULL);
+        if (err == MSV_ERR_NOT_FOUND)
+            err = handle_moved(s, a->device_id, handle, &account);
         if (err == MSV_OK)
             err = STORE(s)->device_get(IMPL(s), a->device_id, &dev);
         if (err == MSV_ERR_NOT_FOUND ||
@@ -410,6 +440,26 @@ static msv_err may_register(struct msv_conn_state *c, uint64_t request_id,
     return MSV_ERR_AUTH;
 }
 
+/*
+ * Keeps hash (wiped here) as handle's pending code, then sends code to the handle through the
+ * verification hook and answers Ok; a refusal (put_code) is answered instead.
+ */
+static void send_code(struct msv_conn_state *c, uint64_t request_id, const char *handle,
+                      const char *code, uint8_t hash[32])
+{
+    struct msv_server *s = c->w->srv;
+    msv_err err = put_code(c, request_id, handle, hash);
+
+    sodium_memzero(hash, 32);
+    if (err != MSV_OK)
+        return;
+    if (strcmp(s->cfg.verification, "hook") == 0)
+        msv_server_run_hook(s->cfg.verification_hook, handle, code);
+    else /* dev mode: the operator reads the code from the log */
+        msv_log(MSV_LOG_INFO, "verification_code", "handle=%s code=%s", handle, code);
+    msv_conn_send_ok(c, request_id);
+}
+
 static void handle_register_start(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
@@ -435,20 +485,13 @@ static void handle_register_start(struct msv_conn_state *c, const msv_frame *f)
     if (err == MSV_ERR_NOT_FOUND &&
         may_register(c, f->request_id, &f->register_start->invite, 0, hash) != MSV_OK)
         return;
+    if (err != MSV_ERR_NOT_FOUND) {
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        return;
+    }
     snprintf(code, sizeof(code), "%06u", (unsigned)randombytes_uniform(1000000));
     code_hash(handle, code, hash);
-    if (err == MSV_ERR_NOT_FOUND)
-        err = put_code(c, f->request_id, handle, hash);
-    else
-        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
-    sodium_memzero(hash, sizeof(hash));
-    if (err != MSV_OK)
-        return;
-    if (strcmp(s->cfg.verification, "hook") == 0)
-        msv_server_run_hook(s->cfg.verification_hook, handle, code);
-    else /* dev mode: the operator reads the code from the log */
-        msv_log(MSV_LOG_INFO, "verification_code", "handle=%s code=%s", handle, code);
-    msv_conn_send_ok(c, f->request_id);
+    send_code(c, f->request_id, handle, code, hash);
 }
 
 /*
@@ -734,14 +777,37 @@ static void queue_notice(struct msv_server *s, uint64_t account_id, uint64_t exc
     msv_device_list_clear(&list);
 }
 
+/* handle's entry in the directory changed (also: it is gone), on every node. */
+static void directory_changed(struct msv_server *s, const char *handle)
+{
+    msv_dircache_drop(&s->dir, handle); /* sends address the new set from now on */
+    msv_kt_log_grown(&s->kt);           /* and lookups answer from the log's new leaf */
+    msv_cluster_directory_changed(s->cluster, handle); /* on every node */
+}
+
+/* The device set of every handle of the account changed (each has a new leaf). */
+static void account_directory_changed(struct msv_server *s, uint64_t account_id, const char *handle)
+{
+    char **handles = NULL;
+    size_t n = 0;
+
+    directory_changed(s, handle);
+    if (STORE(s)->handles_of_account(IMPL(s), account_id, &handles, &n) != MSV_OK)
+        return; /* the cache's entries age out (dircache.h) */
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(handles[i], handle) != 0)
+            directory_changed(s, handles[i]);
+        free(handles[i]);
+    }
+    free(handles);
+}
+
 void msv_notify_device_change(struct msv_server *s, uint64_t account_id, const char *handle,
                               uint64_t except_device, int added, int pending,
                               const struct msv_device_rec *dev, uint64_t approver,
                               ProtobufCBinaryData approval)
 {
-    msv_dircache_drop(&s->dir, handle); /* sends address the new set from now on */
-    msv_kt_log_grown(&s->kt);           /* and lookups answer from the log's new leaf */
-    msv_cluster_directory_changed(s->cluster, handle); /* on every node */
+    account_directory_changed(s, account_id, handle);
     Msv__Wire__DeviceChange dc = MSV__WIRE__DEVICE_CHANGE__INIT;
     Msv__Wire__DeviceInfo info = MSV__WIRE__DEVICE_INFO__INIT;
 
@@ -836,15 +902,26 @@ static void handle_password_change(struct msv_conn_state *c, const msv_frame *f)
 msv_err msv_server_delete_account(struct msv_server *s, const char *handle)
 {
     struct msv_account_deleted del = {0};
-    msv_err err = STORE(s)->account_delete(IMPL(s), handle, msv_server_now_ms(s), &del);
+    char **handles = NULL;
+    size_t n = 0;
+    uint64_t account = 0;
+    msv_err err = STORE(s)->account_get(IMPL(s), handle, &account, NULL);
 
+    /* every handle of the account: sends to any are refused, lookups answer tombstones */
+    if (err == MSV_OK)
+        err = STORE(s)->handles_of_account(IMPL(s), account, &handles, &n);
+    if (err == MSV_OK)
+        err = STORE(s)->account_delete(IMPL(s), handle, msv_server_now_ms(s), &del);
+    for (size_t i = 0; i < n; i++) {
+        if (err == MSV_OK)
+            directory_changed(s, handles[i]);
+        free(handles[i]);
+    }
+    free(handles);
     if (err != MSV_OK)
         return err;
     for (size_t i = 0; i < del.n_blobs; i++)
         s->blobs->ops->remove(s->blobs->impl, del.blobs[i]);
-    msv_dircache_drop(&s->dir, handle); /* sends to it are refused from now on */
-    msv_kt_log_grown(&s->kt);           /* and lookups answer its tombstone */
-    msv_cluster_directory_changed(s->cluster, handle);
     for (size_t i = 0; i < del.n_devices; i++)
         msv_server_wake(s, del.devices[i] | MSV_WAKE_CLOSE);
     msv_log(MSV_LOG_INFO, "account_deleted", "account=%llu devices=%zu attachments=%zu",
@@ -1114,6 +1191,253 @@ static void handle_provision_put(struct msv_conn_state *c, const msv_frame *f)
         return;
     }
     msv_conn_send_ok(c, f->request_id);
+}
+
+/* ---- handles of an account (docs/wire.md, "Handles") ---------------------------------- */
+
+#define HANDLES_MAX 10 /* per account */
+
+/* The code HandleAdd sends proves the handle for the asking account's HandleVerify only. */
+static void handle_code_hash(uint64_t account, const char *handle, const char *code,
+                             uint8_t out[32])
+{
+    char label[48];
+
+    snprintf(label, sizeof(label), "MSV-handle-v1:%llu", (unsigned long long)account);
+    labelled_code_hash(label, handle, code, out);
+}
+
+/* The account's handles; *n is 0 (and an answer sent) if storage failed. */
+static char **own_handles(struct msv_conn_state *c, uint64_t request_id, size_t *n)
+{
+    struct msv_server *s = c->w->srv;
+    char **handles = NULL;
+
+    *n = 0;
+    if (STORE(s)->handles_of_account(IMPL(s), c->account_id, &handles, n) != MSV_OK) {
+        send_unavailable(c, request_id);
+        *n = 0;
+        return NULL;
+    }
+    return handles;
+}
+
+static void free_handles(char **handles, size_t n)
+{
+    for (size_t i = 0; handles != NULL && i < n; i++)
+        free(handles[i]);
+    free(handles);
+}
+
+/* 1 if handle is one of handles. */
+static int handle_listed(char *const *handles, size_t n, const char *handle)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(handles[i], handle) == 0)
+            return 1;
+    return 0;
+}
+
+/* Tells the account's other devices that a handle was added or removed. */
+static void notify_handle(struct msv_conn_state *c, const char *handle, int added)
+{
+    struct msv_server *s = c->w->srv;
+    Msv__Wire__DeviceChange dc = MSV__WIRE__DEVICE_CHANGE__INIT;
+    ProtobufCBinaryData which = {strlen(handle), (uint8_t *)handle};
+    char *first = NULL;
+
+    if (STORE(s)->account_handle(IMPL(s), c->account_id, &first) != MSV_OK)
+        return; /* the change stands; the devices see it in their next HandleList */
+    dc.handle.data = (uint8_t *)first;
+    dc.handle.len = strlen(first);
+    dc.by_device = c->device_id;
+    if (added)
+        dc.handle_added = which;
+    else
+        dc.handle_removed = which;
+    queue_notice(s, c->account_id, c->device_id, &dc);
+    free(first);
+}
+
+static void handle_handle_add(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    char handle[MSV_HANDLE_MAX + 1], code[8], **handles = NULL;
+    uint8_t hash[32];
+    uint64_t account = 0;
+    size_t n = 0;
+    msv_err err;
+
+    if (!rate_ok(c, f->request_id))
+        return;
+    if (!normalise_handle(f->handle_add->handle, handle)) {
+        msv_conn_send_error(c, f->request_id, E_INVALID,
+                            "a handle is an e-mail address or a +E.164 phone number");
+        return;
+    }
+    /* as registration: a handle of any account (this one too) gets no code */
+    err = STORE(s)->account_get(IMPL(s), handle, &account, NULL);
+    if (err == MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_EXISTS,
+                            account == c->account_id ? "that handle is this account's already"
+                                                     : "that handle is registered");
+        return;
+    }
+    if (err != MSV_ERR_NOT_FOUND || (handles = own_handles(c, f->request_id, &n)) == NULL) {
+        if (err != MSV_ERR_NOT_FOUND)
+            send_unavailable(c, f->request_id);
+        return;
+    }
+    free_handles(handles, n);
+    if (n >= HANDLES_MAX) {
+        atomic_fetch_add(&s->m.handles_refused, 1);
+        msv_conn_send_error(c, f->request_id, E_TOO_BIG,
+                            "an account has at most 10 handles; remove one first");
+        return;
+    }
+    snprintf(code, sizeof(code), "%06u", (unsigned)randombytes_uniform(1000000));
+    handle_code_hash(c->account_id, handle, code, hash);
+    send_code(c, f->request_id, handle, code, hash);
+}
+
+static void handle_handle_verify(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    const Msv__Wire__HandleVerify *v = f->handle_verify;
+    char handle[MSV_HANDLE_MAX + 1], code[8];
+    uint8_t hash[32];
+    msv_err err;
+
+    if (!rate_ok(c, f->request_id))
+        return;
+    if (!normalise_handle(v->handle, handle) || v->code.len != 6) {
+        msv_conn_send_error(c, f->request_id, E_INVALID,
+                            "need a valid handle and the 6-digit code");
+        return;
+    }
+    memcpy(code, v->code.data, 6);
+    code[6] = '\0';
+    handle_code_hash(c->account_id, handle, code, hash);
+    err = take_code(c, f->request_id, handle, hash);
+    sodium_memzero(hash, sizeof(hash));
+    if (err != MSV_OK)
+        return;
+    err = STORE(s)->handle_add(IMPL(s), c->account_id, handle, HANDLES_MAX, msv_server_now_ms(s));
+    if (err != MSV_OK) {
+        if (err == MSV_ERR_EXISTS || err == MSV_ERR_TOO_BIG)
+            atomic_fetch_add(&s->m.handles_refused, 1);
+        msv_conn_send_error(c, f->request_id,
+                            err == MSV_ERR_EXISTS    ? E_EXISTS
+                            : err == MSV_ERR_TOO_BIG ? E_TOO_BIG
+                                                     : E_IO,
+                            err == MSV_ERR_EXISTS ? "that handle was registered meanwhile"
+                            : err == MSV_ERR_TOO_BIG
+                                ? "an account has at most 10 handles; remove one first"
+                                : "storage failed");
+        return;
+    }
+    atomic_fetch_add(&s->m.handles_added, 1);
+    directory_changed(s, handle);
+    notify_handle(c, handle, 1);
+    msv_log(MSV_LOG_INFO, "handle_added", "account=%llu device=%llu",
+            (unsigned long long)c->account_id, (unsigned long long)c->device_id);
+    msv_conn_send_ok(c, f->request_id);
+}
+
+/* The account's devices' connections end (this one's after its answer if it used handle). */
+static void close_account_connections(struct msv_conn_state *c, const char *handle)
+{
+    struct msv_server *s = c->w->srv;
+    struct msv_device_list list = {0};
+
+    if (STORE(s)->devices_of_account(IMPL(s), c->account_id, &list) == MSV_OK) {
+        for (size_t i = 0; i < list.count; i++)
+            if (list.items[i].id != c->device_id)
+                msv_server_wake(s, list.items[i].id | MSV_WAKE_CLOSE);
+    }
+    msv_device_list_clear(&list);
+    if (strcmp(c->handle, handle) == 0)
+        msv_conn_close_soon(c);
+}
+
+static void handle_handle_remove(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    char handle[MSV_HANDLE_MAX + 1];
+    msv_err err;
+
+    if (!normalise_handle(f->handle_remove->handle, handle)) {
+        msv_conn_send_error(c, f->request_id, E_INVALID, "not a valid handle");
+        return;
+    }
+    err = STORE(s)->handle_remove(IMPL(s), c->account_id, handle, msv_server_now_ms(s));
+    if (err != MSV_OK) {
+        msv_conn_send_error(c, f->request_id,
+                            err == MSV_ERR_NOT_FOUND ? E_NOT_FOUND
+                            : err == MSV_ERR_INVALID ? E_INVALID
+                                                     : E_IO,
+                            err == MSV_ERR_NOT_FOUND ? "that handle is not this account's"
+                            : err == MSV_ERR_INVALID
+                                ? "that is the account's last handle; add another first"
+                                : "storage failed");
+        return;
+    }
+    atomic_fetch_add(&s->m.handles_removed, 1);
+    directory_changed(s, handle); /* sends to it are refused from now on */
+    notify_handle(c, handle, 0);
+    msv_log(MSV_LOG_INFO, "handle_removed", "account=%llu device=%llu",
+            (unsigned long long)c->account_id, (unsigned long long)c->device_id);
+    msv_conn_send_ok(c, f->request_id);
+    /* connections that authenticated with it authenticate again, as the account's first */
+    close_account_connections(c, handle);
+}
+
+static void handle_handle_list(struct msv_conn_state *c, const msv_frame *f)
+{
+    Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__HandleList list = MSV__WIRE__HANDLE_LIST__INIT;
+    ProtobufCBinaryData items[HANDLES_MAX];
+    size_t n = 0;
+    char **handles = own_handles(c, f->request_id, &n);
+
+    if (handles == NULL)
+        return;
+    list.n_handles = n < HANDLES_MAX ? n : HANDLES_MAX;
+    for (size_t i = 0; i < list.n_handles; i++)
+        items[i] = (ProtobufCBinaryData){strlen(handles[i]), (uint8_t *)handles[i]};
+    list.handles = items;
+    out.request_id = f->request_id;
+    out.body_case = MSV__WIRE__FRAME__BODY_HANDLE_LIST;
+    out.handle_list = &list;
+    msv_conn_send_frame(c, &out);
+    free_handles(handles, n);
+}
+
+/*
+ * The handle an authenticated send names its sender by: from_handle if it is one of the
+ * account's (ERROR_INVALID otherwise), else the one the device authenticated with. Answers a
+ * refusal itself and returns NULL; the caller frees the result.
+ */
+static char *sender_handle(struct msv_conn_state *c, const msv_frame *f)
+{
+    char handle[MSV_HANDLE_MAX + 1], **handles = NULL, *out = NULL;
+    size_t n = 0;
+
+    if (f->send->from_handle.len == 0)
+        return strdup(c->handle != NULL ? c->handle : "");
+    if (c->device_id == 0 || !normalise_handle(f->send->from_handle, handle)) {
+        msv_conn_send_error(c, f->request_id, E_INVALID,
+                            "a sender handle belongs to an authenticated send");
+        return NULL;
+    }
+    if ((handles = own_handles(c, f->request_id, &n)) == NULL)
+        return NULL;
+    if (handle_listed(handles, n, handle))
+        out = strdup(handle);
+    else
+        msv_conn_send_error(c, f->request_id, E_INVALID, "that handle is not this account's");
+    free_handles(handles, n);
+    return out;
 }
 
 /* ---- directory ------------------------------------------------------------------------ */
@@ -1478,19 +1802,23 @@ static int64_t send_expiry(struct msv_server *s, const Msv__Wire__SendRequest *q
     return msv_server_now_ms(s) + (int64_t)(after_ms < min_ms ? min_ms : after_ms);
 }
 
-static struct msv_pending_send *make_pending(struct msv_conn_state *c, const msv_frame *f)
+/* Takes sender (the handle the recipients see; strdup'ed) whatever happens. */
+static struct msv_pending_send *make_pending(struct msv_conn_state *c, const msv_frame *f,
+                                             char *sender)
 {
     const Msv__Wire__SendRequest *q = f->send;
     struct msv_pending_send *p = calloc(1, sizeof(*p));
     int64_t expires_ms = send_expiry(c->w->srv, q);
 
-    if (p == NULL)
+    if (p == NULL) {
+        free(sender);
         return NULL;
+    }
     p->c = c;
     p->request_id = f->request_id;
     p->items = calloc(q->n_envelopes, sizeof(*p->items));
     p->ciphertexts = calloc(q->n_envelopes, sizeof(*p->ciphertexts));
-    p->sender_handle = strdup(c->handle != NULL ? c->handle : "");
+    p->sender_handle = sender;
     if (p->items == NULL || p->ciphertexts == NULL || p->sender_handle == NULL) {
         msv_pending_send_free(p);
         return NULL;
@@ -1660,6 +1988,7 @@ static void handle_send(struct msv_conn_state *c, const msv_frame *f)
     struct msv_pending_send *p;
     int sealed = c->device_id == 0;
     const char *bad;
+    char *sender = NULL;
     int code;
 
     if (sealed && (q->delivery_token.len != DELIVERY_TOKEN_LEN || n != 1)) {
@@ -1695,9 +2024,11 @@ static void handle_send(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         goto out;
     }
-    if (!quota_allows(c, f))
+    if ((sender = sender_handle(c, f)) == NULL || !quota_allows(c, f)) {
+        free(sender);
         goto out;
-    p = make_pending(c, f);
+    }
+    p = make_pending(c, f, sender);
     if (p == NULL) {
         msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
         goto out;
@@ -2123,6 +2454,10 @@ static const struct route {
     {MSV__WIRE__FRAME__BODY_PROVISION_TAKE, 0, handle_provision_take},
     {MSV__WIRE__FRAME__BODY_LINK_DEVICE, 1, handle_link_device},
     {MSV__WIRE__FRAME__BODY_PROVISION_PUT, 1, handle_provision_put},
+    {MSV__WIRE__FRAME__BODY_HANDLE_ADD, 1, handle_handle_add},
+    {MSV__WIRE__FRAME__BODY_HANDLE_VERIFY, 1, handle_handle_verify},
+    {MSV__WIRE__FRAME__BODY_HANDLE_REMOVE, 1, handle_handle_remove},
+    {MSV__WIRE__FRAME__BODY_HANDLE_LIST_REQUEST, 1, handle_handle_list},
 };
 
 void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f)

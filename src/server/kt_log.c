@@ -66,7 +66,10 @@ static msv_err load_key(struct msv_kt_log *log, const char *dir, char *err, size
 
 /* ---- the tree --------------------------------------------------------------------------- */
 
-/* Gives leaf's device ids to its handle; MSV_ERR_EXISTS if one is another handle's already. */
+/*
+ * Gives leaf's device ids their keys (a device id is listed with one key forever, under every
+ * handle of its account); MSV_ERR_EXISTS if one was listed with another key before.
+ */
 static msv_err claim_devices(struct msv_kt_log *log, const uint8_t *leaf, size_t len)
 {
     static _Thread_local struct msv_kt_entry e;
@@ -75,9 +78,10 @@ static msv_err claim_devices(struct msv_kt_log *log, const uint8_t *leaf, size_t
 
     if (err != MSV_OK || log->trust_store)
         return log->trust_store ? MSV_OK : MSV_ERR_INVALID;
-    crypto_hash_sha256(handle, (const uint8_t *)e.handle, strlen(e.handle));
     for (size_t i = 0; err == MSV_OK && i < e.n_devices; i++) {
         uint64_t id = e.devices[i].device_id;
+
+        crypto_hash_sha256(handle, e.devices[i].identity, e.devices[i].identity_len);
         uint8_t *owner =
             id ? msv_u64map_get(&log->owners, id) : (log->has_zero_owner ? log->zero_owner : NULL);
 
@@ -237,8 +241,8 @@ msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir, struct msv
     e = sync_locked(log, store);
     if (e == MSV_ERR_EXISTS)
         snprintf(err, err_len,
-                 "the transparency log's entry %llu lists a device id that an earlier entry "
-                 "gave to another handle (a device id belongs to one handle): the log is not "
+                 "the transparency log's entry %llu lists a device id with another key than "
+                 "an earlier entry gave it (a device id has one key forever): the log is not "
                  "served",
                  (unsigned long long)msv_merkle_size(log->tree));
     else if (e == MSV_ERR_AUTH)

@@ -46,9 +46,9 @@ void msv_kt_log_grown(struct msv_kt_log *log);
 /*
  * Loads the log key from DATA_DIR/log.key (made, mode 0600, if missing;
  * its public half goes to DATA_DIR/log.pub in hex) and builds the tree. A
- * device id belongs to one handle forever: a leaf that lists one under
- * another handle than the first leaf that listed it is never added to the
- * tree (MSV_ERR_EXISTS; no head covers it), unless trust_store (tests that
+ * device id has one key forever (under every handle of its account): a leaf
+ * that lists one with another key than the first leaf that listed it is never
+ * added to the tree (MSV_ERR_EXISTS; no head covers it), unless trust_store (tests that
  * play a dishonest server). So is a rotation entry not signed by the key in
  * force before it (MSV_ERR_AUTH). After a rotation entry, heads are signed by
  * the key it names: log.key is read again, and no head is signed while it

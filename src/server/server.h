@@ -126,6 +126,7 @@ struct msv_metrics {
     _Atomic uint64_t connections_open, connections_total, frames_in, frames_rejected;
     _Atomic uint64_t auth_ok, auth_failed, registrations, devices_added, devices_removed;
     _Atomic uint64_t registrations_refused, invites_used;
+    _Atomic uint64_t handles_added, handles_removed, handles_refused;
     _Atomic uint64_t lookups, sends, sealed_sends, envelopes_enqueued, envelopes_delivered,
         envelopes_acked;
     _Atomic uint64_t envelopes_expired, commit_batches, commit_failures, rate_limited;

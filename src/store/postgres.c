@@ -445,6 +445,14 @@ static msv_err finish(struct pg_conn *c, msv_err err)
     "  device_id BIGINT PRIMARY KEY," \
     "  refused BIGINT NOT NULL);"
 
+/* Every handle of every account, the first one (accounts.handle) too (docs/missived.md). */
+#define ACCOUNT_HANDLES_SCHEMA       \
+    "CREATE TABLE account_handles (" \
+    "  handle TEXT PRIMARY KEY,"     \
+    "  account_id BIGINT NOT NULL,"  \
+    "  added_ms BIGINT NOT NULL);"   \
+    "CREATE INDEX account_handles_by_account ON account_handles(account_id, added_ms);"
+
 static const char schema[] =
     "CREATE TABLE accounts ("
     "  id BIGSERIAL PRIMARY KEY,"
@@ -503,7 +511,7 @@ static const char schema[] =
     "  key_id BIGINT NOT NULL,"
     "  pk BYTEA NOT NULL,"
     "  PRIMARY KEY (device_id, key_id));" QUEUE_USAGE_SCHEMA REPORTS_SCHEMA INVITES_SCHEMA
-        QUEUE_REFUSALS_SCHEMA;
+        QUEUE_REFUSALS_SCHEMA ACCOUNT_HANDLES_SCHEMA;
 
 static const char *const upgrades[] = {
     /* 6 -> 7: attachment quotas sum a device's attachments */
@@ -519,6 +527,9 @@ static const char *const upgrades[] = {
     QUEUE_REFUSALS_SCHEMA,
     /* 11 -> 12: SQLite's account ids stop coming back (BIGSERIAL's never did) */
     "SELECT 1;",
+    /* 12 -> 13: several handles per account */
+    ACCOUNT_HANDLES_SCHEMA
+    "INSERT INTO account_handles SELECT handle, id, created_ms FROM accounts;",
 };
 _Static_assert(sizeof(upgrades) / sizeof(upgrades[0]) == MSV_STORE_SCHEMA_VERSION - PG_SCHEMA_FIRST,
                "an upgrade for every schema version");
@@ -598,6 +609,20 @@ static msv_err migrate(PGconn *db)
 
 /* ---- accounts and codes --------------------------------------------------------------- */
 
+/* Records handle as account_id's; MSV_ERR_EXISTS if it is anyone's (the primary key). */
+static msv_err handle_insert(struct pg_conn *c, uint64_t account_id, const char *handle,
+                             int64_t now_ms)
+{
+    struct args a = {0};
+
+    a_text(&a, handle);
+    a_i64(&a, (int64_t)account_id);
+    a_i64(&a, now_ms);
+    return run(c, "INSERT INTO account_handles (handle, account_id, added_ms) VALUES ($1, $2, $3);",
+               &a);
+}
+
+/* In a transaction (p_account_create). */
 static msv_err account_create(struct pg_conn *c, const char *handle, const char *password_hash,
                               int64_t now_ms, uint64_t *account_id)
 {
@@ -616,7 +641,7 @@ static msv_err account_create(struct pg_conn *c, const char *handle, const char 
         *account_id = (uint64_t)col_i64(r, 0, 0);
         PQclear(r);
     }
-    return err;
+    return err == MSV_OK ? handle_insert(c, *account_id, handle, now_ms) : err;
 }
 
 static msv_err account_get(struct pg_conn *c, const char *handle, uint64_t *account_id,
@@ -627,7 +652,10 @@ static msv_err account_get(struct pg_conn *c, const char *handle, uint64_t *acco
     msv_err err;
 
     a_text(&a, handle);
-    err = query(c, "SELECT id, password_hash FROM accounts WHERE handle = $1;", &a, &r);
+    err = query(c,
+                "SELECT a.id, a.password_hash FROM account_handles h JOIN accounts a ON a.id = "
+                "h.account_id WHERE h.handle = $1;",
+                &a, &r);
     if (err != MSV_OK)
         return err;
     if (PQntuples(r) == 0) {
@@ -729,7 +757,7 @@ static msv_err report_add(struct pg_conn *c, uint64_t reporter_account, const ch
     a_i64(&a, (int64_t)max_recent);
     err = query(c,
                 "INSERT INTO reports (reporter_id, reported_id, reason, text, created_ms, state)"
-                " SELECT $1, id, $3, $4, $5, 'open' FROM accounts WHERE handle = $2"
+                " SELECT $1, account_id, $3, $4, $5, 'open' FROM account_handles WHERE handle = $2"
                 " AND (SELECT COUNT(*) FROM reports WHERE reporter_id = $1"
                 " AND created_ms >= $6) < $7 RETURNING id;",
                 &a, &r);
@@ -928,7 +956,10 @@ static msv_err account_set_suspended(struct pg_conn *c, const char *handle, int 
 
     a_text(&a, suspended ? "t" : "f");
     a_text(&a, handle);
-    err = run_count(c, "UPDATE accounts SET suspended = $1 WHERE handle = $2;", &a, &n);
+    err = run_count(c,
+                    "UPDATE accounts SET suspended = $1 WHERE id = "
+                    "(SELECT account_id FROM account_handles WHERE handle = $2);",
+                    &a, &n);
     return err == MSV_OK && n == 0 ? MSV_ERR_NOT_FOUND : err;
 }
 
@@ -1072,18 +1103,60 @@ static msv_err kt_insert(struct pg_conn *c, const char *handle, const struct msv
     return err;
 }
 
-static msv_err kt_append(struct pg_conn *c, uint64_t account_id, int64_t now_ms)
+/* The account's handles, the first one first (handles_of_account). */
+static msv_err handles_of_account(struct pg_conn *c, uint64_t account_id, char ***out, size_t *n)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+    int rows;
+
+    a_i64(&a, (int64_t)account_id);
+    err = query(c,
+                "SELECT h.handle FROM account_handles h WHERE h.account_id = $1 ORDER BY "
+                "h.handle <> (SELECT handle FROM accounts WHERE id = $1), h.added_ms, h.handle;",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    rows = PQntuples(r);
+    *n = 0;
+    *out = calloc(rows ? (size_t)rows : 1, sizeof(**out));
+    for (int i = 0; *out != NULL && i < rows && err == MSV_OK; i++)
+        if (((*out)[(*n)++] = col_text(r, i, 0)) == NULL)
+            err = MSV_ERR_NOMEM;
+    PQclear(r);
+    if (*out == NULL)
+        err = MSV_ERR_NOMEM;
+    else if (err == MSV_OK && rows == 0)
+        err = MSV_ERR_NOT_FOUND;
+    if (err != MSV_OK) {
+        for (size_t i = 0; *out != NULL && i < *n; i++)
+            free((*out)[i]);
+        free(*out);
+        *out = NULL;
+        *n = 0;
+    }
+    return err;
+}
+
+static void free_texts(char **list, size_t n)
+{
+    for (size_t i = 0; list != NULL && i < n; i++)
+        free(list[i]);
+    free(list);
+}
+
+/* The account's approved devices as they are now, as handle's leaf (in a transaction). */
+static msv_err kt_append_handle(struct pg_conn *c, uint64_t account_id, const char *handle,
+                                int64_t now_ms)
 {
     struct msv_kt_entry *e = calloc(1, sizeof(*e));
     struct args a = {0};
     PGresult *r = NULL;
-    char *handle = NULL;
     msv_err err = e != NULL ? MSV_OK : MSV_ERR_NOMEM;
 
     if (err == MSV_OK)
         err = run(c, "SELECT pg_advisory_xact_lock(19795, 2);", NULL);
-    if (err == MSV_OK)
-        err = account_handle(c, account_id, &handle);
     a_i64(&a, (int64_t)account_id);
     if (err == MSV_OK)
         err = query(c,
@@ -1109,8 +1182,20 @@ static msv_err kt_append(struct pg_conn *c, uint64_t account_id, int64_t now_ms)
             err = kt_insert(c, handle, e); /* while r holds the identities */
         PQclear(r);
     }
-    free(handle);
     free(e);
+    return err;
+}
+
+/* Every handle of the account gets a leaf of its devices as they are now (in a transaction). */
+static msv_err kt_append(struct pg_conn *c, uint64_t account_id, int64_t now_ms)
+{
+    char **handles = NULL;
+    size_t n = 0;
+    msv_err err = handles_of_account(c, account_id, &handles, &n);
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++)
+        err = kt_append_handle(c, account_id, handles[i], now_ms);
+    free_texts(handles, n);
     return err;
 }
 
@@ -1186,21 +1271,95 @@ static msv_err account_delete(struct pg_conn *c, const char *handle, int64_t now
         "DELETE FROM blobs WHERE owner_device IN (SELECT id FROM devices WHERE account_id = $1);",
         "DELETE FROM reports WHERE reporter_id = $1 OR reported_id = $1;",
         "DELETE FROM devices WHERE account_id = $1;",
+        "DELETE FROM account_handles WHERE account_id = $1;",
         "DELETE FROM accounts WHERE id = $1;",
     };
     struct args a = {0};
+    char **handles = NULL;
+    size_t n_handles = 0;
     msv_err err = account_get(c, handle, &out->account_id, NULL);
 
+    if (err == MSV_OK)
+        err = handles_of_account(c, out->account_id, &handles, &n_handles);
     if (err == MSV_OK)
         err = account_deleted_read(c, out);
     a_i64(&a, (int64_t)out->account_id);
     for (size_t i = 0; err == MSV_OK && i < sizeof(drops) / sizeof(drops[0]); i++)
         err = run(c, drops[i], &a);
-    a.n = 0;
+    /* every handle of the account: its pending code goes, its tombstone is written */
+    for (size_t i = 0; err == MSV_OK && i < n_handles; i++) {
+        a.n = 0;
+        a_text(&a, handles[i]);
+        err = run(c, "DELETE FROM codes WHERE handle = $1;", &a);
+        if (err == MSV_OK)
+            err = kt_tombstone(c, handles[i], now_ms);
+    }
+    free_texts(handles, n_handles);
+    return err;
+}
+
+/* Locks account_id's row for the transaction: its handles change one transaction at a time. */
+static msv_err lock_account(struct pg_conn *c, uint64_t account_id)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_i64(&a, (int64_t)account_id);
+    err = query(c, "SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE;", &a, &r);
+    if (err == MSV_OK && PQntuples(r) == 0)
+        err = MSV_ERR_NOT_FOUND;
+    PQclear(r);
+    return err;
+}
+
+static msv_err handle_add(struct pg_conn *c, uint64_t account_id, const char *handle, size_t max,
+                          int64_t now_ms)
+{
+    char **handles = NULL;
+    size_t n = 0;
+    msv_err err = lock_account(c, account_id);
+
+    if (err == MSV_OK)
+        err = handles_of_account(c, account_id, &handles, &n);
+    free_texts(handles, n);
+    if (err == MSV_OK && n >= max)
+        err = MSV_ERR_TOO_BIG;
+    if (err == MSV_OK)
+        err = handle_insert(c, account_id, handle, now_ms);
+    return err == MSV_OK ? kt_append_handle(c, account_id, handle, now_ms) : err;
+}
+
+static msv_err handle_remove(struct pg_conn *c, uint64_t account_id, const char *handle,
+                             int64_t now_ms)
+{
+    struct args a = {0};
+    char **handles = NULL;
+    size_t n = 0, at = 0;
+    msv_err err = lock_account(c, account_id);
+
+    if (err == MSV_OK)
+        err = handles_of_account(c, account_id, &handles, &n);
+    while (err == MSV_OK && at < n && strcmp(handles[at], handle) != 0)
+        at++;
+    if (err == MSV_OK && at == n)
+        err = MSV_ERR_NOT_FOUND;
+    else if (err == MSV_OK && n == 1)
+        err = MSV_ERR_INVALID; /* never the last: an account is found by its handles */
     a_text(&a, handle);
     if (err == MSV_OK)
-        err = run(c, "DELETE FROM codes WHERE handle = $1;", &a);
-    return err == MSV_OK ? kt_tombstone(c, handle, now_ms) : err;
+        err = run(c, "DELETE FROM account_handles WHERE handle = $1;", &a);
+    /* the first handle goes: the oldest of the others is the account's first from now on */
+    if (err == MSV_OK && at == 0) {
+        a.n = 0;
+        a_text(&a, handles[1]);
+        a_i64(&a, (int64_t)account_id);
+        err = run(c, "UPDATE accounts SET handle = $1 WHERE id = $2;", &a);
+    }
+    if (err == MSV_OK)
+        err = kt_tombstone(c, handle, now_ms);
+    free_texts(handles, n);
+    return err;
 }
 
 static msv_err kt_recs(PGresult *r, struct msv_kt_rec **out, size_t *count)
@@ -2109,7 +2268,7 @@ static msv_err blob_expire(struct pg_conn *c, int64_t now_ms, uint8_t (**ids)[MS
 static msv_err p_account_create(void *impl, const char *handle, const char *password_hash,
                                 int64_t now_ms, uint64_t *account_id)
 {
-    POOLED(account_create(c_, handle, password_hash, now_ms, account_id));
+    TRANSACTION(account_create(c_, handle, password_hash, now_ms, account_id));
 }
 
 static msv_err p_account_get(void *impl, const char *handle, uint64_t *account_id,
@@ -2235,6 +2394,22 @@ static msv_err p_device_approve(void *impl, uint64_t account_id, uint64_t device
 static msv_err p_device_remove(void *impl, uint64_t account_id, uint64_t device_id)
 {
     TRANSACTION(device_remove(c_, account_id, device_id));
+}
+
+static msv_err p_handles_of_account(void *impl, uint64_t account_id, char ***out, size_t *n)
+{
+    POOLED(handles_of_account(c_, account_id, out, n));
+}
+
+static msv_err p_handle_add(void *impl, uint64_t account_id, const char *handle, size_t max,
+                            int64_t now_ms)
+{
+    TRANSACTION(handle_add(c_, account_id, handle, max, now_ms));
+}
+
+static msv_err p_handle_remove(void *impl, uint64_t account_id, const char *handle, int64_t now_ms)
+{
+    TRANSACTION(handle_remove(c_, account_id, handle, now_ms));
 }
 
 static msv_err p_account_delete(void *impl, const char *handle, int64_t now_ms,
@@ -2428,6 +2603,9 @@ static const struct msv_store_ops pg_ops = {
     .account_set_suspended = p_account_set_suspended,
     .account_set_password = p_account_set_password,
     .account_delete = p_account_delete,
+    .handles_of_account = p_handles_of_account,
+    .handle_add = p_handle_add,
+    .handle_remove = p_handle_remove,
     .report_add = p_report_add,
     .report_list = p_report_list,
     .report_get = p_report_get,

@@ -216,10 +216,35 @@ static const char *const migrations[] = {
     "INSERT INTO account_seq SELECT COALESCE(MAX(id), 0) FROM accounts;"
     "CREATE TRIGGER account_seq_up AFTER INSERT ON accounts BEGIN"
     "  UPDATE account_seq SET last = new.id WHERE new.id > last; END;",
+    /* every handle of every account, the first one (accounts.handle) too: a handle is of at
+     * most one account (docs/missived.md, "Handles") */
+    "CREATE TABLE account_handles ("
+    "  handle TEXT PRIMARY KEY,"
+    "  account_id INTEGER NOT NULL,"
+    "  added_ms BIGINT NOT NULL);"
+    "CREATE INDEX account_handles_by_account ON account_handles(account_id, added_ms);"
+    "INSERT INTO account_handles SELECT handle, id, created_ms FROM accounts;",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
 
+/* Records handle as account_id's (inside a transaction); MSV_ERR_EXISTS if it is anyone's. */
+static msv_err handle_insert(struct sqlite_store *s, uint64_t account_id, const char *handle,
+                             int64_t now_ms)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(
+        s, "INSERT INTO account_handles (handle, account_id, added_ms) VALUES (?, ?, ?);", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+    sqlite3_bind_int64(st, 3, now_ms);
+    return run(s, st);
+}
+
+/* Inside a transaction (l_account_create). */
 static msv_err account_create(void *impl, const char *handle, const char *password_hash,
                               int64_t now_ms, uint64_t *account_id)
 {
@@ -238,7 +263,7 @@ static msv_err account_create(void *impl, const char *handle, const char *passwo
     err = run(s, st);
     if (err == MSV_OK)
         *account_id = (uint64_t)sqlite3_last_insert_rowid(s->db);
-    return err;
+    return err == MSV_OK ? handle_insert(s, *account_id, handle, now_ms) : err;
 }
 
 static msv_err account_get(void *impl, const char *handle, uint64_t *account_id,
@@ -246,7 +271,10 @@ static msv_err account_get(void *impl, const char *handle, uint64_t *account_id,
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s, "SELECT id, password_hash FROM accounts WHERE handle = ?;", &st);
+    msv_err err = prepare(s,
+                          "SELECT a.id, a.password_hash FROM account_handles h JOIN accounts a ON "
+                          "a.id = h.account_id WHERE h.handle = ?;",
+                          &st);
     int rc;
 
     if (err != MSV_OK)
@@ -328,7 +356,10 @@ static msv_err account_set_suspended(void *impl, const char *handle, int suspend
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s, "UPDATE accounts SET suspended = ? WHERE handle = ?;", &st);
+    msv_err err = prepare(s,
+                          "UPDATE accounts SET suspended = ? WHERE id = "
+                          "(SELECT account_id FROM account_handles WHERE handle = ?);",
+                          &st);
 
     if (err != MSV_OK)
         return err;
@@ -371,13 +402,13 @@ static msv_err report_add(void *impl, uint64_t reporter_account, const char *rep
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
     uint64_t other = 0;
-    msv_err err =
-        prepare(s,
-                "INSERT INTO reports (reporter_id, reported_id, reason, text, created_ms,"
-                " state) SELECT ?1, id, ?3, ?4, ?5, 'open' FROM accounts WHERE handle = ?2"
-                " AND (SELECT COUNT(*) FROM reports WHERE reporter_id = ?1"
-                " AND created_ms >= ?6) < ?7;",
-                &st);
+    msv_err err = prepare(
+        s,
+        "INSERT INTO reports (reporter_id, reported_id, reason, text, created_ms,"
+        " state) SELECT ?1, account_id, ?3, ?4, ?5, 'open' FROM account_handles WHERE handle = ?2"
+        " AND (SELECT COUNT(*) FROM reports WHERE reporter_id = ?1"
+        " AND created_ms >= ?6) < ?7;",
+        &st);
 
     if (err != MSV_OK)
         return err;
@@ -983,17 +1014,18 @@ static msv_err kt_insert(struct sqlite_store *s, const char *handle, const struc
     return err;
 }
 
-/* Appends the account's approved devices, as they are now, to the log (inside a transaction). */
-static msv_err kt_append_locked(struct sqlite_store *s, uint64_t account_id, int64_t now_ms)
+/*
+ * Appends the account's approved devices, as they are now, to the log as handle's leaf (inside a
+ * transaction).
+ */
+static msv_err kt_append_handle(struct sqlite_store *s, uint64_t account_id, const char *handle,
+                                int64_t now_ms)
 {
     static struct msv_kt_entry e; /* the store's lock is held */
     sqlite3_stmt *st = NULL;
-    char *handle = NULL;
-    msv_err err = account_handle(s, account_id, &handle);
+    msv_err err = MSV_OK;
     int rc;
 
-    if (err != MSV_OK)
-        return err;
     memset(&e, 0, sizeof(e));
     e.time_ms = now_ms;
     snprintf(e.handle, sizeof(e.handle), "%s", handle);
@@ -1029,7 +1061,55 @@ static msv_err kt_append_locked(struct sqlite_store *s, uint64_t account_id, int
         err = kt_insert(s, handle, &e);
     for (size_t i = 0; i < e.n_devices; i++)
         free((uint8_t *)e.devices[i].identity);
-    free(handle);
+    return err;
+}
+
+static msv_err read_text(sqlite3_stmt *st, void *item)
+{
+    return (*(char **)item = msv_sql_text(st, 0)) != NULL ? MSV_OK : MSV_ERR_NOMEM;
+}
+
+static void drop_texts(void *list, size_t n)
+{
+    for (size_t i = 0; list != NULL && i < n; i++)
+        free(((char **)list)[i]);
+    free(list);
+}
+
+/* The account's handles, the first one first (handles_of_account). */
+static msv_err handles_of_account(void *impl, uint64_t account_id, char ***out, size_t *n)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s,
+                          "SELECT h.handle FROM account_handles h WHERE h.account_id = ?1 ORDER BY "
+                          "h.handle <> (SELECT handle FROM accounts WHERE id = ?1), h.added_ms, "
+                          "h.handle;",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+    err = msv_sql_rows(st, sizeof(char *), read_text, drop_texts, (void **)out, n, NULL);
+    release(s, st);
+    if (err == MSV_OK && *n == 0) {
+        drop_texts(*out, 0);
+        *out = NULL;
+        err = MSV_ERR_NOT_FOUND;
+    }
+    return err;
+}
+
+/* Every handle of the account gets a leaf of its devices as they are now (in a transaction). */
+static msv_err kt_append_locked(struct sqlite_store *s, uint64_t account_id, int64_t now_ms)
+{
+    char **handles = NULL;
+    size_t n = 0;
+    msv_err err = handles_of_account(s, account_id, &handles, &n);
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++)
+        err = kt_append_handle(s, account_id, handles[i], now_ms);
+    drop_texts(handles, n);
     return err;
 }
 
@@ -1099,11 +1179,16 @@ static msv_err account_delete_locked(struct sqlite_store *s, const char *handle,
         "DELETE FROM blobs WHERE owner_device IN (SELECT id FROM devices WHERE account_id = ?1);",
         "DELETE FROM reports WHERE reporter_id = ?1 OR reported_id = ?1;",
         "DELETE FROM devices WHERE account_id = ?1;",
+        "DELETE FROM account_handles WHERE account_id = ?1;",
         "DELETE FROM accounts WHERE id = ?1;",
     };
     sqlite3_stmt *st = NULL;
+    char **handles = NULL;
+    size_t n_handles = 0;
     msv_err err = account_get(s, handle, &out->account_id, NULL);
 
+    if (err == MSV_OK)
+        err = handles_of_account(s, out->account_id, &handles, &n_handles);
     if (err == MSV_OK)
         err = account_rows(s, "SELECT id FROM devices WHERE account_id = ?1;", out->account_id,
                            sizeof(*out->devices), read_id, (void **)&out->devices, &out->n_devices);
@@ -1120,13 +1205,69 @@ static msv_err account_delete_locked(struct sqlite_store *s, const char *handle,
             err = run(s, st);
         }
     }
-    if (err == MSV_OK)
+    /* every handle of the account: its pending code goes, its tombstone is written */
+    for (size_t i = 0; err == MSV_OK && i < n_handles; i++) {
         err = prepare(s, "DELETE FROM codes WHERE handle = ?;", &st);
+        if (err == MSV_OK) {
+            sqlite3_bind_text(st, 1, handles[i], -1, SQLITE_TRANSIENT);
+            err = run(s, st);
+        }
+        if (err == MSV_OK)
+            err = kt_tombstone(s, handles[i], now_ms);
+    }
+    drop_texts(handles, n_handles);
+    return err;
+}
+
+/* Inside a transaction (l_handle_add). */
+static msv_err handle_add_locked(struct sqlite_store *s, uint64_t account_id, const char *handle,
+                                 size_t max, int64_t now_ms)
+{
+    char **handles = NULL;
+    size_t n = 0;
+    msv_err err = handles_of_account(s, account_id, &handles, &n);
+
+    drop_texts(handles, n);
+    if (err == MSV_OK && n >= max)
+        err = MSV_ERR_TOO_BIG;
+    if (err == MSV_OK)
+        err = handle_insert(s, account_id, handle, now_ms);
+    return err == MSV_OK ? kt_append_handle(s, account_id, handle, now_ms) : err;
+}
+
+/* Inside a transaction (l_handle_remove). */
+static msv_err handle_remove_locked(struct sqlite_store *s, uint64_t account_id, const char *handle,
+                                    int64_t now_ms)
+{
+    char **handles = NULL;
+    size_t n = 0, at = 0;
+    sqlite3_stmt *st = NULL;
+    msv_err err = handles_of_account(s, account_id, &handles, &n);
+
+    while (err == MSV_OK && at < n && strcmp(handles[at], handle) != 0)
+        at++;
+    if (err == MSV_OK && at == n)
+        err = MSV_ERR_NOT_FOUND;
+    else if (err == MSV_OK && n == 1)
+        err = MSV_ERR_INVALID; /* never the last: an account is found by its handles */
+    if (err == MSV_OK)
+        err = prepare(s, "DELETE FROM account_handles WHERE handle = ?;", &st);
     if (err == MSV_OK) {
         sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
         err = run(s, st);
     }
-    return err == MSV_OK ? kt_tombstone(s, handle, now_ms) : err;
+    /* the first handle goes: the oldest of the others is the account's first from now on */
+    if (err == MSV_OK && at == 0)
+        err = prepare(s, "UPDATE accounts SET handle = ? WHERE id = ?;", &st);
+    if (err == MSV_OK && at == 0) {
+        sqlite3_bind_text(st, 1, handles[1], -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+        err = run(s, st);
+    }
+    if (err == MSV_OK)
+        err = kt_tombstone(s, handle, now_ms);
+    drop_texts(handles, n);
+    return err;
 }
 
 void msv_account_deleted_clear(struct msv_account_deleted *d)
@@ -1716,7 +1857,7 @@ static msv_err finish(struct sqlite_store *s, msv_err err)
 static msv_err l_account_create(void *impl, const char *handle, const char *password_hash,
                                 int64_t now_ms, uint64_t *account_id)
 {
-    LOCKED(account_create(impl, handle, password_hash, now_ms, account_id));
+    TRANSACTION(account_create(impl, handle, password_hash, now_ms, account_id));
 }
 
 static msv_err l_account_list(void *impl, struct msv_account_summary **out, size_t *n)
@@ -1938,6 +2079,22 @@ static msv_err l_account_delete(void *impl, const char *handle, int64_t now_ms,
     return err;
 }
 
+static msv_err l_handles_of_account(void *impl, uint64_t account_id, char ***out, size_t *n)
+{
+    LOCKED(handles_of_account(impl, account_id, out, n));
+}
+
+static msv_err l_handle_add(void *impl, uint64_t account_id, const char *handle, size_t max,
+                            int64_t now_ms)
+{
+    TRANSACTION(handle_add_locked(impl, account_id, handle, max, now_ms));
+}
+
+static msv_err l_handle_remove(void *impl, uint64_t account_id, const char *handle, int64_t now_ms)
+{
+    TRANSACTION(handle_remove_locked(impl, account_id, handle, now_ms));
+}
+
 static msv_err l_device_get(void *impl, uint64_t device_id, struct msv_device_rec *out)
 {
     LOCKED(device_get(impl, device_id, out));
@@ -2084,6 +2241,9 @@ static const struct msv_store_ops sqlite_ops = {
     .account_suspended = l_account_suspended,
     .stats = l_stats,
     .account_handle = l_account_handle,
+    .handles_of_account = l_handles_of_account,
+    .handle_add = l_handle_add,
+    .handle_remove = l_handle_remove,
     .code_put = l_code_put,
     .code_take = l_code_take,
     .device_add = l_device_add,

@@ -203,6 +203,22 @@ struct msv_store_ops {
     msv_err (*account_get)(void *impl, const char *handle, uint64_t *account_id,
                            char **password_hash);
     msv_err (*account_handle)(void *impl, uint64_t account_id, char **handle);
+    /*
+     * Handles (docs/missived.md, "Handles"): an account has one or more, each of at most one
+     * account, and account_get finds it by any; its first one is account_handle's.
+     * handles_of_account: the first one first, then in the order they were added (*out: free
+     * each and the array; MSV_ERR_NOT_FOUND for an unknown account). handle_add gives
+     * account_id one more, unless it has max already (MSV_ERR_TOO_BIG) or any account holds it
+     * (MSV_ERR_EXISTS), and appends its leaf (the account's approved devices) to the log, in
+     * one transaction. handle_remove takes one away and appends its tombstone (as a deleted
+     * account's, docs/transparency.md) in one transaction; the oldest of the others becomes the
+     * first if it was: MSV_ERR_NOT_FOUND if it is not account_id's, MSV_ERR_INVALID if it is
+     * the last. Nothing changes on failure.
+     */
+    msv_err (*handles_of_account)(void *impl, uint64_t account_id, char ***out, size_t *n);
+    msv_err (*handle_add)(void *impl, uint64_t account_id, const char *handle, size_t max,
+                          int64_t now_ms);
+    msv_err (*handle_remove)(void *impl, uint64_t account_id, const char *handle, int64_t now_ms);
     /* Operators: every account (by handle); suspend or restore one (MSV_ERR_NOT_FOUND). */
     msv_err (*account_list)(void *impl, struct msv_account_summary **out, size_t *n);
     msv_err (*account_set_suspended)(void *impl, const char *handle, int suspended);
@@ -444,6 +460,6 @@ MSV_MUST_CHECK msv_err msv_store_sqlite_blob_files(const char *path, struct msv_
                                                    size_t *n);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 12
+#define MSV_STORE_SCHEMA_VERSION 13
 
 #endif
