@@ -50,7 +50,7 @@ static void setup(void)
     memcpy(b.one_time_pk, opk.pk, 32);
     if (msv_session_initiate_rng(alice, msv_identity_public(bob), &b, &rng, &initiator) != MSV_OK ||
         msv_session_encrypt(initiator, (const uint8_t *)"hello", 5, &wire, &len) != MSV_OK ||
-        msv_session_respond_rng(bob, msv_identity_public(alice), &spk, &opk, wire, len, &rng,
+        msv_session_respond_rng(bob, msv_identity_public(alice), &spk, &opk, NULL, wire, len, &rng,
                                 &responder, &pt, &pt_len) != MSV_OK)
         abort();
     free(wire);

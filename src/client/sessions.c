@@ -675,8 +675,8 @@ static msv_err answer_prekey_message(struct msv_client *c, const struct msv_publ
     if (err == MSV_ERR_NOT_FOUND)
         err = MSV_ERR_AUTH; /* a prekey used up already, or never ours */
     if (err == MSV_OK)
-        err = msv_session_respond(c->id, pub, &spk, opk_id ? &opk : NULL, wire, len, &u->s, pt,
-                                  pt_len);
+        err = msv_session_respond(c->id, pub, &spk, opk_id ? &opk : NULL, NULL, wire, len, &u->s,
+                                  pt, pt_len);
     if (err == MSV_OK) {
         u->is_new = 1;
         u->used_one_time = opk_id;
