@@ -12,15 +12,16 @@ here=$(cd "$(dirname "$0")" && pwd)
 M=$(realpath "${1:?usage: test_pqx.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_pqx.sh MISSIVE MISSIVED}")
 in_scratch
+export MISSIVED_ACCOUNTS_REGISTER_BURST=100
 
 start_missived || bad "missived started"
 db=srv/missived.db
 [ -f "$db" ] || db=$(ls srv/*.db | head -1)
 q() { sqlite3 "$db" "$1"; }
-register_people alice bob carol dave
+register_people alice bob carol dave erin frank
 
 # every device published a last-resort KEM prekey and one-time ones, each signed
-[ "$(q 'SELECT COUNT(*) FROM kem_prekeys WHERE last_resort = 1')" = 4 ] && ok ||
+[ "$(q 'SELECT COUNT(*) FROM kem_prekeys WHERE last_resort = 1')" = 6 ] && ok ||
     bad "last-resort KEM prekeys: $(q 'SELECT device_id, last_resort FROM kem_prekeys')"
 [ "$(q 'SELECT COUNT(*) FROM kem_prekeys WHERE last_resort = 0')" -ge 40 ] && ok ||
     bad "one-time KEM prekeys: $(q 'SELECT COUNT(*) FROM kem_prekeys')"
@@ -87,5 +88,48 @@ expect 0 "bob writes to dave with the used KEM prekey" -- as bob send dave@examp
 expect 0 "dave receives" -- as dave receive
 grep -q "replayed key" out.txt && bad "a used KEM prekey opened a session: $(cat out.txt)" || ok
 grep -q "could not be" out.txt err.txt && ok || bad "dave is told: $(cat out.txt err.txt)"
+
+# ---- the daemon (schema 2): the refusal is an event; the devices say which sessions are ----
+erin_dev=$(q "SELECT d.id FROM devices d JOIN accounts a ON a.id = d.account_id WHERE a.handle = 'erin@example.org'")
+frank_dev=$(q "SELECT d.id FROM devices d JOIN accounts a ON a.id = d.account_id WHERE a.handle = 'frank@example.org'")
+q "DELETE FROM kem_prekeys WHERE device_id IN ($erin_dev, $frank_dev)"
+sock=$work/dev-alice/alice@example.org/daemon.sock
+(exec "$M" --data-dir dev-alice daemon >daemon.out 2>daemon.err) &
+daemon=$!
+for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+to_erin() {
+    daemon_rpc "$sock" --schema 2 '{"jsonrpc":"2.0","id":1,"method":"send","params":{"args":["erin@example.org"],"text":"to erin"}}' >rpc.txt
+}
+events_both "$sock" to_erin
+grep -q '"pq_refused"' ev2.txt && grep -Eq "\"device_id\": ?$erin_dev" ev2.txt && ok ||
+    bad "a pq_refused event in schema 2: $(cat ev2.txt rpc.txt)"
+grep -q '"pq_refused"' ev1.txt && bad "schema 1 got pq_refused: $(cat ev1.txt)" || ok
+grep -q "post-quantum" rpc.txt && ok || bad "the send's answer says why: $(cat rpc.txt)"
+daemon_rpc "$sock" --schema 2 '{"jsonrpc":"2.0","id":2,"method":"fingerprint","params":{"args":["bob@example.org"]}}' >fp.txt
+grep -Eq '"session": ?"post-quantum"' fp.txt && grep -Eq '"post_quantum": ?true' fp.txt && ok ||
+    bad "the daemon's devices say post-quantum: $(cat fp.txt)"
+cat ev2.txt rpc.txt fp.txt >wire2.jsonl
+daemon_schema_ok 2 wire2.jsonl && ok || bad "schema 2"
+daemon_schema_ok 1 ev1.txt && ok || bad "schema 1"
+kill -TERM "$daemon"
+wait "$daemon"
+daemon=
+
+# ---- the chat: the refusal is said in the conversation; /sessions says which are post-quantum ----
+chat alice
+waitfor alice "alice@example.org" || bad "chat started: $(cat chat-alice.err)"
+tm send-keys -t alice "/to frank@example.org" Enter
+sleep 0.5
+tm send-keys -t alice "hello frank" Enter
+waitfor alice "not sent" 100 && ok || bad "the chat says not sent: $(screen alice)"
+screen alice | grep -q "post-quantum" && ok || bad "the chat says why: $(screen alice)"
+tm send-keys -t alice "/to bob@example.org" Enter
+sleep 0.5
+tm send-keys -t alice "/sessions" Enter
+waitfor alice "post-quantum session" 100 && ok || bad "/sessions: $(screen alice)"
+tm send-keys -t alice "/quit" Enter
+for _ in $(seq 50); do [ -s chat-alice.rc ] && break; sleep 0.1; done
+[ "$(q "SELECT COUNT(*) FROM queue WHERE device_id IN ($erin_dev, $frank_dev)")" = 0 ] && ok ||
+    bad "nothing queued for erin or frank"
 
 finish
