@@ -725,6 +725,36 @@ static void test_pq_altered_ciphertext(void **state)
     peers_free(&a, &b);
 }
 
+/*
+ * Devices of earlier versions (identities without [8]) keep the classical
+ * session: a post-quantum device writing to one starts a classical 0x06 one,
+ * and is answered in it; the session says it is classical.
+ */
+static void test_pq_to_classical_device(void **state)
+{
+    struct peer a, b, classical_a, unused;
+    struct msv_prekey_bundle bb;
+    uint8_t *w;
+    size_t len;
+
+    (void)state;
+    peers_init_pq(&a, &unused);
+    peers_init(&classical_a, &b); /* b: no [8], no KEM prekey */
+    bb = bundle_of(&b);
+    assert_int_equal(msv_session_initiate(a.id, msv_identity_public(b.id), &bb, &a.s), MSV_OK);
+    assert_false(msv_session_is_pq(a.s));
+    w = send_text(&a, "to an older device", &len);
+    assert_int_equal(w[0], MSV_WIRE_PREKEY_MSG);
+    expect_text(&b, &a, w, len, "to an older device");
+    assert_false(msv_session_is_pq(b.s));
+    free(w);
+    w = send_text(&b, "answered", &len);
+    expect_text(&a, &b, w, len, "answered");
+    free(w);
+    peers_free(&a, &unused);
+    peers_free(&classical_a, &b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -733,6 +763,7 @@ int main(void)
         cmocka_unit_test(test_pq_session),
         cmocka_unit_test(test_pq_downgrade_refused),
         cmocka_unit_test(test_pq_altered_ciphertext),
+        cmocka_unit_test(test_pq_to_classical_device),
         cmocka_unit_test(test_pq_loss_reorder_duplicates),
         cmocka_unit_test(test_compromise),
         cmocka_unit_test(test_forgeries_change_nothing),
