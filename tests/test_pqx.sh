@@ -32,8 +32,14 @@ before=$(q "SELECT COUNT(*) FROM kem_prekeys WHERE device_id = $bob_dev AND last
 expect 0 "alice writes to bob" -- as alice send bob@example.org --text "hello quantum"
 after=$(q "SELECT COUNT(*) FROM kem_prekeys WHERE device_id = $bob_dev AND last_resort = 0")
 [ "$after" -eq $((before - 1)) ] && ok || bad "one one-time KEM prekey claimed: $before -> $after"
+q "CREATE TABLE first_copy AS SELECT * FROM queue WHERE device_id = $bob_dev"
 expect 0 "bob receives" -- as bob receive
 grep -q "hello quantum" out.txt && ok || bad "bob read it: $(cat out.txt err.txt)"
+# the hybrid first message delivered again (a replay): read once only, no second session
+q "INSERT INTO queue (device_id, sender_device, sender_handle, suite, ciphertext, enqueued_ms, expires_ms) SELECT device_id, sender_device, sender_handle, suite, ciphertext, enqueued_ms, expires_ms FROM first_copy"
+expect 0 "bob receives the replay" -- as bob receive
+grep -q "hello quantum" out.txt && bad "the replay was shown again: $(cat out.txt)" || ok
+[ "$(q "SELECT COUNT(*) FROM queue WHERE device_id = $bob_dev")" = 0 ] && ok || bad "the replay was acknowledged"
 expect 0 "bob answers" -- as bob send alice@example.org --text "hello back"
 expect 0 "alice receives" -- as alice receive
 grep -q "hello back" out.txt && ok || bad "alice read it: $(cat out.txt err.txt)"
