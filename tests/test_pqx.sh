@@ -95,6 +95,18 @@ expect 0 "dave receives" -- as dave receive
 grep -q "replayed key" out.txt && bad "a used KEM prekey opened a session: $(cat out.txt)" || ok
 grep -q "could not be" out.txt err.txt && ok || bad "dave is told: $(cat out.txt err.txt)"
 
+# a network attacker (here: the server) changes a byte of the KEM ciphertext in carol's first
+# message to bob: no session starts, nothing is shown as if read, never a classical session
+expect 0 "carol writes to bob" -- as carol send bob@example.org --text "changed on the way"
+q "UPDATE queue SET ciphertext = substr(ciphertext, 1, 599) || CASE WHEN substr(ciphertext, 600, 1) = X'00' THEN X'01' ELSE X'00' END || substr(ciphertext, 601) WHERE device_id = $bob_dev"
+expect 0 "bob receives the changed message" -- as bob receive
+grep -q "changed on the way" out.txt && bad "a changed KEM ciphertext was read: $(cat out.txt)" || ok
+grep -q "carol@example.org (device [0-9]*) could not be" out.txt err.txt && ok || bad "bob is told: $(cat out.txt err.txt)"
+[ "$(q "SELECT COUNT(*) FROM queue WHERE device_id = $bob_dev")" = 0 ] && ok || bad "handled, not left queued"
+expect 0 "bob: carol's devices" -- as bob -o json fingerprint carol@example.org
+[ "$(field 'r[0]["session"]')" != classical ] && ok || bad "a classical session came of it: $(cat out.txt)"
+cp err.txt changed.err
+
 # ---- the daemon (schema 2): the refusal is an event; the devices say which sessions are ----
 erin_dev=$(q "SELECT d.id FROM devices d JOIN accounts a ON a.id = d.account_id WHERE a.handle = 'erin@example.org'")
 frank_dev=$(q "SELECT d.id FROM devices d JOIN accounts a ON a.id = d.account_id WHERE a.handle = 'frank@example.org'")
