@@ -596,6 +596,40 @@ int msv_sessions_kind(struct msv_client *c, const char *handle, const Msv__Wire_
     return kind;
 }
 
+static int has_bundle(const Msv__Wire__PrekeyBundles *b, uint64_t device_id)
+{
+    for (size_t i = 0; i < b->n_bundles; i++) {
+        if (b->bundles[i]->device_id == device_id)
+            return 1;
+    }
+    return 0;
+}
+
+static void unpublished_name(uint64_t device_id, char key[48])
+{
+    snprintf(key, 48, "pq-unpublished:%llu", (unsigned long long)device_id);
+}
+
+/*
+ * A device that says post-quantum but has published no prekeys at all (an
+ * approved device that has not connected since): its first messages go in
+ * the modern envelope, as to any device without prekeys, and the sender is
+ * warned; see docs/crypto.md, "Post-quantum sessions", for what this leaves.
+ */
+static msv_err unpublished(struct msv_client *c, const char *handle, uint64_t device_id)
+{
+    char key[48], warning[300];
+
+    snprintf(warning, sizeof(warning),
+             "%.64s (device %llu) has published no prekeys yet: this message goes to it in the "
+             "modern envelope, not in a post-quantum session",
+             handle, (unsigned long long)device_id);
+    if (c->on_pq_refused != NULL)
+        c->on_pq_refused(c->ctx, handle, device_id, warning);
+    unpublished_name(device_id, key);
+    return msv_client_db_set(c->db, key, "1", 1);
+}
+
 msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *const *hds, size_t n)
 {
     size_t total = 0, n_need = 0;
@@ -653,9 +687,12 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
         }
         for (size_t k = at; err == MSV_OK && k < at + batch; k++) {
             handle_of(owner[k], handle);
-            if (says_pq(need[k]) && !has_session(c, handle, need[k]))
+            if (says_pq(need[k]) && !has_session(c, handle, need[k]) &&
+                has_bundle(got->prekey_bundles, need[k]->device_id))
                 err =
                     pq_refused(c, handle, need[k]->device_id, "no post-quantum prekey that checks");
+            else if (says_pq(need[k]) && !has_session(c, handle, need[k]))
+                err = unpublished(c, handle, need[k]->device_id);
         }
         msv_frame_free(got);
     }
@@ -681,8 +718,19 @@ msv_err msv_sessions_seal(struct msv_client *c, const char *handle, uint64_t dev
     key_base(handle, device_id, pub, base);
     if (load_session(c, base, 0, &s) != MSV_OK) {
         sessions_unlock(c);
-        if (msv_public_identity_is_pq(pub)) /* never a classical envelope: see pq_refused */
+        char key[48];
+        uint8_t *flag = NULL;
+        size_t flag_len = 0;
+        int unpub;
+
+        unpublished_name(device_id, key);
+        unpub = msv_client_db_get(c->db, key, &flag, &flag_len) == MSV_OK;
+        free(flag);
+        /* never a classical envelope but to a device with no prekeys at all: see pq_refused */
+        if (msv_public_identity_is_pq(pub) && !unpub)
             return pq_refused(c, handle, device_id, "no session");
+        if (unpub && (err = msv_client_db_unset(c->db, key)) != MSV_OK)
+            return err;
         return msv_seal_suite(c->id, pub, suite, pt, len, out, out_len);
     }
     err = msv_session_encrypt(s, pt, len, out, out_len);
