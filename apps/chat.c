@@ -25,6 +25,7 @@
 #include "commands.h"
 #include "client/link.h"
 #include "client/safety.h"
+#include "client/sessions.h"
 #include "missive/payload.h"
 #include "missive/util.h"
 #include "owner.h"
@@ -751,6 +752,8 @@ static void send_to_current(struct chat *ch, const char *text, const struct msv_
                  "\u26a0 not sent: %s is verified and its devices changed. Compare the safety "
                  "number (/qr) and accept it with 'missive verify %s --accept'; the message waits",
                  ch->current, ch->current);
+    else if (err == MSV_ERR_AUTH && ch->c->why.code == MSV_REFUSAL_PQ)
+        add_note(ch, ch->current, "\u26a0 not sent: %s", ch->c->why.message);
     else if (err == MSV_ERR_NOT_FOUND && strncmp(ch->current, "group:", 6) == 0)
         set_status(ch, 8000, "not sent: accept the group first (missive groups accept %s)",
                    ch->current);
@@ -841,7 +844,8 @@ static void show_help(struct chat *ch)
              "Editing: \u2190 \u2192 Home End, Backspace, Delete, Ctrl-A, Ctrl-E, Ctrl-U, "
              "Ctrl-K, Ctrl-W. Commands: /to HANDLE-OR-NAME, /group NAME, /file PATH, /qr "
              "(the safety number as a QR code), /verify NUMBER (mark the contact verified once "
-             "the numbers match), /help, /quit (or Ctrl-C).");
+             "the numbers match), /sessions (which sessions are post-quantum), /help, /quit "
+             "(or Ctrl-C).");
     ch->scroll = 0;
 }
 
@@ -872,6 +876,37 @@ static void show_qr(struct chat *ch)
              ch->current, spaced);
     free(ch->qr);
     ch->qr = strdup(number);
+}
+
+/* /sessions: each device of the open conversation's contact and the session held with it. */
+static void show_sessions(struct chat *ch)
+{
+    msv_frame *r = NULL;
+    msv_err err;
+
+    if (ch->current[0] == '\0' || strncmp(ch->current, "group:", 6) == 0) {
+        set_status(ch, 5000, "/sessions works in a conversation with one person");
+        return;
+    }
+    err = msv_client_devices(ch->c, ch->current, &r);
+    owner_pump(ch->ow);
+    if (err != MSV_OK) {
+        set_status(ch, 6000, "no device list: %s", msv_strerror(err));
+        return;
+    }
+    for (size_t i = 0; i < r->lookup_result->results[0]->n_devices; i++) {
+        const Msv__Wire__DeviceInfo *d = r->lookup_result->results[0]->devices[i];
+        struct msv_public_identity *pub = NULL;
+        int pq = msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data,
+                                           d->identity.len, &pub) == MSV_OK &&
+                 msv_public_identity_is_pq(pub);
+
+        msv_public_identity_free(pub);
+        add_note(ch, ch->current, "device %llu of %s%s: %s session",
+                 (unsigned long long)d->device_id, ch->current, pq ? " (post-quantum)" : "",
+                 cli_session_kind_name(msv_sessions_kind(ch->c, ch->current, d)));
+    }
+    msv_frame_free(r);
 }
 
 /* /verify NUMBER: the number compared with the contact's marks it verified. */
@@ -1270,6 +1305,8 @@ static void command(struct chat *ch, const char *line)
         send_file(ch, arg);
     else if (strncmp(line, "/qr", 3) == 0)
         show_qr(ch);
+    else if (strcmp(line, "/sessions") == 0)
+        show_sessions(ch);
     else if (strncmp(line, "/verify ", 8) == 0 && *arg)
         verify(ch, arg);
     else if (strncmp(line, "/edit ", 6) == 0 && *arg)

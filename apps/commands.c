@@ -27,6 +27,7 @@
 #include "client/files.h"
 #include "client/link.h"
 #include "client/safety.h"
+#include "client/sessions.h"
 #include "client/transparency.h"
 #include "missive/payload.h"
 #include "missive/util.h"
@@ -437,6 +438,16 @@ void cli_unreachable_warning(void *ctx, const char *handle, uint64_t device, con
     fputs(" only, which this device does not: it gets nothing from here\n", cli_err);
 }
 
+void cli_pq_refused_warning(void *ctx, const char *handle, uint64_t device, const char *warning)
+{
+    (void)ctx;
+    (void)handle;
+    (void)device;
+    fputs("missive: WARNING: ", cli_err);
+    term_put(cli_err, warning, TERM_ONE_LINE);
+    fputc('\n', cli_err);
+}
+
 /* A send split in several (a big group's): how far it got, on stderr. */
 static void cli_send_progress(void *ctx, uint64_t done, uint64_t total)
 {
@@ -511,6 +522,7 @@ int cli_open(const struct cli *o, const char *dir, struct msv_client **c)
     (*c)->on_key_change = cli_key_change_warning;
     (*c)->on_account_new = cli_account_new_notice;
     (*c)->on_unreachable = cli_unreachable_warning;
+    (*c)->on_pq_refused = cli_pq_refused_warning;
     (*c)->on_unsealed = cli_unsealed_notice;
     (*c)->on_send_progress = cli_send_progress;
     return 0;
@@ -601,6 +613,9 @@ static int create_device(const struct cli *o, const char *handle, struct msv_cli
     if (pass == NULL || pass[0] == '\0')
         fprintf(cli_err, "missive: warning: no MISSIVE_PASSPHRASE: this device's keys are stored "
                          "unsealed (the file is readable by you only)\n");
+    /* a new modern device speaks post-quantum sessions, and says so in its identity */
+    if ((also | MSV_SUITE_BIT(suite)) & MSV_SUITE_BIT(MSV_SUITE_MODERN))
+        also |= MSV_IDENTITY_PQ;
     err = msv_client_create(dir, handle, host, port, suite, also, pass, fp, c);
     free_secret(pass);
     if (err == MSV_ERR_EXISTS) {
@@ -781,20 +796,29 @@ static void emit_json(json_t *j)
     json_decref(j);
 }
 
-static void print_device(const struct cli *o, json_t *list, const Msv__Wire__DeviceInfo *d,
-                         uint64_t self)
+const char *cli_session_kind_name(int kind)
+{
+    return kind == MSV_SESSION_PQ          ? "post-quantum"
+           : kind == MSV_SESSION_CLASSICAL ? "classical"
+                                           : "none";
+}
+
+static void print_device(const struct cli *o, struct msv_client *c, const char *handle,
+                         json_t *list, const Msv__Wire__DeviceInfo *d, uint64_t self)
 {
     struct msv_public_identity *pub = NULL;
     char fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)", also[40] = "";
     json_t *compat = json_array();
     unsigned suites = 0;
     uint8_t h[32];
+    int pq = 0, session = d->device_id == self ? MSV_SESSION_NONE : msv_sessions_kind(c, handle, d);
 
     if (msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
                                   &pub) == MSV_OK) {
         msv_public_identity_hash(pub, h);
         msv_fingerprint_text(h, fp);
         suites = msv_public_identity_suites(pub);
+        pq = msv_public_identity_is_pq(pub);
     }
     msv_public_identity_free(pub);
     /* the other suites it speaks, for devices that speak nothing else */
@@ -813,11 +837,17 @@ static void print_device(const struct cli *o, json_t *list, const Msv__Wire__Dev
         json_object_set_new(j, "compat", compat);
         json_object_set_new(j, "fingerprint", json_string(fp));
         json_object_set_new(j, "this_device", json_boolean(d->device_id == self));
+        json_object_set_new(j, "post_quantum", json_boolean(pq));
+        json_object_set_new(j, "session", json_string(cli_session_kind_name(session)));
         json_array_append_new(list, j);
     } else {
         json_decref(compat);
-        fprintf(cli_out, "%6llu  %-7s  %s%s%s\n", (unsigned long long)d->device_id,
-                msv_suite_name(d->suite), fp, d->device_id == self ? "  (this device)" : "", also);
+        fprintf(cli_out, "%6llu  %-7s  %s%s%s%s%s\n", (unsigned long long)d->device_id,
+                msv_suite_name(d->suite), fp, d->device_id == self ? "  (this device)" : "", also,
+                pq ? "  post-quantum" : "",
+                session == MSV_SESSION_PQ          ? "  (post-quantum session)"
+                : session == MSV_SESSION_CLASSICAL ? "  (classical session)"
+                                                   : "");
     }
 }
 
@@ -832,8 +862,8 @@ static int show_devices(const struct cli *o, struct msv_client *c, const char *h
         return fail(c, "looking up devices", err);
     }
     for (size_t i = 0; i < r->lookup_result->results[0]->n_devices; i++)
-        print_device(o, list, r->lookup_result->results[0]->devices[i],
-                     handle == NULL ? c->device_id : 0);
+        print_device(o, c, handle == NULL ? c->handle : handle, list,
+                     r->lookup_result->results[0]->devices[i], handle == NULL ? c->device_id : 0);
     if (o->json)
         emit_json(list);
     else

@@ -70,6 +70,10 @@ void cli_key_change_warning(void *ctx, const char *handle);
 void cli_account_new_text(const char *handle, char *text, size_t len);
 void cli_account_new_notice(void *ctx, const char *handle);
 void cli_unreachable_warning(void *ctx, const char *handle, uint64_t device, const char *suites);
+/* A device that says post-quantum got nothing: the server gave no checked KEM prekey for it. */
+void cli_pq_refused_warning(void *ctx, const char *handle, uint64_t device, const char *warning);
+/* "post-quantum", "classical" or "none": a MSV_SESSION_* kind (client/sessions.h). */
+const char *cli_session_kind_name(int kind);
 void cli_unsealed_notice(void *ctx, const char *handle);
 /* A message as 'receive' and 'history' print it (-o json: one object per line). */
 void cli_print_message(const struct cli *o, const struct msv_message_rec *m);

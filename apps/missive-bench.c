@@ -34,6 +34,7 @@
 #include "crypto/internal.h"
 #include "missive/crypto.h"
 #include "missive/mlkem.h"
+#include "missive/ratchet.h"
 #include "missive/vrf.h"
 #include "missive/util.h"
 
@@ -348,6 +349,142 @@ static int bench_kem(const struct opts *o, FILE *out)
     return 0;
 }
 
+/* Session starts: both ends of X3DH, classical and hybrid (docs/crypto.md). */
+struct start_ctx {
+    struct msv_identity *a, *b;
+    struct msv_prekey spk, opk;
+    struct msv_kem_prekey *kem;
+    struct msv_prekey_bundle *bundle;
+    size_t first_len;
+};
+
+static int start_session(struct start_ctx *x, struct msv_session **sa, struct msv_session **sb)
+{
+    uint8_t *wire = NULL, *pt = NULL;
+    size_t len = 0, pt_len = 0;
+    int bad = msv_session_initiate(x->a, msv_identity_public(x->b), x->bundle, sa) != MSV_OK ||
+              msv_session_encrypt(*sa, (const uint8_t *)"hello", 5, &wire, &len) != MSV_OK ||
+              msv_session_respond(x->b, msv_identity_public(x->a), &x->spk, &x->opk, x->kem, wire,
+                                  len, sb, &pt, &pt_len) != MSV_OK;
+
+    x->first_len = len;
+    free(wire);
+    msv_secret_free(pt, pt_len);
+    return bad;
+}
+
+static int op_session_start(void *arg)
+{
+    struct msv_session *sa = NULL, *sb = NULL;
+    int bad = start_session(arg, &sa, &sb);
+
+    msv_session_free(sa);
+    msv_session_free(sb);
+    return bad;
+}
+
+/* Two devices (post-quantum ones if pq) and b's prekeys in x. */
+static int start_setup(struct start_ctx *x, int pq)
+{
+    unsigned also = pq ? MSV_IDENTITY_PQ : 0;
+
+    x->bundle = calloc(1, sizeof(*x->bundle));
+    x->kem = pq ? sodium_malloc(sizeof(*x->kem)) : NULL;
+    if (x->bundle == NULL || (pq && x->kem == NULL) ||
+        msv_identity_generate_suites(MSV_SUITE_MODERN, also, 0, &x->a) != MSV_OK ||
+        msv_identity_generate_suites(MSV_SUITE_MODERN, also, 0, &x->b) != MSV_OK ||
+        msv_prekey_generate(x->b, 1, &x->spk, x->bundle->signed_sig) != MSV_OK ||
+        msv_prekey_generate(x->b, 2, &x->opk, NULL) != MSV_OK)
+        return 1;
+    x->bundle->signed_id = 1;
+    memcpy(x->bundle->signed_pk, x->spk.pk, 32);
+    x->bundle->one_time_id = 2;
+    memcpy(x->bundle->one_time_pk, x->opk.pk, 32);
+    if (!pq)
+        return 0;
+    x->bundle->has_kem = 1;
+    x->bundle->kem_id = 3;
+    if (msv_kem_prekey_generate(x->b, 3, 0, x->kem, x->bundle->kem_sig) != MSV_OK)
+        return 1;
+    memcpy(x->bundle->kem_pk, x->kem->ek, sizeof(x->bundle->kem_pk));
+    return 0;
+}
+
+static void start_free(struct start_ctx *x)
+{
+    msv_identity_free(x->a);
+    msv_identity_free(x->b);
+    if (x->kem != NULL)
+        sodium_free(x->kem);
+    free(x->bundle);
+}
+
+/*
+ * Bytes on the wire per message over 1,000 messages of 100 bytes, the two
+ * devices taking turns in bursts of 1 to 9 (a fixed sequence): the session's
+ * first messages carry the prefix until the other side answers.
+ */
+static int wire_bytes(struct start_ctx *x, double *avg)
+{
+    struct msv_session *sa = NULL, *sb = NULL;
+    uint8_t msg[100] = {0};
+    uint64_t total = 0;
+    int bad = start_session(x, &sa, &sb), from_a = 0;
+    size_t sent = 1;
+
+    total = x->first_len + sizeof(msg) - 5;
+    for (uint32_t burst = 1; !bad && sent < 1000; burst = burst * 7 % 10 + 1) {
+        for (uint32_t i = 0; i < burst && sent < 1000 && !bad; i++, sent++) {
+            uint8_t *wire = NULL, *pt = NULL;
+            size_t len = 0, pt_len = 0;
+
+            bad = msv_session_encrypt(from_a ? sa : sb, msg, sizeof(msg), &wire, &len) != MSV_OK ||
+                  msv_session_decrypt(from_a ? sb : sa, wire, len, &pt, &pt_len) != MSV_OK;
+            total += len;
+            free(wire);
+            msv_secret_free(pt, pt_len);
+        }
+        from_a = !from_a;
+    }
+    *avg = (double)total / 1000.0;
+    msv_session_free(sa);
+    msv_session_free(sb);
+    return bad;
+}
+
+static int bench_session_start(const struct opts *o, FILE *out)
+{
+    struct start_ctx x[2];
+    double t[2][32], bytes[2];
+    int runs = o->runs < 32 ? o->runs : 32, bad = 0;
+
+    memset(x, 0, sizeof(x));
+    for (int k = 0; k < 2 && !bad; k++)
+        bad = start_setup(&x[k], k) || op_session_start(&x[k]) || wire_bytes(&x[k], &bytes[k]);
+    for (int r = 0; r < runs && !bad; r++) {
+        for (int k = 0; k < 2; k++)
+            t[k][r] = measure_once(o, op_session_start, &x[k]);
+    }
+    if (!bad) {
+        t[0][0] = median(t[0], runs);
+        t[1][0] = median(t[1], runs);
+        fprintf(out,
+                "### B1: session start, classical (X3DH) and hybrid (X3DH + ML-KEM-768)\n\n"
+                "Both ends: the initiator's X3DH (and encapsulation, after checking the KEM "
+                "prekey's signature), its first message, the responder's answer.\n\n"
+                "| session | µs (median) | first message, bytes | bytes per message, 1,000 "
+                "messages of 100 B |\n|---|---|---|---|\n"
+                "| classical | %.1f | %zu | %.1f |\n| hybrid | %.1f | %zu | %.1f |\n\n"
+                "Hybrid/classical session start: %.2f\n"
+                "Hybrid minus classical, bytes per message: %.1f\n\n",
+                t[0][0] * 1e6, x[0].first_len, bytes[0], t[1][0] * 1e6, x[1].first_len, bytes[1],
+                t[1][0] / t[0][0], bytes[1] - bytes[0]);
+    }
+    start_free(&x[0]);
+    start_free(&x[1]);
+    return bad;
+}
+
 /* The VRF beside Ed25519 on the same input: what a private label in the directory costs. */
 struct vrf_ctx {
     enum msv_vrf_suite suite;
@@ -485,6 +622,8 @@ int bench_crypto(const struct opts *o, FILE *out)
     for (size_t r = 0; r < sizeof(recipes) / sizeof(recipes[0]); r++)
         fprintf(out, "%s%s: %s", r ? "; " : "", msv_suite_name(recipes[r].suite), recipes[r].names);
     fprintf(out, ".\nWorst ratio: %.2f (goal: at most 1.2).\n\n", worst);
+    if (bench_session_start(o, out) != 0)
+        return 1;
     if (bench_kem(o, out) != 0)
         return 1;
     return bench_vrf(o, out);
@@ -507,7 +646,7 @@ static void usage(FILE *f)
                "tables (bench/README.md says what each benchmark measures; bench/run.sh runs\n"
                "them all and writes bench/RESULTS.md).\n\n"
                "  crypto   B1: sealing per recipient device vs. the sum of its primitives;\n"
-               "           ML-KEM-768 beside X25519\n"
+               "           hybrid and classical session starts; ML-KEM-768 beside X25519\n"
                "  relay    B2: one-to-one relay at 1,000 and 10,000 connections vs. Mosquitto\n"
                "  fanout   B3: server cost per device copy (1..10 devices, a group of 32 x 3)\n"
                "  idle     B4: memory per idle TLS connection (10,000 and 50,000)\n"

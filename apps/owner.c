@@ -471,6 +471,18 @@ static void on_unreachable(void *ctx, const char *handle, uint64_t device, const
               NULL);
 }
 
+/* A device that says post-quantum got nothing from a send: no checked KEM prekey for it. */
+static void on_pq_refused(void *ctx, const char *handle, uint64_t device, const char *warning)
+{
+    struct owner *ow = ctx;
+
+    cli_pq_refused_warning(NULL, handle, device, warning);
+    broadcast(ow,
+              json_pack("{s:s, s:o, s:I, s:o}", "type", "pq_refused", "handle", rpc_text(handle),
+                        "device_id", (json_int_t)device, "warning", rpc_text(warning)),
+              NULL);
+}
+
 static void set_online(struct owner *ow, int online, const char *why)
 {
     char server[300];
@@ -1133,6 +1145,7 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     c->on_key_change = on_key_change;
     c->on_account_new = on_account_new;
     c->on_unreachable = on_unreachable;
+    c->on_pq_refused = on_pq_refused;
     rc = take_lock(ow);
     if (rc == 0)
         rc = bind_socket(ow);

@@ -5,7 +5,11 @@
  *   1  a sealed envelope to the fixed recipient
  *   2  a stored session: what imports must export, and import again to the
  *      same bytes
- *   3  the X3DH prefix of a 0x06 message
+ *   3  the X3DH prefix of a 0x06 or 0x08 message
+ * With bit 2 of the first byte set, 0 and 3 meet a hybrid (post-quantum)
+ * session instead: 0 both ends of it, 3 the responder answering the rest as
+ * a 0x08 first message with its KEM prekey, and a KEM prekey bundle made of
+ * the rest, whose signature must not verify.
  * Each input meets a fresh copy of the sessions, so runs do not depend on
  * the inputs before.
  */
@@ -26,8 +30,10 @@ static void counter_fill(void *ctx, uint8_t *out, size_t n)
     }
 }
 
-static struct msv_identity *alice, *bob;
-static struct msv_session *initiator, *responder;
+static struct msv_identity *alice, *bob, *pq_alice, *pq_bob;
+static struct msv_session *initiator, *responder, *pq_initiator, *pq_responder;
+static struct msv_prekey pq_spk, pq_opk;
+static struct msv_kem_prekey pq_kem;
 static uint32_t rng_state = 1;
 static const struct msv_rng rng = {counter_fill, &rng_state};
 
@@ -50,11 +56,69 @@ static void setup(void)
     memcpy(b.one_time_pk, opk.pk, 32);
     if (msv_session_initiate_rng(alice, msv_identity_public(bob), &b, &rng, &initiator) != MSV_OK ||
         msv_session_encrypt(initiator, (const uint8_t *)"hello", 5, &wire, &len) != MSV_OK ||
-        msv_session_respond_rng(bob, msv_identity_public(alice), &spk, &opk, wire, len, &rng,
+        msv_session_respond_rng(bob, msv_identity_public(alice), &spk, &opk, NULL, wire, len, &rng,
                                 &responder, &pt, &pt_len) != MSV_OK)
         abort();
     free(wire);
     msv_secret_free(pt, pt_len);
+}
+
+/* The hybrid pair: post-quantum identities, a KEM prekey, one message answered. */
+static void setup_pq(void)
+{
+    struct msv_prekey_bundle *b = calloc(1, sizeof(*b));
+    uint8_t *wire = NULL, *pt = NULL;
+    size_t len = 0, pt_len = 0;
+
+    if (b == NULL ||
+        msv_identity_generate_suites_rng(MSV_SUITE_MODERN, MSV_IDENTITY_PQ, 0, &rng, &pq_alice) !=
+            MSV_OK ||
+        msv_identity_generate_suites_rng(MSV_SUITE_MODERN, MSV_IDENTITY_PQ, 0, &rng, &pq_bob) !=
+            MSV_OK ||
+        msv_prekey_generate_rng(pq_bob, 1, &rng, &pq_spk, b->signed_sig) != MSV_OK ||
+        msv_prekey_generate_rng(pq_bob, 2, &rng, &pq_opk, NULL) != MSV_OK ||
+        msv_kem_prekey_generate_rng(pq_bob, 3, 0, &rng, &pq_kem, b->kem_sig) != MSV_OK)
+        abort();
+    b->signed_id = 1;
+    memcpy(b->signed_pk, pq_spk.pk, 32);
+    b->one_time_id = 2;
+    memcpy(b->one_time_pk, pq_opk.pk, 32);
+    b->has_kem = 1;
+    b->kem_id = 3;
+    memcpy(b->kem_pk, pq_kem.ek, sizeof(b->kem_pk));
+    if (msv_session_initiate_rng(pq_alice, msv_identity_public(pq_bob), b, &rng, &pq_initiator) !=
+            MSV_OK ||
+        msv_session_encrypt(pq_initiator, (const uint8_t *)"hello", 5, &wire, &len) != MSV_OK ||
+        msv_session_respond_rng(pq_bob, msv_identity_public(pq_alice), &pq_spk, &pq_opk, &pq_kem,
+                                wire, len, &rng, &pq_responder, &pt, &pt_len) != MSV_OK)
+        abort();
+    free(wire);
+    free(b);
+    msv_secret_free(pt, pt_len);
+}
+
+/* A 0x08 first message to the hybrid responder, and the rest as a KEM prekey bundle. */
+static void pq_first(const uint8_t *data, size_t size)
+{
+    struct msv_session *s = NULL;
+    uint8_t *pt = NULL, sig[64] = {0};
+    size_t pt_len = 0;
+    uint32_t kem_id = 0;
+
+    (void)msv_prekey_message_kem_id(data, size, &kem_id);
+    if (msv_session_respond_rng(pq_bob, msv_identity_public(pq_alice), &pq_spk, &pq_opk, &pq_kem,
+                                data, size, &rng, &s, &pt, &pt_len) == MSV_OK) {
+        msv_secret_free(pt, pt_len);
+        msv_session_free(s);
+    } else if (s != NULL || pt != NULL) {
+        abort();
+    }
+    if (size >= 64)
+        memcpy(sig, data, 64);
+    /* not the device's signature: only its own key signs */
+    if (msv_kem_prekey_verify(msv_identity_public(pq_bob), kem_id, size & 1, data, size, sig) ==
+        MSV_OK)
+        abort();
 }
 
 /* A session message against a copy of s: an error leaves nothing allocated. */
@@ -101,14 +165,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t inner_len = 0;
     uint32_t spk = 0, opk = 0;
 
-    if (alice == NULL)
+    if (alice == NULL) {
         setup();
+        setup_pq();
+    }
     if (size < 1)
         return 0;
     switch (data[0] & 3) {
     case 0:
-        against(responder, data + 1, size - 1);
-        against(initiator, data + 1, size - 1);
+        against(data[0] & 4 ? pq_responder : responder, data + 1, size - 1);
+        against(data[0] & 4 ? pq_initiator : initiator, data + 1, size - 1);
         break;
     case 1:
         if (msv_sealed_sender(bob, data + 1, size - 1, handle, &device) == MSV_OK &&
@@ -128,6 +194,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     default:
         (void)msv_prekey_message_info(data + 1, size - 1, &spk, &opk, base);
+        if (data[0] & 4)
+            pq_first(data + 1, size - 1);
         break;
     }
     return 0;

@@ -30,6 +30,10 @@ for op in "ML-KEM-768 key generation" "ML-KEM-768 encapsulation" "ML-KEM-768 dec
     grep -Fq "| $op | " all.txt && grep -F "| $op | " all.txt | grep -Eq '\| [0-9]+\.[0-9] \|$' && ok || bad "B1 $op"
 done
 grep -Eq "^\| VRF verify \(ELL2\) \| [0-9]+\.[0-9] \|$" all.txt && ok || bad "B1 VRF row"
+# hybrid session starts: both kinds timed, and the bytes a hybrid session adds per message bounded
+grep -Eq '^Hybrid/classical session start: [0-9]+\.[0-9]+$' all.txt && ok || bad "B1 session start ratio"
+awk '/^Hybrid minus classical, bytes per message:/ {found = 1; if ($NF + 0 > 100 || $NF + 0 < 0) bad = 1}
+     END {exit !found || bad}' all.txt && ok || bad "B1 hybrid bytes per message: $(grep 'Hybrid minus' all.txt)"
 # every measured rate is a positive number: the load really flowed
 awk -F'|' '$3 == " missived " && $2+0 > 0 && $4+0 <= 0 {bad=1} END {exit bad}' all.txt && ok || bad "B2 missived delivered nothing"
 grep -Eq '^\| 100 \| missived \| [1-9][0-9]* \|' all.txt && ok || bad "B2 row"

@@ -78,6 +78,8 @@ expect 0 "bob links a laptop" -- "$M" --data-dir dev-bob2 link bob@example.org -
 laptop=$(sed -n 's/.*this is device \([0-9]*\).*/\1/p' out.txt)
 expect 0 "bob approves it from the shell, through his chat" -- as bob devices approve "$laptop"
 waitfor bob "device $laptop asks to join this account" && waitfor bob "device $laptop was added to this account" && ok || bad "device notices in bob's chat: $(screen bob)"
+# it publishes its prekeys when it first connects (a post-quantum device gets nothing before)
+expect 0 "the laptop connects" -- "$M" --data-dir dev-bob2 --account bob@example.org receive --wait 0.5
 tm send-keys -t alice "to both of your devices" Enter
 waitfor alice "the devices of bob@example.org changed" && ok || bad "key-change warning: $(screen alice)"
 expect 0 "the laptop gets it" -- "$M" --data-dir dev-bob2 --account bob@example.org receive --wait 1

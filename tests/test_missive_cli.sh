@@ -50,6 +50,9 @@ expect 0 "approve" -- as alice-phone devices approve "$laptop"
 expect 0 "the approved laptop connects" -- as alice-laptop receive --wait 0.5
 expect 0 "link bob's laptop" -- "$M" --data-dir dev-bob-laptop link bob@example.org --server "$server"
 expect 0 "approve bob's laptop" -- as bob-phone devices approve "$(new_id)"
+# an approved device publishes its prekeys when it first connects: a device that says
+# post-quantum gets nothing before (docs/crypto.md, "Post-quantum sessions")
+expect 0 "the approved laptop connects" -- "$M" --data-dir dev-bob-laptop --account bob@example.org receive --wait 0.5
 expect 0 "devices" -- as bob-phone devices
 [ "$(grep -c modern out.txt)" -eq 2 ] && grep -q "(this device)" out.txt && ok || bad "bob has two devices"
 
@@ -140,6 +143,7 @@ laptop_id=$(as bob-laptop -o json fingerprint | sed 's/.*"device_id":\([0-9]*\).
 expect 0 "remove a device" -- as bob-phone devices remove "$laptop_id"
 expect 0 "link a new laptop" -- "$M" --data-dir dev-bob-new link bob@example.org --server "$server"
 expect 0 "approve the new laptop" -- as bob-phone devices approve "$(new_id)"
+expect 0 "the new laptop connects" -- "$M" --data-dir dev-bob-new --account bob@example.org receive --wait 0.5
 expect 0 "send after the change" -- as alice-phone send bob@example.org --text "new laptop?"
 grep -q "warning: the devices of bob@example.org changed" err.txt && ok || bad "key-change warning: $(cat err.txt)"
 expect 0 "the new laptop receives" -- "$M" --data-dir dev-bob-new --account bob@example.org receive --wait 1

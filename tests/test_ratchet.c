@@ -130,7 +130,7 @@ static void test_known_answers(void **state)
             assert_true(m < n_wires);
             if (!a_side && sb == NULL)
                 assert_int_equal(msv_session_respond_rng(bob, msv_identity_public(alice), &spk,
-                                                         json_is_object(opk_j) ? &opk : NULL,
+                                                         json_is_object(opk_j) ? &opk : NULL, NULL,
                                                          wires[m], wire_lens[m], &brng, &sb, &pt,
                                                          &pt_len),
                                  MSV_OK);
@@ -161,6 +161,8 @@ struct peer {
     struct msv_prekey spk, opk;
     uint8_t spk_sig[64];
     struct msv_session *s;
+    struct msv_kem_prekey *kem; /* devices that speak post-quantum sessions */
+    uint8_t kem_sig[64];
 };
 
 static void peers_init(struct peer *a, struct peer *b)
@@ -173,6 +175,23 @@ static void peers_init(struct peer *a, struct peer *b)
     assert_int_equal(msv_prekey_generate(b->id, 9, &b->opk, NULL), MSV_OK);
 }
 
+/* Two devices that speak post-quantum sessions; b has a one-time KEM prekey. */
+static void peers_init_pq(struct peer *a, struct peer *b)
+{
+    unsigned pq = MSV_IDENTITY_PQ;
+
+    memset(a, 0, sizeof(*a));
+    memset(b, 0, sizeof(*b));
+    assert_int_equal(msv_identity_generate_suites(MSV_SUITE_MODERN, pq, 0, &a->id), MSV_OK);
+    assert_int_equal(msv_identity_generate_suites(MSV_SUITE_MODERN, pq, 0, &b->id), MSV_OK);
+    assert_true(msv_public_identity_is_pq(msv_identity_public(b->id)));
+    assert_int_equal(msv_prekey_generate(b->id, 3, &b->spk, b->spk_sig), MSV_OK);
+    assert_int_equal(msv_prekey_generate(b->id, 9, &b->opk, NULL), MSV_OK);
+    b->kem = calloc(1, sizeof(*b->kem));
+    assert_non_null(b->kem);
+    assert_int_equal(msv_kem_prekey_generate(b->id, 11, 0, b->kem, b->kem_sig), MSV_OK);
+}
+
 static struct msv_prekey_bundle bundle_of(const struct peer *b)
 {
     struct msv_prekey_bundle x = {.signed_id = b->spk.id, .one_time_id = b->opk.id};
@@ -180,6 +199,13 @@ static struct msv_prekey_bundle bundle_of(const struct peer *b)
     memcpy(x.signed_pk, b->spk.pk, 32);
     memcpy(x.signed_sig, b->spk_sig, 64);
     memcpy(x.one_time_pk, b->opk.pk, 32);
+    if (b->kem != NULL) {
+        x.has_kem = 1;
+        x.kem_id = b->kem->id;
+        x.kem_last_resort = b->kem->last_resort;
+        memcpy(x.kem_pk, b->kem->ek, sizeof(x.kem_pk));
+        memcpy(x.kem_sig, b->kem_sig, 64);
+    }
     return x;
 }
 
@@ -189,6 +215,8 @@ static void peers_free(struct peer *a, struct peer *b)
     msv_session_free(b->s);
     msv_identity_free(a->id);
     msv_identity_free(b->id);
+    free(a->kem);
+    free(b->kem);
 }
 
 /* b receives wire from a: answers the session's first message, decrypts later ones. */
@@ -196,8 +224,8 @@ static msv_err receive(struct peer *b, const struct peer *a, const uint8_t *wire
                        uint8_t **pt, size_t *pt_len)
 {
     if (b->s == NULL)
-        return msv_session_respond(b->id, msv_identity_public(a->id), &b->spk, &b->opk, wire, len,
-                                   &b->s, pt, pt_len);
+        return msv_session_respond(b->id, msv_identity_public(a->id), &b->spk, &b->opk, b->kem,
+                                   wire, len, &b->s, pt, pt_len);
     return msv_session_decrypt(b->s, wire, len, pt, pt_len);
 }
 
@@ -220,7 +248,7 @@ static uint32_t lcg(uint32_t *x)
  * Every delivered message must decrypt exactly once, to what was sent, and
  * every duplicate must be refused as a replay; lost messages are just gone.
  */
-static void test_loss_reorder_duplicates(void **state)
+static void loss_reorder_duplicates(int pq)
 {
     struct peer a, b;
     struct msv_prekey_bundle bb;
@@ -228,8 +256,10 @@ static void test_loss_reorder_duplicates(void **state)
     size_t n_flight = 0, delivered = 0, replays = 0, duplicates = 0, dropped = 0;
     uint32_t rnd = 12345, serial = 0, *seen = calloc(4000, sizeof(*seen));
 
-    (void)state;
-    peers_init(&a, &b);
+    if (pq)
+        peers_init_pq(&a, &b);
+    else
+        peers_init(&a, &b);
     bb = bundle_of(&b);
     assert_int_equal(msv_session_initiate(a.id, msv_identity_public(b.id), &bb, &a.s), MSV_OK);
     while (serial < 3000 || n_flight > 0) {
@@ -290,6 +320,19 @@ static void test_loss_reorder_duplicates(void **state)
     assert_true(replays * 10 >= duplicates * 9);
     free(seen);
     peers_free(&a, &b);
+}
+
+static void test_loss_reorder_duplicates(void **state)
+{
+    (void)state;
+    loss_reorder_duplicates(0);
+}
+
+/* The same network with hybrid sessions. */
+static void test_pq_loss_reorder_duplicates(void **state)
+{
+    (void)state;
+    loss_reorder_duplicates(1);
 }
 
 static uint8_t *send_text(struct peer *from, const char *text, size_t *len)
@@ -400,8 +443,8 @@ static void test_forgeries_change_nothing(void **state)
         uint8_t *pt = NULL;
         size_t pt_len = 0;
 
-        assert_int_equal(msv_session_respond(b.id, msv_identity_public(eve.id), &b.spk, &b.opk, w,
-                                             len, &s, &pt, &pt_len),
+        assert_int_equal(msv_session_respond(b.id, msv_identity_public(eve.id), &b.spk, &b.opk,
+                                             NULL, w, len, &s, &pt, &pt_len),
                          MSV_ERR_AUTH);
         assert_null(s);
     }
@@ -539,11 +582,189 @@ static void test_sealed_sender_proves_sender(void **state)
     msv_identity_free(mallory);
 }
 
+/*
+ * A hybrid session: the first messages carry the KEM ciphertext (0x08), both
+ * sides say post-quantum, and the stored form keeps the prefix.
+ */
+static void test_pq_session(void **state)
+{
+    struct peer a, b;
+    struct msv_prekey_bundle bb;
+    struct msv_session *copy = NULL;
+    uint8_t *w, *st = NULL;
+    size_t len, st_len;
+    uint32_t kem_id = 0;
+
+    (void)state;
+    peers_init_pq(&a, &b);
+    bb = bundle_of(&b);
+    assert_int_equal(msv_session_initiate(a.id, msv_identity_public(b.id), &bb, &a.s), MSV_OK);
+    assert_true(msv_session_is_pq(a.s));
+    assert_int_equal(msv_session_export(a.s, &st, &st_len), MSV_OK);
+    assert_int_equal(msv_session_import(st, st_len, &copy), MSV_OK);
+    msv_secret_free(st, st_len);
+    msv_session_free(a.s);
+    a.s = copy;
+    w = send_text(&a, "hello", &len);
+    assert_int_equal(w[0], MSV_WIRE_PQ_PREKEY_MSG);
+    assert_int_equal(len, 1133 + 41 + 5 + 16);
+    assert_int_equal(msv_prekey_message_kem_id(w, len, &kem_id), MSV_OK);
+    assert_int_equal(kem_id, 11);
+    expect_text(&b, &a, w, len, "hello");
+    assert_true(msv_session_is_pq(b.s));
+    free(w);
+    w = send_text(&a, "again", &len); /* still the prefix: any of them starts the session */
+    assert_int_equal(w[0], MSV_WIRE_PQ_PREKEY_MSG);
+    expect_text(&b, &a, w, len, "again");
+    free(w);
+    w = send_text(&b, "back", &len);
+    expect_text(&a, &b, w, len, "back");
+    free(w);
+    w = send_text(&a, "settled", &len);
+    assert_int_equal(w[0], MSV_WIRE_RATCHET);
+    expect_text(&b, &a, w, len, "settled");
+    free(w);
+    peers_free(&a, &b);
+}
+
+/*
+ * A dishonest server cannot downgrade a device that says post-quantum: a
+ * bundle without a KEM prekey, with an unsigned one, one signed for another
+ * id or kind, or another device's, starts no session at all.
+ */
+static void test_pq_downgrade_refused(void **state)
+{
+    struct peer a, b, eve, unused;
+    struct msv_prekey_bundle bb, good;
+    struct msv_kem_prekey *other = calloc(1, sizeof(*other));
+    uint8_t other_sig[64];
+
+    (void)state;
+    assert_non_null(other);
+    peers_init_pq(&a, &b);
+    peers_init_pq(&unused, &eve);
+    good = bundle_of(&b);
+    bb = good;
+    bb.has_kem = 0; /* withheld */
+    assert_int_equal(msv_session_initiate(a.id, msv_identity_public(b.id), &bb, &a.s),
+                     MSV_ERR_AUTH);
+    assert_null(a.s);
+    bb = good;
+    memset(bb.kem_sig, 0, 64); /* unsigned */
+    assert_int_equal(msv_session_initiate(a.id, msv_identity_public(b.id), &bb, &a.s),
+                     MSV_ERR_AUTH);
+    bb = good;
+    bb.kem_pk[100] ^= 1; /* another key under the signature */
+    assert_int_equal(msv_session_initiate(a.id, msv_identity_public(b.id), &bb, &a.s),
+                     MSV_ERR_AUTH);
+    bb = good;
+    bb.kem_id++; /* another id */
+    assert_int_equal(msv_session_initiate(a.id, msv_identity_public(b.id), &bb, &a.s),
+                     MSV_ERR_AUTH);
+    bb = good;
+    bb.kem_last_resort = 1; /* signed as a one-time prekey */
+    assert_int_equal(msv_session_initiate(a.id, msv_identity_public(b.id), &bb, &a.s),
+                     MSV_ERR_AUTH);
+    /* eve's KEM prekey, rightly signed by eve, served as b's */
+    bb = good;
+    assert_int_equal(msv_kem_prekey_generate(eve.id, 11, 0, other, other_sig), MSV_OK);
+    memcpy(bb.kem_pk, other->ek, sizeof(bb.kem_pk));
+    memcpy(bb.kem_sig, other_sig, 64);
+    assert_int_equal(msv_session_initiate(a.id, msv_identity_public(b.id), &bb, &a.s),
+                     MSV_ERR_AUTH);
+    assert_null(a.s);
+    /* the honest bundle works */
+    assert_int_equal(msv_session_initiate(a.id, msv_identity_public(b.id), &good, &a.s), MSV_OK);
+    free(other);
+    peers_free(&a, &b);
+    peers_free(&unused, &eve);
+}
+
+/*
+ * A network attacker who changes the KEM ciphertext (or its id, or the kind
+ * byte) gets no session: implicit rejection gives the responder another
+ * secret and the first message does not decrypt; a classical answer is
+ * never tried. The untouched message then starts the session.
+ */
+static void test_pq_altered_ciphertext(void **state)
+{
+    struct peer a, b;
+    struct msv_prekey_bundle bb;
+    uint8_t *w, *pt = NULL;
+    size_t len, pt_len = 0;
+    const size_t at[] = {41, 44, 45, 600, 1132};
+
+    (void)state;
+    peers_init_pq(&a, &b);
+    bb = bundle_of(&b);
+    assert_int_equal(msv_session_initiate(a.id, msv_identity_public(b.id), &bb, &a.s), MSV_OK);
+    w = send_text(&a, "hello", &len);
+    for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+        w[at[i]] ^= 0x10;
+        assert_int_equal(receive(&b, &a, w, len, &pt, &pt_len), MSV_ERR_AUTH);
+        assert_null(b.s);
+        assert_null(pt);
+        w[at[i]] ^= 0x10;
+    }
+    /* the same message as a classical one (the KEM part cut out) */
+    {
+        uint8_t *cut = malloc(len - 1092);
+
+        assert_non_null(cut);
+        memcpy(cut, w, 41);
+        memcpy(cut + 41, w + 1133, len - 1133);
+        cut[0] = MSV_WIRE_PREKEY_MSG;
+        assert_int_equal(msv_session_respond(b.id, msv_identity_public(a.id), &b.spk, &b.opk, NULL,
+                                             cut, len - 1092, &b.s, &pt, &pt_len),
+                         MSV_ERR_AUTH);
+        assert_null(b.s);
+        free(cut);
+    }
+    expect_text(&b, &a, w, len, "hello");
+    free(w);
+    peers_free(&a, &b);
+}
+
+/*
+ * Devices of earlier versions (identities without [8]) keep the classical
+ * session: a post-quantum device writing to one starts a classical 0x06 one,
+ * and is answered in it; the session says it is classical.
+ */
+static void test_pq_to_classical_device(void **state)
+{
+    struct peer a, b, classical_a, unused;
+    struct msv_prekey_bundle bb;
+    uint8_t *w;
+    size_t len;
+
+    (void)state;
+    peers_init_pq(&a, &unused);
+    peers_init(&classical_a, &b); /* b: no [8], no KEM prekey */
+    bb = bundle_of(&b);
+    assert_int_equal(msv_session_initiate(a.id, msv_identity_public(b.id), &bb, &a.s), MSV_OK);
+    assert_false(msv_session_is_pq(a.s));
+    w = send_text(&a, "to an older device", &len);
+    assert_int_equal(w[0], MSV_WIRE_PREKEY_MSG);
+    expect_text(&b, &a, w, len, "to an older device");
+    assert_false(msv_session_is_pq(b.s));
+    free(w);
+    w = send_text(&b, "answered", &len);
+    expect_text(&a, &b, w, len, "answered");
+    free(w);
+    peers_free(&a, &unused);
+    peers_free(&classical_a, &b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_known_answers),
         cmocka_unit_test(test_loss_reorder_duplicates),
+        cmocka_unit_test(test_pq_session),
+        cmocka_unit_test(test_pq_downgrade_refused),
+        cmocka_unit_test(test_pq_altered_ciphertext),
+        cmocka_unit_test(test_pq_to_classical_device),
+        cmocka_unit_test(test_pq_loss_reorder_duplicates),
         cmocka_unit_test(test_compromise),
         cmocka_unit_test(test_forgeries_change_nothing),
         cmocka_unit_test(test_skip_bound),

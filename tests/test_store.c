@@ -398,7 +398,7 @@ static void test_migration_to_v3(void **state)
                      "DROP TRIGGER queue_usage_out; DROP TABLE reports; DROP TABLE invites;"
                      "DROP TABLE queue_refusals;"
                      "DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
-                     "DROP TABLE account_handles;"
+                     "DROP TABLE account_handles; DROP TABLE kem_prekeys;"
                      "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
@@ -1066,6 +1066,143 @@ static void test_prekeys_and_tokens(void **state)
     assert_int_equal(OPS(f)->delivery_token_check(IMPL(f), a, hash), MSV_ERR_AUTH);
 }
 
+struct kem_claimer {
+    struct msv_store *store;
+    uint64_t device;
+    uint32_t got[64];
+    size_t n_got, last_resort;
+};
+
+static void *claim_kem_rounds(void *arg)
+{
+    struct kem_claimer *k = arg;
+    struct msv_prekey_claimed *c = calloc(1, sizeof(*c));
+
+    assert_non_null(c);
+    for (int i = 0; i < 40; i++) {
+        assert_int_equal(k->store->ops->prekey_claim(k->store->impl, k->device, 1, c), MSV_OK);
+        if (c->kem_last_resort)
+            k->last_resort++;
+        else
+            k->got[k->n_got++] = c->kem_id;
+    }
+    free(c);
+    return NULL;
+}
+
+/*
+ * KEM prekeys: a claim hands out a one-time KEM prekey once (lowest id
+ * first, with the X25519 ones in the same transaction), then the last-resort
+ * one; uploads replace the last-resort one and are bounded; two stores on
+ * one database claiming at once never hand out the same key; removal drops
+ * them.
+ */
+static void test_kem_prekeys(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "k"), d = make_device(f, a);
+    struct msv_kem_prekey_rec *kem = calloc(64, sizeof(*kem)), last = {.id = 1000};
+    struct msv_prekey_upload up = {.has_signed = 1, .signed_id = 1, .kem_last_resort = &last};
+    struct msv_prekey_claimed *c = calloc(1, sizeof(*c));
+    struct msv_store *other = NULL;
+    struct kem_claimer k[2];
+    pthread_t threads[2];
+    uint32_t left = 0, kem_left = 0;
+    int has_signed = 0, has_last = 0, seen[64] = {0};
+
+    assert_non_null(kem);
+    assert_non_null(c);
+    memset(last.key, 0x4c, sizeof(last.key));
+    memset(last.sig, 0x4d, sizeof(last.sig));
+    for (uint32_t i = 0; i < 64; i++) {
+        kem[i].id = 10 + i;
+        memset(kem[i].key, (int)i, sizeof(kem[i].key));
+        memset(kem[i].sig, (int)i + 1, sizeof(kem[i].sig));
+    }
+    memset(up.signed_key, 0x51, 32);
+    memset(up.signed_sig, 0x52, 64);
+    /* no KEM prekey yet: the bundle has none */
+    up.kem_last_resort = NULL;
+    assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_OK);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 1, c), MSV_OK);
+    assert_int_equal(c->kem_id, 0);
+    up.kem_last_resort = &last;
+    up.kem_one_time = kem;
+    up.n_kem_one_time = 3;
+    assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_OK);
+    assert_int_equal(OPS(f)->kem_prekey_state(IMPL(f), d, &kem_left, &has_last), MSV_OK);
+    assert_int_equal(kem_left, 3);
+    assert_true(has_last);
+    /* two more would make 5 > 4: refused, nothing kept (also not the new last-resort key) */
+    up.kem_one_time = kem + 3;
+    up.n_kem_one_time = 2;
+    last.id = 2000;
+    assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_ERR_TOO_BIG);
+    last.id = 1000;
+    for (uint32_t i = 0; i < 3; i++) {
+        assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 1, c), MSV_OK);
+        assert_int_equal(c->kem_id, 10 + i);
+        assert_false(c->kem_last_resort);
+        assert_int_equal(c->kem_key[1183], (uint8_t)i);
+        assert_int_equal(c->kem_sig[0], (uint8_t)(i + 1));
+    }
+    /* none left: the last-resort one, as often as asked; a throttled claim gets it too */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, i, c), MSV_OK);
+        assert_int_equal(c->kem_id, 1000);
+        assert_true(c->kem_last_resort);
+        assert_int_equal(c->kem_key[0], 0x4c);
+        assert_int_equal(c->kem_sig[63], 0x4d);
+    }
+    /* a new last-resort key replaces the old */
+    last.id = 1001;
+    memset(last.key, 0x5c, sizeof(last.key));
+    up.n_kem_one_time = 0;
+    assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_OK);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 1, c), MSV_OK);
+    assert_int_equal(c->kem_id, 1001);
+    assert_int_equal(c->kem_key[0], 0x5c);
+    /* two stores claim at once: each one-time key goes to exactly one of them */
+    up.kem_one_time = kem;
+    up.n_kem_one_time = 64;
+    assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 100, &left, &has_signed), MSV_OK);
+    assert_int_equal(open_store(f, &other), MSV_OK);
+    for (int i = 0; i < 2; i++) {
+        memset(&k[i], 0, sizeof(k[i]));
+        k[i].store = i ? other : f->store;
+        k[i].device = d;
+        assert_int_equal(pthread_create(&threads[i], NULL, claim_kem_rounds, &k[i]), 0);
+    }
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(threads[i], NULL), 0);
+    assert_int_equal(k[0].n_got + k[1].n_got, 64);
+    assert_int_equal(k[0].last_resort + k[1].last_resort, 16);
+    for (int i = 0; i < 2; i++) {
+        for (size_t j = 0; j < k[i].n_got; j++) {
+            assert_true(k[i].got[j] >= 10 && k[i].got[j] < 74);
+            assert_int_equal(seen[k[i].got[j] - 10]++, 0);
+        }
+    }
+    msv_store_close(other);
+    /* a restored device's upload drops its one-time KEM prekeys too */
+    up.n_kem_one_time = 2;
+    assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_OK);
+    up.kem_one_time = kem + 5;
+    up.replace_one_time = 1;
+    assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_OK);
+    assert_int_equal(OPS(f)->kem_prekey_state(IMPL(f), d, &kem_left, &has_last), MSV_OK);
+    assert_int_equal(kem_left, 2);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 1, c), MSV_OK);
+    assert_int_equal(c->kem_id, 15);
+    /* removal drops them */
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), a, d), MSV_OK);
+    assert_int_equal(OPS(f)->kem_prekey_state(IMPL(f), d, &kem_left, &has_last), MSV_OK);
+    assert_int_equal(kem_left, 0);
+    assert_false(has_last);
+    free(kem);
+    free(c);
+}
+
 /* What operators see and change: accounts with their devices and queues, suspension, totals. */
 static void test_operator_views(void **state)
 {
@@ -1382,12 +1519,12 @@ static void test_reopen_and_schema(void **state)
                      " DROP TRIGGER queue_usage_in ON queue; DROP TRIGGER queue_usage_out ON queue;"
                      " DROP FUNCTION queue_usage_add; DROP FUNCTION queue_usage_sub;"
                      " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
-                     " DROP TABLE account_handles; UPDATE missive_schema SET version = 6;"
+                     " DROP TABLE account_handles; DROP TABLE kem_prekeys; UPDATE missive_schema SET version = 6;"
                    : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
                      " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
                      " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
                      " DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
-                     " DROP TABLE account_handles; DELETE FROM schema_version WHERE version >= 7;");
+                     " DROP TABLE account_handles; DROP TABLE kem_prekeys; DELETE FROM schema_version WHERE version >= 7;");
     reopen(f);
     raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
     assert_usage(f, 42, 1, 3);
@@ -1543,6 +1680,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue_usage_counters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kem_prekeys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reports, setup, teardown),
@@ -1570,6 +1708,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue_usage_counters, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue_refusals, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_kem_prekeys, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_reports, setup_pg, teardown),

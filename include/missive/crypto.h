@@ -69,6 +69,7 @@ MSV_MUST_CHECK msv_err msv_identity_generate(enum msv_suite suite, unsigned rsa_
  * suite's elements (classic and ecies share the signing key), and the
  * device speaks all of them, primary first.
  */
+#define MSV_IDENTITY_PQ (1u << 8) /* in also: the modern keys say "post-quantum sessions" */
 MSV_MUST_CHECK msv_err msv_identity_generate_suites(enum msv_suite primary, unsigned also,
                                                     unsigned rsa_bits, struct msv_identity **out);
 void msv_identity_free(struct msv_identity *id);
@@ -105,6 +106,12 @@ void msv_public_identity_free(struct msv_public_identity *pub);
 
 enum msv_suite msv_public_identity_suite(const struct msv_public_identity *pub);
 unsigned msv_public_identity_suites(const struct msv_public_identity *pub);
+/*
+ * 1 if the identity says its device speaks post-quantum sessions (element
+ * [8], covered by the identity hash): such a device gets a hybrid session
+ * or nothing (docs/crypto.md, "Post-quantum sessions").
+ */
+int msv_public_identity_is_pq(const struct msv_public_identity *pub);
 /*
  * The suites an encoding has keys for, from its element tags alone (no key is
  * checked: for identities parsed before); 0 if it is not a public identity.

@@ -16,15 +16,16 @@
 
 #include "missive/crypto.h"
 
-#define MSV_WIRE_RATCHET 0x05    /* a message of an established session */
-#define MSV_WIRE_PREKEY_MSG 0x06 /* the session's first messages: X3DH data, then a 0x05 */
+#define MSV_WIRE_RATCHET 0x05       /* a message of an established session */
+#define MSV_WIRE_PREKEY_MSG 0x06    /* the session's first messages: X3DH data, then a 0x05 */
+#define MSV_WIRE_PQ_PREKEY_MSG 0x08 /* a hybrid session's first messages: X3DH + ML-KEM, a 0x05 */
 
 /* Messages a single message may skip over in one chain, and skipped keys a session keeps. */
 #define MSV_RATCHET_MAX_SKIP 1000
 #define MSV_RATCHET_MAX_SKIPPED 2000
 
 /* Bytes a session adds around a plaintext: the prekey prefix, the header and the tag. */
-#define MSV_RATCHET_OVERHEAD (41 + 41 + 16)
+#define MSV_RATCHET_OVERHEAD (1133 + 41 + 16)
 
 /* An X25519 prekey pair; the secret is only ever in the owner's store. */
 struct msv_prekey {
@@ -45,6 +46,31 @@ MSV_MUST_CHECK msv_err msv_signed_prekey_verify(const struct msv_public_identity
                                                 uint32_t key_id, const uint8_t pk[32],
                                                 const uint8_t sig[64]);
 
+/*
+ * An ML-KEM-768 prekey of a device that speaks post-quantum sessions: a
+ * one-time one (claimed once) or its last-resort one (handed out when none
+ * is left). The decapsulation key is only ever in the owner's store.
+ */
+struct msv_kem_prekey {
+    uint32_t id;
+    int last_resort;
+    uint8_t ek[1184];
+    uint8_t dk[2400];
+};
+
+/*
+ * Generates a KEM prekey and sig, the identity's Ed25519 signature of
+ * "MSV-kem-prekey-v1" || u32be id || u8 last_resort || ek. The identity must
+ * be modern. Caller wipes out->dk.
+ */
+MSV_MUST_CHECK msv_err msv_kem_prekey_generate(const struct msv_identity *id, uint32_t key_id,
+                                               int last_resort, struct msv_kem_prekey *out,
+                                               uint8_t sig[64]);
+/* MSV_OK if sig is pub's signature of this KEM prekey; MSV_ERR_AUTH otherwise. */
+MSV_MUST_CHECK msv_err msv_kem_prekey_verify(const struct msv_public_identity *pub, uint32_t key_id,
+                                             int last_resort, const uint8_t *ek, size_t ek_len,
+                                             const uint8_t sig[64]);
+
 /* What the directory hands a sender for one device. */
 struct msv_prekey_bundle {
     uint32_t signed_id;
@@ -52,6 +78,12 @@ struct msv_prekey_bundle {
     uint8_t signed_sig[64];
     uint32_t one_time_id; /* 0: none left */
     uint8_t one_time_pk[32];
+    /* the KEM prekey: required when the peer speaks post-quantum sessions, else unused */
+    int has_kem;
+    uint32_t kem_id;
+    int kem_last_resort;
+    uint8_t kem_pk[1184];
+    uint8_t kem_sig[64];
 };
 
 struct msv_session;
@@ -60,7 +92,10 @@ struct msv_session;
  * Starts a session with peer (its identity from the transparency-checked
  * directory) from its bundle; checks the prekey's signature first
  * (MSV_ERR_AUTH). Until the peer answers, every message carries the X3DH
- * prefix so that any of them can start the session at the other end.
+ * prefix so that any of them can start the session at the other end. A
+ * peer whose identity says post-quantum gets a hybrid session (X3DH and an
+ * ML-KEM-768 encapsulation to the bundle's KEM prekey) or none:
+ * MSV_ERR_AUTH when the bundle has no KEM prekey or its signature fails.
  */
 MSV_MUST_CHECK msv_err msv_session_initiate(const struct msv_identity *me,
                                             const struct msv_public_identity *peer,
@@ -81,19 +116,26 @@ MSV_MUST_CHECK msv_err msv_session_encrypt(struct msv_session *s, const uint8_t 
 MSV_MUST_CHECK msv_err msv_session_decrypt(struct msv_session *s, const uint8_t *wire, size_t len,
                                            uint8_t **pt, size_t *pt_len);
 
-/* The prekeys a 0x06 message was made for, and its base key; MSV_ERR_PARSE otherwise. */
+/* The prekeys a 0x06 or 0x08 message was made for, and its base key; MSV_ERR_PARSE otherwise. */
 MSV_MUST_CHECK msv_err msv_prekey_message_info(const uint8_t *wire, size_t len, uint32_t *signed_id,
                                                uint32_t *one_time_id, uint8_t base_key[32]);
+/* The KEM prekey a 0x08 message was made for; MSV_ERR_PARSE for anything else. */
+MSV_MUST_CHECK msv_err msv_prekey_message_kem_id(const uint8_t *wire, size_t len, uint32_t *kem_id);
+/* 1 if s is a hybrid (post-quantum) session. */
+int msv_session_is_pq(const struct msv_session *s);
 
 /*
- * Answers a 0x06 message from peer: the X3DH from our side with the secrets
- * of the prekeys it names (one_time NULL when it names none), then its first
- * message decrypted. MSV_ERR_AUTH if it does not decrypt.
+ * Answers a 0x06 or 0x08 message from peer: the X3DH from our side with the
+ * secrets of the prekeys it names (one_time NULL when it names none; kem the
+ * KEM prekey a 0x08 names, NULL for a 0x06), then its first message
+ * decrypted. MSV_ERR_AUTH if it does not decrypt, and for a 0x06 to a device
+ * whose identity says post-quantum (a downgrade).
  */
 MSV_MUST_CHECK msv_err msv_session_respond(const struct msv_identity *me,
                                            const struct msv_public_identity *peer,
                                            const struct msv_prekey *signed_prekey,
-                                           const struct msv_prekey *one_time, const uint8_t *wire,
+                                           const struct msv_prekey *one_time,
+                                           const struct msv_kem_prekey *kem, const uint8_t *wire,
                                            size_t len, struct msv_session **out, uint8_t **pt,
                                            size_t *pt_len);
 

@@ -38,6 +38,9 @@ struct msv_client {
     void (*on_account_new)(void *ctx, const char *handle);
     /* a device of handle that speaks no suite this device speaks, left out of a send */
     void (*on_unreachable)(void *ctx, const char *handle, uint64_t device_id, const char *suites);
+    /* a device that says post-quantum for which the server gave no checked KEM prekey: nothing
+     * went to it (the send fails with why.code MSV_REFUSAL_PQ); may be NULL */
+    void (*on_pq_refused)(void *ctx, const char *handle, uint64_t device_id, const char *warning);
     /* a message went to handle without sealed sender (the relay refused its delivery token) */
     void (*on_unsealed)(void *ctx, const char *handle);
     /* a received file's download, piece by piece; may be NULL */
@@ -65,7 +68,9 @@ struct msv_client {
  * Creates an account directory with a fresh device identity for handle at
  * the server (whose certificate is pinned now: trust on first use; its
  * fingerprint goes to fingerprint): keys of suite, and of the suites in also
- * (MSV_SUITE_BIT each) for devices that speak nothing else. passphrase seals
+ * (MSV_SUITE_BIT each) for devices that speak nothing else, and with
+ * MSV_IDENTITY_PQ in also a modern identity that says post-quantum sessions
+ * (docs/crypto.md, "Post-quantum sessions"). passphrase seals
  * the keys (Argon2id); NULL or "" stores them unsealed in the 0600 database.
  * Caller frees with msv_client_close().
  */
@@ -539,6 +544,7 @@ MSV_MUST_CHECK msv_err msv_client_monitor(struct msv_client *c,
  * MSV_ERR_AUTH if with another, MSV_ERR_NOT_FOUND if not verified.
  */
 #define MSV_REFUSAL_KEY_CHANGE 1000 /* a why.code of the client's own, not the server's */
+#define MSV_REFUSAL_PQ 1135 /* why.code: a post-quantum device without a checked KEM prekey */
 MSV_MUST_CHECK msv_err msv_client_safety_number(struct msv_client *c, const char *handle,
                                                 unsigned version, char number[61],
                                                 uint8_t digest[32]);

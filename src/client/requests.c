@@ -390,6 +390,54 @@ out:
     return err;
 }
 
+static void kem_wire(Msv__Wire__KemPrekey *w, const struct msv_kem_prekey *k, const uint8_t *sig)
+{
+    msv__wire__kem_prekey__init(w);
+    w->id = k->id;
+    w->key = (ProtobufCBinaryData){sizeof(k->ek), (uint8_t *)k->ek};
+    w->signature = (ProtobufCBinaryData){64, (uint8_t *)sig};
+    w->last_resort = k->last_resort != 0;
+}
+
+msv_err msv_request_kem_prekey_upload(struct msv_conn *c, const struct msv_kem_prekey *last_resort,
+                                      const uint8_t *last_resort_sig,
+                                      const struct msv_kem_prekey *one_time,
+                                      const uint8_t (*sigs)[64], size_t n, int timeout_ms,
+                                      uint32_t *left, int *has_last_resort, struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__PrekeyUpload up = MSV__WIRE__PREKEY_UPLOAD__INIT;
+    Msv__Wire__KemPrekey lr, *ot = calloc(n + 1, sizeof(*ot));
+    Msv__Wire__KemPrekey **ptrs = calloc(n + 1, sizeof(*ptrs));
+    msv_frame *answer = NULL;
+    msv_err err = MSV_ERR_NOMEM;
+
+    if (ot == NULL || ptrs == NULL)
+        goto out;
+    if (last_resort != NULL) {
+        kem_wire(&lr, last_resort, last_resort_sig);
+        up.kem_last_resort = &lr;
+    }
+    for (size_t i = 0; i < n; i++) {
+        kem_wire(&ot[i], &one_time[i], sigs[i]);
+        ptrs[i] = &ot[i];
+    }
+    up.n_kem_one_time = n;
+    up.kem_one_time = ptrs;
+    req.body_case = MSV__WIRE__FRAME__BODY_PREKEY_UPLOAD;
+    req.prekey_upload = &up;
+    err = run(c, &req, MSV__WIRE__FRAME__BODY_PREKEY_STATE, timeout_ms, why, &answer);
+    if (err == MSV_OK) {
+        *left = answer->prekey_state->kem_one_time_left;
+        *has_last_resort = answer->prekey_state->has_kem_last_resort;
+    }
+    msv_frame_free(answer);
+out:
+    free(ot);
+    free(ptrs);
+    return err;
+}
+
 msv_err msv_request_prekey_claim(struct msv_conn *c, const uint64_t *device_ids, size_t n,
                                  int timeout_ms, msv_frame **result, struct msv_refusal *why)
 {

@@ -186,6 +186,17 @@ MSV_MUST_CHECK msv_err msv_request_prekey_upload(struct msv_conn *c,
                                                  const struct msv_prekey *one_time, size_t n,
                                                  int replace, int timeout_ms, uint32_t *left,
                                                  int *has_signed, struct msv_refusal *why);
+/*
+ * Uploads KEM prekeys (a device whose identity says post-quantum): the
+ * last-resort one (NULL: unchanged) with its signature, and n one-time ones
+ * with theirs; with nothing to upload it just asks. *left and
+ * *has_last_resort: what the server holds afterwards.
+ */
+struct msv_kem_prekey;
+MSV_MUST_CHECK msv_err msv_request_kem_prekey_upload(
+    struct msv_conn *c, const struct msv_kem_prekey *last_resort, const uint8_t *last_resort_sig,
+    const struct msv_kem_prekey *one_time, const uint8_t (*sigs)[64], size_t n, int timeout_ms,
+    uint32_t *left, int *has_last_resort, struct msv_refusal *why);
 /* Claims the devices' prekey bundles; *result (msv_frame_free) holds PrekeyBundles. */
 MSV_MUST_CHECK msv_err msv_request_prekey_claim(struct msv_conn *c, const uint64_t *device_ids,
                                                 size_t n, int timeout_ms, msv_frame **result,

@@ -22,6 +22,7 @@
 #include "client/client.h"
 #include "client/sessions.h"
 #include "crypto/internal.h"
+#include "missive/mlkem.h"
 #include "missive/ratchet.h"
 #include "missive/util.h"
 #include "util/endian.h"
@@ -185,8 +186,7 @@ static msv_err load_prekey(struct msv_client *c, uint32_t id, struct msv_prekey 
     return err;
 }
 
-/* Moves the next prekey id count further; *first: the id it was (ids are never reused). */
-static msv_err take_prekey_ids(struct msv_client_db *db, uint32_t count, uint32_t *first)
+msv_err msv_sessions_take_prekey_ids(struct msv_client_db *db, uint32_t count, uint32_t *first)
 {
     uint8_t *v = NULL, out[4];
     size_t len = 0;
@@ -216,7 +216,9 @@ msv_err msv_sessions_strip_backup_copy(struct msv_client_db *copy)
     if (err == MSV_OK)
         err = msv_client_db_unset(copy, "signed-prekey-old");
     if (err == MSV_OK)
-        err = take_prekey_ids(copy, MSV_PREKEY_RESTORE_GAP, &skipped);
+        err = msv_sessions_take_prekey_ids(copy, MSV_PREKEY_RESTORE_GAP, &skipped);
+    if (err == MSV_OK)
+        err = msv_pqkeys_strip_backup_copy(copy);
     if (err == MSV_OK)
         err = msv_client_db_set(copy, MSV_PREKEYS_RESTORED, "1", 1);
     return err;
@@ -227,7 +229,7 @@ static msv_err make_prekeys(struct msv_client *c, struct msv_prekey *keys, size_
                             uint8_t sig[64])
 {
     uint32_t first = 0;
-    msv_err err = take_prekey_ids(c->db, (uint32_t)n, &first);
+    msv_err err = msv_sessions_take_prekey_ids(c->db, (uint32_t)n, &first);
 
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         err = msv_prekey_generate(c->id, first + (uint32_t)i, &keys[i], i == 0 ? sig : NULL);
@@ -439,6 +441,8 @@ msv_err msv_sessions_publish(struct msv_client *c)
                                         TIMEOUT_MS, &left, &has_signed, &c->why);
     if (err == MSV_OK && rotate)
         err = signed_prekey_replaced(c, spk.id, now);
+    if (err == MSV_OK) /* the last-resort KEM prekey is replaced with the signed prekey */
+        err = msv_pqkeys_publish(c, rotate, replace);
     if (err == MSV_OK && replace)
         err = msv_client_db_unset(c->db, MSV_PREKEYS_RESTORED);
     sodium_memzero(keys, sizeof(keys));
@@ -462,37 +466,92 @@ static int wants_session(const struct msv_client *c, const Msv__Wire__DeviceInfo
            speaks_modern(msv_identity_suites_of(d->identity.data, d->identity.len));
 }
 
+/* The bundle's KEM prekey (ignored for a device that does not say post-quantum). */
+static msv_err bundle_kem(const Msv__Wire__PrekeyBundle *b, struct msv_prekey_bundle *bundle)
+{
+    const Msv__Wire__KemPrekey *k = b->kem;
+
+    if (k == NULL)
+        return MSV_OK;
+    if (k->key.len != MSV_MLKEM768_EK_LEN || k->signature.len != 64 || k->id == 0)
+        return MSV_ERR_PARSE;
+    bundle->has_kem = 1;
+    bundle->kem_id = k->id;
+    bundle->kem_last_resort = k->last_resort;
+    memcpy(bundle->kem_pk, k->key.data, MSV_MLKEM768_EK_LEN);
+    memcpy(bundle->kem_sig, k->signature.data, 64);
+    return MSV_OK;
+}
+
 /* Starts a session from one claimed bundle, checked against the listed identity. */
 static msv_err start_session(struct msv_client *c, const char *handle,
                              const Msv__Wire__DeviceInfo *d, const Msv__Wire__PrekeyBundle *b)
 {
-    struct msv_prekey_bundle bundle = {0};
+    struct msv_prekey_bundle *bundle = calloc(1, sizeof(*bundle));
     struct msv_public_identity *pub = NULL;
     struct msv_session *s = NULL;
     char base[MSV_SESSION_KEY_LEN];
-    msv_err err;
+    msv_err err = MSV_ERR_PARSE;
 
+    if (bundle == NULL)
+        return MSV_ERR_NOMEM;
     if (b->signed_ == NULL || b->signed_->key.len != 32 || b->signed_->signature.len != 64 ||
         (b->one_time != NULL && (b->one_time->key.len != 32 || b->one_time->id == 0)))
-        return MSV_ERR_PARSE;
-    bundle.signed_id = b->signed_->id;
-    memcpy(bundle.signed_pk, b->signed_->key.data, 32);
-    memcpy(bundle.signed_sig, b->signed_->signature.data, 64);
+        goto out;
+    bundle->signed_id = b->signed_->id;
+    memcpy(bundle->signed_pk, b->signed_->key.data, 32);
+    memcpy(bundle->signed_sig, b->signed_->signature.data, 64);
     if (b->one_time != NULL) {
-        bundle.one_time_id = b->one_time->id;
-        memcpy(bundle.one_time_pk, b->one_time->key.data, 32);
+        bundle->one_time_id = b->one_time->id;
+        memcpy(bundle->one_time_pk, b->one_time->key.data, 32);
     }
-    err = msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
-                                    &pub);
+    err = bundle_kem(b, bundle);
     if (err == MSV_OK)
-        err = msv_session_initiate(c->id, pub, &bundle, &s);
+        err = msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
+                                        &pub);
+    if (err == MSV_OK)
+        err = msv_session_initiate(c->id, pub, bundle, &s);
     if (err == MSV_OK) {
         key_base(handle, d->device_id, pub, base);
         err = store_session(c, base, 0, s);
     }
+out:
     msv_session_free(s);
     msv_public_identity_free(pub);
+    free(bundle);
     return err;
+}
+
+static int says_pq(const Msv__Wire__DeviceInfo *d)
+{
+    struct msv_public_identity *pub = NULL;
+    int pq = msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
+                                       &pub) == MSV_OK &&
+             msv_public_identity_is_pq(pub);
+
+    msv_public_identity_free(pub);
+    return pq;
+}
+
+/*
+ * A device that says post-quantum gets a hybrid session or nothing: the
+ * server gave no bundle for it, or one without a KEM prekey whose signature
+ * checks. Refused (the send fails) and reported, never sealed classically.
+ */
+static msv_err pq_refused(struct msv_client *c, const char *handle, uint64_t device_id,
+                          const char *what)
+{
+    char warning[sizeof(c->why.message)];
+
+    snprintf(warning, sizeof(warning),
+             "the server gave %s for %.64s (device %llu), whose identity says it speaks "
+             "post-quantum sessions only; nothing was sent to it",
+             what, handle, (unsigned long long)device_id);
+    c->why.code = MSV_REFUSAL_PQ;
+    snprintf(c->why.message, sizeof(c->why.message), "%s", warning);
+    if (c->on_pq_refused != NULL)
+        c->on_pq_refused(c->ctx, handle, device_id, warning);
+    return MSV_ERR_AUTH;
 }
 
 static void handle_of(const Msv__Wire__HandleDevices *hd, char handle[257])
@@ -517,6 +576,58 @@ static int has_session(struct msv_client *c, const char *handle, const Msv__Wire
     msv_secret_free(v, len);
     msv_public_identity_free(pub);
     return found;
+}
+
+int msv_sessions_kind(struct msv_client *c, const char *handle, const Msv__Wire__DeviceInfo *d)
+{
+    struct msv_public_identity *pub = NULL;
+    struct msv_session *s = NULL;
+    char base[MSV_SESSION_KEY_LEN];
+    int kind = MSV_SESSION_NONE;
+
+    if (msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
+                                  &pub) != MSV_OK)
+        return kind;
+    key_base(handle, d->device_id, pub, base);
+    if (load_session(c, base, 0, &s) == MSV_OK)
+        kind = msv_session_is_pq(s) ? MSV_SESSION_PQ : MSV_SESSION_CLASSICAL;
+    msv_session_free(s);
+    msv_public_identity_free(pub);
+    return kind;
+}
+
+static int has_bundle(const Msv__Wire__PrekeyBundles *b, uint64_t device_id)
+{
+    for (size_t i = 0; i < b->n_bundles; i++) {
+        if (b->bundles[i]->device_id == device_id)
+            return 1;
+    }
+    return 0;
+}
+
+static void unpublished_name(uint64_t device_id, char key[48])
+{
+    snprintf(key, 48, "pq-unpublished:%llu", (unsigned long long)device_id);
+}
+
+/*
+ * A device that says post-quantum but has published no prekeys at all (an
+ * approved device that has not connected since): its first messages go in
+ * the modern envelope, as to any device without prekeys, and the sender is
+ * warned; see docs/crypto.md, "Post-quantum sessions", for what this leaves.
+ */
+static msv_err unpublished(struct msv_client *c, const char *handle, uint64_t device_id)
+{
+    char key[48], warning[300];
+
+    snprintf(warning, sizeof(warning),
+             "%.64s (device %llu) has published no prekeys yet: this message goes to it in the "
+             "modern envelope, not in a post-quantum session",
+             handle, (unsigned long long)device_id);
+    if (c->on_pq_refused != NULL)
+        c->on_pq_refused(c->ctx, handle, device_id, warning);
+    unpublished_name(device_id, key);
+    return msv_client_db_set(c->db, key, "1", 1);
 }
 
 msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *const *hds, size_t n)
@@ -565,13 +676,23 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
         for (size_t b = 0; err == MSV_OK && b < got->prekey_bundles->n_bundles; b++) {
             const Msv__Wire__PrekeyBundle *bundle = got->prekey_bundles->bundles[b];
 
-            /* a bundle that does not verify is dropped: that device gets the suite's envelope */
+            /* a bundle that does not verify is dropped: that device gets the suite's envelope,
+             * unless it says post-quantum (msv_sessions_seal refuses it then) */
             for (size_t k = at; k < at + batch; k++) {
                 if (need[k]->device_id != bundle->device_id)
                     continue;
                 handle_of(owner[k], handle);
                 (void)start_session(c, handle, need[k], bundle);
             }
+        }
+        for (size_t k = at; err == MSV_OK && k < at + batch; k++) {
+            handle_of(owner[k], handle);
+            if (says_pq(need[k]) && !has_session(c, handle, need[k]) &&
+                has_bundle(got->prekey_bundles, need[k]->device_id))
+                err =
+                    pq_refused(c, handle, need[k]->device_id, "no post-quantum prekey that checks");
+            else if (says_pq(need[k]) && !has_session(c, handle, need[k]))
+                err = unpublished(c, handle, need[k]->device_id);
         }
         msv_frame_free(got);
     }
@@ -597,6 +718,19 @@ msv_err msv_sessions_seal(struct msv_client *c, const char *handle, uint64_t dev
     key_base(handle, device_id, pub, base);
     if (load_session(c, base, 0, &s) != MSV_OK) {
         sessions_unlock(c);
+        char key[48];
+        uint8_t *flag = NULL;
+        size_t flag_len = 0;
+        int unpub;
+
+        unpublished_name(device_id, key);
+        unpub = msv_client_db_get(c->db, key, &flag, &flag_len) == MSV_OK;
+        free(flag);
+        /* never a classical envelope but to a device with no prekeys at all: see pq_refused */
+        if (msv_public_identity_is_pq(pub) && !unpub)
+            return pq_refused(c, handle, device_id, "no session");
+        if (unpub && (err = msv_client_db_unset(c->db, key)) != MSV_OK)
+            return err;
         return msv_seal_suite(c->id, pub, suite, pt, len, out, out_len);
     }
     err = msv_session_encrypt(s, pt, len, out, out_len);
@@ -617,7 +751,8 @@ msv_err msv_sessions_seal(struct msv_client *c, const char *handle, uint64_t dev
 
 int msv_sessions_is_session_message(const uint8_t *wire, size_t len)
 {
-    return len > 0 && (wire[0] == MSV_WIRE_RATCHET || wire[0] == MSV_WIRE_PREKEY_MSG);
+    return len > 0 && (wire[0] == MSV_WIRE_RATCHET || wire[0] == MSV_WIRE_PREKEY_MSG ||
+                       wire[0] == MSV_WIRE_PQ_PREKEY_MSG);
 }
 
 /* 1 if id names one of this device's signed prekeys (the one in use or the one before). */
@@ -647,6 +782,36 @@ static void base_key_digest(const uint8_t base[32], uint8_t digest[32])
     crypto_generichash_final(&st, digest, 32);
 }
 
+/* The X3DH (and KEM) answer with the prekeys' secrets, once per base key. */
+static msv_err answer_with(struct msv_client *c, const struct msv_public_identity *pub,
+                           const uint8_t *wire, size_t len, uint32_t spk_id, uint32_t opk_id,
+                           const struct msv_kem_prekey *kem, const uint8_t base[32], uint8_t **pt,
+                           size_t *pt_len, struct msv_session_update *u)
+{
+    struct msv_prekey spk, opk;
+    msv_err err;
+
+    base_key_digest(base, u->base_digest);
+    err = msv_client_db_envelope_seen(c->db, u->base_digest);
+    if (err != MSV_ERR_NOT_FOUND)
+        return err == MSV_OK ? MSV_ERR_REPLAY : err;
+    err = load_prekey(c, spk_id, &spk);
+    if (err == MSV_OK && opk_id != 0)
+        err = load_prekey(c, opk_id, &opk);
+    if (err == MSV_ERR_NOT_FOUND)
+        err = MSV_ERR_AUTH; /* a prekey used up already, or never ours */
+    if (err == MSV_OK)
+        err = msv_session_respond(c->id, pub, &spk, opk_id ? &opk : NULL, kem, wire, len, &u->s, pt,
+                                  pt_len);
+    if (err == MSV_OK) {
+        u->is_new = 1;
+        u->used_one_time = opk_id;
+    }
+    sodium_memzero(&spk, sizeof(spk));
+    sodium_memzero(&opk, sizeof(opk));
+    return err;
+}
+
 /*
  * A 0x06 message that starts a new session with us: the X3DH with our
  * prekeys. The signed prekey id must name a signed prekey (a one-time
@@ -658,31 +823,30 @@ static msv_err answer_prekey_message(struct msv_client *c, const struct msv_publ
                                      const uint8_t *wire, size_t len, uint8_t **pt, size_t *pt_len,
                                      struct msv_session_update *u)
 {
-    struct msv_prekey spk, opk;
-    uint32_t spk_id, opk_id;
+    struct msv_kem_prekey *kem = NULL;
+    uint32_t spk_id, opk_id, kem_id = 0;
     uint8_t base[32];
     msv_err err = msv_prekey_message_info(wire, len, &spk_id, &opk_id, base);
 
     if (err != MSV_OK || !is_signed_prekey(c, spk_id))
         return MSV_ERR_AUTH;
-    base_key_digest(base, u->base_digest);
-    err = msv_client_db_envelope_seen(c->db, u->base_digest);
-    if (err != MSV_ERR_NOT_FOUND)
-        return err == MSV_OK ? MSV_ERR_REPLAY : err;
-    err = load_prekey(c, spk_id, &spk);
-    if (err == MSV_OK && opk_id != 0)
-        err = load_prekey(c, opk_id, &opk);
-    if (err == MSV_ERR_NOT_FOUND)
-        err = MSV_ERR_AUTH; /* a prekey used up already, or never ours */
-    if (err == MSV_OK)
-        err = msv_session_respond(c->id, pub, &spk, opk_id ? &opk : NULL, wire, len, &u->s, pt,
-                                  pt_len);
-    if (err == MSV_OK) {
-        u->is_new = 1;
-        u->used_one_time = opk_id;
+    if (wire[0] == MSV_WIRE_PQ_PREKEY_MSG) {
+        kem = sodium_malloc(sizeof(*kem));
+        if (kem == NULL)
+            return MSV_ERR_NOMEM;
+        err = msv_prekey_message_kem_id(wire, len, &kem_id);
+        if (err == MSV_OK)
+            err = msv_pqkeys_load(c, kem_id, kem);
+        if (err != MSV_OK) { /* a KEM prekey used up already, or never ours */
+            sodium_free(kem);
+            return err == MSV_ERR_NOMEM ? err : MSV_ERR_AUTH;
+        }
     }
-    sodium_memzero(&spk, sizeof(spk));
-    sodium_memzero(&opk, sizeof(opk));
+    err = answer_with(c, pub, wire, len, spk_id, opk_id, kem, base, pt, pt_len, u);
+    if (kem != NULL)
+        sodium_free(kem);
+    if (err == MSV_OK)
+        u->used_kem = kem_id;
     return err;
 }
 
@@ -724,7 +888,7 @@ msv_err msv_sessions_open(struct msv_client *c, const char *handle, uint64_t dev
             return got;
         err = got;
     }
-    if (wire[0] == MSV_WIRE_PREKEY_MSG)
+    if (wire[0] == MSV_WIRE_PREKEY_MSG || wire[0] == MSV_WIRE_PQ_PREKEY_MSG)
         return answer_prekey_message(c, pub, wire, len, pt, pt_len, u);
     return err == MSV_ERR_TOO_BIG ? MSV_ERR_AUTH : err;
 }
@@ -766,6 +930,8 @@ msv_err msv_sessions_commit(struct msv_client *c, struct msv_session_update *u)
         prekey_name(u->used_one_time, key); /* forward secrecy: the secret goes */
         err = msv_client_db_unset(c->db, key);
     }
+    if (err == MSV_OK && u->used_kem != 0)
+        err = msv_pqkeys_used(c, u->used_kem);
     if (err == MSV_OK && u->is_new) /* answered once: never again */
         err = msv_client_db_envelope_read(c->db, u->base_digest, msv_wall_ms());
     msv_sessions_discard(u);

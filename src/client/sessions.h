@@ -28,6 +28,9 @@ struct msv_session;
 /* Keeps one-time prekeys at the server above this many (refilled to the upload size). */
 #define MSV_PREKEYS_LOW 20
 #define MSV_PREKEYS_BATCH 100
+/* KEM prekeys (37 times the size of an X25519 one): fewer at a time, refilled the same way */
+#define MSV_KEM_PREKEYS_LOW 10
+#define MSV_KEM_PREKEYS_BATCH 40
 /* The signed prekey is replaced when it is older than this (a week); the one before it keeps
  * its secret until the next replacement, for first messages still on their way. */
 #define MSV_SIGNED_PREKEY_AGE_MS (7LL * 24 * 3600 * 1000)
@@ -53,6 +56,22 @@ msv_err msv_sessions_publish(struct msv_client *c);
 #define MSV_PREKEY_RESTORE_GAP (1u << 24)
 struct msv_client_db;
 MSV_MUST_CHECK msv_err msv_sessions_strip_backup_copy(struct msv_client_db *copy);
+/* Moves the next prekey id count further; *first: the id it was (ids are never reused). */
+MSV_MUST_CHECK msv_err msv_sessions_take_prekey_ids(struct msv_client_db *db, uint32_t count,
+                                                    uint32_t *first);
+
+/*
+ * KEM prekeys (client/pqkeys.c), for a device whose identity says
+ * post-quantum (others: nothing to do). Publishing tops the one-time ones up
+ * and makes a new last-resort one when rotate (with the signed prekey) or
+ * the server has none. Loading reads a KEM prekey's secret; a used one-time
+ * one's secret is deleted (msv_pqkeys_used), a last-resort one's is kept.
+ */
+struct msv_kem_prekey;
+MSV_MUST_CHECK msv_err msv_pqkeys_publish(struct msv_client *c, int rotate, int replace);
+MSV_MUST_CHECK msv_err msv_pqkeys_load(struct msv_client *c, uint32_t id, struct msv_kem_prekey *k);
+MSV_MUST_CHECK msv_err msv_pqkeys_used(struct msv_client *c, uint32_t id);
+MSV_MUST_CHECK msv_err msv_pqkeys_strip_backup_copy(struct msv_client_db *copy);
 
 /*
  * The account's profile key (made on first use), one for all of its devices:
@@ -114,13 +133,23 @@ struct msv_session_update {
     unsigned slot;                  /* which one read the message */
     struct msv_session *s;
     uint32_t used_one_time; /* a one-time prekey secret to delete, or 0 */
+    uint32_t used_kem;      /* the KEM prekey a hybrid session was answered with, or 0 */
     int is_new;             /* a new current session (the others step back one) */
     struct msv_client *c;   /* set while the update holds the session lock */
     /* is_new: the digest of the answered base key, remembered on commit */
     uint8_t base_digest[32];
 };
 
-/* 1 if the envelope is a session message (0x05 or 0x06). */
+/*
+ * The session this device holds with device d of handle (as the directory
+ * lists it): none, classical (X3DH), or post-quantum (hybrid).
+ */
+#define MSV_SESSION_NONE 0
+#define MSV_SESSION_CLASSICAL 1
+#define MSV_SESSION_PQ 2
+int msv_sessions_kind(struct msv_client *c, const char *handle, const Msv__Wire__DeviceInfo *d);
+
+/* 1 if the envelope is a session message (0x05, 0x06 or 0x08). */
 int msv_sessions_is_session_message(const uint8_t *wire, size_t len);
 
 /*

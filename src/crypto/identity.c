@@ -104,7 +104,7 @@ static msv_err parse_p256_elem(const struct msv_elem *e, EVP_PKEY **pk, uint8_t 
 }
 
 /* The element of each tag (NULL if absent), indexed by tag. */
-typedef const struct msv_elem *elems_by_tag[MSV_TAG_X25519_SIG + 1];
+typedef const struct msv_elem *elems_by_tag[MSV_TAG_MODERN_PQ + 1];
 
 /* The P-256 signing key is shared by classic and ecies: parsed once. */
 static msv_err build_sign(struct msv_public_identity *pub, const elems_by_tag e)
@@ -154,6 +154,13 @@ static msv_err build_modern(struct msv_public_identity *pub, const elems_by_tag 
     /* libsodium rejects small-order and non-canonical public keys here. */
     if (crypto_sign_verify_detached(sig->value, msg, sizeof(msg), pub->ed_pk) != 0)
         return MSV_ERR_PARSE;
+    /* the capability is covered by the identity hash: by the fingerprint, the safety number
+     * and the transparency log; one encoding only */
+    if (e[MSV_TAG_MODERN_PQ] != NULL) {
+        if (e[MSV_TAG_MODERN_PQ]->value_len != 1 || e[MSV_TAG_MODERN_PQ]->value[0] != 1)
+            return MSV_ERR_PARSE;
+        pub->pq = 1;
+    }
     return MSV_OK;
 }
 
@@ -184,7 +191,7 @@ static unsigned suites_of_elems(const struct msv_elem *e, size_t n, elems_by_tag
     unsigned present = 0, covered = 0, suites = 0;
 
     for (size_t i = 0; i < n; i++) {
-        if (e[i].tag > MSV_TAG_X25519_SIG)
+        if (e[i].tag > MSV_TAG_MODERN_PQ)
             return 0;
         present |= TAG(e[i].tag);
         if (by_tag != NULL)
@@ -196,7 +203,10 @@ static unsigned suites_of_elems(const struct msv_elem *e, size_t n, elems_by_tag
             covered |= layouts[i].tags;
         }
     }
-    return covered == present ? suites : 0;
+    /* the post-quantum capability is an optional element of the modern layout */
+    if (suites & MSV_SUITE_BIT(MSV_SUITE_MODERN))
+        covered |= TAG(MSV_TAG_MODERN_PQ);
+    return (present & ~covered) == 0 ? suites : 0;
 }
 
 /* The best of the suites in mask: modern, then ecies, then classic. */
@@ -287,6 +297,11 @@ enum msv_suite msv_public_identity_suite(const struct msv_public_identity *pub)
 unsigned msv_public_identity_suites(const struct msv_public_identity *pub)
 {
     return pub->suites;
+}
+
+int msv_public_identity_is_pq(const struct msv_public_identity *pub)
+{
+    return pub->pq;
 }
 
 const uint8_t *msv_public_identity_bytes(const struct msv_public_identity *pub, size_t *len)
@@ -567,7 +582,7 @@ static msv_err assemble_generated(enum msv_suite primary, const struct msv_elem 
 
 /* What generating keys for several suites holds until they are assembled. */
 struct generated {
-    struct msv_elem pub[7], sec[5];
+    struct msv_elem pub[8], sec[5];
     size_t n_pub, n_sec;
     uint8_t sign_sk[32], sign_point[MSV_P256_POINT_LEN];
     uint8_t prekey_sk[32], prekey_point[MSV_P256_POINT_LEN], prekey_sig[72];
@@ -601,6 +616,7 @@ static void add(struct msv_elem *e, size_t *n, unsigned tag, const uint8_t *valu
 static msv_err generate_keys(struct generated *g, unsigned suites, unsigned bits,
                              const struct msv_rng *rng)
 {
+    static const uint8_t pq_flag = 1;
     int classic = (suites & MSV_SUITE_BIT(MSV_SUITE_CLASSIC)) != 0,
         ecies = (suites & MSV_SUITE_BIT(MSV_SUITE_ECIES)) != 0,
         modern = (suites & MSV_SUITE_BIT(MSV_SUITE_MODERN)) != 0;
@@ -667,6 +683,8 @@ static msv_err generate_keys(struct generated *g, unsigned suites, unsigned bits
         add(g->pub, &g->n_pub, MSV_TAG_ED25519, g->ed_pk, 32);
         add(g->pub, &g->n_pub, MSV_TAG_X25519, g->x_pk, 32);
         add(g->pub, &g->n_pub, MSV_TAG_X25519_SIG, g->x_sig, 64);
+        if (suites & MSV_IDENTITY_PQ)
+            add(g->pub, &g->n_pub, MSV_TAG_MODERN_PQ, &pq_flag, 1);
         add(g->sec, &g->n_sec, MSV_TAG_SEC_ED25519, g->seed, 32);
         add(g->sec, &g->n_sec, MSV_TAG_SEC_X25519, g->modern->x_sk, 32);
     }
@@ -684,9 +702,12 @@ msv_err msv_identity_generate_suites_rng(enum msv_suite primary, unsigned also, 
 
     if (msv_init() != MSV_OK)
         return MSV_ERR_CRYPTO;
-    if (primary < MSV_SUITE_CLASSIC || primary > MSV_SUITE_MODERN || (also & ~all) != 0)
+    if (primary < MSV_SUITE_CLASSIC || primary > MSV_SUITE_MODERN ||
+        (also & ~(all | MSV_IDENTITY_PQ)) != 0)
         return MSV_ERR_INVALID;
     suites = also | MSV_SUITE_BIT(primary);
+    if ((suites & MSV_IDENTITY_PQ) && !(suites & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
+        return MSV_ERR_INVALID;
     if (suites & MSV_SUITE_BIT(MSV_SUITE_CLASSIC)) {
         if (rsa_bits == 0)
             rsa_bits = MSV_CLASSIC_RSA_BITS_DEFAULT;

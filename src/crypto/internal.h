@@ -41,6 +41,7 @@ enum {
     MSV_TAG_ED25519 = 5,    /* u16 32 || Ed25519 public key */
     MSV_TAG_X25519 = 6,     /* u16 32 || X25519 public key */
     MSV_TAG_X25519_SIG = 7, /* u16 64 || Ed25519 signature */
+    MSV_TAG_MODERN_PQ = 8,  /* u16 1 || 0x01: the device speaks post-quantum sessions */
     MSV_TAG_MAX_PUBLIC = 15,
     MSV_TAG_SEC_P256 = 16,    /* signing scalar */
     MSV_TAG_SEC_RSA = 17,     /* PKCS#1 RSAPrivateKey */
@@ -62,6 +63,7 @@ struct msv_public_identity {
     uint8_t prekey_point[MSV_P256_POINT_LEN];
     uint8_t ed_pk[32]; /* modern */
     uint8_t x_pk[32];
+    int pq; /* modern with [8]: post-quantum sessions only (docs/crypto.md) */
 };
 
 /* Secrets of the modern suite live in guarded memory (sodium_malloc). */
@@ -253,6 +255,7 @@ MSV_MUST_CHECK msv_err msv_seal_rng(const struct msv_identity *sender,
 /* ---- sessions (ratchet.c): the public functions with a chosen random source ---- */
 
 struct msv_prekey;
+struct msv_kem_prekey;
 struct msv_prekey_bundle;
 struct msv_session;
 MSV_MUST_CHECK msv_err msv_prekey_generate_rng(const struct msv_identity *id, uint32_t key_id,
@@ -268,8 +271,12 @@ MSV_MUST_CHECK msv_err msv_session_decrypt_rng(struct msv_session *s, const uint
                                                size_t *pt_len);
 MSV_MUST_CHECK msv_err msv_session_respond_rng(
     const struct msv_identity *me, const struct msv_public_identity *peer,
-    const struct msv_prekey *spk, const struct msv_prekey *opk, const uint8_t *wire, size_t len,
-    const struct msv_rng *rng, struct msv_session **out, uint8_t **pt, size_t *pt_len);
+    const struct msv_prekey *spk, const struct msv_prekey *opk, const struct msv_kem_prekey *kem,
+    const uint8_t *wire, size_t len, const struct msv_rng *rng, struct msv_session **out,
+    uint8_t **pt, size_t *pt_len);
+MSV_MUST_CHECK msv_err msv_kem_prekey_generate_rng(const struct msv_identity *id, uint32_t key_id,
+                                                   int last_resort, const struct msv_rng *rng,
+                                                   struct msv_kem_prekey *out, uint8_t sig[64]);
 
 /* ---- hashing to edwards25519 (h2c.c) ---- */
 

@@ -14,6 +14,13 @@
  *             || XChaCha20-Poly1305(ad AD || header, P)
  *   prekey message = 0x06 || EKa (32) || u32be SPK id || u32be OPK id (0: none)
  *             || message
+ *
+ * Hybrid (post-quantum) start, "Post-quantum sessions":
+ *   CT, SS  = ML-KEM-768.Encaps(KEM prekey)
+ *   SK      = HKDF(ikm 0xFF*32 || DH1 || DH2 || DH3 [|| DH4] || SS, salt 0*32,
+ *                  info "MSV-pqxdh-v1" || u32be KEM id || SHA-256(KEM prekey) || SHA-256(CT))
+ *   prekey message = 0x08 || EKa || u32be SPK id || u32be OPK id || u32be KEM id || CT
+ *             || message
  */
 #include <stdlib.h>
 #include <string.h>
@@ -21,20 +28,24 @@
 #include <sodium.h>
 
 #include "crypto/internal.h"
+#include "missive/mlkem.h"
 #include "missive/ratchet.h"
 #include "missive/util.h"
 #include "util/buf.h"
 #include "util/endian.h"
 
-#define HEADER_LEN 41 /* 0x05 || DH || PN || N */
-#define PREFIX_LEN 41 /* 0x06 || EK || SPK id || OPK id */
+#define HEADER_LEN 41                                        /* 0x05 || DH || PN || N */
+#define PREFIX_LEN 41                                        /* 0x06 || EK || SPK id || OPK id */
+#define PQ_PREFIX_LEN (PREFIX_LEN + 4 + MSV_MLKEM768_CT_LEN) /* 0x08 || ... || KEM id || CT */
 #define ABYTES crypto_aead_xchacha20poly1305_ietf_ABYTES
 #define PREV_CHAINS 32 /* receiving chains remembered to tell a duplicate from a forgery */
 
 static const char x3dh_info[] = "MSV-x3dh-v1";
 static const char root_info[] = "MSV-ratchet-v1";
 static const char msg_info[] = "MSV-ratchet-msg-v1";
+static const char pqxdh_info[] = "MSV-pqxdh-v1";
 static const char spk_context[] = "MSV-spk-v1";
+static const char kem_context[] = "MSV-kem-prekey-v1";
 static const uint8_t zero_salt[32];
 
 struct skipped_key {
@@ -56,6 +67,12 @@ struct msv_session {
     uint8_t pending;
     uint8_t base_key[32];
     uint32_t spk_id, opk_id;
+    /* hybrid: the KEM prekey id and the SHA-256 of the ciphertext (both sides); the
+     * initiator keeps the ciphertext for the prefix until the first answer */
+    uint8_t pq;
+    uint32_t kem_id;
+    uint8_t kem_ct_hash[32];
+    uint8_t kem_ct[MSV_MLKEM768_CT_LEN];
     /* responder: the base key the session was answered from */
     uint8_t has_their_base;
     uint8_t their_base[32];
@@ -217,20 +234,146 @@ msv_err msv_signed_prekey_verify(const struct msv_public_identity *pub, uint32_t
                                                                                : MSV_ERR_AUTH;
 }
 
+/* "MSV-kem-prekey-v1" || u32be id || u8 last_resort || ek, what a KEM prekey's signature covers */
+static msv_err kem_message(uint32_t key_id, int last_resort, const uint8_t *ek, uint8_t **msg,
+                           size_t *len)
+{
+    size_t n = sizeof(kem_context) - 1 + 5 + MSV_MLKEM768_EK_LEN;
+    uint8_t *m = malloc(n);
+
+    if (m == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(m, kem_context, sizeof(kem_context) - 1);
+    msv_put_u32be(m + sizeof(kem_context) - 1, key_id);
+    m[sizeof(kem_context) + 3] = last_resort ? 1 : 0;
+    memcpy(m + sizeof(kem_context) + 4, ek, MSV_MLKEM768_EK_LEN);
+    *msg = m;
+    *len = n;
+    return MSV_OK;
+}
+
+msv_err msv_kem_prekey_generate_rng(const struct msv_identity *id, uint32_t key_id, int last_resort,
+                                    const struct msv_rng *rng, struct msv_kem_prekey *out,
+                                    uint8_t sig[64])
+{
+    uint8_t seed[MSV_MLKEM768_SEED_LEN], *msg = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    if (id == NULL || id->modern == NULL || out == NULL || sig == NULL || key_id == 0)
+        return MSV_ERR_INVALID;
+    rng->fill(rng->ctx, seed, sizeof(seed));
+    out->id = key_id;
+    out->last_resort = last_resort ? 1 : 0;
+    err = msv_mlkem768_keygen_seed(seed, sizeof(seed), out->ek, out->dk);
+    sodium_memzero(seed, sizeof(seed));
+    if (err == MSV_OK)
+        err = kem_message(key_id, last_resort, out->ek, &msg, &len);
+    if (err == MSV_OK && crypto_sign_detached(sig, NULL, msg, len, id->modern->ed_sk) != 0)
+        err = MSV_ERR_CRYPTO;
+    free(msg);
+    return err;
+}
+
+msv_err msv_kem_prekey_generate(const struct msv_identity *id, uint32_t key_id, int last_resort,
+                                struct msv_kem_prekey *out, uint8_t sig[64])
+{
+    return msv_kem_prekey_generate_rng(id, key_id, last_resort, &msv_rng_system, out, sig);
+}
+
+msv_err msv_kem_prekey_verify(const struct msv_public_identity *pub, uint32_t key_id,
+                              int last_resort, const uint8_t *ek, size_t ek_len,
+                              const uint8_t sig[64])
+{
+    uint8_t *msg = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    if (pub == NULL || !(pub->suites & MSV_SUITE_BIT(MSV_SUITE_MODERN)) || ek == NULL ||
+        sig == NULL)
+        return MSV_ERR_INVALID;
+    if (ek_len != MSV_MLKEM768_EK_LEN || key_id == 0)
+        return MSV_ERR_AUTH;
+    err = kem_message(key_id, last_resort, ek, &msg, &len);
+    if (err == MSV_OK && crypto_sign_verify_detached(sig, msg, len, pub->ed_pk) != 0)
+        err = MSV_ERR_AUTH;
+    free(msg);
+    return err;
+}
+
 /* ---- X3DH ---- */
 
-/* SK from the four (or three) DH outputs, in the initiator's order. */
-static msv_err x3dh_secret(const uint8_t dhs[4][32], int n, uint8_t sk[32])
+/*
+ * The hybrid part of SK's derivation (NULL for a classical session): the KEM
+ * shared secret joins the DH outputs, and the info binds the KEM prekey's id,
+ * its key and the ciphertext.
+ */
+struct kem_part {
+    uint32_t id;
+    uint8_t ss[MSV_MLKEM768_SS_LEN];
+    uint8_t ek_hash[32];
+    uint8_t ct_hash[32];
+};
+
+/* SK from the four (or three) DH outputs, in the initiator's order, and the KEM secret. */
+static msv_err x3dh_secret(const uint8_t dhs[4][32], int n, const struct kem_part *kem,
+                           uint8_t sk[32])
 {
-    uint8_t ikm[32 + 4 * 32];
+    uint8_t ikm[32 + 5 * 32], info[sizeof(pqxdh_info) - 1 + 4 + 64];
+    size_t ikm_len = 32 + 32 * (size_t)n, info_len = sizeof(x3dh_info) - 1;
     msv_err err;
 
     memset(ikm, 0xff, 32);
     for (int i = 0; i < n; i++)
         memcpy(ikm + 32 + 32 * i, dhs[i], 32);
-    err = msv_hkdf_sha256(ikm, 32 + 32 * (size_t)n, zero_salt, 32, (const uint8_t *)x3dh_info,
-                          sizeof(x3dh_info) - 1, sk, 32);
+    memcpy(info, x3dh_info, info_len);
+    if (kem != NULL) {
+        memcpy(ikm + ikm_len, kem->ss, 32);
+        ikm_len += 32;
+        info_len = sizeof(pqxdh_info) - 1;
+        memcpy(info, pqxdh_info, info_len);
+        msv_put_u32be(info + info_len, kem->id);
+        memcpy(info + info_len + 4, kem->ek_hash, 32);
+        memcpy(info + info_len + 36, kem->ct_hash, 32);
+        info_len += 68;
+    }
+    err = msv_hkdf_sha256(ikm, ikm_len, zero_salt, 32, info, info_len, sk, 32);
     sodium_memzero(ikm, sizeof(ikm));
+    return err;
+}
+
+static msv_err sha256(const uint8_t *in, size_t len, uint8_t out[32])
+{
+    const uint8_t *parts[1] = {in};
+    size_t lens[1] = {len};
+
+    return msv_sha256_parts(parts, lens, 1, out);
+}
+
+/* The initiator's encapsulation to the bundle's KEM prekey, after checking its signature. */
+static msv_err kem_encaps(const struct msv_public_identity *peer, const struct msv_prekey_bundle *b,
+                          const struct msv_rng *rng, struct kem_part *kem,
+                          uint8_t ct[MSV_MLKEM768_CT_LEN])
+{
+    uint8_t coins[MSV_MLKEM768_COINS_LEN];
+    msv_err err;
+
+    if (!b->has_kem)
+        return MSV_ERR_AUTH; /* a post-quantum peer gets a hybrid session or none */
+    err = msv_kem_prekey_verify(peer, b->kem_id, b->kem_last_resort, b->kem_pk, sizeof(b->kem_pk),
+                                b->kem_sig);
+    if (err != MSV_OK)
+        return MSV_ERR_AUTH;
+    rng->fill(rng->ctx, coins, sizeof(coins));
+    err = msv_mlkem768_encaps_coins(b->kem_pk, sizeof(b->kem_pk), coins, ct, kem->ss);
+    sodium_memzero(coins, sizeof(coins));
+    if (err == MSV_ERR_PARSE)
+        return MSV_ERR_AUTH;
+    kem->id = b->kem_id;
+    if (err == MSV_OK)
+        err = sha256(b->kem_pk, sizeof(b->kem_pk), kem->ek_hash);
+    if (err == MSV_OK)
+        err = sha256(ct, MSV_MLKEM768_CT_LEN, kem->ct_hash);
     return err;
 }
 
@@ -254,6 +397,7 @@ msv_err msv_session_initiate_rng(const struct msv_identity *me,
 {
     uint8_t ek_sk[32], dhs[4][32], sk[32], dh_out[32];
     struct msv_session *s = NULL;
+    struct kem_part kem = {0};
     int n = b->one_time_id != 0 ? 4 : 3;
     msv_err err;
 
@@ -265,6 +409,16 @@ msv_err msv_session_initiate_rng(const struct msv_identity *me,
         err = session_new(me->pub, peer, &s);
     if (err != MSV_OK)
         return err;
+    if (peer->pq) {
+        s->pq = 1;
+        err = kem_encaps(peer, b, rng, &kem, s->kem_ct);
+        if (err != MSV_OK) {
+            msv_session_free(s);
+            return err;
+        }
+        s->kem_id = kem.id;
+        memcpy(s->kem_ct_hash, kem.ct_hash, 32);
+    }
     new_key_pair(rng, ek_sk, s->base_key);
     err = dh(dhs[0], me->modern->x_sk, b->signed_pk);
     if (err == MSV_OK)
@@ -274,7 +428,7 @@ msv_err msv_session_initiate_rng(const struct msv_identity *me,
     if (err == MSV_OK && n == 4)
         err = dh(dhs[3], ek_sk, b->one_time_pk);
     if (err == MSV_OK)
-        err = x3dh_secret(dhs, n, sk);
+        err = x3dh_secret(dhs, n, s->pq ? &kem : NULL, sk);
     if (err == MSV_OK) {
         /* the first sending chain: a fresh ratchet key against the signed prekey */
         memcpy(s->rk, sk, 32);
@@ -297,6 +451,7 @@ msv_err msv_session_initiate_rng(const struct msv_identity *me,
     sodium_memzero(dhs, sizeof(dhs));
     sodium_memzero(sk, sizeof(sk));
     sodium_memzero(dh_out, sizeof(dh_out));
+    sodium_memzero(&kem, sizeof(kem));
     msv_session_free(s);
     return err;
 }
@@ -309,11 +464,35 @@ msv_err msv_session_initiate(const struct msv_identity *me, const struct msv_pub
     return msv_session_initiate_rng(me, peer, bundle, &msv_rng_system, out);
 }
 
+/* The length of a prekey message's prefix, 0 if wire does not begin with one. */
+static size_t prefix_len(const uint8_t *wire, size_t len)
+{
+    size_t n = 0;
+
+    if (len > 0 && wire[0] == MSV_WIRE_PREKEY_MSG)
+        n = PREFIX_LEN;
+    else if (len > 0 && wire[0] == MSV_WIRE_PQ_PREKEY_MSG)
+        n = PQ_PREFIX_LEN;
+    return n > 0 && len >= n + HEADER_LEN + ABYTES && wire[n] == MSV_WIRE_RATCHET ? n : 0;
+}
+
+msv_err msv_prekey_message_kem_id(const uint8_t *wire, size_t len, uint32_t *kem_id)
+{
+    if (wire == NULL || kem_id == NULL || prefix_len(wire, len) != PQ_PREFIX_LEN)
+        return MSV_ERR_PARSE;
+    *kem_id = msv_get_u32be(wire + PREFIX_LEN);
+    return MSV_OK;
+}
+
+int msv_session_is_pq(const struct msv_session *s)
+{
+    return s->pq;
+}
+
 msv_err msv_prekey_message_info(const uint8_t *wire, size_t len, uint32_t *signed_id,
                                 uint32_t *one_time_id, uint8_t base_key[32])
 {
-    if (wire == NULL || len < PREFIX_LEN + HEADER_LEN + ABYTES || wire[0] != MSV_WIRE_PREKEY_MSG ||
-        wire[PREFIX_LEN] != MSV_WIRE_RATCHET)
+    if (wire == NULL || prefix_len(wire, len) == 0)
         return MSV_ERR_PARSE;
     memcpy(base_key, wire + 1, 32);
     *signed_id = msv_get_u32be(wire + 33);
@@ -331,12 +510,14 @@ int msv_session_has_base_key(const struct msv_session *s, const uint8_t base_key
 msv_err msv_session_encrypt(struct msv_session *s, const uint8_t *pt, size_t len, uint8_t **out,
                             size_t *out_len)
 {
-    size_t pre = s->pending ? PREFIX_LEN : 0, total = pre + HEADER_LEN + len + ABYTES;
+    size_t pre, total;
     uint8_t mk[32], ck[32], *wire, *h;
     msv_err err;
 
     if (s == NULL || (pt == NULL && len > 0) || out == NULL)
         return MSV_ERR_INVALID;
+    pre = s->pending ? (s->pq ? PQ_PREFIX_LEN : PREFIX_LEN) : 0;
+    total = pre + HEADER_LEN + len + ABYTES;
     if (len > MSV_PLAINTEXT_MAX)
         return MSV_ERR_TOO_BIG;
     if (!s->has_cks)
@@ -347,10 +528,14 @@ msv_err msv_session_encrypt(struct msv_session *s, const uint8_t *pt, size_t len
     if (wire == NULL)
         return MSV_ERR_NOMEM;
     if (s->pending) {
-        wire[0] = MSV_WIRE_PREKEY_MSG;
+        wire[0] = s->pq ? MSV_WIRE_PQ_PREKEY_MSG : MSV_WIRE_PREKEY_MSG;
         memcpy(wire + 1, s->base_key, 32);
         msv_put_u32be(wire + 33, s->spk_id);
         msv_put_u32be(wire + 37, s->opk_id);
+        if (s->pq) {
+            msv_put_u32be(wire + PREFIX_LEN, s->kem_id);
+            memcpy(wire + PREFIX_LEN + 4, s->kem_ct, MSV_MLKEM768_CT_LEN);
+        }
     }
     h = wire + pre;
     h[0] = MSV_WIRE_RATCHET;
@@ -538,13 +723,22 @@ msv_err msv_session_decrypt_rng(struct msv_session *s, const uint8_t *wire, size
 {
     if (s == NULL || wire == NULL || pt == NULL || pt_len == NULL || len == 0)
         return MSV_ERR_INVALID;
-    if (wire[0] == MSV_WIRE_PREKEY_MSG) {
-        /* a later copy of the prefix of the message that started this session */
-        if (len < PREFIX_LEN || !msv_session_has_base_key(s, wire + 1) ||
-            msv_get_u32be(wire + 33) != s->spk_id || msv_get_u32be(wire + 37) != s->opk_id)
+    if (wire[0] == MSV_WIRE_PREKEY_MSG || wire[0] == MSV_WIRE_PQ_PREKEY_MSG) {
+        /* a later copy of the prefix of the message that started this session: the same
+         * kind, base key, prekeys and KEM ciphertext */
+        size_t pre = prefix_len(wire, len);
+        uint8_t ct_hash[32];
+
+        if (pre == 0 || (wire[0] == MSV_WIRE_PQ_PREKEY_MSG) != (s->pq != 0) ||
+            !msv_session_has_base_key(s, wire + 1) || msv_get_u32be(wire + 33) != s->spk_id ||
+            msv_get_u32be(wire + 37) != s->opk_id)
             return MSV_ERR_AUTH;
-        wire += PREFIX_LEN;
-        len -= PREFIX_LEN;
+        if (s->pq && (msv_get_u32be(wire + PREFIX_LEN) != s->kem_id ||
+                      sha256(wire + PREFIX_LEN + 4, MSV_MLKEM768_CT_LEN, ct_hash) != MSV_OK ||
+                      sodium_memcmp(ct_hash, s->kem_ct_hash, 32) != 0))
+            return MSV_ERR_AUTH;
+        wire += pre;
+        len -= pre;
     }
     return decrypt_message(s, wire, len, rng, pt, pt_len);
 }
@@ -555,23 +749,64 @@ msv_err msv_session_decrypt(struct msv_session *s, const uint8_t *wire, size_t l
     return msv_session_decrypt_rng(s, wire, len, &msv_rng_system, pt, pt_len);
 }
 
+/* The responder's side of the KEM: decapsulates the ciphertext a 0x08 prefix carries. */
+static msv_err kem_decaps(const struct msv_kem_prekey *kem, const uint8_t *wire,
+                          struct kem_part *part)
+{
+    const uint8_t *ct = wire + PREFIX_LEN + 4;
+    msv_err err;
+
+    /* a changed ciphertext decapsulates to an unrelated key (implicit rejection): SK then
+     * differs and the first message does not decrypt */
+    err = msv_mlkem768_decaps(kem->dk, sizeof(kem->dk), ct, MSV_MLKEM768_CT_LEN, part->ss);
+    part->id = kem->id;
+    if (err == MSV_OK)
+        err = sha256(kem->ek, sizeof(kem->ek), part->ek_hash);
+    if (err == MSV_OK)
+        err = sha256(ct, MSV_MLKEM768_CT_LEN, part->ct_hash);
+    return err;
+}
+
+/* The prefix names these prekeys (and a KEM prekey exactly when it is a 0x08 one). */
+static int prefix_matches(const uint8_t *wire, size_t len, const struct msv_prekey *spk,
+                          const struct msv_prekey *opk, const struct msv_kem_prekey *kem,
+                          uint8_t base[32])
+{
+    uint32_t spk_id, opk_id, kem_id = 0;
+
+    if (msv_prekey_message_info(wire, len, &spk_id, &opk_id, base) != MSV_OK || spk_id != spk->id ||
+        (opk_id != 0) != (opk != NULL) || (opk && opk->id != opk_id))
+        return 0;
+    if ((wire[0] == MSV_WIRE_PQ_PREKEY_MSG) != (kem != NULL))
+        return 0;
+    return kem == NULL || (msv_prekey_message_kem_id(wire, len, &kem_id) == MSV_OK &&
+                           kem_id == kem->id && kem_id != 0);
+}
+
 msv_err msv_session_respond_rng(const struct msv_identity *me,
                                 const struct msv_public_identity *peer,
                                 const struct msv_prekey *spk, const struct msv_prekey *opk,
-                                const uint8_t *wire, size_t len, const struct msv_rng *rng,
-                                struct msv_session **out, uint8_t **pt, size_t *pt_len)
+                                const struct msv_kem_prekey *kem, const uint8_t *wire, size_t len,
+                                const struct msv_rng *rng, struct msv_session **out, uint8_t **pt,
+                                size_t *pt_len)
 {
     uint8_t base[32], dhs[4][32], sk[32];
-    uint32_t spk_id, opk_id;
+    struct kem_part part = {0};
     struct msv_session *s = NULL;
+    size_t pre;
     msv_err err;
 
     if (me == NULL || me->modern == NULL || peer == NULL ||
-        !(peer->suites & MSV_SUITE_BIT(MSV_SUITE_MODERN)) || spk == NULL)
+        !(peer->suites & MSV_SUITE_BIT(MSV_SUITE_MODERN)) || spk == NULL || wire == NULL)
         return MSV_ERR_INVALID;
-    if (msv_prekey_message_info(wire, len, &spk_id, &opk_id, base) != MSV_OK || spk_id != spk->id ||
-        (opk_id != 0) != (opk != NULL) || (opk && opk->id != opk_id))
+    if (!prefix_matches(wire, len, spk, opk, kem, base))
         return MSV_ERR_AUTH;
+    /* a device whose identity says post-quantum answers hybrid first messages only (every
+     * sender sees that in its identity): a classical one is a downgrade; a device that does
+     * not say it publishes no KEM prekeys */
+    if ((kem != NULL) != (me->pub->pq != 0))
+        return MSV_ERR_AUTH;
+    pre = prefix_len(wire, len);
     err = session_new(peer, me->pub, &s);
     if (err != MSV_OK)
         return err;
@@ -582,17 +817,24 @@ msv_err msv_session_respond_rng(const struct msv_identity *me,
         err = dh(dhs[2], spk->sk, base);
     if (err == MSV_OK && opk != NULL)
         err = dh(dhs[3], opk->sk, base);
+    if (err == MSV_OK && kem != NULL)
+        err = kem_decaps(kem, wire, &part);
     if (err == MSV_OK)
-        err = x3dh_secret(dhs, opk != NULL ? 4 : 3, sk);
+        err = x3dh_secret(dhs, opk != NULL ? 4 : 3, kem != NULL ? &part : NULL, sk);
     if (err == MSV_OK) {
         memcpy(s->rk, sk, 32);
         memcpy(s->dhs_sk, spk->sk, 32);
         memcpy(s->dhs_pk, spk->pk, 32);
         s->has_their_base = 1;
         memcpy(s->their_base, base, 32);
-        s->spk_id = spk_id; /* what later copies of the prefix must name */
-        s->opk_id = opk_id;
-        err = decrypt_message(s, wire + PREFIX_LEN, len - PREFIX_LEN, rng, pt, pt_len);
+        s->spk_id = spk->id; /* what later copies of the prefix must name */
+        s->opk_id = opk != NULL ? opk->id : 0;
+        if (kem != NULL) {
+            s->pq = 1;
+            s->kem_id = kem->id;
+            memcpy(s->kem_ct_hash, part.ct_hash, 32);
+        }
+        err = decrypt_message(s, wire + pre, len - pre, rng, pt, pt_len);
     }
     if (err == MSV_OK) {
         *out = s;
@@ -602,25 +844,27 @@ msv_err msv_session_respond_rng(const struct msv_identity *me,
     }
     sodium_memzero(dhs, sizeof(dhs));
     sodium_memzero(sk, sizeof(sk));
+    sodium_memzero(&part, sizeof(part));
     msv_session_free(s);
     return err;
 }
 
 msv_err msv_session_respond(const struct msv_identity *me, const struct msv_public_identity *peer,
                             const struct msv_prekey *signed_prekey,
-                            const struct msv_prekey *one_time, const uint8_t *wire, size_t len,
-                            struct msv_session **out, uint8_t **pt, size_t *pt_len)
+                            const struct msv_prekey *one_time, const struct msv_kem_prekey *kem,
+                            const uint8_t *wire, size_t len, struct msv_session **out, uint8_t **pt,
+                            size_t *pt_len)
 {
     if (out == NULL || pt == NULL || pt_len == NULL)
         return MSV_ERR_INVALID;
-    return msv_session_respond_rng(me, peer, signed_prekey, one_time, wire, len, &msv_rng_system,
-                                   out, pt, pt_len);
+    return msv_session_respond_rng(me, peer, signed_prekey, one_time, kem, wire, len,
+                                   &msv_rng_system, out, pt, pt_len);
 }
 
 /* ---- storage ---- */
 
 #define STATE_MAGIC "MSVR"
-#define STATE_VERSION 1
+#define STATE_VERSION 2 /* 1: no hybrid part (read as a classical session) */
 #define FLAG_DHR 1u
 #define FLAG_CKS 2u
 #define FLAG_CKR 4u
@@ -651,6 +895,11 @@ msv_err msv_session_export(const struct msv_session *s, uint8_t **out, size_t *o
     msv_buf_put_u32be(&b, s->spk_id);
     msv_buf_put_u32be(&b, s->opk_id);
     msv_buf_put(&b, s->their_base, 32);
+    msv_buf_put_u8(&b, s->pq);
+    msv_buf_put_u32be(&b, s->kem_id);
+    msv_buf_put(&b, s->kem_ct_hash, 32);
+    if (s->pq && s->pending)
+        msv_buf_put(&b, s->kem_ct, MSV_MLKEM768_CT_LEN);
     msv_buf_put_u8(&b, s->n_prev);
     for (unsigned i = 0; i < s->n_prev; i++) {
         msv_buf_put(&b, s->prev_dh[i], 32);
@@ -702,8 +951,15 @@ msv_err msv_session_import(const uint8_t *in, size_t len, struct msv_session **o
     bad |= msv_reader_u32be(&r, &s->spk_id) != MSV_OK;
     bad |= msv_reader_u32be(&r, &s->opk_id) != MSV_OK;
     bad |= read_fixed(&r, s->their_base, 32) != MSV_OK;
+    if (!bad && version == STATE_VERSION) {
+        bad |= msv_reader_u8(&r, &s->pq) != MSV_OK || s->pq > 1;
+        bad |= msv_reader_u32be(&r, &s->kem_id) != MSV_OK;
+        bad |= read_fixed(&r, s->kem_ct_hash, 32) != MSV_OK;
+        if (!bad && s->pq && (flags & FLAG_PENDING))
+            bad |= read_fixed(&r, s->kem_ct, MSV_MLKEM768_CT_LEN) != MSV_OK;
+    }
     bad |= msv_reader_u8(&r, &s->n_prev) != MSV_OK;
-    if (bad || memcmp(magic, STATE_MAGIC, 4) != 0 || version != STATE_VERSION ||
+    if (bad || memcmp(magic, STATE_MAGIC, 4) != 0 || (version != 1 && version != STATE_VERSION) ||
         s->n_prev > PREV_CHAINS || flags > 31)
         goto bad;
     for (unsigned i = 0; i < s->n_prev; i++) {

@@ -2105,6 +2105,61 @@ static const char *read_upload(const Msv__Wire__PrekeyUpload *q, struct msv_prek
     return NULL;
 }
 
+/* One KEM prekey of an upload into k; its kind must be the one it is uploaded as. */
+static int read_kem_prekey(const Msv__Wire__KemPrekey *q, int last_resort,
+                           struct msv_kem_prekey_rec *k)
+{
+    if (q->id == 0 || q->key.len != sizeof(k->key) || q->signature.len != sizeof(k->sig) ||
+        q->last_resort != (last_resort != 0))
+        return 0;
+    k->id = q->id;
+    memcpy(k->key, q->key.data, sizeof(k->key));
+    memcpy(k->sig, q->signature.data, sizeof(k->sig));
+    return 1;
+}
+
+/* The KEM prekeys of an upload (kem holds PREKEY_UPLOAD_MAX + 1: the last-resort one first). */
+static const char *read_kem_upload(const Msv__Wire__PrekeyUpload *q, struct msv_prekey_upload *u,
+                                   struct msv_kem_prekey_rec *kem, int *code)
+{
+    *code = E_INVALID;
+    if (q->n_kem_one_time > PREKEY_UPLOAD_MAX) {
+        *code = E_TOO_BIG;
+        return "at most 100 one-time KEM prekeys per upload";
+    }
+    if (q->kem_last_resort != NULL) {
+        if (!read_kem_prekey(q->kem_last_resort, 1, &kem[0]))
+            return "a KEM prekey has a non-zero id, a 1184-byte key, a 64-byte signature and "
+                   "says which kind it is";
+        u->kem_last_resort = &kem[0];
+    }
+    for (size_t i = 0; i < q->n_kem_one_time; i++) {
+        if (!read_kem_prekey(q->kem_one_time[i], 0, &kem[1 + i]))
+            return "a KEM prekey has a non-zero id, a 1184-byte key, a 64-byte signature and "
+                   "says which kind it is";
+    }
+    u->kem_one_time = &kem[1];
+    u->n_kem_one_time = q->n_kem_one_time;
+    return NULL;
+}
+
+/* Every KEM prekey must be signed by the device, which must say post-quantum. */
+static msv_err check_kem_prekeys(const struct msv_public_identity *pub,
+                                 const struct msv_prekey_upload *u)
+{
+    msv_err err = MSV_OK;
+
+    if ((u->kem_last_resort != NULL || u->n_kem_one_time > 0) && !msv_public_identity_is_pq(pub))
+        return MSV_ERR_UNSUPPORTED;
+    if (u->kem_last_resort != NULL)
+        err = msv_kem_prekey_verify(pub, u->kem_last_resort->id, 1, u->kem_last_resort->key,
+                                    sizeof(u->kem_last_resort->key), u->kem_last_resort->sig);
+    for (size_t i = 0; err == MSV_OK && i < u->n_kem_one_time; i++)
+        err = msv_kem_prekey_verify(pub, u->kem_one_time[i].id, 0, u->kem_one_time[i].key,
+                                    sizeof(u->kem_one_time[i].key), u->kem_one_time[i].sig);
+    return err;
+}
+
 /* The signed prekey must be signed by the uploading device's own modern identity. */
 static msv_err check_signed_prekey(struct msv_server *s, uint64_t device_id,
                                    const struct msv_prekey_upload *u)
@@ -2120,6 +2175,8 @@ static msv_err check_signed_prekey(struct msv_server *s, uint64_t device_id,
         err = MSV_ERR_UNSUPPORTED;
     if (err == MSV_OK && u->has_signed)
         err = msv_signed_prekey_verify(pub, u->signed_id, u->signed_key, u->signed_sig);
+    if (err == MSV_OK)
+        err = check_kem_prekeys(pub, u);
     msv_public_identity_free(pub);
     msv_device_rec_clear(&dev);
     return err;
@@ -2129,37 +2186,47 @@ static void handle_prekey_upload(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
     struct msv_one_time_prekey one_time[PREKEY_UPLOAD_MAX];
+    struct msv_kem_prekey_rec *kem = calloc(PREKEY_UPLOAD_MAX + 1, sizeof(*kem));
     struct msv_prekey_upload u;
     Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
     Msv__Wire__PrekeyState st = MSV__WIRE__PREKEY_STATE__INIT;
-    uint32_t left = 0;
-    int has_signed = 0, code;
-    const char *bad = read_upload(f->prekey_upload, &u, one_time, &code);
+    uint32_t left = 0, kem_left = 0;
+    int has_signed = 0, has_kem_last_resort = 0, code = E_IO;
+    const char *bad =
+        kem == NULL ? "out of memory" : read_upload(f->prekey_upload, &u, one_time, &code);
     msv_err err;
 
+    if (bad == NULL)
+        bad = read_kem_upload(f->prekey_upload, &u, kem, &code);
     if (bad != NULL) {
         msv_conn_send_error(c, f->request_id, code, bad);
+        free(kem);
         return;
     }
     err = check_signed_prekey(s, c->device_id, &u);
     if (err == MSV_OK)
         err = STORE(s)->prekeys_put(IMPL(s), c->device_id, &u, ONE_TIME_PREKEYS_MAX, &left,
                                     &has_signed);
+    if (err == MSV_OK)
+        err = STORE(s)->kem_prekey_state(IMPL(s), c->device_id, &kem_left, &has_kem_last_resort);
+    free(kem);
     if (err == MSV_ERR_UNSUPPORTED)
         msv_conn_send_error(c, f->request_id, E_INVALID,
-                            "only devices that speak modern have prekeys");
+                            "only devices that speak modern have prekeys, and KEM prekeys only "
+                            "those whose identity says post-quantum");
     else if (err == MSV_ERR_AUTH)
-        msv_conn_send_error(c, f->request_id, E_AUTH,
-                            "the signed prekey's signature is not this device's");
+        msv_conn_send_error(c, f->request_id, E_AUTH, "a prekey's signature is not this device's");
     else if (err == MSV_ERR_TOO_BIG)
         msv_conn_send_error(c, f->request_id, E_TOO_BIG,
-                            "a device keeps at most 200 one-time prekeys");
+                            "a device keeps at most 200 one-time prekeys of each kind");
     else if (err != MSV_OK)
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
     if (err != MSV_OK)
         return;
     st.one_time_left = left;
     st.has_signed = has_signed != 0;
+    st.kem_one_time_left = kem_left;
+    st.has_kem_last_resort = has_kem_last_resort != 0;
     out.request_id = f->request_id;
     out.body_case = MSV__WIRE__FRAME__BODY_PREKEY_STATE;
     out.prekey_state = &st;
@@ -2187,9 +2254,23 @@ static int one_time_allowed(struct msv_conn_state *c, uint64_t device_id)
 }
 
 /* One device's bundle into b (pointing into claimed); 0 if it has none to give. */
+/* The bundle's KEM prekey, when the device has one. */
+static void bundle_kem(struct msv_prekey_claimed *cl, Msv__Wire__PrekeyBundle *b,
+                       Msv__Wire__KemPrekey *kp)
+{
+    if (cl->kem_id == 0)
+        return;
+    msv__wire__kem_prekey__init(kp);
+    kp->id = cl->kem_id;
+    kp->key = (ProtobufCBinaryData){sizeof(cl->kem_key), cl->kem_key};
+    kp->signature = (ProtobufCBinaryData){sizeof(cl->kem_sig), cl->kem_sig};
+    kp->last_resort = cl->kem_last_resort != 0;
+    b->kem = kp;
+}
+
 static int claim_one(struct msv_conn_state *c, uint64_t device_id, struct msv_prekey_claimed *cl,
                      Msv__Wire__PrekeyBundle *b, Msv__Wire__SignedPrekey *sp,
-                     Msv__Wire__OneTimePrekey *op, msv_err *err)
+                     Msv__Wire__OneTimePrekey *op, Msv__Wire__KemPrekey *kp, msv_err *err)
 {
     struct msv_server *s = c->w->srv;
     struct msv_device_rec dev = {0};
@@ -2222,6 +2303,7 @@ static int claim_one(struct msv_conn_state *c, uint64_t device_id, struct msv_pr
             op->key = (ProtobufCBinaryData){32, cl->one_time_key};
             b->one_time = op;
         }
+        bundle_kem(cl, b, kp);
         return 1;
     }
     return 0;
@@ -2243,10 +2325,11 @@ static void handle_prekey_claim(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
     size_t n = f->prekey_claim->n_device_ids, got = 0;
-    struct msv_prekey_claimed cl[CLAIM_MAX];
+    struct msv_prekey_claimed *cl = NULL;
     Msv__Wire__PrekeyBundle b[CLAIM_MAX], *bp[CLAIM_MAX];
     Msv__Wire__SignedPrekey sp[CLAIM_MAX];
     Msv__Wire__OneTimePrekey op[CLAIM_MAX];
+    Msv__Wire__KemPrekey kp[CLAIM_MAX];
     Msv__Wire__PrekeyBundles resp = MSV__WIRE__PREKEY_BUNDLES__INIT;
     Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
     msv_err err = MSV_OK;
@@ -2266,15 +2349,19 @@ static void handle_prekey_claim(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, E_RATE, "too many prekey claims; slow down");
         return;
     }
+    cl = calloc(CLAIM_MAX, sizeof(*cl)); /* KEM keys make them large */
+    if (cl == NULL)
+        err = MSV_ERR_NOMEM;
     for (size_t i = 0; i < n && err == MSV_OK; i++) {
         if (claim_one(c, f->prekey_claim->device_ids[i], &cl[got], &b[got], &sp[got], &op[got],
-                      &err)) {
+                      &kp[got], &err)) {
             bp[got] = &b[got];
             got++;
         }
     }
     if (err != MSV_OK) {
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        free(cl);
         return;
     }
     resp.n_bundles = got;
@@ -2283,7 +2370,7 @@ static void handle_prekey_claim(struct msv_conn_state *c, const msv_frame *f)
     out.body_case = MSV__WIRE__FRAME__BODY_PREKEY_BUNDLES;
     out.prekey_bundles = &resp;
     msv_conn_send_frame(c, &out);
-    sodium_memzero(cl, sizeof(cl));
+    free(cl);
 }
 
 static void handle_set_delivery_token(struct msv_conn_state *c, const msv_frame *f)

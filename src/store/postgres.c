@@ -440,6 +440,14 @@ static msv_err finish(struct pg_conn *c, msv_err err)
     "  revoked BOOLEAN NOT NULL DEFAULT FALSE);"
 
 /* Sends refused because a device's queue was full, until its account asks (account usage). */
+#define KEM_PREKEYS_SCHEMA            \
+    "CREATE TABLE kem_prekeys ("      \
+    "  device_id BIGINT NOT NULL,"    \
+    "  key_id BIGINT NOT NULL,"       \
+    "  last_resort INTEGER NOT NULL," \
+    "  pk BYTEA NOT NULL,"            \
+    "  sig BYTEA NOT NULL,"           \
+    "  PRIMARY KEY (device_id, last_resort, key_id));"
 #define QUEUE_REFUSALS_SCHEMA         \
     "CREATE TABLE queue_refusals ("   \
     "  device_id BIGINT PRIMARY KEY," \
@@ -511,7 +519,7 @@ static const char schema[] =
     "  key_id BIGINT NOT NULL,"
     "  pk BYTEA NOT NULL,"
     "  PRIMARY KEY (device_id, key_id));" QUEUE_USAGE_SCHEMA REPORTS_SCHEMA INVITES_SCHEMA
-        QUEUE_REFUSALS_SCHEMA ACCOUNT_HANDLES_SCHEMA;
+        QUEUE_REFUSALS_SCHEMA ACCOUNT_HANDLES_SCHEMA KEM_PREKEYS_SCHEMA;
 
 static const char *const upgrades[] = {
     /* 6 -> 7: attachment quotas sum a device's attachments */
@@ -530,6 +538,8 @@ static const char *const upgrades[] = {
     /* 12 -> 13: several handles per account */
     ACCOUNT_HANDLES_SCHEMA
     "INSERT INTO account_handles SELECT handle, id, created_ms FROM accounts;",
+    /* 13 -> 14: ML-KEM-768 prekeys of devices that speak post-quantum sessions */
+    KEM_PREKEYS_SCHEMA,
 };
 _Static_assert(sizeof(upgrades) / sizeof(upgrades[0]) == MSV_STORE_SCHEMA_VERSION - PG_SCHEMA_FIRST,
                "an upgrade for every schema version");
@@ -1268,6 +1278,8 @@ static msv_err account_delete(struct pg_conn *c, const char *handle, int64_t now
         "(SELECT id FROM devices WHERE account_id = $1);",
         "DELETE FROM one_time_prekeys WHERE device_id IN "
         "(SELECT id FROM devices WHERE account_id = $1);",
+        "DELETE FROM kem_prekeys WHERE device_id IN "
+        "(SELECT id FROM devices WHERE account_id = $1);",
         "DELETE FROM blobs WHERE owner_device IN (SELECT id FROM devices WHERE account_id = $1);",
         "DELETE FROM reports WHERE reporter_id = $1 OR reported_id = $1;",
         "DELETE FROM devices WHERE account_id = $1;",
@@ -1492,6 +1504,7 @@ static msv_err device_remove(struct pg_conn *c, uint64_t account_id, uint64_t de
         "DELETE FROM queue WHERE device_id = $1;",
         "DELETE FROM signed_prekeys WHERE device_id = $1;",
         "DELETE FROM one_time_prekeys WHERE device_id = $1;",
+        "DELETE FROM kem_prekeys WHERE device_id = $1;",
     };
     struct args a = {0};
     size_t n = 0;
@@ -1570,6 +1583,69 @@ static msv_err devices_of_account(struct pg_conn *c, uint64_t account_id,
 
 /* ---- prekeys and delivery tokens ---------------------------------------------------------- */
 
+static msv_err kem_prekey_state(struct pg_conn *c, uint64_t device_id, uint32_t *left,
+                                int *has_last_resort)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_i64(&a, (int64_t)device_id);
+    err = query(c,
+                "SELECT (SELECT COUNT(*) FROM kem_prekeys WHERE device_id = $1 AND"
+                " last_resort = 0), EXISTS (SELECT 1 FROM kem_prekeys WHERE device_id = $1"
+                " AND last_resort = 1)::int;",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    *left = (uint32_t)col_i64(r, 0, 0);
+    *has_last_resort = (int)col_i64(r, 0, 1);
+    PQclear(r);
+    return MSV_OK;
+}
+
+static msv_err kem_prekey_insert(struct pg_conn *c, uint64_t device_id,
+                                 const struct msv_kem_prekey_rec *k, int last_resort)
+{
+    struct args a = {0};
+    msv_err err = MSV_OK;
+
+    a_i64(&a, (int64_t)device_id);
+    if (last_resort)
+        err = run(c, "DELETE FROM kem_prekeys WHERE device_id = $1 AND last_resort = 1;", &a);
+    a_i64(&a, k->id);
+    a_i64(&a, last_resort);
+    a_bytes(&a, k->key, sizeof(k->key));
+    a_bytes(&a, k->sig, sizeof(k->sig));
+    if (err == MSV_OK)
+        err = run(c,
+                  "INSERT INTO kem_prekeys (device_id, key_id, last_resort, pk, sig)"
+                  " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING;",
+                  &a);
+    return err;
+}
+
+/* The KEM part of an upload, in the same transaction as the rest. */
+static msv_err kem_prekeys_put(struct pg_conn *c, uint64_t device_id,
+                               const struct msv_prekey_upload *u, size_t max_one_time)
+{
+    struct args a = {0};
+    uint32_t left = 0;
+    int has_last_resort = 0;
+    msv_err err = MSV_OK;
+
+    a_i64(&a, (int64_t)device_id);
+    if (u->replace_one_time)
+        err = run(c, "DELETE FROM kem_prekeys WHERE device_id = $1 AND last_resort = 0;", &a);
+    if (err == MSV_OK && u->kem_last_resort != NULL)
+        err = kem_prekey_insert(c, device_id, u->kem_last_resort, 1);
+    for (size_t i = 0; err == MSV_OK && i < u->n_kem_one_time; i++)
+        err = kem_prekey_insert(c, device_id, &u->kem_one_time[i], 0);
+    if (err == MSV_OK)
+        err = kem_prekey_state(c, device_id, &left, &has_last_resort);
+    return err == MSV_OK && left > max_one_time ? MSV_ERR_TOO_BIG : err;
+}
+
 static msv_err prekeys_put(struct pg_conn *c, uint64_t device_id, const struct msv_prekey_upload *u,
                            size_t max_one_time, uint32_t *left, int *has_signed)
 {
@@ -1604,6 +1680,8 @@ static msv_err prekeys_put(struct pg_conn *c, uint64_t device_id, const struct m
                   "ON CONFLICT DO NOTHING;",
                   &a);
     }
+    if (err == MSV_OK)
+        err = kem_prekeys_put(c, device_id, u, max_one_time);
     a.n = 0;
     a_i64(&a, (int64_t)device_id);
     if (err == MSV_OK)
@@ -1653,6 +1731,59 @@ static msv_err prekey_claim(struct pg_conn *c, uint64_t device_id, int one_time,
         out->one_time_id = (uint32_t)col_i64(r, 0, 0);
     PQclear(r);
     return MSV_OK;
+}
+
+/* A KEM prekey row (key_id, pk, sig) into out; 0 if there is none. */
+static int kem_row(const PGresult *r, struct msv_prekey_claimed *out)
+{
+    if (PQntuples(r) != 1 || !col_fixed(r, 0, 1, out->kem_key, sizeof(out->kem_key)) ||
+        !col_fixed(r, 0, 2, out->kem_sig, sizeof(out->kem_sig)))
+        return 0;
+    out->kem_id = (uint32_t)col_i64(r, 0, 0);
+    return 1;
+}
+
+/* A one-time KEM prekey (deleted as it is handed out), else the last-resort one. */
+static msv_err kem_claim(struct pg_conn *c, uint64_t device_id, int one_time,
+                         struct msv_prekey_claimed *out)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_i64(&a, (int64_t)device_id);
+    if (one_time) {
+        /* two nodes claiming at once take different keys, as for X25519 one-time prekeys */
+        err = query(c,
+                    "DELETE FROM kem_prekeys WHERE (device_id, last_resort, key_id) ="
+                    " (SELECT device_id, last_resort, key_id FROM kem_prekeys WHERE device_id = $1"
+                    " AND last_resort = 0 ORDER BY key_id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+                    " RETURNING key_id, pk, sig;",
+                    &a, &r);
+        if (err != MSV_OK)
+            return err;
+        (void)kem_row(r, out);
+        PQclear(r);
+        if (out->kem_id != 0)
+            return MSV_OK;
+    }
+    err = query(c,
+                "SELECT key_id, pk, sig FROM kem_prekeys WHERE device_id = $1 AND"
+                " last_resort = 1;",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    out->kem_last_resort = kem_row(r, out);
+    PQclear(r);
+    return MSV_OK;
+}
+
+static msv_err prekey_and_kem_claim(struct pg_conn *c, uint64_t device_id, int one_time,
+                                    struct msv_prekey_claimed *out)
+{
+    msv_err err = prekey_claim(c, device_id, one_time, out);
+
+    return err == MSV_OK ? kem_claim(c, device_id, one_time, out) : err;
 }
 
 static msv_err delivery_token_set(struct pg_conn *c, uint64_t device_id, const uint8_t hash[32])
@@ -2564,7 +2695,13 @@ static msv_err p_prekeys_put(void *impl, uint64_t device_id, const struct msv_pr
 static msv_err p_prekey_claim(void *impl, uint64_t device_id, int one_time,
                               struct msv_prekey_claimed *out)
 {
-    TRANSACTION(prekey_claim(c_, device_id, one_time, out));
+    TRANSACTION(prekey_and_kem_claim(c_, device_id, one_time, out));
+}
+
+static msv_err p_kem_prekey_state(void *impl, uint64_t device_id, uint32_t *left,
+                                  int *has_last_resort)
+{
+    TRANSACTION(kem_prekey_state(c_, device_id, left, has_last_resort));
 }
 
 static msv_err p_delivery_token_set(void *impl, uint64_t device_id, const uint8_t hash[32])
@@ -2645,6 +2782,7 @@ static const struct msv_store_ops pg_ops = {
     .kt_append = p_kt_append,
     .prekeys_put = p_prekeys_put,
     .prekey_claim = p_prekey_claim,
+    .kem_prekey_state = p_kem_prekey_state,
     .delivery_token_set = p_delivery_token_set,
     .delivery_token_check = p_delivery_token_check,
 };

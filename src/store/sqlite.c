@@ -224,6 +224,15 @@ static const char *const migrations[] = {
     "  added_ms BIGINT NOT NULL);"
     "CREATE INDEX account_handles_by_account ON account_handles(account_id, added_ms);"
     "INSERT INTO account_handles SELECT handle, id, created_ms FROM accounts;",
+    /* 13 -> 14: ML-KEM-768 prekeys of devices that speak post-quantum sessions: one-time ones and one
+     * last-resort one per device */
+    "CREATE TABLE kem_prekeys ("
+    "  device_id INTEGER NOT NULL,"
+    "  key_id INTEGER NOT NULL,"
+    "  last_resort INTEGER NOT NULL,"
+    "  pk BLOB NOT NULL,"
+    "  sig BLOB NOT NULL,"
+    "  PRIMARY KEY (device_id, last_resort, key_id));",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -817,6 +826,7 @@ static msv_err device_remove_locked(struct sqlite_store *s, uint64_t account_id,
         "DELETE FROM queue WHERE device_id = ?;",
         "DELETE FROM signed_prekeys WHERE device_id = ?;",
         "DELETE FROM one_time_prekeys WHERE device_id = ?;",
+        "DELETE FROM kem_prekeys WHERE device_id = ?;",
     };
     sqlite3_stmt *st = NULL;
     msv_err err = prepare(s, "DELETE FROM devices WHERE id = ? AND account_id = ?;", &st);
@@ -842,26 +852,97 @@ static msv_err device_remove_locked(struct sqlite_store *s, uint64_t account_id,
 
 /* ---- prekeys and delivery tokens ---------------------------------------------------------- */
 
-static msv_err prekey_state(struct sqlite_store *s, uint64_t device_id, uint32_t *left,
-                            int *has_signed)
+/* A count and a flag about device_id (?1) that sql selects. */
+static msv_err count_and_flag(struct sqlite_store *s, const char *sql, uint64_t device_id,
+                              uint32_t *count, int *flag)
 {
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s,
-                          "SELECT (SELECT COUNT(*) FROM one_time_prekeys WHERE device_id = ?1),"
-                          " EXISTS (SELECT 1 FROM signed_prekeys WHERE device_id = ?1);",
-                          &st);
+    msv_err err = prepare(s, sql, &st);
 
     if (err != MSV_OK)
         return err;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
     if (sqlite3_step(st) == SQLITE_ROW) {
-        *left = (uint32_t)sqlite3_column_int64(st, 0);
-        *has_signed = sqlite3_column_int(st, 1);
+        *count = (uint32_t)sqlite3_column_int64(st, 0);
+        *flag = sqlite3_column_int(st, 1);
     } else {
         err = msv_sql_err(sqlite3_errcode(s->db));
     }
     release(s, st);
     return err;
+}
+
+static msv_err prekey_state(struct sqlite_store *s, uint64_t device_id, uint32_t *left,
+                            int *has_signed)
+{
+    return count_and_flag(s,
+                          "SELECT (SELECT COUNT(*) FROM one_time_prekeys WHERE device_id = ?1),"
+                          " EXISTS (SELECT 1 FROM signed_prekeys WHERE device_id = ?1);",
+                          device_id, left, has_signed);
+}
+
+static msv_err kem_prekey_state_locked(struct sqlite_store *s, uint64_t device_id, uint32_t *left,
+                                       int *has_last_resort)
+{
+    return count_and_flag(s,
+                          "SELECT (SELECT COUNT(*) FROM kem_prekeys WHERE device_id = ?1"
+                          " AND last_resort = 0), EXISTS (SELECT 1 FROM kem_prekeys"
+                          " WHERE device_id = ?1 AND last_resort = 1);",
+                          device_id, left, has_last_resort);
+}
+
+/* One KEM prekey row (a last-resort one replaces the device's). */
+static msv_err kem_prekey_insert(struct sqlite_store *s, uint64_t device_id,
+                                 const struct msv_kem_prekey_rec *k, int last_resort)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = MSV_OK;
+
+    if (last_resort) {
+        err = prepare(s, "DELETE FROM kem_prekeys WHERE device_id = ? AND last_resort = 1;", &st);
+        if (err != MSV_OK)
+            return err;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+        err = run(s, st);
+    }
+    if (err == MSV_OK)
+        err = prepare(s,
+                      "INSERT OR IGNORE INTO kem_prekeys (device_id, key_id, last_resort, pk, sig)"
+                      " VALUES (?, ?, ?, ?, ?);",
+                      &st);
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    sqlite3_bind_int64(st, 2, k->id);
+    sqlite3_bind_int(st, 3, last_resort);
+    sqlite3_bind_blob(st, 4, k->key, sizeof(k->key), SQLITE_STATIC);
+    sqlite3_bind_blob(st, 5, k->sig, sizeof(k->sig), SQLITE_STATIC);
+    return run(s, st);
+}
+
+/* The KEM part of an upload, in the same transaction as the rest. */
+static msv_err kem_prekeys_put_locked(struct sqlite_store *s, uint64_t device_id,
+                                      const struct msv_prekey_upload *u, size_t max_one_time)
+{
+    sqlite3_stmt *st = NULL;
+    uint32_t left = 0;
+    int has_last_resort = 0;
+    msv_err err = MSV_OK;
+
+    if (u->replace_one_time) {
+        err = prepare(s, "DELETE FROM kem_prekeys WHERE device_id = ? AND last_resort = 0;", &st);
+        if (err != MSV_OK)
+            return err;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+        err = run(s, st);
+    }
+    if (err == MSV_OK && u->kem_last_resort != NULL)
+        err = kem_prekey_insert(s, device_id, u->kem_last_resort, 1);
+    for (size_t i = 0; err == MSV_OK && i < u->n_kem_one_time; i++)
+        err = kem_prekey_insert(s, device_id, &u->kem_one_time[i], 0);
+    if (err == MSV_OK)
+        err = kem_prekey_state_locked(s, device_id, &left, &has_last_resort);
+    return err == MSV_OK && left > max_one_time ? MSV_ERR_TOO_BIG : err;
 }
 
 static msv_err prekeys_put_locked(struct sqlite_store *s, uint64_t device_id,
@@ -903,6 +984,8 @@ static msv_err prekeys_put_locked(struct sqlite_store *s, uint64_t device_id,
         sqlite3_bind_blob(st, 3, u->one_time[i].key, 32, SQLITE_STATIC);
         err = run(s, st);
     }
+    if (err == MSV_OK)
+        err = kem_prekeys_put_locked(s, device_id, u, max_one_time);
     if (err == MSV_OK)
         err = prekey_state(s, device_id, left, has_signed);
     if (err == MSV_OK && *left > max_one_time)
@@ -951,6 +1034,60 @@ static msv_err prekey_claim_locked(struct sqlite_store *s, uint64_t device_id, i
         rc = sqlite3_step(st);
     release(s, st);
     return rc == SQLITE_DONE ? MSV_OK : msv_sql_err(rc);
+}
+
+/* Reads a KEM prekey row (key_id, pk, sig) of st into out; 0 if it is not one. */
+static int kem_row(sqlite3_stmt *st, struct msv_prekey_claimed *out)
+{
+    if (sqlite3_column_bytes(st, 1) != sizeof(out->kem_key) ||
+        sqlite3_column_bytes(st, 2) != sizeof(out->kem_sig))
+        return 0;
+    out->kem_id = (uint32_t)sqlite3_column_int64(st, 0);
+    memcpy(out->kem_key, sqlite3_column_blob(st, 1), sizeof(out->kem_key));
+    memcpy(out->kem_sig, sqlite3_column_blob(st, 2), sizeof(out->kem_sig));
+    return 1;
+}
+
+/* A one-time KEM prekey (deleted as it is handed out), else the last-resort one. */
+static msv_err kem_claim_locked(struct sqlite_store *s, uint64_t device_id, int one_time,
+                                struct msv_prekey_claimed *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = SQLITE_DONE;
+    msv_err err;
+
+    if (one_time) {
+        err = prepare(s,
+                      "DELETE FROM kem_prekeys WHERE rowid = (SELECT rowid FROM kem_prekeys"
+                      " WHERE device_id = ? AND last_resort = 0 ORDER BY key_id LIMIT 1)"
+                      " RETURNING key_id, pk, sig;",
+                      &st);
+        if (err != MSV_OK)
+            return err;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            (void)kem_row(st, out);
+        while (rc == SQLITE_ROW)
+            rc = sqlite3_step(st);
+        release(s, st);
+        if (rc != SQLITE_DONE)
+            return msv_sql_err(rc);
+        if (out->kem_id != 0)
+            return MSV_OK;
+    }
+    err = prepare(s,
+                  "SELECT key_id, pk, sig FROM kem_prekeys WHERE device_id = ? AND"
+                  " last_resort = 1;",
+                  &st);
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        out->kem_last_resort = kem_row(st, out);
+    release(s, st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? MSV_OK : msv_sql_err(rc);
 }
 
 static msv_err delivery_token_set(void *impl, uint64_t device_id, const uint8_t hash[32])
@@ -1175,6 +1312,8 @@ static msv_err account_delete_locked(struct sqlite_store *s, const char *handle,
         "DELETE FROM signed_prekeys WHERE device_id IN "
         "(SELECT id FROM devices WHERE account_id = ?1);",
         "DELETE FROM one_time_prekeys WHERE device_id IN "
+        "(SELECT id FROM devices WHERE account_id = ?1);",
+        "DELETE FROM kem_prekeys WHERE device_id IN "
         "(SELECT id FROM devices WHERE account_id = ?1);",
         "DELETE FROM blobs WHERE owner_device IN (SELECT id FROM devices WHERE account_id = ?1);",
         "DELETE FROM reports WHERE reporter_id = ?1 OR reported_id = ?1;",
@@ -2016,6 +2155,20 @@ static msv_err l_kt_append(void *impl, uint64_t index, const uint8_t *leaf, size
     LOCKED(kt_append(impl, index, leaf, len));
 }
 
+static msv_err prekey_and_kem_claim_locked(struct sqlite_store *s, uint64_t device_id, int one_time,
+                                           struct msv_prekey_claimed *out)
+{
+    msv_err err = prekey_claim_locked(s, device_id, one_time, out);
+
+    return err == MSV_OK ? kem_claim_locked(s, device_id, one_time, out) : err;
+}
+
+static msv_err l_kem_prekey_state(void *impl, uint64_t device_id, uint32_t *left,
+                                  int *has_last_resort)
+{
+    return kem_prekey_state_locked(impl, device_id, left, has_last_resort);
+}
+
 static msv_err l_prekeys_put(void *impl, uint64_t device_id, const struct msv_prekey_upload *u,
                              size_t max_one_time, uint32_t *left, int *has_signed)
 {
@@ -2025,7 +2178,7 @@ static msv_err l_prekeys_put(void *impl, uint64_t device_id, const struct msv_pr
 static msv_err l_prekey_claim(void *impl, uint64_t device_id, int one_time,
                               struct msv_prekey_claimed *out)
 {
-    TRANSACTION(prekey_claim_locked(impl, device_id, one_time, out));
+    TRANSACTION(prekey_and_kem_claim_locked(impl, device_id, one_time, out));
 }
 
 static msv_err l_delivery_token_set(void *impl, uint64_t device_id, const uint8_t hash[32])
@@ -2272,6 +2425,7 @@ static const struct msv_store_ops sqlite_ops = {
     .kt_append = l_kt_append,
     .prekeys_put = l_prekeys_put,
     .prekey_claim = l_prekey_claim,
+    .kem_prekey_state = l_kem_prekey_state,
     .delivery_token_set = l_delivery_token_set,
     .delivery_token_check = l_delivery_token_check,
 };

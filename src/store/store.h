@@ -108,6 +108,13 @@ struct msv_one_time_prekey {
     uint8_t key[32];
 };
 
+/* An ML-KEM-768 prekey as the device signed it (docs/crypto.md, "Post-quantum sessions"). */
+struct msv_kem_prekey_rec {
+    uint32_t id;
+    uint8_t key[1184];
+    uint8_t sig[64];
+};
+
 struct msv_prekey_upload {
     int has_signed;
     uint32_t signed_id;
@@ -115,16 +122,27 @@ struct msv_prekey_upload {
     uint8_t signed_sig[64];
     const struct msv_one_time_prekey *one_time;
     size_t n_one_time;
-    int replace_one_time; /* the device's unclaimed one-time prekeys go first */
+    int replace_one_time; /* the device's unclaimed one-time prekeys (both kinds) go first */
+    const struct msv_kem_prekey_rec *kem_last_resort; /* NULL: unchanged */
+    const struct msv_kem_prekey_rec *kem_one_time;
+    size_t n_kem_one_time;
 };
 
-/* What a claim hands out for one device; one_time_id 0 when none was left. */
+/*
+ * What a claim hands out for one device; one_time_id 0 when none was left;
+ * kem_id 0 when the device has no KEM prekey, kem_last_resort when its one-time
+ * ones were gone (or not asked for).
+ */
 struct msv_prekey_claimed {
     uint32_t signed_id;
     uint8_t signed_key[32];
     uint8_t signed_sig[64];
     uint32_t one_time_id;
     uint8_t one_time_key[32];
+    uint32_t kem_id;
+    int kem_last_resort;
+    uint8_t kem_key[1184];
+    uint8_t kem_sig[64];
 };
 
 /* One account as an operator sees it (missive-admin accounts). */
@@ -363,20 +381,26 @@ struct msv_store_ops {
     msv_err (*kt_append)(void *impl, uint64_t index, const uint8_t *leaf, size_t len);
 
     /*
-     * Prekeys: the upload replaces the signed prekey (if it has one) and adds
-     * the one-time prekeys whose ids are new, after dropping those the device
-     * has if replace_one_time; MSV_ERR_TOO_BIG, changing
-     * nothing, if the device would then hold more than max_one_time.
+     * Prekeys: the upload replaces the signed prekey (if it has one) and the
+     * last-resort KEM prekey (if it has one) and adds the one-time prekeys of
+     * both kinds whose ids are new, after dropping those the device has if
+     * replace_one_time; MSV_ERR_TOO_BIG, changing nothing, if the device would
+     * then hold more than max_one_time of either kind.
      * *left and *has_signed describe the device afterwards.
      */
     msv_err (*prekeys_put)(void *impl, uint64_t device_id, const struct msv_prekey_upload *u,
                            size_t max_one_time, uint32_t *left, int *has_signed);
     /*
-     * The signed prekey and, if one_time, one one-time prekey, which is deleted;
-     * MSV_ERR_NOT_FOUND if the device has no signed prekey.
+     * The signed prekey and, if one_time, one one-time prekey, which is deleted,
+     * and one one-time KEM prekey, deleted too (else the last-resort one), all
+     * in one transaction: no key is handed out twice, also by two servers at
+     * once; MSV_ERR_NOT_FOUND if the device has no signed prekey.
      */
     msv_err (*prekey_claim)(void *impl, uint64_t device_id, int one_time,
                             struct msv_prekey_claimed *out);
+    /* The device's one-time KEM prekeys left and whether it has a last-resort one. */
+    msv_err (*kem_prekey_state)(void *impl, uint64_t device_id, uint32_t *left,
+                                int *has_last_resort);
     /* Sealed sender: the SHA-256 of a device's delivery token, and the check of one. */
     msv_err (*delivery_token_set)(void *impl, uint64_t device_id, const uint8_t hash[32]);
     /* MSV_OK if an approved device of account_id registered this token; MSV_ERR_AUTH otherwise. */
@@ -460,6 +484,6 @@ MSV_MUST_CHECK msv_err msv_store_sqlite_blob_files(const char *path, struct msv_
                                                    size_t *n);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 13
+#define MSV_STORE_SCHEMA_VERSION 14
 
 #endif

@@ -1,0 +1,179 @@
+/*
+ * The ML-KEM-768 prekeys of a device whose identity says post-quantum
+ * (docs/crypto.md, "Post-quantum sessions"): publishing and refilling them,
+ * and their secrets for answering hybrid first messages.
+ *
+ * Settings used: "kem-prekey:<id>" (u8 last_resort || the 2400-byte
+ * decapsulation key, which holds the encapsulation key), "kem-last-resort"
+ * (u32be id of the last-resort one in use), "kem-last-resort-old" (u32be id of
+ * the one before, kept for first messages still on their way). Ids come from
+ * the same counter as X25519 prekeys ("prekey-next"), so they are never reused.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "client/client.h"
+#include "client/sessions.h"
+#include "missive/mlkem.h"
+#include "missive/ratchet.h"
+#include "missive/util.h"
+#include "util/endian.h"
+
+#define TIMEOUT_MS 15000
+#define SECRET_LEN (1 + MSV_MLKEM768_DK_LEN)
+#define EK_OFFSET 1152 /* FIPS 203: dk = dk_PKE (384 k) || ek || H(ek) || z */
+
+static void kem_name(uint32_t id, char key[40])
+{
+    snprintf(key, 40, "kem-prekey:%u", id);
+}
+
+static msv_err store_kem(struct msv_client *c, const struct msv_kem_prekey *k)
+{
+    uint8_t *v = sodium_malloc(SECRET_LEN);
+    char key[40];
+    msv_err err;
+
+    if (v == NULL)
+        return MSV_ERR_NOMEM;
+    v[0] = (uint8_t)k->last_resort;
+    memcpy(v + 1, k->dk, MSV_MLKEM768_DK_LEN);
+    kem_name(k->id, key);
+    err = msv_client_db_set(c->db, key, v, SECRET_LEN);
+    sodium_free(v);
+    return err;
+}
+
+msv_err msv_pqkeys_load(struct msv_client *c, uint32_t id, struct msv_kem_prekey *k)
+{
+    char key[40];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    kem_name(id, key);
+    err = msv_client_db_get(c->db, key, &v, &len);
+    if (err == MSV_OK && (len != SECRET_LEN || v[0] > 1))
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK) {
+        k->id = id;
+        k->last_resort = v[0];
+        memcpy(k->dk, v + 1, MSV_MLKEM768_DK_LEN);
+        memcpy(k->ek, k->dk + EK_OFFSET, MSV_MLKEM768_EK_LEN);
+    }
+    msv_secret_free(v, len);
+    return err;
+}
+
+msv_err msv_pqkeys_used(struct msv_client *c, uint32_t id)
+{
+    struct msv_kem_prekey *k = sodium_malloc(sizeof(*k));
+    char key[40];
+    msv_err err;
+
+    if (k == NULL)
+        return MSV_ERR_NOMEM;
+    err = msv_pqkeys_load(c, id, k);
+    kem_name(id, key);
+    /* forward secrecy: a one-time key's secret goes once a message made with it is stored */
+    if (err == MSV_OK && !k->last_resort)
+        err = msv_client_db_unset(c->db, key);
+    else if (err == MSV_ERR_NOT_FOUND)
+        err = MSV_OK;
+    sodium_free(k);
+    return err;
+}
+
+msv_err msv_pqkeys_strip_backup_copy(struct msv_client_db *copy)
+{
+    msv_err err = msv_client_db_unset_prefix(copy, "kem-prekey:");
+
+    if (err == MSV_OK)
+        err = msv_client_db_unset(copy, "kem-last-resort");
+    if (err == MSV_OK)
+        err = msv_client_db_unset(copy, "kem-last-resort-old");
+    return err;
+}
+
+/* Makes, stores and signs n KEM prekeys with ids from first on. */
+static msv_err make_kems(struct msv_client *c, uint32_t first, int last_resort,
+                         struct msv_kem_prekey *keys, uint8_t (*sigs)[64], size_t n)
+{
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        err = msv_kem_prekey_generate(c->id, first + (uint32_t)i, last_resort, &keys[i], sigs[i]);
+        if (err == MSV_OK)
+            err = store_kem(c, &keys[i]);
+    }
+    return err;
+}
+
+/*
+ * A new last-resort key is in use at the server: the one before it keeps its
+ * secret for first messages on their way, the one before that loses it.
+ */
+static msv_err last_resort_replaced(struct msv_client *c, uint32_t id)
+{
+    uint8_t *v = NULL, rec[4];
+    size_t len = 0;
+    char key[40];
+    msv_err err = MSV_OK;
+
+    if (msv_client_db_get(c->db, "kem-last-resort-old", &v, &len) == MSV_OK && len == 4) {
+        kem_name(msv_get_u32be(v), key);
+        err = msv_client_db_unset(c->db, key);
+    }
+    free(v);
+    v = NULL;
+    if (err == MSV_OK && msv_client_db_get(c->db, "kem-last-resort", &v, &len) == MSV_OK &&
+        len == 4)
+        err = msv_client_db_set(c->db, "kem-last-resort-old", v, 4);
+    free(v);
+    msv_put_u32be(rec, id);
+    return err == MSV_OK ? msv_client_db_set(c->db, "kem-last-resort", rec, 4) : err;
+}
+
+/* Everything one upload carries (keys and signatures in guarded memory: the secrets). */
+struct kem_batch {
+    struct msv_kem_prekey keys[MSV_KEM_PREKEYS_BATCH + 1]; /* the last-resort one last */
+    uint8_t sigs[MSV_KEM_PREKEYS_BATCH + 1][64];
+};
+
+msv_err msv_pqkeys_publish(struct msv_client *c, int rotate, int replace)
+{
+    struct kem_batch *b = NULL;
+    uint32_t left = 0, first = 0;
+    int has_last_resort = 0;
+    size_t n = 0;
+    msv_err err;
+
+    if (!msv_public_identity_is_pq(msv_identity_public(c->id)))
+        return MSV_OK;
+    err = msv_request_kem_prekey_upload(c->conn, NULL, NULL, NULL, NULL, 0, TIMEOUT_MS, &left,
+                                        &has_last_resort, &c->why);
+    rotate = rotate || !has_last_resort;
+    if (err == MSV_OK && (replace || left < MSV_KEM_PREKEYS_LOW))
+        n = replace ? MSV_KEM_PREKEYS_BATCH : MSV_KEM_PREKEYS_BATCH - left;
+    if (err != MSV_OK || (n == 0 && !rotate))
+        return err;
+    b = sodium_malloc(sizeof(*b));
+    if (b == NULL)
+        return MSV_ERR_NOMEM;
+    err = msv_sessions_take_prekey_ids(c->db, (uint32_t)n + 1, &first);
+    if (err == MSV_OK)
+        err = make_kems(c, first, 0, b->keys, b->sigs, n);
+    if (err == MSV_OK && rotate)
+        err = make_kems(c, first + (uint32_t)n, 1, &b->keys[n], &b->sigs[n], 1);
+    if (err == MSV_OK)
+        err = msv_request_kem_prekey_upload(c->conn, rotate ? &b->keys[n] : NULL,
+                                            rotate ? b->sigs[n] : NULL, b->keys, b->sigs, n,
+                                            TIMEOUT_MS, &left, &has_last_resort, &c->why);
+    if (err == MSV_OK && rotate)
+        err = last_resort_replaced(c, b->keys[n].id);
+    sodium_free(b);
+    return err;
+}
