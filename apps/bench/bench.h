@@ -38,6 +38,7 @@ int bench_idle(const struct opts *o, FILE *out);    /* B4 */
 int bench_queue(const struct opts *o, FILE *out);   /* B5 */
 int bench_storage(const struct opts *o, FILE *out); /* B6 */
 int bench_cluster(const struct opts *o, FILE *out); /* B7 */
+int bench_keydir(const struct opts *o, FILE *out);  /* B9, keydir.c */
 
 /* ---- procs.c: servers under measurement ------------------------------------------------ */
 
