@@ -514,6 +514,23 @@ static void test_forged_marker_seen_by_owner(void **state)
     msv_ptree_free(d.t);
 }
 
+/* The log key's signature of an epoch root binds the size and the root. */
+static void test_epoch_signature(void **state)
+{
+    uint8_t pk[32], sk[64], other_pk[32], other_sk[64], root[32], sig[64];
+    (void)state;
+
+    crypto_sign_keypair(pk, sk);
+    crypto_sign_keypair(other_pk, other_sk);
+    randombytes_buf(root, sizeof(root));
+    assert_int_equal(msv_pt_epoch_sign(sk, 42, root, sig), MSV_OK);
+    assert_int_equal(msv_pt_epoch_verify(pk, 42, root, sig), MSV_OK);
+    assert_int_equal(msv_pt_epoch_verify(pk, 43, root, sig), MSV_ERR_AUTH);
+    assert_int_equal(msv_pt_epoch_verify(other_pk, 42, root, sig), MSV_ERR_AUTH);
+    root[31] ^= 1;
+    assert_int_equal(msv_pt_epoch_verify(pk, 42, root, sig), MSV_ERR_AUTH);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -524,6 +541,7 @@ int main(void)
         cmocka_unit_test(test_version_sets),
         cmocka_unit_test(test_versions),
         cmocka_unit_test(test_forged_marker_seen_by_owner),
+        cmocka_unit_test(test_epoch_signature),
     };
 
     if (msv_init() != MSV_OK)

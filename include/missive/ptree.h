@@ -157,4 +157,20 @@ MSV_MUST_CHECK msv_err msv_pt_verify_versions(const uint8_t root[MSV_PT_HASH_LEN
                                               const uint8_t *data, size_t data_len,
                                               const uint8_t *proof, size_t len, uint32_t *version);
 
+/* ---- epochs in the signed log ---------------------------------------------------------------- */
+
+#define MSV_PT_SIG_LEN 64
+
+/*
+ * The log key's signature of the prefix tree's root at the log size of a tree head:
+ * "MSV-kt-epoch-v1" || u64be size || root, Ed25519 (secret_key: libsodium's 64 bytes). verify:
+ * MSV_OK if public_key signed it, MSV_ERR_AUTH if not.
+ */
+MSV_MUST_CHECK msv_err msv_pt_epoch_sign(const uint8_t secret_key[64], uint64_t size,
+                                         const uint8_t root[MSV_PT_HASH_LEN],
+                                         uint8_t signature[MSV_PT_SIG_LEN]);
+MSV_MUST_CHECK msv_err msv_pt_epoch_verify(const uint8_t public_key[32], uint64_t size,
+                                           const uint8_t root[MSV_PT_HASH_LEN],
+                                           const uint8_t signature[MSV_PT_SIG_LEN]);
+
 #endif

@@ -233,3 +233,35 @@ msv_err msv_pt_verify_versions(const uint8_t root[MSV_PT_HASH_LEN],
     *version = v;
     return MSV_OK;
 }
+
+#define EPOCH_TAG "MSV-kt-epoch-v1"
+
+static void epoch_statement(uint64_t size, const uint8_t root[MSV_PT_HASH_LEN],
+                            uint8_t out[sizeof(EPOCH_TAG) - 1 + 8 + MSV_PT_HASH_LEN])
+{
+    memcpy(out, EPOCH_TAG, sizeof(EPOCH_TAG) - 1);
+    for (int i = 0; i < 8; i++)
+        out[sizeof(EPOCH_TAG) - 1 + i] = (uint8_t)(size >> (56 - 8 * i));
+    memcpy(out + sizeof(EPOCH_TAG) - 1 + 8, root, MSV_PT_HASH_LEN);
+}
+
+msv_err msv_pt_epoch_sign(const uint8_t secret_key[64], uint64_t size,
+                          const uint8_t root[MSV_PT_HASH_LEN], uint8_t signature[MSV_PT_SIG_LEN])
+{
+    uint8_t m[sizeof(EPOCH_TAG) - 1 + 8 + MSV_PT_HASH_LEN];
+
+    epoch_statement(size, root, m);
+    return crypto_sign_detached(signature, NULL, m, sizeof(m), secret_key) == 0 ? MSV_OK
+                                                                                : MSV_ERR_CRYPTO;
+}
+
+msv_err msv_pt_epoch_verify(const uint8_t public_key[32], uint64_t size,
+                            const uint8_t root[MSV_PT_HASH_LEN],
+                            const uint8_t signature[MSV_PT_SIG_LEN])
+{
+    uint8_t m[sizeof(EPOCH_TAG) - 1 + 8 + MSV_PT_HASH_LEN];
+
+    epoch_statement(size, root, m);
+    return crypto_sign_verify_detached(signature, m, sizeof(m), public_key) == 0 ? MSV_OK
+                                                                                 : MSV_ERR_AUTH;
+}
