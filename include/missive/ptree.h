@@ -143,6 +143,17 @@ MSV_MUST_CHECK msv_err msv_ptree_prove_versions(struct msv_ptree *t, enum msv_pt
                                                 const uint8_t opening[MSV_PT_OPENING_LEN],
                                                 uint8_t **proof, size_t *proof_len);
 
+/* Gives the VRF proof of (handle, version) under the directory's key (e.g. from a cache). */
+typedef msv_err (*msv_pt_vrf_prover)(void *ctx, const char *handle, uint32_t version,
+                                     uint8_t pi[MSV_VRF_PROOF_LEN]);
+
+/* msv_ptree_prove_versions with the VRF proofs from prove(ctx, ...). */
+MSV_MUST_CHECK msv_err msv_ptree_prove_versions_by(struct msv_ptree *t, enum msv_pt_proof_kind kind,
+                                                   msv_pt_vrf_prover prove, void *ctx,
+                                                   const char *handle, uint32_t v,
+                                                   const uint8_t opening[MSV_PT_OPENING_LEN],
+                                                   uint8_t **proof, size_t *proof_len);
+
 /*
  * Checks a version proof against root and the directory's VRF public key: that version
  * *version of handle is in the tree committing to data (data may be NULL when data_len is 0;

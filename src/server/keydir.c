@@ -15,6 +15,8 @@
 #include "util/endian.h"
 
 #define OPENING_TAG "MSV-pt-opening-key-v1"
+/* The most VRF proofs kept for lookups (80 bytes each, and the map's 16). */
+#define KEYDIR_PROOFS_MAX 100000
 
 static void make_vrf_key(uint8_t *secret, void *ctx)
 {
@@ -42,6 +44,7 @@ msv_err msv_keydir_open(struct msv_keydir *kd, const char *data_dir, char *err, 
 
     memset(kd, 0, sizeof(*kd));
     msv_u64map_init(&kd->counts);
+    msv_u64map_init(&kd->proofs);
     kd->secret = sodium_malloc(2 * 32);
     if (kd->secret == NULL || msv_ptree_new(&kd->tree) != MSV_OK) {
         snprintf(err, err_len, "out of memory");
@@ -58,8 +61,19 @@ msv_err msv_keydir_open(struct msv_keydir *kd, const char *data_dir, char *err, 
     return MSV_OK;
 }
 
+/* Empties the cache of VRF proofs. */
+static void forget_proofs(struct msv_keydir *kd)
+{
+    for (size_t i = 0; i < kd->proofs.cap; i++) {
+        if (kd->proofs.keys[i] != 0)
+            free(kd->proofs.values[i]);
+    }
+    msv_u64map_clear(&kd->proofs);
+}
+
 void msv_keydir_close(struct msv_keydir *kd)
 {
+    forget_proofs(kd);
     if (kd->secret != NULL)
         sodium_free(kd->secret);
     msv_ptree_free(kd->tree);
@@ -153,6 +167,37 @@ msv_err msv_keydir_sign(struct msv_keydir *kd, uint64_t size, const uint8_t log_
     return err;
 }
 
+/* The VRF proof of (handle, version), from the cache or made and kept (msv_pt_vrf_prover). */
+static msv_err cached_proof(void *ctx, const char *handle, uint32_t version,
+                            uint8_t pi[MSV_VRF_PROOF_LEN])
+{
+    struct msv_keydir *kd = ctx;
+    uint8_t alpha[300], h[32], *kept;
+    size_t alpha_len = 0;
+    uint64_t key;
+    msv_err err = msv_pt_vrf_input(handle, version, alpha, sizeof(alpha), &alpha_len);
+
+    if (err != MSV_OK)
+        return err;
+    crypto_hash_sha256(h, alpha, alpha_len);
+    key = msv_get_u64be(h) | 1;
+    kept = msv_u64map_get(&kd->proofs, key);
+    if (kept != NULL) {
+        memcpy(pi, kept, MSV_VRF_PROOF_LEN);
+        return MSV_OK;
+    }
+    if ((err = msv_vrf_prove(MSV_PT_VRF_SUITE, kd->secret, alpha, alpha_len, pi)) != MSV_OK)
+        return err;
+    if (kd->proofs.count >= KEYDIR_PROOFS_MAX)
+        forget_proofs(kd); /* bounded: start again rather than grow */
+    if ((kept = malloc(MSV_VRF_PROOF_LEN)) == NULL)
+        return MSV_OK; /* not kept: made again next time */
+    memcpy(kept, pi, MSV_VRF_PROOF_LEN);
+    if (msv_u64map_put(&kd->proofs, key, kept) != MSV_OK)
+        free(kept);
+    return MSV_OK;
+}
+
 msv_err msv_keydir_prove(struct msv_keydir *kd, const char *handle, int64_t index, uint8_t **proof,
                          size_t *len)
 {
@@ -167,8 +212,8 @@ msv_err msv_keydir_prove(struct msv_keydir *kd, const char *handle, int64_t inde
         err = opening_of(kd, handle, version, opening);
     }
     if (err == MSV_OK)
-        err = msv_ptree_prove_versions(kd->tree, MSV_PT_LOOKUP, kd->secret, handle, version,
-                                       opening, proof, len);
+        err = msv_ptree_prove_versions_by(kd->tree, MSV_PT_LOOKUP, cached_proof, kd, handle,
+                                          version, opening, proof, len);
     sodium_memzero(opening, sizeof(opening));
     return err;
 }

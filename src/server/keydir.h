@@ -22,7 +22,10 @@ struct msv_keydir {
     uint32_t *versions; /* by log index: the entry's version, 0 for a rotation entry */
     size_t n_versions, cap_versions;
     struct msv_u64map counts; /* handle (hashed, never 0) -> its number of versions */
-    uint64_t epoch_size;      /* the log size the signed root below is for */
+    /* (handle, version) (hashed, never 0) -> its VRF proof (80 bytes, malloc): lookups ask for
+     * the same few again and again, and a proof costs a third of a millisecond */
+    struct msv_u64map proofs;
+    uint64_t epoch_size; /* the log size the signed root below is for */
     uint8_t epoch_root[MSV_PT_HASH_LEN], epoch_signature[MSV_PT_SIG_LEN];
 };
 
