@@ -143,9 +143,11 @@ MSV_MUST_CHECK msv_err msv_ptree_prove_versions(struct msv_ptree *t, enum msv_pt
                                                 const uint8_t opening[MSV_PT_OPENING_LEN],
                                                 uint8_t **proof, size_t *proof_len);
 
-/* Gives the VRF proof of (handle, version) under the directory's key (e.g. from a cache). */
+/* Gives the VRF proof of (handle, version) under the directory's key and the label it proves
+ * (e.g. from a cache). */
 typedef msv_err (*msv_pt_vrf_prover)(void *ctx, const char *handle, uint32_t version,
-                                     uint8_t pi[MSV_VRF_PROOF_LEN]);
+                                     uint8_t pi[MSV_VRF_PROOF_LEN],
+                                     uint8_t label[MSV_PT_LABEL_LEN]);
 
 /* msv_ptree_prove_versions with the VRF proofs from prove(ctx, ...). */
 MSV_MUST_CHECK msv_err msv_ptree_prove_versions_by(struct msv_ptree *t, enum msv_pt_proof_kind kind,

@@ -102,15 +102,19 @@ static msv_err versions_of(enum msv_pt_proof_kind kind, uint32_t v, uint32_t out
     return MSV_ERR_INVALID;
 }
 
-/* The VRF proof of (handle, version) made with the secret key ctx points to. */
+/* The VRF proof of (handle, version) made with the secret key ctx points to, and its label. */
 static msv_err prove_with_key(void *ctx, const char *handle, uint32_t version,
-                              uint8_t pi[MSV_VRF_PROOF_LEN])
+                              uint8_t pi[MSV_VRF_PROOF_LEN], uint8_t label[MSV_PT_LABEL_LEN])
 {
-    uint8_t alpha[HANDLE_MAX + 5];
+    uint8_t alpha[HANDLE_MAX + 5], beta[MSV_VRF_OUTPUT_LEN];
     size_t alpha_len = 0;
     msv_err err = msv_pt_vrf_input(handle, version, alpha, sizeof(alpha), &alpha_len);
 
-    return err == MSV_OK ? msv_vrf_prove(MSV_PT_VRF_SUITE, ctx, alpha, alpha_len, pi) : err;
+    if (err == MSV_OK &&
+        (err = msv_vrf_prove(MSV_PT_VRF_SUITE, ctx, alpha, alpha_len, pi)) == MSV_OK &&
+        (err = msv_vrf_proof_to_hash(MSV_PT_VRF_SUITE, pi, beta)) == MSV_OK)
+        msv_pt_label(beta, label);
+    return err;
 }
 
 /* Appends len bytes to the growing buffer *buf of *used bytes. */
@@ -140,7 +144,6 @@ msv_err msv_ptree_prove_versions_by(struct msv_ptree *t, enum msv_pt_proof_kind 
                                     uint32_t v, const uint8_t opening[MSV_PT_OPENING_LEN],
                                     uint8_t **proof, size_t *proof_len)
 {
-    uint8_t beta[MSV_VRF_OUTPUT_LEN];
     uint32_t versions[33];
     size_t n = 0, n_present = 0, used = 0, path_len = 0;
     uint8_t head[5] = {(uint8_t)kind, (uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8),
@@ -153,11 +156,8 @@ msv_err msv_ptree_prove_versions_by(struct msv_ptree *t, enum msv_pt_proof_kind 
         (v > 0 && (err = append(&buf, &used, opening, MSV_PT_OPENING_LEN)) != MSV_OK))
         goto out;
     for (size_t i = 0; i < n; i++) {
-        if ((err = prove(ctx, handle, versions[i], pi)) != MSV_OK ||
-            (err = msv_vrf_proof_to_hash(MSV_PT_VRF_SUITE, pi, beta)) != MSV_OK)
-            goto out;
-        msv_pt_label(beta, label);
-        if ((err = msv_ptree_prove(t, label, &path, &path_len, &found)) != MSV_OK ||
+        if ((err = prove(ctx, handle, versions[i], pi, label)) != MSV_OK ||
+            (err = msv_ptree_prove(t, label, &path, &path_len, &found)) != MSV_OK ||
             (err = append(&buf, &used, pi, sizeof(pi))) != MSV_OK ||
             (err = append(&buf, &used, path, path_len)) != MSV_OK)
             goto out;

@@ -197,6 +197,14 @@ static msv_err head_locked(struct msv_kt_log *log, struct msv_store *store, int6
     return err == MSV_OK ? msv_keydir_sign(&log->keydir, log->head.size, log->secret_key) : err;
 }
 
+static void *prove_pending(void *arg)
+{
+    struct msv_kt_log *log = arg;
+
+    msv_keydir_prove_pending(&log->keydir, &log->lock, &log->stop_prover);
+    return NULL;
+}
+
 msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir, struct msv_store *store,
                         int trust_store, char *err, size_t err_len)
 {
@@ -218,6 +226,11 @@ msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir, struct msv
     if (e != MSV_OK)
         return e;
     e = sync_locked(log, store);
+    log->keydir.prove_next = 1; /* from now on each append proves the absence lookups show */
+    /* the absences of the handles read now are proven while missived serves */
+    if (e == MSV_OK && log->keydir.n_pending > 0 &&
+        pthread_create(&log->prover, NULL, prove_pending, log) == 0)
+        log->has_prover = 1;
     if (e == MSV_ERR_EXISTS)
         snprintf(err, err_len,
                  "the transparency log's entry %llu lists a device id that an earlier entry "
@@ -247,6 +260,10 @@ void msv_kt_log_close(struct msv_kt_log *log)
             free(log->owners.values[i]);
     }
     msv_u64map_clear(&log->owners);
+    if (log->has_prover) {
+        atomic_store(&log->stop_prover, 1);
+        pthread_join(log->prover, NULL);
+    }
     if (log->secret_key != NULL)
         sodium_free(log->secret_key);
     msv_merkle_free(log->tree);

@@ -40,6 +40,9 @@ struct msv_kt_log {
     size_t n_rotations;
     char *data_dir;           /* where log.key is read again after a rotation */
     struct msv_keydir keydir; /* the prefix tree of the log's versions (keydir.h) */
+    pthread_t prover;         /* proves the next versions of the handles read at start */
+    int has_prover;
+    atomic_int stop_prover;
 };
 
 /* The store's log grew (a device change committed): the next head reads the new leaves. */
