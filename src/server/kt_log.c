@@ -227,10 +227,6 @@ msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir, struct msv
         return e;
     e = sync_locked(log, store);
     log->keydir.prove_next = 1; /* from now on each append proves the absence lookups show */
-    /* the absences of the handles read now are proven while missived serves */
-    if (e == MSV_OK && log->keydir.n_pending > 0 &&
-        pthread_create(&log->prover, NULL, prove_pending, log) == 0)
-        log->has_prover = 1;
     if (e == MSV_ERR_EXISTS)
         snprintf(err, err_len,
                  "the transparency log's entry %llu lists a device id that an earlier entry "
@@ -250,6 +246,10 @@ msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir, struct msv
         e = MSV_ERR_AUTH;
     } else if (e != MSV_OK)
         snprintf(err, err_len, "cannot read the transparency log: %s", msv_strerror(e));
+    /* the lookups' proofs of the handles read now are made while missived serves */
+    if (e == MSV_OK && log->keydir.n_pending > 0 &&
+        pthread_create(&log->prover, NULL, prove_pending, log) == 0)
+        log->has_prover = 1;
     return e;
 }
 
