@@ -35,8 +35,8 @@
 #define COPY_CHUNK 65536
 
 /* The files of the shared directory a backup carries beside the database and the blobs. */
-static const char *const key_files[] = {"log.key", "log.pub", "server.crt", "server.key",
-                                        "server.fingerprint"};
+static const char *const key_files[] = {
+    "log.key", "log.pub", "server.crt", "server.key", "server.fingerprint", "vrf.key", "vrf.pub"};
 
 /* Says what went wrong on standard error; returns 1, the exit status. */
 __attribute__((format(printf, 1, 2))) static int say(const char *fmt, ...)

@@ -15,6 +15,8 @@
  *   idle     B4: memory per idle TLS connection.
  *   queue    B5: offline queues filled, then drained.
  *   storage  B6: directory lookups; attachment transfers against nginx.
+ *   keydir   B9: the key directory's prefix tree at 10^3, 10^5 and 10^6 entries
+ *            (apps/bench/keydir.c).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -633,15 +635,15 @@ static const struct command {
     const char *name;
     int (*run)(const struct opts *o, FILE *out);
 } commands[] = {
-    {"crypto", bench_crypto},   {"relay", bench_relay}, {"fanout", bench_fanout},
-    {"idle", bench_idle},       {"queue", bench_queue}, {"storage", bench_storage},
-    {"cluster", bench_cluster},
+    {"crypto", bench_crypto},   {"relay", bench_relay},   {"fanout", bench_fanout},
+    {"idle", bench_idle},       {"queue", bench_queue},   {"storage", bench_storage},
+    {"cluster", bench_cluster}, {"keydir", bench_keydir},
 };
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: missive-bench [options] all|crypto|relay|fanout|idle|queue|storage|"
-               "cluster...\n\n"
+               "cluster|keydir...\n\n"
                "Measures Missive against peers and limits in the same run and prints Markdown\n"
                "tables (bench/README.md says what each benchmark measures; bench/run.sh runs\n"
                "them all and writes bench/RESULTS.md).\n\n"
@@ -654,6 +656,8 @@ static void usage(FILE *f)
                "  storage  B6: directory lookups/s; attachment MB/s vs. nginx\n"
                "  cluster  B7: 1, 2 and 3 relay nodes on PostgreSQL and Redis (run it under\n"
                "           scripts/services.sh --durable, which starts both)\n"
+               "  keydir   B9: the key directory's prefix tree: proof sizes, verification,\n"
+               "           epochs and audits at 10^3, 10^5 and 10^6 entries\n"
                "  all      every one of them, in that order\n\n"
                "options:\n"
                "  --quick          tiny sizes and short windows: a smoke test, not a result\n"

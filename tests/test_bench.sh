@@ -21,7 +21,7 @@ expect 2 "unknown option" -- "$B" --fast crypto
 
 expect 0 "quick run of every benchmark" -- "$B" --quick all
 cp out.txt all.txt
-for b in B1 B2 B3 B4 B5 B6 B7; do
+for b in B1 B2 B3 B4 B5 B6 B7 B9; do
     grep -q "^### $b" all.txt && ok || bad "section $b missing"
 done
 grep -Eq '^Worst ratio: [0-9]+\.[0-9]+' all.txt && ok || bad "B1 ratio"
@@ -42,6 +42,11 @@ grep -Eq '^\| 200 \| [0-9]+\.[0-9] \|' all.txt && ok || bad "B4 row"
 grep -Eq '^\| drain: envelopes/s .* \| [1-9][0-9.]* \|' all.txt && ok || bad "B5 drain"
 grep -Eq '^\| lookups/s .* \| [1-9][0-9]* \|' all.txt && ok || bad "B6 lookups"
 grep -Eq '^\| download 1 MiB, MB/s \| [1-9][0-9]* \|' all.txt && ok || bad "B6 download"
+# B9: the prefix tree at 1,000 and 5,000 entries: proofs of sane sizes, verified, epochs audited
+for n in 1000 5000; do
+    awk -F'|' -v n=$n '$2+0 == n && $5+0 > 500 && $5+0 < 3072 && $6+0 > 0 && $9+0 > $5+0 &&
+        $12+0 > 0 && $15+0 > 0 {found=1} END {exit !found}' all.txt && ok || bad "B9 row for $n"
+done
 # B7 needs PostgreSQL and Redis (ctest runs this under scripts/services.sh): 1, 2, 3 nodes
 if [ -n "${MSV_TEST_POSTGRES:-}" ]; then
     for k in 1 2 3; do

@@ -1710,6 +1710,21 @@ static struct msv_client *linked_device(struct test_server *s, struct msv_client
     return d;
 }
 
+/* Restarts the server with handle's newest log entry hidden from lookups (the log and its tree
+ * keep it): lookups answer the entry before it. */
+static void hide_newest_entry(struct test_server *s, const char *handle)
+{
+    char sql[256];
+
+    test_server_stop(s);
+    snprintf(sql, sizeof(sql),
+             "UPDATE kt_log SET handle = 'hidden' WHERE idx = (SELECT max(idx) FROM kt_log WHERE "
+             "handle = '%s');",
+             handle);
+    server_sql(s, sql);
+    test_server_start(s);
+}
+
 /*
  * alice removes her laptop; the server then serves bob the leaf from before
  * the removal (still in the log, with a valid proof): bob refuses it, as he
@@ -1724,7 +1739,6 @@ static void test_removed_device_stays_removed(void **state)
     msv_frame *devs = NULL;
     uint8_t id[16], *v = NULL, old[16];
     size_t len = 0;
-    char sql[256];
 
     (void)state;
     test_server_init(&s, NULL);
@@ -1741,13 +1755,7 @@ static void test_removed_device_stays_removed(void **state)
     msv_frame_free(devs);
 
     /* the newest leaf hidden from the lookup (it stays in the tree): the one before is served */
-    test_server_stop(&s);
-    snprintf(sql, sizeof(sql),
-             "UPDATE kt_log SET handle = 'hidden' WHERE idx = (SELECT max(idx) FROM kt_log WHERE "
-             "handle = '%s');",
-             to[0]);
-    server_sql(&s, sql);
-    test_server_start(&s);
+    hide_newest_entry(&s, to[0]);
     drop_connection(bob);
     assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_ERR_AUTH);
     assert_non_null(strstr(bob->why.message, "older device set of alice@example.org"));
@@ -1773,6 +1781,98 @@ static void test_removed_device_stays_removed(void **state)
     msv_client_close(laptop);
     msv_client_close(alice);
     msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
+ * The key directory proves which device set is a handle's newest, to a device that never saw
+ * it: alice removes her laptop, then the server hides that entry from carol's first lookup of
+ * alice and serves the set with the laptop (still in the log, with a valid inclusion proof).
+ * carol has no earlier entry of alice's to compare with; the version proof refuses it. A new
+ * VRF key on the server is refused too, and the honest directory is accepted afterwards.
+ */
+static void test_key_directory_newest_version(void **state)
+{
+    const char *to[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *laptop, *carol;
+    msv_frame *devs = NULL;
+    uint8_t *pinned = NULL;
+    size_t len = 0;
+    char path[320];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", to[0]);
+    carol = client_for(&s, "carol", "carol@example.org");
+    laptop = linked_device(&s, alice, "alice-laptop");
+    assert_int_equal(msv_client_remove_device(alice, laptop->device_id), MSV_OK);
+
+    hide_newest_entry(&s, to[0]);
+    drop_connection(carol);
+    assert_int_equal(msv_client_devices(carol, to[0], &devs), MSV_ERR_AUTH);
+    assert_non_null(strstr(carol->why.message, "device set of alice@example.org it shows is the "
+                                               "newest one in its key directory"));
+    assert_null(devs);
+    assert_int_equal(msv_client_db_get(carol->db, "kt_index:alice@example.org", &pinned, &len),
+                     MSV_ERR_NOT_FOUND);
+
+    /* the honest directory: the newest set, proven, and the VRF key pinned */
+    test_server_stop(&s);
+    server_sql(&s, "UPDATE kt_log SET handle = 'alice@example.org' WHERE handle = 'hidden';");
+    test_server_start(&s);
+    drop_connection(carol);
+    assert_int_equal(msv_client_devices(carol, to[0], &devs), MSV_OK);
+    assert_int_equal(devs->lookup_result->results[0]->n_devices, 1);
+    assert_int_equal(msv_client_db_get(carol->db, "kt_vrf_key", &pinned, &len), MSV_OK);
+    assert_int_equal(len, 32);
+    free(pinned);
+    /* that answer changed: a proof byte, the root's signature, the key directory left out */
+    {
+        Msv__Wire__LookupResponse *r = devs->lookup_result;
+        Msv__Wire__HandleDevices *hd = r->results[0];
+        struct msv_kt_head head = {.size = r->head->size};
+        char why[400];
+        int pin = -1;
+
+        assert_int_equal(msv_kt_check_versions(carol->db, r, &head, &pin, why, sizeof(why)),
+                         MSV_OK);
+        assert_int_equal(pin, 0);
+        hd->version_proof.data[hd->version_proof.len / 2] ^= 1;
+        assert_int_equal(msv_kt_check_versions(carol->db, r, &head, &pin, why, sizeof(why)),
+                         MSV_ERR_AUTH);
+        assert_non_null(strstr(why, "newest one in its key directory"));
+        hd->version_proof.data[hd->version_proof.len / 2] ^= 1;
+        r->head->epoch_signature.data[0] ^= 1;
+        assert_int_equal(msv_kt_check_versions(carol->db, r, &head, &pin, why, sizeof(why)),
+                         MSV_ERR_AUTH);
+        assert_non_null(strstr(why, "root is not signed by the transparency log key"));
+        r->head->epoch_signature.data[0] ^= 1;
+        head.size++;
+        assert_int_equal(msv_kt_check_versions(carol->db, r, &head, &pin, why, sizeof(why)),
+                         MSV_ERR_AUTH);
+        head.size--;
+        r->head->epoch_root.len = 0;
+        r->head->epoch_signature.len = 0;
+        r->vrf_key.len = 0;
+        assert_int_equal(msv_kt_check_versions(carol->db, r, &head, &pin, why, sizeof(why)),
+                         MSV_ERR_AUTH);
+        assert_non_null(strstr(why, "no longer proves"));
+    }
+    msv_frame_free(devs);
+
+    /* a server whose VRF key changed: its labels are not the pinned key's */
+    test_server_stop(&s);
+    snprintf(path, sizeof(path), "%s/data/vrf.key", s.dir);
+    assert_int_equal(unlink(path), 0);
+    test_server_start(&s);
+    drop_connection(carol);
+    assert_int_equal(msv_client_devices(carol, to[0], &devs), MSV_ERR_AUTH);
+    assert_non_null(strstr(carol->why.message, "VRF key is not the one this device pinned"));
+    msv_client_close(laptop);
+    msv_client_close(alice);
+    msv_client_close(carol);
     test_server_cleanup(&s);
 }
 
@@ -3820,6 +3920,7 @@ int main(void)
         cmocka_unit_test(test_owner_monitor),
         cmocka_unit_test(test_gossip_reveals_fork),
         cmocka_unit_test(test_removed_device_stays_removed),
+        cmocka_unit_test(test_key_directory_newest_version),
         cmocka_unit_test(test_device_id_reused),
         cmocka_unit_test(test_forged_device_under_second_handle),
         cmocka_unit_test(test_swapped_handle_answer),

@@ -217,6 +217,28 @@ static void flipped_bits(enum msv_vrf_suite suite, const struct vector *vectors)
     }
 }
 
+/* The output alone is the output of the proof, for both suites and many inputs. */
+static void test_output_without_proof(void **state)
+{
+    const enum msv_vrf_suite both[2] = {MSV_VRF_EDWARDS25519_SHA512_TAI,
+                                        MSV_VRF_EDWARDS25519_SHA512_ELL2};
+    uint8_t sk[MSV_VRF_SECRET_KEY_LEN], pi[MSV_VRF_PROOF_LEN], alpha[40];
+    uint8_t beta[MSV_VRF_OUTPUT_LEN], out[MSV_VRF_OUTPUT_LEN];
+
+    (void)state;
+    for (int k = 0; k < 2; k++) {
+        for (size_t n = 0; n < 20; n++) {
+            randombytes_buf(sk, sizeof(sk));
+            randombytes_buf(alpha, sizeof(alpha));
+            assert_int_equal(msv_vrf_prove(both[k], sk, alpha, n, pi), MSV_OK);
+            assert_int_equal(msv_vrf_proof_to_hash(both[k], pi, beta), MSV_OK);
+            assert_int_equal(msv_vrf_output(both[k], sk, alpha, n, out), MSV_OK);
+            assert_memory_equal(out, beta, sizeof(beta));
+        }
+    }
+    assert_int_equal(msv_vrf_output((enum msv_vrf_suite)7, sk, alpha, 1, out), MSV_ERR_UNSUPPORTED);
+}
+
 static void test_flipped_bits(void **state)
 {
     (void)state;
@@ -538,17 +560,12 @@ static void test_libsodium_from_uniform(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rfc_vectors),
-        cmocka_unit_test(test_unknown_suite),
-        cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_flipped_bits),
-        cmocka_unit_test(test_wrong_alpha_and_key),
-        cmocka_unit_test(test_small_order_keys),
-        cmocka_unit_test(test_s_not_below_order),
-        cmocka_unit_test(test_non_canonical_points),
-        cmocka_unit_test(test_gamma_with_torsion),
-        cmocka_unit_test(test_h2c_vectors),
-        cmocka_unit_test(test_libsodium_from_uniform),
+        cmocka_unit_test(test_rfc_vectors),          cmocka_unit_test(test_unknown_suite),
+        cmocka_unit_test(test_round_trip),           cmocka_unit_test(test_output_without_proof),
+        cmocka_unit_test(test_flipped_bits),         cmocka_unit_test(test_wrong_alpha_and_key),
+        cmocka_unit_test(test_small_order_keys),     cmocka_unit_test(test_s_not_below_order),
+        cmocka_unit_test(test_non_canonical_points), cmocka_unit_test(test_gamma_with_torsion),
+        cmocka_unit_test(test_h2c_vectors),          cmocka_unit_test(test_libsodium_from_uniform),
     };
 
     return cmocka_run_group_tests(tests, load, unload);

@@ -38,6 +38,7 @@ int bench_idle(const struct opts *o, FILE *out);    /* B4 */
 int bench_queue(const struct opts *o, FILE *out);   /* B5 */
 int bench_storage(const struct opts *o, FILE *out); /* B6 */
 int bench_cluster(const struct opts *o, FILE *out); /* B7 */
+int bench_keydir(const struct opts *o, FILE *out);  /* B9, keydir.c */
 
 /* ---- procs.c: servers under measurement ------------------------------------------------ */
 
@@ -82,7 +83,9 @@ void kill_servers(void);
 /* The servers started from now on run without the sanitizers' leak check (in such builds). */
 void servers_without_leak_check(void);
 
-double proc_cpu_s(pid_t pid);                  /* user + system seconds */
+double proc_cpu_s(pid_t pid); /* user + system seconds */
+/* Waits (at most max_s) until pid used under 10% of a core over half a second; the wait. */
+double wait_idle(pid_t pid, double max_s);
 double proc_tree_cpu_s(pid_t pid);             /* the same with its children's, live and reaped */
 double proc_rss_kib(pid_t pid);                /* resident set size */
 uint64_t proc_write_bytes(pid_t pid);          /* bytes sent to storage */

@@ -26,6 +26,7 @@
 #include <sqlite3.h>
 
 #include "bench.h"
+#include "missive/kt.h"
 #include "missive/crypto.h"
 #include "server/tls.h"
 #include "store/store.h"
@@ -108,6 +109,20 @@ double proc_cpu_s(pid_t pid)
 
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
     return stat_cpu(path, 0, NULL);
+}
+
+double wait_idle(pid_t pid, double max_s)
+{
+    double t0 = now_s();
+
+    while (now_s() - t0 < max_s) {
+        double c0 = proc_cpu_s(pid);
+
+        sleep_ms(500);
+        if (proc_cpu_s(pid) - c0 < 0.05)
+            break;
+    }
+    return now_s() - t0;
 }
 
 double proc_tree_cpu_s(pid_t pid)
@@ -320,7 +335,7 @@ static void start_failed(const struct server_proc *p, const char *what)
 /* Waits until the server listens (port_of reads the port when the server picks it). */
 static void wait_ready(struct server_proc *p, void (*port_of)(struct server_proc *))
 {
-    for (int i = 0; i < 1000; i++) {
+    for (int i = 0; i < 6000; i++) { /* 2 minutes: the key directory reads the log at start */
         int status;
 
         if (p->port == 0 && port_of != NULL)
@@ -439,11 +454,28 @@ static void sql_ok(sqlite3 *db, int rc, const char *what)
  * created (so its schema is current): one transaction instead of one durable
  * commit per row, which would take minutes for 20,000 devices.
  */
+/* Inserts account a's log entry e (index a). */
+static void seed_kt_leaf(sqlite3 *db, sqlite3_stmt *kt, size_t a, const struct msv_kt_entry *e)
+{
+    uint8_t *leaf = NULL;
+    size_t len = 0;
+
+    if (msv_kt_leaf_encode(e, &leaf, &len) != MSV_OK)
+        die("cannot encode the log entry of %s", e->handle);
+    sqlite3_bind_int64(kt, 1, (sqlite3_int64)a);
+    sqlite3_bind_text(kt, 2, e->handle, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(kt, 3, leaf, (int)len, SQLITE_TRANSIENT);
+    sql_ok(db, sqlite3_step(kt), "log entry");
+    sqlite3_reset(kt);
+    free(leaf);
+}
+
 static void seed_db(const char *path, const struct seed *seed, const uint8_t *identity,
                     size_t identity_len)
 {
     struct msv_store *store = NULL;
-    sqlite3_stmt *acc = NULL, *dev = NULL;
+    sqlite3_stmt *acc = NULL, *dev = NULL, *kt = NULL;
+    static struct msv_kt_entry entry;
     sqlite3 *db = NULL;
     uint64_t id = 1;
 
@@ -465,6 +497,11 @@ static void seed_db(const char *path, const struct seed *seed, const uint8_t *id
                               "created_ms, approved) VALUES (?, ?, ?, ?, x'', 0, 1)",
                               -1, &dev, NULL),
            "prepare");
+    /* each account's registration put its device set in the transparency log */
+    sql_ok(db,
+           sqlite3_prepare_v2(db, "INSERT INTO kt_log (idx, handle, leaf) VALUES (?, ?, ?)", -1,
+                              &kt, NULL),
+           "prepare");
     for (size_t a = 0; a < seed->accounts; a++) {
         char handle[32];
 
@@ -473,7 +510,15 @@ static void seed_db(const char *path, const struct seed *seed, const uint8_t *id
         sqlite3_bind_text(acc, 2, handle, -1, SQLITE_TRANSIENT);
         sql_ok(db, sqlite3_step(acc), "account");
         sqlite3_reset(acc);
+        memset(&entry, 0, sizeof(entry));
+        snprintf(entry.handle, sizeof(entry.handle), "%s", handle);
         for (size_t k = 0; k < seed_device_count(seed, a); k++) {
+            if (entry.n_devices < MSV_KT_DEVICES_MAX)
+                entry.devices[entry.n_devices++] =
+                    (struct msv_kt_device){.device_id = id,
+                                           .suite = MSV_SUITE_MODERN,
+                                           .identity = identity,
+                                           .identity_len = identity_len};
             sqlite3_bind_int64(dev, 1, (sqlite3_int64)id++);
             sqlite3_bind_int64(dev, 2, (sqlite3_int64)a + 1);
             sqlite3_bind_int(dev, 3, MSV_SUITE_MODERN);
@@ -481,9 +526,11 @@ static void seed_db(const char *path, const struct seed *seed, const uint8_t *id
             sql_ok(db, sqlite3_step(dev), "device");
             sqlite3_reset(dev);
         }
+        seed_kt_leaf(db, kt, a, &entry);
     }
     sqlite3_finalize(acc);
     sqlite3_finalize(dev);
+    sqlite3_finalize(kt);
     sql_ok(db, sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), "commit");
     sqlite3_close(db);
 }

@@ -63,6 +63,16 @@ MSV_MUST_CHECK msv_err msv_vrf_proof_to_hash(enum msv_vrf_suite suite,
                                              uint8_t beta[MSV_VRF_OUTPUT_LEN]);
 
 /*
+ * The output beta msv_vrf_prove's proof of alpha gives, without the proof: Gamma = x * H and
+ * its hash, about half the work of a proof (for a prover that needs only outputs now and
+ * proofs later).
+ */
+MSV_MUST_CHECK msv_err msv_vrf_output(enum msv_vrf_suite suite,
+                                      const uint8_t sk[MSV_VRF_SECRET_KEY_LEN],
+                                      const uint8_t *alpha, size_t alpha_len,
+                                      uint8_t beta[MSV_VRF_OUTPUT_LEN]);
+
+/*
  * ECVRF_verify (RFC 9381 5.3, with the public key validated as in 5.4.5):
  * MSV_OK and beta when pi proves alpha under pk; MSV_ERR_AUTH otherwise (a
  * public key or Gamma that is no canonical point, a small-order public key,

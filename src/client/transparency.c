@@ -604,7 +604,7 @@ msv_err msv_kt_check_lookup(struct msv_client_db *db, const Msv__Wire__LookupRes
     const struct log_answer a = {r->head,          r->log_key,   r->consistency,
                                  r->n_consistency, r->rotations, r->n_rotations};
     struct msv_kt_head head;
-    int pin = 0;
+    int pin = 0, pin_vrf = 0;
     msv_err err = check_answer(db, &a, &head, &pin, why, why_len);
 
     for (size_t i = 0; err == MSV_OK && i < r->n_results; i++) {
@@ -620,8 +620,13 @@ msv_err msv_kt_check_lookup(struct msv_client_db *db, const Msv__Wire__LookupRes
         for (size_t d = 0; err == MSV_OK && d < hd->n_devices; d++)
             err = check_device_owner(db, r, i, hd->devices[d], why, why_len);
     }
+    /* the key directory proves each leaf the handle's newest (docs/transparency.md) */
+    if (err == MSV_OK)
+        err = msv_kt_check_versions(db, r, &head, &pin_vrf, why, why_len);
     if (err == MSV_OK)
         err = accept_answer(db, &a, &head, pin);
+    if (err == MSV_OK && pin_vrf)
+        err = msv_kt_pin_vrf_key(db, r);
     return err == MSV_OK ? pin_results(db, r) : err;
 }
 

@@ -81,6 +81,21 @@ MSV_MUST_CHECK msv_err msv_kt_tombstone_read(struct msv_client_db *db, const cha
                                              uint64_t index, int *hidden);
 
 /*
+ * Checks the key directory's part of a lookup answer whose head passed the log's checks: the
+ * prefix tree's root is signed by the answer's log key for head's size, the VRF key is the one
+ * this device pinned (or *pin is set: none pinned yet), and every result's version proof shows
+ * its devices' leaf as the handle's newest version (version 0 for a handle without devices).
+ * An answer without a key directory is accepted only while none was ever seen (*pin 0).
+ * MSV_ERR_AUTH, why saying what failed; nothing is remembered (msv_kt_pin_vrf_key does).
+ */
+MSV_MUST_CHECK msv_err msv_kt_check_versions(struct msv_client_db *db,
+                                             const Msv__Wire__LookupResponse *r,
+                                             const struct msv_kt_head *head, int *pin, char *why,
+                                             size_t why_len);
+MSV_MUST_CHECK msv_err msv_kt_pin_vrf_key(struct msv_client_db *db,
+                                          const Msv__Wire__LookupResponse *r);
+
+/*
  * Checks a LogEntries answer to a read from start: its head as above, and
  * every entry proven at its index (start, start + 1, ...) in head's tree.
  * head receives the answer's head.

@@ -328,6 +328,25 @@ msv_err msv_vrf_prove(enum msv_vrf_suite suite, const uint8_t sk[MSV_VRF_SECRET_
     return msv_vrf_prove_trace(suite, sk, alpha, alpha_len, pi, NULL);
 }
 
+msv_err msv_vrf_output(enum msv_vrf_suite suite, const uint8_t sk[MSV_VRF_SECRET_KEY_LEN],
+                       const uint8_t *alpha, size_t alpha_len, uint8_t beta[MSV_VRF_OUTPUT_LEN])
+{
+    uint8_t h[crypto_hash_sha512_BYTES], x[SCALAR_LEN], y[POINT_LEN], hp[POINT_LEN];
+    uint8_t pi[MSV_VRF_PROOF_LEN] = {0}; /* Gamma only: the hash reads nothing else */
+    msv_err err = MSV_ERR_CRYPTO;
+
+    if (!suite_is_known(suite))
+        return MSV_ERR_UNSUPPORTED;
+    secret_scalar(sk, h, x);
+    if (crypto_scalarmult_ed25519_base_noclamp(y, x) == 0 &&
+        msv_vrf_encode_to_curve(suite, y, alpha, alpha_len, hp) == MSV_OK &&
+        crypto_scalarmult_ed25519_noclamp(pi, x, hp) == 0)
+        err = msv_vrf_proof_to_hash(suite, pi, beta);
+    sodium_memzero(h, sizeof(h));
+    sodium_memzero(x, sizeof(x));
+    return err;
+}
+
 msv_err msv_vrf_proof_to_hash(enum msv_vrf_suite suite, const uint8_t pi[MSV_VRF_PROOF_LEN],
                               uint8_t beta[MSV_VRF_OUTPUT_LEN])
 {

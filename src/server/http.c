@@ -290,6 +290,12 @@ static void on_metrics(struct evhttp_request *req, void *arg)
         metric(out, metrics[i].name, metrics[i].type, metrics[i].help, atomic_load(v));
     }
     metric(out, "queue_depth", "gauge", "Envelopes waiting in all queues.", depth);
+    metric(out, "keydir_proofs_kept", "gauge",
+           "VRF proofs the key directory keeps for lookups (at most 1,000,000).",
+           atomic_load(&s->kt.keydir.proofs_kept));
+    metric(out, "keydir_lookup_proofs_made_total", "counter",
+           "VRF proofs made by lookups, not kept ones (a handle without entries, the bound).",
+           atomic_load(&s->kt.keydir.lookup_misses));
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4");
     evhttp_send_reply(req, HTTP_OK, "OK", out);

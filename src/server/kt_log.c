@@ -12,56 +12,32 @@
 #include <sodium.h>
 
 #include "missive/util.h"
+#include "server/keyfile.h"
 #include "server/kt_log.h"
 
 #define SYNC_BATCH 1024
 
 /* ---- the log key ------------------------------------------------------------------------ */
 
+/* A new log key: the Ed25519 secret key as libsodium holds it (64 bytes). */
+static void make_log_key(uint8_t *secret, void *ctx)
+{
+    uint8_t pub[MSV_KT_KEY_LEN];
+
+    (void)ctx;
+    crypto_sign_keypair(pub, secret);
+}
+
 /* Reads DATA_DIR/log.key, or makes it; writes DATA_DIR/log.pub. */
 static msv_err load_key(struct msv_kt_log *log, const char *dir, char *err, size_t err_len)
 {
-    char path[1200], hex[2 * MSV_KT_KEY_LEN + 2];
-    int fd;
-    ssize_t got;
+    msv_err e = msv_keyfile_load(dir, "log.key", "log key", log->secret_key, 64, make_log_key, NULL,
+                                 err, err_len);
 
-    snprintf(path, sizeof(path), "%s/log.key", dir);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        got = read(fd, log->secret_key, 64);
-        close(fd);
-        if (got != 64) {
-            snprintf(err, err_len, "%s is not a log key (64 bytes)", path);
-            return MSV_ERR_PARSE;
-        }
-        crypto_sign_ed25519_sk_to_pk(log->public_key, log->secret_key);
-    } else if (errno == ENOENT) {
-        crypto_sign_keypair(log->public_key, log->secret_key);
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0 || msv_write_all(fd, log->secret_key, 64) != MSV_OK || fsync(fd) != 0) {
-            if (fd >= 0)
-                close(fd);
-            snprintf(err, err_len, "cannot write %s: %s", path, strerror(errno));
-            return MSV_ERR_IO;
-        }
-        close(fd);
-    } else {
-        snprintf(err, err_len, "cannot read %s: %s", path, strerror(errno));
-        return MSV_ERR_IO;
-    }
-    snprintf(path, sizeof(path), "%s/log.pub", dir);
-    if (msv_hex_encode(log->public_key, MSV_KT_KEY_LEN, hex, sizeof(hex)) != MSV_OK)
-        return MSV_ERR_INVALID;
-    hex[2 * MSV_KT_KEY_LEN] = '\n';
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0 || msv_write_all(fd, hex, 2 * MSV_KT_KEY_LEN + 1) != MSV_OK) {
-        if (fd >= 0)
-            close(fd);
-        snprintf(err, err_len, "cannot write %s", path);
-        return MSV_ERR_IO;
-    }
-    close(fd);
-    return MSV_OK;
+    if (e != MSV_OK)
+        return e;
+    crypto_sign_ed25519_sk_to_pk(log->public_key, log->secret_key);
+    return msv_keyfile_write_public(dir, "log.pub", log->public_key, MSV_KT_KEY_LEN, err, err_len);
 }
 
 /* ---- the tree --------------------------------------------------------------------------- */
@@ -181,6 +157,8 @@ static msv_err sync_locked(struct msv_kt_log *log, struct msv_store *store)
                 break; /* a device id under a second handle, a rotation not signed: no head */
             msv_kt_leaf_hash(recs[i].leaf, recs[i].leaf_len, h);
             err = msv_merkle_append(log->tree, h);
+            if (err == MSV_OK)
+                err = msv_keydir_add(&log->keydir, recs[i].index, recs[i].leaf, recs[i].leaf_len);
         }
         msv_kt_recs_free(recs, n);
         if (err != MSV_OK || n < SYNC_BATCH)
@@ -217,7 +195,18 @@ static msv_err head_locked(struct msv_kt_log *log, struct msv_store *store, int6
     log->head.size = msv_merkle_size(log->tree);
     log->head.time_ms = now_ms > 0 ? now_ms : 1;
     err = msv_merkle_root(log->tree, log->head.size, log->head.root);
-    return err == MSV_OK ? msv_kt_head_sign(&log->head, log->secret_key) : err;
+    if (err == MSV_OK)
+        err = msv_kt_head_sign(&log->head, log->secret_key);
+    /* the key directory's root at the same size, signed alike */
+    return err == MSV_OK ? msv_keydir_sign(&log->keydir, log->head.size, log->secret_key) : err;
+}
+
+static void *prove_pending(void *arg)
+{
+    struct msv_kt_log *log = arg;
+
+    msv_keydir_prove_pending(&log->keydir, &log->lock, &log->stop_prover);
+    return NULL;
 }
 
 msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir, struct msv_store *store,
@@ -236,9 +225,12 @@ msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir, struct msv
         return MSV_ERR_NOMEM;
     }
     e = load_key(log, data_dir, err, err_len);
+    if (e == MSV_OK)
+        e = msv_keydir_open(&log->keydir, data_dir, err, err_len);
     if (e != MSV_OK)
         return e;
     e = sync_locked(log, store);
+    log->keydir.prove_next = 1; /* from now on each append proves the absence lookups show */
     if (e == MSV_ERR_EXISTS)
         snprintf(err, err_len,
                  "the transparency log's entry %llu lists a device id with another key than "
@@ -258,6 +250,10 @@ msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir, struct msv
         e = MSV_ERR_AUTH;
     } else if (e != MSV_OK)
         snprintf(err, err_len, "cannot read the transparency log: %s", msv_strerror(e));
+    /* the lookups' proofs of the handles read now are made while missived serves */
+    if (e == MSV_OK && log->keydir.n_pending > 0 &&
+        pthread_create(&log->prover, NULL, prove_pending, log) == 0)
+        log->has_prover = 1;
     return e;
 }
 
@@ -268,9 +264,14 @@ void msv_kt_log_close(struct msv_kt_log *log)
             free(log->owners.values[i]);
     }
     msv_u64map_clear(&log->owners);
+    if (log->has_prover) {
+        atomic_store(&log->stop_prover, 1);
+        pthread_join(log->prover, NULL);
+    }
     if (log->secret_key != NULL)
         sodium_free(log->secret_key);
     msv_merkle_free(log->tree);
+    msv_keydir_close(&log->keydir);
     free(log->rotations);
     free(log->data_dir);
     pthread_mutex_destroy(&log->lock);
@@ -373,6 +374,16 @@ static msv_err head_fields(struct msv_kt_log *log, struct msv_kt_answer *a, uint
     h->root = (ProtobufCBinaryData){MSV_KT_HASH_LEN, copy};
     h->signature = (ProtobufCBinaryData){MSV_KT_SIG_LEN, copy + MSV_KT_HASH_LEN};
     *key = (ProtobufCBinaryData){MSV_KT_KEY_LEN, copy + MSV_KT_HASH_LEN + MSV_KT_SIG_LEN};
+    if (log->keydir.epoch_size == log->head.size) {
+        uint8_t *epoch = keep(a, MSV_PT_HASH_LEN + MSV_PT_SIG_LEN);
+
+        if (epoch == NULL)
+            return MSV_ERR_NOMEM;
+        memcpy(epoch, log->keydir.epoch_root, MSV_PT_HASH_LEN);
+        memcpy(epoch + MSV_PT_HASH_LEN, log->keydir.epoch_signature, MSV_PT_SIG_LEN);
+        h->epoch_root = (ProtobufCBinaryData){MSV_PT_HASH_LEN, epoch};
+        h->epoch_signature = (ProtobufCBinaryData){MSV_PT_SIG_LEN, epoch + MSV_PT_HASH_LEN};
+    }
     *head = h;
     *n_consistency = 0;
     if (known_size == 0 || known_size >= log->head.size)
@@ -500,6 +511,23 @@ static msv_err devices_from_leaf(struct msv_kt_answer *a, const struct msv_kt_re
     return MSV_OK;
 }
 
+/* The key directory's proof that rec (leaf NULL: none) is handle's newest version (kept in a). */
+static msv_err version_proof(struct msv_kt_log *log, struct msv_kt_answer *a, const char *handle,
+                             const struct msv_kt_rec *rec, ProtobufCBinaryData *out)
+{
+    uint8_t *proof = NULL;
+    size_t len = 0;
+    msv_err err = msv_keydir_prove(&log->keydir, handle,
+                                   rec->leaf != NULL ? (int64_t)rec->index : -1, &proof, &len);
+
+    if (err != MSV_OK)
+        return err;
+    if (adopt(a, proof) == NULL)
+        return MSV_ERR_NOMEM;
+    *out = (ProtobufCBinaryData){len, proof};
+    return MSV_OK;
+}
+
 msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
                       const char *const *handles, size_t n, uint64_t known_size,
                       Msv__Wire__LookupResponse *resp, struct msv_kt_answer **owner)
@@ -540,6 +568,16 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
             err = log_proof(log, a, &recs[i], &hds[i].proof);
         if (err == MSV_OK && tombs[i].leaf != NULL)
             err = log_proof(log, a, &tombs[i], &hds[i].tombstone);
+    }
+    for (size_t i = 0; err == MSV_OK && i < n; i++)
+        err = version_proof(log, a, handles[i], &recs[i], &hds[i].version_proof);
+    if (err == MSV_OK) {
+        uint8_t *key = keep(a, MSV_VRF_PUBLIC_KEY_LEN);
+
+        err = key != NULL ? MSV_OK : MSV_ERR_NOMEM;
+        if (key != NULL)
+            memcpy(key, log->keydir.vrf_key, MSV_VRF_PUBLIC_KEY_LEN);
+        resp->vrf_key = (ProtobufCBinaryData){MSV_VRF_PUBLIC_KEY_LEN, key};
     }
     if (err == MSV_OK)
         err = head_fields(log, a, known_size, &resp->head, &resp->log_key, &resp->consistency,

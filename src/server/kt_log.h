@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 
 #include "missive/kt.h"
+#include "server/keydir.h"
 #include "server/u64map.h"
 #include "store/store.h"
 #include "wire/frame.h"
@@ -37,7 +38,11 @@ struct msv_kt_log {
         uint8_t new_key[MSV_KT_KEY_LEN];
     } * rotations;
     size_t n_rotations;
-    char *data_dir; /* where log.key is read again after a rotation */
+    char *data_dir;           /* where log.key is read again after a rotation */
+    struct msv_keydir keydir; /* the prefix tree of the log's versions (keydir.h) */
+    pthread_t prover;         /* proves the next versions of the handles read at start */
+    int has_prover;
+    atomic_int stop_prover;
 };
 
 /* The store's log grew (a device change committed): the next head reads the new leaves. */

@@ -1,0 +1,189 @@
+/*
+ * The key directory's prefix tree: a compressed binary Merkle trie over 32-byte labels, each
+ * holding a 32-byte value, that proves the newest version of a handle's entry and shows nobody
+ * else which handles it holds.
+ *
+ * A label is the first 32 bytes of the VRF output of a handle and a version (RFC 9381, suite
+ * ECVRF-EDWARDS25519-SHA512-ELL2, include/missive/vrf.h); a value is a commitment (HMAC-SHA256
+ * under a random 32-byte opening) to the handle, the version and that version's device set.
+ * Inner nodes branch on one bit of the label and commit to their depth and to the bits above
+ * it, so that a proof names exactly one place for a label: a label is either proven in the tree
+ * with one value, or proven absent, never both. Byte layouts, the hashing and the version
+ * scheme: docs/transparency.md, "The prefix tree".
+ */
+#ifndef MISSIVE_PTREE_H
+#define MISSIVE_PTREE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "missive/error.h"
+#include "missive/vrf.h"
+
+#define MSV_PT_LABEL_LEN 32
+#define MSV_PT_VALUE_LEN 32
+#define MSV_PT_HASH_LEN 32
+#define MSV_PT_OPENING_LEN 32
+/* The most branch points on one path: one per bit (a proof holds at most this many siblings). */
+#define MSV_PT_PATH_MAX 256
+/* The most entries one epoch may add (an append-only proof holds at most this many). */
+#define MSV_PT_BATCH_MAX 1000000
+/* The longest version proof: 33 versions of at most 80 + 67 + 256 x 33 bytes, and 37. */
+#define MSV_PT_VERSION_PROOF_MAX (37 + 33 * (MSV_VRF_PROOF_LEN + 67 + MSV_PT_PATH_MAX * 33))
+/* The VRF suite of the directory's labels. */
+#define MSV_PT_VRF_SUITE MSV_VRF_EDWARDS25519_SHA512_ELL2
+
+/* ---- the tree (server side) --------------------------------------------------------------- */
+
+/* One entry to add: a label and its value. */
+struct msv_pt_entry {
+    uint8_t label[MSV_PT_LABEL_LEN];
+    uint8_t value[MSV_PT_VALUE_LEN];
+};
+
+/*
+ * The whole tree in memory (about 160 bytes per entry). Entries are only ever added: no
+ * function changes or removes one. Not thread-safe; the caller locks.
+ */
+struct msv_ptree;
+MSV_MUST_CHECK msv_err msv_ptree_new(struct msv_ptree **out);
+void msv_ptree_free(struct msv_ptree *t);
+size_t msv_ptree_size(const struct msv_ptree *t);
+
+/* Adds one entry. MSV_ERR_EXISTS if the label is in the tree (the tree is unchanged). */
+MSV_MUST_CHECK msv_err msv_ptree_insert(struct msv_ptree *t, const struct msv_pt_entry *e);
+
+/*
+ * Adds the n entries of an epoch (in any order; they are added in ascending label order) and
+ * makes the append-only proof from the tree as it was to the tree as it is
+ * (msv_pt_verify_append). Nothing is added (MSV_ERR_EXISTS) if a label is in the tree or twice
+ * in entries; MSV_ERR_TOO_BIG if n exceeds MSV_PT_BATCH_MAX. proof may be NULL (no proof
+ * made); else caller frees *proof.
+ */
+MSV_MUST_CHECK msv_err msv_ptree_insert_batch(struct msv_ptree *t, const struct msv_pt_entry *e,
+                                              size_t n, uint8_t **proof, size_t *proof_len);
+
+/* The root: the epoch's commitment to every entry (32 zero bytes for the empty tree). */
+MSV_MUST_CHECK msv_err msv_ptree_root(struct msv_ptree *t, uint8_t root[MSV_PT_HASH_LEN]);
+
+/*
+ * The proof, against the current root, that label is in the tree with its value, or that it
+ * is not (docs/transparency.md, "Path proofs"). *found says which. Caller frees *proof.
+ */
+MSV_MUST_CHECK msv_err msv_ptree_prove(struct msv_ptree *t, const uint8_t label[MSV_PT_LABEL_LEN],
+                                       uint8_t **proof, size_t *proof_len, int *found);
+
+/* ---- verification (client and auditor side: only roots needed) ---------------------------- */
+
+/*
+ * Checks a path proof of exactly len bytes for label against root. MSV_OK with *found = 1 and
+ * value (may be NULL) set when it proves the label in the tree, *found = 0 when it proves the
+ * label absent; MSV_ERR_PARSE for bytes that are not a path proof; MSV_ERR_AUTH when it does
+ * not hold for this label and root.
+ */
+MSV_MUST_CHECK msv_err msv_pt_verify_path(const uint8_t root[MSV_PT_HASH_LEN],
+                                          const uint8_t label[MSV_PT_LABEL_LEN],
+                                          const uint8_t *proof, size_t len, int *found,
+                                          uint8_t value[MSV_PT_VALUE_LEN]);
+
+/* The length of the path proof that starts at in (len bytes at most); 0 if none does. */
+size_t msv_pt_path_len(const uint8_t *in, size_t len);
+
+/*
+ * Checks an append-only proof: the tree of new_root holds every entry of the tree of old_root,
+ * each with the same value, and only new entries besides (*added of them). MSV_ERR_PARSE for
+ * bytes that are not such a proof; MSV_ERR_AUTH when it does not hold.
+ */
+MSV_MUST_CHECK msv_err msv_pt_verify_append(const uint8_t old_root[MSV_PT_HASH_LEN],
+                                            const uint8_t new_root[MSV_PT_HASH_LEN],
+                                            const uint8_t *proof, size_t len, size_t *added);
+
+/* ---- labels, values and versions ----------------------------------------------------------- */
+
+/* The VRF input of (handle, version): u8 handle length || handle || u32be version. */
+MSV_MUST_CHECK msv_err msv_pt_vrf_input(const char *handle, uint32_t version, uint8_t *out,
+                                        size_t cap, size_t *len);
+
+/* The label of a VRF output: its first 32 bytes. */
+void msv_pt_label(const uint8_t beta[MSV_VRF_OUTPUT_LEN], uint8_t label[MSV_PT_LABEL_LEN]);
+
+/*
+ * The value committing to (handle, version, data): HMAC-SHA256 keyed with opening over
+ * "MSV-pt-commit-v1" || u8 handle length || handle || u32be version || data. data is the
+ * version's device set (a transparency log leaf); may be NULL when data_len is 0.
+ */
+MSV_MUST_CHECK msv_err msv_pt_commit(const uint8_t opening[MSV_PT_OPENING_LEN], const char *handle,
+                                     uint32_t version, const uint8_t *data, size_t data_len,
+                                     uint8_t value[MSV_PT_VALUE_LEN]);
+
+/*
+ * The versions a lookup of version v proves present (v, then v with its lowest set bits
+ * cleared one by one, down to its highest bit alone; none for v = 0), and the versions the
+ * owner of version v proves absent ((v >> k << k) + 2^k for every bit k below 32 that is clear
+ * in v, ascending; none above 2^32 - 1, which is no version). Any version w > v presented by a
+ * lookup then proves present one version the owner proves absent (docs/transparency.md,
+ * "Versions"). Each returns the count (at most 32).
+ */
+size_t msv_pt_versions_present(uint32_t v, uint32_t out[32]);
+size_t msv_pt_versions_absent(uint32_t v, uint32_t out[32]);
+
+enum msv_pt_proof_kind {
+    MSV_PT_LOOKUP = 1,  /* present: msv_pt_versions_present(v); absent: v + 1 */
+    MSV_PT_HISTORY = 2, /* present: v; absent: msv_pt_versions_absent(v) */
+};
+
+/*
+ * Makes a version proof for handle at version v (the handle's newest; 0 for a handle never
+ * added) from the tree and the VRF secret key: the VRF proofs and path proofs of the versions
+ * kind names, and, when v > 0, the opening of version v. Caller frees *proof.
+ */
+MSV_MUST_CHECK msv_err msv_ptree_prove_versions(struct msv_ptree *t, enum msv_pt_proof_kind kind,
+                                                const uint8_t vrf_sk[MSV_VRF_SECRET_KEY_LEN],
+                                                const char *handle, uint32_t v,
+                                                const uint8_t opening[MSV_PT_OPENING_LEN],
+                                                uint8_t **proof, size_t *proof_len);
+
+/* Gives the VRF proof of (handle, version) under the directory's key and the label it proves
+ * (e.g. from a cache). */
+typedef msv_err (*msv_pt_vrf_prover)(void *ctx, const char *handle, uint32_t version,
+                                     uint8_t pi[MSV_VRF_PROOF_LEN],
+                                     uint8_t label[MSV_PT_LABEL_LEN]);
+
+/* msv_ptree_prove_versions with the VRF proofs from prove(ctx, ...). */
+MSV_MUST_CHECK msv_err msv_ptree_prove_versions_by(struct msv_ptree *t, enum msv_pt_proof_kind kind,
+                                                   msv_pt_vrf_prover prove, void *ctx,
+                                                   const char *handle, uint32_t v,
+                                                   const uint8_t opening[MSV_PT_OPENING_LEN],
+                                                   uint8_t **proof, size_t *proof_len);
+
+/*
+ * Checks a version proof against root and the directory's VRF public key: that version
+ * *version of handle is in the tree committing to data (data may be NULL when data_len is 0;
+ * not checked when *version is 0), that the other versions kind names are present or absent as
+ * it says, each label the VRF output of its version. MSV_OK and *version (0: the handle is not
+ * in the tree); MSV_ERR_PARSE for bytes that are not a version proof; MSV_ERR_AUTH when it does
+ * not hold.
+ */
+MSV_MUST_CHECK msv_err msv_pt_verify_versions(const uint8_t root[MSV_PT_HASH_LEN],
+                                              const uint8_t vrf_pk[MSV_VRF_PUBLIC_KEY_LEN],
+                                              enum msv_pt_proof_kind kind, const char *handle,
+                                              const uint8_t *data, size_t data_len,
+                                              const uint8_t *proof, size_t len, uint32_t *version);
+
+/* ---- epochs in the signed log ---------------------------------------------------------------- */
+
+#define MSV_PT_SIG_LEN 64
+
+/*
+ * The log key's signature of the prefix tree's root at the log size of a tree head:
+ * "MSV-kt-epoch-v1" || u64be size || root, Ed25519 (secret_key: libsodium's 64 bytes). verify:
+ * MSV_OK if public_key signed it, MSV_ERR_AUTH if not.
+ */
+MSV_MUST_CHECK msv_err msv_pt_epoch_sign(const uint8_t secret_key[64], uint64_t size,
+                                         const uint8_t root[MSV_PT_HASH_LEN],
+                                         uint8_t signature[MSV_PT_SIG_LEN]);
+MSV_MUST_CHECK msv_err msv_pt_epoch_verify(const uint8_t public_key[32], uint64_t size,
+                                           const uint8_t root[MSV_PT_HASH_LEN],
+                                           const uint8_t signature[MSV_PT_SIG_LEN]);
+
+#endif

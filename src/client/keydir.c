@@ -1,0 +1,95 @@
+/*
+ * Checking the key directory's version proofs in lookup answers (transparency.h;
+ * docs/transparency.md, "The prefix tree"): the device set a lookup shows is its handle's
+ * newest version in the prefix tree whose root the log key signed for the answer's head.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "client/transparency.h"
+#include "missive/ptree.h"
+
+#define VRF_PIN "kt_vrf_key"
+
+/* The epoch root of the answer, signed by its log key for its head's size. */
+static msv_err check_epoch(struct msv_client_db *db, const Msv__Wire__LookupResponse *r,
+                           const struct msv_kt_head *head, int *pin, char *why, size_t len)
+{
+    const Msv__Wire__TreeHead *w = r->head;
+    uint8_t *pinned = NULL;
+    size_t pinned_len = 0;
+    msv_err err = msv_client_db_get(db, VRF_PIN, &pinned, &pinned_len);
+
+    if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
+        return err;
+    *pin = err == MSV_ERR_NOT_FOUND;
+    err = MSV_ERR_AUTH;
+    if (w->epoch_root.len == 0 && w->epoch_signature.len == 0 && r->vrf_key.len == 0 && *pin)
+        err = MSV_ERR_NOT_FOUND; /* a directory without a prefix tree, never seen with one */
+    else if (w->epoch_root.len != MSV_PT_HASH_LEN || w->epoch_signature.len != MSV_PT_SIG_LEN ||
+             r->vrf_key.len != MSV_VRF_PUBLIC_KEY_LEN)
+        snprintf(why, len,
+                 "the directory no longer proves that the device sets it shows are "
+                 "the newest (its answer has no key directory root)");
+    else if (msv_pt_epoch_verify(r->log_key.data, head->size, w->epoch_root.data,
+                                 w->epoch_signature.data) != MSV_OK)
+        snprintf(why, len, "the key directory's root is not signed by the transparency log key");
+    else if (!*pin && (pinned_len != MSV_VRF_PUBLIC_KEY_LEN ||
+                       sodium_memcmp(pinned, r->vrf_key.data, MSV_VRF_PUBLIC_KEY_LEN) != 0))
+        snprintf(why, len,
+                 "the key directory's VRF key is not the one this device pinned; its "
+                 "answers cannot be trusted");
+    else
+        err = MSV_OK;
+    free(pinned);
+    return err;
+}
+
+/* The result's version proof: its devices' leaf is the handle's newest version (none: 0). */
+static msv_err check_version(const Msv__Wire__LookupResponse *r, const Msv__Wire__HandleDevices *hd,
+                             char *why, size_t len)
+{
+    char handle[256];
+    const uint8_t *leaf = hd->proof != NULL ? hd->proof->leaf.data : NULL;
+    size_t leaf_len = hd->proof != NULL ? hd->proof->leaf.len : 0;
+    uint32_t version = 0;
+
+    if (hd->handle.len == 0 || hd->handle.len >= sizeof(handle) ||
+        memchr(hd->handle.data, 0, hd->handle.len) != NULL)
+        return MSV_ERR_AUTH; /* check_result refuses it first */
+    memcpy(handle, hd->handle.data, hd->handle.len);
+    handle[hd->handle.len] = '\0';
+    if (msv_pt_verify_versions(r->head->epoch_root.data, r->vrf_key.data, MSV_PT_LOOKUP, handle,
+                               leaf, leaf_len, hd->version_proof.data, hd->version_proof.len,
+                               &version) != MSV_OK ||
+        (version > 0) != (hd->proof != NULL)) {
+        snprintf(why, len,
+                 "the directory does not prove that the device set of %s it shows is the "
+                 "newest one in its key directory: it may be showing an older one",
+                 handle);
+        return MSV_ERR_AUTH;
+    }
+    return MSV_OK;
+}
+
+msv_err msv_kt_check_versions(struct msv_client_db *db, const Msv__Wire__LookupResponse *r,
+                              const struct msv_kt_head *head, int *pin, char *why, size_t len)
+{
+    msv_err err = check_epoch(db, r, head, pin, why, len);
+
+    if (err == MSV_ERR_NOT_FOUND) {
+        *pin = 0;
+        return MSV_OK;
+    }
+    for (size_t i = 0; err == MSV_OK && i < r->n_results; i++)
+        err = check_version(r, r->results[i], why, len);
+    return err;
+}
+
+msv_err msv_kt_pin_vrf_key(struct msv_client_db *db, const Msv__Wire__LookupResponse *r)
+{
+    return msv_client_db_set(db, VRF_PIN, r->vrf_key.data, MSV_VRF_PUBLIC_KEY_LEN);
+}

@@ -1,0 +1,431 @@
+/*
+ * The key directory beside the transparency log (keydir.h; docs/transparency.md, "The prefix
+ * tree").
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "missive/kt.h"
+#include "missive/util.h"
+#include "server/keydir.h"
+#include "server/keyfile.h"
+#include "util/endian.h"
+
+#define OPENING_TAG "MSV-pt-opening-key-v1"
+/*
+ * The most VRF proofs kept (80 bytes each with their labels' 32, and the map's 16: about
+ * 130 MB). Kept are the proofs
+ * a lookup of each handle's newest version v gives: v, v with its lowest set bits cleared one by
+ * one, and v + 1; a version leaving that set is dropped. Past the bound a proof is made when a
+ * lookup asks for it and not kept.
+ */
+#define KEYDIR_PROOFS_MAX 1000000
+/* A kept proof: the VRF proof, then the label it proves (keydir.h). */
+#define KEPT_LEN (MSV_VRF_PROOF_LEN + MSV_PT_LABEL_LEN)
+
+static void make_vrf_key(uint8_t *secret, void *ctx)
+{
+    (void)ctx;
+    randombytes_buf(secret, MSV_VRF_SECRET_KEY_LEN);
+}
+
+/* Reads DATA_DIR/vrf.key into kd->secret, or makes it; writes DATA_DIR/vrf.pub. */
+static msv_err load_vrf_key(struct msv_keydir *kd, const char *dir, char *err, size_t err_len)
+{
+    msv_err e = msv_keyfile_load(dir, "vrf.key", "VRF key", kd->secret, MSV_VRF_SECRET_KEY_LEN,
+                                 make_vrf_key, NULL, err, err_len);
+
+    if (e == MSV_OK && msv_vrf_public_key(MSV_PT_VRF_SUITE, kd->secret, kd->vrf_key) != MSV_OK)
+        e = MSV_ERR_CRYPTO;
+    return e == MSV_OK ? msv_keyfile_write_public(dir, "vrf.pub", kd->vrf_key,
+                                                  MSV_VRF_PUBLIC_KEY_LEN, err, err_len)
+                       : e;
+}
+
+msv_err msv_keydir_open(struct msv_keydir *kd, const char *data_dir, char *err, size_t err_len)
+{
+    crypto_hash_sha256_state st;
+    msv_err e;
+
+    memset(kd, 0, sizeof(*kd));
+    msv_u64map_init(&kd->counts);
+    msv_u64map_init(&kd->proofs);
+    kd->secret = sodium_malloc(2 * 32);
+    if (kd->secret == NULL || msv_ptree_new(&kd->tree) != MSV_OK) {
+        snprintf(err, err_len, "out of memory");
+        return MSV_ERR_NOMEM;
+    }
+    if ((e = load_vrf_key(kd, data_dir, err, err_len)) != MSV_OK)
+        return e;
+    /* the openings' key: SHA-256 of a tag and the VRF secret key, so nothing more to keep */
+    crypto_hash_sha256_init(&st);
+    crypto_hash_sha256_update(&st, (const uint8_t *)OPENING_TAG, sizeof(OPENING_TAG) - 1);
+    crypto_hash_sha256_update(&st, kd->secret, MSV_VRF_SECRET_KEY_LEN);
+    crypto_hash_sha256_final(&st, kd->secret + 32);
+    sodium_memzero(&st, sizeof(st));
+    return MSV_OK;
+}
+
+/* Empties the cache of VRF proofs. */
+static void forget_proofs(struct msv_keydir *kd)
+{
+    for (size_t i = 0; i < kd->proofs.cap; i++) {
+        if (kd->proofs.keys[i] != 0)
+            free(kd->proofs.values[i]);
+    }
+    msv_u64map_clear(&kd->proofs);
+}
+
+void msv_keydir_close(struct msv_keydir *kd)
+{
+    forget_proofs(kd);
+    for (size_t i = 0; i < kd->n_pending; i++)
+        free(kd->pending[i]);
+    free(kd->pending);
+    if (kd->secret != NULL)
+        sodium_free(kd->secret);
+    msv_ptree_free(kd->tree);
+    free(kd->versions);
+    msv_u64map_clear(&kd->counts);
+    memset(kd, 0, sizeof(*kd));
+}
+
+/* The map key of a handle: 64 bits of its SHA-256, never 0. */
+static uint64_t handle_key(const char *handle)
+{
+    uint8_t h[32];
+
+    crypto_hash_sha256(h, (const uint8_t *)handle, strlen(handle));
+    return msv_get_u64be(h) | 1;
+}
+
+/* The map key of (handle, version)'s VRF proof (64 bits of SHA-256 of its VRF input, never 0);
+ * alpha gets the VRF input. */
+static msv_err proof_key(const char *handle, uint32_t version, uint8_t alpha[300],
+                         size_t *alpha_len, uint64_t *key)
+{
+    uint8_t h[32];
+    msv_err err = msv_pt_vrf_input(handle, version, alpha, 300, alpha_len);
+
+    if (err != MSV_OK)
+        return err;
+    crypto_hash_sha256(h, alpha, *alpha_len);
+    *key = msv_get_u64be(h) | 1;
+    return MSV_OK;
+}
+
+/* Keeps proof (pi and label) under key, unless the cache holds max proofs. */
+static void keep_proof(struct msv_keydir *kd, uint64_t key, const uint8_t proof[KEPT_LEN],
+                       size_t max)
+{
+    uint8_t *kept = msv_u64map_get(&kd->proofs, key);
+
+    if (kept == NULL) {
+        if (kd->proofs.count >= max || (kept = malloc(KEPT_LEN)) == NULL)
+            return; /* made again when a lookup asks for it */
+        if (msv_u64map_put(&kd->proofs, key, kept) != MSV_OK) {
+            free(kept);
+            return;
+        }
+        atomic_store(&kd->proofs_kept, kd->proofs.count);
+    }
+    memcpy(kept, proof, KEPT_LEN);
+}
+
+/* The versions a lookup of version v proves (v, v with its lowest set bits cleared, v + 1). */
+static size_t lookup_versions(uint32_t v, uint32_t out[34])
+{
+    size_t n = 0;
+
+    for (uint32_t w = v; w != 0; w &= w - 1)
+        out[n++] = w;
+    if (v != UINT32_MAX)
+        out[n++] = v + 1;
+    return n;
+}
+
+/* Drops the proofs of the versions a lookup of v - 1 gave and one of v does not. */
+static void drop_old_proofs(struct msv_keydir *kd, const char *handle, uint32_t v)
+{
+    uint32_t old[34], now[34];
+    size_t n_old = lookup_versions(v - 1, old), n_now = lookup_versions(v, now);
+    uint8_t alpha[300];
+    size_t alpha_len = 0;
+    uint64_t key;
+
+    for (size_t i = 0; i < n_old; i++) {
+        int still = 0;
+
+        for (size_t j = 0; j < n_now; j++)
+            still |= old[i] == now[j];
+        if (!still && proof_key(handle, old[i], alpha, &alpha_len, &key) == MSV_OK)
+            free(msv_u64map_del(&kd->proofs, key));
+    }
+    atomic_store(&kd->proofs_kept, kd->proofs.count);
+}
+
+/* Makes the VRF proof of alpha and the label it proves (out: pi ‖ label). */
+static msv_err make_proof(const struct msv_keydir *kd, const uint8_t *alpha, size_t alpha_len,
+                          uint8_t out[KEPT_LEN])
+{
+    uint8_t beta[MSV_VRF_OUTPUT_LEN];
+    msv_err err = msv_vrf_prove(MSV_PT_VRF_SUITE, kd->secret, alpha, alpha_len, out);
+
+    if (err == MSV_OK && (err = msv_vrf_proof_to_hash(MSV_PT_VRF_SUITE, out, beta)) == MSV_OK)
+        msv_pt_label(beta, out + MSV_VRF_PROOF_LEN);
+    return err;
+}
+
+/* The VRF proof and label of (handle, version) (out: pi ‖ label): the kept ones, or made (and
+ * kept while the cache holds fewer than keep_max). */
+static msv_err proof_of(struct msv_keydir *kd, const char *handle, uint32_t version,
+                        size_t keep_max, uint8_t out[KEPT_LEN])
+{
+    uint8_t alpha[300], *kept;
+    size_t alpha_len = 0;
+    uint64_t key;
+    msv_err err = proof_key(handle, version, alpha, &alpha_len, &key);
+
+    if (err != MSV_OK)
+        return err;
+    kept = msv_u64map_get(&kd->proofs, key);
+    if (kept != NULL) {
+        memcpy(out, kept, KEPT_LEN);
+        return MSV_OK;
+    }
+    if ((err = make_proof(kd, alpha, alpha_len, out)) != MSV_OK)
+        return err;
+    kd->proofs_made++;
+    keep_proof(kd, key, out, keep_max);
+    return MSV_OK;
+}
+
+/* The opening of (handle, version): an HMAC under the openings' key, so it need not be kept. */
+static msv_err opening_of(const struct msv_keydir *kd, const char *handle, uint32_t version,
+                          uint8_t out[MSV_PT_OPENING_LEN])
+{
+    uint8_t input[300];
+    size_t len = 0;
+    msv_err err = msv_pt_vrf_input(handle, version, input, sizeof(input), &len);
+
+    if (err == MSV_OK)
+        crypto_auth_hmacsha256(out, input, len, kd->secret + 32);
+    return err;
+}
+
+/*
+ * The label of (handle, version): from its VRF proof, made and kept, once missived serves; from
+ * the VRF output alone (half the work) for the log read at start, whose lookups' proofs are
+ * made afterwards, in the background (msv_keydir_prove_pending).
+ */
+static msv_err label_of(struct msv_keydir *kd, const char *handle, uint32_t version,
+                        uint8_t label[MSV_PT_LABEL_LEN])
+{
+    uint8_t proof[KEPT_LEN], alpha[300], beta[MSV_VRF_OUTPUT_LEN];
+    size_t alpha_len = 0;
+    msv_err err;
+
+    if (kd->prove_next) {
+        if ((err = proof_of(kd, handle, version, KEYDIR_PROOFS_MAX, proof)) == MSV_OK)
+            memcpy(label, proof + MSV_VRF_PROOF_LEN, MSV_PT_LABEL_LEN);
+        return err;
+    }
+    if ((err = msv_pt_vrf_input(handle, version, alpha, sizeof(alpha), &alpha_len)) == MSV_OK &&
+        (err = msv_vrf_output(MSV_PT_VRF_SUITE, kd->secret, alpha, alpha_len, beta)) == MSV_OK)
+        msv_pt_label(beta, label);
+    return err;
+}
+
+/* The entry of (handle, version) committing to leaf. */
+static msv_err entry_of(struct msv_keydir *kd, const char *handle, uint32_t version,
+                        const uint8_t *leaf, size_t len, struct msv_pt_entry *e)
+{
+    uint8_t opening[32];
+    msv_err err;
+
+    if ((err = label_of(kd, handle, version, e->label)) != MSV_OK ||
+        (err = opening_of(kd, handle, version, opening)) != MSV_OK)
+        goto out;
+    err = msv_pt_commit(opening, handle, version, leaf, len, e->value);
+out:
+    sodium_memzero(opening, sizeof(opening));
+    return err;
+}
+
+/* Adds handle to the handles whose next version's proof is still to be made. */
+static msv_err add_pending(struct msv_keydir *kd, const char *handle)
+{
+    char *copy;
+
+    if (kd->n_pending == kd->cap_pending) {
+        size_t cap = kd->cap_pending ? kd->cap_pending * 2 : 256;
+        char **p = realloc(kd->pending, cap * sizeof(*p));
+
+        if (p == NULL)
+            return MSV_ERR_NOMEM;
+        kd->pending = p;
+        kd->cap_pending = cap;
+    }
+    if ((copy = strdup(handle)) == NULL)
+        return MSV_ERR_NOMEM;
+    kd->pending[kd->n_pending++] = copy;
+    return MSV_OK;
+}
+
+/* Whether the proof under key is kept (taking lock). */
+static int proof_kept(struct msv_keydir *kd, pthread_mutex_t *lock, uint64_t key)
+{
+    int kept;
+
+    pthread_mutex_lock(lock);
+    kept = msv_u64map_get(&kd->proofs, key) != NULL;
+    pthread_mutex_unlock(lock);
+    return kept;
+}
+
+/*
+ * Makes the proofs a lookup of handle's version v gives that are not kept yet, keeping each
+ * unless a version appended meanwhile (which proved its own) made it useless.
+ */
+static void prove_lookup_set(struct msv_keydir *kd, pthread_mutex_t *lock, const char *handle,
+                             uint32_t v)
+{
+    uint8_t alpha[300], proof[KEPT_LEN];
+    uint32_t versions[34];
+    size_t n = lookup_versions(v, versions), alpha_len = 0;
+    uint64_t key;
+
+    for (size_t i = 0; i < n; i++) {
+        /* the VRF key never changes after open: the proof is made without the lock */
+        if (proof_key(handle, versions[i], alpha, &alpha_len, &key) != MSV_OK ||
+            proof_kept(kd, lock, key) || make_proof(kd, alpha, alpha_len, proof) != MSV_OK)
+            continue;
+        pthread_mutex_lock(lock);
+        if ((uint32_t)(uintptr_t)msv_u64map_get(&kd->counts, handle_key(handle)) == v)
+            keep_proof(kd, key, proof, KEYDIR_PROOFS_MAX);
+        pthread_mutex_unlock(lock);
+    }
+}
+
+void msv_keydir_prove_pending(struct msv_keydir *kd, pthread_mutex_t *lock, const atomic_int *stop)
+{
+    uint32_t v;
+    char *handle;
+
+    while (!atomic_load(stop)) {
+        pthread_mutex_lock(lock);
+        handle = kd->n_pending > 0 ? kd->pending[--kd->n_pending] : NULL;
+        v = handle != NULL ? (uint32_t)(uintptr_t)msv_u64map_get(&kd->counts, handle_key(handle))
+                           : 0;
+        pthread_mutex_unlock(lock);
+        if (handle == NULL)
+            break;
+        prove_lookup_set(kd, lock, handle, v);
+        free(handle);
+    }
+    pthread_mutex_lock(lock);
+    if (kd->n_pending == 0) {
+        free(kd->pending);
+        kd->pending = NULL;
+        kd->cap_pending = 0;
+    }
+    pthread_mutex_unlock(lock);
+}
+
+msv_err msv_keydir_add(struct msv_keydir *kd, uint64_t index, const uint8_t *leaf, size_t len)
+{
+    static _Thread_local struct msv_kt_entry parsed;
+    uint8_t proof[KEPT_LEN];
+    struct msv_pt_entry e;
+    uint32_t version = 0;
+    uint64_t key;
+    msv_err err;
+
+    if (index != kd->n_versions)
+        return MSV_ERR_INVALID;
+    if (kd->n_versions == kd->cap_versions) {
+        size_t cap = kd->cap_versions ? kd->cap_versions * 2 : 256;
+        uint32_t *p = realloc(kd->versions, cap * sizeof(*p));
+
+        if (p == NULL)
+            return MSV_ERR_NOMEM;
+        kd->versions = p;
+        kd->cap_versions = cap;
+    }
+    /* a rotation entry is no handle's version */
+    if (msv_kt_leaf_parse(leaf, len, &parsed) == MSV_OK) {
+        key = handle_key(parsed.handle);
+        version = (uint32_t)(uintptr_t)msv_u64map_get(&kd->counts, key) + 1;
+        if ((err = entry_of(kd, parsed.handle, version, leaf, len, &e)) != MSV_OK ||
+            (err = msv_ptree_insert(kd->tree, &e)) != MSV_OK ||
+            (err = msv_u64map_put(&kd->counts, key, (void *)(uintptr_t)version)) != MSV_OK)
+            return err;
+        drop_old_proofs(kd, parsed.handle, version);
+        if (!kd->prove_next && version == 1 && (err = add_pending(kd, parsed.handle)) != MSV_OK)
+            return err;
+        /* the absence a lookup of the new version proves: made now, not by the lookups */
+        if (kd->prove_next && version != UINT32_MAX &&
+            (err = proof_of(kd, parsed.handle, version + 1, KEYDIR_PROOFS_MAX, proof)) != MSV_OK)
+            return err;
+    }
+    kd->versions[kd->n_versions++] = version;
+    return MSV_OK;
+}
+
+msv_err msv_keydir_sign(struct msv_keydir *kd, uint64_t size, const uint8_t log_secret_key[64])
+{
+    msv_err err = msv_ptree_root(kd->tree, kd->epoch_root);
+
+    if (err == MSV_OK)
+        err = msv_pt_epoch_sign(log_secret_key, size, kd->epoch_root, kd->epoch_signature);
+    if (err == MSV_OK)
+        kd->epoch_size = size;
+    return err;
+}
+
+/*
+ * The VRF proof of (handle, version) for a lookup (msv_pt_vrf_prover): the kept one, made by
+ * the entry's append; missing only for a handle without entries, one the bound left out, or
+ * one read from the log at start (made now and kept; a handle without entries only while the
+ * cache is less than half full, so lookups of made-up handles cannot crowd out the entries').
+ */
+static msv_err lookup_proof(void *ctx, const char *handle, uint32_t version,
+                            uint8_t pi[MSV_VRF_PROOF_LEN], uint8_t label[MSV_PT_LABEL_LEN])
+{
+    struct msv_keydir *kd = ctx;
+    uint32_t newest = (uint32_t)(uintptr_t)msv_u64map_get(&kd->counts, handle_key(handle));
+    uint64_t made = kd->proofs_made;
+    uint8_t proof[KEPT_LEN];
+    msv_err err = proof_of(kd, handle, version,
+                           newest > 0 ? KEYDIR_PROOFS_MAX : KEYDIR_PROOFS_MAX / 2, proof);
+
+    if (kd->proofs_made != made)
+        atomic_fetch_add(&kd->lookup_misses, 1);
+    memcpy(pi, proof, MSV_VRF_PROOF_LEN);
+    memcpy(label, proof + MSV_VRF_PROOF_LEN, MSV_PT_LABEL_LEN);
+    return err;
+}
+
+msv_err msv_keydir_prove(struct msv_keydir *kd, const char *handle, int64_t index, uint8_t **proof,
+                         size_t *len)
+{
+    uint8_t opening[MSV_PT_OPENING_LEN] = {0};
+    uint32_t version = 0;
+    msv_err err = MSV_OK;
+
+    if (index >= 0) {
+        if ((uint64_t)index >= kd->n_versions || kd->versions[index] == 0)
+            return MSV_ERR_INVALID;
+        version = kd->versions[index];
+        err = opening_of(kd, handle, version, opening);
+    }
+    if (err == MSV_OK)
+        err = msv_ptree_prove_versions_by(kd->tree, MSV_PT_LOOKUP, lookup_proof, kd, handle,
+                                          version, opening, proof, len);
+    sodium_memzero(opening, sizeof(opening));
+    return err;
+}

@@ -1,0 +1,73 @@
+/*
+ * missived's key directory: the prefix tree (include/missive/ptree.h) of every handle's
+ * versions, kept beside the transparency log and built from it: the n-th device-set entry of a
+ * handle in the log is its version n, under the label the directory's VRF key gives
+ * (handle, n), committing to that entry's bytes. Each signed tree head carries the tree's root
+ * at the head's size, signed by the log key, and each lookup result a version proof
+ * (docs/transparency.md, "The prefix tree"). Called with the log's lock held.
+ */
+#ifndef MSV_SERVER_KEYDIR_H
+#define MSV_SERVER_KEYDIR_H
+
+#include <stdatomic.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "missive/ptree.h"
+#include "server/u64map.h"
+
+struct msv_keydir {
+    struct msv_ptree *tree;
+    uint8_t *secret; /* guarded: the VRF secret key (32), then the openings' key (32) */
+    uint8_t vrf_key[MSV_VRF_PUBLIC_KEY_LEN];
+    uint32_t *versions; /* by log index: the entry's version, 0 for a rotation entry */
+    size_t n_versions, cap_versions;
+    struct msv_u64map counts; /* handle (hashed, never 0) -> its number of versions */
+    /* (handle, version) (hashed, never 0) -> its VRF proof and label (80 + 32, malloc): those a
+     * lookup of each handle's newest version gives, made when the entry is appended (a proof costs
+     * a third of a millisecond), so a lookup only copies them; bounded (keydir.c) */
+    struct msv_u64map proofs;
+    int prove_next;       /* set once the log read at start is in: appends also prove version + 1 */
+    uint64_t proofs_made; /* VRF proofs made */
+    /* the handles read at start whose newest version + 1 is not proven yet (malloc'd names),
+     * proven by msv_keydir_prove_pending on a thread of its own while missived serves */
+    char **pending;
+    size_t n_pending, cap_pending;
+    /* metrics, read without the log's lock: proofs kept, proofs made by lookups */
+    _Atomic uint64_t proofs_kept, lookup_misses;
+    uint64_t epoch_size; /* the log size the signed root below is for */
+    uint8_t epoch_root[MSV_PT_HASH_LEN], epoch_signature[MSV_PT_SIG_LEN];
+};
+
+/*
+ * Loads the VRF key from DATA_DIR/vrf.key (32 bytes, made with mode 0600 if missing; the
+ * public key goes to DATA_DIR/vrf.pub in hex). err says what failed.
+ */
+MSV_MUST_CHECK msv_err msv_keydir_open(struct msv_keydir *kd, const char *data_dir, char *err,
+                                       size_t err_len);
+void msv_keydir_close(struct msv_keydir *kd);
+
+/* Adds log entry index (the next one: index == the entries added so far). */
+MSV_MUST_CHECK msv_err msv_keydir_add(struct msv_keydir *kd, uint64_t index, const uint8_t *leaf,
+                                      size_t len);
+
+/*
+ * Makes, one at a time, the proofs of version + 1 of the handles read at start (kd->pending),
+ * taking lock (the log's) only to pick a handle and keep its proof, until none is left or
+ * *stop is set. Run on a thread of its own by missived.
+ */
+void msv_keydir_prove_pending(struct msv_keydir *kd, pthread_mutex_t *lock, const atomic_int *stop);
+
+/* Signs the tree's root for a head of size entries with the log's secret key. */
+MSV_MUST_CHECK msv_err msv_keydir_sign(struct msv_keydir *kd, uint64_t size,
+                                       const uint8_t log_secret_key[64]);
+
+/*
+ * The lookup proof of handle whose newest entry is log entry index (index < 0: the handle has
+ * none). Caller frees *proof.
+ */
+MSV_MUST_CHECK msv_err msv_keydir_prove(struct msv_keydir *kd, const char *handle, int64_t index,
+                                        uint8_t **proof, size_t *len);
+
+#endif

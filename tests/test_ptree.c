@@ -1,0 +1,550 @@
+/*
+ * The key directory's prefix tree: roots against a reference computed from the sorted set for
+ * every size up to 40, every presence and absence proof verified and, changed in any way,
+ * refused; append-only proofs across epochs, and refused for an entry changed in place or
+ * removed; version proofs refused for an older version shown as newest, a skipped version, a
+ * forged later version the owner must see, another handle, other data or another VRF key.
+ */
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "missive/ptree.h"
+#include "missive/util.h"
+
+#define N_MAX 40
+
+/* A label and value that depend only on i and a seed. */
+static void entry_of(uint32_t seed, uint32_t i, struct msv_pt_entry *e)
+{
+    uint8_t in[9] = {'e',
+                     (uint8_t)(seed >> 8),
+                     (uint8_t)seed,
+                     (uint8_t)(i >> 24),
+                     (uint8_t)(i >> 16),
+                     (uint8_t)(i >> 8),
+                     (uint8_t)i};
+
+    crypto_hash_sha256(e->label, in, sizeof(in));
+    in[0] = 'v';
+    crypto_hash_sha256(e->value, in, sizeof(in));
+    /* labels that share long prefixes too: every fourth differs from its neighbour late */
+    if (i % 4 == 1) {
+        entry_of(seed, i - 1, e);
+        e->label[20] ^= 0x01;
+    }
+}
+
+static int cmp_label(const void *a, const void *b)
+{
+    return memcmp(a, b, MSV_PT_LABEL_LEN);
+}
+
+static int bit_of(const uint8_t *label, unsigned i)
+{
+    return (label[i / 8] >> (7 - i % 8)) & 1;
+}
+
+/* The root of the sorted entries [lo, hi), straight from the definition in the docs. */
+static void ref_root(const struct msv_pt_entry *e, size_t lo, size_t hi, uint8_t out[32])
+{
+    uint8_t head[34] = {0x11}, l[32], r[32];
+    crypto_hash_sha256_state st;
+    unsigned d = 0;
+    size_t mid = lo;
+
+    if (hi - lo == 1) {
+        uint8_t buf[65] = {0x10};
+
+        memcpy(buf + 1, e[lo].label, 32);
+        memcpy(buf + 33, e[lo].value, 32);
+        crypto_hash_sha256(out, buf, sizeof(buf));
+        return;
+    }
+    while (bit_of(e[lo].label, d) == bit_of(e[hi - 1].label, d))
+        d++;
+    while (!bit_of(e[mid].label, d))
+        mid++;
+    head[1] = (uint8_t)d;
+    for (unsigned i = 0; i < d; i++)
+        head[2 + i / 8] |= (uint8_t)(bit_of(e[lo].label, i) << (7 - i % 8));
+    ref_root(e, lo, mid, l);
+    ref_root(e, mid, hi, r);
+    crypto_hash_sha256_init(&st);
+    crypto_hash_sha256_update(&st, head, sizeof(head));
+    crypto_hash_sha256_update(&st, l, 32);
+    crypto_hash_sha256_update(&st, r, 32);
+    crypto_hash_sha256_final(&st, out);
+}
+
+/* Every change to a proof is refused or, for the few bytes that do not matter, impossible. */
+static void assert_changes_refused(const uint8_t root[32], const uint8_t label[32],
+                                   const uint8_t *proof, size_t len)
+{
+    uint8_t *copy = malloc(len + 1);
+    int found = 0;
+
+    assert_non_null(copy);
+    for (size_t i = 0; i < len; i++) {
+        memcpy(copy, proof, len);
+        copy[i] ^= 0x01;
+        assert_int_not_equal(msv_pt_verify_path(root, label, copy, len, &found, NULL), MSV_OK);
+    }
+    memcpy(copy, proof, len);
+    copy[len] = 0;
+    assert_int_equal(msv_pt_verify_path(root, label, copy, len + 1, &found, NULL), MSV_ERR_PARSE);
+    for (size_t cut = 0; cut < len; cut++)
+        assert_int_equal(msv_pt_verify_path(root, label, copy, cut, &found, NULL), MSV_ERR_PARSE);
+    free(copy);
+}
+
+static void test_roots_and_paths(void **state)
+{
+    struct msv_pt_entry e[N_MAX], absent, sorted[N_MAX];
+    uint8_t root[32], want[32], value[32], other_root[32];
+    (void)state;
+
+    for (size_t n = 0; n <= N_MAX; n++) {
+        struct msv_ptree *t = NULL, *rev = NULL;
+
+        assert_int_equal(msv_ptree_new(&t), MSV_OK);
+        assert_int_equal(msv_ptree_new(&rev), MSV_OK);
+        for (size_t i = 0; i < n; i++) {
+            entry_of(1, (uint32_t)i, &e[i]);
+            assert_int_equal(msv_ptree_insert(t, &e[i]), MSV_OK);
+        }
+        for (size_t i = n; i-- > 0;)
+            assert_int_equal(msv_ptree_insert(rev, &e[i]), MSV_OK);
+        assert_int_equal(msv_ptree_size(t), n);
+        assert_int_equal(msv_ptree_root(t, root), MSV_OK);
+        memset(want, 0, 32);
+        memcpy(sorted, e, n * sizeof(e[0]));
+        qsort(sorted, n, sizeof(e[0]), cmp_label);
+        if (n > 0)
+            ref_root(sorted, 0, n, want);
+        assert_memory_equal(root, want, 32);
+        /* the same set in another order: the same tree */
+        assert_int_equal(msv_ptree_root(rev, other_root), MSV_OK);
+        assert_memory_equal(root, other_root, 32);
+        if (n > 0)
+            assert_int_equal(msv_ptree_insert(t, &e[n / 2]), MSV_ERR_EXISTS);
+        for (size_t i = 0; i <= n; i++) {
+            const struct msv_pt_entry *q = i < n ? &e[i] : &absent;
+            uint8_t *proof = NULL;
+            size_t len = 0;
+            int found = -1;
+
+            entry_of(2, (uint32_t)i, &absent);
+            if (i == n && n > 0) {
+                /* absent, and sharing a long prefix with an entry */
+                absent = e[0];
+                absent.label[31] ^= 0x80;
+            }
+            assert_int_equal(msv_ptree_prove(t, q->label, &proof, &len, &found), MSV_OK);
+            assert_int_equal(found, i < n);
+            found = -1;
+            assert_int_equal(msv_pt_verify_path(root, q->label, proof, len, &found, value), MSV_OK);
+            assert_int_equal(found, i < n);
+            if (i < n)
+                assert_memory_equal(value, q->value, 32);
+            assert_int_equal(msv_pt_path_len(proof, len), len);
+            assert_changes_refused(root, q->label, proof, len);
+            /* a proof for another label, or against another root */
+            if (n > 1) {
+                assert_int_equal(
+                    msv_pt_verify_path(root, e[(i + 1) % n].label, proof, len, &found, NULL),
+                    MSV_ERR_AUTH);
+                other_root[0] ^= 1;
+                assert_int_equal(msv_pt_verify_path(other_root, q->label, proof, len, &found, NULL),
+                                 MSV_ERR_AUTH);
+                other_root[0] ^= 1;
+            }
+            free(proof);
+        }
+        msv_ptree_free(t);
+        msv_ptree_free(rev);
+    }
+}
+
+/* A presence proof rewritten as an absence proof that ends at the label's own leaf. */
+static void test_absence_naming_the_label(void **state)
+{
+    struct msv_ptree *t = NULL;
+    struct msv_pt_entry e[8];
+    uint8_t root[32], *proof = NULL, *forged;
+    size_t len = 0;
+    int found = 0;
+    (void)state;
+
+    assert_int_equal(msv_ptree_new(&t), MSV_OK);
+    for (uint32_t i = 0; i < 8; i++) {
+        entry_of(3, i, &e[i]);
+        assert_int_equal(msv_ptree_insert(t, &e[i]), MSV_OK);
+    }
+    assert_int_equal(msv_ptree_root(t, root), MSV_OK);
+    assert_int_equal(msv_ptree_prove(t, e[6].label, &proof, &len, &found), MSV_OK);
+    assert_int_equal(found, 1);
+    forged = malloc(len + 32);
+    assert_non_null(forged);
+    forged[0] = 2;
+    memcpy(forged + 1, e[6].label, 32);
+    memcpy(forged + 33, proof + 1, len - 1);
+    assert_int_equal(msv_pt_verify_path(root, e[6].label, forged, len + 32, &found, NULL),
+                     MSV_ERR_AUTH);
+    /* the same leaf named for a label one bit away that the walk would not take */
+    e[6].label[0] ^= 0x80;
+    assert_int_equal(msv_pt_verify_path(root, e[6].label, forged, len + 32, &found, NULL),
+                     MSV_ERR_AUTH);
+    free(forged);
+    free(proof);
+    msv_ptree_free(t);
+}
+
+/* Builds a tree of the entries of seed 1 with indexes [0, n). */
+static struct msv_ptree *tree_of(size_t n, struct msv_pt_entry *e)
+{
+    struct msv_ptree *t = NULL;
+
+    assert_int_equal(msv_ptree_new(&t), MSV_OK);
+    for (size_t i = 0; i < n; i++) {
+        entry_of(1, (uint32_t)i, &e[i]);
+        assert_int_equal(msv_ptree_insert(t, &e[i]), MSV_OK);
+    }
+    return t;
+}
+
+static void test_append_only(void **state)
+{
+    struct msv_pt_entry e[N_MAX], batch[N_MAX], dup[2];
+    uint8_t before[32], after[32], one_root[32], *proof = NULL, *copy;
+    size_t len = 0, added = 0;
+    (void)state;
+
+    for (size_t old = 0; old <= 20; old++) {
+        for (size_t more = 0; more <= 20; more += 4) {
+            struct msv_ptree *t = tree_of(old, e), *one = NULL;
+
+            for (size_t i = 0; i < more; i++)
+                entry_of(1, (uint32_t)(old + i), &batch[i]);
+            assert_int_equal(msv_ptree_root(t, before), MSV_OK);
+            assert_int_equal(msv_ptree_insert_batch(t, batch, more, &proof, &len), MSV_OK);
+            assert_int_equal(msv_ptree_root(t, after), MSV_OK);
+            /* the batch gives the tree that inserting one by one gives */
+            one = tree_of(old + more, e);
+            assert_int_equal(msv_ptree_root(one, one_root), MSV_OK);
+            assert_memory_equal(one_root, after, 32);
+            msv_ptree_free(one);
+            assert_int_equal(msv_pt_verify_append(before, after, proof, len, &added), MSV_OK);
+            assert_int_equal(added, more);
+            if (more > 0) {
+                /* truncated, extended, changed: refused */
+                assert_int_not_equal(msv_pt_verify_append(before, after, proof, len - 1, &added),
+                                     MSV_OK);
+                copy = malloc(len + 1);
+                assert_non_null(copy);
+                memcpy(copy, proof, len);
+                copy[len] = 0;
+                assert_int_equal(msv_pt_verify_append(before, after, copy, len + 1, &added),
+                                 MSV_ERR_PARSE);
+                for (size_t i = 0; i < len; i += 7) {
+                    memcpy(copy, proof, len);
+                    copy[i] ^= 0x20;
+                    assert_int_not_equal(msv_pt_verify_append(before, after, copy, len, &added),
+                                         MSV_OK);
+                }
+                free(copy);
+                /* a proof that does not start from the old root, or end at the new one */
+                assert_int_equal(msv_pt_verify_append(after, after, proof, len, &added),
+                                 MSV_ERR_AUTH);
+                assert_int_equal(msv_pt_verify_append(before, before, proof, len, &added),
+                                 MSV_ERR_AUTH);
+            }
+            free(proof);
+            proof = NULL;
+            msv_ptree_free(t);
+        }
+    }
+    /* a batch that repeats a label, or adds one that is there, adds nothing */
+    {
+        struct msv_ptree *t = tree_of(5, e);
+
+        assert_int_equal(msv_ptree_root(t, before), MSV_OK);
+        entry_of(1, 30, &dup[0]);
+        dup[1] = dup[0];
+        assert_int_equal(msv_ptree_insert_batch(t, dup, 2, &proof, &len), MSV_ERR_EXISTS);
+        dup[1] = e[3];
+        dup[1].value[0] ^= 1;
+        assert_int_equal(msv_ptree_insert_batch(t, dup, 2, &proof, &len), MSV_ERR_EXISTS);
+        assert_int_equal(msv_ptree_root(t, after), MSV_OK);
+        assert_memory_equal(before, after, 32);
+        assert_int_equal(msv_ptree_size(t), 5);
+        msv_ptree_free(t);
+    }
+}
+
+/*
+ * A server that changes an entry in place or removes one between epochs can only show a tree
+ * without the old entry: whatever proof it makes from that tree does not start at the old root.
+ */
+static void test_append_only_attacks(void **state)
+{
+    struct msv_pt_entry e[N_MAX], batch[4], changed;
+    uint8_t before[32], after[32], *proof = NULL;
+    size_t len = 0, added = 0;
+    (void)state;
+
+    for (size_t victim = 0; victim < 12; victim++) {
+        struct msv_ptree *honest = tree_of(12, e), *forged = NULL;
+
+        assert_int_equal(msv_ptree_root(honest, before), MSV_OK);
+        for (size_t i = 0; i < 4; i++)
+            entry_of(1, (uint32_t)(12 + i), &batch[i]);
+        /* changed in place: the forged tree holds the victim's label with another value */
+        assert_int_equal(msv_ptree_new(&forged), MSV_OK);
+        for (size_t i = 0; i < 12; i++) {
+            if (i != victim)
+                assert_int_equal(msv_ptree_insert(forged, &e[i]), MSV_OK);
+        }
+        changed = e[victim];
+        changed.value[5] ^= 0x40;
+        batch[3] = changed;
+        assert_int_equal(msv_ptree_insert_batch(forged, batch, 4, &proof, &len), MSV_OK);
+        assert_int_equal(msv_ptree_root(forged, after), MSV_OK);
+        assert_int_equal(msv_pt_verify_append(before, after, proof, len, &added), MSV_ERR_AUTH);
+        free(proof);
+        msv_ptree_free(forged);
+        /* removed: the forged tree lacks the victim, and grew by three */
+        assert_int_equal(msv_ptree_new(&forged), MSV_OK);
+        for (size_t i = 0; i < 12; i++) {
+            if (i != victim)
+                assert_int_equal(msv_ptree_insert(forged, &e[i]), MSV_OK);
+        }
+        assert_int_equal(msv_ptree_insert_batch(forged, batch, 3, &proof, &len), MSV_OK);
+        assert_int_equal(msv_ptree_root(forged, after), MSV_OK);
+        assert_int_equal(msv_pt_verify_append(before, after, proof, len, &added), MSV_ERR_AUTH);
+        /* nor does the honest proof of the honest tree end at the forged root */
+        free(proof);
+        assert_int_equal(msv_ptree_insert_batch(honest, batch, 3, &proof, &len), MSV_OK);
+        assert_int_equal(msv_pt_verify_append(before, after, proof, len, &added), MSV_ERR_AUTH);
+        assert_int_equal(msv_ptree_root(honest, after), MSV_OK);
+        assert_int_equal(msv_pt_verify_append(before, after, proof, len, &added), MSV_OK);
+        free(proof);
+        msv_ptree_free(forged);
+        msv_ptree_free(honest);
+    }
+}
+
+static void test_version_sets(void **state)
+{
+    uint32_t present[32], absent[32];
+    (void)state;
+
+    assert_int_equal(msv_pt_versions_present(0, present), 0);
+    assert_int_equal(msv_pt_versions_present(13, present), 3);
+    assert_int_equal(present[0], 13);
+    assert_int_equal(present[1], 12);
+    assert_int_equal(present[2], 8);
+    assert_int_equal(msv_pt_versions_absent(5, absent), 30);
+    assert_int_equal(absent[0], 6);
+    assert_int_equal(absent[1], 8);
+    assert_int_equal(absent[2], 16);
+    assert_int_equal(msv_pt_versions_absent(UINT32_MAX, absent), 0);
+    /* a version w later than v always proves present a version the owner of v proves absent */
+    for (uint32_t v = 0; v < 300; v++) {
+        size_t na = msv_pt_versions_absent(v, absent);
+
+        for (uint32_t w = v + 1; w < 1100; w++) {
+            size_t np = msv_pt_versions_present(w, present), hit = 0;
+
+            for (size_t i = 0; i < np; i++) {
+                for (size_t j = 0; j < na; j++)
+                    hit += present[i] == absent[j];
+            }
+            assert_true(hit > 0);
+        }
+        /* and the owner's own versions are never among those it proves absent */
+        for (size_t j = 0; j < na; j++)
+            assert_true(absent[j] > v);
+    }
+}
+
+struct dir {
+    struct msv_ptree *t;
+    uint8_t sk[32], pk[32], root[32], opening[8][32];
+    uint8_t data[8][16];
+};
+
+/* Adds version v of handle with its data, as the directory does. */
+static void add_version(struct dir *d, const char *handle, uint32_t v)
+{
+    struct msv_pt_entry e;
+    uint8_t alpha[300], pi[MSV_VRF_PROOF_LEN], beta[MSV_VRF_OUTPUT_LEN];
+    size_t alpha_len = 0;
+
+    assert_int_equal(msv_pt_vrf_input(handle, v, alpha, sizeof(alpha), &alpha_len), MSV_OK);
+    assert_int_equal(msv_vrf_prove(MSV_PT_VRF_SUITE, d->sk, alpha, alpha_len, pi), MSV_OK);
+    assert_int_equal(msv_vrf_proof_to_hash(MSV_PT_VRF_SUITE, pi, beta), MSV_OK);
+    msv_pt_label(beta, e.label);
+    assert_int_equal(msv_pt_commit(d->opening[v % 8], handle, v, d->data[v % 8], 16, e.value),
+                     MSV_OK);
+    assert_int_equal(msv_ptree_insert(d->t, &e), MSV_OK);
+    assert_int_equal(msv_ptree_root(d->t, d->root), MSV_OK);
+}
+
+static msv_err lookup(struct dir *d, enum msv_pt_proof_kind kind, const char *handle,
+                      uint32_t shown, const uint8_t *data, uint32_t *got, size_t *size)
+{
+    uint8_t *proof = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    assert_int_equal(msv_ptree_prove_versions(d->t, kind, d->sk, handle, shown,
+                                              d->opening[shown % 8], &proof, &len),
+                     MSV_OK);
+    if (size != NULL)
+        *size = len;
+    err =
+        msv_pt_verify_versions(d->root, d->pk, kind, handle, data, data ? 16 : 0, proof, len, got);
+    if (err == MSV_OK) {
+        size_t data_len = data ? 16 : 0;
+
+        /* changed or cut in any place: refused */
+        for (size_t i = 0; i < len; i += 1 + len / 97) {
+            proof[i] ^= 4;
+            assert_int_not_equal(msv_pt_verify_versions(d->root, d->pk, kind, handle, data,
+                                                        data_len, proof, len, got),
+                                 MSV_OK);
+            proof[i] ^= 4;
+        }
+        assert_int_equal(msv_pt_verify_versions(d->root, d->pk, kind, handle, data, data_len, proof,
+                                                len - 1, got),
+                         MSV_ERR_PARSE);
+    }
+    free(proof);
+    return err;
+}
+
+static void test_versions(void **state)
+{
+    struct dir d;
+    uint8_t other_pk[32], other_sk[32];
+    uint32_t got = 99;
+    char name[32];
+    (void)state;
+
+    memset(&d, 0, sizeof(d));
+    for (int i = 0; i < 8; i++) {
+        randombytes_buf(d.opening[i], 32);
+        randombytes_buf(d.data[i], 16);
+    }
+    assert_int_equal(msv_vrf_keygen(MSV_PT_VRF_SUITE, d.sk, d.pk), MSV_OK);
+    assert_int_equal(msv_vrf_keygen(MSV_PT_VRF_SUITE, other_sk, other_pk), MSV_OK);
+    assert_int_equal(msv_ptree_new(&d.t), MSV_OK);
+    for (int i = 0; i < 20; i++) {
+        snprintf(name, sizeof(name), "user%d@example.org", i);
+        add_version(&d, name, 1);
+    }
+    /* a handle never added: version 0, proven absent */
+    assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "alice@example.org", 0, NULL, &got, NULL), MSV_OK);
+    assert_int_equal(got, 0);
+    for (uint32_t v = 1; v <= 5; v++) {
+        add_version(&d, "alice@example.org", v);
+        assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "alice@example.org", v, d.data[v], &got, NULL),
+                         MSV_OK);
+        assert_int_equal(got, v);
+        assert_int_equal(lookup(&d, MSV_PT_HISTORY, "alice@example.org", v, d.data[v], &got, NULL),
+                         MSV_OK);
+        /* an older version presented as the newest: v is present, so that fails */
+        assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "alice@example.org", v - 1,
+                                v > 1 ? d.data[v - 1] : NULL, &got, NULL),
+                         MSV_ERR_AUTH);
+    }
+    /* the right version with other data, under another handle, or another VRF key */
+    assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "alice@example.org", 5, d.data[4], &got, NULL),
+                     MSV_ERR_AUTH);
+    assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "user3@example.org", 5, d.data[5], &got, NULL),
+                     MSV_ERR_AUTH);
+    memcpy(d.pk, other_pk, 32);
+    assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "alice@example.org", 5, d.data[5], &got, NULL),
+                     MSV_ERR_AUTH);
+    assert_int_equal(msv_vrf_public_key(MSV_PT_VRF_SUITE, d.sk, d.pk), MSV_OK);
+    /* a skipped version: 7 added without 6 cannot be shown (its proof needs 6 present) */
+    add_version(&d, "alice@example.org", 7);
+    assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "alice@example.org", 7, d.data[7], &got, NULL),
+                     MSV_ERR_AUTH);
+    assert_int_equal(lookup(&d, MSV_PT_HISTORY, "alice@example.org", 5, d.data[5], &got, NULL),
+                     MSV_OK);
+    /* with 6 forged too, 7 can be shown, and the owner at version 5 sees 6 present */
+    add_version(&d, "alice@example.org", 6);
+    assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "alice@example.org", 7, d.data[7], &got, NULL),
+                     MSV_OK);
+    assert_int_equal(lookup(&d, MSV_PT_HISTORY, "alice@example.org", 5, d.data[5], &got, NULL),
+                     MSV_ERR_AUTH);
+    msv_ptree_free(d.t);
+}
+
+/* A forged version 8 that a lookup could show (8 alone proves itself) is 8 the owner at 5 checks.
+ */
+static void test_forged_marker_seen_by_owner(void **state)
+{
+    struct dir d;
+    uint32_t got = 0;
+    (void)state;
+
+    memset(&d, 0, sizeof(d));
+    assert_int_equal(msv_vrf_keygen(MSV_PT_VRF_SUITE, d.sk, d.pk), MSV_OK);
+    assert_int_equal(msv_ptree_new(&d.t), MSV_OK);
+    for (uint32_t v = 1; v <= 5; v++)
+        add_version(&d, "bob@example.org", v);
+    assert_int_equal(lookup(&d, MSV_PT_HISTORY, "bob@example.org", 5, d.data[5], &got, NULL),
+                     MSV_OK);
+    add_version(&d, "bob@example.org", 8);
+    assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "bob@example.org", 8, d.data[0], &got, NULL),
+                     MSV_OK);
+    assert_int_equal(got, 8);
+    assert_int_equal(lookup(&d, MSV_PT_HISTORY, "bob@example.org", 5, d.data[5], &got, NULL),
+                     MSV_ERR_AUTH);
+    msv_ptree_free(d.t);
+}
+
+/* The log key's signature of an epoch root binds the size and the root. */
+static void test_epoch_signature(void **state)
+{
+    uint8_t pk[32], sk[64], other_pk[32], other_sk[64], root[32], sig[64];
+    (void)state;
+
+    crypto_sign_keypair(pk, sk);
+    crypto_sign_keypair(other_pk, other_sk);
+    randombytes_buf(root, sizeof(root));
+    assert_int_equal(msv_pt_epoch_sign(sk, 42, root, sig), MSV_OK);
+    assert_int_equal(msv_pt_epoch_verify(pk, 42, root, sig), MSV_OK);
+    assert_int_equal(msv_pt_epoch_verify(pk, 43, root, sig), MSV_ERR_AUTH);
+    assert_int_equal(msv_pt_epoch_verify(other_pk, 42, root, sig), MSV_ERR_AUTH);
+    root[31] ^= 1;
+    assert_int_equal(msv_pt_epoch_verify(pk, 42, root, sig), MSV_ERR_AUTH);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roots_and_paths),
+        cmocka_unit_test(test_absence_naming_the_label),
+        cmocka_unit_test(test_append_only),
+        cmocka_unit_test(test_append_only_attacks),
+        cmocka_unit_test(test_version_sets),
+        cmocka_unit_test(test_versions),
+        cmocka_unit_test(test_forged_marker_seen_by_owner),
+        cmocka_unit_test(test_epoch_signature),
+    };
+
+    if (msv_init() != MSV_OK)
+        return 1;
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
