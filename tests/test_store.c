@@ -1519,12 +1519,14 @@ static void test_reopen_and_schema(void **state)
                      " DROP TRIGGER queue_usage_in ON queue; DROP TRIGGER queue_usage_out ON queue;"
                      " DROP FUNCTION queue_usage_add; DROP FUNCTION queue_usage_sub;"
                      " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
-                     " DROP TABLE account_handles; DROP TABLE kem_prekeys; UPDATE missive_schema SET version = 6;"
+                     " DROP TABLE account_handles; DROP TABLE kem_prekeys; UPDATE missive_schema "
+                     "SET version = 6;"
                    : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
                      " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
                      " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
                      " DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
-                     " DROP TABLE account_handles; DROP TABLE kem_prekeys; DELETE FROM schema_version WHERE version >= 7;");
+                     " DROP TABLE account_handles; DROP TABLE kem_prekeys; DELETE FROM "
+                     "schema_version WHERE version >= 7;");
     reopen(f);
     raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
     assert_usage(f, 42, 1, 3);

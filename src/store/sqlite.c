@@ -224,8 +224,8 @@ static const char *const migrations[] = {
     "  added_ms BIGINT NOT NULL);"
     "CREATE INDEX account_handles_by_account ON account_handles(account_id, added_ms);"
     "INSERT INTO account_handles SELECT handle, id, created_ms FROM accounts;",
-    /* 13 -> 14: ML-KEM-768 prekeys of devices that speak post-quantum sessions: one-time ones and one
-     * last-resort one per device */
+    /* 13 -> 14: ML-KEM-768 prekeys of devices that speak post-quantum sessions: one-time ones and
+     * one last-resort one per device */
     "CREATE TABLE kem_prekeys ("
     "  device_id INTEGER NOT NULL,"
     "  key_id INTEGER NOT NULL,"
