@@ -413,6 +413,7 @@ msv_err msv_session_initiate_rng(const struct msv_identity *me,
         s->pq = 1;
         err = kem_encaps(peer, b, rng, &kem, s->kem_ct);
         if (err != MSV_OK) {
+            sodium_memzero(&kem, sizeof(kem)); /* a shared secret made before a hash failed */
             msv_session_free(s);
             return err;
         }

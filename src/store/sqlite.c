@@ -2166,7 +2166,8 @@ static msv_err prekey_and_kem_claim_locked(struct sqlite_store *s, uint64_t devi
 static msv_err l_kem_prekey_state(void *impl, uint64_t device_id, uint32_t *left,
                                   int *has_last_resort)
 {
-    return kem_prekey_state_locked(impl, device_id, left, has_last_resort);
+    /* under the store's lock, as every other operation: the workers share one connection */
+    LOCKED(kem_prekey_state_locked(impl, device_id, left, has_last_resort));
 }
 
 static msv_err l_prekeys_put(void *impl, uint64_t device_id, const struct msv_prekey_upload *u,
