@@ -73,7 +73,7 @@ grep -q "from postgres" out.txt && ok || bad "bob on PostgreSQL: $(cat out.txt)"
 # ---- the PostgreSQL backup recipe: pg_dump while it runs, drop, pg_restore ------------------
 expect 0 "bob writes to carol" -- as bob send carol@example.org --text "kept by the dump"
 expect 0 "pg_dump while missived runs" -- "$pgbin/pg_dump" --format=custom --file=missive.dump "$MSV_TEST_POSTGRES"
-mkdir files && cp -a srv/log.key srv/log.pub srv/server.crt srv/server.key srv/server.fingerprint srv/blobs files/ && ok || bad "the shared files"
+mkdir files && cp -a srv/log.key srv/log.pub srv/vrf.key srv/vrf.pub srv/server.crt srv/server.key srv/server.fingerprint srv/blobs files/ && ok || bad "the shared files"
 kill -TERM "$pid"; wait "$pid"; pid=
 expect 0 "drop the database" -- "$pgbin/psql" -q -X -d "$MSV_TEST_PG_ADMIN" -c 'DROP DATABASE missive;' -c 'CREATE DATABASE missive;'
 rm -rf srv && mkdir -m 700 srv && cp -a files/. srv/
@@ -90,7 +90,7 @@ kill -TERM "$pid"; wait "$pid"; pid=
 # ---- the admin API's disconnect reaches every node of a cluster -----------------------------
 # node A serves the clients' address, node B only its admin API: bob on A is cut off by B
 declare -A pids ports
-mkdir -m 700 shared && cp -a srv/log.key srv/log.pub srv/server.crt srv/server.key srv/server.fingerprint srv/blobs shared/
+mkdir -m 700 shared && cp -a srv/log.key srv/log.pub srv/vrf.key srv/vrf.pub srv/server.crt srv/server.key srv/server.fingerprint srv/blobs shared/
 tr -dc 'A-Za-z0-9' </dev/urandom | head -c 40 >token && chmod 600 token
 cluster_node A "$port" || bad "node A started"
 cluster_node B 0 "$(printf '[http]\nadmin_token_file = %s/token' "$work")" || bad "node B started"

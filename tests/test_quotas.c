@@ -493,8 +493,10 @@ static void test_queue_caps_and_send_rate(void **state)
         test_expect_ok(test_send(&a1, bob_h, 1, bob, 1, "small"));
     test_expect_error(test_send(&a1, bob_h, 1, bob, 1, "one too many"),
                       MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
-    assert_int_equal(queued_count(&s), 3);
+    /* the three, and the server's notice to bob's account that a send to it was refused */
+    assert_int_equal(queued_count(&s), 4);
     assert_int_equal(test_server_metric(&s, "queue_full_total"), 1);
+    assert_int_equal(test_server_metric(&s, "quota_notices_total"), 1);
     /* bob reads and acknowledges everything: room again */
     test_device_connect(&s, &b1);
     for (int i = 0; i < 3; i++) {
@@ -502,6 +504,8 @@ static void test_queue_caps_and_send_rate(void **state)
         assert_true(q != 0);
         test_ack(&b1, q);
     }
+    /* the notice, if it came after them, is acknowledged too (no message is left) */
+    assert_int_equal(test_expect_message(&b1, &a1, "", 500), 0);
     for (int i = 0; i < 50 && queued_count(&s) != 0; i++)
         usleep(50 * 1000);
     assert_int_equal(queued_count(&s), 0);
@@ -857,7 +861,7 @@ static void test_sealed_sends_hit_queue_cap(void **state)
         msv_request_send(anon, id, &bob, 1, &sealed, 1, token, TEST_TIMEOUT_MS, NULL, &why),
         MSV_ERR_TOO_BIG);
     assert_non_null(strstr(why.message, "queue is full"));
-    assert_int_equal(queued_count(&s), 2);
+    assert_int_equal(queued_count(&s), 3); /* the two, and the notice to bob's account */
     assert_int_equal(test_server_metric(&s, "queue_full_total"), 1);
     msv_conn_close(anon);
     test_device_free(&b1);

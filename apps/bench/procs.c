@@ -474,7 +474,7 @@ static void seed_db(const char *path, const struct seed *seed, const uint8_t *id
                     size_t identity_len)
 {
     struct msv_store *store = NULL;
-    sqlite3_stmt *acc = NULL, *dev = NULL, *kt = NULL;
+    sqlite3_stmt *acc = NULL, *dev = NULL, *kt = NULL, *hdl = NULL;
     static struct msv_kt_entry entry;
     sqlite3 *db = NULL;
     uint64_t id = 1;
@@ -497,6 +497,13 @@ static void seed_db(const char *path, const struct seed *seed, const uint8_t *id
                               "created_ms, approved) VALUES (?, ?, ?, ?, x'', 0, 1)",
                               -1, &dev, NULL),
            "prepare");
+    /* and its handle among the account's handles, where lookups and sends find it */
+    sql_ok(db,
+           sqlite3_prepare_v2(db,
+                              "INSERT INTO account_handles (handle, account_id, added_ms) "
+                              "VALUES (?, ?, 0)",
+                              -1, &hdl, NULL),
+           "prepare");
     /* each account's registration put its device set in the transparency log */
     sql_ok(db,
            sqlite3_prepare_v2(db, "INSERT INTO kt_log (idx, handle, leaf) VALUES (?, ?, ?)", -1,
@@ -510,6 +517,10 @@ static void seed_db(const char *path, const struct seed *seed, const uint8_t *id
         sqlite3_bind_text(acc, 2, handle, -1, SQLITE_TRANSIENT);
         sql_ok(db, sqlite3_step(acc), "account");
         sqlite3_reset(acc);
+        sqlite3_bind_text(hdl, 1, handle, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(hdl, 2, (sqlite3_int64)a + 1);
+        sql_ok(db, sqlite3_step(hdl), "handle");
+        sqlite3_reset(hdl);
         memset(&entry, 0, sizeof(entry));
         snprintf(entry.handle, sizeof(entry.handle), "%s", handle);
         for (size_t k = 0; k < seed_device_count(seed, a); k++) {
@@ -531,6 +542,7 @@ static void seed_db(const char *path, const struct seed *seed, const uint8_t *id
     sqlite3_finalize(acc);
     sqlite3_finalize(dev);
     sqlite3_finalize(kt);
+    sqlite3_finalize(hdl);
     sql_ok(db, sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), "commit");
     sqlite3_close(db);
 }
@@ -562,7 +574,7 @@ static FILE *missived_dirs(const struct opts *o, const char *name, struct server
 
 /*
  * The PostgreSQL store at conninfo, made current and filled like seed_db():
- * account a + 1 is seed_handle(a), with device a + 1 (one device each).
+ * account a + 1 is seed_handle(a) (its only handle), with device a + 1 (one device each).
  * Their log leaves are written when the store is opened again.
  */
 void seed_postgres(const char *conninfo, size_t accounts, const uint8_t *identity,
@@ -584,7 +596,10 @@ void seed_postgres(const char *conninfo, size_t accounts, const uint8_t *identit
     r = PQexecParams(
         db,
         "WITH a AS (INSERT INTO accounts (id, handle, password_hash, created_ms) SELECT g,"
-        " 'u' || (g - 1) || '@bench', 'x', 0 FROM generate_series(1, $1::BIGINT) g RETURNING id)"
+        " 'u' || (g - 1) || '@bench', 'x', 0 FROM generate_series(1, $1::BIGINT) g"
+        " RETURNING id, handle),"
+        " h AS (INSERT INTO account_handles (handle, account_id, added_ms)"
+        " SELECT handle, id, 0 FROM a)"
         " INSERT INTO devices (id, account_id, suite, identity, push_token, created_ms, approved)"
         " SELECT id, id, $2::INTEGER, $3::BYTEA, ''::BYTEA, 0, TRUE FROM a;",
         3, NULL, values, lengths, formats, 0);
