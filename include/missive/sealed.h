@@ -13,6 +13,17 @@
  *                        info E || R || S, 56 bytes)
  *   c2    = XChaCha20-Poly1305(K2, N2, ad 0x07 || E || c1 || H(R) || H(S), envelope)
  *   wire  = 0x07 || E || c1 || c2
+ *
+ * To a recipient whose identity says post-quantum ([8]) the hybrid version
+ * instead (docs/crypto.md, "Hybrid sealed sender"): an ML-KEM-768 key SS
+ * encapsulated (CT) to its signed last-resort KEM prekey P, number id, joins both
+ * agreements:
+ *   K1||N1 = HKDF-SHA256(ikm X25519(e, R) || SS, salt "MSV-sealed-pq-v1",
+ *                        info E || R || SHA-256(P) || SHA-256(CT) || H(recipient), 56)
+ *   K2||N2 = HKDF-SHA256(ikm X25519(e, R) || X25519(s, R) || SS, salt "MSV-sealed-pq-v1-static",
+ *                        info E || R || S || SHA-256(P) || SHA-256(CT) || H(recipient), 56)
+ *   wire  = 0x09 || E || u32be id || CT (1088) || c1 || c2   (each ad: all before || H(R) [||
+ * H(S)]) Each side uses the one version the recipient's identity calls for.
  */
 #ifndef MISSIVE_SEALED_H
 #define MISSIVE_SEALED_H
@@ -23,16 +34,36 @@
 #include "missive/crypto.h"
 
 #define MSV_WIRE_SEALED 0x07
+#define MSV_WIRE_SEALED_PQ 0x09
 /* Envelope.suite and Deliver.suite of a sealed envelope. */
 #define MSV_ENVELOPE_SEALED 4
 
+/* The signed last-resort KEM prekey of a post-quantum device that a hybrid sealed envelope
+ * is sealed to (the caller has checked its signature with msv_kem_prekey_verify()). */
+struct msv_sealing_key {
+    uint32_t id;
+    uint8_t ek[1184];
+};
+
 /* Wraps envelope (of at most MSV_PLAINTEXT_MAX + 1 KiB bytes) from a modern sender for a
- * modern recipient. *out: caller frees with free(). */
+ * modern recipient of an earlier version (no [8]: MSV_ERR_INVALID for one with it).
+ * *out: caller frees with free(). */
 MSV_MUST_CHECK msv_err msv_sealed_wrap(const struct msv_identity *sender,
                                        const struct msv_public_identity *recipient,
                                        const char *sender_handle, uint64_t sender_device,
                                        const uint8_t *envelope, size_t len, uint8_t **out,
                                        size_t *out_len);
+
+/* The same for a post-quantum recipient, hybrid, to its KEM key kem (borrowed). */
+MSV_MUST_CHECK msv_err msv_sealed_wrap_pq(const struct msv_identity *sender,
+                                          const struct msv_public_identity *recipient,
+                                          const struct msv_sealing_key *kem,
+                                          const char *sender_handle, uint64_t sender_device,
+                                          const uint8_t *envelope, size_t len, uint8_t **out,
+                                          size_t *out_len);
+
+/* The id of the KEM prekey a hybrid (0x09) envelope names; MSV_ERR_AUTH for anything else. */
+MSV_MUST_CHECK msv_err msv_sealed_kem_id(const uint8_t *wire, size_t len, uint32_t *id);
 
 /*
  * Reads the first layer: the sender a sealed envelope claims (handle: 256
@@ -41,6 +72,14 @@ MSV_MUST_CHECK msv_err msv_sealed_wrap(const struct msv_identity *sender,
  */
 MSV_MUST_CHECK msv_err msv_sealed_sender(const struct msv_identity *recipient, const uint8_t *wire,
                                          size_t len, char handle[256], uint64_t *sender_device);
+/*
+ * The same for a post-quantum recipient, with the decapsulation key (2400
+ * bytes, borrowed) of the KEM prekey the envelope names. A post-quantum
+ * recipient refuses 0x07 and every other recipient 0x09: MSV_ERR_AUTH.
+ */
+MSV_MUST_CHECK msv_err msv_sealed_sender_pq(const struct msv_identity *recipient,
+                                            const uint8_t *kem_dk, const uint8_t *wire, size_t len,
+                                            char handle[256], uint64_t *sender_device);
 
 /*
  * Opens the second layer with the claimed sender's public identity: the
@@ -52,5 +91,11 @@ MSV_MUST_CHECK msv_err msv_sealed_unwrap(const struct msv_identity *recipient,
                                          const struct msv_public_identity *sender,
                                          const uint8_t *wire, size_t len, uint8_t **envelope,
                                          size_t *envelope_len);
+/* The same for a post-quantum recipient, with the KEM prekey's decapsulation key. */
+MSV_MUST_CHECK msv_err msv_sealed_unwrap_pq(const struct msv_identity *recipient,
+                                            const uint8_t *kem_dk,
+                                            const struct msv_public_identity *sender,
+                                            const uint8_t *wire, size_t len, uint8_t **envelope,
+                                            size_t *envelope_len);
 
 #endif
