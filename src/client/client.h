@@ -681,5 +681,7 @@ MSV_MUST_CHECK msv_err msv_client_sync_flush(struct msv_client *c, size_t *sent)
 
 /* How many sends went without sealed sender to a handle whose delivery token this device has. */
 uint64_t msv_client_unsealed_sends(struct msv_client *c);
+/* How many sealed envelopes made classically to this post-quantum device were refused. */
+uint64_t msv_client_sealed_downgrades(struct msv_client *c);
 
 #endif

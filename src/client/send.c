@@ -63,6 +63,28 @@ static const char *suites_text(const struct msv_public_identity *pub, char out[4
 /* The handle this send names this account by (client_send_as). */
 #define SEND_AS(c) ((c)->send_as[0] != '\0' ? (c)->send_as : (c)->handle)
 
+/* The sealed layer: hybrid to a post-quantum device (never classical), else classical. */
+static msv_err wrap_sealed(struct msv_client *c, const char *peer, uint64_t device_id,
+                           const struct msv_public_identity *pub, const uint8_t *inner,
+                           size_t inner_len, uint8_t **out, size_t *out_len)
+{
+    struct msv_sealing_key *key = NULL;
+    msv_err err;
+
+    if (!msv_public_identity_is_pq(pub))
+        return msv_sealed_wrap(c->id, pub, SEND_AS(c), c->device_id, inner, inner_len, out,
+                               out_len);
+    key = malloc(sizeof(*key));
+    if (key == NULL)
+        return MSV_ERR_NOMEM;
+    err = client_sealing_key(c, peer, device_id, pub, key);
+    if (err == MSV_OK)
+        err = msv_sealed_wrap_pq(c->id, pub, key, SEND_AS(c), c->device_id, inner, inner_len, out,
+                                 out_len);
+    free(key);
+    return err;
+}
+
 /*
  * Seals pt for every device listed, except this one: with a session where
  * there is one (or can be started from the device's prekeys), else in the
@@ -127,8 +149,8 @@ static msv_err seal_for(struct msv_client *c, Msv__Wire__HandleDevices *const *h
                 err = msv_sessions_seal(c, peer, d->device_id, pub, suite, pt, pt_len, &inner,
                                         &inner_len);
                 if (err == MSV_OK)
-                    err = msv_sealed_wrap(c->id, pub, SEND_AS(c), c->device_id, inner, inner_len,
-                                          &s->wires[s->count], &len);
+                    err = wrap_sealed(c, peer, d->device_id, pub, inner, inner_len,
+                                      &s->wires[s->count], &len);
                 free(inner);
             }
             msv_public_identity_free(pub);
@@ -571,14 +593,7 @@ static msv_err deliver_group(struct msv_client *c, const uint8_t id[16], const c
 
 uint64_t msv_client_unsealed_sends(struct msv_client *c)
 {
-    uint8_t *v = NULL;
-    size_t len = 0;
-    uint64_t n = 0;
-
-    if (msv_client_db_get(c->db, UNSEALED, &v, &len) == MSV_OK && len == 8)
-        n = msv_get_u64be(v);
-    free(v);
-    return n;
+    return client_counter(c, UNSEALED);
 }
 
 /* Message id goes to handle authenticated: counted, and told through on_unsealed, once (a

@@ -2268,9 +2268,10 @@ static void bundle_kem(struct msv_prekey_claimed *cl, Msv__Wire__PrekeyBundle *b
     b->kem = kp;
 }
 
-static int claim_one(struct msv_conn_state *c, uint64_t device_id, struct msv_prekey_claimed *cl,
-                     Msv__Wire__PrekeyBundle *b, Msv__Wire__SignedPrekey *sp,
-                     Msv__Wire__OneTimePrekey *op, Msv__Wire__KemPrekey *kp, msv_err *err)
+static int claim_one(struct msv_conn_state *c, uint64_t device_id, int sealing_only,
+                     struct msv_prekey_claimed *cl, Msv__Wire__PrekeyBundle *b,
+                     Msv__Wire__SignedPrekey *sp, Msv__Wire__OneTimePrekey *op,
+                     Msv__Wire__KemPrekey *kp, msv_err *err)
 {
     struct msv_server *s = c->w->srv;
     struct msv_device_rec dev = {0};
@@ -2283,7 +2284,7 @@ static int claim_one(struct msv_conn_state *c, uint64_t device_id, struct msv_pr
         *err = MSV_OK;
     if (*err != MSV_OK || !approved) /* pending devices are not addressed */
         return 0;
-    one_time = one_time_allowed(c, device_id);
+    one_time = !sealing_only && one_time_allowed(c, device_id);
     *err = STORE(s)->prekey_claim(IMPL(s), device_id, one_time, cl);
     if (*err == MSV_OK && one_time && cl->one_time_id == 0)
         atomic_fetch_add(&s->m.prekeys_exhausted, 1);
@@ -2353,8 +2354,8 @@ static void handle_prekey_claim(struct msv_conn_state *c, const msv_frame *f)
     if (cl == NULL)
         err = MSV_ERR_NOMEM;
     for (size_t i = 0; i < n && err == MSV_OK; i++) {
-        if (claim_one(c, f->prekey_claim->device_ids[i], &cl[got], &b[got], &sp[got], &op[got],
-                      &kp[got], &err)) {
+        if (claim_one(c, f->prekey_claim->device_ids[i], f->prekey_claim->sealing_keys, &cl[got],
+                      &b[got], &sp[got], &op[got], &kp[got], &err)) {
             bp[got] = &b[got];
             got++;
         }

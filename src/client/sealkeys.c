@@ -1,0 +1,203 @@
+/*
+ * The keys of hybrid sealed sender (docs/crypto.md, "Hybrid sealed sender"):
+ * a sender seals to a post-quantum device's signed last-resort KEM prekey,
+ * kept per device and identity once its signature checked and fetched again
+ * when older than SEAL_KEY_MAX_AGE_S; a recipient opens with the secret of the
+ * last-resort KEM prekey the envelope names (the one in use or the one
+ * before: msv_pqkeys_load), and refuses, counts and drops a classical sealed
+ * envelope, which names nobody.
+ *
+ * Settings used: "seal-kem:<device>:<hex identity hash>" (u64be fetched at
+ * || u32be id || encapsulation key), "sealed-downgrades-refused" (u64be).
+ */
+#include "client/internal.h"
+#include "client/sessions.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "missive/mlkem.h"
+#include "missive/ratchet.h"
+#include "missive/sealed.h"
+#include "missive/util.h"
+#include "util/endian.h"
+
+#define TIMEOUT_MS 15000
+/* Well inside the week after which a device replaces its last-resort KEM prekey and the
+ * week more it keeps the one before: a sealed envelope still has days to be delivered. */
+#define SEAL_KEY_MAX_AGE_S (3 * 86400)
+#define CACHED_LEN (8 + 4 + MSV_MLKEM768_EK_LEN)
+#define REFUSED "sealed-downgrades-refused"
+
+static void cache_name(uint64_t device_id, const struct msv_public_identity *pub, char key[120])
+{
+    uint8_t h[MSV_IDENTITY_HASH_LEN];
+    char hex[2 * MSV_IDENTITY_HASH_LEN + 1];
+
+    msv_public_identity_hash(pub, h);
+    sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
+    snprintf(key, 120, "seal-kem:%llu:%s", (unsigned long long)device_id, hex);
+}
+
+/* The cached key, if fresh. */
+static msv_err cached(struct msv_client *c, const char *name, struct msv_sealing_key *key)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err = msv_client_db_get(c->db, name, &v, &len);
+    uint64_t at = 0, now = (uint64_t)time(NULL);
+
+    if (err == MSV_OK && len != CACHED_LEN)
+        err = MSV_ERR_NOT_FOUND;
+    if (err == MSV_OK)
+        at = msv_get_u64be(v);
+    if (err == MSV_OK && (at > now || now - at >= SEAL_KEY_MAX_AGE_S))
+        err = MSV_ERR_NOT_FOUND;
+    if (err == MSV_OK) {
+        key->id = msv_get_u32be(v + 8);
+        memcpy(key->ek, v + 12, MSV_MLKEM768_EK_LEN);
+    }
+    free(v);
+    return err;
+}
+
+/* The device's last-resort KEM prekey from the server, checked as its own; MSV_ERR_AUTH when
+ * none checks. */
+static msv_err fetch(struct msv_client *c, uint64_t device_id,
+                     const struct msv_public_identity *pub, struct msv_sealing_key *key)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__PrekeyClaim claim = MSV__WIRE__PREKEY_CLAIM__INIT;
+    msv_frame *resp = NULL;
+    msv_err err;
+
+    claim.n_device_ids = 1;
+    claim.device_ids = &device_id;
+    claim.sealing_keys = 1;
+    req.body_case = MSV__WIRE__FRAME__BODY_PREKEY_CLAIM;
+    req.prekey_claim = &claim;
+    err = msv_client_connect(c);
+    if (err == MSV_OK)
+        err = msv_conn_request(c->conn, &req, TIMEOUT_MS, &resp);
+    if (err == MSV_ERR_AGAIN)
+        err = MSV_ERR_IO;
+    if (err != MSV_OK)
+        return err;
+    err = MSV_ERR_AUTH;
+    if (resp->body_case == MSV__WIRE__FRAME__BODY_PREKEY_BUNDLES) {
+        for (size_t i = 0; i < resp->prekey_bundles->n_bundles; i++) {
+            const Msv__Wire__KemPrekey *k = resp->prekey_bundles->bundles[i]->kem;
+
+            if (resp->prekey_bundles->bundles[i]->device_id != device_id || k == NULL ||
+                !k->last_resort || k->signature.len != 64 ||
+                msv_kem_prekey_verify(pub, k->id, 1, k->key.data, k->key.len, k->signature.data) !=
+                    MSV_OK)
+                continue;
+            key->id = k->id;
+            memcpy(key->ek, k->key.data, MSV_MLKEM768_EK_LEN);
+            err = MSV_OK;
+        }
+    }
+    msv_frame_free(resp);
+    return err;
+}
+
+static msv_err remember(struct msv_client *c, const char *name, const struct msv_sealing_key *key)
+{
+    uint8_t v[CACHED_LEN];
+
+    msv_put_u64be(v, (uint64_t)time(NULL));
+    msv_put_u32be(v + 8, key->id);
+    memcpy(v + 12, key->ek, MSV_MLKEM768_EK_LEN);
+    return msv_client_db_set(c->db, name, v, sizeof(v));
+}
+
+msv_err client_sealing_key(struct msv_client *c, const char *handle, uint64_t device_id,
+                           const struct msv_public_identity *pub, struct msv_sealing_key *key)
+{
+    char name[120], warning[sizeof(c->why.message)];
+    msv_err err;
+
+    cache_name(device_id, pub, name);
+    if (cached(c, name, key) == MSV_OK)
+        return MSV_OK;
+    err = fetch(c, device_id, pub, key);
+    if (err == MSV_OK)
+        return remember(c, name, key);
+    if (err != MSV_ERR_AUTH)
+        return err;
+    snprintf(warning, sizeof(warning),
+             "the server gave no post-quantum sealing key that checks for %.64s (device %llu), "
+             "whose identity says it speaks post-quantum only; nothing was sent to it",
+             handle, (unsigned long long)device_id);
+    c->why.code = MSV_REFUSAL_PQ;
+    snprintf(c->why.message, sizeof(c->why.message), "%s", warning);
+    if (c->on_pq_refused != NULL)
+        c->on_pq_refused(c->ctx, handle, device_id, warning);
+    return MSV_ERR_AUTH;
+}
+
+uint64_t client_counter(struct msv_client *c, const char *name)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    uint64_t n = 0;
+
+    if (msv_client_db_get(c->db, name, &v, &len) == MSV_OK && len == 8)
+        n = msv_get_u64be(v);
+    free(v);
+    return n;
+}
+
+uint64_t msv_client_sealed_downgrades(struct msv_client *c)
+{
+    return client_counter(c, REFUSED);
+}
+
+static msv_err count_downgrade(struct msv_client *c)
+{
+    uint8_t v[8];
+
+    msv_put_u64be(v, msv_client_sealed_downgrades(c) + 1);
+    return msv_client_db_set(c->db, REFUSED, v, sizeof(v));
+}
+
+msv_err client_sealed_sender(struct msv_client *c, const uint8_t *wire, size_t len,
+                             char handle[256], uint64_t *device, struct msv_kem_prekey **kem)
+{
+    uint32_t id = 0;
+    msv_err err;
+
+    if (!msv_public_identity_is_pq(msv_identity_public(c->id)))
+        return msv_sealed_sender(c->id, wire, len, handle, device);
+    if (len > 0 && wire[0] == MSV_WIRE_SEALED) { /* made classically to this device */
+        err = count_downgrade(c);
+        return err == MSV_OK ? MSV_ERR_AUTH : err;
+    }
+    err = msv_sealed_kem_id(wire, len, &id);
+    *kem = err == MSV_OK ? sodium_malloc(sizeof(**kem)) : NULL;
+    if (err == MSV_OK && *kem == NULL)
+        err = MSV_ERR_NOMEM;
+    if (err == MSV_OK && (msv_pqkeys_load(c, id, *kem) != MSV_OK || !(*kem)->last_resort))
+        err = MSV_ERR_AUTH; /* sealed to no last-resort key this device holds */
+    if (err == MSV_OK)
+        err = msv_sealed_sender_pq(c->id, (*kem)->dk, wire, len, handle, device);
+    if (err != MSV_OK && *kem != NULL) {
+        sodium_free(*kem);
+        *kem = NULL;
+    }
+    return err;
+}
+
+msv_err client_sealed_unwrap(struct msv_client *c, const struct msv_kem_prekey *kem,
+                             const struct msv_public_identity *sender, const uint8_t *wire,
+                             size_t len, uint8_t **envelope, size_t *envelope_len)
+{
+    if (kem == NULL)
+        return msv_sealed_unwrap(c->id, sender, wire, len, envelope, envelope_len);
+    return msv_sealed_unwrap_pq(c->id, kem->dk, sender, wire, len, envelope, envelope_len);
+}

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Hybrid sealed sender end to end (docs/crypto.md, "Hybrid sealed sender"):
+# sealed envelopes between two post-quantum devices are 0x09 (X25519 and
+# ML-KEM-768 to the recipient's signed last-resort KEM prekey) and read; a
+# server that strips the KEM part (a classical 0x07 to a device with [8]) gets
+# it refused, counted and dropped, naming nobody; a server that withholds the
+# sealing key, serves it unsigned or passes a one-time key off as last-resort
+# gets nothing sent (a clear error, the pq_refused warning on the command
+# line, in the daemon's schema 2 and in the chat), never a classical layer.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+M=$(realpath "${1:?usage: test_pqseal.sh MISSIVE MISSIVED}")
+D=$(realpath "${2:?usage: test_pqseal.sh MISSIVE MISSIVED}")
+in_scratch
+export MISSIVED_ACCOUNTS_REGISTER_BURST=100
+
+start_missived || bad "missived started"
+db=srv/missived.db
+[ -f "$db" ] || db=$(ls srv/*.db | head -1)
+q() { sqlite3 "$db" "$1"; }
+dev() { q "SELECT d.id FROM devices d JOIN accounts a ON a.id = d.account_id WHERE a.handle = '$1@example.org'"; }
+# makes NAME's cached sealing keys look fetched in 1970: older than their refresh period
+stale() { sqlite3 "dev-$1/$1@example.org/state.db" "UPDATE settings SET value = zeroblob(8) || substr(value, 9) WHERE key GLOB 'seal-kem:*'"; }
+cached_keys() { sqlite3 "dev-$1/$1@example.org/state.db" "SELECT COUNT(*) FROM settings WHERE key GLOB 'seal-kem:*'"; }
+refused() { sqlite3 "dev-$1/$1@example.org/state.db" "SELECT hex(value) FROM settings WHERE key = 'sealed-downgrades-refused'"; }
+register_people alice bob carol dave erin
+alice_dev=$(dev alice)
+bob_dev=$(dev bob)
+dave_dev=$(dev dave)
+erin_dev=$(dev erin)
+# the first layer's version, the queue's suite and sender device of what waits for a device
+outer() { q "SELECT hex(substr(ciphertext, 1, 1)) || ' ' || suite || ' ' || sender_device FROM queue WHERE device_id = $1 ORDER BY id DESC LIMIT 1"; }
+
+# ---- two post-quantum devices, sealed both ways ----
+expect 0 "alice writes to bob" -- as alice send bob@example.org --text "hello bob"
+expect 0 "bob receives" -- as bob receive
+grep -q "hello bob" out.txt && ok || bad "bob read it: $(cat out.txt err.txt)"
+expect 0 "bob answers, sealed" -- as bob send alice@example.org --text "sealed to alice"
+[ "$(outer "$alice_dev")" = "09 4 0" ] && ok || bad "a hybrid sealed envelope for alice: $(outer "$alice_dev")"
+expect 0 "alice receives" -- as alice receive
+grep -q "sealed to alice" out.txt && ok || bad "alice read it: $(cat out.txt err.txt)"
+expect 0 "alice writes, sealed" -- as alice send bob@example.org --text "sealed to bob"
+[ "$(outer "$bob_dev")" = "09 4 0" ] && ok || bad "a hybrid sealed envelope for bob: $(outer "$bob_dev")"
+# 1 + 32 + 4 + 1088 + 280 before the inner envelope
+newest="SELECT * FROM queue WHERE device_id = $bob_dev ORDER BY id DESC LIMIT 1"
+[ "$(q "SELECT length(ciphertext) > 1405 FROM ($newest)")" = 1 ] && ok ||
+    bad "the KEM part travels: $(q "SELECT length(ciphertext) FROM ($newest)")"
+q "CREATE TABLE sealed_copy AS $newest"
+expect 0 "bob receives" -- as bob receive
+grep -q "sealed to bob" out.txt && ok || bad "bob read it: $(cat out.txt err.txt)"
+[ -z "$(refused bob)" ] && ok || bad "nothing counted as a downgrade yet: $(refused bob)"
+
+# ---- a server strips the KEM part: 0x07 || E || the same two layers ----
+q "INSERT INTO queue (device_id, sender_device, sender_handle, suite, ciphertext, enqueued_ms, expires_ms) SELECT device_id, sender_device, sender_handle, suite, X'07' || substr(ciphertext, 2, 32) || substr(ciphertext, 1126), enqueued_ms, expires_ms FROM sealed_copy"
+expect 0 "bob receives the stripped envelope" -- as bob receive
+grep -q "sealed to bob" out.txt && bad "a stripped envelope was read: $(cat out.txt)" || ok
+grep -q "alice" out.txt err.txt && bad "the refusal names someone: $(cat out.txt err.txt)" || ok
+[ "$(refused bob)" = 0000000000000001 ] && ok || bad "the downgrade was counted: $(refused bob)"
+[ "$(q "SELECT COUNT(*) FROM queue WHERE device_id = $bob_dev")" = 0 ] && ok || bad "dropped, not left queued"
+# the KEM ciphertext changed: nothing opens, nothing is counted as a downgrade
+q "INSERT INTO queue (device_id, sender_device, sender_handle, suite, ciphertext, enqueued_ms, expires_ms) SELECT device_id, sender_device, sender_handle, suite, substr(ciphertext, 1, 599) || CASE WHEN substr(ciphertext, 600, 1) = X'00' THEN X'01' ELSE X'00' END || substr(ciphertext, 601), enqueued_ms, expires_ms FROM sealed_copy"
+expect 0 "bob receives a changed KEM ciphertext" -- as bob receive
+grep -q "sealed to bob" out.txt && bad "a changed KEM ciphertext was read: $(cat out.txt)" || ok
+[ "$(refused bob)" = 0000000000000001 ] && ok || bad "not a downgrade: $(refused bob)"
+
+# ---- a server that withholds or forges bob's sealing key (carol has not cached one) ----
+acquaint() {
+    expect 0 "$1 writes to $2" -- as "$1" send "$2@example.org" --text "hello $2"
+    expect 0 "$2 receives" -- as "$2" receive
+    grep -q "hello $2" out.txt && ok || bad "$2 read it: $(cat out.txt err.txt)"
+    expect 0 "$2 answers" -- as "$2" send "$1@example.org" --text "hello $1"
+    expect 0 "$1 receives" -- as "$1" receive
+    grep -q "hello $1" out.txt && ok || bad "$1 read it: $(cat out.txt err.txt)"
+}
+acquaint carol bob
+q "CREATE TABLE saved AS SELECT * FROM kem_prekeys WHERE device_id = $bob_dev AND last_resort = 1"
+queued() { q "SELECT COUNT(*) FROM queue WHERE device_id = $bob_dev"; }
+was=$(queued)
+[ "$(cached_keys carol)" -ge 1 ] && ok || bad "carol keeps bob's sealing key: $(cached_keys carol)"
+stale carol
+q "DELETE FROM kem_prekeys WHERE device_id = $bob_dev AND last_resort = 1"
+expect 3 "no sealing key for bob: refused" -- as carol send bob@example.org --text "withheld"
+grep -q "post-quantum sealing key" err.txt && grep -q "WARNING" err.txt && ok ||
+    bad "the refusal says why: $(cat err.txt)"
+[ "$(queued)" = "$was" ] && ok || bad "nothing queued for bob: $was -> $(queued)"
+expect 3 "carol as JSON: refused" -- as carol -o json send bob@example.org --text "withheld json"
+grep -q "post-quantum sealing key" out.txt err.txt && ok || bad "the JSON refusal: $(cat out.txt err.txt)"
+q "INSERT INTO kem_prekeys SELECT device_id, key_id, last_resort, pk, zeroblob(64) FROM saved"
+expect 3 "an unsigned sealing key: refused" -- as carol send bob@example.org --text "unsigned"
+grep -q "post-quantum sealing key" err.txt && ok || bad "the refusal says why: $(cat err.txt)"
+q "DELETE FROM kem_prekeys WHERE device_id = $bob_dev AND last_resort = 1"
+q "UPDATE kem_prekeys SET last_resort = 1 WHERE rowid = (SELECT rowid FROM kem_prekeys WHERE device_id = $bob_dev AND last_resort = 0 LIMIT 1)"
+expect 3 "a one-time KEM prekey passed off as the sealing key: refused" -- as carol send bob@example.org --text "one-time"
+grep -q "post-quantum sealing key" err.txt && ok || bad "the refusal says why: $(cat err.txt)"
+[ "$(queued)" = "$was" ] && ok || bad "still nothing queued for bob: $was -> $(queued)"
+[ "$(q "SELECT COUNT(*) FROM queue WHERE sender_handle = 'carol@example.org' AND device_id = $bob_dev")" = 0 ] &&
+    ok || bad "and nothing unsealed either"
+q "DELETE FROM kem_prekeys WHERE device_id = $bob_dev AND last_resort = 1"
+q "INSERT INTO kem_prekeys SELECT * FROM saved"
+expect 0 "bob's own sealing key again" -- as carol send bob@example.org --text "honest"
+[ "$(outer "$bob_dev")" = "09 4 0" ] && ok || bad "hybrid sealed: $(outer "$bob_dev")"
+# what waited in carol's outbox goes now too, and all of it hybrid
+[ "$(q "SELECT COUNT(*) FROM queue WHERE device_id = $bob_dev AND (substr(ciphertext, 1, 1) != X'09' OR sender_device != 0)")" = 0 ] &&
+    ok || bad "only hybrid sealed envelopes for bob"
+expect 0 "bob receives" -- as bob receive
+grep -q "honest" out.txt && ok || bad "bob read it: $(cat out.txt err.txt)"
+
+# ---- the daemon (schema 2): the refusal is a pq_refused event, not in schema 1 ----
+acquaint alice dave
+acquaint alice erin
+q "DELETE FROM kem_prekeys WHERE device_id IN ($dave_dev, $erin_dev) AND last_resort = 1"
+stale alice
+held() { q "SELECT COUNT(*) FROM queue WHERE device_id IN ($dave_dev, $erin_dev)"; }
+held_before=$(held)
+sock=$work/dev-alice/alice@example.org/daemon.sock
+(exec "$M" --data-dir dev-alice daemon >daemon.out 2>daemon.err) &
+daemon=$!
+for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+to_dave() {
+    daemon_rpc "$sock" --schema 2 '{"jsonrpc":"2.0","id":1,"method":"send","params":{"args":["dave@example.org"],"text":"to dave"}}' >rpc.txt
+}
+events_both "$sock" to_dave
+grep -q '"pq_refused"' ev2.txt && grep -Eq "\"device_id\": ?$dave_dev" ev2.txt && ok ||
+    bad "a pq_refused event in schema 2: $(cat ev2.txt rpc.txt)"
+grep -q '"pq_refused"' ev1.txt && bad "schema 1 got pq_refused: $(cat ev1.txt)" || ok
+grep -q "post-quantum sealing key" rpc.txt && ok || bad "the send's answer says why: $(cat rpc.txt)"
+cat ev2.txt rpc.txt >wire2.jsonl
+daemon_schema_ok 2 wire2.jsonl && ok || bad "schema 2"
+daemon_schema_ok 1 ev1.txt && ok || bad "schema 1"
+kill -TERM "$daemon"
+wait "$daemon"
+
+# ---- the chat: the refusal is said in the conversation ----
+chat alice
+waitfor alice "alice@example.org" || bad "chat started: $(cat chat-alice.err)"
+tm send-keys -t alice "/to erin@example.org" Enter
+sleep 0.5
+tm send-keys -t alice "hello erin" Enter
+waitfor alice "not sent" 100 && ok || bad "the chat says not sent: $(screen alice)"
+screen alice | grep -q "post-quantum" && ok || bad "the chat says why: $(screen alice)"
+tm send-keys -t alice "/quit" Enter
+for _ in $(seq 50); do [ -s chat-alice.rc ] && break; sleep 0.1; done
+[ "$(held)" = "$held_before" ] && ok || bad "nothing queued for dave or erin: $held_before -> $(held)"
+
+finish
