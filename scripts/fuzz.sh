@@ -10,7 +10,7 @@ CC=clang cmake -S . -B build-fuzz -DMSV_FUZZ=ON -DMSV_TESTS=OFF -DCMAKE_BUILD_TY
 cmake --build build-fuzz -j"$(nproc)" >/dev/null
 mkdir -p build-fuzz/artifacts
 status=0
-for target in classic envelope identity payload frame kt session backup mlkem vrf ptree link config invite rpc term web; do
+for target in classic envelope identity payload frame kt session backup mlkem vrf ptree link sealed config invite rpc term web; do
     scratch=$(mktemp -d)
     cp fuzz/corpus/"$target"/* "$scratch"/
     if build-fuzz/fuzz/fuzz_"$target" -max_total_time="$seconds" -print_final_stats=1 \
