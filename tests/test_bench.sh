@@ -34,6 +34,10 @@ grep -Eq "^\| VRF verify \(ELL2\) \| [0-9]+\.[0-9] \|$" all.txt && ok || bad "B1
 grep -Eq '^Hybrid/classical session start: [0-9]+\.[0-9]+$' all.txt && ok || bad "B1 session start ratio"
 awk '/^Hybrid minus classical, bytes per message:/ {found = 1; if ($NF + 0 > 100 || $NF + 0 < 0) bad = 1}
      END {exit !found || bad}' all.txt && ok || bad "B1 hybrid bytes per message: $(grep 'Hybrid minus' all.txt)"
+# sealed outer layers: both timed, and the hybrid one adds the KEM id and ciphertext exactly
+grep -Eq '^Hybrid/classical sealed outer layer: seal [0-9]+\.[0-9]+, open [0-9]+\.[0-9]+$' all.txt && ok ||
+    bad "B1 sealed outer layer ratio"
+grep -q '^Hybrid minus classical, bytes per sealed envelope: 1092$' all.txt && ok || bad "B1 sealed bytes"
 # every measured rate is a positive number: the load really flowed
 awk -F'|' '$3 == " missived " && $2+0 > 0 && $4+0 <= 0 {bad=1} END {exit bad}' all.txt && ok || bad "B2 missived delivered nothing"
 grep -Eq '^\| 100 \| missived \| [1-9][0-9]* \|' all.txt && ok || bad "B2 row"
