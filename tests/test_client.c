@@ -1950,6 +1950,66 @@ static void test_sealed_sender_not_stripped(void **state)
     test_server_cleanup(&s);
 }
 
+/* The first byte of the newest envelope queued for device to, which must be sealed. */
+static uint8_t newest_sealed_version(struct test_server *s, const struct msv_client *to)
+{
+    struct test_queued *rows = NULL;
+    size_t n = test_server_queued(s, &rows);
+    int at = -1;
+    uint8_t v;
+
+    for (size_t i = 0; i < n; i++)
+        if (rows[i].device_id == to->device_id)
+            at = (int)i;
+    assert_true(at >= 0);
+    assert_int_equal(rows[at].suite, MSV_ENVELOPE_SEALED);
+    assert_int_equal(rows[at].sender_device, 0);
+    v = rows[at].ciphertext[0];
+    test_queued_free(rows, n);
+    return v;
+}
+
+/*
+ * Sealed sender between devices of both versions: to a device whose identity says
+ * post-quantum the outer layer is hybrid (0x09), to one of an earlier version it stays
+ * classical (0x07), whichever the sender is, and both are read.
+ */
+static void test_sealed_sender_hybrid_and_classical(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    const char *to_bob[1] = {"bob@example.org"}, *to_alice[1] = {"alice@example.org"};
+    uint8_t id[16];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = test_client_of_suites(&s, "alice", to_alice[0], MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    bob = client_for(&s, "bob", to_bob[0]); /* an earlier version: no [8] */
+    assert_true(msv_public_identity_is_pq(msv_identity_public(alice->id)));
+    assert_false(msv_public_identity_is_pq(msv_identity_public(bob->id)));
+    test_acquaint(alice, bob);
+    /* each learns the other's profile key */
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "first", NULL, 0, NULL, id), MSV_OK);
+    receive_all(bob);
+    assert_int_equal(msv_client_send(bob, to_alice, 1, "first back", NULL, 0, NULL, id), MSV_OK);
+    receive_all(alice);
+    receive_all(bob);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "classical outer", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(newest_sealed_version(&s, bob), MSV_WIRE_SEALED);
+    receive_all(bob);
+    assert_true(received_text(bob, "classical outer"));
+    assert_int_equal(msv_client_send(bob, to_alice, 1, "hybrid outer", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(newest_sealed_version(&s, alice), MSV_WIRE_SEALED_PQ);
+    receive_all(alice);
+    assert_true(received_text(alice, "hybrid outer"));
+    assert_int_equal(msv_client_sealed_downgrades(alice), 0);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 static void count_alarm(void *ctx, const char *warning)
 {
     char *last = ctx;
@@ -3932,6 +3992,7 @@ int main(void)
         cmocka_unit_test(test_crash_consistency),
         cmocka_unit_test(test_sessions_and_sealed_sender),
         cmocka_unit_test(test_sealed_sender_not_stripped),
+        cmocka_unit_test(test_sealed_sender_hybrid_and_classical),
         cmocka_unit_test(test_sealed_sender_forged),
         cmocka_unit_test(test_parallel_sends_share_sessions),
         cmocka_unit_test(test_unreadable_message_recorded),
