@@ -519,19 +519,22 @@ static int op_sealed_open(void *arg)
     const struct msv_public_identity *s = msv_identity_public(b->sender);
     char handle[256];
     uint64_t device = 0;
-    uint8_t *env = NULL;
+    uint8_t *env = NULL, ss[32];
     size_t len = 0;
     msv_err err;
 
     if (b->kem != NULL)
-        err = msv_sealed_sender_pq(b->recipient, b->kem->dk, b->wire, b->wire_len, handle, &device);
+        err = msv_sealed_sender_pq(b->recipient, b->kem->dk, b->wire, b->wire_len, handle, &device,
+                                   ss);
     else
         err = msv_sealed_sender(b->recipient, b->wire, b->wire_len, handle, &device);
     if (err == MSV_OK && b->kem != NULL)
-        err = msv_sealed_unwrap_pq(b->recipient, b->kem->dk, s, b->wire, b->wire_len, &env, &len);
+        err =
+            msv_sealed_unwrap_pq(b->recipient, b->kem->dk, ss, s, b->wire, b->wire_len, &env, &len);
     else if (err == MSV_OK)
         err = msv_sealed_unwrap(b->recipient, s, b->wire, b->wire_len, &env, &len);
     free(env);
+    sodium_memzero(ss, sizeof(ss));
     return err != MSV_OK;
 }
 

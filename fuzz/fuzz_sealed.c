@@ -49,18 +49,18 @@ static int read_as(int pq, const uint8_t *wire, size_t len)
     char handle[256];
     uint64_t device = 0;
     uint32_t id = 0;
-    uint8_t *env = NULL;
+    uint8_t *env = NULL, ss[32];
     size_t env_len = 0;
     msv_err err;
 
     if (msv_sealed_kem_id(wire, len, &id) == MSV_OK && (id == 0 || wire[0] != MSV_WIRE_SEALED_PQ))
         abort();
-    err = pq ? msv_sealed_sender_pq(to, kem->dk, wire, len, handle, &device)
+    err = pq ? msv_sealed_sender_pq(to, kem->dk, wire, len, handle, &device, ss)
              : msv_sealed_sender(to, wire, len, handle, &device);
     if (err == MSV_OK && (strlen(handle) == 0 || strlen(handle) > 255))
         abort();
-    err = pq ? msv_sealed_unwrap_pq(to, kem->dk, msv_identity_public(sender), wire, len, &env,
-                                    &env_len)
+    err = pq ? msv_sealed_unwrap_pq(to, kem->dk, err == MSV_OK ? ss : NULL,
+                                    msv_identity_public(sender), wire, len, &env, &env_len)
              : msv_sealed_unwrap(to, msv_identity_public(sender), wire, len, &env, &env_len);
     if (err != MSV_OK) {
         if (env != NULL)

@@ -79,17 +79,18 @@ static msv_err bob_reads(const struct device *bob, const struct device *alice, c
     uint8_t *inner = NULL;
     size_t inner_len = 0;
     uint32_t kem_id = 0;
+    uint8_t ss[32];
     msv_err err = msv_sealed_kem_id(wire, len, &kem_id);
 
     if (err == MSV_OK && kem_id != bob->key.id)
         err = MSV_ERR_AUTH;
     if (err == MSV_OK)
-        err = msv_sealed_sender_pq(bob->id, bob->kem->dk, wire, len, handle, &device);
+        err = msv_sealed_sender_pq(bob->id, bob->kem->dk, wire, len, handle, &device, ss);
     if (err == MSV_OK && (strcmp(handle, "alice@example.org") != 0 || device != 7))
         err = MSV_ERR_AUTH;
     if (err == MSV_OK)
-        err = msv_sealed_unwrap_pq(bob->id, bob->kem->dk, msv_identity_public(alice->id), wire, len,
-                                   &inner, &inner_len);
+        err = msv_sealed_unwrap_pq(bob->id, bob->kem->dk, ss, msv_identity_public(alice->id), wire,
+                                   len, &inner, &inner_len);
     if (err == MSV_OK && (inner_len != env_len || memcmp(inner, env, env_len) != 0))
         err = MSV_ERR_AUTH;
     if (err != MSV_OK)
@@ -101,8 +102,8 @@ static msv_err bob_reads(const struct device *bob, const struct device *alice, c
 static void test_hybrid_round_trip(void **state)
 {
     struct device alice, bob;
-    uint8_t env[100], *wire = NULL;
-    size_t len = 0;
+    uint8_t env[100], *wire = NULL, *inner = NULL;
+    size_t len = 0, inner_len = 0;
 
     (void)state;
     device_new(&alice, 1, 5);
@@ -115,6 +116,13 @@ static void test_hybrid_round_trip(void **state)
     /* the classical layer plus the KEM id and ciphertext: 1,092 bytes more */
     assert_int_equal(len, 1 + 32 + KEM_PART + HEAD_LAYER + sizeof(env) + 16);
     assert_int_equal(bob_reads(&bob, &alice, wire, len, env, sizeof(env)), MSV_OK);
+    /* the second layer alone decapsulates again */
+    assert_int_equal(msv_sealed_unwrap_pq(bob.id, bob.kem->dk, NULL, msv_identity_public(alice.id),
+                                          wire, len, &inner, &inner_len),
+                     MSV_OK);
+    assert_int_equal(inner_len, sizeof(env));
+    assert_memory_equal(inner, env, sizeof(env));
+    free(inner);
     free(wire);
     device_free(&alice);
     device_free(&bob);
@@ -141,8 +149,9 @@ static void test_hybrid_every_byte(void **state)
         assert_int_equal(bob_reads(&bob, &alice, wire, len, env, sizeof(env)), MSV_ERR_AUTH);
         /* the first layer too, as far as it reaches */
         if (i < 1 + 32 + KEM_PART + HEAD_LAYER)
-            assert_int_equal(msv_sealed_sender_pq(bob.id, bob.kem->dk, wire, len, handle, &device),
-                             MSV_ERR_AUTH);
+            assert_int_equal(
+                msv_sealed_sender_pq(bob.id, bob.kem->dk, wire, len, handle, &device, NULL),
+                MSV_ERR_AUTH);
         wire[i] ^= 0x01;
     }
     for (size_t cut = 0; cut < len; cut++)
@@ -186,13 +195,13 @@ static void test_classical_to_pq_refused(void **state)
         MSV_OK);
     assert_int_equal(wire[0], MSV_WIRE_SEALED);
     assert_int_equal(msv_sealed_sender(bob.id, wire, len, handle, &device), MSV_ERR_AUTH);
-    assert_int_equal(msv_sealed_sender_pq(bob.id, bob.kem->dk, wire, len, handle, &device),
+    assert_int_equal(msv_sealed_sender_pq(bob.id, bob.kem->dk, wire, len, handle, &device, NULL),
                      MSV_ERR_AUTH);
     assert_int_equal(
         msv_sealed_unwrap(bob.id, msv_identity_public(alice.id), wire, len, &inner, &inner_len),
         MSV_ERR_AUTH);
-    assert_int_equal(msv_sealed_unwrap_pq(bob.id, bob.kem->dk, msv_identity_public(alice.id), wire,
-                                          len, &inner, &inner_len),
+    assert_int_equal(msv_sealed_unwrap_pq(bob.id, bob.kem->dk, NULL, msv_identity_public(alice.id),
+                                          wire, len, &inner, &inner_len),
                      MSV_ERR_AUTH);
     assert_null(inner);
     free(wire);
@@ -209,7 +218,7 @@ static void test_classical_to_pq_refused(void **state)
     assert_int_equal(msv_sealed_sender(bob.id, stripped, len - KEM_PART, handle, &device),
                      MSV_ERR_AUTH);
     assert_int_equal(
-        msv_sealed_sender_pq(bob.id, bob.kem->dk, stripped, len - KEM_PART, handle, &device),
+        msv_sealed_sender_pq(bob.id, bob.kem->dk, stripped, len - KEM_PART, handle, &device, NULL),
         MSV_ERR_AUTH);
     free(stripped);
     free(wire);
@@ -255,8 +264,9 @@ static void test_classical_device_stays_classical(void **state)
                                         sizeof(env), &wire, &len),
                      MSV_OK);
     assert_int_equal(msv_sealed_sender(carol.id, wire, len, handle, &device), MSV_ERR_AUTH);
-    assert_int_equal(msv_sealed_sender_pq(carol.id, other.kem->dk, wire, len, handle, &device),
-                     MSV_ERR_AUTH);
+    assert_int_equal(
+        msv_sealed_sender_pq(carol.id, other.kem->dk, wire, len, handle, &device, NULL),
+        MSV_ERR_AUTH);
     free(wire);
     msv_public_identity_free(pq_view);
     device_free(&alice);
@@ -283,11 +293,12 @@ static void test_wrong_kem_key(void **state)
                                         "alice@example.org", 7, env, sizeof(env), &wire, &len),
                      MSV_OK);
     assert_int_equal(bob_reads(&bob, &alice, wire, len, env, sizeof(env)), MSV_ERR_AUTH);
-    assert_int_equal(msv_sealed_sender_pq(bob.id, bob.kem->dk, wire, len, handle, &device),
+    assert_int_equal(msv_sealed_sender_pq(bob.id, bob.kem->dk, wire, len, handle, &device, NULL),
                      MSV_ERR_AUTH);
     /* mallory holds that KEM secret but not bob's X25519 key */
-    assert_int_equal(msv_sealed_sender_pq(mallory.id, mallory.kem->dk, wire, len, handle, &device),
-                     MSV_ERR_AUTH);
+    assert_int_equal(
+        msv_sealed_sender_pq(mallory.id, mallory.kem->dk, wire, len, handle, &device, NULL),
+        MSV_ERR_AUTH);
     free(wire);
     wire = NULL;
     /* bob's own next KEM key, opened with this one: refused too */

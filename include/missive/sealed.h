@@ -74,12 +74,15 @@ MSV_MUST_CHECK msv_err msv_sealed_sender(const struct msv_identity *recipient, c
                                          size_t len, char handle[256], uint64_t *sender_device);
 /*
  * The same for a post-quantum recipient, with the decapsulation key (2400
- * bytes, borrowed) of the KEM prekey the envelope names. A post-quantum
- * recipient refuses 0x07 and every other recipient 0x09: MSV_ERR_AUTH.
+ * bytes, borrowed) of the KEM prekey the envelope names; when kem_ss is not
+ * NULL, the KEM shared key goes there, for msv_sealed_unwrap_pq() to use
+ * instead of decapsulating again (caller wipes it). A post-quantum recipient
+ * refuses 0x07 and every other recipient 0x09: MSV_ERR_AUTH.
  */
 MSV_MUST_CHECK msv_err msv_sealed_sender_pq(const struct msv_identity *recipient,
                                             const uint8_t *kem_dk, const uint8_t *wire, size_t len,
-                                            char handle[256], uint64_t *sender_device);
+                                            char handle[256], uint64_t *sender_device,
+                                            uint8_t kem_ss[32]);
 
 /*
  * Opens the second layer with the claimed sender's public identity: the
@@ -91,9 +94,11 @@ MSV_MUST_CHECK msv_err msv_sealed_unwrap(const struct msv_identity *recipient,
                                          const struct msv_public_identity *sender,
                                          const uint8_t *wire, size_t len, uint8_t **envelope,
                                          size_t *envelope_len);
-/* The same for a post-quantum recipient, with the KEM prekey's decapsulation key. */
+/* The same for a post-quantum recipient, with the KEM prekey's decapsulation key and, if
+ * not NULL, the shared key msv_sealed_sender_pq() gave for this envelope (else it
+ * decapsulates). */
 MSV_MUST_CHECK msv_err msv_sealed_unwrap_pq(const struct msv_identity *recipient,
-                                            const uint8_t *kem_dk,
+                                            const uint8_t *kem_dk, const uint8_t *kem_ss,
                                             const struct msv_public_identity *sender,
                                             const uint8_t *wire, size_t len, uint8_t **envelope,
                                             size_t *envelope_len);

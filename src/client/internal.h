@@ -257,18 +257,18 @@ msv_err client_sync_flush(struct msv_client *c, size_t *sent, int anyway);
  * Hybrid sealed sender (sealkeys.c): the checked last-resort KEM prekey a post-quantum device
  * of handle is sealed to (MSV_ERR_AUTH, why.code MSV_REFUSAL_PQ and on_pq_refused when the
  * server gives none that checks); the first layer of a delivery as this device's identity
- * calls for (*kem: the KEM secret it needed, or NULL; caller frees with sodium_free), a
+ * calls for (*keys: the KEM secrets it needed, or NULL; caller frees with sodium_free), a
  * classical one to a post-quantum device being refused and counted; and the second layer.
  */
 struct msv_sealing_key;
-struct msv_kem_prekey;
+struct client_sealed_keys;
 /* The u64be count kept in setting name (0 when there is none). */
 uint64_t client_counter(struct msv_client *c, const char *name);
 msv_err client_sealing_key(struct msv_client *c, const char *handle, uint64_t device_id,
                            const struct msv_public_identity *pub, struct msv_sealing_key *key);
 msv_err client_sealed_sender(struct msv_client *c, const uint8_t *wire, size_t len,
-                             char handle[256], uint64_t *device, struct msv_kem_prekey **kem);
-msv_err client_sealed_unwrap(struct msv_client *c, const struct msv_kem_prekey *kem,
+                             char handle[256], uint64_t *device, struct client_sealed_keys **keys);
+msv_err client_sealed_unwrap(struct msv_client *c, const struct client_sealed_keys *keys,
                              const struct msv_public_identity *sender, const uint8_t *wire,
                              size_t len, uint8_t **envelope, size_t *envelope_len);
 

@@ -544,7 +544,7 @@ static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, 
                              uint8_t **pt, size_t *pt_len)
 {
     struct msv_public_identity *pub = NULL;
-    struct msv_kem_prekey *kem = NULL;
+    struct client_sealed_keys *keys = NULL;
     uint8_t *inner = NULL;
     const uint8_t *env = d->ciphertext.data;
     size_t env_len = d->ciphertext.len;
@@ -554,7 +554,7 @@ static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, 
         char handle[256];
 
         err = client_sealed_sender(c, d->ciphertext.data, d->ciphertext.len, handle, &in->device,
-                                   &kem);
+                                   &keys);
         if (err == MSV_OK)
             snprintf(in->sender, sizeof(in->sender), "%s", handle);
     } else {
@@ -566,10 +566,10 @@ static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, 
         err = client_sender_identity(c, in->sender, in->device, &pub);
     /* the sender's static key proves the claim before anything else reads the envelope */
     if (err == MSV_OK && d->sender_device == 0)
-        err = client_sealed_unwrap(c, kem, pub, d->ciphertext.data, d->ciphertext.len, &inner,
+        err = client_sealed_unwrap(c, keys, pub, d->ciphertext.data, d->ciphertext.len, &inner,
                                    &env_len);
-    if (kem != NULL)
-        sodium_free(kem);
+    if (keys != NULL)
+        sodium_free(keys);
     if (err == MSV_OK && d->sender_device == 0)
         env = inner;
     in->sender_proved = err == MSV_OK;

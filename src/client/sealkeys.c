@@ -166,8 +166,14 @@ static msv_err count_downgrade(struct msv_client *c)
     return msv_client_db_set(c->db, REFUSED, v, sizeof(v));
 }
 
+/* What opening the first layer of a hybrid envelope leaves for the second. */
+struct client_sealed_keys {
+    struct msv_kem_prekey kem;
+    uint8_t ss[32];
+};
+
 msv_err client_sealed_sender(struct msv_client *c, const uint8_t *wire, size_t len,
-                             char handle[256], uint64_t *device, struct msv_kem_prekey **kem)
+                             char handle[256], uint64_t *device, struct client_sealed_keys **keys)
 {
     uint32_t id = 0;
     msv_err err;
@@ -179,25 +185,27 @@ msv_err client_sealed_sender(struct msv_client *c, const uint8_t *wire, size_t l
         return err == MSV_OK ? MSV_ERR_AUTH : err;
     }
     err = msv_sealed_kem_id(wire, len, &id);
-    *kem = err == MSV_OK ? sodium_malloc(sizeof(**kem)) : NULL;
-    if (err == MSV_OK && *kem == NULL)
+    *keys = err == MSV_OK ? sodium_malloc(sizeof(**keys)) : NULL;
+    if (err == MSV_OK && *keys == NULL)
         err = MSV_ERR_NOMEM;
-    if (err == MSV_OK && (msv_pqkeys_load(c, id, *kem) != MSV_OK || !(*kem)->last_resort))
+    if (err == MSV_OK &&
+        (msv_pqkeys_load(c, id, &(*keys)->kem) != MSV_OK || !(*keys)->kem.last_resort))
         err = MSV_ERR_AUTH; /* sealed to no last-resort key this device holds */
     if (err == MSV_OK)
-        err = msv_sealed_sender_pq(c->id, (*kem)->dk, wire, len, handle, device);
-    if (err != MSV_OK && *kem != NULL) {
-        sodium_free(*kem);
-        *kem = NULL;
+        err = msv_sealed_sender_pq(c->id, (*keys)->kem.dk, wire, len, handle, device, (*keys)->ss);
+    if (err != MSV_OK && *keys != NULL) {
+        sodium_free(*keys);
+        *keys = NULL;
     }
     return err;
 }
 
-msv_err client_sealed_unwrap(struct msv_client *c, const struct msv_kem_prekey *kem,
+msv_err client_sealed_unwrap(struct msv_client *c, const struct client_sealed_keys *keys,
                              const struct msv_public_identity *sender, const uint8_t *wire,
                              size_t len, uint8_t **envelope, size_t *envelope_len)
 {
-    if (kem == NULL)
+    if (keys == NULL)
         return msv_sealed_unwrap(c->id, sender, wire, len, envelope, envelope_len);
-    return msv_sealed_unwrap_pq(c->id, kem->dk, sender, wire, len, envelope, envelope_len);
+    return msv_sealed_unwrap_pq(c->id, keys->kem.dk, keys->ss, sender, wire, len, envelope,
+                                envelope_len);
 }

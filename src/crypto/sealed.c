@@ -244,7 +244,8 @@ msv_err msv_sealed_kem_id(const uint8_t *wire, size_t len, uint32_t *id)
  * then the agreements. MSV_ERR_AUTH for anything else.
  */
 static msv_err open_keys(const struct msv_identity *recipient, const uint8_t *kem_dk,
-                         const uint8_t *wire, size_t len, struct seal_keys *k)
+                         const uint8_t *kem_ss, const uint8_t *wire, size_t len,
+                         struct seal_keys *k)
 {
     int pq;
 
@@ -258,21 +259,24 @@ static msv_err open_keys(const struct msv_identity *recipient, const uint8_t *ke
         return MSV_ERR_AUTH;
     if (crypto_scalarmult(k->shared_e, recipient->modern->x_sk, wire + EPH_AT) != 0)
         return MSV_ERR_AUTH;
-    if (pq && (msv_mlkem768_decaps(kem_dk, MSV_MLKEM768_DK_LEN, wire + KEM_CT_AT,
-                                   MSV_MLKEM768_CT_LEN, k->ss) != MSV_OK ||
-               keys_tail(k, kem_dk + DK_EK_AT, wire + KEM_CT_AT, recipient->pub->hash) != MSV_OK))
+    if (pq && kem_ss != NULL)
+        memcpy(k->ss, kem_ss, sizeof(k->ss)); /* decapsulated for the first layer already */
+    else if (pq && msv_mlkem768_decaps(kem_dk, MSV_MLKEM768_DK_LEN, wire + KEM_CT_AT,
+                                       MSV_MLKEM768_CT_LEN, k->ss) != MSV_OK)
+        return MSV_ERR_AUTH;
+    if (pq && keys_tail(k, kem_dk + DK_EK_AT, wire + KEM_CT_AT, recipient->pub->hash) != MSV_OK)
         return MSV_ERR_AUTH;
     return MSV_OK;
 }
 
 static msv_err read_sender(const struct msv_identity *recipient, const uint8_t *kem_dk,
                            const uint8_t *wire, size_t len, char handle[256],
-                           uint64_t *sender_device)
+                           uint64_t *sender_device, uint8_t *kem_ss)
 {
     uint8_t kn[KN_LEN], head[HEAD_PT], ad[HEAD_AT_V9 + 32];
     struct seal_keys k;
     size_t hl, ad_len;
-    msv_err err = open_keys(recipient, kem_dk, wire, len, &k);
+    msv_err err = open_keys(recipient, kem_dk, NULL, wire, len, &k);
 
     if (err == MSV_OK)
         err = layer_key(&k, 0, wire + EPH_AT, recipient->pub->x_pk, NULL, kn);
@@ -289,6 +293,8 @@ static msv_err read_sender(const struct msv_identity *recipient, const uint8_t *
         memcpy(handle, head + 1, hl);
         handle[hl] = '\0';
         *sender_device = msv_get_u64be(head + 1 + 255);
+        if (kem_ss != NULL)
+            memcpy(kem_ss, k.ss, sizeof(k.ss));
     }
     keys_clear(&k);
     sodium_memzero(kn, sizeof(kn));
@@ -299,20 +305,21 @@ static msv_err read_sender(const struct msv_identity *recipient, const uint8_t *
 msv_err msv_sealed_sender(const struct msv_identity *recipient, const uint8_t *wire, size_t len,
                           char handle[256], uint64_t *sender_device)
 {
-    return read_sender(recipient, NULL, wire, len, handle, sender_device);
+    return read_sender(recipient, NULL, wire, len, handle, sender_device, NULL);
 }
 
 msv_err msv_sealed_sender_pq(const struct msv_identity *recipient, const uint8_t *kem_dk,
                              const uint8_t *wire, size_t len, char handle[256],
-                             uint64_t *sender_device)
+                             uint64_t *sender_device, uint8_t kem_ss[32])
 {
-    return kem_dk == NULL ? MSV_ERR_AUTH
-                          : read_sender(recipient, kem_dk, wire, len, handle, sender_device);
+    return kem_dk == NULL
+               ? MSV_ERR_AUTH
+               : read_sender(recipient, kem_dk, wire, len, handle, sender_device, kem_ss);
 }
 
 static msv_err unwrap(const struct msv_identity *recipient, const uint8_t *kem_dk,
-                      const struct msv_public_identity *sender, const uint8_t *wire, size_t len,
-                      uint8_t **envelope, size_t *envelope_len)
+                      const uint8_t *kem_ss, const struct msv_public_identity *sender,
+                      const uint8_t *wire, size_t len, uint8_t **envelope, size_t *envelope_len)
 {
     uint8_t kn[KN_LEN], ad[BODY_AT_MAX + 64], *inner = NULL;
     struct seal_keys k;
@@ -321,7 +328,7 @@ static msv_err unwrap(const struct msv_identity *recipient, const uint8_t *kem_d
 
     if (sender == NULL || !(sender->suites & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
         return MSV_ERR_AUTH;
-    err = open_keys(recipient, kem_dk, wire, len, &k);
+    err = open_keys(recipient, kem_dk, kem_ss, wire, len, &k);
     if (err == MSV_OK && crypto_scalarmult(k.shared_s, recipient->modern->x_sk, sender->x_pk) != 0)
         err = MSV_ERR_AUTH;
     if (err == MSV_OK)
@@ -352,13 +359,15 @@ msv_err msv_sealed_unwrap(const struct msv_identity *recipient,
                           const struct msv_public_identity *sender, const uint8_t *wire, size_t len,
                           uint8_t **envelope, size_t *envelope_len)
 {
-    return unwrap(recipient, NULL, sender, wire, len, envelope, envelope_len);
+    return unwrap(recipient, NULL, NULL, sender, wire, len, envelope, envelope_len);
 }
 
 msv_err msv_sealed_unwrap_pq(const struct msv_identity *recipient, const uint8_t *kem_dk,
-                             const struct msv_public_identity *sender, const uint8_t *wire,
-                             size_t len, uint8_t **envelope, size_t *envelope_len)
+                             const uint8_t *kem_ss, const struct msv_public_identity *sender,
+                             const uint8_t *wire, size_t len, uint8_t **envelope,
+                             size_t *envelope_len)
 {
-    return kem_dk == NULL ? MSV_ERR_AUTH
-                          : unwrap(recipient, kem_dk, sender, wire, len, envelope, envelope_len);
+    return kem_dk == NULL
+               ? MSV_ERR_AUTH
+               : unwrap(recipient, kem_dk, kem_ss, sender, wire, len, envelope, envelope_len);
 }
