@@ -14,6 +14,8 @@ M=$(realpath "${1:?usage: test_pqseal.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_pqseal.sh MISSIVE MISSIVED}")
 in_scratch
 export MISSIVED_ACCOUNTS_REGISTER_BURST=100
+# claims are not throttled: a fetch of sealing keys that took a one-time prekey would show
+export MISSIVED_DIRECTORY_PREKEY_CLAIM_INTERVAL_S=0
 
 start_missived || bad "missived started"
 db=srv/missived.db
@@ -79,6 +81,9 @@ queued() { q "SELECT COUNT(*) FROM queue WHERE device_id = $bob_dev"; }
 was=$(queued)
 [ "$(cached_keys carol)" -ge 1 ] && ok || bad "carol keeps bob's sealing key: $(cached_keys carol)"
 stale carol
+# a fetch of sealing keys hands nothing out once: bob's one-time prekeys of both kinds stay
+one_time() { q "SELECT (SELECT COUNT(*) FROM one_time_prekeys WHERE device_id = $bob_dev) || ' ' || (SELECT COUNT(*) FROM kem_prekeys WHERE device_id = $bob_dev AND last_resort = 0)"; }
+one_time_before=$(one_time)
 q "DELETE FROM kem_prekeys WHERE device_id = $bob_dev AND last_resort = 1"
 expect 3 "no sealing key for bob: refused" -- as carol send bob@example.org --text "withheld"
 grep -q "post-quantum sealing key" err.txt && grep -q "WARNING" err.txt && ok ||
@@ -89,6 +94,7 @@ grep -q "post-quantum sealing key" out.txt err.txt && ok || bad "the JSON refusa
 q "INSERT INTO kem_prekeys SELECT device_id, key_id, last_resort, pk, zeroblob(64) FROM saved"
 expect 3 "an unsigned sealing key: refused" -- as carol send bob@example.org --text "unsigned"
 grep -q "post-quantum sealing key" err.txt && ok || bad "the refusal says why: $(cat err.txt)"
+[ "$(one_time)" = "$one_time_before" ] && ok || bad "one-time prekeys handed out: $one_time_before -> $(one_time)"
 q "DELETE FROM kem_prekeys WHERE device_id = $bob_dev AND last_resort = 1"
 q "UPDATE kem_prekeys SET last_resort = 1 WHERE rowid = (SELECT rowid FROM kem_prekeys WHERE device_id = $bob_dev AND last_resort = 0 LIMIT 1)"
 expect 3 "a one-time KEM prekey passed off as the sealing key: refused" -- as carol send bob@example.org --text "one-time"
