@@ -63,8 +63,10 @@ static const struct {
      "Lists the account's devices with their fingerprints, approves one waiting to join, "
      "removes one, or adds the new device whose code (the text, or the QR code in a PNG "
      "image) 'missive link --qr' shows: after both fingerprints are shown and confirmed "
-     "(--yes: without asking), the device is added, approved and sent the account, with "
-     "this device's history and files (--history, the default; --no-history: without)."},
+     "(--yes: without asking), the device is added, approved and sent the account (its "
+     "contacts, blocks, settings, profile, verified marks and groups) with this device's "
+     "history and files (--history, the default; --no-history: without; groups too many for "
+     "the provisioning message need the history)."},
     {"handles", "handles [list | add HANDLE | verify HANDLE --code CODE | remove HANDLE [--yes]]",
      "The account's handles: an e-mail address or phone number each, up to 10; any of them "
      "reaches every device of the account. add has the server send a code to the new handle "
@@ -2459,9 +2461,10 @@ static int cmd_link_qr(const struct cli *o)
     if (err == MSV_OK) {
         msv_fingerprint_text(res.approver_fingerprint, fp);
         if (o->json)
-            emit_json(json_pack("{s:s, s:s, s:I, s:I, s:s}", "type", "linked", "handle", c->handle,
-                                "device_id", (json_int_t)res.device_id, "approver",
-                                (json_int_t)res.approver_id, "approver_fingerprint", fp));
+            emit_json(json_pack("{s:s, s:s, s:I, s:I, s:s, s:I, s:I}", "type", "linked", "handle",
+                                c->handle, "device_id", (json_int_t)res.device_id, "approver",
+                                (json_int_t)res.approver_id, "approver_fingerprint", fp, "settings",
+                                (json_int_t)res.settings, "groups", (json_int_t)res.groups));
         else
             fprintf(cli_out,
                     "linked: this is device %llu of %s, approved by device %llu "
@@ -2470,6 +2473,11 @@ static int cmd_link_qr(const struct cli *o)
                     (unsigned long long)res.approver_id, fp);
     }
     rc = err == MSV_OK ? 0 : fail(c, "linking", err);
+    if (err == MSV_OK && !o->json)
+        fprintf(cli_out, "account state: %zu settings and contacts, %zu groups\n", res.settings,
+                res.groups);
+    if (err == MSV_OK && res.state_err != MSV_OK)
+        rc = fail(c, "holding the account's state", res.state_err);
     if (err == MSV_OK && res.history == 1 && !o->json)
         fprintf(cli_out, "history imported (%llu bytes)\n", (unsigned long long)res.history_size);
     else if (err == MSV_OK && res.history < 0) /* linked, but without the history */

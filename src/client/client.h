@@ -155,7 +155,9 @@ struct msv_link_result {
     uint8_t approver_fingerprint[32];
     int history; /* 1: imported; 0: none came; -1: not imported (history_err, c->why) */
     msv_err history_err;
-    uint64_t history_size; /* its archive's bytes */
+    uint64_t history_size;   /* its archive's bytes */
+    size_t settings, groups; /* the account's state that came with the message */
+    msv_err state_err;       /* not MSV_OK: linked, but not all of it is held (c->why) */
 };
 struct msv_link_add {
     int history; /* send this device's history and files too */

@@ -22,7 +22,7 @@
 #define MSV_PROVISION_PER_ADDRESS 4
 #define MSV_PROVISION_MAX 256
 #define MSV_PROVISION_TTL_MS (10 * 60 * 1000)
-#define MSV_PROVISION_MESSAGE_MAX (16 * 1024)
+#define MSV_PROVISION_MESSAGE_MAX (64 * 1024)
 
 struct msv_provision_slot {
     uint8_t address[MSV_PROVISION_ADDRESS_LEN];
