@@ -50,13 +50,16 @@ static const struct {
      "its operator gave you."},
     {"link",
      "link HANDLE --server HOST:PORT[,HOST:PORT...] [--suite SUITE] [--compat SUITE,...]\n"
-     "       missive link HANDLE --server HOST:PORT --qr [--png FILE] [--wait S]",
+     "       missive link HANDLE --server HOST:PORT --qr [--png FILE] [--wait S]\n"
+     "       missive link HANDLE --resume-history",
      "Adds this machine as another device of an existing account. With --qr, no password: "
      "it shows a QR code and its text (--png also writes it as an image) for a device of the "
      "account to read with 'missive devices add', and waits (up to 10 minutes, or --wait "
      "seconds) until that device sends it the account. Without --qr the password comes from "
      "MISSIVE_PASSWORD (an account with no device left); it waits until one of the account's "
-     "devices approves it with 'missive devices approve ID'. Every device is told."},
+     "devices approves it with 'missive devices approve ID'. Every device is told. A history "
+     "that could not be imported when linking (the import failed or was stopped) is imported "
+     "with --resume-history: only what this device does not hold is added."},
     {"devices",
      "devices [list | approve DEVICE_ID | remove DEVICE_ID | add CODE [--yes] [--no-history] | "
      "add --image FILE.png [--yes] [--no-history]]",
@@ -756,6 +759,7 @@ static int cmd_register(const struct cli *o)
 
 /* Linking by QR code (below, beside the QR codes). */
 static int cmd_link_qr(const struct cli *o);
+static int link_resume_history(const struct cli *o);
 static int devices_add(const struct cli *o, struct msv_client *c);
 
 static int cmd_link(const struct cli *o)
@@ -767,6 +771,8 @@ static int cmd_link(const struct cli *o)
 
     if (o->argc != 1)
         return cli_usage("link", cli_err);
+    if (o->resume_history)
+        return link_resume_history(o);
     if (o->qr)
         return cmd_link_qr(o);
     if ((pw = cli_password(o)) == NULL)
@@ -2486,6 +2492,34 @@ static int cmd_link_qr(const struct cli *o)
     return rc;
 }
 
+/* link HANDLE --resume-history: the history a linked device did not import yet. */
+static int link_resume_history(const struct cli *o)
+{
+    struct msv_client *c = NULL;
+    struct cli with_account = *o;
+    uint64_t size = 0;
+    msv_err err;
+    int rc;
+
+    with_account.account = o->argv[0];
+    if ((rc = open_account(&with_account, &c)) != 0)
+        return rc;
+    c->on_download = history_download;
+    err = msv_client_link_resume_history(c, &size);
+    if (err == MSV_ERR_NOT_FOUND) {
+        fprintf(cli_err, "missive: no history waits to be imported on this device\n");
+        rc = EXIT_ERR;
+    } else if (err != MSV_OK) {
+        rc = fail(c, "importing the history", err);
+    } else if (o->json) {
+        emit_json(json_pack("{s:s, s:I}", "type", "history_imported", "bytes", (json_int_t)size));
+    } else {
+        fprintf(cli_out, "history imported (%llu bytes)\n", (unsigned long long)size);
+    }
+    msv_client_close(c);
+    return rc;
+}
+
 /* The code of devices add: its operand, or the QR code in --image's PNG. */
 static int link_code_of(const struct cli *o, struct msv_link_code *code)
 {
@@ -3115,6 +3149,7 @@ enum {
     OPT_YES,
     OPT_HISTORY,
     OPT_NO_HISTORY,
+    OPT_RESUME_HISTORY,
     OPT_FROM
 };
 
@@ -3169,6 +3204,7 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
         {"yes", no_argument, NULL, OPT_YES},
         {"history", no_argument, NULL, OPT_HISTORY},
         {"no-history", no_argument, NULL, OPT_NO_HISTORY},
+        {"resume-history", no_argument, NULL, OPT_RESUME_HISTORY},
         {"from", required_argument, NULL, OPT_FROM},
         {NULL, 0, NULL, 0},
     };
@@ -3220,6 +3256,9 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
             break;
         case OPT_YES:
             o->yes = 1;
+            break;
+        case OPT_RESUME_HISTORY:
+            o->resume_history = 1;
             break;
         case OPT_HISTORY:
         case OPT_NO_HISTORY:

@@ -107,6 +107,35 @@ tm kill-session -t alice
 same pad "contacts" contacts
 same pad "groups" groups
 
+# ---- a history whose import fails is kept and imported again with --resume-history
+printf 'the file\001\002' >doc.bin
+expect 0 "bob sends alice a file" -- as bob send alice@example.org --file doc.bin --text "a file"
+expect 0 "alice receives it" -- as alice receive --wait 2
+# the new phone's attachments/ is a plain file: the history's files cannot be written
+mkdir -p -m 700 phone2/alice@example.org && : >phone2/alice@example.org/attachments
+link_wait alice phone2 || bad "phone2's code: $(cat phone2.out phone2.err)"
+expect 0 "alice adds phone2 with the history" -- as alice devices add "$code" --yes
+link_done
+rc=$?
+[ "$rc" -ne 0 ] && grep -q "linked: this is device" phone2.out && grep -q "importing the history" phone2.err && ok ||
+    bad "linked, the history not imported, said (exit $rc): $(grep -v '[▀▄█]' phone2.out) $(cat phone2.err)"
+# a message that arrives meanwhile is kept, on both of alice's devices
+expect 0 "bob writes while the history waits" -- as bob send alice@example.org --text "while it waits"
+expect 0 "phone2 receives" -- on phone2 receive --wait 2
+grep -q "while it waits" out.txt && ok || bad "phone2 got bob's message: $(cat out.txt err.txt)"
+expect 0 "the phone receives" -- as alice receive --wait 2
+rm phone2/alice@example.org/attachments
+expect 0 "the history again" -- "$M" --data-dir phone2 link alice@example.org --resume-history
+grep -q "history imported" out.txt && ok || bad "imported: $(cat out.txt err.txt)"
+as alice history -o json | sed 's#dev-alice/alice@example.org/attachments/#ATTACHMENTS/#g' >phone.history
+on phone2 history -o json | sed 's#phone2/alice@example.org/attachments/#ATTACHMENTS/#g' >phone2.history
+grep -q "while it waits" phone2.history && grep -q '"text":"hello bob"' phone2.history && ok ||
+    bad "the message received meanwhile and the history: $(cat phone2.history)"
+cmp -s phone.history phone2.history && ok || bad "phone2's history is the phone's: $(diff phone.history phone2.history | head)"
+cmp -s doc.bin "$(ls phone2/alice@example.org/attachments/* | head -1)" && ok || bad "the file came"
+expect 1 "nothing more to resume" -- "$M" --data-dir phone2 link alice@example.org --resume-history
+grep -q "no history waits" err.txt && ok || bad "none waits: $(cat err.txt)"
+
 # ---- the bound: dave's synced state is larger than a provisioning message holds
 python3 - dev-dave/dave@example.org/state.db <<'PY'
 import sqlite3, sys

@@ -174,6 +174,13 @@ struct msv_link_code;
 MSV_MUST_CHECK msv_err msv_client_link_by_code(struct msv_client *c, const struct msv_link_wait *w,
                                                struct msv_link_result *res);
 /*
+ * Imports the history a linked device was sent and has not imported yet (the
+ * import failed or was stopped): downloaded again, its hash checked, only
+ * what this device does not hold added. *size: the archive's bytes.
+ * MSV_ERR_NOT_FOUND if none waits.
+ */
+MSV_MUST_CHECK msv_err msv_client_link_resume_history(struct msv_client *c, uint64_t *size);
+/*
  * Adds the device whose code this is to the account, approves it and sends
  * it its provisioning message, with (how->history) this device's history and
  * files as an archive in the attachment store; *device_id receives its id.

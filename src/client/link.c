@@ -396,6 +396,72 @@ static msv_err history_import(struct msv_client *c, const Msv__Wire__Provision *
     return err;
 }
 
+/*
+ * The history a linked device still has to import: kept (HISTORY_PENDING, a Provision holding
+ * only the reference) from when it is linked until it is imported, so that an import that failed
+ * or was stopped at any point is tried again by msv_client_link_resume_history.
+ */
+#define HISTORY_PENDING "link:history-pending"
+
+static msv_err history_pending_save(struct msv_client *c, const Msv__Wire__Provision *p)
+{
+    Msv__Wire__Provision ref = MSV__WIRE__PROVISION__INIT;
+    uint8_t *packed;
+    size_t len;
+    msv_err err;
+
+    ref.history_blob = p->history_blob;
+    ref.history_key = p->history_key;
+    ref.history_size = p->history_size;
+    ref.history_sha256 = p->history_sha256;
+    len = msv__wire__provision__get_packed_size(&ref);
+    if ((packed = malloc(len)) == NULL)
+        return MSV_ERR_NOMEM;
+    msv__wire__provision__pack(&ref, packed);
+    err = msv_client_db_set(c->db, HISTORY_PENDING, packed, len);
+    msv_secret_free(packed, len);
+    return err;
+}
+
+/* Imports the history p names, and forgets it once imported. */
+static msv_err history_take(struct msv_client *c, const Msv__Wire__Provision *p)
+{
+    msv_err err = history_import(c, p);
+
+    if (err == MSV_OK)
+        err = msv_client_db_unset(c->db, HISTORY_PENDING);
+    return err;
+}
+
+msv_err msv_client_link_resume_history(struct msv_client *c, uint64_t *size)
+{
+    Msv__Wire__Provision *p = NULL;
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    memset(&c->why, 0, sizeof(c->why));
+    err = msv_client_db_get(c->db, HISTORY_PENDING, &v, &len);
+    if (err == MSV_OK) {
+        p = msv__wire__provision__unpack(NULL, len, v);
+        err = p != NULL && p->history_blob.len > 0 && p->history_key.len == 32 &&
+                      p->history_sha256.len == 32
+                  ? MSV_OK
+                  : MSV_ERR_PARSE;
+    }
+    if (err == MSV_OK)
+        err = msv_client_connect(c);
+    if (err == MSV_OK)
+        err = history_take(c, p);
+    if (err == MSV_OK)
+        *size = p->history_size;
+    if (p != NULL)
+        msv__wire__provision__free_unpacked(p, NULL);
+    if (v != NULL)
+        msv_secret_free(v, len);
+    return err;
+}
+
 /* ---- the new device -------------------------------------------------------------------- */
 
 /*
@@ -507,7 +573,9 @@ static msv_err take_message(struct msv_client *c, const struct msv_link_code *co
         res->state_err = msv_link_state_apply(c, p);
         /* linked now, whatever comes of the history: a failure is told, not undone */
         if (p->history_blob.len > 0) {
-            res->history_err = history_import(c, p);
+            res->history_err = history_pending_save(c, p);
+            if (res->history_err == MSV_OK)
+                res->history_err = history_take(c, p);
             res->history = res->history_err == MSV_OK ? 1 : -1;
         }
     } else { /* nothing half-linked is kept: the next try starts again */
