@@ -50,21 +50,26 @@ static const struct {
      "its operator gave you."},
     {"link",
      "link HANDLE --server HOST:PORT[,HOST:PORT...] [--suite SUITE] [--compat SUITE,...]\n"
-     "       missive link HANDLE --server HOST:PORT --qr [--png FILE] [--wait S]",
+     "       missive link HANDLE --server HOST:PORT --qr [--png FILE] [--wait S]\n"
+     "       missive link HANDLE --resume-history",
      "Adds this machine as another device of an existing account. With --qr, no password: "
      "it shows a QR code and its text (--png also writes it as an image) for a device of the "
      "account to read with 'missive devices add', and waits (up to 10 minutes, or --wait "
      "seconds) until that device sends it the account. Without --qr the password comes from "
      "MISSIVE_PASSWORD (an account with no device left); it waits until one of the account's "
-     "devices approves it with 'missive devices approve ID'. Every device is told."},
+     "devices approves it with 'missive devices approve ID'. Every device is told. A history "
+     "that could not be imported when linking (the import failed or was stopped) is imported "
+     "with --resume-history: only what this device does not hold is added."},
     {"devices",
      "devices [list | approve DEVICE_ID | remove DEVICE_ID | add CODE [--yes] [--no-history] | "
      "add --image FILE.png [--yes] [--no-history]]",
      "Lists the account's devices with their fingerprints, approves one waiting to join, "
      "removes one, or adds the new device whose code (the text, or the QR code in a PNG "
      "image) 'missive link --qr' shows: after both fingerprints are shown and confirmed "
-     "(--yes: without asking), the device is added, approved and sent the account, with "
-     "this device's history and files (--history, the default; --no-history: without)."},
+     "(--yes: without asking), the device is added, approved and sent the account (its "
+     "contacts, blocks, settings, profile, verified marks and groups) with this device's "
+     "history and files (--history, the default; --no-history: without; groups too many for "
+     "the provisioning message need the history)."},
     {"handles", "handles [list | add HANDLE | verify HANDLE --code CODE | remove HANDLE [--yes]]",
      "The account's handles: an e-mail address or phone number each, up to 10; any of them "
      "reaches every device of the account. add has the server send a code to the new handle "
@@ -754,6 +759,7 @@ static int cmd_register(const struct cli *o)
 
 /* Linking by QR code (below, beside the QR codes). */
 static int cmd_link_qr(const struct cli *o);
+static int link_resume_history(const struct cli *o);
 static int devices_add(const struct cli *o, struct msv_client *c);
 
 static int cmd_link(const struct cli *o)
@@ -765,6 +771,8 @@ static int cmd_link(const struct cli *o)
 
     if (o->argc != 1)
         return cli_usage("link", cli_err);
+    if (o->resume_history)
+        return link_resume_history(o);
     if (o->qr)
         return cmd_link_qr(o);
     if ((pw = cli_password(o)) == NULL)
@@ -2459,9 +2467,10 @@ static int cmd_link_qr(const struct cli *o)
     if (err == MSV_OK) {
         msv_fingerprint_text(res.approver_fingerprint, fp);
         if (o->json)
-            emit_json(json_pack("{s:s, s:s, s:I, s:I, s:s}", "type", "linked", "handle", c->handle,
-                                "device_id", (json_int_t)res.device_id, "approver",
-                                (json_int_t)res.approver_id, "approver_fingerprint", fp));
+            emit_json(json_pack("{s:s, s:s, s:I, s:I, s:s, s:I, s:I}", "type", "linked", "handle",
+                                c->handle, "device_id", (json_int_t)res.device_id, "approver",
+                                (json_int_t)res.approver_id, "approver_fingerprint", fp, "settings",
+                                (json_int_t)res.settings, "groups", (json_int_t)res.groups));
         else
             fprintf(cli_out,
                     "linked: this is device %llu of %s, approved by device %llu "
@@ -2470,10 +2479,43 @@ static int cmd_link_qr(const struct cli *o)
                     (unsigned long long)res.approver_id, fp);
     }
     rc = err == MSV_OK ? 0 : fail(c, "linking", err);
+    if (err == MSV_OK && !o->json)
+        fprintf(cli_out, "account state: %zu settings and contacts, %zu groups\n", res.settings,
+                res.groups);
+    if (err == MSV_OK && res.state_err != MSV_OK)
+        rc = fail(c, "holding the account's state", res.state_err);
     if (err == MSV_OK && res.history == 1 && !o->json)
         fprintf(cli_out, "history imported (%llu bytes)\n", (unsigned long long)res.history_size);
     else if (err == MSV_OK && res.history < 0) /* linked, but without the history */
         rc = fail(c, "importing the history", res.history_err);
+    msv_client_close(c);
+    return rc;
+}
+
+/* link HANDLE --resume-history: the history a linked device did not import yet. */
+static int link_resume_history(const struct cli *o)
+{
+    struct msv_client *c = NULL;
+    struct cli with_account = *o;
+    uint64_t size = 0;
+    msv_err err;
+    int rc;
+
+    with_account.account = o->argv[0];
+    if ((rc = open_account(&with_account, &c)) != 0)
+        return rc;
+    c->on_download = history_download;
+    err = msv_client_link_resume_history(c, &size);
+    if (err == MSV_ERR_NOT_FOUND) {
+        fprintf(cli_err, "missive: no history waits to be imported on this device\n");
+        rc = EXIT_ERR;
+    } else if (err != MSV_OK) {
+        rc = fail(c, "importing the history", err);
+    } else if (o->json) {
+        emit_json(json_pack("{s:s, s:I}", "type", "history_imported", "bytes", (json_int_t)size));
+    } else {
+        fprintf(cli_out, "history imported (%llu bytes)\n", (unsigned long long)size);
+    }
     msv_client_close(c);
     return rc;
 }
@@ -3107,6 +3149,7 @@ enum {
     OPT_YES,
     OPT_HISTORY,
     OPT_NO_HISTORY,
+    OPT_RESUME_HISTORY,
     OPT_FROM
 };
 
@@ -3161,6 +3204,7 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
         {"yes", no_argument, NULL, OPT_YES},
         {"history", no_argument, NULL, OPT_HISTORY},
         {"no-history", no_argument, NULL, OPT_NO_HISTORY},
+        {"resume-history", no_argument, NULL, OPT_RESUME_HISTORY},
         {"from", required_argument, NULL, OPT_FROM},
         {NULL, 0, NULL, 0},
     };
@@ -3212,6 +3256,9 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
             break;
         case OPT_YES:
             o->yes = 1;
+            break;
+        case OPT_RESUME_HISTORY:
+            o->resume_history = 1;
             break;
         case OPT_HISTORY:
         case OPT_NO_HISTORY:

@@ -32,6 +32,7 @@ struct cli {
     const char *png, *image;   /* link --png, devices add --image */
     int yes;                   /* devices add, devices remove, leave, account delete: --yes */
     int no_history;            /* devices add --no-history */
+    int resume_history;        /* link --resume-history */
     int approval, has_approval, reset, off;  /* groups invite --approval on|off, --reset, --off */
     const char *listen, *tls_cert, *tls_key; /* web --listen, --tls-cert, --tls-key */
     int open_browser, url;                   /* web --open, --url */

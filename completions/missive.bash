@@ -60,7 +60,7 @@ _missive()
     local opts=""
     case $command in
     register) opts="--server --suite --compat --code --invite" ;;
-    link) opts="--server --suite --compat --qr --png --wait" ;;
+    link) opts="--server --suite --compat --qr --png --wait --resume-history" ;;
     devices) opts="list approve remove add --image --yes --history --no-history" ;;
     leave) opts="--yes" ;;
     account) opts="usage delete --yes" ;;

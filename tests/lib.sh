@@ -141,6 +141,25 @@ EOF
     return 1
 }
 
+# link_wait NAME DIR [ARGS...]: `missive link NAME@example.org --qr` in the background,
+# its output in DIR.out/DIR.err; waits until its code is shown, in $code (its pid in
+# $waiter; link_done waits for it and returns its exit status)
+link_wait() {
+    local who=$1 dir=$2
+    shift 2
+    (exec "$M" --data-dir "$dir" link "$who@example.org" --server "$server" --qr "$@" \
+        >"$dir.out" 2>"$dir.err") &
+    waiter=$!
+    code=
+    for _ in $(seq 100); do
+        code=$(grep -o 'missive-link:1:[0-9a-f:]*' "$dir.out" 2>/dev/null | head -1)
+        [ -n "$code" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+link_done() { wait "$waiter"; local rc=$?; waiter=; return $rc; }
+
 # wait_for FILE TEXT [TENTHS]: 0 as soon as FILE holds TEXT, else 1 after TENTHS
 # tenths of a second (60)
 wait_for() {

@@ -21,23 +21,6 @@ metric() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(
 register_people alice bob
 unset MISSIVE_PASSWORD # linking by code needs none
 
-# link_wait NAME DIR [ARGS...]: `missive link NAME@example.org --qr` in the background,
-# its output in DIR.out/DIR.err; waits until its code is shown, in $code
-link_wait() {
-    local who=$1 dir=$2
-    shift 2
-    (exec "$M" --data-dir "$dir" link "$who@example.org" --server "$server" --qr "$@" \
-        >"$dir.out" 2>"$dir.err") &
-    waiter=$!
-    code=
-    for _ in $(seq 100); do
-        code=$(grep -o 'missive-link:1:[0-9a-f:]*' "$dir.out" 2>/dev/null | head -1)
-        [ -n "$code" ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
-link_done() { wait "$waiter"; local rc=$?; waiter=; return $rc; }
 
 # ---- history to bring along: messages both ways, a file, a group and its message
 expect 0 "alice writes first" -- as alice send bob@example.org --text "before the laptop"

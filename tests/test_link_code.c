@@ -112,6 +112,17 @@ static size_t packed(const Msv__Wire__Provision *p, uint8_t *out)
     return msv__wire__provision__pack(p, out);
 }
 
+/* A Provision that keeps every rule: device 2 of alice@example.org, approved by device 1. */
+static void a_provision(Msv__Wire__Provision *p, uint8_t fp[32], uint8_t sig[64])
+{
+    p->version = 1;
+    p->handle = (ProtobufCBinaryData){17, (uint8_t *)"alice@example.org"};
+    p->device_id = 2;
+    p->approver_id = 1;
+    p->approver_fingerprint = (ProtobufCBinaryData){32, fp};
+    p->signature = (ProtobufCBinaryData){64, sig};
+}
+
 static void test_provision_fields(void **state)
 {
     Msv__Wire__Provision p = MSV__WIRE__PROVISION__INIT, *back = NULL;
@@ -119,12 +130,7 @@ static void test_provision_fields(void **state)
     size_t len;
 
     (void)state;
-    p.version = 1;
-    p.handle = (ProtobufCBinaryData){17, (uint8_t *)"alice@example.org"};
-    p.device_id = 2;
-    p.approver_id = 1;
-    p.approver_fingerprint = (ProtobufCBinaryData){32, fp};
-    p.signature = (ProtobufCBinaryData){64, sig};
+    a_provision(&p, fp, sig);
     len = packed(&p, buf);
     assert_int_equal(msv_link_provision_parse(buf, len, &back), MSV_OK);
     assert_int_equal(back->device_id, 2);
@@ -150,6 +156,54 @@ static void test_provision_fields(void **state)
     assert_int_equal(msv_link_provision_parse(buf, packed(&p, buf), &back), MSV_ERR_PARSE);
     assert_int_equal(msv_link_provision_parse((const uint8_t *)"\xff\xff", 2, &back),
                      MSV_ERR_PARSE);
+}
+
+/* The account's state in the message: every entry as a sync carries it, verified marks whole. */
+static void test_provision_state(void **state)
+{
+    Msv__Wire__Provision p = MSV__WIRE__PROVISION__INIT, *back = NULL;
+    Msv__Wire__ProvisionSetting set = MSV__WIRE__PROVISION_SETTING__INIT, *sets[1] = {&set};
+    Msv__Wire__ProvisionGroup group = MSV__WIRE__PROVISION_GROUP__INIT, *groups[1] = {&group};
+    uint8_t fp[32] = {1}, sig[64] = {2}, digest[32] = {4}, gid[16] = {5}, buf[2048];
+
+    (void)state;
+    a_provision(&p, fp, sig);
+    p.settings = sets;
+    p.n_settings = 1;
+    set.key = "sync:privacy:read-receipts";
+    set.value = (ProtobufCBinaryData){3, (uint8_t *)"off"};
+    set.stamp = 7;
+    assert_int_equal(msv_link_provision_parse(buf, packed(&p, buf), &back), MSV_OK);
+    assert_int_equal(back->n_settings, 1);
+    assert_string_equal(back->settings[0]->key, "sync:privacy:read-receipts");
+    msv__wire__provision__free_unpacked(back, NULL);
+    set.key = "identity"; /* no synced key: a device's own secrets never come this way */
+    assert_int_equal(msv_link_provision_parse(buf, packed(&p, buf), &back), MSV_ERR_PARSE);
+    set.stamp = 0; /* unstamped: a verified mark only, with its 32-byte digest */
+    assert_int_equal(msv_link_provision_parse(buf, packed(&p, buf), &back), MSV_ERR_PARSE);
+    set.key = "verified-set:bob@example.org";
+    set.value = (ProtobufCBinaryData){31, digest};
+    assert_int_equal(msv_link_provision_parse(buf, packed(&p, buf), &back), MSV_ERR_PARSE);
+    set.value.len = 32;
+    assert_int_equal(msv_link_provision_parse(buf, packed(&p, buf), &back), MSV_OK);
+    msv__wire__provision__free_unpacked(back, NULL);
+    set.deleted = 1;
+    assert_int_equal(msv_link_provision_parse(buf, packed(&p, buf), &back), MSV_ERR_PARSE);
+    set.deleted = 0;
+    set.key = "verified-set:";
+    assert_int_equal(msv_link_provision_parse(buf, packed(&p, buf), &back), MSV_ERR_PARSE);
+    set.key = "verified-set:bob@example.org";
+    p.groups = groups;
+    p.n_groups = 1;
+    group.group_id = (ProtobufCBinaryData){15, gid}; /* a group id is 16 bytes */
+    group.state = (ProtobufCBinaryData){4, (uint8_t *)"MSV-"};
+    assert_int_equal(msv_link_provision_parse(buf, packed(&p, buf), &back), MSV_ERR_PARSE);
+    group.group_id.len = 16;
+    group.state.len = 0; /* and has a state */
+    assert_int_equal(msv_link_provision_parse(buf, packed(&p, buf), &back), MSV_ERR_PARSE);
+    group.state.len = 4;
+    assert_int_equal(msv_link_provision_parse(buf, packed(&p, buf), &back), MSV_OK);
+    msv__wire__provision__free_unpacked(back, NULL);
 }
 
 static void test_addresses(void **state)
@@ -215,9 +269,8 @@ static void test_addresses(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_code_text),
-        cmocka_unit_test(test_seal),
-        cmocka_unit_test(test_provision_fields),
+        cmocka_unit_test(test_code_text),        cmocka_unit_test(test_seal),
+        cmocka_unit_test(test_provision_fields), cmocka_unit_test(test_provision_state),
         cmocka_unit_test(test_addresses),
     };
 

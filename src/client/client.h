@@ -155,7 +155,9 @@ struct msv_link_result {
     uint8_t approver_fingerprint[32];
     int history; /* 1: imported; 0: none came; -1: not imported (history_err, c->why) */
     msv_err history_err;
-    uint64_t history_size; /* its archive's bytes */
+    uint64_t history_size;   /* its archive's bytes */
+    size_t settings, groups; /* the account's state that came with the message */
+    msv_err state_err;       /* not MSV_OK: linked, but not all of it is held (c->why) */
 };
 struct msv_link_add {
     int history; /* send this device's history and files too */
@@ -171,6 +173,13 @@ struct msv_link_code;
  */
 MSV_MUST_CHECK msv_err msv_client_link_by_code(struct msv_client *c, const struct msv_link_wait *w,
                                                struct msv_link_result *res);
+/*
+ * Imports the history a linked device was sent and has not imported yet (the
+ * import failed or was stopped): downloaded again, its hash checked, only
+ * what this device does not hold added. *size: the archive's bytes.
+ * MSV_ERR_NOT_FOUND if none waits.
+ */
+MSV_MUST_CHECK msv_err msv_client_link_resume_history(struct msv_client *c, uint64_t *size);
 /*
  * Adds the device whose code this is to the account, approves it and sends
  * it its provisioning message, with (how->history) this device's history and

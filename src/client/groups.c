@@ -1105,3 +1105,65 @@ msv_err msv_client_group_send(struct msv_client *c, const char *name, const char
 
     return client_group_send(c, name, &p, files, n_files, progress, message_id);
 }
+
+/* ---- a new device's copy (link_state.c) ------------------------------------------------- */
+
+msv_err client_group_export(struct msv_client *c, const struct msv_group_rec *g, uint8_t **state,
+                            size_t *state_len, uint8_t **prev, size_t *prev_len, int *signed_state)
+{
+    struct group_state s;
+    char key[64];
+    msv_err err;
+
+    *signed_state = 1;
+    state_key("group-state", g->group_id, key);
+    err = msv_client_db_get(c->db, key, state, state_len);
+    if (err == MSV_ERR_NOT_FOUND) { /* a group from before signed states: its record */
+        *signed_state = 0;
+        err = state_of_record(c, g, &s);
+        if (err == MSV_OK) {
+            err = state_encode(g->group_id, &s, state, state_len);
+            state_clear(&s);
+        }
+    }
+    if (err != MSV_OK)
+        return err;
+    state_key("group-prev", g->group_id, key);
+    err = msv_client_db_get(c->db, key, prev, prev_len);
+    if (err == MSV_ERR_NOT_FOUND) {
+        *prev = NULL;
+        *prev_len = 0;
+        err = MSV_OK;
+    }
+    if (err != MSV_OK) {
+        free(*state);
+        *state = NULL;
+    }
+    return err;
+}
+
+msv_err client_group_install(struct msv_client *c, const uint8_t gid[16], const uint8_t *state,
+                             size_t state_len, const uint8_t *prev, size_t prev_len,
+                             int signed_state, int accepted)
+{
+    struct group_state now, before;
+    char *list = NULL;
+    int has_prev = prev_len > 0;
+    msv_err err = state_decode(gid, state, state_len, &now);
+
+    if (err != MSV_OK)
+        return err;
+    if (has_prev && (err = state_decode(gid, prev, prev_len, &before)) != MSV_OK) {
+        state_clear(&now);
+        return err;
+    }
+    if (signed_state)
+        err = state_apply(c, gid, &now, has_prev ? &before : NULL, accepted);
+    else if ((err = client_join_members(now.members, now.n_members, &list)) == MSV_OK)
+        err = msv_client_db_group_put(c->db, gid, now.name, list, accepted, msv_wall_ms());
+    free(list);
+    state_clear(&now);
+    if (has_prev)
+        state_clear(&before);
+    return err;
+}

@@ -200,6 +200,18 @@ msv_err client_take_control(struct msv_client *c, const char *sender, uint64_t d
 /* A group this account is in, by name or id; an invitation is MSV_ERR_NOT_FOUND until accepted. */
 msv_err client_joined_group(struct msv_client *c, const char *which, struct msv_group_rec *g);
 
+/*
+ * A group g as this device holds it, for a new device of the account: its state (groups.c's
+ * encoding; built from the record when it has no signed state, *signed_state 0) and the state
+ * before it (*prev NULL if none). Caller frees *state and *prev.
+ */
+msv_err client_group_export(struct msv_client *c, const struct msv_group_rec *g, uint8_t **state,
+                            size_t *state_len, uint8_t **prev, size_t *prev_len, int *signed_state);
+/* Holds group gid as client_group_export gave it (each state checked as it is decoded). */
+msv_err client_group_install(struct msv_client *c, const uint8_t gid[16], const uint8_t *state,
+                             size_t state_len, const uint8_t *prev, size_t prev_len,
+                             int signed_state, int accepted);
+
 /* A GROUP_JOIN payload from sender (src/client/invites.c): a link's settings or a request. */
 msv_err client_take_join(struct msv_client *c, const char *sender, const struct msv_payload *p,
                          void (*on_message)(void *, const struct msv_incoming *), void *ctx);

@@ -206,7 +206,7 @@ msv_err msv_link_provision_parse(const uint8_t *pt, size_t len, Msv__Wire__Provi
              memchr(p->handle.data, 0, p->handle.len) == NULL && p->device_id != 0 &&
              p->approver_id != 0 && p->approver_id != p->device_id &&
              p->approver_fingerprint.len == 32 && p->signature.len > 0 &&
-             p->signature.len <= MSV_SIGNATURE_MAX;
+             p->signature.len <= MSV_SIGNATURE_MAX && msv_link_state_is_valid(p);
 
     /* history: all of a blob's reference, or nothing */
     if (ok && (p->history_blob.len > 0 || p->history_key.len > 0 || p->history_size > 0 ||
@@ -396,6 +396,72 @@ static msv_err history_import(struct msv_client *c, const Msv__Wire__Provision *
     return err;
 }
 
+/*
+ * The history a linked device still has to import: kept (HISTORY_PENDING, a Provision holding
+ * only the reference) from when it is linked until it is imported, so that an import that failed
+ * or was stopped at any point is tried again by msv_client_link_resume_history.
+ */
+#define HISTORY_PENDING "link:history-pending"
+
+static msv_err history_pending_save(struct msv_client *c, const Msv__Wire__Provision *p)
+{
+    Msv__Wire__Provision ref = MSV__WIRE__PROVISION__INIT;
+    uint8_t *packed;
+    size_t len;
+    msv_err err;
+
+    ref.history_blob = p->history_blob;
+    ref.history_key = p->history_key;
+    ref.history_size = p->history_size;
+    ref.history_sha256 = p->history_sha256;
+    len = msv__wire__provision__get_packed_size(&ref);
+    if ((packed = malloc(len)) == NULL)
+        return MSV_ERR_NOMEM;
+    msv__wire__provision__pack(&ref, packed);
+    err = msv_client_db_set(c->db, HISTORY_PENDING, packed, len);
+    msv_secret_free(packed, len);
+    return err;
+}
+
+/* Imports the history p names, and forgets it once imported. */
+static msv_err history_take(struct msv_client *c, const Msv__Wire__Provision *p)
+{
+    msv_err err = history_import(c, p);
+
+    if (err == MSV_OK)
+        err = msv_client_db_unset(c->db, HISTORY_PENDING);
+    return err;
+}
+
+msv_err msv_client_link_resume_history(struct msv_client *c, uint64_t *size)
+{
+    Msv__Wire__Provision *p = NULL;
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    memset(&c->why, 0, sizeof(c->why));
+    err = msv_client_db_get(c->db, HISTORY_PENDING, &v, &len);
+    if (err == MSV_OK) {
+        p = msv__wire__provision__unpack(NULL, len, v);
+        err = p != NULL && p->history_blob.len > 0 && p->history_key.len == 32 &&
+                      p->history_sha256.len == 32
+                  ? MSV_OK
+                  : MSV_ERR_PARSE;
+    }
+    if (err == MSV_OK)
+        err = msv_client_connect(c);
+    if (err == MSV_OK)
+        err = history_take(c, p);
+    if (err == MSV_OK)
+        *size = p->history_size;
+    if (p != NULL)
+        msv__wire__provision__free_unpacked(p, NULL);
+    if (v != NULL)
+        msv_secret_free(v, len);
+    return err;
+}
+
 /* ---- the new device -------------------------------------------------------------------- */
 
 /*
@@ -501,9 +567,15 @@ static msv_err take_message(struct msv_client *c, const struct msv_link_code *co
         res->approver_id = p->approver_id;
         memcpy(res->approver_fingerprint, p->approver_fingerprint.data, 32);
         res->history_size = p->history_size;
+        res->settings = p->n_settings;
+        res->groups = p->n_groups;
+        /* linked now: a state that cannot be held is told, not undone */
+        res->state_err = msv_link_state_apply(c, p);
         /* linked now, whatever comes of the history: a failure is told, not undone */
         if (p->history_blob.len > 0) {
-            res->history_err = history_import(c, p);
+            res->history_err = history_pending_save(c, p);
+            if (res->history_err == MSV_OK)
+                res->history_err = history_take(c, p);
             res->history = res->history_err == MSV_OK ? 1 : -1;
         }
     } else { /* nothing half-linked is kept: the next try starts again */
@@ -600,6 +672,29 @@ static msv_err add_waiting(struct msv_client *c, const struct msv_link_code *cod
     return err;
 }
 
+/* Room in a sealed message for the account's state: all but the seal and the other fields. */
+#define STATE_BUDGET (MSV_LINK_SEALED_MAX - 1024)
+
+/*
+ * The account's state into p; groups that do not fit come only with the history, so without
+ * one that is refused (before any device is added).
+ */
+static msv_err account_state(struct msv_client *c, const struct msv_link_add *how,
+                             Msv__Wire__Provision *p)
+{
+    size_t settings_left = 0, groups_left = 0;
+    msv_err err = msv_link_state_gather(c, STATE_BUDGET, p, &settings_left, &groups_left);
+
+    if (err == MSV_OK && groups_left > 0 && !how->history) {
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "%zu group%s do not fit in the provisioning message (%d KiB): add the device "
+                 "with its history",
+                 groups_left, groups_left == 1 ? "" : "s", MSV_LINK_SEALED_MAX / 1024);
+        err = MSV_ERR_TOO_BIG;
+    }
+    return err;
+}
+
 /* The signed, sealed provisioning message for device id; *out: caller frees. */
 static msv_err provision_message(struct msv_client *c, const struct msv_link_code *code,
                                  Msv__Wire__Provision *pp, uint64_t id, uint8_t **out,
@@ -645,8 +740,9 @@ msv_err msv_client_link_add(struct msv_client *c, const struct msv_link_code *co
     msv_err err = MSV_OK;
 
     memset(&c->why, 0, sizeof(c->why));
-    /* the history first: a failure there adds no device */
-    if (how->history)
+    /* the state and the history first: a failure there adds no device */
+    err = account_state(c, how, &p);
+    if (err == MSV_OK && how->history)
         err = history_upload(c, how, &p, key, uri, &d);
     if (err == MSV_OK)
         err = add_waiting(c, code, &id);
@@ -658,6 +754,7 @@ msv_err msv_client_link_add(struct msv_client *c, const struct msv_link_code *co
     if (err == MSV_OK)
         err = msv_request_provision_put(c->conn, code->address, msg, len, TIMEOUT_MS, &c->why);
     free(msg);
+    msv_link_state_clear(&p);
     if (err == MSV_OK)
         *device_id = id;
     return err;

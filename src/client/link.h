@@ -32,7 +32,7 @@
 
 #define MSV_LINK_PREFIX "missive-link:1:"
 #define MSV_LINK_CODE_LEN (15 + 32 + 1 + 64 + 1 + 64)
-#define MSV_LINK_SEALED_MAX (16 * 1024)
+#define MSV_LINK_SEALED_MAX (64 * 1024)
 
 struct msv_link_code {
     uint8_t address[16];
@@ -79,5 +79,21 @@ MSV_MUST_CHECK msv_err msv_link_signed_bytes(const struct msv_link_code *code,
  */
 MSV_MUST_CHECK msv_err msv_link_provision_parse(const uint8_t *pt, size_t len,
                                                 Msv__Wire__Provision **out);
+
+struct msv_client;
+
+/*
+ * The account's state for p (settings and groups, src/client/link_state.c),
+ * at most budget bytes of it; *settings_left and *groups_left: how many did
+ * not fit. Free what it adds with msv_link_state_clear (also after a failure).
+ */
+MSV_MUST_CHECK msv_err msv_link_state_gather(struct msv_client *c, size_t budget,
+                                             Msv__Wire__Provision *p, size_t *settings_left,
+                                             size_t *groups_left);
+void msv_link_state_clear(Msv__Wire__Provision *p);
+/* Whether p's settings and groups keep the rules (bounded; every entry as a sync would carry). */
+int msv_link_state_is_valid(const Msv__Wire__Provision *p);
+/* Holds what p carries on this new device, as synced from p's approver. */
+MSV_MUST_CHECK msv_err msv_link_state_apply(struct msv_client *c, const Msv__Wire__Provision *p);
 
 #endif

@@ -25,6 +25,7 @@
 #include "server/invites.h"
 #include "server/log.h"
 #include "server/server.h"
+#include "util/endian.h"
 
 #define CODE_TTL_MS (10 * 60 * 1000)
 /*
@@ -1072,6 +1073,123 @@ static void refuse_provision(struct msv_conn_state *c, uint64_t request_id, int 
     msv_conn_send_error(c, request_id, code, why);
 }
 
+/*
+ * In a cluster the address is in its Redis too, so that the account's device, connected to
+ * another node than the new device, links it: msv:prov:ADDRESS:dev (the suite, 4 bytes big
+ * endian, and the identity), :linked once a LinkDevice took it, :msg the message left on another
+ * node, each expiring with the address. The node that holds the address keeps its bounds.
+ */
+static void shared_key(const uint8_t *address, const char *what, char key[80])
+{
+    char hex[2 * MSV_PROVISION_ADDRESS_LEN + 1];
+
+    if (msv_hex_encode(address, MSV_PROVISION_ADDRESS_LEN, hex, sizeof(hex)) != MSV_OK)
+        hex[0] = '\0';
+    snprintf(key, 80, "msv:prov:%s:%s", hex, what);
+}
+
+static void shared_open(struct msv_server *s, const uint8_t *address, uint32_t suite,
+                        const ProtobufCBinaryData *identity)
+{
+    uint8_t *v = malloc(4 + identity->len);
+    char key[80];
+
+    if (v == NULL)
+        return;
+    msv_put_u32be(v, suite);
+    memcpy(v + 4, identity->data, identity->len);
+    shared_key(address, "dev", key);
+    /* a Redis that does not answer leaves the address to this node's own devices */
+    if (msv_shared_put(s->shared_limits, key, v, 4 + identity->len, MSV_PROVISION_TTL_MS, 1) !=
+        MSV_OK)
+        msv_log(MSV_LOG_WARN, "provision_not_shared", "the cluster's Redis did not answer");
+    free(v);
+}
+
+/* A LinkDevice of an address: marked linked in Redis; taken from there if not held here. */
+static msv_err shared_link(struct msv_server *s, const uint8_t *address, msv_err here,
+                           uint32_t *suite, uint8_t **identity, size_t *identity_len)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    char key[80];
+    msv_err err = here;
+
+    if (here == MSV_ERR_NOT_FOUND) {
+        shared_key(address, "dev", key);
+        err = msv_shared_get(s->shared_limits, key, 0, MSV_PROVISION_MESSAGE_MAX, &v, &len);
+        if (err == MSV_OK && len <= 4)
+            err = MSV_ERR_PARSE;
+        if (err != MSV_OK) {
+            free(v);
+            return MSV_ERR_NOT_FOUND;
+        }
+        *suite = msv_get_u32be(v);
+        memmove(v, v + 4, len - 4);
+        *identity = v;
+        *identity_len = len - 4;
+    }
+    shared_key(address, "linked", key);
+    err = msv_shared_put(s->shared_limits, key, "1", 1, MSV_PROVISION_TTL_MS, 1);
+    if (err == MSV_ERR_EXISTS || (err != MSV_OK && here != MSV_OK)) {
+        free(*identity);
+        *identity = NULL;
+        return err == MSV_ERR_EXISTS ? MSV_ERR_EXISTS : MSV_ERR_NOT_FOUND;
+    }
+    return MSV_OK;
+}
+
+/* A message for an address linked through another node: left in Redis for the node holding it. */
+static msv_err shared_message(struct msv_server *s, const uint8_t *address,
+                              const ProtobufCBinaryData *message)
+{
+    uint8_t *linked = NULL;
+    size_t len = 0;
+    char key[80];
+    msv_err err;
+
+    shared_key(address, "linked", key);
+    err = msv_shared_get(s->shared_limits, key, 0, 1, &linked, &len);
+    free(linked);
+    if (err != MSV_OK)
+        return err == MSV_ERR_IO ? MSV_ERR_IO : MSV_ERR_NOT_FOUND;
+    shared_key(address, "msg", key);
+    return msv_shared_put(s->shared_limits, key, message->data, message->len, MSV_PROVISION_TTL_MS,
+                          1);
+}
+
+/* The message for c's address that another node left in Redis; the address closes with it. */
+static msv_err shared_take(struct msv_server *s, struct msv_conn_state *c, uint8_t **message,
+                           size_t *len)
+{
+    uint8_t address[MSV_PROVISION_ADDRESS_LEN];
+    char key[80];
+    msv_err err = msv_provision_address(&s->provisions, c, msv_server_now_ms(s), address);
+
+    if (err != MSV_OK)
+        return MSV_ERR_AGAIN;
+    shared_key(address, "msg", key);
+    err = msv_shared_get(s->shared_limits, key, 1, MSV_PROVISION_MESSAGE_MAX, message, len);
+    if (err != MSV_OK)
+        return MSV_ERR_AGAIN;
+    msv_provision_forget(&s->provisions, c);
+    return MSV_OK;
+}
+
+void msv_provision_shared_forget(struct msv_server *s, const void *c)
+{
+    uint8_t address[MSV_PROVISION_ADDRESS_LEN], *v = NULL;
+    size_t len = 0;
+    char key[80];
+
+    if (s->shared_limits == NULL ||
+        msv_provision_address(&s->provisions, c, msv_server_now_ms(s), address) != MSV_OK)
+        return;
+    shared_key(address, "dev", key); /* a device gone can be linked on no node */
+    if (msv_shared_get(s->shared_limits, key, 1, MSV_PROVISION_MESSAGE_MAX, &v, &len) == MSV_OK)
+        free(v);
+}
+
 static void handle_provision_open(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
@@ -1097,6 +1215,8 @@ static void handle_provision_open(struct msv_conn_state *c, const msv_frame *f)
                                 "too many devices wait to be linked from this address; try "
                                 "again in a few minutes");
     atomic_fetch_add(&s->m.provision_opened, 1);
+    if (s->shared_limits != NULL)
+        shared_open(s, address, d->suite, &d->identity);
     pa.address = (ProtobufCBinaryData){sizeof(address), address};
     pa.expires_in_s = MSV_PROVISION_TTL_MS / 1000;
     out.request_id = f->request_id;
@@ -1114,6 +1234,8 @@ static void handle_provision_take(struct msv_conn_state *c, const msv_frame *f)
     size_t len = 0;
     msv_err err = msv_provision_take(&s->provisions, c, msv_server_now_ms(s), &message, &len);
 
+    if (err == MSV_ERR_AGAIN && s->shared_limits != NULL)
+        err = shared_take(s, c, &message, &len);
     if (err == MSV_ERR_AGAIN) { /* asked again until it comes */
         msv_conn_send_error(c, f->request_id, E_NOT_FOUND, "no provisioning message yet");
         return;
@@ -1145,6 +1267,9 @@ static void handle_link_device(struct msv_conn_state *c, const msv_frame *f)
                                      f->link_device->address.len, msv_server_now_ms(s), &suite,
                                      &identity, &identity_len);
 
+    if (s->shared_limits != NULL && (err == MSV_OK || err == MSV_ERR_NOT_FOUND) &&
+        f->link_device->address.len == MSV_PROVISION_ADDRESS_LEN)
+        err = shared_link(s, f->link_device->address.data, err, &suite, &identity, &identity_len);
     if (err == MSV_ERR_EXISTS || err == MSV_ERR_NOT_FOUND)
         return refuse_provision(c, f->request_id, err == MSV_ERR_EXISTS ? E_EXISTS : E_NOT_FOUND,
                                 err == MSV_ERR_EXISTS
@@ -1179,6 +1304,9 @@ static void handle_provision_put(struct msv_conn_state *c, const msv_frame *f)
     msv_err err = msv_provision_put(&s->provisions, p->address.data, p->address.len,
                                     msv_server_now_ms(s), p->message.data, p->message.len);
 
+    if (err == MSV_ERR_NOT_FOUND && s->shared_limits != NULL &&
+        p->address.len == MSV_PROVISION_ADDRESS_LEN)
+        err = shared_message(s, p->address.data, &p->message);
     if (err == MSV_ERR_TOO_BIG)
         return refuse_provision(c, f->request_id, E_TOO_BIG, "a provisioning message is too big");
     if (err == MSV_ERR_EXISTS)
@@ -1187,7 +1315,7 @@ static void handle_provision_put(struct msv_conn_state *c, const msv_frame *f)
         return refuse_provision(c, f->request_id, E_NOT_FOUND,
                                 "no linked device waits at that address");
     if (err != MSV_OK) {
-        msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
+        msv_conn_send_error(c, f->request_id, E_IO, "the message could not be kept; try again");
         return;
     }
     msv_conn_send_ok(c, f->request_id);

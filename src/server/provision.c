@@ -193,3 +193,17 @@ void msv_provision_forget(struct msv_provisions *p, const void *owner)
         slot_clear(slot);
     pthread_mutex_unlock(&p->lock);
 }
+
+msv_err msv_provision_address(struct msv_provisions *p, const void *owner, int64_t now,
+                              uint8_t address[MSV_PROVISION_ADDRESS_LEN])
+{
+    struct msv_provision_slot *slot;
+
+    pthread_mutex_lock(&p->lock);
+    sweep(p, now);
+    slot = by_owner(p, owner);
+    if (slot != NULL)
+        memcpy(address, slot->address, MSV_PROVISION_ADDRESS_LEN);
+    pthread_mutex_unlock(&p->lock);
+    return slot != NULL ? MSV_OK : MSV_ERR_NOT_FOUND;
+}

@@ -4,7 +4,8 @@
  * a device of the account (docs/wire.md, "Linking by QR code").
  *
  * An address is 16 random bytes held in memory for the connection that
- * opened it: one per connection, MSV_PROVISION_PER_ADDRESS per client
+ * opened it (in a cluster also in its Redis, so that a device connected to
+ * another node links it: handlers.c): one per connection, MSV_PROVISION_PER_ADDRESS per client
  * address, MSV_PROVISION_MAX in all, gone after MSV_PROVISION_TTL_MS or when
  * its connection closes; it takes one LinkDevice and one message of at most
  * MSV_PROVISION_MESSAGE_MAX bytes.
@@ -22,7 +23,7 @@
 #define MSV_PROVISION_PER_ADDRESS 4
 #define MSV_PROVISION_MAX 256
 #define MSV_PROVISION_TTL_MS (10 * 60 * 1000)
-#define MSV_PROVISION_MESSAGE_MAX (16 * 1024)
+#define MSV_PROVISION_MESSAGE_MAX (64 * 1024)
 
 struct msv_provision_slot {
     uint8_t address[MSV_PROVISION_ADDRESS_LEN];
@@ -83,6 +84,11 @@ MSV_MUST_CHECK msv_err msv_provision_put(struct msv_provisions *p, const uint8_t
  */
 MSV_MUST_CHECK msv_err msv_provision_take(struct msv_provisions *p, const void *owner, int64_t now,
                                           uint8_t **message, size_t *len);
+
+/* owner's address (MSV_ERR_NOT_FOUND: none, or expired). */
+MSV_MUST_CHECK msv_err msv_provision_address(struct msv_provisions *p, const void *owner,
+                                             int64_t now,
+                                             uint8_t address[MSV_PROVISION_ADDRESS_LEN]);
 
 /* The connection owner closed: its address goes. */
 void msv_provision_forget(struct msv_provisions *p, const void *owner);

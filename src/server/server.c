@@ -125,6 +125,7 @@ static void conn_free(struct msv_conn_state *c)
     struct msv_server *s = w->srv;
 
     count_address(s, c->peer_key, -1);
+    msv_provision_shared_forget(s, c);
     msv_provision_forget(&s->provisions, c);
     if (c->device_id != 0) {
         pthread_mutex_lock(&s->registry_lock);

@@ -324,6 +324,8 @@ void msv_pending_ack_free(struct msv_pending_ack *a);
 
 /* handlers.c: one decoded frame from c. */
 void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f);
+/* In a cluster: connection c's provisioning address leaves Redis with c (handlers.c). */
+void msv_provision_shared_forget(struct msv_server *s, const void *c);
 /* With pending: the device was added with the account password (AddDevice). */
 #define MSV_NOTIFY_BY_PASSWORD 2
 /*

@@ -146,3 +146,60 @@ out:
     freeReplyObject(r);
     return res;
 }
+
+/* ---- short-lived values the nodes share (provisioning addresses, docs/missived.md) ---------- */
+
+msv_err msv_shared_put(struct msv_shared_limits *sl, const char *key, const void *value, size_t len,
+                       int64_t ttl_ms, int only_new)
+{
+    msv_err err = MSV_ERR_IO;
+    redisReply *r = NULL;
+
+    pthread_mutex_lock(&sl->lock);
+    if (!ready_locked(sl))
+        goto out;
+    r = redisCommand(sl->ctx, only_new ? "SET %s %b PX %lld NX" : "SET %s %b PX %lld", key, value,
+                     len, (long long)ttl_ms);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        drop_locked(sl);
+    else
+        err = r->type == REDIS_REPLY_NIL ? MSV_ERR_EXISTS : MSV_OK;
+out:
+    pthread_mutex_unlock(&sl->lock);
+    freeReplyObject(r);
+    return err;
+}
+
+msv_err msv_shared_get(struct msv_shared_limits *sl, const char *key, int take, size_t max,
+                       uint8_t **value, size_t *len)
+{
+    static const char take_script[] = "local v = redis.call('GET', KEYS[1]) "
+                                      "if v then redis.call('DEL', KEYS[1]) end return v";
+    msv_err err = MSV_ERR_IO;
+    redisReply *r = NULL;
+
+    pthread_mutex_lock(&sl->lock);
+    if (!ready_locked(sl))
+        goto out;
+    r = take ? redisCommand(sl->ctx, "EVAL %s 1 %s", take_script, key)
+             : redisCommand(sl->ctx, "GET %s", key);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        drop_locked(sl);
+        goto out;
+    }
+    if (r->type != REDIS_REPLY_STRING)
+        err = MSV_ERR_NOT_FOUND;
+    else if ((size_t)r->len > max)
+        err = MSV_ERR_TOO_BIG;
+    else if ((*value = malloc(r->len ? (size_t)r->len : 1)) == NULL)
+        err = MSV_ERR_NOMEM;
+    else {
+        memcpy(*value, r->str, (size_t)r->len);
+        *len = (size_t)r->len;
+        err = MSV_OK;
+    }
+out:
+    pthread_mutex_unlock(&sl->lock);
+    freeReplyObject(r);
+    return err;
+}

@@ -15,6 +15,7 @@
 #ifndef MSV_SERVER_SHARED_LIMITS_H
 #define MSV_SERVER_SHARED_LIMITS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "missive/error.h"
@@ -52,5 +53,16 @@ struct msv_shared_bucket {
 enum msv_shared_take msv_shared_limits_take(struct msv_shared_limits *sl,
                                             const struct msv_shared_bucket *b, double cost,
                                             double lease, int64_t now_ms, double *leased);
+
+/*
+ * Short-lived values in the same Redis: put sets key to value (len bytes) for ttl_ms (only_new:
+ * unless it is set, MSV_ERR_EXISTS then); get reads it (take: and deletes it, atomically) into
+ * *value (caller frees), MSV_ERR_NOT_FOUND if unset, MSV_ERR_TOO_BIG over max bytes. Both answer
+ * MSV_ERR_IO when Redis is not usable now.
+ */
+MSV_MUST_CHECK msv_err msv_shared_put(struct msv_shared_limits *sl, const char *key,
+                                      const void *value, size_t len, int64_t ttl_ms, int only_new);
+MSV_MUST_CHECK msv_err msv_shared_get(struct msv_shared_limits *sl, const char *key, int take,
+                                      size_t max, uint8_t **value, size_t *len);
 
 #endif
