@@ -2142,6 +2142,68 @@ static void test_monitor_removed_device_returns(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * The owner's history proof: a directory that puts a version of alice's handle in its key
+ * directory without a log entry for it (version 8, the marker her version 1 proves absent)
+ * passes every lookup of her (bob's too), but not her monitor's history proof; one that skips
+ * versions (her second entry numbered 4) passes lookups and the proof, but not the count of
+ * her entries her monitor read. Each alarm is raised once.
+ */
+static void test_owner_history_forged_version(void **state)
+{
+    const char *to[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    msv_frame *devs = NULL;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, "keydir_forge = alice@example.org 8");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", to[0]);
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_OK);
+    msv_frame_free(devs);
+    assert_int_equal(monitor(alice, last), 1);
+    assert_non_null(strstr(last, "does not prove the history of this account's handle "
+                                 "alice@example.org"));
+    assert_int_equal(monitor(bob, last), 0);
+    msv_client_close(bob);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+static void test_owner_history_skipped_version(void **state)
+{
+    const char *to[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *laptop, *bob;
+    msv_frame *devs = NULL;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, "keydir_skip = alice@example.org 2");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", to[0]);
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* where counting starts: version 1 */
+    laptop = linked_device(&s, alice, "alice-laptop");
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_OK);
+    assert_int_equal(devs->lookup_result->results[0]->n_devices, 2);
+    msv_frame_free(devs);
+    assert_int_equal(monitor(alice, last), 1);
+    assert_non_null(strstr(last, "holds version 4 of this account's handle alice@example.org, "
+                                 "but its transparency log holds version 2"));
+    assert_int_equal(monitor(alice, last), 0);
+    /* versions appended honestly after it are counted from there */
+    assert_int_equal(msv_client_remove_device(alice, laptop->device_id), MSV_OK);
+    assert_int_equal(monitor(alice, last), 0);
+    msv_client_close(laptop);
+    msv_client_close(bob);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
 static void count_account_new(void *ctx, const char *handle)
 {
     int *n = ctx;
@@ -3927,6 +3989,8 @@ int main(void)
         cmocka_unit_test(test_gossip_checks_both_heads),
         cmocka_unit_test(test_head_from_the_future),
         cmocka_unit_test(test_monitor_removed_device_returns),
+        cmocka_unit_test(test_owner_history_forged_version),
+        cmocka_unit_test(test_owner_history_skipped_version),
         cmocka_unit_test(test_account_new),
         cmocka_unit_test(test_sender_killed_mid_send),
         cmocka_unit_test(test_crash_consistency),
