@@ -83,12 +83,14 @@ msv_err client_history_read(struct msv_client *c, const char *handle, uint64_t i
     return state_put(c, handle, &h);
 }
 
-static void alarm(const char *warning, void (*on_alarm)(void *, const char *), void *ctx,
-                  size_t *alarms)
+static void alarm(struct msv_client *c, const char *handle, const char *warning,
+                  void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
 {
     (*alarms)++;
     if (on_alarm != NULL)
         on_alarm(ctx, warning);
+    if (c->on_kt_history != NULL)
+        c->on_kt_history(c->ctx, handle, warning);
 }
 
 /* Checks the history proof of one result (a handle of this account); read_to: the log entries
@@ -116,7 +118,7 @@ static msv_err check_one(struct msv_client *c, const Msv__Wire__LookupResponse *
                  "key directory: it may show others a version of its devices that its log does "
                  "not hold",
                  handle);
-        alarm(warning, on_alarm, ctx, alarms);
+        alarm(c, handle, warning, on_alarm, ctx, alarms);
         return MSV_OK;
     }
     err = state_get(c, handle, &was);
@@ -133,7 +135,7 @@ static msv_err check_one(struct msv_client *c, const Msv__Wire__LookupResponse *
              "made outside the log, and others may be shown devices that are not yours",
              (unsigned long)now.version, handle, (unsigned long)expect,
              (unsigned long long)(was.read_since > 0 ? was.newest_read : was.index));
-    alarm(warning, on_alarm, ctx, alarms);
+    alarm(c, handle, warning, on_alarm, ctx, alarms);
     return state_put(c, handle, &now); /* raised once; counted from here on */
 }
 
