@@ -2204,6 +2204,57 @@ static void test_owner_history_skipped_version(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * Roots compared: the directory signs a second key directory root for a log size it already
+ * signed one for (a version made in the tree only, nothing in the log). bob, who saw the first,
+ * refuses a lookup under the second; carol, who never saw the first, accepts it, and her
+ * message carries it to bob, whose monitor raises the alarm.
+ */
+static void test_epoch_roots_compared(void **state)
+{
+    const char *to_alice[1] = {"alice@example.org"}, *to_bob[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol;
+    msv_frame *devs = NULL;
+    uint8_t id[16];
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", to_alice[0]);
+    bob = client_for(&s, "bob", to_bob[0]);
+    carol = client_for(&s, "carol", "carol@example.org");
+    assert_int_equal(monitor(bob, last), 0);
+    assert_int_equal(msv_client_devices(bob, "carol@example.org", &devs), MSV_OK);
+    msv_frame_free(devs);
+    assert_int_equal(msv_client_devices(bob, to_alice[0], &devs), MSV_OK);
+    msv_frame_free(devs);
+    devs = NULL;
+
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra), "keydir_forge = nobody@example.org 3");
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_devices(bob, to_alice[0], &devs), MSV_ERR_AUTH);
+    assert_non_null(strstr(bob->why.message, "two different key directory roots for one log size"));
+    assert_null(devs);
+
+    /* carol has seen no root for this size: she accepts it, and tells bob */
+    assert_int_equal(msv_client_db_unset(carol->db, "kt_epoch"), MSV_OK);
+    drop_connection(carol);
+    assert_int_equal(msv_client_devices(carol, to_bob[0], &devs), MSV_OK);
+    msv_frame_free(devs);
+    assert_int_equal(msv_client_send(carol, to_bob, 1, "hello bob", NULL, 0, NULL, id), MSV_OK);
+    /* bob's own lookup is refused as above (an alarm), and carol's root does not fit his */
+    assert_int_equal(monitor(bob, last), 2);
+    assert_non_null(strstr(last, "carol@example.org's device saw"));
+    msv_client_close(carol);
+    msv_client_close(bob);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
 static void count_account_new(void *ctx, const char *handle)
 {
     int *n = ctx;
@@ -3991,6 +4042,7 @@ int main(void)
         cmocka_unit_test(test_monitor_removed_device_returns),
         cmocka_unit_test(test_owner_history_forged_version),
         cmocka_unit_test(test_owner_history_skipped_version),
+        cmocka_unit_test(test_epoch_roots_compared),
         cmocka_unit_test(test_account_new),
         cmocka_unit_test(test_sender_killed_mid_send),
         cmocka_unit_test(test_crash_consistency),

@@ -56,6 +56,8 @@ struct msv_client {
     struct {
         char from[257];
         uint8_t head[MSV_LOG_HEAD_LEN];
+        int has_epoch;
+        uint8_t epoch[MSV_LOG_EPOCH_LEN]; /* the key directory's root at head's size, signed */
     } gossip[8];
     size_t n_gossip;
     /* the account's session lock (client/sessions.h): its descriptor while held, and how deep */

@@ -387,6 +387,8 @@ static msv_err check_gossip(struct msv_client *c, void (*on_alarm)(void *, const
 
         msv_kt_head_decode(c->gossip[i].head, &g);
         err = msv_kt_check_gossip(c->db, c->conn, &g, &fits);
+        if (err == MSV_OK && fits && c->gossip[i].has_epoch)
+            err = msv_kt_check_gossip_epoch(c->db, g.size, c->gossip[i].epoch, &fits);
         if (err != MSV_OK || fits)
             continue;
         snprintf(warning, sizeof(warning),
