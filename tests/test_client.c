@@ -2205,6 +2205,47 @@ static void test_owner_history_skipped_version(void **state)
 }
 
 /*
+ * History proofs go to the account's own handles only, and each costs 32 lookups beyond its
+ * own: with a bucket of 40, alice's first asks for hers (33 tokens), her second is limited,
+ * and a plain lookup still fits; bob asking for alice's history gets none.
+ */
+static void test_owner_history_only_own_and_limited(void **state)
+{
+    const char *alice_h[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    msv_frame *r = NULL;
+
+    (void)state;
+    test_server_init(&s, "[directory]\nlookup_rate = 0.01\nlookup_burst = 40\n");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", alice_h[0]);
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_connect(bob), MSV_OK);
+    assert_int_equal(msv_request_lookup(bob->conn, alice_h, 1, 1, 0, TEST_TIMEOUT_MS, &r, NULL),
+                     MSV_OK);
+    assert_int_equal(r->lookup_result->results[0]->history_proof.len, 0);
+    msv_frame_free(r);
+    r = NULL;
+    assert_int_equal(msv_client_connect(alice), MSV_OK);
+    assert_int_equal(msv_request_lookup(alice->conn, alice_h, 1, 1, 0, TEST_TIMEOUT_MS, &r, NULL),
+                     MSV_OK);
+    assert_true(r->lookup_result->results[0]->history_proof.len > 0);
+    msv_frame_free(r);
+    r = NULL;
+    assert_int_equal(
+        msv_request_lookup(alice->conn, alice_h, 1, 1, 0, TEST_TIMEOUT_MS, &r, &alice->why),
+        MSV_ERR_INVALID);
+    assert_int_equal(alice->why.code, MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    assert_int_equal(msv_request_lookup(alice->conn, alice_h, 1, 0, 0, TEST_TIMEOUT_MS, &r, NULL),
+                     MSV_OK);
+    msv_frame_free(r);
+    msv_client_close(bob);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
  * Roots compared: the directory signs a second key directory root for a log size it already
  * signed one for (a version made in the tree only, nothing in the log). bob, who saw the first,
  * refuses a lookup under the second; carol, who never saw the first, accepts it, and her
@@ -4043,6 +4084,7 @@ int main(void)
         cmocka_unit_test(test_owner_history_forged_version),
         cmocka_unit_test(test_owner_history_skipped_version),
         cmocka_unit_test(test_epoch_roots_compared),
+        cmocka_unit_test(test_owner_history_only_own_and_limited),
         cmocka_unit_test(test_account_new),
         cmocka_unit_test(test_sender_killed_mid_send),
         cmocka_unit_test(test_crash_consistency),

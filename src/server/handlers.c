@@ -1561,6 +1561,9 @@ static int read_handles(struct msv_conn_state *c, uint64_t request_id,
     return 0;
 }
 
+/* The lookup tokens a history proof costs beyond its lookup's. */
+#define HISTORY_COST 32
+
 /*
  * Which of the n handles looked up are the asking account's own: those get their history proof,
  * whose marker versions' VRF outputs would let anyone else link the handle's later versions
@@ -1570,7 +1573,7 @@ static int history_of_own(struct msv_conn_state *c, uint64_t request_id, const c
                           size_t n, uint8_t **history)
 {
     char **handles = NULL;
-    size_t n_own = 0;
+    size_t n_own = 0, proven = 0;
 
     if (c->account_id == 0)
         return 0; /* nobody's own */
@@ -1580,11 +1583,19 @@ static int history_of_own(struct msv_conn_state *c, uint64_t request_id, const c
         return -1;
     }
     *history = calloc(n, 1);
-    for (size_t i = 0; *history != NULL && i < n; i++)
+    for (size_t i = 0; *history != NULL && i < n; i++) {
         (*history)[i] = (uint8_t)handle_listed(handles, n_own, names[i]);
+        proven += (*history)[i];
+    }
     free_handles(handles, n_own);
     if (*history == NULL) {
         msv_conn_send_error(c, request_id, E_IO, "out of memory");
+        return -1;
+    }
+    /* a history proof makes up to 33 VRF proofs (a lookup's are kept): it costs as much */
+    if (proven > 0 && !msv_server_take_token(c->w->srv, MSV_LIMIT_LOOKUP, c->account_id,
+                                             (double)proven * HISTORY_COST)) {
+        msv_conn_send_error(c, request_id, E_RATE, "too many lookups; slow down");
         return -1;
     }
     return 0;
