@@ -460,6 +460,15 @@ static void on_account_new(void *ctx, const char *handle)
               NULL);
 }
 
+/* besides the alarm: which handle's key directory history is wrong (schema 2 only) */
+static void on_kt_history(void *ctx, const char *handle, const char *warning)
+{
+    broadcast(ctx,
+              json_pack("{s:s, s:o, s:o}", "type", "kt_history", "handle", rpc_text(handle),
+                        "warning", rpc_text(warning)),
+              NULL);
+}
+
 static void on_unreachable(void *ctx, const char *handle, uint64_t device, const char *suites)
 {
     struct owner *ow = ctx;
@@ -1144,6 +1153,7 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     c->ctx = ow;
     c->on_key_change = on_key_change;
     c->on_account_new = on_account_new;
+    c->on_kt_history = on_kt_history;
     c->on_unreachable = on_unreachable;
     c->on_pq_refused = on_pq_refused;
     rc = take_lock(ow);

@@ -2202,6 +2202,160 @@ static void test_monitor_removed_device_returns(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * The owner's history proof: a directory that puts a version of alice's handle in its key
+ * directory without a log entry for it (version 8, the marker her version 1 proves absent)
+ * passes every lookup of her (bob's too), but not her monitor's history proof; one that skips
+ * versions (her second entry numbered 4) passes lookups and the proof, but not the count of
+ * her entries her monitor read. Each alarm is raised once.
+ */
+static void test_owner_history_forged_version(void **state)
+{
+    const char *to[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    msv_frame *devs = NULL;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, "keydir_forge = alice@example.org 8");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", to[0]);
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_OK);
+    msv_frame_free(devs);
+    assert_int_equal(monitor(alice, last), 1);
+    assert_non_null(strstr(last, "does not prove the history of this account's handle "
+                                 "alice@example.org"));
+    assert_int_equal(monitor(bob, last), 0);
+    msv_client_close(bob);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+static void test_owner_history_skipped_version(void **state)
+{
+    const char *to[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *laptop, *bob;
+    msv_frame *devs = NULL;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, "keydir_skip = alice@example.org 2");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", to[0]);
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* where counting starts: version 1 */
+    laptop = linked_device(&s, alice, "alice-laptop");
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_OK);
+    assert_int_equal(devs->lookup_result->results[0]->n_devices, 2);
+    msv_frame_free(devs);
+    assert_int_equal(monitor(alice, last), 1);
+    assert_non_null(strstr(last, "holds version 4 of this account's handle alice@example.org, "
+                                 "but its transparency log holds version 2"));
+    assert_int_equal(monitor(alice, last), 0);
+    /* versions appended honestly after it are counted from there */
+    assert_int_equal(msv_client_remove_device(alice, laptop->device_id), MSV_OK);
+    assert_int_equal(monitor(alice, last), 0);
+    msv_client_close(laptop);
+    msv_client_close(bob);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
+ * History proofs go to the account's own handles only, and each costs 32 lookups beyond its
+ * own: with a bucket of 40, alice's first asks for hers (33 tokens), her second is limited,
+ * and a plain lookup still fits; bob asking for alice's history gets none.
+ */
+static void test_owner_history_only_own_and_limited(void **state)
+{
+    const char *alice_h[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    msv_frame *r = NULL;
+
+    (void)state;
+    test_server_init(&s, "[directory]\nlookup_rate = 0.01\nlookup_burst = 40\n");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", alice_h[0]);
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_connect(bob), MSV_OK);
+    assert_int_equal(msv_request_lookup(bob->conn, alice_h, 1, 1, 0, TEST_TIMEOUT_MS, &r, NULL),
+                     MSV_OK);
+    assert_int_equal(r->lookup_result->results[0]->history_proof.len, 0);
+    msv_frame_free(r);
+    r = NULL;
+    assert_int_equal(msv_client_connect(alice), MSV_OK);
+    assert_int_equal(msv_request_lookup(alice->conn, alice_h, 1, 1, 0, TEST_TIMEOUT_MS, &r, NULL),
+                     MSV_OK);
+    assert_true(r->lookup_result->results[0]->history_proof.len > 0);
+    msv_frame_free(r);
+    r = NULL;
+    assert_int_equal(
+        msv_request_lookup(alice->conn, alice_h, 1, 1, 0, TEST_TIMEOUT_MS, &r, &alice->why),
+        MSV_ERR_INVALID);
+    assert_int_equal(alice->why.code, MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    assert_int_equal(msv_request_lookup(alice->conn, alice_h, 1, 0, 0, TEST_TIMEOUT_MS, &r, NULL),
+                     MSV_OK);
+    msv_frame_free(r);
+    msv_client_close(bob);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
+ * Roots compared: the directory signs a second key directory root for a log size it already
+ * signed one for (a version made in the tree only, nothing in the log). bob, who saw the first,
+ * refuses a lookup under the second; carol, who never saw the first, accepts it, and her
+ * message carries it to bob, whose monitor raises the alarm.
+ */
+static void test_epoch_roots_compared(void **state)
+{
+    const char *to_alice[1] = {"alice@example.org"}, *to_bob[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol;
+    msv_frame *devs = NULL;
+    uint8_t id[16];
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", to_alice[0]);
+    bob = client_for(&s, "bob", to_bob[0]);
+    carol = client_for(&s, "carol", "carol@example.org");
+    assert_int_equal(monitor(bob, last), 0);
+    assert_int_equal(msv_client_devices(bob, "carol@example.org", &devs), MSV_OK);
+    msv_frame_free(devs);
+    assert_int_equal(msv_client_devices(bob, to_alice[0], &devs), MSV_OK);
+    msv_frame_free(devs);
+    devs = NULL;
+
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra), "keydir_forge = nobody@example.org 3");
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_devices(bob, to_alice[0], &devs), MSV_ERR_AUTH);
+    assert_non_null(strstr(bob->why.message, "two different key directory roots for one log size"));
+    assert_null(devs);
+
+    /* carol has seen no root for this size: she accepts it, and tells bob */
+    assert_int_equal(msv_client_db_unset(carol->db, "kt_epoch"), MSV_OK);
+    drop_connection(carol);
+    assert_int_equal(msv_client_devices(carol, to_bob[0], &devs), MSV_OK);
+    msv_frame_free(devs);
+    assert_int_equal(msv_client_send(carol, to_bob, 1, "hello bob", NULL, 0, NULL, id), MSV_OK);
+    /* bob's own lookup is refused as above (an alarm), and carol's root does not fit his */
+    assert_int_equal(monitor(bob, last), 2);
+    assert_non_null(strstr(last, "carol@example.org's device saw"));
+    msv_client_close(carol);
+    msv_client_close(bob);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
 static void count_account_new(void *ctx, const char *handle)
 {
     int *n = ctx;
@@ -3987,6 +4141,10 @@ int main(void)
         cmocka_unit_test(test_gossip_checks_both_heads),
         cmocka_unit_test(test_head_from_the_future),
         cmocka_unit_test(test_monitor_removed_device_returns),
+        cmocka_unit_test(test_owner_history_forged_version),
+        cmocka_unit_test(test_owner_history_skipped_version),
+        cmocka_unit_test(test_epoch_roots_compared),
+        cmocka_unit_test(test_owner_history_only_own_and_limited),
         cmocka_unit_test(test_account_new),
         cmocka_unit_test(test_sender_killed_mid_send),
         cmocka_unit_test(test_crash_consistency),

@@ -183,6 +183,8 @@ static void test_payload_message_round_trip(void **state)
     p.attachment_count = 1;
     p.has_log_head = true;
     test_fill_pattern(p.log_head, MSV_LOG_HEAD_LEN, 9);
+    p.has_log_epoch = true;
+    test_fill_pattern(p.log_epoch, MSV_LOG_EPOCH_LEN, 10);
 
     back = round_trip(&p);
     assert_int_equal(back->kind, MSV_KIND_MESSAGE);
@@ -204,7 +206,19 @@ static void test_payload_message_round_trip(void **state)
     assert_int_equal(back->attachments[0].size, 12345);
     assert_true(back->has_log_head);
     assert_memory_equal(back->log_head, p.log_head, MSV_LOG_HEAD_LEN);
+    assert_true(back->has_log_epoch);
+    assert_memory_equal(back->log_epoch, p.log_epoch, MSV_LOG_EPOCH_LEN);
     msv_payload_free(back);
+    /* a key directory root only comes with the head whose size it is for */
+    p.has_log_head = false;
+    back = NULL;
+    {
+        uint8_t *enc = NULL;
+        size_t len = 0;
+
+        assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+        assert_null(enc);
+    }
 }
 
 static void test_payload_kinds(void **state)
@@ -786,6 +800,20 @@ static void test_payload_hostile(void **state)
     m.log_head.len = 16;
     assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
     m.log_head.len = 0;
+    {
+        uint8_t epoch[MSV_LOG_EPOCH_LEN + 1] = {0}, head[MSV_LOG_HEAD_LEN] = {0};
+
+        m.log_epoch.data = epoch; /* 96 bytes, and only with a log head */
+        m.log_epoch.len = MSV_LOG_EPOCH_LEN;
+        assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+        m.log_head.data = head;
+        m.log_head.len = MSV_LOG_HEAD_LEN;
+        assert_int_equal(parse_crafted(&m), MSV_OK);
+        m.log_epoch.len = MSV_LOG_EPOCH_LEN + 1;
+        assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+        m.log_epoch.len = 0;
+        m.log_head.len = 0;
+    }
     m.edit_number = 1; /* only an edit carries an edit number */
     assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
     m.kind = MSV__PAYLOAD__KIND__EDIT; /* and every edit does */

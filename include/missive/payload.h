@@ -15,6 +15,7 @@
 #define MSV_PAYLOAD_VERSION 1
 #define MSV_ID_LEN 16
 #define MSV_LOG_HEAD_LEN 112
+#define MSV_LOG_EPOCH_LEN 96
 #define MSV_TEXT_MAX (64u * 1024u)
 #define MSV_HANDLE_MAX 256
 #define MSV_PARTICIPANTS_MAX 256
@@ -127,7 +128,9 @@ struct msv_payload {
     struct msv_attachment_ref *attachments;
     size_t attachment_count;
     bool has_log_head;
-    uint8_t log_head[MSV_LOG_HEAD_LEN]; /* opaque here; see client/transparency.h */
+    uint8_t log_head[MSV_LOG_HEAD_LEN];   /* opaque here; see client/transparency.h */
+    bool has_log_epoch;                   /* only with has_log_head */
+    uint8_t log_epoch[MSV_LOG_EPOCH_LEN]; /* the key directory's root at its size, signed */
     bool has_profile_key;
     uint8_t profile_key[MSV_PROFILE_KEY_LEN]; /* the sender's, for sealed sends to it */
     uint32_t edit_number;        /* edits: 1 for a message's first edit, then 2, ...; else 0 */

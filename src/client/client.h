@@ -36,6 +36,10 @@ struct msv_client {
     /* handle's account was deleted and the handle registered again: not the account known
      * before (docs/transparency.md, "A new account"); may be NULL */
     void (*on_account_new)(void *ctx, const char *handle);
+    /* the owner's monitor found the key directory's history of this account's handle wrong
+     * (docs/transparency.md, "The owner's history proof"), besides the monitor's alarm; may be
+     * NULL */
+    void (*on_kt_history)(void *ctx, const char *handle, const char *warning);
     /* a device of handle that speaks no suite this device speaks, left out of a send */
     void (*on_unreachable)(void *ctx, const char *handle, uint64_t device_id, const char *suites);
     /* a device that says post-quantum for which the server gave no checked KEM prekey: nothing
@@ -52,6 +56,8 @@ struct msv_client {
     struct {
         char from[257];
         uint8_t head[MSV_LOG_HEAD_LEN];
+        int has_epoch;
+        uint8_t epoch[MSV_LOG_EPOCH_LEN]; /* the key directory's root at head's size, signed */
     } gossip[8];
     size_t n_gossip;
     /* the account's session lock (client/sessions.h): its descriptor while held, and how deep */

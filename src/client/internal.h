@@ -234,6 +234,24 @@ msv_err client_unsealed(struct msv_client *c, const uint8_t id[16], const char *
  */
 msv_err client_verified_lookup(struct msv_client *c, const char *const *handles, size_t n,
                                msv_frame **result);
+/* client_verified_lookup of this account's own handles, each result with its history proof
+ * (checked by client_history_check). */
+msv_err client_owner_lookup(struct msv_client *c, const char *const *handles, size_t n,
+                            msv_frame **result);
+/* The monitor read log entry index of this account's handle (history.c). */
+msv_err client_history_read(struct msv_client *c, const char *handle, uint64_t index);
+/*
+ * Checks the history proof of each result of r (an answer of client_owner_lookup, checked):
+ * the version the key directory holds is the one the log entries read give, or the alarm
+ * (history.c; docs/transparency.md, "The owner's history proof"). read_to: the log entries the
+ * monitor has read (a newer entry is judged once read).
+ */
+msv_err client_history_check(struct msv_client *c, const Msv__Wire__LookupResponse *r,
+                             uint64_t read_to, void (*on_alarm)(void *, const char *), void *ctx,
+                             size_t *alarms);
+/* This device's handle first, then the account's others as last listed (caller frees with
+ * msv_handles_free). */
+msv_err client_own_handles_known(struct msv_client *c, char ***out, size_t *n);
 /*
  * handle's account was deleted and registered again: the sessions with the devices known of it
  * and the verified mark go, and the user is told (on_account_new) before msv_kt_renewed_told.

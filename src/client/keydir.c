@@ -11,6 +11,7 @@
 
 #include "client/transparency.h"
 #include "missive/ptree.h"
+#include "util/endian.h"
 
 #define VRF_PIN "kt_vrf_key"
 
@@ -19,7 +20,7 @@ static msv_err check_epoch(struct msv_client_db *db, const Msv__Wire__LookupResp
                            const struct msv_kt_head *head, int *pin, char *why, size_t len)
 {
     const Msv__Wire__TreeHead *w = r->head;
-    uint8_t *pinned = NULL;
+    uint8_t *pinned = NULL, kept[MSV_LOG_EPOCH_LEN];
     size_t pinned_len = 0;
     msv_err err = msv_client_db_get(db, VRF_PIN, &pinned, &pinned_len);
 
@@ -42,6 +43,12 @@ static msv_err check_epoch(struct msv_client_db *db, const Msv__Wire__LookupResp
         snprintf(why, len,
                  "the key directory's VRF key is not the one this device pinned; its "
                  "answers cannot be trusted");
+    else if (msv_kt_known_epoch(db, head->size, kept) == MSV_OK &&
+             sodium_memcmp(kept, w->epoch_root.data, MSV_PT_HASH_LEN) != 0)
+        snprintf(why, len,
+                 "the directory signed two different key directory roots for one log size "
+                 "(%llu entries): it shows you different directories",
+                 (unsigned long long)head->size);
     else
         err = MSV_OK;
     free(pinned);
@@ -92,4 +99,55 @@ msv_err msv_kt_check_versions(struct msv_client_db *db, const Msv__Wire__LookupR
 msv_err msv_kt_pin_vrf_key(struct msv_client_db *db, const Msv__Wire__LookupResponse *r)
 {
     return msv_client_db_set(db, VRF_PIN, r->vrf_key.data, MSV_VRF_PUBLIC_KEY_LEN);
+}
+
+#define EPOCH_KEPT "kt_epoch"
+
+msv_err msv_kt_keep_epoch(struct msv_client_db *db, const Msv__Wire__LookupResponse *r,
+                          const struct msv_kt_head *head)
+{
+    uint8_t v[8 + MSV_LOG_EPOCH_LEN];
+
+    if (r->head->epoch_root.len != MSV_PT_HASH_LEN ||
+        r->head->epoch_signature.len != MSV_PT_SIG_LEN)
+        return MSV_OK; /* a directory without a prefix tree (msv_kt_check_versions let it) */
+    msv_put_u64be(v, head->size);
+    memcpy(v + 8, r->head->epoch_root.data, MSV_PT_HASH_LEN);
+    memcpy(v + 8 + MSV_PT_HASH_LEN, r->head->epoch_signature.data, MSV_PT_SIG_LEN);
+    return msv_client_db_set(db, EPOCH_KEPT, v, sizeof(v));
+}
+
+msv_err msv_kt_known_epoch(struct msv_client_db *db, uint64_t size,
+                           uint8_t epoch[MSV_LOG_EPOCH_LEN])
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err = msv_client_db_get(db, EPOCH_KEPT, &v, &len);
+
+    if (err == MSV_OK && len != 8 + MSV_LOG_EPOCH_LEN)
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK && msv_get_u64be(v) != size)
+        err = MSV_ERR_NOT_FOUND;
+    if (err == MSV_OK)
+        memcpy(epoch, v + 8, MSV_LOG_EPOCH_LEN);
+    free(v);
+    return err;
+}
+
+msv_err msv_kt_check_gossip_epoch(struct msv_client_db *db, uint64_t size,
+                                  const uint8_t epoch[MSV_LOG_EPOCH_LEN], int *fits)
+{
+    uint8_t mine[MSV_LOG_EPOCH_LEN], *key = NULL;
+    size_t key_len = 0;
+    msv_err err = msv_kt_known_epoch(db, size, mine);
+
+    *fits = 1;
+    if (err == MSV_OK)
+        err = msv_client_db_get(db, "kt_log_key", &key, &key_len);
+    /* a root not signed by the pinned log key is no evidence */
+    if (err == MSV_OK && key_len == 32 &&
+        msv_pt_epoch_verify(key, size, epoch, epoch + MSV_PT_HASH_LEN) == MSV_OK)
+        *fits = sodium_memcmp(mine, epoch, MSV_PT_HASH_LEN) == 0;
+    free(key);
+    return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
 }

@@ -131,6 +131,29 @@ static uint64_t monitor_own_index(struct msv_client *c)
     return index;
 }
 
+/*
+ * The account's handles looked up with their history proofs, each checked (client_history_check:
+ * alarms raised there); results[0] is this device's handle.
+ */
+static msv_err owner_lookup(struct msv_client *c, uint64_t read_to,
+                            void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms,
+                            msv_frame **r)
+{
+    char **handles = NULL;
+    size_t n = 0;
+    msv_err err = client_own_handles_known(c, &handles, &n);
+
+    if (err == MSV_OK)
+        err = client_owner_lookup(c, (const char *const *)handles, n, r);
+    msv_handles_free(handles, n);
+    if (err == MSV_OK && (err = client_history_check(c, (*r)->lookup_result, read_to, on_alarm, ctx,
+                                                     alarms)) != MSV_OK) {
+        msv_frame_free(*r);
+        *r = NULL;
+    }
+    return err;
+}
+
 #define NEWEST_CHECKED "kt_monitor_checked" /* u64be ms: when the entry served was last checked */
 #define NEWEST_INTERVAL_MS (3600LL * 1000)
 
@@ -139,10 +162,9 @@ static uint64_t monitor_own_index(struct msv_client *c)
  * when the monitor read one of the account's entries, and at least hourly (a lookup each time
  * would spend the lookup rate on every receive). A lookup the relay limits waits for next time.
  */
-static msv_err monitor_newest(struct msv_client *c, int read_own,
+static msv_err monitor_newest(struct msv_client *c, int read_own, uint64_t read_to,
                               void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
 {
-    const char *self = c->handle;
     msv_frame *r = NULL;
     uint8_t *v = NULL, when[8];
     size_t len = 0;
@@ -164,7 +186,7 @@ static msv_err monitor_newest(struct msv_client *c, int read_own,
     }
     newest = msv_get_u64be(v);
     free(v);
-    err = client_verified_lookup(c, &self, 1, &r);
+    err = owner_lookup(c, read_to, on_alarm, ctx, alarms, &r);
     if (err == MSV_ERR_INVALID && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED)
         return MSV_OK;
     msv_put_u64be(when, (uint64_t)msv_wall_ms());
@@ -194,11 +216,11 @@ static msv_err monitor_newest(struct msv_client *c, int read_own,
 }
 
 /* The devices the directory lists for this account now: where watching starts. */
-static msv_err monitor_baseline(struct msv_client *c)
+static msv_err monitor_baseline(struct msv_client *c, void (*on_alarm)(void *, const char *),
+                                void *ctx, size_t *alarms)
 {
     msv_frame *r = NULL;
-    const char *self = c->handle;
-    msv_err err = client_verified_lookup(c, &self, 1, &r);
+    msv_err err = owner_lookup(c, 0, on_alarm, ctx, alarms, &r);
     uint8_t next[8], h[32];
 
     for (size_t i = 0; err == MSV_OK && i < r->lookup_result->results[0]->n_devices; i++) {
@@ -321,6 +343,8 @@ static msv_err monitor_leaf(struct msv_client *c, const Msv__Wire__LogProof *p,
         return monitor_tombstone(c, &e, p->index, on_alarm, ctx, alarms);
     if (!own_entry(c, &e))
         return monitor_foreign(c, &e, p->index, on_alarm, ctx, alarms);
+    if ((err = client_history_read(c, e.handle, p->index)) != MSV_OK)
+        return err;
     if (e.deleted) /* a handle this account removed: it lists no device */
         return MSV_OK;
     err = monitor_removed(c, &e, p->index, on_alarm, ctx, alarms);
@@ -363,6 +387,8 @@ static msv_err check_gossip(struct msv_client *c, void (*on_alarm)(void *, const
 
         msv_kt_head_decode(c->gossip[i].head, &g);
         err = msv_kt_check_gossip(c->db, c->conn, &g, &fits);
+        if (err == MSV_OK && fits && c->gossip[i].has_epoch)
+            err = msv_kt_check_gossip_epoch(c->db, g.size, c->gossip[i].epoch, &fits);
         if (err != MSV_OK || fits)
             continue;
         snprintf(warning, sizeof(warning),
@@ -389,7 +415,7 @@ msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, con
     if (err == MSV_OK)
         err = msv_client_db_get(c->db, MONITORED, &v, &len);
     if (err == MSV_ERR_NOT_FOUND) {
-        err = monitor_baseline(c);
+        err = monitor_baseline(c, on_alarm, ctx, alarms);
         return err == MSV_OK ? check_gossip(c, on_alarm, ctx, alarms) : err;
     }
     if (err == MSV_OK && len != 8)
@@ -424,6 +450,6 @@ msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, con
     }
     own_read = monitor_own_index(c);
     if (err == MSV_OK)
-        err = monitor_newest(c, own_read != own_before, on_alarm, ctx, alarms);
+        err = monitor_newest(c, own_read != own_before, next, on_alarm, ctx, alarms);
     return err == MSV_OK ? check_gossip(c, on_alarm, ctx, alarms) : err;
 }

@@ -511,12 +511,16 @@ static void keep_gossip(struct msv_client *c, const char *sender, const struct m
     if (!p->has_log_head || strcmp(sender, c->handle) == 0)
         return;
     for (size_t i = 0; i < c->n_gossip; i++) {
-        if (memcmp(c->gossip[i].head, p->log_head, MSV_LOG_HEAD_LEN) == 0)
+        if (memcmp(c->gossip[i].head, p->log_head, MSV_LOG_HEAD_LEN) == 0 &&
+            c->gossip[i].has_epoch == p->has_log_epoch &&
+            (!p->has_log_epoch || memcmp(c->gossip[i].epoch, p->log_epoch, MSV_LOG_EPOCH_LEN) == 0))
             return;
     }
     if (c->n_gossip == sizeof(c->gossip) / sizeof(c->gossip[0]))
         return; /* enough to compare this time; later messages carry heads too */
     snprintf(c->gossip[c->n_gossip].from, sizeof(c->gossip[0].from), "%s", sender);
+    c->gossip[c->n_gossip].has_epoch = p->has_log_epoch;
+    memcpy(c->gossip[c->n_gossip].epoch, p->log_epoch, MSV_LOG_EPOCH_LEN);
     memcpy(c->gossip[c->n_gossip++].head, p->log_head, MSV_LOG_HEAD_LEN);
 }
 

@@ -475,7 +475,7 @@ msv_err msv_request_ack(struct msv_conn *c, const uint64_t *queue_ids, size_t n)
     return msv_conn_send(c, &req);
 }
 
-msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles, size_t n,
+msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles, size_t n, int history,
                            uint64_t known_size, int timeout_ms, msv_frame **result,
                            struct msv_refusal *why)
 {
@@ -491,6 +491,7 @@ msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles, size_
     q.n_handles = n;
     q.handles = hs;
     q.known_size = known_size;
+    q.history = history != 0;
     req.body_case = MSV__WIRE__FRAME__BODY_LOOKUP;
     req.lookup = &q;
     err = run(c, &req, MSV__WIRE__FRAME__BODY_LOOKUP_RESULT, timeout_ms, why, result);

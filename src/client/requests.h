@@ -131,11 +131,12 @@ MSV_MUST_CHECK msv_err msv_request_send_expiring(struct msv_conn *c, const uint8
 /*
  * Looks up handles; *result (caller frees with msv_frame_free) holds the
  * LookupResponse, one HandleDevices per handle in order, with the proofs
- * from the tree head of known_size entries (0: none) on.
+ * from the tree head of known_size entries (0: none) on; history: the
+ * results for the account's own handles carry their history proofs.
  */
 MSV_MUST_CHECK msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles, size_t n,
-                                          uint64_t known_size, int timeout_ms, msv_frame **result,
-                                          struct msv_refusal *why);
+                                          int history, uint64_t known_size, int timeout_ms,
+                                          msv_frame **result, struct msv_refusal *why);
 
 /* Reads count leaves of the transparency log from start, with proofs (LogEntries). */
 MSV_MUST_CHECK msv_err msv_request_log_read(struct msv_conn *c, uint64_t start, uint32_t count,

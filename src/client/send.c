@@ -901,6 +901,9 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
         p->has_log_head = msv_kt_known_head(c->db, &head) == MSV_OK;
         if (p->has_log_head)
             msv_kt_head_encode(&head, p->log_head);
+        /* and the key directory's root this device saw for that size, compared alike */
+        p->has_log_epoch =
+            p->has_log_head && msv_kt_known_epoch(c->db, head.size, p->log_epoch) == MSV_OK;
     }
     /* a group change, or anything to a big group (a receipt too), names nobody: the members
      * hold the group */

@@ -627,6 +627,8 @@ msv_err msv_kt_check_lookup(struct msv_client_db *db, const Msv__Wire__LookupRes
         err = accept_answer(db, &a, &head, pin);
     if (err == MSV_OK && pin_vrf)
         err = msv_kt_pin_vrf_key(db, r);
+    if (err == MSV_OK)
+        err = msv_kt_keep_epoch(db, r, &head);
     return err == MSV_OK ? pin_results(db, r) : err;
 }
 

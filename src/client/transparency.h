@@ -96,6 +96,22 @@ MSV_MUST_CHECK msv_err msv_kt_pin_vrf_key(struct msv_client_db *db,
                                           const Msv__Wire__LookupResponse *r);
 
 /*
+ * Roots compared (docs/transparency.md, "Gossip of tree heads"): keep_epoch remembers the key
+ * directory's root of an accepted answer for its head's size (setting kt_epoch: u64be size,
+ * root, signature; an answer without one changes nothing); known_epoch gives the root and
+ * signature kept for size (MSV_LOG_EPOCH_LEN bytes; MSV_ERR_NOT_FOUND for another size);
+ * check_gossip_epoch sets *fits to 0 when epoch (a root and signature another device saw for
+ * size) is signed by the pinned log key and differs from the root this device keeps for size.
+ */
+MSV_MUST_CHECK msv_err msv_kt_keep_epoch(struct msv_client_db *db,
+                                         const Msv__Wire__LookupResponse *r,
+                                         const struct msv_kt_head *head);
+MSV_MUST_CHECK msv_err msv_kt_known_epoch(struct msv_client_db *db, uint64_t size,
+                                          uint8_t epoch[MSV_LOG_EPOCH_LEN]);
+MSV_MUST_CHECK msv_err msv_kt_check_gossip_epoch(struct msv_client_db *db, uint64_t size,
+                                                 const uint8_t epoch[MSV_LOG_EPOCH_LEN], int *fits);
+
+/*
  * Checks a LogEntries answer to a read from start: its head as above, and
  * every entry proven at its index (start, start + 1, ...) in head's tree.
  * head receives the answer's head.

@@ -108,6 +108,8 @@ static const struct option_def options[] = {
     {"log", "file", OPT_STR, F(log_file), 0, 0},
     {"testing", "clock_file", OPT_STR, F(clock_file), 0, 0},
     {"testing", "trust_store_log", OPT_BOOL, F(trust_store_log), 0, 1},
+    {"testing", "keydir_forge", OPT_STR, F(keydir_forge), 0, 0},
+    {"testing", "keydir_skip", OPT_STR, F(keydir_skip), 0, 0},
 };
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};

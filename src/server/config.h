@@ -79,6 +79,8 @@ struct msv_config {
     unsigned accept_pause_ms;       /* accepting rests this long when descriptors run out */
     char clock_file[1024];          /* tests only: the current time in ms is read from this file */
     int trust_store_log;            /* tests only: serve the log's leaves unchecked (dishonest) */
+    char keydir_forge[300];         /* tests only: "HANDLE VERSION" put in the key directory only */
+    char keydir_skip[300];          /* tests only: "HANDLE VERSION" its next version's number */
 };
 
 /* Fills c with the defaults. */

@@ -1689,6 +1689,46 @@ static int read_handles(struct msv_conn_state *c, uint64_t request_id,
     return 0;
 }
 
+/* The lookup tokens a history proof costs beyond its lookup's. */
+#define HISTORY_COST 32
+
+/*
+ * Which of the n handles looked up are the asking account's own: those get their history proof,
+ * whose marker versions' VRF outputs would let anyone else link the handle's later versions
+ * (docs/transparency.md, "The owner's history proof"). -1 (and an answer sent) if that fails.
+ */
+static int history_of_own(struct msv_conn_state *c, uint64_t request_id, const char *const *names,
+                          size_t n, uint8_t **history)
+{
+    char **handles = NULL;
+    size_t n_own = 0, proven = 0;
+
+    if (c->account_id == 0)
+        return 0; /* nobody's own */
+    if (STORE(c->w->srv)->handles_of_account(IMPL(c->w->srv), c->account_id, &handles, &n_own) !=
+        MSV_OK) {
+        send_unavailable(c, request_id);
+        return -1;
+    }
+    *history = calloc(n, 1);
+    for (size_t i = 0; *history != NULL && i < n; i++) {
+        (*history)[i] = (uint8_t)handle_listed(handles, n_own, names[i]);
+        proven += (*history)[i];
+    }
+    free_handles(handles, n_own);
+    if (*history == NULL) {
+        msv_conn_send_error(c, request_id, E_IO, "out of memory");
+        return -1;
+    }
+    /* a history proof makes up to 33 VRF proofs (a lookup's are kept): it costs as much */
+    if (proven > 0 && !msv_server_take_token(c->w->srv, MSV_LIMIT_LOOKUP, c->account_id,
+                                             (double)proven * HISTORY_COST)) {
+        msv_conn_send_error(c, request_id, E_RATE, "too many lookups; slow down");
+        return -1;
+    }
+    return 0;
+}
+
 /* Lookups are answered from the transparency log, with proofs (kt_log.h). */
 static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
 {
@@ -1700,6 +1740,7 @@ static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
     struct handle_result *r = NULL;
     struct msv_kt_answer *answer = NULL;
     const char **names = NULL;
+    uint8_t *history = NULL;
     size_t n = q->n_handles;
 
     if (n == 0 || n > LOOKUP_MAX) {
@@ -1721,8 +1762,10 @@ static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
     }
     for (size_t i = 0; i < n; i++)
         names[i] = r[i].handle;
-    if (msv_kt_lookup(&s->kt, s->store, msv_server_now_ms(s), names, n, q->known_size, &resp,
-                      &answer) != MSV_OK) {
+    if (q->history && history_of_own(c, f->request_id, names, n, &history) != 0)
+        goto out;
+    if (msv_kt_lookup(&s->kt, s->store, msv_server_now_ms(s), names, n, history, q->known_size,
+                      &resp, &answer) != MSV_OK) {
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         goto out;
     }
@@ -1734,6 +1777,7 @@ static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
 out:
     msv_kt_answer_free(answer);
     free(names);
+    free(history);
     free_results(r, n);
     free(ptrs);
 }

@@ -360,6 +360,9 @@ msv_err msv_keydir_add(struct msv_keydir *kd, uint64_t index, const uint8_t *lea
     if (msv_kt_leaf_parse(leaf, len, &parsed) == MSV_OK) {
         key = handle_key(parsed.handle);
         version = (uint32_t)(uintptr_t)msv_u64map_get(&kd->counts, key) + 1;
+        if (kd->skip_version == version && version < UINT32_MAX - 2 &&
+            strcmp(parsed.handle, kd->skip_handle) == 0)
+            version += 2; /* tests only: a dishonest directory skips two versions */
         if ((err = entry_of(kd, parsed.handle, version, leaf, len, &e)) != MSV_OK ||
             (err = msv_ptree_insert(kd->tree, &e)) != MSV_OK ||
             (err = msv_u64map_put(&kd->counts, key, (void *)(uintptr_t)version)) != MSV_OK)
@@ -410,8 +413,8 @@ static msv_err lookup_proof(void *ctx, const char *handle, uint32_t version,
     return err;
 }
 
-msv_err msv_keydir_prove(struct msv_keydir *kd, const char *handle, int64_t index, uint8_t **proof,
-                         size_t *len)
+msv_err msv_keydir_prove(struct msv_keydir *kd, enum msv_pt_proof_kind kind, const char *handle,
+                         int64_t index, uint8_t **proof, size_t *len)
 {
     uint8_t opening[MSV_PT_OPENING_LEN] = {0};
     uint32_t version = 0;
@@ -423,9 +426,55 @@ msv_err msv_keydir_prove(struct msv_keydir *kd, const char *handle, int64_t inde
         version = kd->versions[index];
         err = opening_of(kd, handle, version, opening);
     }
-    if (err == MSV_OK)
-        err = msv_ptree_prove_versions_by(kd->tree, MSV_PT_LOOKUP, lookup_proof, kd, handle,
-                                          version, opening, proof, len);
+    /* a history proof is asked for by the handle's owner alone, and rarely: its VRF proofs
+     * (of marker versions no lookup needs) are made, not kept */
+    if (err == MSV_OK && kind == MSV_PT_HISTORY)
+        err = msv_ptree_prove_versions(kd->tree, kind, kd->secret, handle, version, opening, proof,
+                                       len);
+    else if (err == MSV_OK)
+        err = msv_ptree_prove_versions_by(kd->tree, kind, lookup_proof, kd, handle, version,
+                                          opening, proof, len);
+    sodium_memzero(opening, sizeof(opening));
+    return err;
+}
+
+/* Reads "HANDLE VERSION" (a [testing] option) into handle and *version; 0 if it is not one. */
+static int test_option(const char *option, char handle[256], uint32_t *version)
+{
+    const char *space = strchr(option, ' ');
+    char *end = NULL;
+    unsigned long v;
+
+    if (space == NULL || space == option || (size_t)(space - option) >= 256)
+        return 0;
+    v = strtoul(space + 1, &end, 10);
+    if (end == space + 1 || *end != '\0' || v == 0 || v > UINT32_MAX)
+        return 0;
+    memcpy(handle, option, (size_t)(space - option));
+    handle[space - option] = '\0';
+    *version = (uint32_t)v;
+    return 1;
+}
+
+msv_err msv_keydir_test_dishonest(struct msv_keydir *kd, const char *forge, const char *skip)
+{
+    struct msv_pt_entry e;
+    uint8_t opening[MSV_PT_OPENING_LEN];
+    char handle[256];
+    uint32_t version = 0;
+    msv_err err = MSV_OK;
+
+    if (skip[0] != '\0' && !test_option(skip, kd->skip_handle, &kd->skip_version))
+        return MSV_ERR_INVALID;
+    if (forge[0] == '\0')
+        return MSV_OK;
+    if (!test_option(forge, handle, &version))
+        return MSV_ERR_INVALID;
+    /* a version in the tree that no log entry is: committing to no device set */
+    if ((err = label_of(kd, handle, version, e.label)) == MSV_OK &&
+        (err = opening_of(kd, handle, version, opening)) == MSV_OK &&
+        (err = msv_pt_commit(opening, handle, version, NULL, 0, e.value)) == MSV_OK)
+        err = msv_ptree_insert(kd->tree, &e);
     sodium_memzero(opening, sizeof(opening));
     return err;
 }

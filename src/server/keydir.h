@@ -38,6 +38,8 @@ struct msv_keydir {
     _Atomic uint64_t proofs_kept, lookup_misses;
     uint64_t epoch_size; /* the log size the signed root below is for */
     uint8_t epoch_root[MSV_PT_HASH_LEN], epoch_signature[MSV_PT_SIG_LEN];
+    char skip_handle[256]; /* tests only: this handle's skip_version is numbered 2 higher */
+    uint32_t skip_version;
 };
 
 /*
@@ -64,10 +66,20 @@ MSV_MUST_CHECK msv_err msv_keydir_sign(struct msv_keydir *kd, uint64_t size,
                                        const uint8_t log_secret_key[64]);
 
 /*
- * The lookup proof of handle whose newest entry is log entry index (index < 0: the handle has
- * none). Caller frees *proof.
+ * The version proof of kind (lookup, or history for the handle's owner) of handle whose newest
+ * entry is log entry index (index < 0: the handle has none). Caller frees *proof.
  */
-MSV_MUST_CHECK msv_err msv_keydir_prove(struct msv_keydir *kd, const char *handle, int64_t index,
-                                        uint8_t **proof, size_t *len);
+MSV_MUST_CHECK msv_err msv_keydir_prove(struct msv_keydir *kd, enum msv_pt_proof_kind kind,
+                                        const char *handle, int64_t index, uint8_t **proof,
+                                        size_t *len);
+
+/*
+ * Tests only: makes the directory dishonest as [testing] keydir_forge and keydir_skip say
+ * ("HANDLE VERSION"; "" for none): forge puts that version of the handle in the tree, though no
+ * log entry is it; skip numbers the handle's entry that is that version 2 higher, skipping two
+ * (and the later ones follow it). MSV_ERR_INVALID for an option of another shape.
+ */
+MSV_MUST_CHECK msv_err msv_keydir_test_dishonest(struct msv_keydir *kd, const char *forge,
+                                                 const char *skip);
 
 #endif

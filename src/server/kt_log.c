@@ -511,13 +511,15 @@ static msv_err devices_from_leaf(struct msv_kt_answer *a, const struct msv_kt_re
     return MSV_OK;
 }
 
-/* The key directory's proof that rec (leaf NULL: none) is handle's newest version (kept in a). */
-static msv_err version_proof(struct msv_kt_log *log, struct msv_kt_answer *a, const char *handle,
+/* The key directory's proof of kind that rec (leaf NULL: none) is handle's newest version
+ * (kept in a). */
+static msv_err version_proof(struct msv_kt_log *log, struct msv_kt_answer *a,
+                             enum msv_pt_proof_kind kind, const char *handle,
                              const struct msv_kt_rec *rec, ProtobufCBinaryData *out)
 {
     uint8_t *proof = NULL;
     size_t len = 0;
-    msv_err err = msv_keydir_prove(&log->keydir, handle,
+    msv_err err = msv_keydir_prove(&log->keydir, kind, handle,
                                    rec->leaf != NULL ? (int64_t)rec->index : -1, &proof, &len);
 
     if (err != MSV_OK)
@@ -529,8 +531,9 @@ static msv_err version_proof(struct msv_kt_log *log, struct msv_kt_answer *a, co
 }
 
 msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
-                      const char *const *handles, size_t n, uint64_t known_size,
-                      Msv__Wire__LookupResponse *resp, struct msv_kt_answer **owner)
+                      const char *const *handles, size_t n, const uint8_t *history,
+                      uint64_t known_size, Msv__Wire__LookupResponse *resp,
+                      struct msv_kt_answer **owner)
 {
     struct msv_kt_answer *a = calloc(1, sizeof(*a));
     Msv__Wire__HandleDevices *hds, **ptrs;
@@ -570,7 +573,12 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
             err = log_proof(log, a, &tombs[i], &hds[i].tombstone);
     }
     for (size_t i = 0; err == MSV_OK && i < n; i++)
-        err = version_proof(log, a, handles[i], &recs[i], &hds[i].version_proof);
+        err = version_proof(log, a, MSV_PT_LOOKUP, handles[i], &recs[i], &hds[i].version_proof);
+    for (size_t i = 0; err == MSV_OK && history != NULL && i < n; i++) {
+        if (history[i])
+            err =
+                version_proof(log, a, MSV_PT_HISTORY, handles[i], &recs[i], &hds[i].history_proof);
+    }
     if (err == MSV_OK) {
         uint8_t *key = keep(a, MSV_VRF_PUBLIC_KEY_LEN);
 

@@ -80,12 +80,14 @@ void msv_kt_answer_free(struct msv_kt_answer *a);
  * the devices of the handle's newest leaf, with that leaf and its inclusion
  * proof (no devices and no proof for a handle the log has never seen); the
  * head, the log key, the consistency proof from known_size and the log's
- * rotation entries with their proofs go into resp.
+ * rotation entries with their proofs go into resp. history (NULL: none): a
+ * result whose flag is set also gets the handle's history proof (only for the
+ * handles of the asker's own account).
  */
 MSV_MUST_CHECK msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store,
                                      int64_t now_ms, const char *const *handles, size_t n,
-                                     uint64_t known_size, Msv__Wire__LookupResponse *resp,
-                                     struct msv_kt_answer **owner);
+                                     const uint8_t *history, uint64_t known_size,
+                                     Msv__Wire__LookupResponse *resp, struct msv_kt_answer **owner);
 
 /*
  * Answers LogRead: leaves start.. (at most 256) with proofs, head, key,

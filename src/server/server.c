@@ -1618,6 +1618,11 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
                         err_len);
     if (e != MSV_OK)
         goto fail;
+    e = msv_keydir_test_dishonest(&s->kt.keydir, cfg->keydir_forge, cfg->keydir_skip);
+    if (e != MSV_OK) {
+        snprintf(err, err_len, "[testing] keydir_forge and keydir_skip take HANDLE VERSION");
+        goto fail;
+    }
     e = limits_init(s, err, err_len);
     if (e != MSV_OK)
         goto fail;

@@ -249,6 +249,8 @@ static int payload_ok(const struct msv_payload *p)
         return 0;
     if (p->edit_number != 0 && p->kind != MSV_KIND_EDIT)
         return 0;
+    if (p->has_log_epoch && !p->has_log_head) /* a root is for the size of the head it comes with */
+        return 0;
     if (!profile_ok(p))
         return 0;
     /* the join fields only on GROUP_JOIN; the link's secret and approval only with its version */
@@ -394,6 +396,8 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
         m.target_id = bytes_of(p->target_id, MSV_ID_LEN);
     if (p->has_log_head)
         m.log_head = bytes_of(p->log_head, MSV_LOG_HEAD_LEN);
+    if (p->has_log_epoch)
+        m.log_epoch = bytes_of(p->log_epoch, MSV_LOG_EPOCH_LEN);
     if (p->has_profile_key)
         m.profile_key = bytes_of(p->profile_key, MSV_PROFILE_KEY_LEN);
     if (p->has_group_signature) {
@@ -763,6 +767,12 @@ static msv_err copy_payload(const pb_payload *m, struct msv_payload *p)
             return MSV_ERR_PARSE;
         memcpy(p->log_head, m->log_head.data, MSV_LOG_HEAD_LEN);
         p->has_log_head = true;
+    }
+    if (err == MSV_OK && m->log_epoch.len != 0) {
+        if (m->log_epoch.len != MSV_LOG_EPOCH_LEN)
+            return MSV_ERR_PARSE;
+        memcpy(p->log_epoch, m->log_epoch.data, MSV_LOG_EPOCH_LEN);
+        p->has_log_epoch = true;
     }
     if (err == MSV_OK && m->profile_key.len != 0) {
         if (m->profile_key.len != MSV_PROFILE_KEY_LEN)
