@@ -65,10 +65,12 @@ waitfor() {
 # loopback with its data in srv/ and its log appended to srv.log; $port is
 # the TLS port to take (0 or unset: any free one) and afterwards the one it
 # listens on, so a restart keeps the address. Returns 1 if it did not start.
+# missived gets SIGTERM when the test's shell dies, even by SIGKILL (ctest's timeout),
+# which runs no EXIT trap.
 start_missived() {
     rm -f srv/missived.ports
     MISSIVED_SERVER_LISTEN_PORT=${port:-0} MISSIVED_HTTP_LISTEN_PORT=0 MISSIVED_ACCOUNTS_ARGON2_MEMLIMIT_KIB=8 \
-        "$@" "$D" --data-dir srv 2>>srv.log &
+        setpriv --pdeathsig TERM "$@" "$D" --data-dir srv 2>>srv.log &
     pid=$!
     for _ in $(seq 600); do [ -s srv/missived.ports ] && break; sleep 0.1; done
     [ -s srv/missived.ports ] || return 1
@@ -132,7 +134,7 @@ listen_port = 0
 argon2_memlimit_kib = 8
 ${3:-}
 EOF
-    "$D" --config "node-$n.ini" 2>>"node-$n.log" &
+    setpriv --pdeathsig TERM "$D" --config "node-$n.ini" 2>>"node-$n.log" &
     pids[$n]=$!
     for _ in $(seq 300); do [ -s "node-$n/missived.ports" ] && break; sleep 0.1; done
     [ -s "node-$n/missived.ports" ] || return 1
