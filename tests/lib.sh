@@ -27,12 +27,18 @@ in_scratch() {
     pid=
     daemon=
     trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+    # A test killed outright (SIGKILL: ctest's timeout) runs no EXIT trap, and its tmux server
+    # is outside its process tree: a watcher, outside it too, closes the chats and removes
+    # the directory once the test is gone.
+    (setsid bash -c "while kill -0 $$ 2>/dev/null; do sleep 1; done
+        tmux -L '$(tm_socket)' kill-server 2>/dev/null; rm -rf '$work'" </dev/null >/dev/null 2>&1 &)
     cd "$work" || exit 1
 }
 
 # ---- the chat under tmux -------------------------------------------------------------------
 # tm: this test's own tmux server.
-tm() { tmux -u -L "missive-$(basename "$0" .sh)-$$" -f /dev/null "$@"; }
+tm_socket() { echo "missive-$(basename "$0" .sh)-$$"; }
+tm() { tmux -u -L "$(tm_socket)" -f /dev/null "$@"; }
 
 # chat_in SESSION DATA-DIR WIDTH ARGS...: `missive chat ARGS` of the account in
 # DATA-DIR in a tmux window of its own, WIDTH x $CHAT_ROWS (30), in the C locale (the chat
