@@ -1,5 +1,6 @@
 #include "helpers.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <setjmp.h>
 #include <stdio.h>
@@ -81,4 +82,41 @@ uint8_t *test_read_file(const char *path, size_t *len)
     }
     fclose(f);
     return buf;
+}
+
+/* "K/N" with 1 <= K <= N: sets *k (from 0) and *parts */
+static int parse_part(const char *spec, size_t *k, size_t *parts)
+{
+    char *end = NULL;
+    unsigned long a, b;
+
+    errno = 0;
+    a = strtoul(spec, &end, 10);
+    if (errno != 0 || end == spec || *end != '/')
+        return 0;
+    spec = end + 1;
+    b = strtoul(spec, &end, 10);
+    if (errno != 0 || end == spec || *end != '\0' || a < 1 || a > b || b > 1000)
+        return 0;
+    *k = a - 1;
+    *parts = b;
+    return 1;
+}
+
+int test_run_group(const char *group, struct CMUnitTest *tests, size_t n)
+{
+    const char *part = getenv("MSV_TEST_PART");
+    size_t k = 0, parts = 1, kept = 0;
+
+    if (part != NULL && !parse_part(part, &k, &parts)) {
+        fprintf(stderr, "MSV_TEST_PART must be K/N with 1 <= K <= N, not \"%s\"\n", part);
+        return 1;
+    }
+    for (size_t i = k; i < n; i += parts)
+        tests[kept++] = tests[i]; /* i >= kept: nothing picked later is overwritten */
+    if (getenv("MSV_TEST") != NULL)
+        cmocka_set_test_filter(getenv("MSV_TEST"));
+    if (getenv("MSV_TEST_SKIP") != NULL)
+        cmocka_set_skip_filter(getenv("MSV_TEST_SKIP"));
+    return _cmocka_run_group_tests(group, tests, kept, NULL, NULL);
 }

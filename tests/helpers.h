@@ -29,4 +29,13 @@ uint8_t *test_unhex(const char *hex, size_t *len);
 /* Reads a whole file; NULL if it cannot. */
 uint8_t *test_read_file(const char *path, size_t *len);
 
+struct CMUnitTest;
+/*
+ * Runs the n tests as cmocka group `group`, or those the environment picks: MSV_TEST, a
+ * name or pattern to run; MSV_TEST_SKIP, a pattern to leave out; MSV_TEST_PART "K/N" (K
+ * from 1 to N), every Nth test from the Kth, so that ctest runs the parts of a long group
+ * side by side. Reorders tests. Returns cmocka's result (1 on a malformed MSV_TEST_PART).
+ */
+int test_run_group(const char *group, struct CMUnitTest *tests, size_t n);
+
 #endif

@@ -27,12 +27,18 @@ in_scratch() {
     pid=
     daemon=
     trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+    # A test killed outright (SIGKILL: ctest's timeout) runs no EXIT trap, and its tmux server
+    # is outside its process tree: a watcher, outside it too, closes the chats and removes
+    # the directory once the test is gone.
+    (setsid bash -c "while kill -0 $$ 2>/dev/null; do sleep 1; done
+        tmux -L '$(tm_socket)' kill-server 2>/dev/null; rm -rf '$work'" </dev/null >/dev/null 2>&1 &)
     cd "$work" || exit 1
 }
 
 # ---- the chat under tmux -------------------------------------------------------------------
 # tm: this test's own tmux server.
-tm() { tmux -u -L "missive-$(basename "$0" .sh)-$$" -f /dev/null "$@"; }
+tm_socket() { echo "missive-$(basename "$0" .sh)-$$"; }
+tm() { tmux -u -L "$(tm_socket)" -f /dev/null "$@"; }
 
 # chat_in SESSION DATA-DIR WIDTH ARGS...: `missive chat ARGS` of the account in
 # DATA-DIR in a tmux window of its own, WIDTH x $CHAT_ROWS (30), in the C locale (the chat
@@ -65,10 +71,12 @@ waitfor() {
 # loopback with its data in srv/ and its log appended to srv.log; $port is
 # the TLS port to take (0 or unset: any free one) and afterwards the one it
 # listens on, so a restart keeps the address. Returns 1 if it did not start.
+# missived gets SIGTERM when the test's shell dies, even by SIGKILL (ctest's timeout),
+# which runs no EXIT trap.
 start_missived() {
     rm -f srv/missived.ports
     MISSIVED_SERVER_LISTEN_PORT=${port:-0} MISSIVED_HTTP_LISTEN_PORT=0 MISSIVED_ACCOUNTS_ARGON2_MEMLIMIT_KIB=8 \
-        "$@" "$D" --data-dir srv 2>>srv.log &
+        setpriv --pdeathsig TERM "$@" "$D" --data-dir srv 2>>srv.log &
     pid=$!
     for _ in $(seq 600); do [ -s srv/missived.ports ] && break; sleep 0.1; done
     [ -s srv/missived.ports ] || return 1
@@ -132,7 +140,7 @@ listen_port = 0
 argon2_memlimit_kib = 8
 ${3:-}
 EOF
-    "$D" --config "node-$n.ini" 2>>"node-$n.log" &
+    setpriv --pdeathsig TERM "$D" --config "node-$n.ini" 2>>"node-$n.log" &
     pids[$n]=$!
     for _ in $(seq 300); do [ -s "node-$n/missived.ports" ] && break; sleep 0.1; done
     [ -s "node-$n/missived.ports" ] || return 1

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -86,6 +87,7 @@ static int read_ports(struct test_server *s)
 void test_server_start(struct test_server *s)
 {
     char config[128], ports[128];
+    pid_t test = getpid();
 
     write_config(s, config, sizeof(config));
     snprintf(ports, sizeof(ports), "%s/data/missived.ports", s->dir);
@@ -95,6 +97,11 @@ void test_server_start(struct test_server *s)
     if (s->pid == 0) {
         int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
 
+        /* The server lives no longer than its test, however the test ends (a failed
+         * assertion, ctest's SIGKILL on a timeout); a test gone before prctl took effect
+         * shows as a changed parent. */
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != test)
+            _exit(127);
         dup2(fd, STDERR_FILENO);
         dup2(fd, STDOUT_FILENO);
         execl(MSV_MISSIVED, "missived", "--config", config, (char *)NULL);

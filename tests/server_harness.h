@@ -30,6 +30,8 @@ struct test_device {
 
 /* A fresh data directory; extra (may be NULL) is appended to the config. */
 void test_server_init(struct test_server *s, const char *extra);
+/* Starts missived; it gets SIGTERM when the thread that started it ends (call it from the
+ * test's main thread, not from one that ends before the test), and so with the test. */
 void test_server_start(struct test_server *s);
 /* SIGTERM and wait; asserts a clean exit. */
 void test_server_stop(struct test_server *s);

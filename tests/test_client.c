@@ -4126,7 +4126,7 @@ static void test_file_streamed_to_disk(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
+    struct CMUnitTest tests[] = {
         cmocka_unit_test(test_redelivery_shown_once),
         cmocka_unit_test(test_malicious_directory),
         cmocka_unit_test(test_log_key_rotation),
@@ -4181,8 +4181,6 @@ int main(void)
 
     if (msv_init() != MSV_OK)
         return 1;
-    signal(SIGPIPE, SIG_IGN);       /* servers are killed under the clients' feet */
-    if (getenv("MSV_TEST") != NULL) /* one test by name (or a pattern), for a closer look */
-        cmocka_set_test_filter(getenv("MSV_TEST"));
-    return cmocka_run_group_tests_name("client", tests, NULL, NULL);
+    signal(SIGPIPE, SIG_IGN); /* servers are killed under the clients' feet */
+    return test_run_group("client", tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -17,6 +17,8 @@ import sys
 import tempfile
 import time
 
+from tied import tied
+
 M, D = os.path.realpath(sys.argv[1]), os.path.realpath(sys.argv[2])
 HERE = os.path.dirname(os.path.realpath(__file__))
 work = tempfile.mkdtemp()
@@ -73,7 +75,7 @@ def start_missived():
     env = dict(os.environ, MISSIVED_SERVER_LISTEN_PORT="0", MISSIVED_HTTP_LISTEN_PORT="0",
                MISSIVED_ACCOUNTS_ARGON2_MEMLIMIT_KIB="8")
     log = open("srv.log", "ab")
-    p = subprocess.Popen([D, "--data-dir", "srv"], env=env, stderr=log)
+    p = subprocess.Popen([D, "--data-dir", "srv"], env=env, stderr=log, preexec_fn=tied())
     procs.append(p)
     for _ in range(600):
         if os.path.exists("srv/missived.ports") and os.path.getsize("srv/missived.ports") > 0:
@@ -99,7 +101,8 @@ def register(port, who):
 def start_web(who, *extra):
     p = subprocess.Popen([M, "--data-dir", "dev-" + who, "--account", who + "@example.org", "web",
                           *extra], env=ENV, stdout=subprocess.PIPE, stderr=open(who + ".web.err",
-                                                                                "ab"), text=True)
+                                                                                "ab"), text=True,
+                         preexec_fn=tied())
     procs.append(p)
     line = p.stdout.readline()
     m = re.match(r"web: (https?)://([^/]+)/login\?token=([0-9a-f]{64})$", line.strip())
@@ -905,7 +908,8 @@ def open_page():
     env = dict(ENV, PATH=os.path.abspath("fakebin") + ":" + os.environ["PATH"])
     p = subprocess.Popen([M, "--data-dir", "dev-bob", "--account", "bob@example.org", "web",
                           "--open"], env=env, stdout=subprocess.PIPE,
-                         stderr=open("bob.web.err", "ab"), text=True)
+                         stderr=open("bob.web.err", "ab"), text=True,
+                         preexec_fn=tied())
     procs.append(p)
     url = p.stdout.readline().strip()[5:]
     port = int(re.match(r"http://127\.0\.0\.1:(\d+)/", url).group(1))

@@ -12,6 +12,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tied import tied  # noqa: E402
+
 SKIP = 77
 
 
@@ -113,7 +116,8 @@ def start_missived():
     e = dict(env, MISSIVED_SERVER_LISTEN_PORT="0", MISSIVED_HTTP_LISTEN_PORT="0",
              MISSIVED_ACCOUNTS_ARGON2_MEMLIMIT_KIB="8")
     log = open("srv.log", "ab")
-    procs.append(subprocess.Popen([D, "--data-dir", "srv"], env=e, stderr=log))
+    procs.append(subprocess.Popen([D, "--data-dir", "srv"], env=e, stderr=log,
+                                   preexec_fn=tied()))
     ports = until(lambda: open("srv/missived.ports").read(), 60)
     return re.search(r"^tls (\d+)", ports, re.M).group(1)
 
@@ -131,7 +135,8 @@ def register(who, server):
 def start_web(who):
     """missive web for who: its first line is the login URL"""
     p = subprocess.Popen([M, "--data-dir", "dev-" + who, "--account", handle(who), "web"], env=env,
-                         stdout=subprocess.PIPE, stderr=open("web-%s.log" % who, "ab"), text=True)
+                         stdout=subprocess.PIPE, stderr=open("web-%s.log" % who, "ab"), text=True,
+                         preexec_fn=tied())
     procs.append(p)
     webs[who] = p
     line = p.stdout.readline().strip()
