@@ -308,14 +308,14 @@ static void enroll(struct test_server *s, const char *handle, struct test_device
     snprintf(d->handle, sizeof(d->handle), "%s", handle);
     assert_int_equal(msv_identity_generate_suites(suite, also, 0, &d->id), MSV_OK);
     if (add) {
-        err = msv_request_add_device(c, handle, TEST_PASSWORD, d->id, "token", TEST_TIMEOUT_MS,
-                                     &d->device_id, &why);
+        err = msv_request_add_device(c, handle, TEST_PASSWORD, d->id, NULL, "token",
+                                     TEST_TIMEOUT_MS, &d->device_id, &why);
     } else {
         assert_int_equal(msv_request_register_start(c, handle, NULL, TEST_TIMEOUT_MS, &why),
                          MSV_OK);
         test_server_code(s, handle, code);
-        err = msv_request_register_finish(c, handle, NULL, code, TEST_PASSWORD, d->id, "token",
-                                          TEST_TIMEOUT_MS, &d->device_id, &why);
+        err = msv_request_register_finish(c, handle, NULL, code, TEST_PASSWORD, d->id, NULL,
+                                          "token", TEST_TIMEOUT_MS, &d->device_id, &why);
     }
     if (err != MSV_OK)
         fail_msg("enrolling %s: %s (%s)", handle, msv_strerror(err), why.message);

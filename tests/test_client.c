@@ -2935,8 +2935,8 @@ static uint64_t fill_account(struct test_server *s, const char *handle, struct t
     for (int i = 1; i < 64; i++) {
         msv_frame *r;
 
-        if (msv_request_add_device(c, handle, TEST_PASSWORD, big, "token", TEST_TIMEOUT_MS, &dev,
-                                   &why) != MSV_OK)
+        if (msv_request_add_device(c, handle, TEST_PASSWORD, big, NULL, "token", TEST_TIMEOUT_MS,
+                                   &dev, &why) != MSV_OK)
             fail_msg("adding device %d to %s: %s", i, handle, why.message);
         r = test_approve(d, dev);
         assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_OK);
@@ -2986,7 +2986,7 @@ static void replace_device(struct test_server *s, const char *handle, struct tes
     r = test_request(d->conn, &req);
     assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_OK);
     msv_frame_free(r);
-    if (msv_request_add_device(c, handle, TEST_PASSWORD, big, "token", TEST_TIMEOUT_MS, &dev,
+    if (msv_request_add_device(c, handle, TEST_PASSWORD, big, NULL, "token", TEST_TIMEOUT_MS, &dev,
                                &why) != MSV_OK)
         fail_msg("adding a device to %s again: %s", handle, why.message);
     r = test_approve(d, dev);

@@ -371,18 +371,21 @@ static uint32_t publish_prekeys(struct test_device *d, size_t n)
 {
     struct msv_prekey keys[16];
     struct msv_refusal why = {0};
+    struct msv_prekey_counts held = {0};
     uint8_t sig[64];
-    uint32_t left = 0;
-    int has_signed = 0;
 
     assert_true(n < 16);
     for (size_t i = 0; i <= n; i++)
         assert_int_equal(msv_prekey_generate(d->id, (uint32_t)i + 1, &keys[i], i ? NULL : sig),
                          MSV_OK);
-    assert_int_equal(msv_request_prekey_upload(d->conn, &keys[0], sig, keys + 1, n, 0,
-                                               TEST_TIMEOUT_MS, &left, &has_signed, &why),
+    assert_int_equal(msv_request_prekey_upload(d->conn,
+                                               &(struct msv_prekey_set){.signed_key = &keys[0],
+                                                                        .signed_sig = sig,
+                                                                        .one_time = keys + 1,
+                                                                        .n_one_time = n},
+                                               TEST_TIMEOUT_MS, &held, &why),
                      MSV_OK);
-    return left;
+    return held.one_time_left;
 }
 
 /* Claims the prekeys of n devices from d; returns the first bundle's one-time id (0: none). */

@@ -356,7 +356,7 @@ static void test_device_approval(void **state)
     snprintf(b2.handle, sizeof(b2.handle), "bob@example.org");
     assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &b2.id), MSV_OK);
     c = test_connect(&s);
-    assert_int_equal(msv_request_add_device(c, "bob@example.org", TEST_PASSWORD, b2.id, "",
+    assert_int_equal(msv_request_add_device(c, "bob@example.org", TEST_PASSWORD, b2.id, NULL, "",
                                             TEST_TIMEOUT_MS, &b2.device_id, NULL),
                      MSV_OK);
     msv_conn_close(c);
@@ -1700,14 +1700,22 @@ static msv_err upload_prekeys(struct test_device *d, const struct msv_identity *
                               uint32_t *left, int *has_signed, struct msv_refusal *why)
 {
     struct msv_prekey keys[8];
+    struct msv_prekey_counts held = {0};
     uint8_t sig[64];
+    msv_err err;
 
     assert_true(n < 8);
     for (size_t i = 0; i <= n; i++)
         assert_int_equal(msv_prekey_generate(signer, (uint32_t)i + 1, &keys[i], i ? NULL : sig),
                          MSV_OK);
-    return msv_request_prekey_upload(d->conn, &keys[0], sig, keys + 1, n, 0, TEST_TIMEOUT_MS, left,
-                                     has_signed, why);
+    err = msv_request_prekey_upload(
+        d->conn,
+        &(struct msv_prekey_set){
+            .signed_key = &keys[0], .signed_sig = sig, .one_time = keys + 1, .n_one_time = n},
+        TEST_TIMEOUT_MS, &held, why);
+    *left = held.one_time_left;
+    *has_signed = held.has_signed;
+    return err;
 }
 
 /*
@@ -2112,7 +2120,7 @@ static void test_big_account_answers(void **state)
                      MSV_OK);
     c = test_connect(&s);
     for (int i = 1; i < 64; i++) {
-        if (msv_request_add_device(c, "alice@example.org", TEST_PASSWORD, big, "token",
+        if (msv_request_add_device(c, "alice@example.org", TEST_PASSWORD, big, NULL, "token",
                                    TEST_TIMEOUT_MS, &dev, &why) != MSV_OK)
             fail_msg("adding device %d: %s", i, why.message);
         expect_ok(test_approve(&a1, dev));
@@ -2152,8 +2160,8 @@ static void test_big_account_answers(void **state)
              "[accounts]\nidentity_max = 512\n");
     test_server_start(&s);
     c = test_connect(&s);
-    assert_int_not_equal(msv_request_add_device(c, "alice@example.org", TEST_PASSWORD, big, "token",
-                                                TEST_TIMEOUT_MS, &dev, &why),
+    assert_int_not_equal(msv_request_add_device(c, "alice@example.org", TEST_PASSWORD, big, NULL,
+                                                "token", TEST_TIMEOUT_MS, &dev, &why),
                          MSV_OK);
     assert_int_equal(why.code, MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
     msv_conn_close(c);
@@ -2265,6 +2273,96 @@ static void test_health_and_metrics(void **state)
     test_server_cleanup(&s);
 }
 
+/* Registers handle with id and first prekeys first; the answer's refusal in why. */
+static msv_err register_with(struct test_server *s, const char *handle, struct msv_identity *id,
+                             const struct msv_prekey_set *first, uint64_t *device,
+                             struct msv_refusal *why)
+{
+    struct msv_conn *c = test_connect(s);
+    char code[7];
+    msv_err err;
+
+    memset(why, 0, sizeof(*why));
+    err = msv_request_register_start(c, handle, NULL, TEST_TIMEOUT_MS, why);
+    if (err != MSV_OK)
+        fail_msg("register_start %s: %s", handle, why->message);
+    test_server_code(s, handle, code);
+    err = msv_request_register_finish(c, handle, NULL, code, TEST_PASSWORD, id, first, "",
+                                      TEST_TIMEOUT_MS, device, why);
+    msv_conn_close(c);
+    return err;
+}
+
+/*
+ * A device whose identity says post-quantum brings its signed prekey and
+ * last-resort KEM prekey with its registration, signed by it and nothing
+ * more; the server holds them before the device ever connects, so a claim
+ * finds its bundle at once.
+ */
+static void test_first_prekeys(void **state)
+{
+    struct test_server s;
+    struct test_device alice = {0};
+    struct msv_identity *pq = NULL, *other = NULL;
+    struct msv_prekey spk, opk;
+    struct msv_kem_prekey *kem = calloc(2, sizeof(*kem));
+    uint8_t sig[64], kem_sig[2][64];
+    struct msv_prekey_set first = {.signed_key = &spk, .signed_sig = sig};
+    struct msv_refusal why;
+    uint64_t device = 0;
+    msv_frame *got = NULL;
+
+    (void)state;
+    assert_non_null(kem);
+    test_server_init(&s, "[accounts]\nregister_burst = 40\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &alice);
+    assert_int_equal(msv_identity_generate_suites(MSV_SUITE_MODERN, MSV_IDENTITY_PQ, 0, &pq),
+                     MSV_OK);
+    assert_int_equal(msv_identity_generate_suites(MSV_SUITE_MODERN, MSV_IDENTITY_PQ, 0, &other),
+                     MSV_OK);
+    assert_int_equal(msv_prekey_generate(pq, 1, &spk, sig), MSV_OK);
+    assert_int_equal(msv_prekey_generate(pq, 2, &opk, NULL), MSV_OK);
+    assert_int_equal(msv_kem_prekey_generate(pq, 3, 1, &kem[0], kem_sig[0]), MSV_OK);
+    assert_int_equal(msv_kem_prekey_generate(other, 3, 1, &kem[1], kem_sig[1]), MSV_OK);
+    /* none, or no KEM prekey: refused */
+    assert_int_equal(register_with(&s, "bob1@example.org", pq, NULL, &device, &why),
+                     MSV_ERR_INVALID);
+    assert_non_null(strstr(why.message, "post-quantum"));
+    assert_int_equal(register_with(&s, "bob2@example.org", pq, &first, &device, &why),
+                     MSV_ERR_INVALID);
+    /* a one-time one beside them: refused (they follow at the first connection) */
+    first.kem_last_resort = &kem[0];
+    first.kem_last_resort_sig = kem_sig[0];
+    first.one_time = &opk;
+    first.n_one_time = 1;
+    assert_int_equal(register_with(&s, "bob3@example.org", pq, &first, &device, &why),
+                     MSV_ERR_INVALID);
+    first.n_one_time = 0;
+    /* another identity's KEM prekey: refused */
+    first.kem_last_resort = &kem[1];
+    first.kem_last_resort_sig = kem_sig[1];
+    assert_int_equal(register_with(&s, "bob4@example.org", pq, &first, &device, &why),
+                     MSV_ERR_AUTH);
+    first.kem_last_resort = &kem[0];
+    first.kem_last_resort_sig = kem_sig[0];
+    assert_int_equal(register_with(&s, "bob5@example.org", pq, &first, &device, &why), MSV_OK);
+    /* bob's device never connected: its bundle is there all the same, its KEM prekey with it */
+    assert_int_equal(msv_request_prekey_claim(alice.conn, &device, 1, TEST_TIMEOUT_MS, &got, &why),
+                     MSV_OK);
+    assert_int_equal(got->prekey_bundles->n_bundles, 1);
+    assert_int_equal(got->prekey_bundles->bundles[0]->signed_->id, 1);
+    assert_non_null(got->prekey_bundles->bundles[0]->kem);
+    assert_int_equal(got->prekey_bundles->bundles[0]->kem->id, 3);
+    assert_true(got->prekey_bundles->bundles[0]->kem->last_resort);
+    msv_frame_free(got);
+    msv_identity_free(pq);
+    msv_identity_free(other);
+    free(kem);
+    test_device_free(&alice);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2299,6 +2397,7 @@ int main(void)
         cmocka_unit_test(test_revoked_connections_closed),
         cmocka_unit_test(test_health_and_metrics),
         cmocka_unit_test(test_handles_and_from_handle),
+        cmocka_unit_test(test_first_prekeys),
     };
 
     if (msv_init() != MSV_OK)

@@ -479,14 +479,19 @@ msv_err msv_client_register_start(struct msv_client *c)
 msv_err msv_client_register_finish(struct msv_client *c, const char *code, const char *password)
 {
     struct msv_conn *conn = NULL;
+    struct msv_first_prekeys *first = NULL;
     char invite[INVITE_MAX + 1];
     msv_err err = c->device_id != 0 ? MSV_ERR_EXISTS : kept_invite(c, invite);
 
     if (err == MSV_OK)
+        err = msv_sessions_first_prekeys(c, &first);
+    if (err == MSV_OK)
         err = client_plain_conn(c, &conn);
     if (err == MSV_OK)
-        err = msv_request_register_finish(conn, c->handle, invite, code, password, c->id, "",
-                                          TIMEOUT_MS, &c->device_id, &c->why);
+        err = msv_request_register_finish(conn, c->handle, invite, code, password, c->id,
+                                          msv_sessions_first_prekeys_set(first), "", TIMEOUT_MS,
+                                          &c->device_id, &c->why);
+    msv_sessions_first_prekeys_free(first);
     if (err == MSV_OK)
         err = save_device_id(c);
     if (err == MSV_OK && invite[0] != '\0')
@@ -503,11 +508,16 @@ msv_err msv_client_register_finish(struct msv_client *c, const char *code, const
 msv_err msv_client_link(struct msv_client *c, const char *password)
 {
     struct msv_conn *conn = NULL;
-    msv_err err = c->device_id != 0 ? MSV_ERR_EXISTS : client_plain_conn(c, &conn);
+    struct msv_first_prekeys *first = NULL;
+    msv_err err = c->device_id != 0 ? MSV_ERR_EXISTS : msv_sessions_first_prekeys(c, &first);
 
     if (err == MSV_OK)
-        err = msv_request_add_device(conn, c->handle, password, c->id, "", TIMEOUT_MS,
+        err = client_plain_conn(c, &conn);
+    if (err == MSV_OK)
+        err = msv_request_add_device(conn, c->handle, password, c->id,
+                                     msv_sessions_first_prekeys_set(first), "", TIMEOUT_MS,
                                      &c->device_id, &c->why);
+    msv_sessions_first_prekeys_free(first);
     if (err == MSV_OK)
         err = save_device_id(c);
     msv_conn_close(conn);

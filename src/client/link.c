@@ -9,6 +9,7 @@
 #include "client/backup.h"
 #include "client/internal.h"
 #include "client/requests.h"
+#include "client/sessions.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -597,10 +598,11 @@ msv_err msv_client_link_by_code(struct msv_client *c, const struct msv_link_wait
 {
     struct msv_link_code code;
     struct msv_conn *conn = NULL;
+    struct msv_first_prekeys *first = NULL;
     uint8_t sk[32], *msg = NULL;
     size_t len = 0;
     char text[MSV_LINK_CODE_LEN + 1];
-    msv_err err = c->device_id != 0 ? MSV_ERR_EXISTS : MSV_OK;
+    msv_err err = c->device_id != 0 ? MSV_ERR_EXISTS : msv_sessions_first_prekeys(c, &first);
 
     memset(&c->why, 0, sizeof(c->why));
     memset(res, 0, sizeof(*res));
@@ -611,7 +613,9 @@ msv_err msv_client_link_by_code(struct msv_client *c, const struct msv_link_wait
     if (err == MSV_OK)
         err = client_plain_conn(c, &conn);
     if (err == MSV_OK)
-        err = msv_request_provision_open(conn, c->id, TIMEOUT_MS, code.address, &c->why);
+        err = msv_request_provision_open(conn, c->id, msv_sessions_first_prekeys_set(first),
+                                         TIMEOUT_MS, code.address, &c->why);
+    msv_sessions_first_prekeys_free(first);
     if (err == MSV_OK) {
         msv_link_code_format(&code, text);
         w->show(w->ctx, text);

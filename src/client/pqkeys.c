@@ -16,6 +16,7 @@
 #include <sodium.h>
 
 #include "client/client.h"
+#include "client/requests.h"
 #include "client/sessions.h"
 #include "missive/mlkem.h"
 #include "missive/ratchet.h"
@@ -137,29 +138,35 @@ static msv_err last_resort_replaced(struct msv_client *c, uint32_t id)
     return err == MSV_OK ? msv_client_db_set(c->db, "kem-last-resort", rec, 4) : err;
 }
 
-/* Everything one upload carries (keys and signatures in guarded memory: the secrets). */
-struct kem_batch {
+/* The KEM part of one upload (keys and signatures in guarded memory: the secrets). */
+struct msv_kem_batch {
     struct msv_kem_prekey keys[MSV_KEM_PREKEYS_BATCH + 1]; /* the last-resort one last */
     uint8_t sigs[MSV_KEM_PREKEYS_BATCH + 1][64];
 };
 
-msv_err msv_pqkeys_publish(struct msv_client *c, int rotate, int replace)
+void msv_pqkeys_batch_free(struct msv_kem_batch *b)
 {
-    struct kem_batch *b = NULL;
-    uint32_t left = 0, first = 0;
-    int has_last_resort = 0;
+    if (b != NULL)
+        sodium_free(b);
+}
+
+msv_err msv_pqkeys_prepare(struct msv_client *c, int rotate, int replace,
+                           const struct msv_prekey_counts *held, struct msv_kem_batch **out,
+                           struct msv_prekey_set *set)
+{
+    struct msv_kem_batch *b = NULL;
+    uint32_t first = 0;
     size_t n = 0;
     msv_err err;
 
     if (!msv_public_identity_is_pq(msv_identity_public(c->id)))
         return MSV_OK;
-    err = msv_request_kem_prekey_upload(c->conn, NULL, NULL, NULL, NULL, 0, TIMEOUT_MS, &left,
-                                        &has_last_resort, &c->why);
-    rotate = rotate || !has_last_resort;
-    if (err == MSV_OK && (replace || left < MSV_KEM_PREKEYS_LOW))
-        n = replace ? MSV_KEM_PREKEYS_BATCH : MSV_KEM_PREKEYS_BATCH - left;
-    if (err != MSV_OK || (n == 0 && !rotate))
-        return err;
+    /* a new device carries its last-resort one only (held NULL); one-time ones follow */
+    rotate = rotate || held == NULL || !held->has_kem_last_resort;
+    if (held != NULL && (replace || held->kem_one_time_left < MSV_KEM_PREKEYS_LOW))
+        n = replace ? MSV_KEM_PREKEYS_BATCH : MSV_KEM_PREKEYS_BATCH - held->kem_one_time_left;
+    if (n == 0 && !rotate)
+        return MSV_OK;
     b = sodium_malloc(sizeof(*b));
     if (b == NULL)
         return MSV_ERR_NOMEM;
@@ -168,12 +175,21 @@ msv_err msv_pqkeys_publish(struct msv_client *c, int rotate, int replace)
         err = make_kems(c, first, 0, b->keys, b->sigs, n);
     if (err == MSV_OK && rotate)
         err = make_kems(c, first + (uint32_t)n, 1, &b->keys[n], &b->sigs[n], 1);
-    if (err == MSV_OK)
-        err = msv_request_kem_prekey_upload(c->conn, rotate ? &b->keys[n] : NULL,
-                                            rotate ? b->sigs[n] : NULL, b->keys, b->sigs, n,
-                                            TIMEOUT_MS, &left, &has_last_resort, &c->why);
-    if (err == MSV_OK && rotate)
-        err = last_resort_replaced(c, b->keys[n].id);
-    sodium_free(b);
-    return err;
+    if (err != MSV_OK) {
+        sodium_free(b);
+        return err;
+    }
+    set->kem_one_time = b->keys;
+    set->kem_sigs = (const uint8_t(*)[64])b->sigs;
+    set->n_kem_one_time = n;
+    set->kem_last_resort = rotate ? &b->keys[n] : NULL;
+    set->kem_last_resort_sig = rotate ? b->sigs[n] : NULL;
+    *out = b;
+    return MSV_OK;
+}
+
+msv_err msv_pqkeys_uploaded(struct msv_client *c, const struct msv_prekey_set *set)
+{
+    return set->kem_last_resort != NULL ? last_resort_replaced(c, set->kem_last_resort->id)
+                                        : MSV_OK;
 }

@@ -75,17 +75,89 @@ msv_err msv_request_register_start(struct msv_conn *c, const char *handle, const
     return run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, NULL);
 }
 
-static void new_device(Msv__Wire__NewDevice *nd, const struct msv_identity *id,
-                       const char *push_token)
+/* A PrekeyUpload's wire form; its arrays are allocated (upload_wire_clear frees them). */
+struct upload_wire {
+    Msv__Wire__PrekeyUpload up;
+    Msv__Wire__SignedPrekey sp;
+    Msv__Wire__KemPrekey lr;
+    Msv__Wire__OneTimePrekey *ot, **ot_ptrs;
+    Msv__Wire__KemPrekey *kem, **kem_ptrs;
+};
+
+static void kem_wire(Msv__Wire__KemPrekey *w, const struct msv_kem_prekey *k, const uint8_t *sig)
 {
+    msv__wire__kem_prekey__init(w);
+    w->id = k->id;
+    w->key = (ProtobufCBinaryData){sizeof(k->ek), (uint8_t *)k->ek};
+    w->signature = (ProtobufCBinaryData){64, (uint8_t *)sig};
+    w->last_resort = k->last_resort != 0;
+}
+
+static void upload_wire_clear(struct upload_wire *w)
+{
+    free(w->ot);
+    free(w->ot_ptrs);
+    free(w->kem);
+    free(w->kem_ptrs);
+}
+
+static msv_err upload_wire_fill(struct upload_wire *w, const struct msv_prekey_set *set)
+{
+    memset(w, 0, sizeof(*w));
+    msv__wire__prekey_upload__init(&w->up);
+    w->ot = calloc(set->n_one_time + 1, sizeof(*w->ot));
+    w->ot_ptrs = calloc(set->n_one_time + 1, sizeof(*w->ot_ptrs));
+    w->kem = calloc(set->n_kem_one_time + 1, sizeof(*w->kem));
+    w->kem_ptrs = calloc(set->n_kem_one_time + 1, sizeof(*w->kem_ptrs));
+    if (w->ot == NULL || w->ot_ptrs == NULL || w->kem == NULL || w->kem_ptrs == NULL)
+        return MSV_ERR_NOMEM;
+    if (set->signed_key != NULL) {
+        msv__wire__signed_prekey__init(&w->sp);
+        w->sp.id = set->signed_key->id;
+        w->sp.key = (ProtobufCBinaryData){32, (uint8_t *)set->signed_key->pk};
+        w->sp.signature = (ProtobufCBinaryData){64, (uint8_t *)set->signed_sig};
+        w->up.signed_ = &w->sp;
+    }
+    for (size_t i = 0; i < set->n_one_time; i++) {
+        msv__wire__one_time_prekey__init(&w->ot[i]);
+        w->ot[i].id = set->one_time[i].id;
+        w->ot[i].key = (ProtobufCBinaryData){32, (uint8_t *)set->one_time[i].pk};
+        w->ot_ptrs[i] = &w->ot[i];
+    }
+    if (set->kem_last_resort != NULL) {
+        kem_wire(&w->lr, set->kem_last_resort, set->kem_last_resort_sig);
+        w->up.kem_last_resort = &w->lr;
+    }
+    for (size_t i = 0; i < set->n_kem_one_time; i++) {
+        kem_wire(&w->kem[i], &set->kem_one_time[i], set->kem_sigs[i]);
+        w->kem_ptrs[i] = &w->kem[i];
+    }
+    w->up.n_one_time = set->n_one_time;
+    w->up.one_time = w->ot_ptrs;
+    w->up.n_kem_one_time = set->n_kem_one_time;
+    w->up.kem_one_time = w->kem_ptrs;
+    w->up.replace_one_time = set->replace != 0;
+    return MSV_OK;
+}
+
+/* nd borrows from w, which holds the first prekeys' wire form (first NULL: none). */
+static msv_err new_device(Msv__Wire__NewDevice *nd, struct upload_wire *w,
+                          const struct msv_identity *id, const struct msv_prekey_set *first,
+                          const char *push_token)
+{
+    static const struct msv_prekey_set none;
     size_t len = 0;
     const uint8_t *pub = msv_public_identity_bytes(msv_identity_public(id), &len);
+    msv_err err = upload_wire_fill(w, first != NULL ? first : &none);
 
     msv__wire__new_device__init(nd);
     nd->suite = (uint32_t)msv_identity_suite(id);
     nd->identity.data = (uint8_t *)pub;
     nd->identity.len = len;
     nd->push_token = text(push_token ? push_token : "");
+    if (first != NULL)
+        nd->prekeys = &w->up;
+    return err;
 }
 
 static msv_err registered(struct msv_conn *c, msv_frame *req, int timeout_ms, uint64_t *device_id,
@@ -103,14 +175,16 @@ static msv_err registered(struct msv_conn *c, msv_frame *req, int timeout_ms, ui
 
 msv_err msv_request_register_finish(struct msv_conn *c, const char *handle, const char *invite,
                                     const char *code, const char *password,
-                                    const struct msv_identity *id, const char *push_token,
+                                    const struct msv_identity *id,
+                                    const struct msv_prekey_set *first, const char *push_token,
                                     int timeout_ms, uint64_t *device_id, struct msv_refusal *why)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__RegisterFinish fin = MSV__WIRE__REGISTER_FINISH__INIT;
     Msv__Wire__NewDevice nd;
+    struct upload_wire w;
+    msv_err err = new_device(&nd, &w, id, first, push_token);
 
-    new_device(&nd, id, push_token);
     fin.handle = text(handle);
     fin.invite = text(invite ? invite : "");
     fin.code = text(code);
@@ -118,40 +192,51 @@ msv_err msv_request_register_finish(struct msv_conn *c, const char *handle, cons
     fin.device = &nd;
     req.body_case = MSV__WIRE__FRAME__BODY_REGISTER_FINISH;
     req.register_finish = &fin;
-    return registered(c, &req, timeout_ms, device_id, why);
+    if (err == MSV_OK)
+        err = registered(c, &req, timeout_ms, device_id, why);
+    upload_wire_clear(&w);
+    return err;
 }
 
 msv_err msv_request_add_device(struct msv_conn *c, const char *handle, const char *password,
-                               const struct msv_identity *id, const char *push_token,
-                               int timeout_ms, uint64_t *device_id, struct msv_refusal *why)
+                               const struct msv_identity *id, const struct msv_prekey_set *first,
+                               const char *push_token, int timeout_ms, uint64_t *device_id,
+                               struct msv_refusal *why)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__AddDevice add = MSV__WIRE__ADD_DEVICE__INIT;
     Msv__Wire__NewDevice nd;
+    struct upload_wire w;
+    msv_err err = new_device(&nd, &w, id, first, push_token);
 
-    new_device(&nd, id, push_token);
     add.handle = text(handle);
     add.password = text(password);
     add.device = &nd;
     req.body_case = MSV__WIRE__FRAME__BODY_ADD_DEVICE;
     req.add_device = &add;
-    return registered(c, &req, timeout_ms, device_id, why);
+    if (err == MSV_OK)
+        err = registered(c, &req, timeout_ms, device_id, why);
+    upload_wire_clear(&w);
+    return err;
 }
 
 msv_err msv_request_provision_open(struct msv_conn *c, const struct msv_identity *id,
-                                   int timeout_ms, uint8_t address[16], struct msv_refusal *why)
+                                   const struct msv_prekey_set *first, int timeout_ms,
+                                   uint8_t address[16], struct msv_refusal *why)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__ProvisionOpen po = MSV__WIRE__PROVISION_OPEN__INIT;
     Msv__Wire__NewDevice nd;
+    struct upload_wire w;
     msv_frame *resp = NULL;
-    msv_err err;
+    msv_err err = new_device(&nd, &w, id, first, "");
 
-    new_device(&nd, id, "");
     po.device = &nd;
     req.body_case = MSV__WIRE__FRAME__BODY_PROVISION_OPEN;
     req.provision_open = &po;
-    err = run(c, &req, MSV__WIRE__FRAME__BODY_PROVISION_ADDRESS, timeout_ms, why, &resp);
+    if (err == MSV_OK)
+        err = run(c, &req, MSV__WIRE__FRAME__BODY_PROVISION_ADDRESS, timeout_ms, why, &resp);
+    upload_wire_clear(&w);
     if (err == MSV_OK && resp->provision_address->address.len != 16)
         err = MSV_ERR_PARSE;
     if (err == MSV_OK)
@@ -273,6 +358,8 @@ msv_err msv_request_send_as(struct msv_conn *c, const uint8_t message_id[16],
     send.expire_after_s = expire_after_s;
     if (as->from != NULL)
         send.from_handle = text(as->from);
+    send.refused_devices = (uint64_t *)as->refused;
+    send.n_refused_devices = as->n_refused;
     req.body_case = MSV__WIRE__FRAME__BODY_SEND;
     req.send = &send;
     err = run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, &answer);
@@ -346,95 +433,27 @@ msv_err msv_request_password_reset(struct msv_conn *c, const char *handle, const
     return run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, NULL);
 }
 
-msv_err msv_request_prekey_upload(struct msv_conn *c, const struct msv_prekey *signed_key,
-                                  const uint8_t sig[64], const struct msv_prekey *one_time,
-                                  size_t n, int replace, int timeout_ms, uint32_t *left,
-                                  int *has_signed, struct msv_refusal *why)
+msv_err msv_request_prekey_upload(struct msv_conn *c, const struct msv_prekey_set *set,
+                                  int timeout_ms, struct msv_prekey_counts *counts,
+                                  struct msv_refusal *why)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
-    Msv__Wire__PrekeyUpload up = MSV__WIRE__PREKEY_UPLOAD__INIT;
-    Msv__Wire__SignedPrekey sp = MSV__WIRE__SIGNED_PREKEY__INIT;
-    Msv__Wire__OneTimePrekey *ot = calloc(n + 1, sizeof(*ot));
-    Msv__Wire__OneTimePrekey **ptrs = calloc(n + 1, sizeof(*ptrs));
+    struct upload_wire w;
     msv_frame *answer = NULL;
-    msv_err err = MSV_ERR_NOMEM;
+    msv_err err = upload_wire_fill(&w, set);
 
-    if (ot == NULL || ptrs == NULL)
-        goto out;
-    if (signed_key != NULL) {
-        sp.id = signed_key->id;
-        sp.key = (ProtobufCBinaryData){32, (uint8_t *)signed_key->pk};
-        sp.signature = (ProtobufCBinaryData){64, (uint8_t *)sig};
-        up.signed_ = &sp;
-    }
-    for (size_t i = 0; i < n; i++) {
-        msv__wire__one_time_prekey__init(&ot[i]);
-        ot[i].id = one_time[i].id;
-        ot[i].key = (ProtobufCBinaryData){32, (uint8_t *)one_time[i].pk};
-        ptrs[i] = &ot[i];
-    }
-    up.n_one_time = n;
-    up.one_time = ptrs;
-    up.replace_one_time = replace != 0;
     req.body_case = MSV__WIRE__FRAME__BODY_PREKEY_UPLOAD;
-    req.prekey_upload = &up;
-    err = run(c, &req, MSV__WIRE__FRAME__BODY_PREKEY_STATE, timeout_ms, why, &answer);
+    req.prekey_upload = &w.up;
+    if (err == MSV_OK)
+        err = run(c, &req, MSV__WIRE__FRAME__BODY_PREKEY_STATE, timeout_ms, why, &answer);
     if (err == MSV_OK) {
-        *left = answer->prekey_state->one_time_left;
-        *has_signed = answer->prekey_state->has_signed;
+        counts->one_time_left = answer->prekey_state->one_time_left;
+        counts->has_signed = answer->prekey_state->has_signed;
+        counts->kem_one_time_left = answer->prekey_state->kem_one_time_left;
+        counts->has_kem_last_resort = answer->prekey_state->has_kem_last_resort;
     }
     msv_frame_free(answer);
-out:
-    free(ot);
-    free(ptrs);
-    return err;
-}
-
-static void kem_wire(Msv__Wire__KemPrekey *w, const struct msv_kem_prekey *k, const uint8_t *sig)
-{
-    msv__wire__kem_prekey__init(w);
-    w->id = k->id;
-    w->key = (ProtobufCBinaryData){sizeof(k->ek), (uint8_t *)k->ek};
-    w->signature = (ProtobufCBinaryData){64, (uint8_t *)sig};
-    w->last_resort = k->last_resort != 0;
-}
-
-msv_err msv_request_kem_prekey_upload(struct msv_conn *c, const struct msv_kem_prekey *last_resort,
-                                      const uint8_t *last_resort_sig,
-                                      const struct msv_kem_prekey *one_time,
-                                      const uint8_t (*sigs)[64], size_t n, int timeout_ms,
-                                      uint32_t *left, int *has_last_resort, struct msv_refusal *why)
-{
-    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
-    Msv__Wire__PrekeyUpload up = MSV__WIRE__PREKEY_UPLOAD__INIT;
-    Msv__Wire__KemPrekey lr, *ot = calloc(n + 1, sizeof(*ot));
-    Msv__Wire__KemPrekey **ptrs = calloc(n + 1, sizeof(*ptrs));
-    msv_frame *answer = NULL;
-    msv_err err = MSV_ERR_NOMEM;
-
-    if (ot == NULL || ptrs == NULL)
-        goto out;
-    if (last_resort != NULL) {
-        kem_wire(&lr, last_resort, last_resort_sig);
-        up.kem_last_resort = &lr;
-    }
-    for (size_t i = 0; i < n; i++) {
-        kem_wire(&ot[i], &one_time[i], sigs[i]);
-        ptrs[i] = &ot[i];
-    }
-    up.n_kem_one_time = n;
-    up.kem_one_time = ptrs;
-    req.body_case = MSV__WIRE__FRAME__BODY_PREKEY_UPLOAD;
-    req.prekey_upload = &up;
-    err = run(c, &req, MSV__WIRE__FRAME__BODY_PREKEY_STATE, timeout_ms, why, &answer);
-    if (err == MSV_OK) {
-        *left = answer->prekey_state->kem_one_time_left;
-        *has_last_resort = answer->prekey_state->has_kem_last_resort;
-    }
-    msv_frame_free(answer);
-out:
-    free(ot);
-    free(ptrs);
+    upload_wire_clear(&w);
     return err;
 }
 

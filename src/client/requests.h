@@ -19,6 +19,36 @@ struct msv_refusal {
     char message[256];
 };
 
+struct msv_prekey;
+struct msv_kem_prekey;
+
+/*
+ * What one PrekeyUpload carries (all borrowed; a NULL key or n 0 leaves that
+ * part out): the signed prekey with its signature, one-time prekeys, the
+ * last-resort KEM prekey with its signature and one-time KEM prekeys with
+ * theirs; replace drops the one-time ones the server holds first.
+ */
+struct msv_prekey_set {
+    const struct msv_prekey *signed_key;
+    const uint8_t *signed_sig;
+    const struct msv_prekey *one_time;
+    size_t n_one_time;
+    const struct msv_kem_prekey *kem_last_resort;
+    const uint8_t *kem_last_resort_sig;
+    const struct msv_kem_prekey *kem_one_time;
+    const uint8_t (*kem_sigs)[64];
+    size_t n_kem_one_time;
+    int replace;
+};
+
+/* What the server holds for the device after an upload (PrekeyState). */
+struct msv_prekey_counts {
+    uint32_t one_time_left;
+    int has_signed;
+    uint32_t kem_one_time_left;
+    int has_kem_last_resort;
+};
+
 /*
  * Asks the server to send a verification code to handle; invite (NULL: none)
  * is the code of an invite, for a server that registers by invitation.
@@ -26,29 +56,33 @@ struct msv_refusal {
 MSV_MUST_CHECK msv_err msv_request_register_start(struct msv_conn *c, const char *handle,
                                                   const char *invite, int timeout_ms,
                                                   struct msv_refusal *why);
-/* Creates the account with its first device; *device_id receives the device's id. */
-MSV_MUST_CHECK msv_err msv_request_register_finish(struct msv_conn *c, const char *handle,
-                                                   const char *invite, const char *code,
-                                                   const char *password,
-                                                   const struct msv_identity *id,
-                                                   const char *push_token, int timeout_ms,
-                                                   uint64_t *device_id, struct msv_refusal *why);
-/* Adds a device to an existing account. */
+/*
+ * Creates the account with its first device; *device_id receives the device's
+ * id. first (NULL: none) are the device's first prekeys, stored with it
+ * (NewDevice.prekeys; required of an identity that says post-quantum).
+ */
+MSV_MUST_CHECK msv_err msv_request_register_finish(
+    struct msv_conn *c, const char *handle, const char *invite, const char *code,
+    const char *password, const struct msv_identity *id, const struct msv_prekey_set *first,
+    const char *push_token, int timeout_ms, uint64_t *device_id, struct msv_refusal *why);
+/* Adds a device to an existing account (first: as for register_finish). */
 MSV_MUST_CHECK msv_err msv_request_add_device(struct msv_conn *c, const char *handle,
                                               const char *password, const struct msv_identity *id,
+                                              const struct msv_prekey_set *first,
                                               const char *push_token, int timeout_ms,
                                               uint64_t *device_id, struct msv_refusal *why);
 
 /*
  * Linking by QR code (docs/wire.md, "Linking by QR code"). provision_open
  * opens this connection's provisioning address (16 bytes) holding id's
- * public identity; provision_take takes the message left there
- * (MSV_ERR_NOT_FOUND while there is none; *message: caller frees);
- * link_device (authenticated) adds the device waiting at address to the
- * caller's account, pending, and answers it (*linked: caller frees with
- * msv_frame_free, its linked_device set); provision_put leaves the message.
+ * public identity and its first prekeys (as for register_finish); provision_take takes the message
+ * left there (MSV_ERR_NOT_FOUND while there is none; *message: caller frees); link_device
+ * (authenticated) adds the device waiting at address to the caller's account, pending, and answers
+ * it (*linked: caller frees with msv_frame_free, its linked_device set); provision_put leaves the
+ * message.
  */
 MSV_MUST_CHECK msv_err msv_request_provision_open(struct msv_conn *c, const struct msv_identity *id,
+                                                  const struct msv_prekey_set *first,
                                                   int timeout_ms, uint8_t address[16],
                                                   struct msv_refusal *why);
 MSV_MUST_CHECK msv_err msv_request_provision_take(struct msv_conn *c, int timeout_ms,
@@ -104,7 +138,9 @@ MSV_MUST_CHECK msv_err msv_request_send(struct msv_conn *c, const uint8_t messag
 struct msv_send_as {
     const uint8_t *delivery_token;
     uint32_t expire_after_s;
-    const char *from; /* frame.proto SendRequest.from_handle */
+    const char *from;        /* frame.proto SendRequest.from_handle */
+    const uint64_t *refused; /* SendRequest.refused_devices (n_refused of them) */
+    size_t n_refused;
 };
 MSV_MUST_CHECK msv_err msv_request_send_as(struct msv_conn *c, const uint8_t message_id[16],
                                            const char *const *handles, size_t n_handles,
@@ -172,32 +208,15 @@ msv_request_blob_download(struct msv_conn *c, const uint8_t blob_id[32], size_t 
                           void (*progress)(void *ctx, uint64_t done, uint64_t total), void *ctx,
                           uint8_t **data, size_t *len, struct msv_refusal *why);
 
-/* Acknowledges delivered queue ids (no answer is awaited). */
 /*
- * Publishes prekeys: the signed one (when signed_key is not NULL, with its
- * signature) and n one-time ones, which replace those the server holds for
- * this device if replace (a device restored from a backup). *left and
- * *has_signed describe what the server holds for this device afterwards; n 0,
- * no signed key and no replace just ask.
+ * Publishes the prekeys of set in one request, which the server stores in one
+ * transaction (an empty set just asks); *counts: what the server holds for
+ * this device afterwards.
  */
-struct msv_prekey;
 MSV_MUST_CHECK msv_err msv_request_prekey_upload(struct msv_conn *c,
-                                                 const struct msv_prekey *signed_key,
-                                                 const uint8_t sig[64],
-                                                 const struct msv_prekey *one_time, size_t n,
-                                                 int replace, int timeout_ms, uint32_t *left,
-                                                 int *has_signed, struct msv_refusal *why);
-/*
- * Uploads KEM prekeys (a device whose identity says post-quantum): the
- * last-resort one (NULL: unchanged) with its signature, and n one-time ones
- * with theirs; with nothing to upload it just asks. *left and
- * *has_last_resort: what the server holds afterwards.
- */
-struct msv_kem_prekey;
-MSV_MUST_CHECK msv_err msv_request_kem_prekey_upload(
-    struct msv_conn *c, const struct msv_kem_prekey *last_resort, const uint8_t *last_resort_sig,
-    const struct msv_kem_prekey *one_time, const uint8_t (*sigs)[64], size_t n, int timeout_ms,
-    uint32_t *left, int *has_last_resort, struct msv_refusal *why);
+                                                 const struct msv_prekey_set *set, int timeout_ms,
+                                                 struct msv_prekey_counts *counts,
+                                                 struct msv_refusal *why);
 /* Claims the devices' prekey bundles; *result (msv_frame_free) holds PrekeyBundles. */
 MSV_MUST_CHECK msv_err msv_request_prekey_claim(struct msv_conn *c, const uint64_t *device_ids,
                                                 size_t n, int timeout_ms, msv_frame **result,
@@ -206,6 +225,7 @@ MSV_MUST_CHECK msv_err msv_request_prekey_claim(struct msv_conn *c, const uint64
 MSV_MUST_CHECK msv_err msv_request_set_delivery_token(struct msv_conn *c, const uint8_t token[16],
                                                       int timeout_ms, struct msv_refusal *why);
 
+/* Acknowledges delivered queue ids (no answer is awaited). */
 MSV_MUST_CHECK msv_err msv_request_ack(struct msv_conn *c, const uint64_t *queue_ids, size_t n);
 
 #endif

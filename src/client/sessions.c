@@ -20,6 +20,7 @@
 #include <sodium.h>
 
 #include "client/client.h"
+#include "client/requests.h"
 #include "client/sessions.h"
 #include "crypto/internal.h"
 #include "missive/mlkem.h"
@@ -409,48 +410,118 @@ static msv_err signed_prekey_replaced(struct msv_client *c, uint32_t id, int64_t
     return err == MSV_OK ? msv_client_db_set(c->db, "signed-prekey", rec, sizeof(rec)) : err;
 }
 
+/* 1 if set carries anything to upload. */
+static int set_has_keys(const struct msv_prekey_set *set)
+{
+    return set->signed_key != NULL || set->n_one_time > 0 || set->kem_last_resort != NULL ||
+           set->n_kem_one_time > 0;
+}
+
 msv_err msv_sessions_publish(struct msv_client *c)
 {
     struct msv_prekey keys[MSV_PREKEYS_BATCH], spk;
+    struct msv_prekey_set set = {0};
+    struct msv_prekey_counts held = {0};
+    struct msv_kem_batch *kem = NULL;
     uint8_t sig[64], *flag = NULL;
-    uint32_t left = 0;
-    int has_signed = 0, rotate, replace;
+    int rotate, replace;
     int64_t now = msv_wall_ms(), since = 0;
     size_t flag_len = 0, n = 0;
     msv_err err;
 
     if (!(msv_identity_suites(c->id) & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
         return MSV_OK;
-    err = msv_request_prekey_upload(c->conn, NULL, NULL, NULL, 0, 0, TIMEOUT_MS, &left, &has_signed,
-                                    &c->why);
+    err = msv_request_prekey_upload(c->conn, &set, TIMEOUT_MS, &held, &c->why);
     /* restored from a backup, which holds no prekey secrets: all new ones, under new ids */
     replace = msv_client_db_get(c->db, MSV_PREKEYS_RESTORED, &flag, &flag_len) == MSV_OK;
     free(flag);
     flag = NULL;
     /* a new signed prekey when the server has none, or the one in use is a week old */
-    rotate = replace || !has_signed || signed_prekey(c, &since) == 0 ||
+    rotate = replace || !held.has_signed || signed_prekey(c, &since) == 0 ||
              now - since > MSV_SIGNED_PREKEY_AGE_MS;
-    if (err == MSV_OK && (replace || left < MSV_PREKEYS_LOW))
-        n = replace ? MSV_PREKEYS_BATCH : MSV_PREKEYS_BATCH - left;
+    if (err == MSV_OK && (replace || held.one_time_left < MSV_PREKEYS_LOW))
+        n = replace ? MSV_PREKEYS_BATCH : MSV_PREKEYS_BATCH - held.one_time_left;
     if (err == MSV_OK && rotate)
         err = make_prekeys(c, &spk, 1, sig);
     if (err == MSV_OK && n > 0)
         err = make_prekeys(c, keys, n, NULL);
-    if (err == MSV_OK && (rotate || n > 0))
-        err = msv_request_prekey_upload(c->conn, rotate ? &spk : NULL, sig, keys, n, replace,
-                                        TIMEOUT_MS, &left, &has_signed, &c->why);
+    set = (struct msv_prekey_set){.signed_key = rotate ? &spk : NULL,
+                                  .signed_sig = sig,
+                                  .one_time = keys,
+                                  .n_one_time = n,
+                                  .replace = replace};
+    /* the last-resort KEM prekey is replaced with the signed prekey; both go in one upload, so
+     * the server never holds a new signed prekey without a KEM prekey to go with it */
+    if (err == MSV_OK)
+        err = msv_pqkeys_prepare(c, rotate, replace, &held, &kem, &set);
+    if (err == MSV_OK && set_has_keys(&set))
+        err = msv_request_prekey_upload(c->conn, &set, TIMEOUT_MS, &held, &c->why);
     if (err == MSV_OK && rotate)
         err = signed_prekey_replaced(c, spk.id, now);
-    if (err == MSV_OK) /* the last-resort KEM prekey is replaced with the signed prekey */
-        err = msv_pqkeys_publish(c, rotate, replace);
+    if (err == MSV_OK)
+        err = msv_pqkeys_uploaded(c, &set);
     if (err == MSV_OK && replace)
         err = msv_client_db_unset(c->db, MSV_PREKEYS_RESTORED);
+    msv_pqkeys_batch_free(kem);
     sodium_memzero(keys, sizeof(keys));
     sodium_memzero(&spk, sizeof(spk));
     if (err == MSV_OK && msv_client_db_get(c->db, "token-published", &flag, &flag_len) != MSV_OK)
         err = publish_token(c);
     free(flag);
     return err;
+}
+
+struct msv_first_prekeys {
+    struct msv_prekey spk;
+    uint8_t sig[64];
+    struct msv_kem_batch *kem;
+    struct msv_prekey_set set;
+};
+
+void msv_sessions_first_prekeys_free(struct msv_first_prekeys *f)
+{
+    if (f == NULL)
+        return;
+    msv_pqkeys_batch_free(f->kem);
+    sodium_free(f);
+}
+
+/*
+ * Recorded as the ones in use at once: if the request carrying them fails,
+ * the device's first connection finds the server without them and makes new
+ * ones, as for any device the server holds no prekeys of.
+ */
+msv_err msv_sessions_first_prekeys(struct msv_client *c, struct msv_first_prekeys **out)
+{
+    struct msv_first_prekeys *f = NULL;
+    msv_err err;
+
+    if (!(msv_identity_suites(c->id) & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
+        return MSV_OK;
+    f = sodium_malloc(sizeof(*f));
+    if (f == NULL)
+        return MSV_ERR_NOMEM;
+    memset(f, 0, sizeof(*f));
+    err = make_prekeys(c, &f->spk, 1, f->sig);
+    f->set.signed_key = &f->spk;
+    f->set.signed_sig = f->sig;
+    if (err == MSV_OK)
+        err = msv_pqkeys_prepare(c, 1, 0, NULL, &f->kem, &f->set);
+    if (err == MSV_OK)
+        err = signed_prekey_replaced(c, f->spk.id, msv_wall_ms());
+    if (err == MSV_OK)
+        err = msv_pqkeys_uploaded(c, &f->set);
+    if (err != MSV_OK) {
+        msv_sessions_first_prekeys_free(f);
+        return err;
+    }
+    *out = f;
+    return MSV_OK;
+}
+
+const struct msv_prekey_set *msv_sessions_first_prekeys_set(const struct msv_first_prekeys *f)
+{
+    return f != NULL ? &f->set : NULL;
 }
 
 /* ---- sending ------------------------------------------------------------------------------ */
@@ -522,17 +593,6 @@ out:
     return err;
 }
 
-static int says_pq(const Msv__Wire__DeviceInfo *d)
-{
-    struct msv_public_identity *pub = NULL;
-    int pq = msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
-                                       &pub) == MSV_OK &&
-             msv_public_identity_is_pq(pub);
-
-    msv_public_identity_free(pub);
-    return pq;
-}
-
 /*
  * A device that says post-quantum gets a hybrid session or nothing: the
  * server gave no bundle for it, or one without a KEM prekey whose signature
@@ -596,40 +656,6 @@ int msv_sessions_kind(struct msv_client *c, const char *handle, const Msv__Wire_
     return kind;
 }
 
-static int has_bundle(const Msv__Wire__PrekeyBundles *b, uint64_t device_id)
-{
-    for (size_t i = 0; i < b->n_bundles; i++) {
-        if (b->bundles[i]->device_id == device_id)
-            return 1;
-    }
-    return 0;
-}
-
-static void unpublished_name(uint64_t device_id, char key[48])
-{
-    snprintf(key, 48, "pq-unpublished:%llu", (unsigned long long)device_id);
-}
-
-/*
- * A device that says post-quantum but has published no prekeys at all (an
- * approved device that has not connected since): its first messages go in
- * the modern envelope, as to any device without prekeys, and the sender is
- * warned; see docs/crypto.md, "Post-quantum sessions", for what this leaves.
- */
-static msv_err unpublished(struct msv_client *c, const char *handle, uint64_t device_id)
-{
-    char key[48], warning[300];
-
-    snprintf(warning, sizeof(warning),
-             "%.64s (device %llu) has published no prekeys yet: this message goes to it in the "
-             "modern envelope, not in a post-quantum session",
-             handle, (unsigned long long)device_id);
-    if (c->on_pq_refused != NULL)
-        c->on_pq_refused(c->ctx, handle, device_id, warning);
-    unpublished_name(device_id, key);
-    return msv_client_db_set(c->db, key, "1", 1);
-}
-
 msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *const *hds, size_t n)
 {
     size_t total = 0, n_need = 0;
@@ -685,15 +711,6 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
                 (void)start_session(c, handle, need[k], bundle);
             }
         }
-        for (size_t k = at; err == MSV_OK && k < at + batch; k++) {
-            handle_of(owner[k], handle);
-            if (says_pq(need[k]) && !has_session(c, handle, need[k]) &&
-                has_bundle(got->prekey_bundles, need[k]->device_id))
-                err =
-                    pq_refused(c, handle, need[k]->device_id, "no post-quantum prekey that checks");
-            else if (says_pq(need[k]) && !has_session(c, handle, need[k]))
-                err = unpublished(c, handle, need[k]->device_id);
-        }
         msv_frame_free(got);
     }
     free(need);
@@ -718,19 +735,10 @@ msv_err msv_sessions_seal(struct msv_client *c, const char *handle, uint64_t dev
     key_base(handle, device_id, pub, base);
     if (load_session(c, base, 0, &s) != MSV_OK) {
         sessions_unlock(c);
-        char key[48];
-        uint8_t *flag = NULL;
-        size_t flag_len = 0;
-        int unpub;
-
-        unpublished_name(device_id, key);
-        unpub = msv_client_db_get(c->db, key, &flag, &flag_len) == MSV_OK;
-        free(flag);
-        /* never a classical envelope but to a device with no prekeys at all: see pq_refused */
-        if (msv_public_identity_is_pq(pub) && !unpub)
-            return pq_refused(c, handle, device_id, "no session");
-        if (unpub && (err = msv_client_db_unset(c->db, key)) != MSV_OK)
-            return err;
+        /* never a classical envelope to a device that says post-quantum; no bundle at all is
+         * refused as a withheld KEM prekey is: such a device brings its first prekeys with it */
+        if (msv_public_identity_is_pq(pub))
+            return pq_refused(c, handle, device_id, "no post-quantum prekey that checks");
         return msv_seal_suite(c->id, pub, suite, pt, len, out, out_len);
     }
     err = msv_session_encrypt(s, pt, len, out, out_len);

@@ -45,6 +45,21 @@ struct msv_session;
 msv_err msv_sessions_publish(struct msv_client *c);
 
 /*
+ * The first prekeys a new device carries in its registration or link request
+ * (NewDevice.prekeys), so that no sender finds it listed without a bundle:
+ * its signed prekey and, when its identity says post-quantum, its last-resort
+ * KEM prekey, made, stored and recorded as in use. *out stays NULL for an
+ * identity that does not speak modern (no prekeys); free with
+ * msv_sessions_first_prekeys_free. The set borrows from f (NULL for NULL).
+ */
+struct msv_first_prekeys;
+struct msv_prekey_set;
+MSV_MUST_CHECK msv_err msv_sessions_first_prekeys(struct msv_client *c,
+                                                  struct msv_first_prekeys **out);
+const struct msv_prekey_set *msv_sessions_first_prekeys_set(const struct msv_first_prekeys *f);
+void msv_sessions_first_prekeys_free(struct msv_first_prekeys *f);
+
+/*
  * In the copy of a state database that goes into a backup: drops every
  * prekey secret (one-time and signed), moves the next prekey id
  * MSV_PREKEY_RESTORE_GAP further, past any id the original device can hand
@@ -62,13 +77,24 @@ MSV_MUST_CHECK msv_err msv_sessions_take_prekey_ids(struct msv_client_db *db, ui
 
 /*
  * KEM prekeys (client/pqkeys.c), for a device whose identity says
- * post-quantum (others: nothing to do). Publishing tops the one-time ones up
- * and makes a new last-resort one when rotate (with the signed prekey) or
- * the server has none. Loading reads a KEM prekey's secret; a used one-time
- * one's secret is deleted (msv_pqkeys_used), a last-resort one's is kept.
+ * post-quantum (others: nothing to do). Preparing makes and stores the KEM
+ * part of one upload into set: one-time ones topping up what the server
+ * holds (held; NULL: a new device, which carries none) and a new last-resort
+ * one when rotate (with the signed prekey) or the server has none (*batch:
+ * the keys set points into, msv_pqkeys_batch_free; left NULL when nothing is
+ * due); msv_pqkeys_uploaded records the upload's last-resort one as the one
+ * in use. Loading reads a KEM prekey's secret; a used one-time one's secret
+ * is deleted (msv_pqkeys_used), a last-resort one's is kept.
  */
 struct msv_kem_prekey;
-MSV_MUST_CHECK msv_err msv_pqkeys_publish(struct msv_client *c, int rotate, int replace);
+struct msv_kem_batch;
+struct msv_prekey_set;
+struct msv_prekey_counts;
+MSV_MUST_CHECK msv_err msv_pqkeys_prepare(struct msv_client *c, int rotate, int replace,
+                                          const struct msv_prekey_counts *held,
+                                          struct msv_kem_batch **batch, struct msv_prekey_set *set);
+MSV_MUST_CHECK msv_err msv_pqkeys_uploaded(struct msv_client *c, const struct msv_prekey_set *set);
+void msv_pqkeys_batch_free(struct msv_kem_batch *batch);
 MSV_MUST_CHECK msv_err msv_pqkeys_load(struct msv_client *c, uint32_t id, struct msv_kem_prekey *k);
 MSV_MUST_CHECK msv_err msv_pqkeys_used(struct msv_client *c, uint32_t id);
 MSV_MUST_CHECK msv_err msv_pqkeys_strip_backup_copy(struct msv_client_db *copy);

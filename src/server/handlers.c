@@ -495,15 +495,28 @@ static void handle_register_start(struct msv_conn_state *c, const msv_frame *f)
     send_code(c, f->request_id, handle, code, hash);
 }
 
+/* A new device's first prekeys (NewDevice.prekeys), read and checked (present: it had some). */
+struct first_prekeys {
+    struct msv_prekey_upload u;
+    struct msv_one_time_prekey one_time[1];
+    struct msv_kem_prekey_rec kem[2];
+    int present;
+};
+static const char *read_first_prekeys(const Msv__Wire__NewDevice *d,
+                                      const struct msv_public_identity *pub,
+                                      struct first_prekeys *fp, int *code);
+
 /*
  * Checks a NewDevice; returns a message for the client (and its code), or
- * NULL if it is fine. Identities are bounded so that every answer naming an
- * account's devices fits in a frame ([accounts] identity_max).
+ * NULL if it is fine (then fp holds its first prekeys). Identities are
+ * bounded so that every answer naming an account's devices fits in a frame
+ * ([accounts] identity_max).
  */
 static const char *check_new_device(const struct msv_server *s, const Msv__Wire__NewDevice *d,
-                                    int *code)
+                                    struct first_prekeys *fp, int *code)
 {
     struct msv_public_identity *pub = NULL;
+    const char *bad;
 
     *code = E_INVALID;
     if (d == NULL || d->suite < MSV_SUITE_CLASSIC || d->suite > MSV_SUITE_MODERN)
@@ -515,8 +528,9 @@ static const char *check_new_device(const struct msv_server *s, const Msv__Wire_
     if (msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
                                   &pub) != MSV_OK)
         return "not a valid public identity of that suite";
+    bad = read_first_prekeys(d, pub, fp, code);
     msv_public_identity_free(pub);
-    return NULL;
+    return bad;
 }
 
 static void send_registered(struct msv_conn_state *c, uint64_t request_id, uint64_t device)
@@ -531,12 +545,19 @@ static void send_registered(struct msv_conn_state *c, uint64_t request_id, uint6
     msv_conn_send_frame(c, &out);
 }
 
-/* approved: 1 if no device of the account needs to approve it; by_password: AddDevice's. */
+/*
+ * approved: 1 if no device of the account needs to approve it; by_password: AddDevice's.
+ * fp: its first prekeys, stored before anyone is told of the device (a sender never finds a
+ * device that says post-quantum listed without its bundle); if storing them fails, the device
+ * publishes them at its first connection and senders refuse it until then.
+ */
 static msv_err add_device(struct msv_server *s, uint64_t account, const char *handle,
-                          const Msv__Wire__NewDevice *d, int approved, int by_password,
-                          uint64_t *device)
+                          const Msv__Wire__NewDevice *d, const struct first_prekeys *fp,
+                          int approved, int by_password, uint64_t *device)
 {
     struct msv_device_rec rec = {0};
+    uint32_t left = 0;
+    int has_signed = 0;
     msv_err err = STORE(s)->device_add(IMPL(s), account, d->suite, d->identity.data,
                                        d->identity.len, d->push_token.data, d->push_token.len,
                                        approved, msv_server_now_ms(s), device);
@@ -544,6 +565,9 @@ static msv_err add_device(struct msv_server *s, uint64_t account, const char *ha
     if (err != MSV_OK)
         return err;
     atomic_fetch_add(&s->m.devices_added, 1);
+    if (fp->present && STORE(s)->prekeys_put(IMPL(s), *device, &fp->u, ONE_TIME_PREKEYS_MAX, &left,
+                                             &has_signed) != MSV_OK)
+        msv_log(MSV_LOG_WARN, "first_prekeys_failed", "device=%llu", (unsigned long long)*device);
     rec.id = *device;
     rec.account_id = account;
     rec.suite = d->suite;
@@ -599,6 +623,7 @@ static void handle_register_finish(struct msv_conn_state *c, const msv_frame *f)
     struct msv_server *s = c->w->srv;
     const Msv__Wire__RegisterFinish *r = f->register_finish;
     char handle[MSV_HANDLE_MAX + 1], code[8], pw_hash[crypto_pwhash_STRBYTES];
+    struct first_prekeys fp;
     const char *bad;
     uint8_t hash[32], invite[32];
     uint64_t account = 0, device = 0;
@@ -614,7 +639,7 @@ static void handle_register_finish(struct msv_conn_state *c, const msv_frame *f)
                             "bytes");
         return;
     }
-    if ((bad = check_new_device(s, r->device, &code_err)) != NULL) {
+    if ((bad = check_new_device(s, r->device, &fp, &code_err)) != NULL) {
         msv_conn_send_error(c, f->request_id, code_err, bad);
         return;
     }
@@ -638,7 +663,7 @@ static void handle_register_finish(struct msv_conn_state *c, const msv_frame *f)
         return;
     err = STORE(s)->account_create(IMPL(s), handle, pw_hash, msv_server_now_ms(s), &account);
     if (err == MSV_OK)
-        err = add_device(s, account, handle, r->device, 1, 0, &device);
+        err = add_device(s, account, handle, r->device, &fp, 1, 0, &device);
     if (err != MSV_OK && account == 0 && strcmp(s->cfg.registration, "invite") == 0 &&
         STORE(s)->invite_give_back(IMPL(s), invite) != MSV_OK)
         msv_log(MSV_LOG_WARN, "invite_give_back_failed", "an invite lost a use");
@@ -687,6 +712,7 @@ static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
     const Msv__Wire__AddDevice *a = f->add_device;
     char handle[MSV_HANDLE_MAX + 1];
     struct msv_device_list existing = {0};
+    struct first_prekeys fp;
     const char *bad;
     uint64_t account = 0, device = 0;
     msv_err err;
@@ -698,7 +724,7 @@ static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, E_INVALID, "need a valid handle and password");
         return;
     }
-    if ((bad = check_new_device(s, a->device, &code)) != NULL) {
+    if ((bad = check_new_device(s, a->device, &fp, &code)) != NULL) {
         msv_conn_send_error(c, f->request_id, code, bad);
         return;
     }
@@ -723,7 +749,7 @@ static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
         approved &= !existing.items[i].approved;
     msv_device_list_clear(&existing);
     if (err == MSV_OK)
-        err = add_device(s, account, handle, a->device, approved, 1, &device);
+        err = add_device(s, account, handle, a->device, &fp, approved, 1, &device);
     if (err != MSV_OK) {
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         return;
@@ -1196,17 +1222,25 @@ static void handle_provision_open(struct msv_conn_state *c, const msv_frame *f)
     const Msv__Wire__NewDevice *d = f->provision_open->device;
     Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
     Msv__Wire__ProvisionAddress pa = MSV__WIRE__PROVISION_ADDRESS__INIT;
-    uint8_t address[MSV_PROVISION_ADDRESS_LEN];
+    uint8_t address[MSV_PROVISION_ADDRESS_LEN], *packed = NULL;
+    struct first_prekeys fp;
     const char *bad;
+    size_t len;
     int code;
     msv_err err;
 
     if (!rate_ok(c, f->request_id))
         return;
-    if ((bad = check_new_device(s, d, &code)) != NULL)
+    if ((bad = check_new_device(s, d, &fp, &code)) != NULL)
         return refuse_provision(c, f->request_id, code, bad);
-    err = msv_provision_open(&s->provisions, c, c->peer_key, msv_server_now_ms(s), d->suite,
-                             d->identity.data, d->identity.len, address);
+    /* the device waits there whole, its first prekeys with it, for the LinkDevice */
+    len = msv__wire__new_device__get_packed_size(d);
+    packed = malloc(len + 1);
+    err = packed == NULL ? MSV_ERR_NOMEM : MSV_OK;
+    if (err == MSV_OK)
+        err = msv_provision_open(&s->provisions, c, c->peer_key, msv_server_now_ms(s), d->suite,
+                                 packed, msv__wire__new_device__pack(d, packed), address);
+    free(packed);
     if (err == MSV_ERR_EXISTS)
         return refuse_provision(c, f->request_id, E_EXISTS,
                                 "this connection has a provisioning address already");
@@ -1257,15 +1291,17 @@ static void handle_link_device(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
     Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
-    Msv__Wire__NewDevice nd = MSV__WIRE__NEW_DEVICE__INIT;
+    Msv__Wire__NewDevice *nd = NULL;
     Msv__Wire__DeviceInfo info = MSV__WIRE__DEVICE_INFO__INIT;
-    uint8_t *identity = NULL;
-    size_t identity_len = 0;
+    struct first_prekeys fp;
+    uint8_t *packed = NULL;
+    size_t len = 0;
     uint32_t suite = 0;
     uint64_t device = 0;
+    int code;
     msv_err err = msv_provision_link(&s->provisions, f->link_device->address.data,
                                      f->link_device->address.len, msv_server_now_ms(s), &suite,
-                                     &identity, &identity_len);
+                                     &packed, &len);
 
     if (s->shared_limits != NULL && (err == MSV_OK || err == MSV_ERR_NOT_FOUND) &&
         f->link_device->address.len == MSV_PROVISION_ADDRESS_LEN)
@@ -1275,12 +1311,15 @@ static void handle_link_device(struct msv_conn_state *c, const msv_frame *f)
                                 err == MSV_ERR_EXISTS
                                     ? "that device was linked already"
                                     : "no device waits at that address (expired or gone)");
-    nd.suite = suite;
-    nd.identity = (ProtobufCBinaryData){identity_len, identity};
+    /* checked when it was left there; read again to store its first prekeys */
+    if (err == MSV_OK && ((nd = msv__wire__new_device__unpack(NULL, len, packed)) == NULL ||
+                          check_new_device(s, nd, &fp, &code) != NULL))
+        err = MSV_ERR_PARSE;
     if (err == MSV_OK)
-        err = add_device(s, c->account_id, c->handle, &nd, 0, 0, &device);
+        err = add_device(s, c->account_id, c->handle, nd, &fp, 0, 0, &device);
     if (err != MSV_OK) {
-        free(identity);
+        msv__wire__new_device__free_unpacked(nd, NULL);
+        free(packed);
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         return;
     }
@@ -1288,13 +1327,14 @@ static void handle_link_device(struct msv_conn_state *c, const msv_frame *f)
             (unsigned long long)c->account_id, (unsigned long long)device,
             (unsigned long long)c->device_id);
     info.device_id = device;
-    info.suite = suite;
-    info.identity = nd.identity;
+    info.suite = nd->suite;
+    info.identity = nd->identity;
     out.request_id = f->request_id;
     out.body_case = MSV__WIRE__FRAME__BODY_LINKED_DEVICE;
     out.linked_device = &info;
     msv_conn_send_frame(c, &out);
-    free(identity);
+    msv__wire__new_device__free_unpacked(nd, NULL);
+    free(packed);
 }
 
 static void handle_provision_put(struct msv_conn_state *c, const msv_frame *f)
@@ -1911,9 +1951,21 @@ static msv_err dir_devices(struct msv_server *s, const char *handle, struct msv_
 }
 
 /*
+ * A device the sender left out on purpose (SendRequest.refused_devices): one
+ * that speaks modern, for which it got no post-quantum session.
+ */
+static int is_refused(const Msv__Wire__SendRequest *q, const struct msv_dir_device *d)
+{
+    for (size_t i = 0; i < q->n_refused_devices; i++)
+        if (q->refused_devices[i] == d->id && (d->suites & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
+            return 1;
+    return 0;
+}
+
+/*
  * The envelopes must address every device of the named handles except the
- * sending one, each once, in that device's suite (sealed: all of them, sealed). Returns 1 if they
- * do, 0 if not, -1 if storage failed.
+ * sending one and those it refused (is_refused), each once, in that device's suite (sealed: all of
+ * them, sealed). Returns 1 if they do, 0 if not, -1 if storage failed.
  */
 static int addresses_match(const struct msv_conn_state *c, const Msv__Wire__SendRequest *q,
                            const struct handle_result *r, size_t n, int sealed)
@@ -1932,7 +1984,7 @@ static int addresses_match(const struct msv_conn_state *c, const Msv__Wire__Send
         for (size_t k = 0; k < count; k++) {
             size_t found = 0;
 
-            if (devs[k].id == c->device_id)
+            if (devs[k].id == c->device_id || is_refused(q, &devs[k]))
                 continue;
             /* a device with no suite in common with the sender cannot be written to */
             if (!sealed && (devs[k].suites & c->suites) == 0)
@@ -2027,9 +2079,10 @@ static const char *check_send_shape(struct msv_server *s, const Msv__Wire__SendR
     if (q->message_id.len != 16)
         return "message_id must be 16 bytes";
     if (q->n_recipient_handles == 0 || q->n_recipient_handles > SEND_HANDLES_MAX ||
-        q->n_envelopes > SEND_ENVELOPES_MAX) {
+        q->n_envelopes > SEND_ENVELOPES_MAX || q->n_refused_devices > SEND_ENVELOPES_MAX) {
         *code = E_TOO_BIG;
-        return "1 to 256 recipient handles and at most 1024 envelopes per send";
+        return "1 to 256 recipient handles and at most 1024 envelopes and 1024 refused devices "
+               "per send";
     }
     for (size_t i = 0; i < q->n_envelopes; i++) {
         if (q->envelopes[i]->ciphertext.len == 0)
@@ -2332,6 +2385,21 @@ static msv_err check_kem_prekeys(const struct msv_public_identity *pub,
     return err;
 }
 
+/* An upload's keys must be signed by pub, which must speak modern (KEM ones: say post-quantum). */
+static msv_err check_upload(const struct msv_public_identity *pub,
+                            const struct msv_prekey_upload *u)
+{
+    msv_err err = MSV_OK;
+
+    if (!(msv_public_identity_suites(pub) & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
+        err = MSV_ERR_UNSUPPORTED;
+    if (err == MSV_OK && u->has_signed)
+        err = msv_signed_prekey_verify(pub, u->signed_id, u->signed_key, u->signed_sig);
+    if (err == MSV_OK)
+        err = check_kem_prekeys(pub, u);
+    return err;
+}
+
 /* The signed prekey must be signed by the uploading device's own modern identity. */
 static msv_err check_signed_prekey(struct msv_server *s, uint64_t device_id,
                                    const struct msv_prekey_upload *u)
@@ -2343,15 +2411,45 @@ static msv_err check_signed_prekey(struct msv_server *s, uint64_t device_id,
     if (err == MSV_OK)
         err = msv_public_identity_parse((enum msv_suite)dev.suite, dev.identity, dev.identity_len,
                                         &pub);
-    if (err == MSV_OK && !(msv_public_identity_suites(pub) & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
-        err = MSV_ERR_UNSUPPORTED;
-    if (err == MSV_OK && u->has_signed)
-        err = msv_signed_prekey_verify(pub, u->signed_id, u->signed_key, u->signed_sig);
     if (err == MSV_OK)
-        err = check_kem_prekeys(pub, u);
+        err = check_upload(pub, u);
     msv_public_identity_free(pub);
     msv_device_rec_clear(&dev);
     return err;
+}
+
+/*
+ * A new device's first prekeys: its signed prekey and, when it says post-quantum, its
+ * last-resort KEM prekey (required then), signed by it; no one-time ones (they follow at its
+ * first connection), which keeps a device waiting to be linked small.
+ */
+static const char *read_first_prekeys(const Msv__Wire__NewDevice *d,
+                                      const struct msv_public_identity *pub,
+                                      struct first_prekeys *fp, int *code)
+{
+    const Msv__Wire__PrekeyUpload *q = d->prekeys;
+    int pq = msv_public_identity_is_pq(pub);
+    const char *bad;
+
+    memset(fp, 0, sizeof(*fp));
+    *code = E_INVALID;
+    if (q == NULL)
+        return pq ? "a device whose identity says post-quantum brings its first prekeys (its "
+                    "signed prekey and last-resort KEM prekey) with it"
+                  : NULL;
+    if (q->signed_ == NULL || q->n_one_time > 0 || q->n_kem_one_time > 0 || q->replace_one_time ||
+        (pq && q->kem_last_resort == NULL))
+        return "a new device's first prekeys are its signed prekey and, if it says post-quantum, "
+               "its last-resort KEM prekey; nothing else";
+    bad = read_upload(q, &fp->u, fp->one_time, code);
+    if (bad == NULL)
+        bad = read_kem_upload(q, &fp->u, fp->kem, code);
+    if (bad == NULL && check_upload(pub, &fp->u) != MSV_OK) {
+        *code = E_AUTH;
+        bad = "a prekey's signature is not this device's, or this device has no prekeys";
+    }
+    fp->present = bad == NULL;
+    return bad;
 }
 
 static void handle_prekey_upload(struct msv_conn_state *c, const msv_frame *f)

@@ -51,8 +51,8 @@ void msv_provisions_clear(struct msv_provisions *p);
 
 /*
  * Opens an address for owner (from peer_key's client address) holding the
- * new device's identity (copied). MSV_ERR_EXISTS: owner has one already;
- * MSV_ERR_AGAIN: peer_key has MSV_PROVISION_PER_ADDRESS, or all are taken.
+ * new device (identity: its NewDevice, packed, with its first prekeys; copied). MSV_ERR_EXISTS:
+ * owner has one already; MSV_ERR_AGAIN: peer_key has MSV_PROVISION_PER_ADDRESS, or all are taken.
  */
 MSV_MUST_CHECK msv_err msv_provision_open(struct msv_provisions *p, const void *owner,
                                           uint64_t peer_key, int64_t now, uint32_t suite,
@@ -60,8 +60,8 @@ MSV_MUST_CHECK msv_err msv_provision_open(struct msv_provisions *p, const void *
                                           uint8_t address[MSV_PROVISION_ADDRESS_LEN]);
 
 /*
- * The device waiting at address, for a LinkDevice: a copy of its identity
- * (*identity: caller frees). MSV_ERR_NOT_FOUND: no such address (or
+ * The device waiting at address, for a LinkDevice: a copy of what it opened
+ * with (*identity: the packed NewDevice; caller frees). MSV_ERR_NOT_FOUND: no such address (or
  * expired); MSV_ERR_EXISTS: an earlier LinkDevice took it.
  */
 MSV_MUST_CHECK msv_err msv_provision_link(struct msv_provisions *p, const uint8_t *address,
