@@ -1115,18 +1115,18 @@ static void shared_key(const uint8_t *address, const char *what, char key[80])
 }
 
 static void shared_open(struct msv_server *s, const uint8_t *address, uint32_t suite,
-                        const ProtobufCBinaryData *identity)
+                        const ProtobufCBinaryData *device)
 {
-    uint8_t *v = malloc(4 + identity->len);
+    uint8_t *v = malloc(4 + device->len);
     char key[80];
 
     if (v == NULL)
         return;
     msv_put_u32be(v, suite);
-    memcpy(v + 4, identity->data, identity->len);
+    memcpy(v + 4, device->data, device->len);
     shared_key(address, "dev", key);
     /* a Redis that does not answer leaves the address to this node's own devices */
-    if (msv_shared_put(s->shared_limits, key, v, 4 + identity->len, MSV_PROVISION_TTL_MS, 1) !=
+    if (msv_shared_put(s->shared_limits, key, v, 4 + device->len, MSV_PROVISION_TTL_MS, 1) !=
         MSV_OK)
         msv_log(MSV_LOG_WARN, "provision_not_shared", "the cluster's Redis did not answer");
     free(v);
@@ -1134,7 +1134,7 @@ static void shared_open(struct msv_server *s, const uint8_t *address, uint32_t s
 
 /* A LinkDevice of an address: marked linked in Redis; taken from there if not held here. */
 static msv_err shared_link(struct msv_server *s, const uint8_t *address, msv_err here,
-                           uint32_t *suite, uint8_t **identity, size_t *identity_len)
+                           uint32_t *suite, uint8_t **device, size_t *device_len)
 {
     uint8_t *v = NULL;
     size_t len = 0;
@@ -1152,14 +1152,14 @@ static msv_err shared_link(struct msv_server *s, const uint8_t *address, msv_err
         }
         *suite = msv_get_u32be(v);
         memmove(v, v + 4, len - 4);
-        *identity = v;
-        *identity_len = len - 4;
+        *device = v;
+        *device_len = len - 4;
     }
     shared_key(address, "linked", key);
     err = msv_shared_put(s->shared_limits, key, "1", 1, MSV_PROVISION_TTL_MS, 1);
     if (err == MSV_ERR_EXISTS || (err != MSV_OK && here != MSV_OK)) {
-        free(*identity);
-        *identity = NULL;
+        free(*device);
+        *device = NULL;
         return err == MSV_ERR_EXISTS ? MSV_ERR_EXISTS : MSV_ERR_NOT_FOUND;
     }
     return MSV_OK;
@@ -1240,6 +1240,8 @@ static void handle_provision_open(struct msv_conn_state *c, const msv_frame *f)
     if (err == MSV_OK)
         err = msv_provision_open(&s->provisions, c, c->peer_key, msv_server_now_ms(s), d->suite,
                                  packed, msv__wire__new_device__pack(d, packed), address);
+    if (err == MSV_OK && s->shared_limits != NULL)
+        shared_open(s, address, d->suite, &(ProtobufCBinaryData){len, packed});
     free(packed);
     if (err == MSV_ERR_EXISTS)
         return refuse_provision(c, f->request_id, E_EXISTS,
@@ -1249,8 +1251,6 @@ static void handle_provision_open(struct msv_conn_state *c, const msv_frame *f)
                                 "too many devices wait to be linked from this address; try "
                                 "again in a few minutes");
     atomic_fetch_add(&s->m.provision_opened, 1);
-    if (s->shared_limits != NULL)
-        shared_open(s, address, d->suite, &d->identity);
     pa.address = (ProtobufCBinaryData){sizeof(address), address};
     pa.expires_in_s = MSV_PROVISION_TTL_MS / 1000;
     out.request_id = f->request_id;
@@ -1305,7 +1305,7 @@ static void handle_link_device(struct msv_conn_state *c, const msv_frame *f)
 
     if (s->shared_limits != NULL && (err == MSV_OK || err == MSV_ERR_NOT_FOUND) &&
         f->link_device->address.len == MSV_PROVISION_ADDRESS_LEN)
-        err = shared_link(s, f->link_device->address.data, err, &suite, &identity, &identity_len);
+        err = shared_link(s, f->link_device->address.data, err, &suite, &packed, &len);
     if (err == MSV_ERR_EXISTS || err == MSV_ERR_NOT_FOUND)
         return refuse_provision(c, f->request_id, err == MSV_ERR_EXISTS ? E_EXISTS : E_NOT_FOUND,
                                 err == MSV_ERR_EXISTS
