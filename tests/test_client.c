@@ -2313,6 +2313,45 @@ static void test_device_id_reused(void **state)
     test_server_cleanup(&s);
 }
 
+/* alice with a second handle, +15550001, her monitor started; mallory registered. */
+static void second_handle_setup(struct test_server *s, struct msv_client **alice,
+                                struct msv_client **mallory)
+{
+    char last[400], code[7];
+
+    test_server_init(s, "trust_store_log = true");
+    test_server_start(s);
+    *alice = client_for(s, "alice", "alice@example.org");
+    *mallory = client_for(s, "mallory", "mallory@example.org");
+    assert_int_equal(monitor(*alice, last), 0); /* where watching starts */
+    assert_int_equal(msv_client_handle_add(*alice, "+15550001"), MSV_OK);
+    test_server_code(s, "+15550001", code);
+    assert_int_equal(msv_client_handle_verify(*alice, "+15550001", code), MSV_OK);
+    assert_int_equal(monitor(*alice, last), 0); /* the new handle lists alice's own devices */
+}
+
+/* The stopped server logs mallory's device under +15550001; alice's monitor must alarm. */
+static void forge_second_handle(struct test_server *s, struct msv_client *alice)
+{
+    static struct msv_kt_entry e;
+    uint8_t *leaf = NULL, *forged = NULL;
+    size_t len = 0, forged_len = 0;
+    int64_t index = 0;
+    char last[400];
+
+    forge_leaf(s, "mallory@example.org", NULL, 0, &leaf, &len, &index);
+    assert_int_equal(msv_kt_leaf_parse(leaf, len, &e), MSV_OK);
+    snprintf(e.handle, sizeof(e.handle), "+15550001");
+    assert_int_equal(msv_kt_leaf_encode(&e, &forged, &forged_len), MSV_OK);
+    append_leaf(s, "+15550001", forged, forged_len);
+    test_server_start(s);
+    drop_connection(alice);
+    assert_int_equal(monitor(alice, last), 1);
+    assert_non_null(strstr(last, "for this account, and this device was never told of it"));
+    free(leaf);
+    free(forged);
+}
+
 /*
  * A dishonest directory logs mallory's device under alice's second handle: the log is
  * consistent, so others would accept it, but alice's monitor checks every handle of her
@@ -2320,36 +2359,43 @@ static void test_device_id_reused(void **state)
  */
 static void test_forged_device_under_second_handle(void **state)
 {
-    static struct msv_kt_entry e;
     struct test_server s;
     struct msv_client *alice, *mallory;
-    uint8_t *leaf = NULL, *forged = NULL;
-    size_t len = 0, forged_len = 0;
-    int64_t index = 0;
-    char last[400], code[7];
 
     (void)state;
-    test_server_init(&s, "trust_store_log = true");
-    test_server_start(&s);
-    alice = client_for(&s, "alice", "alice@example.org");
-    mallory = client_for(&s, "mallory", "mallory@example.org");
-    assert_int_equal(monitor(alice, last), 0); /* where watching starts */
-    assert_int_equal(msv_client_handle_add(alice, "+15550001"), MSV_OK);
-    test_server_code(&s, "+15550001", code);
-    assert_int_equal(msv_client_handle_verify(alice, "+15550001", code), MSV_OK);
-    assert_int_equal(monitor(alice, last), 0); /* the new handle lists alice's own devices */
+    second_handle_setup(&s, &alice, &mallory);
     test_server_stop(&s);
-    forge_leaf(&s, "mallory@example.org", NULL, 0, &leaf, &len, &index);
-    assert_int_equal(msv_kt_leaf_parse(leaf, len, &e), MSV_OK);
-    snprintf(e.handle, sizeof(e.handle), "+15550001");
-    assert_int_equal(msv_kt_leaf_encode(&e, &forged, &forged_len), MSV_OK);
-    append_leaf(&s, "+15550001", forged, forged_len);
+    forge_second_handle(&s, alice);
+    msv_client_close(alice);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A dishonest server drops alice's second handle from the list of her handles it answers, then
+ * logs mallory's device under that handle: alice's device keeps its own list of the account's
+ * handles, which only a tombstone it reads in the log (or its own removal) shrinks, so her
+ * monitor still checks that handle and raises the alarm.
+ */
+static void test_monitor_keeps_dropped_handle(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *mallory;
+    char **handles = NULL;
+    size_t n = 0;
+
+    (void)state;
+    second_handle_setup(&s, &alice, &mallory);
+    test_server_stop(&s);
+    /* the server's list of alice's handles loses the second one */
+    server_sql(&s, "DELETE FROM account_handles WHERE handle = '+15550001';");
     test_server_start(&s);
     drop_connection(alice);
-    assert_int_equal(monitor(alice, last), 1);
-    assert_non_null(strstr(last, "for this account, and this device was never told of it"));
-    free(leaf);
-    free(forged);
+    assert_int_equal(msv_client_handles(alice, &handles, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    msv_handles_free(handles, n);
+    test_server_stop(&s);
+    forge_second_handle(&s, alice);
     msv_client_close(alice);
     msv_client_close(mallory);
     test_server_cleanup(&s);
@@ -3923,6 +3969,7 @@ int main(void)
         cmocka_unit_test(test_key_directory_newest_version),
         cmocka_unit_test(test_device_id_reused),
         cmocka_unit_test(test_forged_device_under_second_handle),
+        cmocka_unit_test(test_monitor_keeps_dropped_handle),
         cmocka_unit_test(test_swapped_handle_answer),
         cmocka_unit_test(test_gossip_checks_both_heads),
         cmocka_unit_test(test_head_from_the_future),
