@@ -2402,6 +2402,46 @@ static void test_monitor_keeps_dropped_handle(void **state)
 }
 
 /*
+ * While alice's laptop is away, her phone removes alice@example.org (the handle the laptop
+ * authenticates with) and mallory registers it: the laptop still logs in, as alice's account
+ * under its first handle, and learns the account's handles; mallory's account is not touched.
+ */
+static void test_away_device_handle_taken(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *laptop, *mallory;
+    char **handles = NULL, code[7];
+    size_t n = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    laptop = linked_device(&s, alice, "alice-laptop");
+    drop_connection(laptop);
+    assert_int_equal(msv_client_handle_add(alice, "+15550001"), MSV_OK);
+    test_server_code(&s, "+15550001", code);
+    assert_int_equal(msv_client_handle_verify(alice, "+15550001", code), MSV_OK);
+    assert_int_equal(msv_client_handle_remove(alice, "alice@example.org"), MSV_OK);
+    mallory = client_for(&s, "mallory", "alice@example.org");
+    assert_string_equal(laptop->handle, "alice@example.org");
+    assert_int_equal(msv_client_connect(laptop), MSV_OK);
+    assert_int_equal(msv_client_handles(laptop, &handles, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(handles[0], "+15550001");
+    msv_handles_free(handles, n);
+    n = 0;
+    assert_int_equal(msv_client_handles(mallory, &handles, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(handles[0], "alice@example.org");
+    msv_handles_free(handles, n);
+    msv_client_close(alice);
+    msv_client_close(laptop);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
+/*
  * A dishonest directory answers a lookup of alice's second handle with mallory's leaf (and
  * devices): the leaf names another handle than the one asked, so bob refuses the answer, and
  * his message to the handle reaches alice, nothing of it mallory.
@@ -3970,6 +4010,7 @@ int main(void)
         cmocka_unit_test(test_device_id_reused),
         cmocka_unit_test(test_forged_device_under_second_handle),
         cmocka_unit_test(test_monitor_keeps_dropped_handle),
+        cmocka_unit_test(test_away_device_handle_taken),
         cmocka_unit_test(test_swapped_handle_answer),
         cmocka_unit_test(test_gossip_checks_both_heads),
         cmocka_unit_test(test_head_from_the_future),
