@@ -1688,9 +1688,19 @@ static void test_log_key_rotation_attacks(void **state)
     test_server_cleanup(&s);
 }
 
+static struct msv_client *linked_device_as(struct test_server *s, struct msv_client *c,
+                                           const char *name, const char *handle);
+
 /* Links a second device of c's account and approves it from c. */
 static struct msv_client *linked_device(struct test_server *s, struct msv_client *c,
                                         const char *name)
+{
+    return linked_device_as(s, c, name, c->handle);
+}
+
+/* Links a device of c's account that authenticates with handle, approved from c. */
+static struct msv_client *linked_device_as(struct test_server *s, struct msv_client *c,
+                                           const char *name, const char *handle)
 {
     struct msv_client *d = NULL;
     uint8_t fp[32];
@@ -1700,7 +1710,7 @@ static struct msv_client *linked_device(struct test_server *s, struct msv_client
 
     snprintf(dir, sizeof(dir), "%s/%s", s->dir, name);
     assert_int_equal(
-        msv_client_create(dir, c->handle, "127.0.0.1", s->port, MSV_SUITE_MODERN, 0, NULL, fp, &d),
+        msv_client_create(dir, handle, "127.0.0.1", s->port, MSV_SUITE_MODERN, 0, NULL, fp, &d),
         MSV_OK);
     assert_int_equal(msv_client_link(d, TEST_PASSWORD), MSV_OK);
     /* approving needs the request to join, whose key the approval signs */
@@ -2438,6 +2448,60 @@ static void test_away_device_handle_taken(void **state)
     msv_client_close(alice);
     msv_client_close(laptop);
     msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
+static void count_sync(void *ctx, const struct msv_incoming *in);
+
+static void last_from(void *ctx, const struct msv_incoming *in)
+{
+    if (in->message != NULL && in->from != NULL)
+        snprintf(ctx, 300, "%s", in->from);
+}
+
+/*
+ * alice's laptop authenticates with her second handle: a message from it to bob, who wrote to
+ * neither, goes as her first handle; and a sync from it sent as the second handle is applied
+ * by her phone (one of the account's handles), as a sync from mallory is not.
+ */
+static void test_default_send_as_first_handle(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *laptop, *bob;
+    char code[7], from[300] = "", **handles = NULL;
+    uint8_t id[16], *v = NULL;
+    size_t n = 0, count = 0, len = 0;
+    int synced = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_handle_add(alice, "+15550001"), MSV_OK);
+    test_server_code(&s, "+15550001", code);
+    assert_int_equal(msv_client_handle_verify(alice, "+15550001", code), MSV_OK);
+    laptop = linked_device_as(&s, alice, "alice-laptop", "+15550001");
+    assert_int_equal(msv_client_handles(laptop, &handles, &n), MSV_OK);
+    msv_handles_free(handles, n);
+    assert_int_equal(msv_client_send(laptop, to, 1, "hello", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_receive(bob, 500, last_from, from, &count), MSV_OK);
+    assert_string_equal(from, "alice@example.org");
+    /* a sync the laptop sends as its own handle */
+    assert_int_equal(msv_client_send_from(laptop, "+15550001"), MSV_OK);
+    assert_int_equal(msv_client_db_set(laptop->db, "sync:privacy:typing", "off", 3), MSV_OK);
+    assert_int_equal(msv_client_sync_flush(laptop, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    reconnect(alice);
+    assert_int_equal(msv_client_receive(alice, 500, count_sync, &synced, &count), MSV_OK);
+    assert_int_equal(synced, 1);
+    assert_int_equal(msv_client_db_get(alice->db, "sync:privacy:typing", &v, &len), MSV_OK);
+    assert_memory_equal(v, "off", 3);
+    free(v);
+    msv_client_close(alice);
+    msv_client_close(laptop);
+    msv_client_close(bob);
     test_server_cleanup(&s);
 }
 
@@ -4011,6 +4075,7 @@ int main(void)
         cmocka_unit_test(test_forged_device_under_second_handle),
         cmocka_unit_test(test_monitor_keeps_dropped_handle),
         cmocka_unit_test(test_away_device_handle_taken),
+        cmocka_unit_test(test_default_send_as_first_handle),
         cmocka_unit_test(test_swapped_handle_answer),
         cmocka_unit_test(test_gossip_checks_both_heads),
         cmocka_unit_test(test_head_from_the_future),

@@ -290,28 +290,48 @@ msv_err msv_client_send_from(struct msv_client *c, const char *handle)
     return err;
 }
 
+/* The account's first handle as last listed (its registration handle, or the oldest left), else
+ * the one this device authenticates with. */
+static void first_handle(struct msv_client *c, char out[sizeof(c->handle)])
+{
+    uint8_t *v = NULL;
+    size_t len = 0, line = 0;
+
+    snprintf(out, sizeof(c->handle), "%s", c->handle);
+    if (msv_client_db_get(c->db, HANDLES_SETTING, &v, &len) == MSV_OK) {
+        while (line < len && v[line] != '\n')
+            line++;
+        if (line > 0 && line < sizeof(c->handle)) {
+            memcpy(out, v, line);
+            out[line] = '\0';
+        }
+    }
+    free(v);
+}
+
 /*
  * The handle peer is written to as: the one chosen for this send (msv_client_send_from),
- * else the one used with peer before while it is still this account's, else the account's
- * own (c->handle). Once a handle is used with peer it stays, so that peer sees one sender; when
- * it changes, the sessions with peer's devices start anew, since peer's side keeps them under
- * the handle it sees.
+ * else the one used with peer before (or that peer wrote to) while it is still this account's,
+ * else the account's first handle. Once a handle is used with peer it stays, so that peer sees one
+ * sender; when it changes, the sessions with peer's devices start anew, since peer's side keeps
+ * them under the handle it sees.
  */
 const char *client_send_as(struct msv_client *c, const char *peer)
 {
-    char key[300], before[sizeof(c->handle)];
+    char key[300], before[sizeof(c->handle)], first[sizeof(c->handle)];
     uint8_t *v = NULL;
     size_t len = 0;
     const char *as;
 
     snprintf(key, sizeof(key), "from:%s", peer);
-    snprintf(before, sizeof(before), "%s", c->handle);
+    first_handle(c, first);
+    snprintf(before, sizeof(before), "%s", first);
     if (msv_client_db_get(c->db, key, &v, &len) == MSV_OK && len < sizeof(before)) {
         memcpy(before, v, len);
         before[len] = '\0';
     }
     free(v);
-    as = c->from[0] != '\0' ? c->from : client_is_own_handle(c, before) ? before : c->handle;
+    as = c->from[0] != '\0' ? c->from : client_is_own_handle(c, before) ? before : first;
     if (strcmp(as, before) != 0) {
         struct msv_known_device *devs = NULL;
         size_t n = 0;
