@@ -1688,9 +1688,19 @@ static void test_log_key_rotation_attacks(void **state)
     test_server_cleanup(&s);
 }
 
+static struct msv_client *linked_device_as(struct test_server *s, struct msv_client *c,
+                                           const char *name, const char *handle);
+
 /* Links a second device of c's account and approves it from c. */
 static struct msv_client *linked_device(struct test_server *s, struct msv_client *c,
                                         const char *name)
+{
+    return linked_device_as(s, c, name, c->handle);
+}
+
+/* Links a device of c's account that authenticates with handle, approved from c. */
+static struct msv_client *linked_device_as(struct test_server *s, struct msv_client *c,
+                                           const char *name, const char *handle)
 {
     struct msv_client *d = NULL;
     uint8_t fp[32];
@@ -1700,7 +1710,7 @@ static struct msv_client *linked_device(struct test_server *s, struct msv_client
 
     snprintf(dir, sizeof(dir), "%s/%s", s->dir, name);
     assert_int_equal(
-        msv_client_create(dir, c->handle, "127.0.0.1", s->port, MSV_SUITE_MODERN, 0, NULL, fp, &d),
+        msv_client_create(dir, handle, "127.0.0.1", s->port, MSV_SUITE_MODERN, 0, NULL, fp, &d),
         MSV_OK);
     assert_int_equal(msv_client_link(d, TEST_PASSWORD), MSV_OK);
     /* approving needs the request to join, whose key the approval signs */
@@ -2527,6 +2537,45 @@ static void test_device_id_reused(void **state)
     test_server_cleanup(&s);
 }
 
+/* alice with a second handle, +15550001, her monitor started; mallory registered. */
+static void second_handle_setup(struct test_server *s, struct msv_client **alice,
+                                struct msv_client **mallory)
+{
+    char last[400], code[7];
+
+    test_server_init(s, "trust_store_log = true");
+    test_server_start(s);
+    *alice = client_for(s, "alice", "alice@example.org");
+    *mallory = client_for(s, "mallory", "mallory@example.org");
+    assert_int_equal(monitor(*alice, last), 0); /* where watching starts */
+    assert_int_equal(msv_client_handle_add(*alice, "+15550001"), MSV_OK);
+    test_server_code(s, "+15550001", code);
+    assert_int_equal(msv_client_handle_verify(*alice, "+15550001", code), MSV_OK);
+    assert_int_equal(monitor(*alice, last), 0); /* the new handle lists alice's own devices */
+}
+
+/* The stopped server logs mallory's device under +15550001; alice's monitor must alarm. */
+static void forge_second_handle(struct test_server *s, struct msv_client *alice)
+{
+    static struct msv_kt_entry e;
+    uint8_t *leaf = NULL, *forged = NULL;
+    size_t len = 0, forged_len = 0;
+    int64_t index = 0;
+    char last[400];
+
+    forge_leaf(s, "mallory@example.org", NULL, 0, &leaf, &len, &index);
+    assert_int_equal(msv_kt_leaf_parse(leaf, len, &e), MSV_OK);
+    snprintf(e.handle, sizeof(e.handle), "+15550001");
+    assert_int_equal(msv_kt_leaf_encode(&e, &forged, &forged_len), MSV_OK);
+    append_leaf(s, "+15550001", forged, forged_len);
+    test_server_start(s);
+    drop_connection(alice);
+    assert_int_equal(monitor(alice, last), 1);
+    assert_non_null(strstr(last, "for this account, and this device was never told of it"));
+    free(leaf);
+    free(forged);
+}
+
 /*
  * A dishonest directory logs mallory's device under alice's second handle: the log is
  * consistent, so others would accept it, but alice's monitor checks every handle of her
@@ -2534,38 +2583,139 @@ static void test_device_id_reused(void **state)
  */
 static void test_forged_device_under_second_handle(void **state)
 {
-    static struct msv_kt_entry e;
     struct test_server s;
     struct msv_client *alice, *mallory;
-    uint8_t *leaf = NULL, *forged = NULL;
-    size_t len = 0, forged_len = 0;
-    int64_t index = 0;
-    char last[400], code[7];
 
     (void)state;
-    test_server_init(&s, "trust_store_log = true");
+    second_handle_setup(&s, &alice, &mallory);
+    test_server_stop(&s);
+    forge_second_handle(&s, alice);
+    msv_client_close(alice);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A dishonest server drops alice's second handle from the list of her handles it answers, then
+ * logs mallory's device under that handle: alice's device keeps its own list of the account's
+ * handles, which only a tombstone it reads in the log (or its own removal) shrinks, so her
+ * monitor still checks that handle and raises the alarm.
+ */
+static void test_monitor_keeps_dropped_handle(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *mallory;
+    char **handles = NULL;
+    size_t n = 0;
+
+    (void)state;
+    second_handle_setup(&s, &alice, &mallory);
+    test_server_stop(&s);
+    /* the server's list of alice's handles loses the second one */
+    server_sql(&s, "DELETE FROM account_handles WHERE handle = '+15550001';");
+    test_server_start(&s);
+    drop_connection(alice);
+    assert_int_equal(msv_client_handles(alice, &handles, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    msv_handles_free(handles, n);
+    test_server_stop(&s);
+    forge_second_handle(&s, alice);
+    msv_client_close(alice);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
+/*
+ * While alice's laptop is away, her phone removes alice@example.org (the handle the laptop
+ * authenticates with) and mallory registers it: the laptop still logs in, as alice's account
+ * under its first handle, and learns the account's handles; mallory's account is not touched.
+ */
+static void test_away_device_handle_taken(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *laptop, *mallory;
+    char **handles = NULL, code[7];
+    size_t n = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
     test_server_start(&s);
     alice = client_for(&s, "alice", "alice@example.org");
-    mallory = client_for(&s, "mallory", "mallory@example.org");
-    assert_int_equal(monitor(alice, last), 0); /* where watching starts */
+    laptop = linked_device(&s, alice, "alice-laptop");
+    drop_connection(laptop);
     assert_int_equal(msv_client_handle_add(alice, "+15550001"), MSV_OK);
     test_server_code(&s, "+15550001", code);
     assert_int_equal(msv_client_handle_verify(alice, "+15550001", code), MSV_OK);
-    assert_int_equal(monitor(alice, last), 0); /* the new handle lists alice's own devices */
-    test_server_stop(&s);
-    forge_leaf(&s, "mallory@example.org", NULL, 0, &leaf, &len, &index);
-    assert_int_equal(msv_kt_leaf_parse(leaf, len, &e), MSV_OK);
-    snprintf(e.handle, sizeof(e.handle), "+15550001");
-    assert_int_equal(msv_kt_leaf_encode(&e, &forged, &forged_len), MSV_OK);
-    append_leaf(&s, "+15550001", forged, forged_len);
-    test_server_start(&s);
-    drop_connection(alice);
-    assert_int_equal(monitor(alice, last), 1);
-    assert_non_null(strstr(last, "for this account, and this device was never told of it"));
-    free(leaf);
-    free(forged);
+    assert_int_equal(msv_client_handle_remove(alice, "alice@example.org"), MSV_OK);
+    mallory = client_for(&s, "mallory", "alice@example.org");
+    assert_string_equal(laptop->handle, "alice@example.org");
+    assert_int_equal(msv_client_connect(laptop), MSV_OK);
+    assert_int_equal(msv_client_handles(laptop, &handles, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(handles[0], "+15550001");
+    msv_handles_free(handles, n);
+    n = 0;
+    assert_int_equal(msv_client_handles(mallory, &handles, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(handles[0], "alice@example.org");
+    msv_handles_free(handles, n);
     msv_client_close(alice);
+    msv_client_close(laptop);
     msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
+static void count_sync(void *ctx, const struct msv_incoming *in);
+
+static void last_from(void *ctx, const struct msv_incoming *in)
+{
+    if (in->message != NULL && in->from != NULL)
+        snprintf(ctx, 300, "%s", in->from);
+}
+
+/*
+ * alice's laptop authenticates with her second handle: a message from it to bob, who wrote to
+ * neither, goes as her first handle; and a sync from it sent as the second handle is applied
+ * by her phone (one of the account's handles), as a sync from mallory is not.
+ */
+static void test_default_send_as_first_handle(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *laptop, *bob;
+    char code[7], from[300] = "", **handles = NULL;
+    uint8_t id[16], *v = NULL;
+    size_t n = 0, count = 0, len = 0;
+    int synced = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(msv_client_handle_add(alice, "+15550001"), MSV_OK);
+    test_server_code(&s, "+15550001", code);
+    assert_int_equal(msv_client_handle_verify(alice, "+15550001", code), MSV_OK);
+    laptop = linked_device_as(&s, alice, "alice-laptop", "+15550001");
+    assert_int_equal(msv_client_handles(laptop, &handles, &n), MSV_OK);
+    msv_handles_free(handles, n);
+    assert_int_equal(msv_client_send(laptop, to, 1, "hello", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_receive(bob, 500, last_from, from, &count), MSV_OK);
+    assert_string_equal(from, "alice@example.org");
+    /* a sync the laptop sends as its own handle */
+    assert_int_equal(msv_client_send_from(laptop, "+15550001"), MSV_OK);
+    assert_int_equal(msv_client_db_set(laptop->db, "sync:privacy:typing", "off", 3), MSV_OK);
+    assert_int_equal(msv_client_sync_flush(laptop, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    reconnect(alice);
+    assert_int_equal(msv_client_receive(alice, 500, count_sync, &synced, &count), MSV_OK);
+    assert_int_equal(synced, 1);
+    assert_int_equal(msv_client_db_get(alice->db, "sync:privacy:typing", &v, &len), MSV_OK);
+    assert_memory_equal(v, "off", 3);
+    free(v);
+    msv_client_close(alice);
+    msv_client_close(laptop);
+    msv_client_close(bob);
     test_server_cleanup(&s);
 }
 
@@ -4137,6 +4287,9 @@ int main(void)
         cmocka_unit_test(test_key_directory_newest_version),
         cmocka_unit_test(test_device_id_reused),
         cmocka_unit_test(test_forged_device_under_second_handle),
+        cmocka_unit_test(test_monitor_keeps_dropped_handle),
+        cmocka_unit_test(test_away_device_handle_taken),
+        cmocka_unit_test(test_default_send_as_first_handle),
         cmocka_unit_test(test_swapped_handle_answer),
         cmocka_unit_test(test_gossip_checks_both_heads),
         cmocka_unit_test(test_head_from_the_future),

@@ -3,8 +3,12 @@
  * code, removing, and which of them a send names this account by.
  *
  * Settings used: "handles" (the account's handles as the server last listed
- * them, one a line, the first one first) and "from:<handle>" (the handle this
- * account writes to handle as).
+ * them, one a line, the first one first), "handles_watched" (every handle this
+ * device knows as its account's, one a line: it grows from the server's lists
+ * and the handle_added notices, and shrinks only when this device removes a
+ * handle or its monitor reads the handle's tombstone in the log, so that a
+ * server leaving one out of its list does not end the monitor's watch of it)
+ * and "from:<handle>" (the handle this account writes to handle as).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +21,10 @@
 
 #define TIMEOUT_MS 15000
 #define HANDLES_SETTING "handles"
+#define WATCHED_SETTING "handles_watched"
+/* handles watched at most: an account has at most 10, and some removed ones wait for their
+ * tombstones */
+#define WATCHED_MAX 64
 
 void msv_handles_free(char **handles, size_t n)
 {
@@ -25,7 +33,100 @@ void msv_handles_free(char **handles, size_t n)
     free(handles);
 }
 
-/* Keeps the list for client_is_own_handle (one a line). */
+/* Whether the one-a-line list v (len bytes) holds handle. */
+static int list_has(const uint8_t *v, size_t len, const char *handle)
+{
+    size_t hl = strlen(handle);
+
+    for (size_t at = 0; hl > 0 && at + hl <= len;) {
+        const uint8_t *end = memchr(v + at, '\n', len - at);
+        size_t line = end != NULL ? (size_t)(end - (v + at)) : len - at;
+
+        if (line == hl && memcmp(v + at, handle, hl) == 0)
+            return 1;
+        at += line + 1;
+    }
+    return 0;
+}
+
+static int setting_has(struct msv_client *c, const char *key, const char *handle)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int has = msv_client_db_get(c->db, key, &v, &len) == MSV_OK && list_has(v, len, handle);
+
+    free(v);
+    return has;
+}
+
+msv_err client_handle_watch(struct msv_client *c, const char *handle)
+{
+    uint8_t *v = NULL, *grown = NULL;
+    size_t len = 0, hl = strlen(handle), lines = 0;
+    msv_err err = msv_client_db_get(c->db, WATCHED_SETTING, &v, &len);
+
+    if (err == MSV_ERR_NOT_FOUND)
+        err = MSV_OK;
+    if (err != MSV_OK || hl == 0 || list_has(v, len, handle)) {
+        free(v);
+        return err;
+    }
+    for (size_t i = 0; i < len; i++)
+        lines += v[i] == '\n';
+    if (hl > MSV_HANDLE_MAX || memchr(handle, '\n', hl) != NULL)
+        err = MSV_ERR_INVALID;
+    else if (lines >= WATCHED_MAX)
+        err = MSV_ERR_TOO_BIG;
+    else if ((grown = malloc(len + hl + 1)) == NULL)
+        err = MSV_ERR_NOMEM;
+    if (err == MSV_OK) {
+        if (len > 0)
+            memcpy(grown, v, len);
+        memcpy(grown + len, handle, hl);
+        grown[len + hl] = '\n';
+        err = msv_client_db_set(c->db, WATCHED_SETTING, grown, len + hl + 1);
+    }
+    free(grown);
+    free(v);
+    return err;
+}
+
+/* Takes handle out of the one-a-line list under key (nothing if it is not there). */
+static msv_err unlist_handle(struct msv_client *c, const char *key, const char *handle)
+{
+    uint8_t *v = NULL;
+    size_t len = 0, hl = strlen(handle), k = 0;
+    msv_err err = msv_client_db_get(c->db, key, &v, &len);
+
+    if (err == MSV_ERR_NOT_FOUND || (err == MSV_OK && !list_has(v, len, handle))) {
+        free(v);
+        return MSV_OK;
+    }
+    for (size_t at = 0; err == MSV_OK && at < len;) {
+        const uint8_t *end = memchr(v + at, '\n', len - at);
+        size_t line = end != NULL ? (size_t)(end - (v + at)) : len - at;
+
+        if (!(line == hl && memcmp(v + at, handle, hl) == 0)) {
+            memmove(v + k, v + at, line);
+            k += line;
+            v[k++] = '\n';
+        }
+        at += line + 1;
+    }
+    if (err == MSV_OK)
+        err = msv_client_db_set(c->db, key, v, k);
+    free(v);
+    return err;
+}
+
+msv_err client_handle_unwatch(struct msv_client *c, const char *handle)
+{
+    msv_err err = unlist_handle(c, WATCHED_SETTING, handle);
+
+    return err == MSV_OK ? unlist_handle(c, HANDLES_SETTING, handle) : err;
+}
+
+/* Keeps the list for client_is_own_handle (one a line), and watches each handle of it. */
 static msv_err remember_handles(struct msv_client *c, char *const *handles, size_t n)
 {
     char *text = NULL;
@@ -33,6 +134,8 @@ static msv_err remember_handles(struct msv_client *c, char *const *handles, size
 
     if (err == MSV_OK)
         err = msv_client_db_set(c->db, HANDLES_SETTING, text, strlen(text));
+    for (size_t i = 0; err == MSV_OK && i < n; i++)
+        err = client_handle_watch(c, handles[i]);
     free(text);
     return err;
 }
@@ -78,21 +181,8 @@ msv_err msv_client_handles(struct msv_client *c, char ***out, size_t *n)
 
 int client_is_own_handle(struct msv_client *c, const char *handle)
 {
-    uint8_t *v = NULL;
-    size_t len = 0, hl = strlen(handle);
-    int own = strcmp(handle, c->handle) == 0;
-
-    if (!own && hl > 0 && msv_client_db_get(c->db, HANDLES_SETTING, &v, &len) == MSV_OK) {
-        for (size_t at = 0; !own && at + hl <= len;) {
-            const uint8_t *end = memchr(v + at, '\n', len - at);
-            size_t line = end != NULL ? (size_t)(end - (v + at)) : len - at;
-
-            own = line == hl && memcmp(v + at, handle, hl) == 0;
-            at += line + 1;
-        }
-    }
-    free(v);
-    return own;
+    return strcmp(handle, c->handle) == 0 || setting_has(c, HANDLES_SETTING, handle) ||
+           setting_has(c, WATCHED_SETTING, handle);
 }
 
 /* Persists handle as this device's own (the one it authenticates with). */
@@ -175,6 +265,8 @@ msv_err msv_client_handle_remove(struct msv_client *c, const char *handle)
         n = k;
         err = remember_handles(c, handles, n);
     }
+    if (err == MSV_OK) /* this device removed it: no tombstone to wait for */
+        err = client_handle_unwatch(c, handle);
     msv_handles_free(handles, n);
     return err;
 }
@@ -198,28 +290,48 @@ msv_err msv_client_send_from(struct msv_client *c, const char *handle)
     return err;
 }
 
+/* The account's first handle as last listed (its registration handle, or the oldest left), else
+ * the one this device authenticates with. */
+static void first_handle(struct msv_client *c, char out[sizeof(c->handle)])
+{
+    uint8_t *v = NULL;
+    size_t len = 0, line = 0;
+
+    snprintf(out, sizeof(c->handle), "%s", c->handle);
+    if (msv_client_db_get(c->db, HANDLES_SETTING, &v, &len) == MSV_OK) {
+        while (line < len && v[line] != '\n')
+            line++;
+        if (line > 0 && line < sizeof(c->handle)) {
+            memcpy(out, v, line);
+            out[line] = '\0';
+        }
+    }
+    free(v);
+}
+
 /*
  * The handle peer is written to as: the one chosen for this send (msv_client_send_from),
- * else the one used with peer before while it is still this account's, else the account's
- * own (c->handle). Once a handle is used with peer it stays, so that peer sees one sender; when
- * it changes, the sessions with peer's devices start anew, since peer's side keeps them under
- * the handle it sees.
+ * else the one used with peer before (or that peer wrote to) while it is still this account's,
+ * else the account's first handle. Once a handle is used with peer it stays, so that peer sees one
+ * sender; when it changes, the sessions with peer's devices start anew, since peer's side keeps
+ * them under the handle it sees.
  */
 const char *client_send_as(struct msv_client *c, const char *peer)
 {
-    char key[300], before[sizeof(c->handle)];
+    char key[300], before[sizeof(c->handle)], first[sizeof(c->handle)];
     uint8_t *v = NULL;
     size_t len = 0;
     const char *as;
 
     snprintf(key, sizeof(key), "from:%s", peer);
-    snprintf(before, sizeof(before), "%s", c->handle);
+    first_handle(c, first);
+    snprintf(before, sizeof(before), "%s", first);
     if (msv_client_db_get(c->db, key, &v, &len) == MSV_OK && len < sizeof(before)) {
         memcpy(before, v, len);
         before[len] = '\0';
     }
     free(v);
-    as = c->from[0] != '\0' ? c->from : client_is_own_handle(c, before) ? before : c->handle;
+    as = c->from[0] != '\0' ? c->from : client_is_own_handle(c, before) ? before : first;
     if (strcmp(as, before) != 0) {
         struct msv_known_device *devs = NULL;
         size_t n = 0;

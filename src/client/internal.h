@@ -19,8 +19,15 @@
 /* a group message names the members (participants) of a group of at most this many */
 #define GROUP_LIST_MAX MSV_PARTICIPANTS_MAX
 
-/* Handles (client/handles.c): whether handle is this account's, as last listed. */
+/*
+ * Handles (client/handles.c): whether handle is this account's, as this device knows (the
+ * server's last list, and every handle watched).
+ */
 int client_is_own_handle(struct msv_client *c, const char *handle);
+/* Adds handle to those this device watches as its account's (a list that only grows). */
+msv_err client_handle_watch(struct msv_client *c, const char *handle);
+/* Ends the watch of handle: this device removed it, or read its tombstone in the log. */
+msv_err client_handle_unwatch(struct msv_client *c, const char *handle);
 /* The handle a send to peer names this account by (c->send_as holds it). */
 const char *client_send_as(struct msv_client *c, const char *peer);
 /*

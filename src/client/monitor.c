@@ -345,8 +345,8 @@ static msv_err monitor_leaf(struct msv_client *c, const Msv__Wire__LogProof *p,
         return monitor_foreign(c, &e, p->index, on_alarm, ctx, alarms);
     if ((err = client_history_read(c, e.handle, p->index)) != MSV_OK)
         return err;
-    if (e.deleted) /* a handle this account removed: it lists no device */
-        return MSV_OK;
+    if (e.deleted) /* a handle this account removed: it lists no device, and is no longer watched */
+        return strcmp(e.handle, c->handle) != 0 ? client_handle_unwatch(c, e.handle) : MSV_OK;
     err = monitor_removed(c, &e, p->index, on_alarm, ctx, alarms);
     for (size_t i = 0; err == MSV_OK && i < e.n_devices; i++) {
         char warning[400], fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)";

@@ -975,6 +975,8 @@ static void handle_notice(struct msv_client *c, const Msv__Wire__DeviceChange *d
     memcpy(first, dc->handle.data, dc->handle.len);
     first[dc->handle.len] = '\0';
     in.status = dc->handle_added.len > 0 ? "added" : "removed";
+    if (dc->handle_added.len > 0)
+        (void)client_handle_watch(c, handle); /* watched until its tombstone is read */
     if (dc->handle_removed.len > 0)
         (void)client_handle_gone(c, handle, first);
     else

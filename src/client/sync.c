@@ -3,8 +3,8 @@
  * between your devices"): contacts and every setting whose key begins with
  * "sync:". The client database records each change (store/client_db.h); this
  * file sends what is pending to the account's other devices in SYNC payloads
- * of at most MSV_SYNC_ENTRIES_MAX entries, and applies theirs: only from this
- * account's own handle, and only where newer than what is held, so a replayed
+ * of at most MSV_SYNC_ENTRIES_MAX entries, and applies theirs: only from one of
+ * this account's own handles, and only where newer than what is held, so a replayed
  * or older change undoes nothing and an applied change is not sent back.
  *
  * The account's profile key is synced too. A block newer than it (made here
@@ -252,7 +252,7 @@ msv_err client_take_sync(struct msv_client *c, const char *sender, uint64_t devi
     msv_err err = MSV_OK;
 
     /* only the account's own devices share its state: anyone else's changes nothing */
-    if (strcmp(sender, c->handle) != 0)
+    if (!client_is_own_handle(c, sender))
         return MSV_OK;
     for (size_t i = 0; err == MSV_OK && i < p->sync_count; i++) {
         int newer = 0;

@@ -236,7 +236,8 @@ static int handle_deleted(struct msv_server *s, const char *handle)
 /*
  * A device whose handle was removed from its account (HandleRemove) while it was away still
  * authenticates, as its account under the account's first handle (put in handle), and learns
- * of the change from the notice that waits for it. MSV_ERR_NOT_FOUND if there is no such
+ * of the change from the notice that waits for it; so does one whose handle was registered by
+ * another account since. MSV_ERR_NOT_FOUND if there is no such
  * approved device (a deleted account's devices are gone).
  */
 static msv_err handle_moved(struct msv_server *s, uint64_t device_id, char *handle,
@@ -318,10 +319,18 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
     c->challenged = 0; /* one attempt per challenge */
     if (normalise_handle(a->handle, handle)) {
         err = STORE(s)->account_get(IMPL(s), handle, &account, NULL);
-        if (err == MSV_ERR_NOT_FOUND)
-            err = handle_moved(s, a->device_id, handle, &account);
         if (err == MSV_OK)
             err = STORE(s)->device_get(IMPL(s), a->device_id, &dev);
+        /* the handle left the device's account (and may be another account's now) */
+        if (err == MSV_OK && dev.account_id != account) {
+            msv_device_rec_clear(&dev);
+            err = MSV_ERR_NOT_FOUND;
+        }
+        if (err == MSV_ERR_NOT_FOUND) {
+            err = handle_moved(s, a->device_id, handle, &account);
+            if (err == MSV_OK)
+                err = STORE(s)->device_get(IMPL(s), a->device_id, &dev);
+        }
         if (err == MSV_ERR_NOT_FOUND ||
             (err == MSV_OK && (dev.account_id != account || !dev.approved)))
             err = MSV_ERR_AUTH;
