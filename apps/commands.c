@@ -275,7 +275,7 @@ void cli_usage_all(FILE *f)
                "(the account password, for register, link and password), MISSIVE_NEW_PASSWORD\n"
                "(password change), MISSIVE_BACKUP_PASSPHRASE (for backup and restore).\n"
                "exit status: 0 success, 1 error, 2 usage, 3 authentication, 4 server "
-               "unreachable, 5 the server could not store it, 6 sent but not to every device\n");
+               "unreachable, 5 the server could not store it\n");
 }
 
 /* Prints a command's usage to f (NULL: only looks it up); 0 for a known command on cli_out. */
@@ -1502,28 +1502,6 @@ static msv_err send_reply(const struct cli *o, struct msv_client *c, const char 
     return err;
 }
 
-/*
- * What a send that went says: sent, or sent but not to the devices refused
- * (each named in a warning above it), which exits EXIT_PARTIAL.
- */
-static int sent_line(const struct cli *o, const struct msv_client *c, const char *hex)
-{
-    if (o->json && c->pq_refused == 0)
-        fprintf(cli_out, "{\"message_id\":\"%s\",\"status\":\"sent\"}\n", hex);
-    else if (o->json)
-        fprintf(cli_out,
-                "{\"message_id\":\"%s\",\"status\":\"partly_sent\",\"refused_devices\":%zu}\n", hex,
-                c->pq_refused);
-    else if (c->pq_refused == 0)
-        fprintf(cli_out, "sent %s\n", hex);
-    else
-        fprintf(cli_out,
-                "sent %s, but not to %zu device(s) that say post-quantum and got no checked "
-                "post-quantum prekey (see the warnings): nothing went to them\n",
-                hex, c->pq_refused);
-    return c->pq_refused == 0 ? 0 : EXIT_PARTIAL;
-}
-
 static int cmd_send(const struct cli *o, struct msv_client *c)
 {
     const char *handles[64];
@@ -1562,7 +1540,10 @@ static int cmd_send(const struct cli *o, struct msv_client *c)
         if (err == MSV_OK) {
             if (msv_hex_encode(id, 16, hex, sizeof(hex)) != MSV_OK)
                 hex[0] = '\0';
-            rc = sent_line(o, c, hex);
+            if (o->json)
+                fprintf(cli_out, "{\"message_id\":\"%s\",\"status\":\"sent\"}\n", hex);
+            else
+                fprintf(cli_out, "sent %s\n", hex);
         } else if (o->reply_to != NULL && (err == MSV_ERR_INVALID || err == MSV_ERR_NOT_FOUND)) {
             rc = EXIT_ERR; /* said why; nothing was sent */
         } else {

@@ -13,15 +13,7 @@
 #include "client/client.h"
 
 /* EXIT_STORAGE: the server answered, but could not store what it was given (ERROR_IO) */
-/* EXIT_PARTIAL: a message went, but not to every device (each left out is named on stderr) */
-enum {
-    EXIT_ERR = 1,
-    EXIT_USAGE = 2,
-    EXIT_AUTH = 3,
-    EXIT_NET = 4,
-    EXIT_STORAGE = 5,
-    EXIT_PARTIAL = 6
-};
+enum { EXIT_ERR = 1, EXIT_USAGE = 2, EXIT_AUTH = 3, EXIT_NET = 4, EXIT_STORAGE = 5 };
 
 struct cli {
     const char *account, *data_dir, *server, *suite, *code, *text, *search, *passphrase_file,

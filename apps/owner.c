@@ -694,9 +694,7 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
         json_object_set_new(result, "items", items);
     }
     free(out);
-    /* a message that went, but not to every device, is a result: its items say partly_sent and
-     * the pq_refused events name the devices left out */
-    if (rc == 0 || rc == EXIT_PARTIAL) {
+    if (rc == 0) {
         response = rpc_result(id, result);
     } else {
         json_t *words;

@@ -13,7 +13,6 @@ M=$(realpath "${1:?usage: test_pq2.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_pq2.sh MISSIVE MISSIVED}")
 in_scratch
 waiter=
-daemon=
 trap 'tm kill-server 2>/dev/null; for p in $waiter $daemon $pid; do kill -CONT "$p" 2>/dev/null; kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 export MISSIVED_ACCOUNTS_REGISTER_BURST=100
 
@@ -76,59 +75,4 @@ grep -q "modern envelope" err.txt && bad "a classical envelope was announced: $(
 [ "$(queued "$bob_dev")" = "$before" ] && ok || bad "nothing queued for bob: $before -> $(queued "$bob_dev")"
 expect 0 "carol: bob's devices" -- as carol -o json fingerprint bob@example.org
 [ "$(field 'r[0]["session"]')" = none ] && ok || bad "no session with bob: $(cat out.txt)"
-
-# ---- one refused device fails only itself: alice's laptop loses its bundle; carol's messages
-# go to alice's phone, the laptop is named as left out, in every front end
-phone=$(q "SELECT d.id FROM devices d JOIN accounts a ON a.id = d.account_id WHERE a.handle = 'alice@example.org' ORDER BY d.id LIMIT 1")
-q "DELETE FROM signed_prekeys WHERE device_id = $laptop; DELETE FROM one_time_prekeys WHERE device_id = $laptop; DELETE FROM kem_prekeys WHERE device_id = $laptop"
-from_carol() { q "SELECT COUNT(*) FROM queue WHERE device_id = $1 AND sender_handle = 'carol@example.org'"; }
-at_laptop=$(from_carol "$laptop")
-at_phone=$(queued "$phone")
-expect 6 "carol writes to alice: not to the laptop" -- as carol send alice@example.org --text "to the phone only"
-grep -q "but not to 1 device" out.txt && ok || bad "the output says who was left out: $(cat out.txt)"
-grep -q "WARNING: .*device $laptop" err.txt && ok || bad "the laptop is named: $(cat err.txt)"
-[ "$(from_carol "$laptop")" = "$at_laptop" ] && ok || bad "nothing for the laptop: $at_laptop -> $(from_carol "$laptop")"
-[ "$(queued "$phone")" -gt "$at_phone" ] && ok || bad "the phone's copy is queued: $at_phone -> $(queued "$phone")"
-expect 6 "the same as JSON" -- as carol -o json send alice@example.org --text "json partly"
-[ "$(field 'r["status"]')" = partly_sent ] && [ "$(field 'r["refused_devices"]')" = 1 ] && ok ||
-    bad "JSON says partly sent: $(cat out.txt)"
-expect 0 "alice's phone receives" -- as alice receive
-grep -q "to the phone only" out.txt && grep -q "json partly" out.txt && ok || bad "the phone read both: $(cat out.txt err.txt)"
-
-# the daemon (schema 2): a pq_refused event for the laptop, the answer says partly sent
-sock=$work/dev-carol/carol@example.org/daemon.sock
-(exec "$M" --data-dir dev-carol daemon >daemon.out 2>daemon.err) &
-daemon=$!
-for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
-to_alice() {
-    daemon_rpc "$sock" --schema 2 '{"jsonrpc":"2.0","id":1,"method":"send","params":{"args":["alice@example.org"],"text":"by the daemon"}}' >rpc.txt
-}
-events_both "$sock" to_alice
-grep -q '"pq_refused"' ev2.txt && grep -Eq "\"device_id\": ?$laptop" ev2.txt && ok ||
-    bad "a pq_refused event for the laptop: $(cat ev2.txt rpc.txt)"
-grep -q '"pq_refused"' ev1.txt && bad "schema 1 got pq_refused: $(cat ev1.txt)" || ok
-grep -q '"partly_sent"' rpc.txt && grep -q '"result"' rpc.txt && ok || bad "the answer says partly sent: $(cat rpc.txt)"
-cat ev2.txt rpc.txt >wire2.jsonl
-daemon_schema_ok 2 wire2.jsonl && ok || bad "schema 2: $(cat schema.out wire2.jsonl)"
-daemon_schema_ok 1 ev1.txt && ok || bad "schema 1"
-kill -TERM "$daemon"
-wait "$daemon"
-daemon=
-expect 0 "alice's phone receives" -- as alice receive
-grep -q "by the daemon" out.txt && ok || bad "the phone read the daemon's: $(cat out.txt err.txt)"
-
-# the chat: sent, and a note names what was not delivered
-chat carol
-waitfor carol "carol@example.org" || bad "chat started: $(cat chat-carol.err)"
-tm send-keys -t carol "/to alice@example.org" Enter
-sleep 0.5
-tm send-keys -t carol "from the chat" Enter
-waitfor carol "not delivered to 1 device" 100 && ok || bad "the chat says not delivered: $(screen carol)"
-screen carol | grep -q "post-quantum" && ok || bad "the chat says why: $(screen carol)"
-tm send-keys -t carol "/quit" Enter
-for _ in $(seq 50); do [ -s chat-carol.rc ] && break; sleep 0.1; done
-expect 0 "alice's phone receives" -- as alice receive
-grep -q "from the chat" out.txt && ok || bad "the phone read the chat's: $(cat out.txt err.txt)"
-[ "$(from_carol "$laptop")" = "$at_laptop" ] && ok || bad "still nothing for the laptop: $(from_carol "$laptop")"
-
 finish

@@ -31,7 +31,6 @@ struct msv_client {
     struct msv_conn *conn;
     struct msv_conn *sealed_conn; /* not authenticated: sealed sends go here */
     struct msv_refusal why;       /* the server's words for the last refusal */
-    size_t pq_refused;            /* devices the last message left out (on_pq_refused told each) */
     /* told about device sets that changed since last seen; may be NULL */
     void (*on_key_change)(void *ctx, const char *handle);
     /* handle's account was deleted and the handle registered again: not the account known
@@ -44,8 +43,7 @@ struct msv_client {
     /* a device of handle that speaks no suite this device speaks, left out of a send */
     void (*on_unreachable)(void *ctx, const char *handle, uint64_t device_id, const char *suites);
     /* a device that says post-quantum for which the server gave no checked KEM prekey: nothing
-     * went to it, the message goes to the others (counted in pq_refused; the send fails with
-     * why.code MSV_REFUSAL_PQ when no recipient's device got it); may be NULL */
+     * went to it (the send fails with why.code MSV_REFUSAL_PQ); may be NULL */
     void (*on_pq_refused)(void *ctx, const char *handle, uint64_t device_id, const char *warning);
     /* a message went to handle without sealed sender (the relay refused its delivery token) */
     void (*on_unsealed)(void *ctx, const char *handle);

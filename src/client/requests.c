@@ -358,8 +358,6 @@ msv_err msv_request_send_as(struct msv_conn *c, const uint8_t message_id[16],
     send.expire_after_s = expire_after_s;
     if (as->from != NULL)
         send.from_handle = text(as->from);
-    send.refused_devices = (uint64_t *)as->refused;
-    send.n_refused_devices = as->n_refused;
     req.body_case = MSV__WIRE__FRAME__BODY_SEND;
     req.send = &send;
     err = run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, &answer);

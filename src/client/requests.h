@@ -138,9 +138,7 @@ MSV_MUST_CHECK msv_err msv_request_send(struct msv_conn *c, const uint8_t messag
 struct msv_send_as {
     const uint8_t *delivery_token;
     uint32_t expire_after_s;
-    const char *from;        /* frame.proto SendRequest.from_handle */
-    const uint64_t *refused; /* SendRequest.refused_devices (n_refused of them) */
-    size_t n_refused;
+    const char *from; /* frame.proto SendRequest.from_handle */
 };
 MSV_MUST_CHECK msv_err msv_request_send_as(struct msv_conn *c, const uint8_t message_id[16],
                                            const char *const *handles, size_t n_handles,

@@ -34,8 +34,6 @@ struct sealed_set {
     struct msv_outgoing *out;
     uint8_t **wires;
     size_t count;
-    uint64_t *refused; /* devices left out: no post-quantum session to be had */
-    size_t n_refused;
 };
 
 static void sealed_clear(struct sealed_set *s)
@@ -44,7 +42,6 @@ static void sealed_clear(struct sealed_set *s)
         free(s->wires[i]);
     free(s->out);
     free(s->wires);
-    free(s->refused);
     memset(s, 0, sizeof(*s));
 }
 
@@ -61,13 +58,6 @@ static const char *suites_text(const struct msv_public_identity *pub, char out[4
                                   msv_suite_name((enum msv_suite)s));
     }
     return out;
-}
-
-/* 1 if hd lists this account's own devices. */
-static int is_own(const struct msv_client *c, const Msv__Wire__HandleDevices *hd)
-{
-    return hd->handle.len == strlen(c->handle) &&
-           memcmp(hd->handle.data, c->handle, hd->handle.len) == 0;
 }
 
 /* The handle this send names this account by (client_send_as). */
@@ -99,25 +89,21 @@ static msv_err wrap_sealed(struct msv_client *c, const char *peer, uint64_t devi
  * Seals pt for every device listed, except this one: with a session where
  * there is one (or can be started from the device's prekeys), else in the
  * best suite both devices speak; a device that speaks none of this device's
- * suites is left out (and reported through on_unreachable), and so is a
- * device that says post-quantum with no hybrid session to be had (reported
- * through on_pq_refused and named to the relay; the send fails only when no
- * recipient's device is left). sealed: each
+ * suites is left out (and reported through on_unreachable). sealed: each
  * envelope is also wrapped so that the relay does not learn the sender
  * (devices that speak modern only: MSV_ERR_UNSUPPORTED else).
  */
 static msv_err seal_for(struct msv_client *c, Msv__Wire__HandleDevices *const *hds, size_t n,
                         const uint8_t *pt, size_t pt_len, int sealed, struct sealed_set *s)
 {
-    size_t total = 0, refused = 0, to_others = 0;
+    size_t total = 0;
     msv_err err = MSV_OK;
 
     for (size_t i = 0; i < n; i++)
         total += hds[i]->n_devices;
     s->out = calloc(total + 1, sizeof(*s->out));
     s->wires = calloc(total + 1, sizeof(*s->wires));
-    s->refused = calloc(total + 1, sizeof(*s->refused));
-    if (s->out == NULL || s->wires == NULL || s->refused == NULL)
+    if (s->out == NULL || s->wires == NULL)
         return MSV_ERR_NOMEM;
     err = msv_sessions_prepare(c, hds, n);
     for (size_t i = 0; i < n && err == MSV_OK; i++) {
@@ -168,13 +154,6 @@ static msv_err seal_for(struct msv_client *c, Msv__Wire__HandleDevices *const *h
                 free(inner);
             }
             msv_public_identity_free(pub);
-            if (err == MSV_ERR_AUTH && c->why.code == MSV_REFUSAL_PQ) {
-                /* refused and reported (on_pq_refused): it fails alone, the others get theirs */
-                refused++;
-                s->refused[s->n_refused++] = d->device_id;
-                err = MSV_OK;
-                continue;
-            }
             if (err == MSV_OK) {
                 s->out[s->count] = (struct msv_outgoing){
                     d->device_id, sealed ? MSV_ENVELOPE_SEALED : (uint32_t)suite,
@@ -182,19 +161,14 @@ static msv_err seal_for(struct msv_client *c, Msv__Wire__HandleDevices *const *h
                 s->count++;
             }
         }
-        if (s->count > before && !is_own(c, hds[i]))
-            to_others++;
-        if (err == MSV_OK && skipped > 0 && s->count == before && !is_own(c, hds[i])) {
+        if (err == MSV_OK && skipped > 0 && s->count == before &&
+            !(hds[i]->handle.len == strlen(c->handle) &&
+              memcmp(hds[i]->handle.data, c->handle, hds[i]->handle.len) == 0)) {
             snprintf(c->why.message, sizeof(c->why.message),
                      "no device of %.*s speaks a suite this device speaks", (int)hds[i]->handle.len,
                      (const char *)hds[i]->handle.data);
             err = MSV_ERR_UNSUPPORTED;
         }
-    }
-    /* every recipient's device refused: the send fails, as it would for one device */
-    if (err == MSV_OK && refused > 0 && to_others == 0) {
-        c->why.code = MSV_REFUSAL_PQ;
-        err = MSV_ERR_AUTH;
     }
     return err;
 }
@@ -356,8 +330,6 @@ static msv_err send_once(struct msv_client *c, const uint8_t id[16], const char 
         err = client_plain_conn(c, &c->sealed_conn);
     /* the other people see this account as SEND_AS; its own devices as it authenticated */
     as.delivery_token = token;
-    as.refused = s.refused;
-    as.n_refused = s.n_refused;
     as.expire_after_s = relay_expiry(pt, pt_len);
     if (token == NULL && strcmp(SEND_AS(c), c->handle) != 0 &&
         !(n == 1 && strcmp(handles[0], c->handle) == 0))
@@ -365,8 +337,6 @@ static msv_err send_once(struct msv_client *c, const uint8_t id[16], const char 
     if (err == MSV_OK)
         err = msv_request_send_as(token != NULL ? c->sealed_conn : c->conn, id, handles, n, s.out,
                                   s.count, &as, TIMEOUT_MS, fresh, &c->why);
-    if (err == MSV_OK) /* the relay took it without them */
-        c->pq_refused += s.n_refused;
     if (err == MSV_ERR_IO && token != NULL) {
         msv_conn_close(c->sealed_conn);
         c->sealed_conn = NULL;
@@ -648,15 +618,6 @@ msv_err client_unsealed(struct msv_client *c, const uint8_t id[16], const char *
     return err == MSV_OK ? msv_client_db_set(c->db, UNSEALED, v, sizeof(v)) : err;
 }
 
-/* 1 if one of targets is not this account's own handle. */
-static int has_other(const struct msv_client *c, const char *const *targets, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(targets[i], c->handle) != 0)
-            return 1;
-    return 0;
-}
-
 /*
  * Sends to every target: sealed to each handle whose delivery token this
  * device knows (from a profile key its devices sent), the rest (and this
@@ -669,7 +630,7 @@ static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const ch
                             size_t n, const uint8_t *pt, size_t pt_len)
 {
     const char **plain = calloc(n + 1, sizeof(*plain));
-    size_t n_plain = 0, sealed = 0, refused = 0;
+    size_t n_plain = 0;
     int own = 0; /* this account's devices get theirs apart when it goes by another handle */
     msv_err err = plain ? msv_client_connect(c) : MSV_ERR_NOMEM;
 
@@ -683,15 +644,8 @@ static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const ch
         if (strcmp(targets[i], c->handle) != 0 &&
             msv_sessions_token_for(c, targets[i], token) == MSV_OK) {
             err = deliver_group(c, id, &targets[i], 1, pt, pt_len, token);
-            sealed += err == MSV_OK;
             if (err == MSV_OK)
                 continue;
-            /* every device of this one refused (reported): the others still get theirs */
-            refused += err == MSV_ERR_AUTH && c->why.code == MSV_REFUSAL_PQ;
-            if (err == MSV_ERR_AUTH && c->why.code == MSV_REFUSAL_PQ) {
-                err = MSV_OK;
-                continue;
-            }
             if (err == MSV_ERR_AUTH && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_AUTH)
                 err = client_unsealed(c, id, targets[i]);
             else if (err == MSV_ERR_UNSUPPORTED)
@@ -705,11 +659,6 @@ static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const ch
         err = deliver_group(c, id, plain, n_plain, pt, pt_len, NULL);
     if (err == MSV_OK && own)
         err = deliver_group(c, id, (const char *const[]){c->handle}, 1, pt, pt_len, NULL);
-    /* nobody got it: the send fails as a refusal (the plain part fails by itself then) */
-    if (err == MSV_OK && refused > 0 && sealed == 0 && !has_other(c, plain, n_plain)) {
-        c->why.code = MSV_REFUSAL_PQ;
-        err = MSV_ERR_AUTH;
-    }
     free(plain);
     return err;
 }
@@ -1017,7 +966,6 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
     /* who may send receipts for it */
     if (err == MSV_OK && conversation != NULL)
         err = msv_client_db_recipients_put(c->db, p->message_id, targets, t);
-    c->pq_refused = 0;
     if (err == MSV_OK)
         err = deliver_payload(c, p->message_id, targets, t, pt, pt_len);
     if (err == MSV_OK)

@@ -1960,21 +1960,9 @@ static msv_err dir_devices(struct msv_server *s, const char *handle, struct msv_
 }
 
 /*
- * A device the sender left out on purpose (SendRequest.refused_devices): one
- * that speaks modern, for which it got no post-quantum session.
- */
-static int is_refused(const Msv__Wire__SendRequest *q, const struct msv_dir_device *d)
-{
-    for (size_t i = 0; i < q->n_refused_devices; i++)
-        if (q->refused_devices[i] == d->id && (d->suites & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
-            return 1;
-    return 0;
-}
-
-/*
  * The envelopes must address every device of the named handles except the
- * sending one and those it refused (is_refused), each once, in that device's suite (sealed: all of
- * them, sealed). Returns 1 if they do, 0 if not, -1 if storage failed.
+ * sending one, each once, in that device's suite (sealed: all of them, sealed). Returns 1 if they
+ * do, 0 if not, -1 if storage failed.
  */
 static int addresses_match(const struct msv_conn_state *c, const Msv__Wire__SendRequest *q,
                            const struct handle_result *r, size_t n, int sealed)
@@ -1993,7 +1981,7 @@ static int addresses_match(const struct msv_conn_state *c, const Msv__Wire__Send
         for (size_t k = 0; k < count; k++) {
             size_t found = 0;
 
-            if (devs[k].id == c->device_id || is_refused(q, &devs[k]))
+            if (devs[k].id == c->device_id)
                 continue;
             /* a device with no suite in common with the sender cannot be written to */
             if (!sealed && (devs[k].suites & c->suites) == 0)
@@ -2088,10 +2076,9 @@ static const char *check_send_shape(struct msv_server *s, const Msv__Wire__SendR
     if (q->message_id.len != 16)
         return "message_id must be 16 bytes";
     if (q->n_recipient_handles == 0 || q->n_recipient_handles > SEND_HANDLES_MAX ||
-        q->n_envelopes > SEND_ENVELOPES_MAX || q->n_refused_devices > SEND_ENVELOPES_MAX) {
+        q->n_envelopes > SEND_ENVELOPES_MAX) {
         *code = E_TOO_BIG;
-        return "1 to 256 recipient handles and at most 1024 envelopes and 1024 refused devices "
-               "per send";
+        return "1 to 256 recipient handles and at most 1024 envelopes per send";
     }
     for (size_t i = 0; i < q->n_envelopes; i++) {
         if (q->envelopes[i]->ciphertext.len == 0)
