@@ -443,11 +443,24 @@ static void test_unauthenticated_and_malformed(void **state)
     msv_conn_close(c);
     assert_int_equal(test_server_metric(&s, "frames_rejected_total"), rejected + 2);
 
-    /* a device of another account, and a key that is not the device's, cannot authenticate */
+    /*
+     * a device of another account naming alice's handle is its own account's, never alice's
+     * (a device away while its handle moved to another account logs in so); a key that is not
+     * the device's cannot authenticate
+     */
     c = test_connect(&s);
     assert_int_equal(
         msv_conn_auth(c, "alice@example.org", b1.device_id, b1.id, TEST_TIMEOUT_MS, NULL, 0),
-        MSV_ERR_AUTH);
+        MSV_OK);
+    {
+        msv_frame *list = NULL;
+        struct msv_refusal why;
+
+        assert_int_equal(msv_request_handle_list(c, TEST_TIMEOUT_MS, &list, &why), MSV_OK);
+        assert_int_equal(list->handle_list->n_handles, 1);
+        assert_memory_equal(list->handle_list->handles[0].data, "bob@example.org", 15);
+        msv_frame_free(list);
+    }
     msv_conn_close(c);
     assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &fake.id), MSV_OK);
     c = test_connect(&s);
@@ -2356,6 +2369,37 @@ static void test_first_prekeys(void **state)
     assert_int_equal(got->prekey_bundles->bundles[0]->kem->id, 3);
     assert_true(got->prekey_bundles->bundles[0]->kem->last_resort);
     msv_frame_free(got);
+    /* a NewDevice swollen with unknown fields is refused, not kept whole at an address */
+    for (int swollen = 0; swollen < 2; swollen++) {
+        static uint8_t filler[8192];
+        struct msv_conn *c = test_connect(&s);
+        msv_frame req = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__ProvisionOpen po = MSV__WIRE__PROVISION_OPEN__INIT;
+        Msv__Wire__NewDevice nd = MSV__WIRE__NEW_DEVICE__INIT;
+        ProtobufCMessageUnknownField extra = {.tag = 1000,
+                                              .wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED,
+                                              .len = sizeof(filler),
+                                              .data = filler};
+        size_t len = 0;
+        const uint8_t *pub = msv_public_identity_bytes(msv_identity_public(pq), &len);
+
+        filler[0] = 0xfe; /* protobuf-c keeps a field's length with its bytes: 8190 */
+        filler[1] = 0x3f;
+        nd.suite = MSV_SUITE_MODERN;
+        nd.identity = (ProtobufCBinaryData){len, (uint8_t *)pub};
+        if (swollen) {
+            nd.base.n_unknown_fields = 1;
+            nd.base.unknown_fields = &extra;
+        }
+        po.device = &nd;
+        req.body_case = MSV__WIRE__FRAME__BODY_PROVISION_OPEN;
+        req.provision_open = &po;
+        /* without its first prekeys the small one is refused for that, the swollen one for its size
+         */
+        expect_error(test_request(c, &req), swollen ? MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG
+                                                    : MSV__WIRE__ERROR_CODE__ERROR_INVALID);
+        msv_conn_close(c);
+    }
     msv_identity_free(pq);
     msv_identity_free(other);
     free(kem);

@@ -521,6 +521,10 @@ static const char *read_first_prekeys(const Msv__Wire__NewDevice *d,
  * bounded so that every answer naming an account's devices fits in a frame
  * ([accounts] identity_max).
  */
+/* what a NewDevice may hold beyond its identity: its push token and first prekeys (about 1.5 KiB)
+ */
+#define NEW_DEVICE_EXTRA_MAX 4096
+
 static const char *check_new_device(const struct msv_server *s, const Msv__Wire__NewDevice *d,
                                     struct first_prekeys *fp, int *code)
 {
@@ -533,6 +537,11 @@ static const char *check_new_device(const struct msv_server *s, const Msv__Wire_
     if (d->identity.len > s->cfg.identity_max || d->push_token.len > PUSH_TOKEN_MAX) {
         *code = E_TOO_BIG;
         return "identity or push token too long";
+    }
+    /* a waiting device is kept whole (ProvisionOpen): unknown fields must not inflate it */
+    if (msv__wire__new_device__get_packed_size(d) > s->cfg.identity_max + NEW_DEVICE_EXTRA_MAX) {
+        *code = E_TOO_BIG;
+        return "new device record too long";
     }
     if (msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
                                   &pub) != MSV_OK)
