@@ -413,6 +413,14 @@ print(sorted(k for k in rows if k.startswith("prekey:") or k.startswith("signed-
 PY
 phone_next=$(python3 prekeys.py "dev-bob-phone/bob@example.org/state.db" | sed 's/.* //')
 [ "$(python3 prekeys.py "newmachine/bob@example.org/state.db")" = "[] $((phone_next + 16777216))" ] && ok || bad "prekeys restored: $(python3 prekeys.py "newmachine/bob@example.org/state.db") (phone: $phone_next)"
+# the last-resort KEM secrets came back (senders seal to them for days), no one-time one
+/usr/bin/python3 - "newmachine/bob@example.org/state.db" <<'PY' && ok || bad "the KEM secrets restored"
+import sqlite3, sys
+rows = dict(sqlite3.connect(sys.argv[1]).execute("SELECT key, value FROM settings WHERE key LIKE 'kem-%'"))
+kems = {k: v for k, v in rows.items() if k.startswith("kem-prekey:")}
+current = "kem-prekey:%d" % int.from_bytes(rows["kem-last-resort"], "big")
+assert current in kems and all(v[0] == 1 for v in kems.values()) and len(kems) <= 2, sorted(kems)
+PY
 rm -rf dev-bob-phone # the old phone is gone
 expect 0 "restored history" -- "$M" --data-dir newmachine history alice@example.org
 grep -q "dinner at eight?" out.txt && ok || bad "restored history: $(cat out.txt)"

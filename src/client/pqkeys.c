@@ -88,14 +88,53 @@ msv_err msv_pqkeys_used(struct msv_client *c, uint32_t id)
     return err;
 }
 
+/*
+ * Reads the secret of the last-resort KEM prekey whose id the setting which names
+ * (*secret NULL and MSV_OK when there is none).
+ */
+static msv_err kept_secret(struct msv_client_db *copy, const char *which, char name[40],
+                           uint8_t **secret, size_t *len)
+{
+    uint8_t *v = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_db_get(copy, which, &v, &n);
+
+    *secret = NULL;
+    if (err == MSV_OK && n == 4)
+        kem_name(msv_get_u32be(v), name);
+    free(v);
+    if (err == MSV_ERR_NOT_FOUND || (err == MSV_OK && n != 4))
+        return MSV_OK;
+    if (err == MSV_OK)
+        err = msv_client_db_get(copy, name, secret, len);
+    return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+}
+
+/*
+ * A backup keeps the last-resort KEM secrets (the one in use and the one before), as it
+ * keeps the identity key: senders seal to them for days (docs/crypto.md, "Hybrid sealed
+ * sender"), and a restored device that lacked them could open none of what they sealed. The
+ * one-time ones are left out, as X25519 one-time prekeys are.
+ */
 msv_err msv_pqkeys_strip_backup_copy(struct msv_client_db *copy)
 {
-    msv_err err = msv_client_db_unset_prefix(copy, "kem-prekey:");
+    static const char *const which[2] = {"kem-last-resort", "kem-last-resort-old"};
+    char names[2][40];
+    uint8_t *secrets[2] = {NULL, NULL};
+    size_t lens[2] = {0, 0};
+    msv_err err = MSV_OK;
 
+    for (int i = 0; err == MSV_OK && i < 2; i++)
+        err = kept_secret(copy, which[i], names[i], &secrets[i], &lens[i]);
     if (err == MSV_OK)
-        err = msv_client_db_unset(copy, "kem-last-resort");
-    if (err == MSV_OK)
-        err = msv_client_db_unset(copy, "kem-last-resort-old");
+        err = msv_client_db_unset_prefix(copy, "kem-prekey:");
+    for (int i = 0; i < 2; i++) {
+        if (err == MSV_OK && secrets[i] != NULL)
+            err = msv_client_db_set(copy, names[i], secrets[i], lens[i]);
+        if (secrets[i] != NULL)
+            sodium_memzero(secrets[i], lens[i]);
+        free(secrets[i]);
+    }
     return err;
 }
 
