@@ -31,6 +31,9 @@ struct msv_client {
     struct msv_conn *conn;
     struct msv_conn *sealed_conn; /* not authenticated: sealed sends go here */
     struct msv_refusal why;       /* the server's words for the last refusal */
+    /* in a send: a device the server gave no bundle for was checked against the log once
+     * already (sealkeys.c) */
+    int sealing_rechecked;
     /* told about device sets that changed since last seen; may be NULL */
     void (*on_key_change)(void *ctx, const char *handle);
     /* handle's account was deleted and the handle registered again: not the account known

@@ -87,11 +87,14 @@ static msv_err fetch(struct msv_client *c, uint64_t device_id,
         err = MSV_ERR_IO;
     if (err != MSV_OK)
         return err;
-    err = MSV_ERR_AUTH;
+    /* no bundle at all: the device may be gone (NOT_FOUND); one that does not check: AUTH */
+    err = MSV_ERR_NOT_FOUND;
     if (resp->body_case == MSV__WIRE__FRAME__BODY_PREKEY_BUNDLES) {
         for (size_t i = 0; i < resp->prekey_bundles->n_bundles; i++) {
             const Msv__Wire__KemPrekey *k = resp->prekey_bundles->bundles[i]->kem;
 
+            if (resp->prekey_bundles->bundles[i]->device_id == device_id && err != MSV_OK)
+                err = MSV_ERR_AUTH;
             if (resp->prekey_bundles->bundles[i]->device_id != device_id || k == NULL ||
                 !k->last_resort || k->signature.len != 64 ||
                 msv_kem_prekey_verify(pub, k->id, 1, k->key.data, k->key.len, k->signature.data) !=
@@ -128,7 +131,16 @@ msv_err client_sealing_key(struct msv_client *c, const char *handle, uint64_t de
     err = fetch(c, device_id, pub, key);
     if (err == MSV_OK)
         return remember(c, name, key);
-    if (err != MSV_ERR_AUTH)
+    /*
+     * No bundle at all: a device that left its account (or an account deleted since) has none.
+     * The send learns the recipients' devices from the log once and tries again (MSV_ERR_AGAIN,
+     * as for a stale set); a device the log still lists is refused then.
+     */
+    if (err == MSV_ERR_NOT_FOUND && !c->sealing_rechecked) {
+        c->sealing_rechecked = 1;
+        return MSV_ERR_AGAIN;
+    }
+    if (err != MSV_ERR_AUTH && err != MSV_ERR_NOT_FOUND)
         return err;
     snprintf(warning, sizeof(warning),
              "the server gave no post-quantum sealing key that checks for %.64s (device %llu), "

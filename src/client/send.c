@@ -513,6 +513,7 @@ static msv_err send_batch(struct msv_client *c, const uint8_t id[16], const char
     msv_frame *fresh = NULL;
     msv_err err = MSV_OK;
 
+    c->sealing_rechecked = 0;
     for (int tries = 0; err == MSV_OK && tries < SEND_TRIES; tries++) {
         Msv__Wire__HandleDevices *const *hds = fresh ? fresh->lookup_result->results : start;
         size_t n_hds = fresh ? fresh->lookup_result->n_results : n;
