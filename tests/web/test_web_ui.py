@@ -180,11 +180,13 @@ def main():
         src = img.get_attribute("src")
         ok(sha256_in_page(a, src) == sha256(png), "alice gets the same image bytes bob sent")
     # the sender's own copies: bob's image inline on his page, alice's file a link on hers
-    own = until(lambda: b.find_element(By.CSS_SELECTOR, "#log .msg.out .files img"), 30)
-    ok(own is not None and until(lambda: js(b, "return arguments[0].complete&&arguments[0].naturalWidth", own) == 3, 30),
+    # found again at each look: a delivery or read mark redraws the message under it
+    own_img = "const i=document.querySelector('#log .msg.out .files img');"
+    ok(until(lambda: js(b, own_img + "return i&&i.complete&&i.naturalWidth") == 3, 30),
        "bob's own image is shown inline on his page")
-    if own:
-        ok(sha256_in_page(b, own.get_attribute("src")) == sha256(png), "bob's page serves his own copy of the image")
+    own_src = js(b, own_img + "return i&&i.src")
+    if own_src:
+        ok(sha256_in_page(b, own_src) == sha256(png), "bob's page serves his own copy of the image")
     mine = until(lambda: a.find_element(By.XPATH, "//div[contains(@class,'msg') and contains(@class,'out')]"
                                                   "//a[contains(@class,'file-link')][.//span[text()='report.bin']]"), 30)
     ok(mine is not None and sha256_in_page(a, mine.get_attribute("href")) == sha256(blob),
