@@ -89,22 +89,33 @@ msv_err msv_pqkeys_used(struct msv_client *c, uint32_t id)
 }
 
 /*
+ * The setting name of the KEM prekey whose id the setting which ("kem-last-resort",
+ * "kem-last-resort-old") holds; MSV_ERR_NOT_FOUND when it holds none.
+ */
+static msv_err last_resort_name(struct msv_client_db *db, const char *which, char name[40])
+{
+    uint8_t *v = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_db_get(db, which, &v, &n);
+
+    if (err == MSV_OK && n != 4)
+        err = MSV_ERR_NOT_FOUND;
+    if (err == MSV_OK)
+        kem_name(msv_get_u32be(v), name);
+    free(v);
+    return err;
+}
+
+/*
  * Reads the secret of the last-resort KEM prekey whose id the setting which names
  * (*secret NULL and MSV_OK when there is none).
  */
 static msv_err kept_secret(struct msv_client_db *copy, const char *which, char name[40],
                            uint8_t **secret, size_t *len)
 {
-    uint8_t *v = NULL;
-    size_t n = 0;
-    msv_err err = msv_client_db_get(copy, which, &v, &n);
+    msv_err err = last_resort_name(copy, which, name);
 
     *secret = NULL;
-    if (err == MSV_OK && n == 4)
-        kem_name(msv_get_u32be(v), name);
-    free(v);
-    if (err == MSV_ERR_NOT_FOUND || (err == MSV_OK && n != 4))
-        return MSV_OK;
     if (err == MSV_OK)
         err = msv_client_db_get(copy, name, secret, len);
     return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
@@ -163,12 +174,8 @@ static msv_err last_resort_replaced(struct msv_client *c, uint32_t id)
     char key[40];
     msv_err err = MSV_OK;
 
-    if (msv_client_db_get(c->db, "kem-last-resort-old", &v, &len) == MSV_OK && len == 4) {
-        kem_name(msv_get_u32be(v), key);
+    if (last_resort_name(c->db, "kem-last-resort-old", key) == MSV_OK)
         err = msv_client_db_unset(c->db, key);
-    }
-    free(v);
-    v = NULL;
     if (err == MSV_OK && msv_client_db_get(c->db, "kem-last-resort", &v, &len) == MSV_OK &&
         len == 4)
         err = msv_client_db_set(c->db, "kem-last-resort-old", v, 4);
