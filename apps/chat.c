@@ -686,7 +686,7 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
 
         add_note(ch, from, "%s", notice ? notice : "");
         ch->reload = 1; /* shown under its new name */
-    } else if (strcmp(type, "alarm") == 0) {
+    } else if (strcmp(type, "alarm") == 0 || strcmp(type, "unopened") == 0) {
         const char *warning = json_string_value(json_object_get(event, "warning"));
 
         add_note(ch, "", "\u26a0 WARNING: %s", warning ? warning : "");

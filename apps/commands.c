@@ -453,6 +453,14 @@ void cli_pq_refused_warning(void *ctx, const char *handle, uint64_t device, cons
     fputc('\n', cli_err);
 }
 
+void cli_unopened_warning(void *ctx, const char *warning)
+{
+    (void)ctx;
+    fputs("missive: WARNING: ", cli_err);
+    term_put(cli_err, warning, TERM_ONE_LINE);
+    fputc('\n', cli_err);
+}
+
 /* A send split in several (a big group's): how far it got, on stderr. */
 static void cli_send_progress(void *ctx, uint64_t done, uint64_t total)
 {
@@ -528,6 +536,7 @@ int cli_open(const struct cli *o, const char *dir, struct msv_client **c)
     (*c)->on_account_new = cli_account_new_notice;
     (*c)->on_unreachable = cli_unreachable_warning;
     (*c)->on_pq_refused = cli_pq_refused_warning;
+    (*c)->on_unopened = cli_unopened_warning;
     (*c)->on_unsealed = cli_unsealed_notice;
     (*c)->on_send_progress = cli_send_progress;
     return 0;

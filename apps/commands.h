@@ -73,6 +73,8 @@ void cli_account_new_notice(void *ctx, const char *handle);
 void cli_unreachable_warning(void *ctx, const char *handle, uint64_t device, const char *suites);
 /* A device that says post-quantum got nothing: the server gave no checked KEM prekey for it. */
 void cli_pq_refused_warning(void *ctx, const char *handle, uint64_t device, const char *warning);
+/* Sealed envelopes this device cannot open came (client.h on_unopened), on stderr. */
+void cli_unopened_warning(void *ctx, const char *warning);
 /* "post-quantum", "classical" or "none": a MSV_SESSION_* kind (client/sessions.h). */
 const char *cli_session_kind_name(int kind);
 void cli_unsealed_notice(void *ctx, const char *handle);

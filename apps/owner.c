@@ -492,6 +492,13 @@ static void on_pq_refused(void *ctx, const char *handle, uint64_t device, const 
               NULL);
 }
 
+/* Sealed envelopes this device cannot open came: counted, and they name nobody. */
+static void on_unopened(void *ctx, const char *warning)
+{
+    cli_unopened_warning(NULL, warning);
+    broadcast(ctx, json_pack("{s:s, s:o}", "type", "unopened", "warning", rpc_text(warning)), NULL);
+}
+
 static void set_online(struct owner *ow, int online, const char *why)
 {
     char server[300];
@@ -1156,6 +1163,7 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     c->on_kt_history = on_kt_history;
     c->on_unreachable = on_unreachable;
     c->on_pq_refused = on_pq_refused;
+    c->on_unopened = on_unopened;
     rc = take_lock(ow);
     if (rc == 0)
         rc = bind_socket(ow);

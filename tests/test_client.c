@@ -842,7 +842,7 @@ static uint32_t spk_served(struct msv_client *asker, uint64_t device)
     uint32_t id;
 
     assert_int_equal(msv_client_connect(asker), MSV_OK);
-    assert_int_equal(msv_request_prekey_claim(asker->conn, &device, 1, 10000, &r, &asker->why),
+    assert_int_equal(msv_request_prekey_claim(asker->conn, &device, 1, 0, 10000, &r, &asker->why),
                      MSV_OK);
     assert_int_equal(r->prekey_bundles->n_bundles, 1);
     id = r->prekey_bundles->bundles[0]->signed_->id;
@@ -904,14 +904,22 @@ static void test_signed_prekey_rotation(void **state)
 /* ---- a directory that lies ----------------------------------------------------------------- */
 
 /* Runs SQL on the stopped server's database. */
-static void server_sql(struct test_server *s, const char *sql)
+/* The server's SQLite database, open (the server stopped, or writing with it). */
+static sqlite3 *server_db(struct test_server *s)
 {
     char path[160];
     sqlite3 *db = NULL;
-    char *msg = NULL;
 
     snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    return db;
+}
+
+static void server_sql(struct test_server *s, const char *sql)
+{
+    sqlite3 *db = server_db(s);
+    char *msg = NULL;
+
     if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
         fail_msg("%s: %s", sql, msg);
     sqlite3_close(db);
@@ -1134,9 +1142,9 @@ static void test_prekey_message_names_one_time_as_signed(void **state)
     alice = client_for(&s, "alice", "alice@example.org");
     bob = client_for(&s, "bob", to[0]);
     assert_int_equal(msv_client_connect(alice), MSV_OK);
-    assert_int_equal(
-        msv_request_prekey_claim(alice->conn, &bob->device_id, 1, TEST_TIMEOUT_MS, &r, &alice->why),
-        MSV_OK);
+    assert_int_equal(msv_request_prekey_claim(alice->conn, &bob->device_id, 1, 0, TEST_TIMEOUT_MS,
+                                              &r, &alice->why),
+                     MSV_OK);
     assert_non_null(r->prekey_bundles->bundles[0]->one_time);
     b.signed_id = r->prekey_bundles->bundles[0]->one_time->id;
     memcpy(b.signed_pk, r->prekey_bundles->bundles[0]->one_time->key.data, 32);
@@ -2026,6 +2034,322 @@ static void test_sealed_sender_hybrid_and_classical(void **state)
     assert_int_equal(msv_client_sealed_downgrades(alice), 0);
     msv_client_close(alice);
     msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+static void count_pq_refused(void *ctx, const char *handle, uint64_t device_id, const char *warning)
+{
+    (void)handle;
+    (void)device_id;
+    (void)warning;
+    (*(int *)ctx)++;
+}
+
+/*
+ * A server that refuses to hand out a post-quantum device's keys (busy, or "slow down") withholds
+ * nothing: the send fails as a failure to reach it, waits in the outbox and goes once the server
+ * answers, and no pq_refused warning blames the server. Both paths: the sealing key of a device
+ * alice has a session with (bob), and the prekeys of a session start (carol). Before, each was
+ * reported as a withheld key (MSV_ERR_AUTH, MSV_REFUSAL_PQ, the warning).
+ */
+static void test_claim_refused_is_not_withheld(void **state)
+{
+    const char *to_bob[1] = {"bob@example.org"}, *to_carol[1] = {"carol@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol;
+    uint8_t id[16];
+    int warned = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice =
+        test_client_of_suites(&s, "alice", "alice@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    bob = test_client_of_suites(&s, "bob", to_bob[0], MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    carol = test_client_of_suites(&s, "carol", to_carol[0], MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    alice->on_pq_refused = count_pq_refused;
+    alice->ctx = &warned;
+    test_acquaint(alice, bob);
+    test_acquaint(alice, carol);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "first", NULL, 0, NULL, id), MSV_OK);
+    receive_all(bob);
+    assert_int_equal(
+        msv_client_send(bob, (const char *[]){"alice@example.org"}, 1, "back", NULL, 0, NULL, id),
+        MSV_OK);
+    receive_all(alice);
+    assert_int_equal(msv_client_db_unset_prefix(alice->db, "seal-kem:"), MSV_OK);
+
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra), "refuse_prekey_claims = true");
+    test_server_start(&s);
+    drop_connection(alice);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "sealed, waits", NULL, 0, NULL, id),
+                     MSV_ERR_IO);
+    assert_int_not_equal(alice->why.code, MSV_REFUSAL_PQ);
+    assert_non_null(strstr(alice->why.message, "did not give the post-quantum sealing key"));
+    assert_int_equal(msv_client_send(alice, to_carol, 1, "session, waits", NULL, 0, NULL, id),
+                     MSV_ERR_IO);
+    assert_int_not_equal(alice->why.code, MSV_REFUSAL_PQ);
+    assert_non_null(strstr(alice->why.message, "did not give the post-quantum prekeys"));
+    assert_int_equal(warned, 0);
+
+    test_server_stop(&s);
+    s.extra[0] = '\0';
+    test_server_start(&s);
+    reconnect(alice); /* the outbox goes with the connection */
+    drop_connection(bob);
+    drop_connection(carol);
+    receive_all(bob);
+    receive_all(carol);
+    assert_true(received_text(bob, "sealed, waits"));
+    assert_true(received_text(carol, "session, waits"));
+    assert_int_equal(warned, 0);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(carol);
+    test_server_cleanup(&s);
+}
+
+/* The u32be id a prekey setting of c begins with (0: none). */
+static uint32_t prekey_setting(struct msv_client *c, const char *which)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    uint32_t id = 0;
+
+    if (msv_client_db_get(c->db, which, &v, &len) == MSV_OK && len >= 4)
+        id = msv_get_u32be(v);
+    free(v);
+    return id;
+}
+
+/*
+ * Sets a prekey setting of c: id, and unless since is negative the u64be time in ms since it
+ * is in use after it; id 0 deletes the setting.
+ */
+static void set_prekey_setting(struct msv_client *c, const char *which, uint32_t id, int64_t since)
+{
+    uint8_t v[12];
+
+    msv_put_u32be(v, id);
+    msv_put_u64be(v + 4, (uint64_t)(since < 0 ? 0 : since));
+    if (id == 0)
+        assert_int_equal(msv_client_db_unset(c->db, which), MSV_OK);
+    else
+        assert_int_equal(msv_client_db_set(c->db, which, v, since < 0 ? 4 : 12), MSV_OK);
+}
+
+/*
+ * bob's rotation of his signed prekey and last-resort KEM prekey reached the server, but the
+ * answer was lost. Senders use the new keys at once: dave's first message (a session started
+ * with the new signed prekey) and alice's sealed one (to the new KEM prekey) are read on
+ * bob's same connection, before anything is settled; his next connection learns from the
+ * server which keys it holds and records them as in use. Before, both were refused until the
+ * next rotation, a week later.
+ */
+static void test_lost_prekey_answer(void **state)
+{
+    const char *to_bob[1] = {"bob@example.org"}, *to_alice[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *dave;
+    uint32_t spk_new, spk_was, kem_new, kem_was;
+    uint8_t id[16];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = test_client_of_suites(&s, "alice", to_alice[0], MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    bob = test_client_of_suites(&s, "bob", to_bob[0], MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    dave = test_client_of_suites(&s, "dave", "dave@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    test_acquaint(alice, bob);
+    test_acquaint(dave, bob);
+    assert_int_equal(msv_client_send(bob, to_alice, 1, "hello", NULL, 0, NULL, id), MSV_OK);
+    receive_all(alice); /* alice learns bob's profile key: her next send is sealed */
+
+    /* in use for over a week: the next publish rotates both */
+    spk_was = prekey_setting(bob, "signed-prekey");
+    kem_was = prekey_setting(bob, "kem-last-resort");
+    set_prekey_setting(bob, "signed-prekey", spk_was, 0);
+    assert_int_equal(msv_sessions_publish(bob), MSV_OK);
+    spk_new = prekey_setting(bob, "signed-prekey");
+    kem_new = prekey_setting(bob, "kem-last-resort");
+    assert_true(spk_new > spk_was && kem_new > kem_was);
+
+    /* the answer lost: bob's records as they were before it, the new keys pending */
+    set_prekey_setting(bob, "signed-prekey", spk_was, msv_wall_ms());
+    set_prekey_setting(bob, "signed-prekey-old", 0, -1);
+    set_prekey_setting(bob, "signed-prekey-pending", spk_new, msv_wall_ms());
+    set_prekey_setting(bob, "kem-last-resort", kem_was, -1);
+    set_prekey_setting(bob, "kem-last-resort-old", 0, -1);
+    set_prekey_setting(bob, "kem-last-resort-pending", kem_new, -1);
+
+    assert_int_equal(
+        msv_client_send(dave, to_bob, 1, "a session with the new prekey", NULL, 0, NULL, id),
+        MSV_OK);
+    assert_int_equal(msv_client_db_unset_prefix(alice->db, "seal-kem:"), MSV_OK);
+    assert_int_equal(
+        msv_client_send(alice, to_bob, 1, "sealed to the new KEM prekey", NULL, 0, NULL, id),
+        MSV_OK);
+    receive_all(bob); /* on the same connection: nothing settled yet */
+    assert_true(received_text(bob, "a session with the new prekey"));
+    assert_true(received_text(bob, "sealed to the new KEM prekey"));
+
+    reconnect(bob); /* publishes: the server holds the pending keys */
+    assert_int_equal(prekey_setting(bob, "signed-prekey"), spk_new);
+    assert_int_equal(prekey_setting(bob, "signed-prekey-old"), spk_was);
+    assert_int_equal(prekey_setting(bob, "signed-prekey-pending"), 0);
+    assert_int_equal(prekey_setting(bob, "kem-last-resort"), kem_new);
+    assert_int_equal(prekey_setting(bob, "kem-last-resort-old"), kem_was);
+    assert_int_equal(prekey_setting(bob, "kem-last-resort-pending"), 0);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(dave);
+    test_server_cleanup(&s);
+}
+
+static void count_unopened(void *ctx, const char *warning)
+{
+    assert_non_null(strstr(warning, "post-quantum key this device does not hold"));
+    (*(int *)ctx)++;
+}
+
+/*
+ * A last-resort KEM secret this device keeps but does not hold as in use (from an upload the
+ * server refused, or replaced twice since) opens nothing: the server serves it as bob's
+ * sealing key, and alice's envelope sealed to it is not read, but counted, and bob is told
+ * (naming nobody: nothing in it authenticates). Before, any kept last-resort secret opened
+ * a sealed envelope.
+ */
+static void test_stray_last_resort_opens_nothing(void **state)
+{
+    const char *to_bob[1] = {"bob@example.org"}, *to_alice[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    uint32_t kem_new, kem_was;
+    uint8_t id[16];
+    int told = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = test_client_of_suites(&s, "alice", to_alice[0], MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    bob = test_client_of_suites(&s, "bob", to_bob[0], MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    test_acquaint(alice, bob);
+    assert_int_equal(msv_client_send(bob, to_alice, 1, "hello", NULL, 0, NULL, id), MSV_OK);
+    receive_all(alice);
+    kem_was = prekey_setting(bob, "kem-last-resort");
+    set_prekey_setting(bob, "signed-prekey", prekey_setting(bob, "signed-prekey"), 0);
+    assert_int_equal(msv_sessions_publish(bob), MSV_OK);
+    kem_new = prekey_setting(bob, "kem-last-resort");
+    assert_true(kem_new > kem_was);
+    /* bob's device holds the older key as in use; the server serves the new one */
+    set_prekey_setting(bob, "kem-last-resort", kem_was, -1);
+    set_prekey_setting(bob, "kem-last-resort-old", 0, -1);
+    assert_int_equal(msv_client_db_unset_prefix(alice->db, "seal-kem:"), MSV_OK);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "to a stray key", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "again", NULL, 0, NULL, id), MSV_OK);
+    bob->on_unopened = count_unopened;
+    bob->ctx = &told;
+    receive_all(bob);
+    assert_false(received_text(bob, "to a stray key"));
+    assert_int_equal(msv_client_sealed_unopenable(bob), 2);
+    assert_int_equal(told, 1); /* said once for both */
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/* 1 if c's history holds a message recorded as unreadable. */
+static int has_unreadable(struct msv_client *c)
+{
+    struct msv_message_rec *hist = NULL;
+    size_t n = 0;
+    int found = 0;
+
+    assert_int_equal(msv_client_db_history(c->db, NULL, NULL, 0, &hist, &n), MSV_OK);
+    for (size_t i = 0; i < n; i++)
+        found |= hist[i].status != NULL && strcmp(hist[i].status, "unreadable") == 0;
+    msv_messages_free(hist, n);
+    return found;
+}
+
+/* Queues wire for device at the server (stopped), as from sender's device, unsealed. */
+static void queue_envelope(struct test_server *s, uint64_t device, const struct msv_client *sender,
+                           int suite, const uint8_t *wire, size_t len)
+{
+    sqlite3 *db = server_db(s);
+    sqlite3_stmt *st = NULL;
+
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "INSERT INTO queue (device_id, sender_device, "
+                                        "sender_handle, suite, ciphertext, enqueued_ms, "
+                                        "expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?);",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)sender->device_id);
+    sqlite3_bind_text(st, 3, sender->handle, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 4, suite);
+    sqlite3_bind_blob(st, 5, wire, (int)len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, msv_wall_ms());
+    sqlite3_bind_int64(st, 7, msv_wall_ms() + 86400000LL);
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+/*
+ * Between two post-quantum devices a classical modern envelope is a downgrade (a sender never
+ * makes one: it refuses such a device without a post-quantum session, K30): bob does not read
+ * alice's, records it as unreadable (alice proved she sent it) and so tells his user. Sent to
+ * carol, whose identity is of an earlier version, the same envelope is read. Before, bob read
+ * it without a word.
+ */
+static void test_classical_envelope_between_pq_devices(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol;
+    uint8_t *pt = NULL, *wire = NULL;
+    size_t pt_len = 0, len = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice =
+        test_client_of_suites(&s, "alice", "alice@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    bob = test_client_of_suites(&s, "bob", "bob@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    carol = client_for(&s, "carol", "carol@example.org");
+    test_acquaint(bob, alice);
+    test_acquaint(carol, alice);
+    drop_connection(alice);
+    drop_connection(bob);
+    drop_connection(carol);
+    test_server_stop(&s);
+    message_payload("classical to a post-quantum device", &pt, &pt_len);
+    assert_int_equal(msv_seal_suite(alice->id, msv_identity_public(bob->id), MSV_SUITE_MODERN, pt,
+                                    pt_len, &wire, &len),
+                     MSV_OK);
+    queue_envelope(&s, bob->device_id, alice, MSV_SUITE_MODERN, wire, len);
+    free(wire);
+    wire = NULL;
+    free(pt);
+    message_payload("classical to an earlier device", &pt, &pt_len);
+    assert_int_equal(msv_seal_suite(alice->id, msv_identity_public(carol->id), MSV_SUITE_MODERN, pt,
+                                    pt_len, &wire, &len),
+                     MSV_OK);
+    queue_envelope(&s, carol->device_id, alice, MSV_SUITE_MODERN, wire, len);
+    free(wire);
+    free(pt);
+    test_server_start(&s);
+    receive_all(bob);
+    receive_all(carol);
+    assert_false(received_text(bob, "classical to a post-quantum device"));
+    assert_true(has_unreadable(bob));
+    assert_true(received_text(carol, "classical to an earlier device"));
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(carol);
     test_server_cleanup(&s);
 }
 
@@ -4313,6 +4637,10 @@ int main(void)
         cmocka_unit_test(test_sessions_and_sealed_sender),
         cmocka_unit_test(test_sealed_sender_not_stripped),
         cmocka_unit_test(test_sealed_sender_hybrid_and_classical),
+        cmocka_unit_test(test_claim_refused_is_not_withheld),
+        cmocka_unit_test(test_lost_prekey_answer),
+        cmocka_unit_test(test_stray_last_resort_opens_nothing),
+        cmocka_unit_test(test_classical_envelope_between_pq_devices),
         cmocka_unit_test(test_sealed_sender_forged),
         cmocka_unit_test(test_parallel_sends_share_sessions),
         cmocka_unit_test(test_unreadable_message_recorded),

@@ -58,6 +58,8 @@ q "INSERT INTO queue (device_id, sender_device, sender_handle, suite, ciphertext
 expect 0 "bob receives the stripped envelope" -- as bob receive
 grep -q "sealed to bob" out.txt && bad "a stripped envelope was read: $(cat out.txt)" || ok
 grep -q "alice" out.txt err.txt && bad "the refusal names someone: $(cat out.txt err.txt)" || ok
+grep -q "WARNING: a sealed envelope came made classically to this device" err.txt && ok ||
+    bad "bob is told, naming nobody: $(cat err.txt)"
 [ "$(refused bob)" = 0000000000000001 ] && ok || bad "the downgrade was counted: $(refused bob)"
 [ "$(q "SELECT COUNT(*) FROM queue WHERE device_id = $bob_dev")" = 0 ] && ok || bad "dropped, not left queued"
 # the KEM ciphertext changed: nothing opens, nothing is counted as a downgrade
@@ -111,6 +113,16 @@ expect 0 "bob's own sealing key again" -- as carol send bob@example.org --text "
     ok || bad "only hybrid sealed envelopes for bob"
 expect 0 "bob receives" -- as bob receive
 grep -q "honest" out.txt && ok || bad "bob read it: $(cat out.txt err.txt)"
+# ---- an older sealing key than carol verified before (ids only grow): refused ----
+key_id=$(q "SELECT key_id FROM kem_prekeys WHERE device_id = $bob_dev AND last_resort = 1")
+newer=$(printf '%08X' $((key_id + 1)))
+sqlite3 "dev-carol/carol@example.org/state.db" "UPDATE settings SET value = zeroblob(8) || X'$newer' || substr(value, 13) WHERE key GLOB 'seal-kem:*'"
+was=$(queued)
+expect 3 "an older sealing key: refused" -- as carol send bob@example.org --text "older key"
+grep -q "an older post-quantum sealing key" err.txt && grep -q "WARNING" err.txt && ok ||
+    bad "the refusal says why: $(cat err.txt)"
+[ "$(queued)" = "$was" ] && ok || bad "nothing queued for bob: $was -> $(queued)"
+sqlite3 "dev-carol/carol@example.org/state.db" "DELETE FROM settings WHERE key GLOB 'seal-kem:*'"
 
 # ---- the daemon (schema 2): the refusal is a pq_refused event, not in schema 1 ----
 acquaint alice dave

@@ -394,7 +394,7 @@ static uint32_t claim(struct test_device *d, const uint64_t *ids, size_t n, int 
     struct msv_refusal why = {0};
     msv_frame *r = NULL;
     uint32_t one_time = 0;
-    msv_err err = msv_request_prekey_claim(d->conn, ids, n, TEST_TIMEOUT_MS, &r, &why);
+    msv_err err = msv_request_prekey_claim(d->conn, ids, n, 0, TEST_TIMEOUT_MS, &r, &why);
 
     *error = err == MSV_OK ? 0 : (int)why.code;
     if (err == MSV_OK) {

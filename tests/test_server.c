@@ -1761,8 +1761,8 @@ static void test_prekeys_and_sealed_sender(void **state)
 
     /* a signed prekey signed by another key is refused and nothing is kept */
     assert_int_equal(upload_prekeys(&b1, a1.id, 3, &left, &has_signed, &why), MSV_ERR_AUTH);
-    assert_int_equal(msv_request_prekey_claim(a1.conn, &b1.device_id, 1, TEST_TIMEOUT_MS, &r, &why),
-                     MSV_OK);
+    assert_int_equal(
+        msv_request_prekey_claim(a1.conn, &b1.device_id, 1, 0, TEST_TIMEOUT_MS, &r, &why), MSV_OK);
     assert_int_equal(r->prekey_bundles->n_bundles, 0);
     msv_frame_free(r);
     assert_int_equal(upload_prekeys(&b1, b1.id, 2, &left, &has_signed, &why), MSV_OK);
@@ -1773,7 +1773,8 @@ static void test_prekeys_and_sealed_sender(void **state)
         const Msv__Wire__PrekeyBundle *b;
 
         assert_int_equal(
-            msv_request_prekey_claim(a1.conn, &b1.device_id, 1, TEST_TIMEOUT_MS, &r, &why), MSV_OK);
+            msv_request_prekey_claim(a1.conn, &b1.device_id, 1, 0, TEST_TIMEOUT_MS, &r, &why),
+            MSV_OK);
         assert_int_equal(r->prekey_bundles->n_bundles, 1);
         b = r->prekey_bundles->bundles[0];
         assert_int_equal(b->device_id, b1.device_id);
@@ -2361,8 +2362,8 @@ static void test_first_prekeys(void **state)
     first.kem_last_resort_sig = kem_sig[0];
     assert_int_equal(register_with(&s, "bob5@example.org", pq, &first, &device, &why), MSV_OK);
     /* bob's device never connected: its bundle is there all the same, its KEM prekey with it */
-    assert_int_equal(msv_request_prekey_claim(alice.conn, &device, 1, TEST_TIMEOUT_MS, &got, &why),
-                     MSV_OK);
+    assert_int_equal(
+        msv_request_prekey_claim(alice.conn, &device, 1, 0, TEST_TIMEOUT_MS, &got, &why), MSV_OK);
     assert_int_equal(got->prekey_bundles->n_bundles, 1);
     assert_int_equal(got->prekey_bundles->bundles[0]->signed_->id, 1);
     assert_non_null(got->prekey_bundles->bundles[0]->kem);

@@ -159,7 +159,7 @@ static uint64_t make_device(struct fixture *f, uint64_t account)
     uint64_t id = 0;
 
     assert_int_equal(OPS(f)->device_add(IMPL(f), account, 3, (const uint8_t *)"identity", 8,
-                                        (const uint8_t *)"token", 5, 1, 2000, &id),
+                                        (const uint8_t *)"token", 5, 1, 2000, NULL, &id),
                      MSV_OK);
     return id;
 }
@@ -239,7 +239,7 @@ static void test_account_delete(void **state)
     size_t n = 0;
     uint32_t left = 0;
     uint64_t tomb = 0;
-    int has_signed = 0;
+    uint32_t has_signed = 0;
 
     memset(hash, 7, sizeof(hash));
     memset(blob.id, 0xa1, MSV_BLOB_ID_LEN);
@@ -443,7 +443,7 @@ static void test_transparency_log(void **state)
     size_t n = 0;
 
     assert_int_equal(OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"identity", 8, NULL, 0, 0,
-                                        3000, &pending),
+                                        3000, NULL, &pending),
                      MSV_OK);
     assert_int_equal(OPS(f)->kt_read(IMPL(f), 0, 100, &recs, &n), MSV_OK);
     assert_int_equal(n, 2); /* a1, b1; the pending device changed nothing */
@@ -513,7 +513,7 @@ static void test_transparency_log(void **state)
         for (int i = 0; i < MSV_KT_DEVICES_MAX; i++)
             (void)make_device(f, c);
         assert_int_equal(OPS(f)->device_add(IMPL(f), c, 3, (const uint8_t *)"identity", 8, NULL, 0,
-                                            1, 4000, &extra),
+                                            1, 4000, NULL, &extra),
                          MSV_ERR_TOO_BIG);
         assert_int_equal(OPS(f)->devices_of_account(IMPL(f), c, &list), MSV_OK);
         assert_int_equal(list.count, MSV_KT_DEVICES_MAX);
@@ -643,7 +643,8 @@ static void test_device_approval(void **state)
     struct msv_device_rec rec;
 
     assert_int_equal(
-        OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"id", 2, NULL, 0, 0, 10, &d), MSV_OK);
+        OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"id", 2, NULL, 0, 0, 10, NULL, &d),
+        MSV_OK);
     assert_int_equal(OPS(f)->device_get(IMPL(f), d, &rec), MSV_OK);
     assert_int_equal(rec.approved, 0);
     msv_device_rec_clear(&rec);
@@ -985,7 +986,7 @@ static void test_prekeys_and_tokens(void **state)
         .has_signed = 1, .signed_id = 1, .one_time = otk, .n_one_time = 3};
     struct msv_prekey_claimed c;
     uint32_t left = 0;
-    int has_signed = 0;
+    uint32_t has_signed = 0;
     uint8_t hash[32], other[32];
 
     for (size_t i = 0; i < 3; i++)
@@ -995,7 +996,7 @@ static void test_prekeys_and_tokens(void **state)
     assert_int_equal(OPS(f)->prekey_claim(IMPL(f), d, 1, &c), MSV_ERR_NOT_FOUND);
     assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_OK);
     assert_int_equal(left, 3);
-    assert_true(has_signed);
+    assert_int_equal(has_signed, 1); /* the id of the signed prekey held */
     /* the same ids again add nothing; two new ones would make 5 > 4: refused, nothing kept */
     assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_OK);
     assert_int_equal(left, 3);
@@ -1108,7 +1109,7 @@ static void test_kem_prekeys(void **state)
     struct kem_claimer k[2];
     pthread_t threads[2];
     uint32_t left = 0, kem_left = 0;
-    int has_signed = 0, has_last = 0, seen[64] = {0};
+    uint32_t has_signed = 0, has_last = 0, seen[64] = {0};
 
     assert_non_null(kem);
     assert_non_null(c);
@@ -1132,7 +1133,7 @@ static void test_kem_prekeys(void **state)
     assert_int_equal(OPS(f)->prekeys_put(IMPL(f), d, &up, 4, &left, &has_signed), MSV_OK);
     assert_int_equal(OPS(f)->kem_prekey_state(IMPL(f), d, &kem_left, &has_last), MSV_OK);
     assert_int_equal(kem_left, 3);
-    assert_true(has_last);
+    assert_int_equal(has_last, 1000); /* the id of the last-resort KEM prekey held */
     /* two more would make 5 > 4: refused, nothing kept (also not the new last-resort key) */
     up.kem_one_time = kem + 3;
     up.n_kem_one_time = 2;
@@ -1220,11 +1221,16 @@ static void test_operator_views(void **state)
     int suspended = -1;
 
     struct msv_queue_usage use[3] = {{.device_id = d}, {.device_id = 999999}, {.device_id = d}};
+    struct msv_prekey_upload first = {.has_signed = 1, .signed_id = 77};
+    struct msv_prekey_claimed claimed;
 
     in.sender_device = make_device(f, b);
+    /* a device comes with its first prekeys, in the same transaction */
     assert_int_equal(OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"identity", 8,
-                                        (const uint8_t *)"token", 5, 0, 2000, &id),
+                                        (const uint8_t *)"token", 5, 0, 2000, &first, &id),
                      MSV_OK);
+    assert_int_equal(OPS(f)->prekey_claim(IMPL(f), id, 0, &claimed), MSV_OK);
+    assert_int_equal(claimed.signed_id, 77);
     assert_int_equal(OPS(f)->queue_put(IMPL(f), &in, 1, 1500, 100000, &id), MSV_OK);
     /* what waits for each device, for the queue caps (a device may be named twice) */
     assert_int_equal(OPS(f)->queue_usage(IMPL(f), use, 3), MSV_OK);
@@ -1651,7 +1657,7 @@ static void test_nodes_share_database(void **state)
         uint64_t id = 0;
 
         assert_int_equal(s->ops->device_add(s->impl, acc, 3, (const uint8_t *)"identity", 8, NULL,
-                                            0, 1, 3000, &id),
+                                            0, 1, 3000, NULL, &id),
                          MSV_OK);
     }
     assert_int_equal(OPS(f)->kt_read(IMPL(f), 0, 100, &recs, &n), MSV_OK);

@@ -31,8 +31,8 @@ struct msv_client {
     struct msv_conn *conn;
     struct msv_conn *sealed_conn; /* not authenticated: sealed sends go here */
     struct msv_refusal why;       /* the server's words for the last refusal */
-    /* in a send: a device the server gave no bundle for was checked against the log once
-     * already (sealkeys.c) */
+    /* in a send: a post-quantum device the server gave no bundle for (a session's or a sealing
+     * key's) was checked against the log once already (sessions.c, sealkeys.c) */
     int sealing_rechecked;
     /* told about device sets that changed since last seen; may be NULL */
     void (*on_key_change)(void *ctx, const char *handle);
@@ -48,6 +48,13 @@ struct msv_client {
     /* a device that says post-quantum for which the server gave no checked KEM prekey: nothing
      * went to it (the send fails with why.code MSV_REFUSAL_PQ); may be NULL */
     void (*on_pq_refused)(void *ctx, const char *handle, uint64_t device_id, const char *warning);
+    /*
+     * sealed envelopes came that this device cannot open, naming nobody: sealed classically
+     * to this post-quantum device (refused as a downgrade), or to a post-quantum key it does
+     * not hold; counted, and said at most once a minute; may be NULL
+     */
+    void (*on_unopened)(void *ctx, const char *warning);
+    int64_t unopened_said_ms; /* when on_unopened was last called (monotonic ms) */
     /* a message went to handle without sealed sender (the relay refused its delivery token) */
     void (*on_unsealed)(void *ctx, const char *handle);
     /* a received file's download, piece by piece; may be NULL */
@@ -701,5 +708,7 @@ MSV_MUST_CHECK msv_err msv_client_sync_flush(struct msv_client *c, size_t *sent)
 uint64_t msv_client_unsealed_sends(struct msv_client *c);
 /* How many sealed envelopes made classically to this post-quantum device were refused. */
 uint64_t msv_client_sealed_downgrades(struct msv_client *c);
+/* How many sealed envelopes came sealed to a post-quantum key this device does not hold. */
+uint64_t msv_client_sealed_unopenable(struct msv_client *c);
 
 #endif

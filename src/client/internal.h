@@ -291,6 +291,14 @@ msv_err client_profile_after_rotation(struct msv_client *c, const struct msv_pro
 msv_err client_sync_flush(struct msv_client *c, size_t *sent, int anyway);
 
 /*
+ * Refuses a send to a post-quantum device the server gave no checked key for (MSV_ERR_AUTH):
+ * c->why (MSV_REFUSAL_PQ) and on_pq_refused say "the server gave WHAT for HANDLE ...";
+ * speaks ("sessions " or "") completes "whose identity says it speaks post-quantum ...only".
+ */
+msv_err client_pq_refused(struct msv_client *c, const char *handle, uint64_t device_id,
+                          const char *what, const char *speaks);
+
+/*
  * Hybrid sealed sender (sealkeys.c): the checked last-resort KEM prekey a post-quantum device
  * of handle is sealed to (MSV_ERR_AUTH, why.code MSV_REFUSAL_PQ and on_pq_refused when the
  * server gives none that checks); the first layer of a delivery as this device's identity
@@ -299,6 +307,8 @@ msv_err client_sync_flush(struct msv_client *c, size_t *sent, int anyway);
  */
 struct msv_sealing_key;
 struct client_sealed_keys;
+/* The u32be id kept in setting name (0 when there is none). */
+uint32_t client_setting_u32(struct msv_client_db *db, const char *name);
 /* The u64be count kept in setting name (0 when there is none). */
 uint64_t client_counter(struct msv_client *c, const char *name);
 msv_err client_sealing_key(struct msv_client *c, const char *handle, uint64_t device_id,

@@ -6,8 +6,11 @@
  * Settings used: "kem-prekey:<id>" (u8 last_resort || the 2400-byte
  * decapsulation key, which holds the encapsulation key), "kem-last-resort"
  * (u32be id of the last-resort one in use), "kem-last-resort-old" (u32be id of
- * the one before, kept for first messages still on their way). Ids come from
- * the same counter as X25519 prekeys ("prekey-next"), so they are never reused.
+ * the one before, kept for first messages still on their way),
+ * "kem-last-resort-pending" (u32be id of one uploaded without an answer yet:
+ * the server may hold it). Only these three last-resort secrets open anything.
+ * Ids come from the same counter as X25519 prekeys ("prekey-next"), so they
+ * are never reused and only grow.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +19,7 @@
 #include <sodium.h>
 
 #include "client/client.h"
+#include "client/internal.h"
 #include "client/requests.h"
 #include "client/sessions.h"
 #include "missive/mlkem.h"
@@ -66,6 +70,21 @@ msv_err msv_pqkeys_load(struct msv_client *c, uint32_t id, struct msv_kem_prekey
         memcpy(k->ek, k->dk + EK_OFFSET, MSV_MLKEM768_EK_LEN);
     }
     msv_secret_free(v, len);
+    return err;
+}
+
+msv_err msv_pqkeys_load_usable(struct msv_client *c, uint32_t id, struct msv_kem_prekey *k)
+{
+    msv_err err = msv_pqkeys_load(c, id, k);
+
+    /* a last-resort secret kept from an upload the server refused, or replaced twice since,
+     * opens nothing: only what the server may hand out (or did within a rotation) */
+    if (err == MSV_OK && k->last_resort && id != client_setting_u32(c->db, "kem-last-resort") &&
+        id != client_setting_u32(c->db, "kem-last-resort-old") &&
+        id != client_setting_u32(c->db, "kem-last-resort-pending")) {
+        sodium_memzero(k, sizeof(*k));
+        err = MSV_ERR_NOT_FOUND;
+    }
     return err;
 }
 
@@ -149,6 +168,14 @@ msv_err msv_pqkeys_strip_backup_copy(struct msv_client_db *copy)
     return err;
 }
 
+static msv_err set_id(struct msv_client_db *db, const char *which, uint32_t id)
+{
+    uint8_t v[4];
+
+    msv_put_u32be(v, id);
+    return msv_client_db_set(db, which, v, 4);
+}
+
 /* Makes, stores and signs n KEM prekeys with ids from first on. */
 static msv_err make_kems(struct msv_client *c, uint32_t first, int last_resort,
                          struct msv_kem_prekey *keys, uint8_t (*sigs)[64], size_t n)
@@ -169,7 +196,7 @@ static msv_err make_kems(struct msv_client *c, uint32_t first, int last_resort,
  */
 static msv_err last_resort_replaced(struct msv_client *c, uint32_t id)
 {
-    uint8_t *v = NULL, rec[4];
+    uint8_t *v = NULL;
     size_t len = 0;
     char key[40];
     msv_err err = MSV_OK;
@@ -180,8 +207,7 @@ static msv_err last_resort_replaced(struct msv_client *c, uint32_t id)
         len == 4)
         err = msv_client_db_set(c->db, "kem-last-resort-old", v, 4);
     free(v);
-    msv_put_u32be(rec, id);
-    return err == MSV_OK ? msv_client_db_set(c->db, "kem-last-resort", rec, 4) : err;
+    return err == MSV_OK ? set_id(c->db, "kem-last-resort", id) : err;
 }
 
 /* The KEM part of one upload (keys and signatures in guarded memory: the secrets). */
@@ -221,6 +247,9 @@ msv_err msv_pqkeys_prepare(struct msv_client *c, int rotate, int replace,
         err = make_kems(c, first, 0, b->keys, b->sigs, n);
     if (err == MSV_OK && rotate)
         err = make_kems(c, first + (uint32_t)n, 1, &b->keys[n], &b->sigs[n], 1);
+    /* from here until the upload's answer, the server may hold it */
+    if (err == MSV_OK && rotate)
+        err = set_id(c->db, "kem-last-resort-pending", first + (uint32_t)n);
     if (err != MSV_OK) {
         sodium_free(b);
         return err;
@@ -236,6 +265,49 @@ msv_err msv_pqkeys_prepare(struct msv_client *c, int rotate, int replace,
 
 msv_err msv_pqkeys_uploaded(struct msv_client *c, const struct msv_prekey_set *set)
 {
-    return set->kem_last_resort != NULL ? last_resort_replaced(c, set->kem_last_resort->id)
-                                        : MSV_OK;
+    msv_err err = MSV_OK;
+
+    if (set->kem_last_resort != NULL)
+        err = last_resort_replaced(c, set->kem_last_resort->id);
+    return err == MSV_OK && set->kem_last_resort != NULL
+               ? msv_client_db_unset(c->db, "kem-last-resort-pending")
+               : err;
+}
+
+msv_err msv_pqkeys_refused(struct msv_client *c, const struct msv_prekey_set *set)
+{
+    char key[40];
+    msv_err err = MSV_OK;
+
+    /* never published: their secrets go */
+    for (size_t i = 0; err == MSV_OK && i < set->n_kem_one_time; i++) {
+        kem_name(set->kem_one_time[i].id, key);
+        err = msv_client_db_unset(c->db, key);
+    }
+    if (err == MSV_OK && set->kem_last_resort != NULL) {
+        kem_name(set->kem_last_resort->id, key);
+        err = msv_client_db_unset(c->db, key);
+        if (err == MSV_OK)
+            err = msv_client_db_unset(c->db, "kem-last-resort-pending");
+    }
+    return err;
+}
+
+msv_err msv_pqkeys_reconcile(struct msv_client *c, uint32_t held)
+{
+    uint32_t pending = client_setting_u32(c->db, "kem-last-resort-pending");
+    char key[40];
+    msv_err err = MSV_OK;
+
+    /* an upload whose answer was lost put it in use */
+    if (pending != 0 && held == pending)
+        err = last_resort_replaced(c, held);
+    if (err == MSV_OK && pending != 0 && pending != held) {
+        /* the upload that carried it never arrived: its secret goes */
+        kem_name(pending, key);
+        err = msv_client_db_unset(c->db, key);
+    }
+    if (err == MSV_OK && pending != 0)
+        err = msv_client_db_unset(c->db, "kem-last-resort-pending");
+    return err;
 }

@@ -449,6 +449,8 @@ msv_err msv_request_prekey_upload(struct msv_conn *c, const struct msv_prekey_se
         counts->has_signed = answer->prekey_state->has_signed;
         counts->kem_one_time_left = answer->prekey_state->kem_one_time_left;
         counts->has_kem_last_resort = answer->prekey_state->has_kem_last_resort;
+        counts->signed_id = answer->prekey_state->signed_id;
+        counts->kem_last_resort_id = answer->prekey_state->kem_last_resort_id;
     }
     msv_frame_free(answer);
     upload_wire_clear(&w);
@@ -456,13 +458,15 @@ msv_err msv_request_prekey_upload(struct msv_conn *c, const struct msv_prekey_se
 }
 
 msv_err msv_request_prekey_claim(struct msv_conn *c, const uint64_t *device_ids, size_t n,
-                                 int timeout_ms, msv_frame **result, struct msv_refusal *why)
+                                 int sealing_keys, int timeout_ms, msv_frame **result,
+                                 struct msv_refusal *why)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__PrekeyClaim claim = MSV__WIRE__PREKEY_CLAIM__INIT;
 
     claim.n_device_ids = n;
     claim.device_ids = (uint64_t *)device_ids;
+    claim.sealing_keys = sealing_keys != 0;
     req.body_case = MSV__WIRE__FRAME__BODY_PREKEY_CLAIM;
     req.prekey_claim = &claim;
     return run(c, &req, MSV__WIRE__FRAME__BODY_PREKEY_BUNDLES, timeout_ms, why, result);

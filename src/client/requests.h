@@ -47,6 +47,8 @@ struct msv_prekey_counts {
     int has_signed;
     uint32_t kem_one_time_left;
     int has_kem_last_resort;
+    uint32_t signed_id;          /* the signed prekey the server holds (0: none) */
+    uint32_t kem_last_resort_id; /* the last-resort KEM prekey it holds (0: none) */
 };
 
 /*
@@ -215,10 +217,13 @@ MSV_MUST_CHECK msv_err msv_request_prekey_upload(struct msv_conn *c,
                                                  const struct msv_prekey_set *set, int timeout_ms,
                                                  struct msv_prekey_counts *counts,
                                                  struct msv_refusal *why);
-/* Claims the devices' prekey bundles; *result (msv_frame_free) holds PrekeyBundles. */
+/*
+ * Claims the devices' prekey bundles (sealing_keys: only their sealing keys, nothing handed
+ * out once); *result (msv_frame_free) holds PrekeyBundles.
+ */
 MSV_MUST_CHECK msv_err msv_request_prekey_claim(struct msv_conn *c, const uint64_t *device_ids,
-                                                size_t n, int timeout_ms, msv_frame **result,
-                                                struct msv_refusal *why);
+                                                size_t n, int sealing_keys, int timeout_ms,
+                                                msv_frame **result, struct msv_refusal *why);
 /* Registers this device's 16-byte delivery token for sealed sends. */
 MSV_MUST_CHECK msv_err msv_request_set_delivery_token(struct msv_conn *c, const uint8_t token[16],
                                                       int timeout_ms, struct msv_refusal *why);

@@ -8,9 +8,11 @@
  * envelope, which names nobody.
  *
  * Settings used: "seal-kem:<device>:<hex identity hash>" (u64be fetched at
- * || u32be id || encapsulation key), "sealed-downgrades-refused" (u64be).
+ * || u32be id || encapsulation key), "sealed-downgrades-refused" (u64be),
+ * "sealed-unopenable" (u64be: sealed to a KEM key this device does not hold).
  */
 #include "client/internal.h"
+#include "client/requests.h"
 #include "client/sessions.h"
 
 #include <stdio.h>
@@ -32,6 +34,8 @@
 #define SEAL_KEY_MAX_AGE_S (3 * 86400)
 #define CACHED_LEN (8 + 4 + MSV_MLKEM768_EK_LEN)
 #define REFUSED "sealed-downgrades-refused"
+#define UNOPENABLE "sealed-unopenable"
+#define UNOPENED_SAID_EVERY_MS 60000
 
 static void cache_name(uint64_t device_id, const struct msv_public_identity *pub, char key[120])
 {
@@ -43,67 +47,66 @@ static void cache_name(uint64_t device_id, const struct msv_public_identity *pub
     snprintf(key, 120, "seal-kem:%llu:%s", (unsigned long long)device_id, hex);
 }
 
-/* The cached key, if fresh. */
-static msv_err cached(struct msv_client *c, const char *name, struct msv_sealing_key *key)
+/*
+ * The cached key, if fresh (MSV_ERR_NOT_FOUND else); *newest gets the id of the last key
+ * remembered for the device, fresh or not (0: none), below which no key is taken again.
+ */
+static msv_err cached(struct msv_client *c, const char *name, struct msv_sealing_key *key,
+                      uint32_t *newest)
 {
     uint8_t *v = NULL;
     size_t len = 0;
     msv_err err = msv_client_db_get(c->db, name, &v, &len);
     uint64_t at = 0, now = (uint64_t)time(NULL);
 
+    *newest = 0;
     if (err == MSV_OK && len != CACHED_LEN)
         err = MSV_ERR_NOT_FOUND;
-    if (err == MSV_OK)
+    if (err == MSV_OK) {
         at = msv_get_u64be(v);
+        *newest = msv_get_u32be(v + 8);
+    }
     if (err == MSV_OK && (at > now || now - at >= SEAL_KEY_MAX_AGE_S))
         err = MSV_ERR_NOT_FOUND;
     if (err == MSV_OK) {
-        key->id = msv_get_u32be(v + 8);
+        key->id = *newest;
         memcpy(key->ek, v + 12, MSV_MLKEM768_EK_LEN);
     }
     free(v);
     return err;
 }
 
-/* The device's last-resort KEM prekey from the server, checked as its own; MSV_ERR_AUTH when
- * none checks. */
+/*
+ * The device's last-resort KEM prekey from the server, checked as its own: MSV_ERR_NOT_FOUND
+ * when the answer holds no bundle for it, MSV_ERR_AUTH when its bundle holds no key that
+ * checks, MSV_ERR_IO when there is no answer or the server refuses (c->why says why).
+ */
 static msv_err fetch(struct msv_client *c, uint64_t device_id,
                      const struct msv_public_identity *pub, struct msv_sealing_key *key)
 {
-    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
-    Msv__Wire__PrekeyClaim claim = MSV__WIRE__PREKEY_CLAIM__INIT;
     msv_frame *resp = NULL;
-    msv_err err;
+    msv_err err = msv_client_connect(c);
 
-    claim.n_device_ids = 1;
-    claim.device_ids = &device_id;
-    claim.sealing_keys = 1;
-    req.body_case = MSV__WIRE__FRAME__BODY_PREKEY_CLAIM;
-    req.prekey_claim = &claim;
-    err = msv_client_connect(c);
     if (err == MSV_OK)
-        err = msv_conn_request(c->conn, &req, TIMEOUT_MS, &resp);
-    if (err == MSV_ERR_AGAIN)
-        err = MSV_ERR_IO;
-    if (err != MSV_OK)
+        err = msv_request_prekey_claim(c->conn, &device_id, 1, 1, TIMEOUT_MS, &resp, &c->why);
+    if (err == MSV_ERR_NOMEM)
         return err;
-    /* no bundle at all: the device may be gone (NOT_FOUND); one that does not check: AUTH */
+    if (err != MSV_OK) /* busy, limited or unreachable: not a key withheld */
+        return MSV_ERR_IO;
     err = MSV_ERR_NOT_FOUND;
-    if (resp->body_case == MSV__WIRE__FRAME__BODY_PREKEY_BUNDLES) {
-        for (size_t i = 0; i < resp->prekey_bundles->n_bundles; i++) {
-            const Msv__Wire__KemPrekey *k = resp->prekey_bundles->bundles[i]->kem;
+    for (size_t i = 0; i < resp->prekey_bundles->n_bundles; i++) {
+        const Msv__Wire__KemPrekey *k = resp->prekey_bundles->bundles[i]->kem;
 
-            if (resp->prekey_bundles->bundles[i]->device_id == device_id && err != MSV_OK)
-                err = MSV_ERR_AUTH;
-            if (resp->prekey_bundles->bundles[i]->device_id != device_id || k == NULL ||
-                !k->last_resort || k->signature.len != 64 ||
-                msv_kem_prekey_verify(pub, k->id, 1, k->key.data, k->key.len, k->signature.data) !=
-                    MSV_OK)
-                continue;
-            key->id = k->id;
-            memcpy(key->ek, k->key.data, MSV_MLKEM768_EK_LEN);
-            err = MSV_OK;
-        }
+        if (resp->prekey_bundles->bundles[i]->device_id == device_id && err != MSV_OK)
+            err = MSV_ERR_AUTH;
+        if (resp->prekey_bundles->bundles[i]->device_id != device_id || k == NULL ||
+            !k->last_resort || k->signature.len != 64 ||
+            msv_kem_prekey_verify(pub, k->id, 1, k->key.data, k->key.len, k->signature.data) !=
+                MSV_OK)
+            continue;
+        key->id = k->id;
+        memcpy(key->ek, k->key.data, MSV_MLKEM768_EK_LEN);
+        err = MSV_OK;
     }
     msv_frame_free(resp);
     return err;
@@ -119,18 +122,46 @@ static msv_err remember(struct msv_client *c, const char *name, const struct msv
     return msv_client_db_set(c->db, name, v, sizeof(v));
 }
 
+msv_err client_pq_refused(struct msv_client *c, const char *handle, uint64_t device_id,
+                          const char *what, const char *speaks)
+{
+    char warning[sizeof(c->why.message)];
+
+    snprintf(warning, sizeof(warning),
+             "the server gave %s for %.64s (device %llu), whose identity says it speaks "
+             "post-quantum %sonly; nothing was sent to it",
+             what, handle, (unsigned long long)device_id, speaks);
+    c->why.code = MSV_REFUSAL_PQ;
+    snprintf(c->why.message, sizeof(c->why.message), "%s", warning);
+    if (c->on_pq_refused != NULL)
+        c->on_pq_refused(c->ctx, handle, device_id, warning);
+    return MSV_ERR_AUTH;
+}
+
 msv_err client_sealing_key(struct msv_client *c, const char *handle, uint64_t device_id,
                            const struct msv_public_identity *pub, struct msv_sealing_key *key)
 {
-    char name[120], warning[sizeof(c->why.message)];
+    char name[120], said[sizeof(c->why.message)];
+    uint32_t newest = 0;
     msv_err err;
 
     cache_name(device_id, pub, name);
-    if (cached(c, name, key) == MSV_OK)
+    if (cached(c, name, key, &newest) == MSV_OK)
         return MSV_OK;
     err = fetch(c, device_id, pub, key);
+    /* ids only grow: an older key than one already taken is one the device may have let go */
+    if (err == MSV_OK && key->id < newest)
+        return client_pq_refused(c, handle, device_id,
+                                 "an older post-quantum sealing key than it gave before", "");
     if (err == MSV_OK)
         return remember(c, name, key);
+    if (err == MSV_ERR_IO && c->why.message[0] != '\0') {
+        snprintf(said, sizeof(said), "%s", c->why.message);
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "the server did not give the post-quantum sealing key of %.64s (device %llu): "
+                 "%.100s",
+                 handle, (unsigned long long)device_id, said);
+    }
     /*
      * No bundle at all: a device that left its account (or an account deleted since) has none.
      * The send learns the recipients' devices from the log once and tries again (MSV_ERR_AGAIN,
@@ -142,15 +173,19 @@ msv_err client_sealing_key(struct msv_client *c, const char *handle, uint64_t de
     }
     if (err != MSV_ERR_AUTH && err != MSV_ERR_NOT_FOUND)
         return err;
-    snprintf(warning, sizeof(warning),
-             "the server gave no post-quantum sealing key that checks for %.64s (device %llu), "
-             "whose identity says it speaks post-quantum only; nothing was sent to it",
-             handle, (unsigned long long)device_id);
-    c->why.code = MSV_REFUSAL_PQ;
-    snprintf(c->why.message, sizeof(c->why.message), "%s", warning);
-    if (c->on_pq_refused != NULL)
-        c->on_pq_refused(c->ctx, handle, device_id, warning);
-    return MSV_ERR_AUTH;
+    return client_pq_refused(c, handle, device_id, "no post-quantum sealing key that checks", "");
+}
+
+uint32_t client_setting_u32(struct msv_client_db *db, const char *name)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    uint32_t id = 0;
+
+    if (msv_client_db_get(db, name, &v, &len) == MSV_OK && len == 4)
+        id = msv_get_u32be(v);
+    free(v);
+    return id;
 }
 
 uint64_t client_counter(struct msv_client *c, const char *name)
@@ -170,12 +205,47 @@ uint64_t msv_client_sealed_downgrades(struct msv_client *c)
     return client_counter(c, REFUSED);
 }
 
-static msv_err count_downgrade(struct msv_client *c)
+uint64_t msv_client_sealed_unopenable(struct msv_client *c)
 {
-    uint8_t v[8];
+    return client_counter(c, UNOPENABLE);
+}
 
-    msv_put_u64be(v, msv_client_sealed_downgrades(c) + 1);
-    return msv_client_db_set(c->db, REFUSED, v, sizeof(v));
+/*
+ * Counts a sealed envelope this device cannot open (counter REFUSED or UNOPENABLE) and tells
+ * the user, at most once a minute: it names nobody (nothing in it authenticates), so all that
+ * can be said is that something did not arrive. MSV_ERR_AUTH once counted.
+ */
+static msv_err unopened(struct msv_client *c, const char *counter)
+{
+    uint64_t n = client_counter(c, counter) + 1;
+    int64_t now = msv_mono_ms();
+    char warning[400];
+    uint8_t v[8];
+    msv_err err;
+
+    msv_put_u64be(v, n);
+    err = msv_client_db_set(c->db, counter, v, sizeof(v));
+    if (err != MSV_OK)
+        return err;
+    if (c->on_unopened == NULL ||
+        (c->unopened_said_ms != 0 && now - c->unopened_said_ms < UNOPENED_SAID_EVERY_MS))
+        return MSV_ERR_AUTH;
+    c->unopened_said_ms = now;
+    if (strcmp(counter, REFUSED) == 0)
+        snprintf(warning, sizeof(warning),
+                 "a sealed envelope came made classically to this device, which speaks "
+                 "post-quantum only: refused, unread (%llu so far). Its sender cannot be known; "
+                 "a server that strips the post-quantum part does this. If a message is missing, "
+                 "ask for it again",
+                 (unsigned long long)n);
+    else
+        snprintf(warning, sizeof(warning),
+                 "a sealed envelope came sealed to a post-quantum key this device does not hold "
+                 "(an old or never published one): unread (%llu so far). Its sender cannot be "
+                 "known. If a message is missing, ask for it again",
+                 (unsigned long long)n);
+    c->on_unopened(c->ctx, warning);
+    return MSV_ERR_AUTH;
 }
 
 /* What opening the first layer of a hybrid envelope leaves for the second. */
@@ -192,17 +262,15 @@ msv_err client_sealed_sender(struct msv_client *c, const uint8_t *wire, size_t l
 
     if (!msv_public_identity_is_pq(msv_identity_public(c->id)))
         return msv_sealed_sender(c->id, wire, len, handle, device);
-    if (len > 0 && wire[0] == MSV_WIRE_SEALED) { /* made classically to this device */
-        err = count_downgrade(c);
-        return err == MSV_OK ? MSV_ERR_AUTH : err;
-    }
+    if (len > 0 && wire[0] == MSV_WIRE_SEALED) /* made classically to this device */
+        return unopened(c, REFUSED);
     err = msv_sealed_kem_id(wire, len, &id);
     *keys = err == MSV_OK ? sodium_malloc(sizeof(**keys)) : NULL;
     if (err == MSV_OK && *keys == NULL)
         err = MSV_ERR_NOMEM;
     if (err == MSV_OK &&
-        (msv_pqkeys_load(c, id, &(*keys)->kem) != MSV_OK || !(*keys)->kem.last_resort))
-        err = MSV_ERR_AUTH; /* sealed to no last-resort key this device holds */
+        (msv_pqkeys_load_usable(c, id, &(*keys)->kem) != MSV_OK || !(*keys)->kem.last_resort))
+        err = unopened(c, UNOPENABLE); /* sealed to no last-resort key this device holds */
     if (err == MSV_OK)
         err = msv_sealed_sender_pq(c->id, (*keys)->kem.dk, wire, len, handle, device, (*keys)->ss);
     if (err != MSV_OK && *keys != NULL) {

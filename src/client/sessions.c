@@ -20,6 +20,7 @@
 #include <sodium.h>
 
 #include "client/client.h"
+#include "client/internal.h"
 #include "client/requests.h"
 #include "client/sessions.h"
 #include "crypto/internal.h"
@@ -367,20 +368,42 @@ msv_err msv_sessions_learn_profile(struct msv_client *c, const char *handle, con
     return msv_client_db_set(c->db, name, key, MSV_PROFILE_KEY_LEN);
 }
 
-/* The signed prekey in use ("signed-prekey": u32be id || u64be since, ms), 0 if none. */
-static uint32_t signed_prekey(struct msv_client *c, int64_t *since)
+/* A signed prekey record (u32be id || u64be since, ms) in setting which; 0 if none. */
+static uint32_t signed_record(struct msv_client *c, const char *which, int64_t *since)
 {
     uint8_t *v = NULL;
     size_t len = 0;
     uint32_t id = 0;
 
     *since = 0;
-    if (msv_client_db_get(c->db, "signed-prekey", &v, &len) == MSV_OK && len == 12) {
+    if (msv_client_db_get(c->db, which, &v, &len) == MSV_OK && len == 12) {
         id = msv_get_u32be(v);
         *since = (int64_t)msv_get_u64be(v + 4);
     }
     free(v);
     return id;
+}
+
+/* The signed prekey in use ("signed-prekey"), 0 if none. */
+static uint32_t signed_prekey(struct msv_client *c, int64_t *since)
+{
+    return signed_record(c, "signed-prekey", since);
+}
+
+/* One uploaded whose answer has not come ("signed-prekey-pending"), 0 if none. */
+static uint32_t pending_signed_prekey(struct msv_client *c, int64_t *since)
+{
+    return signed_record(c, "signed-prekey-pending", since);
+}
+
+static msv_err set_signed_record(struct msv_client *c, const char *which, uint32_t id,
+                                 int64_t since)
+{
+    uint8_t rec[12];
+
+    msv_put_u32be(rec, id);
+    msv_put_u64be(rec + 4, (uint64_t)since);
+    return msv_client_db_set(c->db, which, rec, sizeof(rec));
 }
 
 /*
@@ -391,23 +414,62 @@ static uint32_t signed_prekey(struct msv_client *c, int64_t *since)
 static msv_err signed_prekey_replaced(struct msv_client *c, uint32_t id, int64_t now)
 {
     int64_t since;
-    uint32_t current = signed_prekey(c, &since);
-    uint8_t *v = NULL, rec[12];
-    size_t len = 0;
+    uint32_t current = signed_prekey(c, &since),
+             old = client_setting_u32(c->db, "signed-prekey-old");
+    uint8_t rec[4];
     char key[32];
     msv_err err = MSV_OK;
 
-    if (msv_client_db_get(c->db, "signed-prekey-old", &v, &len) == MSV_OK && len == 4) {
-        prekey_name(msv_get_u32be(v), key);
+    if (old != 0) {
+        prekey_name(old, key);
         err = msv_client_db_unset(c->db, key);
     }
-    free(v);
     msv_put_u32be(rec, current);
     if (err == MSV_OK && current != 0)
         err = msv_client_db_set(c->db, "signed-prekey-old", rec, 4);
-    msv_put_u32be(rec, id);
-    msv_put_u64be(rec + 4, (uint64_t)now);
-    return err == MSV_OK ? msv_client_db_set(c->db, "signed-prekey", rec, sizeof(rec)) : err;
+    return err == MSV_OK ? set_signed_record(c, "signed-prekey", id, now) : err;
+}
+
+/*
+ * What the server says it holds (held: its signed prekey's id) settles an upload whose answer
+ * was lost: the pending key, if the server holds it, becomes the one in use; else its secret
+ * goes. The same for the last-resort KEM prekey.
+ */
+static msv_err reconcile(struct msv_client *c, const struct msv_prekey_counts *held)
+{
+    int64_t pending_since;
+    uint32_t pending = pending_signed_prekey(c, &pending_since);
+    char key[32];
+    msv_err err = MSV_OK;
+
+    if (pending != 0 && held->signed_id == pending)
+        err = signed_prekey_replaced(c, pending, pending_since);
+    if (err == MSV_OK && pending != 0 && pending != held->signed_id) {
+        prekey_name(pending, key);
+        err = msv_client_db_unset(c->db, key);
+    }
+    if (err == MSV_OK && pending != 0)
+        err = msv_client_db_unset(c->db, "signed-prekey-pending");
+    return err == MSV_OK ? msv_pqkeys_reconcile(c, held->kem_last_resort_id) : err;
+}
+
+/* The server refused the upload of set (it answered): the X25519 secrets it carried go. */
+static msv_err refused(struct msv_client *c, const struct msv_prekey_set *set)
+{
+    char key[32];
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < set->n_one_time; i++) {
+        prekey_name(set->one_time[i].id, key);
+        err = msv_client_db_unset(c->db, key);
+    }
+    if (err == MSV_OK && set->signed_key != NULL) {
+        prekey_name(set->signed_key->id, key);
+        err = msv_client_db_unset(c->db, key);
+        if (err == MSV_OK)
+            err = msv_client_db_unset(c->db, "signed-prekey-pending");
+    }
+    return err == MSV_OK ? msv_pqkeys_refused(c, set) : err;
 }
 
 /* 1 if set carries anything to upload. */
@@ -432,6 +494,8 @@ msv_err msv_sessions_publish(struct msv_client *c)
     if (!(msv_identity_suites(c->id) & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
         return MSV_OK;
     err = msv_request_prekey_upload(c->conn, &set, TIMEOUT_MS, &held, &c->why);
+    if (err == MSV_OK)
+        err = reconcile(c, &held);
     /* restored from a backup, which holds no prekey secrets: all new ones, under new ids */
     replace = msv_client_db_get(c->db, MSV_PREKEYS_RESTORED, &flag, &flag_len) == MSV_OK;
     free(flag);
@@ -443,6 +507,9 @@ msv_err msv_sessions_publish(struct msv_client *c)
         n = replace ? MSV_PREKEYS_BATCH : MSV_PREKEYS_BATCH - held.one_time_left;
     if (err == MSV_OK && rotate)
         err = make_prekeys(c, &spk, 1, sig);
+    /* from here until the upload's answer, the server may hold it */
+    if (err == MSV_OK && rotate)
+        err = set_signed_record(c, "signed-prekey-pending", spk.id, now);
     if (err == MSV_OK && n > 0)
         err = make_prekeys(c, keys, n, NULL);
     set = (struct msv_prekey_set){.signed_key = rotate ? &spk : NULL,
@@ -454,10 +521,17 @@ msv_err msv_sessions_publish(struct msv_client *c)
      * the server never holds a new signed prekey without a KEM prekey to go with it */
     if (err == MSV_OK)
         err = msv_pqkeys_prepare(c, rotate, replace, &held, &kem, &set);
-    if (err == MSV_OK && set_has_keys(&set))
+    if (err == MSV_OK && set_has_keys(&set)) {
         err = msv_request_prekey_upload(c->conn, &set, TIMEOUT_MS, &held, &c->why);
+        /* an answer that refuses: nothing of it is held; no answer: the next publish settles it */
+        if (err != MSV_OK && err != MSV_ERR_IO && err != MSV_ERR_NOMEM &&
+            refused(c, &set) != MSV_OK)
+            err = MSV_ERR_IO;
+    }
     if (err == MSV_OK && rotate)
         err = signed_prekey_replaced(c, spk.id, now);
+    if (err == MSV_OK && rotate)
+        err = msv_client_db_unset(c->db, "signed-prekey-pending");
     if (err == MSV_OK)
         err = msv_pqkeys_uploaded(c, &set);
     if (err == MSV_OK && replace)
@@ -601,17 +675,7 @@ out:
 static msv_err pq_refused(struct msv_client *c, const char *handle, uint64_t device_id,
                           const char *what)
 {
-    char warning[sizeof(c->why.message)];
-
-    snprintf(warning, sizeof(warning),
-             "the server gave %s for %.64s (device %llu), whose identity says it speaks "
-             "post-quantum sessions only; nothing was sent to it",
-             what, handle, (unsigned long long)device_id);
-    c->why.code = MSV_REFUSAL_PQ;
-    snprintf(c->why.message, sizeof(c->why.message), "%s", warning);
-    if (c->on_pq_refused != NULL)
-        c->on_pq_refused(c->ctx, handle, device_id, warning);
-    return MSV_ERR_AUTH;
+    return client_pq_refused(c, handle, device_id, what, "sessions ");
 }
 
 static void handle_of(const Msv__Wire__HandleDevices *hd, char handle[257])
@@ -656,6 +720,44 @@ int msv_sessions_kind(struct msv_client *c, const char *handle, const Msv__Wire_
     return kind;
 }
 
+static int device_is_pq(const Msv__Wire__DeviceInfo *d)
+{
+    struct msv_public_identity *pub = NULL;
+    int pq = msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
+                                       &pub) == MSV_OK &&
+             msv_public_identity_is_pq(pub);
+
+    msv_public_identity_free(pub);
+    return pq;
+}
+
+static int any_pq(const Msv__Wire__DeviceInfo *const *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (device_is_pq(d[i]))
+            return 1;
+    return 0;
+}
+
+static int has_bundle(const Msv__Wire__PrekeyBundles *b, uint64_t device_id)
+{
+    for (size_t i = 0; i < b->n_bundles; i++)
+        if (b->bundles[i]->device_id == device_id)
+            return 1;
+    return 0;
+}
+
+/* The server refused a claim of post-quantum devices' prekeys: c->why says so, and why. */
+static void claim_refused(struct msv_client *c)
+{
+    char said[sizeof(c->why.message)];
+
+    snprintf(said, sizeof(said), "%s", c->why.message);
+    snprintf(c->why.message, sizeof(c->why.message),
+             "the server did not give the post-quantum prekeys of a recipient's device: %.150s",
+             said);
+}
+
 msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *const *hds, size_t n)
 {
     size_t total = 0, n_need = 0;
@@ -692,9 +794,15 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
         size_t batch = n_need - at < CLAIM_MAX ? n_need - at : CLAIM_MAX;
         msv_frame *got = NULL;
 
-        err = msv_request_prekey_claim(c->conn, ids + at, batch, TIMEOUT_MS, &got, &c->why);
+        err = msv_request_prekey_claim(c->conn, ids + at, batch, 0, TIMEOUT_MS, &got, &c->why);
+        if (err != MSV_OK && err != MSV_ERR_IO && err != MSV_ERR_NOMEM &&
+            any_pq(need + at, batch)) {
+            /* refused (claiming too fast, say) is not a key withheld: the send waits */
+            claim_refused(c);
+            err = MSV_ERR_IO;
+        }
         if (err != MSV_OK && err != MSV_ERR_IO && err != MSV_ERR_NOMEM) {
-            /* refused (claiming too fast, say): these devices get the suite's envelope */
+            /* refused: these devices, none post-quantum, get the suite's envelope */
             memset(&c->why, 0, sizeof(c->why));
             err = MSV_OK;
             continue;
@@ -709,6 +817,16 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
                     continue;
                 handle_of(owner[k], handle);
                 (void)start_session(c, handle, need[k], bundle);
+            }
+        }
+        /* a post-quantum device with no bundle at all may have left its account: the send learns
+         * the devices from the log once more (as for a stale set), and a device the log still
+         * lists is refused then, in msv_sessions_seal */
+        for (size_t k = at; err == MSV_OK && k < at + batch; k++) {
+            if (!c->sealing_rechecked && device_is_pq(need[k]) &&
+                !has_bundle(got->prekey_bundles, need[k]->device_id)) {
+                c->sealing_rechecked = 1;
+                err = MSV_ERR_AGAIN;
             }
         }
         msv_frame_free(got);
@@ -763,19 +881,17 @@ int msv_sessions_is_session_message(const uint8_t *wire, size_t len)
                        wire[0] == MSV_WIRE_PQ_PREKEY_MSG);
 }
 
-/* 1 if id names one of this device's signed prekeys (the one in use or the one before). */
+/*
+ * 1 if id names one of this device's signed prekeys: the one in use, the one before, or one
+ * uploaded whose answer has not come (the server may hand it out).
+ */
 static int is_signed_prekey(struct msv_client *c, uint32_t id)
 {
     int64_t since;
-    uint8_t *v = NULL;
-    size_t len = 0;
-    int found = id != 0 && signed_prekey(c, &since) == id;
 
-    if (!found && id != 0 && msv_client_db_get(c->db, "signed-prekey-old", &v, &len) == MSV_OK &&
-        len == 4)
-        found = msv_get_u32be(v) == id;
-    free(v);
-    return found;
+    return id != 0 && (signed_prekey(c, &since) == id ||
+                       client_setting_u32(c->db, "signed-prekey-old") == id ||
+                       pending_signed_prekey(c, &since) == id);
 }
 
 /* The digest under which the base key of a session this device answered is remembered. */
@@ -844,7 +960,7 @@ static msv_err answer_prekey_message(struct msv_client *c, const struct msv_publ
             return MSV_ERR_NOMEM;
         err = msv_prekey_message_kem_id(wire, len, &kem_id);
         if (err == MSV_OK)
-            err = msv_pqkeys_load(c, kem_id, kem);
+            err = msv_pqkeys_load_usable(c, kem_id, kem);
         if (err != MSV_OK) { /* a KEM prekey used up already, or never ours */
             sodium_free(kem);
             return err == MSV_ERR_NOMEM ? err : MSV_ERR_AUTH;

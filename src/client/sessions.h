@@ -97,6 +97,21 @@ MSV_MUST_CHECK msv_err msv_pqkeys_uploaded(struct msv_client *c, const struct ms
 void msv_pqkeys_batch_free(struct msv_kem_batch *batch);
 MSV_MUST_CHECK msv_err msv_pqkeys_load(struct msv_client *c, uint32_t id, struct msv_kem_prekey *k);
 MSV_MUST_CHECK msv_err msv_pqkeys_used(struct msv_client *c, uint32_t id);
+/*
+ * A KEM prekey's secret, if it may open something: a one-time one not used yet, or a
+ * last-resort one in use, the one before, or one uploaded whose answer has not come
+ * (MSV_ERR_NOT_FOUND for any other, also a kept secret of an upload the server refused).
+ */
+MSV_MUST_CHECK msv_err msv_pqkeys_load_usable(struct msv_client *c, uint32_t id,
+                                              struct msv_kem_prekey *k);
+/* The server refused the upload of set (it answered): the secrets it carried go. */
+MSV_MUST_CHECK msv_err msv_pqkeys_refused(struct msv_client *c, const struct msv_prekey_set *set);
+/*
+ * What the server says it holds (held: its last-resort KEM prekey's id, 0 none) settles an
+ * upload whose answer was lost: the pending key, if it holds it, is recorded as the one in
+ * use; else its secret goes.
+ */
+MSV_MUST_CHECK msv_err msv_pqkeys_reconcile(struct msv_client *c, uint32_t held);
 MSV_MUST_CHECK msv_err msv_pqkeys_strip_backup_copy(struct msv_client_db *copy);
 
 /*

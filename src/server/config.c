@@ -110,6 +110,7 @@ static const struct option_def options[] = {
     {"testing", "trust_store_log", OPT_BOOL, F(trust_store_log), 0, 1},
     {"testing", "keydir_forge", OPT_STR, F(keydir_forge), 0, 0},
     {"testing", "keydir_skip", OPT_STR, F(keydir_skip), 0, 0},
+    {"testing", "refuse_prekey_claims", OPT_BOOL, F(refuse_prekey_claims), 0, 1},
 };
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};

@@ -81,6 +81,7 @@ struct msv_config {
     int trust_store_log;            /* tests only: serve the log's leaves unchecked (dishonest) */
     char keydir_forge[300];         /* tests only: "HANDLE VERSION" put in the key directory only */
     char keydir_skip[300];          /* tests only: "HANDLE VERSION" its next version's number */
+    int refuse_prekey_claims;       /* tests only: every PrekeyClaim answered "slow down" */
 };
 
 /* Fills c with the defaults. */

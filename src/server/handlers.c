@@ -565,27 +565,21 @@ static void send_registered(struct msv_conn_state *c, uint64_t request_id, uint6
 
 /*
  * approved: 1 if no device of the account needs to approve it; by_password: AddDevice's.
- * fp: its first prekeys, stored before anyone is told of the device (a sender never finds a
- * device that says post-quantum listed without its bundle); if storing them fails, the device
- * publishes them at its first connection and senders refuse it until then.
+ * fp: its first prekeys, stored in the same transaction as the device, before anyone is told
+ * of it: a sender never finds a device that says post-quantum listed without its bundle.
  */
 static msv_err add_device(struct msv_server *s, uint64_t account, const char *handle,
                           const Msv__Wire__NewDevice *d, const struct first_prekeys *fp,
                           int approved, int by_password, uint64_t *device)
 {
     struct msv_device_rec rec = {0};
-    uint32_t left = 0;
-    int has_signed = 0;
-    msv_err err = STORE(s)->device_add(IMPL(s), account, d->suite, d->identity.data,
-                                       d->identity.len, d->push_token.data, d->push_token.len,
-                                       approved, msv_server_now_ms(s), device);
+    msv_err err = STORE(s)->device_add(
+        IMPL(s), account, d->suite, d->identity.data, d->identity.len, d->push_token.data,
+        d->push_token.len, approved, msv_server_now_ms(s), fp->present ? &fp->u : NULL, device);
 
     if (err != MSV_OK)
         return err;
     atomic_fetch_add(&s->m.devices_added, 1);
-    if (fp->present && STORE(s)->prekeys_put(IMPL(s), *device, &fp->u, ONE_TIME_PREKEYS_MAX, &left,
-                                             &has_signed) != MSV_OK)
-        msv_log(MSV_LOG_WARN, "first_prekeys_failed", "device=%llu", (unsigned long long)*device);
     rec.id = *device;
     rec.account_id = account;
     rec.suite = d->suite;
@@ -2465,8 +2459,8 @@ static void handle_prekey_upload(struct msv_conn_state *c, const msv_frame *f)
     struct msv_prekey_upload u;
     Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
     Msv__Wire__PrekeyState st = MSV__WIRE__PREKEY_STATE__INIT;
-    uint32_t left = 0, kem_left = 0;
-    int has_signed = 0, has_kem_last_resort = 0, code = E_IO;
+    uint32_t left = 0, kem_left = 0, signed_id = 0, kem_last_resort_id = 0;
+    int code = E_IO;
     const char *bad =
         kem == NULL ? "out of memory" : read_upload(f->prekey_upload, &u, one_time, &code);
     msv_err err;
@@ -2481,9 +2475,9 @@ static void handle_prekey_upload(struct msv_conn_state *c, const msv_frame *f)
     err = check_signed_prekey(s, c->device_id, &u);
     if (err == MSV_OK)
         err = STORE(s)->prekeys_put(IMPL(s), c->device_id, &u, ONE_TIME_PREKEYS_MAX, &left,
-                                    &has_signed);
+                                    &signed_id);
     if (err == MSV_OK)
-        err = STORE(s)->kem_prekey_state(IMPL(s), c->device_id, &kem_left, &has_kem_last_resort);
+        err = STORE(s)->kem_prekey_state(IMPL(s), c->device_id, &kem_left, &kem_last_resort_id);
     free(kem);
     if (err == MSV_ERR_UNSUPPORTED)
         msv_conn_send_error(c, f->request_id, E_INVALID,
@@ -2499,9 +2493,11 @@ static void handle_prekey_upload(struct msv_conn_state *c, const msv_frame *f)
     if (err != MSV_OK)
         return;
     st.one_time_left = left;
-    st.has_signed = has_signed != 0;
+    st.has_signed = signed_id != 0;
+    st.signed_id = signed_id;
     st.kem_one_time_left = kem_left;
-    st.has_kem_last_resort = has_kem_last_resort != 0;
+    st.has_kem_last_resort = kem_last_resort_id != 0;
+    st.kem_last_resort_id = kem_last_resort_id;
     out.request_id = f->request_id;
     out.body_case = MSV__WIRE__FRAME__BODY_PREKEY_STATE;
     out.prekey_state = &st;
@@ -2621,7 +2617,8 @@ static void handle_prekey_claim(struct msv_conn_state *c, const msv_frame *f)
                             "a device is named more than once in the claim");
         return;
     }
-    if (!msv_server_take_token(s, MSV_LIMIT_LOOKUP, c->account_id, (double)n)) {
+    if (s->cfg.refuse_prekey_claims ||
+        !msv_server_take_token(s, MSV_LIMIT_LOOKUP, c->account_id, (double)n)) {
         msv_conn_send_error(c, f->request_id, E_RATE, "too many prekey claims; slow down");
         return;
     }

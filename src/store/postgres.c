@@ -1584,7 +1584,7 @@ static msv_err devices_of_account(struct pg_conn *c, uint64_t account_id,
 /* ---- prekeys and delivery tokens ---------------------------------------------------------- */
 
 static msv_err kem_prekey_state(struct pg_conn *c, uint64_t device_id, uint32_t *left,
-                                int *has_last_resort)
+                                uint32_t *last_resort_id)
 {
     struct args a = {0};
     PGresult *r = NULL;
@@ -1593,13 +1593,13 @@ static msv_err kem_prekey_state(struct pg_conn *c, uint64_t device_id, uint32_t 
     a_i64(&a, (int64_t)device_id);
     err = query(c,
                 "SELECT (SELECT COUNT(*) FROM kem_prekeys WHERE device_id = $1 AND"
-                " last_resort = 0), EXISTS (SELECT 1 FROM kem_prekeys WHERE device_id = $1"
-                " AND last_resort = 1)::int;",
+                " last_resort = 0), COALESCE((SELECT key_id FROM kem_prekeys WHERE"
+                " device_id = $1 AND last_resort = 1), 0);",
                 &a, &r);
     if (err != MSV_OK)
         return err;
     *left = (uint32_t)col_i64(r, 0, 0);
-    *has_last_resort = (int)col_i64(r, 0, 1);
+    *last_resort_id = (uint32_t)col_i64(r, 0, 1);
     PQclear(r);
     return MSV_OK;
 }
@@ -1630,8 +1630,7 @@ static msv_err kem_prekeys_put(struct pg_conn *c, uint64_t device_id,
                                const struct msv_prekey_upload *u, size_t max_one_time)
 {
     struct args a = {0};
-    uint32_t left = 0;
-    int has_last_resort = 0;
+    uint32_t left = 0, last_resort_id = 0;
     msv_err err = MSV_OK;
 
     a_i64(&a, (int64_t)device_id);
@@ -1642,12 +1641,12 @@ static msv_err kem_prekeys_put(struct pg_conn *c, uint64_t device_id,
     for (size_t i = 0; err == MSV_OK && i < u->n_kem_one_time; i++)
         err = kem_prekey_insert(c, device_id, &u->kem_one_time[i], 0);
     if (err == MSV_OK)
-        err = kem_prekey_state(c, device_id, &left, &has_last_resort);
+        err = kem_prekey_state(c, device_id, &left, &last_resort_id);
     return err == MSV_OK && left > max_one_time ? MSV_ERR_TOO_BIG : err;
 }
 
 static msv_err prekeys_put(struct pg_conn *c, uint64_t device_id, const struct msv_prekey_upload *u,
-                           size_t max_one_time, uint32_t *left, int *has_signed)
+                           size_t max_one_time, uint32_t *left, uint32_t *signed_id)
 {
     struct args a = {0};
     PGresult *r = NULL;
@@ -1687,12 +1686,12 @@ static msv_err prekeys_put(struct pg_conn *c, uint64_t device_id, const struct m
     if (err == MSV_OK)
         err = query(c,
                     "SELECT (SELECT COUNT(*) FROM one_time_prekeys WHERE device_id = $1),"
-                    " EXISTS (SELECT 1 FROM signed_prekeys WHERE device_id = $1);",
+                    " COALESCE((SELECT key_id FROM signed_prekeys WHERE device_id = $1), 0);",
                     &a, &r);
     if (err != MSV_OK)
         return err;
     *left = (uint32_t)col_i64(r, 0, 0);
-    *has_signed = (int)col_i64(r, 0, 1);
+    *signed_id = (uint32_t)col_i64(r, 0, 1);
     PQclear(r);
     return *left > max_one_time ? MSV_ERR_TOO_BIG : MSV_OK; /* the transaction rolls back */
 }
@@ -2508,13 +2507,29 @@ static msv_err p_code_take(void *impl, const char *handle, const uint8_t hash[32
     return err == MSV_OK ? result : err;
 }
 
+/* A device and its first prekeys, in one transaction (sqlite.c device_add_logged). */
+static msv_err device_add_with_prekeys(struct pg_conn *c, uint64_t account_id, uint32_t suite,
+                                       const uint8_t *identity, size_t identity_len,
+                                       const uint8_t *push_token, size_t push_token_len,
+                                       int approved, int64_t now_ms,
+                                       const struct msv_prekey_upload *first, uint64_t *device_id)
+{
+    uint32_t left = 0, signed_id = 0;
+    msv_err err = device_add(c, account_id, suite, identity, identity_len, push_token,
+                             push_token_len, approved, now_ms, device_id);
+
+    if (err == MSV_OK && first != NULL)
+        err = prekeys_put(c, *device_id, first, SIZE_MAX, &left, &signed_id);
+    return err;
+}
+
 static msv_err p_device_add(void *impl, uint64_t account_id, uint32_t suite,
                             const uint8_t *identity, size_t identity_len, const uint8_t *push_token,
                             size_t push_token_len, int approved, int64_t now_ms,
-                            uint64_t *device_id)
+                            const struct msv_prekey_upload *first, uint64_t *device_id)
 {
-    TRANSACTION(device_add(c_, account_id, suite, identity, identity_len, push_token,
-                           push_token_len, approved, now_ms, device_id));
+    TRANSACTION(device_add_with_prekeys(c_, account_id, suite, identity, identity_len, push_token,
+                                        push_token_len, approved, now_ms, first, device_id));
 }
 
 static msv_err p_device_approve(void *impl, uint64_t account_id, uint64_t device_id)
@@ -2687,9 +2702,9 @@ static msv_err p_kt_append(void *impl, uint64_t index, const uint8_t *leaf, size
 }
 
 static msv_err p_prekeys_put(void *impl, uint64_t device_id, const struct msv_prekey_upload *u,
-                             size_t max_one_time, uint32_t *left, int *has_signed)
+                             size_t max_one_time, uint32_t *left, uint32_t *signed_id)
 {
-    TRANSACTION(prekeys_put(c_, device_id, u, max_one_time, left, has_signed));
+    TRANSACTION(prekeys_put(c_, device_id, u, max_one_time, left, signed_id));
 }
 
 static msv_err p_prekey_claim(void *impl, uint64_t device_id, int one_time,
@@ -2699,9 +2714,9 @@ static msv_err p_prekey_claim(void *impl, uint64_t device_id, int one_time,
 }
 
 static msv_err p_kem_prekey_state(void *impl, uint64_t device_id, uint32_t *left,
-                                  int *has_last_resort)
+                                  uint32_t *last_resort_id)
 {
-    TRANSACTION(kem_prekey_state(c_, device_id, left, has_last_resort));
+    TRANSACTION(kem_prekey_state(c_, device_id, left, last_resort_id));
 }
 
 static msv_err p_delivery_token_set(void *impl, uint64_t device_id, const uint8_t hash[32])

@@ -852,9 +852,9 @@ static msv_err device_remove_locked(struct sqlite_store *s, uint64_t account_id,
 
 /* ---- prekeys and delivery tokens ---------------------------------------------------------- */
 
-/* A count and a flag about device_id (?1) that sql selects. */
+/* A count and a key id (0: none) about device_id (?1) that sql selects. */
 static msv_err count_and_flag(struct sqlite_store *s, const char *sql, uint64_t device_id,
-                              uint32_t *count, int *flag)
+                              uint32_t *count, uint32_t *flag)
 {
     sqlite3_stmt *st = NULL;
     msv_err err = prepare(s, sql, &st);
@@ -864,7 +864,7 @@ static msv_err count_and_flag(struct sqlite_store *s, const char *sql, uint64_t 
     sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
     if (sqlite3_step(st) == SQLITE_ROW) {
         *count = (uint32_t)sqlite3_column_int64(st, 0);
-        *flag = sqlite3_column_int(st, 1);
+        *flag = (uint32_t)sqlite3_column_int64(st, 1);
     } else {
         err = msv_sql_err(sqlite3_errcode(s->db));
     }
@@ -873,22 +873,22 @@ static msv_err count_and_flag(struct sqlite_store *s, const char *sql, uint64_t 
 }
 
 static msv_err prekey_state(struct sqlite_store *s, uint64_t device_id, uint32_t *left,
-                            int *has_signed)
+                            uint32_t *signed_id)
 {
     return count_and_flag(s,
                           "SELECT (SELECT COUNT(*) FROM one_time_prekeys WHERE device_id = ?1),"
-                          " EXISTS (SELECT 1 FROM signed_prekeys WHERE device_id = ?1);",
-                          device_id, left, has_signed);
+                          " COALESCE((SELECT key_id FROM signed_prekeys WHERE device_id = ?1), 0);",
+                          device_id, left, signed_id);
 }
 
 static msv_err kem_prekey_state_locked(struct sqlite_store *s, uint64_t device_id, uint32_t *left,
-                                       int *has_last_resort)
+                                       uint32_t *last_resort_id)
 {
     return count_and_flag(s,
                           "SELECT (SELECT COUNT(*) FROM kem_prekeys WHERE device_id = ?1"
-                          " AND last_resort = 0), EXISTS (SELECT 1 FROM kem_prekeys"
-                          " WHERE device_id = ?1 AND last_resort = 1);",
-                          device_id, left, has_last_resort);
+                          " AND last_resort = 0), COALESCE((SELECT key_id FROM kem_prekeys"
+                          " WHERE device_id = ?1 AND last_resort = 1), 0);",
+                          device_id, left, last_resort_id);
 }
 
 /* One KEM prekey row (a last-resort one replaces the device's). */
@@ -925,8 +925,7 @@ static msv_err kem_prekeys_put_locked(struct sqlite_store *s, uint64_t device_id
                                       const struct msv_prekey_upload *u, size_t max_one_time)
 {
     sqlite3_stmt *st = NULL;
-    uint32_t left = 0;
-    int has_last_resort = 0;
+    uint32_t left = 0, last_resort_id = 0;
     msv_err err = MSV_OK;
 
     if (u->replace_one_time) {
@@ -941,13 +940,13 @@ static msv_err kem_prekeys_put_locked(struct sqlite_store *s, uint64_t device_id
     for (size_t i = 0; err == MSV_OK && i < u->n_kem_one_time; i++)
         err = kem_prekey_insert(s, device_id, &u->kem_one_time[i], 0);
     if (err == MSV_OK)
-        err = kem_prekey_state_locked(s, device_id, &left, &has_last_resort);
+        err = kem_prekey_state_locked(s, device_id, &left, &last_resort_id);
     return err == MSV_OK && left > max_one_time ? MSV_ERR_TOO_BIG : err;
 }
 
 static msv_err prekeys_put_locked(struct sqlite_store *s, uint64_t device_id,
                                   const struct msv_prekey_upload *u, size_t max_one_time,
-                                  uint32_t *left, int *has_signed)
+                                  uint32_t *left, uint32_t *signed_id)
 {
     sqlite3_stmt *st = NULL;
     msv_err err = MSV_OK;
@@ -987,7 +986,7 @@ static msv_err prekeys_put_locked(struct sqlite_store *s, uint64_t device_id,
     if (err == MSV_OK)
         err = kem_prekeys_put_locked(s, device_id, u, max_one_time);
     if (err == MSV_OK)
-        err = prekey_state(s, device_id, left, has_signed);
+        err = prekey_state(s, device_id, left, signed_id);
     if (err == MSV_OK && *left > max_one_time)
         err = MSV_ERR_TOO_BIG; /* the transaction rolls back */
     return err;
@@ -2111,10 +2110,17 @@ static msv_err l_code_take(void *impl, const char *handle, const uint8_t hash[32
 static msv_err device_add_logged(void *impl, uint64_t account_id, uint32_t suite,
                                  const uint8_t *identity, size_t identity_len,
                                  const uint8_t *push_token, size_t push_token_len, int approved,
-                                 int64_t now_ms, uint64_t *device_id)
+                                 int64_t now_ms, const struct msv_prekey_upload *first,
+                                 uint64_t *device_id)
 {
+    uint32_t left = 0, signed_id = 0;
     msv_err err = device_add(impl, account_id, suite, identity, identity_len, push_token,
                              push_token_len, approved, now_ms, device_id);
+
+    /* listed with its prekeys or not at all: a crash between would leave a post-quantum
+     * device that senders refuse until it connects */
+    if (err == MSV_OK && first != NULL)
+        err = prekeys_put_locked(impl, *device_id, first, SIZE_MAX, &left, &signed_id);
 
     /* a pending device is not in the directory, so not in the log, until approved */
     return err == MSV_OK && approved ? kt_append_locked(impl, account_id, now_ms) : err;
@@ -2164,16 +2170,16 @@ static msv_err prekey_and_kem_claim_locked(struct sqlite_store *s, uint64_t devi
 }
 
 static msv_err l_kem_prekey_state(void *impl, uint64_t device_id, uint32_t *left,
-                                  int *has_last_resort)
+                                  uint32_t *last_resort_id)
 {
     /* under the store's lock, as every other operation: the workers share one connection */
-    LOCKED(kem_prekey_state_locked(impl, device_id, left, has_last_resort));
+    LOCKED(kem_prekey_state_locked(impl, device_id, left, last_resort_id));
 }
 
 static msv_err l_prekeys_put(void *impl, uint64_t device_id, const struct msv_prekey_upload *u,
-                             size_t max_one_time, uint32_t *left, int *has_signed)
+                             size_t max_one_time, uint32_t *left, uint32_t *signed_id)
 {
-    TRANSACTION(prekeys_put_locked(impl, device_id, u, max_one_time, left, has_signed));
+    TRANSACTION(prekeys_put_locked(impl, device_id, u, max_one_time, left, signed_id));
 }
 
 static msv_err l_prekey_claim(void *impl, uint64_t device_id, int one_time,
@@ -2195,10 +2201,10 @@ static msv_err l_delivery_token_check(void *impl, uint64_t account_id, const uin
 static msv_err l_device_add(void *impl, uint64_t account_id, uint32_t suite,
                             const uint8_t *identity, size_t identity_len, const uint8_t *push_token,
                             size_t push_token_len, int approved, int64_t now_ms,
-                            uint64_t *device_id)
+                            const struct msv_prekey_upload *first, uint64_t *device_id)
 {
     TRANSACTION(device_add_logged(impl, account_id, suite, identity, identity_len, push_token,
-                                  push_token_len, approved, now_ms, device_id));
+                                  push_token_len, approved, now_ms, first, device_id));
 }
 
 static msv_err l_device_approve(void *impl, uint64_t account_id, uint64_t device_id)

@@ -307,9 +307,11 @@ struct msv_store_ops {
      * approved device, approving, removing) appends that set to the
      * transparency log in the same transaction
      */
+    /* first (may be NULL): the device's first prekeys, stored in the same transaction */
     msv_err (*device_add)(void *impl, uint64_t account_id, uint32_t suite, const uint8_t *identity,
                           size_t identity_len, const uint8_t *push_token, size_t push_token_len,
-                          int approved, int64_t now_ms, uint64_t *device_id);
+                          int approved, int64_t now_ms, const struct msv_prekey_upload *first,
+                          uint64_t *device_id);
     /* Approves a pending device of account_id; MSV_ERR_NOT_FOUND if there is none. */
     msv_err (*device_approve)(void *impl, uint64_t account_id, uint64_t device_id);
     /* Removes a device of account_id and drops its queue; MSV_ERR_NOT_FOUND otherwise. */
@@ -386,10 +388,11 @@ struct msv_store_ops {
      * both kinds whose ids are new, after dropping those the device has if
      * replace_one_time; MSV_ERR_TOO_BIG, changing nothing, if the device would
      * then hold more than max_one_time of either kind.
-     * *left and *has_signed describe the device afterwards.
+     * *left and *signed_id (the id of its signed prekey, 0 if none) describe the device
+     * afterwards.
      */
     msv_err (*prekeys_put)(void *impl, uint64_t device_id, const struct msv_prekey_upload *u,
-                           size_t max_one_time, uint32_t *left, int *has_signed);
+                           size_t max_one_time, uint32_t *left, uint32_t *signed_id);
     /*
      * The signed prekey and, if one_time, one one-time prekey, which is deleted,
      * and one one-time KEM prekey, deleted too (else the last-resort one), all
@@ -398,9 +401,9 @@ struct msv_store_ops {
      */
     msv_err (*prekey_claim)(void *impl, uint64_t device_id, int one_time,
                             struct msv_prekey_claimed *out);
-    /* The device's one-time KEM prekeys left and whether it has a last-resort one. */
+    /* The device's one-time KEM prekeys left and the id of its last-resort one (0: none). */
     msv_err (*kem_prekey_state)(void *impl, uint64_t device_id, uint32_t *left,
-                                int *has_last_resort);
+                                uint32_t *last_resort_id);
     /* Sealed sender: the SHA-256 of a device's delivery token, and the check of one. */
     msv_err (*delivery_token_set)(void *impl, uint64_t device_id, const uint8_t hash[32]);
     /* MSV_OK if an approved device of account_id registered this token; MSV_ERR_AUTH otherwise. */

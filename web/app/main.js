@@ -853,6 +853,8 @@ rpc.on("connection", (ev) => showConn(ev.state === "online", ev.error));
 rpc.on("alarm", (ev) => banner("alarm", "alarm-" + ev.warning, "\u26A0 Transparency alarm: " + ev.warning,
   [["Devices", () => devicesDialog()]]));
 
+rpc.on("unopened", (ev) => banner("alarm", "unopened", "\u26A0 " + ev.warning));
+
 rpc.on("unreachable", (ev) => banner("alarm", "unreach-" + ev.handle + "-" + ev.device_id,
   "\u26A0 " + nameOf(ev.handle) + "'s device " + ev.device_id + " cannot be reached: it speaks no suite this device speaks (" +
   (ev.suites || []).join(", ") + ")."));
