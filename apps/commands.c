@@ -137,8 +137,10 @@ static const struct {
      "written to sees it from, from then on (the one used with them before otherwise, or the "
      "account's own)."},
     {"receive", "receive [--wait SECONDS]",
-     "Prints messages that arrived, until none comes for SECONDS (default 2). Received files "
-     "are checked against their hash and saved in the account's attachments/ directory."},
+     "Prints the messages waiting at the server and returns once the server says all of them "
+     "came (or after 2 seconds without one, from a server that does not say). With --wait, "
+     "goes on until none comes for SECONDS. Received files are checked against their hash and "
+     "saved in the account's attachments/ directory."},
     {"history",
      "history [CONVERSATION | --group NAME] [--search WORDS] [--limit N] [--before MESSAGE_ID]",
      "Prints stored messages, oldest first; --search is a full-text query. With --before, "
@@ -1673,6 +1675,8 @@ static int cmd_receive(const struct cli *o, struct msv_client *c)
 
     if (o->argc != 0)
         return cli_usage("receive", cli_err);
+    /* without --wait: what is queued, as soon as the server says it all came */
+    c->receive_until_synced = !o->wait_given;
     err = msv_client_receive(c, (int)(o->wait_s * 1000), cli_print_incoming, (void *)o, &n);
     /* then the log: the notices just received say which new devices are this account's */
     if (err == MSV_OK) {
@@ -3354,6 +3358,7 @@ int cli_parse_args(int argc, char **argv, struct cli *o, const char **command)
         case 'w':
             errno = 0;
             o->wait_s = strtod(optarg, &end);
+            o->wait_given = 1;
             if (errno != 0 || *end != '\0' || o->wait_s < 0 || o->wait_s > 86400) {
                 fprintf(cli_err, "missive: --wait takes seconds from 0 to 86400\n");
                 return EXIT_USAGE;

@@ -42,6 +42,7 @@ struct cli {
     const char *from;          /* send --from HANDLE */
     struct msv_client *client; /* the open account while a command runs (names of senders) */
     double wait_s;
+    int wait_given; /* --wait was on the command line */
     long limit;
     int argc;
     char **argv; /* the command's operands */

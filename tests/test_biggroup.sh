@@ -31,7 +31,7 @@ grep -Eq "^missive: sent to [0-9]+ of 81 recipients$" err.txt && ok ||
     bad "progress on stderr: $(cat err.txt)"
 [ "$(grep -c "recipients$" err.txt)" -ge 1 ] && ok || bad "split sends: $(cat err.txt)"
 for who in m01 m40 m80; do
-    expect 0 "$who gets it" -- as $who receive --wait 1
+    expect 0 "$who gets it" -- as $who receive
     [ "$(grep -c "a long line of text to many people" out.txt)" -eq 1 ] && ok ||
         bad "$who got it once: $(head -c 300 out.txt)"
 done
@@ -51,6 +51,6 @@ grep -q 'sent to [0-9]* of 78 recipients' rpc.txt && ok ||
 daemon_schema_ok 2 rpc.txt && ok || bad "schema 2 answers"
 kill -TERM "$daemon" && wait "$daemon"
 daemon=
-expect 0 "m77 gets the daemon's message" -- as m77 receive --wait 1
+expect 0 "m77 gets the daemon's message" -- as m77 receive
 grep -q "again: a long line" out.txt && ok || bad "m77: $(head -c 300 out.txt)"
 finish

@@ -81,13 +81,13 @@ wait "$bob" "$carol" 2>/dev/null
 
 # dave is offline: his message waits in PostgreSQL, and he reads it from node C
 expect 0 "alice writes to dave, offline" -- as alice send dave@example.org --text "waiting for you"
-expect 0 "dave reads it through node C" -- "$M" --data-dir dev-dave --account dave@example.org receive --wait 1
+expect 0 "dave reads it through node C" -- "$M" --data-dir dev-dave --account dave@example.org receive
 grep -q "waiting for you" out.txt && ok || bad "dave's queued message: $(cat out.txt)"
 
 # an attachment uploaded through node A is fetched through node C (shared_dir/blobs)
 head -c 200000 /dev/urandom > photo.jpg
 expect 0 "alice sends a file through node A" -- as alice send carol@example.org --text "photo" --file photo.jpg
-expect 0 "carol fetches it through node C" -- as carol receive --wait 1
+expect 0 "carol fetches it through node C" -- as carol receive
 saved=$(sed -n 's/.*\[file: \(.*\) (200000 bytes)\].*/\1/p' out.txt)
 [ -n "$saved" ] && cmp -s photo.jpg "$saved" && ok || bad "file across nodes: $(cat out.txt) $(cat err.txt)"
 [ -n "$(ls shared/blobs 2>/dev/null)" ] && [ ! -e node-A/blobs ] && ok || bad "attachments not in the shared directory"
@@ -97,7 +97,7 @@ expect 0 "bob links a second device through node A" -- "$M" --data-dir dev-bob2 
 new=$(sed -n 's/.*this is device \([0-9]*\).*/\1/p' out.txt)
 expect 0 "bob approves it through node B" -- as bob devices approve "$new"
 expect 0 "carol writes to bob from node C" -- as carol send bob@example.org --text "to both of bob"
-expect 0 "bob's second device reads it" -- "$M" --data-dir dev-bob2 --account bob@example.org receive --wait 1
+expect 0 "bob's second device reads it" -- "$M" --data-dir dev-bob2 --account bob@example.org receive
 grep -q "to both of bob" out.txt && ok || bad "bob's new device missed it: $(cat out.txt) $(cat err.txt)"
 
 # the wrong-code allowance of one handle from one address (code_guesses_per_address, 5) is
@@ -138,8 +138,8 @@ reload() {
 # the two devices first settle what they sync (the new device's snapshot and its own
 # changes), so that the budget below holds messages only
 for _ in 1 2; do
-    as gina receive --wait 1 >/dev/null 2>&1
-    "$M" --data-dir dev-gina2 --account gina@example.org receive --wait 1 >/dev/null 2>&1
+    as gina receive --wait 2 >/dev/null 2>&1
+    "$M" --data-dir dev-gina2 --account gina@example.org receive --wait 2 >/dev/null 2>&1
 done
 for n in A B; do reload "$n" "$(printf '[relay]\nsend_rate = 0.01\nsend_burst = 4')"; done
 expect 0 "gina sends through node A" -- as gina send carol@example.org --text "gina 1"
@@ -170,7 +170,7 @@ for i in 1 2 3; do
     expect 0 "alice sends $i while node B is down" -- as alice send bob@example.org --text "while B was down $i"
 done
 wait "$bob" 2>/dev/null
-expect 0 "bob reads through another node" -- as bob receive --wait 1
+expect 0 "bob reads through another node" -- as bob receive
 for i in 1 2 3; do
     grep -q "while B was down $i" out.txt bob.out && ok || bad "message $i lost with node B: $(cat out.txt)"
 done

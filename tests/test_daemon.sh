@@ -53,9 +53,9 @@ grep -q "already owned by a missive daemon or chat (pid $daemon)" err.txt && ok 
 # the plain commands go through the daemon
 expect 0 "alice writes to bob" -- as alice send bob@example.org --text "hello bob"
 sleep 0.5
-expect 0 "bob's receive runs in the daemon" -- as bob receive --wait 1
+expect 0 "bob's receive runs in the daemon" -- as bob receive
 grep -q "alice@example.org: hello bob" out.txt && ok || bad "receive through the daemon: $(cat out.txt)"
-expect 0 "and a second receive finds nothing new" -- as bob receive --wait 0.3
+expect 0 "and a second receive finds nothing new" -- as bob receive
 [ ! -s out.txt ] && ok || bad "received twice: $(cat out.txt)"
 expect 0 "contacts add, through the daemon" -- as bob contacts add al alice@example.org
 expect 0 "contacts, as JSON" -- as bob -o json contacts
@@ -65,12 +65,12 @@ grep -q "adding the contact: already exists" err.txt && ok || bad "error through
 expect 2 "a usage error too" -- as bob devices approve nonsense
 grep -q "usage: missive devices" err.txt && ok || bad "usage through the daemon: $(cat err.txt)"
 echo "text from standard input" | as bob send al >out.txt 2>err.txt && ok || bad "send with the text on standard input: $(cat err.txt)"
-expect 0 "alice gets it" -- as alice receive --wait 1
+expect 0 "alice gets it" -- as alice receive
 grep -q "bob@example.org: text from standard input" out.txt && ok || bad "alice: $(cat out.txt)"
 head -c 5000 /dev/urandom >pic.bin
 mkdir -p elsewhere
 (cd elsewhere && "$M" --data-dir ../dev-bob send al --file ../pic.bin >../out.txt 2>../err.txt) && ok || bad "a relative --file from another directory: $(cat err.txt)"
-expect 0 "alice gets the file" -- as alice receive --wait 1
+expect 0 "alice gets the file" -- as alice receive
 saved=$(sed -n 's/.*\[file: \(.*\) (5000 bytes)\].*/\1/p' out.txt)
 [ -n "$saved" ] && cmp -s pic.bin "$saved" && ok || bad "the file: $(cat out.txt)"
 expect 0 "history through the daemon" -- as bob -o json history alice@example.org
@@ -139,7 +139,7 @@ sleep 0.5
 as alice typing bob@example.org >/dev/null 2>&1
 as alice send bob@example.org --text 'a "quoted" é message' >/dev/null 2>&1
 as bob send al --text "will you read this" >/dev/null 2>&1
-as alice receive --wait 0.5 >/dev/null 2>&1
+as alice receive >/dev/null 2>&1
 as alice read bob@example.org >/dev/null 2>&1
 wait "$sub" "$recv"
 grep -v '"id":1' events.txt >out.txt
@@ -185,7 +185,7 @@ rpc '{"jsonrpc":"2.0","id":1,"method":"status"}' >out.txt
 [ "$(field 'r["result"]["online"]')" = False ] && [ -n "$(field 'r["result"]["last_error"]')" ] && ok || bad "status while down: $(cat out.txt)"
 start_missived || bad "missived restarted"
 wait "$sub"
-expect 0 "alice gets what waited in bob's outbox" -- as alice receive --wait 1
+expect 0 "alice gets what waited in bob's outbox" -- as alice receive
 grep -q "bob@example.org: while the server was down" out.txt && ok || bad "outbox after reconnecting: $(cat out.txt)"
 tee -a wire.jsonl <conn.txt | grep -v '"id":1' >out.txt
 [ "$(field 'r["params"].get("state")' | grep -v None | tr '\n' ' ')" = "offline online " ] && ok || bad "connection events: $(cat out.txt)"
@@ -199,10 +199,10 @@ rpc '{"jsonrpc":"2.0","id":3,"method":"send","params":{"group":"dinner","text":"
 id=$(python3 -c 'import json,sys; print(json.load(open("out.txt"))["items"][0]["message_id"])')
 rpc "{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"edit\",\"params\":{\"args\":[\"$id\"],\"text\":\"table for four\"}}" | result >out.txt
 grep -q '"stderr": ""' out.txt && ok || bad "edit: $(cat out.txt)"
-expect 0 "carol gets the group message and its edit" -- as carol receive --wait 1
+expect 0 "carol gets the group message and its edit" -- as carol receive
 grep -q "table for three" out.txt && grep -q "bob@example.org edited a message: table for four" out.txt && ok || bad "group and edit: $(cat out.txt)"
 rpc '{"jsonrpc":"2.0","id":4,"method":"typing","params":{"group":"dinner"}}' | result >out.txt
-expect 0 "carol sees bob typing in the group" -- as carol -o json receive --wait 1
+expect 0 "carol sees bob typing in the group" -- as carol -o json receive
 grep -q '"notice":"bob@example.org is typing in dinner"' out.txt && ok || bad "group typing: $(cat out.txt)"
 rpc "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"unsend\",\"params\":{\"args\":[\"$id\"]}}" | result >out.txt
 rpc '{"jsonrpc":"2.0","id":6,"method":"history","params":{"group":"dinner"}}' | result >out.txt
@@ -267,7 +267,7 @@ printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"status"}' \
 [ $? -eq 0 ] && ok || bad "stdio daemon's exit: $(cat err.txt)"
 cat out.txt >>wire.jsonl
 [ "$(field 'r["id"]' | tr '\n' ' ')" = "1 2 " ] && [ "$(sed -n 2p out.txt | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["items"][0]["message_id"] != "")')" = True ] && ok || bad "stdio answers: $(cat out.txt)"
-expect 0 "bob gets what carol sent over stdio" -- as bob receive --wait 1
+expect 0 "bob gets what carol sent over stdio" -- as bob receive
 grep -q "carol@example.org: over stdio" out.txt && ok || bad "stdio send: $(cat out.txt)"
 expect 2 "daemon takes no operands" -- as bob daemon extra
 

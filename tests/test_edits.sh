@@ -25,23 +25,23 @@ register_people alice bob carol
 # alice's laptop, a second device of hers
 expect 0 "link alice's laptop" -- "$M" --data-dir dev-alice-laptop link alice@example.org --server "$server"
 laptop=$(sed -n 's/.*this is device \([0-9]*\).*/\1/p' out.txt)
-expect 0 "alice's phone hears of it" -- as alice receive --wait 1
+expect 0 "alice's phone hears of it" -- as alice receive
 expect 0 "approve the laptop" -- as alice devices approve "$laptop"
-expect 0 "the laptop connects" -- on laptop receive --wait 0.5
+expect 0 "the laptop connects" -- on laptop receive
 
 expect 0 "alice writes" -- as alice send bob@example.org --text "lunch at noon?"
 id=$(sed -n 's/^sent \([0-9a-f]*\)$/\1/p' out.txt)
-expect 0 "bob receives" -- as bob receive --wait 1
-expect 0 "the laptop gets alice's copy" -- on laptop receive --wait 1
+expect 0 "bob receives" -- as bob receive
+expect 0 "the laptop gets alice's copy" -- on laptop receive
 expect 0 "edit 1, from the phone" -- as alice edit "$id" --text "lunch at one?"
-expect 0 "the laptop takes the phone's edit" -- on laptop receive --wait 1
+expect 0 "the laptop takes the phone's edit" -- on laptop receive
 expect 0 "edit 2, from the laptop" -- on laptop edit "$id" --text "lunch at two?"
-expect 0 "the phone takes the laptop's edit" -- as alice receive --wait 1
+expect 0 "the phone takes the laptop's edit" -- as alice receive
 expect 0 "edit 3, from the phone" -- as alice edit "$id" --text "lunch at half past two?"
-expect 0 "bob gets all three" -- as bob receive --wait 1
+expect 0 "bob gets all three" -- as bob receive
 grep -q "alice@example.org edited a message: lunch at half past two?" out.txt && ok || bad "edit notices: $(cat out.txt)"
 for who in bob alice laptop; do
-    [ "$who" = laptop ] && expect 0 "the laptop catches up" -- on laptop receive --wait 1
+    [ "$who" = laptop ] && expect 0 "the laptop catches up" -- on laptop receive
     expect 0 "$who's versions" -- on "$who" -o json edits "$id"
     [ "$(field 'r["edit_number"], [(e["edit_number"], e["text"]) for e in r["edits"]]')" = \
         "(3, [(0, 'lunch at noon?'), (1, 'lunch at one?'), (2, 'lunch at two?'), (3, 'lunch at half past two?')])" ] &&
@@ -74,8 +74,8 @@ expect 2 "a window of something else" -- as alice windows reply 1h
 
 # an unsend wins: text and versions go on every device; a later edit is refused
 expect 0 "alice unsends" -- as alice unsend "$id"
-expect 0 "bob gets the unsend" -- as bob receive --wait 1
-expect 0 "the laptop gets the unsend" -- on laptop receive --wait 1
+expect 0 "bob gets the unsend" -- as bob receive
+expect 0 "the laptop gets the unsend" -- on laptop receive
 for who in bob laptop; do
     expect 0 "$who's versions after the unsend" -- on "$who" -o json edits "$id"
     [ "$(field 'r["status"], r["text"], "edits" in r')" = "('unsent', '', False)" ] && ok ||
@@ -89,7 +89,7 @@ grep -q "unsent already" err.txt && ok || bad "edit after unsend: $(cat err.txt)
 # conversations: pinned first, archived left out, muted marked; a new message brings an
 # archived conversation back unless it is muted
 expect 0 "carol writes to bob" -- as carol send bob@example.org --text "hi bob"
-expect 0 "bob receives" -- as bob receive --wait 1
+expect 0 "bob receives" -- as bob receive
 expect 0 "bob's conversations" -- as bob -o json conversations
 [ "$(field 'r["conversation"], r["pinned"], r["archived"], r["muted"]' | tr '\n' ' ')" = \
     "('carol@example.org', False, False, False) ('alice@example.org', False, False, False) " ] &&
@@ -104,7 +104,7 @@ expect 0 "the list with archived ones" -- as bob -o json conversations list --ar
     "('alice@example.org', True, False) ('carol@example.org', False, True) " ] &&
     ok || bad "--archived: $(cat out.txt)"
 expect 0 "carol writes again" -- as carol send bob@example.org --text "still there?"
-expect 0 "bob receives" -- as bob receive --wait 1
+expect 0 "bob receives" -- as bob receive
 grep -q "notice: carol@example.org is no longer archived" out.txt && ok || bad "unarchived notice: $(cat out.txt)"
 expect 0 "the list" -- as bob -o json conversations
 [ "$(field 'r["conversation"], r["archived"]' | tr '\n' ' ')" = \
@@ -112,7 +112,7 @@ expect 0 "the list" -- as bob -o json conversations
 expect 0 "bob mutes carol for an hour" -- as bob conversations mute carol@example.org 1h
 expect 0 "and archives her" -- as bob conversations archive carol@example.org
 expect 0 "carol writes a third time" -- as carol send bob@example.org --text "hello?"
-expect 0 "bob receives, muted" -- as bob receive --wait 1
+expect 0 "bob receives, muted" -- as bob receive
 grep -q "carol@example.org: hello?" out.txt && ! grep -q "no longer archived" out.txt && ok ||
     bad "a muted, archived conversation's message: $(cat out.txt)"
 expect 0 "the list" -- as bob -o json conversations list --archived

@@ -41,7 +41,7 @@ hex=${club#group:}
 expect 0 "alice's groups as JSON" -- as alice -o json groups
 grep -q '"name":"club",.*"admins":"alice@example.org"' out.txt && ok || bad "admins in JSON: $(cat out.txt)"
 for who in bob carol; do
-    expect 0 "$who learns of club" -- as $who receive --wait 1
+    expect 0 "$who learns of club" -- as $who receive
     grep -q "alice@example.org created the group; group \"club\"" out.txt && ok || bad "$who's creation text: $(cat out.txt)"
     expect 0 "$who accepts" -- as $who groups accept "$club"
 done
@@ -53,29 +53,29 @@ expect 3 "bob may not remove carol" -- as bob groups remove club $C
 grep -q "you are not an admin of club" err.txt && ok || bad "not an admin: $(cat err.txt)"
 expect 3 "nor promote himself" -- as bob groups promote club $B
 expect 0 "alice promotes bob" -- as alice groups promote club $B
-expect 0 "bob is told" -- as bob receive --wait 1
+expect 0 "bob is told" -- as bob receive
 grep -q "alice@example.org changed the group: promoted bob@example.org" out.txt && ok || bad "promotion text: $(cat out.txt)"
 expect 0 "bob, admin, adds dave" -- as bob groups add club $E
 for who in alice carol; do
-    expect 0 "$who hears of dave" -- as $who receive --wait 1
+    expect 0 "$who hears of dave" -- as $who receive
     grep -q "bob@example.org changed the group: added dave@example.org" out.txt && ok || bad "$who: dave added: $(cat out.txt)"
 done
 # dave held nothing of club before: he learns it whole, on an admin's word
-expect 0 "dave hears of club" -- as dave receive --wait 1
+expect 0 "dave hears of club" -- as dave receive
 grep -q "bob@example.org changed the group; group \"club\": members $A, $B, $C, $E$" out.txt && ok || bad "dave: club: $(cat out.txt)"
 grep -q "^notice:" out.txt && bad "the change told twice: $(cat out.txt)" || ok
 expect 0 "dave accepts" -- as dave groups accept "$club"
 expect 0 "dave's list" -- as dave groups
 grep -q "^club	$A,$B,$C,$E	$club	admins: $A,$B$" out.txt && ok || bad "dave's list: $(cat out.txt)"
 expect 0 "alice demotes bob" -- as alice groups demote club $B
-for who in bob carol dave; do expect 0 "$who hears of the demotion" -- as $who receive --wait 1; done
+for who in bob carol dave; do expect 0 "$who hears of the demotion" -- as $who receive; done
 expect 3 "bob, demoted, may not remove dave" -- as bob groups remove club $E
 expect 1 "promote someone who is no member" -- as alice groups promote club nobody@example.org
 
 # carol leaves: anyone may
 expect 0 "carol leaves" -- as carol groups leave club
 for who in alice bob dave; do
-    expect 0 "$who hears carol left" -- as $who receive --wait 1
+    expect 0 "$who hears carol left" -- as $who receive
     grep -q "carol@example.org left; group \"club\": members $A, $B, $E$" out.txt && ok || bad "$who: carol left: $(cat out.txt)"
 done
 expect 0 "alice's list without carol" -- as alice groups
@@ -107,14 +107,14 @@ grep -q '"id": *4, *"error"\|"error".*"id": *4' rpc.txt && ok || bad "leave an u
 daemon_schema_ok 2 rpc.txt && ok || bad "schema 2 answers"
 kill -TERM "$daemon" && wait "$daemon"
 daemon=
-expect 0 "dave is told" -- as dave receive --wait 1
+expect 0 "dave is told" -- as dave receive
 grep -q "bob@example.org tried to change the group: removed dave@example.org.*: refused, not an admin" out.txt && ok || bad "dave's refusal: $(cat out.txt)"
 grep -q "alice@example.org changed the group: promoted dave@example.org" out.txt && ok || bad "dave promoted: $(cat out.txt)"
 expect 0 "dave's list" -- as dave groups
 grep -q "^club	$A,$B,$E	$club	admins: $A,$E$" out.txt && ok || bad "dave kept: $(cat out.txt)"
 expect 0 "bob's own history says he sent it" -- as bob history --group "$club"
 expect 0 "alice writes to the club" -- as alice send --group club --text "still four of us? three"
-expect 0 "dave gets it" -- as dave receive --wait 1
+expect 0 "dave gets it" -- as dave receive
 grep -q "still four of us" out.txt && ok || bad "dave still receives: $(cat out.txt)"
 
 # the chat: admins starred in the title; a refused change shown as a warning

@@ -23,7 +23,7 @@ laptop_m() { "$M" --data-dir dev-alice2 "$@"; }
 expect 0 "alice links a laptop" -- laptop_m link alice@example.org --server "$server"
 laptop=$(sed -n 's/.*this is device \([0-9]*\) .*/\1/p' out.txt)
 expect 0 "alice approves it" -- as alice devices approve "$laptop"
-expect 0 "the laptop takes its notices" -- laptop_m receive --wait 0.5
+expect 0 "the laptop takes its notices" -- laptop_m receive
 phone=$(as alice -o json devices | python3 -c 'import json,sys
 print([d["device_id"] for d in json.load(sys.stdin) if d["this_device"]][0])')
 
@@ -41,12 +41,12 @@ python3 -c 'import json,sys
 assert json.load(open("out.txt")) == [{"handle": "alice@example.org", "first": True},
                                       {"handle": "+15550001", "first": False}]' && ok ||
     bad "the list: $(cat out.txt)"
-expect 0 "the laptop is told" -- laptop_m receive --wait 1
+expect 0 "the laptop is told" -- laptop_m receive
 grep -q "notice: the handle +15550001 was added to this account by device $phone" out.txt && ok ||
     bad "the laptop's notice: $(cat out.txt err.txt)"
 # the new handle's log entries list the account's own devices: the owners' monitors see no stranger
 grep -q "WARNING" err.txt && bad "the laptop's monitor alarmed: $(cat err.txt)" || ok
-expect 0 "the phone's monitor" -- as alice receive --wait 0.5
+expect 0 "the phone's monitor" -- as alice receive
 grep -q "WARNING" err.txt && bad "the phone's monitor alarmed: $(cat err.txt)" || ok
 
 # another account's handle, or a code sent for another account, adds nothing
@@ -63,13 +63,13 @@ expect 2 "verify needs its code" -- as alice handles verify +15550009
 
 # ---- a message to either handle reaches every device; the reply names only that one ----------
 expect 0 "dave writes to alice's number" -- as dave send +15550001 --text "hello number"
-expect 0 "alice's phone gets it" -- as alice -o json receive --wait 1
+expect 0 "alice's phone gets it" -- as alice -o json receive
 grep -q '"text": *"hello number"' out.txt && ok || bad "the phone: $(cat out.txt err.txt)"
-expect 0 "alice's laptop gets it" -- laptop_m -o json receive --wait 1
+expect 0 "alice's laptop gets it" -- laptop_m -o json receive
 grep -q '"text": *"hello number"' out.txt && ok || bad "the laptop: $(cat out.txt err.txt)"
 expect 0 "alice answers, naming no handle of hers" -- as alice send dave@example.org --text "hi dave"
 # the laptop learns from the phone's copy which handle dave knows (the copy names the two people)
-expect 0 "the laptop takes the phone's answer" -- laptop_m receive --wait 1
+expect 0 "the laptop takes the phone's answer" -- laptop_m receive
 expect 0 "and again from the laptop" -- laptop_m send dave@example.org --text "laptop too"
 expect 0 "alice reads dave's message (a receipt goes back)" -- as alice read dave@example.org
 expect 0 "dave receives" -- as dave -o json receive --wait 1.5
@@ -88,10 +88,10 @@ grep -rqa "alice@example.org" dev-dave && bad "dave's device learnt alice@exampl
 # --from chooses, and it stays for that person; never a handle of another account
 expect 0 "alice writes to bob from her number" -- as alice send bob@example.org --from +15550001 --text "from the number"
 expect 0 "and again without --from" -- as alice send bob@example.org --text "still the number"
-expect 0 "bob receives" -- as bob -o json receive --wait 1
+expect 0 "bob receives" -- as bob -o json receive
 [ "$(field 'r.get("from")' | sort -u)" = "+15550001" ] && ok || bad "bob's senders: $(cat out.txt err.txt)"
 expect 0 "back to her address" -- as alice send bob@example.org --from alice@example.org --text "the address"
-expect 0 "bob receives it" -- as bob -o json receive --wait 1
+expect 0 "bob receives it" -- as bob -o json receive
 [ "$(field 'r.get("from")')" = "alice@example.org" ] && ok || bad "bob after the change: $(cat out.txt err.txt)"
 expect 1 "another account's handle" -- as alice send bob@example.org --from bob@example.org --text x
 grep -q "one of this account's" err.txt && ok || bad "--from bob: $(cat err.txt)"
@@ -108,7 +108,7 @@ expect 0 "her handles" -- as alice handles
 [ "$(cat out.txt)" = "+15550001	(first)" ] && ok || bad "after the removal: $(cat out.txt)"
 expect 1 "never the last" -- as alice handles remove +15550001 --yes
 grep -q "last handle" err.txt && ok || bad "the last: $(cat err.txt)"
-expect 0 "the laptop (which went by the removed one) is told, and goes on" -- laptop_m receive --wait 1
+expect 0 "the laptop (which went by the removed one) is told, and goes on" -- laptop_m receive
 grep -q "the handle alice@example.org was removed from this account" out.txt && ok ||
     bad "the laptop's notice: $(cat out.txt err.txt)"
 grep -q "WARNING" err.txt && bad "the laptop's monitor after the removal: $(cat err.txt)" || ok
@@ -118,7 +118,7 @@ expect 1 "a message to the removed handle is refused" -- as bob send alice@examp
 grep -q "alice@example.org deleted their account (its transparency log entry says so)" err.txt && ok ||
     bad "to the removed handle: $(cat err.txt)"
 expect 0 "bob writes to the number" -- as bob send +15550001 --text "to the number"
-expect 0 "alice's laptop gets it" -- laptop_m -o json receive --wait 1
+expect 0 "alice's laptop gets it" -- laptop_m -o json receive
 grep -q '"text": *"to the number"' out.txt && ok || bad "the laptop after the removal: $(cat out.txt err.txt)"
 
 # ---- at most 10 handles ---------------------------------------------------------------------
@@ -133,7 +133,7 @@ expect 1 "an eleventh is refused" -- as alice handles add +15550099
 grep -q "at most 10 handles" err.txt && ok || bad "the limit: $(cat err.txt)"
 grep -q "handle=+15550099 code=" srv.log && bad "a code went out past the limit" || ok
 for i in 4 5 6 7 8 9 10 11; do as alice handles remove "+155500$((10 + i))" --yes >/dev/null 2>&1 || bad "remove $i"; done
-expect 0 "the laptop takes the notices" -- laptop_m receive --wait 1
+expect 0 "the laptop takes the notices" -- laptop_m receive
 
 # ---- the daemon: the method, and the events (schema 2 only) -----------------------------------
 sock=$work/dev-alice2/alice@example.org/daemon.sock

@@ -31,7 +31,7 @@ members() { as "$1" groups | grep "^club	" | cut -f2; }
 expect 0 "alice creates club" -- as alice groups create club $B $C
 club=$(as alice groups | grep "^club	" | cut -f3)
 for who in bob carol; do
-    expect 0 "$who learns of club" -- as $who receive --wait 1
+    expect 0 "$who learns of club" -- as $who receive
     expect 0 "$who accepts" -- as $who groups accept "$club"
 done
 
@@ -42,29 +42,29 @@ expect 1 "no link for a group one is not in" -- as dave groups invite club
 
 # approval off, two admins: both devices add dave at once; every member ends with him
 expect 0 "alice promotes bob" -- as alice groups promote club $B
-expect 0 "bob hears of it" -- as bob receive --wait 1
+expect 0 "bob hears of it" -- as bob receive
 expect 0 "alice makes the link" -- as alice groups invite club
 link=$(cat out.txt)
 echo "$link" | grep -Eq "^missive:join\?g=${club#group:}&s=[A-Za-z0-9_-]{43}&a=alice@example.org,bob@example.org$" &&
     ok || bad "the link: $link"
 expect 0 "the link as JSON, the same" -- as alice -o json groups invite club
 [ "$(field 'r["uri"]')" = "$link" ] && ok || bad "JSON link: $(cat out.txt)"
-expect 0 "bob's device learns the link" -- as bob receive --wait 1
+expect 0 "bob's device learns the link" -- as bob receive
 expect 0 "dave asks to join" -- as dave groups join "$link"
 grep -q "^request sent" out.txt && ok || bad "dave is told: $(cat out.txt)"
-expect 0 "alice's device adds dave" -- as alice receive --wait 1
+expect 0 "alice's device adds dave" -- as alice receive
 grep -q "notice: dave@example.org joined the group club by its link" out.txt && ok || bad "alice: $(cat out.txt)"
-expect 0 "bob's device adds him too" -- as bob receive --wait 1
-expect 0 "alice settles" -- as alice receive --wait 1
-expect 0 "bob settles" -- as bob receive --wait 1
-for who in carol dave; do expect 0 "$who hears" -- as $who receive --wait 1; done
+expect 0 "bob's device adds him too" -- as bob receive
+expect 0 "alice settles" -- as alice receive
+expect 0 "bob settles" -- as bob receive
+for who in carol dave; do expect 0 "$who hears" -- as $who receive; done
 for who in alice bob carol dave; do
     [ "$(members $who)" = "$A,$B,$C,$E" ] && ok || bad "$who's members: $(as $who groups)"
 done
 as dave groups | grep -q "^club	.*invited" && bad "dave's club still an invitation" || ok
 expect 0 "dave posts" -- as dave send --group club --text "hello from dave"
 for who in alice bob carol; do
-    expect 0 "$who gets dave's post" -- as $who receive --wait 1
+    expect 0 "$who gets dave's post" -- as $who receive
     grep -q "hello from dave" out.txt && ok || bad "$who: dave's post: $(cat out.txt)"
 done
 expect 1 "dave asks again, in already" -- as dave groups join "$link"
@@ -72,13 +72,13 @@ expect 1 "dave asks again, in already" -- as dave groups join "$link"
 # approval on: the request waits; approved, erin joins; denied, frank does not
 expect 0 "approval on" -- as alice groups invite club --approval on
 [ "$(cat out.txt)" = "$link" ] && ok || bad "the same link: $(cat out.txt)"
-expect 0 "bob's device learns it" -- as bob receive --wait 1
+expect 0 "bob's device learns it" -- as bob receive
 expect 0 "erin asks" -- as erin groups join "$link"
 expect 0 "frank asks" -- as frank groups join "$link"
-expect 0 "alice sees the requests" -- as alice receive --wait 1
+expect 0 "alice sees the requests" -- as alice receive
 grep -q "notice: erin@example.org asks to join the group club" out.txt && ok || bad "erin's request: $(cat out.txt)"
 grep -q "notice: frank@example.org asks to join the group club" out.txt && ok || bad "frank's request: $(cat out.txt)"
-expect 0 "bob's device keeps them too" -- as bob receive --wait 1
+expect 0 "bob's device keeps them too" -- as bob receive
 expect 0 "alice lists them" -- as alice groups requests club
 grep -qx "$R" out.txt && grep -qx "$F" out.txt && ok || bad "requests: $(cat out.txt)"
 expect 0 "as JSON" -- as alice -o json groups requests club
@@ -90,11 +90,11 @@ grep -q "no request of $G" err.txt && ok || bad "not asked: $(cat err.txt)"
 expect 0 "alice approves erin" -- as alice groups approve club $R
 expect 0 "alice denies frank" -- as alice groups deny club $F
 expect 1 "denied once only" -- as alice groups deny club $F
-expect 0 "erin hears" -- as erin receive --wait 1
+expect 0 "erin hears" -- as erin receive
 [ "$(members erin)" = "$A,$B,$C,$E,$R" ] && ok || bad "erin joined: $(as erin groups)"
-expect 0 "frank hears nothing" -- as frank receive --wait 1
+expect 0 "frank hears nothing" -- as frank receive
 [ -z "$(cat out.txt)" ] && [ -z "$(as frank groups)" ] && ok || bad "frank got something: $(cat out.txt)"
-expect 0 "bob hears of erin" -- as bob receive --wait 1
+expect 0 "bob hears of erin" -- as bob receive
 # erin, added, waits no longer on bob's device; a denial is alice's device's alone
 expect 0 "bob's list" -- as bob groups requests club
 grep -q "$R" out.txt && bad "bob's stale request: $(cat out.txt)" || ok
@@ -105,43 +105,43 @@ grep -qx "$F" out.txt && ok || bad "frank still waits at bob's: $(cat out.txt)"
 expect 0 "approval off again, a new secret" -- as alice groups invite club --approval off --reset
 new=$(cat out.txt)
 [ "$new" != "$link" ] && ok || bad "a new link: $new"
-expect 0 "bob's device learns it" -- as bob receive --wait 1
+expect 0 "bob's device learns it" -- as bob receive
 before=$(refused)
 expect 0 "gina asks with the old link" -- as gina groups join "$link"
-expect 0 "alice refuses" -- as alice receive --wait 1
+expect 0 "alice refuses" -- as alice receive
 grep -q "gina" out.txt && bad "the refusal names gina: $(cat out.txt)" || ok
 [ "$(refused)" = $((before + 1)) ] && ok || bad "refused counted: $(refused) after $before"
 [ "$(members alice)" = "$A,$B,$C,$E,$R" ] && ok || bad "gina not added: $(members alice)"
 # a wrong secret: the link with another secret
 wrong=$(echo "$new" | sed -E 's/&s=[A-Za-z0-9_-]{43}/\&s=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/')
 expect 0 "gina asks with a wrong secret" -- as gina groups join "$wrong"
-expect 0 "alice refuses" -- as alice receive --wait 1
+expect 0 "alice refuses" -- as alice receive
 [ "$(refused)" = $((before + 2)) ] && ok || bad "refused counted: $(refused)"
 [ "$(members alice)" = "$A,$B,$C,$E,$R" ] && ok || bad "gina not added: $(members alice)"
-expect 0 "bob's device refuses too" -- as bob receive --wait 1
-expect 0 "gina hears nothing" -- as gina receive --wait 1
+expect 0 "bob's device refuses too" -- as bob receive
+expect 0 "gina hears nothing" -- as gina receive
 [ -z "$(as gina groups)" ] && ok || bad "gina's groups: $(as gina groups)"
 # a blocked handle with the right link: dropped, as blocked
 expect 0 "alice blocks harry" -- as alice block $H
 expect 0 "bob blocks harry" -- as bob block $H
 expect 0 "harry asks" -- as harry groups join "$new"
-for who in alice bob; do expect 0 "$who drops it" -- as $who receive --wait 1; done
+for who in alice bob; do expect 0 "$who drops it" -- as $who receive; done
 [ "$(members alice)" = "$A,$B,$C,$E,$R" ] && ok || bad "harry not added: $(members alice)"
 # the new link: gina joins
 expect 0 "gina asks with the new link" -- as gina groups join "$new"
-expect 0 "alice adds her" -- as alice receive --wait 1
-expect 0 "bob too" -- as bob receive --wait 1
-expect 0 "alice settles" -- as alice receive --wait 1
-expect 0 "gina hears" -- as gina receive --wait 1
+expect 0 "alice adds her" -- as alice receive
+expect 0 "bob too" -- as bob receive
+expect 0 "alice settles" -- as alice receive
+expect 0 "gina hears" -- as gina receive
 [ "$(members gina)" = "$A,$B,$C,$E,$R,$G" ] && ok || bad "gina joined: $(as gina groups)"
 
 # links off: even the latest is refused
 expect 0 "links off" -- as alice groups invite club --off
 grep -q "invite links of club are off" out.txt && ok || bad "off: $(cat out.txt)"
-expect 0 "bob's device learns it" -- as bob receive --wait 1
+expect 0 "bob's device learns it" -- as bob receive
 expect 0 "harry, unblocked, asks" -- as alice unblock $H
 expect 0 "harry asks" -- as harry groups join "$new"
-expect 0 "alice refuses" -- as alice receive --wait 1
+expect 0 "alice refuses" -- as alice receive
 [ "$(members alice)" = "$A,$B,$C,$E,$R,$G" ] && ok || bad "links off: $(members alice)"
 
 # what is no link
@@ -197,7 +197,7 @@ grep -q '"id": *5, *"error"\|"error".*"id": *5' rpc.txt && ok || bad "deny nobod
 daemon_schema_ok 2 rpc.txt && ok || bad "schema 2 answers: $(cat rpc.txt)"
 kill -TERM "$daemon" && wait "$daemon"
 daemon=
-expect 0 "harry hears" -- as harry receive --wait 1
+expect 0 "harry hears" -- as harry receive
 [ "$(members harry)" = "$A,$B,$C,$E,$R,$G,$H" ] && ok || bad "harry joined: $(as harry groups)"
 
 # the chat: ivan asks with /join in his; alice sees the request in hers and approves it

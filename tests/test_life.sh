@@ -20,7 +20,7 @@ expect 0 "alice links a laptop" -- "$M" --data-dir dev-alice2 link alice@example
 laptop=$(sed -n 's/.*this is device \([0-9]*\) .*/\1/p' out.txt)
 [ -n "$laptop" ] && ok || bad "the laptop's device id: $(cat out.txt err.txt)"
 expect 0 "alice approves it" -- as alice devices approve "$laptop"
-expect 0 "the laptop takes its notices" -- "$M" --data-dir dev-alice2 receive --wait 0.5
+expect 0 "the laptop takes its notices" -- "$M" --data-dir dev-alice2 receive
 phone=$(as alice -o json devices | python3 -c 'import json,sys
 print([d["device_id"] for d in json.load(sys.stdin) if d["this_device"]][0])')
 
@@ -36,10 +36,10 @@ expect 3 "the stolen password does not link" -- env MISSIVE_PASSWORD="stolen and
 # the change, and the other device is told
 expect 0 "alice changes her password" -- env MISSIVE_NEW_PASSWORD="a brand new secret" "$M" --data-dir dev-alice -o json password change
 grep -q '"status": *"changed"' out.txt && ok || bad "password change -o json: $(cat out.txt err.txt)"
-expect 0 "the laptop receives" -- "$M" --data-dir dev-alice2 receive --wait 1
+expect 0 "the laptop receives" -- "$M" --data-dir dev-alice2 receive
 grep -q "notice: the account's password was changed from device $phone" out.txt && ok ||
     bad "the laptop is told: $(cat out.txt err.txt)"
-expect 0 "the phone itself gets no notice of its own change" -- as alice receive --wait 0.5
+expect 0 "the phone itself gets no notice of its own change" -- as alice receive
 grep -q "password was changed" out.txt && bad "the changing device told: $(cat out.txt)" || ok
 expect 3 "the old password no longer links" -- "$M" --data-dir dev-alice3 link alice@example.org --server "$server"
 expect 0 "the new one does" -- env MISSIVE_PASSWORD="a brand new secret" "$M" --data-dir dev-alice4 link alice@example.org --server "$server"
@@ -90,7 +90,7 @@ link_approved() { # link_approved DIR: a new device of alice's in DIR, approved;
     local id
     id=$(sed -n 's/.*this is device \([0-9]*\) .*/\1/p' link.out)
     as alice devices approve "$id" >/dev/null 2>&1 || bad "approve $id"
-    "$M" --data-dir "$1" receive --wait 0.3 >/dev/null 2>&1
+    "$M" --data-dir "$1" receive >/dev/null 2>&1
     echo "$id"
 }
 tablet=$(link_approved dev-tablet)
@@ -109,7 +109,7 @@ grep -q '"status": *"left"' out.txt && ok || bad "leave -o json: $(cat out.txt e
 [ "$(cat keepme)" = kept ] && ok || bad "leave followed a link out of the account directory"
 expect 0 "alice's devices" -- as alice devices
 grep -q "^ *$tablet " out.txt && bad "the tablet is still listed: $(cat out.txt)" || ok
-expect 0 "the phone is told" -- as alice receive --wait 1
+expect 0 "the phone is told" -- as alice receive
 grep -q "device $tablet was removed from this account" out.txt && ok || bad "the removal notice: $(cat out.txt)"
 # through the daemon that owns the account: it answers, then stops (nothing is left to own)
 reader=$(link_approved dev-reader)
@@ -161,7 +161,7 @@ grep -q '"status": *"deleted"' out.txt && ok || bad "account delete -o json: $(c
 [ ! -e dev-bob/bob@example.org ] && ok || bad "the deleting device's state is left: $(ls -R dev-bob)"
 
 # his other device is told when it next connects, and cleans up on --yes
-expect 3 "bob's other device is refused" -- "$M" --data-dir dev-bob2 receive --wait 0.3
+expect 3 "bob's other device is refused" -- "$M" --data-dir dev-bob2 receive
 grep -q "the account bob@example.org was deleted" err.txt && grep -q "missive leave --yes" err.txt &&
     ok || bad "the other device is told: $(cat err.txt)"
 expect 0 "and deletes its state" -- "$M" --data-dir dev-bob2 leave --yes
@@ -235,7 +235,7 @@ expect 2 "reset without --code" -- "$M" password reset alice@example.org --serve
 expect 0 "alice resets her password with the code" -- env MISSIVE_NEW_PASSWORD="reset by the operator" "$M" -o json password reset alice@example.org --server "$server" --code "$rcode"
 grep -q '"status": *"reset"' out.txt && ok || bad "password reset -o json: $(cat out.txt err.txt)"
 expect 3 "the code works once" -- env MISSIVE_NEW_PASSWORD="reset once more" "$M" password reset alice@example.org --server "$server" --code "$rcode"
-expect 0 "alice's phone is told" -- as alice receive --wait 1
+expect 0 "alice's phone is told" -- as alice receive
 grep -q "notice: the account's password was reset with a code the server's operator sent" out.txt && ok ||
     bad "the reset notice: $(cat out.txt err.txt)"
 expect 3 "the old password no longer links" -- "$M" --data-dir dev-alice6 link alice@example.org --server "$server"

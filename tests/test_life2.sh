@@ -19,7 +19,7 @@ register_people alice bob carol dave erin
 for who in bob carol dave erin; do
     expect 0 "$who writes to alice" -- as "$who" send alice@example.org --text "hello from $who"
 done
-expect 0 "alice receives" -- as alice receive --wait 1
+expect 0 "alice receives" -- as alice receive
 number=$(as bob -o json verify alice@example.org | python3 -c 'import json,sys; print(json.load(sys.stdin)["safety_number"])')
 expect 0 "bob verifies alice" -- as bob verify alice@example.org "$number"
 expect 0 "bob's mark" -- as bob -o json verify alice@example.org
@@ -40,12 +40,12 @@ grep -q "is a new account" err.txt && bad "said twice: $(cat err.txt)" || ok
 expect 0 "bob's mark after" -- as bob -o json verify alice@example.org
 grep -q '"state": *"not verified"' out.txt && ok || bad "the verified mark is cleared: $(cat out.txt err.txt)"
 grep -q "$number" out.txt && bad "the safety number did not change: $(cat out.txt)" || ok
-expect 0 "the new alice reads bob" -- as alice receive --wait 1
+expect 0 "the new alice reads bob" -- as alice receive
 grep -q "is that you?" out.txt && ok || bad "the new account gets bob's message: $(cat out.txt err.txt)"
 
 # receive: dave hears from the new account first
 expect 0 "the new alice writes to dave" -- as alice send dave@example.org --text "new me"
-expect 0 "dave receives" -- as dave receive --wait 1
+expect 0 "dave receives" -- as dave receive
 grep -q "new me" out.txt && ok || bad "dave gets the message: $(cat out.txt err.txt)"
 grep -q "alice@example.org is a new account" err.txt && ok || bad "dave's receive says so: $(cat err.txt)"
 
@@ -150,7 +150,7 @@ fi
 pid=
 MISSIVED_RELAY_QUEUE_MAX_ENVELOPES=3 start_missived || bad "missived restarts with small queues"
 hport=$(awk '/^http/{print $2}' srv/missived.ports)
-expect 0 "carol takes what waits" -- as carol receive --wait 0.5
+expect 0 "carol takes what waits" -- as carol receive
 for i in 1 2 3; do
     expect 0 "bob writes to carol, away ($i)" -- as bob send carol@example.org --text "note $i"
 done
@@ -161,7 +161,7 @@ grep -q "the recipient's queue is full; nothing was sent, try again later" err.t
     bad "the sender's error: $(cat err.txt)"
 curl -s "http://127.0.0.1:$hport/metrics" | grep -q '^missived_quota_notices_total 1$' && ok ||
     bad "one notice for five refusals: $(curl -s "http://127.0.0.1:$hport/metrics" | grep quota)"
-expect 0 "carol comes back" -- as carol receive --wait 1
+expect 0 "carol comes back" -- as carol receive
 [ "$(grep -c "notice: a message to this account was refused: this device's queue on the server is full" out.txt)" = 1 ] &&
     grep -q "note 3" out.txt && ok || bad "carol is told once: $(cat out.txt err.txt)"
 

@@ -42,17 +42,17 @@ new_id() { sed -n 's/.*this is device \([0-9]*\).*/\1/p' out.txt; }
 expect 0 "link alice's laptop" -- "$M" --data-dir dev-alice-laptop link alice@example.org --server "$server"
 grep -q "waiting for approval" out.txt && ok || bad "link output: $(cat out.txt)"
 laptop=$(new_id)
-expect 3 "a pending device cannot connect" -- as alice-laptop receive --wait 0.5
-expect 0 "the phone is asked" -- as alice-phone receive --wait 1
+expect 3 "a pending device cannot connect" -- as alice-laptop receive
+expect 0 "the phone is asked" -- as alice-phone receive
 grep -q "device $laptop asks to join this account with the account password (fingerprint [0-9a-f ]*); if it is yours, approve it with: missive devices approve $laptop" out.txt && ok || bad "approval notice: $(cat out.txt)"
 expect 1 "bob cannot approve alice's device" -- as bob-phone devices approve "$laptop"
 expect 0 "approve" -- as alice-phone devices approve "$laptop"
-expect 0 "the approved laptop connects" -- as alice-laptop receive --wait 0.5
+expect 0 "the approved laptop connects" -- as alice-laptop receive
 expect 0 "link bob's laptop" -- "$M" --data-dir dev-bob-laptop link bob@example.org --server "$server"
 expect 0 "approve bob's laptop" -- as bob-phone devices approve "$(new_id)"
 # an approved device publishes its prekeys when it first connects: a device that says
 # post-quantum gets nothing before (docs/crypto.md, "Post-quantum sessions")
-expect 0 "the approved laptop connects" -- "$M" --data-dir dev-bob-laptop --account bob@example.org receive --wait 0.5
+expect 0 "the approved laptop connects" -- "$M" --data-dir dev-bob-laptop --account bob@example.org receive
 expect 0 "devices" -- as bob-phone devices
 [ "$(grep -c modern out.txt)" -eq 2 ] && grep -q "(this device)" out.txt && ok || bad "bob has two devices"
 
@@ -60,18 +60,18 @@ expect 0 "devices" -- as bob-phone devices
 expect 0 "send" -- as alice-phone send bob@example.org --text "dinner at eight?"
 grep -q '^sent [0-9a-f]\{32\}$' out.txt && ok || bad "send output"
 for dev in bob-phone bob-laptop; do
-    expect 0 "$dev receives" -- as "$dev" -o json receive --wait 1
+    expect 0 "$dev receives" -- as "$dev" -o json receive
     grep -q '"text":"dinner at eight?"' out.txt && grep -q '"from":"alice@example.org"' out.txt && ok || bad "$dev got the message"
-    expect 0 "$dev receives again" -- as "$dev" receive --wait 1
+    expect 0 "$dev receives again" -- as "$dev" receive
     grep -q "dinner" out.txt && bad "$dev saw it twice" || ok
 done
-expect 0 "alice's laptop gets her own copy" -- as alice-laptop -o json receive --wait 1
+expect 0 "alice's laptop gets her own copy" -- as alice-laptop -o json receive
 grep -q '"outgoing":true' out.txt && grep -q '"conversation":"bob@example.org"' out.txt && ok || bad "own-device copy"
 
 # replies, from standard input, to a contact name
 expect 0 "contact" -- as bob-laptop contacts add alice alice@example.org
 echo "yes, see you there" | as bob-laptop send alice >out.txt 2>err.txt && ok || bad "send from stdin"
-expect 0 "alice receives" -- as alice-phone receive --wait 1
+expect 0 "alice receives" -- as alice-phone receive
 grep -q "bob@example.org: yes, see you there" out.txt && ok || bad "reply text"
 expect 0 "history" -- as alice-phone history bob@example.org
 [ "$(wc -l < out.txt)" -eq 2 ] && head -1 out.txt | grep -q "me → bob@example.org: dinner" && ok || bad "history order: $(cat out.txt)"
@@ -80,30 +80,30 @@ expect 0 "search" -- as alice-phone history --search "see"
 expect 2 "bad search" -- as alice-phone history --search '"unbalanced'
 
 # receipts, typing, edits and unsends
-expect 0 "clear bob's queue" -- as bob-phone receive --wait 0.5
-expect 0 "alice catches up" -- as alice-phone receive --wait 0.5
+expect 0 "clear bob's queue" -- as bob-phone receive
+expect 0 "alice catches up" -- as alice-phone receive
 expect 0 "send for receipts" -- as alice-phone send bob@example.org --text "did you get this?"
 id=$(sed -n 's/^sent \([0-9a-f]*\)$/\1/p' out.txt)
-expect 0 "bob receives (a delivery receipt goes back)" -- as bob-phone receive --wait 1
-expect 0 "alice gets the delivery receipt" -- as alice-phone receive --wait 1
+expect 0 "bob receives (a delivery receipt goes back)" -- as bob-phone receive
+expect 0 "alice gets the delivery receipt" -- as alice-phone receive
 expect 0 "history shows delivered" -- as alice-phone history bob@example.org
 grep -q "did you get this?  (delivered)" out.txt && ok || bad "delivered status: $(cat out.txt)"
 expect 0 "bob reads" -- as bob-phone read alice@example.org
 grep -q "marked read" out.txt && ok || bad "read output"
-expect 0 "alice gets the read receipt" -- as alice-phone receive --wait 1
+expect 0 "alice gets the read receipt" -- as alice-phone receive
 expect 0 "history shows read" -- as alice-phone history bob@example.org
 grep -q "did you get this?  (read)" out.txt && ok || bad "read status: $(cat out.txt)"
 expect 0 "typing" -- as alice-phone typing bob@example.org
-expect 0 "bob sees typing" -- as bob-phone receive --wait 1
+expect 0 "bob sees typing" -- as bob-phone receive
 grep -q "notice: alice@example.org is typing" out.txt && ok || bad "typing notice: $(cat out.txt)"
 expect 0 "edit" -- as alice-phone edit "$id" --text "did you get this one?"
-expect 0 "bob sees the edit" -- as bob-phone receive --wait 1
+expect 0 "bob sees the edit" -- as bob-phone receive
 grep -q "alice@example.org edited a message: did you get this one?" out.txt && ok || bad "edit notice"
 expect 0 "bob's history has the new text" -- as bob-phone history alice@example.org
 grep -q "did you get this one?  (edited)" out.txt && ok || bad "edited in history: $(cat out.txt)"
 expect 1 "bob cannot edit alice's message" -- as bob-phone edit "$id" --text "forged"
 expect 0 "unsend" -- as alice-phone unsend "$id"
-expect 0 "bob sees the unsend" -- as bob-phone receive --wait 1
+expect 0 "bob sees the unsend" -- as bob-phone receive
 expect 0 "bob's history shows it unsent" -- as bob-phone history alice@example.org
 grep -q "alice (alice@example.org): (unsent)" out.txt && ! grep -q "did you get this one" out.txt && ok || bad "unsent in history: $(cat out.txt)"
 expect 2 "edit needs an id" -- as alice-phone edit nothex --text x
@@ -111,13 +111,13 @@ expect 2 "edit needs an id" -- as alice-phone edit nothex --text x
 # files and long text go through the attachment store
 head -c 300000 /dev/urandom > photo.jpg
 expect 0 "send a file" -- as alice-phone send bob@example.org --text "our photo" --file photo.jpg
-expect 0 "receive a file" -- as bob-phone receive --wait 1
+expect 0 "receive a file" -- as bob-phone receive
 saved=$(sed -n 's/.*\[file: \(.*\) (300000 bytes)\].*/\1/p' out.txt)
 [ -n "$saved" ] && cmp -s photo.jpg "$saved" && ok || bad "file round trip: $(cat out.txt)"
 [ "$(stat -c %a "$saved" 2>/dev/null)" = 600 ] && ok || bad "saved file is private"
 /usr/bin/python3 -c "print('a long letter, ' * 1500, end='')" > long.txt
 as alice-phone send bob@example.org < long.txt >out.txt 2>err.txt && ok || bad "send long text"
-expect 0 "receive long text" -- as bob-phone -o json receive --wait 1
+expect 0 "receive long text" -- as bob-phone -o json receive
 /usr/bin/python3 - out.txt long.txt <<'PY' && ok || bad "long text restored whole"
 import json, sys
 msgs = [json.loads(l) for l in open(sys.argv[1])]
@@ -127,7 +127,7 @@ PY
 expect 0 "send another file" -- as alice-phone send bob@example.org --text "check this" --file photo.jpg
 blob=$(ls -t srv/blobs | head -1)
 /usr/bin/python3 -c "import sys; p=sys.argv[1]; b=bytearray(open(p,'rb').read()); b[100]^=1; open(p,'wb').write(b)" "srv/blobs/$blob"
-expect 0 "receive a tampered file" -- as bob-phone receive --wait 1
+expect 0 "receive a tampered file" -- as bob-phone receive
 grep -q "check this" out.txt && grep -q "failed its integrity check" out.txt && ok || bad "tampered file: $(cat out.txt)"
 
 # fingerprints compared out of band
@@ -143,10 +143,10 @@ laptop_id=$(as bob-laptop -o json fingerprint | sed 's/.*"device_id":\([0-9]*\).
 expect 0 "remove a device" -- as bob-phone devices remove "$laptop_id"
 expect 0 "link a new laptop" -- "$M" --data-dir dev-bob-new link bob@example.org --server "$server"
 expect 0 "approve the new laptop" -- as bob-phone devices approve "$(new_id)"
-expect 0 "the new laptop connects" -- "$M" --data-dir dev-bob-new --account bob@example.org receive --wait 0.5
+expect 0 "the new laptop connects" -- "$M" --data-dir dev-bob-new --account bob@example.org receive
 expect 0 "send after the change" -- as alice-phone send bob@example.org --text "new laptop?"
 grep -q "warning: the devices of bob@example.org changed" err.txt && ok || bad "key-change warning: $(cat err.txt)"
-expect 0 "the new laptop receives" -- "$M" --data-dir dev-bob-new --account bob@example.org receive --wait 1
+expect 0 "the new laptop receives" -- "$M" --data-dir dev-bob-new --account bob@example.org receive
 grep -q "new laptop?" out.txt && ok || bad "new device got it"
 
 # safety numbers: the same 60 digits on both sides; once bob is verified, a change of his
@@ -196,12 +196,12 @@ expect 3 "sending is held" -- as alice-phone send bob@example.org --text "still 
 grep -q "changed since you verified them" err.txt && ok || bad "held: $(cat err.txt)"
 expect 0 "the held message waits as queued" -- as alice-phone -o json history bob@example.org
 grep -q '"text":"still there?".*"status":"queued"' out.txt && ok || bad "queued: $(cat out.txt)"
-expect 0 "another command does not send it" -- as alice-phone receive --wait 0.3
+expect 0 "another command does not send it" -- as alice-phone receive
 expect 0 "shown as changed" -- as alice-phone verify bob@example.org
 grep -q "^CHANGED since you verified" out.txt && ok || bad "changed: $(cat out.txt)"
 expect 0 "alice accepts the change" -- as alice-phone verify bob@example.org --accept
-expect 0 "the held message goes" -- as alice-phone receive --wait 0.3
-expect 0 "bob gets it" -- as bob-phone receive --wait 1
+expect 0 "the held message goes" -- as alice-phone receive
+expect 0 "bob gets it" -- as bob-phone receive
 grep -q "still there?" out.txt && ok || bad "held message delivered: $(cat out.txt)"
 
 # keys sealed under a passphrase
@@ -221,9 +221,9 @@ PY
 
 # a group of three: made by alice, spoken in by bob, then without carol
 expect 0 "create a group" -- as alice-phone groups create trip bob@example.org carol@example.org
-expect 0 "bob learns the group" -- as bob-phone receive --wait 1
+expect 0 "bob learns the group" -- as bob-phone receive
 grep -q 'group "trip": members alice@example.org, bob@example.org, carol@example.org' out.txt && ok || bad "group change text: $(cat out.txt)"
-expect 0 "carol learns the group" -- "$M" --data-dir dev-carol-phone --account carol@example.org receive --wait 1
+expect 0 "carol learns the group" -- "$M" --data-dir dev-carol-phone --account carol@example.org receive
 # a group someone else made is an invitation: listed, not written to until accepted by its id
 expect 1 "bob cannot write before accepting" -- as bob-phone send --group trip --text "too soon"
 grep -q "no group trip (an invitation is accepted first" err.txt && ok || bad "invitation send: $(cat err.txt)"
@@ -237,11 +237,11 @@ expect 0 "carol's own trip" -- "$M" --data-dir dev-carol-phone --account carol@e
 expect 0 "carol accepts" -- "$M" --data-dir dev-carol-phone --account carol@example.org groups accept "$trip"
 expect 1 "carol's name is taken on her side" -- "$M" --data-dir dev-carol-phone --account carol@example.org groups create trip alice@example.org
 grep -q "you have a group named trip already" err.txt && ok || bad "name taken: $(cat err.txt)"
-expect 0 "bob gets carol's invitation" -- as bob-phone receive --wait 1
+expect 0 "bob gets carol's invitation" -- as bob-phone receive
 expect 0 "bob writes to the group" -- as bob-phone send --group trip --text "train at nine"
-expect 0 "carol reads the group" -- "$M" --data-dir dev-carol-phone --account carol@example.org -o json receive --wait 1
+expect 0 "carol reads the group" -- "$M" --data-dir dev-carol-phone --account carol@example.org -o json receive
 grep -q '"conversation":"group:[0-9a-f]\{32\}".*"text":"train at nine"' out.txt && ok || bad "group message for carol: $(cat out.txt)"
-expect 0 "alice reads the group" -- as alice-phone receive --wait 1
+expect 0 "alice reads the group" -- as alice-phone receive
 grep -q "train at nine" out.txt && ok || bad "group message for alice"
 # bob accepts carol's group too: the name is now ambiguous, and a send by it is refused
 shadow=$(as bob-phone groups | grep "	invited	" | cut -f3)
@@ -249,20 +249,20 @@ shadow=$(as bob-phone groups | grep "	invited	" | cut -f3)
 expect 0 "bob accepts carol's group" -- as bob-phone groups accept "$shadow"
 expect 1 "an ambiguous name" -- as bob-phone send --group trip --text "which one"
 grep -q "more than one group is named trip" err.txt && ok || bad "ambiguous: $(cat err.txt)"
-expect 0 "carol sees nothing of it" -- "$M" --data-dir dev-carol-phone --account carol@example.org receive --wait 1
+expect 0 "carol sees nothing of it" -- "$M" --data-dir dev-carol-phone --account carol@example.org receive
 grep -q "which one" out.txt && bad "an ambiguous send went out" || ok
 expect 3 "bob is no admin of carol's group" -- as bob-phone groups rename "$shadow" "carol's trip"
 grep -q "you are not an admin of $shadow" err.txt && ok || bad "not an admin: $(cat err.txt)"
 expect 0 "carol renames her group" -- "$M" --data-dir dev-carol-phone --account carol@example.org groups rename "$shadow" "carol's trip"
-expect 0 "bob hears of the rename" -- as bob-phone receive --wait 1
+expect 0 "bob hears of the rename" -- as bob-phone receive
 expect 0 "remove carol" -- as alice-phone groups remove trip carol@example.org
-expect 0 "carol is told" -- "$M" --data-dir dev-carol-phone --account carol@example.org receive --wait 1
+expect 0 "carol is told" -- "$M" --data-dir dev-carol-phone --account carol@example.org receive
 grep -q 'members alice@example.org, bob@example.org$' out.txt && ok || bad "carol told of her removal: $(cat out.txt)"
-expect 0 "bob is told" -- as bob-phone receive --wait 1
+expect 0 "bob is told" -- as bob-phone receive
 expect 0 "alice writes without carol" -- as alice-phone send --group trip --text "just us now"
-expect 0 "carol gets nothing" -- "$M" --data-dir dev-carol-phone --account carol@example.org receive --wait 1
+expect 0 "carol gets nothing" -- "$M" --data-dir dev-carol-phone --account carol@example.org receive
 grep -q "just us" out.txt && bad "removed member still receives" || ok
-expect 0 "bob gets it" -- as bob-phone receive --wait 1
+expect 0 "bob gets it" -- as bob-phone receive
 grep -q "just us now" out.txt && ok || bad "bob misses the group message"
 expect 0 "group history" -- as bob-phone history --group trip
 grep -q "train at nine" out.txt && grep -q "just us now" out.txt && ok || bad "group history: $(cat out.txt)"
@@ -300,7 +300,7 @@ s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(8); open("silent.up", "w").close(); time.sleep(30)' "$port" &
 silent=$!
 for _ in $(seq 100); do [ -e silent.up ] && break; sleep 0.1; done
-expect 4 "a server that never answers" -- as alice-phone receive --wait 0.5
+expect 4 "a server that never answers" -- as alice-phone receive
 grep -q "receiving: input/output error: the server at $server did not answer in time" err.txt && ok ||
     bad "silent server: $(cat err.txt)"
 kill "$silent"
@@ -309,10 +309,10 @@ expect 0 "the failed send stays in history as queued" -- as alice-phone -o json 
 grep -q '"text":"anyone?".*"status":"queued"' out.txt && ok || bad "queued message kept"
 # the server comes back on its port: the next command that connects sends the queued message
 start_missived && [ "127.0.0.1:$port" = "$server" ] && ok || bad "missived back on its port"
-expect 0 "a later command flushes the outbox" -- as alice-phone receive --wait 0.5
+expect 0 "a later command flushes the outbox" -- as alice-phone receive
 expect 0 "now sent" -- as alice-phone -o json history
 grep -q '"text":"anyone?".*"status":"sent"' out.txt && ok || bad "outbox flushed"
-expect 0 "bob gets the late message" -- as bob-phone receive --wait 1
+expect 0 "bob gets the late message" -- as bob-phone receive
 grep -q "anyone?" out.txt && ok || bad "late message delivered"
 
 # secrets stay out of the server's log: the account password, the passphrase,
@@ -356,15 +356,15 @@ erin() { "$M" --data-dir dev-erin --account erin@example.org "$@"; }
 expect 0 "alice writes to dave" -- as alice-phone send dave@example.org --text "modern only here"
 grep -q "warning: device $dave_old of dave@example.org speaks classic only, which this device does not" err.txt && ok || bad "unreachable warning: $(cat err.txt)"
 [ -z "$(queued_suites "$dave_old")" ] && [ "$(queued_suites "$dave_new")" = 3 ] && ok || bad "alice's envelopes: old '$(queued_suites "$dave_old")' new '$(queued_suites "$dave_new")'"
-expect 0 "dave's new device reads it" -- dave new receive --wait 1
+expect 0 "dave's new device reads it" -- dave new receive
 grep -q "modern only here" out.txt && ok || bad "dave new: $(cat out.txt)"
 # erin writes to both, each in the best suite it shares with her
 expect 0 "erin writes to dave" -- erin send dave@example.org --text "to both of you"
 [ "$(queued_suites "$dave_old")" = 1 ] && [ "$(queued_suites "$dave_new")" = 3 ] && ok || bad "erin's envelopes: old '$(queued_suites "$dave_old")' new '$(queued_suites "$dave_new")'"
-expect 0 "the old device reads it" -- dave old receive --wait 1
+expect 0 "the old device reads it" -- dave old receive
 grep -q "to both of you" out.txt && ok || bad "dave old: $(cat out.txt)"
 expect 0 "the old device answers in classic" -- dave old send erin@example.org --text "from the old phone"
-expect 0 "erin reads the answer" -- erin receive --wait 1
+expect 0 "erin reads the answer" -- erin receive
 grep -q "from the old phone" out.txt && ok || bad "erin: $(cat out.txt)"
 expect 1 "the old device cannot reach alice" -- dave old send alice@example.org --text "hello?"
 grep -q "no device of alice@example.org speaks a suite this device speaks" err.txt && ok || bad "no common suite: $(cat err.txt)"
@@ -427,7 +427,7 @@ grep -q "dinner at eight?" out.txt && ok || bad "restored history: $(cat out.txt
 cmp -s photo.jpg "newmachine/bob@example.org/attachments/$(basename "$saved")" && ok || bad "restored attachment"
 # sessions are not in backups: alice's next message starts a reset, the one after arrives
 expect 0 "alice writes to the restored device" -- as alice-phone send bob@example.org --text "lost in the old session"
-expect 0 "the restored device receives" -- "$M" --data-dir newmachine receive --wait 1
+expect 0 "the restored device receives" -- "$M" --data-dir newmachine receive
 grep -q "could not be decrypted; the session with that device was reset" out.txt && ok || bad "reset notice: $(cat out.txt)"
 # connected, it replaced the phone's prekeys at the server: a new signed prekey, 100 new one-time ones
 restored_id=$("$M" --data-dir newmachine -o json fingerprint | sed 's/.*"device_id":\([0-9]*\).*/\1/')
@@ -438,10 +438,10 @@ ids = [r[0] for r in db.execute("SELECT key_id FROM one_time_prekeys WHERE devic
 signed = db.execute("SELECT key_id FROM signed_prekeys WHERE device_id = ?", (dev,)).fetchone()[0]
 assert len(ids) == 100 and min(ids) > 1 << 24 and signed > 1 << 24, (len(ids), min(ids), signed)
 PY
-expect 0 "alice is told" -- as alice-phone receive --wait 1
+expect 0 "alice is told" -- as alice-phone receive
 grep -q "could not read a message from this device" out.txt && ok || bad "alice's reset notice: $(cat out.txt)"
 expect 0 "alice writes again" -- as alice-phone send bob@example.org --text "welcome back"
-expect 0 "the restored device reads it" -- "$M" --data-dir newmachine receive --wait 1
+expect 0 "the restored device reads it" -- "$M" --data-dir newmachine receive
 grep -q "welcome back" out.txt && ok || bad "after restore: $(cat out.txt)"
 unset MISSIVE_BACKUP_PASSPHRASE
 

@@ -26,9 +26,9 @@ expect 2 "only sync: keys are set this way" -- as alice sync set profile-key x
 # the new device gets everything once approved
 expect 0 "alice links a laptop" -- "$M" --data-dir dev-alice2 link alice@example.org --server "$server"
 laptop=$(sed -n 's/.*this is device \([0-9]*\).*/\1/p' out.txt)
-expect 0 "alice's phone hears of it" -- as alice receive --wait 1
+expect 0 "alice's phone hears of it" -- as alice receive
 expect 0 "and approves it" -- as alice devices approve "$laptop"
-expect 0 "the laptop receives" -- as2 -o json receive --wait 1
+expect 0 "the laptop receives" -- as2 -o json receive
 # the contacts (Bobby and the two register_people adds), the setting and the account's profile key
 grep -q '"notice":"5 changes synced from device [0-9]* of this account"' out.txt && ok || bad "the snapshot's notice: $(cat out.txt)"
 expect 0 "the laptop's contacts" -- as2 contacts
@@ -37,13 +37,13 @@ expect 0 "the laptop's synced settings" -- as2 -o json sync list
 grep -q '"key":"sync:privacy:typing","value":"off","deleted":false' out.txt && ok || bad "the setting on the laptop: $(cat out.txt)"
 
 expect 0 "bob writes to alice" -- as bob send alice@example.org --text "hello alice"
-expect 0 "her laptop receives it" -- as2 receive --wait 1
+expect 0 "her laptop receives it" -- as2 receive
 
 # changes on the laptop reach the phone, deletions too; nothing echoes back
 expect 0 "the laptop blocks someone" -- as2 sync set sync:block:carol@example.org 1
 expect 0 "and renames bob" -- as2 contacts remove Bobby
 expect 0 "and names him again" -- as2 contacts add Robert bob@example.org
-expect 0 "the phone receives" -- as alice receive --wait 1
+expect 0 "the phone receives" -- as alice receive
 # one sync per command; the block also rotated the profile key (below), which came with it
 grep -q "2 changes synced from device $laptop of this account" out.txt &&
     [ "$(grep -c "1 change synced from device $laptop of this account" out.txt)" = 2 ] && ok || bad "the phone's notices: $(cat out.txt)"
@@ -52,11 +52,11 @@ expect 0 "the phone's contacts" -- as alice contacts
 expect 0 "the phone's settings" -- as alice sync list
 grep -q "^sync:block:carol@example.org	1$" out.txt && grep -q "^contact:Bobby\\\\nbob@example.org	deleted$" out.txt && ok || bad "the phone's synced state: $(cat out.txt)"
 expect 0 "an unblock on the phone" -- as alice sync unset sync:block:carol@example.org
-expect 0 "the laptop receives it" -- as2 receive --wait 1
+expect 0 "the laptop receives it" -- as2 receive
 grep -q "1 change synced" out.txt && ok || bad "the unblock's notice: $(cat out.txt)"
 expect 0 "the laptop's settings" -- as2 sync list
 grep -q "^sync:block:carol@example.org	deleted$" out.txt && ok || bad "the unblock on the laptop: $(cat out.txt)"
-expect 0 "nothing comes back to the phone" -- as alice receive --wait 1
+expect 0 "nothing comes back to the phone" -- as alice receive
 ! grep -q "synced" out.txt && ok || bad "an applied change was sent back: $(cat out.txt)"
 
 # whoever writes a synced setting (here SQLite itself) needs do nothing more; a large change
@@ -65,7 +65,7 @@ sqlite3 dev-alice/alice@example.org/state.db "WITH RECURSIVE n(i) AS (SELECT 1 U
 expect 0 "the phone's next command sends them" -- as alice contacts
 expect 0 "the laptop receives them" -- as2 sync list
 [ "$(grep -c '^sync:conv:group[0-9]*:mute	m\{900\}$' out.txt)" = 0 ] && ok || bad "synced before the laptop received"
-expect 0 "the laptop receives them" -- as2 receive --wait 1
+expect 0 "the laptop receives them" -- as2 receive
 expect 0 "..." -- as2 sync list
 [ "$(grep -c '^sync:conv:group[0-9]*:mute	m\{900\}$' out.txt)" = 40 ] && ok || bad "40 large settings on the laptop: $(grep -c mute out.txt)"
 
@@ -87,7 +87,7 @@ grep -q '"id": *4.*"exit_status": *2\|"exit_status": *2.*"id": *4' rpc.txt && ok
 kill -TERM "$daemon"
 wait "$daemon"
 daemon=
-expect 0 "the setting the daemon made reaches the phone" -- as alice receive --wait 1
+expect 0 "the setting the daemon made reaches the phone" -- as alice receive
 expect 0 "the phone's settings" -- as alice sync list
 grep -q "^sync:conv:bob@example.org:pin	on$" out.txt && ok || bad "the pin from the daemon: $(cat out.txt)"
 
@@ -110,13 +110,13 @@ fi
 unsealed="without sealed sender"
 expect 0 "alice writes to bob" -- as alice send bob@example.org --text "hi bob"
 expect 0 "and to carol" -- as alice send carol@example.org --text "hi carol"
-expect 0 "bob learns her key" -- as bob receive --wait 1
-expect 0 "carol too" -- as carol receive --wait 1
-expect 0 "the laptop takes the copies" -- as2 receive --wait 1
+expect 0 "bob learns her key" -- as bob receive
+expect 0 "carol too" -- as carol receive
+expect 0 "the laptop takes the copies" -- as2 receive
 expect 0 "bob writes sealed" -- as bob send alice@example.org --text "sealed from bob"
 ! grep -q "$unsealed" err.txt && ok || bad "bob's send before the block: $(cat err.txt)"
 expect 0 "alice blocks bob" -- as alice sync set sync:block:bob@example.org 1
-expect 0 "the laptop takes the new key" -- as2 receive --wait 1
+expect 0 "the laptop takes the new key" -- as2 receive
 grep -q "change.* synced from device" out.txt && ok || bad "the laptop's sync: $(cat out.txt)"
 expect 0 "both devices hold one key" -- as alice sync list
 phone_key=$(sqlite3 dev-alice/alice@example.org/state.db "SELECT hex(value) FROM settings WHERE key = 'sync:secret:profile-key'")
@@ -125,9 +125,9 @@ laptop_key=$(sqlite3 dev-alice2/alice@example.org/state.db "SELECT hex(value) FR
 grep -q "^sync:secret:profile-key	(secret)$" out.txt && ok || bad "the key is never shown: $(cat out.txt)"
 expect 0 "bob writes again" -- as bob send alice@example.org --text "after the block"
 grep -q "$unsealed" err.txt && ok || bad "bob's sealed send still works after the block: $(cat err.txt)"
-expect 0 "carol receives the new key" -- as carol receive --wait 1
+expect 0 "carol receives the new key" -- as carol receive
 expect 0 "carol writes" -- as carol send alice@example.org --text "sealed from carol"
 ! grep -q "$unsealed" err.txt && ok || bad "carol's sealed send after the rotation: $(cat err.txt)"
-expect 0 "alice gets carol's; bob's is dropped, he is blocked" -- as alice receive --wait 1
+expect 0 "alice gets carol's; bob's is dropped, he is blocked" -- as alice receive
 ! grep -q "after the block" out.txt && grep -q "sealed from carol" out.txt && ok || bad "alice's messages: $(cat out.txt)"
 finish

@@ -29,7 +29,7 @@ expect 0 "bob's profile" -- as bob -o json profile
 python3 -c "import json,sys; p=json.load(open('out.txt')); sys.exit(0 if p['name']=='Bob Builder' and p['avatar_bytes']==300000 else 1)" && ok || bad "own profile: $(cat out.txt)"
 
 expect 0 "bob writes to alice" -- as bob send alice@example.org --text "hello alice"
-expect 0 "alice receives it" -- as alice receive --wait 1
+expect 0 "alice receives it" -- as alice receive
 grep -q "Bob Builder (bob@example.org): hello alice" out.txt && ok || bad "receive text: $(cat out.txt)"
 grep -q "notice: bob@example.org's profile changed: Bob Builder" out.txt && ok || bad "profile notice: $(cat out.txt)"
 expect 0 "alice's history as json" -- as alice -o json history bob@example.org
@@ -45,18 +45,18 @@ expect 0 "alice forgets the contact" -- as alice contacts remove Builder
 
 expect 0 "bob changes his name, keeping his avatar" -- as bob profile set --name "Robert"
 expect 0 "bob writes again" -- as bob send alice@example.org --text "new name"
-expect 0 "alice receives it" -- as alice receive --wait 1
+expect 0 "alice receives it" -- as alice receive
 grep -q "Robert (bob@example.org): new name" out.txt && ok || bad "refreshed name: $(cat out.txt)"
 expect 0 "bob's profile as alice has it now" -- as alice -o json profile show bob@example.org
 path=$(avatar_file)
 cmp -s "$path" avatar.bin && ok || bad "the avatar should be kept"
 expect 0 "bob clears his avatar" -- as bob profile clear-avatar
 expect 0 "bob writes again" -- as bob send alice@example.org --text "no picture"
-expect 0 "alice receives it" -- as alice receive --wait 1
+expect 0 "alice receives it" -- as alice receive
 expect 0 "bob's profile as alice has it now" -- as alice -o json profile show bob@example.org
 python3 -c "import json,sys; p=json.load(open('out.txt')); sys.exit(0 if p['name']=='Robert' and p.get('avatar') is None else 1)" && ok || bad "cleared avatar: $(cat out.txt)"
 expect 0 "a second message does not fetch the same profile again" -- as bob send alice@example.org --text "again"
-expect 0 "alice receives it" -- as alice receive --wait 1
+expect 0 "alice receives it" -- as alice receive
 grep -q "profile changed" out.txt && bad "the same profile was reported again" || ok
 
 # ---- the daemon: methods and schema-2 events ---------------------------------------------
@@ -95,7 +95,7 @@ kill -TERM "$daemon"
 wait "$daemon"
 daemon=
 expect 0 "bob receives carol's message after her profile" -- as carol send bob@example.org --text "from carol"
-expect 0 "bob receives it" -- as bob receive --wait 1
+expect 0 "bob receives it" -- as bob receive
 grep -q "Carol C (carol@example.org): from carol" out.txt && ok || bad "carol's name: $(cat out.txt)"
 expect 0 "carol's profile as bob has it" -- as bob -o json profile show carol@example.org
 path=$(avatar_file)
@@ -125,7 +125,7 @@ expect 0 "bob's profile, read under the new key" -- as bob profile
 grep -q "^name	Bobby T$" out.txt && ok || bad "own profile after the rotation: $(cat out.txt) $(cat err.txt)"
 expect 0 "bob's pointer after" -- as bob -o json sync
 [ -n "$before" ] && [ "$before" != "$(grep '"sync:profile"' out.txt)" ] && ok || bad "the pointer did not change: $before"
-expect 0 "alice receives the new key" -- as alice receive --wait 1
+expect 0 "alice receives the new key" -- as alice receive
 grep -q "bob@example.org's profile changed: Bobby T" out.txt && ok || bad "the profile under the new key: $(cat out.txt)"
 grep -q "could not be used" out.txt && bad "the profile under the new key was refused: $(cat out.txt)" || ok
 

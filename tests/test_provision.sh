@@ -151,7 +151,7 @@ dave_sync() { "$M" --data-dir "$1" --account dave@example.org sync list | grep -
 n=$(dave_sync dave-tablet)
 [ "$n" -gt 50 ] && [ "$n" -lt 200 ] && ok || bad "as much as fits came in the message: $n of 200"
 # the rest follows by sync
-expect 0 "dave's phone sends what is pending" -- "$M" --data-dir dev-dave --account dave@example.org receive --wait 1
+expect 0 "dave's phone sends what is pending" -- "$M" --data-dir dev-dave --account dave@example.org receive
 expect 0 "the tablet receives it" -- "$M" --data-dir dave-tablet --account dave@example.org receive --wait 3
 [ "$(dave_sync dave-tablet)" -eq 200 ] && ok || bad "the rest came by sync: $(dave_sync dave-tablet) of 200"
 

@@ -27,30 +27,30 @@ last_id() { as "$1" -o json history "$2" >out.txt && py 'r["message_id"]' | tail
 reactions() { as "$1" -o json history "$2" >out.txt && py 'json.dumps(r["reactions"], ensure_ascii=False)' | tail -1; }
 
 expect 0 "alice writes" -- as alice send $B --text "hello bob"
-as bob receive --wait 1 >/dev/null
+as bob receive >/dev/null
 id=$(last_id bob $A)
 [ "$id" = "$(last_id alice $B)" ] && [ ${#id} = 32 ] && ok || bad "one id on both sides: $id"
 
 # --- the command line ---------------------------------------------------------------------
 expect 0 "bob reacts" -- as bob react "$id" "👍"
 grep -q "reacted 👍 to $id" out.txt && ok || bad "react output: $(cat out.txt)"
-expect 0 "alice receives it" -- as alice receive --wait 1
+expect 0 "alice receives it" -- as alice receive
 grep -q "notice: bob@example.org reacted 👍 to: hello bob" out.txt && ok || bad "the notice: $(cat out.txt)"
 expect 0 "alice reacts the same" -- as alice -o json react "$id" "👍"
 [ "$(py 'r["message_id"], r["reaction"]')" = "('$id', '👍')" ] && ok || bad "react -o json: $(cat out.txt)"
 [ "$(reactions alice $B)" = '[{"emoji": "👍", "count": 2, "from": ["bob@example.org", "alice@example.org"]}]' ] &&
     ok || bad "alice's history: $(cat out.txt)"
-as bob receive --wait 1 >/dev/null
+as bob receive >/dev/null
 [ "$(reactions bob $A)" = '[{"emoji": "👍", "count": 2, "from": ["bob@example.org", "alice@example.org"]}]' ] &&
     ok || bad "bob's history: $(cat out.txt)"
 # bob changes his: one per person, the newest
 expect 0 "bob changes his reaction" -- as bob react "$id" "❤"
-as alice receive --wait 1 >/dev/null
+as alice receive >/dev/null
 expect 0 "history as text" -- as alice history $B
 grep -qx "    👍 1  ❤ 1" out.txt && ok || bad "counts under the message: $(cat out.txt)"
 expect 0 "bob takes his back" -- as bob react "$id" --remove
 grep -q "reaction to $id taken away" out.txt && ok || bad "remove output: $(cat out.txt)"
-expect 0 "alice hears of it" -- as alice receive --wait 1
+expect 0 "alice hears of it" -- as alice receive
 grep -q "bob@example.org took back a reaction to: hello bob" out.txt && ok || bad "removal notice: $(cat out.txt)"
 [ "$(reactions alice $B)" = '[{"emoji": "👍", "count": 1, "from": ["alice@example.org"]}]' ] && ok || bad "after removal: $(cat out.txt)"
 # bad input: refused before anything is sent
@@ -75,7 +75,7 @@ INSERT INTO queue (device_id, sender_device, sender_handle, suite, ciphertext, e
   SELECT device_id, sender_device, sender_handle, suite, ciphertext, enqueued_ms, expires_ms FROM saved ORDER BY id DESC;" &&
     [ "$(sqlite3 srv/missive.db 'SELECT count(*) FROM saved')" = 2 ] && ok || bad "the relay's queue reversed: $(ls srv)"
 start_missived || bad "missived back"
-as alice receive --wait 1 >/dev/null
+as alice receive >/dev/null
 [ "$(reactions alice $B)" = '[{"emoji": "👍", "count": 1, "from": ["alice@example.org"]}, {"emoji": "🔥", "count": 1, "from": ["bob@example.org"]}]' ] &&
     ok || bad "the newer reaction stays: $(cat out.txt)"
 
@@ -86,14 +86,14 @@ sqlite3 "dev-carol/$C/state.db" "INSERT INTO messages (message_id, conversation,
   sender_device, kind, text, sent_at_ms, stored_at_ms, status) VALUES (X'$id', '$B', 0, '$B', 1, 1,
   'copy', 0, 0, 'received');" && ok || bad "carol's forged copy"
 expect 0 "carol reacts to it" -- as carol react "$id" "💩"
-expect 0 "bob receives" -- as bob receive --wait 1
+expect 0 "bob receives" -- as bob receive
 grep -q "carol" out.txt && bad "bob was told of carol's reaction: $(cat out.txt)" || ok
 [ "$(reactions bob $A)" = '[{"emoji": "👍", "count": 1, "from": ["alice@example.org"]}, {"emoji": "🔥", "count": 1, "from": ["bob@example.org"]}]' ] &&
     ok || bad "carol's reaction is not kept: $(cat out.txt)"
 
 # --- replies ----------------------------------------------------------------------------------
 expect 0 "bob answers alice's message" -- as bob send $A --reply-to "$id" --text "answer"
-as alice receive --wait 1 >/dev/null
+as alice receive >/dev/null
 expect 0 "alice's history" -- as alice history $B
 grep -A1 -x "  ↪ alice@example.org: hello bob" out.txt | grep -q "bob@example.org: answer" && ok || bad "the quote above the answer: $(cat out.txt)"
 as alice -o json history $B >out.txt
@@ -104,12 +104,12 @@ expect 1 "an answer sent to a conversation the message is not in" -- as bob send
 grep -q "$id is not a message of this conversation" err.txt && ok || bad "its error: $(cat err.txt)"
 expect 1 "an answer to a message bob does not have" -- as bob send $A --reply-to 00112233445566778899aabbccddeeff --text "x"
 expect 1 "a --reply-to that is not an id" -- as bob send $A --reply-to "zz" --text "x"
-as carol receive --wait 1 >/dev/null
+as carol receive >/dev/null
 as carol history $B >out.txt
 grep -q leak out.txt && bad "a refused answer was sent: $(cat out.txt)" || ok
 # carol, with her forged copy of the id, asks bob about it: bob shows nothing of alice's message
 expect 0 "carol answers the id of alice's message" -- as carol send $B --reply-to "$id" --text "what did alice say?"
-expect 0 "bob receives it" -- as bob receive --wait 1
+expect 0 "bob receives it" -- as bob receive
 as bob history $C >out.txt
 grep -q "↪ original not found" out.txt && ! grep -q "hello bob" out.txt && ok || bad "another conversation's message leaked: $(cat out.txt)"
 as bob -o json history $C >out.txt
@@ -153,7 +153,7 @@ if command -v tmux >/dev/null; then
     # on the newest message alice sent
     tm send-keys -t bob "/react 🍕" Enter
     waitfor bob "🍕 1" && ok || bad "/react in the chat: $(screen bob)"
-    as alice receive --wait 1 >/dev/null
+    as alice receive >/dev/null
     [ "$(reactions alice $B)" = '[{"emoji": "🍕", "count": 1, "from": ["bob@example.org"]}]' ] &&
         ok || bad "bob's /react reached alice: $(cat out.txt)"
     tm send-keys -t bob "/unreact" Enter
@@ -162,7 +162,7 @@ if command -v tmux >/dev/null; then
     screen bob | grep -A1 "↪ alice@example.org: hello bob" | grep -q "me: answer" && ok || bad "the quote in the chat: $(screen bob)"
     tm send-keys -t bob "/reply through the chat" Enter
     waitfor bob "↪ alice@example.org: and a message" && ok || bad "/reply in the chat: $(screen bob)"
-    as alice receive --wait 1 >/dev/null
+    as alice receive >/dev/null
     as alice -o json history $B >out.txt
     [ "$(py 'r["text"], r["quote"]' | tail -1)" = "('through the chat', {'from': 'alice@example.org', 'text': 'and a message'})" ] &&
         ok || bad "bob's /reply reached alice: $(tail -1 out.txt)"
@@ -174,8 +174,8 @@ fi
 # --- mentions in a group -----------------------------------------------------------------------
 as alice contacts add bobby $B
 expect 0 "alice makes a group" -- as alice groups create team $B $C
-as bob receive --wait 1 >/dev/null
-as carol receive --wait 1 >/dev/null
+as bob receive >/dev/null
+as carol receive >/dev/null
 for who in bob carol; do
     gid=$(as $who groups | grep "^team	" | cut -f3)
     expect 0 "$who accepts the group" -- as $who groups accept "$gid"
@@ -185,14 +185,14 @@ mentions='[{"start": 3, "length": 6, "handle": "bob@example.org"}, {"start": 14,
 last_of() { as "$1" -o json history --group team >out.txt && py "$2" | tail -1; }
 [ "$(last_of alice 'json.dumps(r["mentions"])')" = "$mentions" ] && [ "$(last_of alice 'r["mentioned"]')" = False ] &&
     ok || bad "alice's mentions: $(tail -1 out.txt)"
-as bob receive --wait 1 >/dev/null
+as bob receive >/dev/null
 [ "$(last_of bob 'json.dumps(r["mentions"])')" = "$mentions" ] && [ "$(last_of bob 'r["mentioned"]')" = True ] && ok || bad "bob's mentions: $(tail -1 out.txt)"
 # carol's own record of the group, changed on her disk, counts dave in: her client names him,
 # and the others, for whom he is no member, ignore that range
 sqlite3 "dev-carol/$C/state.db" "UPDATE groups SET members = members || char(10) || '$A' || char(10) || 'dave@example.org' WHERE name = 'team';"
 expect 0 "carol names dave, no member" -- as carol send --group team --text "@dave@example.org come in, @bobby"
 [ "$(last_of carol 'json.dumps(r["mentions"])')" = '[{"start": 0, "length": 17, "handle": "dave@example.org"}]' ] && ok || bad "carol's client named dave: $(tail -1 out.txt)"
-as bob receive --wait 1 >/dev/null
+as bob receive >/dev/null
 [ "$(last_of bob 'r["text"], r["mentions"], r["mentioned"]')" = "('@dave@example.org come in, @bobby', [], False)" ] && ok || bad "bob ignores the range naming dave: $(tail -1 out.txt)"
 # the chat: the list marks the group where carol is named, until she reads it
 if command -v tmux >/dev/null; then

@@ -27,23 +27,23 @@ sent_id() { sed -n 's/^sent \([0-9a-f]*\)$/\1/p' out.txt; }
 expect 0 "alice, a stranger, writes to bob" -- as alice send $B --text "hi bob"
 id=$(sent_id)
 expect 0 "alice sends a typing notice" -- as alice typing $B
-expect 0 "bob receives it" -- as bob receive --wait 1
+expect 0 "bob receives it" -- as bob receive
 grep -q "\[request\] alice@example.org: hi bob" out.txt && ok || bad "shown as a request: $(cat out.txt)"
 expect 0 "bob's history, as JSON" -- as bob -o json history alice@example.org
 python3 -c 'import json; r=[json.loads(l) for l in open("out.txt")]; assert [m["request"] for m in r]==[True], r' && ok || bad "request in history: $(cat out.txt)"
 expect 0 "bob reads it" -- as bob read alice@example.org
 expect 1 "bob cannot send a typing notice to a request" -- as bob typing alice@example.org
 grep -q "not accepted" err.txt && ok || bad "typing refusal: $(cat err.txt)"
-expect 0 "alice receives what came back" -- as alice receive --wait 1
+expect 0 "alice receives what came back" -- as alice receive
 [ "$(status_of alice $B "$id")" = sent ] && ok || bad "no receipt went back: $(status_of alice $B "$id")"
 expect 0 "a second message" -- as alice send $B --text "still there?"
-expect 0 "bob receives it" -- as bob receive --wait 1
+expect 0 "bob receives it" -- as bob receive
 grep -q "\[request\] alice@example.org: still there?" out.txt && ok || bad "still a request: $(cat out.txt)"
 expect 0 "bob lists requests" -- as bob -o json requests
 python3 -c 'import json; r=[json.loads(l) for l in open("out.txt")]; assert [(x["handle"],x["count"],x["first_text"],x["last_text"]) for x in r]==[("alice@example.org",2,"hi bob","still there?")], r' && ok || bad "requests: $(cat out.txt)"
 expect 0 "as text" -- as bob requests
 grep -q "^alice@example.org	2 messages	hi bob … still there?$" out.txt && ok || bad "requests text: $(cat out.txt)"
-expect 0 "alice receives what came back" -- as alice receive --wait 1
+expect 0 "alice receives what came back" -- as alice receive
 [ "$(status_of alice $B "$id")" = sent ] && ok || bad "no receipt before accepting: $(status_of alice $B "$id")"
 expect 1 "no request from dave" -- as bob requests accept dave@example.org
 grep -q "dave@example.org has sent no message request" err.txt && ok || bad "accept refusal: $(cat err.txt)"
@@ -51,7 +51,7 @@ grep -q "dave@example.org has sent no message request" err.txt && ok || bad "acc
 # ---- accepting: the receipts held back go ------------------------------------------------
 expect 0 "bob accepts" -- as bob requests accept alice@example.org
 grep -q "alice@example.org: request accepted" out.txt && ok || bad "accept output: $(cat out.txt)"
-expect 0 "alice receives the receipts" -- as alice receive --wait 1
+expect 0 "alice receives the receipts" -- as alice receive
 [ "$(status_of alice $B "$id")" = read ] && ok || bad "read after accepting: $(status_of alice $B "$id")"
 expect 0 "bob's history" -- as bob -o json history alice@example.org
 python3 -c 'import json; r=[json.loads(l) for l in open("out.txt")]; assert [m["request"] for m in r]==[False,False], r' && ok || bad "no request after accepting: $(cat out.txt)"
@@ -59,16 +59,16 @@ expect 0 "no request left" -- as bob requests
 [ -s out.txt ] && bad "requests after accepting: $(cat out.txt)" || ok
 expect 0 "a normal conversation now" -- as alice send $B --text "thanks"
 id=$(sent_id)
-expect 0 "bob receives" -- as bob receive --wait 1
+expect 0 "bob receives" -- as bob receive
 grep -q "request" out.txt && bad "a request after accepting: $(cat out.txt)" || ok
 expect 0 "bob can type to her" -- as bob typing alice@example.org
-expect 0 "alice sees it delivered" -- as alice receive --wait 1
+expect 0 "alice sees it delivered" -- as alice receive
 [ "$(status_of alice $B "$id")" = delivered ] && ok || bad "delivered: $(status_of alice $B "$id")"
 
 # ---- delete, then block -------------------------------------------------------------------
 printf 'catalogue of watches\n' > catalogue.txt
 expect 0 "carol, a stranger, writes" -- as carol send $B --text "buy cheap watches" --file "$PWD/catalogue.txt"
-expect 0 "bob receives" -- as bob receive --wait 1
+expect 0 "bob receives" -- as bob receive
 [ -n "$(grep -l "catalogue of watches" dev-bob/bob@example.org/attachments/* 2>/dev/null)" ] && ok || bad "the request's file was not saved"
 expect 0 "bob deletes the request" -- as bob requests delete carol@example.org
 [ -z "$(grep -l "catalogue of watches" dev-bob/bob@example.org/attachments/* 2>/dev/null)" ] && ok || bad "the request's file stays after its deletion"
@@ -77,7 +77,7 @@ expect 0 "her messages are gone" -- as bob history carol@example.org
 expect 0 "and from the search index" -- as bob history --search watches
 [ -s out.txt ] && bad "search after delete: $(cat out.txt)" || ok
 expect 0 "carol writes again" -- as carol send $B --text "watches again"
-expect 0 "bob receives" -- as bob receive --wait 1
+expect 0 "bob receives" -- as bob receive
 grep -q "\[request\] carol@example.org: watches again" out.txt && ok || bad "a request again: $(cat out.txt)"
 expect 0 "bob blocks from the request" -- as bob -o json requests block carol@example.org
 expect 0 "carol is blocked" -- as bob blocked
@@ -90,42 +90,42 @@ expect 0 "no request left" -- as bob requests
 # ---- no strangers: a contact, a group member, someone written to first ---------------------
 expect 0 "dave, a contact, writes first" -- as dave send $B --text "hello from dave"
 id=$(sent_id)
-expect 0 "bob receives" -- as bob receive --wait 1
+expect 0 "bob receives" -- as bob receive
 grep -q "request" out.txt && bad "a contact's message is a request: $(cat out.txt)" || ok
-expect 0 "dave sees it delivered" -- as dave receive --wait 1
+expect 0 "dave sees it delivered" -- as dave receive
 [ "$(status_of dave $B "$id")" = delivered ] && ok || bad "contact delivered: $(status_of dave $B "$id")"
 expect 0 "bob makes a group with erin" -- as bob groups create club erin@example.org
-expect 0 "erin receives it" -- as erin receive --wait 1
+expect 0 "erin receives it" -- as erin receive
 expect 0 "erin writes to bob alone" -- as erin send $B --text "from the club"
 id=$(sent_id)
-expect 0 "bob receives" -- as bob receive --wait 1
+expect 0 "bob receives" -- as bob receive
 grep -q "request" out.txt && bad "a group member's message is a request: $(cat out.txt)" || ok
-expect 0 "erin sees it delivered" -- as erin receive --wait 1
+expect 0 "erin sees it delivered" -- as erin receive
 [ "$(status_of erin $B "$id")" = delivered ] && ok || bad "member delivered: $(status_of erin $B "$id")"
 expect 0 "bob writes to frank first" -- as bob send frank@example.org --text "hello frank"
-expect 0 "frank receives" -- as frank receive --wait 1
+expect 0 "frank receives" -- as frank receive
 expect 0 "frank answers" -- as frank send $B --text "hello bob"
 id=$(sent_id)
-expect 0 "bob receives" -- as bob receive --wait 1
+expect 0 "bob receives" -- as bob receive
 grep -q "request" out.txt && bad "an answer is a request: $(cat out.txt)" || ok
-expect 0 "frank sees it delivered" -- as frank receive --wait 1
+expect 0 "frank sees it delivered" -- as frank receive
 [ "$(status_of frank $B "$id")" = delivered ] && ok || bad "answer delivered: $(status_of frank $B "$id")"
 # writing to a stranger, or adding them as a contact, accepts their request
 expect 0 "gina, a stranger, writes" -- as gina send $B --text "it is gina"
 id=$(sent_id)
-expect 0 "bob receives" -- as bob receive --wait 1
+expect 0 "bob receives" -- as bob receive
 grep -q "\[request\] gina@example.org" out.txt && ok || bad "gina's request: $(cat out.txt)"
 expect 0 "bob adds gina as a contact" -- as bob contacts add gina gina@example.org
-expect 0 "gina receives" -- as gina receive --wait 1
+expect 0 "gina receives" -- as gina receive
 [ "$(status_of gina $B "$id")" = delivered ] && ok || bad "contact add accepts: $(status_of gina $B "$id")"
 as bob contacts remove gina >/dev/null
 as bob sync unset sync:request:gina@example.org >/dev/null 2>&1 || true
 expect 0 "gina writes again, a stranger again" -- as gina send $B --text "gina again"
 id=$(sent_id)
-expect 0 "bob receives" -- as bob receive --wait 1
+expect 0 "bob receives" -- as bob receive
 grep -q "\[request\] gina@example.org: gina again" out.txt && ok || bad "gina's second request: $(cat out.txt)"
 expect 0 "bob answers her" -- as bob send gina@example.org --text "hi gina"
-expect 0 "gina receives" -- as gina receive --wait 1
+expect 0 "gina receives" -- as gina receive
 [ "$(status_of gina $B "$id")" = delivered ] && ok || bad "writing accepts: $(status_of gina $B "$id")"
 as bob requests | grep -q gina && bad "gina still a request" || ok
 
@@ -166,7 +166,7 @@ daemon_schema_ok 1 ev1.txt && ok || bad "schema 1"
 kill -TERM "$daemon"
 wait "$daemon"
 daemon=
-expect 0 "dave sees his message delivered once accepted" -- as dave receive --wait 1
+expect 0 "dave sees his message delivered once accepted" -- as dave receive
 id=$(python3 -c 'import json; print([x["params"]["message"]["message_id"] for x in map(json.loads, open("ev2.txt")) if x.get("method") == "event" and x["params"]["type"] == "message"][0])')
 [ "$(status_of dave $B "$id")" = delivered ] && ok || bad "dave delivered: $(status_of dave $B "$id")"
 
@@ -175,7 +175,7 @@ id=$(python3 -c 'import json; print([x["params"]["message"]["message_id"] for x 
 if command -v tmux >/dev/null; then
     expect 0 "hana, a stranger, writes" -- as hana send $B --text "hana here"
     id=$(sent_id)
-    expect 0 "bob receives" -- as bob receive --wait 1
+    expect 0 "bob receives" -- as bob receive
     chat bob alice@example.org
     waitfor bob "online" && ok || bad "bob's chat: $(screen bob)"
     # the section's title, then hana under it, after the accepted conversations
@@ -188,7 +188,7 @@ if command -v tmux >/dev/null; then
     screen bob | grep -q "^requests" && bad "the section stays: $(screen bob)" || ok
     tm send-keys -t bob "/quit" Enter
     sleep 1
-    expect 0 "hana receives" -- as hana receive --wait 1
+    expect 0 "hana receives" -- as hana receive
     [ "$(status_of hana $B "$id")" = read ] && ok || bad "hana's message read once accepted in the chat: $(status_of hana $B "$id")"
 else
     bad "tmux is not installed (scripts/deps.sh installs it)"

@@ -22,7 +22,7 @@ sent_id() { sed -n 's/^sent \([0-9a-f]*\)$/\1/p' out.txt; }
 
 # ---- blocking, on the command line ------------------------------------------------------
 expect 0 "a first message, before any block" -- as alice send bob@example.org --text "hello bob"
-expect 0 "bob receives it" -- as bob receive --wait 1
+expect 0 "bob receives it" -- as bob receive
 grep -q "alice@example.org: hello bob" out.txt && ok || bad "before the block: $(cat out.txt)"
 expect 0 "bob blocks alice" -- as bob block alice@example.org
 grep -q "alice@example.org blocked" out.txt && ok || bad "block output: $(cat out.txt)"
@@ -30,15 +30,15 @@ expect 0 "blocking again changes nothing" -- as bob block alice@example.org
 expect 0 "alice writes to bob" -- as alice send bob@example.org --text "are you there"
 id=$(sent_id)
 expect 0 "alice sends a typing notice" -- as alice typing bob@example.org
-expect 0 "bob receives" -- as bob -o json receive --wait 1
+expect 0 "bob receives" -- as bob -o json receive
 grep -q "are you there\|typing" out.txt && bad "a blocked sender's message or notice was shown: $(cat out.txt)" || ok
 expect 0 "bob's history" -- as bob history alice@example.org
 grep -q "are you there" out.txt && bad "a blocked sender's message was stored" || ok
-expect 0 "alice receives what came back" -- as alice receive --wait 1
+expect 0 "alice receives what came back" -- as alice receive
 [ "$(status_of alice bob@example.org "$id")" = sent ] && ok || bad "alice sees her message delivered: $(status_of alice bob@example.org "$id")"
 expect 0 "bob lists who he blocked" -- as bob -o json blocked
 python3 -c 'import json,sys; r=[json.loads(l) for l in open("out.txt")]; assert r==[{"handle":"alice@example.org","dropped":2}], r' && ok || bad "blocked listing: $(cat out.txt)"
-expect 0 "a redelivery is not counted twice" -- as bob receive --wait 1
+expect 0 "a redelivery is not counted twice" -- as bob receive
 expect 0 "bob lists who he blocked, as text" -- as bob blocked
 grep -q "^alice@example.org	2 dropped$" out.txt && ok || bad "blocked text: $(cat out.txt)"
 expect 1 "bob cannot write to alice" -- as bob send alice@example.org --text "nope"
@@ -50,27 +50,27 @@ expect 0 "bob marks read: no receipt goes to a blocked handle" -- as bob read al
 # a group invitation and a group message from a blocked member are dropped too
 expect 0 "alice makes a group with bob" -- as alice groups create club bob@example.org carol@example.org
 expect 0 "alice writes to it" -- as alice send --group club --text "club news"
-expect 0 "carol writes to it" -- as carol receive --wait 1
-expect 0 "bob receives" -- as bob -o json receive --wait 1
+expect 0 "carol writes to it" -- as carol receive
+expect 0 "bob receives" -- as bob -o json receive
 grep -q "club" out.txt && bad "a blocked member's invitation reached bob: $(cat out.txt)" || ok
 as bob groups | grep -q club && bad "the invitation was kept" || ok
 # in a group bob shares with alice (made by carol, accepted), alice's messages are dropped, carol's kept
 expect 0 "carol makes a group" -- as carol groups create trio alice@example.org bob@example.org
-expect 0 "bob gets the invitation" -- as bob receive --wait 1
+expect 0 "bob gets the invitation" -- as bob receive
 trio=$(as bob groups | grep "^trio	" | cut -f3)
 expect 0 "bob accepts it" -- as bob groups accept "$trio"
-expect 0 "alice receives it" -- as alice receive --wait 1
+expect 0 "alice receives it" -- as alice receive
 expect 0 "alice accepts it" -- as alice groups accept "$(as alice groups | grep "^trio	" | cut -f3)"
 expect 0 "alice writes in the group" -- as alice send --group trio --text "alice in trio"
 expect 0 "carol writes in the group" -- as carol send --group trio --text "carol in trio"
-expect 0 "bob receives" -- as bob receive --wait 1
+expect 0 "bob receives" -- as bob receive
 grep -q "carol in trio" out.txt && ok || bad "carol's group message: $(cat out.txt)"
 grep -q "alice in trio" out.txt && bad "a blocked member's group message reached bob: $(cat out.txt)" || ok
 # and nothing of bob's goes to alice, not even through the group (nor his profile key with it)
 expect 0 "bob writes in the group" -- as bob send --group trio --text "bob in trio"
-expect 0 "carol receives" -- as carol receive --wait 1
+expect 0 "carol receives" -- as carol receive
 grep -q "bob in trio" out.txt && ok || bad "bob's group message to carol: $(cat out.txt)"
-expect 0 "alice receives" -- as alice receive --wait 1
+expect 0 "alice receives" -- as alice receive
 grep -q "bob in trio" out.txt && bad "bob's group message reached the handle he blocked: $(cat out.txt)" || ok
 # bad input
 expect 1 "blocking an unknown handle" -- as bob block nobody@example.org
@@ -86,9 +86,9 @@ expect 0 "bob's list is unchanged" -- as bob -o json blocked
 expect 0 "bob unblocks alice" -- as bob unblock alice@example.org
 expect 0 "alice writes again" -- as alice send bob@example.org --text "second try"
 id=$(sent_id)
-expect 0 "bob receives it" -- as bob receive --wait 1
+expect 0 "bob receives it" -- as bob receive
 grep -q "alice@example.org: second try" out.txt && ok || bad "after unblocking: $(cat out.txt)"
-expect 0 "alice gets the receipt" -- as alice receive --wait 1
+expect 0 "alice gets the receipt" -- as alice receive
 [ "$(status_of alice bob@example.org "$id")" = delivered ] && ok || bad "delivered after unblocking: $(status_of alice bob@example.org "$id")"
 expect 0 "bob writes to alice again" -- as bob send alice@example.org --text "welcome back"
 expect 0 "bob's list is empty" -- as bob blocked
@@ -102,13 +102,13 @@ pid=
 expect 4 "bob writes to carol while the server is away" -- as bob send carol@example.org --text "held back"
 sqlite3 dev-bob/bob@example.org/state.db "INSERT INTO settings (key, value) VALUES ('sync:block:carol@example.org', CAST('1' AS BLOB));" && ok || bad "the block written"
 start_missived || bad "missived back"
-expect 0 "bob connects (the outbox is flushed)" -- as bob receive --wait 0.5
-expect 0 "carol receives" -- as carol receive --wait 1
+expect 0 "bob connects (the outbox is flushed)" -- as bob receive
+expect 0 "carol receives" -- as carol receive
 grep -q "held back" out.txt && bad "a queued message went to a blocked handle" || ok
 as bob history carol@example.org | grep -q "held back  (queued)" && ok || bad "it stays queued: $(as bob history carol@example.org)"
 expect 0 "bob unblocks carol" -- as bob unblock carol@example.org
-expect 0 "bob connects again" -- as bob receive --wait 0.5
-expect 0 "carol receives it now" -- as carol receive --wait 1
+expect 0 "bob connects again" -- as bob receive
+expect 0 "carol receives it now" -- as carol receive
 grep -q "held back" out.txt && ok || bad "after the unblock: $(cat out.txt)"
 
 # ---- privacy settings ---------------------------------------------------------------------
@@ -125,35 +125,35 @@ expect 2 "settings usage" -- as bob settings set typing
 expect 0 "alice writes" -- as alice send bob@example.org --text "read this"
 id=$(sent_id)
 expect 0 "alice types" -- as alice typing bob@example.org
-expect 0 "bob receives" -- as bob receive --wait 1
+expect 0 "bob receives" -- as bob receive
 grep -q "read this" out.txt && ok || bad "bob gets the message: $(cat out.txt)"
 grep -q "typing" out.txt && bad "typing shown with typing off: $(cat out.txt)" || ok
 expect 0 "bob reads" -- as bob read alice@example.org
 expect 1 "bob's typing notice is refused" -- as bob typing alice@example.org
 grep -q "typing notices are off" err.txt && ok || bad "typing refusal: $(cat err.txt)"
-expect 0 "alice receives" -- as alice receive --wait 1
+expect 0 "alice receives" -- as alice receive
 grep -q "bob@example.org is typing" out.txt && bad "a typing notice went with typing off" || ok
 [ "$(status_of alice bob@example.org "$id")" = delivered ] && ok || bad "no read receipt with read receipts off: $(status_of alice bob@example.org "$id")"
 # bob does not see alice's read receipts either
 expect 0 "bob writes" -- as bob send alice@example.org --text "read mine"
 bid=$(sent_id)
-expect 0 "alice receives and reads" -- as alice receive --wait 1
+expect 0 "alice receives and reads" -- as alice receive
 expect 0 "alice reads" -- as alice read bob@example.org
-expect 0 "bob receives the receipts" -- as bob receive --wait 1
+expect 0 "bob receives the receipts" -- as bob receive
 [ "$(status_of bob alice@example.org "$bid")" = delivered ] && ok || bad "read receipt shown with read receipts off: $(status_of bob alice@example.org "$bid")"
 expect 0 "bob turns read receipts on" -- as bob settings set read-receipts on
 expect 0 "alice writes" -- as alice send bob@example.org --text "and now"
 id=$(sent_id)
-expect 0 "bob receives" -- as bob receive --wait 1
+expect 0 "bob receives" -- as bob receive
 expect 0 "bob reads" -- as bob read alice@example.org
-expect 0 "alice receives the receipts" -- as alice receive --wait 1
+expect 0 "alice receives the receipts" -- as alice receive
 [ "$(status_of alice bob@example.org "$id")" = read ] && ok || bad "read receipt with read receipts on: $(status_of alice bob@example.org "$id")"
 expect 0 "bob turns typing notices on" -- as bob settings set typing on
 
 # ---- reporting abuse -------------------------------------------------------------------------
 metric() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' "http://127.0.0.1:$(awk '/^http/{print $2}' srv/missived.ports)/metrics" | awk -v m="missived_$1" '$1 == m {print $2}'; }
 expect 0 "dave writes to bob" -- as dave send bob@example.org --text "buy cheap pills now"
-expect 0 "bob receives it" -- as bob receive --wait 1
+expect 0 "bob receives it" -- as bob receive
 spam=$(as bob -o json history dave@example.org | python3 -c 'import json,sys; print([m["message_id"] for m in map(json.loads, sys.stdin)][-1])')
 alices=$(as bob -o json history alice@example.org | python3 -c 'import json,sys; print([m["message_id"] for m in map(json.loads, sys.stdin) if not m["outgoing"]][-1])')
 expect 0 "bob reports dave, without the text" -- as bob report dave@example.org "$spam" --reason "spam"
@@ -192,7 +192,7 @@ grep -q "too many reports today" err.txt && ok || bad "flood: $(cat err.txt)"
 # the operator decides: suspend from the report, dismiss another
 expect 0 "the operator suspends dave from the report" -- "$A" --data-dir srv reports suspend "$second"
 grep -q "dave@example.org is suspended" out.txt && ok || bad "suspend from the report: $(cat out.txt)"
-expect 3 "dave cannot connect" -- as dave receive --wait 0.5
+expect 3 "dave cannot connect" -- as dave receive
 expect 0 "the operator dismisses the first" -- "$A" --data-dir srv reports dismiss "$first"
 expect 0 "states recorded" -- "$A" --data-dir srv -o json reports
 python3 -c 'import json; r={x["id"]: x["state"] for x in map(json.loads, open("out.txt"))}; assert r['"$second"']=="suspended" and r['"$first"']=="dismissed", r' && ok || bad "states: $(cat out.txt)"

@@ -227,6 +227,100 @@ static void test_online_and_offline_delivery(void **state)
     test_server_cleanup(&s);
 }
 
+/* Sends a QueueSync on c without waiting; its request id. */
+static uint64_t queue_sync(struct msv_conn *c)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__QueueSync q = MSV__WIRE__QUEUE_SYNC__INIT;
+    uint64_t id = 0;
+
+    req.body_case = MSV__WIRE__FRAME__BODY_QUEUE_SYNC;
+    req.queue_sync = &q;
+    assert_int_equal(msv_conn_send_request(c, &req, &id), MSV_OK);
+    return id;
+}
+
+/* A QueueSync on c, waiting for its answer (pushes meanwhile are set aside). */
+static msv_frame *queue_sync_answer(struct msv_conn *c)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__QueueSync q = MSV__WIRE__QUEUE_SYNC__INIT;
+
+    req.body_case = MSV__WIRE__FRAME__BODY_QUEUE_SYNC;
+    req.queue_sync = &q;
+    return test_request(c, &req);
+}
+
+/* The next frame on d's connection (a push, or an answer set aside). */
+static msv_frame *next_frame(struct test_device *d)
+{
+    msv_frame *f = NULL;
+
+    assert_int_equal(msv_conn_recv(d->conn, TEST_TIMEOUT_MS, &f), MSV_OK);
+    return f;
+}
+
+/*
+ * QueueSync is answered right after the queue's last envelope, across the delivery window
+ * (two here: three envelopes wait, the third comes once the first two are acknowledged), and
+ * at once when nothing more waits; a second one while one waits is refused, and none is
+ * answered before authentication.
+ */
+static void test_queue_sync(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    struct test_device *to[1] = {&b1};
+    const char *handles[1] = {"bob@example.org"};
+    uint64_t sync, q[3];
+    struct msv_conn *c;
+    msv_frame *f;
+
+    (void)state;
+    test_server_init(&s, "[relay]\ndelivery_window = 2\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    msv_conn_close(b1.conn);
+    b1.conn = NULL;
+    expect_ok(test_send(&a1, handles, 1, to, 1, "one"));
+    expect_ok(test_send(&a1, handles, 1, to, 1, "two"));
+    expect_ok(test_send(&a1, handles, 1, to, 1, "three"));
+    test_device_connect(&s, &b1);
+    sync = queue_sync(b1.conn);
+    for (int i = 0; i < 2; i++) {
+        f = next_frame(&b1);
+        assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_DELIVER);
+        q[i] = f->deliver->queue_id;
+        msv_frame_free(f);
+    }
+    /* the window is full and the first sync waits: a second one is refused */
+    expect_error(queue_sync_answer(b1.conn), MSV__WIRE__ERROR_CODE__ERROR_INVALID);
+    test_ack(&b1, q[0]);
+    test_ack(&b1, q[1]);
+    f = next_frame(&b1);
+    assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_DELIVER);
+    q[2] = f->deliver->queue_id;
+    msv_frame_free(f);
+    f = next_frame(&b1); /* after the last one, the answer */
+    assert_int_equal(f->request_id, sync);
+    assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_OK);
+    msv_frame_free(f);
+    test_ack(&b1, q[2]);
+    /* nothing waits: answered at once */
+    sync = queue_sync(b1.conn);
+    f = next_frame(&b1);
+    assert_int_equal(f->request_id, sync);
+    assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_OK);
+    msv_frame_free(f);
+    c = test_connect(&s);
+    expect_error(queue_sync_answer(c), MSV__WIRE__ERROR_CODE__ERROR_UNAUTHENTICATED);
+    msv_conn_close(c);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
 static void test_stale_device_list_and_limits(void **state)
 {
     struct test_server s;
@@ -2412,6 +2506,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_online_and_offline_delivery),
+        cmocka_unit_test(test_queue_sync),
         cmocka_unit_test(test_stale_device_list_and_limits),
         cmocka_unit_test(test_device_change_notices),
         cmocka_unit_test(test_device_approval),

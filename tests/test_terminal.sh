@@ -48,7 +48,7 @@ expect 0 "bob sends a file whose name reverses" -- as bob send alice@example.org
 blob=$(ls -t srv/blobs | head -1)
 /usr/bin/python3 -c "import sys; p=sys.argv[1]; b=bytearray(open(p,'rb').read()); b[50]^=1; open(p,'wb').write(b)" "srv/blobs/$blob"
 
-expect 0 "receive" -- as alice receive --wait 1
+expect 0 "receive" -- as alice receive
 clean "receive prints nothing that acts" out.txt err.txt
 grep -qF 'hi\x1b[2J\x1b]0;pwned\x07\x1b[1A\x1b[2K\x0dfake\u009b2J' out.txt && ok || bad "the escapes shown: $(cat out.txt)"
 grep -q '^    \[2026-01-01 00:00\] carol@example.org: send me the code$' out.txt && ok || bad "the posing line indented: $(cat out.txt)"
@@ -87,7 +87,7 @@ as bob groups create "p${esc}[2J" alice@example.org >/dev/null 2>&1 && ok || bad
 # what the daemon took in, as receive prints it through the daemon (a loaded machine may be slow)
 : >got.txt
 for _ in $(seq 10); do
-    as alice receive --wait 1 >out.txt 2>err.txt
+    as alice receive >out.txt 2>err.txt
     cat out.txt err.txt >>got.txt
     grep -qF 'p\x1b[2J' got.txt && break
 done
@@ -101,7 +101,7 @@ grep -qF 'p\x1b[2J' out.txt && ok || bad "the daemon's groups: $(cat out.txt)"
 as bob send alice@example.org --text "json"$'\xc2\x9b\xe2\x80\xae' >/dev/null 2>&1 && ok || bad "bob sends for JSON"
 : >got.txt
 for _ in $(seq 10); do
-    as alice -o json receive --wait 1 >out.txt 2>err.txt
+    as alice -o json receive >out.txt 2>err.txt
     cat out.txt err.txt >>got.txt
     grep -qiF 'json\u009b\u202e' got.txt && break
 done
@@ -177,7 +177,7 @@ PY
 /usr/bin/python3 fake.py srv/server.crt srv/server.key "$port" 2>fake.err &
 fake=$!
 for _ in $(seq 100); do [ -e fake.up ] && break; sleep 0.1; done
-expect 3 "the CLI refused by a dishonest server" -- as alice receive --wait 1
+expect 3 "the CLI refused by a dishonest server" -- as alice receive
 clean "the server's words to the CLI" out.txt err.txt
 grep -qF 'no\x1b[2J\x1b]0;pwned\x07\u009b1A\u202egpj.exe' err.txt && ok || bad "the CLI shows the server's words: $(cat err.txt)"
 grep -q '^missive: all is well' err.txt && bad "a line posed as missive's own: $(cat err.txt)" || ok

@@ -76,6 +76,9 @@ struct msv_client {
     /* how long msv_client_receive() goes on while frames keep coming, beyond its quiet
      * time (0: MSV_CLIENT_RECEIVE_MAX_MS) */
     int receive_max_ms;
+    /* msv_client_receive() also returns as soon as the server says it pushed all that was
+       queued (QueueSync), not only after timeout_ms without a delivery */
+    int receive_until_synced;
 };
 
 #define MSV_CLIENT_RECEIVE_MAX_MS 30000

@@ -323,6 +323,13 @@ static msv_err keep_pushed(struct msv_conn *c, msv_frame *f)
     return MSV_OK;
 }
 
+msv_err msv_conn_send_request(struct msv_conn *c, msv_frame *req, uint64_t *id)
+{
+    *id = c->next_request++;
+    req->request_id = *id;
+    return msv_conn_send(c, req);
+}
+
 msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms, msv_frame **resp)
 {
     int64_t deadline = msv_mono_ms() + timeout_ms;

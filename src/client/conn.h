@@ -46,6 +46,8 @@ MSV_MUST_CHECK msv_err msv_conn_send_raw(struct msv_conn *c, const uint8_t *p, s
  * when the server closed the connection. Caller frees *out with msv_frame_free().
  */
 MSV_MUST_CHECK msv_err msv_conn_recv(struct msv_conn *c, int timeout_ms, msv_frame **out);
+/* Sends req under a new request id (*id) without waiting: its answer comes by msv_conn_recv(). */
+MSV_MUST_CHECK msv_err msv_conn_send_request(struct msv_conn *c, msv_frame *req, uint64_t *id);
 
 /*
  * Sends req with a fresh request id and waits for the frame that answers it;

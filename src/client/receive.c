@@ -1147,9 +1147,19 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
     int64_t deadline = msv_mono_ms() + timeout_ms +
                        (c->receive_max_ms > 0 ? c->receive_max_ms : MSV_CLIENT_RECEIVE_MAX_MS);
 
+    uint64_t sync_id = 0, last_acked = 0;
+
     *count = 0;
     if (err == MSV_OK) /* what a process stopped before: shown, and its receipt owed */
         err = resume_pending(c, on_message, ctx, count);
+    if (err == MSV_OK && c->receive_until_synced) {
+        Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__QueueSync sync = MSV__WIRE__QUEUE_SYNC__INIT;
+
+        req.body_case = MSV__WIRE__FRAME__BODY_QUEUE_SYNC;
+        req.queue_sync = &sync;
+        err = msv_conn_send_request(c->conn, &req, &sync_id);
+    }
     while (err == MSV_OK) {
         msv_frame *f = NULL;
         uint64_t q;
@@ -1165,6 +1175,21 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
             return receive_done(c, on_message, ctx); /* quiet for timeout_ms: done */
         if (err != MSV_OK)
             break;
+        if (sync_id != 0 && f->request_id == sync_id) {
+            /* all that was queued came before this answer, and was taken; a server that does
+             * not know the request leaves the quiet window to end the receive */
+            int synced = f->body_case == MSV__WIRE__FRAME__BODY_OK;
+
+            msv_frame_free(f);
+            sync_id = 0;
+            /* the acknowledgements went without answers: the last one again, answered once
+             * the server has committed it and all before it */
+            if (synced && last_acked != 0)
+                err = msv_request_ack_committed(c->conn, &last_acked, TIMEOUT_MS);
+            if (synced && err == MSV_OK)
+                return receive_done(c, on_message, ctx);
+            continue;
+        }
         if (f->body_case != MSV__WIRE__FRAME__BODY_DELIVER) {
             msv_frame_free(f);
             continue;
@@ -1218,6 +1243,8 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
             err = MSV_ERR_IO;
         if (err == MSV_OK)
             err = msv_request_ack(c->conn, &q, 1);
+        if (err == MSV_OK)
+            last_acked = q;
     }
     return err;
 }

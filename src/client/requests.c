@@ -496,6 +496,18 @@ msv_err msv_request_ack(struct msv_conn *c, const uint64_t *queue_ids, size_t n)
     return msv_conn_send(c, &req);
 }
 
+msv_err msv_request_ack_committed(struct msv_conn *c, const uint64_t *queue_id, int timeout_ms)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__Ack ack = MSV__WIRE__ACK__INIT;
+
+    ack.n_queue_ids = 1;
+    ack.queue_ids = (uint64_t *)queue_id;
+    req.body_case = MSV__WIRE__FRAME__BODY_ACK;
+    req.ack = &ack;
+    return run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, NULL, NULL);
+}
+
 msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles, size_t n, int history,
                            uint64_t known_size, int timeout_ms, msv_frame **result,
                            struct msv_refusal *why)

@@ -230,5 +230,8 @@ MSV_MUST_CHECK msv_err msv_request_set_delivery_token(struct msv_conn *c, const 
 
 /* Acknowledges delivered queue ids (no answer is awaited). */
 MSV_MUST_CHECK msv_err msv_request_ack(struct msv_conn *c, const uint64_t *queue_ids, size_t n);
+/* Acknowledges queue_id again and waits until the server committed it (and all before it). */
+MSV_MUST_CHECK msv_err msv_request_ack_committed(struct msv_conn *c, const uint64_t *queue_id,
+                                                 int timeout_ms);
 
 #endif

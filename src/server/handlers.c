@@ -2297,6 +2297,27 @@ static void handle_ack(struct msv_conn_state *c, const msv_frame *f)
     msv_worker_queue_ack(c->w, a);
 }
 
+/*
+ * QueueSync: Ok once everything queued for the device has been pushed. A read that came back
+ * short (more 0) pushed the queue's end already, ahead of this answer; otherwise the answer
+ * waits for the read that finds the end (server.c push_recs). One at a time per connection.
+ */
+static void handle_queue_sync(struct msv_conn_state *c, const msv_frame *f)
+{
+    if (f->request_id == 0)
+        return; /* nothing to answer to */
+    if (c->sync_request != 0) {
+        msv_conn_send_error(c, f->request_id, E_INVALID, "a queue sync is waiting already");
+        return;
+    }
+    if (!c->more) {
+        msv_conn_send_ok(c, f->request_id);
+        return;
+    }
+    c->sync_request = f->request_id;
+    msv_conn_pump(c);
+}
+
 /* ---- prekeys and delivery tokens ------------------------------------------------------- */
 
 /* Reads an upload into u (one_time holds PREKEY_UPLOAD_MAX); returns an error text or NULL. */
@@ -2800,6 +2821,7 @@ static const struct route {
     {MSV__WIRE__FRAME__BODY_REPORT, 1, handle_report},
     {MSV__WIRE__FRAME__BODY_USAGE_REQUEST, 1, handle_usage},
     {MSV__WIRE__FRAME__BODY_ACK, 1, handle_ack},
+    {MSV__WIRE__FRAME__BODY_QUEUE_SYNC, 1, handle_queue_sync},
     {MSV__WIRE__FRAME__BODY_REMOVE_DEVICE, 1, handle_remove_device},
     {MSV__WIRE__FRAME__BODY_PASSWORD_CHANGE, 1, handle_password_change},
     {MSV__WIRE__FRAME__BODY_ACCOUNT_DELETE, 1, handle_account_delete},

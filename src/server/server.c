@@ -473,6 +473,11 @@ static void push_recs(struct msv_conn_state *c, struct msv_queue_rec *recs, size
     }
     atomic_fetch_add(&c->w->srv->m.envelopes_delivered, n);
     msv_queue_recs_free(recs, n);
+    /* a QueueSync is answered after the last envelope the queue held when it came */
+    if (!c->more && c->sync_request != 0) {
+        msv_conn_send_ok(c, c->sync_request);
+        c->sync_request = 0;
+    }
 }
 
 /* Whether c's queue is to be read now: it may hold more, and c has room for it. */

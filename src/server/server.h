@@ -48,12 +48,13 @@ struct msv_conn_state {
     unsigned suites;             /* the authenticated device's suites (MSV_SUITE_BIT each) */
     uint64_t suspension_checked; /* the server's suspension_gen when the account was looked at */
     uint64_t last_sent;          /* highest queue id pushed on this connection */
-    int more;          /* the queue may hold envelopes past last_sent: set by wake-ups, cleared by a
-                          read that found fewer than it asked for */
-    int pump_listed;   /* on_wake's list of connections to read holds it already */
-    unsigned inflight; /* pushed, not yet acknowledged */
-    int reading_paused; /* too much unsent output: requests wait */
-    int finishing;      /* a BlobFinish of this connection is being checked (blobs.c) */
+    int more;        /* the queue may hold envelopes past last_sent: set by wake-ups, cleared by a
+                        read that found fewer than it asked for */
+    int pump_listed; /* on_wake's list of connections to read holds it already */
+    uint64_t sync_request; /* a QueueSync waiting for a read that finds the queue's end (0: none) */
+    unsigned inflight;     /* pushed, not yet acknowledged */
+    int reading_paused;    /* too much unsent output: requests wait */
+    int finishing;         /* a BlobFinish of this connection is being checked (blobs.c) */
     struct msv_conn_state *prev, *next;
 };
 
