@@ -54,6 +54,7 @@ msv_err msv_keydir_open(struct msv_keydir *kd, const char *data_dir, char *err, 
     memset(kd, 0, sizeof(*kd));
     msv_u64map_init(&kd->counts);
     msv_u64map_init(&kd->proofs);
+    kd->steps_max = UINT64_MAX;
     kd->secret = sodium_malloc(2 * 32);
     if (kd->secret == NULL || msv_ptree_new(&kd->tree) != MSV_OK) {
         snprintf(err, err_len, "out of memory");
@@ -89,6 +90,10 @@ void msv_keydir_close(struct msv_keydir *kd)
     if (kd->secret != NULL)
         sodium_free(kd->secret);
     msv_ptree_free(kd->tree);
+    for (size_t i = kd->steps_from; i < kd->n_versions; i++)
+        free(kd->steps[i]);
+    free(kd->steps);
+    free(kd->step_lens);
     free(kd->versions);
     msv_u64map_clear(&kd->counts);
     memset(kd, 0, sizeof(*kd));
@@ -336,6 +341,30 @@ void msv_keydir_prove_pending(struct msv_keydir *kd, pthread_mutex_t *lock, cons
     pthread_mutex_unlock(lock);
 }
 
+/* Inserts e, the version of log entry index, keeping its step; drops the oldest steps past the
+ * bound. */
+static msv_err add_step(struct msv_keydir *kd, uint64_t index, const struct msv_pt_entry *e)
+{
+    uint8_t *step = NULL;
+    size_t len = 0;
+    msv_err err = msv_ptree_insert_step(kd->tree, e, &step, &len);
+
+    if (err != MSV_OK)
+        return err;
+    kd->steps[index] = step;
+    kd->step_lens[index] = (uint32_t)len;
+    kd->steps_bytes += len;
+    /* the oldest go past the bound ([directory] append_proof_kib), and a read of them is
+     * refused (msv_keydir_steps) */
+    while (kd->steps_bytes > kd->steps_max && kd->steps_from < index) {
+        kd->steps_bytes -= kd->step_lens[kd->steps_from];
+        free(kd->steps[kd->steps_from]);
+        kd->steps[kd->steps_from++] = NULL;
+    }
+    atomic_store(&kd->steps_kept_from, kd->steps_from);
+    return MSV_OK;
+}
+
 msv_err msv_keydir_add(struct msv_keydir *kd, uint64_t index, const uint8_t *leaf, size_t len)
 {
     static _Thread_local struct msv_kt_entry parsed;
@@ -349,13 +378,22 @@ msv_err msv_keydir_add(struct msv_keydir *kd, uint64_t index, const uint8_t *lea
         return MSV_ERR_INVALID;
     if (kd->n_versions == kd->cap_versions) {
         size_t cap = kd->cap_versions ? kd->cap_versions * 2 : 256;
-        uint32_t *p = realloc(kd->versions, cap * sizeof(*p));
+        uint32_t *p = realloc(kd->versions, cap * sizeof(*p)), *l;
+        uint8_t **st;
 
         if (p == NULL)
             return MSV_ERR_NOMEM;
         kd->versions = p;
+        if ((st = realloc(kd->steps, cap * sizeof(*st))) == NULL)
+            return MSV_ERR_NOMEM;
+        kd->steps = st;
+        if ((l = realloc(kd->step_lens, cap * sizeof(*l))) == NULL)
+            return MSV_ERR_NOMEM;
+        kd->step_lens = l;
         kd->cap_versions = cap;
     }
+    kd->steps[index] = NULL;
+    kd->step_lens[index] = 0;
     /* a rotation entry is no handle's version */
     if (msv_kt_leaf_parse(leaf, len, &parsed) == MSV_OK) {
         key = handle_key(parsed.handle);
@@ -364,7 +402,7 @@ msv_err msv_keydir_add(struct msv_keydir *kd, uint64_t index, const uint8_t *lea
             strcmp(parsed.handle, kd->skip_handle) == 0)
             version += 2; /* tests only: a dishonest directory skips two versions */
         if ((err = entry_of(kd, parsed.handle, version, leaf, len, &e)) != MSV_OK ||
-            (err = msv_ptree_insert(kd->tree, &e)) != MSV_OK ||
+            (err = add_step(kd, index, &e)) != MSV_OK ||
             (err = msv_u64map_put(&kd->counts, key, (void *)(uintptr_t)version)) != MSV_OK)
             return err;
         drop_old_proofs(kd, parsed.handle, version);
@@ -376,6 +414,43 @@ msv_err msv_keydir_add(struct msv_keydir *kd, uint64_t index, const uint8_t *lea
             return err;
     }
     kd->versions[kd->n_versions++] = version;
+    return MSV_OK;
+}
+
+size_t msv_keydir_step_len(const struct msv_keydir *kd, uint64_t index)
+{
+    if (index < kd->steps_from || index >= kd->n_versions)
+        return 0;
+    return kd->steps[index] != NULL ? kd->step_lens[index] : 1;
+}
+
+msv_err msv_keydir_steps(const struct msv_keydir *kd, uint64_t start, size_t n, uint8_t **out,
+                         size_t *len)
+{
+    size_t size = 4, off = 4;
+    uint8_t *buf;
+
+    if (start < kd->steps_from)
+        return MSV_ERR_NOT_FOUND;
+    if (start > kd->n_versions || n > kd->n_versions - start || n > MSV_PT_STEPS_MAX)
+        return MSV_ERR_INVALID;
+    for (size_t i = 0; i < n; i++)
+        size += msv_keydir_step_len(kd, start + i);
+    if ((buf = malloc(size)) == NULL)
+        return MSV_ERR_NOMEM;
+    msv_put_u32be(buf, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *step = kd->steps[start + i];
+
+        if (step == NULL) {
+            buf[off++] = 0; /* a rotation entry adds nothing */
+            continue;
+        }
+        memcpy(buf + off, step, kd->step_lens[start + i]);
+        off += kd->step_lens[start + i];
+    }
+    *out = buf;
+    *len = size;
     return MSV_OK;
 }
 
@@ -477,4 +552,26 @@ msv_err msv_keydir_test_dishonest(struct msv_keydir *kd, const char *forge, cons
         err = msv_ptree_insert(kd->tree, &e);
     sodium_memzero(opening, sizeof(opening));
     return err;
+}
+
+msv_err msv_keydir_test_rewrite(struct msv_keydir *kd, const char *rewrite)
+{
+    uint8_t value[MSV_PT_VALUE_LEN];
+    const uint8_t *step;
+    char *end = NULL;
+    unsigned long long index;
+    int remove = strncmp(rewrite, "remove ", 7) == 0;
+
+    if (rewrite[0] == '\0')
+        return MSV_OK;
+    if (!remove && strncmp(rewrite, "change ", 7) != 0)
+        return MSV_ERR_INVALID;
+    index = strtoull(rewrite + 7, &end, 10);
+    if (end == rewrite + 7 || *end != '\0' || index < kd->steps_from || index >= kd->n_versions ||
+        (step = kd->steps[index]) == NULL)
+        return MSV_ERR_INVALID;
+    /* the step holds the entry: kind, label, value */
+    memcpy(value, step + 1 + MSV_PT_LABEL_LEN, MSV_PT_VALUE_LEN);
+    value[0] ^= 1;
+    return msv_ptree_test_rewrite(&kd->tree, step + 1, remove ? NULL : value);
 }

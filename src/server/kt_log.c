@@ -210,7 +210,7 @@ static void *prove_pending(void *arg)
 }
 
 msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir, struct msv_store *store,
-                        int trust_store, char *err, size_t err_len)
+                        int trust_store, uint64_t steps_max, char *err, size_t err_len)
 {
     msv_err e;
 
@@ -229,6 +229,7 @@ msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir, struct msv
         e = msv_keydir_open(&log->keydir, data_dir, err, err_len);
     if (e != MSV_OK)
         return e;
+    log->keydir.steps_max = steps_max;
     e = sync_locked(log, store);
     log->keydir.prove_next = 1; /* from now on each append proves the absence lookups show */
     if (e == MSV_ERR_EXISTS)
@@ -600,7 +601,7 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
 
 msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
                     const Msv__Wire__LogRead *q, size_t max_bytes, Msv__Wire__LogEntries *resp,
-                    struct msv_kt_answer **owner)
+                    struct msv_kt_answer **owner, uint64_t *proofs_from)
 {
     struct msv_kt_answer *a = calloc(1, sizeof(*a));
     struct msv_kt_rec *recs = NULL;
@@ -632,18 +633,32 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
         recs[i].leaf = leaf;
         err = log_proof(log, a, &recs[i], &entries[i]);
         recs[i].leaf = NULL;
-        /* the entry, its field tag and length (at most 1 + 4 bytes) */
+        /* the entry, its field tag and length (at most 1 + 4 bytes), and its step if asked */
         size = err == MSV_OK ? msv__wire__log_proof__get_packed_size(entries[i]) + 5 : 0;
+        if (q->append_proof)
+            size += msv_keydir_step_len(&log->keydir, recs[i].index);
         if (err != MSV_OK || (kept > 0 && bytes + size > max_bytes))
             break;
         bytes += size;
         kept++;
+    }
+    if (err == MSV_OK && q->append_proof) {
+        uint8_t *steps = NULL;
+        size_t len = 0;
+
+        /* the steps of the entries given: gone (MSV_ERR_NOT_FOUND) once the oldest are dropped */
+        err = msv_keydir_steps(&log->keydir, q->start, kept, &steps, &len);
+        if (err == MSV_OK && adopt(a, steps) == NULL)
+            err = MSV_ERR_NOMEM;
+        if (err == MSV_OK)
+            resp->append_proof = (ProtobufCBinaryData){len, steps};
     }
     if (err == MSV_OK)
         err = head_fields(log, a, q->known_size, &resp->head, &resp->log_key, &resp->consistency,
                           &resp->n_consistency);
     if (err == MSV_OK)
         err = rotation_fields(log, a, &resp->rotations, &resp->n_rotations);
+    *proofs_from = log->keydir.steps_from;
     pthread_mutex_unlock(&log->lock);
     msv_kt_recs_free(recs, n);
     resp->entries = entries;
