@@ -47,8 +47,29 @@ grep -q "the log checks out: 2 entries (2 new)" out.txt && grep -q "^missive-aud
 cp st st2
 register_people carol
 honest "the audit follows the key directory" 3
+[ "$(sqlite3 srv/missive.db 'SELECT COUNT(*) FROM kt_labels;')" = 3 ] && ok ||
+    bad "the labels kept beside the log: $(sqlite3 srv/missive.db 'SELECT idx FROM kt_labels;')"
 restart
 honest "the tree rebuilt at start is the same" 3
+grep "kt_tree_built" srv.log | tail -1 | grep -q "entries=3 labels_stored=3 labels_computed=0" && ok ||
+    bad "the start read the labels: $(grep kt_tree_built srv.log | tail -1)"
+# labels missing (as after a crash between the log's write and theirs): computed, kept again
+stop
+sqlite3 srv/missive.db 'DELETE FROM kt_labels WHERE idx >= 1;'
+start_missived || bad "missived restarted"
+grep "kt_tree_built" srv.log | tail -1 | grep -q "labels_stored=1 labels_computed=2" && ok ||
+    bad "the missing labels computed: $(grep kt_tree_built srv.log | tail -1)"
+honest "the tree with labels computed again is the same" 3
+[ "$(sqlite3 srv/missive.db 'SELECT COUNT(*) FROM kt_labels;')" = 3 ] && ok || bad "the labels kept again"
+# labels of another VRF key (the first checked): all computed again and replaced
+stop
+sqlite3 srv/missive.db "UPDATE kt_labels SET label = zeroblob(32);"
+start_missived || bad "missived restarted"
+grep "kt_tree_built" srv.log | tail -1 | grep -q "labels_computed=3 (the stored labels are not the VRF key's" && ok ||
+    bad "labels of another key: $(grep kt_tree_built srv.log | tail -1)"
+honest "the tree with labels of another key computed again is the same" 3
+[ "$(sqlite3 srv/missive.db 'SELECT COUNT(*) FROM kt_labels WHERE label = zeroblob(32);')" = 0 ] && ok ||
+    bad "the labels replaced"
 
 # an entry changed in place in the tree (bob's, entry 1), the log untouched
 restart env MISSIVED_TESTING_KEYDIR_REWRITE="change 1"

@@ -398,7 +398,7 @@ static void test_migration_to_v3(void **state)
                      "DROP TRIGGER queue_usage_out; DROP TABLE reports; DROP TABLE invites;"
                      "DROP TABLE queue_refusals;"
                      "DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
-                     "DROP TABLE account_handles; DROP TABLE kem_prekeys;"
+                     "DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
                      "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
@@ -1499,8 +1499,8 @@ static void test_reopen_and_schema(void **state)
     /*
      * a database of version 6 gets version 7's index of attachments by owner, version 8's
      * queue counters, which start from what is queued, version 9's reports, version 10's
-     * invites, version 11's refused sends and version 13's handles, which start from the
-     * accounts' own
+     * invites, version 11's refused sends, version 13's handles, which start from the
+     * accounts' own, and version 15's key directory labels
      */
     reopen(f);
     assert_int_equal(OPS(f)->queue_put(IMPL(f),
@@ -1519,14 +1519,14 @@ static void test_reopen_and_schema(void **state)
                      " DROP TRIGGER queue_usage_in ON queue; DROP TRIGGER queue_usage_out ON queue;"
                      " DROP FUNCTION queue_usage_add; DROP FUNCTION queue_usage_sub;"
                      " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
-                     " DROP TABLE account_handles; DROP TABLE kem_prekeys; UPDATE missive_schema "
-                     "SET version = 6;"
+                     " DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
+                     " UPDATE missive_schema SET version = 6;"
                    : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
                      " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
                      " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
                      " DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
-                     " DROP TABLE account_handles; DROP TABLE kem_prekeys; DELETE FROM "
-                     "schema_version WHERE version >= 7;");
+                     " DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
+                     " DELETE FROM schema_version WHERE version >= 7;");
     reopen(f);
     raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
     assert_usage(f, 42, 1, 3);
@@ -1537,6 +1537,30 @@ static void test_reopen_and_schema(void **state)
 
         assert_int_equal(OPS(f)->invite_add(IMPL(f), h, "", 1, 1, 0, &got), MSV_OK);
         assert_int_equal(OPS(f)->invite_take(IMPL(f), h, 2, 0), MSV_OK);
+    }
+    {
+        /* version 15's key directory labels: kept, read back in order, one replaced */
+        struct msv_kt_rec put[3] = {
+            {.index = 4, .leaf = (uint8_t *)"0123456789abcdef0123456789abcdef", .leaf_len = 32},
+            {.index = 1, .leaf = (uint8_t *)"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345", .leaf_len = 32},
+            {.index = 4, .leaf = (uint8_t *)"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", .leaf_len = 32}};
+        struct msv_kt_rec *recs = NULL;
+        size_t n = 0;
+
+        assert_int_equal(OPS(f)->kt_labels_read(IMPL(f), 0, 10, &recs, &n), MSV_OK);
+        assert_int_equal(n, 0);
+        msv_kt_recs_free(recs, n);
+        assert_int_equal(OPS(f)->kt_labels_put(IMPL(f), put, 3), MSV_OK);
+        assert_int_equal(OPS(f)->kt_labels_read(IMPL(f), 0, 10, &recs, &n), MSV_OK);
+        assert_int_equal(n, 2);
+        assert_int_equal(recs[0].index, 1);
+        assert_int_equal(recs[1].index, 4);
+        assert_int_equal(recs[1].leaf_len, 32);
+        assert_memory_equal(recs[1].leaf, put[2].leaf, 32);
+        msv_kt_recs_free(recs, n);
+        assert_int_equal(OPS(f)->kt_labels_read(IMPL(f), 2, 10, &recs, &n), MSV_OK);
+        assert_int_equal(n, 1);
+        msv_kt_recs_free(recs, n);
     }
     {
         uint64_t refused = 0;

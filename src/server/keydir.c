@@ -90,6 +90,8 @@ void msv_keydir_close(struct msv_keydir *kd)
     if (kd->secret != NULL)
         sodium_free(kd->secret);
     msv_ptree_free(kd->tree);
+    msv_kt_recs_free(kd->stored, kd->n_stored);
+    msv_kt_recs_free(kd->fresh, kd->n_fresh);
     for (size_t i = kd->steps_from; i < kd->n_versions; i++)
         free(kd->steps[i]);
     free(kd->steps);
@@ -245,15 +247,76 @@ static msv_err label_of(struct msv_keydir *kd, const char *handle, uint32_t vers
     return err;
 }
 
-/* The entry of (handle, version) committing to leaf. */
-static msv_err entry_of(struct msv_keydir *kd, const char *handle, uint32_t version,
+/* The label the store keeps for log entry index, or NULL. */
+static const uint8_t *stored_label(struct msv_keydir *kd, uint64_t index)
+{
+    while (kd->stored_at < kd->n_stored && kd->stored[kd->stored_at].index < index)
+        kd->stored_at++;
+    if (kd->stored_bad || kd->stored_at == kd->n_stored ||
+        kd->stored[kd->stored_at].index != index ||
+        kd->stored[kd->stored_at].leaf_len != MSV_PT_LABEL_LEN)
+        return NULL;
+    return kd->stored[kd->stored_at].leaf;
+}
+
+/* Keeps label, log entry index's, for the store. */
+static msv_err keep_fresh(struct msv_keydir *kd, uint64_t index, const uint8_t *label)
+{
+    uint8_t *copy;
+
+    if (kd->n_fresh == kd->cap_fresh) {
+        size_t cap = kd->cap_fresh ? kd->cap_fresh * 2 : 256;
+        struct msv_kt_rec *p = realloc(kd->fresh, cap * sizeof(*p));
+
+        if (p == NULL)
+            return MSV_ERR_NOMEM;
+        kd->fresh = p;
+        kd->cap_fresh = cap;
+    }
+    if ((copy = malloc(MSV_PT_LABEL_LEN)) == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(copy, label, MSV_PT_LABEL_LEN);
+    kd->fresh[kd->n_fresh++] =
+        (struct msv_kt_rec){.index = index, .leaf = copy, .leaf_len = MSV_PT_LABEL_LEN};
+    return MSV_OK;
+}
+
+void msv_keydir_take_fresh(struct msv_keydir *kd, struct msv_kt_rec **out, size_t *n)
+{
+    *out = kd->fresh;
+    *n = kd->n_fresh;
+    kd->fresh = NULL;
+    kd->n_fresh = kd->cap_fresh = 0;
+}
+
+/*
+ * The entry of log entry index, version of handle, committing to leaf: its label the store's
+ * when it keeps one (the first checked against the VRF key), else computed and kept for it.
+ */
+static msv_err entry_at(struct msv_keydir *kd, uint64_t index, const char *handle, uint32_t version,
                         const uint8_t *leaf, size_t len, struct msv_pt_entry *e)
 {
+    const uint8_t *stored = stored_label(kd, index);
     uint8_t opening[32];
     msv_err err;
 
-    if ((err = label_of(kd, handle, version, e->label)) != MSV_OK ||
-        (err = opening_of(kd, handle, version, opening)) != MSV_OK)
+    if (stored == NULL || !kd->stored_checked) {
+        if ((err = label_of(kd, handle, version, e->label)) != MSV_OK)
+            return err;
+        if (stored != NULL) {
+            /* labels kept under another VRF key (a new vrf.key) are all computed again */
+            kd->stored_checked = 1;
+            kd->stored_bad = sodium_memcmp(stored, e->label, MSV_PT_LABEL_LEN) != 0;
+        }
+        /* counted: the labels not taken from the store (the one checked is) */
+        if (!kd->prove_next && (stored == NULL || kd->stored_bad))
+            kd->labels_computed++;
+        if ((stored == NULL || kd->stored_bad) && (err = keep_fresh(kd, index, e->label)) != MSV_OK)
+            return err;
+    } else {
+        memcpy(e->label, stored, MSV_PT_LABEL_LEN);
+    }
+    if ((err = opening_of(kd, handle, version, opening)) != MSV_OK)
         goto out;
     err = msv_pt_commit(opening, handle, version, leaf, len, e->value);
 out:
@@ -401,7 +464,7 @@ msv_err msv_keydir_add(struct msv_keydir *kd, uint64_t index, const uint8_t *lea
         if (kd->skip_version == version && version < UINT32_MAX - 2 &&
             strcmp(parsed.handle, kd->skip_handle) == 0)
             version += 2; /* tests only: a dishonest directory skips two versions */
-        if ((err = entry_of(kd, parsed.handle, version, leaf, len, &e)) != MSV_OK ||
+        if ((err = entry_at(kd, index, parsed.handle, version, leaf, len, &e)) != MSV_OK ||
             (err = add_step(kd, index, &e)) != MSV_OK ||
             (err = msv_u64map_put(&kd->counts, key, (void *)(uintptr_t)version)) != MSV_OK)
             return err;

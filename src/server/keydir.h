@@ -16,6 +16,7 @@
 
 #include "missive/ptree.h"
 #include "server/u64map.h"
+#include "store/store.h"
 
 struct msv_keydir {
     struct msv_ptree *tree;
@@ -46,7 +47,18 @@ struct msv_keydir {
     size_t steps_from;
     uint64_t steps_bytes, steps_max;  /* steps_max: [directory] append_proof_kib */
     _Atomic uint64_t steps_kept_from; /* steps_from, for /metrics */
-    char skip_handle[256]; /* tests only: this handle's skip_version is numbered 2 higher */
+    /* the labels the store keeps (kt_labels), by ascending log index, read at start: used
+     * instead of computing VRF outputs; the first one used is checked against the VRF key, and
+     * if it does not match none is used (stored_bad) */
+    struct msv_kt_rec *stored;
+    size_t n_stored, stored_at;
+    int stored_checked, stored_bad;
+    /* labels computed that the store does not keep yet (leaf: the label), written by the log
+     * after each sync (msv_keydir_take_fresh) */
+    struct msv_kt_rec *fresh;
+    size_t n_fresh, cap_fresh;
+    uint64_t labels_computed; /* VRF outputs computed for entries read from the log */
+    char skip_handle[256];    /* tests only: this handle's skip_version is numbered 2 higher */
     uint32_t skip_version;
 };
 
@@ -87,6 +99,12 @@ size_t msv_keydir_step_len(const struct msv_keydir *kd, uint64_t index);
  * longer kept.
  */
 MSV_MUST_CHECK msv_err msv_keydir_test_rewrite(struct msv_keydir *kd, const char *rewrite);
+
+/*
+ * Hands the labels computed since the last call, which the store does not keep yet, to the
+ * caller (*out, *n; free with msv_kt_recs_free).
+ */
+void msv_keydir_take_fresh(struct msv_keydir *kd, struct msv_kt_rec **out, size_t *n);
 
 /* Signs the tree's root for a head of size entries with the log's secret key. */
 MSV_MUST_CHECK msv_err msv_keydir_sign(struct msv_keydir *kd, uint64_t size,

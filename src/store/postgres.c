@@ -388,6 +388,11 @@ static msv_err finish(struct pg_conn *c, msv_err err)
  * up by upgrades[], which take version PG_SCHEMA_FIRST + i to + i + 1.
  */
 #define PG_SCHEMA_FIRST 6
+/* The key directory's labels beside the log (docs/transparency.md, "The tree stored"). */
+#define KT_LABELS_SCHEMA        \
+    "CREATE TABLE kt_labels ("  \
+    "  idx BIGINT PRIMARY KEY," \
+    "  label BYTEA NOT NULL);"
 /*
  * What waits for each device, kept by statement triggers on every path that adds to or takes
  * from the queue, so that a send checks the recipients' queue caps without scanning. Counter
@@ -508,7 +513,7 @@ static const char schema[] =
     "  idx BIGINT PRIMARY KEY,"
     "  handle TEXT NOT NULL,"
     "  leaf BYTEA NOT NULL);"
-    "CREATE INDEX kt_log_by_handle ON kt_log(handle, idx);"
+    "CREATE INDEX kt_log_by_handle ON kt_log(handle, idx);" KT_LABELS_SCHEMA
     "CREATE TABLE signed_prekeys ("
     "  device_id BIGINT PRIMARY KEY,"
     "  key_id BIGINT NOT NULL,"
@@ -540,6 +545,8 @@ static const char *const upgrades[] = {
     "INSERT INTO account_handles SELECT handle, id, created_ms FROM accounts;",
     /* 13 -> 14: ML-KEM-768 prekeys of devices that speak post-quantum sessions */
     KEM_PREKEYS_SCHEMA,
+    /* 14 -> 15: the key directory's labels beside the log; missived fills it at its next start */
+    KT_LABELS_SCHEMA,
 };
 _Static_assert(sizeof(upgrades) / sizeof(upgrades[0]) == MSV_STORE_SCHEMA_VERSION - PG_SCHEMA_FIRST,
                "an upgrade for every schema version");
@@ -1406,6 +1413,37 @@ static msv_err kt_read(struct pg_conn *c, uint64_t start, size_t max, struct msv
     a_i64(&a, (int64_t)max);
     err = query(c, "SELECT idx, leaf FROM kt_log WHERE idx >= $1 ORDER BY idx LIMIT $2;", &a, &r);
     return err == MSV_OK ? kt_recs(r, out, count) : err;
+}
+
+static msv_err kt_labels_read(struct pg_conn *c, uint64_t start, size_t max,
+                              struct msv_kt_rec **out, size_t *count)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_i64(&a, (int64_t)start);
+    a_i64(&a, (int64_t)max);
+    err =
+        query(c, "SELECT idx, label FROM kt_labels WHERE idx >= $1 ORDER BY idx LIMIT $2;", &a, &r);
+    return err == MSV_OK ? kt_recs(r, out, count) : err;
+}
+
+static msv_err kt_labels_put(struct pg_conn *c, const struct msv_kt_rec *recs, size_t n)
+{
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        struct args a = {0};
+
+        a_i64(&a, (int64_t)recs[i].index);
+        a_bytes(&a, recs[i].leaf, recs[i].leaf_len);
+        err = run(c,
+                  "INSERT INTO kt_labels (idx, label) VALUES ($1, $2) "
+                  "ON CONFLICT (idx) DO UPDATE SET label = EXCLUDED.label;",
+                  &a);
+    }
+    return err;
 }
 
 static msv_err kt_append_at(struct pg_conn *c, uint64_t index, const uint8_t *leaf, size_t len)
@@ -2686,6 +2724,17 @@ static msv_err p_kt_append(void *impl, uint64_t index, const uint8_t *leaf, size
     POOLED(kt_append_at(c_, index, leaf, len));
 }
 
+static msv_err p_kt_labels_read(void *impl, uint64_t start, size_t max, struct msv_kt_rec **out,
+                                size_t *count)
+{
+    POOLED(kt_labels_read(c_, start, max, out, count));
+}
+
+static msv_err p_kt_labels_put(void *impl, const struct msv_kt_rec *recs, size_t n)
+{
+    TRANSACTION(kt_labels_put(c_, recs, n));
+}
+
 static msv_err p_prekeys_put(void *impl, uint64_t device_id, const struct msv_prekey_upload *u,
                              size_t max_one_time, uint32_t *left, int *has_signed)
 {
@@ -2780,6 +2829,8 @@ static const struct msv_store_ops pg_ops = {
     .kt_latest = p_kt_latest,
     .kt_tombstone_latest = p_kt_tombstone_latest,
     .kt_append = p_kt_append,
+    .kt_labels_read = p_kt_labels_read,
+    .kt_labels_put = p_kt_labels_put,
     .prekeys_put = p_prekeys_put,
     .prekey_claim = p_prekey_claim,
     .kem_prekey_state = p_kem_prekey_state,

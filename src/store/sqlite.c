@@ -233,6 +233,11 @@ static const char *const migrations[] = {
     "  pk BLOB NOT NULL,"
     "  sig BLOB NOT NULL,"
     "  PRIMARY KEY (device_id, last_resort, key_id));",
+    /* 14 -> 15: the key directory's labels (VRF outputs) beside the log, so that a start reads
+     * them instead of computing them; missived fills it on its first start after this */
+    "CREATE TABLE kt_labels ("
+    "  idx INTEGER PRIMARY KEY,"
+    "  label BLOB NOT NULL);",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -1457,6 +1462,39 @@ static msv_err kt_read(void *impl, uint64_t start, size_t max, struct msv_kt_rec
     return kt_read_recs(s, st, max, out, count);
 }
 
+static msv_err kt_labels_read(void *impl, uint64_t start, size_t max, struct msv_kt_rec **out,
+                              size_t *count)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err =
+        prepare(s, "SELECT idx, label FROM kt_labels WHERE idx >= ? ORDER BY idx LIMIT ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)start);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
+    return kt_read_recs(s, st, max, out, count);
+}
+
+static msv_err kt_labels_put(void *impl, const struct msv_kt_rec *recs, size_t n)
+{
+    struct sqlite_store *s = impl;
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        sqlite3_stmt *st = NULL;
+
+        err = prepare(s, "INSERT OR REPLACE INTO kt_labels (idx, label) VALUES (?, ?);", &st);
+        if (err != MSV_OK)
+            break;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)recs[i].index);
+        sqlite3_bind_blob(st, 2, recs[i].leaf, (int)recs[i].leaf_len, SQLITE_TRANSIENT);
+        err = run(s, st);
+    }
+    return err;
+}
+
 static msv_err kt_append(void *impl, uint64_t index, const uint8_t *leaf, size_t len)
 {
     struct sqlite_store *s = impl;
@@ -2155,6 +2193,17 @@ static msv_err l_kt_append(void *impl, uint64_t index, const uint8_t *leaf, size
     LOCKED(kt_append(impl, index, leaf, len));
 }
 
+static msv_err l_kt_labels_read(void *impl, uint64_t start, size_t max, struct msv_kt_rec **out,
+                                size_t *count)
+{
+    LOCKED(kt_labels_read(impl, start, max, out, count));
+}
+
+static msv_err l_kt_labels_put(void *impl, const struct msv_kt_rec *recs, size_t n)
+{
+    TRANSACTION(kt_labels_put(impl, recs, n));
+}
+
 static msv_err prekey_and_kem_claim_locked(struct sqlite_store *s, uint64_t device_id, int one_time,
                                            struct msv_prekey_claimed *out)
 {
@@ -2424,6 +2473,8 @@ static const struct msv_store_ops sqlite_ops = {
     .kt_latest = l_kt_latest,
     .kt_tombstone_latest = l_kt_tombstone_latest,
     .kt_append = l_kt_append,
+    .kt_labels_read = l_kt_labels_read,
+    .kt_labels_put = l_kt_labels_put,
     .prekeys_put = l_prekeys_put,
     .prekey_claim = l_prekey_claim,
     .kem_prekey_state = l_kem_prekey_state,

@@ -379,6 +379,15 @@ struct msv_store_ops {
      * (it grew meanwhile), nothing written.
      */
     msv_err (*kt_append)(void *impl, uint64_t index, const uint8_t *leaf, size_t len);
+    /*
+     * The key directory's labels kept beside the log (table kt_labels, docs/transparency.md
+     * "The tree stored"): at most max from log index start on, in order, each a record whose
+     * leaf is the 32-byte label of the version that log entry is.
+     */
+    msv_err (*kt_labels_read)(void *impl, uint64_t start, size_t max, struct msv_kt_rec **out,
+                              size_t *count);
+    /* Keeps the labels of n log entries (one replaces what an index had), in one transaction. */
+    msv_err (*kt_labels_put)(void *impl, const struct msv_kt_rec *recs, size_t n);
 
     /*
      * Prekeys: the upload replaces the signed prekey (if it has one) and the
@@ -484,6 +493,6 @@ MSV_MUST_CHECK msv_err msv_store_sqlite_blob_files(const char *path, struct msv_
                                                    size_t *n);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 14
+#define MSV_STORE_SCHEMA_VERSION 15
 
 #endif
