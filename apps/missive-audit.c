@@ -583,6 +583,17 @@ static int follow(struct audit *a, uint64_t *added)
 
         err = msv_request_log_read(c, start, MSV_KT_READ_MAX, a->have_head ? a->head.size : 0, 1,
                                    TIMEOUT_MS, &r, &why);
+        if (err != MSV_OK && why.code == MSV__WIRE__ERROR_CODE__ERROR_PROOF_GONE) {
+            /* the server keeps the newest entries' steps only: this state is older */
+            fprintf(stderr,
+                    "%s: the server no longer keeps the key directory's proof this audit "
+                    "needs: ",
+                    prog);
+            term_put(stderr, why.message, TERM_LINES);
+            fputc('\n', stderr);
+            msv_conn_close(c);
+            return EXIT_NET;
+        }
         if (err != MSV_OK) {
             fprintf(stderr, "%s: reading the log: %s%s", prog, msv_strerror(err),
                     why.message[0] ? ": " : "");
