@@ -493,9 +493,9 @@ msv_err msv_keydir_steps(const struct msv_keydir *kd, uint64_t start, size_t n, 
     size_t size = 4, off = 4;
     uint8_t *buf;
 
-    if (start < kd->steps_from)
+    if (n > 0 && start < kd->steps_from)
         return MSV_ERR_NOT_FOUND;
-    if (start > kd->n_versions || n > kd->n_versions - start || n > MSV_PT_STEPS_MAX)
+    if (n > 0 && (start > kd->n_versions || n > kd->n_versions - start || n > MSV_PT_STEPS_MAX))
         return MSV_ERR_INVALID;
     for (size_t i = 0; i < n; i++)
         size += msv_keydir_step_len(kd, start + i);

@@ -83,8 +83,9 @@ void msv_keydir_prove_pending(struct msv_keydir *kd, pthread_mutex_t *lock, cons
 
 /*
  * The append-only proof of log entries start .. start + n - 1: u32be n and their steps
- * (include/missive/ptree.h; caller frees *out). MSV_ERR_NOT_FOUND when the steps of entries
- * before kd->steps_from are asked for (no longer kept), MSV_ERR_INVALID past the log.
+ * (include/missive/ptree.h; caller frees *out; n == 0: four zero bytes, whatever start).
+ * MSV_ERR_NOT_FOUND when the steps of entries before kd->steps_from are asked for (no longer
+ * kept), MSV_ERR_INVALID past the log.
  */
 MSV_MUST_CHECK msv_err msv_keydir_steps(const struct msv_keydir *kd, uint64_t start, size_t n,
                                         uint8_t **out, size_t *len);
