@@ -75,7 +75,9 @@ static void usage(FILE *f)
             "\n"
             "Follows a Missive server's transparency log and checks it: every entry proven,\n"
             "every tree head signed by the log key and extending the one before, the tree\n"
-            "recomputed from all the leaves. --compare checks heads that others saw (a line\n"
+            "recomputed from all the leaves, and the key directory only growing (every\n"
+            "entry's append-only step from the root checked last to the head's signed\n"
+            "root). --compare checks heads that others saw (a line\n"
             "'missive-head 1 SIZE TIME ROOT SIGNATURE', as 'missive log-head' and\n"
             "'missive-audit --print-head' write) against this log: a head that does not fit\n"
             "is a fork.\n"
@@ -91,7 +93,8 @@ static void usage(FILE *f)
             "  --quiet             print only problems\n"
             "\n"
             "exit status: 0 the log checks out, 1 the server misbehaved (a fork, a rewritten\n"
-            "or unproven log), 2 usage or state file, 4 server unreachable\n",
+            "or unproven log, a key directory changed behind the log's back), 2 usage or\n"
+            "state file, 4 server unreachable or refusing\n",
             prog);
 }
 
