@@ -57,7 +57,8 @@ struct audit {
     int have_fingerprint, have_key, have_head;
     uint8_t fingerprint[32], log_key[MSV_KT_KEY_LEN];
     struct msv_kt_head head;
-    struct msv_merkle *tree;
+    struct msv_merkle *tree; /* the hashes of the leaves from index `from` on */
+    uint64_t from;           /* --start: the first entry read (0: the whole log) */
     /* the key directory: its root after kd_size entries, checked from every step since the
      * epoch the auditor started at (have_kd 0: a state from before, whose root the first step
      * read gives) */
@@ -71,7 +72,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: %s --state FILE [--server HOST:PORT] [--fingerprint HEX] [--log-key HEX]\n"
-            "                     [--compare HEAD_FILE]... [--print-head] [--quiet]\n"
+            "                     [--compare HEAD_FILE]... [--print-head] [--start INDEX]\n"
+            "                     [--quiet]\n"
             "\n"
             "Follows a Missive server's transparency log and checks it: every entry proven,\n"
             "every tree head signed by the log key and extending the one before, the tree\n"
@@ -90,6 +92,9 @@ static void usage(FILE *f)
             "                      the one it shows on the first run)\n"
             "  --compare FILE      a head to compare (may be given up to 16 times)\n"
             "  --print-head        print the checked head in the --compare format\n"
+            "  --start INDEX       on the first run: read the log from entry INDEX on, not\n"
+            "                      from its start (its earlier entries and key directory\n"
+            "                      taken as the server shows them)\n"
             "  --quiet             print only problems\n"
             "\n"
             "exit status: 0 the log checks out, 1 the server misbehaved (a fork, a rewritten\n"
@@ -284,9 +289,18 @@ static int load_state(struct audit *a, const char *path)
         msv_kt_head_verify(&a->head, a->log_key) != MSV_OK)
         goto bad;
     a->have_head = 1;
-    if (fgets(line, sizeof(line), f) == NULL || sscanf(line, "leaves %llu", &n) != 1 ||
-        n != a->head.size)
-        goto bad;
+    {
+        /* "leaves N", or (4) "leaves N from F": an auditor that started at entry F */
+        unsigned long long from = 0;
+        int got = fgets(line, sizeof(line), f) == NULL
+                      ? 0
+                      : sscanf(line, "leaves %llu from %llu", &n, &from);
+
+        if (got < 1 || (got == 2 && (version < 4 || from == 0)) || from > a->head.size ||
+            n != a->head.size - from)
+            goto bad;
+        a->from = from;
+    }
     for (unsigned long long i = 0; i < n; i++) {
         uint8_t h[MSV_KT_HASH_LEN];
 
@@ -314,9 +328,10 @@ static int load_state(struct audit *a, const char *path)
     {
         uint8_t root[MSV_KT_HASH_LEN];
 
-        /* the state file is checked like the server: its leaves must make its head */
-        if (msv_merkle_root(a->tree, a->head.size, root) != MSV_OK ||
-            sodium_memcmp(root, a->head.root, MSV_KT_HASH_LEN) != 0)
+        /* the state file is checked like the server: its leaves must make its head (all of
+         * them: an auditor that started later has part of them only) */
+        if (a->from == 0 && (msv_merkle_root(a->tree, a->head.size, root) != MSV_OK ||
+                             sodium_memcmp(root, a->head.root, MSV_KT_HASH_LEN) != 0))
             return -1;
     }
     /* a state from before device ids were kept (1), or kept by handle rather than key (2):
@@ -353,8 +368,12 @@ static int save_state(const struct audit *a, const char *path)
     ok &= msv_hex_encode(a->log_key, MSV_KT_KEY_LEN, hex, sizeof(hex)) == MSV_OK;
     fprintf(f, "log_key %s\n", hex);
     format_head(&a->head, line, sizeof(line));
-    fprintf(f, "%s\nleaves %" PRIu64 "\n", line, a->head.size);
-    for (uint64_t i = 0; i < a->head.size; i++) {
+    if (a->from == 0)
+        fprintf(f, "%s\nleaves %" PRIu64 "\n", line, a->head.size);
+    else
+        fprintf(f, "%s\nleaves %" PRIu64 " from %" PRIu64 "\n", line, a->head.size - a->from,
+                a->from);
+    for (uint64_t i = 0; i < a->head.size - a->from; i++) {
         uint8_t h[MSV_KT_HASH_LEN];
 
         ok &= msv_merkle_leaf(a->tree, i, h) == MSV_OK;
@@ -489,6 +508,11 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
                  (head.time_ms - msv_wall_ms()) / 60000);
         return bad_log("a tree head is dated %s in the future", detail);
     }
+    if (a->from > head.size) {
+        fprintf(stderr, "%s: --start %" PRIu64 ": the log has %" PRIu64 " entries\n", prog, a->from,
+                head.size);
+        return EXIT_USAGE;
+    }
     if (a->have_head) {
         if (head.size < a->head.size) {
             snprintf(detail, sizeof(detail), "%" PRIu64 " entries after %" PRIu64, head.size,
@@ -520,7 +544,7 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
         uint8_t h[MSV_KT_HASH_LEN];
 
         snprintf(detail, sizeof(detail), "%" PRIu64, start + i);
-        if (p->index != start + i || p->index != msv_merkle_size(a->tree))
+        if (p->index != start + i || p->index != a->from + msv_merkle_size(a->tree))
             return bad_log("entry %s came out of order", detail);
         if (p->n_path > MSV_KT_PROOF_MAX)
             return bad_log("entry %s has a proof too long", detail);
@@ -581,7 +605,7 @@ static int follow(struct audit *a, uint64_t *added)
     }
     for (;;) {
         msv_frame *r = NULL;
-        uint64_t start = msv_merkle_size(a->tree);
+        uint64_t start = a->from + msv_merkle_size(a->tree);
         size_t taken = 0;
 
         err = msv_request_log_read(c, start, MSV_KT_READ_MAX, a->have_head ? a->head.size : 0, 1,
@@ -608,19 +632,20 @@ static int follow(struct audit *a, uint64_t *added)
         rc = take_entries(a, r->log_entries, start, &taken);
         msv_frame_free(r);
         *added += taken;
-        if (rc != 0 || taken == 0 || msv_merkle_size(a->tree) >= a->head.size)
+        if (rc != 0 || taken == 0 || a->from + msv_merkle_size(a->tree) >= a->head.size)
             break;
         if (!a->quiet)
             fprintf(stderr, "%s: %" PRIu64 " of %" PRIu64 " entries\r", prog,
-                    msv_merkle_size(a->tree), a->head.size);
+                    a->from + msv_merkle_size(a->tree), a->head.size);
     }
     msv_conn_close(c);
     if (rc != 0)
         return rc;
-    /* every leaf is here: the tree they make must be the one the head signs */
-    if (msv_merkle_size(a->tree) != a->head.size ||
-        msv_merkle_root(a->tree, a->head.size, root) != MSV_OK ||
-        sodium_memcmp(root, a->head.root, MSV_KT_HASH_LEN) != 0)
+    /* every leaf is here: the tree they make must be the one the head signs (an auditor that
+     * started later has each of its leaves proven in a head, and the heads consistent) */
+    if (a->from + msv_merkle_size(a->tree) != a->head.size ||
+        (a->from == 0 && (msv_merkle_root(a->tree, a->head.size, root) != MSV_OK ||
+                          sodium_memcmp(root, a->head.root, MSV_KT_HASH_LEN) != 0)))
         return bad_log("%s", "the leaves do not make the tree the head signs");
     return 0;
 }
@@ -649,8 +674,16 @@ static int compare(const struct audit *a, const char *path)
     if (other.size > a->head.size)
         return bad_log("the server showed %s more than it shows this auditor: a split view",
                        detail);
-    if (msv_merkle_root(a->tree, other.size, root) != MSV_OK ||
-        sodium_memcmp(root, other.root, MSV_KT_HASH_LEN) != 0)
+    if (a->from > 0 && other.size != a->head.size) {
+        fprintf(stderr,
+                "%s: %s: only a head of %" PRIu64 " entries can be compared by an "
+                "auditor that started at entry %" PRIu64 "\n",
+                prog, path, a->head.size, a->from);
+        return EXIT_USAGE;
+    }
+    if (a->from > 0 ? sodium_memcmp(a->head.root, other.root, MSV_KT_HASH_LEN) != 0
+                    : (msv_merkle_root(a->tree, other.size, root) != MSV_OK ||
+                       sodium_memcmp(root, other.root, MSV_KT_HASH_LEN) != 0))
         return bad_log("the head in %s is not one of this log's: a fork", detail);
     if (!a->quiet)
         printf("%s: the head in %s is this log's\n", prog, detail);
@@ -666,10 +699,12 @@ int main(int argc, char **argv)
                                          {"compare", required_argument, NULL, 'c'},
                                          {"print-head", no_argument, NULL, 'p'},
                                          {"quiet", no_argument, NULL, 'q'},
+                                         {"start", required_argument, NULL, 'b'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     struct audit a = {0};
     const char *state = NULL, *server = NULL, *fingerprint = NULL, *log_key = NULL;
+    const char *start_at = NULL;
     const char *compares[MAX_COMPARE];
     size_t n_compare = 0;
     uint64_t before, added = 0;
@@ -702,6 +737,9 @@ int main(int argc, char **argv)
         case 'q':
             a.quiet = 1;
             break;
+        case 'b':
+            start_at = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -727,6 +765,19 @@ int main(int argc, char **argv)
     }
     if (loaded == 0)
         a.have_kd = 1; /* a first run checks the key directory from the empty tree */
+    if (start_at != NULL) {
+        char *end = NULL;
+        unsigned long long v = strtoull(start_at, &end, 10);
+
+        if (loaded != 0 || end == start_at || *end != '\0' || start_at[0] == '-') {
+            fprintf(stderr, "%s: --start: a log index, on the first run only\n", prog);
+            rc = EXIT_USAGE;
+            goto out;
+        }
+        /* the key directory from the tree the first step read starts from */
+        a.from = a.kd_size = v;
+        a.have_kd = v == 0;
+    }
     if (server != NULL) {
         const char *colon = strrchr(server, ':');
         char *end = NULL;

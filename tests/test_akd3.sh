@@ -6,7 +6,8 @@
 # root. An honest directory passes, also across restarts (the tree rebuilt from
 # the log is the same); a directory that changes an entry of its tree in place,
 # removes one, or forks its tree ([testing] keydir_rewrite, keydir_forge) is
-# caught, by an auditor that followed it and by a fresh one, with exit status 1.
+# caught, by an auditor that followed it (also one that started at an epoch, not
+# at the log's start) and by a fresh one, with exit status 1.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -97,11 +98,26 @@ caught st4 "an entry removed, then the log grew" "$changed: log entry 4's"
 
 restart
 honest "the honest directory again" 5
+# an auditor that starts at an epoch: entry 3 on, the key directory from the tree there
+rm -f late.state
+expect 0 "an auditor from entry 3" -- "$A" --state late.state --server "$server" --fingerprint "$fp" --start 3
+grep -q "the log checks out: 5 entries (2 new)" out.txt && grep -q "^leaves 2 from 3$" late.state &&
+    [ "$(grep '^keydir ' late.state)" = "$(grep '^keydir ' st5)" ] && ok ||
+    bad "an auditor from entry 3: $(cat out.txt err.txt; grep -v '^[0-9a-f]*$' late.state)"
+expect 0 "it follows" -- "$A" --state late.state
+grep -q "the log checks out: 5 entries (0 new)" out.txt && ok || bad "it follows: $(cat out.txt err.txt)"
+cp late.state late5.state
+expect 2 "--start on a state that exists" -- "$A" --state late.state --start 1
+grep -q "on the first run only" err.txt && ok || bad "--start again: $(cat err.txt)"
+rm -f past.state
+expect 2 "--start past the log" -- "$A" --state past.state --server "$server" --fingerprint "$fp" --start 9
+grep -q "\-\-start 9: the log has 5 entries" err.txt && [ ! -e past.state ] && ok || bad "--start past: $(cat err.txt)"
 # a fork: a version in the tree that no log entry is, the roots signed from then on another
 # history of the tree than the one the auditor followed
 restart env MISSIVED_TESTING_KEYDIR_FORGE="alice@example.org 8"
 caught st5 "a forked tree" "$signed 5 entries is not the tree its append-only proof builds from the one this auditor checked: an entry was changed or removed behind the log's back, or the directory forked"
 fresh_caught "a forked tree" "$signed 5 entries"
+caught late5.state "a forked tree, seen by the auditor that started at entry 3" "$signed 5 entries is not the tree"
 
 # a malformed option is refused at start
 stop
