@@ -428,6 +428,83 @@ static void leaf_devices(const struct msv_kt_rec *r, const char *handle, char *o
     }
 }
 
+/* A labeler for the tests: version, then the handle; fails while *ctx is set. */
+static msv_err fake_labeler(void *ctx, const char *handle, uint32_t version, uint8_t label[32])
+{
+    if (*(int *)ctx)
+        return MSV_ERR_CRYPTO;
+    memset(label, 0, 32);
+    label[0] = (uint8_t)version;
+    snprintf((char *)label + 1, 31, "%s", handle);
+    return MSV_OK;
+}
+
+/* Checks that every entry of the log has its label: its handle's version n (n-th entry). */
+static void assert_labels(struct fixture *f, size_t want)
+{
+    struct msv_kt_rec *recs = NULL, *labels = NULL;
+    size_t n = 0, n_labels = 0;
+
+    assert_int_equal(OPS(f)->kt_read(IMPL(f), 0, 100, &recs, &n), MSV_OK);
+    assert_int_equal(OPS(f)->kt_labels_read(IMPL(f), 0, 100, &labels, &n_labels), MSV_OK);
+    assert_int_equal(n, want);
+    assert_int_equal(n_labels, n);
+    for (size_t i = 0; i < n; i++) {
+        struct msv_kt_entry *e = calloc(1, sizeof(*e));
+        unsigned version = 0;
+
+        assert_non_null(e);
+        assert_int_equal(msv_kt_leaf_parse(recs[i].leaf, recs[i].leaf_len, e), MSV_OK);
+        for (size_t k = 0; k <= i; k++) {
+            struct msv_kt_entry *o = calloc(1, sizeof(*o));
+
+            assert_int_equal(msv_kt_leaf_parse(recs[k].leaf, recs[k].leaf_len, o), MSV_OK);
+            version += strcmp(o->handle, e->handle) == 0;
+            free(o);
+        }
+        assert_int_equal(labels[i].index, recs[i].index);
+        assert_int_equal(labels[i].leaf[0], version);
+        assert_string_equal((const char *)labels[i].leaf + 1, e->handle);
+        free(e);
+    }
+    msv_kt_recs_free(recs, n);
+    msv_kt_recs_free(labels, n_labels);
+}
+
+/*
+ * With a labeler set (missived's key directory), every device set appended to the log gets its
+ * label in the same transaction; a labeler that fails fails the change, which leaves nothing.
+ */
+static void test_kt_labels_in_transaction(void **state)
+{
+    struct fixture *f = *state;
+    struct msv_kt_rec *recs = NULL;
+    int fail = 0;
+    size_t n = 0;
+    uint64_t a, b, a1;
+
+    OPS(f)->kt_set_labeler(IMPL(f), fake_labeler, &fail);
+    a = make_account(f, "a@x");
+    b = make_account(f, "b@x");
+    a1 = make_device(f, a);
+    (void)make_device(f, b);
+    (void)make_device(f, a);
+    assert_labels(f, 3);
+    fail = 1;
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), a, a1), MSV_ERR_CRYPTO);
+    assert_labels(f, 3);
+    fail = 0;
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), a, a1), MSV_OK);
+    assert_labels(f, 4);
+    /* without a labeler (missive-admin, or before missived's key directory is open): no label,
+     * which the next start computes */
+    OPS(f)->kt_set_labeler(IMPL(f), NULL, NULL);
+    (void)make_device(f, b);
+    assert_int_equal(OPS(f)->kt_labels_read(IMPL(f), 0, 100, &recs, &n), MSV_OK);
+    assert_int_equal(n, 4);
+    msv_kt_recs_free(recs, n);
+}
+
 /*
  * Every change to a handle's approved devices appends the whole set to the
  * log, in the same transaction; pending devices are not in it; accounts
@@ -1696,6 +1773,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_devices, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_to_v3, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transparency_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kt_labels_in_transaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_approval, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup, teardown),
@@ -1724,6 +1802,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_account_delete, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_devices, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_transparency_log, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_kt_labels_in_transaction, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_handles, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_approval, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup_pg, teardown),

@@ -247,6 +247,20 @@ static msv_err label_of(struct msv_keydir *kd, const char *handle, uint32_t vers
     return err;
 }
 
+msv_err msv_keydir_label(void *ctx, const char *handle, uint32_t version,
+                         uint8_t label[MSV_PT_LABEL_LEN])
+{
+    const struct msv_keydir *kd = ctx;
+    uint8_t alpha[300], beta[MSV_VRF_OUTPUT_LEN];
+    size_t alpha_len = 0;
+    msv_err err = msv_pt_vrf_input(handle, version, alpha, sizeof(alpha), &alpha_len);
+
+    if (err == MSV_OK &&
+        (err = msv_vrf_output(MSV_PT_VRF_SUITE, kd->secret, alpha, alpha_len, beta)) == MSV_OK)
+        msv_pt_label(beta, label);
+    return err;
+}
+
 /* The label the store keeps for log entry index, or NULL. */
 static const uint8_t *stored_label(struct msv_keydir *kd, uint64_t index)
 {
@@ -311,7 +325,9 @@ static msv_err entry_at(struct msv_keydir *kd, uint64_t index, const char *handl
         /* counted: the labels not taken from the store (the one checked is) */
         if (!kd->prove_next && (stored == NULL || kd->stored_bad))
             kd->labels_computed++;
-        if ((stored == NULL || kd->stored_bad) && (err = keep_fresh(kd, index, e->label)) != MSV_OK)
+        /* at start; while serving the store labels what it appends (msv_keydir_label) */
+        if ((stored == NULL || kd->stored_bad) && !kd->prove_next &&
+            (err = keep_fresh(kd, index, e->label)) != MSV_OK)
             return err;
     } else {
         memcpy(e->label, stored, MSV_PT_LABEL_LEN);

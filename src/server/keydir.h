@@ -102,6 +102,13 @@ size_t msv_keydir_step_len(const struct msv_keydir *kd, uint64_t index);
 MSV_MUST_CHECK msv_err msv_keydir_test_rewrite(struct msv_keydir *kd, const char *rewrite);
 
 /*
+ * The label of version of handle (an msv_kt_labeler for the store: ctx is the key directory).
+ * Reads only the VRF key: safe on any thread while kd is open.
+ */
+MSV_MUST_CHECK msv_err msv_keydir_label(void *ctx, const char *handle, uint32_t version,
+                                        uint8_t label[MSV_PT_LABEL_LEN]);
+
+/*
  * Hands the labels computed since the last call, which the store does not keep yet, to the
  * caller (*out, *n; free with msv_kt_recs_free).
  */

@@ -138,20 +138,17 @@ static msv_err key_in_force(struct msv_kt_log *log)
 }
 
 /*
- * Writes the labels the key directory computed to the store (kt_labels): at start every batch
- * read, later once LABELS_BATCH have gathered (a write under the log's lock is a commit, which
- * lookups would wait for). A failure, or a stop before the write, loses nothing: the next start
- * computes what the store lacks.
+ * Writes the labels the key directory computed at start, those the store lacked, to the store
+ * (kt_labels), a batch at a time; while serving the store labels each entry in the transaction
+ * that appends it (msv_keydir_label). A failure loses nothing: the next start computes what the
+ * store lacks.
  */
-#define LABELS_BATCH 256
 static void keep_labels(struct msv_kt_log *log, struct msv_store *store)
 {
     struct msv_kt_rec *fresh = NULL;
     size_t n = 0;
     msv_err err;
 
-    if (log->keydir.prove_next && log->keydir.n_fresh < LABELS_BATCH)
-        return;
     msv_keydir_take_fresh(&log->keydir, &fresh, &n);
     if (n > 0 && (err = store->ops->kt_labels_put(store->impl, fresh, n)) != MSV_OK)
         msv_log(MSV_LOG_ERROR, "kt_labels_write_failed", "labels=%zu error=\"%s\"", n,

@@ -53,6 +53,7 @@ struct pg_conn {
     unsigned timeout_ms; /* the store's; 0: none */
     int broken;          /* an answer was not waited for: the connection cannot be used */
     struct pg_conn *next_free;
+    struct pg_store *store;
 };
 
 struct pg_store {
@@ -64,6 +65,8 @@ struct pg_store {
     struct pg_conn *conns;
     size_t n_conns;
     struct pg_conn *free_list;
+    msv_kt_labeler labeler; /* kt_set_labeler: the log's appends label their entries */
+    void *labeler_ctx;
 };
 
 /* The parameters of one statement: integers as text, bytes in binary. */
@@ -294,6 +297,7 @@ static void connect_conn(struct pg_store *s, struct pg_conn *c)
     c->n_prepared = 0;
     c->broken = 0;
     c->timeout_ms = s->timeout_ms;
+    c->store = s;
     if (c->db != NULL)
         PQsetNoticeProcessor(c->db, quiet_notice, NULL);
 }
@@ -1102,6 +1106,41 @@ static msv_err code_take(struct pg_conn *c, const char *handle, const uint8_t ha
 
 /* Appends the account's approved devices, as they are now, to the log (inside a transaction). */
 /* Appends e's leaf as the log's next entry, for handle (under the log's advisory lock). */
+/*
+ * Labels the entry just appended for handle (inside its transaction, which holds the log's
+ * advisory lock): its version is the handle's number of entries, its index the log's last.
+ */
+static msv_err kt_label_last(struct pg_conn *c, const char *handle)
+{
+    struct args a = {0}, b = {0};
+    PGresult *r = NULL;
+    uint8_t label[32];
+    int64_t idx = 0, version = 0;
+    msv_err err;
+
+    a_text(&a, handle);
+    err = query(c, "SELECT MAX(idx), COUNT(*) FROM kt_log WHERE handle = $1;", &a, &r);
+    if (err == MSV_OK && (PQntuples(r) != 1 || PQgetisnull(r, 0, 0)))
+        err = MSV_ERR_IO;
+    if (err == MSV_OK) {
+        idx = col_i64(r, 0, 0);
+        version = col_i64(r, 0, 1);
+    }
+    PQclear(r);
+    if (err == MSV_OK && (version < 1 || version > UINT32_MAX))
+        err = MSV_ERR_INVALID;
+    if (err == MSV_OK)
+        err = c->store->labeler(c->store->labeler_ctx, handle, (uint32_t)version, label);
+    a_i64(&b, idx);
+    a_bytes(&b, label, sizeof(label));
+    if (err == MSV_OK)
+        err = run(c,
+                  "INSERT INTO kt_labels (idx, label) VALUES ($1, $2) "
+                  "ON CONFLICT (idx) DO UPDATE SET label = EXCLUDED.label;",
+                  &b);
+    return err;
+}
+
 static msv_err kt_insert(struct pg_conn *c, const char *handle, const struct msv_kt_entry *e)
 {
     struct args a = {0};
@@ -1117,7 +1156,7 @@ static msv_err kt_insert(struct pg_conn *c, const char *handle, const struct msv
                   "VALUES ((SELECT COALESCE(MAX(idx) + 1, 0) FROM kt_log), $1, $2);",
                   &a);
     free(leaf);
-    return err;
+    return err == MSV_OK && c->store->labeler != NULL ? kt_label_last(c, handle) : err;
 }
 
 /* The account's handles, the first one first (handles_of_account). */
@@ -2735,6 +2774,16 @@ static msv_err p_kt_labels_put(void *impl, const struct msv_kt_rec *recs, size_t
     TRANSACTION(kt_labels_put(c_, recs, n));
 }
 
+static void p_kt_set_labeler(void *impl, msv_kt_labeler fn, void *ctx)
+{
+    struct pg_store *s = impl;
+
+    pthread_mutex_lock(&s->lock);
+    s->labeler = fn;
+    s->labeler_ctx = ctx;
+    pthread_mutex_unlock(&s->lock);
+}
+
 static msv_err p_prekeys_put(void *impl, uint64_t device_id, const struct msv_prekey_upload *u,
                              size_t max_one_time, uint32_t *left, int *has_signed)
 {
@@ -2831,6 +2880,7 @@ static const struct msv_store_ops pg_ops = {
     .kt_append = p_kt_append,
     .kt_labels_read = p_kt_labels_read,
     .kt_labels_put = p_kt_labels_put,
+    .kt_set_labeler = p_kt_set_labeler,
     .prekeys_put = p_prekeys_put,
     .prekey_claim = p_prekey_claim,
     .kem_prekey_state = p_kem_prekey_state,

@@ -27,6 +27,8 @@ struct sqlite_store {
         sqlite3_stmt *st;
     } statements[STATEMENTS_MAX];
     size_t n_statements;
+    msv_kt_labeler labeler; /* kt_set_labeler: the log's appends label their entries */
+    void *labeler_ctx;
 };
 
 /*
@@ -1135,6 +1137,41 @@ static msv_err delivery_token_check(void *impl, uint64_t account_id, const uint8
 /* ---- transparency log ------------------------------------------------------------------ */
 
 /* Appends e's leaf as the log's next entry, for handle (inside a transaction). */
+/*
+ * Labels the entry just appended for handle (inside its transaction): its version is the
+ * handle's number of entries, its index the log's last.
+ */
+static msv_err kt_label_last(struct sqlite_store *s, const char *handle)
+{
+    sqlite3_stmt *st = NULL;
+    uint8_t label[32];
+    int64_t idx = 0, version = 0;
+    msv_err err = prepare(s, "SELECT MAX(idx), COUNT(*) FROM kt_log WHERE handle = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        idx = sqlite3_column_int64(st, 0);
+        version = sqlite3_column_int64(st, 1);
+    } else {
+        err = MSV_ERR_IO;
+    }
+    release(s, st);
+    if (err == MSV_OK && (version < 1 || version > UINT32_MAX))
+        err = MSV_ERR_INVALID;
+    if (err == MSV_OK)
+        err = s->labeler(s->labeler_ctx, handle, (uint32_t)version, label);
+    if (err == MSV_OK)
+        err = prepare(s, "INSERT OR REPLACE INTO kt_labels (idx, label) VALUES (?, ?);", &st);
+    if (err == MSV_OK) {
+        sqlite3_bind_int64(st, 1, idx);
+        sqlite3_bind_blob(st, 2, label, sizeof(label), SQLITE_TRANSIENT);
+        err = run(s, st);
+    }
+    return err;
+}
+
 static msv_err kt_insert(struct sqlite_store *s, const char *handle, const struct msv_kt_entry *e)
 {
     sqlite3_stmt *st = NULL;
@@ -1153,7 +1190,7 @@ static msv_err kt_insert(struct sqlite_store *s, const char *handle, const struc
         err = run(s, st);
     }
     free(leaf);
-    return err;
+    return err == MSV_OK && s->labeler != NULL ? kt_label_last(s, handle) : err;
 }
 
 /*
@@ -2204,6 +2241,16 @@ static msv_err l_kt_labels_put(void *impl, const struct msv_kt_rec *recs, size_t
     TRANSACTION(kt_labels_put(impl, recs, n));
 }
 
+static void l_kt_set_labeler(void *impl, msv_kt_labeler fn, void *ctx)
+{
+    struct sqlite_store *s = impl;
+
+    lock(s);
+    s->labeler = fn;
+    s->labeler_ctx = ctx;
+    unlock(s);
+}
+
 static msv_err prekey_and_kem_claim_locked(struct sqlite_store *s, uint64_t device_id, int one_time,
                                            struct msv_prekey_claimed *out)
 {
@@ -2475,6 +2522,7 @@ static const struct msv_store_ops sqlite_ops = {
     .kt_append = l_kt_append,
     .kt_labels_read = l_kt_labels_read,
     .kt_labels_put = l_kt_labels_put,
+    .kt_set_labeler = l_kt_set_labeler,
     .prekeys_put = l_prekeys_put,
     .prekey_claim = l_prekey_claim,
     .kem_prekey_state = l_kem_prekey_state,

@@ -94,6 +94,10 @@ struct msv_blob_usage {
 };
 
 /* A leaf of the transparency log (include/missive/kt.h). */
+/* The key directory's label of version of handle (the store's kt_labels; keydir.c gives it). */
+typedef msv_err (*msv_kt_labeler)(void *ctx, const char *handle, uint32_t version,
+                                  uint8_t label[32]);
+
 struct msv_kt_rec {
     uint64_t index;
     uint8_t *leaf;
@@ -388,6 +392,12 @@ struct msv_store_ops {
                               size_t *count);
     /* Keeps the labels of n log entries (one replaces what an index had), in one transaction. */
     msv_err (*kt_labels_put)(void *impl, const struct msv_kt_rec *recs, size_t n);
+    /*
+     * From now on every device set appended to the log (a tombstone included) gets its label in
+     * kt_labels in the same transaction: fn(ctx, handle, version) gives it, version the entry's
+     * number among the handle's (1 for its first). fn must be safe to call from any thread.
+     */
+    void (*kt_set_labeler)(void *impl, msv_kt_labeler fn, void *ctx);
 
     /*
      * Prekeys: the upload replaces the signed prekey (if it has one) and the
