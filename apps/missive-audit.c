@@ -10,7 +10,9 @@
  * State (a text file, written atomically): the pinned TLS fingerprint and
  * log key, the last head, every leaf hash, and every device id the log
  * listed with the SHA-256 of the handle it first listed it under (a device
- * id belongs to one handle forever).
+ * id belongs to one handle forever), and the key directory's root at the
+ * head's size: every epoch after it must only add to it (each entry's step of
+ * the append-only proof, docs/transparency.md).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -27,6 +29,7 @@
 #include "client/requests.h"
 #include "client/transparency.h"
 #include "missive/kt.h"
+#include "missive/ptree.h"
 #include "missive/util.h"
 #include "term.h"
 
@@ -54,7 +57,14 @@ struct audit {
     int have_fingerprint, have_key, have_head;
     uint8_t fingerprint[32], log_key[MSV_KT_KEY_LEN];
     struct msv_kt_head head;
-    struct msv_merkle *tree;
+    struct msv_merkle *tree; /* the hashes of the leaves from index `from` on */
+    uint64_t from;           /* --start: the first entry read (0: the whole log) */
+    /* the key directory: its root after kd_size entries, checked from every step since the
+     * epoch the auditor started at (have_kd 0: a state from before, whose root the first step
+     * read gives) */
+    int have_kd;
+    uint64_t kd_size;
+    uint8_t kd_root[MSV_PT_HASH_LEN];
     int quiet;
 };
 
@@ -62,11 +72,14 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: %s --state FILE [--server HOST:PORT] [--fingerprint HEX] [--log-key HEX]\n"
-            "                     [--compare HEAD_FILE]... [--print-head] [--quiet]\n"
+            "                     [--compare HEAD_FILE]... [--print-head] [--start INDEX]\n"
+            "                     [--quiet]\n"
             "\n"
             "Follows a Missive server's transparency log and checks it: every entry proven,\n"
             "every tree head signed by the log key and extending the one before, the tree\n"
-            "recomputed from all the leaves. --compare checks heads that others saw (a line\n"
+            "recomputed from all the leaves, and the key directory only growing (every\n"
+            "entry's append-only step from the root checked last to the head's signed\n"
+            "root). --compare checks heads that others saw (a line\n"
             "'missive-head 1 SIZE TIME ROOT SIGNATURE', as 'missive log-head' and\n"
             "'missive-audit --print-head' write) against this log: a head that does not fit\n"
             "is a fork.\n"
@@ -79,10 +92,14 @@ static void usage(FILE *f)
             "                      the one it shows on the first run)\n"
             "  --compare FILE      a head to compare (may be given up to 16 times)\n"
             "  --print-head        print the checked head in the --compare format\n"
+            "  --start INDEX       on the first run: read the log from entry INDEX on, not\n"
+            "                      from its start (its earlier entries and key directory\n"
+            "                      taken as the server shows them)\n"
             "  --quiet             print only problems\n"
             "\n"
             "exit status: 0 the log checks out, 1 the server misbehaved (a fork, a rewritten\n"
-            "or unproven log), 2 usage or state file, 4 server unreachable\n",
+            "or unproven log, a key directory changed behind the log's back), 2 usage or\n"
+            "state file, 4 server unreachable or refusing\n",
             prog);
 }
 
@@ -254,7 +271,7 @@ static int load_state(struct audit *a, const char *path)
     if (f == NULL)
         return errno == ENOENT ? 0 : -1;
     if (fgets(line, sizeof(line), f) == NULL || strncmp(line, "missive-audit-state ", 20) != 0 ||
-        line[20] < '1' || line[20] > '3' || strcmp(line + 21, "\n") != 0)
+        line[20] < '1' || line[20] > '4' || strcmp(line + 21, "\n") != 0)
         goto bad;
     version = line[20] - '0';
     if (fgets(line, sizeof(line), f) == NULL ||
@@ -272,9 +289,18 @@ static int load_state(struct audit *a, const char *path)
         msv_kt_head_verify(&a->head, a->log_key) != MSV_OK)
         goto bad;
     a->have_head = 1;
-    if (fgets(line, sizeof(line), f) == NULL || sscanf(line, "leaves %llu", &n) != 1 ||
-        n != a->head.size)
-        goto bad;
+    {
+        /* "leaves N", or (4) "leaves N from F": an auditor that started at entry F */
+        unsigned long long from = 0;
+        int got = fgets(line, sizeof(line), f) == NULL
+                      ? 0
+                      : sscanf(line, "leaves %llu from %llu", &n, &from);
+
+        if (got < 1 || (got == 2 && (version < 4 || from == 0)) || from > a->head.size ||
+            n != a->head.size - from)
+            goto bad;
+        a->from = from;
+    }
     for (unsigned long long i = 0; i < n; i++) {
         uint8_t h[MSV_KT_HASH_LEN];
 
@@ -284,21 +310,37 @@ static int load_state(struct audit *a, const char *path)
         if (!hex_field(line, h, sizeof(h)) || msv_merkle_append(a->tree, h) != MSV_OK)
             goto bad;
     }
-    if (version == 3 && !load_owners(a, f))
+    if (version >= 3 && !load_owners(a, f))
         goto bad;
+    /* 4: "keydir SIZE ROOT", the key directory's root at the head's size; 3 has none, and the
+     * key directory is checked from the next epoch read on */
+    a->kd_size = a->head.size;
+    if (version == 4) {
+        unsigned long long size = 0;
+
+        if (fgets(line, sizeof(line), f) == NULL ||
+            sscanf(line, "keydir %llu %199s", &size, hex) != 2 || size != a->head.size ||
+            !hex_field(hex, a->kd_root, MSV_PT_HASH_LEN))
+            goto bad;
+        a->have_kd = 1;
+    }
     fclose(f);
     {
         uint8_t root[MSV_KT_HASH_LEN];
 
-        /* the state file is checked like the server: its leaves must make its head */
-        if (msv_merkle_root(a->tree, a->head.size, root) != MSV_OK ||
-            sodium_memcmp(root, a->head.root, MSV_KT_HASH_LEN) != 0)
+        /* the state file is checked like the server: its leaves must make its head (all of
+         * them: an auditor that started later has part of them only) */
+        if (a->from == 0 && (msv_merkle_root(a->tree, a->head.size, root) != MSV_OK ||
+                             sodium_memcmp(root, a->head.root, MSV_KT_HASH_LEN) != 0))
             return -1;
     }
     /* a state from before device ids were kept (1), or kept by handle rather than key (2):
      * the log is read again from its start (each leaf proven in a head that extends this one)
      * to learn them */
     if (version < 3) {
+        a->have_kd = 1; /* from the empty tree */
+        a->kd_size = 0;
+        memset(a->kd_root, 0, sizeof(a->kd_root));
         msv_merkle_free(a->tree);
         a->tree = NULL;
         if (msv_merkle_new(&a->tree) != MSV_OK)
@@ -320,14 +362,18 @@ static int save_state(const struct audit *a, const char *path)
     f = fopen(tmp, "w");
     if (f == NULL)
         return 0;
-    fprintf(f, "missive-audit-state 3\nserver %s %u\n", a->host, (unsigned)a->port);
+    fprintf(f, "missive-audit-state 4\nserver %s %u\n", a->host, (unsigned)a->port);
     ok &= msv_hex_encode(a->fingerprint, 32, hex, sizeof(hex)) == MSV_OK;
     fprintf(f, "fingerprint %s\n", hex);
     ok &= msv_hex_encode(a->log_key, MSV_KT_KEY_LEN, hex, sizeof(hex)) == MSV_OK;
     fprintf(f, "log_key %s\n", hex);
     format_head(&a->head, line, sizeof(line));
-    fprintf(f, "%s\nleaves %" PRIu64 "\n", line, a->head.size);
-    for (uint64_t i = 0; i < a->head.size; i++) {
+    if (a->from == 0)
+        fprintf(f, "%s\nleaves %" PRIu64 "\n", line, a->head.size);
+    else
+        fprintf(f, "%s\nleaves %" PRIu64 " from %" PRIu64 "\n", line, a->head.size - a->from,
+                a->from);
+    for (uint64_t i = 0; i < a->head.size - a->from; i++) {
         uint8_t h[MSV_KT_HASH_LEN];
 
         ok &= msv_merkle_leaf(a->tree, i, h) == MSV_OK;
@@ -341,6 +387,9 @@ static int save_state(const struct audit *a, const char *path)
         ok &= msv_hex_encode(a->owners.handles[i], MSV_KT_HASH_LEN, hex, sizeof(hex)) == MSV_OK;
         fprintf(f, "%" PRIu64 " %s\n", a->owners.ids[i], hex);
     }
+    ok &= a->have_kd && a->kd_size == a->head.size &&
+          msv_hex_encode(a->kd_root, MSV_PT_HASH_LEN, hex, sizeof(hex)) == MSV_OK;
+    fprintf(f, "keydir %" PRIu64 " %s\n", a->kd_size, hex);
     ok &= fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok &= fclose(f) == 0;
     if (!ok || rename(tmp, path) != 0) {
@@ -352,11 +401,79 @@ static int save_state(const struct audit *a, const char *path)
 
 /* ---- following the log ------------------------------------------------------------------ */
 
+/*
+ * Checks the key directory's steps of the n entries read from start (adds[i]: entry i is a
+ * handle's version) from the root the auditor holds, then the head's signed root when the
+ * entries reach it; 0 or EXIT_FORK.
+ */
+static int take_steps(struct audit *a, const Msv__Wire__LogEntries *r,
+                      const struct msv_kt_head *head, uint64_t start, const uint8_t *adds, size_t n)
+{
+    const Msv__Wire__TreeHead *w = r->head;
+    enum msv_pt_step_fault fault = MSV_PT_STEP_OK;
+    char root[2 * MSV_PT_HASH_LEN + 1] = "";
+    size_t bad = 0;
+    uint64_t at;
+    msv_err err;
+
+    if (w->epoch_root.len != MSV_PT_HASH_LEN || w->epoch_signature.len != MSV_PT_SIG_LEN ||
+        msv_pt_epoch_verify(a->log_key, head->size, w->epoch_root.data, w->epoch_signature.data) !=
+            MSV_OK)
+        return bad_log("the head of %" PRIu64 " entries carries no key directory root signed "
+                       "by the log key",
+                       head->size);
+    if (r->append_proof.len == 0)
+        return bad_log("%s", "an answer without the key directory's append-only proof");
+    if (msv_hex_encode(a->kd_root, MSV_PT_HASH_LEN, root, sizeof(root)) != MSV_OK)
+        root[0] = '\0';
+    err = msv_pt_verify_steps(r->append_proof.data, r->append_proof.len, adds, n, &a->have_kd,
+                              a->kd_root, &bad, &fault);
+    at = start + bad;
+    if (err == MSV_ERR_PARSE)
+        return bad_log("the key directory's append-only proof of entries %" PRIu64 " to %" PRIu64
+                       " is malformed",
+                       start, start + n);
+    if (err != MSV_OK && fault == MSV_PT_STEP_ADDS_NOTHING)
+        return bad_log("log entry %" PRIu64 " is not in the key directory: its append-only "
+                       "proof adds nothing for it (an entry left out or removed)",
+                       at);
+    if (err != MSV_OK && fault == MSV_PT_STEP_ADDS)
+        return bad_log("log entry %" PRIu64 " is a log key rotation, yet the key directory "
+                       "adds an entry for it",
+                       at);
+    if (err != MSV_OK && fault == MSV_PT_STEP_OTHER_TREE)
+        return bad_log("the key directory changed behind the log's back: log entry %" PRIu64
+                       "'s append-only proof starts from another tree than the one of %" PRIu64
+                       " entries this auditor checked (root %.16s...): an entry was changed or "
+                       "removed, or the directory forked",
+                       at, at, root);
+    if (err != MSV_OK)
+        return bad_log("log entry %" PRIu64 "'s version is not proven new to the key "
+                       "directory: the tree already holds its label (an entry changed in place)",
+                       at);
+    a->kd_size = start + n;
+    if (a->kd_size != head->size)
+        return 0; /* the next read goes on */
+    if (!a->have_kd) {
+        /* a state from before the key directory was checked: its epochs from this one on */
+        memcpy(a->kd_root, w->epoch_root.data, MSV_PT_HASH_LEN);
+        a->have_kd = 1;
+    } else if (sodium_memcmp(a->kd_root, w->epoch_root.data, MSV_PT_HASH_LEN) != 0) {
+        return bad_log("the key directory's signed root for %" PRIu64 " entries is not the "
+                       "tree its append-only proof builds from the one this auditor checked: "
+                       "an entry was changed or removed behind the log's back, or the "
+                       "directory forked",
+                       head->size);
+    }
+    return 0;
+}
+
 /* Checks one LogEntries answer to a read from start and takes its leaves; 0 or EXIT_FORK. */
 static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_t start,
                         size_t *taken)
 {
     static uint8_t proof[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+    static uint8_t adds[MSV_KT_READ_MAX];
     const Msv__Wire__TreeHead *w = r->head;
     struct msv_kt_head head;
     char detail[160];
@@ -391,6 +508,11 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
                  (head.time_ms - msv_wall_ms()) / 60000);
         return bad_log("a tree head is dated %s in the future", detail);
     }
+    if (a->from > head.size) {
+        fprintf(stderr, "%s: --start %" PRIu64 ": the log has %" PRIu64 " entries\n", prog, a->from,
+                head.size);
+        return EXIT_USAGE;
+    }
     if (a->have_head) {
         if (head.size < a->head.size) {
             snprintf(detail, sizeof(detail), "%" PRIu64 " entries after %" PRIu64, head.size,
@@ -412,6 +534,9 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
             return bad_log("the log was rewritten: %s", detail);
         }
     }
+    if (r->n_entries > MSV_KT_READ_MAX || a->kd_size > head.size ||
+        r->n_entries > head.size - a->kd_size)
+        return bad_log("%s", "an answer with more entries than asked for");
     for (size_t i = 0; i < r->n_entries; i++) {
         const Msv__Wire__LogProof *p = r->entries[i];
         struct msv_kt_entry e;
@@ -419,7 +544,7 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
         uint8_t h[MSV_KT_HASH_LEN];
 
         snprintf(detail, sizeof(detail), "%" PRIu64, start + i);
-        if (p->index != start + i || p->index != msv_merkle_size(a->tree))
+        if (p->index != start + i || p->index != a->from + msv_merkle_size(a->tree))
             return bad_log("entry %s came out of order", detail);
         if (p->n_path > MSV_KT_PROOF_MAX)
             return bad_log("entry %s has a proof too long", detail);
@@ -437,10 +562,13 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
             if (rot.size != p->index + 1 ||
                 msv_kt_rotation_verify(rot.old_key, rot.new_key, rot.size, rot.signature) != MSV_OK)
                 return bad_log("entry %s is a log key rotation its old key did not sign", detail);
+            adds[i] = 0;
         } else if (msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) != MSV_OK) {
             return bad_log("entry %s is not a device set", detail);
         } else if (claim_devices(a, &e, p->index) != 0) {
             return EXIT_FORK;
+        } else {
+            adds[i] = 1;
         }
         if (msv_merkle_append(a->tree, h) != MSV_OK) {
             fprintf(stderr, "%s: out of memory\n", prog);
@@ -448,6 +576,8 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
         }
         (*taken)++;
     }
+    if (take_steps(a, r, &head, start, adds, r->n_entries) != 0)
+        return EXIT_FORK;
     a->head = head;
     a->have_head = 1;
     return 0;
@@ -475,11 +605,22 @@ static int follow(struct audit *a, uint64_t *added)
     }
     for (;;) {
         msv_frame *r = NULL;
-        uint64_t start = msv_merkle_size(a->tree);
+        uint64_t start = a->from + msv_merkle_size(a->tree);
         size_t taken = 0;
 
-        err = msv_request_log_read(c, start, MSV_KT_READ_MAX, a->have_head ? a->head.size : 0,
+        err = msv_request_log_read(c, start, MSV_KT_READ_MAX, a->have_head ? a->head.size : 0, 1,
                                    TIMEOUT_MS, &r, &why);
+        if (err != MSV_OK && why.code == MSV__WIRE__ERROR_CODE__ERROR_PROOF_GONE) {
+            /* the server keeps the newest entries' steps only: this state is older */
+            fprintf(stderr,
+                    "%s: the server no longer keeps the key directory's proof this audit "
+                    "needs: ",
+                    prog);
+            term_put(stderr, why.message, TERM_LINES);
+            fputc('\n', stderr);
+            msv_conn_close(c);
+            return EXIT_NET;
+        }
         if (err != MSV_OK) {
             fprintf(stderr, "%s: reading the log: %s%s", prog, msv_strerror(err),
                     why.message[0] ? ": " : "");
@@ -491,19 +632,20 @@ static int follow(struct audit *a, uint64_t *added)
         rc = take_entries(a, r->log_entries, start, &taken);
         msv_frame_free(r);
         *added += taken;
-        if (rc != 0 || taken == 0 || msv_merkle_size(a->tree) >= a->head.size)
+        if (rc != 0 || taken == 0 || a->from + msv_merkle_size(a->tree) >= a->head.size)
             break;
         if (!a->quiet)
             fprintf(stderr, "%s: %" PRIu64 " of %" PRIu64 " entries\r", prog,
-                    msv_merkle_size(a->tree), a->head.size);
+                    a->from + msv_merkle_size(a->tree), a->head.size);
     }
     msv_conn_close(c);
     if (rc != 0)
         return rc;
-    /* every leaf is here: the tree they make must be the one the head signs */
-    if (msv_merkle_size(a->tree) != a->head.size ||
-        msv_merkle_root(a->tree, a->head.size, root) != MSV_OK ||
-        sodium_memcmp(root, a->head.root, MSV_KT_HASH_LEN) != 0)
+    /* every leaf is here: the tree they make must be the one the head signs (an auditor that
+     * started later has each of its leaves proven in a head, and the heads consistent) */
+    if (a->from + msv_merkle_size(a->tree) != a->head.size ||
+        (a->from == 0 && (msv_merkle_root(a->tree, a->head.size, root) != MSV_OK ||
+                          sodium_memcmp(root, a->head.root, MSV_KT_HASH_LEN) != 0)))
         return bad_log("%s", "the leaves do not make the tree the head signs");
     return 0;
 }
@@ -532,8 +674,16 @@ static int compare(const struct audit *a, const char *path)
     if (other.size > a->head.size)
         return bad_log("the server showed %s more than it shows this auditor: a split view",
                        detail);
-    if (msv_merkle_root(a->tree, other.size, root) != MSV_OK ||
-        sodium_memcmp(root, other.root, MSV_KT_HASH_LEN) != 0)
+    if (a->from > 0 && other.size != a->head.size) {
+        fprintf(stderr,
+                "%s: %s: only a head of %" PRIu64 " entries can be compared by an "
+                "auditor that started at entry %" PRIu64 "\n",
+                prog, path, a->head.size, a->from);
+        return EXIT_USAGE;
+    }
+    if (a->from > 0 ? sodium_memcmp(a->head.root, other.root, MSV_KT_HASH_LEN) != 0
+                    : (msv_merkle_root(a->tree, other.size, root) != MSV_OK ||
+                       sodium_memcmp(root, other.root, MSV_KT_HASH_LEN) != 0))
         return bad_log("the head in %s is not one of this log's: a fork", detail);
     if (!a->quiet)
         printf("%s: the head in %s is this log's\n", prog, detail);
@@ -549,10 +699,12 @@ int main(int argc, char **argv)
                                          {"compare", required_argument, NULL, 'c'},
                                          {"print-head", no_argument, NULL, 'p'},
                                          {"quiet", no_argument, NULL, 'q'},
+                                         {"start", required_argument, NULL, 'b'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     struct audit a = {0};
     const char *state = NULL, *server = NULL, *fingerprint = NULL, *log_key = NULL;
+    const char *start_at = NULL;
     const char *compares[MAX_COMPARE];
     size_t n_compare = 0;
     uint64_t before, added = 0;
@@ -585,6 +737,9 @@ int main(int argc, char **argv)
         case 'q':
             a.quiet = 1;
             break;
+        case 'b':
+            start_at = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -607,6 +762,21 @@ int main(int argc, char **argv)
                 prog, state);
         rc = EXIT_USAGE;
         goto out;
+    }
+    if (loaded == 0)
+        a.have_kd = 1; /* a first run checks the key directory from the empty tree */
+    if (start_at != NULL) {
+        char *end = NULL;
+        unsigned long long v = strtoull(start_at, &end, 10);
+
+        if (loaded != 0 || end == start_at || *end != '\0' || start_at[0] == '-') {
+            fprintf(stderr, "%s: --start: a log index, on the first run only\n", prog);
+            rc = EXIT_USAGE;
+            goto out;
+        }
+        /* the key directory from the tree the first step read starts from */
+        a.from = a.kd_size = v;
+        a.have_kd = v == 0;
     }
     if (server != NULL) {
         const char *colon = strrchr(server, ':');

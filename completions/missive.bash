@@ -133,10 +133,10 @@ _missive_audit()
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
     case $prev in
     --state | --compare) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
-    --server | --fingerprint | --log-key) return ;;
+    --server | --fingerprint | --log-key | --start) return ;;
     esac
     mapfile -t COMPREPLY < <(compgen -W "--state --server --fingerprint --log-key --compare
-        --print-head --quiet --help" -- "$cur")
+        --print-head --start --quiet --help" -- "$cur")
 }
 
 _missive_crypto()

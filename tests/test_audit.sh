@@ -45,13 +45,19 @@ expect 0 "a second auditor from nothing" -- "$A" --state st2 --server "$server" 
 grep -q "3 entries (3 new)" out.txt && ok || bad "second auditor: $(cat out.txt)"
 grep -q "^devices 3$" st2 && ok || bad "device ids kept: $(grep devices st2)"
 # a state written before device ids were kept: the log is read again from its start
-sed -e '1s/ 3$/ 1/' -e '/^devices /,$d' st2 >st-v1
+sed -e '1s/ 4$/ 1/' -e '/^devices /,$d' st2 >st-v1
 expect 0 "a state of version 1" -- "$A" --state st-v1
 grep -q "3 entries (3 new)" out.txt && grep -q "^devices 3$" st-v1 && ok || bad "v1 state: $(cat out.txt)"
 # one that kept device ids by handle (version 2), not by key: read again too, kept by key now
-sed -e '1s/ 3$/ 2/' st2 >st-v2
+sed -e '1s/ 4$/ 2/' -e '/^keydir /d' st2 >st-v2
 expect 0 "a state of version 2" -- "$A" --state st-v2
-grep -q "3 entries (3 new)" out.txt && head -1 st-v2 | grep -q "state 3$" && ok || bad "v2 state: $(cat out.txt)"
+grep -q "3 entries (3 new)" out.txt && head -1 st-v2 | grep -q "state 4$" && ok || bad "v2 state: $(cat out.txt)"
+# a state of version 3 (no key directory root): the key directory is checked from its epoch on
+sed -e '1s/ 4$/ 3/' -e '/^keydir /d' st2 >st-v3
+expect 0 "a state of version 3" -- "$A" --state st-v3
+grep -q "3 entries (0 new)" out.txt && head -1 st-v3 | grep -q "state 4$" &&
+    grep -q "^keydir 3 $(grep '^keydir ' st2 | cut -d' ' -f3)$" st-v3 && ok ||
+    bad "v3 state: $(cat out.txt) $(tail -1 st-v3)"
 
 # its errors
 expect 2 "no state" -- "$A" --server "$server"

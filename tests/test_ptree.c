@@ -3,7 +3,9 @@
  * every size up to 40, every presence and absence proof verified and, changed in any way,
  * refused; append-only proofs across epochs, and refused for an entry changed in place or
  * removed; version proofs refused for an older version shown as newest, a skipped version, a
- * forged later version the owner must see, another handle, other data or another VRF key.
+ * forged later version the owner must see, another handle, other data or another VRF key;
+ * entry steps (the append-only proof auditors read entry by entry) from any epoch, refused for
+ * a tree changed behind them.
  */
 #include <stdarg.h>
 #include <setjmp.h>
@@ -341,6 +343,212 @@ static void test_append_only_attacks(void **state)
     }
 }
 
+/* A run of steps: u32be n, then each step (a rotation's: the byte 0). */
+struct run {
+    uint8_t buf[64 * MSV_PT_STEP_MAX];
+    size_t len;
+};
+
+static void run_start(struct run *r, size_t n)
+{
+    r->buf[0] = (uint8_t)(n >> 24);
+    r->buf[1] = (uint8_t)(n >> 16);
+    r->buf[2] = (uint8_t)(n >> 8);
+    r->buf[3] = (uint8_t)n;
+    r->len = 4;
+}
+
+static void run_add(struct run *r, const uint8_t *step, size_t len)
+{
+    assert_true(r->len + len <= sizeof(r->buf));
+    memcpy(r->buf + r->len, step, len);
+    r->len += len;
+}
+
+/*
+ * Entry steps: 30 log entries, every seventh a rotation that adds nothing; any run of them
+ * from any epoch checks out and ends at the tree's root; a run that does not fit the entries'
+ * kinds, or that starts from another tree, is refused; so is any byte changed.
+ */
+static void test_entry_steps(void **state)
+{
+    static struct run run;
+    struct msv_ptree *t = NULL;
+    struct msv_pt_entry e;
+    uint8_t roots[31][32], root[32], *steps[30], adds[30];
+    size_t lens[30], bad = 0;
+    enum msv_pt_step_fault fault;
+    int have = 1;
+    (void)state;
+
+    assert_int_equal(msv_ptree_new(&t), MSV_OK);
+    for (uint32_t i = 0; i < 30; i++) {
+        assert_int_equal(msv_ptree_root(t, roots[i]), MSV_OK);
+        adds[i] = i % 7 != 3;
+        if (!adds[i]) {
+            steps[i] = NULL;
+            lens[i] = 0;
+            continue;
+        }
+        entry_of(3, i, &e);
+        assert_int_equal(msv_ptree_insert_step(t, &e, &steps[i], &lens[i]), MSV_OK);
+        assert_true(lens[i] <= MSV_PT_STEP_MAX);
+        /* a label already in the tree has no step */
+        {
+            uint8_t *again = NULL;
+            size_t again_len = 0;
+
+            assert_int_equal(msv_ptree_insert_step(t, &e, &again, &again_len), MSV_ERR_EXISTS);
+            assert_null(again);
+        }
+    }
+    assert_int_equal(msv_ptree_root(t, roots[30]), MSV_OK);
+    for (size_t from = 0; from <= 30; from++) {
+        for (size_t to = from; to <= 30; to++) {
+            run_start(&run, to - from);
+            for (size_t i = from; i < to; i++)
+                run_add(&run, adds[i] ? steps[i] : (const uint8_t *)"", adds[i] ? lens[i] : 1);
+            memcpy(root, roots[from], 32);
+            have = 1;
+            assert_int_equal(msv_pt_verify_steps(run.buf, run.len, adds + from, to - from, &have,
+                                                 root, &bad, &fault),
+                             MSV_OK);
+            assert_memory_equal(root, roots[to], 32);
+            /* an auditor that starts here without a root takes the first step's */
+            memset(root, 0, 32);
+            have = 0;
+            assert_int_equal(msv_pt_verify_steps(run.buf, run.len, adds + from, to - from, &have,
+                                                 root, &bad, &fault),
+                             MSV_OK);
+            if (have)
+                assert_memory_equal(root, roots[to], 32);
+            /* from another epoch's tree: refused where it first adds */
+            if (from > 0 && from < to && adds[from] && adds[from - 1]) {
+                memcpy(root, roots[from - 1], 32);
+                have = 1;
+                assert_int_equal(msv_pt_verify_steps(run.buf, run.len, adds + from, to - from,
+                                                     &have, root, &bad, &fault),
+                                 MSV_ERR_AUTH);
+                assert_int_equal(fault, MSV_PT_STEP_OTHER_TREE);
+                assert_int_equal(bad, 0);
+            }
+        }
+    }
+    /* the kinds must fit: a version that adds nothing, a rotation that adds */
+    run_start(&run, 2);
+    run_add(&run, steps[0], lens[0]);
+    run_add(&run, steps[1], lens[1]);
+    adds[1] = 0;
+    memcpy(root, roots[0], 32);
+    have = 1;
+    assert_int_equal(msv_pt_verify_steps(run.buf, run.len, adds, 2, &have, root, &bad, &fault),
+                     MSV_ERR_AUTH);
+    assert_int_equal(fault, MSV_PT_STEP_ADDS);
+    assert_int_equal(bad, 1);
+    adds[1] = 1;
+    run_start(&run, 2);
+    run_add(&run, steps[0], lens[0]);
+    run_add(&run, (const uint8_t *)"", 1);
+    assert_int_equal(msv_pt_verify_steps(run.buf, run.len, adds, 2, &have, root, &bad, &fault),
+                     MSV_ERR_AUTH);
+    assert_int_equal(fault, MSV_PT_STEP_ADDS_NOTHING);
+    /* any byte of a run changed: refused, or it builds another tree; shorter, longer: refused */
+    run_start(&run, 5);
+    for (size_t i = 0; i < 5; i++)
+        run_add(&run, adds[i] ? steps[i] : (const uint8_t *)"", adds[i] ? lens[i] : 1);
+    for (size_t i = 0; i < run.len; i++) {
+        for (int b = 0; b < 8; b++) {
+            msv_err err;
+
+            run.buf[i] ^= (uint8_t)(1 << b);
+            memcpy(root, roots[0], 32);
+            have = 1;
+            err = msv_pt_verify_steps(run.buf, run.len, adds, 5, &have, root, &bad, &fault);
+            assert_true(err != MSV_OK || memcmp(root, roots[5], 32) != 0);
+            run.buf[i] ^= (uint8_t)(1 << b);
+        }
+    }
+    for (size_t cut = 0; cut < run.len; cut++) {
+        memcpy(root, roots[0], 32);
+        assert_int_equal(msv_pt_verify_steps(run.buf, cut, adds, 5, &have, root, &bad, &fault),
+                         MSV_ERR_PARSE);
+    }
+    run.buf[run.len] = 0;
+    assert_int_equal(msv_pt_verify_steps(run.buf, run.len + 1, adds, 5, &have, root, &bad, &fault),
+                     MSV_ERR_PARSE);
+    assert_int_equal(msv_pt_verify_steps(run.buf, run.len, adds, 4, &have, root, &bad, &fault),
+                     MSV_ERR_PARSE);
+    for (size_t i = 0; i < 30; i++)
+        free(steps[i]);
+    msv_ptree_free(t);
+}
+
+/*
+ * A tree changed behind the steps' back (an entry's value changed in place, or the entry
+ * removed): the next entry's step starts from a tree other than the one the steps built.
+ */
+static void test_entry_steps_attacks(void **state)
+{
+    struct msv_pt_entry e[12], next;
+    uint8_t honest[32], *step = NULL, adds[1] = {1}, changed[32];
+    size_t len = 0, bad = 0;
+    enum msv_pt_step_fault fault;
+    int have = 1;
+    (void)state;
+
+    entry_of(4, 100, &next);
+    for (size_t victim = 0; victim < 12; victim++) {
+        for (int remove = 0; remove < 2; remove++) {
+            struct msv_ptree *t = NULL;
+            uint8_t run[4 + MSV_PT_STEP_MAX] = {0, 0, 0, 1}, root[32];
+
+            assert_int_equal(msv_ptree_new(&t), MSV_OK);
+            for (uint32_t i = 0; i < 12; i++) {
+                entry_of(4, i, &e[i]);
+                assert_int_equal(msv_ptree_insert(t, &e[i]), MSV_OK);
+            }
+            assert_int_equal(msv_ptree_root(t, honest), MSV_OK);
+            memcpy(changed, e[victim].value, 32);
+            changed[0] ^= 1;
+            assert_int_equal(msv_ptree_test_rewrite(&t, e[victim].label, remove ? NULL : changed),
+                             MSV_OK);
+            assert_int_equal(msv_ptree_size(t), remove ? 11 : 12);
+            assert_int_equal(msv_ptree_insert_step(t, &next, &step, &len), MSV_OK);
+            memcpy(run + 4, step, len);
+            memcpy(root, honest, 32);
+            have = 1;
+            assert_int_equal(msv_pt_verify_steps(run, 4 + len, adds, 1, &have, root, &bad, &fault),
+                             MSV_ERR_AUTH);
+            assert_int_equal(fault, MSV_PT_STEP_OTHER_TREE);
+            free(step);
+            msv_ptree_free(t);
+        }
+    }
+    /* a step that shows its label present rather than absent */
+    {
+        struct msv_ptree *t = NULL;
+        uint8_t run[4 + MSV_PT_STEP_MAX] = {0, 0, 0, 1}, root[32], *path = NULL;
+        int found = 0;
+
+        assert_int_equal(msv_ptree_new(&t), MSV_OK);
+        for (uint32_t i = 0; i < 12; i++)
+            assert_int_equal(msv_ptree_insert(t, &e[i]), MSV_OK);
+        assert_int_equal(msv_ptree_root(t, root), MSV_OK);
+        assert_int_equal(msv_ptree_prove(t, e[3].label, &path, &len, &found), MSV_OK);
+        assert_true(found);
+        run[4] = 1;
+        memcpy(run + 5, e[3].label, 32);
+        memcpy(run + 37, e[3].value, 32);
+        memcpy(run + 69, path, len);
+        have = 1;
+        assert_int_equal(msv_pt_verify_steps(run, 69 + len, adds, 1, &have, root, &bad, &fault),
+                         MSV_ERR_AUTH);
+        assert_int_equal(fault, MSV_PT_STEP_NOT_ABSENT);
+        free(path);
+        msv_ptree_free(t);
+    }
+}
+
 static void test_version_sets(void **state)
 {
     uint32_t present[32], absent[32];
@@ -538,6 +746,8 @@ int main(void)
         cmocka_unit_test(test_absence_naming_the_label),
         cmocka_unit_test(test_append_only),
         cmocka_unit_test(test_append_only_attacks),
+        cmocka_unit_test(test_entry_steps),
+        cmocka_unit_test(test_entry_steps_attacks),
         cmocka_unit_test(test_version_sets),
         cmocka_unit_test(test_versions),
         cmocka_unit_test(test_forged_marker_seen_by_owner),

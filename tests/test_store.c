@@ -398,7 +398,7 @@ static void test_migration_to_v3(void **state)
                      "DROP TRIGGER queue_usage_out; DROP TABLE reports; DROP TABLE invites;"
                      "DROP TABLE queue_refusals;"
                      "DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
-                     "DROP TABLE account_handles; DROP TABLE kem_prekeys;"
+                     "DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
                      "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
@@ -426,6 +426,83 @@ static void leaf_devices(const struct msv_kt_rec *r, const char *handle, char *o
                               (unsigned long long)e.devices[i].device_id);
         assert_memory_equal(e.devices[i].identity, "identity", 8);
     }
+}
+
+/* A labeler for the tests: version, then the handle; fails while *ctx is set. */
+static msv_err fake_labeler(void *ctx, const char *handle, uint32_t version, uint8_t label[32])
+{
+    if (*(int *)ctx)
+        return MSV_ERR_CRYPTO;
+    memset(label, 0, 32);
+    label[0] = (uint8_t)version;
+    snprintf((char *)label + 1, 31, "%s", handle);
+    return MSV_OK;
+}
+
+/* Checks that every entry of the log has its label: its handle's version n (n-th entry). */
+static void assert_labels(struct fixture *f, size_t want)
+{
+    struct msv_kt_rec *recs = NULL, *labels = NULL;
+    size_t n = 0, n_labels = 0;
+
+    assert_int_equal(OPS(f)->kt_read(IMPL(f), 0, 100, &recs, &n), MSV_OK);
+    assert_int_equal(OPS(f)->kt_labels_read(IMPL(f), 0, 100, &labels, &n_labels), MSV_OK);
+    assert_int_equal(n, want);
+    assert_int_equal(n_labels, n);
+    for (size_t i = 0; i < n; i++) {
+        struct msv_kt_entry *e = calloc(1, sizeof(*e));
+        unsigned version = 0;
+
+        assert_non_null(e);
+        assert_int_equal(msv_kt_leaf_parse(recs[i].leaf, recs[i].leaf_len, e), MSV_OK);
+        for (size_t k = 0; k <= i; k++) {
+            struct msv_kt_entry *o = calloc(1, sizeof(*o));
+
+            assert_int_equal(msv_kt_leaf_parse(recs[k].leaf, recs[k].leaf_len, o), MSV_OK);
+            version += strcmp(o->handle, e->handle) == 0;
+            free(o);
+        }
+        assert_int_equal(labels[i].index, recs[i].index);
+        assert_int_equal(labels[i].leaf[0], version);
+        assert_string_equal((const char *)labels[i].leaf + 1, e->handle);
+        free(e);
+    }
+    msv_kt_recs_free(recs, n);
+    msv_kt_recs_free(labels, n_labels);
+}
+
+/*
+ * With a labeler set (missived's key directory), every device set appended to the log gets its
+ * label in the same transaction; a labeler that fails fails the change, which leaves nothing.
+ */
+static void test_kt_labels_in_transaction(void **state)
+{
+    struct fixture *f = *state;
+    struct msv_kt_rec *recs = NULL;
+    int fail = 0;
+    size_t n = 0;
+    uint64_t a, b, a1;
+
+    OPS(f)->kt_set_labeler(IMPL(f), fake_labeler, &fail);
+    a = make_account(f, "a@x");
+    b = make_account(f, "b@x");
+    a1 = make_device(f, a);
+    (void)make_device(f, b);
+    (void)make_device(f, a);
+    assert_labels(f, 3);
+    fail = 1;
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), a, a1), MSV_ERR_CRYPTO);
+    assert_labels(f, 3);
+    fail = 0;
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), a, a1), MSV_OK);
+    assert_labels(f, 4);
+    /* without a labeler (missive-admin, or before missived's key directory is open): no label,
+     * which the next start computes */
+    OPS(f)->kt_set_labeler(IMPL(f), NULL, NULL);
+    (void)make_device(f, b);
+    assert_int_equal(OPS(f)->kt_labels_read(IMPL(f), 0, 100, &recs, &n), MSV_OK);
+    assert_int_equal(n, 4);
+    msv_kt_recs_free(recs, n);
 }
 
 /*
@@ -1505,8 +1582,8 @@ static void test_reopen_and_schema(void **state)
     /*
      * a database of version 6 gets version 7's index of attachments by owner, version 8's
      * queue counters, which start from what is queued, version 9's reports, version 10's
-     * invites, version 11's refused sends and version 13's handles, which start from the
-     * accounts' own
+     * invites, version 11's refused sends, version 13's handles, which start from the
+     * accounts' own, and version 15's key directory labels
      */
     reopen(f);
     assert_int_equal(OPS(f)->queue_put(IMPL(f),
@@ -1525,14 +1602,14 @@ static void test_reopen_and_schema(void **state)
                      " DROP TRIGGER queue_usage_in ON queue; DROP TRIGGER queue_usage_out ON queue;"
                      " DROP FUNCTION queue_usage_add; DROP FUNCTION queue_usage_sub;"
                      " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
-                     " DROP TABLE account_handles; DROP TABLE kem_prekeys; UPDATE missive_schema "
-                     "SET version = 6;"
+                     " DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
+                     " UPDATE missive_schema SET version = 6;"
                    : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
                      " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
                      " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
                      " DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
-                     " DROP TABLE account_handles; DROP TABLE kem_prekeys; DELETE FROM "
-                     "schema_version WHERE version >= 7;");
+                     " DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
+                     " DELETE FROM schema_version WHERE version >= 7;");
     reopen(f);
     raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
     assert_usage(f, 42, 1, 3);
@@ -1543,6 +1620,30 @@ static void test_reopen_and_schema(void **state)
 
         assert_int_equal(OPS(f)->invite_add(IMPL(f), h, "", 1, 1, 0, &got), MSV_OK);
         assert_int_equal(OPS(f)->invite_take(IMPL(f), h, 2, 0), MSV_OK);
+    }
+    {
+        /* version 15's key directory labels: kept, read back in order, one replaced */
+        struct msv_kt_rec put[3] = {
+            {.index = 4, .leaf = (uint8_t *)"0123456789abcdef0123456789abcdef", .leaf_len = 32},
+            {.index = 1, .leaf = (uint8_t *)"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345", .leaf_len = 32},
+            {.index = 4, .leaf = (uint8_t *)"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", .leaf_len = 32}};
+        struct msv_kt_rec *recs = NULL;
+        size_t n = 0;
+
+        assert_int_equal(OPS(f)->kt_labels_read(IMPL(f), 0, 10, &recs, &n), MSV_OK);
+        assert_int_equal(n, 0);
+        msv_kt_recs_free(recs, n);
+        assert_int_equal(OPS(f)->kt_labels_put(IMPL(f), put, 3), MSV_OK);
+        assert_int_equal(OPS(f)->kt_labels_read(IMPL(f), 0, 10, &recs, &n), MSV_OK);
+        assert_int_equal(n, 2);
+        assert_int_equal(recs[0].index, 1);
+        assert_int_equal(recs[1].index, 4);
+        assert_int_equal(recs[1].leaf_len, 32);
+        assert_memory_equal(recs[1].leaf, put[2].leaf, 32);
+        msv_kt_recs_free(recs, n);
+        assert_int_equal(OPS(f)->kt_labels_read(IMPL(f), 2, 10, &recs, &n), MSV_OK);
+        assert_int_equal(n, 1);
+        msv_kt_recs_free(recs, n);
     }
     {
         uint64_t refused = 0;
@@ -1678,6 +1779,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_devices, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_to_v3, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transparency_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kt_labels_in_transaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_approval, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup, teardown),
@@ -1706,6 +1808,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_account_delete, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_devices, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_transparency_log, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_kt_labels_in_transaction, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_handles, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_approval, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup_pg, teardown),

@@ -64,12 +64,17 @@ uint64_t seed_device_id(const struct seed *s, size_t a, size_t k);
 size_t seed_device_count(const struct seed *s, size_t a);
 void seed_handle(size_t a, char out[32]);
 
+/* The seconds the last start_missived() took to seed its database (before missived ran). */
+extern double bench_seed_s;
 /* Starts missived (workers = 1) with accounts pre-seeded; count_fsyncs runs it under strace. */
 void start_missived(const struct opts *o, const struct seed *seed, const uint8_t *identity,
                     size_t identity_len, int count_fsyncs, struct server_proc *out);
-/* Fills the PostgreSQL store at conninfo with accounts of one device each (as seed). */
-void seed_postgres(const char *conninfo, size_t accounts, const uint8_t *identity,
-                   size_t identity_len);
+/*
+ * Fills the PostgreSQL store at conninfo with accounts of one device each (as seed), their log
+ * entries and their key directory labels under a VRF key it writes to shared/vrf.key.
+ */
+void seed_postgres(const char *conninfo, const char *shared, size_t accounts,
+                   const uint8_t *identity, size_t identity_len);
 /* Starts a missived node (workers = 1) on that store, in the cluster at redis. */
 void start_missived_node(const struct opts *o, const char *conninfo, const char *redis,
                          const char *shared, const char *name, struct server_proc *out);

@@ -23,11 +23,14 @@
 #include <unistd.h>
 
 #include <libpq-fe.h>
+#include <sodium.h>
 #include <sqlite3.h>
 
 #include "bench.h"
 #include "missive/kt.h"
 #include "missive/crypto.h"
+#include "missive/ptree.h"
+#include "missive/vrf.h"
 #include "server/tls.h"
 #include "store/store.h"
 
@@ -470,9 +473,42 @@ static void seed_kt_leaf(sqlite3 *db, sqlite3_stmt *kt, size_t a, const struct m
     free(leaf);
 }
 
-static void seed_db(const char *path, const struct seed *seed, const uint8_t *identity,
-                    size_t identity_len)
+/*
+ * The key directory's VRF key for a data directory about to be seeded: made and written to
+ * DIR/vrf.key (mode 0600) as missived would on its first start, so that the seeder can store the
+ * labels missived would otherwise compute at start (kt_labels).
+ */
+static void seed_vrf_key(const char *dir, uint8_t secret[MSV_VRF_SECRET_KEY_LEN])
 {
+    char path[600];
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/vrf.key", dir);
+    randombytes_buf(secret, MSV_VRF_SECRET_KEY_LEN);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || write(fd, secret, MSV_VRF_SECRET_KEY_LEN) != MSV_VRF_SECRET_KEY_LEN ||
+        close(fd) != 0)
+        die("cannot write %s", path);
+}
+
+/* The label of version 1 of handle under the VRF key secret (docs/transparency.md). */
+static void seed_label(const uint8_t secret[MSV_VRF_SECRET_KEY_LEN], const char *handle,
+                       uint8_t label[MSV_PT_LABEL_LEN])
+{
+    uint8_t alpha[300], beta[MSV_VRF_OUTPUT_LEN];
+    size_t len = 0;
+
+    if (msv_pt_vrf_input(handle, 1, alpha, sizeof(alpha), &len) != MSV_OK ||
+        msv_vrf_output(MSV_PT_VRF_SUITE, secret, alpha, len, beta) != MSV_OK)
+        die("cannot compute the label of %s", handle);
+    msv_pt_label(beta, label);
+}
+
+static void seed_db(const char *path, const char *data_dir, const struct seed *seed,
+                    const uint8_t *identity, size_t identity_len)
+{
+    uint8_t vrf[MSV_VRF_SECRET_KEY_LEN];
+    sqlite3_stmt *lab = NULL;
     struct msv_store *store = NULL;
     sqlite3_stmt *acc = NULL, *dev = NULL, *kt = NULL, *hdl = NULL;
     static struct msv_kt_entry entry;
@@ -509,6 +545,12 @@ static void seed_db(const char *path, const struct seed *seed, const uint8_t *id
            sqlite3_prepare_v2(db, "INSERT INTO kt_log (idx, handle, leaf) VALUES (?, ?, ?)", -1,
                               &kt, NULL),
            "prepare");
+    /* and the key directory's label of that entry, as missived keeps it (kt_labels) */
+    seed_vrf_key(data_dir, vrf);
+    sql_ok(
+        db,
+        sqlite3_prepare_v2(db, "INSERT INTO kt_labels (idx, label) VALUES (?, ?)", -1, &lab, NULL),
+        "prepare");
     for (size_t a = 0; a < seed->accounts; a++) {
         char handle[32];
 
@@ -538,7 +580,18 @@ static void seed_db(const char *path, const struct seed *seed, const uint8_t *id
             sqlite3_reset(dev);
         }
         seed_kt_leaf(db, kt, a, &entry);
+        {
+            uint8_t label[MSV_PT_LABEL_LEN];
+
+            seed_label(vrf, handle, label);
+            sqlite3_bind_int64(lab, 1, (sqlite3_int64)a);
+            sqlite3_bind_blob(lab, 2, label, sizeof(label), SQLITE_TRANSIENT);
+            sql_ok(db, sqlite3_step(lab), "label");
+            sqlite3_reset(lab);
+        }
     }
+    sqlite3_finalize(lab);
+    sodium_memzero(vrf, sizeof(vrf));
     sqlite3_finalize(acc);
     sqlite3_finalize(dev);
     sqlite3_finalize(kt);
@@ -548,6 +601,8 @@ static void seed_db(const char *path, const struct seed *seed, const uint8_t *id
 }
 
 static void missived_port(struct server_proc *p);
+
+double bench_seed_s;
 
 /*
  * A missived's scratch directory (named after name) with data/ in it; the
@@ -577,9 +632,10 @@ static FILE *missived_dirs(const struct opts *o, const char *name, struct server
  * account a + 1 is seed_handle(a) (its only handle), with device a + 1 (one device each).
  * Their log leaves are written when the store is opened again.
  */
-void seed_postgres(const char *conninfo, size_t accounts, const uint8_t *identity,
-                   size_t identity_len)
+void seed_postgres(const char *conninfo, const char *shared, size_t accounts,
+                   const uint8_t *identity, size_t identity_len)
 {
+    uint8_t vrf[MSV_VRF_SECRET_KEY_LEN];
     struct msv_store *store = NULL;
     char why[256], n[24], suite[8];
     const char *values[3] = {n, suite, (const char *)identity};
@@ -615,6 +671,36 @@ void seed_postgres(const char *conninfo, size_t accounts, const uint8_t *identit
     /* the backfill logs every account now, not in the first node's start */
     if (msv_store_open_postgres(conninfo, 1, 0, why, sizeof(why), &store) != MSV_OK)
         die("cannot open the PostgreSQL store: %s", why);
+    /* and the labels of those entries (each its handle's version 1), as the nodes keep them */
+    seed_vrf_key(shared, vrf);
+    for (uint64_t start = 0;;) {
+        struct msv_kt_rec *recs = NULL, *labels;
+        size_t got = 0;
+
+        if (store->ops->kt_read(store->impl, start, 1024, &recs, &got) != MSV_OK ||
+            (labels = calloc(got ? got : 1, sizeof(*labels))) == NULL)
+            die("cannot read the PostgreSQL store's log");
+        for (size_t i = 0; i < got; i++) {
+            struct msv_kt_entry *e = calloc(1, sizeof(*e));
+
+            labels[i].index = recs[i].index;
+            labels[i].leaf = malloc(MSV_PT_LABEL_LEN);
+            labels[i].leaf_len = MSV_PT_LABEL_LEN;
+            if (e == NULL || labels[i].leaf == NULL ||
+                msv_kt_leaf_parse(recs[i].leaf, recs[i].leaf_len, e) != MSV_OK)
+                die("cannot read the PostgreSQL store's log entry %zu", (size_t)recs[i].index);
+            seed_label(vrf, e->handle, labels[i].leaf);
+            free(e);
+        }
+        if (got > 0 && store->ops->kt_labels_put(store->impl, labels, got) != MSV_OK)
+            die("cannot store the key directory's labels");
+        msv_kt_recs_free(labels, got);
+        msv_kt_recs_free(recs, got);
+        if (got < 1024)
+            break;
+        start += got;
+    }
+    sodium_memzero(vrf, sizeof(vrf));
     msv_store_close(store);
 }
 
@@ -676,7 +762,9 @@ void start_missived(const struct opts *o, const struct seed *seed, const uint8_t
 
     f = missived_dirs(o, "missived", out, data, config);
     snprintf(db, sizeof(db), "%s/missive.db", data);
-    seed_db(db, seed, identity, identity_len);
+    bench_seed_s = now_s();
+    seed_db(db, data, seed, identity, identity_len);
+    bench_seed_s = now_s() - bench_seed_s;
     /* one worker on one core, as Mosquitto and nginx run; limits raised for load */
     fprintf(f,
             "[server]\nlisten_port = 0\ndata_dir = %s\nworkers = 1\nidle_timeout_s = 3600\n"

@@ -98,6 +98,46 @@ MSV_MUST_CHECK msv_err msv_pt_verify_append(const uint8_t old_root[MSV_PT_HASH_L
                                             const uint8_t new_root[MSV_PT_HASH_LEN],
                                             const uint8_t *proof, size_t len, size_t *added);
 
+/*
+ * Entry steps (docs/transparency.md, "Append-only proofs between epochs"): the proof that one
+ * log entry only added to the tree, made as the entry goes in. A step is
+ *
+ *   u8 0: the entry adds nothing (a log key rotation)
+ *   u8 1 || label (32) || value (32) || path proof of the label's absence before it
+ *
+ * and a run of them u32be n || n steps (n at most MSV_PT_STEPS_MAX).
+ */
+#define MSV_PT_STEPS_MAX 4096
+#define MSV_PT_STEP_MAX (1 + 64 + 3 + 64 + MSV_PT_PATH_MAX * 33)
+
+/* Inserts e and gives its step (*step, malloc'd): its absence from the tree before. */
+MSV_MUST_CHECK msv_err msv_ptree_insert_step(struct msv_ptree *t, const struct msv_pt_entry *e,
+                                             uint8_t **step, size_t *step_len);
+
+/* Why a run of steps does not hold (msv_pt_verify_steps). */
+enum msv_pt_step_fault {
+    MSV_PT_STEP_OK,
+    MSV_PT_STEP_ADDS_NOTHING, /* a step of kind 0 where the entry is a version (kind 1) */
+    MSV_PT_STEP_ADDS,         /* a step of kind 1 where the entry adds nothing */
+    MSV_PT_STEP_NOT_ABSENT,   /* its label is not proven absent: the path is not one for it */
+    MSV_PT_STEP_OTHER_TREE,   /* it starts from another tree than the steps before it made */
+};
+
+/*
+ * Checks a run of n steps (adds[i]: 1 when entry i is a version, 0 when it adds nothing) from
+ * the tree of root (when *have_root; otherwise from the tree the first step that adds names,
+ * and *have_root is set), and leaves in root the tree after them. MSV_ERR_PARSE for bytes that
+ * are not n steps; MSV_ERR_AUTH when they do not hold: *bad the step, *fault why.
+ */
+MSV_MUST_CHECK msv_err msv_pt_verify_steps(const uint8_t *proof, size_t len, const uint8_t *adds,
+                                           size_t n, int *have_root, uint8_t root[MSV_PT_HASH_LEN],
+                                           size_t *bad, enum msv_pt_step_fault *fault);
+
+/* Tests only: the tree again, with the entry of label given value (NULL: without it). */
+MSV_MUST_CHECK msv_err msv_ptree_test_rewrite(struct msv_ptree **t,
+                                              const uint8_t label[MSV_PT_LABEL_LEN],
+                                              const uint8_t *value);
+
 /* ---- labels, values and versions ----------------------------------------------------------- */
 
 /* The VRF input of (handle, version): u8 handle length || handle || u32be version. */

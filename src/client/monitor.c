@@ -430,7 +430,7 @@ msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, con
         uint8_t out[8];
         size_t n = 0;
 
-        err = msv_request_log_read(c->conn, next, MSV_KT_READ_MAX, msv_kt_known_size(c->db),
+        err = msv_request_log_read(c->conn, next, MSV_KT_READ_MAX, msv_kt_known_size(c->db), 0,
                                    TIMEOUT_MS, &r, &c->why);
         if (err == MSV_OK)
             err = msv_kt_check_entries(c->db, r->log_entries, next, &head, c->why.message,

@@ -538,8 +538,8 @@ msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles, size_
 }
 
 msv_err msv_request_log_read(struct msv_conn *c, uint64_t start, uint32_t count,
-                             uint64_t known_size, int timeout_ms, msv_frame **result,
-                             struct msv_refusal *why)
+                             uint64_t known_size, int append_proof, int timeout_ms,
+                             msv_frame **result, struct msv_refusal *why)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__LogRead q = MSV__WIRE__LOG_READ__INIT;
@@ -547,6 +547,7 @@ msv_err msv_request_log_read(struct msv_conn *c, uint64_t start, uint32_t count,
     q.start = start;
     q.count = count;
     q.known_size = known_size;
+    q.append_proof = append_proof != 0;
     req.body_case = MSV__WIRE__FRAME__BODY_LOG_READ;
     req.log_read = &q;
     return run(c, &req, MSV__WIRE__FRAME__BODY_LOG_ENTRIES, timeout_ms, why, result);

@@ -174,10 +174,13 @@ MSV_MUST_CHECK msv_err msv_request_lookup(struct msv_conn *c, const char *const 
                                           int history, uint64_t known_size, int timeout_ms,
                                           msv_frame **result, struct msv_refusal *why);
 
-/* Reads count leaves of the transparency log from start, with proofs (LogEntries). */
+/*
+ * Reads count leaves of the transparency log from start, with proofs (LogEntries); append_proof:
+ * with their steps in the key directory too.
+ */
 MSV_MUST_CHECK msv_err msv_request_log_read(struct msv_conn *c, uint64_t start, uint32_t count,
-                                            uint64_t known_size, int timeout_ms, msv_frame **result,
-                                            struct msv_refusal *why);
+                                            uint64_t known_size, int append_proof, int timeout_ms,
+                                            msv_frame **result, struct msv_refusal *why);
 
 /*
  * Uploads len bytes (an encrypted attachment) in the chunks the server allows,

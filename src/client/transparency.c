@@ -662,7 +662,7 @@ static msv_err refresh_head(struct msv_client_db *db, struct msv_conn *conn, uin
 {
     struct msv_refusal why = {0};
     msv_frame *r = NULL;
-    msv_err err = msv_request_log_read(conn, UINT64_MAX, 0, known_size, 15000, &r, &why);
+    msv_err err = msv_request_log_read(conn, UINT64_MAX, 0, known_size, 0, 15000, &r, &why);
 
     if (err == MSV_OK)
         err = msv_kt_check_entries(db, r->log_entries, UINT64_MAX, now, why.message,
@@ -679,7 +679,7 @@ static msv_err prove_prefix(struct msv_conn *conn, const struct msv_kt_head *g,
     static _Thread_local uint8_t proof[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
     struct msv_refusal why = {0};
     msv_frame *r = NULL;
-    msv_err err = msv_request_log_read(conn, UINT64_MAX, 0, g->size, 15000, &r, &why);
+    msv_err err = msv_request_log_read(conn, UINT64_MAX, 0, g->size, 0, 15000, &r, &why);
     const Msv__Wire__LogEntries *e;
 
     if (err != MSV_OK)

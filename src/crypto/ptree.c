@@ -620,3 +620,125 @@ out:
     free(p);
     return err;
 }
+
+/* ---- entry steps ----------------------------------------------------------------------------- */
+
+msv_err msv_ptree_insert_step(struct msv_ptree *t, const struct msv_pt_entry *e, uint8_t **step,
+                              size_t *step_len)
+{
+    struct path *p = malloc(sizeof(*p));
+    uint8_t *out = NULL;
+    msv_err err = MSV_ERR_NOMEM;
+
+    if (p == NULL)
+        goto out;
+    walk(t, e->label, p);
+    err = MSV_ERR_EXISTS;
+    if (p->type == PROOF_PRESENT)
+        goto out;
+    err = MSV_ERR_NOMEM;
+    if ((out = malloc(1 + 64 + path_size(p))) == NULL)
+        goto out;
+    out[0] = 1;
+    memcpy(out + 1, e->label, MSV_PT_LABEL_LEN);
+    memcpy(out + 1 + 32, e->value, MSV_PT_VALUE_LEN);
+    path_write(p, out + 1 + 64);
+    if ((err = msv_ptree_insert(t, e)) != MSV_OK)
+        goto out;
+    *step = out;
+    *step_len = 1 + 64 + path_size(p);
+    out = NULL;
+out:
+    free(out);
+    free(p);
+    return err;
+}
+
+msv_err msv_pt_verify_steps(const uint8_t *proof, size_t len, const uint8_t *adds, size_t n,
+                            int *have_root, uint8_t root[MSV_PT_HASH_LEN], size_t *bad,
+                            enum msv_pt_step_fault *fault)
+{
+    struct path *p = malloc(sizeof(*p));
+    uint8_t at[MSV_PT_HASH_LEN], before[MSV_PT_HASH_LEN], next[MSV_PT_HASH_LEN];
+    int have = *have_root;
+    size_t off = 4, used = 0;
+    msv_err err = MSV_ERR_NOMEM;
+
+    *fault = MSV_PT_STEP_OK;
+    *bad = 0;
+    if (p == NULL)
+        goto out;
+    err = MSV_ERR_PARSE;
+    if (len < 4 || n > MSV_PT_STEPS_MAX ||
+        ((size_t)proof[0] << 24 | (size_t)proof[1] << 16 | (size_t)proof[2] << 8 | proof[3]) != n)
+        goto out;
+    memcpy(at, root, MSV_PT_HASH_LEN);
+    for (size_t i = 0; i < n; i++) {
+        struct msv_pt_entry e;
+
+        err = MSV_ERR_PARSE;
+        if (off >= len || proof[off] > 1)
+            goto out;
+        *bad = i;
+        err = MSV_ERR_AUTH;
+        if (proof[off] != (adds[i] ? 1 : 0)) {
+            *fault = adds[i] ? MSV_PT_STEP_ADDS_NOTHING : MSV_PT_STEP_ADDS;
+            goto out;
+        }
+        if (proof[off++] == 0)
+            continue;
+        err = MSV_ERR_PARSE;
+        if (len - off < 64)
+            goto out;
+        memcpy(e.label, proof + off, MSV_PT_LABEL_LEN);
+        memcpy(e.value, proof + off + 32, MSV_PT_VALUE_LEN);
+        if ((err = path_parse(proof + off + 64, len - off - 64, p, &used)) != MSV_OK)
+            goto out;
+        off += 64 + used;
+        err = MSV_ERR_AUTH;
+        if (p->type == PROOF_PRESENT || path_roots(p, e.label, &e, before, next) != MSV_OK) {
+            *fault = MSV_PT_STEP_NOT_ABSENT;
+            goto out;
+        }
+        if (have && sodium_memcmp(before, at, MSV_PT_HASH_LEN) != 0) {
+            *fault = MSV_PT_STEP_OTHER_TREE;
+            goto out;
+        }
+        have = 1;
+        memcpy(at, next, MSV_PT_HASH_LEN);
+    }
+    err = MSV_ERR_PARSE;
+    if (off != len)
+        goto out;
+    *have_root = have;
+    memcpy(root, at, MSV_PT_HASH_LEN);
+    err = MSV_OK;
+out:
+    free(p);
+    return err;
+}
+
+msv_err msv_ptree_test_rewrite(struct msv_ptree **t, const uint8_t label[MSV_PT_LABEL_LEN],
+                               const uint8_t *value)
+{
+    struct msv_ptree *old = *t, *n = NULL;
+    msv_err err = msv_ptree_new(&n);
+
+    for (uint32_t i = 0; err == MSV_OK && i < old->n_leaves; i++) {
+        struct msv_pt_entry e = old->leaves[i];
+
+        if (memcmp(e.label, label, MSV_PT_LABEL_LEN) == 0) {
+            if (value == NULL)
+                continue;
+            memcpy(e.value, value, MSV_PT_VALUE_LEN);
+        }
+        err = msv_ptree_insert(n, &e);
+    }
+    if (err != MSV_OK) {
+        msv_ptree_free(n);
+        return err;
+    }
+    msv_ptree_free(old);
+    *t = n;
+    return MSV_OK;
+}

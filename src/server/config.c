@@ -84,6 +84,7 @@ static const struct option_def options[] = {
     {"directory", "lookup_burst", OPT_DOUBLE, F(lookup_burst), 1, 1e6},
     {"directory", "log_read_rate", OPT_DOUBLE, F(log_read_rate), 0.01, 1e6},
     {"directory", "log_read_burst", OPT_DOUBLE, F(log_read_burst), 1, 1e7},
+    {"directory", "append_proof_kib", OPT_U64, F(append_proof_kib), 1, 16777216},
     {"accounts", "register_rate", OPT_DOUBLE, F(register_rate), 0.001, 1e6},
     {"accounts", "register_burst", OPT_DOUBLE, F(register_burst), 1, 1e6},
     {"accounts", "identity_max", OPT_U32, F(identity_max), 256, 16384},
@@ -111,6 +112,7 @@ static const struct option_def options[] = {
     {"testing", "keydir_forge", OPT_STR, F(keydir_forge), 0, 0},
     {"testing", "keydir_skip", OPT_STR, F(keydir_skip), 0, 0},
     {"testing", "refuse_prekey_claims", OPT_BOOL, F(refuse_prekey_claims), 0, 1},
+    {"testing", "keydir_rewrite", OPT_STR, F(keydir_rewrite), 0, 0},
 };
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
@@ -160,6 +162,7 @@ void msv_config_defaults(struct msv_config *c)
     c->lookup_burst = 2048; /* a big group's first message looks up its members */
     c->log_read_rate = 50;
     c->log_read_burst = 5000;
+    c->append_proof_kib = 65536;
     c->register_rate = 0.2;
     c->register_burst = 10;
     c->identity_max = 2048;

@@ -36,7 +36,8 @@ struct msv_config {
     double lookup_burst;
     double log_read_rate; /* log leaves per second per account (per address without one) */
     double log_read_burst;
-    double register_rate; /* registration and password attempts per second per address */
+    uint64_t append_proof_kib; /* the key directory's entry steps kept for auditors */
+    double register_rate;      /* registration and password attempts per second per address */
     double register_burst;
     unsigned identity_max; /* bytes of a device's public identity */
     double sealed_rate;    /* sealed sends per second per address */
@@ -80,6 +81,7 @@ struct msv_config {
     char clock_file[1024];          /* tests only: the current time in ms is read from this file */
     int trust_store_log;            /* tests only: serve the log's leaves unchecked (dishonest) */
     char keydir_forge[300];         /* tests only: "HANDLE VERSION" put in the key directory only */
+    char keydir_rewrite[300];       /* tests only: "change INDEX" or "remove INDEX" (keydir.h) */
     char keydir_skip[300];          /* tests only: "HANDLE VERSION" its next version's number */
     int refuse_prekey_claims;       /* tests only: every PrekeyClaim answered "slow down" */
 };

@@ -4,6 +4,7 @@
  * checked completely before anything changes; a refused request changes
  * nothing and is answered with an Error naming the reason.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1851,6 +1852,8 @@ static void handle_log_read(struct msv_conn_state *c, const msv_frame *f)
     uint64_t key = c->account_id != 0 ? c->account_id : c->peer_key | (UINT64_C(1) << 63);
     long want = q.count == 0 ? 1 : q.count < MSV_KT_READ_MAX ? (long)q.count : MSV_KT_READ_MAX;
     size_t granted = msv_server_take_upto(s, MSV_LIMIT_LOG, key, want);
+    uint64_t proofs_from = 0;
+    msv_err err;
 
     if (granted == 0) {
         msv_conn_send_error(c, f->request_id, E_RATE, "too many log reads; slow down");
@@ -1858,8 +1861,18 @@ static void handle_log_read(struct msv_conn_state *c, const msv_frame *f)
     }
     if (q.count > granted)
         q.count = (uint32_t)granted;
-    if (msv_kt_read(&s->kt, s->store, msv_server_now_ms(s), &q,
-                    msv_server_answer_max(s) - LOG_HEAD_ROOM, &resp, &answer) != MSV_OK) {
+    err = msv_kt_read(&s->kt, s->store, msv_server_now_ms(s), &q,
+                      msv_server_answer_max(s) - LOG_HEAD_ROOM, &resp, &answer, &proofs_from);
+    if (err == MSV_ERR_NOT_FOUND) {
+        char why[200];
+
+        snprintf(why, sizeof(why),
+                 "the key directory's append-only proof is kept from log entry %" PRIu64
+                 " on, not from %" PRIu64,
+                 proofs_from, q.start);
+        msv_conn_send_error(c, f->request_id, E_PROOF_GONE, why);
+        resp.n_entries = 0;
+    } else if (err != MSV_OK) {
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         resp.n_entries = 0;
     } else {

@@ -293,6 +293,10 @@ static void on_metrics(struct evhttp_request *req, void *arg)
     metric(out, "keydir_proofs_kept", "gauge",
            "VRF proofs the key directory keeps for lookups (at most 1,000,000).",
            atomic_load(&s->kt.keydir.proofs_kept));
+    metric(out, "keydir_append_proof_from", "gauge",
+           "The first log entry whose key directory step auditors can still read "
+           "([directory] append_proof_kib).",
+           atomic_load(&s->kt.keydir.steps_kept_from));
     metric(out, "keydir_lookup_proofs_made_total", "counter",
            "VRF proofs made by lookups, not kept ones (a handle without entries, the bound).",
            atomic_load(&s->kt.keydir.lookup_misses));

@@ -54,6 +54,7 @@ msv_err msv_keydir_open(struct msv_keydir *kd, const char *data_dir, char *err, 
     memset(kd, 0, sizeof(*kd));
     msv_u64map_init(&kd->counts);
     msv_u64map_init(&kd->proofs);
+    kd->steps_max = UINT64_MAX;
     kd->secret = sodium_malloc(2 * 32);
     if (kd->secret == NULL || msv_ptree_new(&kd->tree) != MSV_OK) {
         snprintf(err, err_len, "out of memory");
@@ -89,6 +90,12 @@ void msv_keydir_close(struct msv_keydir *kd)
     if (kd->secret != NULL)
         sodium_free(kd->secret);
     msv_ptree_free(kd->tree);
+    msv_kt_recs_free(kd->stored, kd->n_stored);
+    msv_kt_recs_free(kd->fresh, kd->n_fresh);
+    for (size_t i = kd->steps_from; i < kd->n_versions; i++)
+        free(kd->steps[i]);
+    free(kd->steps);
+    free(kd->step_lens);
     free(kd->versions);
     msv_u64map_clear(&kd->counts);
     memset(kd, 0, sizeof(*kd));
@@ -240,15 +247,92 @@ static msv_err label_of(struct msv_keydir *kd, const char *handle, uint32_t vers
     return err;
 }
 
-/* The entry of (handle, version) committing to leaf. */
-static msv_err entry_of(struct msv_keydir *kd, const char *handle, uint32_t version,
+msv_err msv_keydir_label(void *ctx, const char *handle, uint32_t version,
+                         uint8_t label[MSV_PT_LABEL_LEN])
+{
+    const struct msv_keydir *kd = ctx;
+    uint8_t alpha[300], beta[MSV_VRF_OUTPUT_LEN];
+    size_t alpha_len = 0;
+    msv_err err = msv_pt_vrf_input(handle, version, alpha, sizeof(alpha), &alpha_len);
+
+    if (err == MSV_OK &&
+        (err = msv_vrf_output(MSV_PT_VRF_SUITE, kd->secret, alpha, alpha_len, beta)) == MSV_OK)
+        msv_pt_label(beta, label);
+    return err;
+}
+
+/* The label the store keeps for log entry index, or NULL. */
+static const uint8_t *stored_label(struct msv_keydir *kd, uint64_t index)
+{
+    while (kd->stored_at < kd->n_stored && kd->stored[kd->stored_at].index < index)
+        kd->stored_at++;
+    if (kd->stored_bad || kd->stored_at == kd->n_stored ||
+        kd->stored[kd->stored_at].index != index ||
+        kd->stored[kd->stored_at].leaf_len != MSV_PT_LABEL_LEN)
+        return NULL;
+    return kd->stored[kd->stored_at].leaf;
+}
+
+/* Keeps label, log entry index's, for the store. */
+static msv_err keep_fresh(struct msv_keydir *kd, uint64_t index, const uint8_t *label)
+{
+    uint8_t *copy;
+
+    if (kd->n_fresh == kd->cap_fresh) {
+        size_t cap = kd->cap_fresh ? kd->cap_fresh * 2 : 256;
+        struct msv_kt_rec *p = realloc(kd->fresh, cap * sizeof(*p));
+
+        if (p == NULL)
+            return MSV_ERR_NOMEM;
+        kd->fresh = p;
+        kd->cap_fresh = cap;
+    }
+    if ((copy = malloc(MSV_PT_LABEL_LEN)) == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(copy, label, MSV_PT_LABEL_LEN);
+    kd->fresh[kd->n_fresh++] =
+        (struct msv_kt_rec){.index = index, .leaf = copy, .leaf_len = MSV_PT_LABEL_LEN};
+    return MSV_OK;
+}
+
+void msv_keydir_take_fresh(struct msv_keydir *kd, struct msv_kt_rec **out, size_t *n)
+{
+    *out = kd->fresh;
+    *n = kd->n_fresh;
+    kd->fresh = NULL;
+    kd->n_fresh = kd->cap_fresh = 0;
+}
+
+/*
+ * The entry of log entry index, version of handle, committing to leaf: its label the store's
+ * when it keeps one (the first checked against the VRF key), else computed and kept for it.
+ */
+static msv_err entry_at(struct msv_keydir *kd, uint64_t index, const char *handle, uint32_t version,
                         const uint8_t *leaf, size_t len, struct msv_pt_entry *e)
 {
+    const uint8_t *stored = stored_label(kd, index);
     uint8_t opening[32];
     msv_err err;
 
-    if ((err = label_of(kd, handle, version, e->label)) != MSV_OK ||
-        (err = opening_of(kd, handle, version, opening)) != MSV_OK)
+    if (stored == NULL || !kd->stored_checked) {
+        if ((err = label_of(kd, handle, version, e->label)) != MSV_OK)
+            return err;
+        if (stored != NULL) {
+            /* labels kept under another VRF key (a new vrf.key) are all computed again */
+            kd->stored_checked = 1;
+            kd->stored_bad = sodium_memcmp(stored, e->label, MSV_PT_LABEL_LEN) != 0;
+        }
+        /* counted: the labels not taken from the store (the one checked is) */
+        if (!kd->prove_next && (stored == NULL || kd->stored_bad))
+            kd->labels_computed++;
+        /* at start; while serving the store labels what it appends (msv_keydir_label) */
+        if ((stored == NULL || kd->stored_bad) && !kd->prove_next &&
+            (err = keep_fresh(kd, index, e->label)) != MSV_OK)
+            return err;
+    } else {
+        memcpy(e->label, stored, MSV_PT_LABEL_LEN);
+    }
+    if ((err = opening_of(kd, handle, version, opening)) != MSV_OK)
         goto out;
     err = msv_pt_commit(opening, handle, version, leaf, len, e->value);
 out:
@@ -336,6 +420,30 @@ void msv_keydir_prove_pending(struct msv_keydir *kd, pthread_mutex_t *lock, cons
     pthread_mutex_unlock(lock);
 }
 
+/* Inserts e, the version of log entry index, keeping its step; drops the oldest steps past the
+ * bound. */
+static msv_err add_step(struct msv_keydir *kd, uint64_t index, const struct msv_pt_entry *e)
+{
+    uint8_t *step = NULL;
+    size_t len = 0;
+    msv_err err = msv_ptree_insert_step(kd->tree, e, &step, &len);
+
+    if (err != MSV_OK)
+        return err;
+    kd->steps[index] = step;
+    kd->step_lens[index] = (uint32_t)len;
+    kd->steps_bytes += len;
+    /* the oldest go past the bound ([directory] append_proof_kib), and a read of them is
+     * refused (msv_keydir_steps) */
+    while (kd->steps_bytes > kd->steps_max && kd->steps_from < index) {
+        kd->steps_bytes -= kd->step_lens[kd->steps_from];
+        free(kd->steps[kd->steps_from]);
+        kd->steps[kd->steps_from++] = NULL;
+    }
+    atomic_store(&kd->steps_kept_from, kd->steps_from);
+    return MSV_OK;
+}
+
 msv_err msv_keydir_add(struct msv_keydir *kd, uint64_t index, const uint8_t *leaf, size_t len)
 {
     static _Thread_local struct msv_kt_entry parsed;
@@ -349,13 +457,22 @@ msv_err msv_keydir_add(struct msv_keydir *kd, uint64_t index, const uint8_t *lea
         return MSV_ERR_INVALID;
     if (kd->n_versions == kd->cap_versions) {
         size_t cap = kd->cap_versions ? kd->cap_versions * 2 : 256;
-        uint32_t *p = realloc(kd->versions, cap * sizeof(*p));
+        uint32_t *p = realloc(kd->versions, cap * sizeof(*p)), *l;
+        uint8_t **st;
 
         if (p == NULL)
             return MSV_ERR_NOMEM;
         kd->versions = p;
+        if ((st = realloc(kd->steps, cap * sizeof(*st))) == NULL)
+            return MSV_ERR_NOMEM;
+        kd->steps = st;
+        if ((l = realloc(kd->step_lens, cap * sizeof(*l))) == NULL)
+            return MSV_ERR_NOMEM;
+        kd->step_lens = l;
         kd->cap_versions = cap;
     }
+    kd->steps[index] = NULL;
+    kd->step_lens[index] = 0;
     /* a rotation entry is no handle's version */
     if (msv_kt_leaf_parse(leaf, len, &parsed) == MSV_OK) {
         key = handle_key(parsed.handle);
@@ -363,8 +480,8 @@ msv_err msv_keydir_add(struct msv_keydir *kd, uint64_t index, const uint8_t *lea
         if (kd->skip_version == version && version < UINT32_MAX - 2 &&
             strcmp(parsed.handle, kd->skip_handle) == 0)
             version += 2; /* tests only: a dishonest directory skips two versions */
-        if ((err = entry_of(kd, parsed.handle, version, leaf, len, &e)) != MSV_OK ||
-            (err = msv_ptree_insert(kd->tree, &e)) != MSV_OK ||
+        if ((err = entry_at(kd, index, parsed.handle, version, leaf, len, &e)) != MSV_OK ||
+            (err = add_step(kd, index, &e)) != MSV_OK ||
             (err = msv_u64map_put(&kd->counts, key, (void *)(uintptr_t)version)) != MSV_OK)
             return err;
         drop_old_proofs(kd, parsed.handle, version);
@@ -376,6 +493,43 @@ msv_err msv_keydir_add(struct msv_keydir *kd, uint64_t index, const uint8_t *lea
             return err;
     }
     kd->versions[kd->n_versions++] = version;
+    return MSV_OK;
+}
+
+size_t msv_keydir_step_len(const struct msv_keydir *kd, uint64_t index)
+{
+    if (index < kd->steps_from || index >= kd->n_versions)
+        return 0;
+    return kd->steps[index] != NULL ? kd->step_lens[index] : 1;
+}
+
+msv_err msv_keydir_steps(const struct msv_keydir *kd, uint64_t start, size_t n, uint8_t **out,
+                         size_t *len)
+{
+    size_t size = 4, off = 4;
+    uint8_t *buf;
+
+    if (n > 0 && start < kd->steps_from)
+        return MSV_ERR_NOT_FOUND;
+    if (n > 0 && (start > kd->n_versions || n > kd->n_versions - start || n > MSV_PT_STEPS_MAX))
+        return MSV_ERR_INVALID;
+    for (size_t i = 0; i < n; i++)
+        size += msv_keydir_step_len(kd, start + i);
+    if ((buf = malloc(size)) == NULL)
+        return MSV_ERR_NOMEM;
+    msv_put_u32be(buf, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *step = kd->steps[start + i];
+
+        if (step == NULL) {
+            buf[off++] = 0; /* a rotation entry adds nothing */
+            continue;
+        }
+        memcpy(buf + off, step, kd->step_lens[start + i]);
+        off += kd->step_lens[start + i];
+    }
+    *out = buf;
+    *len = size;
     return MSV_OK;
 }
 
@@ -477,4 +631,26 @@ msv_err msv_keydir_test_dishonest(struct msv_keydir *kd, const char *forge, cons
         err = msv_ptree_insert(kd->tree, &e);
     sodium_memzero(opening, sizeof(opening));
     return err;
+}
+
+msv_err msv_keydir_test_rewrite(struct msv_keydir *kd, const char *rewrite)
+{
+    uint8_t value[MSV_PT_VALUE_LEN];
+    const uint8_t *step;
+    char *end = NULL;
+    unsigned long long index;
+    int remove = strncmp(rewrite, "remove ", 7) == 0;
+
+    if (rewrite[0] == '\0')
+        return MSV_OK;
+    if (!remove && strncmp(rewrite, "change ", 7) != 0)
+        return MSV_ERR_INVALID;
+    index = strtoull(rewrite + 7, &end, 10);
+    if (end == rewrite + 7 || *end != '\0' || index < kd->steps_from || index >= kd->n_versions ||
+        (step = kd->steps[index]) == NULL)
+        return MSV_ERR_INVALID;
+    /* the step holds the entry: kind, label, value */
+    memcpy(value, step + 1 + MSV_PT_LABEL_LEN, MSV_PT_VALUE_LEN);
+    value[0] ^= 1;
+    return msv_ptree_test_rewrite(&kd->tree, step + 1, remove ? NULL : value);
 }

@@ -16,6 +16,7 @@
 
 #include "missive/ptree.h"
 #include "server/u64map.h"
+#include "store/store.h"
 
 struct msv_keydir {
     struct msv_ptree *tree;
@@ -38,7 +39,26 @@ struct msv_keydir {
     _Atomic uint64_t proofs_kept, lookup_misses;
     uint64_t epoch_size; /* the log size the signed root below is for */
     uint8_t epoch_root[MSV_PT_HASH_LEN], epoch_signature[MSV_PT_SIG_LEN];
-    char skip_handle[256]; /* tests only: this handle's skip_version is numbered 2 higher */
+    /* by log index from steps_from on: the entry's step (msv_ptree_insert_step; NULL for a
+     * rotation entry, which adds nothing), the append-only proof auditors read; the oldest are
+     * dropped past steps_max bytes */
+    uint8_t **steps;
+    uint32_t *step_lens;
+    size_t steps_from;
+    uint64_t steps_bytes, steps_max;  /* steps_max: [directory] append_proof_kib */
+    _Atomic uint64_t steps_kept_from; /* steps_from, for /metrics */
+    /* the labels the store keeps (kt_labels), by ascending log index, read at start: used
+     * instead of computing VRF outputs; the first one used is checked against the VRF key, and
+     * if it does not match none is used (stored_bad) */
+    struct msv_kt_rec *stored;
+    size_t n_stored, stored_at;
+    int stored_checked, stored_bad;
+    /* labels computed that the store does not keep yet (leaf: the label), written by the log
+     * after each sync (msv_keydir_take_fresh) */
+    struct msv_kt_rec *fresh;
+    size_t n_fresh, cap_fresh;
+    uint64_t labels_computed; /* VRF outputs computed for entries read from the log */
+    char skip_handle[256];    /* tests only: this handle's skip_version is numbered 2 higher */
     uint32_t skip_version;
 };
 
@@ -60,6 +80,39 @@ MSV_MUST_CHECK msv_err msv_keydir_add(struct msv_keydir *kd, uint64_t index, con
  * *stop is set. Run on a thread of its own by missived.
  */
 void msv_keydir_prove_pending(struct msv_keydir *kd, pthread_mutex_t *lock, const atomic_int *stop);
+
+/*
+ * The append-only proof of log entries start .. start + n - 1: u32be n and their steps
+ * (include/missive/ptree.h; caller frees *out; n == 0: four zero bytes, whatever start).
+ * MSV_ERR_NOT_FOUND when the steps of entries before kd->steps_from are asked for (no longer
+ * kept), MSV_ERR_INVALID past the log.
+ */
+MSV_MUST_CHECK msv_err msv_keydir_steps(const struct msv_keydir *kd, uint64_t start, size_t n,
+                                        uint8_t **out, size_t *len);
+
+/* The bytes entry index's step takes in msv_keydir_steps' proof (0 if it is not kept). */
+size_t msv_keydir_step_len(const struct msv_keydir *kd, uint64_t index);
+
+/*
+ * Tests only: [testing] keydir_rewrite, "change INDEX" or "remove INDEX": the tree's entry of
+ * log entry INDEX gets another value, or leaves the tree, behind the log's back.
+ * MSV_ERR_INVALID for an option of another shape or an entry that adds nothing or is no
+ * longer kept.
+ */
+MSV_MUST_CHECK msv_err msv_keydir_test_rewrite(struct msv_keydir *kd, const char *rewrite);
+
+/*
+ * The label of version of handle (an msv_kt_labeler for the store: ctx is the key directory).
+ * Reads only the VRF key: safe on any thread while kd is open.
+ */
+MSV_MUST_CHECK msv_err msv_keydir_label(void *ctx, const char *handle, uint32_t version,
+                                        uint8_t label[MSV_PT_LABEL_LEN]);
+
+/*
+ * Hands the labels computed since the last call, which the store does not keep yet, to the
+ * caller (*out, *n; free with msv_kt_recs_free).
+ */
+void msv_keydir_take_fresh(struct msv_keydir *kd, struct msv_kt_rec **out, size_t *n);
 
 /* Signs the tree's root for a head of size entries with the log's secret key. */
 MSV_MUST_CHECK msv_err msv_keydir_sign(struct msv_keydir *kd, uint64_t size,

@@ -14,6 +14,7 @@
 #include "missive/util.h"
 #include "server/keyfile.h"
 #include "server/kt_log.h"
+#include "server/log.h"
 
 #define SYNC_BATCH 1024
 
@@ -136,6 +137,54 @@ static msv_err key_in_force(struct msv_kt_log *log)
     return MSV_OK;
 }
 
+/*
+ * Writes the labels the key directory computed at start, those the store lacked, to the store
+ * (kt_labels), a batch at a time; while serving the store labels each entry in the transaction
+ * that appends it (msv_keydir_label). A failure loses nothing: the next start computes what the
+ * store lacks.
+ */
+static void keep_labels(struct msv_kt_log *log, struct msv_store *store)
+{
+    struct msv_kt_rec *fresh = NULL;
+    size_t n = 0;
+    msv_err err;
+
+    msv_keydir_take_fresh(&log->keydir, &fresh, &n);
+    if (n > 0 && (err = store->ops->kt_labels_put(store->impl, fresh, n)) != MSV_OK)
+        msv_log(MSV_LOG_ERROR, "kt_labels_write_failed", "labels=%zu error=\"%s\"", n,
+                msv_strerror(err));
+    msv_kt_recs_free(fresh, n);
+}
+
+/* Reads the labels the store keeps (kt_labels) into the key directory, for the start. */
+static msv_err read_labels(struct msv_kt_log *log, struct msv_store *store)
+{
+    struct msv_keydir *kd = &log->keydir;
+
+    for (;;) {
+        struct msv_kt_rec *recs = NULL, *grown;
+        uint64_t from = kd->n_stored ? kd->stored[kd->n_stored - 1].index + 1 : 0;
+        size_t n = 0;
+        msv_err err = store->ops->kt_labels_read(store->impl, from, SYNC_BATCH, &recs, &n);
+
+        if (err != MSV_OK || n == 0) {
+            free(recs);
+            return err;
+        }
+        grown = realloc(kd->stored, (kd->n_stored + n) * sizeof(*grown));
+        if (grown == NULL) {
+            msv_kt_recs_free(recs, n);
+            return MSV_ERR_NOMEM;
+        }
+        kd->stored = grown;
+        memcpy(kd->stored + kd->n_stored, recs, n * sizeof(*recs));
+        kd->n_stored += n;
+        free(recs); /* the labels are the key directory's now */
+        if (n < SYNC_BATCH)
+            return MSV_OK;
+    }
+}
+
 /* Appends the store's leaves the tree does not have yet. */
 static msv_err sync_locked(struct msv_kt_log *log, struct msv_store *store)
 {
@@ -161,6 +210,13 @@ static msv_err sync_locked(struct msv_kt_log *log, struct msv_store *store)
                 err = msv_keydir_add(&log->keydir, recs[i].index, recs[i].leaf, recs[i].leaf_len);
         }
         msv_kt_recs_free(recs, n);
+        keep_labels(log, store);
+        /* the one fill after the store began keeping labels: a VRF output per entry */
+        if (!log->keydir.prove_next && log->keydir.labels_computed > 0 && n == SYNC_BATCH)
+            msv_log(MSV_LOG_INFO, "kt_labels_filling",
+                    "entries=%llu computed=%llu (read from the store: the rest)",
+                    (unsigned long long)msv_merkle_size(log->tree),
+                    (unsigned long long)log->keydir.labels_computed);
         if (err != MSV_OK || n < SYNC_BATCH)
             return err;
     }
@@ -210,7 +266,7 @@ static void *prove_pending(void *arg)
 }
 
 msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir, struct msv_store *store,
-                        int trust_store, char *err, size_t err_len)
+                        int trust_store, uint64_t steps_max, char *err, size_t err_len)
 {
     msv_err e;
 
@@ -229,8 +285,22 @@ msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir, struct msv
         e = msv_keydir_open(&log->keydir, data_dir, err, err_len);
     if (e != MSV_OK)
         return e;
+    log->keydir.steps_max = steps_max;
+    if ((e = read_labels(log, store)) != MSV_OK) {
+        snprintf(err, err_len, "cannot read the key directory's labels: %s", msv_strerror(e));
+        return e;
+    }
     e = sync_locked(log, store);
     log->keydir.prove_next = 1; /* from now on each append proves the absence lookups show */
+    msv_log(MSV_LOG_INFO, "kt_tree_built", "entries=%llu labels_stored=%zu labels_computed=%llu%s",
+            (unsigned long long)msv_merkle_size(log->tree), log->keydir.n_stored,
+            (unsigned long long)log->keydir.labels_computed,
+            log->keydir.stored_bad ? " (the stored labels are not the VRF key's: computed again)"
+                                   : "");
+    /* the labels read are not needed any more */
+    msv_kt_recs_free(log->keydir.stored, log->keydir.n_stored);
+    log->keydir.stored = NULL;
+    log->keydir.n_stored = log->keydir.stored_at = 0;
     if (e == MSV_ERR_EXISTS)
         snprintf(err, err_len,
                  "the transparency log's entry %llu lists a device id with another key than "
@@ -600,7 +670,7 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
 
 msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
                     const Msv__Wire__LogRead *q, size_t max_bytes, Msv__Wire__LogEntries *resp,
-                    struct msv_kt_answer **owner)
+                    struct msv_kt_answer **owner, uint64_t *proofs_from)
 {
     struct msv_kt_answer *a = calloc(1, sizeof(*a));
     struct msv_kt_rec *recs = NULL;
@@ -632,18 +702,32 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
         recs[i].leaf = leaf;
         err = log_proof(log, a, &recs[i], &entries[i]);
         recs[i].leaf = NULL;
-        /* the entry, its field tag and length (at most 1 + 4 bytes) */
+        /* the entry, its field tag and length (at most 1 + 4 bytes), and its step if asked */
         size = err == MSV_OK ? msv__wire__log_proof__get_packed_size(entries[i]) + 5 : 0;
+        if (q->append_proof)
+            size += msv_keydir_step_len(&log->keydir, recs[i].index);
         if (err != MSV_OK || (kept > 0 && bytes + size > max_bytes))
             break;
         bytes += size;
         kept++;
+    }
+    if (err == MSV_OK && q->append_proof) {
+        uint8_t *steps = NULL;
+        size_t len = 0;
+
+        /* the steps of the entries given: gone (MSV_ERR_NOT_FOUND) once the oldest are dropped */
+        err = msv_keydir_steps(&log->keydir, q->start, kept, &steps, &len);
+        if (err == MSV_OK && adopt(a, steps) == NULL)
+            err = MSV_ERR_NOMEM;
+        if (err == MSV_OK)
+            resp->append_proof = (ProtobufCBinaryData){len, steps};
     }
     if (err == MSV_OK)
         err = head_fields(log, a, q->known_size, &resp->head, &resp->log_key, &resp->consistency,
                           &resp->n_consistency);
     if (err == MSV_OK)
         err = rotation_fields(log, a, &resp->rotations, &resp->n_rotations);
+    *proofs_from = log->keydir.steps_from;
     pthread_mutex_unlock(&log->lock);
     msv_kt_recs_free(recs, n);
     resp->entries = entries;

@@ -57,11 +57,12 @@ void msv_kt_log_grown(struct msv_kt_log *log);
  * play a dishonest server). So is a rotation entry not signed by the key in
  * force before it (MSV_ERR_AUTH). After a rotation entry, heads are signed by
  * the key it names: log.key is read again, and no head is signed while it
- * holds another key (MSV_ERR_AUTH).
+ * holds another key (MSV_ERR_AUTH). steps_max: the bytes of the key directory's entry steps
+ * kept for auditors (keydir.h).
  */
 MSV_MUST_CHECK msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir,
-                                       struct msv_store *store, int trust_store, char *err,
-                                       size_t err_len);
+                                       struct msv_store *store, int trust_store, uint64_t steps_max,
+                                       char *err, size_t err_len);
 void msv_kt_log_close(struct msv_kt_log *log);
 
 /*
@@ -92,10 +93,13 @@ MSV_MUST_CHECK msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *s
 /*
  * Answers LogRead: leaves start.. (at most 256) with proofs, head, key,
  * consistency. The entries take at most max_bytes encoded, but the first is
- * always given: the reader asks again from where the answer stops.
+ * always given: the reader asks again from where the answer stops. With append_proof, the
+ * entries' steps in the key directory too: MSV_ERR_NOT_FOUND when they are no longer kept
+ * (*proofs_from: the first entry whose step is).
  */
 MSV_MUST_CHECK msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
                                    const Msv__Wire__LogRead *q, size_t max_bytes,
-                                   Msv__Wire__LogEntries *resp, struct msv_kt_answer **owner);
+                                   Msv__Wire__LogEntries *resp, struct msv_kt_answer **owner,
+                                   uint64_t *proofs_from);
 
 #endif

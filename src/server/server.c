@@ -1619,13 +1619,22 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     e = msv_config_open_store(cfg, &s->store, err, err_len);
     if (e != MSV_OK)
         goto fail;
-    e = msv_kt_log_open(&s->kt, msv_config_shared_dir(cfg), s->store, cfg->trust_store_log, err,
-                        err_len);
+    e = msv_kt_log_open(&s->kt, msv_config_shared_dir(cfg), s->store, cfg->trust_store_log,
+                        cfg->append_proof_kib * 1024, err, err_len);
     if (e != MSV_OK)
         goto fail;
+    /* from now on the store labels each device set it appends, in the append's transaction */
+    s->store->ops->kt_set_labeler(s->store->impl, msv_keydir_label, &s->kt.keydir);
     e = msv_keydir_test_dishonest(&s->kt.keydir, cfg->keydir_forge, cfg->keydir_skip);
     if (e != MSV_OK) {
         snprintf(err, err_len, "[testing] keydir_forge and keydir_skip take HANDLE VERSION");
+        goto fail;
+    }
+    e = msv_keydir_test_rewrite(&s->kt.keydir, cfg->keydir_rewrite);
+    if (e != MSV_OK) {
+        snprintf(err, err_len,
+                 "[testing] keydir_rewrite takes 'change INDEX' or 'remove INDEX' of a kept "
+                 "entry of a handle");
         goto fail;
     }
     e = limits_init(s, err, err_len);
@@ -1813,6 +1822,8 @@ void msv_server_free(struct msv_server *s)
     msv_u64map_clear(&s->registry);
     SSL_CTX_free(s->tls);
     msv_blob_backend_close(s->blobs);
+    if (s->store != NULL && s->kt.tree != NULL)
+        s->store->ops->kt_set_labeler(s->store->impl, NULL, NULL);
     if (s->kt.tree != NULL)
         msv_kt_log_close(&s->kt);
     msv_store_close(s->store);

@@ -53,6 +53,7 @@ struct pg_conn {
     unsigned timeout_ms; /* the store's; 0: none */
     int broken;          /* an answer was not waited for: the connection cannot be used */
     struct pg_conn *next_free;
+    struct pg_store *store;
 };
 
 struct pg_store {
@@ -64,6 +65,8 @@ struct pg_store {
     struct pg_conn *conns;
     size_t n_conns;
     struct pg_conn *free_list;
+    msv_kt_labeler labeler; /* kt_set_labeler: the log's appends label their entries */
+    void *labeler_ctx;
 };
 
 /* The parameters of one statement: integers as text, bytes in binary. */
@@ -294,6 +297,7 @@ static void connect_conn(struct pg_store *s, struct pg_conn *c)
     c->n_prepared = 0;
     c->broken = 0;
     c->timeout_ms = s->timeout_ms;
+    c->store = s;
     if (c->db != NULL)
         PQsetNoticeProcessor(c->db, quiet_notice, NULL);
 }
@@ -388,6 +392,11 @@ static msv_err finish(struct pg_conn *c, msv_err err)
  * up by upgrades[], which take version PG_SCHEMA_FIRST + i to + i + 1.
  */
 #define PG_SCHEMA_FIRST 6
+/* The key directory's labels beside the log (docs/transparency.md, "The tree stored"). */
+#define KT_LABELS_SCHEMA        \
+    "CREATE TABLE kt_labels ("  \
+    "  idx BIGINT PRIMARY KEY," \
+    "  label BYTEA NOT NULL);"
 /*
  * What waits for each device, kept by statement triggers on every path that adds to or takes
  * from the queue, so that a send checks the recipients' queue caps without scanning. Counter
@@ -508,7 +517,7 @@ static const char schema[] =
     "  idx BIGINT PRIMARY KEY,"
     "  handle TEXT NOT NULL,"
     "  leaf BYTEA NOT NULL);"
-    "CREATE INDEX kt_log_by_handle ON kt_log(handle, idx);"
+    "CREATE INDEX kt_log_by_handle ON kt_log(handle, idx);" KT_LABELS_SCHEMA
     "CREATE TABLE signed_prekeys ("
     "  device_id BIGINT PRIMARY KEY,"
     "  key_id BIGINT NOT NULL,"
@@ -540,6 +549,8 @@ static const char *const upgrades[] = {
     "INSERT INTO account_handles SELECT handle, id, created_ms FROM accounts;",
     /* 13 -> 14: ML-KEM-768 prekeys of devices that speak post-quantum sessions */
     KEM_PREKEYS_SCHEMA,
+    /* 14 -> 15: the key directory's labels beside the log; missived fills it at its next start */
+    KT_LABELS_SCHEMA,
 };
 _Static_assert(sizeof(upgrades) / sizeof(upgrades[0]) == MSV_STORE_SCHEMA_VERSION - PG_SCHEMA_FIRST,
                "an upgrade for every schema version");
@@ -1095,6 +1106,41 @@ static msv_err code_take(struct pg_conn *c, const char *handle, const uint8_t ha
 
 /* Appends the account's approved devices, as they are now, to the log (inside a transaction). */
 /* Appends e's leaf as the log's next entry, for handle (under the log's advisory lock). */
+/*
+ * Labels the entry just appended for handle (inside its transaction, which holds the log's
+ * advisory lock): its version is the handle's number of entries, its index the log's last.
+ */
+static msv_err kt_label_last(struct pg_conn *c, const char *handle)
+{
+    struct args a = {0}, b = {0};
+    PGresult *r = NULL;
+    uint8_t label[32];
+    int64_t idx = 0, version = 0;
+    msv_err err;
+
+    a_text(&a, handle);
+    err = query(c, "SELECT MAX(idx), COUNT(*) FROM kt_log WHERE handle = $1;", &a, &r);
+    if (err == MSV_OK && (PQntuples(r) != 1 || PQgetisnull(r, 0, 0)))
+        err = MSV_ERR_IO;
+    if (err == MSV_OK) {
+        idx = col_i64(r, 0, 0);
+        version = col_i64(r, 0, 1);
+    }
+    PQclear(r);
+    if (err == MSV_OK && (version < 1 || version > UINT32_MAX))
+        err = MSV_ERR_INVALID;
+    if (err == MSV_OK)
+        err = c->store->labeler(c->store->labeler_ctx, handle, (uint32_t)version, label);
+    a_i64(&b, idx);
+    a_bytes(&b, label, sizeof(label));
+    if (err == MSV_OK)
+        err = run(c,
+                  "INSERT INTO kt_labels (idx, label) VALUES ($1, $2) "
+                  "ON CONFLICT (idx) DO UPDATE SET label = EXCLUDED.label;",
+                  &b);
+    return err;
+}
+
 static msv_err kt_insert(struct pg_conn *c, const char *handle, const struct msv_kt_entry *e)
 {
     struct args a = {0};
@@ -1110,7 +1156,7 @@ static msv_err kt_insert(struct pg_conn *c, const char *handle, const struct msv
                   "VALUES ((SELECT COALESCE(MAX(idx) + 1, 0) FROM kt_log), $1, $2);",
                   &a);
     free(leaf);
-    return err;
+    return err == MSV_OK && c->store->labeler != NULL ? kt_label_last(c, handle) : err;
 }
 
 /* The account's handles, the first one first (handles_of_account). */
@@ -1406,6 +1452,37 @@ static msv_err kt_read(struct pg_conn *c, uint64_t start, size_t max, struct msv
     a_i64(&a, (int64_t)max);
     err = query(c, "SELECT idx, leaf FROM kt_log WHERE idx >= $1 ORDER BY idx LIMIT $2;", &a, &r);
     return err == MSV_OK ? kt_recs(r, out, count) : err;
+}
+
+static msv_err kt_labels_read(struct pg_conn *c, uint64_t start, size_t max,
+                              struct msv_kt_rec **out, size_t *count)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_i64(&a, (int64_t)start);
+    a_i64(&a, (int64_t)max);
+    err =
+        query(c, "SELECT idx, label FROM kt_labels WHERE idx >= $1 ORDER BY idx LIMIT $2;", &a, &r);
+    return err == MSV_OK ? kt_recs(r, out, count) : err;
+}
+
+static msv_err kt_labels_put(struct pg_conn *c, const struct msv_kt_rec *recs, size_t n)
+{
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        struct args a = {0};
+
+        a_i64(&a, (int64_t)recs[i].index);
+        a_bytes(&a, recs[i].leaf, recs[i].leaf_len);
+        err = run(c,
+                  "INSERT INTO kt_labels (idx, label) VALUES ($1, $2) "
+                  "ON CONFLICT (idx) DO UPDATE SET label = EXCLUDED.label;",
+                  &a);
+    }
+    return err;
 }
 
 static msv_err kt_append_at(struct pg_conn *c, uint64_t index, const uint8_t *leaf, size_t len)
@@ -2701,6 +2778,27 @@ static msv_err p_kt_append(void *impl, uint64_t index, const uint8_t *leaf, size
     POOLED(kt_append_at(c_, index, leaf, len));
 }
 
+static msv_err p_kt_labels_read(void *impl, uint64_t start, size_t max, struct msv_kt_rec **out,
+                                size_t *count)
+{
+    POOLED(kt_labels_read(c_, start, max, out, count));
+}
+
+static msv_err p_kt_labels_put(void *impl, const struct msv_kt_rec *recs, size_t n)
+{
+    TRANSACTION(kt_labels_put(c_, recs, n));
+}
+
+static void p_kt_set_labeler(void *impl, msv_kt_labeler fn, void *ctx)
+{
+    struct pg_store *s = impl;
+
+    pthread_mutex_lock(&s->lock);
+    s->labeler = fn;
+    s->labeler_ctx = ctx;
+    pthread_mutex_unlock(&s->lock);
+}
+
 static msv_err p_prekeys_put(void *impl, uint64_t device_id, const struct msv_prekey_upload *u,
                              size_t max_one_time, uint32_t *left, uint32_t *signed_id)
 {
@@ -2795,6 +2893,9 @@ static const struct msv_store_ops pg_ops = {
     .kt_latest = p_kt_latest,
     .kt_tombstone_latest = p_kt_tombstone_latest,
     .kt_append = p_kt_append,
+    .kt_labels_read = p_kt_labels_read,
+    .kt_labels_put = p_kt_labels_put,
+    .kt_set_labeler = p_kt_set_labeler,
     .prekeys_put = p_prekeys_put,
     .prekey_claim = p_prekey_claim,
     .kem_prekey_state = p_kem_prekey_state,

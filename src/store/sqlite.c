@@ -27,6 +27,8 @@ struct sqlite_store {
         sqlite3_stmt *st;
     } statements[STATEMENTS_MAX];
     size_t n_statements;
+    msv_kt_labeler labeler; /* kt_set_labeler: the log's appends label their entries */
+    void *labeler_ctx;
 };
 
 /*
@@ -233,6 +235,11 @@ static const char *const migrations[] = {
     "  pk BLOB NOT NULL,"
     "  sig BLOB NOT NULL,"
     "  PRIMARY KEY (device_id, last_resort, key_id));",
+    /* 14 -> 15: the key directory's labels (VRF outputs) beside the log, so that a start reads
+     * them instead of computing them; missived fills it on its first start after this */
+    "CREATE TABLE kt_labels ("
+    "  idx INTEGER PRIMARY KEY,"
+    "  label BLOB NOT NULL);",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -1129,6 +1136,41 @@ static msv_err delivery_token_check(void *impl, uint64_t account_id, const uint8
 /* ---- transparency log ------------------------------------------------------------------ */
 
 /* Appends e's leaf as the log's next entry, for handle (inside a transaction). */
+/*
+ * Labels the entry just appended for handle (inside its transaction): its version is the
+ * handle's number of entries, its index the log's last.
+ */
+static msv_err kt_label_last(struct sqlite_store *s, const char *handle)
+{
+    sqlite3_stmt *st = NULL;
+    uint8_t label[32];
+    int64_t idx = 0, version = 0;
+    msv_err err = prepare(s, "SELECT MAX(idx), COUNT(*) FROM kt_log WHERE handle = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        idx = sqlite3_column_int64(st, 0);
+        version = sqlite3_column_int64(st, 1);
+    } else {
+        err = MSV_ERR_IO;
+    }
+    release(s, st);
+    if (err == MSV_OK && (version < 1 || version > UINT32_MAX))
+        err = MSV_ERR_INVALID;
+    if (err == MSV_OK)
+        err = s->labeler(s->labeler_ctx, handle, (uint32_t)version, label);
+    if (err == MSV_OK)
+        err = prepare(s, "INSERT OR REPLACE INTO kt_labels (idx, label) VALUES (?, ?);", &st);
+    if (err == MSV_OK) {
+        sqlite3_bind_int64(st, 1, idx);
+        sqlite3_bind_blob(st, 2, label, sizeof(label), SQLITE_TRANSIENT);
+        err = run(s, st);
+    }
+    return err;
+}
+
 static msv_err kt_insert(struct sqlite_store *s, const char *handle, const struct msv_kt_entry *e)
 {
     sqlite3_stmt *st = NULL;
@@ -1147,7 +1189,7 @@ static msv_err kt_insert(struct sqlite_store *s, const char *handle, const struc
         err = run(s, st);
     }
     free(leaf);
-    return err;
+    return err == MSV_OK && s->labeler != NULL ? kt_label_last(s, handle) : err;
 }
 
 /*
@@ -1454,6 +1496,39 @@ static msv_err kt_read(void *impl, uint64_t start, size_t max, struct msv_kt_rec
     sqlite3_bind_int64(st, 1, (sqlite3_int64)start);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
     return kt_read_recs(s, st, max, out, count);
+}
+
+static msv_err kt_labels_read(void *impl, uint64_t start, size_t max, struct msv_kt_rec **out,
+                              size_t *count)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err =
+        prepare(s, "SELECT idx, label FROM kt_labels WHERE idx >= ? ORDER BY idx LIMIT ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)start);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
+    return kt_read_recs(s, st, max, out, count);
+}
+
+static msv_err kt_labels_put(void *impl, const struct msv_kt_rec *recs, size_t n)
+{
+    struct sqlite_store *s = impl;
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        sqlite3_stmt *st = NULL;
+
+        err = prepare(s, "INSERT OR REPLACE INTO kt_labels (idx, label) VALUES (?, ?);", &st);
+        if (err != MSV_OK)
+            break;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)recs[i].index);
+        sqlite3_bind_blob(st, 2, recs[i].leaf, (int)recs[i].leaf_len, SQLITE_TRANSIENT);
+        err = run(s, st);
+    }
+    return err;
 }
 
 static msv_err kt_append(void *impl, uint64_t index, const uint8_t *leaf, size_t len)
@@ -2161,6 +2236,27 @@ static msv_err l_kt_append(void *impl, uint64_t index, const uint8_t *leaf, size
     LOCKED(kt_append(impl, index, leaf, len));
 }
 
+static msv_err l_kt_labels_read(void *impl, uint64_t start, size_t max, struct msv_kt_rec **out,
+                                size_t *count)
+{
+    LOCKED(kt_labels_read(impl, start, max, out, count));
+}
+
+static msv_err l_kt_labels_put(void *impl, const struct msv_kt_rec *recs, size_t n)
+{
+    TRANSACTION(kt_labels_put(impl, recs, n));
+}
+
+static void l_kt_set_labeler(void *impl, msv_kt_labeler fn, void *ctx)
+{
+    struct sqlite_store *s = impl;
+
+    lock(s);
+    s->labeler = fn;
+    s->labeler_ctx = ctx;
+    unlock(s);
+}
+
 static msv_err prekey_and_kem_claim_locked(struct sqlite_store *s, uint64_t device_id, int one_time,
                                            struct msv_prekey_claimed *out)
 {
@@ -2430,6 +2526,9 @@ static const struct msv_store_ops sqlite_ops = {
     .kt_latest = l_kt_latest,
     .kt_tombstone_latest = l_kt_tombstone_latest,
     .kt_append = l_kt_append,
+    .kt_labels_read = l_kt_labels_read,
+    .kt_labels_put = l_kt_labels_put,
+    .kt_set_labeler = l_kt_set_labeler,
     .prekeys_put = l_prekeys_put,
     .prekey_claim = l_prekey_claim,
     .kem_prekey_state = l_kem_prekey_state,

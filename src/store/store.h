@@ -94,6 +94,10 @@ struct msv_blob_usage {
 };
 
 /* A leaf of the transparency log (include/missive/kt.h). */
+/* The key directory's label of version of handle (the store's kt_labels; keydir.c gives it). */
+typedef msv_err (*msv_kt_labeler)(void *ctx, const char *handle, uint32_t version,
+                                  uint8_t label[32]);
+
 struct msv_kt_rec {
     uint64_t index;
     uint8_t *leaf;
@@ -381,6 +385,21 @@ struct msv_store_ops {
      * (it grew meanwhile), nothing written.
      */
     msv_err (*kt_append)(void *impl, uint64_t index, const uint8_t *leaf, size_t len);
+    /*
+     * The key directory's labels kept beside the log (table kt_labels, docs/transparency.md
+     * "The tree stored"): at most max from log index start on, in order, each a record whose
+     * leaf is the 32-byte label of the version that log entry is.
+     */
+    msv_err (*kt_labels_read)(void *impl, uint64_t start, size_t max, struct msv_kt_rec **out,
+                              size_t *count);
+    /* Keeps the labels of n log entries (one replaces what an index had), in one transaction. */
+    msv_err (*kt_labels_put)(void *impl, const struct msv_kt_rec *recs, size_t n);
+    /*
+     * From now on every device set appended to the log (a tombstone included) gets its label in
+     * kt_labels in the same transaction: fn(ctx, handle, version) gives it, version the entry's
+     * number among the handle's (1 for its first). fn must be safe to call from any thread.
+     */
+    void (*kt_set_labeler)(void *impl, msv_kt_labeler fn, void *ctx);
 
     /*
      * Prekeys: the upload replaces the signed prekey (if it has one) and the
@@ -487,6 +506,6 @@ MSV_MUST_CHECK msv_err msv_store_sqlite_blob_files(const char *path, struct msv_
                                                    size_t *n);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 14
+#define MSV_STORE_SCHEMA_VERSION 15
 
 #endif
