@@ -760,7 +760,38 @@ msv_err msv_sessions_seal(struct msv_client *c, const char *handle, uint64_t dev
 int msv_sessions_is_session_message(const uint8_t *wire, size_t len)
 {
     return len > 0 && (wire[0] == MSV_WIRE_RATCHET || wire[0] == MSV_WIRE_PREKEY_MSG ||
-                       wire[0] == MSV_WIRE_PQ_PREKEY_MSG);
+                       wire[0] == MSV_WIRE_PQ_PREKEY_MSG || wire[0] == MSV_WIRE_PQ_RATCHET);
+}
+
+/* "pq-downgrade:<device>": u64be count of classical messages refused in post-quantum sessions */
+static void downgrade_key(uint64_t device_id, char key[48])
+{
+    snprintf(key, 48, "pq-downgrade:%llu", (unsigned long long)device_id);
+}
+
+uint64_t msv_sessions_downgrades(struct msv_client *c, uint64_t device_id)
+{
+    char key[48];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    uint64_t n = 0;
+
+    downgrade_key(device_id, key);
+    if (msv_client_db_get(c->db, key, &v, &len) == MSV_OK && len == 8)
+        n = msv_get_u64be(v);
+    free(v);
+    return n;
+}
+
+/* A classical message in a post-quantum session: counted, then refused (never read). */
+static msv_err downgrade_refused(struct msv_client *c, uint64_t device_id)
+{
+    char key[48];
+    uint8_t v[8];
+
+    downgrade_key(device_id, key);
+    msv_put_u64be(v, msv_sessions_downgrades(c, device_id) + 1);
+    return msv_client_db_set(c->db, key, v, sizeof(v)) == MSV_OK ? MSV_ERR_AUTH : MSV_ERR_IO;
 }
 
 /* 1 if id names one of this device's signed prekeys (the one in use or the one before). */
@@ -885,6 +916,10 @@ msv_err msv_sessions_open(struct msv_client *c, const char *handle, uint64_t dev
             continue;
         if (got != MSV_OK)
             return got;
+        if (k == 0 && msv_session_is_downgrade(s, wire, len)) {
+            msv_session_free(s);
+            return downgrade_refused(c, device_id);
+        }
         got = msv_session_decrypt(s, wire, len, pt, pt_len);
         if (got == MSV_OK) {
             u->s = s;
