@@ -7,7 +7,8 @@
  * it is in use), "signed-prekey-old" (u32be id of the one before),
  * MSV_PROFILE_KEY_SETTING (the account's profile key, synced between its
  * devices), "token-published", "profile:<handle>" (the profile key a
- * handle's device sent).
+ * handle's device sent), "pq-downgrade:<device>" (u64be, classical messages
+ * refused in a post-quantum session with it).
  */
 #include <errno.h>
 #include <fcntl.h>
