@@ -895,6 +895,7 @@ msv_err msv_sessions_open(struct msv_client *c, const char *handle, uint64_t dev
                           uint8_t **pt, size_t *pt_len, struct msv_session_update *u)
 {
     msv_err err = MSV_ERR_AUTH, got;
+    int downgraded = 0;
 
     memset(u, 0, sizeof(*u));
     if (!speaks_modern(msv_identity_suites(c->id)) ||
@@ -917,9 +918,12 @@ msv_err msv_sessions_open(struct msv_client *c, const char *handle, uint64_t dev
             continue;
         if (got != MSV_OK)
             return got;
-        if (k == 0 && msv_session_is_downgrade(s, wire, len)) {
+        if (msv_session_is_downgrade(s, wire, len)) {
+            /* never read classically; an earlier session may still take it (a chain it had
+             * before the post-quantum ratchet began) */
+            downgraded = 1;
             msv_session_free(s);
-            return downgrade_refused(c, device_id);
+            continue;
         }
         got = msv_session_decrypt(s, wire, len, pt, pt_len);
         if (got == MSV_OK) {
@@ -932,6 +936,10 @@ msv_err msv_sessions_open(struct msv_client *c, const char *handle, uint64_t dev
             return got;
         err = got;
     }
+    /* a classical message to a device that says post-quantum, or in a post-quantum session */
+    if (downgraded ||
+        (wire[0] == MSV_WIRE_PREKEY_MSG && msv_public_identity_is_pq(msv_identity_public(c->id))))
+        return downgrade_refused(c, device_id);
     if (wire[0] == MSV_WIRE_PREKEY_MSG || wire[0] == MSV_WIRE_PQ_PREKEY_MSG)
         return answer_prekey_message(c, pub, wire, len, pt, pt_len, u);
     return err == MSV_ERR_TOO_BIG ? MSV_ERR_AUTH : err;
