@@ -31,10 +31,11 @@
 
 /* Post-quantum ratchet: a party offers a fresh ML-KEM-768 key after this many messages sent
  * since its last KEM step, or this long; an offered key or a ciphertext rides again on every
- * MSV_PQ_REPEAT-th message until it is answered. docs/crypto.md, "The post-quantum ratchet". */
+ * MSV_PQ_REPEAT-th message until it is answered, one of them per message at most. docs/crypto.md,
+ * "The post-quantum ratchet". */
 #define MSV_PQ_REKEY_MESSAGES 50
 #define MSV_PQ_REKEY_MS (24 * 3600 * 1000LL)
-#define MSV_PQ_REPEAT 16
+#define MSV_PQ_REPEAT 32
 
 /* An X25519 prekey pair; the secret is only ever in the owner's store. */
 struct msv_prekey {

@@ -689,8 +689,11 @@ msv_err msv_session_encrypt_at(struct msv_session *s, const uint8_t *pt, size_t 
         err = maybe_offer(s, rng, now_ms);
         if (err != MSV_OK)
             return err;
-        with_ek = s->offering && s->offer_age >= MSV_PQ_REPEAT;
+        /* one KEM part per message at most, the ciphertext first (it completes the peer's
+         * step): a party that is both offering and answering and never hears back still
+         * adds at most (1188 + 1092) / MSV_PQ_REPEAT + 5 bytes per message */
         with_ct = s->has_enc && s->enc_age >= MSV_PQ_REPEAT;
+        with_ek = s->offering && s->offer_age >= MSV_PQ_REPEAT && !with_ct;
         h_len = PQ_HEADER_LEN + (with_ek ? 4 + MSV_MLKEM768_EK_LEN : 0) +
                 (with_ct ? 4 + MSV_MLKEM768_CT_LEN : 0);
     }
