@@ -850,6 +850,10 @@ static void print_device(const struct cli *o, struct msv_client *c, const char *
         json_object_set_new(j, "post_quantum", json_boolean(pq));
         json_object_set_new(j, "session", json_string(cli_session_kind_name(session)));
         json_object_set_new(j, "downgrades_refused", json_integer((json_int_t)downgrades));
+        json_object_set_new(j, "kem_steps",
+                            json_integer(d->device_id == self
+                                             ? 0
+                                             : (json_int_t)msv_sessions_kem_steps(c, handle, d)));
         json_array_append_new(list, j);
     } else {
         json_decref(compat);

@@ -54,6 +54,8 @@ grep -q "could not be" alice.got bob.got && bad "unreadable messages: $(grep "co
 expect 0 "alice: bob's devices" -- as alice -o json fingerprint bob@example.org
 [ "$(field 'r[0]["session"]')" = post-quantum ] && [ "$(field 'r[0]["downgrades_refused"]')" = 0 ] && ok ||
     bad "alice's session with bob: $(cat out.txt)"
+# each sent over 50 messages: each offered a key at least once, and both saw the steps
+[ "$(field 'r[0]["kem_steps"]')" -ge 2 ] && ok || bad "KEM steps in alice's session: $(cat out.txt)"
 expect 0 "bob: alice's devices" -- as bob fingerprint alice@example.org
 grep -q "(post-quantum session)" out.txt && ok || bad "bob's session with alice: $(cat out.txt)"
 

@@ -639,22 +639,43 @@ static int has_session(struct msv_client *c, const char *handle, const Msv__Wire
     return found;
 }
 
-int msv_sessions_kind(struct msv_client *c, const char *handle, const Msv__Wire__DeviceInfo *d)
+/* The current session with device d of handle (as the directory lists it), or NULL. */
+static struct msv_session *current_session(struct msv_client *c, const char *handle,
+                                           const Msv__Wire__DeviceInfo *d)
 {
     struct msv_public_identity *pub = NULL;
     struct msv_session *s = NULL;
     char base[MSV_SESSION_KEY_LEN];
-    int kind = MSV_SESSION_NONE;
 
     if (msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
                                   &pub) != MSV_OK)
-        return kind;
+        return NULL;
     key_base(handle, d->device_id, pub, base);
-    if (load_session(c, base, 0, &s) == MSV_OK)
-        kind = msv_session_is_pq(s) ? MSV_SESSION_PQ : MSV_SESSION_CLASSICAL;
-    msv_session_free(s);
+    if (load_session(c, base, 0, &s) != MSV_OK)
+        s = NULL;
     msv_public_identity_free(pub);
+    return s;
+}
+
+int msv_sessions_kind(struct msv_client *c, const char *handle, const Msv__Wire__DeviceInfo *d)
+{
+    struct msv_session *s = current_session(c, handle, d);
+    int kind = s == NULL              ? MSV_SESSION_NONE
+               : msv_session_is_pq(s) ? MSV_SESSION_PQ
+                                      : MSV_SESSION_CLASSICAL;
+
+    msv_session_free(s);
     return kind;
+}
+
+uint32_t msv_sessions_kem_steps(struct msv_client *c, const char *handle,
+                                const Msv__Wire__DeviceInfo *d)
+{
+    struct msv_session *s = current_session(c, handle, d);
+    uint32_t steps = s != NULL ? msv_session_pq_steps(s) : 0;
+
+    msv_session_free(s);
+    return steps;
 }
 
 msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *const *hds, size_t n)

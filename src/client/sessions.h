@@ -174,6 +174,9 @@ struct msv_session_update {
 #define MSV_SESSION_CLASSICAL 1
 #define MSV_SESSION_PQ 2
 int msv_sessions_kind(struct msv_client *c, const char *handle, const Msv__Wire__DeviceInfo *d);
+/* The post-quantum ratchet's KEM steps in that session so far (0: none, or no session). */
+uint32_t msv_sessions_kem_steps(struct msv_client *c, const char *handle,
+                                const Msv__Wire__DeviceInfo *d);
 
 /* 1 if the envelope is a session message (0x05, 0x06, 0x08 or 0x0A). */
 int msv_sessions_is_session_message(const uint8_t *wire, size_t len);
