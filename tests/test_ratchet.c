@@ -1124,6 +1124,61 @@ static void test_pq_ratchet_from_v2(void **state)
 }
 
 /*
+ * A peer that offers a key failing FIPS 203's input check (a coefficient of
+ * 3329 or more) in an authentic message: refused, the receiver's session
+ * unchanged; the same peer with its key as drawn is read.
+ */
+static void test_pq_ratchet_bad_offer(void **state)
+{
+    struct peer a, b;
+    uint8_t *st = NULL, *mine = NULL, *w, *pt = NULL;
+    size_t st_len = 0, mine_len = 0, len, pt_len = 0;
+    struct msv_session *bad = NULL;
+    int64_t t0;
+
+    (void)state;
+    pq_pair(&a, &b);
+    t0 = msv_wall_ms() + 1;
+    w = send_at(&a, "clock", t0, &len);
+    expect_text(&b, &a, w, len, "clock");
+    free(w);
+    w = send_at(&a, "offer", t0 + MSV_PQ_REKEY_MS, &len);
+    assert_int_equal(flags_of(w, len), 1);
+    free(w); /* lost; a keeps offering its key */
+    export_of(a.s, &mine, &mine_len);
+    assert_int_equal(mine[STATE_PQ_AT] & 1, 1); /* offering */
+    mine[STATE_PQ_AT + 16] = MSV_PQ_REPEAT;     /* offer_age (low byte): its key rides now */
+    mine[STATE_PQ_AT + 17] = 0xff;              /* the key's first 12-bit coefficient: 4095 */
+    mine[STATE_PQ_AT + 18] |= 0x0f;
+    assert_int_equal(msv_session_import(mine, mine_len, &bad), MSV_OK);
+    w = NULL;
+    assert_int_equal(msv_session_encrypt_at(bad, (const uint8_t *)"bad", 3, &msv_rng_system,
+                                            t0 + MSV_PQ_REKEY_MS, &w, &len),
+                     MSV_OK);
+    assert_int_equal(flags_of(w, len), 1);
+    export_of(b.s, &st, &st_len);
+    assert_int_equal(msv_session_decrypt(b.s, w, len, &pt, &pt_len), MSV_ERR_AUTH);
+    assert_null(pt);
+    assert_unchanged(&b, st, st_len);
+    free(w);
+    msv_session_free(bad);
+    msv_secret_free(mine, mine_len);
+    msv_secret_free(st, st_len);
+    /* a's own key rides again on its 32nd message after the lost one, and is answered */
+    for (int i = 0; i < MSV_PQ_REPEAT; i++) {
+        w = send_at(&a, "again", t0 + MSV_PQ_REKEY_MS, &len);
+        assert_int_equal(flags_of(w, len), i == MSV_PQ_REPEAT - 1 ? 1 : 0);
+        expect_text(&b, &a, w, len, "again");
+        free(w);
+    }
+    w = send_at(&b, "answer", t0, &len);
+    assert_int_equal(flags_of(w, len), 2);
+    expect_text(&a, &b, w, len, "answer");
+    free(w);
+    peers_free(&a, &b);
+}
+
+/*
  * A known answer for one KEM step, from fixed randomness: identities,
  * prekeys, sessions and the exchange come from labelled generators, and the
  * SHA-256 of every message of the script (offer, ciphertext, named step) is
@@ -1234,6 +1289,7 @@ int main(void)
         cmocka_unit_test(test_pq_ratchet_downgrade),
         cmocka_unit_test(test_pq_ratchet_from_v2),
         cmocka_unit_test(test_pq_ratchet_known_answer),
+        cmocka_unit_test(test_pq_ratchet_bad_offer),
     };
 
     if (msv_init() != MSV_OK)
