@@ -831,6 +831,8 @@ static void print_device(const struct cli *o, struct msv_client *c, const char *
     unsigned suites = 0;
     uint8_t h[32];
     int pq = 0, session = d->device_id == self ? MSV_SESSION_NONE : msv_sessions_kind(c, handle, d);
+    uint64_t downgrades = msv_sessions_downgrades(c, d->device_id);
+    char refused[64] = "";
 
     if (msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
                                   &pub) == MSV_OK) {
@@ -858,15 +860,24 @@ static void print_device(const struct cli *o, struct msv_client *c, const char *
         json_object_set_new(j, "this_device", json_boolean(d->device_id == self));
         json_object_set_new(j, "post_quantum", json_boolean(pq));
         json_object_set_new(j, "session", json_string(cli_session_kind_name(session)));
+        json_object_set_new(j, "downgrades_refused", json_integer((json_int_t)downgrades));
+        json_object_set_new(j, "kem_steps",
+                            json_integer(d->device_id == self
+                                             ? 0
+                                             : (json_int_t)msv_sessions_kem_steps(c, handle, d)));
         json_array_append_new(list, j);
     } else {
         json_decref(compat);
-        fprintf(cli_out, "%6llu  %-7s  %s%s%s%s%s\n", (unsigned long long)d->device_id,
+        if (downgrades > 0)
+            snprintf(refused, sizeof(refused), "  (%llu classical messages refused)",
+                     (unsigned long long)downgrades);
+        fprintf(cli_out, "%6llu  %-7s  %s%s%s%s%s%s\n", (unsigned long long)d->device_id,
                 msv_suite_name(d->suite), fp, d->device_id == self ? "  (this device)" : "", also,
                 pq ? "  post-quantum" : "",
                 session == MSV_SESSION_PQ          ? "  (post-quantum session)"
                 : session == MSV_SESSION_CLASSICAL ? "  (classical session)"
-                                                   : "");
+                                                   : "",
+                refused);
     }
 }
 

@@ -9,8 +9,10 @@
  *
  * Secret: the seed d || z of key generation, the randomness m of
  * encapsulation, the decapsulation key's ByteEncode12(s^) and z (its ek and
- * H(ek) are public), and the X25519 secret key. Without valgrind the marks
- * do nothing and the test checks the results alone.
+ * H(ek) are public), and the X25519 secret key; for the post-quantum
+ * ratchet's KEM step (docs/crypto.md, "The post-quantum ratchet"), the
+ * decapsulated secret, the X25519 output and the root key it is mixed into.
+ * Without valgrind the marks do nothing and the test checks the results alone.
  */
 #include <stdio.h>
 #include <string.h>
@@ -18,6 +20,7 @@
 #include <sodium.h>
 #include <valgrind/memcheck.h>
 
+#include "crypto/internal.h"
 #include "missive/mlkem.h"
 #include "missive/util.h"
 
@@ -141,13 +144,51 @@ static void test_x25519(void)
     sodium_memzero(b, sizeof(b));
 }
 
+/*
+ * One KEM step of the ratchet, its secret parts: decapsulation with the
+ * offered key, then the root step HKDF(ikm DH output || SS, salt RK, info
+ * "MSV-pqratchet-v1" || u32be id) as src/crypto/ratchet.c takes it.
+ */
+static void test_ratchet_kem_step(void)
+{
+    static const uint8_t info[] = "MSV-pqratchet-v1\0\0\0\1";
+    uint8_t seed[64], coins[32], ek[EK_LEN], dk[DK_LEN], ct[CT_LEN], ss[SS_LEN];
+    uint8_t dh_out[32], ikm[64], rk[32], okm[2][64];
+
+    randombytes_buf(seed, sizeof(seed));
+    randombytes_buf(coins, sizeof(coins));
+    randombytes_buf(dh_out, sizeof(dh_out));
+    keygen(seed, ek, dk);
+    encaps(ek, coins, ct, ss);
+    /* the answering side mixes the SS it encapsulated, the offering side the one it decapsulates */
+    for (int side = 0; side < 2; side++) {
+        memcpy(ikm, dh_out, 32);
+        if (side == 0)
+            memcpy(ikm + 32, ss, SS_LEN);
+        else
+            decaps(dk, ct, ikm + 32);
+        memset(rk, 0x5a, sizeof(rk));
+        secret(ikm, sizeof(ikm));
+        secret(rk, sizeof(rk));
+        check(msv_hkdf_sha256(ikm, sizeof(ikm), rk, sizeof(rk), info, sizeof(info) - 1, okm[side],
+                              64) == MSV_OK,
+              "the KEM step's root derivation");
+        public(okm[side], 64);
+    }
+    check(memcmp(okm[0], okm[1], 64) == 0, "both sides take the same root step");
+    sodium_memzero(dk, sizeof(dk));
+    sodium_memzero(ikm, sizeof(ikm));
+    sodium_memzero(ss, sizeof(ss));
+}
+
 int main(void)
 {
     if (msv_init() != MSV_OK)
         return 1;
     test_mlkem();
     test_x25519();
-    printf("# constant time: ML-KEM-768 keygen, encaps, decaps; X25519%s\n",
+    test_ratchet_kem_step();
+    printf("# constant time: ML-KEM-768 keygen, encaps, decaps; X25519; the ratchet's KEM step%s\n",
            RUNNING_ON_VALGRIND ? " (under valgrind)" : " (not under valgrind: results only)");
     return failures == 0 ? 0 : 1;
 }

@@ -18,14 +18,24 @@
 
 #define MSV_WIRE_RATCHET 0x05       /* a message of an established session */
 #define MSV_WIRE_PREKEY_MSG 0x06    /* the session's first messages: X3DH data, then a 0x05 */
-#define MSV_WIRE_PQ_PREKEY_MSG 0x08 /* a hybrid session's first messages: X3DH + ML-KEM, a 0x05 */
+#define MSV_WIRE_PQ_PREKEY_MSG 0x08 /* a hybrid session's first messages: X3DH + ML-KEM, a 0x0A */
+#define MSV_WIRE_PQ_RATCHET 0x0A    /* a message of a post-quantum session: a 0x05 with KEM steps */
 
 /* Messages a single message may skip over in one chain, and skipped keys a session keeps. */
 #define MSV_RATCHET_MAX_SKIP 1000
 #define MSV_RATCHET_MAX_SKIPPED 2000
 
-/* Bytes a session adds around a plaintext: the prekey prefix, the header and the tag. */
-#define MSV_RATCHET_OVERHEAD (1133 + 41 + 16)
+/* Bytes a session adds around a plaintext at most: the prekey prefix, the header (with an
+ * ML-KEM encapsulation key and a ciphertext in a post-quantum one) and the tag. */
+#define MSV_RATCHET_OVERHEAD (1133 + 46 + 4 + 1184 + 4 + 1088 + 16)
+
+/* Post-quantum ratchet: a party offers a fresh ML-KEM-768 key after this many messages sent
+ * since its last KEM step, or this long; an offered key or a ciphertext rides again on every
+ * MSV_PQ_REPEAT-th message until it is answered, one of them per message at most. docs/crypto.md,
+ * "The post-quantum ratchet". */
+#define MSV_PQ_REKEY_MESSAGES 50
+#define MSV_PQ_REKEY_MS (24 * 3600 * 1000LL)
+#define MSV_PQ_REPEAT 32
 
 /* An X25519 prekey pair; the secret is only ever in the owner's store. */
 struct msv_prekey {
@@ -123,6 +133,34 @@ MSV_MUST_CHECK msv_err msv_prekey_message_info(const uint8_t *wire, size_t len, 
 MSV_MUST_CHECK msv_err msv_prekey_message_kem_id(const uint8_t *wire, size_t len, uint32_t *kem_id);
 /* 1 if s is a hybrid (post-quantum) session. */
 int msv_session_is_pq(const struct msv_session *s);
+/* The KEM steps mixed into s's root key since it began (both directions). */
+uint32_t msv_session_pq_steps(const struct msv_session *s);
+/*
+ * 1 if wire is a message s refuses as a downgrade: a classical (0x05) header
+ * in a post-quantum session, but for the chains a session stored before the
+ * post-quantum ratchet had begun already.
+ */
+int msv_session_is_downgrade(const struct msv_session *s, const uint8_t *wire, size_t len);
+
+/*
+ * A session message's header (after any prekey prefix), as read from wire:
+ *   0x05 || DH (32) || u32be PN || u32be N
+ *   0x0A || DH (32) || u32be PN || u32be N || u32be KEM step (0: none) || u8 flags
+ *        || [u32be key id || ML-KEM-768 encapsulation key]  (flags bit 0)
+ *        || [u32be key id || ML-KEM-768 ciphertext]         (flags bit 1)
+ * followed by at least the AEAD tag. Pointers point into wire.
+ */
+struct msv_ratchet_header {
+    uint8_t version;
+    const uint8_t *dh;
+    uint32_t pn, n, step;
+    uint32_t ek_id, ct_id; /* 0: not carried */
+    const uint8_t *ek, *ct;
+    size_t len; /* bytes of header */
+};
+/* Parses the header at wire; MSV_ERR_PARSE for anything malformed (docs/bad-input.md Q1-Q4). */
+MSV_MUST_CHECK msv_err msv_ratchet_header_parse(const uint8_t *wire, size_t len,
+                                                struct msv_ratchet_header *h);
 
 /*
  * Answers a 0x06 or 0x08 message from peer: the X3DH from our side with the

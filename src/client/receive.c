@@ -19,7 +19,6 @@
 #include "client/safety.h"
 #include "client/transparency.h"
 #include "missive/payload.h"
-#include "missive/ratchet.h"
 #include "missive/sealed.h"
 #include "missive/util.h"
 #include "util/endian.h"
@@ -587,10 +586,9 @@ static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, 
     }
     in->session_message = err == MSV_OK && msv_sessions_is_session_message(env, env_len);
     /* two post-quantum devices speak post-quantum or not at all: a sender never makes a
-     * classical envelope or a classical session's first message for such a device (K34) */
-    if (err == MSV_OK && msv_public_identity_is_pq(pub) &&
-        msv_public_identity_is_pq(msv_identity_public(c->id)) &&
-        (!in->session_message || env[0] == MSV_WIRE_PREKEY_MSG))
+     * classical envelope for such a device (K34; a classical session's messages: sessions.c) */
+    if (err == MSV_OK && !in->session_message && msv_public_identity_is_pq(pub) &&
+        msv_public_identity_is_pq(msv_identity_public(c->id)))
         err = MSV_ERR_AUTH;
     if (err == MSV_OK && in->session_message)
         err = msv_sessions_open(c, in->sender, in->device, pub, env, env_len, pt, pt_len,

@@ -7,7 +7,8 @@
  * it is in use), "signed-prekey-old" (u32be id of the one before),
  * MSV_PROFILE_KEY_SETTING (the account's profile key, synced between its
  * devices), "token-published", "profile:<handle>" (the profile key a
- * handle's device sent).
+ * handle's device sent), "pq-downgrade:<device>" (u64be, classical messages
+ * refused in a post-quantum session with it).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -702,21 +703,32 @@ static int has_session(struct msv_client *c, const char *handle, const Msv__Wire
     return found;
 }
 
-int msv_sessions_kind(struct msv_client *c, const char *handle, const Msv__Wire__DeviceInfo *d)
+/* The current session with device d of handle (as the directory lists it), or NULL. */
+static struct msv_session *current_session(struct msv_client *c, const char *handle,
+                                           const Msv__Wire__DeviceInfo *d)
 {
     struct msv_public_identity *pub = NULL;
     struct msv_session *s = NULL;
     char base[MSV_SESSION_KEY_LEN];
-    int kind = MSV_SESSION_NONE;
 
     if (msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
                                   &pub) != MSV_OK)
-        return kind;
+        return NULL;
     key_base(handle, d->device_id, pub, base);
-    if (load_session(c, base, 0, &s) == MSV_OK)
-        kind = msv_session_is_pq(s) ? MSV_SESSION_PQ : MSV_SESSION_CLASSICAL;
-    msv_session_free(s);
+    if (load_session(c, base, 0, &s) != MSV_OK)
+        s = NULL;
     msv_public_identity_free(pub);
+    return s;
+}
+
+int msv_sessions_kind(struct msv_client *c, const char *handle, const Msv__Wire__DeviceInfo *d)
+{
+    struct msv_session *s = current_session(c, handle, d);
+    int kind = s == NULL              ? MSV_SESSION_NONE
+               : msv_session_is_pq(s) ? MSV_SESSION_PQ
+                                      : MSV_SESSION_CLASSICAL;
+
+    msv_session_free(s);
     return kind;
 }
 
@@ -756,6 +768,16 @@ static void claim_refused(struct msv_client *c)
     snprintf(c->why.message, sizeof(c->why.message),
              "the server did not give the post-quantum prekeys of a recipient's device: %.150s",
              said);
+}
+
+uint32_t msv_sessions_kem_steps(struct msv_client *c, const char *handle,
+                                const Msv__Wire__DeviceInfo *d)
+{
+    struct msv_session *s = current_session(c, handle, d);
+    uint32_t steps = s != NULL ? msv_session_pq_steps(s) : 0;
+
+    msv_session_free(s);
+    return steps;
 }
 
 msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *const *hds, size_t n)
@@ -878,7 +900,32 @@ msv_err msv_sessions_seal(struct msv_client *c, const char *handle, uint64_t dev
 int msv_sessions_is_session_message(const uint8_t *wire, size_t len)
 {
     return len > 0 && (wire[0] == MSV_WIRE_RATCHET || wire[0] == MSV_WIRE_PREKEY_MSG ||
-                       wire[0] == MSV_WIRE_PQ_PREKEY_MSG);
+                       wire[0] == MSV_WIRE_PQ_PREKEY_MSG || wire[0] == MSV_WIRE_PQ_RATCHET);
+}
+
+/* "pq-downgrade:<device>": u64be count of classical messages refused in post-quantum sessions */
+static void downgrade_key(uint64_t device_id, char key[48])
+{
+    snprintf(key, 48, "pq-downgrade:%llu", (unsigned long long)device_id);
+}
+
+uint64_t msv_sessions_downgrades(struct msv_client *c, uint64_t device_id)
+{
+    char key[48];
+
+    downgrade_key(device_id, key);
+    return client_counter(c, key);
+}
+
+/* A classical message in a post-quantum session: counted, then refused (never read). */
+static msv_err downgrade_refused(struct msv_client *c, uint64_t device_id)
+{
+    char key[48];
+    uint8_t v[8];
+
+    downgrade_key(device_id, key);
+    msv_put_u64be(v, msv_sessions_downgrades(c, device_id) + 1);
+    return msv_client_db_set(c->db, key, v, sizeof(v)) == MSV_OK ? MSV_ERR_AUTH : MSV_ERR_IO;
 }
 
 /*
@@ -979,6 +1026,7 @@ msv_err msv_sessions_open(struct msv_client *c, const char *handle, uint64_t dev
                           uint8_t **pt, size_t *pt_len, struct msv_session_update *u)
 {
     msv_err err = MSV_ERR_AUTH, got;
+    int downgraded = 0;
 
     memset(u, 0, sizeof(*u));
     if (!speaks_modern(msv_identity_suites(c->id)) ||
@@ -1001,6 +1049,13 @@ msv_err msv_sessions_open(struct msv_client *c, const char *handle, uint64_t dev
             continue;
         if (got != MSV_OK)
             return got;
+        if (msv_session_is_downgrade(s, wire, len)) {
+            /* never read classically; an earlier session may still take it (a chain it had
+             * before the post-quantum ratchet began) */
+            downgraded = 1;
+            msv_session_free(s);
+            continue;
+        }
         got = msv_session_decrypt(s, wire, len, pt, pt_len);
         if (got == MSV_OK) {
             u->s = s;
@@ -1012,6 +1067,10 @@ msv_err msv_sessions_open(struct msv_client *c, const char *handle, uint64_t dev
             return got;
         err = got;
     }
+    /* a classical message to a device that says post-quantum, or in a post-quantum session */
+    if (downgraded ||
+        (wire[0] == MSV_WIRE_PREKEY_MSG && msv_public_identity_is_pq(msv_identity_public(c->id))))
+        return downgrade_refused(c, device_id);
     if (wire[0] == MSV_WIRE_PREKEY_MSG || wire[0] == MSV_WIRE_PQ_PREKEY_MSG)
         return answer_prekey_message(c, pub, wire, len, pt, pt_len, u);
     return err == MSV_ERR_TOO_BIG ? MSV_ERR_AUTH : err;

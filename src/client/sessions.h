@@ -189,9 +189,18 @@ struct msv_session_update {
 #define MSV_SESSION_CLASSICAL 1
 #define MSV_SESSION_PQ 2
 int msv_sessions_kind(struct msv_client *c, const char *handle, const Msv__Wire__DeviceInfo *d);
+/* The post-quantum ratchet's KEM steps in that session so far (0: none, or no session). */
+uint32_t msv_sessions_kem_steps(struct msv_client *c, const char *handle,
+                                const Msv__Wire__DeviceInfo *d);
 
-/* 1 if the envelope is a session message (0x05, 0x06 or 0x08). */
+/* 1 if the envelope is a session message (0x05, 0x06, 0x08 or 0x0A). */
 int msv_sessions_is_session_message(const uint8_t *wire, size_t len);
+/*
+ * Messages from device_id refused as a downgrade: a classical header where the
+ * current session with it is post-quantum (msv_sessions_open fails them with
+ * MSV_ERR_AUTH; they are recorded as unreadable and shown as such).
+ */
+uint64_t msv_sessions_downgrades(struct msv_client *c, uint64_t device_id);
 
 /*
  * Opens a session message from device device_id of handle (identity pub),

@@ -266,6 +266,10 @@ MSV_MUST_CHECK msv_err msv_session_initiate_rng(const struct msv_identity *me,
                                                 const struct msv_prekey_bundle *b,
                                                 const struct msv_rng *rng,
                                                 struct msv_session **out);
+/* msv_session_encrypt with a chosen random source and clock (KEM keys and encapsulations) */
+MSV_MUST_CHECK msv_err msv_session_encrypt_at(struct msv_session *s, const uint8_t *pt, size_t len,
+                                              const struct msv_rng *rng, int64_t now_ms,
+                                              uint8_t **out, size_t *out_len);
 MSV_MUST_CHECK msv_err msv_session_decrypt_rng(struct msv_session *s, const uint8_t *wire,
                                                size_t len, const struct msv_rng *rng, uint8_t **pt,
                                                size_t *pt_len);

@@ -20,7 +20,14 @@
  *   SK      = HKDF(ikm 0xFF*32 || DH1 || DH2 || DH3 [|| DH4] || SS, salt 0*32,
  *                  info "MSV-pqxdh-v1" || u32be KEM id || SHA-256(KEM prekey) || SHA-256(CT))
  *   prekey message = 0x08 || EKa || u32be SPK id || u32be OPK id || u32be KEM id || CT
- *             || message
+ *             || PQ message
+ *
+ * Post-quantum ratchet, "The post-quantum ratchet": a hybrid session's messages are
+ *   PQ message = 0x0A || DH || u32be PN || u32be N || u32be step || u8 flags
+ *             [|| u32be EK id || EK] [|| u32be CT id || CT] || AEAD(ad AD || header, P)
+ *   a party that decapsulated the peer's CT to its EK mixes the secret into the root key at
+ *   its next sending chain, and names the EK id in that chain's step field:
+ *   KDF_RK_PQ = HKDF(ikm DH output || SS, salt RK, info "MSV-pqratchet-v1" || u32be id, 64)
  */
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +41,11 @@
 #include "util/buf.h"
 #include "util/endian.h"
 
-#define HEADER_LEN 41                                        /* 0x05 || DH || PN || N */
+#define HEADER_LEN 41    /* 0x05 || DH || PN || N */
+#define PQ_HEADER_LEN 46 /* ... || step || flags */
+#define PQ_HEADER_MAX (PQ_HEADER_LEN + 8 + MSV_MLKEM768_EK_LEN + MSV_MLKEM768_CT_LEN)
+#define FLAG_EK 1u
+#define FLAG_CT 2u
 #define PREFIX_LEN 41                                        /* 0x06 || EK || SPK id || OPK id */
 #define PQ_PREFIX_LEN (PREFIX_LEN + 4 + MSV_MLKEM768_CT_LEN) /* 0x08 || ... || KEM id || CT */
 #define ABYTES crypto_aead_xchacha20poly1305_ietf_ABYTES
@@ -44,6 +55,7 @@ static const char x3dh_info[] = "MSV-x3dh-v1";
 static const char root_info[] = "MSV-ratchet-v1";
 static const char msg_info[] = "MSV-ratchet-msg-v1";
 static const char pqxdh_info[] = "MSV-pqxdh-v1";
+static const char pq_root_info[] = "MSV-pqratchet-v1";
 static const char spk_context[] = "MSV-spk-v1";
 static const char kem_context[] = "MSV-kem-prekey-v1";
 static const uint8_t zero_salt[32];
@@ -73,6 +85,26 @@ struct msv_session {
     uint32_t kem_id;
     uint8_t kem_ct_hash[32];
     uint8_t kem_ct[MSV_MLKEM768_CT_LEN];
+    /* post-quantum ratchet (pq sessions): legacy: stored before it began, whose earlier
+     * chains may still bring 0x05 messages */
+    uint8_t legacy;
+    uint32_t cks_step; /* the KEM step the current sending chain names (0: none) */
+    uint32_t steps;    /* KEM steps mixed so far */
+    /* our offer: a fresh KEM key until the peer's ciphertext to it comes */
+    uint8_t offering;
+    uint32_t my_kem_id, offer_age;
+    uint8_t my_ek[MSV_MLKEM768_EK_LEN], my_dk[MSV_MLKEM768_DK_LEN];
+    /* decapsulated from the peer's ciphertext: mixed at our next sending chain */
+    uint8_t has_mix;
+    uint32_t mix_id;
+    uint8_t mix_ss[32];
+    /* our encapsulation to the peer's offer, carried until its chain names it */
+    uint8_t has_enc;
+    uint32_t enc_id, peer_kem_done, enc_age;
+    uint8_t enc_ct[MSV_MLKEM768_CT_LEN], enc_ss[32];
+    /* when the next offer is due: messages sent and the time since our last KEM step */
+    uint32_t sent_since_step;
+    int64_t step_ms; /* 0: set at the next message sent */
     /* responder: the base key the session was answered from */
     uint8_t has_their_base;
     uint8_t their_base[32];
@@ -128,6 +160,27 @@ static msv_err kdf_rk(uint8_t rk[32], const uint8_t dh_out[32], uint8_t ck[32])
     return err;
 }
 
+/* A root step that mixes the KEM secret of step id in with the DH output. */
+static msv_err kdf_rk_pq(uint8_t rk[32], const uint8_t dh_out[32], const uint8_t ss[32],
+                         uint32_t id, uint8_t ck[32])
+{
+    uint8_t ikm[64], info[sizeof(pq_root_info) + 3], okm[64];
+    msv_err err;
+
+    memcpy(ikm, dh_out, 32);
+    memcpy(ikm + 32, ss, 32);
+    memcpy(info, pq_root_info, sizeof(pq_root_info) - 1);
+    msv_put_u32be(info + sizeof(pq_root_info) - 1, id);
+    err = msv_hkdf_sha256(ikm, sizeof(ikm), rk, 32, info, sizeof(info), okm, sizeof(okm));
+    if (err == MSV_OK) {
+        memcpy(rk, okm, 32);
+        memcpy(ck, okm + 32, 32);
+    }
+    sodium_memzero(ikm, sizeof(ikm));
+    sodium_memzero(okm, sizeof(okm));
+    return err;
+}
+
 static msv_err kdf_ck(uint8_t ck[32], uint8_t mk[32])
 {
     static const uint8_t one = 1, two = 2;
@@ -158,32 +211,34 @@ static void new_key_pair(const struct msv_rng *rng, uint8_t sk[32], uint8_t pk[3
 
 /* AEAD under a message key; ad = AD || header. */
 static msv_err seal_with(const uint8_t mk[32], const uint8_t ad[64], const uint8_t *header,
-                         const uint8_t *pt, size_t len, uint8_t *ct)
+                         size_t h_len, const uint8_t *pt, size_t len, uint8_t *ct)
 {
-    uint8_t kn[56], aad[64 + HEADER_LEN];
+    uint8_t kn[56], aad[64 + PQ_HEADER_MAX];
     msv_err err = msv_hkdf_sha256(mk, 32, zero_salt, 32, (const uint8_t *)msg_info,
                                   sizeof(msg_info) - 1, kn, sizeof(kn));
 
     memcpy(aad, ad, 64);
-    memcpy(aad + 64, header, HEADER_LEN);
+    memcpy(aad + 64, header, h_len);
     if (err == MSV_OK && crypto_aead_xchacha20poly1305_ietf_encrypt(
-                             ct, NULL, pt, len, aad, sizeof(aad), NULL, kn + 32, kn) != 0)
+                             ct, NULL, pt, len, aad, 64 + h_len, NULL, kn + 32, kn) != 0)
         err = MSV_ERR_CRYPTO;
     sodium_memzero(kn, sizeof(kn));
     return err;
 }
 
-static msv_err open_with(const uint8_t mk[32], const uint8_t ad[64], const uint8_t *header,
-                         const uint8_t *ct, size_t ct_len, uint8_t *pt)
+static msv_err open_with(const uint8_t mk[32], const uint8_t ad[64],
+                         const struct msv_ratchet_header *h, const uint8_t *ct, size_t ct_len,
+                         uint8_t *pt)
 {
-    uint8_t kn[56], aad[64 + HEADER_LEN];
+    uint8_t kn[56], aad[64 + PQ_HEADER_MAX];
+    const uint8_t *header = h->dh - 1;
     msv_err err = msv_hkdf_sha256(mk, 32, zero_salt, 32, (const uint8_t *)msg_info,
                                   sizeof(msg_info) - 1, kn, sizeof(kn));
 
     memcpy(aad, ad, 64);
-    memcpy(aad + 64, header, HEADER_LEN);
+    memcpy(aad + 64, header, h->len);
     if (err == MSV_OK && crypto_aead_xchacha20poly1305_ietf_decrypt(pt, NULL, NULL, ct, ct_len, aad,
-                                                                    sizeof(aad), kn + 32, kn) != 0)
+                                                                    64 + h->len, kn + 32, kn) != 0)
         err = MSV_ERR_AUTH;
     sodium_memzero(kn, sizeof(kn));
     return err;
@@ -474,7 +529,61 @@ static size_t prefix_len(const uint8_t *wire, size_t len)
         n = PREFIX_LEN;
     else if (len > 0 && wire[0] == MSV_WIRE_PQ_PREKEY_MSG)
         n = PQ_PREFIX_LEN;
-    return n > 0 && len >= n + HEADER_LEN + ABYTES && wire[n] == MSV_WIRE_RATCHET ? n : 0;
+    /* a 0x06 starts a classical session (0x05 messages), a 0x08 a post-quantum one (0x0A) */
+    if (n == 0 || len < n + HEADER_LEN + ABYTES ||
+        wire[n] != (wire[0] == MSV_WIRE_PREKEY_MSG ? MSV_WIRE_RATCHET : MSV_WIRE_PQ_RATCHET))
+        return 0;
+    return n;
+}
+
+/* A u32be id (0 is not one: Q3) and n bytes of a 0x0A header's KEM part, at *at. */
+static msv_err kem_part(const uint8_t *wire, size_t len, size_t *at, size_t n, uint32_t *id,
+                        const uint8_t **p)
+{
+    if (len - *at < 4 + n || msv_get_u32be(wire + *at) == 0)
+        return MSV_ERR_PARSE;
+    *id = msv_get_u32be(wire + *at);
+    *p = wire + *at + 4;
+    *at += 4 + n;
+    return MSV_OK;
+}
+
+msv_err msv_ratchet_header_parse(const uint8_t *wire, size_t len, struct msv_ratchet_header *h)
+{
+    struct msv_ratchet_header x = {0};
+    size_t at;
+
+    if (wire == NULL || h == NULL || len < HEADER_LEN ||
+        (wire[0] != MSV_WIRE_RATCHET && wire[0] != MSV_WIRE_PQ_RATCHET))
+        return MSV_ERR_PARSE;
+    x.version = wire[0];
+    x.dh = wire + 1;
+    x.pn = msv_get_u32be(wire + 33);
+    x.n = msv_get_u32be(wire + 37);
+    at = HEADER_LEN;
+    if (x.version == MSV_WIRE_PQ_RATCHET) {
+        uint8_t flags;
+
+        if (len < PQ_HEADER_LEN)
+            return MSV_ERR_PARSE;
+        x.step = msv_get_u32be(wire + 41);
+        flags = wire[45];
+        at = PQ_HEADER_LEN;
+        if (flags & ~(FLAG_EK | FLAG_CT))
+            return MSV_ERR_PARSE; /* Q2 */
+        if ((flags & FLAG_EK) &&
+            kem_part(wire, len, &at, MSV_MLKEM768_EK_LEN, &x.ek_id, &x.ek) != MSV_OK)
+            return MSV_ERR_PARSE;
+        if ((flags & FLAG_CT) &&
+            kem_part(wire, len, &at, MSV_MLKEM768_CT_LEN, &x.ct_id, &x.ct) != MSV_OK)
+            return MSV_ERR_PARSE;
+    }
+    /* Q4: room for the tag, and no more than the largest plaintext */
+    if (len - at < ABYTES || len - at - ABYTES > MSV_PLAINTEXT_MAX)
+        return MSV_ERR_PARSE;
+    x.len = at;
+    *h = x;
+    return MSV_OK;
 }
 
 msv_err msv_prekey_message_kem_id(const uint8_t *wire, size_t len, uint32_t *kem_id)
@@ -488,6 +597,11 @@ msv_err msv_prekey_message_kem_id(const uint8_t *wire, size_t len, uint32_t *kem
 int msv_session_is_pq(const struct msv_session *s)
 {
     return s->pq;
+}
+
+uint32_t msv_session_pq_steps(const struct msv_session *s)
+{
+    return s->steps;
 }
 
 msv_err msv_prekey_message_info(const uint8_t *wire, size_t len, uint32_t *signed_id,
@@ -508,23 +622,83 @@ int msv_session_has_base_key(const struct msv_session *s, const uint8_t base_key
 
 /* ---- sending ---- */
 
-msv_err msv_session_encrypt(struct msv_session *s, const uint8_t *pt, size_t len, uint8_t **out,
-                            size_t *out_len)
+/* A fresh KEM key to offer when one is due: MSV_PQ_REKEY_MESSAGES sent or MSV_PQ_REKEY_MS. */
+static msv_err maybe_offer(struct msv_session *s, const struct msv_rng *rng, int64_t now_ms)
 {
-    size_t pre, total;
+    uint8_t seed[MSV_MLKEM768_SEED_LEN];
+    msv_err err;
+
+    if (s->step_ms == 0)
+        s->step_ms = now_ms;
+    if (s->offering || s->has_mix ||
+        (s->sent_since_step < MSV_PQ_REKEY_MESSAGES && now_ms - s->step_ms < MSV_PQ_REKEY_MS))
+        return MSV_OK;
+    rng->fill(rng->ctx, seed, sizeof(seed));
+    err = msv_mlkem768_keygen_seed(seed, sizeof(seed), s->my_ek, s->my_dk);
+    sodium_memzero(seed, sizeof(seed));
+    if (err != MSV_OK)
+        return err;
+    s->offering = 1;
+    s->my_kem_id++;
+    s->offer_age = MSV_PQ_REPEAT; /* on this message */
+    return MSV_OK;
+}
+
+/* Writes a 0x0A header for message n of the sending chain; its length. */
+static size_t put_pq_header(struct msv_session *s, uint8_t *h, int with_ek, int with_ct)
+{
+    size_t at = PQ_HEADER_LEN;
+
+    h[0] = MSV_WIRE_PQ_RATCHET;
+    memcpy(h + 1, s->dhs_pk, 32);
+    msv_put_u32be(h + 33, s->pn);
+    msv_put_u32be(h + 37, s->ns);
+    msv_put_u32be(h + 41, s->cks_step);
+    h[45] = (uint8_t)((with_ek ? FLAG_EK : 0) | (with_ct ? FLAG_CT : 0));
+    if (with_ek) {
+        msv_put_u32be(h + at, s->my_kem_id);
+        memcpy(h + at + 4, s->my_ek, MSV_MLKEM768_EK_LEN);
+        at += 4 + MSV_MLKEM768_EK_LEN;
+    }
+    if (with_ct) {
+        msv_put_u32be(h + at, s->enc_id);
+        memcpy(h + at + 4, s->enc_ct, MSV_MLKEM768_CT_LEN);
+        at += 4 + MSV_MLKEM768_CT_LEN;
+    }
+    return at;
+}
+
+msv_err msv_session_encrypt_at(struct msv_session *s, const uint8_t *pt, size_t len,
+                               const struct msv_rng *rng, int64_t now_ms, uint8_t **out,
+                               size_t *out_len)
+{
+    size_t pre, h_len = HEADER_LEN, total;
     uint8_t mk[32], ck[32], *wire, *h;
+    int with_ek = 0, with_ct = 0;
     msv_err err;
 
     if (s == NULL || (pt == NULL && len > 0) || out == NULL)
         return MSV_ERR_INVALID;
-    pre = s->pending ? (s->pq ? PQ_PREFIX_LEN : PREFIX_LEN) : 0;
-    total = pre + HEADER_LEN + len + ABYTES;
     if (len > MSV_PLAINTEXT_MAX)
         return MSV_ERR_TOO_BIG;
     if (!s->has_cks)
         return MSV_ERR_INVALID; /* a responder sends once it has received */
     if (s->ns == UINT32_MAX)
         return MSV_ERR_TOO_BIG;
+    if (s->pq) {
+        err = maybe_offer(s, rng, now_ms);
+        if (err != MSV_OK)
+            return err;
+        /* one KEM part per message at most, the ciphertext first (it completes the peer's
+         * step): a party that is both offering and answering and never hears back still
+         * adds at most (1188 + 1092) / MSV_PQ_REPEAT + 5 bytes per message */
+        with_ct = s->has_enc && s->enc_age >= MSV_PQ_REPEAT;
+        with_ek = s->offering && s->offer_age >= MSV_PQ_REPEAT && !with_ct;
+        h_len = PQ_HEADER_LEN + (with_ek ? 4 + MSV_MLKEM768_EK_LEN : 0) +
+                (with_ct ? 4 + MSV_MLKEM768_CT_LEN : 0);
+    }
+    pre = s->pending ? (s->pq ? PQ_PREFIX_LEN : PREFIX_LEN) : 0;
+    total = pre + h_len + len + ABYTES;
     wire = malloc(total);
     if (wire == NULL)
         return MSV_ERR_NOMEM;
@@ -539,17 +713,24 @@ msv_err msv_session_encrypt(struct msv_session *s, const uint8_t *pt, size_t len
         }
     }
     h = wire + pre;
-    h[0] = MSV_WIRE_RATCHET;
-    memcpy(h + 1, s->dhs_pk, 32);
-    msv_put_u32be(h + 33, s->pn);
-    msv_put_u32be(h + 37, s->ns);
+    if (s->pq) {
+        (void)put_pq_header(s, h, with_ek, with_ct);
+    } else {
+        h[0] = MSV_WIRE_RATCHET;
+        memcpy(h + 1, s->dhs_pk, 32);
+        msv_put_u32be(h + 33, s->pn);
+        msv_put_u32be(h + 37, s->ns);
+    }
     memcpy(ck, s->cks, 32);
     err = kdf_ck(ck, mk);
     if (err == MSV_OK)
-        err = seal_with(mk, s->ad, h, pt, len, h + HEADER_LEN);
+        err = seal_with(mk, s->ad, h, h_len, pt, len, h + h_len);
     if (err == MSV_OK) {
         memcpy(s->cks, ck, 32);
         s->ns++;
+        s->sent_since_step += s->sent_since_step < UINT32_MAX;
+        s->offer_age = with_ek ? 1 : s->offer_age + (s->offer_age < UINT32_MAX);
+        s->enc_age = with_ct ? 1 : s->enc_age + (s->enc_age < UINT32_MAX);
         *out = wire;
         *out_len = total;
         wire = NULL;
@@ -558,6 +739,12 @@ msv_err msv_session_encrypt(struct msv_session *s, const uint8_t *pt, size_t len
     sodium_memzero(ck, sizeof(ck));
     free(wire);
     return err;
+}
+
+msv_err msv_session_encrypt(struct msv_session *s, const uint8_t *pt, size_t len, uint8_t **out,
+                            size_t *out_len)
+{
+    return msv_session_encrypt_at(s, pt, len, &msv_rng_system, msv_wall_ms(), out, out_len);
 }
 
 /* ---- receiving ---- */
@@ -595,7 +782,50 @@ static msv_err skip_keys(struct msv_session *s, uint32_t until)
     return MSV_OK;
 }
 
-static msv_err dh_ratchet(struct msv_session *s, const uint8_t their[32], const struct msv_rng *rng)
+/*
+ * The receiving root step of a new chain: with the secret of our encapsulation
+ * that the chain's header names (step), or without one (step 0). A step we did
+ * not encapsulate for is a forgery.
+ */
+static msv_err receiving_root_step(struct msv_session *s, const uint8_t dh_out[32], uint32_t step)
+{
+    msv_err err;
+
+    if (step == 0)
+        return kdf_rk(s->rk, dh_out, s->ckr);
+    if (!s->has_enc || s->enc_id != step)
+        return MSV_ERR_AUTH;
+    err = kdf_rk_pq(s->rk, dh_out, s->enc_ss, step, s->ckr);
+    if (err == MSV_OK) {
+        s->has_enc = 0;
+        sodium_memzero(s->enc_ss, sizeof(s->enc_ss));
+        s->steps++;
+    }
+    return err;
+}
+
+/* The sending root step of our new chain: with the secret we decapsulated, if one waits. */
+static msv_err sending_root_step(struct msv_session *s, const uint8_t dh_out[32])
+{
+    msv_err err;
+
+    s->cks_step = 0;
+    if (!s->pq || !s->has_mix)
+        return kdf_rk(s->rk, dh_out, s->cks);
+    err = kdf_rk_pq(s->rk, dh_out, s->mix_ss, s->mix_id, s->cks);
+    if (err == MSV_OK) {
+        s->cks_step = s->mix_id;
+        s->has_mix = 0;
+        sodium_memzero(s->mix_ss, sizeof(s->mix_ss));
+        s->steps++;
+        s->sent_since_step = 0;
+        s->step_ms = 0; /* counted from the next message sent */
+    }
+    return err;
+}
+
+static msv_err dh_ratchet(struct msv_session *s, const uint8_t their[32], uint32_t step,
+                          const struct msv_rng *rng)
 {
     uint8_t dh_out[32];
     msv_err err;
@@ -615,14 +845,14 @@ static msv_err dh_ratchet(struct msv_session *s, const uint8_t their[32], const 
     s->has_dhr = 1;
     err = dh(dh_out, s->dhs_sk, s->dhr);
     if (err == MSV_OK)
-        err = kdf_rk(s->rk, dh_out, s->ckr);
+        err = receiving_root_step(s, dh_out, step);
     if (err == MSV_OK) {
         s->has_ckr = 1;
         new_key_pair(rng, s->dhs_sk, s->dhs_pk);
         err = dh(dh_out, s->dhs_sk, s->dhr);
     }
     if (err == MSV_OK)
-        err = kdf_rk(s->rk, dh_out, s->cks);
+        err = sending_root_step(s, dh_out);
     if (err == MSV_OK)
         s->has_cks = 1;
     sodium_memzero(dh_out, sizeof(dh_out));
@@ -641,23 +871,110 @@ static int used_before(const struct msv_session *s, const uint8_t *dh_pk, uint32
     return 0;
 }
 
+/* 1 if dh_pk names a receiving chain s has: the current one, an earlier one or a skipped key's. */
+static int known_chain(const struct msv_session *s, const uint8_t *dh_pk)
+{
+    if (s->has_ckr && sodium_memcmp(dh_pk, s->dhr, 32) == 0)
+        return 1;
+    for (unsigned i = 0; i < s->n_prev; i++) {
+        if (sodium_memcmp(dh_pk, s->prev_dh[i], 32) == 0)
+            return 1;
+    }
+    for (size_t i = 0; i < s->n_skipped; i++) {
+        if (sodium_memcmp(dh_pk, s->skipped[i].dh, 32) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* The header kind s accepts: 0x0A in a post-quantum session (0x05 only in the chains of a
+ * legacy one), 0x05 in a classical one. */
+static int header_allowed(const struct msv_session *s, const struct msv_ratchet_header *h)
+{
+    if (!s->pq)
+        return h->version == MSV_WIRE_RATCHET;
+    return h->version == MSV_WIRE_PQ_RATCHET || (s->legacy && known_chain(s, h->dh));
+}
+
+int msv_session_is_downgrade(const struct msv_session *s, const uint8_t *wire, size_t len)
+{
+    struct msv_ratchet_header h;
+    size_t pre = 0;
+
+    if (s == NULL || wire == NULL || len == 0 || !s->pq)
+        return 0;
+    if (wire[0] == MSV_WIRE_PREKEY_MSG)
+        return 1; /* a classical start in place of ours */
+    if (wire[0] == MSV_WIRE_PQ_PREKEY_MSG)
+        pre = PQ_PREFIX_LEN;
+    if (len < pre || msv_ratchet_header_parse(wire + pre, len - pre, &h) != MSV_OK)
+        return 0;
+    return !header_allowed(s, &h);
+}
+
+/*
+ * A ciphertext to our offer is decapsulated (into the copy of the session a
+ * message is read with, before its DH step: a new chain of ours then mixes
+ * it in at once); its secret waits for our next sending chain. Copies that
+ * come again change nothing.
+ */
+static msv_err take_ciphertext(struct msv_session *s, const struct msv_ratchet_header *h)
+{
+    msv_err err;
+
+    if (h->ct == NULL || !s->offering || h->ct_id != s->my_kem_id)
+        return MSV_OK;
+    err = msv_mlkem768_decaps(s->my_dk, sizeof(s->my_dk), h->ct, MSV_MLKEM768_CT_LEN, s->mix_ss);
+    if (err != MSV_OK)
+        return MSV_ERR_AUTH;
+    s->has_mix = 1;
+    s->mix_id = h->ct_id;
+    s->offering = 0;
+    sodium_memzero(s->my_dk, sizeof(s->my_dk));
+    return MSV_OK;
+}
+
+/*
+ * After a message read: an offered key we have not answered yet gets our
+ * encapsulation, carried from our next message on. Copies that come again,
+ * and keys older than one answered, change nothing.
+ */
+static msv_err take_offer(struct msv_session *s, const struct msv_ratchet_header *h,
+                          const struct msv_rng *rng)
+{
+    uint8_t coins[MSV_MLKEM768_COINS_LEN];
+    msv_err err = MSV_OK;
+
+    if (h->ek != NULL && h->ek_id > s->peer_kem_done && !s->has_enc) {
+        rng->fill(rng->ctx, coins, sizeof(coins));
+        /* FIPS 203 7.2's input check: a key that fails it is the peer's forgery */
+        err = msv_mlkem768_encaps_coins(h->ek, MSV_MLKEM768_EK_LEN, coins, s->enc_ct, s->enc_ss);
+        sodium_memzero(coins, sizeof(coins));
+        if (err != MSV_OK)
+            return MSV_ERR_AUTH;
+        s->has_enc = 1;
+        s->enc_id = h->ek_id;
+        s->peer_kem_done = h->ek_id;
+        s->enc_age = MSV_PQ_REPEAT; /* on our next message */
+    }
+    return err;
+}
+
 /* Decrypts header || ciphertext into a copy of s, which replaces s on success. */
-static msv_err decrypt_message(struct msv_session *s, const uint8_t *h, size_t len,
+static msv_err decrypt_message(struct msv_session *s, const uint8_t *wire, size_t len,
                                const struct msv_rng *rng, uint8_t **pt, size_t *pt_len)
 {
-    const uint8_t *dh_pk = h + 1;
-    uint32_t pn, n;
+    struct msv_ratchet_header h;
+    const uint8_t *body;
     size_t ct_len, out_len;
     struct msv_session *t = NULL;
     uint8_t mk[32], *out = NULL;
     msv_err err;
 
-    if (len < HEADER_LEN + ABYTES || h[0] != MSV_WIRE_RATCHET ||
-        len - HEADER_LEN - ABYTES > MSV_PLAINTEXT_MAX)
+    if (msv_ratchet_header_parse(wire, len, &h) != MSV_OK || !header_allowed(s, &h))
         return MSV_ERR_AUTH;
-    pn = msv_get_u32be(h + 33);
-    n = msv_get_u32be(h + 37);
-    ct_len = len - HEADER_LEN;
+    body = wire + h.len;
+    ct_len = len - h.len;
     out_len = ct_len - ABYTES;
     out = malloc(out_len + 1);
     if (out == NULL)
@@ -671,9 +988,9 @@ static msv_err decrypt_message(struct msv_session *s, const uint8_t *h, size_t l
     for (size_t i = 0; i < t->n_skipped; i++) {
         struct skipped_key *k = &t->skipped[i];
 
-        if (k->n != n || sodium_memcmp(k->dh, dh_pk, 32) != 0)
+        if (k->n != h.n || sodium_memcmp(k->dh, h.dh, 32) != 0)
             continue;
-        err = open_with(k->mk, t->ad, h, h + HEADER_LEN, ct_len, out);
+        err = open_with(k->mk, t->ad, &h, body, ct_len, out);
         if (err == MSV_OK) {
             sodium_memzero(k, sizeof(*k));
             memmove(k, k + 1, (t->n_skipped - i - 1) * sizeof(*k));
@@ -681,26 +998,36 @@ static msv_err decrypt_message(struct msv_session *s, const uint8_t *h, size_t l
         }
         goto done;
     }
-    if (used_before(t, dh_pk, n)) {
+    if (used_before(t, h.dh, h.n)) {
         err = MSV_ERR_REPLAY;
         goto done;
     }
-    if (!t->has_dhr || sodium_memcmp(dh_pk, t->dhr, 32) != 0 || !t->has_ckr) {
-        err = skip_keys(t, pn);
-        if (err == MSV_OK)
-            err = dh_ratchet(t, dh_pk, rng);
+    if (t->pq) {
+        err = take_ciphertext(t, &h);
         if (err != MSV_OK)
             goto done;
     }
-    err = skip_keys(t, n);
+    if (!t->has_dhr || sodium_memcmp(h.dh, t->dhr, 32) != 0 || !t->has_ckr) {
+        err = skip_keys(t, h.pn);
+        if (err == MSV_OK)
+            err = dh_ratchet(t, h.dh, h.step, rng);
+        if (err != MSV_OK)
+            goto done;
+    }
+    err = skip_keys(t, h.n);
     if (err == MSV_OK)
         err = kdf_ck(t->ckr, mk);
     if (err == MSV_OK)
-        err = open_with(mk, t->ad, h, h + HEADER_LEN, ct_len, out);
+        err = open_with(mk, t->ad, &h, body, ct_len, out);
     if (err == MSV_OK)
         t->nr++;
 done:
     sodium_memzero(mk, sizeof(mk));
+    if (err == MSV_OK && t->pq) {
+        err = take_ciphertext(t, &h); /* carried by a message read with a skipped key */
+        if (err == MSV_OK)
+            err = take_offer(t, &h, rng);
+    }
     if (err == MSV_OK) {
         t->pending = 0; /* the peer answered: the session is established */
         /* t takes s's place: swap the contents, then free what was s */
@@ -865,12 +1192,47 @@ msv_err msv_session_respond(const struct msv_identity *me, const struct msv_publ
 /* ---- storage ---- */
 
 #define STATE_MAGIC "MSVR"
-#define STATE_VERSION 2 /* 1: no hybrid part (read as a classical session) */
+/* 1: no hybrid part (read as a classical session); 2: no post-quantum ratchet (a hybrid one
+ * is read as a legacy post-quantum ratchet session) */
+#define STATE_VERSION 3
 #define FLAG_DHR 1u
 #define FLAG_CKS 2u
 #define FLAG_CKR 4u
 #define FLAG_PENDING 8u
 #define FLAG_THEIR_BASE 16u
+
+#define PQ_OFFERING 1u
+#define PQ_MIX 2u
+#define PQ_ENC 4u
+#define PQ_LEGACY 8u
+
+/* Version 3's post-quantum ratchet part (docs/crypto.md, "The post-quantum ratchet"). */
+static void export_pq_ratchet(const struct msv_session *s, struct msv_buf *b)
+{
+    msv_buf_put_u8(b, (uint8_t)((s->offering ? PQ_OFFERING : 0) | (s->has_mix ? PQ_MIX : 0) |
+                                (s->has_enc ? PQ_ENC : 0) | (s->legacy ? PQ_LEGACY : 0)));
+    msv_buf_put_u32be(b, s->cks_step);
+    msv_buf_put_u32be(b, s->steps);
+    msv_buf_put_u32be(b, s->my_kem_id);
+    msv_buf_put_u32be(b, s->offer_age);
+    if (s->offering) {
+        msv_buf_put(b, s->my_ek, MSV_MLKEM768_EK_LEN);
+        msv_buf_put(b, s->my_dk, MSV_MLKEM768_DK_LEN);
+    }
+    msv_buf_put_u32be(b, s->mix_id);
+    if (s->has_mix)
+        msv_buf_put(b, s->mix_ss, 32);
+    msv_buf_put_u32be(b, s->enc_id);
+    msv_buf_put_u32be(b, s->peer_kem_done);
+    msv_buf_put_u32be(b, s->enc_age);
+    if (s->has_enc) {
+        msv_buf_put(b, s->enc_ct, MSV_MLKEM768_CT_LEN);
+        msv_buf_put(b, s->enc_ss, 32);
+    }
+    msv_buf_put_u32be(b, s->sent_since_step);
+    msv_buf_put_u32be(b, (uint32_t)((uint64_t)s->step_ms >> 32));
+    msv_buf_put_u32be(b, (uint32_t)s->step_ms);
+}
 
 msv_err msv_session_export(const struct msv_session *s, uint8_t **out, size_t *out_len)
 {
@@ -901,6 +1263,7 @@ msv_err msv_session_export(const struct msv_session *s, uint8_t **out, size_t *o
     msv_buf_put(&b, s->kem_ct_hash, 32);
     if (s->pq && s->pending)
         msv_buf_put(&b, s->kem_ct, MSV_MLKEM768_CT_LEN);
+    export_pq_ratchet(s, &b);
     msv_buf_put_u8(&b, s->n_prev);
     for (unsigned i = 0; i < s->n_prev; i++) {
         msv_buf_put(&b, s->prev_dh[i], 32);
@@ -923,6 +1286,43 @@ static msv_err read_fixed(struct msv_reader *r, void *to, size_t n)
         return MSV_ERR_PARSE;
     memcpy(to, p, n);
     return MSV_OK;
+}
+
+static msv_err import_pq_ratchet(struct msv_reader *r, struct msv_session *s)
+{
+    uint8_t f = 0;
+    uint32_t hi = 0, lo = 0;
+    uint64_t when;
+    int bad = msv_reader_u8(r, &f) != MSV_OK || f > 15;
+
+    bad |= msv_reader_u32be(r, &s->cks_step) != MSV_OK;
+    bad |= msv_reader_u32be(r, &s->steps) != MSV_OK;
+    bad |= msv_reader_u32be(r, &s->my_kem_id) != MSV_OK;
+    bad |= msv_reader_u32be(r, &s->offer_age) != MSV_OK;
+    if (!bad && (f & PQ_OFFERING)) {
+        bad |= read_fixed(r, s->my_ek, MSV_MLKEM768_EK_LEN) != MSV_OK;
+        bad |= read_fixed(r, s->my_dk, MSV_MLKEM768_DK_LEN) != MSV_OK;
+    }
+    bad |= msv_reader_u32be(r, &s->mix_id) != MSV_OK;
+    if (!bad && (f & PQ_MIX))
+        bad |= read_fixed(r, s->mix_ss, 32) != MSV_OK;
+    bad |= msv_reader_u32be(r, &s->enc_id) != MSV_OK;
+    bad |= msv_reader_u32be(r, &s->peer_kem_done) != MSV_OK;
+    bad |= msv_reader_u32be(r, &s->enc_age) != MSV_OK;
+    if (!bad && (f & PQ_ENC)) {
+        bad |= read_fixed(r, s->enc_ct, MSV_MLKEM768_CT_LEN) != MSV_OK;
+        bad |= read_fixed(r, s->enc_ss, 32) != MSV_OK;
+    }
+    bad |= msv_reader_u32be(r, &s->sent_since_step) != MSV_OK;
+    bad |= msv_reader_u32be(r, &hi) != MSV_OK;
+    bad |= msv_reader_u32be(r, &lo) != MSV_OK;
+    when = (uint64_t)hi << 32 | lo;
+    s->offering = (f & PQ_OFFERING) != 0;
+    s->has_mix = (f & PQ_MIX) != 0;
+    s->has_enc = (f & PQ_ENC) != 0;
+    s->legacy = (f & PQ_LEGACY) != 0;
+    s->step_ms = (int64_t)(when & INT64_MAX);
+    return bad ? MSV_ERR_PARSE : MSV_OK;
 }
 
 msv_err msv_session_import(const uint8_t *in, size_t len, struct msv_session **out)
@@ -952,15 +1352,19 @@ msv_err msv_session_import(const uint8_t *in, size_t len, struct msv_session **o
     bad |= msv_reader_u32be(&r, &s->spk_id) != MSV_OK;
     bad |= msv_reader_u32be(&r, &s->opk_id) != MSV_OK;
     bad |= read_fixed(&r, s->their_base, 32) != MSV_OK;
-    if (!bad && version == STATE_VERSION) {
+    if (!bad && version >= 2) {
         bad |= msv_reader_u8(&r, &s->pq) != MSV_OK || s->pq > 1;
         bad |= msv_reader_u32be(&r, &s->kem_id) != MSV_OK;
         bad |= read_fixed(&r, s->kem_ct_hash, 32) != MSV_OK;
         if (!bad && s->pq && (flags & FLAG_PENDING))
             bad |= read_fixed(&r, s->kem_ct, MSV_MLKEM768_CT_LEN) != MSV_OK;
     }
+    if (!bad && version == STATE_VERSION)
+        bad |= import_pq_ratchet(&r, s) != MSV_OK;
+    else if (!bad && s->pq)
+        s->legacy = 1; /* its chains so far bring 0x05 messages; new ones are post-quantum */
     bad |= msv_reader_u8(&r, &s->n_prev) != MSV_OK;
-    if (bad || memcmp(magic, STATE_MAGIC, 4) != 0 || (version != 1 && version != STATE_VERSION) ||
+    if (bad || memcmp(magic, STATE_MAGIC, 4) != 0 || version < 1 || version > STATE_VERSION ||
         s->n_prev > PREV_CHAINS || flags > 31)
         goto bad;
     for (unsigned i = 0; i < s->n_prev; i++) {
