@@ -129,6 +129,38 @@ static void test_hybrid_round_trip(void **state)
 }
 
 /* Every byte changed, every length cut: neither layer opens. */
+/*
+ * The largest inner envelope a session makes: a hybrid first message's prefix and a
+ * post-quantum ratchet header offering a KEM key around the largest plaintext, sealed and read;
+ * 4 KiB beyond the plaintext limit is refused. Before, 1 KiB was the margin, less than the
+ * prefix alone.
+ */
+static void test_largest_inner_envelope(void **state)
+{
+    struct device alice, bob;
+    size_t big = MSV_PLAINTEXT_MAX + 1133 + 1234 + 16, len = 0;
+    uint8_t *env = malloc(MSV_PLAINTEXT_MAX + 4097), *wire = NULL;
+
+    (void)state;
+    assert_non_null(env);
+    device_new(&alice, 1, 5);
+    device_new(&bob, 1, 9);
+    memset(env, 0x2a, MSV_PLAINTEXT_MAX + 4097);
+    assert_int_equal(msv_sealed_wrap_pq(alice.id, msv_identity_public(bob.id), &bob.key,
+                                        "alice@example.org", 7, env, big, &wire, &len),
+                     MSV_OK);
+    assert_int_equal(bob_reads(&bob, &alice, wire, len, env, big), MSV_OK);
+    free(wire);
+    wire = NULL;
+    assert_int_not_equal(msv_sealed_wrap_pq(alice.id, msv_identity_public(bob.id), &bob.key,
+                                            "alice@example.org", 7, env, MSV_PLAINTEXT_MAX + 4097,
+                                            &wire, &len),
+                         MSV_OK);
+    free(env);
+    device_free(&alice);
+    device_free(&bob);
+}
+
 static void test_hybrid_every_byte(void **state)
 {
     struct device alice, bob;
@@ -324,6 +356,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hybrid_round_trip),
         cmocka_unit_test(test_hybrid_every_byte),
+        cmocka_unit_test(test_largest_inner_envelope),
         cmocka_unit_test(test_classical_to_pq_refused),
         cmocka_unit_test(test_classical_device_stays_classical),
         cmocka_unit_test(test_wrong_kem_key),

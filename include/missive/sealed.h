@@ -45,7 +45,7 @@ struct msv_sealing_key {
     uint8_t ek[1184];
 };
 
-/* Wraps envelope (of at most MSV_PLAINTEXT_MAX + 1 KiB bytes) from a modern sender for a
+/* Wraps envelope (of at most MSV_PLAINTEXT_MAX + 4 KiB bytes) from a modern sender for a
  * modern recipient of an earlier version (no [8]: MSV_ERR_INVALID for one with it).
  * *out: caller frees with free(). */
 MSV_MUST_CHECK msv_err msv_sealed_wrap(const struct msv_identity *sender,

@@ -31,7 +31,9 @@
 #define HEAD_AT_V7 33                                /* 0x07 || E */
 #define HEAD_AT_V9 (KEM_CT_AT + MSV_MLKEM768_CT_LEN) /* 0x09 || E || id || CT */
 #define BODY_AT_MAX (HEAD_AT_V9 + HEAD_CT)
-#define INNER_MAX (MSV_PLAINTEXT_MAX + 1024)
+/* the largest inner envelope: a hybrid session's first message (its 1,133-byte prefix) with a
+ * post-quantum ratchet header offering a KEM key (1,234 bytes) around the largest plaintext */
+#define INNER_MAX (MSV_PLAINTEXT_MAX + 4096)
 #define KN_LEN 56     /* XChaCha20-Poly1305 key || nonce */
 #define TAIL_LEN 96   /* SHA-256(KEM key) || SHA-256(CT) || H(recipient) */
 #define DK_EK_AT 1152 /* FIPS 203: dk = dk_PKE (384 k) || ek || H(ek) || z */
