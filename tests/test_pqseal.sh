@@ -58,7 +58,7 @@ q "INSERT INTO queue (device_id, sender_device, sender_handle, suite, ciphertext
 expect 0 "bob receives the stripped envelope" -- as bob receive
 grep -q "sealed to bob" out.txt && bad "a stripped envelope was read: $(cat out.txt)" || ok
 grep -q "alice" out.txt err.txt && bad "the refusal names someone: $(cat out.txt err.txt)" || ok
-grep -q "WARNING: a sealed envelope came made classically to this device" err.txt && ok ||
+grep -q "WARNING: 1 sealed envelope(s) came that this device cannot open, naming nobody: 1 made classically" err.txt && ok ||
     bad "bob is told, naming nobody: $(cat err.txt)"
 [ "$(refused bob)" = 0000000000000001 ] && ok || bad "the downgrade was counted: $(refused bob)"
 [ "$(q "SELECT COUNT(*) FROM queue WHERE device_id = $bob_dev")" = 0 ] && ok || bad "dropped, not left queued"

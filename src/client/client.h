@@ -51,7 +51,8 @@ struct msv_client {
     /*
      * sealed envelopes came that this device cannot open, naming nobody: sealed classically
      * to this post-quantum device (refused as a downgrade), or to a post-quantum key it does
-     * not hold; counted, and said at most once a minute; may be NULL
+     * not hold; counted, and said at most once a minute (what a minute holds back is said at a
+     * later receive's end); may be NULL
      */
     void (*on_unopened)(void *ctx, const char *warning);
     int64_t unopened_said_ms; /* when on_unopened was last called (monotonic ms) */
@@ -713,5 +714,7 @@ uint64_t msv_client_unsealed_sends(struct msv_client *c);
 uint64_t msv_client_sealed_downgrades(struct msv_client *c);
 /* How many sealed envelopes came sealed to a post-quantum key this device does not hold. */
 uint64_t msv_client_sealed_unopenable(struct msv_client *c);
+/* Tells on_unopened of such envelopes not told of yet (at most once a minute per process). */
+void msv_client_tell_unopened(struct msv_client *c);
 
 #endif

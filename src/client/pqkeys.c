@@ -141,24 +141,26 @@ static msv_err kept_secret(struct msv_client_db *copy, const char *which, char n
 }
 
 /*
- * A backup keeps the last-resort KEM secrets (the one in use and the one before), as it
+ * A backup keeps the last-resort KEM secrets (the one in use, the one before and a pending
+ * one), as it
  * keeps the identity key: senders seal to them for days (docs/crypto.md, "Hybrid sealed
  * sender"), and a restored device that lacked them could open none of what they sealed. The
  * one-time ones are left out, as X25519 one-time prekeys are.
  */
 msv_err msv_pqkeys_strip_backup_copy(struct msv_client_db *copy)
 {
-    static const char *const which[2] = {"kem-last-resort", "kem-last-resort-old"};
-    char names[2][40];
-    uint8_t *secrets[2] = {NULL, NULL};
-    size_t lens[2] = {0, 0};
+    static const char *const which[3] = {"kem-last-resort", "kem-last-resort-old",
+                                         "kem-last-resort-pending"};
+    char names[3][40];
+    uint8_t *secrets[3] = {NULL, NULL, NULL};
+    size_t lens[3] = {0, 0, 0};
     msv_err err = MSV_OK;
 
-    for (int i = 0; err == MSV_OK && i < 2; i++)
+    for (int i = 0; err == MSV_OK && i < 3; i++)
         err = kept_secret(copy, which[i], names[i], &secrets[i], &lens[i]);
     if (err == MSV_OK)
         err = msv_client_db_unset_prefix(copy, "kem-prekey:");
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         if (err == MSV_OK && secrets[i] != NULL)
             err = msv_client_db_set(copy, names[i], secrets[i], lens[i]);
         if (secrets[i] != NULL)
@@ -201,6 +203,8 @@ static msv_err last_resort_replaced(struct msv_client *c, uint32_t id)
     char key[40];
     msv_err err = MSV_OK;
 
+    if (id == client_setting_u32(c->db, "kem-last-resort"))
+        return MSV_OK; /* recorded already (a publish that stopped before it cleared pending) */
     if (last_resort_name(c->db, "kem-last-resort-old", key) == MSV_OK)
         err = msv_client_db_unset(c->db, key);
     if (err == MSV_OK && msv_client_db_get(c->db, "kem-last-resort", &v, &len) == MSV_OK &&
@@ -293,12 +297,14 @@ msv_err msv_pqkeys_refused(struct msv_client *c, const struct msv_prekey_set *se
     return err;
 }
 
-msv_err msv_pqkeys_reconcile(struct msv_client *c, uint32_t held)
+msv_err msv_pqkeys_reconcile(struct msv_client *c, uint32_t held, int has, int *stale)
 {
     uint32_t pending = client_setting_u32(c->db, "kem-last-resort-pending");
     char key[40];
     msv_err err = MSV_OK;
 
+    if (!msv_public_identity_is_pq(msv_identity_public(c->id)) || (has && held == 0))
+        return MSV_OK; /* nothing of the kind, or a server that does not say which it holds */
     /* an upload whose answer was lost put it in use */
     if (pending != 0 && held == pending)
         err = last_resort_replaced(c, held);
@@ -309,5 +315,7 @@ msv_err msv_pqkeys_reconcile(struct msv_client *c, uint32_t held)
     }
     if (err == MSV_OK && pending != 0)
         err = msv_client_db_unset(c->db, "kem-last-resort-pending");
+    if (err == MSV_OK && held != 0 && held != client_setting_u32(c->db, "kem-last-resort"))
+        *stale = 1;
     return err;
 }

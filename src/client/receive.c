@@ -1128,6 +1128,7 @@ static msv_err receive_done(struct msv_client *c,
 {
     size_t expired = 0;
 
+    msv_client_tell_unopened(c); /* what the once-a-minute rule held back */
     if (c->conn != NULL && msv_conn_has_dropped(c->conn)) {
         msv_conn_close(c->conn);
         c->conn = NULL;
@@ -1146,6 +1147,7 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
                        (c->receive_max_ms > 0 ? c->receive_max_ms : MSV_CLIENT_RECEIVE_MAX_MS);
 
     uint64_t sync_id = 0, last_acked = 0;
+    const struct msv_conn *sync_conn = NULL;
 
     *count = 0;
     if (err == MSV_OK) /* what a process stopped before: shown, and its receipt owed */
@@ -1157,6 +1159,7 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
         req.body_case = MSV__WIRE__FRAME__BODY_QUEUE_SYNC;
         req.queue_sync = &sync;
         err = msv_conn_send_request(c->conn, &req, &sync_id);
+        sync_conn = c->conn;
     }
     while (err == MSV_OK) {
         msv_frame *f = NULL;
@@ -1173,6 +1176,8 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
             return receive_done(c, on_message, ctx); /* quiet for timeout_ms: done */
         if (err != MSV_OK)
             break;
+        if (c->conn != sync_conn)
+            sync_id = 0; /* a receipt's retries replaced the connection: its answer is lost */
         if (sync_id != 0 && f->request_id == sync_id) {
             /* all that was queued came before this answer, and was taken; a server that does
              * not know the request leaves the quiet window to end the receive */
@@ -1181,10 +1186,11 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
             msv_frame_free(f);
             sync_id = 0;
             /* the acknowledgements went without answers: the last one again, answered once
-             * the server has committed it and all before it */
-            if (synced && last_acked != 0)
-                err = msv_request_ack_committed(c->conn, &last_acked, TIMEOUT_MS);
-            if (synced && err == MSV_OK)
+             * the server has committed it (a failure only means redeliveries, recognised) */
+            if (synced && last_acked != 0 &&
+                msv_request_ack_committed(c->conn, &last_acked, TIMEOUT_MS) != MSV_OK)
+                last_acked = 0; /* nothing more to do: the receive is done either way */
+            if (synced)
                 return receive_done(c, on_message, ctx);
             continue;
         }

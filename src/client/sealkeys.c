@@ -9,7 +9,9 @@
  *
  * Settings used: "seal-kem:<device>:<hex identity hash>" (u64be fetched at
  * || u32be id || encapsulation key), "sealed-downgrades-refused" (u64be),
- * "sealed-unopenable" (u64be: sealed to a KEM key this device does not hold).
+ * "sealed-unopenable" (u64be: sealed to a KEM key this device does not hold),
+ * "sealed-downgrades-said", "sealed-unopenable-said" (u64be: how many of each the user was
+ * told of).
  */
 #include "client/internal.h"
 #include "client/requests.h"
@@ -35,6 +37,8 @@
 #define CACHED_LEN (8 + 4 + MSV_MLKEM768_EK_LEN)
 #define REFUSED "sealed-downgrades-refused"
 #define UNOPENABLE "sealed-unopenable"
+#define SAID_REFUSED "sealed-downgrades-said"    /* of REFUSED, how many the user was told of */
+#define SAID_UNOPENABLE "sealed-unopenable-said" /* of UNOPENABLE, the same */
 #define UNOPENED_SAID_EVERY_MS 60000
 
 static void cache_name(uint64_t device_id, const struct msv_public_identity *pub, char key[120])
@@ -89,10 +93,12 @@ static msv_err fetch(struct msv_client *c, uint64_t device_id,
 
     if (err == MSV_OK)
         err = msv_request_prekey_claim(c->conn, &device_id, 1, 1, TIMEOUT_MS, &resp, &c->why);
-    if (err == MSV_ERR_NOMEM)
-        return err;
-    if (err != MSV_OK) /* busy, limited or unreachable: not a key withheld */
-        return MSV_ERR_IO;
+    if (err == MSV_ERR_NOMEM || err == MSV_ERR_IO)
+        return err; /* unreachable: not a key withheld */
+    if (err == MSV_ERR_INVALID && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED)
+        return MSV_ERR_IO; /* "slow down": the send waits */
+    if (err != MSV_OK)
+        return MSV_ERR_AUTH; /* any other refusal withholds the key */
     err = MSV_ERR_NOT_FOUND;
     for (size_t i = 0; i < resp->prekey_bundles->n_bundles; i++) {
         const Msv__Wire__KemPrekey *k = resp->prekey_bundles->bundles[i]->kem;
@@ -210,41 +216,57 @@ uint64_t msv_client_sealed_unopenable(struct msv_client *c)
     return client_counter(c, UNOPENABLE);
 }
 
-/*
- * Counts a sealed envelope this device cannot open (counter REFUSED or UNOPENABLE) and tells
- * the user, at most once a minute: it names nobody (nothing in it authenticates), so all that
- * can be said is that something did not arrive. MSV_ERR_AUTH once counted.
- */
-static msv_err unopened(struct msv_client *c, const char *counter)
+static msv_err set_counter(struct msv_client *c, const char *name, uint64_t n)
 {
-    uint64_t n = client_counter(c, counter) + 1;
-    int64_t now = msv_mono_ms();
-    char warning[400];
     uint8_t v[8];
-    msv_err err;
 
     msv_put_u64be(v, n);
-    err = msv_client_db_set(c->db, counter, v, sizeof(v));
+    return msv_client_db_set(c->db, name, v, sizeof(v));
+}
+
+/*
+ * Tells the user of the sealed envelopes this device could not open since it last did
+ * (counters REFUSED and UNOPENABLE against what SAID records), at most once a minute per
+ * process: they name nobody (nothing in them authenticates), so all that can be said is that
+ * something did not arrive. What a minute holds back is told by the next call after it, or by
+ * the end of a receive (msv_client_tell_unopened).
+ */
+void msv_client_tell_unopened(struct msv_client *c)
+{
+    uint64_t refused = client_counter(c, REFUSED), unopenable = client_counter(c, UNOPENABLE);
+    uint64_t said_refused = client_counter(c, SAID_REFUSED),
+             said_unopenable = client_counter(c, SAID_UNOPENABLE);
+    int64_t now = msv_mono_ms();
+    char warning[600];
+
+    if (c->on_unopened == NULL || (refused <= said_refused && unopenable <= said_unopenable) ||
+        (c->unopened_said_ms != 0 && now - c->unopened_said_ms < UNOPENED_SAID_EVERY_MS))
+        return;
+    if (set_counter(c, SAID_REFUSED, refused) != MSV_OK ||
+        set_counter(c, SAID_UNOPENABLE, unopenable) != MSV_OK)
+        return; /* told next time */
+    c->unopened_said_ms = now;
+    snprintf(warning, sizeof(warning),
+             "%llu sealed envelope(s) came that this device cannot open, naming nobody: %llu made "
+             "classically to this device, which speaks post-quantum only (a server that strips "
+             "the post-quantum part does this), %llu sealed to a post-quantum key this device "
+             "does not hold (an old or never published one). Their senders cannot be known; if a "
+             "message is missing, ask for it again",
+             (unsigned long long)(refused - said_refused + unopenable - said_unopenable),
+             (unsigned long long)(refused - said_refused),
+             (unsigned long long)(unopenable - said_unopenable));
+    c->on_unopened(c->ctx, warning);
+}
+
+/* Counts a sealed envelope this device cannot open (counter REFUSED or UNOPENABLE), and tells
+ * the user; MSV_ERR_AUTH once counted. */
+static msv_err unopened(struct msv_client *c, const char *counter)
+{
+    msv_err err = set_counter(c, counter, client_counter(c, counter) + 1);
+
     if (err != MSV_OK)
         return err;
-    if (c->on_unopened == NULL ||
-        (c->unopened_said_ms != 0 && now - c->unopened_said_ms < UNOPENED_SAID_EVERY_MS))
-        return MSV_ERR_AUTH;
-    c->unopened_said_ms = now;
-    if (strcmp(counter, REFUSED) == 0)
-        snprintf(warning, sizeof(warning),
-                 "a sealed envelope came made classically to this device, which speaks "
-                 "post-quantum only: refused, unread (%llu so far). Its sender cannot be known; "
-                 "a server that strips the post-quantum part does this. If a message is missing, "
-                 "ask for it again",
-                 (unsigned long long)n);
-    else
-        snprintf(warning, sizeof(warning),
-                 "a sealed envelope came sealed to a post-quantum key this device does not hold "
-                 "(an old or never published one): unread (%llu so far). Its sender cannot be "
-                 "known. If a message is missing, ask for it again",
-                 (unsigned long long)n);
-    c->on_unopened(c->ctx, warning);
+    msv_client_tell_unopened(c);
     return MSV_ERR_AUTH;
 }
 

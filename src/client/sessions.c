@@ -421,6 +421,8 @@ static msv_err signed_prekey_replaced(struct msv_client *c, uint32_t id, int64_t
     char key[32];
     msv_err err = MSV_OK;
 
+    if (id == current)
+        return MSV_OK; /* recorded already (a publish that stopped before it cleared pending) */
     if (old != 0) {
         prekey_name(old, key);
         err = msv_client_db_unset(c->db, key);
@@ -434,15 +436,19 @@ static msv_err signed_prekey_replaced(struct msv_client *c, uint32_t id, int64_t
 /*
  * What the server says it holds (held: its signed prekey's id) settles an upload whose answer
  * was lost: the pending key, if the server holds it, becomes the one in use; else its secret
- * goes. The same for the last-resort KEM prekey.
+ * goes. The same for the last-resort KEM prekey. *stale: the server holds a key that is not
+ * the one in use here (its database restored from a backup, say): a new one is due. A server
+ * that does not say which it holds (id 0 with has_signed) settles nothing.
  */
-static msv_err reconcile(struct msv_client *c, const struct msv_prekey_counts *held)
+static msv_err reconcile(struct msv_client *c, const struct msv_prekey_counts *held, int *stale)
 {
-    int64_t pending_since;
+    int64_t pending_since, since;
     uint32_t pending = pending_signed_prekey(c, &pending_since);
     char key[32];
     msv_err err = MSV_OK;
 
+    if (held->has_signed && held->signed_id == 0)
+        return MSV_OK;
     if (pending != 0 && held->signed_id == pending)
         err = signed_prekey_replaced(c, pending, pending_since);
     if (err == MSV_OK && pending != 0 && pending != held->signed_id) {
@@ -451,7 +457,33 @@ static msv_err reconcile(struct msv_client *c, const struct msv_prekey_counts *h
     }
     if (err == MSV_OK && pending != 0)
         err = msv_client_db_unset(c->db, "signed-prekey-pending");
-    return err == MSV_OK ? msv_pqkeys_reconcile(c, held->kem_last_resort_id) : err;
+    if (err == MSV_OK && held->signed_id != 0 && held->signed_id != signed_prekey(c, &since))
+        *stale = 1;
+    return err == MSV_OK
+               ? msv_pqkeys_reconcile(c, held->kem_last_resort_id, held->has_kem_last_resort, stale)
+               : err;
+}
+
+/*
+ * Held across a publish: two processes of one device (the daemon and a command, say) never
+ * rotate, record or settle prekeys at once. -1 if it cannot be had.
+ */
+static int prekeys_lock(struct msv_client *c)
+{
+    char path[sizeof(c->dir) + 32];
+    int fd, rc;
+
+    snprintf(path, sizeof(path), "%s/prekeys.lock", c->dir);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return -1;
+    while ((rc = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
+        ;
+    if (rc != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 /* The server refused the upload of set (it answered): the X25519 secrets it carried go. */
@@ -480,29 +512,44 @@ static int set_has_keys(const struct msv_prekey_set *set)
            set->n_kem_one_time > 0;
 }
 
+static msv_err publish_locked(struct msv_client *c);
+
 msv_err msv_sessions_publish(struct msv_client *c)
+{
+    int fd;
+    msv_err err;
+
+    if (!(msv_identity_suites(c->id) & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
+        return MSV_OK;
+    fd = prekeys_lock(c);
+    if (fd < 0)
+        return MSV_ERR_IO;
+    err = publish_locked(c);
+    close(fd); /* and with it the lock */
+    return err;
+}
+
+static msv_err publish_locked(struct msv_client *c)
 {
     struct msv_prekey keys[MSV_PREKEYS_BATCH], spk;
     struct msv_prekey_set set = {0};
     struct msv_prekey_counts held = {0};
     struct msv_kem_batch *kem = NULL;
     uint8_t sig[64], *flag = NULL;
-    int rotate, replace;
+    int rotate, replace, stale = 0;
     int64_t now = msv_wall_ms(), since = 0;
     size_t flag_len = 0, n = 0;
     msv_err err;
 
-    if (!(msv_identity_suites(c->id) & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
-        return MSV_OK;
     err = msv_request_prekey_upload(c->conn, &set, TIMEOUT_MS, &held, &c->why);
     if (err == MSV_OK)
-        err = reconcile(c, &held);
+        err = reconcile(c, &held, &stale);
     /* restored from a backup, which holds no prekey secrets: all new ones, under new ids */
     replace = msv_client_db_get(c->db, MSV_PREKEYS_RESTORED, &flag, &flag_len) == MSV_OK;
     free(flag);
     flag = NULL;
     /* a new signed prekey when the server has none, or the one in use is a week old */
-    rotate = replace || !held.has_signed || signed_prekey(c, &since) == 0 ||
+    rotate = replace || stale || !held.has_signed || signed_prekey(c, &since) == 0 ||
              now - since > MSV_SIGNED_PREKEY_AGE_MS;
     if (err == MSV_OK && (replace || held.one_time_left < MSV_PREKEYS_LOW))
         n = replace ? MSV_PREKEYS_BATCH : MSV_PREKEYS_BATCH - held.one_time_left;
@@ -817,9 +864,10 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
         msv_frame *got = NULL;
 
         err = msv_request_prekey_claim(c->conn, ids + at, batch, 0, TIMEOUT_MS, &got, &c->why);
-        if (err != MSV_OK && err != MSV_ERR_IO && err != MSV_ERR_NOMEM &&
+        if (err == MSV_ERR_INVALID && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED &&
             any_pq(need + at, batch)) {
-            /* refused (claiming too fast, say) is not a key withheld: the send waits */
+            /* "slow down" is not a key withheld: the send waits (any other refusal of a
+             * post-quantum device's keys is refused as withheld, in msv_sessions_seal) */
             claim_refused(c);
             err = MSV_ERR_IO;
         }

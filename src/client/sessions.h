@@ -109,9 +109,11 @@ MSV_MUST_CHECK msv_err msv_pqkeys_refused(struct msv_client *c, const struct msv
 /*
  * What the server says it holds (held: its last-resort KEM prekey's id, 0 none) settles an
  * upload whose answer was lost: the pending key, if it holds it, is recorded as the one in
- * use; else its secret goes.
+ * use; else its secret goes. *stale is set when the server holds another key than the one in
+ * use here; has with held 0: a server that does not say which, and nothing is settled.
  */
-MSV_MUST_CHECK msv_err msv_pqkeys_reconcile(struct msv_client *c, uint32_t held);
+MSV_MUST_CHECK msv_err msv_pqkeys_reconcile(struct msv_client *c, uint32_t held, int has,
+                                            int *stale);
 MSV_MUST_CHECK msv_err msv_pqkeys_strip_backup_copy(struct msv_client_db *copy);
 
 /*

@@ -2311,9 +2311,11 @@ static void handle_ack(struct msv_conn_state *c, const msv_frame *f)
 }
 
 /*
- * QueueSync: Ok once everything queued for the device has been pushed. A read that came back
- * short (more 0) pushed the queue's end already, ahead of this answer; otherwise the answer
- * waits for the read that finds the end (server.c push_recs). One at a time per connection.
+ * QueueSync: Ok once everything queued for the device has been pushed. The answer waits for a
+ * read of the queue begun after the request that comes back short (server.c push_recs): an
+ * envelope committed before the request, whose wake-up has not reached this worker yet (from
+ * another worker, or another node through Redis), is in that read. One at a time per
+ * connection.
  */
 static void handle_queue_sync(struct msv_conn_state *c, const msv_frame *f)
 {
@@ -2323,11 +2325,8 @@ static void handle_queue_sync(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, E_INVALID, "a queue sync is waiting already");
         return;
     }
-    if (!c->more) {
-        msv_conn_send_ok(c, f->request_id);
-        return;
-    }
     c->sync_request = f->request_id;
+    c->more = 1;
     msv_conn_pump(c);
 }
 
