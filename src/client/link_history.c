@@ -349,7 +349,12 @@ msv_err client_take_link_history(struct msv_client *c, const char *sender, uint6
         return err;
     if (p->history_archive.len != ARCHIVE_ID_LEN || p->approver_id != device ||
         sodium_memcmp(p->history_archive.data, in->target_id, ARCHIVE_ID_LEN) != 0 ||
-        p->history_blob.len > 0) { /* not this one's, or come already (a replay) */
+        (p->history_blob.len > 0 && in->attachment_count == 1 &&
+         p->history_blob.len == strlen(in->attachments[0].uri) &&
+         memcmp(p->history_blob.data, in->attachments[0].uri, p->history_blob.len) == 0)) {
+        /* not this one's, or the reference it holds already (a replay): a new one from the
+         * approver (sent again after a stop, or after the store lost or changed the first)
+         * takes the place of the one not imported */
         msv__wire__provision__free_unpacked(p, NULL);
         return MSV_OK;
     }
@@ -367,6 +372,7 @@ msv_err client_take_link_history(struct msv_client *c, const char *sender, uint6
         tell(on_message, ctx, "failed", device, 0, 0, notice);
     } else {
         const struct msv_attachment_ref *a = &in->attachments[0];
+        ProtobufCBinaryData blob = p->history_blob, sha256 = p->history_sha256;
 
         p->history_blob = (ProtobufCBinaryData){strlen(a->uri), (uint8_t *)a->uri};
         p->history_size = a->size;
@@ -375,8 +381,8 @@ msv_err client_take_link_history(struct msv_client *c, const char *sender, uint6
         if (err == MSV_OK)
             import_now(c, p, on_message, ctx);
         /* the unpacked record frees its own fields, not these */
-        p->history_blob = (ProtobufCBinaryData){0, NULL};
-        p->history_sha256 = (ProtobufCBinaryData){0, NULL};
+        p->history_blob = blob;
+        p->history_sha256 = sha256;
     }
     msv__wire__provision__free_unpacked(p, NULL);
     return err;
