@@ -660,6 +660,17 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
 
         add_note(ch, from != NULL ? from : "", "\u26a0 %s", notice ? notice : "");
         set_status(ch, 6000, "%s", notice ? notice : "");
+    } else if (strncmp(type, "link_history_", 13) == 0) {
+        /* the history of this device's link, coming in the background: on the status line, and
+         * its end in the list of notes */
+        const char *notice = json_string_value(json_object_get(event, "notice"));
+
+        set_status(ch, 8000, "%s", notice ? notice : "");
+        if (strcmp(type, "link_history_progress") != 0) {
+            add_note(ch, "", "%s %s", strcmp(type, "link_history_done") == 0 ? "\u2713" : "\u26a0",
+                     notice ? notice : "");
+            ch->reload = 1; /* the conversations it brought */
+        }
     } else if (strcmp(type, "sync") == 0) {
         const char *notice = json_string_value(json_object_get(event, "notice"));
 

@@ -15,7 +15,7 @@ M=$(realpath "${1:?usage: test_bghistory.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_bghistory.sh MISSIVE MISSIVED}")
 in_scratch
 waiter= flow= adder= ldaemon= sub=
-trap 'for p in $sub $flow $adder $waiter $ldaemon $daemon; do kill -TERM "$p" 2>/dev/null; done
+trap 'tm kill-server 2>/dev/null; for p in $sub $flow $adder $waiter $ldaemon $daemon; do kill -TERM "$p" 2>/dev/null; done
       kill -CONT "$pid" 2>/dev/null; for p in $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
 
 export MISSIVED_ACCOUNTS_REGISTER_BURST=100
@@ -166,7 +166,11 @@ grep -q "^added device" out.txt && ok || bad "the desk is added: $(cat out.txt e
 grep -q "sending the history" err.txt && grep -q "resume-history" err.txt && ok ||
     bad "the phone says the history was not sent: $(cat err.txt)"
 link_done && ok || bad "the desk is linked: $(cat desk.out desk.err)"
-expect 0 "the desk receives" -- "$M" --data-dir desk --account alice@example.org receive --wait 2
-grep -q "device 1 sends no history" out.txt && ok || bad "the desk is told: $(cat out.txt err.txt)"
+# the desk's chat is told, on its status line and in its notes
+chat_in desk desk 200
+for _ in $(seq 150); do tm capture-pane -p -J -t desk | grep -q "sends no history" && break; sleep 0.1; done
+tm capture-pane -p -J -t desk | grep -q "device 1 sends no history: the history ([0-9]* bytes) is over the attachment store" && ok ||
+    bad "the desk's chat tells: $(tm capture-pane -p -J -t desk)"
+tm kill-session -t desk
 
 finish

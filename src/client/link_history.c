@@ -462,8 +462,15 @@ static msv_err archive_upload(struct msv_client *c, const uint8_t key[32],
     unlink(path);
     if (err == MSV_OK)
         tell(how->on_event, how->ctx, "progress", 0, 0, len, "uploading the history");
-    if (err == MSV_OK)
-        err = client_upload_blob(c, a->key, data, len, how->upload_progress, &d, uri, 81);
+    if (err == MSV_OK && (err = client_upload_blob(c, a->key, data, len, how->upload_progress, &d,
+                                                   uri, 81)) == MSV_ERR_TOO_BIG) {
+        char server[200];
+
+        snprintf(server, sizeof(server), "%.190s", c->why.message);
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "the history (%zu bytes) is over the attachment store's limit%s%.190s", len,
+                 server[0] != '\0' ? ": " : "", server);
+    }
     if (err == MSV_OK) {
         a->uri = uri;
         a->size = len; /* CTR: the ciphertext is as long */
