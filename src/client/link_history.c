@@ -347,14 +347,11 @@ msv_err client_take_link_history(struct msv_client *c, const char *sender, uint6
         return MSV_OK;
     if (err != MSV_OK)
         return err;
+    /* not the archive awaited, or one imported already (forgotten then): a replay. While it
+     * is awaited, a reference from the approver (delivered again after an import that was
+     * stopped, sent again after an upload that was) is imported, only what is not held */
     if (p->history_archive.len != ARCHIVE_ID_LEN || p->approver_id != device ||
-        sodium_memcmp(p->history_archive.data, in->target_id, ARCHIVE_ID_LEN) != 0 ||
-        (p->history_blob.len > 0 && in->attachment_count == 1 &&
-         p->history_blob.len == strlen(in->attachments[0].uri) &&
-         memcmp(p->history_blob.data, in->attachments[0].uri, p->history_blob.len) == 0)) {
-        /* not this one's, or the reference it holds already (a replay): a new one from the
-         * approver (sent again after a stop, or after the store lost or changed the first)
-         * takes the place of the one not imported */
+        sodium_memcmp(p->history_archive.data, in->target_id, ARCHIVE_ID_LEN) != 0) {
         msv__wire__provision__free_unpacked(p, NULL);
         return MSV_OK;
     }
