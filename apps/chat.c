@@ -660,6 +660,17 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
 
         add_note(ch, from != NULL ? from : "", "\u26a0 %s", notice ? notice : "");
         set_status(ch, 6000, "%s", notice ? notice : "");
+    } else if (strncmp(type, "link_history_", 13) == 0) {
+        /* the history of this device's link, coming in the background: on the status line, and
+         * its end in the list of notes */
+        const char *notice = json_string_value(json_object_get(event, "notice"));
+
+        set_status(ch, 8000, "%s", notice ? notice : "");
+        if (strcmp(type, "link_history_progress") != 0) {
+            add_note(ch, "", "%s %s", strcmp(type, "link_history_done") == 0 ? "\u2713" : "\u26a0",
+                     notice ? notice : "");
+            ch->reload = 1; /* the conversations it brought */
+        }
     } else if (strcmp(type, "sync") == 0) {
         const char *notice = json_string_value(json_object_get(event, "notice"));
 
@@ -1247,11 +1258,20 @@ static void invites(struct chat *ch, const char *line, const char *arg)
     ch->reload = 1;
 }
 
+/* The history's steps on the status line while it goes up. */
+static void link_history_status(void *ctx, const struct msv_incoming *in)
+{
+    struct chat *ch = ctx;
+
+    set_status(ch, 8000, "%s", in->notice);
+    draw(ch);
+}
+
 /* /link CODE: the fingerprints to compare; /link CODE yes: adds the device, with the history. */
 static void link_device(struct chat *ch, const char *arg)
 {
     struct msv_link_code code;
-    struct msv_link_add how = {1, NULL};
+    struct msv_link_add how = {1, NULL, link_history_status, ch};
     char text[MSV_LINK_CODE_LEN + 1], mine[MSV_FINGERPRINT_TEXT_LEN],
         theirs[MSV_FINGERPRINT_TEXT_LEN];
     size_t len = strcspn(arg, " ");
@@ -1277,13 +1297,26 @@ static void link_device(struct chat *ch, const char *arg)
         ch->reload = 1;
         return;
     }
-    set_status(ch, 60000, "adding the device and sending it the history...");
+    set_status(ch, 60000, "adding the device...");
     draw(ch);
     err = msv_client_link_add(ch->c, &code, &how, &id);
     owner_pump(ch->ow);
-    if (err == MSV_OK)
-        set_status(ch, 8000, "added device %llu, with the history", (unsigned long long)id);
-    else
+    if (err == MSV_OK) {
+        set_status(ch, 8000, "added device %llu; sending it the history...",
+                   (unsigned long long)id);
+        draw(ch);
+        /* told on the status line, step by step; a failure says how to send it again */
+        if (msv_client_link_resume_send(ch->c, id, &how) == MSV_OK)
+            set_status(ch, 8000, "added device %llu; history sent", (unsigned long long)id);
+        else
+            set_status(ch, 12000,
+                       "added device %llu; the history was not sent: %s (missive "
+                       "devices add --resume-history %llu)",
+                       (unsigned long long)id,
+                       ch->c->why.message[0] ? ch->c->why.message : "see the log",
+                       (unsigned long long)id);
+        owner_pump(ch->ow);
+    } else
         set_status(ch, 8000, "the device was not added: %s",
                    ch->c->why.message[0] ? ch->c->why.message : msv_strerror(err));
     ch->reload = 1;

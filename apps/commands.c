@@ -57,19 +57,24 @@ static const struct {
      "account to read with 'missive devices add', and waits (up to 10 minutes, or --wait "
      "seconds) until that device sends it the account. Without --qr the password comes from "
      "MISSIVE_PASSWORD (an account with no device left); it waits until one of the account's "
-     "devices approves it with 'missive devices approve ID'. Every device is told. A history "
-     "that could not be imported when linking (the import failed or was stopped) is imported "
-     "with --resume-history: only what this device does not hold is added."},
+     "devices approves it with 'missive devices approve ID'. Every device is told. The history "
+     "comes after the link, in the background: 'missive receive' (or the daemon, or the chat) "
+     "imports it when it arrives. One that could not be imported (the import failed or was "
+     "stopped) is imported with --resume-history: only what this device does not hold is "
+     "added."},
     {"devices",
      "devices [list | approve DEVICE_ID | remove DEVICE_ID | add CODE [--yes] [--no-history] | "
-     "add --image FILE.png [--yes] [--no-history]]",
+     "add --image FILE.png [--yes] [--no-history] | add --resume-history DEVICE_ID]",
      "Lists the account's devices with their fingerprints, approves one waiting to join, "
      "removes one, or adds the new device whose code (the text, or the QR code in a PNG "
      "image) 'missive link --qr' shows: after both fingerprints are shown and confirmed "
      "(--yes: without asking), the device is added, approved and sent the account (its "
      "contacts, blocks, settings, profile, verified marks and groups) with this device's "
      "history and files (--history, the default; --no-history: without; groups too many for "
-     "the provisioning message need the history)."},
+     "the provisioning message need the history). The new device is usable at once; the "
+     "history follows in the background, as an archive uploaded to the attachment store, "
+     "with its progress. An upload that failed or was stopped is made again with "
+     "add --resume-history DEVICE_ID."},
     {"handles", "handles [list | add HANDLE | verify HANDLE --code CODE | remove HANDLE [--yes]]",
      "The account's handles: an e-mail address or phone number each, up to 10; any of them "
      "reaches every device of the account. add has the server send a code to the new handle "
@@ -1656,6 +1661,8 @@ void cli_print_incoming(void *ctx, const struct msv_incoming *in)
         cli_print_message(o, in->message);
     else if (in->notice == NULL || in->kind == MSV_INCOMING_GROUP)
         return; /* a receipt, a group change's outcome: history shows it, its message said it */
+    else if (in->kind == MSV_INCOMING_LINK_HISTORY && in->done != 0 && in->done != in->total)
+        return; /* the history's progress on the way: its start and its end are told */
     else if (o->json)
         emit_json(json_pack("{s:s}", "notice", in->notice));
     else {
@@ -2510,6 +2517,11 @@ static int cmd_link_qr(const struct cli *o)
         rc = fail(c, "holding the account's state", res.state_err);
     if (err == MSV_OK && res.history == 1 && !o->json)
         fprintf(cli_out, "history imported (%llu bytes)\n", (unsigned long long)res.history_size);
+    else if (err == MSV_OK && res.history == 2 && !o->json)
+        fprintf(cli_out,
+                "history: device %llu sends it in the background; 'missive receive' imports it "
+                "when it comes\n",
+                (unsigned long long)res.approver_id);
     else if (err == MSV_OK && res.history < 0) /* linked, but without the history */
         rc = fail(c, "importing the history", res.history_err);
     msv_client_close(c);
@@ -2588,14 +2600,66 @@ static int confirm_link(const struct cli *o, struct msv_client *c, const struct 
     return fgets(answer, sizeof(answer), stdin) != NULL && (answer[0] == 'y' || answer[0] == 'Y');
 }
 
+/* A device id operand (a decimal above 0); 0 if it is none. */
+static int device_id_of(const char *text, uint64_t *id)
+{
+    char *end;
+    unsigned long long v;
+
+    errno = 0;
+    v = strtoull(text, &end, 10);
+    if (errno != 0 || *end != '\0' || v == 0 || text[0] < '0' || text[0] > '9')
+        return 0;
+    *id = v;
+    return 1;
+}
+
+/* The history's steps while it goes up: told to the daemon's subscribers, or printed. */
+static void history_event(void *ctx, const struct msv_incoming *in)
+{
+    const struct cli *o = ctx;
+
+    if (o->on_incoming != NULL)
+        o->on_incoming(o->incoming_ctx, in);
+    else if (strcmp(in->status, "progress") != 0 || !isatty(STDERR_FILENO))
+        fprintf(cli_err, "%s%s\n", isatty(STDERR_FILENO) ? "\r" : "", in->notice);
+}
+
+/* Sends device the history this device owes it (after an add, or again with --resume-history). */
+static int send_history(const struct cli *o, struct msv_client *c, uint64_t id)
+{
+    struct msv_link_add how = {1, history_progress, history_event, (void *)o};
+    msv_err err = msv_client_link_resume_send(c, id, &how);
+
+    if (err == MSV_ERR_NOT_FOUND) {
+        fprintf(cli_err, "missive: this device owes device %llu no history\n",
+                (unsigned long long)id);
+        return EXIT_ERR;
+    }
+    if (err != MSV_OK) {
+        fail(c, "sending the history", err);
+        fprintf(cli_err, "missive: send it again with: missive devices add --resume-history %llu\n",
+                (unsigned long long)id);
+        return EXIT_ERR;
+    }
+    if (!o->json)
+        fprintf(cli_out, "history sent to device %llu\n", (unsigned long long)id);
+    return 0;
+}
+
 static int devices_add(const struct cli *o, struct msv_client *c)
 {
     struct msv_link_code code;
-    struct msv_link_add how = {!o->no_history, history_progress};
+    struct msv_link_add how = {!o->no_history, history_progress, history_event, (void *)o};
     uint64_t id = 0;
     msv_err err;
     int rc;
 
+    if (o->resume_history) {
+        if (o->argc != 2 || o->image != NULL || o->no_history || !device_id_of(o->argv[1], &id))
+            return cli_usage("devices", cli_err);
+        return send_history(o, c, id);
+    }
     if ((o->image == NULL) != (o->argc == 2) || o->argc > 2)
         return cli_usage("devices", cli_err);
     if ((rc = link_code_of(o, &code)) != 0)
@@ -2614,7 +2678,8 @@ static int devices_add(const struct cli *o, struct msv_client *c)
                 "added device %llu; the account's other devices and your contacts are "
                 "told\n",
                 (unsigned long long)id);
-    return 0;
+    fflush(cli_out);
+    return how.history ? send_history(o, c, id) : 0;
 }
 
 /* "12345 67890 ..." */

@@ -380,6 +380,7 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         [MSV_INCOMING_ACCOUNT] = "account",
         [MSV_INCOMING_QUOTA] = "account_quota",
         [MSV_INCOMING_HANDLE] = "handle",
+        [MSV_INCOMING_LINK_HISTORY] = "link_history",
     };
     struct owner *ow = ctx;
     json_t *event = json_pack("{s:s}", "type", kinds[in->kind]);
@@ -392,13 +393,23 @@ static void on_incoming(void *ctx, const struct msv_incoming *in)
         json_object_set_new(event, "handle", rpc_text(in->handle));
     }
 
+    if (in->kind == MSV_INCOMING_LINK_HISTORY) { /* link_history_progress, _done, _failed */
+        char type[40];
+
+        snprintf(type, sizeof(type), "link_history_%s", in->status);
+        json_object_set_new(event, "type", json_string(type));
+        json_object_set_new(event, "device_id", json_integer((json_int_t)in->device_id));
+        json_object_set_new(event, "done", json_integer((json_int_t)in->done));
+        json_object_set_new(event, "total", json_integer((json_int_t)in->total));
+    }
     if (in->from != NULL)
         json_object_set_new(event, "from", rpc_text(in->from));
     if (in->conversation != NULL)
         json_object_set_new(event, "conversation", rpc_text(in->conversation));
     if (in->target != NULL)
         json_object_set_new(event, "message_id", json_string(hex16(in->target, hex)));
-    if (in->status != NULL && in->kind != MSV_INCOMING_HANDLE)
+    if (in->status != NULL && in->kind != MSV_INCOMING_HANDLE &&
+        in->kind != MSV_INCOMING_LINK_HISTORY)
         json_object_set_new(event, "status", rpc_text(in->status));
     if (in->notice != NULL)
         json_object_set_new(event, "notice", rpc_text(in->notice));
@@ -1393,6 +1404,10 @@ static json_t *forward_params(const struct cli *o, const char *command)
         json_object_set_new(params, "reset", json_true());
     if (o->yes)
         json_object_set_new(params, "yes", json_true());
+    if (o->resume_history)
+        json_object_set_new(params, "resume-history", json_true());
+    if (o->no_history)
+        json_object_set_new(params, "no-history", json_true());
     if (o->off)
         json_object_set_new(params, "off", json_true());
     if (o->name != NULL)

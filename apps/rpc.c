@@ -33,8 +33,9 @@ static int option_has_arg(const char *name, int *known)
                                            "reply-to",   "reason",     "name",
                                            "avatar",     "approval",   "before",
                                            "image"};
-    static const char *const flags[] = {"qr",    "accept", "remove", "include-text", "archived",
-                                        "reset", "off",    "yes",    "history",      "no-history"};
+    static const char *const flags[] = {"qr",       "accept",     "remove",        "include-text",
+                                        "archived", "reset",      "off",           "yes",
+                                        "history",  "no-history", "resume-history"};
 
     *known = 1;
     for (size_t i = 0; i < sizeof(with_arg) / sizeof(with_arg[0]); i++)

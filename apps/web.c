@@ -37,6 +37,7 @@
 #include "commands.h"
 #include "missive/util.h"
 #include "owner.h"
+#include "qrimage.h"
 #include "web.h"
 
 extern char **environ;
@@ -132,6 +133,7 @@ struct pss {
     uint64_t up_len, up_expected;
     char *up_path;
     int uploading, up_failed;
+    int up_qr; /* a camera frame or picture to read a QR code from, not a file to keep */
 };
 
 struct web {
@@ -161,6 +163,10 @@ struct web {
     char dir[1024];     /* the account's directory */
     char uploads[1100]; /* the account's uploads/ directory */
     int64_t sweep_at;
+    /* QR codes read (POST /qr): a bucket of QR_RATE tokens, one taken per image */
+    double qr_tokens;
+    int64_t qr_at;
+    uint64_t qr_refused; /* images refused for the rate */
 };
 
 /* ---- secrets --------------------------------------------------------------------------- */
@@ -751,28 +757,89 @@ static void sweep_uploads(struct web *w, long older_than_s)
     closedir(d);
 }
 
+/* Whether the request comes from the page itself (its header and Origin). */
+static int upload_from_page(struct web *w, struct lws *wsi)
+{
+    char flag[8];
+
+    return lws_hdr_custom_length(wsi, "x-missive-upload:", 17) == 1 &&
+           lws_hdr_custom_copy(wsi, flag, sizeof(flag), "x-missive-upload:", 17) >= 0 &&
+           strcmp(flag, "1") == 0 && origin_ok(w, wsi);
+}
+
+/* The body's length, if it says one of at most max bytes; else answered (-2) or -1. */
+static int body_length(struct lws *wsi, struct pss *s, uint64_t max, const char *too_big,
+                       unsigned long long *len)
+{
+    char len_text[32], *end;
+
+    if (header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, len_text, sizeof(len_text)) != 0)
+        return answer_text(wsi, s, 411, "an upload says its length\n") == 0 ? -2 : -1;
+    errno = 0;
+    *len = strtoull(len_text, &end, 10);
+    if (errno != 0 || *end != '\0' || len_text[0] == '-' || *len > max)
+        return answer_text(wsi, s, 413, too_big) == 0 ? -2 : -1;
+    return 0;
+}
+
+static int store_body(struct web *w, struct lws *wsi, struct pss *s, const char *name,
+                      unsigned long long len);
+
 /* POST /upload?name=NAME: checked before a byte of the body is taken. */
 static int start_upload(struct web *w, struct lws *wsi, struct pss *s)
 {
-    char arg[WEB_NAME_MAX * 3 + 16], len_text[32], flag[8], dir[1200], rnd[33];
+    char arg[WEB_NAME_MAX * 3 + 16];
     const char *name = lws_get_urlarg_by_name(wsi, "name=", arg, sizeof(arg));
-    uint8_t r[16];
-    char *end;
     unsigned long long len;
+    int rc;
 
     s->close_after = 1; /* the body is not read: the connection goes after the answer */
-    if (lws_hdr_custom_length(wsi, "x-missive-upload:", 17) != 1 ||
-        lws_hdr_custom_copy(wsi, flag, sizeof(flag), "x-missive-upload:", 17) < 0 ||
-        strcmp(flag, "1") != 0 || !origin_ok(w, wsi))
+    if (!upload_from_page(w, wsi))
         return answer_text(wsi, s, 403, "an upload comes from the page itself\n");
     if (name == NULL || !web_name_ok(name))
         return answer_text(wsi, s, 400, "name: a file name (no '/', at most 255 bytes)\n");
-    if (header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, len_text, sizeof(len_text)) != 0)
-        return answer_text(wsi, s, 411, "an upload says its length\n");
-    errno = 0;
-    len = strtoull(len_text, &end, 10);
-    if (errno != 0 || *end != '\0' || len_text[0] == '-' || len > UPLOAD_MAX)
-        return answer_text(wsi, s, 413, "a file is at most 256 MiB\n");
+    if ((rc = body_length(wsi, s, UPLOAD_MAX, "a file is at most 256 MiB\n", &len)) != 0)
+        return rc == -2 ? 0 : -1;
+    return store_body(w, wsi, s, name, len);
+}
+
+#define QR_RATE 5.0 /* images read a second, at most (a camera sends a few) */
+
+/*
+ * POST /qr: a camera frame or a picture (PNG, at most 8 MiB and 4096 x 4096 pixels), read for
+ * a QR code with libzbar as 'devices add --image' does; at most QR_RATE a second.
+ */
+static int start_qr(struct web *w, struct lws *wsi, struct pss *s)
+{
+    int64_t now = msv_mono_ms();
+    unsigned long long len;
+    int rc;
+
+    s->close_after = 1;
+    if (!upload_from_page(w, wsi))
+        return answer_text(wsi, s, 403, "an image comes from the page itself\n");
+    w->qr_tokens += (double)(now - w->qr_at) * QR_RATE / 1000.0;
+    if (w->qr_tokens > QR_RATE)
+        w->qr_tokens = QR_RATE;
+    w->qr_at = now;
+    if (w->qr_tokens < 1.0) {
+        w->qr_refused++;
+        return answer_text(wsi, s, 429, "too many images: at most 5 a second\n");
+    }
+    w->qr_tokens -= 1.0;
+    if ((rc = body_length(wsi, s, QRIMAGE_FILE_MAX, "an image is at most 8 MiB\n", &len)) != 0)
+        return rc == -2 ? 0 : -1;
+    s->up_qr = 1;
+    return store_body(w, wsi, s, "frame.png", len);
+}
+
+/* The body into a new uploads/<random>/name, as it arrives. */
+static int store_body(struct web *w, struct lws *wsi, struct pss *s, const char *name,
+                      unsigned long long len)
+{
+    char dir[1200], rnd[33];
+    uint8_t r[16];
+
     msv_random_bytes(r, sizeof(r));
     if (msv_hex_encode(r, sizeof(r), rnd, sizeof(rnd)) != MSV_OK)
         return -1;
@@ -803,6 +870,37 @@ static void upload_body(struct pss *s, const void *in, size_t len)
         s->up_len += len;
 }
 
+/* A JSON answer (takes j). */
+static int answer_json(struct lws *wsi, struct pss *s, unsigned status, json_t *j)
+{
+    char *json = j ? json_dumps(j, JSON_COMPACT) : NULL;
+
+    json_decref(j);
+    if (json == NULL)
+        return -1;
+    struct answer a = {.status = status, .mime = "application/json", .len = strlen(json)};
+
+    s->owned = json;
+    s->mem = (const unsigned char *)json;
+    s->len = strlen(json);
+    return answer_headers(wsi, &a);
+}
+
+/* The QR code in the image just stored, which goes at once: {"code"}, or 422 {"error"}. */
+static int finish_qr(struct lws *wsi, struct pss *s)
+{
+    char text[512], why[256], *slash;
+    int found = qrimage_read(s->up_path, text, sizeof(text), why, sizeof(why)) == 0;
+
+    slash = strrchr(s->up_path, '/');
+    *slash = '\0';
+    remove_upload_dir(s->up_path);
+    s->close_after = 1;
+    if (!found)
+        return answer_json(wsi, s, 422, json_pack("{s:s}", "error", why));
+    return answer_json(wsi, s, 200, json_pack("{s:s}", "code", text));
+}
+
 static int finish_upload(struct lws *wsi, struct pss *s)
 {
     char *json = NULL, *slash;
@@ -818,6 +916,8 @@ static int finish_upload(struct lws *wsi, struct pss *s)
         s->close_after = 1;
         return answer_text(wsi, s, 400, "the upload did not arrive whole\n");
     }
+    if (s->up_qr)
+        return finish_qr(wsi, s);
     j = json_pack("{s:s}", "file", s->up_path);
     json = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
@@ -843,6 +943,7 @@ static int serve_http(struct web *w, struct lws *wsi, struct pss *s, const char 
 
     s->http = 1;
     s->fd = s->up_fd = -1;
+    s->up_qr = 0;
     if (!host_ok(w, wsi)) {
         s->close_after = 1;
         return answer_text(wsi, s, 421, "this server does not answer to that name\n");
@@ -867,6 +968,8 @@ static int serve_http(struct web *w, struct lws *wsi, struct pss *s, const char 
         return serve_logout(w, wsi, s, session);
     if (post && strcmp(path, "/upload") == 0)
         return start_upload(w, wsi, s);
+    if (post && strcmp(path, "/qr") == 0)
+        return start_qr(w, wsi, s);
     if (!get) {
         s->close_after = 1;
         return answer_text(wsi, s, 405, "not here\n");
@@ -1535,6 +1638,10 @@ int web_main(const struct cli *o, struct msv_client *c)
         w->conn_log_at = 0;
         conn_log(w);
     }
+    if (w->qr_refused > 0)
+        fprintf(stderr,
+                "missive: web: %llu images refused for coming too fast (at most 5 a second)\n",
+                (unsigned long long)w->qr_refused);
     web_close(w); /* the WebSockets close, and their bridges with them */
     while (w->bridges != NULL)
         bridge_free(w, w->bridges);

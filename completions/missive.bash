@@ -61,7 +61,7 @@ _missive()
     case $command in
     register) opts="--server --suite --compat --code --invite" ;;
     link) opts="--server --suite --compat --qr --png --wait --resume-history" ;;
-    devices) opts="list approve remove add --image --yes --history --no-history" ;;
+    devices) opts="list approve remove add --image --yes --history --no-history --resume-history" ;;
     leave) opts="--yes" ;;
     account) opts="usage delete --yes" ;;
     handles) opts="list add verify remove --code --yes" ;;

@@ -26,7 +26,7 @@ fuzz_one() {
 }
 # Each target is one process on one core: as many run at once as there are cores, each
 # still for SECONDS, so every target gets the same fuzzing in a fraction of the wall time.
-targets="classic envelope identity payload frame kt session backup mlkem vrf ptree ptree_steps link sealed config invite rpc term web pqratchet"
+targets="classic envelope identity payload frame kt session backup mlkem vrf ptree ptree_steps link sealed config invite rpc term web pqratchet qrimage"
 slots=$(nproc)
 running=0
 status=0
@@ -46,4 +46,5 @@ for target in $targets; do
 done
 rm -f /tmp/msv-fuzz-config-*
 rm -rf /tmp/msv-fuzz-backup-*
+rm -f /tmp/msv-fuzz-qrimage-*
 exit $status

@@ -45,7 +45,10 @@ link_done && ok || bad "the laptop is linked: $(cat laptop.out laptop.err)"
 grep -q "linked: this is device [0-9]* of alice@example.org, approved by device 1 (fingerprint $fp_alice)" laptop.out &&
     ok || bad "the laptop shows the approver's fingerprint: $(cat laptop.out)"
 lap() { "$M" --data-dir laptop --account alice@example.org "$@"; }
-grep -q "history imported" laptop.out && ok || bad "the history came: $(cat laptop.out laptop.err)"
+grep -q "history sent to device" out.txt && ok || bad "the phone sent the history after the link: $(cat out.txt err.txt)"
+grep -q "history: device 1 sends it in the background" laptop.out && ok || bad "the laptop awaits its history: $(cat laptop.out laptop.err)"
+expect 0 "the laptop receives its history" -- lap receive --wait 2
+grep -q "history imported from device 1" out.txt && ok || bad "the history came: $(cat out.txt err.txt)"
 # both devices' histories, groups and files are equal
 # (a file's line names it in each device's own directory)
 as alice history -o json | sed 's#dev-alice/alice@example.org/attachments/#ATTACHMENTS/#g' >phone.history &&
@@ -193,7 +196,10 @@ daemon_schema_ok 2 rpc.txt && ok || bad "schema 2 answers: $(cat rpc.txt)"
 daemon_schema_ok 2 ev2.txt && ok || bad "schema 2 events: $(cat ev2.txt)"
 daemon_schema_ok 1 ev1.txt && ok || bad "schema 1 events: $(cat ev1.txt)"
 link_done && ok || bad "the watch is linked through the daemon: $(cat watch.out watch.err)"
-grep -q "history imported" watch.out && ok || bad "with the history: $(cat watch.out)"
+grep -q '"type": *"link_history_done"' ev2.txt && ok || bad "the daemon tells the history was sent: $(cat ev2.txt)"
+! grep -q 'link_history' ev1.txt && ok || bad "schema 1 has no history events: $(cat ev1.txt)"
+expect 0 "the watch receives its history" -- "$M" --data-dir watch --account alice@example.org receive --wait 2
+grep -q "history imported" out.txt && ok || bad "with the history: $(cat out.txt err.txt)"
 kill -TERM "$daemon" && wait "$daemon"
 daemon=
 expect 0 "the laptop hears of the watch" -- lap receive --wait 2

@@ -156,6 +156,29 @@ static void test_provision_fields(void **state)
     assert_int_equal(msv_link_provision_parse(buf, packed(&p, buf), &back), MSV_ERR_PARSE);
     assert_int_equal(msv_link_provision_parse((const uint8_t *)"\xff\xff", 2, &back),
                      MSV_ERR_PARSE);
+
+    /* a history to come: its archive's id (16 bytes) with its key, and nothing of a blob */
+    {
+        uint8_t archive[16] = {4}, sha[32] = {5};
+
+        p.history_archive = (ProtobufCBinaryData){16, archive};
+        assert_int_equal(msv_link_provision_parse(buf, packed(&p, buf), &back), MSV_OK);
+        assert_memory_equal(back->history_archive.data, archive, 16);
+        msv__wire__provision__free_unpacked(back, NULL);
+        p.history_archive.len = 15;
+        assert_int_equal(msv_link_provision_parse(buf, packed(&p, buf), &back), MSV_ERR_PARSE);
+        p.history_archive.len = 16;
+        p.history_key.len = 0; /* no key for it */
+        assert_int_equal(msv_link_provision_parse(buf, packed(&p, buf), &back), MSV_ERR_PARSE);
+        p.history_key.len = 32;
+        p.history_sha256 = (ProtobufCBinaryData){32, sha}; /* an archive to come and a blob */
+        p.history_blob = (ProtobufCBinaryData){7, (uint8_t *)"blob:00"};
+        p.history_size = 10;
+        assert_int_equal(msv_link_provision_parse(buf, packed(&p, buf), &back), MSV_ERR_PARSE);
+        p.history_archive.len = 0; /* the blob alone, as an earlier version sends it */
+        assert_int_equal(msv_link_provision_parse(buf, packed(&p, buf), &back), MSV_OK);
+        msv__wire__provision__free_unpacked(back, NULL);
+    }
 }
 
 /* The account's state in the message: every entry as a sync carries it, verified marks whole. */

@@ -724,6 +724,48 @@ static void test_payload_group_join(void **state)
  * other kinds, are refused both ways (a hostile participant's absurd value
  * never reaches a device).
  */
+/* LINK_HISTORY: an archive id with one attachment, or with text saying why none comes; no
+ * target, both, neither, a group or two attachments are refused. */
+static void test_payload_link_history(void **state)
+{
+    struct msv_attachment_ref att[2] = {{.uri = "blob:00", .size = 10}, {.uri = "blob:01"}};
+    struct msv_payload p, *back;
+    uint8_t *enc = NULL;
+    size_t len = 0;
+
+    (void)state;
+    fill_message(&p, NULL);
+    p.kind = MSV_KIND_LINK_HISTORY;
+    p.has_target = true;
+    test_fill_pattern(p.target_id, 16, 3);
+    p.attachments = att;
+    p.attachment_count = 1;
+    back = round_trip(&p);
+    assert_int_equal(back->kind, MSV_KIND_LINK_HISTORY);
+    assert_memory_equal(back->target_id, p.target_id, 16);
+    assert_int_equal(back->attachment_count, 1);
+    assert_string_equal(back->attachments[0].uri, "blob:00");
+    msv_payload_free(back);
+    p.attachment_count = 2; /* one archive */
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.attachment_count = 1;
+    p.text = "and words"; /* both */
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.attachment_count = 0; /* why none comes */
+    back = round_trip(&p);
+    assert_string_equal(back->text, "and words");
+    msv_payload_free(back);
+    p.text = NULL; /* neither */
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.text = "why";
+    p.has_target = false;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.has_target = true;
+    p.has_group = true;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    assert_string_equal(msv_payload_kind_name(MSV_KIND_LINK_HISTORY), "link-history");
+}
+
 static void test_payload_timer(void **state)
 {
     static const uint32_t bad[] = {1, 29, MSV_TIMER_MAX_S + 1, UINT32_MAX};
@@ -1053,6 +1095,7 @@ int main(void)
         cmocka_unit_test(test_payload_group_delta),
         cmocka_unit_test(test_payload_group_join),
         cmocka_unit_test(test_payload_timer),
+        cmocka_unit_test(test_payload_link_history),
         cmocka_unit_test(test_payload_unknown_field),
         cmocka_unit_test(test_payload_sync),
         cmocka_unit_test(test_payload_profile),

@@ -53,6 +53,7 @@ enum msv_payload_kind {
     MSV_KIND_SYNC = 11,
     MSV_KIND_GROUP_JOIN = 12,
     MSV_KIND_PROFILE_KEY = 13,
+    MSV_KIND_LINK_HISTORY = 14,
 };
 
 /* Synced state (kind MSV_KIND_SYNC): keys "sync:..." or "contact:NAME\nHANDLE". */

@@ -173,15 +173,21 @@ struct msv_link_wait {
 struct msv_link_result {
     uint64_t device_id, approver_id;
     uint8_t approver_fingerprint[32];
-    int history; /* 1: imported; 0: none came; -1: not imported (history_err, c->why) */
+    /* 1: imported; 0: none came; -1: not imported (history_err, c->why); 2: it comes later, in
+     * the background (msv_client_receive imports it) */
+    int history;
     msv_err history_err;
     uint64_t history_size;   /* its archive's bytes */
     size_t settings, groups; /* the account's state that came with the message */
     msv_err state_err;       /* not MSV_OK: linked, but not all of it is held (c->why) */
 };
+struct msv_incoming;
 struct msv_link_add {
     int history; /* send this device's history and files too */
     void (*upload_progress)(uint64_t done, uint64_t total); /* may be NULL */
+    /* the history's progress, done and failure (MSV_INCOMING_LINK_HISTORY); may be NULL */
+    void (*on_event)(void *ctx, const struct msv_incoming *in);
+    void *ctx;
 };
 struct msv_link_code;
 /*
@@ -208,6 +214,13 @@ MSV_MUST_CHECK msv_err msv_client_link_resume_history(struct msv_client *c, uint
  */
 MSV_MUST_CHECK msv_err msv_client_link_add(struct msv_client *c, const struct msv_link_code *code,
                                            const struct msv_link_add *how, uint64_t *device_id);
+/*
+ * Builds, uploads and sends again the history this device owes device (an
+ * upload that failed or was stopped at any point), under the key and archive
+ * id its provisioning message named. MSV_ERR_NOT_FOUND if none is owed.
+ */
+MSV_MUST_CHECK msv_err msv_client_link_resume_send(struct msv_client *c, uint64_t device,
+                                                   const struct msv_link_add *how);
 
 /* Connects and authenticates (a no-op when connected). */
 MSV_MUST_CHECK msv_err msv_client_connect(struct msv_client *c);
@@ -487,6 +500,9 @@ enum msv_incoming_kind {
     MSV_INCOMING_QUOTA,
     /* a handle of this account was added or removed (status "added", "removed"; handle) */
     MSV_INCOMING_HANDLE,
+    /* the history of a device link, in the background (docs/missive.md, "Linking a device by
+       QR code"): status "progress" (done of total bytes), "done" or "failed" (notice) */
+    MSV_INCOMING_LINK_HISTORY,
 };
 
 struct msv_incoming {
@@ -503,6 +519,8 @@ struct msv_incoming {
     uint32_t timer_s;  /* timers: the new value in seconds, 0 for off */
     /* MSV_INCOMING_HANDLE: the handle added or removed */
     const char *handle;
+    /* MSV_INCOMING_LINK_HISTORY: the other device, and bytes done of total (progress) */
+    uint64_t device_id, done, total;
 };
 
 /*

@@ -2,6 +2,7 @@
  * The directory: looking devices up (checked against the transparency log) and remembering them.
  */
 #include "client/internal.h"
+#include "client/link.h"
 #include "client/sessions.h"
 
 #include <errno.h>
@@ -185,10 +186,16 @@ msv_err msv_client_remove_device(struct msv_client *c, uint64_t device_id)
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
 
+    msv_err err;
+
     rm.device_id = device_id;
     req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
     req.remove_device = &rm;
-    return device_request(c, &req);
+    err = device_request(c, &req);
+    /* a device gone is owed no history any more (it would hold a place of the few owed) */
+    if (err == MSV_OK)
+        err = msv_link_history_forget(c, device_id);
+    return err;
 }
 
 void client_pending_key(uint64_t device_id, char key[40])

@@ -227,6 +227,12 @@ msv_err client_take_join(struct msv_client *c, const char *sender, const struct 
 msv_err client_join_arrived(struct msv_client *c, const uint8_t gid[16]);
 
 /* Applies a SYNC payload from sender's device: only if sender is this account (else ignored). */
+/* A LINK_HISTORY payload from device of sender (src/client/link_history.c): the history this
+ * new device awaits is kept and imported, each step told to on_message. */
+msv_err client_take_link_history(struct msv_client *c, const char *sender, uint64_t device,
+                                 const struct msv_payload *in,
+                                 void (*on_message)(void *, const struct msv_incoming *),
+                                 void *ctx);
 msv_err client_take_sync(struct msv_client *c, const char *sender, uint64_t device,
                          const struct msv_payload *p,
                          void (*on_message)(void *, const struct msv_incoming *), void *ctx);

@@ -209,9 +209,12 @@ msv_err msv_link_provision_parse(const uint8_t *pt, size_t len, Msv__Wire__Provi
              p->approver_fingerprint.len == 32 && p->signature.len > 0 &&
              p->signature.len <= MSV_SIGNATURE_MAX && msv_link_state_is_valid(p);
 
-    /* history: all of a blob's reference, or nothing */
-    if (ok && (p->history_blob.len > 0 || p->history_key.len > 0 || p->history_size > 0 ||
-               p->history_sha256.len > 0))
+    /* history: an archive to come (its id and key), all of a blob's reference, or nothing */
+    if (ok && p->history_archive.len > 0)
+        ok = p->history_archive.len == 16 && p->history_key.len == 32 && p->history_blob.len == 0 &&
+             p->history_size == 0 && p->history_sha256.len == 0;
+    else if (ok && (p->history_blob.len > 0 || p->history_key.len > 0 || p->history_size > 0 ||
+                    p->history_sha256.len > 0))
         ok = p->history_blob.len > 0 && p->history_blob.len <= 80 && p->history_key.len == 32 &&
              p->history_sha256.len == 32 && p->history_size > 0;
     if (!ok) {
@@ -239,227 +242,6 @@ static msv_err provision_signed(const struct msv_link_code *code, const Msv__Wir
     msv__wire__provision__pack(&bare, packed);
     err = msv_link_signed_bytes(code, packed, len, out, out_len);
     free(packed);
-    return err;
-}
-
-/* ---- the history ---------------------------------------------------------------------- */
-
-#define HISTORY_FILE "link-history.msvb"
-#define HISTORY_DIR "link-history"
-
-/* The archive's key and the attachment store's key, both from the one the message carries. */
-static msv_err history_keys(const uint8_t key[32], uint8_t archive[32], uint8_t blob[32])
-{
-    msv_err err = msv_hkdf_sha256(key, 32, NULL, 0, (const uint8_t *)"MSV-link-history-archive", 24,
-                                  archive, 32);
-
-    if (err == MSV_OK)
-        err = msv_hkdf_sha256(key, 32, NULL, 0, (const uint8_t *)"MSV-link-history-blob", 21, blob,
-                              32);
-    return err;
-}
-
-/* The whole file at path, if it has at most max bytes (*out: caller frees). */
-static msv_err read_all(const char *path, size_t max, uint8_t **out, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    struct stat sb;
-    msv_err err = MSV_OK;
-
-    if (f == NULL)
-        return MSV_ERR_IO;
-    if (fstat(fileno(f), &sb) != 0 || sb.st_size <= 0)
-        err = MSV_ERR_IO;
-    else if ((uint64_t)sb.st_size > max)
-        err = MSV_ERR_TOO_BIG;
-    else if ((*out = malloc((size_t)sb.st_size)) == NULL)
-        err = MSV_ERR_NOMEM;
-    else if (fread(*out, 1, (size_t)sb.st_size, f) != (size_t)sb.st_size) {
-        free(*out);
-        *out = NULL;
-        err = MSV_ERR_IO;
-    }
-    if (err == MSV_OK)
-        *len = (size_t)sb.st_size;
-    fclose(f);
-    return err;
-}
-
-/*
- * This device's history and files as a backup under a fresh key, without its
- * keys, uploaded to the attachment store; p gets the reference and the key.
- */
-static msv_err history_upload(struct msv_client *c, const struct msv_link_add *how,
-                              Msv__Wire__Provision *p, uint8_t key[32], char uri[81],
-                              struct msv_attachment_digest *d)
-{
-    char path[1200];
-    uint8_t archive_key[32], blob_key[32], *data = NULL;
-    size_t len = 0;
-    msv_err err;
-
-    msv_random_bytes(key, 32);
-    err = history_keys(key, archive_key, blob_key);
-    snprintf(path, sizeof(path), "%s/" HISTORY_FILE, c->dir);
-    unlink(path); /* left by a try that was stopped */
-    if (err == MSV_OK)
-        err = msv_backup_write_for_link(c->dir, c->db, path, archive_key, NULL, c->why.message,
-                                        sizeof(c->why.message));
-    if (err == MSV_OK && (err = read_all(path, MSV_ATTACHMENT_MAX, &data, &len)) == MSV_ERR_TOO_BIG)
-        snprintf(c->why.message, sizeof(c->why.message),
-                 "the history is over 256 MiB: add the device with --no-history");
-    unlink(path);
-    if (err == MSV_OK)
-        err = client_upload_blob(c, blob_key, data, len, how->upload_progress, d, uri, 81);
-    if (err == MSV_OK) {
-        p->history_blob = (ProtobufCBinaryData){strlen(uri), (uint8_t *)uri};
-        p->history_key = (ProtobufCBinaryData){32, key};
-        p->history_size = len;
-        p->history_sha256 = (ProtobufCBinaryData){32, d->sha256};
-    }
-    sodium_memzero(archive_key, sizeof(archive_key));
-    sodium_memzero(blob_key, sizeof(blob_key));
-    free(data);
-    return err;
-}
-
-/* The files of the history into this device's attachments/, none over one it has. */
-static msv_err take_files(struct msv_client *c, const char *from_dir)
-{
-    char from[1600], to[1600], dir[1300];
-    struct dirent *e;
-    DIR *d;
-
-    snprintf(dir, sizeof(dir), "%s/attachments", from_dir);
-    if ((d = opendir(dir)) == NULL)
-        return errno == ENOENT ? MSV_OK : MSV_ERR_IO;
-    snprintf(to, sizeof(to), "%s/attachments", c->dir);
-    if (mkdir(to, 0700) != 0 && errno != EEXIST) {
-        closedir(d);
-        return MSV_ERR_IO;
-    }
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(from, sizeof(from), "%s/%s", dir, e->d_name);
-        snprintf(to, sizeof(to), "%s/attachments/%s", c->dir, e->d_name);
-        if (link(from, to) != 0 && errno != EEXIST) { /* never over a file, or through a link */
-            closedir(d);
-            return MSV_ERR_IO;
-        }
-    }
-    closedir(d);
-    return MSV_OK;
-}
-
-/* Downloads, checks, unpacks and imports the history p names. */
-static msv_err history_import(struct msv_client *c, const Msv__Wire__Provision *p)
-{
-    struct msv_attachment_ref ref = {0};
-    char uri[81], dir[1200], db[1300];
-    uint8_t archive_key[32], *data = NULL;
-    size_t len = 0;
-    FILE *in = NULL;
-    msv_err err = p->history_blob.len < sizeof(uri) ? MSV_OK : MSV_ERR_PARSE;
-
-    if (err == MSV_OK) {
-        memcpy(uri, p->history_blob.data, p->history_blob.len);
-        uri[p->history_blob.len] = '\0';
-        ref.uri = uri;
-        memcpy(ref.sha256, p->history_sha256.data, 32);
-        ref.size = p->history_size;
-        err = history_keys(p->history_key.data, archive_key, ref.key);
-    }
-    if (err == MSV_OK && p->history_size > MSV_ATTACHMENT_MAX)
-        err = MSV_ERR_TOO_BIG;
-    if (err == MSV_OK)
-        err = client_fetch_blob(c, &ref, (size_t)p->history_size, &data, &len);
-    snprintf(dir, sizeof(dir), "%s/" HISTORY_DIR, c->dir);
-    msv_backup_discard(dir); /* left by a try that was stopped */
-    if (err == MSV_OK && mkdir(dir, 0700) != 0)
-        err = MSV_ERR_IO;
-    if (err == MSV_OK && (in = fmemopen(data, len, "rb")) == NULL)
-        err = MSV_ERR_NOMEM;
-    if (err == MSV_OK)
-        err = msv_backup_unpack(in, NULL, archive_key, dir, NULL, c->why.message,
-                                sizeof(c->why.message));
-    if (in != NULL)
-        fclose(in);
-    snprintf(db, sizeof(db), "%s/state.db", dir);
-    if (err == MSV_OK)
-        err = msv_client_db_import_history(c->db, db, c->dir);
-    if (err == MSV_OK)
-        err = take_files(c, dir);
-    msv_backup_discard(dir);
-    sodium_memzero(archive_key, sizeof(archive_key));
-    sodium_memzero(ref.key, sizeof(ref.key));
-    free(data);
-    return err;
-}
-
-/*
- * The history a linked device still has to import: kept (HISTORY_PENDING, a Provision holding
- * only the reference) from when it is linked until it is imported, so that an import that failed
- * or was stopped at any point is tried again by msv_client_link_resume_history.
- */
-#define HISTORY_PENDING "link:history-pending"
-
-static msv_err history_pending_save(struct msv_client *c, const Msv__Wire__Provision *p)
-{
-    Msv__Wire__Provision ref = MSV__WIRE__PROVISION__INIT;
-    uint8_t *packed;
-    size_t len;
-    msv_err err;
-
-    ref.history_blob = p->history_blob;
-    ref.history_key = p->history_key;
-    ref.history_size = p->history_size;
-    ref.history_sha256 = p->history_sha256;
-    len = msv__wire__provision__get_packed_size(&ref);
-    if ((packed = malloc(len)) == NULL)
-        return MSV_ERR_NOMEM;
-    msv__wire__provision__pack(&ref, packed);
-    err = msv_client_db_set(c->db, HISTORY_PENDING, packed, len);
-    msv_secret_free(packed, len);
-    return err;
-}
-
-/* Imports the history p names, and forgets it once imported. */
-static msv_err history_take(struct msv_client *c, const Msv__Wire__Provision *p)
-{
-    msv_err err = history_import(c, p);
-
-    if (err == MSV_OK)
-        err = msv_client_db_unset(c->db, HISTORY_PENDING);
-    return err;
-}
-
-msv_err msv_client_link_resume_history(struct msv_client *c, uint64_t *size)
-{
-    Msv__Wire__Provision *p = NULL;
-    uint8_t *v = NULL;
-    size_t len = 0;
-    msv_err err;
-
-    memset(&c->why, 0, sizeof(c->why));
-    err = msv_client_db_get(c->db, HISTORY_PENDING, &v, &len);
-    if (err == MSV_OK) {
-        p = msv__wire__provision__unpack(NULL, len, v);
-        err = p != NULL && p->history_blob.len > 0 && p->history_key.len == 32 &&
-                      p->history_sha256.len == 32
-                  ? MSV_OK
-                  : MSV_ERR_PARSE;
-    }
-    if (err == MSV_OK)
-        err = msv_client_connect(c);
-    if (err == MSV_OK)
-        err = history_take(c, p);
-    if (err == MSV_OK)
-        *size = p->history_size;
-    if (p != NULL)
-        msv__wire__provision__free_unpacked(p, NULL);
-    if (v != NULL)
-        msv_secret_free(v, len);
     return err;
 }
 
@@ -573,10 +355,13 @@ static msv_err take_message(struct msv_client *c, const struct msv_link_code *co
         /* linked now: a state that cannot be held is told, not undone */
         res->state_err = msv_link_state_apply(c, p);
         /* linked now, whatever comes of the history: a failure is told, not undone */
-        if (p->history_blob.len > 0) {
-            res->history_err = history_pending_save(c, p);
+        if (p->history_archive.len > 0) { /* it comes later: awaited until imported */
+            res->history_err = msv_link_history_pending_save(c, p);
+            res->history = res->history_err == MSV_OK ? 2 : -1;
+        } else if (p->history_blob.len > 0) {
+            res->history_err = msv_link_history_pending_save(c, p);
             if (res->history_err == MSV_OK)
-                res->history_err = history_take(c, p);
+                res->history_err = msv_link_history_take(c, p);
             res->history = res->history_err == MSV_OK ? 1 : -1;
         }
     } else { /* nothing half-linked is kept: the next try starts again */
@@ -736,27 +521,34 @@ msv_err msv_client_link_add(struct msv_client *c, const struct msv_link_code *co
                             const struct msv_link_add *how, uint64_t *device_id)
 {
     Msv__Wire__Provision p = MSV__WIRE__PROVISION__INIT;
-    struct msv_attachment_digest d;
-    uint8_t *msg = NULL, key[32];
-    char uri[81];
+    uint8_t *msg = NULL, key[32], archive[16];
     size_t len = 0;
     uint64_t id = 0;
     msv_err err = MSV_OK;
 
     memset(&c->why, 0, sizeof(c->why));
-    /* the state and the history first: a failure there adds no device */
+    /* the state and the room for one more history first: a failure there adds no device */
     err = account_state(c, how, &p);
     if (err == MSV_OK && how->history)
-        err = history_upload(c, how, &p, key, uri, &d);
+        err = msv_link_history_room(c);
     if (err == MSV_OK)
         err = add_waiting(c, code, &id);
     if (err == MSV_OK)
         err = msv_client_approve_device(c, id);
+    /* owed from before the message goes: a stop after it leaves it to send again */
+    if (err == MSV_OK && how->history &&
+        (err = msv_link_history_owe(c, id, key, archive)) == MSV_OK) {
+        p.history_key = (ProtobufCBinaryData){32, key};
+        p.history_archive = (ProtobufCBinaryData){16, archive};
+    }
     if (err == MSV_OK)
         err = provision_message(c, code, &p, id, &msg, &len);
     sodium_memzero(key, sizeof(key));
     if (err == MSV_OK)
         err = msv_request_provision_put(c->conn, code->address, msg, len, TIMEOUT_MS, &c->why);
+    /* a device that never got its key gets no history */
+    if (err != MSV_OK && id != 0 && how->history && msv_link_history_forget(c, id) != MSV_OK)
+        err = MSV_ERR_IO;
     free(msg);
     msv_link_state_clear(&p);
     if (err == MSV_OK)

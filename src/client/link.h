@@ -96,4 +96,19 @@ int msv_link_state_is_valid(const Msv__Wire__Provision *p);
 /* Holds what p carries on this new device, as synced from p's approver. */
 MSV_MUST_CHECK msv_err msv_link_state_apply(struct msv_client *c, const Msv__Wire__Provision *p);
 
+/* The history in the background (src/client/link_history.c). */
+#define MSV_LINK_HISTORY_OWED_MAX 4 /* histories an approving device owes at once */
+/* Keeps (this new device) the history p announces or names, until imported. */
+MSV_MUST_CHECK msv_err msv_link_history_pending_save(struct msv_client *c,
+                                                     const Msv__Wire__Provision *p);
+/* Imports the history p names (only what this device does not hold), then forgets it. */
+MSV_MUST_CHECK msv_err msv_link_history_take(struct msv_client *c, const Msv__Wire__Provision *p);
+/* MSV_ERR_TOO_BIG (c->why says it) if this device owes MSV_LINK_HISTORY_OWED_MAX histories. */
+MSV_MUST_CHECK msv_err msv_link_history_room(struct msv_client *c);
+/* Keeps (the approving device) that it owes device a history: a fresh key and archive id. */
+MSV_MUST_CHECK msv_err msv_link_history_owe(struct msv_client *c, uint64_t device, uint8_t key[32],
+                                            uint8_t archive[16]);
+/* Forgets the history owed to device (none is a no-op). */
+MSV_MUST_CHECK msv_err msv_link_history_forget(struct msv_client *c, uint64_t device);
+
 #endif

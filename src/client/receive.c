@@ -764,6 +764,11 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
         msv_payload_free(p);
         return err == MSV_OK ? MSV_ERR_EXISTS : err; /* acknowledged, not a message */
     }
+    if (p->kind == MSV_KIND_LINK_HISTORY) {
+        err = client_take_link_history(c, sender, from->device, p, on_message, ctx);
+        msv_payload_free(p);
+        return err == MSV_OK ? MSV_ERR_EXISTS : err; /* acknowledged, not a message */
+    }
     if (p->kind == MSV_KIND_GROUP_JOIN) {
         err = client_take_join(c, sender, p, on_message, ctx);
         msv_payload_free(p);

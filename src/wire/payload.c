@@ -44,6 +44,8 @@ const char *msv_payload_kind_name(enum msv_payload_kind kind)
         return "group-join";
     case MSV_KIND_PROFILE_KEY:
         return "profile-key";
+    case MSV_KIND_LINK_HISTORY:
+        return "link-history";
     case MSV_KIND_TIMER:
         return "timer";
     default:
@@ -159,6 +161,9 @@ static int kind_ok(const struct msv_payload *p)
         return p->has_profile_key && bare && !p->has_group;
     case MSV_KIND_TIMER:
         return bare;
+    case MSV_KIND_LINK_HISTORY:
+        /* where the archive lies, or why none comes: one of them */
+        return p->has_target && !p->has_group && (p->attachment_count == 1) != has_text(p);
     case MSV_KIND_GROUP_JOIN:
         /* a request or a link's settings, for one group */
         return p->has_group && bare && p->has_join_proof != (p->join_link_version != 0);

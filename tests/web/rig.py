@@ -184,11 +184,11 @@ def owner_says(who, requests, wait=1.5):
     return lines
 
 
-def browser(name, width=1200, height=820):
+def browser(name, width=1200, height=820, extra=()):
     o = webdriver.ChromeOptions()
     o.binary_location = "/usr/bin/chromium"
     for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--window-size=%d,%d" % (width, height), "--lang=en-US"]:
+              "--window-size=%d,%d" % (width, height), "--lang=en-US"] + list(extra):
         o.add_argument(a)
     dl = os.path.join(work, "downloads-" + name)
     os.makedirs(dl, exist_ok=True)
@@ -235,3 +235,21 @@ def open_conv(d, conv):
         inp = until(lambda: d.find_element(By.CSS_SELECTOR, "dialog[open] input"))
         inp.send_keys(conv, Keys.ENTER)
     return until(lambda: js(d, "return window.missive.state.current") == conv)
+
+
+def run(main):
+    """runs a browser test's main: a screenshot of each page if it stops, its verdict as the exit"""
+    try:
+        main()
+    except Exception as e:
+        import traceback
+        traceback.print_exc()
+        ok(False, "the test stopped: %r" % e)
+        for d in drivers:
+            shot(d, "failure-" + d.who)
+    finally:
+        for d in drivers:
+            logs(d)
+        cleanup()
+    print("%d passed, %d failed" % (passed, failed))
+    sys.exit(0 if failed == 0 else 1)

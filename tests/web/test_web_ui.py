@@ -417,17 +417,4 @@ open(sys.argv[1], 'wb').write(png)
 """
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:
-        import traceback
-        traceback.print_exc()
-        ok(False, "the test stopped: %r" % e)
-        for d in drivers:
-            shot(d, "failure-" + d.who)
-    finally:
-        for d in drivers:
-            logs(d)
-        cleanup()
-    print("%d passed, %d failed" % (rig.passed, rig.failed))
-    sys.exit(0 if rig.failed == 0 else 1)
+    rig.run(main)

@@ -1104,7 +1104,98 @@ function devicesDialog() {
         h("button", { type: "button", class: "primary", onclick: async () => { await approveDevice(id); dlg.close(); devicesDialog(); } }, "Approve device " + id)));
     const id = h("input", { type: "text", inputmode: "numeric", placeholder: "device id", "aria-label": "Device id to approve" });
     body.append(h("div", { class: "row" }, id, h("button", { type: "button", onclick: async () => { await approveDevice(id.value.trim()); dlg.close(); devicesDialog(); } }, "Approve")));
+    const mine = devices.find((d) => d.this_device);
+    body.append(addDeviceBox(dlg, mine ? mine.fingerprint : ""));
   });
+}
+
+// ---- adding a device by the code 'missive link --qr' shows: pasted, in a picture, or seen by
+// the camera; missive web reads pictures and frames with libzbar, as 'devices add --image' does
+const LINK_CODE = /^missive-link:1:[0-9a-f]{32}:[0-9a-f]{64}:([0-9a-f]{64})$/;
+
+// The QR code's text in an image (a PNG): its text, null if none is found, or an error.
+async function readQr(blob) {
+  const r = await fetch(withKey("/qr"), { method: "POST", headers: { "X-Missive-Upload": "1" }, body: blob });
+  let j = null;
+  try { j = await r.json(); } catch (e) { j = null; }
+  if (r.status === 200 && j && typeof j.code === "string") return j.code;
+  if (r.status === 422) return null;
+  throw new Error(r.status === 429 ? "too many images, slowing down" : r.status === 413 ? "the image is larger than 8 MiB" : "status " + r.status);
+}
+
+function addDeviceBox(dlg, mine) {
+  const box = h("div", { class: "add-device" });
+  const status = h("p", { class: "status", id: "add-status" });
+  const video = h("video", { id: "camera", muted: "", playsinline: "", hidden: "" });
+  let stop = null;
+  const confirm = (code) => {
+    if (stop) stop();
+    const m = LINK_CODE.exec(code.trim());
+    if (!m) { status.textContent = "not a link code (missive-link:1:...)"; return; }
+    const theirs = m[1].match(/.{4}/g).join(" ");
+    status.textContent = "";
+    box.replaceChildren(h("h3", {}, "Add this device?"),
+      h("p", {}, "This device:"), h("div", { class: "fp", id: "this-fp" }, mine),
+      h("p", {}, "New device:"), h("div", { class: "fp", id: "new-fp" }, theirs),
+      h("p", {}, "Compare both with what the new device shows; add it only if they are the same."),
+      h("div", { class: "row" }, h("button", {
+        type: "button", class: "primary", id: "add-confirm", onclick: async (e) => {
+          e.target.disabled = true;
+          status.textContent = "adding the device and sending it the history...";
+          await run("adding the device", rpc.call("devices", { args: ["add", code.trim()], yes: true })).catch(() => null);
+          dlg.close();
+          devicesDialog();
+        },
+      }, "Add this device"), h("button", { type: "button", onclick: () => { dlg.close(); devicesDialog(); } }, "Cancel")), status);
+  };
+  const text = h("input", { type: "text", placeholder: "missive-link:1:...", "aria-label": "The new device's code" });
+  const file = h("input", { type: "file", accept: "image/png", "aria-label": "A picture of the new device's QR code" });
+  file.addEventListener("change", async () => {
+    if (!file.files.length) return;
+    status.textContent = "reading the picture...";
+    const code = await readQr(file.files[0]).catch((e) => { status.textContent = e.message; return undefined; });
+    if (code === null) status.textContent = "no QR code found in that picture";
+    else if (code) confirm(code);
+  });
+  const scan = h("button", { type: "button", id: "add-camera" }, "Scan with the camera");
+  scan.addEventListener("click", async () => {
+    if (stop) { stop(); return; }
+    stop = await scanCamera(video, status, confirm).catch((e) => { status.textContent = "no camera: " + e.message; return null; });
+  });
+  box.append(h("h3", {}, "Add a device"),
+    h("p", {}, "On the new device run missive link HANDLE --qr, then show its QR code to the camera, pick a picture of it, or paste its code."),
+    h("div", { class: "row" }, text, h("button", { type: "button", onclick: () => confirm(text.value) }, "Next")),
+    h("div", { class: "row" }, file, scan), video, status);
+  return box;
+}
+
+// Sends a frame of the camera to missive web about twice a second until one holds a QR code.
+async function scanCamera(video, status, found) {
+  const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+  let on = true;
+  const stop = () => { on = false; stream.getTracks().forEach((t) => t.stop()); video.hidden = true; };
+  video.srcObject = stream;
+  video.hidden = false;
+  await video.play();
+  status.textContent = "looking for a QR code...";
+  const canvas = document.createElement("canvas");
+  (async () => {
+    while (on) {
+      await new Promise((r) => setTimeout(r, 500));
+      if (!on || !video.videoWidth) continue;
+      const k = Math.min(1, 1280 / Math.max(video.videoWidth, video.videoHeight));
+      canvas.width = Math.round(video.videoWidth * k);
+      canvas.height = Math.round(video.videoHeight * k);
+      canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
+      const blob = await new Promise((r) => canvas.toBlob(r, "image/png"));
+      if (!on || !blob) continue;
+      try {
+        const code = await readQr(blob);
+        if (code && on) found(code);
+      } catch (e) { status.textContent = e.message; }
+    }
+  })();
+  return stop;
 }
 
 function groupDigits(n) {
