@@ -399,6 +399,7 @@ static void test_migration_to_v3(void **state)
                      "DROP TABLE queue_refusals;"
                      "DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
                      "DROP TABLE account_handles; DROP TABLE kem_prekeys;"
+                     "ALTER TABLE accounts DROP COLUMN username_changed_ms;"
                      "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
@@ -552,6 +553,27 @@ static int newest_leaf(struct fixture *f, const char *handle, char *devs, size_t
         leaf_devices(&leaf, handle, devs, len);
     free(leaf.leaf);
     return deleted;
+}
+
+/*
+ * The username's change stamp: at most one change per interval, checked and set at once; a
+ * stamp put back (interval < 0) restores the one before; an unknown account is not found.
+ */
+static void test_username_stamp(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "u@x");
+    int64_t last = -1;
+
+    assert_int_equal(OPS(f)->username_stamp(IMPL(f), a, 100000, 50000, &last), MSV_OK);
+    assert_int_equal(last, 0);
+    assert_int_equal(OPS(f)->username_stamp(IMPL(f), a, 120000, 50000, &last), MSV_ERR_AGAIN);
+    assert_int_equal(last, 100000);
+    assert_int_equal(OPS(f)->username_stamp(IMPL(f), a, 150000, 50000, &last), MSV_OK);
+    assert_int_equal(last, 100000);
+    assert_int_equal(OPS(f)->username_stamp(IMPL(f), a, 100000, -1, &last), MSV_OK);
+    assert_int_equal(OPS(f)->username_stamp(IMPL(f), a, 149999, 50000, &last), MSV_ERR_AGAIN);
+    assert_int_equal(OPS(f)->username_stamp(IMPL(f), a + 1000, 1, 0, &last), MSV_ERR_NOT_FOUND);
 }
 
 /*
@@ -1499,8 +1521,8 @@ static void test_reopen_and_schema(void **state)
     /*
      * a database of version 6 gets version 7's index of attachments by owner, version 8's
      * queue counters, which start from what is queued, version 9's reports, version 10's
-     * invites, version 11's refused sends and version 13's handles, which start from the
-     * accounts' own
+     * invites, version 11's refused sends, version 13's handles, which start from the
+     * accounts' own, and version 15's username stamps, which start at never
      */
     reopen(f);
     assert_int_equal(OPS(f)->queue_put(IMPL(f),
@@ -1519,13 +1541,15 @@ static void test_reopen_and_schema(void **state)
                      " DROP TRIGGER queue_usage_in ON queue; DROP TRIGGER queue_usage_out ON queue;"
                      " DROP FUNCTION queue_usage_add; DROP FUNCTION queue_usage_sub;"
                      " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
-                     " DROP TABLE account_handles; DROP TABLE kem_prekeys; UPDATE missive_schema "
+                     " DROP TABLE account_handles; DROP TABLE kem_prekeys;"
+                     " ALTER TABLE accounts DROP COLUMN username_changed_ms; UPDATE missive_schema "
                      "SET version = 6;"
                    : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
                      " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
                      " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
                      " DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
-                     " DROP TABLE account_handles; DROP TABLE kem_prekeys; DELETE FROM "
+                     " DROP TABLE account_handles; DROP TABLE kem_prekeys;"
+                     " ALTER TABLE accounts DROP COLUMN username_changed_ms; DELETE FROM "
                      "schema_version WHERE version >= 7;");
     reopen(f);
     raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
@@ -1544,6 +1568,12 @@ static void test_reopen_and_schema(void **state)
         assert_int_equal(OPS(f)->queue_refusal_add(IMPL(f), 42), MSV_OK);
         assert_int_equal(OPS(f)->queue_refusal_take(IMPL(f), 42, &refused), MSV_OK);
         assert_int_equal(refused, 1);
+    }
+    {
+        int64_t last = -1;
+
+        assert_int_equal(OPS(f)->username_stamp(IMPL(f), a, 5000, 1000, &last), MSV_OK);
+        assert_int_equal(last, 0);
     }
     if (f->pg) {
         struct msv_store *none = NULL;
@@ -1673,6 +1703,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migration_to_v3, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transparency_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handles, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_username_stamp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_approval, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_item_expiry, setup, teardown),
@@ -1701,6 +1732,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_devices, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_transparency_log, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_handles, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_username_stamp, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_approval, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue_item_expiry, setup_pg, teardown),

@@ -461,6 +461,10 @@ static msv_err finish(struct pg_conn *c, msv_err err)
     "  added_ms BIGINT NOT NULL);"   \
     "CREATE INDEX account_handles_by_account ON account_handles(account_id, added_ms);"
 
+/* When the account's username last changed (at most once per [directory] username_interval_s). */
+#define USERNAME_SCHEMA \
+    "ALTER TABLE accounts ADD COLUMN username_changed_ms BIGINT NOT NULL DEFAULT 0;"
+
 static const char schema[] =
     "CREATE TABLE accounts ("
     "  id BIGSERIAL PRIMARY KEY,"
@@ -519,7 +523,7 @@ static const char schema[] =
     "  key_id BIGINT NOT NULL,"
     "  pk BYTEA NOT NULL,"
     "  PRIMARY KEY (device_id, key_id));" QUEUE_USAGE_SCHEMA REPORTS_SCHEMA INVITES_SCHEMA
-        QUEUE_REFUSALS_SCHEMA ACCOUNT_HANDLES_SCHEMA KEM_PREKEYS_SCHEMA;
+        QUEUE_REFUSALS_SCHEMA ACCOUNT_HANDLES_SCHEMA KEM_PREKEYS_SCHEMA USERNAME_SCHEMA;
 
 static const char *const upgrades[] = {
     /* 6 -> 7: attachment quotas sum a device's attachments */
@@ -540,6 +544,8 @@ static const char *const upgrades[] = {
     "INSERT INTO account_handles SELECT handle, id, created_ms FROM accounts;",
     /* 13 -> 14: ML-KEM-768 prekeys of devices that speak post-quantum sessions */
     KEM_PREKEYS_SCHEMA,
+    /* 14 -> 15: when the account's username last changed */
+    USERNAME_SCHEMA,
 };
 _Static_assert(sizeof(upgrades) / sizeof(upgrades[0]) == MSV_STORE_SCHEMA_VERSION - PG_SCHEMA_FIRST,
                "an upgrade for every schema version");
@@ -986,22 +992,60 @@ static msv_err account_set_password(struct pg_conn *c, uint64_t account_id,
     return err == MSV_OK && n == 0 ? MSV_ERR_NOT_FOUND : err;
 }
 
-static msv_err account_suspended(struct pg_conn *c, uint64_t account_id, int *suspended)
+/* One integer column (sql selects it WHERE id = $1) of account_id's row into *v. */
+static msv_err account_column(struct pg_conn *c, const char *sql, uint64_t account_id, int64_t *v)
 {
     struct args a = {0};
     PGresult *r = NULL;
     msv_err err;
 
     a_i64(&a, (int64_t)account_id);
-    err = query(c, "SELECT suspended FROM accounts WHERE id = $1;", &a, &r);
+    err = query(c, sql, &a, &r);
     if (err != MSV_OK)
         return err;
     if (PQntuples(r) == 0)
         err = MSV_ERR_NOT_FOUND;
     else
-        *suspended = (int)col_i64(r, 0, 0);
+        *v = col_i64(r, 0, 0);
     PQclear(r);
     return err;
+}
+
+static msv_err account_suspended(struct pg_conn *c, uint64_t account_id, int *suspended)
+{
+    int64_t v = 0;
+    msv_err err =
+        account_column(c, "SELECT suspended FROM accounts WHERE id = $1;", account_id, &v);
+
+    if (err == MSV_OK)
+        *suspended = (int)v;
+    return err;
+}
+
+/* The stamp read, then written only if it is still the one read: a compare-and-set. */
+static msv_err username_stamp(struct pg_conn *c, uint64_t account_id, int64_t now_ms,
+                              int64_t interval_ms, int64_t *last_ms)
+{
+    struct args a = {0};
+    size_t n = 0;
+    int64_t last = 0;
+    msv_err err = account_column(c, "SELECT username_changed_ms FROM accounts WHERE id = $1;",
+                                 account_id, &last);
+
+    if (err == MSV_OK)
+        *last_ms = last;
+    if (err != MSV_OK)
+        return err;
+    if (interval_ms >= 0 && last > now_ms - interval_ms)
+        return MSV_ERR_AGAIN;
+    a_i64(&a, now_ms);
+    a_i64(&a, (int64_t)account_id);
+    a_i64(&a, last);
+    err = run_count(c,
+                    "UPDATE accounts SET username_changed_ms = $1 WHERE id = $2 AND"
+                    " username_changed_ms = $3;",
+                    &a, &n);
+    return err == MSV_OK && n == 0 ? MSV_ERR_AGAIN : err; /* another stamp came first */
 }
 
 static msv_err stats(struct pg_conn *c, struct msv_store_stats *out)
@@ -2433,6 +2477,12 @@ static msv_err p_account_suspended(void *impl, uint64_t account_id, int *suspend
     POOLED(account_suspended(c_, account_id, suspended));
 }
 
+static msv_err p_username_stamp(void *impl, uint64_t account_id, int64_t now_ms,
+                                int64_t interval_ms, int64_t *last_ms)
+{
+    POOLED(username_stamp(c_, account_id, now_ms, interval_ms, last_ms));
+}
+
 static msv_err p_report_add(void *impl, uint64_t reporter_account, const char *reported,
                             const char *reason, const char *text, int64_t now_ms, int64_t since_ms,
                             unsigned max_recent, uint64_t *id)
@@ -2753,6 +2803,7 @@ static const struct msv_store_ops pg_ops = {
     .invite_take = p_invite_take,
     .invite_give_back = p_invite_give_back,
     .account_suspended = p_account_suspended,
+    .username_stamp = p_username_stamp,
     .stats = p_stats,
     .code_put = p_code_put,
     .code_take = p_code_take,
