@@ -2062,7 +2062,7 @@ static int found(struct test_device *d, const char *handle)
 }
 
 /*
- * Usernames (U1-U6 of docs/bad-input.md): anything but the grammar is refused and changes
+ * Usernames (U1-U7 of docs/bad-input.md): anything but the grammar is refused and changes
  * nothing; a username needs no code but is no contact handle (HandleAdd and RegisterStart refuse
  * it, UsernameSet refuses an address); one per account; a change within the interval is refused;
  * a released one is held from every account until the hold ends; lookups of usernames nobody

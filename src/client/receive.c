@@ -981,7 +981,8 @@ static void handle_notice(struct msv_client *c, const Msv__Wire__DeviceChange *d
         (void)client_handle_gone(c, handle, first);
     else
         (void)client_handle_gone(c, "", first); /* the list only */
-    snprintf(notice, sizeof(notice), "the handle %s was %s this account by device %llu", handle,
+    snprintf(notice, sizeof(notice), "the %s %s was %s this account by device %llu",
+             strchr(handle, '@') == NULL && handle[0] != '+' ? "username" : "handle", handle,
              dc->handle_added.len > 0 ? "added to" : "removed from",
              (unsigned long long)dc->by_device);
     if (on_message != NULL)
