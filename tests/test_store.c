@@ -1624,6 +1624,90 @@ static void *write_rounds(void *arg)
     return NULL;
 }
 
+/* One side of a race on an account: a handle added, or the account deleted, or a device removed. */
+struct racer {
+    struct msv_store *store;
+    pthread_barrier_t *start;
+    uint64_t account, device;
+    const char *handle; /* handle_add's; account_delete's (the account's) */
+    int what;           /* 0: handle_add, 1: account_delete, 2: device_remove */
+    msv_err err;
+};
+
+static void *race(void *arg)
+{
+    struct racer *r = arg;
+    struct msv_account_deleted del = {0};
+
+    pthread_barrier_wait(r->start);
+    if (r->what == 0)
+        r->err = r->store->ops->handle_add(r->store->impl, r->account, r->handle, 10, 5000);
+    else if (r->what == 1)
+        r->err = r->store->ops->account_delete(r->store->impl, r->handle, 5000, &del);
+    else
+        r->err = r->store->ops->device_remove(r->store->impl, r->account, r->device);
+    msv_account_deleted_clear(&del);
+    return NULL;
+}
+
+/* Runs a and b at once, each on its own store (connection). */
+static void run_race(struct racer *a, struct racer *b)
+{
+    pthread_barrier_t start;
+    pthread_t t[2];
+
+    assert_int_equal(pthread_barrier_init(&start, NULL, 2), 0);
+    a->start = b->start = &start;
+    assert_int_equal(pthread_create(&t[0], NULL, race, a), 0);
+    assert_int_equal(pthread_create(&t[1], NULL, race, b), 0);
+    assert_int_equal(pthread_join(t[0], NULL), 0);
+    assert_int_equal(pthread_join(t[1], NULL), 0);
+    pthread_barrier_destroy(&start);
+}
+
+/*
+ * A handle added while its account is deleted, or while a device of it is removed (which
+ * writes every handle's leaf), on two connections at once: whichever comes first, the result is
+ * one order of the two. No handle is left of a deleted account, and its newest log entry is its
+ * tombstone; every handle's newest leaf lists the account's devices as they are.
+ */
+static void test_handle_races(void **state)
+{
+    struct fixture *f = *state;
+    struct msv_store *other = NULL;
+    char name[64], added[64], devs[64], want[64];
+
+    assert_int_equal(open_store(f, &other), MSV_OK);
+    for (int i = 0; i < 40; i++) {
+        uint64_t acc, d1, d2, got = 0;
+        struct racer add = {f->store, NULL, 0, 0, added, 0, 0}, other_side;
+
+        snprintf(name, sizeof(name), "r%d@x", i);
+        snprintf(added, sizeof(added), "h%d@x", i);
+        acc = make_account(f, name);
+        d1 = make_device(f, acc);
+        d2 = make_device(f, acc);
+        add.account = acc;
+        other_side = (struct racer){other, NULL, acc, d2, name, 1 + i % 2, 0};
+        run_race(&add, &other_side);
+        assert_int_equal(other_side.err, MSV_OK);
+        if (other_side.what == 1) {
+            /* deleted: nothing of the account is found by the new handle, whose log says so */
+            assert_int_equal(OPS(f)->account_get(IMPL(f), added, &got, NULL), MSV_ERR_NOT_FOUND);
+            if (add.err == MSV_OK)
+                assert_true(newest_leaf(f, added, devs, sizeof(devs)));
+            continue;
+        }
+        assert_int_equal(add.err, MSV_OK);
+        snprintf(want, sizeof(want), "%llu", (unsigned long long)d1);
+        assert_false(newest_leaf(f, name, devs, sizeof(devs)));
+        assert_string_equal(devs, want);
+        assert_false(newest_leaf(f, added, devs, sizeof(devs)));
+        assert_string_equal(devs, want);
+    }
+    msv_store_close(other);
+}
+
 static void test_nodes_share_database(void **state)
 {
     struct fixture *f = *state;
@@ -1733,6 +1817,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transparency_log, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_handles, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_username_stamp, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_handle_races, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_approval, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue_item_expiry, setup_pg, teardown),

@@ -1200,6 +1200,27 @@ static void free_texts(char **list, size_t n)
     free(list);
 }
 
+/*
+ * Locks account_id's row for the transaction: its handles and its devices change one
+ * transaction at a time, and whatever reads its handles to write the log (kt_append, a
+ * deletion's tombstones) reads them under this lock. One lock order everywhere: the account's
+ * row first (before any row that references it: an insert's foreign key check would take a
+ * share lock on it first), then the log's advisory lock, then devices' advisory locks.
+ */
+static msv_err lock_account(struct pg_conn *c, uint64_t account_id)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_i64(&a, (int64_t)account_id);
+    err = query(c, "SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE;", &a, &r);
+    if (err == MSV_OK && PQntuples(r) == 0)
+        err = MSV_ERR_NOT_FOUND;
+    PQclear(r);
+    return err;
+}
+
 /* The account's approved devices as they are now, as handle's leaf (in a transaction). */
 static msv_err kt_append_handle(struct pg_conn *c, uint64_t account_id, const char *handle,
                                 int64_t now_ms)
@@ -1240,12 +1261,16 @@ static msv_err kt_append_handle(struct pg_conn *c, uint64_t account_id, const ch
     return err;
 }
 
-/* Every handle of the account gets a leaf of its devices as they are now (in a transaction). */
+/* Every handle of the account gets a leaf of its devices as they are now (in a transaction;
+ * under the account's lock, so that no handle added meanwhile misses the change). */
 static msv_err kt_append(struct pg_conn *c, uint64_t account_id, int64_t now_ms)
 {
     char **handles = NULL;
     size_t n = 0;
-    msv_err err = handles_of_account(c, account_id, &handles, &n);
+    msv_err err = lock_account(c, account_id);
+
+    if (err == MSV_OK)
+        err = handles_of_account(c, account_id, &handles, &n);
 
     for (size_t i = 0; err == MSV_OK && i < n; i++)
         err = kt_append_handle(c, account_id, handles[i], now_ms);
@@ -1335,6 +1360,9 @@ static msv_err account_delete(struct pg_conn *c, const char *handle, int64_t now
     size_t n_handles = 0;
     msv_err err = account_get(c, handle, &out->account_id, NULL);
 
+    /* the account first: a handle added meanwhile is either in the list or waits for this */
+    if (err == MSV_OK)
+        err = lock_account(c, out->account_id);
     if (err == MSV_OK)
         err = handles_of_account(c, out->account_id, &handles, &n_handles);
     if (err == MSV_OK)
@@ -1351,21 +1379,6 @@ static msv_err account_delete(struct pg_conn *c, const char *handle, int64_t now
             err = kt_tombstone(c, handles[i], now_ms);
     }
     free_texts(handles, n_handles);
-    return err;
-}
-
-/* Locks account_id's row for the transaction: its handles change one transaction at a time. */
-static msv_err lock_account(struct pg_conn *c, uint64_t account_id)
-{
-    struct args a = {0};
-    PGresult *r = NULL;
-    msv_err err;
-
-    a_i64(&a, (int64_t)account_id);
-    err = query(c, "SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE;", &a, &r);
-    if (err == MSV_OK && PQntuples(r) == 0)
-        err = MSV_ERR_NOT_FOUND;
-    PQclear(r);
     return err;
 }
 
@@ -1504,8 +1517,10 @@ static msv_err device_add(struct pg_conn *c, uint64_t account_id, uint32_t suite
 {
     struct args a = {0};
     PGresult *r = NULL;
-    msv_err err;
+    msv_err err = lock_account(c, account_id); /* before the insert's share lock on it */
 
+    if (err != MSV_OK)
+        return err;
     a_i64(&a, (int64_t)account_id);
     a_i64(&a, suite);
     a_bytes(&a, identity, identity_len);
@@ -1528,8 +1543,10 @@ static msv_err device_approve(struct pg_conn *c, uint64_t account_id, uint64_t d
 {
     struct args a = {0};
     size_t n = 0;
-    msv_err err;
+    msv_err err = lock_account(c, account_id);
 
+    if (err != MSV_OK)
+        return err;
     a_i64(&a, (int64_t)device_id);
     a_i64(&a, (int64_t)account_id);
     err = run_count(c,
@@ -1552,8 +1569,10 @@ static msv_err device_remove(struct pg_conn *c, uint64_t account_id, uint64_t de
     };
     struct args a = {0};
     size_t n = 0;
-    msv_err err;
+    msv_err err = lock_account(c, account_id);
 
+    if (err != MSV_OK)
+        return err;
     a_i64(&a, (int64_t)device_id);
     a_i64(&a, (int64_t)account_id);
     err = run_count(c, "DELETE FROM devices WHERE id = $1 AND account_id = $2;", &a, &n);
