@@ -12,6 +12,10 @@
  *    device (in ascending order, so two commits cannot deadlock);
  *  - the transparency log's next index is MAX + 1, taken under one advisory
  *    lock held to the commit, so indexes stay dense and in commit order;
+ *  - an account's handles and devices change under its row's lock (lock_account), taken
+ *    first by every transaction that reads its handles to write the log (a device change, a
+ *    handle added or removed, a deletion), so none writes the log from a stale list; locks
+ *    are taken in one order: the account's row, then the log's, then devices';
  *  - migrations run under a session advisory lock, so nodes starting together
  *    migrate once.
  *
