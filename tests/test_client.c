@@ -2563,6 +2563,38 @@ static void second_handle_setup(struct test_server *s, struct msv_client **alice
     assert_int_equal(monitor(*alice, last), 0); /* the new handle lists alice's own devices */
 }
 
+/*
+ * The hourly check of the entries the directory serves covers every handle of the account, not
+ * only the one this device goes by: once alice's monitor has read a later entry of her second
+ * handle than the directory serves, the alarm names that handle. (A live directory that hides
+ * the newest entry of a handle is caught first by the key directory's version proof, which a
+ * lookup checks: here the monitor's record of what it read is moved ahead instead, as if the
+ * directory had shown the monitor an entry that it now withholds from lookups.)
+ */
+static void test_monitor_newest_second_handle(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *mallory, *laptop;
+    char last[400];
+    uint8_t ahead[8];
+
+    (void)state;
+    second_handle_setup(&s, &alice, &mallory);
+    laptop = linked_device(&s, alice, "alice-laptop");
+    assert_int_equal(monitor(alice, last), 0);
+    msv_put_u64be(ahead, 1000);
+    assert_int_equal(msv_client_db_set(alice->db, "kt_monitor_newest:+15550001", ahead, 8), MSV_OK);
+    assert_int_equal(monitor(alice, last), 0); /* checked hourly */
+    assert_int_equal(msv_client_db_unset(alice->db, "kt_monitor_checked"), MSV_OK);
+    assert_int_equal(monitor(alice, last), 1);
+    if (strstr(last, "under +15550001 from an older log entry than entry 1000") == NULL)
+        fail_msg("the alarm: %s", last);
+    msv_client_close(laptop);
+    msv_client_close(mallory);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
 /* The stopped server logs mallory's device under +15550001; alice's monitor must alarm. */
 static void forge_second_handle(struct test_server *s, struct msv_client *alice)
 {
@@ -4303,6 +4335,7 @@ int main(void)
         cmocka_unit_test(test_gossip_checks_both_heads),
         cmocka_unit_test(test_head_from_the_future),
         cmocka_unit_test(test_monitor_removed_device_returns),
+        cmocka_unit_test(test_monitor_newest_second_handle),
         cmocka_unit_test(test_owner_history_forged_version),
         cmocka_unit_test(test_owner_history_skipped_version),
         cmocka_unit_test(test_epoch_roots_compared),
