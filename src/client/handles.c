@@ -120,6 +120,21 @@ static msv_err unlist_handle(struct msv_client *c, const char *key, const char *
     return err;
 }
 
+void client_removed_key(char key[300], const char *handle)
+{
+    snprintf(key, 300, "kt_removed_handle:%.256s", handle);
+}
+
+msv_err client_handle_removed(struct msv_client *c, const char *handle)
+{
+    char key[300];
+
+    if (!setting_has(c, WATCHED_SETTING, handle))
+        return MSV_OK; /* expected of watched handles only: as many as those, at most */
+    client_removed_key(key, handle);
+    return msv_client_db_set(c->db, key, "", 0);
+}
+
 msv_err client_handle_unwatch(struct msv_client *c, const char *handle)
 {
     msv_err err = unlist_handle(c, WATCHED_SETTING, handle);

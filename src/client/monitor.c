@@ -402,6 +402,39 @@ static int own_entry(struct msv_client *c, const struct msv_kt_entry *e)
     return 0;
 }
 
+/*
+ * The tombstone of a handle this device watches as its account's: expected after a removal it
+ * was told of (the handle_removed notice, client_handle_removed), and the watch of it ends; else
+ * the server took the handle away by itself: the alarm, and the watch goes on, so that whoever
+ * gets the handle next is seen too.
+ */
+static msv_err monitor_own_tombstone(struct msv_client *c, const struct msv_kt_entry *e,
+                                     uint64_t index, void (*on_alarm)(void *, const char *),
+                                     void *ctx, size_t *alarms)
+{
+    char key[300], warning[700];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    client_removed_key(key, e->handle);
+    err = msv_client_db_get(c->db, key, &v, &len);
+    free(v);
+    if (err == MSV_OK && (err = msv_client_db_unset(c->db, key)) == MSV_OK)
+        return strcmp(e->handle, c->handle) != 0 ? client_handle_unwatch(c, e->handle) : MSV_OK;
+    if (err != MSV_ERR_NOT_FOUND)
+        return err;
+    snprintf(warning, sizeof(warning),
+             "the directory's transparency log says this account's handle %.256s was removed "
+             "(entry %llu), but none of its devices removed it: the server took it away, and "
+             "messages to it no longer reach you",
+             e->handle, (unsigned long long)index);
+    (*alarms)++;
+    if (on_alarm != NULL)
+        on_alarm(ctx, warning);
+    return MSV_OK;
+}
+
 /* Raises the alarm for each device of this account in leaf that this device was not told of. */
 static msv_err monitor_leaf(struct msv_client *c, const Msv__Wire__LogProof *p,
                             void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
@@ -417,8 +450,8 @@ static msv_err monitor_leaf(struct msv_client *c, const Msv__Wire__LogProof *p,
         return monitor_foreign(c, &e, p->index, on_alarm, ctx, alarms);
     if ((err = client_history_read(c, e.handle, p->index)) != MSV_OK)
         return err;
-    if (e.deleted) /* a handle this account removed: it lists no device, and is no longer watched */
-        return strcmp(e.handle, c->handle) != 0 ? client_handle_unwatch(c, e.handle) : MSV_OK;
+    if (e.deleted) /* a handle removed: it lists no device */
+        return monitor_own_tombstone(c, &e, p->index, on_alarm, ctx, alarms);
     err = monitor_removed(c, &e, p->index, on_alarm, ctx, alarms);
     for (size_t i = 0; err == MSV_OK && i < e.n_devices; i++) {
         char warning[400], fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)";
