@@ -1673,7 +1673,7 @@ static void handle_username_set(struct msv_conn_state *c, const msv_frame *f)
     struct msv_server *s = c->w->srv;
     char name[MSV_HANDLE_MAX + 1] = "", **handles = NULL, *old = NULL;
     int64_t now = msv_server_now_ms(s), last = 0;
-    int set = f->username_set->username.len > 0;
+    int set = f->username_set->username.len > 0, added = 0;
     size_t n = 0;
     msv_err err = MSV_OK;
 
@@ -1697,8 +1697,13 @@ static void handle_username_set(struct msv_conn_state *c, const msv_frame *f)
         goto out;
     if (set)
         err = STORE(s)->handle_add(IMPL(s), c->account_id, name, HANDLES_MAX + (old != NULL), now);
+    added = set && err == MSV_OK;
     if (err == MSV_OK && old != NULL &&
-        (err = STORE(s)->handle_remove(IMPL(s), c->account_id, old, now)) != MSV_OK && set)
+        (err = STORE(s)->handle_remove(IMPL(s), c->account_id, old, now)) == MSV_ERR_NOT_FOUND) {
+        err = MSV_OK; /* released meanwhile by another device, whose request told the others */
+        old = NULL;
+    }
+    if (err != MSV_OK && added) /* never two usernames: the new one goes again */
         (void)STORE(s)->handle_remove(IMPL(s), c->account_id, name, now);
     if (err != MSV_OK) {
         if (set)
