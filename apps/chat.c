@@ -840,7 +840,8 @@ static void show_help(struct chat *ch)
     /* the keys last, so that they stay in view on a small screen */
     add_note(ch, ch->current,
              "Safety: /block and /unblock [HANDLE], /report [REASON] (to the operator), "
-             "/settings [read-receipts|typing on|off], /usage (the server's limits). Devices: "
+             "/settings [read-receipts|typing on|off], /usage (the server's limits), /username "
+             "[set NAME | remove] (the account's username, as alice.42). Devices: "
              "/link CODE (a new device's). The account's password changes in a shell (missive "
              "password change), never here, where it would show.");
     add_note(ch, ch->current,
@@ -1138,6 +1139,36 @@ static void settings(struct chat *ch, const char *arg)
     add_note(ch, ch->current, "settings: %s", all);
 }
 
+/* /username [set NAME | remove]: the account's username, shown, set or released. */
+static void username(struct chat *ch, const char *arg)
+{
+    char *name = NULL;
+    msv_err err;
+
+    if (*arg == '\0') {
+        err = msv_client_username(ch->c, &name);
+        if (err == MSV_OK)
+            set_status(ch, 8000, "username: %s", name[0] ? name : "(none)");
+        free(name);
+    } else if (strncmp(arg, "set ", 4) == 0 && arg[4] != '\0') {
+        err = msv_client_username_set(ch->c, arg + 4);
+        if (err == MSV_OK)
+            set_status(ch, 8000, "the username is %s now; the account's other devices are told",
+                       arg + 4);
+    } else if (strcmp(arg, "remove") == 0) {
+        err = msv_client_username_remove(ch->c);
+        if (err == MSV_OK)
+            set_status(ch, 8000, "the username was released");
+    } else {
+        set_status(ch, 6000, "/username, /username set NAME (as alice.42), /username remove");
+        return;
+    }
+    owner_pump(ch->ow);
+    if (err != MSV_OK)
+        set_status(ch, 8000, "the username did not change: %s",
+                   ch->c->why.message[0] ? ch->c->why.message : msv_strerror(err));
+}
+
 /* /usage: what the server holds for this account against its limits, a note per device. */
 static void show_usage(struct chat *ch)
 {
@@ -1372,6 +1403,8 @@ static void command(struct chat *ch, const char *line)
         invites(ch, line, arg);
     else if (strcmp(line, "/usage") == 0)
         show_usage(ch);
+    else if (strncmp(line, "/username", 9) == 0 && (line[9] == ' ' || line[9] == '\0'))
+        username(ch, arg);
     else if (strncmp(line, "/password", 9) == 0 && (line[9] == ' ' || line[9] == '\0'))
         /* a password typed here would show on the screen and stay in the input line */
         set_status(ch, 8000, "change the password in a shell: missive password change");

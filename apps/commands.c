@@ -82,6 +82,14 @@ static const struct {
      "away (never the last; without --yes it only says what it would do): lookups of it then "
      "answer that it is gone. The first is the account's own, which it goes by unless "
      "'send --from' or the handle someone wrote to says otherwise. Every device is told."},
+    {"username", "username [show | set NAME | remove]",
+     "The account's username: a handle that is no e-mail address and no phone number, "
+     "NAME.DIGITS (3 to 24 letters and digits beginning with a letter, a dot, 2 to 9 digits, "
+     "as alice.42), so that people can write to you without learning either. It needs no code; "
+     "whoever knows it exactly finds the account (no listing, no search). set takes it or "
+     "changes it (at most once a day, as the server says), remove releases it; a released "
+     "username is held from every account for a while (the server's username_hold_s). Every "
+     "device is told, and 'handles' lists it among the others."},
     {"account", "account usage\n       missive account delete --yes",
      "usage shows what the server holds for this account against its limits: for each "
      "device, the envelopes and bytes waiting for it beside the queue caps (a send to a "
@@ -1009,11 +1017,16 @@ static int show_handles(const struct cli *o, struct msv_client *c)
         return fail(c, "listing the handles", err);
     }
     for (size_t i = 0; i < n; i++) {
+        int username = strchr(handles[i], '@') == NULL && handles[i][0] != '+';
+
         if (o->json)
-            json_array_append_new(list,
-                                  json_pack("{s:s, s:b}", "handle", handles[i], "first", i == 0));
+            json_array_append_new(list, json_pack("{s:s, s:b, s:b}", "handle", handles[i], "first",
+                                                  i == 0, "username", username));
         else
-            fprintf(cli_out, "%s%s\n", handles[i], i == 0 ? "\t(first)" : "");
+            fprintf(cli_out, "%s%s\n", handles[i],
+                    i == 0     ? "\t(first)"
+                    : username ? "\t(username)"
+                               : "");
     }
     if (o->json)
         emit_json(list);
@@ -1067,6 +1080,44 @@ static int cmd_handles(const struct cli *o, struct msv_client *c)
     }
     return handle_changed(o, c, o->argv[1], "removed", "removing the handle",
                           msv_client_handle_remove(c, o->argv[1]));
+}
+
+static int cmd_username(const struct cli *o, struct msv_client *c)
+{
+    const char *verb = o->argc > 0 ? o->argv[0] : "show";
+    char *name = NULL;
+    msv_err err;
+
+    if (strcmp(verb, "show") == 0 && o->argc <= 1) {
+        if ((err = msv_client_username(c, &name)) != MSV_OK)
+            return fail(c, "reading the username", err);
+        if (o->json)
+            emit_json(json_pack("{s:s?}", "username", name[0] != '\0' ? name : NULL));
+        else
+            fprintf(cli_out, "%s\n", name[0] != '\0' ? name : "(no username)");
+        free(name);
+        return 0;
+    }
+    if (strcmp(verb, "set") == 0 && o->argc == 2) {
+        char norm[MSV_USERNAME_MAX + 1];
+
+        if (!msv_username_normalise((const uint8_t *)o->argv[1], strlen(o->argv[1]), norm)) {
+            fprintf(cli_err, "missive: a username is 3 to 24 letters and digits beginning with "
+                             "a letter, a dot and 2 to 9 digits, as alice.42\n");
+            return EXIT_USAGE;
+        }
+        return handle_changed(o, c, norm, "set", "setting the username",
+                              msv_client_username_set(c, norm));
+    }
+    if (strcmp(verb, "remove") == 0 && o->argc == 1) {
+        err = msv_client_username_remove(c);
+        if (err == MSV_OK && o->json)
+            emit_json(json_pack("{s:s}", "status", "removed"));
+        else if (err == MSV_OK)
+            fprintf(cli_out, "username released; the account's other devices are told\n");
+        return err == MSV_OK ? 0 : fail(c, "releasing the username", err);
+    }
+    return cli_usage("username", cli_err);
 }
 
 static int cmd_password(const struct cli *o, struct msv_client *c)
@@ -3671,6 +3722,8 @@ static int run_account_command(const struct cli *o, const char *command, struct 
         return cmd_password(o, c);
     if (strcmp(command, "handles") == 0)
         return cmd_handles(o, c);
+    if (strcmp(command, "username") == 0)
+        return cmd_username(o, c);
     if (strcmp(command, "account") == 0)
         return cmd_account(o, c);
     if (strcmp(command, "leave") == 0)

@@ -22,7 +22,7 @@ _missive()
     local commands="register link devices contacts groups send receive history read typing timer
         edit unsend edits windows react verify fingerprint backup restore daemon web chat log-head
         sync block unblock blocked requests settings report conversations profile password leave account
-        handles"
+        handles username"
     local global="--account --data-dir -o --passphrase-file --password-file
         --backup-passphrase-file --help"
     local command="" data_dir="" i
@@ -65,6 +65,7 @@ _missive()
     leave) opts="--yes" ;;
     account) opts="usage delete --yes" ;;
     handles) opts="list add verify remove --code --yes" ;;
+    username) opts="show set remove" ;;
     password) opts="change reset --server --code" ;;
     contacts) opts="list add remove" ;;
     sync) opts="list set unset" ;;

@@ -113,6 +113,20 @@ as() {
     "$M" --data-dir "dev-$who" --account "$who@example.org" "$@"
 }
 
+# link_laptop NAME: links a second device of NAME@example.org (data in dev-NAME2), approved by
+# the first; sets $laptop and $phone (their device ids). Then `laptop_m COMMAND...` runs missive
+# as the laptop.
+link_laptop() {
+    local who=$1
+    eval "laptop_m() { \"\$M\" --data-dir dev-${who}2 \"\$@\"; }"
+    expect 0 "$who links a laptop" -- laptop_m link "$who@example.org" --server "$server"
+    laptop=$(sed -n 's/.*this is device \([0-9]*\) .*/\1/p' out.txt)
+    expect 0 "$who approves it" -- as "$who" devices approve "$laptop"
+    expect 0 "the laptop takes its notices" -- laptop_m receive
+    phone=$(as "$who" -o json devices | python3 -c 'import json,sys
+print([d["device_id"] for d in json.load(sys.stdin) if d["this_device"]][0])')
+}
+
 # cluster_node NAME [PORT [INI-LINES]]: starts (or restarts, on the same port) a
 # missived node on $MSV_TEST_POSTGRES and $MSV_TEST_REDIS with its data in
 # $work/node-NAME and the shared directory $work/shared, its log appended to

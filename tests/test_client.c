@@ -2907,6 +2907,85 @@ static void second_handle_setup(struct test_server *s, struct msv_client **alice
     assert_int_equal(monitor(*alice, last), 0); /* the new handle lists alice's own devices */
 }
 
+/*
+ * The hourly check of the entries the directory serves covers every handle of the account, not
+ * only the one this device goes by: once alice's monitor has read a later entry of her second
+ * handle than the directory serves, the alarm names that handle. (A live directory that hides
+ * the newest entry of a handle is caught first by the key directory's version proof, which a
+ * lookup checks: here the monitor's record of what it read is moved ahead instead, as if the
+ * directory had shown the monitor an entry that it now withholds from lookups.)
+ */
+static void test_monitor_newest_second_handle(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *mallory, *laptop;
+    char last[400];
+    uint8_t ahead[8];
+
+    (void)state;
+    second_handle_setup(&s, &alice, &mallory);
+    laptop = linked_device(&s, alice, "alice-laptop");
+    assert_int_equal(monitor(alice, last), 0);
+    msv_put_u64be(ahead, 1000);
+    assert_int_equal(msv_client_db_set(alice->db, "kt_monitor_newest:+15550001", ahead, 8), MSV_OK);
+    assert_int_equal(monitor(alice, last), 0); /* checked hourly */
+    assert_int_equal(msv_client_db_unset(alice->db, "kt_monitor_checked"), MSV_OK);
+    assert_int_equal(monitor(alice, last), 1);
+    if (strstr(last, "under +15550001 from an older log entry than entry 1000") == NULL)
+        fail_msg("the alarm: %s", last);
+    msv_client_close(laptop);
+    msv_client_close(mallory);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A tombstone of one of alice's handles: after her laptop removed it (the phone was told), her
+ * phone's monitor ends the watch quietly; one the server wrote by itself, for a handle none of
+ * her devices removed, raises the alarm, once, and the handle stays watched.
+ */
+static void test_monitor_unasked_tombstone(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *mallory, *laptop;
+    static struct msv_kt_entry e;
+    char last[400], code[7];
+    uint8_t *leaf = NULL, *v = NULL;
+    size_t len = 0;
+
+    (void)state;
+    second_handle_setup(&s, &alice, &mallory);
+    laptop = linked_device(&s, alice, "alice-laptop");
+    assert_int_equal(monitor(alice, last), 0);
+    assert_int_equal(msv_client_handle_remove(laptop, "+15550001"), MSV_OK);
+    assert_int_equal(monitor(alice, last), 0);
+    assert_int_equal(msv_client_handle_add(alice, "+15550002"), MSV_OK);
+    test_server_code(&s, "+15550002", code);
+    assert_int_equal(msv_client_handle_verify(alice, "+15550002", code), MSV_OK);
+    assert_int_equal(monitor(alice, last), 0);
+    test_server_stop(&s);
+    e.deleted = 1;
+    e.time_ms = msv_wall_ms();
+    snprintf(e.handle, sizeof(e.handle), "+15550002");
+    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_OK);
+    append_leaf(&s, "+15550002", leaf, len);
+    free(leaf);
+    server_sql(&s, "DELETE FROM account_handles WHERE handle = '+15550002';");
+    test_server_start(&s);
+    assert_int_equal(monitor(alice, last), 1);
+    if (strstr(last, "handle +15550002 was removed") == NULL ||
+        strstr(last, "none of its devices removed it") == NULL)
+        fail_msg("the alarm: %s", last);
+    assert_int_equal(msv_client_db_get(alice->db, "handles_watched", &v, &len), MSV_OK);
+    assert_non_null(memmem(v, len, "+15550002\n", 10));
+    free(v);
+    assert_int_equal(monitor(alice, last), 0);
+    msv_client_close(laptop);
+    msv_client_close(mallory);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
 /* The stopped server logs mallory's device under +15550001; alice's monitor must alarm. */
 static void forge_second_handle(struct test_server *s, struct msv_client *alice)
 {
@@ -4647,6 +4726,8 @@ int main(void)
         cmocka_unit_test(test_gossip_checks_both_heads),
         cmocka_unit_test(test_head_from_the_future),
         cmocka_unit_test(test_monitor_removed_device_returns),
+        cmocka_unit_test(test_monitor_newest_second_handle),
+        cmocka_unit_test(test_monitor_unasked_tombstone),
         cmocka_unit_test(test_owner_history_forged_version),
         cmocka_unit_test(test_owner_history_skipped_version),
         cmocka_unit_test(test_epoch_roots_compared),

@@ -18,14 +18,8 @@ register_people alice bob
 register_people dave # knows nobody of them: he only ever writes to alice's phone
 code_of() { grep "handle=$1 code=" srv.log | tail -1 | sed 's/.*code=//'; }
 wrong_code() { printf '%06d' $(((10#$1 + 1) % 1000000)); }
-laptop_m() { "$M" --data-dir dev-alice2 "$@"; }
 
-expect 0 "alice links a laptop" -- laptop_m link alice@example.org --server "$server"
-laptop=$(sed -n 's/.*this is device \([0-9]*\) .*/\1/p' out.txt)
-expect 0 "alice approves it" -- as alice devices approve "$laptop"
-expect 0 "the laptop takes its notices" -- laptop_m receive
-phone=$(as alice -o json devices | python3 -c 'import json,sys
-print([d["device_id"] for d in json.load(sys.stdin) if d["this_device"]][0])')
+link_laptop alice
 
 # ---- listing and adding ---------------------------------------------------------------------
 expect 0 "alice's handles" -- as alice handles
@@ -38,8 +32,9 @@ expect 0 "the code the number got" -- as alice -o json handles verify +15550001 
 grep -q '"status": *"added"' out.txt && ok || bad "handles verify -o json: $(cat out.txt err.txt)"
 expect 0 "alice's handles -o json" -- as alice -o json handles
 python3 -c 'import json,sys
-assert json.load(open("out.txt")) == [{"handle": "alice@example.org", "first": True},
-                                      {"handle": "+15550001", "first": False}]' && ok ||
+assert json.load(open("out.txt")) == [
+    {"handle": "alice@example.org", "first": True, "username": False},
+    {"handle": "+15550001", "first": False, "username": False}]' && ok ||
     bad "the list: $(cat out.txt)"
 expect 0 "the laptop is told" -- laptop_m receive
 grep -q "notice: the handle +15550001 was added to this account by device $phone" out.txt && ok ||

@@ -2129,6 +2129,114 @@ static void test_handles_and_from_handle(void **state)
     test_server_cleanup(&s);
 }
 
+/* A UsernameSet of the len bytes at name (len 0: release). */
+static msv_frame *username_set(struct msv_conn *c, const char *name, size_t len)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__UsernameSet u = MSV__WIRE__USERNAME_SET__INIT;
+
+    u.username = (ProtobufCBinaryData){len, (uint8_t *)name};
+    req.body_case = MSV__WIRE__FRAME__BODY_USERNAME_SET;
+    req.username_set = &u;
+    return test_request(c, &req);
+}
+
+#define USERNAME(c, name) username_set((c), (name), strlen(name))
+
+/* 1 if a lookup of handle by d finds devices. */
+static int found(struct test_device *d, const char *handle)
+{
+    msv_frame *r = lookup(d->conn, handle);
+    int n;
+
+    if (r->body_case != MSV__WIRE__FRAME__BODY_LOOKUP_RESULT)
+        fail_msg("lookup of %s: error %d", handle, error_code(r));
+    n = r->lookup_result->results[0]->n_devices > 0;
+    msv_frame_free(r);
+    return n;
+}
+
+/*
+ * Usernames (U1-U7 of docs/bad-input.md): anything but the grammar is refused and changes
+ * nothing; a username needs no code but is no contact handle (HandleAdd and RegisterStart refuse
+ * it, UsernameSet refuses an address); one per account; a change within the interval is refused;
+ * a released one is held from every account until the hold ends; lookups of usernames nobody
+ * has are limited per account while those of known ones go on.
+ */
+static void test_usernames(void **state)
+{
+    static const char *const bad[] = {
+        "al.42",     "1alice.42", "alice.4",   "alice.1234567890", "alice42",
+        "alice.4x",  "al_ice.42", "alice..42", "alice.42.1",       "abcdefghijklmnopqrstuvwxy.42",
+        "alice .42",
+    };
+    struct test_server s;
+    struct test_device a = {0}, b = {0};
+    struct msv_conn *anon;
+    struct msv_refusal why;
+    int64_t now = 1900000000000;
+
+    (void)state;
+    test_server_init(&s, "[directory]\nusername_interval_s = 60\nusername_hold_s = 600\n"
+                         "unknown_lookup_rate = 0.0001\nunknown_lookup_burst = 5\n"
+                         "[accounts]\nregister_burst = 100\n");
+    test_server_start(&s);
+    test_server_set_clock(&s, now);
+    test_register(&s, "alice@example.org", &a);
+    test_register(&s, "bob@example.org", &b);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        expect_error(USERNAME(a.conn, bad[i]), MSV__WIRE__ERROR_CODE__ERROR_INVALID);
+    expect_error(username_set(a.conn, "ali\0e.42", 9), MSV__WIRE__ERROR_CODE__ERROR_INVALID);
+    expect_error(USERNAME(a.conn, "carol@example.org"), MSV__WIRE__ERROR_CODE__ERROR_INVALID);
+    expect_error(username_set(a.conn, "", 0), MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND);
+    anon = test_connect(&s);
+    expect_error(USERNAME(anon, "alice.42"), MSV__WIRE__ERROR_CODE__ERROR_UNAUTHENTICATED);
+    msv_conn_close(anon);
+    assert_int_equal(
+        msv_request_handle_change(a.conn, MSV_HANDLE_ADD, "alice.42", NULL, TEST_TIMEOUT_MS, &why),
+        MSV_ERR_INVALID);
+    assert_non_null(strstr(why.message, "needs no code"));
+    assert_int_equal(test_server_metric(&s, "usernames_set_total"), 0);
+    /* set (case folded), found by an exact lookup only */
+    expect_ok(USERNAME(a.conn, "Alice.42"));
+    assert_true(found(&b, "alice.42"));
+    assert_true(found(&b, "ALICE.42"));
+    expect_error(USERNAME(b.conn, "alice.42"), MSV__WIRE__ERROR_CODE__ERROR_EXISTS);
+    expect_error(USERNAME(a.conn, "alice.42"), MSV__WIRE__ERROR_CODE__ERROR_EXISTS);
+    /* within the interval: refused, nothing changes */
+    test_server_set_clock(&s, now + 59000);
+    expect_error(USERNAME(a.conn, "alice.43"), MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    assert_true(found(&b, "alice.42"));
+    assert_false(found(&b, "alice.43"));
+    /* a change: the old one is released and held from everyone until the hold ends */
+    test_server_set_clock(&s, now + 61000);
+    expect_ok(USERNAME(a.conn, "alice.43"));
+    assert_true(found(&b, "alice.43"));
+    assert_false(found(&b, "alice.42"));
+    expect_error(USERNAME(b.conn, "alice.42"), MSV__WIRE__ERROR_CODE__ERROR_EXISTS);
+    test_server_set_clock(&s, now + 61000 + 599000);
+    expect_error(USERNAME(b.conn, "alice.42"), MSV__WIRE__ERROR_CODE__ERROR_EXISTS);
+    test_server_set_clock(&s, now + 61000 + 601000);
+    expect_ok(USERNAME(b.conn, "alice.42"));
+    /* released without a new one */
+    expect_ok(username_set(a.conn, "", 0));
+    assert_false(found(&b, "alice.43"));
+    assert_int_equal(test_server_metric(&s, "usernames_released_total"), 2);
+    assert_true(test_server_metric(&s, "usernames_refused_total") >= 5);
+    /* guessing: five usernames nobody had (three of them above), then refused; known ones and
+     * addresses go on */
+    assert_false(found(&b, "zed.11"));
+    assert_false(found(&b, "zed.12"));
+    expect_error(lookup(b.conn, "zed.13"), MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    assert_int_equal(test_server_metric(&s, "unknown_lookups_refused_total"), 1);
+    assert_true(found(&a, "alice.42"));
+    assert_true(found(&b, "alice@example.org"));
+    assert_false(found(&b, "nobody@example.org"));
+    test_device_free(&a);
+    test_device_free(&b);
+    test_server_cleanup(&s);
+}
+
 /* An unauthenticated LogRead of up to count leaves from start. */
 static msv_frame *log_read(struct msv_conn *c, uint64_t start, uint32_t count)
 {
@@ -2537,6 +2645,7 @@ int main(void)
         cmocka_unit_test(test_revoked_connections_closed),
         cmocka_unit_test(test_health_and_metrics),
         cmocka_unit_test(test_handles_and_from_handle),
+        cmocka_unit_test(test_usernames),
         cmocka_unit_test(test_first_prekeys),
     };
 

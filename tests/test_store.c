@@ -399,6 +399,7 @@ static void test_migration_to_v3(void **state)
                      "DROP TABLE queue_refusals;"
                      "DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
                      "DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
+                     "ALTER TABLE accounts DROP COLUMN username_changed_ms;"
                      "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
@@ -629,6 +630,27 @@ static int newest_leaf(struct fixture *f, const char *handle, char *devs, size_t
         leaf_devices(&leaf, handle, devs, len);
     free(leaf.leaf);
     return deleted;
+}
+
+/*
+ * The username's change stamp: at most one change per interval, checked and set at once; a
+ * stamp put back (interval < 0) restores the one before; an unknown account is not found.
+ */
+static void test_username_stamp(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "u@x");
+    int64_t last = -1;
+
+    assert_int_equal(OPS(f)->username_stamp(IMPL(f), a, 100000, 50000, &last), MSV_OK);
+    assert_int_equal(last, 0);
+    assert_int_equal(OPS(f)->username_stamp(IMPL(f), a, 120000, 50000, &last), MSV_ERR_AGAIN);
+    assert_int_equal(last, 100000);
+    assert_int_equal(OPS(f)->username_stamp(IMPL(f), a, 150000, 50000, &last), MSV_OK);
+    assert_int_equal(last, 100000);
+    assert_int_equal(OPS(f)->username_stamp(IMPL(f), a, 100000, -1, &last), MSV_OK);
+    assert_int_equal(OPS(f)->username_stamp(IMPL(f), a, 149999, 50000, &last), MSV_ERR_AGAIN);
+    assert_int_equal(OPS(f)->username_stamp(IMPL(f), a + 1000, 1, 0, &last), MSV_ERR_NOT_FOUND);
 }
 
 /*
@@ -1583,7 +1605,8 @@ static void test_reopen_and_schema(void **state)
      * a database of version 6 gets version 7's index of attachments by owner, version 8's
      * queue counters, which start from what is queued, version 9's reports, version 10's
      * invites, version 11's refused sends, version 13's handles, which start from the
-     * accounts' own, and version 15's key directory labels
+     * accounts' own, version 15's key directory labels and version 16's username stamps,
+     * which start at never
      */
     reopen(f);
     assert_int_equal(OPS(f)->queue_put(IMPL(f),
@@ -1603,12 +1626,14 @@ static void test_reopen_and_schema(void **state)
                      " DROP FUNCTION queue_usage_add; DROP FUNCTION queue_usage_sub;"
                      " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
                      " DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
+                     " ALTER TABLE accounts DROP COLUMN username_changed_ms;"
                      " UPDATE missive_schema SET version = 6;"
                    : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
                      " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
                      " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
                      " DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
                      " DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
+                     " ALTER TABLE accounts DROP COLUMN username_changed_ms;"
                      " DELETE FROM schema_version WHERE version >= 7;");
     reopen(f);
     raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
@@ -1651,6 +1676,12 @@ static void test_reopen_and_schema(void **state)
         assert_int_equal(OPS(f)->queue_refusal_add(IMPL(f), 42), MSV_OK);
         assert_int_equal(OPS(f)->queue_refusal_take(IMPL(f), 42, &refused), MSV_OK);
         assert_int_equal(refused, 1);
+    }
+    {
+        int64_t last = -1;
+
+        assert_int_equal(OPS(f)->username_stamp(IMPL(f), a, 5000, 1000, &last), MSV_OK);
+        assert_int_equal(last, 0);
     }
     if (f->pg) {
         struct msv_store *none = NULL;
@@ -1699,6 +1730,90 @@ static void *write_rounds(void *arg)
     }
     (*w->running)--;
     return NULL;
+}
+
+/* One side of a race on an account: a handle added, or the account deleted, or a device removed. */
+struct racer {
+    struct msv_store *store;
+    pthread_barrier_t *start;
+    uint64_t account, device;
+    const char *handle; /* handle_add's; account_delete's (the account's) */
+    int what;           /* 0: handle_add, 1: account_delete, 2: device_remove */
+    msv_err err;
+};
+
+static void *race(void *arg)
+{
+    struct racer *r = arg;
+    struct msv_account_deleted del = {0};
+
+    pthread_barrier_wait(r->start);
+    if (r->what == 0)
+        r->err = r->store->ops->handle_add(r->store->impl, r->account, r->handle, 10, 5000);
+    else if (r->what == 1)
+        r->err = r->store->ops->account_delete(r->store->impl, r->handle, 5000, &del);
+    else
+        r->err = r->store->ops->device_remove(r->store->impl, r->account, r->device);
+    msv_account_deleted_clear(&del);
+    return NULL;
+}
+
+/* Runs a and b at once, each on its own store (connection). */
+static void run_race(struct racer *a, struct racer *b)
+{
+    pthread_barrier_t start;
+    pthread_t t[2];
+
+    assert_int_equal(pthread_barrier_init(&start, NULL, 2), 0);
+    a->start = b->start = &start;
+    assert_int_equal(pthread_create(&t[0], NULL, race, a), 0);
+    assert_int_equal(pthread_create(&t[1], NULL, race, b), 0);
+    assert_int_equal(pthread_join(t[0], NULL), 0);
+    assert_int_equal(pthread_join(t[1], NULL), 0);
+    pthread_barrier_destroy(&start);
+}
+
+/*
+ * A handle added while its account is deleted, or while a device of it is removed (which
+ * writes every handle's leaf), on two connections at once: whichever comes first, the result is
+ * one order of the two. No handle is left of a deleted account, and its newest log entry is its
+ * tombstone; every handle's newest leaf lists the account's devices as they are.
+ */
+static void test_handle_races(void **state)
+{
+    struct fixture *f = *state;
+    struct msv_store *other = NULL;
+    char name[64], added[64], devs[64], want[64];
+
+    assert_int_equal(open_store(f, &other), MSV_OK);
+    for (int i = 0; i < 40; i++) {
+        uint64_t acc, d1, d2, got = 0;
+        struct racer add = {f->store, NULL, 0, 0, added, 0, 0}, other_side;
+
+        snprintf(name, sizeof(name), "r%d@x", i);
+        snprintf(added, sizeof(added), "h%d@x", i);
+        acc = make_account(f, name);
+        d1 = make_device(f, acc);
+        d2 = make_device(f, acc);
+        add.account = acc;
+        other_side = (struct racer){other, NULL, acc, d2, name, 1 + i % 2, 0};
+        run_race(&add, &other_side);
+        assert_int_equal(other_side.err, MSV_OK);
+        if (other_side.what == 1) {
+            /* deleted: nothing of the account is found by the new handle, whose log says so */
+            assert_int_equal(OPS(f)->account_get(IMPL(f), added, &got, NULL), MSV_ERR_NOT_FOUND);
+            if (add.err == MSV_OK)
+                assert_true(newest_leaf(f, added, devs, sizeof(devs)));
+            continue;
+        }
+        assert_int_equal(add.err, MSV_OK);
+        snprintf(want, sizeof(want), "%llu", (unsigned long long)d1);
+        assert_false(newest_leaf(f, name, devs, sizeof(devs)));
+        assert_string_equal(devs, want);
+        assert_false(newest_leaf(f, added, devs, sizeof(devs)));
+        assert_string_equal(devs, want);
+    }
+    msv_store_close(other);
 }
 
 static void test_nodes_share_database(void **state)
@@ -1781,6 +1896,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transparency_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kt_labels_in_transaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handles, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_username_stamp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_approval, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_item_expiry, setup, teardown),
@@ -1810,6 +1926,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transparency_log, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_kt_labels_in_transaction, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_handles, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_username_stamp, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_handle_races, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_approval, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue_item_expiry, setup_pg, teardown),

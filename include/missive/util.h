@@ -70,4 +70,13 @@ MSV_MUST_CHECK msv_err msv_host_port(const char *s, size_t len, char *host, size
 /* Returns 1 if the len bytes at s are well-formed UTF-8 (no overlongs, no surrogates). */
 int msv_utf8_is_valid(const uint8_t *s, size_t len);
 
+/*
+ * Usernames (docs/missive.md, "Usernames"): NAME.DIGITS, where NAME is 3 to 24 ASCII letters and
+ * digits beginning with a letter, and DIGITS 2 to 9 decimal digits, as "alice.42". Upper-case
+ * letters are folded to lower case. Writes the username to out (MSV_USERNAME_MAX + 1 bytes) and
+ * returns 1, or returns 0 (out untouched) for anything else.
+ */
+#define MSV_USERNAME_MAX 34
+int msv_username_normalise(const uint8_t *s, size_t len, char *out);
+
 #endif

@@ -163,6 +163,18 @@ MSV_MUST_CHECK msv_err msv_client_handle_verify(struct msv_client *c, const char
 MSV_MUST_CHECK msv_err msv_client_handle_remove(struct msv_client *c, const char *handle);
 MSV_MUST_CHECK msv_err msv_client_send_from(struct msv_client *c, const char *handle);
 
+/*
+ * The account's username (docs/missive.md, "Usernames"), a handle among the others that is no
+ * contact detail. username: the account's as the server lists it (*out "" if it has none;
+ * caller frees with free()). username_set: name (msv_username_normalise's grammar, else
+ * MSV_ERR_INVALID without asking) becomes it, releasing the one before; username_remove
+ * releases it (MSV_ERR_NOT_FOUND if there is none). The account's other devices are told
+ * (MSV_INCOMING_HANDLE). c->why holds the server's words for a refusal.
+ */
+MSV_MUST_CHECK msv_err msv_client_username(struct msv_client *c, char **out);
+MSV_MUST_CHECK msv_err msv_client_username_set(struct msv_client *c, const char *name);
+MSV_MUST_CHECK msv_err msv_client_username_remove(struct msv_client *c);
+
 /* Linking by QR code (client/link.h). */
 struct msv_link_wait {
     void (*show)(void *ctx, const char *code);     /* the code to show (text) */

@@ -18,6 +18,7 @@
 #include "client/internal.h"
 #include "client/requests.h"
 #include "client/sessions.h"
+#include "missive/util.h"
 
 #define TIMEOUT_MS 15000
 #define HANDLES_SETTING "handles"
@@ -117,6 +118,21 @@ static msv_err unlist_handle(struct msv_client *c, const char *key, const char *
         err = msv_client_db_set(c->db, key, v, k);
     free(v);
     return err;
+}
+
+void client_removed_key(char key[300], const char *handle)
+{
+    snprintf(key, 300, "kt_removed_handle:%.256s", handle);
+}
+
+msv_err client_handle_removed(struct msv_client *c, const char *handle)
+{
+    char key[300];
+
+    if (!setting_has(c, WATCHED_SETTING, handle))
+        return MSV_OK; /* expected of watched handles only: as many as those, at most */
+    client_removed_key(key, handle);
+    return msv_client_db_set(c->db, key, "", 0);
 }
 
 msv_err client_handle_unwatch(struct msv_client *c, const char *handle)
@@ -269,6 +285,69 @@ msv_err msv_client_handle_remove(struct msv_client *c, const char *handle)
         err = client_handle_unwatch(c, handle);
     msv_handles_free(handles, n);
     return err;
+}
+
+/* The username among handles (NULL if none): the one that is no address and no number. */
+static const char *username_of(char *const *handles, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strchr(handles[i], '@') == NULL && handles[i][0] != '+')
+            return handles[i];
+    return NULL;
+}
+
+msv_err msv_client_username(struct msv_client *c, char **out)
+{
+    char **handles = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_handles(c, &handles, &n);
+    const char *name = err == MSV_OK ? username_of(handles, n) : NULL;
+
+    if (err == MSV_OK && (*out = strdup(name != NULL ? name : "")) == NULL)
+        err = MSV_ERR_NOMEM;
+    msv_handles_free(handles, n);
+    return err;
+}
+
+/* UsernameSet with name ("" releases), then the lists kept here: the old one is no longer
+ * watched (this device released it: no tombstone to wait for), the new one is. */
+static msv_err change_username(struct msv_client *c, const char *name)
+{
+    char **handles = NULL, *old = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_handles(c, &handles, &n);
+
+    if (err == MSV_OK && username_of(handles, n) != NULL &&
+        (old = strdup(username_of(handles, n))) == NULL)
+        err = MSV_ERR_NOMEM;
+    msv_handles_free(handles, n);
+    if (err == MSV_OK)
+        err = msv_request_username_set(c->conn, name, TIMEOUT_MS, &c->why);
+    if (err == MSV_OK && old != NULL)
+        err = client_handle_unwatch(c, old);
+    if (err == MSV_OK && (err = msv_client_handles(c, &handles, &n)) == MSV_OK)
+        msv_handles_free(handles, n); /* keeps and watches the new list */
+    free(old);
+    return err;
+}
+
+msv_err msv_client_username_set(struct msv_client *c, const char *name)
+{
+    char norm[MSV_USERNAME_MAX + 1];
+
+    if (name == NULL || !msv_username_normalise((const uint8_t *)name, strlen(name), norm)) {
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "a username is 3 to 24 letters and digits beginning with a letter, a dot and 2 "
+                 "to 9 digits, as alice.42");
+        c->why.code = MSV__WIRE__ERROR_CODE__ERROR_INVALID;
+        return MSV_ERR_INVALID;
+    }
+    return change_username(c, norm);
+}
+
+msv_err msv_client_username_remove(struct msv_client *c)
+{
+    return change_username(c, "");
 }
 
 msv_err msv_client_send_from(struct msv_client *c, const char *handle)

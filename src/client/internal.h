@@ -28,6 +28,13 @@ int client_is_own_handle(struct msv_client *c, const char *handle);
 msv_err client_handle_watch(struct msv_client *c, const char *handle);
 /* Ends the watch of handle: this device removed it, or read its tombstone in the log. */
 msv_err client_handle_unwatch(struct msv_client *c, const char *handle);
+/*
+ * Another device of the account removed handle (its handle_removed notice): the tombstone the
+ * monitor will read is expected (setting client_removed_key), where one the account never asked
+ * for raises the alarm.
+ */
+msv_err client_handle_removed(struct msv_client *c, const char *handle);
+void client_removed_key(char key[300], const char *handle);
 /* The handle a send to peer names this account by (c->send_as holds it). */
 const char *client_send_as(struct msv_client *c, const char *peer);
 /*

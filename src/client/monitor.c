@@ -30,6 +30,47 @@
 #define MONITOR_SET "kt_monitor_set"
 #define MONITOR_OWN "kt_monitor_own" /* u64be: that entry's log index */
 #define SET_RECORD (8 + 32)
+/* "kt_monitor_newest:HANDLE", u64be: the newest log entry of another handle of the account read */
+#define NEWEST_OF "kt_monitor_newest:"
+
+static void newest_key(char key[300], const char *handle)
+{
+    snprintf(key, 300, NEWEST_OF "%.256s", handle);
+}
+
+/* Remembers index as the newest entry of handle (one of the account's) the monitor read. */
+static msv_err newest_put(struct msv_client *c, const char *handle, uint64_t index)
+{
+    char key[300];
+    uint8_t v[8];
+
+    newest_key(key, handle);
+    msv_put_u64be(v, index);
+    return msv_client_db_set(c->db, key, v, sizeof(v));
+}
+
+/* The newest entry of handle the monitor read (MSV_ERR_NOT_FOUND: none yet). This device's own
+ * handle's is MONITOR_OWN. */
+static msv_err newest_get(struct msv_client *c, const char *handle, uint64_t *index)
+{
+    char key[300];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    if (strcmp(handle, c->handle) == 0)
+        err = msv_client_db_get(c->db, MONITOR_OWN, &v, &len);
+    else {
+        newest_key(key, handle);
+        err = msv_client_db_get(c->db, key, &v, &len);
+    }
+    if (err == MSV_OK && len != 8)
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK)
+        *index = msv_get_u64be(v);
+    free(v);
+    return err;
+}
 
 /*
  * Remembers the account's device set of log entry index (n records of SET_RECORD bytes), and
@@ -113,6 +154,8 @@ static msv_err monitor_removed(struct msv_client *c, const struct msv_kt_entry *
             on_alarm(ctx, warning);
     }
     free(prev);
+    if (err == MSV_OK && strcmp(e->handle, c->handle) != 0)
+        err = newest_put(c, e->handle, index);
     return err == MSV_OK
                ? monitor_set_put(c, index, cur, e->n_devices, strcmp(e->handle, c->handle) == 0)
                : err;
@@ -158,9 +201,49 @@ static msv_err owner_lookup(struct msv_client *c, uint64_t read_to,
 #define NEWEST_INTERVAL_MS (3600LL * 1000)
 
 /*
- * The entry of this account the directory serves is the newest one the monitor read: checked
- * when the monitor read one of the account's entries, and at least hourly (a lookup each time
- * would spend the lookup rate on every receive). A lookup the relay limits waits for next time.
+ * Each result of the owner's lookup (one per handle of the account) against the newest entry of
+ * that handle the monitor read: the alarm if the directory serves an older one, or none.
+ */
+static msv_err newest_served(struct msv_client *c, const Msv__Wire__LookupResponse *r,
+                             void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
+{
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < r->n_results; i++) {
+        const Msv__Wire__HandleDevices *hd = r->results[i];
+        char handle[MSV_HANDLE_MAX + 1], warning[700];
+        uint64_t newest = 0;
+
+        if (hd->handle.len > MSV_HANDLE_MAX)
+            continue;
+        snprintf(handle, sizeof(handle), "%.*s", (int)hd->handle.len,
+                 (const char *)hd->handle.data);
+        err = newest_get(c, handle, &newest);
+        if (err == MSV_ERR_NOT_FOUND) {
+            err = MSV_OK;
+            continue;
+        }
+        if (err != MSV_OK || (hd->proof != NULL && hd->proof->index >= newest))
+            continue;
+        snprintf(warning, sizeof(warning),
+                 "the directory serves this account's devices under %s from an older log entry "
+                 "than entry %llu: others may be sealing messages to devices it no longer has",
+                 handle, (unsigned long long)newest);
+        (*alarms)++;
+        if (on_alarm != NULL)
+            on_alarm(ctx, warning);
+    }
+    return err;
+}
+
+#define NEWEST_CHECKED "kt_monitor_checked" /* u64be ms: when the entry served was last checked */
+#define NEWEST_INTERVAL_MS (3600LL * 1000)
+
+/*
+ * The entries of this account's handles the directory serves are the newest ones the monitor
+ * read: checked when the monitor read an entry of this device's handle, and at least hourly (a
+ * lookup each time would spend the lookup rate on every receive). A lookup the relay limits
+ * waits for next time.
  */
 static msv_err monitor_newest(struct msv_client *c, int read_own, uint64_t read_to,
                               void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
@@ -168,8 +251,6 @@ static msv_err monitor_newest(struct msv_client *c, int read_own, uint64_t read_
     msv_frame *r = NULL;
     uint8_t *v = NULL, when[8];
     size_t len = 0;
-    uint64_t newest;
-    char warning[400];
     msv_err err = msv_client_db_get(c->db, NEWEST_CHECKED, &v, &len);
 
     if (err == MSV_OK && len == 8 && !read_own &&
@@ -178,14 +259,8 @@ static msv_err monitor_newest(struct msv_client *c, int read_own, uint64_t read_
         return MSV_OK;
     }
     free(v);
-    v = NULL;
-    err = msv_client_db_get(c->db, MONITOR_OWN, &v, &len);
-    if (err != MSV_OK || len != 8) {
-        free(v);
-        return err == MSV_ERR_NOT_FOUND || err == MSV_OK ? MSV_OK : err;
-    }
-    newest = msv_get_u64be(v);
-    free(v);
+    if (monitor_own_index(c) == UINT64_MAX)
+        return MSV_OK; /* nothing read yet */
     err = owner_lookup(c, read_to, on_alarm, ctx, alarms, &r);
     if (err == MSV_ERR_INVALID && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED)
         return MSV_OK;
@@ -193,25 +268,22 @@ static msv_err monitor_newest(struct msv_client *c, int read_own, uint64_t read_
     if ((err == MSV_OK || err == MSV_ERR_AUTH) &&
         msv_client_db_set(c->db, NEWEST_CHECKED, when, sizeof(when)) != MSV_OK)
         err = MSV_ERR_IO;
-    if (err == MSV_OK && r->lookup_result->results[0]->proof != NULL &&
-        r->lookup_result->results[0]->proof->index >= newest) {
+    if (err == MSV_OK) {
+        err = newest_served(c, r->lookup_result, on_alarm, ctx, alarms);
         msv_frame_free(r);
-        return MSV_OK;
+        return err;
     }
-    if (err == MSV_OK)
-        snprintf(warning, sizeof(warning),
-                 "the directory serves this account's devices from an older log entry than "
-                 "entry %llu: others may be sealing messages to devices it no longer has",
-                 (unsigned long long)newest);
-    else if (err == MSV_ERR_AUTH)
-        snprintf(warning, sizeof(warning), "the directory's answer for this account: %s",
-                 c->why.message);
     msv_frame_free(r);
-    if (err != MSV_OK && err != MSV_ERR_AUTH)
+    if (err != MSV_ERR_AUTH)
         return err;
     (*alarms)++;
-    if (on_alarm != NULL)
+    if (on_alarm != NULL) {
+        char warning[400];
+
+        snprintf(warning, sizeof(warning), "the directory's answer for this account: %s",
+                 c->why.message);
         on_alarm(ctx, warning);
+    }
     return MSV_OK;
 }
 
@@ -330,6 +402,39 @@ static int own_entry(struct msv_client *c, const struct msv_kt_entry *e)
     return 0;
 }
 
+/*
+ * The tombstone of a handle this device watches as its account's: expected after a removal it
+ * was told of (the handle_removed notice, client_handle_removed), and the watch of it ends; else
+ * the server took the handle away by itself: the alarm, and the watch goes on, so that whoever
+ * gets the handle next is seen too.
+ */
+static msv_err monitor_own_tombstone(struct msv_client *c, const struct msv_kt_entry *e,
+                                     uint64_t index, void (*on_alarm)(void *, const char *),
+                                     void *ctx, size_t *alarms)
+{
+    char key[300], warning[700];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    client_removed_key(key, e->handle);
+    err = msv_client_db_get(c->db, key, &v, &len);
+    free(v);
+    if (err == MSV_OK && (err = msv_client_db_unset(c->db, key)) == MSV_OK)
+        return strcmp(e->handle, c->handle) != 0 ? client_handle_unwatch(c, e->handle) : MSV_OK;
+    if (err != MSV_ERR_NOT_FOUND)
+        return err;
+    snprintf(warning, sizeof(warning),
+             "the directory's transparency log says this account's handle %.256s was removed "
+             "(entry %llu), but none of its devices removed it: the server took it away, and "
+             "messages to it no longer reach you",
+             e->handle, (unsigned long long)index);
+    (*alarms)++;
+    if (on_alarm != NULL)
+        on_alarm(ctx, warning);
+    return MSV_OK;
+}
+
 /* Raises the alarm for each device of this account in leaf that this device was not told of. */
 static msv_err monitor_leaf(struct msv_client *c, const Msv__Wire__LogProof *p,
                             void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
@@ -345,8 +450,8 @@ static msv_err monitor_leaf(struct msv_client *c, const Msv__Wire__LogProof *p,
         return monitor_foreign(c, &e, p->index, on_alarm, ctx, alarms);
     if ((err = client_history_read(c, e.handle, p->index)) != MSV_OK)
         return err;
-    if (e.deleted) /* a handle this account removed: it lists no device, and is no longer watched */
-        return strcmp(e.handle, c->handle) != 0 ? client_handle_unwatch(c, e.handle) : MSV_OK;
+    if (e.deleted) /* a handle removed: it lists no device */
+        return monitor_own_tombstone(c, &e, p->index, on_alarm, ctx, alarms);
     err = monitor_removed(c, &e, p->index, on_alarm, ctx, alarms);
     for (size_t i = 0; err == MSV_OK && i < e.n_devices; i++) {
         char warning[400], fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)";

@@ -987,11 +987,13 @@ static void handle_notice(struct msv_client *c, const Msv__Wire__DeviceChange *d
     in.status = dc->handle_added.len > 0 ? "added" : "removed";
     if (dc->handle_added.len > 0)
         (void)client_handle_watch(c, handle); /* watched until its tombstone is read */
-    if (dc->handle_removed.len > 0)
+    if (dc->handle_removed.len > 0) {
+        (void)client_handle_removed(c, handle);
         (void)client_handle_gone(c, handle, first);
-    else
+    } else
         (void)client_handle_gone(c, "", first); /* the list only */
-    snprintf(notice, sizeof(notice), "the handle %s was %s this account by device %llu", handle,
+    snprintf(notice, sizeof(notice), "the %s %s was %s this account by device %llu",
+             strchr(handle, '@') == NULL && handle[0] != '+' ? "username" : "handle", handle,
              dc->handle_added.len > 0 ? "added to" : "removed from",
              (unsigned long long)dc->by_device);
     if (on_message != NULL)

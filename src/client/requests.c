@@ -733,6 +733,18 @@ msv_err msv_request_handle_change(struct msv_conn *c, int what, const char *hand
     return run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, NULL);
 }
 
+msv_err msv_request_username_set(struct msv_conn *c, const char *username, int timeout_ms,
+                                 struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__UsernameSet set = MSV__WIRE__USERNAME_SET__INIT;
+
+    set.username = text(username != NULL ? username : "");
+    req.body_case = MSV__WIRE__FRAME__BODY_USERNAME_SET;
+    req.username_set = &set;
+    return run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, NULL);
+}
+
 msv_err msv_request_handle_list(struct msv_conn *c, int timeout_ms, msv_frame **answer,
                                 struct msv_refusal *why)
 {

@@ -151,6 +151,9 @@ MSV_MUST_CHECK msv_err msv_request_send_as(struct msv_conn *c, const uint8_t mes
  * The account's handles (frame.proto HandleAdd, HandleVerify, HandleRemove; code only for
  * MSV_HANDLE_VERIFY). handle_list: *answer (a HandleList; free with msv_frame_free).
  */
+/* UsernameSet: username becomes the account's (NULL or "": the account's is released). */
+MSV_MUST_CHECK msv_err msv_request_username_set(struct msv_conn *c, const char *username,
+                                                int timeout_ms, struct msv_refusal *why);
 enum { MSV_HANDLE_ADD, MSV_HANDLE_VERIFY, MSV_HANDLE_REMOVE };
 MSV_MUST_CHECK msv_err msv_request_handle_change(struct msv_conn *c, int what, const char *handle,
                                                  const char *code, int timeout_ms,

@@ -88,6 +88,10 @@ static const struct option_def options[] = {
     {"accounts", "register_rate", OPT_DOUBLE, F(register_rate), 0.001, 1e6},
     {"accounts", "register_burst", OPT_DOUBLE, F(register_burst), 1, 1e6},
     {"accounts", "identity_max", OPT_U32, F(identity_max), 256, 16384},
+    {"directory", "unknown_lookup_rate", OPT_DOUBLE, F(unknown_lookup_rate), 0.0001, 1e6},
+    {"directory", "unknown_lookup_burst", OPT_DOUBLE, F(unknown_lookup_burst), 1, 1e6},
+    {"directory", "username_interval_s", OPT_U32, F(username_interval_s), 1, 31536000},
+    {"directory", "username_hold_s", OPT_U32, F(username_hold_s), 1, 315360000},
     {"directory", "prekey_claim_interval_s", OPT_U32, F(prekey_claim_interval_s), 0, 86400},
     {"accounts", "codes_per_handle_per_day", OPT_U32, F(codes_per_handle_per_day), 1, 1000},
     {"reports", "per_day", OPT_U32, F(reports_per_day), 1, 100000},
@@ -173,6 +177,10 @@ void msv_config_defaults(struct msv_config *c)
     c->queue_max_envelopes = 50000;
     c->queue_max_bytes = 256ull << 20;
     c->prekey_claim_interval_s = 300;
+    c->unknown_lookup_rate = 0.01; /* 36 an hour */
+    c->unknown_lookup_burst = 20;
+    c->username_interval_s = 86400;
+    c->username_hold_s = 14 * 86400;
     c->codes_per_handle_per_day = 5;
     c->reports_per_day = 20;
     c->report_text_max = 65536;

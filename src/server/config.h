@@ -46,6 +46,10 @@ struct msv_config {
     double send_burst;
     uint64_t queue_max_envelopes; /* waiting for one device */
     uint64_t queue_max_bytes;
+    double unknown_lookup_rate; /* lookups of usernames no account has, per second per account */
+    double unknown_lookup_burst;
+    unsigned username_interval_s;     /* an account's username changes at most this often */
+    unsigned username_hold_s;         /* a released username is nobody's to take for this long */
     unsigned prekey_claim_interval_s; /* one one-time prekey per claimer and device; 0: off */
     unsigned codes_per_handle_per_day;
     unsigned reports_per_day; /* abuse reports per account in 24 hours */

@@ -94,13 +94,16 @@ static int domain_ok(const uint8_t *p, size_t len)
     return 1;
 }
 
-/* The normalised handle (ASCII letters folded to lower case) goes to out (MSV_HANDLE_MAX + 1). */
+/* The normalised handle (ASCII letters folded to lower case) goes to out (MSV_HANDLE_MAX + 1):
+ * an e-mail address, a +E.164 phone number or a username (msv_username_normalise). */
 static int normalise_handle(ProtobufCBinaryData b, char *out)
 {
     const uint8_t *at;
 
     if (b.len < 3 || b.len > MSV_HANDLE_MAX)
         return 0;
+    if (memchr(b.data, '@', b.len) == NULL && b.data[0] != '+')
+        return msv_username_normalise(b.data, b.len, out);
     if (b.data[0] == '+') {
         if (b.len < 7 || b.len > 16)
             return 0;
@@ -232,6 +235,79 @@ static int handle_deleted(struct msv_server *s, const char *handle)
     free(rec.leaf);
     free(e);
     return deleted;
+}
+
+/* 1 if the normalised handle is a username (no e-mail address, no phone number). */
+static int is_username(const char *handle)
+{
+    return strchr(handle, '@') == NULL && handle[0] != '+';
+}
+
+/* 1 if handle (a username) is held: its newest log entry is a tombstone younger than the hold. */
+static int username_held(struct msv_server *s, const char *handle, int64_t now_ms)
+{
+    struct msv_kt_rec rec = {0};
+    struct msv_kt_entry *e = malloc(sizeof(*e));
+    int held = e != NULL && STORE(s)->kt_latest(IMPL(s), handle, &rec) == MSV_OK &&
+               msv_kt_leaf_parse(rec.leaf, rec.leaf_len, e) == MSV_OK && e->deleted &&
+               now_ms - e->time_ms < (int64_t)s->cfg.username_hold_s * 1000;
+
+    free(rec.leaf);
+    free(e);
+    return held;
+}
+
+/* What a new handle may be: a contact detail (proven by a code) or a username (needing none). */
+enum handle_kind { HANDLE_CONTACT, HANDLE_USERNAME };
+
+/*
+ * The one check of a handle that is to become an account's (RegisterStart, HandleAdd,
+ * UsernameSet): of kind's grammar (normalised into handle, MSV_HANDLE_MAX + 1 bytes), nobody's,
+ * and, for a username, not held after its release (docs/missive.md, "Usernames"). taken is the
+ * answer when another account has it. Answers a refusal itself and returns 0; 1 if it is free.
+ */
+static int handle_is_free(struct msv_conn_state *c, uint64_t request_id, ProtobufCBinaryData b,
+                          enum handle_kind kind, char *handle, const char *taken)
+{
+    struct msv_server *s = c->w->srv;
+    uint64_t account = 0;
+    msv_err err;
+
+    if (!normalise_handle(b, handle)) {
+        msv_conn_send_error(c, request_id, E_INVALID,
+                            kind == HANDLE_CONTACT
+                                ? "a handle is an e-mail address or a +E.164 phone number"
+                                : "a username is 3 to 24 letters and digits beginning with a "
+                                  "letter, a dot and 2 to 9 digits, as alice.42");
+        return 0;
+    }
+    if ((kind == HANDLE_USERNAME) != is_username(handle)) {
+        msv_conn_send_error(c, request_id, E_INVALID,
+                            kind == HANDLE_CONTACT
+                                ? "a username needs no code: set it with UsernameSet "
+                                  "(missive username set NAME)"
+                                : "a username is no e-mail address or phone number; add those "
+                                  "as handles");
+        return 0;
+    }
+    err = STORE(s)->account_get(IMPL(s), handle, &account, NULL);
+    if (err == MSV_OK) {
+        msv_conn_send_error(c, request_id, E_EXISTS,
+                            account == c->account_id ? "that handle is this account's already"
+                                                     : taken);
+        return 0;
+    }
+    if (err != MSV_ERR_NOT_FOUND) {
+        send_unavailable(c, request_id);
+        return 0;
+    }
+    if (kind == HANDLE_USERNAME && username_held(s, handle, msv_server_now_ms(s))) {
+        msv_conn_send_error(c, request_id, E_EXISTS,
+                            "that username was released recently and is held, so that nobody "
+                            "passes for its owner; choose another");
+        return 0;
+    }
+    return 1;
 }
 
 /*
@@ -473,33 +549,17 @@ static void send_code(struct msv_conn_state *c, uint64_t request_id, const char 
 
 static void handle_register_start(struct msv_conn_state *c, const msv_frame *f)
 {
-    struct msv_server *s = c->w->srv;
     char handle[MSV_HANDLE_MAX + 1], code[8];
     uint8_t hash[32];
-    uint64_t account = 0;
-    msv_err err;
 
     if (!rate_ok(c, f->request_id))
         return;
-    if (!normalise_handle(f->register_start->handle, handle)) {
-        msv_conn_send_error(c, f->request_id, E_INVALID,
-                            "a handle is an e-mail address or a +E.164 phone number");
+    if (!handle_is_free(c, f->request_id, f->register_start->handle, HANDLE_CONTACT, handle,
+                        "that handle is registered; add a device to it instead"))
         return;
-    }
-    err = STORE(s)->account_get(IMPL(s), handle, &account, NULL);
-    if (err == MSV_OK) {
-        msv_conn_send_error(c, f->request_id, E_EXISTS,
-                            "that handle is registered; add a device to it instead");
-        return;
-    }
     /* no code goes out to a handle that could not register */
-    if (err == MSV_ERR_NOT_FOUND &&
-        may_register(c, f->request_id, &f->register_start->invite, 0, hash) != MSV_OK)
+    if (may_register(c, f->request_id, &f->register_start->invite, 0, hash) != MSV_OK)
         return;
-    if (err != MSV_ERR_NOT_FOUND) {
-        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
-        return;
-    }
     snprintf(code, sizeof(code), "%06u", (unsigned)randombytes_uniform(1000000));
     code_hash(handle, code, hash);
     send_code(c, f->request_id, handle, code, hash);
@@ -1445,30 +1505,15 @@ static void handle_handle_add(struct msv_conn_state *c, const msv_frame *f)
     struct msv_server *s = c->w->srv;
     char handle[MSV_HANDLE_MAX + 1], code[8], **handles = NULL;
     uint8_t hash[32];
-    uint64_t account = 0;
     size_t n = 0;
-    msv_err err;
 
     if (!rate_ok(c, f->request_id))
         return;
-    if (!normalise_handle(f->handle_add->handle, handle)) {
-        msv_conn_send_error(c, f->request_id, E_INVALID,
-                            "a handle is an e-mail address or a +E.164 phone number");
-        return;
-    }
     /* as registration: a handle of any account (this one too) gets no code */
-    err = STORE(s)->account_get(IMPL(s), handle, &account, NULL);
-    if (err == MSV_OK) {
-        msv_conn_send_error(c, f->request_id, E_EXISTS,
-                            account == c->account_id ? "that handle is this account's already"
-                                                     : "that handle is registered");
+    if (!handle_is_free(c, f->request_id, f->handle_add->handle, HANDLE_CONTACT, handle,
+                        "that handle is registered") ||
+        (handles = own_handles(c, f->request_id, &n)) == NULL)
         return;
-    }
-    if (err != MSV_ERR_NOT_FOUND || (handles = own_handles(c, f->request_id, &n)) == NULL) {
-        if (err != MSV_ERR_NOT_FOUND)
-            send_unavailable(c, f->request_id);
-        return;
-    }
     free_handles(handles, n);
     if (n >= HANDLES_MAX) {
         atomic_fetch_add(&s->m.handles_refused, 1);
@@ -1491,7 +1536,7 @@ static void handle_handle_verify(struct msv_conn_state *c, const msv_frame *f)
 
     if (!rate_ok(c, f->request_id))
         return;
-    if (!normalise_handle(v->handle, handle) || v->code.len != 6) {
+    if (!normalise_handle(v->handle, handle) || is_username(handle) || v->code.len != 6) {
         msv_conn_send_error(c, f->request_id, E_INVALID,
                             "need a valid handle and the 6-digit code");
         return;
@@ -1571,6 +1616,113 @@ static void handle_handle_remove(struct msv_conn_state *c, const msv_frame *f)
     msv_conn_send_ok(c, f->request_id);
     /* connections that authenticated with it authenticate again, as the account's first */
     close_account_connections(c, handle);
+}
+
+/* ---- the account's username (docs/wire.md, "Usernames") -------------------------------- */
+
+/* Answers a failed handle_add or handle_remove of a username. */
+static void refuse_username(struct msv_conn_state *c, uint64_t request_id, msv_err err)
+{
+    atomic_fetch_add(&c->w->srv->m.usernames_refused, 1);
+    msv_conn_send_error(
+        c, request_id,
+        err == MSV_ERR_EXISTS    ? E_EXISTS
+        : err == MSV_ERR_TOO_BIG ? E_TOO_BIG
+        : err == MSV_ERR_INVALID ? E_INVALID
+                                 : E_IO,
+        err == MSV_ERR_EXISTS    ? "that username was taken meanwhile"
+        : err == MSV_ERR_TOO_BIG ? "an account has at most 10 handles; remove one first"
+        : err == MSV_ERR_INVALID ? "the username is the account's last handle; add another first"
+                                 : "storage failed");
+}
+
+/* Takes the interval's stamp for a new username; answers a refusal itself (-1). */
+static int stamp_username(struct msv_conn_state *c, uint64_t request_id, int64_t now, int64_t *last)
+{
+    struct msv_server *s = c->w->srv;
+    int64_t interval = (int64_t)s->cfg.username_interval_s * 1000;
+    msv_err err = STORE(s)->username_stamp(IMPL(s), c->account_id, now, interval, last);
+    char why[160];
+
+    if (err == MSV_OK)
+        return 0;
+    if (err != MSV_ERR_AGAIN) {
+        send_unavailable(c, request_id);
+        return -1;
+    }
+    atomic_fetch_add(&s->m.usernames_refused, 1);
+    snprintf(why, sizeof(why),
+             "the username changes at most once every %u s; it can change again in %lld s",
+             s->cfg.username_interval_s, (long long)((*last + interval - now + 999) / 1000));
+    msv_conn_send_error(c, request_id, E_RATE, why);
+    return -1;
+}
+
+/*
+ * UsernameSet: the new username (if any) is added, then the old one (if any) removed, each
+ * with its log entry; if the removal fails, the new one is taken away again and the stamp put
+ * back, so that an account never keeps two.
+ */
+static void handle_username_set(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    char name[MSV_HANDLE_MAX + 1] = "", **handles = NULL, *old = NULL;
+    int64_t now = msv_server_now_ms(s), last = 0;
+    int set = f->username_set->username.len > 0, added = 0;
+    size_t n = 0;
+    msv_err err = MSV_OK;
+
+    if (!rate_ok(c, f->request_id))
+        return;
+    if (set && !handle_is_free(c, f->request_id, f->username_set->username, HANDLE_USERNAME, name,
+                               "that username is another account's")) {
+        atomic_fetch_add(&s->m.usernames_refused, 1);
+        return;
+    }
+    if ((handles = own_handles(c, f->request_id, &n)) == NULL)
+        return;
+    for (size_t i = 0; old == NULL && i < n; i++)
+        if (is_username(handles[i]))
+            old = handles[i];
+    if (!set && old == NULL) {
+        msv_conn_send_error(c, f->request_id, E_NOT_FOUND, "this account has no username");
+        goto out;
+    }
+    if (set && stamp_username(c, f->request_id, now, &last) != 0)
+        goto out;
+    if (set)
+        err = STORE(s)->handle_add(IMPL(s), c->account_id, name, HANDLES_MAX + (old != NULL), now);
+    added = set && err == MSV_OK;
+    if (err == MSV_OK && old != NULL &&
+        (err = STORE(s)->handle_remove(IMPL(s), c->account_id, old, now)) == MSV_ERR_NOT_FOUND) {
+        err = MSV_OK; /* released meanwhile by another device, whose request told the others */
+        old = NULL;
+    }
+    if (err != MSV_OK && added) /* never two usernames: the new one goes again */
+        (void)STORE(s)->handle_remove(IMPL(s), c->account_id, name, now);
+    if (err != MSV_OK) {
+        if (set)
+            (void)STORE(s)->username_stamp(IMPL(s), c->account_id, last, -1, &last);
+        refuse_username(c, f->request_id, err);
+        goto out;
+    }
+    if (set) {
+        atomic_fetch_add(&s->m.usernames_set, 1);
+        directory_changed(s, name);
+        notify_handle(c, name, 1);
+    }
+    if (old != NULL) {
+        atomic_fetch_add(&s->m.usernames_released, 1);
+        directory_changed(s, old); /* sends to it are refused from now on */
+        notify_handle(c, old, 0);
+    }
+    msv_log(MSV_LOG_INFO, "username_changed", "account=%llu device=%llu set=%d released=%d",
+            (unsigned long long)c->account_id, (unsigned long long)c->device_id, set, old != NULL);
+    msv_conn_send_ok(c, f->request_id);
+    if (old != NULL) /* connections that authenticated with it authenticate again */
+        close_account_connections(c, old);
+out:
+    free_handles(handles, n);
 }
 
 static void handle_handle_list(struct msv_conn_state *c, const msv_frame *f)
@@ -1782,6 +1934,37 @@ static int history_of_own(struct msv_conn_state *c, uint64_t request_id, const c
     return 0;
 }
 
+/*
+ * Usernames among the n looked up that no account has take tokens of their own bucket
+ * ([directory] unknown_lookup_rate), so that guessing names to find people runs dry while
+ * lookups of people one knows go on. Answers a refusal itself (-1).
+ */
+static int unknown_usernames_ok(struct msv_conn_state *c, uint64_t request_id,
+                                const struct handle_result *r, size_t n)
+{
+    struct msv_server *s = c->w->srv;
+    size_t unknown = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        uint64_t account = 0;
+        msv_err err = MSV_OK;
+
+        if (is_username(r[i].handle))
+            err = STORE(s)->account_get(IMPL(s), r[i].handle, &account, NULL);
+        if (err != MSV_OK && err != MSV_ERR_NOT_FOUND) {
+            send_unavailable(c, request_id);
+            return -1;
+        }
+        unknown += err == MSV_ERR_NOT_FOUND;
+    }
+    if (unknown == 0 || msv_server_take_token(s, MSV_LIMIT_UNKNOWN, c->account_id, (double)unknown))
+        return 0;
+    atomic_fetch_add(&s->m.unknown_lookups_refused, 1);
+    msv_conn_send_error(c, request_id, E_RATE,
+                        "too many lookups of usernames that no account has; slow down");
+    return -1;
+}
+
 /* Lookups are answered from the transparency log, with proofs (kt_log.h). */
 static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
 {
@@ -1806,7 +1989,8 @@ static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, E_RATE, "too many lookups; slow down");
         return;
     }
-    if (read_handles(c, f->request_id, q->handles, n, 0, &r, &ptrs) != 0)
+    if (read_handles(c, f->request_id, q->handles, n, 0, &r, &ptrs) != 0 ||
+        unknown_usernames_ok(c, f->request_id, r, n) != 0)
         goto out;
     names = calloc(n, sizeof(*names));
     if (names == NULL) {
@@ -2851,6 +3035,7 @@ static const struct route {
     {MSV__WIRE__FRAME__BODY_HANDLE_ADD, 1, handle_handle_add},
     {MSV__WIRE__FRAME__BODY_HANDLE_VERIFY, 1, handle_handle_verify},
     {MSV__WIRE__FRAME__BODY_HANDLE_REMOVE, 1, handle_handle_remove},
+    {MSV__WIRE__FRAME__BODY_USERNAME_SET, 1, handle_username_set},
     {MSV__WIRE__FRAME__BODY_HANDLE_LIST_REQUEST, 1, handle_handle_list},
 };
 

@@ -1015,6 +1015,10 @@ static void limit_rate(const struct msv_config *c, enum msv_limit limit, double 
         *rate = 1.0 / (double)(c->prekey_claim_interval_s ? c->prekey_claim_interval_s : 1);
         *burst = c->prekey_claim_interval_s ? 1.0 : 1e9;
         break;
+    case MSV_LIMIT_UNKNOWN:
+        *rate = c->unknown_lookup_rate;
+        *burst = c->unknown_lookup_burst;
+        break;
     case MSV_LIMIT_BLOB_FINISH:
         *rate = c->blob_finish_fail_rate;
         *burst = c->blob_finish_fail_burst;
@@ -1042,6 +1046,8 @@ static const char *shared_name(const struct msv_server *s, enum msv_limit limit)
         return "claim";
     case MSV_LIMIT_SEND:
         return "send";
+    case MSV_LIMIT_UNKNOWN:
+        return "unknown-lookup";
     default:
         return NULL;
     }
@@ -1321,6 +1327,8 @@ static void reload(struct msv_server *s)
     s->cfg.send_rate = c.send_rate;
     s->cfg.send_burst = c.send_burst;
     s->cfg.prekey_claim_interval_s = c.prekey_claim_interval_s;
+    s->cfg.unknown_lookup_rate = c.unknown_lookup_rate;
+    s->cfg.unknown_lookup_burst = c.unknown_lookup_burst;
     s->cfg.blob_finish_fail_rate = c.blob_finish_fail_rate;
     s->cfg.blob_finish_fail_burst = c.blob_finish_fail_burst;
     pthread_mutex_unlock(&s->limits_lock);

@@ -128,6 +128,7 @@ struct msv_metrics {
     _Atomic uint64_t auth_ok, auth_failed, registrations, devices_added, devices_removed;
     _Atomic uint64_t registrations_refused, invites_used;
     _Atomic uint64_t handles_added, handles_removed, handles_refused;
+    _Atomic uint64_t usernames_set, usernames_released, usernames_refused, unknown_lookups_refused;
     _Atomic uint64_t lookups, sends, sealed_sends, envelopes_enqueued, envelopes_delivered,
         envelopes_acked;
     _Atomic uint64_t envelopes_expired, commit_batches, commit_failures, rate_limited;
@@ -154,7 +155,8 @@ struct msv_bucket {
 /*
  * Keys: LOOKUP and SEND an account id; REGISTER and SEALED an address key; LOG either; CODE and
  * GUESS a handle's msv_server_key; GUESS_ADDRESS the msv_server_key of (handle's key, address
- * key); CLAIM the msv_server_key of (claiming account, claimed device); BLOB_FINISH a device id.
+ * key); CLAIM the msv_server_key of (claiming account, claimed device); BLOB_FINISH a device id;
+ * UNKNOWN (lookups of usernames no account has) an account id.
  */
 enum msv_limit {
     MSV_LIMIT_LOOKUP,
@@ -167,6 +169,7 @@ enum msv_limit {
     MSV_LIMIT_SEND,
     MSV_LIMIT_CLAIM,
     MSV_LIMIT_BLOB_FINISH,
+    MSV_LIMIT_UNKNOWN,
     MSV_LIMIT_COUNT
 };
 

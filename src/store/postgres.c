@@ -12,6 +12,10 @@
  *    device (in ascending order, so two commits cannot deadlock);
  *  - the transparency log's next index is MAX + 1, taken under one advisory
  *    lock held to the commit, so indexes stay dense and in commit order;
+ *  - an account's handles and devices change under its row's lock (lock_account), taken
+ *    first by every transaction that reads its handles to write the log (a device change, a
+ *    handle added or removed, a deletion), so none writes the log from a stale list; locks
+ *    are taken in one order: the account's row, then the log's, then devices';
  *  - migrations run under a session advisory lock, so nodes starting together
  *    migrate once.
  *
@@ -470,6 +474,10 @@ static msv_err finish(struct pg_conn *c, msv_err err)
     "  added_ms BIGINT NOT NULL);"   \
     "CREATE INDEX account_handles_by_account ON account_handles(account_id, added_ms);"
 
+/* When the account's username last changed (at most once per [directory] username_interval_s). */
+#define USERNAME_SCHEMA \
+    "ALTER TABLE accounts ADD COLUMN username_changed_ms BIGINT NOT NULL DEFAULT 0;"
+
 static const char schema[] =
     "CREATE TABLE accounts ("
     "  id BIGSERIAL PRIMARY KEY,"
@@ -528,7 +536,7 @@ static const char schema[] =
     "  key_id BIGINT NOT NULL,"
     "  pk BYTEA NOT NULL,"
     "  PRIMARY KEY (device_id, key_id));" QUEUE_USAGE_SCHEMA REPORTS_SCHEMA INVITES_SCHEMA
-        QUEUE_REFUSALS_SCHEMA ACCOUNT_HANDLES_SCHEMA KEM_PREKEYS_SCHEMA;
+        QUEUE_REFUSALS_SCHEMA ACCOUNT_HANDLES_SCHEMA KEM_PREKEYS_SCHEMA USERNAME_SCHEMA;
 
 static const char *const upgrades[] = {
     /* 6 -> 7: attachment quotas sum a device's attachments */
@@ -551,6 +559,8 @@ static const char *const upgrades[] = {
     KEM_PREKEYS_SCHEMA,
     /* 14 -> 15: the key directory's labels beside the log; missived fills it at its next start */
     KT_LABELS_SCHEMA,
+    /* 15 -> 16: when the account's username last changed */
+    USERNAME_SCHEMA,
 };
 _Static_assert(sizeof(upgrades) / sizeof(upgrades[0]) == MSV_STORE_SCHEMA_VERSION - PG_SCHEMA_FIRST,
                "an upgrade for every schema version");
@@ -997,22 +1007,60 @@ static msv_err account_set_password(struct pg_conn *c, uint64_t account_id,
     return err == MSV_OK && n == 0 ? MSV_ERR_NOT_FOUND : err;
 }
 
-static msv_err account_suspended(struct pg_conn *c, uint64_t account_id, int *suspended)
+/* One integer column (sql selects it WHERE id = $1) of account_id's row into *v. */
+static msv_err account_column(struct pg_conn *c, const char *sql, uint64_t account_id, int64_t *v)
 {
     struct args a = {0};
     PGresult *r = NULL;
     msv_err err;
 
     a_i64(&a, (int64_t)account_id);
-    err = query(c, "SELECT suspended FROM accounts WHERE id = $1;", &a, &r);
+    err = query(c, sql, &a, &r);
     if (err != MSV_OK)
         return err;
     if (PQntuples(r) == 0)
         err = MSV_ERR_NOT_FOUND;
     else
-        *suspended = (int)col_i64(r, 0, 0);
+        *v = col_i64(r, 0, 0);
     PQclear(r);
     return err;
+}
+
+static msv_err account_suspended(struct pg_conn *c, uint64_t account_id, int *suspended)
+{
+    int64_t v = 0;
+    msv_err err =
+        account_column(c, "SELECT suspended FROM accounts WHERE id = $1;", account_id, &v);
+
+    if (err == MSV_OK)
+        *suspended = (int)v;
+    return err;
+}
+
+/* The stamp read, then written only if it is still the one read: a compare-and-set. */
+static msv_err username_stamp(struct pg_conn *c, uint64_t account_id, int64_t now_ms,
+                              int64_t interval_ms, int64_t *last_ms)
+{
+    struct args a = {0};
+    size_t n = 0;
+    int64_t last = 0;
+    msv_err err = account_column(c, "SELECT username_changed_ms FROM accounts WHERE id = $1;",
+                                 account_id, &last);
+
+    if (err == MSV_OK)
+        *last_ms = last;
+    if (err != MSV_OK)
+        return err;
+    if (interval_ms >= 0 && last > now_ms - interval_ms)
+        return MSV_ERR_AGAIN;
+    a_i64(&a, now_ms);
+    a_i64(&a, (int64_t)account_id);
+    a_i64(&a, last);
+    err = run_count(c,
+                    "UPDATE accounts SET username_changed_ms = $1 WHERE id = $2 AND"
+                    " username_changed_ms = $3;",
+                    &a, &n);
+    return err == MSV_OK && n == 0 ? MSV_ERR_AGAIN : err; /* another stamp came first */
 }
 
 static msv_err stats(struct pg_conn *c, struct msv_store_stats *out)
@@ -1202,6 +1250,27 @@ static void free_texts(char **list, size_t n)
     free(list);
 }
 
+/*
+ * Locks account_id's row for the transaction: its handles and its devices change one
+ * transaction at a time, and whatever reads its handles to write the log (kt_append, a
+ * deletion's tombstones) reads them under this lock. One lock order everywhere: the account's
+ * row first (before any row that references it: an insert's foreign key check would take a
+ * share lock on it first), then the log's advisory lock, then devices' advisory locks.
+ */
+static msv_err lock_account(struct pg_conn *c, uint64_t account_id)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_i64(&a, (int64_t)account_id);
+    err = query(c, "SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE;", &a, &r);
+    if (err == MSV_OK && PQntuples(r) == 0)
+        err = MSV_ERR_NOT_FOUND;
+    PQclear(r);
+    return err;
+}
+
 /* The account's approved devices as they are now, as handle's leaf (in a transaction). */
 static msv_err kt_append_handle(struct pg_conn *c, uint64_t account_id, const char *handle,
                                 int64_t now_ms)
@@ -1242,12 +1311,16 @@ static msv_err kt_append_handle(struct pg_conn *c, uint64_t account_id, const ch
     return err;
 }
 
-/* Every handle of the account gets a leaf of its devices as they are now (in a transaction). */
+/* Every handle of the account gets a leaf of its devices as they are now (in a transaction;
+ * under the account's lock, so that no handle added meanwhile misses the change). */
 static msv_err kt_append(struct pg_conn *c, uint64_t account_id, int64_t now_ms)
 {
     char **handles = NULL;
     size_t n = 0;
-    msv_err err = handles_of_account(c, account_id, &handles, &n);
+    msv_err err = lock_account(c, account_id);
+
+    if (err == MSV_OK)
+        err = handles_of_account(c, account_id, &handles, &n);
 
     for (size_t i = 0; err == MSV_OK && i < n; i++)
         err = kt_append_handle(c, account_id, handles[i], now_ms);
@@ -1337,6 +1410,9 @@ static msv_err account_delete(struct pg_conn *c, const char *handle, int64_t now
     size_t n_handles = 0;
     msv_err err = account_get(c, handle, &out->account_id, NULL);
 
+    /* the account first: a handle added meanwhile is either in the list or waits for this */
+    if (err == MSV_OK)
+        err = lock_account(c, out->account_id);
     if (err == MSV_OK)
         err = handles_of_account(c, out->account_id, &handles, &n_handles);
     if (err == MSV_OK)
@@ -1353,21 +1429,6 @@ static msv_err account_delete(struct pg_conn *c, const char *handle, int64_t now
             err = kt_tombstone(c, handles[i], now_ms);
     }
     free_texts(handles, n_handles);
-    return err;
-}
-
-/* Locks account_id's row for the transaction: its handles change one transaction at a time. */
-static msv_err lock_account(struct pg_conn *c, uint64_t account_id)
-{
-    struct args a = {0};
-    PGresult *r = NULL;
-    msv_err err;
-
-    a_i64(&a, (int64_t)account_id);
-    err = query(c, "SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE;", &a, &r);
-    if (err == MSV_OK && PQntuples(r) == 0)
-        err = MSV_ERR_NOT_FOUND;
-    PQclear(r);
     return err;
 }
 
@@ -1537,8 +1598,10 @@ static msv_err device_add(struct pg_conn *c, uint64_t account_id, uint32_t suite
 {
     struct args a = {0};
     PGresult *r = NULL;
-    msv_err err;
+    msv_err err = lock_account(c, account_id); /* before the insert's share lock on it */
 
+    if (err != MSV_OK)
+        return err;
     a_i64(&a, (int64_t)account_id);
     a_i64(&a, suite);
     a_bytes(&a, identity, identity_len);
@@ -1561,8 +1624,10 @@ static msv_err device_approve(struct pg_conn *c, uint64_t account_id, uint64_t d
 {
     struct args a = {0};
     size_t n = 0;
-    msv_err err;
+    msv_err err = lock_account(c, account_id);
 
+    if (err != MSV_OK)
+        return err;
     a_i64(&a, (int64_t)device_id);
     a_i64(&a, (int64_t)account_id);
     err = run_count(c,
@@ -1585,8 +1650,10 @@ static msv_err device_remove(struct pg_conn *c, uint64_t account_id, uint64_t de
     };
     struct args a = {0};
     size_t n = 0;
-    msv_err err;
+    msv_err err = lock_account(c, account_id);
 
+    if (err != MSV_OK)
+        return err;
     a_i64(&a, (int64_t)device_id);
     a_i64(&a, (int64_t)account_id);
     err = run_count(c, "DELETE FROM devices WHERE id = $1 AND account_id = $2;", &a, &n);
@@ -2509,6 +2576,12 @@ static msv_err p_account_suspended(void *impl, uint64_t account_id, int *suspend
     POOLED(account_suspended(c_, account_id, suspended));
 }
 
+static msv_err p_username_stamp(void *impl, uint64_t account_id, int64_t now_ms,
+                                int64_t interval_ms, int64_t *last_ms)
+{
+    POOLED(username_stamp(c_, account_id, now_ms, interval_ms, last_ms));
+}
+
 static msv_err p_report_add(void *impl, uint64_t reporter_account, const char *reported,
                             const char *reason, const char *text, int64_t now_ms, int64_t since_ms,
                             unsigned max_recent, uint64_t *id)
@@ -2866,6 +2939,7 @@ static const struct msv_store_ops pg_ops = {
     .invite_take = p_invite_take,
     .invite_give_back = p_invite_give_back,
     .account_suspended = p_account_suspended,
+    .username_stamp = p_username_stamp,
     .stats = p_stats,
     .code_put = p_code_put,
     .code_take = p_code_take,

@@ -240,6 +240,9 @@ static const char *const migrations[] = {
     "CREATE TABLE kt_labels ("
     "  idx INTEGER PRIMARY KEY,"
     "  label BLOB NOT NULL);",
+    /* 15 -> 16: when the account's username last changed (at most once per
+     * [directory] username_interval_s) */
+    "ALTER TABLE accounts ADD COLUMN username_changed_ms INTEGER NOT NULL DEFAULT 0;",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -646,11 +649,12 @@ static msv_err invite_give_back(void *impl, const uint8_t hash[32])
     return run(s, st);
 }
 
-static msv_err account_suspended(void *impl, uint64_t account_id, int *suspended)
+/* One integer column (sql selects it WHERE id = ?) of account_id's row into *v. */
+static msv_err account_column(struct sqlite_store *s, const char *sql, uint64_t account_id,
+                              int64_t *v)
 {
-    struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s, "SELECT suspended FROM accounts WHERE id = ?;", &st);
+    msv_err err = prepare(s, sql, &st);
     int rc;
 
     if (err != MSV_OK)
@@ -658,10 +662,41 @@ static msv_err account_suspended(void *impl, uint64_t account_id, int *suspended
     sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
-        *suspended = sqlite3_column_int(st, 0);
+        *v = sqlite3_column_int64(st, 0);
     err = rc == SQLITE_ROW ? MSV_OK : rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
     release(s, st);
     return err;
+}
+
+static msv_err account_suspended(void *impl, uint64_t account_id, int *suspended)
+{
+    int64_t v = 0;
+    msv_err err =
+        account_column(impl, "SELECT suspended FROM accounts WHERE id = ?;", account_id, &v);
+
+    if (err == MSV_OK)
+        *suspended = (int)v;
+    return err;
+}
+
+/* Inside a transaction (l_username_stamp): the read and the write see one state. */
+static msv_err username_stamp(void *impl, uint64_t account_id, int64_t now_ms, int64_t interval_ms,
+                              int64_t *last_ms)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = account_column(s, "SELECT username_changed_ms FROM accounts WHERE id = ?;",
+                                 account_id, last_ms);
+
+    if (err == MSV_OK && interval_ms >= 0 && *last_ms > now_ms - interval_ms)
+        err = MSV_ERR_AGAIN;
+    if (err == MSV_OK)
+        err = prepare(s, "UPDATE accounts SET username_changed_ms = ? WHERE id = ?;", &st);
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, now_ms);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+    return run(s, st);
 }
 
 static msv_err stats(void *impl, struct msv_store_stats *out)
@@ -2093,6 +2128,12 @@ static msv_err l_account_suspended(void *impl, uint64_t account_id, int *suspend
     LOCKED(account_suspended(impl, account_id, suspended));
 }
 
+static msv_err l_username_stamp(void *impl, uint64_t account_id, int64_t now_ms,
+                                int64_t interval_ms, int64_t *last_ms)
+{
+    TRANSACTION(username_stamp(impl, account_id, now_ms, interval_ms, last_ms));
+}
+
 static msv_err l_report_add(void *impl, uint64_t reporter_account, const char *reported,
                             const char *reason, const char *text, int64_t now_ms, int64_t since_ms,
                             unsigned max_recent, uint64_t *id)
@@ -2495,6 +2536,7 @@ static const struct msv_store_ops sqlite_ops = {
     .invite_take = l_invite_take,
     .invite_give_back = l_invite_give_back,
     .account_suspended = l_account_suspended,
+    .username_stamp = l_username_stamp,
     .stats = l_stats,
     .account_handle = l_account_handle,
     .handles_of_account = l_handles_of_account,

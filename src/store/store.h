@@ -241,6 +241,15 @@ struct msv_store_ops {
     msv_err (*handle_add)(void *impl, uint64_t account_id, const char *handle, size_t max,
                           int64_t now_ms);
     msv_err (*handle_remove)(void *impl, uint64_t account_id, const char *handle, int64_t now_ms);
+    /*
+     * Stamps account_id's username change (accounts.username_changed_ms, 0 if never) with
+     * now_ms, unless the last one is less than interval_ms before now_ms: then MSV_ERR_AGAIN and
+     * nothing changes. Either way *last_ms is the stamp it found. With interval_ms < 0 it sets
+     * now_ms as it is (to put back a stamp whose change failed). MSV_ERR_NOT_FOUND for an unknown
+     * account. One statement: two devices stamping at once cannot both pass.
+     */
+    msv_err (*username_stamp)(void *impl, uint64_t account_id, int64_t now_ms, int64_t interval_ms,
+                              int64_t *last_ms);
     /* Operators: every account (by handle); suspend or restore one (MSV_ERR_NOT_FOUND). */
     msv_err (*account_list)(void *impl, struct msv_account_summary **out, size_t *n);
     msv_err (*account_set_suspended)(void *impl, const char *handle, int suspended);
@@ -506,6 +515,6 @@ MSV_MUST_CHECK msv_err msv_store_sqlite_blob_files(const char *path, struct msv_
                                                    size_t *n);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 15
+#define MSV_STORE_SCHEMA_VERSION 16
 
 #endif

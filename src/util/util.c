@@ -251,3 +251,25 @@ int msv_utf8_is_valid(const uint8_t *s, size_t len)
     }
     return 1;
 }
+
+int msv_username_normalise(const uint8_t *s, size_t len, char *out)
+{
+    const uint8_t *dot = len > 0 ? memchr(s, '.', len) : NULL;
+    size_t name = dot != NULL ? (size_t)(dot - s) : 0, digits = len - name - 1;
+
+    if (dot == NULL || name < 3 || name > 24 || digits < 2 || digits > 9)
+        return 0;
+    for (size_t i = 0; i < name; i++) {
+        int letter = (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z');
+
+        if (!letter && (i == 0 || s[i] < '0' || s[i] > '9'))
+            return 0;
+    }
+    for (size_t i = name + 1; i < len; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    for (size_t i = 0; i < len; i++)
+        out[i] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] + 32 : s[i]);
+    out[len] = '\0';
+    return 1;
+}
