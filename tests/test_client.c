@@ -904,7 +904,6 @@ static void test_signed_prekey_rotation(void **state)
 
 /* ---- a directory that lies ----------------------------------------------------------------- */
 
-/* Runs SQL on the stopped server's database. */
 /* The server's SQLite database, open (the server stopped, or writing with it). */
 static sqlite3 *server_db(struct test_server *s)
 {
@@ -916,6 +915,7 @@ static sqlite3 *server_db(struct test_server *s)
     return db;
 }
 
+/* Runs SQL on the stopped server's database. */
 static void server_sql(struct test_server *s, const char *sql)
 {
     sqlite3 *db = server_db(s);
@@ -929,13 +929,10 @@ static void server_sql(struct test_server *s, const char *sql)
 /* The number the stopped server's database gives for a query. */
 static long long server_count(struct test_server *s, const char *sql)
 {
-    char path[160];
-    sqlite3 *db = NULL;
+    sqlite3 *db = server_db(s);
     sqlite3_stmt *st = NULL;
     long long n;
 
-    snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     n = sqlite3_column_int64(st, 0);
@@ -1388,12 +1385,9 @@ static void forge_leaf(struct test_server *s, const char *handle, const uint8_t 
                        size_t key_len, uint8_t **leaf, size_t *len, int64_t *index)
 {
     static struct msv_kt_entry e;
-    char path[160];
-    sqlite3 *db = NULL;
+    sqlite3 *db = server_db(s);
     sqlite3_stmt *st = NULL;
 
-    snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_prepare_v2(db,
                                         "SELECT idx, leaf FROM kt_log WHERE handle = ? ORDER BY "
                                         "idx DESC LIMIT 1;",

@@ -45,25 +45,36 @@ static const char token_context[] = "MSV-delivery-token-v1";
  * recipient could read only one of the two messages. Holds nest within one
  * client (a receipt sealed while a received message's session is held).
  */
-static msv_err sessions_lock(struct msv_client *c)
+/* The file name in the account's directory, open and exclusively locked (flock); -1 if not. */
+static int lock_file(struct msv_client *c, const char *name)
 {
     char path[sizeof(c->dir) + 32];
     int fd, rc;
+
+    snprintf(path, sizeof(path), "%s/%s", c->dir, name);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return -1;
+    while ((rc = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
+        ;
+    if (rc != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static msv_err sessions_lock(struct msv_client *c)
+{
+    int fd;
 
     if (c->session_lock_depth > 0) {
         c->session_lock_depth++;
         return MSV_OK;
     }
-    snprintf(path, sizeof(path), "%s/sessions.lock", c->dir);
-    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    fd = lock_file(c, "sessions.lock");
     if (fd < 0)
         return MSV_ERR_IO;
-    while ((rc = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
-        ;
-    if (rc != 0) {
-        close(fd);
-        return MSV_ERR_IO;
-    }
     c->session_lock_fd = fd;
     c->session_lock_depth = 1;
     return MSV_OK;
@@ -464,28 +475,6 @@ static msv_err reconcile(struct msv_client *c, const struct msv_prekey_counts *h
                : err;
 }
 
-/*
- * Held across a publish: two processes of one device (the daemon and a command, say) never
- * rotate, record or settle prekeys at once. -1 if it cannot be had.
- */
-static int prekeys_lock(struct msv_client *c)
-{
-    char path[sizeof(c->dir) + 32];
-    int fd, rc;
-
-    snprintf(path, sizeof(path), "%s/prekeys.lock", c->dir);
-    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return -1;
-    while ((rc = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
-        ;
-    if (rc != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* The server refused the upload of set (it answered): the X25519 secrets it carried go. */
 static msv_err refused(struct msv_client *c, const struct msv_prekey_set *set)
 {
@@ -521,7 +510,9 @@ msv_err msv_sessions_publish(struct msv_client *c)
 
     if (!(msv_identity_suites(c->id) & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
         return MSV_OK;
-    fd = prekeys_lock(c);
+    /* two processes of one device (the daemon and a command, say) never rotate, record or
+     * settle prekeys at once */
+    fd = lock_file(c, "prekeys.lock");
     if (fd < 0)
         return MSV_ERR_IO;
     err = publish_locked(c);
