@@ -2020,11 +2020,12 @@ out:
 }
 
 /*
- * The log itself, for auditors and monitors: no authentication, but its own
- * limit counting leaves (per account, or per address without one), since
- * every leaf names a handle. An asker with fewer tokens than leaves asked
- * for gets that many leaves and pages on; one with none is refused. A read
- * of the head alone costs one token; unused tokens go back.
+ * The log itself, for auditors and monitors: no authentication needed, but a
+ * connection without an account gets leaf hashes in place of the leaves that
+ * name a handle (kt_log.h). Its own limit counts entries (per account, or per
+ * address without one). An asker with fewer tokens than entries asked for
+ * gets that many and pages on; one with none is refused. A read of the head
+ * alone costs one token; unused tokens go back.
  */
 static void handle_log_read(struct msv_conn_state *c, const msv_frame *f)
 {
@@ -2046,6 +2047,10 @@ static void handle_log_read(struct msv_conn_state *c, const msv_frame *f)
     if (q.count > granted)
         q.count = (uint32_t)granted;
     err = msv_kt_read(&s->kt, s->store, msv_server_now_ms(s), &q,
+                      c->account_id != 0 ? MSV_KT_SHOW_LEAVES
+                      : s->cfg.log_read_hash_fault == 0
+                          ? MSV_KT_HIDE_HANDLES
+                          : (enum msv_kt_hide)(MSV_KT_HIDE_HANDLES + s->cfg.log_read_hash_fault),
                       msv_server_answer_max(s) - LOG_HEAD_ROOM, &resp, &answer, &proofs_from);
     if (err == MSV_ERR_NOT_FOUND) {
         char why[200];
