@@ -2395,7 +2395,17 @@ static void test_log_read_names_no_handle(void **state)
     assert_true(r->log_entries->n_entries > 0);
     assert_true(r->log_entries->entries[0]->leaf.len > 0);
     assert_int_equal(r->log_entries->entries[0]->leaf_hash.len, 0);
-    assert_true(frame_holds(r, "alice@example.org", strlen("alice@example.org")));
+    /* so the needles above are the bytes a leaf holds */
+    for (size_t i = 0; i < 6; i++) /* the handles and the username */
+        if (!frame_holds(r, names[i], strlen(names[i])))
+            fail_msg("the log read by an account lacks %s", names[i]);
+    for (size_t i = 0; i < 3; i++) {
+        struct test_device *d = i == 0 ? &a : i == 1 ? &b : &c;
+        size_t len;
+        const uint8_t *id = msv_public_identity_bytes(msv_identity_public(d->id), &len);
+
+        assert_true(frame_holds(r, id, len));
+    }
     msv_frame_free(r);
     test_device_free(&a);
     test_device_free(&b);
