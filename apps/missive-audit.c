@@ -7,10 +7,13 @@
  * one log that do not fit into one history are a fork, the proof that the
  * server shows different people different directories.
  *
+ * The server gives it, having no account, each device set as its leaf hash only
+ * (no handle); a leaf given anyway is checked as a device set.
+ *
  * State (a text file, written atomically): the pinned TLS fingerprint and
- * log key, the last head, every leaf hash, and every device id the log
- * listed with the SHA-256 of the handle it first listed it under (a device
- * id belongs to one handle forever), and the key directory's root at the
+ * log key, the last head, every leaf hash, and every device id of the leaves
+ * it was given with the SHA-256 of the key it was first listed with (a device
+ * id has one key forever), and the key directory's root at the
  * head's size: every epoch after it must only add to it (each entry's step of
  * the append-only proof, docs/transparency.md).
  */
@@ -553,11 +556,20 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
                 return bad_log("entry %s has a malformed proof", detail);
             memcpy(proof[k], p->path[k].data, MSV_KT_HASH_LEN);
         }
-        msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
+        /* a device set or tombstone names its handle: an auditor, which has no account, gets
+         * its hash only (docs/transparency.md, "What an unauthenticated reader sees") */
+        if (p->leaf_hash.len != 0 && (p->leaf_hash.len != MSV_KT_HASH_LEN || p->leaf.len != 0))
+            return bad_log("entry %s has a malformed leaf hash", detail);
+        if (p->leaf_hash.len != 0)
+            memcpy(h, p->leaf_hash.data, MSV_KT_HASH_LEN);
+        else
+            msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
         if (msv_merkle_verify_inclusion(h, p->index, head.size, proof, p->n_path, head.root) !=
             MSV_OK)
             return bad_log("entry %s is not in the tree its head signs", detail);
-        if (msv_kt_rotation_leaf_parse(p->leaf.data, p->leaf.len, &rot) == MSV_OK) {
+        if (p->leaf_hash.len != 0) {
+            adds[i] = 1; /* a version of some handle: its step must add it */
+        } else if (msv_kt_rotation_leaf_parse(p->leaf.data, p->leaf.len, &rot) == MSV_OK) {
             /* a rotation entry: the statement holds and sits where its size says */
             if (rot.size != p->index + 1 ||
                 msv_kt_rotation_verify(rot.old_key, rot.new_key, rot.size, rot.signature) != MSV_OK)

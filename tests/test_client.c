@@ -2884,6 +2884,40 @@ static void test_device_id_reused(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * A directory that gives the account's monitor leaf hashes in place of leaves, as it gives a
+ * reader without an account, would hide from it what it watches: the monitor refuses the answer
+ * in words ("... is not proven") rather than pass over entries it cannot read, and checks them
+ * once the directory gives the leaves again.
+ */
+static void test_monitor_refuses_leaf_hashes(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    char last[400];
+    size_t alarms = 0;
+
+    (void)state;
+    test_server_init(&s, "log_read_hash_fault = 3");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* where watching starts */
+    bob = client_for(&s, "bob", "bob@example.org");
+    reconnect(alice);
+    assert_int_equal(msv_client_monitor(alice, count_alarm, last, &alarms), MSV_ERR_AUTH);
+    if (strstr(alice->why.message, "of the transparency log is not proven") == NULL)
+        fail_msg("the refusal: %s", alice->why.message);
+    assert_int_equal(alarms, 0);
+    test_server_stop(&s);
+    setenv("MISSIVED_TESTING_LOG_READ_HASH_FAULT", "0", 1);
+    test_server_start(&s);
+    unsetenv("MISSIVED_TESTING_LOG_READ_HASH_FAULT");
+    assert_int_equal(monitor(alice, last), 0);
+    msv_client_close(bob);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
 /* alice with a second handle, +15550001, her monitor started; mallory registered. */
 static void second_handle_setup(struct test_server *s, struct msv_client **alice,
                                 struct msv_client **mallory)
@@ -4722,6 +4756,7 @@ int main(void)
         cmocka_unit_test(test_monitor_removed_device_returns),
         cmocka_unit_test(test_monitor_newest_second_handle),
         cmocka_unit_test(test_monitor_unasked_tombstone),
+        cmocka_unit_test(test_monitor_refuses_leaf_hashes),
         cmocka_unit_test(test_owner_history_forged_version),
         cmocka_unit_test(test_owner_history_skipped_version),
         cmocka_unit_test(test_epoch_roots_compared),

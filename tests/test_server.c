@@ -1558,7 +1558,7 @@ static void test_transparency(void **state)
     expect_proven(r->lookup_result->results[0], &h2);
     expect_consistent(r->lookup_result, &h1, &h2);
     msv_frame_free(r);
-    /* the log read without an account: every leaf proven against the head */
+    /* the log read without an account: every leaf proven against the head, by its hash only */
     anon = test_connect(&s);
     {
         Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
@@ -1583,7 +1583,9 @@ static void test_transparency(void **state)
             assert_int_equal(p->index, i);
             for (size_t k = 0; k < p->n_path; k++)
                 memcpy(path[k], p->path[k].data, MSV_KT_HASH_LEN);
-            msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
+            assert_int_equal(p->leaf.len, 0);
+            assert_int_equal(p->leaf_hash.len, MSV_KT_HASH_LEN);
+            memcpy(h, p->leaf_hash.data, MSV_KT_HASH_LEN);
             assert_int_equal(msv_merkle_verify_inclusion(h, i, h3.size, path, p->n_path, h3.root),
                              MSV_OK);
         }
@@ -2251,9 +2253,9 @@ static msv_frame *log_read(struct msv_conn *c, uint64_t start, uint32_t count)
 }
 
 /*
- * Every leaf of the log names a handle: reading it without an account is
- * limited by leaves, not by requests, so the directory cannot be listed
- * faster than log_read_rate. A short bucket answers with what it holds.
+ * Reading the log without an account is limited by entries, not by requests:
+ * each costs its inclusion proof, so the log cannot be read faster than
+ * log_read_rate. A short bucket answers with what it holds.
  */
 static void test_log_read_rate(void **state)
 {
@@ -2272,7 +2274,7 @@ static void test_log_read_rate(void **state)
         test_register(&s, handle, &d[i]);
     }
     anon = test_connect(&s);
-    /* 256 asked, 5 tokens: 5 leaves, each one handle */
+    /* 256 asked, 5 tokens: 5 entries */
     r = log_read(anon, 0, 256);
     assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_LOG_ENTRIES);
     assert_int_equal(r->log_entries->head->size, 7);
@@ -2284,6 +2286,127 @@ static void test_log_read_rate(void **state)
     msv_conn_close(anon);
     for (size_t i = 0; i < 7; i++)
         test_device_free(&d[i]);
+    test_server_cleanup(&s);
+}
+
+/* 1 if the len bytes at needle occur in the frame f as it travels. */
+static int frame_holds(const msv_frame *f, const void *needle, size_t len)
+{
+    size_t n = msv__wire__frame__get_packed_size(f);
+    uint8_t *bytes = malloc(n);
+    int found_it;
+
+    assert_non_null(bytes);
+    assert_int_equal(msv__wire__frame__pack(f, bytes), n);
+    found_it = memmem(bytes, n, needle, len) != NULL;
+    free(bytes);
+    return found_it;
+}
+
+/* 1 if the frame f holds d's public identity. */
+static int holds_identity(const msv_frame *f, const struct test_device *d)
+{
+    size_t len;
+    const uint8_t *id = msv_public_identity_bytes(msv_identity_public(d->id), &len);
+
+    return frame_holds(f, id, len);
+}
+
+/* d's account adds handle, verified by the code the server sent. */
+static void add_handle(struct test_server *s, struct test_device *d, const char *handle)
+{
+    struct msv_refusal why = {0};
+    char code[7];
+
+    assert_int_equal(
+        msv_request_handle_change(d->conn, MSV_HANDLE_ADD, handle, NULL, TEST_TIMEOUT_MS, &why),
+        MSV_OK);
+    test_server_code(s, handle, code);
+    assert_int_equal(
+        msv_request_handle_change(d->conn, MSV_HANDLE_VERIFY, handle, code, TEST_TIMEOUT_MS, &why),
+        MSV_OK);
+}
+
+/*
+ * The log read without an account reveals nothing of who is registered: after registrations, a
+ * second handle, a username and a removed handle (its tombstone), the answer to the whole log
+ * holds no handle, username or identity key, and each device set or tombstone is its leaf hash
+ * only (the same length whoever it names), proven in the head. An account reads the leaves (its
+ * monitor needs them).
+ */
+static void test_log_read_names_no_handle(void **state)
+{
+    static const char *const names[] = {"alice@example.org",
+                                        "bob@example.org",
+                                        "carol@example.org",
+                                        "alice2@example.org",
+                                        "carol2@example.org",
+                                        "alice.42",
+                                        "alice",
+                                        "example.org"};
+    struct test_server s;
+    struct test_device a, b, c;
+    struct msv_refusal why = {0};
+    struct msv_conn *anon;
+    msv_frame *r;
+    uint64_t size;
+
+    (void)state;
+    test_server_init(&s, "[accounts]\nregister_burst = 20\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a);
+    test_register(&s, "bob@example.org", &b);
+    test_register(&s, "carol@example.org", &c);
+    msv_frame_free(USERNAME(a.conn, "alice.42"));
+    assert_true(found(&b, "alice.42"));
+    add_handle(&s, &a, "alice2@example.org");
+    assert_true(found(&b, "alice2@example.org"));
+    /* a handle removed: its tombstone */
+    add_handle(&s, &c, "carol2@example.org");
+    assert_int_equal(msv_request_handle_change(c.conn, MSV_HANDLE_REMOVE, "carol2@example.org",
+                                               NULL, TEST_TIMEOUT_MS, &why),
+                     MSV_OK);
+    assert_false(found(&b, "carol2@example.org"));
+    anon = test_connect(&s);
+    r = log_read(anon, 0, 256);
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_LOG_ENTRIES);
+    size = r->log_entries->head->size;
+    assert_true(size >= 7);
+    assert_int_equal(r->log_entries->n_entries, size);
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (frame_holds(r, names[i], strlen(names[i])))
+            fail_msg("the log read without an account names %s", names[i]);
+    assert_false(holds_identity(r, &a) || holds_identity(r, &b) || holds_identity(r, &c));
+    for (size_t i = 0; i < r->log_entries->n_entries; i++) {
+        static uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+        const Msv__Wire__LogProof *p = r->log_entries->entries[i];
+        uint8_t root[MSV_KT_HASH_LEN];
+
+        assert_int_equal(p->leaf.len, 0);
+        assert_int_equal(p->leaf_hash.len, MSV_KT_HASH_LEN);
+        for (size_t k = 0; k < p->n_path; k++)
+            memcpy(path[k], p->path[k].data, MSV_KT_HASH_LEN);
+        memcpy(root, r->log_entries->head->root.data, MSV_KT_HASH_LEN);
+        assert_int_equal(
+            msv_merkle_verify_inclusion(p->leaf_hash.data, i, size, path, p->n_path, root), MSV_OK);
+    }
+    msv_frame_free(r);
+    msv_conn_close(anon);
+    /* an account reads the leaves themselves */
+    r = log_read(b.conn, 0, 256);
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_LOG_ENTRIES);
+    assert_true(r->log_entries->n_entries > 0);
+    assert_true(r->log_entries->entries[0]->leaf.len > 0);
+    assert_int_equal(r->log_entries->entries[0]->leaf_hash.len, 0);
+    /* so the needles above are the bytes a leaf holds */
+    for (size_t i = 0; i < 6; i++) /* the handles and the username */
+        if (!frame_holds(r, names[i], strlen(names[i])))
+            fail_msg("the log read by an account lacks %s", names[i]);
+    assert_true(holds_identity(r, &a) && holds_identity(r, &b) && holds_identity(r, &c));
+    msv_frame_free(r);
+    test_device_free(&a);
+    test_device_free(&b);
+    test_device_free(&c);
     test_server_cleanup(&s);
 }
 
@@ -2307,7 +2430,8 @@ static msv_frame *lookup_many(struct msv_conn *c, const char *handle, size_t n)
 /*
  * One account of 64 devices with 3072-bit identities: its log leaves add up
  * to more than a frame. LogRead answers every page, bounded by bytes, and the
- * whole log is read by paging; a lookup of the account is answered; a lookup
+ * whole log is read by paging (by an account: a reader without one gets leaf
+ * hashes, one answer); a lookup of the account is answered; a lookup
  * whose answer cannot fit in a frame is refused with ERROR_TOO_BIG instead of
  * going unanswered; identities over identity_max are refused.
  */
@@ -2341,10 +2465,9 @@ static void test_big_account_answers(void **state)
             fail_msg("adding device %d: %s", i, why.message);
         expect_ok(test_approve(&a1, dev));
     }
-    /* the log, read from the start without an account, page by page */
-    anon = test_connect(&s);
+    /* the log, read from the start by the account (as its monitor does), page by page */
     do {
-        r = log_read(anon, next, 256);
+        r = log_read(a1.conn, next, 256);
         assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_LOG_ENTRIES);
         size = r->log_entries->head->size;
         assert_true(r->log_entries->n_entries > 0);
@@ -2355,6 +2478,12 @@ static void test_big_account_answers(void **state)
     assert_int_equal(next, size);
     assert_true(size >= 64);
     assert_true(pages > 1); /* more than a frame's worth */
+    /* without an account, leaf hashes only: one answer */
+    anon = test_connect(&s);
+    r = log_read(anon, 0, 256);
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_LOG_ENTRIES);
+    assert_int_equal(r->log_entries->n_entries, size);
+    msv_frame_free(r);
     /* the account itself fits in an answer */
     r = lookup(a1.conn, "alice@example.org");
     assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_LOOKUP_RESULT);
@@ -2641,6 +2770,7 @@ int main(void)
         cmocka_unit_test(test_prekeys_and_sealed_sender),
         cmocka_unit_test(test_suites_per_device),
         cmocka_unit_test(test_log_read_rate),
+        cmocka_unit_test(test_log_read_names_no_handle),
         cmocka_unit_test(test_big_account_answers),
         cmocka_unit_test(test_revoked_connections_closed),
         cmocka_unit_test(test_health_and_metrics),

@@ -2020,12 +2020,27 @@ out:
 }
 
 /*
- * The log itself, for auditors and monitors: no authentication, but its own
- * limit counting leaves (per account, or per address without one), since
- * every leaf names a handle. An asker with fewer tokens than leaves asked
- * for gets that many leaves and pages on; one with none is refused. A read
- * of the head alone costs one token; unused tokens go back.
+ * The log itself, for auditors and monitors: no authentication needed, but a
+ * connection without an account gets leaf hashes in place of the leaves that
+ * name a handle (kt_log.h). Its own limit counts entries (per account, or per
+ * address without one). An asker with fewer tokens than entries asked for
+ * gets that many and pages on; one with none is refused. A read of the head
+ * alone costs one token; unused tokens go back.
  */
+static enum msv_kt_hide log_read_hide(const struct msv_server *s, const struct msv_conn_state *c)
+{
+    switch (s->cfg.log_read_hash_fault) { /* tests only: a dishonest server */
+    case 1:
+        return c->account_id != 0 ? MSV_KT_SHOW_LEAVES : MSV_KT_HIDE_FAULT_SHORT;
+    case 2:
+        return c->account_id != 0 ? MSV_KT_SHOW_LEAVES : MSV_KT_HIDE_FAULT_BOTH;
+    case 3:
+        return MSV_KT_HIDE_HANDLES; /* from the account's monitor too */
+    default:
+        return c->account_id != 0 ? MSV_KT_SHOW_LEAVES : MSV_KT_HIDE_HANDLES;
+    }
+}
+
 static void handle_log_read(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
@@ -2045,7 +2060,7 @@ static void handle_log_read(struct msv_conn_state *c, const msv_frame *f)
     }
     if (q.count > granted)
         q.count = (uint32_t)granted;
-    err = msv_kt_read(&s->kt, s->store, msv_server_now_ms(s), &q,
+    err = msv_kt_read(&s->kt, s->store, msv_server_now_ms(s), &q, log_read_hide(s, c),
                       msv_server_answer_max(s) - LOG_HEAD_ROOM, &resp, &answer, &proofs_from);
     if (err == MSV_ERR_NOT_FOUND) {
         char why[200];

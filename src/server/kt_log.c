@@ -483,6 +483,27 @@ static msv_err log_proof(struct msv_kt_log *log, struct msv_kt_answer *a,
     return err;
 }
 
+/*
+ * A reader without an account learns nothing of who is registered: a device set or tombstone
+ * (it names its handle, its devices and their keys) is given as its leaf hash, enough to check
+ * the tree; a rotation entry names no one and is given whole.
+ */
+static msv_err hide_handle(struct msv_kt_answer *a, Msv__Wire__LogProof *p, enum msv_kt_hide hide)
+{
+    struct msv_kt_rotation r;
+    uint8_t *h;
+
+    if (msv_kt_rotation_leaf_parse(p->leaf.data, p->leaf.len, &r) == MSV_OK)
+        return MSV_OK;
+    if ((h = keep(a, MSV_KT_HASH_LEN)) == NULL)
+        return MSV_ERR_NOMEM;
+    msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
+    p->leaf_hash = (ProtobufCBinaryData){MSV_KT_HASH_LEN - (hide == MSV_KT_HIDE_FAULT_SHORT), h};
+    if (hide != MSV_KT_HIDE_FAULT_BOTH)
+        p->leaf = (ProtobufCBinaryData){0, NULL};
+    return MSV_OK;
+}
+
 /* The log's rotation entries that head holds, each with its proof (kept in a). */
 static msv_err rotation_fields(struct msv_kt_log *log, struct msv_kt_answer *a,
                                Msv__Wire__LogProof ***out, size_t *n_out)
@@ -669,8 +690,9 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
 }
 
 msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
-                    const Msv__Wire__LogRead *q, size_t max_bytes, Msv__Wire__LogEntries *resp,
-                    struct msv_kt_answer **owner, uint64_t *proofs_from)
+                    const Msv__Wire__LogRead *q, enum msv_kt_hide hide, size_t max_bytes,
+                    Msv__Wire__LogEntries *resp, struct msv_kt_answer **owner,
+                    uint64_t *proofs_from)
 {
     struct msv_kt_answer *a = calloc(1, sizeof(*a));
     struct msv_kt_rec *recs = NULL;
@@ -701,6 +723,8 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
         }
         recs[i].leaf = leaf;
         err = log_proof(log, a, &recs[i], &entries[i]);
+        if (err == MSV_OK && hide != MSV_KT_SHOW_LEAVES)
+            err = hide_handle(a, entries[i], hide);
         recs[i].leaf = NULL;
         /* the entry, its field tag and length (at most 1 + 4 bytes), and its step if asked */
         size = err == MSV_OK ? msv__wire__log_proof__get_packed_size(entries[i]) + 5 : 0;

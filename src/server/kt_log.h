@@ -95,11 +95,19 @@ MSV_MUST_CHECK msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *s
  * consistency. The entries take at most max_bytes encoded, but the first is
  * always given: the reader asks again from where the answer stops. With append_proof, the
  * entries' steps in the key directory too: MSV_ERR_NOT_FOUND when they are no longer kept
- * (*proofs_from: the first entry whose step is).
+ * (*proofs_from: the first entry whose step is). hide (a reader without an account:
+ * MSV_KT_HIDE_HANDLES): a device set or tombstone, which names its handle, is given as its leaf
+ * hash only; the two faults are for tests ([testing] log_read_hash_fault).
  */
+enum msv_kt_hide {
+    MSV_KT_SHOW_LEAVES,
+    MSV_KT_HIDE_HANDLES,
+    MSV_KT_HIDE_FAULT_SHORT, /* a dishonest server: leaf hashes of 31 bytes */
+    MSV_KT_HIDE_FAULT_BOTH,  /* a dishonest server: the leaf hash beside the leaf */
+};
 MSV_MUST_CHECK msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
-                                   const Msv__Wire__LogRead *q, size_t max_bytes,
-                                   Msv__Wire__LogEntries *resp, struct msv_kt_answer **owner,
-                                   uint64_t *proofs_from);
+                                   const Msv__Wire__LogRead *q, enum msv_kt_hide hide,
+                                   size_t max_bytes, Msv__Wire__LogEntries *resp,
+                                   struct msv_kt_answer **owner, uint64_t *proofs_from);
 
 #endif
