@@ -479,6 +479,8 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
     static uint8_t adds[MSV_KT_READ_MAX];
     const Msv__Wire__TreeHead *w = r->head;
     struct msv_kt_head head;
+    uint8_t last_new_key[MSV_KT_KEY_LEN];
+    size_t rotated = 0;
     char detail[160];
 
     *taken = 0;
@@ -557,7 +559,7 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
             memcpy(proof[k], p->path[k].data, MSV_KT_HASH_LEN);
         }
         /* a device set or tombstone names its handle: an auditor, which has no account, gets
-         * its hash only (docs/transparency.md, "What an unauthenticated reader sees") */
+         * its hash only (docs/transparency.md, "What a reader without an account sees") */
         if (p->leaf_hash.len != 0 && (p->leaf_hash.len != MSV_KT_HASH_LEN || p->leaf.len != 0))
             return bad_log("entry %s has a malformed leaf hash", detail);
         if (p->leaf_hash.len != 0)
@@ -568,12 +570,26 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
             MSV_OK)
             return bad_log("entry %s is not in the tree its head signs", detail);
         if (p->leaf_hash.len != 0) {
+            /* a rotation is always given whole: one the answer names may not hide as a hash */
+            for (size_t k = 0; k < r->n_rotations; k++)
+                if (r->rotations[k]->index == p->index)
+                    return bad_log("entry %s is a log key rotation given as a hash only", detail);
             adds[i] = 1; /* a version of some handle: its step must add it */
         } else if (msv_kt_rotation_leaf_parse(p->leaf.data, p->leaf.len, &rot) == MSV_OK) {
             /* a rotation entry: the statement holds and sits where its size says */
             if (rot.size != p->index + 1 ||
                 msv_kt_rotation_verify(rot.old_key, rot.new_key, rot.size, rot.signature) != MSV_OK)
                 return bad_log("entry %s is a log key rotation its old key did not sign", detail);
+            /* each rotation goes on from the one before it, and the key it retires signs no head
+             * after it: the head of this answer is at least as large as the rotation's size */
+            if (rotated > 0 && sodium_memcmp(rot.old_key, last_new_key, MSV_KT_KEY_LEN) != 0)
+                return bad_log("entry %s rotates from a key the log had not rotated to", detail);
+            if (sodium_memcmp(rot.old_key, r->log_key.data, MSV_KT_KEY_LEN) == 0)
+                return bad_log("entry %s retires the log key that still signs its head: "
+                               "a rotation this auditor is kept behind",
+                               detail);
+            memcpy(last_new_key, rot.new_key, MSV_KT_KEY_LEN);
+            rotated++;
             adds[i] = 0;
         } else if (msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) != MSV_OK) {
             return bad_log("entry %s is not a device set", detail);
@@ -679,7 +695,11 @@ static int compare(const struct audit *a, const char *path)
     }
     fclose(f);
     if (msv_kt_head_verify(&other, a->log_key) != MSV_OK) {
-        fprintf(stderr, "%s: %s: not signed by this log's key; ignored\n", prog, path);
+        fprintf(stderr,
+                "%s: %s: not signed by the log key this auditor pins, so it cannot be compared: "
+                "a head from before a log key rotation, or one under a second key this log "
+                "never rotated to (a split view: ask whoever saw it which key it pins)\n",
+                prog, path);
         return EXIT_USAGE;
     }
     snprintf(detail, sizeof(detail), "%s (%" PRIu64 " entries)", path, other.size);

@@ -532,6 +532,7 @@ static void pump(struct owner *ow)
 {
     struct msv_client *c = ow->c;
     size_t n = 0, alarms = 0;
+    const char *monitor_why = NULL;
     msv_err err;
 
     if (c->conn == NULL)
@@ -540,14 +541,22 @@ static void pump(struct owner *ow)
     if (err == MSV_OK && (ow->monitor_due || msv_mono_ms() >= ow->monitor_at)) {
         ow->monitor_due = 0;
         ow->monitor_at = msv_mono_ms() + MONITOR_INTERVAL_MS;
+        c->why.message[0] = '\0';
         err = msv_client_monitor(c, on_alarm, ow, &alarms);
+        /* the monitor's reason (an entry not proven, say) is what the user is shown */
+        if (err != MSV_OK && c->why.message[0] != '\0')
+            monitor_why = c->why.message;
     }
     /* synced state written beside the commands (by the chat, say) goes to the other devices;
      * what cannot go now stays pending, and the connection stays */
     if (err == MSV_OK && msv_client_sync_flush(c, NULL) != MSV_OK)
         snprintf(ow->last_error, sizeof(ow->last_error), "synced changes wait to be sent");
     if (err != MSV_OK && c->conn != NULL) {
-        snprintf(ow->last_error, sizeof(ow->last_error), "%s", msv_strerror(err));
+        if (monitor_why != NULL)
+            snprintf(ow->last_error, sizeof(ow->last_error), "the transparency log: %s",
+                     monitor_why);
+        else
+            snprintf(ow->last_error, sizeof(ow->last_error), "%s", msv_strerror(err));
         msv_conn_close(c->conn);
         c->conn = NULL;
         ow->retry_at = msv_mono_ms() + 1000;

@@ -69,7 +69,7 @@ echo "not a state" >garbage
 expect 2 "a state it did not write" -- "$A" --state garbage
 echo "missive-head 1 2 1 $(printf '%064d' 0) $(printf '%0128d' 0)" >forged.head
 expect 2 "a head not signed by the log" -- "$A" --state st --compare forged.head
-grep -q "not signed by this log's key" err.txt && ok || bad "unsigned head: $(cat err.txt)"
+grep -q "not signed by the log key this auditor pins" err.txt && ok || bad "unsigned head: $(cat err.txt)"
 expect 2 "another log key than pinned" -- "$A" --state st --log-key "$(printf '%064d' 0)"
 expect 4 "server unreachable" -- "$A" --state st3 --server 127.0.0.1:1
 
@@ -220,6 +220,10 @@ cp old.key srv/log.key
 MISSIVED_TESTING_TRUST_STORE_LOG=true start
 expect 1 "the old key after the rotation is caught" -- "$A" --state st7
 grep -q "another key than the pinned one" err.txt && ok || bad "rollback: $(cat err.txt)"
+# an auditor from before the rotation, shown the rotation entry under heads the old key still signs
+cp st8 st9
+expect 1 "an auditor is not kept on the old key" -- "$A" --state st9
+grep -q "retires the log key that still signs its head" err.txt && ok || bad "kept behind: $(cat err.txt)"
 # a new key that signed its own rotation
 stop
 sqlite3_rm_last

@@ -484,9 +484,10 @@ static msv_err log_proof(struct msv_kt_log *log, struct msv_kt_answer *a,
 }
 
 /*
- * A reader without an account learns nothing of who is registered: a device set or tombstone
- * (it names its handle, its devices and their keys) is given as its leaf hash, enough to check
- * the tree; a rotation entry names no one and is given whole.
+ * A reader without an account reads no handle: a device set or tombstone (it names its handle,
+ * its devices and their keys) is given as its leaf hash, enough to check the tree; a rotation
+ * entry names no one and is given whole (docs/transparency.md, "What a reader without an account
+ * sees", says what a hash still lets a guesser test).
  */
 static msv_err hide_handle(struct msv_kt_answer *a, Msv__Wire__LogProof *p, enum msv_kt_hide hide)
 {
