@@ -480,7 +480,7 @@ static msv_err finish(struct pg_conn *c, msv_err err)
     "CREATE TABLE mls_key_packages ("                                                          \
     "  id BIGSERIAL PRIMARY KEY,"                                                              \
     "  device_id BIGINT NOT NULL,"                                                             \
-    "  last_resort BOOLEAN NOT NULL,"                                                          \
+    "  last_resort INTEGER NOT NULL,"                                                          \
     "  kp BYTEA NOT NULL);"                                                                    \
     "CREATE INDEX mls_key_packages_by_device ON mls_key_packages(device_id, last_resort, id);" \
     "CREATE TABLE mls_groups ("                                                                \
@@ -2351,9 +2351,9 @@ static msv_err mls_kp_state(struct pg_conn *c, uint64_t device_id, uint32_t *lef
 
     a_i64(&a, (int64_t)device_id);
     err = query(c,
-                "SELECT (SELECT COUNT(*) FROM mls_key_packages WHERE device_id = $1 AND NOT"
-                " last_resort), EXISTS (SELECT 1 FROM mls_key_packages WHERE device_id = $1 AND"
-                " last_resort);",
+                "SELECT (SELECT COUNT(*) FROM mls_key_packages WHERE device_id = $1 AND"
+                " last_resort = 0), EXISTS (SELECT 1 FROM mls_key_packages WHERE device_id = $1"
+                " AND last_resort = 1);",
                 &a, &r);
     if (err != MSV_OK)
         return err;
@@ -2371,9 +2371,8 @@ static msv_err mls_kp_insert(struct pg_conn *c, uint64_t device_id, const uint8_
     a_i64(&a, (int64_t)device_id);
     a_i64(&a, last_resort);
     a_bytes(&a, kp, len);
-    return run(
-        c, "INSERT INTO mls_key_packages (device_id, last_resort, kp) VALUES ($1, $2 <> 0, $3);",
-        &a);
+    return run(c, "INSERT INTO mls_key_packages (device_id, last_resort, kp) VALUES ($1, $2, $3);",
+               &a);
 }
 
 static msv_err mls_kp_put(struct pg_conn *c, uint64_t device_id,
@@ -2387,9 +2386,9 @@ static msv_err mls_kp_put(struct pg_conn *c, uint64_t device_id,
     /* the device's lock: two uploads at once cannot both pass the cap */
     err = run(c, "SELECT pg_advisory_xact_lock($1);", &a);
     if (err == MSV_OK && up->replace)
-        err = run(c, "DELETE FROM mls_key_packages WHERE device_id = $1 AND NOT last_resort;", &a);
+        err = run(c, "DELETE FROM mls_key_packages WHERE device_id = $1 AND last_resort = 0;", &a);
     if (err == MSV_OK && up->last_resort != NULL) {
-        err = run(c, "DELETE FROM mls_key_packages WHERE device_id = $1 AND last_resort;", &a);
+        err = run(c, "DELETE FROM mls_key_packages WHERE device_id = $1 AND last_resort = 1;", &a);
         if (err == MSV_OK)
             err = mls_kp_insert(c, device_id, up->last_resort, up->last_resort_len, 1);
     }
@@ -2413,15 +2412,15 @@ static msv_err mls_kp_claim(struct pg_conn *c, uint64_t device_id, int only_last
         err =
             query(c,
                   "DELETE FROM mls_key_packages WHERE id = (SELECT id FROM mls_key_packages WHERE"
-                  " device_id = $1 AND NOT last_resort ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+                  " device_id = $1 AND last_resort = 0 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)"
                   " RETURNING kp;",
                   &a, &r);
     if (err == MSV_OK && (r == NULL || PQntuples(r) == 0)) {
         PQclear(r);
         r = NULL;
-        err = query(c,
-                    "SELECT kp FROM mls_key_packages WHERE device_id = $1 AND last_resort LIMIT 1;",
-                    &a, &r);
+        err = query(
+            c, "SELECT kp FROM mls_key_packages WHERE device_id = $1 AND last_resort = 1 LIMIT 1;",
+            &a, &r);
         *last_resort = 1;
     } else {
         *last_resort = 0;
