@@ -514,6 +514,43 @@ static void test_group_ordering(void **state)
                                                   .n_recipients = 1}),
                 1, 1);
     assert_int_not_equal(expect_mls(&b1, a1.device_id, KIND(WELCOME), 1, "welcome", 5000), 0);
+    {
+        /* J5, J7: a recipient twice; too many recipients or changes; too large a message */
+        static uint64_t many[1001];
+        static char large[16 * 1024 + 2];
+        uint64_t twice[2] = {b1.device_id, b1.device_id};
+
+        for (size_t i = 0; i < 1001; i++)
+            many[i] = b1.device_id;
+        memset(large, 'm', sizeof(large) - 1);
+        test_expect_error(mls_send(&a1, &(struct send_args){.group = "g",
+                                                            .kind = KIND(WELCOME),
+                                                            .epoch = 1,
+                                                            .message = "w",
+                                                            .recipients = twice,
+                                                            .n_recipients = 2}),
+                          ERR(INVALID));
+        test_expect_error(mls_send(&a1, &(struct send_args){.group = "g",
+                                                            .kind = KIND(WELCOME),
+                                                            .epoch = 1,
+                                                            .message = "w",
+                                                            .recipients = many,
+                                                            .n_recipients = 1001}),
+                          ERR(TOO_BIG));
+        test_expect_error(mls_send(&a1, &(struct send_args){.group = "g",
+                                                            .kind = KIND(COMMIT),
+                                                            .epoch = 1,
+                                                            .message = "c",
+                                                            .added = many,
+                                                            .n_added = 1001}),
+                          ERR(TOO_BIG));
+        test_expect_error(mls_send(&a1, &(struct send_args){.group = "g",
+                                                            .kind = KIND(APPLICATION),
+                                                            .epoch = 1,
+                                                            .message = large}),
+                          ERR(TOO_BIG));
+        assert_int_equal(expect_mls(&b1, 0, 0, 0, NULL, 200), 0); /* nothing was queued */
+    }
     /* another device cannot take the group over by its id, nor learn its epoch */
     test_expect_error(mls_send(&c1, &(struct send_args){.group = "g",
                                                         .kind = KIND(COMMIT),
