@@ -641,10 +641,11 @@ static void test_commit_race(void **state)
     size_t n_acks[2] = {0, 0};
 
     (void)state;
-    node_init(&s1, NULL);
+    /* both read the group before either writes: the store's own check must decide */
+    node_init(&s1, "[testing]\nmls_commit_pause_ms = 100\n");
     test_server_start(&s1);
     if (two) {
-        node_init(&s2, NULL);
+        node_init(&s2, "[testing]\nmls_commit_pause_ms = 100\n");
         test_server_start(&s2);
     }
     test_register(&s1, "alice@example.org", &a1);

@@ -88,6 +88,7 @@ struct msv_config {
     char keydir_rewrite[300];       /* tests only: "change INDEX" or "remove INDEX" (keydir.h) */
     char keydir_skip[300];          /* tests only: "HANDLE VERSION" its next version's number */
     int refuse_prekey_claims;       /* tests only: every PrekeyClaim answered "slow down" */
+    uint32_t mls_commit_pause_ms;   /* tests only: a pause between an MLS commit's read and write */
 };
 
 /* Fills c with the defaults. */

@@ -11,6 +11,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "missive/payload.h"
 #include "missive/util.h"
@@ -442,6 +443,8 @@ static void commit(struct mls_send *m)
     }
     if (!quota_ok(c, m->f->request_id, m->items, m->n_items))
         return;
+    if (s->cfg.mls_commit_pause_ms != 0) /* tests: widen the race the store must decide */
+        usleep((useconds_t)s->cfg.mls_commit_pause_ms * 1000);
     mc = (struct msv_mls_commit){.group_id = m->q->group_id.data,
                                  .group_len = m->q->group_id.len,
                                  .epoch = m->q->epoch,
