@@ -1107,6 +1107,7 @@ static void test_mls_store(void **state)
                                .added = added,
                                .n_added = 2,
                                .max_members = 3,
+                               .max_groups = 2,
                                .now_ms = 1,
                                .expires_ms = 1000,
                                .ids = ids};
@@ -1167,6 +1168,18 @@ static void test_mls_store(void **state)
     assert_int_equal(members[1], 12);
     free(members);
     assert_usage(f, 12, 1, 6);
+    /* device 12 starts a second group, not a third (max_groups 2): nothing of it is kept */
+    c = (struct msv_mls_commit){.group_id = (const uint8_t *)"group2",
+                                .group_len = 6,
+                                .sender = 12,
+                                .max_members = 3,
+                                .max_groups = 2,
+                                .ids = ids};
+    assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_OK);
+    c.group_id = (const uint8_t *)"group3";
+    assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_ERR_TOO_BIG);
+    assert_int_equal(OPS(f)->mls_group_get(IMPL(f), c.group_id, 6, &epoch, &members, &n),
+                     MSV_ERR_NOT_FOUND);
 }
 
 static void test_prekeys_and_tokens(void **state)
@@ -1800,6 +1813,7 @@ static void test_reopen_and_schema(void **state)
                                                                      .group_len = 1,
                                                                      .sender = 42,
                                                                      .max_members = 10,
+                                                                     .max_groups = 10,
                                                                      .ids = ids},
                                             &epoch),
                          MSV_OK);

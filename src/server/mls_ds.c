@@ -26,6 +26,7 @@
 #define MLS_KEY_PACKAGES_UPLOAD_MAX 100 /* per upload */
 #define MLS_KEY_PACKAGES_KEPT 100       /* per device, the last-resort one not counted */
 #define MLS_GROUP_DEVICES_MAX 10000     /* member devices per group */
+#define MLS_DEVICE_GROUPS_MAX 1000      /* groups a device is a member of */
 #define MLS_CHANGES_MAX 1000            /* devices added and removed by one commit */
 #define MLS_RECIPIENTS_MAX 1000         /* devices one Welcome is for */
 #define MLS_COPIES_PER_TOKEN 64         /* copies one send token pays for, beyond the first */
@@ -171,6 +172,13 @@ void msv_mls_key_package_claim(struct msv_conn_state *c, const msv_frame *f)
         err = STORE(s)->devices_of_account(IMPL(s), account, &list);
     if (err == MSV_ERR_NOT_FOUND)
         err = MSV_OK; /* no account: an empty answer, as for one without KeyPackages */
+    /* refused before anything is taken if the largest answer might not fit in a frame */
+    if (err == MSV_OK && list.count * (MLS_KEY_PACKAGE_MAX + 32) + 64 > msv_server_answer_max(s)) {
+        msv_conn_send_error(c, f->request_id, E_TOO_BIG,
+                            "the account has more devices than one answer holds KeyPackages "
+                            "for; raise frame_max");
+        goto out;
+    }
     if (err == MSV_OK && list.count > 0 &&
         !msv_server_take_token(s, MSV_LIMIT_LOOKUP, c->account_id, (double)list.count)) {
         msv_conn_send_error(c, f->request_id, E_RATE, "too many KeyPackage claims; slow down");
@@ -454,6 +462,7 @@ static void commit(struct mls_send *m)
                                  .n_added = m->q->n_added,
                                  .n_removed = m->q->n_removed,
                                  .max_members = MLS_GROUP_DEVICES_MAX,
+                                 .max_groups = MLS_DEVICE_GROUPS_MAX,
                                  .items = m->items,
                                  .n_items = m->n_items,
                                  .now_ms = now,
@@ -468,7 +477,9 @@ static void commit(struct mls_send *m)
     else if (err == MSV_ERR_NOT_FOUND)
         refuse(c, m->f->request_id, E_NOT_FOUND, "no such group; a group starts at epoch 0");
     else if (err == MSV_ERR_TOO_BIG)
-        refuse(c, m->f->request_id, E_TOO_BIG, "a group has at most 10000 member devices");
+        refuse(c, m->f->request_id, E_TOO_BIG,
+               "a group has at most 10000 member devices, and a device is in at most 1000 "
+               "groups");
     else if (err != MSV_OK)
         msv_conn_send_error(c, m->f->request_id, E_IO, "storage failed");
     if (err != MSV_OK) {

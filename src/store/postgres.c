@@ -2565,6 +2565,30 @@ static msv_err mls_membership(struct pg_conn *c, const struct msv_mls_commit *m,
     return MSV_OK;
 }
 
+/* MSV_ERR_TOO_BIG if the sender or a device m adds is in more than m->max_groups groups. */
+static msv_err mls_groups_bounded(struct pg_conn *c, const struct msv_mls_commit *m)
+{
+    struct text_buf ids = {0};
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err = mls_ids(&a, m->added, m->n_added, &ids);
+
+    a_i64(&a, (int64_t)m->sender);
+    a_i64(&a, (int64_t)m->max_groups);
+    if (err == MSV_OK)
+        err = query(c,
+                    "SELECT COUNT(*) FROM (SELECT device_id FROM mls_members WHERE device_id ="
+                    " ANY($1::BIGINT[] || $2::BIGINT) GROUP BY device_id HAVING COUNT(*) > $3)"
+                    " AS t;",
+                    &a, &r);
+    free(ids.p);
+    if (err != MSV_OK)
+        return err;
+    err = col_i64(r, 0, 0) > 0 ? MSV_ERR_TOO_BIG : MSV_OK;
+    PQclear(r);
+    return err;
+}
+
 static msv_err mls_commit(struct pg_conn *c, const struct msv_mls_commit *m, uint64_t *epoch_now)
 {
     struct args a = {0};
@@ -2587,6 +2611,8 @@ static msv_err mls_commit(struct pg_conn *c, const struct msv_mls_commit *m, uin
         err = mls_membership(c, m, m->sender, &member, &count);
     if (err == MSV_OK && count > m->max_members)
         err = MSV_ERR_TOO_BIG;
+    if (err == MSV_OK)
+        err = mls_groups_bounded(c, m);
     a_bytes(&a, m->group_id, m->group_len);
     if (err == MSV_OK)
         err = run(c, "UPDATE mls_groups SET epoch = epoch + 1 WHERE group_id = $1;", &a);

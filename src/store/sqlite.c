@@ -2264,6 +2264,27 @@ static int mls_is_member(struct sqlite_store *s, const struct msv_mls_commit *c,
     return member;
 }
 
+/* MSV_ERR_TOO_BIG if the sender or a device the commit adds is in more than max_groups groups. */
+static msv_err mls_groups_bounded(struct sqlite_store *s, const struct msv_mls_commit *c)
+{
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i <= c->n_added; i++) {
+        sqlite3_stmt *st = NULL;
+
+        err = prepare(s, "SELECT COUNT(*) FROM mls_members WHERE device_id = ?;", &st);
+        if (err != MSV_OK)
+            return err;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)(i < c->n_added ? c->added[i] : c->sender));
+        if (sqlite3_step(st) != SQLITE_ROW)
+            err = msv_sql_err(sqlite3_errcode(s->db));
+        else if ((size_t)sqlite3_column_int64(st, 0) > c->max_groups)
+            err = MSV_ERR_TOO_BIG;
+        release(s, st);
+    }
+    return err;
+}
+
 /* Epoch 0 of an unknown group: it starts, with the sender as its first member. */
 static msv_err mls_group_create(struct sqlite_store *s, const struct msv_mls_commit *c)
 {
@@ -2303,6 +2324,8 @@ static msv_err mls_commit_locked(struct sqlite_store *s, const struct msv_mls_co
         err = MSV_ERR_IO;
     if (err == MSV_OK && count > c->max_members)
         err = MSV_ERR_TOO_BIG;
+    if (err == MSV_OK)
+        err = mls_groups_bounded(s, c);
     if (err == MSV_OK)
         err = prepare(s, "UPDATE mls_groups SET epoch = epoch + 1 WHERE group_id = ?;", &st);
     if (err != MSV_OK)

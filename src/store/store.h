@@ -126,6 +126,7 @@ struct msv_mls_commit {
     uint64_t epoch, sender;
     const uint64_t *added, *removed;
     size_t n_added, n_removed, max_members;
+    size_t max_groups; /* of the sender and of each device added */
     const struct msv_queue_in *items;
     size_t n_items;
     int64_t now_ms, expires_ms;
@@ -490,7 +491,8 @@ struct msv_store_ops {
      * Accepts a commit (see the struct), atomically: MSV_ERR_EXISTS if c->epoch is not the
      * group's epoch (two commits for one epoch: one wins), MSV_ERR_AUTH if c->sender is not a
      * member, MSV_ERR_NOT_FOUND for an unknown group and an epoch other than 0,
-     * MSV_ERR_TOO_BIG if the group would pass c->max_members; in all of these nothing
+     * MSV_ERR_TOO_BIG if the group would pass c->max_members or the sender or a device
+     * added would be in more than c->max_groups groups; in all of these nothing
      * changed, and *epoch_now is the group's epoch (0 if none). On MSV_OK the epoch is
      * c->epoch + 1 (*epoch_now), the members changed, and c->items are queued with their
      * ids in c->ids, all in the same transaction.
