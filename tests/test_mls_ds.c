@@ -248,6 +248,28 @@ static uint64_t expect_mls(struct test_device *d, uint64_t sender, int kind, uin
     return 0;
 }
 
+/* Whether an application message with text reaches d within 5 s (other deliveries acked). */
+static int application_arrives(struct test_device *d, const char *text)
+{
+    msv_frame *f = NULL;
+    int found = 0;
+
+    while (!found && msv_conn_recv(d->conn, 5000, &f) == MSV_OK) {
+        if (f->body_case == MSV__WIRE__FRAME__BODY_DELIVER) {
+            Msv__Wire__MlsDelivery *m = msv__wire__mls_delivery__unpack(
+                NULL, f->deliver->ciphertext.len, f->deliver->ciphertext.data);
+
+            found = m != NULL && m->kind == KIND(APPLICATION) && m->message.len == strlen(text) &&
+                    memcmp(m->message.data, text, m->message.len) == 0;
+            msv__wire__mls_delivery__free_unpacked(m, NULL);
+            test_ack(d, f->deliver->queue_id);
+        }
+        msv_frame_free(f);
+        f = NULL;
+    }
+    return found;
+}
+
 /*
  * KeyPackages: each handed out once, one per device of the account; the last-resort one
  * when none is left, kept; the owner sees the count; limits refuse whole uploads.
@@ -708,6 +730,13 @@ static void test_commit_race(void **state)
         assert_int_equal(won, 1);
         assert_int_equal(lost, 1);
     }
+    /* an application message reaches bob wherever he is connected (another node: Redis) */
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "race",
+                                                  .kind = KIND(APPLICATION),
+                                                  .epoch = epoch,
+                                                  .message = "after the race"}),
+                epoch, 1);
+    assert_true(application_arrives(&b1, "after the race"));
     assert_int_equal(test_server_metric(&s1, "mls_commits_total") +
                          (two ? test_server_metric(&s2, "mls_commits_total") : 0),
                      21);

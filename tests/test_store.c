@@ -1180,6 +1180,30 @@ static void test_mls_store(void **state)
     assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_ERR_TOO_BIG);
     assert_int_equal(OPS(f)->mls_group_get(IMPL(f), c.group_id, 6, &epoch, &members, &n),
                      MSV_ERR_NOT_FOUND);
+    {
+        /* a removed device's KeyPackages and memberships go with it */
+        uint64_t a = make_account(f, "mls"), d = make_device(f, a);
+
+        up = (struct msv_mls_key_package_upload){.kps = kps, .lens = lens, .n = 1};
+        assert_int_equal(OPS(f)->mls_key_packages_put(IMPL(f), d, &up, 3, &left, &lr), MSV_OK);
+        c = (struct msv_mls_commit){.group_id = (const uint8_t *)"group4",
+                                    .group_len = 6,
+                                    .sender = 10,
+                                    .added = &d,
+                                    .n_added = 1,
+                                    .max_members = 3,
+                                    .max_groups = 2,
+                                    .ids = ids};
+        assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_OK);
+        assert_int_equal(OPS(f)->device_remove(IMPL(f), a, d), MSV_OK);
+        assert_int_equal(OPS(f)->mls_key_package_claim(IMPL(f), d, 0, &kp, &len, &lr),
+                         MSV_ERR_NOT_FOUND);
+        assert_int_equal(OPS(f)->mls_group_get(IMPL(f), c.group_id, 6, &epoch, &members, &n),
+                         MSV_OK);
+        assert_int_equal(n, 1);
+        assert_int_equal(members[0], 10);
+        free(members);
+    }
 }
 
 static void test_prekeys_and_tokens(void **state)
