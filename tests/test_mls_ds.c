@@ -64,7 +64,9 @@ static void node_init(struct test_server *s, const char *more)
     char extra[1024];
 
     if (!on_postgres()) {
-        snprintf(extra, sizeof(extra), "[accounts]\nregister_burst = 100\n%s", more ? more : "");
+        snprintf(extra, sizeof(extra),
+                 "[accounts]\nregister_burst = 100\ncodes_per_handle_per_day = 1000\n%s",
+                 more ? more : "");
     } else {
         if (shared_dir[0] == '\0') {
             snprintf(shared_dir, sizeof(shared_dir), "/tmp/msv-mls-shared-XXXXXX");
@@ -72,7 +74,8 @@ static void node_init(struct test_server *s, const char *more)
         }
         snprintf(extra, sizeof(extra),
                  "[server]\nshared_dir = %s\n[store]\nbackend = postgres\npostgres = %s\n"
-                 "connections = 4\n[cluster]\nredis = %s\n[accounts]\nregister_burst = 100\n%s",
+                 "connections = 4\n[cluster]\nredis = %s\n[accounts]\nregister_burst = "
+                 "100\ncodes_per_handle_per_day = 1000\n%s",
                  shared_dir, pg_conninfo, getenv("MSV_TEST_REDIS"), more ? more : "");
     }
     test_server_init(s, extra);
@@ -872,6 +875,63 @@ static void test_fanout_10000(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * The relay's queue caps hold for MLS copies: a member whose queue is full makes the whole
+ * send refused (nothing queued for anyone), its account told; the commit is not taken either.
+ */
+static void test_full_queue(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, c1;
+    uint64_t added[2];
+
+    (void)state;
+    node_init(&s, "[relay]\nqueue_max_envelopes = 2\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    test_register(&s, "carol@example.org", &c1);
+    added[0] = b1.device_id;
+    added[1] = c1.device_id;
+    msv_conn_close(b1.conn); /* bob is away: his queue fills */
+    b1.conn = NULL;
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "q",
+                                                  .kind = KIND(COMMIT),
+                                                  .epoch = 0,
+                                                  .message = "c0",
+                                                  .added = added,
+                                                  .n_added = 2}),
+                1, 0);
+    for (int i = 0; i < 2; i++)
+        expect_sent(mls_send(&a1, &(struct send_args){.group = "q",
+                                                      .kind = KIND(APPLICATION),
+                                                      .epoch = 1,
+                                                      .message = "m"}),
+                    1, 2);
+    test_expect_error(mls_send(&a1, &(struct send_args){.group = "q",
+                                                        .kind = KIND(APPLICATION),
+                                                        .epoch = 1,
+                                                        .message = "one too many"}),
+                      ERR(TOO_BIG));
+    test_expect_error(
+        mls_send(
+            &a1,
+            &(struct send_args){.group = "q", .kind = KIND(COMMIT), .epoch = 1, .message = "c1"}),
+        ERR(TOO_BIG));
+    assert_int_equal(queued_for_range(&s, b1.device_id, b1.device_id), 2);
+    assert_int_equal(queued_for_range(&s, c1.device_id, c1.device_id), 2); /* not 3 or 4 */
+    assert_int_equal(test_server_metric(&s, "queue_full_total"), 2);
+    assert_int_equal(test_server_metric(&s, "mls_commits_total"), 1); /* still epoch 1 */
+    expect_stale(mls_send(&c1,
+                          &(struct send_args){
+                              .group = "q", .kind = KIND(PROPOSAL), .epoch = 2, .message = "p"}),
+                 1);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&c1);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -880,6 +940,7 @@ int main(void)
         cmocka_unit_test_setup(test_group_ordering, setup),
         cmocka_unit_test_setup(test_commit_race, setup),
         cmocka_unit_test_setup(test_fanout_10000, setup),
+        cmocka_unit_test_setup(test_full_queue, setup),
     };
     int rc;
 
