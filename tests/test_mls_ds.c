@@ -921,6 +921,7 @@ static void test_full_queue(void **state)
     assert_int_equal(queued_for_range(&s, b1.device_id, b1.device_id), 2);
     assert_int_equal(queued_for_range(&s, c1.device_id, c1.device_id), 2); /* not 3 or 4 */
     assert_int_equal(test_server_metric(&s, "queue_full_total"), 2);
+    assert_true(test_server_metric(&s, "quota_notices_total") >= 1);  /* the members told */
     assert_int_equal(test_server_metric(&s, "mls_commits_total"), 1); /* still epoch 1 */
     expect_stale(mls_send(&c1,
                           &(struct send_args){
