@@ -644,7 +644,40 @@ static void test_group_ordering(void **state)
                                                   .epoch = 3,
                                                   .message = "alone"}),
                 3, 0);
-    assert_int_equal(test_server_metric(&s, "mls_commits_total"), 3);
+    /* carol, added, leaves by a proposal removing herself (not anyone else) */
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "g",
+                                                  .kind = KIND(COMMIT),
+                                                  .epoch = 3,
+                                                  .message = "add-carol",
+                                                  .added = carol,
+                                                  .n_added = 1}),
+                4, 0);
+    test_expect_error(mls_send(&c1, &(struct send_args){.group = "g",
+                                                        .kind = KIND(PROPOSAL),
+                                                        .epoch = 4,
+                                                        .message = "remove alice",
+                                                        .removed = &a1.device_id,
+                                                        .n_removed = 1}),
+                      ERR(INVALID));
+    expect_sent(mls_send(&c1, &(struct send_args){.group = "g",
+                                                  .kind = KIND(PROPOSAL),
+                                                  .epoch = 4,
+                                                  .message = "carol leaves",
+                                                  .removed = carol,
+                                                  .n_removed = 1}),
+                4, 1);
+    assert_int_not_equal(expect_mls(&a1, c1.device_id, KIND(PROPOSAL), 4, "carol leaves", 5000), 0);
+    test_expect_error(mls_send(&c1, &(struct send_args){.group = "g",
+                                                        .kind = KIND(APPLICATION),
+                                                        .epoch = 4,
+                                                        .message = "gone"}),
+                      ERR(MLS_NOT_MEMBER));
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "g",
+                                                  .kind = KIND(APPLICATION),
+                                                  .epoch = 4,
+                                                  .message = "alone again"}),
+                4, 0);
+    assert_int_equal(test_server_metric(&s, "mls_commits_total"), 4);
     assert_int_equal(test_server_metric(&s, "mls_stale_epoch_total"), 2);
     test_device_free(&a1);
     test_device_free(&b1);

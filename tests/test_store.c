@@ -1204,6 +1204,15 @@ static void test_mls_store(void **state)
         assert_int_equal(members[0], 10);
         free(members);
     }
+    /* leaving: the epoch stays; a device that is no member cannot leave */
+    assert_int_equal(OPS(f)->mls_leave(IMPL(f), (const uint8_t *)"group", 5, 12), MSV_OK);
+    assert_int_equal(OPS(f)->mls_leave(IMPL(f), (const uint8_t *)"group", 5, 12),
+                     MSV_ERR_NOT_FOUND);
+    assert_int_equal(
+        OPS(f)->mls_group_get(IMPL(f), (const uint8_t *)"group", 5, &epoch, &members, &n), MSV_OK);
+    assert_int_equal(epoch, 2);
+    assert_int_equal(n, 1);
+    free(members);
 }
 
 static void test_prekeys_and_tokens(void **state)

@@ -15,6 +15,7 @@
 
 #include "missive/payload.h"
 #include "missive/util.h"
+#include "server/log.h"
 #include "server/server.h"
 
 #define STORE(s) ((s)->store->ops)
@@ -269,6 +270,13 @@ static int is_in(const uint64_t *sorted, size_t n, uint64_t id)
     return bsearch(&id, sorted, n, sizeof(*sorted), cmp_id) != NULL;
 }
 
+/* A proposal that names its sender alone in removed: it leaves (RFC 9420, 12.1.3). */
+static int is_leave(const Msv__Wire__MlsSend *q)
+{
+    return q->kind == MSV__WIRE__MLS_KIND__MLS_KIND_PROPOSAL && q->n_added == 0 &&
+           q->n_removed == 1;
+}
+
 /* The shape of a send, before any storage; an error text or NULL. */
 static const char *check_shape(struct msv_server *s, const Msv__Wire__MlsSend *q, int *code)
 {
@@ -280,8 +288,9 @@ static const char *check_shape(struct msv_server *s, const Msv__Wire__MlsSend *q
         return "an MLS send is a commit, a proposal, an application message or a Welcome";
     if (q->message.len == 0)
         return "the MLS message is empty";
-    if ((q->n_added || q->n_removed) && q->kind != MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT)
-        return "only a commit adds or removes devices";
+    if ((q->n_added || q->n_removed) && q->kind != MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT &&
+        !is_leave(q))
+        return "only a commit adds or removes devices (a proposal its own sender alone)";
     if (q->n_recipients && q->kind != MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME)
         return "only a Welcome names its recipients";
     if (q->kind == MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME && q->n_recipients == 0)
@@ -517,6 +526,16 @@ static void forward(struct mls_send *m)
     atomic_fetch_add(&s->m.envelopes_enqueued, m->n_items);
     atomic_fetch_add(&s->m.mls_copies, m->n_items);
     wake_all(s, m);
+    /* a device leaving is off the list once its proposal is queued: it gets nothing more */
+    if (is_leave(m->q) && STORE(s)->mls_leave(IMPL(s), m->q->group_id.data, m->q->group_id.len,
+                                              m->c->device_id) != MSV_OK) {
+        msv_log(MSV_LOG_WARN, "mls_leave_failed", "device=%llu",
+                (unsigned long long)m->c->device_id);
+        msv_conn_send_error(m->c, m->f->request_id, E_IO,
+                            "storage failed: the proposal went out, but the device is still a "
+                            "member here; send it again");
+        return;
+    }
     send_sent(m->c, m->f->request_id, m->epoch, m->n_items);
 }
 
@@ -565,6 +584,11 @@ static void route(struct mls_send *m)
     }
     if (err != MSV_OK) {
         msv_conn_send_error(m->c, m->f->request_id, E_IO, "storage failed");
+        return;
+    }
+    if (is_leave(q) && q->removed[0] != m->c->device_id) {
+        refuse(m->c, m->f->request_id, E_INVALID,
+               "a proposal removes its own sender alone; others are removed by a commit");
         return;
     }
     if ((bad = check_recipients(m)) != NULL) {

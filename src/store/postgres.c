@@ -3229,6 +3229,25 @@ static msv_err p_mls_group_get(void *impl, const uint8_t *group_id, size_t group
     POOLED(mls_group_get(c_, group_id, group_len, epoch, members, n));
 }
 
+static msv_err mls_leave(struct pg_conn *c, const uint8_t *group_id, size_t group_len,
+                         uint64_t device_id)
+{
+    struct args a = {0};
+    size_t n = 0;
+    msv_err err;
+
+    a_bytes(&a, group_id, group_len);
+    a_i64(&a, (int64_t)device_id);
+    err = run_count(c, "DELETE FROM mls_members WHERE group_id = $1 AND device_id = $2;", &a, &n);
+    return err == MSV_OK && n == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+static msv_err p_mls_leave(void *impl, const uint8_t *group_id, size_t group_len,
+                           uint64_t device_id)
+{
+    POOLED(mls_leave(c_, group_id, group_len, device_id));
+}
+
 static msv_err p_mls_commit(void *impl, const struct msv_mls_commit *c, uint64_t *epoch_now)
 {
     TRANSACTION(mls_commit(c_, c, epoch_now));
@@ -3313,6 +3332,7 @@ static const struct msv_store_ops pg_ops = {
     .mls_key_package_claim = p_mls_key_package_claim,
     .mls_group_get = p_mls_group_get,
     .mls_commit = p_mls_commit,
+    .mls_leave = p_mls_leave,
 };
 
 /* Logs the device set of every account that has approved devices and no leaf yet. */

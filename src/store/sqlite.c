@@ -2642,6 +2642,26 @@ static msv_err l_mls_group_get(void *impl, const uint8_t *group_id, size_t group
     LOCKED(mls_group_get_locked(impl, group_id, group_len, epoch, members, n));
 }
 
+static msv_err mls_leave_locked(struct sqlite_store *s, const uint8_t *group_id, size_t group_len,
+                                uint64_t device_id)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "DELETE FROM mls_members WHERE group_id = ? AND device_id = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, group_id, (int)group_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)device_id);
+    err = run(s, st);
+    return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+static msv_err l_mls_leave(void *impl, const uint8_t *group_id, size_t group_len,
+                           uint64_t device_id)
+{
+    LOCKED(mls_leave_locked(impl, group_id, group_len, device_id));
+}
+
 static msv_err l_mls_commit(void *impl, const struct msv_mls_commit *c, uint64_t *epoch_now)
 {
     TRANSACTION(mls_commit_locked(impl, c, epoch_now));
@@ -2892,6 +2912,7 @@ static const struct msv_store_ops sqlite_ops = {
     .mls_key_package_claim = l_mls_key_package_claim,
     .mls_group_get = l_mls_group_get,
     .mls_commit = l_mls_commit,
+    .mls_leave = l_mls_leave,
 };
 
 /* Logs the device set of every account that has approved devices and no leaf yet. */

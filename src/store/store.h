@@ -498,6 +498,9 @@ struct msv_store_ops {
      * ids in c->ids, all in the same transaction.
      */
     msv_err (*mls_commit)(void *impl, const struct msv_mls_commit *c, uint64_t *epoch_now);
+    /* device_id leaves the group's members (the epoch unchanged); MSV_ERR_NOT_FOUND if it was
+     * no member. */
+    msv_err (*mls_leave)(void *impl, const uint8_t *group_id, size_t group_len, uint64_t device_id);
 };
 
 struct msv_store {
