@@ -400,6 +400,7 @@ static void test_migration_to_v3(void **state)
                      "DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
                      "DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
                      "ALTER TABLE accounts DROP COLUMN username_changed_ms;"
+                     "DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
                      "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
@@ -1076,6 +1077,144 @@ static void test_queue_usage_counters(void **state)
 
 /* Prekeys: uploads add and replace, claims hand each one-time prekey out once, a full
  * device refuses more and keeps what it had, removal drops them; delivery tokens. */
+/*
+ * The MLS delivery service's store: KeyPackages handed out once each, oldest first, then the
+ * last-resort one, which stays; the cap refuses a whole upload; a group starts at epoch 0,
+ * takes one commit per epoch (a stale one, a non-member's, one past max_members change
+ * nothing), and a commit's copies are queued with it.
+ */
+static void test_mls_store(void **state)
+{
+    struct fixture *f = *state;
+    const uint8_t *kps[3] = {(const uint8_t *)"k1", (const uint8_t *)"k2", (const uint8_t *)"k3"};
+    size_t lens[3] = {2, 2, 2}, len = 0, n = 0;
+    struct msv_mls_key_package_upload up = {.kps = kps,
+                                            .lens = lens,
+                                            .n = 2,
+                                            .last_resort = (const uint8_t *)"LR",
+                                            .last_resort_len = 2};
+    uint64_t added[2] = {11, 12}, removed[1] = {11}, ids[2], epoch = 0, *members = NULL;
+    struct msv_queue_in items[1] = {{.device_id = 12,
+                                     .sender_device = 10,
+                                     .sender_handle = "a",
+                                     .suite = 160,
+                                     .ciphertext = (const uint8_t *)"commit",
+                                     .ciphertext_len = 6}};
+    struct msv_mls_commit c = {.group_id = (const uint8_t *)"group",
+                               .group_len = 5,
+                               .epoch = 0,
+                               .sender = 10,
+                               .added = added,
+                               .n_added = 2,
+                               .max_members = 3,
+                               .max_groups = 2,
+                               .now_ms = 1,
+                               .expires_ms = 1000,
+                               .ids = ids};
+    uint32_t left = 0;
+    int lr = 0;
+    uint8_t *kp = NULL;
+
+    assert_int_equal(OPS(f)->mls_key_packages_put(IMPL(f), 7, &up, 3, &left, &lr), MSV_OK);
+    assert_int_equal(left, 2);
+    assert_true(lr);
+    up.n = 3; /* 5 would be kept */
+    assert_int_equal(OPS(f)->mls_key_packages_put(IMPL(f), 7, &up, 3, &left, &lr), MSV_ERR_TOO_BIG);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(OPS(f)->mls_key_package_claim(IMPL(f), 7, 0, &kp, &len, &lr), MSV_OK);
+        assert_int_equal(len, 2);
+        assert_memory_equal(kp, i == 0 ? "k1" : i == 1 ? "k2" : "LR", 2);
+        assert_int_equal(lr, i >= 2);
+        free(kp);
+        kp = NULL;
+    }
+    up = (struct msv_mls_key_package_upload){.kps = kps, .lens = lens, .n = 1};
+    assert_int_equal(OPS(f)->mls_key_packages_put(IMPL(f), 7, &up, 3, &left, &lr), MSV_OK);
+    assert_int_equal(OPS(f)->mls_key_package_claim(IMPL(f), 7, 1, &kp, &len, &lr), MSV_OK);
+    assert_memory_equal(kp, "LR", 2); /* only the last-resort one, asked for */
+    free(kp);
+    kp = NULL;
+    assert_int_equal(OPS(f)->mls_key_package_claim(IMPL(f), 8, 0, &kp, &len, &lr),
+                     MSV_ERR_NOT_FOUND);
+
+    /* the group */
+    assert_int_equal(OPS(f)->mls_group_get(IMPL(f), c.group_id, 5, &epoch, &members, &n),
+                     MSV_ERR_NOT_FOUND);
+    c.epoch = 1;
+    assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_ERR_NOT_FOUND);
+    c.epoch = 0;
+    assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_OK);
+    assert_int_equal(epoch, 1);
+    assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_ERR_EXISTS);
+    assert_int_equal(epoch, 1);
+    c.epoch = 1;
+    c.sender = 99;
+    assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_ERR_AUTH);
+    c.sender = 10;
+    added[0] = 13; /* a fourth member */
+    assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_ERR_TOO_BIG);
+    assert_int_equal(epoch, 1);
+    c.n_added = 0;
+    c.removed = removed;
+    c.n_removed = 1;
+    c.items = items;
+    c.n_items = 1;
+    assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_OK);
+    assert_int_equal(epoch, 2);
+    assert_int_equal(OPS(f)->mls_group_get(IMPL(f), c.group_id, 5, &epoch, &members, &n), MSV_OK);
+    assert_int_equal(epoch, 2);
+    assert_int_equal(n, 2);
+    assert_int_equal(members[0], 10);
+    assert_int_equal(members[1], 12);
+    free(members);
+    assert_usage(f, 12, 1, 6);
+    /* device 12 starts a second group, not a third (max_groups 2): nothing of it is kept */
+    c = (struct msv_mls_commit){.group_id = (const uint8_t *)"group2",
+                                .group_len = 6,
+                                .sender = 12,
+                                .max_members = 3,
+                                .max_groups = 2,
+                                .ids = ids};
+    assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_OK);
+    c.group_id = (const uint8_t *)"group3";
+    assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_ERR_TOO_BIG);
+    assert_int_equal(OPS(f)->mls_group_get(IMPL(f), c.group_id, 6, &epoch, &members, &n),
+                     MSV_ERR_NOT_FOUND);
+    {
+        /* a removed device's KeyPackages and memberships go with it */
+        uint64_t a = make_account(f, "mls"), d = make_device(f, a);
+
+        up = (struct msv_mls_key_package_upload){.kps = kps, .lens = lens, .n = 1};
+        assert_int_equal(OPS(f)->mls_key_packages_put(IMPL(f), d, &up, 3, &left, &lr), MSV_OK);
+        c = (struct msv_mls_commit){.group_id = (const uint8_t *)"group4",
+                                    .group_len = 6,
+                                    .sender = 10,
+                                    .added = &d,
+                                    .n_added = 1,
+                                    .max_members = 3,
+                                    .max_groups = 2,
+                                    .ids = ids};
+        assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_OK);
+        assert_int_equal(OPS(f)->device_remove(IMPL(f), a, d), MSV_OK);
+        assert_int_equal(OPS(f)->mls_key_package_claim(IMPL(f), d, 0, &kp, &len, &lr),
+                         MSV_ERR_NOT_FOUND);
+        assert_int_equal(OPS(f)->mls_group_get(IMPL(f), c.group_id, 6, &epoch, &members, &n),
+                         MSV_OK);
+        assert_int_equal(n, 1);
+        assert_int_equal(members[0], 10);
+        free(members);
+    }
+    /* leaving: the epoch stays; a device that is no member cannot leave */
+    assert_int_equal(OPS(f)->mls_leave(IMPL(f), (const uint8_t *)"group", 5, 12), MSV_OK);
+    assert_int_equal(OPS(f)->mls_leave(IMPL(f), (const uint8_t *)"group", 5, 12),
+                     MSV_ERR_NOT_FOUND);
+    assert_int_equal(
+        OPS(f)->mls_group_get(IMPL(f), (const uint8_t *)"group", 5, &epoch, &members, &n), MSV_OK);
+    assert_int_equal(epoch, 2);
+    assert_int_equal(n, 1);
+    free(members);
+}
+
 static void test_prekeys_and_tokens(void **state)
 {
     struct fixture *f = *state;
@@ -1627,6 +1766,7 @@ static void test_reopen_and_schema(void **state)
                      " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
                      " DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
                      " ALTER TABLE accounts DROP COLUMN username_changed_ms;"
+                     " DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
                      " UPDATE missive_schema SET version = 6;"
                    : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
                      " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
@@ -1634,6 +1774,7 @@ static void test_reopen_and_schema(void **state)
                      " DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
                      " DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
                      " ALTER TABLE accounts DROP COLUMN username_changed_ms;"
+                     " DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
                      " DELETE FROM schema_version WHERE version >= 7;");
     reopen(f);
     raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
@@ -1682,6 +1823,34 @@ static void test_reopen_and_schema(void **state)
 
         assert_int_equal(OPS(f)->username_stamp(IMPL(f), a, 5000, 1000, &last), MSV_OK);
         assert_int_equal(last, 0);
+    }
+    {
+        /* version 17's MLS tables: a KeyPackage kept and claimed, a group started */
+        const uint8_t *kp[1] = {(const uint8_t *)"kp"};
+        size_t len = 2;
+        uint32_t left = 0;
+        int lr = 0;
+        uint64_t epoch = 9, ids[1];
+        uint8_t *kp_got = NULL;
+
+        assert_int_equal(OPS(f)->mls_key_packages_put(
+                             IMPL(f), 42,
+                             &(struct msv_mls_key_package_upload){.kps = kp, .lens = &len, .n = 1},
+                             10, &left, &lr),
+                         MSV_OK);
+        assert_int_equal(left, 1);
+        assert_int_equal(OPS(f)->mls_key_package_claim(IMPL(f), 42, 0, &kp_got, &len, &lr), MSV_OK);
+        free(kp_got);
+        assert_int_equal(OPS(f)->mls_commit(IMPL(f),
+                                            &(struct msv_mls_commit){.group_id = (uint8_t *)"g",
+                                                                     .group_len = 1,
+                                                                     .sender = 42,
+                                                                     .max_members = 10,
+                                                                     .max_groups = 10,
+                                                                     .ids = ids},
+                                            &epoch),
+                         MSV_OK);
+        assert_int_equal(epoch, 1);
     }
     if (f->pg) {
         struct msv_store *none = NULL;
@@ -1906,6 +2075,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue_usage_counters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mls_store, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kem_prekeys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),
@@ -1937,6 +2107,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue_usage_counters, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue_refusals, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_mls_store, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_kem_prekeys, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup_pg, teardown),

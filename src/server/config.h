@@ -90,6 +90,7 @@ struct msv_config {
     int refuse_prekey_claims;       /* tests only: every PrekeyClaim answered "slow down" */
     uint32_t log_read_hash_fault;   /* tests only: 1 leaf hashes of 31 bytes, 2 beside the leaf, 3
                                        leaf hashes to accounts too */
+    uint32_t mls_commit_pause_ms;   /* tests only: a pause between an MLS commit's read and write */
 };
 
 /* Fills c with the defaults. */

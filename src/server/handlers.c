@@ -124,6 +124,11 @@ static int normalise_handle(ProtobufCBinaryData b, char *out)
 }
 
 /* label: "MSV-code-v1" for registration, "MSV-reset-v1" for a password reset */
+int msv_server_handle_normalise(ProtobufCBinaryData b, char *out)
+{
+    return normalise_handle(b, out);
+}
+
 static void labelled_code_hash(const char *label, const char *handle, const char *code,
                                uint8_t out[32])
 {
@@ -2346,6 +2351,12 @@ static int is_full(const struct msv_server *s, const struct msv_queue_usage *u, 
     return u->envelopes + 1 > s->cfg.queue_max_envelopes || u->bytes + len > s->cfg.queue_max_bytes;
 }
 
+int msv_server_queue_is_full(const struct msv_server *s, const struct msv_queue_usage *u,
+                             size_t len)
+{
+    return is_full(s, u, len);
+}
+
 /* Tells the account of device_id that a send to it was refused for its full queue, at most
  * once per device every QUOTA_NOTICE_EVERY_MS (a flood of refused sends makes one notice). */
 static void tell_queue_full(struct msv_server *s, uint64_t device_id)
@@ -2412,6 +2423,13 @@ static int quota_allows(struct msv_conn_state *c, const msv_frame *f)
     msv_conn_send_error(c, f->request_id, E_TOO_BIG,
                         "the recipient's queue is full; nothing was sent, try again later");
     return 0;
+}
+
+void msv_server_queue_refused(struct msv_server *s, uint64_t device_id)
+{
+    if (STORE(s)->queue_refusal_add(IMPL(s), device_id) != MSV_OK)
+        msv_log(MSV_LOG_WARN, "queue_refusal_lost", "device=%llu", (unsigned long long)device_id);
+    tell_queue_full(s, device_id);
 }
 
 static void handle_send(struct msv_conn_state *c, const msv_frame *f)
@@ -3052,6 +3070,9 @@ static const struct route {
     {MSV__WIRE__FRAME__BODY_HANDLE_REMOVE, 1, handle_handle_remove},
     {MSV__WIRE__FRAME__BODY_USERNAME_SET, 1, handle_username_set},
     {MSV__WIRE__FRAME__BODY_HANDLE_LIST_REQUEST, 1, handle_handle_list},
+    {MSV__WIRE__FRAME__BODY_MLS_KEY_PACKAGE_UPLOAD, 1, msv_mls_key_package_upload},
+    {MSV__WIRE__FRAME__BODY_MLS_KEY_PACKAGE_CLAIM, 1, msv_mls_key_package_claim},
+    {MSV__WIRE__FRAME__BODY_MLS_SEND, 1, msv_mls_send},
 };
 
 void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f)

@@ -145,6 +145,8 @@ struct msv_metrics {
     _Atomic uint64_t shared_limits_fallback;
     _Atomic uint64_t admin_requests, admin_unauthorized;
     _Atomic uint64_t provision_opened, provision_refused, provision_delivered, provision_expired;
+    _Atomic uint64_t mls_key_packages_claimed, mls_last_resort_claims, mls_claims_throttled;
+    _Atomic uint64_t mls_commits, mls_stale, mls_messages, mls_copies, mls_refused;
 };
 
 struct msv_bucket {
@@ -326,6 +328,20 @@ void msv_pending_send_free(struct msv_pending_send *p);
 /* Queues an acknowledgement for the same commit (takes ownership of a). */
 void msv_worker_queue_ack(struct msv_worker *w, struct msv_pending_ack *a);
 void msv_pending_ack_free(struct msv_pending_ack *a);
+
+/* The normalised handle of b into out (MSV_HANDLE_MAX + 1); 0 if b is not a handle. */
+int msv_server_handle_normalise(ProtobufCBinaryData b, char *out);
+/* 1 if one more envelope of len bytes would pass the queue caps of u's device. */
+int msv_server_queue_is_full(const struct msv_server *s, const struct msv_queue_usage *u,
+                             size_t len);
+/* A send refused for device_id's full queue: counted for its account, which is told (handlers.c).
+ */
+void msv_server_queue_refused(struct msv_server *s, uint64_t device_id);
+
+/* mls_ds.c: the MLS delivery service's requests (docs/wire.md, "MLS delivery"). */
+void msv_mls_key_package_upload(struct msv_conn_state *c, const msv_frame *f);
+void msv_mls_key_package_claim(struct msv_conn_state *c, const msv_frame *f);
+void msv_mls_send(struct msv_conn_state *c, const msv_frame *f);
 
 /* handlers.c: one decoded frame from c. */
 void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f);

@@ -475,6 +475,22 @@ static msv_err finish(struct pg_conn *c, msv_err err)
     "CREATE INDEX account_handles_by_account ON account_handles(account_id, added_ms);"
 
 /* When the account's username last changed (at most once per [directory] username_interval_s). */
+/* The MLS delivery service: KeyPackages (opaque), groups' epochs, their member devices. */
+#define MLS_SCHEMA                                                                             \
+    "CREATE TABLE mls_key_packages ("                                                          \
+    "  id BIGSERIAL PRIMARY KEY,"                                                              \
+    "  device_id BIGINT NOT NULL,"                                                             \
+    "  last_resort INTEGER NOT NULL,"                                                          \
+    "  kp BYTEA NOT NULL);"                                                                    \
+    "CREATE INDEX mls_key_packages_by_device ON mls_key_packages(device_id, last_resort, id);" \
+    "CREATE TABLE mls_groups ("                                                                \
+    "  group_id BYTEA PRIMARY KEY,"                                                            \
+    "  epoch BIGINT NOT NULL);"                                                                \
+    "CREATE TABLE mls_members ("                                                               \
+    "  group_id BYTEA NOT NULL,"                                                               \
+    "  device_id BIGINT NOT NULL,"                                                             \
+    "  PRIMARY KEY (group_id, device_id));"                                                    \
+    "CREATE INDEX mls_members_by_device ON mls_members(device_id);"
 #define USERNAME_SCHEMA \
     "ALTER TABLE accounts ADD COLUMN username_changed_ms BIGINT NOT NULL DEFAULT 0;"
 
@@ -536,7 +552,7 @@ static const char schema[] =
     "  key_id BIGINT NOT NULL,"
     "  pk BYTEA NOT NULL,"
     "  PRIMARY KEY (device_id, key_id));" QUEUE_USAGE_SCHEMA REPORTS_SCHEMA INVITES_SCHEMA
-        QUEUE_REFUSALS_SCHEMA ACCOUNT_HANDLES_SCHEMA KEM_PREKEYS_SCHEMA USERNAME_SCHEMA;
+        QUEUE_REFUSALS_SCHEMA ACCOUNT_HANDLES_SCHEMA KEM_PREKEYS_SCHEMA USERNAME_SCHEMA MLS_SCHEMA;
 
 static const char *const upgrades[] = {
     /* 6 -> 7: attachment quotas sum a device's attachments */
@@ -561,6 +577,8 @@ static const char *const upgrades[] = {
     KT_LABELS_SCHEMA,
     /* 15 -> 16: when the account's username last changed */
     USERNAME_SCHEMA,
+    /* 16 -> 17: the MLS delivery service */
+    MLS_SCHEMA,
 };
 _Static_assert(sizeof(upgrades) / sizeof(upgrades[0]) == MSV_STORE_SCHEMA_VERSION - PG_SCHEMA_FIRST,
                "an upgrade for every schema version");
@@ -1399,6 +1417,10 @@ static msv_err account_delete(struct pg_conn *c, const char *handle, int64_t now
         "(SELECT id FROM devices WHERE account_id = $1);",
         "DELETE FROM kem_prekeys WHERE device_id IN "
         "(SELECT id FROM devices WHERE account_id = $1);",
+        "DELETE FROM mls_key_packages WHERE device_id IN "
+        "(SELECT id FROM devices WHERE account_id = $1);",
+        "DELETE FROM mls_members WHERE device_id IN (SELECT id FROM devices WHERE account_id = "
+        "$1);",
         "DELETE FROM blobs WHERE owner_device IN (SELECT id FROM devices WHERE account_id = $1);",
         "DELETE FROM reports WHERE reporter_id = $1 OR reported_id = $1;",
         "DELETE FROM devices WHERE account_id = $1;",
@@ -1647,6 +1669,8 @@ static msv_err device_remove(struct pg_conn *c, uint64_t account_id, uint64_t de
         "DELETE FROM signed_prekeys WHERE device_id = $1;",
         "DELETE FROM one_time_prekeys WHERE device_id = $1;",
         "DELETE FROM kem_prekeys WHERE device_id = $1;",
+        "DELETE FROM mls_key_packages WHERE device_id = $1;",
+        "DELETE FROM mls_members WHERE device_id = $1;",
     };
     struct args a = {0};
     size_t n = 0;
@@ -2313,6 +2337,289 @@ static msv_err queue_commit(struct pg_conn *c, const struct msv_queue_in *items,
     return err;
 }
 
+/* ---- MLS delivery service: KeyPackages and groups (docs/missived.md, "MLS groups") ------- */
+
+static msv_err mls_kp_state(struct pg_conn *c, uint64_t device_id, uint32_t *left,
+                            int *has_last_resort)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_i64(&a, (int64_t)device_id);
+    err = query(c,
+                "SELECT (SELECT COUNT(*) FROM mls_key_packages WHERE device_id = $1 AND"
+                " last_resort = 0), EXISTS (SELECT 1 FROM mls_key_packages WHERE device_id = $1"
+                " AND last_resort = 1);",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    *left = (uint32_t)col_i64(r, 0, 0);
+    *has_last_resort = col_i64(r, 0, 1) != 0;
+    PQclear(r);
+    return MSV_OK;
+}
+
+static msv_err mls_kp_insert(struct pg_conn *c, uint64_t device_id, const uint8_t *kp, size_t len,
+                             int last_resort)
+{
+    struct args a = {0};
+
+    a_i64(&a, (int64_t)device_id);
+    a_i64(&a, last_resort);
+    a_bytes(&a, kp, len);
+    return run(c, "INSERT INTO mls_key_packages (device_id, last_resort, kp) VALUES ($1, $2, $3);",
+               &a);
+}
+
+static msv_err mls_kp_put(struct pg_conn *c, uint64_t device_id,
+                          const struct msv_mls_key_package_upload *up, size_t max, uint32_t *left,
+                          int *has_last_resort)
+{
+    struct args a = {0};
+    msv_err err;
+
+    a_i64(&a, (int64_t)device_id);
+    /* the device's lock: two uploads at once cannot both pass the cap */
+    err = run(c, "SELECT pg_advisory_xact_lock($1);", &a);
+    if (err == MSV_OK && up->replace)
+        err = run(c, "DELETE FROM mls_key_packages WHERE device_id = $1 AND last_resort = 0;", &a);
+    if (err == MSV_OK && up->last_resort != NULL) {
+        err = run(c, "DELETE FROM mls_key_packages WHERE device_id = $1 AND last_resort = 1;", &a);
+        if (err == MSV_OK)
+            err = mls_kp_insert(c, device_id, up->last_resort, up->last_resort_len, 1);
+    }
+    for (size_t i = 0; err == MSV_OK && i < up->n; i++)
+        err = mls_kp_insert(c, device_id, up->kps[i], up->lens[i], 0);
+    if (err == MSV_OK)
+        err = mls_kp_state(c, device_id, left, has_last_resort);
+    return err == MSV_OK && *left > max ? MSV_ERR_TOO_BIG : err;
+}
+
+static msv_err mls_kp_claim(struct pg_conn *c, uint64_t device_id, int only_last_resort,
+                            uint8_t **kp, size_t *len, int *last_resort)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err = MSV_OK;
+
+    a_i64(&a, (int64_t)device_id);
+    /* two nodes claiming at once take different ones: the first row not locked by the other */
+    if (!only_last_resort)
+        err =
+            query(c,
+                  "DELETE FROM mls_key_packages WHERE id = (SELECT id FROM mls_key_packages WHERE"
+                  " device_id = $1 AND last_resort = 0 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+                  " RETURNING kp;",
+                  &a, &r);
+    if (err == MSV_OK && (r == NULL || PQntuples(r) == 0)) {
+        PQclear(r);
+        r = NULL;
+        err = query(
+            c, "SELECT kp FROM mls_key_packages WHERE device_id = $1 AND last_resort = 1 LIMIT 1;",
+            &a, &r);
+        *last_resort = 1;
+    } else {
+        *last_resort = 0;
+    }
+    if (err != MSV_OK)
+        return err;
+    if (PQntuples(r) == 0)
+        err = MSV_ERR_NOT_FOUND;
+    else if ((*kp = col_bytes(r, 0, 0, len)) == NULL)
+        err = MSV_ERR_NOMEM;
+    PQclear(r);
+    return err;
+}
+
+static msv_err mls_group_get(struct pg_conn *c, const uint8_t *group_id, size_t group_len,
+                             uint64_t *epoch, uint64_t **members, size_t *n)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    uint64_t *list;
+    size_t rows;
+    msv_err err;
+
+    a_bytes(&a, group_id, group_len);
+    /* one statement: the epoch and the members of one snapshot */
+    err = query(c,
+                "SELECT g.epoch, m.device_id FROM mls_groups g LEFT JOIN mls_members m ON"
+                " m.group_id = g.group_id WHERE g.group_id = $1 ORDER BY m.device_id;",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    rows = (size_t)PQntuples(r);
+    if (rows == 0) {
+        PQclear(r);
+        return MSV_ERR_NOT_FOUND;
+    }
+    *epoch = (uint64_t)col_i64(r, 0, 0);
+    list = malloc(rows * sizeof(*list));
+    if (list == NULL) {
+        PQclear(r);
+        return MSV_ERR_NOMEM;
+    }
+    *n = 0;
+    for (size_t i = 0; i < rows; i++) {
+        if (!PQgetisnull(r, (int)i, 1))
+            list[(*n)++] = (uint64_t)col_i64(r, (int)i, 1);
+    }
+    PQclear(r);
+    *members = list;
+    return MSV_OK;
+}
+
+/* ids as an array literal for $2 of a */
+static msv_err mls_ids(struct args *a, const uint64_t *ids, size_t n, struct text_buf *b)
+{
+    tb_str(b, "{");
+    for (size_t i = 0; i < n; i++) {
+        tb_i64(b, (int64_t)ids[i]);
+        tb_str(b, i + 1 < n ? "," : "");
+    }
+    tb_str(b, "}");
+    a_text(a, b->p);
+    return b->failed ? MSV_ERR_NOMEM : MSV_OK;
+}
+
+static msv_err mls_members_change(struct pg_conn *c, const struct msv_mls_commit *m)
+{
+    struct text_buf added = {0}, removed = {0};
+    struct args a = {0};
+    msv_err err;
+
+    a_bytes(&a, m->group_id, m->group_len);
+    err = mls_ids(&a, m->added, m->n_added, &added);
+    if (err == MSV_OK)
+        err = run(c,
+                  "INSERT INTO mls_members (group_id, device_id) SELECT $1, d FROM"
+                  " unnest($2::BIGINT[]) AS t(d) ON CONFLICT DO NOTHING;",
+                  &a);
+    a.n = 1;
+    if (err == MSV_OK)
+        err = mls_ids(&a, m->removed, m->n_removed, &removed);
+    if (err == MSV_OK)
+        err =
+            run(c, "DELETE FROM mls_members WHERE group_id = $1 AND device_id = ANY($2::BIGINT[]);",
+                &a);
+    free(added.p);
+    free(removed.p);
+    return err;
+}
+
+/* The group's row, locked until the end of the transaction (created at epoch 0 if it is
+ * unknown and m->epoch is 0, the sender its first member); *epoch its epoch. */
+static msv_err mls_group_lock(struct pg_conn *c, const struct msv_mls_commit *m, uint64_t *epoch)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    size_t created = 0;
+    msv_err err = MSV_OK;
+
+    a_bytes(&a, m->group_id, m->group_len);
+    if (m->epoch == 0)
+        err = run_count(c,
+                        "INSERT INTO mls_groups (group_id, epoch) VALUES ($1, 0)"
+                        " ON CONFLICT DO NOTHING;",
+                        &a, &created);
+    if (err == MSV_OK && created == 1) {
+        a_i64(&a, (int64_t)m->sender);
+        err = run(c, "INSERT INTO mls_members (group_id, device_id) VALUES ($1, $2);", &a);
+        a.n = 1;
+    }
+    if (err == MSV_OK)
+        err = query(c, "SELECT epoch FROM mls_groups WHERE group_id = $1 FOR UPDATE;", &a, &r);
+    if (err != MSV_OK)
+        return err;
+    if (PQntuples(r) == 1)
+        *epoch = (uint64_t)col_i64(r, 0, 0);
+    else
+        err = MSV_ERR_NOT_FOUND;
+    PQclear(r);
+    return err;
+}
+
+/* Whether device_id is a member of m's group (*member), and how many members it has. */
+static msv_err mls_membership(struct pg_conn *c, const struct msv_mls_commit *m, uint64_t device_id,
+                              int *member, size_t *count)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_bytes(&a, m->group_id, m->group_len);
+    a_i64(&a, (int64_t)device_id);
+    err = query(c,
+                "SELECT EXISTS (SELECT 1 FROM mls_members WHERE group_id = $1 AND device_id = $2),"
+                " (SELECT COUNT(*) FROM mls_members WHERE group_id = $1);",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    *member = col_i64(r, 0, 0) != 0;
+    *count = (size_t)col_i64(r, 0, 1);
+    PQclear(r);
+    return MSV_OK;
+}
+
+/* MSV_ERR_TOO_BIG if the sender or a device m adds is in more than m->max_groups groups. */
+static msv_err mls_groups_bounded(struct pg_conn *c, const struct msv_mls_commit *m)
+{
+    struct text_buf ids = {0};
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err = mls_ids(&a, m->added, m->n_added, &ids);
+
+    a_i64(&a, (int64_t)m->sender);
+    a_i64(&a, (int64_t)m->max_groups);
+    if (err == MSV_OK)
+        err = query(c,
+                    "SELECT COUNT(*) FROM (SELECT device_id FROM mls_members WHERE device_id ="
+                    " ANY($1::BIGINT[] || $2::BIGINT) GROUP BY device_id HAVING COUNT(*) > $3)"
+                    " AS t;",
+                    &a, &r);
+    free(ids.p);
+    if (err != MSV_OK)
+        return err;
+    err = col_i64(r, 0, 0) > 0 ? MSV_ERR_TOO_BIG : MSV_OK;
+    PQclear(r);
+    return err;
+}
+
+static msv_err mls_commit(struct pg_conn *c, const struct msv_mls_commit *m, uint64_t *epoch_now)
+{
+    struct args a = {0};
+    size_t count = 0;
+    int member = 0;
+    msv_err err;
+
+    *epoch_now = 0;
+    err = mls_group_lock(c, m, epoch_now);
+    if (err != MSV_OK)
+        return err;
+    if (*epoch_now != m->epoch)
+        return MSV_ERR_EXISTS;
+    err = mls_membership(c, m, m->sender, &member, &count);
+    if (err == MSV_OK && !member)
+        err = MSV_ERR_AUTH;
+    if (err == MSV_OK)
+        err = mls_members_change(c, m);
+    if (err == MSV_OK)
+        err = mls_membership(c, m, m->sender, &member, &count);
+    if (err == MSV_OK && count > m->max_members)
+        err = MSV_ERR_TOO_BIG;
+    if (err == MSV_OK)
+        err = mls_groups_bounded(c, m);
+    a_bytes(&a, m->group_id, m->group_len);
+    if (err == MSV_OK)
+        err = run(c, "UPDATE mls_groups SET epoch = epoch + 1 WHERE group_id = $1;", &a);
+    if (err == MSV_OK && m->n_items > 0)
+        err = queue_commit(c, m->items, m->n_items, m->now_ms, m->expires_ms, m->ids, NULL, 0);
+    if (err == MSV_OK)
+        *epoch_now = m->epoch + 1;
+    return err;
+}
+
 /* Devices whose expired envelopes one transaction of queue_expire removes (one lock each). */
 #define EXPIRE_DEVICES 256
 
@@ -2900,6 +3207,49 @@ static msv_err p_delivery_token_check(void *impl, uint64_t account_id, const uin
     POOLED(delivery_token_check(c_, account_id, hash));
 }
 
+static msv_err p_mls_key_packages_put(void *impl, uint64_t device_id,
+                                      const struct msv_mls_key_package_upload *up, size_t max,
+                                      uint32_t *left, int *has_last_resort)
+{
+    TRANSACTION(mls_kp_put(c_, device_id, up, max, left, has_last_resort));
+}
+
+static msv_err p_mls_key_package_claim(void *impl, uint64_t device_id, int only_last_resort,
+                                       uint8_t **kp, size_t *len, int *last_resort)
+{
+    POOLED(mls_kp_claim(c_, device_id, only_last_resort, kp, len, last_resort));
+}
+
+static msv_err p_mls_group_get(void *impl, const uint8_t *group_id, size_t group_len,
+                               uint64_t *epoch, uint64_t **members, size_t *n)
+{
+    POOLED(mls_group_get(c_, group_id, group_len, epoch, members, n));
+}
+
+static msv_err mls_leave(struct pg_conn *c, const uint8_t *group_id, size_t group_len,
+                         uint64_t device_id)
+{
+    struct args a = {0};
+    size_t n = 0;
+    msv_err err;
+
+    a_bytes(&a, group_id, group_len);
+    a_i64(&a, (int64_t)device_id);
+    err = run_count(c, "DELETE FROM mls_members WHERE group_id = $1 AND device_id = $2;", &a, &n);
+    return err == MSV_OK && n == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+static msv_err p_mls_leave(void *impl, const uint8_t *group_id, size_t group_len,
+                           uint64_t device_id)
+{
+    POOLED(mls_leave(c_, group_id, group_len, device_id));
+}
+
+static msv_err p_mls_commit(void *impl, const struct msv_mls_commit *c, uint64_t *epoch_now)
+{
+    TRANSACTION(mls_commit(c_, c, epoch_now));
+}
+
 static void pg_close(void *impl)
 {
     struct pg_store *s = impl;
@@ -2975,6 +3325,11 @@ static const struct msv_store_ops pg_ops = {
     .kem_prekey_state = p_kem_prekey_state,
     .delivery_token_set = p_delivery_token_set,
     .delivery_token_check = p_delivery_token_check,
+    .mls_key_packages_put = p_mls_key_packages_put,
+    .mls_key_package_claim = p_mls_key_package_claim,
+    .mls_group_get = p_mls_group_get,
+    .mls_commit = p_mls_commit,
+    .mls_leave = p_mls_leave,
 };
 
 /* Logs the device set of every account that has approved devices and no leaf yet. */

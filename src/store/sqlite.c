@@ -243,6 +243,21 @@ static const char *const migrations[] = {
     /* 15 -> 16: when the account's username last changed (at most once per
      * [directory] username_interval_s) */
     "ALTER TABLE accounts ADD COLUMN username_changed_ms INTEGER NOT NULL DEFAULT 0;",
+    /* 16 -> 17: the MLS delivery service's KeyPackages, groups and their member devices */
+    "CREATE TABLE mls_key_packages ("
+    "  id INTEGER PRIMARY KEY,"
+    "  device_id INTEGER NOT NULL,"
+    "  last_resort INTEGER NOT NULL,"
+    "  kp BLOB NOT NULL);"
+    "CREATE INDEX mls_key_packages_by_device ON mls_key_packages(device_id, last_resort, id);"
+    "CREATE TABLE mls_groups ("
+    "  group_id BLOB PRIMARY KEY,"
+    "  epoch INTEGER NOT NULL);"
+    "CREATE TABLE mls_members ("
+    "  group_id BLOB NOT NULL,"
+    "  device_id INTEGER NOT NULL,"
+    "  PRIMARY KEY (group_id, device_id));"
+    "CREATE INDEX mls_members_by_device ON mls_members(device_id);",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -869,6 +884,8 @@ static msv_err device_remove_locked(struct sqlite_store *s, uint64_t account_id,
         "DELETE FROM signed_prekeys WHERE device_id = ?;",
         "DELETE FROM one_time_prekeys WHERE device_id = ?;",
         "DELETE FROM kem_prekeys WHERE device_id = ?;",
+        "DELETE FROM mls_key_packages WHERE device_id = ?;",
+        "DELETE FROM mls_members WHERE device_id = ?;",
     };
     sqlite3_stmt *st = NULL;
     msv_err err = prepare(s, "DELETE FROM devices WHERE id = ? AND account_id = ?;", &st);
@@ -1391,6 +1408,10 @@ static msv_err account_delete_locked(struct sqlite_store *s, const char *handle,
         "(SELECT id FROM devices WHERE account_id = ?1);",
         "DELETE FROM kem_prekeys WHERE device_id IN "
         "(SELECT id FROM devices WHERE account_id = ?1);",
+        "DELETE FROM mls_key_packages WHERE device_id IN "
+        "(SELECT id FROM devices WHERE account_id = ?1);",
+        "DELETE FROM mls_members WHERE device_id IN (SELECT id FROM devices WHERE account_id = "
+        "?1);",
         "DELETE FROM blobs WHERE owner_device IN (SELECT id FROM devices WHERE account_id = ?1);",
         "DELETE FROM reports WHERE reporter_id = ?1 OR reported_id = ?1;",
         "DELETE FROM devices WHERE account_id = ?1;",
@@ -2051,6 +2072,270 @@ static msv_err blob_expire_locked(struct sqlite_store *s, int64_t now_ms,
     return MSV_OK;
 }
 
+/* ---- MLS delivery service: KeyPackages and groups (docs/missived.md, "MLS groups") ------- */
+
+static msv_err mls_kp_state(struct sqlite_store *s, uint64_t device_id, uint32_t *left,
+                            int *has_last_resort)
+{
+    uint32_t flag = 0;
+    msv_err err =
+        count_and_flag(s,
+                       "SELECT (SELECT COUNT(*) FROM mls_key_packages WHERE device_id = ?1"
+                       " AND last_resort = 0), EXISTS (SELECT 1 FROM mls_key_packages"
+                       " WHERE device_id = ?1 AND last_resort = 1);",
+                       device_id, left, &flag);
+
+    *has_last_resort = flag != 0;
+    return err;
+}
+
+/* Runs sql, whose only parameter (?1) is device_id. */
+static msv_err run_for_device(struct sqlite_store *s, const char *sql, uint64_t device_id)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, sql, &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    return run(s, st);
+}
+
+static msv_err mls_kp_insert(struct sqlite_store *s, uint64_t device_id, const uint8_t *kp,
+                             size_t len, int last_resort)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s,
+                          "INSERT INTO mls_key_packages (device_id, last_resort, kp)"
+                          " VALUES (?, ?, ?);",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    sqlite3_bind_int(st, 2, last_resort);
+    sqlite3_bind_blob(st, 3, kp, (int)len, SQLITE_STATIC);
+    return run(s, st);
+}
+
+static msv_err mls_kp_put_locked(struct sqlite_store *s, uint64_t device_id,
+                                 const struct msv_mls_key_package_upload *up, size_t max,
+                                 uint32_t *left, int *has_last_resort)
+{
+    msv_err err = MSV_OK;
+
+    if (up->replace)
+        err = run_for_device(
+            s, "DELETE FROM mls_key_packages WHERE device_id = ?1 AND last_resort = 0;", device_id);
+    if (err == MSV_OK && up->last_resort != NULL) {
+        err = run_for_device(
+            s, "DELETE FROM mls_key_packages WHERE device_id = ?1 AND last_resort = 1;", device_id);
+        if (err == MSV_OK)
+            err = mls_kp_insert(s, device_id, up->last_resort, up->last_resort_len, 1);
+    }
+    for (size_t i = 0; err == MSV_OK && i < up->n; i++)
+        err = mls_kp_insert(s, device_id, up->kps[i], up->lens[i], 0);
+    if (err == MSV_OK)
+        err = mls_kp_state(s, device_id, left, has_last_resort);
+    return err == MSV_OK && *left > max ? MSV_ERR_TOO_BIG : err;
+}
+
+/* The oldest KeyPackage of the device, deleted, else its last-resort one. */
+static msv_err mls_kp_claim_locked(struct sqlite_store *s, uint64_t device_id, int only_last_resort,
+                                   uint8_t **kp, size_t *len, int *last_resort)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t id = 0;
+    msv_err err = prepare(s,
+                          "SELECT id, kp, last_resort FROM mls_key_packages WHERE device_id = ?"
+                          " AND last_resort >= ? ORDER BY last_resort, id LIMIT 1;",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    sqlite3_bind_int(st, 2, only_last_resort != 0);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        id = sqlite3_column_int64(st, 0);
+        *last_resort = sqlite3_column_int(st, 2);
+        *kp = msv_sql_blob(st, 1, len);
+        if (*kp == NULL)
+            err = MSV_ERR_NOMEM;
+    } else {
+        err = MSV_ERR_NOT_FOUND;
+    }
+    release(s, st);
+    if (err == MSV_OK && !*last_resort) {
+        err = prepare(s, "DELETE FROM mls_key_packages WHERE id = ?;", &st);
+        if (err == MSV_OK) {
+            sqlite3_bind_int64(st, 1, id);
+            err = run(s, st);
+        }
+        if (err != MSV_OK) {
+            free(*kp);
+            *kp = NULL;
+        }
+    }
+    return err;
+}
+
+static msv_err read_member(sqlite3_stmt *st, void *item)
+{
+    *(uint64_t *)item = (uint64_t)sqlite3_column_int64(st, 0);
+    return MSV_OK;
+}
+
+static void drop_members(void *items, size_t n)
+{
+    (void)n;
+    free(items);
+}
+
+static msv_err mls_group_get_locked(struct sqlite_store *s, const uint8_t *group_id,
+                                    size_t group_len, uint64_t *epoch, uint64_t **members,
+                                    size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "SELECT epoch FROM mls_groups WHERE group_id = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, group_id, (int)group_len, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *epoch = (uint64_t)sqlite3_column_int64(st, 0);
+    else
+        err = MSV_ERR_NOT_FOUND;
+    release(s, st);
+    if (err != MSV_OK || members == NULL)
+        return err;
+    err =
+        prepare(s, "SELECT device_id FROM mls_members WHERE group_id = ? ORDER BY device_id;", &st);
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, group_id, (int)group_len, SQLITE_STATIC);
+    err = msv_sql_rows(st, sizeof(**members), read_member, drop_members, (void **)members, n, NULL);
+    release(s, st);
+    return err;
+}
+
+/* Adds (add) or removes the devices of ids to or from the group's members. */
+static msv_err mls_members_change(struct sqlite_store *s, const struct msv_mls_commit *c,
+                                  const uint64_t *ids, size_t n, int add)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        err = prepare(s,
+                      add ? "INSERT OR IGNORE INTO mls_members (group_id, device_id) VALUES (?, ?);"
+                          : "DELETE FROM mls_members WHERE group_id = ? AND device_id = ?;",
+                      &st);
+        if (err != MSV_OK)
+            return err;
+        sqlite3_bind_blob(st, 1, c->group_id, (int)c->group_len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)ids[i]);
+        err = run(s, st);
+    }
+    return err;
+}
+
+/* 1 if device_id is a member of the commit's group, 0 if not, -1 on failure. */
+static int mls_is_member(struct sqlite_store *s, const struct msv_mls_commit *c, uint64_t device_id,
+                         size_t *count)
+{
+    sqlite3_stmt *st = NULL;
+    int member = -1;
+
+    if (prepare(s,
+                "SELECT EXISTS (SELECT 1 FROM mls_members WHERE group_id = ?1 AND device_id = ?2),"
+                " (SELECT COUNT(*) FROM mls_members WHERE group_id = ?1);",
+                &st) != MSV_OK)
+        return -1;
+    sqlite3_bind_blob(st, 1, c->group_id, (int)c->group_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)device_id);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        member = sqlite3_column_int(st, 0);
+        *count = (size_t)sqlite3_column_int64(st, 1);
+    }
+    release(s, st);
+    return member;
+}
+
+/* MSV_ERR_TOO_BIG if the sender or a device the commit adds is in more than max_groups groups. */
+static msv_err mls_groups_bounded(struct sqlite_store *s, const struct msv_mls_commit *c)
+{
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i <= c->n_added; i++) {
+        sqlite3_stmt *st = NULL;
+
+        err = prepare(s, "SELECT COUNT(*) FROM mls_members WHERE device_id = ?;", &st);
+        if (err != MSV_OK)
+            return err;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)(i < c->n_added ? c->added[i] : c->sender));
+        if (sqlite3_step(st) != SQLITE_ROW)
+            err = msv_sql_err(sqlite3_errcode(s->db));
+        else if ((size_t)sqlite3_column_int64(st, 0) > c->max_groups)
+            err = MSV_ERR_TOO_BIG;
+        release(s, st);
+    }
+    return err;
+}
+
+/* Epoch 0 of an unknown group: it starts, with the sender as its first member. */
+static msv_err mls_group_create(struct sqlite_store *s, const struct msv_mls_commit *c)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "INSERT INTO mls_groups (group_id, epoch) VALUES (?, 0);", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, c->group_id, (int)c->group_len, SQLITE_STATIC);
+    err = run(s, st);
+    return err == MSV_OK ? mls_members_change(s, c, &c->sender, 1, 1) : err;
+}
+
+static msv_err mls_commit_locked(struct sqlite_store *s, const struct msv_mls_commit *c,
+                                 uint64_t *epoch_now)
+{
+    sqlite3_stmt *st = NULL;
+    size_t count = 0;
+    int member;
+    msv_err err = mls_group_get_locked(s, c->group_id, c->group_len, epoch_now, NULL, NULL);
+
+    if (err == MSV_ERR_NOT_FOUND && c->epoch == 0) {
+        *epoch_now = 0;
+        err = mls_group_create(s, c);
+    }
+    if (err != MSV_OK)
+        return err;
+    if (*epoch_now != c->epoch)
+        return MSV_ERR_EXISTS;
+    member = mls_is_member(s, c, c->sender, &count);
+    if (member != 1)
+        return member == 0 ? MSV_ERR_AUTH : MSV_ERR_IO;
+    err = mls_members_change(s, c, c->added, c->n_added, 1);
+    if (err == MSV_OK)
+        err = mls_members_change(s, c, c->removed, c->n_removed, 0);
+    if (err == MSV_OK && mls_is_member(s, c, c->sender, &count) < 0)
+        err = MSV_ERR_IO;
+    if (err == MSV_OK && count > c->max_members)
+        err = MSV_ERR_TOO_BIG;
+    if (err == MSV_OK)
+        err = mls_groups_bounded(s, c);
+    if (err == MSV_OK)
+        err = prepare(s, "UPDATE mls_groups SET epoch = epoch + 1 WHERE group_id = ?;", &st);
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, c->group_id, (int)c->group_len, SQLITE_STATIC);
+    err = run(s, st);
+    if (err == MSV_OK && c->n_items > 0)
+        err = queue_put_locked(s, c->items, c->n_items, c->now_ms, c->expires_ms, c->ids);
+    if (err == MSV_OK)
+        *epoch_now = c->epoch + 1;
+    return err;
+}
+
 /* ---- locking and transactions --------------------------------------------------------- */
 
 static void lock(struct sqlite_store *s)
@@ -2335,6 +2620,50 @@ static msv_err l_delivery_token_check(void *impl, uint64_t account_id, const uin
     LOCKED(delivery_token_check(impl, account_id, hash));
 }
 
+static msv_err l_mls_key_packages_put(void *impl, uint64_t device_id,
+                                      const struct msv_mls_key_package_upload *up, size_t max,
+                                      uint32_t *left, int *has_last_resort)
+{
+    TRANSACTION(mls_kp_put_locked(impl, device_id, up, max, left, has_last_resort));
+}
+
+static msv_err l_mls_key_package_claim(void *impl, uint64_t device_id, int only_last_resort,
+                                       uint8_t **kp, size_t *len, int *last_resort)
+{
+    TRANSACTION(mls_kp_claim_locked(impl, device_id, only_last_resort, kp, len, last_resort));
+}
+
+static msv_err l_mls_group_get(void *impl, const uint8_t *group_id, size_t group_len,
+                               uint64_t *epoch, uint64_t **members, size_t *n)
+{
+    LOCKED(mls_group_get_locked(impl, group_id, group_len, epoch, members, n));
+}
+
+static msv_err mls_leave_locked(struct sqlite_store *s, const uint8_t *group_id, size_t group_len,
+                                uint64_t device_id)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "DELETE FROM mls_members WHERE group_id = ? AND device_id = ?;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, group_id, (int)group_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)device_id);
+    err = run(s, st);
+    return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+static msv_err l_mls_leave(void *impl, const uint8_t *group_id, size_t group_len,
+                           uint64_t device_id)
+{
+    LOCKED(mls_leave_locked(impl, group_id, group_len, device_id));
+}
+
+static msv_err l_mls_commit(void *impl, const struct msv_mls_commit *c, uint64_t *epoch_now)
+{
+    TRANSACTION(mls_commit_locked(impl, c, epoch_now));
+}
+
 static msv_err l_device_add(void *impl, uint64_t account_id, uint32_t suite,
                             const uint8_t *identity, size_t identity_len, const uint8_t *push_token,
                             size_t push_token_len, int approved, int64_t now_ms,
@@ -2576,6 +2905,11 @@ static const struct msv_store_ops sqlite_ops = {
     .kem_prekey_state = l_kem_prekey_state,
     .delivery_token_set = l_delivery_token_set,
     .delivery_token_check = l_delivery_token_check,
+    .mls_key_packages_put = l_mls_key_packages_put,
+    .mls_key_package_claim = l_mls_key_package_claim,
+    .mls_group_get = l_mls_group_get,
+    .mls_commit = l_mls_commit,
+    .mls_leave = l_mls_leave,
 };
 
 /* Logs the device set of every account that has approved devices and no leaf yet. */

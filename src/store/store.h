@@ -106,6 +106,33 @@ struct msv_kt_rec {
 
 void msv_kt_recs_free(struct msv_kt_rec *recs, size_t n);
 
+/* KeyPackages a device publishes (borrowed pointers). */
+struct msv_mls_key_package_upload {
+    const uint8_t *const *kps;
+    const size_t *lens;
+    size_t n;
+    const uint8_t *last_resort; /* NULL: the device's last-resort one is unchanged */
+    size_t last_resort_len;
+    int replace;
+};
+
+/*
+ * A commit to a group (borrowed pointers): for epoch, by sender, adding and removing devices,
+ * and the envelopes that carry it to the members it had before (queued as by queue_put).
+ */
+struct msv_mls_commit {
+    const uint8_t *group_id;
+    size_t group_len;
+    uint64_t epoch, sender;
+    const uint64_t *added, *removed;
+    size_t n_added, n_removed, max_members;
+    size_t max_groups; /* of the sender and of each device added */
+    const struct msv_queue_in *items;
+    size_t n_items;
+    int64_t now_ms, expires_ms;
+    uint64_t *ids; /* n_items */
+};
+
 /* A device's published prekeys, as a prekey upload brings them (borrowed pointers). */
 struct msv_one_time_prekey {
     uint32_t id;
@@ -436,6 +463,44 @@ struct msv_store_ops {
     msv_err (*delivery_token_set)(void *impl, uint64_t device_id, const uint8_t hash[32]);
     /* MSV_OK if an approved device of account_id registered this token; MSV_ERR_AUTH otherwise. */
     msv_err (*delivery_token_check)(void *impl, uint64_t account_id, const uint8_t hash[32]);
+
+    /*
+     * MLS delivery service (docs/missived.md, "MLS groups"). KeyPackages are opaque bytes.
+     * mls_key_packages_put: adds up's KeyPackages of device_id (after dropping its unclaimed
+     * ones if up->replace) and replaces its last-resort one if up has one, in one
+     * transaction; MSV_ERR_TOO_BIG (nothing changed) if more than max would be kept.
+     * *left and *has_last_resort then describe what the device has.
+     */
+    msv_err (*mls_key_packages_put)(void *impl, uint64_t device_id,
+                                    const struct msv_mls_key_package_upload *up, size_t max,
+                                    uint32_t *left, int *has_last_resort);
+    /*
+     * One KeyPackage of device_id, deleted as it is handed out (no two claims, even on two
+     * servers, get the same one), else (or if only_last_resort) its last-resort one, which
+     * stays; MSV_ERR_NOT_FOUND if it has neither. *kp: caller frees with free().
+     */
+    msv_err (*mls_key_package_claim)(void *impl, uint64_t device_id, int only_last_resort,
+                                     uint8_t **kp, size_t *len, int *last_resort);
+    /*
+     * The group's epoch and member devices (*members: caller frees with free(), ascending);
+     * MSV_ERR_NOT_FOUND if the server has no such group. Read in one snapshot.
+     */
+    msv_err (*mls_group_get)(void *impl, const uint8_t *group_id, size_t group_len, uint64_t *epoch,
+                             uint64_t **members, size_t *n);
+    /*
+     * Accepts a commit (see the struct), atomically: MSV_ERR_EXISTS if c->epoch is not the
+     * group's epoch (two commits for one epoch: one wins), MSV_ERR_AUTH if c->sender is not a
+     * member, MSV_ERR_NOT_FOUND for an unknown group and an epoch other than 0,
+     * MSV_ERR_TOO_BIG if the group would pass c->max_members or the sender or a device
+     * added would be in more than c->max_groups groups; in all of these nothing
+     * changed, and *epoch_now is the group's epoch (0 if none). On MSV_OK the epoch is
+     * c->epoch + 1 (*epoch_now), the members changed, and c->items are queued with their
+     * ids in c->ids, all in the same transaction.
+     */
+    msv_err (*mls_commit)(void *impl, const struct msv_mls_commit *c, uint64_t *epoch_now);
+    /* device_id leaves the group's members (the epoch unchanged); MSV_ERR_NOT_FOUND if it was
+     * no member. */
+    msv_err (*mls_leave)(void *impl, const uint8_t *group_id, size_t group_len, uint64_t device_id);
 };
 
 struct msv_store {
@@ -515,6 +580,6 @@ MSV_MUST_CHECK msv_err msv_store_sqlite_blob_files(const char *path, struct msv_
                                                    size_t *n);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 16
+#define MSV_STORE_SCHEMA_VERSION 17
 
 #endif

@@ -1,0 +1,992 @@
+/*
+ * The MLS delivery service of missived (docs/wire.md, "MLS delivery"): KeyPackages claimed
+ * once each, one commit per epoch (also when two race through two workers, or two nodes on
+ * PostgreSQL), Welcomes routed, application messages uploaded once and fanned out.
+ *
+ * Run alone it uses SQLite; under scripts/services.sh (MSV_TEST_POSTGRES, MSV_TEST_REDIS set)
+ * every server is a node of one PostgreSQL store and one Redis, and the races run through two
+ * nodes.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <libpq-fe.h>
+#include <sqlite3.h>
+
+#include "server_harness.h"
+#include "wire/frame.h"
+
+#define KIND(k) MSV__WIRE__MLS_KIND__MLS_KIND_##k
+#define ERR(k) MSV__WIRE__ERROR_CODE__ERROR_##k
+
+static char shared_dir[64];
+static char pg_conninfo[512]; /* the running test's database */
+
+static int on_postgres(void)
+{
+    return getenv("MSV_TEST_PG_ADMIN") != NULL && getenv("MSV_TEST_REDIS") != NULL;
+}
+
+/* SQL on the PostgreSQL server: its admin database (conninfo NULL) or the test's. */
+static void pg_exec(const char *conninfo, const char *sql)
+{
+    PGconn *db = PQconnectdb(conninfo ? conninfo : getenv("MSV_TEST_PG_ADMIN"));
+    PGresult *r = PQexec(db, sql);
+
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(db));
+    PQclear(r);
+    PQfinish(db);
+}
+
+/* A fresh database for the test that starts (its servers share it). */
+static void pg_fresh(void)
+{
+    static unsigned serial;
+    char sql[128], name[64];
+
+    snprintf(name, sizeof(name), "mls_test_%ld_%u", (long)getpid(), serial++);
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s;", name);
+    pg_exec(NULL, sql);
+    snprintf(pg_conninfo, sizeof(pg_conninfo), "%s dbname=%s", getenv("MSV_TEST_PG_ADMIN"), name);
+}
+
+/* The configuration of a server: on PostgreSQL and Redis when the services are there. */
+static void node_init(struct test_server *s, const char *more)
+{
+    char extra[1024];
+
+    if (!on_postgres()) {
+        snprintf(extra, sizeof(extra),
+                 "[accounts]\nregister_burst = 100\ncodes_per_handle_per_day = 1000\n%s",
+                 more ? more : "");
+    } else {
+        if (shared_dir[0] == '\0') {
+            snprintf(shared_dir, sizeof(shared_dir), "/tmp/msv-mls-shared-XXXXXX");
+            assert_non_null(mkdtemp(shared_dir));
+        }
+        snprintf(extra, sizeof(extra),
+                 "[server]\nshared_dir = %s\n[store]\nbackend = postgres\npostgres = %s\n"
+                 "connections = 4\n[cluster]\nredis = %s\n[accounts]\nregister_burst = "
+                 "100\ncodes_per_handle_per_day = 1000\n%s",
+                 shared_dir, pg_conninfo, getenv("MSV_TEST_REDIS"), more ? more : "");
+    }
+    test_server_init(s, extra);
+}
+
+/* Each test on a store of its own. */
+static int setup(void **state)
+{
+    (void)state;
+    if (on_postgres())
+        pg_fresh();
+    return 0;
+}
+
+static msv_frame *kp_upload(struct test_device *d, const char **kps, size_t n,
+                            const char *last_resort, int replace)
+{
+    Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__MlsKeyPackageUpload u = MSV__WIRE__MLS_KEY_PACKAGE_UPLOAD__INIT;
+    ProtobufCBinaryData b[128];
+
+    assert_true(n <= 128);
+    for (size_t i = 0; i < n; i++)
+        b[i] = (ProtobufCBinaryData){strlen(kps[i]), (uint8_t *)kps[i]};
+    u.n_key_packages = n;
+    u.key_packages = b;
+    if (last_resort != NULL)
+        u.last_resort = (ProtobufCBinaryData){strlen(last_resort), (uint8_t *)last_resort};
+    u.replace = replace;
+    f.body_case = MSV__WIRE__FRAME__BODY_MLS_KEY_PACKAGE_UPLOAD;
+    f.mls_key_package_upload = &u;
+    return test_request(d->conn, &f);
+}
+
+/* The device's KeyPackages left (an empty upload asks); -1 if the answer is no state. */
+static int kp_left(struct test_device *d, int *has_last_resort)
+{
+    msv_frame *r = kp_upload(d, NULL, 0, NULL, 0);
+    int left = -1;
+
+    if (r->body_case == MSV__WIRE__FRAME__BODY_MLS_KEY_PACKAGE_STATE) {
+        left = (int)r->mls_key_package_state->left;
+        if (has_last_resort != NULL)
+            *has_last_resort = r->mls_key_package_state->has_last_resort;
+    }
+    msv_frame_free(r);
+    return left;
+}
+
+static msv_frame *kp_claim(struct msv_conn *c, const char *handle)
+{
+    Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__MlsKeyPackageClaim q = MSV__WIRE__MLS_KEY_PACKAGE_CLAIM__INIT;
+
+    q.handle = (ProtobufCBinaryData){strlen(handle), (uint8_t *)handle};
+    f.body_case = MSV__WIRE__FRAME__BODY_MLS_KEY_PACKAGE_CLAIM;
+    f.mls_key_package_claim = &q;
+    return test_request(c, &f);
+}
+
+/* The KeyPackage claimed for device (NULL if none) in r, as text; *last_resort its kind. */
+static const char *claimed_for(const msv_frame *r, uint64_t device, int *last_resort)
+{
+    static char text[256];
+
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_MLS_KEY_PACKAGES);
+    for (size_t i = 0; i < r->mls_key_packages->n_key_packages; i++) {
+        const Msv__Wire__MlsKeyPackage *k = r->mls_key_packages->key_packages[i];
+
+        if (k->device_id != device)
+            continue;
+        assert_true(k->key_package.len < sizeof(text));
+        memcpy(text, k->key_package.data, k->key_package.len);
+        text[k->key_package.len] = '\0';
+        if (last_resort != NULL)
+            *last_resort = k->last_resort;
+        return text;
+    }
+    return NULL;
+}
+
+/* An MLS send; ids (may be NULL) are added, removed or recipients after the kind. */
+struct send_args {
+    const char *group;
+    int kind;
+    uint64_t epoch;
+    const char *message;
+    const uint64_t *added, *removed, *recipients;
+    size_t n_added, n_removed, n_recipients;
+};
+
+static void build_send(const struct send_args *a, Msv__Wire__Frame *f, Msv__Wire__MlsSend *q)
+{
+    msv__wire__frame__init(f);
+    msv__wire__mls_send__init(q);
+    q->group_id = (ProtobufCBinaryData){strlen(a->group), (uint8_t *)a->group};
+    q->kind = a->kind;
+    q->epoch = a->epoch;
+    q->message = (ProtobufCBinaryData){strlen(a->message), (uint8_t *)a->message};
+    q->added = (uint64_t *)a->added;
+    q->n_added = a->n_added;
+    q->removed = (uint64_t *)a->removed;
+    q->n_removed = a->n_removed;
+    q->recipients = (uint64_t *)a->recipients;
+    q->n_recipients = a->n_recipients;
+    f->body_case = MSV__WIRE__FRAME__BODY_MLS_SEND;
+    f->mls_send = q;
+}
+
+static msv_frame *mls_send(struct test_device *d, const struct send_args *a)
+{
+    Msv__Wire__Frame f;
+    Msv__Wire__MlsSend q;
+
+    build_send(a, &f, &q);
+    return test_request(d->conn, &f);
+}
+
+/* Expects MlsSent with the epoch now and the copies queued; frees r. */
+static void expect_sent(msv_frame *r, uint64_t epoch, uint32_t queued)
+{
+    if (r->body_case != MSV__WIRE__FRAME__BODY_MLS_SENT)
+        fail_msg("expected MlsSent, got body %d (error %d: %.*s)", r->body_case, test_error_code(r),
+                 r->error ? (int)r->error->message.len : 0,
+                 r->error ? (const char *)r->error->message.data : "");
+    assert_int_equal(r->mls_sent->epoch, epoch);
+    assert_int_equal(r->mls_sent->queued, queued);
+    msv_frame_free(r);
+}
+
+static void expect_stale(msv_frame *r, uint64_t epoch)
+{
+    assert_int_equal(test_error_code(r), ERR(MLS_STALE_EPOCH));
+    assert_int_equal(r->error->mls_epoch, epoch);
+    msv_frame_free(r);
+}
+
+/*
+ * Waits for the next MLS delivery on d and checks it (message NULL: any); returns its queue
+ * id after acknowledging it, 0 if none came within timeout_ms.
+ */
+static uint64_t expect_mls(struct test_device *d, uint64_t sender, int kind, uint64_t epoch,
+                           const char *message, int timeout_ms)
+{
+    msv_frame *f = NULL;
+    uint64_t id = 0;
+
+    while (msv_conn_recv(d->conn, timeout_ms, &f) == MSV_OK) {
+        Msv__Wire__MlsDelivery *m;
+
+        if (f->body_case != MSV__WIRE__FRAME__BODY_DELIVER || f->deliver->suite != 160) {
+            if (f->body_case == MSV__WIRE__FRAME__BODY_DELIVER)
+                test_ack(d, f->deliver->queue_id); /* a notice from the server */
+            msv_frame_free(f);
+            continue;
+        }
+        m = msv__wire__mls_delivery__unpack(NULL, f->deliver->ciphertext.len,
+                                            f->deliver->ciphertext.data);
+        assert_non_null(m);
+        assert_int_equal(f->deliver->sender_device, sender);
+        assert_int_equal(m->kind, kind);
+        assert_int_equal(m->epoch, epoch);
+        if (message != NULL) {
+            assert_int_equal(m->message.len, strlen(message));
+            assert_memory_equal(m->message.data, message, strlen(message));
+        }
+        id = f->deliver->queue_id;
+        msv__wire__mls_delivery__free_unpacked(m, NULL);
+        msv_frame_free(f);
+        test_ack(d, id);
+        return id;
+    }
+    return 0;
+}
+
+/* Whether an application message with text reaches d within 5 s (other deliveries acked). */
+static int application_arrives(struct test_device *d, const char *text)
+{
+    msv_frame *f = NULL;
+    int found = 0;
+
+    while (!found && msv_conn_recv(d->conn, 5000, &f) == MSV_OK) {
+        if (f->body_case == MSV__WIRE__FRAME__BODY_DELIVER) {
+            Msv__Wire__MlsDelivery *m = msv__wire__mls_delivery__unpack(
+                NULL, f->deliver->ciphertext.len, f->deliver->ciphertext.data);
+
+            found = m != NULL && m->kind == KIND(APPLICATION) && m->message.len == strlen(text) &&
+                    memcmp(m->message.data, text, m->message.len) == 0;
+            msv__wire__mls_delivery__free_unpacked(m, NULL);
+            test_ack(d, f->deliver->queue_id);
+        }
+        msv_frame_free(f);
+        f = NULL;
+    }
+    return found;
+}
+
+/*
+ * KeyPackages: each handed out once, one per device of the account; the last-resort one
+ * when none is left, kept; the owner sees the count; limits refuse whole uploads.
+ */
+static void test_key_packages(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, b2;
+    const char *three[] = {"kp-b1-1", "kp-b1-2", "kp-b1-3"}, *one[] = {"kp-b2-1"};
+    const char *many[101];
+    char big[8194];
+    msv_frame *r;
+    int lr = 0;
+
+    (void)state;
+    node_init(&s, "[directory]\nprekey_claim_interval_s = 0\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    test_add_device(&s, "bob@example.org", &b1, &b2);
+    r = kp_upload(&b1, three, 3, "kp-b1-last", 0);
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_MLS_KEY_PACKAGE_STATE);
+    assert_int_equal(r->mls_key_package_state->left, 3);
+    assert_true(r->mls_key_package_state->has_last_resort);
+    msv_frame_free(r);
+    msv_frame_free(kp_upload(&b2, one, 1, NULL, 0));
+    assert_int_equal(kp_left(&b2, &lr), 1);
+    assert_false(lr);
+
+    /* one per device, oldest first, none twice */
+    r = kp_claim(a1.conn, "Bob@example.org");
+    assert_string_equal(claimed_for(r, b1.device_id, &lr), "kp-b1-1");
+    assert_false(lr);
+    assert_string_equal(claimed_for(r, b2.device_id, &lr), "kp-b2-1");
+    msv_frame_free(r);
+    r = kp_claim(a1.conn, "bob@example.org");
+    assert_string_equal(claimed_for(r, b1.device_id, NULL), "kp-b1-2");
+    assert_null(claimed_for(r, b2.device_id, NULL)); /* none left, no last resort */
+    msv_frame_free(r);
+    r = kp_claim(a1.conn, "bob@example.org");
+    assert_string_equal(claimed_for(r, b1.device_id, NULL), "kp-b1-3");
+    msv_frame_free(r);
+    assert_int_equal(kp_left(&b1, &lr), 0);
+    assert_true(lr);
+    for (int i = 0; i < 2; i++) { /* the last-resort one, again and again */
+        r = kp_claim(a1.conn, "bob@example.org");
+        assert_string_equal(claimed_for(r, b1.device_id, &lr), "kp-b1-last");
+        assert_true(lr);
+        msv_frame_free(r);
+    }
+    assert_int_equal(kp_left(&b1, &lr), 0);
+    assert_true(lr);
+    assert_int_equal(test_server_metric(&s, "mls_key_packages_claimed_total"), 4);
+    assert_int_equal(test_server_metric(&s, "mls_last_resort_claims_total"), 2);
+    /* an unknown handle: nothing; not a handle: refused */
+    r = kp_claim(a1.conn, "nobody@example.org");
+    assert_int_equal(r->mls_key_packages->n_key_packages, 0);
+    msv_frame_free(r);
+    test_expect_error(kp_claim(a1.conn, "not a handle"), ERR(INVALID));
+
+    /* J1-J3: limits refuse the whole upload */
+    for (size_t i = 0; i < 101; i++)
+        many[i] = "kp";
+    test_expect_error(kp_upload(&b1, many, 101, NULL, 0), ERR(TOO_BIG));
+    memset(big, 'k', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    many[0] = big;
+    test_expect_error(kp_upload(&b1, many, 1, NULL, 0), ERR(TOO_BIG));
+    test_expect_error(kp_upload(&b1, NULL, 0, big, 0), ERR(TOO_BIG));
+    many[0] = "";
+    test_expect_error(kp_upload(&b1, many, 1, NULL, 0), ERR(INVALID));
+    many[0] = "kp";
+    msv_frame_free(kp_upload(&b1, many, 60, NULL, 0));
+    test_expect_error(kp_upload(&b1, many, 41, NULL, 0), ERR(TOO_BIG)); /* 101 kept */
+    assert_int_equal(kp_left(&b1, NULL), 60);
+    r = kp_upload(&b1, many, 2, NULL, 1); /* replace */
+    assert_int_equal(r->mls_key_package_state->left, 2);
+    msv_frame_free(r);
+    assert_true(test_server_metric(&s, "mls_refused_total") >= 6);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&b2);
+    test_server_cleanup(&s);
+}
+
+/* Claims bob's KeyPackages from n connections at once; counts what each got. */
+static void claim_race(struct msv_conn **conns, size_t n, uint64_t bob, size_t *fresh, size_t *last,
+                       char (*seen)[32], size_t *n_seen)
+{
+    Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__MlsKeyPackageClaim q = MSV__WIRE__MLS_KEY_PACKAGE_CLAIM__INIT;
+    uint64_t id;
+
+    q.handle = (ProtobufCBinaryData){15, (uint8_t *)"bob@example.org"};
+    f.body_case = MSV__WIRE__FRAME__BODY_MLS_KEY_PACKAGE_CLAIM;
+    f.mls_key_package_claim = &q;
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(msv_conn_send_request(conns[i], &f, &id), MSV_OK);
+    for (size_t i = 0; i < n; i++) {
+        msv_frame *r = NULL;
+        const char *kp;
+        int lr = 0;
+
+        do {
+            msv_frame_free(r);
+            r = NULL;
+            assert_int_equal(msv_conn_recv(conns[i], TEST_TIMEOUT_MS, &r), MSV_OK);
+        } while (r->request_id == 0);
+        kp = claimed_for(r, bob, &lr);
+        assert_non_null(kp);
+        if (lr) {
+            ++*last;
+        } else {
+            ++*fresh;
+            for (size_t k = 0; k < *n_seen; k++)
+                assert_string_not_equal(seen[k], kp); /* nobody got one twice */
+            snprintf(seen[(*n_seen)++], 32, "%s", kp);
+        }
+        msv_frame_free(r);
+    }
+}
+
+/*
+ * Six devices (on two workers, or two nodes) claim bob's five KeyPackages at once, four
+ * times over: five are handed out once each, the rest get the last-resort one.
+ */
+static void test_claim_race(void **state)
+{
+    static const char *const names[6] = {"alice", "carol", "dave", "erin", "frank", "grace"};
+    struct test_server s1, s2;
+    struct test_device claimers[6], b1;
+    struct msv_conn *conns[6];
+    const char *five[] = {"race-1", "race-2", "race-3", "race-4", "race-5"};
+    char seen[32][32], handle[64];
+    size_t fresh = 0, last = 0, n_seen = 0;
+    int two = on_postgres();
+
+    (void)state;
+    node_init(&s1, "[directory]\nprekey_claim_interval_s = 0\n");
+    test_server_start(&s1);
+    if (two) {
+        node_init(&s2, "[directory]\nprekey_claim_interval_s = 0\n");
+        test_server_start(&s2);
+    }
+    test_register(&s1, "bob@example.org", &b1);
+    msv_frame_free(kp_upload(&b1, five, 5, "race-last", 0));
+    for (size_t i = 0; i < 6; i++) {
+        snprintf(handle, sizeof(handle), "%s@example.org", names[i]);
+        test_register(&s1, handle, &claimers[i]);
+        if (two && i % 2)
+            test_device_connect(&s2, &claimers[i]);
+        conns[i] = claimers[i].conn;
+    }
+    for (int round = 0; round < 4; round++)
+        claim_race(conns, 6, b1.device_id, &fresh, &last, seen, &n_seen);
+    assert_int_equal(fresh, 5);
+    assert_int_equal(last, 19);
+    assert_int_equal(kp_left(&b1, NULL), 0);
+    for (size_t i = 0; i < 6; i++)
+        test_device_free(&claimers[i]);
+    test_device_free(&b1);
+    test_server_cleanup(&s1);
+    if (two)
+        test_server_cleanup(&s2);
+}
+
+/*
+ * The group's life: created by a commit for epoch 0, a Welcome to the device added, commits
+ * accepted at the current epoch only (a late one refused with the epoch), proposals and
+ * application messages to every member but the sender, removal.
+ */
+static void test_group_ordering(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, c1;
+    uint64_t bob[1], carol[1];
+
+    (void)state;
+    node_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    test_register(&s, "carol@example.org", &c1);
+    bob[0] = b1.device_id;
+    carol[0] = c1.device_id;
+
+    /* J4: shapes refused before anything is read */
+    test_expect_error(mls_send(&a1,
+                               &(struct send_args){
+                                   .group = "", .kind = KIND(COMMIT), .epoch = 0, .message = "c"}),
+                      ERR(INVALID));
+    test_expect_error(
+        mls_send(&a1,
+                 &(struct send_args){.group = "0123456789012345678901234567890123456789012345678901"
+                                              "234567890123456",
+                                     .kind = KIND(COMMIT),
+                                     .epoch = 0,
+                                     .message = "c"}),
+        ERR(INVALID));
+    test_expect_error(
+        mls_send(&a1, &(struct send_args){.group = "g", .kind = 9, .epoch = 0, .message = "c"}),
+        ERR(INVALID));
+    test_expect_error(mls_send(&a1,
+                               &(struct send_args){
+                                   .group = "g", .kind = KIND(COMMIT), .epoch = 0, .message = ""}),
+                      ERR(INVALID));
+    test_expect_error(mls_send(&a1, &(struct send_args){.group = "g",
+                                                        .kind = KIND(APPLICATION),
+                                                        .epoch = 0,
+                                                        .message = "m",
+                                                        .added = bob,
+                                                        .n_added = 1}),
+                      ERR(INVALID));
+    test_expect_error(
+        mls_send(
+            &a1,
+            &(struct send_args){.group = "g", .kind = KIND(WELCOME), .epoch = 1, .message = "w"}),
+        ERR(INVALID));
+    /* J5: no such group; a commit adding an unknown device; removing oneself */
+    test_expect_error(mls_send(&a1, &(struct send_args){.group = "g",
+                                                        .kind = KIND(APPLICATION),
+                                                        .epoch = 0,
+                                                        .message = "m"}),
+                      ERR(NOT_FOUND));
+    test_expect_error(mls_send(&a1,
+                               &(struct send_args){
+                                   .group = "g", .kind = KIND(COMMIT), .epoch = 3, .message = "c"}),
+                      ERR(NOT_FOUND));
+    test_expect_error(mls_send(&a1, &(struct send_args){.group = "g",
+                                                        .kind = KIND(COMMIT),
+                                                        .epoch = 0,
+                                                        .message = "c",
+                                                        .added = (uint64_t[]){999999},
+                                                        .n_added = 1}),
+                      ERR(INVALID));
+    test_expect_error(mls_send(&a1, &(struct send_args){.group = "g",
+                                                        .kind = KIND(COMMIT),
+                                                        .epoch = 0,
+                                                        .message = "c",
+                                                        .removed = &a1.device_id,
+                                                        .n_removed = 1}),
+                      ERR(INVALID));
+
+    /* alice starts the group with bob: nobody to tell yet; then her Welcome reaches bob */
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "g",
+                                                  .kind = KIND(COMMIT),
+                                                  .epoch = 0,
+                                                  .message = "commit-0",
+                                                  .added = bob,
+                                                  .n_added = 1}),
+                1, 0);
+    test_expect_error(mls_send(&a1, &(struct send_args){.group = "g",
+                                                        .kind = KIND(WELCOME),
+                                                        .epoch = 1,
+                                                        .message = "w",
+                                                        .recipients = carol,
+                                                        .n_recipients = 1}),
+                      ERR(INVALID)); /* carol is no member */
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "g",
+                                                  .kind = KIND(WELCOME),
+                                                  .epoch = 1,
+                                                  .message = "welcome",
+                                                  .recipients = bob,
+                                                  .n_recipients = 1}),
+                1, 1);
+    assert_int_not_equal(expect_mls(&b1, a1.device_id, KIND(WELCOME), 1, "welcome", 5000), 0);
+    {
+        /* J5, J7: a recipient twice; too many recipients or changes; too large a message */
+        static uint64_t many[1001];
+        static char large[16 * 1024 + 2];
+        uint64_t twice[2] = {b1.device_id, b1.device_id};
+
+        for (size_t i = 0; i < 1001; i++)
+            many[i] = b1.device_id;
+        memset(large, 'm', sizeof(large) - 1);
+        test_expect_error(mls_send(&a1, &(struct send_args){.group = "g",
+                                                            .kind = KIND(WELCOME),
+                                                            .epoch = 1,
+                                                            .message = "w",
+                                                            .recipients = twice,
+                                                            .n_recipients = 2}),
+                          ERR(INVALID));
+        test_expect_error(mls_send(&a1, &(struct send_args){.group = "g",
+                                                            .kind = KIND(WELCOME),
+                                                            .epoch = 1,
+                                                            .message = "w",
+                                                            .recipients = many,
+                                                            .n_recipients = 1001}),
+                          ERR(TOO_BIG));
+        test_expect_error(mls_send(&a1, &(struct send_args){.group = "g",
+                                                            .kind = KIND(COMMIT),
+                                                            .epoch = 1,
+                                                            .message = "c",
+                                                            .added = many,
+                                                            .n_added = 1001}),
+                          ERR(TOO_BIG));
+        test_expect_error(mls_send(&a1, &(struct send_args){.group = "g",
+                                                            .kind = KIND(APPLICATION),
+                                                            .epoch = 1,
+                                                            .message = large}),
+                          ERR(TOO_BIG));
+        assert_int_equal(expect_mls(&b1, 0, 0, 0, NULL, 200), 0); /* nothing was queued */
+    }
+    /* another device cannot take the group over by its id, nor learn its epoch */
+    test_expect_error(mls_send(&c1, &(struct send_args){.group = "g",
+                                                        .kind = KIND(COMMIT),
+                                                        .epoch = 0,
+                                                        .message = "squat"}),
+                      ERR(MLS_NOT_MEMBER));
+
+    /* bob commits for epoch 1; alice's late commit for 1 is refused with epoch 2 */
+    expect_sent(mls_send(&b1, &(struct send_args){.group = "g",
+                                                  .kind = KIND(COMMIT),
+                                                  .epoch = 1,
+                                                  .message = "commit-1"}),
+                2, 1);
+    expect_stale(mls_send(&a1,
+                          &(struct send_args){
+                              .group = "g", .kind = KIND(COMMIT), .epoch = 1, .message = "late"}),
+                 2);
+    expect_stale(mls_send(&a1,
+                          &(struct send_args){
+                              .group = "g", .kind = KIND(PROPOSAL), .epoch = 1, .message = "late"}),
+                 2);
+    assert_int_not_equal(expect_mls(&a1, b1.device_id, KIND(COMMIT), 1, "commit-1", 5000), 0);
+    /* re-based: a proposal and application messages, the epoch unchanged */
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "g",
+                                                  .kind = KIND(PROPOSAL),
+                                                  .epoch = 2,
+                                                  .message = "proposal"}),
+                2, 1);
+    assert_int_not_equal(expect_mls(&b1, a1.device_id, KIND(PROPOSAL), 2, "proposal", 5000), 0);
+    expect_sent(mls_send(&b1, &(struct send_args){.group = "g",
+                                                  .kind = KIND(APPLICATION),
+                                                  .epoch = 2,
+                                                  .message = "hello"}),
+                2, 1);
+    assert_int_not_equal(expect_mls(&a1, b1.device_id, KIND(APPLICATION), 2, "hello", 5000), 0);
+    assert_int_equal(expect_mls(&b1, 0, 0, 0, NULL, 300), 0); /* not to its sender */
+    /* J6: carol is no member */
+    test_expect_error(mls_send(&c1, &(struct send_args){.group = "g",
+                                                        .kind = KIND(APPLICATION),
+                                                        .epoch = 2,
+                                                        .message = "spam"}),
+                      ERR(MLS_NOT_MEMBER));
+    test_expect_error(mls_send(&c1, &(struct send_args){.group = "g",
+                                                        .kind = KIND(COMMIT),
+                                                        .epoch = 2,
+                                                        .message = "coup",
+                                                        .added = carol,
+                                                        .n_added = 1}),
+                      ERR(MLS_NOT_MEMBER));
+    /* alice removes bob: he gets that commit, and is out */
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "g",
+                                                  .kind = KIND(COMMIT),
+                                                  .epoch = 2,
+                                                  .message = "remove-bob",
+                                                  .removed = bob,
+                                                  .n_removed = 1}),
+                3, 1);
+    assert_int_not_equal(expect_mls(&b1, a1.device_id, KIND(COMMIT), 2, "remove-bob", 5000), 0);
+    test_expect_error(mls_send(&b1, &(struct send_args){.group = "g",
+                                                        .kind = KIND(APPLICATION),
+                                                        .epoch = 3,
+                                                        .message = "still?"}),
+                      ERR(MLS_NOT_MEMBER));
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "g",
+                                                  .kind = KIND(APPLICATION),
+                                                  .epoch = 3,
+                                                  .message = "alone"}),
+                3, 0);
+    /* carol, added, leaves by a proposal removing herself (not anyone else) */
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "g",
+                                                  .kind = KIND(COMMIT),
+                                                  .epoch = 3,
+                                                  .message = "add-carol",
+                                                  .added = carol,
+                                                  .n_added = 1}),
+                4, 0);
+    test_expect_error(mls_send(&c1, &(struct send_args){.group = "g",
+                                                        .kind = KIND(PROPOSAL),
+                                                        .epoch = 4,
+                                                        .message = "remove alice",
+                                                        .removed = &a1.device_id,
+                                                        .n_removed = 1}),
+                      ERR(INVALID));
+    expect_sent(mls_send(&c1, &(struct send_args){.group = "g",
+                                                  .kind = KIND(PROPOSAL),
+                                                  .epoch = 4,
+                                                  .message = "carol leaves",
+                                                  .removed = carol,
+                                                  .n_removed = 1}),
+                4, 1);
+    assert_int_not_equal(expect_mls(&a1, c1.device_id, KIND(PROPOSAL), 4, "carol leaves", 5000), 0);
+    test_expect_error(mls_send(&c1, &(struct send_args){.group = "g",
+                                                        .kind = KIND(APPLICATION),
+                                                        .epoch = 4,
+                                                        .message = "gone"}),
+                      ERR(MLS_NOT_MEMBER));
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "g",
+                                                  .kind = KIND(APPLICATION),
+                                                  .epoch = 4,
+                                                  .message = "alone again"}),
+                4, 0);
+    assert_int_equal(test_server_metric(&s, "mls_commits_total"), 4);
+    assert_int_equal(test_server_metric(&s, "mls_stale_epoch_total"), 2);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&c1);
+    test_server_cleanup(&s);
+}
+
+/*
+ * Two members commit for the same epoch at the same moment, from two connections (two
+ * workers, or two nodes): exactly one is accepted, the other refused with the new epoch.
+ */
+static void test_commit_race(void **state)
+{
+    struct test_server s1, s2;
+    struct test_device a1, b1;
+    uint64_t bob[1];
+    int two = on_postgres();
+    uint64_t epoch = 1, acks[2][64];
+    size_t n_acks[2] = {0, 0};
+
+    (void)state;
+    /* both read the group before either writes: the store's own check must decide */
+    node_init(&s1, "[testing]\nmls_commit_pause_ms = 100\n");
+    test_server_start(&s1);
+    if (two) {
+        node_init(&s2, "[testing]\nmls_commit_pause_ms = 100\n");
+        test_server_start(&s2);
+    }
+    test_register(&s1, "alice@example.org", &a1);
+    test_register(&s1, "bob@example.org", &b1);
+    if (two)
+        test_device_connect(&s2, &b1);
+    bob[0] = b1.device_id;
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "race",
+                                                  .kind = KIND(COMMIT),
+                                                  .epoch = 0,
+                                                  .message = "c0",
+                                                  .added = bob,
+                                                  .n_added = 1}),
+                1, 0);
+    for (int round = 0; round < 20; round++, epoch++) {
+        struct test_device *who[2] = {&a1, &b1};
+        Msv__Wire__Frame f[2];
+        Msv__Wire__MlsSend q[2];
+        int won = 0, lost = 0;
+        uint64_t id;
+
+        build_send(
+            &(struct send_args){
+                .group = "race", .kind = KIND(COMMIT), .epoch = epoch, .message = "from alice"},
+            &f[0], &q[0]);
+        build_send(
+            &(struct send_args){
+                .group = "race", .kind = KIND(COMMIT), .epoch = epoch, .message = "from bob"},
+            &f[1], &q[1]);
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(msv_conn_send_request(who[i]->conn, &f[i], &id), MSV_OK);
+        for (int i = 0; i < 2; i++) {
+            msv_frame *r = NULL;
+
+            /* the winner's commit may reach the loser before its answer: taken, acked below */
+            for (;;) {
+                assert_int_equal(msv_conn_recv(who[i]->conn, TEST_TIMEOUT_MS, &r), MSV_OK);
+                if (r->request_id != 0)
+                    break;
+                if (r->body_case == MSV__WIRE__FRAME__BODY_DELIVER && n_acks[i] < 64)
+                    acks[i][n_acks[i]++] = r->deliver->queue_id;
+                msv_frame_free(r);
+                r = NULL;
+            }
+            if (r->body_case == MSV__WIRE__FRAME__BODY_MLS_SENT) {
+                assert_int_equal(r->mls_sent->epoch, epoch + 1);
+                won++;
+            } else {
+                assert_int_equal(test_error_code(r), ERR(MLS_STALE_EPOCH));
+                assert_int_equal(r->error->mls_epoch, epoch + 1);
+                lost++;
+            }
+            msv_frame_free(r);
+        }
+        for (int i = 0; i < 2; i++) {
+            if (n_acks[i] > 0)
+                assert_int_equal(msv_request_ack(who[i]->conn, acks[i], n_acks[i]), MSV_OK);
+            n_acks[i] = 0;
+        }
+        assert_int_equal(won, 1);
+        assert_int_equal(lost, 1);
+    }
+    /* an application message reaches bob wherever he is connected (another node: Redis) */
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "race",
+                                                  .kind = KIND(APPLICATION),
+                                                  .epoch = epoch,
+                                                  .message = "after the race"}),
+                epoch, 1);
+    assert_true(application_arrives(&b1, "after the race"));
+    assert_int_equal(test_server_metric(&s1, "mls_commits_total") +
+                         (two ? test_server_metric(&s2, "mls_commits_total") : 0),
+                     21);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s1);
+    if (two)
+        test_server_cleanup(&s2);
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* Devices first..first+n-1 of account, approved, straight into the store. */
+static void add_raw_devices(struct test_server *s, uint64_t account, uint64_t first, size_t n)
+{
+    char path[128], sql[512];
+    sqlite3 *db = NULL;
+
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO devices (id, account_id, suite, identity, push_token, created_ms,"
+             " approved) SELECT i, %llu, 3, '\\x00'::BYTEA, ''::BYTEA, 0, TRUE FROM"
+             " generate_series(%llu, %llu) AS i;",
+             (unsigned long long)account, (unsigned long long)first,
+             (unsigned long long)(first + n - 1));
+    if (on_postgres()) {
+        pg_exec(pg_conninfo, sql);
+        return;
+    }
+    snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, TEST_TIMEOUT_MS);
+    snprintf(sql, sizeof(sql),
+             "WITH RECURSIVE k(i) AS (SELECT %llu UNION ALL SELECT i + 1 FROM k WHERE i < %llu)"
+             " INSERT INTO devices (id, account_id, suite, identity, push_token, created_ms,"
+             " approved) SELECT i, %llu, 3, x'00', x'', 0, 1 FROM k;",
+             (unsigned long long)first, (unsigned long long)(first + n - 1),
+             (unsigned long long)account);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* The MLS copies queued for devices first..last. */
+static size_t queued_for_range(struct test_server *s, uint64_t first, uint64_t last)
+{
+    char path[128], sql[256];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    size_t n = 0;
+
+    snprintf(sql, sizeof(sql),
+             "SELECT COUNT(*) FROM queue WHERE suite = 160 AND device_id BETWEEN %llu AND %llu;",
+             (unsigned long long)first, (unsigned long long)last);
+    if (on_postgres()) {
+        PGconn *pg = PQconnectdb(pg_conninfo);
+        PGresult *r = PQexec(pg, sql);
+
+        assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+        n = (size_t)strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+        PQfinish(pg);
+        return n;
+    }
+    snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    n = (size_t)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/*
+ * A group of 10,000 devices: built by ten commits of 1,000 additions, then one application
+ * message uploaded once is queued for the 9,999 others (timed); one more device is refused.
+ */
+static void test_fanout_10000(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    uint64_t *ids = calloc(1000, sizeof(*ids)), first = 1000000, extra;
+    double t0, t1;
+
+    (void)state;
+    node_init(&s, "[relay]\nqueue_max_envelopes = 100\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    add_raw_devices(&s, 2, first, 9999);
+    for (uint64_t e = 0; e < 10; e++) {
+        size_t n = e < 9 ? 1000 : 999;
+
+        for (size_t i = 0; i < n; i++)
+            ids[i] = first + e * 1000 + i;
+        expect_sent(mls_send(&a1, &(struct send_args){.group = "big",
+                                                      .kind = KIND(COMMIT),
+                                                      .epoch = e,
+                                                      .message = "grow",
+                                                      .added = ids,
+                                                      .n_added = n}),
+                    e + 1, (uint32_t)(e * 1000));
+    }
+    t0 = now_s();
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "big",
+                                                  .kind = KIND(APPLICATION),
+                                                  .epoch = 10,
+                                                  .message = "to everyone"}),
+                10, 9999);
+    t1 = now_s();
+    print_message("one application message to 10,000 devices: %.1f ms (9,999 copies queued)\n",
+                  (t1 - t0) * 1000.0);
+    /* commit e went to the e * 1000 devices before it, the message to all 9,999 */
+    assert_int_equal(queued_for_range(&s, first, first + 9998), 45000 + 9999);
+    /* J7: the 10,001st device */
+    extra = first + 20000;
+    add_raw_devices(&s, 2, extra, 1);
+    test_expect_error(mls_send(&a1, &(struct send_args){.group = "big",
+                                                        .kind = KIND(COMMIT),
+                                                        .epoch = 10,
+                                                        .message = "one more",
+                                                        .added = &extra,
+                                                        .n_added = 1}),
+                      ERR(TOO_BIG));
+    free(ids);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
+/*
+ * The relay's queue caps hold for MLS copies: a member whose queue is full makes the whole
+ * send refused (nothing queued for anyone), its account told; the commit is not taken either.
+ */
+static void test_full_queue(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, c1;
+    uint64_t added[2];
+
+    (void)state;
+    node_init(&s, "[relay]\nqueue_max_envelopes = 2\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    test_register(&s, "carol@example.org", &c1);
+    added[0] = b1.device_id;
+    added[1] = c1.device_id;
+    msv_conn_close(b1.conn); /* bob is away: his queue fills */
+    b1.conn = NULL;
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "q",
+                                                  .kind = KIND(COMMIT),
+                                                  .epoch = 0,
+                                                  .message = "c0",
+                                                  .added = added,
+                                                  .n_added = 2}),
+                1, 0);
+    for (int i = 0; i < 2; i++)
+        expect_sent(mls_send(&a1, &(struct send_args){.group = "q",
+                                                      .kind = KIND(APPLICATION),
+                                                      .epoch = 1,
+                                                      .message = "m"}),
+                    1, 2);
+    test_expect_error(mls_send(&a1, &(struct send_args){.group = "q",
+                                                        .kind = KIND(APPLICATION),
+                                                        .epoch = 1,
+                                                        .message = "one too many"}),
+                      ERR(TOO_BIG));
+    test_expect_error(
+        mls_send(
+            &a1,
+            &(struct send_args){.group = "q", .kind = KIND(COMMIT), .epoch = 1, .message = "c1"}),
+        ERR(TOO_BIG));
+    assert_int_equal(queued_for_range(&s, b1.device_id, b1.device_id), 2);
+    assert_int_equal(queued_for_range(&s, c1.device_id, c1.device_id), 2); /* not 3 or 4 */
+    assert_int_equal(test_server_metric(&s, "queue_full_total"), 2);
+    assert_true(test_server_metric(&s, "quota_notices_total") >= 1);  /* the members told */
+    assert_int_equal(test_server_metric(&s, "mls_commits_total"), 1); /* still epoch 1 */
+    expect_stale(mls_send(&c1,
+                          &(struct send_args){
+                              .group = "q", .kind = KIND(PROPOSAL), .epoch = 2, .message = "p"}),
+                 1);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&c1);
+    test_server_cleanup(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_key_packages, setup),
+        cmocka_unit_test_setup(test_claim_race, setup),
+        cmocka_unit_test_setup(test_group_ordering, setup),
+        cmocka_unit_test_setup(test_commit_race, setup),
+        cmocka_unit_test_setup(test_fanout_10000, setup),
+        cmocka_unit_test_setup(test_full_queue, setup),
+    };
+    int rc;
+
+    if (getenv("MSV_TEST") != NULL)
+        cmocka_set_test_filter(getenv("MSV_TEST"));
+    rc = cmocka_run_group_tests(tests, NULL, NULL);
+    if (shared_dir[0] != '\0') {
+        char cmd[128];
+
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", shared_dir);
+        if (system(cmd) != 0)
+            rc = 1;
+    }
+    return rc;
+}
