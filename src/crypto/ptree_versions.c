@@ -174,10 +174,10 @@ out:
 }
 
 /* Checks one version's VRF proof and path proof at *off: present or absent as expected. */
-static msv_err check_version(const uint8_t root[MSV_PT_HASH_LEN],
-                             const uint8_t vrf_pk[MSV_VRF_PUBLIC_KEY_LEN], const char *handle,
-                             uint32_t version, int present, const uint8_t *proof, size_t len,
-                             size_t *off, uint8_t value[MSV_PT_VALUE_LEN])
+static msv_err check_version(const uint8_t root[MSV_PT_HASH_LEN], const struct msv_vrf_key *vrf_key,
+                             const char *handle, uint32_t version, int present,
+                             const uint8_t *proof, size_t len, size_t *off,
+                             uint8_t value[MSV_PT_VALUE_LEN])
 {
     uint8_t alpha[HANDLE_MAX + 5], beta[MSV_VRF_OUTPUT_LEN], label[MSV_PT_LABEL_LEN];
     size_t alpha_len = 0, path_len;
@@ -190,8 +190,8 @@ static msv_err check_version(const uint8_t root[MSV_PT_HASH_LEN],
     if (path_len == 0)
         return MSV_ERR_PARSE;
     if ((err = msv_pt_vrf_input(handle, version, alpha, sizeof(alpha), &alpha_len)) != MSV_OK ||
-        (err = msv_vrf_verify(MSV_PT_VRF_SUITE, vrf_pk, alpha, alpha_len, proof + *off, beta)) !=
-            MSV_OK)
+        (err = msv_vrf_verify_prepared(MSV_PT_VRF_SUITE, vrf_key, alpha, alpha_len, proof + *off,
+                                       beta)) != MSV_OK)
         return err;
     msv_pt_label(beta, label);
     err =
@@ -212,10 +212,14 @@ msv_err msv_pt_verify_versions(const uint8_t root[MSV_PT_HASH_LEN],
     uint32_t versions[33], v;
     size_t n = 0, n_present = 0, off = 5;
     uint8_t value[MSV_PT_VALUE_LEN], want[MSV_PT_VALUE_LEN];
+    struct msv_vrf_key vrf_key;
     msv_err err = MSV_ERR_PARSE;
 
     if (len < 5 || proof[0] != (uint8_t)kind)
         return MSV_ERR_PARSE;
+    /* the key is checked once for all the versions' proofs */
+    if (msv_vrf_key_prepare(&vrf_key, vrf_pk) != MSV_OK)
+        return MSV_ERR_AUTH;
     v = (uint32_t)proof[1] << 24 | (uint32_t)proof[2] << 16 | (uint32_t)proof[3] << 8 | proof[4];
     if ((err = versions_of(kind, v, versions, &n, &n_present)) != MSV_OK)
         return err == MSV_ERR_INVALID ? MSV_ERR_PARSE : err;
@@ -227,7 +231,7 @@ msv_err msv_pt_verify_versions(const uint8_t root[MSV_PT_HASH_LEN],
         off += MSV_PT_OPENING_LEN;
     }
     for (size_t i = 0; i < n; i++) {
-        err = check_version(root, vrf_pk, handle, versions[i], i < n_present, proof, len, &off,
+        err = check_version(root, &vrf_key, handle, versions[i], i < n_present, proof, len, &off,
                             value);
         if (err != MSV_OK)
             return err;
