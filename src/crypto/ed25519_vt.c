@@ -69,16 +69,17 @@ static void fe_frombytes(fe *h, const uint8_t s[32])
 /* Limbs back under 2^51 (limb 0 at most 2^51 + 19*2^13 or so). */
 static inline __attribute__((always_inline)) void fe_carry(fe *h)
 {
-    uint64_t c;
-
-    for (int i = 0; i < 4; i++) {
-        c = h->v[i] >> 51;
-        h->v[i] &= MASK51;
-        h->v[i + 1] += c;
-    }
-    c = h->v[4] >> 51;
+    /* written out: -O2 does not unroll loops, and this is most of the work */
+    h->v[1] += h->v[0] >> 51;
+    h->v[0] &= MASK51;
+    h->v[2] += h->v[1] >> 51;
+    h->v[1] &= MASK51;
+    h->v[3] += h->v[2] >> 51;
+    h->v[2] &= MASK51;
+    h->v[4] += h->v[3] >> 51;
+    h->v[3] &= MASK51;
+    h->v[0] += 19 * (h->v[4] >> 51);
     h->v[4] &= MASK51;
-    h->v[0] += 19 * c;
 }
 
 /* The canonical encoding: the integer below p. */
@@ -111,16 +112,21 @@ static void fe_tobytes(uint8_t s[32], const fe *f)
 /* Not carried: sums of carried elements stay below 2^53, fine for fe_mul and fe_sub. */
 static inline __attribute__((always_inline)) void fe_add(fe *h, const fe *f, const fe *g)
 {
-    for (int i = 0; i < 5; i++)
-        h->v[i] = f->v[i] + g->v[i];
+    h->v[0] = f->v[0] + g->v[0];
+    h->v[1] = f->v[1] + g->v[1];
+    h->v[2] = f->v[2] + g->v[2];
+    h->v[3] = f->v[3] + g->v[3];
+    h->v[4] = f->v[4] + g->v[4];
 }
 
 /* f - g + 4p, so that no limb goes below zero for carried inputs. */
 static inline __attribute__((always_inline)) void fe_sub(fe *h, const fe *f, const fe *g)
 {
     h->v[0] = f->v[0] + UINT64_C(0x1FFFFFFFFFFFB4) - g->v[0];
-    for (int i = 1; i < 5; i++)
-        h->v[i] = f->v[i] + UINT64_C(0x1FFFFFFFFFFFFC) - g->v[i];
+    h->v[1] = f->v[1] + UINT64_C(0x1FFFFFFFFFFFFC) - g->v[1];
+    h->v[2] = f->v[2] + UINT64_C(0x1FFFFFFFFFFFFC) - g->v[2];
+    h->v[3] = f->v[3] + UINT64_C(0x1FFFFFFFFFFFFC) - g->v[3];
+    h->v[4] = f->v[4] + UINT64_C(0x1FFFFFFFFFFFFC) - g->v[4];
     fe_carry(h);
 }
 
@@ -136,10 +142,14 @@ static inline __attribute__((always_inline)) void fe_reduce(fe *h, u128 r[5])
 {
     uint64_t c;
 
-    for (int i = 0; i < 4; i++) {
-        r[i + 1] += (uint64_t)(r[i] >> 51);
-        h->v[i] = (uint64_t)r[i] & MASK51;
-    }
+    r[1] += (uint64_t)(r[0] >> 51);
+    h->v[0] = (uint64_t)r[0] & MASK51;
+    r[2] += (uint64_t)(r[1] >> 51);
+    h->v[1] = (uint64_t)r[1] & MASK51;
+    r[3] += (uint64_t)(r[2] >> 51);
+    h->v[2] = (uint64_t)r[2] & MASK51;
+    r[4] += (uint64_t)(r[3] >> 51);
+    h->v[3] = (uint64_t)r[3] & MASK51;
     c = (uint64_t)(r[4] >> 51);
     h->v[4] = (uint64_t)r[4] & MASK51;
     h->v[0] += 19 * c;
@@ -151,11 +161,9 @@ static inline __attribute__((always_inline)) void fe_reduce(fe *h, u128 r[5])
 static void fe_mul(fe *h, const fe *f, const fe *g)
 {
     const uint64_t *a = f->v, *b = g->v;
-    uint64_t b19[5];
+    const uint64_t b19[5] = {0, 19 * b[1], 19 * b[2], 19 * b[3], 19 * b[4]};
     u128 r[5];
 
-    for (int i = 1; i < 5; i++)
-        b19[i] = 19 * b[i];
     r[0] = (u128)a[0] * b[0] + (u128)a[1] * b19[4] + (u128)a[2] * b19[3] + (u128)a[3] * b19[2] +
            (u128)a[4] * b19[1];
     r[1] = (u128)a[0] * b[1] + (u128)a[1] * b[0] + (u128)a[2] * b19[4] + (u128)a[3] * b19[3] +
