@@ -33,7 +33,7 @@ typedef struct msv_ge_cached ge_cached;
 #define TABLE (1 << (WINDOW - 2)) /* the odd multiples P, 3P, ..., 15P */
 #define NAF_LEN 260
 
-/* d = -121665/121666 and sqrt(-1) = 2^((p-1)/4), little-endian (checked by test_vrf) */
+/* d = -121665/121666 and sqrt(-1) = 2^((p-1)/4), little-endian (a wrong byte fails test_vrf) */
 static const uint8_t d_bytes[32] = {
     0xa3, 0x78, 0x59, 0x13, 0xca, 0x4d, 0xeb, 0x75, 0xab, 0xd8, 0x41, 0x41, 0x4d, 0x0a, 0x70, 0x00,
     0x98, 0xe8, 0x79, 0x77, 0x79, 0x40, 0xc7, 0x8c, 0x73, 0xfe, 0x6f, 0x2b, 0xee, 0x6c, 0x03, 0x52};
@@ -516,30 +516,6 @@ static void base_init(void)
     odd_multiples(base_table[1], &b);
 }
 
-msv_err msv_ed25519_mul_sub_vartime(uint8_t out[32], const uint8_t a[32], const uint8_t p[32],
-                                    const uint8_t b[32], const uint8_t q[32])
-{
-    int8_t naf[2][NAF_LEN];
-    struct msv_ed25519_table tp, tq;
-    const ge_cached *table[2] = {tp.m, tq.m};
-    int neg[2] = {0, 1};
-    ge acc;
-
-    if (msv_ed25519_table_of(&tq, q) != MSV_OK)
-        return MSV_ERR_AUTH;
-    if (memcmp(p, base_bytes, 32) == 0) {
-        msv_ed25519_base_mul_sub_vartime(out, a, b, &tq);
-        return MSV_OK;
-    }
-    if (msv_ed25519_table_of(&tp, p) != MSV_OK)
-        return MSV_ERR_AUTH;
-    naf5(naf[0], a);
-    naf5(naf[1], b);
-    straus(&acc, 2, table, naf, neg);
-    ge_tobytes(out, &acc);
-    return MSV_OK;
-}
-
 msv_err msv_ed25519_table_of(struct msv_ed25519_table *t, const uint8_t p[32])
 {
     ge pp;
@@ -569,13 +545,28 @@ static void base_mul_sub(ge *acc, const uint8_t a[32], const uint8_t b[32],
     straus(acc, 3, table, naf, neg);
 }
 
-void msv_ed25519_base_mul_sub_vartime(uint8_t out[32], const uint8_t a[32], const uint8_t b[32],
-                                      const struct msv_ed25519_table *q)
+msv_err msv_ed25519_mul_sub_vartime(uint8_t out[32], const uint8_t a[32], const uint8_t p[32],
+                                    const uint8_t b[32], const uint8_t q[32])
 {
+    int8_t naf[2][NAF_LEN];
+    struct msv_ed25519_table tp, tq;
+    const ge_cached *table[2] = {tp.m, tq.m};
+    int neg[2] = {0, 1};
     ge acc;
 
-    base_mul_sub(&acc, a, b, q);
+    if (msv_ed25519_table_of(&tq, q) != MSV_OK)
+        return MSV_ERR_AUTH;
+    if (memcmp(p, base_bytes, 32) == 0) {
+        base_mul_sub(&acc, a, b, &tq);
+    } else {
+        if (msv_ed25519_table_of(&tp, p) != MSV_OK)
+            return MSV_ERR_AUTH;
+        naf5(naf[0], a);
+        naf5(naf[1], b);
+        straus(&acc, 2, table, naf, neg);
+    }
     ge_tobytes(out, &acc);
+    return MSV_OK;
 }
 
 msv_err msv_ed25519_vrf_points(const struct msv_ed25519_table *y, const uint8_t q[32], int clear,

@@ -310,9 +310,6 @@ struct msv_ed25519_table {
 };
 /* The table of the strictly decoded point p; MSV_ERR_AUTH when p is not a point. */
 MSV_MUST_CHECK msv_err msv_ed25519_table_of(struct msv_ed25519_table *t, const uint8_t p[32]);
-/* out = a*B - b*Q for Q the point of the table q (see msv_ed25519_mul_sub_vartime). */
-void msv_ed25519_base_mul_sub_vartime(uint8_t out[32], const uint8_t a[32], const uint8_t b[32],
-                                      const struct msv_ed25519_table *q);
 
 /*
  * out = a*P - b*Q for the strictly decoded points p and q (RFC 8032 5.1.3;
