@@ -7,7 +7,9 @@
  *   1: append-only proof from the eight-entry tree to the eleven-entry tree: accepted only
  *      adding three;
  *   2: version proof (lookup) of "alice@example.org": accepted only at her version, 3;
- *   3: version proof (history) of the same.
+ *   3: version proof (history) of the same;
+ *   4: u8 n (1 to 4) || n labels || multi-path proof against the eight-entry tree: accepted
+ *      only as the truth for every label.
  */
 #include <sodium.h>
 
@@ -80,6 +82,35 @@ static void fuzz_path(const uint8_t *data, size_t size)
         abort();
 }
 
+/* u8 n (1 to 4) || n labels || a multi-path proof: accepted only when it tells the truth. */
+static void fuzz_multi(const uint8_t *data, size_t size)
+{
+    uint8_t labels[4][32], values[4][32];
+    int found[4];
+    size_t n;
+
+    if (size < 1 || data[0] < 1 || data[0] > 4 || size - 1 < (size_t)data[0] * 32)
+        return;
+    n = data[0];
+    memcpy(labels, data + 1, n * 32);
+    if (msv_pt_verify_multi(root8, (const uint8_t(*)[32])labels, n, data + 1 + n * 32,
+                            size - 1 - n * 32, found, values) != MSV_OK)
+        return;
+    for (size_t j = 0; j < n; j++) {
+        int in_tree = 0;
+
+        for (int i = 0; i < 8; i++) {
+            if (memcmp(entries[i].label, labels[j], 32) == 0) {
+                in_tree = 1;
+                if (!found[j] || memcmp(values[j], entries[i].value, 32) != 0)
+                    abort();
+            }
+        }
+        if (found[j] != in_tree)
+            abort();
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     size_t added = 0;
@@ -103,6 +134,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                    &version) == MSV_OK &&
             version != 3)
             abort();
+        break;
+    case 4:
+        fuzz_multi(data + 1, size - 1);
         break;
     default:
         break;

@@ -639,26 +639,33 @@ static msv_err lookup(struct dir *d, enum msv_pt_proof_kind kind, const char *ha
     return err;
 }
 
+/* A directory with a fresh VRF key and users handles user0..., each at version 1. */
+static void dir_init(struct dir *d, int users)
+{
+    char name[32];
+
+    memset(d, 0, sizeof(*d));
+    for (int i = 0; i < 8; i++) {
+        randombytes_buf(d->opening[i], 32);
+        randombytes_buf(d->data[i], 16);
+    }
+    assert_int_equal(msv_vrf_keygen(MSV_PT_VRF_SUITE, d->sk, d->pk), MSV_OK);
+    assert_int_equal(msv_ptree_new(&d->t), MSV_OK);
+    for (int i = 0; i < users; i++) {
+        snprintf(name, sizeof(name), "user%d@example.org", i);
+        add_version(d, name, 1);
+    }
+}
+
 static void test_versions(void **state)
 {
     struct dir d;
     uint8_t other_pk[32], other_sk[32];
     uint32_t got = 99;
-    char name[32];
     (void)state;
 
-    memset(&d, 0, sizeof(d));
-    for (int i = 0; i < 8; i++) {
-        randombytes_buf(d.opening[i], 32);
-        randombytes_buf(d.data[i], 16);
-    }
-    assert_int_equal(msv_vrf_keygen(MSV_PT_VRF_SUITE, d.sk, d.pk), MSV_OK);
+    dir_init(&d, 20);
     assert_int_equal(msv_vrf_keygen(MSV_PT_VRF_SUITE, other_sk, other_pk), MSV_OK);
-    assert_int_equal(msv_ptree_new(&d.t), MSV_OK);
-    for (int i = 0; i < 20; i++) {
-        snprintf(name, sizeof(name), "user%d@example.org", i);
-        add_version(&d, name, 1);
-    }
     /* a handle never added: version 0, proven absent */
     assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "alice@example.org", 0, NULL, &got, NULL), MSV_OK);
     assert_int_equal(got, 0);
@@ -695,6 +702,207 @@ static void test_versions(void **state)
                      MSV_OK);
     assert_int_equal(lookup(&d, MSV_PT_HISTORY, "alice@example.org", 5, d.data[5], &got, NULL),
                      MSV_ERR_AUTH);
+    msv_ptree_free(d.t);
+}
+
+/*
+ * Multi-path proofs: for trees of 0 to 300 entries and sets of 1 to 6 labels (present ones,
+ * absent ones, absent ones whose walk ends at one of the set's present leaves, a label twice),
+ * the proof says of each label what its own path proof says, is no longer than their sum, and
+ * is refused with any byte changed, cut short, for another root or for other labels.
+ */
+static void test_multi_paths(void **state)
+{
+    static const size_t sizes[] = {0, 1, 2, 3, 40, 300};
+    (void)state;
+
+    for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+        struct msv_ptree *t = NULL;
+        struct msv_pt_entry e;
+        uint8_t root[32];
+
+        assert_int_equal(msv_ptree_new(&t), MSV_OK);
+        for (uint32_t i = 0; i < sizes[si]; i++) {
+            entry_of(9, i, &e);
+            assert_int_equal(msv_ptree_insert(t, &e), MSV_OK);
+        }
+        assert_int_equal(msv_ptree_root(t, root), MSV_OK);
+        for (uint32_t round = 0; round < 24; round++) {
+            uint8_t labels[6][32], values[6][32], value[32], *proof = NULL, *path = NULL;
+            size_t n = 1 + round % 6, len = 0, sum = 0, path_len = 0;
+            int found[6], found1 = 0;
+
+            for (size_t j = 0; j < n; j++) {
+                entry_of(9, (round * 7 + (uint32_t)j * 13) % (uint32_t)(sizes[si] + 3), &e);
+                memcpy(labels[j], e.label, 32);
+                if (j % 3 == 2)
+                    labels[j][31] ^= 0x40; /* absent, its walk most likely at a neighbour */
+            }
+            if (n > 2 && round % 5 == 0)
+                memcpy(labels[n - 1], labels[0], 32);
+            assert_int_equal(
+                msv_ptree_prove_multi(t, (const uint8_t(*)[32])labels, n, &proof, &len), MSV_OK);
+            assert_int_equal(msv_pt_verify_multi(root, (const uint8_t(*)[32])labels, n, proof, len,
+                                                 found, values),
+                             MSV_OK);
+            for (size_t j = 0; j < n; j++) {
+                assert_int_equal(msv_ptree_prove(t, labels[j], &path, &path_len, &found1), MSV_OK);
+                assert_int_equal(
+                    msv_pt_verify_path(root, labels[j], path, path_len, &found1, value), MSV_OK);
+                assert_int_equal(found[j], found1);
+                if (found1)
+                    assert_memory_equal(values[j], value, 32);
+                sum += path_len;
+                free(path);
+            }
+            assert_true(len <= sum);
+            for (size_t i = 0; i < len; i++) {
+                for (int b = 0; b < 8; b += 7) {
+                    proof[i] ^= (uint8_t)(1u << b);
+                    assert_int_not_equal(msv_pt_verify_multi(root, (const uint8_t(*)[32])labels, n,
+                                                             proof, len, found, values),
+                                         MSV_OK);
+                    proof[i] ^= (uint8_t)(1u << b);
+                }
+                assert_int_not_equal(msv_pt_verify_multi(root, (const uint8_t(*)[32])labels, n,
+                                                         proof, i, found, values),
+                                     MSV_OK);
+            }
+            root[5] ^= 1;
+            assert_int_equal(msv_pt_verify_multi(root, (const uint8_t(*)[32])labels, n, proof, len,
+                                                 found, values),
+                             MSV_ERR_AUTH);
+            root[5] ^= 1;
+            /* the proof of other labels: a present label's last bit changed */
+            for (size_t j = 0; j < n; j++) {
+                if (!found[j])
+                    continue;
+                labels[j][31] ^= 0x01;
+                assert_int_not_equal(msv_pt_verify_multi(root, (const uint8_t(*)[32])labels, n,
+                                                         proof, len, found, values),
+                                     MSV_OK);
+                break;
+            }
+            free(proof);
+        }
+        msv_ptree_free(t);
+    }
+}
+
+/*
+ * An absence in a multi-path proof naming a leaf of the tree that the label's walk does not end
+ * at is refused, although the leaves and siblings are all true: the proof of two present labels
+ * P and Q, with Q's descriptor turned into "X is absent, its walk ends at Q".
+ */
+static void test_multi_absence_elsewhere(void **state)
+{
+    struct msv_ptree *t = NULL;
+    struct msv_pt_entry e, q;
+    uint8_t root[32], labels[2][32], values[2][32], *proof = NULL, *forged, *path = NULL;
+    size_t len = 0, path_len = 0;
+    int found[2], found1 = 0, tried = 0;
+    (void)state;
+
+    assert_int_equal(msv_ptree_new(&t), MSV_OK);
+    for (uint32_t i = 0; i < 64; i++) {
+        entry_of(11, i, &e);
+        assert_int_equal(msv_ptree_insert(t, &e), MSV_OK);
+    }
+    assert_int_equal(msv_ptree_root(t, root), MSV_OK);
+    entry_of(11, 3, &e);
+    entry_of(11, 40, &q);
+    memcpy(labels[0], e.label, 32);
+    memcpy(labels[1], q.label, 32);
+    assert_int_equal(msv_ptree_prove_multi(t, (const uint8_t(*)[32])labels, 2, &proof, &len),
+                     MSV_OK);
+    /* descriptors: type 1 || value of P; type 1 || value of Q; then the nodes */
+    forged = malloc(len + 32);
+    assert_non_null(forged);
+    memcpy(forged, proof, 33);
+    forged[33] = 2;
+    memcpy(forged + 34, q.label, 32);
+    memcpy(forged + 66, proof + 34, len - 34);
+    for (uint32_t x = 0; x < 64 && tried < 8; x++) {
+        randombytes_buf(labels[1], 32);
+        assert_int_equal(msv_ptree_prove(t, labels[1], &path, &path_len, &found1), MSV_OK);
+        assert_false(found1);
+        if (memcmp(path + 1, q.label, 32) != 0) {
+            tried++;
+            assert_int_equal(msv_pt_verify_multi(root, (const uint8_t(*)[32])labels, 2, forged,
+                                                 len + 32, found, values),
+                             MSV_ERR_AUTH);
+        } else {
+            /* the walk does end at Q: then the forged proof is the truth */
+            assert_int_equal(msv_pt_verify_multi(root, (const uint8_t(*)[32])labels, 2, forged,
+                                                 len + 32, found, values),
+                             MSV_OK);
+        }
+        free(path);
+    }
+    assert_int_equal(tried, 8);
+    free(forged);
+    free(proof);
+    msv_ptree_free(t);
+}
+
+/*
+ * A version proof (format 2) with any byte changed in any of two bits, cut at any length, or
+ * one byte longer is refused; so is format 1 (first byte the kind alone). A lookup at version
+ * 15 (five versions) and an owner's history at 2^32 - 2 (present 2^32 - 2, absent 2^32 - 1:
+ * two versions, where 15 would take 29 VRF verifications per changed byte).
+ */
+static void test_version_proof_every_byte(void **state)
+{
+    static const enum msv_pt_proof_kind kinds[2] = {MSV_PT_LOOKUP, MSV_PT_HISTORY};
+    struct dir d;
+    (void)state;
+
+    dir_init(&d, 30);
+    for (uint32_t v = 1; v <= 15; v++)
+        add_version(&d, "alice@example.org", v);
+    add_version(&d, "bob@example.org", UINT32_MAX - 1);
+    for (int k = 0; k < 2; k++) {
+        const char *handle = k == 0 ? "alice@example.org" : "bob@example.org";
+        uint32_t v = k == 0 ? 15 : UINT32_MAX - 1;
+        uint8_t *proof = NULL, *longer;
+        size_t len = 0;
+        uint32_t got = 0;
+
+        assert_int_equal(msv_ptree_prove_versions(d.t, kinds[k], d.sk, handle, v, d.opening[v % 8],
+                                                  &proof, &len),
+                         MSV_OK);
+        assert_true(len <= MSV_PT_VERSION_PROOF_MAX);
+        assert_int_equal(proof[0], 16 + kinds[k]);
+        assert_int_equal(msv_pt_verify_versions(d.root, d.pk, kinds[k], handle, d.data[v % 8], 16,
+                                                proof, len, &got),
+                         MSV_OK);
+        assert_int_equal(got, v);
+        for (size_t i = 0; i < len; i++) {
+            for (int b = 0; b < 8; b += 7) {
+                proof[i] ^= (uint8_t)(1u << b);
+                assert_int_not_equal(msv_pt_verify_versions(d.root, d.pk, kinds[k], handle,
+                                                            d.data[v % 8], 16, proof, len, &got),
+                                     MSV_OK);
+                proof[i] ^= (uint8_t)(1u << b);
+            }
+            assert_int_not_equal(msv_pt_verify_versions(d.root, d.pk, kinds[k], handle,
+                                                        d.data[v % 8], 16, proof, i, &got),
+                                 MSV_OK);
+        }
+        longer = malloc(len + 1);
+        assert_non_null(longer);
+        memcpy(longer, proof, len);
+        longer[len] = 0;
+        assert_int_equal(msv_pt_verify_versions(d.root, d.pk, kinds[k], handle, d.data[v % 8], 16,
+                                                longer, len + 1, &got),
+                         MSV_ERR_PARSE);
+        proof[0] = (uint8_t)kinds[k];
+        assert_int_equal(msv_pt_verify_versions(d.root, d.pk, kinds[k], handle, d.data[v % 8], 16,
+                                                proof, len, &got),
+                         MSV_ERR_PARSE);
+        free(longer);
+        free(proof);
+    }
     msv_ptree_free(d.t);
 }
 
@@ -751,6 +959,9 @@ int main(void)
         cmocka_unit_test(test_version_sets),
         cmocka_unit_test(test_versions),
         cmocka_unit_test(test_forged_marker_seen_by_owner),
+        cmocka_unit_test(test_multi_paths),
+        cmocka_unit_test(test_multi_absence_elsewhere),
+        cmocka_unit_test(test_version_proof_every_byte),
         cmocka_unit_test(test_epoch_signature),
     };
 

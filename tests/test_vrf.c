@@ -6,7 +6,8 @@
  * bit, another alpha or key, small-order keys (with proofs forged for them),
  * s not below L, encodings that are not canonical. A proof whose Gamma has a
  * torsion component is valid by the RFC and must be accepted with the same
- * beta.
+ * beta. The variable-time arithmetic verification runs on (ed25519_vt.c) is
+ * checked against libsodium's on random points and scalars, torsion included.
  */
 #include <stdarg.h>
 #include <setjmp.h>
@@ -557,15 +558,156 @@ static void test_libsodium_from_uniform(void **state)
     }
 }
 
+/* n*X by libsodium for X = prime + torsion (torsion of order dividing 8): (n mod L)*prime +
+ * (n mod 8)*torsion, n any 256-bit integer. */
+static void reference_mul(uint8_t out[32], const uint8_t n[32], const uint8_t prime[32],
+                          const uint8_t torsion[32])
+{
+    uint8_t wide[64] = {0}, n_l[32];
+
+    memcpy(wide, n, 32);
+    crypto_core_ed25519_scalar_reduce(n_l, wide);
+    assert_int_equal(crypto_scalarmult_ed25519_noclamp(out, n_l, prime), 0);
+    for (unsigned i = 0; i < (n[0] & 7u); i++)
+        assert_int_equal(crypto_core_ed25519_add(out, out, torsion), 0);
+}
+
+/*
+ * The variable-time arithmetic (ed25519_vt.c) against libsodium: a*P - b*Q for random
+ * 256-bit a and b (not reduced) and points of the prime-order subgroup, of small order
+ * added, and B itself (its own tables); 8*P.
+ */
+static void test_vartime_against_libsodium(void **state)
+{
+    static const uint8_t base[32] = {0x58, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
+                                     0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
+                                     0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
+                                     0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66};
+    uint8_t id[32];
+
+    (void)state;
+    unhex_exact(small_order[0], id, 32);
+    for (int i = 0; i < 200; i++) {
+        uint8_t a[32], b[32], r[32], prime[2][32], torsion[2][32], point[2][32];
+        uint8_t ap[32], bq[32], want[32], got[32], eight[32];
+
+        randombytes_buf(a, 32);
+        randombytes_buf(b, 32);
+        if (i % 4 == 1)
+            memset(b + 16, 0, 16); /* c is 128 bits */
+        for (int j = 0; j < 2; j++) {
+            crypto_core_ed25519_scalar_random(r);
+            assert_int_equal(crypto_scalarmult_ed25519_base_noclamp(prime[j], r), 0);
+            unhex_exact(small_order[(i + j) % 8], torsion[j], 32);
+            assert_int_equal(crypto_core_ed25519_add(point[j], prime[j], torsion[j]), 0);
+        }
+        if (i % 3 == 0) { /* a*B - b*Q */
+            memcpy(prime[0], base, 32);
+            memcpy(torsion[0], id, 32);
+            memcpy(point[0], base, 32);
+        }
+        reference_mul(ap, a, prime[0], torsion[0]);
+        reference_mul(bq, b, prime[1], torsion[1]);
+        assert_int_equal(crypto_core_ed25519_sub(want, ap, bq), 0);
+        assert_int_equal(msv_ed25519_mul_sub_vartime(got, a, point[0], b, point[1]), MSV_OK);
+        assert_memory_equal(got, want, 32);
+        assert_int_equal(msv_ed25519_times8_vartime(got, point[1]), MSV_OK);
+        assert_int_equal(crypto_core_ed25519_add(eight, point[1], point[1]), 0);
+        assert_int_equal(crypto_core_ed25519_add(eight, eight, eight), 0);
+        assert_int_equal(crypto_core_ed25519_add(eight, eight, eight), 0);
+        assert_memory_equal(got, eight, 32);
+    }
+}
+
+/* Whether libsodium takes p as a point and encodes it back to the same bytes. */
+static int sodium_canonical(const uint8_t p[32])
+{
+    static const uint8_t identity[32] = {1};
+    uint8_t again[32];
+
+    return crypto_core_ed25519_add(again, p, identity) == 0 && memcmp(again, p, 32) == 0;
+}
+
+/* The strict decoding (RFC 8032 5.1.3) refuses exactly what libsodium does not give back. */
+static void test_vartime_decoding(void **state)
+{
+    static const char *const edges[] = {
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", /* y = p */
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", /* y = p + 1 */
+        "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+        "0100000000000000000000000000000000000000000000000000000000000080", /* x = 0, sign 1 */
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+        "0200000000000000000000000000000000000000000000000000000000000000", /* y = 2: no x */
+    };
+    uint8_t p[32], out[32];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
+        unhex_exact(edges[i], p, 32);
+        assert_int_equal(msv_ed25519_times8_vartime(out, p) == MSV_OK, sodium_canonical(p));
+    }
+    for (size_t i = 0; i < sizeof(small_order) / sizeof(small_order[0]); i++) {
+        unhex_exact(small_order[i], p, 32);
+        assert_int_equal(msv_ed25519_times8_vartime(out, p), MSV_OK);
+        assert_memory_equal(out, (const uint8_t[32]){1}, 32);
+    }
+    for (int i = 0; i < 4000; i++) {
+        randombytes_buf(p, 32);
+        if (i % 2)
+            p[31] |= 0x7f; /* near p: y >= p for some */
+        assert_int_equal(msv_ed25519_times8_vartime(out, p) == MSV_OK, sodium_canonical(p));
+    }
+}
+
+/* A prepared key verifies as msv_vrf_verify does; a small-order key is refused. */
+static void test_prepared_key(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < N_SUITES; i++) {
+        for (size_t j = 0; j < N_VECTORS; j++) {
+            const struct vector *t = &all_vectors[i][j];
+            struct msv_vrf_key key;
+            uint8_t beta[64], pi[80];
+
+            assert_int_equal(msv_vrf_key_prepare(&key, t->pk), MSV_OK);
+            assert_int_equal(
+                msv_vrf_verify_prepared(suites[i], &key, t->alpha, t->alpha_len, t->pi, beta),
+                MSV_OK);
+            assert_memory_equal(beta, t->beta, 64);
+            memcpy(pi, t->pi, 80);
+            pi[40] ^= 1;
+            assert_int_equal(
+                msv_vrf_verify_prepared(suites[i], &key, t->alpha, t->alpha_len, pi, beta),
+                MSV_ERR_AUTH);
+        }
+    }
+    for (size_t i = 0; i < sizeof(small_order) / sizeof(small_order[0]); i++) {
+        struct msv_vrf_key key;
+        uint8_t pk[32];
+
+        unhex_exact(small_order[i], pk, 32);
+        assert_int_equal(msv_vrf_key_prepare(&key, pk), MSV_ERR_AUTH);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rfc_vectors),          cmocka_unit_test(test_unknown_suite),
-        cmocka_unit_test(test_round_trip),           cmocka_unit_test(test_output_without_proof),
-        cmocka_unit_test(test_flipped_bits),         cmocka_unit_test(test_wrong_alpha_and_key),
-        cmocka_unit_test(test_small_order_keys),     cmocka_unit_test(test_s_not_below_order),
-        cmocka_unit_test(test_non_canonical_points), cmocka_unit_test(test_gamma_with_torsion),
-        cmocka_unit_test(test_h2c_vectors),          cmocka_unit_test(test_libsodium_from_uniform),
+        cmocka_unit_test(test_rfc_vectors),
+        cmocka_unit_test(test_unknown_suite),
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_output_without_proof),
+        cmocka_unit_test(test_flipped_bits),
+        cmocka_unit_test(test_wrong_alpha_and_key),
+        cmocka_unit_test(test_small_order_keys),
+        cmocka_unit_test(test_s_not_below_order),
+        cmocka_unit_test(test_non_canonical_points),
+        cmocka_unit_test(test_gamma_with_torsion),
+        cmocka_unit_test(test_h2c_vectors),
+        cmocka_unit_test(test_libsodium_from_uniform),
+        cmocka_unit_test(test_vartime_against_libsodium),
+        cmocka_unit_test(test_vartime_decoding),
+        cmocka_unit_test(test_prepared_key),
     };
 
     return cmocka_run_group_tests(tests, load, unload);

@@ -4,7 +4,7 @@
  * lookup proof and of the owner's history proof, the time to publish an epoch of 1,000
  * changes (with its append-only proof), and the time to audit that proof.
  *
- * The handles looked up (one at version 1, one at version 7) have real VRF labels; the other
+ * The handles looked up (at versions 1, 7 and 15) have real VRF labels; the other
  * entries have random labels and values, which is what VRF outputs and commitments look like to the
  * tree (making 10^6 VRF proofs would take minutes and measure the VRF, which B1 does).
  */
@@ -19,13 +19,16 @@
 
 #define HANDLE "alice@example.org" /* at version 7 */
 #define HANDLE_V1 "bob@example.org"
+#define HANDLE_V15 "carol@example.org"
 #define VERSIONS 7
+#define VERSIONS_MAX 15 /* a lookup's worst case below 16: popcount(15) + 1 = 5 versions */
 #define EPOCH 1000
 
 struct keydir {
     struct msv_ptree *t;
     uint8_t sk[MSV_VRF_SECRET_KEY_LEN], pk[MSV_VRF_PUBLIC_KEY_LEN], root[MSV_PT_HASH_LEN];
     uint8_t opening[VERSIONS + 1][MSV_PT_OPENING_LEN], opening_v1[2][MSV_PT_OPENING_LEN];
+    uint8_t opening_v15[VERSIONS_MAX + 1][MSV_PT_OPENING_LEN];
     uint8_t data[64]; /* stands for a device set */
 };
 
@@ -77,10 +80,11 @@ static int add_versions(struct keydir *k, const char *handle, uint32_t n,
     return 0;
 }
 
-/* A tree of n entries (VERSIONS + 1 of them the two handles'); *build_s, *mem_kib: its cost. */
+/* A tree of n entries (VERSIONS + 1 + VERSIONS_MAX of them the three handles'); *build_s,
+ * *mem_kib: its cost. */
 static int keydir_build(struct keydir *k, size_t n, double *build_s, long *mem_kib)
 {
-    size_t others = n - VERSIONS - 1;
+    size_t others = n - VERSIONS - 1 - VERSIONS_MAX;
     struct msv_pt_entry *e = malloc(others * sizeof(*e));
     long before = rss_kib();
     double start;
@@ -101,6 +105,7 @@ static int keydir_build(struct keydir *k, size_t n, double *build_s, long *mem_k
     *build_s = cpu_s() - start;
     if (add_versions(k, HANDLE, VERSIONS, k->opening) != 0 ||
         add_versions(k, HANDLE_V1, 1, k->opening_v1) != 0 ||
+        add_versions(k, HANDLE_V15, VERSIONS_MAX, k->opening_v15) != 0 ||
         msv_ptree_root(k->t, k->root) != MSV_OK)
         goto out;
     free(e);
@@ -116,8 +121,9 @@ out:
 static int measure_versions(const struct opts *o, struct keydir *k, enum msv_pt_proof_kind kind,
                             const char *handle, uint32_t v, size_t *size, double *verify_s)
 {
-    const uint8_t *opening =
-        v == 1 && strcmp(handle, HANDLE_V1) == 0 ? k->opening_v1[1] : k->opening[v];
+    const uint8_t *opening = strcmp(handle, HANDLE_V1) == 0    ? k->opening_v1[v]
+                             : strcmp(handle, HANDLE_V15) == 0 ? k->opening_v15[v]
+                                                               : k->opening[v];
     double t[32];
     int runs = o->runs < 32 ? o->runs : 32;
     uint8_t *proof = NULL;
@@ -250,14 +256,16 @@ int bench_keydir(const struct opts *o, FILE *out)
 
     fprintf(out, "### B9: key directory prefix tree\n\n"
                  "| entries | build s | memory MiB | lookup v1 B | lookup v1 verify µs | "
-                 "lookup v7 B | lookup v7 verify µs | history v7 B | history v7 verify µs | "
+                 "lookup v7 B | lookup v7 verify µs | lookup v15 B | lookup v15 verify µs | "
+                 "history v7 B | history v7 verify µs | "
                  "of which one VRF µs | one path µs | epoch of 1,000: publish ms | its proof KiB | "
                  "audit ms |\n"
-                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < n_sizes; i++) {
         struct keydir k;
-        size_t l1 = 0, l7 = 0, h7 = 0, epoch_len = 0;
-        double build = 0, v1 = 0, v7 = 0, hv = 0, publish = 0, audit = 0, vrf = 0, path = 0;
+        size_t l1 = 0, l7 = 0, l15 = 0, h7 = 0, epoch_len = 0;
+        double build = 0, v1 = 0, v7 = 0, v15 = 0, hv = 0, publish = 0, audit = 0, vrf = 0,
+               path = 0;
         long mem = 0;
         int rc;
 
@@ -265,6 +273,7 @@ int bench_keydir(const struct opts *o, FILE *out)
         rc = keydir_build(&k, sizes[i], &build, &mem) ||
              measure_versions(o, &k, MSV_PT_LOOKUP, HANDLE_V1, 1, &l1, &v1) ||
              measure_versions(o, &k, MSV_PT_LOOKUP, HANDLE, VERSIONS, &l7, &v7) ||
+             measure_versions(o, &k, MSV_PT_LOOKUP, HANDLE_V15, VERSIONS_MAX, &l15, &v15) ||
              measure_versions(o, &k, MSV_PT_HISTORY, HANDLE, VERSIONS, &h7, &hv) ||
              measure_parts(o, &k, &vrf, &path) || measure_epoch(&k, &publish, &epoch_len, &audit);
         msv_ptree_free(k.t);
@@ -274,16 +283,18 @@ int bench_keydir(const struct opts *o, FILE *out)
             return 1;
         }
         fprintf(out,
-                "| %zu | %.2f | %.1f | %zu | %.1f | %zu | %.1f | %zu | %.1f | %.1f | %.1f | %.1f | "
-                "%.1f | %.1f |\n",
-                sizes[i], build, (double)mem / 1024.0, l1, v1 * 1e6, l7, v7 * 1e6, h7, hv * 1e6,
-                vrf * 1e6, path * 1e6, publish * 1e3, (double)epoch_len / 1024.0, audit * 1e3);
+                "| %zu | %.2f | %.1f | %zu | %.1f | %zu | %.1f | %zu | %.1f | %zu | %.1f | %.1f | "
+                "%.1f | %.1f | %.1f | %.1f |\n",
+                sizes[i], build, (double)mem / 1024.0, l1, v1 * 1e6, l7, v7 * 1e6, l15, v15 * 1e6,
+                h7, hv * 1e6, vrf * 1e6, path * 1e6, publish * 1e3, (double)epoch_len / 1024.0,
+                audit * 1e3);
     }
     fprintf(
         out,
         "\nGoals at 10^6 entries: a lookup proof of at most 3 KiB, verified in at most "
         "1 ms. Lookup v1: a handle at version 1 (VRF proofs and paths of versions 1 and "
-        "2); v7: at version 7 (present 7, 6, 4; absent 8); history v7: its owner's proof "
+        "2); v7: at version 7 (present 7, 6, 4; absent 8); v15: at version 15 (present 15, 14, "
+        "12, 8; absent 16), the largest lookup below version 16; history v7: its owner's proof "
         "(present 7; absent 8, 16, ..., 2^31). A lookup at version v verifies popcount(v) + 1 VRF "
         "proofs (ECVRF-EDWARDS25519-SHA512-ELL2): they, not the tree, are most of its "
         "time. Build: the entries other than the two handles', inserted one by one, "

@@ -28,8 +28,12 @@
 #define MSV_PT_PATH_MAX 256
 /* The most entries one epoch may add (an append-only proof holds at most this many). */
 #define MSV_PT_BATCH_MAX 1000000
-/* The longest version proof: 33 versions of at most 80 + 67 + 256 x 33 bytes, and 37. */
-#define MSV_PT_VERSION_PROOF_MAX (37 + 33 * (MSV_VRF_PROOF_LEN + 67 + MSV_PT_PATH_MAX * 33))
+/*
+ * The longest version proof an honest directory makes: 37 bytes of head, 33 versions of a VRF
+ * proof, a leaf descriptor (at most 65) and at most 256 siblings (33 each, each given once),
+ * and 65 node counts.
+ */
+#define MSV_PT_VERSION_PROOF_MAX (37 + 65 + 33 * (MSV_VRF_PROOF_LEN + 65 + MSV_PT_PATH_MAX * 33))
 /* The VRF suite of the directory's labels. */
 #define MSV_PT_VRF_SUITE MSV_VRF_EDWARDS25519_SHA512_ELL2
 
@@ -73,7 +77,28 @@ MSV_MUST_CHECK msv_err msv_ptree_root(struct msv_ptree *t, uint8_t root[MSV_PT_H
 MSV_MUST_CHECK msv_err msv_ptree_prove(struct msv_ptree *t, const uint8_t label[MSV_PT_LABEL_LEN],
                                        uint8_t **proof, size_t *proof_len, int *found);
 
+/*
+ * Multi-path proofs (docs/transparency.md, "Version proofs"): the presence or absence of up to
+ * MSV_PT_MULTI_MAX labels in one proof, each sibling hash given once and none that the other
+ * labels' paths give. Caller frees *proof. MSV_ERR_TOO_BIG in a tree where a node has more than
+ * 255 nodes above it on the way to one of the leaves and none of the others.
+ */
+#define MSV_PT_MULTI_MAX 33
+MSV_MUST_CHECK msv_err msv_ptree_prove_multi(struct msv_ptree *t,
+                                             const uint8_t (*labels)[MSV_PT_LABEL_LEN], size_t n,
+                                             uint8_t **proof, size_t *proof_len);
+
 /* ---- verification (client and auditor side: only roots needed) ---------------------------- */
+
+/*
+ * Checks a multi-path proof of exactly len bytes for the n labels against root: found[i] = 1
+ * and values[i] its value when it proves labels[i] present, 0 absent. MSV_ERR_PARSE for bytes
+ * that are not such a proof, MSV_ERR_AUTH when it does not hold for these labels and root.
+ */
+MSV_MUST_CHECK msv_err msv_pt_verify_multi(const uint8_t root[MSV_PT_HASH_LEN],
+                                           const uint8_t (*labels)[MSV_PT_LABEL_LEN], size_t n,
+                                           const uint8_t *in, size_t len, int *found,
+                                           uint8_t (*values)[MSV_PT_VALUE_LEN]);
 
 /*
  * Checks a path proof of exactly len bytes for label against root. MSV_OK with *found = 1 and

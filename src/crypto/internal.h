@@ -294,6 +294,51 @@ MSV_MUST_CHECK msv_err msv_h2c_edwards25519_nu_map(const uint8_t *const *parts, 
                                                    size_t n, const uint8_t *dst, size_t dst_len,
                                                    uint8_t q[32]);
 
+/* ---- edwards25519 on public values, variable time (ed25519_vt.c) ---- */
+
+/* A field element mod 2^255 - 19: five 51-bit limbs. */
+struct msv_fe {
+    uint64_t v[5];
+};
+/* A point ready to be added: Y + X, Y - X, 2Z, 2dT. */
+struct msv_ge_cached {
+    struct msv_fe ypx, ymx, z2, t2d;
+};
+/* The odd multiples P, 3P, ..., 15P of a public point. */
+struct msv_ed25519_table {
+    struct msv_ge_cached m[8];
+};
+/* The table of the strictly decoded point p; MSV_ERR_AUTH when p is not a point. */
+MSV_MUST_CHECK msv_err msv_ed25519_table_of(struct msv_ed25519_table *t, const uint8_t p[32]);
+
+/*
+ * out = a*P - b*Q for the strictly decoded points p and q (RFC 8032 5.1.3;
+ * any point of the curve, small or mixed order too) and the 256-bit
+ * little-endian integers a and b, not reduced: exactly the integers' multiples.
+ * MSV_ERR_AUTH when p or q is not a point. Not constant time: public inputs only.
+ */
+MSV_MUST_CHECK msv_err msv_ed25519_mul_sub_vartime(uint8_t out[32], const uint8_t a[32],
+                                                   const uint8_t p[32], const uint8_t b[32],
+                                                   const uint8_t q[32]);
+/*
+ * What ECVRF verification (RFC 9381 5.3) computes from public values, with one decoding of each
+ * point and one inversion for all four encodings: H = 8*Q (clear) or Q (not clear) for the
+ * decoded q, U = s*B - c*Y for Y the table y, V = s*H - c*Gamma, and 8*Gamma. s and c are
+ * 256-bit little-endian integers. MSV_ERR_AUTH when q or gamma is not a point.
+ */
+MSV_MUST_CHECK msv_err msv_ed25519_vrf_points(const struct msv_ed25519_table *y,
+                                              const uint8_t q[32], int clear,
+                                              const uint8_t gamma[32], const uint8_t s[32],
+                                              const uint8_t c[32], uint8_t h[32], uint8_t u[32],
+                                              uint8_t v[32], uint8_t gamma8[32]);
+/* out = 8*P for the strictly decoded point p; MSV_ERR_AUTH when p is not a point. */
+MSV_MUST_CHECK msv_err msv_ed25519_times8_vartime(uint8_t out[32], const uint8_t p[32]);
+/*
+ * RFC 9380's map_to_curve for edwards25519 (Elligator 2 on curve25519, 6.7.1, and the
+ * rational map of 6.8.2 / Appendix D) of the 48-byte big-endian uniform string, encoded.
+ */
+MSV_MUST_CHECK msv_err msv_ed25519_elligator2_vartime(uint8_t q[32], const uint8_t uniform[48]);
+
 /* ---- the VRF (vrf.c) ---- */
 
 /* What RFC 9381 Appendix B lists on the way to a proof: x, H, k, U = k*B, V = k*H. */
@@ -307,6 +352,18 @@ struct msv_vrf_trace {
 MSV_MUST_CHECK msv_err msv_vrf_encode_to_curve(enum msv_vrf_suite suite, const uint8_t pk[32],
                                                const uint8_t *alpha, size_t alpha_len,
                                                uint8_t h[32]);
+/* A public key checked once (RFC 9381 5.4.5) for several verifications. */
+struct msv_vrf_key {
+    uint8_t pk[32];
+    struct msv_ed25519_table y;
+};
+/* MSV_ERR_AUTH when pk is not a point or is of small order. */
+MSV_MUST_CHECK msv_err msv_vrf_key_prepare(struct msv_vrf_key *key, const uint8_t pk[32]);
+/* msv_vrf_verify with a prepared key. */
+MSV_MUST_CHECK msv_err msv_vrf_verify_prepared(enum msv_vrf_suite suite,
+                                               const struct msv_vrf_key *key, const uint8_t *alpha,
+                                               size_t alpha_len, const uint8_t pi[80],
+                                               uint8_t beta[64]);
 /* msv_vrf_prove, also filling trace (secrets: the caller wipes it) when not NULL. */
 MSV_MUST_CHECK msv_err msv_vrf_prove_trace(enum msv_vrf_suite suite, const uint8_t sk[32],
                                            const uint8_t *alpha, size_t alpha_len, uint8_t pi[80],

@@ -25,6 +25,21 @@
  *
  * labels strictly ascending, each path proof against the tree with the entries before it
  * added: the verifier checks each and computes the tree with the entry added from it.
+ *
+ * A multi-path proof of n labels (a version proof's) gives each sibling hash once and none that
+ * another label's path computes:
+ *
+ *   n leaf descriptors, one per label in order: u8 type as above; type 1: value (32); type 2:
+ *   the label (32) and value (32) of the leaf the walk ends at; type 3: nothing (then every
+ *   descriptor is type 3 and nothing follows)
+ *   the node of the distinct leaves the walks end at, sorted by label, from depth 0:
+ *
+ *   node(leaves, floor) = u8 m; m x (u8 depth, sibling hash (32)), depths strictly ascending,
+ *                         at least floor and below D; then, for two leaves or more,
+ *                         node(those with bit D = 0, D + 1) || node(those with bit D = 1, D + 1)
+ *
+ * D the first bit where the first and last of the leaves differ (256 for one leaf): the inner
+ * node where they part, whose hash the two parts give.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -741,4 +756,308 @@ msv_err msv_ptree_test_rewrite(struct msv_ptree **t, const uint8_t label[MSV_PT_
     msv_ptree_free(old);
     *t = n;
     return MSV_OK;
+}
+
+/* ---- multi-path proofs ----------------------------------------------------------------------- */
+
+/* One leaf the walks of a multi-path proof end at, and the branch depths on its path. */
+struct multi_leaf {
+    struct msv_pt_entry e;
+    uint8_t depths[MSV_PT_PATH_MAX / 8]; /* verifier: bit d set when a node at depth d is above */
+};
+
+struct multi {
+    struct multi_leaf leaf[MSV_PT_MULTI_MAX];
+    size_t n_leaves;
+    struct path path; /* prover: scratch */
+};
+
+static int cmp_leaf(const void *a, const void *b)
+{
+    return memcmp(((const struct multi_leaf *)a)->e.label, ((const struct multi_leaf *)b)->e.label,
+                  MSV_PT_LABEL_LEN);
+}
+
+/*
+ * Adds the leaf (label, value) to m unless it is there; MSV_ERR_AUTH when it is there with
+ * another value.
+ */
+static msv_err multi_add(struct multi *m, const uint8_t label[MSV_PT_LABEL_LEN],
+                         const uint8_t value[MSV_PT_VALUE_LEN])
+{
+    for (size_t i = 0; i < m->n_leaves; i++) {
+        if (memcmp(m->leaf[i].e.label, label, MSV_PT_LABEL_LEN) == 0)
+            return memcmp(m->leaf[i].e.value, value, MSV_PT_VALUE_LEN) == 0 ? MSV_OK : MSV_ERR_AUTH;
+    }
+    memset(&m->leaf[m->n_leaves], 0, sizeof(m->leaf[0]));
+    memcpy(m->leaf[m->n_leaves].e.label, label, MSV_PT_LABEL_LEN);
+    memcpy(m->leaf[m->n_leaves].e.value, value, MSV_PT_VALUE_LEN);
+    m->n_leaves++;
+    return MSV_OK;
+}
+
+/* The leaf of m with label (there by construction). */
+static struct multi_leaf *multi_find(struct multi *m, const uint8_t label[MSV_PT_LABEL_LEN])
+{
+    struct multi_leaf key;
+
+    memcpy(key.e.label, label, MSV_PT_LABEL_LEN);
+    return bsearch(&key, m->leaf, m->n_leaves, sizeof(key), cmp_leaf);
+}
+
+/* The first leaf of [lo, hi) whose bit d is 1 (the leaves are sorted and share bits below d). */
+static size_t multi_split(const struct multi *m, size_t lo, size_t hi, unsigned d)
+{
+    while (lo < hi && !bit(m->leaf[lo].e.label, d))
+        lo++;
+    return lo;
+}
+
+/*
+ * Writes the node of leaves [lo, hi) from depth floor: the siblings above the depth where they
+ * part (or above the leaf), ascending, then the two parts' nodes.
+ */
+static msv_err multi_write(struct msv_ptree *t, struct multi *m, size_t lo, size_t hi,
+                           unsigned floor, uint8_t **buf, size_t *used, size_t *cap)
+{
+    unsigned limit =
+        hi - lo > 1 ? first_difference(m->leaf[lo].e.label, m->leaf[hi - 1].e.label) : LEAF_DEPTH;
+    uint32_t at = t->root;
+    size_t count_at = *used, count = 0;
+
+    if (*cap - *used < 1 + MSV_PT_PATH_MAX * 33) {
+        uint8_t *q = realloc(*buf, *cap * 2 + MSV_PT_PATH_MAX * 33);
+
+        if (q == NULL)
+            return MSV_ERR_NOMEM;
+        *buf = q;
+        *cap = *cap * 2 + MSV_PT_PATH_MAX * 33;
+    }
+    (*used)++;
+    /* down the first leaf's path, from the root */
+    while (t->nodes[at].depth != LEAF_DEPTH && t->nodes[at].depth < limit) {
+        const struct node *cur = &t->nodes[at];
+        int b = bit(m->leaf[lo].e.label, cur->depth);
+
+        if (cur->depth >= floor) {
+            if (count == 255)
+                return MSV_ERR_TOO_BIG;
+            (*buf)[(*used)++] = (uint8_t)cur->depth;
+            memcpy(*buf + *used, t->nodes[cur->child[!b]].hash, MSV_PT_HASH_LEN);
+            *used += MSV_PT_HASH_LEN;
+            count++;
+        }
+        at = cur->child[b];
+    }
+    (*buf)[count_at] = (uint8_t)count;
+    if (hi - lo > 1) {
+        size_t mid = multi_split(m, lo, hi, limit);
+        msv_err err = multi_write(t, m, lo, mid, limit + 1, buf, used, cap);
+
+        return err != MSV_OK ? err : multi_write(t, m, mid, hi, limit + 1, buf, used, cap);
+    }
+    return MSV_OK;
+}
+
+/* Appends p's leaf descriptor: type, and the leaf's label and value as the type needs. */
+static msv_err multi_descriptor(const struct path *p, uint8_t **buf, size_t *used, size_t *cap)
+{
+    size_t need = 1 + (p->type == PROOF_ABSENT_LEAF ? 64 : p->type == PROOF_PRESENT ? 32 : 0);
+
+    if (*cap - *used < need) {
+        uint8_t *q = realloc(*buf, *cap * 2 + need);
+
+        if (q == NULL)
+            return MSV_ERR_NOMEM;
+        *buf = q;
+        *cap = *cap * 2 + need;
+    }
+    (*buf)[(*used)++] = (uint8_t)p->type;
+    if (p->type == PROOF_ABSENT_LEAF) {
+        memcpy(*buf + *used, p->label, MSV_PT_LABEL_LEN);
+        *used += MSV_PT_LABEL_LEN;
+    }
+    if (p->type != PROOF_ABSENT_EMPTY) {
+        memcpy(*buf + *used, p->value, MSV_PT_VALUE_LEN);
+        *used += MSV_PT_VALUE_LEN;
+    }
+    return MSV_OK;
+}
+
+msv_err msv_ptree_prove_multi(struct msv_ptree *t, const uint8_t (*labels)[MSV_PT_LABEL_LEN],
+                              size_t n, uint8_t **proof, size_t *proof_len)
+{
+    struct multi *m = malloc(sizeof(*m));
+    uint8_t *buf = NULL;
+    size_t used = 0, cap = 0;
+    msv_err err = MSV_ERR_INVALID;
+
+    if (n == 0 || n > MSV_PT_MULTI_MAX)
+        goto out;
+    err = MSV_ERR_NOMEM;
+    if (m == NULL)
+        goto out;
+    m->n_leaves = 0;
+    for (size_t i = 0; i < n; i++) {
+        walk(t, labels[i], &m->path);
+        if ((err = multi_descriptor(&m->path, &buf, &used, &cap)) != MSV_OK)
+            goto out;
+        if (m->path.type != PROOF_ABSENT_EMPTY &&
+            (err = multi_add(m, m->path.label, m->path.value)) != MSV_OK)
+            goto out;
+    }
+    qsort(m->leaf, m->n_leaves, sizeof(m->leaf[0]), cmp_leaf);
+    if (m->n_leaves > 0 &&
+        (err = multi_write(t, m, 0, m->n_leaves, 0, &buf, &used, &cap)) != MSV_OK)
+        goto out;
+    *proof = buf;
+    *proof_len = used;
+    buf = NULL;
+    err = MSV_OK;
+out:
+    free(buf);
+    free(m);
+    return err;
+}
+
+/* Marks depth d on the path of every leaf of [lo, hi). */
+static void multi_mark(struct multi *m, size_t lo, size_t hi, unsigned d)
+{
+    for (size_t i = lo; i < hi; i++)
+        m->leaf[i].depths[d / 8] |= (uint8_t)(1u << (d % 8));
+}
+
+/* Reads the node of leaves [lo, hi) from depth floor at *off and computes its hash into h. */
+static msv_err multi_read(struct multi *m, size_t lo, size_t hi, unsigned floor, const uint8_t *in,
+                          size_t len, size_t *off, uint8_t h[MSV_PT_HASH_LEN])
+{
+    const uint8_t *label = m->leaf[lo].e.label;
+    unsigned limit = hi - lo > 1 ? first_difference(label, m->leaf[hi - 1].e.label) : LEAF_DEPTH;
+    size_t count, at;
+    msv_err err;
+
+    if (*off >= len)
+        return MSV_ERR_PARSE;
+    count = in[(*off)++];
+    if (len - *off < count * 33)
+        return MSV_ERR_PARSE;
+    at = *off;
+    *off += count * 33;
+    for (size_t j = 0; j < count; j++) {
+        unsigned d = in[at + j * 33];
+
+        /* ascending, at or below floor, above where the leaves part */
+        if (d < floor || d >= limit || (j > 0 && d <= in[at + (j - 1) * 33]))
+            return MSV_ERR_PARSE;
+    }
+    if (hi - lo > 1) {
+        size_t mid = multi_split(m, lo, hi, limit);
+        uint8_t left[MSV_PT_HASH_LEN], right[MSV_PT_HASH_LEN];
+
+        if ((err = multi_read(m, lo, mid, limit + 1, in, len, off, left)) != MSV_OK ||
+            (err = multi_read(m, mid, hi, limit + 1, in, len, off, right)) != MSV_OK)
+            return err;
+        inner_hash(limit, label, left, right, h);
+        multi_mark(m, lo, hi, limit);
+    } else {
+        leaf_hash(label, m->leaf[lo].e.value, h);
+    }
+    for (size_t j = count; j-- > 0;) {
+        unsigned d = in[at + j * 33];
+
+        join(d, label, bit(label, d), h, in + at + j * 33 + 1, h);
+        multi_mark(m, lo, hi, d);
+    }
+    return MSV_OK;
+}
+
+/* Whether the walk of label follows leaf's path: the same bit at every depth a node is at. */
+static int multi_follows(const struct multi_leaf *leaf, const uint8_t label[MSV_PT_LABEL_LEN])
+{
+    for (unsigned d = 0; d < LEAF_DEPTH; d++) {
+        if ((leaf->depths[d / 8] >> (d % 8) & 1) && bit(label, d) != bit(leaf->e.label, d))
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * Parses the n leaf descriptors at the start of in into their types, m's leaves and, for each
+ * label, the label of the leaf its walk ends at.
+ */
+static msv_err multi_parse_descriptors(struct multi *m, const uint8_t (*labels)[MSV_PT_LABEL_LEN],
+                                       size_t n, const uint8_t *in, size_t len, size_t *off,
+                                       uint8_t type[MSV_PT_MULTI_MAX],
+                                       const uint8_t *ends[MSV_PT_MULTI_MAX])
+{
+    int empty = 0;
+    msv_err err;
+
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *label = labels[i];
+        size_t need;
+
+        if (*off >= len || in[*off] < PROOF_PRESENT || in[*off] > PROOF_ABSENT_EMPTY)
+            return MSV_ERR_PARSE;
+        type[i] = in[(*off)++];
+        need = type[i] == PROOF_ABSENT_LEAF ? 64 : type[i] == PROOF_PRESENT ? 32 : 0;
+        if (len - *off < need || (i > 0 && (type[i] == PROOF_ABSENT_EMPTY) != empty))
+            return MSV_ERR_PARSE;
+        empty = type[i] == PROOF_ABSENT_EMPTY;
+        if (type[i] == PROOF_ABSENT_LEAF) {
+            label = in + *off;
+            *off += MSV_PT_LABEL_LEN;
+            /* a walk that ends at its own label proves no absence */
+            if (memcmp(label, labels[i], MSV_PT_LABEL_LEN) == 0)
+                return MSV_ERR_AUTH;
+        }
+        ends[i] = label;
+        if (!empty && (err = multi_add(m, label, in + *off)) != MSV_OK)
+            return err;
+        *off += need - (type[i] == PROOF_ABSENT_LEAF ? MSV_PT_LABEL_LEN : 0);
+    }
+    return MSV_OK;
+}
+
+msv_err msv_pt_verify_multi(const uint8_t root[MSV_PT_HASH_LEN],
+                            const uint8_t (*labels)[MSV_PT_LABEL_LEN], size_t n, const uint8_t *in,
+                            size_t len, int *found, uint8_t (*values)[MSV_PT_VALUE_LEN])
+{
+    struct multi *m = malloc(sizeof(*m));
+    uint8_t type[MSV_PT_MULTI_MAX], got[MSV_PT_HASH_LEN] = {0};
+    const uint8_t *ends[MSV_PT_MULTI_MAX];
+    size_t off = 0;
+    msv_err err = MSV_ERR_NOMEM;
+
+    if (m == NULL)
+        goto out;
+    err = MSV_ERR_INVALID;
+    if (n == 0 || n > MSV_PT_MULTI_MAX)
+        goto out;
+    m->n_leaves = 0;
+    if ((err = multi_parse_descriptors(m, labels, n, in, len, &off, type, ends)) != MSV_OK)
+        goto out;
+    qsort(m->leaf, m->n_leaves, sizeof(m->leaf[0]), cmp_leaf);
+    if (m->n_leaves > 0 && (err = multi_read(m, 0, m->n_leaves, 0, in, len, &off, got)) != MSV_OK)
+        goto out;
+    err = MSV_ERR_PARSE;
+    if (off != len)
+        goto out;
+    err = MSV_ERR_AUTH;
+    if (sodium_memcmp(got, root, MSV_PT_HASH_LEN) != 0)
+        goto out;
+    /* each absent label's walk must end at the leaf it names */
+    for (size_t i = 0; i < n; i++) {
+        if (type[i] == PROOF_ABSENT_LEAF && !multi_follows(multi_find(m, ends[i]), labels[i]))
+            goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        found[i] = type[i] == PROOF_PRESENT;
+        if (found[i])
+            memcpy(values[i], multi_find(m, labels[i])->e.value, MSV_PT_VALUE_LEN);
+    }
+    err = MSV_OK;
+out:
+    free(m);
+    return err;
 }

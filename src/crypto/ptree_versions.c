@@ -1,11 +1,12 @@
 /*
  * Versions in the prefix tree (docs/transparency.md, "Versions"): a handle's entries are
  * versions 1, 2, 3, ... each under its own private label, the VRF output of
- * (handle, version). A version proof carries, for each version it speaks of, the VRF proof of
- * its label and the path proof of that label:
+ * (handle, version). A version proof (format 2) carries the VRF proof of each version's label
+ * and one multi-path proof of all the labels (ptree.c), sibling hashes shared:
  *
- *   u8 kind (1 lookup, 2 history) || u32be v || opening of version v (32; only when v > 0) ||
- *   for each version kind names, in order: VRF proof (80) || path proof
+ *   u8 16 + kind (17 lookup, 18 history) || u32be v || opening of version v (32; only when
+ *   v > 0) || for each version kind names, in order: VRF proof (80) || multi-path proof of
+ *   their labels, in the same order
  *
  * lookup: present msv_pt_versions_present(v), then absent v + 1 (below 2^32);
  * history: present v (when v > 0), then absent msv_pt_versions_absent(v).
@@ -19,6 +20,7 @@
 #include "missive/ptree.h"
 
 #define COMMIT_TAG "MSV-pt-commit-v1"
+#define FORMAT_2 16 /* the first byte of a format-2 proof: kind + 16 */
 #define HANDLE_MAX 255
 
 msv_err msv_pt_vrf_input(const char *handle, uint32_t version, uint8_t *out, size_t cap,
@@ -145,62 +147,80 @@ msv_err msv_ptree_prove_versions_by(struct msv_ptree *t, enum msv_pt_proof_kind 
                                     uint8_t **proof, size_t *proof_len)
 {
     uint32_t versions[33];
-    size_t n = 0, n_present = 0, used = 0, path_len = 0;
-    uint8_t head[5] = {(uint8_t)kind, (uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8),
-                       (uint8_t)v};
-    uint8_t pi[MSV_VRF_PROOF_LEN], label[MSV_PT_LABEL_LEN], *buf = NULL, *path = NULL;
-    int found = 0;
+    size_t n = 0, n_present = 0, used = 0, multi_len = 0;
+    uint8_t head[5] = {(uint8_t)(kind + FORMAT_2), (uint8_t)(v >> 24), (uint8_t)(v >> 16),
+                       (uint8_t)(v >> 8), (uint8_t)v};
+    uint8_t pi[MSV_VRF_PROOF_LEN], labels[33][MSV_PT_LABEL_LEN], *buf = NULL, *multi = NULL;
     msv_err err = versions_of(kind, v, versions, &n, &n_present);
 
     if (err != MSV_OK || (err = append(&buf, &used, head, sizeof(head))) != MSV_OK ||
         (v > 0 && (err = append(&buf, &used, opening, MSV_PT_OPENING_LEN)) != MSV_OK))
         goto out;
     for (size_t i = 0; i < n; i++) {
-        if ((err = prove(ctx, handle, versions[i], pi, label)) != MSV_OK ||
-            (err = msv_ptree_prove(t, label, &path, &path_len, &found)) != MSV_OK ||
-            (err = append(&buf, &used, pi, sizeof(pi))) != MSV_OK ||
-            (err = append(&buf, &used, path, path_len)) != MSV_OK)
+        if ((err = prove(ctx, handle, versions[i], pi, labels[i])) != MSV_OK ||
+            (err = append(&buf, &used, pi, sizeof(pi))) != MSV_OK)
             goto out;
-        free(path);
-        path = NULL;
     }
+    if ((err = msv_ptree_prove_multi(t, (const uint8_t(*)[MSV_PT_LABEL_LEN])labels, n, &multi,
+                                     &multi_len)) != MSV_OK ||
+        (err = append(&buf, &used, multi, multi_len)) != MSV_OK)
+        goto out;
     *proof = buf;
     *proof_len = used;
     buf = NULL;
 out:
-    free(path);
+    free(multi);
     free(buf);
     return err;
 }
 
-/* Checks one version's VRF proof and path proof at *off: present or absent as expected. */
-static msv_err check_version(const uint8_t root[MSV_PT_HASH_LEN],
-                             const uint8_t vrf_pk[MSV_VRF_PUBLIC_KEY_LEN], const char *handle,
-                             uint32_t version, int present, const uint8_t *proof, size_t len,
-                             size_t *off, uint8_t value[MSV_PT_VALUE_LEN])
+/* Format 2: the VRF proofs of every version, then one multi-path proof of their labels. */
+static msv_err verify_format_2(const uint8_t root[MSV_PT_HASH_LEN],
+                               const uint8_t vrf_pk[MSV_VRF_PUBLIC_KEY_LEN],
+                               enum msv_pt_proof_kind kind, const char *handle, const uint8_t *data,
+                               size_t data_len, const uint8_t *proof, size_t len, uint32_t *version)
 {
-    uint8_t alpha[HANDLE_MAX + 5], beta[MSV_VRF_OUTPUT_LEN], label[MSV_PT_LABEL_LEN];
-    size_t alpha_len = 0, path_len;
-    int found = 0;
+    uint32_t versions[33], v;
+    size_t n = 0, n_present = 0, off = 5, alpha_len = 0;
+    uint8_t labels[33][MSV_PT_LABEL_LEN], values[33][MSV_PT_VALUE_LEN], want[MSV_PT_VALUE_LEN];
+    uint8_t alpha[HANDLE_MAX + 5], beta[MSV_VRF_OUTPUT_LEN];
+    const uint8_t *opening = NULL;
+    int found[33];
+    struct msv_vrf_key vrf_key;
     msv_err err;
 
-    if (len - *off < MSV_VRF_PROOF_LEN + 3)
+    v = (uint32_t)proof[1] << 24 | (uint32_t)proof[2] << 16 | (uint32_t)proof[3] << 8 | proof[4];
+    if ((err = versions_of(kind, v, versions, &n, &n_present)) != MSV_OK)
+        return err == MSV_ERR_INVALID ? MSV_ERR_PARSE : err;
+    if (v > 0) {
+        opening = proof + off;
+        off += MSV_PT_OPENING_LEN;
+    }
+    if (len < off || (len - off) / MSV_VRF_PROOF_LEN < n)
         return MSV_ERR_PARSE;
-    path_len = msv_pt_path_len(proof + *off + MSV_VRF_PROOF_LEN, len - *off - MSV_VRF_PROOF_LEN);
-    if (path_len == 0)
-        return MSV_ERR_PARSE;
-    if ((err = msv_pt_vrf_input(handle, version, alpha, sizeof(alpha), &alpha_len)) != MSV_OK ||
-        (err = msv_vrf_verify(MSV_PT_VRF_SUITE, vrf_pk, alpha, alpha_len, proof + *off, beta)) !=
-            MSV_OK)
-        return err;
-    msv_pt_label(beta, label);
-    err =
-        msv_pt_verify_path(root, label, proof + *off + MSV_VRF_PROOF_LEN, path_len, &found, value);
-    if (err != MSV_OK)
-        return err;
-    if (found != present)
+    /* the key is checked once for all the versions' proofs */
+    if (msv_vrf_key_prepare(&vrf_key, vrf_pk) != MSV_OK)
         return MSV_ERR_AUTH;
-    *off += MSV_VRF_PROOF_LEN + path_len;
+    for (size_t i = 0; i < n; i++, off += MSV_VRF_PROOF_LEN) {
+        if ((err = msv_pt_vrf_input(handle, versions[i], alpha, sizeof(alpha), &alpha_len)) !=
+                MSV_OK ||
+            (err = msv_vrf_verify_prepared(MSV_PT_VRF_SUITE, &vrf_key, alpha, alpha_len,
+                                           proof + off, beta)) != MSV_OK)
+            return err;
+        msv_pt_label(beta, labels[i]);
+    }
+    if ((err = msv_pt_verify_multi(root, (const uint8_t(*)[MSV_PT_LABEL_LEN])labels, n, proof + off,
+                                   len - off, found, values)) != MSV_OK)
+        return err;
+    for (size_t i = 0; i < n; i++) {
+        if (found[i] != (i < n_present))
+            return MSV_ERR_AUTH;
+    }
+    /* version v itself holds the commitment to data */
+    if (v > 0 && ((err = msv_pt_commit(opening, handle, v, data, data_len, want)) != MSV_OK ||
+                  sodium_memcmp(values[0], want, MSV_PT_VALUE_LEN) != 0))
+        return err != MSV_OK ? err : MSV_ERR_AUTH;
+    *version = v;
     return MSV_OK;
 }
 
@@ -209,36 +229,10 @@ msv_err msv_pt_verify_versions(const uint8_t root[MSV_PT_HASH_LEN],
                                enum msv_pt_proof_kind kind, const char *handle, const uint8_t *data,
                                size_t data_len, const uint8_t *proof, size_t len, uint32_t *version)
 {
-    uint32_t versions[33], v;
-    size_t n = 0, n_present = 0, off = 5;
-    uint8_t value[MSV_PT_VALUE_LEN], want[MSV_PT_VALUE_LEN];
-    msv_err err = MSV_ERR_PARSE;
-
-    if (len < 5 || proof[0] != (uint8_t)kind)
+    /* format 1 (the first byte the kind alone, a path proof per version) is no longer read */
+    if (len < 5 || proof[0] != (uint8_t)(kind + FORMAT_2))
         return MSV_ERR_PARSE;
-    v = (uint32_t)proof[1] << 24 | (uint32_t)proof[2] << 16 | (uint32_t)proof[3] << 8 | proof[4];
-    if ((err = versions_of(kind, v, versions, &n, &n_present)) != MSV_OK)
-        return err == MSV_ERR_INVALID ? MSV_ERR_PARSE : err;
-    if (v > 0) {
-        if (len - off < MSV_PT_OPENING_LEN)
-            return MSV_ERR_PARSE;
-        if ((err = msv_pt_commit(proof + off, handle, v, data, data_len, want)) != MSV_OK)
-            return err;
-        off += MSV_PT_OPENING_LEN;
-    }
-    for (size_t i = 0; i < n; i++) {
-        err = check_version(root, vrf_pk, handle, versions[i], i < n_present, proof, len, &off,
-                            value);
-        if (err != MSV_OK)
-            return err;
-        /* version v itself holds the commitment to data */
-        if (i == 0 && v > 0 && sodium_memcmp(value, want, MSV_PT_VALUE_LEN) != 0)
-            return MSV_ERR_AUTH;
-    }
-    if (off != len)
-        return MSV_ERR_PARSE;
-    *version = v;
-    return MSV_OK;
+    return verify_format_2(root, vrf_pk, kind, handle, data, data_len, proof, len, version);
 }
 
 #define EPOCH_TAG "MSV-kt-epoch-v1"

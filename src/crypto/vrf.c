@@ -24,6 +24,12 @@
  * Verify (5.3): PK decodes and 8*Y is not the identity (5.4.5), Gamma decodes,
  * s < L; U = s*B - c*Y, V = s*H - c*Gamma; the proof holds when c is the
  * challenge of (Y, H, Gamma, U, V). Every failure is MSV_ERR_AUTH.
+ *
+ * Proving multiplies the secret x and k with libsodium's constant-time
+ * functions. Everything verification computes is public, so it uses the
+ * variable-time arithmetic of ed25519_vt.c: U and V as one double-scalar
+ * multiplication each (B's multiples tabulated once), and the strict decoding
+ * and 8*P there too, on any point of the curve.
  */
 #include <string.h>
 
@@ -46,9 +52,6 @@ enum {
 };
 
 static const uint8_t identity[POINT_LEN] = {1};
-static const uint8_t base_point[POINT_LEN] = {
-    0x58, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
-    0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66};
 
 static int suite_is_known(enum msv_vrf_suite suite)
 {
@@ -60,18 +63,6 @@ static int is_identity(const uint8_t p[POINT_LEN])
     return memcmp(p, identity, POINT_LEN) == 0;
 }
 
-/*
- * Whether p is the RFC 8032 encoding of a point. libsodium decodes leniently
- * (y >= p reduced, the sign of x = 0 ignored), so the point must also encode
- * back to the very same bytes.
- */
-static int point_is_canonical(const uint8_t p[POINT_LEN])
-{
-    uint8_t again[POINT_LEN];
-
-    return crypto_core_ed25519_add(again, p, identity) == 0 && memcmp(again, p, POINT_LEN) == 0;
-}
-
 /* Whether s is an integer below L: reducing it changes nothing. */
 static int scalar_is_canonical(const uint8_t s[SCALAR_LEN])
 {
@@ -80,71 +71,6 @@ static int scalar_is_canonical(const uint8_t s[SCALAR_LEN])
     memcpy(wide, s, SCALAR_LEN);
     crypto_core_ed25519_scalar_reduce(reduced, wide);
     return memcmp(reduced, s, SCALAR_LEN) == 0;
-}
-
-/* 8*p by three doublings; any point of the curve, small or mixed order too. */
-static msv_err times_cofactor(uint8_t out[POINT_LEN], const uint8_t p[POINT_LEN])
-{
-    if (crypto_core_ed25519_add(out, p, p) != 0 || crypto_core_ed25519_add(out, out, out) != 0 ||
-        crypto_core_ed25519_add(out, out, out) != 0)
-        return MSV_ERR_AUTH;
-    return MSV_OK;
-}
-
-/*
- * n*p for any point p of the curve and any 256-bit n, public values only.
- * libsodium multiplies points of the prime-order subgroup alone, which covers
- * honest proofs; for others p is split into its prime-order part q =
- * (8^-1 mod L)*(8*p) and its torsion part t = p - q, and n*p = (n mod L)*q +
- * (n mod 8)*t. Verification must compute exactly what RFC 9381 says for such
- * points too, or a proof could be accepted here and refused elsewhere.
- */
-static msv_err point_mul_public(uint8_t out[POINT_LEN], const uint8_t n[SCALAR_LEN],
-                                const uint8_t p[POINT_LEN])
-{
-    uint8_t wide[2 * SCALAR_LEN] = {0}, n_l[SCALAR_LEN], eight[SCALAR_LEN] = {8};
-    uint8_t inv8[SCALAR_LEN], p8[POINT_LEN], prime[POINT_LEN], torsion[POINT_LEN];
-    uint8_t acc[POINT_LEN];
-    int n_l_zero;
-
-    memcpy(wide, n, SCALAR_LEN);
-    crypto_core_ed25519_scalar_reduce(n_l, wide);
-    n_l_zero = sodium_is_zero(n_l, SCALAR_LEN);
-    /* B has its own tables, several times faster than a multiplication of any point */
-    if (!n_l_zero && memcmp(p, base_point, POINT_LEN) == 0)
-        return crypto_scalarmult_ed25519_base_noclamp(out, n_l) == 0 ? MSV_OK : MSV_ERR_CRYPTO;
-    if (!n_l_zero && crypto_scalarmult_ed25519_noclamp(out, n_l, p) == 0)
-        return MSV_OK;
-    if (times_cofactor(p8, p) != MSV_OK)
-        return MSV_ERR_AUTH;
-    memcpy(prime, identity, POINT_LEN);
-    if (!is_identity(p8) && (crypto_core_ed25519_scalar_invert(inv8, eight) != 0 ||
-                             crypto_scalarmult_ed25519_noclamp(prime, inv8, p8) != 0))
-        return MSV_ERR_CRYPTO;
-    if (crypto_core_ed25519_sub(torsion, p, prime) != 0)
-        return MSV_ERR_AUTH;
-    memcpy(acc, identity, POINT_LEN);
-    if (!n_l_zero && !is_identity(prime) && crypto_scalarmult_ed25519_noclamp(acc, n_l, prime) != 0)
-        return MSV_ERR_CRYPTO;
-    for (unsigned i = 0; i < (n[0] & 7u); i++) {
-        if (crypto_core_ed25519_add(acc, acc, torsion) != 0)
-            return MSV_ERR_CRYPTO;
-    }
-    memcpy(out, acc, POINT_LEN);
-    return MSV_OK;
-}
-
-/* a*p - b*q, public values only. */
-static msv_err mul_sub_public(uint8_t out[POINT_LEN], const uint8_t a[SCALAR_LEN],
-                              const uint8_t p[POINT_LEN], const uint8_t b[SCALAR_LEN],
-                              const uint8_t q[POINT_LEN])
-{
-    uint8_t ap[POINT_LEN], bq[POINT_LEN];
-
-    if (point_mul_public(ap, a, p) != MSV_OK || point_mul_public(bq, b, q) != MSV_OK ||
-        crypto_core_ed25519_sub(out, ap, bq) != 0)
-        return MSV_ERR_AUTH;
-    return MSV_OK;
 }
 
 /* ECVRF_encode_to_curve_try_and_increment (RFC 9381 5.4.1.1), salt = PK. */
@@ -165,7 +91,7 @@ static msv_err encode_to_curve_tai(const uint8_t pk[POINT_LEN], const uint8_t *a
             crypto_hash_sha512_update(&st, alpha, alpha_len);
         crypto_hash_sha512_update(&st, tail, sizeof(tail));
         crypto_hash_sha512_final(&st, digest);
-        if (point_is_canonical(digest) && times_cofactor(h, digest) == MSV_OK && !is_identity(h))
+        if (msv_ed25519_times8_vartime(h, digest) == MSV_OK && !is_identity(h))
             return MSV_OK;
     }
     return MSV_ERR_AUTH;
@@ -174,18 +100,26 @@ static msv_err encode_to_curve_tai(const uint8_t pk[POINT_LEN], const uint8_t *a
 /*
  * ECVRF_encode_to_curve_h2c_suite (RFC 9381 5.4.1.2): RFC 9380's
  * edwards25519_XMD:SHA-512_ELL2_NU_ on PK || alpha with the tag
- * "ECVRF_edwards25519_XMD:SHA-512_ELL2_NU_" || 0x04, the cofactor cleared.
+ * "ECVRF_edwards25519_XMD:SHA-512_ELL2_NU_" || 0x04; q before the cofactor is cleared.
  */
-static msv_err encode_to_curve_ell2(const uint8_t pk[POINT_LEN], const uint8_t *alpha,
-                                    size_t alpha_len, uint8_t h[POINT_LEN])
+static msv_err ell2_map(const uint8_t pk[POINT_LEN], const uint8_t *alpha, size_t alpha_len,
+                        uint8_t q[POINT_LEN])
 {
     static const uint8_t dst[] = "ECVRF_edwards25519_XMD:SHA-512_ELL2_NU_\x04";
     const uint8_t *parts[2] = {pk, alpha};
     size_t lens[2] = {POINT_LEN, alpha_len};
-    uint8_t q[POINT_LEN];
-    msv_err err = msv_h2c_edwards25519_nu_map(parts, lens, 2, dst, sizeof(dst) - 1, q);
 
-    if (err == MSV_OK && times_cofactor(h, q) != MSV_OK)
+    return msv_h2c_edwards25519_nu_map(parts, lens, 2, dst, sizeof(dst) - 1, q);
+}
+
+/* ell2_map with the cofactor cleared: H = 8*q. */
+static msv_err encode_to_curve_ell2(const uint8_t pk[POINT_LEN], const uint8_t *alpha,
+                                    size_t alpha_len, uint8_t h[POINT_LEN])
+{
+    uint8_t q[POINT_LEN];
+    msv_err err = ell2_map(pk, alpha, alpha_len, q);
+
+    if (err == MSV_OK && msv_ed25519_times8_vartime(h, q) != MSV_OK)
         err = MSV_ERR_CRYPTO;
     return err;
 }
@@ -347,23 +281,81 @@ msv_err msv_vrf_output(enum msv_vrf_suite suite, const uint8_t sk[MSV_VRF_SECRET
     return err;
 }
 
+static void beta_of(enum msv_vrf_suite suite, const uint8_t gamma8[POINT_LEN],
+                    uint8_t beta[MSV_VRF_OUTPUT_LEN]);
+
 msv_err msv_vrf_proof_to_hash(enum msv_vrf_suite suite, const uint8_t pi[MSV_VRF_PROOF_LEN],
                               uint8_t beta[MSV_VRF_OUTPUT_LEN])
 {
-    const uint8_t head[2] = {(uint8_t)suite, DOMAIN_PROOF_TO_HASH};
-    static const uint8_t tail = DOMAIN_END;
     uint8_t gamma8[POINT_LEN];
-    crypto_hash_sha512_state st;
 
     if (!suite_is_known(suite))
         return MSV_ERR_UNSUPPORTED;
-    if (!point_is_canonical(pi) || times_cofactor(gamma8, pi) != MSV_OK)
+    if (msv_ed25519_times8_vartime(gamma8, pi) != MSV_OK)
         return MSV_ERR_AUTH;
+    beta_of(suite, gamma8, beta);
+    return MSV_OK;
+}
+
+/* beta = SHA-512(S || 0x03 || encode(8*Gamma) || 0x00) (RFC 9381 5.2). */
+static void beta_of(enum msv_vrf_suite suite, const uint8_t gamma8[POINT_LEN],
+                    uint8_t beta[MSV_VRF_OUTPUT_LEN])
+{
+    const uint8_t head[2] = {(uint8_t)suite, DOMAIN_PROOF_TO_HASH};
+    static const uint8_t tail = DOMAIN_END;
+    crypto_hash_sha512_state st;
+
     crypto_hash_sha512_init(&st);
     crypto_hash_sha512_update(&st, head, sizeof(head));
     crypto_hash_sha512_update(&st, gamma8, POINT_LEN);
     crypto_hash_sha512_update(&st, &tail, 1);
     crypto_hash_sha512_final(&st, beta);
+}
+
+msv_err msv_vrf_key_prepare(struct msv_vrf_key *key, const uint8_t pk[MSV_VRF_PUBLIC_KEY_LEN])
+{
+    uint8_t y8[POINT_LEN];
+
+    /* 5.4.5: the key must be a point, and not one of small order */
+    if (msv_ed25519_times8_vartime(y8, pk) != MSV_OK || is_identity(y8) ||
+        msv_ed25519_table_of(&key->y, pk) != MSV_OK)
+        return MSV_ERR_AUTH;
+    memcpy(key->pk, pk, POINT_LEN);
+    return MSV_OK;
+}
+
+msv_err msv_vrf_verify_prepared(enum msv_vrf_suite suite, const struct msv_vrf_key *key,
+                                const uint8_t *alpha, size_t alpha_len,
+                                const uint8_t pi[MSV_VRF_PROOF_LEN],
+                                uint8_t beta[MSV_VRF_OUTPUT_LEN])
+{
+    const uint8_t *gamma = pi, *s = pi + POINT_LEN + C_LEN;
+    uint8_t q[POINT_LEN], hp[POINT_LEN], u[POINT_LEN], v[POINT_LEN], gamma8[POINT_LEN];
+    uint8_t c[SCALAR_LEN] = {0}, expected[SCALAR_LEN];
+    const uint8_t *points[5] = {key->pk, hp, gamma, u, v};
+    msv_err err;
+
+    if (!suite_is_known(suite))
+        return MSV_ERR_UNSUPPORTED;
+    /* 5.4.4: s < L; Gamma must be a point, which msv_ed25519_vrf_points decodes strictly */
+    if (!scalar_is_canonical(s))
+        return MSV_ERR_AUTH;
+    memcpy(c, pi + POINT_LEN, C_LEN);
+    /* H: TAI's whole, or ELL2's map_to_curve output with the cofactor still to clear */
+    if (suite == MSV_VRF_EDWARDS25519_SHA512_TAI)
+        err = encode_to_curve_tai(key->pk, alpha, alpha_len, q);
+    else
+        err = ell2_map(key->pk, alpha, alpha_len, q);
+    /* a failure of the machinery (memory) is not a verdict on the proof */
+    if (err != MSV_OK)
+        return err == MSV_ERR_CRYPTO || err == MSV_ERR_NOMEM ? err : MSV_ERR_AUTH;
+    if (msv_ed25519_vrf_points(&key->y, q, suite == MSV_VRF_EDWARDS25519_SHA512_ELL2, gamma, s, c,
+                               hp, u, v, gamma8) != MSV_OK)
+        return MSV_ERR_AUTH;
+    challenge(suite, points, expected);
+    if (sodium_memcmp(expected, c, C_LEN) != 0)
+        return MSV_ERR_AUTH;
+    beta_of(suite, gamma8, beta);
     return MSV_OK;
 }
 
@@ -371,30 +363,11 @@ msv_err msv_vrf_verify(enum msv_vrf_suite suite, const uint8_t pk[MSV_VRF_PUBLIC
                        const uint8_t *alpha, size_t alpha_len, const uint8_t pi[MSV_VRF_PROOF_LEN],
                        uint8_t beta[MSV_VRF_OUTPUT_LEN])
 {
-    const uint8_t *gamma = pi, *s = pi + POINT_LEN + C_LEN;
-    uint8_t y8[POINT_LEN], hp[POINT_LEN], u[POINT_LEN], v[POINT_LEN];
-    uint8_t c[SCALAR_LEN] = {0}, expected[SCALAR_LEN];
-    const uint8_t *points[5] = {pk, hp, gamma, u, v};
-    msv_err err;
+    struct msv_vrf_key key;
 
     if (!suite_is_known(suite))
         return MSV_ERR_UNSUPPORTED;
-    /* 5.4.5: the key must be a point, and not one of small order */
-    if (!point_is_canonical(pk) || times_cofactor(y8, pk) != MSV_OK || is_identity(y8))
+    if (msv_vrf_key_prepare(&key, pk) != MSV_OK)
         return MSV_ERR_AUTH;
-    /* 5.4.4: Gamma a point, s < L */
-    if (!point_is_canonical(gamma) || !scalar_is_canonical(s))
-        return MSV_ERR_AUTH;
-    memcpy(c, pi + POINT_LEN, C_LEN);
-    /* a failure of the machinery (memory) is not a verdict on the proof */
-    err = msv_vrf_encode_to_curve(suite, pk, alpha, alpha_len, hp);
-    if (err != MSV_OK)
-        return err == MSV_ERR_CRYPTO || err == MSV_ERR_NOMEM ? err : MSV_ERR_AUTH;
-    if (mul_sub_public(u, s, base_point, c, pk) != MSV_OK ||
-        mul_sub_public(v, s, hp, c, gamma) != MSV_OK)
-        return MSV_ERR_AUTH;
-    challenge(suite, points, expected);
-    if (sodium_memcmp(expected, c, C_LEN) != 0)
-        return MSV_ERR_AUTH;
-    return msv_vrf_proof_to_hash(suite, pi, beta);
+    return msv_vrf_verify_prepared(suite, &key, alpha, alpha_len, pi, beta);
 }
