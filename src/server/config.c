@@ -116,6 +116,7 @@ static const struct option_def options[] = {
     {"testing", "keydir_forge", OPT_STR, F(keydir_forge), 0, 0},
     {"testing", "keydir_skip", OPT_STR, F(keydir_skip), 0, 0},
     {"testing", "refuse_prekey_claims", OPT_BOOL, F(refuse_prekey_claims), 0, 1},
+    {"testing", "drop_prekey_answers", OPT_BOOL, F(drop_prekey_answers), 0, 1},
     {"testing", "keydir_rewrite", OPT_STR, F(keydir_rewrite), 0, 0},
 };
 

@@ -88,6 +88,8 @@ struct msv_config {
     char keydir_rewrite[300];       /* tests only: "change INDEX" or "remove INDEX" (keydir.h) */
     char keydir_skip[300];          /* tests only: "HANDLE VERSION" its next version's number */
     int refuse_prekey_claims;       /* tests only: every PrekeyClaim answered "slow down" */
+    int drop_prekey_answers;        /* tests only: an upload of one-time prekeys is stored, then the
+                                     * connection closes unanswered (a lost answer) */
 };
 
 /* Fills c with the defaults. */
