@@ -559,13 +559,17 @@ static void put_unsettled(uint8_t *r, uint8_t kind, uint32_t first, size_t n)
     msv_put_u64be(r + 9, 0);
 }
 
-/* Records the one-time prekeys set carried, whose upload's answer was lost. */
-static msv_err unsettled_add(struct msv_client *c, const struct msv_prekey_set *set)
+/*
+ * Records the one-time prekeys set carries before its upload (*added records, the last ones):
+ * a lost answer or a crash leaves them recorded; an answer takes them out (unsettled_drop).
+ */
+static msv_err unsettled_add(struct msv_client *c, const struct msv_prekey_set *set, size_t *added)
 {
     uint8_t *v = NULL, *grown;
     size_t n = 0, add = (set->n_one_time > 0) + (set->n_kem_one_time > 0);
     msv_err err = add == 0 ? MSV_OK : unsettled_read(c, &v, &n);
 
+    *added = 0;
     if (err != MSV_OK || add == 0)
         return err;
     /* bounded: the oldest batches' secrets go first */
@@ -585,6 +589,21 @@ static msv_err unsettled_add(struct msv_client *c, const struct msv_prekey_set *
     if (set->n_kem_one_time > 0)
         put_unsettled(v + n++ * UNSETTLED_REC, 1, set->kem_one_time[0].id, set->n_kem_one_time);
     err = unsettled_write(c, v, n);
+    free(v);
+    if (err == MSV_OK)
+        *added = add;
+    return err;
+}
+
+/* The upload answered: the last added records go (publishes run one at a time). */
+static msv_err unsettled_drop(struct msv_client *c, size_t added)
+{
+    uint8_t *v = NULL;
+    size_t n = 0;
+    msv_err err = added == 0 ? MSV_OK : unsettled_read(c, &v, &n);
+
+    if (err == MSV_OK && added > 0)
+        err = unsettled_write(c, v, n >= added ? n - added : 0);
     free(v);
     return err;
 }
@@ -690,7 +709,7 @@ static msv_err publish_locked(struct msv_client *c)
     uint8_t sig[64], *flag = NULL;
     int rotate, replace, stale = 0;
     int64_t now = msv_wall_ms(), since = 0;
-    size_t flag_len = 0, n = 0;
+    size_t flag_len = 0, n = 0, added = 0;
     msv_err err;
 
     err = msv_request_prekey_upload(c->conn, &set, TIMEOUT_MS, &held, &c->why);
@@ -724,11 +743,14 @@ static msv_err publish_locked(struct msv_client *c)
      * the server never holds a new signed prekey without a KEM prekey to go with it */
     if (err == MSV_OK)
         err = msv_pqkeys_prepare(c, rotate, replace, &held, &kem, &set);
+    /* recorded before the upload: no answer (or a crash) leaves the one-time keys recorded,
+     * and the next publish settles the signed and last-resort keys and replaces those */
+    if (err == MSV_OK && set_has_keys(&set))
+        err = unsettled_add(c, &set, &added);
     if (err == MSV_OK && set_has_keys(&set)) {
         err = msv_request_prekey_upload(c->conn, &set, TIMEOUT_MS, &held, &c->why);
-        /* an answer that refuses: nothing of it is held; no answer: the next publish settles
-         * the signed and last-resort keys, and replaces the one-time ones */
-        if ((err == MSV_ERR_IO || err == MSV_ERR_NOMEM) && unsettled_add(c, &set) != MSV_OK)
+        /* an answer that refuses: nothing of it is held */
+        if (err != MSV_ERR_IO && err != MSV_ERR_NOMEM && unsettled_drop(c, added) != MSV_OK)
             err = MSV_ERR_IO;
         else if (err != MSV_OK && err != MSV_ERR_IO && err != MSV_ERR_NOMEM &&
                  refused(c, &set) != MSV_OK)

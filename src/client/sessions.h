@@ -45,7 +45,7 @@ struct msv_session;
  */
 #define MSV_PREKEYS_UNSETTLED_MAX 8
 #define MSV_PREKEYS_UNSETTLED_MS (35LL * 24 * 3600 * 1000)
-/* Batches recorded and secrets reclaimed so far (for tests and `missive devices`). */
+/* The lost batches recorded now, and the secrets reclaimed so far ("prekeys-reclaimed"). */
 struct msv_client;
 MSV_MUST_CHECK msv_err msv_sessions_prekeys_unsettled(struct msv_client *c, size_t *batches,
                                                       uint64_t *reclaimed);
