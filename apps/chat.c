@@ -653,6 +653,13 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
 
         add_note(ch, h ? h : "", "\u26a0 %s", notice ? notice : "");
         set_status(ch, 8000, "\u26a0 %s", notice ? notice : "");
+    } else if (strcmp(type, "handle_taken") == 0) {
+        const char *h = json_string_value(json_object_get(event, "handle"));
+
+        if (h == NULL)
+            return;
+        add_note(ch, "", "\u26a0 %s is no longer this account's: the server took it away", h);
+        set_status(ch, 15000, "WARNING: the server took %s away from this account", h);
     } else if (strcmp(type, "device") == 0 || strcmp(type, "session") == 0 ||
                strcmp(type, "account") == 0 || strcmp(type, "account_quota") == 0 ||
                strncmp(type, "handle_", 7) == 0) {

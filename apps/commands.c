@@ -1737,6 +1737,16 @@ void cli_print_alarm(void *ctx, const char *warning)
     fflush(cli_out);
 }
 
+/* -o json, besides the alarm: which of this account's handles the server took away. */
+static void cli_handle_taken_json(void *ctx, const char *handle, uint64_t index,
+                                  const char *warning)
+{
+    (void)ctx;
+    (void)warning;
+    emit_json(json_pack("{s:s, s:I}", "handle_taken", handle, "log_index", (json_int_t)index));
+    fflush(cli_out);
+}
+
 static int cmd_receive(const struct cli *o, struct msv_client *c)
 {
     size_t n = 0, alarms = 0;
@@ -1749,6 +1759,7 @@ static int cmd_receive(const struct cli *o, struct msv_client *c)
     err = msv_client_receive(c, (int)(o->wait_s * 1000), cli_print_incoming, (void *)o, &n);
     /* then the log: the notices just received say which new devices are this account's */
     if (err == MSV_OK) {
+        c->on_handle_taken = o->json ? cli_handle_taken_json : NULL;
         err = msv_client_monitor(c, cli_print_alarm, (void *)o, &alarms);
         if (err != MSV_OK)
             return fail(c, "watching the transparency log", err);

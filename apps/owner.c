@@ -480,6 +480,16 @@ static void on_kt_history(void *ctx, const char *handle, const char *warning)
               NULL);
 }
 
+/* besides the alarm: the server took one of this account's handles away (schema 2 only) */
+static void on_handle_taken(void *ctx, const char *handle, uint64_t index, const char *warning)
+{
+    (void)index;
+    broadcast(ctx,
+              json_pack("{s:s, s:o, s:o}", "type", "handle_taken", "handle", rpc_text(handle),
+                        "warning", rpc_text(warning)),
+              NULL);
+}
+
 static void on_unreachable(void *ctx, const char *handle, uint64_t device, const char *suites)
 {
     struct owner *ow = ctx;
@@ -1181,6 +1191,7 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     c->on_key_change = on_key_change;
     c->on_account_new = on_account_new;
     c->on_kt_history = on_kt_history;
+    c->on_handle_taken = on_handle_taken;
     c->on_unreachable = on_unreachable;
     c->on_pq_refused = on_pq_refused;
     c->on_unopened = on_unopened;

@@ -2213,6 +2213,132 @@ static void test_lost_prekey_answer(void **state)
     test_server_cleanup(&s);
 }
 
+/* Stamps every record of c's lost prekey batches as replaced at ms. */
+static void stamp_unsettled(struct msv_client *c, int64_t ms)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+
+    assert_int_equal(msv_client_db_get(c->db, "prekeys-unsettled", &v, &len), MSV_OK);
+    for (size_t at = 0; at + 17 <= len; at += 17)
+        msv_put_u64be(v + at + 9, (uint64_t)ms);
+    assert_int_equal(msv_client_db_set(c->db, "prekeys-unsettled", v, len), MSV_OK);
+    free(v);
+}
+
+/* Whether c keeps the secret of one-time prekey id (a KEM one if kem). */
+static int has_setting(struct msv_client *c, int kem, long long id)
+{
+    char key[64];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    snprintf(key, sizeof(key), "%s:%lld", kem ? "kem-prekey" : "prekey", id);
+    err = msv_client_db_get(c->db, key, &v, &len);
+    free(v);
+    return err == MSV_OK;
+}
+
+/*
+ * bob's upload of one-time prekeys is stored but its answer is lost, so he cannot know whether
+ * the server holds them: the batches are recorded, his next connection replaces every
+ * one-time prekey the server holds (none of the lost ones is handed out after that), their
+ * secrets stay for messages made with keys claimed before, then go once the bound has passed,
+ * counted; at most MSV_PREKEYS_UNSETTLED_MAX batches wait. Before, such secrets stayed for good.
+ */
+static void test_lost_one_time_prekeys_reclaimed(void **state)
+{
+    struct test_server s;
+    struct msv_client *bob;
+    size_t batches = 9;
+    uint64_t reclaimed = 9;
+    char sql[200];
+    long long x_first, kem_first;
+    uint8_t rec[8 * 17], secret[64] = {1};
+    msv_err lost;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    bob = test_client_of_suites(&s, "bob", "bob@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    test_server_stop(&s);
+    server_sql(&s, "DELETE FROM one_time_prekeys; DELETE FROM kem_prekeys WHERE last_resort = 0;");
+    snprintf(s.extra, sizeof(s.extra), "drop_prekey_answers = true");
+    test_server_start(&s);
+    drop_connection(bob);
+    lost = msv_client_connect(bob); /* the upload is stored; its answer never comes */
+    (void)lost;
+    drop_connection(bob);
+    assert_int_equal(msv_sessions_prekeys_unsettled(bob, &batches, &reclaimed), MSV_OK);
+    assert_int_equal(batches, 2); /* the X25519 batch and the KEM one */
+    assert_int_equal(reclaimed, 0);
+    test_server_stop(&s);
+    x_first = server_count(&s, "SELECT min(key_id) FROM one_time_prekeys");
+    kem_first = server_count(&s, "SELECT min(key_id) FROM kem_prekeys WHERE last_resort = 0");
+    assert_true(has_setting(bob, 0, x_first));
+    assert_true(has_setting(bob, 1, kem_first));
+
+    /* the next connection: every one-time prekey the server holds is replaced */
+    s.extra[0] = '\0';
+    test_server_start(&s);
+    assert_int_equal(msv_client_connect(bob), MSV_OK);
+    drop_connection(bob);
+    test_server_stop(&s);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM one_time_prekeys WHERE key_id <= %lld",
+             x_first + MSV_PREKEYS_BATCH - 1);
+    assert_int_equal(server_count(&s, sql), 0);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM kem_prekeys WHERE key_id <= %lld",
+             kem_first + MSV_KEM_PREKEYS_BATCH - 1);
+    assert_int_equal(server_count(&s, sql), 0);
+    assert_int_equal(server_count(&s, "SELECT count(*) FROM one_time_prekeys"), MSV_PREKEYS_BATCH);
+    /* kept for first messages on their way, made with keys claimed before */
+    assert_true(has_setting(bob, 0, x_first + MSV_PREKEYS_BATCH - 1));
+    assert_int_equal(msv_sessions_prekeys_unsettled(bob, &batches, &reclaimed), MSV_OK);
+    assert_int_equal(batches, 2);
+
+    /* the bound passed: the secrets go, counted */
+    stamp_unsettled(bob, msv_wall_ms() - MSV_PREKEYS_UNSETTLED_MS - 1000);
+    test_server_start(&s);
+    assert_int_equal(msv_client_connect(bob), MSV_OK);
+    assert_int_equal(msv_sessions_prekeys_unsettled(bob, &batches, &reclaimed), MSV_OK);
+    assert_int_equal(batches, 0);
+    assert_int_equal(reclaimed, MSV_PREKEYS_BATCH + MSV_KEM_PREKEYS_BATCH);
+    for (long long i = 0; i < MSV_PREKEYS_BATCH; i++)
+        assert_false(has_setting(bob, 0, x_first + i));
+    for (long long i = 0; i < MSV_KEM_PREKEYS_BATCH; i++)
+        assert_false(has_setting(bob, 1, kem_first + i));
+
+    /* bounded: with MSV_PREKEYS_UNSETTLED_MAX batches waiting, a ninth and tenth lost one
+     * take the two oldest's secrets at once */
+    for (int i = 0; i < MSV_PREKEYS_UNSETTLED_MAX; i++) {
+        rec[17 * i] = 0;
+        msv_put_u32be(rec + 17 * i + 1, 4000000000u + 10u * (uint32_t)i);
+        msv_put_u32be(rec + 17 * i + 5, 10);
+        msv_put_u64be(rec + 17 * i + 9, 0);
+    }
+    assert_int_equal(msv_client_db_set(bob->db, "prekeys-unsettled", rec, sizeof(rec)), MSV_OK);
+    assert_int_equal(msv_client_db_set(bob->db, "prekey:4000000003", secret, 64), MSV_OK);
+    assert_int_equal(msv_client_db_set(bob->db, "prekey:4000000013", secret, 64), MSV_OK);
+    assert_int_equal(msv_client_db_set(bob->db, "prekey:4000000023", secret, 64), MSV_OK);
+    test_server_stop(&s);
+    server_sql(&s, "DELETE FROM one_time_prekeys; DELETE FROM kem_prekeys WHERE last_resort = 0;");
+    snprintf(s.extra, sizeof(s.extra), "drop_prekey_answers = true");
+    test_server_start(&s);
+    drop_connection(bob);
+    lost = msv_client_connect(bob);
+    (void)lost;
+    drop_connection(bob);
+    assert_int_equal(msv_sessions_prekeys_unsettled(bob, &batches, &reclaimed), MSV_OK);
+    assert_int_equal(batches, MSV_PREKEYS_UNSETTLED_MAX);
+    assert_int_equal(reclaimed, MSV_PREKEYS_BATCH + MSV_KEM_PREKEYS_BATCH + 2);
+    assert_false(has_setting(bob, 0, 4000000003LL));
+    assert_false(has_setting(bob, 0, 4000000013LL));
+    assert_true(has_setting(bob, 0, 4000000023LL));
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 static void count_unopened(void *ctx, const char *warning)
 {
     assert_non_null(strstr(warning, "post-quantum key this device does not hold"));
@@ -4769,6 +4895,7 @@ int main(void)
         cmocka_unit_test(test_sealed_sender_hybrid_and_classical),
         cmocka_unit_test(test_claim_refused_is_not_withheld),
         cmocka_unit_test(test_lost_prekey_answer),
+        cmocka_unit_test(test_lost_one_time_prekeys_reclaimed),
         cmocka_unit_test(test_stray_last_resort_opens_nothing),
         cmocka_unit_test(test_classical_envelope_between_pq_devices),
         cmocka_unit_test(test_sealed_sender_forged),

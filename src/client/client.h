@@ -43,6 +43,10 @@ struct msv_client {
      * (docs/transparency.md, "The owner's history proof"), besides the monitor's alarm; may be
      * NULL */
     void (*on_kt_history)(void *ctx, const char *handle, const char *warning);
+    /* the owner's monitor found a tombstone of this account's handle that none of its devices
+     * asked for: the server took the handle away (log entry index), besides the monitor's
+     * alarm; may be NULL */
+    void (*on_handle_taken)(void *ctx, const char *handle, uint64_t index, const char *warning);
     /* a device of handle that speaks no suite this device speaks, left out of a send */
     void (*on_unreachable)(void *ctx, const char *handle, uint64_t device_id, const char *suites);
     /* a device that says post-quantum for which the server gave no checked KEM prekey: nothing

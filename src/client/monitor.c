@@ -432,6 +432,8 @@ static msv_err monitor_own_tombstone(struct msv_client *c, const struct msv_kt_e
     (*alarms)++;
     if (on_alarm != NULL)
         on_alarm(ctx, warning);
+    if (c->on_handle_taken != NULL)
+        c->on_handle_taken(c->ctx, e->handle, index, warning);
     return MSV_OK;
 }
 

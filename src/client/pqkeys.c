@@ -36,6 +36,11 @@ static void kem_name(uint32_t id, char key[40])
     snprintf(key, 40, "kem-prekey:%u", id);
 }
 
+void msv_pqkeys_name(uint32_t id, char key[40])
+{
+    kem_name(id, key);
+}
+
 static msv_err store_kem(struct msv_client *c, const struct msv_kem_prekey *k)
 {
     uint8_t *v = sodium_malloc(SECRET_LEN);

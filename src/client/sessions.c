@@ -161,6 +161,10 @@ static void key_base(const char *handle, uint64_t device_id, const struct msv_pu
 
 /* ---- prekeys ------------------------------------------------------------------------------ */
 
+/* one-time prekeys of uploads whose answer was lost (sessions.h), and their secrets reclaimed */
+#define UNSETTLED "prekeys-unsettled"
+#define RECLAIMED "prekeys-reclaimed"
+
 static void prekey_name(uint32_t id, char key[32])
 {
     snprintf(key, 32, "prekey:%u", id);
@@ -231,6 +235,8 @@ msv_err msv_sessions_strip_backup_copy(struct msv_client_db *copy)
         err = msv_client_db_unset(copy, "signed-prekey-old");
     if (err == MSV_OK)
         err = msv_sessions_take_prekey_ids(copy, MSV_PREKEY_RESTORE_GAP, &skipped);
+    if (err == MSV_OK)
+        err = msv_client_db_unset(copy, UNSETTLED); /* the copy holds none of their secrets */
     if (err == MSV_OK)
         err = msv_pqkeys_strip_backup_copy(copy);
     if (err == MSV_OK)
@@ -475,6 +481,180 @@ static msv_err reconcile(struct msv_client *c, const struct msv_prekey_counts *h
                : err;
 }
 
+/* ---- one-time prekeys of uploads whose answer was lost (sessions.h) ---- */
+
+/* a record: u8 kind (0 X25519, 1 KEM) || u32be first id || u32be count || u64be when the
+ * server's one-time prekeys were replaced after it (0: not yet) */
+#define UNSETTLED_REC 17
+
+static msv_err unsettled_read(struct msv_client *c, uint8_t **v, size_t *n)
+{
+    size_t len = 0;
+    msv_err err = msv_client_db_get(c->db, UNSETTLED, v, &len);
+
+    if (err == MSV_ERR_NOT_FOUND) {
+        *v = NULL;
+        *n = 0;
+        return MSV_OK;
+    }
+    if (err == MSV_OK && len % UNSETTLED_REC != 0) {
+        free(*v);
+        *v = NULL;
+        return MSV_ERR_PARSE;
+    }
+    *n = len / UNSETTLED_REC;
+    return err;
+}
+
+static msv_err unsettled_write(struct msv_client *c, const uint8_t *v, size_t n)
+{
+    return n == 0 ? msv_client_db_unset(c->db, UNSETTLED)
+                  : msv_client_db_set(c->db, UNSETTLED, v, n * UNSETTLED_REC);
+}
+
+/* Deletes the secrets of a record's keys that are still here, and counts them. */
+static msv_err reclaim(struct msv_client *c, const uint8_t *rec)
+{
+    uint32_t first = msv_get_u32be(rec + 1), n = msv_get_u32be(rec + 5);
+    uint64_t count = 0;
+    uint8_t *v = NULL, out[8];
+    size_t len = 0;
+    msv_err err = MSV_OK;
+
+    if (n > MSV_PREKEYS_BATCH)
+        n = MSV_PREKEYS_BATCH; /* no upload carries more */
+    for (uint32_t i = 0; err == MSV_OK && i < n && first + i >= first; i++) {
+        char key[40];
+        int had;
+
+        if (rec[0] == 1)
+            msv_pqkeys_name(first + i, key);
+        else
+            prekey_name(first + i, key);
+        err = msv_client_db_get(c->db, key, &v, &len);
+        msv_secret_free(v, len);
+        v = NULL;
+        had = err == MSV_OK;
+        if (err == MSV_OK)
+            err = msv_client_db_unset(c->db, key);
+        else if (err == MSV_ERR_NOT_FOUND)
+            err = MSV_OK;
+        count += (uint64_t)had;
+    }
+    if (err == MSV_OK && count > 0) {
+        if (msv_client_db_get(c->db, RECLAIMED, &v, &len) == MSV_OK && len == 8)
+            count += msv_get_u64be(v);
+        free(v);
+        msv_put_u64be(out, count);
+        err = msv_client_db_set(c->db, RECLAIMED, out, sizeof(out));
+    }
+    return err;
+}
+
+static void put_unsettled(uint8_t *r, uint8_t kind, uint32_t first, size_t n)
+{
+    r[0] = kind;
+    msv_put_u32be(r + 1, first);
+    msv_put_u32be(r + 5, (uint32_t)n);
+    msv_put_u64be(r + 9, 0);
+}
+
+/*
+ * Records the one-time prekeys set carries before its upload (*added records, the last ones):
+ * a lost answer or a crash leaves them recorded; an answer takes them out (unsettled_drop).
+ */
+static msv_err unsettled_add(struct msv_client *c, const struct msv_prekey_set *set, size_t *added)
+{
+    uint8_t *v = NULL, *grown;
+    size_t n = 0, add = (set->n_one_time > 0) + (set->n_kem_one_time > 0);
+    msv_err err = add == 0 ? MSV_OK : unsettled_read(c, &v, &n);
+
+    *added = 0;
+    if (err != MSV_OK || add == 0)
+        return err;
+    /* bounded: the oldest batches' secrets go first */
+    while (err == MSV_OK && n + add > MSV_PREKEYS_UNSETTLED_MAX && n > 0) {
+        err = reclaim(c, v);
+        memmove(v, v + UNSETTLED_REC, (n - 1) * UNSETTLED_REC);
+        n--;
+    }
+    grown = err == MSV_OK ? realloc(v, (n + add) * UNSETTLED_REC) : NULL;
+    if (grown == NULL) {
+        free(v);
+        return err == MSV_OK ? MSV_ERR_NOMEM : err;
+    }
+    v = grown;
+    if (set->n_one_time > 0)
+        put_unsettled(v + n++ * UNSETTLED_REC, 0, set->one_time[0].id, set->n_one_time);
+    if (set->n_kem_one_time > 0)
+        put_unsettled(v + n++ * UNSETTLED_REC, 1, set->kem_one_time[0].id, set->n_kem_one_time);
+    err = unsettled_write(c, v, n);
+    free(v);
+    if (err == MSV_OK)
+        *added = add;
+    return err;
+}
+
+/* The upload answered: the last added records go (publishes run one at a time). */
+static msv_err unsettled_drop(struct msv_client *c, size_t added)
+{
+    uint8_t *v = NULL;
+    size_t n = 0;
+    msv_err err = added == 0 ? MSV_OK : unsettled_read(c, &v, &n);
+
+    if (err == MSV_OK && added > 0)
+        err = unsettled_write(c, v, n >= added ? n - added : 0);
+    free(v);
+    return err;
+}
+
+/*
+ * At a publish: *replace if a lost batch waits for the server's one-time prekeys to be
+ * replaced; batches replaced over MSV_PREKEYS_UNSETTLED_MS ago lose their secrets. With
+ * replaced_at (an answered upload that replaced them): the waiting batches are stamped.
+ */
+static msv_err unsettled_settle(struct msv_client *c, int64_t now, int64_t replaced_at,
+                                int *replace)
+{
+    uint8_t *v = NULL;
+    size_t n = 0, kept = 0;
+    msv_err err = unsettled_read(c, &v, &n);
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        uint8_t *r = v + i * UNSETTLED_REC;
+        uint64_t at = msv_get_u64be(r + 9);
+
+        if (at == 0 && replaced_at != 0)
+            msv_put_u64be(r + 9, at = (uint64_t)replaced_at);
+        if (at != 0 && now - (int64_t)at > MSV_PREKEYS_UNSETTLED_MS) {
+            err = reclaim(c, r);
+            continue;
+        }
+        if (at == 0 && replace != NULL)
+            *replace = 1;
+        memmove(v + kept++ * UNSETTLED_REC, r, UNSETTLED_REC);
+    }
+    if (err == MSV_OK && (kept != n || replaced_at != 0))
+        err = unsettled_write(c, v, kept);
+    free(v);
+    return err;
+}
+
+msv_err msv_sessions_prekeys_unsettled(struct msv_client *c, size_t *batches, uint64_t *reclaimed)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err = unsettled_read(c, &v, batches);
+
+    free(v);
+    v = NULL;
+    *reclaimed = 0;
+    if (err == MSV_OK && msv_client_db_get(c->db, RECLAIMED, &v, &len) == MSV_OK && len == 8)
+        *reclaimed = msv_get_u64be(v);
+    free(v);
+    return err;
+}
+
 /* The server refused the upload of set (it answered): the X25519 secrets it carried go. */
 static msv_err refused(struct msv_client *c, const struct msv_prekey_set *set)
 {
@@ -529,7 +709,7 @@ static msv_err publish_locked(struct msv_client *c)
     uint8_t sig[64], *flag = NULL;
     int rotate, replace, stale = 0;
     int64_t now = msv_wall_ms(), since = 0;
-    size_t flag_len = 0, n = 0;
+    size_t flag_len = 0, n = 0, added = 0;
     msv_err err;
 
     err = msv_request_prekey_upload(c->conn, &set, TIMEOUT_MS, &held, &c->why);
@@ -539,6 +719,9 @@ static msv_err publish_locked(struct msv_client *c)
     replace = msv_client_db_get(c->db, MSV_PREKEYS_RESTORED, &flag, &flag_len) == MSV_OK;
     free(flag);
     flag = NULL;
+    /* a batch whose answer was lost: the server's one-time prekeys are replaced too */
+    if (err == MSV_OK)
+        err = unsettled_settle(c, now, 0, &replace);
     /* a new signed prekey when the server has none, or the one in use is a week old */
     rotate = replace || stale || !held.has_signed || signed_prekey(c, &since) == 0 ||
              now - since > MSV_SIGNED_PREKEY_AGE_MS;
@@ -560,13 +743,21 @@ static msv_err publish_locked(struct msv_client *c)
      * the server never holds a new signed prekey without a KEM prekey to go with it */
     if (err == MSV_OK)
         err = msv_pqkeys_prepare(c, rotate, replace, &held, &kem, &set);
+    /* recorded before the upload: no answer (or a crash) leaves the one-time keys recorded,
+     * and the next publish settles the signed and last-resort keys and replaces those */
+    if (err == MSV_OK && set_has_keys(&set))
+        err = unsettled_add(c, &set, &added);
     if (err == MSV_OK && set_has_keys(&set)) {
         err = msv_request_prekey_upload(c->conn, &set, TIMEOUT_MS, &held, &c->why);
-        /* an answer that refuses: nothing of it is held; no answer: the next publish settles it */
-        if (err != MSV_OK && err != MSV_ERR_IO && err != MSV_ERR_NOMEM &&
-            refused(c, &set) != MSV_OK)
+        /* an answer that refuses: nothing of it is held */
+        if (err != MSV_ERR_IO && err != MSV_ERR_NOMEM && unsettled_drop(c, added) != MSV_OK)
+            err = MSV_ERR_IO;
+        else if (err != MSV_OK && err != MSV_ERR_IO && err != MSV_ERR_NOMEM &&
+                 refused(c, &set) != MSV_OK)
             err = MSV_ERR_IO;
     }
+    if (err == MSV_OK && replace && set.replace)
+        err = unsettled_settle(c, now, now, NULL);
     if (err == MSV_OK && rotate)
         err = signed_prekey_replaced(c, spk.id, now);
     if (err == MSV_OK && rotate)

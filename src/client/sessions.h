@@ -34,6 +34,21 @@ struct msv_session;
 /* The signed prekey is replaced when it is older than this (a week); the one before it keeps
  * its secret until the next replacement, for first messages still on their way. */
 #define MSV_SIGNED_PREKEY_AGE_MS (7LL * 24 * 3600 * 1000)
+/*
+ * One-time prekeys of an upload whose answer was lost (the server may hold them or not): each
+ * such batch is recorded (setting "prekeys-unsettled"), and the next publish replaces every
+ * one-time prekey the server holds (replace_one_time) with a fresh batch, so that no key of
+ * the lost batch is handed out after that answer. Their secrets stay for first messages made
+ * with keys claimed before it, MSV_PREKEYS_UNSETTLED_MS (longer than the relay's default
+ * queue life of 30 days), then go; at most MSV_PREKEYS_UNSETTLED_MAX batches are kept (the
+ * oldest goes first). Secrets deleted so are counted ("prekeys-reclaimed").
+ */
+#define MSV_PREKEYS_UNSETTLED_MAX 8
+#define MSV_PREKEYS_UNSETTLED_MS (35LL * 24 * 3600 * 1000)
+/* The lost batches recorded now, and the secrets reclaimed so far ("prekeys-reclaimed"). */
+struct msv_client;
+MSV_MUST_CHECK msv_err msv_sessions_prekeys_unsettled(struct msv_client *c, size_t *batches,
+                                                      uint64_t *reclaimed);
 
 /*
  * After authentication: publishes a signed prekey when the server has none
@@ -106,6 +121,8 @@ MSV_MUST_CHECK msv_err msv_pqkeys_load_usable(struct msv_client *c, uint32_t id,
                                               struct msv_kem_prekey *k);
 /* The server refused the upload of set (it answered): the secrets it carried go. */
 MSV_MUST_CHECK msv_err msv_pqkeys_refused(struct msv_client *c, const struct msv_prekey_set *set);
+/* The setting that holds the secret of KEM prekey id. */
+void msv_pqkeys_name(uint32_t id, char key[40]);
 /*
  * What the server says it holds (held: its last-resort KEM prekey's id, 0 none) settles an
  * upload whose answer was lost: the pending key, if it holds it, is recorded as the one in

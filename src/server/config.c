@@ -117,6 +117,7 @@ static const struct option_def options[] = {
     {"testing", "keydir_skip", OPT_STR, F(keydir_skip), 0, 0},
     {"testing", "refuse_prekey_claims", OPT_BOOL, F(refuse_prekey_claims), 0, 1},
     {"testing", "mls_commit_pause_ms", OPT_U32, F(mls_commit_pause_ms), 0, 10000},
+    {"testing", "drop_prekey_answers", OPT_BOOL, F(drop_prekey_answers), 0, 1},
     {"testing", "keydir_rewrite", OPT_STR, F(keydir_rewrite), 0, 0},
     {"testing", "log_read_hash_fault", OPT_U32, F(log_read_hash_fault), 0, 3},
 };
