@@ -1,0 +1,143 @@
+/*
+ * Structure checks of the bodies a FramedContent carries (RFC 9420 6, 7.2,
+ * 10, 12.1, 12.4): each reads exactly one structure, so that the framing can
+ * find where a Proposal or a Commit ends. Unknown proposal and credential
+ * types are refused: their length cannot be known.
+ */
+#include "mls/mls.h"
+
+#define CHECK(x)            \
+    do {                    \
+        msv_err err_ = (x); \
+        if (err_ != MSV_OK) \
+            return err_;    \
+    } while (0)
+
+static msv_err skip_vec(struct msv_reader *r)
+{
+    const uint8_t *p;
+    size_t n;
+
+    return msv_mls_get_vec(r, &p, &n);
+}
+
+static msv_err skip_raw(struct msv_reader *r, size_t n)
+{
+    const uint8_t *p;
+
+    return msv_reader_bytes(r, n, &p);
+}
+
+/* Credential (5.3): credential_type, then the identity or the certificate chain */
+static msv_err skip_credential(struct msv_reader *r)
+{
+    uint16_t type;
+
+    CHECK(msv_reader_u16be(r, &type));
+    if (type != 1 && type != 2)
+        return MSV_ERR_UNSUPPORTED;
+    return skip_vec(r); /* basic: identity<V>; x509: certificates<V> */
+}
+
+msv_err msv_mls_skip_leaf_node(struct msv_reader *r)
+{
+    uint8_t source;
+
+    CHECK(skip_vec(r)); /* encryption_key */
+    CHECK(skip_vec(r)); /* signature_key */
+    CHECK(skip_credential(r));
+    for (int i = 0; i < 5; i++)
+        CHECK(skip_vec(r)); /* Capabilities: versions, suites, extensions, proposals, credentials */
+    CHECK(msv_reader_u8(r, &source));
+    if (source == 1)
+        CHECK(skip_raw(r, 16)); /* Lifetime: not_before, not_after */
+    else if (source == 3)
+        CHECK(skip_vec(r)); /* parent_hash */
+    else if (source != 2)
+        return MSV_ERR_PARSE;
+    CHECK(skip_vec(r)); /* extensions */
+    return skip_vec(r); /* signature */
+}
+
+msv_err msv_mls_skip_key_package(struct msv_reader *r)
+{
+    CHECK(skip_raw(r, 4)); /* version, cipher_suite */
+    CHECK(skip_vec(r));    /* init_key */
+    CHECK(msv_mls_skip_leaf_node(r));
+    CHECK(skip_vec(r)); /* extensions */
+    return skip_vec(r); /* signature */
+}
+
+/* PreSharedKeyID (8.4) */
+static msv_err skip_psk_id(struct msv_reader *r)
+{
+    uint8_t type, usage;
+
+    CHECK(msv_reader_u8(r, &type));
+    if (type == 1) {
+        CHECK(skip_vec(r)); /* psk_id */
+    } else if (type == 2) {
+        CHECK(msv_reader_u8(r, &usage));
+        if (usage < 1 || usage > 3)
+            return MSV_ERR_PARSE;
+        CHECK(skip_vec(r));    /* psk_group_id */
+        CHECK(skip_raw(r, 8)); /* psk_epoch */
+    } else {
+        return MSV_ERR_PARSE;
+    }
+    return skip_vec(r); /* psk_nonce */
+}
+
+msv_err msv_mls_skip_proposal(struct msv_reader *r)
+{
+    uint16_t type;
+
+    CHECK(msv_reader_u16be(r, &type));
+    switch (type) {
+    case 1: /* add */
+        return msv_mls_skip_key_package(r);
+    case 2: /* update */
+        return msv_mls_skip_leaf_node(r);
+    case 3: /* remove: removed leaf index */
+        return skip_raw(r, 4);
+    case 4: /* psk */
+        return skip_psk_id(r);
+    case 5: /* reinit: group_id, version, cipher_suite, extensions */
+        CHECK(skip_vec(r));
+        CHECK(skip_raw(r, 4));
+        return skip_vec(r);
+    case 6: /* external_init: kem_output */
+    case 7: /* group_context_extensions */
+        return skip_vec(r);
+    default:
+        return MSV_ERR_UNSUPPORTED;
+    }
+}
+
+/* ProposalOrRef: type proposal (1) or reference (2) */
+static msv_err skip_proposal_or_ref(struct msv_reader *r)
+{
+    uint8_t type;
+
+    CHECK(msv_reader_u8(r, &type));
+    if (type == 1)
+        return msv_mls_skip_proposal(r);
+    if (type == 2)
+        return skip_vec(r);
+    return MSV_ERR_PARSE;
+}
+
+msv_err msv_mls_skip_commit(struct msv_reader *r)
+{
+    struct msv_reader list;
+    int present;
+
+    CHECK(msv_mls_get_sub(r, &list));
+    while (!msv_mls_reader_is_done(&list))
+        CHECK(skip_proposal_or_ref(&list));
+    CHECK(msv_mls_get_optional(r, &present));
+    if (!present)
+        return MSV_OK;
+    CHECK(msv_mls_skip_leaf_node(r)); /* UpdatePath: leaf_node, nodes<V> */
+    return skip_vec(r);
+}

@@ -1,0 +1,376 @@
+/*
+ * MLS (RFC 9420) foundations: the presentation-language codec, tree math,
+ * the cipher suites' primitives with HPKE (RFC 9180) base mode, the key
+ * schedule, pre-shared keys, the secret tree, transcript hashes and the
+ * framing of PublicMessage and PrivateMessage.
+ *
+ * Cipher suites 1 (MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519) and 3
+ * (MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519) only: both hash with
+ * SHA-256 (Nh = 32), agree with X25519 and sign with Ed25519; they differ in
+ * the AEAD. The ratchet tree, TreeKEM, commits and Welcome are not here yet
+ * (docs/crypto.md, "MLS").
+ *
+ * Pointers are borrowed unless a comment says otherwise; out-parameters are
+ * set only on success. Every failure to authenticate is MSV_ERR_AUTH.
+ */
+#ifndef MSV_MLS_H
+#define MSV_MLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "missive/error.h"
+#include "util/buf.h"
+
+#define MSV_MLS_NH 32                    /* hash and secret size of both suites */
+#define MSV_MLS_NN 12                    /* AEAD nonce size */
+#define MSV_MLS_KEY_MAX 32               /* largest AEAD key (ChaCha20-Poly1305) */
+#define MSV_MLS_TAG_LEN 16               /* AEAD tag size */
+#define MSV_MLS_SIG_LEN 64               /* Ed25519 */
+#define MSV_MLS_VEC_MAX ((1u << 30) - 1) /* largest length a variable-size vector can state */
+
+enum msv_mls_suite {
+    MSV_MLS_SUITE_X25519_AES128GCM = 1,
+    MSV_MLS_SUITE_X25519_CHACHA20POLY1305 = 3,
+};
+
+/* 1 if the suite number is one this module implements. */
+int msv_mls_suite_is_supported(uint16_t suite);
+/* The AEAD key size Nk of a supported suite: 16 or 32. */
+size_t msv_mls_suite_nk(enum msv_mls_suite suite);
+
+/* ---- the presentation language (RFC 9420 2.1, codec.c) ---- */
+
+/*
+ * The writer and reader are util/buf.h's: a writer grows up to its maximum
+ * and its first failure sticks, so callers chain puts and check the result of
+ * msv_buf_finish(); a failed read reads nothing and returns MSV_ERR_PARSE.
+ * Added here: 64-bit integers, variable-size vectors and optionals.
+ */
+void msv_mls_put_u64(struct msv_buf *w, uint64_t v);
+/* The minimal variable-size length of RFC 9420 2.1.2; MSV_ERR_TOO_BIG above 2^30-1. */
+void msv_mls_put_varint(struct msv_buf *w, uint64_t v);
+/* opaque x<V>: the length, then the bytes. */
+void msv_mls_put_vec(struct msv_buf *w, const uint8_t *p, size_t n);
+/*
+ * A vector whose contents the caller writes next: msv_mls_vec_begin()
+ * returns a mark, msv_mls_vec_end() puts the length in front of what was
+ * written since.
+ */
+size_t msv_mls_vec_begin(const struct msv_buf *w);
+void msv_mls_vec_end(struct msv_buf *w, size_t mark);
+
+int msv_mls_reader_is_done(const struct msv_reader *r);
+MSV_MUST_CHECK msv_err msv_mls_get_u64(struct msv_reader *r, uint64_t *v);
+/* Refuses the prefix 0b11 and lengths not in their shortest form. */
+MSV_MUST_CHECK msv_err msv_mls_get_varint(struct msv_reader *r, uint32_t *v);
+/* opaque x<V>: *p points into the reader's data. */
+MSV_MUST_CHECK msv_err msv_mls_get_vec(struct msv_reader *r, const uint8_t **p, size_t *n);
+/* A vector as a reader of its own contents. */
+MSV_MUST_CHECK msv_err msv_mls_get_sub(struct msv_reader *r, struct msv_reader *sub);
+/* optional<T>: reads the presence byte, which must be 0 or 1. */
+MSV_MUST_CHECK msv_err msv_mls_get_optional(struct msv_reader *r, int *present);
+
+/* ---- tree math (RFC 9420 Appendix C, tree.c) ---- */
+
+#define MSV_MLS_NONE UINT32_MAX
+
+/* Nodes of a tree of n_leaves leaves (a power of two in RFC 9420; 0 for 0). */
+uint32_t msv_mls_tree_width(uint32_t n_leaves);
+uint32_t msv_mls_tree_root(uint32_t n_leaves);
+uint32_t msv_mls_tree_level(uint32_t x);
+/* Children of an intermediate node; MSV_MLS_NONE for a leaf. */
+uint32_t msv_mls_tree_left(uint32_t x);
+uint32_t msv_mls_tree_right(uint32_t x);
+/* MSV_MLS_NONE for the root of the tree of n_leaves leaves. */
+uint32_t msv_mls_tree_parent(uint32_t x, uint32_t n_leaves);
+uint32_t msv_mls_tree_sibling(uint32_t x, uint32_t n_leaves);
+
+/* ---- primitives (RFC 9420 5.1-5.2, suite.c) ---- */
+
+MSV_MUST_CHECK msv_err msv_mls_hash(const uint8_t *in, size_t len, uint8_t out[MSV_MLS_NH]);
+MSV_MUST_CHECK msv_err msv_mls_mac(const uint8_t *key, size_t key_len, const uint8_t *in,
+                                   size_t len, uint8_t out[MSV_MLS_NH]);
+/* HKDF-Extract(salt, ikm) with HMAC-SHA256; an empty salt means Nh zero bytes. */
+MSV_MUST_CHECK msv_err msv_mls_extract(const uint8_t *salt, size_t salt_len, const uint8_t *ikm,
+                                       size_t ikm_len, uint8_t out[MSV_MLS_NH]);
+/* HKDF-Expand; out_len at most 255 * Nh. */
+MSV_MUST_CHECK msv_err msv_mls_expand(const uint8_t *prk, size_t prk_len, const uint8_t *info,
+                                      size_t info_len, uint8_t *out, size_t out_len);
+/* ExpandWithLabel(secret, label, context, length) with the label "MLS 1.0 " || label. */
+MSV_MUST_CHECK msv_err msv_mls_expand_label(const uint8_t *secret, size_t secret_len,
+                                            const uint8_t *label, size_t label_len,
+                                            const uint8_t *context, size_t context_len,
+                                            uint8_t *out, size_t out_len);
+/* DeriveSecret(secret, label): Nh bytes. */
+MSV_MUST_CHECK msv_err msv_mls_derive_secret(const uint8_t *secret, size_t secret_len,
+                                             const char *label, uint8_t out[MSV_MLS_NH]);
+MSV_MUST_CHECK msv_err msv_mls_derive_tree_secret(const uint8_t *secret, size_t secret_len,
+                                                  const char *label, uint32_t generation,
+                                                  uint8_t *out, size_t out_len);
+/* RefHash(label, value): Hash of label<V> || value<V>, the label as given. */
+MSV_MUST_CHECK msv_err msv_mls_ref_hash(const uint8_t *label, size_t label_len,
+                                        const uint8_t *value, size_t value_len,
+                                        uint8_t out[MSV_MLS_NH]);
+
+/* SignWithLabel with an Ed25519 private key given as its 32-byte seed. */
+MSV_MUST_CHECK msv_err msv_mls_sign_label(const uint8_t seed[32], const char *label,
+                                          const uint8_t *content, size_t content_len,
+                                          uint8_t sig[MSV_MLS_SIG_LEN]);
+/* VerifyWithLabel: MSV_OK or MSV_ERR_AUTH (also for a key or signature of the wrong size). */
+MSV_MUST_CHECK msv_err msv_mls_verify_label(const uint8_t *pk, size_t pk_len, const char *label,
+                                            const uint8_t *content, size_t content_len,
+                                            const uint8_t *sig, size_t sig_len);
+
+/* AEAD of the suite; ct holds pt_len + MSV_MLS_TAG_LEN bytes. */
+MSV_MUST_CHECK msv_err msv_mls_aead_seal(enum msv_mls_suite suite, const uint8_t *key,
+                                         const uint8_t nonce[MSV_MLS_NN], const uint8_t *aad,
+                                         size_t aad_len, const uint8_t *pt, size_t pt_len,
+                                         uint8_t *ct);
+/* pt holds ct_len - MSV_MLS_TAG_LEN bytes; MSV_ERR_AUTH for any failure. */
+MSV_MUST_CHECK msv_err msv_mls_aead_open(enum msv_mls_suite suite, const uint8_t *key,
+                                         const uint8_t nonce[MSV_MLS_NN], const uint8_t *aad,
+                                         size_t aad_len, const uint8_t *ct, size_t ct_len,
+                                         uint8_t *pt);
+
+/* ---- HPKE base mode, DHKEM(X25519, HKDF-SHA256) (RFC 9180, hpke.c) ---- */
+
+struct msv_mls_hpke_ctx {
+    enum msv_mls_suite suite;
+    uint8_t key[MSV_MLS_KEY_MAX];
+    uint8_t base_nonce[MSV_MLS_NN];
+    uint8_t exporter_secret[MSV_MLS_NH];
+    uint64_t seq;
+};
+
+/* DeriveKeyPair(ikm) of RFC 9180 7.1.3: the X25519 private and public keys. */
+MSV_MUST_CHECK msv_err msv_mls_hpke_derive_keypair(const uint8_t *ikm, size_t ikm_len,
+                                                   uint8_t sk[32], uint8_t pk[32]);
+/*
+ * SetupBaseS: encapsulates to pk_r with the ephemeral private key eph_sk
+ * (32 random bytes; NULL draws them), writing enc. Wipe ctx with
+ * msv_mls_hpke_ctx_wipe().
+ */
+MSV_MUST_CHECK msv_err msv_mls_hpke_setup_s(enum msv_mls_suite suite, const uint8_t pk_r[32],
+                                            const uint8_t *info, size_t info_len,
+                                            const uint8_t *eph_sk, uint8_t enc[32],
+                                            struct msv_mls_hpke_ctx *ctx);
+MSV_MUST_CHECK msv_err msv_mls_hpke_setup_r(enum msv_mls_suite suite, const uint8_t enc[32],
+                                            const uint8_t sk_r[32], const uint8_t *info,
+                                            size_t info_len, struct msv_mls_hpke_ctx *ctx);
+/* ct holds pt_len + MSV_MLS_TAG_LEN bytes. */
+MSV_MUST_CHECK msv_err msv_mls_hpke_seal(struct msv_mls_hpke_ctx *ctx, const uint8_t *aad,
+                                         size_t aad_len, const uint8_t *pt, size_t pt_len,
+                                         uint8_t *ct);
+MSV_MUST_CHECK msv_err msv_mls_hpke_open(struct msv_mls_hpke_ctx *ctx, const uint8_t *aad,
+                                         size_t aad_len, const uint8_t *ct, size_t ct_len,
+                                         uint8_t *pt);
+MSV_MUST_CHECK msv_err msv_mls_hpke_export(const struct msv_mls_hpke_ctx *ctx,
+                                           const uint8_t *context, size_t context_len, uint8_t *out,
+                                           size_t out_len);
+void msv_mls_hpke_ctx_wipe(struct msv_mls_hpke_ctx *ctx);
+
+/*
+ * EncryptWithLabel (RFC 9420 5.1.3): SealBase to pk with info EncryptContext
+ * and empty aad. *ct (pt_len + 16 bytes) is the caller's to free.
+ */
+MSV_MUST_CHECK msv_err msv_mls_encrypt_label(enum msv_mls_suite suite, const uint8_t pk[32],
+                                             const char *label, const uint8_t *context,
+                                             size_t context_len, const uint8_t *pt, size_t pt_len,
+                                             uint8_t kem_output[32], uint8_t **ct);
+/* DecryptWithLabel; *pt (ct_len - 16 bytes) is the caller's to free with msv_secret_free(). */
+MSV_MUST_CHECK msv_err msv_mls_decrypt_label(enum msv_mls_suite suite, const uint8_t sk[32],
+                                             const char *label, const uint8_t *context,
+                                             size_t context_len, const uint8_t *kem_output,
+                                             size_t kem_output_len, const uint8_t *ct,
+                                             size_t ct_len, uint8_t **pt, size_t *pt_len);
+
+/* ---- the key schedule (RFC 9420 8, schedule.c) ---- */
+
+struct msv_mls_group_context {
+    enum msv_mls_suite suite;
+    const uint8_t *group_id;
+    size_t group_id_len;
+    uint64_t epoch;
+    const uint8_t *tree_hash;
+    size_t tree_hash_len;
+    const uint8_t *confirmed_transcript_hash;
+    size_t confirmed_transcript_hash_len;
+    const uint8_t *extensions; /* the encoded Extension list, without its length */
+    size_t extensions_len;
+};
+
+/* The GroupContext structure; caller frees *out with free(). */
+MSV_MUST_CHECK msv_err msv_mls_group_context_encode(const struct msv_mls_group_context *gc,
+                                                    uint8_t **out, size_t *out_len);
+
+struct msv_mls_epoch_secrets {
+    uint8_t joiner[MSV_MLS_NH];
+    uint8_t welcome[MSV_MLS_NH];
+    uint8_t sender_data[MSV_MLS_NH];
+    uint8_t encryption[MSV_MLS_NH];
+    uint8_t exporter[MSV_MLS_NH];
+    uint8_t external[MSV_MLS_NH];
+    uint8_t confirmation_key[MSV_MLS_NH];
+    uint8_t membership_key[MSV_MLS_NH];
+    uint8_t resumption_psk[MSV_MLS_NH];
+    uint8_t epoch_authenticator[MSV_MLS_NH];
+    uint8_t init[MSV_MLS_NH]; /* the next epoch's init_secret */
+};
+
+/*
+ * One step of the key schedule from the previous epoch's init_secret, the
+ * commit_secret and psk_secret (Nh zero bytes when there is none) and the
+ * new epoch's encoded GroupContext. Wipe out with msv_wipe() when done.
+ */
+MSV_MUST_CHECK msv_err msv_mls_key_schedule(const uint8_t init_prev[MSV_MLS_NH],
+                                            const uint8_t commit_secret[MSV_MLS_NH],
+                                            const uint8_t psk_secret[MSV_MLS_NH],
+                                            const uint8_t *group_context, size_t gc_len,
+                                            struct msv_mls_epoch_secrets *out);
+/* MLS-Exporter(label, context, length) from an epoch's exporter_secret. */
+MSV_MUST_CHECK msv_err msv_mls_exporter(const uint8_t exporter_secret[MSV_MLS_NH],
+                                        const uint8_t *label, size_t label_len,
+                                        const uint8_t *context, size_t context_len, uint8_t *out,
+                                        size_t out_len);
+
+/* One pre-shared key with its encoded PreSharedKeyID (RFC 9420 8.4). */
+struct msv_mls_psk {
+    const uint8_t *id; /* PreSharedKeyID, psk_nonce included */
+    size_t id_len;
+    const uint8_t *psk;
+    size_t psk_len;
+};
+
+/* The encoded PreSharedKeyID of an external PSK; caller frees with free(). */
+MSV_MUST_CHECK msv_err msv_mls_psk_id_external(const uint8_t *psk_id, size_t psk_id_len,
+                                               const uint8_t *nonce, size_t nonce_len,
+                                               uint8_t **out, size_t *out_len);
+/* psk_secret of n keys (Nh zero bytes for none); n at most 65535. */
+MSV_MUST_CHECK msv_err msv_mls_psk_secret(const struct msv_mls_psk *psks, size_t n,
+                                          uint8_t out[MSV_MLS_NH]);
+
+/* ---- the secret tree (RFC 9420 9) ---- */
+
+enum msv_mls_ratchet {
+    MSV_MLS_RATCHET_HANDSHAKE,
+    MSV_MLS_RATCHET_APPLICATION,
+};
+
+/* Largest generation a ratchet is advanced to on request of a message. */
+#define MSV_MLS_GENERATION_MAX 100000u
+
+/* The secret of leaf's node in the secret tree of n_leaves leaves rooted at encryption_secret. */
+MSV_MUST_CHECK msv_err msv_mls_secret_tree_leaf(const uint8_t encryption_secret[MSV_MLS_NH],
+                                                uint32_t n_leaves, uint32_t leaf,
+                                                uint8_t out[MSV_MLS_NH]);
+/*
+ * The key and nonce of one ratchet of a leaf secret at a generation (at most
+ * MSV_MLS_GENERATION_MAX; MSV_ERR_TOO_BIG otherwise).
+ */
+MSV_MUST_CHECK msv_err msv_mls_ratchet_key(enum msv_mls_suite suite,
+                                           const uint8_t leaf_secret[MSV_MLS_NH],
+                                           enum msv_mls_ratchet which, uint32_t generation,
+                                           uint8_t *key, uint8_t nonce[MSV_MLS_NN]);
+/* The sender data key and nonce for a PrivateMessage whose ciphertext is ct. */
+MSV_MUST_CHECK msv_err msv_mls_sender_data_key(enum msv_mls_suite suite,
+                                               const uint8_t sender_data_secret[MSV_MLS_NH],
+                                               const uint8_t *ct, size_t ct_len, uint8_t *key,
+                                               uint8_t nonce[MSV_MLS_NN]);
+
+/* ---- transcript hashes (RFC 9420 8.2) ---- */
+
+/*
+ * From the interim transcript hash before a commit and the commit's encoded
+ * AuthenticatedContent: the confirmed transcript hash it makes, the
+ * confirmation tag it carries, checked against confirmation_key, and the
+ * interim transcript hash after it. MSV_ERR_AUTH if the tag is wrong.
+ */
+MSV_MUST_CHECK msv_err msv_mls_transcript_update(const uint8_t interim_before[MSV_MLS_NH],
+                                                 const uint8_t *auth_content, size_t len,
+                                                 const uint8_t confirmation_key[MSV_MLS_NH],
+                                                 uint8_t confirmed[MSV_MLS_NH],
+                                                 uint8_t interim_after[MSV_MLS_NH]);
+
+/* ---- framing (RFC 9420 6, framing.c) ---- */
+
+enum {
+    MSV_MLS_WIRE_PUBLIC = 1,
+    MSV_MLS_WIRE_PRIVATE = 2,
+    MSV_MLS_CONTENT_APPLICATION = 1,
+    MSV_MLS_CONTENT_PROPOSAL = 2,
+    MSV_MLS_CONTENT_COMMIT = 3,
+    MSV_MLS_SENDER_MEMBER = 1,
+};
+
+/* Largest MLSMessage the framing functions make or read. */
+#define MSV_MLS_MESSAGE_MAX (1u << 24)
+
+/*
+ * A FramedContent from a member, with its signature and, for a commit, its
+ * confirmation tag. body is the content: the application data for
+ * application messages, the encoded Proposal or Commit otherwise.
+ */
+struct msv_mls_content {
+    uint32_t leaf_index;
+    const uint8_t *authenticated_data;
+    size_t authenticated_data_len;
+    uint8_t content_type;
+    const uint8_t *body;
+    size_t body_len;
+    const uint8_t *confirmation_tag; /* commits only */
+    size_t confirmation_tag_len;
+};
+
+/* What a member knows of its group's current epoch. */
+struct msv_mls_epoch {
+    struct msv_mls_group_context gc;
+    uint32_t n_leaves;
+    const uint8_t *sender_data_secret;
+    const uint8_t *encryption_secret;
+    const uint8_t *membership_key;
+};
+
+/* Encodes a PublicMessage MLSMessage signed with seed; caller frees *out with free(). */
+MSV_MUST_CHECK msv_err msv_mls_public_protect(const struct msv_mls_epoch *ep,
+                                              const struct msv_mls_content *c,
+                                              const uint8_t seed[32], uint8_t **out,
+                                              size_t *out_len);
+/*
+ * Reads a PublicMessage MLSMessage of this epoch from a member, checking its
+ * membership tag and its signature by sig_pk. *c points into msg.
+ */
+MSV_MUST_CHECK msv_err msv_mls_public_unprotect(const struct msv_mls_epoch *ep, const uint8_t *msg,
+                                                size_t len, const uint8_t *sig_pk,
+                                                size_t sig_pk_len, struct msv_mls_content *c);
+/*
+ * Encodes a PrivateMessage MLSMessage signed with seed, encrypted with the
+ * sender's key at generation and reuse_guard, padded with padding zero bytes.
+ */
+MSV_MUST_CHECK msv_err msv_mls_private_protect(const struct msv_mls_epoch *ep,
+                                               const struct msv_mls_content *c,
+                                               const uint8_t seed[32], uint32_t generation,
+                                               const uint8_t reuse_guard[4], size_t padding,
+                                               uint8_t **out, size_t *out_len);
+/*
+ * Decrypts and checks a PrivateMessage MLSMessage of this epoch, its
+ * signature by sig_pk. *c points into *plain, which the caller frees with
+ * msv_secret_free(*plain, *plain_len); *generation is the sender's.
+ */
+MSV_MUST_CHECK msv_err msv_mls_private_unprotect(const struct msv_mls_epoch *ep, const uint8_t *msg,
+                                                 size_t len, const uint8_t *sig_pk,
+                                                 size_t sig_pk_len, struct msv_mls_content *c,
+                                                 uint8_t **plain, size_t *plain_len,
+                                                 uint32_t *generation);
+
+/*
+ * Structure checks of message bodies (message.c): each reads one structure
+ * from r and fails with MSV_ERR_PARSE on malformed input, MSV_ERR_UNSUPPORTED
+ * on a proposal or credential type RFC 9420 does not define.
+ */
+MSV_MUST_CHECK msv_err msv_mls_skip_proposal(struct msv_reader *r);
+MSV_MUST_CHECK msv_err msv_mls_skip_commit(struct msv_reader *r);
+MSV_MUST_CHECK msv_err msv_mls_skip_key_package(struct msv_reader *r);
+MSV_MUST_CHECK msv_err msv_mls_skip_leaf_node(struct msv_reader *r);
+
+#endif
