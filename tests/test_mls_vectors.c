@@ -634,19 +634,326 @@ static int message_protection_case(const char *file, size_t idx, json_t *tc)
     return ok;
 }
 
+/* ---- deserialization: variable-size length headers ---- */
+
+static int deserialization_case(const char *file, size_t idx, json_t *tc)
+{
+    struct bytes header = hex(tc, "vlbytes_header");
+    struct msv_reader r;
+    struct msv_buf w;
+    uint8_t *mine = NULL;
+    size_t mine_len = 0;
+    uint32_t len = 0;
+    int ok;
+
+    msv_reader_init(&r, header.p, header.n);
+    ok = msv_mls_get_varint(&r, &len) == MSV_OK && msv_mls_reader_is_done(&r) &&
+         len == num(tc, "length");
+    msv_buf_init(&w, 16);
+    msv_mls_put_varint(&w, num(tc, "length"));
+    ok = ok && msv_buf_finish(&w, &mine, &mine_len) == MSV_OK && same(&header, mine, mine_len);
+    if (!ok)
+        complain(file, idx, "length header");
+    free(mine);
+    free(header.p);
+    return ok;
+}
+
+/* ---- our own cases: the codec's refusals (docs/bad-input.md M1-M4) ---- */
+
+static int reads_varint(const char *hexstr, uint32_t want)
+{
+    uint8_t b[8];
+    size_t n = 0;
+    uint32_t v = 0;
+    struct msv_reader r;
+
+    if (msv_hex_decode(hexstr, b, sizeof(b), &n) != MSV_OK)
+        return 0;
+    msv_reader_init(&r, b, n);
+    return msv_mls_get_varint(&r, &v) == MSV_OK && v == want && msv_mls_reader_is_done(&r);
+}
+
+/* 1 if the bytes are refused as a vector and the reader has not moved. */
+static int vec_refused(const char *hexstr)
+{
+    uint8_t b[16];
+    size_t n = 0, len;
+    const uint8_t *p;
+    struct msv_reader r;
+
+    if (msv_hex_decode(hexstr, b, sizeof(b), &n) != MSV_OK)
+        return 0;
+    msv_reader_init(&r, b, n);
+    return msv_mls_get_vec(&r, &p, &len) == MSV_ERR_PARSE && r.off == 0;
+}
+
+static int codec_nesting(void)
+{
+    struct msv_buf w;
+    uint8_t filler[100] = {0}, *out = NULL;
+    size_t out_len = 0, outer, inner;
+    struct msv_reader r, sub;
+    const uint8_t *p;
+    size_t n;
+    int ok;
+
+    msv_buf_init(&w, 1000);
+    outer = msv_mls_vec_begin(&w);
+    inner = msv_mls_vec_begin(&w);
+    (void)msv_buf_put(&w, filler, sizeof(filler));
+    msv_mls_vec_end(&w, inner);
+    msv_mls_vec_end(&w, outer);
+    if (msv_buf_finish(&w, &out, &out_len) != MSV_OK)
+        return 0;
+    /* 100 bytes take a 2-byte length, 102 too: 0x4066 0x4064 then the filler */
+    msv_reader_init(&r, out, out_len);
+    ok = out_len == 104 && out[0] == 0x40 && out[1] == 0x66 &&
+         msv_mls_get_sub(&r, &sub) == MSV_OK && msv_mls_reader_is_done(&r) &&
+         msv_mls_get_vec(&sub, &p, &n) == MSV_OK && n == 100 && msv_mls_reader_is_done(&sub);
+    free(out);
+    /* a length over 2^30-1 cannot be written, and nothing else after it */
+    msv_buf_init(&w, 64);
+    msv_mls_put_varint(&w, MSV_MLS_VEC_MAX + 1ull);
+    (void)msv_buf_put_u8(&w, 1);
+    ok = ok && msv_buf_finish(&w, &out, &out_len) == MSV_ERR_TOO_BIG;
+    return ok;
+}
+
+static int optional_refused(void)
+{
+    static const uint8_t two[1] = {2}, one[1] = {1};
+    struct msv_reader r;
+    int present = -1;
+
+    msv_reader_init(&r, two, 1);
+    if (msv_mls_get_optional(&r, &present) != MSV_ERR_PARSE || r.off != 0)
+        return 0;
+    msv_reader_init(&r, one, 1);
+    return msv_mls_get_optional(&r, &present) == MSV_OK && present == 1;
+}
+
+static int unknown_proposal_refused(void)
+{
+    static const uint8_t remove[] = {0x00, 0x03, 0, 0, 0, 2}, unknown[] = {0x00, 0x08, 0, 0, 0, 2};
+    struct msv_reader r;
+
+    msv_reader_init(&r, remove, sizeof(remove));
+    if (msv_mls_skip_proposal(&r) != MSV_OK || !msv_mls_reader_is_done(&r))
+        return 0;
+    msv_reader_init(&r, unknown, sizeof(unknown));
+    return msv_mls_skip_proposal(&r) == MSV_ERR_UNSUPPORTED;
+}
+
+static void run_own(const char *name, const int *results, size_t n)
+{
+    size_t passed = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (results[i])
+            passed++;
+        else
+            fprintf(stderr, "%s case %zu failed\n", name, i);
+    }
+    printf("%s: %zu/%zu\n", name, passed, n);
+    if (passed != n)
+        failures++;
+}
+
+static void run_codec(void)
+{
+    const int results[] = {
+        reads_varint("00", 0),
+        reads_varint("3f", 63),
+        reads_varint("4040", 64),
+        reads_varint("7fff", 16383),
+        reads_varint("80004000", 16384),
+        reads_varint("bfffffff", MSV_MLS_VEC_MAX),
+        vec_refused("4001ff"),         /* M1: 1 in two bytes */
+        vec_refused("8000003fff"),     /* M1: 63 in four bytes */
+        vec_refused("80003fff"),       /* M1: 16383 in four bytes */
+        vec_refused("c0000000000000"), /* M2: the prefix 0b11 */
+        vec_refused("40"),             /* M3: a length cut short */
+        vec_refused("05aabbcc"),       /* M3: fewer bytes than the length */
+        optional_refused(),            /* M4 */
+        unknown_proposal_refused(),    /* M8 */
+        codec_nesting(),
+    };
+
+    run_own("codec", results, sizeof(results) / sizeof(results[0]));
+}
+
+/* M5-M7, M9: messages of another epoch, group or member, with trailing bytes */
+static int framing_refusals(json_t *tc)
+{
+    struct mp m;
+    struct bytes app = hex(tc, "application"), pub = hex(tc, "proposal_pub");
+    struct msv_mls_content c = {1, NULL, 0, MSV_MLS_CONTENT_APPLICATION, app.p, app.n, NULL, 0};
+    uint8_t guard[4] = {9, 9, 9, 9}, *msg = NULL, *plain = NULL, *longer = NULL;
+    size_t len = 0, plain_len = 0;
+    uint32_t gen = 0;
+    int ok;
+
+    mp_load(tc, &m);
+    ok = msv_mls_private_protect(&m.ep, &c, m.sig_priv.p, 3, guard, 0, &msg, &len) == MSV_OK;
+    /* M6: the next epoch's keys */
+    m.ep.gc.epoch++;
+    ok = ok && msv_mls_private_unprotect(&m.ep, msg, len, m.sig_pub.p, m.sig_pub.n, &c, &plain,
+                                         &plain_len, &gen) == MSV_ERR_AUTH;
+    ok = ok && msv_mls_public_unprotect(&m.ep, pub.p, pub.n, m.sig_pub.p, m.sig_pub.n, &c) ==
+                   MSV_ERR_AUTH;
+    m.ep.gc.epoch--;
+    /* M7: a sender outside the tree (a group of one) */
+    m.ep.n_leaves = 1;
+    ok = ok && msv_mls_private_unprotect(&m.ep, msg, len, m.sig_pub.p, m.sig_pub.n, &c, &plain,
+                                         &plain_len, &gen) == MSV_ERR_AUTH;
+    m.ep.n_leaves = 2;
+    /* M7: signed by someone else */
+    m.sig_pub.p[0] ^= 1;
+    ok = ok && msv_mls_private_unprotect(&m.ep, msg, len, m.sig_pub.p, m.sig_pub.n, &c, &plain,
+                                         &plain_len, &gen) == MSV_ERR_AUTH;
+    m.sig_pub.p[0] ^= 1;
+    /* M9: a byte more after the message */
+    longer = malloc(pub.n + 1);
+    if (longer != NULL) {
+        memcpy(longer, pub.p, pub.n);
+        longer[pub.n] = 0;
+    }
+    ok = ok && longer != NULL &&
+         msv_mls_public_unprotect(&m.ep, longer, pub.n + 1, m.sig_pub.p, m.sig_pub.n, &c) ==
+             MSV_ERR_PARSE;
+    /* and the unchanged message still goes through */
+    ok = ok &&
+         msv_mls_private_unprotect(&m.ep, msg, len, m.sig_pub.p, m.sig_pub.n, &c, &plain,
+                                   &plain_len, &gen) == MSV_OK &&
+         gen == 3;
+    msv_secret_free(plain, plain_len);
+    free(longer);
+    free(msg);
+    free(app.p);
+    free(pub.p);
+    mp_free(&m);
+    return ok;
+}
+
+static int framing_refusals_case(const char *file, size_t idx, json_t *tc)
+{
+    int ok = framing_refusals(tc);
+
+    if (!ok)
+        complain(file, idx, "refusals");
+    return ok;
+}
+
+/* ---- HPKE: RFC 9180 A.1.1 and A.2.1 (tests/vectors/hpke) ---- */
+
+static int hpke_keypair_matches(json_t *tc, const char *ikm_name, const char *sk_name,
+                                const char *pk_name)
+{
+    struct bytes ikm = hex(tc, ikm_name);
+    uint8_t sk[32], pk[32];
+    int ok = msv_mls_hpke_derive_keypair(ikm.p, ikm.n, sk, pk) == MSV_OK &&
+             matches(tc, sk_name, sk, sizeof(sk)) && matches(tc, pk_name, pk, sizeof(pk));
+
+    sodium_memzero(sk, sizeof(sk));
+    free(ikm.p);
+    return ok;
+}
+
+static int hpke_context_matches(json_t *tc, struct msv_mls_hpke_ctx *ctx)
+{
+    return matches(tc, "key", ctx->key, msv_mls_suite_nk(ctx->suite)) &&
+           matches(tc, "base_nonce", ctx->base_nonce, MSV_MLS_NN) &&
+           matches(tc, "exporter_secret", ctx->exporter_secret, MSV_MLS_NH);
+}
+
+/* Seals each encryption in turn with s and opens it with r. */
+static int hpke_encryptions_match(json_t *tc, struct msv_mls_hpke_ctx *s,
+                                  struct msv_mls_hpke_ctx *r)
+{
+    json_t *list = json_object_get(tc, "encryptions");
+    int ok = json_array_size(list) > 0;
+
+    for (size_t i = 0; ok && i < json_array_size(list); i++) {
+        json_t *e = json_array_get(list, i);
+        struct bytes aad = hex(e, "aad"), pt = hex(e, "pt"), ct = hex(e, "ct");
+        uint8_t *mine = malloc(pt.n + MSV_MLS_TAG_LEN), *back = malloc(pt.n + 1);
+
+        ok = mine != NULL && back != NULL &&
+             msv_mls_hpke_seal(s, aad.p, aad.n, pt.p, pt.n, mine) == MSV_OK &&
+             same(&ct, mine, pt.n + MSV_MLS_TAG_LEN) &&
+             msv_mls_hpke_open(r, aad.p, aad.n, ct.p, ct.n, back) == MSV_OK &&
+             same(&pt, back, pt.n);
+        free(mine);
+        free(back);
+        free(aad.p);
+        free(pt.p);
+        free(ct.p);
+    }
+    return ok;
+}
+
+static int hpke_exports_match(json_t *tc, const struct msv_mls_hpke_ctx *ctx)
+{
+    json_t *list = json_object_get(tc, "exports");
+    int ok = json_array_size(list) > 0;
+
+    for (size_t i = 0; ok && i < json_array_size(list); i++) {
+        json_t *e = json_array_get(list, i);
+        struct bytes context = hex(e, "context");
+        size_t len = (size_t)num(e, "L");
+        uint8_t *out = malloc(len + 1);
+
+        ok = out != NULL && msv_mls_hpke_export(ctx, context.p, context.n, out, len) == MSV_OK &&
+             matches(e, "value", out, len);
+        free(out);
+        free(context.p);
+    }
+    return ok;
+}
+
+static int hpke_case(const char *file, size_t idx, json_t *tc)
+{
+    enum msv_mls_suite suite = num(tc, "aead_id") == 1 ? MSV_MLS_SUITE_X25519_AES128GCM
+                                                       : MSV_MLS_SUITE_X25519_CHACHA20POLY1305;
+    struct bytes info = hex(tc, "info"), sk_e = hex(tc, "skEm"), pk_r = hex(tc, "pkRm");
+    struct bytes sk_r = hex(tc, "skRm");
+    struct msv_mls_hpke_ctx s, r;
+    uint8_t enc[32];
+    int ok = hpke_keypair_matches(tc, "ikmE", "skEm", "pkEm") &&
+             hpke_keypair_matches(tc, "ikmR", "skRm", "pkRm");
+
+    memset(&s, 0, sizeof(s));
+    memset(&r, 0, sizeof(r));
+    ok = ok && msv_mls_hpke_setup_s(suite, pk_r.p, info.p, info.n, sk_e.p, enc, &s) == MSV_OK &&
+         matches(tc, "enc", enc, sizeof(enc)) && hpke_context_matches(tc, &s) &&
+         msv_mls_hpke_setup_r(suite, enc, sk_r.p, info.p, info.n, &r) == MSV_OK &&
+         hpke_context_matches(tc, &r) && hpke_encryptions_match(tc, &s, &r) &&
+         hpke_exports_match(tc, &r);
+    if (!ok)
+        complain(file, idx, "HPKE");
+    msv_mls_hpke_ctx_wipe(&s);
+    msv_mls_hpke_ctx_wipe(&r);
+    free(info.p);
+    free(sk_e.p);
+    free(pk_r.p);
+    free(sk_r.p);
+    return ok;
+}
+
 /* ---- the files ---- */
 
 typedef int (*case_fn)(const char *file, size_t idx, json_t *tc);
 
 /* Runs fn on every case of suites 1 and 3 (or every case, for files without suites). */
-static void run_file(const char *name, case_fn fn)
+static void run_file(const char *name, const char *title, case_fn fn)
 {
     char path[512];
     json_error_t error;
     json_t *root;
     size_t passed = 0, total = 0;
 
-    snprintf(path, sizeof(path), "%s/mls/%s.json", MSV_VECTOR_DIR, name);
+    snprintf(path, sizeof(path), "%s/%s.json", MSV_VECTOR_DIR, name);
     root = json_load_file(path, 0, &error);
     if (!json_is_array(root)) {
         fprintf(stderr, "cannot load %s: %s\n", path, error.text);
@@ -663,7 +970,7 @@ static void run_file(const char *name, case_fn fn)
         if (fn(name, i, tc))
             passed++;
     }
-    printf("%s: %zu/%zu\n", name, passed, total);
+    printf("%s: %zu/%zu\n", title, passed, total);
     if (passed != total || total == 0)
         failures++;
     json_decref(root);
@@ -673,12 +980,16 @@ int main(void)
 {
     if (msv_init() != MSV_OK)
         return 2;
-    run_file("tree-math", tree_math_case);
-    run_file("crypto-basics", crypto_basics_case);
-    run_file("secret-tree", secret_tree_case);
-    run_file("key-schedule", key_schedule_case);
-    run_file("psk_secret", psk_secret_case);
-    run_file("transcript-hashes", transcript_case);
-    run_file("message-protection", message_protection_case);
+    run_file("mls/tree-math", "tree-math", tree_math_case);
+    run_file("mls/crypto-basics", "crypto-basics", crypto_basics_case);
+    run_file("mls/secret-tree", "secret-tree", secret_tree_case);
+    run_file("mls/key-schedule", "key-schedule", key_schedule_case);
+    run_file("mls/psk_secret", "psk_secret", psk_secret_case);
+    run_file("mls/transcript-hashes", "transcript-hashes", transcript_case);
+    run_file("mls/message-protection", "message-protection", message_protection_case);
+    run_file("mls/deserialization", "deserialization", deserialization_case);
+    run_codec();
+    run_file("hpke/rfc9180_base", "hpke (RFC 9180 A.1.1, A.2.1)", hpke_case);
+    run_file("mls/message-protection", "message-protection (refusals)", framing_refusals_case);
     return failures == 0 ? 0 : 1;
 }
