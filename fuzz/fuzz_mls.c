@@ -1,0 +1,206 @@
+/*
+ * MLS (src/mls) on any bytes. The first byte chooses what the rest is:
+ *   0  a run of variable-size vectors: each one read must write back to the
+ *      same bytes (one encoding per length);
+ *   1  a Proposal, 2 a Commit, 3 a KeyPackage: the structure checks never
+ *      read past the end;
+ *   4  a PublicMessage and 5 a PrivateMessage of a fixed epoch (the first
+ *      case of tests/vectors/mls/message-protection.json, which the seed
+ *      corpus holds): accepted only when they are byte for byte the honest
+ *      messages the vectors hold;
+ *   6  an AuthenticatedContent for the transcript hashes under a fixed key.
+ */
+#include "common.h"
+#include "mls/mls.h"
+
+static uint8_t group_id[32], tree_hash[32], cth[32], sig_pub[32], enc[32], sd[32], mk[32];
+static struct msv_mls_epoch ep;
+
+/* The vectors' honest messages (message-protection.json, first case). */
+static const char *const honest_hex[] = {
+    "000100012042e4c3a73738d838cb4f9dc550cb81406206943f9e6870ee150f2000ae8aa7800000000000121212"
+    "010000000100020003000000024040932e43773e992f7b0c8ec9d82f72c9395ad62120f19a764e50ec150ca48b"
+    "a94dbb139a1f9c6901aab353d67f97f68210027818f634ac9cf8a738fe35b7404906201be6bf2e5e22e38a6f90"
+    "8d534a04ae231c3f6de72750d74bbf626a2c0bfcf1ec",
+    "000100012042e4c3a73738d838cb4f9dc550cb81406206943f9e6870ee150f2000ae8aa7800000000000121212"
+    "01000000010003404601000401205ff3e28b8183cba127d0b74459b5d8a81286c299ba02d68c7d62f6101c3782"
+    "dc20e0fbf69e4e80c4b2b8d43ffac9c0863a25300d0a6880aa9287d3916c467ae3ab0040403fe4fb435c134950"
+    "173cf4244a899e3a3fedb6d77dde1279b8a1b03a507109661d82e6e08f9a476ebad8983ce83a1218dbf4df0b53"
+    "8e88d3d8ffb0cbc5fffb0120b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad20"
+    "96f30e3de73f8f49037897e7e2ff6964857d7e662c6823cea2b5c4b78c3b03a2",
+    "000100022042e4c3a73738d838cb4f9dc550cb81406206943f9e6870ee150f2000ae8aa7800000000000121212"
+    "02001cf8f3a79aa9f3cbc60ea1e886e46dd6dcbcde71e80f7e46a68b88edeb4058b7761be40499be70b7a0b5f4"
+    "e2b151b20250153fe6af4599853b1b351ad6c68a7d7490cd58301a3ed08b2bfc254feee2f14f63df0bafa7994b"
+    "6957dc449384b06b6cd24bd228d8870d5ba8a346fcca8dcaacadd95959443c",
+    "000100022042e4c3a73738d838cb4f9dc550cb81406206943f9e6870ee150f2000ae8aa7800000000000121212"
+    "03001c97a2cc4f511ed694db9bd5ca4aeb06b5eb5fb92765f41feeece83a4040bc6c0e40ad742111fe68c17b08"
+    "48c047f6909e0675dce492f4e2635fda105d20aac769b1b3916267a396235cbf955e1843072f62466f6c328f53"
+    "5bf7ecc326c224ae1b24c574ba543c0d1dc27328dfe10b221a43c29a0ea76e3e475980995e92cdf0c7b21bde1f"
+    "cbb6bc5cc92b920b4b8bced424ccd518d2b7e738fe4c582040ef866cbe8afe72e76a8bae2e19e20a5c901d12ba"
+    "f43c2f01d98813a775ec5c6fdba27c8ccd1cc024dc95e4138bf8dd0135998c598240a0c87d5fe225b2",
+    "000100022042e4c3a73738d838cb4f9dc550cb81406206943f9e6870ee150f2000ae8aa7800000000000121212"
+    "01001cf18ad2e0ad4462390d72714d68b2a845ba336c3e8d398d21334f8d0f407dab47ce77c5fff3107b2f4e4b"
+    "f99936c0ec680364333403663b7a955708a73d91e921a4fb3ffd50292a51ec31d4ec684231eb6f765cfbd5cca5"
+    "b78fbe42bbf1b04dd1682fc87678b3a4f1599770839b171caff15e5e264957f3d16c31ba3ca16416f466511524"
+    "4291536ddb438528cdb8502de654be9ca093915d36b1ab",
+};
+static uint8_t *honest[5];
+static size_t honest_len[5];
+
+static void unhex(const char *hex, uint8_t out[32])
+{
+    size_t n = 0;
+
+    if (msv_hex_decode(hex, out, 32, &n) != MSV_OK || n != 32)
+        abort();
+}
+
+static void setup(void)
+{
+    static int ready;
+
+    if (ready)
+        return;
+    ready = 1;
+    if (msv_init() != MSV_OK)
+        abort();
+    unhex("42e4c3a73738d838cb4f9dc550cb81406206943f9e6870ee150f2000ae8aa780", group_id);
+    unhex("a257a326c7b632ce7ccdea8d3a3b5c3c2daa53a21029b3673ee05e9a3cea5934", tree_hash);
+    unhex("59b10f7a137e853c4ef7ce43d2fe0a481bb80652f648c5efab11c3141a1ba60c", cth);
+    unhex("62087f5b047e5292d5d29ded0977442788633c196a607988238b8c4374b4b4be", sig_pub);
+    unhex("4db33574f514024e61e2a15e71527182f62561d84b4d8230501b623d848df998", enc);
+    unhex("b21dfbbf69da2fec93299d8bd0795ad0aec22b42d83ff10a2e5e3f997672b8b3", sd);
+    unhex("1f338b39337d019ab52c797bc836875998387e88fe711287df2258bc8f9967fb", mk);
+    ep.gc.suite = MSV_MLS_SUITE_X25519_AES128GCM;
+    ep.gc.group_id = group_id;
+    ep.gc.group_id_len = sizeof(group_id);
+    ep.gc.epoch = 1184274;
+    ep.gc.tree_hash = tree_hash;
+    ep.gc.tree_hash_len = sizeof(tree_hash);
+    ep.gc.confirmed_transcript_hash = cth;
+    ep.gc.confirmed_transcript_hash_len = sizeof(cth);
+    ep.n_leaves = 2;
+    ep.sender_data_secret = sd;
+    ep.encryption_secret = enc;
+    ep.membership_key = mk;
+    for (size_t i = 0; i < 5; i++) {
+        size_t cap = strlen(honest_hex[i]) / 2;
+
+        honest[i] = malloc(cap);
+        if (honest[i] == NULL ||
+            msv_hex_decode(honest_hex[i], honest[i], cap, &honest_len[i]) != MSV_OK)
+            abort();
+    }
+}
+
+static void vectors(const uint8_t *data, size_t size)
+{
+    struct msv_reader r;
+
+    msv_reader_init(&r, data, size);
+    for (;;) {
+        size_t start = r.off, n = 0, out_len = 0;
+        const uint8_t *p;
+        uint8_t *out = NULL;
+        struct msv_buf w;
+
+        if (msv_mls_get_vec(&r, &p, &n) != MSV_OK) {
+            if (r.off != start)
+                abort(); /* a refused read reads nothing */
+            return;
+        }
+        msv_buf_init(&w, MSV_MLS_MESSAGE_MAX);
+        msv_mls_put_vec(&w, p, n);
+        if (msv_buf_finish(&w, &out, &out_len) != MSV_OK || out_len != r.off - start ||
+            memcmp(out, data + start, out_len) != 0)
+            abort();
+        free(out);
+    }
+}
+
+static void structure(uint8_t kind, const uint8_t *data, size_t size)
+{
+    struct msv_reader r;
+    msv_err err;
+
+    msv_reader_init(&r, data, size);
+    if (kind == 1)
+        err = msv_mls_skip_proposal(&r);
+    else if (kind == 2)
+        err = msv_mls_skip_commit(&r);
+    else
+        err = msv_mls_skip_key_package(&r);
+    if (r.off > size || (err != MSV_OK && err != MSV_ERR_PARSE && err != MSV_ERR_UNSUPPORTED))
+        abort();
+}
+
+/* 1 if data is one of the honest messages byte for byte. */
+static int is_honest(const uint8_t *data, size_t size)
+{
+    for (size_t i = 0; i < 5; i++) {
+        if (size == honest_len[i] && memcmp(data, honest[i], size) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static void public_message(const uint8_t *data, size_t size)
+{
+    struct msv_mls_content c;
+
+    /* nobody here holds a member's signing key: only the honest messages authenticate */
+    if (msv_mls_public_unprotect(&ep, data, size, sig_pub, sizeof(sig_pub), &c) == MSV_OK &&
+        !is_honest(data, size))
+        abort();
+}
+
+static void private_message(const uint8_t *data, size_t size)
+{
+    struct msv_mls_content c;
+    uint8_t *plain = NULL;
+    size_t plain_len = 0;
+    uint32_t gen = 0;
+
+    if (msv_mls_private_unprotect(&ep, data, size, sig_pub, sizeof(sig_pub), &c, &plain, &plain_len,
+                                  &gen) != MSV_OK)
+        return;
+    if (!is_honest(data, size))
+        abort();
+    msv_secret_free(plain, plain_len);
+}
+
+static void transcript(const uint8_t *data, size_t size)
+{
+    uint8_t confirmed[MSV_MLS_NH], interim[MSV_MLS_NH];
+    msv_err err = msv_mls_transcript_update(cth, data, size, mk, confirmed, interim);
+
+    if (err != MSV_OK && err != MSV_ERR_PARSE && err != MSV_ERR_AUTH)
+        abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1)
+        return 0;
+    setup();
+    switch (data[0] % 7) {
+    case 0:
+        vectors(data + 1, size - 1);
+        break;
+    case 1:
+    case 2:
+    case 3:
+        structure(data[0] % 7, data + 1, size - 1);
+        break;
+    case 4:
+        public_message(data + 1, size - 1);
+        break;
+    case 5:
+        private_message(data + 1, size - 1);
+        break;
+    default:
+        transcript(data + 1, size - 1);
+        break;
+    }
+    return 0;
+}
