@@ -941,6 +941,79 @@ static int hpke_case(const char *file, size_t idx, json_t *tc)
     return ok;
 }
 
+/* ---- messages: every structure is read whole by its structure check ---- */
+
+enum check_kind { MESSAGE, RATCHET_TREE, GROUP_SECRETS, COMMIT, PROPOSAL_BODY };
+
+static msv_err check_structure(enum check_kind kind, uint16_t proposal_type, struct msv_reader *r)
+{
+    switch (kind) {
+    case MESSAGE:
+        return msv_mls_skip_message(r);
+    case RATCHET_TREE:
+        return msv_mls_skip_ratchet_tree(r);
+    case GROUP_SECRETS:
+        return msv_mls_skip_group_secrets(r);
+    case COMMIT:
+        return msv_mls_skip_commit(r);
+    default:
+        return msv_mls_skip_proposal_body(r, proposal_type);
+    }
+}
+
+/* 1 if the check reads all of b, and refuses b one byte short. */
+static int reads_whole(enum check_kind kind, uint16_t proposal_type, const struct bytes *b)
+{
+    struct msv_reader r;
+    int whole, short_refused;
+
+    msv_reader_init(&r, b->p, b->n);
+    whole = check_structure(kind, proposal_type, &r) == MSV_OK && msv_mls_reader_is_done(&r);
+    msv_reader_init(&r, b->p, b->n - 1);
+    short_refused = b->n == 0 || check_structure(kind, proposal_type, &r) != MSV_OK ||
+                    !msv_mls_reader_is_done(&r);
+    return whole && short_refused;
+}
+
+static int messages_case(const char *file, size_t idx, json_t *tc)
+{
+    static const struct {
+        const char *name;
+        enum check_kind kind;
+        uint16_t proposal_type;
+    } fields[] = {
+        {"mls_welcome", MESSAGE, 0},
+        {"mls_group_info", MESSAGE, 0},
+        {"mls_key_package", MESSAGE, 0},
+        {"ratchet_tree", RATCHET_TREE, 0},
+        {"group_secrets", GROUP_SECRETS, 0},
+        {"add_proposal", PROPOSAL_BODY, 1},
+        {"update_proposal", PROPOSAL_BODY, 2},
+        {"remove_proposal", PROPOSAL_BODY, 3},
+        {"pre_shared_key_proposal", PROPOSAL_BODY, 4},
+        {"re_init_proposal", PROPOSAL_BODY, 5},
+        {"external_init_proposal", PROPOSAL_BODY, 6},
+        {"group_context_extensions_proposal", PROPOSAL_BODY, 7},
+        {"commit", COMMIT, 0},
+        {"public_message_application", MESSAGE, 0},
+        {"public_message_proposal", MESSAGE, 0},
+        {"public_message_commit", MESSAGE, 0},
+        {"private_message", MESSAGE, 0},
+    };
+    int ok = 1;
+
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        struct bytes b = hex(tc, fields[i].name);
+
+        if (!reads_whole(fields[i].kind, fields[i].proposal_type, &b)) {
+            complain(file, idx, fields[i].name);
+            ok = 0;
+        }
+        free(b.p);
+    }
+    return ok;
+}
+
 /* ---- the files ---- */
 
 typedef int (*case_fn)(const char *file, size_t idx, json_t *tc);
@@ -988,6 +1061,7 @@ int main(void)
     run_file("mls/transcript-hashes", "transcript-hashes", transcript_case);
     run_file("mls/message-protection", "message-protection", message_protection_case);
     run_file("mls/deserialization", "deserialization", deserialization_case);
+    run_file("mls/messages", "messages (structure)", messages_case);
     run_codec();
     run_file("hpke/rfc9180_base", "hpke (RFC 9180 A.1.1, A.2.1)", hpke_case);
     run_file("mls/message-protection", "message-protection (refusals)", framing_refusals_case);

@@ -620,3 +620,49 @@ msv_err msv_mls_transcript_update(const uint8_t interim_before[MSV_MLS_NH],
         memcpy(confirmed, conf, MSV_MLS_NH);
     return err;
 }
+
+/* A PublicMessage: FramedContent, auth data, and a member's membership tag (6.2). */
+static msv_err skip_public(struct msv_reader *r)
+{
+    struct framed f;
+    const uint8_t *p;
+    size_t n;
+
+    if (read_framed(r, &f) != MSV_OK || msv_mls_get_vec(r, &p, &n) != MSV_OK)
+        return MSV_ERR_PARSE;
+    if (f.c.content_type == MSV_MLS_CONTENT_COMMIT && msv_mls_get_vec(r, &p, &n) != MSV_OK)
+        return MSV_ERR_PARSE;
+    if (f.sender_type == MSV_MLS_SENDER_MEMBER && msv_mls_get_vec(r, &p, &n) != MSV_OK)
+        return MSV_ERR_PARSE;
+    return MSV_OK;
+}
+
+msv_err msv_mls_skip_message(struct msv_reader *r)
+{
+    struct private_msg m;
+    uint16_t version, wire_format;
+    size_t start = r->off;
+
+    if (msv_reader_u16be(r, &version) != MSV_OK || msv_reader_u16be(r, &wire_format) != MSV_OK)
+        return MSV_ERR_PARSE;
+    if (version != 1)
+        return MSV_ERR_UNSUPPORTED;
+    switch (wire_format) {
+    case MSV_MLS_WIRE_PUBLIC:
+        return skip_public(r);
+    case MSV_MLS_WIRE_PRIVATE:
+        /* read_private wants the whole message: give it the rest */
+        if (read_private(r->data + start, r->len - start, &m) != MSV_OK)
+            return MSV_ERR_PARSE;
+        r->off = r->len;
+        return MSV_OK;
+    case 3:
+        return msv_mls_skip_welcome(r);
+    case 4:
+        return msv_mls_skip_group_info(r);
+    case 5:
+        return msv_mls_skip_key_package(r);
+    default:
+        return MSV_ERR_PARSE;
+    }
+}

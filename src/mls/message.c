@@ -88,11 +88,8 @@ static msv_err skip_psk_id(struct msv_reader *r)
     return skip_vec(r); /* psk_nonce */
 }
 
-msv_err msv_mls_skip_proposal(struct msv_reader *r)
+msv_err msv_mls_skip_proposal_body(struct msv_reader *r, uint16_t type)
 {
-    uint16_t type;
-
-    CHECK(msv_reader_u16be(r, &type));
     switch (type) {
     case 1: /* add */
         return msv_mls_skip_key_package(r);
@@ -112,6 +109,14 @@ msv_err msv_mls_skip_proposal(struct msv_reader *r)
     default:
         return MSV_ERR_UNSUPPORTED;
     }
+}
+
+msv_err msv_mls_skip_proposal(struct msv_reader *r)
+{
+    uint16_t type;
+
+    CHECK(msv_reader_u16be(r, &type));
+    return msv_mls_skip_proposal_body(r, type);
 }
 
 /* ProposalOrRef: type proposal (1) or reference (2) */
@@ -140,4 +145,82 @@ msv_err msv_mls_skip_commit(struct msv_reader *r)
         return MSV_OK;
     CHECK(msv_mls_skip_leaf_node(r)); /* UpdatePath: leaf_node, nodes<V> */
     return skip_vec(r);
+}
+
+msv_err msv_mls_skip_group_context(struct msv_reader *r)
+{
+    CHECK(skip_raw(r, 4)); /* version, cipher_suite */
+    CHECK(skip_vec(r));    /* group_id */
+    CHECK(skip_raw(r, 8)); /* epoch */
+    CHECK(skip_vec(r));    /* tree_hash */
+    CHECK(skip_vec(r));    /* confirmed_transcript_hash */
+    return skip_vec(r);    /* extensions */
+}
+
+/* GroupInfo (12.4.3): group_context, extensions<V>, confirmation_tag<V>, signer, signature<V> */
+msv_err msv_mls_skip_group_info(struct msv_reader *r)
+{
+    CHECK(msv_mls_skip_group_context(r));
+    CHECK(skip_vec(r));
+    CHECK(skip_vec(r));
+    CHECK(skip_raw(r, 4));
+    return skip_vec(r);
+}
+
+/* Welcome (12.4.3.1): cipher_suite, EncryptedGroupSecrets secrets<V>, encrypted_group_info<V> */
+msv_err msv_mls_skip_welcome(struct msv_reader *r)
+{
+    struct msv_reader list;
+
+    CHECK(skip_raw(r, 2));
+    CHECK(msv_mls_get_sub(r, &list));
+    while (!msv_mls_reader_is_done(&list)) {
+        CHECK(skip_vec(&list)); /* new_member: KeyPackageRef */
+        CHECK(skip_vec(&list)); /* HPKECiphertext: kem_output */
+        CHECK(skip_vec(&list)); /* ciphertext */
+    }
+    return skip_vec(r);
+}
+
+/* GroupSecrets (12.4.3.1): joiner_secret<V>, optional<PathSecret>, psks<V> */
+msv_err msv_mls_skip_group_secrets(struct msv_reader *r)
+{
+    struct msv_reader list;
+    int present;
+
+    CHECK(skip_vec(r));
+    CHECK(msv_mls_get_optional(r, &present));
+    if (present)
+        CHECK(skip_vec(r));
+    CHECK(msv_mls_get_sub(r, &list));
+    while (!msv_mls_reader_is_done(&list))
+        CHECK(skip_psk_id(&list));
+    return MSV_OK;
+}
+
+/* The ratchet_tree extension (12.4.3.3): optional<Node> nodes<V> */
+msv_err msv_mls_skip_ratchet_tree(struct msv_reader *r)
+{
+    struct msv_reader list;
+
+    CHECK(msv_mls_get_sub(r, &list));
+    while (!msv_mls_reader_is_done(&list)) {
+        uint8_t type;
+        int present;
+
+        CHECK(msv_mls_get_optional(&list, &present));
+        if (!present)
+            continue;
+        CHECK(msv_reader_u8(&list, &type));
+        if (type == 1) {
+            CHECK(msv_mls_skip_leaf_node(&list));
+        } else if (type == 2) {
+            CHECK(skip_vec(&list)); /* ParentNode: encryption_key */
+            CHECK(skip_vec(&list)); /* parent_hash */
+            CHECK(skip_vec(&list)); /* unmerged_leaves */
+        } else {
+            return MSV_ERR_PARSE;
+        }
+    }
+    return MSV_OK;
 }

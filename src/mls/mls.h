@@ -369,8 +369,20 @@ MSV_MUST_CHECK msv_err msv_mls_private_unprotect(const struct msv_mls_epoch *ep,
  * on a proposal or credential type RFC 9420 does not define.
  */
 MSV_MUST_CHECK msv_err msv_mls_skip_proposal(struct msv_reader *r);
+/* The body of a proposal of the given type (Add, Update, Remove, ...), without the type. */
+MSV_MUST_CHECK msv_err msv_mls_skip_proposal_body(struct msv_reader *r, uint16_t type);
 MSV_MUST_CHECK msv_err msv_mls_skip_commit(struct msv_reader *r);
 MSV_MUST_CHECK msv_err msv_mls_skip_key_package(struct msv_reader *r);
 MSV_MUST_CHECK msv_err msv_mls_skip_leaf_node(struct msv_reader *r);
+MSV_MUST_CHECK msv_err msv_mls_skip_group_context(struct msv_reader *r);
+MSV_MUST_CHECK msv_err msv_mls_skip_group_info(struct msv_reader *r);
+MSV_MUST_CHECK msv_err msv_mls_skip_welcome(struct msv_reader *r);
+MSV_MUST_CHECK msv_err msv_mls_skip_group_secrets(struct msv_reader *r);
+MSV_MUST_CHECK msv_err msv_mls_skip_ratchet_tree(struct msv_reader *r);
+/*
+ * An MLSMessage (6): version 1, then a PublicMessage, PrivateMessage,
+ * Welcome, GroupInfo or KeyPackage as its wire format says (framing.c).
+ */
+MSV_MUST_CHECK msv_err msv_mls_skip_message(struct msv_reader *r);
 
 #endif
