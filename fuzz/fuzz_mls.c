@@ -9,7 +9,9 @@
  *      case of tests/vectors/mls/message-protection.json, which the seed
  *      corpus holds): accepted only when they are byte for byte the honest
  *      messages the vectors hold;
- *   6  an AuthenticatedContent for the transcript hashes under a fixed key.
+ *   6  an AuthenticatedContent for the transcript hashes under a fixed key;
+ *   7  a Welcome for the KeyPackage of the first case of
+ *      tests/vectors/mls/welcome.json: opened only when it is that case's.
  */
 #include "common.h"
 #include "mls/mls.h"
@@ -46,6 +48,26 @@ static const char *const honest_hex[] = {
     "4291536ddb438528cdb8502de654be9ca093915d36b1ab",
 };
 static uint8_t *honest[5];
+static const char welcome_hex[] =
+    "0001000300014076208e1faada70f08b91ef7f7f79ed1da917d9ce3cea5e5ce22e4a8b10f4311559dd20a87de1"
+    "70e9dc54bd4a8a48f38cd5c949f0cc82fce8ea72232417975ec6bad95033f6701d639694cbb51a4b2d0191f432"
+    "add5267eea7b33f3c0c7edc65a28650adb0008f08b84a420bf1070516cb079a8e5c4159a40e80bee12b78b86d1"
+    "25155b035f52e8a131469cf1b9645d70e270d3aa21c04945fa80b7fea30ccfceb436e4df23558cdc1a6cd435db"
+    "3199314795b7c488b4bf0855cb589ad9c7eb43ea8bc9edef6b85ad1c97451b706e5de27aabe664dca132a288b3"
+    "fc091b9100e470fb506833aaa4ab279a44c92c21e34dd295b6e49978d8c93cf20537bebc1a467177500d7fe6b1"
+    "27d5b3d13bf038cd2e8ec00937db6fd4996b2f2e416b810d0822b77bd71b59bf1e486c1ad74da0de9872f839b6"
+    "3928a03ae11e4dfacb7cf27ea2c35ae233d9c63fe901ddd4e7be7e643912bb39ad8a728792753bc8314317388e";
+static const char key_package_hex[] =
+    "00010005000100012028b2cd6417984dc4708c61a1cce7c0f11d181bd36d6f7a610ea21cb96f79ba6020275d9e"
+    "6337b11a5e21ba755f2353053a500103efa1c5ac7c07d3a78f8817ad2d203de79c7e370156ce25a88d897a8ea7"
+    "c8f90fea1f71fbeb5f31855312d8750007000120b640fbb0df8e646b29c83c5ed08aea89f72ab108922827ea76"
+    "cd3b917d6d99420200010c00010002000300040005000600000400010002010000000000000000ffffffffffff"
+    "ffff004040fd81837a40a9ba774bb44db665081f4d0ff2a8f680ce5c902b17acc4ae6d9a14b9d4e9b4f8e7d74a"
+    "f8ff42032ec9caadf267e85931b550eebbe480150d4b9b0a0040401ec696ab731d5a7b1092b0db9912fe35086e"
+    "188ce2946996bdf3cec463849f1a32f653b6e246b8b85a486ce3f604891501052c3d7bbee2155fff6a367e5a1f"
+    "03";
+static uint8_t *welcome, *key_package, init_priv[32], signer_pub[32];
+static size_t welcome_len, key_package_len;
 static size_t honest_len[5];
 
 static void unhex(const char *hex, uint8_t out[32])
@@ -54,6 +76,16 @@ static void unhex(const char *hex, uint8_t out[32])
 
     if (msv_hex_decode(hex, out, 32, &n) != MSV_OK || n != 32)
         abort();
+}
+
+static uint8_t *unhex_alloc(const char *hex, size_t *len)
+{
+    size_t cap = strlen(hex) / 2;
+    uint8_t *p = malloc(cap);
+
+    if (p == NULL || msv_hex_decode(hex, p, cap, len) != MSV_OK)
+        abort();
+    return p;
 }
 
 static void setup(void)
@@ -84,14 +116,12 @@ static void setup(void)
     ep.sender_data_secret = sd;
     ep.encryption_secret = enc;
     ep.membership_key = mk;
-    for (size_t i = 0; i < 5; i++) {
-        size_t cap = strlen(honest_hex[i]) / 2;
-
-        honest[i] = malloc(cap);
-        if (honest[i] == NULL ||
-            msv_hex_decode(honest_hex[i], honest[i], cap, &honest_len[i]) != MSV_OK)
-            abort();
-    }
+    for (size_t i = 0; i < 5; i++)
+        honest[i] = unhex_alloc(honest_hex[i], &honest_len[i]);
+    welcome = unhex_alloc(welcome_hex, &welcome_len);
+    key_package = unhex_alloc(key_package_hex, &key_package_len);
+    unhex("c697caf7ae54f695f9411d9dc81a206b91fabcaac62a13763213a045ecd72b1e", init_priv);
+    unhex("4e61ed19803e994259745f59aabd3f0be3c171ae99d49a29974b5a5cee134241", signer_pub);
 }
 
 static void vectors(const uint8_t *data, size_t size)
@@ -187,19 +217,34 @@ static void transcript(const uint8_t *data, size_t size)
         abort();
 }
 
+static void welcome_message(const uint8_t *data, size_t size)
+{
+    struct msv_mls_epoch_secrets s;
+    uint8_t *gi = NULL;
+    size_t gi_len = 0;
+
+    if (msv_mls_welcome_open(MSV_MLS_SUITE_X25519_AES128GCM, data, size, key_package,
+                             key_package_len, init_priv, signer_pub, sizeof(signer_pub), &s, &gi,
+                             &gi_len) != MSV_OK)
+        return;
+    if (size != welcome_len || memcmp(data, welcome, size) != 0)
+        abort();
+    free(gi);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
     setup();
-    switch (data[0] % 7) {
+    switch (data[0] % 8) {
     case 0:
         vectors(data + 1, size - 1);
         break;
     case 1:
     case 2:
     case 3:
-        structure(data[0] % 7, data + 1, size - 1);
+        structure(data[0] % 8, data + 1, size - 1);
         break;
     case 4:
         public_message(data + 1, size - 1);
@@ -207,8 +252,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 5:
         private_message(data + 1, size - 1);
         break;
-    default:
+    case 6:
         transcript(data + 1, size - 1);
+        break;
+    default:
+        welcome_message(data + 1, size - 1);
         break;
     }
     return 0;

@@ -1014,6 +1014,50 @@ static int messages_case(const char *file, size_t idx, json_t *tc)
     return ok;
 }
 
+/* ---- welcome ---- */
+
+static int welcome_opens(enum msv_mls_suite suite, const struct bytes *w, const struct bytes *kp,
+                         const struct bytes *init, const struct bytes *signer)
+{
+    struct msv_mls_epoch_secrets s;
+    uint8_t *gi = NULL;
+    size_t gi_len = 0;
+    msv_err err = msv_mls_welcome_open(suite, w->p, w->n, kp->p, kp->n, init->p, signer->p,
+                                       signer->n, &s, &gi, &gi_len);
+
+    sodium_memzero(&s, sizeof(s));
+    free(gi);
+    return err == MSV_OK;
+}
+
+static int welcome_case(const char *file, size_t idx, json_t *tc)
+{
+    enum msv_mls_suite suite = (enum msv_mls_suite)num(tc, "cipher_suite");
+    struct bytes w = hex(tc, "welcome"), kp = hex(tc, "key_package");
+    struct bytes init = hex(tc, "init_priv"), signer = hex(tc, "signer_pub");
+    int ok = init.n == 32 && welcome_opens(suite, &w, &kp, &init, &signer);
+
+    /* any changed byte of the Welcome, another init key or signer: refused */
+    for (size_t i = 0; ok && i < w.n; i += 11) {
+        w.p[i] ^= 0x04;
+        ok = !welcome_opens(suite, &w, &kp, &init, &signer);
+        w.p[i] ^= 0x04;
+    }
+    init.p[5] ^= 1;
+    ok = ok && !welcome_opens(suite, &w, &kp, &init, &signer);
+    init.p[5] ^= 1;
+    signer.p[5] ^= 1;
+    ok = ok && !welcome_opens(suite, &w, &kp, &init, &signer);
+    signer.p[5] ^= 1;
+    if (!ok)
+        complain(file, idx, "Welcome");
+    free(w.p);
+    free(kp.p);
+    free(init.p);
+    free(signer.p);
+    return ok;
+}
+
 /* ---- the files ---- */
 
 typedef int (*case_fn)(const char *file, size_t idx, json_t *tc);
@@ -1061,6 +1105,7 @@ int main(void)
     run_file("mls/transcript-hashes", "transcript-hashes", transcript_case);
     run_file("mls/message-protection", "message-protection", message_protection_case);
     run_file("mls/deserialization", "deserialization", deserialization_case);
+    run_file("mls/welcome", "welcome", welcome_case);
     run_file("mls/messages", "messages (structure)", messages_case);
     run_codec();
     run_file("hpke/rfc9180_base", "hpke (RFC 9180 A.1.1, A.2.1)", hpke_case);

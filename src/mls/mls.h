@@ -228,6 +228,11 @@ MSV_MUST_CHECK msv_err msv_mls_key_schedule(const uint8_t init_prev[MSV_MLS_NH],
                                             const uint8_t psk_secret[MSV_MLS_NH],
                                             const uint8_t *group_context, size_t gc_len,
                                             struct msv_mls_epoch_secrets *out);
+/* The same from the joiner_secret on, as a new member starts (12.4.3.1). */
+MSV_MUST_CHECK msv_err msv_mls_key_schedule_joiner(const uint8_t joiner[MSV_MLS_NH],
+                                                   const uint8_t psk_secret[MSV_MLS_NH],
+                                                   const uint8_t *group_context, size_t gc_len,
+                                                   struct msv_mls_epoch_secrets *out);
 /* MLS-Exporter(label, context, length) from an epoch's exporter_secret. */
 MSV_MUST_CHECK msv_err msv_mls_exporter(const uint8_t exporter_secret[MSV_MLS_NH],
                                         const uint8_t *label, size_t label_len,
@@ -362,6 +367,26 @@ MSV_MUST_CHECK msv_err msv_mls_private_unprotect(const struct msv_mls_epoch *ep,
                                                  size_t sig_pk_len, struct msv_mls_content *c,
                                                  uint8_t **plain, size_t *plain_len,
                                                  uint32_t *generation);
+
+/* ---- joining from a Welcome (RFC 9420 12.4.3.1, welcome.c) ---- */
+
+/*
+ * Opens a Welcome MLSMessage for the KeyPackage MLSMessage key_package whose
+ * HPKE init private key is init_sk: finds its EncryptedGroupSecrets by
+ * KeyPackageRef, decrypts the GroupSecrets ("Welcome"), then the GroupInfo
+ * with the welcome key, checks the GroupInfo's signature by signer_pk (the
+ * caller finds it in the ratchet tree) and its confirmation tag against the
+ * epoch's secrets, which go to *out (wipe them when done). *group_info, the
+ * decrypted GroupInfo, is the caller's to free with free(). Welcomes that
+ * carry PSKs are MSV_ERR_UNSUPPORTED; everything that does not open or check
+ * is MSV_ERR_AUTH.
+ */
+MSV_MUST_CHECK msv_err msv_mls_welcome_open(enum msv_mls_suite suite, const uint8_t *welcome,
+                                            size_t welcome_len, const uint8_t *key_package,
+                                            size_t key_package_len, const uint8_t init_sk[32],
+                                            const uint8_t *signer_pk, size_t signer_pk_len,
+                                            struct msv_mls_epoch_secrets *out, uint8_t **group_info,
+                                            size_t *group_info_len);
 
 /*
  * Structure checks of message bodies (message.c): each reads one structure

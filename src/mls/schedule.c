@@ -65,21 +65,18 @@ static msv_err derive_epoch(const uint8_t epoch[MSV_MLS_NH], struct msv_mls_epoc
     return MSV_OK;
 }
 
-msv_err msv_mls_key_schedule(const uint8_t init_prev[MSV_MLS_NH],
-                             const uint8_t commit_secret[MSV_MLS_NH],
-                             const uint8_t psk_secret[MSV_MLS_NH], const uint8_t *group_context,
-                             size_t gc_len, struct msv_mls_epoch_secrets *out)
+msv_err msv_mls_key_schedule_joiner(const uint8_t joiner[MSV_MLS_NH],
+                                    const uint8_t psk_secret[MSV_MLS_NH],
+                                    const uint8_t *group_context, size_t gc_len,
+                                    struct msv_mls_epoch_secrets *out)
 {
     struct msv_mls_epoch_secrets s;
-    uint8_t prk[MSV_MLS_NH], member[MSV_MLS_NH], epoch[MSV_MLS_NH];
+    uint8_t member[MSV_MLS_NH], epoch[MSV_MLS_NH];
     msv_err err;
 
     memset(&s, 0, sizeof(s));
-    err = msv_mls_extract(init_prev, MSV_MLS_NH, commit_secret, MSV_MLS_NH, prk);
-    if (err == MSV_OK)
-        err = expand_label_str(prk, "joiner", group_context, gc_len, s.joiner);
-    if (err == MSV_OK)
-        err = msv_mls_extract(s.joiner, MSV_MLS_NH, psk_secret, MSV_MLS_NH, member);
+    memcpy(s.joiner, joiner, MSV_MLS_NH);
+    err = msv_mls_extract(s.joiner, MSV_MLS_NH, psk_secret, MSV_MLS_NH, member);
     if (err == MSV_OK)
         err = msv_mls_derive_secret(member, MSV_MLS_NH, "welcome", s.welcome);
     if (err == MSV_OK)
@@ -89,9 +86,28 @@ msv_err msv_mls_key_schedule(const uint8_t init_prev[MSV_MLS_NH],
     if (err == MSV_OK)
         memcpy(out, &s, sizeof(s));
     sodium_memzero(&s, sizeof(s));
-    sodium_memzero(prk, sizeof(prk));
     sodium_memzero(member, sizeof(member));
     sodium_memzero(epoch, sizeof(epoch));
+    return err;
+}
+
+msv_err msv_mls_key_schedule(const uint8_t init_prev[MSV_MLS_NH],
+                             const uint8_t commit_secret[MSV_MLS_NH],
+                             const uint8_t psk_secret[MSV_MLS_NH], const uint8_t *group_context,
+                             size_t gc_len, struct msv_mls_epoch_secrets *out)
+{
+    uint8_t prk[MSV_MLS_NH], joiner[MSV_MLS_NH];
+    msv_err err;
+
+    /* joiner_secret = ExpandWithLabel(Extract(init_secret, commit_secret), "joiner", GroupContext)
+     */
+    err = msv_mls_extract(init_prev, MSV_MLS_NH, commit_secret, MSV_MLS_NH, prk);
+    if (err == MSV_OK)
+        err = expand_label_str(prk, "joiner", group_context, gc_len, joiner);
+    if (err == MSV_OK)
+        err = msv_mls_key_schedule_joiner(joiner, psk_secret, group_context, gc_len, out);
+    sodium_memzero(prk, sizeof(prk));
+    sodium_memzero(joiner, sizeof(joiner));
     return err;
 }
 
