@@ -3,8 +3,8 @@
  *   0  a run of variable-size vectors: each one read must write back to the
  *      same bytes (one encoding per length);
  *   1  a Proposal, 2 a Commit, 3 (the next byte picks) an MLSMessage, a
- *      ratchet tree, GroupSecrets or a KeyPackage: the structure checks
- *      never read past the end;
+ *      ratchet tree (also read, hashed, resolved and verified), GroupSecrets
+ *      or a KeyPackage: the structure checks never read past the end;
  *   4  a PublicMessage and 5 a PrivateMessage of a fixed epoch (the first
  *      case of tests/vectors/mls/message-protection.json, which the seed
  *      corpus holds): accepted only when they are byte for byte the honest
@@ -149,6 +149,26 @@ static void vectors(const uint8_t *data, size_t size)
     }
 }
 
+/* A ratchet tree: its structure check, then read, hashed, resolved and verified. */
+static msv_err ratchet_tree(struct msv_reader *r)
+{
+    struct msv_reader copy = *r;
+    struct msv_mls_tree t = {0, 0, NULL};
+    uint8_t h[MSV_MLS_NH];
+    uint32_t res[64];
+    size_t n = 0;
+    msv_err err = msv_mls_skip_ratchet_tree(r);
+
+    if (msv_mls_tree_read(copy.data + copy.off, copy.len - copy.off, &t) != MSV_OK)
+        return err;
+    if (msv_mls_tree_hash(&t, msv_mls_tree_root(t.n_leaves), h) != MSV_OK)
+        abort();
+    (void)msv_mls_tree_resolution(&t, msv_mls_tree_root(t.n_leaves), res, 64, &n);
+    (void)msv_mls_tree_verify(&t, group_id, sizeof(group_id));
+    msv_mls_tree_free(&t);
+    return err;
+}
+
 static void structure(uint8_t kind, const uint8_t *data, size_t size)
 {
     struct msv_reader r;
@@ -164,7 +184,7 @@ static void structure(uint8_t kind, const uint8_t *data, size_t size)
     else if (data[0] % 4 == 0)
         err = msv_mls_skip_message(&r); /* Welcome, GroupInfo, KeyPackage and both framings */
     else if (data[0] % 4 == 1)
-        err = msv_mls_skip_ratchet_tree(&r);
+        err = ratchet_tree(&r);
     else if (data[0] % 4 == 2)
         err = msv_mls_skip_group_secrets(&r);
     else

@@ -1058,6 +1058,99 @@ static int welcome_case(const char *file, size_t idx, json_t *tc)
     return ok;
 }
 
+/* ---- tree-validation ---- */
+
+static int resolution_is(const struct msv_mls_tree *t, uint32_t x, json_t *want, uint32_t *buf)
+{
+    size_t n = 0;
+
+    if (msv_mls_tree_resolution(t, x, buf, t->width, &n) != MSV_OK || n != json_array_size(want))
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if ((uint64_t)json_integer_value(json_array_get(want, i)) != buf[i])
+            return 0;
+    }
+    return 1;
+}
+
+static int has_member_leaf(const struct msv_mls_tree *t)
+{
+    for (uint32_t x = 0; x < t->width; x += 2) {
+        if (t->nodes[x].type == 1 && t->nodes[x].leaf.source != 1)
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * Bytes of the tree changed in turn (about 60 spread over it): it does not
+ * read, does not verify, or has another root hash (what the GroupContext pins).
+ */
+static int tampering_shows(const struct msv_mls_tree *t, struct bytes *tree,
+                           const struct bytes *group_id)
+{
+    uint8_t root[MSV_MLS_NH];
+    int ok = msv_mls_tree_hash(t, msv_mls_tree_root(t->n_leaves), root) == MSV_OK;
+
+    size_t step = tree->n / 60 > 7 ? tree->n / 60 : 7;
+
+    for (size_t i = 0; ok && i < tree->n; i += step) {
+        struct msv_mls_tree u = {0, 0, NULL};
+        uint8_t h[MSV_MLS_NH];
+
+        tree->p[i] ^= 0x10;
+        if (msv_mls_tree_read(tree->p, tree->n, &u) == MSV_OK &&
+            msv_mls_tree_verify(&u, group_id->p, group_id->n) == MSV_OK)
+            ok = msv_mls_tree_hash(&u, msv_mls_tree_root(u.n_leaves), h) == MSV_OK &&
+                 memcmp(h, root, sizeof(h)) != 0;
+        msv_mls_tree_free(&u);
+        tree->p[i] ^= 0x10;
+    }
+    return ok;
+}
+
+static int tree_validation_case(const char *file, size_t idx, json_t *tc)
+{
+    struct bytes tree = hex(tc, "tree"), group_id = hex(tc, "group_id");
+    json_t *hashes = json_object_get(tc, "tree_hashes"), *res = json_object_get(tc, "resolutions");
+    struct msv_mls_tree t = {0, 0, NULL};
+    uint32_t *buf = NULL;
+    int ok = msv_mls_tree_read(tree.p, tree.n, &t) == MSV_OK &&
+             json_array_size(hashes) == t.width && json_array_size(res) == t.width &&
+             (buf = calloc(t.width, sizeof(uint32_t))) != NULL;
+
+    for (uint32_t x = 0; ok && x < t.width; x++) {
+        uint8_t h[MSV_MLS_NH];
+        const char *want = json_string_value(json_array_get(hashes, x));
+        char got[2 * MSV_MLS_NH + 1];
+
+        ok = msv_mls_tree_hash(&t, x, h) == MSV_OK &&
+             msv_hex_encode(h, sizeof(h), got, sizeof(got)) == MSV_OK && want != NULL &&
+             strcmp(want, got) == 0;
+        if (!ok)
+            complain(file, idx, "tree hash");
+        else if (!(ok = resolution_is(&t, x, json_array_get(res, x), buf)))
+            complain(file, idx, "resolution");
+    }
+    if (ok && !(ok = msv_mls_tree_verify(&t, group_id.p, group_id.n) == MSV_OK))
+        complain(file, idx, "parent hashes or leaf signatures");
+    /* under another group id, update and commit leaves no longer verify */
+    if (ok && has_member_leaf(&t)) {
+        group_id.p[0] ^= 1;
+        ok = msv_mls_tree_verify(&t, group_id.p, group_id.n) == MSV_ERR_AUTH;
+        group_id.p[0] ^= 1;
+        if (!ok)
+            complain(file, idx, "another group id");
+    }
+    if (ok && !(ok = tampering_shows(&t, &tree, &group_id)))
+        complain(file, idx, "a changed byte went unnoticed");
+    free(buf);
+    msv_mls_tree_free(&t);
+    free(tree.p);
+    free(group_id.p);
+    return ok;
+}
+
 /* ---- the files ---- */
 
 typedef int (*case_fn)(const char *file, size_t idx, json_t *tc);
@@ -1105,6 +1198,7 @@ int main(void)
     run_file("mls/transcript-hashes", "transcript-hashes", transcript_case);
     run_file("mls/message-protection", "message-protection", message_protection_case);
     run_file("mls/deserialization", "deserialization", deserialization_case);
+    run_file("mls/tree-validation", "tree-validation", tree_validation_case);
     run_file("mls/welcome", "welcome", welcome_case);
     run_file("mls/messages", "messages (structure)", messages_case);
     run_codec();

@@ -4,6 +4,8 @@
  * find where a Proposal or a Commit ends. Unknown proposal and credential
  * types are refused: their length cannot be known.
  */
+#include <string.h>
+
 #include "mls/mls.h"
 
 #define CHECK(x)            \
@@ -39,24 +41,36 @@ static msv_err skip_credential(struct msv_reader *r)
     return skip_vec(r); /* basic: identity<V>; x509: certificates<V> */
 }
 
-msv_err msv_mls_skip_leaf_node(struct msv_reader *r)
+msv_err msv_mls_read_leaf_node(struct msv_reader *r, struct msv_mls_leaf *leaf)
 {
-    uint8_t source;
+    size_t start = r->off;
 
-    CHECK(skip_vec(r)); /* encryption_key */
-    CHECK(skip_vec(r)); /* signature_key */
+    memset(leaf, 0, sizeof(*leaf));
+    CHECK(msv_mls_get_vec(r, &leaf->encryption_key, &leaf->encryption_key_len));
+    CHECK(msv_mls_get_vec(r, &leaf->signature_key, &leaf->signature_key_len));
     CHECK(skip_credential(r));
     for (int i = 0; i < 5; i++)
         CHECK(skip_vec(r)); /* Capabilities: versions, suites, extensions, proposals, credentials */
-    CHECK(msv_reader_u8(r, &source));
-    if (source == 1)
+    CHECK(msv_reader_u8(r, &leaf->source));
+    if (leaf->source == 1)
         CHECK(skip_raw(r, 16)); /* Lifetime: not_before, not_after */
-    else if (source == 3)
-        CHECK(skip_vec(r)); /* parent_hash */
-    else if (source != 2)
+    else if (leaf->source == 3)
+        CHECK(msv_mls_get_vec(r, &leaf->parent_hash, &leaf->parent_hash_len));
+    else if (leaf->source != 2)
         return MSV_ERR_PARSE;
     CHECK(skip_vec(r)); /* extensions */
-    return skip_vec(r); /* signature */
+    leaf->tbs_len = r->off - start;
+    CHECK(msv_mls_get_vec(r, &leaf->signature, &leaf->signature_len));
+    leaf->raw = r->data + start;
+    leaf->raw_len = r->off - start;
+    return MSV_OK;
+}
+
+msv_err msv_mls_skip_leaf_node(struct msv_reader *r)
+{
+    struct msv_mls_leaf leaf;
+
+    return msv_mls_read_leaf_node(r, &leaf);
 }
 
 msv_err msv_mls_skip_key_package(struct msv_reader *r)

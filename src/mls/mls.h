@@ -368,6 +368,64 @@ MSV_MUST_CHECK msv_err msv_mls_private_unprotect(const struct msv_mls_epoch *ep,
                                                  uint8_t **plain, size_t *plain_len,
                                                  uint32_t *generation);
 
+/* ---- the ratchet tree (RFC 9420 4, 7.8, 7.9, 12.4.3.3; tree.c, ratchet_tree.c) ---- */
+
+/* A LeafNode as read (7.2): its fields point into the reader's data. */
+struct msv_mls_leaf {
+    const uint8_t *raw; /* the whole LeafNode */
+    size_t raw_len;
+    size_t tbs_len; /* the bytes of raw before the signature */
+    const uint8_t *encryption_key, *signature_key, *parent_hash, *signature;
+    size_t encryption_key_len, signature_key_len, parent_hash_len, signature_len;
+    uint8_t source; /* 1 key_package, 2 update, 3 commit */
+};
+MSV_MUST_CHECK msv_err msv_mls_read_leaf_node(struct msv_reader *r, struct msv_mls_leaf *leaf);
+
+/* Largest tree read: leaves (a power of two). */
+#define MSV_MLS_TREE_MAX_LEAVES (1u << 16)
+
+struct msv_mls_node {
+    uint8_t type; /* 0 blank, 1 leaf, 2 parent */
+    struct msv_mls_leaf leaf;
+    /* parent: its HPKE key, parent hash and unmerged leaves (leaf indices) */
+    const uint8_t *encryption_key, *parent_hash;
+    size_t encryption_key_len, parent_hash_len;
+    uint32_t *unmerged;
+    size_t n_unmerged;
+};
+
+struct msv_mls_tree {
+    uint32_t n_leaves;
+    uint32_t width;
+    struct msv_mls_node *nodes; /* width of them; pointers into the bytes read */
+};
+
+/*
+ * Reads the ratchet_tree extension's optional<Node> nodes<V>, padded with
+ * blanks to a full tree; the last node must not be blank, leaves must be at
+ * even and parents at odd indices. The tree borrows from data, which must
+ * outlive it; free it with msv_mls_tree_free().
+ */
+MSV_MUST_CHECK msv_err msv_mls_tree_read(const uint8_t *data, size_t len, struct msv_mls_tree *t);
+void msv_mls_tree_free(struct msv_mls_tree *t);
+/* The tree hash of node x (7.8). */
+MSV_MUST_CHECK msv_err msv_mls_tree_hash(const struct msv_mls_tree *t, uint32_t x,
+                                         uint8_t out[MSV_MLS_NH]);
+/*
+ * The resolution of node x (4.1.1) into out, which holds max node indices;
+ * *n is how many. MSV_ERR_TOO_BIG if they do not fit.
+ */
+MSV_MUST_CHECK msv_err msv_mls_tree_resolution(const struct msv_mls_tree *t, uint32_t x,
+                                               uint32_t *out, size_t max, size_t *n);
+/*
+ * Checks a tree as a new member must (7.9.2, 7.3): every non-blank parent
+ * parent-hash valid with respect to one of its children, and every leaf's
+ * signature (LeafNodeTBS, with group_id and the leaf index for update and
+ * commit leaves). MSV_ERR_AUTH otherwise.
+ */
+MSV_MUST_CHECK msv_err msv_mls_tree_verify(const struct msv_mls_tree *t, const uint8_t *group_id,
+                                           size_t group_id_len);
+
 /* ---- joining from a Welcome (RFC 9420 12.4.3.1, welcome.c) ---- */
 
 /*
@@ -399,6 +457,7 @@ MSV_MUST_CHECK msv_err msv_mls_skip_proposal_body(struct msv_reader *r, uint16_t
 MSV_MUST_CHECK msv_err msv_mls_skip_commit(struct msv_reader *r);
 MSV_MUST_CHECK msv_err msv_mls_skip_key_package(struct msv_reader *r);
 MSV_MUST_CHECK msv_err msv_mls_skip_leaf_node(struct msv_reader *r);
+
 MSV_MUST_CHECK msv_err msv_mls_skip_group_context(struct msv_reader *r);
 MSV_MUST_CHECK msv_err msv_mls_skip_group_info(struct msv_reader *r);
 MSV_MUST_CHECK msv_err msv_mls_skip_welcome(struct msv_reader *r);
