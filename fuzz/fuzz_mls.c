@@ -3,7 +3,8 @@
  *   0  a run of variable-size vectors: each one read must write back to the
  *      same bytes (one encoding per length);
  *   1  a Proposal, 2 a Commit, 3 (the next byte picks) an MLSMessage, a
- *      ratchet tree (also read, hashed, resolved and verified), GroupSecrets
+ *      ratchet tree (also read, hashed, resolved, verified, written back, and
+ *      written back again after a leaf is removed and added), GroupSecrets
  *      or a KeyPackage: the structure checks never read past the end;
  *   4  a PublicMessage and 5 a PrivateMessage of a fixed epoch (the first
  *      case of tests/vectors/mls/message-protection.json, which the seed
@@ -149,6 +150,41 @@ static void vectors(const uint8_t *data, size_t size)
     }
 }
 
+/* 1 if the tree writes, reads back, and writes to the same bytes again. */
+static int writes_back(const struct msv_mls_tree *t)
+{
+    struct msv_mls_tree u = {0, 0, NULL};
+    uint8_t *a = NULL, *b = NULL;
+    size_t a_len = 0, b_len = 0;
+    int ok =
+        msv_mls_tree_write(t, &a, &a_len) == MSV_OK && msv_mls_tree_read(a, a_len, &u) == MSV_OK &&
+        msv_mls_tree_write(&u, &b, &b_len) == MSV_OK && a_len == b_len && memcmp(a, b, a_len) == 0;
+
+    msv_mls_tree_free(&u);
+    free(a);
+    free(b);
+    return ok;
+}
+
+/* Removes the first leaf and adds it back: the tree still writes and reads back. */
+static void tree_changes(struct msv_mls_tree *t)
+{
+    struct msv_mls_leaf leaf;
+    uint32_t i = 0, index;
+
+    if (!writes_back(t))
+        abort();
+    while (i < t->n_leaves && t->nodes[2 * i].type != 1)
+        i++;
+    if (i == t->n_leaves)
+        return;
+    leaf = t->nodes[2 * i].leaf;
+    if (msv_mls_tree_remove(t, i) != MSV_OK || (t->width > 1 && !writes_back(t)))
+        abort();
+    if (msv_mls_tree_add(t, &leaf, &index) != MSV_OK || !writes_back(t))
+        abort();
+}
+
 /* A ratchet tree: its structure check, then read, hashed, resolved and verified. */
 static msv_err ratchet_tree(struct msv_reader *r)
 {
@@ -165,6 +201,7 @@ static msv_err ratchet_tree(struct msv_reader *r)
         abort();
     (void)msv_mls_tree_resolution(&t, msv_mls_tree_root(t.n_leaves), res, 64, &n);
     (void)msv_mls_tree_verify(&t, group_id, sizeof(group_id));
+    tree_changes(&t);
     msv_mls_tree_free(&t);
     return err;
 }

@@ -1151,6 +1151,62 @@ static int tree_validation_case(const char *file, size_t idx, json_t *tc)
     return ok;
 }
 
+/* ---- tree-operations ---- */
+
+/* Applies the Proposal (add, update from sender, remove) to t. */
+static msv_err apply_proposal(struct msv_mls_tree *t, const struct bytes *proposal, uint32_t sender)
+{
+    struct msv_reader r;
+    struct msv_mls_leaf leaf;
+    uint16_t type;
+    uint32_t index;
+
+    msv_reader_init(&r, proposal->p, proposal->n);
+    if (msv_reader_u16be(&r, &type) != MSV_OK)
+        return MSV_ERR_PARSE;
+    if (type == 1 && msv_mls_read_key_package(&r, &leaf) == MSV_OK && msv_mls_reader_is_done(&r))
+        return msv_mls_tree_add(t, &leaf, &index);
+    if (type == 2 && msv_mls_read_leaf_node(&r, &leaf) == MSV_OK && msv_mls_reader_is_done(&r))
+        return msv_mls_tree_update(t, sender, &leaf);
+    if (type == 3 && msv_reader_u32be(&r, &index) == MSV_OK && msv_mls_reader_is_done(&r))
+        return msv_mls_tree_remove(t, index);
+    return MSV_ERR_PARSE;
+}
+
+static int root_hash_is(const struct msv_mls_tree *t, json_t *tc, const char *name)
+{
+    uint8_t h[MSV_MLS_NH];
+
+    return msv_mls_tree_hash(t, msv_mls_tree_root(t->n_leaves), h) == MSV_OK &&
+           matches(tc, name, h, sizeof(h));
+}
+
+static int tree_operations_case(const char *file, size_t idx, json_t *tc)
+{
+    struct bytes before = hex(tc, "tree_before"), proposal = hex(tc, "proposal");
+    struct msv_mls_tree t = {0, 0, NULL};
+    uint8_t *after = NULL;
+    size_t after_len = 0;
+    int ok = msv_mls_tree_read(before.p, before.n, &t) == MSV_OK &&
+             root_hash_is(&t, tc, "tree_hash_before");
+
+    /* the tree as read writes back to the same bytes */
+    ok = ok && msv_mls_tree_write(&t, &after, &after_len) == MSV_OK &&
+         same(&before, after, after_len);
+    free(after);
+    after = NULL;
+    ok = ok && apply_proposal(&t, &proposal, (uint32_t)num(tc, "proposal_sender")) == MSV_OK &&
+         msv_mls_tree_write(&t, &after, &after_len) == MSV_OK &&
+         matches(tc, "tree_after", after, after_len) && root_hash_is(&t, tc, "tree_hash_after");
+    if (!ok)
+        complain(file, idx, "tree after the proposal");
+    free(after);
+    msv_mls_tree_free(&t);
+    free(before.p);
+    free(proposal.p);
+    return ok;
+}
+
 /* ---- the files ---- */
 
 typedef int (*case_fn)(const char *file, size_t idx, json_t *tc);
@@ -1199,6 +1255,7 @@ int main(void)
     run_file("mls/message-protection", "message-protection", message_protection_case);
     run_file("mls/deserialization", "deserialization", deserialization_case);
     run_file("mls/tree-validation", "tree-validation", tree_validation_case);
+    run_file("mls/tree-operations", "tree-operations", tree_operations_case);
     run_file("mls/welcome", "welcome", welcome_case);
     run_file("mls/messages", "messages (structure)", messages_case);
     run_codec();

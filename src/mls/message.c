@@ -73,13 +73,20 @@ msv_err msv_mls_skip_leaf_node(struct msv_reader *r)
     return msv_mls_read_leaf_node(r, &leaf);
 }
 
-msv_err msv_mls_skip_key_package(struct msv_reader *r)
+msv_err msv_mls_read_key_package(struct msv_reader *r, struct msv_mls_leaf *leaf)
 {
     CHECK(skip_raw(r, 4)); /* version, cipher_suite */
     CHECK(skip_vec(r));    /* init_key */
-    CHECK(msv_mls_skip_leaf_node(r));
+    CHECK(msv_mls_read_leaf_node(r, leaf));
     CHECK(skip_vec(r)); /* extensions */
     return skip_vec(r); /* signature */
+}
+
+msv_err msv_mls_skip_key_package(struct msv_reader *r)
+{
+    struct msv_mls_leaf leaf;
+
+    return msv_mls_read_key_package(r, &leaf);
 }
 
 /* PreSharedKeyID (8.4) */

@@ -380,6 +380,8 @@ struct msv_mls_leaf {
     uint8_t source; /* 1 key_package, 2 update, 3 commit */
 };
 MSV_MUST_CHECK msv_err msv_mls_read_leaf_node(struct msv_reader *r, struct msv_mls_leaf *leaf);
+/* A KeyPackage (10), its LeafNode into *leaf; nothing of it is checked but its structure. */
+MSV_MUST_CHECK msv_err msv_mls_read_key_package(struct msv_reader *r, struct msv_mls_leaf *leaf);
 
 /* Largest tree read: leaves (a power of two). */
 #define MSV_MLS_TREE_MAX_LEAVES (1u << 16)
@@ -425,6 +427,25 @@ MSV_MUST_CHECK msv_err msv_mls_tree_resolution(const struct msv_mls_tree *t, uin
  */
 MSV_MUST_CHECK msv_err msv_mls_tree_verify(const struct msv_mls_tree *t, const uint8_t *group_id,
                                            size_t group_id_len);
+
+/*
+ * Changing the tree (7.7, 12.1.1-12.1.3), for leaves the caller has checked
+ * (KeyPackage and LeafNode validation are not here); each leaf borrows its
+ * bytes, which must outlive the tree.
+ *   add: the leftmost blank leaf, or a new right half when there is none; the
+ *        new leaf becomes unmerged at each non-blank parent above it;
+ *   update: the leaf replaced, the parents above it blanked;
+ *   remove: the leaf and the parents above it blanked, then the tree cut
+ *        down while its right half is blank.
+ */
+MSV_MUST_CHECK msv_err msv_mls_tree_add(struct msv_mls_tree *t, const struct msv_mls_leaf *leaf,
+                                        uint32_t *index);
+MSV_MUST_CHECK msv_err msv_mls_tree_update(struct msv_mls_tree *t, uint32_t index,
+                                           const struct msv_mls_leaf *leaf);
+MSV_MUST_CHECK msv_err msv_mls_tree_remove(struct msv_mls_tree *t, uint32_t index);
+/* The ratchet_tree extension's encoding, without trailing blanks; caller frees *out with free(). */
+MSV_MUST_CHECK msv_err msv_mls_tree_write(const struct msv_mls_tree *t, uint8_t **out,
+                                          size_t *out_len);
 
 /* ---- joining from a Welcome (RFC 9420 12.4.3.1, welcome.c) ---- */
 

@@ -367,3 +367,126 @@ msv_err msv_mls_tree_verify(const struct msv_mls_tree *t, const uint8_t *group_i
         err = verify_parent_hashes(t);
     return err == MSV_OK ? MSV_OK : MSV_ERR_AUTH;
 }
+
+static void blank(struct msv_mls_node *n)
+{
+    free(n->unmerged);
+    memset(n, 0, sizeof(*n));
+}
+
+/* Blanks the parents above leaf (its direct path). */
+static void blank_direct_path(struct msv_mls_tree *t, uint32_t leaf)
+{
+    for (uint32_t x = msv_mls_tree_parent(2 * leaf, t->n_leaves); x != MSV_MLS_NONE;
+         x = msv_mls_tree_parent(x, t->n_leaves))
+        blank(&t->nodes[x]);
+}
+
+/* Doubles the tree: the old one becomes the left half, the right half is blank. */
+static msv_err grow(struct msv_mls_tree *t)
+{
+    uint32_t leaves = t->n_leaves * 2, width = msv_mls_tree_width(leaves);
+    struct msv_mls_node *nodes;
+
+    if (leaves > MSV_MLS_TREE_MAX_LEAVES)
+        return MSV_ERR_TOO_BIG;
+    nodes = realloc(t->nodes, (size_t)width * sizeof(*nodes));
+    if (nodes == NULL)
+        return MSV_ERR_NOMEM;
+    memset(nodes + t->width, 0, (size_t)(width - t->width) * sizeof(*nodes));
+    t->nodes = nodes;
+    t->n_leaves = leaves;
+    t->width = width;
+    return MSV_OK;
+}
+
+msv_err msv_mls_tree_add(struct msv_mls_tree *t, const struct msv_mls_leaf *leaf, uint32_t *index)
+{
+    uint32_t i = 0;
+    msv_err err;
+
+    while (i < t->n_leaves && t->nodes[2 * i].type != 0)
+        i++;
+    if (i == t->n_leaves && (err = grow(t)) != MSV_OK)
+        return err;
+    /* 12.1.1: the new leaf is unmerged at every non-blank parent above it */
+    for (uint32_t x = msv_mls_tree_parent(2 * i, t->n_leaves); x != MSV_MLS_NONE;
+         x = msv_mls_tree_parent(x, t->n_leaves)) {
+        struct msv_mls_node *p = &t->nodes[x];
+        uint32_t *u;
+
+        if (p->type == 0)
+            continue;
+        u = realloc(p->unmerged, (p->n_unmerged + 1) * sizeof(uint32_t));
+        if (u == NULL)
+            return MSV_ERR_NOMEM;
+        p->unmerged = u;
+        p->unmerged[p->n_unmerged++] = i;
+    }
+    t->nodes[2 * i].type = 1;
+    t->nodes[2 * i].leaf = *leaf;
+    *index = i;
+    return MSV_OK;
+}
+
+msv_err msv_mls_tree_update(struct msv_mls_tree *t, uint32_t index, const struct msv_mls_leaf *leaf)
+{
+    if (index >= t->n_leaves || t->nodes[2 * index].type != 1)
+        return MSV_ERR_INVALID;
+    t->nodes[2 * index].leaf = *leaf;
+    blank_direct_path(t, index);
+    return MSV_OK;
+}
+
+msv_err msv_mls_tree_remove(struct msv_mls_tree *t, uint32_t index)
+{
+    if (index >= t->n_leaves || t->nodes[2 * index].type != 1)
+        return MSV_ERR_INVALID;
+    blank(&t->nodes[2 * index]);
+    blank_direct_path(t, index);
+    /* 7.7: cut off the right half while it holds no leaf */
+    while (t->n_leaves > 1) {
+        uint32_t half = t->n_leaves / 2, i = half;
+
+        while (i < t->n_leaves && t->nodes[2 * i].type == 0)
+            i++;
+        if (i < t->n_leaves)
+            break;
+        for (uint32_t x = msv_mls_tree_width(half); x < t->width; x++)
+            blank(&t->nodes[x]);
+        t->n_leaves = half;
+        t->width = msv_mls_tree_width(half);
+    }
+    return MSV_OK;
+}
+
+msv_err msv_mls_tree_write(const struct msv_mls_tree *t, uint8_t **out, size_t *out_len)
+{
+    struct msv_buf w;
+    uint32_t end = t->width;
+    size_t mark;
+
+    while (end > 0 && t->nodes[end - 1].type == 0)
+        end--;
+    msv_buf_init(&w, MSV_MLS_MESSAGE_MAX * 4);
+    mark = msv_mls_vec_begin(&w);
+    for (uint32_t x = 0; x < end; x++) {
+        const struct msv_mls_node *n = &t->nodes[x];
+
+        (void)msv_buf_put_u8(&w, n->type != 0);
+        if (n->type == 0)
+            continue;
+        (void)msv_buf_put_u8(&w, n->type);
+        if (n->type == 1) {
+            (void)msv_buf_put(&w, n->leaf.raw, n->leaf.raw_len);
+            continue;
+        }
+        msv_mls_put_vec(&w, n->encryption_key, n->encryption_key_len);
+        msv_mls_put_vec(&w, n->parent_hash, n->parent_hash_len);
+        msv_mls_put_varint(&w, 4 * (uint64_t)n->n_unmerged);
+        for (size_t i = 0; i < n->n_unmerged; i++)
+            (void)msv_buf_put_u32be(&w, n->unmerged[i]);
+    }
+    msv_mls_vec_end(&w, mark);
+    return msv_buf_finish(&w, out, out_len);
+}
