@@ -12,7 +12,10 @@
  *      messages the vectors hold;
  *   6  an AuthenticatedContent for the transcript hashes under a fixed key;
  *   7  a Welcome for the KeyPackage of the first case of
- *      tests/vectors/mls/welcome.json: opened only when it is that case's.
+ *      tests/vectors/mls/welcome.json: opened only when it is that case's;
+ *   8  an UpdatePath from leaf 0 into the tree of the first case of
+ *      tests/vectors/mls/treekem.json, merged (on a fresh copy) and, when that
+ *      works, opened for leaf 1 with its key.
  */
 #include "common.h"
 #include "mls/mls.h"
@@ -67,6 +70,20 @@ static const char key_package_hex[] =
     "f8ff42032ec9caadf267e85931b550eebbe480150d4b9b0a0040401ec696ab731d5a7b1092b0db9912fe35086e"
     "188ce2946996bdf3cec463849f1a32f653b6e246b8b85a486ce3f604891501052c3d7bbee2155fff6a367e5a1f"
     "03";
+static const char treekem_tree_hex[] =
+    "41da010120c929637bda524adad04ac85cf8ab7164d9cd88139aef5c9f7157902707c3fb5820c4c1595a92bc2f"
+    "e9413a0eb6484a106159300bbd27d9f69c8287bff4c812685100012064f3832198d0541bb38e744801075164e8"
+    "1371c4952ad36e2a41c8fcac593f930200010c000100020003000400050006000004000100020320be6b0e33b5"
+    "76ab16727c86317eee6b8bbc20b641440f1f55ed68a4861b6746f70040404007c2a631b8a394f6cb8704b1cbbe"
+    "2e149241ca32f316ffc6f8a541521b0a298dc0239d0ec0e8ab77f3c39b5810da1815d3a83dd4797d0ea5a04887"
+    "18b8af0201022029eb3645264612282039eb7ddb095a780f39b1904a9613aaad568642a4b9b2040000010120d1"
+    "7b7296c1ac920c635574c84ee59f11c43bf534f4135225dbf1ac360e4629092018fb8325dea495db27f818b49f"
+    "80fbe1e41bd07e8f56e519325b0fdf5f34a69f0001209461d191779dc58ef19be7df44f74252e5fefab3e0b7e0"
+    "4d05e866138390325d0200010c00010002000300040005000600000400010002010000000000000000ffffffff"
+    "ffffffff0040405ca8f99de58c59bc29c4d7b5bbc489ca7a62a8971d5944080940cf14d6795443a20cd96c290a"
+    "67b59c28a53e9e9795ac9f21cbb257ca333e75e72e5582ca8e0f";
+static uint8_t *treekem_tree, treekem_gid[32], treekem_leaf1_sk[32];
+static size_t treekem_tree_len;
 static uint8_t *welcome, *key_package, init_priv[32], signer_pub[32];
 static size_t welcome_len, key_package_len;
 static size_t honest_len[5];
@@ -120,6 +137,9 @@ static void setup(void)
     for (size_t i = 0; i < 5; i++)
         honest[i] = unhex_alloc(honest_hex[i], &honest_len[i]);
     welcome = unhex_alloc(welcome_hex, &welcome_len);
+    treekem_tree = unhex_alloc(treekem_tree_hex, &treekem_tree_len);
+    unhex("476813a66a9e9a464c40e79f4f8449d939d9235c56ea955ba7e230ec6d7f6b03", treekem_gid);
+    unhex("2a7ab9e8c1a8077944fa0f59303faf1d7da5ec43c7a3f345910c87478d12c202", treekem_leaf1_sk);
     key_package = unhex_alloc(key_package_hex, &key_package_len);
     unhex("c697caf7ae54f695f9411d9dc81a206b91fabcaac62a13763213a045ecd72b1e", init_priv);
     unhex("4e61ed19803e994259745f59aabd3f0be3c171ae99d49a29974b5a5cee134241", signer_pub);
@@ -289,19 +309,41 @@ static void welcome_message(const uint8_t *data, size_t size)
     free(gi);
 }
 
+static void update_path(const uint8_t *data, size_t size)
+{
+    struct msv_mls_tree t = {0, 0, NULL};
+    struct msv_mls_update_path up;
+    struct msv_mls_node_key key = {2, {0}};
+    uint32_t path[MSV_MLS_PATH_MAX];
+    uint8_t ps[MSV_MLS_NH], commit[MSV_MLS_NH];
+    size_t n = 0;
+
+    memcpy(key.sk, treekem_leaf1_sk, 32);
+    if (msv_mls_tree_read(treekem_tree, treekem_tree_len, &t) != MSV_OK)
+        abort();
+    if (msv_mls_update_path_read(data, size, &up) == MSV_OK &&
+        msv_mls_tree_filtered_path(&t, 0, path, &n) == MSV_OK &&
+        msv_mls_tree_merge_path(&t, 0, &up) == MSV_OK) {
+        (void)msv_mls_tree_verify(&t, treekem_gid, sizeof(treekem_gid));
+        (void)msv_mls_path_open(MSV_MLS_SUITE_X25519_AES128GCM, &t, path, n, &up, 1, &key, 1,
+                                treekem_gid, sizeof(treekem_gid), ps, commit);
+    }
+    msv_mls_tree_free(&t);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
     setup();
-    switch (data[0] % 8) {
+    switch (data[0] % 9) {
     case 0:
         vectors(data + 1, size - 1);
         break;
     case 1:
     case 2:
     case 3:
-        structure(data[0] % 8, data + 1, size - 1);
+        structure(data[0] % 9, data + 1, size - 1);
         break;
     case 4:
         public_message(data + 1, size - 1);
@@ -312,8 +354,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 6:
         transcript(data + 1, size - 1);
         break;
-    default:
+    case 7:
         welcome_message(data + 1, size - 1);
+        break;
+    default:
+        update_path(data + 1, size - 1);
         break;
     }
     return 0;

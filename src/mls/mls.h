@@ -394,6 +394,9 @@ struct msv_mls_node {
     size_t encryption_key_len, parent_hash_len;
     uint32_t *unmerged;
     size_t n_unmerged;
+    /* a parent hash computed here (merging an UpdatePath) rather than read */
+    uint8_t own_parent_hash[MSV_MLS_NH];
+    int has_own_parent_hash;
 };
 
 struct msv_mls_tree {
@@ -446,6 +449,67 @@ MSV_MUST_CHECK msv_err msv_mls_tree_remove(struct msv_mls_tree *t, uint32_t inde
 /* The ratchet_tree extension's encoding, without trailing blanks; caller frees *out with free(). */
 MSV_MUST_CHECK msv_err msv_mls_tree_write(const struct msv_mls_tree *t, uint8_t **out,
                                           size_t *out_len);
+
+/* The parent hash of parent p with co-path child s (7.9): over p's key, p's parent hash and
+ * s's tree hash without p's unmerged leaves. */
+MSV_MUST_CHECK msv_err msv_mls_tree_parent_hash(const struct msv_mls_tree *t, uint32_t p,
+                                                uint32_t s, uint8_t out[MSV_MLS_NH]);
+
+/* ---- TreeKEM: receiving an UpdatePath (RFC 9420 7.4-7.6, 7.9; treekem.c) ---- */
+
+#define MSV_MLS_PATH_MAX 17 /* direct path length of the largest tree, plus one */
+
+/* UpdatePath = leaf_node || UpdatePathNode nodes<V>; each node a key and HPKECiphertexts. */
+struct msv_mls_update_path {
+    struct msv_mls_leaf leaf;
+    size_t n_nodes;
+    struct {
+        const uint8_t *encryption_key, *secrets; /* secrets: HPKECiphertext list, no length */
+        size_t encryption_key_len, secrets_len;
+    } nodes[MSV_MLS_PATH_MAX];
+};
+
+MSV_MUST_CHECK msv_err msv_mls_update_path_read(const uint8_t *data, size_t len,
+                                                struct msv_mls_update_path *up);
+/* The sender's filtered direct path (4.1.2): parents whose co-path child has a non-empty
+ * resolution. */
+MSV_MUST_CHECK msv_err msv_mls_tree_filtered_path(const struct msv_mls_tree *t, uint32_t leaf,
+                                                  uint32_t path[MSV_MLS_PATH_MAX], size_t *n);
+/*
+ * Merges the UpdatePath of sender into t (12.4.2): the direct path blanked,
+ * the filtered path's keys set with the parent hashes they chain to (7.9),
+ * the sender's leaf replaced. MSV_ERR_AUTH if the number of nodes is not the
+ * filtered path's or the leaf's parent hash is not the chain's; t may then be
+ * half changed: merge into a copy.
+ */
+MSV_MUST_CHECK msv_err msv_mls_tree_merge_path(struct msv_mls_tree *t, uint32_t sender,
+                                               const struct msv_mls_update_path *up);
+
+/* An HPKE private key the receiver holds for a node of the tree. */
+struct msv_mls_node_key {
+    uint32_t node;
+    uint8_t sk[32];
+};
+
+/*
+ * Decrypts the path secret meant for receiver (7.6): at the lowest node of
+ * the sender's filtered path above receiver, with the first key of keys whose
+ * node is in the resolution of that node's co-path child; the HPKE context is
+ * the provisional GroupContext gc. Then derives the path up to the root,
+ * checking that every node's derived public key is the one t holds, and
+ * gives the path secret decrypted and the commit secret. Call on the merged
+ * tree, with the path as read from the tree before the merge.
+ */
+MSV_MUST_CHECK msv_err msv_mls_path_open(enum msv_mls_suite suite, const struct msv_mls_tree *t,
+                                         const uint32_t *path, size_t path_len,
+                                         const struct msv_mls_update_path *up, uint32_t receiver,
+                                         const struct msv_mls_node_key *keys, size_t n_keys,
+                                         const uint8_t *gc, size_t gc_len,
+                                         uint8_t path_secret[MSV_MLS_NH],
+                                         uint8_t commit_secret[MSV_MLS_NH]);
+/* The HPKE key pair of a node from its path secret: DeriveKeyPair(DeriveSecret(ps, "node")). */
+MSV_MUST_CHECK msv_err msv_mls_node_keypair(const uint8_t path_secret[MSV_MLS_NH], uint8_t sk[32],
+                                            uint8_t pk[32]);
 
 /* ---- joining from a Welcome (RFC 9420 12.4.3.1, welcome.c) ---- */
 

@@ -29,6 +29,12 @@ static int is_excluded(const struct exclusion *ex, uint32_t leaf)
     return ex != NULL && ex->marks[leaf] != 0;
 }
 
+static void mark_unmerged(const struct msv_mls_node *n, uint8_t *marks, uint8_t v)
+{
+    for (size_t i = 0; i < n->n_unmerged; i++)
+        marks[n->unmerged[i]] = v;
+}
+
 /* 1 if leaf is in the subtree under node x. */
 static int is_descendant(uint32_t x, uint32_t leaf)
 {
@@ -38,6 +44,22 @@ static int is_descendant(uint32_t x, uint32_t leaf)
 }
 
 /* 12.4.3.3: a parent's unmerged leaves are leaves under it, at most as many as it has. */
+/* A parent's parent hash: the one read, or the one computed when a path was merged. */
+static void parent_ph(const struct msv_mls_node *n, const uint8_t **p, size_t *len)
+{
+    *p = n->has_own_parent_hash ? n->own_parent_hash : n->parent_hash;
+    *len = n->has_own_parent_hash ? MSV_MLS_NH : n->parent_hash_len;
+}
+
+static void put_parent_ph(struct msv_buf *w, const struct msv_mls_node *n)
+{
+    const uint8_t *p;
+    size_t len;
+
+    parent_ph(n, &p, &len);
+    msv_mls_put_vec(w, p, len);
+}
+
 static msv_err read_parent(struct msv_reader *r, uint32_t x, struct msv_mls_node *n)
 {
     const uint8_t *p;
@@ -184,7 +206,7 @@ static msv_err hash_node(const struct msv_mls_tree *t, uint32_t x, const struct 
     (void)msv_buf_put_u8(&w, n->type == 2);
     if (n->type == 2) {
         msv_mls_put_vec(&w, n->encryption_key, n->encryption_key_len);
-        msv_mls_put_vec(&w, n->parent_hash, n->parent_hash_len);
+        put_parent_ph(&w, n);
         mark = msv_mls_vec_begin(&w);
         for (size_t i = 0; i < n->n_unmerged; i++) {
             if (!is_excluded(ex, n->unmerged[i]))
@@ -253,15 +275,34 @@ static msv_err parent_hash_of(const struct msv_mls_tree *t, uint32_t p, uint32_t
         return err;
     msv_buf_init(&w, MSV_MLS_MESSAGE_MAX);
     msv_mls_put_vec(&w, n->encryption_key, n->encryption_key_len);
-    msv_mls_put_vec(&w, n->parent_hash, n->parent_hash_len);
+    put_parent_ph(&w, n);
     msv_mls_put_vec(&w, sibling, sizeof(sibling));
     return finish_hash(&w, out);
 }
 
+msv_err msv_mls_tree_parent_hash(const struct msv_mls_tree *t, uint32_t p, uint32_t s,
+                                 uint8_t out[MSV_MLS_NH])
+{
+    uint8_t *marks = calloc(t->n_leaves, 1);
+    struct exclusion ex = {marks};
+    msv_err err;
+
+    if (marks == NULL)
+        return MSV_ERR_NOMEM;
+    mark_unmerged(&t->nodes[p], marks, 1);
+    err = parent_hash_of(t, p, s, &ex, out);
+    free(marks);
+    return err;
+}
+
 static void node_parent_hash(const struct msv_mls_node *n, const uint8_t **p, size_t *len)
 {
-    *p = n->type == 1 ? n->leaf.parent_hash : n->parent_hash;
-    *len = n->type == 1 ? n->leaf.parent_hash_len : n->parent_hash_len;
+    if (n->type == 2) {
+        parent_ph(n, p, len);
+        return;
+    }
+    *p = n->leaf.parent_hash;
+    *len = n->leaf.parent_hash_len;
 }
 
 /*
@@ -295,12 +336,6 @@ static msv_err valid_through(const struct msv_mls_tree *t, uint32_t p, uint32_t 
     node_parent_hash(&t->nodes[d], &got, &got_len);
     *valid = got_len == MSV_MLS_NH && msv_equal_ct(got, want, MSV_MLS_NH);
     return MSV_OK;
-}
-
-static void mark_unmerged(const struct msv_mls_node *n, uint8_t *marks, uint8_t v)
-{
-    for (size_t i = 0; i < n->n_unmerged; i++)
-        marks[n->unmerged[i]] = v;
 }
 
 static msv_err verify_parent_hashes(const struct msv_mls_tree *t)
@@ -482,7 +517,7 @@ msv_err msv_mls_tree_write(const struct msv_mls_tree *t, uint8_t **out, size_t *
             continue;
         }
         msv_mls_put_vec(&w, n->encryption_key, n->encryption_key_len);
-        msv_mls_put_vec(&w, n->parent_hash, n->parent_hash_len);
+        put_parent_ph(&w, n);
         msv_mls_put_varint(&w, 4 * (uint64_t)n->n_unmerged);
         for (size_t i = 0; i < n->n_unmerged; i++)
             (void)msv_buf_put_u32be(&w, n->unmerged[i]);
