@@ -1349,6 +1349,99 @@ static int treekem_case(const char *file, size_t idx, json_t *tc)
     return ok;
 }
 
+/* ---- passive-client-welcome ---- */
+
+/* The tree a joiner uses: the one given beside the Welcome, or the GroupInfo's extension. */
+static int joiner_tree(json_t *tc, const struct msv_mls_group_info *info, struct bytes *given,
+                       struct msv_mls_tree *t)
+{
+    json_t *v = json_object_get(tc, "ratchet_tree");
+
+    given->p = NULL;
+    if (json_is_string(v)) {
+        *given = hex(tc, "ratchet_tree");
+        return msv_mls_tree_read(given->p, given->n, t) == MSV_OK;
+    }
+    return info->ratchet_tree != NULL &&
+           msv_mls_tree_read(info->ratchet_tree, info->ratchet_tree_len, t) == MSV_OK;
+}
+
+/* Checks the GroupInfo gi against its tree and gives the epoch authenticator. */
+static int join_checks(json_t *tc, enum msv_mls_suite suite, const uint8_t *gi, size_t gi_len,
+                       const uint8_t joiner[MSV_MLS_NH], const uint8_t psk_secret[MSV_MLS_NH])
+{
+    struct msv_mls_group_info info;
+    struct msv_mls_tree t = {0, 0, NULL};
+    struct msv_mls_epoch_secrets s;
+    struct bytes given = {NULL, 0};
+    uint8_t root[MSV_MLS_NH];
+    const struct msv_mls_node *signer;
+    int ok = msv_mls_group_info_read(gi, gi_len, &info) == MSV_OK &&
+             joiner_tree(tc, &info, &given, &t) &&
+             msv_mls_tree_hash(&t, msv_mls_tree_root(t.n_leaves), root) == MSV_OK &&
+             info.tree_hash_len == sizeof(root) &&
+             memcmp(root, info.tree_hash, sizeof(root)) == 0 &&
+             msv_mls_tree_verify(&t, info.group_id, info.group_id_len) == MSV_OK &&
+             info.signer < t.n_leaves;
+
+    signer = ok ? &t.nodes[2 * info.signer] : NULL;
+    ok = ok && signer->type == 1 &&
+         msv_mls_group_info_check(suite, gi, gi_len, signer->leaf.signature_key,
+                                  signer->leaf.signature_key_len, joiner, psk_secret,
+                                  &s) == MSV_OK &&
+         matches(tc, "initial_epoch_authenticator", s.epoch_authenticator, MSV_MLS_NH);
+    sodium_memzero(&s, sizeof(s));
+    msv_mls_tree_free(&t);
+    free(given.p);
+    return ok;
+}
+
+static int passive_welcome_case(const char *file, size_t idx, json_t *tc)
+{
+    enum msv_mls_suite suite = (enum msv_mls_suite)num(tc, "cipher_suite");
+    struct bytes w = hex(tc, "welcome"), kp = hex(tc, "key_package"), init = hex(tc, "init_priv");
+    json_t *list = json_object_get(tc, "external_psks");
+    size_t n = json_array_size(list);
+    struct msv_mls_external_psk *psks = calloc(n + 1, sizeof(*psks));
+    struct bytes *held = calloc(2 * n + 1, sizeof(*held));
+    uint8_t joiner[MSV_MLS_NH], psk_secret[MSV_MLS_NH], *gi = NULL;
+    size_t gi_len = 0;
+    int ok = psks != NULL && held != NULL && init.n == 32;
+
+    for (size_t i = 0; ok && i < n; i++) {
+        held[2 * i] = hex(json_array_get(list, i), "psk_id");
+        held[2 * i + 1] = hex(json_array_get(list, i), "psk");
+        psks[i] = (struct msv_mls_external_psk){held[2 * i].p, held[2 * i].n, held[2 * i + 1].p,
+                                                held[2 * i + 1].n};
+    }
+    ok = ok &&
+         msv_mls_welcome_decrypt(suite, w.p, w.n, kp.p, kp.n, init.p, psks, n, joiner, psk_secret,
+                                 &gi, &gi_len) == MSV_OK &&
+         join_checks(tc, suite, gi, gi_len, joiner, psk_secret);
+    /* without the PSKs it names, the Welcome does not open */
+    if (ok && n > 0) {
+        uint8_t *gi2 = NULL;
+        size_t gi2_len = 0;
+
+        ok = msv_mls_welcome_decrypt(suite, w.p, w.n, kp.p, kp.n, init.p, psks, n - 1, joiner,
+                                     psk_secret, &gi2, &gi2_len) != MSV_OK;
+        free(gi2);
+    }
+    if (!ok)
+        complain(file, idx, "join");
+    sodium_memzero(joiner, sizeof(joiner));
+    sodium_memzero(psk_secret, sizeof(psk_secret));
+    for (size_t i = 0; held != NULL && i < 2 * n; i++)
+        free(held[i].p);
+    free(held);
+    free(psks);
+    free(gi);
+    free(w.p);
+    free(kp.p);
+    free(init.p);
+    return ok;
+}
+
 /* ---- the files ---- */
 
 typedef int (*case_fn)(const char *file, size_t idx, json_t *tc);
@@ -1400,6 +1493,7 @@ int main(void)
     run_file("mls/tree-operations", "tree-operations", tree_operations_case);
     run_file("mls/treekem", "treekem", treekem_case);
     run_file("mls/welcome", "welcome", welcome_case);
+    run_file("mls/passive-client-welcome", "passive-client-welcome", passive_welcome_case);
     run_file("mls/messages", "messages (structure)", messages_case);
     run_codec();
     run_file("hpke/rfc9180_base", "hpke (RFC 9180 A.1.1, A.2.1)", hpke_case);

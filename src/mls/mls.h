@@ -531,6 +531,50 @@ MSV_MUST_CHECK msv_err msv_mls_welcome_open(enum msv_mls_suite suite, const uint
                                             struct msv_mls_epoch_secrets *out, uint8_t **group_info,
                                             size_t *group_info_len);
 
+/* An external PSK a member holds: its id and value. */
+struct msv_mls_external_psk {
+    const uint8_t *id;
+    size_t id_len;
+    const uint8_t *psk;
+    size_t psk_len;
+};
+
+#define MSV_MLS_WELCOME_PSKS_MAX 64
+
+/*
+ * The first half of msv_mls_welcome_open(): the GroupSecrets and GroupInfo
+ * decrypted, with the external PSKs the GroupSecrets name looked up in psks
+ * (MSV_ERR_NOT_FOUND for one we do not hold; resumption PSKs are
+ * MSV_ERR_UNSUPPORTED). Nothing of the GroupInfo is checked yet: read it with
+ * msv_mls_group_info_read() to find the tree and the signer, then check it
+ * with msv_mls_group_info_check(). Wipe joiner and psk_secret when done.
+ */
+MSV_MUST_CHECK msv_err msv_mls_welcome_decrypt(enum msv_mls_suite suite, const uint8_t *welcome,
+                                               size_t welcome_len, const uint8_t *key_package,
+                                               size_t key_package_len, const uint8_t init_sk[32],
+                                               const struct msv_mls_external_psk *psks,
+                                               size_t n_psks, uint8_t joiner[MSV_MLS_NH],
+                                               uint8_t psk_secret[MSV_MLS_NH], uint8_t **group_info,
+                                               size_t *group_info_len);
+
+/* What a GroupInfo says that a joiner needs before checking it; pointers into it. */
+struct msv_mls_group_info {
+    const uint8_t *group_id, *tree_hash, *ratchet_tree; /* ratchet_tree NULL if no extension */
+    size_t group_id_len, tree_hash_len, ratchet_tree_len;
+    uint64_t epoch;
+    uint32_t signer;
+};
+
+MSV_MUST_CHECK msv_err msv_mls_group_info_read(const uint8_t *gi, size_t len,
+                                               struct msv_mls_group_info *info);
+/* The signature and confirmation tag of a GroupInfo, and the epoch's secrets (MSV_ERR_AUTH). */
+MSV_MUST_CHECK msv_err msv_mls_group_info_check(enum msv_mls_suite suite, const uint8_t *gi,
+                                                size_t len, const uint8_t *signer_pk,
+                                                size_t signer_pk_len,
+                                                const uint8_t joiner[MSV_MLS_NH],
+                                                const uint8_t psk_secret[MSV_MLS_NH],
+                                                struct msv_mls_epoch_secrets *out);
+
 /*
  * Structure checks of message bodies (message.c): each reads one structure
  * from r and fails with MSV_ERR_PARSE on malformed input, MSV_ERR_UNSUPPORTED

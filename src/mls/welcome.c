@@ -26,8 +26,6 @@ struct secrets_entry {
     size_t kem_len, ct_len, egi_len;
 };
 
-static const uint8_t zero_psk[MSV_MLS_NH];
-
 /* KeyPackageRef = RefHash("MLS 1.0 KeyPackage Reference", KeyPackage) of a KeyPackage MLSMessage */
 static msv_err key_package_ref(const uint8_t *msg, size_t len, uint8_t ref[MSV_MLS_NH])
 {
@@ -80,9 +78,47 @@ static msv_err find_entry(enum msv_mls_suite suite, const uint8_t *msg, size_t l
     return found ? MSV_OK : MSV_ERR_NOT_FOUND;
 }
 
-/* Decrypts and reads the GroupSecrets: the joiner secret; PSKs are not supported. */
+/* The PSK secret of the GroupSecrets' psks: external ones looked up by id; resumption ones
+ * unsupported. */
+static msv_err group_secrets_psks(struct msv_reader *list, const struct msv_mls_external_psk *ext,
+                                  size_t n_ext, uint8_t psk_secret[MSV_MLS_NH])
+{
+    struct msv_mls_psk psks[MSV_MLS_WELCOME_PSKS_MAX];
+    size_t n = 0;
+
+    while (!msv_mls_reader_is_done(list)) {
+        size_t start = list->off, k = 0;
+        const uint8_t *id, *nonce;
+        size_t id_len, nonce_len;
+        uint8_t type;
+
+        if (n == MSV_MLS_WELCOME_PSKS_MAX)
+            return MSV_ERR_TOO_BIG;
+        if (msv_reader_u8(list, &type) != MSV_OK)
+            return MSV_ERR_AUTH;
+        if (type != 1)
+            return MSV_ERR_UNSUPPORTED; /* resumption PSKs: not here yet */
+        if (msv_mls_get_vec(list, &id, &id_len) != MSV_OK ||
+            msv_mls_get_vec(list, &nonce, &nonce_len) != MSV_OK)
+            return MSV_ERR_AUTH;
+        while (k < n_ext && !(ext[k].id_len == id_len && memcmp(ext[k].id, id, id_len) == 0))
+            k++;
+        if (k == n_ext)
+            return MSV_ERR_NOT_FOUND;
+        psks[n].id = list->data + start;
+        psks[n].id_len = list->off - start;
+        psks[n].psk = ext[k].psk;
+        psks[n].psk_len = ext[k].psk_len;
+        n++;
+    }
+    return msv_mls_psk_secret(psks, n, psk_secret);
+}
+
+/* Decrypts and reads the GroupSecrets: the joiner secret and the PSK secret. */
 static msv_err open_group_secrets(enum msv_mls_suite suite, const uint8_t init_sk[32],
-                                  const struct secrets_entry *e, uint8_t joiner[MSV_MLS_NH])
+                                  const struct secrets_entry *e,
+                                  const struct msv_mls_external_psk *ext, size_t n_ext,
+                                  uint8_t joiner[MSV_MLS_NH], uint8_t psk_secret[MSV_MLS_NH])
 {
     struct msv_reader r, psks;
     const uint8_t *j, *path;
@@ -102,12 +138,9 @@ static msv_err open_group_secrets(enum msv_mls_suite suite, const uint8_t init_s
         (present && msv_mls_get_vec(&r, &path, &path_len) != MSV_OK) ||
         msv_mls_get_sub(&r, &psks) != MSV_OK || !msv_mls_reader_is_done(&r))
         goto out;
-    if (!msv_mls_reader_is_done(&psks)) {
-        err = MSV_ERR_UNSUPPORTED;
-        goto out;
-    }
-    memcpy(joiner, j, MSV_MLS_NH);
-    err = MSV_OK;
+    err = group_secrets_psks(&psks, ext, n_ext, psk_secret);
+    if (err == MSV_OK)
+        memcpy(joiner, j, MSV_MLS_NH);
 out:
     msv_secret_free(pt, pt_len);
     return err;
@@ -115,7 +148,8 @@ out:
 
 /* The GroupInfo, decrypted with the welcome key and nonce (8, 12.4.3.1). */
 static msv_err open_group_info(enum msv_mls_suite suite, const uint8_t joiner[MSV_MLS_NH],
-                               const struct secrets_entry *e, uint8_t **out, size_t *out_len)
+                               const uint8_t psk_secret[MSV_MLS_NH], const struct secrets_entry *e,
+                               uint8_t **out, size_t *out_len)
 {
     uint8_t member[MSV_MLS_NH], welcome[MSV_MLS_NH], key[MSV_MLS_KEY_MAX], nonce[MSV_MLS_NN];
     uint8_t *gi = NULL;
@@ -123,7 +157,7 @@ static msv_err open_group_info(enum msv_mls_suite suite, const uint8_t joiner[MS
 
     if (e->egi_len < MSV_MLS_TAG_LEN)
         return MSV_ERR_AUTH;
-    err = msv_mls_extract(joiner, MSV_MLS_NH, zero_psk, MSV_MLS_NH, member);
+    err = msv_mls_extract(joiner, MSV_MLS_NH, psk_secret, MSV_MLS_NH, member);
     if (err == MSV_OK)
         err = msv_mls_derive_secret(member, MSV_MLS_NH, "welcome", welcome);
     if (err == MSV_OK)
@@ -167,9 +201,11 @@ static msv_err read_group_context(const uint8_t *gc, size_t len, uint16_t *suite
 }
 
 /* Checks the GroupInfo's signature (GroupInfoTBS) and confirmation tag; the epoch's secrets. */
-static msv_err check_group_info(enum msv_mls_suite suite, const uint8_t *gi, size_t len,
-                                const uint8_t *signer_pk, size_t signer_pk_len,
-                                const uint8_t joiner[MSV_MLS_NH], struct msv_mls_epoch_secrets *out)
+msv_err msv_mls_group_info_check(enum msv_mls_suite suite, const uint8_t *gi, size_t len,
+                                 const uint8_t *signer_pk, size_t signer_pk_len,
+                                 const uint8_t joiner[MSV_MLS_NH],
+                                 const uint8_t psk_secret[MSV_MLS_NH],
+                                 struct msv_mls_epoch_secrets *out)
 {
     struct msv_reader r;
     const uint8_t *ext, *tag, *sig, *cth;
@@ -193,7 +229,7 @@ static msv_err check_group_info(enum msv_mls_suite suite, const uint8_t *gi, siz
     err = msv_mls_verify_label(signer_pk, signer_pk_len, "GroupInfoTBS", gi, tbs_len, sig, sig_len);
     if (err != MSV_OK)
         return MSV_ERR_AUTH;
-    err = msv_mls_key_schedule_joiner(joiner, zero_psk, gi, gc_len, out);
+    err = msv_mls_key_schedule_joiner(joiner, psk_secret, gi, gc_len, out);
     if (err == MSV_OK)
         err = msv_mls_mac(out->confirmation_key, MSV_MLS_NH, cth, cth_len, mac);
     if (err == MSV_OK && (tag_len != MSV_MLS_NH || sodium_memcmp(mac, tag, MSV_MLS_NH) != 0))
@@ -203,16 +239,15 @@ static msv_err check_group_info(enum msv_mls_suite suite, const uint8_t *gi, siz
     return err;
 }
 
-msv_err msv_mls_welcome_open(enum msv_mls_suite suite, const uint8_t *welcome, size_t welcome_len,
-                             const uint8_t *key_package, size_t key_package_len,
-                             const uint8_t init_sk[32], const uint8_t *signer_pk,
-                             size_t signer_pk_len, struct msv_mls_epoch_secrets *out,
-                             uint8_t **group_info, size_t *group_info_len)
+msv_err msv_mls_welcome_decrypt(enum msv_mls_suite suite, const uint8_t *welcome,
+                                size_t welcome_len, const uint8_t *key_package,
+                                size_t key_package_len, const uint8_t init_sk[32],
+                                const struct msv_mls_external_psk *psks, size_t n_psks,
+                                uint8_t joiner[MSV_MLS_NH], uint8_t psk_secret[MSV_MLS_NH],
+                                uint8_t **group_info, size_t *group_info_len)
 {
     struct secrets_entry e;
-    struct msv_mls_epoch_secrets s;
-    uint8_t ref[MSV_MLS_NH], joiner[MSV_MLS_NH], *gi = NULL;
-    size_t gi_len = 0;
+    uint8_t ref[MSV_MLS_NH], j[MSV_MLS_NH], ps[MSV_MLS_NH];
     msv_err err;
 
     if (welcome_len > MSV_MLS_MESSAGE_MAX || key_package_len > MSV_MLS_MESSAGE_MAX)
@@ -222,11 +257,34 @@ msv_err msv_mls_welcome_open(enum msv_mls_suite suite, const uint8_t *welcome, s
     if (err == MSV_OK)
         err = find_entry(suite, welcome, welcome_len, ref, &e);
     if (err == MSV_OK)
-        err = open_group_secrets(suite, init_sk, &e, joiner);
+        err = open_group_secrets(suite, init_sk, &e, psks, n_psks, j, ps);
     if (err == MSV_OK)
-        err = open_group_info(suite, joiner, &e, &gi, &gi_len);
+        err = open_group_info(suite, j, ps, &e, group_info, group_info_len);
+    if (err == MSV_OK) {
+        memcpy(joiner, j, MSV_MLS_NH);
+        memcpy(psk_secret, ps, MSV_MLS_NH);
+    }
+    sodium_memzero(j, sizeof(j));
+    sodium_memzero(ps, sizeof(ps));
+    return err;
+}
+
+msv_err msv_mls_welcome_open(enum msv_mls_suite suite, const uint8_t *welcome, size_t welcome_len,
+                             const uint8_t *key_package, size_t key_package_len,
+                             const uint8_t init_sk[32], const uint8_t *signer_pk,
+                             size_t signer_pk_len, struct msv_mls_epoch_secrets *out,
+                             uint8_t **group_info, size_t *group_info_len)
+{
+    struct msv_mls_epoch_secrets s;
+    uint8_t joiner[MSV_MLS_NH], psk_secret[MSV_MLS_NH], *gi = NULL;
+    size_t gi_len = 0;
+    msv_err err;
+
+    err = msv_mls_welcome_decrypt(suite, welcome, welcome_len, key_package, key_package_len,
+                                  init_sk, NULL, 0, joiner, psk_secret, &gi, &gi_len);
     if (err == MSV_OK)
-        err = check_group_info(suite, gi, gi_len, signer_pk, signer_pk_len, joiner, &s);
+        err = msv_mls_group_info_check(suite, gi, gi_len, signer_pk, signer_pk_len, joiner,
+                                       psk_secret, &s);
     if (err == MSV_OK) {
         memcpy(out, &s, sizeof(s));
         *group_info = gi;
@@ -236,5 +294,38 @@ msv_err msv_mls_welcome_open(enum msv_mls_suite suite, const uint8_t *welcome, s
     free(gi);
     sodium_memzero(&s, sizeof(s));
     sodium_memzero(joiner, sizeof(joiner));
+    sodium_memzero(psk_secret, sizeof(psk_secret));
     return err;
+}
+
+msv_err msv_mls_group_info_read(const uint8_t *gi, size_t len, struct msv_mls_group_info *info)
+{
+    struct msv_reader r, ext;
+    uint16_t version, suite;
+    const uint8_t *p;
+    size_t n;
+
+    memset(info, 0, sizeof(*info));
+    msv_reader_init(&r, gi, len);
+    if (msv_reader_u16be(&r, &version) != MSV_OK || msv_reader_u16be(&r, &suite) != MSV_OK ||
+        msv_mls_get_vec(&r, &info->group_id, &info->group_id_len) != MSV_OK ||
+        msv_mls_get_u64(&r, &info->epoch) != MSV_OK ||
+        msv_mls_get_vec(&r, &info->tree_hash, &info->tree_hash_len) != MSV_OK ||
+        msv_mls_get_vec(&r, &p, &n) != MSV_OK || msv_mls_get_vec(&r, &p, &n) != MSV_OK ||
+        msv_mls_get_sub(&r, &ext) != MSV_OK || msv_mls_get_vec(&r, &p, &n) != MSV_OK ||
+        msv_reader_u32be(&r, &info->signer) != MSV_OK || msv_mls_get_vec(&r, &p, &n) != MSV_OK ||
+        !msv_mls_reader_is_done(&r))
+        return MSV_ERR_PARSE;
+    /* Extension = extension_type (u16) || extension_data<V>; ratchet_tree is type 2 */
+    while (!msv_mls_reader_is_done(&ext)) {
+        uint16_t type;
+
+        if (msv_reader_u16be(&ext, &type) != MSV_OK || msv_mls_get_vec(&ext, &p, &n) != MSV_OK)
+            return MSV_ERR_PARSE;
+        if (type == 2) {
+            info->ratchet_tree = p;
+            info->ratchet_tree_len = n;
+        }
+    }
+    return MSV_OK;
 }
