@@ -106,6 +106,16 @@ static uint8_t *unhex_alloc(const char *hex, size_t *len)
     return p;
 }
 
+static msv_err sig_key(void *ctx, uint32_t leaf, const uint8_t **pk, size_t *pk_len)
+{
+    (void)ctx;
+    if (leaf != 1)
+        return MSV_ERR_NOT_FOUND;
+    *pk = sig_pub;
+    *pk_len = sizeof(sig_pub);
+    return MSV_OK;
+}
+
 static void setup(void)
 {
     static int ready;
@@ -134,6 +144,7 @@ static void setup(void)
     ep.sender_data_secret = sd;
     ep.encryption_secret = enc;
     ep.membership_key = mk;
+    ep.sig_key = sig_key;
     for (size_t i = 0; i < 5; i++)
         honest[i] = unhex_alloc(honest_hex[i], &honest_len[i]);
     welcome = unhex_alloc(welcome_hex, &welcome_len);
@@ -265,8 +276,7 @@ static void public_message(const uint8_t *data, size_t size)
     struct msv_mls_content c;
 
     /* nobody here holds a member's signing key: only the honest messages authenticate */
-    if (msv_mls_public_unprotect(&ep, data, size, sig_pub, sizeof(sig_pub), &c) == MSV_OK &&
-        !is_honest(data, size))
+    if (msv_mls_public_unprotect(&ep, data, size, &c) == MSV_OK && !is_honest(data, size))
         abort();
 }
 
@@ -277,8 +287,7 @@ static void private_message(const uint8_t *data, size_t size)
     size_t plain_len = 0;
     uint32_t gen = 0;
 
-    if (msv_mls_private_unprotect(&ep, data, size, sig_pub, sizeof(sig_pub), &c, &plain, &plain_len,
-                                  &gen) != MSV_OK)
+    if (msv_mls_private_unprotect(&ep, data, size, &c, &plain, &plain_len, &gen) != MSV_OK)
         return;
     if (!is_honest(data, size))
         abort();

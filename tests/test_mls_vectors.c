@@ -522,6 +522,21 @@ struct mp {
     struct bytes group_id, tree_hash, cth, sd, enc, mk, sig_priv, sig_pub;
 };
 
+/*
+ * The vectors' group: leaf 1 signs with signature_pub; leaf 0 stands for
+ * another member, whose key (here the tree hash's 32 bytes) is not leaf 1's.
+ */
+static msv_err mp_sig_key(void *ctx, uint32_t leaf, const uint8_t **pk, size_t *pk_len)
+{
+    const struct mp *m = ctx;
+
+    if (leaf > 1)
+        return MSV_ERR_NOT_FOUND;
+    *pk = leaf == 1 ? m->sig_pub.p : m->tree_hash.p;
+    *pk_len = leaf == 1 ? m->sig_pub.n : m->tree_hash.n;
+    return MSV_OK;
+}
+
 static void mp_load(json_t *tc, struct mp *m)
 {
     m->group_id = hex(tc, "group_id");
@@ -545,6 +560,8 @@ static void mp_load(json_t *tc, struct mp *m)
     m->ep.sender_data_secret = m->sd.p;
     m->ep.encryption_secret = m->enc.p;
     m->ep.membership_key = m->mk.p;
+    m->ep.sig_key = mp_sig_key;
+    m->ep.sig_key_ctx = m;
 }
 
 static void mp_free(struct mp *m)
@@ -564,8 +581,7 @@ static int private_carries(const struct mp *m, const uint8_t *msg, size_t len,
     uint8_t *plain = NULL;
     size_t plain_len = 0;
     uint32_t gen = 0;
-    int ok = msv_mls_private_unprotect(&m->ep, msg, len, m->sig_pub.p, m->sig_pub.n, &c, &plain,
-                                       &plain_len, &gen) == MSV_OK &&
+    int ok = msv_mls_private_unprotect(&m->ep, msg, len, &c, &plain, &plain_len, &gen) == MSV_OK &&
              c.leaf_index == 1 && c.content_type == content_type && same(want, c.body, c.body_len);
 
     msv_secret_free(plain, plain_len);
@@ -609,17 +625,15 @@ static int public_case(const struct mp *m, json_t *tc, const char *name, const c
     struct msv_mls_content c;
     uint8_t *mine = NULL;
     size_t mine_len = 0;
-    int ok =
-        msv_mls_public_unprotect(&m->ep, msg.p, msg.n, m->sig_pub.p, m->sig_pub.n, &c) == MSV_OK &&
-        c.leaf_index == 1 && c.content_type == content_type && same(&want, c.body, c.body_len);
+    int ok = msv_mls_public_unprotect(&m->ep, msg.p, msg.n, &c) == MSV_OK && c.leaf_index == 1 &&
+             c.content_type == content_type && same(&want, c.body, c.body_len);
 
     /* Ed25519 and the membership MAC are deterministic: the same bytes again */
     ok = ok && msv_mls_public_protect(&m->ep, &c, m->sig_priv.p, &mine, &mine_len) == MSV_OK &&
          same(&msg, mine, mine_len);
     for (size_t i = 4; ok && i < msg.n; i += 5) {
         msg.p[i] ^= 0x01;
-        ok = msv_mls_public_unprotect(&m->ep, msg.p, msg.n, m->sig_pub.p, m->sig_pub.n, &c) !=
-             MSV_OK;
+        ok = msv_mls_public_unprotect(&m->ep, msg.p, msg.n, &c) != MSV_OK;
         msg.p[i] ^= 0x01;
     }
     free(mine);
@@ -798,6 +812,22 @@ static void run_codec(void)
     run_own("codec", results, sizeof(results) / sizeof(results[0]));
 }
 
+/* A PublicMessage proposal from leaf 1 made to say it is from leaf 0: refused. */
+static int impersonation_refused(const struct mp *m, json_t *tc)
+{
+    struct bytes proposal = hex(tc, "proposal");
+    struct msv_mls_content c = {0,          NULL,       0,    MSV_MLS_CONTENT_PROPOSAL,
+                                proposal.p, proposal.n, NULL, 0};
+    uint8_t *msg = NULL;
+    size_t len = 0;
+    int ok = msv_mls_public_protect(&m->ep, &c, m->sig_priv.p, &msg, &len) == MSV_OK &&
+             msv_mls_public_unprotect(&m->ep, msg, len, &c) == MSV_ERR_AUTH;
+
+    free(msg);
+    free(proposal.p);
+    return ok;
+}
+
 /* M5-M7, M9: messages of another epoch, group or member, with trailing bytes */
 static int framing_refusals(json_t *tc)
 {
@@ -813,21 +843,32 @@ static int framing_refusals(json_t *tc)
     ok = msv_mls_private_protect(&m.ep, &c, m.sig_priv.p, 3, guard, 0, &msg, &len) == MSV_OK;
     /* M6: the next epoch's keys */
     m.ep.gc.epoch++;
-    ok = ok && msv_mls_private_unprotect(&m.ep, msg, len, m.sig_pub.p, m.sig_pub.n, &c, &plain,
-                                         &plain_len, &gen) == MSV_ERR_AUTH;
-    ok = ok && msv_mls_public_unprotect(&m.ep, pub.p, pub.n, m.sig_pub.p, m.sig_pub.n, &c) ==
-                   MSV_ERR_AUTH;
+    ok = ok &&
+         msv_mls_private_unprotect(&m.ep, msg, len, &c, &plain, &plain_len, &gen) == MSV_ERR_AUTH;
+    ok = ok && msv_mls_public_unprotect(&m.ep, pub.p, pub.n, &c) == MSV_ERR_AUTH;
     m.ep.gc.epoch--;
     /* M7: a sender outside the tree (a group of one) */
     m.ep.n_leaves = 1;
-    ok = ok && msv_mls_private_unprotect(&m.ep, msg, len, m.sig_pub.p, m.sig_pub.n, &c, &plain,
-                                         &plain_len, &gen) == MSV_ERR_AUTH;
+    ok = ok &&
+         msv_mls_private_unprotect(&m.ep, msg, len, &c, &plain, &plain_len, &gen) == MSV_ERR_AUTH;
     m.ep.n_leaves = 2;
     /* M7: signed by someone else */
     m.sig_pub.p[0] ^= 1;
-    ok = ok && msv_mls_private_unprotect(&m.ep, msg, len, m.sig_pub.p, m.sig_pub.n, &c, &plain,
-                                         &plain_len, &gen) == MSV_ERR_AUTH;
+    ok = ok &&
+         msv_mls_private_unprotect(&m.ep, msg, len, &c, &plain, &plain_len, &gen) == MSV_ERR_AUTH;
     m.sig_pub.p[0] ^= 1;
+    /* M7: leaf 1 signing as leaf 0, in private and in public */
+    c.leaf_index = 0;
+    free(msg);
+    msg = NULL;
+    ok = ok &&
+         msv_mls_private_protect(&m.ep, &c, m.sig_priv.p, 3, guard, 0, &msg, &len) == MSV_OK &&
+         msv_mls_private_unprotect(&m.ep, msg, len, &c, &plain, &plain_len, &gen) == MSV_ERR_AUTH;
+    ok = ok && impersonation_refused(&m, tc);
+    c.leaf_index = 1;
+    free(msg);
+    msg = NULL;
+    ok = ok && msv_mls_private_protect(&m.ep, &c, m.sig_priv.p, 3, guard, 0, &msg, &len) == MSV_OK;
     /* M9: a byte more after the message */
     longer = malloc(pub.n + 1);
     if (longer != NULL) {
@@ -835,12 +876,9 @@ static int framing_refusals(json_t *tc)
         longer[pub.n] = 0;
     }
     ok = ok && longer != NULL &&
-         msv_mls_public_unprotect(&m.ep, longer, pub.n + 1, m.sig_pub.p, m.sig_pub.n, &c) ==
-             MSV_ERR_PARSE;
+         msv_mls_public_unprotect(&m.ep, longer, pub.n + 1, &c) == MSV_ERR_PARSE;
     /* and the unchanged message still goes through */
-    ok = ok &&
-         msv_mls_private_unprotect(&m.ep, msg, len, m.sig_pub.p, m.sig_pub.n, &c, &plain,
-                                   &plain_len, &gen) == MSV_OK &&
+    ok = ok && msv_mls_private_unprotect(&m.ep, msg, len, &c, &plain, &plain_len, &gen) == MSV_OK &&
          gen == 3;
     msv_secret_free(plain, plain_len);
     free(longer);

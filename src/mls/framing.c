@@ -144,14 +144,18 @@ static msv_err sign_content(const struct msv_mls_epoch *ep, uint16_t wire_format
     return err;
 }
 
+/* The signature of c by the key of the leaf c names. */
 static msv_err verify_content(const struct msv_mls_epoch *ep, uint16_t wire_format,
-                              const struct msv_mls_content *c, const uint8_t *sig, size_t sig_len,
-                              const uint8_t *pk, size_t pk_len)
+                              const struct msv_mls_content *c, const uint8_t *sig, size_t sig_len)
 {
+    const uint8_t *pk = NULL;
     uint8_t *tbs = NULL;
-    size_t tbs_len = 0;
-    msv_err err = framed_tbs(ep, wire_format, c, &tbs, &tbs_len);
+    size_t tbs_len = 0, pk_len = 0;
+    msv_err err;
 
+    if (ep->sig_key == NULL || ep->sig_key(ep->sig_key_ctx, c->leaf_index, &pk, &pk_len) != MSV_OK)
+        return MSV_ERR_AUTH;
+    err = framed_tbs(ep, wire_format, c, &tbs, &tbs_len);
     if (err != MSV_OK)
         return err;
     err = msv_mls_verify_label(pk, pk_len, "FramedContentTBS", tbs, tbs_len, sig, sig_len);
@@ -261,7 +265,6 @@ static msv_err check_membership(const struct msv_mls_epoch *ep, const struct fra
 }
 
 msv_err msv_mls_public_unprotect(const struct msv_mls_epoch *ep, const uint8_t *msg, size_t len,
-                                 const uint8_t *sig_pk, size_t sig_pk_len,
                                  struct msv_mls_content *c)
 {
     struct msv_reader r;
@@ -297,7 +300,7 @@ msv_err msv_mls_public_unprotect(const struct msv_mls_epoch *ep, const uint8_t *
     err = check_membership(ep, &f, auth, auth_len, tag, tag_len);
     if (err != MSV_OK)
         return err;
-    err = verify_content(ep, MSV_MLS_WIRE_PUBLIC, &f.c, sig, sig_len, sig_pk, sig_pk_len);
+    err = verify_content(ep, MSV_MLS_WIRE_PUBLIC, &f.c, sig, sig_len);
     if (err != MSV_OK)
         return err;
     *c = f.c;
@@ -520,7 +523,6 @@ static msv_err read_private_content(const uint8_t *pt, size_t len, struct msv_ml
 }
 
 msv_err msv_mls_private_unprotect(const struct msv_mls_epoch *ep, const uint8_t *msg, size_t len,
-                                  const uint8_t *sig_pk, size_t sig_pk_len,
                                   struct msv_mls_content *c, uint8_t **plain, size_t *plain_len,
                                   uint32_t *generation)
 {
@@ -556,7 +558,7 @@ msv_err msv_mls_private_unprotect(const struct msv_mls_epoch *ep, const uint8_t 
     if (err == MSV_OK)
         err = read_private_content(pt, pt_len, &got, &sig, &sig_len);
     if (err == MSV_OK)
-        err = verify_content(ep, MSV_MLS_WIRE_PRIVATE, &got, sig, sig_len, sig_pk, sig_pk_len);
+        err = verify_content(ep, MSV_MLS_WIRE_PRIVATE, &got, sig, sig_len);
     if (err == MSV_OK) {
         *c = got;
         *plain = pt;

@@ -327,6 +327,12 @@ struct msv_mls_content {
     size_t confirmation_tag_len;
 };
 
+/*
+ * The signature key of the member at leaf (its leaf node's, from the tree):
+ * MSV_ERR_NOT_FOUND for a blank or absent leaf. *pk is borrowed.
+ */
+typedef msv_err (*msv_mls_sig_key_fn)(void *ctx, uint32_t leaf, const uint8_t **pk, size_t *pk_len);
+
 /* What a member knows of its group's current epoch. */
 struct msv_mls_epoch {
     struct msv_mls_group_context gc;
@@ -334,6 +340,8 @@ struct msv_mls_epoch {
     const uint8_t *sender_data_secret;
     const uint8_t *encryption_secret;
     const uint8_t *membership_key;
+    msv_mls_sig_key_fn sig_key; /* the sender's key is looked up by the leaf it claims */
+    void *sig_key_ctx;
 };
 
 /* Encodes a PublicMessage MLSMessage signed with seed; caller frees *out with free(). */
@@ -343,11 +351,11 @@ MSV_MUST_CHECK msv_err msv_mls_public_protect(const struct msv_mls_epoch *ep,
                                               size_t *out_len);
 /*
  * Reads a PublicMessage MLSMessage of this epoch from a member, checking its
- * membership tag and its signature by sig_pk. *c points into msg.
+ * membership tag and its signature by the key of the leaf it names
+ * (ep->sig_key). *c points into msg.
  */
 MSV_MUST_CHECK msv_err msv_mls_public_unprotect(const struct msv_mls_epoch *ep, const uint8_t *msg,
-                                                size_t len, const uint8_t *sig_pk,
-                                                size_t sig_pk_len, struct msv_mls_content *c);
+                                                size_t len, struct msv_mls_content *c);
 /*
  * Encodes a PrivateMessage MLSMessage signed with seed, encrypted with the
  * sender's key at generation and reuse_guard, padded with padding zero bytes.
@@ -359,12 +367,12 @@ MSV_MUST_CHECK msv_err msv_mls_private_protect(const struct msv_mls_epoch *ep,
                                                uint8_t **out, size_t *out_len);
 /*
  * Decrypts and checks a PrivateMessage MLSMessage of this epoch, its
- * signature by sig_pk. *c points into *plain, which the caller frees with
- * msv_secret_free(*plain, *plain_len); *generation is the sender's.
+ * signature by the key of the leaf its sender data names (ep->sig_key). *c
+ * points into *plain, which the caller frees with msv_secret_free(*plain,
+ * *plain_len); *generation is the sender's.
  */
 MSV_MUST_CHECK msv_err msv_mls_private_unprotect(const struct msv_mls_epoch *ep, const uint8_t *msg,
-                                                 size_t len, const uint8_t *sig_pk,
-                                                 size_t sig_pk_len, struct msv_mls_content *c,
+                                                 size_t len, struct msv_mls_content *c,
                                                  uint8_t **plain, size_t *plain_len,
                                                  uint32_t *generation);
 
