@@ -334,8 +334,8 @@ static void update_path(const uint8_t *data, size_t size)
         msv_mls_tree_filtered_path(&t, 0, path, &n) == MSV_OK &&
         msv_mls_tree_merge_path(&t, 0, &up) == MSV_OK) {
         (void)msv_mls_tree_verify(&t, treekem_gid, sizeof(treekem_gid));
-        (void)msv_mls_path_open(MSV_MLS_SUITE_X25519_AES128GCM, &t, path, n, &up, 1, &key, 1,
-                                treekem_gid, sizeof(treekem_gid), ps, commit);
+        (void)msv_mls_path_open(MSV_MLS_SUITE_X25519_AES128GCM, &t, path, n, &up, 1, &key, 1, NULL,
+                                0, treekem_gid, sizeof(treekem_gid), ps, commit);
     }
     msv_mls_tree_free(&t);
 }

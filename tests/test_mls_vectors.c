@@ -1320,8 +1320,8 @@ static int treekem_path(json_t *tc, json_t *u, const struct bytes *tree_bytes,
 
         if (receiver == sender)
             continue;
-        ok = msv_mls_path_open(suite, &t, path, path_len, &up, receiver, keys, n_keys, gc, gc_len,
-                               ps, commit) == MSV_OK &&
+        ok = msv_mls_path_open(suite, &t, path, path_len, &up, receiver, keys, n_keys, NULL, 0, gc,
+                               gc_len, ps, commit) == MSV_OK &&
              string_matches(json_array_get(secrets, receiver), ps, sizeof(ps)) &&
              matches(u, "commit_secret", commit, sizeof(commit));
         sodium_memzero(keys, sizeof(keys));
@@ -1442,8 +1442,9 @@ static int passive_welcome_case(const char *file, size_t idx, json_t *tc)
     size_t n = json_array_size(list);
     struct msv_mls_external_psk *psks = calloc(n + 1, sizeof(*psks));
     struct bytes *held = calloc(2 * n + 1, sizeof(*held));
-    uint8_t joiner[MSV_MLS_NH], psk_secret[MSV_MLS_NH], *gi = NULL;
+    uint8_t joiner[MSV_MLS_NH], psk_secret[MSV_MLS_NH], path[MSV_MLS_NH], *gi = NULL;
     size_t gi_len = 0;
+    int has_path = 0;
     int ok = psks != NULL && held != NULL && init.n == 32;
 
     for (size_t i = 0; ok && i < n; i++) {
@@ -1454,7 +1455,7 @@ static int passive_welcome_case(const char *file, size_t idx, json_t *tc)
     }
     ok = ok &&
          msv_mls_welcome_decrypt(suite, w.p, w.n, kp.p, kp.n, init.p, psks, n, joiner, psk_secret,
-                                 &gi, &gi_len) == MSV_OK &&
+                                 path, &has_path, &gi, &gi_len) == MSV_OK &&
          join_checks(tc, suite, gi, gi_len, joiner, psk_secret);
     /* without the PSKs it names, the Welcome does not open */
     if (ok && n > 0) {
@@ -1462,7 +1463,7 @@ static int passive_welcome_case(const char *file, size_t idx, json_t *tc)
         size_t gi2_len = 0;
 
         ok = msv_mls_welcome_decrypt(suite, w.p, w.n, kp.p, kp.n, init.p, psks, n - 1, joiner,
-                                     psk_secret, &gi2, &gi2_len) != MSV_OK;
+                                     psk_secret, path, &has_path, &gi2, &gi2_len) != MSV_OK;
         free(gi2);
     }
     if (!ok)

@@ -502,19 +502,18 @@ struct msv_mls_node_key {
 /*
  * Decrypts the path secret meant for receiver (7.6): at the lowest node of
  * the sender's filtered path above receiver, with the first key of keys whose
- * node is in the resolution of that node's co-path child; the HPKE context is
+ * node is in the resolution of that node's co-path child, less the leaves
+ * joiners the commit added; the HPKE context is
  * the provisional GroupContext gc. Then derives the path up to the root,
  * checking that every node's derived public key is the one t holds, and
  * gives the path secret decrypted and the commit secret. Call on the merged
  * tree, with the path as read from the tree before the merge.
  */
-MSV_MUST_CHECK msv_err msv_mls_path_open(enum msv_mls_suite suite, const struct msv_mls_tree *t,
-                                         const uint32_t *path, size_t path_len,
-                                         const struct msv_mls_update_path *up, uint32_t receiver,
-                                         const struct msv_mls_node_key *keys, size_t n_keys,
-                                         const uint8_t *gc, size_t gc_len,
-                                         uint8_t path_secret[MSV_MLS_NH],
-                                         uint8_t commit_secret[MSV_MLS_NH]);
+MSV_MUST_CHECK msv_err msv_mls_path_open(
+    enum msv_mls_suite suite, const struct msv_mls_tree *t, const uint32_t *path, size_t path_len,
+    const struct msv_mls_update_path *up, uint32_t receiver, const struct msv_mls_node_key *keys,
+    size_t n_keys, const uint32_t *joiners, size_t n_joiners, const uint8_t *gc, size_t gc_len,
+    uint8_t path_secret[MSV_MLS_NH], uint8_t commit_secret[MSV_MLS_NH]);
 /* The HPKE key pair of a node from its path secret: DeriveKeyPair(DeriveSecret(ps, "node")). */
 MSV_MUST_CHECK msv_err msv_mls_node_keypair(const uint8_t path_secret[MSV_MLS_NH], uint8_t sk[32],
                                             uint8_t pk[32]);
@@ -553,17 +552,18 @@ struct msv_mls_external_psk {
  * The first half of msv_mls_welcome_open(): the GroupSecrets and GroupInfo
  * decrypted, with the external PSKs the GroupSecrets name looked up in psks
  * (MSV_ERR_NOT_FOUND for one we do not hold; resumption PSKs are
- * MSV_ERR_UNSUPPORTED). Nothing of the GroupInfo is checked yet: read it with
+ * MSV_ERR_UNSUPPORTED); the path secret the GroupSecrets may carry (for the
+ * lowest node of the committer's filtered path above us) goes to path_secret
+ * with *has_path_secret 1. Nothing of the GroupInfo is checked yet: read it with
  * msv_mls_group_info_read() to find the tree and the signer, then check it
  * with msv_mls_group_info_check(). Wipe joiner and psk_secret when done.
  */
-MSV_MUST_CHECK msv_err msv_mls_welcome_decrypt(enum msv_mls_suite suite, const uint8_t *welcome,
-                                               size_t welcome_len, const uint8_t *key_package,
-                                               size_t key_package_len, const uint8_t init_sk[32],
-                                               const struct msv_mls_external_psk *psks,
-                                               size_t n_psks, uint8_t joiner[MSV_MLS_NH],
-                                               uint8_t psk_secret[MSV_MLS_NH], uint8_t **group_info,
-                                               size_t *group_info_len);
+MSV_MUST_CHECK msv_err msv_mls_welcome_decrypt(
+    enum msv_mls_suite suite, const uint8_t *welcome, size_t welcome_len,
+    const uint8_t *key_package, size_t key_package_len, const uint8_t init_sk[32],
+    const struct msv_mls_external_psk *psks, size_t n_psks, uint8_t joiner[MSV_MLS_NH],
+    uint8_t psk_secret[MSV_MLS_NH], uint8_t path_secret[MSV_MLS_NH], int *has_path_secret,
+    uint8_t **group_info, size_t *group_info_len);
 
 /* What a GroupInfo says that a joiner needs before checking it; pointers into it. */
 struct msv_mls_group_info {

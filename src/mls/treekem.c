@@ -133,23 +133,39 @@ msv_err msv_mls_node_keypair(const uint8_t path_secret[MSV_MLS_NH], uint8_t sk[3
 }
 
 /* The index in the resolution of c of the first node we hold a key for, and that key. */
+static int is_joiner(uint32_t node, const uint32_t *joiners, size_t n_joiners)
+{
+    for (size_t i = 0; node % 2 == 0 && i < n_joiners; i++) {
+        if (joiners[i] == node / 2)
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * The index of the first node we hold a key for in the resolution of c, less
+ * the leaves the commit added (12.4.2: they get the path secret by Welcome).
+ */
 static msv_err find_key(const struct msv_mls_tree *t, uint32_t c,
-                        const struct msv_mls_node_key *keys, size_t n_keys, size_t *index,
-                        const uint8_t **sk)
+                        const struct msv_mls_node_key *keys, size_t n_keys, const uint32_t *joiners,
+                        size_t n_joiners, size_t *index, const uint8_t **sk)
 {
     uint32_t *res = calloc(t->width, sizeof(uint32_t));
-    size_t n = 0;
+    size_t n = 0, kept = 0;
     msv_err err = res == NULL ? MSV_ERR_NOMEM : msv_mls_tree_resolution(t, c, res, t->width, &n);
 
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        if (is_joiner(res[i], joiners, n_joiners))
+            continue;
         for (size_t k = 0; k < n_keys; k++) {
             if (keys[k].node == res[i]) {
-                *index = i;
+                *index = kept;
                 *sk = keys[k].sk;
                 free(res);
                 return MSV_OK;
             }
         }
+        kept++;
     }
     free(res);
     return err == MSV_OK ? MSV_ERR_NOT_FOUND : err;
@@ -200,7 +216,8 @@ static msv_err derive_up(const struct msv_mls_tree *t, const uint32_t *path, siz
 msv_err msv_mls_path_open(enum msv_mls_suite suite, const struct msv_mls_tree *t,
                           const uint32_t *path, size_t path_len,
                           const struct msv_mls_update_path *up, uint32_t receiver,
-                          const struct msv_mls_node_key *keys, size_t n_keys, const uint8_t *gc,
+                          const struct msv_mls_node_key *keys, size_t n_keys,
+                          const uint32_t *joiners, size_t n_joiners, const uint8_t *gc,
                           size_t gc_len, uint8_t path_secret[MSV_MLS_NH],
                           uint8_t commit_secret[MSV_MLS_NH])
 {
@@ -220,7 +237,7 @@ msv_err msv_mls_path_open(enum msv_mls_suite suite, const struct msv_mls_tree *t
         return MSV_ERR_INVALID;
     err = find_key(
         t, 2 * receiver < path[i] ? msv_mls_tree_left(path[i]) : msv_mls_tree_right(path[i]), keys,
-        n_keys, &index, &sk);
+        n_keys, joiners, n_joiners, &index, &sk);
     if (err == MSV_OK)
         err = nth_ciphertext(up->nodes[i].secrets, up->nodes[i].secrets_len, index, &kem, &kem_len,
                              &ct, &ct_len);

@@ -118,7 +118,8 @@ static msv_err group_secrets_psks(struct msv_reader *list, const struct msv_mls_
 static msv_err open_group_secrets(enum msv_mls_suite suite, const uint8_t init_sk[32],
                                   const struct secrets_entry *e,
                                   const struct msv_mls_external_psk *ext, size_t n_ext,
-                                  uint8_t joiner[MSV_MLS_NH], uint8_t psk_secret[MSV_MLS_NH])
+                                  uint8_t joiner[MSV_MLS_NH], uint8_t psk_secret[MSV_MLS_NH],
+                                  uint8_t path_secret[MSV_MLS_NH], int *has_path_secret)
 {
     struct msv_reader r, psks;
     const uint8_t *j, *path;
@@ -138,9 +139,15 @@ static msv_err open_group_secrets(enum msv_mls_suite suite, const uint8_t init_s
         (present && msv_mls_get_vec(&r, &path, &path_len) != MSV_OK) ||
         msv_mls_get_sub(&r, &psks) != MSV_OK || !msv_mls_reader_is_done(&r))
         goto out;
+    if (present && path_len != MSV_MLS_NH)
+        goto out;
     err = group_secrets_psks(&psks, ext, n_ext, psk_secret);
-    if (err == MSV_OK)
+    if (err == MSV_OK) {
         memcpy(joiner, j, MSV_MLS_NH);
+        *has_path_secret = present;
+        if (present)
+            memcpy(path_secret, path, MSV_MLS_NH);
+    }
 out:
     msv_secret_free(pt, pt_len);
     return err;
@@ -244,10 +251,12 @@ msv_err msv_mls_welcome_decrypt(enum msv_mls_suite suite, const uint8_t *welcome
                                 size_t key_package_len, const uint8_t init_sk[32],
                                 const struct msv_mls_external_psk *psks, size_t n_psks,
                                 uint8_t joiner[MSV_MLS_NH], uint8_t psk_secret[MSV_MLS_NH],
+                                uint8_t path_secret[MSV_MLS_NH], int *has_path_secret,
                                 uint8_t **group_info, size_t *group_info_len)
 {
     struct secrets_entry e;
-    uint8_t ref[MSV_MLS_NH], j[MSV_MLS_NH], ps[MSV_MLS_NH];
+    uint8_t ref[MSV_MLS_NH], j[MSV_MLS_NH], ps[MSV_MLS_NH], path[MSV_MLS_NH];
+    int has_path = 0;
     msv_err err;
 
     if (welcome_len > MSV_MLS_MESSAGE_MAX || key_package_len > MSV_MLS_MESSAGE_MAX)
@@ -257,15 +266,18 @@ msv_err msv_mls_welcome_decrypt(enum msv_mls_suite suite, const uint8_t *welcome
     if (err == MSV_OK)
         err = find_entry(suite, welcome, welcome_len, ref, &e);
     if (err == MSV_OK)
-        err = open_group_secrets(suite, init_sk, &e, psks, n_psks, j, ps);
+        err = open_group_secrets(suite, init_sk, &e, psks, n_psks, j, ps, path, &has_path);
     if (err == MSV_OK)
         err = open_group_info(suite, j, ps, &e, group_info, group_info_len);
     if (err == MSV_OK) {
         memcpy(joiner, j, MSV_MLS_NH);
         memcpy(psk_secret, ps, MSV_MLS_NH);
+        memcpy(path_secret, path, MSV_MLS_NH);
+        *has_path_secret = has_path;
     }
     sodium_memzero(j, sizeof(j));
     sodium_memzero(ps, sizeof(ps));
+    sodium_memzero(path, sizeof(path));
     return err;
 }
 
@@ -276,12 +288,14 @@ msv_err msv_mls_welcome_open(enum msv_mls_suite suite, const uint8_t *welcome, s
                              uint8_t **group_info, size_t *group_info_len)
 {
     struct msv_mls_epoch_secrets s;
-    uint8_t joiner[MSV_MLS_NH], psk_secret[MSV_MLS_NH], *gi = NULL;
+    uint8_t joiner[MSV_MLS_NH], psk_secret[MSV_MLS_NH], path[MSV_MLS_NH], *gi = NULL;
     size_t gi_len = 0;
+    int has_path = 0;
     msv_err err;
 
-    err = msv_mls_welcome_decrypt(suite, welcome, welcome_len, key_package, key_package_len,
-                                  init_sk, NULL, 0, joiner, psk_secret, &gi, &gi_len);
+    err =
+        msv_mls_welcome_decrypt(suite, welcome, welcome_len, key_package, key_package_len, init_sk,
+                                NULL, 0, joiner, psk_secret, path, &has_path, &gi, &gi_len);
     if (err == MSV_OK)
         err = msv_mls_group_info_check(suite, gi, gi_len, signer_pk, signer_pk_len, joiner,
                                        psk_secret, &s);
@@ -295,6 +309,7 @@ msv_err msv_mls_welcome_open(enum msv_mls_suite suite, const uint8_t *welcome, s
     sodium_memzero(&s, sizeof(s));
     sodium_memzero(joiner, sizeof(joiner));
     sodium_memzero(psk_secret, sizeof(psk_secret));
+    sodium_memzero(path, sizeof(path));
     return err;
 }
 
