@@ -11,6 +11,7 @@
 #include <sodium.h>
 
 #include "missive/util.h"
+#include "mls/member.h"
 #include "mls/mls.h"
 
 struct bytes {
@@ -1481,6 +1482,134 @@ static int passive_welcome_case(const char *file, size_t idx, json_t *tc)
     return ok;
 }
 
+/* ---- passive-client-handling-commit, passive-client-random ---- */
+
+static int follow_epoch(struct msv_mls_member *m, json_t *e)
+{
+    json_t *props = json_object_get(e, "proposals");
+    size_t n = json_array_size(props);
+    struct bytes *p = calloc(n + 1, sizeof(*p)), commit = hex(e, "commit");
+    const uint8_t **msgs = calloc(n + 1, sizeof(*msgs));
+    size_t *lens = calloc(n + 1, sizeof(*lens));
+    int ok = p != NULL && msgs != NULL && lens != NULL;
+
+    for (size_t i = 0; ok && i < n; i++) {
+        p[i] = hex_of(json_array_get(props, i), "proposals");
+        msgs[i] = p[i].p;
+        lens[i] = p[i].n;
+    }
+    if (ok) {
+        msv_err err = msv_mls_member_commit(m, msgs, lens, n, commit.p, commit.n);
+        if (err != MSV_OK)
+            fprintf(stderr, "  commit refused: %s\n", msv_strerror(err));
+        ok = err == MSV_OK;
+    }
+    ok = ok && matches(e, "epoch_authenticator", m->s.epoch_authenticator, MSV_MLS_NH);
+    for (size_t i = 0; p != NULL && i < n; i++)
+        free(p[i].p);
+    free(p);
+    free(msgs);
+    free(lens);
+    free(commit.p);
+    return ok;
+}
+
+/* The external PSKs of a case (held: their bytes, freed by the caller). */
+static struct msv_mls_external_psk *case_psks(json_t *tc, struct bytes **held, size_t *n)
+{
+    json_t *list = json_object_get(tc, "external_psks");
+    struct msv_mls_external_psk *psks;
+
+    *n = json_array_size(list);
+    psks = calloc(*n + 1, sizeof(*psks));
+    *held = calloc(2 * *n + 1, sizeof(**held));
+    if (psks == NULL || *held == NULL)
+        exit(2);
+    for (size_t i = 0; i < *n; i++) {
+        (*held)[2 * i] = hex(json_array_get(list, i), "psk_id");
+        (*held)[2 * i + 1] = hex(json_array_get(list, i), "psk");
+        psks[i] = (struct msv_mls_external_psk){(*held)[2 * i].p, (*held)[2 * i].n,
+                                                (*held)[2 * i + 1].p, (*held)[2 * i + 1].n};
+    }
+    return psks;
+}
+
+static struct msv_mls_member *case_join(json_t *tc, const struct msv_mls_external_psk *psks,
+                                        size_t n)
+{
+    enum msv_mls_suite suite = (enum msv_mls_suite)num(tc, "cipher_suite");
+    struct bytes w = hex(tc, "welcome"), kp = hex(tc, "key_package"), init = hex(tc, "init_priv");
+    struct bytes leaf = hex(tc, "encryption_priv"), tree = {NULL, 0};
+    struct msv_mls_member *m = NULL;
+
+    if (json_is_string(json_object_get(tc, "ratchet_tree")))
+        tree = hex(tc, "ratchet_tree");
+    if (init.n != 32 || leaf.n != 32 ||
+        msv_mls_member_join(suite, w.p, w.n, kp.p, kp.n, init.p, leaf.p, psks, n, tree.p, tree.n,
+                            &m) != MSV_OK)
+        m = NULL;
+    free(w.p);
+    free(kp.p);
+    free(init.p);
+    free(leaf.p);
+    free(tree.p);
+    return m;
+}
+
+/*
+ * The first commit refused to a fresh member: without the proposals it names
+ * by reference when it names some, with a byte of its confirmation tag changed
+ * otherwise.
+ */
+static int commit_refused(json_t *tc, const struct msv_mls_external_psk *psks, size_t n)
+{
+    json_t *e = json_array_get(json_object_get(tc, "epochs"), 0);
+    struct msv_mls_member *m = case_join(tc, psks, n);
+    struct bytes commit = hex(e, "commit");
+    int ok = m != NULL && commit.n > 40;
+
+    if (ok && json_array_size(json_object_get(e, "proposals")) > 0) {
+        ok = msv_mls_member_commit(m, NULL, NULL, 0, commit.p, commit.n) == MSV_ERR_NOT_FOUND;
+    } else if (ok) {
+        commit.p[commit.n - 40] ^= 1; /* in the confirmation tag, under the membership tag */
+        ok = msv_mls_member_commit(m, NULL, NULL, 0, commit.p, commit.n) == MSV_ERR_AUTH;
+    }
+    msv_mls_member_free(m);
+    free(commit.p);
+    return ok;
+}
+
+static int passive_follow_case(const char *file, size_t idx, json_t *tc)
+{
+    json_t *epochs = json_object_get(tc, "epochs");
+    struct bytes *held = NULL;
+    size_t n = 0;
+    struct msv_mls_external_psk *psks = case_psks(tc, &held, &n);
+    struct msv_mls_member *m = case_join(tc, psks, n);
+    int ok = m != NULL &&
+             matches(tc, "initial_epoch_authenticator", m->s.epoch_authenticator, MSV_MLS_NH);
+
+    if (!ok)
+        complain(file, idx, "join");
+    for (size_t i = 0; ok && i < json_array_size(epochs); i++) {
+        ok = follow_epoch(m, json_array_get(epochs, i));
+        if (!ok) {
+            char what[64];
+
+            snprintf(what, sizeof(what), "epoch %zu", i);
+            complain(file, idx, what);
+        }
+    }
+    if (ok && json_array_size(epochs) > 0 && !(ok = commit_refused(tc, psks, n)))
+        complain(file, idx, "a bad commit was taken");
+    msv_mls_member_free(m);
+    for (size_t i = 0; i < 2 * n; i++)
+        free(held[i].p);
+    free(held);
+    free(psks);
+    return ok;
+}
+
 /* ---- the files ---- */
 
 typedef int (*case_fn)(const char *file, size_t idx, json_t *tc);
@@ -1533,6 +1662,9 @@ int main(void)
     run_file("mls/treekem", "treekem", treekem_case);
     run_file("mls/welcome", "welcome", welcome_case);
     run_file("mls/passive-client-welcome", "passive-client-welcome", passive_welcome_case);
+    run_file("mls/passive-client-handling-commit", "passive-client-handling-commit",
+             passive_follow_case);
+    run_file("mls/passive-client-random", "passive-client-random", passive_follow_case);
     run_file("mls/messages", "messages (structure)", messages_case);
     run_codec();
     run_file("hpke/rfc9180_base", "hpke (RFC 9180 A.1.1, A.2.1)", hpke_case);
