@@ -15,9 +15,13 @@
  *      tests/vectors/mls/welcome.json: opened only when it is that case's;
  *   8  an UpdatePath from leaf 0 into the tree of the first case of
  *      tests/vectors/mls/treekem.json, merged (on a fresh copy) and, when that
- *      works, opened for leaf 1 with its key.
+ *      works, opened for leaf 1 with its key;
+ *   9  a commit for the member of the first case of
+ *      tests/vectors/mls/passive-client-handling-commit.json, joined afresh
+ *      for each input: taken only when it is that case's first commit.
  */
 #include "common.h"
+#include "mls/member.h"
 #include "mls/mls.h"
 
 static uint8_t group_id[32], tree_hash[32], cth[32], sig_pub[32], enc[32], sd[32], mk[32];
@@ -84,6 +88,86 @@ static const char treekem_tree_hex[] =
     "67b59c28a53e9e9795ac9f21cbb257ca333e75e72e5582ca8e0f";
 static uint8_t *treekem_tree, treekem_gid[32], treekem_leaf1_sk[32];
 static size_t treekem_tree_len;
+static const char member_welcome_hex[] =
+    "00010003000140a6201842620f771ae50a77ee4f65cf1beb40adc2f9a69135c9a08d943fa01ee2f8dd20a5ca2a"
+    "725049ac4263d2dafc531ccec850a651e65dc200454eec0325a8f3fe094062f90fd30d40ebebabb2bc4d0f76c0"
+    "9e69e18e6d2487e465ef4809a44d1de2c79ebc3f89a0d00b63c3e1c2dc3bcfc8a540b78b2fe228f16cf5858554"
+    "78f00176a51aa8584dd8e5ffa35d27443c7de6e1b8074c32d6fbade83fbcf662063444ed87068246937ce93960"
+    "fd0f8894e0d940221cd1c2451770cfc75eed6c52a6bcf75c442ce6c81898fd15cc30213ed74c88c31488c5741c"
+    "a96d8710ca10dc4a94a40fd19896ab8c9b471611df81d6c78b8a4918ef7fa56b67460aacfa479acbde71a9ac41"
+    "d3bb6ebe8237fa6ce83cdc0f42aeef8230e39537a15f520a90cb4aea7f6e0f166985780f57f255b6964bd597ee"
+    "4bb8141c94bca7e912578c082da878ea2aecd37341b33e04b2d44a36efc19c6e5e6a7918e363e61a76a58562d9"
+    "596a7acb492bd6d48b943e5e5b039823a3d94a0d578d5b846e24198e3b33af46529a34be7ad177b6d96205efef"
+    "da6fb95f588a95bb08263de9c697acdbb616363bc2a6346f8ea5039d632726c243b292de6058de59fb2db57ff4"
+    "fae64262520cce57665642f1ccae34edfbcc6d7b0eaec5ae1626eaab6fda1ae8031db03c8618fa6b280077b7f6"
+    "9da0ebc65f8b8d4bf727083f7fdd2987c4e3cce2a44636ce8087e86af92ebc44f5272bf82e146f215125461e06"
+    "aa996ef7c372ae44359b07cf445f0317222bf26a31efd96ad0ae705c8dd48a4167b1586f9de949064f4fa5d355"
+    "0dab3e450d604ff0902bd095bd3496b6bdf435da0d267c590dcc05b6850bb4389bc472797034d8fa0b64fa766f"
+    "74505aa2db37249dbc187a1ce6e6ce1d1a7606b67794c026e6bc7455dd62b3fb7f39e29563a254f9890645d290"
+    "04316df3f3a6a9474fa4b6828b9d4ffac3d663696fcfce6f5e1aee509d7380d70f6e0511de45401a9a87b24ac9"
+    "d6463714bf5a76f36d0970ac8309b74426f1f1eb7cbd87c489fb404415cef61594401ac89a0279d453ba81190f"
+    "a3d32e0180cff2724a62bec67c2190b49b022b6d022358c034dece505658b7aac9b235ec9da7d9dec09817d74b"
+    "6c9a025672d10f0f78d76f09c605bed0500dba2d9052dfcdd367d10ea47cacf498bdd4a61c50b02fdd3b590ebb"
+    "2859585ba4e6bbbfb39fe9e4333b21b88ab6b9458b6f830654d25a750cea004346fb7ce692796fe1c0494085f6"
+    "d6adeebc1e311f8b5b21937c15bca34c2672e1bef44f36e1741889286708fb026567d7c6e2026d9ec28812636c"
+    "a81a1eb667431133992cc733e7c7d557b08fcdb9b29f265c86686f75d2398cca6fdf6676eac969957c98869437"
+    "7e13c443d79f7a1b6ba7eb9b8d4354ec31f3c19b33b65604cb5d3d494d19802cd8983dd462f24934581a768417"
+    "7b9b5c243fbd986a58b34b3894179b4e59e70e153fa4acdc4b465d5d18f591cd6af13d2e368b3fb87115f70def"
+    "859d09d77d6002355daedcdc445dc612d08cd9e4a5718b3baa53669b2d88b18c708e6b5436ec688116ea7a6f67"
+    "14b43c7c38885b9fb00c3b6def609a17c18f57ae90183f39a9a37b3e115b8c725436ee5464526bf411b944bfc0"
+    "b6dad3035cddc325f53782c13df5699e20f8835a7682bc80b6644aabd4c33997cb1accf47ee4db3e4250bed85b"
+    "aa34eb5165f4a9bb3e42ba54241c4c58d90a0ad40ac971702dd19499f709941f6416919f3ca36b7793371239d8"
+    "121fce4b57b9d2200cd34476107b3ddb390204a921eb87de70d544cb246100cf3ddfc35e00f6fdc9de814e0181"
+    "396b322a4eba3942ad6ba3f530d0ffc579a782ae6e549f2bb0da3f6f0aad346655a72a33cafb9d699c1187b959"
+    "1251824955f0c69ff001e7b8c3a881bf3241cdef36c25f2d3252c7e4438c2ec69109e6c205ac37b66291519269"
+    "72e36821e9ec16715d6a3717585ad12daf3b037459699b6d31b6d624ae682a9070bcbbe7dc9d5afcb8deee0ef3"
+    "4fa9b95e76772a26019e1e92f48ddba33fbfdbe85437577e4589fb2751ee93701a7baefdf44c492f63c9ab0abb"
+    "e789c8bb9c2f8578d8a5822561f8f8ccbccfdfdbec19019ecfed8d92c78a0580e693de75124cf3eca4b47625c3"
+    "fd08654b4d0c05c56d3d127c3fc802fa84db956631604c185269986eabc3da5369d4811f6a628e163773f49e50"
+    "e8a4a1ea1434ea1bfd2a478cf8c112e89def2f1b6a6d583d979e31e9fc1522a854c03a423b0ce5704efb11fa92"
+    "7e7aaecfabbae9393865eca53c39bb6219f5cc1bb28d0a652b034ab45740ca27e6e9abe9813a9a790f6c228398"
+    "cbd06cf3cb5cf5d3555b3b0341acdcc1e9fbe192e05866b0f3e74eb26d02a9458ac314820f0b1ac305aecbd356"
+    "22d724f59fe88d9e3bdc804b680a71e1fa63bcaae5cd5b20490a61a13996a006c24438449312f6b42b1cf91377"
+    "a6b449d23b23f6d63607c86ea30f073b33210008f27b92a56c1b88c56c65ef9c9aba4bfc3f8a48aba38eb3d05b"
+    "58c763f787e583846a8d9c27bceaac7f6214be9c8cd72427a34c79a8ef73627e8269fcd9a659fd915de1ce2622"
+    "9b1b1397c85d92c31762b9e9fcf6";
+static const char member_kp_hex[] =
+    "0001000500010001207f6e5b24dc2ef773c58bf16fc300646cc8ec79ed16b7f34f6fbfd101add57b6a20e99811"
+    "b5e850adcde937060b6c0c2caede3a24b359cebc0c301639afe84f302f204b87beb943417e4eaeece1b8196678"
+    "29c57c70d1e1c4544ed63668e030595e0300010641726e6f6c640200010e000100020003000400050006000700"
+    "00020001010000000000000000ffffffffffffffff0040404f3070e5512979d191a9022f54161a952fd1585ab6"
+    "d2dfeae0ccd55800877a1a3844f8f2de18e4766c31b860ba6e72994f17f330bb8f84d0e4b9e14656a069000040"
+    "4047b80f60eceb259172334660e5072a25c04b837507ec5569fa4191646509b6cc1518564430cb3dbe39cd0b1d"
+    "a9a771917e53cab2d36c040da101b42090df700c";
+static const char member_commit_hex[] =
+    "000100012035b958477b9450f623f6782b832732b14b4163da6747f7b71e5313c08b0f35d00000000000000002"
+    "01000000000003000120efe5d2f7964a29c1ae49152a58b9ae2fb9c8e4e270e9846599dc9adca303c06420ca2d"
+    "6c53256c3c081fb126fb73f1b85a5b01f0448ec3687ab83b66c64ce59ced000101300200010e00010002000300"
+    "0400050006000700000200010320641a3954aa41849f46bcd83e33b40902313ea68111aa0f487c96b4ea5838f8"
+    "980040403d5b26ae0694b8e0eedb4a46167f5ddf3918454566ee5111a32072fe77e07207821182eb06a011e5fe"
+    "769fc17b7f57651b9c4c089e75f4d0410cea6aa408ee0142a720b91a8cab654ba0e3107a2d6b337b322f6111f4"
+    "4c39a7b24d6a16d25cf7007e674052206a80049851583788b14474b74863a8786962787c99e4a94494479040b3"
+    "f9274930f887be876ce99cf7ff7f81c2fc6d77ac16e22b70eef05369a8d2cb92badc0730293995296f41999c42"
+    "80256a71641c48203f96f62690120ed6c1c0b3af6252fbfe2f97e39e65f2efb14cb02814f9d1121d40a420b4c1"
+    "e0a2d81119355c35051167d778aac93f0913bde91e22846ae45a8612d24b30ac4d28673b1c4653cb27d3b6e349"
+    "fdd8e8a6d0627024e22b759b40a014079030e2bfd261b184bc619cdb80448dc9b68d204f7cad039b5fd079152a"
+    "53b296ff66dd1c7de171657be7561d2e3b6b6ac02b0230bc80fc36e4355171d94761c5dfb9f2616d2befd15d3e"
+    "5f102521f430e4caeff2df01b1eaf100dc52af924ab2707f7bfa2095dede488926b6b987e028e20c7aa908bc70"
+    "b5dc6ce93cac9fd5c207a192c94d4148208436296232ca550be3a27a7ab5dcaa08a83dc7d6a95dfa8294f90489"
+    "a1161b7430eb3bd1d0f91d9c42f9248ab880af171d8ae9ba0b3c9500f4a8e487c8b95eb2e4df710e3c127875f2"
+    "905c4d677319000a207d762dfe097b159b983887955b6ef76fb4d2d146103a98b6dd4b8ac38055b51830ef3eef"
+    "45226d4b3c74c0c29726d674c9d306bd690b502515e23383492a7b4e13428c67edcb9b0336e0d9f1b59e0a1ed6"
+    "20abcc7ddd22855bb4e4aeb52b3d79afe026454785b181d2146d20e490de0dc6193015f9286bf8d862c4a25a0d"
+    "2ed3c77e045c504b442b2d26efac264c148eaa776fd4918ee9195b17863d4c9e6e0a7b02d3201cb6b12bdc1a1d"
+    "a8bac2e393e0dc0c4ff24b5567c467623d0103d54df4ce507b30637d846647991be51576d8f6dcb3e956f6bb35"
+    "d428ba6e3ce7f9b27fb29d21f2caecd239fd8fcf6def64eae37677bfd340404167614024e34dc7a9e73babe17d"
+    "e8d3ef96c01b755edf467217569f72bd238f643a86ba2a4c61c994b05d43dca1af883d2e84526d0bee7c0275d2"
+    "be9a2ec80d205477501799f8220ca041a3a1714b8ca1fc01d609c1dac0dc6a92fe3adfb0bbf4209d82e35a9c9d"
+    "09a637667f5b9cf516e8d64532f44253409b1b25e3caf2a8f14f";
+static uint8_t *member_welcome, *member_kp, *member_commit, member_init[32], member_leaf[32];
+static size_t member_welcome_len, member_kp_len, member_commit_len;
+static uint8_t *member_psk_id, *member_psk;
+static size_t member_psk_id_len, member_psk_len;
 static uint8_t *welcome, *key_package, init_priv[32], signer_pub[32];
 static size_t welcome_len, key_package_len;
 static size_t honest_len[5];
@@ -148,6 +232,13 @@ static void setup(void)
     for (size_t i = 0; i < 5; i++)
         honest[i] = unhex_alloc(honest_hex[i], &honest_len[i]);
     welcome = unhex_alloc(welcome_hex, &welcome_len);
+    member_welcome = unhex_alloc(member_welcome_hex, &member_welcome_len);
+    member_kp = unhex_alloc(member_kp_hex, &member_kp_len);
+    member_commit = unhex_alloc(member_commit_hex, &member_commit_len);
+    member_psk_id = unhex_alloc("65787465726e616c2070736b", &member_psk_id_len);
+    member_psk = unhex_alloc("7365637265742070736b206b6579", &member_psk_len);
+    unhex("c0e02f2cc4153894b0ccd87468e88fd404d8b533db7b3053f62320cfa18c0e53", member_init);
+    unhex("00051c57f38e724af9dcf3710489c0782026b28ee83a9aa0c89de02ae3574b6b", member_leaf);
     treekem_tree = unhex_alloc(treekem_tree_hex, &treekem_tree_len);
     unhex("476813a66a9e9a464c40e79f4f8449d939d9235c56ea955ba7e230ec6d7f6b03", treekem_gid);
     unhex("2a7ab9e8c1a8077944fa0f59303faf1d7da5ec43c7a3f345910c87478d12c202", treekem_leaf1_sk);
@@ -340,19 +431,35 @@ static void update_path(const uint8_t *data, size_t size)
     msv_mls_tree_free(&t);
 }
 
+static void member_commit_message(const uint8_t *data, size_t size)
+{
+    struct msv_mls_external_psk psk = {member_psk_id, member_psk_id_len, member_psk,
+                                       member_psk_len};
+    struct msv_mls_member *m = NULL;
+
+    if (msv_mls_member_join(MSV_MLS_SUITE_X25519_AES128GCM, member_welcome, member_welcome_len,
+                            member_kp, member_kp_len, member_init, member_leaf, &psk, 1, NULL, 0,
+                            &m) != MSV_OK)
+        abort();
+    if (msv_mls_member_commit(m, NULL, NULL, 0, data, size) == MSV_OK &&
+        (size != member_commit_len || memcmp(data, member_commit, size) != 0))
+        abort();
+    msv_mls_member_free(m);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
     setup();
-    switch (data[0] % 9) {
+    switch (data[0] % 10) {
     case 0:
         vectors(data + 1, size - 1);
         break;
     case 1:
     case 2:
     case 3:
-        structure(data[0] % 9, data + 1, size - 1);
+        structure(data[0] % 10, data + 1, size - 1);
         break;
     case 4:
         public_message(data + 1, size - 1);
@@ -366,8 +473,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 7:
         welcome_message(data + 1, size - 1);
         break;
-    default:
+    case 8:
         update_path(data + 1, size - 1);
+        break;
+    default:
+        member_commit_message(data + 1, size - 1);
         break;
     }
     return 0;
