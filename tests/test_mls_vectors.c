@@ -1498,8 +1498,21 @@ static int follow_epoch(struct msv_mls_member *m, json_t *e)
         msgs[i] = p[i].p;
         lens[i] = p[i].n;
     }
+    /* our keys spoiled, the commit fails once its path is merged (when it has one for us);
+     * that changes nothing, so with the keys back it goes through */
     if (ok) {
-        msv_err err = msv_mls_member_commit(m, msgs, lens, n, commit.p, commit.n);
+        struct msv_mls_node_key keys[MSV_MLS_MEMBER_KEYS];
+        msv_err err;
+
+        memcpy(keys, m->keys, sizeof(keys));
+        for (size_t i = 0; i < m->n_keys; i++)
+            m->keys[i].sk[1] ^= 1; /* X25519 clamps the low bits of byte 0: not those */
+        err = msv_mls_member_commit(m, msgs, lens, n, commit.p, commit.n);
+        if (err != MSV_OK) {
+            memcpy(m->keys, keys, sizeof(keys));
+            err = msv_mls_member_commit(m, msgs, lens, n, commit.p, commit.n);
+        }
+        sodium_memzero(keys, sizeof(keys));
         if (err != MSV_OK)
             fprintf(stderr, "  commit refused: %s\n", msv_strerror(err));
         ok = err == MSV_OK;

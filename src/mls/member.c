@@ -647,6 +647,72 @@ static msv_err receive_proposals(struct msv_mls_member *m, const struct msv_mls_
     return MSV_OK;
 }
 
+/* What a commit changes, kept so that a commit that fails changes nothing. */
+struct saved {
+    struct msv_mls_tree tree;
+    uint8_t *ext;
+    size_t ext_len;
+    struct msv_mls_node_key keys[MSV_MLS_MEMBER_KEYS];
+    size_t n_keys;
+};
+
+static msv_err save(const struct msv_mls_member *m, struct saved *s)
+{
+    msv_err err = msv_mls_tree_copy(&m->tree, &s->tree);
+
+    if (err != MSV_OK)
+        return err;
+    s->ext = malloc(m->ext_len + 1);
+    if (s->ext == NULL) {
+        msv_mls_tree_free(&s->tree);
+        return MSV_ERR_NOMEM;
+    }
+    memcpy(s->ext, m->ext, m->ext_len);
+    s->ext_len = m->ext_len;
+    memcpy(s->keys, m->keys, sizeof(s->keys));
+    s->n_keys = m->n_keys;
+    return MSV_OK;
+}
+
+/* Puts the saved state back (restore) or drops it. */
+static void restore(struct msv_mls_member *m, struct saved *s, int put_back)
+{
+    if (put_back) {
+        msv_mls_tree_free(&m->tree);
+        m->tree = s->tree;
+        free(m->ext);
+        m->ext = s->ext;
+        m->ext_len = s->ext_len;
+        memcpy(m->keys, s->keys, sizeof(m->keys));
+        m->n_keys = s->n_keys;
+    } else {
+        msv_mls_tree_free(&s->tree);
+        free(s->ext);
+    }
+    sodium_memzero(s->keys, sizeof(s->keys));
+}
+
+/* The proposals, the path and the next epoch, all or nothing. */
+static msv_err change_state(struct msv_mls_member *m, struct commit_state *cs, uint32_t committer,
+                            const uint8_t *path, size_t path_len, const uint8_t *ac, size_t ac_len,
+                            const struct msv_mls_content *c)
+{
+    struct saved s;
+    uint8_t commit_secret[MSV_MLS_NH] = {0};
+    msv_err err = save(m, &s);
+
+    if (err != MSV_OK)
+        return err;
+    err = apply_proposals(m, cs);
+    if (err == MSV_OK && path != NULL)
+        err = apply_path(m, committer, path, path_len, cs, commit_secret);
+    if (err == MSV_OK)
+        err = next_epoch(m, ac, ac_len, c, cs, commit_secret);
+    restore(m, &s, err != MSV_OK);
+    sodium_memzero(commit_secret, sizeof(commit_secret));
+    return err;
+}
+
 msv_err msv_mls_member_commit(struct msv_mls_member *m, const uint8_t *const *proposals,
                               const size_t *proposal_lens, size_t n_proposals,
                               const uint8_t *commit, size_t commit_len)
@@ -656,7 +722,7 @@ msv_err msv_mls_member_commit(struct msv_mls_member *m, const uint8_t *const *pr
     struct msv_mls_epoch ep;
     struct msv_mls_content c;
     struct msv_reader r, list;
-    uint8_t root[MSV_MLS_NH], commit_secret[MSV_MLS_NH] = {0};
+    uint8_t root[MSV_MLS_NH];
     const uint8_t *ac;
     size_t ac_len;
     int has_path = 0;
@@ -680,12 +746,8 @@ msv_err msv_mls_member_commit(struct msv_mls_member *m, const uint8_t *const *pr
     if (err == MSV_OK)
         err = commit_proposals(&list, received, n_proposals, c.leaf_index, cs);
     if (err == MSV_OK)
-        err = apply_proposals(m, cs);
-    if (err == MSV_OK && has_path)
-        err = apply_path(m, c.leaf_index, r.data + r.off, r.len - r.off, cs, commit_secret);
-    if (err == MSV_OK)
-        err = next_epoch(m, ac, ac_len, &c, cs, commit_secret);
-    sodium_memzero(commit_secret, sizeof(commit_secret));
+        err = change_state(m, cs, c.leaf_index, has_path ? r.data + r.off : NULL, r.len - r.off, ac,
+                           ac_len, &c);
     free(cs);
     free(received);
     return err;

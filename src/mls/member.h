@@ -60,7 +60,8 @@ MSV_MUST_CHECK msv_err msv_mls_member_join(enum msv_mls_suite suite, const uint8
  * resumption PSKs of this group's epochs since we joined; other kinds
  * MSV_ERR_UNSUPPORTED), the UpdatePath merged and opened, the
  * transcript hashes and key schedule advanced and the confirmation tag
- * checked. On any failure the member is left unusable: free it.
+ * checked. A commit that fails changes nothing: the member stays at its
+ * epoch (only the copies of the messages it read are kept, within a limit).
  */
 MSV_MUST_CHECK msv_err msv_mls_member_commit(struct msv_mls_member *m,
                                              const uint8_t *const *proposals,

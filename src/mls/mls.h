@@ -421,6 +421,8 @@ struct msv_mls_tree {
  */
 MSV_MUST_CHECK msv_err msv_mls_tree_read(const uint8_t *data, size_t len, struct msv_mls_tree *t);
 void msv_mls_tree_free(struct msv_mls_tree *t);
+/* A copy of t that borrows the same bytes; free it with msv_mls_tree_free(). */
+MSV_MUST_CHECK msv_err msv_mls_tree_copy(const struct msv_mls_tree *t, struct msv_mls_tree *out);
 /* The tree hash of node x (7.8). */
 MSV_MUST_CHECK msv_err msv_mls_tree_hash(const struct msv_mls_tree *t, uint32_t x,
                                          uint8_t out[MSV_MLS_NH]);

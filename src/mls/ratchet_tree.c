@@ -155,6 +155,29 @@ msv_err msv_mls_tree_read(const uint8_t *data, size_t len, struct msv_mls_tree *
     return MSV_OK;
 }
 
+msv_err msv_mls_tree_copy(const struct msv_mls_tree *t, struct msv_mls_tree *out)
+{
+    struct msv_mls_tree c = {t->n_leaves, t->width, calloc(t->width + 1, sizeof(*t->nodes))};
+
+    if (c.nodes == NULL)
+        return MSV_ERR_NOMEM;
+    for (uint32_t i = 0; i < t->width; i++) {
+        c.nodes[i] = t->nodes[i];
+        c.nodes[i].unmerged = NULL;
+        if (t->nodes[i].unmerged == NULL)
+            continue;
+        c.nodes[i].unmerged = calloc(t->nodes[i].n_unmerged + 1, sizeof(uint32_t));
+        if (c.nodes[i].unmerged == NULL) {
+            msv_mls_tree_free(&c);
+            return MSV_ERR_NOMEM;
+        }
+        memcpy(c.nodes[i].unmerged, t->nodes[i].unmerged,
+               t->nodes[i].n_unmerged * sizeof(uint32_t));
+    }
+    *out = c;
+    return MSV_OK;
+}
+
 void msv_mls_tree_free(struct msv_mls_tree *t)
 {
     for (uint32_t i = 0; t->nodes != NULL && i < t->width; i++)
