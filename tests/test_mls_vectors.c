@@ -1581,12 +1581,16 @@ static int commit_refused(json_t *tc, const struct msv_mls_external_psk *psks, s
     struct bytes commit = hex(e, "commit");
     int ok = m != NULL && commit.n > 40;
 
+    size_t held = m != NULL ? m->n_held : 0;
+
     if (ok && json_array_size(json_object_get(e, "proposals")) > 0) {
         ok = msv_mls_member_commit(m, NULL, NULL, 0, commit.p, commit.n) == MSV_ERR_NOT_FOUND;
     } else if (ok) {
         commit.p[commit.n - 40] ^= 1; /* in the confirmation tag, under the membership tag */
         ok = msv_mls_member_commit(m, NULL, NULL, 0, commit.p, commit.n) == MSV_ERR_AUTH;
     }
+    /* and it keeps no copy of what it refused (a flood of them costs nothing lasting) */
+    ok = ok && m->n_held == held;
     msv_mls_member_free(m);
     free(commit.p);
     return ok;
@@ -1613,6 +1617,9 @@ static int passive_follow_case(const char *file, size_t idx, json_t *tc)
             complain(file, idx, what);
         }
     }
+    /* after its commits the member holds one copy of its tree, however many it followed */
+    if (ok && json_array_size(epochs) > 0 && !(ok = m->n_held == 1))
+        complain(file, idx, "copies kept");
     if (ok && json_array_size(epochs) > 0 && !(ok = commit_refused(tc, psks, n)))
         complain(file, idx, "a bad commit was taken");
     msv_mls_member_free(m);

@@ -647,6 +647,33 @@ static msv_err receive_proposals(struct msv_mls_member *m, const struct msv_mls_
     return MSV_OK;
 }
 
+/*
+ * After a commit: the tree written out and read back from one copy, so that
+ * the copies of the messages it borrowed from can go and the member holds
+ * one buffer, however many commits it follows.
+ */
+static msv_err compact(struct msv_mls_member *m)
+{
+    struct msv_mls_tree t = {0, 0, NULL};
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    msv_err err = msv_mls_tree_write(&m->tree, &bytes, &len);
+
+    if (err == MSV_OK)
+        err = msv_mls_tree_read(bytes, len, &t);
+    if (err != MSV_OK) {
+        free(bytes);
+        return err;
+    }
+    msv_mls_tree_free(&m->tree);
+    m->tree = t;
+    for (size_t i = 0; i < m->n_held; i++)
+        free(m->held[i]);
+    m->held[0] = bytes;
+    m->n_held = 1;
+    return MSV_OK;
+}
+
 /* What a commit changes, kept so that a commit that fails changes nothing. */
 struct saved {
     struct msv_mls_tree tree;
@@ -726,6 +753,7 @@ msv_err msv_mls_member_commit(struct msv_mls_member *m, const uint8_t *const *pr
     const uint8_t *ac;
     size_t ac_len;
     int has_path = 0;
+    size_t n_held = m->n_held;
     msv_err err = cs == NULL || received == NULL ? MSV_ERR_NOMEM : MSV_OK;
 
     if (err == MSV_OK && n_proposals > PROPOSALS_MAX)
@@ -748,6 +776,14 @@ msv_err msv_mls_member_commit(struct msv_mls_member *m, const uint8_t *const *pr
     if (err == MSV_OK)
         err = change_state(m, cs, c.leaf_index, has_path ? r.data + r.off : NULL, r.len - r.off, ac,
                            ac_len, &c);
+    /* the next epoch stands; if compacting fails the member keeps its copies */
+    if (err == MSV_OK)
+        (void)compact(m);
+    /* a refused commit leaves no copies behind: nothing borrows from them */
+    while (err != MSV_OK && m->n_held > n_held) {
+        free(m->held[--m->n_held]);
+        m->held[m->n_held] = NULL;
+    }
     free(cs);
     free(received);
     return err;

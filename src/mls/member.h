@@ -27,7 +27,7 @@ struct msv_mls_member {
     size_t n_keys;
     const struct msv_mls_external_psk *psks; /* borrowed */
     size_t n_psks;
-    uint8_t **held; /* copies of the bytes the tree borrows */
+    uint8_t **held; /* copies of the bytes the tree borrows; one after each commit */
     size_t n_held;
     /* the resumption PSKs of the epochs since we joined, the latest MSV_MLS_RESUMPTION_KEPT */
     struct {
