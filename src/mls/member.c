@@ -1,0 +1,790 @@
+/*
+ * A member that follows its group (RFC 9420 12.4): joins from a Welcome and
+ * processes each commit sent as a PublicMessage, with the proposals it
+ * names, to the next epoch. It never sends. The tree borrows the bytes of
+ * every message that put a leaf or a path in it; the member keeps a copy of
+ * each (held) for as long as it lives.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "missive/util.h"
+#include "mls/member.h"
+
+#define HELD_MAX 4096
+#define PROPOSALS_MAX 256
+
+/* A copy of bytes the tree will borrow from, kept until the member is freed. */
+static msv_err hold(struct msv_mls_member *m, const uint8_t *p, size_t len, const uint8_t **out)
+{
+    uint8_t *copy;
+
+    if (m->n_held == HELD_MAX)
+        return MSV_ERR_TOO_BIG;
+    copy = malloc(len + 1);
+    if (copy == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(copy, p, len);
+    m->held[m->n_held++] = copy;
+    *out = copy;
+    return MSV_OK;
+}
+
+void msv_mls_member_free(struct msv_mls_member *m)
+{
+    if (m == NULL)
+        return;
+    msv_mls_tree_free(&m->tree);
+    for (size_t i = 0; i < m->n_held; i++)
+        free(m->held[i]);
+    free(m->held);
+    free(m->ext);
+    sodium_memzero(m, sizeof(*m));
+    free(m);
+}
+
+static msv_err member_sig_key(void *ctx, uint32_t leaf, const uint8_t **pk, size_t *pk_len)
+{
+    const struct msv_mls_member *m = ctx;
+
+    if (leaf >= m->tree.n_leaves || m->tree.nodes[2 * leaf].type != 1)
+        return MSV_ERR_NOT_FOUND;
+    *pk = m->tree.nodes[2 * leaf].leaf.signature_key;
+    *pk_len = m->tree.nodes[2 * leaf].leaf.signature_key_len;
+    return MSV_OK;
+}
+
+/* Sets the key for node, replacing one held for it. */
+static void set_key(struct msv_mls_member *m, uint32_t node, const uint8_t sk[32])
+{
+    size_t i = 0;
+
+    while (i < m->n_keys && m->keys[i].node != node)
+        i++;
+    if (i == m->n_keys) {
+        if (m->n_keys == MSV_MLS_MEMBER_KEYS)
+            return;
+        m->n_keys++;
+    }
+    m->keys[i].node = node;
+    memcpy(m->keys[i].sk, sk, 32);
+}
+
+/* The keys of path[i..] from the path secret of path[i] (DeriveSecret(ps, "path") upwards). */
+static msv_err keys_from_path_secret(struct msv_mls_member *m, const uint32_t *path, size_t n,
+                                     size_t i, const uint8_t first[MSV_MLS_NH])
+{
+    uint8_t ps[MSV_MLS_NH], sk[32], pk[32];
+    msv_err err = MSV_OK;
+
+    memcpy(ps, first, MSV_MLS_NH);
+    for (size_t k = i; err == MSV_OK && k < n; k++) {
+        if (k > i)
+            err = msv_mls_derive_secret(ps, MSV_MLS_NH, "path", ps);
+        if (err == MSV_OK)
+            err = msv_mls_node_keypair(ps, sk, pk);
+        if (err == MSV_OK)
+            set_key(m, path[k], sk);
+    }
+    sodium_memzero(ps, sizeof(ps));
+    sodium_memzero(sk, sizeof(sk));
+    return err;
+}
+
+/* The lowest node of path that is an ancestor of leaf, or n. */
+static size_t lowest_above(const uint32_t *path, size_t n, uint32_t leaf)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t span = (UINT32_C(1) << msv_mls_tree_level(path[i])) - 1;
+
+        if (2 * leaf >= path[i] - span && 2 * leaf <= path[i] + span)
+            return i;
+    }
+    return n;
+}
+
+msv_err msv_mls_member_group_context(const struct msv_mls_member *m, uint64_t epoch,
+                                     const uint8_t *cth, uint8_t **out, size_t *out_len)
+{
+    uint8_t root[MSV_MLS_NH];
+    struct msv_mls_group_context gc = {
+        m->suite,     m->group_id, m->group_id_len, epoch,  root,
+        sizeof(root), cth,         MSV_MLS_NH,      m->ext, m->ext_len};
+    msv_err err = msv_mls_tree_hash(&m->tree, msv_mls_tree_root(m->tree.n_leaves), root);
+
+    if (err != MSV_OK)
+        return err;
+    return msv_mls_group_context_encode(&gc, out, out_len);
+}
+
+/* Records the current epoch's resumption PSK, dropping the oldest past the limit. */
+static void keep_resumption(struct msv_mls_member *m)
+{
+    if (m->n_resumption == MSV_MLS_RESUMPTION_KEPT) {
+        memmove(&m->resumption[0], &m->resumption[1],
+                (MSV_MLS_RESUMPTION_KEPT - 1) * sizeof(m->resumption[0]));
+        m->n_resumption--;
+    }
+    m->resumption[m->n_resumption].epoch = m->epoch;
+    memcpy(m->resumption[m->n_resumption].psk, m->s.resumption_psk, MSV_MLS_NH);
+    m->n_resumption++;
+}
+
+/* The GroupContext's confirmed transcript hash and extensions, and the GroupInfo's tag. */
+static msv_err read_context(struct msv_mls_member *m, const uint8_t *gi, size_t len,
+                            const uint8_t **tag, size_t *tag_len)
+{
+    struct msv_reader r;
+    const uint8_t *p, *cth, *ext;
+    size_t n, cth_len, ext_len;
+    uint16_t v, cs;
+
+    msv_reader_init(&r, gi, len);
+    if (msv_reader_u16be(&r, &v) != MSV_OK || msv_reader_u16be(&r, &cs) != MSV_OK ||
+        msv_mls_get_vec(&r, &p, &n) != MSV_OK || msv_mls_get_u64(&r, &m->epoch) != MSV_OK ||
+        msv_mls_get_vec(&r, &p, &n) != MSV_OK || msv_mls_get_vec(&r, &cth, &cth_len) != MSV_OK ||
+        msv_mls_get_vec(&r, &ext, &ext_len) != MSV_OK || msv_mls_get_vec(&r, &p, &n) != MSV_OK ||
+        msv_mls_get_vec(&r, tag, tag_len) != MSV_OK || cth_len != MSV_MLS_NH)
+        return MSV_ERR_AUTH;
+    memcpy(m->cth, cth, MSV_MLS_NH);
+    m->ext = malloc(ext_len + 1);
+    if (m->ext == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(m->ext, ext, ext_len);
+    m->ext_len = ext_len;
+    return MSV_OK;
+}
+
+/* interim = Hash(confirmed || confirmation_tag<V>) (8.2) */
+static msv_err next_interim(const uint8_t confirmed[MSV_MLS_NH], const uint8_t *tag, size_t tag_len,
+                            uint8_t out[MSV_MLS_NH])
+{
+    struct msv_buf w;
+    uint8_t *in = NULL;
+    size_t in_len = 0;
+    msv_err err;
+
+    msv_buf_init(&w, 4 * MSV_MLS_NH);
+    (void)msv_buf_put(&w, confirmed, MSV_MLS_NH);
+    msv_mls_put_vec(&w, tag, tag_len);
+    err = msv_buf_finish(&w, &in, &in_len);
+    if (err == MSV_OK)
+        err = msv_mls_hash(in, in_len, out);
+    free(in);
+    return err;
+}
+
+/* Our leaf: the one whose HPKE key is leaf_sk's. */
+static msv_err find_me(struct msv_mls_member *m, const uint8_t leaf_sk[32])
+{
+    uint8_t pk[32];
+
+    if (crypto_scalarmult_base(pk, leaf_sk) != 0)
+        return MSV_ERR_CRYPTO;
+    for (uint32_t i = 0; i < m->tree.n_leaves; i++) {
+        const struct msv_mls_node *n = &m->tree.nodes[2 * i];
+
+        if (n->type == 1 && n->leaf.encryption_key_len == 32 &&
+            memcmp(n->leaf.encryption_key, pk, 32) == 0) {
+            m->me = i;
+            set_key(m, 2 * i, leaf_sk);
+            return MSV_OK;
+        }
+    }
+    return MSV_ERR_NOT_FOUND;
+}
+
+/* The tree, its checks, and the GroupInfo's with the signer's key from it. */
+static msv_err join_tree(struct msv_mls_member *m, const uint8_t *gi, size_t gi_len,
+                         const struct msv_mls_group_info *info, const uint8_t *tree,
+                         size_t tree_len, const uint8_t joiner[MSV_MLS_NH],
+                         const uint8_t psk_secret[MSV_MLS_NH])
+{
+    const uint8_t *bytes = info->ratchet_tree, *pk;
+    size_t len = info->ratchet_tree_len, pk_len;
+    uint8_t root[MSV_MLS_NH];
+    msv_err err = MSV_OK;
+
+    if (tree != NULL) {
+        err = hold(m, tree, tree_len, &bytes);
+        len = tree_len;
+    }
+    if (err == MSV_OK && bytes == NULL)
+        err = MSV_ERR_NOT_FOUND;
+    if (err == MSV_OK)
+        err = msv_mls_tree_read(bytes, len, &m->tree);
+    if (err == MSV_OK)
+        err = msv_mls_tree_hash(&m->tree, msv_mls_tree_root(m->tree.n_leaves), root);
+    if (err == MSV_OK &&
+        (info->tree_hash_len != MSV_MLS_NH || memcmp(info->tree_hash, root, MSV_MLS_NH) != 0))
+        err = MSV_ERR_AUTH;
+    if (err == MSV_OK)
+        err = msv_mls_tree_verify(&m->tree, info->group_id, info->group_id_len);
+    if (err == MSV_OK)
+        err = member_sig_key(m, info->signer, &pk, &pk_len);
+    if (err == MSV_OK)
+        err = msv_mls_group_info_check(m->suite, gi, gi_len, pk, pk_len, joiner, psk_secret, &m->s);
+    return err;
+}
+
+msv_err msv_mls_member_join(enum msv_mls_suite suite, const uint8_t *welcome, size_t welcome_len,
+                            const uint8_t *key_package, size_t key_package_len,
+                            const uint8_t init_sk[32], const uint8_t leaf_sk[32],
+                            const struct msv_mls_external_psk *psks, size_t n_psks,
+                            const uint8_t *tree, size_t tree_len, struct msv_mls_member **out)
+{
+    struct msv_mls_member *m = calloc(1, sizeof(*m));
+    struct msv_mls_group_info info;
+    uint8_t joiner[MSV_MLS_NH], psk_secret[MSV_MLS_NH], ps[MSV_MLS_NH], *gi = NULL;
+    uint32_t path[MSV_MLS_PATH_MAX];
+    const uint8_t *tag;
+    size_t gi_len = 0, tag_len, n = 0;
+    int has_ps = 0;
+    msv_err err;
+
+    if (m == NULL || (m->held = calloc(HELD_MAX, sizeof(uint8_t *))) == NULL) {
+        msv_mls_member_free(m);
+        return MSV_ERR_NOMEM;
+    }
+    m->suite = suite;
+    m->psks = psks;
+    m->n_psks = n_psks;
+    err =
+        msv_mls_welcome_decrypt(suite, welcome, welcome_len, key_package, key_package_len, init_sk,
+                                psks, n_psks, joiner, psk_secret, ps, &has_ps, &gi, &gi_len);
+    if (err == MSV_OK)
+        m->held[m->n_held++] = gi; /* the tree may borrow from it */
+    if (err == MSV_OK)
+        err = msv_mls_group_info_read(gi, gi_len, &info);
+    if (err == MSV_OK && info.group_id_len > MSV_MLS_GROUP_ID_MAX)
+        err = MSV_ERR_TOO_BIG;
+    if (err == MSV_OK) {
+        memcpy(m->group_id, info.group_id, info.group_id_len);
+        m->group_id_len = info.group_id_len;
+        err = join_tree(m, gi, gi_len, &info, tree, tree_len, joiner, psk_secret);
+    }
+    if (err == MSV_OK)
+        err = read_context(m, gi, gi_len, &tag, &tag_len);
+    if (err == MSV_OK)
+        err = next_interim(m->cth, tag, tag_len, m->interim);
+    if (err == MSV_OK)
+        err = find_me(m, leaf_sk);
+    if (err == MSV_OK)
+        keep_resumption(m);
+    /* the Welcome's path secret is for the lowest node of the signer's path above us */
+    if (err == MSV_OK && has_ps)
+        err = msv_mls_tree_filtered_path(&m->tree, info.signer, path, &n);
+    if (err == MSV_OK && has_ps && lowest_above(path, n, m->me) < n)
+        err = keys_from_path_secret(m, path, n, lowest_above(path, n, m->me), ps);
+    sodium_memzero(joiner, sizeof(joiner));
+    sodium_memzero(psk_secret, sizeof(psk_secret));
+    sodium_memzero(ps, sizeof(ps));
+    if (err != MSV_OK) {
+        msv_mls_member_free(m);
+        return err;
+    }
+    *out = m;
+    return MSV_OK;
+}
+
+struct proposal {
+    uint8_t ref[MSV_MLS_NH];
+    uint16_t type;
+    const uint8_t *body; /* after the type */
+    size_t body_len;
+    uint32_t sender;
+};
+
+struct commit_state {
+    struct proposal list[PROPOSALS_MAX]; /* the proposals the commit applies */
+    size_t n;
+    uint32_t joiners[PROPOSALS_MAX];
+    size_t n_joiners;
+    struct msv_mls_psk psks[MSV_MLS_WELCOME_PSKS_MAX];
+    size_t n_psks;
+};
+
+/* The epoch as framing wants it: the current GroupContext and secrets. */
+static msv_err current_epoch(struct msv_mls_member *m, uint8_t root[MSV_MLS_NH],
+                             struct msv_mls_epoch *ep)
+{
+    msv_err err = msv_mls_tree_hash(&m->tree, msv_mls_tree_root(m->tree.n_leaves), root);
+
+    memset(ep, 0, sizeof(*ep));
+    ep->gc = (struct msv_mls_group_context){m->suite, m->group_id, m->group_id_len, m->epoch,
+                                            root,     MSV_MLS_NH,  m->cth,          MSV_MLS_NH,
+                                            m->ext,   m->ext_len};
+    ep->n_leaves = m->tree.n_leaves;
+    ep->sender_data_secret = m->s.sender_data;
+    ep->encryption_secret = m->s.encryption;
+    ep->membership_key = m->s.membership_key;
+    ep->sig_key = member_sig_key;
+    ep->sig_key_ctx = m;
+    return err;
+}
+
+/*
+ * Reads a PublicMessage (held), checked; *ac is its AuthenticatedContent
+ * (everything after the version, before the membership tag).
+ */
+static msv_err read_public(struct msv_mls_member *m, const struct msv_mls_epoch *ep,
+                           const uint8_t *msg, size_t len, struct msv_mls_content *c,
+                           const uint8_t **ac, size_t *ac_len)
+{
+    const uint8_t *copy;
+    msv_err err = hold(m, msg, len, &copy);
+
+    if (err == MSV_OK)
+        err = msv_mls_public_unprotect(ep, copy, len, c);
+    /* a member's message ends with its membership tag, a 32-byte MAC */
+    if (err == MSV_OK && (len < 4 + MSV_MLS_NH + 1 || copy[len - MSV_MLS_NH - 1] != MSV_MLS_NH))
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK) {
+        *ac = copy + 2;
+        *ac_len = len - 2 - (MSV_MLS_NH + 1);
+    }
+    return err;
+}
+
+static msv_err add_proposal(struct commit_state *cs, const uint8_t *p, size_t len, uint32_t sender)
+{
+    struct proposal *e;
+
+    if (cs->n == PROPOSALS_MAX)
+        return MSV_ERR_TOO_BIG;
+    if (len < 2)
+        return MSV_ERR_PARSE;
+    e = &cs->list[cs->n++];
+    e->type = (uint16_t)(p[0] << 8 | p[1]);
+    e->body = p + 2;
+    e->body_len = len - 2;
+    e->sender = sender;
+    return MSV_OK;
+}
+
+/* The commit's proposals: by value from the committer, by reference from those received. */
+static msv_err commit_proposals(struct msv_reader *list, const struct proposal *received,
+                                size_t n_received, uint32_t committer, struct commit_state *cs)
+{
+    while (!msv_mls_reader_is_done(list)) {
+        uint8_t kind;
+        size_t start, k = 0, ref_len;
+        const uint8_t *ref;
+        msv_err err;
+
+        if (msv_reader_u8(list, &kind) != MSV_OK)
+            return MSV_ERR_PARSE;
+        start = list->off;
+        if (kind == 1) {
+            err = msv_mls_skip_proposal(list);
+            if (err == MSV_OK)
+                err = add_proposal(cs, list->data + start, list->off - start, committer);
+            if (err != MSV_OK)
+                return err;
+            continue;
+        }
+        if (kind != 2 || msv_mls_get_vec(list, &ref, &ref_len) != MSV_OK || ref_len != MSV_MLS_NH)
+            return MSV_ERR_PARSE;
+        while (k < n_received && memcmp(received[k].ref, ref, MSV_MLS_NH) != 0)
+            k++;
+        if (k == n_received)
+            return MSV_ERR_NOT_FOUND;
+        if (cs->n == PROPOSALS_MAX)
+            return MSV_ERR_TOO_BIG;
+        cs->list[cs->n++] = received[k];
+    }
+    return MSV_OK;
+}
+
+static msv_err apply_gce(struct msv_mls_member *m, const struct proposal *p)
+{
+    struct msv_reader r;
+    const uint8_t *ext;
+    size_t len;
+    uint8_t *copy;
+
+    msv_reader_init(&r, p->body, p->body_len);
+    if (msv_mls_get_vec(&r, &ext, &len) != MSV_OK || !msv_mls_reader_is_done(&r))
+        return MSV_ERR_PARSE;
+    copy = malloc(len + 1);
+    if (copy == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(copy, ext, len);
+    free(m->ext);
+    m->ext = copy;
+    m->ext_len = len;
+    return MSV_OK;
+}
+
+static msv_err apply_one(struct msv_mls_member *m, const struct proposal *p,
+                         struct commit_state *cs)
+{
+    struct msv_reader r;
+    struct msv_mls_leaf leaf;
+    uint32_t index;
+    msv_err err;
+
+    msv_reader_init(&r, p->body, p->body_len);
+    switch (p->type) {
+    case 2: /* update: the sender's leaf */
+        err = msv_mls_read_leaf_node(&r, &leaf);
+        return err != MSV_OK ? err : msv_mls_tree_update(&m->tree, p->sender, &leaf);
+    case 3: /* remove */
+        if (msv_reader_u32be(&r, &index) != MSV_OK)
+            return MSV_ERR_PARSE;
+        if (index == m->me)
+            return MSV_ERR_INVALID; /* we were removed: nothing follows for us */
+        return msv_mls_tree_remove(&m->tree, index);
+    case 1: /* add */
+        err = msv_mls_read_key_package(&r, &leaf);
+        if (err == MSV_OK)
+            err = msv_mls_tree_add(&m->tree, &leaf, &index);
+        if (err == MSV_OK && cs->n_joiners < PROPOSALS_MAX)
+            cs->joiners[cs->n_joiners++] = index;
+        return err;
+    default:
+        return MSV_OK;
+    }
+}
+
+/* The resumption PSK of one of our group's epochs; NULL if not kept. */
+static const uint8_t *resumption_psk(const struct msv_mls_member *m, const uint8_t *group_id,
+                                     size_t group_id_len, uint64_t epoch)
+{
+    if (group_id_len != m->group_id_len || memcmp(group_id, m->group_id, group_id_len) != 0)
+        return NULL;
+    for (size_t i = 0; i < m->n_resumption; i++) {
+        if (m->resumption[i].epoch == epoch)
+            return m->resumption[i].psk;
+    }
+    return NULL;
+}
+
+/* The key a PreSharedKeyID names: an external one we hold, or one of our epochs' (8.4). */
+static msv_err psk_value(const struct msv_mls_member *m, struct msv_reader *r, const uint8_t **psk,
+                         size_t *psk_len)
+{
+    const uint8_t *id, *nonce;
+    size_t id_len, nonce_len, k = 0;
+    uint64_t epoch;
+    uint8_t type, usage;
+
+    if (msv_reader_u8(r, &type) != MSV_OK)
+        return MSV_ERR_PARSE;
+    if (type == 2) {
+        if (msv_reader_u8(r, &usage) != MSV_OK || usage != 1 ||
+            msv_mls_get_vec(r, &id, &id_len) != MSV_OK || msv_mls_get_u64(r, &epoch) != MSV_OK ||
+            msv_mls_get_vec(r, &nonce, &nonce_len) != MSV_OK)
+            return MSV_ERR_PARSE;
+        *psk = resumption_psk(m, id, id_len, epoch);
+        *psk_len = MSV_MLS_NH;
+        return *psk != NULL ? MSV_OK : MSV_ERR_NOT_FOUND;
+    }
+    if (type != 1 || msv_mls_get_vec(r, &id, &id_len) != MSV_OK ||
+        msv_mls_get_vec(r, &nonce, &nonce_len) != MSV_OK)
+        return MSV_ERR_PARSE;
+    while (k < m->n_psks &&
+           !(m->psks[k].id_len == id_len && memcmp(m->psks[k].id, id, id_len) == 0))
+        k++;
+    if (k == m->n_psks)
+        return MSV_ERR_NOT_FOUND;
+    *psk = m->psks[k].psk;
+    *psk_len = m->psks[k].psk_len;
+    return MSV_OK;
+}
+
+/* A PSK proposal: its PreSharedKeyID, with the key it names. */
+static msv_err add_psk(const struct msv_mls_member *m, const struct proposal *p,
+                       struct commit_state *cs)
+{
+    struct msv_reader r;
+    const uint8_t *psk = NULL;
+    size_t psk_len = 0;
+    msv_err err;
+
+    msv_reader_init(&r, p->body, p->body_len);
+    err = psk_value(m, &r, &psk, &psk_len);
+    if (err != MSV_OK)
+        return err;
+    if (!msv_mls_reader_is_done(&r))
+        return MSV_ERR_PARSE;
+    if (cs->n_psks == MSV_MLS_WELCOME_PSKS_MAX)
+        return MSV_ERR_TOO_BIG;
+    cs->psks[cs->n_psks++] = (struct msv_mls_psk){p->body, p->body_len, psk, psk_len};
+    return MSV_OK;
+}
+
+/* 12.4.2: group context extensions, then updates, removes, adds; PSKs collected. */
+static msv_err apply_proposals(struct msv_mls_member *m, struct commit_state *cs)
+{
+    static const uint16_t order[] = {7, 2, 3, 1, 4};
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; i < cs->n && err == MSV_OK; i++) {
+        uint16_t t = cs->list[i].type;
+
+        if (t != 1 && t != 2 && t != 3 && t != 4 && t != 7)
+            err = MSV_ERR_UNSUPPORTED;
+    }
+    for (size_t o = 0; o < sizeof(order) / sizeof(order[0]) && err == MSV_OK; o++) {
+        for (size_t i = 0; i < cs->n && err == MSV_OK; i++) {
+            const struct proposal *p = &cs->list[i];
+
+            if (p->type != order[o])
+                continue;
+            if (p->type == 7)
+                err = apply_gce(m, p);
+            else if (p->type == 4)
+                err = add_psk(m, p, cs);
+            else
+                err = apply_one(m, p, cs);
+        }
+    }
+    return err;
+}
+
+/* The UpdatePath: merged, then opened with the provisional GroupContext; the commit secret. */
+static msv_err apply_path(struct msv_mls_member *m, uint32_t committer, const uint8_t *bytes,
+                          size_t len, const struct commit_state *cs,
+                          uint8_t commit_secret[MSV_MLS_NH])
+{
+    struct msv_mls_update_path up;
+    uint32_t path[MSV_MLS_PATH_MAX];
+    uint8_t ps[MSV_MLS_NH], *gc = NULL;
+    size_t n = 0, gc_len = 0, i;
+    msv_err err = msv_mls_update_path_read(bytes, len, &up);
+
+    if (err == MSV_OK)
+        err = msv_mls_tree_filtered_path(&m->tree, committer, path, &n);
+    if (err == MSV_OK)
+        err = msv_mls_tree_merge_path(&m->tree, committer, &up);
+    /* 12.4.2: encrypted to the provisional GroupContext, with the old transcript hash */
+    if (err == MSV_OK)
+        err = msv_mls_member_group_context(m, m->epoch + 1, m->cth, &gc, &gc_len);
+    if (err == MSV_OK)
+        err = msv_mls_path_open(m->suite, &m->tree, path, n, &up, m->me, m->keys, m->n_keys,
+                                cs->joiners, cs->n_joiners, gc, gc_len, ps, commit_secret);
+    i = lowest_above(path, n, m->me);
+    if (err == MSV_OK && i < n)
+        err = keys_from_path_secret(m, path, n, i, ps);
+    sodium_memzero(ps, sizeof(ps));
+    free(gc);
+    return err;
+}
+
+/* The epoch after the commit: transcript hashes, key schedule, confirmation tag (8, 8.2). */
+static msv_err next_epoch(struct msv_mls_member *m, const uint8_t *ac, size_t ac_len,
+                          const struct msv_mls_content *c, const struct commit_state *cs,
+                          const uint8_t commit_secret[MSV_MLS_NH])
+{
+    struct msv_mls_epoch_secrets ns;
+    uint8_t confirmed[MSV_MLS_NH], psk_secret[MSV_MLS_NH], mac[MSV_MLS_NH], *in = NULL, *gc = NULL;
+    size_t in_len = 0, gc_len = 0;
+    struct msv_buf w;
+    msv_err err;
+
+    /* ConfirmedTranscriptHashInput: the AuthenticatedContent without its confirmation tag */
+    if (c->confirmation_tag_len != MSV_MLS_NH || ac_len < MSV_MLS_NH + 1)
+        return MSV_ERR_AUTH;
+    msv_buf_init(&w, MSV_MLS_MESSAGE_MAX);
+    (void)msv_buf_put(&w, m->interim, MSV_MLS_NH);
+    (void)msv_buf_put(&w, ac, ac_len - (MSV_MLS_NH + 1));
+    err = msv_buf_finish(&w, &in, &in_len);
+    if (err == MSV_OK)
+        err = msv_mls_hash(in, in_len, confirmed);
+    free(in);
+    if (err == MSV_OK)
+        err = msv_mls_psk_secret(cs->psks, cs->n_psks, psk_secret);
+    if (err == MSV_OK)
+        err = msv_mls_member_group_context(m, m->epoch + 1, confirmed, &gc, &gc_len);
+    if (err == MSV_OK)
+        err = msv_mls_key_schedule(m->s.init, commit_secret, psk_secret, gc, gc_len, &ns);
+    free(gc);
+    if (err == MSV_OK)
+        err = msv_mls_mac(ns.confirmation_key, MSV_MLS_NH, confirmed, MSV_MLS_NH, mac);
+    if (err == MSV_OK && sodium_memcmp(mac, c->confirmation_tag, MSV_MLS_NH) != 0)
+        err = MSV_ERR_AUTH;
+    if (err == MSV_OK)
+        err = next_interim(confirmed, c->confirmation_tag, MSV_MLS_NH, m->interim);
+    if (err == MSV_OK) {
+        memcpy(&m->s, &ns, sizeof(ns));
+        memcpy(m->cth, confirmed, MSV_MLS_NH);
+        m->epoch++;
+        keep_resumption(m);
+    }
+    sodium_memzero(&ns, sizeof(ns));
+    sodium_memzero(psk_secret, sizeof(psk_secret));
+    return err;
+}
+
+/* Reads the proposals received before the commit, each with its ProposalRef (5.2). */
+static msv_err receive_proposals(struct msv_mls_member *m, const struct msv_mls_epoch *ep,
+                                 const uint8_t *const *msgs, const size_t *lens, size_t n,
+                                 struct proposal *out)
+{
+    static const char label[] = "MLS 1.0 Proposal Reference";
+
+    for (size_t i = 0; i < n; i++) {
+        struct msv_mls_content c;
+        const uint8_t *ac;
+        size_t ac_len;
+        msv_err err = read_public(m, ep, msgs[i], lens[i], &c, &ac, &ac_len);
+
+        if (err == MSV_OK && (c.content_type != MSV_MLS_CONTENT_PROPOSAL || c.body_len < 2))
+            err = MSV_ERR_PARSE;
+        if (err == MSV_OK)
+            err =
+                msv_mls_ref_hash((const uint8_t *)label, sizeof(label) - 1, ac, ac_len, out[i].ref);
+        if (err != MSV_OK)
+            return err;
+        out[i].type = (uint16_t)(c.body[0] << 8 | c.body[1]);
+        out[i].body = c.body + 2;
+        out[i].body_len = c.body_len - 2;
+        out[i].sender = c.leaf_index;
+    }
+    return MSV_OK;
+}
+
+/*
+ * After a commit: the tree written out and read back from one copy, so that
+ * the copies of the messages it borrowed from can go and the member holds
+ * one buffer, however many commits it follows.
+ */
+static msv_err compact(struct msv_mls_member *m)
+{
+    struct msv_mls_tree t = {0, 0, NULL};
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    msv_err err = msv_mls_tree_write(&m->tree, &bytes, &len);
+
+    if (err == MSV_OK)
+        err = msv_mls_tree_read(bytes, len, &t);
+    if (err != MSV_OK) {
+        free(bytes);
+        return err;
+    }
+    msv_mls_tree_free(&m->tree);
+    m->tree = t;
+    for (size_t i = 0; i < m->n_held; i++)
+        free(m->held[i]);
+    m->held[0] = bytes;
+    m->n_held = 1;
+    return MSV_OK;
+}
+
+/* What a commit changes, kept so that a commit that fails changes nothing. */
+struct saved {
+    struct msv_mls_tree tree;
+    uint8_t *ext;
+    size_t ext_len;
+    struct msv_mls_node_key keys[MSV_MLS_MEMBER_KEYS];
+    size_t n_keys;
+};
+
+static msv_err save(const struct msv_mls_member *m, struct saved *s)
+{
+    msv_err err = msv_mls_tree_copy(&m->tree, &s->tree);
+
+    if (err != MSV_OK)
+        return err;
+    s->ext = malloc(m->ext_len + 1);
+    if (s->ext == NULL) {
+        msv_mls_tree_free(&s->tree);
+        return MSV_ERR_NOMEM;
+    }
+    memcpy(s->ext, m->ext, m->ext_len);
+    s->ext_len = m->ext_len;
+    memcpy(s->keys, m->keys, sizeof(s->keys));
+    s->n_keys = m->n_keys;
+    return MSV_OK;
+}
+
+/* Puts the saved state back (restore) or drops it. */
+static void restore(struct msv_mls_member *m, struct saved *s, int put_back)
+{
+    if (put_back) {
+        msv_mls_tree_free(&m->tree);
+        m->tree = s->tree;
+        free(m->ext);
+        m->ext = s->ext;
+        m->ext_len = s->ext_len;
+        memcpy(m->keys, s->keys, sizeof(m->keys));
+        m->n_keys = s->n_keys;
+    } else {
+        msv_mls_tree_free(&s->tree);
+        free(s->ext);
+    }
+    sodium_memzero(s->keys, sizeof(s->keys));
+}
+
+/* The proposals, the path and the next epoch, all or nothing. */
+static msv_err change_state(struct msv_mls_member *m, struct commit_state *cs, uint32_t committer,
+                            const uint8_t *path, size_t path_len, const uint8_t *ac, size_t ac_len,
+                            const struct msv_mls_content *c)
+{
+    struct saved s;
+    uint8_t commit_secret[MSV_MLS_NH] = {0};
+    msv_err err = save(m, &s);
+
+    if (err != MSV_OK)
+        return err;
+    err = apply_proposals(m, cs);
+    if (err == MSV_OK && path != NULL)
+        err = apply_path(m, committer, path, path_len, cs, commit_secret);
+    if (err == MSV_OK)
+        err = next_epoch(m, ac, ac_len, c, cs, commit_secret);
+    restore(m, &s, err != MSV_OK);
+    sodium_memzero(commit_secret, sizeof(commit_secret));
+    return err;
+}
+
+msv_err msv_mls_member_commit(struct msv_mls_member *m, const uint8_t *const *proposals,
+                              const size_t *proposal_lens, size_t n_proposals,
+                              const uint8_t *commit, size_t commit_len)
+{
+    struct commit_state *cs = calloc(1, sizeof(*cs));
+    struct proposal *received = calloc(n_proposals + 1, sizeof(*received));
+    struct msv_mls_epoch ep;
+    struct msv_mls_content c;
+    struct msv_reader r, list;
+    uint8_t root[MSV_MLS_NH];
+    const uint8_t *ac;
+    size_t ac_len;
+    int has_path = 0;
+    size_t n_held = m->n_held;
+    msv_err err = cs == NULL || received == NULL ? MSV_ERR_NOMEM : MSV_OK;
+
+    if (err == MSV_OK && n_proposals > PROPOSALS_MAX)
+        err = MSV_ERR_TOO_BIG;
+    if (err == MSV_OK)
+        err = current_epoch(m, root, &ep);
+    if (err == MSV_OK)
+        err = receive_proposals(m, &ep, proposals, proposal_lens, n_proposals, received);
+    if (err == MSV_OK)
+        err = read_public(m, &ep, commit, commit_len, &c, &ac, &ac_len);
+    if (err == MSV_OK && c.content_type != MSV_MLS_CONTENT_COMMIT)
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK) {
+        msv_reader_init(&r, c.body, c.body_len);
+        if (msv_mls_get_sub(&r, &list) != MSV_OK || msv_mls_get_optional(&r, &has_path) != MSV_OK)
+            err = MSV_ERR_PARSE;
+    }
+    if (err == MSV_OK)
+        err = commit_proposals(&list, received, n_proposals, c.leaf_index, cs);
+    if (err == MSV_OK)
+        err = change_state(m, cs, c.leaf_index, has_path ? r.data + r.off : NULL, r.len - r.off, ac,
+                           ac_len, &c);
+    /* the next epoch stands; if compacting fails the member keeps its copies */
+    if (err == MSV_OK)
+        (void)compact(m);
+    /* a refused commit leaves no copies behind: nothing borrows from them */
+    while (err != MSV_OK && m->n_held > n_held) {
+        free(m->held[--m->n_held]);
+        m->held[m->n_held] = NULL;
+    }
+    free(cs);
+    free(received);
+    return err;
+}
