@@ -2493,8 +2493,9 @@ static msv_err mls_members_change(struct pg_conn *c, const struct msv_mls_commit
     err = mls_ids(&a, m->added, m->n_added, &added);
     if (err == MSV_OK)
         err = run(c,
-                  "INSERT INTO mls_members (group_id, device_id) SELECT $1, d FROM"
-                  " unnest($2::BIGINT[]) AS t(d) ON CONFLICT DO NOTHING;",
+                  "INSERT INTO mls_members (group_id, device_id) SELECT $1, d.id FROM"
+                  " devices d WHERE d.id = ANY($2::BIGINT[]) AND d.approved"
+                  " ON CONFLICT DO NOTHING;",
                   &a);
     a.n = 1;
     if (err == MSV_OK)

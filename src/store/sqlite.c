@@ -2227,7 +2227,9 @@ static msv_err mls_members_change(struct sqlite_store *s, const struct msv_mls_c
 
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         err = prepare(s,
-                      add ? "INSERT OR IGNORE INTO mls_members (group_id, device_id) VALUES (?, ?);"
+                      /* only a device that still exists and is approved, in this transaction */
+                      add ? "INSERT OR IGNORE INTO mls_members (group_id, device_id)"
+                            " SELECT ?1, id FROM devices WHERE id = ?2 AND approved = 1;"
                           : "DELETE FROM mls_members WHERE group_id = ? AND device_id = ?;",
                       &st);
         if (err != MSV_OK)
