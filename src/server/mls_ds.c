@@ -542,10 +542,21 @@ static void forward(struct mls_send *m)
 
     if (!quota_ok(m->c, m->f->request_id, m->items, m->n_items))
         return;
-    err = m->n_items == 0
-              ? MSV_OK
-              : STORE(s)->queue_put(IMPL(s), m->items, m->n_items, now,
-                                    now + (int64_t)atomic_load(&s->queue_ttl_ms), m->ids);
+    /* a leave: the device is off the list as its proposal is queued, in one transaction */
+    if (is_leave(m->q))
+        err = STORE(s)->mls_leave(IMPL(s), m->q->group_id.data, m->q->group_id.len, m->c->device_id,
+                                  m->items, m->n_items, now,
+                                  now + (int64_t)atomic_load(&s->queue_ttl_ms), m->ids);
+    else
+        err = m->n_items == 0
+                  ? MSV_OK
+                  : STORE(s)->queue_put(IMPL(s), m->items, m->n_items, now,
+                                        now + (int64_t)atomic_load(&s->queue_ttl_ms), m->ids);
+    if (err == MSV_ERR_NOT_FOUND) { /* it left already, through another connection */
+        refuse(m->c, m->f->request_id, MSV__WIRE__ERROR_CODE__ERROR_MLS_NOT_MEMBER,
+               "this device is not a member of the group");
+        return;
+    }
     if (err != MSV_OK) {
         msv_server_refund_token(s, MSV_LIMIT_SEND, m->c->account_id, send_cost(m->n_items));
         msv_conn_send_error(m->c, m->f->request_id, E_IO, "storage failed");
@@ -555,16 +566,6 @@ static void forward(struct mls_send *m)
     atomic_fetch_add(&s->m.envelopes_enqueued, m->n_items);
     atomic_fetch_add(&s->m.mls_copies, m->n_items);
     wake_all(s, m);
-    /* a device leaving is off the list once its proposal is queued: it gets nothing more */
-    if (is_leave(m->q) && STORE(s)->mls_leave(IMPL(s), m->q->group_id.data, m->q->group_id.len,
-                                              m->c->device_id) != MSV_OK) {
-        msv_log(MSV_LOG_WARN, "mls_leave_failed", "device=%llu",
-                (unsigned long long)m->c->device_id);
-        msv_conn_send_error(m->c, m->f->request_id, E_IO,
-                            "storage failed: the proposal went out, but the device is still a "
-                            "member here; send it again");
-        return;
-    }
     send_sent(m->c, m->f->request_id, m->epoch, m->n_items);
 }
 
