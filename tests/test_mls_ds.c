@@ -1204,6 +1204,43 @@ static void test_added_device_removed(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * MLS KeyPackage claims and pairwise prekey claims are paced in buckets of their own: a
+ * KeyPackage claimed for bob's device leaves alice's next prekey claim of it unthrottled
+ * (they shared one, so the one throttled the other).
+ */
+static void test_claim_buckets_apart(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    const char *one[1] = {"kp-b1"};
+    Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__PrekeyClaim q = MSV__WIRE__PREKEY_CLAIM__INIT;
+    uint64_t bob;
+    msv_frame *r;
+
+    (void)state;
+    node_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    bob = b1.device_id;
+    msv_frame_free(kp_upload(&b1, one, 1, NULL, 0));
+    r = kp_claim(a1.conn, "bob@example.org");
+    assert_string_equal(claimed_for(r, bob, NULL), "kp-b1");
+    msv_frame_free(r);
+    q.n_device_ids = 1;
+    q.device_ids = &bob;
+    f.body_case = MSV__WIRE__FRAME__BODY_PREKEY_CLAIM;
+    f.prekey_claim = &q;
+    msv_frame_free(test_request(a1.conn, &f));
+    assert_int_equal(test_server_metric(&s, "prekey_claims_throttled_total"), 0);
+    assert_int_equal(test_server_metric(&s, "mls_key_package_claims_throttled_total"), 0);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1217,6 +1254,7 @@ int main(void)
         cmocka_unit_test_setup(test_leave_any_epoch, setup),
         cmocka_unit_test_setup(test_kp_rates, setup),
         cmocka_unit_test_setup(test_added_device_removed, setup),
+        cmocka_unit_test_setup(test_claim_buckets_apart, setup),
     };
     int rc;
 
