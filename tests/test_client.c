@@ -2493,6 +2493,36 @@ static void test_classical_envelope_between_pq_devices(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * A group message (Deliver.suite 160, an MlsDelivery) that this version cannot read is recorded
+ * as unreadable and shown, then acknowledged; before, it was acknowledged and dropped unseen.
+ */
+static void test_mls_group_message_recorded(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    struct notices notes;
+    static const uint8_t mls[] = "an MlsDelivery this version cannot read";
+
+    (void)state;
+    start_pair(&s, &alice, &bob);
+    drop_connection(alice);
+    drop_connection(bob);
+    test_server_stop(&s);
+    queue_envelope(&s, bob->device_id, alice, 160, mls, sizeof(mls) - 1);
+    test_server_start(&s);
+    receive_notices(bob, &notes);
+    assert_int_equal(notes.n, 1);
+    assert_non_null(strstr(notes.text[0], "a group message from alice@example.org"));
+    assert_non_null(strstr(notes.text[0], "cannot read yet"));
+    assert_true(has_unreadable(bob));
+    receive_notices(bob, &notes); /* acknowledged once stored: nothing more comes */
+    assert_int_equal(notes.n, 0);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 static void count_alarm(void *ctx, const char *warning)
 {
     char *last = ctx;
@@ -4924,6 +4954,7 @@ int main(void)
         cmocka_unit_test(test_unfetchable_attachment),
         cmocka_unit_test(test_account_directory_checked),
         cmocka_unit_test(test_file_streamed_to_disk),
+        cmocka_unit_test(test_mls_group_message_recorded),
     };
 
     if (msv_init() != MSV_OK)

@@ -81,12 +81,24 @@ static void node_init(struct test_server *s, const char *more)
     test_server_init(s, extra);
 }
 
-/* Each test on a store of its own. */
+/*
+ * Each test on a store of its own, and with rate limits of its own: the shared buckets in
+ * the run's own Redis are keyed by account and device ids, which every fresh store reuses.
+ */
 static int setup(void **state)
 {
+    char cmd[160];
+    const char *redis = getenv("MSV_TEST_REDIS"), *colon;
+
     (void)state;
-    if (on_postgres())
-        pg_fresh();
+    if (!on_postgres())
+        return 0;
+    pg_fresh();
+    colon = strrchr(redis, ':');
+    assert_non_null(colon);
+    snprintf(cmd, sizeof(cmd), "redis-cli -h %.*s -p %s FLUSHALL >/dev/null", (int)(colon - redis),
+             redis, colon + 1);
+    assert_int_equal(system(cmd), 0);
     return 0;
 }
 
@@ -791,18 +803,12 @@ static double now_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-/* Devices first..first+n-1 of account, approved, straight into the store. */
-static void add_raw_devices(struct test_server *s, uint64_t account, uint64_t first, size_t n)
+/* SQL on the test's store (SQLite or PostgreSQL). */
+static void store_exec(struct test_server *s, const char *sql)
 {
-    char path[128], sql[512];
+    char path[128];
     sqlite3 *db = NULL;
 
-    snprintf(sql, sizeof(sql),
-             "INSERT INTO devices (id, account_id, suite, identity, push_token, created_ms,"
-             " approved) SELECT i, %llu, 3, '\\x00'::BYTEA, ''::BYTEA, 0, TRUE FROM"
-             " generate_series(%llu, %llu) AS i;",
-             (unsigned long long)account, (unsigned long long)first,
-             (unsigned long long)(first + n - 1));
     if (on_postgres()) {
         pg_exec(pg_conninfo, sql);
         return;
@@ -810,14 +816,29 @@ static void add_raw_devices(struct test_server *s, uint64_t account, uint64_t fi
     snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     sqlite3_busy_timeout(db, TEST_TIMEOUT_MS);
-    snprintf(sql, sizeof(sql),
-             "WITH RECURSIVE k(i) AS (SELECT %llu UNION ALL SELECT i + 1 FROM k WHERE i < %llu)"
-             " INSERT INTO devices (id, account_id, suite, identity, push_token, created_ms,"
-             " approved) SELECT i, %llu, 3, x'00', x'', 0, 1 FROM k;",
-             (unsigned long long)first, (unsigned long long)(first + n - 1),
-             (unsigned long long)account);
     assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
+}
+
+/* Devices first..first+n-1 of account, approved, straight into the store. */
+static void add_raw_devices(struct test_server *s, uint64_t account, uint64_t first, size_t n)
+{
+    char sql[512];
+
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO devices (id, account_id, suite, identity, push_token, created_ms,"
+             " approved) SELECT i, %llu, 3, '\\x00'::BYTEA, ''::BYTEA, 0, TRUE FROM"
+             " generate_series(%llu, %llu) AS i;",
+             (unsigned long long)account, (unsigned long long)first,
+             (unsigned long long)(first + n - 1));
+    if (!on_postgres())
+        snprintf(sql, sizeof(sql),
+                 "WITH RECURSIVE k(i) AS (SELECT %llu UNION ALL SELECT i + 1 FROM k WHERE i < "
+                 "%llu) INSERT INTO devices (id, account_id, suite, identity, push_token,"
+                 " created_ms, approved) SELECT i, %llu, 3, x'00', x'', 0, 1 FROM k;",
+                 (unsigned long long)first, (unsigned long long)(first + n - 1),
+                 (unsigned long long)account);
+    store_exec(s, sql);
 }
 
 /* The MLS copies queued for devices first..last. */
@@ -863,7 +884,13 @@ static void test_fanout_10000(void **state)
     double t0, t1;
 
     (void)state;
-    node_init(&s, "[relay]\nqueue_max_envelopes = 100\n");
+    char *big = malloc(16001);
+
+    assert_non_null(big);
+    memset(big, 'x', 16000);
+    big[16000] = '\0';
+    /* every copy takes a send token: 45,000 for the commits, 9,999 for the message */
+    node_init(&s, "[relay]\nqueue_max_envelopes = 100\nsend_burst = 100000\n");
     test_server_start(&s);
     test_register(&s, "alice@example.org", &a1);
     test_register(&s, "bob@example.org", &b1);
@@ -892,6 +919,15 @@ static void test_fanout_10000(void **state)
                   (t1 - t0) * 1000.0);
     /* commit e went to the e * 1000 devices before it, the message to all 9,999 */
     assert_int_equal(queued_for_range(&s, first, first + 9998), 45000 + 9999);
+    /* J10: 16,000 bytes to 9,999 devices is 160 MB of copies, past the 64 MiB a send may
+     * copy (it held the SQLite store for seconds): refused, nothing queued */
+    test_expect_error(mls_send(&a1, &(struct send_args){.group = "big",
+                                                        .kind = KIND(APPLICATION),
+                                                        .epoch = 10,
+                                                        .message = big}),
+                      ERR(TOO_BIG));
+    assert_int_equal(queued_for_range(&s, first, first + 9998), 45000 + 9999);
+    free(big);
     /* J7: the 10,001st device */
     extra = first + 20000;
     add_raw_devices(&s, 2, extra, 1);
@@ -966,6 +1002,245 @@ static void test_full_queue(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * What a send costs (J11): a send token per copy, as a pairwise send (it was one per 64), and
+ * refused work is paid for: a commit adding a device that does not exist takes its token
+ * (it was refunded, so such commits were free, and never ran out).
+ */
+static void test_send_costs(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    uint64_t ids[6], first = 2000000, none = 9000000;
+    int refused = 0;
+
+    (void)state;
+    node_init(&s, "[relay]\nsend_burst = 5\nsend_rate = 0.01\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    add_raw_devices(&s, 2, first, 6);
+    for (size_t i = 0; i < 6; i++)
+        ids[i] = first + i;
+    /* no copies: one token (4 left) */
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "cost",
+                                                  .kind = KIND(COMMIT),
+                                                  .epoch = 0,
+                                                  .message = "c0",
+                                                  .added = ids,
+                                                  .n_added = 6}),
+                1, 0);
+    /* six copies need six tokens: refused, nothing queued */
+    test_expect_error(mls_send(&a1, &(struct send_args){.group = "cost",
+                                                        .kind = KIND(APPLICATION),
+                                                        .epoch = 1,
+                                                        .message = "to six"}),
+                      ERR(RATE_LIMITED));
+    assert_int_equal(queued_for_range(&s, first, first + 5), 0);
+    /* a group of alice alone: each refused commit takes its token, then the rate refuses */
+    expect_sent(mls_send(&a1,
+                         &(struct send_args){
+                             .group = "solo", .kind = KIND(COMMIT), .epoch = 0, .message = "s"}),
+                1, 0);
+    for (;;) {
+        msv_frame *r = mls_send(&a1, &(struct send_args){.group = "solo",
+                                                         .kind = KIND(COMMIT),
+                                                         .epoch = 1,
+                                                         .message = "add nobody",
+                                                         .added = &none,
+                                                         .n_added = 1});
+        int code = test_error_code(r);
+
+        msv_frame_free(r);
+        if (code == ERR(RATE_LIMITED))
+            break;
+        assert_int_equal(code, ERR(INVALID));
+        /* at most the three tokens left (fewer on a cluster, where a node leases some) */
+        assert_true(++refused <= 3);
+    }
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A member leaves while another keeps committing: its self-remove proposal for an epoch
+ * that has passed is taken, queued with that epoch, and it is a member no more (it was refused
+ * with ERROR_MLS_STALE_EPOCH, for ever if the other never stops).
+ */
+static void test_leave_any_epoch(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    uint64_t bob;
+
+    (void)state;
+    node_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    bob = b1.device_id;
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "g",
+                                                  .kind = KIND(COMMIT),
+                                                  .epoch = 0,
+                                                  .message = "c0",
+                                                  .added = &bob,
+                                                  .n_added = 1}),
+                1, 0);
+    for (uint64_t e = 1; e < 3; e++)
+        expect_sent(mls_send(&a1, &(struct send_args){.group = "g",
+                                                      .kind = KIND(COMMIT),
+                                                      .epoch = e,
+                                                      .message = "update"}),
+                    e + 1, 1);
+    /* bob, at epoch 1 still, leaves */
+    expect_sent(mls_send(&b1, &(struct send_args){.group = "g",
+                                                  .kind = KIND(PROPOSAL),
+                                                  .epoch = 1,
+                                                  .message = "bye",
+                                                  .removed = &bob,
+                                                  .n_removed = 1}),
+                3, 1);
+    assert_true(expect_mls(&a1, bob, KIND(PROPOSAL), 1, "bye", 5000) != 0);
+    test_expect_error(mls_send(&b1, &(struct send_args){.group = "g",
+                                                        .kind = KIND(APPLICATION),
+                                                        .epoch = 3,
+                                                        .message = "still here?"}),
+                      ERR(MLS_NOT_MEMBER));
+    /* another's removal is still a commit's, and a stale one is still refused */
+    expect_stale(mls_send(&a1,
+                          &(struct send_args){
+                              .group = "g", .kind = KIND(PROPOSAL), .epoch = 1, .message = "p"}),
+                 3);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
+/*
+ * Claims and uploads of KeyPackages are never free (J12, J13): a claim for a handle that no
+ * account has takes a token of the unknown-handle bucket (it took none), refusals are counted,
+ * and a device uploads KeyPackages at most 10 times before it must wait.
+ */
+static void test_kp_rates(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    const char *one[1] = {"kp"};
+    msv_frame *r;
+
+    (void)state;
+    node_init(&s, "[directory]\nunknown_lookup_burst = 2\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    for (int i = 0; i < 2; i++) {
+        r = kp_claim(a1.conn, "nobody@example.org");
+        assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_MLS_KEY_PACKAGES);
+        assert_int_equal(r->mls_key_packages->n_key_packages, 0);
+        msv_frame_free(r);
+    }
+    test_expect_error(kp_claim(a1.conn, "nobody@example.org"), ERR(RATE_LIMITED));
+    assert_int_equal(test_server_metric(&s, "mls_refused_total"), 1);
+    /* a handle someone has is claimed as before */
+    r = kp_claim(a1.conn, "bob@example.org");
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_MLS_KEY_PACKAGES);
+    msv_frame_free(r);
+    for (int i = 0; i < 10; i++) {
+        r = kp_upload(&b1, one, 1, NULL, 0);
+        assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_MLS_KEY_PACKAGE_STATE);
+        msv_frame_free(r);
+    }
+    test_expect_error(kp_upload(&b1, one, 1, NULL, 0), ERR(RATE_LIMITED));
+    assert_int_equal(kp_left(&b1, NULL), 10); /* asking what is left is free */
+    assert_int_equal(test_server_metric(&s, "mls_refused_total"), 2);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A device removed while a commit adding it waits to be stored does not become a member:
+ * the commit's transaction adds only devices that still exist and are approved (it added
+ * the device id all the same, a member row nobody could remove).
+ */
+static void test_added_device_removed(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    Msv__Wire__Frame f;
+    Msv__Wire__MlsSend q;
+    uint64_t gone = 3000000, id;
+    char sql[128];
+    msv_frame *r = NULL;
+
+    (void)state;
+    node_init(&s, "[testing]\nmls_commit_pause_ms = 1000\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    add_raw_devices(&s, 2, gone, 1);
+    build_send(&(struct send_args){.group = "gone",
+                                   .kind = KIND(COMMIT),
+                                   .epoch = 0,
+                                   .message = "c0",
+                                   .added = &gone,
+                                   .n_added = 1},
+               &f, &q);
+    assert_int_equal(msv_conn_send_request(a1.conn, &f, &id), MSV_OK);
+    usleep(300 * 1000); /* checked, and waiting for the store */
+    snprintf(sql, sizeof(sql), "DELETE FROM devices WHERE id = %llu;", (unsigned long long)gone);
+    store_exec(&s, sql);
+    assert_int_equal(msv_conn_recv(a1.conn, TEST_TIMEOUT_MS, &r), MSV_OK);
+    expect_sent(r, 1, 0);
+    /* the group holds alice alone: a message to it goes to nobody */
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "gone",
+                                                  .kind = KIND(APPLICATION),
+                                                  .epoch = 1,
+                                                  .message = "anyone?"}),
+                1, 0);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
+/*
+ * MLS KeyPackage claims and pairwise prekey claims are paced in buckets of their own: a
+ * KeyPackage claimed for bob's device leaves alice's next prekey claim of it unthrottled
+ * (they shared one, so the one throttled the other).
+ */
+static void test_claim_buckets_apart(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    const char *one[1] = {"kp-b1"};
+    Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__PrekeyClaim q = MSV__WIRE__PREKEY_CLAIM__INIT;
+    uint64_t bob;
+    msv_frame *r;
+
+    (void)state;
+    node_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    bob = b1.device_id;
+    msv_frame_free(kp_upload(&b1, one, 1, NULL, 0));
+    r = kp_claim(a1.conn, "bob@example.org");
+    assert_string_equal(claimed_for(r, bob, NULL), "kp-b1");
+    msv_frame_free(r);
+    q.n_device_ids = 1;
+    q.device_ids = &bob;
+    f.body_case = MSV__WIRE__FRAME__BODY_PREKEY_CLAIM;
+    f.prekey_claim = &q;
+    msv_frame_free(test_request(a1.conn, &f));
+    assert_int_equal(test_server_metric(&s, "prekey_claims_throttled_total"), 0);
+    assert_int_equal(test_server_metric(&s, "mls_key_package_claims_throttled_total"), 0);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -975,6 +1250,11 @@ int main(void)
         cmocka_unit_test_setup(test_commit_race, setup),
         cmocka_unit_test_setup(test_fanout_10000, setup),
         cmocka_unit_test_setup(test_full_queue, setup),
+        cmocka_unit_test_setup(test_send_costs, setup),
+        cmocka_unit_test_setup(test_leave_any_epoch, setup),
+        cmocka_unit_test_setup(test_kp_rates, setup),
+        cmocka_unit_test_setup(test_added_device_removed, setup),
+        cmocka_unit_test_setup(test_claim_buckets_apart, setup),
     };
     int rc;
 

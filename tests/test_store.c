@@ -1114,7 +1114,16 @@ static void test_mls_store(void **state)
     uint32_t left = 0;
     int lr = 0;
     uint8_t *kp = NULL;
+    char sql[256];
 
+    /* a commit adds only devices that exist and are approved: 11 to 13 */
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO devices (id, account_id, suite, identity, push_token, created_ms,"
+             " approved) VALUES (11, %1$llu, 3, %2$s, %3$s, 0, %4$s), (12, %1$llu, 3, %2$s, %3$s,"
+             " 0, %4$s), (13, %1$llu, 3, %2$s, %3$s, 0, %4$s);",
+             (unsigned long long)make_account(f, "mls-members"), f->pg ? "'\\x00'::BYTEA" : "x'00'",
+             f->pg ? "''::BYTEA" : "x''", f->pg ? "TRUE" : "1");
+    raw_exec(f, sql);
     assert_int_equal(OPS(f)->mls_key_packages_put(IMPL(f), 7, &up, 3, &left, &lr), MSV_OK);
     assert_int_equal(left, 2);
     assert_true(lr);
@@ -1204,10 +1213,19 @@ static void test_mls_store(void **state)
         assert_int_equal(members[0], 10);
         free(members);
     }
-    /* leaving: the epoch stays; a device that is no member cannot leave */
-    assert_int_equal(OPS(f)->mls_leave(IMPL(f), (const uint8_t *)"group", 5, 12), MSV_OK);
-    assert_int_equal(OPS(f)->mls_leave(IMPL(f), (const uint8_t *)"group", 5, 12),
-                     MSV_ERR_NOT_FOUND);
+    /* leaving: the epoch stays, the leave's copy is queued in the same call; a device that is
+     * no member cannot leave, and nothing of its leave is queued */
+    items[0].device_id = 10;
+    items[0].sender_device = 12;
+    assert_usage(f, 10, 0, 0);
+    assert_int_equal(
+        OPS(f)->mls_leave(IMPL(f), (const uint8_t *)"group", 5, 12, items, 1, 1000, 2000, ids),
+        MSV_OK);
+    assert_usage(f, 10, 1, 6);
+    assert_int_equal(
+        OPS(f)->mls_leave(IMPL(f), (const uint8_t *)"group", 5, 12, items, 1, 1000, 2000, ids),
+        MSV_ERR_NOT_FOUND);
+    assert_usage(f, 10, 1, 6);
     assert_int_equal(
         OPS(f)->mls_group_get(IMPL(f), (const uint8_t *)"group", 5, &epoch, &members, &n), MSV_OK);
     assert_int_equal(epoch, 2);

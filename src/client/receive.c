@@ -1094,24 +1094,21 @@ static int session_broken(struct msv_client *c, const struct incoming *in,
  * the delivery's hash, so a redelivery is recorded once) and is shown,
  * unless shown already. Anything but MSV_OK: not acknowledged.
  */
-static msv_err record_unreadable(struct msv_client *c, const Msv__Wire__Deliver *d,
-                                 const struct incoming *in, int shown,
-                                 void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+static msv_err record_unreadable_as(struct msv_client *c, const Msv__Wire__Deliver *d,
+                                    const struct incoming *in, const char *text, int shown,
+                                    void (*on_message)(void *, const struct msv_incoming *),
+                                    void *ctx)
 {
     struct msv_message_rec rec = {.status = "unreadable", .kind = MSV_KIND_MESSAGE};
-    char text[400];
     uint8_t h[32];
     msv_err err;
 
     crypto_generichash(h, sizeof(h), d->ciphertext.data, d->ciphertext.len, NULL, 0);
     memcpy(rec.message_id, h, sizeof(rec.message_id));
-    snprintf(text, sizeof(text),
-             "a message from %s (device %llu) could not be read; ask them to send it again",
-             in->sender, (unsigned long long)in->device);
     rec.conversation = (char *)in->sender;
     rec.sender = (char *)in->sender;
     rec.sender_device = in->device;
-    rec.text = text;
+    rec.text = (char *)text;
     rec.stored_at_ms = msv_wall_ms();
     err = msv_client_db_message_put(c->db, &rec);
     if (err == MSV_ERR_EXISTS)
@@ -1123,6 +1120,42 @@ static msv_err record_unreadable(struct msv_client *c, const Msv__Wire__Deliver 
         on_message(ctx, &note);
     }
     return err;
+}
+
+static msv_err record_unreadable(struct msv_client *c, const Msv__Wire__Deliver *d,
+                                 const struct incoming *in, int shown,
+                                 void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+{
+    char text[400];
+
+    snprintf(text, sizeof(text),
+             "a message from %s (device %llu) could not be read; ask them to send it again",
+             in->sender, (unsigned long long)in->device);
+    return record_unreadable_as(c, d, in, text, shown, on_message, ctx);
+}
+
+#define MSV_MLS_DELIVERY_SUITE 160 /* Deliver.suite of an MlsDelivery (docs/wire.md) */
+
+/*
+ * A group message (Deliver.suite MSV_MLS_DELIVERY_SUITE, docs/wire.md "MLS delivery"), which
+ * this version cannot read yet: recorded as unreadable and shown, never dropped unseen. The
+ * sender is the relay's word for it.
+ */
+static msv_err record_group_message(struct msv_client *c, const Msv__Wire__Deliver *d,
+                                    void (*on_message)(void *, const struct msv_incoming *),
+                                    void *ctx)
+{
+    struct incoming in;
+    char text[400];
+
+    memset(&in, 0, sizeof(in));
+    snprintf(in.sender, sizeof(in.sender), "%.*s", (int)d->sender_handle.len,
+             (const char *)d->sender_handle.data);
+    in.device = d->sender_device;
+    snprintf(text, sizeof(text),
+             "a group message from %s (device %llu) in a format this version cannot read yet",
+             in.sender, (unsigned long long)in.device);
+    return record_unreadable_as(c, d, &in, text, 0, on_message, ctx);
 }
 
 /*
@@ -1208,6 +1241,9 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
         q = f->deliver->queue_id;
         if (f->deliver->sender_device == 0 && f->deliver->suite != MSV_ENVELOPE_SEALED) {
             take_notice(c, f->deliver, on_message, ctx);
+        } else if (f->deliver->suite == MSV_MLS_DELIVERY_SUITE) {
+            /* stored before it is acknowledged; a storage failure leaves it unacknowledged */
+            err = record_group_message(c, f->deliver, on_message, ctx);
         } else {
             struct incoming in;
 

@@ -30,7 +30,7 @@
 #define MLS_DEVICE_GROUPS_MAX 1000      /* groups a device is a member of */
 #define MLS_CHANGES_MAX 1000            /* devices added and removed by one commit */
 #define MLS_RECIPIENTS_MAX 1000         /* devices one Welcome is for */
-#define MLS_COPIES_PER_TOKEN 64         /* copies one send token pays for, beyond the first */
+#define MLS_COPIED_MAX (64u << 20)      /* bytes one send may copy: size x copies */
 
 /* ---- KeyPackages ------------------------------------------------------------------------- */
 
@@ -88,6 +88,14 @@ void msv_mls_key_package_upload(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, code, bad);
         goto out;
     }
+    /* an upload (not the empty one that asks what is left) takes a token of the device's */
+    if ((q->n_key_packages > 0 || q->last_resort.len > 0 || q->replace) &&
+        !msv_server_take_token(s, MSV_LIMIT_MLS_UPLOAD, c->device_id, 1)) {
+        atomic_fetch_add(&s->m.mls_refused, 1);
+        msv_conn_send_error(c, f->request_id, E_RATE,
+                            "too many KeyPackage uploads from this device; slow down");
+        goto out;
+    }
     for (size_t i = 0; i < q->n_key_packages; i++) {
         kps[i] = q->key_packages[i].data;
         lens[i] = q->key_packages[i].len;
@@ -128,7 +136,7 @@ static int claim_kp(struct msv_conn_state *c, uint64_t device_id, Msv__Wire__Mls
     size_t len = 0;
     int last_resort = 0, only_last_resort = 0;
 
-    if (!msv_server_take_token(s, MSV_LIMIT_CLAIM, msv_server_key(s, pair, sizeof(pair)), 1)) {
+    if (!msv_server_take_token(s, MSV_LIMIT_MLS_CLAIM, msv_server_key(s, pair, sizeof(pair)), 1)) {
         atomic_fetch_sub(&s->m.rate_limited, 1); /* answered all the same */
         atomic_fetch_add(&s->m.mls_claims_throttled, 1);
         only_last_resort = 1;
@@ -171,17 +179,30 @@ void msv_mls_key_package_claim(struct msv_conn_state *c, const msv_frame *f)
     err = STORE(s)->account_get(IMPL(s), handle, &account, NULL);
     if (err == MSV_OK)
         err = STORE(s)->devices_of_account(IMPL(s), account, &list);
-    if (err == MSV_ERR_NOT_FOUND)
-        err = MSV_OK; /* no account: an empty answer, as for one without KeyPackages */
+    /* no account: an empty answer, as for one without KeyPackages, after a token of the
+     * unknown-handle bucket, as a lookup of a name nobody has takes */
+    if (err == MSV_ERR_NOT_FOUND) {
+        err = MSV_OK;
+        if (!msv_server_take_token(s, MSV_LIMIT_UNKNOWN, c->account_id, 1)) {
+            atomic_fetch_add(&s->m.unknown_lookups_refused, 1);
+            atomic_fetch_add(&s->m.mls_refused, 1);
+            msv_conn_send_error(c, f->request_id, E_RATE,
+                                "too many claims for handles that no account has; slow down");
+            goto out;
+        }
+    }
     /* refused before anything is taken if the largest answer might not fit in a frame */
     if (err == MSV_OK && list.count * (MLS_KEY_PACKAGE_MAX + 32) + 64 > msv_server_answer_max(s)) {
+        atomic_fetch_add(&s->m.mls_refused, 1);
         msv_conn_send_error(c, f->request_id, E_TOO_BIG,
                             "the account has more devices than one answer holds KeyPackages "
                             "for; raise frame_max");
         goto out;
     }
-    if (err == MSV_OK && list.count > 0 &&
-        !msv_server_take_token(s, MSV_LIMIT_LOOKUP, c->account_id, (double)list.count)) {
+    /* a lookup token per device, and one at least: a claim is never free */
+    if (err == MSV_OK && !msv_server_take_token(s, MSV_LIMIT_LOOKUP, c->account_id,
+                                                list.count > 0 ? (double)list.count : 1.0)) {
+        atomic_fetch_add(&s->m.mls_refused, 1);
         msv_conn_send_error(c, f->request_id, E_RATE, "too many KeyPackage claims; slow down");
         goto out;
     }
@@ -322,16 +343,21 @@ static uint8_t *pack_delivery(const Msv__Wire__MlsSend *q, size_t *len)
     return p;
 }
 
+/* What a send of n copies costs in send tokens: one a copy, as a pairwise send. */
+static double send_cost(size_t n)
+{
+    return n > 0 ? (double)n : 1.0;
+}
+
 /*
- * The sender's envelope rate (one token, and one more for every MLS_COPIES_PER_TOKEN copies:
- * the copies share one upload and one transaction) and every recipient's queue caps, as for a
- * send (handlers.c quota_allows). Answers a refusal itself and returns 0.
+ * The sender's envelope rate (send_cost) and every recipient's queue caps, as for a send
+ * (handlers.c quota_allows). Answers a refusal itself and returns 0.
  */
 static int quota_ok(struct msv_conn_state *c, uint64_t request_id, const struct msv_queue_in *items,
                     size_t n)
 {
     struct msv_server *s = c->w->srv;
-    double cost = 1.0 + (double)(n / MLS_COPIES_PER_TOKEN);
+    double cost = send_cost(n);
     struct msv_queue_usage *use = calloc(n ? n : 1, sizeof(*use));
     int full = 0;
 
@@ -450,16 +476,20 @@ static void commit(struct mls_send *m)
     int64_t now = msv_server_now_ms(s);
     uint64_t epoch_now = 0;
     int code = E_INVALID;
-    const char *bad = check_added(m, &code);
+    const char *bad;
     struct msv_mls_commit mc;
     msv_err err;
 
-    if (bad != NULL) {
+    /* the tokens first: refused work is paid for too (refunded for a lost race or an IO
+     * failure alone) */
+    if (!quota_ok(c, m->f->request_id, m->items, m->n_items))
+        return;
+    if ((bad = check_added(m, &code)) != NULL) {
+        if (code == E_IO)
+            msv_server_refund_token(s, MSV_LIMIT_SEND, c->account_id, send_cost(m->n_items));
         refuse(c, m->f->request_id, code, bad);
         return;
     }
-    if (!quota_ok(c, m->f->request_id, m->items, m->n_items))
-        return;
     if (s->cfg.mls_commit_pause_ms != 0) /* tests: widen the race the store must decide */
         usleep((useconds_t)s->cfg.mls_commit_pause_ms * 1000);
     mc = (struct msv_mls_commit){.group_id = m->q->group_id.data,
@@ -492,8 +522,8 @@ static void commit(struct mls_send *m)
     else if (err != MSV_OK)
         msv_conn_send_error(c, m->f->request_id, E_IO, "storage failed");
     if (err != MSV_OK) {
-        msv_server_refund_token(s, MSV_LIMIT_SEND, c->account_id,
-                                1.0 + (double)(m->n_items / MLS_COPIES_PER_TOKEN));
+        if (err != MSV_ERR_AUTH && err != MSV_ERR_NOT_FOUND && err != MSV_ERR_TOO_BIG)
+            msv_server_refund_token(s, MSV_LIMIT_SEND, c->account_id, send_cost(m->n_items));
         return;
     }
     atomic_fetch_add(&s->m.mls_commits, 1);
@@ -512,13 +542,23 @@ static void forward(struct mls_send *m)
 
     if (!quota_ok(m->c, m->f->request_id, m->items, m->n_items))
         return;
-    err = m->n_items == 0
-              ? MSV_OK
-              : STORE(s)->queue_put(IMPL(s), m->items, m->n_items, now,
-                                    now + (int64_t)atomic_load(&s->queue_ttl_ms), m->ids);
+    /* a leave: the device is off the list as its proposal is queued, in one transaction */
+    if (is_leave(m->q))
+        err = STORE(s)->mls_leave(IMPL(s), m->q->group_id.data, m->q->group_id.len, m->c->device_id,
+                                  m->items, m->n_items, now,
+                                  now + (int64_t)atomic_load(&s->queue_ttl_ms), m->ids);
+    else
+        err = m->n_items == 0
+                  ? MSV_OK
+                  : STORE(s)->queue_put(IMPL(s), m->items, m->n_items, now,
+                                        now + (int64_t)atomic_load(&s->queue_ttl_ms), m->ids);
+    if (err == MSV_ERR_NOT_FOUND) { /* it left already, through another connection */
+        refuse(m->c, m->f->request_id, MSV__WIRE__ERROR_CODE__ERROR_MLS_NOT_MEMBER,
+               "this device is not a member of the group");
+        return;
+    }
     if (err != MSV_OK) {
-        msv_server_refund_token(s, MSV_LIMIT_SEND, m->c->account_id,
-                                1.0 + (double)(m->n_items / MLS_COPIES_PER_TOKEN));
+        msv_server_refund_token(s, MSV_LIMIT_SEND, m->c->account_id, send_cost(m->n_items));
         msv_conn_send_error(m->c, m->f->request_id, E_IO, "storage failed");
         return;
     }
@@ -526,16 +566,6 @@ static void forward(struct mls_send *m)
     atomic_fetch_add(&s->m.envelopes_enqueued, m->n_items);
     atomic_fetch_add(&s->m.mls_copies, m->n_items);
     wake_all(s, m);
-    /* a device leaving is off the list once its proposal is queued: it gets nothing more */
-    if (is_leave(m->q) && STORE(s)->mls_leave(IMPL(s), m->q->group_id.data, m->q->group_id.len,
-                                              m->c->device_id) != MSV_OK) {
-        msv_log(MSV_LOG_WARN, "mls_leave_failed", "device=%llu",
-                (unsigned long long)m->c->device_id);
-        msv_conn_send_error(m->c, m->f->request_id, E_IO,
-                            "storage failed: the proposal went out, but the device is still a "
-                            "member here; send it again");
-        return;
-    }
     send_sent(m->c, m->f->request_id, m->epoch, m->n_items);
 }
 
@@ -578,7 +608,9 @@ static void route(struct mls_send *m)
         refuse(m->c, m->f->request_id, MSV__WIRE__ERROR_CODE__ERROR_MLS_NOT_MEMBER,
                "this device is not a member of the group");
         return;
-    } else if (err == MSV_OK && handshake && q->epoch != m->epoch) {
+    } else if (err == MSV_OK && handshake && q->epoch != m->epoch && !is_leave(q)) {
+        /* a leave is taken at any epoch (a member committing on and on cannot hold it up):
+         * queued with the epoch its sender gave */
         refuse_stale(m->c, m->f->request_id, m->epoch);
         return;
     }
@@ -598,6 +630,13 @@ static void route(struct mls_send *m)
     if (!make_items(m, q->n_recipients ? q->recipients : m->members,
                     q->n_recipients ? q->n_recipients : m->n_members)) {
         msv_conn_send_error(m->c, m->f->request_id, E_IO, "out of memory");
+        return;
+    }
+    /* one send holds the store while it copies: at most MLS_COPIED_MAX bytes of copies */
+    if ((uint64_t)m->packed_len * m->n_items > MLS_COPIED_MAX) {
+        refuse(m->c, m->f->request_id, E_TOO_BIG,
+               "the message times the members it goes to is more than 64 MiB: send it "
+               "smaller (as an attachment's key, say)");
         return;
     }
     if (is_commit)

@@ -1011,9 +1011,14 @@ static void limit_rate(const struct msv_config *c, enum msv_limit limit, double 
         *rate = c->send_rate;
         *burst = c->send_burst;
         break;
-    case MSV_LIMIT_CLAIM: /* one one-time prekey per claimer and device per interval */
+    case MSV_LIMIT_CLAIM:     /* one one-time prekey per claimer and device per interval */
+    case MSV_LIMIT_MLS_CLAIM: /* one KeyPackage likewise, in a bucket of its own */
         *rate = 1.0 / (double)(c->prekey_claim_interval_s ? c->prekey_claim_interval_s : 1);
         *burst = c->prekey_claim_interval_s ? 1.0 : 1e9;
+        break;
+    case MSV_LIMIT_MLS_UPLOAD: /* mls_ds.c */
+        *rate = 10.0 / 3600;
+        *burst = 10.0;
         break;
     case MSV_LIMIT_UNKNOWN:
         *rate = c->unknown_lookup_rate;
@@ -1044,6 +1049,10 @@ static const char *shared_name(const struct msv_server *s, enum msv_limit limit)
         return "guess";
     case MSV_LIMIT_CLAIM:
         return "claim";
+    case MSV_LIMIT_MLS_CLAIM:
+        return "mls-claim";
+    case MSV_LIMIT_MLS_UPLOAD:
+        return "mls-upload";
     case MSV_LIMIT_SEND:
         return "send";
     case MSV_LIMIT_UNKNOWN:

@@ -2493,8 +2493,9 @@ static msv_err mls_members_change(struct pg_conn *c, const struct msv_mls_commit
     err = mls_ids(&a, m->added, m->n_added, &added);
     if (err == MSV_OK)
         err = run(c,
-                  "INSERT INTO mls_members (group_id, device_id) SELECT $1, d FROM"
-                  " unnest($2::BIGINT[]) AS t(d) ON CONFLICT DO NOTHING;",
+                  "INSERT INTO mls_members (group_id, device_id) SELECT $1, d.id FROM"
+                  " devices d WHERE d.id = ANY($2::BIGINT[]) AND d.approved"
+                  " ON CONFLICT DO NOTHING;",
                   &a);
     a.n = 1;
     if (err == MSV_OK)
@@ -3227,7 +3228,8 @@ static msv_err p_mls_group_get(void *impl, const uint8_t *group_id, size_t group
 }
 
 static msv_err mls_leave(struct pg_conn *c, const uint8_t *group_id, size_t group_len,
-                         uint64_t device_id)
+                         uint64_t device_id, const struct msv_queue_in *items, size_t n_items,
+                         int64_t now_ms, int64_t expires_ms, uint64_t *ids)
 {
     struct args a = {0};
     size_t n = 0;
@@ -3236,13 +3238,17 @@ static msv_err mls_leave(struct pg_conn *c, const uint8_t *group_id, size_t grou
     a_bytes(&a, group_id, group_len);
     a_i64(&a, (int64_t)device_id);
     err = run_count(c, "DELETE FROM mls_members WHERE group_id = $1 AND device_id = $2;", &a, &n);
-    return err == MSV_OK && n == 0 ? MSV_ERR_NOT_FOUND : err;
+    if (err == MSV_OK && n == 0)
+        return MSV_ERR_NOT_FOUND;
+    return err == MSV_OK && n_items > 0 ? queue_put(c, items, n_items, now_ms, expires_ms, ids)
+                                        : err;
 }
 
 static msv_err p_mls_leave(void *impl, const uint8_t *group_id, size_t group_len,
-                           uint64_t device_id)
+                           uint64_t device_id, const struct msv_queue_in *items, size_t n,
+                           int64_t now_ms, int64_t expires_ms, uint64_t *ids)
 {
-    POOLED(mls_leave(c_, group_id, group_len, device_id));
+    TRANSACTION(mls_leave(c_, group_id, group_len, device_id, items, n, now_ms, expires_ms, ids));
 }
 
 static msv_err p_mls_commit(void *impl, const struct msv_mls_commit *c, uint64_t *epoch_now)

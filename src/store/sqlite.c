@@ -2227,7 +2227,9 @@ static msv_err mls_members_change(struct sqlite_store *s, const struct msv_mls_c
 
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         err = prepare(s,
-                      add ? "INSERT OR IGNORE INTO mls_members (group_id, device_id) VALUES (?, ?);"
+                      /* only a device that still exists and is approved, in this transaction */
+                      add ? "INSERT OR IGNORE INTO mls_members (group_id, device_id)"
+                            " SELECT ?1, id FROM devices WHERE id = ?2 AND approved = 1;"
                           : "DELETE FROM mls_members WHERE group_id = ? AND device_id = ?;",
                       &st);
         if (err != MSV_OK)
@@ -2292,7 +2294,13 @@ static msv_err mls_group_create(struct sqlite_store *s, const struct msv_mls_com
         return err;
     sqlite3_bind_blob(st, 1, c->group_id, (int)c->group_len, SQLITE_STATIC);
     err = run(s, st);
-    return err == MSV_OK ? mls_members_change(s, c, &c->sender, 1, 1) : err;
+    if (err == MSV_OK) /* the sender is the connection's own device (as on PostgreSQL) */
+        err = prepare(s, "INSERT INTO mls_members (group_id, device_id) VALUES (?, ?);", &st);
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, c->group_id, (int)c->group_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)c->sender);
+    return run(s, st);
 }
 
 static msv_err mls_commit_locked(struct sqlite_store *s, const struct msv_mls_commit *c,
@@ -2640,7 +2648,8 @@ static msv_err l_mls_group_get(void *impl, const uint8_t *group_id, size_t group
 }
 
 static msv_err mls_leave_locked(struct sqlite_store *s, const uint8_t *group_id, size_t group_len,
-                                uint64_t device_id)
+                                uint64_t device_id, const struct msv_queue_in *items, size_t n,
+                                int64_t now_ms, int64_t expires_ms, uint64_t *ids)
 {
     sqlite3_stmt *st = NULL;
     msv_err err = prepare(s, "DELETE FROM mls_members WHERE group_id = ? AND device_id = ?;", &st);
@@ -2650,13 +2659,17 @@ static msv_err mls_leave_locked(struct sqlite_store *s, const uint8_t *group_id,
     sqlite3_bind_blob(st, 1, group_id, (int)group_len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)device_id);
     err = run(s, st);
-    return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_NOT_FOUND : err;
+    if (err == MSV_OK && sqlite3_changes(s->db) == 0)
+        return MSV_ERR_NOT_FOUND;
+    return err == MSV_OK && n > 0 ? queue_put_locked(s, items, n, now_ms, expires_ms, ids) : err;
 }
 
 static msv_err l_mls_leave(void *impl, const uint8_t *group_id, size_t group_len,
-                           uint64_t device_id)
+                           uint64_t device_id, const struct msv_queue_in *items, size_t n,
+                           int64_t now_ms, int64_t expires_ms, uint64_t *ids)
 {
-    LOCKED(mls_leave_locked(impl, group_id, group_len, device_id));
+    TRANSACTION(
+        mls_leave_locked(impl, group_id, group_len, device_id, items, n, now_ms, expires_ms, ids));
 }
 
 static msv_err l_mls_commit(void *impl, const struct msv_mls_commit *c, uint64_t *epoch_now)

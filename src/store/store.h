@@ -498,9 +498,14 @@ struct msv_store_ops {
      * ids in c->ids, all in the same transaction.
      */
     msv_err (*mls_commit)(void *impl, const struct msv_mls_commit *c, uint64_t *epoch_now);
-    /* device_id leaves the group's members (the epoch unchanged); MSV_ERR_NOT_FOUND if it was
-     * no member. */
-    msv_err (*mls_leave)(void *impl, const uint8_t *group_id, size_t group_len, uint64_t device_id);
+    /*
+     * device_id leaves the group's members (the epoch unchanged) and items (its leave's copies)
+     * are queued with their ids in ids, in one transaction; MSV_ERR_NOT_FOUND if it was no
+     * member (nothing queued).
+     */
+    msv_err (*mls_leave)(void *impl, const uint8_t *group_id, size_t group_len, uint64_t device_id,
+                         const struct msv_queue_in *items, size_t n, int64_t now_ms,
+                         int64_t expires_ms, uint64_t *ids);
 };
 
 struct msv_store {
