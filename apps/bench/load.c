@@ -785,8 +785,8 @@ static void xmpp_read(struct lconn *c, struct evbuffer *in)
 
         if (avail == 0)
             break;
-        if (avail > XMPP_ITEM_MAX)
-            avail = XMPP_ITEM_MAX;
+        if (avail > XMPP_ITEM_MAX + 1)
+            avail = XMPP_ITEM_MAX + 1; /* one byte past the limit: an item over it is refused */
         p = evbuffer_pullup(in, (ev_ssize_t)avail);
         rc = p != NULL ? xmpp_next(&c->xr, p, avail, &kind, &len, &why) : -1;
         if (rc < 0) {
