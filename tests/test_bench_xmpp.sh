@@ -22,10 +22,14 @@ epmd_before=$(pgrep -x epmd)
 expect 0 "quick run of B8" -- "$B" --quick xmpp
 cp out.txt b8.txt
 grep -q '^### B8: the XMPP servers' b8.txt && ok || bad "section B8 missing"
-# every server delivered messages, and its CPU, latency and memory were read
+# every server delivered messages (a rate, a latency), and its CPU and memory were read (at
+# 10 connections and half a second the clock ticks of /proc and the pages of memory can be
+# too coarse to show anything: numbers, not necessarily above 0)
+num='^ -?[0-9]+[.][0-9]+ $'
 for s in missived ejabberd prosody; do
-    awk -F'|' -v s=" $s " '$3 == s && $2+0 == 10 && $4+0 > 0 && $5+0 > 0 && $7+0 > 0 && $8+0 > 0 &&
-        $10+0 > 0 {found=1} END {exit !found}' b8.txt && ok || bad "B8 row for $s: $(grep "| $s |" b8.txt)"
+    awk -F'|' -v s=" $s " -v num="$num" '$3 == s && $2+0 == 10 && $4+0 > 0 && $8+0 > 0 &&
+        $5 ~ num && $7 ~ num && $10 ~ num {found=1} END {exit !found}' b8.txt && ok ||
+        bad "B8 row for $s: $(grep "| $s |" b8.txt)"
 done
 if [ -x /usr/sbin/mosquitto ]; then
     awk -F'|' '$3 == " mosquitto " && $4+0 > 0 {found=1} END {exit !found}' b8.txt && ok ||
