@@ -836,15 +836,15 @@ static const struct command {
     const char *name;
     int (*run)(const struct opts *o, FILE *out);
 } commands[] = {
-    {"crypto", bench_crypto},   {"relay", bench_relay},   {"fanout", bench_fanout},
-    {"idle", bench_idle},       {"queue", bench_queue},   {"storage", bench_storage},
-    {"cluster", bench_cluster}, {"keydir", bench_keydir},
+    {"crypto", bench_crypto},   {"relay", bench_relay}, {"fanout", bench_fanout},
+    {"idle", bench_idle},       {"queue", bench_queue}, {"storage", bench_storage},
+    {"cluster", bench_cluster}, {"xmpp", bench_xmpp},   {"keydir", bench_keydir},
 };
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: missive-bench [options] all|crypto|relay|fanout|idle|queue|storage|"
-               "cluster|keydir...\n\n"
+               "cluster|xmpp|keydir...\n\n"
                "Measures Missive against peers and limits in the same run and prints Markdown\n"
                "tables (bench/README.md says what each benchmark measures; bench/run.sh runs\n"
                "them all and writes bench/RESULTS.md).\n\n"
@@ -859,6 +859,8 @@ static void usage(FILE *f)
                "  storage  B6: directory lookups/s; attachment MB/s vs. nginx\n"
                "  cluster  B7: 1, 2 and 3 relay nodes on PostgreSQL and Redis (run it under\n"
                "           scripts/services.sh --durable, which starts both)\n"
+               "  xmpp     B8: B2's load against ejabberd and Prosody beside missived and\n"
+               "           Mosquitto: CPU per message, memory per idle connection, latency\n"
                "  keydir   B9: the key directory's prefix tree: proof sizes, verification,\n"
                "           epochs and audits at 10^3, 10^5 and 10^6 entries\n"
                "  all      every one of them, in that order\n\n"
@@ -870,7 +872,8 @@ static void usage(FILE *f)
                "  --server-cpu N   core for the servers (default 1; -1: not pinned)\n"
                "  --loader-cpu N   core for this process (default 0; -1: not pinned)\n"
                "  -h, --help       this text\n\n"
-               "Mosquitto and nginx are used when installed (scripts/deps.sh --bench);\n"
+               "Mosquitto, nginx, ejabberd and Prosody are used when installed\n"
+               "(scripts/deps.sh --bench);\n"
                "without them their columns say so. Servers bind to 127.0.0.1 only and are\n"
                "stopped before missive-bench exits, also when it is interrupted.\n");
 }

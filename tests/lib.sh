@@ -14,6 +14,20 @@ expect() {
     if [ -n "${TRANSCRIPT:-}" ]; then cat out.txt err.txt >>"$TRANSCRIPT"; fi
     if [ "$got" -eq "$want" ]; then ok; else bad "$what: exit $got, wanted $want ($(head -c 300 err.txt))"; fi
 }
+# bench_gone DIR: waits up to 30 s for every process of the servers missive-bench started
+# with TMPDIR=DIR (their command lines name its scratch directory) and for that directory to
+# be gone: a process killed under a sanitizer can take a while to unmap. 1 if something is
+# still there; bench_left DIR says what.
+bench_gone() {
+    for _ in $(seq 300); do
+        if ! pgrep -f "$1/missive-bench-" >/dev/null && ! ls -d "$1"/missive-bench-* >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+bench_left() { pgrep -af "$1/missive-bench-" | head -3; ls -d "$1"/missive-bench-* 2>/dev/null; }
 finish() {
     echo "$passed passed, $failed failed"
     [ "$failed" -eq 0 ]

@@ -38,6 +38,7 @@ int bench_idle(const struct opts *o, FILE *out);    /* B4 */
 int bench_queue(const struct opts *o, FILE *out);   /* B5 */
 int bench_storage(const struct opts *o, FILE *out); /* B6 */
 int bench_cluster(const struct opts *o, FILE *out); /* B7 */
+int bench_xmpp(const struct opts *o, FILE *out);    /* B8 */
 int bench_keydir(const struct opts *o, FILE *out);  /* B9, keydir.c */
 
 /* ---- procs.c: servers under measurement ------------------------------------------------ */
@@ -80,6 +81,13 @@ void start_missived_node(const struct opts *o, const char *conninfo, const char 
                          const char *shared, const char *name, struct server_proc *out);
 /* Starts Mosquitto with missived's certificate type (P-256), TLS 1.3, QoS 1 settings. */
 int start_mosquitto(const struct opts *o, struct server_proc *out);
+/*
+ * Starts ejabberd or Prosody (which: "ejabberd" or "prosody") from bench/xmpp's configuration,
+ * as the current user, in a scratch directory, on a free loopback port, with direct TLS. -1 if
+ * it is not installed. With again, starts the same server again on out's directory and port
+ * (what it stored is kept).
+ */
+int start_xmpp(const struct opts *o, const char *which, int again, struct server_proc *out);
 /* Starts nginx (one process) serving dir/www over TLS 1.3 and accepting PUT to /up/. */
 int start_nginx(const struct opts *o, struct server_proc *out);
 void stop_server(struct server_proc *p);

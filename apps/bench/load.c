@@ -20,6 +20,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 
 #include "bench.h"
 #include "crypto/internal.h"
@@ -30,6 +31,7 @@
 #define REQ_AUTH 2
 #define REQ_FIRST 10
 #define ACKS_MAX 512
+#define XMPP_DOMAIN "bench" /* the XMPP servers' one virtual host (bench/xmpp) */
 
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
@@ -172,11 +174,14 @@ static void missive_lookup(struct lconn *c)
 }
 
 static void mqtt_publish(struct lconn *c);
+static void xmpp_publish(struct lconn *c);
 
 static void send_one(struct lconn *c)
 {
     if (c->proto == LP_MQTT)
         mqtt_publish(c);
+    else if (c->proto == LP_XMPP)
+        xmpp_publish(c);
     else if (c->lookups)
         missive_lookup(c);
     else
@@ -583,6 +588,237 @@ static void mqtt_read(struct lconn *c, struct evbuffer *in)
     }
 }
 
+/* ---- XMPP (direct TLS, XEP-0368) ------------------------------------------------------------ */
+
+/* Log-in stages: each waits for the server's answer to what the one before sent. */
+enum { XS_FEATURES, XS_REGISTER, XS_AUTH, XS_FEATURES2, XS_BIND, XS_ENABLE, XS_READY };
+
+static void xmpp_write(struct lconn *c, const char *s)
+{
+    bufferevent_write(c->bev, s, strlen(s));
+}
+
+static void xmpp_stream_open(struct lconn *c)
+{
+    xmpp_reader_reset(&c->xr);
+    xmpp_write(c, "<?xml version='1.0'?><stream:stream to='" XMPP_DOMAIN "' version='1.0' "
+                  "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>");
+}
+
+static void xmpp_hello(struct lconn *c)
+{
+    c->xstage = XS_FEATURES;
+    c->x_in = c->x_acked = 0;
+    xmpp_stream_open(c);
+}
+
+/* The account's password: made from its name (the bench's accounts are its own). */
+static void xmpp_password(const struct lconn *c, char *out, size_t len)
+{
+    snprintf(out, len, "pw-%s", c->topic_in);
+}
+
+static void xmpp_register(struct lconn *c)
+{
+    char pw[64], iq[256];
+
+    xmpp_password(c, pw, sizeof(pw));
+    snprintf(iq, sizeof(iq),
+             "<iq type='set' id='reg'><query xmlns='jabber:iq:register'><username>%s</username>"
+             "<password>%s</password></query></iq>",
+             c->topic_in, pw);
+    xmpp_write(c, iq);
+}
+
+static void xmpp_auth(struct lconn *c)
+{
+    char pw[64], plain[160], b64[256], out[400];
+    size_t n;
+
+    xmpp_password(c, pw, sizeof(pw));
+    /* SASL PLAIN: authzid (empty) NUL authcid NUL password */
+    n = (size_t)snprintf(plain, sizeof(plain), "%c%s%c%s", 0, c->topic_in, 0, pw);
+    if (n >= sizeof(plain))
+        die("an XMPP account name too long for the load generator");
+    EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)plain, (int)n);
+    snprintf(out, sizeof(out),
+             "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>", b64);
+    xmpp_write(c, out);
+}
+
+static void xmpp_publish(struct lconn *c)
+{
+    struct load *L = c->L;
+    size_t cap = L->payload + 256, n;
+    char *m = malloc(cap);
+    uint8_t stamp[8];
+
+    if (m == NULL || L->payload < 2 * sizeof(stamp))
+        die("out of memory, or a payload too short for its send time");
+    put_stamp(stamp);
+    n = (size_t)snprintf(m, cap, "<message to='%s' type='chat' id='m%u'><body>", c->to->topic,
+                         (unsigned)c->next_req++);
+    /* the body: the send time in hex, then filler, payload bytes in all */
+    for (size_t i = 0; i < sizeof(stamp); i++)
+        n += (size_t)snprintf(m + n, cap - n, "%02x", stamp[i]);
+    memset(m + n, 'x', L->payload - 2 * sizeof(stamp));
+    n += L->payload - 2 * sizeof(stamp);
+    n += (size_t)snprintf(m + n, cap - n, "</body></message><r xmlns='urn:xmpp:sm:3'/>");
+    bufferevent_write(c->bev, m, n);
+    free(m);
+    c->outstanding++;
+    L->sent++;
+}
+
+static int unhex(uint8_t ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    return -1;
+}
+
+static void xmpp_delivered(struct load *L, const struct xmpp_elem *e)
+{
+    uint8_t stamp[8];
+
+    if (e->body_len < 2 * sizeof(stamp)) {
+        take_latency(L, NULL, 0);
+        return;
+    }
+    for (size_t i = 0; i < sizeof(stamp); i++) {
+        int hi = unhex(e->body[2 * i]), lo = unhex(e->body[2 * i + 1]);
+
+        if (hi < 0 || lo < 0) {
+            take_latency(L, NULL, 0);
+            return;
+        }
+        stamp[i] = (uint8_t)(hi << 4 | lo);
+    }
+    take_latency(L, stamp, sizeof(stamp));
+}
+
+/* The server refused or ended something: the connection is no use any more. */
+static void xmpp_fail(struct lconn *c, const char *what, const struct xmpp_elem *e)
+{
+    char text[200];
+
+    snprintf(text, sizeof(text), "%s (<%s> %s%s)", what, e->name, e->child,
+             e->type[0] ? e->type : "");
+    note_error(c->L, c->L->peer_name, (const uint8_t *)text, strlen(text));
+    conn_lost(c);
+}
+
+static void xmpp_element(struct lconn *c, const struct xmpp_elem *e)
+{
+    struct load *L = c->L;
+    int stanza = strcmp(e->name, "message") == 0 || strcmp(e->name, "presence") == 0 ||
+                 strcmp(e->name, "iq") == 0;
+
+    if (stanza && c->xstage >= XS_READY)
+        c->x_in++; /* XEP-0198: every stanza after <enabled/> counts */
+    if (strcmp(e->name, "stream:features") == 0) {
+        if (c->xstage == XS_FEATURES) {
+            c->xstage = XS_REGISTER;
+            xmpp_register(c);
+        } else if (c->xstage == XS_FEATURES2) {
+            c->xstage = XS_BIND;
+            xmpp_write(c, "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                          "<resource>bench</resource></bind></iq>");
+        }
+    } else if (strcmp(e->name, "iq") == 0 && c->xstage == XS_REGISTER && !strcmp(e->id, "reg")) {
+        /* registered now, or before (a conflict): logging in says which */
+        c->xstage = XS_AUTH;
+        xmpp_auth(c);
+    } else if (strcmp(e->name, "success") == 0 && c->xstage == XS_AUTH) {
+        c->xstage = XS_FEATURES2;
+        c->x_restart = 1;
+    } else if (strcmp(e->name, "iq") == 0 && c->xstage == XS_BIND && !strcmp(e->id, "bind")) {
+        if (strcmp(e->type, "result") != 0) {
+            xmpp_fail(c, "resource binding refused", e);
+            return;
+        }
+        c->xstage = XS_ENABLE;
+        xmpp_write(c, "<enable xmlns='urn:xmpp:sm:3'/>");
+    } else if (strcmp(e->name, "enabled") == 0 && c->xstage == XS_ENABLE) {
+        /* available: a message to the bare JID reaches this resource */
+        c->xstage = XS_READY;
+        xmpp_write(c, "<presence/>");
+        c->x_acked = 1; /* the presence: acknowledged with the first message */
+        conn_ready(c);
+        keep_window(c);
+    } else if (strcmp(e->name, "r") == 0 && c->xstage >= XS_READY) {
+        char a[80];
+
+        snprintf(a, sizeof(a), "<a xmlns='urn:xmpp:sm:3' h='%u'/>", (unsigned)c->x_in);
+        xmpp_write(c, a);
+    } else if (strcmp(e->name, "a") == 0 && c->xstage >= XS_READY) {
+        char *end;
+        unsigned long h = strtoul(e->h, &end, 10);
+        uint32_t acked = (uint32_t)h - c->x_acked;
+
+        if (e->h[0] == '\0' || *end != '\0' || h > UINT32_MAX || acked > c->outstanding) {
+            xmpp_fail(c, "an acknowledgement of stanzas never sent", e);
+            return;
+        }
+        c->x_acked = (uint32_t)h;
+        c->outstanding -= acked;
+        L->accepted += acked;
+        keep_window(c);
+    } else if (strcmp(e->name, "message") == 0 && e->body != NULL) {
+        xmpp_delivered(L, e);
+    } else if (strcmp(e->name, "failure") == 0 || strcmp(e->name, "failed") == 0 ||
+               strcmp(e->name, "stream:error") == 0) {
+        xmpp_fail(c, "refused", e);
+    }
+}
+
+static void xmpp_read(struct lconn *c, struct evbuffer *in)
+{
+    while (c->state != CS_CLOSED) {
+        size_t avail = evbuffer_get_length(in), len = 0;
+        const char *why = "";
+        struct xmpp_elem e;
+        int kind = 0, rc;
+        uint8_t *p;
+
+        if (avail == 0)
+            break;
+        if (avail > XMPP_ITEM_MAX + 1)
+            avail = XMPP_ITEM_MAX + 1; /* one byte past the limit: an item over it is refused */
+        p = evbuffer_pullup(in, (ev_ssize_t)avail);
+        rc = p != NULL ? xmpp_next(&c->xr, p, avail, &kind, &len, &why) : -1;
+        if (rc < 0) {
+            note_error(c->L, c->L->peer_name, (const uint8_t *)why, strlen(why));
+            conn_lost(c);
+            return;
+        }
+        if (rc == 0)
+            break;
+        if (kind == XK_CLOSE) {
+            note_error(c->L, c->L->peer_name, (const uint8_t *)"closed the stream", 17);
+            conn_lost(c);
+            return;
+        }
+        if (kind == XK_ELEM) {
+            if (xmpp_elem_read(p, len, &e) != 0) {
+                note_error(c->L, c->L->peer_name, (const uint8_t *)"an unreadable element", 21);
+                conn_lost(c);
+                return;
+            }
+            xmpp_element(c, &e);
+        }
+        if (c->state == CS_CLOSED)
+            return;
+        evbuffer_drain(in, len);
+        if (c->x_restart) {
+            c->x_restart = 0;
+            xmpp_stream_open(c);
+        }
+    }
+}
+
 /* ---- HTTP/1.1 (one transfer per connection) ---------------------------------------------- */
 
 #define HTTP_CHUNK (256u * 1024u)
@@ -670,6 +906,8 @@ static void on_read(struct bufferevent *bev, void *arg)
         missive_read(c, in);
     else if (c->proto == LP_MQTT)
         mqtt_read(c, in);
+    else if (c->proto == LP_XMPP)
+        xmpp_read(c, in);
     else
         http_read(c, in);
 }
@@ -687,6 +925,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
             missive_hello(c);
         else if (c->proto == LP_MQTT)
             mqtt_hello(c);
+        else if (c->proto == LP_XMPP)
+            xmpp_hello(c);
         else
             conn_ready(c);
         return;
@@ -739,6 +979,8 @@ static void start_one(struct load *L, struct lconn *c)
         return;
     }
     ssl = SSL_new(L->ctx);
+    if (ssl != NULL && c->proto == LP_XMPP)
+        SSL_set_tlsext_host_name(ssl, XMPP_DOMAIN); /* direct TLS names the domain (XEP-0368) */
     c->bev = ssl != NULL ? bufferevent_openssl_socket_new(
                                L->base, fd, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE)
                          : NULL;
@@ -795,6 +1037,7 @@ void load_init(struct load *L, uint16_t port, const struct msv_identity *key)
     L->sources = 1;
     L->window = 1;
     L->payload = 256;
+    L->peer_name = "xmpp server";
     L->base = event_base_new();
     L->ctx = SSL_CTX_new(TLS_client_method());
     if (L->base == NULL || L->ctx == NULL)

@@ -16,8 +16,9 @@
 
 #include "missive/crypto.h"
 #include "wire/frame.h"
+#include "xmpp.h"
 
-enum lproto { LP_MISSIVE, LP_MQTT, LP_HTTP };
+enum lproto { LP_MISSIVE, LP_MQTT, LP_HTTP, LP_XMPP };
 enum lstate { CS_IDLE, CS_STARTING, CS_READY, CS_CLOSED };
 
 /* Where one connection's messages go. */
@@ -27,7 +28,7 @@ struct target {
     char (*handles)[32];
     size_t n_devices;
     uint64_t *devices;
-    /* MQTT: the topic */
+    /* MQTT: the topic; XMPP: the recipient's bare JID */
     char topic[40];
 };
 
@@ -59,8 +60,13 @@ struct lconn {
     uint16_t port;   /* the server's port; 0: L->port */
     char handle[32]; /* Missive: who authenticates */
     uint64_t device_id;
-    char topic_in[40];            /* MQTT: what it subscribes to */
-    int mqtt_acks;                /* CONNACK and SUBACK seen */
+    char topic_in[40]; /* MQTT: what it subscribes to */
+    int mqtt_acks;     /* CONNACK and SUBACK seen */
+    /* XMPP: topic_in is the account's local part (its password derives from it) */
+    struct xmpp_reader xr;
+    int xstage;                   /* where the log-in is */
+    uint32_t x_in, x_acked;       /* stanzas handled (XEP-0198 h), the server's last h */
+    int x_restart;                /* a new stream starts after this element */
     const struct target *to;      /* NULL: receives only */
     const struct target *to_list; /* when set: sends go to each of to_n in turn */
     size_t to_n, to_next;
@@ -95,6 +101,7 @@ struct load {
     double *lat;
     size_t lat_n, lat_cap;
     char first_error[240];
+    const char *peer_name; /* XMPP: the server's name in errors */
     struct event *tick;
     int (*until)(struct load *L);
     double deadline;

@@ -162,6 +162,10 @@ static struct target *pair_up(struct load *L, enum lproto proto, const struct se
         if (proto == LP_MISSIVE) {
             as_device(&c[i], s, i, 0);
             make_target(&t[i], s, &partner, 1, 0);
+        } else if (proto == LP_XMPP) {
+            c[i].proto = LP_XMPP;
+            snprintf(c[i].topic_in, sizeof(c[i].topic_in), "u%zu", i);
+            snprintf(t[i].topic, sizeof(t[i].topic), "u%zu@bench", partner);
         } else {
             c[i].proto = LP_MQTT;
             snprintf(c[i].topic_in, sizeof(c[i].topic_in), "d/%zu", i);
@@ -172,18 +176,26 @@ static struct target *pair_up(struct load *L, enum lproto proto, const struct se
     return t;
 }
 
-static void relay_phase(const struct opts *o, struct load *L, const struct server_proc *p,
-                        enum lproto proto, const struct seed *s, size_t n, struct relay_res *r)
+/*
+ * B2's phases on n connections in pairs: made here, or (up not NULL) already made with pair_up()
+ * and connected, their targets up (freed here either way).
+ */
+static void relay_on(const struct opts *o, struct load *L, const struct server_proc *p,
+                     enum lproto proto, const struct seed *s, size_t n, struct relay_res *r,
+                     struct target *up)
 {
     double warm = o->quick ? 0.2 : 1.0;
     struct snap a, b;
-    struct target *t;
+    struct target *t = up;
 
     L->port = p->port;
-    L->first_error[0] = '\0';
-    t = pair_up(L, proto, s, n);
-    load_connect(L, 300);
-    check_ready(L, n, p->name);
+    L->peer_name = p->name;
+    if (t == NULL) {
+        L->first_error[0] = '\0';
+        t = pair_up(L, proto, s, n);
+        load_connect(L, 900);
+        check_ready(L, n, p->name);
+    }
     /* the most it delivers: one send in flight on every connection */
     L->window = 1;
     L->closed_loop = 1;
@@ -219,6 +231,12 @@ static void relay_phase(const struct opts *o, struct load *L, const struct serve
             L->first_error);
     load_close(L);
     free_targets(t, n);
+}
+
+static void relay_phase(const struct opts *o, struct load *L, const struct server_proc *p,
+                        enum lproto proto, const struct seed *s, size_t n, struct relay_res *r)
+{
+    relay_on(o, L, p, proto, s, n, r, NULL);
 }
 
 /* The median of one double field (at off) of n records of size bytes each. */
@@ -423,6 +441,27 @@ int bench_fanout(const struct opts *o, FILE *out)
     return 0;
 }
 
+/*
+ * Raises this process's open-file limit to its hard limit (the servers it starts inherit it;
+ * each connection is one descriptor on each side) and returns how many connections fit.
+ */
+static size_t raise_open_files(struct rlimit *rl)
+{
+    getrlimit(RLIMIT_NOFILE, rl);
+    rl->rlim_cur = rl->rlim_max;
+    setrlimit(RLIMIT_NOFILE, rl);
+    return rl->rlim_cur > 1000 ? (size_t)rl->rlim_cur - 1000 : 0;
+}
+
+/* The note under a table whose run stopped at the open-file limit. */
+static void open_file_note(FILE *out, size_t wanted, const struct rlimit *rl, size_t ran)
+{
+    fprintf(out,
+            "\n%zu connections need that many open files in each process; this "
+            "machine's hard limit is %llu, so the run stopped at %zu.\n",
+            wanted, (unsigned long long)rl->rlim_max, ran);
+}
+
 /* ---- B4: idle connections ---------------------------------------------------------------- */
 
 static double idle_once(const struct opts *o, const struct server_proc *p, enum lproto proto,
@@ -464,11 +503,7 @@ int bench_idle(const struct opts *o, FILE *out)
         sizes[0] = 200;
         sizes[1] = 400;
     }
-    /* servers inherit the open-file limit; each connection is one descriptor on each side */
-    getrlimit(RLIMIT_NOFILE, &rl);
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-    limit = rl.rlim_cur > 1000 ? (size_t)rl.rlim_cur - 1000 : 0;
+    limit = raise_open_files(&rl);
     fprintf(out, "### B4: idle TLS connections (authenticated, nothing in flight)\n\n"
                  "| connections | missived KiB/connection | mosquitto KiB/connection | goal |\n"
                  "|---|---|---|---|\n");
@@ -497,10 +532,7 @@ int bench_idle(const struct opts *o, FILE *out)
         fprintf(out, " | <= 20 |\n");
         fflush(out);
         if (n < sizes[si]) {
-            fprintf(out,
-                    "\n%zu connections need that many open files in each process; this "
-                    "machine's hard limit is %llu, so the run stopped at %zu.\n",
-                    sizes[si], (unsigned long long)rl.rlim_max, n);
+            open_file_note(out, sizes[si], &rl, n);
             break;
         }
     }
@@ -790,6 +822,171 @@ int bench_storage(const struct opts *o, FILE *out)
                  "flight, checks the SHA-256 before publishing, and serves 256 KiB ranges; "
                  "nginx takes a PUT (DAV module) and serves the same file with a GET. MB/s is "
                  "MiB per second of wall time.\n\n");
+    return 0;
+}
+
+/* ---- B8: the XMPP servers --------------------------------------------------------------- */
+
+#define B8_SYSTEMS 4
+#define B8_WARM 100 /* connections opened and closed before memory is measured */
+
+struct b8_sys {
+    const char *name;
+    enum lproto proto;
+    struct server_proc p;
+    int have;
+    double idle_kib;
+    struct relay_res r[32];
+};
+
+/* Connects n devices in pairs, as B2 does, and closes them: for an XMPP server, registers them. */
+static void b8_accounts(struct load *L, struct b8_sys *x, const struct seed *s, size_t n)
+{
+    struct target *t;
+
+    L->port = x->p.port;
+    L->first_error[0] = '\0';
+    L->peer_name = x->name;
+    t = pair_up(L, x->proto, s, n);
+    load_connect(L, 900);
+    check_ready(L, n, x->name);
+    load_run(L, 0.2);
+    load_close(L);
+    free_targets(t, n);
+}
+
+/*
+ * Resident memory per connection: n idle connections, authenticated, on a server just started
+ * that has served B8_WARM connections. The connections stay open for the first run's phases
+ * (setting up thousands of XMPP sessions takes minutes); their targets are returned.
+ */
+static struct target *b8_idle(const struct opts *o, struct load *L, struct b8_sys *x,
+                              const struct seed *s, size_t n)
+{
+    double before, after;
+    struct target *t;
+
+    /* a few connections first, closed again: what a server sets up once (code loaded on
+     * first use, caches, pools) is not counted per connection */
+    b8_accounts(L, x, s, n < B8_WARM ? n : B8_WARM);
+    load_run(L, o->quick ? 0.3 : 2.0); /* the server settles */
+    before = proc_rss_kib(x->p.pid);
+    t = pair_up(L, x->proto, s, n);
+    load_connect(L, 900);
+    check_ready(L, n, x->name);
+    load_run(L, o->quick ? 0.3 : 2.0); /* settled: nothing in flight */
+    after = proc_rss_kib(x->p.pid);
+    x->idle_kib = per(after - before, (double)n);
+    return t;
+}
+
+#define XMED(x, n, field) med_field((x)->r, sizeof((x)->r[0]), n, offsetof(struct relay_res, field))
+
+int bench_xmpp(const struct opts *o, FILE *out)
+{
+    const size_t full[] = {1000, 10000}, quick[] = {10};
+    const size_t *sizes = o->quick ? quick : full;
+    size_t n_sizes = o->quick ? 1 : 2;
+    int runs = net_runs(o);
+    struct rlimit rl;
+    size_t limit;
+
+    limit = raise_open_files(&rl);
+    fprintf(out, "### B8: the XMPP servers, one to one, 256 B messages\n\n"
+                 "| connections | server | delivered msg/s | server CPU µs/msg (full load) | "
+                 "server core busy | server CPU µs/msg (50%% load) | p50 ms | p99 ms | "
+                 "KiB per idle connection |\n|---|---|---|---|---|---|---|---|---|\n");
+    for (size_t si = 0; si < n_sizes; si++) {
+        size_t n = sizes[si] < limit ? sizes[si] : limit;
+        struct seed s = {.accounts = n};
+        struct b8_sys sys[B8_SYSTEMS] = {{.name = "missived", .proto = LP_MISSIVE},
+                                         {.name = "mosquitto", .proto = LP_MQTT},
+                                         {.name = "ejabberd", .proto = LP_XMPP},
+                                         {.name = "prosody", .proto = LP_XMPP}};
+        const struct b8_sys *best = NULL;
+        struct load L;
+
+        start_seeded(o, &s, 0, &sys[0].p);
+        sys[0].have = 1;
+        sys[1].have = start_mosquitto(o, &sys[1].p) == 0;
+        init_load(&L, &sys[0].p);
+        for (int k = 2; k < B8_SYSTEMS; k++) {
+            /* accounts registered in-band, then a fresh start that only reads them */
+            sys[k].have = start_xmpp(o, sys[k].name, 0, &sys[k].p) == 0;
+            if (!sys[k].have)
+                continue;
+            b8_accounts(&L, &sys[k], &s, n);
+            stop_server(&sys[k].p);
+            start_xmpp(o, sys[k].name, 1, &sys[k].p);
+        }
+        for (int r = 0; r < runs; r++) {
+            /* each run starts with the next system; the first measures memory first */
+            for (int j = 0; j < B8_SYSTEMS; j++) {
+                struct b8_sys *x = &sys[(j + r) % B8_SYSTEMS];
+
+                if (!x->have)
+                    continue;
+                relay_on(o, &L, &x->p, x->proto, &s, n, &x->r[r],
+                         r == 0 ? b8_idle(o, &L, x, &s, n) : NULL);
+                if (x->r[r].rate <= 0 || L.lat_n == 0)
+                    die("%s delivered no message; first error: %s", x->name,
+                        L.first_error[0] ? L.first_error : "none");
+            }
+        }
+        load_free(&L);
+        for (int k = 0; k < B8_SYSTEMS; k++) {
+            struct b8_sys *x = &sys[k];
+
+            if (!x->have) {
+                fprintf(out, "| %zu | %s | not installed: no comparison | | | | | | |\n", n,
+                        x->name);
+                continue;
+            }
+            stop_server(&x->p);
+            fprintf(out, "| %zu%s | %s | %.0f | %.1f | %.0f%% | %.1f | %.2f | %.2f | %.1f |\n", n,
+                    n < sizes[si] ? " (open-file limit)" : "", x->name, XMED(x, runs, rate),
+                    XMED(x, runs, cpu_max_us), 100 * XMED(x, runs, busy),
+                    XMED(x, runs, cpu_half_us), XMED(x, runs, p50), XMED(x, runs, p99),
+                    x->idle_kib);
+            if (k >= 2 &&
+                (best == NULL || XMED(x, runs, cpu_max_us) < XMED(best, runs, cpu_max_us)))
+                best = x;
+        }
+        for (int k = 1; k < B8_SYSTEMS; k++) {
+            const struct b8_sys *x = &sys[k];
+
+            if (!x->have)
+                continue;
+            fprintf(out,
+                    "| %zu | **ratio** missived / %s%s | %.2f | **%.2f** | | %.2f | %.2f | %.2f | "
+                    "%.2f |\n",
+                    n, x->name, x == best ? " (the better XMPP server)" : "",
+                    per(XMED(&sys[0], runs, rate), XMED(x, runs, rate)),
+                    per(XMED(&sys[0], runs, cpu_max_us), XMED(x, runs, cpu_max_us)),
+                    per(XMED(&sys[0], runs, cpu_half_us), XMED(x, runs, cpu_half_us)),
+                    per(XMED(&sys[0], runs, p50), XMED(x, runs, p50)),
+                    per(XMED(&sys[0], runs, p99), XMED(x, runs, p99)),
+                    per(sys[0].idle_kib, x->idle_kib));
+        }
+        fflush(out);
+        if (n < sizes[si]) {
+            open_file_note(out, sizes[si], &rl, n);
+            break;
+        }
+    }
+    fprintf(out,
+            "\nThe same load as B2 for every server, one after another in each run (each run "
+            "starts with the next): pairs of accounts, one send in flight per connection, then "
+            "half that rate at a steady pace for the latencies. XMPP: direct TLS, SASL PLAIN, "
+            "a bound resource, XEP-0198 enabled; each message is a chat message of a 256-byte "
+            "body to the partner's bare JID followed by <r/>, and counts as accepted when the "
+            "server's <a/> covers it; every delivery is acknowledged with <a/> when the server "
+            "asks. Memory: resident memory of the server process with the connections open, less "
+            "before, on a server just started that has served %d connections (the XMPP "
+            "servers' accounts, registered in-band beforehand, already stored). Goal (issue 27): "
+            "missived at most 0.5x the better XMPP "
+            "server's CPU per message, and at most its memory per connection.\n\n",
+            B8_WARM);
     return 0;
 }
 

@@ -353,7 +353,7 @@ static void wait_ready(struct server_proc *p, void (*port_of)(struct server_proc
         }
         sleep_ms(20);
     }
-    start_failed(p, "a server did not start within 20 s");
+    start_failed(p, "a server did not start within 2 minutes");
 }
 
 void stop_server(struct server_proc *p)
@@ -857,6 +857,134 @@ int start_mosquitto(const struct opts *o, struct server_proc *out)
     fclose(f);
     {
         char *argv[] = {(char *)exe, "-c", config, NULL};
+
+        out->parent = out->pid = spawn(o, out->dir, argv);
+    }
+    wait_ready(out, NULL);
+    return 0;
+}
+
+/*
+ * Writes bench/xmpp/NAME to dir/NAME with @DIR@, @PORT@, @CERT@ and @KEY@ replaced; the path
+ * written goes to path.
+ */
+static void xmpp_config(const char *name, const struct server_proc *p, const char *certs,
+                        char *path, size_t len)
+{
+    char src[512], line[1024], port[8], cert[400], key[400];
+    const char *keys[4] = {"@DIR@", "@PORT@", "@CERT@", "@KEY@"};
+    const char *vals[4] = {p->dir, port, cert, key};
+    FILE *in, *out;
+
+    snprintf(src, sizeof(src), "%s/%s", MSV_BENCH_XMPP_DIR, name);
+    snprintf(path, len, "%s/%s", p->dir, name);
+    snprintf(port, sizeof(port), "%u", (unsigned)p->port);
+    snprintf(cert, sizeof(cert), "%s/server.crt", certs);
+    snprintf(key, sizeof(key), "%s/server.key", certs);
+    in = fopen(src, "r");
+    out = fopen(path, "w");
+    if (in == NULL || out == NULL)
+        die("cannot read %s or write %s", src, path);
+    while (fgets(line, sizeof(line), in) != NULL) {
+        for (char *c = line; *c != '\0';) {
+            int k = 0;
+
+            while (k < 4 && strncmp(c, keys[k], strlen(keys[k])) != 0)
+                k++;
+            if (k < 4) {
+                fputs(vals[k], out);
+                c += strlen(keys[k]);
+            } else {
+                fputc(*c++, out);
+            }
+        }
+    }
+    fclose(in);
+    if (fclose(out) != 0)
+        die("cannot write %s", path);
+}
+
+/* Where Debian's ejabberdctl looks for ejabberd's Erlang applications (its ERL_LIBS). */
+static int ejabberd_libs(char *out, size_t len)
+{
+    char line[512];
+    FILE *f = fopen("/usr/sbin/ejabberdctl", "r");
+    int found = 0;
+
+    while (f != NULL && !found && fgets(line, sizeof(line), f) != NULL) {
+        char *v = strstr(line, "ERL_LIBS='");
+
+        if (v == line) {
+            char *end = strchr(v + 10, '\'');
+
+            if (end != NULL && (size_t)(end - v - 10) < len) {
+                snprintf(out, len, "%.*s", (int)(end - v - 10), v + 10);
+                found = 1;
+            }
+        }
+    }
+    if (f != NULL)
+        fclose(f);
+    return found ? 0 : -1;
+}
+
+int start_xmpp(const struct opts *o, const char *which, int again, struct server_proc *out)
+{
+    const char *certs = cert_dir(o);
+    char config[512], libs[300], env_cfg[600], env_log[600], env_libs[320], env_dump[600],
+        env_home[600], mnesia[600], data[400];
+    int ejabberd = strcmp(which, "ejabberd") == 0;
+
+    if (!again) {
+        const char *exe = ejabberd ? "/usr/sbin/ejabberdctl" : "/usr/bin/prosody";
+
+        memset(out, 0, sizeof(*out));
+        out->name = ejabberd ? "ejabberd" : "prosody";
+        if (access(exe, X_OK) != 0 || (ejabberd && access("/usr/bin/erl", X_OK) != 0))
+            return -1;
+        scratch_dir(o, which, out->dir, sizeof(out->dir));
+        out->port = free_port();
+        snprintf(data, sizeof(data), "%s/data", out->dir);
+        if (mkdir(data, 0700) != 0)
+            die("cannot create %s", data);
+    }
+    xmpp_config(ejabberd ? "ejabberd.yml" : "prosody.cfg.lua", out, certs, config, sizeof(config));
+    if (ejabberd) {
+        if (ejabberd_libs(libs, sizeof(libs)) != 0)
+            die("cannot find ERL_LIBS in /usr/sbin/ejabberdctl");
+        /* what ejabberdctl foreground runs, without its switch to the ejabberd user */
+        snprintf(env_cfg, sizeof(env_cfg), "EJABBERD_CONFIG_PATH=%s", config);
+        snprintf(env_log, sizeof(env_log), "EJABBERD_LOG_PATH=%s/ejabberd.log", out->dir);
+        snprintf(env_libs, sizeof(env_libs), "ERL_LIBS=%s", libs);
+        snprintf(env_dump, sizeof(env_dump), "ERL_CRASH_DUMP=%s/erl_crash.dump", out->dir);
+        snprintf(env_home, sizeof(env_home), "HOME=%s", out->dir);
+        snprintf(mnesia, sizeof(mnesia), "\"%s/data\"", out->dir);
+        {
+            char *argv[] = {"/usr/bin/env",
+                            env_cfg,
+                            env_log,
+                            env_libs,
+                            env_dump,
+                            env_home,
+                            "ERL_MAX_PORTS=65536",
+                            "/usr/bin/erl",
+                            "-noinput",
+                            "-noshell",
+                            "+K",
+                            "true",
+                            "+P",
+                            "250000",
+                            "-mnesia",
+                            "dir",
+                            mnesia,
+                            "-s",
+                            "ejabberd",
+                            NULL};
+
+            out->parent = out->pid = spawn(o, out->dir, argv);
+        }
+    } else {
+        char *argv[] = {"/usr/bin/prosody", "--config", config, NULL};
 
         out->parent = out->pid = spawn(o, out->dir, argv);
     }
