@@ -169,6 +169,22 @@ static const char *claimed_for(const msv_frame *r, uint64_t device, int *last_re
     return NULL;
 }
 
+/*
+ * What a commit of claimer's adding target needs: target publishes a last-resort KeyPackage
+ * (never used up), and claimer claims one of it (through target's handle).
+ */
+static void may_add(struct test_device *claimer, struct test_device *target, const char *handle)
+{
+    const char *kp = "kp";
+    msv_frame *r = kp_upload(target, &kp, 1, "kp-last", 0);
+
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_MLS_KEY_PACKAGE_STATE);
+    msv_frame_free(r);
+    r = kp_claim(claimer->conn, handle);
+    assert_non_null(claimed_for(r, target->device_id, NULL));
+    msv_frame_free(r);
+}
+
 /* An MLS send; ids (may be NULL) are added, removed or recipients after the kind. */
 struct send_args {
     const char *group;
@@ -529,6 +545,7 @@ static void test_group_ordering(void **state)
                       ERR(INVALID));
 
     /* alice starts the group with bob: nobody to tell yet; then her Welcome reaches bob */
+    may_add(&a1, &b1, "bob@example.org");
     expect_sent(mls_send(&a1, &(struct send_args){.group = "g",
                                                   .kind = KIND(COMMIT),
                                                   .epoch = 0,
@@ -657,6 +674,7 @@ static void test_group_ordering(void **state)
                                                   .message = "alone"}),
                 3, 0);
     /* carol, added, leaves by a proposal removing herself (not anyone else) */
+    may_add(&a1, &c1, "carol@example.org");
     expect_sent(mls_send(&a1, &(struct send_args){.group = "g",
                                                   .kind = KIND(COMMIT),
                                                   .epoch = 3,
@@ -723,6 +741,7 @@ static void test_commit_race(void **state)
     if (two)
         test_device_connect(&s2, &b1);
     bob[0] = b1.device_id;
+    may_add(&a1, &b1, "bob@example.org");
     expect_sent(mls_send(&a1, &(struct send_args){.group = "race",
                                                   .kind = KIND(COMMIT),
                                                   .epoch = 0,
@@ -841,6 +860,23 @@ static void add_raw_devices(struct test_server *s, uint64_t account, uint64_t fi
     store_exec(s, sql);
 }
 
+/*
+ * Open claims, straight into the store, by the account of device claimer of devices
+ * first..first+n-1 (added to the store directly, without KeyPackages).
+ */
+static void seed_claims(struct test_server *s, uint64_t claimer, uint64_t first, size_t n)
+{
+    char sql[512];
+
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO mls_claims (account_id, device_id, expires_ms) SELECT (SELECT"
+             " account_id FROM devices WHERE id = %llu), id, 9000000000000000 FROM devices"
+             " WHERE id BETWEEN %llu AND %llu;",
+             (unsigned long long)claimer, (unsigned long long)first,
+             (unsigned long long)(first + n - 1));
+    store_exec(s, sql);
+}
+
 /* The MLS copies queued for devices first..last. */
 static size_t queued_for_range(struct test_server *s, uint64_t first, uint64_t last)
 {
@@ -895,6 +931,7 @@ static void test_fanout_10000(void **state)
     test_register(&s, "alice@example.org", &a1);
     test_register(&s, "bob@example.org", &b1);
     add_raw_devices(&s, 2, first, 9999);
+    seed_claims(&s, a1.device_id, first, 9999);
     for (uint64_t e = 0; e < 10; e++) {
         size_t n = e < 9 ? 1000 : 999;
 
@@ -931,6 +968,7 @@ static void test_fanout_10000(void **state)
     /* J7: the 10,001st device */
     extra = first + 20000;
     add_raw_devices(&s, 2, extra, 1);
+    seed_claims(&s, a1.device_id, extra, 1);
     test_expect_error(mls_send(&a1, &(struct send_args){.group = "big",
                                                         .kind = KIND(COMMIT),
                                                         .epoch = 10,
@@ -962,6 +1000,8 @@ static void test_full_queue(void **state)
     test_register(&s, "carol@example.org", &c1);
     added[0] = b1.device_id;
     added[1] = c1.device_id;
+    may_add(&a1, &b1, "bob@example.org");
+    may_add(&a1, &c1, "carol@example.org");
     msv_conn_close(b1.conn); /* bob is away: his queue fills */
     b1.conn = NULL;
     expect_sent(mls_send(&a1, &(struct send_args){.group = "q",
@@ -1020,6 +1060,7 @@ static void test_send_costs(void **state)
     test_register(&s, "alice@example.org", &a1);
     test_register(&s, "bob@example.org", &b1);
     add_raw_devices(&s, 2, first, 6);
+    seed_claims(&s, a1.device_id, first, 6);
     for (size_t i = 0; i < 6; i++)
         ids[i] = first + i;
     /* no copies: one token (4 left) */
@@ -1080,6 +1121,7 @@ static void test_leave_any_epoch(void **state)
     test_register(&s, "alice@example.org", &a1);
     test_register(&s, "bob@example.org", &b1);
     bob = b1.device_id;
+    may_add(&a1, &b1, "bob@example.org");
     expect_sent(mls_send(&a1, &(struct send_args){.group = "g",
                                                   .kind = KIND(COMMIT),
                                                   .epoch = 0,
@@ -1180,6 +1222,7 @@ static void test_added_device_removed(void **state)
     test_register(&s, "alice@example.org", &a1);
     test_register(&s, "bob@example.org", &b1);
     add_raw_devices(&s, 2, gone, 1);
+    seed_claims(&s, a1.device_id, gone, 1);
     build_send(&(struct send_args){.group = "gone",
                                    .kind = KIND(COMMIT),
                                    .epoch = 0,
