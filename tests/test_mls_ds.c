@@ -1248,6 +1248,90 @@ static void test_added_device_removed(void **state)
 }
 
 /*
+ * J15: a commit adds only a device whose KeyPackage its account claimed and has not used
+ * (RFC 9420: an Add carries the KeyPackage), so that nobody fills a stranger's device with
+ * groups it never learns of: a claim by another account, a claim used already and an
+ * expired one do not do; each refusal names the device and changes nothing.
+ */
+static void test_add_needs_claim(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, m1;
+    uint64_t bob;
+    char name[32], text[256];
+    msv_frame *r;
+
+    (void)state;
+    node_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    test_register(&s, "mallory@example.org", &m1);
+    bob = b1.device_id;
+    may_add(&a1, &b1, "bob@example.org"); /* alice's claim, not mallory's */
+    r = mls_send(&m1, &(struct send_args){.group = "trap",
+                                          .kind = KIND(COMMIT),
+                                          .epoch = 0,
+                                          .message = "c0",
+                                          .added = &bob,
+                                          .n_added = 1});
+    assert_int_equal(test_error_code(r), ERR(INVALID));
+    snprintf(name, sizeof(name), "device %llu", (unsigned long long)bob);
+    assert_true(r->error->message.len < sizeof(text));
+    memcpy(text, r->error->message.data, r->error->message.len);
+    text[r->error->message.len] = '\0';
+    assert_non_null(strstr(text, name));
+    msv_frame_free(r);
+    /* nothing changed: the group was not started (its epoch 0 is still free) */
+    expect_sent(mls_send(&m1,
+                         &(struct send_args){
+                             .group = "trap", .kind = KIND(COMMIT), .epoch = 0, .message = "c0"}),
+                1, 0);
+    /* alice's claim adds bob once */
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "one",
+                                                  .kind = KIND(COMMIT),
+                                                  .epoch = 0,
+                                                  .message = "c0",
+                                                  .added = &bob,
+                                                  .n_added = 1}),
+                1, 0);
+    test_expect_error(mls_send(&a1, &(struct send_args){.group = "two",
+                                                        .kind = KIND(COMMIT),
+                                                        .epoch = 0,
+                                                        .message = "c0",
+                                                        .added = &bob,
+                                                        .n_added = 1}),
+                      ERR(INVALID));
+    /* an expired claim does not do */
+    may_add(&a1, &b1, "bob@example.org");
+    store_exec(&s, "UPDATE mls_claims SET expires_ms = 1;");
+    test_expect_error(mls_send(&a1, &(struct send_args){.group = "two",
+                                                        .kind = KIND(COMMIT),
+                                                        .epoch = 0,
+                                                        .message = "c0",
+                                                        .added = &bob,
+                                                        .n_added = 1}),
+                      ERR(INVALID));
+    /* a fresh one does; bob is in one group, then two, and gets the next commits */
+    may_add(&a1, &b1, "bob@example.org");
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "two",
+                                                  .kind = KIND(COMMIT),
+                                                  .epoch = 0,
+                                                  .message = "c0",
+                                                  .added = &bob,
+                                                  .n_added = 1}),
+                1, 0);
+    expect_sent(mls_send(&a1,
+                         &(struct send_args){
+                             .group = "two", .kind = KIND(COMMIT), .epoch = 1, .message = "c1"}),
+                2, 1);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&m1);
+    test_server_cleanup(&s);
+}
+
+/*
  * MLS KeyPackage claims and pairwise prekey claims are paced in buckets of their own: a
  * KeyPackage claimed for bob's device leaves alice's next prekey claim of it unthrottled
  * (they shared one, so the one throttled the other).
@@ -1298,6 +1382,7 @@ int main(void)
         cmocka_unit_test_setup(test_kp_rates, setup),
         cmocka_unit_test_setup(test_added_device_removed, setup),
         cmocka_unit_test_setup(test_claim_buckets_apart, setup),
+        cmocka_unit_test_setup(test_add_needs_claim, setup),
     };
     int rc;
 
