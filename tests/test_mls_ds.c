@@ -1325,6 +1325,30 @@ static void test_add_needs_claim(void **state)
                          &(struct send_args){
                              .group = "two", .kind = KIND(COMMIT), .epoch = 1, .message = "c1"}),
                 2, 1);
+    /* bob lists the groups he is in: "one" at epoch 1 and "two" at 2, not mallory's "trap" */
+    {
+        Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__MlsGroupsList q = MSV__WIRE__MLS_GROUPS_LIST__INIT;
+        const Msv__Wire__MlsGroups *g;
+
+        f.body_case = MSV__WIRE__FRAME__BODY_MLS_GROUPS_LIST;
+        f.mls_groups_list = &q;
+        r = test_request(b1.conn, &f);
+        assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_MLS_GROUPS);
+        g = r->mls_groups;
+        assert_int_equal(g->n_groups, 2);
+        assert_int_equal(g->groups[0]->group_id.len, 3);
+        assert_memory_equal(g->groups[0]->group_id.data, "one", 3);
+        assert_int_equal(g->groups[0]->epoch, 1);
+        assert_memory_equal(g->groups[1]->group_id.data, "two", 3);
+        assert_int_equal(g->groups[1]->epoch, 2);
+        msv_frame_free(r);
+        r = test_request(m1.conn, &f); /* mallory: her own group alone */
+        assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_MLS_GROUPS);
+        assert_int_equal(r->mls_groups->n_groups, 1);
+        assert_memory_equal(r->mls_groups->groups[0]->group_id.data, "trap", 4);
+        msv_frame_free(r);
+    }
     test_device_free(&a1);
     test_device_free(&b1);
     test_device_free(&m1);

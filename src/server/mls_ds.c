@@ -681,3 +681,52 @@ void msv_mls_send(struct msv_conn_state *c, const msv_frame *f)
     free(m.items);
     free(m.ids);
 }
+
+/* The groups the server holds the asking device in, with their epochs. */
+void msv_mls_groups_list(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    struct msv_mls_group_rec *recs = NULL;
+    Msv__Wire__MlsGroup *g = NULL, **gp = NULL;
+    Msv__Wire__MlsGroups resp = MSV__WIRE__MLS_GROUPS__INIT;
+    Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
+    size_t n = 0;
+
+    if (!msv_server_take_token(s, MSV_LIMIT_LOOKUP, c->account_id, 1.0)) {
+        refuse(c, f->request_id, E_RATE, "too many requests for the device's groups; slow down");
+        return;
+    }
+    if (STORE(s)->mls_groups_of_device(IMPL(s), c->device_id, MLS_DEVICE_GROUPS_MAX, &recs, &n) !=
+        MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        return;
+    }
+    /* at most 1,000 groups of 64-byte ids: refused only with frame_max set far down */
+    if (n * (MLS_GROUP_ID_MAX + 16) + 16 > msv_server_answer_max(s)) {
+        refuse(c, f->request_id, E_TOO_BIG,
+               "the device's groups do not fit in one answer; raise frame_max");
+        goto out;
+    }
+    g = calloc(n ? n : 1, sizeof(*g));
+    gp = calloc(n ? n : 1, sizeof(*gp));
+    if (g == NULL || gp == NULL) {
+        msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        msv__wire__mls_group__init(&g[i]);
+        g[i].group_id = (ProtobufCBinaryData){recs[i].group_len, recs[i].group_id};
+        g[i].epoch = recs[i].epoch;
+        gp[i] = &g[i];
+    }
+    resp.n_groups = n;
+    resp.groups = gp;
+    out.request_id = f->request_id;
+    out.body_case = MSV__WIRE__FRAME__BODY_MLS_GROUPS;
+    out.mls_groups = &resp;
+    msv_conn_send_frame(c, &out);
+out:
+    free(gp);
+    free(g);
+    free(recs);
+}

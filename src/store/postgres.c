@@ -3301,6 +3301,57 @@ static msv_err p_mls_group_get(void *impl, const uint8_t *group_id, size_t group
     POOLED(mls_group_get(c_, group_id, group_len, epoch, members, n));
 }
 
+static msv_err mls_groups_of_device(struct pg_conn *c, uint64_t device_id, size_t max,
+                                    struct msv_mls_group_rec **groups, size_t *n)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    struct msv_mls_group_rec *out;
+    size_t rows;
+    msv_err err;
+
+    *n = 0;
+    a_i64(&a, (int64_t)device_id);
+    a_i64(&a, (int64_t)max);
+    err = query(c,
+                "SELECT g.group_id, g.epoch FROM mls_members m JOIN mls_groups g ON g.group_id ="
+                " m.group_id WHERE m.device_id = $1 ORDER BY g.group_id LIMIT $2;",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    rows = (size_t)PQntuples(r);
+    out = calloc(rows ? rows : 1, sizeof(*out));
+    for (size_t i = 0; out != NULL && i < rows && err == MSV_OK; i++) {
+        size_t len = 0;
+        uint8_t *id = col_bytes(r, (int)i, 0, &len);
+
+        if (id == NULL) {
+            err = MSV_ERR_NOMEM;
+            break;
+        }
+        if (len > sizeof(out[i].group_id))
+            len = sizeof(out[i].group_id);
+        memcpy(out[i].group_id, id, len);
+        free(id);
+        out[i].group_len = len;
+        out[i].epoch = (uint64_t)col_i64(r, (int)i, 1);
+    }
+    PQclear(r);
+    if (out == NULL || err != MSV_OK) {
+        free(out);
+        return out == NULL ? MSV_ERR_NOMEM : err;
+    }
+    *groups = out;
+    *n = rows;
+    return MSV_OK;
+}
+
+static msv_err p_mls_groups_of_device(void *impl, uint64_t device_id, size_t max,
+                                      struct msv_mls_group_rec **groups, size_t *n)
+{
+    POOLED(mls_groups_of_device(c_, device_id, max, groups, n));
+}
+
 static msv_err mls_leave(struct pg_conn *c, const uint8_t *group_id, size_t group_len,
                          uint64_t device_id, const struct msv_queue_in *items, size_t n_items,
                          int64_t now_ms, int64_t expires_ms, uint64_t *ids)
@@ -3410,6 +3461,7 @@ static const struct msv_store_ops pg_ops = {
     .mls_group_get = p_mls_group_get,
     .mls_commit = p_mls_commit,
     .mls_leave = p_mls_leave,
+    .mls_groups_of_device = p_mls_groups_of_device,
 };
 
 /* Logs the device set of every account that has approved devices and no leaf yet. */

@@ -2740,6 +2740,56 @@ static msv_err l_mls_group_get(void *impl, const uint8_t *group_id, size_t group
     LOCKED(mls_group_get_locked(impl, group_id, group_len, epoch, members, n));
 }
 
+static msv_err mls_groups_of_device_locked(struct sqlite_store *s, uint64_t device_id, size_t max,
+                                           struct msv_mls_group_rec **groups, size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    struct msv_mls_group_rec *out = calloc(max ? max : 1, sizeof(*out));
+    msv_err err = out == NULL ? MSV_ERR_NOMEM
+                              : prepare(s,
+                                        "SELECT g.group_id, g.epoch FROM mls_members m JOIN"
+                                        " mls_groups g ON g.group_id = m.group_id WHERE"
+                                        " m.device_id = ? ORDER BY g.group_id LIMIT ?;",
+                                        &st);
+    int rc;
+
+    *n = 0;
+    if (err != MSV_OK) {
+        free(out);
+        return err;
+    }
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < max) {
+        size_t len = (size_t)sqlite3_column_bytes(st, 0);
+        const void *id = sqlite3_column_blob(st, 0);
+
+        if (len > sizeof(out[*n].group_id))
+            len = sizeof(out[*n].group_id);
+        if (len > 0 && id != NULL)
+            memcpy(out[*n].group_id, id, len);
+        out[*n].group_len = len;
+        out[*n].epoch = (uint64_t)sqlite3_column_int64(st, 1);
+        (*n)++;
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        err = MSV_ERR_IO;
+    release(s, st);
+    if (err != MSV_OK) {
+        free(out);
+        *n = 0;
+        return err;
+    }
+    *groups = out;
+    return MSV_OK;
+}
+
+static msv_err l_mls_groups_of_device(void *impl, uint64_t device_id, size_t max,
+                                      struct msv_mls_group_rec **groups, size_t *n)
+{
+    LOCKED(mls_groups_of_device_locked(impl, device_id, max, groups, n));
+}
+
 static msv_err mls_leave_locked(struct sqlite_store *s, const uint8_t *group_id, size_t group_len,
                                 uint64_t device_id, const struct msv_queue_in *items, size_t n,
                                 int64_t now_ms, int64_t expires_ms, uint64_t *ids)
@@ -3016,6 +3066,7 @@ static const struct msv_store_ops sqlite_ops = {
     .mls_group_get = l_mls_group_get,
     .mls_commit = l_mls_commit,
     .mls_leave = l_mls_leave,
+    .mls_groups_of_device = l_mls_groups_of_device,
 };
 
 /* Logs the device set of every account that has approved devices and no leaf yet. */

@@ -135,6 +135,13 @@ struct msv_mls_commit {
     uint64_t *ids; /* n_items */
 };
 
+/* A group a device is a member of. */
+struct msv_mls_group_rec {
+    uint8_t group_id[64];
+    size_t group_len;
+    uint64_t epoch;
+};
+
 /* A device's published prekeys, as a prekey upload brings them (borrowed pointers). */
 struct msv_one_time_prekey {
     uint32_t id;
@@ -512,6 +519,12 @@ struct msv_store_ops {
      * are queued with their ids in ids, in one transaction; MSV_ERR_NOT_FOUND if it was no
      * member (nothing queued).
      */
+    /*
+     * The groups device_id is a member of, at most max, ordered by group id (*groups: caller
+     * frees with free()); *n 0 if none.
+     */
+    msv_err (*mls_groups_of_device)(void *impl, uint64_t device_id, size_t max,
+                                    struct msv_mls_group_rec **groups, size_t *n);
     msv_err (*mls_leave)(void *impl, const uint8_t *group_id, size_t group_len, uint64_t device_id,
                          const struct msv_queue_in *items, size_t n, int64_t now_ms,
                          int64_t expires_ms, uint64_t *ids);
