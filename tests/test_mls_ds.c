@@ -169,6 +169,22 @@ static const char *claimed_for(const msv_frame *r, uint64_t device, int *last_re
     return NULL;
 }
 
+/*
+ * What a commit of claimer's adding target needs: target publishes a last-resort KeyPackage
+ * (never used up), and claimer claims one of it (through target's handle).
+ */
+static void may_add(struct test_device *claimer, struct test_device *target, const char *handle)
+{
+    const char *kp = "kp";
+    msv_frame *r = kp_upload(target, &kp, 1, "kp-last", 0);
+
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_MLS_KEY_PACKAGE_STATE);
+    msv_frame_free(r);
+    r = kp_claim(claimer->conn, handle);
+    assert_non_null(claimed_for(r, target->device_id, NULL));
+    msv_frame_free(r);
+}
+
 /* An MLS send; ids (may be NULL) are added, removed or recipients after the kind. */
 struct send_args {
     const char *group;
@@ -529,6 +545,7 @@ static void test_group_ordering(void **state)
                       ERR(INVALID));
 
     /* alice starts the group with bob: nobody to tell yet; then her Welcome reaches bob */
+    may_add(&a1, &b1, "bob@example.org");
     expect_sent(mls_send(&a1, &(struct send_args){.group = "g",
                                                   .kind = KIND(COMMIT),
                                                   .epoch = 0,
@@ -657,6 +674,7 @@ static void test_group_ordering(void **state)
                                                   .message = "alone"}),
                 3, 0);
     /* carol, added, leaves by a proposal removing herself (not anyone else) */
+    may_add(&a1, &c1, "carol@example.org");
     expect_sent(mls_send(&a1, &(struct send_args){.group = "g",
                                                   .kind = KIND(COMMIT),
                                                   .epoch = 3,
@@ -723,6 +741,7 @@ static void test_commit_race(void **state)
     if (two)
         test_device_connect(&s2, &b1);
     bob[0] = b1.device_id;
+    may_add(&a1, &b1, "bob@example.org");
     expect_sent(mls_send(&a1, &(struct send_args){.group = "race",
                                                   .kind = KIND(COMMIT),
                                                   .epoch = 0,
@@ -841,6 +860,23 @@ static void add_raw_devices(struct test_server *s, uint64_t account, uint64_t fi
     store_exec(s, sql);
 }
 
+/*
+ * Open claims, straight into the store, by the account of device claimer of devices
+ * first..first+n-1 (added to the store directly, without KeyPackages).
+ */
+static void seed_claims(struct test_server *s, uint64_t claimer, uint64_t first, size_t n)
+{
+    char sql[512];
+
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO mls_claims (account_id, device_id, expires_ms) SELECT (SELECT"
+             " account_id FROM devices WHERE id = %llu), id, 9000000000000000 FROM devices"
+             " WHERE id BETWEEN %llu AND %llu;",
+             (unsigned long long)claimer, (unsigned long long)first,
+             (unsigned long long)(first + n - 1));
+    store_exec(s, sql);
+}
+
 /* The MLS copies queued for devices first..last. */
 static size_t queued_for_range(struct test_server *s, uint64_t first, uint64_t last)
 {
@@ -895,6 +931,7 @@ static void test_fanout_10000(void **state)
     test_register(&s, "alice@example.org", &a1);
     test_register(&s, "bob@example.org", &b1);
     add_raw_devices(&s, 2, first, 9999);
+    seed_claims(&s, a1.device_id, first, 9999);
     for (uint64_t e = 0; e < 10; e++) {
         size_t n = e < 9 ? 1000 : 999;
 
@@ -931,6 +968,7 @@ static void test_fanout_10000(void **state)
     /* J7: the 10,001st device */
     extra = first + 20000;
     add_raw_devices(&s, 2, extra, 1);
+    seed_claims(&s, a1.device_id, extra, 1);
     test_expect_error(mls_send(&a1, &(struct send_args){.group = "big",
                                                         .kind = KIND(COMMIT),
                                                         .epoch = 10,
@@ -962,6 +1000,8 @@ static void test_full_queue(void **state)
     test_register(&s, "carol@example.org", &c1);
     added[0] = b1.device_id;
     added[1] = c1.device_id;
+    may_add(&a1, &b1, "bob@example.org");
+    may_add(&a1, &c1, "carol@example.org");
     msv_conn_close(b1.conn); /* bob is away: his queue fills */
     b1.conn = NULL;
     expect_sent(mls_send(&a1, &(struct send_args){.group = "q",
@@ -1020,6 +1060,7 @@ static void test_send_costs(void **state)
     test_register(&s, "alice@example.org", &a1);
     test_register(&s, "bob@example.org", &b1);
     add_raw_devices(&s, 2, first, 6);
+    seed_claims(&s, a1.device_id, first, 6);
     for (size_t i = 0; i < 6; i++)
         ids[i] = first + i;
     /* no copies: one token (4 left) */
@@ -1080,6 +1121,7 @@ static void test_leave_any_epoch(void **state)
     test_register(&s, "alice@example.org", &a1);
     test_register(&s, "bob@example.org", &b1);
     bob = b1.device_id;
+    may_add(&a1, &b1, "bob@example.org");
     expect_sent(mls_send(&a1, &(struct send_args){.group = "g",
                                                   .kind = KIND(COMMIT),
                                                   .epoch = 0,
@@ -1180,6 +1222,7 @@ static void test_added_device_removed(void **state)
     test_register(&s, "alice@example.org", &a1);
     test_register(&s, "bob@example.org", &b1);
     add_raw_devices(&s, 2, gone, 1);
+    seed_claims(&s, a1.device_id, gone, 1);
     build_send(&(struct send_args){.group = "gone",
                                    .kind = KIND(COMMIT),
                                    .epoch = 0,
@@ -1201,6 +1244,114 @@ static void test_added_device_removed(void **state)
                 1, 0);
     test_device_free(&a1);
     test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
+/*
+ * J15: a commit adds only a device whose KeyPackage its account claimed and has not used
+ * (RFC 9420: an Add carries the KeyPackage), so that nobody fills a stranger's device with
+ * groups it never learns of: a claim by another account, a claim used already and an
+ * expired one do not do; each refusal names the device and changes nothing.
+ */
+static void test_add_needs_claim(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, m1;
+    uint64_t bob;
+    char name[32], text[256];
+    msv_frame *r;
+
+    (void)state;
+    node_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    test_register(&s, "mallory@example.org", &m1);
+    bob = b1.device_id;
+    may_add(&a1, &b1, "bob@example.org"); /* alice's claim, not mallory's */
+    r = mls_send(&m1, &(struct send_args){.group = "trap",
+                                          .kind = KIND(COMMIT),
+                                          .epoch = 0,
+                                          .message = "c0",
+                                          .added = &bob,
+                                          .n_added = 1});
+    assert_int_equal(test_error_code(r), ERR(INVALID));
+    snprintf(name, sizeof(name), "device %llu", (unsigned long long)bob);
+    assert_true(r->error->message.len < sizeof(text));
+    memcpy(text, r->error->message.data, r->error->message.len);
+    text[r->error->message.len] = '\0';
+    assert_non_null(strstr(text, name));
+    msv_frame_free(r);
+    /* nothing changed: the group was not started (its epoch 0 is still free) */
+    expect_sent(mls_send(&m1,
+                         &(struct send_args){
+                             .group = "trap", .kind = KIND(COMMIT), .epoch = 0, .message = "c0"}),
+                1, 0);
+    /* alice's claim adds bob once */
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "one",
+                                                  .kind = KIND(COMMIT),
+                                                  .epoch = 0,
+                                                  .message = "c0",
+                                                  .added = &bob,
+                                                  .n_added = 1}),
+                1, 0);
+    test_expect_error(mls_send(&a1, &(struct send_args){.group = "two",
+                                                        .kind = KIND(COMMIT),
+                                                        .epoch = 0,
+                                                        .message = "c0",
+                                                        .added = &bob,
+                                                        .n_added = 1}),
+                      ERR(INVALID));
+    /* an expired claim does not do */
+    may_add(&a1, &b1, "bob@example.org");
+    store_exec(&s, "UPDATE mls_claims SET expires_ms = 1;");
+    test_expect_error(mls_send(&a1, &(struct send_args){.group = "two",
+                                                        .kind = KIND(COMMIT),
+                                                        .epoch = 0,
+                                                        .message = "c0",
+                                                        .added = &bob,
+                                                        .n_added = 1}),
+                      ERR(INVALID));
+    /* a fresh one does; bob is in one group, then two, and gets the next commits */
+    may_add(&a1, &b1, "bob@example.org");
+    expect_sent(mls_send(&a1, &(struct send_args){.group = "two",
+                                                  .kind = KIND(COMMIT),
+                                                  .epoch = 0,
+                                                  .message = "c0",
+                                                  .added = &bob,
+                                                  .n_added = 1}),
+                1, 0);
+    expect_sent(mls_send(&a1,
+                         &(struct send_args){
+                             .group = "two", .kind = KIND(COMMIT), .epoch = 1, .message = "c1"}),
+                2, 1);
+    /* bob lists the groups he is in: "one" at epoch 1 and "two" at 2, not mallory's "trap" */
+    {
+        Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__MlsGroupsList q = MSV__WIRE__MLS_GROUPS_LIST__INIT;
+        const Msv__Wire__MlsGroups *g;
+
+        f.body_case = MSV__WIRE__FRAME__BODY_MLS_GROUPS_LIST;
+        f.mls_groups_list = &q;
+        r = test_request(b1.conn, &f);
+        assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_MLS_GROUPS);
+        g = r->mls_groups;
+        assert_int_equal(g->n_groups, 2);
+        assert_int_equal(g->groups[0]->group_id.len, 3);
+        assert_memory_equal(g->groups[0]->group_id.data, "one", 3);
+        assert_int_equal(g->groups[0]->epoch, 1);
+        assert_memory_equal(g->groups[1]->group_id.data, "two", 3);
+        assert_int_equal(g->groups[1]->epoch, 2);
+        msv_frame_free(r);
+        r = test_request(m1.conn, &f); /* mallory: her own group alone */
+        assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_MLS_GROUPS);
+        assert_int_equal(r->mls_groups->n_groups, 1);
+        assert_memory_equal(r->mls_groups->groups[0]->group_id.data, "trap", 4);
+        msv_frame_free(r);
+    }
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&m1);
     test_server_cleanup(&s);
 }
 
@@ -1255,6 +1406,7 @@ int main(void)
         cmocka_unit_test_setup(test_kp_rates, setup),
         cmocka_unit_test_setup(test_added_device_removed, setup),
         cmocka_unit_test_setup(test_claim_buckets_apart, setup),
+        cmocka_unit_test_setup(test_add_needs_claim, setup),
     };
     int rc;
 

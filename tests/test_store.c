@@ -65,6 +65,52 @@ static void reopen(struct fixture *f)
     assert_int_equal(open_store(f, &f->store), MSV_OK);
 }
 
+static void raw_exec(struct fixture *f, const char *sql);
+
+static int count_cb(void *arg, int n, char **vals, char **names)
+{
+    (void)n;
+    (void)names;
+    *(long long *)arg = vals[0] != NULL ? atoll(vals[0]) : 0;
+    return 0;
+}
+
+/* The first column of the first row SQL gives, as a number, read directly. */
+static long long count_rows(struct fixture *f, const char *sql)
+{
+    long long v = -1;
+
+    if (f->pg) {
+        PGconn *db = PQconnectdb(f->path);
+        PGresult *r = PQexec(db, sql);
+
+        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+            fail_msg("%s: %s", sql, PQerrorMessage(db));
+        v = atoll(PQgetvalue(r, 0, 0));
+        PQclear(r);
+        PQfinish(db);
+    } else {
+        sqlite3 *db = NULL;
+
+        assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+        assert_int_equal(sqlite3_exec(db, sql, count_cb, &v, NULL), SQLITE_OK);
+        sqlite3_close(db);
+    }
+    return v;
+}
+
+/* An open MLS claim of device by account, as a KeyPackage claim records it. */
+static void seed_claim(struct fixture *f, uint64_t account, uint64_t device, int64_t expires_ms)
+{
+    char sql[160];
+
+    snprintf(
+        sql, sizeof(sql),
+        "INSERT INTO mls_claims (account_id, device_id, expires_ms) VALUES (%llu, %llu, %lld);",
+        (unsigned long long)account, (unsigned long long)device, (long long)expires_ms);
+    raw_exec(f, sql);
+}
+
 /* Runs SQL on the backend's database directly (the store closed or not). */
 static void raw_exec(struct fixture *f, const char *sql)
 {
@@ -401,6 +447,7 @@ static void test_migration_to_v3(void **state)
                      "DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
                      "ALTER TABLE accounts DROP COLUMN username_changed_ms;"
                      "DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
+                     "DROP TABLE mls_claims;"
                      "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
@@ -1110,7 +1157,9 @@ static void test_mls_store(void **state)
                                .max_groups = 2,
                                .now_ms = 1,
                                .expires_ms = 1000,
+                               .claimer = 5,
                                .ids = ids};
+    uint64_t unclaimed = 0;
     uint32_t left = 0;
     int lr = 0;
     uint8_t *kp = NULL;
@@ -1130,7 +1179,8 @@ static void test_mls_store(void **state)
     up.n = 3; /* 5 would be kept */
     assert_int_equal(OPS(f)->mls_key_packages_put(IMPL(f), 7, &up, 3, &left, &lr), MSV_ERR_TOO_BIG);
     for (int i = 0; i < 4; i++) {
-        assert_int_equal(OPS(f)->mls_key_package_claim(IMPL(f), 7, 0, &kp, &len, &lr), MSV_OK);
+        assert_int_equal(
+            OPS(f)->mls_key_package_claim(IMPL(f), 7, 0, 1, 0, 1000, 10, &kp, &len, &lr), MSV_OK);
         assert_int_equal(len, 2);
         assert_memory_equal(kp, i == 0 ? "k1" : i == 1 ? "k2" : "LR", 2);
         assert_int_equal(lr, i >= 2);
@@ -1139,12 +1189,34 @@ static void test_mls_store(void **state)
     }
     up = (struct msv_mls_key_package_upload){.kps = kps, .lens = lens, .n = 1};
     assert_int_equal(OPS(f)->mls_key_packages_put(IMPL(f), 7, &up, 3, &left, &lr), MSV_OK);
-    assert_int_equal(OPS(f)->mls_key_package_claim(IMPL(f), 7, 1, &kp, &len, &lr), MSV_OK);
+    assert_int_equal(OPS(f)->mls_key_package_claim(IMPL(f), 7, 1, 1, 0, 1000, 10, &kp, &len, &lr),
+                     MSV_OK);
     assert_memory_equal(kp, "LR", 2); /* only the last-resort one, asked for */
     free(kp);
     kp = NULL;
-    assert_int_equal(OPS(f)->mls_key_package_claim(IMPL(f), 8, 0, &kp, &len, &lr),
+    assert_int_equal(OPS(f)->mls_key_package_claim(IMPL(f), 8, 0, 1, 0, 1000, 10, &kp, &len, &lr),
                      MSV_ERR_NOT_FOUND);
+    /* a claim of account 5, open until 1000, is used by its commit: the four of device 7
+     * above were account 1's, and a fifth drops the oldest (at most 4 open) */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(
+            OPS(f)->mls_key_package_claim(IMPL(f), 7, 0, 5, 0, 1000, 4, &kp, &len, &lr), MSV_OK);
+        free(kp);
+        kp = NULL;
+    }
+    assert_int_equal(OPS(f)->mls_key_package_claim(IMPL(f), 7, 0, 1, 0, 1000, 4, &kp, &len, &lr),
+                     MSV_OK);
+    free(kp);
+    kp = NULL;
+    assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM mls_claims WHERE account_id = 1"), 4);
+    assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM mls_claims WHERE account_id = 5"), 2);
+    /* claims expired by now_ms go at the next claim */
+    assert_int_equal(OPS(f)->mls_key_package_claim(IMPL(f), 7, 0, 5, 1000, 2000, 4, &kp, &len, &lr),
+                     MSV_OK);
+    free(kp);
+    kp = NULL;
+    assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM mls_claims"), 1);
+    raw_exec(f, "DELETE FROM mls_claims;");
 
     /* the group */
     assert_int_equal(OPS(f)->mls_group_get(IMPL(f), c.group_id, 5, &epoch, &members, &n),
@@ -1152,8 +1224,25 @@ static void test_mls_store(void **state)
     c.epoch = 1;
     assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_ERR_NOT_FOUND);
     c.epoch = 0;
+    /* no claim of device 12 by account 5 (one of 11 is, one of 12 by account 6, one of 12
+     * by 5 expired at now_ms): refused, and nothing changed, not even the claim of 11 */
+    c.unclaimed = &unclaimed;
+    seed_claim(f, 5, 11, 2);
+    seed_claim(f, 6, 12, 2);
+    seed_claim(f, 5, 12, 1);
+    assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_ERR_INVALID);
+    assert_int_equal(unclaimed, 12);
+    assert_int_equal(OPS(f)->mls_group_get(IMPL(f), c.group_id, 5, &epoch, &members, &n),
+                     MSV_ERR_NOT_FOUND);
+    assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM mls_claims"), 3);
+    seed_claim(f, 5, 12, 2);
     assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_OK);
     assert_int_equal(epoch, 1);
+    /* each claim used once: the claims of 11 and 12 by 5 are gone, the others stay */
+    assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM mls_claims WHERE account_id = 5 AND"
+                                   " expires_ms = 2"),
+                     0);
+    assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM mls_claims"), 2);
     assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_ERR_EXISTS);
     assert_int_equal(epoch, 1);
     c.epoch = 1;
@@ -1161,6 +1250,8 @@ static void test_mls_store(void **state)
     assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_ERR_AUTH);
     c.sender = 10;
     added[0] = 13; /* a fourth member */
+    seed_claim(f, 5, 13, 2);
+    seed_claim(f, 5, 12, 2);
     assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_ERR_TOO_BIG);
     assert_int_equal(epoch, 1);
     c.n_added = 0;
@@ -1195,9 +1286,12 @@ static void test_mls_store(void **state)
 
         up = (struct msv_mls_key_package_upload){.kps = kps, .lens = lens, .n = 1};
         assert_int_equal(OPS(f)->mls_key_packages_put(IMPL(f), d, &up, 3, &left, &lr), MSV_OK);
+        seed_claim(f, 5, d, 2);
         c = (struct msv_mls_commit){.group_id = (const uint8_t *)"group4",
                                     .group_len = 6,
                                     .sender = 10,
+                                    .claimer = 5,
+                                    .now_ms = 1,
                                     .added = &d,
                                     .n_added = 1,
                                     .max_members = 3,
@@ -1205,8 +1299,9 @@ static void test_mls_store(void **state)
                                     .ids = ids};
         assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_OK);
         assert_int_equal(OPS(f)->device_remove(IMPL(f), a, d), MSV_OK);
-        assert_int_equal(OPS(f)->mls_key_package_claim(IMPL(f), d, 0, &kp, &len, &lr),
-                         MSV_ERR_NOT_FOUND);
+        assert_int_equal(
+            OPS(f)->mls_key_package_claim(IMPL(f), d, 0, 1, 0, 1000, 10, &kp, &len, &lr),
+            MSV_ERR_NOT_FOUND);
         assert_int_equal(OPS(f)->mls_group_get(IMPL(f), c.group_id, 6, &epoch, &members, &n),
                          MSV_OK);
         assert_int_equal(n, 1);
@@ -1785,6 +1880,7 @@ static void test_reopen_and_schema(void **state)
                      " DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
                      " ALTER TABLE accounts DROP COLUMN username_changed_ms;"
                      " DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
+                     " DROP TABLE mls_claims;"
                      " UPDATE missive_schema SET version = 6;"
                    : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
                      " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
@@ -1793,6 +1889,7 @@ static void test_reopen_and_schema(void **state)
                      " DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
                      " ALTER TABLE accounts DROP COLUMN username_changed_ms;"
                      " DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
+                     " DROP TABLE mls_claims;"
                      " DELETE FROM schema_version WHERE version >= 7;");
     reopen(f);
     raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
@@ -1857,7 +1954,9 @@ static void test_reopen_and_schema(void **state)
                              10, &left, &lr),
                          MSV_OK);
         assert_int_equal(left, 1);
-        assert_int_equal(OPS(f)->mls_key_package_claim(IMPL(f), 42, 0, &kp_got, &len, &lr), MSV_OK);
+        assert_int_equal(
+            OPS(f)->mls_key_package_claim(IMPL(f), 42, 0, 1, 0, 1000, 10, &kp_got, &len, &lr),
+            MSV_OK);
         free(kp_got);
         assert_int_equal(OPS(f)->mls_commit(IMPL(f),
                                             &(struct msv_mls_commit){.group_id = (uint8_t *)"g",

@@ -31,6 +31,8 @@
 #define MLS_CHANGES_MAX 1000            /* devices added and removed by one commit */
 #define MLS_RECIPIENTS_MAX 1000         /* devices one Welcome is for */
 #define MLS_COPIED_MAX (64u << 20)      /* bytes one send may copy: size x copies */
+#define MLS_CLAIM_TTL_MS 3600000        /* a claim lets its account add the device this long */
+#define MLS_CLAIMS_OPEN_MAX 10000       /* open claims per account, the oldest dropped */
 
 /* ---- KeyPackages ------------------------------------------------------------------------- */
 
@@ -135,13 +137,15 @@ static int claim_kp(struct msv_conn_state *c, uint64_t device_id, Msv__Wire__Mls
     uint64_t pair[2] = {c->account_id, device_id};
     size_t len = 0;
     int last_resort = 0, only_last_resort = 0;
+    int64_t now = msv_server_now_ms(s);
 
     if (!msv_server_take_token(s, MSV_LIMIT_MLS_CLAIM, msv_server_key(s, pair, sizeof(pair)), 1)) {
         atomic_fetch_sub(&s->m.rate_limited, 1); /* answered all the same */
         atomic_fetch_add(&s->m.mls_claims_throttled, 1);
         only_last_resort = 1;
     }
-    *err = STORE(s)->mls_key_package_claim(IMPL(s), device_id, only_last_resort, owned, &len,
+    *err = STORE(s)->mls_key_package_claim(IMPL(s), device_id, only_last_resort, c->account_id, now,
+                                           now + MLS_CLAIM_TTL_MS, MLS_CLAIMS_OPEN_MAX, owned, &len,
                                            &last_resort);
     if (*err == MSV_ERR_NOT_FOUND) {
         *err = MSV_OK;
@@ -474,7 +478,7 @@ static void commit(struct mls_send *m)
     struct msv_server *s = m->c->w->srv;
     struct msv_conn_state *c = m->c;
     int64_t now = msv_server_now_ms(s);
-    uint64_t epoch_now = 0;
+    uint64_t epoch_now = 0, unclaimed = 0;
     int code = E_INVALID;
     const char *bad;
     struct msv_mls_commit mc;
@@ -502,6 +506,8 @@ static void commit(struct mls_send *m)
                                  .n_removed = m->q->n_removed,
                                  .max_members = MLS_GROUP_DEVICES_MAX,
                                  .max_groups = MLS_DEVICE_GROUPS_MAX,
+                                 .claimer = c->account_id,
+                                 .unclaimed = &unclaimed,
                                  .items = m->items,
                                  .n_items = m->n_items,
                                  .now_ms = now,
@@ -519,10 +525,19 @@ static void commit(struct mls_send *m)
         refuse(c, m->f->request_id, E_TOO_BIG,
                "a group has at most 10000 member devices, and a device is in at most 1000 "
                "groups");
-    else if (err != MSV_OK)
+    else if (err == MSV_ERR_INVALID) {
+        char why[160];
+
+        snprintf(why, sizeof(why),
+                 "the commit adds device %llu, of which this account holds no unused KeyPackage "
+                 "claimed within the hour: claim one first",
+                 (unsigned long long)unclaimed);
+        refuse(c, m->f->request_id, E_INVALID, why);
+    } else if (err != MSV_OK)
         msv_conn_send_error(c, m->f->request_id, E_IO, "storage failed");
     if (err != MSV_OK) {
-        if (err != MSV_ERR_AUTH && err != MSV_ERR_NOT_FOUND && err != MSV_ERR_TOO_BIG)
+        if (err != MSV_ERR_AUTH && err != MSV_ERR_NOT_FOUND && err != MSV_ERR_TOO_BIG &&
+            err != MSV_ERR_INVALID)
             msv_server_refund_token(s, MSV_LIMIT_SEND, c->account_id, send_cost(m->n_items));
         return;
     }
@@ -665,4 +680,53 @@ void msv_mls_send(struct msv_conn_state *c, const msv_frame *f)
     free(m.members);
     free(m.items);
     free(m.ids);
+}
+
+/* The groups the server holds the asking device in, with their epochs. */
+void msv_mls_groups_list(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    struct msv_mls_group_rec *recs = NULL;
+    Msv__Wire__MlsGroup *g = NULL, **gp = NULL;
+    Msv__Wire__MlsGroups resp = MSV__WIRE__MLS_GROUPS__INIT;
+    Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
+    size_t n = 0;
+
+    if (!msv_server_take_token(s, MSV_LIMIT_LOOKUP, c->account_id, 1.0)) {
+        refuse(c, f->request_id, E_RATE, "too many requests for the device's groups; slow down");
+        return;
+    }
+    if (STORE(s)->mls_groups_of_device(IMPL(s), c->device_id, MLS_DEVICE_GROUPS_MAX, &recs, &n) !=
+        MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        return;
+    }
+    /* at most 1,000 groups of 64-byte ids: refused only with frame_max set far down */
+    if (n * (MLS_GROUP_ID_MAX + 16) + 16 > msv_server_answer_max(s)) {
+        refuse(c, f->request_id, E_TOO_BIG,
+               "the device's groups do not fit in one answer; raise frame_max");
+        goto out;
+    }
+    g = calloc(n ? n : 1, sizeof(*g));
+    gp = calloc(n ? n : 1, sizeof(*gp));
+    if (g == NULL || gp == NULL) {
+        msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        msv__wire__mls_group__init(&g[i]);
+        g[i].group_id = (ProtobufCBinaryData){recs[i].group_len, recs[i].group_id};
+        g[i].epoch = recs[i].epoch;
+        gp[i] = &g[i];
+    }
+    resp.n_groups = n;
+    resp.groups = gp;
+    out.request_id = f->request_id;
+    out.body_case = MSV__WIRE__FRAME__BODY_MLS_GROUPS;
+    out.mls_groups = &resp;
+    msv_conn_send_frame(c, &out);
+out:
+    free(gp);
+    free(g);
+    free(recs);
 }

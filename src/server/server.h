@@ -344,6 +344,7 @@ void msv_server_queue_refused(struct msv_server *s, uint64_t device_id);
 void msv_mls_key_package_upload(struct msv_conn_state *c, const msv_frame *f);
 void msv_mls_key_package_claim(struct msv_conn_state *c, const msv_frame *f);
 void msv_mls_send(struct msv_conn_state *c, const msv_frame *f);
+void msv_mls_groups_list(struct msv_conn_state *c, const msv_frame *f);
 
 /* handlers.c: one decoded frame from c. */
 void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f);

@@ -490,7 +490,14 @@ static msv_err finish(struct pg_conn *c, msv_err err)
     "  group_id BYTEA NOT NULL,"                                                               \
     "  device_id BIGINT NOT NULL,"                                                             \
     "  PRIMARY KEY (group_id, device_id));"                                                    \
-    "CREATE INDEX mls_members_by_device ON mls_members(device_id);"
+    "CREATE INDEX mls_members_by_device ON mls_members(device_id);"                            \
+    "CREATE TABLE mls_claims ("                                                                \
+    "  id BIGSERIAL PRIMARY KEY,"                                                              \
+    "  account_id BIGINT NOT NULL,"                                                            \
+    "  device_id BIGINT NOT NULL,"                                                             \
+    "  expires_ms BIGINT NOT NULL);"                                                           \
+    "CREATE INDEX mls_claims_by_account ON mls_claims(account_id, device_id, id);"             \
+    "CREATE INDEX mls_claims_by_expiry ON mls_claims(expires_ms);"
 #define USERNAME_SCHEMA \
     "ALTER TABLE accounts ADD COLUMN username_changed_ms BIGINT NOT NULL DEFAULT 0;"
 
@@ -1421,6 +1428,8 @@ static msv_err account_delete(struct pg_conn *c, const char *handle, int64_t now
         "(SELECT id FROM devices WHERE account_id = $1);",
         "DELETE FROM mls_members WHERE device_id IN (SELECT id FROM devices WHERE account_id = "
         "$1);",
+        "DELETE FROM mls_claims WHERE account_id = $1 OR device_id IN "
+        "(SELECT id FROM devices WHERE account_id = $1);",
         "DELETE FROM blobs WHERE owner_device IN (SELECT id FROM devices WHERE account_id = $1);",
         "DELETE FROM reports WHERE reporter_id = $1 OR reported_id = $1;",
         "DELETE FROM devices WHERE account_id = $1;",
@@ -1671,6 +1680,7 @@ static msv_err device_remove(struct pg_conn *c, uint64_t account_id, uint64_t de
         "DELETE FROM kem_prekeys WHERE device_id = $1;",
         "DELETE FROM mls_key_packages WHERE device_id = $1;",
         "DELETE FROM mls_members WHERE device_id = $1;",
+        "DELETE FROM mls_claims WHERE device_id = $1;",
     };
     struct args a = {0};
     size_t n = 0;
@@ -2432,6 +2442,64 @@ static msv_err mls_kp_claim(struct pg_conn *c, uint64_t device_id, int only_last
     return err;
 }
 
+/* The claim recorded, the expired ones and the claimer's oldest beyond max dropped. */
+static msv_err mls_claim(struct pg_conn *c, uint64_t device_id, int only_last_resort,
+                         uint64_t claimer, int64_t now_ms, int64_t expires_ms, size_t max,
+                         uint8_t **kp, size_t *len, int *last_resort)
+{
+    struct args a = {0}, b = {0}, d = {0};
+    msv_err err = mls_kp_claim(c, device_id, only_last_resort, kp, len, last_resort);
+
+    a_i64(&a, now_ms);
+    if (err == MSV_OK)
+        err = run(c, "DELETE FROM mls_claims WHERE expires_ms <= $1;", &a);
+    a_i64(&b, (int64_t)claimer);
+    a_i64(&b, (int64_t)device_id);
+    a_i64(&b, expires_ms);
+    if (err == MSV_OK)
+        err = run(c,
+                  "INSERT INTO mls_claims (account_id, device_id, expires_ms) VALUES ($1, $2, $3);",
+                  &b);
+    a_i64(&d, (int64_t)claimer);
+    a_i64(&d, (int64_t)max);
+    if (err == MSV_OK)
+        err = run(c,
+                  "DELETE FROM mls_claims WHERE account_id = $1 AND id NOT IN (SELECT id FROM"
+                  " mls_claims WHERE account_id = $1 ORDER BY id DESC LIMIT $2);",
+                  &d);
+    if (err != MSV_OK && *kp != NULL) {
+        free(*kp);
+        *kp = NULL;
+    }
+    return err;
+}
+
+/* One open claim of each device added, used; MSV_ERR_INVALID if one has none. */
+static msv_err mls_claims_use(struct pg_conn *c, const struct msv_mls_commit *m)
+{
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; i < m->n_added && err == MSV_OK; i++) {
+        struct args a = {0};
+        size_t n = 0;
+
+        a_i64(&a, (int64_t)m->claimer);
+        a_i64(&a, (int64_t)m->added[i]);
+        a_i64(&a, m->now_ms);
+        err = run_count(c,
+                        "DELETE FROM mls_claims WHERE id = (SELECT id FROM mls_claims WHERE"
+                        " account_id = $1 AND device_id = $2 AND expires_ms > $3 ORDER BY id"
+                        " LIMIT 1 FOR UPDATE SKIP LOCKED);",
+                        &a, &n);
+        if (err == MSV_OK && n == 0) {
+            if (m->unclaimed != NULL)
+                *m->unclaimed = m->added[i];
+            err = MSV_ERR_INVALID;
+        }
+    }
+    return err;
+}
+
 static msv_err mls_group_get(struct pg_conn *c, const uint8_t *group_id, size_t group_len,
                              uint64_t *epoch, uint64_t **members, size_t *n)
 {
@@ -2603,6 +2671,8 @@ static msv_err mls_commit(struct pg_conn *c, const struct msv_mls_commit *m, uin
     err = mls_membership(c, m, m->sender, &member, &count);
     if (err == MSV_OK && !member)
         err = MSV_ERR_AUTH;
+    if (err == MSV_OK)
+        err = mls_claims_use(c, m);
     if (err == MSV_OK)
         err = mls_members_change(c, m);
     if (err == MSV_OK)
@@ -3216,15 +3286,70 @@ static msv_err p_mls_key_packages_put(void *impl, uint64_t device_id,
 }
 
 static msv_err p_mls_key_package_claim(void *impl, uint64_t device_id, int only_last_resort,
-                                       uint8_t **kp, size_t *len, int *last_resort)
+                                       uint64_t claimer, int64_t now_ms, int64_t expires_ms,
+                                       size_t max_claims, uint8_t **kp, size_t *len,
+                                       int *last_resort)
 {
-    POOLED(mls_kp_claim(c_, device_id, only_last_resort, kp, len, last_resort));
+    *kp = NULL;
+    TRANSACTION(mls_claim(c_, device_id, only_last_resort, claimer, now_ms, expires_ms, max_claims,
+                          kp, len, last_resort));
 }
 
 static msv_err p_mls_group_get(void *impl, const uint8_t *group_id, size_t group_len,
                                uint64_t *epoch, uint64_t **members, size_t *n)
 {
     POOLED(mls_group_get(c_, group_id, group_len, epoch, members, n));
+}
+
+static msv_err mls_groups_of_device(struct pg_conn *c, uint64_t device_id, size_t max,
+                                    struct msv_mls_group_rec **groups, size_t *n)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    struct msv_mls_group_rec *out;
+    size_t rows;
+    msv_err err;
+
+    *n = 0;
+    a_i64(&a, (int64_t)device_id);
+    a_i64(&a, (int64_t)max);
+    err = query(c,
+                "SELECT g.group_id, g.epoch FROM mls_members m JOIN mls_groups g ON g.group_id ="
+                " m.group_id WHERE m.device_id = $1 ORDER BY g.group_id LIMIT $2;",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    rows = (size_t)PQntuples(r);
+    out = calloc(rows ? rows : 1, sizeof(*out));
+    for (size_t i = 0; out != NULL && i < rows && err == MSV_OK; i++) {
+        size_t len = 0;
+        uint8_t *id = col_bytes(r, (int)i, 0, &len);
+
+        if (id == NULL) {
+            err = MSV_ERR_NOMEM;
+            break;
+        }
+        if (len > sizeof(out[i].group_id))
+            len = sizeof(out[i].group_id);
+        memcpy(out[i].group_id, id, len);
+        free(id);
+        out[i].group_len = len;
+        out[i].epoch = (uint64_t)col_i64(r, (int)i, 1);
+    }
+    PQclear(r);
+    if (out == NULL || err != MSV_OK) {
+        free(out);
+        return out == NULL ? MSV_ERR_NOMEM : err;
+    }
+    *groups = out;
+    *n = rows;
+    return MSV_OK;
+}
+
+static msv_err p_mls_groups_of_device(void *impl, uint64_t device_id, size_t max,
+                                      struct msv_mls_group_rec **groups, size_t *n)
+{
+    POOLED(mls_groups_of_device(c_, device_id, max, groups, n));
 }
 
 static msv_err mls_leave(struct pg_conn *c, const uint8_t *group_id, size_t group_len,
@@ -3336,6 +3461,7 @@ static const struct msv_store_ops pg_ops = {
     .mls_group_get = p_mls_group_get,
     .mls_commit = p_mls_commit,
     .mls_leave = p_mls_leave,
+    .mls_groups_of_device = p_mls_groups_of_device,
 };
 
 /* Logs the device set of every account that has approved devices and no leaf yet. */

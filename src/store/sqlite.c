@@ -257,7 +257,15 @@ static const char *const migrations[] = {
     "  group_id BLOB NOT NULL,"
     "  device_id INTEGER NOT NULL,"
     "  PRIMARY KEY (group_id, device_id));"
-    "CREATE INDEX mls_members_by_device ON mls_members(device_id);",
+    "CREATE INDEX mls_members_by_device ON mls_members(device_id);"
+    /* each KeyPackage claim, open for its claimer's commit to add the device once */
+    "CREATE TABLE mls_claims ("
+    "  id INTEGER PRIMARY KEY,"
+    "  account_id INTEGER NOT NULL,"
+    "  device_id INTEGER NOT NULL,"
+    "  expires_ms INTEGER NOT NULL);"
+    "CREATE INDEX mls_claims_by_account ON mls_claims(account_id, device_id, id);"
+    "CREATE INDEX mls_claims_by_expiry ON mls_claims(expires_ms);",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -886,6 +894,7 @@ static msv_err device_remove_locked(struct sqlite_store *s, uint64_t account_id,
         "DELETE FROM kem_prekeys WHERE device_id = ?;",
         "DELETE FROM mls_key_packages WHERE device_id = ?;",
         "DELETE FROM mls_members WHERE device_id = ?;",
+        "DELETE FROM mls_claims WHERE device_id = ?;",
     };
     sqlite3_stmt *st = NULL;
     msv_err err = prepare(s, "DELETE FROM devices WHERE id = ? AND account_id = ?;", &st);
@@ -1412,6 +1421,8 @@ static msv_err account_delete_locked(struct sqlite_store *s, const char *handle,
         "(SELECT id FROM devices WHERE account_id = ?1);",
         "DELETE FROM mls_members WHERE device_id IN (SELECT id FROM devices WHERE account_id = "
         "?1);",
+        "DELETE FROM mls_claims WHERE account_id = ?1 OR device_id IN "
+        "(SELECT id FROM devices WHERE account_id = ?1);",
         "DELETE FROM blobs WHERE owner_device IN (SELECT id FROM devices WHERE account_id = ?1);",
         "DELETE FROM reports WHERE reporter_id = ?1 OR reported_id = ?1;",
         "DELETE FROM devices WHERE account_id = ?1;",
@@ -2303,6 +2314,33 @@ static msv_err mls_group_create(struct sqlite_store *s, const struct msv_mls_com
     return run(s, st);
 }
 
+/* One open claim of each device added, used; MSV_ERR_INVALID if one has none. */
+static msv_err mls_claims_use(struct sqlite_store *s, const struct msv_mls_commit *c)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; i < c->n_added && err == MSV_OK; i++) {
+        err = prepare(s,
+                      "DELETE FROM mls_claims WHERE id = (SELECT id FROM mls_claims WHERE"
+                      " account_id = ?1 AND device_id = ?2 AND expires_ms > ?3 ORDER BY id"
+                      " LIMIT 1);",
+                      &st);
+        if (err != MSV_OK)
+            break;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)c->claimer);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)c->added[i]);
+        sqlite3_bind_int64(st, 3, c->now_ms);
+        err = run(s, st);
+        if (err == MSV_OK && sqlite3_changes(s->db) == 0) {
+            if (c->unclaimed != NULL)
+                *c->unclaimed = c->added[i];
+            err = MSV_ERR_INVALID;
+        }
+    }
+    return err;
+}
+
 static msv_err mls_commit_locked(struct sqlite_store *s, const struct msv_mls_commit *c,
                                  uint64_t *epoch_now)
 {
@@ -2322,7 +2360,9 @@ static msv_err mls_commit_locked(struct sqlite_store *s, const struct msv_mls_co
     member = mls_is_member(s, c, c->sender, &count);
     if (member != 1)
         return member == 0 ? MSV_ERR_AUTH : MSV_ERR_IO;
-    err = mls_members_change(s, c, c->added, c->n_added, 1);
+    err = mls_claims_use(s, c);
+    if (err == MSV_OK)
+        err = mls_members_change(s, c, c->added, c->n_added, 1);
     if (err == MSV_OK)
         err = mls_members_change(s, c, c->removed, c->n_removed, 0);
     if (err == MSV_OK && mls_is_member(s, c, c->sender, &count) < 0)
@@ -2635,16 +2675,119 @@ static msv_err l_mls_key_packages_put(void *impl, uint64_t device_id,
     TRANSACTION(mls_kp_put_locked(impl, device_id, up, max, left, has_last_resort));
 }
 
-static msv_err l_mls_key_package_claim(void *impl, uint64_t device_id, int only_last_resort,
-                                       uint8_t **kp, size_t *len, int *last_resort)
+/* The claim recorded, the expired ones and the claimer's oldest beyond max dropped. */
+static msv_err mls_claim_record(struct sqlite_store *s, uint64_t claimer, uint64_t device_id,
+                                int64_t now_ms, int64_t expires_ms, size_t max)
 {
-    TRANSACTION(mls_kp_claim_locked(impl, device_id, only_last_resort, kp, len, last_resort));
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "DELETE FROM mls_claims WHERE expires_ms <= ?;", &st);
+
+    if (err == MSV_OK) {
+        sqlite3_bind_int64(st, 1, now_ms);
+        err = run(s, st);
+    }
+    if (err == MSV_OK)
+        err = prepare(s,
+                      "INSERT INTO mls_claims (account_id, device_id, expires_ms)"
+                      " VALUES (?, ?, ?);",
+                      &st);
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)claimer);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)device_id);
+    sqlite3_bind_int64(st, 3, expires_ms);
+    err = run(s, st);
+    if (err == MSV_OK)
+        err = prepare(s,
+                      "DELETE FROM mls_claims WHERE account_id = ?1 AND id NOT IN (SELECT id"
+                      " FROM mls_claims WHERE account_id = ?1 ORDER BY id DESC LIMIT ?2);",
+                      &st);
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)claimer);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
+    return run(s, st);
+}
+
+static msv_err mls_claim_locked(struct sqlite_store *s, uint64_t device_id, int only_last_resort,
+                                uint64_t claimer, int64_t now_ms, int64_t expires_ms, size_t max,
+                                uint8_t **kp, size_t *len, int *last_resort)
+{
+    msv_err err = mls_kp_claim_locked(s, device_id, only_last_resort, kp, len, last_resort);
+
+    if (err == MSV_OK)
+        err = mls_claim_record(s, claimer, device_id, now_ms, expires_ms, max);
+    if (err != MSV_OK && *kp != NULL) {
+        free(*kp);
+        *kp = NULL;
+    }
+    return err;
+}
+
+static msv_err l_mls_key_package_claim(void *impl, uint64_t device_id, int only_last_resort,
+                                       uint64_t claimer, int64_t now_ms, int64_t expires_ms,
+                                       size_t max_claims, uint8_t **kp, size_t *len,
+                                       int *last_resort)
+{
+    *kp = NULL;
+    TRANSACTION(mls_claim_locked(impl, device_id, only_last_resort, claimer, now_ms, expires_ms,
+                                 max_claims, kp, len, last_resort));
 }
 
 static msv_err l_mls_group_get(void *impl, const uint8_t *group_id, size_t group_len,
                                uint64_t *epoch, uint64_t **members, size_t *n)
 {
     LOCKED(mls_group_get_locked(impl, group_id, group_len, epoch, members, n));
+}
+
+static msv_err mls_groups_of_device_locked(struct sqlite_store *s, uint64_t device_id, size_t max,
+                                           struct msv_mls_group_rec **groups, size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    struct msv_mls_group_rec *out = calloc(max ? max : 1, sizeof(*out));
+    msv_err err = out == NULL ? MSV_ERR_NOMEM
+                              : prepare(s,
+                                        "SELECT g.group_id, g.epoch FROM mls_members m JOIN"
+                                        " mls_groups g ON g.group_id = m.group_id WHERE"
+                                        " m.device_id = ? ORDER BY g.group_id LIMIT ?;",
+                                        &st);
+    int rc;
+
+    *n = 0;
+    if (err != MSV_OK) {
+        free(out);
+        return err;
+    }
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < max) {
+        size_t len = (size_t)sqlite3_column_bytes(st, 0);
+        const void *id = sqlite3_column_blob(st, 0);
+
+        if (len > sizeof(out[*n].group_id))
+            len = sizeof(out[*n].group_id);
+        if (len > 0 && id != NULL)
+            memcpy(out[*n].group_id, id, len);
+        out[*n].group_len = len;
+        out[*n].epoch = (uint64_t)sqlite3_column_int64(st, 1);
+        (*n)++;
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        err = MSV_ERR_IO;
+    release(s, st);
+    if (err != MSV_OK) {
+        free(out);
+        *n = 0;
+        return err;
+    }
+    *groups = out;
+    return MSV_OK;
+}
+
+static msv_err l_mls_groups_of_device(void *impl, uint64_t device_id, size_t max,
+                                      struct msv_mls_group_rec **groups, size_t *n)
+{
+    LOCKED(mls_groups_of_device_locked(impl, device_id, max, groups, n));
 }
 
 static msv_err mls_leave_locked(struct sqlite_store *s, const uint8_t *group_id, size_t group_len,
@@ -2923,6 +3066,7 @@ static const struct msv_store_ops sqlite_ops = {
     .mls_group_get = l_mls_group_get,
     .mls_commit = l_mls_commit,
     .mls_leave = l_mls_leave,
+    .mls_groups_of_device = l_mls_groups_of_device,
 };
 
 /* Logs the device set of every account that has approved devices and no leaf yet. */

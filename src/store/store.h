@@ -126,11 +126,20 @@ struct msv_mls_commit {
     uint64_t epoch, sender;
     const uint64_t *added, *removed;
     size_t n_added, n_removed, max_members;
-    size_t max_groups; /* of the sender and of each device added */
+    size_t max_groups;   /* of the sender and of each device added */
+    uint64_t claimer;    /* the sender's account: each device added uses one of its claims */
+    uint64_t *unclaimed; /* NULL or out: a device added without an open claim */
     const struct msv_queue_in *items;
     size_t n_items;
     int64_t now_ms, expires_ms;
     uint64_t *ids; /* n_items */
+};
+
+/* A group a device is a member of. */
+struct msv_mls_group_rec {
+    uint8_t group_id[64];
+    size_t group_len;
+    uint64_t epoch;
 };
 
 /* A device's published prekeys, as a prekey upload brings them (borrowed pointers). */
@@ -477,10 +486,15 @@ struct msv_store_ops {
     /*
      * One KeyPackage of device_id, deleted as it is handed out (no two claims, even on two
      * servers, get the same one), else (or if only_last_resort) its last-resort one, which
-     * stays; MSV_ERR_NOT_FOUND if it has neither. *kp: caller frees with free().
+     * stays; MSV_ERR_NOT_FOUND if it has neither. In the same transaction a claim of
+     * device_id by account claimer, open until expires_ms, is recorded (a commit by that
+     * account may then add the device once), claims expired at now_ms are dropped, and the
+     * account's oldest ones beyond max_claims too. *kp: caller frees with free().
      */
     msv_err (*mls_key_package_claim)(void *impl, uint64_t device_id, int only_last_resort,
-                                     uint8_t **kp, size_t *len, int *last_resort);
+                                     uint64_t claimer, int64_t now_ms, int64_t expires_ms,
+                                     size_t max_claims, uint8_t **kp, size_t *len,
+                                     int *last_resort);
     /*
      * The group's epoch and member devices (*members: caller frees with free(), ascending);
      * MSV_ERR_NOT_FOUND if the server has no such group. Read in one snapshot.
@@ -492,7 +506,9 @@ struct msv_store_ops {
      * group's epoch (two commits for one epoch: one wins), MSV_ERR_AUTH if c->sender is not a
      * member, MSV_ERR_NOT_FOUND for an unknown group and an epoch other than 0,
      * MSV_ERR_TOO_BIG if the group would pass c->max_members or the sender or a device
-     * added would be in more than c->max_groups groups; in all of these nothing
+     * added would be in more than c->max_groups groups, MSV_ERR_INVALID if c->claimer has
+     * no open claim (unexpired at c->now_ms, unused) of a device added (*c->unclaimed names
+     * it; each device added uses one claim); in all of these nothing
      * changed, and *epoch_now is the group's epoch (0 if none). On MSV_OK the epoch is
      * c->epoch + 1 (*epoch_now), the members changed, and c->items are queued with their
      * ids in c->ids, all in the same transaction.
@@ -503,6 +519,12 @@ struct msv_store_ops {
      * are queued with their ids in ids, in one transaction; MSV_ERR_NOT_FOUND if it was no
      * member (nothing queued).
      */
+    /*
+     * The groups device_id is a member of, at most max, ordered by group id (*groups: caller
+     * frees with free()); *n 0 if none.
+     */
+    msv_err (*mls_groups_of_device)(void *impl, uint64_t device_id, size_t max,
+                                    struct msv_mls_group_rec **groups, size_t *n);
     msv_err (*mls_leave)(void *impl, const uint8_t *group_id, size_t group_len, uint64_t device_id,
                          const struct msv_queue_in *items, size_t n, int64_t now_ms,
                          int64_t expires_ms, uint64_t *ids);
