@@ -902,13 +902,19 @@ function showConn(online, error) {
 }
 // The session is over (Logout, or --session-hours / --idle-minutes ran out): the page says so
 // and stops reconnecting; a new login link starts another.
+// Once only: a Logout's own answer and the closed WebSocket's check both end the session, and
+// whichever comes second must not replace what the first said.
+let ending = false;
 function sessionEnded(why) {
+  if (ending === "done") return;
+  ending = "done";
   rpc.stop();
   document.body.replaceChildren(h("main", { id: "ended" },
     h("h1", {}, why),
     h("p", {}, "To come back, open a new login link: missive web --url")));
 }
 rpc.on("close", async () => {
+  if (ending) return; // a Logout under way says what happened itself
   showConn(false, "connection to the page's owner lost; reconnecting");
   try {
     const r = await fetch("/", { cache: "no-store" });
@@ -918,11 +924,14 @@ rpc.on("close", async () => {
   }
 });
 $("btn-logout").addEventListener("click", async () => {
+  if (ending) return;
+  ending = "logout";
   const r = await fetch(withKey("/logout"), { method: "POST" }).catch(() => null);
   if (r && (r.status === 204 || r.status === 401)) {
     sessionStorage.removeItem("missive-key");
     sessionEnded("Logged out.");
   } else {
+    ending = false;
     toast("Logout failed" + (r ? " (" + r.status + ")" : "") + ": try again");
   }
 });
