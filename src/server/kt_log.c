@@ -586,9 +586,8 @@ static msv_err log_proof(struct msv_kt_log *log, struct msv_kt_answer *a,
 static msv_err hide_handle(struct msv_kt_answer *a, Msv__Wire__LogProof *p, enum msv_kt_hide hide)
 {
     struct msv_kt_rotation r;
-    uint8_t *h;
-
     struct msv_kt_v4_leaf v4;
+    uint8_t *h;
 
     /* a rotation, the cut-over and a version-4 leaf name no one: given whole */
     if (msv_kt_rotation_leaf_parse(p->leaf.data, p->leaf.len, &r) == MSV_OK ||
