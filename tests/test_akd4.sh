@@ -93,6 +93,12 @@ rm -f fresh.state
 expect 1 "a fresh auditor" -- "$A" --state fresh.state --server "$server" --fingerprint "$fp" --quiet
 grep -qF "${alarm}log entry 7's leaf is not the entry the key directory adds for it" err.txt && ok ||
     bad "the tree that differs from the log: $(cat out.txt err.txt)"
+# a version-4 leaf given as a hash hides what the tree holds: refused after the cut-over
+restart env MISSIVED_TESTING_LOG_READ_HASH_FAULT=4
+rm -f fresh.state
+expect 1 "a fresh auditor given hashes of version-4 leaves" -- "$A" --state fresh.state --server "$server" --fingerprint "$fp" --quiet
+grep -qF "${alarm}entry 2, after the log's cut-over (entry 1), is not a version-4 leaf given whole" err.txt && ok ||
+    bad "a hash after the cut-over: $(cat out.txt err.txt)"
 # a setting other than 3 or 4 is refused at start
 stop
 MISSIVED_DIRECTORY_LEAF_VERSION=5 MISSIVED_SERVER_LISTEN_PORT=0 MISSIVED_HTTP_LISTEN_PORT=0 \

@@ -2043,6 +2043,8 @@ static enum msv_kt_hide log_read_hide(const struct msv_server *s, const struct m
         return c->account_id != 0 ? MSV_KT_SHOW_LEAVES : MSV_KT_HIDE_FAULT_BOTH;
     case 3:
         return MSV_KT_HIDE_HANDLES; /* from the account's monitor too */
+    case 4:
+        return c->account_id != 0 ? MSV_KT_SHOW_LEAVES : MSV_KT_HIDE_FAULT_V4;
     default:
         return c->account_id != 0 ? MSV_KT_SHOW_LEAVES : MSV_KT_HIDE_HANDLES;
     }

@@ -592,7 +592,8 @@ static msv_err hide_handle(struct msv_kt_answer *a, Msv__Wire__LogProof *p, enum
     /* a rotation, the cut-over and a version-4 leaf name no one: given whole */
     if (msv_kt_rotation_leaf_parse(p->leaf.data, p->leaf.len, &r) == MSV_OK ||
         msv_kt_cutover_leaf_parse(p->leaf.data, p->leaf.len) == MSV_OK ||
-        msv_kt_v4_leaf_parse(p->leaf.data, p->leaf.len, &v4) == MSV_OK)
+        (hide != MSV_KT_HIDE_FAULT_V4 &&
+         msv_kt_v4_leaf_parse(p->leaf.data, p->leaf.len, &v4) == MSV_OK))
         return MSV_OK;
     if ((h = keep(a, MSV_KT_HASH_LEN)) == NULL)
         return MSV_ERR_NOMEM;

@@ -116,6 +116,7 @@ enum msv_kt_hide {
     MSV_KT_HIDE_HANDLES,
     MSV_KT_HIDE_FAULT_SHORT, /* a dishonest server: leaf hashes of 31 bytes */
     MSV_KT_HIDE_FAULT_BOTH,  /* a dishonest server: the leaf hash beside the leaf */
+    MSV_KT_HIDE_FAULT_V4,    /* a dishonest server: version-4 leaves as hashes too */
 };
 MSV_MUST_CHECK msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
                                    const Msv__Wire__LogRead *q, enum msv_kt_hide hide,
