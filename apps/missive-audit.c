@@ -417,11 +417,6 @@ static int save_state(const struct audit *a, const char *path)
 /* ---- following the log ------------------------------------------------------------------ */
 
 /*
- * Checks the key directory's steps of the n entries read from start (adds[i]: entry i is a
- * handle's version) from the root the auditor holds, then the head's signed root when the
- * entries reach it; 0 or EXIT_FORK.
- */
-/*
  * Each version-4 leaf read (want[i]: its label and value, when has[i]) is the entry its step
  * adds (steps of n entries, checked well-formed before); 0 or EXIT_FORK.
  */
@@ -451,6 +446,12 @@ static int steps_add_leaves(const uint8_t *proof, size_t len, uint64_t start, si
     return 0;
 }
 
+/*
+ * Checks the key directory's steps of the n entries read from start (adds[i]: entry i is a
+ * handle's version; want[i], when has[i]: the label and value of entry i's version-4 leaf) from
+ * the root the auditor holds, then the head's signed root when the entries reach it; 0 or
+ * EXIT_FORK.
+ */
 static int take_steps(struct audit *a, const Msv__Wire__LogEntries *r,
                       const struct msv_kt_head *head, uint64_t start, const uint8_t *adds, size_t n,
                       const uint8_t (*want)[64], const uint8_t *has)
