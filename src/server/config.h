@@ -92,7 +92,8 @@ struct msv_config {
     uint32_t log_read_hash_fault;   /* tests only: 1 leaf hashes of 31 bytes, 2 beside the leaf, 3
                                        leaf hashes to accounts too, 4 of version-4 leaves too */
     int kt_v4_leaf_fault;           /* tests only: a lookup shows the entry before its leaf's */
-    uint64_t keydir_v4_mismatch;    /* tests only: log entry N's tree entry is not its leaf's */
+    uint64_t keydir_v4_mismatch;    /* tests only: log entry N's tree entry is not its leaf's (N
+                                       appended while missived runs) */
     uint32_t mls_commit_pause_ms;   /* tests only: a pause between an MLS commit's read and write */
     int drop_prekey_answers;        /* tests only: an upload of one-time prekeys is stored, then the
                                      * connection closes unanswered (a lost answer) */
