@@ -109,9 +109,9 @@ static msv_err check_one(struct msv_client *c, const Msv__Wire__LookupResponse *
     now.index = p != NULL ? p->index : 0;
     now.newest_read = now.index;
     if (msv_pt_verify_versions(r->head->epoch_root.data, r->vrf_key.data, MSV_PT_HISTORY, handle,
-                               p != NULL ? p->leaf.data : NULL, p != NULL ? p->leaf.len : 0,
-                               hd->history_proof.data, hd->history_proof.len,
-                               &now.version) != MSV_OK ||
+                               p != NULL ? msv_kt_proof_entry(p).data : NULL,
+                               p != NULL ? msv_kt_proof_entry(p).len : 0, hd->history_proof.data,
+                               hd->history_proof.len, &now.version) != MSV_OK ||
         (now.version > 0) != (p != NULL)) {
         snprintf(warning, sizeof(warning),
                  "the directory does not prove the history of this account's handle %s in its "

@@ -304,11 +304,12 @@ static msv_err monitor_baseline(struct msv_client *c, void (*on_alarm)(void *, c
     }
     if (err == MSV_OK && r->lookup_result->results[0]->proof != NULL) {
         static _Thread_local struct msv_kt_entry e;
+        ProtobufCBinaryData b = msv_kt_proof_entry(r->lookup_result->results[0]->proof);
         const Msv__Wire__LogProof *p = r->lookup_result->results[0]->proof;
         size_t none = 0;
 
         /* where the removed-device watch starts: the set listed now */
-        if (msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) == MSV_OK)
+        if (msv_kt_leaf_parse(b.data, b.len, &e) == MSV_OK)
             err = monitor_removed(c, &e, p->index, NULL, NULL, &none);
     }
     msv_frame_free(r);

@@ -10,6 +10,7 @@
 
 #include "client/requests.h"
 #include "client/transparency.h"
+#include "missive/ptree.h"
 #include "missive/util.h"
 #include "util/endian.h"
 
@@ -399,16 +400,46 @@ msv_err msv_kt_renewed_told(struct msv_client_db *db, const char *handle)
     return msv_client_db_unset(db, key);
 }
 
+ProtobufCBinaryData msv_kt_proof_entry(const Msv__Wire__LogProof *p)
+{
+    struct msv_kt_v4_leaf l;
+
+    return msv_kt_v4_leaf_parse(p->leaf.data, p->leaf.len, &l) == MSV_OK ? p->data : p->leaf;
+}
+
+/*
+ * The entry a proven leaf stands for (e): the leaf's own, or, for a version-4 leaf (it names
+ * no handle), the data beside it, once it is shown to be the version the leaf commits to
+ * (docs/transparency.md, "Leaves that name no handle"). MSV_ERR_AUTH otherwise.
+ */
+static msv_err open_entry(const Msv__Wire__LogProof *p, const ProtobufCBinaryData *vrf_key,
+                          struct msv_kt_entry *e)
+{
+    struct msv_kt_v4_leaf l;
+
+    if (msv_kt_v4_leaf_parse(p->leaf.data, p->leaf.len, &l) != MSV_OK)
+        return msv_kt_leaf_parse(p->leaf.data, p->leaf.len, e) == MSV_OK ? MSV_OK : MSV_ERR_AUTH;
+    if (vrf_key->len != MSV_VRF_PUBLIC_KEY_LEN || p->opening.len != MSV_PT_OPENING_LEN ||
+        p->vrf_proof.len != MSV_VRF_PROOF_LEN)
+        return MSV_ERR_AUTH;
+    return msv_kt_v4_open(vrf_key->data, p->leaf.data, p->leaf.len, p->data.data, p->data.len,
+                          p->version, p->opening.data, p->vrf_proof.data, e);
+}
+
 static int leaf_is_tombstone(const Msv__Wire__LogProof *p)
 {
     static _Thread_local struct msv_kt_entry e;
+    ProtobufCBinaryData b;
 
-    return p != NULL && msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) == MSV_OK && e.deleted;
+    if (p == NULL)
+        return 0;
+    b = msv_kt_proof_entry(p);
+    return msv_kt_leaf_parse(b.data, b.len, &e) == MSV_OK && e.deleted;
 }
 
 /* The tombstone an answer carries besides hd's newest leaf: proven, the handle's, and older. */
 static msv_err check_tombstone(const Msv__Wire__HandleDevices *hd, const struct msv_kt_head *head,
-                               char *why, size_t len)
+                               const ProtobufCBinaryData *vrf_key, char *why, size_t len)
 {
     static _Thread_local uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
     static _Thread_local struct msv_kt_entry e;
@@ -422,8 +453,7 @@ static msv_err check_tombstone(const Msv__Wire__HandleDevices *hd, const struct 
         !proof_hashes(t->path, t->n_path, path) ||
         msv_merkle_verify_inclusion(h, t->index, head->size, path, t->n_path, head->root) !=
             MSV_OK ||
-        msv_kt_leaf_parse(t->leaf.data, t->leaf.len, &e) != MSV_OK || !e.deleted ||
-        strlen(e.handle) != hd->handle.len ||
+        open_entry(t, vrf_key, &e) != MSV_OK || !e.deleted || strlen(e.handle) != hd->handle.len ||
         memcmp(e.handle, hd->handle.data, hd->handle.len) != 0)
         return refuse(why, len, "the directory's tombstone of %.*s is not in its transparency log",
                       (int)(hd->handle.len < 256 ? hd->handle.len : 256),
@@ -539,7 +569,7 @@ static msv_err pin_results(struct msv_client_db *db, const Msv__Wire__LookupResp
 
 /* hd's devices are exactly its leaf's, and the leaf is in head's tree. */
 static msv_err check_result(const Msv__Wire__HandleDevices *hd, const struct msv_kt_head *head,
-                            char *why, size_t len)
+                            const ProtobufCBinaryData *vrf_key, char *why, size_t len)
 {
     static _Thread_local uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
     static _Thread_local struct msv_kt_entry e;
@@ -559,9 +589,10 @@ static msv_err check_result(const Msv__Wire__HandleDevices *hd, const struct msv
         msv_merkle_verify_inclusion(h, p->index, head->size, path, p->n_path, head->root) != MSV_OK)
         return refuse(why, len, "the directory's answer for %.*s is not in its transparency log",
                       handle_len, handle);
-    if (msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) != MSV_OK ||
-        strlen(e.handle) != hd->handle.len || memcmp(e.handle, handle, hd->handle.len) != 0 ||
-        e.n_devices != hd->n_devices)
+    /* a version-4 leaf: its data must be the version the leaf commits to (one of another entry,
+     * or a device set the leaf does not commit to, is refused) */
+    if (open_entry(p, vrf_key, &e) != MSV_OK || strlen(e.handle) != hd->handle.len ||
+        memcmp(e.handle, handle, hd->handle.len) != 0 || e.n_devices != hd->n_devices)
         return refuse(why, len, "the directory's devices of %.*s are not the ones its log holds",
                       handle_len, handle);
     for (size_t i = 0; i < e.n_devices; i++) {
@@ -610,9 +641,9 @@ msv_err msv_kt_check_lookup(struct msv_client_db *db, const Msv__Wire__LookupRes
     for (size_t i = 0; err == MSV_OK && i < r->n_results; i++) {
         const Msv__Wire__HandleDevices *hd = r->results[i];
 
-        err = check_result(hd, &head, why, why_len);
+        err = check_result(hd, &head, &r->vrf_key, why, why_len);
         if (err == MSV_OK)
-            err = check_tombstone(hd, &head, why, why_len);
+            err = check_tombstone(hd, &head, &r->vrf_key, why, why_len);
         if (err == MSV_OK)
             err = check_newest(db, hd, why, why_len);
         if (err == MSV_OK)
