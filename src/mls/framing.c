@@ -346,9 +346,13 @@ static msv_err content_key(const struct msv_mls_epoch *ep, uint32_t leaf, uint8_
                                      : MSV_MLS_RATCHET_HANDSHAKE;
     msv_err err;
 
-    err = msv_mls_secret_tree_leaf(ep->encryption_secret, ep->n_leaves, leaf, leaf_secret);
-    if (err == MSV_OK)
-        err = msv_mls_ratchet_key(ep->gc.suite, leaf_secret, which, generation, key, nonce);
+    if (ep->content_key != NULL) {
+        err = ep->content_key(ep->content_key_ctx, leaf, which, generation, key, nonce);
+    } else {
+        err = msv_mls_secret_tree_leaf(ep->encryption_secret, ep->n_leaves, leaf, leaf_secret);
+        if (err == MSV_OK)
+            err = msv_mls_ratchet_key(ep->gc.suite, leaf_secret, which, generation, key, nonce);
+    }
     for (int i = 0; err == MSV_OK && i < 4; i++)
         nonce[i] ^= reuse_guard[i];
     sodium_memzero(leaf_secret, sizeof(leaf_secret));

@@ -12,12 +12,11 @@
 
 #include "missive/util.h"
 #include "mls/member.h"
-
-#define HELD_MAX 4096
-#define PROPOSALS_MAX 256
+#include "mls/member_int.h"
 
 /* A copy of bytes the tree will borrow from, kept until the member is freed. */
-static msv_err hold(struct msv_mls_member *m, const uint8_t *p, size_t len, const uint8_t **out)
+msv_err msv_mls_member_hold(struct msv_mls_member *m, const uint8_t *p, size_t len,
+                            const uint8_t **out)
 {
     uint8_t *copy;
 
@@ -32,15 +31,25 @@ static msv_err hold(struct msv_mls_member *m, const uint8_t *p, size_t len, cons
     return MSV_OK;
 }
 
-void msv_mls_member_free(struct msv_mls_member *m)
+void msv_mls_member_clear(struct msv_mls_member *m)
 {
-    if (m == NULL)
-        return;
+    msv_mls_secret_state_free(&m->st);
     msv_mls_tree_free(&m->tree);
     for (size_t i = 0; i < m->n_held; i++)
         free(m->held[i]);
     free(m->held);
     free(m->ext);
+    m->held = NULL;
+    m->ext = NULL;
+    m->n_held = 0;
+}
+
+void msv_mls_member_free(struct msv_mls_member *m)
+{
+    if (m == NULL)
+        return;
+    msv_mls_member_free(m->pending);
+    msv_mls_member_clear(m);
     sodium_memzero(m, sizeof(*m));
     free(m);
 }
@@ -94,7 +103,7 @@ static msv_err keys_from_path_secret(struct msv_mls_member *m, const uint32_t *p
 }
 
 /* The lowest node of path that is an ancestor of leaf, or n. */
-static size_t lowest_above(const uint32_t *path, size_t n, uint32_t leaf)
+size_t msv_mls_member_lowest_above(const uint32_t *path, size_t n, uint32_t leaf)
 {
     for (size_t i = 0; i < n; i++) {
         uint32_t span = (UINT32_C(1) << msv_mls_tree_level(path[i])) - 1;
@@ -106,12 +115,13 @@ static size_t lowest_above(const uint32_t *path, size_t n, uint32_t leaf)
 }
 
 msv_err msv_mls_member_group_context(const struct msv_mls_member *m, uint64_t epoch,
-                                     const uint8_t *cth, uint8_t **out, size_t *out_len)
+                                     const uint8_t *cth, size_t cth_len, uint8_t **out,
+                                     size_t *out_len)
 {
     uint8_t root[MSV_MLS_NH];
     struct msv_mls_group_context gc = {
         m->suite,     m->group_id, m->group_id_len, epoch,  root,
-        sizeof(root), cth,         MSV_MLS_NH,      m->ext, m->ext_len};
+        sizeof(root), cth,         cth_len,         m->ext, m->ext_len};
     msv_err err = msv_mls_tree_hash(&m->tree, msv_mls_tree_root(m->tree.n_leaves), root);
 
     if (err != MSV_OK)
@@ -149,6 +159,7 @@ static msv_err read_context(struct msv_mls_member *m, const uint8_t *gi, size_t 
         msv_mls_get_vec(&r, tag, tag_len) != MSV_OK || cth_len != MSV_MLS_NH)
         return MSV_ERR_AUTH;
     memcpy(m->cth, cth, MSV_MLS_NH);
+    m->cth_len = MSV_MLS_NH;
     m->ext = malloc(ext_len + 1);
     if (m->ext == NULL)
         return MSV_ERR_NOMEM;
@@ -208,7 +219,7 @@ static msv_err join_tree(struct msv_mls_member *m, const uint8_t *gi, size_t gi_
     msv_err err = MSV_OK;
 
     if (tree != NULL) {
-        err = hold(m, tree, tree_len, &bytes);
+        err = msv_mls_member_hold(m, tree, tree_len, &bytes);
         len = tree_len;
     }
     if (err == MSV_OK && bytes == NULL)
@@ -272,12 +283,16 @@ msv_err msv_mls_member_join(enum msv_mls_suite suite, const uint8_t *welcome, si
     if (err == MSV_OK)
         err = find_me(m, leaf_sk);
     if (err == MSV_OK)
+        err = msv_mls_secret_state_init(&m->st, suite, m->s.encryption, m->tree.n_leaves);
+    if (err == MSV_OK) {
+        sodium_memzero(m->s.encryption, MSV_MLS_NH); /* 9.2: the secret tree holds it now */
         keep_resumption(m);
+    }
     /* the Welcome's path secret is for the lowest node of the signer's path above us */
     if (err == MSV_OK && has_ps)
         err = msv_mls_tree_filtered_path(&m->tree, info.signer, path, &n);
-    if (err == MSV_OK && has_ps && lowest_above(path, n, m->me) < n)
-        err = keys_from_path_secret(m, path, n, lowest_above(path, n, m->me), ps);
+    if (err == MSV_OK && has_ps && msv_mls_member_lowest_above(path, n, m->me) < n)
+        err = keys_from_path_secret(m, path, n, msv_mls_member_lowest_above(path, n, m->me), ps);
     sodium_memzero(joiner, sizeof(joiner));
     sodium_memzero(psk_secret, sizeof(psk_secret));
     sodium_memzero(ps, sizeof(ps));
@@ -289,32 +304,15 @@ msv_err msv_mls_member_join(enum msv_mls_suite suite, const uint8_t *welcome, si
     return MSV_OK;
 }
 
-struct proposal {
-    uint8_t ref[MSV_MLS_NH];
-    uint16_t type;
-    const uint8_t *body; /* after the type */
-    size_t body_len;
-    uint32_t sender;
-};
-
-struct commit_state {
-    struct proposal list[PROPOSALS_MAX]; /* the proposals the commit applies */
-    size_t n;
-    uint32_t joiners[PROPOSALS_MAX];
-    size_t n_joiners;
-    struct msv_mls_psk psks[MSV_MLS_WELCOME_PSKS_MAX];
-    size_t n_psks;
-};
-
 /* The epoch as framing wants it: the current GroupContext and secrets. */
-static msv_err current_epoch(struct msv_mls_member *m, uint8_t root[MSV_MLS_NH],
+msv_err msv_mls_member_epoch(struct msv_mls_member *m, uint8_t root[MSV_MLS_NH],
                              struct msv_mls_epoch *ep)
 {
     msv_err err = msv_mls_tree_hash(&m->tree, msv_mls_tree_root(m->tree.n_leaves), root);
 
     memset(ep, 0, sizeof(*ep));
     ep->gc = (struct msv_mls_group_context){m->suite, m->group_id, m->group_id_len, m->epoch,
-                                            root,     MSV_MLS_NH,  m->cth,          MSV_MLS_NH,
+                                            root,     MSV_MLS_NH,  m->cth,          m->cth_len,
                                             m->ext,   m->ext_len};
     ep->n_leaves = m->tree.n_leaves;
     ep->sender_data_secret = m->s.sender_data;
@@ -334,7 +332,7 @@ static msv_err read_public(struct msv_mls_member *m, const struct msv_mls_epoch 
                            const uint8_t **ac, size_t *ac_len)
 {
     const uint8_t *copy;
-    msv_err err = hold(m, msg, len, &copy);
+    msv_err err = msv_mls_member_hold(m, msg, len, &copy);
 
     if (err == MSV_OK)
         err = msv_mls_public_unprotect(ep, copy, len, c);
@@ -365,8 +363,9 @@ static msv_err add_proposal(struct commit_state *cs, const uint8_t *p, size_t le
 }
 
 /* The commit's proposals: by value from the committer, by reference from those received. */
-static msv_err commit_proposals(struct msv_reader *list, const struct proposal *received,
-                                size_t n_received, uint32_t committer, struct commit_state *cs)
+msv_err msv_mls_member_commit_proposals(struct msv_reader *list, const struct proposal *received,
+                                        size_t n_received, uint32_t committer,
+                                        struct commit_state *cs)
 {
     while (!msv_mls_reader_is_done(list)) {
         uint8_t kind;
@@ -418,6 +417,35 @@ static msv_err apply_gce(struct msv_mls_member *m, const struct proposal *p)
     return MSV_OK;
 }
 
+/* Our own update applied: the HPKE key we proposed it with becomes our leaf's (12.1.2). */
+static msv_err take_own_update(struct msv_mls_member *m, const struct msv_mls_leaf *leaf)
+{
+    uint8_t pk[32];
+
+    if (!m->has_update || crypto_scalarmult_base(pk, m->update_sk) != 0 ||
+        leaf->encryption_key_len != 32 || memcmp(pk, leaf->encryption_key, 32) != 0)
+        return MSV_ERR_AUTH;
+    set_key(m, 2 * m->me, m->update_sk);
+    return MSV_OK;
+}
+
+/* 7.3: a new leaf's encryption and signature keys are no other leaf's. */
+static msv_err leaf_is_new(const struct msv_mls_tree *t, const struct msv_mls_leaf *leaf)
+{
+    for (uint32_t i = 0; i < t->n_leaves; i++) {
+        const struct msv_mls_leaf *o = &t->nodes[2 * i].leaf;
+
+        if (t->nodes[2 * i].type != 1)
+            continue;
+        if ((o->encryption_key_len == leaf->encryption_key_len &&
+             memcmp(o->encryption_key, leaf->encryption_key, o->encryption_key_len) == 0) ||
+            (o->signature_key_len == leaf->signature_key_len &&
+             memcmp(o->signature_key, leaf->signature_key, o->signature_key_len) == 0))
+            return MSV_ERR_INVALID;
+    }
+    return MSV_OK;
+}
+
 static msv_err apply_one(struct msv_mls_member *m, const struct proposal *p,
                          struct commit_state *cs)
 {
@@ -430,6 +458,13 @@ static msv_err apply_one(struct msv_mls_member *m, const struct proposal *p,
     switch (p->type) {
     case 2: /* update: the sender's leaf */
         err = msv_mls_read_leaf_node(&r, &leaf);
+        if (err == MSV_OK && leaf.source != 2)
+            err = MSV_ERR_INVALID;
+        if (err == MSV_OK)
+            err = msv_mls_leaf_check(m->suite, &leaf, m->group_id, m->group_id_len, p->sender, 0,
+                                     NULL);
+        if (err == MSV_OK && p->sender == m->me)
+            err = take_own_update(m, &leaf);
         return err != MSV_OK ? err : msv_mls_tree_update(&m->tree, p->sender, &leaf);
     case 3: /* remove */
         if (msv_reader_u32be(&r, &index) != MSV_OK)
@@ -438,7 +473,9 @@ static msv_err apply_one(struct msv_mls_member *m, const struct proposal *p,
             return MSV_ERR_INVALID; /* we were removed: nothing follows for us */
         return msv_mls_tree_remove(&m->tree, index);
     case 1: /* add */
-        err = msv_mls_read_key_package(&r, &leaf);
+        err = msv_mls_key_package_body_check(m->suite, p->body, p->body_len, 0, &leaf, NULL);
+        if (err == MSV_OK)
+            err = leaf_is_new(&m->tree, &leaf);
         if (err == MSV_OK)
             err = msv_mls_tree_add(&m->tree, &leaf, &index);
         if (err == MSV_OK && cs->n_joiners < PROPOSALS_MAX)
@@ -517,7 +554,7 @@ static msv_err add_psk(const struct msv_mls_member *m, const struct proposal *p,
 }
 
 /* 12.4.2: group context extensions, then updates, removes, adds; PSKs collected. */
-static msv_err apply_proposals(struct msv_mls_member *m, struct commit_state *cs)
+msv_err msv_mls_member_apply_proposals(struct msv_mls_member *m, struct commit_state *cs)
 {
     static const uint16_t order[] = {7, 2, 3, 1, 4};
     msv_err err = MSV_OK;
@@ -557,16 +594,19 @@ static msv_err apply_path(struct msv_mls_member *m, uint32_t committer, const ui
     msv_err err = msv_mls_update_path_read(bytes, len, &up);
 
     if (err == MSV_OK)
+        err = msv_mls_leaf_check(m->suite, &up.leaf, m->group_id, m->group_id_len, committer, 0,
+                                 NULL);
+    if (err == MSV_OK)
         err = msv_mls_tree_filtered_path(&m->tree, committer, path, &n);
     if (err == MSV_OK)
         err = msv_mls_tree_merge_path(&m->tree, committer, &up);
     /* 12.4.2: encrypted to the provisional GroupContext, with the old transcript hash */
     if (err == MSV_OK)
-        err = msv_mls_member_group_context(m, m->epoch + 1, m->cth, &gc, &gc_len);
+        err = msv_mls_member_group_context(m, m->epoch + 1, m->cth, m->cth_len, &gc, &gc_len);
     if (err == MSV_OK)
         err = msv_mls_path_open(m->suite, &m->tree, path, n, &up, m->me, m->keys, m->n_keys,
                                 cs->joiners, cs->n_joiners, gc, gc_len, ps, commit_secret);
-    i = lowest_above(path, n, m->me);
+    i = msv_mls_member_lowest_above(path, n, m->me);
     if (err == MSV_OK && i < n)
         err = keys_from_path_secret(m, path, n, i, ps);
     sodium_memzero(ps, sizeof(ps));
@@ -575,11 +615,12 @@ static msv_err apply_path(struct msv_mls_member *m, uint32_t committer, const ui
 }
 
 /* The epoch after the commit: transcript hashes, key schedule, confirmation tag (8, 8.2). */
-static msv_err next_epoch(struct msv_mls_member *m, const uint8_t *ac, size_t ac_len,
-                          const struct msv_mls_content *c, const struct commit_state *cs,
-                          const uint8_t commit_secret[MSV_MLS_NH])
+msv_err msv_mls_member_next_epoch(struct msv_mls_member *m, const uint8_t *ac, size_t ac_len,
+                                  const struct msv_mls_content *c, const struct commit_state *cs,
+                                  const uint8_t commit_secret[MSV_MLS_NH])
 {
     struct msv_mls_epoch_secrets ns;
+    struct msv_mls_secret_state st = {0};
     uint8_t confirmed[MSV_MLS_NH], psk_secret[MSV_MLS_NH], mac[MSV_MLS_NH], *in = NULL, *gc = NULL;
     size_t in_len = 0, gc_len = 0;
     struct msv_buf w;
@@ -598,7 +639,7 @@ static msv_err next_epoch(struct msv_mls_member *m, const uint8_t *ac, size_t ac
     if (err == MSV_OK)
         err = msv_mls_psk_secret(cs->psks, cs->n_psks, psk_secret);
     if (err == MSV_OK)
-        err = msv_mls_member_group_context(m, m->epoch + 1, confirmed, &gc, &gc_len);
+        err = msv_mls_member_group_context(m, m->epoch + 1, confirmed, MSV_MLS_NH, &gc, &gc_len);
     if (err == MSV_OK)
         err = msv_mls_key_schedule(m->s.init, commit_secret, psk_secret, gc, gc_len, &ns);
     free(gc);
@@ -607,22 +648,32 @@ static msv_err next_epoch(struct msv_mls_member *m, const uint8_t *ac, size_t ac
     if (err == MSV_OK && sodium_memcmp(mac, c->confirmation_tag, MSV_MLS_NH) != 0)
         err = MSV_ERR_AUTH;
     if (err == MSV_OK)
+        err = msv_mls_secret_state_init(&st, m->suite, ns.encryption, m->tree.n_leaves);
+    if (err == MSV_OK)
         err = next_interim(confirmed, c->confirmation_tag, MSV_MLS_NH, m->interim);
     if (err == MSV_OK) {
+        msv_mls_secret_state_free(&m->st);
+        m->st = st;
+        memset(&st, 0, sizeof(st));
+        sodium_memzero(ns.encryption, MSV_MLS_NH); /* 9.2: the secret tree holds it now */
+        sodium_memzero(m->update_sk, sizeof(m->update_sk));
+        m->has_update = 0;
         memcpy(&m->s, &ns, sizeof(ns));
         memcpy(m->cth, confirmed, MSV_MLS_NH);
+        m->cth_len = MSV_MLS_NH;
         m->epoch++;
         keep_resumption(m);
     }
+    msv_mls_secret_state_free(&st);
     sodium_memzero(&ns, sizeof(ns));
     sodium_memzero(psk_secret, sizeof(psk_secret));
     return err;
 }
 
 /* Reads the proposals received before the commit, each with its ProposalRef (5.2). */
-static msv_err receive_proposals(struct msv_mls_member *m, const struct msv_mls_epoch *ep,
-                                 const uint8_t *const *msgs, const size_t *lens, size_t n,
-                                 struct proposal *out)
+msv_err msv_mls_member_receive_proposals(struct msv_mls_member *m, const struct msv_mls_epoch *ep,
+                                         const uint8_t *const *msgs, const size_t *lens, size_t n,
+                                         struct proposal *out)
 {
     static const char label[] = "MLS 1.0 Proposal Reference";
 
@@ -652,7 +703,7 @@ static msv_err receive_proposals(struct msv_mls_member *m, const struct msv_mls_
  * the copies of the messages it borrowed from can go and the member holds
  * one buffer, however many commits it follows.
  */
-static msv_err compact(struct msv_mls_member *m)
+msv_err msv_mls_member_compact(struct msv_mls_member *m)
 {
     struct msv_mls_tree t = {0, 0, NULL};
     uint8_t *bytes = NULL;
@@ -730,11 +781,11 @@ static msv_err change_state(struct msv_mls_member *m, struct commit_state *cs, u
 
     if (err != MSV_OK)
         return err;
-    err = apply_proposals(m, cs);
+    err = msv_mls_member_apply_proposals(m, cs);
     if (err == MSV_OK && path != NULL)
         err = apply_path(m, committer, path, path_len, cs, commit_secret);
     if (err == MSV_OK)
-        err = next_epoch(m, ac, ac_len, c, cs, commit_secret);
+        err = msv_mls_member_next_epoch(m, ac, ac_len, c, cs, commit_secret);
     restore(m, &s, err != MSV_OK);
     sodium_memzero(commit_secret, sizeof(commit_secret));
     return err;
@@ -759,9 +810,10 @@ msv_err msv_mls_member_commit(struct msv_mls_member *m, const uint8_t *const *pr
     if (err == MSV_OK && n_proposals > PROPOSALS_MAX)
         err = MSV_ERR_TOO_BIG;
     if (err == MSV_OK)
-        err = current_epoch(m, root, &ep);
+        err = msv_mls_member_epoch(m, root, &ep);
     if (err == MSV_OK)
-        err = receive_proposals(m, &ep, proposals, proposal_lens, n_proposals, received);
+        err = msv_mls_member_receive_proposals(m, &ep, proposals, proposal_lens, n_proposals,
+                                               received);
     if (err == MSV_OK)
         err = read_public(m, &ep, commit, commit_len, &c, &ac, &ac_len);
     if (err == MSV_OK && c.content_type != MSV_MLS_CONTENT_COMMIT)
@@ -772,13 +824,15 @@ msv_err msv_mls_member_commit(struct msv_mls_member *m, const uint8_t *const *pr
             err = MSV_ERR_PARSE;
     }
     if (err == MSV_OK)
-        err = commit_proposals(&list, received, n_proposals, c.leaf_index, cs);
+        err = msv_mls_member_commit_proposals(&list, received, n_proposals, c.leaf_index, cs);
     if (err == MSV_OK)
         err = change_state(m, cs, c.leaf_index, has_path ? r.data + r.off : NULL, r.len - r.off, ac,
                            ac_len, &c);
     /* the next epoch stands; if compacting fails the member keeps its copies */
-    if (err == MSV_OK)
-        (void)compact(m);
+    if (err == MSV_OK) {
+        (void)msv_mls_member_compact(m);
+        msv_mls_member_commit_discard(m); /* another commit took the epoch */
+    }
     /* a refused commit leaves no copies behind: nothing borrows from them */
     while (err != MSV_OK && m->n_held > n_held) {
         free(m->held[--m->n_held]);
