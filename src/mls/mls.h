@@ -7,8 +7,8 @@
  * Cipher suites 1 (MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519) and 3
  * (MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519) only: both hash with
  * SHA-256 (Nh = 32), agree with X25519 and sign with Ed25519; they differ in
- * the AEAD. The ratchet tree, TreeKEM, commits and Welcome are not here yet
- * (docs/crypto.md, "MLS").
+ * the AEAD. The ratchet tree, TreeKEM, KeyPackages and joining are here too;
+ * a member that follows and sends is in member.h (docs/crypto.md, "MLS").
  *
  * Pointers are borrowed unless a comment says otherwise; out-parameters are
  * set only on success. Every failure to authenticate is MSV_ERR_AUTH.
