@@ -615,6 +615,14 @@ static void test_forward_secrecy(void)
     memcpy(enc, devs[b].m->st.node[root], MSV_MLS_NH);
     CHECK(!contains(&devs[b].m->s, sizeof(devs[b].m->s), enc, MSV_MLS_NH),
           "the encryption secret is only in the secret tree");
+    {
+        static const uint8_t zero[MSV_MLS_NH];
+
+        /* the joiner secret would give the encryption secret back */
+        CHECK(memcmp(devs[b].m->s.joiner, zero, MSV_MLS_NH) == 0 &&
+                  memcmp(devs[r.committer].m->s.joiner, zero, MSV_MLS_NH) == 0,
+              "no member keeps the joiner secret");
+    }
     if (msv_mls_member_protect(devs[a].m, (const uint8_t *)"one", 3, &m1, &l1) != MSV_OK ||
         msv_mls_member_protect(devs[a].m, (const uint8_t *)"two", 3, &m2, &l2) != MSV_OK ||
         msv_mls_member_protect(devs[a].m, (const uint8_t *)"three", 5, &m3, &l3) != MSV_OK)

@@ -131,6 +131,7 @@ static msv_err first_epoch(struct msv_mls_member *m)
     if (err == MSV_OK)
         err = msv_mls_secret_state_init(&m->st, m->suite, m->s.encryption, 1);
     sodium_memzero(m->s.encryption, MSV_MLS_NH);
+    sodium_memzero(m->s.joiner, MSV_MLS_NH);
     sodium_memzero(joiner, sizeof(joiner));
     free(gc);
     free(in);
@@ -781,6 +782,9 @@ msv_err msv_mls_member_commit_make(struct msv_mls_member *m, const struct msv_ml
         err = frame_commit(m, p, cs, &pm, body, body_len, &msg, &msg_len);
     if (err == MSV_OK && cs->n_joiners > 0)
         err = make_welcome(p, cs, &pm, msg + msg_len - 2 * (MSV_MLS_NH + 1) + 1, &wel, &wel_len);
+    /* the joiner secret leads to the encryption secret: kept, it would undo 9.2 */
+    if (p != NULL)
+        sodium_memzero(p->s.joiner, MSV_MLS_NH);
     if (err == MSV_OK) {
         msv_mls_member_commit_discard(m);
         m->pending = p;

@@ -286,6 +286,7 @@ msv_err msv_mls_member_join(enum msv_mls_suite suite, const uint8_t *welcome, si
         err = msv_mls_secret_state_init(&m->st, suite, m->s.encryption, m->tree.n_leaves);
     if (err == MSV_OK) {
         sodium_memzero(m->s.encryption, MSV_MLS_NH); /* 9.2: the secret tree holds it now */
+        sodium_memzero(m->s.joiner, MSV_MLS_NH);
         keep_resumption(m);
     }
     /* the Welcome's path secret is for the lowest node of the signer's path above us */
@@ -832,6 +833,8 @@ msv_err msv_mls_member_commit(struct msv_mls_member *m, const uint8_t *const *pr
     if (err == MSV_OK) {
         (void)msv_mls_member_compact(m);
         msv_mls_member_commit_discard(m); /* another commit took the epoch */
+        /* the joiner secret leads to the encryption secret: kept, it would undo 9.2 */
+        sodium_memzero(m->s.joiner, MSV_MLS_NH);
     }
     /* a refused commit leaves no copies behind: nothing borrows from them */
     while (err != MSV_OK && m->n_held > n_held) {
