@@ -681,6 +681,32 @@ static void test_forward_secrecy(void)
     free(m3);
 }
 
+/* A Welcome to a group of 60: its GroupInfo, and so the context its secrets are encrypted
+ * under, is far larger than a few members' (it failed with a 4 KiB bound on HPKE's info). */
+static void test_large_welcome(void)
+{
+    struct round r;
+    size_t creator = new_device();
+
+    if (msv_mls_member_create(suite, (const uint8_t *)"sixty", 5, devs[creator].seed,
+                              (const uint8_t *)devs[creator].id, strlen(devs[creator].id), NOW - 60,
+                              NOW + 86400, &devs[creator].m) != MSV_OK)
+        fatal("create");
+    memset(&r, 0, sizeof(r));
+    r.committer = creator;
+    /* play() takes 4 adds at most per round: 59 in rounds, then everyone talks */
+    while (members() < 60) {
+        memset(&r, 0, sizeof(r));
+        r.committer = creator;
+        for (size_t i = 0; i < 4 && members() + r.n_adds < 60; i++)
+            r.adds[r.n_adds++] = new_device();
+        play(&r);
+    }
+    CHECK(members() == 60, "a group of sixty");
+    talk();
+    free_devices();
+}
+
 static void run_suite(enum msv_mls_suite s)
 {
     struct round r;
@@ -715,6 +741,7 @@ static void run_suite(enum msv_mls_suite s)
     test_forward_secrecy();
     talk();
     free_devices();
+    test_large_welcome();
 }
 
 int main(void)

@@ -569,7 +569,7 @@ static msv_err group_info(struct msv_mls_member *p, const uint8_t tag[MSV_MLS_NH
     if (err == MSV_OK)
         err = msv_mls_tree_write(&p->tree, &tree, &tree_len);
     if (err == MSV_OK) {
-        msv_buf_init(&w, MSV_MLS_MESSAGE_MAX * 4);
+        msv_buf_init(&w, MSV_MLS_MESSAGE_MAX);
         (void)msv_buf_put(&w, gc, gc_len);
         mark = msv_mls_vec_begin(&w);
         (void)msv_buf_put_u16be(&w, 2);
@@ -582,7 +582,7 @@ static msv_err group_info(struct msv_mls_member *p, const uint8_t tag[MSV_MLS_NH
     if (err == MSV_OK)
         err = msv_mls_sign_label(p->sig_seed, "GroupInfoTBS", tbs, tbs_len, sig);
     if (err == MSV_OK) {
-        msv_buf_init(&w, MSV_MLS_MESSAGE_MAX * 4);
+        msv_buf_init(&w, MSV_MLS_MESSAGE_MAX);
         (void)msv_buf_put(&w, tbs, tbs_len);
         msv_mls_put_vec(&w, sig, sizeof(sig));
         err = msv_buf_finish(&w, out, out_len);
@@ -672,7 +672,7 @@ static msv_err make_welcome(struct msv_mls_member *p, const struct commit_state 
 
     if (err == MSV_OK)
         err = seal_group_info(p, gi, gi_len, &egi, &egi_len);
-    msv_buf_init(&w, MSV_MLS_MESSAGE_MAX * 4);
+    msv_buf_init(&w, MSV_MLS_MESSAGE_MAX);
     (void)msv_buf_put_u16be(&w, 1);
     (void)msv_buf_put_u16be(&w, 3);
     (void)msv_buf_put_u16be(&w, (uint16_t)p->suite);

@@ -309,8 +309,15 @@ msv_err msv_mls_member_join(enum msv_mls_suite suite, const uint8_t *welcome, si
 msv_err msv_mls_member_epoch(struct msv_mls_member *m, uint8_t root[MSV_MLS_NH],
                              struct msv_mls_epoch *ep)
 {
-    msv_err err = msv_mls_tree_hash(&m->tree, msv_mls_tree_root(m->tree.n_leaves), root);
+    msv_err err = MSV_OK;
 
+    /* the tree changes only with the epoch: its hash is worked out once per epoch */
+    if (!m->has_tree_hash)
+        err = msv_mls_tree_hash(&m->tree, msv_mls_tree_root(m->tree.n_leaves), m->tree_hash);
+    if (err == MSV_OK) {
+        m->has_tree_hash = 1;
+        memcpy(root, m->tree_hash, MSV_MLS_NH);
+    }
     memset(ep, 0, sizeof(*ep));
     ep->gc = (struct msv_mls_group_context){m->suite, m->group_id, m->group_id_len, m->epoch,
                                             root,     MSV_MLS_NH,  m->cth,          m->cth_len,
@@ -662,6 +669,7 @@ msv_err msv_mls_member_next_epoch(struct msv_mls_member *m, const uint8_t *ac, s
         memcpy(&m->s, &ns, sizeof(ns));
         memcpy(m->cth, confirmed, MSV_MLS_NH);
         m->cth_len = MSV_MLS_NH;
+        m->has_tree_hash = 0;
         m->epoch++;
         keep_resumption(m);
     }

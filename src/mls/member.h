@@ -83,7 +83,9 @@ struct msv_mls_member {
     uint8_t *ext; /* the GroupContext's extensions, encoded without their length */
     size_t ext_len;
     uint8_t cth[MSV_MLS_NH], interim[MSV_MLS_NH];
-    size_t cth_len; /* MSV_MLS_NH; 0 at epoch 0 of a group we created (11) */
+    size_t cth_len;                /* MSV_MLS_NH; 0 at epoch 0 of a group we created (11) */
+    uint8_t tree_hash[MSV_MLS_NH]; /* of the epoch's tree, once worked out */
+    int has_tree_hash;
     struct msv_mls_epoch_secrets s;
     struct msv_mls_tree tree;
     uint32_t me;
