@@ -225,6 +225,7 @@ struct round {
     size_t removes[4], n_removes; /* devices */
     const uint8_t *proposals[4];
     size_t proposal_lens[4], n_proposals;
+    int private_message;
 };
 
 /* The committer commits; the others process it (the removed ones are refused and leave), the
@@ -256,6 +257,7 @@ static void play(struct round *r)
     spec.proposal_lens = r->proposal_lens;
     spec.n_proposals = r->n_proposals;
     spec.now = NOW;
+    spec.private_message = r->private_message;
     err = msv_mls_member_commit_make(devs[r->committer].m, &spec, &commit, &commit_len, &welcome,
                                      &welcome_len, &why);
     if (err != MSV_OK) {
@@ -363,6 +365,7 @@ static void epoch_step(unsigned e)
 
     memset(&r, 0, sizeof(r));
     r.committer = nth_member(e * 3 + 1);
+    r.private_message = (e / 4) % 2; /* every kind of commit both ways */
     switch (e % 4) {
     case 0: /* a path only */
         break;
@@ -437,6 +440,31 @@ static void test_refusals(void)
     }
     CHECK(flips > 100, "enough changed commits tried");
     expect_unchanged_commit(b, commit, commit_len - 1, "a short commit refused");
+    free(copy);
+    /* the same for a commit sent as a PrivateMessage */
+    {
+        struct msv_mls_commit_spec priv;
+        uint8_t *pc = NULL, *pw = NULL;
+        size_t pc_len = 0, pw_len = 0, n = 0;
+
+        memset(&priv, 0, sizeof(priv));
+        priv.private_message = 1;
+        if (msv_mls_member_commit_make(devs[c].m, &priv, &pc, &pc_len, &pw, &pw_len, &why) !=
+            MSV_OK)
+            fatal("private commit");
+        CHECK(pc_len > 4 && pc[3] == MSV_MLS_WIRE_PRIVATE, "a PrivateMessage");
+        copy = malloc(pc_len);
+        for (size_t i = 0; i < pc_len; i += 5, n++) {
+            memcpy(copy, pc, pc_len);
+            copy[i] ^= (uint8_t)(0x80u >> (i % 8));
+            expect_unchanged_commit(b, copy, pc_len, "a changed private commit refused");
+        }
+        CHECK(n > 50, "enough changed private commits tried");
+        free(copy);
+        free(pc);
+        msv_mls_member_commit_discard(devs[c].m);
+    }
+    copy = NULL;
     /* the Welcome is for joiner alone */
     CHECK(msv_mls_member_join(suite, welcome, welcome_len, devs[outsider].kp, devs[outsider].kp_len,
                               devs[outsider].init_sk, devs[outsider].leaf_sk, NULL, 0, NULL, 0,

@@ -144,6 +144,28 @@ static msv_err sign_content(const struct msv_mls_epoch *ep, uint16_t wire_format
     return err;
 }
 
+msv_err msv_mls_content_sign(const struct msv_mls_epoch *ep, uint16_t wire_format,
+                             const struct msv_mls_content *c, const uint8_t seed[32],
+                             uint8_t sig[MSV_MLS_SIG_LEN])
+{
+    return sign_content(ep, wire_format, c, seed, sig);
+}
+
+msv_err msv_mls_authenticated_content(const struct msv_mls_epoch *ep, uint16_t wire_format,
+                                      const struct msv_mls_content *c, const uint8_t *sig,
+                                      size_t sig_len, uint8_t **out, size_t *out_len)
+{
+    struct msv_buf w;
+
+    msv_buf_init(&w, MSV_MLS_MESSAGE_MAX);
+    (void)msv_buf_put_u16be(&w, wire_format);
+    put_framed(&w, ep, c);
+    msv_mls_put_vec(&w, sig, sig_len);
+    if (c->content_type == MSV_MLS_CONTENT_COMMIT)
+        msv_mls_put_vec(&w, c->confirmation_tag, c->confirmation_tag_len);
+    return msv_buf_finish(&w, out, out_len);
+}
+
 /* The signature of c by the key of the leaf c names. */
 static msv_err verify_content(const struct msv_mls_epoch *ep, uint16_t wire_format,
                               const struct msv_mls_content *c, const uint8_t *sig, size_t sig_len)
@@ -303,6 +325,8 @@ msv_err msv_mls_public_unprotect(const struct msv_mls_epoch *ep, const uint8_t *
     err = verify_content(ep, MSV_MLS_WIRE_PUBLIC, &f.c, sig, sig_len);
     if (err != MSV_OK)
         return err;
+    f.c.signature = sig;
+    f.c.signature_len = sig_len;
     *c = f.c;
     return MSV_OK;
 }
@@ -564,6 +588,8 @@ msv_err msv_mls_private_unprotect(const struct msv_mls_epoch *ep, const uint8_t 
     if (err == MSV_OK)
         err = verify_content(ep, MSV_MLS_WIRE_PRIVATE, &got, sig, sig_len);
     if (err == MSV_OK) {
+        got.signature = sig;
+        got.signature_len = sig_len;
         *c = got;
         *plain = pt;
         *plain_len = pt_len;

@@ -497,21 +497,70 @@ static msv_err put_proposals(const struct msv_mls_commit_spec *spec,
     return msv_buf_finish(&w, out, out_len);
 }
 
-/* The commit's PublicMessage: signed, its confirmation tag from the next epoch's key schedule,
- * its membership tag from this one's; then p moved to that epoch (8.2, 12.4). */
+/* The confirmation tag of a commit whose AuthenticatedContent (with a placeholder tag) is ac,
+ * from the next epoch's key schedule over the confirmed transcript hash (8.1, 8.2). */
+static msv_err confirmation_tag(const struct msv_mls_member *m, const struct msv_mls_member *p,
+                                const uint8_t *ac, size_t ac_len,
+                                const uint8_t commit_secret[MSV_MLS_NH], uint8_t tag[MSV_MLS_NH])
+{
+    struct msv_mls_epoch_secrets ns;
+    uint8_t zero[MSV_MLS_NH] = {0}, confirmed[MSV_MLS_NH], *gc = NULL;
+    size_t gc_len = 0;
+    msv_err err = msv_mls_member_confirmed_hash(m, ac, ac_len, confirmed);
+
+    if (err == MSV_OK)
+        err = msv_mls_member_group_context(p, p->epoch + 1, confirmed, MSV_MLS_NH, &gc, &gc_len);
+    if (err == MSV_OK)
+        err = msv_mls_key_schedule(p->s.init, commit_secret, zero, gc, gc_len, &ns);
+    if (err == MSV_OK)
+        err = msv_mls_mac(ns.confirmation_key, MSV_MLS_NH, confirmed, MSV_MLS_NH, tag);
+    free(gc);
+    sodium_memzero(&ns, sizeof(ns));
+    return err;
+}
+
+/* The commit as a PrivateMessage (6.3), with the next key of our handshake ratchet. */
+static msv_err seal_commit(struct msv_mls_member *m, const struct msv_mls_epoch *ep,
+                           const struct msv_mls_content *c, uint8_t **out, size_t *out_len)
+{
+    uint8_t guard[4];
+    uint32_t generation = 0;
+    msv_err err = msv_mls_secret_state_next(&m->st, m->me, MSV_MLS_RATCHET_HANDSHAKE, &generation);
+
+    randombytes_buf(guard, sizeof(guard));
+    if (err == MSV_OK)
+        err = msv_mls_private_protect(ep, c, m->sig_seed, generation, guard, 0, out, out_len);
+    /* the key is used: erased whether or not the message goes out */
+    if (msv_mls_secret_state_consume(&m->st, m->me, MSV_MLS_RATCHET_HANDSHAKE, generation) !=
+            MSV_OK &&
+        err == MSV_OK) {
+        free(*out);
+        *out = NULL;
+        err = MSV_ERR_CRYPTO;
+    }
+    return err;
+}
+
+/*
+ * The commit's message (12.4): signed, its confirmation tag from the next
+ * epoch's key schedule; a PublicMessage with this epoch's membership tag or a
+ * PrivateMessage. Then p moved to that epoch; the tag goes to tag.
+ */
 static msv_err frame_commit(struct msv_mls_member *m, struct msv_mls_member *p,
                             const struct commit_state *cs, const struct path_made *pm,
-                            const uint8_t *body, size_t body_len, uint8_t **out, size_t *out_len)
+                            const uint8_t *body, size_t body_len, int private_message,
+                            uint8_t **out, size_t *out_len, uint8_t tag[MSV_MLS_NH])
 {
+    uint16_t wire = private_message ? MSV_MLS_WIRE_PRIVATE : MSV_MLS_WIRE_PUBLIC;
     struct msv_mls_epoch ep;
-    struct msv_mls_epoch_secrets ns;
     struct msv_mls_content c;
-    struct msv_buf w;
-    uint8_t root[MSV_MLS_NH], tag[MSV_MLS_NH] = {0}, zero[MSV_MLS_NH] = {0}, confirmed[MSV_MLS_NH];
-    uint8_t *msg = NULL, *in = NULL, *gc = NULL;
-    size_t len = 0, in_len = 0, gc_len = 0;
+    uint8_t root[MSV_MLS_NH], sig[MSV_MLS_SIG_LEN], *ac = NULL;
+    size_t ac_len = 0;
     msv_err err = msv_mls_member_epoch(m, root, &ep);
 
+    ep.content_key = msv_mls_member_content_key;
+    ep.content_key_ctx = m;
+    memset(tag, 0, MSV_MLS_NH);
     memset(&c, 0, sizeof(c));
     c.leaf_index = m->me;
     c.content_type = MSV_MLS_CONTENT_COMMIT;
@@ -519,40 +568,28 @@ static msv_err frame_commit(struct msv_mls_member *m, struct msv_mls_member *p,
     c.body_len = body_len;
     c.confirmation_tag = tag;
     c.confirmation_tag_len = MSV_MLS_NH;
+    /* the signature does not cover the confirmation tag, which covers the signature */
     if (err == MSV_OK)
-        err = msv_mls_public_protect(&ep, &c, m->sig_seed, &msg, &len);
-    /* ConfirmedTranscriptHashInput: the AuthenticatedContent before its confirmation tag; the
-     * signature does not cover the tag, so the message is made again with the real one */
-    if (err == MSV_OK) {
-        msv_buf_init(&w, MSV_MLS_MESSAGE_MAX);
-        (void)msv_buf_put(&w, m->interim, MSV_MLS_NH);
-        (void)msv_buf_put(&w, msg + 2, len - 2 - 2 * (MSV_MLS_NH + 1));
-        err = msv_buf_finish(&w, &in, &in_len);
+        err = msv_mls_content_sign(&ep, wire, &c, m->sig_seed, sig);
+    if (err == MSV_OK)
+        err = msv_mls_authenticated_content(&ep, wire, &c, sig, sizeof(sig), &ac, &ac_len);
+    if (err == MSV_OK)
+        err = confirmation_tag(m, p, ac, ac_len, pm->commit_secret, tag);
+    free(ac);
+    ac = NULL;
+    if (err == MSV_OK)
+        err = msv_mls_authenticated_content(&ep, wire, &c, sig, sizeof(sig), &ac, &ac_len);
+    if (err == MSV_OK && private_message)
+        err = seal_commit(m, &ep, &c, out, out_len);
+    else if (err == MSV_OK)
+        err = msv_mls_public_protect(&ep, &c, m->sig_seed, out, out_len);
+    if (err == MSV_OK)
+        err = msv_mls_member_next_epoch(p, ac, ac_len, &c, cs, pm->commit_secret);
+    if (err != MSV_OK && *out != NULL) {
+        free(*out);
+        *out = NULL;
     }
-    if (err == MSV_OK)
-        err = msv_mls_hash(in, in_len, confirmed);
-    if (err == MSV_OK)
-        err = msv_mls_member_group_context(p, p->epoch + 1, confirmed, MSV_MLS_NH, &gc, &gc_len);
-    if (err == MSV_OK)
-        err = msv_mls_key_schedule(p->s.init, pm->commit_secret, zero, gc, gc_len, &ns);
-    if (err == MSV_OK)
-        err = msv_mls_mac(ns.confirmation_key, MSV_MLS_NH, confirmed, MSV_MLS_NH, tag);
-    free(msg);
-    msg = NULL;
-    if (err == MSV_OK)
-        err = msv_mls_public_protect(&ep, &c, m->sig_seed, &msg, &len);
-    if (err == MSV_OK)
-        err = msv_mls_member_next_epoch(p, msg + 2, len - 2 - (MSV_MLS_NH + 1), &c, cs,
-                                        pm->commit_secret);
-    if (err == MSV_OK) {
-        *out = msg;
-        *out_len = len;
-        msg = NULL;
-    }
-    free(msg);
-    free(in);
-    free(gc);
-    sodium_memzero(&ns, sizeof(ns));
+    free(ac);
     return err;
 }
 
@@ -769,7 +806,7 @@ msv_err msv_mls_member_commit_make(struct msv_mls_member *m, const struct msv_ml
     struct proposal *received = calloc(spec->n_proposals + 1, sizeof(*received));
     struct path_made pm;
     const char *reason = "";
-    uint8_t *body = NULL, *msg = NULL, *wel = NULL;
+    uint8_t *body = NULL, *msg = NULL, *wel = NULL, tag[MSV_MLS_NH];
     size_t body_len = 0, msg_len = 0, wel_len = 0;
     msv_err err = cs == NULL || received == NULL ? MSV_ERR_NOMEM : check_spec(m, spec, &reason);
 
@@ -779,9 +816,10 @@ msv_err msv_mls_member_commit_make(struct msv_mls_member *m, const struct msv_ml
     if (err == MSV_OK)
         err = build_commit(p, spec, cs, received, &pm, &body, &body_len, &reason);
     if (err == MSV_OK)
-        err = frame_commit(m, p, cs, &pm, body, body_len, &msg, &msg_len);
+        err =
+            frame_commit(m, p, cs, &pm, body, body_len, spec->private_message, &msg, &msg_len, tag);
     if (err == MSV_OK && cs->n_joiners > 0)
-        err = make_welcome(p, cs, &pm, msg + msg_len - 2 * (MSV_MLS_NH + 1) + 1, &wel, &wel_len);
+        err = make_welcome(p, cs, &pm, tag, &wel, &wel_len);
     /* the joiner secret leads to the encryption secret: kept, it would undo 9.2 */
     if (p != NULL)
         sodium_memzero(p->s.joiner, MSV_MLS_NH);
@@ -830,14 +868,6 @@ void msv_mls_member_commit_discard(struct msv_mls_member *m)
 
 /* ---- application messages ---- */
 
-static msv_err state_key(void *ctx, uint32_t leaf, enum msv_mls_ratchet which, uint32_t generation,
-                         uint8_t *key, uint8_t nonce[MSV_MLS_NN])
-{
-    const struct msv_mls_member *m = ctx;
-
-    return msv_mls_secret_state_key(&m->st, leaf, which, generation, key, nonce);
-}
-
 msv_err msv_mls_member_protect(struct msv_mls_member *m, const uint8_t *data, size_t len,
                                uint8_t **out, size_t *out_len)
 {
@@ -854,7 +884,7 @@ msv_err msv_mls_member_protect(struct msv_mls_member *m, const uint8_t *data, si
         err = msv_mls_secret_state_next(&m->st, m->me, MSV_MLS_RATCHET_APPLICATION, &generation);
     if (err != MSV_OK)
         return err;
-    ep.content_key = state_key;
+    ep.content_key = msv_mls_member_content_key;
     ep.content_key_ctx = m;
     memset(&c, 0, sizeof(c));
     c.leaf_index = m->me;
@@ -884,7 +914,7 @@ msv_err msv_mls_member_unprotect(struct msv_mls_member *m, const uint8_t *msg, s
     uint32_t generation = 0;
     msv_err err = msv_mls_member_epoch(m, root, &ep);
 
-    ep.content_key = state_key;
+    ep.content_key = msv_mls_member_content_key;
     ep.content_key_ctx = m;
     if (err == MSV_OK)
         err = msv_mls_private_unprotect(&ep, msg, len, &c, &plain, &plain_len, &generation);

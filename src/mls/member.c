@@ -354,6 +354,61 @@ static msv_err read_public(struct msv_mls_member *m, const struct msv_mls_epoch 
     return err;
 }
 
+msv_err msv_mls_member_content_key(void *ctx, uint32_t leaf, enum msv_mls_ratchet which,
+                                   uint32_t generation, uint8_t *key, uint8_t nonce[MSV_MLS_NN])
+{
+    const struct msv_mls_member *m = ctx;
+
+    return msv_mls_secret_state_key(&m->st, leaf, which, generation, key, nonce);
+}
+
+/* Moves a pointer into from (of len bytes) to the same place in to. */
+static const uint8_t *rebase(const uint8_t *p, const uint8_t *from, const uint8_t *to)
+{
+    return p == NULL ? NULL : to + (p - from);
+}
+
+/*
+ * Reads a commit sent as a PrivateMessage (6.3): decrypted with the
+ * committer's handshake key from our secret tree (the epoch ends with it, and
+ * the tree with it), its signature checked, and its AuthenticatedContent
+ * rebuilt for the transcript hash; both held.
+ */
+static msv_err read_private_commit(struct msv_mls_member *m, struct msv_mls_epoch *ep,
+                                   const uint8_t *msg, size_t len, struct msv_mls_content *c,
+                                   const uint8_t **ac, size_t *ac_len)
+{
+    const uint8_t *held_msg = NULL, *copy = NULL;
+    uint8_t *plain = NULL, *auth = NULL;
+    size_t plain_len = 0, auth_len = 0;
+    uint32_t generation;
+    msv_err err = msv_mls_member_hold(m, msg, len, &held_msg);
+
+    ep->content_key = msv_mls_member_content_key;
+    ep->content_key_ctx = m;
+    if (err == MSV_OK)
+        err = msv_mls_private_unprotect(ep, held_msg, len, c, &plain, &plain_len, &generation);
+    if (err == MSV_OK && c->content_type != MSV_MLS_CONTENT_COMMIT)
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK)
+        err = msv_mls_member_hold(m, plain, plain_len, &copy);
+    if (err == MSV_OK) {
+        c->body = rebase(c->body, plain, copy);
+        c->confirmation_tag = rebase(c->confirmation_tag, plain, copy);
+        c->signature = rebase(c->signature, plain, copy);
+        err = msv_mls_authenticated_content(ep, MSV_MLS_WIRE_PRIVATE, c, c->signature,
+                                            c->signature_len, &auth, &auth_len);
+    }
+    if (err == MSV_OK)
+        err = msv_mls_member_hold(m, auth, auth_len, ac);
+    if (err == MSV_OK)
+        *ac_len = auth_len;
+    free(auth);
+    if (plain != NULL)
+        msv_secret_free(plain, plain_len + 1);
+    return err;
+}
+
 static msv_err add_proposal(struct commit_state *cs, const uint8_t *p, size_t len, uint32_t sender)
 {
     struct proposal *e;
@@ -629,21 +684,13 @@ msv_err msv_mls_member_next_epoch(struct msv_mls_member *m, const uint8_t *ac, s
 {
     struct msv_mls_epoch_secrets ns;
     struct msv_mls_secret_state st = {0};
-    uint8_t confirmed[MSV_MLS_NH], psk_secret[MSV_MLS_NH], mac[MSV_MLS_NH], *in = NULL, *gc = NULL;
-    size_t in_len = 0, gc_len = 0;
-    struct msv_buf w;
+    uint8_t confirmed[MSV_MLS_NH], psk_secret[MSV_MLS_NH], mac[MSV_MLS_NH], *gc = NULL;
+    size_t gc_len = 0;
     msv_err err;
 
-    /* ConfirmedTranscriptHashInput: the AuthenticatedContent without its confirmation tag */
-    if (c->confirmation_tag_len != MSV_MLS_NH || ac_len < MSV_MLS_NH + 1)
+    if (c->confirmation_tag_len != MSV_MLS_NH)
         return MSV_ERR_AUTH;
-    msv_buf_init(&w, MSV_MLS_MESSAGE_MAX);
-    (void)msv_buf_put(&w, m->interim, MSV_MLS_NH);
-    (void)msv_buf_put(&w, ac, ac_len - (MSV_MLS_NH + 1));
-    err = msv_buf_finish(&w, &in, &in_len);
-    if (err == MSV_OK)
-        err = msv_mls_hash(in, in_len, confirmed);
-    free(in);
+    err = msv_mls_member_confirmed_hash(m, ac, ac_len, confirmed);
     if (err == MSV_OK)
         err = msv_mls_psk_secret(cs->psks, cs->n_psks, psk_secret);
     if (err == MSV_OK)
@@ -676,6 +723,27 @@ msv_err msv_mls_member_next_epoch(struct msv_mls_member *m, const uint8_t *ac, s
     msv_mls_secret_state_free(&st);
     sodium_memzero(&ns, sizeof(ns));
     sodium_memzero(psk_secret, sizeof(psk_secret));
+    return err;
+}
+
+msv_err msv_mls_member_confirmed_hash(const struct msv_mls_member *m, const uint8_t *ac,
+                                      size_t ac_len, uint8_t confirmed[MSV_MLS_NH])
+{
+    uint8_t *in = NULL;
+    size_t in_len = 0;
+    struct msv_buf w;
+    msv_err err;
+
+    /* ConfirmedTranscriptHashInput: the AuthenticatedContent without its confirmation tag */
+    if (ac_len < MSV_MLS_NH + 1)
+        return MSV_ERR_AUTH;
+    msv_buf_init(&w, MSV_MLS_MESSAGE_MAX);
+    (void)msv_buf_put(&w, m->interim, MSV_MLS_NH);
+    (void)msv_buf_put(&w, ac, ac_len - (MSV_MLS_NH + 1));
+    err = msv_buf_finish(&w, &in, &in_len);
+    if (err == MSV_OK)
+        err = msv_mls_hash(in, in_len, confirmed);
+    free(in);
     return err;
 }
 
@@ -823,7 +891,9 @@ msv_err msv_mls_member_commit(struct msv_mls_member *m, const uint8_t *const *pr
     if (err == MSV_OK)
         err = msv_mls_member_receive_proposals(m, &ep, proposals, proposal_lens, n_proposals,
                                                received);
-    if (err == MSV_OK)
+    if (err == MSV_OK && commit_len >= 4 && commit[2] == 0 && commit[3] == MSV_MLS_WIRE_PRIVATE)
+        err = read_private_commit(m, &ep, commit, commit_len, &c, &ac, &ac_len);
+    else if (err == MSV_OK)
         err = read_public(m, &ep, commit, commit_len, &c, &ac, &ac_len);
     if (err == MSV_OK && c.content_type != MSV_MLS_CONTENT_COMMIT)
         err = MSV_ERR_PARSE;

@@ -128,7 +128,8 @@ MSV_MUST_CHECK msv_err msv_mls_member_join(enum msv_mls_suite suite, const uint8
                                            const uint8_t *tree, size_t tree_len,
                                            struct msv_mls_member **out);
 /*
- * Applies a commit (a PublicMessage MLSMessage) to the next epoch, with the
+ * Applies a commit (a PublicMessage or PrivateMessage MLSMessage: for the
+ * latter, the committer's handshake key from our secret tree) to the next epoch, with the
  * proposals (PublicMessage MLSMessages) it may name by reference: each
  * message's membership tag and signature checked, the proposals applied
  * (group context extensions, updates, removes, adds, external PSKs and
@@ -184,11 +185,12 @@ struct msv_mls_commit_spec {
     const uint8_t *const *proposals; /* received proposals (PublicMessages), by reference */
     const size_t *proposal_lens;
     size_t n_proposals;
-    uint64_t now; /* seconds, for the KeyPackages' lifetimes */
+    uint64_t now;        /* seconds, for the KeyPackages' lifetimes */
+    int private_message; /* 1: the commit goes as a PrivateMessage (6.3), else a PublicMessage */
 };
 
 /*
- * Makes a commit (12.4) as a PublicMessage MLSMessage with an UpdatePath
+ * Makes a commit (12.4) as a PublicMessage or PrivateMessage MLSMessage with an UpdatePath
  * (7.4-7.6, 7.9): the proposals applied in 12.4.2's order, our leaf given a
  * fresh key, path secrets derived up our filtered direct path and each
  * HPKE-encrypted to the resolution of its co-path child (less those added),

@@ -33,6 +33,9 @@ void msv_mls_member_clear(struct msv_mls_member *m);
 /* A copy of bytes the tree will borrow from, kept until the member is freed. */
 MSV_MUST_CHECK msv_err msv_mls_member_hold(struct msv_mls_member *m, const uint8_t *p, size_t len,
                                            const uint8_t **out);
+/* The content key callback over m's secret tree (ctx is the member). */
+msv_err msv_mls_member_content_key(void *ctx, uint32_t leaf, enum msv_mls_ratchet which,
+                                   uint32_t generation, uint8_t *key, uint8_t nonce[MSV_MLS_NN]);
 /* The lowest node of path that is an ancestor of leaf, or n. */
 size_t msv_mls_member_lowest_above(const uint32_t *path, size_t n, uint32_t leaf);
 /* The current epoch as framing wants it; root receives the tree hash it points to. */
@@ -57,6 +60,11 @@ MSV_MUST_CHECK msv_err msv_mls_member_next_epoch(struct msv_mls_member *m, const
                                                  size_t ac_len, const struct msv_mls_content *c,
                                                  const struct commit_state *cs,
                                                  const uint8_t commit_secret[MSV_MLS_NH]);
+/* The confirmed transcript hash after a commit whose AuthenticatedContent (its confirmation tag
+ * last) is ac (8.2). */
+MSV_MUST_CHECK msv_err msv_mls_member_confirmed_hash(const struct msv_mls_member *m,
+                                                     const uint8_t *ac, size_t ac_len,
+                                                     uint8_t confirmed[MSV_MLS_NH]);
 /* The tree written out and read back from one buffer, the other copies freed; on failure the
  * member keeps its copies, which is no harm. */
 msv_err msv_mls_member_compact(struct msv_mls_member *m);

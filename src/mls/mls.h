@@ -330,6 +330,8 @@ struct msv_mls_content {
     size_t body_len;
     const uint8_t *confirmation_tag; /* commits only */
     size_t confirmation_tag_len;
+    const uint8_t *signature; /* set by unprotecting; not read by protecting */
+    size_t signature_len;
 };
 
 /*
@@ -358,6 +360,20 @@ struct msv_mls_epoch {
     void *content_key_ctx;
 };
 
+/* The signature of c's FramedContentTBS under wire_format (6.1), by seed. */
+MSV_MUST_CHECK msv_err msv_mls_content_sign(const struct msv_mls_epoch *ep, uint16_t wire_format,
+                                            const struct msv_mls_content *c, const uint8_t seed[32],
+                                            uint8_t sig[MSV_MLS_SIG_LEN]);
+/*
+ * AuthenticatedContent (6): wire_format, the FramedContent of a member, the
+ * signature and, for a commit, the confirmation tag: what transcript hashes
+ * and ProposalRefs cover. Caller frees *out with free().
+ */
+MSV_MUST_CHECK msv_err msv_mls_authenticated_content(const struct msv_mls_epoch *ep,
+                                                     uint16_t wire_format,
+                                                     const struct msv_mls_content *c,
+                                                     const uint8_t *sig, size_t sig_len,
+                                                     uint8_t **out, size_t *out_len);
 /* Encodes a PublicMessage MLSMessage signed with seed; caller frees *out with free(). */
 MSV_MUST_CHECK msv_err msv_mls_public_protect(const struct msv_mls_epoch *ep,
                                               const struct msv_mls_content *c,
