@@ -15,7 +15,8 @@
  *   3  the application message changed: B, joined afresh, reads it; a second
  *      reading of what was read once must fail;
  *   4  a proposal (PublicMessage) as is: B, joined afresh, makes a commit
- *      with it by reference (then discarded).
+ *      with it by reference (then discarded);
+ *   5  like 2 for c3, A's commit of c2's epoch sent as a PrivateMessage.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -36,8 +37,8 @@ struct device {
 
 static struct device dev[4]; /* A, B, C, D */
 static struct msv_mls_member *alice;
-static uint8_t *w1, *w2, *c2, *app;
-static size_t w1_len, w2_len, c2_len, app_len;
+static uint8_t *w1, *w2, *c2, *c3, *app;
+static size_t w1_len, w2_len, c2_len, c3_len, app_len;
 
 static void make_device(struct device *d, const char *id)
 {
@@ -97,6 +98,17 @@ static void setup(void)
         abort();
     if (msv_mls_member_protect(alice, (const uint8_t *)"fuzz", 4, &app, &app_len) != MSV_OK)
         abort();
+    {
+        struct msv_mls_commit_spec spec;
+        uint8_t *none = NULL;
+        size_t none_len = 0;
+
+        memset(&spec, 0, sizeof(spec));
+        spec.private_message = 1;
+        if (msv_mls_member_commit_make(alice, &spec, &c3, &c3_len, &none, &none_len, NULL) !=
+            MSV_OK)
+            abort();
+    }
 }
 
 /* The honest message with the input XORed over it; the caller frees *out. */
@@ -154,10 +166,10 @@ static void welcome(const uint8_t *in, size_t n)
     free(msg);
 }
 
-static void commit(const uint8_t *in, size_t n)
+static void commit(const uint8_t *honest, size_t honest_len, const uint8_t *in, size_t n)
 {
     size_t len;
-    uint8_t *msg = changed(c2, c2_len, in, n, &len);
+    uint8_t *msg = changed(honest, honest_len, in, n, &len);
     struct msv_mls_member *m = bob();
     uint8_t auth[MSV_MLS_NH];
     uint64_t epoch = m->epoch;
@@ -214,7 +226,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1 || size > 65536)
         return 0;
     setup();
-    switch (data[0] % 5) {
+    switch (data[0] % 6) {
     case 0:
         key_package(data + 1, size - 1);
         break;
@@ -222,7 +234,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         welcome(data + 1, size - 1);
         break;
     case 2:
-        commit(data + 1, size - 1);
+        commit(c2, c2_len, data + 1, size - 1);
+        break;
+    case 5:
+        commit(c3, c3_len, data + 1, size - 1);
         break;
     case 3:
         application(data + 1, size - 1);
