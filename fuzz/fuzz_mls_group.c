@@ -16,7 +16,10 @@
  *      reading of what was read once must fail;
  *   4  a proposal (PublicMessage) as is: B, joined afresh, makes a commit
  *      with it by reference (then discarded);
- *   5  like 2 for c3, A's commit of c2's epoch sent as a PrivateMessage.
+ *   5  like 2 for c3, A's commit of c2's epoch sent as a PrivateMessage;
+ *   6  like 2 for c4, an external commit of D from A's GroupInfo at c2's
+ *      epoch, B accepting external commits;
+ *   7  A's GroupInfo changed: D joins by an external commit from it.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -37,8 +40,8 @@ struct device {
 
 static struct device dev[4]; /* A, B, C, D */
 static struct msv_mls_member *alice;
-static uint8_t *w1, *w2, *c2, *c3, *app;
-static size_t w1_len, w2_len, c2_len, c3_len, app_len;
+static uint8_t *w1, *w2, *c2, *c3, *c4, *gi, *app;
+static size_t w1_len, w2_len, c2_len, c3_len, c4_len, gi_len, app_len;
 
 static void make_device(struct device *d, const char *id)
 {
@@ -109,6 +112,15 @@ static void setup(void)
             MSV_OK)
             abort();
     }
+    {
+        struct msv_mls_member *d = NULL;
+
+        if (msv_mls_member_group_info(alice, &gi, &gi_len) != MSV_OK ||
+            msv_mls_member_join_external(MSV_MLS_SUITE_X25519_AES128GCM, gi, gi_len, dev[3].seed,
+                                         (const uint8_t *)"d", 1, &c4, &c4_len, &d) != MSV_OK)
+            abort();
+        msv_mls_member_free(d);
+    }
 }
 
 /* The honest message with the input XORed over it; the caller frees *out. */
@@ -166,11 +178,14 @@ static void welcome(const uint8_t *in, size_t n)
     free(msg);
 }
 
-static void commit(const uint8_t *honest, size_t honest_len, const uint8_t *in, size_t n)
+static void commit(const uint8_t *honest, size_t honest_len, const uint8_t *in, size_t n,
+                   int external)
 {
     size_t len;
     uint8_t *msg = changed(honest, honest_len, in, n, &len);
     struct msv_mls_member *m = bob();
+
+    msv_mls_member_accept_external(m, external);
     uint8_t auth[MSV_MLS_NH];
     uint64_t epoch = m->epoch;
 
@@ -196,6 +211,20 @@ static void application(const uint8_t *in, size_t n)
             abort(); /* a message key used twice */
     }
     msv_mls_member_free(m);
+    free(msg);
+}
+
+static void external(const uint8_t *in, size_t n)
+{
+    size_t len, commit_len = 0;
+    uint8_t *msg = changed(gi, gi_len, in, n, &len), *commit = NULL;
+    struct msv_mls_member *m = NULL;
+
+    if (msv_mls_member_join_external(MSV_MLS_SUITE_X25519_AES128GCM, msg, len, dev[3].seed,
+                                     (const uint8_t *)"d", 1, &commit, &commit_len, &m) == MSV_OK) {
+        msv_mls_member_free(m);
+        free(commit);
+    }
     free(msg);
 }
 
@@ -226,7 +255,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1 || size > 65536)
         return 0;
     setup();
-    switch (data[0] % 6) {
+    switch (data[0] % 8) {
     case 0:
         key_package(data + 1, size - 1);
         break;
@@ -234,10 +263,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         welcome(data + 1, size - 1);
         break;
     case 2:
-        commit(c2, c2_len, data + 1, size - 1);
+        commit(c2, c2_len, data + 1, size - 1, 0);
         break;
     case 5:
-        commit(c3, c3_len, data + 1, size - 1);
+        commit(c3, c3_len, data + 1, size - 1, 0);
+        break;
+    case 6:
+        commit(c4, c4_len, data + 1, size - 1, 1);
+        break;
+    case 7:
+        external(data + 1, size - 1);
         break;
     case 3:
         application(data + 1, size - 1);

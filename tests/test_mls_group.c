@@ -735,6 +735,50 @@ static void test_large_welcome(void)
     free_devices();
 }
 
+/* A device joins by an external commit from a GroupInfo: taken only by members that accept
+ * external commits; then everyone agrees and talks. */
+static void test_external_join(void)
+{
+    size_t a = nth_member(0), b = nth_member(1), d = new_device(), before = members();
+    uint8_t *gi = NULL, *commit = NULL, *bad;
+    size_t gi_len = 0, commit_len = 0;
+    struct msv_mls_member *m = NULL;
+
+    if (msv_mls_member_group_info(devs[a].m, &gi, &gi_len) != MSV_OK)
+        fatal("group info");
+    /* a GroupInfo changed anywhere: no join */
+    bad = malloc(gi_len);
+    for (size_t i = 0; i < gi_len; i += 13) {
+        memcpy(bad, gi, gi_len);
+        bad[i] ^= 0x04;
+        CHECK(msv_mls_member_join_external(suite, bad, gi_len, devs[d].seed,
+                                           (const uint8_t *)devs[d].id, strlen(devs[d].id), &commit,
+                                           &commit_len, &m) != MSV_OK &&
+                  m == NULL,
+              "a changed GroupInfo refused");
+    }
+    free(bad);
+    if (msv_mls_member_join_external(suite, gi, gi_len, devs[d].seed, (const uint8_t *)devs[d].id,
+                                     strlen(devs[d].id), &commit, &commit_len,
+                                     &devs[d].m) != MSV_OK)
+        fatal("external join");
+    /* refused by a member that does not take external commits, with nothing changed */
+    expect_unchanged_commit(b, commit, commit_len, "an external commit needs consent");
+    for (size_t i = 0; i < n_devs; i++) {
+        if (!in_group(i) || i == d)
+            continue;
+        msv_mls_member_accept_external(devs[i].m, 1);
+        CHECK(msv_mls_member_commit(devs[i].m, NULL, NULL, 0, commit, commit_len) == MSV_OK,
+              "an external commit followed");
+    }
+    check_agreement("agree after an external join");
+    CHECK(members() == before + 1 && devs[d].m->epoch == devs[a].m->epoch,
+          "the new member is one of the group");
+    talk();
+    free(gi);
+    free(commit);
+}
+
 static void run_suite(enum msv_mls_suite s)
 {
     struct round r;
@@ -766,6 +810,7 @@ static void run_suite(enum msv_mls_suite s)
     printf("suite %d: %llu epochs, %zu devices used, %zu members at the end\n", (int)suite,
            (unsigned long long)devs[nth_member(0)].m->epoch, n_devs, members());
     test_refusals();
+    test_external_join();
     test_forward_secrecy();
     talk();
     free_devices();

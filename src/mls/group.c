@@ -122,6 +122,7 @@ static msv_err first_epoch(struct msv_mls_member *m)
     if (err == MSV_OK)
         err = msv_mls_mac(m->s.confirmation_key, MSV_MLS_NH, NULL, 0, tag);
     if (err == MSV_OK) {
+        memcpy(m->tag, tag, MSV_MLS_NH);
         msv_buf_init(&w, 2 * MSV_MLS_NH);
         msv_mls_put_vec(&w, tag, sizeof(tag));
         err = msv_buf_finish(&w, &in, &in_len);
@@ -549,7 +550,8 @@ static msv_err seal_commit(struct msv_mls_member *m, const struct msv_mls_epoch 
 static msv_err frame_commit(struct msv_mls_member *m, struct msv_mls_member *p,
                             const struct commit_state *cs, const struct path_made *pm,
                             const uint8_t *body, size_t body_len, int private_message,
-                            uint8_t **out, size_t *out_len, uint8_t tag[MSV_MLS_NH])
+                            uint8_t sender_type, uint8_t **out, size_t *out_len,
+                            uint8_t tag[MSV_MLS_NH])
 {
     uint16_t wire = private_message ? MSV_MLS_WIRE_PRIVATE : MSV_MLS_WIRE_PUBLIC;
     struct msv_mls_epoch ep;
@@ -563,6 +565,7 @@ static msv_err frame_commit(struct msv_mls_member *m, struct msv_mls_member *p,
     memset(tag, 0, MSV_MLS_NH);
     memset(&c, 0, sizeof(c));
     c.leaf_index = m->me;
+    c.sender_type = sender_type;
     c.content_type = MSV_MLS_CONTENT_COMMIT;
     c.body = body;
     c.body_len = body_len;
@@ -599,18 +602,25 @@ static msv_err group_info(struct msv_mls_member *p, const uint8_t tag[MSV_MLS_NH
                           size_t *out_len)
 {
     struct msv_buf w;
-    uint8_t sig[MSV_MLS_SIG_LEN], *gc = NULL, *tree = NULL, *tbs = NULL;
+    uint8_t sig[MSV_MLS_SIG_LEN], ext_sk[32], ext_pk[32], *gc = NULL, *tree = NULL, *tbs = NULL;
     size_t gc_len = 0, tree_len = 0, tbs_len = 0, mark;
     msv_err err = msv_mls_member_group_context(p, p->epoch, p->cth, p->cth_len, &gc, &gc_len);
 
     if (err == MSV_OK)
         err = msv_mls_tree_write(&p->tree, &tree, &tree_len);
+    /* external_pub (12.4.3.2): the key external commits encrypt their init secret to */
+    if (err == MSV_OK)
+        err = msv_mls_hpke_derive_keypair(p->s.external, MSV_MLS_NH, ext_sk, ext_pk);
+    sodium_memzero(ext_sk, sizeof(ext_sk));
     if (err == MSV_OK) {
         msv_buf_init(&w, MSV_MLS_MESSAGE_MAX);
         (void)msv_buf_put(&w, gc, gc_len);
         mark = msv_mls_vec_begin(&w);
         (void)msv_buf_put_u16be(&w, 2);
         msv_mls_put_vec(&w, tree, tree_len);
+        (void)msv_buf_put_u16be(&w, 4);
+        (void)msv_buf_put_u8(&w, 33); /* extension_data<V> holding external_pub<V> */
+        msv_mls_put_vec(&w, ext_pk, sizeof(ext_pk));
         msv_mls_vec_end(&w, mark);
         msv_mls_put_vec(&w, tag, MSV_MLS_NH);
         (void)msv_buf_put_u32be(&w, p->me);
@@ -816,8 +826,8 @@ msv_err msv_mls_member_commit_make(struct msv_mls_member *m, const struct msv_ml
     if (err == MSV_OK)
         err = build_commit(p, spec, cs, received, &pm, &body, &body_len, &reason);
     if (err == MSV_OK)
-        err =
-            frame_commit(m, p, cs, &pm, body, body_len, spec->private_message, &msg, &msg_len, tag);
+        err = frame_commit(m, p, cs, &pm, body, body_len, spec->private_message,
+                           MSV_MLS_SENDER_MEMBER, &msg, &msg_len, tag);
     if (err == MSV_OK && cs->n_joiners > 0)
         err = make_welcome(p, cs, &pm, tag, &wel, &wel_len);
     /* the joiner secret leads to the encryption secret: kept, it would undo 9.2 */
@@ -933,5 +943,236 @@ msv_err msv_mls_member_unprotect(struct msv_mls_member *m, const uint8_t *msg, s
         *sender = c.leaf_index;
     }
     msv_secret_free(plain, plain_len + 1);
+    return err;
+}
+
+/* ---- external commits (12.4.3.2) ---- */
+
+void msv_mls_member_accept_external(struct msv_mls_member *m, int accept)
+{
+    m->accept_external = accept != 0;
+}
+
+msv_err msv_mls_member_group_info(struct msv_mls_member *m, uint8_t **out, size_t *out_len)
+{
+    struct msv_buf w;
+    uint8_t *gi = NULL;
+    size_t gi_len = 0;
+    msv_err err;
+
+    if (!m->can_send)
+        return MSV_ERR_INVALID;
+    err = group_info(m, m->tag, &gi, &gi_len);
+    if (err == MSV_OK) {
+        /* MLSMessage: version mls10, wire_format mls_group_info (4) */
+        msv_buf_init(&w, MSV_MLS_MESSAGE_MAX);
+        (void)msv_buf_put_u16be(&w, 1);
+        (void)msv_buf_put_u16be(&w, 4);
+        (void)msv_buf_put(&w, gi, gi_len);
+        err = msv_buf_finish(&w, out, out_len);
+    }
+    free(gi);
+    return err;
+}
+
+/* The GroupInfo's signature (GroupInfoTBS) by the key of its signer's leaf. */
+static msv_err check_group_info(const struct msv_mls_member *m, const uint8_t *gi, size_t len,
+                                uint32_t signer)
+{
+    struct msv_reader r;
+    const uint8_t *p, *sig;
+    size_t n, tbs_len, sig_len;
+    uint32_t s;
+
+    msv_reader_init(&r, gi, len);
+    if (msv_mls_skip_group_context(&r) != MSV_OK || msv_mls_get_vec(&r, &p, &n) != MSV_OK ||
+        msv_mls_get_vec(&r, &p, &n) != MSV_OK || msv_reader_u32be(&r, &s) != MSV_OK)
+        return MSV_ERR_AUTH;
+    tbs_len = r.off;
+    if (msv_mls_get_vec(&r, &sig, &sig_len) != MSV_OK || !msv_mls_reader_is_done(&r) ||
+        signer >= m->tree.n_leaves || m->tree.nodes[2 * signer].type != 1)
+        return MSV_ERR_AUTH;
+    return msv_mls_verify_label(m->tree.nodes[2 * signer].leaf.signature_key,
+                                m->tree.nodes[2 * signer].leaf.signature_key_len, "GroupInfoTBS",
+                                gi, tbs_len, sig, sig_len);
+}
+
+/* The external_pub extension of a GroupInfo. */
+static msv_err external_pub(const uint8_t *gi, size_t len, uint8_t pk[32])
+{
+    struct msv_reader r, ext;
+    const uint8_t *p;
+    size_t n;
+
+    msv_reader_init(&r, gi, len);
+    if (msv_mls_skip_group_context(&r) != MSV_OK || msv_mls_get_sub(&r, &ext) != MSV_OK)
+        return MSV_ERR_PARSE;
+    while (!msv_mls_reader_is_done(&ext)) {
+        uint16_t type;
+        struct msv_reader data;
+
+        if (msv_reader_u16be(&ext, &type) != MSV_OK || msv_mls_get_sub(&ext, &data) != MSV_OK)
+            return MSV_ERR_PARSE;
+        if (type != 4)
+            continue;
+        if (msv_mls_get_vec(&data, &p, &n) != MSV_OK || n != 32 || !msv_mls_reader_is_done(&data))
+            return MSV_ERR_PARSE;
+        memcpy(pk, p, 32);
+        return MSV_OK;
+    }
+    return MSV_ERR_NOT_FOUND;
+}
+
+/* The group as a GroupInfo MLSMessage shows it: its tree checked, its signature, its context. */
+static msv_err read_group_info(struct msv_mls_member *m, const uint8_t *msg, size_t len)
+{
+    struct msv_mls_group_info info;
+    const uint8_t *gi = NULL, *tag;
+    uint8_t root[MSV_MLS_NH];
+    size_t tag_len;
+    msv_err err;
+
+    if (len < 4 || msg[0] != 0 || msg[1] != 1 || msg[2] != 0 || msg[3] != 4)
+        return MSV_ERR_PARSE;
+    err = msv_mls_member_hold(m, msg + 4, len - 4, &gi);
+    if (err == MSV_OK)
+        err = msv_mls_group_info_read(gi, len - 4, &info);
+    if (err == MSV_OK && (info.group_id_len > MSV_MLS_GROUP_ID_MAX || info.ratchet_tree == NULL))
+        err = MSV_ERR_UNSUPPORTED;
+    if (err == MSV_OK) {
+        memcpy(m->group_id, info.group_id, info.group_id_len);
+        m->group_id_len = info.group_id_len;
+        err = msv_mls_tree_read(info.ratchet_tree, info.ratchet_tree_len, &m->tree);
+    }
+    if (err == MSV_OK)
+        err = msv_mls_tree_hash(&m->tree, msv_mls_tree_root(m->tree.n_leaves), root);
+    if (err == MSV_OK &&
+        (info.tree_hash_len != MSV_MLS_NH || memcmp(info.tree_hash, root, MSV_MLS_NH) != 0))
+        err = MSV_ERR_AUTH;
+    if (err == MSV_OK)
+        err = msv_mls_tree_verify(&m->tree, info.group_id, info.group_id_len);
+    if (err == MSV_OK)
+        err = check_group_info(m, gi, len - 4, info.signer) == MSV_OK ? MSV_OK : MSV_ERR_AUTH;
+    if (err == MSV_OK)
+        err = msv_mls_member_read_context(m, gi, len - 4, &tag, &tag_len);
+    if (err == MSV_OK)
+        err = msv_mls_member_next_interim(m->cth, tag, tag_len, m->interim);
+    return err;
+}
+
+/* Our leaf added where an Add would put it, and the ExternalInit: kem_output to external_pub,
+ * whose export is the init secret (8.3). The proposal list goes to *props (held by p). */
+static msv_err external_start(struct msv_mls_member *p, const uint8_t *gi, size_t gi_len,
+                              struct commit_state *cs, const uint8_t **props, size_t *props_len)
+{
+    struct msv_mls_hpke_ctx ctx;
+    struct msv_mls_leaf_spec spec;
+    struct msv_mls_leaf leaf;
+    struct msv_buf w;
+    uint8_t pk[32], kem[32], sk[32], *list = NULL;
+    size_t len = 0, mark;
+    msv_err err = external_pub(gi, gi_len, pk);
+
+    memset(&ctx, 0, sizeof(ctx));
+    if (err == MSV_OK)
+        err = msv_mls_hpke_setup_s(p->suite, pk, NULL, 0, NULL, kem, &ctx);
+    if (err == MSV_OK)
+        err = msv_mls_external_init_secret(p->suite, &ctx, p->s.init);
+    msv_mls_hpke_ctx_wipe(&ctx);
+    /* a stand-in leaf until the path makes ours */
+    if (err == MSV_OK)
+        err = fresh_key(sk, pk, &spec, 3);
+    sodium_memzero(sk, sizeof(sk));
+    if (err == MSV_OK)
+        err = own_leaf(p, &spec, &leaf);
+    if (err == MSV_OK)
+        err = msv_mls_tree_add(&p->tree, &leaf, &p->me);
+    if (err == MSV_OK) {
+        msv_buf_init(&w, 128);
+        mark = msv_mls_vec_begin(&w);
+        (void)msv_buf_put_u8(&w, 1);
+        (void)msv_buf_put_u16be(&w, 6);
+        msv_mls_put_vec(&w, kem, sizeof(kem));
+        msv_mls_vec_end(&w, mark);
+        err = msv_buf_finish(&w, &list, &len);
+    }
+    if (err == MSV_OK)
+        err = msv_mls_member_hold(p, list, len, props);
+    if (err == MSV_OK) {
+        struct msv_reader r, l;
+
+        *props_len = len;
+        msv_reader_init(&r, *props, len);
+        err = msv_mls_get_sub(&r, &l);
+        if (err == MSV_OK)
+            err = msv_mls_member_commit_proposals(&l, NULL, 0, p->me, cs);
+    }
+    free(list);
+    return err;
+}
+
+msv_err msv_mls_member_join_external(enum msv_mls_suite suite, const uint8_t *group_info,
+                                     size_t group_info_len, const uint8_t sig_seed[32],
+                                     const uint8_t *identity, size_t identity_len, uint8_t **commit,
+                                     size_t *commit_len, struct msv_mls_member **out)
+{
+    struct msv_mls_member *old = calloc(1, sizeof(*old)), *p = NULL;
+    struct commit_state *cs = calloc(1, sizeof(*cs));
+    struct path_made pm;
+    struct msv_buf w;
+    const uint8_t *props = NULL, *path = NULL;
+    uint8_t tag[MSV_MLS_NH], *body = NULL, *msg = NULL;
+    size_t props_len = 0, path_len = 0, body_len = 0, msg_len = 0;
+    msv_err err = MSV_OK;
+
+    memset(&pm, 0, sizeof(pm));
+    if (old == NULL || cs == NULL || (old->held = calloc(HELD_MAX, sizeof(uint8_t *))) == NULL)
+        err = MSV_ERR_NOMEM;
+    if (err == MSV_OK &&
+        (identity_len > MSV_MLS_IDENTITY_MAX || !msv_mls_suite_is_supported((uint16_t)suite)))
+        err = MSV_ERR_INVALID;
+    if (err == MSV_OK) {
+        old->suite = suite;
+        memcpy(old->sig_seed, sig_seed, 32);
+        memcpy(old->identity, identity, identity_len);
+        old->identity_len = identity_len;
+        old->can_send = 1;
+        err = read_group_info(old, group_info, group_info_len);
+    }
+    if (err == MSV_OK)
+        err = clone_member(old, &p);
+    if (err == MSV_OK)
+        err = external_start(p, group_info + 4, group_info_len - 4, cs, &props, &props_len);
+    if (err == MSV_OK)
+        err = msv_mls_member_apply_proposals(p, cs);
+    if (err == MSV_OK)
+        err = make_path(p, cs, &pm, &path, &path_len);
+    if (err == MSV_OK) {
+        msv_buf_init(&w, MSV_MLS_MESSAGE_MAX);
+        (void)msv_buf_put(&w, props, props_len);
+        (void)msv_buf_put_u8(&w, 1);
+        (void)msv_buf_put(&w, path, path_len);
+        err = msv_buf_finish(&w, &body, &body_len);
+    }
+    if (err == MSV_OK)
+        err = frame_commit(old, p, cs, &pm, body, body_len, 0, MSV_MLS_SENDER_NEW_MEMBER_COMMIT,
+                           &msg, &msg_len, tag);
+    if (err == MSV_OK) {
+        (void)msv_mls_member_compact(p);
+        sodium_memzero(p->s.joiner, MSV_MLS_NH);
+        *commit = msg;
+        *commit_len = msg_len;
+        *out = p;
+        p = NULL;
+        msg = NULL;
+    }
+    msv_mls_member_free(p);
+    msv_mls_member_free(old);
+    path_made_wipe(&pm);
+    if (cs != NULL)
+        sodium_memzero(cs, sizeof(*cs));
+    free(cs);
+    free(body);
+    free(msg);
     return err;
 }

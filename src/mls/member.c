@@ -143,8 +143,8 @@ static void keep_resumption(struct msv_mls_member *m)
 }
 
 /* The GroupContext's confirmed transcript hash and extensions, and the GroupInfo's tag. */
-static msv_err read_context(struct msv_mls_member *m, const uint8_t *gi, size_t len,
-                            const uint8_t **tag, size_t *tag_len)
+msv_err msv_mls_member_read_context(struct msv_mls_member *m, const uint8_t *gi, size_t len,
+                                    const uint8_t **tag, size_t *tag_len)
 {
     struct msv_reader r;
     const uint8_t *p, *cth, *ext;
@@ -160,6 +160,8 @@ static msv_err read_context(struct msv_mls_member *m, const uint8_t *gi, size_t 
         return MSV_ERR_AUTH;
     memcpy(m->cth, cth, MSV_MLS_NH);
     m->cth_len = MSV_MLS_NH;
+    if (*tag_len == MSV_MLS_NH)
+        memcpy(m->tag, *tag, MSV_MLS_NH);
     m->ext = malloc(ext_len + 1);
     if (m->ext == NULL)
         return MSV_ERR_NOMEM;
@@ -169,8 +171,8 @@ static msv_err read_context(struct msv_mls_member *m, const uint8_t *gi, size_t 
 }
 
 /* interim = Hash(confirmed || confirmation_tag<V>) (8.2) */
-static msv_err next_interim(const uint8_t confirmed[MSV_MLS_NH], const uint8_t *tag, size_t tag_len,
-                            uint8_t out[MSV_MLS_NH])
+msv_err msv_mls_member_next_interim(const uint8_t confirmed[MSV_MLS_NH], const uint8_t *tag,
+                                    size_t tag_len, uint8_t out[MSV_MLS_NH])
 {
     struct msv_buf w;
     uint8_t *in = NULL;
@@ -277,9 +279,9 @@ msv_err msv_mls_member_join(enum msv_mls_suite suite, const uint8_t *welcome, si
         err = join_tree(m, gi, gi_len, &info, tree, tree_len, joiner, psk_secret);
     }
     if (err == MSV_OK)
-        err = read_context(m, gi, gi_len, &tag, &tag_len);
+        err = msv_mls_member_read_context(m, gi, gi_len, &tag, &tag_len);
     if (err == MSV_OK)
-        err = next_interim(m->cth, tag, tag_len, m->interim);
+        err = msv_mls_member_next_interim(m->cth, tag, tag_len, m->interim);
     if (err == MSV_OK)
         err = find_me(m, leaf_sk);
     if (err == MSV_OK)
@@ -344,6 +346,12 @@ static msv_err read_public(struct msv_mls_member *m, const struct msv_mls_epoch 
 
     if (err == MSV_OK)
         err = msv_mls_public_unprotect(ep, copy, len, c);
+    /* an external commit has no membership tag (6.2) */
+    if (err == MSV_OK && c->sender_type == MSV_MLS_SENDER_NEW_MEMBER_COMMIT) {
+        *ac = copy + 2;
+        *ac_len = len - 2;
+        return MSV_OK;
+    }
     /* a member's message ends with its membership tag, a 32-byte MAC */
     if (err == MSV_OK && (len < 4 + MSV_MLS_NH + 1 || copy[len - MSV_MLS_NH - 1] != MSV_MLS_NH))
         err = MSV_ERR_PARSE;
@@ -360,6 +368,70 @@ msv_err msv_mls_member_content_key(void *ctx, uint32_t leaf, enum msv_mls_ratche
     const struct msv_mls_member *m = ctx;
 
     return msv_mls_secret_state_key(&m->st, leaf, which, generation, key, nonce);
+}
+
+/* The UpdatePath of a Commit body: after proposals<V> and the optional's presence byte. */
+static msv_err commit_path(const uint8_t *body, size_t len, const uint8_t **path, size_t *path_len)
+{
+    struct msv_reader r, list;
+    int present = 0;
+
+    msv_reader_init(&r, body, len);
+    if (msv_mls_get_sub(&r, &list) != MSV_OK || msv_mls_get_optional(&r, &present) != MSV_OK ||
+        !present)
+        return MSV_ERR_PARSE;
+    *path = r.data + r.off;
+    *path_len = r.len - r.off;
+    return MSV_OK;
+}
+
+/* An external commit's signer: the leaf of its UpdatePath (12.4.3.2). */
+static msv_err new_member_key(void *ctx, const struct msv_mls_content *c, const uint8_t **pk,
+                              size_t *pk_len)
+{
+    struct msv_mls_update_path up;
+    const uint8_t *path;
+    size_t path_len;
+    msv_err err = commit_path(c->body, c->body_len, &path, &path_len);
+
+    (void)ctx;
+    if (err == MSV_OK)
+        err = msv_mls_update_path_read(path, path_len, &up);
+    if (err != MSV_OK)
+        return err;
+    *pk = up.leaf.signature_key;
+    *pk_len = up.leaf.signature_key_len;
+    return MSV_OK;
+}
+
+msv_err msv_mls_external_init_secret(enum msv_mls_suite suite, const struct msv_mls_hpke_ctx *ctx,
+                                     uint8_t init[MSV_MLS_NH])
+{
+    static const char label[] = "MLS 1.0 external init secret";
+
+    (void)suite;
+    return msv_mls_hpke_export(ctx, (const uint8_t *)label, sizeof(label) - 1, init, MSV_MLS_NH);
+}
+
+/* The init secret an ExternalInit's kem_output gives with the epoch's external key (8.3). */
+static msv_err external_init(const struct msv_mls_member *m, struct commit_state *cs)
+{
+    struct msv_mls_hpke_ctx ctx;
+    uint8_t sk[32], pk[32];
+    msv_err err;
+
+    if (cs->external_init_len != 32)
+        return MSV_ERR_AUTH;
+    err = msv_mls_hpke_derive_keypair(m->s.external, MSV_MLS_NH, sk, pk);
+    if (err == MSV_OK)
+        err = msv_mls_hpke_setup_r(m->suite, cs->external_init, sk, NULL, 0, &ctx);
+    if (err == MSV_OK)
+        err = msv_mls_external_init_secret(m->suite, &ctx, cs->init);
+    if (err == MSV_OK)
+        cs->has_init = 1;
+    msv_mls_hpke_ctx_wipe(&ctx);
+    sodium_memzero(sk, sizeof(sk));
+    return err;
 }
 
 /* Moves a pointer into from (of len bytes) to the same place in to. */
@@ -625,8 +697,18 @@ msv_err msv_mls_member_apply_proposals(struct msv_mls_member *m, struct commit_s
     for (size_t i = 0; i < cs->n && err == MSV_OK; i++) {
         uint16_t t = cs->list[i].type;
 
-        if (t != 1 && t != 2 && t != 3 && t != 4 && t != 7)
+        if (t != 1 && t != 2 && t != 3 && t != 4 && t != 6 && t != 7)
             err = MSV_ERR_UNSUPPORTED;
+        if (err == MSV_OK && t == 6) {
+            struct msv_reader r;
+
+            /* ExternalInit: kem_output<V>; one only, and only in an external commit */
+            msv_reader_init(&r, cs->list[i].body, cs->list[i].body_len);
+            if (cs->external_init != NULL ||
+                msv_mls_get_vec(&r, &cs->external_init, &cs->external_init_len) != MSV_OK ||
+                !msv_mls_reader_is_done(&r))
+                err = MSV_ERR_INVALID;
+        }
     }
     for (size_t o = 0; o < sizeof(order) / sizeof(order[0]) && err == MSV_OK; o++) {
         for (size_t i = 0; i < cs->n && err == MSV_OK; i++) {
@@ -696,7 +778,8 @@ msv_err msv_mls_member_next_epoch(struct msv_mls_member *m, const uint8_t *ac, s
     if (err == MSV_OK)
         err = msv_mls_member_group_context(m, m->epoch + 1, confirmed, MSV_MLS_NH, &gc, &gc_len);
     if (err == MSV_OK)
-        err = msv_mls_key_schedule(m->s.init, commit_secret, psk_secret, gc, gc_len, &ns);
+        err = msv_mls_key_schedule(cs->has_init ? cs->init : m->s.init, commit_secret, psk_secret,
+                                   gc, gc_len, &ns);
     free(gc);
     if (err == MSV_OK)
         err = msv_mls_mac(ns.confirmation_key, MSV_MLS_NH, confirmed, MSV_MLS_NH, mac);
@@ -705,7 +788,7 @@ msv_err msv_mls_member_next_epoch(struct msv_mls_member *m, const uint8_t *ac, s
     if (err == MSV_OK)
         err = msv_mls_secret_state_init(&st, m->suite, ns.encryption, m->tree.n_leaves);
     if (err == MSV_OK)
-        err = next_interim(confirmed, c->confirmation_tag, MSV_MLS_NH, m->interim);
+        err = msv_mls_member_next_interim(confirmed, c->confirmation_tag, MSV_MLS_NH, m->interim);
     if (err == MSV_OK) {
         msv_mls_secret_state_free(&m->st);
         m->st = st;
@@ -716,6 +799,7 @@ msv_err msv_mls_member_next_epoch(struct msv_mls_member *m, const uint8_t *ac, s
         memcpy(&m->s, &ns, sizeof(ns));
         memcpy(m->cth, confirmed, MSV_MLS_NH);
         m->cth_len = MSV_MLS_NH;
+        memcpy(m->tag, c->confirmation_tag, MSV_MLS_NH);
         m->has_tree_hash = 0;
         m->epoch++;
         keep_resumption(m);
@@ -859,6 +943,25 @@ static msv_err change_state(struct msv_mls_member *m, struct commit_state *cs, u
     if (err != MSV_OK)
         return err;
     err = msv_mls_member_apply_proposals(m, cs);
+    /* an external commit (12.4.3.2): one ExternalInit, a path, its leaf added where an Add would
+     * go; a member's commit carries no ExternalInit */
+    if (err == MSV_OK &&
+        (c->sender_type == MSV_MLS_SENDER_NEW_MEMBER_COMMIT) != (cs->external_init != NULL))
+        err = MSV_ERR_INVALID;
+    /* we take external commits that join, nothing more (no resync, no PSKs) */
+    if (err == MSV_OK && c->sender_type == MSV_MLS_SENDER_NEW_MEMBER_COMMIT && cs->n != 1)
+        err = MSV_ERR_UNSUPPORTED;
+    if (err == MSV_OK && c->sender_type == MSV_MLS_SENDER_NEW_MEMBER_COMMIT) {
+        struct msv_mls_update_path up;
+
+        err = path == NULL ? MSV_ERR_INVALID : msv_mls_update_path_read(path, path_len, &up);
+        if (err == MSV_OK)
+            err = leaf_is_new(&m->tree, &up.leaf);
+        if (err == MSV_OK)
+            err = msv_mls_tree_add(&m->tree, &up.leaf, &committer);
+        if (err == MSV_OK)
+            err = external_init(m, cs);
+    }
     if (err == MSV_OK && path != NULL)
         err = apply_path(m, committer, path, path_len, cs, commit_secret);
     if (err == MSV_OK)
@@ -891,6 +994,8 @@ msv_err msv_mls_member_commit(struct msv_mls_member *m, const uint8_t *const *pr
     if (err == MSV_OK)
         err = msv_mls_member_receive_proposals(m, &ep, proposals, proposal_lens, n_proposals,
                                                received);
+    if (m->accept_external)
+        ep.new_member_key = new_member_key;
     if (err == MSV_OK && commit_len >= 4 && commit[2] == 0 && commit[3] == MSV_MLS_WIRE_PRIVATE)
         err = read_private_commit(m, &ep, commit, commit_len, &c, &ac, &ac_len);
     else if (err == MSV_OK)
@@ -919,6 +1024,8 @@ msv_err msv_mls_member_commit(struct msv_mls_member *m, const uint8_t *const *pr
         free(m->held[--m->n_held]);
         m->held[m->n_held] = NULL;
     }
+    if (cs != NULL)
+        sodium_memzero(cs->init, sizeof(cs->init));
     free(cs);
     free(received);
     return err;

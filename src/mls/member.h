@@ -86,6 +86,8 @@ struct msv_mls_member {
     size_t cth_len;                /* MSV_MLS_NH; 0 at epoch 0 of a group we created (11) */
     uint8_t tree_hash[MSV_MLS_NH]; /* of the epoch's tree, once worked out */
     int has_tree_hash;
+    uint8_t tag[MSV_MLS_NH]; /* the epoch's confirmation tag (for its GroupInfo) */
+    int accept_external;     /* external commits are taken (the caller checks who joined) */
     struct msv_mls_epoch_secrets s;
     struct msv_mls_tree tree;
     uint32_t me;
@@ -214,6 +216,36 @@ MSV_MUST_CHECK msv_err msv_mls_member_commit_make(struct msv_mls_member *m,
 /* Moves the member to the epoch of the commit it made. MSV_ERR_NOT_FOUND if none waits. */
 MSV_MUST_CHECK msv_err msv_mls_member_commit_merge(struct msv_mls_member *m);
 void msv_mls_member_commit_discard(struct msv_mls_member *m);
+
+/*
+ * A GroupInfo MLSMessage of the current epoch (12.4.3): the GroupContext, the
+ * ratchet_tree and external_pub extensions, the epoch's confirmation tag,
+ * signed by us; what a device needs to join by an external commit. Caller
+ * frees *out with free().
+ */
+MSV_MUST_CHECK msv_err msv_mls_member_group_info(struct msv_mls_member *m, uint8_t **out,
+                                                 size_t *out_len);
+/*
+ * Whether the member takes external commits (off at first): anyone holding a
+ * GroupInfo of the group can make one, so the caller turns this on only when
+ * it checks who joined (the new leaf's identity) after each commit.
+ */
+void msv_mls_member_accept_external(struct msv_mls_member *m, int accept);
+/*
+ * Joins a group by an external commit (12.4.3.2) from a GroupInfo MLSMessage:
+ * its tree checked as a joiner checks it (msv_mls_tree_verify()), its
+ * signature by its signer's leaf; then a commit with an ExternalInit (the
+ * init secret encrypted to external_pub) and an UpdatePath from our new leaf
+ * (identity as a basic credential, signed by sig_seed), where an Add would
+ * put it. *out is the member at the commit's epoch, which it is once the
+ * delivery service took *commit (else the caller frees it); members take it
+ * only if they accept external commits. Free *out with msv_mls_member_free()
+ * and *commit with free().
+ */
+MSV_MUST_CHECK msv_err msv_mls_member_join_external(
+    enum msv_mls_suite suite, const uint8_t *group_info, size_t group_info_len,
+    const uint8_t sig_seed[32], const uint8_t *identity, size_t identity_len, uint8_t **commit,
+    size_t *commit_len, struct msv_mls_member **out);
 
 /*
  * An application message as a PrivateMessage MLSMessage (6.3) of the current

@@ -22,6 +22,10 @@ struct proposal {
 struct commit_state {
     struct proposal list[PROPOSALS_MAX]; /* the proposals the commit applies */
     size_t n;
+    const uint8_t *external_init; /* an ExternalInit's kem_output */
+    size_t external_init_len;
+    uint8_t init[MSV_MLS_NH]; /* the init secret it gives, used instead of the epoch's */
+    int has_init;
     uint32_t joiners[PROPOSALS_MAX];
     size_t n_joiners;
     struct msv_mls_psk psks[MSV_MLS_WELCOME_PSKS_MAX];
@@ -36,6 +40,18 @@ MSV_MUST_CHECK msv_err msv_mls_member_hold(struct msv_mls_member *m, const uint8
 /* The content key callback over m's secret tree (ctx is the member). */
 msv_err msv_mls_member_content_key(void *ctx, uint32_t leaf, enum msv_mls_ratchet which,
                                    uint32_t generation, uint8_t *key, uint8_t nonce[MSV_MLS_NN]);
+/* The epoch, confirmed transcript hash and extensions of a GroupInfo, and its tag. */
+MSV_MUST_CHECK msv_err msv_mls_member_read_context(struct msv_mls_member *m, const uint8_t *gi,
+                                                   size_t len, const uint8_t **tag,
+                                                   size_t *tag_len);
+/* interim = Hash(confirmed || confirmation_tag<V>) (8.2) */
+MSV_MUST_CHECK msv_err msv_mls_member_next_interim(const uint8_t confirmed[MSV_MLS_NH],
+                                                   const uint8_t *tag, size_t tag_len,
+                                                   uint8_t out[MSV_MLS_NH]);
+/* init_secret = the HPKE context's export of "MLS 1.0 external init secret" (8.3). */
+MSV_MUST_CHECK msv_err msv_mls_external_init_secret(enum msv_mls_suite suite,
+                                                    const struct msv_mls_hpke_ctx *ctx,
+                                                    uint8_t init[MSV_MLS_NH]);
 /* The lowest node of path that is an ancestor of leaf, or n. */
 size_t msv_mls_member_lowest_above(const uint32_t *path, size_t n, uint32_t leaf);
 /* The current epoch as framing wants it; root receives the tree hash it points to. */

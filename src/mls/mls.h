@@ -311,6 +311,7 @@ enum {
     MSV_MLS_CONTENT_PROPOSAL = 2,
     MSV_MLS_CONTENT_COMMIT = 3,
     MSV_MLS_SENDER_MEMBER = 1,
+    MSV_MLS_SENDER_NEW_MEMBER_COMMIT = 4,
 };
 
 /* Largest MLSMessage the framing functions make or read. */
@@ -332,6 +333,9 @@ struct msv_mls_content {
     size_t confirmation_tag_len;
     const uint8_t *signature; /* set by unprotecting; not read by protecting */
     size_t signature_len;
+    /* 0 or MSV_MLS_SENDER_MEMBER: a member, at leaf_index; MSV_MLS_SENDER_NEW_MEMBER_COMMIT:
+     * an external commit (12.4.3.2), in a PublicMessage without a membership tag */
+    uint8_t sender_type;
 };
 
 /*
@@ -354,6 +358,10 @@ struct msv_mls_epoch {
     const uint8_t *membership_key;
     msv_mls_sig_key_fn sig_key; /* the sender's key is looked up by the leaf it claims */
     void *sig_key_ctx;
+    /* the key of an external commit's new member (its UpdatePath's leaf), with sig_key_ctx;
+     * NULL refuses external commits */
+    msv_err (*new_member_key)(void *ctx, const struct msv_mls_content *c, const uint8_t **pk,
+                              size_t *pk_len);
     /* if set, PrivateMessage keys come from here (a member's secret tree) and
      * encryption_secret is not used */
     msv_mls_content_key_fn content_key;
