@@ -694,6 +694,7 @@ msv_err msv_mls_member_apply_proposals(struct msv_mls_member *m, struct commit_s
     static const uint16_t order[] = {7, 2, 3, 1, 4};
     msv_err err = MSV_OK;
 
+    m->has_tree_hash = 0; /* the tree is about to change */
     for (size_t i = 0; i < cs->n && err == MSV_OK; i++) {
         uint16_t t = cs->list[i].type;
 
