@@ -779,6 +779,122 @@ static void test_external_join(void)
     free(commit);
 }
 
+/*
+ * A hostile committer, made by hand: a commit adding the KeyPackage kp by
+ * value, without a path, signed, with the right confirmation and membership
+ * tags, so that only the receiver's checks of what it applies stand between
+ * it and the group.
+ */
+static uint8_t *hostile_add(struct msv_mls_member *cm, const uint8_t *kp, size_t kp_len,
+                            size_t *out_len)
+{
+    static const uint8_t zero[MSV_MLS_NH];
+    struct msv_mls_epoch ep;
+    struct msv_mls_content c;
+    struct msv_mls_epoch_secrets ns;
+    struct msv_mls_tree t2;
+    struct msv_mls_leaf leaf;
+    struct msv_reader r;
+    struct msv_buf w;
+    uint8_t root[MSV_MLS_NH], root2[MSV_MLS_NH], sig[MSV_MLS_SIG_LEN], confirmed[MSV_MLS_NH];
+    uint8_t tag[MSV_MLS_NH] = {0}, *body = NULL, *ac = NULL, *in = NULL, *gc = NULL, *msg = NULL;
+    size_t body_len = 0, ac_len = 0, in_len = 0, gc_len = 0, mark;
+    uint32_t index;
+
+    msv_buf_init(&w, 1u << 20);
+    mark = msv_mls_vec_begin(&w);
+    (void)msv_buf_put_u8(&w, 1);
+    (void)msv_buf_put_u16be(&w, 1);
+    (void)msv_buf_put(&w, kp + 4, kp_len - 4);
+    msv_mls_vec_end(&w, mark);
+    (void)msv_buf_put_u8(&w, 0); /* no path */
+    if (msv_buf_finish(&w, &body, &body_len) != MSV_OK ||
+        msv_mls_tree_hash(&cm->tree, msv_mls_tree_root(cm->tree.n_leaves), root) != MSV_OK)
+        fatal("hostile body");
+    memset(&ep, 0, sizeof(ep));
+    ep.gc = (struct msv_mls_group_context){cm->suite, cm->group_id, cm->group_id_len, cm->epoch,
+                                           root,      MSV_MLS_NH,   cm->cth,          cm->cth_len,
+                                           cm->ext,   cm->ext_len};
+    ep.n_leaves = cm->tree.n_leaves;
+    ep.membership_key = cm->s.membership_key;
+    memset(&c, 0, sizeof(c));
+    c.leaf_index = cm->me;
+    c.content_type = MSV_MLS_CONTENT_COMMIT;
+    c.body = body;
+    c.body_len = body_len;
+    c.confirmation_tag = tag;
+    c.confirmation_tag_len = MSV_MLS_NH;
+    if (msv_mls_content_sign(&ep, MSV_MLS_WIRE_PUBLIC, &c, cm->sig_seed, sig) != MSV_OK ||
+        msv_mls_authenticated_content(&ep, MSV_MLS_WIRE_PUBLIC, &c, sig, sizeof(sig), &ac,
+                                      &ac_len) != MSV_OK)
+        fatal("hostile sign");
+    msv_buf_init(&w, 1u << 20);
+    (void)msv_buf_put(&w, cm->interim, MSV_MLS_NH);
+    (void)msv_buf_put(&w, ac, ac_len - (MSV_MLS_NH + 1));
+    msv_reader_init(&r, kp + 4, kp_len - 4);
+    if (msv_buf_finish(&w, &in, &in_len) != MSV_OK ||
+        msv_mls_hash(in, in_len, confirmed) != MSV_OK ||
+        msv_mls_read_key_package(&r, &leaf) != MSV_OK ||
+        msv_mls_tree_copy(&cm->tree, &t2) != MSV_OK || msv_mls_tree_add(&t2, &leaf, &index) ||
+        msv_mls_tree_hash(&t2, msv_mls_tree_root(t2.n_leaves), root2) != MSV_OK)
+        fatal("hostile transcript");
+    {
+        struct msv_mls_group_context gc2 = {
+            cm->suite,  cm->group_id, cm->group_id_len, cm->epoch + 1, root2,
+            MSV_MLS_NH, confirmed,    MSV_MLS_NH,       cm->ext,       cm->ext_len};
+
+        if (msv_mls_group_context_encode(&gc2, &gc, &gc_len) != MSV_OK ||
+            msv_mls_key_schedule(cm->s.init, zero, zero, gc, gc_len, &ns) != MSV_OK ||
+            msv_mls_mac(ns.confirmation_key, MSV_MLS_NH, confirmed, MSV_MLS_NH, tag) != MSV_OK ||
+            msv_mls_public_protect(&ep, &c, cm->sig_seed, &msg, out_len) != MSV_OK)
+            fatal("hostile commit");
+    }
+    msv_mls_tree_free(&t2);
+    free(body);
+    free(ac);
+    free(in);
+    free(gc);
+    return msg;
+}
+
+/* What a member applies from a hostile committer: a KeyPackage that does not validate, or whose
+ * keys a member has, is refused with nothing changed; a good one (the control) is taken. Each
+ * case goes to another member, so that each stands on its own. */
+static void test_hostile_committer(void)
+{
+    size_t a = nth_member(0), d = new_device(), e = new_device();
+    size_t len, caps = 42 + 32 + 1 + 32 + 2 + 1 + strlen(devs[d].id);
+    uint8_t *kp = malloc(devs[d].kp_len), *msg;
+
+    /* a KeyPackage signature broken */
+    memcpy(kp, devs[d].kp, devs[d].kp_len);
+    kp[devs[d].kp_len - 3] ^= 1;
+    msg = hostile_add(devs[a].m, kp, devs[d].kp_len, &len);
+    expect_unchanged_commit(nth_member(1), msg, len,
+                            "a hostile add of a badly signed KeyPackage refused");
+    free(msg);
+    /* capabilities without the group's suite, signed again */
+    memcpy(kp, devs[d].kp, devs[d].kp_len);
+    kp[caps + 5] = 7;
+    kp[caps + 7] = 7;
+    resign(kp, devs[d].kp_len, devs[d].seed);
+    msg = hostile_add(devs[a].m, kp, devs[d].kp_len, &len);
+    expect_unchanged_commit(nth_member(2), msg, len,
+                            "a hostile add of an incapable KeyPackage refused");
+    free(msg);
+    /* the KeyPackage a member joined with: its keys are in the tree already */
+    msg = hostile_add(devs[a].m, devs[nth_member(1)].kp, devs[nth_member(1)].kp_len, &len);
+    expect_unchanged_commit(nth_member(3), msg, len,
+                            "a hostile add of keys already in the tree refused");
+    free(msg);
+    /* the control: the same made with a good KeyPackage is taken */
+    msg = hostile_add(devs[a].m, devs[e].kp, devs[e].kp_len, &len);
+    CHECK(msv_mls_member_commit(devs[nth_member(4)].m, NULL, NULL, 0, msg, len) == MSV_OK,
+          "the hand-made commit with a good KeyPackage is taken");
+    free(msg);
+    free(kp);
+}
+
 static void run_suite(enum msv_mls_suite s)
 {
     struct round r;
@@ -813,6 +929,7 @@ static void run_suite(enum msv_mls_suite s)
     test_external_join();
     test_forward_secrecy();
     talk();
+    test_hostile_committer(); /* last: the group is not whole after it */
     free_devices();
     test_large_welcome();
 }
