@@ -699,6 +699,36 @@ static void test_forward_secrecy(void)
     CHECK(!state_holds(devs[b].m, key, nk), "the third key is erased");
     /* the sender keeps none of its own used keys either */
     CHECK(!state_holds(devs[a].m, key, nk), "the sender's used key is erased");
+    /* a message more than MSV_MLS_FORWARD_MAX generations ahead: refused, and the ones before
+     * it still read (a sender cannot make a reader hash without bound) */
+    {
+        uint8_t *far = NULL, *next = NULL;
+        size_t far_len = 0, next_len = 0;
+
+        for (unsigned i = 0; i <= MSV_MLS_FORWARD_MAX + 1; i++) {
+            uint8_t *msg = NULL;
+            size_t len = 0;
+
+            if (msv_mls_member_protect(devs[a].m, (const uint8_t *)"x", 1, &msg, &len) != MSV_OK)
+                fatal("protect");
+            if (i == 0) {
+                next = msg;
+                next_len = len;
+            } else {
+                free(far);
+                far = msg;
+                far_len = len;
+            }
+        }
+        CHECK(msv_mls_member_unprotect(devs[b].m, far, far_len, &pt, &pt_len, &sender) ==
+                  MSV_ERR_AUTH,
+              "a message too far ahead refused");
+        CHECK(msv_mls_member_unprotect(devs[b].m, next, next_len, &pt, &pt_len, &sender) == MSV_OK,
+              "the next message still read");
+        msv_secret_free(pt, pt_len);
+        free(far);
+        free(next);
+    }
     /* a member cannot read its own message back, nor one of another epoch */
     CHECK(msv_mls_member_unprotect(devs[a].m, m1, l1, &pt, &pt_len, &sender) != MSV_OK,
           "own message refused");
@@ -707,6 +737,10 @@ static void test_forward_secrecy(void)
     free(m1);
     free(m2);
     free(m3);
+    /* the others are now too far behind a's ratchet for this epoch: a new one */
+    memset(&r, 0, sizeof(r));
+    r.committer = a;
+    play(&r);
 }
 
 /* A Welcome to a group of 60: its GroupInfo, and so the context its secrets are encrypted

@@ -17,6 +17,7 @@
 #define MSV_MLS_GROUP_ID_MAX 255
 #define MSV_MLS_RESUMPTION_KEPT 32
 #define MSV_MLS_SKIPPED_MAX 64    /* keys kept for messages that arrive out of order */
+#define MSV_MLS_FORWARD_MAX 1024  /* generations a message may skip past its ratchet's next */
 #define MSV_MLS_IDENTITY_MAX 1024 /* the basic credential's identity */
 
 /*
@@ -56,7 +57,9 @@ MSV_MUST_CHECK msv_err msv_mls_secret_state_init(struct msv_mls_secret_state *st
 void msv_mls_secret_state_free(struct msv_mls_secret_state *st);
 /*
  * The key and nonce of leaf's ratchet at generation, changing nothing:
- * MSV_ERR_AUTH for a generation already used (or skipped and dropped).
+ * MSV_ERR_AUTH for a generation already used (or skipped and dropped), or
+ * more than MSV_MLS_FORWARD_MAX past the ratchet's next one (so that one
+ * message costs a bounded number of derivations).
  */
 MSV_MUST_CHECK msv_err msv_mls_secret_state_key(const struct msv_mls_secret_state *st,
                                                 uint32_t leaf, enum msv_mls_ratchet which,

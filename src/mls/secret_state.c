@@ -111,6 +111,8 @@ msv_err msv_mls_secret_state_key(const struct msv_mls_secret_state *st, uint32_t
         }
         return MSV_ERR_AUTH; /* used, or skipped too long ago */
     }
+    if (generation - (r->live ? r->generation : 0) > MSV_MLS_FORWARD_MAX)
+        return MSV_ERR_AUTH;
     if (r->live)
         return msv_mls_ratchet_key_from(st->suite, r->secret, r->generation, generation, key,
                                         nonce);
