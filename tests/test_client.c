@@ -2043,9 +2043,10 @@ static void count_pq_refused(void *ctx, const char *handle, uint64_t device_id, 
 /*
  * A server that refuses to hand out a post-quantum device's keys (busy, or "slow down") withholds
  * nothing: the send fails as a failure to reach it, waits in the outbox and goes once the server
- * answers, and no pq_refused warning blames the server. Both paths: the sealing key of a device
- * alice has a session with (bob), and the prekeys of a session start (carol). Before, each was
- * reported as a withheld key (MSV_ERR_AUTH, MSV_REFUSAL_PQ, the warning).
+ * answers, and no pq_refused warning blames the server: the failure says the server is busy and
+ * the message is tried again. Both paths: the sealing key of a device alice has a session with
+ * (bob), and the prekeys of a session start (carol). Before, each was reported as a withheld key
+ * (MSV_ERR_AUTH, MSV_REFUSAL_PQ, the warning), then with the server's words alone.
  */
 static void test_claim_refused_is_not_withheld(void **state)
 {
@@ -2082,10 +2083,15 @@ static void test_claim_refused_is_not_withheld(void **state)
                      MSV_ERR_IO);
     assert_int_not_equal(alice->why.code, MSV_REFUSAL_PQ);
     assert_non_null(strstr(alice->why.message, "did not give the post-quantum sealing key"));
+    /* said as what it is: the server busy, the message tried again (not "withheld") */
+    assert_non_null(strstr(alice->why.message, "now (busy: too many prekey claims"));
+    assert_non_null(strstr(alice->why.message, "waits in the outbox and is tried again"));
     assert_int_equal(msv_client_send(alice, to_carol, 1, "session, waits", NULL, 0, NULL, id),
                      MSV_ERR_IO);
     assert_int_not_equal(alice->why.code, MSV_REFUSAL_PQ);
     assert_non_null(strstr(alice->why.message, "did not give the post-quantum prekeys"));
+    assert_non_null(strstr(alice->why.message, "now (busy: too many prekey claims"));
+    assert_non_null(strstr(alice->why.message, "waits in the outbox and is tried again"));
     assert_int_equal(warned, 0);
 
     test_server_stop(&s);

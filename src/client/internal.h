@@ -312,6 +312,17 @@ msv_err client_pq_refused(struct msv_client *c, const char *handle, uint64_t dev
                           const char *what, const char *speaks);
 
 /*
+ * Claims the prekey bundles of the n devices ids (sealing: their last-resort KEM prekeys only,
+ * handing nothing out once), for the session start and the sealing-key fetch alike: *resp
+ * (caller frees with msv_frame_free) on an answer. A refusal that withholds nothing (the
+ * server busy, or saying "slow down") is MSV_ERR_IO, c->why saying "the server did not give
+ * WHAT now (busy ...); tried again ..."; no answer at all is MSV_ERR_IO too; any other
+ * refusal is returned as msv_request_prekey_claim gives it.
+ */
+msv_err client_claim(struct msv_client *c, const uint64_t *ids, size_t n, int sealing,
+                     const char *what, msv_frame **resp);
+
+/*
  * Hybrid sealed sender (sealkeys.c): the checked last-resort KEM prekey a post-quantum device
  * of handle is sealed to (MSV_ERR_AUTH, why.code MSV_REFUSAL_PQ and on_pq_refused when the
  * server gives none that checks); the first layer of a delivery as this device's identity

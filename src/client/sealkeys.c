@@ -80,23 +80,52 @@ static msv_err cached(struct msv_client *c, const char *name, struct msv_sealing
     return err;
 }
 
-/*
- * The device's last-resort KEM prekey from the server, checked as its own: MSV_ERR_NOT_FOUND
- * when the answer holds no bundle for it, MSV_ERR_AUTH when its bundle holds no key that
- * checks, MSV_ERR_IO when there is no answer or the server refuses (c->why says why).
- */
-static msv_err fetch(struct msv_client *c, uint64_t device_id,
-                     const struct msv_public_identity *pub, struct msv_sealing_key *key)
+/* A refusal that withholds nothing: the server is busy (its storage failed, it is shutting
+ * down) or says "slow down"; the claim is tried again with the send, from the outbox. */
+static int claim_is_busy(const struct msv_refusal *why)
 {
-    msv_frame *resp = NULL;
+    return why->code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED ||
+           why->code == MSV__WIRE__ERROR_CODE__ERROR_IO ||
+           why->code == MSV__WIRE__ERROR_CODE__ERROR_SHUTTING_DOWN;
+}
+
+msv_err client_claim(struct msv_client *c, const uint64_t *ids, size_t n, int sealing,
+                     const char *what, msv_frame **resp)
+{
+    char said[sizeof(c->why.message)];
     msv_err err = msv_client_connect(c);
 
     if (err == MSV_OK)
-        err = msv_request_prekey_claim(c->conn, &device_id, 1, 1, TIMEOUT_MS, &resp, &c->why);
+        err = msv_request_prekey_claim(c->conn, ids, n, sealing, TIMEOUT_MS, resp, &c->why);
+    if (err == MSV_OK || err == MSV_ERR_NOMEM)
+        return err;
+    if (err != MSV_ERR_IO && !claim_is_busy(&c->why))
+        return err; /* a refusal: whether it withholds a key is the caller's to say */
+    snprintf(said, sizeof(said), "%s", c->why.message[0] != '\0' ? c->why.message : "no answer");
+    snprintf(c->why.message, sizeof(c->why.message),
+             "the server did not give %.90s now (%s: %.50s); the message waits in the outbox "
+             "and is tried again",
+             what, err == MSV_ERR_IO && c->why.code == 0 ? "unreachable" : "busy", said);
+    return MSV_ERR_IO;
+}
+
+/*
+ * The device's last-resort KEM prekey from the server, checked as its own: MSV_ERR_NOT_FOUND
+ * when the answer holds no bundle for it, MSV_ERR_AUTH when its bundle holds no key that
+ * checks, MSV_ERR_IO when there is no answer or the server is busy (c->why says so).
+ */
+static msv_err fetch(struct msv_client *c, const char *handle, uint64_t device_id,
+                     const struct msv_public_identity *pub, struct msv_sealing_key *key)
+{
+    char what[200];
+    msv_frame *resp = NULL;
+    msv_err err;
+
+    snprintf(what, sizeof(what), "the post-quantum sealing key of %.64s (device %llu)", handle,
+             (unsigned long long)device_id);
+    err = client_claim(c, &device_id, 1, 1, what, &resp);
     if (err == MSV_ERR_NOMEM || err == MSV_ERR_IO)
-        return err; /* unreachable: not a key withheld */
-    if (err == MSV_ERR_INVALID && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED)
-        return MSV_ERR_IO; /* "slow down": the send waits */
+        return err; /* not a key withheld */
     if (err != MSV_OK)
         return MSV_ERR_AUTH; /* any other refusal withholds the key */
     err = MSV_ERR_NOT_FOUND;
@@ -147,27 +176,20 @@ msv_err client_pq_refused(struct msv_client *c, const char *handle, uint64_t dev
 msv_err client_sealing_key(struct msv_client *c, const char *handle, uint64_t device_id,
                            const struct msv_public_identity *pub, struct msv_sealing_key *key)
 {
-    char name[120], said[sizeof(c->why.message)];
+    char name[120];
     uint32_t newest = 0;
     msv_err err;
 
     cache_name(device_id, pub, name);
     if (cached(c, name, key, &newest) == MSV_OK)
         return MSV_OK;
-    err = fetch(c, device_id, pub, key);
+    err = fetch(c, handle, device_id, pub, key);
     /* ids only grow: an older key than one already taken is one the device may have let go */
     if (err == MSV_OK && key->id < newest)
         return client_pq_refused(c, handle, device_id,
                                  "an older post-quantum sealing key than it gave before", "");
     if (err == MSV_OK)
         return remember(c, name, key);
-    if (err == MSV_ERR_IO && c->why.message[0] != '\0') {
-        snprintf(said, sizeof(said), "%s", c->why.message);
-        snprintf(c->why.message, sizeof(c->why.message),
-                 "the server did not give the post-quantum sealing key of %.64s (device %llu): "
-                 "%.100s",
-                 handle, (unsigned long long)device_id, said);
-    }
     /*
      * No bundle at all: a device that left its account (or an account deleted since) has none.
      * The send learns the recipients' devices from the log once and tries again (MSV_ERR_AGAIN,

@@ -988,17 +988,6 @@ static int has_bundle(const Msv__Wire__PrekeyBundles *b, uint64_t device_id)
     return 0;
 }
 
-/* The server refused a claim of post-quantum devices' prekeys: c->why says so, and why. */
-static void claim_refused(struct msv_client *c)
-{
-    char said[sizeof(c->why.message)];
-
-    snprintf(said, sizeof(said), "%s", c->why.message);
-    snprintf(c->why.message, sizeof(c->why.message),
-             "the server did not give the post-quantum prekeys of a recipient's device: %.150s",
-             said);
-}
-
 uint32_t msv_sessions_kem_steps(struct msv_client *c, const char *handle,
                                 const Msv__Wire__DeviceInfo *d)
 {
@@ -1045,13 +1034,15 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
         size_t batch = n_need - at < CLAIM_MAX ? n_need - at : CLAIM_MAX;
         msv_frame *got = NULL;
 
-        err = msv_request_prekey_claim(c->conn, ids + at, batch, 0, TIMEOUT_MS, &got, &c->why);
-        if (err == MSV_ERR_INVALID && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED &&
-            any_pq(need + at, batch)) {
-            /* "slow down" is not a key withheld: the send waits (any other refusal of a
-             * post-quantum device's keys is refused as withheld, in msv_sessions_seal) */
-            claim_refused(c);
-            err = MSV_ERR_IO;
+        /* busy or "slow down" is not a key withheld: the send waits (any other refusal of a
+         * post-quantum device's keys is refused as withheld, in msv_sessions_seal) */
+        err = client_claim(c, ids + at, batch, 0,
+                           "the post-quantum prekeys of a recipient's device", &got);
+        if (err == MSV_ERR_IO && c->why.code != 0 && !any_pq(need + at, batch)) {
+            /* none post-quantum: they get the suite's envelope, as before there were claims */
+            memset(&c->why, 0, sizeof(c->why));
+            err = MSV_OK;
+            continue;
         }
         if (err != MSV_OK && err != MSV_ERR_IO && err != MSV_ERR_NOMEM) {
             /* refused: these devices, none post-quantum, get the suite's envelope */
