@@ -317,10 +317,15 @@ msv_err client_pq_refused(struct msv_client *c, const char *handle, uint64_t dev
  * (caller frees with msv_frame_free) on an answer. A refusal that withholds nothing (the
  * server busy, or saying "slow down") is MSV_ERR_IO, c->why saying "the server did not give
  * WHAT now (busy ...); tried again ..."; no answer at all is MSV_ERR_IO too; any other
- * refusal is returned as msv_request_prekey_claim gives it.
+ * refusal is returned as msv_request_prekey_claim gives it. An answer with no bundle at all
+ * for a device whose pq[i] is set (a device that left its account, or an account deleted, since
+ * the send learnt the set) is MSV_ERR_AGAIN the first time in a send (c->sealing_rechecked),
+ * *resp set all the same (the others' bundles, claimed, are not to be wasted):
+ * the send learns the devices from the log again and tries once more, and a device the log
+ * still lists is refused then as a withheld key (its bundle came with it).
  */
-msv_err client_claim(struct msv_client *c, const uint64_t *ids, size_t n, int sealing,
-                     const char *what, msv_frame **resp);
+msv_err client_claim(struct msv_client *c, const uint64_t *ids, const int *pq, size_t n,
+                     int sealing, const char *what, msv_frame **resp);
 
 /*
  * Hybrid sealed sender (sealkeys.c): the checked last-resort KEM prekey a post-quantum device

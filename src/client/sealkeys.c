@@ -89,15 +89,43 @@ static int claim_is_busy(const struct msv_refusal *why)
            why->code == MSV__WIRE__ERROR_CODE__ERROR_SHUTTING_DOWN;
 }
 
-msv_err client_claim(struct msv_client *c, const uint64_t *ids, size_t n, int sealing,
-                     const char *what, msv_frame **resp)
+static int has_bundle(const Msv__Wire__PrekeyBundles *b, uint64_t device_id)
+{
+    for (size_t i = 0; i < b->n_bundles; i++)
+        if (b->bundles[i]->device_id == device_id)
+            return 1;
+    return 0;
+}
+
+/* The first time in a send that a post-quantum device has no bundle at all: recheck the set. */
+static msv_err recheck_if_gone(struct msv_client *c, const uint64_t *ids, const int *pq, size_t n,
+                               msv_frame *const *resp)
+{
+    for (size_t i = 0; i < n && !c->sealing_rechecked; i++) {
+        if (!pq[i] || has_bundle((*resp)->prekey_bundles, ids[i]))
+            continue;
+        c->sealing_rechecked = 1;
+        return MSV_ERR_AGAIN;
+    }
+    return MSV_OK;
+}
+
+msv_err client_claim(struct msv_client *c, const uint64_t *ids, const int *pq, size_t n,
+                     int sealing, const char *what, msv_frame **resp)
 {
     char said[sizeof(c->why.message)];
     msv_err err = msv_client_connect(c);
 
     if (err == MSV_OK)
         err = msv_request_prekey_claim(c->conn, ids, n, sealing, TIMEOUT_MS, resp, &c->why);
-    if (err == MSV_OK || err == MSV_ERR_NOMEM)
+    if (err == MSV_OK)
+        return recheck_if_gone(c, ids, pq, n, resp);
+    if (*resp != NULL) { /* an error answer kept (a stale list: no claim's answer) */
+        msv_frame_free(*resp);
+        *resp = NULL;
+        err = MSV_ERR_INVALID;
+    }
+    if (err == MSV_ERR_NOMEM)
         return err;
     if (err != MSV_ERR_IO && !claim_is_busy(&c->why))
         return err; /* a refusal: whether it withholds a key is the caller's to say */
@@ -123,9 +151,11 @@ static msv_err fetch(struct msv_client *c, const char *handle, uint64_t device_i
 
     snprintf(what, sizeof(what), "the post-quantum sealing key of %.64s (device %llu)", handle,
              (unsigned long long)device_id);
-    err = client_claim(c, &device_id, 1, 1, what, &resp);
-    if (err == MSV_ERR_NOMEM || err == MSV_ERR_IO)
-        return err; /* not a key withheld */
+    err = client_claim(c, &device_id, &(const int){1}, 1, 1, what, &resp);
+    if (err == MSV_ERR_AGAIN)
+        msv_frame_free(resp);
+    if (err == MSV_ERR_NOMEM || err == MSV_ERR_IO || err == MSV_ERR_AGAIN)
+        return err; /* not a key withheld (yet) */
     if (err != MSV_OK)
         return MSV_ERR_AUTH; /* any other refusal withholds the key */
     err = MSV_ERR_NOT_FOUND;
@@ -190,15 +220,7 @@ msv_err client_sealing_key(struct msv_client *c, const char *handle, uint64_t de
                                  "an older post-quantum sealing key than it gave before", "");
     if (err == MSV_OK)
         return remember(c, name, key);
-    /*
-     * No bundle at all: a device that left its account (or an account deleted since) has none.
-     * The send learns the recipients' devices from the log once and tries again (MSV_ERR_AGAIN,
-     * as for a stale set); a device the log still lists is refused then.
-     */
-    if (err == MSV_ERR_NOT_FOUND && !c->sealing_rechecked) {
-        c->sealing_rechecked = 1;
-        return MSV_ERR_AGAIN;
-    }
+    /* no bundle at all once the set was rechecked (client_claim): a device the log still lists */
     if (err != MSV_ERR_AUTH && err != MSV_ERR_NOT_FOUND)
         return err;
     return client_pq_refused(c, handle, device_id, "no post-quantum sealing key that checks", "");

@@ -980,14 +980,6 @@ static int any_pq(const Msv__Wire__DeviceInfo *const *d, size_t n)
     return 0;
 }
 
-static int has_bundle(const Msv__Wire__PrekeyBundles *b, uint64_t device_id)
-{
-    for (size_t i = 0; i < b->n_bundles; i++)
-        if (b->bundles[i]->device_id == device_id)
-            return 1;
-    return 0;
-}
-
 uint32_t msv_sessions_kem_steps(struct msv_client *c, const char *handle,
                                 const Msv__Wire__DeviceInfo *d)
 {
@@ -1004,6 +996,7 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
     const Msv__Wire__DeviceInfo **need;
     const Msv__Wire__HandleDevices **owner;
     uint64_t *ids;
+    int *pq;
     char handle[257];
     msv_err err = MSV_OK;
 
@@ -1012,10 +1005,12 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
     need = calloc(total + 1, sizeof(*need));
     owner = calloc(total + 1, sizeof(*owner));
     ids = calloc(total + 1, sizeof(*ids));
-    if (need == NULL || owner == NULL || ids == NULL) {
+    pq = calloc(total + 1, sizeof(*pq));
+    if (need == NULL || owner == NULL || ids == NULL || pq == NULL) {
         free(need);
         free(owner);
         free(ids);
+        free(pq);
         return MSV_ERR_NOMEM;
     }
     for (size_t i = 0; i < n; i++) {
@@ -1027,6 +1022,7 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
                 continue;
             need[n_need] = d;
             owner[n_need] = hds[i];
+            pq[n_need] = device_is_pq(d);
             ids[n_need++] = d->device_id;
         }
     }
@@ -1036,7 +1032,7 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
 
         /* busy or "slow down" is not a key withheld: the send waits (any other refusal of a
          * post-quantum device's keys is refused as withheld, in msv_sessions_seal) */
-        err = client_claim(c, ids + at, batch, 0,
+        err = client_claim(c, ids + at, pq + at, batch, 0,
                            "the post-quantum prekeys of a recipient's device", &got);
         if (err == MSV_ERR_IO && c->why.code != 0 && !any_pq(need + at, batch)) {
             /* none post-quantum: they get the suite's envelope, as before there were claims */
@@ -1044,13 +1040,14 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
             err = MSV_OK;
             continue;
         }
-        if (err != MSV_OK && err != MSV_ERR_IO && err != MSV_ERR_NOMEM) {
+        /* MSV_ERR_AGAIN: a post-quantum device with no bundle at all, the set to recheck */
+        if (err != MSV_OK && err != MSV_ERR_IO && err != MSV_ERR_NOMEM && err != MSV_ERR_AGAIN) {
             /* refused: these devices, none post-quantum, get the suite's envelope */
             memset(&c->why, 0, sizeof(c->why));
             err = MSV_OK;
             continue;
         }
-        for (size_t b = 0; err == MSV_OK && b < got->prekey_bundles->n_bundles; b++) {
+        for (size_t b = 0; got != NULL && b < got->prekey_bundles->n_bundles; b++) {
             const Msv__Wire__PrekeyBundle *bundle = got->prekey_bundles->bundles[b];
 
             /* a bundle that does not verify is dropped: that device gets the suite's envelope,
@@ -1062,21 +1059,12 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
                 (void)start_session(c, handle, need[k], bundle);
             }
         }
-        /* a post-quantum device with no bundle at all may have left its account: the send learns
-         * the devices from the log once more (as for a stale set), and a device the log still
-         * lists is refused then, in msv_sessions_seal */
-        for (size_t k = at; err == MSV_OK && k < at + batch; k++) {
-            if (!c->sealing_rechecked && device_is_pq(need[k]) &&
-                !has_bundle(got->prekey_bundles, need[k]->device_id)) {
-                c->sealing_rechecked = 1;
-                err = MSV_ERR_AGAIN;
-            }
-        }
         msv_frame_free(got);
     }
     free(need);
     free(owner);
     free(ids);
+    free(pq);
     return err;
 }
 
