@@ -2140,6 +2140,56 @@ static void set_prekey_setting(struct msv_client *c, const char *which, uint32_t
         assert_int_equal(msv_client_db_set(c->db, which, v, since < 0 ? 4 : 12), MSV_OK);
 }
 
+/* Starts s (stopped) storing prekey uploads without answering them, and connects c to it. */
+static void connect_answer_lost(struct test_server *s, struct msv_client *c)
+{
+    msv_err lost;
+
+    snprintf(s->extra, sizeof(s->extra), "drop_prekey_answers = true");
+    test_server_start(s);
+    drop_connection(c);
+    lost = msv_client_connect(c); /* publishes: stored, the answer lost */
+    (void)lost;
+    drop_connection(c);
+}
+
+/*
+ * Post-quantum alice, bob and dave on a new server, alice and dave acquainted with bob, alice
+ * holding bob's profile key (her sends to him are sealed).
+ */
+static void three_pq(struct test_server *s, struct msv_client **alice, struct msv_client **bob,
+                     struct msv_client **dave)
+{
+    const char *to_alice[1] = {"alice@example.org"};
+    uint8_t id[16];
+
+    test_server_init(s, NULL);
+    test_server_start(s);
+    *alice = test_client_of_suites(s, "alice", to_alice[0], MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    *bob = test_client_of_suites(s, "bob", "bob@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    *dave = test_client_of_suites(s, "dave", "dave@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    test_acquaint(*alice, *bob);
+    test_acquaint(*dave, *bob);
+    assert_int_equal(msv_client_send(*bob, to_alice, 1, "hello", NULL, 0, NULL, id), MSV_OK);
+    receive_all(*alice);
+}
+
+/* Sends bob a first message from dave (a session start) and a sealed one from alice, made with
+ * the keys the server holds now (alice's kept sealing key of bob forgotten). */
+static void send_with_new_keys(struct msv_client *alice, struct msv_client *dave)
+{
+    const char *to_bob[1] = {"bob@example.org"};
+    uint8_t id[16];
+
+    assert_int_equal(
+        msv_client_send(dave, to_bob, 1, "a session with the new prekey", NULL, 0, NULL, id),
+        MSV_OK);
+    assert_int_equal(msv_client_db_unset_prefix(alice->db, "seal-kem:"), MSV_OK);
+    assert_int_equal(
+        msv_client_send(alice, to_bob, 1, "sealed to the new KEM prekey", NULL, 0, NULL, id),
+        MSV_OK);
+}
+
 /*
  * bob's rotation of his signed prekey and last-resort KEM prekey reached the server, but the
  * answer was lost. Senders use the new keys at once: dave's first message (a session started
@@ -2150,22 +2200,12 @@ static void set_prekey_setting(struct msv_client *c, const char *which, uint32_t
  */
 static void test_lost_prekey_answer(void **state)
 {
-    const char *to_bob[1] = {"bob@example.org"}, *to_alice[1] = {"alice@example.org"};
     struct test_server s;
     struct msv_client *alice, *bob, *dave;
     uint32_t spk_new, spk_was, kem_new, kem_was;
-    uint8_t id[16];
 
     (void)state;
-    test_server_init(&s, NULL);
-    test_server_start(&s);
-    alice = test_client_of_suites(&s, "alice", to_alice[0], MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
-    bob = test_client_of_suites(&s, "bob", to_bob[0], MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
-    dave = test_client_of_suites(&s, "dave", "dave@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
-    test_acquaint(alice, bob);
-    test_acquaint(dave, bob);
-    assert_int_equal(msv_client_send(bob, to_alice, 1, "hello", NULL, 0, NULL, id), MSV_OK);
-    receive_all(alice); /* alice learns bob's profile key: her next send is sealed */
+    three_pq(&s, &alice, &bob, &dave);
 
     /* in use for over a week: the next publish rotates both */
     spk_was = prekey_setting(bob, "signed-prekey");
@@ -2184,13 +2224,7 @@ static void test_lost_prekey_answer(void **state)
     set_prekey_setting(bob, "kem-last-resort-old", 0, -1);
     set_prekey_setting(bob, "kem-last-resort-pending", kem_new, -1);
 
-    assert_int_equal(
-        msv_client_send(dave, to_bob, 1, "a session with the new prekey", NULL, 0, NULL, id),
-        MSV_OK);
-    assert_int_equal(msv_client_db_unset_prefix(alice->db, "seal-kem:"), MSV_OK);
-    assert_int_equal(
-        msv_client_send(alice, to_bob, 1, "sealed to the new KEM prekey", NULL, 0, NULL, id),
-        MSV_OK);
+    send_with_new_keys(alice, dave);
     receive_all(bob); /* on the same connection: nothing settled yet */
     assert_true(received_text(bob, "a session with the new prekey"));
     assert_true(received_text(bob, "sealed to the new KEM prekey"));
@@ -2213,6 +2247,57 @@ static void test_lost_prekey_answer(void **state)
     assert_int_equal(prekey_setting(bob, "kem-last-resort-old"), kem_was);
     assert_int_equal(prekey_setting(bob, "signed-prekey-pending"), 0);
     assert_int_equal(prekey_setting(bob, "kem-last-resort-pending"), 0);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(dave);
+    test_server_cleanup(&s);
+}
+
+/*
+ * The same with a real lost answer: the server stores bob's rotation of his signed prekey and
+ * last-resort KEM prekey and closes the connection unanswered ([testing] drop_prekey_answers).
+ * The new keys stay pending (the old ones in use), senders get the new ones from the server, and
+ * bob reads both a session started with the new signed prekey and an envelope sealed to the new
+ * KEM prekey; his next connection records them as in use. Before the rotation was recorded ahead
+ * of its upload, bob kept the old keys as his only ones and dropped both messages.
+ */
+static void test_rotation_answer_dropped(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob, *dave;
+    uint32_t spk_new, spk_was, kem_new, kem_was;
+
+    (void)state;
+    three_pq(&s, &alice, &bob, &dave);
+    test_server_stop(&s);
+    kem_was = prekey_setting(bob, "kem-last-resort");
+    spk_was = prekey_setting(bob, "signed-prekey");
+    /* in use for over a week: bob's next connection rotates both, and the answer is lost */
+    set_prekey_setting(bob, "signed-prekey", spk_was, 0);
+    connect_answer_lost(&s, bob);
+    spk_new = prekey_setting(bob, "signed-prekey-pending");
+    kem_new = prekey_setting(bob, "kem-last-resort-pending");
+    assert_true(spk_new > spk_was && kem_new > kem_was);
+    assert_int_equal(prekey_setting(bob, "signed-prekey"), spk_was);
+    assert_int_equal(prekey_setting(bob, "kem-last-resort"), kem_was);
+    test_server_stop(&s);
+    assert_int_equal(server_count(&s, "SELECT max(key_id) FROM signed_prekeys"), spk_new);
+
+    s.extra[0] = '\0';
+    test_server_start(&s);
+    send_with_new_keys(alice, dave);
+    receive_all(bob);
+    assert_true(received_text(bob, "a session with the new prekey"));
+    assert_true(received_text(bob, "sealed to the new KEM prekey"));
+    assert_int_equal(msv_client_sealed_unopenable(bob), 0);
+    /* settled: the new ones in use, the ones before kept, none pending */
+    assert_int_equal(prekey_setting(bob, "kem-last-resort") + prekey_setting(bob, "signed-prekey"),
+                     kem_new + spk_new);
+    assert_int_equal(prekey_setting(bob, "kem-last-resort-old"), kem_was);
+    assert_int_equal(prekey_setting(bob, "signed-prekey-old"), spk_was);
+    assert_int_equal(prekey_setting(bob, "kem-last-resort-pending") +
+                         prekey_setting(bob, "signed-prekey-pending"),
+                     0);
     msv_client_close(alice);
     msv_client_close(bob);
     msv_client_close(dave);
@@ -2262,7 +2347,6 @@ static void test_lost_one_time_prekeys_reclaimed(void **state)
     char sql[200];
     long long x_first, kem_first;
     uint8_t rec[8 * 17], secret[64] = {1};
-    msv_err lost;
 
     (void)state;
     test_server_init(&s, NULL);
@@ -2270,12 +2354,7 @@ static void test_lost_one_time_prekeys_reclaimed(void **state)
     bob = test_client_of_suites(&s, "bob", "bob@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
     test_server_stop(&s);
     server_sql(&s, "DELETE FROM one_time_prekeys; DELETE FROM kem_prekeys WHERE last_resort = 0;");
-    snprintf(s.extra, sizeof(s.extra), "drop_prekey_answers = true");
-    test_server_start(&s);
-    drop_connection(bob);
-    lost = msv_client_connect(bob); /* the upload is stored; its answer never comes */
-    (void)lost;
-    drop_connection(bob);
+    connect_answer_lost(&s, bob); /* the upload is stored; its answer never comes */
     assert_int_equal(msv_sessions_prekeys_unsettled(bob, &batches, &reclaimed), MSV_OK);
     assert_int_equal(batches, 2); /* the X25519 batch and the KEM one */
     assert_int_equal(reclaimed, 0);
@@ -2329,12 +2408,7 @@ static void test_lost_one_time_prekeys_reclaimed(void **state)
     assert_int_equal(msv_client_db_set(bob->db, "prekey:4000000023", secret, 64), MSV_OK);
     test_server_stop(&s);
     server_sql(&s, "DELETE FROM one_time_prekeys; DELETE FROM kem_prekeys WHERE last_resort = 0;");
-    snprintf(s.extra, sizeof(s.extra), "drop_prekey_answers = true");
-    test_server_start(&s);
-    drop_connection(bob);
-    lost = msv_client_connect(bob);
-    (void)lost;
-    drop_connection(bob);
+    connect_answer_lost(&s, bob);
     assert_int_equal(msv_sessions_prekeys_unsettled(bob, &batches, &reclaimed), MSV_OK);
     assert_int_equal(batches, MSV_PREKEYS_UNSETTLED_MAX);
     assert_int_equal(reclaimed, MSV_PREKEYS_BATCH + MSV_KEM_PREKEYS_BATCH + 2);
@@ -4931,6 +5005,7 @@ int main(void)
         cmocka_unit_test(test_sealed_sender_hybrid_and_classical),
         cmocka_unit_test(test_claim_refused_is_not_withheld),
         cmocka_unit_test(test_lost_prekey_answer),
+        cmocka_unit_test(test_rotation_answer_dropped),
         cmocka_unit_test(test_lost_one_time_prekeys_reclaimed),
         cmocka_unit_test(test_stray_last_resort_opens_nothing),
         cmocka_unit_test(test_classical_envelope_between_pq_devices),

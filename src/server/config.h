@@ -91,8 +91,9 @@ struct msv_config {
     uint32_t log_read_hash_fault;   /* tests only: 1 leaf hashes of 31 bytes, 2 beside the leaf, 3
                                        leaf hashes to accounts too */
     uint32_t mls_commit_pause_ms;   /* tests only: a pause between an MLS commit's read and write */
-    int drop_prekey_answers;        /* tests only: an upload of one-time prekeys is stored, then the
-                                     * connection closes unanswered (a lost answer) */
+    int drop_prekey_answers;        /* tests only: an upload that carries prekeys (one-time ones, a
+                                     * rotation) is stored, then the connection closes unanswered
+                                     * (a lost answer) */
 };
 
 /* Fills c with the defaults. */
