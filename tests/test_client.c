@@ -2429,8 +2429,8 @@ static void count_unopened(void *ctx, const char *warning)
  * A last-resort KEM secret this device keeps but does not hold as in use (from an upload the
  * server refused, or replaced twice since) opens nothing: the server serves it as bob's
  * sealing key, and alice's envelope sealed to it is not read, but counted, and bob is told
- * (naming nobody: nothing in it authenticates). Before, any kept last-resort secret opened
- * a sealed envelope.
+ * (naming nobody: nothing in it authenticates); the next connection erases it. Before, any
+ * kept last-resort secret opened a sealed envelope, and then such a secret was kept for good.
  */
 static void test_stray_last_resort_opens_nothing(void **state)
 {
@@ -2472,9 +2472,15 @@ static void test_stray_last_resort_opens_nothing(void **state)
     assert_int_equal(told, 2); /* a minute later, the second is told of */
     msv_client_tell_unopened(bob);
     assert_int_equal(told, 2); /* and only once */
-    /* bob's next connection sees that the server holds another key than his: new ones */
+    /* bob's next connection sees that the server holds another key than his: new ones; the
+     * stray secret is erased (only the one in use and the one before are kept) */
+    assert_true(has_setting(bob, 1, kem_new));
     reconnect(bob);
     assert_true(prekey_setting(bob, "kem-last-resort") > kem_new);
+    assert_int_equal(prekey_setting(bob, "kem-last-resort-old"), kem_was);
+    assert_false(has_setting(bob, 1, kem_new));
+    assert_true(has_setting(bob, 1, kem_was));
+    assert_true(has_setting(bob, 1, prekey_setting(bob, "kem-last-resort")));
     msv_client_close(alice);
     msv_client_close(bob);
     test_server_cleanup(&s);
