@@ -513,6 +513,16 @@ static void on_pq_refused(void *ctx, const char *handle, uint64_t device, const 
               NULL);
 }
 
+/* This post-quantum device read a classical envelope from a device of an earlier version. */
+static void on_classical(void *ctx, const char *handle, uint64_t device, const char *warning)
+{
+    cli_pq_refused_warning(NULL, handle, device, warning); /* the same warning line */
+    broadcast(ctx,
+              json_pack("{s:s, s:o, s:I, s:o}", "type", "classical", "handle", rpc_text(handle),
+                        "device_id", (json_int_t)device, "warning", rpc_text(warning)),
+              NULL);
+}
+
 /* Sealed envelopes this device cannot open came: counted, and they name nobody. */
 static void on_unopened(void *ctx, const char *warning)
 {
@@ -1195,6 +1205,7 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     c->on_unreachable = on_unreachable;
     c->on_pq_refused = on_pq_refused;
     c->on_unopened = on_unopened;
+    c->on_classical = on_classical;
     rc = take_lock(ow);
     if (rc == 0)
         rc = bind_socket(ow);

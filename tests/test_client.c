@@ -2525,12 +2525,21 @@ static void queue_envelope(struct test_server *s, uint64_t device, const struct 
     sqlite3_close(db);
 }
 
+static void count_classical(void *ctx, const char *handle, uint64_t device, const char *warning)
+{
+    (void)device;
+    assert_string_equal(handle, "carol@example.org");
+    assert_non_null(strstr(warning, "came in a classical envelope"));
+    (*(int *)ctx)++;
+}
+
 /*
  * Between two post-quantum devices a classical modern envelope is a downgrade (a sender never
  * makes one: it refuses such a device without a post-quantum session, K30): bob does not read
  * alice's, records it as unreadable (alice proved she sent it) and so tells his user. Sent to
  * carol, whose identity is of an earlier version, the same envelope is read. Before, bob read
- * it without a word.
+ * it without a word. carol's own classical envelope to bob (she can make no other) is read,
+ * but never silently: counted for her device and said (on_classical). Before, without a word.
  */
 static void test_classical_envelope_between_pq_devices(void **state)
 {
@@ -2538,6 +2547,7 @@ static void test_classical_envelope_between_pq_devices(void **state)
     struct msv_client *alice, *bob, *carol;
     uint8_t *pt = NULL, *wire = NULL;
     size_t pt_len = 0, len = 0;
+    int told = 0;
 
     (void)state;
     test_server_init(&s, NULL);
@@ -2548,6 +2558,7 @@ static void test_classical_envelope_between_pq_devices(void **state)
     carol = client_for(&s, "carol", "carol@example.org");
     test_acquaint(bob, alice);
     test_acquaint(carol, alice);
+    test_acquaint(bob, carol);
     drop_connection(alice);
     drop_connection(bob);
     drop_connection(carol);
@@ -2566,13 +2577,27 @@ static void test_classical_envelope_between_pq_devices(void **state)
                      MSV_OK);
     queue_envelope(&s, carol->device_id, alice, MSV_SUITE_MODERN, wire, len);
     free(wire);
+    wire = NULL;
+    free(pt);
+    message_payload("from an earlier device", &pt, &pt_len);
+    assert_int_equal(msv_seal_suite(carol->id, msv_identity_public(bob->id), MSV_SUITE_MODERN, pt,
+                                    pt_len, &wire, &len),
+                     MSV_OK);
+    queue_envelope(&s, bob->device_id, carol, MSV_SUITE_MODERN, wire, len);
+    free(wire);
     free(pt);
     test_server_start(&s);
+    bob->on_classical = count_classical;
+    bob->ctx = &told;
     receive_all(bob);
     receive_all(carol);
     assert_false(received_text(bob, "classical to a post-quantum device"));
     assert_true(has_unreadable(bob));
     assert_true(received_text(carol, "classical to an earlier device"));
+    assert_true(received_text(bob, "from an earlier device"));
+    assert_int_equal(told, 1);
+    assert_int_equal(msv_client_classical_read(bob, carol->device_id), 1);
+    assert_int_equal(msv_client_classical_read(bob, alice->device_id), 0);
     msv_client_close(alice);
     msv_client_close(bob);
     msv_client_close(carol);

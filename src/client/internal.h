@@ -340,6 +340,10 @@ struct client_sealed_keys;
 uint32_t client_setting_u32(struct msv_client_db *db, const char *name);
 /* The u64be count kept in setting name (0 when there is none). */
 uint64_t client_counter(struct msv_client *c, const char *name);
+/* Adds one to the count kept in setting name. */
+msv_err client_counter_bump(struct msv_client *c, const char *name);
+/* The setting name of a count per device: "<prefix>:<device_id>". */
+void client_device_counter_name(const char *prefix, uint64_t device_id, char name[64]);
 msv_err client_sealing_key(struct msv_client *c, const char *handle, uint64_t device_id,
                            const struct msv_public_identity *pub, struct msv_sealing_key *key);
 msv_err client_sealed_sender(struct msv_client *c, const uint8_t *wire, size_t len,

@@ -302,11 +302,21 @@ void msv_client_tell_unopened(struct msv_client *c)
     c->on_unopened(c->ctx, warning);
 }
 
+void client_device_counter_name(const char *prefix, uint64_t device_id, char name[64])
+{
+    snprintf(name, 64, "%.40s:%llu", prefix, (unsigned long long)device_id);
+}
+
+msv_err client_counter_bump(struct msv_client *c, const char *name)
+{
+    return set_counter(c, name, client_counter(c, name) + 1);
+}
+
 /* Counts a sealed envelope this device cannot open (counter REFUSED or UNOPENABLE), and tells
  * the user; MSV_ERR_AUTH once counted. */
 static msv_err unopened(struct msv_client *c, const char *counter)
 {
-    msv_err err = set_counter(c, counter, client_counter(c, counter) + 1);
+    msv_err err = client_counter_bump(c, counter);
 
     if (err != MSV_OK)
         return err;

@@ -1113,28 +1113,23 @@ int msv_sessions_is_session_message(const uint8_t *wire, size_t len)
 }
 
 /* "pq-downgrade:<device>": u64be count of classical messages refused in post-quantum sessions */
-static void downgrade_key(uint64_t device_id, char key[48])
-{
-    snprintf(key, 48, "pq-downgrade:%llu", (unsigned long long)device_id);
-}
+#define DOWNGRADES "pq-downgrade"
 
 uint64_t msv_sessions_downgrades(struct msv_client *c, uint64_t device_id)
 {
-    char key[48];
+    char key[64];
 
-    downgrade_key(device_id, key);
+    client_device_counter_name(DOWNGRADES, device_id, key);
     return client_counter(c, key);
 }
 
 /* A classical message in a post-quantum session: counted, then refused (never read). */
 static msv_err downgrade_refused(struct msv_client *c, uint64_t device_id)
 {
-    char key[48];
-    uint8_t v[8];
+    char key[64];
 
-    downgrade_key(device_id, key);
-    msv_put_u64be(v, msv_sessions_downgrades(c, device_id) + 1);
-    return msv_client_db_set(c->db, key, v, sizeof(v)) == MSV_OK ? MSV_ERR_AUTH : MSV_ERR_IO;
+    client_device_counter_name(DOWNGRADES, device_id, key);
+    return client_counter_bump(c, key) == MSV_OK ? MSV_ERR_AUTH : MSV_ERR_IO;
 }
 
 /*
