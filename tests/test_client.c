@@ -2304,6 +2304,50 @@ static void test_rotation_answer_dropped(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * A signed last-resort KEM prekey carries no date: a server can serve an older one of bob's
+ * again (here the one before his rotation, with his one-time KEM prekeys withheld). alice has
+ * seen the newer one (as bob's sealing key), so a session start with the older one is refused
+ * as a withheld key (MSV_REFUSAL_PQ), nothing sent. Before, alice started the session with it.
+ */
+static void test_old_last_resort_refused(void **state)
+{
+    const char *to_bob[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *dave;
+    uint8_t id[16];
+
+    (void)state;
+    three_pq(&s, &alice, &bob, &dave);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "first", NULL, 0, NULL, id), MSV_OK);
+    test_server_stop(&s);
+    server_sql(&s, "CREATE TABLE old_lr AS SELECT * FROM kem_prekeys WHERE last_resort = 1;");
+    test_server_start(&s);
+    /* bob rotates; alice learns the new one as his sealing key */
+    set_prekey_setting(bob, "signed-prekey", prekey_setting(bob, "signed-prekey"), 0);
+    reconnect(bob);
+    assert_int_equal(msv_client_db_unset_prefix(alice->db, "seal-kem:"), MSV_OK);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "second", NULL, 0, NULL, id), MSV_OK);
+
+    /* the server serves the older one again, and no one-time KEM prekey */
+    test_server_stop(&s);
+    server_sql(&s, "DELETE FROM kem_prekeys WHERE device_id IN (SELECT device_id FROM old_lr); "
+                   "INSERT INTO kem_prekeys SELECT * FROM old_lr;");
+    test_server_start(&s);
+    assert_int_equal(msv_client_db_unset_prefix(alice->db, "session:"), MSV_OK);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "to an old key", NULL, 0, NULL, id),
+                     MSV_ERR_AUTH);
+    assert_int_equal(alice->why.code, MSV_REFUSAL_PQ);
+    drop_connection(bob); /* its server was restarted */
+    receive_all(bob);
+    assert_true(received_text(bob, "second"));
+    assert_false(received_text(bob, "to an old key"));
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(dave);
+    test_server_cleanup(&s);
+}
+
 /* Stamps every record of c's lost prekey batches as replaced at ms. */
 static void stamp_unsettled(struct msv_client *c, int64_t ms)
 {
@@ -5037,6 +5081,7 @@ int main(void)
         cmocka_unit_test(test_claim_refused_is_not_withheld),
         cmocka_unit_test(test_lost_prekey_answer),
         cmocka_unit_test(test_rotation_answer_dropped),
+        cmocka_unit_test(test_old_last_resort_refused),
         cmocka_unit_test(test_lost_one_time_prekeys_reclaimed),
         cmocka_unit_test(test_stray_last_resort_opens_nothing),
         cmocka_unit_test(test_classical_envelope_between_pq_devices),

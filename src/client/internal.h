@@ -346,6 +346,15 @@ msv_err client_counter_bump(struct msv_client *c, const char *name);
 void client_device_counter_name(const char *prefix, uint64_t device_id, char name[64]);
 msv_err client_sealing_key(struct msv_client *c, const char *handle, uint64_t device_id,
                            const struct msv_public_identity *pub, struct msv_sealing_key *key);
+/*
+ * A session start is about to use the last-resort KEM prekey id (ek, signed sig) of a
+ * post-quantum device: MSV_ERR_AUTH when it is older than the newest one this device has seen
+ * for it (ids only grow: an older one is one the device may have let go, served again), else
+ * it is kept as the newest seen (and as the device's sealing key) when newer.
+ */
+msv_err client_last_resort_seen(struct msv_client *c, uint64_t device_id,
+                                const struct msv_public_identity *pub, uint32_t id,
+                                const uint8_t *ek, const uint8_t sig[64]);
 msv_err client_sealed_sender(struct msv_client *c, const uint8_t *wire, size_t len,
                              char handle[256], uint64_t *device, struct client_sealed_keys **keys);
 msv_err client_sealed_unwrap(struct msv_client *c, const struct client_sealed_keys *keys,

@@ -187,6 +187,31 @@ static msv_err remember(struct msv_client *c, const char *name, const struct msv
     return msv_client_db_set(c->db, name, v, sizeof(v));
 }
 
+msv_err client_last_resort_seen(struct msv_client *c, uint64_t device_id,
+                                const struct msv_public_identity *pub, uint32_t id,
+                                const uint8_t *ek, const uint8_t sig[64])
+{
+    struct msv_sealing_key *key = malloc(sizeof(*key));
+    char name[120];
+    uint32_t newest = 0;
+    msv_err err = key == NULL ? MSV_ERR_NOMEM : MSV_OK;
+
+    if (err == MSV_OK)
+        err = msv_kem_prekey_verify(pub, id, 1, ek, MSV_MLKEM768_EK_LEN, sig);
+    if (err == MSV_OK) {
+        cache_name(device_id, pub, name);
+        (void)cached(c, name, key, &newest); /* fresh or not, newest is what was seen */
+        key->id = id;
+        memcpy(key->ek, ek, MSV_MLKEM768_EK_LEN);
+    }
+    if (err == MSV_OK && id < newest)
+        err = MSV_ERR_AUTH;
+    else if (err == MSV_OK && id > newest)
+        err = remember(c, name, key);
+    free(key);
+    return err;
+}
+
 msv_err client_pq_refused(struct msv_client *c, const char *handle, uint64_t device_id,
                           const char *what, const char *speaks)
 {

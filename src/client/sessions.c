@@ -886,6 +886,11 @@ static msv_err start_session(struct msv_client *c, const char *handle,
                                         &pub);
     if (err == MSV_OK)
         err = msv_session_initiate(c->id, pub, bundle, &s);
+    /* no freshness in a signature: a last-resort KEM prekey older than one seen is refused */
+    if (err == MSV_OK && bundle->has_kem && bundle->kem_last_resort &&
+        msv_public_identity_is_pq(pub))
+        err = client_last_resort_seen(c, d->device_id, pub, bundle->kem_id, bundle->kem_pk,
+                                      bundle->kem_sig);
     if (err == MSV_OK) {
         key_base(handle, d->device_id, pub, base);
         err = store_session(c, base, 0, s);
