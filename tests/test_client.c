@@ -2375,6 +2375,50 @@ static int has_setting(struct msv_client *c, int kem, long long id)
     return err == MSV_OK;
 }
 
+static void count_unopened(void *ctx, const char *warning)
+{
+    assert_non_null(strstr(warning, "post-quantum key this device does not hold"));
+    (*(int *)ctx)++;
+}
+
+/*
+ * alice keeps bob's sealing key for 3 days; meanwhile bob rotates twice, so he no longer holds
+ * its secret. Her envelope sealed to it cannot be opened and names nobody: bob counts it
+ * (sealed-unopenable) and is told, once, that something did not arrive; nothing is read.
+ */
+static void test_sealed_to_key_let_go(void **state)
+{
+    const char *to_bob[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *dave;
+    uint32_t kem_first;
+    uint8_t id[16];
+    int told = 0;
+
+    (void)state;
+    three_pq(&s, &alice, &bob, &dave);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "first", NULL, 0, NULL, id), MSV_OK);
+    receive_all(bob);
+    kem_first = prekey_setting(bob, "kem-last-resort");
+    for (int i = 0; i < 2; i++) {
+        set_prekey_setting(bob, "signed-prekey", prekey_setting(bob, "signed-prekey"), 0);
+        reconnect(bob);
+    }
+    assert_false(has_setting(bob, 1, kem_first));
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "to a key let go", NULL, 0, NULL, id),
+                     MSV_OK);
+    bob->on_unopened = count_unopened;
+    bob->ctx = &told;
+    receive_all(bob);
+    assert_false(received_text(bob, "to a key let go"));
+    assert_int_equal(msv_client_sealed_unopenable(bob), 1);
+    assert_int_equal(told, 1);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(dave);
+    test_server_cleanup(&s);
+}
+
 /*
  * bob's upload of one-time prekeys is stored but its answer is lost, so he cannot know whether
  * the server holds them: the batches are recorded, his next connection replaces every
@@ -2461,12 +2505,6 @@ static void test_lost_one_time_prekeys_reclaimed(void **state)
     assert_true(has_setting(bob, 0, 4000000023LL));
     msv_client_close(bob);
     test_server_cleanup(&s);
-}
-
-static void count_unopened(void *ctx, const char *warning)
-{
-    assert_non_null(strstr(warning, "post-quantum key this device does not hold"));
-    (*(int *)ctx)++;
 }
 
 /*
@@ -5082,6 +5120,7 @@ int main(void)
         cmocka_unit_test(test_lost_prekey_answer),
         cmocka_unit_test(test_rotation_answer_dropped),
         cmocka_unit_test(test_old_last_resort_refused),
+        cmocka_unit_test(test_sealed_to_key_let_go),
         cmocka_unit_test(test_lost_one_time_prekeys_reclaimed),
         cmocka_unit_test(test_stray_last_resort_opens_nothing),
         cmocka_unit_test(test_classical_envelope_between_pq_devices),
