@@ -836,6 +836,30 @@ const char *cli_session_kind_name(int kind)
                                            : "none";
 }
 
+/*
+ * This device's own counts, with its row (j) or on a line under it (text, when one is not 0):
+ * one-time prekey secrets of lost uploads deleted once their bound passed, and sealed envelopes
+ * it could not open (sealed to a key it does not hold, or made classically to it).
+ */
+static void own_counts(struct msv_client *c, json_t *j)
+{
+    uint64_t reclaimed = msv_client_prekeys_reclaimed(c),
+             unopenable = msv_client_sealed_unopenable(c),
+             downgrades = msv_client_sealed_downgrades(c);
+
+    if (j != NULL) {
+        json_object_set_new(j, "prekeys_reclaimed", json_integer((json_int_t)reclaimed));
+        json_object_set_new(j, "sealed_unopenable", json_integer((json_int_t)unopenable));
+        json_object_set_new(j, "sealed_downgrades_refused", json_integer((json_int_t)downgrades));
+    } else if (reclaimed + unopenable + downgrades > 0) {
+        fprintf(cli_out,
+                "        this device: %llu prekeys of lost uploads reclaimed, %llu sealed "
+                "envelopes it could not open, %llu made classically to it refused\n",
+                (unsigned long long)reclaimed, (unsigned long long)unopenable,
+                (unsigned long long)downgrades);
+    }
+}
+
 static void print_device(const struct cli *o, struct msv_client *c, const char *handle,
                          json_t *list, const Msv__Wire__DeviceInfo *d, uint64_t self)
 {
@@ -881,6 +905,8 @@ static void print_device(const struct cli *o, struct msv_client *c, const char *
                             json_integer(d->device_id == self
                                              ? 0
                                              : (json_int_t)msv_sessions_kem_steps(c, handle, d)));
+        if (d->device_id == self)
+            own_counts(c, j);
         json_array_append_new(list, j);
     } else {
         json_decref(compat);
@@ -897,6 +923,8 @@ static void print_device(const struct cli *o, struct msv_client *c, const char *
                 : session == MSV_SESSION_CLASSICAL ? "  (classical session)"
                                                    : "",
                 refused, read);
+        if (d->device_id == self)
+            own_counts(c, NULL);
     }
 }
 

@@ -887,8 +887,15 @@ static json_t *status(struct owner *ow, const struct peer *p)
                   "last_error", ow->online ? "" : ow->last_error, "waiting",
                   (json_int_t)ow->inbox_len, "unsealed_sends",
                   (json_int_t)msv_client_unsealed_sends(ow->c));
-    if (s != NULL && p->schema >= 2)
+    if (s != NULL && p->schema >= 2) {
         json_object_set_new(s, "schemas", schemas_served());
+        json_object_set_new(s, "prekeys_reclaimed",
+                            json_integer((json_int_t)msv_client_prekeys_reclaimed(ow->c)));
+        json_object_set_new(s, "sealed_unopenable",
+                            json_integer((json_int_t)msv_client_sealed_unopenable(ow->c)));
+        json_object_set_new(s, "sealed_downgrades_refused",
+                            json_integer((json_int_t)msv_client_sealed_downgrades(ow->c)));
+    }
     return s;
 }
 

@@ -752,6 +752,8 @@ uint64_t msv_client_unsealed_sends(struct msv_client *c);
 uint64_t msv_client_sealed_downgrades(struct msv_client *c);
 /* How many sealed envelopes came sealed to a post-quantum key this device does not hold. */
 uint64_t msv_client_sealed_unopenable(struct msv_client *c);
+/* How many one-time prekey secrets of uploads whose answer was lost were deleted so far. */
+uint64_t msv_client_prekeys_reclaimed(struct msv_client *c);
 /* How many classical envelopes from device_id this post-quantum device read (on_classical). */
 uint64_t msv_client_classical_read(struct msv_client *c, uint64_t device_id);
 /* Tells on_unopened of such envelopes not told of yet (at most once a minute per process). */

@@ -1109,6 +1109,11 @@ msv_err msv_sessions_seal(struct msv_client *c, const char *handle, uint64_t dev
     return err;
 }
 
+uint64_t msv_client_prekeys_reclaimed(struct msv_client *c)
+{
+    return client_counter(c, RECLAIMED);
+}
+
 /* ---- receiving ---------------------------------------------------------------------------- */
 
 int msv_sessions_is_session_message(const uint8_t *wire, size_t len)
