@@ -977,14 +977,6 @@ static int device_is_pq(const Msv__Wire__DeviceInfo *d)
     return pq;
 }
 
-static int any_pq(const Msv__Wire__DeviceInfo *const *d, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (device_is_pq(d[i]))
-            return 1;
-    return 0;
-}
-
 uint32_t msv_sessions_kem_steps(struct msv_client *c, const char *handle,
                                 const Msv__Wire__DeviceInfo *d)
 {
@@ -1034,12 +1026,18 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
     for (size_t at = 0; at < n_need && err == MSV_OK; at += CLAIM_MAX) {
         size_t batch = n_need - at < CLAIM_MAX ? n_need - at : CLAIM_MAX;
         msv_frame *got = NULL;
+        int some_pq = 0;
+
+        for (size_t k = at; k < at + batch; k++)
+            some_pq |= pq[k];
 
         /* busy or "slow down" is not a key withheld: the send waits (any other refusal of a
          * post-quantum device's keys is refused as withheld, in msv_sessions_seal) */
         err = client_claim(c, ids + at, pq + at, batch, 0,
-                           "the post-quantum prekeys of a recipient's device", &got);
-        if (err == MSV_ERR_IO && c->why.code != 0 && !any_pq(need + at, batch)) {
+                           some_pq ? "the post-quantum prekeys of a recipient's device"
+                                   : "the prekeys of a recipient's device",
+                           &got);
+        if (err == MSV_ERR_IO && c->why.code != 0 && !some_pq) {
             /* none post-quantum: they get the suite's envelope, as before there were claims */
             memset(&c->why, 0, sizeof(c->why));
             err = MSV_OK;
