@@ -1700,8 +1700,14 @@ static void test_log_key_rotation_attacks(void **state)
     test_server_cleanup(&s);
 }
 
+static struct msv_client *linked_device_of(struct test_server *s, struct msv_client *c,
+                                           const char *name, const char *handle, unsigned also);
+
 static struct msv_client *linked_device_as(struct test_server *s, struct msv_client *c,
-                                           const char *name, const char *handle);
+                                           const char *name, const char *handle)
+{
+    return linked_device_of(s, c, name, handle, 0);
+}
 
 /* Links a second device of c's account and approves it from c. */
 static struct msv_client *linked_device(struct test_server *s, struct msv_client *c,
@@ -1710,9 +1716,10 @@ static struct msv_client *linked_device(struct test_server *s, struct msv_client
     return linked_device_as(s, c, name, c->handle);
 }
 
-/* Links a device of c's account that authenticates with handle, approved from c. */
-static struct msv_client *linked_device_as(struct test_server *s, struct msv_client *c,
-                                           const char *name, const char *handle)
+/* Links a device of c's account that authenticates with handle (identity flags also),
+ * approved from c. */
+static struct msv_client *linked_device_of(struct test_server *s, struct msv_client *c,
+                                           const char *name, const char *handle, unsigned also)
 {
     struct msv_client *d = NULL;
     uint8_t fp[32];
@@ -1722,7 +1729,7 @@ static struct msv_client *linked_device_as(struct test_server *s, struct msv_cli
 
     snprintf(dir, sizeof(dir), "%s/%s", s->dir, name);
     assert_int_equal(
-        msv_client_create(dir, handle, "127.0.0.1", s->port, MSV_SUITE_MODERN, 0, NULL, fp, &d),
+        msv_client_create(dir, handle, "127.0.0.1", s->port, MSV_SUITE_MODERN, also, NULL, fp, &d),
         MSV_OK);
     assert_int_equal(msv_client_link(d, TEST_PASSWORD), MSV_OK);
     /* approving needs the request to join, whose key the approval signs */
@@ -1745,6 +1752,47 @@ static void hide_newest_entry(struct test_server *s, const char *handle)
              handle);
     server_sql(s, sql);
     test_server_start(s);
+}
+
+/* A new server with post-quantum alice@example.org and bob@example.org. */
+static void pq_pair(struct test_server *s, struct msv_client **alice, struct msv_client **bob)
+{
+    test_server_init(s, NULL);
+    test_server_start(s);
+    *alice =
+        test_client_of_suites(s, "alice", "alice@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    *bob = test_client_of_suites(s, "bob", "bob@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+}
+
+/*
+ * alice remembers bob's two post-quantum devices and has a session with neither; his laptop
+ * leaves his account before she writes. The session start's claim has no bundle for the laptop:
+ * alice learns bob's devices from the log again, once, and the message goes to his phone; a
+ * device the log still lists would be refused as withheld (K30). The rule is applied where the
+ * claim's answer is read, for the session start as for the sealing key.
+ */
+static void test_gone_device_rechecked(void **state)
+{
+    struct msv_client *alice, *bob, *laptop;
+    const char *to_bob[1] = {"bob@example.org"};
+    uint8_t id[16];
+    msv_frame *devs = NULL;
+    struct test_server s;
+
+    (void)state;
+    pq_pair(&s, &alice, &bob);
+    laptop = linked_device_of(&s, bob, "bob-laptop", to_bob[0], MSV_IDENTITY_PQ);
+    assert_int_equal(msv_client_devices(alice, to_bob[0], &devs), MSV_OK);
+    assert_int_equal(devs->lookup_result->results[0]->n_devices, 2);
+    msv_frame_free(devs);
+    assert_int_equal(msv_client_remove_device(bob, laptop->device_id), MSV_OK);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "to the phone", NULL, 0, NULL, id), MSV_OK);
+    receive_all(bob);
+    assert_true(received_text(bob, "to the phone"));
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(laptop);
+    test_server_cleanup(&s);
 }
 
 /*
@@ -2057,11 +2105,7 @@ static void test_claim_refused_is_not_withheld(void **state)
     int warned = 0;
 
     (void)state;
-    test_server_init(&s, NULL);
-    test_server_start(&s);
-    alice =
-        test_client_of_suites(&s, "alice", "alice@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
-    bob = test_client_of_suites(&s, "bob", to_bob[0], MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    pq_pair(&s, &alice, &bob);
     carol = test_client_of_suites(&s, "carol", to_carol[0], MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
     alice->on_pq_refused = count_pq_refused;
     alice->ctx = &warned;
@@ -5120,6 +5164,7 @@ int main(void)
         cmocka_unit_test(test_lost_prekey_answer),
         cmocka_unit_test(test_rotation_answer_dropped),
         cmocka_unit_test(test_old_last_resort_refused),
+        cmocka_unit_test(test_gone_device_rechecked),
         cmocka_unit_test(test_sealed_to_key_let_go),
         cmocka_unit_test(test_lost_one_time_prekeys_reclaimed),
         cmocka_unit_test(test_stray_last_resort_opens_nothing),
