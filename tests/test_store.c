@@ -810,7 +810,7 @@ static void test_queue(void **state)
     struct msv_queue_in in[5];
     struct msv_queue_rec *recs = NULL;
     size_t n = 0, deleted = 0, expired = 0;
-    uint64_t depth = 0;
+    uint64_t depth = 0, last = 99;
     char body[5][8];
 
     for (int i = 0; i < 5; i++) {
@@ -827,6 +827,15 @@ static void test_queue(void **state)
         assert_true(ids[i] > ids[i - 1]);
     assert_int_equal(OPS(f)->queue_depth(IMPL(f), &depth), MSV_OK);
     assert_int_equal(depth, 5);
+    /* the last id waiting for a device (a QueueSync's end), 0 for none */
+    assert_int_equal(OPS(f)->queue_last_id(IMPL(f), 10, 2000, &last), MSV_OK);
+    assert_int_equal(last, ids[2]);
+    assert_int_equal(OPS(f)->queue_last_id(IMPL(f), 20, 2000, &last), MSV_OK);
+    assert_int_equal(last, ids[4]);
+    assert_int_equal(OPS(f)->queue_last_id(IMPL(f), 30, 2000, &last), MSV_OK);
+    assert_int_equal(last, 0);
+    assert_int_equal(OPS(f)->queue_last_id(IMPL(f), 10, 9000, &last), MSV_OK);
+    assert_int_equal(last, 0); /* expired: never delivered */
 
     /* in order, paged */
     assert_int_equal(OPS(f)->queue_fetch(IMPL(f), 10, 0, 2000, 2, &recs, &n), MSV_OK);

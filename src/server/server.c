@@ -473,8 +473,9 @@ static void push_recs(struct msv_conn_state *c, struct msv_queue_rec *recs, size
     }
     atomic_fetch_add(&c->w->srv->m.envelopes_delivered, n);
     msv_queue_recs_free(recs, n);
-    /* a QueueSync is answered after the last envelope the queue held when it came */
-    if (!c->more && c->sync_request != 0) {
+    /* a QueueSync is answered after the last envelope the queue held when it came: a short
+     * read, or one that reached that envelope (under steady inflow every read can be full) */
+    if (c->sync_request != 0 && (!c->more || c->last_sent >= c->sync_last)) {
         msv_conn_send_ok(c, c->sync_request);
         c->sync_request = 0;
     }

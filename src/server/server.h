@@ -52,6 +52,7 @@ struct msv_conn_state {
                         read that found fewer than it asked for */
     int pump_listed; /* on_wake's list of connections to read holds it already */
     uint64_t sync_request; /* a QueueSync waiting for a read that finds the queue's end (0: none) */
+    uint64_t sync_last;    /* its answer is due once last_sent reaches this queue id */
     unsigned inflight;     /* pushed, not yet acknowledged */
     int reading_paused;    /* too much unsent output: requests wait */
     int finishing;         /* a BlobFinish of this connection is being checked (blobs.c) */

@@ -2786,6 +2786,24 @@ static msv_err queue_refusal_take(struct pg_conn *c, uint64_t device_id, uint64_
     return err;
 }
 
+static msv_err queue_last_id(struct pg_conn *c, uint64_t device_id, int64_t now_ms, uint64_t *last)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_i64(&a, (int64_t)device_id);
+    a_i64(&a, now_ms);
+    err =
+        query(c, "SELECT COALESCE(MAX(id), 0) FROM queue WHERE device_id = $1 AND expires_ms > $2;",
+              &a, &r);
+    if (err == MSV_OK) {
+        *last = (uint64_t)col_i64(r, 0, 0);
+        PQclear(r);
+    }
+    return err;
+}
+
 static msv_err queue_depth(struct pg_conn *c, uint64_t *count)
 {
     PGresult *r = NULL;
@@ -3129,6 +3147,11 @@ static msv_err p_queue_fetch_many(void *impl, struct msv_queue_read *reads, size
     POOLED(queue_fetch_many(c_, reads, n, now_ms));
 }
 
+static msv_err p_queue_last_id(void *impl, uint64_t device_id, int64_t now_ms, uint64_t *last)
+{
+    POOLED(queue_last_id(c_, device_id, now_ms, last));
+}
+
 static msv_err p_queue_ack(void *impl, uint64_t device_id, const uint64_t *ids, size_t n,
                            size_t *deleted)
 {
@@ -3432,6 +3455,7 @@ static const struct msv_store_ops pg_ops = {
     .queue_put = p_queue_put,
     .queue_fetch = p_queue_fetch,
     .queue_fetch_many = p_queue_fetch_many,
+    .queue_last_id = p_queue_last_id,
     .queue_ack = p_queue_ack,
     .queue_commit = p_queue_commit,
     .queue_expire = p_queue_expire,

@@ -1920,6 +1920,27 @@ static msv_err queue_refusal_take_locked(void *impl, uint64_t device_id, uint64_
     return run(s, st);
 }
 
+static msv_err queue_last_id(void *impl, uint64_t device_id, int64_t now_ms, uint64_t *last)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s,
+                          "SELECT COALESCE(MAX(id), 0) FROM queue WHERE device_id = ? AND "
+                          "expires_ms > ?;",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    sqlite3_bind_int64(st, 2, now_ms);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *last = (uint64_t)sqlite3_column_int64(st, 0);
+    else
+        err = MSV_ERR_IO;
+    release(s, st);
+    return err;
+}
+
 static msv_err queue_depth(void *impl, uint64_t *count)
 {
     struct sqlite_store *s = impl;
@@ -2957,6 +2978,11 @@ static msv_err l_queue_refusal_take(void *impl, uint64_t device_id, uint64_t *re
     TRANSACTION(queue_refusal_take_locked(impl, device_id, refused));
 }
 
+static msv_err l_queue_last_id(void *impl, uint64_t device_id, int64_t now_ms, uint64_t *last)
+{
+    LOCKED(queue_last_id(impl, device_id, now_ms, last));
+}
+
 static msv_err l_queue_depth(void *impl, uint64_t *count)
 {
     LOCKED(queue_depth(impl, count));
@@ -3037,6 +3063,7 @@ static const struct msv_store_ops sqlite_ops = {
     .queue_put = l_queue_put,
     .queue_fetch = l_queue_fetch,
     .queue_fetch_many = l_queue_fetch_many,
+    .queue_last_id = l_queue_last_id,
     .queue_ack = l_queue_ack,
     .queue_commit = l_queue_commit,
     .queue_expire = l_queue_expire,

@@ -386,6 +386,11 @@ struct msv_store_ops {
      * a server). All or nothing: on failure no read holds records.
      */
     msv_err (*queue_fetch_many)(void *impl, struct msv_queue_read *reads, size_t n, int64_t now_ms);
+    /*
+     * The highest id of an unexpired envelope waiting for device_id, 0 if none: where a
+     * QueueSync's answer goes (every envelope committed before the call is at or below it).
+     */
+    msv_err (*queue_last_id)(void *impl, uint64_t device_id, int64_t now_ms, uint64_t *last);
     /* Deletes those of ids that belong to device_id; *deleted counts them. */
     msv_err (*queue_ack)(void *impl, uint64_t device_id, const uint64_t *ids, size_t n,
                          size_t *deleted);
