@@ -2642,6 +2642,13 @@ static msv_err l_kt_labels_put(void *impl, const struct msv_kt_rec *recs, size_t
     TRANSACTION(kt_labels_put(impl, recs, n));
 }
 
+static void l_set_fault_hook(void *impl, msv_store_fault_fn fn, void *ctx)
+{
+    (void)impl; /* SQLite's failures are files' failures: MSV_ERR_IO says it */
+    (void)fn;
+    (void)ctx;
+}
+
 static void l_kt_set_labeler(void *impl, msv_kt_labeler fn, void *ctx)
 {
     struct sqlite_store *s = impl;
@@ -3083,6 +3090,7 @@ static const struct msv_store_ops sqlite_ops = {
     .kt_labels_read = l_kt_labels_read,
     .kt_labels_put = l_kt_labels_put,
     .kt_set_labeler = l_kt_set_labeler,
+    .set_fault_hook = l_set_fault_hook,
     .prekeys_put = l_prekeys_put,
     .prekey_claim = l_prekey_claim,
     .kem_prekey_state = l_kem_prekey_state,
