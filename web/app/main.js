@@ -855,6 +855,16 @@ rpc.on("alarm", (ev) => banner("alarm", "alarm-" + ev.warning, "\u26A0 Transpare
 
 rpc.on("unopened", (ev) => banner("alarm", "unopened", "\u26A0 " + ev.warning));
 
+// One of this account's handles was taken away by the server (the owner's monitor found a
+// tombstone none of its devices asked for): a note that stays, and the status says it too.
+rpc.on("handle_taken", (ev) => {
+  if (typeof ev.handle !== "string") return;
+  banner("alarm handle-taken", "taken-" + ev.handle,
+    "\u26A0 " + ev.handle + " is no longer this account's: the server took it away, and messages to it no longer reach you.",
+    [["Devices", () => devicesDialog()]]);
+  toast("WARNING: the server took " + ev.handle + " away from this account");
+});
+
 rpc.on("unreachable", (ev) => banner("alarm", "unreach-" + ev.handle + "-" + ev.device_id,
   "\u26A0 " + nameOf(ev.handle) + "'s device " + ev.device_id + " cannot be reached: it speaks no suite this device speaks (" +
   (ev.suites || []).join(", ") + ")."));
