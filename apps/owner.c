@@ -1418,6 +1418,8 @@ static json_t *forward_params(const struct cli *o, const char *command)
         json_object_set_new(params, "include-text", json_true());
     if (o->reason != NULL)
         json_object_set_new(params, "reason", json_string(o->reason));
+    if (o->code != NULL)
+        json_object_set_new(params, "code", json_string(o->code));
     if (o->has_approval)
         json_object_set_new(params, "approval", json_string(o->approval ? "on" : "off"));
     if (o->reset)
