@@ -513,6 +513,20 @@ static void on_pq_refused(void *ctx, const char *handle, uint64_t device, const 
               NULL);
 }
 
+/* A queued message could not go when the outbox was sent: it stays queued (schema 2 only). */
+static void on_outbox_held(void *ctx, const uint8_t id[16], const char *reason)
+{
+    char hex[33];
+
+    cli_outbox_held_notice(NULL, id, reason);
+    if (msv_hex_encode(id, 16, hex, sizeof(hex)) != MSV_OK)
+        return;
+    broadcast(ctx,
+              json_pack("{s:s, s:s, s:s, s:o}", "type", "outbox_held", "message_id", hex, "status",
+                        "queued", "warning", rpc_text(reason)),
+              NULL);
+}
+
 /* Sealed envelopes this device cannot open came: counted, and they name nobody. */
 static void on_unopened(void *ctx, const char *warning)
 {
@@ -1195,6 +1209,7 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     c->on_unreachable = on_unreachable;
     c->on_pq_refused = on_pq_refused;
     c->on_unopened = on_unopened;
+    c->on_outbox_held = on_outbox_held;
     rc = take_lock(ow);
     if (rc == 0)
         rc = bind_socket(ow);
