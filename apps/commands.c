@@ -484,6 +484,19 @@ static void cli_send_progress(void *ctx, uint64_t done, uint64_t total)
             (unsigned long long)total);
 }
 
+void cli_outbox_held_notice(void *ctx, const uint8_t id[16], const char *reason)
+{
+    char hex[33];
+
+    (void)ctx;
+    if (msv_hex_encode(id, 16, hex, sizeof(hex)) != MSV_OK)
+        return;
+    fprintf(cli_err, "missive: message %s is still queued: ", hex);
+    term_put(cli_err, reason, TERM_ONE_LINE);
+    fputs(" (it is tried again with the next command; the rest of its conversation waits)\n",
+          cli_err);
+}
+
 void cli_unsealed_notice(void *ctx, const char *handle)
 {
     (void)ctx;
@@ -554,6 +567,7 @@ int cli_open(const struct cli *o, const char *dir, struct msv_client **c)
     (*c)->on_unopened = cli_unopened_warning;
     (*c)->on_classical = cli_pq_refused_warning; /* the same warning line, naming the device */
     (*c)->on_unsealed = cli_unsealed_notice;
+    (*c)->on_outbox_held = cli_outbox_held_notice;
     (*c)->on_send_progress = cli_send_progress;
     return 0;
 }

@@ -79,6 +79,7 @@ void cli_unopened_warning(void *ctx, const char *warning);
 /* "post-quantum", "classical" or "none": a MSV_SESSION_* kind (client/sessions.h). */
 const char *cli_session_kind_name(int kind);
 void cli_unsealed_notice(void *ctx, const char *handle);
+void cli_outbox_held_notice(void *ctx, const uint8_t id[16], const char *reason);
 /* A message as 'receive' and 'history' print it (-o json: one object per line). */
 void cli_print_message(const struct cli *o, const struct msv_message_rec *m);
 /* The object -o json prints for a message (a new reference; NULL if out of memory). */

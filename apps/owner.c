@@ -523,6 +523,20 @@ static void on_classical(void *ctx, const char *handle, uint64_t device, const c
               NULL);
 }
 
+/* A queued message could not go when the outbox was sent: it stays queued (schema 2 only). */
+static void on_outbox_held(void *ctx, const uint8_t id[16], const char *reason)
+{
+    char hex[33];
+
+    cli_outbox_held_notice(NULL, id, reason);
+    if (msv_hex_encode(id, 16, hex, sizeof(hex)) != MSV_OK)
+        return;
+    broadcast(ctx,
+              json_pack("{s:s, s:s, s:s, s:o}", "type", "outbox_held", "message_id", hex, "status",
+                        "queued", "warning", rpc_text(reason)),
+              NULL);
+}
+
 /* Sealed envelopes this device cannot open came: counted, and they name nobody. */
 static void on_unopened(void *ctx, const char *warning)
 {
@@ -1213,6 +1227,7 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     c->on_pq_refused = on_pq_refused;
     c->on_unopened = on_unopened;
     c->on_classical = on_classical;
+    c->on_outbox_held = on_outbox_held;
     rc = take_lock(ow);
     if (rc == 0)
         rc = bind_socket(ow);
@@ -1436,6 +1451,8 @@ static json_t *forward_params(const struct cli *o, const char *command)
         json_object_set_new(params, "include-text", json_true());
     if (o->reason != NULL)
         json_object_set_new(params, "reason", json_string(o->reason));
+    if (o->code != NULL)
+        json_object_set_new(params, "code", json_string(o->code));
     if (o->has_approval)
         json_object_set_new(params, "approval", json_string(o->approval ? "on" : "off"));
     if (o->reset)

@@ -32,7 +32,7 @@ static int option_has_arg(const char *name, int *known)
                                            "kdf-memory", "kdf-passes", "backup-passphrase-file",
                                            "reply-to",   "reason",     "name",
                                            "avatar",     "approval",   "before",
-                                           "image"};
+                                           "image",      "code"};
     static const char *const flags[] = {"qr",       "accept",     "remove",        "include-text",
                                         "archived", "reset",      "off",           "yes",
                                         "history",  "no-history", "resume-history"};

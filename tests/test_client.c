@@ -2089,6 +2089,34 @@ static void count_pq_refused(void *ctx, const char *handle, uint64_t device_id, 
 }
 
 /*
+ * A started server and three post-quantum clients: alice knows bob and carol, and has a session
+ * with bob (a message each way), none with carol.
+ */
+static void three_pq_clients(struct test_server *s, struct msv_client **alice,
+                             struct msv_client **bob, struct msv_client **carol)
+{
+    uint8_t id[16];
+
+    test_server_init(s, NULL);
+    test_server_start(s);
+    *alice =
+        test_client_of_suites(s, "alice", "alice@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    *bob = test_client_of_suites(s, "bob", "bob@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    *carol =
+        test_client_of_suites(s, "carol", "carol@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    test_acquaint(*alice, *bob);
+    test_acquaint(*alice, *carol);
+    assert_int_equal(
+        msv_client_send(*alice, (const char *[]){"bob@example.org"}, 1, "first", NULL, 0, NULL, id),
+        MSV_OK);
+    receive_all(*bob);
+    assert_int_equal(
+        msv_client_send(*bob, (const char *[]){"alice@example.org"}, 1, "back", NULL, 0, NULL, id),
+        MSV_OK);
+    receive_all(*alice);
+}
+
+/*
  * A server that refuses to hand out a post-quantum device's keys (busy, or "slow down") withholds
  * nothing: the send fails as a failure to reach it, waits in the outbox and goes once the server
  * answers, and no pq_refused warning blames the server: the failure says the server is busy and
@@ -2109,14 +2137,6 @@ static void test_claim_refused_is_not_withheld(void **state)
     carol = test_client_of_suites(&s, "carol", to_carol[0], MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
     alice->on_pq_refused = count_pq_refused;
     alice->ctx = &warned;
-    test_acquaint(alice, bob);
-    test_acquaint(alice, carol);
-    assert_int_equal(msv_client_send(alice, to_bob, 1, "first", NULL, 0, NULL, id), MSV_OK);
-    receive_all(bob);
-    assert_int_equal(
-        msv_client_send(bob, (const char *[]){"alice@example.org"}, 1, "back", NULL, 0, NULL, id),
-        MSV_OK);
-    receive_all(alice);
     assert_int_equal(msv_client_db_unset_prefix(alice->db, "seal-kem:"), MSV_OK);
 
     test_server_stop(&s);
@@ -2149,6 +2169,109 @@ static void test_claim_refused_is_not_withheld(void **state)
     assert_true(received_text(bob, "sealed, waits"));
     assert_true(received_text(carol, "session, waits"));
     assert_int_equal(warned, 0);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(carol);
+    test_server_cleanup(&s);
+}
+
+/* The history status of c's outgoing message text ("" if none). */
+static void outgoing_status(struct msv_client *c, const char *text, char *status, size_t len)
+{
+    struct msv_message_rec *hist = NULL;
+    size_t n = 0;
+
+    status[0] = '\0';
+    assert_int_equal(msv_client_db_history(c->db, NULL, NULL, 0, &hist, &n), MSV_OK);
+    for (size_t i = 0; i < n; i++)
+        if (hist[i].outgoing && hist[i].text != NULL && strcmp(hist[i].text, text) == 0)
+            snprintf(status, len, "%s", hist[i].status);
+    msv_messages_free(hist, n);
+}
+
+struct held {
+    uint8_t id[16];
+    int n;
+};
+
+static void count_held(void *ctx, const uint8_t id[16], const char *reason)
+{
+    struct held *h = ctx;
+
+    assert_non_null(strstr(reason, "did not give the post-quantum prekeys"));
+    memcpy(h->id, id, 16);
+    h->n++;
+}
+
+/*
+ * A message of the outbox that cannot go now does not hold back the other conversations: the
+ * server refuses the prekeys carol's first message needs (a failure to reach, for the moment),
+ * and bob's message, queued after it, goes in the same flush; carol's second one waits behind
+ * her first (their order), and the failure is kept and told for her first alone. Before, the
+ * flush stopped at carol's first message and bob's waited for the next command.
+ */
+static void test_outbox_goes_on_past_a_failure(void **state)
+{
+    const char *to_bob[1] = {"bob@example.org"}, *to_carol[1] = {"carol@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol;
+    uint8_t carol1[16], carol2[16], bob1[16];
+    struct held held = {{0}, 0};
+    char status[16], *reason = NULL;
+
+    (void)state;
+    three_pq_clients(&s, &alice, &bob, &carol);
+    alice->on_outbox_held = count_held;
+    alice->ctx = &held;
+
+    /* the server out of reach: all three wait in the outbox, carol's first oldest */
+    test_server_stop(&s);
+    drop_connection(alice);
+    assert_int_equal(msv_client_send(alice, to_carol, 1, "carol one", NULL, 0, NULL, carol1),
+                     MSV_ERR_IO);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "bob one", NULL, 0, NULL, bob1), MSV_ERR_IO);
+    assert_int_equal(msv_client_send(alice, to_carol, 1, "carol two", NULL, 0, NULL, carol2),
+                     MSV_ERR_IO);
+    assert_int_equal(held.n, 0);
+
+    snprintf(s.extra, sizeof(s.extra), "refuse_prekey_claims = true");
+    test_server_start(&s);
+    reconnect(alice); /* the outbox goes with the connection */
+    drop_connection(bob);
+    drop_connection(carol);
+    receive_all(bob);
+    assert_true(received_text(bob, "bob one"));
+    outgoing_status(alice, "bob one", status, sizeof(status));
+    assert_string_equal(status, "sent");
+    receive_all(carol);
+    assert_false(received_text(carol, "carol one"));
+    assert_false(received_text(carol, "carol two"));
+    outgoing_status(alice, "carol one", status, sizeof(status));
+    assert_string_equal(status, "queued");
+    outgoing_status(alice, "carol two", status, sizeof(status));
+    assert_string_equal(status, "queued");
+    /* told and kept for carol's first alone; her second was not tried */
+    assert_int_equal(held.n, 1);
+    assert_memory_equal(held.id, carol1, 16);
+    assert_int_equal(msv_client_outbox_held(alice, carol1, &reason), MSV_OK);
+    assert_non_null(strstr(reason, "did not give the post-quantum prekeys"));
+    free(reason);
+    assert_int_equal(msv_client_outbox_held(alice, carol2, &reason), MSV_ERR_NOT_FOUND);
+    assert_int_equal(msv_client_outbox_held(alice, bob1, &reason), MSV_ERR_NOT_FOUND);
+
+    /* once the server answers, both of carol's go, and the kept failure is forgotten */
+    test_server_stop(&s);
+    s.extra[0] = '\0';
+    test_server_start(&s);
+    reconnect(alice);
+    drop_connection(carol);
+    receive_all(carol);
+    assert_true(received_text(carol, "carol one"));
+    assert_true(received_text(carol, "carol two"));
+    outgoing_status(alice, "carol two", status, sizeof(status));
+    assert_string_equal(status, "sent");
+    assert_int_equal(msv_client_outbox_held(alice, carol1, &reason), MSV_ERR_NOT_FOUND);
+    assert_int_equal(held.n, 1);
     msv_client_close(alice);
     msv_client_close(bob);
     msv_client_close(carol);
@@ -5161,6 +5284,7 @@ int main(void)
         cmocka_unit_test(test_sealed_sender_not_stripped),
         cmocka_unit_test(test_sealed_sender_hybrid_and_classical),
         cmocka_unit_test(test_claim_refused_is_not_withheld),
+        cmocka_unit_test(test_outbox_goes_on_past_a_failure),
         cmocka_unit_test(test_lost_prekey_answer),
         cmocka_unit_test(test_rotation_answer_dropped),
         cmocka_unit_test(test_old_last_resort_refused),

@@ -58,6 +58,10 @@ expect 5 "a send while storage fails is a server failure" -- as alice send bob@e
 grep -q "try again" err.txt && ok || bad "the refusal does not say to try again: $(cat err.txt)"
 psql_do "ALTER TABLE devices_away RENAME TO devices;"
 [ "$(metric A store_unavailable_total)" -ge 1 ] && ok || bad "store_unavailable_total: $(metric A store_unavailable_total)"
+# the node's log names the cause: PostgreSQL's SQLSTATE and words, not a bare storage failure
+grep -q 'event=database_error cause="other" sqlstate=42P01 message="ERROR:  relation .devices. does not exist' node-A.log &&
+    ok || bad "no database_error with its SQLSTATE in the log: $(grep database_error node-A.log | tail -2)"
+[ "$(metric A database_faults_other_total)" -ge 1 ] && ok || bad "database_faults_other_total: $(metric A database_faults_other_total)"
 expect 0 "alice writes again once storage is back" -- as alice send bob@example.org --text "after the outage"
 expect 0 "bob reads" -- as bob receive
 for m in "before the outage" "during the outage" "after the outage"; do
@@ -149,6 +153,10 @@ expect 0 "bob waits for his queue" -- as bob receive --wait 14
 wait "$locker"
 grep -q "behind a lock" out.txt && ok || bad "bob's queued message after a failed read: $(cat out.txt) $(cat err.txt)"
 [ "$(metric A queue_fetch_failures_total)" -ge 1 ] && ok || bad "queue_fetch_failures_total: $(metric A queue_fetch_failures_total)"
+# a paused database, given up on, is the database unavailable
+[ "$(metric A database_faults_unavailable_total)" -ge 1 ] && ok || bad "database_faults_unavailable_total: $(metric A database_faults_unavailable_total)"
+grep -q 'event=database_error cause="database unavailable" sqlstate=none message="' node-A.log && ok ||
+    bad "no unavailable database_error in the log: $(grep database_error node-A.log | tail -2)"
 
 # Redis is paused (SIGSTOP: connections stay open, nothing is answered): node B gives it up
 # within [cluster] redis_timeout_ms and reads its devices' queues every second, so carol, on

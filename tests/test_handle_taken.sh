@@ -70,6 +70,10 @@ sock=$work/dev-alice/alice@example.org/daemon.sock
 (exec "$M" --data-dir dev-alice daemon >daemon.out 2>daemon.err) &
 daemon=$!
 for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+# a handle added while the daemon runs: the command goes through it, --code too
+expect 0 "alice adds +15550007 through her daemon" -- as alice handles add +15550007
+code=$(grep "handle=+15550007 code=" srv.log | tail -1 | sed 's/.*code=//')
+expect 0 "alice verifies +15550007 through her daemon" -- as alice handles verify +15550007 --code "$code"
 reconnect() {
     take +15550004
     for _ in $(seq 100); do grep -q handle_taken ev2.txt && break; sleep 0.1; done

@@ -321,6 +321,68 @@ static void test_queue_sync(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * A QueueSync is answered in bounded time under steady inflow: while a sender keeps sending and
+ * the receiver acknowledges as it goes, every read of the queue can be full (the window is two),
+ * yet the answer comes once the envelopes queued before the request are pushed. Before, it
+ * waited for a read that came back short, which the inflow never allowed.
+ */
+static void test_queue_sync_under_inflow(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    struct test_device *to[1] = {&b1};
+    const char *handles[1] = {"bob@example.org"};
+    uint64_t sync, first_after = 0, last_before = 0, q;
+    int answered = 0, pushed_before = 0, round;
+    msv_frame *f;
+
+    (void)state;
+    test_server_init(&s, "[relay]\ndelivery_window = 2\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    msv_conn_close(b1.conn);
+    b1.conn = NULL;
+    for (int i = 0; i < 4; i++)
+        expect_ok(test_send(&a1, handles, 1, to, 1, "before"));
+    test_device_connect(&s, &b1);
+    sync = queue_sync(b1.conn);
+    for (round = 0; round < 30 && !answered; round++) {
+        /* two more each round, while bob takes at most a window's worth */
+        expect_ok(test_send(&a1, handles, 1, to, 1, "after"));
+        expect_ok(test_send(&a1, handles, 1, to, 1, "after"));
+        for (int k = 0; k < 2 && !answered; k++) {
+            f = next_frame(&b1);
+            if (f->body_case == MSV__WIRE__FRAME__BODY_DELIVER) {
+                q = f->deliver->queue_id;
+                if (pushed_before < 4) {
+                    pushed_before++;
+                    last_before = q;
+                }
+                test_ack(&b1, q);
+            } else {
+                assert_int_equal(f->request_id, sync);
+                assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_OK);
+                answered = 1;
+            }
+            msv_frame_free(f);
+        }
+    }
+    assert_true(answered);
+    assert_int_equal(pushed_before, 4); /* the four queued before it came first */
+    assert_true(round <= 6);
+    /* the inflow goes on after the answer, in order */
+    f = next_frame(&b1);
+    assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_DELIVER);
+    first_after = f->deliver->queue_id;
+    msv_frame_free(f);
+    assert_true(first_after > last_before);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
 static void test_stale_device_list_and_limits(void **state)
 {
     struct test_server s;
@@ -2866,6 +2928,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_online_and_offline_delivery),
         cmocka_unit_test(test_queue_sync),
+        cmocka_unit_test(test_queue_sync_under_inflow),
         cmocka_unit_test(test_stale_device_list_and_limits),
         cmocka_unit_test(test_device_change_notices),
         cmocka_unit_test(test_device_approval),

@@ -810,7 +810,7 @@ static void test_queue(void **state)
     struct msv_queue_in in[5];
     struct msv_queue_rec *recs = NULL;
     size_t n = 0, deleted = 0, expired = 0;
-    uint64_t depth = 0;
+    uint64_t depth = 0, last = 99;
     char body[5][8];
 
     for (int i = 0; i < 5; i++) {
@@ -827,6 +827,15 @@ static void test_queue(void **state)
         assert_true(ids[i] > ids[i - 1]);
     assert_int_equal(OPS(f)->queue_depth(IMPL(f), &depth), MSV_OK);
     assert_int_equal(depth, 5);
+    /* the last id waiting for a device (a QueueSync's end), 0 for none */
+    assert_int_equal(OPS(f)->queue_last_id(IMPL(f), 10, 2000, &last), MSV_OK);
+    assert_int_equal(last, ids[2]);
+    assert_int_equal(OPS(f)->queue_last_id(IMPL(f), 20, 2000, &last), MSV_OK);
+    assert_int_equal(last, ids[4]);
+    assert_int_equal(OPS(f)->queue_last_id(IMPL(f), 30, 2000, &last), MSV_OK);
+    assert_int_equal(last, 0);
+    assert_int_equal(OPS(f)->queue_last_id(IMPL(f), 10, 9000, &last), MSV_OK);
+    assert_int_equal(last, 0); /* expired: never delivered */
 
     /* in order, paged */
     assert_int_equal(OPS(f)->queue_fetch(IMPL(f), 10, 0, 2000, 2, &recs, &n), MSV_OK);
@@ -1056,6 +1065,90 @@ static void test_queue_refusals(void **state)
     assert_int_equal(n, 1);
     assert_int_equal(OPS(f)->queue_refusal_take(IMPL(f), e, &n), MSV_OK);
     assert_int_equal(n, 1);
+}
+
+struct faults {
+    int n[4];
+    char state[6], message[256];
+};
+
+static void keep_fault(void *ctx, enum msv_store_fault kind, const char *sqlstate,
+                       const char *message)
+{
+    struct faults *r = ctx;
+
+    r->n[kind]++;
+    snprintf(r->state, sizeof(r->state), "%s", sqlstate);
+    snprintf(r->message, sizeof(r->message), "%s", message);
+}
+
+/* An envelope put while the next `times` inserts into the queue fail with SQLSTATE state (a
+ * sequence counts them: it does not roll back with the failed transaction). */
+static msv_err put_with_fault(struct fixture *f, const char *state, int times)
+{
+    struct msv_queue_in in = {.device_id = 5,
+                              .sender_device = 7,
+                              .sender_handle = "alice",
+                              .suite = 3,
+                              .ciphertext = (const uint8_t *)"x",
+                              .ciphertext_len = 1};
+    uint64_t id = 0;
+    char sql[256];
+
+    snprintf(sql, sizeof(sql),
+             "SELECT setval('fault_seq', 1, false); DELETE FROM fault_plan;"
+             " INSERT INTO fault_plan VALUES ('%s', %d);",
+             state, times);
+    raw_exec(f, sql);
+    return OPS(f)->queue_put(IMPL(f), &in, 1, 1000, 9000, &id);
+}
+
+/*
+ * PostgreSQL's failures are told by kind with their SQLSTATE and words (the server logs and
+ * counts them): a serialization failure or a deadlock runs the transaction again, up to three
+ * tries, so two of them in a row do not fail the enqueue; a disk full, a shutdown and an
+ * unknown failure are told as such. Before, every one was a bare MSV_ERR_IO, with no retry.
+ */
+static void test_pg_faults(void **state)
+{
+    struct fixture *f = *state;
+    struct faults r = {{0}, "", ""};
+
+    raw_exec(f, "CREATE TABLE fault_plan (state TEXT, times INT); CREATE SEQUENCE fault_seq;"
+                "CREATE FUNCTION fault_raise() RETURNS trigger LANGUAGE plpgsql AS $$ DECLARE"
+                "  p fault_plan; BEGIN SELECT * INTO p FROM fault_plan;"
+                "  IF p.state IS NOT NULL AND nextval('fault_seq') <= p.times THEN"
+                "    RAISE EXCEPTION 'injected %', p.state USING ERRCODE = p.state; END IF;"
+                "  RETURN NEW; END $$;"
+                "CREATE TRIGGER fault_on_queue BEFORE INSERT ON queue FOR EACH ROW"
+                "  EXECUTE FUNCTION fault_raise();");
+    OPS(f)->set_fault_hook(IMPL(f), keep_fault, &r);
+    /* two serialization failures: the third try goes through */
+    assert_int_equal(put_with_fault(f, "40001", 2), MSV_OK);
+    assert_int_equal(r.n[MSV_STORE_FAULT_BUSY], 2);
+    assert_string_equal(r.state, "40001");
+    assert_non_null(strstr(r.message, "injected 40001"));
+    /* deadlocks that go on: three tries, then the failure */
+    assert_int_equal(put_with_fault(f, "40P01", 100), MSV_ERR_IO);
+    assert_int_equal(r.n[MSV_STORE_FAULT_BUSY], 5);
+    assert_string_equal(r.state, "40P01");
+    /* disk full: not tried again, told as such */
+    assert_int_equal(put_with_fault(f, "53100", 100), MSV_ERR_IO);
+    assert_int_equal(r.n[MSV_STORE_FAULT_FULL], 1);
+    assert_string_equal(r.state, "53100");
+    assert_non_null(strstr(r.message, "injected 53100"));
+    /* the server shutting down: the database unavailable */
+    assert_int_equal(put_with_fault(f, "57P01", 100), MSV_ERR_IO);
+    assert_int_equal(r.n[MSV_STORE_FAULT_UNAVAILABLE], 1);
+    assert_string_equal(r.state, "57P01");
+    /* anything else: other, with its words; a constraint violation is no fault */
+    assert_int_equal(put_with_fault(f, "P0001", 100), MSV_ERR_IO);
+    assert_int_equal(r.n[MSV_STORE_FAULT_OTHER], 1);
+    assert_int_equal(put_with_fault(f, "23505", 100), MSV_ERR_EXISTS);
+    assert_int_equal(r.n[MSV_STORE_FAULT_OTHER], 1);
+    assert_int_equal(r.n[MSV_STORE_FAULT_BUSY], 5);
+    assert_int_equal(put_with_fault(f, "40001", 0), MSV_OK);
+    OPS(f)->set_fault_hook(IMPL(f), NULL, NULL);
 }
 
 static void test_queue_usage_counters(void **state)
@@ -2282,6 +2375,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_device_removal_drops_queue, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue_usage_counters, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue_refusals, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_faults, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_mls_store, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_kem_prekeys, setup_pg, teardown),

@@ -70,6 +70,9 @@ struct msv_client {
     void (*on_download)(void *ctx, uint64_t done, uint64_t total);
     /* a send split in several (a big group's): recipients sent to so far; may be NULL */
     void (*on_send_progress)(void *ctx, uint64_t done, uint64_t total);
+    /* a queued message (id) could not go when the outbox was sent, for reason; it stays
+     * queued, and later messages of its conversation wait behind it; may be NULL */
+    void (*on_outbox_held)(void *ctx, const uint8_t id[16], const char *reason);
     void *ctx;
     /* log heads that received messages carried, for msv_client_monitor() to compare */
     struct {
@@ -748,6 +751,12 @@ MSV_MUST_CHECK msv_err msv_client_sync_flush(struct msv_client *c, size_t *sent)
 
 /* How many sends went without sealed sender to a handle whose delivery token this device has. */
 uint64_t msv_client_unsealed_sends(struct msv_client *c);
+/*
+ * Why queued message id could not go the last time the outbox was sent (*reason: caller frees
+ * with free()); MSV_ERR_NOT_FOUND if it did not fail so (sent, or not tried yet).
+ */
+MSV_MUST_CHECK msv_err msv_client_outbox_held(struct msv_client *c, const uint8_t id[16],
+                                              char **reason);
 /* How many sealed envelopes made classically to this post-quantum device were refused. */
 uint64_t msv_client_sealed_downgrades(struct msv_client *c);
 /* How many sealed envelopes came sealed to a post-quantum key this device does not hold. */

@@ -702,56 +702,163 @@ static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
     return err;
 }
 
+/* The conversation an outbox entry belongs to, for keeping its order: the group's id, or the
+ * recipients; caller frees. */
+static char *outbox_conversation(const struct msv_outbox_rec *o, const struct msv_payload *p)
+{
+    char hex[2 * MSV_ID_LEN + 1];
+
+    if (p != NULL && p->has_group &&
+        msv_hex_encode(p->group_id, MSV_ID_LEN, hex, sizeof(hex)) == MSV_OK)
+        return strdup(hex);
+    return strdup(o->recipients);
+}
+
+static int outbox_is_held(char *const *held, size_t n, const char *conversation)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(held[i], conversation) == 0)
+            return 1;
+    return 0;
+}
+
+#define OUTBOX_HELD "outbox-held:" /* + message id in hex: why its last try failed */
+
+/*
+ * Message id could not go now (err): its reason is kept (OUTBOX_HELD) and told
+ * (on_outbox_held); it stays queued in the outbox for the next flush.
+ */
+static msv_err outbox_held(struct msv_client *c, const uint8_t id[16], msv_err err)
+{
+    char key[sizeof(OUTBOX_HELD) + 32], hex[33], reason[sizeof(c->why.message)];
+
+    snprintf(reason, sizeof(reason), "%s",
+             c->why.message[0] != '\0' ? c->why.message : msv_strerror(err));
+    if (msv_hex_encode(id, 16, hex, sizeof(hex)) != MSV_OK)
+        return MSV_ERR_INVALID;
+    snprintf(key, sizeof(key), OUTBOX_HELD "%s", hex);
+    if (c->on_outbox_held != NULL)
+        c->on_outbox_held(c->ctx, id, reason);
+    return msv_client_db_set(c->db, key, reason, strlen(reason));
+}
+
+msv_err msv_client_outbox_held(struct msv_client *c, const uint8_t id[16], char **reason)
+{
+    char key[sizeof(OUTBOX_HELD) + 32], hex[33];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err = msv_hex_encode(id, 16, hex, sizeof(hex));
+
+    if (err != MSV_OK)
+        return err;
+    snprintf(key, sizeof(key), OUTBOX_HELD "%s", hex);
+    err = msv_client_db_get(c->db, key, &v, &len);
+    if (err == MSV_OK) {
+        *reason = calloc(1, len + 1);
+        if (*reason == NULL)
+            err = MSV_ERR_NOMEM;
+        else if (len > 0)
+            memcpy(*reason, v, len);
+    }
+    free(v);
+    return err;
+}
+
+/* Settles message id (status as msv_client_db_outbox_settle) and forgets why it was held. */
+static msv_err outbox_settle(struct msv_client *c, const uint8_t id[16], const char *status)
+{
+    char key[sizeof(OUTBOX_HELD) + 32], hex[33];
+    msv_err err = msv_client_db_outbox_settle(c->db, id, status);
+
+    if (err == MSV_OK && msv_hex_encode(id, 16, hex, sizeof(hex)) == MSV_OK) {
+        snprintf(key, sizeof(key), OUTBOX_HELD "%s", hex);
+        err = msv_client_db_unset(c->db, key);
+        if (err == MSV_ERR_NOT_FOUND)
+            err = MSV_OK;
+    }
+    return err;
+}
+
+/* One outbox entry, to the participants its payload names, as what it named this account by. */
+static msv_err outbox_send(struct msv_client *c, const struct msv_outbox_rec *o,
+                           const struct msv_payload *p)
+{
+    char **to = NULL;
+    size_t n_to = 0;
+    msv_err err = MSV_OK;
+
+    c->send_as[0] = '\0';
+    for (size_t k = 0; !p->has_group && k < p->participant_count; k++)
+        if (strcmp(p->participants[k], c->handle) != 0 &&
+            client_is_own_handle(c, p->participants[k]))
+            snprintf(c->send_as, sizeof(c->send_as), "%s", p->participants[k]);
+    /* a big group's message and a group change name no participants: the outbox does */
+    if (p->participant_count == 0)
+        err = client_members_of(o->recipients, &to, &n_to);
+    memset(&c->why, 0, sizeof(c->why));
+    if (err == MSV_OK)
+        err = deliver_once(c, o->message_id, (const char *const *)(to ? to : p->participants),
+                           to ? n_to : p->participant_count, o->payload, o->payload_len);
+    free(to);
+    return err;
+}
+
 /*
  * Sends what the outbox still holds (messages a lost connection left
  * queued), oldest first; each goes to the participants its payload names,
- * except what goes to a blocked handle outside a group, which waits.
+ * except what goes to a blocked handle outside a group, which waits. One that
+ * cannot go now (the server refused it for the moment, or could not store it)
+ * is held, with its reason kept and told, and so is the rest of its
+ * conversation, whose order stays; the other conversations go on. Only a
+ * server out of reach (no answer at all) ends the flush: nothing else would go.
  */
 msv_err client_flush_outbox(struct msv_client *c)
 {
     struct msv_outbox_rec *o = NULL;
-    size_t n = 0;
+    size_t n = 0, n_held = 0;
     char send_as[sizeof(c->send_as)]; /* of a send that connected, and so flushes first */
+    char **held = NULL;
     msv_err err = msv_client_db_outbox(c->db, &o, &n);
 
     memcpy(send_as, c->send_as, sizeof(send_as));
-
+    if (err == MSV_OK && n > 0 && (held = calloc(n, sizeof(*held))) == NULL)
+        err = MSV_ERR_NOMEM;
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         struct msv_payload *p = NULL;
-        char **to = NULL;
-        size_t n_to = 0;
+        char *conversation = NULL;
 
         if (msv_payload_parse(o[i].payload, o[i].payload_len, &p) != MSV_OK) {
-            err = msv_client_db_outbox_settle(c->db, o[i].message_id, "failed"); /* never goes */
+            err = outbox_settle(c, o[i].message_id, "failed"); /* never goes */
             continue;
         }
-        if (!p->has_group &&
-            client_blocked_among(c, (const char *const *)p->participants, p->participant_count)) {
-            msv_payload_free(p); /* queued before the block: it waits until the unblock */
-            continue;
-        }
-        /* sent again as what it named this account by */
-        c->send_as[0] = '\0';
-        for (size_t k = 0; !p->has_group && k < p->participant_count; k++)
-            if (strcmp(p->participants[k], c->handle) != 0 &&
-                client_is_own_handle(c, p->participants[k]))
-                snprintf(c->send_as, sizeof(c->send_as), "%s", p->participants[k]);
-        /* a big group's message and a group change name no participants: the outbox does */
-        if (p->participant_count == 0)
-            err = client_members_of(o[i].recipients, &to, &n_to);
-        if (err == MSV_OK)
-            err = deliver_once(c, o[i].message_id, (const char *const *)(to ? to : p->participants),
-                               to ? n_to : p->participant_count, o[i].payload, o[i].payload_len);
-        free(to);
-        if (err == MSV_OK)
-            err = msv_client_db_outbox_settle(c->db, o[i].message_id, "sent");
+        conversation = outbox_conversation(&o[i], p);
+        if (conversation == NULL)
+            err = MSV_ERR_NOMEM;
+        else if (outbox_is_held(held, n_held, conversation))
+            err = MSV_OK; /* an older message of its conversation could not go: it waits */
+        else if (!p->has_group && client_blocked_among(c, (const char *const *)p->participants,
+                                                       p->participant_count))
+            err = MSV_OK; /* queued before the block: it waits until the unblock */
+        else if ((err = outbox_send(c, &o[i], p)) == MSV_OK)
+            err = outbox_settle(c, o[i].message_id, "sent");
         else if (err == MSV_ERR_AUTH && c->why.code == MSV_REFUSAL_KEY_CHANGE)
             err = MSV_OK; /* waits until the user accepts the contact's new devices */
-        else if (!try_later(c, err) && err != MSV_ERR_NOMEM && err != MSV_ERR_AGAIN)
+        else if (err == MSV_ERR_IO && c->why.message[0] == '\0' && c->why.code == 0)
+            ; /* no answer: the server is out of reach, the flush ends */
+        else if (try_later(c, err) || err == MSV_ERR_NOMEM || err == MSV_ERR_AGAIN) {
+            err = outbox_held(c, o[i].message_id, err);
+            held[n_held++] = conversation;
+            conversation = NULL;
+        } else
             /* it will never go (a recipient left, say): history says so, the outbox lets go */
-            err = msv_client_db_outbox_settle(c->db, o[i].message_id, "failed");
+            err = outbox_settle(c, o[i].message_id, "failed");
+        free(conversation);
         msv_payload_free(p);
     }
+    for (size_t i = 0; i < n_held; i++)
+        free(held[i]);
+    free(held);
+    memset(&c->why, 0, sizeof(c->why)); /* said through on_outbox_held: not the caller's */
     memcpy(c->send_as, send_as, sizeof(send_as));
     msv_outbox_free(o, n);
     return err;

@@ -2532,21 +2532,33 @@ static void handle_ack(struct msv_conn_state *c, const msv_frame *f)
 }
 
 /*
- * QueueSync: Ok once everything queued for the device has been pushed. The answer waits for a
- * read of the queue begun after the request that comes back short (server.c push_recs): an
- * envelope committed before the request, whose wake-up has not reached this worker yet (from
- * another worker, or another node through Redis), is in that read. One at a time per
- * connection.
+ * QueueSync: Ok once everything queued for the device has been pushed. The queue's last id,
+ * read after the request, marks the end: an envelope committed before the request, whose
+ * wake-up has not reached this worker yet (from another worker, or another node through
+ * Redis), is at or below it. The answer follows the push of that envelope, or a read that
+ * comes back short (server.c push_recs), whichever comes first, so envelopes arriving
+ * meanwhile do not hold it back. One at a time per connection.
  */
 static void handle_queue_sync(struct msv_conn_state *c, const msv_frame *f)
 {
+    struct msv_server *s = c->w->srv;
+    uint64_t last = 0;
+
     if (f->request_id == 0)
         return; /* nothing to answer to */
     if (c->sync_request != 0) {
         msv_conn_send_error(c, f->request_id, E_INVALID, "a queue sync is waiting already");
         return;
     }
+    if (s->store->ops->queue_last_id(s->store->impl, c->device_id, msv_server_now_ms(s), &last) !=
+        MSV_OK)
+        last = UINT64_MAX;      /* unknown: a short read ends it */
+    if (c->last_sent >= last) { /* all of it pushed already (perhaps not acknowledged) */
+        msv_conn_send_ok(c, f->request_id);
+        return;
+    }
     c->sync_request = f->request_id;
+    c->sync_last = last;
     c->more = 1;
     msv_conn_pump(c);
 }

@@ -206,6 +206,15 @@ static const struct {
       "HTTP connections closed at request_timeout_s."),
     M(queue_fetch_failures, "queue_fetch_failures_total", "counter",
       "Queue reads that failed (each worker reads every queue again a second later)."),
+    M(db_faults[MSV_STORE_FAULT_BUSY], "database_faults_busy_total", "counter",
+      "PostgreSQL failures: serialization failures and deadlocks (each, also when running the "
+      "transaction again then went through), lock waits and statements timed out."),
+    M(db_faults[MSV_STORE_FAULT_UNAVAILABLE], "database_faults_unavailable_total", "counter",
+      "PostgreSQL failures: the connection lost, refused or timed out, the server shutting down."),
+    M(db_faults[MSV_STORE_FAULT_FULL], "database_faults_full_total", "counter",
+      "PostgreSQL failures: disk full, out of memory, too many connections (SQLSTATE class 53)."),
+    M(db_faults[MSV_STORE_FAULT_OTHER], "database_faults_other_total", "counter",
+      "PostgreSQL failures of any other kind but constraint violations."),
     M(store_unavailable, "store_unavailable_total", "counter",
       "Requests answered ERROR_IO because storage failed to decide them (authentication, "
       "suspension checks)."),

@@ -30,7 +30,8 @@
 #define DIRCACHE_ENTRIES 100000    /* handles whose devices sends are checked against */
 #define FETCH_RETRY_MS 1000        /* a failed queue read is tried again this much later */
 
-#define ACCEPT_LOG_INTERVAL_MS 10000 /* accept failures are logged at most this often */
+#define ACCEPT_LOG_INTERVAL_MS 10000  /* accept failures are logged at most this often */
+#define DB_FAULT_LOG_INTERVAL_MS 1000 /* each kind of database failure at most this often */
 
 int64_t msv_server_now_ms(struct msv_server *s)
 {
@@ -447,6 +448,45 @@ static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
         evconnlistener_enable(w->listener);
 }
 
+/* ---- the database's failures ----------------------------------------------------------- */
+
+static const char *const db_fault_names[4] = {"busy", "database unavailable", "storage full",
+                                              "other"};
+
+/*
+ * The store's fault hook: counted by kind (database_faults_*_total), and logged with the
+ * SQLSTATE and the database's words, each kind at most once a second (the line counts those
+ * left out since), so that a database down under load does not flood the log.
+ */
+static void on_db_fault(void *ctx, enum msv_store_fault kind, const char *sqlstate,
+                        const char *message)
+{
+    struct msv_server *s = ctx;
+    char words[301];
+    size_t i;
+    int64_t now = msv_mono_ms(), last;
+
+    if ((unsigned)kind > MSV_STORE_FAULT_OTHER)
+        kind = MSV_STORE_FAULT_OTHER;
+    atomic_fetch_add(&s->m.db_faults[kind], 1);
+    last = atomic_load(&s->db_fault_logged_ms[kind]);
+    if ((last != 0 && now - last < DB_FAULT_LOG_INTERVAL_MS) ||
+        !atomic_compare_exchange_strong(&s->db_fault_logged_ms[kind], &last, now)) {
+        atomic_fetch_add(&s->db_fault_unlogged[kind], 1);
+        return;
+    }
+    /* one line, no quotes: libpq's words end in a newline and may hold anything */
+    for (i = 0; i + 1 < sizeof(words) && message[i] != '\0'; i++)
+        words[i] = message[i] == '"' ? '\'' : (unsigned char)message[i] < 0x20 ? ' ' : message[i];
+    while (i > 0 && words[i - 1] == ' ')
+        i--;
+    words[i] = '\0';
+    msv_log(MSV_LOG_ERROR, "database_error",
+            "cause=\"%s\" sqlstate=%s message=\"%s\" unlogged=%llu", db_fault_names[kind],
+            sqlstate[0] != '\0' ? sqlstate : "none", words,
+            (unsigned long long)atomic_exchange(&s->db_fault_unlogged[kind], 0));
+}
+
 /* ---- delivery ------------------------------------------------------------------------- */
 
 /* Pushes what a read brought (recs is freed); the read was asked for limit records. */
@@ -473,8 +513,9 @@ static void push_recs(struct msv_conn_state *c, struct msv_queue_rec *recs, size
     }
     atomic_fetch_add(&c->w->srv->m.envelopes_delivered, n);
     msv_queue_recs_free(recs, n);
-    /* a QueueSync is answered after the last envelope the queue held when it came */
-    if (!c->more && c->sync_request != 0) {
+    /* a QueueSync is answered after the last envelope the queue held when it came: a short
+     * read, or one that reached that envelope (under steady inflow every read can be full) */
+    if (c->sync_request != 0 && (!c->more || c->last_sent >= c->sync_last)) {
         msv_conn_send_ok(c, c->sync_request);
         c->sync_request = 0;
     }
@@ -1647,6 +1688,7 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
         goto fail;
     /* from now on the store labels each device set it appends, in the append's transaction */
     s->store->ops->kt_set_labeler(s->store->impl, msv_keydir_label, &s->kt.keydir);
+    s->store->ops->set_fault_hook(s->store->impl, on_db_fault, s);
     e = msv_keydir_test_dishonest(&s->kt.keydir, cfg->keydir_forge, cfg->keydir_skip);
     if (e != MSV_OK) {
         snprintf(err, err_len, "[testing] keydir_forge and keydir_skip take HANDLE VERSION");
@@ -1846,6 +1888,8 @@ void msv_server_free(struct msv_server *s)
     msv_blob_backend_close(s->blobs);
     if (s->store != NULL && s->kt.tree != NULL)
         s->store->ops->kt_set_labeler(s->store->impl, NULL, NULL);
+    if (s->store != NULL)
+        s->store->ops->set_fault_hook(s->store->impl, NULL, NULL);
     if (s->kt.tree != NULL)
         msv_kt_log_close(&s->kt);
     msv_store_close(s->store);

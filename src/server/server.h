@@ -52,6 +52,7 @@ struct msv_conn_state {
                         read that found fewer than it asked for */
     int pump_listed; /* on_wake's list of connections to read holds it already */
     uint64_t sync_request; /* a QueueSync waiting for a read that finds the queue's end (0: none) */
+    uint64_t sync_last;    /* its answer is due once last_sent reaches this queue id */
     unsigned inflight;     /* pushed, not yet acknowledged */
     int reading_paused;    /* too much unsent output: requests wait */
     int finishing;         /* a BlobFinish of this connection is being checked (blobs.c) */
@@ -137,6 +138,7 @@ struct msv_metrics {
     _Atomic uint64_t connections_revoked, suspensions_in, stale_partial;
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects, cluster_timeouts;
     _Atomic uint64_t store_unavailable, queue_fetch_failures;
+    _Atomic uint64_t db_faults[4]; /* the database's failures by enum msv_store_fault */
     _Atomic uint64_t http_refused, http_timeouts;
     _Atomic uint64_t reports, reports_refused;
     _Atomic uint64_t codes_refused, code_guesses_refused, sends_rate_limited, queue_full,
@@ -217,6 +219,9 @@ struct msv_server {
     _Atomic uint64_t suspension_gen;
 
     struct msv_metrics m;
+    /* the database's failures of each kind: when one was last logged, and how many were not */
+    _Atomic int64_t db_fault_logged_ms[4];
+    _Atomic uint64_t db_fault_unlogged[4];
     struct msv_provisions provisions; /* addresses of devices being linked by QR code */
     _Atomic int commit_failing;       /* the last group commit failed: /health answers 503 */
     _Atomic int stopping;

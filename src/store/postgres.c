@@ -56,6 +56,7 @@ struct pg_conn {
     size_t n_prepared;
     unsigned timeout_ms; /* the store's; 0: none */
     int broken;          /* an answer was not waited for: the connection cannot be used */
+    int busy;            /* the last failure was a serialization failure or a deadlock */
     struct pg_conn *next_free;
     struct pg_store *store;
 };
@@ -71,6 +72,8 @@ struct pg_store {
     struct pg_conn *free_list;
     msv_kt_labeler labeler; /* kt_set_labeler: the log's appends label their entries */
     void *labeler_ctx;
+    msv_store_fault_fn fault; /* set_fault_hook: told of the database's failures */
+    void *fault_ctx;
 };
 
 /* The parameters of one statement: integers as text, bytes in binary. */
@@ -104,8 +107,47 @@ static void a_bytes(struct args *a, const void *p, size_t n)
     a->fmt[a->n++] = 1;
 }
 
+/* The kind of failure SQLSTATE state is (PostgreSQL's appendix A, "Error Codes"). */
+static enum msv_store_fault fault_kind(const char *state)
+{
+    if (state[0] == '\0' || strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0)
+        return MSV_STORE_FAULT_UNAVAILABLE; /* connection exception, shutdown, cannot connect */
+    if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 || strcmp(state, "55P03") == 0 ||
+        strcmp(state, "57014") == 0)
+        return MSV_STORE_FAULT_BUSY; /* serialization, deadlock, lock not got, timed out */
+    if (strncmp(state, "53", 2) == 0)
+        return MSV_STORE_FAULT_FULL; /* disk full, out of memory, too many connections */
+    return MSV_STORE_FAULT_OTHER;
+}
+
+/* Tells the store's fault hook of a failure (state "" when no SQLSTATE came). */
+static void tell_fault(struct pg_conn *c, const char *state, const char *message)
+{
+    struct pg_store *s = c->store;
+    msv_store_fault_fn fn;
+    void *ctx;
+
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->lock);
+    fn = s->fault;
+    ctx = s->fault_ctx;
+    pthread_mutex_unlock(&s->lock);
+    if (fn != NULL)
+        fn(ctx, fault_kind(state), state, message != NULL ? message : "");
+}
+
+/* The connection failed (no answer, or none in time): the database is out of reach. */
+static msv_err conn_err(struct pg_conn *c)
+{
+    const char *why = c->db != NULL ? PQerrorMessage(c->db) : "no connection";
+
+    tell_fault(c, "", why[0] != '\0' ? why : "no answer in time");
+    return MSV_ERR_IO;
+}
+
 /* Maps a failed result to msv_err: constraint violations (SQLSTATE class 23) are EXISTS. */
-static msv_err result_err(const PGresult *r)
+static msv_err state_err(const PGresult *r)
 {
     const char *state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
 
@@ -116,6 +158,23 @@ static msv_err result_err(const PGresult *r)
     if (state != NULL && strcmp(state, "54000") == 0)
         return MSV_ERR_TOO_BIG;
     return MSV_ERR_IO;
+}
+
+/*
+ * state_err, and an IO failure is told to the fault hook with its SQLSTATE and words
+ * (c->busy marks what running the transaction again may cure).
+ */
+static msv_err result_err(struct pg_conn *c, const PGresult *r)
+{
+    const char *state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    msv_err err = state_err(r);
+
+    if (err != MSV_ERR_IO)
+        return err;
+    if (state != NULL && (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0))
+        c->busy = 1;
+    tell_fault(c, state != NULL ? state : "", PQresultErrorMessage(r));
+    return err;
 }
 
 /*
@@ -168,12 +227,12 @@ static msv_err query(struct pg_conn *c, const char *sql, const struct args *a, P
     if (i == STATEMENTS_MAX)
         return MSV_ERR_INVALID; /* more statement texts than the cache holds: a build error */
     snprintf(name, sizeof(name), "m%zu", i);
-    if (c->db == NULL || c->broken)
-        return MSV_ERR_IO;
+    if (c->db == NULL || c->broken || PQstatus(c->db) != CONNECTION_OK)
+        return conn_err(c);
     if (i == c->n_prepared) {
         r = PQsendPrepare(c->db, name, sql, a->n, NULL) ? answer(c) : NULL;
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            err = r != NULL ? result_err(r) : MSV_ERR_IO;
+            err = r != NULL ? result_err(c, r) : conn_err(c);
             PQclear(r);
             return err;
         }
@@ -182,7 +241,7 @@ static msv_err query(struct pg_conn *c, const char *sql, const struct args *a, P
     }
     r = PQsendQueryPrepared(c->db, name, a->n, a->v, a->len, a->fmt, 1) ? answer(c) : NULL;
     if (r == NULL)
-        return MSV_ERR_IO;
+        return conn_err(c);
     switch (PQresultStatus(r)) {
     case PGRES_COMMAND_OK:
     case PGRES_TUPLES_OK:
@@ -192,7 +251,7 @@ static msv_err query(struct pg_conn *c, const char *sql, const struct args *a, P
             PQclear(r);
         return MSV_OK;
     default:
-        err = result_err(r);
+        err = result_err(c, r);
         PQclear(r);
         return err;
     }
@@ -376,15 +435,23 @@ static msv_err finish(struct pg_conn *c, msv_err err)
         return err_;                        \
     } while (0)
 
-/* Several statements: one transaction. */
-#define TRANSACTION(call)                   \
-    do {                                    \
-        struct pg_conn *c_ = acquire(impl); \
-        msv_err err_ = begin(c_);           \
-        if (err_ == MSV_OK)                 \
-            err_ = finish(c_, (call));      \
-        give_back(impl, c_);                \
-        return err_;                        \
+/* Several statements: one transaction, run again (TRIES in all) when a serialization
+ * failure or a deadlock ended it, which the database rolled back whole. */
+#define TRIES 3
+#define TRANSACTION(call)                                      \
+    do {                                                       \
+        struct pg_conn *c_ = acquire(impl);                    \
+        msv_err err_ = MSV_ERR_IO;                             \
+        for (int try_ = 0; try_ < TRIES; try_++) {             \
+            c_->busy = 0;                                      \
+            err_ = begin(c_);                                  \
+            if (err_ == MSV_OK)                                \
+                err_ = finish(c_, (call));                     \
+            if (err_ != MSV_ERR_IO || !c_->busy || c_->broken) \
+                break;                                         \
+        }                                                      \
+        give_back(impl, c_);                                   \
+        return err_;                                           \
     } while (0)
 
 /* ---- schema ------------------------------------------------------------------------- */
@@ -599,7 +666,7 @@ static msv_err exec_script(PGconn *db, const char *sql)
     PGresult *r = PQexec(db, sql);
     msv_err err = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK
                       ? MSV_OK
-                      : result_err(r);
+                      : state_err(r);
 
     PQclear(r);
     return err;
@@ -617,7 +684,7 @@ static msv_err schema_version(PGconn *db, long *version)
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
         *version = strtol(PQgetvalue(r, 0, 0), NULL, 10);
     else
-        err = result_err(r);
+        err = state_err(r);
     PQclear(r);
     return err;
 }
@@ -2804,6 +2871,24 @@ static msv_err queue_refusal_take(struct pg_conn *c, uint64_t device_id, uint64_
     return err;
 }
 
+static msv_err queue_last_id(struct pg_conn *c, uint64_t device_id, int64_t now_ms, uint64_t *last)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_i64(&a, (int64_t)device_id);
+    a_i64(&a, now_ms);
+    err =
+        query(c, "SELECT COALESCE(MAX(id), 0) FROM queue WHERE device_id = $1 AND expires_ms > $2;",
+              &a, &r);
+    if (err == MSV_OK) {
+        *last = (uint64_t)col_i64(r, 0, 0);
+        PQclear(r);
+    }
+    return err;
+}
+
 static msv_err queue_depth(struct pg_conn *c, uint64_t *count)
 {
     PGresult *r = NULL;
@@ -3147,6 +3232,11 @@ static msv_err p_queue_fetch_many(void *impl, struct msv_queue_read *reads, size
     POOLED(queue_fetch_many(c_, reads, n, now_ms));
 }
 
+static msv_err p_queue_last_id(void *impl, uint64_t device_id, int64_t now_ms, uint64_t *last)
+{
+    POOLED(queue_last_id(c_, device_id, now_ms, last));
+}
+
 static msv_err p_queue_ack(void *impl, uint64_t device_id, const uint64_t *ids, size_t n,
                            size_t *deleted)
 {
@@ -3261,6 +3351,16 @@ static msv_err p_kt_labels_put(void *impl, const struct msv_kt_rec *recs, size_t
 static msv_err p_kt_publish(void *impl, uint64_t index, const uint8_t *pub, size_t len)
 {
     POOLED(kt_publish(c_, index, pub, len));
+}
+
+static void p_set_fault_hook(void *impl, msv_store_fault_fn fn, void *ctx)
+{
+    struct pg_store *s = impl;
+
+    pthread_mutex_lock(&s->lock);
+    s->fault = fn;
+    s->fault_ctx = ctx;
+    pthread_mutex_unlock(&s->lock);
 }
 
 static void p_kt_set_labeler(void *impl, msv_kt_labeler fn, void *ctx)
@@ -3455,6 +3555,7 @@ static const struct msv_store_ops pg_ops = {
     .queue_put = p_queue_put,
     .queue_fetch = p_queue_fetch,
     .queue_fetch_many = p_queue_fetch_many,
+    .queue_last_id = p_queue_last_id,
     .queue_ack = p_queue_ack,
     .queue_commit = p_queue_commit,
     .queue_expire = p_queue_expire,
@@ -3475,6 +3576,7 @@ static const struct msv_store_ops pg_ops = {
     .kt_labels_put = p_kt_labels_put,
     .kt_set_labeler = p_kt_set_labeler,
     .kt_publish = p_kt_publish,
+    .set_fault_hook = p_set_fault_hook,
     .prekeys_put = p_prekeys_put,
     .prekey_claim = p_prekey_claim,
     .kem_prekey_state = p_kem_prekey_state,

@@ -1943,6 +1943,27 @@ static msv_err queue_refusal_take_locked(void *impl, uint64_t device_id, uint64_
     return run(s, st);
 }
 
+static msv_err queue_last_id(void *impl, uint64_t device_id, int64_t now_ms, uint64_t *last)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s,
+                          "SELECT COALESCE(MAX(id), 0) FROM queue WHERE device_id = ? AND "
+                          "expires_ms > ?;",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    sqlite3_bind_int64(st, 2, now_ms);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *last = (uint64_t)sqlite3_column_int64(st, 0);
+    else
+        err = MSV_ERR_IO;
+    release(s, st);
+    return err;
+}
+
 static msv_err queue_depth(void *impl, uint64_t *count)
 {
     struct sqlite_store *s = impl;
@@ -2649,6 +2670,13 @@ static msv_err l_kt_publish(void *impl, uint64_t index, const uint8_t *pub, size
     TRANSACTION(kt_publish(impl, index, pub, len));
 }
 
+static void l_set_fault_hook(void *impl, msv_store_fault_fn fn, void *ctx)
+{
+    (void)impl; /* SQLite's failures are files' failures: MSV_ERR_IO says it */
+    (void)fn;
+    (void)ctx;
+}
+
 static void l_kt_set_labeler(void *impl, msv_kt_labeler fn, void *ctx)
 {
     struct sqlite_store *s = impl;
@@ -2985,6 +3013,11 @@ static msv_err l_queue_refusal_take(void *impl, uint64_t device_id, uint64_t *re
     TRANSACTION(queue_refusal_take_locked(impl, device_id, refused));
 }
 
+static msv_err l_queue_last_id(void *impl, uint64_t device_id, int64_t now_ms, uint64_t *last)
+{
+    LOCKED(queue_last_id(impl, device_id, now_ms, last));
+}
+
 static msv_err l_queue_depth(void *impl, uint64_t *count)
 {
     LOCKED(queue_depth(impl, count));
@@ -3065,6 +3098,7 @@ static const struct msv_store_ops sqlite_ops = {
     .queue_put = l_queue_put,
     .queue_fetch = l_queue_fetch,
     .queue_fetch_many = l_queue_fetch_many,
+    .queue_last_id = l_queue_last_id,
     .queue_ack = l_queue_ack,
     .queue_commit = l_queue_commit,
     .queue_expire = l_queue_expire,
@@ -3085,6 +3119,7 @@ static const struct msv_store_ops sqlite_ops = {
     .kt_labels_put = l_kt_labels_put,
     .kt_set_labeler = l_kt_set_labeler,
     .kt_publish = l_kt_publish,
+    .set_fault_hook = l_set_fault_hook,
     .prekeys_put = l_prekeys_put,
     .prekey_claim = l_prekey_claim,
     .kem_prekey_state = l_kem_prekey_state,

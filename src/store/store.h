@@ -33,6 +33,22 @@ struct msv_device_list {
 void msv_device_rec_clear(struct msv_device_rec *d);
 void msv_device_list_clear(struct msv_device_list *l);
 
+/* What a failure of the database was (PostgreSQL's SQLSTATE classes), for logs and metrics. */
+enum msv_store_fault {
+    MSV_STORE_FAULT_BUSY,        /* serialization failure or deadlock (class 40), or lock waits */
+    MSV_STORE_FAULT_UNAVAILABLE, /* connection lost or refused, server shutting down (08, 57P) */
+    MSV_STORE_FAULT_FULL,        /* disk full, out of memory or connections (class 53) */
+    MSV_STORE_FAULT_OTHER,       /* anything else the database refused */
+};
+
+/*
+ * Told of every failure of the database but constraint violations and "too big" (answered as
+ * such): its kind, SQLSTATE ("" when the connection failed before one came) and the database's
+ * own words. Called from any thread that uses the store.
+ */
+typedef void (*msv_store_fault_fn)(void *ctx, enum msv_store_fault kind, const char *sqlstate,
+                                   const char *message);
+
 /* One envelope to enqueue (borrowed pointers). */
 struct msv_queue_in {
     uint64_t device_id;
@@ -390,6 +406,11 @@ struct msv_store_ops {
      * a server). All or nothing: on failure no read holds records.
      */
     msv_err (*queue_fetch_many)(void *impl, struct msv_queue_read *reads, size_t n, int64_t now_ms);
+    /*
+     * The highest id of an unexpired envelope waiting for device_id, 0 if none: where a
+     * QueueSync's answer goes (every envelope committed before the call is at or below it).
+     */
+    msv_err (*queue_last_id)(void *impl, uint64_t device_id, int64_t now_ms, uint64_t *last);
     /* Deletes those of ids that belong to device_id; *deleted counts them. */
     msv_err (*queue_ack)(void *impl, uint64_t device_id, const uint64_t *ids, size_t n,
                          size_t *deleted);
@@ -455,6 +476,12 @@ struct msv_store_ops {
      * function of the entry and the directory's keys: every node writes the same bytes).
      */
     msv_err (*kt_publish)(void *impl, uint64_t index, const uint8_t *pub, size_t len);
+    /*
+     * From now on fn(ctx, ...) hears of the database's failures (NULL: nobody). A PostgreSQL
+     * transaction that fails with a serialization failure or a deadlock is run again (at most
+     * three times in all) before its failure (MSV_ERR_IO) is returned. SQLite reports nothing.
+     */
+    void (*set_fault_hook)(void *impl, msv_store_fault_fn fn, void *ctx);
 
     /*
      * Prekeys: the upload replaces the signed prekey (if it has one) and the

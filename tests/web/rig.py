@@ -112,14 +112,28 @@ def handle(who):
 
 # ---- a server, three people -----------------------------------------------------------
 
-def start_missived():
-    e = dict(env, MISSIVED_SERVER_LISTEN_PORT="0", MISSIVED_HTTP_LISTEN_PORT="0",
+servers = []
+
+
+def start_missived(port="0"):
+    """missived on loopback (on port, or any free one); its TLS port"""
+    e = dict(env, MISSIVED_SERVER_LISTEN_PORT=port, MISSIVED_HTTP_LISTEN_PORT="0",
              MISSIVED_ACCOUNTS_ARGON2_MEMLIMIT_KIB="8")
     log = open("srv.log", "ab")
-    procs.append(subprocess.Popen([D, "--data-dir", "srv"], env=e, stderr=log,
-                                   preexec_fn=tied()))
+    if os.path.exists("srv/missived.ports"):
+        os.remove("srv/missived.ports")
+    p = subprocess.Popen([D, "--data-dir", "srv"], env=e, stderr=log, preexec_fn=tied())
+    procs.append(p)
+    servers.append(p)
     ports = until(lambda: open("srv/missived.ports").read(), 60)
     return re.search(r"^tls (\d+)", ports, re.M).group(1)
+
+
+def stop_missived():
+    """stops the running missived (its data stays)"""
+    p = servers.pop()
+    p.send_signal(signal.SIGTERM)
+    p.wait(30)
 
 
 def register(who, server):

@@ -17,6 +17,8 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
+import struct
 import subprocess
 import sys
 import time
@@ -76,6 +78,9 @@ def bars(d):
 XSS = "<img src=x onerror=\"window.pwned=1\">"
 
 
+TAKEN = "+15550009"
+
+
 def main():
     port = start_missived()
     server = "127.0.0.1:" + port
@@ -85,6 +90,11 @@ def main():
         for other in ("alice", "bob", "carol"):
             if who != other:
                 missive(who, "contacts", "add", handle(other), handle(other))
+    # a second handle of alice's, which the server takes away near the end
+    missive("alice", "handles", "add", TAKEN)
+    code = re.findall(r"handle=%s code=(\S+)" % re.escape(TAKEN), open("srv.log").read())
+    r = missive("alice", "handles", "verify", TAKEN, "--code", code[-1] if code else "none")
+    ok(r.returncode == 0, "alice adds %s: %s" % (TAKEN, r.stderr))
 
     urls = {who: start_web(who) for who in ("alice", "bob")}
     if not all(urls.values()):
@@ -385,6 +395,28 @@ def main():
     time.sleep(3)
     after = [js(d, "return window.missive.rpc.nextId") for d in (a, b)]
     ok(all(y - x < 4 for x, y in zip(before, after)), "idle pages send next to nothing: %s %s" % (before, after))
+
+    # ---- a handle the server takes away: a red note in the page, and the status ----
+    taken = TAKEN
+    # the stopped server logs the handle's tombstone and drops it from alice's account,
+    # telling none of her devices (a dishonest or careless operator); then it starts again
+    stop_missived()
+    leaf = bytes([3]) + struct.pack(">Q", int(time.time() * 1000)) + bytes([len(taken)]) + taken.encode() + b"\0"
+    db = sqlite3.connect("srv/missive.db")
+    db.execute("INSERT INTO kt_log (idx, handle, leaf) VALUES ((SELECT max(idx) + 1 FROM kt_log), ?, ?)",
+               (taken, leaf))
+    db.execute("DELETE FROM account_handles WHERE handle = ?", (taken,))
+    db.commit()
+    db.close()
+    start_missived(port)
+    note = until(lambda: a.find_element(By.CSS_SELECTOR, ".banner.alarm.handle-taken"), 60)
+    ok(note is not None and taken + " is no longer this account's" in note.text,
+       "alice's page notes that the server took %s away: %s" % (taken, note.text if note else None))
+    ok(until(lambda: js(a, "return [...document.querySelectorAll('.toast[role=status]')]"
+                           ".some(t=>t.textContent.includes('took '+arguments[0]+' away'))", taken), 10),
+       "alice's page's status says the server took %s away" % taken)
+    shot(a, "handle-taken")
+    ok(not b.find_elements(By.CSS_SELECTOR, ".banner.handle-taken"), "bob's page notes nothing")
 
     for d in (a, b):
         bad = [l for l in logs(d) if "Content Security Policy" in l.get("message", "")

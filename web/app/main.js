@@ -856,6 +856,20 @@ rpc.on("alarm", (ev) => banner("alarm", "alarm-" + ev.warning, "\u26A0 Transpare
 rpc.on("unopened", (ev) => banner("alarm", "unopened", "\u26A0 " + ev.warning));
 rpc.on("classical", (ev) => banner("alarm", "classical", "\u26A0 " + ev.warning));
 
+// A queued message could not go when the outbox was sent: it stays queued, and the page says why.
+rpc.on("outbox_held", (ev) => banner("warn", "held-" + ev.message_id,
+  "A message is still queued: " + ev.warning + ". It is tried again with the next connection; the later messages of its conversation wait behind it."));
+
+// One of this account's handles was taken away by the server (the owner's monitor found a
+// tombstone none of its devices asked for): a note that stays, and the status says it too.
+rpc.on("handle_taken", (ev) => {
+  if (typeof ev.handle !== "string") return;
+  banner("alarm handle-taken", "taken-" + ev.handle,
+    "\u26A0 " + ev.handle + " is no longer this account's: the server took it away, and messages to it no longer reach you.",
+    [["Devices", () => devicesDialog()]]);
+  toast("WARNING: the server took " + ev.handle + " away from this account");
+});
+
 rpc.on("unreachable", (ev) => banner("alarm", "unreach-" + ev.handle + "-" + ev.device_id,
   "\u26A0 " + nameOf(ev.handle) + "'s device " + ev.device_id + " cannot be reached: it speaks no suite this device speaks (" +
   (ev.suites || []).join(", ") + ")."));
