@@ -2331,8 +2331,8 @@ static void add_handle(struct test_server *s, struct test_device *d, const char 
  * The log read without an account reveals nothing of who is registered: after registrations, a
  * second handle, a username and a removed handle (its tombstone), the answer to the whole log
  * holds no handle, username or identity key, and each device set or tombstone is its leaf hash
- * only (the same length whoever it names), proven in the head. An account reads the leaves (its
- * monitor needs them).
+ * only (the same length whoever it names), proven in the head. An account reads its own
+ * handles' leaves and no one else's.
  */
 static void test_log_read_names_no_handle(void **state)
 {
@@ -2392,17 +2392,27 @@ static void test_log_read_names_no_handle(void **state)
     }
     msv_frame_free(r);
     msv_conn_close(anon);
-    /* an account reads the leaves themselves */
+    /* an account reads its own entries whole and nobody else's: bob finds none of alice's or
+     * carol's handles, username or keys, only his own */
     r = log_read(b.conn, 0, 256);
     assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_LOG_ENTRIES);
-    assert_true(r->log_entries->n_entries > 0);
-    assert_true(r->log_entries->entries[0]->leaf.len > 0);
-    assert_int_equal(r->log_entries->entries[0]->leaf_hash.len, 0);
-    /* so the needles above are the bytes a leaf holds */
+    assert_int_equal(r->log_entries->n_entries, size);
     for (size_t i = 0; i < 6; i++) /* the handles and the username */
-        if (!frame_holds(r, names[i], strlen(names[i])))
-            fail_msg("the log read by an account lacks %s", names[i]);
-    assert_true(holds_identity(r, &a) && holds_identity(r, &b) && holds_identity(r, &c));
+        if (i != 1 && frame_holds(r, names[i], strlen(names[i])))
+            fail_msg("the log read by bob's account names %s", names[i]);
+    assert_false(holds_identity(r, &a) || holds_identity(r, &c));
+    assert_true(frame_holds(r, names[1], strlen(names[1])) && holds_identity(r, &b));
+    for (size_t i = 0; i < r->log_entries->n_entries; i++)
+        assert_int_equal(r->log_entries->entries[i]->leaf.len > 0,
+                         r->log_entries->entries[i]->leaf_hash.len == 0);
+    msv_frame_free(r);
+    /* alice reads her own three: so the needles above are the bytes a leaf holds */
+    r = log_read(a.conn, 0, 256);
+    for (size_t i = 0; i < 6; i++)
+        if (frame_holds(r, names[i], strlen(names[i])) != (i == 0 || i == 3 || i == 5))
+            fail_msg("the log read by alice's account: %s", names[i]);
+    assert_true(holds_identity(r, &a));
+    assert_false(holds_identity(r, &b) || holds_identity(r, &c));
     msv_frame_free(r);
     test_device_free(&a);
     test_device_free(&b);

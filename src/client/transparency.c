@@ -10,6 +10,7 @@
 
 #include "client/requests.h"
 #include "client/transparency.h"
+#include "missive/ptree.h"
 #include "missive/util.h"
 #include "util/endian.h"
 
@@ -738,4 +739,39 @@ msv_err msv_kt_check_gossip(struct msv_client_db *db, struct msv_conn *conn,
             return err;
     }
     return err;
+}
+
+msv_err msv_kt_check_owner_version(const Msv__Wire__LookupResponse *r, const char *handle,
+                                   const Msv__Wire__HandleVersion *v, struct msv_kt_entry *e)
+{
+    static _Thread_local uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+    const Msv__Wire__LogProof *p = v->entry;
+    uint8_t h[MSV_KT_HASH_LEN];
+    uint32_t version = 0;
+
+    if (p == NULL || r->head == NULL || r->head->root.len != MSV_KT_HASH_LEN ||
+        r->head->epoch_root.len != MSV_PT_HASH_LEN || r->vrf_key.len != MSV_VRF_PUBLIC_KEY_LEN)
+        return MSV_ERR_AUTH;
+    /* the entry is in the log of the answer's head (checked by msv_kt_check_lookup) ... */
+    msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
+    if (!proof_hashes(p->path, p->n_path, path) ||
+        msv_merkle_verify_inclusion(h, p->index, r->head->size, path, p->n_path,
+                                    r->head->root.data) != MSV_OK ||
+        msv_kt_leaf_parse(p->leaf.data, p->leaf.len, e) != MSV_OK || strcmp(e->handle, handle) != 0)
+        return MSV_ERR_AUTH;
+    /* ... and the key directory's version v.version of handle commits to it */
+    if (msv_pt_verify_versions(r->head->epoch_root.data, r->vrf_key.data, MSV_PT_PRESENCE, handle,
+                               p->leaf.data, p->leaf.len, v->proof.data, v->proof.len,
+                               &version) != MSV_OK ||
+        version != v->version)
+        return MSV_ERR_AUTH;
+    return MSV_OK;
+}
+
+uint32_t msv_kt_result_version(const Msv__Wire__HandleDevices *hd)
+{
+    /* u8 kind || u32be v || ...: checked by msv_kt_check_lookup before this is read */
+    if (hd->version_proof.len < 5)
+        return 0;
+    return msv_get_u32be(hd->version_proof.data + 1);
 }

@@ -96,6 +96,20 @@ MSV_MUST_CHECK msv_err msv_kt_pin_vrf_key(struct msv_client_db *db,
                                           const Msv__Wire__LookupResponse *r);
 
 /*
+ * One version of one of this account's handles shown to its monitor (HandleVersion, in r, an
+ * answer msv_kt_check_lookup accepted): its entry is proven in r's head and is a device set or
+ * tombstone of handle (parsed into *e), and the key directory's version v->version of handle
+ * commits to it (presence proof against r's epoch root). MSV_OK or MSV_ERR_AUTH.
+ */
+MSV_MUST_CHECK msv_err msv_kt_check_owner_version(const Msv__Wire__LookupResponse *r,
+                                                  const char *handle,
+                                                  const Msv__Wire__HandleVersion *v,
+                                                  struct msv_kt_entry *e);
+/* The version a checked lookup result shows as its handle's newest (0: none, or no key
+ * directory). */
+uint32_t msv_kt_result_version(const Msv__Wire__HandleDevices *hd);
+
+/*
  * Roots compared (docs/transparency.md, "Gossip of tree heads"): keep_epoch remembers the key
  * directory's root of an accepted answer for its head's size (setting kt_epoch: u64be size,
  * root, signature; an answer without one changes nothing); known_epoch gives the root and

@@ -489,13 +489,22 @@ static msv_err log_proof(struct msv_kt_log *log, struct msv_kt_answer *a,
  * entry names no one and is given whole (docs/transparency.md, "What a reader without an account
  * sees", says what a hash still lets a guesser test).
  */
-static msv_err hide_handle(struct msv_kt_answer *a, Msv__Wire__LogProof *p, enum msv_kt_hide hide)
+static msv_err hide_handle(struct msv_kt_answer *a, Msv__Wire__LogProof *p, enum msv_kt_hide hide,
+                           char *const *own, size_t n_own)
 {
+    static _Thread_local struct msv_kt_entry e;
     struct msv_kt_rotation r;
     uint8_t *h;
 
     if (msv_kt_rotation_leaf_parse(p->leaf.data, p->leaf.len, &r) == MSV_OK)
         return MSV_OK;
+    /* an account reads its own handles' entries, and nobody else's (docs/transparency.md, "A log
+     * that names no handle") */
+    if (hide == MSV_KT_HIDE_OTHERS && msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) == MSV_OK) {
+        for (size_t i = 0; i < n_own; i++)
+            if (strcmp(own[i], e.handle) == 0)
+                return MSV_OK;
+    }
     if ((h = keep(a, MSV_KT_HASH_LEN)) == NULL)
         return MSV_ERR_NOMEM;
     msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
@@ -622,14 +631,99 @@ static msv_err version_proof(struct msv_kt_log *log, struct msv_kt_answer *a,
     return MSV_OK;
 }
 
+/* The leaves of the handles whose versions the owner asked for (kept in a; per handle up to one
+ * past MSV_KT_VERSIONS_MAX, so that the answer can say more follow). */
+static msv_err owner_leaves(struct msv_store *store, struct msv_kt_answer *a,
+                            const char *const *handles, size_t n,
+                            const struct msv_kt_owner_ask *ask, struct msv_kt_rec ***out,
+                            size_t **counts)
+{
+    struct msv_kt_rec **recs = keep(a, n * sizeof(*recs));
+    size_t *ns = keep(a, n * sizeof(*ns));
+    msv_err err = recs != NULL && ns != NULL ? MSV_OK : MSV_ERR_NOMEM;
+
+    for (size_t i = 0; err == MSV_OK && ask != NULL && ask->versions_from != NULL && i < n; i++) {
+        if (ask->versions_from[i] == 0)
+            continue;
+        err = store->ops->kt_handle_read(store->impl, handles[i], ask->versions_from[i],
+                                         MSV_KT_VERSIONS_MAX + 1, &recs[i], &ns[i]);
+        if (err != MSV_OK)
+            break;
+        /* the leaves go with the answer (adopt frees what it cannot keep) */
+        for (size_t k = 0; err == MSV_OK && k < ns[i]; k++) {
+            if (adopt(a, recs[i][k].leaf) == NULL) {
+                for (size_t j = k + 1; j < ns[i]; j++)
+                    free(recs[i][j].leaf);
+                err = MSV_ERR_NOMEM;
+            }
+        }
+        if (adopt(a, recs[i]) == NULL || err != MSV_OK) {
+            recs[i] = NULL;
+            ns[i] = 0;
+            err = MSV_ERR_NOMEM;
+        }
+    }
+    *out = recs;
+    *counts = ns;
+    return err;
+}
+
+/*
+ * The versions of one handle its owner asked for, from its leaves recs (read before the head
+ * was made, so it holds them): each with its entry's proof and its presence proof, within ask's
+ * bounds (*bytes: the bytes given so far).
+ */
+static msv_err owner_versions(struct msv_kt_log *log, struct msv_kt_answer *a, const char *handle,
+                              const struct msv_kt_rec *recs, size_t n, struct msv_kt_owner_ask *ask,
+                              size_t *bytes, Msv__Wire__HandleDevices *hd)
+{
+    Msv__Wire__HandleVersion *vs = keep(a, n * sizeof(*vs)), **ptrs = keep(a, n * sizeof(*ptrs));
+    size_t given = 0;
+    msv_err err = vs != NULL && ptrs != NULL ? MSV_OK : MSV_ERR_NOMEM;
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        uint8_t *proof = NULL;
+        size_t len = 0, size;
+
+        if (given == MSV_KT_VERSIONS_MAX || ask->versions_given == ask->versions_max ||
+            recs[i].index >= log->keydir.n_versions || log->keydir.versions[recs[i].index] == 0)
+            break;
+        msv__wire__handle_version__init(&vs[given]);
+        vs[given].version = log->keydir.versions[recs[i].index];
+        err = log_proof(log, a, &recs[i], &vs[given].entry);
+        if (err == MSV_OK)
+            err = msv_keydir_prove(&log->keydir, MSV_PT_PRESENCE, handle, (int64_t)recs[i].index,
+                                   &proof, &len);
+        if (err == MSV_OK && adopt(a, proof) == NULL)
+            err = MSV_ERR_NOMEM;
+        if (err != MSV_OK)
+            break;
+        vs[given].proof = (ProtobufCBinaryData){len, proof};
+        /* the version, its field tag and length (at most 1 + 2 + 4 bytes) */
+        size = msv__wire__handle_version__get_packed_size(&vs[given]) + 7;
+        if (ask->versions_given > 0 && *bytes + size > ask->bytes_max)
+            break;
+        *bytes += size;
+        ptrs[given] = &vs[given];
+        given++;
+        ask->versions_given++;
+    }
+    hd->versions = ptrs;
+    hd->n_versions = given;
+    hd->versions_more = given < n;
+    return err;
+}
+
 msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
-                      const char *const *handles, size_t n, const uint8_t *history,
+                      const char *const *handles, size_t n, struct msv_kt_owner_ask *ask,
                       uint64_t known_size, Msv__Wire__LookupResponse *resp,
                       struct msv_kt_answer **owner)
 {
     struct msv_kt_answer *a = calloc(1, sizeof(*a));
     Msv__Wire__HandleDevices *hds, **ptrs;
-    struct msv_kt_rec *recs = NULL, *tombs = NULL;
+    struct msv_kt_rec *recs = NULL, *tombs = NULL, **owned = NULL;
+    const uint8_t *history = ask != NULL ? ask->history : NULL;
+    size_t *n_owned = NULL, bytes = 0;
     msv_err err;
 
     *owner = a;
@@ -643,6 +737,8 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
     err = latest_leaves(store, a, handles, n, &recs);
     if (err == MSV_OK)
         err = tombstones(store, a, handles, recs, n, &tombs);
+    if (err == MSV_OK)
+        err = owner_leaves(store, a, handles, n, ask, &owned, &n_owned);
     if (err != MSV_OK)
         return err;
     pthread_mutex_lock(&log->lock);
@@ -671,6 +767,10 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
             err =
                 version_proof(log, a, MSV_PT_HISTORY, handles[i], &recs[i], &hds[i].history_proof);
     }
+    for (size_t i = 0; err == MSV_OK && ask != NULL && ask->versions_from != NULL && i < n; i++) {
+        if (ask->versions_from[i] != 0)
+            err = owner_versions(log, a, handles[i], owned[i], n_owned[i], ask, &bytes, &hds[i]);
+    }
     if (err == MSV_OK) {
         uint8_t *key = keep(a, MSV_VRF_PUBLIC_KEY_LEN);
 
@@ -691,9 +791,9 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
 }
 
 msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
-                    const Msv__Wire__LogRead *q, enum msv_kt_hide hide, size_t max_bytes,
-                    Msv__Wire__LogEntries *resp, struct msv_kt_answer **owner,
-                    uint64_t *proofs_from)
+                    const Msv__Wire__LogRead *q, enum msv_kt_hide hide, char *const *own,
+                    size_t n_own, size_t max_bytes, Msv__Wire__LogEntries *resp,
+                    struct msv_kt_answer **owner, uint64_t *proofs_from)
 {
     struct msv_kt_answer *a = calloc(1, sizeof(*a));
     struct msv_kt_rec *recs = NULL;
@@ -725,7 +825,7 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
         recs[i].leaf = leaf;
         err = log_proof(log, a, &recs[i], &entries[i]);
         if (err == MSV_OK && hide != MSV_KT_SHOW_LEAVES)
-            err = hide_handle(a, entries[i], hide);
+            err = hide_handle(a, entries[i], hide, own, n_own);
         recs[i].leaf = NULL;
         /* the entry, its field tag and length (at most 1 + 4 bytes), and its step if asked */
         size = err == MSV_OK ? msv__wire__log_proof__get_packed_size(entries[i]) + 5 : 0;
