@@ -3131,6 +3131,41 @@ static void test_monitor_version_withheld(void **state)
 }
 
 /*
+ * A version whose data the key directory does not hold: alice links her laptop and removes it
+ * (versions 2 and 3, log entries 1 and 2) while her phone does not look; the directory then
+ * changes version 2's value in its tree (lookups of version 3 still hold: they open only 3).
+ * Her phone's monitor cannot open version 2 against her entry and raises the alarm, checking
+ * nothing past it, at every run while it lasts.
+ */
+static void test_monitor_version_unproven(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *laptop;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* where watching starts: version 1 */
+    laptop = linked_device(&s, alice, "alice-laptop");
+    assert_int_equal(msv_client_remove_device(alice, laptop->device_id), MSV_OK);
+    assert_int_equal(server_count(&s, "SELECT count(*) FROM kt_log;"), 3);
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra), "keydir_rewrite = change 1");
+    test_server_start(&s);
+    /* the root her phone kept for this size is the honest one: a device that did not see it */
+    assert_int_equal(msv_client_db_unset(alice->db, "kt_epoch"), MSV_OK);
+    assert_int_equal(monitor(alice, last), 1);
+    if (strstr(last, "does not prove version 2 of this account's handle alice@example.org") == NULL)
+        fail_msg("the alarm: %s", last);
+    assert_int_equal(monitor(alice, last), 1);
+    msv_client_close(laptop);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
  * The owner's versions come a bounded number at a time: 40 versions of alice's handle logged
  * since her monitor last looked (her own device set each time) take an answer of 32 and one
  * more, and her monitor reads them all in one run, quietly. Nobody else gets them.
@@ -3172,6 +3207,25 @@ static void test_owner_versions_paged(void **state)
     assert_int_equal(r->lookup_result->results[0]->versions[31]->version, 33);
     msv_frame_free(r);
     r = NULL;
+    /* Y1: versions_from naming another number of indexes than handles */
+    {
+        Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__LookupRequest q = MSV__WIRE__LOOKUP_REQUEST__INIT;
+        ProtobufCBinaryData h = {strlen(alice_h[0]), (uint8_t *)alice_h[0]};
+        uint64_t two[2] = {1, 1};
+
+        q.n_handles = 1;
+        q.handles = &h;
+        q.n_versions_from = 2;
+        q.versions_from = two;
+        req.body_case = MSV__WIRE__FRAME__BODY_LOOKUP;
+        req.lookup = &q;
+        assert_int_equal(msv_conn_request(alice->conn, &req, TEST_TIMEOUT_MS, &r), MSV_OK);
+        assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_ERROR);
+        assert_int_equal(r->error->code, MSV__WIRE__ERROR_CODE__ERROR_INVALID);
+        msv_frame_free(r);
+        r = NULL;
+    }
     reconnect(bob);
     assert_int_equal(
         msv_request_owner_lookup(bob->conn, alice_h, 1, 0, from, 0, TEST_TIMEOUT_MS, &r, NULL),
@@ -5028,6 +5082,7 @@ int main(void)
         cmocka_unit_test(test_monitor_unasked_tombstone),
         cmocka_unit_test(test_monitor_reads_no_leaves),
         cmocka_unit_test(test_monitor_version_withheld),
+        cmocka_unit_test(test_monitor_version_unproven),
         cmocka_unit_test(test_owner_versions_paged),
         cmocka_unit_test(test_owner_history_forged_version),
         cmocka_unit_test(test_owner_history_skipped_version),

@@ -35,6 +35,7 @@ struct alarm_sink {
     void (*on_alarm)(void *, const char *);
     void *ctx;
     size_t *count;
+    struct msv_client *c;
 };
 
 static void raise_alarm(const struct alarm_sink *a, const char *warning)
@@ -42,6 +43,14 @@ static void raise_alarm(const struct alarm_sink *a, const char *warning)
     (*a->count)++;
     if (a->on_alarm != NULL)
         a->on_alarm(a->ctx, warning);
+}
+
+/* An alarm about the versions of handle: the daemon's kt_history event too. */
+static void raise_history_alarm(const struct alarm_sink *a, const char *handle, const char *warning)
+{
+    raise_alarm(a, warning);
+    if (a->c != NULL && a->c->on_kt_history != NULL)
+        a->c->on_kt_history(a->c->ctx, handle, warning);
 }
 
 static void removed_key(char key[128], const uint8_t record[SET_RECORD])
@@ -210,7 +219,7 @@ static void skipped_alarm(const struct watch *w, size_t h, uint32_t shown, uint3
              "its transparency log holds version %lu (log entry %llu): versions were skipped or "
              "made outside the log, and others may be shown devices that are not yours",
              (unsigned long)shown, w->handles[h], (unsigned long)expect, (unsigned long long)index);
-    raise_alarm(a, warning);
+    raise_history_alarm(a, w->handles[h], warning);
 }
 
 /* The handle (index into w) of the next version to check in log order, below cutoff; n if none
@@ -276,7 +285,7 @@ static msv_err take_versions(struct msv_client *c, struct watch *w, const struct
                      "the directory does not prove version %lu of this account's handle %s in "
                      "its key directory: it may show others devices that are not yours",
                      (unsigned long)v->version, w->handles[h]);
-            raise_alarm(a, warning);
+            raise_history_alarm(a, w->handles[h], warning);
             w->bad[h] = 1;
             continue;
         }
@@ -453,7 +462,7 @@ static msv_err monitor_baseline(struct msv_client *c, const struct alarm_sink *a
     msv_frame *r = NULL;
     char **handles = NULL;
     size_t n = 0, none = 0;
-    const struct alarm_sink quiet = {NULL, NULL, &none};
+    const struct alarm_sink quiet = {NULL, NULL, &none, NULL};
     uint8_t next[8], h[32], when[8];
     msv_err err = client_own_handles_known(c, &handles, &n);
 
@@ -521,7 +530,7 @@ static msv_err check_gossip(struct msv_client *c, void (*on_alarm)(void *, const
 msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, const char *warning),
                            void *ctx, size_t *alarms)
 {
-    const struct alarm_sink a = {on_alarm, ctx, alarms};
+    const struct alarm_sink a = {on_alarm, ctx, alarms, c};
     uint8_t *v = NULL;
     size_t len = 0;
     msv_err err = msv_client_connect(c);

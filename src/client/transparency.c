@@ -433,8 +433,8 @@ static msv_err check_tombstone(const Msv__Wire__HandleDevices *hd, const struct 
 }
 
 /*
- * An answer for a handle whose tombstone this device knows (from an answer, or read in the log
- * by the monitor) must not show the account from before it, nor a later one without it: a
+ * An answer for a handle whose tombstone this device knows (from an earlier answer) must not
+ * show the account from before it, nor a later one without it: a
  * directory that hid the deletion would pass a new account off as the one the user knew.
  */
 static msv_err check_deletion(struct msv_client_db *db, const Msv__Wire__HandleDevices *hd,
@@ -480,31 +480,6 @@ static msv_err pin_deletion(struct msv_client_db *db, const Msv__Wire__HandleDev
     err = gone_remember(db, hd->handle.data, hd->handle.len, gone);
     if (err == MSV_OK && knew && !tombstone && gone >= pinned)
         err = renewed_mark(db, hd->handle.data, hd->handle.len, hd->proof->index);
-    return err;
-}
-
-msv_err msv_kt_tombstone_read(struct msv_client_db *db, const char *handle, uint64_t index,
-                              int *hidden)
-{
-    const uint8_t *h = (const uint8_t *)handle;
-    uint64_t pinned = 0, gone = 0;
-    int64_t when = 0;
-    msv_err err = handle_pin(db, h, strlen(handle), &pinned, &when);
-
-    *hidden = 0;
-    if (err == MSV_ERR_NOT_FOUND)
-        return MSV_OK; /* a handle this device never looked up */
-    if (err == MSV_OK)
-        err = gone_pin(db, h, strlen(handle), &gone);
-    if (err == MSV_OK && gone >= index)
-        return MSV_OK;
-    if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
-        return err;
-    err = gone_remember(db, h, strlen(handle), index);
-    if (err == MSV_OK && pinned > index) { /* a later entry accepted without its tombstone */
-        *hidden = 1;
-        err = renewed_mark(db, h, strlen(handle), pinned);
-    }
     return err;
 }
 

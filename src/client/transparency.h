@@ -72,15 +72,6 @@ MSV_MUST_CHECK msv_err msv_kt_check_lookup(struct msv_client_db *db,
 int msv_kt_is_renewed(struct msv_client_db *db, const char *handle);
 MSV_MUST_CHECK msv_err msv_kt_renewed_told(struct msv_client_db *db, const char *handle);
 /*
- * A tombstone of handle at log entry index, read from the log: remembered if this device looked
- * the handle up before (later answers must show it). *hidden is 1 if this device had accepted a
- * later entry of handle without being shown this tombstone (the directory hid the deletion);
- * the handle is then marked a new account as above.
- */
-MSV_MUST_CHECK msv_err msv_kt_tombstone_read(struct msv_client_db *db, const char *handle,
-                                             uint64_t index, int *hidden);
-
-/*
  * Checks the key directory's part of a lookup answer whose head passed the log's checks: the
  * prefix tree's root is signed by the answer's log key for head's size, the VRF key is the one
  * this device pinned (or *pin is set: none pinned yet), and every result's version proof shows

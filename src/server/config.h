@@ -89,7 +89,7 @@ struct msv_config {
     char keydir_skip[300];          /* tests only: "HANDLE VERSION" its next version's number */
     int refuse_prekey_claims;       /* tests only: every PrekeyClaim answered "slow down" */
     uint32_t log_read_hash_fault;   /* tests only: 1 leaf hashes of 31 bytes, 2 beside the leaf, 3
-                                       leaf hashes to accounts too */
+                                       leaf hashes of their own entries to accounts */
     uint32_t mls_commit_pause_ms;   /* tests only: a pause between an MLS commit's read and write */
     int drop_prekey_answers;        /* tests only: an upload of one-time prekeys is stored, then the
                                      * connection closes unanswered (a lost answer) */
