@@ -3236,6 +3236,8 @@ static void test_owner_versions_paged(void **state)
     assert_int_equal(monitor(alice, last), 0);
     assert_int_equal(client_history_get(alice, alice_h[0], &version, &newest), MSV_OK);
     assert_int_equal(version, 41);
+    /* 32 asked for directly, then 40 by the monitor */
+    assert_int_equal(test_server_metric(&s, "owner_versions_total"), 72);
     msv_client_close(bob);
     msv_client_close(alice);
     test_server_cleanup(&s);

@@ -2068,6 +2068,7 @@ static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
         goto out;
     }
     atomic_fetch_add(&s->m.lookups, n);
+    atomic_fetch_add(&s->m.owner_versions, ask.versions_given);
     out.request_id = f->request_id;
     out.body_case = MSV__WIRE__FRAME__BODY_LOOKUP_RESULT;
     out.lookup_result = &resp;

@@ -746,6 +746,8 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
     for (size_t i = 0; i < n; i++) {
         if (recs[i].leaf != NULL && recs[i].index >= msv_merkle_size(log->tree))
             atomic_store(&log->grown, 1);
+        if (n_owned[i] > 0 && owned[i][n_owned[i] - 1].index >= msv_merkle_size(log->tree))
+            atomic_store(&log->grown, 1);
     }
     err = head_locked(log, store, now_ms);
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
