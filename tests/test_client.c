@@ -3261,6 +3261,45 @@ static void second_handle_setup(struct test_server *s, struct msv_client **alice
 }
 
 /*
+ * Versions of two handles at once, more than an answer holds of either: 40 of alice's handle and
+ * 40 of her second, one after the other in the log. Each answer gives each handle its share, the
+ * monitor checks both in log order up to where one stops, and reads them all in one run.
+ */
+static void test_owner_versions_two_handles(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *mallory;
+    uint8_t *leaf = NULL, *second = NULL;
+    size_t len = 0, second_len = 0;
+    int64_t index = 0;
+    uint32_t version = 0;
+    uint64_t newest = 0;
+    char last[400];
+
+    (void)state;
+    second_handle_setup(&s, &alice, &mallory);
+    test_server_stop(&s);
+    forge_leaf(&s, "alice@example.org", NULL, 0, &leaf, &len, &index);
+    forge_leaf(&s, "+15550001", NULL, 0, &second, &second_len, &index);
+    for (int i = 0; i < 40; i++) {
+        append_leaf(&s, "alice@example.org", leaf, len);
+        append_leaf(&s, "+15550001", second, second_len);
+    }
+    free(leaf);
+    free(second);
+    test_server_start(&s);
+    drop_connection(alice);
+    assert_int_equal(monitor(alice, last), 0);
+    assert_int_equal(client_history_get(alice, "alice@example.org", &version, &newest), MSV_OK);
+    assert_int_equal(version, 41);
+    assert_int_equal(client_history_get(alice, "+15550001", &version, &newest), MSV_OK);
+    assert_int_equal(version, 41);
+    msv_client_close(mallory);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
  * The check of the entries the directory serves covers every handle of the account, not only
  * the one this device goes by: once alice's monitor has checked a later version of her second
  * handle than the directory serves, the alarm names that handle. (A live directory that hides
@@ -5086,6 +5125,7 @@ int main(void)
         cmocka_unit_test(test_monitor_version_withheld),
         cmocka_unit_test(test_monitor_version_unproven),
         cmocka_unit_test(test_owner_versions_paged),
+        cmocka_unit_test(test_owner_versions_two_handles),
         cmocka_unit_test(test_owner_history_forged_version),
         cmocka_unit_test(test_owner_history_skipped_version),
         cmocka_unit_test(test_epoch_roots_compared),

@@ -670,12 +670,12 @@ static msv_err owner_leaves(struct msv_store *store, struct msv_kt_answer *a,
 
 /*
  * The versions of one handle its owner asked for, from its leaves recs (read before the head
- * was made, so it holds them): each with its entry's proof and its presence proof, within ask's
- * bounds (*bytes: the bytes given so far).
+ * was made, so it holds them): each with its entry's proof and its presence proof, at most
+ * max_versions, and past the first at most max_bytes (*bytes: the bytes given).
  */
 static msv_err owner_versions(struct msv_kt_log *log, struct msv_kt_answer *a, const char *handle,
-                              const struct msv_kt_rec *recs, size_t n, struct msv_kt_owner_ask *ask,
-                              size_t *bytes, Msv__Wire__HandleDevices *hd)
+                              const struct msv_kt_rec *recs, size_t n, size_t max_versions,
+                              size_t max_bytes, size_t *bytes, Msv__Wire__HandleDevices *hd)
 {
     Msv__Wire__HandleVersion *vs = keep(a, n * sizeof(*vs)), **ptrs = keep(a, n * sizeof(*ptrs));
     size_t given = 0;
@@ -685,8 +685,8 @@ static msv_err owner_versions(struct msv_kt_log *log, struct msv_kt_answer *a, c
         uint8_t *proof = NULL;
         size_t len = 0, size;
 
-        if (given == MSV_KT_VERSIONS_MAX || ask->versions_given == ask->versions_max ||
-            recs[i].index >= log->keydir.n_versions || log->keydir.versions[recs[i].index] == 0)
+        if (given == max_versions || recs[i].index >= log->keydir.n_versions ||
+            log->keydir.versions[recs[i].index] == 0)
             break;
         msv__wire__handle_version__init(&vs[given]);
         vs[given].version = log->keydir.versions[recs[i].index];
@@ -701,16 +701,50 @@ static msv_err owner_versions(struct msv_kt_log *log, struct msv_kt_answer *a, c
         vs[given].proof = (ProtobufCBinaryData){len, proof};
         /* the version, its field tag and length (at most 1 + 2 + 4 bytes) */
         size = msv__wire__handle_version__get_packed_size(&vs[given]) + 7;
-        if (ask->versions_given > 0 && *bytes + size > ask->bytes_max)
+        if (given > 0 && *bytes + size > max_bytes)
             break;
         *bytes += size;
         ptrs[given] = &vs[given];
         given++;
-        ask->versions_given++;
     }
     hd->versions = ptrs;
     hd->n_versions = given;
     hd->versions_more = given < n;
+    return err;
+}
+
+/*
+ * The versions the owner asked for, of each handle in turn: each gets an equal share of what
+ * ask allows that the handles before it left, and its first version whatever its size, so that
+ * every handle with versions left gets one (the monitor then moves on in log order).
+ */
+static msv_err all_owner_versions(struct msv_kt_log *log, struct msv_kt_answer *a,
+                                  const char *const *handles, size_t n, struct msv_kt_rec **owned,
+                                  const size_t *n_owned, struct msv_kt_owner_ask *ask,
+                                  Msv__Wire__HandleDevices *hds)
+{
+    size_t left = 0, bytes = 0;
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; i < n; i++)
+        left += ask->versions_from[i] != 0;
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        size_t versions, used = 0;
+
+        if (ask->versions_from[i] == 0)
+            continue;
+        versions = (ask->versions_max - ask->versions_given) / left;
+        if (versions == 0 && ask->versions_given < ask->versions_max)
+            versions = 1;
+        if (versions > MSV_KT_VERSIONS_MAX)
+            versions = MSV_KT_VERSIONS_MAX;
+        err = owner_versions(log, a, handles[i], owned[i], n_owned[i], versions,
+                             bytes < ask->bytes_max ? (ask->bytes_max - bytes) / left : 0, &used,
+                             &hds[i]);
+        bytes += used;
+        ask->versions_given += hds[i].n_versions;
+        left--;
+    }
     return err;
 }
 
@@ -723,7 +757,7 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
     Msv__Wire__HandleDevices *hds, **ptrs;
     struct msv_kt_rec *recs = NULL, *tombs = NULL, **owned = NULL;
     const uint8_t *history = ask != NULL ? ask->history : NULL;
-    size_t *n_owned = NULL, bytes = 0;
+    size_t *n_owned = NULL;
     msv_err err;
 
     *owner = a;
@@ -769,10 +803,8 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
             err =
                 version_proof(log, a, MSV_PT_HISTORY, handles[i], &recs[i], &hds[i].history_proof);
     }
-    for (size_t i = 0; err == MSV_OK && ask != NULL && ask->versions_from != NULL && i < n; i++) {
-        if (ask->versions_from[i] != 0)
-            err = owner_versions(log, a, handles[i], owned[i], n_owned[i], ask, &bytes, &hds[i]);
-    }
+    if (err == MSV_OK && ask != NULL && ask->versions_from != NULL)
+        err = all_owner_versions(log, a, handles, n, owned, n_owned, ask, hds);
     if (err == MSV_OK) {
         uint8_t *key = keep(a, MSV_VRF_PUBLIC_KEY_LEN);
 
