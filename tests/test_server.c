@@ -2420,6 +2420,49 @@ static void test_log_read_names_no_handle(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * A device id belongs to one account: alice cannot approve bob's device waiting to join his
+ * account (nor remove one of his: R6), so no leaf of her handles ever lists it; the log does
+ * not grow until bob approves it himself, and then lists it under his handle only.
+ */
+static void test_device_of_another_account(void **state)
+{
+    struct test_server s;
+    struct test_device a, b1, b2;
+    msv_frame *r;
+    uint64_t size;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a);
+    test_register(&s, "bob@example.org", &b1);
+    test_enroll_pending(&s, "bob@example.org", &b2);
+    r = log_read(a.conn, 0, 256);
+    size = r->log_entries->head->size;
+    msv_frame_free(r);
+    expect_error(test_approve(&a, b2.device_id), MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND);
+    r = log_read(a.conn, 0, 256);
+    assert_int_equal(r->log_entries->head->size, size);
+    msv_frame_free(r);
+    expect_ok(test_approve(&b1, b2.device_id));
+    r = log_read(b1.conn, 0, 256);
+    assert_int_equal(r->log_entries->head->size, size + 1);
+    {
+        static struct msv_kt_entry e;
+        const Msv__Wire__LogProof *p = r->log_entries->entries[size];
+
+        assert_int_equal(msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e), MSV_OK);
+        assert_string_equal(e.handle, "bob@example.org");
+        assert_int_equal(e.n_devices, 2);
+    }
+    msv_frame_free(r);
+    test_device_free(&a);
+    test_device_free(&b1);
+    test_device_free(&b2);
+    test_server_cleanup(&s);
+}
+
 /* n lookups of the same handle in one request. */
 static msv_frame *lookup_many(struct msv_conn *c, const char *handle, size_t n)
 {
@@ -2781,6 +2824,7 @@ int main(void)
         cmocka_unit_test(test_suites_per_device),
         cmocka_unit_test(test_log_read_rate),
         cmocka_unit_test(test_log_read_names_no_handle),
+        cmocka_unit_test(test_device_of_another_account),
         cmocka_unit_test(test_big_account_answers),
         cmocka_unit_test(test_revoked_connections_closed),
         cmocka_unit_test(test_health_and_metrics),
