@@ -3166,6 +3166,46 @@ static void test_monitor_version_unproven(void **state)
 }
 
 /*
+ * A monitor that read the log's leaves kept, per handle, the version last proven and the
+ * entries read since: alice's phone read her laptop's joining and leaving (versions 2 and 3)
+ * that way. Its state says so, and the versions it reads now start after them: nothing is read
+ * twice (the laptop's version 2 read again would look like a removed device back).
+ */
+static void test_monitor_state_upgraded(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *laptop;
+    uint8_t old[24] = {0};
+    uint32_t version = 0;
+    uint64_t index = 0;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    assert_int_equal(monitor(alice, last), 0);
+    laptop = linked_device(&s, alice, "alice-laptop");
+    assert_int_equal(monitor(alice, last), 0);
+    assert_int_equal(msv_client_remove_device(alice, laptop->device_id), MSV_OK);
+    assert_int_equal(monitor(alice, last), 0);
+    assert_int_equal(client_history_get(alice, "alice@example.org", &version, &index), MSV_OK);
+    assert_int_equal(version, 3);
+    /* as the earlier monitor left it: version 1 (entry 0) proven, two entries read since */
+    msv_put_u32be(old, 1);
+    msv_put_u64be(old + 4, 0);
+    msv_put_u32be(old + 12, 2);
+    msv_put_u64be(old + 16, index);
+    assert_int_equal(msv_client_db_set(alice->db, "kt_history:alice@example.org", old, 24), MSV_OK);
+    assert_int_equal(client_history_get(alice, "alice@example.org", &version, &index), MSV_OK);
+    assert_int_equal(version, 3);
+    assert_int_equal(monitor(alice, last), 0);
+    msv_client_close(laptop);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
  * The owner's versions come a bounded number at a time: 40 versions of alice's handle logged
  * since her monitor last looked (her own device set each time) take an answer of 32 and one
  * more, and her monitor reads them all in one run, quietly. Nobody else gets them.
@@ -5124,6 +5164,7 @@ int main(void)
         cmocka_unit_test(test_monitor_reads_no_leaves),
         cmocka_unit_test(test_monitor_version_withheld),
         cmocka_unit_test(test_monitor_version_unproven),
+        cmocka_unit_test(test_monitor_state_upgraded),
         cmocka_unit_test(test_owner_versions_paged),
         cmocka_unit_test(test_owner_versions_two_handles),
         cmocka_unit_test(test_owner_history_forged_version),

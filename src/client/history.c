@@ -5,7 +5,9 @@
  * (monitor.c) checks every version below it as it is shown them ("The owner's versions").
  *
  * Setting "kt_history:HANDLE" (24 bytes): u32be the version last checked, u64be its log index,
- * then 12 zero bytes (counts kept by earlier versions of the monitor, no longer used).
+ * then 12 zero bytes. A monitor that read the log's leaves kept there how many entries of the
+ * handle it read and checked since that version (u32be) and the newest one's index (u64be): the
+ * version they make is the one checked.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,8 +40,14 @@ msv_err client_history_get(struct msv_client *c, const char *handle, uint32_t *v
     if (err == MSV_OK && len != STATE_LEN)
         err = MSV_ERR_PARSE;
     if (err == MSV_OK) {
+        uint32_t read_since = msv_get_u32be(v + 12);
+
         *version = msv_get_u32be(v);
         *index = msv_get_u64be(v + 4);
+        if (read_since > 0 && *version <= UINT32_MAX - read_since) {
+            *version += read_since;
+            *index = msv_get_u64be(v + 16);
+        }
     }
     free(v);
     return err;
