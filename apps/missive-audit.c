@@ -68,6 +68,9 @@ struct audit {
     int have_kd;
     uint64_t kd_size;
     uint8_t kd_root[MSV_PT_HASH_LEN];
+    /* the log's cut-over entry (-1: none read): after it every entry but a rotation is a
+     * version-4 leaf, given whole, whose step must add exactly its label and value */
+    int64_t cutover;
     int quiet;
 };
 
@@ -321,11 +324,17 @@ static int load_state(struct audit *a, const char *path)
     if (version == 4) {
         unsigned long long size = 0;
 
-        if (fgets(line, sizeof(line), f) == NULL ||
-            sscanf(line, "keydir %llu %199s", &size, hex) != 2 || size != a->head.size ||
-            !hex_field(hex, a->kd_root, MSV_PT_HASH_LEN))
+        unsigned long long cut = 0;
+        int got = fgets(line, sizeof(line), f) == NULL
+                      ? 0
+                      : sscanf(line, "keydir %llu %199s cutover %llu", &size, hex, &cut);
+
+        /* "keydir SIZE ROOT", then " cutover INDEX" once the log has cut over */
+        if (got < 2 || size != a->head.size || !hex_field(hex, a->kd_root, MSV_PT_HASH_LEN) ||
+            (got == 3 && cut >= a->head.size))
             goto bad;
         a->have_kd = 1;
+        a->cutover = got == 3 ? (int64_t)cut : -1;
     }
     fclose(f);
     {
@@ -392,7 +401,10 @@ static int save_state(const struct audit *a, const char *path)
     }
     ok &= a->have_kd && a->kd_size == a->head.size &&
           msv_hex_encode(a->kd_root, MSV_PT_HASH_LEN, hex, sizeof(hex)) == MSV_OK;
-    fprintf(f, "keydir %" PRIu64 " %s\n", a->kd_size, hex);
+    if (a->cutover >= 0)
+        fprintf(f, "keydir %" PRIu64 " %s cutover %" PRId64 "\n", a->kd_size, hex, a->cutover);
+    else
+        fprintf(f, "keydir %" PRIu64 " %s\n", a->kd_size, hex);
     ok &= fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok &= fclose(f) == 0;
     if (!ok || rename(tmp, path) != 0) {
@@ -405,12 +417,44 @@ static int save_state(const struct audit *a, const char *path)
 /* ---- following the log ------------------------------------------------------------------ */
 
 /*
+ * Each version-4 leaf read (want[i]: its label and value, when has[i]) is the entry its step
+ * adds (steps of n entries, checked well-formed before); 0 or EXIT_FORK.
+ */
+static int steps_add_leaves(const uint8_t *proof, size_t len, uint64_t start, size_t n,
+                            const uint8_t (*want)[64], const uint8_t *has)
+{
+    size_t off = 4;
+
+    for (size_t i = 0; i < n; i++) {
+        size_t path;
+
+        if (off >= len)
+            return bad_log("%s", "the key directory's append-only proof is malformed");
+        if (proof[off] == 0) {
+            off++;
+            continue;
+        }
+        if (len - off < 65 || (path = msv_pt_path_len(proof + off + 65, len - off - 65)) == 0)
+            return bad_log("%s", "the key directory's append-only proof is malformed");
+        if (has[i] && sodium_memcmp(proof + off + 1, want[i], 64) != 0)
+            return bad_log("log entry %" PRIu64 "'s leaf is not the entry the key directory "
+                           "adds for it: the tree holds another label or value than the log "
+                           "(an entry put in the tree behind the log's back)",
+                           start + i);
+        off += 65 + path;
+    }
+    return 0;
+}
+
+/*
  * Checks the key directory's steps of the n entries read from start (adds[i]: entry i is a
- * handle's version) from the root the auditor holds, then the head's signed root when the
- * entries reach it; 0 or EXIT_FORK.
+ * handle's version; want[i], when has[i]: the label and value of entry i's version-4 leaf) from
+ * the root the auditor holds, then the head's signed root when the entries reach it; 0 or
+ * EXIT_FORK.
  */
 static int take_steps(struct audit *a, const Msv__Wire__LogEntries *r,
-                      const struct msv_kt_head *head, uint64_t start, const uint8_t *adds, size_t n)
+                      const struct msv_kt_head *head, uint64_t start, const uint8_t *adds, size_t n,
+                      const uint8_t (*want)[64], const uint8_t *has)
 {
     const Msv__Wire__TreeHead *w = r->head;
     enum msv_pt_step_fault fault = MSV_PT_STEP_OK;
@@ -454,6 +498,8 @@ static int take_steps(struct audit *a, const Msv__Wire__LogEntries *r,
         return bad_log("log entry %" PRIu64 "'s version is not proven new to the key "
                        "directory: the tree already holds its label (an entry changed in place)",
                        at);
+    if (steps_add_leaves(r->append_proof.data, r->append_proof.len, start, n, want, has) != 0)
+        return EXIT_FORK;
     a->kd_size = start + n;
     if (a->kd_size != head->size)
         return 0; /* the next read goes on */
@@ -476,7 +522,7 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
                         size_t *taken)
 {
     static uint8_t proof[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
-    static uint8_t adds[MSV_KT_READ_MAX];
+    static uint8_t adds[MSV_KT_READ_MAX], has[MSV_KT_READ_MAX], want[MSV_KT_READ_MAX][64];
     const Msv__Wire__TreeHead *w = r->head;
     struct msv_kt_head head;
     uint8_t last_new_key[MSV_KT_KEY_LEN];
@@ -546,6 +592,7 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
         const Msv__Wire__LogProof *p = r->entries[i];
         struct msv_kt_entry e;
         struct msv_kt_rotation rot;
+        struct msv_kt_v4_leaf v4;
         uint8_t h[MSV_KT_HASH_LEN];
 
         snprintf(detail, sizeof(detail), "%" PRIu64, start + i);
@@ -569,6 +616,14 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
         if (msv_merkle_verify_inclusion(h, p->index, head.size, proof, p->n_path, head.root) !=
             MSV_OK)
             return bad_log("entry %s is not in the tree its head signs", detail);
+        has[i] = 0;
+        if (a->cutover >= 0 && (int64_t)p->index > a->cutover &&
+            msv_kt_rotation_leaf_parse(p->leaf.data, p->leaf.len, &rot) != MSV_OK &&
+            msv_kt_v4_leaf_parse(p->leaf.data, p->leaf.len, &v4) != MSV_OK)
+            return bad_log("entry %s, after the log's cut-over (entry %" PRId64 "), is not a "
+                           "version-4 leaf given whole: it hides what the key directory holds, "
+                           "or names a handle",
+                           detail, a->cutover);
         if (p->leaf_hash.len != 0) {
             /* a rotation is always given whole: one the answer names may not hide as a hash */
             for (size_t k = 0; k < r->n_rotations; k++)
@@ -591,6 +646,17 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
             memcpy(last_new_key, rot.new_key, MSV_KT_KEY_LEN);
             rotated++;
             adds[i] = 0;
+        } else if (msv_kt_cutover_leaf_parse(p->leaf.data, p->leaf.len) == MSV_OK) {
+            if (a->cutover >= 0)
+                return bad_log("entry %s is a second cut-over of the log", detail);
+            a->cutover = (int64_t)p->index;
+            adds[i] = 0;
+        } else if (msv_kt_v4_leaf_parse(p->leaf.data, p->leaf.len, &v4) == MSV_OK) {
+            /* names no handle: its step must add exactly its label and value */
+            memcpy(want[i], v4.label, 32);
+            memcpy(want[i] + 32, v4.value, 32);
+            has[i] = 1;
+            adds[i] = 1;
         } else if (msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) != MSV_OK) {
             return bad_log("entry %s is not a device set", detail);
         } else if (claim_devices(a, &e, p->index) != 0) {
@@ -604,7 +670,7 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
         }
         (*taken)++;
     }
-    if (take_steps(a, r, &head, start, adds, r->n_entries) != 0)
+    if (take_steps(a, r, &head, start, adds, r->n_entries, (const uint8_t(*)[64])want, has) != 0)
         return EXIT_FORK;
     a->head = head;
     a->have_head = 1;
@@ -742,6 +808,7 @@ int main(int argc, char **argv)
     uint64_t before, added = 0;
     int print_head = 0, opt, rc, loaded;
 
+    a.cutover = -1;
     while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (opt) {
         case 's':

@@ -3206,6 +3206,53 @@ static void test_monitor_state_upgraded(void **state)
 }
 
 /*
+ * After the log's cut-over its entries are version-4 leaves, which name no handle: the owner's
+ * versions carry what opens each beside it, and the monitor checks them as before: alice's
+ * laptop, linked and approved, raises nothing; a device logged behind her back raises the
+ * alarm, once; a version left out of what her phone is shown raises it too.
+ */
+static void test_monitor_versions_after_cut_over(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *laptop;
+    msv_frame *r = NULL;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, "[directory]\nleaf_version = 4\n");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* where watching starts */
+    laptop = linked_device(&s, alice, "alice-laptop");
+    assert_int_equal(monitor(alice, last), 0);
+    /* her own version-4 leaves, whole; the entries name no handle */
+    reconnect(alice);
+    assert_int_equal(msv_request_log_read(alice->conn, 0, 256, 0, 0, TEST_TIMEOUT_MS, &r, NULL),
+                     MSV_OK);
+    assert_int_equal(r->log_entries->entries[r->log_entries->n_entries - 1]->leaf.data[0], 4);
+    msv_frame_free(r);
+    test_server_stop(&s);
+    log_foreign_device(&s, "alice@example.org");
+    test_server_start(&s);
+    assert_int_equal(monitor(alice, last), 1);
+    assert_non_null(strstr(last, "device 999999 "));
+    assert_int_equal(monitor(alice, last), 0);
+    /* two more versions (the laptop removed, then the forged device again), the first of them
+     * left out of what the directory shows her phone */
+    assert_int_equal(msv_client_remove_device(alice, laptop->device_id), MSV_OK);
+    test_server_stop(&s);
+    log_foreign_device(&s, "alice@example.org");
+    server_sql(&s, "UPDATE kt_log SET handle = 'hidden' WHERE idx = (SELECT max(idx) - 1 FROM "
+                   "kt_log);");
+    test_server_start(&s);
+    assert_int_equal(monitor(alice, last), 1);
+    assert_non_null(strstr(last, "but its transparency log holds version"));
+    msv_client_close(laptop);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
  * The owner's versions come a bounded number at a time: 40 versions of alice's handle logged
  * since her monitor last looked (her own device set each time) take an answer of 32 and one
  * more, and her monitor reads them all in one run, quietly. Nobody else gets them.
@@ -5165,6 +5212,7 @@ int main(void)
         cmocka_unit_test(test_monitor_version_withheld),
         cmocka_unit_test(test_monitor_version_unproven),
         cmocka_unit_test(test_monitor_state_upgraded),
+        cmocka_unit_test(test_monitor_versions_after_cut_over),
         cmocka_unit_test(test_owner_versions_paged),
         cmocka_unit_test(test_owner_versions_two_handles),
         cmocka_unit_test(test_owner_history_forged_version),

@@ -15,6 +15,8 @@
 #include <sodium.h>
 
 #include "missive/kt.h"
+#include "missive/ptree.h"
+#include "missive/vrf.h"
 #include "missive/util.h"
 
 /* The eight leaves of the certificate-transparency reference tests, and the roots of their
@@ -532,6 +534,89 @@ static void test_rotation_leaf(void **state)
     free(leaf);
 }
 
+/*
+ * Version-4 leaves and the cut-over entry (I1): one encoding each, anything else refused; a
+ * leaf opens only with the data, version, opening and VRF proof it was made from (I2).
+ */
+static void test_v4_leaf(void **state)
+{
+    static struct msv_kt_entry e, opened;
+    uint8_t sk[MSV_VRF_SECRET_KEY_LEN], pk[MSV_VRF_PUBLIC_KEY_LEN], other[MSV_VRF_PUBLIC_KEY_LEN];
+    uint8_t alpha[300], pi[MSV_VRF_PROOF_LEN], beta[MSV_VRF_OUTPUT_LEN], opening[32];
+    uint8_t leaf[MSV_KT_V4_LEAF_LEN + 1], cut[MSV_KT_CUTOVER_LEAF_LEN + 1], *data = NULL;
+    struct msv_kt_v4_leaf l = {.time_ms = 1700000000123}, back;
+    size_t alpha_len = 0, data_len = 0;
+
+    (void)state;
+    /* the data: bob's device set */
+    e.time_ms = l.time_ms;
+    snprintf(e.handle, sizeof(e.handle), "bob@example.org");
+    e.n_devices = 1;
+    e.devices[0] = (struct msv_kt_device){
+        .device_id = 7, .suite = 3, .identity = (const uint8_t *)"key", .identity_len = 3};
+    assert_int_equal(msv_kt_leaf_encode(&e, &data, &data_len), MSV_OK);
+    assert_int_equal(msv_vrf_keygen(MSV_PT_VRF_SUITE, alpha, other), MSV_OK);
+    assert_int_equal(msv_vrf_keygen(MSV_PT_VRF_SUITE, sk, pk), MSV_OK);
+    assert_int_equal(msv_pt_vrf_input("bob@example.org", 2, alpha, sizeof(alpha), &alpha_len),
+                     MSV_OK);
+    assert_int_equal(msv_vrf_prove(MSV_PT_VRF_SUITE, sk, alpha, alpha_len, pi), MSV_OK);
+    assert_int_equal(msv_vrf_proof_to_hash(MSV_PT_VRF_SUITE, pi, beta), MSV_OK);
+    msv_pt_label(beta, l.label);
+    randombytes_buf(opening, sizeof(opening));
+    assert_int_equal(msv_pt_commit(opening, "bob@example.org", 2, data, data_len, l.value), MSV_OK);
+    msv_kt_v4_leaf_encode(&l, leaf);
+    assert_int_equal(leaf[0], 4);
+    assert_int_equal(msv_kt_v4_leaf_parse(leaf, MSV_KT_V4_LEAF_LEN, &back), MSV_OK);
+    assert_memory_equal(&back, &l, sizeof(l));
+    /* cut, extended, another version byte, a time past INT64_MAX: not a version-4 leaf */
+    assert_int_equal(msv_kt_v4_leaf_parse(leaf, MSV_KT_V4_LEAF_LEN - 1, &back), MSV_ERR_PARSE);
+    assert_int_equal(msv_kt_v4_leaf_parse(leaf, MSV_KT_V4_LEAF_LEN + 1, &back), MSV_ERR_PARSE);
+    assert_int_equal(msv_kt_leaf_parse(leaf, MSV_KT_V4_LEAF_LEN, &opened), MSV_ERR_PARSE);
+    leaf[1] = 0x80;
+    assert_int_equal(msv_kt_v4_leaf_parse(leaf, MSV_KT_V4_LEAF_LEN, &back), MSV_ERR_PARSE);
+    leaf[1] = 0;
+    leaf[0] = 1;
+    assert_int_equal(msv_kt_v4_leaf_parse(leaf, MSV_KT_V4_LEAF_LEN, &back), MSV_ERR_PARSE);
+    leaf[0] = 4;
+    msv_kt_cutover_leaf_encode(l.time_ms, cut);
+    assert_int_equal(msv_kt_cutover_leaf_parse(cut, MSV_KT_CUTOVER_LEAF_LEN), MSV_OK);
+    assert_int_equal(msv_kt_cutover_leaf_parse(cut, MSV_KT_CUTOVER_LEAF_LEN - 1), MSV_ERR_PARSE);
+    assert_int_equal(msv_kt_cutover_leaf_parse(cut, MSV_KT_CUTOVER_LEAF_LEN + 1), MSV_ERR_PARSE);
+    cut[9] = 3;
+    assert_int_equal(msv_kt_cutover_leaf_parse(cut, MSV_KT_CUTOVER_LEAF_LEN), MSV_ERR_PARSE);
+    assert_int_equal(msv_kt_leaf_parse(cut, MSV_KT_CUTOVER_LEAF_LEN, &opened), MSV_ERR_PARSE);
+    /* it opens with what made it, and with nothing else */
+    assert_int_equal(
+        msv_kt_v4_open(pk, leaf, MSV_KT_V4_LEAF_LEN, data, data_len, 2, opening, pi, &opened),
+        MSV_OK);
+    assert_string_equal(opened.handle, "bob@example.org");
+    assert_int_equal(opened.devices[0].device_id, 7);
+    assert_int_equal(
+        msv_kt_v4_open(pk, leaf, MSV_KT_V4_LEAF_LEN, data, data_len, 3, opening, pi, &opened),
+        MSV_ERR_AUTH);
+    assert_int_equal(
+        msv_kt_v4_open(other, leaf, MSV_KT_V4_LEAF_LEN, data, data_len, 2, opening, pi, &opened),
+        MSV_ERR_AUTH);
+    /* any byte of the data, the leaf, the opening or the VRF proof changed */
+    {
+        struct {
+            uint8_t *bytes;
+            size_t len;
+        } parts[] = {{data, data_len}, {leaf, MSV_KT_V4_LEAF_LEN}, {opening, 32}, {pi, 80}};
+
+        for (size_t p = 0; p < 4; p++) {
+            for (size_t i = 0; i < parts[p].len; i++) {
+                parts[p].bytes[i] ^= 1;
+                assert_int_equal(msv_kt_v4_open(pk, leaf, MSV_KT_V4_LEAF_LEN, data, data_len, 2,
+                                                opening, pi, &opened),
+                                 MSV_ERR_AUTH);
+                parts[p].bytes[i] ^= 1;
+            }
+        }
+    }
+    free(data);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -539,7 +624,7 @@ int main(void)
         cmocka_unit_test(test_consistency_proofs), cmocka_unit_test(test_leaf_encoding),
         cmocka_unit_test(test_tombstone_leaf),     cmocka_unit_test(test_signed_heads),
         cmocka_unit_test(test_key_rotation),       cmocka_unit_test(test_key_rotation_follow),
-        cmocka_unit_test(test_rotation_leaf),
+        cmocka_unit_test(test_rotation_leaf),      cmocka_unit_test(test_v4_leaf),
     };
 
     if (msv_init() != MSV_OK)

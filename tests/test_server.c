@@ -2463,6 +2463,128 @@ static void test_device_of_another_account(void **state)
     test_server_cleanup(&s);
 }
 
+/* 1 if the frame f holds, beside names, any of the identities of d[0..n-1]. */
+static int names_anyone(const msv_frame *f, const char *const *names, size_t n_names,
+                        const struct test_device *d, size_t n)
+{
+    for (size_t i = 0; i < n_names; i++)
+        if (frame_holds(f, names[i], strlen(names[i])))
+            return 1;
+    for (size_t i = 0; i < n; i++)
+        if (holds_identity(f, &d[i]))
+            return 1;
+    return 0;
+}
+
+/*
+ * With [directory] leaf_version = 4 the log cuts over (its entry 1, after the account
+ * registered before) to leaves that name no handle: after registrations, a second handle, a
+ * username and a removed handle (a tombstone), the whole log read, without an account and by
+ * one, holds none of them and none of their identity keys; every entry after the cut-over is a
+ * version-4 leaf given whole, proven in the head; a lookup shows the device set beside it. The
+ * account registered before the cut-over keeps its old leaf.
+ */
+static void test_log_read_v4_names_no_handle(void **state)
+{
+    static const char *const names[] = {"bob@example.org",
+                                        "carol@example.org",
+                                        "carol2@example.org",
+                                        "bob2@example.org",
+                                        "bob.42",
+                                        "bob"};
+    struct test_server s;
+    struct test_device d[3];
+    struct msv_refusal why = {0};
+    struct msv_conn *anon;
+    msv_frame *r;
+
+    (void)state;
+    test_server_init(&s, "[accounts]\nregister_burst = 20\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &d[0]);
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra),
+             "[directory]\nleaf_version = 4\n[accounts]\n"
+             "register_burst = 20\n");
+    test_server_start(&s);
+    test_device_connect(&s, &d[0]);
+    test_register(&s, "bob@example.org", &d[1]);
+    test_register(&s, "carol@example.org", &d[2]);
+    msv_frame_free(USERNAME(d[1].conn, "bob.42"));
+    assert_true(found(&d[0], "bob.42"));
+    add_handle(&s, &d[1], "bob2@example.org");
+    add_handle(&s, &d[2], "carol2@example.org");
+    assert_int_equal(msv_request_handle_change(d[2].conn, MSV_HANDLE_REMOVE, "carol2@example.org",
+                                               NULL, TEST_TIMEOUT_MS, &why),
+                     MSV_OK);
+    anon = test_connect(&s);
+    for (int by_account = 0; by_account < 2; by_account++) {
+        const Msv__Wire__LogEntries *e;
+
+        r = log_read(by_account ? d[0].conn : anon, 0, 256);
+        assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_LOG_ENTRIES);
+        e = r->log_entries;
+        assert_true(e->head->size >= 8);
+        assert_int_equal(e->n_entries, e->head->size);
+        if (names_anyone(r, names, sizeof(names) / sizeof(names[0]), &d[1], 2))
+            fail_msg("the log read %s names an account registered after the cut-over",
+                     by_account ? "by an account" : "without an account");
+        /* the cut-over at entry 1; then version-4 leaves, each proven in the head */
+        assert_int_equal(
+            msv_kt_cutover_leaf_parse(e->entries[1]->leaf.data, e->entries[1]->leaf.len), MSV_OK);
+        for (size_t i = 2; i < e->n_entries; i++) {
+            static uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+            const Msv__Wire__LogProof *p = e->entries[i];
+            struct msv_kt_v4_leaf l;
+            uint8_t h[MSV_KT_HASH_LEN];
+
+            assert_int_equal(msv_kt_v4_leaf_parse(p->leaf.data, p->leaf.len, &l), MSV_OK);
+            assert_int_equal(p->leaf_hash.len, 0);
+            for (size_t k = 0; k < p->n_path; k++)
+                memcpy(path[k], p->path[k].data, MSV_KT_HASH_LEN);
+            msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
+            assert_int_equal(msv_merkle_verify_inclusion(h, i, e->head->size, path, p->n_path,
+                                                         e->head->root.data),
+                             MSV_OK);
+        }
+        /* alice's entry from before the cut-over stays (to an account: her leaf) */
+        assert_int_equal(frame_holds(r, "alice@example.org", 17), by_account);
+        msv_frame_free(r);
+    }
+    msv_conn_close(anon);
+    /* a lookup shows the device set beside its version-4 leaf, with what opens it */
+    r = lookup(d[0].conn, "bob@example.org");
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_LOOKUP_RESULT);
+    {
+        const Msv__Wire__LogProof *p = r->lookup_result->results[0]->proof;
+        struct msv_kt_entry *e = malloc(sizeof(*e));
+
+        assert_non_null(p);
+        assert_non_null(e);
+        assert_int_equal(msv_kt_v4_open(r->lookup_result->vrf_key.data, p->leaf.data, p->leaf.len,
+                                        p->data.data, p->data.len, p->version, p->opening.data,
+                                        p->vrf_proof.data, e),
+                         MSV_OK);
+        assert_string_equal(e->handle, "bob@example.org");
+        assert_int_equal(e->n_devices, 1);
+        /* another version, or another device set, does not open it */
+        assert_int_equal(msv_kt_v4_open(r->lookup_result->vrf_key.data, p->leaf.data, p->leaf.len,
+                                        p->data.data, p->data.len, p->version + 1, p->opening.data,
+                                        p->vrf_proof.data, e),
+                         MSV_ERR_AUTH);
+        p->data.data[p->data.len - 1] ^= 1;
+        assert_int_equal(msv_kt_v4_open(r->lookup_result->vrf_key.data, p->leaf.data, p->leaf.len,
+                                        p->data.data, p->data.len, p->version, p->opening.data,
+                                        p->vrf_proof.data, e),
+                         MSV_ERR_AUTH);
+        free(e);
+    }
+    msv_frame_free(r);
+    for (size_t i = 0; i < 3; i++)
+        test_device_free(&d[i]);
+    test_server_cleanup(&s);
+}
+
 /* n lookups of the same handle in one request. */
 static msv_frame *lookup_many(struct msv_conn *c, const char *handle, size_t n)
 {
@@ -2825,6 +2947,7 @@ int main(void)
         cmocka_unit_test(test_log_read_rate),
         cmocka_unit_test(test_log_read_names_no_handle),
         cmocka_unit_test(test_device_of_another_account),
+        cmocka_unit_test(test_log_read_v4_names_no_handle),
         cmocka_unit_test(test_big_account_answers),
         cmocka_unit_test(test_revoked_connections_closed),
         cmocka_unit_test(test_health_and_metrics),

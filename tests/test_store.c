@@ -1887,8 +1887,8 @@ static void test_reopen_and_schema(void **state)
      * a database of version 6 gets version 7's index of attachments by owner, version 8's
      * queue counters, which start from what is queued, version 9's reports, version 10's
      * invites, version 11's refused sends, version 13's handles, which start from the
-     * accounts' own, version 15's key directory labels and version 16's username stamps,
-     * which start at never
+     * accounts' own, version 15's key directory labels, version 16's username stamps,
+     * which start at never, and version 18's published leaves
      */
     reopen(f);
     assert_int_equal(OPS(f)->queue_put(IMPL(f),
@@ -1910,7 +1910,7 @@ static void test_reopen_and_schema(void **state)
                      " DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
                      " ALTER TABLE accounts DROP COLUMN username_changed_ms;"
                      " DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
-                     " DROP TABLE mls_claims;"
+                     " DROP TABLE mls_claims; ALTER TABLE kt_log DROP COLUMN pub;"
                      " UPDATE missive_schema SET version = 6;"
                    : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
                      " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
@@ -1919,7 +1919,7 @@ static void test_reopen_and_schema(void **state)
                      " DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
                      " ALTER TABLE accounts DROP COLUMN username_changed_ms;"
                      " DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
-                     " DROP TABLE mls_claims;"
+                     " DROP TABLE mls_claims; ALTER TABLE kt_log DROP COLUMN pub;"
                      " DELETE FROM schema_version WHERE version >= 7;");
     reopen(f);
     raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
@@ -1955,6 +1955,23 @@ static void test_reopen_and_schema(void **state)
         assert_int_equal(OPS(f)->kt_labels_read(IMPL(f), 2, 10, &recs, &n), MSV_OK);
         assert_int_equal(n, 1);
         msv_kt_recs_free(recs, n);
+    }
+    {
+        /* version 18's published leaves: kept once, read with the entry */
+        struct msv_kt_rec *recs = NULL;
+        size_t n = 0, m = 0;
+
+        assert_int_equal(OPS(f)->kt_read(IMPL(f), 0, 1000, &recs, &n), MSV_OK);
+        msv_kt_recs_free(recs, n);
+        assert_int_equal(OPS(f)->kt_append(IMPL(f), n, (const uint8_t *)"entry", 5), MSV_OK);
+        assert_int_equal(OPS(f)->kt_publish(IMPL(f), n, (const uint8_t *)"published", 9), MSV_OK);
+        assert_int_equal(OPS(f)->kt_publish(IMPL(f), n, (const uint8_t *)"other", 5), MSV_OK);
+        assert_int_equal(OPS(f)->kt_read(IMPL(f), n, 10, &recs, &m), MSV_OK);
+        assert_int_equal(m, 1);
+        assert_int_equal(recs[0].leaf_len, 5);
+        assert_int_equal(recs[0].pub_len, 9);
+        assert_memory_equal(recs[0].pub, "published", 9);
+        msv_kt_recs_free(recs, m);
     }
     {
         uint64_t refused = 0;

@@ -166,4 +166,42 @@ MSV_MUST_CHECK msv_err msv_kt_rotation_follow(const uint8_t pinned[MSV_KT_KEY_LE
                                               const struct msv_kt_head *head,
                                               uint8_t key_out[MSV_KT_KEY_LEN]);
 
+/* ---- leaves that name no handle (docs/transparency.md, "Leaves that name no handle") ------- */
+
+/*
+ * A version-4 leaf: u8 4 || u64be time || label (32) || value (32), the key directory's entry
+ * of a handle's version (its VRF label and its commitment to the version's device set or
+ * tombstone, the "data": a version-1 or version-3 leaf) and nothing else.
+ */
+#define MSV_KT_V4_LEAF_LEN 73
+struct msv_kt_v4_leaf {
+    int64_t time_ms;
+    uint8_t label[32];
+    uint8_t value[32];
+};
+void msv_kt_v4_leaf_encode(const struct msv_kt_v4_leaf *l, uint8_t out[MSV_KT_V4_LEAF_LEN]);
+/* MSV_ERR_PARSE for any other bytes. */
+MSV_MUST_CHECK msv_err msv_kt_v4_leaf_parse(const uint8_t *leaf, size_t len,
+                                            struct msv_kt_v4_leaf *l);
+
+/*
+ * The cut-over entry: u8 5 || u64be time || u8 4, from which entry on the log's device sets and
+ * tombstones are version-4 leaves. It names no one and adds nothing to the key directory.
+ */
+#define MSV_KT_CUTOVER_LEAF_LEN 10
+void msv_kt_cutover_leaf_encode(int64_t time_ms, uint8_t out[MSV_KT_CUTOVER_LEAF_LEN]);
+/* MSV_OK if leaf is a cut-over entry; MSV_ERR_PARSE if not. */
+MSV_MUST_CHECK msv_err msv_kt_cutover_leaf_parse(const uint8_t *leaf, size_t len);
+
+/*
+ * Opens a version-4 leaf: data (a device set or tombstone, version 1 or 3) is version `version`
+ * of its handle, as the leaf says: pi is the VRF proof, under vrf_pk, of (handle, version)
+ * whose label is the leaf's, the value is the commitment to data under opening, and the times
+ * agree. MSV_OK and *e parsed from data (identities point into data); MSV_ERR_AUTH otherwise.
+ */
+MSV_MUST_CHECK msv_err msv_kt_v4_open(const uint8_t vrf_pk[32], const uint8_t *leaf, size_t len,
+                                      const uint8_t *data, size_t data_len, uint32_t version,
+                                      const uint8_t opening[32], const uint8_t pi[80],
+                                      struct msv_kt_entry *e);
+
 #endif

@@ -91,8 +91,9 @@ static void check_one(struct msv_client *c, const Msv__Wire__LookupResponse *r,
     if (hd->history_proof.len == 0 && strcmp(handle, c->handle) != 0)
         return;
     if (msv_pt_verify_versions(r->head->epoch_root.data, r->vrf_key.data, MSV_PT_HISTORY, handle,
-                               p != NULL ? p->leaf.data : NULL, p != NULL ? p->leaf.len : 0,
-                               hd->history_proof.data, hd->history_proof.len, &version) == MSV_OK &&
+                               p != NULL ? msv_kt_proof_entry(p).data : NULL,
+                               p != NULL ? msv_kt_proof_entry(p).len : 0, hd->history_proof.data,
+                               hd->history_proof.len, &version) == MSV_OK &&
         (version > 0) == (p != NULL))
         return;
     snprintf(warning, sizeof(warning),

@@ -60,8 +60,10 @@ static msv_err check_version(const Msv__Wire__LookupResponse *r, const Msv__Wire
                              char *why, size_t len)
 {
     char handle[256];
-    const uint8_t *leaf = hd->proof != NULL ? hd->proof->leaf.data : NULL;
-    size_t leaf_len = hd->proof != NULL ? hd->proof->leaf.len : 0;
+    ProtobufCBinaryData data =
+        hd->proof != NULL ? msv_kt_proof_entry(hd->proof) : (ProtobufCBinaryData){0, NULL};
+    const uint8_t *leaf = data.data;
+    size_t leaf_len = data.len;
     uint32_t version = 0;
 
     if (hd->handle.len == 0 || hd->handle.len >= sizeof(handle) ||
@@ -72,7 +74,8 @@ static msv_err check_version(const Msv__Wire__LookupResponse *r, const Msv__Wire
     if (msv_pt_verify_versions(r->head->epoch_root.data, r->vrf_key.data, MSV_PT_LOOKUP, handle,
                                leaf, leaf_len, hd->version_proof.data, hd->version_proof.len,
                                &version) != MSV_OK ||
-        (version > 0) != (hd->proof != NULL)) {
+        (version > 0) != (hd->proof != NULL) ||
+        (hd->proof != NULL && data.data != hd->proof->leaf.data && version != hd->proof->version)) {
         snprintf(why, len,
                  "the directory does not prove that the device set of %s it shows is the "
                  "newest one in its key directory: it may be showing an older one",

@@ -193,10 +193,12 @@ static msv_err check_entry(struct msv_client *c, const struct msv_kt_entry *e, u
     return err;
 }
 
-/* A leaf a checked lookup answer carries (proven, its handle's), as an entry. */
+/* A leaf a checked lookup answer carries (proven, its handle's, opened), as an entry. */
 static msv_err entry_of(const Msv__Wire__LogProof *p, struct msv_kt_entry *e)
 {
-    return msv_kt_leaf_parse(p->leaf.data, p->leaf.len, e);
+    ProtobufCBinaryData b = msv_kt_proof_entry(p);
+
+    return msv_kt_leaf_parse(b.data, b.len, e);
 }
 
 /* What the monitor knows of each handle of one owner lookup: the version last checked. */

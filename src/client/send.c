@@ -224,7 +224,8 @@ static msv_err no_devices(struct msv_client *c, const char *handle,
 {
     struct msv_kt_entry *e = malloc(sizeof(*e));
     int deleted = e != NULL && hd->proof != NULL &&
-                  msv_kt_leaf_parse(hd->proof->leaf.data, hd->proof->leaf.len, e) == MSV_OK &&
+                  msv_kt_leaf_parse(msv_kt_proof_entry(hd->proof).data,
+                                    msv_kt_proof_entry(hd->proof).len, e) == MSV_OK &&
                   e->deleted;
 
     free(e);

@@ -400,16 +400,46 @@ msv_err msv_kt_renewed_told(struct msv_client_db *db, const char *handle)
     return msv_client_db_unset(db, key);
 }
 
+ProtobufCBinaryData msv_kt_proof_entry(const Msv__Wire__LogProof *p)
+{
+    struct msv_kt_v4_leaf l;
+
+    return msv_kt_v4_leaf_parse(p->leaf.data, p->leaf.len, &l) == MSV_OK ? p->data : p->leaf;
+}
+
+/*
+ * The entry a proven leaf stands for (e): the leaf's own, or, for a version-4 leaf (it names
+ * no handle), the data beside it, once it is shown to be the version the leaf commits to
+ * (docs/transparency.md, "Leaves that name no handle"). MSV_ERR_AUTH otherwise.
+ */
+static msv_err open_entry(const Msv__Wire__LogProof *p, const ProtobufCBinaryData *vrf_key,
+                          struct msv_kt_entry *e)
+{
+    struct msv_kt_v4_leaf l;
+
+    if (msv_kt_v4_leaf_parse(p->leaf.data, p->leaf.len, &l) != MSV_OK)
+        return msv_kt_leaf_parse(p->leaf.data, p->leaf.len, e) == MSV_OK ? MSV_OK : MSV_ERR_AUTH;
+    if (vrf_key->len != MSV_VRF_PUBLIC_KEY_LEN || p->opening.len != MSV_PT_OPENING_LEN ||
+        p->vrf_proof.len != MSV_VRF_PROOF_LEN)
+        return MSV_ERR_AUTH;
+    return msv_kt_v4_open(vrf_key->data, p->leaf.data, p->leaf.len, p->data.data, p->data.len,
+                          p->version, p->opening.data, p->vrf_proof.data, e);
+}
+
 static int leaf_is_tombstone(const Msv__Wire__LogProof *p)
 {
     static _Thread_local struct msv_kt_entry e;
+    ProtobufCBinaryData b;
 
-    return p != NULL && msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) == MSV_OK && e.deleted;
+    if (p == NULL)
+        return 0;
+    b = msv_kt_proof_entry(p);
+    return msv_kt_leaf_parse(b.data, b.len, &e) == MSV_OK && e.deleted;
 }
 
 /* The tombstone an answer carries besides hd's newest leaf: proven, the handle's, and older. */
 static msv_err check_tombstone(const Msv__Wire__HandleDevices *hd, const struct msv_kt_head *head,
-                               char *why, size_t len)
+                               const ProtobufCBinaryData *vrf_key, char *why, size_t len)
 {
     static _Thread_local uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
     static _Thread_local struct msv_kt_entry e;
@@ -423,8 +453,7 @@ static msv_err check_tombstone(const Msv__Wire__HandleDevices *hd, const struct 
         !proof_hashes(t->path, t->n_path, path) ||
         msv_merkle_verify_inclusion(h, t->index, head->size, path, t->n_path, head->root) !=
             MSV_OK ||
-        msv_kt_leaf_parse(t->leaf.data, t->leaf.len, &e) != MSV_OK || !e.deleted ||
-        strlen(e.handle) != hd->handle.len ||
+        open_entry(t, vrf_key, &e) != MSV_OK || !e.deleted || strlen(e.handle) != hd->handle.len ||
         memcmp(e.handle, hd->handle.data, hd->handle.len) != 0)
         return refuse(why, len, "the directory's tombstone of %.*s is not in its transparency log",
                       (int)(hd->handle.len < 256 ? hd->handle.len : 256),
@@ -515,7 +544,7 @@ static msv_err pin_results(struct msv_client_db *db, const Msv__Wire__LookupResp
 
 /* hd's devices are exactly its leaf's, and the leaf is in head's tree. */
 static msv_err check_result(const Msv__Wire__HandleDevices *hd, const struct msv_kt_head *head,
-                            char *why, size_t len)
+                            const ProtobufCBinaryData *vrf_key, char *why, size_t len)
 {
     static _Thread_local uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
     static _Thread_local struct msv_kt_entry e;
@@ -535,9 +564,10 @@ static msv_err check_result(const Msv__Wire__HandleDevices *hd, const struct msv
         msv_merkle_verify_inclusion(h, p->index, head->size, path, p->n_path, head->root) != MSV_OK)
         return refuse(why, len, "the directory's answer for %.*s is not in its transparency log",
                       handle_len, handle);
-    if (msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) != MSV_OK ||
-        strlen(e.handle) != hd->handle.len || memcmp(e.handle, handle, hd->handle.len) != 0 ||
-        e.n_devices != hd->n_devices)
+    /* a version-4 leaf: its data must be the version the leaf commits to (one of another entry,
+     * or a device set the leaf does not commit to, is refused) */
+    if (open_entry(p, vrf_key, &e) != MSV_OK || strlen(e.handle) != hd->handle.len ||
+        memcmp(e.handle, handle, hd->handle.len) != 0 || e.n_devices != hd->n_devices)
         return refuse(why, len, "the directory's devices of %.*s are not the ones its log holds",
                       handle_len, handle);
     for (size_t i = 0; i < e.n_devices; i++) {
@@ -586,9 +616,9 @@ msv_err msv_kt_check_lookup(struct msv_client_db *db, const Msv__Wire__LookupRes
     for (size_t i = 0; err == MSV_OK && i < r->n_results; i++) {
         const Msv__Wire__HandleDevices *hd = r->results[i];
 
-        err = check_result(hd, &head, why, why_len);
+        err = check_result(hd, &head, &r->vrf_key, why, why_len);
         if (err == MSV_OK)
-            err = check_tombstone(hd, &head, why, why_len);
+            err = check_tombstone(hd, &head, &r->vrf_key, why, why_len);
         if (err == MSV_OK)
             err = check_newest(db, hd, why, why_len);
         if (err == MSV_OK)
@@ -721,22 +751,27 @@ msv_err msv_kt_check_owner_version(const Msv__Wire__LookupResponse *r, const cha
 {
     static _Thread_local uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
     const Msv__Wire__LogProof *p = v->entry;
+    struct msv_kt_v4_leaf l;
+    ProtobufCBinaryData data;
     uint8_t h[MSV_KT_HASH_LEN];
     uint32_t version = 0;
 
     if (p == NULL || r->head == NULL || r->head->root.len != MSV_KT_HASH_LEN ||
         r->head->epoch_root.len != MSV_PT_HASH_LEN || r->vrf_key.len != MSV_VRF_PUBLIC_KEY_LEN)
         return MSV_ERR_AUTH;
-    /* the entry is in the log of the answer's head (checked by msv_kt_check_lookup) ... */
+    /* the entry is in the log of the answer's head (checked by msv_kt_check_lookup), its
+     * handle's (a version-4 leaf opened at this version with the data beside it) ... */
     msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
     if (!proof_hashes(p->path, p->n_path, path) ||
         msv_merkle_verify_inclusion(h, p->index, r->head->size, path, p->n_path,
                                     r->head->root.data) != MSV_OK ||
-        msv_kt_leaf_parse(p->leaf.data, p->leaf.len, e) != MSV_OK || strcmp(e->handle, handle) != 0)
+        open_entry(p, &r->vrf_key, e) != MSV_OK || strcmp(e->handle, handle) != 0 ||
+        (msv_kt_v4_leaf_parse(p->leaf.data, p->leaf.len, &l) == MSV_OK && p->version != v->version))
         return MSV_ERR_AUTH;
     /* ... and the key directory's version v.version of handle commits to it */
+    data = msv_kt_proof_entry(p);
     if (msv_pt_verify_versions(r->head->epoch_root.data, r->vrf_key.data, MSV_PT_PRESENCE, handle,
-                               p->leaf.data, p->leaf.len, v->proof.data, v->proof.len,
+                               data.data, data.len, v->proof.data, v->proof.len,
                                &version) != MSV_OK ||
         version != v->version)
         return MSV_ERR_AUTH;

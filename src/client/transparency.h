@@ -47,6 +47,12 @@ uint64_t msv_kt_known_size(struct msv_client_db *db);
 int msv_kt_lookup_is_due(struct msv_client_db *db, const char *handle, int64_t now_ms);
 
 /*
+ * The device set or tombstone a lookup's log proof stands for: a version-4 leaf's data
+ * (LogProof.data, which msv_kt_check_lookup opened against the leaf), else the leaf itself.
+ */
+ProtobufCBinaryData msv_kt_proof_entry(const Msv__Wire__LogProof *p);
+
+/*
  * Checks a lookup answer: the head is signed by the log key this device
  * pinned (the first one it saw), at most a day old and at most ten minutes
  * in the future, it extends the head accepted before

@@ -7,6 +7,8 @@
 #include <sodium.h>
 
 #include "missive/kt.h"
+#include "missive/ptree.h"
+#include "missive/vrf.h"
 #include "util/buf.h"
 #include "util/endian.h"
 
@@ -251,4 +253,70 @@ msv_err msv_kt_rotation_follow(const uint8_t pinned[MSV_KT_KEY_LEN],
     if (err == MSV_OK)
         memcpy(key_out, key, MSV_KT_KEY_LEN);
     return err;
+}
+
+/* ---- leaves that name no handle ----------------------------------------------------------- */
+
+#define V4_LEAF_VERSION 4
+#define CUTOVER_LEAF_VERSION 5
+
+void msv_kt_v4_leaf_encode(const struct msv_kt_v4_leaf *l, uint8_t out[MSV_KT_V4_LEAF_LEN])
+{
+    out[0] = V4_LEAF_VERSION;
+    msv_put_u64be(out + 1, (uint64_t)l->time_ms);
+    memcpy(out + 9, l->label, 32);
+    memcpy(out + 41, l->value, 32);
+}
+
+msv_err msv_kt_v4_leaf_parse(const uint8_t *leaf, size_t len, struct msv_kt_v4_leaf *l)
+{
+    uint64_t t;
+
+    if (leaf == NULL || len != MSV_KT_V4_LEAF_LEN || leaf[0] != V4_LEAF_VERSION)
+        return MSV_ERR_PARSE;
+    t = msv_get_u64be(leaf + 1);
+    if (t > INT64_MAX)
+        return MSV_ERR_PARSE;
+    l->time_ms = (int64_t)t;
+    memcpy(l->label, leaf + 9, 32);
+    memcpy(l->value, leaf + 41, 32);
+    return MSV_OK;
+}
+
+void msv_kt_cutover_leaf_encode(int64_t time_ms, uint8_t out[MSV_KT_CUTOVER_LEAF_LEN])
+{
+    out[0] = CUTOVER_LEAF_VERSION;
+    msv_put_u64be(out + 1, (uint64_t)time_ms);
+    out[9] = V4_LEAF_VERSION;
+}
+
+msv_err msv_kt_cutover_leaf_parse(const uint8_t *leaf, size_t len)
+{
+    if (leaf == NULL || len != MSV_KT_CUTOVER_LEAF_LEN || leaf[0] != CUTOVER_LEAF_VERSION ||
+        msv_get_u64be(leaf + 1) > INT64_MAX || leaf[9] != V4_LEAF_VERSION)
+        return MSV_ERR_PARSE;
+    return MSV_OK;
+}
+
+msv_err msv_kt_v4_open(const uint8_t vrf_pk[32], const uint8_t *leaf, size_t len,
+                       const uint8_t *data, size_t data_len, uint32_t version,
+                       const uint8_t opening[32], const uint8_t pi[80], struct msv_kt_entry *e)
+{
+    struct msv_kt_v4_leaf l;
+    uint8_t alpha[300], beta[MSV_VRF_OUTPUT_LEN], label[MSV_PT_LABEL_LEN], value[MSV_PT_VALUE_LEN];
+    size_t alpha_len = 0;
+
+    /* the data a device set or tombstone, of the leaf's time; its label the VRF's for its
+     * handle and version; its value the commitment to the data (docs/transparency.md) */
+    if (version == 0 || msv_kt_v4_leaf_parse(leaf, len, &l) != MSV_OK ||
+        msv_kt_leaf_parse(data, data_len, e) != MSV_OK || e->time_ms != l.time_ms ||
+        msv_pt_vrf_input(e->handle, version, alpha, sizeof(alpha), &alpha_len) != MSV_OK ||
+        msv_vrf_verify(MSV_PT_VRF_SUITE, vrf_pk, alpha, alpha_len, pi, beta) != MSV_OK)
+        return MSV_ERR_AUTH;
+    msv_pt_label(beta, label);
+    if (msv_pt_commit(opening, e->handle, version, data, data_len, value) != MSV_OK ||
+        sodium_memcmp(label, l.label, sizeof(label)) != 0 ||
+        sodium_memcmp(value, l.value, sizeof(value)) != 0)
+        return MSV_ERR_AUTH;
+    return MSV_OK;
 }

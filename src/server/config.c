@@ -85,6 +85,7 @@ static const struct option_def options[] = {
     {"directory", "log_read_rate", OPT_DOUBLE, F(log_read_rate), 0.01, 1e6},
     {"directory", "log_read_burst", OPT_DOUBLE, F(log_read_burst), 1, 1e7},
     {"directory", "append_proof_kib", OPT_U64, F(append_proof_kib), 1, 16777216},
+    {"directory", "leaf_version", OPT_U32, F(leaf_version), 3, 4},
     {"accounts", "register_rate", OPT_DOUBLE, F(register_rate), 0.001, 1e6},
     {"accounts", "register_burst", OPT_DOUBLE, F(register_burst), 1, 1e6},
     {"accounts", "identity_max", OPT_U32, F(identity_max), 256, 16384},
@@ -119,7 +120,9 @@ static const struct option_def options[] = {
     {"testing", "mls_commit_pause_ms", OPT_U32, F(mls_commit_pause_ms), 0, 10000},
     {"testing", "drop_prekey_answers", OPT_BOOL, F(drop_prekey_answers), 0, 1},
     {"testing", "keydir_rewrite", OPT_STR, F(keydir_rewrite), 0, 0},
-    {"testing", "log_read_hash_fault", OPT_U32, F(log_read_hash_fault), 0, 3},
+    {"testing", "log_read_hash_fault", OPT_U32, F(log_read_hash_fault), 0, 4},
+    {"testing", "kt_v4_leaf_fault", OPT_BOOL, F(kt_v4_leaf_fault), 0, 1},
+    {"testing", "keydir_v4_mismatch", OPT_U64, F(keydir_v4_mismatch), 0, 1e15},
 };
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
@@ -170,6 +173,7 @@ void msv_config_defaults(struct msv_config *c)
     c->log_read_rate = 50;
     c->log_read_burst = 5000;
     c->append_proof_kib = 65536;
+    c->leaf_version = 3;
     c->register_rate = 0.2;
     c->register_burst = 10;
     c->identity_max = 2048;

@@ -37,6 +37,7 @@ struct msv_config {
     double log_read_rate; /* log leaves per second per account (per address without one) */
     double log_read_burst;
     uint64_t append_proof_kib; /* the key directory's entry steps kept for auditors */
+    uint32_t leaf_version;     /* 4: the log cuts over to leaves that name no handle */
     double register_rate;      /* registration and password attempts per second per address */
     double register_burst;
     unsigned identity_max; /* bytes of a device's public identity */
@@ -89,7 +90,11 @@ struct msv_config {
     char keydir_skip[300];          /* tests only: "HANDLE VERSION" its next version's number */
     int refuse_prekey_claims;       /* tests only: every PrekeyClaim answered "slow down" */
     uint32_t log_read_hash_fault;   /* tests only: 1 leaf hashes of 31 bytes, 2 beside the leaf, 3
-                                       leaf hashes of their own entries to accounts */
+                                       leaf hashes of their own entries to accounts, 4 of
+                                       version-4 leaves too */
+    int kt_v4_leaf_fault;           /* tests only: a lookup shows the entry before its leaf's */
+    uint64_t keydir_v4_mismatch;    /* tests only: log entry N's tree entry is not its leaf's (N
+                                       appended while missived runs) */
     uint32_t mls_commit_pause_ms;   /* tests only: a pause between an MLS commit's read and write */
     int drop_prekey_answers;        /* tests only: an upload of one-time prekeys is stored, then the
                                      * connection closes unanswered (a lost answer) */

@@ -238,6 +238,7 @@ static int handle_deleted(struct msv_server *s, const char *handle)
                   msv_kt_leaf_parse(rec.leaf, rec.leaf_len, e) == MSV_OK && e->deleted;
 
     free(rec.leaf);
+    free(rec.pub);
     free(e);
     return deleted;
 }
@@ -258,6 +259,7 @@ static int username_held(struct msv_server *s, const char *handle, int64_t now_m
                now_ms - e->time_ms < (int64_t)s->cfg.username_hold_s * 1000;
 
     free(rec.leaf);
+    free(rec.pub);
     free(e);
     return held;
 }
@@ -2102,6 +2104,8 @@ static enum msv_kt_hide log_read_hide(const struct msv_server *s, const struct m
         return c->account_id != 0 ? MSV_KT_HIDE_OTHERS : MSV_KT_HIDE_FAULT_BOTH;
     case 3:
         return MSV_KT_HIDE_HANDLES; /* the account's own entries too */
+    case 4:
+        return c->account_id != 0 ? MSV_KT_HIDE_OTHERS : MSV_KT_HIDE_FAULT_V4;
     default:
         return c->account_id != 0 ? MSV_KT_HIDE_OTHERS : MSV_KT_HIDE_HANDLES;
     }

@@ -444,9 +444,58 @@ static msv_err add_step(struct msv_keydir *kd, uint64_t index, const struct msv_
     return MSV_OK;
 }
 
-msv_err msv_keydir_add(struct msv_keydir *kd, uint64_t index, const uint8_t *leaf, size_t len)
+/* The entry a version-4 leaf publishes (its time must be its data's). */
+static msv_err published_entry(const struct msv_kt_rec *rec, const struct msv_kt_entry *data,
+                               struct msv_pt_entry *e)
+{
+    struct msv_kt_v4_leaf l;
+
+    if (msv_kt_v4_leaf_parse(rec->pub, rec->pub_len, &l) != MSV_OK || l.time_ms != data->time_ms)
+        return MSV_ERR_INVALID;
+    memcpy(e->label, l.label, MSV_PT_LABEL_LEN);
+    memcpy(e->value, l.value, MSV_PT_VALUE_LEN);
+    return MSV_OK;
+}
+
+/* rec->pub (malloc'd): the version-4 leaf of entry e, at its data's time. */
+static msv_err publish(struct msv_kt_rec *rec, const struct msv_kt_entry *data,
+                       const struct msv_pt_entry *e)
+{
+    struct msv_kt_v4_leaf l = {.time_ms = data->time_ms};
+
+    if ((rec->pub = malloc(MSV_KT_V4_LEAF_LEN)) == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(l.label, e->label, MSV_PT_LABEL_LEN);
+    memcpy(l.value, e->value, MSV_PT_VALUE_LEN);
+    msv_kt_v4_leaf_encode(&l, rec->pub);
+    rec->pub_len = MSV_KT_V4_LEAF_LEN;
+    return MSV_OK;
+}
+
+/*
+ * The tree entry of rec, version of handle: a version-4 leaf's own (v4 and published: no VRF
+ * output at start), or made from the data (and published when v4).
+ */
+static msv_err entry_of(struct msv_keydir *kd, struct msv_kt_rec *rec, int v4,
+                        const struct msv_kt_entry *data, uint32_t version, struct msv_pt_entry *e)
+{
+    msv_err err;
+
+    if (v4 && rec->pub != NULL)
+        err = published_entry(rec, data, e);
+    else if ((err = entry_at(kd, rec->index, data->handle, version, rec->leaf, rec->leaf_len, e)) ==
+                 MSV_OK &&
+             v4)
+        err = publish(rec, data, e);
+    if (err == MSV_OK && v4 && kd->v4_mismatch != 0 && rec->index == kd->v4_mismatch)
+        e->value[0] ^= 1; /* tests only: the tree's entry is not the one the log publishes */
+    return err;
+}
+
+msv_err msv_keydir_add(struct msv_keydir *kd, struct msv_kt_rec *rec, int v4)
 {
     static _Thread_local struct msv_kt_entry parsed;
+    uint64_t index = rec->index;
     uint8_t proof[KEPT_LEN];
     struct msv_pt_entry e;
     uint32_t version = 0;
@@ -473,14 +522,14 @@ msv_err msv_keydir_add(struct msv_keydir *kd, uint64_t index, const uint8_t *lea
     }
     kd->steps[index] = NULL;
     kd->step_lens[index] = 0;
-    /* a rotation entry is no handle's version */
-    if (msv_kt_leaf_parse(leaf, len, &parsed) == MSV_OK) {
+    /* a rotation or cut-over entry is no handle's version */
+    if (msv_kt_leaf_parse(rec->leaf, rec->leaf_len, &parsed) == MSV_OK) {
         key = handle_key(parsed.handle);
         version = (uint32_t)(uintptr_t)msv_u64map_get(&kd->counts, key) + 1;
         if (kd->skip_version == version && version < UINT32_MAX - 2 &&
             strcmp(parsed.handle, kd->skip_handle) == 0)
             version += 2; /* tests only: a dishonest directory skips two versions */
-        if ((err = entry_at(kd, index, parsed.handle, version, leaf, len, &e)) != MSV_OK ||
+        if ((err = entry_of(kd, rec, v4, &parsed, version, &e)) != MSV_OK ||
             (err = add_step(kd, index, &e)) != MSV_OK ||
             (err = msv_u64map_put(&kd->counts, key, (void *)(uintptr_t)version)) != MSV_OK)
             return err;
@@ -564,6 +613,44 @@ static msv_err lookup_proof(void *ctx, const char *handle, uint32_t version,
         atomic_fetch_add(&kd->lookup_misses, 1);
     memcpy(pi, proof, MSV_VRF_PROOF_LEN);
     memcpy(label, proof + MSV_VRF_PROOF_LEN, MSV_PT_LABEL_LEN);
+    return err;
+}
+
+msv_err msv_keydir_publish(struct msv_keydir *kd, struct msv_kt_rec *rec)
+{
+    static _Thread_local struct msv_kt_entry parsed;
+    struct msv_pt_entry e;
+    uint8_t opening[MSV_PT_OPENING_LEN];
+    uint32_t version;
+    msv_err err;
+
+    if (msv_kt_leaf_parse(rec->leaf, rec->leaf_len, &parsed) != MSV_OK)
+        return MSV_OK; /* a rotation or cut-over entry is published as it is */
+    if (rec->index >= kd->n_versions || (version = kd->versions[rec->index]) == 0)
+        return MSV_ERR_INVALID;
+    if ((err = label_of(kd, parsed.handle, version, e.label)) == MSV_OK &&
+        (err = opening_of(kd, parsed.handle, version, opening)) == MSV_OK &&
+        (err = msv_pt_commit(opening, parsed.handle, version, rec->leaf, rec->leaf_len, e.value)) ==
+            MSV_OK)
+        err = publish(rec, &parsed, &e);
+    sodium_memzero(opening, sizeof(opening));
+    return err;
+}
+
+msv_err msv_keydir_open_entry(struct msv_keydir *kd, const char *handle, uint64_t index,
+                              uint32_t *version, uint8_t opening[MSV_PT_OPENING_LEN],
+                              uint8_t pi[MSV_VRF_PROOF_LEN])
+{
+    uint8_t proof[KEPT_LEN];
+    msv_err err;
+
+    if (index >= kd->n_versions || kd->versions[index] == 0)
+        return MSV_ERR_INVALID;
+    *version = kd->versions[index];
+    if ((err = proof_of(kd, handle, *version, KEYDIR_PROOFS_MAX / 2, proof)) == MSV_OK)
+        err = opening_of(kd, handle, *version, opening);
+    if (err == MSV_OK)
+        memcpy(pi, proof, MSV_VRF_PROOF_LEN);
     return err;
 }
 

@@ -59,6 +59,7 @@ struct msv_keydir {
     size_t n_fresh, cap_fresh;
     uint64_t labels_computed; /* VRF outputs computed for entries read from the log */
     char skip_handle[256];    /* tests only: this handle's skip_version is numbered 2 higher */
+    uint64_t v4_mismatch;     /* tests only: this log entry's tree value is not its leaf's */
     uint32_t skip_version;
 };
 
@@ -70,9 +71,29 @@ MSV_MUST_CHECK msv_err msv_keydir_open(struct msv_keydir *kd, const char *data_d
                                        size_t err_len);
 void msv_keydir_close(struct msv_keydir *kd);
 
-/* Adds log entry index (the next one: index == the entries added so far). */
-MSV_MUST_CHECK msv_err msv_keydir_add(struct msv_keydir *kd, uint64_t index, const uint8_t *leaf,
-                                      size_t len);
+/*
+ * Adds log entry rec->index (the next one: index == the entries added so far). v4: the entry is
+ * after the log's cut-over: its tree entry is its published leaf's (rec->pub), or, when it has
+ * none yet, made from its data and published in rec->pub (malloc'd; the caller keeps it in the
+ * store). MSV_ERR_INVALID for a published leaf that is not a version-4 leaf of its data's time.
+ */
+MSV_MUST_CHECK msv_err msv_keydir_add(struct msv_keydir *kd, struct msv_kt_rec *rec, int v4);
+
+/*
+ * rec->pub (malloc'd): the version-4 leaf of log entry rec->index, added before, made again
+ * from its data (nothing for an entry that is no version).
+ */
+MSV_MUST_CHECK msv_err msv_keydir_publish(struct msv_keydir *kd, struct msv_kt_rec *rec);
+
+/*
+ * What a lookup shows beside the version-4 leaf of log entry index, handle's: its version, the
+ * opening of its commitment and the VRF proof of its label. MSV_ERR_INVALID for an entry that
+ * is no version.
+ */
+MSV_MUST_CHECK msv_err msv_keydir_open_entry(struct msv_keydir *kd, const char *handle,
+                                             uint64_t index, uint32_t *version,
+                                             uint8_t opening[MSV_PT_OPENING_LEN],
+                                             uint8_t pi[MSV_VRF_PROOF_LEN]);
 
 /*
  * Makes, one at a time, the proofs of version + 1 of the handles read at start (kd->pending),

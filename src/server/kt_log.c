@@ -117,7 +117,67 @@ static msv_err add_leaf(struct msv_kt_log *log, const struct msv_kt_rec *rec)
 
     if (msv_kt_rotation_leaf_parse(rec->leaf, rec->leaf_len, &r) == MSV_OK)
         return add_rotation(log, rec, &r);
+    if (msv_kt_cutover_leaf_parse(rec->leaf, rec->leaf_len) == MSV_OK) {
+        if (log->cutover >= 0 && !log->trust_store)
+            return MSV_ERR_INVALID; /* one cut-over: leaves never name handles again */
+        if (log->cutover < 0)
+            log->cutover = (int64_t)rec->index;
+        return MSV_OK;
+    }
+    /* a published leaf before the cut-over, or one that is no version-4 leaf (keydir.c) */
+    if (rec->pub != NULL && log->cutover < 0 && !log->trust_store)
+        return MSV_ERR_INVALID;
     return claim_devices(log, rec->leaf, rec->leaf_len);
+}
+
+/* After the cut-over: rec's device set or tombstone is published as a version-4 leaf. */
+static int is_v4(const struct msv_kt_log *log, const struct msv_kt_rec *rec)
+{
+    return log->cutover >= 0 && rec->index > (uint64_t)log->cutover;
+}
+
+/* What the log's tree holds of rec: its published leaf, if it has one, else the leaf itself. */
+static void tree_leaf(const struct msv_kt_rec *rec, const uint8_t **leaf, size_t *len)
+{
+    *leaf = rec->pub != NULL ? rec->pub : rec->leaf;
+    *len = rec->pub != NULL ? rec->pub_len : rec->leaf_len;
+}
+
+/* Keeps rec's version-4 leaf in the store; one not kept is made again when it is read. */
+static void keep_published(struct msv_store *store, const struct msv_kt_rec *rec)
+{
+    msv_err err = store->ops->kt_publish(store->impl, rec->index, rec->pub, rec->pub_len);
+
+    if (err != MSV_OK)
+        msv_log(MSV_LOG_ERROR, "kt_publish_failed", "index=%llu error=\"%s\"",
+                (unsigned long long)rec->index, msv_strerror(err));
+}
+
+/* Adds rec to the key directory; a version-4 leaf it made for rec is kept in the store. */
+static msv_err add_version(struct msv_kt_log *log, struct msv_store *store, struct msv_kt_rec *rec)
+{
+    int had = rec->pub != NULL;
+    msv_err err = msv_keydir_add(&log->keydir, rec, is_v4(log, rec));
+
+    if (err == MSV_OK && !had && rec->pub != NULL)
+        keep_published(store, rec);
+    return err;
+}
+
+/*
+ * A record read from the store after the tree took it: an entry after the cut-over that the
+ * store has no version-4 leaf for (read before the sync that made it, or not kept) gets it.
+ */
+static msv_err fill_published(struct msv_kt_log *log, struct msv_store *store,
+                              struct msv_kt_rec *rec)
+{
+    msv_err err;
+
+    if (rec->leaf == NULL || rec->pub != NULL || !is_v4(log, rec))
+        return MSV_OK;
+    if ((err = msv_keydir_publish(&log->keydir, rec)) == MSV_OK && rec->pub != NULL)
+        keep_published(store, rec);
+    return err;
 }
 
 /* After a rotation entry, heads are the new key's: log.key is read again if it is not that key. */
@@ -196,6 +256,8 @@ static msv_err sync_locked(struct msv_kt_log *log, struct msv_store *store)
 
         for (size_t i = 0; err == MSV_OK && i < n; i++) {
             uint8_t h[MSV_KT_HASH_LEN];
+            const uint8_t *leaf;
+            size_t len;
 
             if (recs[i].index != msv_merkle_size(log->tree)) {
                 err = MSV_ERR_INVALID; /* a gap in the store's log */
@@ -204,10 +266,13 @@ static msv_err sync_locked(struct msv_kt_log *log, struct msv_store *store)
             err = add_leaf(log, &recs[i]);
             if (err != MSV_OK)
                 break; /* a device id under a second handle, a rotation not signed: no head */
-            msv_kt_leaf_hash(recs[i].leaf, recs[i].leaf_len, h);
+            /* the key directory first: after the cut-over it makes the leaf the tree holds */
+            err = add_version(log, store, &recs[i]);
+            if (err != MSV_OK)
+                break;
+            tree_leaf(&recs[i], &leaf, &len);
+            msv_kt_leaf_hash(leaf, len, h);
             err = msv_merkle_append(log->tree, h);
-            if (err == MSV_OK)
-                err = msv_keydir_add(&log->keydir, recs[i].index, recs[i].leaf, recs[i].leaf_len);
         }
         msv_kt_recs_free(recs, n);
         keep_labels(log, store);
@@ -271,6 +336,7 @@ msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir, struct msv
     msv_err e;
 
     memset(log, 0, sizeof(*log));
+    log->cutover = -1;
     pthread_mutex_init(&log->lock, NULL);
     msv_u64map_init(&log->owners);
     log->trust_store = trust_store;
@@ -324,6 +390,33 @@ msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_dir, struct msv
     if (e == MSV_OK && log->keydir.n_pending > 0 &&
         pthread_create(&log->prover, NULL, prove_pending, log) == 0)
         log->has_prover = 1;
+    return e;
+}
+
+msv_err msv_kt_log_cut_over(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
+                            char *err, size_t err_len)
+{
+    uint8_t leaf[MSV_KT_CUTOVER_LEAF_LEN];
+    msv_err e = MSV_OK;
+    int had = log->cutover >= 0;
+
+    msv_kt_cutover_leaf_encode(now_ms > 0 ? now_ms : 1, leaf);
+    pthread_mutex_lock(&log->lock);
+    /* where the log ends; another node may append meanwhile: read on and try again */
+    for (int tries = 0; e == MSV_OK && log->cutover < 0 && tries < 8; tries++) {
+        e = store->ops->kt_append(store->impl, msv_merkle_size(log->tree), leaf, sizeof(leaf));
+        if (e == MSV_OK || e == MSV_ERR_EXISTS)
+            e = sync_locked(log, store);
+    }
+    pthread_mutex_unlock(&log->lock);
+    if (e == MSV_OK && log->cutover < 0)
+        e = MSV_ERR_AGAIN;
+    if (e != MSV_OK)
+        snprintf(err, err_len, "cannot append the transparency log's cut-over entry: %s",
+                 msv_strerror(e));
+    else if (!had)
+        msv_log(MSV_LOG_INFO, "kt_cutover", "index=%lld (leaves from here on name no handle)",
+                (long long)log->cutover);
     return e;
 }
 
@@ -475,7 +568,8 @@ static msv_err log_proof(struct msv_kt_log *log, struct msv_kt_answer *a,
         return MSV_ERR_NOMEM;
     msv__wire__log_proof__init(p);
     p->index = rec->index;
-    p->leaf = (ProtobufCBinaryData){rec->leaf_len, rec->leaf};
+    p->leaf = rec->pub != NULL ? (ProtobufCBinaryData){rec->pub_len, rec->pub}
+                               : (ProtobufCBinaryData){rec->leaf_len, rec->leaf};
     err = msv_merkle_inclusion(log->tree, rec->index, log->head.size, path, &n);
     if (err == MSV_OK)
         err = proof_fields(a, path, n, &p->path, &p->n_path);
@@ -494,9 +588,14 @@ static msv_err hide_handle(struct msv_kt_answer *a, Msv__Wire__LogProof *p, enum
 {
     static _Thread_local struct msv_kt_entry e;
     struct msv_kt_rotation r;
+    struct msv_kt_v4_leaf v4;
     uint8_t *h;
 
-    if (msv_kt_rotation_leaf_parse(p->leaf.data, p->leaf.len, &r) == MSV_OK)
+    /* a rotation, the cut-over and a version-4 leaf name no one: given whole */
+    if (msv_kt_rotation_leaf_parse(p->leaf.data, p->leaf.len, &r) == MSV_OK ||
+        msv_kt_cutover_leaf_parse(p->leaf.data, p->leaf.len) == MSV_OK ||
+        (hide != MSV_KT_HIDE_FAULT_V4 &&
+         msv_kt_v4_leaf_parse(p->leaf.data, p->leaf.len, &v4) == MSV_OK))
         return MSV_OK;
     /* an account reads its own handles' entries, and nobody else's (docs/transparency.md, "A log
      * that names no handle") */
@@ -523,7 +622,8 @@ static msv_err rotation_fields(struct msv_kt_log *log, struct msv_kt_answer *a,
     msv_err err = proofs != NULL ? MSV_OK : MSV_ERR_NOMEM;
 
     for (size_t i = 0; err == MSV_OK && i < log->n_rotations; i++) {
-        struct msv_kt_rec rec = {log->rotations[i].index, NULL, MSV_KT_ROTATION_LEAF_LEN};
+        struct msv_kt_rec rec = {.index = log->rotations[i].index,
+                                 .leaf_len = MSV_KT_ROTATION_LEAF_LEN};
 
         if (rec.index >= log->head.size)
             break;
@@ -545,6 +645,12 @@ static msv_err kept_leaf(struct msv_kt_answer *a, msv_err err, struct msv_kt_rec
         return MSV_OK;
     if (err == MSV_OK && adopt(a, rec->leaf) == NULL) {
         rec->leaf = NULL; /* freed by adopt */
+        free(rec->pub);
+        rec->pub = NULL;
+        err = MSV_ERR_NOMEM;
+    }
+    if (err == MSV_OK && rec->pub != NULL && adopt(a, rec->pub) == NULL) {
+        rec->pub = NULL;
         err = MSV_ERR_NOMEM;
     }
     return err;
@@ -581,6 +687,77 @@ static msv_err tombstones(struct msv_store *store, struct msv_kt_answer *a,
                         &recs[i]);
     }
     *out = recs;
+    return err;
+}
+
+/*
+ * Beside a version-4 leaf (p, of rec: handle's), what opens it: the device set or tombstone it
+ * commits to, its version, the opening and the VRF proof of its label (kept in a).
+ */
+static msv_err open_fields(struct msv_kt_log *log, struct msv_kt_answer *a, const char *handle,
+                           const struct msv_kt_rec *rec, Msv__Wire__LogProof *p)
+{
+    uint8_t *kept;
+    msv_err err;
+
+    if (rec->pub == NULL)
+        return MSV_OK;
+    if ((kept = keep(a, MSV_PT_OPENING_LEN + MSV_VRF_PROOF_LEN)) == NULL)
+        return MSV_ERR_NOMEM;
+    err = msv_keydir_open_entry(&log->keydir, handle, rec->index, &p->version, kept,
+                                kept + MSV_PT_OPENING_LEN);
+    p->data = (ProtobufCBinaryData){rec->leaf_len, rec->leaf};
+    p->opening = (ProtobufCBinaryData){MSV_PT_OPENING_LEN, kept};
+    p->vrf_proof = (ProtobufCBinaryData){MSV_VRF_PROOF_LEN, kept + MSV_PT_OPENING_LEN};
+    return err;
+}
+
+/*
+ * Tests only ([testing] kt_v4_leaf_fault): a dishonest directory shows the log entry before
+ * *out's in its place, opened as *out's.
+ */
+static msv_err show_entry_before(struct msv_kt_log *log, struct msv_store *store,
+                                 struct msv_kt_answer *a, Msv__Wire__LogProof *opened)
+{
+    struct msv_kt_rec *before = NULL;
+    Msv__Wire__LogProof *shown = NULL;
+    size_t n = 0;
+    msv_err err = store->ops->kt_read(store->impl, opened->index - 1, 1, &before, &n);
+
+    if (err == MSV_OK && n == 1 && (err = fill_published(log, store, &before[0])) == MSV_OK &&
+        (err = log_proof(log, a, &before[0], &shown)) == MSV_OK) {
+        uint8_t *leaf = keep(a, shown->leaf.len);
+
+        err = leaf != NULL ? MSV_OK : MSV_ERR_NOMEM;
+        if (leaf != NULL) {
+            memcpy(leaf, shown->leaf.data, shown->leaf.len);
+            opened->index = shown->index;
+            opened->leaf = (ProtobufCBinaryData){shown->leaf.len, leaf};
+            opened->path = shown->path;
+            opened->n_path = shown->n_path;
+        }
+    }
+    msv_kt_recs_free(before, n);
+    return err;
+}
+
+/* The proof of handle's entry rec, opened when it is a version-4 leaf (kept in a). */
+static msv_err entry_proof(struct msv_kt_log *log, struct msv_store *store, struct msv_kt_answer *a,
+                           const char *handle, struct msv_kt_rec *rec, Msv__Wire__LogProof **out)
+{
+    int had = rec->pub != NULL;
+    msv_err err = fill_published(log, store, rec);
+
+    if (err == MSV_OK && !had && rec->pub != NULL && adopt(a, rec->pub) == NULL) {
+        rec->pub = NULL; /* freed by adopt */
+        err = MSV_ERR_NOMEM;
+    }
+    if (err == MSV_OK)
+        err = log_proof(log, a, rec, out);
+    if (err == MSV_OK)
+        err = open_fields(log, a, handle, rec, *out);
+    if (err == MSV_OK && log->v4_leaf_fault && rec->pub != NULL && rec->index > 0)
+        err = show_entry_before(log, store, a, *out);
     return err;
 }
 
@@ -649,12 +826,13 @@ static msv_err owner_leaves(struct msv_store *store, struct msv_kt_answer *a,
                                          MSV_KT_VERSIONS_MAX + 1, &recs[i], &ns[i]);
         if (err != MSV_OK)
             break;
-        /* the leaves go with the answer (adopt frees what it cannot keep) */
+        /* the leaves go with the answer (kept_leaf frees what it cannot keep) */
         for (size_t k = 0; err == MSV_OK && k < ns[i]; k++) {
-            if (adopt(a, recs[i][k].leaf) == NULL) {
-                for (size_t j = k + 1; j < ns[i]; j++)
+            if ((err = kept_leaf(a, MSV_OK, &recs[i][k])) != MSV_OK) {
+                for (size_t j = k + 1; j < ns[i]; j++) {
                     free(recs[i][j].leaf);
-                err = MSV_ERR_NOMEM;
+                    free(recs[i][j].pub);
+                }
             }
         }
         if (adopt(a, recs[i]) == NULL || err != MSV_OK) {
@@ -691,6 +869,8 @@ static msv_err owner_versions(struct msv_kt_log *log, struct msv_kt_answer *a, c
         msv__wire__handle_version__init(&vs[given]);
         vs[given].version = log->keydir.versions[recs[i].index];
         err = log_proof(log, a, &recs[i], &vs[given].entry);
+        if (err == MSV_OK) /* a version-4 leaf: what opens it beside it */
+            err = open_fields(log, a, handle, &recs[i], vs[given].entry);
         if (err == MSV_OK)
             err = msv_keydir_prove(&log->keydir, MSV_PT_PRESENCE, handle, (int64_t)recs[i].index,
                                    &proof, &len);
@@ -792,9 +972,9 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
             continue;
         err = devices_from_leaf(a, &recs[i], &hds[i]);
         if (err == MSV_OK)
-            err = log_proof(log, a, &recs[i], &hds[i].proof);
+            err = entry_proof(log, store, a, handles[i], &recs[i], &hds[i].proof);
         if (err == MSV_OK && tombs[i].leaf != NULL)
-            err = log_proof(log, a, &tombs[i], &hds[i].tombstone);
+            err = entry_proof(log, store, a, handles[i], &tombs[i], &hds[i].tombstone);
     }
     for (size_t i = 0; err == MSV_OK && i < n; i++)
         err = version_proof(log, a, MSV_PT_LOOKUP, handles[i], &recs[i], &hds[i].version_proof);
@@ -848,7 +1028,7 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
     }
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         /* the leaf goes to the answer, which frees it */
-        uint8_t *leaf = adopt(a, recs[i].leaf);
+        uint8_t *leaf = adopt(a, recs[i].leaf), *pub;
         size_t size;
 
         recs[i].leaf = NULL;
@@ -857,10 +1037,19 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
             break;
         }
         recs[i].leaf = leaf;
-        err = log_proof(log, a, &recs[i], &entries[i]);
+        /* after the cut-over the entry is its version-4 leaf (made again if the store lacks it) */
+        err = fill_published(log, store, &recs[i]);
+        pub = recs[i].pub;
+        recs[i].pub = NULL;
+        if (err == MSV_OK && pub != NULL && adopt(a, pub) == NULL)
+            err = MSV_ERR_NOMEM;
+        recs[i].pub = err == MSV_OK ? pub : NULL;
+        if (err == MSV_OK)
+            err = log_proof(log, a, &recs[i], &entries[i]);
         if (err == MSV_OK && hide != MSV_KT_SHOW_LEAVES)
             err = hide_handle(a, entries[i], hide, own, n_own);
         recs[i].leaf = NULL;
+        recs[i].pub = NULL;
         /* the entry, its field tag and length (at most 1 + 4 bytes), and its step if asked */
         size = err == MSV_OK ? msv__wire__log_proof__get_packed_size(entries[i]) + 5 : 0;
         if (q->append_proof)

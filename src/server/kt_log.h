@@ -43,6 +43,10 @@ struct msv_kt_log {
     pthread_t prover;         /* proves the next versions of the handles read at start */
     int has_prover;
     atomic_int stop_prover;
+    /* the log's cut-over entry (docs/transparency.md, "Leaves that name no handle"): from it on
+     * device sets and tombstones are published as version-4 leaves; -1 before it */
+    int64_t cutover;
+    int v4_leaf_fault; /* tests only: a lookup shows the entry before its version-4 leaf's */
 };
 
 /* The store's log grew (a device change committed): the next head reads the new leaves. */
@@ -64,6 +68,14 @@ MSV_MUST_CHECK msv_err msv_kt_log_open(struct msv_kt_log *log, const char *data_
                                        struct msv_store *store, int trust_store, uint64_t steps_max,
                                        char *err, size_t err_len);
 void msv_kt_log_close(struct msv_kt_log *log);
+
+/*
+ * [directory] leaf_version = 4: appends the cut-over entry where the log ends, unless the log
+ * has one; from it on every device set and tombstone is published as a version-4 leaf, which
+ * names no handle. MSV_OK if the log has cut over; err says why not.
+ */
+MSV_MUST_CHECK msv_err msv_kt_log_cut_over(struct msv_kt_log *log, struct msv_store *store,
+                                           int64_t now_ms, char *err, size_t err_len);
 
 /*
  * Catches the tree up with the store and gives a head signed for its size:
@@ -123,6 +135,7 @@ enum msv_kt_hide {
     MSV_KT_HIDE_OTHERS,      /* an account: its own handles' entries whole, the others' hashes */
     MSV_KT_HIDE_FAULT_SHORT, /* a dishonest server: leaf hashes of 31 bytes */
     MSV_KT_HIDE_FAULT_BOTH,  /* a dishonest server: the leaf hash beside the leaf */
+    MSV_KT_HIDE_FAULT_V4,    /* a dishonest server: version-4 leaves as hashes too */
 };
 MSV_MUST_CHECK msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
                                    const Msv__Wire__LogRead *q, enum msv_kt_hide hide,

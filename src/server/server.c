@@ -1640,6 +1640,11 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
                         cfg->append_proof_kib * 1024, err, err_len);
     if (e != MSV_OK)
         goto fail;
+    s->kt.v4_leaf_fault = cfg->kt_v4_leaf_fault;
+    s->kt.keydir.v4_mismatch = cfg->keydir_v4_mismatch;
+    if (cfg->leaf_version == 4 &&
+        (e = msv_kt_log_cut_over(&s->kt, s->store, msv_server_now_ms(s), err, err_len)) != MSV_OK)
+        goto fail;
     /* from now on the store labels each device set it appends, in the append's transaction */
     s->store->ops->kt_set_labeler(s->store->impl, msv_keydir_label, &s->kt.keydir);
     e = msv_keydir_test_dishonest(&s->kt.keydir, cfg->keydir_forge, cfg->keydir_skip);

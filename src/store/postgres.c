@@ -547,7 +547,8 @@ static const char schema[] =
     "CREATE TABLE kt_log ("
     "  idx BIGINT PRIMARY KEY,"
     "  handle TEXT NOT NULL,"
-    "  leaf BYTEA NOT NULL);"
+    "  leaf BYTEA NOT NULL,"
+    "  pub BYTEA);"
     "CREATE INDEX kt_log_by_handle ON kt_log(handle, idx);" KT_LABELS_SCHEMA
     "CREATE TABLE signed_prekeys ("
     "  device_id BIGINT PRIMARY KEY,"
@@ -586,6 +587,8 @@ static const char *const upgrades[] = {
     USERNAME_SCHEMA,
     /* 16 -> 17: the MLS delivery service */
     MLS_SCHEMA,
+    /* 17 -> 18: the version-4 leaf each entry after the log's cut-over publishes */
+    "ALTER TABLE kt_log ADD COLUMN pub BYTEA;",
 };
 _Static_assert(sizeof(upgrades) / sizeof(upgrades[0]) == MSV_STORE_SCHEMA_VERSION - PG_SCHEMA_FIRST,
                "an upgrade for every schema version");
@@ -1522,6 +1525,10 @@ static msv_err kt_recs(PGresult *r, struct msv_kt_rec **out, size_t *count)
         recs[i].index = (uint64_t)col_i64(r, (int)i, 0);
         if ((recs[i].leaf = col_bytes(r, (int)i, 1, &recs[i].leaf_len)) == NULL)
             err = MSV_ERR_NOMEM;
+        /* kt_log's reads give the published leaf too, when the entry has one */
+        else if (PQnfields(r) > 2 && !PQgetisnull(r, (int)i, 2) &&
+                 (recs[i].pub = col_bytes(r, (int)i, 2, &recs[i].pub_len)) == NULL)
+            err = MSV_ERR_NOMEM;
     }
     PQclear(r);
     if (err != MSV_OK) {
@@ -1542,7 +1549,8 @@ static msv_err kt_read(struct pg_conn *c, uint64_t start, size_t max, struct msv
 
     a_i64(&a, (int64_t)start);
     a_i64(&a, (int64_t)max);
-    err = query(c, "SELECT idx, leaf FROM kt_log WHERE idx >= $1 ORDER BY idx LIMIT $2;", &a, &r);
+    err = query(c, "SELECT idx, leaf, pub FROM kt_log WHERE idx >= $1 ORDER BY idx LIMIT $2;", &a,
+                &r);
     return err == MSV_OK ? kt_recs(r, out, count) : err;
 }
 
@@ -1557,7 +1565,7 @@ static msv_err kt_handle_read(struct pg_conn *c, const char *handle, uint64_t st
     a_i64(&a, (int64_t)start);
     a_i64(&a, (int64_t)max);
     err = query(c,
-                "SELECT idx, leaf FROM kt_log WHERE handle = $1 AND idx >= $2 ORDER BY idx "
+                "SELECT idx, leaf, pub FROM kt_log WHERE handle = $1 AND idx >= $2 ORDER BY idx "
                 "LIMIT $3;",
                 &a, &r);
     return err == MSV_OK ? kt_recs(r, out, count) : err;
@@ -1609,6 +1617,15 @@ static msv_err kt_append_at(struct pg_conn *c, uint64_t index, const uint8_t *le
     return err == MSV_OK && n == 0 ? MSV_ERR_EXISTS : err;
 }
 
+static msv_err kt_publish(struct pg_conn *c, uint64_t index, const uint8_t *pub, size_t len)
+{
+    struct args a = {0};
+
+    a_i64(&a, (int64_t)index);
+    a_bytes(&a, pub, len);
+    return run(c, "UPDATE kt_log SET pub = $2 WHERE idx = $1 AND pub IS NULL;", &a);
+}
+
 /* The newest leaf of handle, or (tombstone) its newest tombstone (version byte 3). */
 static msv_err kt_latest(struct pg_conn *c, const char *handle, int tombstone,
                          struct msv_kt_rec *out)
@@ -1621,9 +1638,9 @@ static msv_err kt_latest(struct pg_conn *c, const char *handle, int tombstone,
 
     a_text(&a, handle);
     err = query(c,
-                tombstone ? "SELECT idx, leaf FROM kt_log WHERE handle = $1 AND "
+                tombstone ? "SELECT idx, leaf, pub FROM kt_log WHERE handle = $1 AND "
                             "get_byte(leaf, 0) = 3 ORDER BY idx DESC LIMIT 1;"
-                          : "SELECT idx, leaf FROM kt_log WHERE handle = $1 ORDER BY idx DESC "
+                          : "SELECT idx, leaf, pub FROM kt_log WHERE handle = $1 ORDER BY idx DESC "
                             "LIMIT 1;",
                 &a, &r);
     if (err == MSV_OK)
@@ -1633,6 +1650,7 @@ static msv_err kt_latest(struct pg_conn *c, const char *handle, int tombstone,
     if (err == MSV_OK) {
         *out = recs[0];
         recs[0].leaf = NULL;
+        recs[0].pub = NULL;
     }
     msv_kt_recs_free(recs, n);
     return err;
@@ -3263,6 +3281,11 @@ static msv_err p_kt_labels_put(void *impl, const struct msv_kt_rec *recs, size_t
     TRANSACTION(kt_labels_put(c_, recs, n));
 }
 
+static msv_err p_kt_publish(void *impl, uint64_t index, const uint8_t *pub, size_t len)
+{
+    POOLED(kt_publish(c_, index, pub, len));
+}
+
 static void p_kt_set_labeler(void *impl, msv_kt_labeler fn, void *ctx)
 {
     struct pg_store *s = impl;
@@ -3475,6 +3498,7 @@ static const struct msv_store_ops pg_ops = {
     .kt_labels_read = p_kt_labels_read,
     .kt_labels_put = p_kt_labels_put,
     .kt_set_labeler = p_kt_set_labeler,
+    .kt_publish = p_kt_publish,
     .prekeys_put = p_prekeys_put,
     .prekey_claim = p_prekey_claim,
     .kem_prekey_state = p_kem_prekey_state,

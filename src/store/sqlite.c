@@ -266,6 +266,9 @@ static const char *const migrations[] = {
     "  expires_ms INTEGER NOT NULL);"
     "CREATE INDEX mls_claims_by_account ON mls_claims(account_id, device_id, id);"
     "CREATE INDEX mls_claims_by_expiry ON mls_claims(expires_ms);",
+    /* 17 -> 18: the version-4 leaf each entry after the log's cut-over publishes in place of its
+     * device set (docs/transparency.md, "Leaves that name no handle") */
+    "ALTER TABLE kt_log ADD COLUMN pub BLOB;",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -1535,8 +1538,14 @@ static msv_err kt_read_recs(struct sqlite_store *s, sqlite3_stmt *st, size_t max
     while (err == MSV_OK && n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         recs[n].index = (uint64_t)sqlite3_column_int64(st, 0);
         recs[n].leaf = msv_sql_blob(st, 1, &recs[n].leaf_len);
-        if (recs[n++].leaf == NULL)
+        if (recs[n].leaf == NULL)
             err = MSV_ERR_NOMEM;
+        /* kt_log's reads give the published leaf too, when the entry has one */
+        if (err == MSV_OK && sqlite3_column_count(st) > 2 &&
+            sqlite3_column_type(st, 2) != SQLITE_NULL &&
+            (recs[n].pub = msv_sql_blob(st, 2, &recs[n].pub_len)) == NULL)
+            err = MSV_ERR_NOMEM;
+        n++;
     }
     if (err == MSV_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
         err = msv_sql_err(rc);
@@ -1556,7 +1565,7 @@ static msv_err kt_read(void *impl, uint64_t start, size_t max, struct msv_kt_rec
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
     msv_err err =
-        prepare(s, "SELECT idx, leaf FROM kt_log WHERE idx >= ? ORDER BY idx LIMIT ?;", &st);
+        prepare(s, "SELECT idx, leaf, pub FROM kt_log WHERE idx >= ? ORDER BY idx LIMIT ?;", &st);
 
     if (err != MSV_OK)
         return err;
@@ -1571,7 +1580,8 @@ static msv_err kt_handle_read(void *impl, const char *handle, uint64_t start, si
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
     msv_err err = prepare(
-        s, "SELECT idx, leaf FROM kt_log WHERE handle = ? AND idx >= ? ORDER BY idx LIMIT ?;", &st);
+        s, "SELECT idx, leaf, pub FROM kt_log WHERE handle = ? AND idx >= ? ORDER BY idx LIMIT ?;",
+        &st);
 
     if (err != MSV_OK)
         return err;
@@ -1631,6 +1641,19 @@ static msv_err kt_append(void *impl, uint64_t index, const uint8_t *leaf, size_t
     return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_EXISTS : err;
 }
 
+static msv_err kt_publish(void *impl, uint64_t index, const uint8_t *pub, size_t len)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "UPDATE kt_log SET pub = ?2 WHERE idx = ?1 AND pub IS NULL;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)index);
+    sqlite3_bind_blob(st, 2, pub, (int)len, SQLITE_TRANSIENT);
+    return run(s, st);
+}
+
 /* The newest leaf of handle, or (tombstone) its newest tombstone (version byte 3). */
 static msv_err kt_latest(void *impl, const char *handle, int tombstone, struct msv_kt_rec *out)
 {
@@ -1639,7 +1662,7 @@ static msv_err kt_latest(void *impl, const char *handle, int tombstone, struct m
     struct msv_kt_rec *recs = NULL;
     size_t n = 0;
     msv_err err = prepare(s,
-                          "SELECT idx, leaf FROM kt_log WHERE handle = ?1 AND "
+                          "SELECT idx, leaf, pub FROM kt_log WHERE handle = ?1 AND "
                           "(?2 = 0 OR substr(leaf, 1, 1) = x'03') ORDER BY idx DESC LIMIT 1;",
                           &st);
 
@@ -1653,6 +1676,7 @@ static msv_err kt_latest(void *impl, const char *handle, int tombstone, struct m
     if (err == MSV_OK) {
         *out = recs[0];
         recs[0].leaf = NULL;
+        recs[0].pub = NULL;
     }
     msv_kt_recs_free(recs, n);
     return err;
@@ -2643,6 +2667,11 @@ static msv_err l_kt_labels_put(void *impl, const struct msv_kt_rec *recs, size_t
     TRANSACTION(kt_labels_put(impl, recs, n));
 }
 
+static msv_err l_kt_publish(void *impl, uint64_t index, const uint8_t *pub, size_t len)
+{
+    TRANSACTION(kt_publish(impl, index, pub, len));
+}
+
 static void l_kt_set_labeler(void *impl, msv_kt_labeler fn, void *ctx)
 {
     struct sqlite_store *s = impl;
@@ -3079,6 +3108,7 @@ static const struct msv_store_ops sqlite_ops = {
     .kt_labels_read = l_kt_labels_read,
     .kt_labels_put = l_kt_labels_put,
     .kt_set_labeler = l_kt_set_labeler,
+    .kt_publish = l_kt_publish,
     .prekeys_put = l_prekeys_put,
     .prekey_claim = l_prekey_claim,
     .kem_prekey_state = l_kem_prekey_state,
@@ -3323,8 +3353,10 @@ void msv_kt_recs_free(struct msv_kt_rec *recs, size_t n)
 {
     if (recs == NULL)
         return;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         free(recs[i].leaf);
+        free(recs[i].pub);
+    }
     free(recs);
 }
 

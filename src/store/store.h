@@ -100,8 +100,12 @@ typedef msv_err (*msv_kt_labeler)(void *ctx, const char *handle, uint32_t versio
 
 struct msv_kt_rec {
     uint64_t index;
-    uint8_t *leaf;
+    uint8_t *leaf; /* the device set, tombstone or other entry (a label, for kt_labels) */
     size_t leaf_len;
+    /* after the log's cut-over entry: the version-4 leaf the log publishes in its place
+     * (kt_log.pub, store schema 18; NULL until missived writes it: kt_publish) */
+    uint8_t *pub;
+    size_t pub_len;
 };
 
 void msv_kt_recs_free(struct msv_kt_rec *recs, size_t n);
@@ -449,6 +453,12 @@ struct msv_store_ops {
      * number among the handle's (1 for its first). fn must be safe to call from any thread.
      */
     void (*kt_set_labeler)(void *impl, msv_kt_labeler fn, void *ctx);
+    /*
+     * Keeps pub as the version-4 leaf that log entry index publishes in place of its device set
+     * (docs/transparency.md, "Leaves that name no handle"), unless it has one already (pub is a
+     * function of the entry and the directory's keys: every node writes the same bytes).
+     */
+    msv_err (*kt_publish)(void *impl, uint64_t index, const uint8_t *pub, size_t len);
 
     /*
      * Prekeys: the upload replaces the signed prekey (if it has one) and the
@@ -611,6 +621,6 @@ MSV_MUST_CHECK msv_err msv_store_sqlite_blob_files(const char *path, struct msv_
                                                    size_t *n);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 17
+#define MSV_STORE_SCHEMA_VERSION 18
 
 #endif
