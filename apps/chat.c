@@ -704,6 +704,11 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
 
         add_note(ch, from, "%s", notice ? notice : "");
         ch->reload = 1; /* shown under its new name */
+    } else if (strcmp(type, "classical") == 0) {
+        const char *h = json_string_value(json_object_get(event, "handle"));
+        const char *warning = json_string_value(json_object_get(event, "warning"));
+
+        add_note(ch, h ? h : "", "\u26a0 %s", warning ? warning : "");
     } else if (strcmp(type, "alarm") == 0 || strcmp(type, "unopened") == 0) {
         const char *warning = json_string_value(json_object_get(event, "warning"));
 

@@ -552,6 +552,7 @@ int cli_open(const struct cli *o, const char *dir, struct msv_client **c)
     (*c)->on_unreachable = cli_unreachable_warning;
     (*c)->on_pq_refused = cli_pq_refused_warning;
     (*c)->on_unopened = cli_unopened_warning;
+    (*c)->on_classical = cli_pq_refused_warning; /* the same warning line, naming the device */
     (*c)->on_unsealed = cli_unsealed_notice;
     (*c)->on_send_progress = cli_send_progress;
     return 0;
@@ -835,6 +836,30 @@ const char *cli_session_kind_name(int kind)
                                            : "none";
 }
 
+/*
+ * This device's own counts, with its row (j) or on a line under it (text, when one is not 0):
+ * one-time prekey secrets of lost uploads deleted once their bound passed, and sealed envelopes
+ * it could not open (sealed to a key it does not hold, or made classically to it).
+ */
+static void own_counts(struct msv_client *c, json_t *j)
+{
+    uint64_t reclaimed = msv_client_prekeys_reclaimed(c),
+             unopenable = msv_client_sealed_unopenable(c),
+             downgrades = msv_client_sealed_downgrades(c);
+
+    if (j != NULL) {
+        json_object_set_new(j, "prekeys_reclaimed", json_integer((json_int_t)reclaimed));
+        json_object_set_new(j, "sealed_unopenable", json_integer((json_int_t)unopenable));
+        json_object_set_new(j, "sealed_downgrades_refused", json_integer((json_int_t)downgrades));
+    } else if (reclaimed + unopenable + downgrades > 0) {
+        fprintf(cli_out,
+                "        this device: %llu prekeys of lost uploads reclaimed, %llu sealed "
+                "envelopes it could not open, %llu made classically to it refused\n",
+                (unsigned long long)reclaimed, (unsigned long long)unopenable,
+                (unsigned long long)downgrades);
+    }
+}
+
 static void print_device(const struct cli *o, struct msv_client *c, const char *handle,
                          json_t *list, const Msv__Wire__DeviceInfo *d, uint64_t self)
 {
@@ -844,8 +869,9 @@ static void print_device(const struct cli *o, struct msv_client *c, const char *
     unsigned suites = 0;
     uint8_t h[32];
     int pq = 0, session = d->device_id == self ? MSV_SESSION_NONE : msv_sessions_kind(c, handle, d);
-    uint64_t downgrades = msv_sessions_downgrades(c, d->device_id);
-    char refused[64] = "";
+    uint64_t downgrades = msv_sessions_downgrades(c, d->device_id),
+             classical = msv_client_classical_read(c, d->device_id);
+    char refused[64] = "", read[64] = "";
 
     if (msv_public_identity_parse((enum msv_suite)d->suite, d->identity.data, d->identity.len,
                                   &pub) == MSV_OK) {
@@ -874,23 +900,31 @@ static void print_device(const struct cli *o, struct msv_client *c, const char *
         json_object_set_new(j, "post_quantum", json_boolean(pq));
         json_object_set_new(j, "session", json_string(cli_session_kind_name(session)));
         json_object_set_new(j, "downgrades_refused", json_integer((json_int_t)downgrades));
+        json_object_set_new(j, "classical_read", json_integer((json_int_t)classical));
         json_object_set_new(j, "kem_steps",
                             json_integer(d->device_id == self
                                              ? 0
                                              : (json_int_t)msv_sessions_kem_steps(c, handle, d)));
+        if (d->device_id == self)
+            own_counts(c, j);
         json_array_append_new(list, j);
     } else {
         json_decref(compat);
         if (downgrades > 0)
             snprintf(refused, sizeof(refused), "  (%llu classical messages refused)",
                      (unsigned long long)downgrades);
-        fprintf(cli_out, "%6llu  %-7s  %s%s%s%s%s%s\n", (unsigned long long)d->device_id,
+        if (classical > 0)
+            snprintf(read, sizeof(read), "  (%llu classical envelopes read)",
+                     (unsigned long long)classical);
+        fprintf(cli_out, "%6llu  %-7s  %s%s%s%s%s%s%s\n", (unsigned long long)d->device_id,
                 msv_suite_name(d->suite), fp, d->device_id == self ? "  (this device)" : "", also,
                 pq ? "  post-quantum" : "",
                 session == MSV_SESSION_PQ          ? "  (post-quantum session)"
                 : session == MSV_SESSION_CLASSICAL ? "  (classical session)"
                                                    : "",
-                refused);
+                refused, read);
+        if (d->device_id == self)
+            own_counts(c, NULL);
     }
 }
 

@@ -12,6 +12,8 @@
  *   relay    B2: one-to-one messages over 1,000 and 10,000 connections, against
  *            Mosquitto at QoS 1 (apps/bench/net.c, as are the rest).
  *   fanout   B3: server cost per device copy, 1..10 devices and a group.
+ *   mls      B3's MLS side: commits and messages in a group of 2..5,000 devices
+ *            (apps/bench/mls.c).
  *   idle     B4: memory per idle TLS connection.
  *   queue    B5: offline queues filled, then drained.
  *   storage  B6: directory lookups; attachment transfers against nginx.
@@ -836,14 +838,15 @@ static const struct command {
     const char *name;
     int (*run)(const struct opts *o, FILE *out);
 } commands[] = {
-    {"crypto", bench_crypto},   {"relay", bench_relay}, {"fanout", bench_fanout},
-    {"idle", bench_idle},       {"queue", bench_queue}, {"storage", bench_storage},
-    {"cluster", bench_cluster}, {"xmpp", bench_xmpp},   {"keydir", bench_keydir},
+    {"crypto", bench_crypto},   {"relay", bench_relay},     {"fanout", bench_fanout},
+    {"mls", bench_mls},         {"idle", bench_idle},       {"queue", bench_queue},
+    {"storage", bench_storage}, {"cluster", bench_cluster}, {"xmpp", bench_xmpp},
+    {"keydir", bench_keydir},
 };
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: missive-bench [options] all|crypto|relay|fanout|idle|queue|storage|"
+    fprintf(f, "usage: missive-bench [options] all|crypto|relay|fanout|mls|idle|queue|storage|"
                "cluster|xmpp|keydir...\n\n"
                "Measures Missive against peers and limits in the same run and prints Markdown\n"
                "tables (bench/README.md says what each benchmark measures; bench/run.sh runs\n"
@@ -854,6 +857,8 @@ static void usage(FILE *f)
                "           ML-KEM-768 beside X25519\n"
                "  relay    B2: one-to-one relay at 1,000 and 10,000 connections vs. Mosquitto\n"
                "  fanout   B3: server cost per device copy (1..10 devices, a group of 32 x 3)\n"
+               "  mls      B3's MLS side: commit sizes and times, message cost, in a group\n"
+               "           of 2, 10, 100, 1,000 and 5,000 devices (in this process)\n"
                "  idle     B4: memory per idle TLS connection (10,000 and 50,000)\n"
                "  queue    B5: 1,000 offline devices x 100 envelopes, then all reconnect\n"
                "  storage  B6: directory lookups/s; attachment MB/s vs. nginx\n"

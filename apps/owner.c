@@ -513,6 +513,16 @@ static void on_pq_refused(void *ctx, const char *handle, uint64_t device, const 
               NULL);
 }
 
+/* This post-quantum device read a classical envelope from a device of an earlier version. */
+static void on_classical(void *ctx, const char *handle, uint64_t device, const char *warning)
+{
+    cli_pq_refused_warning(NULL, handle, device, warning); /* the same warning line */
+    broadcast(ctx,
+              json_pack("{s:s, s:o, s:I, s:o}", "type", "classical", "handle", rpc_text(handle),
+                        "device_id", (json_int_t)device, "warning", rpc_text(warning)),
+              NULL);
+}
+
 /* Sealed envelopes this device cannot open came: counted, and they name nobody. */
 static void on_unopened(void *ctx, const char *warning)
 {
@@ -877,8 +887,15 @@ static json_t *status(struct owner *ow, const struct peer *p)
                   "last_error", ow->online ? "" : ow->last_error, "waiting",
                   (json_int_t)ow->inbox_len, "unsealed_sends",
                   (json_int_t)msv_client_unsealed_sends(ow->c));
-    if (s != NULL && p->schema >= 2)
+    if (s != NULL && p->schema >= 2) {
         json_object_set_new(s, "schemas", schemas_served());
+        json_object_set_new(s, "prekeys_reclaimed",
+                            json_integer((json_int_t)msv_client_prekeys_reclaimed(ow->c)));
+        json_object_set_new(s, "sealed_unopenable",
+                            json_integer((json_int_t)msv_client_sealed_unopenable(ow->c)));
+        json_object_set_new(s, "sealed_downgrades_refused",
+                            json_integer((json_int_t)msv_client_sealed_downgrades(ow->c)));
+    }
     return s;
 }
 
@@ -1195,6 +1212,7 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     c->on_unreachable = on_unreachable;
     c->on_pq_refused = on_pq_refused;
     c->on_unopened = on_unopened;
+    c->on_classical = on_classical;
     rc = take_lock(ow);
     if (rc == 0)
         rc = bind_socket(ow);

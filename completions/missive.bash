@@ -160,7 +160,7 @@ _missive_crypto()
 _missive_bench()
 {
     local cur=${COMP_WORDS[COMP_CWORD]}
-    mapfile -t COMPREPLY < <(compgen -W "all crypto relay fanout idle queue storage cluster xmpp keydir --quick --runs
+    mapfile -t COMPREPLY < <(compgen -W "all crypto relay fanout mls idle queue storage cluster xmpp keydir --quick --runs
         --window --bin --server-cpu --loader-cpu --help" -- "$cur")
 }
 

@@ -1700,8 +1700,14 @@ static void test_log_key_rotation_attacks(void **state)
     test_server_cleanup(&s);
 }
 
+static struct msv_client *linked_device_of(struct test_server *s, struct msv_client *c,
+                                           const char *name, const char *handle, unsigned also);
+
 static struct msv_client *linked_device_as(struct test_server *s, struct msv_client *c,
-                                           const char *name, const char *handle);
+                                           const char *name, const char *handle)
+{
+    return linked_device_of(s, c, name, handle, 0);
+}
 
 /* Links a second device of c's account and approves it from c. */
 static struct msv_client *linked_device(struct test_server *s, struct msv_client *c,
@@ -1710,9 +1716,10 @@ static struct msv_client *linked_device(struct test_server *s, struct msv_client
     return linked_device_as(s, c, name, c->handle);
 }
 
-/* Links a device of c's account that authenticates with handle, approved from c. */
-static struct msv_client *linked_device_as(struct test_server *s, struct msv_client *c,
-                                           const char *name, const char *handle)
+/* Links a device of c's account that authenticates with handle (identity flags also),
+ * approved from c. */
+static struct msv_client *linked_device_of(struct test_server *s, struct msv_client *c,
+                                           const char *name, const char *handle, unsigned also)
 {
     struct msv_client *d = NULL;
     uint8_t fp[32];
@@ -1722,7 +1729,7 @@ static struct msv_client *linked_device_as(struct test_server *s, struct msv_cli
 
     snprintf(dir, sizeof(dir), "%s/%s", s->dir, name);
     assert_int_equal(
-        msv_client_create(dir, handle, "127.0.0.1", s->port, MSV_SUITE_MODERN, 0, NULL, fp, &d),
+        msv_client_create(dir, handle, "127.0.0.1", s->port, MSV_SUITE_MODERN, also, NULL, fp, &d),
         MSV_OK);
     assert_int_equal(msv_client_link(d, TEST_PASSWORD), MSV_OK);
     /* approving needs the request to join, whose key the approval signs */
@@ -1745,6 +1752,47 @@ static void hide_newest_entry(struct test_server *s, const char *handle)
              handle);
     server_sql(s, sql);
     test_server_start(s);
+}
+
+/* A new server with post-quantum alice@example.org and bob@example.org. */
+static void pq_pair(struct test_server *s, struct msv_client **alice, struct msv_client **bob)
+{
+    test_server_init(s, NULL);
+    test_server_start(s);
+    *alice =
+        test_client_of_suites(s, "alice", "alice@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    *bob = test_client_of_suites(s, "bob", "bob@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+}
+
+/*
+ * alice remembers bob's two post-quantum devices and has a session with neither; his laptop
+ * leaves his account before she writes. The session start's claim has no bundle for the laptop:
+ * alice learns bob's devices from the log again, once, and the message goes to his phone; a
+ * device the log still lists would be refused as withheld (K30). The rule is applied where the
+ * claim's answer is read, for the session start as for the sealing key.
+ */
+static void test_gone_device_rechecked(void **state)
+{
+    struct msv_client *alice, *bob, *laptop;
+    const char *to_bob[1] = {"bob@example.org"};
+    uint8_t id[16];
+    msv_frame *devs = NULL;
+    struct test_server s;
+
+    (void)state;
+    pq_pair(&s, &alice, &bob);
+    laptop = linked_device_of(&s, bob, "bob-laptop", to_bob[0], MSV_IDENTITY_PQ);
+    assert_int_equal(msv_client_devices(alice, to_bob[0], &devs), MSV_OK);
+    assert_int_equal(devs->lookup_result->results[0]->n_devices, 2);
+    msv_frame_free(devs);
+    assert_int_equal(msv_client_remove_device(bob, laptop->device_id), MSV_OK);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "to the phone", NULL, 0, NULL, id), MSV_OK);
+    receive_all(bob);
+    assert_true(received_text(bob, "to the phone"));
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(laptop);
+    test_server_cleanup(&s);
 }
 
 /*
@@ -2043,9 +2091,10 @@ static void count_pq_refused(void *ctx, const char *handle, uint64_t device_id, 
 /*
  * A server that refuses to hand out a post-quantum device's keys (busy, or "slow down") withholds
  * nothing: the send fails as a failure to reach it, waits in the outbox and goes once the server
- * answers, and no pq_refused warning blames the server. Both paths: the sealing key of a device
- * alice has a session with (bob), and the prekeys of a session start (carol). Before, each was
- * reported as a withheld key (MSV_ERR_AUTH, MSV_REFUSAL_PQ, the warning).
+ * answers, and no pq_refused warning blames the server: the failure says the server is busy and
+ * the message is tried again. Both paths: the sealing key of a device alice has a session with
+ * (bob), and the prekeys of a session start (carol). Before, each was reported as a withheld key
+ * (MSV_ERR_AUTH, MSV_REFUSAL_PQ, the warning), then with the server's words alone.
  */
 static void test_claim_refused_is_not_withheld(void **state)
 {
@@ -2056,11 +2105,7 @@ static void test_claim_refused_is_not_withheld(void **state)
     int warned = 0;
 
     (void)state;
-    test_server_init(&s, NULL);
-    test_server_start(&s);
-    alice =
-        test_client_of_suites(&s, "alice", "alice@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
-    bob = test_client_of_suites(&s, "bob", to_bob[0], MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    pq_pair(&s, &alice, &bob);
     carol = test_client_of_suites(&s, "carol", to_carol[0], MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
     alice->on_pq_refused = count_pq_refused;
     alice->ctx = &warned;
@@ -2082,10 +2127,15 @@ static void test_claim_refused_is_not_withheld(void **state)
                      MSV_ERR_IO);
     assert_int_not_equal(alice->why.code, MSV_REFUSAL_PQ);
     assert_non_null(strstr(alice->why.message, "did not give the post-quantum sealing key"));
+    /* said as what it is: the server busy, the message tried again (not "withheld") */
+    assert_non_null(strstr(alice->why.message, "now (busy: too many prekey claims"));
+    assert_non_null(strstr(alice->why.message, "waits in the outbox and is tried again"));
     assert_int_equal(msv_client_send(alice, to_carol, 1, "session, waits", NULL, 0, NULL, id),
                      MSV_ERR_IO);
     assert_int_not_equal(alice->why.code, MSV_REFUSAL_PQ);
     assert_non_null(strstr(alice->why.message, "did not give the post-quantum prekeys"));
+    assert_non_null(strstr(alice->why.message, "now (busy: too many prekey claims"));
+    assert_non_null(strstr(alice->why.message, "waits in the outbox and is tried again"));
     assert_int_equal(warned, 0);
 
     test_server_stop(&s);
@@ -2134,6 +2184,56 @@ static void set_prekey_setting(struct msv_client *c, const char *which, uint32_t
         assert_int_equal(msv_client_db_set(c->db, which, v, since < 0 ? 4 : 12), MSV_OK);
 }
 
+/* Starts s (stopped) storing prekey uploads without answering them, and connects c to it. */
+static void connect_answer_lost(struct test_server *s, struct msv_client *c)
+{
+    msv_err lost;
+
+    snprintf(s->extra, sizeof(s->extra), "drop_prekey_answers = true");
+    test_server_start(s);
+    drop_connection(c);
+    lost = msv_client_connect(c); /* publishes: stored, the answer lost */
+    (void)lost;
+    drop_connection(c);
+}
+
+/*
+ * Post-quantum alice, bob and dave on a new server, alice and dave acquainted with bob, alice
+ * holding bob's profile key (her sends to him are sealed).
+ */
+static void three_pq(struct test_server *s, struct msv_client **alice, struct msv_client **bob,
+                     struct msv_client **dave)
+{
+    const char *to_alice[1] = {"alice@example.org"};
+    uint8_t id[16];
+
+    test_server_init(s, NULL);
+    test_server_start(s);
+    *alice = test_client_of_suites(s, "alice", to_alice[0], MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    *bob = test_client_of_suites(s, "bob", "bob@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    *dave = test_client_of_suites(s, "dave", "dave@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    test_acquaint(*alice, *bob);
+    test_acquaint(*dave, *bob);
+    assert_int_equal(msv_client_send(*bob, to_alice, 1, "hello", NULL, 0, NULL, id), MSV_OK);
+    receive_all(*alice);
+}
+
+/* Sends bob a first message from dave (a session start) and a sealed one from alice, made with
+ * the keys the server holds now (alice's kept sealing key of bob forgotten). */
+static void send_with_new_keys(struct msv_client *alice, struct msv_client *dave)
+{
+    const char *to_bob[1] = {"bob@example.org"};
+    uint8_t id[16];
+
+    assert_int_equal(
+        msv_client_send(dave, to_bob, 1, "a session with the new prekey", NULL, 0, NULL, id),
+        MSV_OK);
+    assert_int_equal(msv_client_db_unset_prefix(alice->db, "seal-kem:"), MSV_OK);
+    assert_int_equal(
+        msv_client_send(alice, to_bob, 1, "sealed to the new KEM prekey", NULL, 0, NULL, id),
+        MSV_OK);
+}
+
 /*
  * bob's rotation of his signed prekey and last-resort KEM prekey reached the server, but the
  * answer was lost. Senders use the new keys at once: dave's first message (a session started
@@ -2144,22 +2244,12 @@ static void set_prekey_setting(struct msv_client *c, const char *which, uint32_t
  */
 static void test_lost_prekey_answer(void **state)
 {
-    const char *to_bob[1] = {"bob@example.org"}, *to_alice[1] = {"alice@example.org"};
     struct test_server s;
     struct msv_client *alice, *bob, *dave;
     uint32_t spk_new, spk_was, kem_new, kem_was;
-    uint8_t id[16];
 
     (void)state;
-    test_server_init(&s, NULL);
-    test_server_start(&s);
-    alice = test_client_of_suites(&s, "alice", to_alice[0], MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
-    bob = test_client_of_suites(&s, "bob", to_bob[0], MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
-    dave = test_client_of_suites(&s, "dave", "dave@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
-    test_acquaint(alice, bob);
-    test_acquaint(dave, bob);
-    assert_int_equal(msv_client_send(bob, to_alice, 1, "hello", NULL, 0, NULL, id), MSV_OK);
-    receive_all(alice); /* alice learns bob's profile key: her next send is sealed */
+    three_pq(&s, &alice, &bob, &dave);
 
     /* in use for over a week: the next publish rotates both */
     spk_was = prekey_setting(bob, "signed-prekey");
@@ -2178,13 +2268,7 @@ static void test_lost_prekey_answer(void **state)
     set_prekey_setting(bob, "kem-last-resort-old", 0, -1);
     set_prekey_setting(bob, "kem-last-resort-pending", kem_new, -1);
 
-    assert_int_equal(
-        msv_client_send(dave, to_bob, 1, "a session with the new prekey", NULL, 0, NULL, id),
-        MSV_OK);
-    assert_int_equal(msv_client_db_unset_prefix(alice->db, "seal-kem:"), MSV_OK);
-    assert_int_equal(
-        msv_client_send(alice, to_bob, 1, "sealed to the new KEM prekey", NULL, 0, NULL, id),
-        MSV_OK);
+    send_with_new_keys(alice, dave);
     receive_all(bob); /* on the same connection: nothing settled yet */
     assert_true(received_text(bob, "a session with the new prekey"));
     assert_true(received_text(bob, "sealed to the new KEM prekey"));
@@ -2207,6 +2291,101 @@ static void test_lost_prekey_answer(void **state)
     assert_int_equal(prekey_setting(bob, "kem-last-resort-old"), kem_was);
     assert_int_equal(prekey_setting(bob, "signed-prekey-pending"), 0);
     assert_int_equal(prekey_setting(bob, "kem-last-resort-pending"), 0);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(dave);
+    test_server_cleanup(&s);
+}
+
+/*
+ * The same with a real lost answer: the server stores bob's rotation of his signed prekey and
+ * last-resort KEM prekey and closes the connection unanswered ([testing] drop_prekey_answers).
+ * The new keys stay pending (the old ones in use), senders get the new ones from the server, and
+ * bob reads both a session started with the new signed prekey and an envelope sealed to the new
+ * KEM prekey; his next connection records them as in use. Before the rotation was recorded ahead
+ * of its upload, bob kept the old keys as his only ones and dropped both messages.
+ */
+static void test_rotation_answer_dropped(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob, *dave;
+    uint32_t spk_new, spk_was, kem_new, kem_was;
+
+    (void)state;
+    three_pq(&s, &alice, &bob, &dave);
+    test_server_stop(&s);
+    kem_was = prekey_setting(bob, "kem-last-resort");
+    spk_was = prekey_setting(bob, "signed-prekey");
+    /* in use for over a week: bob's next connection rotates both, and the answer is lost */
+    set_prekey_setting(bob, "signed-prekey", spk_was, 0);
+    connect_answer_lost(&s, bob);
+    spk_new = prekey_setting(bob, "signed-prekey-pending");
+    kem_new = prekey_setting(bob, "kem-last-resort-pending");
+    assert_true(spk_new > spk_was && kem_new > kem_was);
+    assert_int_equal(prekey_setting(bob, "signed-prekey"), spk_was);
+    assert_int_equal(prekey_setting(bob, "kem-last-resort"), kem_was);
+    test_server_stop(&s);
+    assert_int_equal(server_count(&s, "SELECT max(key_id) FROM signed_prekeys"), spk_new);
+
+    s.extra[0] = '\0';
+    test_server_start(&s);
+    send_with_new_keys(alice, dave);
+    receive_all(bob);
+    assert_true(received_text(bob, "a session with the new prekey"));
+    assert_true(received_text(bob, "sealed to the new KEM prekey"));
+    assert_int_equal(msv_client_sealed_unopenable(bob), 0);
+    /* settled: the new ones in use, the ones before kept, none pending */
+    assert_int_equal(prekey_setting(bob, "kem-last-resort") + prekey_setting(bob, "signed-prekey"),
+                     kem_new + spk_new);
+    assert_int_equal(prekey_setting(bob, "kem-last-resort-old"), kem_was);
+    assert_int_equal(prekey_setting(bob, "signed-prekey-old"), spk_was);
+    assert_int_equal(prekey_setting(bob, "kem-last-resort-pending") +
+                         prekey_setting(bob, "signed-prekey-pending"),
+                     0);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(dave);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A signed last-resort KEM prekey carries no date: a server can serve an older one of bob's
+ * again (here the one before his rotation, with his one-time KEM prekeys withheld). alice has
+ * seen the newer one (as bob's sealing key), so a session start with the older one is refused
+ * as a withheld key (MSV_REFUSAL_PQ), nothing sent. Before, alice started the session with it.
+ */
+static void test_old_last_resort_refused(void **state)
+{
+    const char *to_bob[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *dave;
+    uint8_t id[16];
+
+    (void)state;
+    three_pq(&s, &alice, &bob, &dave);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "first", NULL, 0, NULL, id), MSV_OK);
+    test_server_stop(&s);
+    server_sql(&s, "CREATE TABLE old_lr AS SELECT * FROM kem_prekeys WHERE last_resort = 1;");
+    test_server_start(&s);
+    /* bob rotates; alice learns the new one as his sealing key */
+    set_prekey_setting(bob, "signed-prekey", prekey_setting(bob, "signed-prekey"), 0);
+    reconnect(bob);
+    assert_int_equal(msv_client_db_unset_prefix(alice->db, "seal-kem:"), MSV_OK);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "second", NULL, 0, NULL, id), MSV_OK);
+
+    /* the server serves the older one again, and no one-time KEM prekey */
+    test_server_stop(&s);
+    server_sql(&s, "DELETE FROM kem_prekeys WHERE device_id IN (SELECT device_id FROM old_lr); "
+                   "INSERT INTO kem_prekeys SELECT * FROM old_lr;");
+    test_server_start(&s);
+    assert_int_equal(msv_client_db_unset_prefix(alice->db, "session:"), MSV_OK);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "to an old key", NULL, 0, NULL, id),
+                     MSV_ERR_AUTH);
+    assert_int_equal(alice->why.code, MSV_REFUSAL_PQ);
+    drop_connection(bob); /* its server was restarted */
+    receive_all(bob);
+    assert_true(received_text(bob, "second"));
+    assert_false(received_text(bob, "to an old key"));
     msv_client_close(alice);
     msv_client_close(bob);
     msv_client_close(dave);
@@ -2240,6 +2419,50 @@ static int has_setting(struct msv_client *c, int kem, long long id)
     return err == MSV_OK;
 }
 
+static void count_unopened(void *ctx, const char *warning)
+{
+    assert_non_null(strstr(warning, "post-quantum key this device does not hold"));
+    (*(int *)ctx)++;
+}
+
+/*
+ * alice keeps bob's sealing key for 3 days; meanwhile bob rotates twice, so he no longer holds
+ * its secret. Her envelope sealed to it cannot be opened and names nobody: bob counts it
+ * (sealed-unopenable) and is told, once, that something did not arrive; nothing is read.
+ */
+static void test_sealed_to_key_let_go(void **state)
+{
+    const char *to_bob[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *dave;
+    uint32_t kem_first;
+    uint8_t id[16];
+    int told = 0;
+
+    (void)state;
+    three_pq(&s, &alice, &bob, &dave);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "first", NULL, 0, NULL, id), MSV_OK);
+    receive_all(bob);
+    kem_first = prekey_setting(bob, "kem-last-resort");
+    for (int i = 0; i < 2; i++) {
+        set_prekey_setting(bob, "signed-prekey", prekey_setting(bob, "signed-prekey"), 0);
+        reconnect(bob);
+    }
+    assert_false(has_setting(bob, 1, kem_first));
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "to a key let go", NULL, 0, NULL, id),
+                     MSV_OK);
+    bob->on_unopened = count_unopened;
+    bob->ctx = &told;
+    receive_all(bob);
+    assert_false(received_text(bob, "to a key let go"));
+    assert_int_equal(msv_client_sealed_unopenable(bob), 1);
+    assert_int_equal(told, 1);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(dave);
+    test_server_cleanup(&s);
+}
+
 /*
  * bob's upload of one-time prekeys is stored but its answer is lost, so he cannot know whether
  * the server holds them: the batches are recorded, his next connection replaces every
@@ -2256,7 +2479,6 @@ static void test_lost_one_time_prekeys_reclaimed(void **state)
     char sql[200];
     long long x_first, kem_first;
     uint8_t rec[8 * 17], secret[64] = {1};
-    msv_err lost;
 
     (void)state;
     test_server_init(&s, NULL);
@@ -2264,12 +2486,7 @@ static void test_lost_one_time_prekeys_reclaimed(void **state)
     bob = test_client_of_suites(&s, "bob", "bob@example.org", MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
     test_server_stop(&s);
     server_sql(&s, "DELETE FROM one_time_prekeys; DELETE FROM kem_prekeys WHERE last_resort = 0;");
-    snprintf(s.extra, sizeof(s.extra), "drop_prekey_answers = true");
-    test_server_start(&s);
-    drop_connection(bob);
-    lost = msv_client_connect(bob); /* the upload is stored; its answer never comes */
-    (void)lost;
-    drop_connection(bob);
+    connect_answer_lost(&s, bob); /* the upload is stored; its answer never comes */
     assert_int_equal(msv_sessions_prekeys_unsettled(bob, &batches, &reclaimed), MSV_OK);
     assert_int_equal(batches, 2); /* the X25519 batch and the KEM one */
     assert_int_equal(reclaimed, 0);
@@ -2323,12 +2540,7 @@ static void test_lost_one_time_prekeys_reclaimed(void **state)
     assert_int_equal(msv_client_db_set(bob->db, "prekey:4000000023", secret, 64), MSV_OK);
     test_server_stop(&s);
     server_sql(&s, "DELETE FROM one_time_prekeys; DELETE FROM kem_prekeys WHERE last_resort = 0;");
-    snprintf(s.extra, sizeof(s.extra), "drop_prekey_answers = true");
-    test_server_start(&s);
-    drop_connection(bob);
-    lost = msv_client_connect(bob);
-    (void)lost;
-    drop_connection(bob);
+    connect_answer_lost(&s, bob);
     assert_int_equal(msv_sessions_prekeys_unsettled(bob, &batches, &reclaimed), MSV_OK);
     assert_int_equal(batches, MSV_PREKEYS_UNSETTLED_MAX);
     assert_int_equal(reclaimed, MSV_PREKEYS_BATCH + MSV_KEM_PREKEYS_BATCH + 2);
@@ -2339,18 +2551,12 @@ static void test_lost_one_time_prekeys_reclaimed(void **state)
     test_server_cleanup(&s);
 }
 
-static void count_unopened(void *ctx, const char *warning)
-{
-    assert_non_null(strstr(warning, "post-quantum key this device does not hold"));
-    (*(int *)ctx)++;
-}
-
 /*
  * A last-resort KEM secret this device keeps but does not hold as in use (from an upload the
  * server refused, or replaced twice since) opens nothing: the server serves it as bob's
  * sealing key, and alice's envelope sealed to it is not read, but counted, and bob is told
- * (naming nobody: nothing in it authenticates). Before, any kept last-resort secret opened
- * a sealed envelope.
+ * (naming nobody: nothing in it authenticates); the next connection erases it. Before, any
+ * kept last-resort secret opened a sealed envelope, and then such a secret was kept for good.
  */
 static void test_stray_last_resort_opens_nothing(void **state)
 {
@@ -2392,9 +2598,15 @@ static void test_stray_last_resort_opens_nothing(void **state)
     assert_int_equal(told, 2); /* a minute later, the second is told of */
     msv_client_tell_unopened(bob);
     assert_int_equal(told, 2); /* and only once */
-    /* bob's next connection sees that the server holds another key than his: new ones */
+    /* bob's next connection sees that the server holds another key than his: new ones; the
+     * stray secret is erased (only the one in use and the one before are kept) */
+    assert_true(has_setting(bob, 1, kem_new));
     reconnect(bob);
     assert_true(prekey_setting(bob, "kem-last-resort") > kem_new);
+    assert_int_equal(prekey_setting(bob, "kem-last-resort-old"), kem_was);
+    assert_false(has_setting(bob, 1, kem_new));
+    assert_true(has_setting(bob, 1, kem_was));
+    assert_true(has_setting(bob, 1, prekey_setting(bob, "kem-last-resort")));
     msv_client_close(alice);
     msv_client_close(bob);
     test_server_cleanup(&s);
@@ -2439,12 +2651,21 @@ static void queue_envelope(struct test_server *s, uint64_t device, const struct 
     sqlite3_close(db);
 }
 
+static void count_classical(void *ctx, const char *handle, uint64_t device, const char *warning)
+{
+    (void)device;
+    assert_string_equal(handle, "carol@example.org");
+    assert_non_null(strstr(warning, "came in a classical envelope"));
+    (*(int *)ctx)++;
+}
+
 /*
  * Between two post-quantum devices a classical modern envelope is a downgrade (a sender never
  * makes one: it refuses such a device without a post-quantum session, K30): bob does not read
  * alice's, records it as unreadable (alice proved she sent it) and so tells his user. Sent to
  * carol, whose identity is of an earlier version, the same envelope is read. Before, bob read
- * it without a word.
+ * it without a word. carol's own classical envelope to bob (she can make no other) is read,
+ * but never silently: counted for her device and said (on_classical). Before, without a word.
  */
 static void test_classical_envelope_between_pq_devices(void **state)
 {
@@ -2452,6 +2673,7 @@ static void test_classical_envelope_between_pq_devices(void **state)
     struct msv_client *alice, *bob, *carol;
     uint8_t *pt = NULL, *wire = NULL;
     size_t pt_len = 0, len = 0;
+    int told = 0;
 
     (void)state;
     test_server_init(&s, NULL);
@@ -2462,6 +2684,7 @@ static void test_classical_envelope_between_pq_devices(void **state)
     carol = client_for(&s, "carol", "carol@example.org");
     test_acquaint(bob, alice);
     test_acquaint(carol, alice);
+    test_acquaint(bob, carol);
     drop_connection(alice);
     drop_connection(bob);
     drop_connection(carol);
@@ -2480,13 +2703,27 @@ static void test_classical_envelope_between_pq_devices(void **state)
                      MSV_OK);
     queue_envelope(&s, carol->device_id, alice, MSV_SUITE_MODERN, wire, len);
     free(wire);
+    wire = NULL;
+    free(pt);
+    message_payload("from an earlier device", &pt, &pt_len);
+    assert_int_equal(msv_seal_suite(carol->id, msv_identity_public(bob->id), MSV_SUITE_MODERN, pt,
+                                    pt_len, &wire, &len),
+                     MSV_OK);
+    queue_envelope(&s, bob->device_id, carol, MSV_SUITE_MODERN, wire, len);
+    free(wire);
     free(pt);
     test_server_start(&s);
+    bob->on_classical = count_classical;
+    bob->ctx = &told;
     receive_all(bob);
     receive_all(carol);
     assert_false(received_text(bob, "classical to a post-quantum device"));
     assert_true(has_unreadable(bob));
     assert_true(received_text(carol, "classical to an earlier device"));
+    assert_true(received_text(bob, "from an earlier device"));
+    assert_int_equal(told, 1);
+    assert_int_equal(msv_client_classical_read(bob, carol->device_id), 1);
+    assert_int_equal(msv_client_classical_read(bob, alice->device_id), 0);
     msv_client_close(alice);
     msv_client_close(bob);
     msv_client_close(carol);
@@ -5227,6 +5464,10 @@ int main(void)
         cmocka_unit_test(test_sealed_sender_hybrid_and_classical),
         cmocka_unit_test(test_claim_refused_is_not_withheld),
         cmocka_unit_test(test_lost_prekey_answer),
+        cmocka_unit_test(test_rotation_answer_dropped),
+        cmocka_unit_test(test_old_last_resort_refused),
+        cmocka_unit_test(test_gone_device_rechecked),
+        cmocka_unit_test(test_sealed_to_key_let_go),
         cmocka_unit_test(test_lost_one_time_prekeys_reclaimed),
         cmocka_unit_test(test_stray_last_resort_opens_nothing),
         cmocka_unit_test(test_classical_envelope_between_pq_devices),

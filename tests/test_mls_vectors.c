@@ -594,7 +594,7 @@ static int private_case(const struct mp *m, json_t *tc, const char *name, const 
 {
     struct bytes want = hex(tc, name), msg = hex(tc, priv_name);
     static const uint8_t tag[MSV_MLS_NH] = {7};
-    struct msv_mls_content c = {1, NULL, 0, content_type, want.p, want.n, NULL, 0};
+    struct msv_mls_content c = {1, NULL, 0, content_type, want.p, want.n, NULL, 0, NULL, 0, 0};
     uint8_t guard[4] = {1, 2, 3, 4}, *mine = NULL;
     size_t mine_len = 0;
     int ok = private_carries(m, msg.p, msg.n, &want, content_type);
@@ -817,8 +817,8 @@ static void run_codec(void)
 static int impersonation_refused(const struct mp *m, json_t *tc)
 {
     struct bytes proposal = hex(tc, "proposal");
-    struct msv_mls_content c = {0,          NULL,       0,    MSV_MLS_CONTENT_PROPOSAL,
-                                proposal.p, proposal.n, NULL, 0};
+    struct msv_mls_content c = {
+        0, NULL, 0, MSV_MLS_CONTENT_PROPOSAL, proposal.p, proposal.n, NULL, 0, NULL, 0, 0};
     uint8_t *msg = NULL;
     size_t len = 0;
     int ok = msv_mls_public_protect(&m->ep, &c, m->sig_priv.p, &msg, &len) == MSV_OK &&
@@ -834,7 +834,8 @@ static int framing_refusals(json_t *tc)
 {
     struct mp m;
     struct bytes app = hex(tc, "application"), pub = hex(tc, "proposal_pub");
-    struct msv_mls_content c = {1, NULL, 0, MSV_MLS_CONTENT_APPLICATION, app.p, app.n, NULL, 0};
+    struct msv_mls_content c = {1,    NULL, 0, MSV_MLS_CONTENT_APPLICATION, app.p, app.n, NULL, 0,
+                                NULL, 0,    0};
     uint8_t guard[4] = {9, 9, 9, 9}, *msg = NULL, *plain = NULL, *longer = NULL;
     size_t len = 0, plain_len = 0;
     uint32_t gen = 0;

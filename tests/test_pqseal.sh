@@ -124,6 +124,19 @@ grep -q "an older post-quantum sealing key" err.txt && grep -q "WARNING" err.txt
 [ "$(queued)" = "$was" ] && ok || bad "nothing queued for bob: $was -> $(queued)"
 sqlite3 "dev-carol/carol@example.org/state.db" "DELETE FROM settings WHERE key GLOB 'seal-kem:*'"
 
+# ---- a device's own counts: one-time prekey secrets of lost uploads reclaimed, sealed envelopes
+# it could not open (missive devices, text and -o json; the daemon's status below) ----
+sqlite3 "dev-alice/alice@example.org/state.db" \
+    "INSERT OR REPLACE INTO settings (key, value) VALUES ('prekeys-reclaimed', X'0000000000000007')"
+expect 0 "alice's devices" -- as alice -o json devices
+[ "$(field '[d for d in r if d["this_device"]][0]["prekeys_reclaimed"]')" = 7 ] && ok ||
+    bad "devices -o json counts reclaimed prekeys: $(cat out.txt)"
+[ "$(field '[d for d in r if not d["this_device"]] == [] or "prekeys_reclaimed" not in [d for d in r if not d["this_device"]][0]')" = True ] && ok ||
+    bad "only this device's row has its counts: $(cat out.txt)"
+expect 0 "alice's devices, text" -- as alice devices
+grep -q "this device: 7 prekeys of lost uploads reclaimed" out.txt && ok ||
+    bad "devices says it: $(cat out.txt)"
+
 # ---- the daemon (schema 2): the refusal is a pq_refused event, not in schema 1 ----
 acquaint alice dave
 acquaint alice erin
@@ -145,6 +158,11 @@ grep -q '"pq_refused"' ev1.txt && bad "schema 1 got pq_refused: $(cat ev1.txt)" 
 grep -q "post-quantum sealing key" rpc.txt && ok || bad "the send's answer says why: $(cat rpc.txt)"
 cat ev2.txt rpc.txt >wire2.jsonl
 daemon_schema_ok 2 wire2.jsonl && ok || bad "schema 2"
+# the device's own counts in the daemon's status (schema 2): 7 reclaimed prekey secrets
+daemon_rpc "$sock" --schema 2 '{"jsonrpc":"2.0","id":2,"method":"status"}' >status.txt
+grep -Eq '"prekeys_reclaimed": ?7' status.txt && grep -q '"sealed_unopenable"' status.txt && ok ||
+    bad "status counts reclaimed prekeys: $(cat status.txt)"
+daemon_schema_ok 2 status.txt && ok || bad "status in schema 2"
 daemon_schema_ok 1 ev1.txt && ok || bad "schema 1"
 kill -TERM "$daemon"
 wait "$daemon"

@@ -1479,6 +1479,47 @@ static void *claim_kem_rounds(void *arg)
  * one database claiming at once never hand out the same key; removal drops
  * them.
  */
+/*
+ * A device and its first prekeys are stored together or not at all: storing its KEM prekey
+ * fails (a trigger refuses the row), and neither the device, nor its signed prekey, nor a log
+ * entry for it is left (a crash between the two used to leave a post-quantum device listed
+ * without the keys every sender needs). Both backends.
+ */
+static void test_device_with_first_prekeys_atomic(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "atomic"), id = 0;
+    struct msv_kem_prekey_rec *last = calloc(1, sizeof(*last));
+    struct msv_prekey_upload first = {.has_signed = 1, .signed_id = 7, .kem_last_resort = last};
+    long long devices, signed_keys, log;
+
+    assert_non_null(last);
+    last->id = 8;
+    devices = count_rows(f, "SELECT count(*) FROM devices");
+    signed_keys = count_rows(f, "SELECT count(*) FROM signed_prekeys");
+    log = count_rows(f, "SELECT count(*) FROM kt_log");
+    raw_exec(f, f->pg ? "CREATE FUNCTION refuse_kem() RETURNS trigger AS $$ BEGIN RAISE "
+                        "EXCEPTION 'refused'; END $$ LANGUAGE plpgsql; CREATE TRIGGER refuse_kem "
+                        "BEFORE INSERT ON kem_prekeys FOR EACH ROW EXECUTE FUNCTION refuse_kem();"
+                      : "CREATE TRIGGER refuse_kem BEFORE INSERT ON kem_prekeys BEGIN SELECT "
+                        "RAISE(ABORT, 'refused'); END;");
+    assert_int_not_equal(OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"identity", 8,
+                                            (const uint8_t *)"token", 5, 1, 2000, &first, &id),
+                         MSV_OK);
+    assert_int_equal(count_rows(f, "SELECT count(*) FROM devices"), devices);
+    assert_int_equal(count_rows(f, "SELECT count(*) FROM signed_prekeys"), signed_keys);
+    assert_int_equal(count_rows(f, "SELECT count(*) FROM kt_log"), log);
+    /* without the trigger the same call stores both */
+    raw_exec(f, f->pg ? "DROP TRIGGER refuse_kem ON kem_prekeys;" : "DROP TRIGGER refuse_kem;");
+    assert_int_equal(OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"identity", 8,
+                                        (const uint8_t *)"token", 5, 1, 2000, &first, &id),
+                     MSV_OK);
+    assert_int_equal(count_rows(f, "SELECT count(*) FROM devices"), devices + 1);
+    assert_int_equal(count_rows(f, "SELECT count(*) FROM signed_prekeys"), signed_keys + 1);
+    assert_int_equal(count_rows(f, "SELECT count(*) FROM kem_prekeys WHERE last_resort = 1"), 1);
+    free(last);
+}
+
 static void test_kem_prekeys(void **state)
 {
     struct fixture *f = *state;
@@ -2241,6 +2282,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mls_store, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kem_prekeys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_device_with_first_prekeys_atomic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reports, setup, teardown),
@@ -2273,6 +2315,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_mls_store, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_kem_prekeys, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_device_with_first_prekeys_atomic, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_blobs, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_reports, setup_pg, teardown),

@@ -40,6 +40,7 @@ int bench_storage(const struct opts *o, FILE *out); /* B6 */
 int bench_cluster(const struct opts *o, FILE *out); /* B7 */
 int bench_xmpp(const struct opts *o, FILE *out);    /* B8 */
 int bench_keydir(const struct opts *o, FILE *out);  /* B9, keydir.c */
+int bench_mls(const struct opts *o, FILE *out);     /* B3's MLS side, mls.c */
 
 /* ---- procs.c: servers under measurement ------------------------------------------------ */
 

@@ -59,6 +59,10 @@ struct msv_client {
      * later receive's end); may be NULL
      */
     void (*on_unopened)(void *ctx, const char *warning);
+    /* this post-quantum device read a classical envelope (modern, classic or ecies) from a
+     * device of handle whose identity does not say post-quantum: read, counted per device
+     * (msv_client_classical_read), and said each time; may be NULL */
+    void (*on_classical)(void *ctx, const char *handle, uint64_t device_id, const char *warning);
     int64_t unopened_said_ms; /* when on_unopened was last called (monotonic ms) */
     /* a message went to handle without sealed sender (the relay refused its delivery token) */
     void (*on_unsealed)(void *ctx, const char *handle);
@@ -748,6 +752,10 @@ uint64_t msv_client_unsealed_sends(struct msv_client *c);
 uint64_t msv_client_sealed_downgrades(struct msv_client *c);
 /* How many sealed envelopes came sealed to a post-quantum key this device does not hold. */
 uint64_t msv_client_sealed_unopenable(struct msv_client *c);
+/* How many one-time prekey secrets of uploads whose answer was lost were deleted so far. */
+uint64_t msv_client_prekeys_reclaimed(struct msv_client *c);
+/* How many classical envelopes from device_id this post-quantum device read (on_classical). */
+uint64_t msv_client_classical_read(struct msv_client *c, uint64_t device_id);
 /* Tells on_unopened of such envelopes not told of yet (at most once a minute per process). */
 void msv_client_tell_unopened(struct msv_client *c);
 

@@ -315,6 +315,22 @@ msv_err client_pq_refused(struct msv_client *c, const char *handle, uint64_t dev
                           const char *what, const char *speaks);
 
 /*
+ * Claims the prekey bundles of the n devices ids (sealing: their last-resort KEM prekeys only,
+ * handing nothing out once), for the session start and the sealing-key fetch alike: *resp
+ * (caller frees with msv_frame_free) on an answer. A refusal that withholds nothing (the
+ * server busy, or saying "slow down") is MSV_ERR_IO, c->why saying "the server did not give
+ * WHAT now (busy ...); tried again ..."; no answer at all is MSV_ERR_IO too; any other
+ * refusal is returned as msv_request_prekey_claim gives it. An answer with no bundle at all
+ * for a device whose pq[i] is set (a device that left its account, or an account deleted, since
+ * the send learnt the set) is MSV_ERR_AGAIN the first time in a send (c->sealing_rechecked),
+ * *resp set all the same (the others' bundles, claimed, are not to be wasted):
+ * the send learns the devices from the log again and tries once more, and a device the log
+ * still lists is refused then as a withheld key (its bundle came with it).
+ */
+msv_err client_claim(struct msv_client *c, const uint64_t *ids, const int *pq, size_t n,
+                     int sealing, const char *what, msv_frame **resp);
+
+/*
  * Hybrid sealed sender (sealkeys.c): the checked last-resort KEM prekey a post-quantum device
  * of handle is sealed to (MSV_ERR_AUTH, why.code MSV_REFUSAL_PQ and on_pq_refused when the
  * server gives none that checks); the first layer of a delivery as this device's identity
@@ -327,8 +343,21 @@ struct client_sealed_keys;
 uint32_t client_setting_u32(struct msv_client_db *db, const char *name);
 /* The u64be count kept in setting name (0 when there is none). */
 uint64_t client_counter(struct msv_client *c, const char *name);
+/* Adds one to the count kept in setting name. */
+msv_err client_counter_bump(struct msv_client *c, const char *name);
+/* The setting name of a count per device: "<prefix>:<device_id>". */
+void client_device_counter_name(const char *prefix, uint64_t device_id, char name[64]);
 msv_err client_sealing_key(struct msv_client *c, const char *handle, uint64_t device_id,
                            const struct msv_public_identity *pub, struct msv_sealing_key *key);
+/*
+ * A session start is about to use the last-resort KEM prekey id (ek, signed sig) of a
+ * post-quantum device: MSV_ERR_AUTH when it is older than the newest one this device has seen
+ * for it (ids only grow: an older one is one the device may have let go, served again), else
+ * it is kept as the newest seen (and as the device's sealing key) when newer.
+ */
+msv_err client_last_resort_seen(struct msv_client *c, uint64_t device_id,
+                                const struct msv_public_identity *pub, uint32_t id,
+                                const uint8_t *ek, const uint8_t sig[64]);
 msv_err client_sealed_sender(struct msv_client *c, const uint8_t *wire, size_t len,
                              char handle[256], uint64_t *device, struct client_sealed_keys **keys);
 msv_err client_sealed_unwrap(struct msv_client *c, const struct client_sealed_keys *keys,

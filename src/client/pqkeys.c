@@ -8,7 +8,8 @@
  * (u32be id of the last-resort one in use), "kem-last-resort-old" (u32be id of
  * the one before, kept for first messages still on their way),
  * "kem-last-resort-pending" (u32be id of one uploaded without an answer yet:
- * the server may hold it). Only these three last-resort secrets open anything.
+ * the server may hold it). Only these three last-resort secrets open anything,
+ * and no other is kept (erase_stray_last_resort).
  * Ids come from the same counter as X25519 prekeys ("prekey-next"), so they
  * are never reused and only grow.
  */
@@ -302,6 +303,37 @@ msv_err msv_pqkeys_refused(struct msv_client *c, const struct msv_prekey_set *se
     return err;
 }
 
+#define STRAY_SCAN_MAX 4096 /* settings read per sweep: more wait for the next connection */
+
+/*
+ * Erases every last-resort KEM secret but the one in use, the one before and a pending one. Such
+ * a secret opens nothing (msv_pqkeys_load_usable), and none should be left: one is kept from an
+ * upload that failed under an earlier version, or when a process stopped between making a key
+ * and recording it as pending.
+ */
+static msv_err erase_stray_last_resort(struct msv_client *c)
+{
+    uint32_t keep[3] = {client_setting_u32(c->db, "kem-last-resort"),
+                        client_setting_u32(c->db, "kem-last-resort-old"),
+                        client_setting_u32(c->db, "kem-last-resort-pending")};
+    struct msv_setting *all = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_db_settings(c->db, "kem-prekey:", STRAY_SCAN_MAX, &all, &n);
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        uint32_t id = (uint32_t)strtoul(all[i].key + strlen("kem-prekey:"), NULL, 10);
+
+        if (all[i].len != SECRET_LEN || all[i].value[0] != 1 || id == keep[0] || id == keep[1] ||
+            id == keep[2])
+            continue;
+        err = msv_client_db_unset(c->db, all[i].key);
+    }
+    for (size_t i = 0; i < n; i++)
+        sodium_memzero(all[i].value, all[i].len);
+    msv_settings_free(all, n);
+    return err;
+}
+
 msv_err msv_pqkeys_reconcile(struct msv_client *c, uint32_t held, int has, int *stale)
 {
     uint32_t pending = client_setting_u32(c->db, "kem-last-resort-pending");
@@ -322,5 +354,5 @@ msv_err msv_pqkeys_reconcile(struct msv_client *c, uint32_t held, int has, int *
         err = msv_client_db_unset(c->db, "kem-last-resort-pending");
     if (err == MSV_OK && held != 0 && held != client_setting_u32(c->db, "kem-last-resort"))
         *stale = 1;
-    return err;
+    return err == MSV_OK ? erase_stray_last_resort(c) : err;
 }

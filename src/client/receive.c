@@ -530,6 +530,7 @@ struct incoming {
     uint64_t device;
     int session_message;
     int sender_proved; /* the sender's device key opened the sealed layer, or the relay named it */
+    int classical; /* a classical envelope from a device of an earlier version, to this [8] one */
     int has_digest;
     uint8_t digest[32]; /* of the envelope read: recorded once read, so a replay is refused */
     struct msv_session_update update;
@@ -590,6 +591,9 @@ static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, 
     if (err == MSV_OK && !in->session_message && msv_public_identity_is_pq(pub) &&
         msv_public_identity_is_pq(msv_identity_public(c->id)))
         err = MSV_ERR_AUTH;
+    /* from a device of an earlier version it is read, but never silently (classical_read) */
+    in->classical = err == MSV_OK && !in->session_message &&
+                    msv_public_identity_is_pq(msv_identity_public(c->id));
     if (err == MSV_OK && in->session_message)
         err = msv_sessions_open(c, in->sender, in->device, pub, env, env_len, pt, pt_len,
                                 &in->update);
@@ -602,6 +606,40 @@ static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, 
     msv_public_identity_free(pub);
     free(inner);
     return err;
+}
+
+/* "classical-read:<device>": u64be count of classical envelopes read from that device */
+#define CLASSICAL_READ "classical-read"
+
+uint64_t msv_client_classical_read(struct msv_client *c, uint64_t device_id)
+{
+    char key[64];
+
+    client_device_counter_name(CLASSICAL_READ, device_id, key);
+    return client_counter(c, key);
+}
+
+/*
+ * This post-quantum device stored a message that came in a classical envelope (modern, classic
+ * or ecies) from a device whose identity does not say post-quantum: such a device can make no
+ * other, so it is read (docs/crypto.md, "First-contact modern envelope"), but never silently:
+ * counted per device and said (on_classical), naming the sender, whom the envelope proved.
+ */
+static void classical_read(struct msv_client *c, const struct incoming *in)
+{
+    char key[64], warning[400];
+
+    client_device_counter_name(CLASSICAL_READ, in->device, key);
+    if (client_counter_bump(c, key) != MSV_OK) {
+        /* said all the same: the count is what the user may look up later */
+    }
+    snprintf(warning, sizeof(warning),
+             "a message from %.64s (device %llu) came in a classical envelope, without "
+             "post-quantum protection: that device's identity does not say post-quantum (an "
+             "earlier version). It was read; a later version of it would be post-quantum",
+             in->sender, (unsigned long long)in->device);
+    if (c->on_classical != NULL)
+        c->on_classical(c->ctx, in->sender, in->device, warning);
 }
 
 /*
@@ -1251,6 +1289,8 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
             err = take_message(c, f->deliver, on_message, ctx, &in);
             if (err == MSV_OK)
                 (*count)++;
+            if (err == MSV_OK && in.classical) /* stored: counted and said */
+                classical_read(c, &in);
             /* the message is stored: now that its envelope was read, and what reading it
              * changed in the session (in that order: a crash between the two leaves the
              * session behind, which later messages catch up on) */

@@ -80,23 +80,82 @@ static msv_err cached(struct msv_client *c, const char *name, struct msv_sealing
     return err;
 }
 
-/*
- * The device's last-resort KEM prekey from the server, checked as its own: MSV_ERR_NOT_FOUND
- * when the answer holds no bundle for it, MSV_ERR_AUTH when its bundle holds no key that
- * checks, MSV_ERR_IO when there is no answer or the server refuses (c->why says why).
- */
-static msv_err fetch(struct msv_client *c, uint64_t device_id,
-                     const struct msv_public_identity *pub, struct msv_sealing_key *key)
+/* A refusal that withholds nothing: the server is busy (its storage failed, it is shutting
+ * down) or says "slow down"; the claim is tried again with the send, from the outbox. */
+static int claim_is_busy(const struct msv_refusal *why)
 {
-    msv_frame *resp = NULL;
+    return why->code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED ||
+           why->code == MSV__WIRE__ERROR_CODE__ERROR_IO ||
+           why->code == MSV__WIRE__ERROR_CODE__ERROR_SHUTTING_DOWN;
+}
+
+static int has_bundle(const Msv__Wire__PrekeyBundles *b, uint64_t device_id)
+{
+    for (size_t i = 0; i < b->n_bundles; i++)
+        if (b->bundles[i]->device_id == device_id)
+            return 1;
+    return 0;
+}
+
+/* The first time in a send that a post-quantum device has no bundle at all: recheck the set. */
+static msv_err recheck_if_gone(struct msv_client *c, const uint64_t *ids, const int *pq, size_t n,
+                               msv_frame *const *resp)
+{
+    for (size_t i = 0; i < n && !c->sealing_rechecked; i++) {
+        if (!pq[i] || has_bundle((*resp)->prekey_bundles, ids[i]))
+            continue;
+        c->sealing_rechecked = 1;
+        return MSV_ERR_AGAIN;
+    }
+    return MSV_OK;
+}
+
+msv_err client_claim(struct msv_client *c, const uint64_t *ids, const int *pq, size_t n,
+                     int sealing, const char *what, msv_frame **resp)
+{
+    char said[sizeof(c->why.message)];
     msv_err err = msv_client_connect(c);
 
     if (err == MSV_OK)
-        err = msv_request_prekey_claim(c->conn, &device_id, 1, 1, TIMEOUT_MS, &resp, &c->why);
-    if (err == MSV_ERR_NOMEM || err == MSV_ERR_IO)
-        return err; /* unreachable: not a key withheld */
-    if (err == MSV_ERR_INVALID && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED)
-        return MSV_ERR_IO; /* "slow down": the send waits */
+        err = msv_request_prekey_claim(c->conn, ids, n, sealing, TIMEOUT_MS, resp, &c->why);
+    if (err == MSV_OK)
+        return recheck_if_gone(c, ids, pq, n, resp);
+    if (*resp != NULL) { /* an error answer kept (a stale list: no claim's answer) */
+        msv_frame_free(*resp);
+        *resp = NULL;
+        err = MSV_ERR_INVALID;
+    }
+    if (err == MSV_ERR_NOMEM)
+        return err;
+    if (err != MSV_ERR_IO && !claim_is_busy(&c->why))
+        return err; /* a refusal: whether it withholds a key is the caller's to say */
+    snprintf(said, sizeof(said), "%s", c->why.message[0] != '\0' ? c->why.message : "no answer");
+    snprintf(c->why.message, sizeof(c->why.message),
+             "the server did not give %.90s now (%s: %.50s); the message waits in the outbox "
+             "and is tried again",
+             what, err == MSV_ERR_IO && c->why.code == 0 ? "unreachable" : "busy", said);
+    return MSV_ERR_IO;
+}
+
+/*
+ * The device's last-resort KEM prekey from the server, checked as its own: MSV_ERR_NOT_FOUND
+ * when the answer holds no bundle for it, MSV_ERR_AUTH when its bundle holds no key that
+ * checks, MSV_ERR_IO when there is no answer or the server is busy (c->why says so).
+ */
+static msv_err fetch(struct msv_client *c, const char *handle, uint64_t device_id,
+                     const struct msv_public_identity *pub, struct msv_sealing_key *key)
+{
+    char what[200];
+    msv_frame *resp = NULL;
+    msv_err err;
+
+    snprintf(what, sizeof(what), "the post-quantum sealing key of %.64s (device %llu)", handle,
+             (unsigned long long)device_id);
+    err = client_claim(c, &device_id, &(const int){1}, 1, 1, what, &resp);
+    if (err == MSV_ERR_AGAIN)
+        msv_frame_free(resp);
+    if (err == MSV_ERR_NOMEM || err == MSV_ERR_IO || err == MSV_ERR_AGAIN)
+        return err; /* not a key withheld (yet) */
     if (err != MSV_OK)
         return MSV_ERR_AUTH; /* any other refusal withholds the key */
     err = MSV_ERR_NOT_FOUND;
@@ -128,6 +187,31 @@ static msv_err remember(struct msv_client *c, const char *name, const struct msv
     return msv_client_db_set(c->db, name, v, sizeof(v));
 }
 
+msv_err client_last_resort_seen(struct msv_client *c, uint64_t device_id,
+                                const struct msv_public_identity *pub, uint32_t id,
+                                const uint8_t *ek, const uint8_t sig[64])
+{
+    struct msv_sealing_key *key = malloc(sizeof(*key));
+    char name[120];
+    uint32_t newest = 0;
+    msv_err err = key == NULL ? MSV_ERR_NOMEM : MSV_OK;
+
+    if (err == MSV_OK)
+        err = msv_kem_prekey_verify(pub, id, 1, ek, MSV_MLKEM768_EK_LEN, sig);
+    if (err == MSV_OK) {
+        cache_name(device_id, pub, name);
+        (void)cached(c, name, key, &newest); /* fresh or not, newest is what was seen */
+        key->id = id;
+        memcpy(key->ek, ek, MSV_MLKEM768_EK_LEN);
+    }
+    if (err == MSV_OK && id < newest)
+        err = MSV_ERR_AUTH;
+    else if (err == MSV_OK && id > newest)
+        err = remember(c, name, key);
+    free(key);
+    return err;
+}
+
 msv_err client_pq_refused(struct msv_client *c, const char *handle, uint64_t device_id,
                           const char *what, const char *speaks)
 {
@@ -147,36 +231,21 @@ msv_err client_pq_refused(struct msv_client *c, const char *handle, uint64_t dev
 msv_err client_sealing_key(struct msv_client *c, const char *handle, uint64_t device_id,
                            const struct msv_public_identity *pub, struct msv_sealing_key *key)
 {
-    char name[120], said[sizeof(c->why.message)];
+    char name[120];
     uint32_t newest = 0;
     msv_err err;
 
     cache_name(device_id, pub, name);
     if (cached(c, name, key, &newest) == MSV_OK)
         return MSV_OK;
-    err = fetch(c, device_id, pub, key);
+    err = fetch(c, handle, device_id, pub, key);
     /* ids only grow: an older key than one already taken is one the device may have let go */
     if (err == MSV_OK && key->id < newest)
         return client_pq_refused(c, handle, device_id,
                                  "an older post-quantum sealing key than it gave before", "");
     if (err == MSV_OK)
         return remember(c, name, key);
-    if (err == MSV_ERR_IO && c->why.message[0] != '\0') {
-        snprintf(said, sizeof(said), "%s", c->why.message);
-        snprintf(c->why.message, sizeof(c->why.message),
-                 "the server did not give the post-quantum sealing key of %.64s (device %llu): "
-                 "%.100s",
-                 handle, (unsigned long long)device_id, said);
-    }
-    /*
-     * No bundle at all: a device that left its account (or an account deleted since) has none.
-     * The send learns the recipients' devices from the log once and tries again (MSV_ERR_AGAIN,
-     * as for a stale set); a device the log still lists is refused then.
-     */
-    if (err == MSV_ERR_NOT_FOUND && !c->sealing_rechecked) {
-        c->sealing_rechecked = 1;
-        return MSV_ERR_AGAIN;
-    }
+    /* no bundle at all once the set was rechecked (client_claim): a device the log still lists */
     if (err != MSV_ERR_AUTH && err != MSV_ERR_NOT_FOUND)
         return err;
     return client_pq_refused(c, handle, device_id, "no post-quantum sealing key that checks", "");
@@ -258,11 +327,21 @@ void msv_client_tell_unopened(struct msv_client *c)
     c->on_unopened(c->ctx, warning);
 }
 
+void client_device_counter_name(const char *prefix, uint64_t device_id, char name[64])
+{
+    snprintf(name, 64, "%.40s:%llu", prefix, (unsigned long long)device_id);
+}
+
+msv_err client_counter_bump(struct msv_client *c, const char *name)
+{
+    return set_counter(c, name, client_counter(c, name) + 1);
+}
+
 /* Counts a sealed envelope this device cannot open (counter REFUSED or UNOPENABLE), and tells
  * the user; MSV_ERR_AUTH once counted. */
 static msv_err unopened(struct msv_client *c, const char *counter)
 {
-    msv_err err = set_counter(c, counter, client_counter(c, counter) + 1);
+    msv_err err = client_counter_bump(c, counter);
 
     if (err != MSV_OK)
         return err;

@@ -886,6 +886,11 @@ static msv_err start_session(struct msv_client *c, const char *handle,
                                         &pub);
     if (err == MSV_OK)
         err = msv_session_initiate(c->id, pub, bundle, &s);
+    /* no freshness in a signature: a last-resort KEM prekey older than one seen is refused */
+    if (err == MSV_OK && bundle->has_kem && bundle->kem_last_resort &&
+        msv_public_identity_is_pq(pub))
+        err = client_last_resort_seen(c, d->device_id, pub, bundle->kem_id, bundle->kem_pk,
+                                      bundle->kem_sig);
     if (err == MSV_OK) {
         key_base(handle, d->device_id, pub, base);
         err = store_session(c, base, 0, s);
@@ -972,33 +977,6 @@ static int device_is_pq(const Msv__Wire__DeviceInfo *d)
     return pq;
 }
 
-static int any_pq(const Msv__Wire__DeviceInfo *const *d, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (device_is_pq(d[i]))
-            return 1;
-    return 0;
-}
-
-static int has_bundle(const Msv__Wire__PrekeyBundles *b, uint64_t device_id)
-{
-    for (size_t i = 0; i < b->n_bundles; i++)
-        if (b->bundles[i]->device_id == device_id)
-            return 1;
-    return 0;
-}
-
-/* The server refused a claim of post-quantum devices' prekeys: c->why says so, and why. */
-static void claim_refused(struct msv_client *c)
-{
-    char said[sizeof(c->why.message)];
-
-    snprintf(said, sizeof(said), "%s", c->why.message);
-    snprintf(c->why.message, sizeof(c->why.message),
-             "the server did not give the post-quantum prekeys of a recipient's device: %.150s",
-             said);
-}
-
 uint32_t msv_sessions_kem_steps(struct msv_client *c, const char *handle,
                                 const Msv__Wire__DeviceInfo *d)
 {
@@ -1015,6 +993,7 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
     const Msv__Wire__DeviceInfo **need;
     const Msv__Wire__HandleDevices **owner;
     uint64_t *ids;
+    int *pq;
     char handle[257];
     msv_err err = MSV_OK;
 
@@ -1023,10 +1002,12 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
     need = calloc(total + 1, sizeof(*need));
     owner = calloc(total + 1, sizeof(*owner));
     ids = calloc(total + 1, sizeof(*ids));
-    if (need == NULL || owner == NULL || ids == NULL) {
+    pq = calloc(total + 1, sizeof(*pq));
+    if (need == NULL || owner == NULL || ids == NULL || pq == NULL) {
         free(need);
         free(owner);
         free(ids);
+        free(pq);
         return MSV_ERR_NOMEM;
     }
     for (size_t i = 0; i < n; i++) {
@@ -1038,28 +1019,38 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
                 continue;
             need[n_need] = d;
             owner[n_need] = hds[i];
+            pq[n_need] = device_is_pq(d);
             ids[n_need++] = d->device_id;
         }
     }
     for (size_t at = 0; at < n_need && err == MSV_OK; at += CLAIM_MAX) {
         size_t batch = n_need - at < CLAIM_MAX ? n_need - at : CLAIM_MAX;
         msv_frame *got = NULL;
+        int some_pq = 0;
 
-        err = msv_request_prekey_claim(c->conn, ids + at, batch, 0, TIMEOUT_MS, &got, &c->why);
-        if (err == MSV_ERR_INVALID && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED &&
-            any_pq(need + at, batch)) {
-            /* "slow down" is not a key withheld: the send waits (any other refusal of a
-             * post-quantum device's keys is refused as withheld, in msv_sessions_seal) */
-            claim_refused(c);
-            err = MSV_ERR_IO;
+        for (size_t k = at; k < at + batch; k++)
+            some_pq |= pq[k];
+
+        /* busy or "slow down" is not a key withheld: the send waits (any other refusal of a
+         * post-quantum device's keys is refused as withheld, in msv_sessions_seal) */
+        err = client_claim(c, ids + at, pq + at, batch, 0,
+                           some_pq ? "the post-quantum prekeys of a recipient's device"
+                                   : "the prekeys of a recipient's device",
+                           &got);
+        if (err == MSV_ERR_IO && c->why.code != 0 && !some_pq) {
+            /* none post-quantum: they get the suite's envelope, as before there were claims */
+            memset(&c->why, 0, sizeof(c->why));
+            err = MSV_OK;
+            continue;
         }
-        if (err != MSV_OK && err != MSV_ERR_IO && err != MSV_ERR_NOMEM) {
+        /* MSV_ERR_AGAIN: a post-quantum device with no bundle at all, the set to recheck */
+        if (err != MSV_OK && err != MSV_ERR_IO && err != MSV_ERR_NOMEM && err != MSV_ERR_AGAIN) {
             /* refused: these devices, none post-quantum, get the suite's envelope */
             memset(&c->why, 0, sizeof(c->why));
             err = MSV_OK;
             continue;
         }
-        for (size_t b = 0; err == MSV_OK && b < got->prekey_bundles->n_bundles; b++) {
+        for (size_t b = 0; got != NULL && b < got->prekey_bundles->n_bundles; b++) {
             const Msv__Wire__PrekeyBundle *bundle = got->prekey_bundles->bundles[b];
 
             /* a bundle that does not verify is dropped: that device gets the suite's envelope,
@@ -1071,21 +1062,12 @@ msv_err msv_sessions_prepare(struct msv_client *c, Msv__Wire__HandleDevices *con
                 (void)start_session(c, handle, need[k], bundle);
             }
         }
-        /* a post-quantum device with no bundle at all may have left its account: the send learns
-         * the devices from the log once more (as for a stale set), and a device the log still
-         * lists is refused then, in msv_sessions_seal */
-        for (size_t k = at; err == MSV_OK && k < at + batch; k++) {
-            if (!c->sealing_rechecked && device_is_pq(need[k]) &&
-                !has_bundle(got->prekey_bundles, need[k]->device_id)) {
-                c->sealing_rechecked = 1;
-                err = MSV_ERR_AGAIN;
-            }
-        }
         msv_frame_free(got);
     }
     free(need);
     free(owner);
     free(ids);
+    free(pq);
     return err;
 }
 
@@ -1125,6 +1107,11 @@ msv_err msv_sessions_seal(struct msv_client *c, const char *handle, uint64_t dev
     return err;
 }
 
+uint64_t msv_client_prekeys_reclaimed(struct msv_client *c)
+{
+    return client_counter(c, RECLAIMED);
+}
+
 /* ---- receiving ---------------------------------------------------------------------------- */
 
 int msv_sessions_is_session_message(const uint8_t *wire, size_t len)
@@ -1134,28 +1121,23 @@ int msv_sessions_is_session_message(const uint8_t *wire, size_t len)
 }
 
 /* "pq-downgrade:<device>": u64be count of classical messages refused in post-quantum sessions */
-static void downgrade_key(uint64_t device_id, char key[48])
-{
-    snprintf(key, 48, "pq-downgrade:%llu", (unsigned long long)device_id);
-}
+#define DOWNGRADES "pq-downgrade"
 
 uint64_t msv_sessions_downgrades(struct msv_client *c, uint64_t device_id)
 {
-    char key[48];
+    char key[64];
 
-    downgrade_key(device_id, key);
+    client_device_counter_name(DOWNGRADES, device_id, key);
     return client_counter(c, key);
 }
 
 /* A classical message in a post-quantum session: counted, then refused (never read). */
 static msv_err downgrade_refused(struct msv_client *c, uint64_t device_id)
 {
-    char key[48];
-    uint8_t v[8];
+    char key[64];
 
-    downgrade_key(device_id, key);
-    msv_put_u64be(v, msv_sessions_downgrades(c, device_id) + 1);
-    return msv_client_db_set(c->db, key, v, sizeof(v)) == MSV_OK ? MSV_ERR_AUTH : MSV_ERR_IO;
+    client_device_counter_name(DOWNGRADES, device_id, key);
+    return client_counter_bump(c, key) == MSV_OK ? MSV_ERR_AUTH : MSV_ERR_IO;
 }
 
 /*

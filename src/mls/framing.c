@@ -102,8 +102,12 @@ static void put_framed(struct msv_buf *w, const struct msv_mls_epoch *ep,
 {
     msv_mls_put_vec(w, ep->gc.group_id, ep->gc.group_id_len);
     msv_mls_put_u64(w, ep->gc.epoch);
-    (void)msv_buf_put_u8(w, MSV_MLS_SENDER_MEMBER);
-    (void)msv_buf_put_u32be(w, c->leaf_index);
+    if (c->sender_type == MSV_MLS_SENDER_NEW_MEMBER_COMMIT) {
+        (void)msv_buf_put_u8(w, MSV_MLS_SENDER_NEW_MEMBER_COMMIT);
+    } else {
+        (void)msv_buf_put_u8(w, MSV_MLS_SENDER_MEMBER);
+        (void)msv_buf_put_u32be(w, c->leaf_index);
+    }
     msv_mls_put_vec(w, c->authenticated_data, c->authenticated_data_len);
     (void)msv_buf_put_u8(w, c->content_type);
     put_body(w, c);
@@ -144,6 +148,28 @@ static msv_err sign_content(const struct msv_mls_epoch *ep, uint16_t wire_format
     return err;
 }
 
+msv_err msv_mls_content_sign(const struct msv_mls_epoch *ep, uint16_t wire_format,
+                             const struct msv_mls_content *c, const uint8_t seed[32],
+                             uint8_t sig[MSV_MLS_SIG_LEN])
+{
+    return sign_content(ep, wire_format, c, seed, sig);
+}
+
+msv_err msv_mls_authenticated_content(const struct msv_mls_epoch *ep, uint16_t wire_format,
+                                      const struct msv_mls_content *c, const uint8_t *sig,
+                                      size_t sig_len, uint8_t **out, size_t *out_len)
+{
+    struct msv_buf w;
+
+    msv_buf_init(&w, MSV_MLS_MESSAGE_MAX);
+    (void)msv_buf_put_u16be(&w, wire_format);
+    put_framed(&w, ep, c);
+    msv_mls_put_vec(&w, sig, sig_len);
+    if (c->content_type == MSV_MLS_CONTENT_COMMIT)
+        msv_mls_put_vec(&w, c->confirmation_tag, c->confirmation_tag_len);
+    return msv_buf_finish(&w, out, out_len);
+}
+
 /* The signature of c by the key of the leaf c names. */
 static msv_err verify_content(const struct msv_mls_epoch *ep, uint16_t wire_format,
                               const struct msv_mls_content *c, const uint8_t *sig, size_t sig_len)
@@ -153,8 +179,14 @@ static msv_err verify_content(const struct msv_mls_epoch *ep, uint16_t wire_form
     size_t tbs_len = 0, pk_len = 0;
     msv_err err;
 
-    if (ep->sig_key == NULL || ep->sig_key(ep->sig_key_ctx, c->leaf_index, &pk, &pk_len) != MSV_OK)
+    if (c->sender_type == MSV_MLS_SENDER_NEW_MEMBER_COMMIT) {
+        if (ep->new_member_key == NULL ||
+            ep->new_member_key(ep->sig_key_ctx, c, &pk, &pk_len) != MSV_OK)
+            return MSV_ERR_AUTH;
+    } else if (ep->sig_key == NULL ||
+               ep->sig_key(ep->sig_key_ctx, c->leaf_index, &pk, &pk_len) != MSV_OK) {
         return MSV_ERR_AUTH;
+    }
     err = framed_tbs(ep, wire_format, c, &tbs, &tbs_len);
     if (err != MSV_OK)
         return err;
@@ -167,7 +199,10 @@ static int content_is_valid(const struct msv_mls_epoch *ep, const struct msv_mls
 {
     int is_commit = c->content_type == MSV_MLS_CONTENT_COMMIT;
 
-    return is_content_type(c->content_type) && c->leaf_index < ep->n_leaves &&
+    if (c->sender_type == MSV_MLS_SENDER_NEW_MEMBER_COMMIT)
+        return is_commit && c->confirmation_tag != NULL;
+    return (c->sender_type == 0 || c->sender_type == MSV_MLS_SENDER_MEMBER) &&
+           is_content_type(c->content_type) && c->leaf_index < ep->n_leaves &&
            is_commit == (c->confirmation_tag != NULL);
 }
 
@@ -192,6 +227,15 @@ msv_err msv_mls_public_protect(const struct msv_mls_epoch *ep, const struct msv_
     err = sign_content(ep, MSV_MLS_WIRE_PUBLIC, c, seed, sig);
     if (err != MSV_OK)
         return err;
+    if (c->sender_type == MSV_MLS_SENDER_NEW_MEMBER_COMMIT) {
+        /* 6.2: only a member's message carries a membership tag */
+        msv_buf_init(&w, MSV_MLS_MESSAGE_MAX);
+        (void)msv_buf_put_u16be(&w, 1);
+        (void)msv_buf_put_u16be(&w, MSV_MLS_WIRE_PUBLIC);
+        put_framed(&w, ep, c);
+        put_auth(&w, sig, c);
+        return msv_buf_finish(&w, out, out_len);
+    }
     /* AuthenticatedContentTBM (6.2): FramedContentTBS || FramedContentAuthData */
     err = framed_tbs(ep, MSV_MLS_WIRE_PUBLIC, c, &tbm, &tbm_len);
     if (err != MSV_OK)
@@ -289,20 +333,30 @@ msv_err msv_mls_public_unprotect(const struct msv_mls_epoch *ep, const uint8_t *
         return MSV_ERR_PARSE;
     auth = msg + auth_start;
     auth_len = r.off - auth_start;
-    /* a member's message carries a membership tag (6.2); we only take members' */
-    if (f.sender_type != MSV_MLS_SENDER_MEMBER)
+    f.c.sender_type = f.sender_type;
+    /* a member's message carries a membership tag (6.2); an external commit none; we take
+     * nothing else */
+    if (f.sender_type == MSV_MLS_SENDER_NEW_MEMBER_COMMIT) {
+        if (!msv_mls_reader_is_done(&r))
+            return MSV_ERR_PARSE;
+    } else if (f.sender_type != MSV_MLS_SENDER_MEMBER) {
         return MSV_ERR_UNSUPPORTED;
-    if (msv_mls_get_vec(&r, &tag, &tag_len) != MSV_OK || !msv_mls_reader_is_done(&r))
+    } else if (msv_mls_get_vec(&r, &tag, &tag_len) != MSV_OK || !msv_mls_reader_is_done(&r)) {
         return MSV_ERR_PARSE;
+    }
     if (!is_this_epoch(ep, f.group_id, f.group_id_len, f.epoch) ||
         f.c.content_type == MSV_MLS_CONTENT_APPLICATION || !content_is_valid(ep, &f.c))
         return MSV_ERR_AUTH;
-    err = check_membership(ep, &f, auth, auth_len, tag, tag_len);
-    if (err != MSV_OK)
-        return err;
+    if (f.sender_type == MSV_MLS_SENDER_MEMBER) {
+        err = check_membership(ep, &f, auth, auth_len, tag, tag_len);
+        if (err != MSV_OK)
+            return err;
+    }
     err = verify_content(ep, MSV_MLS_WIRE_PUBLIC, &f.c, sig, sig_len);
     if (err != MSV_OK)
         return err;
+    f.c.signature = sig;
+    f.c.signature_len = sig_len;
     *c = f.c;
     return MSV_OK;
 }
@@ -346,9 +400,13 @@ static msv_err content_key(const struct msv_mls_epoch *ep, uint32_t leaf, uint8_
                                      : MSV_MLS_RATCHET_HANDSHAKE;
     msv_err err;
 
-    err = msv_mls_secret_tree_leaf(ep->encryption_secret, ep->n_leaves, leaf, leaf_secret);
-    if (err == MSV_OK)
-        err = msv_mls_ratchet_key(ep->gc.suite, leaf_secret, which, generation, key, nonce);
+    if (ep->content_key != NULL) {
+        err = ep->content_key(ep->content_key_ctx, leaf, which, generation, key, nonce);
+    } else {
+        err = msv_mls_secret_tree_leaf(ep->encryption_secret, ep->n_leaves, leaf, leaf_secret);
+        if (err == MSV_OK)
+            err = msv_mls_ratchet_key(ep->gc.suite, leaf_secret, which, generation, key, nonce);
+    }
     for (int i = 0; err == MSV_OK && i < 4; i++)
         nonce[i] ^= reuse_guard[i];
     sodium_memzero(leaf_secret, sizeof(leaf_secret));
@@ -412,7 +470,8 @@ msv_err msv_mls_private_protect(const struct msv_mls_epoch *ep, const struct msv
     size_t pt_len = 0, aad_len = 0;
     msv_err err;
 
-    if (!content_is_valid(ep, c) || padding > MSV_MLS_MESSAGE_MAX)
+    if (!content_is_valid(ep, c) || c->sender_type == MSV_MLS_SENDER_NEW_MEMBER_COMMIT ||
+        padding > MSV_MLS_MESSAGE_MAX)
         return MSV_ERR_INVALID;
     err = sign_content(ep, MSV_MLS_WIRE_PRIVATE, c, seed, sig);
     if (err == MSV_OK)
@@ -560,6 +619,8 @@ msv_err msv_mls_private_unprotect(const struct msv_mls_epoch *ep, const uint8_t 
     if (err == MSV_OK)
         err = verify_content(ep, MSV_MLS_WIRE_PRIVATE, &got, sig, sig_len);
     if (err == MSV_OK) {
+        got.signature = sig;
+        got.signature_len = sig_len;
         *c = got;
         *plain = pt;
         *plain_len = pt_len;

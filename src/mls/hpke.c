@@ -15,7 +15,8 @@
 #define KEM_SUITE_ID_LEN 5   /* "KEM" || kem_id */
 #define HPKE_SUITE_ID_LEN 10 /* "HPKE" || kem_id || kdf_id || aead_id */
 #define LABEL_MAX 32
-#define INFO_MAX 4096
+/* MLS puts a whole encrypted GroupInfo in the info of a Welcome's encryption (EncryptContext) */
+#define INFO_MAX (MSV_MLS_MESSAGE_MAX + 64)
 
 struct suite_id {
     uint8_t b[HPKE_SUITE_ID_LEN];

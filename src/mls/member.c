@@ -12,12 +12,11 @@
 
 #include "missive/util.h"
 #include "mls/member.h"
-
-#define HELD_MAX 4096
-#define PROPOSALS_MAX 256
+#include "mls/member_int.h"
 
 /* A copy of bytes the tree will borrow from, kept until the member is freed. */
-static msv_err hold(struct msv_mls_member *m, const uint8_t *p, size_t len, const uint8_t **out)
+msv_err msv_mls_member_hold(struct msv_mls_member *m, const uint8_t *p, size_t len,
+                            const uint8_t **out)
 {
     uint8_t *copy;
 
@@ -32,15 +31,25 @@ static msv_err hold(struct msv_mls_member *m, const uint8_t *p, size_t len, cons
     return MSV_OK;
 }
 
-void msv_mls_member_free(struct msv_mls_member *m)
+void msv_mls_member_clear(struct msv_mls_member *m)
 {
-    if (m == NULL)
-        return;
+    msv_mls_secret_state_free(&m->st);
     msv_mls_tree_free(&m->tree);
     for (size_t i = 0; i < m->n_held; i++)
         free(m->held[i]);
     free(m->held);
     free(m->ext);
+    m->held = NULL;
+    m->ext = NULL;
+    m->n_held = 0;
+}
+
+void msv_mls_member_free(struct msv_mls_member *m)
+{
+    if (m == NULL)
+        return;
+    msv_mls_member_free(m->pending);
+    msv_mls_member_clear(m);
     sodium_memzero(m, sizeof(*m));
     free(m);
 }
@@ -94,7 +103,7 @@ static msv_err keys_from_path_secret(struct msv_mls_member *m, const uint32_t *p
 }
 
 /* The lowest node of path that is an ancestor of leaf, or n. */
-static size_t lowest_above(const uint32_t *path, size_t n, uint32_t leaf)
+size_t msv_mls_member_lowest_above(const uint32_t *path, size_t n, uint32_t leaf)
 {
     for (size_t i = 0; i < n; i++) {
         uint32_t span = (UINT32_C(1) << msv_mls_tree_level(path[i])) - 1;
@@ -106,12 +115,13 @@ static size_t lowest_above(const uint32_t *path, size_t n, uint32_t leaf)
 }
 
 msv_err msv_mls_member_group_context(const struct msv_mls_member *m, uint64_t epoch,
-                                     const uint8_t *cth, uint8_t **out, size_t *out_len)
+                                     const uint8_t *cth, size_t cth_len, uint8_t **out,
+                                     size_t *out_len)
 {
     uint8_t root[MSV_MLS_NH];
     struct msv_mls_group_context gc = {
         m->suite,     m->group_id, m->group_id_len, epoch,  root,
-        sizeof(root), cth,         MSV_MLS_NH,      m->ext, m->ext_len};
+        sizeof(root), cth,         cth_len,         m->ext, m->ext_len};
     msv_err err = msv_mls_tree_hash(&m->tree, msv_mls_tree_root(m->tree.n_leaves), root);
 
     if (err != MSV_OK)
@@ -133,8 +143,8 @@ static void keep_resumption(struct msv_mls_member *m)
 }
 
 /* The GroupContext's confirmed transcript hash and extensions, and the GroupInfo's tag. */
-static msv_err read_context(struct msv_mls_member *m, const uint8_t *gi, size_t len,
-                            const uint8_t **tag, size_t *tag_len)
+msv_err msv_mls_member_read_context(struct msv_mls_member *m, const uint8_t *gi, size_t len,
+                                    const uint8_t **tag, size_t *tag_len)
 {
     struct msv_reader r;
     const uint8_t *p, *cth, *ext;
@@ -149,6 +159,9 @@ static msv_err read_context(struct msv_mls_member *m, const uint8_t *gi, size_t 
         msv_mls_get_vec(&r, tag, tag_len) != MSV_OK || cth_len != MSV_MLS_NH)
         return MSV_ERR_AUTH;
     memcpy(m->cth, cth, MSV_MLS_NH);
+    m->cth_len = MSV_MLS_NH;
+    if (*tag_len == MSV_MLS_NH)
+        memcpy(m->tag, *tag, MSV_MLS_NH);
     m->ext = malloc(ext_len + 1);
     if (m->ext == NULL)
         return MSV_ERR_NOMEM;
@@ -158,8 +171,8 @@ static msv_err read_context(struct msv_mls_member *m, const uint8_t *gi, size_t 
 }
 
 /* interim = Hash(confirmed || confirmation_tag<V>) (8.2) */
-static msv_err next_interim(const uint8_t confirmed[MSV_MLS_NH], const uint8_t *tag, size_t tag_len,
-                            uint8_t out[MSV_MLS_NH])
+msv_err msv_mls_member_next_interim(const uint8_t confirmed[MSV_MLS_NH], const uint8_t *tag,
+                                    size_t tag_len, uint8_t out[MSV_MLS_NH])
 {
     struct msv_buf w;
     uint8_t *in = NULL;
@@ -208,7 +221,7 @@ static msv_err join_tree(struct msv_mls_member *m, const uint8_t *gi, size_t gi_
     msv_err err = MSV_OK;
 
     if (tree != NULL) {
-        err = hold(m, tree, tree_len, &bytes);
+        err = msv_mls_member_hold(m, tree, tree_len, &bytes);
         len = tree_len;
     }
     if (err == MSV_OK && bytes == NULL)
@@ -266,18 +279,23 @@ msv_err msv_mls_member_join(enum msv_mls_suite suite, const uint8_t *welcome, si
         err = join_tree(m, gi, gi_len, &info, tree, tree_len, joiner, psk_secret);
     }
     if (err == MSV_OK)
-        err = read_context(m, gi, gi_len, &tag, &tag_len);
+        err = msv_mls_member_read_context(m, gi, gi_len, &tag, &tag_len);
     if (err == MSV_OK)
-        err = next_interim(m->cth, tag, tag_len, m->interim);
+        err = msv_mls_member_next_interim(m->cth, tag, tag_len, m->interim);
     if (err == MSV_OK)
         err = find_me(m, leaf_sk);
     if (err == MSV_OK)
+        err = msv_mls_secret_state_init(&m->st, suite, m->s.encryption, m->tree.n_leaves);
+    if (err == MSV_OK) {
+        sodium_memzero(m->s.encryption, MSV_MLS_NH); /* 9.2: the secret tree holds it now */
+        sodium_memzero(m->s.joiner, MSV_MLS_NH);
         keep_resumption(m);
+    }
     /* the Welcome's path secret is for the lowest node of the signer's path above us */
     if (err == MSV_OK && has_ps)
         err = msv_mls_tree_filtered_path(&m->tree, info.signer, path, &n);
-    if (err == MSV_OK && has_ps && lowest_above(path, n, m->me) < n)
-        err = keys_from_path_secret(m, path, n, lowest_above(path, n, m->me), ps);
+    if (err == MSV_OK && has_ps && msv_mls_member_lowest_above(path, n, m->me) < n)
+        err = keys_from_path_secret(m, path, n, msv_mls_member_lowest_above(path, n, m->me), ps);
     sodium_memzero(joiner, sizeof(joiner));
     sodium_memzero(psk_secret, sizeof(psk_secret));
     sodium_memzero(ps, sizeof(ps));
@@ -289,32 +307,22 @@ msv_err msv_mls_member_join(enum msv_mls_suite suite, const uint8_t *welcome, si
     return MSV_OK;
 }
 
-struct proposal {
-    uint8_t ref[MSV_MLS_NH];
-    uint16_t type;
-    const uint8_t *body; /* after the type */
-    size_t body_len;
-    uint32_t sender;
-};
-
-struct commit_state {
-    struct proposal list[PROPOSALS_MAX]; /* the proposals the commit applies */
-    size_t n;
-    uint32_t joiners[PROPOSALS_MAX];
-    size_t n_joiners;
-    struct msv_mls_psk psks[MSV_MLS_WELCOME_PSKS_MAX];
-    size_t n_psks;
-};
-
 /* The epoch as framing wants it: the current GroupContext and secrets. */
-static msv_err current_epoch(struct msv_mls_member *m, uint8_t root[MSV_MLS_NH],
+msv_err msv_mls_member_epoch(struct msv_mls_member *m, uint8_t root[MSV_MLS_NH],
                              struct msv_mls_epoch *ep)
 {
-    msv_err err = msv_mls_tree_hash(&m->tree, msv_mls_tree_root(m->tree.n_leaves), root);
+    msv_err err = MSV_OK;
 
+    /* the tree changes only with the epoch: its hash is worked out once per epoch */
+    if (!m->has_tree_hash)
+        err = msv_mls_tree_hash(&m->tree, msv_mls_tree_root(m->tree.n_leaves), m->tree_hash);
+    if (err == MSV_OK) {
+        m->has_tree_hash = 1;
+        memcpy(root, m->tree_hash, MSV_MLS_NH);
+    }
     memset(ep, 0, sizeof(*ep));
     ep->gc = (struct msv_mls_group_context){m->suite, m->group_id, m->group_id_len, m->epoch,
-                                            root,     MSV_MLS_NH,  m->cth,          MSV_MLS_NH,
+                                            root,     MSV_MLS_NH,  m->cth,          m->cth_len,
                                             m->ext,   m->ext_len};
     ep->n_leaves = m->tree.n_leaves;
     ep->sender_data_secret = m->s.sender_data;
@@ -334,10 +342,16 @@ static msv_err read_public(struct msv_mls_member *m, const struct msv_mls_epoch 
                            const uint8_t **ac, size_t *ac_len)
 {
     const uint8_t *copy;
-    msv_err err = hold(m, msg, len, &copy);
+    msv_err err = msv_mls_member_hold(m, msg, len, &copy);
 
     if (err == MSV_OK)
         err = msv_mls_public_unprotect(ep, copy, len, c);
+    /* an external commit has no membership tag (6.2) */
+    if (err == MSV_OK && c->sender_type == MSV_MLS_SENDER_NEW_MEMBER_COMMIT) {
+        *ac = copy + 2;
+        *ac_len = len - 2;
+        return MSV_OK;
+    }
     /* a member's message ends with its membership tag, a 32-byte MAC */
     if (err == MSV_OK && (len < 4 + MSV_MLS_NH + 1 || copy[len - MSV_MLS_NH - 1] != MSV_MLS_NH))
         err = MSV_ERR_PARSE;
@@ -345,6 +359,125 @@ static msv_err read_public(struct msv_mls_member *m, const struct msv_mls_epoch 
         *ac = copy + 2;
         *ac_len = len - 2 - (MSV_MLS_NH + 1);
     }
+    return err;
+}
+
+msv_err msv_mls_member_content_key(void *ctx, uint32_t leaf, enum msv_mls_ratchet which,
+                                   uint32_t generation, uint8_t *key, uint8_t nonce[MSV_MLS_NN])
+{
+    const struct msv_mls_member *m = ctx;
+
+    return msv_mls_secret_state_key(&m->st, leaf, which, generation, key, nonce);
+}
+
+/* The UpdatePath of a Commit body: after proposals<V> and the optional's presence byte. */
+static msv_err commit_path(const uint8_t *body, size_t len, const uint8_t **path, size_t *path_len)
+{
+    struct msv_reader r, list;
+    int present = 0;
+
+    msv_reader_init(&r, body, len);
+    if (msv_mls_get_sub(&r, &list) != MSV_OK || msv_mls_get_optional(&r, &present) != MSV_OK ||
+        !present)
+        return MSV_ERR_PARSE;
+    *path = r.data + r.off;
+    *path_len = r.len - r.off;
+    return MSV_OK;
+}
+
+/* An external commit's signer: the leaf of its UpdatePath (12.4.3.2). */
+static msv_err new_member_key(void *ctx, const struct msv_mls_content *c, const uint8_t **pk,
+                              size_t *pk_len)
+{
+    struct msv_mls_update_path up;
+    const uint8_t *path;
+    size_t path_len;
+    msv_err err = commit_path(c->body, c->body_len, &path, &path_len);
+
+    (void)ctx;
+    if (err == MSV_OK)
+        err = msv_mls_update_path_read(path, path_len, &up);
+    if (err != MSV_OK)
+        return err;
+    *pk = up.leaf.signature_key;
+    *pk_len = up.leaf.signature_key_len;
+    return MSV_OK;
+}
+
+msv_err msv_mls_external_init_secret(enum msv_mls_suite suite, const struct msv_mls_hpke_ctx *ctx,
+                                     uint8_t init[MSV_MLS_NH])
+{
+    static const char label[] = "MLS 1.0 external init secret";
+
+    (void)suite;
+    return msv_mls_hpke_export(ctx, (const uint8_t *)label, sizeof(label) - 1, init, MSV_MLS_NH);
+}
+
+/* The init secret an ExternalInit's kem_output gives with the epoch's external key (8.3). */
+static msv_err external_init(const struct msv_mls_member *m, struct commit_state *cs)
+{
+    struct msv_mls_hpke_ctx ctx;
+    uint8_t sk[32], pk[32];
+    msv_err err;
+
+    if (cs->external_init_len != 32)
+        return MSV_ERR_AUTH;
+    err = msv_mls_hpke_derive_keypair(m->s.external, MSV_MLS_NH, sk, pk);
+    if (err == MSV_OK)
+        err = msv_mls_hpke_setup_r(m->suite, cs->external_init, sk, NULL, 0, &ctx);
+    if (err == MSV_OK)
+        err = msv_mls_external_init_secret(m->suite, &ctx, cs->init);
+    if (err == MSV_OK)
+        cs->has_init = 1;
+    msv_mls_hpke_ctx_wipe(&ctx);
+    sodium_memzero(sk, sizeof(sk));
+    return err;
+}
+
+/* Moves a pointer into from (of len bytes) to the same place in to. */
+static const uint8_t *rebase(const uint8_t *p, const uint8_t *from, const uint8_t *to)
+{
+    return p == NULL ? NULL : to + (p - from);
+}
+
+/*
+ * Reads a commit sent as a PrivateMessage (6.3): decrypted with the
+ * committer's handshake key from our secret tree (the epoch ends with it, and
+ * the tree with it), its signature checked, and its AuthenticatedContent
+ * rebuilt for the transcript hash; both held.
+ */
+static msv_err read_private_commit(struct msv_mls_member *m, struct msv_mls_epoch *ep,
+                                   const uint8_t *msg, size_t len, struct msv_mls_content *c,
+                                   const uint8_t **ac, size_t *ac_len)
+{
+    const uint8_t *held_msg = NULL, *copy = NULL;
+    uint8_t *plain = NULL, *auth = NULL;
+    size_t plain_len = 0, auth_len = 0;
+    uint32_t generation;
+    msv_err err = msv_mls_member_hold(m, msg, len, &held_msg);
+
+    ep->content_key = msv_mls_member_content_key;
+    ep->content_key_ctx = m;
+    if (err == MSV_OK)
+        err = msv_mls_private_unprotect(ep, held_msg, len, c, &plain, &plain_len, &generation);
+    if (err == MSV_OK && c->content_type != MSV_MLS_CONTENT_COMMIT)
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK)
+        err = msv_mls_member_hold(m, plain, plain_len, &copy);
+    if (err == MSV_OK) {
+        c->body = rebase(c->body, plain, copy);
+        c->confirmation_tag = rebase(c->confirmation_tag, plain, copy);
+        c->signature = rebase(c->signature, plain, copy);
+        err = msv_mls_authenticated_content(ep, MSV_MLS_WIRE_PRIVATE, c, c->signature,
+                                            c->signature_len, &auth, &auth_len);
+    }
+    if (err == MSV_OK)
+        err = msv_mls_member_hold(m, auth, auth_len, ac);
+    if (err == MSV_OK)
+        *ac_len = auth_len;
+    free(auth);
+    if (plain != NULL)
+        msv_secret_free(plain, plain_len + 1);
     return err;
 }
 
@@ -365,8 +498,9 @@ static msv_err add_proposal(struct commit_state *cs, const uint8_t *p, size_t le
 }
 
 /* The commit's proposals: by value from the committer, by reference from those received. */
-static msv_err commit_proposals(struct msv_reader *list, const struct proposal *received,
-                                size_t n_received, uint32_t committer, struct commit_state *cs)
+msv_err msv_mls_member_commit_proposals(struct msv_reader *list, const struct proposal *received,
+                                        size_t n_received, uint32_t committer,
+                                        struct commit_state *cs)
 {
     while (!msv_mls_reader_is_done(list)) {
         uint8_t kind;
@@ -418,6 +552,35 @@ static msv_err apply_gce(struct msv_mls_member *m, const struct proposal *p)
     return MSV_OK;
 }
 
+/* Our own update applied: the HPKE key we proposed it with becomes our leaf's (12.1.2). */
+static msv_err take_own_update(struct msv_mls_member *m, const struct msv_mls_leaf *leaf)
+{
+    uint8_t pk[32];
+
+    if (!m->has_update || crypto_scalarmult_base(pk, m->update_sk) != 0 ||
+        leaf->encryption_key_len != 32 || memcmp(pk, leaf->encryption_key, 32) != 0)
+        return MSV_ERR_AUTH;
+    set_key(m, 2 * m->me, m->update_sk);
+    return MSV_OK;
+}
+
+/* 7.3: a new leaf's encryption and signature keys are no other leaf's. */
+static msv_err leaf_is_new(const struct msv_mls_tree *t, const struct msv_mls_leaf *leaf)
+{
+    for (uint32_t i = 0; i < t->n_leaves; i++) {
+        const struct msv_mls_leaf *o = &t->nodes[2 * i].leaf;
+
+        if (t->nodes[2 * i].type != 1)
+            continue;
+        if ((o->encryption_key_len == leaf->encryption_key_len &&
+             memcmp(o->encryption_key, leaf->encryption_key, o->encryption_key_len) == 0) ||
+            (o->signature_key_len == leaf->signature_key_len &&
+             memcmp(o->signature_key, leaf->signature_key, o->signature_key_len) == 0))
+            return MSV_ERR_INVALID;
+    }
+    return MSV_OK;
+}
+
 static msv_err apply_one(struct msv_mls_member *m, const struct proposal *p,
                          struct commit_state *cs)
 {
@@ -430,6 +593,13 @@ static msv_err apply_one(struct msv_mls_member *m, const struct proposal *p,
     switch (p->type) {
     case 2: /* update: the sender's leaf */
         err = msv_mls_read_leaf_node(&r, &leaf);
+        if (err == MSV_OK && leaf.source != 2)
+            err = MSV_ERR_INVALID;
+        if (err == MSV_OK)
+            err = msv_mls_leaf_check(m->suite, &leaf, m->group_id, m->group_id_len, p->sender, 0,
+                                     NULL);
+        if (err == MSV_OK && p->sender == m->me)
+            err = take_own_update(m, &leaf);
         return err != MSV_OK ? err : msv_mls_tree_update(&m->tree, p->sender, &leaf);
     case 3: /* remove */
         if (msv_reader_u32be(&r, &index) != MSV_OK)
@@ -438,7 +608,9 @@ static msv_err apply_one(struct msv_mls_member *m, const struct proposal *p,
             return MSV_ERR_INVALID; /* we were removed: nothing follows for us */
         return msv_mls_tree_remove(&m->tree, index);
     case 1: /* add */
-        err = msv_mls_read_key_package(&r, &leaf);
+        err = msv_mls_key_package_body_check(m->suite, p->body, p->body_len, 0, &leaf, NULL);
+        if (err == MSV_OK)
+            err = leaf_is_new(&m->tree, &leaf);
         if (err == MSV_OK)
             err = msv_mls_tree_add(&m->tree, &leaf, &index);
         if (err == MSV_OK && cs->n_joiners < PROPOSALS_MAX)
@@ -517,16 +689,27 @@ static msv_err add_psk(const struct msv_mls_member *m, const struct proposal *p,
 }
 
 /* 12.4.2: group context extensions, then updates, removes, adds; PSKs collected. */
-static msv_err apply_proposals(struct msv_mls_member *m, struct commit_state *cs)
+msv_err msv_mls_member_apply_proposals(struct msv_mls_member *m, struct commit_state *cs)
 {
     static const uint16_t order[] = {7, 2, 3, 1, 4};
     msv_err err = MSV_OK;
 
+    m->has_tree_hash = 0; /* the tree is about to change */
     for (size_t i = 0; i < cs->n && err == MSV_OK; i++) {
         uint16_t t = cs->list[i].type;
 
-        if (t != 1 && t != 2 && t != 3 && t != 4 && t != 7)
+        if (t != 1 && t != 2 && t != 3 && t != 4 && t != 6 && t != 7)
             err = MSV_ERR_UNSUPPORTED;
+        if (err == MSV_OK && t == 6) {
+            struct msv_reader r;
+
+            /* ExternalInit: kem_output<V>; one only, and only in an external commit */
+            msv_reader_init(&r, cs->list[i].body, cs->list[i].body_len);
+            if (cs->external_init != NULL ||
+                msv_mls_get_vec(&r, &cs->external_init, &cs->external_init_len) != MSV_OK ||
+                !msv_mls_reader_is_done(&r))
+                err = MSV_ERR_INVALID;
+        }
     }
     for (size_t o = 0; o < sizeof(order) / sizeof(order[0]) && err == MSV_OK; o++) {
         for (size_t i = 0; i < cs->n && err == MSV_OK; i++) {
@@ -557,16 +740,19 @@ static msv_err apply_path(struct msv_mls_member *m, uint32_t committer, const ui
     msv_err err = msv_mls_update_path_read(bytes, len, &up);
 
     if (err == MSV_OK)
+        err = msv_mls_leaf_check(m->suite, &up.leaf, m->group_id, m->group_id_len, committer, 0,
+                                 NULL);
+    if (err == MSV_OK)
         err = msv_mls_tree_filtered_path(&m->tree, committer, path, &n);
     if (err == MSV_OK)
         err = msv_mls_tree_merge_path(&m->tree, committer, &up);
     /* 12.4.2: encrypted to the provisional GroupContext, with the old transcript hash */
     if (err == MSV_OK)
-        err = msv_mls_member_group_context(m, m->epoch + 1, m->cth, &gc, &gc_len);
+        err = msv_mls_member_group_context(m, m->epoch + 1, m->cth, m->cth_len, &gc, &gc_len);
     if (err == MSV_OK)
         err = msv_mls_path_open(m->suite, &m->tree, path, n, &up, m->me, m->keys, m->n_keys,
                                 cs->joiners, cs->n_joiners, gc, gc_len, ps, commit_secret);
-    i = lowest_above(path, n, m->me);
+    i = msv_mls_member_lowest_above(path, n, m->me);
     if (err == MSV_OK && i < n)
         err = keys_from_path_secret(m, path, n, i, ps);
     sodium_memzero(ps, sizeof(ps));
@@ -575,18 +761,66 @@ static msv_err apply_path(struct msv_mls_member *m, uint32_t committer, const ui
 }
 
 /* The epoch after the commit: transcript hashes, key schedule, confirmation tag (8, 8.2). */
-static msv_err next_epoch(struct msv_mls_member *m, const uint8_t *ac, size_t ac_len,
-                          const struct msv_mls_content *c, const struct commit_state *cs,
-                          const uint8_t commit_secret[MSV_MLS_NH])
+msv_err msv_mls_member_next_epoch(struct msv_mls_member *m, const uint8_t *ac, size_t ac_len,
+                                  const struct msv_mls_content *c, const struct commit_state *cs,
+                                  const uint8_t commit_secret[MSV_MLS_NH])
 {
     struct msv_mls_epoch_secrets ns;
-    uint8_t confirmed[MSV_MLS_NH], psk_secret[MSV_MLS_NH], mac[MSV_MLS_NH], *in = NULL, *gc = NULL;
-    size_t in_len = 0, gc_len = 0;
+    struct msv_mls_secret_state st = {0};
+    uint8_t confirmed[MSV_MLS_NH], psk_secret[MSV_MLS_NH], mac[MSV_MLS_NH], *gc = NULL;
+    size_t gc_len = 0;
+    msv_err err;
+
+    if (c->confirmation_tag_len != MSV_MLS_NH)
+        return MSV_ERR_AUTH;
+    err = msv_mls_member_confirmed_hash(m, ac, ac_len, confirmed);
+    if (err == MSV_OK)
+        err = msv_mls_psk_secret(cs->psks, cs->n_psks, psk_secret);
+    if (err == MSV_OK)
+        err = msv_mls_member_group_context(m, m->epoch + 1, confirmed, MSV_MLS_NH, &gc, &gc_len);
+    if (err == MSV_OK)
+        err = msv_mls_key_schedule(cs->has_init ? cs->init : m->s.init, commit_secret, psk_secret,
+                                   gc, gc_len, &ns);
+    free(gc);
+    if (err == MSV_OK)
+        err = msv_mls_mac(ns.confirmation_key, MSV_MLS_NH, confirmed, MSV_MLS_NH, mac);
+    if (err == MSV_OK && sodium_memcmp(mac, c->confirmation_tag, MSV_MLS_NH) != 0)
+        err = MSV_ERR_AUTH;
+    if (err == MSV_OK)
+        err = msv_mls_secret_state_init(&st, m->suite, ns.encryption, m->tree.n_leaves);
+    if (err == MSV_OK)
+        err = msv_mls_member_next_interim(confirmed, c->confirmation_tag, MSV_MLS_NH, m->interim);
+    if (err == MSV_OK) {
+        msv_mls_secret_state_free(&m->st);
+        m->st = st;
+        memset(&st, 0, sizeof(st));
+        sodium_memzero(ns.encryption, MSV_MLS_NH); /* 9.2: the secret tree holds it now */
+        sodium_memzero(m->update_sk, sizeof(m->update_sk));
+        m->has_update = 0;
+        memcpy(&m->s, &ns, sizeof(ns));
+        memcpy(m->cth, confirmed, MSV_MLS_NH);
+        m->cth_len = MSV_MLS_NH;
+        memcpy(m->tag, c->confirmation_tag, MSV_MLS_NH);
+        m->has_tree_hash = 0;
+        m->epoch++;
+        keep_resumption(m);
+    }
+    msv_mls_secret_state_free(&st);
+    sodium_memzero(&ns, sizeof(ns));
+    sodium_memzero(psk_secret, sizeof(psk_secret));
+    return err;
+}
+
+msv_err msv_mls_member_confirmed_hash(const struct msv_mls_member *m, const uint8_t *ac,
+                                      size_t ac_len, uint8_t confirmed[MSV_MLS_NH])
+{
+    uint8_t *in = NULL;
+    size_t in_len = 0;
     struct msv_buf w;
     msv_err err;
 
     /* ConfirmedTranscriptHashInput: the AuthenticatedContent without its confirmation tag */
-    if (c->confirmation_tag_len != MSV_MLS_NH || ac_len < MSV_MLS_NH + 1)
+    if (ac_len < MSV_MLS_NH + 1)
         return MSV_ERR_AUTH;
     msv_buf_init(&w, MSV_MLS_MESSAGE_MAX);
     (void)msv_buf_put(&w, m->interim, MSV_MLS_NH);
@@ -595,34 +829,13 @@ static msv_err next_epoch(struct msv_mls_member *m, const uint8_t *ac, size_t ac
     if (err == MSV_OK)
         err = msv_mls_hash(in, in_len, confirmed);
     free(in);
-    if (err == MSV_OK)
-        err = msv_mls_psk_secret(cs->psks, cs->n_psks, psk_secret);
-    if (err == MSV_OK)
-        err = msv_mls_member_group_context(m, m->epoch + 1, confirmed, &gc, &gc_len);
-    if (err == MSV_OK)
-        err = msv_mls_key_schedule(m->s.init, commit_secret, psk_secret, gc, gc_len, &ns);
-    free(gc);
-    if (err == MSV_OK)
-        err = msv_mls_mac(ns.confirmation_key, MSV_MLS_NH, confirmed, MSV_MLS_NH, mac);
-    if (err == MSV_OK && sodium_memcmp(mac, c->confirmation_tag, MSV_MLS_NH) != 0)
-        err = MSV_ERR_AUTH;
-    if (err == MSV_OK)
-        err = next_interim(confirmed, c->confirmation_tag, MSV_MLS_NH, m->interim);
-    if (err == MSV_OK) {
-        memcpy(&m->s, &ns, sizeof(ns));
-        memcpy(m->cth, confirmed, MSV_MLS_NH);
-        m->epoch++;
-        keep_resumption(m);
-    }
-    sodium_memzero(&ns, sizeof(ns));
-    sodium_memzero(psk_secret, sizeof(psk_secret));
     return err;
 }
 
 /* Reads the proposals received before the commit, each with its ProposalRef (5.2). */
-static msv_err receive_proposals(struct msv_mls_member *m, const struct msv_mls_epoch *ep,
-                                 const uint8_t *const *msgs, const size_t *lens, size_t n,
-                                 struct proposal *out)
+msv_err msv_mls_member_receive_proposals(struct msv_mls_member *m, const struct msv_mls_epoch *ep,
+                                         const uint8_t *const *msgs, const size_t *lens, size_t n,
+                                         struct proposal *out)
 {
     static const char label[] = "MLS 1.0 Proposal Reference";
 
@@ -652,7 +865,7 @@ static msv_err receive_proposals(struct msv_mls_member *m, const struct msv_mls_
  * the copies of the messages it borrowed from can go and the member holds
  * one buffer, however many commits it follows.
  */
-static msv_err compact(struct msv_mls_member *m)
+msv_err msv_mls_member_compact(struct msv_mls_member *m)
 {
     struct msv_mls_tree t = {0, 0, NULL};
     uint8_t *bytes = NULL;
@@ -730,11 +943,30 @@ static msv_err change_state(struct msv_mls_member *m, struct commit_state *cs, u
 
     if (err != MSV_OK)
         return err;
-    err = apply_proposals(m, cs);
+    err = msv_mls_member_apply_proposals(m, cs);
+    /* an external commit (12.4.3.2): one ExternalInit, a path, its leaf added where an Add would
+     * go; a member's commit carries no ExternalInit */
+    if (err == MSV_OK &&
+        (c->sender_type == MSV_MLS_SENDER_NEW_MEMBER_COMMIT) != (cs->external_init != NULL))
+        err = MSV_ERR_INVALID;
+    /* we take external commits that join, nothing more (no resync, no PSKs) */
+    if (err == MSV_OK && c->sender_type == MSV_MLS_SENDER_NEW_MEMBER_COMMIT && cs->n != 1)
+        err = MSV_ERR_UNSUPPORTED;
+    if (err == MSV_OK && c->sender_type == MSV_MLS_SENDER_NEW_MEMBER_COMMIT) {
+        struct msv_mls_update_path up;
+
+        err = path == NULL ? MSV_ERR_INVALID : msv_mls_update_path_read(path, path_len, &up);
+        if (err == MSV_OK)
+            err = leaf_is_new(&m->tree, &up.leaf);
+        if (err == MSV_OK)
+            err = msv_mls_tree_add(&m->tree, &up.leaf, &committer);
+        if (err == MSV_OK)
+            err = external_init(m, cs);
+    }
     if (err == MSV_OK && path != NULL)
         err = apply_path(m, committer, path, path_len, cs, commit_secret);
     if (err == MSV_OK)
-        err = next_epoch(m, ac, ac_len, c, cs, commit_secret);
+        err = msv_mls_member_next_epoch(m, ac, ac_len, c, cs, commit_secret);
     restore(m, &s, err != MSV_OK);
     sodium_memzero(commit_secret, sizeof(commit_secret));
     return err;
@@ -759,10 +991,15 @@ msv_err msv_mls_member_commit(struct msv_mls_member *m, const uint8_t *const *pr
     if (err == MSV_OK && n_proposals > PROPOSALS_MAX)
         err = MSV_ERR_TOO_BIG;
     if (err == MSV_OK)
-        err = current_epoch(m, root, &ep);
+        err = msv_mls_member_epoch(m, root, &ep);
     if (err == MSV_OK)
-        err = receive_proposals(m, &ep, proposals, proposal_lens, n_proposals, received);
-    if (err == MSV_OK)
+        err = msv_mls_member_receive_proposals(m, &ep, proposals, proposal_lens, n_proposals,
+                                               received);
+    if (m->accept_external)
+        ep.new_member_key = new_member_key;
+    if (err == MSV_OK && commit_len >= 4 && commit[2] == 0 && commit[3] == MSV_MLS_WIRE_PRIVATE)
+        err = read_private_commit(m, &ep, commit, commit_len, &c, &ac, &ac_len);
+    else if (err == MSV_OK)
         err = read_public(m, &ep, commit, commit_len, &c, &ac, &ac_len);
     if (err == MSV_OK && c.content_type != MSV_MLS_CONTENT_COMMIT)
         err = MSV_ERR_PARSE;
@@ -772,18 +1009,24 @@ msv_err msv_mls_member_commit(struct msv_mls_member *m, const uint8_t *const *pr
             err = MSV_ERR_PARSE;
     }
     if (err == MSV_OK)
-        err = commit_proposals(&list, received, n_proposals, c.leaf_index, cs);
+        err = msv_mls_member_commit_proposals(&list, received, n_proposals, c.leaf_index, cs);
     if (err == MSV_OK)
         err = change_state(m, cs, c.leaf_index, has_path ? r.data + r.off : NULL, r.len - r.off, ac,
                            ac_len, &c);
     /* the next epoch stands; if compacting fails the member keeps its copies */
-    if (err == MSV_OK)
-        (void)compact(m);
+    if (err == MSV_OK) {
+        (void)msv_mls_member_compact(m);
+        msv_mls_member_commit_discard(m); /* another commit took the epoch */
+        /* the joiner secret leads to the encryption secret: kept, it would undo 9.2 */
+        sodium_memzero(m->s.joiner, MSV_MLS_NH);
+    }
     /* a refused commit leaves no copies behind: nothing borrows from them */
     while (err != MSV_OK && m->n_held > n_held) {
         free(m->held[--m->n_held]);
         m->held[m->n_held] = NULL;
     }
+    if (cs != NULL)
+        sodium_memzero(cs->init, sizeof(cs->init));
     free(cs);
     free(received);
     return err;

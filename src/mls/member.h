@@ -1,7 +1,12 @@
 /*
- * A member following its group through commits (member.c), RFC 9420 12.4:
- * it joins from a Welcome and applies each commit (a PublicMessage) with the
- * proposals it names. It never sends: making commits is not here yet.
+ * A member of a group (RFC 9420 12.4). Following (member.c): it joins from a
+ * Welcome and applies each commit (a PublicMessage) with the proposals it
+ * names. Sending (group.c): it creates a group, proposes an update of its
+ * leaf, makes commits that add, remove and update with an UpdatePath and the
+ * Welcome for those it adds, and protects application messages as
+ * PrivateMessages. Each epoch's secret tree is kept as 9.2 says
+ * (secret_state.c): a secret is erased once what it derives is derived, a
+ * message key once it was used.
  */
 #ifndef MSV_MLS_MEMBER_H
 #define MSV_MLS_MEMBER_H
@@ -11,6 +16,67 @@
 #define MSV_MLS_MEMBER_KEYS (MSV_MLS_PATH_MAX + 1)
 #define MSV_MLS_GROUP_ID_MAX 255
 #define MSV_MLS_RESUMPTION_KEPT 32
+#define MSV_MLS_SKIPPED_MAX 64    /* keys kept for messages that arrive out of order */
+#define MSV_MLS_FORWARD_MAX 1024  /* generations a message may skip past its ratchet's next */
+#define MSV_MLS_IDENTITY_MAX 1024 /* the basic credential's identity */
+
+/*
+ * The secret tree of the current epoch (9, 9.2): node secrets until their
+ * children are derived, then each leaf's handshake and application ratchets
+ * at the next generation, and the keys of generations skipped (the latest
+ * MSV_MLS_SKIPPED_MAX). All in sodium_malloc memory, wiped when dropped.
+ */
+struct msv_mls_ratchet_state {
+    uint32_t generation; /* of secret: the next one not yet used */
+    uint8_t live;        /* 0: the leaf's secret is not derived yet */
+    uint8_t secret[MSV_MLS_NH];
+};
+
+struct msv_mls_skipped_key {
+    uint32_t leaf, generation;
+    uint8_t which;
+    uint8_t key[MSV_MLS_KEY_MAX];
+    uint8_t nonce[MSV_MLS_NN];
+};
+
+struct msv_mls_secret_state {
+    enum msv_mls_suite suite;
+    uint32_t n_leaves;
+    uint8_t (*node)[MSV_MLS_NH];           /* width of them */
+    uint8_t *has;                          /* node[x] holds a secret */
+    struct msv_mls_ratchet_state *ratchet; /* 2 per leaf: handshake, application */
+    struct msv_mls_skipped_key *skipped;   /* MSV_MLS_SKIPPED_MAX of them */
+    size_t n_skipped;
+};
+
+/* The tree rooted at encryption_secret; free it with msv_mls_secret_state_free(). */
+MSV_MUST_CHECK msv_err msv_mls_secret_state_init(struct msv_mls_secret_state *st,
+                                                 enum msv_mls_suite suite,
+                                                 const uint8_t encryption_secret[MSV_MLS_NH],
+                                                 uint32_t n_leaves);
+void msv_mls_secret_state_free(struct msv_mls_secret_state *st);
+/*
+ * The key and nonce of leaf's ratchet at generation, changing nothing:
+ * MSV_ERR_AUTH for a generation already used (or skipped and dropped), or
+ * more than MSV_MLS_FORWARD_MAX past the ratchet's next one (so that one
+ * message costs a bounded number of derivations).
+ */
+MSV_MUST_CHECK msv_err msv_mls_secret_state_key(const struct msv_mls_secret_state *st,
+                                                uint32_t leaf, enum msv_mls_ratchet which,
+                                                uint32_t generation, uint8_t *key,
+                                                uint8_t nonce[MSV_MLS_NN]);
+/*
+ * Marks generation used once its message authenticated: the node secrets on
+ * the way to the leaf erased, the ratchet moved past it (the keys of the
+ * generations it skips kept, the latest MSV_MLS_SKIPPED_MAX) or the skipped
+ * key erased. MSV_ERR_AUTH if it was used already.
+ */
+MSV_MUST_CHECK msv_err msv_mls_secret_state_consume(struct msv_mls_secret_state *st, uint32_t leaf,
+                                                    enum msv_mls_ratchet which,
+                                                    uint32_t generation);
+/* The next generation of leaf's ratchet (for sending). */
+MSV_MUST_CHECK msv_err msv_mls_secret_state_next(struct msv_mls_secret_state *st, uint32_t leaf,
+                                                 enum msv_mls_ratchet which, uint32_t *generation);
 
 struct msv_mls_member {
     enum msv_mls_suite suite;
@@ -20,6 +86,11 @@ struct msv_mls_member {
     uint8_t *ext; /* the GroupContext's extensions, encoded without their length */
     size_t ext_len;
     uint8_t cth[MSV_MLS_NH], interim[MSV_MLS_NH];
+    size_t cth_len;                /* MSV_MLS_NH; 0 at epoch 0 of a group we created (11) */
+    uint8_t tree_hash[MSV_MLS_NH]; /* of the epoch's tree, once worked out */
+    int has_tree_hash;
+    uint8_t tag[MSV_MLS_NH]; /* the epoch's confirmation tag (for its GroupInfo) */
+    int accept_external;     /* external commits are taken (the caller checks who joined) */
     struct msv_mls_epoch_secrets s;
     struct msv_mls_tree tree;
     uint32_t me;
@@ -35,6 +106,15 @@ struct msv_mls_member {
         uint8_t psk[MSV_MLS_NH];
     } resumption[MSV_MLS_RESUMPTION_KEPT];
     size_t n_resumption;
+    struct msv_mls_secret_state st; /* the epoch's secret tree; s.encryption is wiped */
+    /* sending: our Ed25519 seed and identity, an update proposed and not yet committed */
+    uint8_t sig_seed[32];
+    int can_send;
+    uint8_t identity[MSV_MLS_IDENTITY_MAX];
+    size_t identity_len;
+    uint8_t update_sk[32];
+    int has_update;
+    struct msv_mls_member *pending; /* our commit's next epoch until merged or discarded */
 };
 
 /*
@@ -53,7 +133,8 @@ MSV_MUST_CHECK msv_err msv_mls_member_join(enum msv_mls_suite suite, const uint8
                                            const uint8_t *tree, size_t tree_len,
                                            struct msv_mls_member **out);
 /*
- * Applies a commit (a PublicMessage MLSMessage) to the next epoch, with the
+ * Applies a commit (a PublicMessage or PrivateMessage MLSMessage: for the
+ * latter, the committer's handshake key from our secret tree) to the next epoch, with the
  * proposals (PublicMessage MLSMessages) it may name by reference: each
  * message's membership tag and signature checked, the proposals applied
  * (group context extensions, updates, removes, adds, external PSKs and
@@ -69,8 +150,121 @@ MSV_MUST_CHECK msv_err msv_mls_member_commit(struct msv_mls_member *m,
                                              const uint8_t *commit, size_t commit_len);
 /* The GroupContext at epoch with confirmed transcript hash cth and the current tree. */
 MSV_MUST_CHECK msv_err msv_mls_member_group_context(const struct msv_mls_member *m, uint64_t epoch,
-                                                    const uint8_t *cth, uint8_t **out,
-                                                    size_t *out_len);
+                                                    const uint8_t *cth, size_t cth_len,
+                                                    uint8_t **out, size_t *out_len);
 void msv_mls_member_free(struct msv_mls_member *m);
+
+/* ---- sending (group.c) ---- */
+
+/*
+ * Creates a group of one (11): group_id (at most MSV_MLS_GROUP_ID_MAX bytes),
+ * epoch 0, our leaf a fresh key_package leaf of identity signed by sig_seed
+ * (valid from not_before to not_after). Free *out with msv_mls_member_free().
+ */
+MSV_MUST_CHECK msv_err msv_mls_member_create(enum msv_mls_suite suite, const uint8_t *group_id,
+                                             size_t group_id_len, const uint8_t sig_seed[32],
+                                             const uint8_t *identity, size_t identity_len,
+                                             uint64_t not_before, uint64_t not_after,
+                                             struct msv_mls_member **out);
+/*
+ * Gives a member that joined the Ed25519 seed of its leaf, so that it can
+ * send: MSV_ERR_AUTH if the seed's key is not the leaf's signature key.
+ */
+MSV_MUST_CHECK msv_err msv_mls_member_set_signer(struct msv_mls_member *m,
+                                                 const uint8_t sig_seed[32]);
+/*
+ * An Update proposal (12.1.2) of our leaf with a fresh HPKE key, as a
+ * PublicMessage MLSMessage; its private key is kept until a commit applies
+ * it (a later one replaces it). Caller frees *out with free().
+ */
+MSV_MUST_CHECK msv_err msv_mls_member_propose_update(struct msv_mls_member *m, uint8_t **out,
+                                                     size_t *out_len);
+
+/* What a commit carries besides its UpdatePath. */
+struct msv_mls_commit_spec {
+    const uint8_t *const *key_packages; /* KeyPackage MLSMessages to add, validated first */
+    const size_t *key_package_lens;
+    size_t n_adds;
+    const uint32_t *removes; /* leaf indices, not our own */
+    size_t n_removes;
+    const uint8_t *const *proposals; /* received proposals (PublicMessages), by reference */
+    const size_t *proposal_lens;
+    size_t n_proposals;
+    uint64_t now;        /* seconds, for the KeyPackages' lifetimes */
+    int private_message; /* 1: the commit goes as a PrivateMessage (6.3), else a PublicMessage */
+};
+
+/*
+ * Makes a commit (12.4) as a PublicMessage or PrivateMessage MLSMessage with an UpdatePath
+ * (7.4-7.6, 7.9): the proposals applied in 12.4.2's order, our leaf given a
+ * fresh key, path secrets derived up our filtered direct path and each
+ * HPKE-encrypted to the resolution of its co-path child (less those added),
+ * parent hashes chained, our leaf signed; the next epoch's key schedule and
+ * the confirmation and membership tags. With adds, *welcome gets a Welcome
+ * (12.4.3.1): the GroupInfo signed, with the ratchet tree extension, and
+ * encrypted; for each new member its GroupSecrets encrypted to its init key
+ * (else *welcome is NULL). The member stays at its epoch: the next one waits
+ * in m->pending for msv_mls_member_commit_merge() (once the delivery service
+ * took the commit) or msv_mls_member_commit_discard(). A KeyPackage that does
+ * not validate, a removal of ourselves or of an empty leaf, a proposal type
+ * other than add, update and remove and an update of our own are refused
+ * (MSV_ERR_INVALID, or MSV_ERR_AUTH for a signature), *why naming the
+ * reason; nothing changes then. Callers free *commit and *welcome with free().
+ */
+MSV_MUST_CHECK msv_err msv_mls_member_commit_make(struct msv_mls_member *m,
+                                                  const struct msv_mls_commit_spec *spec,
+                                                  uint8_t **commit, size_t *commit_len,
+                                                  uint8_t **welcome, size_t *welcome_len,
+                                                  const char **why);
+/* Moves the member to the epoch of the commit it made. MSV_ERR_NOT_FOUND if none waits. */
+MSV_MUST_CHECK msv_err msv_mls_member_commit_merge(struct msv_mls_member *m);
+void msv_mls_member_commit_discard(struct msv_mls_member *m);
+
+/*
+ * A GroupInfo MLSMessage of the current epoch (12.4.3): the GroupContext, the
+ * ratchet_tree and external_pub extensions, the epoch's confirmation tag,
+ * signed by us; what a device needs to join by an external commit. Caller
+ * frees *out with free().
+ */
+MSV_MUST_CHECK msv_err msv_mls_member_group_info(struct msv_mls_member *m, uint8_t **out,
+                                                 size_t *out_len);
+/*
+ * Whether the member takes external commits (off at first): anyone holding a
+ * GroupInfo of the group can make one, so the caller turns this on only when
+ * it checks who joined (the new leaf's identity) after each commit.
+ */
+void msv_mls_member_accept_external(struct msv_mls_member *m, int accept);
+/*
+ * Joins a group by an external commit (12.4.3.2) from a GroupInfo MLSMessage:
+ * its tree checked as a joiner checks it (msv_mls_tree_verify()), its
+ * signature by its signer's leaf; then a commit with an ExternalInit (the
+ * init secret encrypted to external_pub) and an UpdatePath from our new leaf
+ * (identity as a basic credential, signed by sig_seed), where an Add would
+ * put it. *out is the member at the commit's epoch, which it is once the
+ * delivery service took *commit (else the caller frees it); members take it
+ * only if they accept external commits. Free *out with msv_mls_member_free()
+ * and *commit with free().
+ */
+MSV_MUST_CHECK msv_err msv_mls_member_join_external(
+    enum msv_mls_suite suite, const uint8_t *group_info, size_t group_info_len,
+    const uint8_t sig_seed[32], const uint8_t *identity, size_t identity_len, uint8_t **commit,
+    size_t *commit_len, struct msv_mls_member **out);
+
+/*
+ * An application message as a PrivateMessage MLSMessage (6.3) of the current
+ * epoch, with the next generation of our application ratchet, whose key is
+ * then erased, and a random reuse guard. Caller frees *out with free().
+ */
+MSV_MUST_CHECK msv_err msv_mls_member_protect(struct msv_mls_member *m, const uint8_t *data,
+                                              size_t len, uint8_t **out, size_t *out_len);
+/*
+ * Decrypts an application PrivateMessage of the current epoch from another
+ * member: its key is erased once it authenticated, so a second decryption
+ * fails (MSV_ERR_AUTH). *data is the caller's to free with msv_secret_free();
+ * *sender its leaf.
+ */
+MSV_MUST_CHECK msv_err msv_mls_member_unprotect(struct msv_mls_member *m, const uint8_t *msg,
+                                                size_t len, uint8_t **data, size_t *data_len,
+                                                uint32_t *sender);
 
 #endif

@@ -7,8 +7,8 @@
  * Cipher suites 1 (MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519) and 3
  * (MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519) only: both hash with
  * SHA-256 (Nh = 32), agree with X25519 and sign with Ed25519; they differ in
- * the AEAD. The ratchet tree, TreeKEM, commits and Welcome are not here yet
- * (docs/crypto.md, "MLS").
+ * the AEAD. The ratchet tree, TreeKEM, KeyPackages and joining are here too;
+ * a member that follows and sends is in member.h (docs/crypto.md, "MLS").
  *
  * Pointers are borrowed unless a comment says otherwise; out-parameters are
  * set only on success. Every failure to authenticate is MSV_ERR_AUTH.
@@ -277,6 +277,11 @@ MSV_MUST_CHECK msv_err msv_mls_ratchet_key(enum msv_mls_suite suite,
                                            const uint8_t leaf_secret[MSV_MLS_NH],
                                            enum msv_mls_ratchet which, uint32_t generation,
                                            uint8_t *key, uint8_t nonce[MSV_MLS_NN]);
+/* The same from a ratchet's secret at generation from (<= generation). */
+MSV_MUST_CHECK msv_err msv_mls_ratchet_key_from(enum msv_mls_suite suite,
+                                                const uint8_t secret[MSV_MLS_NH], uint32_t from,
+                                                uint32_t generation, uint8_t *key,
+                                                uint8_t nonce[MSV_MLS_NN]);
 /* The sender data key and nonce for a PrivateMessage whose ciphertext is ct. */
 MSV_MUST_CHECK msv_err msv_mls_sender_data_key(enum msv_mls_suite suite,
                                                const uint8_t sender_data_secret[MSV_MLS_NH],
@@ -306,6 +311,7 @@ enum {
     MSV_MLS_CONTENT_PROPOSAL = 2,
     MSV_MLS_CONTENT_COMMIT = 3,
     MSV_MLS_SENDER_MEMBER = 1,
+    MSV_MLS_SENDER_NEW_MEMBER_COMMIT = 4,
 };
 
 /* Largest MLSMessage the framing functions make or read. */
@@ -325,6 +331,11 @@ struct msv_mls_content {
     size_t body_len;
     const uint8_t *confirmation_tag; /* commits only */
     size_t confirmation_tag_len;
+    const uint8_t *signature; /* set by unprotecting; not read by protecting */
+    size_t signature_len;
+    /* 0 or MSV_MLS_SENDER_MEMBER: a member, at leaf_index; MSV_MLS_SENDER_NEW_MEMBER_COMMIT:
+     * an external commit (12.4.3.2), in a PublicMessage without a membership tag */
+    uint8_t sender_type;
 };
 
 /*
@@ -332,6 +343,11 @@ struct msv_mls_content {
  * MSV_ERR_NOT_FOUND for a blank or absent leaf. *pk is borrowed.
  */
 typedef msv_err (*msv_mls_sig_key_fn)(void *ctx, uint32_t leaf, const uint8_t **pk, size_t *pk_len);
+
+/* The key and nonce of leaf's ratchet at a generation, before the reuse guard. */
+typedef msv_err (*msv_mls_content_key_fn)(void *ctx, uint32_t leaf, enum msv_mls_ratchet which,
+                                          uint32_t generation, uint8_t *key,
+                                          uint8_t nonce[MSV_MLS_NN]);
 
 /* What a member knows of its group's current epoch. */
 struct msv_mls_epoch {
@@ -342,8 +358,30 @@ struct msv_mls_epoch {
     const uint8_t *membership_key;
     msv_mls_sig_key_fn sig_key; /* the sender's key is looked up by the leaf it claims */
     void *sig_key_ctx;
+    /* the key of an external commit's new member (its UpdatePath's leaf), with sig_key_ctx;
+     * NULL refuses external commits */
+    msv_err (*new_member_key)(void *ctx, const struct msv_mls_content *c, const uint8_t **pk,
+                              size_t *pk_len);
+    /* if set, PrivateMessage keys come from here (a member's secret tree) and
+     * encryption_secret is not used */
+    msv_mls_content_key_fn content_key;
+    void *content_key_ctx;
 };
 
+/* The signature of c's FramedContentTBS under wire_format (6.1), by seed. */
+MSV_MUST_CHECK msv_err msv_mls_content_sign(const struct msv_mls_epoch *ep, uint16_t wire_format,
+                                            const struct msv_mls_content *c, const uint8_t seed[32],
+                                            uint8_t sig[MSV_MLS_SIG_LEN]);
+/*
+ * AuthenticatedContent (6): wire_format, the FramedContent of a member, the
+ * signature and, for a commit, the confirmation tag: what transcript hashes
+ * and ProposalRefs cover. Caller frees *out with free().
+ */
+MSV_MUST_CHECK msv_err msv_mls_authenticated_content(const struct msv_mls_epoch *ep,
+                                                     uint16_t wire_format,
+                                                     const struct msv_mls_content *c,
+                                                     const uint8_t *sig, size_t sig_len,
+                                                     uint8_t **out, size_t *out_len);
 /* Encodes a PublicMessage MLSMessage signed with seed; caller frees *out with free(). */
 MSV_MUST_CHECK msv_err msv_mls_public_protect(const struct msv_mls_epoch *ep,
                                               const struct msv_mls_content *c,
@@ -486,6 +524,16 @@ MSV_MUST_CHECK msv_err msv_mls_update_path_read(const uint8_t *data, size_t len,
 MSV_MUST_CHECK msv_err msv_mls_tree_filtered_path(const struct msv_mls_tree *t, uint32_t leaf,
                                                   uint32_t path[MSV_MLS_PATH_MAX], size_t *n);
 /*
+ * The tree side of an UpdatePath of sender (7.5, 7.9): its direct path
+ * blanked, the filtered path's nodes given up's keys (only the keys of up's
+ * nodes are read), their parent hashes chained from the top; the parent
+ * hash its leaf must carry goes to leaf_ph (*leaf_ph_len 0 when the path is
+ * empty). MSV_ERR_AUTH if up has not one node per filtered path node.
+ */
+MSV_MUST_CHECK msv_err msv_mls_tree_set_path(struct msv_mls_tree *t, uint32_t sender,
+                                             const struct msv_mls_update_path *up,
+                                             uint8_t leaf_ph[MSV_MLS_NH], size_t *leaf_ph_len);
+/*
  * Merges the UpdatePath of sender into t (12.4.2): the direct path blanked,
  * the filtered path's keys set with the parent hashes they chain to (7.9),
  * the sender's leaf replaced. MSV_ERR_AUTH if the number of nodes is not the
@@ -584,6 +632,67 @@ MSV_MUST_CHECK msv_err msv_mls_group_info_check(enum msv_mls_suite suite, const 
                                                 const uint8_t joiner[MSV_MLS_NH],
                                                 const uint8_t psk_secret[MSV_MLS_NH],
                                                 struct msv_mls_epoch_secrets *out);
+
+/* ---- KeyPackages and LeafNodes, made and validated (RFC 9420 7.2, 7.3, 10, 10.1; keypackage.c)
+ * ---- */
+
+/* A LeafNode to make: a basic credential holding identity, our capabilities, no extensions. */
+struct msv_mls_leaf_spec {
+    const uint8_t *sig_seed;       /* the Ed25519 seed that signs; its public key goes in */
+    const uint8_t *encryption_key; /* 32 bytes */
+    const uint8_t *identity;
+    size_t identity_len;
+    uint8_t source;                 /* 1 key_package, 2 update, 3 commit */
+    uint64_t not_before, not_after; /* key_package: the lifetime, in seconds */
+    const uint8_t *parent_hash;     /* commit */
+    size_t parent_hash_len;
+    const uint8_t *group_id; /* update and commit: what LeafNodeTBS binds it to */
+    size_t group_id_len;
+    uint32_t index;
+};
+
+/* The encoded, signed LeafNode; caller frees *out with free(). */
+MSV_MUST_CHECK msv_err msv_mls_leaf_make(const struct msv_mls_leaf_spec *spec, uint8_t **out,
+                                         size_t *out_len);
+/*
+ * Validates a LeafNode as 7.3 says, without what needs the tree: its
+ * signature (bound to group_id and index unless its source is key_package),
+ * keys of 32 bytes, a basic credential, capabilities naming MLS 1.0, suite and
+ * its own credential type, every extension it carries listed in its
+ * capabilities, and for a key_package leaf a lifetime containing now (seconds;
+ * 0 checks only that the lifetime is a range). MSV_ERR_AUTH for the signature,
+ * MSV_ERR_INVALID or MSV_ERR_PARSE otherwise; *why (may be NULL) names the
+ * reason, a static string.
+ */
+MSV_MUST_CHECK msv_err msv_mls_leaf_check(enum msv_mls_suite suite, const struct msv_mls_leaf *leaf,
+                                          const uint8_t *group_id, size_t group_id_len,
+                                          uint32_t index, uint64_t now, const char **why);
+/*
+ * Validates a KeyPackage MLSMessage (10.1): version 1, the suite, its leaf
+ * (msv_mls_leaf_check(), source key_package), an init key of 32 bytes other
+ * than the leaf's encryption key, and its signature (KeyPackageTBS). The leaf
+ * goes to *leaf (may be NULL), pointing into msg. Errors and *why as
+ * msv_mls_leaf_check().
+ */
+MSV_MUST_CHECK msv_err msv_mls_key_package_check(enum msv_mls_suite suite, const uint8_t *msg,
+                                                 size_t len, uint64_t now,
+                                                 struct msv_mls_leaf *leaf, const char **why);
+/* The same for a KeyPackage without its MLSMessage header (as an Add proposal carries it). */
+MSV_MUST_CHECK msv_err msv_mls_key_package_body_check(enum msv_mls_suite suite, const uint8_t *kp,
+                                                      size_t len, uint64_t now,
+                                                      struct msv_mls_leaf *leaf, const char **why);
+/*
+ * Makes a KeyPackage MLSMessage for the device whose Ed25519 seed is sig_seed
+ * and whose identity (the basic credential) is identity, valid from not_before
+ * to not_after (seconds), with fresh init and leaf HPKE keys, whose private
+ * halves go to init_sk and leaf_sk. Caller frees *out with free().
+ */
+MSV_MUST_CHECK msv_err msv_mls_key_package_make(enum msv_mls_suite suite,
+                                                const uint8_t sig_seed[32], const uint8_t *identity,
+                                                size_t identity_len, uint64_t not_before,
+                                                uint64_t not_after, uint8_t init_sk[32],
+                                                uint8_t leaf_sk[32], uint8_t **out,
+                                                size_t *out_len);
 
 /*
  * Structure checks of message bodies (message.c): each reads one structure

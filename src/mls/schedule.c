@@ -230,8 +230,24 @@ msv_err msv_mls_ratchet_key(enum msv_mls_suite suite, const uint8_t leaf_secret[
         return MSV_ERR_TOO_BIG;
     err = expand_label_str(
         leaf_secret, which == MSV_MLS_RATCHET_HANDSHAKE ? "handshake" : "application", NULL, 0, s);
+    if (err == MSV_OK)
+        err = msv_mls_ratchet_key_from(suite, s, 0, generation, key, nonce);
+    sodium_memzero(s, sizeof(s));
+    return err;
+}
+
+msv_err msv_mls_ratchet_key_from(enum msv_mls_suite suite, const uint8_t secret[MSV_MLS_NH],
+                                 uint32_t from, uint32_t generation, uint8_t *key,
+                                 uint8_t nonce[MSV_MLS_NN])
+{
+    uint8_t s[MSV_MLS_NH];
+    msv_err err = MSV_OK;
+
+    if (generation < from)
+        return MSV_ERR_INVALID;
+    memcpy(s, secret, MSV_MLS_NH);
     /* 9.1: secret_[j+1] = DeriveTreeSecret(secret_[j], "secret", j, Nh) */
-    for (uint32_t j = 0; j < generation && err == MSV_OK; j++)
+    for (uint32_t j = from; j < generation && err == MSV_OK; j++)
         err = msv_mls_derive_tree_secret(s, MSV_MLS_NH, "secret", j, s, MSV_MLS_NH);
     if (err == MSV_OK)
         err = msv_mls_derive_tree_secret(s, MSV_MLS_NH, "key", generation, key,

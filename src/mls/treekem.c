@@ -73,17 +73,17 @@ msv_err msv_mls_tree_filtered_path(const struct msv_mls_tree *t, uint32_t leaf,
     return MSV_OK;
 }
 
-msv_err msv_mls_tree_merge_path(struct msv_mls_tree *t, uint32_t sender,
-                                const struct msv_mls_update_path *up)
+msv_err msv_mls_tree_set_path(struct msv_mls_tree *t, uint32_t sender,
+                              const struct msv_mls_update_path *up, uint8_t leaf_ph[MSV_MLS_NH],
+                              size_t *leaf_ph_len)
 {
     uint32_t path[MSV_MLS_PATH_MAX];
-    uint8_t leaf_ph[MSV_MLS_NH];
     size_t n = 0;
     msv_err err = msv_mls_tree_filtered_path(t, sender, path, &n);
 
     if (err != MSV_OK)
         return err;
-    if (n != up->n_nodes || t->nodes[2 * sender].type != 1 || up->leaf.source != 3)
+    if (n != up->n_nodes || t->nodes[2 * sender].type != 1)
         return MSV_ERR_AUTH;
     for (uint32_t x = msv_mls_tree_parent(2 * sender, t->n_leaves); x != MSV_MLS_NONE;
          x = msv_mls_tree_parent(x, t->n_leaves)) {
@@ -107,16 +107,29 @@ msv_err msv_mls_tree_merge_path(struct msv_mls_tree *t, uint32_t sender,
         if (err != MSV_OK)
             return err;
     }
+    *leaf_ph_len = 0;
     if (n > 0) {
         err = msv_mls_tree_parent_hash(t, path[0], copath_child(path[0], sender), leaf_ph);
-        if (err != MSV_OK)
-            return err;
-        if (up->leaf.parent_hash_len != MSV_MLS_NH ||
-            !msv_equal_ct(up->leaf.parent_hash, leaf_ph, MSV_MLS_NH))
-            return MSV_ERR_AUTH;
-    } else if (up->leaf.parent_hash_len != 0) {
-        return MSV_ERR_AUTH;
+        *leaf_ph_len = MSV_MLS_NH;
     }
+    return err;
+}
+
+msv_err msv_mls_tree_merge_path(struct msv_mls_tree *t, uint32_t sender,
+                                const struct msv_mls_update_path *up)
+{
+    uint8_t leaf_ph[MSV_MLS_NH];
+    size_t ph_len = 0;
+    msv_err err;
+
+    if (up->leaf.source != 3)
+        return MSV_ERR_AUTH;
+    err = msv_mls_tree_set_path(t, sender, up, leaf_ph, &ph_len);
+    if (err != MSV_OK)
+        return err;
+    if (up->leaf.parent_hash_len != ph_len ||
+        (ph_len > 0 && !msv_equal_ct(up->leaf.parent_hash, leaf_ph, ph_len)))
+        return MSV_ERR_AUTH;
     t->nodes[2 * sender].leaf = up->leaf;
     return MSV_OK;
 }

@@ -96,8 +96,9 @@ struct msv_config {
     uint64_t keydir_v4_mismatch;    /* tests only: log entry N's tree entry is not its leaf's (N
                                        appended while missived runs) */
     uint32_t mls_commit_pause_ms;   /* tests only: a pause between an MLS commit's read and write */
-    int drop_prekey_answers;        /* tests only: an upload of one-time prekeys is stored, then the
-                                     * connection closes unanswered (a lost answer) */
+    int drop_prekey_answers;        /* tests only: an upload that carries prekeys (one-time ones, a
+                                     * rotation) is stored, then the connection closes unanswered
+                                     * (a lost answer) */
 };
 
 /* Fills c with the defaults. */

@@ -2816,7 +2816,8 @@ static void handle_prekey_upload(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
     if (err != MSV_OK)
         return;
-    if (s->cfg.drop_prekey_answers && (u.n_one_time > 0 || u.n_kem_one_time > 0)) {
+    if (s->cfg.drop_prekey_answers &&
+        (u.n_one_time > 0 || u.n_kem_one_time > 0 || u.has_signed || u.kem_last_resort != NULL)) {
         msv_conn_close_soon(c); /* tests only: stored, and the answer lost */
         return;
     }

@@ -854,6 +854,7 @@ rpc.on("alarm", (ev) => banner("alarm", "alarm-" + ev.warning, "\u26A0 Transpare
   [["Devices", () => devicesDialog()]]));
 
 rpc.on("unopened", (ev) => banner("alarm", "unopened", "\u26A0 " + ev.warning));
+rpc.on("classical", (ev) => banner("alarm", "classical", "\u26A0 " + ev.warning));
 
 rpc.on("unreachable", (ev) => banner("alarm", "unreach-" + ev.handle + "-" + ev.device_id,
   "\u26A0 " + nameOf(ev.handle) + "'s device " + ev.device_id + " cannot be reached: it speaks no suite this device speaks (" +

@@ -1,0 +1,293 @@
+/*
+ * B3's MLS side (src/mls): a group of N devices made in this process by our
+ * own sending code, then, measured by this thread's CPU time: a commit adding
+ * one device (its size and the Welcome's), a commit removing one (its size,
+ * the committer's time, a member's time to process it) and an application
+ * message of 256 bytes (its size, the sender's and a reader's time).
+ *
+ * The group is built as a creator builds it: commits adding up to 255
+ * devices each, so the parents off the creator's path are blank and a
+ * commit's path secrets go to every leaf of each blank subtree; the figures
+ * are the cost of a group's first commits, the largest ones. One member
+ * besides the creator follows every commit (the others are leaves only).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "bench/bench.h"
+#include "missive/util.h"
+#include "mls/member.h"
+#include "mls/mls.h"
+
+#define NOW 1800000000u
+#define BATCH 255
+#define MESSAGES 50
+#define STEADY_MAX 100
+
+static double cpu_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+struct kp {
+    uint8_t seed[32], init_sk[32], leaf_sk[32];
+    uint8_t *bytes;
+    size_t len;
+};
+
+static void make_kp(struct kp *k, size_t i)
+{
+    char id[32];
+
+    randombytes_buf(k->seed, sizeof(k->seed));
+    snprintf(id, sizeof(id), "bench-device-%zu", i);
+    if (msv_mls_key_package_make(MSV_MLS_SUITE_X25519_AES128GCM, k->seed, (const uint8_t *)id,
+                                 strlen(id), NOW - 60, NOW + 86400, k->init_sk, k->leaf_sk,
+                                 &k->bytes, &k->len) != MSV_OK)
+        die("mls: key package");
+}
+
+struct made {
+    uint8_t *commit, *welcome;
+    size_t commit_len, welcome_len;
+    double cpu_ms;
+};
+
+/* The creator commits (adding kps, removing leaf remove if not UINT32_MAX) and merges. */
+static void commit(struct msv_mls_member *a, struct kp *kps, size_t n, uint32_t remove,
+                   struct made *out)
+{
+    const uint8_t **bytes = calloc(n + 1, sizeof(*bytes));
+    size_t *lens = calloc(n + 1, sizeof(*lens));
+    struct msv_mls_commit_spec spec;
+    const char *why = NULL;
+    double t0;
+    msv_err err;
+
+    if (bytes == NULL || lens == NULL)
+        die("out of memory");
+    for (size_t i = 0; i < n; i++) {
+        bytes[i] = kps[i].bytes;
+        lens[i] = kps[i].len;
+    }
+    memset(&spec, 0, sizeof(spec));
+    spec.key_packages = bytes;
+    spec.key_package_lens = lens;
+    spec.n_adds = n;
+    spec.removes = &remove;
+    spec.n_removes = remove != UINT32_MAX;
+    spec.now = NOW;
+    memset(out, 0, sizeof(*out));
+    t0 = cpu_s();
+    err = msv_mls_member_commit_make(a, &spec, &out->commit, &out->commit_len, &out->welcome,
+                                     &out->welcome_len, &why);
+    out->cpu_ms = (cpu_s() - t0) * 1e3;
+    if (err != MSV_OK || msv_mls_member_commit_merge(a) != MSV_OK)
+        die("mls: commit: %s (%s)", msv_strerror(err), why != NULL ? why : "");
+    free(bytes);
+    free(lens);
+}
+
+static void made_free(struct made *m)
+{
+    free(m->commit);
+    free(m->welcome);
+}
+
+/* The follower processes a commit; its CPU time in ms. */
+static double follow(struct msv_mls_member *b, const struct made *m)
+{
+    double t0 = cpu_s();
+
+    if (msv_mls_member_commit(b, NULL, NULL, 0, m->commit, m->commit_len) != MSV_OK)
+        die("mls: a member could not follow");
+    return (cpu_s() - t0) * 1e3;
+}
+
+struct row {
+    size_t n;
+    size_t add_commit, add_welcome, remove_commit, message;
+    double add_ms, remove_ms, follow_ms, send_us, read_us;
+    size_t steady_commit; /* 0: not measured */
+    double steady_ms;
+};
+
+/* Builds a group of n devices: the creator, the follower (first added) and the others. */
+static void build(size_t n, struct kp *kps, struct msv_mls_member **a, struct msv_mls_member **b)
+{
+    struct made m;
+
+    if (msv_mls_member_create(MSV_MLS_SUITE_X25519_AES128GCM, (const uint8_t *)"bench", 5,
+                              kps[0].seed, (const uint8_t *)"bench-device-0", 14, NOW - 60,
+                              NOW + 86400, a) != MSV_OK)
+        die("mls: create");
+    for (size_t first = 1; first < n; first += BATCH) {
+        size_t count = n - first < BATCH ? n - first : BATCH;
+
+        commit(*a, kps + first, count, UINT32_MAX, &m);
+        if (first == 1) {
+            if (msv_mls_member_join(MSV_MLS_SUITE_X25519_AES128GCM, m.welcome, m.welcome_len,
+                                    kps[1].bytes, kps[1].len, kps[1].init_sk, kps[1].leaf_sk, NULL,
+                                    0, NULL, 0, b) != MSV_OK ||
+                msv_mls_member_set_signer(*b, kps[1].seed) != MSV_OK)
+                die("mls: join");
+        } else {
+            (void)follow(*b, &m);
+        }
+        made_free(&m);
+    }
+}
+
+static void measure_messages(struct msv_mls_member *a, struct msv_mls_member *b, struct row *r)
+{
+    double send[MESSAGES], readt[MESSAGES];
+    uint8_t text[256];
+
+    memset(text, 'm', sizeof(text));
+    for (int i = 0; i < MESSAGES; i++) {
+        uint8_t *msg = NULL, *pt = NULL;
+        size_t len = 0, pt_len = 0;
+        uint32_t sender;
+        double t0 = cpu_s();
+
+        if (msv_mls_member_protect(a, text, sizeof(text), &msg, &len) != MSV_OK)
+            die("mls: protect");
+        send[i] = (cpu_s() - t0) * 1e6;
+        t0 = cpu_s();
+        if (msv_mls_member_unprotect(b, msg, len, &pt, &pt_len, &sender) != MSV_OK)
+            die("mls: unprotect");
+        readt[i] = (cpu_s() - t0) * 1e6;
+        r->message = len;
+        msv_secret_free(pt, pt_len);
+        free(msg);
+    }
+    r->send_us = median(send, MESSAGES);
+    r->read_us = median(readt, MESSAGES);
+}
+
+/*
+ * A group of n where every member then committed once, so that every parent
+ * holds a key and a commit's path secrets go to one node per level: the size
+ * and time of the creator's commit removing the last member. Every member is
+ * followed here, so this stops at STEADY_MAX devices.
+ */
+static void steady(size_t n, struct row *r)
+{
+    struct kp *kps = calloc(n, sizeof(*kps));
+    struct msv_mls_member **mem = calloc(n, sizeof(*mem));
+    struct made m;
+
+    if (kps == NULL || mem == NULL)
+        die("out of memory");
+    for (size_t i = 0; i < n; i++)
+        make_kp(&kps[i], i);
+    if (msv_mls_member_create(MSV_MLS_SUITE_X25519_AES128GCM, (const uint8_t *)"steady", 6,
+                              kps[0].seed, (const uint8_t *)"bench-device-0", 14, NOW - 60,
+                              NOW + 86400, &mem[0]) != MSV_OK)
+        die("mls: create");
+    commit(mem[0], kps + 1, n - 1, UINT32_MAX, &m);
+    for (size_t i = 1; i < n; i++) {
+        if (msv_mls_member_join(MSV_MLS_SUITE_X25519_AES128GCM, m.welcome, m.welcome_len,
+                                kps[i].bytes, kps[i].len, kps[i].init_sk, kps[i].leaf_sk, NULL, 0,
+                                NULL, 0, &mem[i]) != MSV_OK ||
+            msv_mls_member_set_signer(mem[i], kps[i].seed) != MSV_OK)
+            die("mls: join");
+    }
+    made_free(&m);
+    for (size_t x = 1; x < n; x++) {
+        commit(mem[x], NULL, 0, UINT32_MAX, &m);
+        for (size_t i = 0; i < n; i++) {
+            if (i != x)
+                (void)follow(mem[i], &m);
+        }
+        made_free(&m);
+    }
+    commit(mem[0], NULL, 0, mem[n - 1]->me, &m);
+    r->steady_commit = m.commit_len;
+    r->steady_ms = m.cpu_ms;
+    made_free(&m);
+    for (size_t i = 0; i < n; i++) {
+        msv_mls_member_free(mem[i]);
+        free(kps[i].bytes);
+    }
+    sodium_memzero(kps, n * sizeof(*kps));
+    free(kps);
+    free(mem);
+}
+
+static void measure(size_t n, struct row *r)
+{
+    struct kp *kps = calloc(n + 1, sizeof(*kps));
+    struct msv_mls_member *a = NULL, *b = NULL;
+    struct made m;
+
+    if (kps == NULL)
+        die("out of memory");
+    for (size_t i = 0; i <= n; i++)
+        make_kp(&kps[i], i);
+    build(n, kps, &a, &b);
+    memset(r, 0, sizeof(*r));
+    r->n = n;
+    measure_messages(a, b, r);
+    commit(a, kps + n, 1, UINT32_MAX, &m); /* one more device: n + 1 */
+    r->add_commit = m.commit_len;
+    r->add_welcome = m.welcome_len;
+    r->add_ms = m.cpu_ms;
+    (void)follow(b, &m);
+    made_free(&m);
+    commit(a, NULL, 0, (uint32_t)n, &m); /* and removed again: n */
+    r->remove_commit = m.commit_len;
+    r->remove_ms = m.cpu_ms;
+    r->follow_ms = follow(b, &m);
+    made_free(&m);
+    msv_mls_member_free(a);
+    msv_mls_member_free(b);
+    for (size_t i = 0; i <= n; i++)
+        free(kps[i].bytes);
+    sodium_memzero(kps, (n + 1) * sizeof(*kps));
+    free(kps);
+}
+
+int bench_mls(const struct opts *o, FILE *out)
+{
+    static const size_t sizes[] = {2, 10, 100, 1000, 5000};
+    size_t n_sizes = o->quick ? 3 : sizeof(sizes) / sizeof(sizes[0]);
+    struct row rows[sizeof(sizes) / sizeof(sizes[0])];
+
+    for (size_t i = 0; i < n_sizes; i++) {
+        measure(sizes[i], &rows[i]);
+        if (sizes[i] <= (o->quick ? 10 : STEADY_MAX))
+            steady(sizes[i], &rows[i]);
+    }
+    fprintf(out, "### B3 (MLS): a group of N devices, cipher suite 1\n\n"
+                 "| devices | add one: commit B, Welcome B, committer ms | remove one: commit B, "
+                 "committer ms, a member's ms | remove one after every member committed once: "
+                 "commit B, committer ms | message of 256 B: bytes, sender µs, reader µs | "
+                 "sender vs. 2 devices |\n|---|---|---|---|---|---|\n");
+    for (size_t i = 0; i < n_sizes; i++) {
+        const struct row *r = &rows[i];
+
+        char steady_cell[64] = "not measured (every member followed)";
+
+        if (r->steady_commit > 0)
+            snprintf(steady_cell, sizeof(steady_cell), "%zu, %.1f", r->steady_commit, r->steady_ms);
+        fprintf(out, "| %zu | %zu, %zu, %.1f | %zu, %.1f, %.1f | %s | %zu, %.1f, %.1f | %.2f |\n",
+                r->n, r->add_commit, r->add_welcome, r->add_ms, r->remove_commit, r->remove_ms,
+                r->follow_ms, steady_cell, r->message, r->send_us, r->read_us,
+                rows[0].send_us > 0 ? r->send_us / rows[0].send_us : 0.0);
+    }
+    fprintf(out, "\nThe group is built by its creator's commits of up to 255 adds each, so the "
+                 "parents off the creator's path are blank and each commit encrypts its path "
+                 "secrets to every leaf of the blank subtrees: these are the first commits of a "
+                 "group, the largest. Once every member has committed, each parent holds a key "
+                 "and a commit encrypts one path secret per level: the column after them "
+                 "(measured up to 100 devices, since every member is followed here). CPU time of "
+                 "this thread; one message is one encryption whatever the group's size.\n\n");
+    return 0;
+}
