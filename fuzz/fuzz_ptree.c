@@ -9,7 +9,9 @@
  *   2: version proof (lookup) of "alice@example.org": accepted only at her version, 3;
  *   3: version proof (history) of the same;
  *   4: u8 n (1 to 4) || n labels || multi-path proof against the eight-entry tree: accepted
- *      only as the truth for every label.
+ *      only as the truth for every label;
+ *   5: version proof (presence, one version shown to its owner) of the same: accepted only at
+ *      version 3, the one alice's data is.
  */
 #include <sodium.h>
 
@@ -137,6 +139,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     case 4:
         fuzz_multi(data + 1, size - 1);
+        break;
+    case 5: /* one version shown to its owner: only alice's newest holds alice_data */
+        if (msv_pt_verify_versions(root11, vrf_pk, MSV_PT_PRESENCE, "alice@example.org", alice_data,
+                                   4, data + 1, size - 1, &version) == MSV_OK &&
+            version != 3)
+            abort();
         break;
     default:
         break;

@@ -345,6 +345,11 @@ msv_frame *test_approve(struct test_device *approver, uint64_t device_id)
     return test_request(approver->conn, &req);
 }
 
+void test_enroll_pending(struct test_server *s, const char *handle, struct test_device *d)
+{
+    enroll(s, handle, d, 1, MSV_SUITE_MODERN, 0);
+}
+
 void test_add_device(struct test_server *s, const char *handle, struct test_device *approver,
                      struct test_device *d)
 {

@@ -71,6 +71,8 @@ void test_register_suites(struct test_server *s, const char *handle, struct test
 /* Adds a device to handle's account, approved by approver (connected and authenticated). */
 void test_add_device(struct test_server *s, const char *handle, struct test_device *approver,
                      struct test_device *d);
+/* A device added to handle's account with its password, waiting for approval (not connected). */
+void test_enroll_pending(struct test_server *s, const char *handle, struct test_device *d);
 /* Approves a pending device from an authenticated one; returns the answer (caller frees). */
 msv_frame *test_approve(struct test_device *approver, uint64_t device_id);
 void test_device_connect(struct test_server *s, struct test_device *d);

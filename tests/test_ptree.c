@@ -676,6 +676,15 @@ static void test_versions(void **state)
         assert_int_equal(got, v);
         assert_int_equal(lookup(&d, MSV_PT_HISTORY, "alice@example.org", v, d.data[v], &got, NULL),
                          MSV_OK);
+        /* each version shown to its owner alone: present with its own data, not another's */
+        for (uint32_t w = 1; w <= v; w++) {
+            assert_int_equal(
+                lookup(&d, MSV_PT_PRESENCE, "alice@example.org", w, d.data[w], &got, NULL), MSV_OK);
+            assert_int_equal(got, w);
+            assert_int_equal(lookup(&d, MSV_PT_PRESENCE, "alice@example.org", w,
+                                    d.data[w == 1 ? 2 : 1], &got, NULL),
+                             MSV_ERR_AUTH);
+        }
         /* an older version presented as the newest: v is present, so that fails */
         assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "alice@example.org", v - 1,
                                 v > 1 ? d.data[v - 1] : NULL, &got, NULL),
@@ -694,6 +703,11 @@ static void test_versions(void **state)
     add_version(&d, "alice@example.org", 7);
     assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "alice@example.org", 7, d.data[7], &got, NULL),
                      MSV_ERR_AUTH);
+    /* nor can its owner be shown version 6: it is not there */
+    assert_int_equal(lookup(&d, MSV_PT_PRESENCE, "alice@example.org", 6, d.data[6], &got, NULL),
+                     MSV_ERR_AUTH);
+    assert_int_equal(lookup(&d, MSV_PT_PRESENCE, "alice@example.org", 7, d.data[7], &got, NULL),
+                     MSV_OK);
     assert_int_equal(lookup(&d, MSV_PT_HISTORY, "alice@example.org", 5, d.data[5], &got, NULL),
                      MSV_OK);
     /* with 6 forged too, 7 can be shown, and the owner at version 5 sees 6 present */
@@ -849,11 +863,12 @@ static void test_multi_absence_elsewhere(void **state)
  * A version proof (format 2) with any byte changed in any of two bits, cut at any length, or
  * one byte longer is refused; so is format 1 (first byte the kind alone). A lookup at version
  * 15 (five versions) and an owner's history at 2^32 - 2 (present 2^32 - 2, absent 2^32 - 1:
- * two versions, where 15 would take 29 VRF verifications per changed byte).
+ * two versions, where 15 would take 29 VRF verifications per changed byte), and one version
+ * shown to its owner (presence of 9 alone).
  */
 static void test_version_proof_every_byte(void **state)
 {
-    static const enum msv_pt_proof_kind kinds[2] = {MSV_PT_LOOKUP, MSV_PT_HISTORY};
+    static const enum msv_pt_proof_kind kinds[3] = {MSV_PT_LOOKUP, MSV_PT_HISTORY, MSV_PT_PRESENCE};
     struct dir d;
     (void)state;
 
@@ -861,9 +876,9 @@ static void test_version_proof_every_byte(void **state)
     for (uint32_t v = 1; v <= 15; v++)
         add_version(&d, "alice@example.org", v);
     add_version(&d, "bob@example.org", UINT32_MAX - 1);
-    for (int k = 0; k < 2; k++) {
-        const char *handle = k == 0 ? "alice@example.org" : "bob@example.org";
-        uint32_t v = k == 0 ? 15 : UINT32_MAX - 1;
+    for (int k = 0; k < 3; k++) {
+        const char *handle = k != 1 ? "alice@example.org" : "bob@example.org";
+        uint32_t v = k == 0 ? 15 : k == 1 ? UINT32_MAX - 1 : 9;
         uint8_t *proof = NULL, *longer;
         size_t len = 0;
         uint32_t got = 0;

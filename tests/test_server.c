@@ -2393,8 +2393,8 @@ static void add_handle(struct test_server *s, struct test_device *d, const char 
  * The log read without an account reveals nothing of who is registered: after registrations, a
  * second handle, a username and a removed handle (its tombstone), the answer to the whole log
  * holds no handle, username or identity key, and each device set or tombstone is its leaf hash
- * only (the same length whoever it names), proven in the head. An account reads the leaves (its
- * monitor needs them).
+ * only (the same length whoever it names), proven in the head. An account reads its own
+ * handles' leaves and no one else's.
  */
 static void test_log_read_names_no_handle(void **state)
 {
@@ -2454,21 +2454,74 @@ static void test_log_read_names_no_handle(void **state)
     }
     msv_frame_free(r);
     msv_conn_close(anon);
-    /* an account reads the leaves themselves */
+    /* an account reads its own entries whole and nobody else's: bob finds none of alice's or
+     * carol's handles, username or keys, only his own */
     r = log_read(b.conn, 0, 256);
     assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_LOG_ENTRIES);
-    assert_true(r->log_entries->n_entries > 0);
-    assert_true(r->log_entries->entries[0]->leaf.len > 0);
-    assert_int_equal(r->log_entries->entries[0]->leaf_hash.len, 0);
-    /* so the needles above are the bytes a leaf holds */
+    assert_int_equal(r->log_entries->n_entries, size);
     for (size_t i = 0; i < 6; i++) /* the handles and the username */
-        if (!frame_holds(r, names[i], strlen(names[i])))
-            fail_msg("the log read by an account lacks %s", names[i]);
-    assert_true(holds_identity(r, &a) && holds_identity(r, &b) && holds_identity(r, &c));
+        if (i != 1 && frame_holds(r, names[i], strlen(names[i])))
+            fail_msg("the log read by bob's account names %s", names[i]);
+    assert_false(holds_identity(r, &a) || holds_identity(r, &c));
+    assert_true(frame_holds(r, names[1], strlen(names[1])) && holds_identity(r, &b));
+    for (size_t i = 0; i < r->log_entries->n_entries; i++)
+        assert_int_equal(r->log_entries->entries[i]->leaf.len > 0,
+                         r->log_entries->entries[i]->leaf_hash.len == 0);
+    msv_frame_free(r);
+    /* alice reads her own three: so the needles above are the bytes a leaf holds */
+    r = log_read(a.conn, 0, 256);
+    for (size_t i = 0; i < 6; i++)
+        if (frame_holds(r, names[i], strlen(names[i])) != (i == 0 || i == 3 || i == 5))
+            fail_msg("the log read by alice's account: %s", names[i]);
+    assert_true(holds_identity(r, &a));
+    assert_false(holds_identity(r, &b) || holds_identity(r, &c));
     msv_frame_free(r);
     test_device_free(&a);
     test_device_free(&b);
     test_device_free(&c);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A device id belongs to one account: alice cannot approve bob's device waiting to join his
+ * account (nor remove one of his: R6), so no leaf of her handles ever lists it; the log does
+ * not grow until bob approves it himself, and then lists it under his handle only.
+ */
+static void test_device_of_another_account(void **state)
+{
+    struct test_server s;
+    struct test_device a, b1, b2;
+    msv_frame *r;
+    uint64_t size;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a);
+    test_register(&s, "bob@example.org", &b1);
+    test_enroll_pending(&s, "bob@example.org", &b2);
+    r = log_read(a.conn, 0, 256);
+    size = r->log_entries->head->size;
+    msv_frame_free(r);
+    expect_error(test_approve(&a, b2.device_id), MSV__WIRE__ERROR_CODE__ERROR_NOT_FOUND);
+    r = log_read(a.conn, 0, 256);
+    assert_int_equal(r->log_entries->head->size, size);
+    msv_frame_free(r);
+    expect_ok(test_approve(&b1, b2.device_id));
+    r = log_read(b1.conn, 0, 256);
+    assert_int_equal(r->log_entries->head->size, size + 1);
+    {
+        static struct msv_kt_entry e;
+        const Msv__Wire__LogProof *p = r->log_entries->entries[size];
+
+        assert_int_equal(msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e), MSV_OK);
+        assert_string_equal(e.handle, "bob@example.org");
+        assert_int_equal(e.n_devices, 2);
+    }
+    msv_frame_free(r);
+    test_device_free(&a);
+    test_device_free(&b1);
+    test_device_free(&b2);
     test_server_cleanup(&s);
 }
 
@@ -2956,6 +3009,7 @@ int main(void)
         cmocka_unit_test(test_suites_per_device),
         cmocka_unit_test(test_log_read_rate),
         cmocka_unit_test(test_log_read_names_no_handle),
+        cmocka_unit_test(test_device_of_another_account),
         cmocka_unit_test(test_log_read_v4_names_no_handle),
         cmocka_unit_test(test_big_account_answers),
         cmocka_unit_test(test_revoked_connections_closed),

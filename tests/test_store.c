@@ -346,6 +346,36 @@ static void test_account_delete(void **state)
     assert_true(leaf.index > tomb);
     free(leaf.leaf);
     assert_int_equal(OPS(f)->kt_tombstone_latest(IMPL(f), "nobody@x", &leaf), MSV_ERR_NOT_FOUND);
+    /* the handle's versions for its owner: its leaves in order, from an index on, at most max */
+    {
+        struct msv_kt_rec *recs = NULL;
+        size_t count = 0;
+
+        assert_int_equal(OPS(f)->kt_handle_read(IMPL(f), "alice@x", 0, 100, &recs, &count), MSV_OK);
+        assert_true(count >= 3);
+        for (size_t i = 1; i < count; i++)
+            assert_true(recs[i].index > recs[i - 1].index);
+        for (size_t i = 0; i < count; i++) {
+            assert_int_equal(msv_kt_leaf_parse(recs[i].leaf, recs[i].leaf_len, &entry), MSV_OK);
+            assert_string_equal(entry.handle, "alice@x");
+        }
+        {
+            int has_tomb = 0;
+
+            for (size_t i = 0; i < count; i++)
+                has_tomb |= recs[i].index == tomb;
+            assert_true(has_tomb && recs[count - 1].index > tomb);
+        }
+        msv_kt_recs_free(recs, count);
+        assert_int_equal(OPS(f)->kt_handle_read(IMPL(f), "alice@x", tomb, 1, &recs, &count),
+                         MSV_OK);
+        assert_int_equal(count, 1);
+        assert_int_equal(recs[0].index, tomb);
+        msv_kt_recs_free(recs, count);
+        assert_int_equal(OPS(f)->kt_handle_read(IMPL(f), "nobody@x", 0, 10, &recs, &count), MSV_OK);
+        assert_int_equal(count, 0);
+        msv_kt_recs_free(recs, count);
+    }
 }
 
 static void test_codes(void **state)

@@ -193,8 +193,9 @@ size_t msv_pt_versions_present(uint32_t v, uint32_t out[32]);
 size_t msv_pt_versions_absent(uint32_t v, uint32_t out[32]);
 
 enum msv_pt_proof_kind {
-    MSV_PT_LOOKUP = 1,  /* present: msv_pt_versions_present(v); absent: v + 1 */
-    MSV_PT_HISTORY = 2, /* present: v; absent: msv_pt_versions_absent(v) */
+    MSV_PT_LOOKUP = 1,   /* present: msv_pt_versions_present(v); absent: v + 1 */
+    MSV_PT_HISTORY = 2,  /* present: v; absent: msv_pt_versions_absent(v) */
+    MSV_PT_PRESENCE = 3, /* present: v alone (v > 0): one version shown to its owner */
 };
 
 /*

@@ -61,10 +61,10 @@ static msv_err new_accounts(struct msv_client *c, const Msv__Wire__LookupRespons
 
 /* Asks the directory, and checks its answer against the transparency log. */
 static msv_err checked_lookup(struct msv_client *c, const char *const *handles, size_t n,
-                              int history, msv_frame **result)
+                              int history, const uint64_t *versions_from, msv_frame **result)
 {
-    msv_err err = msv_request_lookup(c->conn, handles, n, history, msv_kt_known_size(c->db),
-                                     TIMEOUT_MS, result, &c->why);
+    msv_err err = msv_request_owner_lookup(c->conn, handles, n, history, versions_from,
+                                           msv_kt_known_size(c->db), TIMEOUT_MS, result, &c->why);
 
     if (err == MSV_OK) {
         err = msv_kt_check_lookup(c->db, (*result)->lookup_result, c->why.message,
@@ -79,10 +79,10 @@ static msv_err checked_lookup(struct msv_client *c, const char *const *handles, 
     return err;
 }
 
-msv_err client_owner_lookup(struct msv_client *c, const char *const *handles, size_t n,
-                            msv_frame **result)
+msv_err client_owner_lookup(struct msv_client *c, const char *const *handles, size_t n, int history,
+                            const uint64_t *versions_from, msv_frame **result)
 {
-    return checked_lookup(c, handles, n, 1, result);
+    return checked_lookup(c, handles, n, history, versions_from, result);
 }
 
 /* Moves tail's results after head's (each was checked on its own); tail keeps none. */
@@ -112,7 +112,7 @@ msv_err client_verified_lookup(struct msv_client *c, const char *const *handles,
 {
     msv_frame *tail = NULL;
     size_t half = n / 2;
-    msv_err err = checked_lookup(c, handles, n, 0, result);
+    msv_err err = checked_lookup(c, handles, n, 0, NULL, result);
 
     if (err != MSV_ERR_TOO_BIG || n < 2)
         return err;

@@ -254,23 +254,26 @@ msv_err client_unsealed(struct msv_client *c, const uint8_t id[16], const char *
  */
 msv_err client_verified_lookup(struct msv_client *c, const char *const *handles, size_t n,
                                msv_frame **result);
-/* client_verified_lookup of this account's own handles, each result with its history proof
- * (checked by client_history_check). */
-msv_err client_owner_lookup(struct msv_client *c, const char *const *handles, size_t n,
-                            msv_frame **result);
-/* The monitor read log entry index of this account's handle (history.c). */
-msv_err client_history_read(struct msv_client *c, const char *handle, uint64_t index);
+/* client_verified_lookup of this account's own handles: history, each result with its history
+ * proof (checked by client_history_check); versions_from (NULL: none), per handle the versions
+ * from that log index on (0: none). */
+msv_err client_owner_lookup(struct msv_client *c, const char *const *handles, size_t n, int history,
+                            const uint64_t *versions_from, msv_frame **result);
+/* The version of handle the monitor last checked and its log index (history.c);
+ * MSV_ERR_NOT_FOUND before the first. */
+msv_err client_history_get(struct msv_client *c, const char *handle, uint32_t *version,
+                           uint64_t *index);
+msv_err client_history_put(struct msv_client *c, const char *handle, uint32_t version,
+                           uint64_t index);
 /*
- * Checks the history proof of each result of r (an answer of client_owner_lookup, checked):
- * the version the key directory holds is the one the log entries read give, or the alarm
- * (history.c; docs/transparency.md, "The owner's history proof"). read_to: the log entries the
- * monitor has read (a newer entry is judged once read).
+ * Checks the history proof of each result of r (an answer of client_owner_lookup with history,
+ * checked): the handle's newest version, with every marker version a later one would need
+ * absent, or the alarm (history.c; docs/transparency.md, "The owner's history proof").
  */
 msv_err client_history_check(struct msv_client *c, const Msv__Wire__LookupResponse *r,
-                             uint64_t read_to, void (*on_alarm)(void *, const char *), void *ctx,
-                             size_t *alarms);
-/* This device's handle first, then the account's others as last listed (caller frees with
- * msv_handles_free). */
+                             void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms);
+/* This device's handle first, then the account's others as last listed, then those it still
+ * watches (caller frees with msv_handles_free). */
 msv_err client_own_handles_known(struct msv_client *c, char ***out, size_t *n);
 /*
  * handle's account was deleted and registered again: the sessions with the devices known of it

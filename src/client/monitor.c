@@ -1,89 +1,56 @@
 /*
- * Watching the transparency log for this account: foreign devices, removed devices, gossip.
+ * The owner's monitor (docs/transparency.md, "The owner's monitor" and "The owner's versions"):
+ * it reads every version of each of this account's handles in the key directory since it last
+ * looked, each proven, none skipped, each listing only devices of this account's own; it marks
+ * removed devices and raises the alarm when one comes back; it checks the history proof of each
+ * handle's newest version, and compares the log heads messages brought.
  */
 #include "client/internal.h"
 #include "client/sessions.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <sodium.h>
 
 #include "client/safety.h"
 #include "client/transparency.h"
 #include "missive/payload.h"
-#include "missive/sealed.h"
 #include "missive/util.h"
 #include "util/endian.h"
-#include "util/buf.h"
-#include "util/privdir.h"
 
-#define MONITORED "kt_monitored" /* the next log index to read */
-/* the account's devices in its newest entry read, u64be id and identity hash each */
+#define MONITORED "kt_monitored" /* set when watching began: u64be the log's size then */
+/* the account's devices in its newest entry checked, u64be id and identity hash each */
 #define MONITOR_SET "kt_monitor_set"
-#define MONITOR_OWN "kt_monitor_own" /* u64be: that entry's log index */
 #define SET_RECORD (8 + 32)
-/* "kt_monitor_newest:HANDLE", u64be: the newest log entry of another handle of the account read */
-#define NEWEST_OF "kt_monitor_newest:"
+#define HISTORY_CHECKED "kt_monitor_checked" /* u64be ms: the last history proof checked */
+#define HISTORY_INTERVAL_MS (3600LL * 1000)
+/* owner lookups of versions in one run of the monitor: the versions past them wait for the next */
+#define ROUNDS_MAX 16
 
-static void newest_key(char key[300], const char *handle)
+/* Where the monitor's alarms go. */
+struct alarm_sink {
+    void (*on_alarm)(void *, const char *);
+    void *ctx;
+    size_t *count;
+    struct msv_client *c;
+};
+
+static void raise_alarm(const struct alarm_sink *a, const char *warning)
 {
-    snprintf(key, 300, NEWEST_OF "%.256s", handle);
+    (*a->count)++;
+    if (a->on_alarm != NULL)
+        a->on_alarm(a->ctx, warning);
 }
 
-/* Remembers index as the newest entry of handle (one of the account's) the monitor read. */
-static msv_err newest_put(struct msv_client *c, const char *handle, uint64_t index)
+/* An alarm about the versions of handle: the daemon's kt_history event too. */
+static void raise_history_alarm(const struct alarm_sink *a, const char *handle, const char *warning)
 {
-    char key[300];
-    uint8_t v[8];
-
-    newest_key(key, handle);
-    msv_put_u64be(v, index);
-    return msv_client_db_set(c->db, key, v, sizeof(v));
-}
-
-/* The newest entry of handle the monitor read (MSV_ERR_NOT_FOUND: none yet). This device's own
- * handle's is MONITOR_OWN. */
-static msv_err newest_get(struct msv_client *c, const char *handle, uint64_t *index)
-{
-    char key[300];
-    uint8_t *v = NULL;
-    size_t len = 0;
-    msv_err err;
-
-    if (strcmp(handle, c->handle) == 0)
-        err = msv_client_db_get(c->db, MONITOR_OWN, &v, &len);
-    else {
-        newest_key(key, handle);
-        err = msv_client_db_get(c->db, key, &v, &len);
-    }
-    if (err == MSV_OK && len != 8)
-        err = MSV_ERR_PARSE;
-    if (err == MSV_OK)
-        *index = msv_get_u64be(v);
-    free(v);
-    return err;
-}
-
-/*
- * Remembers the account's device set of log entry index (n records of SET_RECORD bytes), and
- * the index if the entry is of this device's own handle (the one monitor_newest looks up).
- */
-static msv_err monitor_set_put(struct msv_client *c, uint64_t index, const uint8_t *set, size_t n,
-                               int self)
-{
-    uint8_t v[8];
-    msv_err err = msv_client_db_set(c->db, MONITOR_SET, set, n * SET_RECORD);
-
-    msv_put_u64be(v, index);
-    return err == MSV_OK && self ? msv_client_db_set(c->db, MONITOR_OWN, v, sizeof(v)) : err;
+    raise_alarm(a, warning);
+    if (a->c != NULL && a->c->on_kt_history != NULL)
+        a->c->on_kt_history(a->c->ctx, handle, warning);
 }
 
 static void removed_key(char key[128], const uint8_t record[SET_RECORD])
@@ -105,11 +72,11 @@ static int set_has(const uint8_t *set, size_t n, const uint8_t record[SET_RECORD
 }
 
 /*
- * The account's devices in entry e against its previous entry: a device that left is marked
- * removed; a removed device (the same id and key) listed again raises the alarm, once.
+ * The account's devices in entry e against the entry checked before it: a device that left is
+ * marked removed; a removed device (the same id and key) listed again raises the alarm, once.
  */
-static msv_err monitor_removed(struct msv_client *c, const struct msv_kt_entry *e, uint64_t index,
-                               void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
+static msv_err monitor_removed(struct msv_client *c, const struct msv_kt_entry *e,
+                               const struct alarm_sink *a)
 {
     uint8_t cur[MSV_KT_DEVICES_MAX * SET_RECORD], *prev = NULL, *marker = NULL;
     size_t prev_len = 0, marker_len = 0;
@@ -149,258 +116,11 @@ static msv_err monitor_removed(struct msv_client *c, const struct msv_kt_entry *
                  "account again, after it was removed: if it is not back by your doing, "
                  "someone can read what is sent to this account",
                  (unsigned long long)e->devices[i].device_id, fp);
-        (*alarms)++;
-        if (on_alarm != NULL)
-            on_alarm(ctx, warning);
+        raise_alarm(a, warning);
     }
     free(prev);
-    if (err == MSV_OK && strcmp(e->handle, c->handle) != 0)
-        err = newest_put(c, e->handle, index);
-    return err == MSV_OK
-               ? monitor_set_put(c, index, cur, e->n_devices, strcmp(e->handle, c->handle) == 0)
-               : err;
-}
-
-/* The log index of the account's newest entry the monitor read (UINT64_MAX: none yet). */
-static uint64_t monitor_own_index(struct msv_client *c)
-{
-    uint8_t *v = NULL;
-    size_t len = 0;
-    uint64_t index = UINT64_MAX;
-
-    if (msv_client_db_get(c->db, MONITOR_OWN, &v, &len) == MSV_OK && len == 8)
-        index = msv_get_u64be(v);
-    free(v);
-    return index;
-}
-
-/*
- * The account's handles looked up with their history proofs, each checked (client_history_check:
- * alarms raised there); results[0] is this device's handle.
- */
-static msv_err owner_lookup(struct msv_client *c, uint64_t read_to,
-                            void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms,
-                            msv_frame **r)
-{
-    char **handles = NULL;
-    size_t n = 0;
-    msv_err err = client_own_handles_known(c, &handles, &n);
-
-    if (err == MSV_OK)
-        err = client_owner_lookup(c, (const char *const *)handles, n, r);
-    msv_handles_free(handles, n);
-    if (err == MSV_OK && (err = client_history_check(c, (*r)->lookup_result, read_to, on_alarm, ctx,
-                                                     alarms)) != MSV_OK) {
-        msv_frame_free(*r);
-        *r = NULL;
-    }
-    return err;
-}
-
-#define NEWEST_CHECKED "kt_monitor_checked" /* u64be ms: when the entry served was last checked */
-#define NEWEST_INTERVAL_MS (3600LL * 1000)
-
-/*
- * Each result of the owner's lookup (one per handle of the account) against the newest entry of
- * that handle the monitor read: the alarm if the directory serves an older one, or none.
- */
-static msv_err newest_served(struct msv_client *c, const Msv__Wire__LookupResponse *r,
-                             void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
-{
-    msv_err err = MSV_OK;
-
-    for (size_t i = 0; err == MSV_OK && i < r->n_results; i++) {
-        const Msv__Wire__HandleDevices *hd = r->results[i];
-        char handle[MSV_HANDLE_MAX + 1], warning[700];
-        uint64_t newest = 0;
-
-        if (hd->handle.len > MSV_HANDLE_MAX)
-            continue;
-        snprintf(handle, sizeof(handle), "%.*s", (int)hd->handle.len,
-                 (const char *)hd->handle.data);
-        err = newest_get(c, handle, &newest);
-        if (err == MSV_ERR_NOT_FOUND) {
-            err = MSV_OK;
-            continue;
-        }
-        if (err != MSV_OK || (hd->proof != NULL && hd->proof->index >= newest))
-            continue;
-        snprintf(warning, sizeof(warning),
-                 "the directory serves this account's devices under %s from an older log entry "
-                 "than entry %llu: others may be sealing messages to devices it no longer has",
-                 handle, (unsigned long long)newest);
-        (*alarms)++;
-        if (on_alarm != NULL)
-            on_alarm(ctx, warning);
-    }
-    return err;
-}
-
-#define NEWEST_CHECKED "kt_monitor_checked" /* u64be ms: when the entry served was last checked */
-#define NEWEST_INTERVAL_MS (3600LL * 1000)
-
-/*
- * The entries of this account's handles the directory serves are the newest ones the monitor
- * read: checked when the monitor read an entry of this device's handle, and at least hourly (a
- * lookup each time would spend the lookup rate on every receive). A lookup the relay limits
- * waits for next time.
- */
-static msv_err monitor_newest(struct msv_client *c, int read_own, uint64_t read_to,
-                              void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
-{
-    msv_frame *r = NULL;
-    uint8_t *v = NULL, when[8];
-    size_t len = 0;
-    msv_err err = msv_client_db_get(c->db, NEWEST_CHECKED, &v, &len);
-
-    if (err == MSV_OK && len == 8 && !read_own &&
-        msv_wall_ms() - (int64_t)msv_get_u64be(v) < NEWEST_INTERVAL_MS) {
-        free(v);
-        return MSV_OK;
-    }
-    free(v);
-    if (monitor_own_index(c) == UINT64_MAX)
-        return MSV_OK; /* nothing read yet */
-    err = owner_lookup(c, read_to, on_alarm, ctx, alarms, &r);
-    if (err == MSV_ERR_INVALID && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED)
-        return MSV_OK;
-    msv_put_u64be(when, (uint64_t)msv_wall_ms());
-    if ((err == MSV_OK || err == MSV_ERR_AUTH) &&
-        msv_client_db_set(c->db, NEWEST_CHECKED, when, sizeof(when)) != MSV_OK)
-        err = MSV_ERR_IO;
-    if (err == MSV_OK) {
-        err = newest_served(c, r->lookup_result, on_alarm, ctx, alarms);
-        msv_frame_free(r);
-        return err;
-    }
-    msv_frame_free(r);
-    if (err != MSV_ERR_AUTH)
-        return err;
-    (*alarms)++;
-    if (on_alarm != NULL) {
-        char warning[400];
-
-        snprintf(warning, sizeof(warning), "the directory's answer for this account: %s",
-                 c->why.message);
-        on_alarm(ctx, warning);
-    }
-    return MSV_OK;
-}
-
-/* The devices the directory lists for this account now: where watching starts. */
-static msv_err monitor_baseline(struct msv_client *c, void (*on_alarm)(void *, const char *),
-                                void *ctx, size_t *alarms)
-{
-    msv_frame *r = NULL;
-    msv_err err = owner_lookup(c, 0, on_alarm, ctx, alarms, &r);
-    uint8_t next[8], h[32];
-
-    for (size_t i = 0; err == MSV_OK && i < r->lookup_result->results[0]->n_devices; i++) {
-        const Msv__Wire__DeviceInfo *d = r->lookup_result->results[0]->devices[i];
-
-        if (client_device_hash(d->suite, d->identity.data, d->identity.len, h) == MSV_OK)
-            err = msv_client_db_own_device_put(c->db, d->device_id, h, d->suite, d->identity.data,
-                                               d->identity.len, 0);
-    }
-    if (err == MSV_OK && r->lookup_result->results[0]->proof != NULL) {
-        static _Thread_local struct msv_kt_entry e;
-        ProtobufCBinaryData b = msv_kt_proof_entry(r->lookup_result->results[0]->proof);
-        const Msv__Wire__LogProof *p = r->lookup_result->results[0]->proof;
-        size_t none = 0;
-
-        /* where the removed-device watch starts: the set listed now */
-        if (msv_kt_leaf_parse(b.data, b.len, &e) == MSV_OK)
-            err = monitor_removed(c, &e, p->index, NULL, NULL, &none);
-    }
-    msv_frame_free(r);
-    msv_put_u64be(next, msv_kt_known_size(c->db));
-    return err == MSV_OK ? msv_client_db_set(c->db, MONITORED, next, sizeof(next)) : err;
-}
-
-/* Another account's entry must not list a device id of this account's (a device id belongs to
- * one account: sessions are found by it). */
-static msv_err monitor_foreign(struct msv_client *c, const struct msv_kt_entry *e, uint64_t index,
-                               void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
-{
-    msv_err err = MSV_OK;
-
-    for (size_t i = 0; err == MSV_OK && i < e->n_devices; i++) {
-        char warning[600];
-        uint8_t *identity = NULL;
-        size_t len = 0;
-        uint32_t suite = 0;
-
-        err = msv_client_db_own_device_identity(c->db, e->devices[i].device_id, &suite, &identity,
-                                                &len);
-        free(identity);
-        if (err == MSV_ERR_NOT_FOUND) {
-            err = MSV_OK;
-            continue;
-        }
-        if (err != MSV_OK)
-            break;
-        snprintf(warning, sizeof(warning),
-                 "the directory's transparency log lists this account's device %llu under "
-                 "%.256s (entry %llu): someone may pose as that device to the people you write to",
-                 (unsigned long long)e->devices[i].device_id, e->handle, (unsigned long long)index);
-        (*alarms)++;
-        if (on_alarm != NULL)
-            on_alarm(ctx, warning);
-    }
-    return err;
-}
-
-/* Another account's tombstone: remembered for a handle this device knows; the alarm if this
- * device was shown a later entry of it without the tombstone, and the user told that the
- * handle is a new account (docs/transparency.md, "A new account"). */
-static msv_err monitor_tombstone(struct msv_client *c, const struct msv_kt_entry *e, uint64_t index,
-                                 void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
-{
-    char warning[700];
-    int hidden = 0;
-    msv_err err = msv_kt_tombstone_read(c->db, e->handle, index, &hidden);
-
-    if (err != MSV_OK || !hidden)
-        return err;
-    snprintf(warning, sizeof(warning),
-             "the directory showed the devices of %.256s without saying that its account was "
-             "deleted (transparency log entry %llu): %.256s is a new account, not the one you "
-             "knew",
-             e->handle, (unsigned long long)index, e->handle);
-    (*alarms)++;
-    if (on_alarm != NULL)
-        on_alarm(ctx, warning);
-    return client_new_account(c, e->handle);
-}
-
-/*
- * Whether e is an entry of one of this account's handles. One that lists a device of this
- * account under a handle this device does not know as its account's (added on another device
- * since) makes it ask the server for the list: a server that lies so is then checked against
- * what this device knows of its own devices, as for its own handle.
- */
-static int own_entry(struct msv_client *c, const struct msv_kt_entry *e)
-{
-    char **handles = NULL;
-    size_t n = 0;
-
-    if (client_is_own_handle(c, e->handle))
-        return 1;
-    for (size_t i = 0; i < e->n_devices; i++) {
-        uint8_t *identity = NULL;
-        size_t len = 0;
-        uint32_t suite = 0;
-        msv_err err = msv_client_db_own_device_identity(c->db, e->devices[i].device_id, &suite,
-                                                        &identity, &len);
-
-        free(identity);
-        if (err != MSV_OK)
-            continue;
-        if (msv_client_handles(c, &handles, &n) == MSV_OK)
-            msv_handles_free(handles, n);
-        return client_is_own_handle(c, e->handle);
-    }
-    return 0;
+    return err == MSV_OK ? msv_client_db_set(c->db, MONITOR_SET, cur, e->n_devices * SET_RECORD)
+                         : err;
 }
 
 /*
@@ -409,9 +129,8 @@ static int own_entry(struct msv_client *c, const struct msv_kt_entry *e)
  * the server took the handle away by itself: the alarm, and the watch goes on, so that whoever
  * gets the handle next is seen too.
  */
-static msv_err monitor_own_tombstone(struct msv_client *c, const struct msv_kt_entry *e,
-                                     uint64_t index, void (*on_alarm)(void *, const char *),
-                                     void *ctx, size_t *alarms)
+static msv_err own_tombstone(struct msv_client *c, const struct msv_kt_entry *e, uint64_t index,
+                             const struct alarm_sink *a)
 {
     char key[300], warning[700];
     uint8_t *v = NULL;
@@ -430,59 +149,358 @@ static msv_err monitor_own_tombstone(struct msv_client *c, const struct msv_kt_e
              "(entry %llu), but none of its devices removed it: the server took it away, and "
              "messages to it no longer reach you",
              e->handle, (unsigned long long)index);
-    (*alarms)++;
-    if (on_alarm != NULL)
-        on_alarm(ctx, warning);
+    raise_alarm(a, warning);
     if (c->on_handle_taken != NULL)
         c->on_handle_taken(c->ctx, e->handle, index, warning);
     return MSV_OK;
 }
 
-/* Raises the alarm for each device of this account in leaf that this device was not told of. */
-static msv_err monitor_leaf(struct msv_client *c, const Msv__Wire__LogProof *p,
-                            void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
+/*
+ * One version of one of this account's handles (log entry index): a tombstone is checked as
+ * above; a device set must list only devices this device counts as the account's own (itself,
+ * the set listed when watching began, devices it or an approval it checked added), else the
+ * alarm, once per device; and a removed device must not come back.
+ */
+static msv_err check_entry(struct msv_client *c, const struct msv_kt_entry *e, uint64_t index,
+                           const struct alarm_sink *a)
 {
-    static _Thread_local struct msv_kt_entry e;
-    msv_err err = MSV_OK;
+    msv_err err;
 
-    if (msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) != MSV_OK)
-        return MSV_OK; /* proven, so the server wrote it */
-    if (!own_entry(c, &e) && e.deleted)
-        return monitor_tombstone(c, &e, p->index, on_alarm, ctx, alarms);
-    if (!own_entry(c, &e))
-        return monitor_foreign(c, &e, p->index, on_alarm, ctx, alarms);
-    if ((err = client_history_read(c, e.handle, p->index)) != MSV_OK)
-        return err;
-    if (e.deleted) /* a handle removed: it lists no device */
-        return monitor_own_tombstone(c, &e, p->index, on_alarm, ctx, alarms);
-    err = monitor_removed(c, &e, p->index, on_alarm, ctx, alarms);
-    for (size_t i = 0; err == MSV_OK && i < e.n_devices; i++) {
+    if (e->deleted) /* a handle removed: it lists no device */
+        return own_tombstone(c, e, index, a);
+    err = monitor_removed(c, e, a);
+    for (size_t i = 0; err == MSV_OK && i < e->n_devices; i++) {
         char warning[400], fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)";
         uint8_t h[32] = {0};
         int alarmed = 0;
 
-        if (client_device_hash(e.devices[i].suite, e.devices[i].identity, e.devices[i].identity_len,
-                               h) == MSV_OK)
+        if (client_device_hash(e->devices[i].suite, e->devices[i].identity,
+                               e->devices[i].identity_len, h) == MSV_OK)
             msv_fingerprint_text(h, fp);
-        err = msv_client_db_own_device_get(c->db, e.devices[i].device_id, h, &alarmed);
+        err = msv_client_db_own_device_get(c->db, e->devices[i].device_id, h, &alarmed);
         if (err == MSV_OK)
             continue; /* known, or already alarmed */
         if (err != MSV_ERR_NOT_FOUND)
             break;
-        err = msv_client_db_own_device_put(c->db, e.devices[i].device_id, h, 0, NULL, 0, 1);
+        err = msv_client_db_own_device_put(c->db, e->devices[i].device_id, h, 0, NULL, 0, 1);
         snprintf(warning, sizeof(warning),
                  "the directory's transparency log lists device %llu (fingerprint %s) for this "
                  "account, and this device was never told of it: if it is not one of yours, "
                  "someone can read what is sent to this account",
-                 (unsigned long long)e.devices[i].device_id, fp);
-        (*alarms)++;
-        if (on_alarm != NULL)
-            on_alarm(ctx, warning);
+                 (unsigned long long)e->devices[i].device_id, fp);
+        raise_alarm(a, warning);
     }
     return err;
 }
 
-/* Compares the heads received messages carried with this device's (after the log was read). */
+/* A leaf a checked lookup answer carries (proven, its handle's, opened), as an entry. */
+static msv_err entry_of(const Msv__Wire__LogProof *p, struct msv_kt_entry *e)
+{
+    ProtobufCBinaryData b = msv_kt_proof_entry(p);
+
+    return msv_kt_leaf_parse(b.data, b.len, e);
+}
+
+/* What the monitor knows of each handle of one owner lookup: the version last checked. */
+struct watch {
+    const Msv__Wire__LookupResponse *r;
+    char **handles;
+    size_t n;
+    uint32_t *version;
+    uint64_t *index, *from; /* from: the versions asked for (0: none, before the first) */
+    uint8_t *bad;           /* a version of the handle was not proven: the rest wait */
+};
+
+static void skipped_alarm(const struct watch *w, size_t h, uint32_t shown, uint32_t expect,
+                          uint64_t index, const struct alarm_sink *a)
+{
+    char warning[700];
+
+    snprintf(warning, sizeof(warning),
+             "the directory's key directory holds version %lu of this account's handle %s, but "
+             "its transparency log holds version %lu (log entry %llu): versions were skipped or "
+             "made outside the log, and others may be shown devices that are not yours",
+             (unsigned long)shown, w->handles[h], (unsigned long)expect, (unsigned long long)index);
+    raise_history_alarm(a, w->handles[h], warning);
+}
+
+/* The handle (index into w) of the next version to check in log order, below cutoff; n if none
+ * is left. *at: its place in the result's versions. */
+static size_t next_version(const struct watch *w, uint64_t cutoff, size_t *at)
+{
+    size_t best = w->n;
+    uint64_t best_index = UINT64_MAX;
+
+    for (size_t h = 0; h < w->n; h++) {
+        const Msv__Wire__HandleDevices *hd = w->r->results[h];
+
+        if (w->bad[h])
+            continue;
+        for (size_t k = 0; k < hd->n_versions; k++) {
+            const Msv__Wire__LogProof *p = hd->versions[k]->entry;
+
+            if (p == NULL || p->index <= w->index[h] || p->index > cutoff)
+                continue;
+            if (p->index < best_index) {
+                best = h;
+                best_index = p->index;
+                *at = k;
+            }
+            break; /* a handle's versions come in order: its first unchecked one is its next */
+        }
+    }
+    return best;
+}
+
+/*
+ * Checks the versions one answer shows, all handles together in log order (the account's device
+ * set moves from one entry to the next across its handles), up to the first one a handle with
+ * more versions to come would reach; each version proven, the one after the handle's last.
+ */
+static msv_err take_versions(struct msv_client *c, struct watch *w, const struct alarm_sink *a,
+                             int *more, int *changed)
+{
+    static _Thread_local struct msv_kt_entry e;
+    uint64_t cutoff = UINT64_MAX;
+    size_t h, at = 0;
+    msv_err err = MSV_OK;
+
+    *more = 0;
+    for (h = 0; h < w->n; h++) {
+        const Msv__Wire__HandleDevices *hd = w->r->results[h];
+
+        if (w->from[h] == 0 || !hd->versions_more)
+            continue;
+        *more = 1;
+        /* past its last version given, that handle's next versions come first */
+        if (hd->n_versions == 0 || hd->versions[hd->n_versions - 1]->entry == NULL)
+            cutoff = cutoff < w->index[h] ? cutoff : w->index[h];
+        else if (hd->versions[hd->n_versions - 1]->entry->index < cutoff)
+            cutoff = hd->versions[hd->n_versions - 1]->entry->index;
+    }
+    while (err == MSV_OK && (h = next_version(w, cutoff, &at)) < w->n) {
+        const Msv__Wire__HandleVersion *v = w->r->results[h]->versions[at];
+        char warning[600];
+
+        if (msv_kt_check_owner_version(w->r, w->handles[h], v, &e) != MSV_OK) {
+            snprintf(warning, sizeof(warning),
+                     "the directory does not prove version %lu of this account's handle %s in "
+                     "its key directory: it may show others devices that are not yours",
+                     (unsigned long)v->version, w->handles[h]);
+            raise_history_alarm(a, w->handles[h], warning);
+            w->bad[h] = 1;
+            continue;
+        }
+        if (v->version != w->version[h] + 1)
+            skipped_alarm(w, h, v->version, w->version[h] + 1, v->entry->index, a);
+        err = check_entry(c, &e, v->entry->index, a);
+        w->version[h] = v->version;
+        w->index[h] = v->entry->index;
+        if (err == MSV_OK)
+            err = client_history_put(c, w->handles[h], w->version[h], w->index[h]);
+        *changed = 1;
+    }
+    return err;
+}
+
+/*
+ * Each handle's newest entry the answer shows, against the versions checked: never older; a
+ * newer one no version showed (a handle the server no longer lists as the account's gets none)
+ * is checked itself, and must be the next version. The first answer for a handle sets where
+ * its watch starts, its newest entry checked.
+ */
+static msv_err take_newest(struct msv_client *c, struct watch *w, const struct alarm_sink *a,
+                           int *changed)
+{
+    static _Thread_local struct msv_kt_entry e;
+    msv_err err = MSV_OK;
+
+    for (size_t h = 0; err == MSV_OK && h < w->n; h++) {
+        const Msv__Wire__HandleDevices *hd = w->r->results[h];
+        uint32_t shown = msv_kt_result_version(hd), expect = w->version[h] + 1;
+        char warning[700];
+
+        if (w->bad[h] || hd->proof == NULL || entry_of(hd->proof, &e) != MSV_OK)
+            continue;
+        if (w->from[h] != 0 && hd->proof->index == w->index[h] && shown == w->version[h])
+            continue; /* nothing new */
+        if (w->from[h] != 0 && (hd->proof->index < w->index[h] || shown < w->version[h])) {
+            snprintf(warning, sizeof(warning),
+                     "the directory serves this account's devices under %s from an older log "
+                     "entry than entry %llu: others may be sealing messages to devices it no "
+                     "longer has",
+                     w->handles[h], (unsigned long long)w->index[h]);
+            raise_alarm(a, warning);
+            continue;
+        }
+        if (w->from[h] != 0 && hd->tombstone != NULL && hd->tombstone->index > w->index[h]) {
+            static _Thread_local struct msv_kt_entry t;
+
+            /* taken away and registered again since: the tombstone is a version too */
+            if (entry_of(hd->tombstone, &t) == MSV_OK &&
+                (err = own_tombstone(c, &t, hd->tombstone->index, a)) != MSV_OK)
+                break;
+            expect++;
+        }
+        if (w->from[h] != 0 && shown != expect)
+            skipped_alarm(w, h, shown, expect, hd->proof->index, a);
+        err = check_entry(c, &e, hd->proof->index, a);
+        if (err == MSV_OK)
+            err = client_history_put(c, w->handles[h], shown, hd->proof->index);
+        *changed = 1;
+    }
+    return err;
+}
+
+static void watch_free(struct watch *w)
+{
+    msv_handles_free(w->handles, w->n);
+    free(w->version);
+    free(w->index);
+    free(w->from);
+    free(w->bad);
+}
+
+/* The handles to watch, each with the version last checked (from 0 before the first). */
+static msv_err watch_init(struct msv_client *c, struct watch *w)
+{
+    msv_err err = client_own_handles_known(c, &w->handles, &w->n);
+
+    if (err != MSV_OK)
+        return err;
+    w->version = calloc(w->n, sizeof(*w->version));
+    w->index = calloc(w->n, sizeof(*w->index));
+    w->from = calloc(w->n, sizeof(*w->from));
+    w->bad = calloc(w->n, 1);
+    if (w->version == NULL || w->index == NULL || w->from == NULL || w->bad == NULL)
+        return MSV_ERR_NOMEM;
+    for (size_t h = 0; err == MSV_OK && h < w->n; h++) {
+        err = client_history_get(c, w->handles[h], &w->version[h], &w->index[h]);
+        if (err == MSV_OK)
+            w->from[h] = w->index[h] + 1;
+        else if (err == MSV_ERR_NOT_FOUND)
+            err = MSV_OK;
+    }
+    return err;
+}
+
+/*
+ * One owner lookup of the account's handles, with the versions of each since the monitor last
+ * looked (and the history proofs if history), checked. *more: versions are left to read.
+ * MSV_ERR_AUTH: the answer was refused (c->why says why).
+ */
+static msv_err watch_round(struct msv_client *c, int history, const struct alarm_sink *a, int *more,
+                           int *changed)
+{
+    struct watch w = {0};
+    msv_frame *r = NULL;
+    msv_err err = watch_init(c, &w);
+
+    *more = 0;
+    if (err == MSV_OK)
+        err = client_owner_lookup(c, (const char *const *)w.handles, w.n, history, w.from, &r);
+    if (err == MSV_OK && history)
+        err = client_history_check(c, r->lookup_result, a->on_alarm, a->ctx, a->count);
+    w.r = err == MSV_OK ? r->lookup_result : NULL;
+    if (err == MSV_OK)
+        err = take_versions(c, &w, a, more, changed);
+    if (err == MSV_OK && !*more)
+        err = take_newest(c, &w, a, changed);
+    msv_frame_free(r);
+    watch_free(&w);
+    return err;
+}
+
+/* The history proofs were last checked an hour ago or more (or never). */
+static int history_due(struct msv_client *c)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int due = msv_client_db_get(c->db, HISTORY_CHECKED, &v, &len) != MSV_OK || len != 8 ||
+              msv_wall_ms() - (int64_t)msv_get_u64be(v) >= HISTORY_INTERVAL_MS;
+
+    free(v);
+    return due;
+}
+
+/*
+ * Reads the versions of the account's handles since the monitor last looked, in rounds (an
+ * answer holds a bounded number), with the history proofs when they are due (hourly) or when a
+ * version was read. A lookup the relay limits waits for next time; a refused answer is an alarm.
+ */
+static msv_err watch(struct msv_client *c, const struct alarm_sink *a)
+{
+    int history = history_due(c), more = 1, changed = 0, proven = history;
+    uint8_t when[8];
+    msv_err err = MSV_OK;
+
+    for (int round = 0; err == MSV_OK && more && round < ROUNDS_MAX; round++)
+        err = watch_round(c, history && round == 0, a, &more, &changed);
+    if (err == MSV_OK && changed && !history) {
+        err = watch_round(c, 1, a, &more, &changed);
+        proven = 1;
+    }
+    if (err == MSV_ERR_INVALID && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED)
+        return MSV_OK;
+    msv_put_u64be(when, (uint64_t)msv_wall_ms());
+    if ((err == MSV_OK || err == MSV_ERR_AUTH) && proven &&
+        msv_client_db_set(c->db, HISTORY_CHECKED, when, sizeof(when)) != MSV_OK)
+        return MSV_ERR_IO;
+    if (err == MSV_ERR_AUTH) {
+        char warning[400];
+
+        snprintf(warning, sizeof(warning), "the directory's answer for this account: %s",
+                 c->why.message);
+        raise_alarm(a, warning);
+        return MSV_OK;
+    }
+    return err;
+}
+
+/* The devices the directory lists for this account now: where watching starts. */
+static msv_err monitor_baseline(struct msv_client *c, const struct alarm_sink *a)
+{
+    static _Thread_local struct msv_kt_entry e;
+    msv_frame *r = NULL;
+    char **handles = NULL;
+    size_t n = 0, none = 0;
+    const struct alarm_sink quiet = {NULL, NULL, &none, NULL};
+    uint8_t next[8], h[32], when[8];
+    msv_err err = client_own_handles_known(c, &handles, &n);
+
+    if (err == MSV_OK)
+        err = client_owner_lookup(c, (const char *const *)handles, n, 1, NULL, &r);
+    if (err == MSV_OK)
+        err = client_history_check(c, r->lookup_result, a->on_alarm, a->ctx, a->count);
+    for (size_t i = 0; err == MSV_OK && i < r->lookup_result->results[0]->n_devices; i++) {
+        const Msv__Wire__DeviceInfo *d = r->lookup_result->results[0]->devices[i];
+
+        if (client_device_hash(d->suite, d->identity.data, d->identity.len, h) == MSV_OK)
+            err = msv_client_db_own_device_put(c->db, d->device_id, h, d->suite, d->identity.data,
+                                               d->identity.len, 0);
+    }
+    for (size_t i = 0; err == MSV_OK && i < r->lookup_result->n_results; i++) {
+        const Msv__Wire__HandleDevices *hd = r->lookup_result->results[i];
+
+        if (hd->proof == NULL || entry_of(hd->proof, &e) != MSV_OK)
+            continue;
+        /* where the removed-device watch and each handle's versions start: the set listed now */
+        if (i == 0 && !e.deleted)
+            err = monitor_removed(c, &e, &quiet);
+        if (err == MSV_OK)
+            err = client_history_put(c, handles[i], msv_kt_result_version(hd), hd->proof->index);
+    }
+    msv_frame_free(r);
+    msv_handles_free(handles, n);
+    msv_put_u64be(next, msv_kt_known_size(c->db));
+    msv_put_u64be(when, (uint64_t)msv_wall_ms());
+    if (err == MSV_OK)
+        err = msv_client_db_set(c->db, HISTORY_CHECKED, when, sizeof(when));
+    return err == MSV_OK ? msv_client_db_set(c->db, MONITORED, next, sizeof(next)) : err;
+}
+
+/* Compares the heads received messages carried with this device's (after its versions were read).
+ */
 static msv_err check_gossip(struct msv_client *c, void (*on_alarm)(void *, const char *), void *ctx,
                             size_t *alarms)
 {
@@ -514,50 +532,18 @@ static msv_err check_gossip(struct msv_client *c, void (*on_alarm)(void *, const
 msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, const char *warning),
                            void *ctx, size_t *alarms)
 {
+    const struct alarm_sink a = {on_alarm, ctx, alarms, c};
     uint8_t *v = NULL;
     size_t len = 0;
-    uint64_t next = 0, own_before, own_read;
     msv_err err = msv_client_connect(c);
 
     *alarms = 0;
     if (err == MSV_OK)
         err = msv_client_db_get(c->db, MONITORED, &v, &len);
-    if (err == MSV_ERR_NOT_FOUND) {
-        err = monitor_baseline(c, on_alarm, ctx, alarms);
-        return err == MSV_OK ? check_gossip(c, on_alarm, ctx, alarms) : err;
-    }
-    if (err == MSV_OK && len != 8)
-        err = MSV_ERR_PARSE;
-    if (err == MSV_OK)
-        next = msv_get_u64be(v);
     free(v);
-    own_before = monitor_own_index(c);
-    while (err == MSV_OK) {
-        msv_frame *r = NULL;
-        struct msv_kt_head head;
-        uint8_t out[8];
-        size_t n = 0;
-
-        err = msv_request_log_read(c->conn, next, MSV_KT_READ_MAX, msv_kt_known_size(c->db), 0,
-                                   TIMEOUT_MS, &r, &c->why);
-        if (err == MSV_OK)
-            err = msv_kt_check_entries(c->db, r->log_entries, next, &head, c->why.message,
-                                       sizeof(c->why.message));
-        if (err == MSV_OK)
-            n = r->log_entries->n_entries;
-        for (size_t i = 0; err == MSV_OK && i < n; i++)
-            err = monitor_leaf(c, r->log_entries->entries[i], on_alarm, ctx, alarms);
-        msv_frame_free(r);
-        if (err != MSV_OK || n == 0)
-            break;
-        next += n;
-        msv_put_u64be(out, next);
-        err = msv_client_db_set(c->db, MONITORED, out, sizeof(out));
-        if (next >= head.size)
-            break;
-    }
-    own_read = monitor_own_index(c);
-    if (err == MSV_OK)
-        err = monitor_newest(c, own_read != own_before, next, on_alarm, ctx, alarms);
+    if (err == MSV_ERR_NOT_FOUND)
+        err = monitor_baseline(c, &a);
+    else if (err == MSV_OK)
+        err = watch(c, &a);
     return err == MSV_OK ? check_gossip(c, on_alarm, ctx, alarms) : err;
 }

@@ -512,6 +512,14 @@ msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles, size_
                            uint64_t known_size, int timeout_ms, msv_frame **result,
                            struct msv_refusal *why)
 {
+    return msv_request_owner_lookup(c, handles, n, history, NULL, known_size, timeout_ms, result,
+                                    why);
+}
+
+msv_err msv_request_owner_lookup(struct msv_conn *c, const char *const *handles, size_t n,
+                                 int history, const uint64_t *versions_from, uint64_t known_size,
+                                 int timeout_ms, msv_frame **result, struct msv_refusal *why)
+{
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__LookupRequest q = MSV__WIRE__LOOKUP_REQUEST__INIT;
     ProtobufCBinaryData *hs = calloc(n ? n : 1, sizeof(*hs));
@@ -525,6 +533,10 @@ msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles, size_
     q.handles = hs;
     q.known_size = known_size;
     q.history = history != 0;
+    if (versions_from != NULL) {
+        q.n_versions_from = n;
+        q.versions_from = (uint64_t *)versions_from;
+    }
     req.body_case = MSV__WIRE__FRAME__BODY_LOOKUP;
     req.lookup = &q;
     err = run(c, &req, MSV__WIRE__FRAME__BODY_LOOKUP_RESULT, timeout_ms, why, result);

@@ -176,6 +176,15 @@ MSV_MUST_CHECK msv_err msv_request_send_expiring(struct msv_conn *c, const uint8
 MSV_MUST_CHECK msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles, size_t n,
                                           int history, uint64_t known_size, int timeout_ms,
                                           msv_frame **result, struct msv_refusal *why);
+/*
+ * msv_request_lookup for the owner's monitor: versions_from (NULL: none; else one per handle)
+ * asks, for each of the account's own handles, its versions from that log index on (0: none).
+ */
+MSV_MUST_CHECK msv_err msv_request_owner_lookup(struct msv_conn *c, const char *const *handles,
+                                                size_t n, int history,
+                                                const uint64_t *versions_from, uint64_t known_size,
+                                                int timeout_ms, msv_frame **result,
+                                                struct msv_refusal *why);
 
 /*
  * Reads count leaves of the transparency log from start, with proofs (LogEntries); append_proof:

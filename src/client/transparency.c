@@ -462,8 +462,8 @@ static msv_err check_tombstone(const Msv__Wire__HandleDevices *hd, const struct 
 }
 
 /*
- * An answer for a handle whose tombstone this device knows (from an answer, or read in the log
- * by the monitor) must not show the account from before it, nor a later one without it: a
+ * An answer for a handle whose tombstone this device knows (from an earlier answer) must not
+ * show the account from before it, nor a later one without it: a
  * directory that hid the deletion would pass a new account off as the one the user knew.
  */
 static msv_err check_deletion(struct msv_client_db *db, const Msv__Wire__HandleDevices *hd,
@@ -509,31 +509,6 @@ static msv_err pin_deletion(struct msv_client_db *db, const Msv__Wire__HandleDev
     err = gone_remember(db, hd->handle.data, hd->handle.len, gone);
     if (err == MSV_OK && knew && !tombstone && gone >= pinned)
         err = renewed_mark(db, hd->handle.data, hd->handle.len, hd->proof->index);
-    return err;
-}
-
-msv_err msv_kt_tombstone_read(struct msv_client_db *db, const char *handle, uint64_t index,
-                              int *hidden)
-{
-    const uint8_t *h = (const uint8_t *)handle;
-    uint64_t pinned = 0, gone = 0;
-    int64_t when = 0;
-    msv_err err = handle_pin(db, h, strlen(handle), &pinned, &when);
-
-    *hidden = 0;
-    if (err == MSV_ERR_NOT_FOUND)
-        return MSV_OK; /* a handle this device never looked up */
-    if (err == MSV_OK)
-        err = gone_pin(db, h, strlen(handle), &gone);
-    if (err == MSV_OK && gone >= index)
-        return MSV_OK;
-    if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
-        return err;
-    err = gone_remember(db, h, strlen(handle), index);
-    if (err == MSV_OK && pinned > index) { /* a later entry accepted without its tombstone */
-        *hidden = 1;
-        err = renewed_mark(db, h, strlen(handle), pinned);
-    }
     return err;
 }
 
@@ -769,4 +744,44 @@ msv_err msv_kt_check_gossip(struct msv_client_db *db, struct msv_conn *conn,
             return err;
     }
     return err;
+}
+
+msv_err msv_kt_check_owner_version(const Msv__Wire__LookupResponse *r, const char *handle,
+                                   const Msv__Wire__HandleVersion *v, struct msv_kt_entry *e)
+{
+    static _Thread_local uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+    const Msv__Wire__LogProof *p = v->entry;
+    struct msv_kt_v4_leaf l;
+    ProtobufCBinaryData data;
+    uint8_t h[MSV_KT_HASH_LEN];
+    uint32_t version = 0;
+
+    if (p == NULL || r->head == NULL || r->head->root.len != MSV_KT_HASH_LEN ||
+        r->head->epoch_root.len != MSV_PT_HASH_LEN || r->vrf_key.len != MSV_VRF_PUBLIC_KEY_LEN)
+        return MSV_ERR_AUTH;
+    /* the entry is in the log of the answer's head (checked by msv_kt_check_lookup), its
+     * handle's (a version-4 leaf opened at this version with the data beside it) ... */
+    msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
+    if (!proof_hashes(p->path, p->n_path, path) ||
+        msv_merkle_verify_inclusion(h, p->index, r->head->size, path, p->n_path,
+                                    r->head->root.data) != MSV_OK ||
+        open_entry(p, &r->vrf_key, e) != MSV_OK || strcmp(e->handle, handle) != 0 ||
+        (msv_kt_v4_leaf_parse(p->leaf.data, p->leaf.len, &l) == MSV_OK && p->version != v->version))
+        return MSV_ERR_AUTH;
+    /* ... and the key directory's version v.version of handle commits to it */
+    data = msv_kt_proof_entry(p);
+    if (msv_pt_verify_versions(r->head->epoch_root.data, r->vrf_key.data, MSV_PT_PRESENCE, handle,
+                               data.data, data.len, v->proof.data, v->proof.len,
+                               &version) != MSV_OK ||
+        version != v->version)
+        return MSV_ERR_AUTH;
+    return MSV_OK;
+}
+
+uint32_t msv_kt_result_version(const Msv__Wire__HandleDevices *hd)
+{
+    /* u8 kind || u32be v || ...: checked by msv_kt_check_lookup before this is read */
+    if (hd->version_proof.len < 5)
+        return 0;
+    return msv_get_u32be(hd->version_proof.data + 1);
 }

@@ -78,15 +78,6 @@ MSV_MUST_CHECK msv_err msv_kt_check_lookup(struct msv_client_db *db,
 int msv_kt_is_renewed(struct msv_client_db *db, const char *handle);
 MSV_MUST_CHECK msv_err msv_kt_renewed_told(struct msv_client_db *db, const char *handle);
 /*
- * A tombstone of handle at log entry index, read from the log: remembered if this device looked
- * the handle up before (later answers must show it). *hidden is 1 if this device had accepted a
- * later entry of handle without being shown this tombstone (the directory hid the deletion);
- * the handle is then marked a new account as above.
- */
-MSV_MUST_CHECK msv_err msv_kt_tombstone_read(struct msv_client_db *db, const char *handle,
-                                             uint64_t index, int *hidden);
-
-/*
  * Checks the key directory's part of a lookup answer whose head passed the log's checks: the
  * prefix tree's root is signed by the answer's log key for head's size, the VRF key is the one
  * this device pinned (or *pin is set: none pinned yet), and every result's version proof shows
@@ -100,6 +91,20 @@ MSV_MUST_CHECK msv_err msv_kt_check_versions(struct msv_client_db *db,
                                              size_t why_len);
 MSV_MUST_CHECK msv_err msv_kt_pin_vrf_key(struct msv_client_db *db,
                                           const Msv__Wire__LookupResponse *r);
+
+/*
+ * One version of one of this account's handles shown to its monitor (HandleVersion, in r, an
+ * answer msv_kt_check_lookup accepted): its entry is proven in r's head and is a device set or
+ * tombstone of handle (parsed into *e), and the key directory's version v->version of handle
+ * commits to it (presence proof against r's epoch root). MSV_OK or MSV_ERR_AUTH.
+ */
+MSV_MUST_CHECK msv_err msv_kt_check_owner_version(const Msv__Wire__LookupResponse *r,
+                                                  const char *handle,
+                                                  const Msv__Wire__HandleVersion *v,
+                                                  struct msv_kt_entry *e);
+/* The version a checked lookup result shows as its handle's newest (0: none, or no key
+ * directory). */
+uint32_t msv_kt_result_version(const Msv__Wire__HandleDevices *hd);
 
 /*
  * Roots compared (docs/transparency.md, "Gossip of tree heads"): keep_epoch remembers the key

@@ -9,7 +9,8 @@
  *   their labels, in the same order
  *
  * lookup: present msv_pt_versions_present(v), then absent v + 1 (below 2^32);
- * history: present v (when v > 0), then absent msv_pt_versions_absent(v).
+ * history: present v (when v > 0), then absent msv_pt_versions_absent(v);
+ * presence (19): present v alone (v > 0), one of a handle's versions shown to its owner.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +100,11 @@ static msv_err versions_of(enum msv_pt_proof_kind kind, uint32_t v, uint32_t out
         *n_present = v > 0;
         out[0] = v;
         *n = *n_present + msv_pt_versions_absent(v, out + *n_present);
+        return MSV_OK;
+    }
+    if (kind == MSV_PT_PRESENCE && v > 0) {
+        out[0] = v;
+        *n = *n_present = 1;
         return MSV_OK;
     }
     return MSV_ERR_INVALID;

@@ -90,7 +90,8 @@ struct msv_config {
     char keydir_skip[300];          /* tests only: "HANDLE VERSION" its next version's number */
     int refuse_prekey_claims;       /* tests only: every PrekeyClaim answered "slow down" */
     uint32_t log_read_hash_fault;   /* tests only: 1 leaf hashes of 31 bytes, 2 beside the leaf, 3
-                                       leaf hashes to accounts too, 4 of version-4 leaves too */
+                                       leaf hashes of their own entries to accounts, 4 of
+                                       version-4 leaves too */
     int kt_v4_leaf_fault;           /* tests only: a lookup shows the entry before its leaf's */
     uint64_t keydir_v4_mismatch;    /* tests only: log entry N's tree entry is not its leaf's (N
                                        appended while missived runs) */

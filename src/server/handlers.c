@@ -1905,15 +1905,16 @@ static int read_handles(struct msv_conn_state *c, uint64_t request_id,
 #define HISTORY_COST 32
 
 /*
- * Which of the n handles looked up are the asking account's own: those get their history proof,
- * whose marker versions' VRF outputs would let anyone else link the handle's later versions
- * (docs/transparency.md, "The owner's history proof"). -1 (and an answer sent) if that fails.
+ * Which of the n handles looked up are the asking account's own (*own, 1 each): those alone get
+ * their history proof, whose marker versions' VRF outputs would let anyone else link the
+ * handle's later versions (docs/transparency.md, "The owner's history proof"), and their
+ * versions. -1 (and an answer sent) if that fails.
  */
-static int history_of_own(struct msv_conn_state *c, uint64_t request_id, const char *const *names,
-                          size_t n, uint8_t **history)
+static int own_of(struct msv_conn_state *c, uint64_t request_id, const char *const *names, size_t n,
+                  uint8_t **own)
 {
     char **handles = NULL;
-    size_t n_own = 0, proven = 0;
+    size_t n_own = 0;
 
     if (c->account_id == 0)
         return 0; /* nobody's own */
@@ -1922,22 +1923,64 @@ static int history_of_own(struct msv_conn_state *c, uint64_t request_id, const c
         send_unavailable(c, request_id);
         return -1;
     }
-    *history = calloc(n, 1);
-    for (size_t i = 0; *history != NULL && i < n; i++) {
-        (*history)[i] = (uint8_t)handle_listed(handles, n_own, names[i]);
-        proven += (*history)[i];
-    }
+    *own = calloc(n, 1);
+    for (size_t i = 0; *own != NULL && i < n; i++)
+        (*own)[i] = (uint8_t)handle_listed(handles, n_own, names[i]);
     free_handles(handles, n_own);
-    if (*history == NULL) {
+    if (*own == NULL) {
         msv_conn_send_error(c, request_id, E_IO, "out of memory");
         return -1;
     }
-    /* a history proof makes up to 33 VRF proofs (a lookup's are kept): it costs as much */
+    return 0;
+}
+
+/* A history proof makes up to 33 VRF proofs (a lookup's are kept): it costs as much. -1 (and
+ * the refusal sent) past the account's lookup bucket. */
+static int history_paid(struct msv_conn_state *c, uint64_t request_id, const uint8_t *own, size_t n)
+{
+    size_t proven = 0;
+
+    for (size_t i = 0; own != NULL && i < n; i++)
+        proven += own[i];
     if (proven > 0 && !msv_server_take_token(c->w->srv, MSV_LIMIT_LOOKUP, c->account_id,
                                              (double)proven * HISTORY_COST)) {
         msv_conn_send_error(c, request_id, E_RATE, "too many lookups; slow down");
         return -1;
     }
+    return 0;
+}
+
+/*
+ * The versions the owner's monitor asks for (LookupRequest.versions_from): of its own handles
+ * only, each version a VRF proof made for it, so each costs a lookup token; the tokens taken go
+ * to ask->versions_max (fewer than asked for: the answer says more follow). -1 (and an answer
+ * sent) for a request of another shape, or an empty bucket.
+ */
+static int versions_asked(struct msv_conn_state *c, uint64_t request_id,
+                          const Msv__Wire__LookupRequest *q, const uint8_t *own, uint64_t *from,
+                          struct msv_kt_owner_ask *ask)
+{
+    size_t wanted = 0;
+
+    if (q->n_versions_from != q->n_handles) {
+        msv_conn_send_error(c, request_id, E_INVALID,
+                            "versions_from names a first log index for every handle looked up");
+        return -1;
+    }
+    for (size_t i = 0; i < q->n_handles; i++) {
+        from[i] = own != NULL && own[i] ? q->versions_from[i] : 0;
+        wanted += from[i] != 0;
+    }
+    ask->versions_from = from;
+    if (wanted == 0)
+        return 0;
+    ask->versions_max = msv_server_take_upto(c->w->srv, MSV_LIMIT_LOOKUP, c->account_id,
+                                             (long)(wanted * MSV_KT_VERSIONS_MAX));
+    if (ask->versions_max == 0) {
+        msv_conn_send_error(c, request_id, E_RATE, "too many lookups; slow down");
+        return -1;
+    }
+    ask->bytes_max = msv_server_answer_max(c->w->srv) / 2;
     return 0;
 }
 
@@ -1982,8 +2025,10 @@ static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
     Msv__Wire__HandleDevices **ptrs = NULL;
     struct handle_result *r = NULL;
     struct msv_kt_answer *answer = NULL;
+    struct msv_kt_owner_ask ask = {0};
     const char **names = NULL;
-    uint8_t *history = NULL;
+    uint8_t *own = NULL;
+    uint64_t *from = NULL;
     size_t n = q->n_handles;
 
     if (n == 0 || n > LOOKUP_MAX) {
@@ -2006,22 +2051,38 @@ static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
     }
     for (size_t i = 0; i < n; i++)
         names[i] = r[i].handle;
-    if (q->history && history_of_own(c, f->request_id, names, n, &history) != 0)
+    if ((q->history || q->n_versions_from > 0) && own_of(c, f->request_id, names, n, &own) != 0)
         goto out;
-    if (msv_kt_lookup(&s->kt, s->store, msv_server_now_ms(s), names, n, history, q->known_size,
-                      &resp, &answer) != MSV_OK) {
+    if (q->history) {
+        if (history_paid(c, f->request_id, own, n) != 0)
+            goto out;
+        ask.history = own;
+    }
+    if (q->n_versions_from > 0 && ((from = calloc(n, sizeof(*from))) == NULL ||
+                                   versions_asked(c, f->request_id, q, own, from, &ask) != 0)) {
+        if (from == NULL)
+            msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
+        goto out;
+    }
+    if (msv_kt_lookup(&s->kt, s->store, msv_server_now_ms(s), names, n, &ask, q->known_size, &resp,
+                      &answer) != MSV_OK) {
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         goto out;
     }
     atomic_fetch_add(&s->m.lookups, n);
+    atomic_fetch_add(&s->m.owner_versions, ask.versions_given);
     out.request_id = f->request_id;
     out.body_case = MSV__WIRE__FRAME__BODY_LOOKUP_RESULT;
     out.lookup_result = &resp;
     msv_conn_send_frame(c, &out);
 out:
+    if (ask.versions_max > ask.versions_given) /* the tokens of versions not given go back */
+        (void)msv_server_take_upto(s, MSV_LIMIT_LOOKUP, c->account_id,
+                                   -(long)(ask.versions_max - ask.versions_given));
     msv_kt_answer_free(answer);
     free(names);
-    free(history);
+    free(own);
+    free(from);
     free_results(r, n);
     free(ptrs);
 }
@@ -2038,15 +2099,15 @@ static enum msv_kt_hide log_read_hide(const struct msv_server *s, const struct m
 {
     switch (s->cfg.log_read_hash_fault) { /* tests only: a dishonest server */
     case 1:
-        return c->account_id != 0 ? MSV_KT_SHOW_LEAVES : MSV_KT_HIDE_FAULT_SHORT;
+        return c->account_id != 0 ? MSV_KT_HIDE_OTHERS : MSV_KT_HIDE_FAULT_SHORT;
     case 2:
-        return c->account_id != 0 ? MSV_KT_SHOW_LEAVES : MSV_KT_HIDE_FAULT_BOTH;
+        return c->account_id != 0 ? MSV_KT_HIDE_OTHERS : MSV_KT_HIDE_FAULT_BOTH;
     case 3:
-        return MSV_KT_HIDE_HANDLES; /* from the account's monitor too */
+        return MSV_KT_HIDE_HANDLES; /* the account's own entries too */
     case 4:
-        return c->account_id != 0 ? MSV_KT_SHOW_LEAVES : MSV_KT_HIDE_FAULT_V4;
+        return c->account_id != 0 ? MSV_KT_HIDE_OTHERS : MSV_KT_HIDE_FAULT_V4;
     default:
-        return c->account_id != 0 ? MSV_KT_SHOW_LEAVES : MSV_KT_HIDE_HANDLES;
+        return c->account_id != 0 ? MSV_KT_HIDE_OTHERS : MSV_KT_HIDE_HANDLES;
     }
 }
 
@@ -2061,6 +2122,9 @@ static void handle_log_read(struct msv_conn_state *c, const msv_frame *f)
     long want = q.count == 0 ? 1 : q.count < MSV_KT_READ_MAX ? (long)q.count : MSV_KT_READ_MAX;
     size_t granted = msv_server_take_upto(s, MSV_LIMIT_LOG, key, want);
     uint64_t proofs_from = 0;
+    enum msv_kt_hide hide = log_read_hide(s, c);
+    char **own = NULL;
+    size_t n_own = 0;
     msv_err err;
 
     if (granted == 0) {
@@ -2069,8 +2133,14 @@ static void handle_log_read(struct msv_conn_state *c, const msv_frame *f)
     }
     if (q.count > granted)
         q.count = (uint32_t)granted;
-    err = msv_kt_read(&s->kt, s->store, msv_server_now_ms(s), &q, log_read_hide(s, c),
-                      msv_server_answer_max(s) - LOG_HEAD_ROOM, &resp, &answer, &proofs_from);
+    /* an account reads its own handles' entries whole, nobody else's */
+    err = hide == MSV_KT_HIDE_OTHERS
+              ? STORE(s)->handles_of_account(IMPL(s), c->account_id, &own, &n_own)
+              : MSV_OK;
+    if (err == MSV_OK)
+        err = msv_kt_read(&s->kt, s->store, msv_server_now_ms(s), &q, hide, own, n_own,
+                          msv_server_answer_max(s) - LOG_HEAD_ROOM, &resp, &answer, &proofs_from);
+    free_handles(own, n_own);
     if (err == MSV_ERR_NOT_FOUND) {
         char why[200];
 

@@ -169,6 +169,8 @@ static const struct {
     M(devices_added, "devices_added_total", "counter", "Devices registered."),
     M(devices_removed, "devices_removed_total", "counter", "Devices removed."),
     M(lookups, "lookups_total", "counter", "Handles looked up."),
+    M(owner_versions, "owner_versions_total", "counter",
+      "Versions of handles given to their own accounts' monitors, each with its proofs."),
     M(handles_added, "handles_added_total", "counter", "Handles added to accounts."),
     M(handles_removed, "handles_removed_total", "counter", "Handles removed from accounts."),
     M(handles_refused, "handles_refused_total", "counter",

@@ -667,9 +667,9 @@ msv_err msv_keydir_prove(struct msv_keydir *kd, enum msv_pt_proof_kind kind, con
         version = kd->versions[index];
         err = opening_of(kd, handle, version, opening);
     }
-    /* a history proof is asked for by the handle's owner alone, and rarely: its VRF proofs
-     * (of marker versions no lookup needs) are made, not kept */
-    if (err == MSV_OK && kind == MSV_PT_HISTORY)
+    /* history and presence proofs are asked for by the handle's owner alone, and rarely: their
+     * VRF proofs (of marker versions and old versions no lookup needs) are made, not kept */
+    if (err == MSV_OK && kind != MSV_PT_LOOKUP)
         err = msv_ptree_prove_versions(kd->tree, kind, kd->secret, handle, version, opening, proof,
                                        len);
     else if (err == MSV_OK)

@@ -583,8 +583,10 @@ static msv_err log_proof(struct msv_kt_log *log, struct msv_kt_answer *a,
  * entry names no one and is given whole (docs/transparency.md, "What a reader without an account
  * sees", says what a hash still lets a guesser test).
  */
-static msv_err hide_handle(struct msv_kt_answer *a, Msv__Wire__LogProof *p, enum msv_kt_hide hide)
+static msv_err hide_handle(struct msv_kt_answer *a, Msv__Wire__LogProof *p, enum msv_kt_hide hide,
+                           char *const *own, size_t n_own)
 {
+    static _Thread_local struct msv_kt_entry e;
     struct msv_kt_rotation r;
     struct msv_kt_v4_leaf v4;
     uint8_t *h;
@@ -595,6 +597,13 @@ static msv_err hide_handle(struct msv_kt_answer *a, Msv__Wire__LogProof *p, enum
         (hide != MSV_KT_HIDE_FAULT_V4 &&
          msv_kt_v4_leaf_parse(p->leaf.data, p->leaf.len, &v4) == MSV_OK))
         return MSV_OK;
+    /* an account reads its own handles' entries, and nobody else's (docs/transparency.md, "A log
+     * that names no handle") */
+    if (hide == MSV_KT_HIDE_OTHERS && msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) == MSV_OK) {
+        for (size_t i = 0; i < n_own; i++)
+            if (strcmp(own[i], e.handle) == 0)
+                return MSV_OK;
+    }
     if ((h = keep(a, MSV_KT_HASH_LEN)) == NULL)
         return MSV_ERR_NOMEM;
     msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
@@ -799,14 +808,136 @@ static msv_err version_proof(struct msv_kt_log *log, struct msv_kt_answer *a,
     return MSV_OK;
 }
 
+/* The leaves of the handles whose versions the owner asked for (kept in a; per handle up to one
+ * past MSV_KT_VERSIONS_MAX, so that the answer can say more follow). */
+static msv_err owner_leaves(struct msv_store *store, struct msv_kt_answer *a,
+                            const char *const *handles, size_t n,
+                            const struct msv_kt_owner_ask *ask, struct msv_kt_rec ***out,
+                            size_t **counts)
+{
+    struct msv_kt_rec **recs = keep(a, n * sizeof(*recs));
+    size_t *ns = keep(a, n * sizeof(*ns));
+    msv_err err = recs != NULL && ns != NULL ? MSV_OK : MSV_ERR_NOMEM;
+
+    for (size_t i = 0; err == MSV_OK && ask != NULL && ask->versions_from != NULL && i < n; i++) {
+        if (ask->versions_from[i] == 0)
+            continue;
+        err = store->ops->kt_handle_read(store->impl, handles[i], ask->versions_from[i],
+                                         MSV_KT_VERSIONS_MAX + 1, &recs[i], &ns[i]);
+        if (err != MSV_OK)
+            break;
+        /* the leaves go with the answer (kept_leaf frees what it cannot keep) */
+        for (size_t k = 0; err == MSV_OK && k < ns[i]; k++) {
+            if ((err = kept_leaf(a, MSV_OK, &recs[i][k])) != MSV_OK) {
+                for (size_t j = k + 1; j < ns[i]; j++) {
+                    free(recs[i][j].leaf);
+                    free(recs[i][j].pub);
+                }
+            }
+        }
+        if (adopt(a, recs[i]) == NULL || err != MSV_OK) {
+            recs[i] = NULL;
+            ns[i] = 0;
+            err = MSV_ERR_NOMEM;
+        }
+    }
+    *out = recs;
+    *counts = ns;
+    return err;
+}
+
+/*
+ * The versions of one handle its owner asked for, from its leaves recs (read before the head
+ * was made, so it holds them): each with its entry's proof and its presence proof, at most
+ * max_versions, and past the first at most max_bytes (*bytes: the bytes given).
+ */
+static msv_err owner_versions(struct msv_kt_log *log, struct msv_kt_answer *a, const char *handle,
+                              const struct msv_kt_rec *recs, size_t n, size_t max_versions,
+                              size_t max_bytes, size_t *bytes, Msv__Wire__HandleDevices *hd)
+{
+    Msv__Wire__HandleVersion *vs = keep(a, n * sizeof(*vs)), **ptrs = keep(a, n * sizeof(*ptrs));
+    size_t given = 0;
+    msv_err err = vs != NULL && ptrs != NULL ? MSV_OK : MSV_ERR_NOMEM;
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        uint8_t *proof = NULL;
+        size_t len = 0, size;
+
+        if (given == max_versions || recs[i].index >= log->keydir.n_versions ||
+            log->keydir.versions[recs[i].index] == 0)
+            break;
+        msv__wire__handle_version__init(&vs[given]);
+        vs[given].version = log->keydir.versions[recs[i].index];
+        err = log_proof(log, a, &recs[i], &vs[given].entry);
+        if (err == MSV_OK) /* a version-4 leaf: what opens it beside it */
+            err = open_fields(log, a, handle, &recs[i], vs[given].entry);
+        if (err == MSV_OK)
+            err = msv_keydir_prove(&log->keydir, MSV_PT_PRESENCE, handle, (int64_t)recs[i].index,
+                                   &proof, &len);
+        if (err == MSV_OK && adopt(a, proof) == NULL)
+            err = MSV_ERR_NOMEM;
+        if (err != MSV_OK)
+            break;
+        vs[given].proof = (ProtobufCBinaryData){len, proof};
+        /* the version, its field tag and length (at most 1 + 2 + 4 bytes) */
+        size = msv__wire__handle_version__get_packed_size(&vs[given]) + 7;
+        if (given > 0 && *bytes + size > max_bytes)
+            break;
+        *bytes += size;
+        ptrs[given] = &vs[given];
+        given++;
+    }
+    hd->versions = ptrs;
+    hd->n_versions = given;
+    hd->versions_more = given < n;
+    return err;
+}
+
+/*
+ * The versions the owner asked for, of each handle in turn: each gets an equal share of what
+ * ask allows that the handles before it left, and its first version whatever its size, so that
+ * every handle with versions left gets one (the monitor then moves on in log order).
+ */
+static msv_err all_owner_versions(struct msv_kt_log *log, struct msv_kt_answer *a,
+                                  const char *const *handles, size_t n, struct msv_kt_rec **owned,
+                                  const size_t *n_owned, struct msv_kt_owner_ask *ask,
+                                  Msv__Wire__HandleDevices *hds)
+{
+    size_t left = 0, bytes = 0;
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; i < n; i++)
+        left += ask->versions_from[i] != 0;
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        size_t versions, used = 0;
+
+        if (ask->versions_from[i] == 0)
+            continue;
+        versions = (ask->versions_max - ask->versions_given) / left;
+        if (versions == 0 && ask->versions_given < ask->versions_max)
+            versions = 1;
+        if (versions > MSV_KT_VERSIONS_MAX)
+            versions = MSV_KT_VERSIONS_MAX;
+        err = owner_versions(log, a, handles[i], owned[i], n_owned[i], versions,
+                             bytes < ask->bytes_max ? (ask->bytes_max - bytes) / left : 0, &used,
+                             &hds[i]);
+        bytes += used;
+        ask->versions_given += hds[i].n_versions;
+        left--;
+    }
+    return err;
+}
+
 msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
-                      const char *const *handles, size_t n, const uint8_t *history,
+                      const char *const *handles, size_t n, struct msv_kt_owner_ask *ask,
                       uint64_t known_size, Msv__Wire__LookupResponse *resp,
                       struct msv_kt_answer **owner)
 {
     struct msv_kt_answer *a = calloc(1, sizeof(*a));
     Msv__Wire__HandleDevices *hds, **ptrs;
-    struct msv_kt_rec *recs = NULL, *tombs = NULL;
+    struct msv_kt_rec *recs = NULL, *tombs = NULL, **owned = NULL;
+    const uint8_t *history = ask != NULL ? ask->history : NULL;
+    size_t *n_owned = NULL;
     msv_err err;
 
     *owner = a;
@@ -820,12 +951,16 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
     err = latest_leaves(store, a, handles, n, &recs);
     if (err == MSV_OK)
         err = tombstones(store, a, handles, recs, n, &tombs);
+    if (err == MSV_OK)
+        err = owner_leaves(store, a, handles, n, ask, &owned, &n_owned);
     if (err != MSV_OK)
         return err;
     pthread_mutex_lock(&log->lock);
     /* a leaf committed before the change was announced (msv_kt_log_grown) is read now */
     for (size_t i = 0; i < n; i++) {
         if (recs[i].leaf != NULL && recs[i].index >= msv_merkle_size(log->tree))
+            atomic_store(&log->grown, 1);
+        if (n_owned[i] > 0 && owned[i][n_owned[i] - 1].index >= msv_merkle_size(log->tree))
             atomic_store(&log->grown, 1);
     }
     err = head_locked(log, store, now_ms);
@@ -848,6 +983,8 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
             err =
                 version_proof(log, a, MSV_PT_HISTORY, handles[i], &recs[i], &hds[i].history_proof);
     }
+    if (err == MSV_OK && ask != NULL && ask->versions_from != NULL)
+        err = all_owner_versions(log, a, handles, n, owned, n_owned, ask, hds);
     if (err == MSV_OK) {
         uint8_t *key = keep(a, MSV_VRF_PUBLIC_KEY_LEN);
 
@@ -868,9 +1005,9 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
 }
 
 msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
-                    const Msv__Wire__LogRead *q, enum msv_kt_hide hide, size_t max_bytes,
-                    Msv__Wire__LogEntries *resp, struct msv_kt_answer **owner,
-                    uint64_t *proofs_from)
+                    const Msv__Wire__LogRead *q, enum msv_kt_hide hide, char *const *own,
+                    size_t n_own, size_t max_bytes, Msv__Wire__LogEntries *resp,
+                    struct msv_kt_answer **owner, uint64_t *proofs_from)
 {
     struct msv_kt_answer *a = calloc(1, sizeof(*a));
     struct msv_kt_rec *recs = NULL;
@@ -910,7 +1047,7 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
         if (err == MSV_OK)
             err = log_proof(log, a, &recs[i], &entries[i]);
         if (err == MSV_OK && hide != MSV_KT_SHOW_LEAVES)
-            err = hide_handle(a, entries[i], hide);
+            err = hide_handle(a, entries[i], hide, own, n_own);
         recs[i].leaf = NULL;
         recs[i].pub = NULL;
         /* the entry, its field tag and length (at most 1 + 4 bytes), and its step if asked */

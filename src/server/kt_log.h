@@ -88,18 +88,35 @@ MSV_MUST_CHECK msv_err msv_kt_log_head(struct msv_kt_log *log, struct msv_store 
 struct msv_kt_answer;
 void msv_kt_answer_free(struct msv_kt_answer *a);
 
+/* The versions of one handle an owner's lookup gives at most (docs/transparency.md, "The
+ * owner's versions"). */
+#define MSV_KT_VERSIONS_MAX 32
+
+/* What the owner's monitor asks of its own account's handles beyond a lookup. */
+struct msv_kt_owner_ask {
+    const uint8_t *history; /* per handle: 1 for its history proof (NULL: none) */
+    /* per handle: the first log index of the versions wanted, 0 for none (NULL: none) */
+    const uint64_t *versions_from;
+    size_t versions_max;   /* the versions given in all, at most */
+    size_t bytes_max;      /* their encoded bytes in all, at most (past the first) */
+    size_t versions_given; /* set by msv_kt_lookup */
+};
+
 /*
  * Answers a lookup of n normalised handles from the log: each result lists
  * the devices of the handle's newest leaf, with that leaf and its inclusion
  * proof (no devices and no proof for a handle the log has never seen); the
  * head, the log key, the consistency proof from known_size and the log's
- * rotation entries with their proofs go into resp. history (NULL: none): a
- * result whose flag is set also gets the handle's history proof (only for the
- * handles of the asker's own account).
+ * rotation entries with their proofs go into resp. ask (NULL: none; only for
+ * the handles of the asker's own account): a result whose history flag is set
+ * also gets the handle's history proof, and one with versions_from its
+ * versions from that log index on, each with its entry and presence proof (at
+ * most MSV_KT_VERSIONS_MAX, within ask's bounds; versions_more when more
+ * follow).
  */
 MSV_MUST_CHECK msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store,
                                      int64_t now_ms, const char *const *handles, size_t n,
-                                     const uint8_t *history, uint64_t known_size,
+                                     struct msv_kt_owner_ask *ask, uint64_t known_size,
                                      Msv__Wire__LookupResponse *resp, struct msv_kt_answer **owner);
 
 /*
@@ -109,18 +126,21 @@ MSV_MUST_CHECK msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *s
  * entries' steps in the key directory too: MSV_ERR_NOT_FOUND when they are no longer kept
  * (*proofs_from: the first entry whose step is). hide (a reader without an account:
  * MSV_KT_HIDE_HANDLES): a device set or tombstone, which names its handle, is given as its leaf
- * hash only; the two faults are for tests ([testing] log_read_hash_fault).
+ * hash only; MSV_KT_HIDE_OTHERS (an account, whose n_own handles are own): the same for every
+ * entry of another handle; the two faults are for tests ([testing] log_read_hash_fault).
  */
 enum msv_kt_hide {
     MSV_KT_SHOW_LEAVES,
     MSV_KT_HIDE_HANDLES,
+    MSV_KT_HIDE_OTHERS,      /* an account: its own handles' entries whole, the others' hashes */
     MSV_KT_HIDE_FAULT_SHORT, /* a dishonest server: leaf hashes of 31 bytes */
     MSV_KT_HIDE_FAULT_BOTH,  /* a dishonest server: the leaf hash beside the leaf */
     MSV_KT_HIDE_FAULT_V4,    /* a dishonest server: version-4 leaves as hashes too */
 };
 MSV_MUST_CHECK msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
                                    const Msv__Wire__LogRead *q, enum msv_kt_hide hide,
-                                   size_t max_bytes, Msv__Wire__LogEntries *resp,
-                                   struct msv_kt_answer **owner, uint64_t *proofs_from);
+                                   char *const *own, size_t n_own, size_t max_bytes,
+                                   Msv__Wire__LogEntries *resp, struct msv_kt_answer **owner,
+                                   uint64_t *proofs_from);
 
 #endif

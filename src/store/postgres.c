@@ -1621,6 +1621,23 @@ static msv_err kt_read(struct pg_conn *c, uint64_t start, size_t max, struct msv
     return err == MSV_OK ? kt_recs(r, out, count) : err;
 }
 
+static msv_err kt_handle_read(struct pg_conn *c, const char *handle, uint64_t start, size_t max,
+                              struct msv_kt_rec **out, size_t *count)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    a_text(&a, handle);
+    a_i64(&a, (int64_t)start);
+    a_i64(&a, (int64_t)max);
+    err = query(c,
+                "SELECT idx, leaf, pub FROM kt_log WHERE handle = $1 AND idx >= $2 ORDER BY idx "
+                "LIMIT $3;",
+                &a, &r);
+    return err == MSV_OK ? kt_recs(r, out, count) : err;
+}
+
 static msv_err kt_labels_read(struct pg_conn *c, uint64_t start, size_t max,
                               struct msv_kt_rec **out, size_t *count)
 {
@@ -3322,6 +3339,12 @@ static msv_err p_kt_read(void *impl, uint64_t start, size_t max, struct msv_kt_r
     POOLED(kt_read(c_, start, max, out, count));
 }
 
+static msv_err p_kt_handle_read(void *impl, const char *handle, uint64_t start, size_t max,
+                                struct msv_kt_rec **out, size_t *count)
+{
+    POOLED(kt_handle_read(c_, handle, start, max, out, count));
+}
+
 static msv_err p_kt_latest(void *impl, const char *handle, struct msv_kt_rec *out)
 {
     POOLED(kt_latest(c_, handle, 0, out));
@@ -3570,6 +3593,7 @@ static const struct msv_store_ops pg_ops = {
     .blob_expire = p_blob_expire,
     .kt_read = p_kt_read,
     .kt_latest = p_kt_latest,
+    .kt_handle_read = p_kt_handle_read,
     .kt_tombstone_latest = p_kt_tombstone_latest,
     .kt_append = p_kt_append,
     .kt_labels_read = p_kt_labels_read,

@@ -1574,6 +1574,23 @@ static msv_err kt_read(void *impl, uint64_t start, size_t max, struct msv_kt_rec
     return kt_read_recs(s, st, max, out, count);
 }
 
+static msv_err kt_handle_read(void *impl, const char *handle, uint64_t start, size_t max,
+                              struct msv_kt_rec **out, size_t *count)
+{
+    struct sqlite_store *s = impl;
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(
+        s, "SELECT idx, leaf, pub FROM kt_log WHERE handle = ? AND idx >= ? ORDER BY idx LIMIT ?;",
+        &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)start);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)max);
+    return kt_read_recs(s, st, max, out, count);
+}
+
 static msv_err kt_labels_read(void *impl, uint64_t start, size_t max, struct msv_kt_rec **out,
                               size_t *count)
 {
@@ -2639,6 +2656,12 @@ static msv_err l_kt_read(void *impl, uint64_t start, size_t max, struct msv_kt_r
     LOCKED(kt_read(impl, start, max, out, count));
 }
 
+static msv_err l_kt_handle_read(void *impl, const char *handle, uint64_t start, size_t max,
+                                struct msv_kt_rec **out, size_t *count)
+{
+    LOCKED(kt_handle_read(impl, handle, start, max, out, count));
+}
+
 static msv_err l_kt_latest(void *impl, const char *handle, struct msv_kt_rec *out)
 {
     LOCKED(kt_latest(impl, handle, 0, out));
@@ -3113,6 +3136,7 @@ static const struct msv_store_ops sqlite_ops = {
     .blob_expire = l_blob_expire,
     .kt_read = l_kt_read,
     .kt_latest = l_kt_latest,
+    .kt_handle_read = l_kt_handle_read,
     .kt_tombstone_latest = l_kt_tombstone_latest,
     .kt_append = l_kt_append,
     .kt_labels_read = l_kt_labels_read,

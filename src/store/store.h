@@ -449,6 +449,10 @@ struct msv_store_ops {
     msv_err (*kt_latest)(void *impl, const char *handle, struct msv_kt_rec *out);
     /* The newest tombstone of handle (its account was deleted); MSV_ERR_NOT_FOUND if none. */
     msv_err (*kt_tombstone_latest)(void *impl, const char *handle, struct msv_kt_rec *out);
+    /* At most max leaves of handle (its device sets and tombstones) from index start on, in
+     * order (its versions, for the owner's monitor). */
+    msv_err (*kt_handle_read)(void *impl, const char *handle, uint64_t start, size_t max,
+                              struct msv_kt_rec **out, size_t *count);
     /*
      * Appends a leaf that is no handle's device set (a log key rotation) as
      * leaf index, if the log has exactly index leaves: MSV_ERR_EXISTS if not
