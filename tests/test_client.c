@@ -121,7 +121,7 @@ static void test_redelivery_shown_once(void **state)
 /* ---- crash consistency ------------------------------------------------------------------ */
 
 #define SENDERS 2
-#define TEXT_LEN 24
+#define TEXT_LEN 32
 
 /* One sending client in its own thread: messages "s<sender>-<n>", and which the relay took. */
 struct sender {
@@ -325,7 +325,7 @@ static void test_crash_consistency(void **state)
     rcpt[0] = client_for(&s, "bob", to[0]);
     rcpt[1] = client_for(&s, "dave", to[1]);
     for (int j = 0; j < SENDERS; j++) {
-        char name[16], handle[32];
+        char name[24], handle[40];
 
         snprintf(name, sizeof(name), "sender%d", j);
         snprintf(handle, sizeof(handle), "sender%d@example.org", j);
@@ -1322,7 +1322,7 @@ static void test_earlier_sessions_kept(void **state)
                      MSV_OK);
     assert_int_equal(wire[0], MSV_WIRE_RATCHET);
     for (int i = 0; i < 2; i++) {
-        char text[16];
+        char text[24];
 
         snprintf(text, sizeof(text), "anew %d", i);
         assert_int_equal(msv_sessions_forget(alice, bob->device_id), MSV_OK);

@@ -841,7 +841,7 @@ static void test_queue(void **state)
     struct msv_queue_rec *recs = NULL;
     size_t n = 0, deleted = 0, expired = 0;
     uint64_t depth = 0, last = 99;
-    char body[5][8];
+    char body[5][16];
 
     for (int i = 0; i < 5; i++) {
         snprintf(body[i], sizeof(body[i]), "msg-%d", i);
