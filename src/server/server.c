@@ -182,6 +182,7 @@ void msv_conn_close_soon(struct msv_conn_state *c)
     /* a peer that stops reading cannot hold the connection open: 10 s to drain */
     struct timeval drain = {10, 0};
 
+    c->closing = 1; /* no pause ends in reading again (commit_answered, resume_paused) */
     bufferevent_disable(c->bev, EV_READ);
     bufferevent_set_timeouts(c->bev, NULL, &drain);
     bufferevent_setcb(c->bev, NULL, close_after_write, conn_event, c);
@@ -949,7 +950,7 @@ static void commit_answered(struct msv_conn_state *c)
     if (c->commits_waiting > 0 || !c->order_paused)
         return;
     c->order_paused = 0;
-    if (c->reading_paused || c->commit_paused)
+    if (c->reading_paused || c->commit_paused || c->closing)
         return; /* conn_write or resume_paused reads on */
     bufferevent_enable(c->bev, EV_READ);
     conn_read(c->bev, c); /* frees no connection: closing is left to callbacks */
@@ -1111,8 +1112,8 @@ static void resume_paused(struct msv_worker *w)
             continue;
         c->commit_paused = 0;
         w->commit_paused--;
-        if (c->reading_paused)
-            continue; /* its answers must drain first: conn_write resumes it */
+        if (c->reading_paused || c->closing)
+            continue; /* its answers must drain first (conn_write resumes it), or it closes */
         bufferevent_enable(c->bev, EV_READ);
         conn_read(c->bev, c); /* requests that waited in the input buffer */
     }

@@ -61,6 +61,7 @@ struct msv_conn_state {
      * which are never answered, do not */
     unsigned commits_waiting;
     int order_paused; /* reading waits for commits_waiting to reach 0 */
+    int closing;      /* msv_conn_close_soon: nothing more is read */
     struct msv_conn_state *prev, *next;
 };
 
