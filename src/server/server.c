@@ -864,10 +864,13 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 struct msv_commit_batch {
     struct msv_pending_send *sends; /* the event loop's: connections are never read elsewhere */
     struct msv_pending_ack *acks_list;
-    struct msv_queue_in *all;
+    struct msv_queue_in *all;    /* every send's envelopes; the committer keeps the accepted */
+    struct msv_queue_usage *use; /* the recipients' queues, one per envelope of all */
+    size_t *counts;              /* envelopes of each send, in order */
+    int *refused;                /* each send: 0 accepted, 1 a queue is full, -1 not read */
     uint64_t *ids;
     struct msv_queue_ack *acks;
-    size_t total, n_acks;
+    size_t total, n_sends, n_acks, n_all;
     int64_t now, expires;
     msv_err err;
 };
@@ -956,25 +959,57 @@ static void commit_answered(struct msv_conn_state *c)
     conn_read(c->bev, c); /* frees no connection: closing is left to callbacks */
 }
 
-/* After the commit: each sender hears whether its envelopes are on disk; recipients are woken. */
-static void answer_sends(struct msv_server *s, struct msv_pending_send *head, msv_err err)
+/* A send a queue cap refused: nothing of it was stored; the full queues' accounts are told. */
+static void refuse_send(struct msv_server *s, struct msv_pending_send *p,
+                        const struct msv_queue_usage *use, int refused)
 {
+    if (p->account_id != 0) /* nothing was sent: its tokens come back */
+        msv_server_refund_token(s, MSV_LIMIT_SEND, p->account_id, (double)p->count);
+    if (refused < 0) {
+        if (p->c != NULL)
+            msv_conn_send_error(p->c, p->request_id, MSV__WIRE__ERROR_CODE__ERROR_IO,
+                                "storage failed");
+        return;
+    }
+    atomic_fetch_add(&s->m.queue_full, 1);
+    /* the recipients are told too (account usage): a refusal counts for each full queue */
+    for (size_t i = 0; i < p->count; i++)
+        if (msv_server_queue_is_full(s, &use[i], p->items[i].ciphertext_len))
+            msv_server_queue_refused(s, use[i].device_id);
+    if (p->c != NULL)
+        msv_conn_send_error(p->c, p->request_id, MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG,
+                            "the recipient's queue is full; nothing was sent, try again later");
+}
+
+/*
+ * After the commit: each sender hears whether its envelopes are on disk (or which queue cap
+ * refused them: b, NULL without a batch); recipients are woken.
+ */
+static void answer_sends(struct msv_server *s, struct msv_pending_send *head,
+                         const struct msv_commit_batch *b, msv_err err)
+{
+    size_t k = 0, at = 0;
+
     while (head != NULL) {
         struct msv_pending_send *p = head;
+        int refused = b != NULL && err == MSV_OK ? b->refused[k] : 0;
 
         head = p->next;
-        if (p->c != NULL) {
-            if (err == MSV_OK)
-                msv_conn_send_ok(p->c, p->request_id);
-            else
-                msv_conn_send_error(p->c, p->request_id, MSV__WIRE__ERROR_CODE__ERROR_IO,
-                                    "storage failed; the message was not accepted");
+        if (refused != 0)
+            refuse_send(s, p, b->use + at, refused);
+        else if (p->c != NULL && err == MSV_OK)
+            msv_conn_send_ok(p->c, p->request_id);
+        else if (p->c != NULL)
+            msv_conn_send_error(p->c, p->request_id, MSV__WIRE__ERROR_CODE__ERROR_IO,
+                                "storage failed; the message was not accepted");
+        if (p->c != NULL)
             commit_answered(p->c);
-        }
-        if (err == MSV_OK) {
+        if (err == MSV_OK && refused == 0) {
             for (size_t i = 0; i < p->count; i++)
                 msv_server_wake(s, p->items[i].device_id);
         }
+        at += p->count;
+        k++;
         msv_pending_send_free(p);
     }
 }
@@ -1028,6 +1063,9 @@ static void batch_free(struct msv_commit_batch *b)
 {
     if (b == NULL)
         return;
+    free(b->use);
+    free(b->counts);
+    free(b->refused);
     free(b->all);
     free(b->ids);
     free(b->acks);
@@ -1045,21 +1083,33 @@ static struct msv_commit_batch *batch_make(struct msv_worker *w)
 
     if (b == NULL)
         return NULL;
-    for (p = w->pending_head; p != NULL; p = p->next)
+    for (p = w->pending_head; p != NULL; p = p->next) {
         b->total += p->count;
+        b->n_sends++;
+    }
     for (a = w->acks_head; a != NULL; a = a->next)
         b->n_acks++;
+    b->n_all = b->total;
     b->all = calloc(b->total ? b->total : 1, sizeof(*b->all));
+    b->use = calloc(b->total ? b->total : 1, sizeof(*b->use));
     b->ids = calloc(b->total ? b->total : 1, sizeof(*b->ids));
+    b->counts = calloc(b->n_sends ? b->n_sends : 1, sizeof(*b->counts));
+    b->refused = calloc(b->n_sends ? b->n_sends : 1, sizeof(*b->refused));
     b->acks = calloc(b->n_acks ? b->n_acks : 1, sizeof(*b->acks));
-    if (b->all == NULL || b->ids == NULL || b->acks == NULL) {
+    if (b->all == NULL || b->use == NULL || b->ids == NULL || b->counts == NULL ||
+        b->refused == NULL || b->acks == NULL) {
         batch_free(b);
         return NULL;
     }
     for (p = w->pending_head; p != NULL; p = p->next) {
         memcpy(b->all + at, p->items, p->count * sizeof(*b->all));
+        for (size_t i = 0; i < p->count; i++)
+            b->use[at + i].device_id = p->items[i].device_id;
         at += p->count;
     }
+    at = 0;
+    for (p = w->pending_head; p != NULL; p = p->next)
+        b->counts[at++] = p->count;
     at = 0;
     for (a = w->acks_head; a != NULL; a = a->next)
         b->acks[at++] = a->ack;
@@ -1071,6 +1121,35 @@ static struct msv_commit_batch *batch_make(struct msv_worker *w)
     w->acks_head = w->acks_tail = NULL;
     w->backlog_items = w->backlog_bytes = 0;
     return b;
+}
+
+/*
+ * On the committer thread, before the commit: every recipient queue's usage in one store
+ * read, and the sends that would pass a cap taken out of the batch (sends of the same batch
+ * are not counted against each other, so a queue may pass its cap by one commit's worth).
+ * b->all keeps the accepted envelopes, b->total their number.
+ */
+static void check_caps(struct msv_server *s, struct msv_commit_batch *b)
+{
+    size_t at = 0, kept = 0;
+    int failed;
+
+    if (b->n_all == 0)
+        return;
+    failed = s->store->ops->queue_usage(s->store->impl, b->use, b->n_all) != MSV_OK;
+    for (size_t k = 0; k < b->n_sends; k++) {
+        int full = 0;
+
+        for (size_t i = 0; i < b->counts[k] && !failed; i++)
+            full |= msv_server_queue_is_full(s, &b->use[at + i], b->all[at + i].ciphertext_len);
+        b->refused[k] = failed ? -1 : full;
+        if (b->refused[k] == 0) {
+            memmove(b->all + kept, b->all + at, b->counts[k] * sizeof(*b->all));
+            kept += b->counts[k];
+        }
+        at += b->counts[k];
+    }
+    b->total = kept;
 }
 
 /* The committer thread: one batch at a time, in one transaction; the event loop answers. */
@@ -1091,6 +1170,7 @@ static void *committer_main(void *arg)
         pthread_mutex_unlock(&w->commit_lock);
         if (s->cfg.commit_delay_ms != 0) /* tests: a commit that takes long */
             usleep((useconds_t)s->cfg.commit_delay_ms * 1000);
+        check_caps(s, b);
         b->err = s->store->ops->queue_commit(s->store->impl, b->all, b->total, b->now, b->expires,
                                              b->ids, b->acks, b->n_acks);
         pthread_mutex_lock(&w->commit_lock);
@@ -1139,7 +1219,7 @@ static void commit_start(struct msv_worker *w)
         w->backlog_items = w->backlog_bytes = 0;
         atomic_fetch_add(&w->srv->m.commit_failures, 1);
         msv_log(MSV_LOG_ERROR, "commit_failed", "reason=\"%s\"", msv_strerror(MSV_ERR_NOMEM));
-        answer_sends(w->srv, sends, MSV_ERR_NOMEM);
+        answer_sends(w->srv, sends, NULL, MSV_ERR_NOMEM);
         answer_acks(w->srv, acks, MSV_ERR_NOMEM);
         resume_paused(w);
         return;
@@ -1186,7 +1266,7 @@ static void on_commit_done(evutil_socket_t fd, short what, void *arg)
     } else {
         atomic_fetch_add(&s->m.envelopes_enqueued, b->total);
     }
-    answer_sends(s, b->sends, b->err);
+    answer_sends(s, b->sends, b, b->err);
     answer_acks(s, b->acks_list, b->err);
     batch_free(b);
     if (w->stopping && w->inflight == NULL)

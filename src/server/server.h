@@ -73,6 +73,7 @@ struct msv_pending_send {
     uint8_t **ciphertexts; /* owned copies the items point into */
     size_t count;
     char *sender_handle;
+    uint64_t account_id; /* the sender's send tokens, given back if a queue cap refuses it */
     struct msv_pending_send *next;
 };
 
