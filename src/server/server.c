@@ -233,6 +233,21 @@ static int frame_error_code(msv_err err)
     }
 }
 
+/*
+ * Whether f must wait for c's commits: answers come in the order of the requests, and a
+ * request sees what c's earlier sends and acknowledgements changed. An acknowledgement
+ * without a request id is never answered and changes nothing a send reads: it and a send
+ * behind such acknowledgements only need the answered ones before them answered first.
+ */
+static int must_wait(const struct msv_conn_state *c, const msv_frame *f)
+{
+    if (f->body_case == MSV__WIRE__FRAME__BODY_ACK && f->request_id == 0)
+        return 0;
+    if (f->body_case == MSV__WIRE__FRAME__BODY_SEND)
+        return c->answers_waiting > 0;
+    return c->commits_waiting > 0;
+}
+
 /* Handles every complete frame in the input buffer. */
 static void conn_read(struct bufferevent *bev, void *arg)
 {
@@ -278,8 +293,7 @@ static void conn_read(struct bufferevent *bev, void *arg)
         err = next_frame(c, in, &f, &used);
         if (err == MSV_ERR_AGAIN)
             return;
-        if (err == MSV_OK && c->commits_waiting > 0 &&
-            (f->body_case != MSV__WIRE__FRAME__BODY_ACK || f->request_id != 0)) {
+        if (err == MSV_OK && must_wait(c, f)) {
             /* answered only after this connection's sends and acknowledgements waiting for
              * their commit, whose answers come first (answer_sends, answer_acks) */
             msv_frame_free(f);
@@ -907,8 +921,10 @@ void msv_worker_queue_send(struct msv_worker *w, struct msv_pending_send *p)
     else
         w->pending_head = p;
     w->pending_tail = p;
-    if (p->c != NULL)
+    if (p->c != NULL) {
         p->c->commits_waiting++;
+        p->c->answers_waiting++;
+    }
     w->backlog_items += p->count;
     for (size_t i = 0; i < p->count; i++)
         w->backlog_bytes += p->items[i].ciphertext_len;
@@ -929,8 +945,10 @@ void msv_worker_queue_ack(struct msv_worker *w, struct msv_pending_ack *a)
     else
         w->acks_head = a;
     w->acks_tail = a;
-    if (a->c != NULL)
+    if (a->c != NULL) {
         a->c->commits_waiting++;
+        a->c->answers_waiting += a->request_id != 0;
+    }
     w->backlog_items += a->ack.n;
     w->backlog_bytes += a->ack.n * sizeof(*a->ids);
     event_active(w->commit_ev, EV_WRITE, 0);
@@ -945,18 +963,22 @@ static int backlog_full(const struct msv_worker *w)
            w->backlog_bytes >= (size_t)cfg->commit_backlog_kib * 1024;
 }
 
-/* One of c's commits was answered: requests read after it may be answered now, in order. */
-static void commit_answered(struct msv_conn_state *c)
+/* One of c's commits was answered (answered: it had an answer): requests read after it may
+ * be handled now. */
+static void commit_answered(struct msv_conn_state *c, int answered)
 {
     if (c->commits_waiting > 0)
         c->commits_waiting--;
-    if (c->commits_waiting > 0 || !c->order_paused)
+    if (answered && c->answers_waiting > 0)
+        c->answers_waiting--;
+    if (!c->order_paused)
         return;
     c->order_paused = 0;
     if (c->reading_paused || c->commit_paused || c->closing)
         return; /* conn_write or resume_paused reads on */
     bufferevent_enable(c->bev, EV_READ);
-    conn_read(c->bev, c); /* frees no connection: closing is left to callbacks */
+    conn_read(c->bev, c); /* may pause again; frees no connection: closing is left to
+                             callbacks */
 }
 
 /* A send a queue cap refused: nothing of it was stored; the full queues' accounts are told. */
@@ -1003,7 +1025,7 @@ static void answer_sends(struct msv_server *s, struct msv_pending_send *head,
             msv_conn_send_error(p->c, p->request_id, MSV__WIRE__ERROR_CODE__ERROR_IO,
                                 "storage failed; the message was not accepted");
         if (p->c != NULL)
-            commit_answered(p->c);
+            commit_answered(p->c, 1);
         if (err == MSV_OK && refused == 0) {
             for (size_t i = 0; i < p->count; i++)
                 msv_server_wake(s, p->items[i].device_id);
@@ -1049,8 +1071,8 @@ static void answer_acks(struct msv_server *s, struct msv_pending_ack *head, msv_
             msv_conn_send_error(c, a->request_id, MSV__WIRE__ERROR_CODE__ERROR_IO,
                                 "storage failed");
         }
-        if (c != NULL)
-            commit_answered(c); /* frees no connection: pumps stays valid */
+        if (c != NULL) /* frees no connection: pumps stays valid */
+            commit_answered(c, a->request_id != 0);
         msv_pending_ack_free(a);
     }
     for (size_t i = 0; i < n_pumps; i++)

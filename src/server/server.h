@@ -56,11 +56,14 @@ struct msv_conn_state {
     int reading_paused;    /* too much unsent output: requests wait */
     int finishing;         /* a BlobFinish of this connection is being checked (blobs.c) */
     int commit_paused;     /* the worker's next commit is full: requests wait for it to go */
-    /* sends and acknowledgements of this connection not yet answered by their commit: its
-     * other requests wait for them (answers in order); acknowledgements without a request id,
-     * which are never answered, do not */
-    unsigned commits_waiting;
-    int order_paused; /* reading waits for commits_waiting to reach 0 */
+    /*
+     * This connection's sends and acknowledgements waiting for their commit (all of them), and
+     * those of them that will be answered (an acknowledgement without a request id is not).
+     * Its next request waits until it may be answered in order and sees what they changed
+     * (server.c must_wait).
+     */
+    unsigned commits_waiting, answers_waiting;
+    int order_paused; /* reading waits for must_wait to be false */
     int closing;      /* msv_conn_close_soon: nothing more is read */
     struct msv_conn_state *prev, *next;
 };
