@@ -369,15 +369,16 @@ void test_device_free(struct test_device *d)
     memset(d, 0, sizeof(*d));
 }
 
-msv_frame *test_send(struct test_device *from, const char **handles, size_t n_handles,
-                     struct test_device **to, size_t n_to, const char *text)
+/* Seals and sends; with resp, waits for the answer, else sends with request_id and returns. */
+static void send_sealed(struct test_device *from, const char **handles, size_t n_handles,
+                        struct test_device **to, size_t n_to, const char *text, uint64_t request_id,
+                        msv_frame **resp)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__SendRequest send = MSV__WIRE__SEND_REQUEST__INIT;
     Msv__Wire__Envelope env[16], *envs[16];
     ProtobufCBinaryData hs[16];
     uint8_t id[16], *wires[16] = {0};
-    msv_frame *resp;
 
     assert_true(n_to <= 16 && n_handles <= 16);
     msv_random_bytes(id, sizeof(id));
@@ -406,10 +407,31 @@ msv_frame *test_send(struct test_device *from, const char **handles, size_t n_ha
     send.envelopes = envs;
     req.body_case = MSV__WIRE__FRAME__BODY_SEND;
     req.send = &send;
-    resp = test_request(from->conn, &req);
+    if (resp != NULL) {
+        *resp = test_request(from->conn, &req);
+    } else {
+        req.request_id = request_id;
+        assert_int_equal(msv_conn_send(from->conn, &req), MSV_OK);
+    }
     for (size_t i = 0; i < n_to; i++)
         free(wires[i]);
+}
+
+msv_frame *test_send(struct test_device *from, const char **handles, size_t n_handles,
+                     struct test_device **to, size_t n_to, const char *text)
+{
+    msv_frame *resp = NULL;
+
+    send_sealed(from, handles, n_handles, to, n_to, text, 0, &resp);
     return resp;
+}
+
+void test_send_begin(struct test_device *from, struct test_device *to, const char *text,
+                     uint64_t request_id)
+{
+    const char *handle = to->handle;
+
+    send_sealed(from, &handle, 1, &to, 1, text, request_id, NULL);
 }
 
 uint64_t test_expect_message(struct test_device *d, struct test_device *from, const char *text,

@@ -77,9 +77,10 @@ void start_missived(const struct opts *o, const struct seed *seed, const uint8_t
  */
 void seed_postgres(const char *conninfo, const char *shared, size_t accounts,
                    const uint8_t *identity, size_t identity_len);
-/* Starts a missived node (workers = 1) on that store, in the cluster at redis. */
+/* Starts a missived node of that many workers on that store, in the cluster at redis. */
 void start_missived_node(const struct opts *o, const char *conninfo, const char *redis,
-                         const char *shared, const char *name, struct server_proc *out);
+                         const char *shared, const char *name, unsigned workers,
+                         struct server_proc *out);
 /* Starts Mosquitto with missived's certificate type (P-256), TLS 1.3, QoS 1 settings. */
 int start_mosquitto(const struct opts *o, struct server_proc *out);
 /*

@@ -713,7 +713,8 @@ void seed_postgres(const char *conninfo, const char *shared, size_t accounts,
     "bytes_per_account = 1125899906842624\nfinish_fail_burst = 1000000\nfinish_checks = 256\n"
 
 void start_missived_node(const struct opts *o, const char *conninfo, const char *redis,
-                         const char *shared, const char *name, struct server_proc *out)
+                         const char *shared, const char *name, unsigned workers,
+                         struct server_proc *out)
 {
     char config[400], data[360], exe[400];
     const char *certs = cert_dir(o);
@@ -723,14 +724,14 @@ void start_missived_node(const struct opts *o, const char *conninfo, const char 
     f = missived_dirs(o, "node", out, data, config);
     /* as start_missived(), on the shared store */
     fprintf(f,
-            "[server]\nlisten_port = 0\ndata_dir = %s\nshared_dir = %s\nworkers = 1\n"
+            "[server]\nlisten_port = 0\ndata_dir = %s\nshared_dir = %s\nworkers = %u\n"
             "idle_timeout_s = 3600\nmax_connections_per_address = 10000000\n"
-            "[store]\nbackend = postgres\npostgres = %s\nconnections = 4\n"
+            "[store]\nbackend = postgres\npostgres = %s\nconnections = %u\n"
             "[cluster]\nredis = %s\nnode = %s\n"
             "[tls]\ncert_file = %s/server.crt\nkey_file = %s/server.key\n"
             "[directory]\nlookup_rate = 1000000\nlookup_burst = 1000000\n" BENCH_QUOTAS
             "[http]\nenabled = false\n[log]\nlevel = warn\n",
-            data, shared, conninfo, redis, name, certs, certs);
+            data, shared, workers, conninfo, 2 * workers + 2, redis, name, certs, certs);
     fclose(f);
     snprintf(exe, sizeof(exe), "%s/missived", o->bin);
     out->parent = out->pid = spawn(o, out->dir, argv);

@@ -54,6 +54,8 @@ static const struct option_def options[] = {
     {"store", "postgres", OPT_STR, F(postgres), 0, 0},
     {"store", "connections", OPT_U32, F(store_connections), 1, 256},
     {"store", "timeout_ms", OPT_U32, F(store_timeout_ms), 100, 3600000},
+    {"store", "commit_backlog", OPT_U32, F(commit_backlog), 1, 10000000},
+    {"store", "commit_backlog_kib", OPT_U32, F(commit_backlog_kib), 1, 4194304},
     {"cluster", "redis", OPT_STR, F(redis), 0, 0},
     {"cluster", "node", OPT_STR, F(node), 0, 0},
     {"cluster", "redis_timeout_ms", OPT_U32, F(redis_timeout_ms), 20, 60000},
@@ -118,6 +120,7 @@ static const struct option_def options[] = {
     {"testing", "keydir_skip", OPT_STR, F(keydir_skip), 0, 0},
     {"testing", "refuse_prekey_claims", OPT_BOOL, F(refuse_prekey_claims), 0, 1},
     {"testing", "mls_commit_pause_ms", OPT_U32, F(mls_commit_pause_ms), 0, 10000},
+    {"testing", "commit_delay_ms", OPT_U32, F(commit_delay_ms), 0, 60000},
     {"testing", "drop_prekey_answers", OPT_BOOL, F(drop_prekey_answers), 0, 1},
     {"testing", "keydir_rewrite", OPT_STR, F(keydir_rewrite), 0, 0},
     {"testing", "log_read_hash_fault", OPT_U32, F(log_read_hash_fault), 0, 4},
@@ -155,6 +158,8 @@ void msv_config_defaults(struct msv_config *c)
     snprintf(c->store_backend, sizeof(c->store_backend), "sqlite");
     c->store_connections = 8;
     c->store_timeout_ms = 5000;
+    c->commit_backlog = 10000;
+    c->commit_backlog_kib = 16384;
     c->redis_timeout_ms = 1000;
     c->idle_timeout_s = 600;
     c->max_conns_per_address = 256;

@@ -17,14 +17,16 @@ struct msv_config {
     char data_dir[1024];
     char shared_dir[1024]; /* what a cluster's nodes share: log key, certificate, attachments */
     unsigned workers;
-    char store_backend[16];     /* "sqlite" (DATA_DIR/missive.db) or "postgres" */
-    char postgres[1024];        /* libpq connection string */
-    unsigned store_connections; /* PostgreSQL connections per node */
-    unsigned store_timeout_ms;  /* PostgreSQL: connecting, and each statement */
-    char redis[256];            /* HOST:PORT of the cluster's Redis; empty: a node alone */
-    char node[160];             /* this node's name in the cluster (empty: HOST:PORT it serves) */
-    unsigned redis_timeout_ms;  /* a Redis silent this long is given up on */
-    char cert_file[1024];       /* empty: self-signed, generated into data_dir */
+    char store_backend[16];      /* "sqlite" (DATA_DIR/missive.db) or "postgres" */
+    char postgres[1024];         /* libpq connection string */
+    unsigned store_connections;  /* PostgreSQL connections per node */
+    unsigned store_timeout_ms;   /* PostgreSQL: connecting, and each statement */
+    unsigned commit_backlog;     /* envelopes and acknowledged ids waiting for a worker's commit */
+    unsigned commit_backlog_kib; /* their ciphertext bytes, in KiB */
+    char redis[256];             /* HOST:PORT of the cluster's Redis; empty: a node alone */
+    char node[160];              /* this node's name in the cluster (empty: HOST:PORT it serves) */
+    unsigned redis_timeout_ms;   /* a Redis silent this long is given up on */
+    char cert_file[1024];        /* empty: self-signed, generated into data_dir */
     char key_file[1024];
     uint64_t payload_limit;
     uint64_t queue_ttl_ms;
@@ -96,6 +98,7 @@ struct msv_config {
     uint64_t keydir_v4_mismatch;    /* tests only: log entry N's tree entry is not its leaf's (N
                                        appended while missived runs) */
     uint32_t mls_commit_pause_ms;   /* tests only: a pause between an MLS commit's read and write */
+    uint32_t commit_delay_ms;       /* tests only: a pause before each group commit (its thread) */
     int drop_prekey_answers;        /* tests only: an upload that carries prekeys (one-time ones, a
                                      * rotation) is stored, then the connection closes unanswered
                                      * (a lost answer) */

@@ -2450,53 +2450,21 @@ static void tell_queue_full(struct msv_server *s, uint64_t device_id)
 
 /*
  * The per-account envelope rate (a sealed send has no account: its address's sealed rate
- * was taken already) and every recipient device's queue cap. Answers a refusal itself and
- * returns 0; nothing is queued then, and nothing already queued is dropped. Sends waiting
- * for the same group commit are not counted, so a queue may pass its cap by one commit.
+ * was taken already). Answers a refusal itself and returns 0. Every recipient device's queue
+ * cap is checked by the group commit, on its committer thread, in one store read for the
+ * batch (server.c check_caps): a refused send is answered there and its tokens refunded.
  */
-static int quota_allows(struct msv_conn_state *c, const msv_frame *f)
+static int rate_allows(struct msv_conn_state *c, const msv_frame *f)
 {
-    static _Thread_local struct msv_queue_usage use[SEND_ENVELOPES_MAX];
     struct msv_server *s = c->w->srv;
-    const Msv__Wire__SendRequest *q = f->send;
-    size_t n = q->n_envelopes;
-    int full = 0;
+    size_t n = f->send->n_envelopes;
 
     if (c->device_id != 0 && !msv_server_take_token(s, MSV_LIMIT_SEND, c->account_id, (double)n)) {
         atomic_fetch_add(&s->m.sends_rate_limited, 1);
         msv_conn_send_error(c, f->request_id, E_RATE, "too many envelopes sent; slow down");
         return 0;
     }
-    for (size_t i = 0; i < n; i++)
-        use[i] = (struct msv_queue_usage){.device_id = q->envelopes[i]->recipient_device};
-    if (STORE(s)->queue_usage(IMPL(s), use, n) != MSV_OK) {
-        full = -1;
-    } else {
-        /* each device is addressed once (addresses_match), so one envelope adds to each */
-        for (size_t i = 0; i < n; i++)
-            full |= is_full(s, &use[i], q->envelopes[i]->ciphertext.len);
-    }
-    if (full == 0)
-        return 1;
-    if (c->device_id != 0) /* nothing was sent */
-        msv_server_refund_token(s, MSV_LIMIT_SEND, c->account_id, (double)n);
-    if (full < 0) {
-        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
-        return 0;
-    }
-    atomic_fetch_add(&s->m.queue_full, 1);
-    /* the recipients are told too (account usage): a refusal counts for each full queue */
-    for (size_t i = 0; i < n; i++)
-        if (is_full(s, &use[i], q->envelopes[i]->ciphertext.len) &&
-            STORE(s)->queue_refusal_add(IMPL(s), use[i].device_id) != MSV_OK)
-            msv_log(MSV_LOG_WARN, "queue_refusal_lost", "device=%llu",
-                    (unsigned long long)use[i].device_id);
-    for (size_t i = 0; i < n; i++)
-        if (is_full(s, &use[i], q->envelopes[i]->ciphertext.len))
-            tell_queue_full(s, use[i].device_id);
-    msv_conn_send_error(c, f->request_id, E_TOO_BIG,
-                        "the recipient's queue is full; nothing was sent, try again later");
-    return 0;
+    return 1;
 }
 
 void msv_server_queue_refused(struct msv_server *s, uint64_t device_id)
@@ -2552,15 +2520,18 @@ static void handle_send(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         goto out;
     }
-    if ((sender = sender_handle(c, f)) == NULL || !quota_allows(c, f)) {
+    if ((sender = sender_handle(c, f)) == NULL || !rate_allows(c, f)) {
         free(sender);
         goto out;
     }
     p = make_pending(c, f, sender);
     if (p == NULL) {
+        if (!sealed) /* nothing was sent */
+            msv_server_refund_token(s, MSV_LIMIT_SEND, c->account_id, (double)q->n_envelopes);
         msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
         goto out;
     }
+    p->account_id = c->account_id; /* 0 for a sealed send: no tokens to give back */
     atomic_fetch_add(&s->m.sends, 1);
     if (sealed)
         atomic_fetch_add(&s->m.sealed_sends, 1);

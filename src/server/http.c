@@ -192,6 +192,11 @@ static const struct {
       "Envelopes deleted unread at expiry."),
     M(commit_batches, "commit_batches_total", "counter", "Group commits."),
     M(commit_failures, "commit_failures_total", "counter", "Group commits that failed."),
+    M(commits_in_flight, "commits_in_flight", "gauge",
+      "Group commits being written by the workers' committer threads (at most one each)."),
+    M(commit_backlog_paused, "commit_backlog_paused_total", "counter",
+      "Times a connection's reading paused because its worker's next group commit was full "
+      "(commit_backlog, commit_backlog_kib)."),
     M(rate_limited, "rate_limited_total", "counter", "Requests refused by a rate limit."),
     M(cluster_wakes_out, "cluster_wakeups_sent_total", "counter",
       "Wake-ups published for devices connected to other nodes."),

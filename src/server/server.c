@@ -29,6 +29,7 @@
 #define OUTPUT_MAX (1u << 20)      /* stop reading requests above this: answers must drain first */
 #define DIRCACHE_ENTRIES 100000    /* handles whose devices sends are checked against */
 #define FETCH_RETRY_MS 1000        /* a failed queue read is tried again this much later */
+#define STOP_DRAIN_MS 2000         /* a stop waits this long at most for answers to be written */
 
 #define ACCEPT_LOG_INTERVAL_MS 10000  /* accept failures are logged at most this often */
 #define DB_FAULT_LOG_INTERVAL_MS 1000 /* each kind of database failure at most this often */
@@ -120,6 +121,11 @@ static int count_address(struct msv_server *s, uint64_t key, int delta)
     return ok;
 }
 
+static void forget_inflight(struct msv_worker *w, const struct msv_conn_state *c);
+static int backlog_full(const struct msv_worker *w);
+
+static void stop_when_written(struct msv_worker *w);
+
 static void conn_free(struct msv_conn_state *c)
 {
     struct msv_worker *w = c->w;
@@ -144,6 +150,9 @@ static void conn_free(struct msv_conn_state *c)
         if (a->c == c)
             a->c = NULL;
     }
+    forget_inflight(w, c); /* its commit still goes through whole; nobody is answered */
+    if (c->commit_paused)
+        w->commit_paused--;
     msv_blob_jobs_forget(c);
     if (c->prev != NULL)
         c->prev->next = c->next;
@@ -174,6 +183,7 @@ void msv_conn_close_soon(struct msv_conn_state *c)
     /* a peer that stops reading cannot hold the connection open: 10 s to drain */
     struct timeval drain = {10, 0};
 
+    c->closing = 1; /* no pause ends in reading again (commit_answered, resume_paused) */
     bufferevent_disable(c->bev, EV_READ);
     bufferevent_set_timeouts(c->bev, NULL, &drain);
     bufferevent_setcb(c->bev, NULL, close_after_write, conn_event, c);
@@ -224,6 +234,21 @@ static int frame_error_code(msv_err err)
     }
 }
 
+/*
+ * Whether f must wait for c's commits: answers come in the order of the requests, and a
+ * request sees what c's earlier sends and acknowledgements changed. An acknowledgement
+ * without a request id is never answered and changes nothing a send reads: it and a send
+ * behind such acknowledgements only need the answered ones before them answered first.
+ */
+static int must_wait(const struct msv_conn_state *c, const msv_frame *f)
+{
+    if (f->body_case == MSV__WIRE__FRAME__BODY_ACK && f->request_id == 0)
+        return 0;
+    if (f->body_case == MSV__WIRE__FRAME__BODY_SEND)
+        return c->answers_waiting > 0;
+    return c->commits_waiting > 0;
+}
+
 /* Handles every complete frame in the input buffer. */
 static void conn_read(struct bufferevent *bev, void *arg)
 {
@@ -251,9 +276,32 @@ static void conn_read(struct bufferevent *bev, void *arg)
             atomic_fetch_add(&s->m.reads_paused, 1);
             return;
         }
+        if (c->w->stopping) {
+            /* stopping: what was read is committed and answered; nothing more is read */
+            bufferevent_disable(bev, EV_READ);
+            return;
+        }
+        if (backlog_full(c->w)) {
+            /* the next group commit is full: this request waits for it to go (commit_start) */
+            bufferevent_disable(bev, EV_READ);
+            if (!c->commit_paused) {
+                c->commit_paused = 1;
+                c->w->commit_paused++;
+                atomic_fetch_add(&s->m.commit_backlog_paused, 1);
+            }
+            return;
+        }
         err = next_frame(c, in, &f, &used);
         if (err == MSV_ERR_AGAIN)
             return;
+        if (err == MSV_OK && must_wait(c, f)) {
+            /* answered only after this connection's sends and acknowledgements waiting for
+             * their commit, whose answers come first (answer_sends, answer_acks) */
+            msv_frame_free(f);
+            bufferevent_disable(bev, EV_READ);
+            c->order_paused = 1;
+            return;
+        }
         if (err != MSV_OK) {
             /* the stream cannot be trusted past a bad frame: say why, then hang up */
             atomic_fetch_add(&s->m.frames_rejected, 1);
@@ -862,6 +910,39 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 
 /* ---- group commit --------------------------------------------------------------------- */
 
+/*
+ * A batch handed to the committer thread. The committer reads only the
+ * arrays (built on the event loop before the hand-over; the ciphertexts they
+ * point at belong to the pending sends, which are not freed until the batch
+ * comes back) and writes ids, acks[].deleted and err.
+ */
+struct msv_commit_batch {
+    struct msv_pending_send *sends; /* the event loop's: connections are never read elsewhere */
+    struct msv_pending_ack *acks_list;
+    struct msv_queue_in *all;    /* every send's envelopes; the committer keeps the accepted */
+    struct msv_queue_usage *use; /* the recipients' queues, one per envelope of all */
+    size_t *counts;              /* envelopes of each send, in order */
+    int *refused;                /* each send: 0 accepted, 1 a queue is full, -1 not read */
+    uint64_t *ids;
+    struct msv_queue_ack *acks;
+    size_t total, n_sends, n_acks, n_all;
+    int64_t now, expires;
+    msv_err err;
+};
+
+/* c is being freed: the batch in flight (read only here) no longer names it. */
+static void forget_inflight(struct msv_worker *w, const struct msv_conn_state *c)
+{
+    if (w->inflight == NULL)
+        return;
+    for (struct msv_pending_send *p = w->inflight->sends; p != NULL; p = p->next)
+        if (p->c == c)
+            p->c = NULL;
+    for (struct msv_pending_ack *a = w->inflight->acks_list; a != NULL; a = a->next)
+        if (a->c == c)
+            a->c = NULL;
+}
+
 void msv_pending_send_free(struct msv_pending_send *p)
 {
     if (p == NULL)
@@ -881,6 +962,13 @@ void msv_worker_queue_send(struct msv_worker *w, struct msv_pending_send *p)
     else
         w->pending_head = p;
     w->pending_tail = p;
+    if (p->c != NULL) {
+        p->c->commits_waiting++;
+        p->c->answers_waiting++;
+    }
+    w->backlog_items += p->count;
+    for (size_t i = 0; i < p->count; i++)
+        w->backlog_bytes += p->items[i].ciphertext_len;
     /* runs after this loop iteration's reads: every send read meanwhile joins the batch */
     event_active(w->commit_ev, EV_WRITE, 0);
 }
@@ -898,34 +986,110 @@ void msv_worker_queue_ack(struct msv_worker *w, struct msv_pending_ack *a)
     else
         w->acks_head = a;
     w->acks_tail = a;
+    if (a->c != NULL) {
+        a->c->commits_waiting++;
+        a->c->answers_waiting += a->request_id != 0;
+    }
+    w->backlog_items += a->ack.n;
+    w->backlog_bytes += a->ack.n * sizeof(*a->ids);
     event_active(w->commit_ev, EV_WRITE, 0);
 }
 
-/* After the commit: each sender hears whether its envelopes are on disk; recipients are woken. */
-static void answer_sends(struct msv_server *s, struct msv_pending_send *head, msv_err err)
+/* Whether the next group commit holds as much as may wait (reading pauses until it goes). */
+static int backlog_full(const struct msv_worker *w)
 {
+    const struct msv_config *cfg = &w->srv->cfg;
+
+    return w->backlog_items >= cfg->commit_backlog ||
+           w->backlog_bytes >= (size_t)cfg->commit_backlog_kib * 1024;
+}
+
+/* One of c's commits was answered (answered: it had an answer): requests read after it may
+ * be handled now. */
+static void commit_answered(struct msv_conn_state *c, int answered)
+{
+    if (c->commits_waiting > 0)
+        c->commits_waiting--;
+    if (answered && c->answers_waiting > 0)
+        c->answers_waiting--;
+    if (!c->order_paused)
+        return;
+    c->order_paused = 0;
+    if (c->reading_paused || c->commit_paused || c->closing)
+        return; /* conn_write or resume_paused reads on */
+    bufferevent_enable(c->bev, EV_READ);
+    conn_read(c->bev, c); /* may pause again; frees no connection: closing is left to
+                             callbacks */
+}
+
+/* A send a queue cap refused: nothing of it was stored; the full queues' accounts are told. */
+static void refuse_send(struct msv_server *s, struct msv_pending_send *p,
+                        const struct msv_queue_usage *use, int refused)
+{
+    if (p->account_id != 0) /* nothing was sent: its tokens come back */
+        msv_server_refund_token(s, MSV_LIMIT_SEND, p->account_id, (double)p->count);
+    if (refused < 0) {
+        if (p->c != NULL)
+            msv_conn_send_error(p->c, p->request_id, MSV__WIRE__ERROR_CODE__ERROR_IO,
+                                "storage failed");
+        return;
+    }
+    atomic_fetch_add(&s->m.queue_full, 1);
+    /* the recipients are told too (account usage): a refusal counts for each full queue */
+    for (size_t i = 0; i < p->count; i++)
+        if (msv_server_queue_is_full(s, &use[i], p->items[i].ciphertext_len))
+            msv_server_queue_refused(s, use[i].device_id);
+    if (p->c != NULL)
+        msv_conn_send_error(p->c, p->request_id, MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG,
+                            "the recipient's queue is full; nothing was sent, try again later");
+}
+
+/*
+ * After the commit: each sender hears whether its envelopes are on disk (or which queue cap
+ * refused them: b, NULL without a batch); recipients are woken.
+ */
+static void answer_sends(struct msv_server *s, struct msv_pending_send *head,
+                         const struct msv_commit_batch *b, msv_err err)
+{
+    size_t k = 0, at = 0;
+
     while (head != NULL) {
         struct msv_pending_send *p = head;
+        int refused = b != NULL && err == MSV_OK ? b->refused[k] : 0;
 
         head = p->next;
-        if (p->c != NULL) {
-            if (err == MSV_OK)
-                msv_conn_send_ok(p->c, p->request_id);
-            else
-                msv_conn_send_error(p->c, p->request_id, MSV__WIRE__ERROR_CODE__ERROR_IO,
-                                    "storage failed; the message was not accepted");
-        }
-        if (err == MSV_OK) {
+        if (refused != 0)
+            refuse_send(s, p, b->use + at, refused);
+        else if (p->c != NULL && err == MSV_OK)
+            msv_conn_send_ok(p->c, p->request_id);
+        else if (p->c != NULL)
+            msv_conn_send_error(p->c, p->request_id, MSV__WIRE__ERROR_CODE__ERROR_IO,
+                                "storage failed; the message was not accepted");
+        if (p->c != NULL)
+            commit_answered(p->c, 1);
+        if (err == MSV_OK && refused == 0) {
             for (size_t i = 0; i < p->count; i++)
                 msv_server_wake(s, p->items[i].device_id);
         }
+        at += p->count;
+        k++;
         msv_pending_send_free(p);
     }
 }
 
-/* After the commit: acknowledged envelopes free their devices' delivery windows. */
+/*
+ * After the commit: acknowledged envelopes free their devices' delivery windows, and the
+ * queues behind them are read for all of those connections at once (one store round trip).
+ */
 static void answer_acks(struct msv_server *s, struct msv_pending_ack *head, msv_err err)
 {
+    struct msv_conn_state **pumps = NULL;
+    size_t n = 0, n_pumps = 0;
+
+    for (struct msv_pending_ack *a = head; a != NULL && err == MSV_OK; a = a->next)
+        n++;
+    if (n > 1)
+        pumps = calloc(n, sizeof(*pumps)); /* without memory: one read per connection */
     while (head != NULL) {
         struct msv_pending_ack *a = head;
         struct msv_conn_state *c = a->c;
@@ -937,80 +1101,284 @@ static void answer_acks(struct msv_server *s, struct msv_pending_ack *head, msv_
                 a->ack.deleted >= c->inflight ? 0 : c->inflight - (unsigned)a->ack.deleted;
             if (a->request_id != 0)
                 msv_conn_send_ok(c, a->request_id);
-            msv_conn_pump(c);
+            if (pumps == NULL)
+                msv_conn_pump(c);
+            else if (!c->pump_listed) {
+                c->pump_listed = 1;
+                pumps[n_pumps++] = c;
+            }
         } else if (c != NULL && a->request_id != 0) {
             /* not deleted: delivered again on the next connection, and recognised there */
             msv_conn_send_error(c, a->request_id, MSV__WIRE__ERROR_CODE__ERROR_IO,
                                 "storage failed");
         }
+        if (c != NULL) /* frees no connection: pumps stays valid */
+            commit_answered(c, a->request_id != 0);
         msv_pending_ack_free(a);
+    }
+    for (size_t i = 0; i < n_pumps; i++)
+        pumps[i]->pump_listed = 0;
+    pump_all(pumps, n_pumps);
+    free(pumps);
+}
+
+static void batch_free(struct msv_commit_batch *b)
+{
+    if (b == NULL)
+        return;
+    free(b->use);
+    free(b->counts);
+    free(b->refused);
+    free(b->all);
+    free(b->ids);
+    free(b->acks);
+    free(b);
+}
+
+/* The worker's next batch as the committer reads it; NULL (nothing taken) without memory. */
+static struct msv_commit_batch *batch_make(struct msv_worker *w)
+{
+    struct msv_server *s = w->srv;
+    struct msv_commit_batch *b = calloc(1, sizeof(*b));
+    struct msv_pending_send *p;
+    struct msv_pending_ack *a;
+    size_t at = 0;
+
+    if (b == NULL)
+        return NULL;
+    for (p = w->pending_head; p != NULL; p = p->next) {
+        b->total += p->count;
+        b->n_sends++;
+    }
+    for (a = w->acks_head; a != NULL; a = a->next)
+        b->n_acks++;
+    b->n_all = b->total;
+    b->all = calloc(b->total ? b->total : 1, sizeof(*b->all));
+    b->use = calloc(b->total ? b->total : 1, sizeof(*b->use));
+    b->ids = calloc(b->total ? b->total : 1, sizeof(*b->ids));
+    b->counts = calloc(b->n_sends ? b->n_sends : 1, sizeof(*b->counts));
+    b->refused = calloc(b->n_sends ? b->n_sends : 1, sizeof(*b->refused));
+    b->acks = calloc(b->n_acks ? b->n_acks : 1, sizeof(*b->acks));
+    if (b->all == NULL || b->use == NULL || b->ids == NULL || b->counts == NULL ||
+        b->refused == NULL || b->acks == NULL) {
+        batch_free(b);
+        return NULL;
+    }
+    for (p = w->pending_head; p != NULL; p = p->next) {
+        memcpy(b->all + at, p->items, p->count * sizeof(*b->all));
+        for (size_t i = 0; i < p->count; i++)
+            b->use[at + i].device_id = p->items[i].device_id;
+        at += p->count;
+    }
+    at = 0;
+    for (p = w->pending_head; p != NULL; p = p->next)
+        b->counts[at++] = p->count;
+    at = 0;
+    for (a = w->acks_head; a != NULL; a = a->next)
+        b->acks[at++] = a->ack;
+    b->now = msv_server_now_ms(s);
+    b->expires = b->now + (int64_t)atomic_load(&s->queue_ttl_ms);
+    b->sends = w->pending_head;
+    b->acks_list = w->acks_head;
+    w->pending_head = w->pending_tail = NULL;
+    w->acks_head = w->acks_tail = NULL;
+    w->backlog_items = w->backlog_bytes = 0;
+    return b;
+}
+
+/*
+ * On the committer thread, before the commit: every recipient queue's usage in one store
+ * read, and the sends that would pass a cap taken out of the batch (sends of the same batch
+ * are not counted against each other, so a queue may pass its cap by one commit's worth).
+ * b->all keeps the accepted envelopes, b->total their number.
+ */
+static void check_caps(struct msv_server *s, struct msv_commit_batch *b)
+{
+    size_t at = 0, kept = 0;
+    int failed;
+
+    if (b->n_all == 0)
+        return;
+    failed = s->store->ops->queue_usage(s->store->impl, b->use, b->n_all) != MSV_OK;
+    for (size_t k = 0; k < b->n_sends; k++) {
+        int full = 0;
+
+        for (size_t i = 0; i < b->counts[k] && !failed; i++)
+            full |= msv_server_queue_is_full(s, &b->use[at + i], b->all[at + i].ciphertext_len);
+        b->refused[k] = failed ? -1 : full;
+        if (b->refused[k] == 0) {
+            memmove(b->all + kept, b->all + at, b->counts[k] * sizeof(*b->all));
+            kept += b->counts[k];
+        }
+        at += b->counts[k];
+    }
+    b->total = kept;
+}
+
+/* The committer thread: one batch at a time, in one transaction; the event loop answers. */
+static void *committer_main(void *arg)
+{
+    struct msv_worker *w = arg;
+    struct msv_server *s = w->srv;
+
+    pthread_mutex_lock(&w->commit_lock);
+    for (;;) {
+        struct msv_commit_batch *b;
+
+        while (w->job == NULL && !w->committer_quit)
+            pthread_cond_wait(&w->commit_cond, &w->commit_lock);
+        if (w->job == NULL)
+            break; /* quit, with nothing handed over */
+        b = w->job;
+        pthread_mutex_unlock(&w->commit_lock);
+        if (s->cfg.commit_delay_ms != 0) /* tests: a commit that takes long */
+            usleep((useconds_t)s->cfg.commit_delay_ms * 1000);
+        check_caps(s, b);
+        b->err = s->store->ops->queue_commit(s->store->impl, b->all, b->total, b->now, b->expires,
+                                             b->ids, b->acks, b->n_acks);
+        pthread_mutex_lock(&w->commit_lock);
+        w->job = NULL;
+        /* the loop takes the batch back, with what the store wrote into it, under the lock */
+        event_active(w->commit_done_ev, EV_READ, 0);
+    }
+    pthread_mutex_unlock(&w->commit_lock);
+    return NULL;
+}
+
+/* Connections that paused for a full batch read again: the batch went. */
+static void resume_paused(struct msv_worker *w)
+{
+    /* reading may free no connection (conn_read only queues closes), but take next first */
+    for (struct msv_conn_state *c = w->conns, *next; w->commit_paused > 0 && c != NULL; c = next) {
+        next = c->next;
+        if (!c->commit_paused)
+            continue;
+        c->commit_paused = 0;
+        w->commit_paused--;
+        if (c->reading_paused || c->closing)
+            continue; /* its answers must drain first (conn_write resumes it), or it closes */
+        bufferevent_enable(c->bev, EV_READ);
+        conn_read(c->bev, c); /* requests that waited in the input buffer */
     }
 }
 
 /*
- * Commits every pending send and acknowledgement of this worker in one
- * transaction, then answers: a sender hears Ok only once its envelopes are on
- * disk.
+ * Hands the worker's next batch to its committer, if none is in flight and
+ * there is one. Without memory for it, the batch is answered ERROR_IO.
  */
-static void commit_pending(struct msv_worker *w)
+static void commit_start(struct msv_worker *w)
 {
-    struct msv_server *s = w->srv;
-    struct msv_pending_send *head = w->pending_head, *p;
-    struct msv_pending_ack *acks_head = w->acks_head, *a;
-    struct msv_queue_in *all = NULL;
-    struct msv_queue_ack *acks = NULL;
-    uint64_t *ids = NULL;
-    size_t total = 0, at = 0, n_acks = 0;
-    int64_t now = msv_server_now_ms(s);
-    msv_err err = MSV_ERR_NOMEM;
+    struct msv_commit_batch *b;
 
-    w->pending_head = w->pending_tail = NULL;
-    w->acks_head = w->acks_tail = NULL;
-    if (head == NULL && acks_head == NULL)
+    if (w->inflight != NULL || (w->pending_head == NULL && w->acks_head == NULL))
         return;
-    for (p = head; p != NULL; p = p->next)
-        total += p->count;
-    for (a = acks_head; a != NULL; a = a->next)
-        n_acks++;
-    all = calloc(total ? total : 1, sizeof(*all));
-    ids = calloc(total ? total : 1, sizeof(*ids));
-    acks = calloc(n_acks ? n_acks : 1, sizeof(*acks));
-    if (all != NULL && ids != NULL && acks != NULL) {
-        for (p = head; p != NULL; p = p->next) {
-            memcpy(all + at, p->items, p->count * sizeof(*all));
-            at += p->count;
-        }
-        at = 0;
-        for (a = acks_head; a != NULL; a = a->next)
-            acks[at++] = a->ack;
-        err = s->store->ops->queue_commit(s->store->impl, all, total, now,
-                                          now + (int64_t)atomic_load(&s->queue_ttl_ms), ids, acks,
-                                          n_acks);
-        at = 0;
-        for (a = acks_head; a != NULL; a = a->next)
-            a->ack.deleted = acks[at++].deleted;
+    b = batch_make(w);
+    if (b == NULL) {
+        struct msv_pending_send *sends = w->pending_head;
+        struct msv_pending_ack *acks = w->acks_head;
+
+        w->pending_head = w->pending_tail = NULL;
+        w->acks_head = w->acks_tail = NULL;
+        w->backlog_items = w->backlog_bytes = 0;
+        atomic_fetch_add(&w->srv->m.commit_failures, 1);
+        msv_log(MSV_LOG_ERROR, "commit_failed", "reason=\"%s\"", msv_strerror(MSV_ERR_NOMEM));
+        answer_sends(w->srv, sends, NULL, MSV_ERR_NOMEM);
+        answer_acks(w->srv, acks, MSV_ERR_NOMEM);
+        resume_paused(w);
+        return;
     }
+    w->inflight = b;
+    atomic_fetch_add(&w->srv->m.commits_in_flight, 1);
+    pthread_mutex_lock(&w->commit_lock);
+    w->job = b;
+    pthread_cond_signal(&w->commit_cond);
+    pthread_mutex_unlock(&w->commit_lock);
+    resume_paused(w);
+}
+
+/* The committer's batch came back: count it, answer it, and hand over the next one. */
+static void on_commit_done(evutil_socket_t fd, short what, void *arg)
+{
+    struct msv_worker *w = arg;
+    struct msv_server *s = w->srv;
+    struct msv_commit_batch *b = w->inflight;
+    struct msv_pending_ack *a;
+    size_t at = 0;
+    int busy;
+
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&w->commit_lock);
+    busy = w->job != NULL;
+    pthread_mutex_unlock(&w->commit_lock);
+    if (b == NULL || busy)
+        return;
+    w->inflight = NULL;
+    atomic_fetch_sub(&s->m.commits_in_flight, 1);
+    /* what was read meanwhile is the next batch: the committer writes it while this one is
+     * answered (its own answers come after these, in the next call) */
+    commit_start(w);
+    for (a = b->acks_list; a != NULL; a = a->next)
+        a->ack.deleted = b->acks[at++].deleted;
     atomic_fetch_add(&s->m.commit_batches, 1);
-    atomic_store(&s->commit_failing, err != MSV_OK);
-    if (err != MSV_OK) {
+    atomic_store(&s->commit_failing, b->err != MSV_OK);
+    if (b->err != MSV_OK) {
         atomic_fetch_add(&s->m.commit_failures, 1);
-        msv_log(MSV_LOG_ERROR, "commit_failed", "envelopes=%zu acks=%zu reason=\"%s\"", total,
-                n_acks, msv_strerror(err));
+        msv_log(MSV_LOG_ERROR, "commit_failed", "envelopes=%zu acks=%zu reason=\"%s\"", b->total,
+                b->n_acks, msv_strerror(b->err));
     } else {
-        atomic_fetch_add(&s->m.envelopes_enqueued, total);
+        atomic_fetch_add(&s->m.envelopes_enqueued, b->total);
     }
-    answer_sends(s, head, err);
-    answer_acks(s, acks_head, err);
-    free(all);
-    free(ids);
-    free(acks);
+    answer_sends(s, b->sends, b, b->err);
+    answer_acks(s, b->acks_list, b->err);
+    batch_free(b);
+    if (w->stopping && w->inflight == NULL)
+        stop_when_written(w);
 }
 
 static void on_commit(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    commit_pending(arg);
+    commit_start(arg);
+}
+
+static void free_pending(struct msv_pending_send *sends, struct msv_pending_ack *acks)
+{
+    while (sends != NULL) {
+        struct msv_pending_send *p = sends;
+
+        sends = p->next;
+        msv_pending_send_free(p);
+    }
+    while (acks != NULL) {
+        struct msv_pending_ack *a = acks;
+
+        acks = a->next;
+        msv_pending_ack_free(a);
+    }
+}
+
+/* The committer thread of a worker, waiting for batches. */
+static msv_err committer_begin(struct msv_worker *w)
+{
+    if (pthread_create(&w->committer, NULL, committer_main, w) != 0)
+        return MSV_ERR_NOMEM;
+    w->committer_started = 1;
+    return MSV_OK;
+}
+
+/* Ends the committer once the batch it holds (if any) is committed. */
+static void committer_end(struct msv_worker *w)
+{
+    if (!w->committer_started)
+        return;
+    pthread_mutex_lock(&w->commit_lock);
+    w->committer_quit = 1;
+    pthread_cond_signal(&w->commit_cond);
+    pthread_mutex_unlock(&w->commit_lock);
+    pthread_join(w->committer, NULL);
+    w->committer_started = 0;
 }
 
 /* ---- rate limits ---------------------------------------------------------------------- */
@@ -1307,22 +1675,49 @@ static int bind_listener(const char *host, uint16_t port, uint16_t *bound)
     return fd;
 }
 
+/*
+ * The loop ends once every answer is written out (the last ones were written into buffers
+ * a moment ago; ending the loop now would drop them), or STOP_DRAIN_MS after the last
+ * commit returned, whichever is first: a client that does not read cannot hold the stop.
+ */
+static void stop_when_written(struct msv_worker *w)
+{
+    struct timeval again = {0, 10 * 1000};
+    int waiting = 0;
+
+    if (w->stop_deadline_ms == 0)
+        w->stop_deadline_ms = msv_mono_ms() + STOP_DRAIN_MS;
+    for (struct msv_conn_state *c = w->conns; c != NULL && !waiting; c = c->next)
+        waiting = evbuffer_get_length(bufferevent_get_output(c->bev)) > 0;
+    if (waiting && msv_mono_ms() < w->stop_deadline_ms && evtimer_add(w->stop_ev, &again) == 0)
+        return;
+    event_base_loopexit(w->base, NULL);
+}
+
 static void stop_worker(struct msv_worker *w)
 {
     if (w->listener != NULL) {
         evconnlistener_free(w->listener);
         w->listener = NULL;
     }
-    /* sends already read are committed and answered before the loop ends */
-    commit_pending(w);
-    event_base_loopexit(w->base, NULL);
+    /* sends already read are committed and answered before the loop ends (on_commit_done):
+     * the commit in flight first, then what was read meanwhile */
+    w->stopping = 1;
+    commit_start(w);
+    if (w->inflight == NULL)
+        stop_when_written(w);
 }
 
 static void on_stop(evutil_socket_t fd, short what, void *arg)
 {
+    struct msv_worker *w = arg;
+
     (void)fd;
     (void)what;
-    stop_worker(arg);
+    if (!w->stopping)
+        stop_worker(w);
+    else if (w->inflight == NULL)
+        stop_when_written(w); /* answers still being written */
 }
 
 static void begin_stop(struct msv_server *s, const char *why)
@@ -1553,6 +1948,8 @@ static msv_err worker_init(struct msv_server *s, struct msv_worker *w, unsigned 
     w->srv = s;
     w->index = index;
     pthread_mutex_init(&w->wake_lock, NULL);
+    pthread_mutex_init(&w->commit_lock, NULL);
+    pthread_cond_init(&w->commit_cond, NULL);
     {
         /*
          * epoll's change list: a write event enabled and disabled again within
@@ -1570,18 +1967,20 @@ static msv_err worker_init(struct msv_server *s, struct msv_worker *w, unsigned 
         return MSV_ERR_NOMEM;
     w->wake_ev = event_new(w->base, -1, EV_PERSIST, on_wake, w);
     w->commit_ev = event_new(w->base, -1, EV_PERSIST, on_commit, w);
+    w->commit_done_ev = event_new(w->base, -1, EV_PERSIST, on_commit_done, w);
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     w->accept_pause.resume = evtimer_new(w->base, on_accept_resume, w);
     w->fetch_retry_ev = evtimer_new(w->base, on_fetch_retry, w);
     w->listener = evconnlistener_new(w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE, -1, fd);
-    if (w->wake_ev == NULL || w->commit_ev == NULL || w->stop_ev == NULL || w->listener == NULL ||
-        w->accept_pause.resume == NULL || w->fetch_retry_ev == NULL) {
+    if (w->wake_ev == NULL || w->commit_ev == NULL || w->commit_done_ev == NULL ||
+        w->stop_ev == NULL || w->listener == NULL || w->accept_pause.resume == NULL ||
+        w->fetch_retry_ev == NULL) {
         if (w->listener == NULL)
             close(fd);
         return MSV_ERR_NOMEM;
     }
     evconnlistener_set_error_cb(w->listener, on_accept_error);
-    return MSV_OK;
+    return committer_begin(w);
 }
 
 static msv_err start_listeners(struct msv_server *s, char *err, size_t err_len)
@@ -1821,26 +2220,27 @@ void msv_server_free(struct msv_server *s)
     for (unsigned i = 0; s->workers != NULL && i < s->worker_count; i++) {
         struct msv_worker *w = &s->workers[i];
 
+        /* a batch still with the committer (a run that failed) is committed, never answered:
+         * its connections close below, which a client cannot tell from a crash */
+        committer_end(w);
+        if (w->inflight != NULL) {
+            free_pending(w->inflight->sends, w->inflight->acks_list);
+            batch_free(w->inflight);
+            w->inflight = NULL;
+        }
         while (w->conns != NULL)
             conn_free(w->conns);
-        while (w->pending_head != NULL) {
-            struct msv_pending_send *p = w->pending_head;
-
-            w->pending_head = p->next;
-            msv_pending_send_free(p);
-        }
-        while (w->acks_head != NULL) {
-            struct msv_pending_ack *a = w->acks_head;
-
-            w->acks_head = a->next;
-            msv_pending_ack_free(a);
-        }
+        free_pending(w->pending_head, w->acks_head);
+        w->pending_head = NULL;
+        w->acks_head = NULL;
         if (w->listener != NULL)
             evconnlistener_free(w->listener);
         if (w->wake_ev != NULL)
             event_free(w->wake_ev);
         if (w->commit_ev != NULL)
             event_free(w->commit_ev);
+        if (w->commit_done_ev != NULL)
+            event_free(w->commit_done_ev);
         if (w->stop_ev != NULL)
             event_free(w->stop_ev);
         if (w->accept_pause.resume != NULL)
@@ -1864,6 +2264,8 @@ void msv_server_free(struct msv_server *s)
         free(w->wake_devices);
         free(w->closes);
         pthread_mutex_destroy(&w->wake_lock);
+        pthread_mutex_destroy(&w->commit_lock);
+        pthread_cond_destroy(&w->commit_cond);
     }
     free(s->workers);
     if (s->control_fd >= 0) {

@@ -56,6 +56,16 @@ struct msv_conn_state {
     unsigned inflight;     /* pushed, not yet acknowledged */
     int reading_paused;    /* too much unsent output: requests wait */
     int finishing;         /* a BlobFinish of this connection is being checked (blobs.c) */
+    int commit_paused;     /* the worker's next commit is full: requests wait for it to go */
+    /*
+     * This connection's sends and acknowledgements waiting for their commit (all of them), and
+     * those of them that will be answered (an acknowledgement without a request id is not).
+     * Its next request waits until it may be answered in order and sees what they changed
+     * (server.c must_wait).
+     */
+    unsigned commits_waiting, answers_waiting;
+    int order_paused; /* reading waits for must_wait to be false */
+    int closing;      /* msv_conn_close_soon: nothing more is read */
     struct msv_conn_state *prev, *next;
 };
 
@@ -67,6 +77,7 @@ struct msv_pending_send {
     uint8_t **ciphertexts; /* owned copies the items point into */
     size_t count;
     char *sender_handle;
+    uint64_t account_id; /* the sender's send tokens, given back if a queue cap refuses it */
     struct msv_pending_send *next;
 };
 
@@ -93,6 +104,9 @@ struct msv_close_order {
 };
 struct msv_blob_job;
 
+/* A group commit handed to a worker's committer thread (server.c). */
+struct msv_commit_batch;
+
 /* A listener whose accept() failed rests; the log gets one line per interval. */
 struct msv_accept_pause {
     struct event *resume; /* its callback enables the listener again */
@@ -118,8 +132,27 @@ struct msv_worker {
     size_t close_count, close_cap;
     int recheck;   /* close connections whose device is gone or account suspended (wake_lock) */
     int wake_lost; /* a wake-up found no memory: every connection reads its queue (wake_lock) */
+    /* the next group commit: what was read since the last one was handed over */
     struct msv_pending_send *pending_head, *pending_tail;
     struct msv_pending_ack *acks_head, *acks_tail;
+    size_t backlog_items, backlog_bytes; /* its envelopes and acknowledged ids, its bytes */
+    unsigned commit_paused;              /* connections whose reading waits for it to go */
+    /*
+     * The group commit in flight, on the committer thread (one at a time). The event loop
+     * hands a batch over and takes it back when commit_done_ev fires; the committer sees
+     * only the batch's arrays, never a connection.
+     */
+    struct msv_commit_batch *inflight; /* event loop's; NULL: none */
+    struct event *commit_done_ev;
+    pthread_t committer;
+    int committer_started;
+    pthread_mutex_t commit_lock; /* job and committer_quit */
+    pthread_cond_t commit_cond;
+    struct msv_commit_batch *job; /* for the committer to take (commit_lock) */
+    int committer_quit;           /* the committer ends (commit_lock) */
+    int stopping;                 /* SIGTERM: the loop ends once nothing waits for a commit */
+    int64_t stop_deadline_ms;     /* monotonic: answers not written by then are not waited for
+                                     (0: the last commit has not returned yet) */
     struct msv_conn_state *conns;
     struct msv_blob_job *blob_jobs; /* BlobFinish checks running on their own threads */
 };
@@ -134,6 +167,7 @@ struct msv_metrics {
     _Atomic uint64_t lookups, sends, sealed_sends, envelopes_enqueued, envelopes_delivered,
         envelopes_acked;
     _Atomic uint64_t envelopes_expired, commit_batches, commit_failures, rate_limited;
+    _Atomic uint64_t commits_in_flight, commit_backlog_paused;
     _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired, blobs_swept, reads_paused;
     _Atomic uint64_t connections_refused, auth_timeouts, accept_paused, answers_too_big;
     _Atomic uint64_t connections_revoked, suspensions_in, stale_partial;

@@ -42,7 +42,7 @@
 #include "store/store.h"
 #include "util/endian.h"
 
-#define STATEMENTS_MAX 64
+#define STATEMENTS_MAX 192 /* above the number of statement texts here (about 110) */
 #define PARAMS_MAX 8
 /*
  * Advisory locks: a device's id (the bigint key space) while envelopes for it
@@ -2410,6 +2410,62 @@ static msv_err queue_ack(struct pg_conn *c, uint64_t device_id, const uint64_t *
 }
 
 /*
+ * Every acknowledgement of a commit in one statement (one round trip, however many devices
+ * acknowledged): rows of (device, id, which acknowledgement), deleted where they match, and
+ * each acknowledgement's count of deleted envelopes read back.
+ */
+static msv_err queue_ack_all(struct pg_conn *c, struct msv_queue_ack *acks, size_t n_acks)
+{
+    struct text_buf devs = {0}, ids = {0}, which = {0};
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+    size_t rows = 0;
+
+    tb_str(&devs, "{");
+    tb_str(&ids, "{");
+    tb_str(&which, "{");
+    for (size_t k = 0; k < n_acks; k++) {
+        acks[k].deleted = 0;
+        for (size_t i = 0; i < acks[k].n; i++) {
+            const char *sep = rows++ > 0 ? "," : "";
+
+            tb_str(&devs, sep);
+            tb_i64(&devs, (int64_t)acks[k].device_id);
+            tb_str(&ids, sep);
+            tb_i64(&ids, (int64_t)acks[k].ids[i]);
+            tb_str(&which, sep);
+            tb_i64(&which, (int64_t)k);
+        }
+    }
+    tb_str(&devs, "}");
+    tb_str(&ids, "}");
+    tb_str(&which, "}");
+    a_text(&a, devs.p);
+    a_text(&a, ids.p);
+    a_text(&a, which.p);
+    err = devs.failed || ids.failed || which.failed ? MSV_ERR_NOMEM : MSV_OK;
+    if (err == MSV_OK && rows > 0)
+        err = query(c,
+                    "WITH t AS (SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[])"
+                    " AS t(d, id, k)), gone AS (DELETE FROM queue q USING t WHERE"
+                    " q.device_id = t.d AND q.id = t.id RETURNING t.k)"
+                    " SELECT k, COUNT(*) FROM gone GROUP BY k;",
+                    &a, &r);
+    for (int row = 0; err == MSV_OK && r != NULL && row < PQntuples(r); row++) {
+        int64_t k = col_i64(r, row, 0);
+
+        if (k >= 0 && (size_t)k < n_acks)
+            acks[k].deleted = (size_t)col_i64(r, row, 1);
+    }
+    PQclear(r);
+    free(devs.p);
+    free(ids.p);
+    free(which.p);
+    return err;
+}
+
+/*
  * The advisory locks of every device a commit enqueues for or acknowledges, in ascending
  * order, before any queue counter changes (see QUEUE_USAGE_SCHEMA).
  */
@@ -2443,9 +2499,8 @@ static msv_err queue_commit(struct pg_conn *c, const struct msv_queue_in *items,
 
     if (err == MSV_OK)
         err = queue_put(c, items, n, now_ms, expires_ms, ids);
-
-    for (size_t i = 0; i < n_acks && err == MSV_OK; i++)
-        err = queue_ack(c, acks[i].device_id, acks[i].ids, acks[i].n, &acks[i].deleted);
+    if (err == MSV_OK && n_acks > 0)
+        err = queue_ack_all(c, acks, n_acks);
     return err;
 }
 

@@ -3195,6 +3195,11 @@ msv_err msv_store_open_sqlite(const char *path, struct msv_store **out)
     if (s == NULL || store == NULL)
         goto fail;
     pthread_mutex_init(&s->lock, NULL);
+    /* the workers and their committer threads call in turn (under s->lock): a library built
+     * single-threaded (SQLITE_THREADSAFE=0) has no mutexes of its own to rely on */
+    err = MSV_ERR_UNSUPPORTED;
+    if (sqlite3_threadsafe() == 0)
+        goto fail;
     err = msv_sql_open(path, migrations, sizeof(migrations) / sizeof(migrations[0]), &s->db);
     if (err != MSV_OK)
         goto fail;

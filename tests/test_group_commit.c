@@ -1,0 +1,291 @@
+/*
+ * The group commit off the event loop (docs/missived.md, "Group commit"): each
+ * worker's commit runs on a committer thread of its own while the worker goes
+ * on reading. [testing] commit_delay_ms makes every commit take that long, so
+ * that a connection can close, and SIGTERM can come, while one is in flight.
+ * Runs on SQLite, and on PostgreSQL under scripts/services.sh (ctest
+ * group_commit_postgres), where MSV_TEST_POSTGRES names the database.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "missive/util.h"
+#include "server_harness.h"
+
+#define DELAY_MS 1500
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+}
+
+/* A server whose every group commit takes DELAY_MS, on PostgreSQL when the services run. */
+static void start_slow(struct test_server *s, const char *more)
+{
+    char extra[900];
+    const char *pg = getenv("MSV_TEST_POSTGRES");
+
+    snprintf(extra, sizeof(extra), "commit_delay_ms = %d\n%s%s%s%s", DELAY_MS,
+             pg != NULL ? "[store]\nbackend = postgres\npostgres = " : "", pg != NULL ? pg : "",
+             pg != NULL ? "\n" : "", more != NULL ? more : "");
+    test_server_init(s, extra);
+    test_server_start(s);
+}
+
+/* Waits (10 s at most) until the server's metric name is at least want. */
+static void wait_metric(struct test_server *s, const char *name, unsigned long long want)
+{
+    for (int i = 0; i < 500; i++) {
+        if (test_server_metric(s, name) >= want)
+            return;
+        sleep_ms(20);
+    }
+    fail_msg("metric %s did not reach %llu", name, want);
+}
+
+/* The answer to request_id on d's connection (other frames are skipped); caller frees. */
+static msv_frame *answer_to(struct test_device *d, uint64_t request_id)
+{
+    for (;;) {
+        msv_frame *f = NULL;
+
+        assert_int_equal(msv_conn_recv(d->conn, 3 * DELAY_MS + TEST_TIMEOUT_MS, &f), MSV_OK);
+        if (f->request_id == request_id)
+            return f;
+        msv_frame_free(f);
+    }
+}
+
+/* Handles of their own per test: on PostgreSQL the tests share one database. */
+static void two_devices(struct test_server *s, const char *test, struct test_device *a,
+                        struct test_device *b)
+{
+    char ha[64], hb[64];
+
+    snprintf(ha, sizeof(ha), "alice.%s@example.org", test);
+    snprintf(hb, sizeof(hb), "bob.%s@example.org", test);
+    test_register(s, ha, a);
+    test_register(s, hb, b);
+}
+
+/*
+ * A sender that hangs up while its send is being committed: the envelope is
+ * still committed (the recipient gets it), nothing is written to the freed
+ * connection (a use after free that the sanitizer build catches, and that
+ * crashes or corrupts the worker otherwise), and the worker goes on serving.
+ */
+static void test_close_while_committing(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    struct test_device *to[1] = {&b1};
+    const char *bob[1];
+    uint64_t q;
+
+    (void)state;
+    start_slow(&s, NULL);
+    two_devices(&s, "close", &a1, &b1);
+    bob[0] = b1.handle;
+    msv_conn_close(b1.conn);
+    b1.conn = NULL;
+    test_send_begin(&a1, &b1, "sent, then gone", 7001);
+    wait_metric(&s, "commits_in_flight", 1);
+    msv_conn_close(a1.conn);
+    a1.conn = NULL;
+    /* the commit returns while the connection is gone; the node still answers */
+    sleep_ms(DELAY_MS + 300);
+    test_device_connect(&s, &a1);
+    test_expect_ok(test_send(&a1, bob, 1, to, 1, "after the close"));
+    test_device_connect(&s, &b1);
+    q = test_expect_message(&b1, &a1, "sent, then gone", TEST_TIMEOUT_MS);
+    assert_true(q != 0);
+    test_ack(&b1, q);
+    assert_true(test_expect_message(&b1, &a1, "after the close", TEST_TIMEOUT_MS) > q);
+    assert_int_equal(test_server_metric(&s, "commit_failures_total"), 0);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_stop(&s); /* a clean exit: the worker survived */
+    test_server_cleanup(&s);
+}
+
+/* The device of bob.TEST@example.org, registered and then offline. */
+static void recipient(struct test_server *s, const char *test, struct test_device *b)
+{
+    char h[64];
+
+    snprintf(h, sizeof(h), "bob.%s@example.org", test);
+    test_register(s, h, b);
+}
+
+/* n devices of their own handles, sender.TEST.i@example.org, connected. */
+static void senders(struct test_server *s, const char *test, struct test_device *d, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char h[64];
+
+        snprintf(h, sizeof(h), "sender%d.%s@example.org", i, test);
+        test_register(s, h, &d[i]);
+    }
+}
+
+static void expect_answer_ok(struct test_device *d, uint64_t request_id)
+{
+    msv_frame *f = answer_to(d, request_id);
+
+    assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_OK);
+    msv_frame_free(f);
+}
+
+/*
+ * SIGTERM while a commit is in flight and another send waits for the next
+ * one: the stop waits for the first, commits the second, answers both (each
+ * Ok only once stored) and exits 0; both are there after a restart.
+ */
+static void test_stop_while_committing(void **state)
+{
+    struct test_server s;
+    struct test_device a[2], b1;
+    int status = 0;
+
+    (void)state;
+    start_slow(&s, "[server]\nworkers = 1\n"); /* both sends on the one worker */
+    senders(&s, "stop", a, 2);
+    recipient(&s, "stop", &b1);
+    msv_conn_close(b1.conn);
+    b1.conn = NULL;
+    test_send_begin(&a[0], &b1, "in flight at the stop", 7101);
+    wait_metric(&s, "commits_in_flight", 1);
+    test_send_begin(&a[1], &b1, "waiting at the stop", 7102);
+    wait_metric(&s, "sends_total", 2); /* read: it waits for the next commit */
+    assert_int_equal(kill(s.pid, SIGTERM), 0);
+    expect_answer_ok(&a[0], 7101);
+    expect_answer_ok(&a[1], 7102);
+    assert_int_equal(waitpid(s.pid, &status, 0), s.pid);
+    s.pid = 0;
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    test_server_start(&s);
+    test_device_connect(&s, &b1);
+    assert_true(test_expect_message(&b1, &a[0], "in flight at the stop", TEST_TIMEOUT_MS) != 0);
+    assert_true(test_expect_message(&b1, &a[1], "waiting at the stop", TEST_TIMEOUT_MS) != 0);
+    for (int i = 0; i < 2; i++)
+        test_device_free(&a[i]);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
+/*
+ * Answers on one connection come in the order of its requests: a lookup sent
+ * after a send is answered after the send's Ok, once the send's commit
+ * returned, though the lookup needs no commit.
+ */
+static void test_answers_in_order(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__LookupRequest q = MSV__WIRE__LOOKUP_REQUEST__INIT;
+    ProtobufCBinaryData h;
+    msv_frame *f = NULL;
+
+    (void)state;
+    start_slow(&s, NULL);
+    two_devices(&s, "order", &a1, &b1);
+    test_send_begin(&a1, &b1, "first", 7301);
+    h.data = (uint8_t *)b1.handle;
+    h.len = strlen(b1.handle);
+    q.n_handles = 1;
+    q.handles = &h;
+    req.body_case = MSV__WIRE__FRAME__BODY_LOOKUP;
+    req.lookup = &q;
+    req.request_id = 7302;
+    assert_int_equal(msv_conn_send(a1.conn, &req), MSV_OK);
+    do {
+        msv_frame_free(f);
+        f = NULL;
+        assert_int_equal(msv_conn_recv(a1.conn, 3 * DELAY_MS + TEST_TIMEOUT_MS, &f), MSV_OK);
+    } while (f->request_id == 0);
+    assert_int_equal(f->request_id, 7301);
+    assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_OK);
+    msv_frame_free(f);
+    f = answer_to(&a1, 7302);
+    assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_LOOKUP_RESULT);
+    msv_frame_free(f);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_stop(&s);
+    test_server_cleanup(&s);
+}
+
+/*
+ * The next batch is bounded ([store] commit_backlog): past it the worker
+ * stops reading requests until the commit in flight returns
+ * (commit_backlog_paused_total), then reads and answers every one.
+ */
+static void test_backlog_bounded(void **state)
+{
+    struct test_server s;
+    struct test_device a[4], b1;
+    const char *texts[4] = {"one", "two", "three", "four"};
+
+    (void)state;
+    start_slow(&s, "[server]\nworkers = 1\n[store]\ncommit_backlog = 1\n");
+    senders(&s, "backlog", a, 4);
+    recipient(&s, "backlog", &b1);
+    msv_conn_close(b1.conn);
+    b1.conn = NULL;
+    test_send_begin(&a[0], &b1, texts[0], 7200);
+    wait_metric(&s, "commits_in_flight", 1);
+    test_send_begin(&a[1], &b1, texts[1], 7201);
+    wait_metric(&s, "sends_total", 2); /* the next batch holds one envelope: full */
+    for (int i = 2; i < 4; i++)
+        test_send_begin(&a[i], &b1, texts[i], 7200 + (uint64_t)i);
+    wait_metric(&s, "commit_backlog_paused_total", 1);
+    assert_int_equal(test_server_metric(&s, "sends_total"), 2); /* the others wait unread */
+    for (int i = 0; i < 4; i++)
+        expect_answer_ok(&a[i], 7200 + (uint64_t)i);
+    test_device_connect(&s, &b1);
+    for (int i = 0; i < 4; i++) {
+        msv_frame *f = NULL;
+
+        assert_int_equal(msv_conn_recv(b1.conn, TEST_TIMEOUT_MS, &f), MSV_OK);
+        assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_DELIVER);
+        if (i < 2) /* the first two in commit order; the others in either order */
+            assert_int_equal(f->deliver->sender_device, a[i].device_id);
+        msv_frame_free(f);
+    }
+    for (int i = 0; i < 4; i++)
+        test_device_free(&a[i]);
+    test_device_free(&b1);
+    test_server_stop(&s);
+    test_server_cleanup(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_close_while_committing),
+        cmocka_unit_test(test_stop_while_committing),
+        cmocka_unit_test(test_answers_in_order),
+        cmocka_unit_test(test_backlog_bounded),
+    };
+
+    if (msv_init() != MSV_OK)
+        return 1;
+    signal(SIGPIPE, SIG_IGN);
+    if (getenv("MSV_TEST") != NULL)
+        cmocka_set_test_filter(getenv("MSV_TEST"));
+    return cmocka_run_group_tests_name("group_commit", tests, NULL, NULL);
+}
