@@ -20,6 +20,7 @@
 
 #include <cmocka.h>
 
+#include "client/requests.h"
 #include "missive/util.h"
 #include "server_harness.h"
 
@@ -273,6 +274,123 @@ static void test_backlog_bounded(void **state)
     test_server_cleanup(&s);
 }
 
+/* A lookup on d's connection, answered. */
+static void lookup(struct test_device *d, const char *handle, uint64_t rid)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__LookupRequest q = MSV__WIRE__LOOKUP_REQUEST__INIT;
+    ProtobufCBinaryData h = {.data = (uint8_t *)handle, .len = strlen(handle)};
+    msv_frame *f;
+
+    q.n_handles = 1;
+    q.handles = &h;
+    req.body_case = MSV__WIRE__FRAME__BODY_LOOKUP;
+    req.lookup = &q;
+    req.request_id = rid;
+    assert_int_equal(msv_conn_send(d->conn, &req), MSV_OK);
+    f = answer_to(d, rid);
+    assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_LOOKUP_RESULT);
+    msv_frame_free(f);
+}
+
+/*
+ * Acknowledgements of ids never pushed on the connection (made up) do not join the worker's
+ * commit: 40 x 4096 of them used to fill its backlog, so that every other connection of the
+ * worker waited for a commit per request (commit_backlog_paused_total rose by two a commit).
+ */
+static void test_ack_flood(void **state)
+{
+    struct test_server s;
+    struct test_device v, a;
+    static uint64_t ids[4096];
+
+    (void)state;
+    test_server_init(&s, "commit_delay_ms = 200\n[server]\nworkers = 1\n");
+    test_server_start(&s);
+    recipient(&s, "floodv", &v);
+    recipient(&s, "flooda", &a);
+    for (int i = 0; i < 4096; i++)
+        ids[i] = 1000000000ull + (uint64_t)i;
+    for (int k = 0; k < 40; k++)
+        assert_int_equal(msv_request_ack(a.conn, ids, 4096), MSV_OK);
+    for (int k = 0; k < 5; k++)
+        lookup(&v, a.handle, 9001 + (uint64_t)k);
+    lookup(&a, v.handle, 9100); /* read after every acknowledgement of a */
+    assert_int_equal(test_server_metric(&s, "commit_backlog_paused_total"), 0);
+    test_device_free(&v);
+    test_device_free(&a);
+    test_server_stop(&s);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A queue capped at 3 envelopes: one send is committing while 11 more to the same device
+ * arrive; they form one batch, whose sends count against each other (all 11 passed before).
+ */
+static void test_cap_within_batch(void **state)
+{
+    struct test_server s;
+    struct test_device a[12], b1;
+    int got = 0;
+
+    (void)state;
+    start_slow(&s, "[server]\nworkers = 1\n[relay]\nqueue_max_envelopes = 3\n[accounts]\n"
+                   "register_burst = 1000\nregister_rate = 1000\n");
+    senders(&s, "cap", a, 12);
+    recipient(&s, "cap", &b1);
+    msv_conn_close(b1.conn);
+    b1.conn = NULL;
+    test_send_begin(&a[0], &b1, "m", 7400);
+    wait_metric(&s, "commits_in_flight", 1);
+    for (int i = 1; i < 12; i++)
+        test_send_begin(&a[i], &b1, "m", 7400 + (uint64_t)i);
+    for (int i = 0; i < 12; i++) {
+        msv_frame *f = answer_to(&a[i], 7400 + (uint64_t)i);
+
+        got += f->body_case == MSV__WIRE__FRAME__BODY_OK;
+        msv_frame_free(f);
+    }
+    assert_int_equal(got, 3);
+    for (int i = 0; i < 12; i++)
+        test_device_free(&a[i]);
+    test_device_free(&b1);
+    test_server_stop(&s);
+    test_server_cleanup(&s);
+}
+
+/*
+ * An envelope acknowledged on a connection just before the device reconnects is pushed again
+ * on the new connection while that acknowledgement waits for its commit; the new connection's
+ * own acknowledgement then deletes nothing, and must still free its delivery window (it stayed
+ * shut: the next message never came).
+ */
+static void test_window_after_reconnect(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    struct test_device *to[1] = {&b1};
+    const char *bob[1];
+    uint64_t q, q2;
+
+    (void)state;
+    start_slow(&s, "[server]\nworkers = 1\n[relay]\ndelivery_window = 1\n");
+    two_devices(&s, "leak", &a1, &b1);
+    bob[0] = b1.handle;
+    test_expect_ok(test_send(&a1, bob, 1, to, 1, "one"));
+    q = test_expect_message(&b1, &a1, "one", TEST_TIMEOUT_MS);
+    test_ack(&b1, q);             /* waits for its commit */
+    test_device_connect(&s, &b1); /* the device reconnects meanwhile */
+    q2 = test_expect_message(&b1, &a1, "one", TEST_TIMEOUT_MS); /* pushed again */
+    assert_int_equal(q2, q);
+    test_ack(&b1, q2);
+    test_expect_ok(test_send(&a1, bob, 1, to, 1, "two"));
+    assert_true(test_expect_message(&b1, &a1, "two", 3 * DELAY_MS + TEST_TIMEOUT_MS) != 0);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_stop(&s);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -280,6 +398,9 @@ int main(void)
         cmocka_unit_test(test_stop_while_committing),
         cmocka_unit_test(test_answers_in_order),
         cmocka_unit_test(test_backlog_bounded),
+        cmocka_unit_test(test_window_after_reconnect),
+        cmocka_unit_test(test_cap_within_batch),
+        cmocka_unit_test(test_ack_flood),
     };
 
     if (msv_init() != MSV_OK)

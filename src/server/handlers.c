@@ -2548,12 +2548,20 @@ out:
 static void handle_ack(struct msv_conn_state *c, const msv_frame *f)
 {
     size_t n = f->ack->n_queue_ids;
+    unsigned room = c->inflight > c->acks_pending ? c->inflight - c->acks_pending : 0;
     struct msv_pending_ack *a;
 
     if (n > 4096) {
         msv_conn_send_error(c, f->request_id, E_TOO_BIG, "at most 4096 acknowledgements at once");
         return;
     }
+    /*
+     * A connection acknowledges at most what was pushed on it and is not acknowledged yet: more
+     * ids (made up, or pushed on an earlier connection) would only fill the worker's commit for
+     * everyone. An id left out stays queued and is pushed here again, where the device knows it.
+     */
+    if (n > room)
+        n = room;
     if (n == 0) {
         if (f->request_id != 0)
             msv_conn_send_ok(c, f->request_id);
@@ -2569,6 +2577,7 @@ static void handle_ack(struct msv_conn_state *c, const msv_frame *f)
     a->c = c;
     a->request_id = f->request_id;
     a->ack = (struct msv_queue_ack){.device_id = c->device_id, .ids = a->ids, .n = n};
+    c->acks_pending += (unsigned)n;
     msv_worker_queue_ack(c->w, a);
 }
 

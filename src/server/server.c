@@ -1095,10 +1095,14 @@ static void answer_acks(struct msv_server *s, struct msv_pending_ack *head, msv_
         struct msv_conn_state *c = a->c;
 
         head = a->next;
+        if (c != NULL)
+            c->acks_pending =
+                a->ack.n >= c->acks_pending ? 0 : c->acks_pending - (unsigned)a->ack.n;
         if (c != NULL && err == MSV_OK) {
             atomic_fetch_add(&s->m.envelopes_acked, a->ack.deleted);
-            c->inflight =
-                a->ack.deleted >= c->inflight ? 0 : c->inflight - (unsigned)a->ack.deleted;
+            /* what was pushed here and acknowledged, whether this ack or an earlier connection's
+             * deleted it: a count of deleted rows would keep the window shut after a reconnect */
+            c->inflight = a->ack.n >= c->inflight ? 0 : c->inflight - (unsigned)a->ack.n;
             if (a->request_id != 0)
                 msv_conn_send_ok(c, a->request_id);
             if (pumps == NULL)
@@ -1188,23 +1192,50 @@ static struct msv_commit_batch *batch_make(struct msv_worker *w)
 
 /*
  * On the committer thread, before the commit: every recipient queue's usage in one store
- * read, and the sends that would pass a cap taken out of the batch (sends of the same batch
- * are not counted against each other, so a queue may pass its cap by one commit's worth).
+ * read, and the sends that would pass a cap taken out of the batch. The sends accepted
+ * earlier in the batch count against the later ones (a batch grows while a commit is in
+ * flight: thousands of sends to one device must not all pass a cap of a few); other workers'
+ * and nodes' batches committing at the same moment still can, by one batch's worth each.
  * b->all keeps the accepted envelopes, b->total their number.
  */
 static void check_caps(struct msv_server *s, struct msv_commit_batch *b)
 {
-    size_t at = 0, kept = 0;
+    size_t at = 0, kept = 0, n_seen = 0;
+    struct msv_u64map seen; /* device id -> 1 + its index in added */
+    struct msv_queue_usage *added = NULL;
     int failed;
 
     if (b->n_all == 0)
         return;
-    failed = s->store->ops->queue_usage(s->store->impl, b->use, b->n_all) != MSV_OK;
+    msv_u64map_init(&seen);
+    added = calloc(b->n_all, sizeof(*added));
+    failed =
+        added == NULL || s->store->ops->queue_usage(s->store->impl, b->use, b->n_all) != MSV_OK;
     for (size_t k = 0; k < b->n_sends; k++) {
         int full = 0;
 
-        for (size_t i = 0; i < b->counts[k] && !failed; i++)
-            full |= msv_server_queue_is_full(s, &b->use[at + i], b->all[at + i].ciphertext_len);
+        for (size_t i = 0; i < b->counts[k] && !failed; i++) {
+            struct msv_queue_usage u = b->use[at + i];
+            uintptr_t slot = (uintptr_t)msv_u64map_get(&seen, u.device_id);
+
+            if (slot != 0) {
+                u.envelopes += added[slot - 1].envelopes;
+                u.bytes += added[slot - 1].bytes;
+            }
+            full |= msv_server_queue_is_full(s, &u, b->all[at + i].ciphertext_len);
+        }
+        for (size_t i = 0; i < b->counts[k] && !failed && !full; i++) {
+            uint64_t device = b->use[at + i].device_id;
+            uintptr_t slot = (uintptr_t)msv_u64map_get(&seen, device);
+
+            if (slot == 0) {
+                slot = ++n_seen;
+                added[slot - 1].device_id = device;
+                failed = msv_u64map_put(&seen, device, (void *)slot) != MSV_OK;
+            }
+            added[slot - 1].envelopes++;
+            added[slot - 1].bytes += b->all[at + i].ciphertext_len;
+        }
         b->refused[k] = failed ? -1 : full;
         if (b->refused[k] == 0) {
             memmove(b->all + kept, b->all + at, b->counts[k] * sizeof(*b->all));
@@ -1213,6 +1244,8 @@ static void check_caps(struct msv_server *s, struct msv_commit_batch *b)
         at += b->counts[k];
     }
     b->total = kept;
+    msv_u64map_clear(&seen);
+    free(added);
 }
 
 /* The committer thread: one batch at a time, in one transaction; the event loop answers. */

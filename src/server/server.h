@@ -54,6 +54,7 @@ struct msv_conn_state {
     uint64_t sync_request; /* a QueueSync waiting for a read that finds the queue's end (0: none) */
     uint64_t sync_last;    /* its answer is due once last_sent reaches this queue id */
     unsigned inflight;     /* pushed, not yet acknowledged */
+    unsigned acks_pending; /* of those, acknowledged ids waiting for their commit */
     int reading_paused;    /* too much unsent output: requests wait */
     int finishing;         /* a BlobFinish of this connection is being checked (blobs.c) */
     int commit_paused;     /* the worker's next commit is full: requests wait for it to go */
