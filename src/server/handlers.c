@@ -2559,9 +2559,12 @@ static void handle_ack(struct msv_conn_state *c, const msv_frame *f)
      * A connection acknowledges at most what was pushed on it and is not acknowledged yet: more
      * ids (made up, or pushed on an earlier connection) would only fill the worker's commit for
      * everyone. An id left out stays queued and is pushed here again, where the device knows it.
+     * An Ack with a request id may name one more (an id acknowledged before, again, to hear
+     * that its commit is done): it holds the connection's next requests until it is answered,
+     * so it cannot be repeated faster than commits go.
      */
     if (n > room)
-        n = room;
+        n = f->request_id != 0 ? (size_t)room + 1 : room;
     if (n == 0) {
         if (f->request_id != 0)
             msv_conn_send_ok(c, f->request_id);
@@ -2577,7 +2580,8 @@ static void handle_ack(struct msv_conn_state *c, const msv_frame *f)
     a->c = c;
     a->request_id = f->request_id;
     a->ack = (struct msv_queue_ack){.device_id = c->device_id, .ids = a->ids, .n = n};
-    c->acks_pending += (unsigned)n;
+    a->window = n < room ? (unsigned)n : room;
+    c->acks_pending += a->window;
     msv_worker_queue_ack(c->w, a);
 }
 

@@ -1096,13 +1096,12 @@ static void answer_acks(struct msv_server *s, struct msv_pending_ack *head, msv_
 
         head = a->next;
         if (c != NULL)
-            c->acks_pending =
-                a->ack.n >= c->acks_pending ? 0 : c->acks_pending - (unsigned)a->ack.n;
+            c->acks_pending = a->window >= c->acks_pending ? 0 : c->acks_pending - a->window;
         if (c != NULL && err == MSV_OK) {
             atomic_fetch_add(&s->m.envelopes_acked, a->ack.deleted);
             /* what was pushed here and acknowledged, whether this ack or an earlier connection's
              * deleted it: a count of deleted rows would keep the window shut after a reconnect */
-            c->inflight = a->ack.n >= c->inflight ? 0 : c->inflight - (unsigned)a->ack.n;
+            c->inflight = a->window >= c->inflight ? 0 : c->inflight - a->window;
             if (a->request_id != 0)
                 msv_conn_send_ok(c, a->request_id);
             if (pumps == NULL)

@@ -87,6 +87,7 @@ struct msv_pending_ack {
     struct msv_conn_state *c; /* NULL once the connection is gone */
     uint64_t request_id;
     struct msv_queue_ack ack; /* ack.ids points at ids */
+    unsigned window;          /* of ack.n, how many were pushed and unacknowledged here */
     uint64_t *ids;
     struct msv_pending_ack *next;
 };
