@@ -2133,8 +2133,7 @@ static void test_claim_refused_is_not_withheld(void **state)
     int warned = 0;
 
     (void)state;
-    pq_pair(&s, &alice, &bob);
-    carol = test_client_of_suites(&s, "carol", to_carol[0], MSV_SUITE_MODERN, MSV_IDENTITY_PQ);
+    three_pq_clients(&s, &alice, &bob, &carol);
     alice->on_pq_refused = count_pq_refused;
     alice->ctx = &warned;
     assert_int_equal(msv_client_db_unset_prefix(alice->db, "seal-kem:"), MSV_OK);
