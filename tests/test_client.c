@@ -2174,6 +2174,44 @@ static void test_claim_refused_is_not_withheld(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * A dishonest directory answers alice's lookup of bob with mallory's result, proven as
+ * mallory's: alice refuses it (before, she sealed "to bob" for mallory's device, and no monitor
+ * or auditor could see it: nothing in the log or the tree changed).
+ */
+static void test_lookup_for_another_handle_refused(void **state)
+{
+    const char *to_bob[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *mallory;
+    msv_frame *devs = NULL;
+    uint8_t id[16];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    mallory = client_for(&s, "mallory", "mallory@example.org");
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra), "lookup_substitute = bob@example.org mallory@example.org");
+    test_server_start(&s);
+    drop_connection(alice);
+    assert_int_equal(msv_client_devices(alice, to_bob[0], &devs), MSV_ERR_AUTH);
+    assert_null(devs);
+    assert_non_null(strstr(alice->why.message, "another handle than the one asked"));
+    assert_int_not_equal(msv_client_send(alice, to_bob, 1, "for bob alone", NULL, 0, NULL, id),
+                         MSV_OK);
+    assert_non_null(strstr(alice->why.message, "another handle than the one asked"));
+    drop_connection(mallory);
+    receive_all(mallory);
+    assert_false(received_text(mallory, "for bob alone"));
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
 /* The history status of c's outgoing message text ("" if none). */
 static void outgoing_status(struct msv_client *c, const char *text, char *status, size_t len)
 {
@@ -5585,6 +5623,7 @@ int main(void)
         cmocka_unit_test(test_sealed_sender_not_stripped),
         cmocka_unit_test(test_sealed_sender_hybrid_and_classical),
         cmocka_unit_test(test_claim_refused_is_not_withheld),
+        cmocka_unit_test(test_lookup_for_another_handle_refused),
         cmocka_unit_test(test_outbox_goes_on_past_a_failure),
         cmocka_unit_test(test_lost_prekey_answer),
         cmocka_unit_test(test_rotation_answer_dropped),

@@ -1,5 +1,7 @@
 #include "client/requests.h"
+#include "missive/payload.h"
 #include "missive/ratchet.h"
+#include "missive/util.h"
 
 #include "crypto/internal.h"
 
@@ -508,6 +510,38 @@ msv_err msv_request_ack_committed(struct msv_conn *c, const uint64_t *queue_id, 
     return run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, NULL, NULL);
 }
 
+/* A handle folded as the directory keeps it (ASCII letters to lower case; a username also
+ * checked): 0 if it is no handle. */
+static int fold_handle(const uint8_t *h, size_t len, char out[MSV_HANDLE_MAX + 1])
+{
+    if (len == 0 || len > MSV_HANDLE_MAX)
+        return 0;
+    if (memchr(h, '@', len) == NULL && h[0] != '+')
+        return msv_username_normalise(h, len, out);
+    for (size_t i = 0; i < len; i++)
+        out[i] = (char)(h[i] >= 'A' && h[i] <= 'Z' ? h[i] + 32 : h[i]);
+    out[len] = '\0';
+    return 1;
+}
+
+/*
+ * Every result answers the handle asked in its place: a proven answer for another handle (the
+ * directory's own account, say) would have the asker seal to that account's devices.
+ */
+static int results_match(const Msv__Wire__LookupResponse *r, const char *const *handles, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char want[MSV_HANDLE_MAX + 1], got[MSV_HANDLE_MAX + 1];
+
+        if (r->results[i] == NULL ||
+            !fold_handle((const uint8_t *)handles[i], strlen(handles[i]), want) ||
+            !fold_handle(r->results[i]->handle.data, r->results[i]->handle.len, got) ||
+            strcmp(want, got) != 0)
+            return 0;
+    }
+    return 1;
+}
+
 msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles, size_t n, int history,
                            uint64_t known_size, int timeout_ms, msv_frame **result,
                            struct msv_refusal *why)
@@ -545,6 +579,16 @@ msv_err msv_request_owner_lookup(struct msv_conn *c, const char *const *handles,
         msv_frame_free(*result);
         *result = NULL;
         err = MSV_ERR_PARSE;
+    } else if (err == MSV_OK && !results_match((*result)->lookup_result, handles, n)) {
+        msv_frame_free(*result);
+        *result = NULL;
+        err = MSV_ERR_AUTH;
+        if (why != NULL) {
+            why->code = 0;
+            snprintf(why->message, sizeof(why->message),
+                     "the directory answered a lookup with another handle than the one asked: "
+                     "nothing it said is used");
+        }
     }
     return err;
 }

@@ -1873,6 +1873,19 @@ static msv_err lookup_all(struct msv_server *s, struct handle_result *r, size_t 
 }
 
 /*
+ * Tests only ([testing] lookup_substitute = "A B"): a dishonest directory that answers a lookup
+ * of handle A with handle B's proven result.
+ */
+static void substitute_for_tests(const struct msv_server *s, char handle[MSV_HANDLE_MAX + 1])
+{
+    char from[MSV_HANDLE_MAX + 1], to[MSV_HANDLE_MAX + 1];
+
+    if (s->cfg.lookup_substitute[0] != '\0' &&
+        sscanf(s->cfg.lookup_substitute, "%256s %256s", from, to) == 2 && strcmp(handle, from) == 0)
+        snprintf(handle, MSV_HANDLE_MAX + 1, "%s", to);
+}
+
+/*
  * Normalises a request's handles into fresh result slots; with unique, a
  * handle named twice is refused. Answers the refusal itself and returns -1.
  */
@@ -1891,6 +1904,7 @@ static int read_handles(struct msv_conn_state *c, uint64_t request_id,
             msv_conn_send_error(c, request_id, E_INVALID, "not a valid handle");
             return -1;
         }
+        substitute_for_tests(c->w->srv, (*r)[i].handle);
         for (size_t k = 0; unique && k < i; k++) {
             if (strcmp((*r)[k].handle, (*r)[i].handle) == 0) {
                 msv_conn_send_error(c, request_id, E_INVALID, "a handle is named twice");
