@@ -3528,6 +3528,41 @@ static void test_monitor_version_withheld(void **state)
 }
 
 /*
+ * A directory that answers the owner's monitor "more versions follow" and gives none would keep
+ * it from ever reaching the versions others are shown (each round read nothing; the monitor
+ * ended its rounds quietly): alice links and removes her laptop, then the directory stalls her
+ * monitor. The alarm names the handle.
+ */
+static void test_monitor_versions_stalled(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *laptop;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* where watching starts: version 1 */
+    laptop = linked_device(&s, alice, "alice-laptop");
+    assert_int_equal(msv_client_remove_device(alice, laptop->device_id), MSV_OK);
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra), "owner_versions_stall = true");
+    test_server_start(&s);
+    assert_true(monitor(alice, last) >= 1);
+    if (strstr(last, "says versions of this account's handle alice@example.org follow but shows "
+                     "none") == NULL)
+        fail_msg("the alarm: %s", last);
+    test_server_stop(&s);
+    s.extra[0] = '\0';
+    test_server_start(&s);
+    assert_int_equal(monitor(alice, last), 0); /* an honest directory again: read and checked */
+    msv_client_close(laptop);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
  * A version whose data the key directory does not hold: alice links her laptop and removes it
  * (versions 2 and 3, log entries 1 and 2) while her phone does not look; the directory then
  * changes version 2's value in its tree (lookups of version 3 still hold: they open only 3).
@@ -3709,6 +3744,21 @@ static void test_owner_versions_paged(void **state)
         assert_int_equal(r->error->code, MSV__WIRE__ERROR_CODE__ERROR_INVALID);
         msv_frame_free(r);
         r = NULL;
+    }
+    /* Y7: the own handle named twice with versions (or a history proof) would have the log's
+     * lock make VRF proofs for each copy (62 copies held it about half a second) */
+    {
+        const char *twice[2] = {alice_h[0], alice_h[0]};
+        uint64_t both[2] = {1, 1};
+
+        assert_int_equal(
+            msv_request_owner_lookup(alice->conn, twice, 2, 0, both, 0, TEST_TIMEOUT_MS, &r, NULL),
+            MSV_ERR_INVALID);
+        assert_null(r);
+        assert_int_equal(
+            msv_request_owner_lookup(alice->conn, twice, 2, 1, NULL, 0, TEST_TIMEOUT_MS, &r, NULL),
+            MSV_ERR_INVALID);
+        assert_null(r);
     }
     reconnect(bob);
     assert_int_equal(
@@ -5607,6 +5657,7 @@ int main(void)
         cmocka_unit_test(test_monitor_unasked_tombstone),
         cmocka_unit_test(test_monitor_reads_no_leaves),
         cmocka_unit_test(test_monitor_version_withheld),
+        cmocka_unit_test(test_monitor_versions_stalled),
         cmocka_unit_test(test_monitor_version_unproven),
         cmocka_unit_test(test_monitor_state_upgraded),
         cmocka_unit_test(test_monitor_versions_after_cut_over),

@@ -29,6 +29,10 @@
 #define HISTORY_INTERVAL_MS (3600LL * 1000)
 /* owner lookups of versions in one run of the monitor: the versions past them wait for the next */
 #define ROUNDS_MAX 16
+/* u64be ms: when a watch last read every version of the account's handles to the newest */
+#define WATCH_COMPLETE "kt_monitor_complete"
+/* a directory that keeps the monitor from reading its versions this long raises the alarm */
+#define WATCH_STALL_MS (24LL * 3600 * 1000)
 
 /* Where the monitor's alarms go. */
 struct alarm_sink {
@@ -262,13 +266,14 @@ static msv_err take_versions(struct msv_client *c, struct watch *w, const struct
 {
     static _Thread_local struct msv_kt_entry e;
     uint64_t cutoff = UINT64_MAX;
-    size_t h, at = 0;
+    size_t h, at = 0, given = 0;
     msv_err err = MSV_OK;
 
     *more = 0;
     for (h = 0; h < w->n; h++) {
         const Msv__Wire__HandleDevices *hd = w->r->results[h];
 
+        given += w->from[h] != 0 ? hd->n_versions : 0;
         if (w->from[h] == 0 || !hd->versions_more)
             continue;
         *more = 1;
@@ -277,6 +282,24 @@ static msv_err take_versions(struct msv_client *c, struct watch *w, const struct
             cutoff = cutoff < w->index[h] ? cutoff : w->index[h];
         else if (hd->versions[hd->n_versions - 1]->entry->index < cutoff)
             cutoff = hd->versions[hd->n_versions - 1]->entry->index;
+    }
+    if (*more && given == 0) {
+        /* an honest directory gives at least one version in an answer that says more follow:
+         * "more" with none given would keep the monitor from ever reaching the newest */
+        for (h = 0; h < w->n; h++) {
+            char warning[600];
+
+            if (w->from[h] == 0 || !w->r->results[h]->versions_more)
+                continue;
+            snprintf(warning, sizeof(warning),
+                     "the directory says versions of this account's handle %s follow but shows "
+                     "none: it keeps this device from checking what others are shown for it",
+                     w->handles[h]);
+            raise_history_alarm(a, w->handles[h], warning);
+            w->bad[h] = 1;
+        }
+        *more = 0;
+        return MSV_OK;
     }
     while (err == MSV_OK && (h = next_version(w, cutoff, &at)) < w->n) {
         const Msv__Wire__HandleVersion *v = w->r->results[h]->versions[at];
@@ -424,6 +447,36 @@ static int history_due(struct msv_client *c)
 }
 
 /*
+ * The directory limited the watch's lookup: it waits for next time, unless no watch has read the
+ * handles' versions to the newest for WATCH_STALL_MS (a directory that always says "slow down" to
+ * the monitor alone would hide every version from it): then the alarm, once a day.
+ */
+static msv_err watch_stalled(struct msv_client *c, const struct alarm_sink *a)
+{
+    uint8_t *v = NULL, when[8];
+    size_t len = 0;
+    int64_t now = msv_wall_ms(), last;
+    char warning[400];
+
+    msv_put_u64be(when, (uint64_t)now);
+    if (msv_client_db_get(c->db, WATCH_COMPLETE, &v, &len) != MSV_OK || len != 8) {
+        free(v); /* none yet: counted from now */
+        return msv_client_db_set(c->db, WATCH_COMPLETE, when, sizeof(when));
+    }
+    last = (int64_t)msv_get_u64be(v);
+    free(v);
+    if (now - last < WATCH_STALL_MS)
+        return MSV_OK;
+    snprintf(warning, sizeof(warning),
+             "the directory has not let this device check its account's handles for %lld hours "
+             "(it answers \"slow down\"): what others are shown for this account is unchecked",
+             (long long)((now - last) / 3600000));
+    raise_alarm(a, warning);
+    /* said again a day later, not on every receive */
+    return msv_client_db_set(c->db, WATCH_COMPLETE, when, sizeof(when));
+}
+
+/*
  * Reads the versions of the account's handles since the monitor last looked, in rounds (an
  * answer holds a bounded number), with the history proofs when they are due (hourly) or when a
  * version was read. A lookup the relay limits waits for next time; a refused answer is an alarm.
@@ -441,8 +494,11 @@ static msv_err watch(struct msv_client *c, const struct alarm_sink *a)
         proven = 1;
     }
     if (err == MSV_ERR_INVALID && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED)
-        return MSV_OK;
+        return watch_stalled(c, a);
     msv_put_u64be(when, (uint64_t)msv_wall_ms());
+    if (err == MSV_OK && !more &&
+        msv_client_db_set(c->db, WATCH_COMPLETE, when, sizeof(when)) != MSV_OK)
+        return MSV_ERR_IO;
     if ((err == MSV_OK || err == MSV_ERR_AUTH) && proven &&
         msv_client_db_set(c->db, HISTORY_CHECKED, when, sizeof(when)) != MSV_OK)
         return MSV_ERR_IO;

@@ -88,6 +88,7 @@ struct msv_config {
     char clock_file[1024];          /* tests only: the current time in ms is read from this file */
     int trust_store_log;            /* tests only: serve the log's leaves unchecked (dishonest) */
     char keydir_forge[300];         /* tests only: "HANDLE VERSION" put in the key directory only */
+    int owner_versions_stall;       /* tests only: owners' monitors told "more", given none */
     char lookup_substitute[520];    /* tests only: "A B": lookups of A get B's result */
     char keydir_rewrite[300];       /* tests only: "change INDEX" or "remove INDEX" (keydir.h) */
     char keydir_skip[300];          /* tests only: "HANDLE VERSION" its next version's number */

@@ -2055,7 +2055,8 @@ static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, E_RATE, "too many lookups; slow down");
         return;
     }
-    if (read_handles(c, f->request_id, q->handles, n, 0, &r, &ptrs) != 0 ||
+    if (read_handles(c, f->request_id, q->handles, n, q->history || q->n_versions_from > 0, &r,
+                     &ptrs) != 0 ||
         unknown_usernames_ok(c, f->request_id, r, n) != 0)
         goto out;
     names = calloc(n, sizeof(*names));
@@ -2085,6 +2086,12 @@ static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
     }
     atomic_fetch_add(&s->m.lookups, n);
     atomic_fetch_add(&s->m.owner_versions, ask.versions_given);
+    for (size_t i = 0; s->cfg.owner_versions_stall && from != NULL && i < resp.n_results; i++) {
+        if (from[i] != 0) { /* tests only: a directory that keeps the monitor waiting */
+            resp.results[i]->n_versions = 0;
+            resp.results[i]->versions_more = 1;
+        }
+    }
     out.request_id = f->request_id;
     out.body_case = MSV__WIRE__FRAME__BODY_LOOKUP_RESULT;
     out.lookup_result = &resp;
