@@ -2083,7 +2083,12 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
 
     if (s == NULL)
         return MSV_ERR_NOMEM;
-    evthread_use_pthreads();
+    /* the committer threads wake their event loops: libevent's locks are required */
+    if (evthread_use_pthreads() != 0) {
+        snprintf(err, err_len, "libevent has no thread support");
+        free(s);
+        return MSV_ERR_UNSUPPORTED;
+    }
     s->control_fd = -1;
     s->cfg = *cfg;
     snprintf(s->config_path, sizeof(s->config_path), "%s", config_path ? config_path : "");
