@@ -45,6 +45,8 @@ static void write_config(struct test_server *s, char *path, size_t len)
     snprintf(path, len, "%s/missived.conf", s->dir);
     f = fopen(path, "w");
     assert_non_null(f);
+    if (s->leaf_version != 0)
+        fprintf(f, "[directory]\nleaf_version = %u\n", s->leaf_version);
     fprintf(f,
             "[server]\ndata_dir = %s/data\nlisten_port = %u\nworkers = 2\n"
             "[http]\nlisten_port = %u\n"

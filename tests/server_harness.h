@@ -13,7 +13,8 @@ struct test_server {
     pid_t pid;
     char dir[64];
     char log[128];
-    char extra[1024]; /* more INI lines for the config */
+    char extra[1024];      /* more INI lines for the config */
+    unsigned leaf_version; /* [directory] leaf_version at every start; 0: the default */
     uint16_t port, http_port;
     uint8_t fingerprint[32];
 };

@@ -15,6 +15,8 @@ M=$(realpath "${1:?usage: test_akd3.sh MISSIVE MISSIVED MISSIVE_AUDIT}")
 D=$(realpath "${2:?usage: test_akd3.sh MISSIVE MISSIVED MISSIVE_AUDIT}")
 A=$(realpath "${3:?usage: test_akd3.sh MISSIVE MISSIVED MISSIVE_AUDIT}")
 in_scratch
+# version-3 leaves (not the default): the labels computed from the handles they name
+export MISSIVED_DIRECTORY_LEAF_VERSION=3
 trap 'kill -TERM "$pid" 2>/dev/null && wait "$pid"; rm -rf "$work"' EXIT
 alarm="THE LOG DOES NOT CHECK OUT: "
 stop() { kill -TERM "$pid" && wait "$pid"; pid=; }

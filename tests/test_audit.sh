@@ -12,6 +12,8 @@ M=$(realpath "${1:?usage: test_audit.sh MISSIVE MISSIVED MISSIVE_AUDIT}")
 D=$(realpath "${2:?usage: test_audit.sh MISSIVE MISSIVED MISSIVE_AUDIT}")
 A=$(realpath "${3:?usage: test_audit.sh MISSIVE MISSIVED MISSIVE_AUDIT}")
 in_scratch
+# version-3 leaves (not the default): the leaf hashes an auditor reads, the leaves rewritten below
+export MISSIVED_DIRECTORY_LEAF_VERSION=3
 
 start() { start_missived || bad "missived started"; }
 stop() { kill -TERM "$pid"; wait "$pid"; pid=; }

@@ -29,6 +29,7 @@
 #include "missive/ratchet.h"
 #include "missive/sealed.h"
 #include "missive/util.h"
+#include "missive/vrf.h"
 #include "server_harness.h"
 
 #define QUICK_MS 700
@@ -1522,12 +1523,17 @@ static void head_of(const Msv__Wire__TreeHead *w, struct msv_kt_head *h)
     memcpy(h->signature, w->signature.data, MSV_KT_SIG_LEN);
 }
 
-/* The proof holds: the leaf is in the tree of head, and lists exactly hd's devices. */
-static void expect_proven(const Msv__Wire__HandleDevices *hd, const struct msv_kt_head *head)
+/*
+ * The proof holds: the leaf is in the tree of head, and lists exactly hd's devices (a version-4
+ * leaf: the data beside it, which it opens to under vrf_key).
+ */
+static void expect_proven(const Msv__Wire__HandleDevices *hd, const struct msv_kt_head *head,
+                          const ProtobufCBinaryData *vrf_key)
 {
     static uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+    static struct msv_kt_entry e;
+    struct msv_kt_v4_leaf v4;
     const Msv__Wire__LogProof *p = hd->proof;
-    struct msv_kt_entry e;
     uint8_t h[MSV_KT_HASH_LEN];
 
     assert_non_null(p);
@@ -1539,7 +1545,15 @@ static void expect_proven(const Msv__Wire__HandleDevices *hd, const struct msv_k
     msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
     assert_int_equal(
         msv_merkle_verify_inclusion(h, p->index, head->size, path, p->n_path, head->root), MSV_OK);
-    assert_int_equal(msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e), MSV_OK);
+    if (msv_kt_v4_leaf_parse(p->leaf.data, p->leaf.len, &v4) == MSV_OK) {
+        assert_int_equal(vrf_key->len, MSV_VRF_PUBLIC_KEY_LEN);
+        assert_int_equal(msv_kt_v4_open(vrf_key->data, p->leaf.data, p->leaf.len, p->data.data,
+                                        p->data.len, p->version, p->opening.data, p->vrf_proof.data,
+                                        &e),
+                         MSV_OK);
+    } else {
+        assert_int_equal(msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e), MSV_OK);
+    }
     assert_int_equal(strlen(e.handle), hd->handle.len);
     assert_memory_equal(e.handle, hd->handle.data, hd->handle.len);
     assert_int_equal(e.n_devices, hd->n_devices);
@@ -1581,6 +1595,7 @@ static void test_transparency(void **state)
     struct msv_conn *anon;
 
     (void)state;
+    /* the log's entry 0 is its cut-over to version-4 leaves (the default) */
     test_server_init(&s, NULL);
     test_server_start(&s);
     read_log_key(&s, key);
@@ -1591,9 +1606,9 @@ static void test_transparency(void **state)
     assert_memory_equal(r->lookup_result->log_key.data, key, MSV_KT_KEY_LEN);
     head_of(r->lookup_result->head, &h1);
     assert_int_equal(msv_kt_head_verify(&h1, key), MSV_OK);
-    assert_int_equal(h1.size, 2);
-    expect_proven(r->lookup_result->results[0], &h1);
-    assert_int_equal(r->lookup_result->results[0]->proof->index, 1);
+    assert_int_equal(h1.size, 3);
+    expect_proven(r->lookup_result->results[0], &h1, &r->lookup_result->vrf_key);
+    assert_int_equal(r->lookup_result->results[0]->proof->index, 2);
     msv_frame_free(r);
     /* a minute later the same log gets a new head: same size and root, a fresh signed time */
     test_server_set_clock(&s, h1.time_ms + 61000);
@@ -1615,12 +1630,12 @@ static void test_transparency(void **state)
     r = lookup_from(a1.conn, "bob@example.org", h1.size);
     head_of(r->lookup_result->head, &h2);
     assert_int_equal(msv_kt_head_verify(&h2, key), MSV_OK);
-    assert_int_equal(h2.size, 3);
+    assert_int_equal(h2.size, 4);
     assert_int_equal(r->lookup_result->results[0]->n_devices, 2);
-    expect_proven(r->lookup_result->results[0], &h2);
+    expect_proven(r->lookup_result->results[0], &h2, &r->lookup_result->vrf_key);
     expect_consistent(r->lookup_result, &h1, &h2);
     msv_frame_free(r);
-    /* the log read without an account: every leaf proven against the head, by its hash only */
+    /* the log read without an account: every leaf proven against the head */
     anon = test_connect(&s);
     {
         Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
@@ -1636,23 +1651,28 @@ static void test_transparency(void **state)
         head_of(r->log_entries->head, &h3);
         assert_int_equal(h3.size, h2.size);
         assert_memory_equal(h3.root, h2.root, MSV_KT_HASH_LEN);
-        assert_int_equal(r->log_entries->n_entries, 3);
-        for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(r->log_entries->n_entries, 4);
+        for (size_t i = 0; i < 4; i++) {
             static uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
             const Msv__Wire__LogProof *p = r->log_entries->entries[i];
+            struct msv_kt_v4_leaf v4;
             uint8_t h[MSV_KT_HASH_LEN];
 
             assert_int_equal(p->index, i);
             for (size_t k = 0; k < p->n_path; k++)
                 memcpy(path[k], p->path[k].data, MSV_KT_HASH_LEN);
-            assert_int_equal(p->leaf.len, 0);
-            assert_int_equal(p->leaf_hash.len, MSV_KT_HASH_LEN);
-            memcpy(h, p->leaf_hash.data, MSV_KT_HASH_LEN);
+            /* the cut-over, then version-4 leaves: they name no one, so are given whole */
+            if (i == 0)
+                assert_int_equal(msv_kt_cutover_leaf_parse(p->leaf.data, p->leaf.len), MSV_OK);
+            else
+                assert_int_equal(msv_kt_v4_leaf_parse(p->leaf.data, p->leaf.len, &v4), MSV_OK);
+            assert_int_equal(p->leaf_hash.len, 0);
+            msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
             assert_int_equal(msv_merkle_verify_inclusion(h, i, h3.size, path, p->n_path, h3.root),
                              MSV_OK);
         }
         msv_frame_free(r);
-        q.start = 3; /* past the end: nothing, but the head */
+        q.start = 4; /* past the end: nothing, but the head */
         r = test_request(anon, &req);
         assert_int_equal(r->log_entries->n_entries, 0);
         msv_frame_free(r);
@@ -2336,10 +2356,10 @@ static void test_log_read_rate(void **state)
         test_register(&s, handle, &d[i]);
     }
     anon = test_connect(&s);
-    /* 256 asked, 5 tokens: 5 entries */
+    /* 256 asked, 5 tokens: 5 entries (of 8: the cut-over entry, then 7 device sets) */
     r = log_read(anon, 0, 256);
     assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_LOG_ENTRIES);
-    assert_int_equal(r->log_entries->head->size, 7);
+    assert_int_equal(r->log_entries->head->size, 8);
     assert_int_equal(r->log_entries->n_entries, 5);
     msv_frame_free(r);
     /* the bucket is empty: the rest of the directory waits */
@@ -2414,7 +2434,8 @@ static void test_log_read_names_no_handle(void **state)
     uint64_t size;
 
     (void)state;
-    test_server_init(&s, "[accounts]\nregister_burst = 20\n");
+    /* leaves that name their handles (version 3): the reader sees their hashes only */
+    test_server_init(&s, "[directory]\nleaf_version = 3\n[accounts]\nregister_burst = 20\n");
     test_server_start(&s);
     test_register(&s, "alice@example.org", &a);
     test_register(&s, "bob@example.org", &b);
@@ -2495,7 +2516,8 @@ static void test_device_of_another_account(void **state)
     uint64_t size;
 
     (void)state;
-    test_server_init(&s, NULL);
+    /* leaves that name their handles (version 3): bob's is read as his */
+    test_server_init(&s, "[directory]\nleaf_version = 3\n");
     test_server_start(&s);
     test_register(&s, "alice@example.org", &a);
     test_register(&s, "bob@example.org", &b1);
@@ -2561,7 +2583,8 @@ static void test_log_read_v4_names_no_handle(void **state)
     msv_frame *r;
 
     (void)state;
-    test_server_init(&s, "[accounts]\nregister_burst = 20\n");
+    /* alice registers on a log of version-3 leaves, then it cuts over */
+    test_server_init(&s, "[directory]\nleaf_version = 3\n[accounts]\nregister_burst = 20\n");
     test_server_start(&s);
     test_register(&s, "alice@example.org", &d[0]);
     test_server_stop(&s);
@@ -2687,7 +2710,8 @@ static void test_big_account_answers(void **state)
     /* a server that takes frames larger than clients read still answers within 1 MiB */
     test_server_init(&s, "[server]\nframe_max = 4194304\n"
                          "[accounts]\nregister_burst = 200\nargon2_memlimit_kib = 8\n"
-                         "argon2_opslimit = 1\n[directory]\nlookup_burst = 1000\n");
+                         "argon2_opslimit = 1\n[directory]\nlookup_burst = 1000\n"
+                         "leaf_version = 3\n"); /* leaves that hold the device sets */
     test_server_start(&s);
     test_register(&s, "alice@example.org", &a1);
     assert_int_equal(msv_identity_generate_suites(MSV_SUITE_CLASSIC,

@@ -85,15 +85,24 @@ static msv_err check_version(const Msv__Wire__LookupResponse *r, const Msv__Wire
     return MSV_OK;
 }
 
-msv_err msv_kt_check_versions(struct msv_client_db *db, const Msv__Wire__LookupResponse *r,
-                              const struct msv_kt_head *head, int *pin, char *why, size_t len)
+msv_err msv_kt_check_epoch(struct msv_client_db *db, const Msv__Wire__LookupResponse *r,
+                           const struct msv_kt_head *head, int *pin, int *keydir, char *why,
+                           size_t len)
 {
     msv_err err = check_epoch(db, r, head, pin, why, len);
 
+    *keydir = err == MSV_OK;
     if (err == MSV_ERR_NOT_FOUND) {
         *pin = 0;
         return MSV_OK;
     }
+    return err;
+}
+
+msv_err msv_kt_check_versions(const Msv__Wire__LookupResponse *r, char *why, size_t len)
+{
+    msv_err err = MSV_OK;
+
     for (size_t i = 0; err == MSV_OK && i < r->n_results; i++)
         err = check_version(r, r->results[i], why, len);
     return err;
@@ -113,7 +122,7 @@ msv_err msv_kt_keep_epoch(struct msv_client_db *db, const Msv__Wire__LookupRespo
 
     if (r->head->epoch_root.len != MSV_PT_HASH_LEN ||
         r->head->epoch_signature.len != MSV_PT_SIG_LEN)
-        return MSV_OK; /* a directory without a prefix tree (msv_kt_check_versions let it) */
+        return MSV_OK; /* a directory without a prefix tree (msv_kt_check_epoch let it) */
     msv_put_u64be(v, head->size);
     memcpy(v + 8, r->head->epoch_root.data, MSV_PT_HASH_LEN);
     memcpy(v + 8 + MSV_PT_HASH_LEN, r->head->epoch_signature.data, MSV_PT_SIG_LEN);

@@ -610,9 +610,12 @@ msv_err msv_kt_check_lookup(struct msv_client_db *db, const Msv__Wire__LookupRes
     const struct log_answer a = {r->head,          r->log_key,   r->consistency,
                                  r->n_consistency, r->rotations, r->n_rotations};
     struct msv_kt_head head;
-    int pin = 0, pin_vrf = 0;
+    int pin = 0, pin_vrf = 0, keydir = 0;
     msv_err err = check_answer(db, &a, &head, &pin, why, why_len);
 
+    /* the VRF key first: the leaves are opened with it */
+    if (err == MSV_OK)
+        err = msv_kt_check_epoch(db, r, &head, &pin_vrf, &keydir, why, why_len);
     for (size_t i = 0; err == MSV_OK && i < r->n_results; i++) {
         const Msv__Wire__HandleDevices *hd = r->results[i];
 
@@ -627,8 +630,8 @@ msv_err msv_kt_check_lookup(struct msv_client_db *db, const Msv__Wire__LookupRes
             err = check_device_owner(db, r, i, hd->devices[d], why, why_len);
     }
     /* the key directory proves each leaf the handle's newest (docs/transparency.md) */
-    if (err == MSV_OK)
-        err = msv_kt_check_versions(db, r, &head, &pin_vrf, why, why_len);
+    if (err == MSV_OK && keydir)
+        err = msv_kt_check_versions(r, why, why_len);
     if (err == MSV_OK)
         err = accept_answer(db, &a, &head, pin);
     if (err == MSV_OK && pin_vrf)

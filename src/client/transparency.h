@@ -78,16 +78,23 @@ MSV_MUST_CHECK msv_err msv_kt_check_lookup(struct msv_client_db *db,
 int msv_kt_is_renewed(struct msv_client_db *db, const char *handle);
 MSV_MUST_CHECK msv_err msv_kt_renewed_told(struct msv_client_db *db, const char *handle);
 /*
- * Checks the key directory's part of a lookup answer whose head passed the log's checks: the
- * prefix tree's root is signed by the answer's log key for head's size, the VRF key is the one
- * this device pinned (or *pin is set: none pinned yet), and every result's version proof shows
- * its devices' leaf as the handle's newest version (version 0 for a handle without devices).
- * An answer without a key directory is accepted only while none was ever seen (*pin 0).
- * MSV_ERR_AUTH, why saying what failed; nothing is remembered (msv_kt_pin_vrf_key does).
+ * Checks the key directory's part of a lookup answer whose head passed the log's checks, before
+ * any of its leaves is opened with its VRF key: the prefix tree's root is signed by the answer's
+ * log key for head's size and the VRF key is the one this device pinned (or *pin is set: none
+ * pinned yet); *keydir is set if the answer has a key directory. An answer without one is
+ * accepted only while none was ever seen (*pin and *keydir 0). MSV_ERR_AUTH, why saying what
+ * failed; nothing is remembered (msv_kt_pin_vrf_key does).
  */
-MSV_MUST_CHECK msv_err msv_kt_check_versions(struct msv_client_db *db,
-                                             const Msv__Wire__LookupResponse *r,
-                                             const struct msv_kt_head *head, int *pin, char *why,
+MSV_MUST_CHECK msv_err msv_kt_check_epoch(struct msv_client_db *db,
+                                          const Msv__Wire__LookupResponse *r,
+                                          const struct msv_kt_head *head, int *pin, int *keydir,
+                                          char *why, size_t why_len);
+/*
+ * Every result's version proof, against the answer's epoch root and VRF key (checked by
+ * msv_kt_check_epoch), shows its devices' leaf as the handle's newest version (version 0 for a
+ * handle without devices). MSV_ERR_AUTH, why saying what failed.
+ */
+MSV_MUST_CHECK msv_err msv_kt_check_versions(const Msv__Wire__LookupResponse *r, char *why,
                                              size_t why_len);
 MSV_MUST_CHECK msv_err msv_kt_pin_vrf_key(struct msv_client_db *db,
                                           const Msv__Wire__LookupResponse *r);

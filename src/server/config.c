@@ -180,7 +180,7 @@ void msv_config_defaults(struct msv_config *c)
     c->log_read_rate = 50;
     c->log_read_burst = 5000;
     c->append_proof_kib = 65536;
-    c->leaf_version = 3;
+    c->leaf_version = 4;
     c->register_rate = 0.2;
     c->register_burst = 10;
     c->identity_max = 2048;
