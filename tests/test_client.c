@@ -3504,6 +3504,24 @@ static void test_monitor_reads_no_leaves(void **state)
 }
 
 /*
+ * A new server (leaf_version: 0 for the default) where alice's monitor starts watching at her
+ * version 1, then she links her laptop and removes it (versions 2 and 3) while it does not look.
+ */
+static void laptop_came_and_went(struct test_server *s, unsigned leaf_version,
+                                 struct msv_client **alice, struct msv_client **laptop)
+{
+    char last[400];
+
+    test_server_init(s, NULL);
+    s->leaf_version = leaf_version;
+    test_server_start(s);
+    *alice = client_for(s, "alice", "alice@example.org");
+    assert_int_equal(monitor(*alice, last), 0);
+    *laptop = linked_device(s, *alice, "alice-laptop");
+    assert_int_equal(msv_client_remove_device(*alice, (*laptop)->device_id), MSV_OK);
+}
+
+/*
  * A version left out of the monitor's read: alice links her laptop and removes it (versions 2
  * and 3 of her handle) while her phone does not look; the directory then keeps version 2 from
  * the versions it shows her phone (it stays in the log and the key directory). Her phone's
@@ -3516,12 +3534,7 @@ static void test_monitor_version_withheld(void **state)
     char last[400];
 
     (void)state;
-    test_server_init(&s, NULL);
-    test_server_start(&s);
-    alice = client_for(&s, "alice", "alice@example.org");
-    assert_int_equal(monitor(alice, last), 0); /* where watching starts: version 1 */
-    laptop = linked_device(&s, alice, "alice-laptop");
-    assert_int_equal(msv_client_remove_device(alice, laptop->device_id), MSV_OK);
+    laptop_came_and_went(&s, 0, &alice, &laptop);
     test_server_stop(&s);
     server_sql(&s, "UPDATE kt_log SET handle = 'hidden' WHERE idx = (SELECT min(idx) FROM kt_log "
                    "WHERE handle = 'alice@example.org' AND idx > (SELECT min(idx) FROM kt_log "
@@ -3550,12 +3563,7 @@ static void test_monitor_versions_stalled(void **state)
     char last[400];
 
     (void)state;
-    test_server_init(&s, NULL);
-    test_server_start(&s);
-    alice = client_for(&s, "alice", "alice@example.org");
-    assert_int_equal(monitor(alice, last), 0); /* where watching starts: version 1 */
-    laptop = linked_device(&s, alice, "alice-laptop");
-    assert_int_equal(msv_client_remove_device(alice, laptop->device_id), MSV_OK);
+    laptop_came_and_went(&s, 0, &alice, &laptop);
     test_server_stop(&s);
     snprintf(s.extra, sizeof(s.extra), "owner_versions_stall = true");
     test_server_start(&s);
@@ -3586,13 +3594,8 @@ static void test_monitor_version_unproven(void **state)
     char last[400];
 
     (void)state;
-    test_server_init(&s, NULL);
-    s.leaf_version = 3; /* the tree's entries computed from the data (test_akd4.sh: version 4) */
-    test_server_start(&s);
-    alice = client_for(&s, "alice", "alice@example.org");
-    assert_int_equal(monitor(alice, last), 0); /* where watching starts: version 1 */
-    laptop = linked_device(&s, alice, "alice-laptop");
-    assert_int_equal(msv_client_remove_device(alice, laptop->device_id), MSV_OK);
+    /* the tree's entries computed from the data (test_akd4.sh: version 4) */
+    laptop_came_and_went(&s, 3, &alice, &laptop);
     assert_int_equal(server_count(&s, "SELECT count(*) FROM kt_log;"), 3);
     test_server_stop(&s);
     snprintf(s.extra, sizeof(s.extra), "keydir_rewrite = change 1");
