@@ -187,6 +187,32 @@ static void test_stop_while_committing(void **state)
     test_server_cleanup(&s);
 }
 
+/* Sends a lookup of handle on d's connection (request rid), not waiting for its answer. */
+static void lookup_begin(struct test_device *d, const char *handle, uint64_t rid)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__LookupRequest q = MSV__WIRE__LOOKUP_REQUEST__INIT;
+    ProtobufCBinaryData h = {.data = (uint8_t *)handle, .len = strlen(handle)};
+
+    q.n_handles = 1;
+    q.handles = &h;
+    req.body_case = MSV__WIRE__FRAME__BODY_LOOKUP;
+    req.lookup = &q;
+    req.request_id = rid;
+    assert_int_equal(msv_conn_send(d->conn, &req), MSV_OK);
+}
+
+/* A lookup on d's connection, answered. */
+static void lookup(struct test_device *d, const char *handle, uint64_t rid)
+{
+    msv_frame *f;
+
+    lookup_begin(d, handle, rid);
+    f = answer_to(d, rid);
+    assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_LOOKUP_RESULT);
+    msv_frame_free(f);
+}
+
 /*
  * Answers on one connection come in the order of its requests: a lookup sent
  * after a send is answered after the send's Ok, once the send's commit
@@ -196,23 +222,13 @@ static void test_answers_in_order(void **state)
 {
     struct test_server s;
     struct test_device a1, b1;
-    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
-    Msv__Wire__LookupRequest q = MSV__WIRE__LOOKUP_REQUEST__INIT;
-    ProtobufCBinaryData h;
     msv_frame *f = NULL;
 
     (void)state;
     start_slow(&s, NULL);
     two_devices(&s, "order", &a1, &b1);
     test_send_begin(&a1, &b1, "first", 7301);
-    h.data = (uint8_t *)b1.handle;
-    h.len = strlen(b1.handle);
-    q.n_handles = 1;
-    q.handles = &h;
-    req.body_case = MSV__WIRE__FRAME__BODY_LOOKUP;
-    req.lookup = &q;
-    req.request_id = 7302;
-    assert_int_equal(msv_conn_send(a1.conn, &req), MSV_OK);
+    lookup_begin(&a1, b1.handle, 7302);
     do {
         msv_frame_free(f);
         f = NULL;
@@ -272,25 +288,6 @@ static void test_backlog_bounded(void **state)
     test_device_free(&b1);
     test_server_stop(&s);
     test_server_cleanup(&s);
-}
-
-/* A lookup on d's connection, answered. */
-static void lookup(struct test_device *d, const char *handle, uint64_t rid)
-{
-    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
-    Msv__Wire__LookupRequest q = MSV__WIRE__LOOKUP_REQUEST__INIT;
-    ProtobufCBinaryData h = {.data = (uint8_t *)handle, .len = strlen(handle)};
-    msv_frame *f;
-
-    q.n_handles = 1;
-    q.handles = &h;
-    req.body_case = MSV__WIRE__FRAME__BODY_LOOKUP;
-    req.lookup = &q;
-    req.request_id = rid;
-    assert_int_equal(msv_conn_send(d->conn, &req), MSV_OK);
-    f = answer_to(d, rid);
-    assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_LOOKUP_RESULT);
-    msv_frame_free(f);
 }
 
 /*

@@ -1229,7 +1229,6 @@ static void check_caps(struct msv_server *s, struct msv_commit_batch *b)
 
             if (slot == 0) {
                 slot = ++n_seen;
-                added[slot - 1].device_id = device;
                 failed = msv_u64map_put(&seen, device, (void *)slot) != MSV_OK;
             }
             added[slot - 1].envelopes++;
