@@ -237,6 +237,27 @@ static void test_equal_ct_and_wipe(void **state)
     msv_secret_free(NULL, 10);
 }
 
+/* Handles fold as the directory keeps them: a username checked, other handles' ASCII letters
+ * lowered, anything empty, too long or not a username refused. */
+static void test_handle_fold(void **state)
+{
+    char out[40];
+
+    (void)state;
+    assert_int_equal(msv_handle_fold((const uint8_t *)"Alice@Example.ORG", 17, 39, out), 1);
+    assert_string_equal(out, "alice@example.org");
+    assert_int_equal(msv_handle_fold((const uint8_t *)"+15551234567", 12, 39, out), 1);
+    assert_string_equal(out, "+15551234567");
+    assert_int_equal(msv_handle_fold((const uint8_t *)"Bob.42", 6, 39, out), 1);
+    assert_string_equal(out, "bob.42");
+    assert_int_equal(msv_handle_fold((const uint8_t *)"bob", 3, 39, out), 0); /* no digits */
+    assert_int_equal(msv_handle_fold((const uint8_t *)"1bob.42", 7, 39, out), 0);
+    assert_int_equal(msv_handle_fold((const uint8_t *)"a@b", 0, 39, out), 0);    /* empty */
+    assert_int_equal(msv_handle_fold((const uint8_t *)"A@bcdef", 7, 6, out), 0); /* too long */
+    assert_int_equal(msv_handle_fold((const uint8_t *)"A@bcdef", 7, 7, out), 1);
+    assert_string_equal(out, "a@bcdef");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -244,6 +265,7 @@ int main(void)
         cmocka_unit_test(test_hex),          cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_host_port),    cmocka_unit_test(test_elems_round_trip),
         cmocka_unit_test(test_elems_strict), cmocka_unit_test(test_equal_ct_and_wipe),
+        cmocka_unit_test(test_handle_fold),
     };
 
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);

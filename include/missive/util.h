@@ -79,4 +79,12 @@ int msv_utf8_is_valid(const uint8_t *s, size_t len);
 #define MSV_USERNAME_MAX 34
 int msv_username_normalise(const uint8_t *s, size_t len, char *out);
 
+/*
+ * A handle folded as the directory keeps it: a username through msv_username_normalise, an
+ * e-mail address or +E.164 number with its ASCII letters folded to lower case (its grammar is the
+ * server's to check). Writes it to out (max + 1 bytes) and returns 1, or returns 0 for an empty
+ * handle, one longer than max, or a username that is not one.
+ */
+int msv_handle_fold(const uint8_t *s, size_t len, size_t max, char *out);
+
 #endif

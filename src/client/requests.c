@@ -510,20 +510,6 @@ msv_err msv_request_ack_committed(struct msv_conn *c, const uint64_t *queue_id, 
     return run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, NULL, NULL);
 }
 
-/* A handle folded as the directory keeps it (ASCII letters to lower case; a username also
- * checked): 0 if it is no handle. */
-static int fold_handle(const uint8_t *h, size_t len, char out[MSV_HANDLE_MAX + 1])
-{
-    if (len == 0 || len > MSV_HANDLE_MAX)
-        return 0;
-    if (memchr(h, '@', len) == NULL && h[0] != '+')
-        return msv_username_normalise(h, len, out);
-    for (size_t i = 0; i < len; i++)
-        out[i] = (char)(h[i] >= 'A' && h[i] <= 'Z' ? h[i] + 32 : h[i]);
-    out[len] = '\0';
-    return 1;
-}
-
 /*
  * Every result answers the handle asked in its place: a proven answer for another handle (the
  * directory's own account, say) would have the asker seal to that account's devices.
@@ -534,8 +520,10 @@ static int results_match(const Msv__Wire__LookupResponse *r, const char *const *
         char want[MSV_HANDLE_MAX + 1], got[MSV_HANDLE_MAX + 1];
 
         if (r->results[i] == NULL ||
-            !fold_handle((const uint8_t *)handles[i], strlen(handles[i]), want) ||
-            !fold_handle(r->results[i]->handle.data, r->results[i]->handle.len, got) ||
+            !msv_handle_fold((const uint8_t *)handles[i], strlen(handles[i]), MSV_HANDLE_MAX,
+                             want) ||
+            !msv_handle_fold(r->results[i]->handle.data, r->results[i]->handle.len, MSV_HANDLE_MAX,
+                             got) ||
             strcmp(want, got) != 0)
             return 0;
     }

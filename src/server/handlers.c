@@ -102,8 +102,6 @@ static int normalise_handle(ProtobufCBinaryData b, char *out)
 
     if (b.len < 3 || b.len > MSV_HANDLE_MAX)
         return 0;
-    if (memchr(b.data, '@', b.len) == NULL && b.data[0] != '+')
-        return msv_username_normalise(b.data, b.len, out);
     if (b.data[0] == '+') {
         if (b.len < 7 || b.len > 16)
             return 0;
@@ -111,16 +109,12 @@ static int normalise_handle(ProtobufCBinaryData b, char *out)
             if (b.data[i] < '0' || b.data[i] > '9')
                 return 0;
         }
-    } else {
-        at = memchr(b.data, '@', b.len);
-        if (at == NULL || !local_part_ok(b.data, (size_t)(at - b.data)) ||
+    } else if ((at = memchr(b.data, '@', b.len)) != NULL) {
+        if (!local_part_ok(b.data, (size_t)(at - b.data)) ||
             !domain_ok(at + 1, b.len - (size_t)(at - b.data) - 1))
             return 0;
     }
-    for (size_t i = 0; i < b.len; i++)
-        out[i] = (char)(b.data[i] >= 'A' && b.data[i] <= 'Z' ? b.data[i] + 32 : b.data[i]);
-    out[b.len] = '\0';
-    return 1;
+    return msv_handle_fold(b.data, b.len, MSV_HANDLE_MAX, out);
 }
 
 /* label: "MSV-code-v1" for registration, "MSV-reset-v1" for a password reset */

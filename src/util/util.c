@@ -273,3 +273,15 @@ int msv_username_normalise(const uint8_t *s, size_t len, char *out)
     out[len] = '\0';
     return 1;
 }
+
+int msv_handle_fold(const uint8_t *s, size_t len, size_t max, char *out)
+{
+    if (len == 0 || len > max)
+        return 0;
+    if (memchr(s, '@', len) == NULL && s[0] != '+')
+        return msv_username_normalise(s, len, out);
+    for (size_t i = 0; i < len; i++)
+        out[i] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] + 32 : s[i]);
+    out[len] = '\0';
+    return 1;
+}
