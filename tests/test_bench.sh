@@ -64,6 +64,14 @@ else
     grep -q '^Not run: B7 needs a PostgreSQL and a Redis' all.txt && ok || bad "B7 without services"
 fi
 
+# B3's MLS side: a row per size, and at 100 devices a removal once the parents hold keys is
+# far smaller than a fresh tree's (one path secret per node met, not per leaf)
+expect 0 "quick MLS run" -- "$B" --quick mls
+grep -q '^### B3 (MLS)' out.txt && ok || bad "MLS section missing"
+awk -F'|' '/^\| (2|10|100) \|/ {rows++} /^\| 100 \|/ {split($4, fresh, ","); split($5, keyed, ",")
+     if (keyed[1] + 0 > 0 && keyed[1] + 0 < fresh[1] / 4) small = 1}
+     END {exit !(rows == 3 && small)}' out.txt && ok || bad "MLS rows: $(grep '^| 100 |' out.txt)"
+
 # nothing left behind: no server still running from this run, no scratch directory
 bench_gone "$work" && ok || bad "left behind by the bench: $(bench_left "$work")"
 
