@@ -22,7 +22,7 @@ packages=(
 bench=0
 if [ "${1:-}" = "--bench" ]; then
     bench=1
-    packages+=(mosquitto nginx-light strace)
+    packages+=(mosquitto nginx-light strace linux-perf)
 elif [ $# -gt 0 ]; then
     echo "usage: scripts/deps.sh [--bench]" >&2
     exit 2

@@ -2496,6 +2496,19 @@ static msv_err finish(struct sqlite_store *s, msv_err err)
         return err_;                     \
     } while (0)
 
+/* Reads of several devices: one read transaction, so that the file locks (fcntl on the
+ * database and its WAL index) are taken once for all of them, not once per statement. */
+#define READ_TOGETHER(n, call)                                   \
+    do {                                                         \
+        msv_err err_;                                            \
+        lock(impl);                                              \
+        err_ = (n) > 1 ? exec(impl, "BEGIN DEFERRED;") : MSV_OK; \
+        if (err_ == MSV_OK)                                      \
+            err_ = (n) > 1 ? finish(impl, (call)) : (call);      \
+        unlock(impl);                                            \
+        return err_;                                             \
+    } while (0)
+
 static msv_err l_account_create(void *impl, const char *handle, const char *password_hash,
                                 int64_t now_ms, uint64_t *account_id)
 {
@@ -3000,7 +3013,7 @@ static msv_err fetch_many(void *impl, struct msv_queue_read *reads, size_t n, in
 static msv_err l_queue_fetch_many(void *impl, struct msv_queue_read *reads, size_t n,
                                   int64_t now_ms)
 {
-    LOCKED(fetch_many(impl, reads, n, now_ms));
+    READ_TOGETHER(n, fetch_many(impl, reads, n, now_ms));
 }
 
 static msv_err l_queue_ack(void *impl, uint64_t device_id, const uint64_t *ids, size_t n,
@@ -3023,7 +3036,7 @@ static msv_err l_queue_expire(void *impl, int64_t now_ms, size_t *expired)
 
 static msv_err l_queue_usage(void *impl, struct msv_queue_usage *u, size_t n)
 {
-    LOCKED(queue_usage(impl, u, n));
+    READ_TOGETHER(n, queue_usage(impl, u, n));
 }
 
 static msv_err l_queue_refusal_add(void *impl, uint64_t device_id)

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Where missived's CPU goes under B2's load: runs `missive-bench relay` (1,000 connections,
+# one run, a long full-load window), records missived with linux-perf for SECONDS once the
+# load has started, and prints the samples by category (bench/profile_categories.py).
+#   bench/profile.sh [BUILD_DIR] [SECONDS]     default: build, 10
+# perf needs kernel.perf_event_paranoid <= 2 to profile a process of the same user
+# (scripts/deps.sh --bench installs linux-perf).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+seconds=${2:-10}
+case "$seconds" in '' | *[!0-9]*) echo "usage: bench/profile.sh [BUILD_DIR] [SECONDS]" >&2; exit 2 ;; esac
+command -v perf >/dev/null || { echo "profile: perf is not installed (scripts/deps.sh --bench)" >&2; exit 1; }
+[ -x "$build/missive-bench" ] || { echo "profile: no $build/missive-bench (build it first)" >&2; exit 1; }
+work=$(mktemp -d)
+bench_pid=
+cleanup() {
+    [ -n "$bench_pid" ] && kill -INT "$bench_pid" 2>/dev/null && wait "$bench_pid" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+"$build/missive-bench" --runs 1 --window $((seconds * 3)) relay >"$work/bench.out" 2>"$work/bench.err" &
+bench_pid=$!
+server=
+for _ in $(seq 1 600); do
+    server=$(pgrep -x missived -P "$bench_pid" | head -1 || true)
+    [ -n "$server" ] && break
+    kill -0 "$bench_pid" 2>/dev/null || { cat "$work/bench.err" >&2; exit 1; }
+    sleep 0.5
+done
+[ -n "$server" ] || { echo "profile: missived did not start" >&2; exit 1; }
+# the load has started when missived uses more than 60% of a core over a second
+ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+hz=$(getconf CLK_TCK)
+prev=$(ticks)
+for _ in $(seq 1 600); do
+    sleep 1
+    now=$(ticks) || { echo "profile: missived stopped before the load" >&2; exit 1; }
+    [ $((now - prev)) -gt $((hz * 6 / 10)) ] && break
+    prev=$now
+done
+echo "profile: missived (pid $server) under load; recording ${seconds}s" >&2
+perf record -F 999 -g -p "$server" -o "$work/perf.data" -- sleep "$seconds" 2>"$work/perf.err" >/dev/null
+perf script -i "$work/perf.data" 2>/dev/null | python3 bench/profile_categories.py
