@@ -5,6 +5,7 @@
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 B=$(realpath "${1:?usage: test_bench.sh PATH_TO_MISSIVE_BENCH}")
+CATEGORIES=$(cd "$(dirname "$0")/../bench" && pwd)/profile_categories.py
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 1
@@ -71,6 +72,19 @@ grep -q '^### B3 (MLS)' out.txt && ok || bad "MLS section missing"
 awk -F'|' '/^\| (2|10|100) \|/ {rows++} /^\| 100 \|/ {split($4, fresh, ","); split($5, keyed, ",")
      if (keyed[1] + 0 > 0 && keyed[1] + 0 < fresh[1] / 4) small = 1}
      END {exit !(rows == 3 && small)}' out.txt && ok || bad "MLS rows: $(grep '^| 100 |' out.txt)"
+
+# bench/profile.sh's categories: a kernel sample by the call in its chain, a user one by its library
+printf '%s\n' 'missived 1 1.0: 1001 cpu-clock:' \
+    $'\tffffffff8226 _raw_spin_unlock+0x19 ([kernel.kallsyms])' $'\tffffffff8127 fcntl_setlk+0x3e ([kernel.kallsyms])' '' \
+    'missived 1 1.1: 1001 cpu-clock:' $'\t7f01 sqlite3VdbeExec+0x12 (/usr/lib/x86_64-linux-gnu/libsqlite3.so.0.8.6)' '' \
+    'missived 1 1.2: 1001 cpu-clock:' $'\t7f02 [unknown] (/usr/lib/x86_64-linux-gnu/libsqlite3.so.0.8.6)' '' \
+    'missived 1 1.3: 1001 cpu-clock:' $'\t7f03 _int_malloc+0x4 (/usr/lib/x86_64-linux-gnu/libc.so.6)' >perf.txt
+python3 "$CATEGORIES" <perf.txt >cat.txt
+grep -q '^| share of missived.s CPU samples (4) | category |$' cat.txt &&
+    grep -q '^| 50.0% | SQLite |$' cat.txt && grep -q '^| 25.0% | kernel: fcntl' cat.txt &&
+    grep -q '^| 25.0% | libc: malloc/free |$' cat.txt && ok || bad "profile categories: $(cat cat.txt)"
+: >empty.txt
+python3 "$CATEGORIES" <empty.txt >/dev/null 2>&1 && bad "no samples accepted" || ok
 
 # nothing left behind: no server still running from this run, no scratch directory
 bench_gone "$work" && ok || bad "left behind by the bench: $(bench_left "$work")"
