@@ -21,24 +21,27 @@ cleanup() {
 trap cleanup EXIT
 "$build/missive-bench" --runs 1 --window $((seconds * 3)) relay >"$work/bench.out" 2>"$work/bench.err" &
 bench_pid=$!
-server=
-for _ in $(seq 1 600); do
-    server=$(pgrep -x missived -P "$bench_pid" | head -1 || true)
-    [ -n "$server" ] && break
-    kill -0 "$bench_pid" 2>/dev/null || { cat "$work/bench.err" >&2; exit 1; }
-    sleep 0.5
-done
-[ -n "$server" ] || { echo "profile: missived did not start" >&2; exit 1; }
-# the load has started when missived uses more than 60% of a core over a second
-ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+# the load has started when a missived of the bench (the seeding may start one of its own
+# before the measured one) uses more than 60% of a core over a second
 hz=$(getconf CLK_TCK)
-prev=$(ticks)
-for _ in $(seq 1 600); do
-    sleep 1
-    now=$(ticks) || { echo "profile: missived stopped before the load" >&2; exit 1; }
-    [ $((now - prev)) -gt $((hz * 6 / 10)) ] && break
+server=
+prev=
+loaded=0
+for _ in $(seq 1 1200); do
+    kill -0 "$bench_pid" 2>/dev/null || { cat "$work/bench.err" >&2; exit 1; }
+    now=
+    [ -n "$server" ] && now=$(awk '{print $14 + $15}' "/proc/$server/stat" 2>/dev/null)
+    if [ -z "$now" ]; then
+        server=$(pgrep -x missived -P "$bench_pid" | head -1 || true)
+        prev=
+    elif [ -n "$prev" ] && [ $((now - prev)) -gt $((hz * 6 / 10)) ]; then
+        loaded=1
+        break
+    fi
     prev=$now
+    sleep 1
 done
+[ "$loaded" = 1 ] || { echo "profile: missived never came under load" >&2; exit 1; }
 echo "profile: missived (pid $server) under load; recording ${seconds}s" >&2
 perf record -F 999 -g -p "$server" -o "$work/perf.data" -- sleep "$seconds" 2>"$work/perf.err" >/dev/null
 perf script -i "$work/perf.data" 2>/dev/null | python3 bench/profile_categories.py
