@@ -399,10 +399,15 @@ static msv_err read_secrets(struct msv_reader *r, struct msv_mls_member *m, cons
             REFUSE("resumption PSKs out of order");
         m->n_resumption++;
     }
-    /* the last is the current epoch's */
-    if (m->n_resumption == 0 || m->resumption[m->n_resumption - 1].epoch != m->epoch ||
-        !msv_equal_ct(m->resumption[m->n_resumption - 1].psk, m->s.resumption_psk, MSV_MLS_NH))
-        REFUSE("the resumption PSKs do not end with the current epoch's");
+    /* of past epochs and this one (a group created here has none for its epoch 0) */
+    if (m->n_resumption > 0) {
+        const uint8_t *last = m->resumption[m->n_resumption - 1].psk;
+        uint64_t epoch = m->resumption[m->n_resumption - 1].epoch;
+
+        if (epoch > m->epoch ||
+            (epoch == m->epoch && !msv_equal_ct(last, m->s.resumption_psk, MSV_MLS_NH)))
+            REFUSE("a resumption PSK of an epoch not yet reached");
+    }
     return MSV_OK;
 }
 
