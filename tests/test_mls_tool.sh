@@ -193,7 +193,7 @@ def authenticator(state):
             return line.split(": ")[1]
 
 counts = {}
-for name in ("passive-client-welcome", "passive-client-handling-commit"):
+for name in ("passive-client-welcome", "passive-client-handling-commit", "passive-client-random"):
     cases = json.load(open(os.path.join(vdir, name + ".json")))
     done = epochs = 0
     for i, tc in enumerate(cases):
