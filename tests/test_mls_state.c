@@ -311,6 +311,7 @@ static void run_suite(enum msv_mls_suite s)
                               (const uint8_t *)ppl[0].id, strlen(ppl[0].id), NOW - 60, NOW + 86400,
                               &ppl[0].m) != MSV_OK)
         fatal("create");
+    reload(&ppl[0].m); /* a group of one at epoch 0 goes through a file too */
     for (size_t i = 1; i < PEOPLE; i++)
         commit_round(i == 3 ? 1 : 0, i); /* person 1, loaded from its file, adds person 3 */
     talk();
