@@ -243,6 +243,29 @@ static void fails_safely(struct msv_mls_member *m, const uint8_t *msg, size_t le
         msv_secret_free(pt, pt_len);
 }
 
+/* The state with one bit of what (found in it) changed: refused, the reason naming reason. */
+static void refused_for(const uint8_t *bytes, size_t len, const uint8_t *what, size_t n,
+                        const char *reason)
+{
+    uint8_t *copy = malloc(len);
+    struct msv_mls_member *m = NULL;
+    const char *why = NULL;
+    size_t at = 0;
+
+    while (at + n <= len && memcmp(bytes + at, what, n) != 0)
+        at++;
+    if (copy == NULL || at + n > len)
+        fatal("not in the state");
+    memcpy(copy, bytes, len);
+    copy[at + n / 2] ^= 0x08;
+    CHECK(msv_mls_member_load(copy, len, NULL, 0, &m, &why) == MSV_ERR_PARSE && m == NULL &&
+              why != NULL && strstr(why, reason) != NULL,
+          reason);
+    if (why != NULL && strstr(why, reason) == NULL)
+        fprintf(stderr, "  said: %s\n", why);
+    free(copy);
+}
+
 static void test_bad_files(void)
 {
     uint8_t *bytes = NULL, *copy, *msg = NULL;
@@ -280,6 +303,11 @@ static void test_bad_files(void)
         fails_safely(m, msg, msg_len);
         msv_mls_member_free(m);
     }
+    /* each kind named: our leaf's private key, the signature seed, a tree leaf's signature */
+    refused_for(bytes, len, ppl[1].m->keys[0].sk, 32, "private key");
+    refused_for(bytes, len, ppl[1].m->sig_seed, 32, "signature key");
+    refused_for(bytes, len, ppl[1].m->tree.nodes[0].leaf.signature, MSV_MLS_SIG_LEN,
+                "ratchet tree");
     /* only the bits of secrets and flags can parse; the tree, keys and lengths cannot */
     CHECK(parsed < 8 * len / 2, "most changes are refused");
     CHECK(msv_mls_member_load(bytes, len, NULL, 0, &m, &why) == MSV_OK, "the original loads");
