@@ -118,7 +118,7 @@ static void file_free(struct file *f)
 
 static msv_err read_path(const char *cmd, const char *path, struct file *f)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO is refused, not waited on */
     msv_err err = fd < 0 ? MSV_ERR_IO : msv_mls_state_read_fd(fd, FILE_MAX, &f->p, &f->n);
 
     if (fd >= 0)
@@ -155,7 +155,8 @@ static int lock_state(const char *cmd, const char *path, struct file *f)
 {
     for (int tries = 0; tries < 100; tries++) {
         struct stat a, b;
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        int fd =
+            open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO is refused, not waited on */
 
         if (fd < 0 || flock(fd, LOCK_EX) != 0) {
             fprintf(stderr, "%s %s: %s: %s\n", prog, cmd, path, strerror(errno));

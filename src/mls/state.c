@@ -693,7 +693,7 @@ msv_err msv_mls_member_load_file(const char *path, const struct msv_mls_external
 {
     uint8_t *bytes = NULL;
     size_t len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO is refused, not waited on */
     msv_err err = fd < 0 ? MSV_ERR_IO : msv_mls_state_read_fd(fd, MSV_MLS_STATE_MAX, &bytes, &len);
 
     if (fd >= 0)
