@@ -23,6 +23,8 @@
 #include "missive/util.h"
 #include "missive/vrf.h"
 
+#include "crypto_mls.h"
+
 #define EXIT_USAGE 2
 #define EXIT_AUTH 3
 #define INPUT_MAX (64u * 1024u * 1024u)
@@ -51,6 +53,8 @@ static void usage_main(FILE *f)
             "  mlkem768 keygen|encaps|decaps\n"
             "                  ML-KEM-768 (FIPS 203) on files in the standard's byte formats\n"
             "  vrf             VRF keys, proofs and their verification (RFC 9381)\n"
+            "  mls             MLS (RFC 9420) groups on files: KeyPackages, commits,\n"
+            "                  Welcomes, application messages, the member's state\n"
             "\n"
             "'%s COMMAND --help' describes each command.\n"
             "exit status: 0 success, 1 error, 2 usage, 3 authentication failed\n",
@@ -1402,6 +1406,8 @@ int main(int argc, char **argv)
         return cmd_mlkem768(argc - 1, argv + 1);
     if (strcmp(argv[1], "vrf") == 0)
         return cmd_vrf(argc - 1, argv + 1);
+    if (strcmp(argv[1], "mls") == 0)
+        return msv_crypto_mls_main(argc - 1, argv + 1);
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (strcmp(argv[1], commands[i].name) != 0)
             continue;

@@ -145,11 +145,30 @@ _missive_crypto()
     local cur=${COMP_WORDS[COMP_CWORD]}
     if [ "$COMP_CWORD" -eq 1 ]; then
         mapfile -t COMPREPLY < <(compgen -W "keygen public fingerprint seal open verify
-            payload-encode payload-decode attach-encrypt attach-decrypt mlkem768 vrf --help" -- "$cur")
+            payload-encode payload-decode attach-encrypt attach-decrypt mlkem768 vrf mls --help" -- "$cur")
     elif [ "$COMP_CWORD" -eq 2 ] && [ "${COMP_WORDS[1]}" = mlkem768 ]; then
         mapfile -t COMPREPLY < <(compgen -W "keygen encaps decaps --help" -- "$cur")
     elif [ "$COMP_CWORD" -eq 2 ] && [ "${COMP_WORDS[1]}" = vrf ]; then
         mapfile -t COMPREPLY < <(compgen -W "keygen prove verify --help" -- "$cur")
+    elif [ "$COMP_CWORD" -eq 2 ] && [ "${COMP_WORDS[1]}" = mls ]; then
+        mapfile -t COMPREPLY < <(compgen -W "key-package create add remove update join process
+            protect unprotect epoch --help" -- "$cur")
+    elif [ "${COMP_WORDS[1]}" = mls ] && [ "${COMP_WORDS[COMP_CWORD - 1]}" = --suite ]; then
+        mapfile -t COMPREPLY < <(compgen -W "1 3" -- "$cur")
+    elif [ "${COMP_WORDS[1]}" = mls ] && [[ $cur == -* ]]; then
+        local mls_opts="--state --help"
+        case ${COMP_WORDS[2]} in
+        key-package) mls_opts="--identity --out --private --suite --days --force --help" ;;
+        create) mls_opts="--identity --state --suite --group-id --days --force --help" ;;
+        add) mls_opts="--state --key-package --commit --welcome --private-message --force --help" ;;
+        remove) mls_opts="--state --leaf --commit --private-message --force --help" ;;
+        update) mls_opts="--state --commit --private-message --force --help" ;;
+        join) mls_opts="--welcome --key-package --private --state --tree --psk --force --help" ;;
+        process) mls_opts="--state --commit --proposal --psk --help" ;;
+        protect) mls_opts="--state --in --text --out --force --help" ;;
+        unprotect) mls_opts="--state --in --out --force --help" ;;
+        esac
+        mapfile -t COMPREPLY < <(compgen -W "$mls_opts" -- "$cur")
     elif [ "${COMP_WORDS[1]}" = vrf ] && [ "${COMP_WORDS[COMP_CWORD - 1]}" = --suite ]; then
         mapfile -t COMPREPLY < <(compgen -W "tai ell2" -- "$cur")
     else

@@ -162,12 +162,7 @@ msv_err msv_mls_member_read_context(struct msv_mls_member *m, const uint8_t *gi,
     m->cth_len = MSV_MLS_NH;
     if (*tag_len == MSV_MLS_NH)
         memcpy(m->tag, *tag, MSV_MLS_NH);
-    m->ext = malloc(ext_len + 1);
-    if (m->ext == NULL)
-        return MSV_ERR_NOMEM;
-    memcpy(m->ext, ext, ext_len);
-    m->ext_len = ext_len;
-    return MSV_OK;
+    return msv_mls_member_set_extensions(m, ext, ext_len);
 }
 
 /* interim = Hash(confirmed || confirmation_tag<V>) (8.2) */
@@ -532,17 +527,10 @@ msv_err msv_mls_member_commit_proposals(struct msv_reader *list, const struct pr
     return MSV_OK;
 }
 
-static msv_err apply_gce(struct msv_mls_member *m, const struct proposal *p)
+msv_err msv_mls_member_set_extensions(struct msv_mls_member *m, const uint8_t *ext, size_t len)
 {
-    struct msv_reader r;
-    const uint8_t *ext;
-    size_t len;
-    uint8_t *copy;
+    uint8_t *copy = malloc(len + 1);
 
-    msv_reader_init(&r, p->body, p->body_len);
-    if (msv_mls_get_vec(&r, &ext, &len) != MSV_OK || !msv_mls_reader_is_done(&r))
-        return MSV_ERR_PARSE;
-    copy = malloc(len + 1);
     if (copy == NULL)
         return MSV_ERR_NOMEM;
     memcpy(copy, ext, len);
@@ -550,6 +538,18 @@ static msv_err apply_gce(struct msv_mls_member *m, const struct proposal *p)
     m->ext = copy;
     m->ext_len = len;
     return MSV_OK;
+}
+
+static msv_err apply_gce(struct msv_mls_member *m, const struct proposal *p)
+{
+    struct msv_reader r;
+    const uint8_t *ext;
+    size_t len;
+
+    msv_reader_init(&r, p->body, p->body_len);
+    if (msv_mls_get_vec(&r, &ext, &len) != MSV_OK || !msv_mls_reader_is_done(&r))
+        return MSV_ERR_PARSE;
+    return msv_mls_member_set_extensions(m, ext, len);
 }
 
 /* Our own update applied: the HPKE key we proposed it with becomes our leaf's (12.1.2). */

@@ -267,4 +267,54 @@ MSV_MUST_CHECK msv_err msv_mls_member_unprotect(struct msv_mls_member *m, const 
                                                 size_t len, uint8_t **data, size_t *data_len,
                                                 uint32_t *sender);
 
+/* ---- the state saved and loaded (state.c; docs/crypto.md, "The state file") ---- */
+
+#define MSV_MLS_STATE_VERSION 1
+#define MSV_MLS_STATE_MAX (128u << 20) /* largest state written or read */
+
+/*
+ * The member's whole state as bytes: its group context, transcript hash and
+ * confirmation tag, the ratchet tree, our leaf and the private keys of our
+ * path that still match their nodes, the signature seed, a proposed update's
+ * key, the epoch's secrets and resumption PSKs, and the secret tree as 9.2
+ * keeps it (nothing used or erased is in it). A member whose commit waits
+ * (m->pending) is refused (MSV_ERR_INVALID): merge or discard it first.
+ * *why names the reason of a failure. Caller frees *out with
+ * msv_secret_free(*out, *out_len).
+ */
+MSV_MUST_CHECK msv_err msv_mls_member_save(const struct msv_mls_member *m, uint8_t **out,
+                                           size_t *out_len, const char **why);
+/*
+ * A member from msv_mls_member_save()'s bytes, with the external PSKs psks
+ * (borrowed for the member's life). Everything is checked before the member
+ * exists: truncations, extra bytes, every length, the version
+ * (MSV_ERR_UNSUPPORTED), the tree's hash against the group context's, the
+ * tree as a joiner checks it, every private key against its node's public key
+ * and the signature seed against our leaf, the secret tree's shape; all
+ * MSV_ERR_PARSE, *why (may be NULL) naming what, a static string. Free *out
+ * with msv_mls_member_free().
+ */
+MSV_MUST_CHECK msv_err msv_mls_member_load(const uint8_t *data, size_t len,
+                                           const struct msv_mls_external_psk *psks, size_t n_psks,
+                                           struct msv_mls_member **out, const char **why);
+/*
+ * Writes bytes that hold secrets to path atomically: a temporary file of mode
+ * 0600 beside it, written, fsync'd and renamed over path, the directory
+ * fsync'd. MSV_ERR_IO (errno says why) with path untouched otherwise.
+ */
+MSV_MUST_CHECK msv_err msv_mls_state_write_file(const char *path, const uint8_t *data, size_t len);
+/* msv_mls_member_save() into a file, as msv_mls_state_write_file() writes it. */
+MSV_MUST_CHECK msv_err msv_mls_member_save_file(const struct msv_mls_member *m, const char *path,
+                                                const char **why);
+/*
+ * The whole of the regular file open at fd (read from offset 0), at most max
+ * bytes (MSV_ERR_TOO_BIG). Caller frees *out with msv_secret_free(*out, *out_len + 1).
+ */
+MSV_MUST_CHECK msv_err msv_mls_state_read_fd(int fd, size_t max, uint8_t **out, size_t *out_len);
+/* msv_mls_member_load() of a file. */
+MSV_MUST_CHECK msv_err msv_mls_member_load_file(const char *path,
+                                                const struct msv_mls_external_psk *psks,
+                                                size_t n_psks, struct msv_mls_member **out,
+                                                const char **why);
+
 #endif

@@ -34,6 +34,9 @@ struct commit_state {
 
 /* Frees what m holds (secret tree, tree, copies, extensions), not m itself nor m->pending. */
 void msv_mls_member_clear(struct msv_mls_member *m);
+/* The GroupContext's extensions (encoded, without their length) replaced by a copy of ext. */
+MSV_MUST_CHECK msv_err msv_mls_member_set_extensions(struct msv_mls_member *m, const uint8_t *ext,
+                                                     size_t len);
 /* A copy of bytes the tree will borrow from, kept until the member is freed. */
 MSV_MUST_CHECK msv_err msv_mls_member_hold(struct msv_mls_member *m, const uint8_t *p, size_t len,
                                            const uint8_t **out);

@@ -1,0 +1,992 @@
+/*
+ * missive-crypto mls: an MLS (RFC 9420) member on files, so that another
+ * implementation can be made a member of a group run here and the other way
+ * round (docs/crypto.md, "MLS", "On files").
+ *
+ * Messages are RFC 9420's MLSMessage (KeyPackage, Welcome, PublicMessage and
+ * PrivateMessage); the member's state is a file of its own format
+ * (src/mls/state.c), as is a KeyPackage's private part:
+ *
+ *   KeyPackagePrivate = opaque magic[6] ("MSVMKP") || uint16 version (1) ||
+ *     uint16 cipher_suite || opaque signature_seed[32] ||
+ *     opaque init_priv[32] || opaque encryption_priv[32]
+ *
+ * A command that changes a state holds an exclusive lock on its file from the
+ * load to the rename of the new one, and changes nothing when it fails: the
+ * new state is written only once everything else succeeded. Commits and
+ * Welcomes are written before the state that merges them (a state never runs
+ * ahead of a commit nobody has); a sent or read application message's state
+ * is written before the message or its text (a key is never used twice).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "missive/util.h"
+#include "mls/member.h"
+
+#include "crypto_mls.h"
+
+#define EXIT_USAGE 2
+#define EXIT_AUTH 3
+#define LIST_MAX 64
+#define FILE_MAX MSV_MLS_MESSAGE_MAX
+#define PRIVATE_LEN 106
+
+static const char *prog = "missive-crypto mls";
+static const uint8_t private_magic[6] = {'M', 'S', 'V', 'M', 'K', 'P'};
+
+enum {
+    O_SUITE = 1,
+    O_IDENTITY,
+    O_OUT,
+    O_PRIVATE,
+    O_STATE,
+    O_GROUP_ID,
+    O_KEY_PACKAGE,
+    O_COMMIT,
+    O_WELCOME,
+    O_PROPOSAL,
+    O_LEAF,
+    O_TREE,
+    O_PSK,
+    O_IN,
+    O_TEXT,
+    O_DAYS,
+    O_PRIVATE_MESSAGE,
+    O_FORCE,
+    O_HELP,
+};
+
+#define BIT(o) (1u << (o))
+
+struct mls_opts {
+    const char *cmd;
+    uint16_t suite;
+    const char *identity, *out, *private_part, *state, *group_id, *commit, *welcome, *tree, *in,
+        *text;
+    const char *key_packages[LIST_MAX], *proposals[LIST_MAX], *psks[LIST_MAX];
+    size_t n_key_packages, n_proposals, n_psks, n_leaves;
+    uint32_t leaves[LIST_MAX];
+    unsigned days;
+    int private_message, force, help;
+    unsigned given; /* BIT(option) of each option given */
+};
+
+static int usage_error(const char *cmd, const char *msg)
+{
+    fprintf(stderr, "%s %s: %s\nTry '%s %s --help'.\n", prog, cmd, msg, prog, cmd);
+    return EXIT_USAGE;
+}
+
+/* An error of a command; MSV_ERR_AUTH gives exit status 3. */
+static int fail(const char *cmd, const char *what, msv_err err)
+{
+    fprintf(stderr, "%s %s: %s: %s\n", prog, cmd, what, msv_strerror(err));
+    return err == MSV_ERR_AUTH ? EXIT_AUTH : EXIT_FAILURE;
+}
+
+static int fail_why(const char *cmd, const char *what, const char *why)
+{
+    fprintf(stderr, "%s %s: %s: %s\n", prog, cmd, what, why);
+    return EXIT_FAILURE;
+}
+
+/* ---- files ---- */
+
+struct file {
+    uint8_t *p;
+    size_t n;
+};
+
+static void file_free(struct file *f)
+{
+    if (f->p != NULL)
+        msv_secret_free(f->p, f->n + 1);
+    f->p = NULL;
+    f->n = 0;
+}
+
+static msv_err read_path(const char *cmd, const char *path, struct file *f)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO is refused, not waited on */
+    msv_err err = fd < 0 ? MSV_ERR_IO : msv_mls_state_read_fd(fd, FILE_MAX, &f->p, &f->n);
+
+    if (fd >= 0)
+        close(fd);
+    if (err == MSV_ERR_TOO_BIG)
+        fprintf(stderr, "%s %s: %s: larger than %u bytes\n", prog, cmd, path, FILE_MAX);
+    else if (err != MSV_OK)
+        fprintf(stderr, "%s %s: %s: %s\n", prog, cmd, path,
+                fd < 0 ? strerror(errno) : "not a readable regular file");
+    return err;
+}
+
+/* 0, or the exit status if path exists and --force was not given. */
+static int check_new(const struct mls_opts *o, const char *path)
+{
+    if (path == NULL || o->force || access(path, F_OK) != 0)
+        return 0;
+    fprintf(stderr, "%s %s: %s exists; not overwriting it (--force)\n", prog, o->cmd, path);
+    return EXIT_FAILURE;
+}
+
+static msv_err write_path(const char *cmd, const char *path, const uint8_t *p, size_t n)
+{
+    msv_err err = msv_mls_state_write_file(path, p, n);
+
+    if (err != MSV_OK)
+        fprintf(stderr, "%s %s: %s: %s\n", prog, cmd, path, strerror(errno));
+    return err;
+}
+
+/* The state file open and locked (flock, exclusive), its bytes read; -1 on failure. A file
+ * renamed over while we waited for its lock is opened again. */
+static int lock_state(const char *cmd, const char *path, struct file *f)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        struct stat a, b;
+        int fd =
+            open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO is refused, not waited on */
+
+        if (fd < 0 || flock(fd, LOCK_EX) != 0) {
+            fprintf(stderr, "%s %s: %s: %s\n", prog, cmd, path, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            return -1;
+        }
+        if (fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_ino == b.st_ino &&
+            a.st_dev == b.st_dev) {
+            if (msv_mls_state_read_fd(fd, MSV_MLS_STATE_MAX, &f->p, &f->n) == MSV_OK)
+                return fd;
+            fprintf(stderr, "%s %s: %s: not readable\n", prog, cmd, path);
+            close(fd);
+            return -1;
+        }
+        close(fd);
+    }
+    fprintf(stderr, "%s %s: %s keeps changing\n", prog, cmd, path);
+    return -1;
+}
+
+/* ---- the external PSKs of --psk ID_HEX:PSK_HEX ---- */
+
+struct psks {
+    struct msv_mls_external_psk list[LIST_MAX];
+    uint8_t *bytes[2 * LIST_MAX];
+    size_t n;
+};
+
+#define PSK_MAX 1024
+
+static void psks_free(struct psks *s)
+{
+    for (size_t i = 0; i < 2 * s->n; i++)
+        msv_secret_free(s->bytes[i], PSK_MAX);
+    memset(s, 0, sizeof(*s));
+}
+
+/* len hex digits at hex into a fresh buffer of PSK_MAX bytes. */
+static int hex_field(const char *hex, size_t len, uint8_t **out, size_t *out_len)
+{
+    char text[2 * PSK_MAX + 1];
+    int rc = 0;
+
+    if (len == 0 || len >= sizeof(text))
+        return -1;
+    memcpy(text, hex, len);
+    text[len] = '\0';
+    *out = calloc(1, PSK_MAX);
+    if (*out == NULL || msv_hex_decode(text, *out, PSK_MAX, out_len) != MSV_OK)
+        rc = -1;
+    msv_wipe(text, sizeof(text));
+    return rc;
+}
+
+static int psks_parse(const struct mls_opts *o, struct psks *s)
+{
+    memset(s, 0, sizeof(*s));
+    for (size_t i = 0; i < o->n_psks; i++) {
+        const char *arg = o->psks[i], *colon = strchr(arg, ':');
+        struct msv_mls_external_psk *p = &s->list[i];
+
+        s->n = i + 1;
+        if (colon == NULL ||
+            hex_field(arg, (size_t)(colon - arg), &s->bytes[2 * i], &p->id_len) != 0 ||
+            hex_field(colon + 1, strlen(colon + 1), &s->bytes[2 * i + 1], &p->psk_len) != 0)
+            return usage_error(o->cmd, "--psk takes ID_HEX:PSK_HEX (at most 1024 bytes each)");
+        p->id = s->bytes[2 * i];
+        p->psk = s->bytes[2 * i + 1];
+    }
+    return 0;
+}
+
+/* ---- options ---- */
+
+static const struct option long_opts[] = {
+    {"suite", required_argument, NULL, O_SUITE},
+    {"identity", required_argument, NULL, O_IDENTITY},
+    {"out", required_argument, NULL, O_OUT},
+    {"private", required_argument, NULL, O_PRIVATE},
+    {"state", required_argument, NULL, O_STATE},
+    {"group-id", required_argument, NULL, O_GROUP_ID},
+    {"key-package", required_argument, NULL, O_KEY_PACKAGE},
+    {"commit", required_argument, NULL, O_COMMIT},
+    {"welcome", required_argument, NULL, O_WELCOME},
+    {"proposal", required_argument, NULL, O_PROPOSAL},
+    {"leaf", required_argument, NULL, O_LEAF},
+    {"tree", required_argument, NULL, O_TREE},
+    {"psk", required_argument, NULL, O_PSK},
+    {"in", required_argument, NULL, O_IN},
+    {"text", required_argument, NULL, O_TEXT},
+    {"days", required_argument, NULL, O_DAYS},
+    {"private-message", no_argument, NULL, O_PRIVATE_MESSAGE},
+    {"force", no_argument, NULL, O_FORCE},
+    {"help", no_argument, NULL, O_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+static int number(const char *s, unsigned long max, unsigned long *out)
+{
+    char *end;
+
+    errno = 0;
+    *out = strtoul(s, &end, 10);
+    return errno == 0 && end != s && *end == '\0' && s[0] != '-' && *out <= max ? 0 : -1;
+}
+
+static int add_to(const char *cmd, const char **list, size_t *n, const char *v)
+{
+    if (*n == LIST_MAX)
+        return usage_error(cmd, "too many of one option (64 at most)");
+    list[(*n)++] = v;
+    return 0;
+}
+
+/* One option into o; 0 or the exit status of a usage error. */
+static int take(struct mls_opts *o, int c, const char *arg)
+{
+    unsigned long v;
+
+    switch (c) {
+    case O_SUITE:
+        if (number(arg, 65535, &v) != 0 || !msv_mls_suite_is_supported((uint16_t)v))
+            return usage_error(o->cmd, "--suite must be 1 or 3");
+        o->suite = (uint16_t)v;
+        return 0;
+    case O_DAYS:
+        if (number(arg, 3650, &v) != 0 || v == 0)
+            return usage_error(o->cmd, "--days takes 1 to 3650");
+        o->days = (unsigned)v;
+        return 0;
+    case O_LEAF:
+        if (number(arg, MSV_MLS_TREE_MAX_LEAVES - 1, &v) != 0 || o->n_leaves == LIST_MAX)
+            return usage_error(o->cmd, "--leaf takes a leaf index (64 of them at most)");
+        o->leaves[o->n_leaves++] = (uint32_t)v;
+        return 0;
+    case O_KEY_PACKAGE:
+        return add_to(o->cmd, o->key_packages, &o->n_key_packages, arg);
+    case O_PROPOSAL:
+        return add_to(o->cmd, o->proposals, &o->n_proposals, arg);
+    case O_PSK:
+        return add_to(o->cmd, o->psks, &o->n_psks, arg);
+    case O_PRIVATE_MESSAGE:
+        o->private_message = 1;
+        return 0;
+    case O_FORCE:
+        o->force = 1;
+        return 0;
+    case O_HELP:
+        o->help = 1;
+        return 0;
+    default:
+        break;
+    }
+    {
+        const char **slot[] = {[O_IDENTITY] = &o->identity,
+                               [O_OUT] = &o->out,
+                               [O_PRIVATE] = &o->private_part,
+                               [O_STATE] = &o->state,
+                               [O_GROUP_ID] = &o->group_id,
+                               [O_COMMIT] = &o->commit,
+                               [O_WELCOME] = &o->welcome,
+                               [O_TREE] = &o->tree,
+                               [O_IN] = &o->in,
+                               [O_TEXT] = &o->text};
+
+        if (c <= 0 || (size_t)c >= sizeof(slot) / sizeof(slot[0]) || slot[c] == NULL)
+            return usage_error(o->cmd, "unknown option or missing argument");
+        *slot[c] = arg;
+    }
+    return 0;
+}
+
+static int parse(struct mls_opts *o, int argc, char **argv, unsigned allowed)
+{
+    int c;
+
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+        int rc;
+
+        if (c == '?' || c == ':')
+            return usage_error(o->cmd, "unknown option or missing argument");
+        if (c != O_HELP && (allowed & BIT(c)) == 0) {
+            char msg[80];
+
+            snprintf(msg, sizeof(msg), "--%s does not go with %s", long_opts[c - 1].name, o->cmd);
+            return usage_error(o->cmd, msg);
+        }
+        if ((rc = take(o, c, optarg)) != 0)
+            return rc;
+        o->given |= BIT(c);
+    }
+    if (optind < argc)
+        return usage_error(o->cmd, "takes no arguments, only options");
+    return 0;
+}
+
+/* 0, or the exit status naming the first of the required options not given. */
+static int require(const struct mls_opts *o, unsigned required)
+{
+    for (int c = 1; c < O_HELP; c++) {
+        char msg[80];
+
+        if ((required & BIT(c)) == 0 || (o->given & BIT(c)) != 0)
+            continue;
+        snprintf(msg, sizeof(msg), "--%s is required", long_opts[c - 1].name);
+        return usage_error(o->cmd, msg);
+    }
+    return 0;
+}
+
+/* ---- what the commands share ---- */
+
+static void print_hex(const char *label, const uint8_t *p, size_t n)
+{
+    char text[2 * MSV_MLS_GROUP_ID_MAX + 1];
+
+    if (msv_hex_encode(p, n, text, sizeof(text)) == MSV_OK)
+        printf("%s: %s\n", label, text);
+}
+
+/* A loaded, locked member and what it came from. */
+struct session {
+    struct mls_opts *o;
+    int fd;
+    struct psks psks;
+    struct msv_mls_member *m;
+};
+
+static int session_open(struct session *s, struct mls_opts *o)
+{
+    struct file f = {NULL, 0};
+    const char *why = "";
+    msv_err err;
+    int rc;
+
+    memset(s, 0, sizeof(*s));
+    s->o = o;
+    s->fd = -1;
+    if ((rc = psks_parse(o, &s->psks)) != 0)
+        return rc;
+    s->fd = lock_state(o->cmd, o->state, &f);
+    if (s->fd < 0)
+        return EXIT_FAILURE;
+    err = msv_mls_member_load(f.p, f.n, s->psks.list, s->psks.n, &s->m, &why);
+    file_free(&f);
+    if (err != MSV_OK) {
+        fprintf(stderr, "%s %s: %s is not a usable MLS state: %s\n", prog, o->cmd, o->state, why);
+        return EXIT_FAILURE;
+    }
+    return 0;
+}
+
+static void session_close(struct session *s)
+{
+    msv_mls_member_free(s->m);
+    s->m = NULL;
+    if (s->fd >= 0)
+        close(s->fd); /* releases the lock */
+    s->fd = -1;
+    psks_free(&s->psks);
+}
+
+/* The member's state written over its file (the lock still held). */
+static msv_err session_save(struct session *s)
+{
+    const char *why = "";
+    msv_err err = msv_mls_member_save_file(s->m, s->o->state, &why);
+
+    if (err != MSV_OK)
+        fprintf(stderr, "%s %s: %s: %s\n", prog, s->o->cmd, s->o->state, why);
+    return err;
+}
+
+/*
+ * Why a message is not for this member, if the header says: another group, or
+ * another epoch. NULL when it might be.
+ */
+static const char *not_ours(const struct msv_mls_member *m, const uint8_t *msg, size_t len,
+                            char *buf, size_t buf_len)
+{
+    struct msv_reader r;
+    const uint8_t *gid;
+    size_t gid_len;
+    uint16_t version, wire;
+    uint64_t epoch;
+
+    msv_reader_init(&r, msg, len);
+    if (msv_reader_u16be(&r, &version) != MSV_OK || msv_reader_u16be(&r, &wire) != MSV_OK ||
+        (wire != MSV_MLS_WIRE_PUBLIC && wire != MSV_MLS_WIRE_PRIVATE))
+        return "not a PublicMessage or PrivateMessage";
+    if (msv_mls_get_vec(&r, &gid, &gid_len) != MSV_OK || msv_mls_get_u64(&r, &epoch) != MSV_OK)
+        return NULL;
+    if (gid_len != m->group_id_len || memcmp(gid, m->group_id, gid_len) != 0)
+        return "the message is for another group";
+    if (epoch == m->epoch)
+        return NULL;
+    snprintf(buf, buf_len, "the message is of epoch %llu; the state is at epoch %llu",
+             (unsigned long long)epoch, (unsigned long long)m->epoch);
+    return buf;
+}
+
+/* ---- key-package ---- */
+
+static int cmd_key_package(struct mls_opts *o)
+{
+    uint8_t priv[PRIVATE_LEN], *kp = NULL;
+    size_t kp_len = 0;
+    uint64_t now = (uint64_t)time(NULL);
+    msv_err err;
+    int rc;
+
+    if ((rc = check_new(o, o->out)) != 0 || (rc = check_new(o, o->private_part)) != 0)
+        return rc;
+    if (strlen(o->identity) > MSV_MLS_IDENTITY_MAX)
+        return usage_error(o->cmd, "--identity is longer than 1024 bytes");
+    memcpy(priv, private_magic, 6);
+    priv[6] = 0;
+    priv[7] = 1;
+    priv[8] = (uint8_t)(o->suite >> 8);
+    priv[9] = (uint8_t)o->suite;
+    msv_random_bytes(priv + 10, 32);
+    err = msv_mls_key_package_make((enum msv_mls_suite)o->suite, priv + 10,
+                                   (const uint8_t *)o->identity, strlen(o->identity), now - 3600,
+                                   now + 86400ull * o->days, priv + 42, priv + 74, &kp, &kp_len);
+    if (err == MSV_OK)
+        err = write_path(o->cmd, o->private_part, priv, sizeof(priv));
+    if (err == MSV_OK && (err = write_path(o->cmd, o->out, kp, kp_len)) != MSV_OK)
+        unlink(o->private_part); /* both or neither */
+    msv_wipe(priv, sizeof(priv));
+    free(kp);
+    return err == MSV_OK ? 0 : EXIT_FAILURE;
+}
+
+/* ---- create ---- */
+
+static int cmd_create(struct mls_opts *o)
+{
+    uint8_t seed[32], gid[MSV_MLS_GROUP_ID_MAX];
+    size_t gid_len = 16;
+    uint64_t now = (uint64_t)time(NULL);
+    struct msv_mls_member *m = NULL;
+    const char *why = "";
+    msv_err err;
+    int rc;
+
+    if ((rc = check_new(o, o->state)) != 0)
+        return rc;
+    if (strlen(o->identity) > MSV_MLS_IDENTITY_MAX)
+        return usage_error(o->cmd, "--identity is longer than 1024 bytes");
+    if (o->group_id != NULL &&
+        (msv_hex_decode(o->group_id, gid, sizeof(gid), &gid_len) != MSV_OK || gid_len == 0))
+        return usage_error(o->cmd, "--group-id takes 1 to 255 bytes in hex");
+    if (o->group_id == NULL)
+        msv_random_bytes(gid, gid_len);
+    msv_random_bytes(seed, sizeof(seed));
+    err = msv_mls_member_create((enum msv_mls_suite)o->suite, gid, gid_len, seed,
+                                (const uint8_t *)o->identity, strlen(o->identity), now - 3600,
+                                now + 86400ull * o->days, &m);
+    msv_wipe(seed, sizeof(seed));
+    if (err != MSV_OK)
+        return fail(o->cmd, "creating the group", err);
+    err = msv_mls_member_save_file(m, o->state, &why);
+    if (err != MSV_OK)
+        rc = fail_why(o->cmd, o->state, why);
+    else
+        print_hex("group", m->group_id, m->group_id_len);
+    msv_mls_member_free(m);
+    return rc;
+}
+
+/* ---- commits: add, remove, update ---- */
+
+static void unlink_outputs(const struct mls_opts *o, int commit, int welcome)
+{
+    if (commit)
+        unlink(o->commit);
+    if (welcome)
+        unlink(o->welcome);
+}
+
+/* The commit made, its files written, the state merged and saved: all, or nothing changed. */
+static int commit_and_save(struct session *s, const struct msv_mls_commit_spec *spec)
+{
+    struct mls_opts *o = s->o;
+    uint8_t *commit = NULL, *welcome = NULL;
+    size_t commit_len = 0, welcome_len = 0;
+    const char *why = "";
+    msv_err err =
+        msv_mls_member_commit_make(s->m, spec, &commit, &commit_len, &welcome, &welcome_len, &why);
+    int rc = 0;
+
+    if (err != MSV_OK)
+        return why[0] ? fail_why(o->cmd, "no commit", why) : fail(o->cmd, "no commit", err);
+    if (welcome != NULL && o->welcome == NULL) {
+        rc = usage_error(o->cmd, "the commit adds members: --welcome is required");
+    } else if (msv_mls_member_commit_merge(s->m) != MSV_OK) {
+        rc = EXIT_FAILURE;
+    } else if (write_path(o->cmd, o->commit, commit, commit_len) != MSV_OK) {
+        rc = EXIT_FAILURE;
+    } else if (welcome != NULL && write_path(o->cmd, o->welcome, welcome, welcome_len) != MSV_OK) {
+        unlink_outputs(o, 1, 0);
+        rc = EXIT_FAILURE;
+    } else if (session_save(s) != MSV_OK) {
+        unlink_outputs(o, 1, welcome != NULL);
+        rc = EXIT_FAILURE;
+    } else {
+        printf("epoch: %llu\n", (unsigned long long)s->m->epoch);
+    }
+    free(commit);
+    free(welcome);
+    return rc;
+}
+
+static int cmd_add(struct mls_opts *o)
+{
+    struct msv_mls_commit_spec spec;
+    struct session s;
+    struct file kps[LIST_MAX];
+    const uint8_t *kp_ptrs[LIST_MAX];
+    size_t kp_lens[LIST_MAX];
+    int rc = 0;
+
+    memset(kps, 0, sizeof(kps));
+    memset(&s, 0, sizeof(s));
+    s.fd = -1;
+    if ((rc = check_new(o, o->commit)) != 0 || (rc = check_new(o, o->welcome)) != 0)
+        return rc;
+    for (size_t i = 0; i < o->n_key_packages && rc == 0; i++) {
+        if (read_path(o->cmd, o->key_packages[i], &kps[i]) != MSV_OK)
+            rc = EXIT_FAILURE;
+        kp_ptrs[i] = kps[i].p;
+        kp_lens[i] = kps[i].n;
+    }
+    if (rc == 0 && (rc = session_open(&s, o)) == 0) {
+        memset(&spec, 0, sizeof(spec));
+        spec.key_packages = kp_ptrs;
+        spec.key_package_lens = kp_lens;
+        spec.n_adds = o->n_key_packages;
+        spec.now = (uint64_t)time(NULL);
+        spec.private_message = o->private_message;
+        rc = commit_and_save(&s, &spec);
+    }
+    session_close(&s);
+    for (size_t i = 0; i < o->n_key_packages; i++)
+        file_free(&kps[i]);
+    return rc;
+}
+
+static int cmd_remove_update(struct mls_opts *o)
+{
+    struct msv_mls_commit_spec spec;
+    struct session s;
+    int rc;
+
+    if ((rc = check_new(o, o->commit)) != 0)
+        return rc;
+    if ((rc = session_open(&s, o)) == 0) {
+        memset(&spec, 0, sizeof(spec));
+        spec.removes = o->leaves;
+        spec.n_removes = o->n_leaves;
+        spec.now = (uint64_t)time(NULL);
+        spec.private_message = o->private_message;
+        rc = commit_and_save(&s, &spec);
+    }
+    session_close(&s);
+    return rc;
+}
+
+/* ---- join ---- */
+
+/* The private part: its suite, and its keys those of the KeyPackage. */
+static int check_private(const struct mls_opts *o, const struct file *priv, const struct file *kp,
+                         uint16_t *suite)
+{
+    struct msv_mls_leaf leaf;
+    struct msv_reader r;
+    const uint8_t *init;
+    size_t init_len;
+    uint8_t pk[32];
+    uint16_t v[4];
+
+    if (priv->n != PRIVATE_LEN || memcmp(priv->p, private_magic, 6) != 0 || priv->p[6] != 0 ||
+        priv->p[7] != 1)
+        return fail_why(o->cmd, o->private_part, "not a KeyPackage private part");
+    *suite = (uint16_t)(priv->p[8] << 8 | priv->p[9]);
+    if (!msv_mls_suite_is_supported(*suite))
+        return fail_why(o->cmd, o->private_part, "cipher suite not supported");
+    msv_reader_init(&r, kp->p, kp->n);
+    for (int i = 0; i < 4; i++) {
+        if (msv_reader_u16be(&r, &v[i]) != MSV_OK)
+            return fail_why(o->cmd, o->key_packages[0], "not a KeyPackage");
+    }
+    if (v[1] != 5 || v[3] != *suite || msv_mls_get_vec(&r, &init, &init_len) != MSV_OK ||
+        init_len != 32 || msv_mls_key_package_check(*suite, kp->p, kp->n, 0, &leaf, NULL) != MSV_OK)
+        return fail_why(o->cmd, o->key_packages[0],
+                        "not a valid KeyPackage of the private "
+                        "part's cipher suite");
+    if (crypto_scalarmult_base(pk, priv->p + 42) != 0 || memcmp(pk, init, 32) != 0 ||
+        crypto_scalarmult_base(pk, priv->p + 74) != 0 || leaf.encryption_key_len != 32 ||
+        memcmp(pk, leaf.encryption_key, 32) != 0)
+        return fail_why(o->cmd, o->private_part, "its keys are not the KeyPackage's");
+    return 0;
+}
+
+static int join_files(struct mls_opts *o, struct file f[4])
+{
+    if (read_path(o->cmd, o->welcome, &f[0]) != MSV_OK ||
+        read_path(o->cmd, o->key_packages[0], &f[1]) != MSV_OK ||
+        read_path(o->cmd, o->private_part, &f[2]) != MSV_OK ||
+        (o->tree != NULL && read_path(o->cmd, o->tree, &f[3]) != MSV_OK))
+        return EXIT_FAILURE;
+    return 0;
+}
+
+static int cmd_join(struct mls_opts *o)
+{
+    struct file f[4];
+    struct psks psks;
+    struct msv_mls_member *m = NULL;
+    const char *why = "";
+    uint16_t suite = 0;
+    msv_err err;
+    int rc;
+
+    memset(f, 0, sizeof(f));
+    memset(&psks, 0, sizeof(psks));
+    if (o->n_key_packages != 1)
+        return usage_error(o->cmd, "takes one --key-package");
+    if ((rc = check_new(o, o->state)) == 0 && (rc = psks_parse(o, &psks)) == 0 &&
+        (rc = join_files(o, f)) == 0)
+        rc = check_private(o, &f[2], &f[1], &suite);
+    if (rc == 0) {
+        err = msv_mls_member_join((enum msv_mls_suite)suite, f[0].p, f[0].n, f[1].p, f[1].n,
+                                  f[2].p + 42, f[2].p + 74, psks.list, psks.n, f[3].p, f[3].n, &m);
+        if (err == MSV_ERR_NOT_FOUND)
+            rc = fail_why(o->cmd, "no join",
+                          "the Welcome is not for this KeyPackage, names a PSK not given "
+                          "(--psk) or carries no ratchet tree (--tree)");
+        else if (err != MSV_OK)
+            rc = fail(o->cmd, "the Welcome does not open or check", err);
+    }
+    if (rc == 0 && msv_mls_member_set_signer(m, f[2].p + 10) != MSV_OK)
+        rc = fail_why(o->cmd, o->private_part, "its signature key is not our leaf's");
+    if (rc == 0 && msv_mls_member_save_file(m, o->state, &why) != MSV_OK)
+        rc = fail_why(o->cmd, o->state, why);
+    if (rc == 0) {
+        print_hex("group", m->group_id, m->group_id_len);
+        printf("epoch: %llu\nleaf: %u\n", (unsigned long long)m->epoch, (unsigned)m->me);
+    }
+    msv_mls_member_free(m);
+    psks_free(&psks);
+    for (int i = 0; i < 4; i++)
+        file_free(&f[i]);
+    return rc;
+}
+
+/* ---- process ---- */
+
+static int process_commit(struct session *s, const struct file *commit, const struct file *props)
+{
+    const uint8_t *ptrs[LIST_MAX];
+    size_t lens[LIST_MAX];
+    char buf[128];
+    const char *why = not_ours(s->m, commit->p, commit->n, buf, sizeof(buf));
+    msv_err err;
+
+    if (why != NULL)
+        return fail_why(s->o->cmd, "commit refused", why);
+    for (size_t i = 0; i < s->o->n_proposals; i++) {
+        ptrs[i] = props[i].p;
+        lens[i] = props[i].n;
+    }
+    err = msv_mls_member_commit(s->m, ptrs, lens, s->o->n_proposals, commit->p, commit->n);
+    if (err == MSV_ERR_NOT_FOUND)
+        return fail_why(s->o->cmd, "commit refused",
+                        "it names a proposal not given (--proposal) or a PSK not given (--psk)");
+    if (err == MSV_ERR_INVALID)
+        return fail_why(s->o->cmd, "commit refused", "it removes us, or applies what it may not");
+    if (err != MSV_OK)
+        return fail(s->o->cmd, "commit refused", err);
+    if (session_save(s) != MSV_OK)
+        return EXIT_FAILURE;
+    printf("epoch: %llu\n", (unsigned long long)s->m->epoch);
+    return 0;
+}
+
+static int cmd_process(struct mls_opts *o)
+{
+    struct file commit = {NULL, 0}, props[LIST_MAX];
+    struct session s;
+    int rc = 0;
+
+    memset(props, 0, sizeof(props));
+    memset(&s, 0, sizeof(s));
+    s.fd = -1;
+    if (read_path(o->cmd, o->commit, &commit) != MSV_OK)
+        rc = EXIT_FAILURE;
+    for (size_t i = 0; rc == 0 && i < o->n_proposals; i++) {
+        if (read_path(o->cmd, o->proposals[i], &props[i]) != MSV_OK)
+            rc = EXIT_FAILURE;
+    }
+    if (rc == 0 && (rc = session_open(&s, o)) == 0)
+        rc = process_commit(&s, &commit, props);
+    session_close(&s);
+    file_free(&commit);
+    for (size_t i = 0; i < o->n_proposals; i++)
+        file_free(&props[i]);
+    return rc;
+}
+
+/* ---- application messages ---- */
+
+static int cmd_protect(struct mls_opts *o)
+{
+    struct file in = {NULL, 0};
+    struct session s;
+    uint8_t *msg = NULL;
+    size_t msg_len = 0;
+    msv_err err;
+    int rc;
+
+    memset(&s, 0, sizeof(s));
+    s.fd = -1;
+    if ((o->in == NULL) == (o->text == NULL))
+        return usage_error(o->cmd, "takes --in FILE or --text TEXT");
+    if ((rc = check_new(o, o->out)) != 0)
+        return rc;
+    if (o->in != NULL && read_path(o->cmd, o->in, &in) != MSV_OK)
+        return EXIT_FAILURE;
+    if ((rc = session_open(&s, o)) == 0) {
+        err = o->in != NULL ? msv_mls_member_protect(s.m, in.p, in.n, &msg, &msg_len)
+                            : msv_mls_member_protect(s.m, (const uint8_t *)o->text, strlen(o->text),
+                                                     &msg, &msg_len);
+        /* the key used is gone from the state before the message exists */
+        if (err != MSV_OK)
+            rc = fail(o->cmd, "not protected", err);
+        else if (session_save(&s) != MSV_OK || write_path(o->cmd, o->out, msg, msg_len) != MSV_OK)
+            rc = EXIT_FAILURE;
+    }
+    session_close(&s);
+    file_free(&in);
+    free(msg);
+    return rc;
+}
+
+static int cmd_unprotect(struct mls_opts *o)
+{
+    struct file in = {NULL, 0};
+    struct session s;
+    uint8_t *data = NULL;
+    size_t data_len = 0;
+    uint32_t sender = 0;
+    char buf[128];
+    const char *why;
+    msv_err err;
+    int rc;
+
+    memset(&s, 0, sizeof(s));
+    s.fd = -1;
+    if ((rc = check_new(o, o->out)) != 0)
+        return rc;
+    if (read_path(o->cmd, o->in, &in) != MSV_OK)
+        return EXIT_FAILURE;
+    if ((rc = session_open(&s, o)) == 0) {
+        why = not_ours(s.m, in.p, in.n, buf, sizeof(buf));
+        err = why != NULL ? MSV_ERR_PARSE
+                          : msv_mls_member_unprotect(s.m, in.p, in.n, &data, &data_len, &sender);
+        if (why != NULL)
+            rc = fail_why(o->cmd, "not read", why);
+        else if (err == MSV_ERR_AUTH)
+            rc = fail(o->cmd, "not read (used already, not ours, or changed)", err);
+        else if (err != MSV_OK)
+            rc = fail(o->cmd, "not read", err);
+        else if (session_save(&s) != MSV_OK) /* the key used is gone before the text exists */
+            rc = EXIT_FAILURE;
+        else if (o->out != NULL)
+            rc = write_path(o->cmd, o->out, data, data_len) == MSV_OK ? 0 : EXIT_FAILURE;
+        else
+            rc = fwrite(data, 1, data_len, stdout) == data_len && fflush(stdout) == 0
+                     ? 0
+                     : EXIT_FAILURE;
+        if (rc == 0)
+            fprintf(o->out != NULL ? stdout : stderr, "sender: leaf %u\n", (unsigned)sender);
+    }
+    session_close(&s);
+    file_free(&in);
+    if (data != NULL)
+        msv_secret_free(data, data_len);
+    return rc;
+}
+
+/* ---- epoch ---- */
+
+static int cmd_epoch(struct mls_opts *o)
+{
+    struct session s;
+    uint32_t members = 0;
+    int rc = session_open(&s, o);
+
+    if (rc == 0) {
+        for (uint32_t i = 0; i < s.m->tree.n_leaves; i++)
+            members += s.m->tree.nodes[2 * i].type == 1;
+        print_hex("group", s.m->group_id, s.m->group_id_len);
+        printf("cipher suite: %u\nepoch: %llu\nleaf: %u\nmembers: %u\n", (unsigned)s.m->suite,
+               (unsigned long long)s.m->epoch, (unsigned)s.m->me, (unsigned)members);
+        print_hex("epoch authenticator", s.m->s.epoch_authenticator, MSV_MLS_NH);
+    }
+    session_close(&s);
+    return rc;
+}
+
+/* ---- the subcommands ---- */
+
+static const struct {
+    const char *name;
+    int (*run)(struct mls_opts *o);
+    unsigned allowed, required;
+    const char *usage;
+} commands[] = {
+    {"key-package", cmd_key_package,
+     BIT(O_IDENTITY) | BIT(O_OUT) | BIT(O_PRIVATE) | BIT(O_SUITE) | BIT(O_DAYS) | BIT(O_FORCE),
+     BIT(O_IDENTITY) | BIT(O_OUT) | BIT(O_PRIVATE),
+     "key-package --identity ID --out KP_FILE --private PRIV_FILE [--suite 1|3]\n"
+     "         [--days N] [--force]\n\n"
+     "Writes a KeyPackage (an MLSMessage) for a basic credential holding ID, valid from\n"
+     "an hour ago for N days (90), with fresh keys, and its private part (mode 0600):\n"
+     "the signature seed and the init and leaf HPKE private keys.\n"},
+    {"create", cmd_create,
+     BIT(O_IDENTITY) | BIT(O_STATE) | BIT(O_SUITE) | BIT(O_GROUP_ID) | BIT(O_DAYS) | BIT(O_FORCE),
+     BIT(O_IDENTITY) | BIT(O_STATE),
+     "create --identity ID --state STATE [--suite 1|3] [--group-id HEX] [--days N]\n"
+     "         [--force]\n\n"
+     "Creates a group of one at epoch 0 (RFC 9420 11) with a fresh signature key and\n"
+     "leaf for ID, and writes its state (mode 0600). The group id is random unless given.\n"},
+    {"add", cmd_add,
+     BIT(O_STATE) | BIT(O_KEY_PACKAGE) | BIT(O_COMMIT) | BIT(O_WELCOME) | BIT(O_PRIVATE_MESSAGE) |
+         BIT(O_FORCE),
+     BIT(O_STATE) | BIT(O_KEY_PACKAGE) | BIT(O_COMMIT) | BIT(O_WELCOME),
+     "add --state STATE --key-package KP_FILE... --commit COMMIT_FILE\n"
+     "         --welcome WELCOME_FILE [--private-message] [--force]\n\n"
+     "Commits the addition of each KeyPackage (validated first) with an UpdatePath,\n"
+     "writes the Commit (a PublicMessage, or a PrivateMessage) and the Welcome, and\n"
+     "moves STATE to the new epoch.\n"},
+    {"remove", cmd_remove_update,
+     BIT(O_STATE) | BIT(O_LEAF) | BIT(O_COMMIT) | BIT(O_PRIVATE_MESSAGE) | BIT(O_FORCE),
+     BIT(O_STATE) | BIT(O_LEAF) | BIT(O_COMMIT),
+     "remove --state STATE --leaf INDEX... --commit COMMIT_FILE [--private-message]\n"
+     "         [--force]\n\n"
+     "Commits the removal of the members at the leaves given, with an UpdatePath, writes\n"
+     "the Commit and moves STATE to the new epoch: the removed cannot read what follows.\n"},
+    {"update", cmd_remove_update,
+     BIT(O_STATE) | BIT(O_COMMIT) | BIT(O_PRIVATE_MESSAGE) | BIT(O_FORCE),
+     BIT(O_STATE) | BIT(O_COMMIT),
+     "update --state STATE --commit COMMIT_FILE [--private-message] [--force]\n\n"
+     "Commits nothing but an UpdatePath: our leaf and path get fresh keys (post-compromise\n"
+     "security) and STATE moves to the new epoch.\n"},
+    {"join", cmd_join,
+     BIT(O_STATE) | BIT(O_WELCOME) | BIT(O_KEY_PACKAGE) | BIT(O_PRIVATE) | BIT(O_TREE) |
+         BIT(O_PSK) | BIT(O_FORCE),
+     BIT(O_STATE) | BIT(O_WELCOME) | BIT(O_KEY_PACKAGE) | BIT(O_PRIVATE),
+     "join --welcome WELCOME_FILE --key-package KP_FILE --private PRIV_FILE\n"
+     "         --state STATE [--tree TREE_FILE] [--psk ID_HEX:PSK_HEX]... [--force]\n\n"
+     "Joins from a Welcome made for the KeyPackage: its secrets opened with the private\n"
+     "part, the tree (the GroupInfo's, or TREE_FILE: a ratchet_tree extension's\n"
+     "content) and the GroupInfo checked; writes STATE.\n"},
+    {"process", cmd_process, BIT(O_STATE) | BIT(O_COMMIT) | BIT(O_PROPOSAL) | BIT(O_PSK),
+     BIT(O_STATE) | BIT(O_COMMIT),
+     "process --state STATE --commit COMMIT_FILE [--proposal PROPOSAL_FILE]...\n"
+     "         [--psk ID_HEX:PSK_HEX]...\n\n"
+     "Applies another member's Commit (PublicMessage or PrivateMessage) with the\n"
+     "proposals it names by reference, and moves STATE to its epoch; a commit of\n"
+     "another epoch or group, or one that does not check, changes nothing.\n"},
+    {"protect", cmd_protect, BIT(O_STATE) | BIT(O_IN) | BIT(O_TEXT) | BIT(O_OUT) | BIT(O_FORCE),
+     BIT(O_STATE) | BIT(O_OUT),
+     "protect --state STATE (--in FILE | --text TEXT) --out MESSAGE_FILE [--force]\n\n"
+     "Writes an application message as a PrivateMessage of the current epoch; its key\n"
+     "is erased from STATE.\n"},
+    {"unprotect", cmd_unprotect, BIT(O_STATE) | BIT(O_IN) | BIT(O_OUT) | BIT(O_FORCE),
+     BIT(O_STATE) | BIT(O_IN),
+     "unprotect --state STATE --in MESSAGE_FILE [--out FILE] [--force]\n\n"
+     "Reads another member's application PrivateMessage of the current epoch: the text\n"
+     "to FILE (or standard output), the sender's leaf printed. Its key is erased from\n"
+     "STATE, so a message is read once (exit status 3 after).\n"},
+    {"epoch", cmd_epoch, BIT(O_STATE), BIT(O_STATE),
+     "epoch --state STATE\n\n"
+     "Prints the group id, cipher suite, epoch, our leaf, the number of members and\n"
+     "the epoch authenticator, which every member of the epoch shares.\n"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: %s COMMAND [OPTIONS]\n\nMLS (RFC 9420) groups on files:\n", prog);
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(f, "  %s\n", commands[i].name);
+    fprintf(f,
+            "\n'%s COMMAND --help' describes each. Cipher suites 1 and 3.\n"
+            "exit status: 0 success, 1 error, 2 usage, 3 authentication failed\n",
+            prog);
+}
+
+int msv_crypto_mls_main(int argc, char **argv)
+{
+    struct mls_opts o;
+    int rc;
+
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_USAGE : 0;
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(argv[1], commands[i].name) != 0)
+            continue;
+        memset(&o, 0, sizeof(o));
+        o.cmd = commands[i].name;
+        o.suite = MSV_MLS_SUITE_X25519_AES128GCM;
+        o.days = 90;
+        if ((rc = parse(&o, argc - 1, argv + 1, commands[i].allowed)) != 0)
+            return rc;
+        if (o.help) {
+            printf("usage: %s %s", prog, commands[i].usage);
+            return 0;
+        }
+        if ((rc = require(&o, commands[i].required)) != 0)
+            return rc;
+        return commands[i].run(&o);
+    }
+    fprintf(stderr, "%s: unknown command '%s'\n", prog, argv[1]);
+    usage(stderr);
+    return EXIT_USAGE;
+}

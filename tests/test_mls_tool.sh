@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# missive-crypto mls from the outside: three parties through key-package, create, add, join,
+# process, protect, unprotect, remove and update in both cipher suites, every member printing
+# the same epoch authenticator; bad input refused with the state files byte-identical after;
+# and the working group's passive-client vectors: another implementation's Welcomes joined
+# and its commits followed by the tool, reaching the epoch authenticators they expect.
+set -u
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+M=$(realpath "${1:?usage: test_mls_tool.sh PATH_TO_MISSIVE_CRYPTO}")
+src=$(cd "$(dirname "$0")/.." && pwd)
+V=$src/tests/vectors/mls
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work" || exit 1
+
+mls() { "$M" mls "$@"; }
+auth() { mls epoch --state "$1" | sed -n 's/^epoch authenticator: //p'; }
+same_auth() { # same_auth WHAT STATE...: every state prints one authenticator
+    local what=$1 first
+    shift
+    first=$(auth "$1")
+    [ -n "$first" ] || { bad "$what: no authenticator"; return; }
+    for s in "$@"; do [ "$(auth "$s")" = "$first" ] || { bad "$what: $s differs"; return; }; done
+    ok
+}
+keep() { for f in "$@"; do cp "$f" "$f.before"; done; }
+unchanged() { # unchanged WHAT FILE...: each file as keep() saw it
+    local what=$1
+    shift
+    for f in "$@"; do cmp -s "$f" "$f.before" || { bad "$what: $f changed"; return; }; done
+    ok
+}
+flip() { python3 -c "import sys; b=bytearray(open(sys.argv[1],'rb').read()); b[int(sys.argv[3]) % len(b)]^=1; open(sys.argv[2],'wb').write(b)" "$@"; }
+
+# ---- help, usage errors, and the manual page and completion naming every option ----
+subs="key-package create add remove update join process protect unprotect epoch"
+expect 0 "mls --help" -- "$M" mls --help
+expect 2 "mls alone" -- "$M" mls
+expect 2 "unknown subcommand" -- "$M" mls frobnicate
+. "$src/completions/missive.bash"
+COMP_WORDS=(missive-crypto mls '')
+COMP_CWORD=2
+_missive_crypto
+offered=" ${COMPREPLY[*]} "
+for c in $subs; do
+    expect 0 "mls $c --help" -- "$M" mls "$c" --help
+    grep -q "^usage: missive-crypto mls $c" out.txt && ok || bad "$c --help text"
+    [[ $offered == *" $c "* ]] && ok || bad "completion lacks mls $c"
+    sed -e 's/\\-/-/g' -e 's/\\f[BIRP]//g' "$src/man/missive-crypto.1" | grep -qw -- "mls $c" && ok ||
+        bad "the manual page lacks mls $c"
+    for opt in $(grep -o -- '--[a-z][a-z-]*' out.txt | sort -u); do
+        sed -e 's/\\-/-/g' -e 's/\\f[BIRP]//g' "$src/man/missive-crypto.1" | grep -qw -- "$opt" && ok ||
+            bad "the manual page lacks $opt of mls $c"
+        COMP_WORDS=(missive-crypto mls "$c" "${opt:0:4}")
+        COMP_CWORD=3
+        _missive_crypto
+        [[ " ${COMPREPLY[*]} " == *" $opt "* ]] && ok || bad "completion of mls $c lacks $opt"
+    done
+done
+expect 2 "missing required option" -- "$M" mls create --identity x
+expect 2 "an option of another command" -- "$M" mls create --identity x --state s --commit c
+grep -q -- "--commit does not go with create" err.txt && ok || bad "says which option does not go"
+expect 2 "suite 2" -- "$M" mls key-package --identity x --out k --private p --suite 2
+expect 2 "bad group id" -- "$M" mls create --identity x --state s --group-id zz
+expect 2 "a positional argument" -- "$M" mls epoch --state s extra
+[ ! -e s ] && [ ! -e k ] && ok || bad "a refused command left a file"
+
+# ---- three parties, both suites ----
+for suite in 1 3; do
+    d=suite$suite
+    mkdir "$d" && cd "$d" || exit 1
+    expect 0 "$suite create" -- mls create --identity alice --state a.st --suite "$suite" --group-id 0102
+    [ "$(stat -c %a a.st)" = 600 ] && ok || bad "$suite state file mode"
+    expect 1 "$suite create refuses to overwrite" -- mls create --identity alice --state a.st
+    for who in b c d; do
+        expect 0 "$suite key-package $who" -- mls key-package --identity "$who" --suite "$suite" --out "$who.kp" --private "$who.priv"
+    done
+    [ "$(stat -c %a b.priv)" = 600 ] && ok || bad "$suite private part mode"
+    # alice adds bob; bob joins; bob adds carol by a PrivateMessage commit
+    expect 0 "$suite add bob" -- mls add --state a.st --key-package b.kp --commit c1 --welcome w1
+    expect 0 "$suite bob joins" -- mls join --welcome w1 --key-package b.kp --private b.priv --state b.st
+    grep -q "^leaf: 1$" out.txt && ok || bad "$suite bob at leaf 1"
+    same_auth "$suite after adding bob" a.st b.st
+    keep a.st
+    expect 1 "$suite replayed commit" -- mls process --state a.st --commit c1
+    unchanged "$suite replayed commit" a.st
+    expect 0 "$suite bob adds carol" -- mls add --state b.st --key-package c.kp --commit c2 --welcome w2 --private-message
+    expect 0 "$suite alice follows" -- mls process --state a.st --commit c2
+    expect 0 "$suite carol joins" -- mls join --welcome w2 --key-package c.kp --private c.priv --state c.st
+    same_auth "$suite three members" a.st b.st c.st
+    # application messages, each read once
+    expect 0 "$suite alice protects" -- mls protect --state a.st --text "lunch at noon" --out m1
+    for who in b c; do
+        expect 0 "$suite $who reads" -- mls unprotect --state "$who.st" --in m1 --out "m1.$who"
+        [ "$(cat "m1.$who")" = "lunch at noon" ] && grep -q "^sender: leaf 0$" out.txt && ok || bad "$suite $who reads what was sent"
+    done
+    keep b.st
+    expect 3 "$suite a message reads once" -- mls unprotect --state b.st --in m1
+    unchanged "$suite a second read" b.st
+    expect 3 "$suite own message" -- mls unprotect --state a.st --in m1
+    head -c 3000 /dev/urandom >blob
+    expect 0 "$suite carol protects a file" -- mls protect --state c.st --in blob --out m2
+    expect 0 "$suite bob reads it" -- mls unprotect --state b.st --in m2 --out m2.b
+    cmp -s blob m2.b && ok || bad "$suite the file as sent"
+    # bad input: each refused, the states byte-identical
+    keep a.st b.st c.st
+    flip m2 m2.bad 40
+    expect 3 "$suite changed message" -- mls unprotect --state a.st --in m2.bad
+    flip c2 c2.bad 100
+    expect 1 "$suite stale commit" -- mls process --state a.st --commit c2
+    grep -q "of epoch 1; the state is at epoch 2" err.txt && ok || bad "$suite stale commit says why"
+    head -c 200 a.st >trunc.st
+    expect 1 "$suite truncated state" -- mls epoch --state trunc.st
+    grep -q "not a usable MLS state" err.txt && ok || bad "$suite truncated state says why"
+    flip a.st bad.st 300
+    cp bad.st bad.st.before
+    expect 1 "$suite changed state" -- mls protect --state bad.st --text x --out never
+    unchanged "$suite a changed state is left as it was" bad.st
+    [ ! -e never ] && ok || bad "$suite a refused protect wrote a message"
+    expect 1 "$suite not a message" -- mls unprotect --state a.st --in b.kp
+    expect 1 "$suite a KeyPackage as a commit" -- mls process --state a.st --commit b.kp
+    expect 1 "$suite join with the wrong private part" -- mls join --welcome w2 --key-package c.kp --private b.priv --state x.st
+    [ ! -e x.st ] && ok || bad "$suite a refused join wrote a state"
+    expect 1 "$suite join a Welcome for another" -- mls join --welcome w2 --key-package d.kp --private d.priv --state x.st
+    [ ! -e x.st ] && ok || bad "$suite a refused join wrote a state"
+    expect 1 "$suite add a changed KeyPackage" -- mls add --state a.st --key-package c2.bad --commit cx --welcome wx
+    [ ! -e cx ] && [ ! -e wx ] && ok || bad "$suite a refused add wrote files"
+    expect 1 "$suite output exists" -- mls add --state a.st --key-package d.kp --commit c1 --welcome wx
+    unchanged "$suite bad input changes no state" a.st b.st c.st
+    # wrong state file: a group of its own reads nothing of this one
+    expect 0 "$suite another group" -- mls create --identity eve --state e.st --suite "$suite"
+    keep e.st
+    expect 1 "$suite another group's message" -- mls unprotect --state e.st --in m2
+    grep -q "another group" err.txt && ok || bad "$suite says another group"
+    expect 1 "$suite another group's commit" -- mls process --state e.st --commit c2
+    unchanged "$suite the wrong state is unchanged" e.st
+    # alice removes bob; carol follows; bob cannot follow nor read what follows
+    expect 0 "$suite remove bob" -- mls remove --state a.st --leaf 1 --commit c3
+    expect 0 "$suite carol follows the removal" -- mls process --state c.st --commit c3
+    keep b.st
+    expect 1 "$suite bob refuses his removal" -- mls process --state b.st --commit c3
+    expect 0 "$suite alice protects after" -- mls protect --state a.st --text "without bob" --out m3
+    expect 0 "$suite carol reads it" -- mls unprotect --state c.st --in m3 --out m3.c
+    expect 1 "$suite bob cannot" -- mls unprotect --state b.st --in m3
+    unchanged "$suite removed bob's state" b.st
+    grep -q "without bob" m3.c && ok || bad "$suite carol's text"
+    expect 1 "$suite remove an empty leaf" -- mls remove --state a.st --leaf 1 --commit cy
+    expect 1 "$suite remove ourselves" -- mls remove --state a.st --leaf 0 --commit cy
+    [ ! -e cy ] && ok || bad "$suite a refused remove wrote a commit"
+    # carol updates; dave is added by alice into bob's old leaf
+    expect 0 "$suite carol updates" -- mls update --state c.st --commit c4 --private-message
+    expect 0 "$suite alice follows the update" -- mls process --state a.st --commit c4
+    expect 0 "$suite add dave" -- mls add --state a.st --key-package d.kp --commit c5 --welcome w5
+    expect 0 "$suite carol follows" -- mls process --state c.st --commit c5
+    expect 0 "$suite dave joins" -- mls join --welcome w5 --key-package d.kp --private d.priv --state d.st
+    same_auth "$suite after removal, update and add" a.st c.st d.st
+    mls epoch --state d.st >ep.txt
+    grep -q "^epoch: 5$" ep.txt && grep -q "^members: 3$" ep.txt && grep -q "^cipher suite: $suite$" ep.txt && ok ||
+        bad "$suite epoch output: $(cat ep.txt)"
+    ls ./*.tmp* >/dev/null 2>&1 && bad "$suite temporary files left" || ok
+    cd .. || exit 1
+done
+
+# ---- two processes on one state at once: each change is kept (the file is locked) ----
+cd suite1 || exit 1
+for i in 1 2 3 4 5 6; do mls protect --state a.st --text "m$i" --out "p$i" >/dev/null 2>&1 & done
+wait
+n=0
+for i in 1 2 3 4 5 6; do
+    mls unprotect --state c.st --in "p$i" --out "p$i.txt" >/dev/null 2>&1 && [ "$(cat "p$i.txt")" = "m$i" ] && n=$((n + 1))
+done
+[ "$n" = 6 ] && ok || bad "concurrent protects: $n of 6 read"
+cd .. || exit 1
+
+# ---- the passive-client vectors: another implementation's Welcomes and commits ----
+python3 - "$M" "$V" <<'PY' >interop.txt 2>&1 && ok || { bad "passive-client vectors"; cat interop.txt >&2; }
+import json, os, subprocess, sys
+tool, vdir = sys.argv[1], sys.argv[2]
+
+def write(path, hexstr):
+    with open(path, "wb") as f:
+        f.write(bytes.fromhex(hexstr))
+
+def run(*args):
+    r = subprocess.run([tool, "mls", *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit("%s: exit %d: %s" % (" ".join(args[:1]), r.returncode, r.stderr.strip()))
+    return r.stdout
+
+def authenticator(state):
+    for line in run("epoch", "--state", state).splitlines():
+        if line.startswith("epoch authenticator: "):
+            return line.split(": ")[1]
+
+counts = {}
+for name in ("passive-client-welcome", "passive-client-handling-commit", "passive-client-random"):
+    cases = json.load(open(os.path.join(vdir, name + ".json")))
+    done = epochs = 0
+    for i, tc in enumerate(cases):
+        if tc["cipher_suite"] not in (1, 3):
+            continue
+        d = "%s-%d" % (name, i)
+        os.mkdir(d)
+        p = lambda f: os.path.join(d, f)
+        write(p("welcome"), tc["welcome"])
+        write(p("kp"), tc["key_package"])
+        priv = b"MSVMKP" + (1).to_bytes(2, "big") + tc["cipher_suite"].to_bytes(2, "big")
+        priv += bytes.fromhex(tc["signature_priv"] + tc["init_priv"] + tc["encryption_priv"])
+        open(p("priv"), "wb").write(priv)
+        args = ["join", "--welcome", p("welcome"), "--key-package", p("kp"), "--private", p("priv"), "--state", p("st")]
+        if tc.get("ratchet_tree"):
+            write(p("tree"), tc["ratchet_tree"])
+            args += ["--tree", p("tree")]
+        psk_args = [a for k in tc["external_psks"] for a in ("--psk", "%s:%s" % (k["psk_id"], k["psk"]))]
+        run(*args, *psk_args)
+        if authenticator(p("st")) != tc["initial_epoch_authenticator"]:
+            raise SystemExit("%s case %d: the initial epoch authenticator differs" % (name, i))
+        for e, ep in enumerate(tc["epochs"]):
+            write(p("commit%d" % e), ep["commit"])
+            pargs = []
+            for k, prop in enumerate(ep["proposals"]):
+                write(p("prop%d.%d" % (e, k)), prop)
+                pargs += ["--proposal", p("prop%d.%d" % (e, k))]
+            run("process", "--state", p("st"), "--commit", p("commit%d" % e), *pargs, *psk_args)
+            if authenticator(p("st")) != ep["epoch_authenticator"]:
+                raise SystemExit("%s case %d epoch %d: the authenticator differs" % (name, i, e))
+            epochs += 1
+        done += 1
+    counts[name] = (done, epochs)
+for name, (n, e) in counts.items():
+    print("%s: %d cases joined, %d commits followed, every authenticator as expected" % (name, n, e))
+if counts["passive-client-welcome"][0] != 16:
+    raise SystemExit("expected 16 welcome cases")
+PY
+cat interop.txt
+finish
