@@ -364,4 +364,26 @@ msv_err client_sealed_unwrap(struct msv_client *c, const struct client_sealed_ke
                              const struct msv_public_identity *sender, const uint8_t *wire,
                              size_t len, uint8_t **envelope, size_t *envelope_len);
 
+/*
+ * This device's MLS KeyPackages (src/client/mlskeys.c, docs/crypto.md "MLS KeyPackages of a
+ * device"): the delivery service is kept holding at least MSV_MLSKEYS_LOW of them (topped up to
+ * MSV_MLSKEYS_TARGET) and a last-resort one; their private parts are kept for their lifetime,
+ * at most MSV_MLSKEYS_KEPT_MAX.
+ */
+#define MSV_MLSKEYS_TARGET 50
+#define MSV_MLSKEYS_LOW 20
+#define MSV_MLSKEYS_KEPT_MAX 400
+MSV_MUST_CHECK msv_err msv_mlskeys_publish(struct msv_client *c);
+/*
+ * Checks that the KeyPackage MLSMessage kp is valid now (RFC 9420 10.1, suite 1) and device
+ * device_id's: its credential's signature by pub (the device's identity key from the verified
+ * directory) over its signature key. MSV_OK, or an error with *why (a static string).
+ */
+MSV_MUST_CHECK msv_err msv_mlskeys_credential_check(const struct msv_public_identity *pub,
+                                                    uint64_t device_id, const uint8_t *kp,
+                                                    size_t kp_len, uint64_t now_s,
+                                                    const char **why);
+/* A backup holds no KeyPackage's private part. */
+MSV_MUST_CHECK msv_err msv_mlskeys_strip_backup_copy(struct msv_client_db *copy);
+
 #endif

@@ -474,6 +474,37 @@ msv_err msv_request_prekey_claim(struct msv_conn *c, const uint64_t *device_ids,
     return run(c, &req, MSV__WIRE__FRAME__BODY_PREKEY_BUNDLES, timeout_ms, why, result);
 }
 
+msv_err msv_request_mls_key_packages(struct msv_conn *c, const uint8_t *const *kps,
+                                     const size_t *lens, size_t n, const uint8_t *last,
+                                     size_t last_len, int timeout_ms,
+                                     struct msv_mls_kp_counts *counts, struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__MlsKeyPackageUpload up = MSV__WIRE__MLS_KEY_PACKAGE_UPLOAD__INIT;
+    ProtobufCBinaryData *items = n > 0 ? calloc(n, sizeof(*items)) : NULL;
+    msv_frame *answer = NULL;
+    msv_err err;
+
+    if (n > 0 && items == NULL)
+        return MSV_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++)
+        items[i] = (ProtobufCBinaryData){lens[i], (uint8_t *)kps[i]};
+    up.n_key_packages = n;
+    up.key_packages = items;
+    if (last != NULL)
+        up.last_resort = (ProtobufCBinaryData){last_len, (uint8_t *)last};
+    req.body_case = MSV__WIRE__FRAME__BODY_MLS_KEY_PACKAGE_UPLOAD;
+    req.mls_key_package_upload = &up;
+    err = run(c, &req, MSV__WIRE__FRAME__BODY_MLS_KEY_PACKAGE_STATE, timeout_ms, why, &answer);
+    if (err == MSV_OK) {
+        counts->left = answer->mls_key_package_state->left;
+        counts->has_last_resort = answer->mls_key_package_state->has_last_resort;
+    }
+    msv_frame_free(answer);
+    free(items);
+    return err;
+}
+
 msv_err msv_request_set_delivery_token(struct msv_conn *c, const uint8_t token[16], int timeout_ms,
                                        struct msv_refusal *why)
 {

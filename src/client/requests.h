@@ -239,6 +239,21 @@ MSV_MUST_CHECK msv_err msv_request_prekey_upload(struct msv_conn *c,
 MSV_MUST_CHECK msv_err msv_request_prekey_claim(struct msv_conn *c, const uint64_t *device_ids,
                                                 size_t n, int sealing_keys, int timeout_ms,
                                                 msv_frame **result, struct msv_refusal *why);
+struct msv_mls_kp_counts {
+    uint32_t left; /* KeyPackages the server holds unclaimed, the last-resort one not counted */
+    int has_last_resort;
+};
+/*
+ * Publishes n KeyPackages (MLSMessages) of this device and, when last is not NULL, its new
+ * last-resort one, in one request (nothing given: just asks); *counts: what the server holds
+ * afterwards.
+ */
+MSV_MUST_CHECK msv_err msv_request_mls_key_packages(struct msv_conn *c, const uint8_t *const *kps,
+                                                    const size_t *lens, size_t n,
+                                                    const uint8_t *last, size_t last_len,
+                                                    int timeout_ms,
+                                                    struct msv_mls_kp_counts *counts,
+                                                    struct msv_refusal *why);
 /* Registers this device's 16-byte delivery token for sealed sends. */
 MSV_MUST_CHECK msv_err msv_request_set_delivery_token(struct msv_conn *c, const uint8_t token[16],
                                                       int timeout_ms, struct msv_refusal *why);

@@ -1,0 +1,226 @@
+/*
+ * This device's MLS KeyPackages (docs/crypto.md, "MLS KeyPackages of a device"): made, their
+ * private parts kept, published to the delivery service and kept topped up, with a last-resort
+ * one; and the check that a KeyPackage is a given device's.
+ *
+ * Each KeyPackage (cipher suite 1) has a signature key of its own, and a basic credential that
+ * binds it to the device: identity = u64be device id || the device identity's signature over
+ * "MSV-mls-leaf-v1" || u64be device id || the 32-byte Ed25519 signature key. A member adding
+ * a device checks that signature against the device's identity key from the verified directory,
+ * so that a KeyPackage the server made up (whose private keys it would hold) is refused.
+ *
+ * Settings used: "mls-kp:<hex of the KeyPackageRef>" for each KeyPackage made (u8 flags, bit 0
+ * last resort || u64be not_after in seconds || signature seed || init key || leaf key, 32 bytes
+ * each), kept until its lifetime ends: a Welcome naming it may come while its device is
+ * offline, and a KeyPackage whose upload got no answer may be on the server.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "client/client.h"
+#include "client/internal.h"
+#include "client/requests.h"
+#include "missive/util.h"
+#include "mls/mls.h"
+#include "util/buf.h"
+#include "util/endian.h"
+
+#define TIMEOUT_MS 15000
+#define PREFIX "mls-kp:"
+#define RECORD_LEN (1 + 8 + 3 * 32)
+#define LIFETIME_S (60 * 86400)          /* a KeyPackage's lifetime */
+#define LAST_RESORT_RENEW_S (14 * 86400) /* a last-resort one this near its end is replaced */
+#define SKEW_S 3600                      /* not_before this far back, for others' clocks */
+#define LABEL "MSV-mls-leaf-v1"
+#define LABEL_LEN 15
+
+static void record_name(const uint8_t ref[MSV_MLS_NH], char key[8 + 2 * MSV_MLS_NH])
+{
+    static const char digits[] = "0123456789abcdef";
+
+    memcpy(key, PREFIX, 7);
+    for (size_t i = 0; i < MSV_MLS_NH; i++) {
+        key[7 + 2 * i] = digits[ref[i] >> 4];
+        key[8 + 2 * i] = digits[ref[i] & 15];
+    }
+    key[7 + 2 * MSV_MLS_NH] = '\0';
+}
+
+/* What the device identity signs for a KeyPackage's signature key. */
+static size_t binding_message(uint64_t device_id, const uint8_t sig_pub[32],
+                              uint8_t msg[LABEL_LEN + 8 + 32])
+{
+    memcpy(msg, LABEL, LABEL_LEN);
+    msv_put_u64be(msg + LABEL_LEN, device_id);
+    memcpy(msg + LABEL_LEN + 8, sig_pub, 32);
+    return LABEL_LEN + 8 + 32;
+}
+
+msv_err msv_mlskeys_credential_check(const struct msv_public_identity *pub, uint64_t device_id,
+                                     const uint8_t *kp, size_t kp_len, uint64_t now_s,
+                                     const char **why)
+{
+    struct msv_mls_leaf leaf;
+    struct msv_reader r;
+    const uint8_t *p, *identity = NULL;
+    size_t n, identity_len = 0;
+    uint8_t msg[LABEL_LEN + 8 + 32];
+    uint16_t type = 0;
+    msv_err err;
+
+    *why = NULL;
+    err = msv_mls_key_package_check(MSV_MLS_SUITE_X25519_AES128GCM, kp, kp_len, now_s, &leaf, why);
+    if (err != MSV_OK)
+        return err;
+    /* LeafNode: encryption_key<V> signature_key<V> credential (u16 type, identity<V>) ... */
+    msv_reader_init(&r, leaf.raw, leaf.raw_len);
+    if (msv_mls_get_vec(&r, &p, &n) != MSV_OK || msv_mls_get_vec(&r, &p, &n) != MSV_OK ||
+        msv_reader_u16be(&r, &type) != MSV_OK || type != 1 ||
+        msv_mls_get_vec(&r, &identity, &identity_len) != MSV_OK) {
+        *why = "its credential is not a basic one";
+        return MSV_ERR_PARSE;
+    }
+    if (leaf.signature_key_len != 32 || identity_len <= 8 || msv_get_u64be(identity) != device_id) {
+        *why = "its credential names another device";
+        return MSV_ERR_AUTH;
+    }
+    if (msv_public_identity_verify(pub, msg, binding_message(device_id, leaf.signature_key, msg),
+                                   identity + 8, identity_len - 8) != MSV_OK) {
+        *why = "its signature key is not signed by the device's identity";
+        return MSV_ERR_AUTH;
+    }
+    return MSV_OK;
+}
+
+/* Makes one KeyPackage and keeps its private part; *out (free()) is the MLSMessage. */
+static msv_err make_one(struct msv_client *c, int last_resort, uint64_t now_s, uint8_t **out,
+                        size_t *out_len)
+{
+    uint8_t *rec = sodium_malloc(RECORD_LEN), sig_pub[32], sig_sk[64], msg[LABEL_LEN + 8 + 32];
+    uint8_t identity[8 + MSV_SIGNATURE_MAX], ref[MSV_MLS_NH];
+    size_t sig_len = 0;
+    char key[8 + 2 * MSV_MLS_NH];
+    msv_err err;
+
+    *out = NULL;
+    if (rec == NULL)
+        return MSV_ERR_NOMEM;
+    rec[0] = (uint8_t)(last_resort ? 1 : 0);
+    msv_put_u64be(rec + 1, now_s + LIFETIME_S);
+    randombytes_buf(rec + 9, 32);
+    crypto_sign_seed_keypair(sig_pub, sig_sk, rec + 9);
+    sodium_memzero(sig_sk, sizeof(sig_sk));
+    msv_put_u64be(identity, c->device_id);
+    err = msv_identity_sign(c->id, msg, binding_message(c->device_id, sig_pub, msg), identity + 8,
+                            &sig_len);
+    if (err == MSV_OK)
+        err = msv_mls_key_package_make(MSV_MLS_SUITE_X25519_AES128GCM, rec + 9, identity,
+                                       8 + sig_len, now_s - SKEW_S, now_s + LIFETIME_S, rec + 41,
+                                       rec + 73, out, out_len);
+    if (err == MSV_OK && *out_len <= 4)
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK) /* KeyPackageRef: of the KeyPackage, without the MLSMessage header */
+        err = msv_mls_ref_hash((const uint8_t *)"MLS 1.0 KeyPackage Reference", 28, *out + 4,
+                               *out_len - 4, ref);
+    if (err == MSV_OK) {
+        record_name(ref, key);
+        err = msv_client_db_set(c->db, key, rec, RECORD_LEN);
+    }
+    sodium_free(rec);
+    if (err != MSV_OK) {
+        free(*out);
+        *out = NULL;
+    }
+    return err;
+}
+
+struct kept {
+    char *key;
+    uint64_t not_after;
+};
+
+static int older_first(const void *a, const void *b)
+{
+    const struct kept *x = a, *y = b;
+
+    return x->not_after < y->not_after ? -1 : x->not_after > y->not_after;
+}
+
+/*
+ * Forgets private parts past their lifetime and, to keep room for adding more, the oldest
+ * others beyond MSV_MLSKEYS_KEPT_MAX (private parts of uploads that got no answer could pile
+ * up otherwise; a Welcome naming one forgotten is recorded as unreadable, as any other).
+ * *renew: set if no last-resort one has more than LAST_RESORT_RENEW_S to go.
+ */
+static msv_err expire(struct msv_client *c, uint64_t now_s, size_t adding, int *renew)
+{
+    struct msv_setting *s = NULL;
+    struct kept *others = NULL;
+    size_t n = 0, n_others = 0, n_last = 0;
+    msv_err err = msv_client_db_settings(c->db, PREFIX, SIZE_MAX, &s, &n);
+
+    *renew = 1;
+    if (err == MSV_OK && n > 0 && (others = calloc(n, sizeof(*others))) == NULL)
+        err = MSV_ERR_NOMEM;
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        uint64_t not_after = s[i].len == RECORD_LEN ? msv_get_u64be(s[i].value + 1) : 0;
+
+        if (not_after <= now_s) {
+            err = msv_client_db_unset(c->db, s[i].key);
+        } else if (s[i].value[0] & 1) {
+            n_last++;
+            if (not_after > now_s + LAST_RESORT_RENEW_S)
+                *renew = 0;
+        } else {
+            others[n_others++] = (struct kept){s[i].key, not_after};
+        }
+    }
+    if (err == MSV_OK && n_last + n_others + adding > MSV_MLSKEYS_KEPT_MAX) {
+        size_t drop = n_last + n_others + adding - MSV_MLSKEYS_KEPT_MAX;
+
+        qsort(others, n_others, sizeof(*others), older_first);
+        for (size_t i = 0; err == MSV_OK && i < drop && i < n_others; i++)
+            err = msv_client_db_unset(c->db, others[i].key);
+    }
+    free(others);
+    msv_settings_free(s, n);
+    return err;
+}
+
+msv_err msv_mlskeys_publish(struct msv_client *c)
+{
+    struct msv_mls_kp_counts held = {0};
+    uint8_t *kps[MSV_MLSKEYS_TARGET] = {0}, *last = NULL;
+    size_t lens[MSV_MLSKEYS_TARGET] = {0}, last_len = 0, n = 0;
+    uint64_t now_s = (uint64_t)(msv_wall_ms() / 1000);
+    int renew = 0;
+    msv_err err;
+
+    if (c->device_id == 0)
+        return MSV_OK;
+    err = msv_request_mls_key_packages(c->conn, NULL, NULL, 0, NULL, 0, TIMEOUT_MS, &held, &c->why);
+    if (err == MSV_OK && held.left < MSV_MLSKEYS_LOW)
+        n = MSV_MLSKEYS_TARGET - held.left;
+    if (err == MSV_OK)
+        err = expire(c, now_s, n + 1, &renew);
+    for (size_t i = 0; err == MSV_OK && i < n; i++)
+        err = make_one(c, 0, now_s, &kps[i], &lens[i]);
+    if (err == MSV_OK && (!held.has_last_resort || renew))
+        err = make_one(c, 1, now_s, &last, &last_len);
+    if (err == MSV_OK && (n > 0 || last != NULL))
+        err = msv_request_mls_key_packages(c->conn, (const uint8_t *const *)kps, lens, n, last,
+                                           last_len, TIMEOUT_MS, &held, &c->why);
+    for (size_t i = 0; i < n; i++)
+        free(kps[i]);
+    free(last);
+    return err;
+}
+
+msv_err msv_mlskeys_strip_backup_copy(struct msv_client_db *copy)
+{
+    return msv_client_db_unset_prefix(copy, PREFIX);
+}
