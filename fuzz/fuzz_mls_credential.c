@@ -1,0 +1,63 @@
+/*
+ * The check that a KeyPackage the server hands out is a device's (src/client/mlskeys.c,
+ * msv_mlskeys_credential_check): any bytes are refused with a reason, without reading past
+ * them, unless they are the one KeyPackage made here for the device, bound by its identity.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "client/client.h"
+#include "client/internal.h"
+#include "common.h"
+#include "mls/mls.h"
+#include "util/endian.h"
+
+#define DEVICE 7
+#define NOW 1800000000u
+
+static struct msv_identity *id;
+static uint8_t *honest;
+static size_t honest_len;
+
+/* The device's one honest KeyPackage, bound as mlskeys.c binds them. */
+static void setup(void)
+{
+    uint8_t seed[32], pk[32], sk[64], msg[15 + 8 + 32], identity[8 + MSV_SIGNATURE_MAX];
+    uint8_t init_sk[32], leaf_sk[32];
+    size_t sig_len = 0;
+    const char *why = NULL;
+
+    if (msv_init() != MSV_OK || msv_identity_generate(MSV_SUITE_MODERN, 0, &id) != MSV_OK)
+        abort();
+    randombytes_buf(seed, sizeof(seed));
+    crypto_sign_seed_keypair(pk, sk, seed);
+    memcpy(msg, "MSV-mls-leaf-v1", 15);
+    msv_put_u64be(msg + 15, DEVICE);
+    memcpy(msg + 23, pk, 32);
+    msv_put_u64be(identity, DEVICE);
+    if (msv_identity_sign(id, msg, sizeof(msg), identity + 8, &sig_len) != MSV_OK ||
+        msv_mls_key_package_make(MSV_MLS_SUITE_X25519_AES128GCM, seed, identity, 8 + sig_len,
+                                 NOW - 3600, NOW + 86400, init_sk, leaf_sk, &honest,
+                                 &honest_len) != MSV_OK ||
+        msv_mlskeys_credential_check(msv_identity_public(id), DEVICE, honest, honest_len, NOW,
+                                     &why) != MSV_OK)
+        abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *why = NULL;
+    msv_err err;
+
+    if (id == NULL)
+        setup();
+    err = msv_mlskeys_credential_check(msv_identity_public(id), DEVICE, data, size, NOW, &why);
+    if (err == MSV_OK && (size != honest_len || memcmp(data, honest, size) != 0))
+        abort();
+    if (err != MSV_OK && why == NULL)
+        abort(); /* every refusal says why */
+    return 0;
+}
