@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 
 #include "client/requests.h"
 #include "missive/util.h"
@@ -388,6 +389,97 @@ static void test_window_after_reconnect(void **state)
     test_server_cleanup(&s);
 }
 
+/* Runs sql on the test's PostgreSQL database (MSV_TEST_POSTGRES), as the tests' own session. */
+static void pg_exec(const char *sql)
+{
+    PGconn *db = PQconnectdb(getenv("MSV_TEST_POSTGRES"));
+    PGresult *r = PQexec(db, sql);
+    ExecStatusType st = PQresultStatus(r);
+
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(db));
+    PQclear(r);
+    PQfinish(db);
+}
+
+/*
+ * Z3: the recipients' queue usage cannot be read (PostgreSQL: its table renamed away, while
+ * the queue itself, which /health reads, is still there): every send is refused ERROR_IO,
+ * so /health says 503 with the reason until a read succeeds again (it said ok: the batch,
+ * emptied of its refused sends, committed nothing and so "succeeded").
+ */
+static void test_health_usage_fails(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    struct test_device *to[1] = {&b1};
+    const char *bob[1];
+    char health[1024];
+    msv_frame *r;
+
+    (void)state;
+    if (getenv("MSV_TEST_POSTGRES") == NULL)
+        skip();
+    start_slow(&s, "[server]\nworkers = 1\n");
+    two_devices(&s, "usage", &a1, &b1);
+    bob[0] = b1.handle;
+    pg_exec("ALTER TABLE queue_usage RENAME TO queue_usage_away;");
+    r = test_send(&a1, bob, 1, to, 1, "refused");
+    assert_int_equal(test_error_code(r), MSV__WIRE__ERROR_CODE__ERROR_IO);
+    msv_frame_free(r);
+    assert_int_equal(test_server_http(&s, "/health", health, sizeof(health)), 503);
+    assert_non_null(strstr(health, "\"commits\":\"failing\""));
+    if (strstr(health, "queue usage could not be read") == NULL)
+        fail_msg("/health: %s", health);
+    pg_exec("ALTER TABLE queue_usage_away RENAME TO queue_usage;");
+    test_expect_ok(test_send(&a1, bob, 1, to, 1, "accepted"));
+    assert_int_equal(test_server_http(&s, "/health", health, sizeof(health)), 200);
+    assert_non_null(strstr(health, "\"status\":\"ok\""));
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_stop(&s);
+    test_server_cleanup(&s);
+}
+
+/*
+ * Z4: a pool of one PostgreSQL connection, which the group commit holds for 4 s (a trigger
+ * sleeps in every insert into the queue): a request that needs the store waits at most
+ * [store] pool_wait_ms (200 ms here), then is refused ERROR_IO (try again) and counted in
+ * store_pool_timeouts_total. It waited for the commit, and with it every connection of the
+ * worker; the send being committed still commits.
+ */
+static void test_pool_wait_bounded(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    struct msv_refusal why;
+    msv_frame *answer = NULL;
+    int64_t asked;
+
+    (void)state;
+    if (getenv("MSV_TEST_POSTGRES") == NULL)
+        skip();
+    start_slow(&s, "[server]\nworkers = 1\n[store]\nconnections = 1\npool_wait_ms = 200\n");
+    two_devices(&s, "pool", &a1, &b1);
+    pg_exec("CREATE FUNCTION test_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " PERFORM pg_sleep(4); RETURN NULL; END $$; CREATE TRIGGER test_slow AFTER INSERT"
+            " ON queue FOR EACH STATEMENT EXECUTE FUNCTION test_slow();");
+    test_send_begin(&a1, &b1, "slow", 7601);
+    wait_metric(&s, "commits_in_flight", 1);
+    sleep_ms(DELAY_MS + 500); /* the commit holds the pool's one connection in the trigger */
+    asked = msv_mono_ms();
+    assert_int_equal(msv_request_handle_list(b1.conn, TEST_TIMEOUT_MS, &answer, &why), MSV_ERR_IO);
+    assert_int_equal(why.code, MSV__WIRE__ERROR_CODE__ERROR_IO);
+    assert_true(msv_mono_ms() - asked < 2000);
+    expect_answer_ok(&a1, 7601);
+    assert_true(test_server_metric(&s, "store_pool_timeouts_total") >= 1);
+    pg_exec("DROP TRIGGER test_slow ON queue; DROP FUNCTION test_slow();");
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_stop(&s);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -398,6 +490,8 @@ int main(void)
         cmocka_unit_test(test_window_after_reconnect),
         cmocka_unit_test(test_cap_within_batch),
         cmocka_unit_test(test_ack_flood),
+        cmocka_unit_test(test_health_usage_fails),
+        cmocka_unit_test(test_pool_wait_bounded),
     };
 
     if (msv_init() != MSV_OK)

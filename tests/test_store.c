@@ -55,7 +55,7 @@ static msv_err open_store(struct fixture *f, struct msv_store **out)
     *out = NULL;
     if (!f->pg)
         return msv_store_open_sqlite(f->path, out);
-    return msv_store_open_postgres(f->path, 4, 5000, why, sizeof(why), out);
+    return msv_store_open_postgres(f->path, 4, 5000, 0, why, sizeof(why), out);
 }
 
 static void reopen(struct fixture *f)
@@ -2154,7 +2154,7 @@ static void test_reopen_and_schema(void **state)
         struct msv_store *none = NULL;
         char why[256];
 
-        assert_int_equal(msv_store_open_postgres("host=127.0.0.1 port=1 connect_timeout=2", 1, 0,
+        assert_int_equal(msv_store_open_postgres("host=127.0.0.1 port=1 connect_timeout=2", 1, 0, 0,
                                                  why, sizeof(why), &none),
                          MSV_ERR_IO);
         assert_true(strlen(why) > 0); /* what libpq said: "connection refused" or the like */

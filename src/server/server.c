@@ -498,8 +498,9 @@ static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the database's failures ----------------------------------------------------------- */
 
-static const char *const db_fault_names[4] = {"busy", "database unavailable", "storage full",
-                                              "other"};
+static const char *const db_fault_names[MSV_STORE_FAULT_KINDS] = {
+    "busy", "database unavailable", "storage full", "other",
+    "no connection of the pool free within [store] pool_wait_ms"};
 
 /*
  * The store's fault hook: counted by kind (database_faults_*_total), and logged with the
@@ -514,7 +515,7 @@ static void on_db_fault(void *ctx, enum msv_store_fault kind, const char *sqlsta
     size_t i;
     int64_t now = msv_mono_ms(), last;
 
-    if ((unsigned)kind > MSV_STORE_FAULT_OTHER)
+    if ((unsigned)kind >= MSV_STORE_FAULT_KINDS)
         kind = MSV_STORE_FAULT_OTHER;
     atomic_fetch_add(&s->m.db_faults[kind], 1);
     last = atomic_load(&s->db_fault_logged_ms[kind]);
@@ -603,12 +604,15 @@ static void pump_all(struct msv_conn_state **cs, size_t n)
         s->store->ops->queue_fetch_many(s->store->impl, reads, k, msv_server_now_ms(s)) != MSV_OK) {
         struct timeval later = {FETCH_RETRY_MS / 1000, (FETCH_RETRY_MS % 1000) * 1000};
 
+        atomic_store(&s->fetch_failing, 1); /* /health says so until a read succeeds */
         atomic_fetch_add(&s->m.queue_fetch_failures, 1);
         msv_log(MSV_LOG_ERROR, "queue_fetch_failed", "devices=%zu retry_ms=%d", k, FETCH_RETRY_MS);
         /* no wake-up may come for what is waiting: the worker reads every queue again soon */
         if (!evtimer_pending(cs[0]->w->fetch_retry_ev, NULL))
             evtimer_add(cs[0]->w->fetch_retry_ev, &later);
         k = 0;
+    } else if (k > 0) {
+        atomic_store(&s->fetch_failing, 0);
     }
     for (size_t i = 0; i < k; i++)
         push_recs(cs[i], reads[i].recs, reads[i].count, reads[i].limit);
@@ -1210,6 +1214,8 @@ static void check_caps(struct msv_server *s, struct msv_commit_batch *b)
     added = calloc(b->n_all, sizeof(*added));
     failed =
         added == NULL || s->store->ops->queue_usage(s->store->impl, b->use, b->n_all) != MSV_OK;
+    /* every send of the batch is refused: /health says so until a read succeeds again */
+    atomic_store(&s->usage_failing, failed);
     for (size_t k = 0; k < b->n_sends; k++) {
         int full = 0;
 
@@ -2109,6 +2115,13 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     e = make_dirs(cfg, err, err_len);
     if (e != MSV_OK)
         goto fail;
+    /* each worker's event loop and its committer thread take a connection at once */
+    if (strcmp(cfg->store_backend, "postgres") == 0 && cfg->store_connections < 2 * cfg->workers)
+        msv_log(MSV_LOG_WARN, "store_pool_small",
+                "connections=%u workers=%u reason=\"[store] connections is below 2 x [server] "
+                "workers: requests wait for a connection (at most pool_wait_ms=%u, then are "
+                "refused ERROR_IO)\"",
+                cfg->store_connections, cfg->workers, cfg->store_pool_wait_ms);
     e = msv_config_open_store(cfg, &s->store, err, err_len);
     if (e != MSV_OK)
         goto fail;

@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libpq-fe.h>
 
@@ -63,7 +64,8 @@ struct pg_conn {
 
 struct pg_store {
     pthread_mutex_t lock;
-    pthread_cond_t freed;
+    pthread_cond_t freed;  /* on CLOCK_MONOTONIC */
+    unsigned pool_wait_ms; /* the longest wait for a free connection; 0: no bound */
     char *conninfo;
     unsigned timeout_ms;
     char connect_timeout[16], options[48]; /* libpq parameters derived from timeout_ms */
@@ -379,16 +381,53 @@ static int is_stale(const struct pg_conn *c)
     return poll(&p, 1, 0) != 0;
 }
 
+/* The monotonic time ms from now, for pthread_cond_timedwait on the pool's condition. */
+static struct timespec deadline_in(unsigned ms)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += (time_t)(ms / 1000);
+    t.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
+/*
+ * A connection of the pool, waited for at most pool_wait_ms: NULL (told to the fault hook as
+ * MSV_STORE_FAULT_POOL) if none came free by then, so that a caller on an event loop answers
+ * "busy, try again" instead of stopping every connection of its worker behind a slow database.
+ */
 static struct pg_conn *acquire(struct pg_store *s)
 {
+    struct timespec until = deadline_in(s->pool_wait_ms);
     struct pg_conn *c;
+    msv_store_fault_fn fn = NULL;
+    void *ctx = NULL;
 
     pthread_mutex_lock(&s->lock);
-    while (s->free_list == NULL)
-        pthread_cond_wait(&s->freed, &s->lock);
+    while (s->free_list == NULL) {
+        if (s->pool_wait_ms == 0)
+            pthread_cond_wait(&s->freed, &s->lock);
+        else if (pthread_cond_timedwait(&s->freed, &s->lock, &until) != 0 && s->free_list == NULL)
+            break;
+    }
     c = s->free_list;
-    s->free_list = c->next_free;
+    if (c != NULL)
+        s->free_list = c->next_free;
+    else {
+        fn = s->fault;
+        ctx = s->fault_ctx;
+    }
     pthread_mutex_unlock(&s->lock);
+    if (c == NULL) {
+        if (fn != NULL)
+            fn(ctx, MSV_STORE_FAULT_POOL, "", "no connection of the pool came free in time");
+        return NULL;
+    }
     if (is_stale(c)) {
         /* the server restarted or the network broke: a new session */
         PQfinish(c->db);
@@ -430,7 +469,10 @@ static msv_err finish(struct pg_conn *c, msv_err err)
 #define POOLED(call)                        \
     do {                                    \
         struct pg_conn *c_ = acquire(impl); \
-        msv_err err_ = (call);              \
+        msv_err err_;                       \
+        if (c_ == NULL)                     \
+            return MSV_ERR_IO;              \
+        err_ = (call);                      \
         give_back(impl, c_);                \
         return err_;                        \
     } while (0)
@@ -442,6 +484,8 @@ static msv_err finish(struct pg_conn *c, msv_err err)
     do {                                                       \
         struct pg_conn *c_ = acquire(impl);                    \
         msv_err err_ = MSV_ERR_IO;                             \
+        if (c_ == NULL)                                        \
+            return MSV_ERR_IO;                                 \
         for (int try_ = 0; try_ < TRIES; try_++) {             \
             c_->busy = 0;                                      \
             err_ = begin(c_);                                  \
@@ -3199,7 +3243,11 @@ static msv_err p_code_take(void *impl, const char *handle, const uint8_t hash[32
                            unsigned max_attempts)
 {
     struct pg_conn *c = acquire(impl);
-    msv_err err = begin(c), result = MSV_OK;
+    msv_err err, result = MSV_OK;
+
+    if (c == NULL)
+        return MSV_ERR_IO;
+    err = begin(c);
 
     /* a wrong code must still commit its attempt count, so the outcome is not the tx's */
     if (err == MSV_OK) {
@@ -3265,9 +3313,12 @@ static msv_err p_account_delete(void *impl, const char *handle, int64_t now_ms,
                                 struct msv_account_deleted *out)
 {
     struct pg_conn *c_ = acquire(impl);
-    msv_err err = begin(c_);
+    msv_err err;
 
     memset(out, 0, sizeof(*out));
+    if (c_ == NULL)
+        return MSV_ERR_IO;
+    err = begin(c_);
     if (err == MSV_OK)
         err = finish(c_, account_delete(c_, handle, now_ms, out));
     give_back(impl, c_);
@@ -3695,10 +3746,12 @@ static void quiet_notice(void *arg, const char *message)
 }
 
 msv_err msv_store_open_postgres(const char *conninfo, unsigned connections, unsigned timeout_ms,
-                                char *why, size_t why_len, struct msv_store **out)
+                                unsigned pool_wait_ms, char *why, size_t why_len,
+                                struct msv_store **out)
 {
     struct pg_store *s = calloc(1, sizeof(*s));
     struct msv_store *store = calloc(1, sizeof(*store));
+    pthread_condattr_t monotonic;
     msv_err err = MSV_ERR_NOMEM;
 
     if (why_len > 0)
@@ -3708,7 +3761,11 @@ msv_err msv_store_open_postgres(const char *conninfo, unsigned connections, unsi
     if (s == NULL || store == NULL)
         goto fail;
     pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->freed, NULL);
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->freed, &monotonic);
+    pthread_condattr_destroy(&monotonic);
+    s->pool_wait_ms = pool_wait_ms;
     if ((s->conninfo = strdup(conninfo)) == NULL ||
         (s->conns = calloc(connections, sizeof(*s->conns))) == NULL)
         goto fail;

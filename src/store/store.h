@@ -39,7 +39,9 @@ enum msv_store_fault {
     MSV_STORE_FAULT_UNAVAILABLE, /* connection lost or refused, server shutting down (08, 57P) */
     MSV_STORE_FAULT_FULL,        /* disk full, out of memory or connections (class 53) */
     MSV_STORE_FAULT_OTHER,       /* anything else the database refused */
+    MSV_STORE_FAULT_POOL,        /* no connection of the pool came free within pool_wait_ms */
 };
+#define MSV_STORE_FAULT_KINDS 5
 
 /*
  * Told of every failure of the database but constraint violations and "too big" (answered as
@@ -586,12 +588,15 @@ MSV_MUST_CHECK msv_err msv_store_open_sqlite(const char *path, struct msv_store 
  * with a pool of connections (0: 4), creating or migrating the schema. With
  * timeout_ms (0: none), connecting, and each statement, fail with
  * MSV_ERR_IO after that long (connect_timeout and statement_timeout, which
- * the conninfo may set otherwise). On failure, why (why_len bytes) says what
- * PostgreSQL said. Only missived and its tools link this backend.
+ * the conninfo may set otherwise). An operation that finds every connection
+ * of the pool taken waits at most pool_wait_ms (0: without bound) for one,
+ * then fails with MSV_ERR_IO, told to the fault hook as MSV_STORE_FAULT_POOL.
+ * On failure, why (why_len bytes) says what PostgreSQL said. Only missived
+ * and its tools link this backend.
  */
 MSV_MUST_CHECK msv_err msv_store_open_postgres(const char *conninfo, unsigned connections,
-                                               unsigned timeout_ms, char *why, size_t why_len,
-                                               struct msv_store **out);
+                                               unsigned timeout_ms, unsigned pool_wait_ms,
+                                               char *why, size_t why_len, struct msv_store **out);
 void msv_store_close(struct msv_store *s);
 
 /* One table of a migration: its rows in SQLite and, after the copy, in PostgreSQL. */
