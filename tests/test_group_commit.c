@@ -403,7 +403,7 @@ static void pg_exec(const char *sql)
 }
 
 /*
- * Z3: the recipients' queue usage cannot be read (PostgreSQL: its table renamed away, while
+ * Z2: the recipients' queue usage cannot be read (PostgreSQL: its table renamed away, while
  * the queue itself, which /health reads, is still there): every send is refused ERROR_IO,
  * so /health says 503 with the reason until a read succeeds again (it said ok: the batch,
  * emptied of its refused sends, committed nothing and so "succeeded").
@@ -442,7 +442,7 @@ static void test_health_usage_fails(void **state)
 }
 
 /*
- * Z4: a pool of one PostgreSQL connection, which the group commit holds for 4 s (a trigger
+ * Z3: a pool of one PostgreSQL connection, which the group commit holds for 4 s (a trigger
  * sleeps in every insert into the queue): a request that needs the store waits at most
  * [store] pool_wait_ms (200 ms here), then is refused ERROR_IO (try again) and counted in
  * store_pool_timeouts_total. It waited for the commit, and with it every connection of the
@@ -480,6 +480,55 @@ static void test_pool_wait_bounded(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * Z4: a send to bob's two devices whose commit waits (commit_delay_ms) while bob's first device
+ * removes the second: nothing is queued for the removed device and the sender is not told Ok
+ * (ERROR_IO, nothing of the send stored: trying again, it learns bob's devices changed;
+ * sends_device_gone_total); bob's remaining device gets nothing of it. The envelope was queued
+ * for a device that no longer existed, and the send answered Ok.
+ */
+static void test_send_to_removed_device(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, b2;
+    struct test_device *to[2] = {&b1, &b2};
+    const char *bob[1];
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
+    msv_frame *f;
+
+    (void)state;
+    start_slow(&s, NULL);
+    two_devices(&s, "gone", &a1, &b1);
+    test_add_device(&s, b1.handle, &b1, &b2);
+    bob[0] = b1.handle;
+    test_send_many_begin(&a1, bob, 1, to, 2, "to both", 7701);
+    wait_metric(&s, "commits_in_flight", 1);
+    rm.device_id = b2.device_id;
+    req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
+    req.remove_device = &rm;
+    test_expect_ok(test_request(b1.conn, &req));
+    f = answer_to(&a1, 7701);
+    assert_int_equal(test_error_code(f), MSV__WIRE__ERROR_CODE__ERROR_IO);
+    assert_non_null(strstr((const char *)f->error->message.data, "removed"));
+    msv_frame_free(f);
+    assert_int_equal(test_server_metric(&s, "sends_device_gone_total"), 1);
+    assert_int_equal(test_expect_message(&b1, &a1, "to both", 1000), 0);
+    if (getenv("MSV_TEST_POSTGRES") == NULL) {
+        struct test_queued *rows = NULL;
+        size_t n = test_server_queued(&s, &rows);
+
+        for (size_t i = 0; i < n; i++)
+            assert_int_not_equal(rows[i].device_id, b2.device_id);
+        test_queued_free(rows, n);
+    }
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&b2);
+    test_server_stop(&s);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -492,6 +541,7 @@ int main(void)
         cmocka_unit_test(test_ack_flood),
         cmocka_unit_test(test_health_usage_fails),
         cmocka_unit_test(test_pool_wait_bounded),
+        cmocka_unit_test(test_send_to_removed_device),
     };
 
     if (msv_init() != MSV_OK)

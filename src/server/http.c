@@ -234,6 +234,9 @@ static const struct {
       "max_header_bytes."),
     M(http_timeouts, "http_timeouts_total", "counter",
       "HTTP connections closed at request_timeout_s."),
+    M(sends_device_gone, "sends_device_gone_total", "counter",
+      "Sends refused at their commit (ERROR_IO, nothing stored) because a recipient device was "
+      "removed after the send was checked."),
     M(queue_fetch_failures, "queue_fetch_failures_total", "counter",
       "Queue reads that failed (each worker reads every queue again a second later)."),
     M(db_faults[MSV_STORE_FAULT_BUSY], "database_faults_busy_total", "counter",

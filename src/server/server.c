@@ -926,7 +926,7 @@ struct msv_commit_batch {
     struct msv_queue_in *all;    /* every send's envelopes; the committer keeps the accepted */
     struct msv_queue_usage *use; /* the recipients' queues, one per envelope of all */
     size_t *counts;              /* envelopes of each send, in order */
-    int *refused;                /* each send: 0 accepted, 1 a queue is full, -1 not read */
+    int *refused; /* each send: 0 accepted, 1 a queue is full, -1 not read, 2 a device gone */
     uint64_t *ids;
     struct msv_queue_ack *acks;
     size_t total, n_sends, n_acks, n_all;
@@ -1036,6 +1036,14 @@ static void refuse_send(struct msv_server *s, struct msv_pending_send *p,
         if (p->c != NULL)
             msv_conn_send_error(p->c, p->request_id, MSV__WIRE__ERROR_CODE__ERROR_IO,
                                 "storage failed");
+        return;
+    }
+    if (refused == 2) {
+        atomic_fetch_add(&s->m.sends_device_gone, 1);
+        if (p->c != NULL)
+            msv_conn_send_error(p->c, p->request_id, MSV__WIRE__ERROR_CODE__ERROR_IO,
+                                "a recipient device was removed meanwhile; nothing was sent, try "
+                                "again");
         return;
     }
     atomic_fetch_add(&s->m.queue_full, 1);
@@ -1252,6 +1260,50 @@ static void check_caps(struct msv_server *s, struct msv_commit_batch *b)
     free(added);
 }
 
+/* Commits tried again after taking out the sends to devices removed meanwhile. */
+#define GONE_RETRIES 3
+
+/*
+ * On the committer thread, after the store refused the batch because a recipient device no
+ * longer exists (MSV_ERR_AGAIN: removed after its send was checked, by this node or another):
+ * every send that addresses a device the store no longer has is taken out of b->all
+ * (b->refused[k] = 2, answered ERROR_IO: nothing of it is stored, and the sender, trying
+ * again, learns the device set changed). MSV_OK, or the store's failure.
+ */
+static msv_err drop_gone(struct msv_server *s, struct msv_commit_batch *b)
+{
+    size_t at = 0, kept = 0;
+    msv_err err = MSV_OK;
+
+    for (size_t k = 0; k < b->n_sends; k++) {
+        int gone = 0;
+
+        if (b->refused[k] != 0)
+            continue; /* not in b->all */
+        for (size_t i = 0; i < b->counts[k] && !gone && err == MSV_OK; i++) {
+            struct msv_device_rec d = {0};
+            msv_err e = s->store->ops->device_get(s->store->impl, b->all[at + i].device_id, &d);
+
+            msv_device_rec_clear(&d);
+            if (e == MSV_ERR_NOT_FOUND)
+                gone = 1;
+            else if (e != MSV_OK)
+                err = e;
+        }
+        if (err != MSV_OK)
+            return err;
+        if (gone) {
+            b->refused[k] = 2;
+        } else {
+            memmove(b->all + kept, b->all + at, b->counts[k] * sizeof(*b->all));
+            kept += b->counts[k];
+        }
+        at += b->counts[k];
+    }
+    b->total = kept;
+    return MSV_OK;
+}
+
 /* The committer thread: one batch at a time, in one transaction; the event loop answers. */
 static void *committer_main(void *arg)
 {
@@ -1273,6 +1325,14 @@ static void *committer_main(void *arg)
         check_caps(s, b);
         b->err = s->store->ops->queue_commit(s->store->impl, b->all, b->total, b->now, b->expires,
                                              b->ids, b->acks, b->n_acks);
+        for (int again = 0; b->err == MSV_ERR_AGAIN && again < GONE_RETRIES; again++) {
+            b->err = drop_gone(s, b);
+            if (b->err == MSV_OK)
+                b->err = s->store->ops->queue_commit(s->store->impl, b->all, b->total, b->now,
+                                                     b->expires, b->ids, b->acks, b->n_acks);
+        }
+        if (b->err == MSV_ERR_AGAIN)
+            b->err = MSV_ERR_IO; /* devices removed faster than the commit could go */
         pthread_mutex_lock(&w->commit_lock);
         w->job = NULL;
         /* the loop takes the batch back, with what the store wrote into it, under the lock */

@@ -174,7 +174,7 @@ struct msv_metrics {
     _Atomic uint64_t connections_refused, auth_timeouts, accept_paused, answers_too_big;
     _Atomic uint64_t connections_revoked, suspensions_in, stale_partial;
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects, cluster_timeouts;
-    _Atomic uint64_t store_unavailable, queue_fetch_failures;
+    _Atomic uint64_t store_unavailable, queue_fetch_failures, sends_device_gone;
     _Atomic uint64_t db_faults[MSV_STORE_FAULT_KINDS]; /* by enum msv_store_fault */
     _Atomic uint64_t http_refused, http_timeouts;
     _Atomic uint64_t reports, reports_refused;

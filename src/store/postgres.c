@@ -2210,6 +2210,8 @@ static void tb_hex(struct text_buf *b, const uint8_t *p, size_t n)
     tb_put(b, "\"", 1);
 }
 
+static msv_err mls_ids(struct args *a, const uint64_t *ids, size_t n, struct text_buf *b);
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -2535,12 +2537,65 @@ static msv_err lock_commit_devices(struct pg_conn *c, const struct msv_queue_in 
     return err;
 }
 
+/*
+ * The rows of the n devices in ids (repeats allowed), locked against deletion (FOR KEY SHARE,
+ * in ascending order) until the transaction ends: a device being removed by a transaction not
+ * yet committed is waited for. MSV_ERR_AGAIN if one of them no longer exists.
+ */
+static msv_err devices_hold(struct pg_conn *c, const uint64_t *ids, size_t n)
+{
+    struct text_buf devs = {0};
+    struct args a = {0};
+    PGresult *r = NULL;
+    uint64_t *sorted = malloc((n ? n : 1) * sizeof(*sorted));
+    size_t distinct = 0;
+    msv_err err = sorted == NULL ? MSV_ERR_NOMEM : MSV_OK;
+
+    if (err == MSV_OK) {
+        memcpy(sorted, ids, n * sizeof(*sorted));
+        qsort(sorted, n, sizeof(*sorted), cmp_u64);
+        for (size_t i = 0; i < n; i++)
+            distinct += i == 0 || sorted[i] != sorted[i - 1];
+        err = mls_ids(&a, sorted, n, &devs);
+    }
+    if (err == MSV_OK)
+        err = query(c,
+                    "SELECT id FROM devices WHERE id = ANY($1::BIGINT[]) ORDER BY id FOR KEY"
+                    " SHARE;",
+                    &a, &r);
+    if (err == MSV_OK && (size_t)PQntuples(r) != distinct)
+        err = MSV_ERR_AGAIN;
+    PQclear(r);
+    free(devs.p);
+    free(sorted);
+    return err;
+}
+
+/* devices_hold of the recipients of n items. */
+static msv_err recipients_hold(struct pg_conn *c, const struct msv_queue_in *items, size_t n)
+{
+    uint64_t *ids = malloc((n ? n : 1) * sizeof(*ids));
+    msv_err err;
+
+    if (ids == NULL)
+        return MSV_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++)
+        ids[i] = items[i].device_id;
+    err = devices_hold(c, ids, n);
+    free(ids);
+    return err;
+}
+
 static msv_err queue_commit(struct pg_conn *c, const struct msv_queue_in *items, size_t n,
                             int64_t now_ms, int64_t expires_ms, uint64_t *ids,
                             struct msv_queue_ack *acks, size_t n_acks)
 {
     msv_err err = n + n_acks > 0 ? lock_commit_devices(c, items, n, acks, n_acks) : MSV_OK;
 
+    /* a recipient removed meanwhile (its removal may be committing now, through another
+     * node): nothing is queued for a device that no longer exists, nor answered Ok */
+    if (err == MSV_OK && n > 0)
+        err = recipients_hold(c, items, n);
     if (err == MSV_OK)
         err = queue_put(c, items, n, now_ms, expires_ms, ids);
     if (err == MSV_OK && n_acks > 0)
@@ -2856,6 +2911,33 @@ static msv_err mls_groups_bounded(struct pg_conn *c, const struct msv_mls_commit
     return err;
 }
 
+/*
+ * devices_hold of the sender (MSV_ERR_AUTH if it is gone: a removed device is no member, and
+ * would otherwise become the first of a group it starts), then of the devices added and
+ * removed and the copies' recipients, of which one already gone is no failure here
+ * (mls_members_change adds only those still there; queue_commit refuses a copy for one).
+ */
+static msv_err mls_devices_hold(struct pg_conn *c, const struct msv_mls_commit *m)
+{
+    size_t n = m->n_added + m->n_removed + m->n_items, k = 0;
+    uint64_t *ids = malloc((n ? n : 1) * sizeof(*ids));
+    msv_err err = devices_hold(c, &m->sender, 1);
+
+    if (err != MSV_OK || ids == NULL) {
+        free(ids);
+        return err == MSV_ERR_AGAIN ? MSV_ERR_AUTH : err != MSV_OK ? err : MSV_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < m->n_added; i++)
+        ids[k++] = m->added[i];
+    for (size_t i = 0; i < m->n_removed; i++)
+        ids[k++] = m->removed[i];
+    for (size_t i = 0; i < m->n_items; i++)
+        ids[k++] = m->items[i].device_id;
+    err = devices_hold(c, ids, n);
+    free(ids);
+    return err == MSV_ERR_AGAIN ? MSV_OK : err;
+}
+
 static msv_err mls_commit(struct pg_conn *c, const struct msv_mls_commit *m, uint64_t *epoch_now)
 {
     struct args a = {0};
@@ -2864,7 +2946,12 @@ static msv_err mls_commit(struct pg_conn *c, const struct msv_mls_commit *m, uin
     msv_err err;
 
     *epoch_now = 0;
-    err = mls_group_lock(c, m, epoch_now);
+    /* first, before any lock a device's removal waits for: the devices the commit names
+     * cannot be deleted until it ends, or it waits for their removal to end (then an added
+     * one that is gone is no member, and a copy for a gone one refuses the commit) */
+    err = mls_devices_hold(c, m);
+    if (err == MSV_OK)
+        err = mls_group_lock(c, m, epoch_now);
     if (err != MSV_OK)
         return err;
     if (*epoch_now != m->epoch)

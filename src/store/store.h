@@ -418,7 +418,10 @@ struct msv_store_ops {
                          size_t *deleted);
     /*
      * The relay's group commit: queue_put of n items and queue_ack of every
-     * entry of acks, in one transaction (one durable write). All or nothing.
+     * entry of acks, in one transaction (one durable write). All or nothing:
+     * MSV_ERR_AGAIN, nothing written, if the device of an item no longer exists
+     * (removed since the send was checked, also by a removal committing at the
+     * same moment through another node: the commit waits for it).
      */
     msv_err (*queue_commit)(void *impl, const struct msv_queue_in *items, size_t n, int64_t now_ms,
                             int64_t expires_ms, uint64_t *ids, struct msv_queue_ack *acks,
@@ -551,8 +554,12 @@ struct msv_store_ops {
      * MSV_ERR_TOO_BIG if the group would pass c->max_members or the sender or a device
      * added would be in more than c->max_groups groups, MSV_ERR_INVALID if c->claimer has
      * no open claim (unexpired at c->now_ms, unused) of a device added (*c->unclaimed names
-     * it; each device added uses one claim); in all of these nothing
-     * changed, and *epoch_now is the group's epoch (0 if none). On MSV_OK the epoch is
+     * it; each device added uses one claim), MSV_ERR_AUTH also if c->sender no longer exists,
+     * MSV_ERR_AGAIN if the device of an item no longer exists (removed meanwhile: the members
+     * the items were made for changed); in all of these nothing
+     * changed, and *epoch_now is the group's epoch (0 if none). A device added that no longer
+     * exists (removed meanwhile, also by a removal committing at the same moment) is not
+     * made a member. On MSV_OK the epoch is
      * c->epoch + 1 (*epoch_now), the members changed, and c->items are queued with their
      * ids in c->ids, all in the same transaction.
      */
