@@ -6,7 +6,6 @@
  * Runs on SQLite, and on PostgreSQL under scripts/services.sh (ctest
  * group_commit_postgres), where MSV_TEST_POSTGRES names the database.
  */
-#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -530,55 +529,6 @@ static void test_send_to_removed_device(void **state)
     test_server_cleanup(&s);
 }
 
-/* The queue locked from every other session for 2 s (a thread's job). */
-static void *queue_locked(void *arg)
-{
-    (void)arg;
-    pg_exec("BEGIN; LOCK TABLE queue IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(2); COMMIT;");
-    return NULL;
-}
-
-/*
- * On PostgreSQL the queue reads run on the worker's reader thread, as the commits run on its
- * committer: a device connecting while the queue cannot be read (locked 2 s) has its read
- * wait there, and the worker goes on answering its other connections at once. The event loop
- * waited in the read, and every connection of the worker with it.
- */
-static void test_reads_off_loop(void **state)
-{
-    struct test_server s;
-    struct test_device a1, b1;
-    struct msv_refusal why;
-    msv_frame *answer = NULL;
-    pthread_t locker;
-    int64_t asked;
-
-    (void)state;
-    if (getenv("MSV_TEST_POSTGRES") == NULL)
-        skip();
-    /* the expiry sweep, which deletes on the event loop, out of the way */
-    start_slow(&s, "[server]\nworkers = 1\n[relay]\nexpiry_interval_ms = 3600000\n");
-    two_devices(&s, "reads", &a1, &b1);
-    msv_conn_close(b1.conn);
-    b1.conn = NULL;
-    assert_int_equal(pthread_create(&locker, NULL, queue_locked, NULL), 0);
-    sleep_ms(300);
-    asked = msv_mono_ms();
-    test_device_connect(&s, &b1); /* its queue's read waits for the lock */
-    assert_int_equal(msv_request_handle_list(a1.conn, TEST_TIMEOUT_MS, &answer, &why), MSV_OK);
-    msv_frame_free(answer);
-    assert_true(msv_mono_ms() - asked < 1000);
-    assert_int_equal(pthread_join(locker, NULL), 0);
-    /* and deliveries go on, read on the reader thread */
-    test_send_begin(&a1, &b1, "read off the loop", 7801);
-    expect_answer_ok(&a1, 7801);
-    assert_true(test_expect_message(&b1, &a1, "read off the loop", TEST_TIMEOUT_MS) != 0);
-    test_device_free(&a1);
-    test_device_free(&b1);
-    test_server_stop(&s);
-    test_server_cleanup(&s);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -592,7 +542,6 @@ int main(void)
         cmocka_unit_test(test_health_usage_fails),
         cmocka_unit_test(test_pool_wait_bounded),
         cmocka_unit_test(test_send_to_removed_device),
-        cmocka_unit_test(test_reads_off_loop),
     };
 
     if (msv_init() != MSV_OK)

@@ -461,7 +461,7 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
             (unsigned long long)c->device_id);
     register_connection(c);
     msv_conn_send_ok(c, f->request_id);
-    msv_conn_more(c); /* whatever waited while it was away */
+    c->more = 1; /* whatever waited while it was away */
     msv_conn_pump(c);
 }
 
@@ -2634,7 +2634,7 @@ static void handle_queue_sync(struct msv_conn_state *c, const msv_frame *f)
     }
     c->sync_request = f->request_id;
     c->sync_last = last;
-    msv_conn_more(c);
+    c->more = 1;
     msv_conn_pump(c);
 }
 

@@ -122,7 +122,6 @@ static int count_address(struct msv_server *s, uint64_t key, int delta)
 }
 
 static void forget_inflight(struct msv_worker *w, const struct msv_conn_state *c);
-static void forget_reads(struct msv_worker *w, const struct msv_conn_state *c);
 static int backlog_full(const struct msv_worker *w);
 
 static void stop_when_written(struct msv_worker *w);
@@ -152,7 +151,6 @@ static void conn_free(struct msv_conn_state *c)
             a->c = NULL;
     }
     forget_inflight(w, c); /* its commit still goes through whole; nobody is answered */
-    forget_reads(w, c);
     if (c->commit_paused)
         w->commit_paused--;
     msv_blob_jobs_forget(c);
@@ -540,14 +538,10 @@ static void on_db_fault(void *ctx, enum msv_store_fault kind, const char *sqlsta
 
 /* ---- delivery ------------------------------------------------------------------------- */
 
-/*
- * Pushes what a read brought (recs is freed); the read was asked for limit records. woken: the
- * connection was woken since the read began (more may wait however short it came back).
- */
-static void push_recs(struct msv_conn_state *c, struct msv_queue_rec *recs, size_t n, size_t limit,
-                      int woken)
+/* Pushes what a read brought (recs is freed); the read was asked for limit records. */
+static void push_recs(struct msv_conn_state *c, struct msv_queue_rec *recs, size_t n, size_t limit)
 {
-    c->more = n == limit || woken; /* a full read: there may be more behind it */
+    c->more = n == limit; /* a full read: there may be more behind it */
     for (size_t i = 0; i < n; i++) {
         Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
         Msv__Wire__Deliver d = MSV__WIRE__DELIVER__INIT;
@@ -583,38 +577,17 @@ static int wants_read(const struct msv_conn_state *c)
            evbuffer_get_length(bufferevent_get_output(c->bev)) <= OUTPUT_HIGH;
 }
 
-/* A queue read of n devices failed: counted, logged, and every queue read again soon. */
-static void fetch_failed(struct msv_worker *w, size_t n)
-{
-    struct msv_server *s = w->srv;
-    struct timeval later = {FETCH_RETRY_MS / 1000, (FETCH_RETRY_MS % 1000) * 1000};
-
-    atomic_store(&s->fetch_failing, 1); /* /health says so until a read succeeds */
-    atomic_fetch_add(&s->m.queue_fetch_failures, 1);
-    msv_log(MSV_LOG_ERROR, "queue_fetch_failed", "devices=%zu retry_ms=%d", n, FETCH_RETRY_MS);
-    /* no wake-up may come for what is waiting: the worker reads every queue again soon */
-    if (!evtimer_pending(w->fetch_retry_ev, NULL))
-        evtimer_add(w->fetch_retry_ev, &later);
-}
-
 /*
  * Pushes the queues of n connections of one worker, read together: one
  * round trip to the store for all of them (a PostgreSQL store is a network
  * away). Connections with nothing new to read are skipped; cs is reordered.
  */
-static void read_later(struct msv_conn_state **cs, size_t n);
-
 static void pump_all(struct msv_conn_state **cs, size_t n)
 {
-    struct msv_queue_read one, *reads;
+    struct msv_queue_read one, *reads = n > 1 ? calloc(n, sizeof(*reads)) : &one;
     struct msv_server *s;
     size_t k = 0;
 
-    if (n > 0 && cs[0]->w->srv->async_reads) {
-        read_later(cs, n); /* on the worker's reader thread: the loop does not wait */
-        return;
-    }
-    reads = n > 1 ? calloc(n, sizeof(*reads)) : &one;
     if (n == 0 || reads == NULL)
         return; /* out of memory: the next wake-up or acknowledgement reads them */
     s = cs[0]->w->srv;
@@ -629,13 +602,20 @@ static void pump_all(struct msv_conn_state **cs, size_t n)
     }
     if (k > 0 &&
         s->store->ops->queue_fetch_many(s->store->impl, reads, k, msv_server_now_ms(s)) != MSV_OK) {
-        fetch_failed(cs[0]->w, k);
+        struct timeval later = {FETCH_RETRY_MS / 1000, (FETCH_RETRY_MS % 1000) * 1000};
+
+        atomic_store(&s->fetch_failing, 1); /* /health says so until a read succeeds */
+        atomic_fetch_add(&s->m.queue_fetch_failures, 1);
+        msv_log(MSV_LOG_ERROR, "queue_fetch_failed", "devices=%zu retry_ms=%d", k, FETCH_RETRY_MS);
+        /* no wake-up may come for what is waiting: the worker reads every queue again soon */
+        if (!evtimer_pending(cs[0]->w->fetch_retry_ev, NULL))
+            evtimer_add(cs[0]->w->fetch_retry_ev, &later);
         k = 0;
     } else if (k > 0) {
         atomic_store(&s->fetch_failing, 0);
     }
     for (size_t i = 0; i < k; i++)
-        push_recs(cs[i], reads[i].recs, reads[i].count, reads[i].limit, 0);
+        push_recs(cs[i], reads[i].recs, reads[i].count, reads[i].limit);
     if (reads != &one)
         free(reads);
 }
@@ -657,225 +637,6 @@ void msv_conn_pump(struct msv_conn_state *c)
 {
     /* nothing new since the last read came back short: no read (every wake-up sets more) */
     pump_all(&c, 1);
-}
-
-void msv_conn_more(struct msv_conn_state *c)
-{
-    c->more = 1;
-    c->wakes++;
-}
-
-/* ---- queue reads off the event loop (PostgreSQL) ---------------------------------------- */
-
-/*
- * A read handed to the reader thread, which reads only reads[] and writes their records and
- * err. conns[i] (the event loop's) is NULL once that connection is gone; wakes[i] is its
- * msv_conn_more count when the read began: one since means more may be waiting however
- * short the read came back.
- */
-struct msv_read_batch {
-    struct msv_conn_state **conns;
-    struct msv_queue_read *reads;
-    uint64_t *wakes;
-    size_t n;
-    int64_t now;
-    msv_err err;
-};
-
-static void read_batch_free(struct msv_read_batch *b)
-{
-    if (b == NULL)
-        return;
-    for (size_t i = 0; i < b->n; i++)
-        msv_queue_recs_free(b->reads[i].recs, b->reads[i].count);
-    free(b->conns);
-    free(b->reads);
-    free(b->wakes);
-    free(b);
-}
-
-/* Hands the connections listed for a read to the reader, if none is in flight. */
-static void read_start(struct msv_worker *w)
-{
-    struct msv_read_batch *b;
-    struct msv_conn_state **cs = w->read_next;
-    size_t n = w->read_count, k = 0;
-
-    if (w->reading != NULL || n == 0)
-        return;
-    w->read_next = NULL;
-    w->read_count = w->read_cap = 0;
-    b = calloc(1, sizeof(*b));
-    if (b != NULL) {
-        b->reads = calloc(n, sizeof(*b->reads));
-        b->wakes = calloc(n, sizeof(*b->wakes));
-    }
-    for (size_t i = 0; i < n; i++) {
-        struct msv_conn_state *c = cs[i];
-
-        if (c == NULL)
-            continue;
-        c->read_state = 0;
-        /* without memory the listed connections are read at the next wake-up */
-        if (b == NULL || b->reads == NULL || b->wakes == NULL || !wants_read(c))
-            continue;
-        b->reads[k] = (struct msv_queue_read){.device_id = c->device_id,
-                                              .after_id = c->last_sent,
-                                              .limit = w->srv->cfg.delivery_window - c->inflight};
-        b->wakes[k] = c->wakes;
-        c->read_state = 2;
-        cs[k++] = c;
-    }
-    if (b == NULL || k == 0) {
-        free(cs);
-        read_batch_free(b);
-        return;
-    }
-    b->conns = cs;
-    b->n = k;
-    b->now = msv_server_now_ms(w->srv);
-    w->reading = b;
-    pthread_mutex_lock(&w->read_lock);
-    w->read_job = b;
-    pthread_cond_signal(&w->read_cond);
-    pthread_mutex_unlock(&w->read_lock);
-}
-
-/* Lists the connections of cs that want a read for the worker's next read, and starts it. */
-static void read_later(struct msv_conn_state **cs, size_t n)
-{
-    struct msv_worker *w = cs[0]->w;
-
-    for (size_t i = 0; i < n; i++) {
-        struct msv_conn_state *c = cs[i];
-
-        if (c->read_state != 0 || !wants_read(c))
-            continue; /* listed, or in the read in flight (read again when it returns) */
-        if (w->read_count == w->read_cap) {
-            size_t cap = w->read_cap ? w->read_cap * 2 : 16;
-            struct msv_conn_state **bigger = realloc(w->read_next, cap * sizeof(*bigger));
-
-            if (bigger == NULL)
-                break; /* read at the next wake-up or acknowledgement */
-            w->read_next = bigger;
-            w->read_cap = cap;
-        }
-        w->read_next[w->read_count++] = c;
-        c->read_state = 1;
-    }
-    read_start(w);
-}
-
-/* The reader thread: one read at a time; the event loop pushes what it brought. */
-static void *reader_main(void *arg)
-{
-    struct msv_worker *w = arg;
-    struct msv_store *st = w->srv->store;
-
-    pthread_mutex_lock(&w->read_lock);
-    for (;;) {
-        struct msv_read_batch *b;
-
-        while (w->read_job == NULL && !w->reader_quit)
-            pthread_cond_wait(&w->read_cond, &w->read_lock);
-        if (w->read_job == NULL)
-            break;
-        b = w->read_job;
-        pthread_mutex_unlock(&w->read_lock);
-        b->err = st->ops->queue_fetch_many(st->impl, b->reads, b->n, b->now);
-        if (b->err != MSV_OK)
-            for (size_t i = 0; i < b->n; i++)
-                b->reads[i].count = 0; /* all or nothing: no read holds records */
-        pthread_mutex_lock(&w->read_lock);
-        w->read_job = NULL;
-        event_active(w->read_done_ev, EV_READ, 0);
-    }
-    pthread_mutex_unlock(&w->read_lock);
-    return NULL;
-}
-
-/* The reader's read came back: its records are pushed, and the next read starts. */
-static void on_read_done(evutil_socket_t fd, short what, void *arg)
-{
-    struct msv_worker *w = arg;
-    struct msv_read_batch *b = w->reading;
-    size_t k = 0;
-    int busy;
-
-    (void)fd;
-    (void)what;
-    pthread_mutex_lock(&w->read_lock);
-    busy = w->read_job != NULL;
-    pthread_mutex_unlock(&w->read_lock);
-    if (b == NULL || busy)
-        return;
-    w->reading = NULL;
-    if (b->err != MSV_OK)
-        fetch_failed(w, b->n);
-    else
-        atomic_store(&w->srv->fetch_failing, 0);
-    for (size_t i = 0; i < b->n; i++) {
-        struct msv_conn_state *c = b->conns[i];
-
-        if (c == NULL)
-            continue;
-        c->read_state = 0;
-        if (b->err == MSV_OK) {
-            push_recs(c, b->reads[i].recs, b->reads[i].count, b->reads[i].limit,
-                      c->wakes != b->wakes[i]);
-            b->reads[i].recs = NULL;
-            b->reads[i].count = 0;
-        }
-        b->conns[k++] = c;
-    }
-    /* what was asked meanwhile: read again those that want it (all of them, with a retry) */
-    if (b->err == MSV_OK && k > 0)
-        read_later(b->conns, k);
-    read_batch_free(b);
-    read_start(w);
-}
-
-/* c is being freed: the reads listed and in flight no longer name it. */
-static void forget_reads(struct msv_worker *w, const struct msv_conn_state *c)
-{
-    for (size_t i = 0; c->read_state == 1 && i < w->read_count; i++)
-        if (w->read_next[i] == c)
-            w->read_next[i] = NULL;
-    for (size_t i = 0; c->read_state == 2 && w->reading != NULL && i < w->reading->n; i++)
-        if (w->reading->conns[i] == c)
-            w->reading->conns[i] = NULL;
-}
-
-static msv_err reader_begin(struct msv_worker *w)
-{
-    if (!w->srv->async_reads)
-        return MSV_OK;
-    w->read_done_ev = event_new(w->base, -1, EV_PERSIST, on_read_done, w);
-    if (w->read_done_ev == NULL || pthread_create(&w->reader, NULL, reader_main, w) != 0)
-        return MSV_ERR_NOMEM;
-    w->reader_started = 1;
-    return MSV_OK;
-}
-
-/* Ends the reader once its read (if any) is done; what it read is dropped (read again). */
-static void reader_end(struct msv_worker *w)
-{
-    if (w->reader_started) {
-        pthread_mutex_lock(&w->read_lock);
-        w->reader_quit = 1;
-        pthread_cond_signal(&w->read_cond);
-        pthread_mutex_unlock(&w->read_lock);
-        pthread_join(w->reader, NULL);
-        w->reader_started = 0;
-    }
-    read_batch_free(w->reading);
-    w->reading = NULL;
-    free(w->read_next);
-    w->read_next = NULL;
-    w->read_count = w->read_cap = 0;
-    if (w->read_done_ev != NULL)
-        event_free(w->read_done_ev);
-    w->read_done_ev = NULL;
 }
 
 /* Wakes the worker holding device_id's connection; 0 if no worker of this node holds it. */
@@ -1119,7 +880,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         all++;
     pumps = calloc(n + all + 1, sizeof(*pumps));
     for (struct msv_conn_state *c = w->conns; lost && c != NULL; c = c->next) {
-        msv_conn_more(c);
+        c->more = 1;
         if (pumps != NULL) {
             c->pump_listed = 1;
             pumps[n_pumps++] = c;
@@ -1135,7 +896,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         pthread_mutex_unlock(&s->registry_lock);
         /* connections are freed only on this thread, so c stays valid here */
         if (c != NULL) {
-            msv_conn_more(c);
+            c->more = 1;
             if (pumps == NULL)
                 msv_conn_pump(c);
             else if (!c->pump_listed) {
@@ -2286,8 +2047,6 @@ static msv_err worker_init(struct msv_server *s, struct msv_worker *w, unsigned 
     pthread_mutex_init(&w->wake_lock, NULL);
     pthread_mutex_init(&w->commit_lock, NULL);
     pthread_cond_init(&w->commit_cond, NULL);
-    pthread_mutex_init(&w->read_lock, NULL);
-    pthread_cond_init(&w->read_cond, NULL);
     {
         /*
          * epoll's change list: a write event enabled and disabled again within
@@ -2318,8 +2077,6 @@ static msv_err worker_init(struct msv_server *s, struct msv_worker *w, unsigned 
         return MSV_ERR_NOMEM;
     }
     evconnlistener_set_error_cb(w->listener, on_accept_error);
-    if (reader_begin(w) != MSV_OK)
-        return MSV_ERR_NOMEM;
     return committer_begin(w);
 }
 
@@ -2465,8 +2222,6 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     e = msv_tls_server_ctx(cfg, &s->tls, s->fingerprint, err, err_len);
     if (e != MSV_OK)
         goto fail;
-    /* a PostgreSQL store is a network away: its queue reads leave the event loop too */
-    s->async_reads = strcmp(cfg->store_backend, "postgres") == 0;
     s->worker_count = cfg->workers;
     s->workers = calloc(s->worker_count, sizeof(*s->workers));
     e = s->workers == NULL ? MSV_ERR_NOMEM : start_listeners(s, err, err_len);
@@ -2577,7 +2332,6 @@ void msv_server_free(struct msv_server *s)
         /* a batch still with the committer (a run that failed) is committed, never answered:
          * its connections close below, which a client cannot tell from a crash */
         committer_end(w);
-        reader_end(w);
         if (w->inflight != NULL) {
             free_pending(w->inflight->sends, w->inflight->acks_list);
             batch_free(w->inflight);
@@ -2621,8 +2375,6 @@ void msv_server_free(struct msv_server *s)
         pthread_mutex_destroy(&w->wake_lock);
         pthread_mutex_destroy(&w->commit_lock);
         pthread_cond_destroy(&w->commit_cond);
-        pthread_mutex_destroy(&w->read_lock);
-        pthread_cond_destroy(&w->read_cond);
     }
     free(s->workers);
     if (s->control_fd >= 0) {

@@ -50,8 +50,6 @@ struct msv_conn_state {
     uint64_t last_sent;          /* highest queue id pushed on this connection */
     int more;        /* the queue may hold envelopes past last_sent: set by wake-ups, cleared by a
                         read that found fewer than it asked for */
-    uint64_t wakes;  /* times more was set (msv_conn_more): a read in flight sees them */
-    int read_state;  /* queue reads off the loop: 1 listed for the worker's next, 2 in flight */
     int pump_listed; /* on_wake's list of connections to read holds it already */
     uint64_t sync_request; /* a QueueSync waiting for a read that finds the queue's end (0: none) */
     uint64_t sync_last;    /* its answer is due once last_sent reaches this queue id */
@@ -110,8 +108,6 @@ struct msv_blob_job;
 
 /* A group commit handed to a worker's committer thread (server.c). */
 struct msv_commit_batch;
-/* A queue read handed to a worker's reader thread (server.c; PostgreSQL only). */
-struct msv_read_batch;
 
 /* A listener whose accept() failed rests; the log gets one line per interval. */
 struct msv_accept_pause {
@@ -156,23 +152,9 @@ struct msv_worker {
     pthread_cond_t commit_cond;
     struct msv_commit_batch *job; /* for the committer to take (commit_lock) */
     int committer_quit;           /* the committer ends (commit_lock) */
-    /*
-     * On PostgreSQL the queue reads run on a reader thread of the worker's, one at a time:
-     * the connections listed for the next read, and the read in flight (as the commits).
-     */
-    struct msv_conn_state **read_next;
-    size_t read_count, read_cap;
-    struct msv_read_batch *reading; /* event loop's; NULL: none */
-    struct event *read_done_ev;
-    pthread_t reader;
-    int reader_started;
-    pthread_mutex_t read_lock; /* read_job and reader_quit */
-    pthread_cond_t read_cond;
-    struct msv_read_batch *read_job; /* for the reader to take (read_lock) */
-    int reader_quit;
-    int stopping;             /* SIGTERM: the loop ends once nothing waits for a commit */
-    int64_t stop_deadline_ms; /* monotonic: answers not written by then are not waited for
-                                 (0: the last commit has not returned yet) */
+    int stopping;                 /* SIGTERM: the loop ends once nothing waits for a commit */
+    int64_t stop_deadline_ms;     /* monotonic: answers not written by then are not waited for
+                                     (0: the last commit has not returned yet) */
     struct msv_conn_state *conns;
     struct msv_blob_job *blob_jobs; /* BlobFinish checks running on their own threads */
 };
@@ -278,7 +260,6 @@ struct msv_server {
     _Atomic int64_t db_fault_logged_ms[MSV_STORE_FAULT_KINDS];
     _Atomic uint64_t db_fault_unlogged[MSV_STORE_FAULT_KINDS];
     struct msv_provisions provisions; /* addresses of devices being linked by QR code */
-    int async_reads;                  /* queue reads on each worker's reader thread (PostgreSQL) */
     _Atomic int commit_failing;       /* the last group commit failed: /health answers 503 */
     /* the last read of the recipients' queue usage (check_caps) failed: sends are refused */
     _Atomic int usage_failing;
@@ -370,8 +351,6 @@ void msv_conn_send_error(struct msv_conn_state *c, uint64_t request_id, int code
                          const char *message);
 void msv_conn_send_ok(struct msv_conn_state *c, uint64_t request_id);
 /* Pushes queued envelopes up to the delivery window (if the queue may hold more). */
-/* c's queue may hold envelopes it was not pushed: the next read looks (also one in flight). */
-void msv_conn_more(struct msv_conn_state *c);
 void msv_conn_pump(struct msv_conn_state *c);
 /* Closes after the output drains. */
 void msv_conn_close_soon(struct msv_conn_state *c);
