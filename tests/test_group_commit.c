@@ -6,6 +6,7 @@
  * Runs on SQLite, and on PostgreSQL under scripts/services.sh (ctest
  * group_commit_postgres), where MSV_TEST_POSTGRES names the database.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -481,6 +482,24 @@ static void test_pool_wait_bounded(void **state)
 }
 
 /*
+ * A server whose commits take DELAY_MS; a1 (alice.TEST) sends "to both" of bob.TEST's devices,
+ * b1 and b2 (request_id), and the send's commit is in flight when this returns.
+ */
+static void send_to_pair(struct test_server *s, const char *test, struct test_device *a1,
+                         struct test_device *b1, struct test_device *b2, uint64_t request_id)
+{
+    struct test_device *to[2] = {b1, b2};
+    const char *bob[1];
+
+    start_slow(s, NULL);
+    two_devices(s, test, a1, b1);
+    test_add_device(s, b1->handle, b1, b2);
+    bob[0] = b1->handle;
+    test_send_many_begin(a1, bob, 1, to, 2, "to both", request_id);
+    wait_metric(s, "commits_in_flight", 1);
+}
+
+/*
  * Z4: a send to bob's two devices whose commit waits (commit_delay_ms) while bob's first device
  * removes the second: nothing is queued for the removed device and the sender is not told Ok
  * (ERROR_IO, nothing of the send stored: trying again, it learns bob's devices changed;
@@ -491,19 +510,12 @@ static void test_send_to_removed_device(void **state)
 {
     struct test_server s;
     struct test_device a1, b1, b2;
-    struct test_device *to[2] = {&b1, &b2};
-    const char *bob[1];
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
     msv_frame *f;
 
     (void)state;
-    start_slow(&s, NULL);
-    two_devices(&s, "gone", &a1, &b1);
-    test_add_device(&s, b1.handle, &b1, &b2);
-    bob[0] = b1.handle;
-    test_send_many_begin(&a1, bob, 1, to, 2, "to both", 7701);
-    wait_metric(&s, "commits_in_flight", 1);
+    send_to_pair(&s, "gone", &a1, &b1, &b2, 7701);
     rm.device_id = b2.device_id;
     req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
     req.remove_device = &rm;
@@ -529,6 +541,50 @@ static void test_send_to_removed_device(void **state)
     test_server_cleanup(&s);
 }
 
+/* A device's removal as another node's transaction makes it, slowed down (a thread's job). */
+static void *slow_removal(void *arg)
+{
+    char sql[256];
+
+    snprintf(sql, sizeof(sql),
+             "BEGIN; DELETE FROM devices WHERE id = %1$llu; SELECT pg_sleep(2); DELETE FROM queue"
+             " WHERE device_id = %1$llu; COMMIT;",
+             (unsigned long long)*(const uint64_t *)arg);
+    pg_exec(sql);
+    return NULL;
+}
+
+/*
+ * Z4 on PostgreSQL, the removal committing at the very moment of the commit (another node's
+ * transaction has deleted the device, and commits 2 s later): the commit waits for it, then
+ * refuses the send (ERROR_IO, nothing stored). It went through beside the removal, and the
+ * sender was told Ok for a device that no longer existed.
+ */
+static void test_send_racing_removal(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, b2;
+    pthread_t remover;
+    msv_frame *f;
+
+    (void)state;
+    if (getenv("MSV_TEST_POSTGRES") == NULL)
+        skip();
+    send_to_pair(&s, "racing", &a1, &b1, &b2, 7901);
+    assert_int_equal(pthread_create(&remover, NULL, slow_removal, &b2.device_id), 0);
+    f = answer_to(&a1, 7901);
+    assert_int_equal(pthread_join(remover, NULL), 0);
+    assert_int_equal(test_error_code(f), MSV__WIRE__ERROR_CODE__ERROR_IO);
+    assert_non_null(strstr((const char *)f->error->message.data, "removed"));
+    msv_frame_free(f);
+    assert_int_equal(test_expect_message(&b1, &a1, "to both", 1000), 0);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&b2);
+    test_server_stop(&s);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -542,6 +598,7 @@ int main(void)
         cmocka_unit_test(test_health_usage_fails),
         cmocka_unit_test(test_pool_wait_bounded),
         cmocka_unit_test(test_send_to_removed_device),
+        cmocka_unit_test(test_send_racing_removal),
     };
 
     if (msv_init() != MSV_OK)
