@@ -436,6 +436,13 @@ void test_send_begin(struct test_device *from, struct test_device *to, const cha
     send_sealed(from, &handle, 1, &to, 1, text, request_id, NULL);
 }
 
+void test_send_many_begin(struct test_device *from, const char **handles, size_t n_handles,
+                          struct test_device **to, size_t n_to, const char *text,
+                          uint64_t request_id)
+{
+    send_sealed(from, handles, n_handles, to, n_to, text, request_id, NULL);
+}
+
 uint64_t test_expect_message(struct test_device *d, struct test_device *from, const char *text,
                              int timeout_ms)
 {

@@ -88,6 +88,10 @@ msv_frame *test_send(struct test_device *from, const char **handles, size_t n_ha
 /* The same to one device of one handle, without waiting: its answer carries request_id. */
 void test_send_begin(struct test_device *from, struct test_device *to, const char *text,
                      uint64_t request_id);
+/* test_send without waiting: its answer carries request_id. */
+void test_send_many_begin(struct test_device *from, const char **handles, size_t n_handles,
+                          struct test_device **to, size_t n_to, const char *text,
+                          uint64_t request_id);
 /*
  * Waits for the next Deliver on d, opens it as from's and checks the text;
  * returns its queue id (0 if nothing arrived within timeout_ms). Notices

@@ -6,6 +6,7 @@
  * Runs on SQLite, and on PostgreSQL under scripts/services.sh (ctest
  * group_commit_postgres), where MSV_TEST_POSTGRES names the database.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 
 #include "client/requests.h"
 #include "missive/util.h"
@@ -388,6 +390,201 @@ static void test_window_after_reconnect(void **state)
     test_server_cleanup(&s);
 }
 
+/* Runs sql on the test's PostgreSQL database (MSV_TEST_POSTGRES), as the tests' own session. */
+static void pg_exec(const char *sql)
+{
+    PGconn *db = PQconnectdb(getenv("MSV_TEST_POSTGRES"));
+    PGresult *r = PQexec(db, sql);
+    ExecStatusType st = PQresultStatus(r);
+
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(db));
+    PQclear(r);
+    PQfinish(db);
+}
+
+/*
+ * Z2: the recipients' queue usage cannot be read (PostgreSQL: its table renamed away, while
+ * the queue itself, which /health reads, is still there): every send is refused ERROR_IO,
+ * so /health says 503 with the reason until a read succeeds again (it said ok: the batch,
+ * emptied of its refused sends, committed nothing and so "succeeded").
+ */
+static void test_health_usage_fails(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    struct test_device *to[1] = {&b1};
+    const char *bob[1];
+    char health[1024];
+    msv_frame *r;
+
+    (void)state;
+    if (getenv("MSV_TEST_POSTGRES") == NULL)
+        skip();
+    start_slow(&s, "[server]\nworkers = 1\n");
+    two_devices(&s, "usage", &a1, &b1);
+    bob[0] = b1.handle;
+    pg_exec("ALTER TABLE queue_usage RENAME TO queue_usage_away;");
+    r = test_send(&a1, bob, 1, to, 1, "refused");
+    assert_int_equal(test_error_code(r), MSV__WIRE__ERROR_CODE__ERROR_IO);
+    msv_frame_free(r);
+    assert_int_equal(test_server_http(&s, "/health", health, sizeof(health)), 503);
+    assert_non_null(strstr(health, "\"commits\":\"failing\""));
+    if (strstr(health, "queue usage could not be read") == NULL)
+        fail_msg("/health: %s", health);
+    pg_exec("ALTER TABLE queue_usage_away RENAME TO queue_usage;");
+    test_expect_ok(test_send(&a1, bob, 1, to, 1, "accepted"));
+    assert_int_equal(test_server_http(&s, "/health", health, sizeof(health)), 200);
+    assert_non_null(strstr(health, "\"status\":\"ok\""));
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_stop(&s);
+    test_server_cleanup(&s);
+}
+
+/*
+ * Z3: a pool of one PostgreSQL connection, which the group commit holds for 4 s (a trigger
+ * sleeps in every insert into the queue): a request that needs the store waits at most
+ * [store] pool_wait_ms (200 ms here), then is refused ERROR_IO (try again) and counted in
+ * store_pool_timeouts_total. It waited for the commit, and with it every connection of the
+ * worker; the send being committed still commits.
+ */
+static void test_pool_wait_bounded(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    struct msv_refusal why;
+    msv_frame *answer = NULL;
+    int64_t asked;
+
+    (void)state;
+    if (getenv("MSV_TEST_POSTGRES") == NULL)
+        skip();
+    start_slow(&s, "[server]\nworkers = 1\n[store]\nconnections = 1\npool_wait_ms = 200\n");
+    two_devices(&s, "pool", &a1, &b1);
+    pg_exec("CREATE FUNCTION test_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " PERFORM pg_sleep(4); RETURN NULL; END $$; CREATE TRIGGER test_slow AFTER INSERT"
+            " ON queue FOR EACH STATEMENT EXECUTE FUNCTION test_slow();");
+    test_send_begin(&a1, &b1, "slow", 7601);
+    wait_metric(&s, "commits_in_flight", 1);
+    sleep_ms(DELAY_MS + 500); /* the commit holds the pool's one connection in the trigger */
+    asked = msv_mono_ms();
+    assert_int_equal(msv_request_handle_list(b1.conn, TEST_TIMEOUT_MS, &answer, &why), MSV_ERR_IO);
+    assert_int_equal(why.code, MSV__WIRE__ERROR_CODE__ERROR_IO);
+    assert_true(msv_mono_ms() - asked < 2000);
+    expect_answer_ok(&a1, 7601);
+    assert_true(test_server_metric(&s, "store_pool_timeouts_total") >= 1);
+    pg_exec("DROP TRIGGER test_slow ON queue; DROP FUNCTION test_slow();");
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_stop(&s);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A server whose commits take DELAY_MS; a1 (alice.TEST) sends "to both" of bob.TEST's devices,
+ * b1 and b2 (request_id), and the send's commit is in flight when this returns.
+ */
+static void send_to_pair(struct test_server *s, const char *test, struct test_device *a1,
+                         struct test_device *b1, struct test_device *b2, uint64_t request_id)
+{
+    struct test_device *to[2] = {b1, b2};
+    const char *bob[1];
+
+    start_slow(s, NULL);
+    two_devices(s, test, a1, b1);
+    test_add_device(s, b1->handle, b1, b2);
+    bob[0] = b1->handle;
+    test_send_many_begin(a1, bob, 1, to, 2, "to both", request_id);
+    wait_metric(s, "commits_in_flight", 1);
+}
+
+/*
+ * Z4: a send to bob's two devices whose commit waits (commit_delay_ms) while bob's first device
+ * removes the second: nothing is queued for the removed device and the sender is not told Ok
+ * (ERROR_IO, nothing of the send stored: trying again, it learns bob's devices changed;
+ * sends_device_gone_total); bob's remaining device gets nothing of it. The envelope was queued
+ * for a device that no longer existed, and the send answered Ok.
+ */
+static void test_send_to_removed_device(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, b2;
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
+    msv_frame *f;
+
+    (void)state;
+    send_to_pair(&s, "gone", &a1, &b1, &b2, 7701);
+    rm.device_id = b2.device_id;
+    req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
+    req.remove_device = &rm;
+    test_expect_ok(test_request(b1.conn, &req));
+    f = answer_to(&a1, 7701);
+    assert_int_equal(test_error_code(f), MSV__WIRE__ERROR_CODE__ERROR_IO);
+    assert_non_null(strstr((const char *)f->error->message.data, "removed"));
+    msv_frame_free(f);
+    assert_int_equal(test_server_metric(&s, "sends_device_gone_total"), 1);
+    assert_int_equal(test_expect_message(&b1, &a1, "to both", 1000), 0);
+    if (getenv("MSV_TEST_POSTGRES") == NULL) {
+        struct test_queued *rows = NULL;
+        size_t n = test_server_queued(&s, &rows);
+
+        for (size_t i = 0; i < n; i++)
+            assert_int_not_equal(rows[i].device_id, b2.device_id);
+        test_queued_free(rows, n);
+    }
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&b2);
+    test_server_stop(&s);
+    test_server_cleanup(&s);
+}
+
+/* A device's removal as another node's transaction makes it, slowed down (a thread's job). */
+static void *slow_removal(void *arg)
+{
+    char sql[256];
+
+    snprintf(sql, sizeof(sql),
+             "BEGIN; DELETE FROM devices WHERE id = %1$llu; SELECT pg_sleep(2); DELETE FROM queue"
+             " WHERE device_id = %1$llu; COMMIT;",
+             (unsigned long long)*(const uint64_t *)arg);
+    pg_exec(sql);
+    return NULL;
+}
+
+/*
+ * Z4 on PostgreSQL, the removal committing at the very moment of the commit (another node's
+ * transaction has deleted the device, and commits 2 s later): the commit waits for it, then
+ * refuses the send (ERROR_IO, nothing stored). It went through beside the removal, and the
+ * sender was told Ok for a device that no longer existed.
+ */
+static void test_send_racing_removal(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, b2;
+    pthread_t remover;
+    msv_frame *f;
+
+    (void)state;
+    if (getenv("MSV_TEST_POSTGRES") == NULL)
+        skip();
+    send_to_pair(&s, "racing", &a1, &b1, &b2, 7901);
+    assert_int_equal(pthread_create(&remover, NULL, slow_removal, &b2.device_id), 0);
+    f = answer_to(&a1, 7901);
+    assert_int_equal(pthread_join(remover, NULL), 0);
+    assert_int_equal(test_error_code(f), MSV__WIRE__ERROR_CODE__ERROR_IO);
+    assert_non_null(strstr((const char *)f->error->message.data, "removed"));
+    msv_frame_free(f);
+    assert_int_equal(test_expect_message(&b1, &a1, "to both", 1000), 0);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&b2);
+    test_server_stop(&s);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -398,6 +595,10 @@ int main(void)
         cmocka_unit_test(test_window_after_reconnect),
         cmocka_unit_test(test_cap_within_batch),
         cmocka_unit_test(test_ack_flood),
+        cmocka_unit_test(test_health_usage_fails),
+        cmocka_unit_test(test_pool_wait_bounded),
+        cmocka_unit_test(test_send_to_removed_device),
+        cmocka_unit_test(test_send_racing_removal),
     };
 
     if (msv_init() != MSV_OK)

@@ -35,6 +35,15 @@ expect 2 "port out of range" -- "$D" --config bad2.ini --check-config
 printf '[blobs]\nmax_size = 268435457\n' > bad6.ini
 expect 2 "max_size over what clients download" -- "$D" --config bad6.ini --check-config
 grep -q 'bad6.ini:2: \[blobs\] max_size' err.txt && ok || bad "max_size message: $(cat err.txt)"
+# a PostgreSQL pool smaller than 2 x workers is warned about at start (each worker's event loop
+# and its committer thread take a connection at once); no database is there: the start fails
+printf '[server]\nlisten_port = 0\ndata_dir = %s/pgdata\nworkers = 3\n[http]\nlisten_port = 0\n[store]\nbackend = postgres\npostgres = host=127.0.0.1 port=1 connect_timeout=2\nconnections = 5\n' "$work" > small_pool.ini
+expect 1 "start on an unreachable PostgreSQL" -- "$D" --config small_pool.ini
+grep -q 'event=store_pool_small connections=5 workers=3' err.txt && ok || bad "no warning of a small pool: $(cat err.txt)"
+sed -i 's/^connections = 5$/connections = 6/' small_pool.ini
+expect 1 "start on an unreachable PostgreSQL, pool big enough" -- "$D" --config small_pool.ini
+grep -q 'store_pool_small' err.txt && bad "a warning of a pool of 2 x workers: $(cat err.txt)" || ok
+
 printf '[srever]\nlisten_port = 1\n' > bad3.ini
 expect 2 "unknown section" -- "$D" --config bad3.ini --check-config
 grep -q 'unknown option \[srever\] listen_port' err.txt && ok || bad "unknown option message"

@@ -7,6 +7,7 @@
  * every server is a node of one PostgreSQL store and one Redis, and the races run through two
  * nodes.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1202,6 +1203,35 @@ static void test_kp_rates(void **state)
 }
 
 /*
+ * alice (a1) and bob (b1) on a node whose MLS commits pause a second before the store: a1 sends
+ * a commit starting group, adding gone (a device of bob's account put straight into the store,
+ * with a1's claim), which has been checked and waits for the store when this returns.
+ */
+static void commit_adding(struct test_server *s, struct test_device *a1, struct test_device *b1,
+                          const char *group, uint64_t gone)
+{
+    Msv__Wire__Frame f;
+    Msv__Wire__MlsSend q;
+    uint64_t id;
+
+    node_init(s, "[testing]\nmls_commit_pause_ms = 1000\n");
+    test_server_start(s);
+    test_register(s, "alice@example.org", a1);
+    test_register(s, "bob@example.org", b1);
+    add_raw_devices(s, 2, gone, 1);
+    seed_claims(s, a1->device_id, gone, 1);
+    build_send(&(struct send_args){.group = group,
+                                   .kind = KIND(COMMIT),
+                                   .epoch = 0,
+                                   .message = "c0",
+                                   .added = &gone,
+                                   .n_added = 1},
+               &f, &q);
+    assert_int_equal(msv_conn_send_request(a1->conn, &f, &id), MSV_OK);
+    usleep(300 * 1000);
+}
+
+/*
  * A device removed while a commit adding it waits to be stored does not become a member:
  * the commit's transaction adds only devices that still exist and are approved (it added
  * the device id all the same, a member row nobody could remove).
@@ -1210,28 +1240,12 @@ static void test_added_device_removed(void **state)
 {
     struct test_server s;
     struct test_device a1, b1;
-    Msv__Wire__Frame f;
-    Msv__Wire__MlsSend q;
-    uint64_t gone = 3000000, id;
+    uint64_t gone = 3000000;
     char sql[128];
     msv_frame *r = NULL;
 
     (void)state;
-    node_init(&s, "[testing]\nmls_commit_pause_ms = 1000\n");
-    test_server_start(&s);
-    test_register(&s, "alice@example.org", &a1);
-    test_register(&s, "bob@example.org", &b1);
-    add_raw_devices(&s, 2, gone, 1);
-    seed_claims(&s, a1.device_id, gone, 1);
-    build_send(&(struct send_args){.group = "gone",
-                                   .kind = KIND(COMMIT),
-                                   .epoch = 0,
-                                   .message = "c0",
-                                   .added = &gone,
-                                   .n_added = 1},
-               &f, &q);
-    assert_int_equal(msv_conn_send_request(a1.conn, &f, &id), MSV_OK);
-    usleep(300 * 1000); /* checked, and waiting for the store */
+    commit_adding(&s, &a1, &b1, "gone", gone);
     snprintf(sql, sizeof(sql), "DELETE FROM devices WHERE id = %llu;", (unsigned long long)gone);
     store_exec(&s, sql);
     assert_int_equal(msv_conn_recv(a1.conn, TEST_TIMEOUT_MS, &r), MSV_OK);
@@ -1242,6 +1256,60 @@ static void test_added_device_removed(void **state)
                                                   .epoch = 1,
                                                   .message = "anyone?"}),
                 1, 0);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
+/* The removal of a device as missived's transaction makes it, slowed down (a thread's job). */
+static void *slow_removal(void *arg)
+{
+    char sql[384];
+
+    snprintf(sql, sizeof(sql),
+             "BEGIN; DELETE FROM devices WHERE id = %1$llu; DELETE FROM mls_members WHERE"
+             " device_id = %1$llu; SELECT pg_sleep(2); DELETE FROM mls_claims WHERE device_id ="
+             " %1$llu; COMMIT;",
+             (unsigned long long)*(const uint64_t *)arg);
+    pg_exec(pg_conninfo, sql);
+    return NULL;
+}
+
+/*
+ * J16: on PostgreSQL, a device's removal committing at the very moment a commit adding it is
+ * stored (another node's transaction has deleted the device and its memberships and sleeps
+ * before it commits): the commit waits for the removal and does not make the device a member
+ * (it is refused: the device's claim went with it). The commit's insert read the device as it
+ * was before the removal, and left a member row for a device that no longer existed.
+ */
+static void test_added_device_removal_racing(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    uint64_t gone = 3000000;
+    pthread_t remover;
+    msv_frame *r = NULL;
+    PGconn *db;
+    PGresult *res;
+    char sql[128];
+
+    (void)state;
+    if (!on_postgres())
+        skip(); /* SQLite's transactions do not interleave: test_added_device_removed */
+    commit_adding(&s, &a1, &b1, "racing", gone);
+    assert_int_equal(pthread_create(&remover, NULL, slow_removal, &gone), 0);
+    assert_int_equal(msv_conn_recv(a1.conn, 3 * TEST_TIMEOUT_MS, &r), MSV_OK);
+    assert_int_equal(pthread_join(remover, NULL), 0);
+    assert_int_equal(test_error_code(r), ERR(INVALID));
+    msv_frame_free(r);
+    db = PQconnectdb(pg_conninfo);
+    snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM mls_members WHERE device_id = %llu;",
+             (unsigned long long)gone);
+    res = PQexec(db, sql);
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    assert_string_equal(PQgetvalue(res, 0, 0), "0");
+    PQclear(res);
+    PQfinish(db);
     test_device_free(&a1);
     test_device_free(&b1);
     test_server_cleanup(&s);
@@ -1405,6 +1473,7 @@ int main(void)
         cmocka_unit_test_setup(test_leave_any_epoch, setup),
         cmocka_unit_test_setup(test_kp_rates, setup),
         cmocka_unit_test_setup(test_added_device_removed, setup),
+        cmocka_unit_test_setup(test_added_device_removal_racing, setup),
         cmocka_unit_test_setup(test_claim_buckets_apart, setup),
         cmocka_unit_test_setup(test_add_needs_claim, setup),
     };

@@ -55,7 +55,7 @@ static msv_err open_store(struct fixture *f, struct msv_store **out)
     *out = NULL;
     if (!f->pg)
         return msv_store_open_sqlite(f->path, out);
-    return msv_store_open_postgres(f->path, 4, 5000, why, sizeof(why), out);
+    return msv_store_open_postgres(f->path, 4, 5000, 0, why, sizeof(why), out);
 }
 
 static void reopen(struct fixture *f)
@@ -208,6 +208,23 @@ static uint64_t make_device(struct fixture *f, uint64_t account)
                                         (const uint8_t *)"token", 5, 1, 2000, NULL, &id),
                      MSV_OK);
     return id;
+}
+
+/* Devices of the given ids (a queue's recipients), approved, straight into the store. */
+static void raw_devices(struct fixture *f, const uint64_t *ids, size_t n)
+{
+    uint64_t account = make_account(f, "raw-devices");
+    char sql[256];
+
+    for (size_t i = 0; i < n; i++) {
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO devices (id, account_id, suite, identity, push_token, created_ms,"
+                 " approved) VALUES (%llu, %llu, 3, %s, %s, 0, %s);",
+                 (unsigned long long)ids[i], (unsigned long long)account,
+                 f->pg ? "'\\x00'::BYTEA" : "x'00'", f->pg ? "''::BYTEA" : "x''",
+                 f->pg ? "TRUE" : "1");
+        raw_exec(f, sql);
+    }
 }
 
 static void test_accounts(void **state)
@@ -921,6 +938,7 @@ static void test_queue_item_expiry(void **state)
     uint64_t ids[3];
     size_t n = 0, expired = 0;
 
+    raw_devices(f, (const uint64_t[]){30}, 1);
     for (int i = 0; i < 3; i++)
         in[i] = (struct msv_queue_in){.device_id = 30,
                                       .sender_device = 7,
@@ -1010,6 +1028,7 @@ static void test_queue_commit(void **state)
     struct msv_queue_rec *recs = NULL;
     size_t n = 0;
 
+    raw_devices(f, (const uint64_t[]){10, 20}, 2);
     for (int i = 0; i < 2; i++)
         in[i] = (struct msv_queue_in){.device_id = i == 0 ? 10 : 20,
                                       .sender_device = 7,
@@ -1286,13 +1305,14 @@ static void test_mls_store(void **state)
     uint32_t left = 0;
     int lr = 0;
     uint8_t *kp = NULL;
-    char sql[256];
+    char sql[512];
 
-    /* a commit adds only devices that exist and are approved: 11 to 13 */
+    /* a commit adds only devices that exist and are approved: 11 to 13 (10 its sender) */
     snprintf(sql, sizeof(sql),
              "INSERT INTO devices (id, account_id, suite, identity, push_token, created_ms,"
-             " approved) VALUES (11, %1$llu, 3, %2$s, %3$s, 0, %4$s), (12, %1$llu, 3, %2$s, %3$s,"
-             " 0, %4$s), (13, %1$llu, 3, %2$s, %3$s, 0, %4$s);",
+             " approved) VALUES (10, %1$llu, 3, %2$s, %3$s, 0, %4$s), (11, %1$llu, 3, %2$s, %3$s,"
+             " 0, %4$s), (12, %1$llu, 3, %2$s, %3$s, 0, %4$s), (13, %1$llu, 3, %2$s, %3$s, 0,"
+             " %4$s);",
              (unsigned long long)make_account(f, "mls-members"), f->pg ? "'\\x00'::BYTEA" : "x'00'",
              f->pg ? "''::BYTEA" : "x''", f->pg ? "TRUE" : "1");
     raw_exec(f, sql);
@@ -2129,6 +2149,7 @@ static void test_reopen_and_schema(void **state)
         uint64_t epoch = 9, ids[1];
         uint8_t *kp_got = NULL;
 
+        raw_devices(f, (const uint64_t[]){42}, 1); /* the group's first member */
         assert_int_equal(OPS(f)->mls_key_packages_put(
                              IMPL(f), 42,
                              &(struct msv_mls_key_package_upload){.kps = kp, .lens = &len, .n = 1},
@@ -2154,7 +2175,7 @@ static void test_reopen_and_schema(void **state)
         struct msv_store *none = NULL;
         char why[256];
 
-        assert_int_equal(msv_store_open_postgres("host=127.0.0.1 port=1 connect_timeout=2", 1, 0,
+        assert_int_equal(msv_store_open_postgres("host=127.0.0.1 port=1 connect_timeout=2", 1, 0, 0,
                                                  why, sizeof(why), &none),
                          MSV_ERR_IO);
         assert_true(strlen(why) > 0); /* what libpq said: "connection refused" or the like */

@@ -643,7 +643,7 @@ void seed_postgres(const char *conninfo, const char *shared, size_t accounts,
     PGconn *db;
     PGresult *r;
 
-    if (msv_store_open_postgres(conninfo, 1, 0, why, sizeof(why), &store) != MSV_OK)
+    if (msv_store_open_postgres(conninfo, 1, 0, 0, why, sizeof(why), &store) != MSV_OK)
         die("cannot open the PostgreSQL store: %s", why);
     msv_store_close(store);
     snprintf(n, sizeof(n), "%zu", accounts);
@@ -669,7 +669,7 @@ void seed_postgres(const char *conninfo, const char *shared, size_t accounts,
     PQclear(r);
     PQfinish(db);
     /* the backfill logs every account now, not in the first node's start */
-    if (msv_store_open_postgres(conninfo, 1, 0, why, sizeof(why), &store) != MSV_OK)
+    if (msv_store_open_postgres(conninfo, 1, 0, 0, why, sizeof(why), &store) != MSV_OK)
         die("cannot open the PostgreSQL store: %s", why);
     /* and the labels of those entries (each its handle's version 1), as the nodes keep them */
     seed_vrf_key(shared, vrf);

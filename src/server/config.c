@@ -54,6 +54,7 @@ static const struct option_def options[] = {
     {"store", "postgres", OPT_STR, F(postgres), 0, 0},
     {"store", "connections", OPT_U32, F(store_connections), 1, 256},
     {"store", "timeout_ms", OPT_U32, F(store_timeout_ms), 100, 3600000},
+    {"store", "pool_wait_ms", OPT_U32, F(store_pool_wait_ms), 10, 3600000},
     {"store", "commit_backlog", OPT_U32, F(commit_backlog), 1, 10000000},
     {"store", "commit_backlog_kib", OPT_U32, F(commit_backlog_kib), 1, 4194304},
     {"cluster", "redis", OPT_STR, F(redis), 0, 0},
@@ -160,6 +161,7 @@ void msv_config_defaults(struct msv_config *c)
     snprintf(c->store_backend, sizeof(c->store_backend), "sqlite");
     c->store_connections = 8;
     c->store_timeout_ms = 5000;
+    c->store_pool_wait_ms = 1000;
     c->commit_backlog = 10000;
     c->commit_backlog_kib = 16384;
     c->redis_timeout_ms = 1000;
@@ -440,8 +442,8 @@ msv_err msv_config_open_store(const struct msv_config *c, struct msv_store **out
     msv_err e;
 
     if (strcmp(c->store_backend, "postgres") == 0) {
-        e = msv_store_open_postgres(c->postgres, c->store_connections, c->store_timeout_ms, why,
-                                    sizeof(why), out);
+        e = msv_store_open_postgres(c->postgres, c->store_connections, c->store_timeout_ms,
+                                    c->store_pool_wait_ms, why, sizeof(why), out);
         if (e != MSV_OK)
             snprintf(err, err_len, "cannot use the PostgreSQL store: %s",
                      why[0] ? why : msv_strerror(e));

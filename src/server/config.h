@@ -21,6 +21,7 @@ struct msv_config {
     char postgres[1024];         /* libpq connection string */
     unsigned store_connections;  /* PostgreSQL connections per node */
     unsigned store_timeout_ms;   /* PostgreSQL: connecting, and each statement */
+    unsigned store_pool_wait_ms; /* PostgreSQL: the longest wait for a free pool connection */
     unsigned commit_backlog;     /* envelopes and acknowledged ids waiting for a worker's commit */
     unsigned commit_backlog_kib; /* their ciphertext bytes, in KiB */
     char redis[256];             /* HOST:PORT of the cluster's Redis; empty: a node alone */

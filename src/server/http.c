@@ -120,27 +120,50 @@ static int store_reading(struct msv_server *s, uint64_t *depth)
     return ok;
 }
 
+/* Why the node is not healthy (a JSON string's contents); NULL if it is. */
+static const char *unhealthy_reason(struct msv_server *s, int store_ok, int commits_ok,
+                                    int reads_ok)
+{
+    if (atomic_load(&s->stopping))
+        return "stopping";
+    if (!store_ok)
+        return "the store did not answer a reading within a second";
+    if (atomic_load(&s->usage_failing))
+        return "the recipients' queue usage could not be read: sends are refused";
+    if (!commits_ok)
+        return "the last group commit failed: sends are refused";
+    if (!reads_ok)
+        return "queue reads failed: deliveries wait";
+    return NULL;
+}
+
 static void on_health(struct evhttp_request *req, void *arg)
 {
     struct msv_server *s = arg;
     struct evbuffer *out = evbuffer_new();
     uint64_t depth = 0;
     int store_ok = store_reading(s, &depth);
-    int commits_ok = !atomic_load(&s->commit_failing);
-    int healthy = store_ok && commits_ok && !atomic_load(&s->stopping);
+    int commits_ok = !atomic_load(&s->commit_failing) && !atomic_load(&s->usage_failing);
+    int reads_ok = !atomic_load(&s->fetch_failing);
+    const char *why = unhealthy_reason(s, store_ok, commits_ok, reads_ok);
 
     if (out == NULL) {
         evhttp_send_error(req, HTTP_INTERNAL, NULL);
         return;
     }
-    evbuffer_add_printf(
-        out,
-        "{\"status\":\"%s\",\"store\":\"%s\",\"commits\":\"%s\","
-        "\"connections\":%llu,\"queue_depth\":%llu}\n",
-        healthy ? "ok" : "unavailable", store_ok ? "ok" : "failing", commits_ok ? "ok" : "failing",
-        (unsigned long long)atomic_load(&s->m.connections_open), (unsigned long long)depth);
+    evbuffer_add_printf(out,
+                        "{\"status\":\"%s\",\"store\":\"%s\",\"commits\":\"%s\","
+                        "\"queue_reads\":\"%s\",\"connections\":%llu,\"queue_depth\":%llu",
+                        why == NULL ? "ok" : "unavailable", store_ok ? "ok" : "failing",
+                        commits_ok ? "ok" : "failing", reads_ok ? "ok" : "failing",
+                        (unsigned long long)atomic_load(&s->m.connections_open),
+                        (unsigned long long)depth);
+    if (why != NULL)
+        evbuffer_add_printf(out, ",\"reason\":\"%s\"", why);
+    evbuffer_add_printf(out, "}\n");
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-    evhttp_send_reply(req, healthy ? HTTP_OK : 503, healthy ? "OK" : "Service Unavailable", out);
+    evhttp_send_reply(req, why == NULL ? HTTP_OK : 503, why == NULL ? "OK" : "Service Unavailable",
+                      out);
     evbuffer_free(out);
 }
 
@@ -211,6 +234,9 @@ static const struct {
       "max_header_bytes."),
     M(http_timeouts, "http_timeouts_total", "counter",
       "HTTP connections closed at request_timeout_s."),
+    M(sends_device_gone, "sends_device_gone_total", "counter",
+      "Sends refused at their commit (ERROR_IO, nothing stored) because a recipient device was "
+      "removed after the send was checked."),
     M(queue_fetch_failures, "queue_fetch_failures_total", "counter",
       "Queue reads that failed (each worker reads every queue again a second later)."),
     M(db_faults[MSV_STORE_FAULT_BUSY], "database_faults_busy_total", "counter",
@@ -222,6 +248,9 @@ static const struct {
       "PostgreSQL failures: disk full, out of memory, too many connections (SQLSTATE class 53)."),
     M(db_faults[MSV_STORE_FAULT_OTHER], "database_faults_other_total", "counter",
       "PostgreSQL failures of any other kind but constraint violations."),
+    M(db_faults[MSV_STORE_FAULT_POOL], "store_pool_timeouts_total", "counter",
+      "Operations refused (answered ERROR_IO: try again) because no connection of the "
+      "PostgreSQL pool came free within [store] pool_wait_ms."),
     M(store_unavailable, "store_unavailable_total", "counter",
       "Requests answered ERROR_IO because storage failed to decide them (authentication, "
       "suspension checks)."),

@@ -533,6 +533,11 @@ static void commit(struct mls_send *m)
                  "claimed within the hour: claim one first",
                  (unsigned long long)unclaimed);
         refuse(c, m->f->request_id, E_INVALID, why);
+    } else if (err == MSV_ERR_AGAIN) {
+        /* a copy's device was removed after the group was read (route): try again */
+        atomic_fetch_add(&s->m.mls_refused, 1);
+        msv_conn_send_error(c, m->f->request_id, E_IO,
+                            "a member device was removed meanwhile; nothing changed, try again");
     } else if (err != MSV_OK)
         msv_conn_send_error(c, m->f->request_id, E_IO, "storage failed");
     if (err != MSV_OK) {

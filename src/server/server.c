@@ -498,8 +498,9 @@ static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the database's failures ----------------------------------------------------------- */
 
-static const char *const db_fault_names[4] = {"busy", "database unavailable", "storage full",
-                                              "other"};
+static const char *const db_fault_names[MSV_STORE_FAULT_KINDS] = {
+    "busy", "database unavailable", "storage full", "other",
+    "no connection of the pool free within [store] pool_wait_ms"};
 
 /*
  * The store's fault hook: counted by kind (database_faults_*_total), and logged with the
@@ -514,7 +515,7 @@ static void on_db_fault(void *ctx, enum msv_store_fault kind, const char *sqlsta
     size_t i;
     int64_t now = msv_mono_ms(), last;
 
-    if ((unsigned)kind > MSV_STORE_FAULT_OTHER)
+    if ((unsigned)kind >= MSV_STORE_FAULT_KINDS)
         kind = MSV_STORE_FAULT_OTHER;
     atomic_fetch_add(&s->m.db_faults[kind], 1);
     last = atomic_load(&s->db_fault_logged_ms[kind]);
@@ -603,12 +604,15 @@ static void pump_all(struct msv_conn_state **cs, size_t n)
         s->store->ops->queue_fetch_many(s->store->impl, reads, k, msv_server_now_ms(s)) != MSV_OK) {
         struct timeval later = {FETCH_RETRY_MS / 1000, (FETCH_RETRY_MS % 1000) * 1000};
 
+        atomic_store(&s->fetch_failing, 1); /* /health says so until a read succeeds */
         atomic_fetch_add(&s->m.queue_fetch_failures, 1);
         msv_log(MSV_LOG_ERROR, "queue_fetch_failed", "devices=%zu retry_ms=%d", k, FETCH_RETRY_MS);
         /* no wake-up may come for what is waiting: the worker reads every queue again soon */
         if (!evtimer_pending(cs[0]->w->fetch_retry_ev, NULL))
             evtimer_add(cs[0]->w->fetch_retry_ev, &later);
         k = 0;
+    } else if (k > 0) {
+        atomic_store(&s->fetch_failing, 0);
     }
     for (size_t i = 0; i < k; i++)
         push_recs(cs[i], reads[i].recs, reads[i].count, reads[i].limit);
@@ -922,7 +926,7 @@ struct msv_commit_batch {
     struct msv_queue_in *all;    /* every send's envelopes; the committer keeps the accepted */
     struct msv_queue_usage *use; /* the recipients' queues, one per envelope of all */
     size_t *counts;              /* envelopes of each send, in order */
-    int *refused;                /* each send: 0 accepted, 1 a queue is full, -1 not read */
+    int *refused; /* each send: 0 accepted, 1 a queue is full, -1 not read, 2 a device gone */
     uint64_t *ids;
     struct msv_queue_ack *acks;
     size_t total, n_sends, n_acks, n_all;
@@ -1032,6 +1036,14 @@ static void refuse_send(struct msv_server *s, struct msv_pending_send *p,
         if (p->c != NULL)
             msv_conn_send_error(p->c, p->request_id, MSV__WIRE__ERROR_CODE__ERROR_IO,
                                 "storage failed");
+        return;
+    }
+    if (refused == 2) {
+        atomic_fetch_add(&s->m.sends_device_gone, 1);
+        if (p->c != NULL)
+            msv_conn_send_error(p->c, p->request_id, MSV__WIRE__ERROR_CODE__ERROR_IO,
+                                "a recipient device was removed meanwhile; nothing was sent, try "
+                                "again");
         return;
     }
     atomic_fetch_add(&s->m.queue_full, 1);
@@ -1210,6 +1222,8 @@ static void check_caps(struct msv_server *s, struct msv_commit_batch *b)
     added = calloc(b->n_all, sizeof(*added));
     failed =
         added == NULL || s->store->ops->queue_usage(s->store->impl, b->use, b->n_all) != MSV_OK;
+    /* every send of the batch is refused: /health says so until a read succeeds again */
+    atomic_store(&s->usage_failing, failed);
     for (size_t k = 0; k < b->n_sends; k++) {
         int full = 0;
 
@@ -1246,6 +1260,50 @@ static void check_caps(struct msv_server *s, struct msv_commit_batch *b)
     free(added);
 }
 
+/* Commits tried again after taking out the sends to devices removed meanwhile. */
+#define GONE_RETRIES 3
+
+/*
+ * On the committer thread, after the store refused the batch because a recipient device no
+ * longer exists (MSV_ERR_AGAIN: removed after its send was checked, by this node or another):
+ * every send that addresses a device the store no longer has is taken out of b->all
+ * (b->refused[k] = 2, answered ERROR_IO: nothing of it is stored, and the sender, trying
+ * again, learns the device set changed). MSV_OK, or the store's failure.
+ */
+static msv_err drop_gone(struct msv_server *s, struct msv_commit_batch *b)
+{
+    size_t at = 0, kept = 0;
+    msv_err err = MSV_OK;
+
+    for (size_t k = 0; k < b->n_sends; k++) {
+        int gone = 0;
+
+        if (b->refused[k] != 0)
+            continue; /* not in b->all */
+        for (size_t i = 0; i < b->counts[k] && !gone && err == MSV_OK; i++) {
+            struct msv_device_rec d = {0};
+            msv_err e = s->store->ops->device_get(s->store->impl, b->all[at + i].device_id, &d);
+
+            msv_device_rec_clear(&d);
+            if (e == MSV_ERR_NOT_FOUND)
+                gone = 1;
+            else if (e != MSV_OK)
+                err = e;
+        }
+        if (err != MSV_OK)
+            return err;
+        if (gone) {
+            b->refused[k] = 2;
+        } else {
+            memmove(b->all + kept, b->all + at, b->counts[k] * sizeof(*b->all));
+            kept += b->counts[k];
+        }
+        at += b->counts[k];
+    }
+    b->total = kept;
+    return MSV_OK;
+}
+
 /* The committer thread: one batch at a time, in one transaction; the event loop answers. */
 static void *committer_main(void *arg)
 {
@@ -1267,6 +1325,14 @@ static void *committer_main(void *arg)
         check_caps(s, b);
         b->err = s->store->ops->queue_commit(s->store->impl, b->all, b->total, b->now, b->expires,
                                              b->ids, b->acks, b->n_acks);
+        for (int again = 0; b->err == MSV_ERR_AGAIN && again < GONE_RETRIES; again++) {
+            b->err = drop_gone(s, b);
+            if (b->err == MSV_OK)
+                b->err = s->store->ops->queue_commit(s->store->impl, b->all, b->total, b->now,
+                                                     b->expires, b->ids, b->acks, b->n_acks);
+        }
+        if (b->err == MSV_ERR_AGAIN)
+            b->err = MSV_ERR_IO; /* devices removed faster than the commit could go */
         pthread_mutex_lock(&w->commit_lock);
         w->job = NULL;
         /* the loop takes the batch back, with what the store wrote into it, under the lock */
@@ -2109,6 +2175,13 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     e = make_dirs(cfg, err, err_len);
     if (e != MSV_OK)
         goto fail;
+    /* each worker's event loop and its committer thread take a connection at once */
+    if (strcmp(cfg->store_backend, "postgres") == 0 && cfg->store_connections < 2 * cfg->workers)
+        msv_log(MSV_LOG_WARN, "store_pool_small",
+                "connections=%u workers=%u reason=\"[store] connections is below 2 x [server] "
+                "workers: requests wait for a connection (at most pool_wait_ms=%u, then are "
+                "refused ERROR_IO)\"",
+                cfg->store_connections, cfg->workers, cfg->store_pool_wait_ms);
     e = msv_config_open_store(cfg, &s->store, err, err_len);
     if (e != MSV_OK)
         goto fail;

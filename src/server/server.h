@@ -174,8 +174,8 @@ struct msv_metrics {
     _Atomic uint64_t connections_refused, auth_timeouts, accept_paused, answers_too_big;
     _Atomic uint64_t connections_revoked, suspensions_in, stale_partial;
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects, cluster_timeouts;
-    _Atomic uint64_t store_unavailable, queue_fetch_failures;
-    _Atomic uint64_t db_faults[4]; /* the database's failures by enum msv_store_fault */
+    _Atomic uint64_t store_unavailable, queue_fetch_failures, sends_device_gone;
+    _Atomic uint64_t db_faults[MSV_STORE_FAULT_KINDS]; /* by enum msv_store_fault */
     _Atomic uint64_t http_refused, http_timeouts;
     _Atomic uint64_t reports, reports_refused;
     _Atomic uint64_t codes_refused, code_guesses_refused, sends_rate_limited, queue_full,
@@ -257,10 +257,13 @@ struct msv_server {
 
     struct msv_metrics m;
     /* the database's failures of each kind: when one was last logged, and how many were not */
-    _Atomic int64_t db_fault_logged_ms[4];
-    _Atomic uint64_t db_fault_unlogged[4];
+    _Atomic int64_t db_fault_logged_ms[MSV_STORE_FAULT_KINDS];
+    _Atomic uint64_t db_fault_unlogged[MSV_STORE_FAULT_KINDS];
     struct msv_provisions provisions; /* addresses of devices being linked by QR code */
     _Atomic int commit_failing;       /* the last group commit failed: /health answers 503 */
+    /* the last read of the recipients' queue usage (check_caps) failed: sends are refused */
+    _Atomic int usage_failing;
+    _Atomic int fetch_failing; /* the last queue read failed: deliveries wait (pump_all) */
     _Atomic int stopping;
     struct evhttp *http;
     struct msv_http_conns *http_conns;    /* http.c's: the port's connections and their deadlines */

@@ -345,7 +345,7 @@ static msv_err make_schemas(const char *sqlite_path, const char *conninfo, unsig
     msv_store_close(s);
     s = NULL;
     if (err == MSV_OK &&
-        (err = msv_store_open_postgres(conninfo, 1, timeout_ms, why, why_len, &s)) != MSV_OK &&
+        (err = msv_store_open_postgres(conninfo, 1, timeout_ms, 0, why, why_len, &s)) != MSV_OK &&
         why[0] == '\0')
         snprintf(why, why_len, "PostgreSQL: %s", msv_strerror(err));
     msv_store_close(s);

@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libpq-fe.h>
 
@@ -63,7 +64,8 @@ struct pg_conn {
 
 struct pg_store {
     pthread_mutex_t lock;
-    pthread_cond_t freed;
+    pthread_cond_t freed;  /* on CLOCK_MONOTONIC */
+    unsigned pool_wait_ms; /* the longest wait for a free connection; 0: no bound */
     char *conninfo;
     unsigned timeout_ms;
     char connect_timeout[16], options[48]; /* libpq parameters derived from timeout_ms */
@@ -379,16 +381,53 @@ static int is_stale(const struct pg_conn *c)
     return poll(&p, 1, 0) != 0;
 }
 
+/* The monotonic time ms from now, for pthread_cond_timedwait on the pool's condition. */
+static struct timespec deadline_in(unsigned ms)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += (time_t)(ms / 1000);
+    t.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
+/*
+ * A connection of the pool, waited for at most pool_wait_ms: NULL (told to the fault hook as
+ * MSV_STORE_FAULT_POOL) if none came free by then, so that a caller on an event loop answers
+ * "busy, try again" instead of stopping every connection of its worker behind a slow database.
+ */
 static struct pg_conn *acquire(struct pg_store *s)
 {
+    struct timespec until = deadline_in(s->pool_wait_ms);
     struct pg_conn *c;
+    msv_store_fault_fn fn = NULL;
+    void *ctx = NULL;
 
     pthread_mutex_lock(&s->lock);
-    while (s->free_list == NULL)
-        pthread_cond_wait(&s->freed, &s->lock);
+    while (s->free_list == NULL) {
+        if (s->pool_wait_ms == 0)
+            pthread_cond_wait(&s->freed, &s->lock);
+        else if (pthread_cond_timedwait(&s->freed, &s->lock, &until) != 0 && s->free_list == NULL)
+            break;
+    }
     c = s->free_list;
-    s->free_list = c->next_free;
+    if (c != NULL)
+        s->free_list = c->next_free;
+    else {
+        fn = s->fault;
+        ctx = s->fault_ctx;
+    }
     pthread_mutex_unlock(&s->lock);
+    if (c == NULL) {
+        if (fn != NULL)
+            fn(ctx, MSV_STORE_FAULT_POOL, "", "no connection of the pool came free in time");
+        return NULL;
+    }
     if (is_stale(c)) {
         /* the server restarted or the network broke: a new session */
         PQfinish(c->db);
@@ -430,7 +469,10 @@ static msv_err finish(struct pg_conn *c, msv_err err)
 #define POOLED(call)                        \
     do {                                    \
         struct pg_conn *c_ = acquire(impl); \
-        msv_err err_ = (call);              \
+        msv_err err_;                       \
+        if (c_ == NULL)                     \
+            return MSV_ERR_IO;              \
+        err_ = (call);                      \
         give_back(impl, c_);                \
         return err_;                        \
     } while (0)
@@ -442,6 +484,8 @@ static msv_err finish(struct pg_conn *c, msv_err err)
     do {                                                       \
         struct pg_conn *c_ = acquire(impl);                    \
         msv_err err_ = MSV_ERR_IO;                             \
+        if (c_ == NULL)                                        \
+            return MSV_ERR_IO;                                 \
         for (int try_ = 0; try_ < TRIES; try_++) {             \
             c_->busy = 0;                                      \
             err_ = begin(c_);                                  \
@@ -2166,6 +2210,8 @@ static void tb_hex(struct text_buf *b, const uint8_t *p, size_t n)
     tb_put(b, "\"", 1);
 }
 
+static msv_err mls_ids(struct args *a, const uint64_t *ids, size_t n, struct text_buf *b);
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -2491,12 +2537,65 @@ static msv_err lock_commit_devices(struct pg_conn *c, const struct msv_queue_in 
     return err;
 }
 
+/*
+ * The rows of the n devices in ids (repeats allowed), locked against deletion (FOR KEY SHARE,
+ * in ascending order) until the transaction ends: a device being removed by a transaction not
+ * yet committed is waited for. MSV_ERR_AGAIN if one of them no longer exists.
+ */
+static msv_err devices_hold(struct pg_conn *c, const uint64_t *ids, size_t n)
+{
+    struct text_buf devs = {0};
+    struct args a = {0};
+    PGresult *r = NULL;
+    uint64_t *sorted = malloc((n ? n : 1) * sizeof(*sorted));
+    size_t distinct = 0;
+    msv_err err = sorted == NULL ? MSV_ERR_NOMEM : MSV_OK;
+
+    if (err == MSV_OK) {
+        memcpy(sorted, ids, n * sizeof(*sorted));
+        qsort(sorted, n, sizeof(*sorted), cmp_u64);
+        for (size_t i = 0; i < n; i++)
+            distinct += i == 0 || sorted[i] != sorted[i - 1];
+        err = mls_ids(&a, sorted, n, &devs);
+    }
+    if (err == MSV_OK)
+        err = query(c,
+                    "SELECT id FROM devices WHERE id = ANY($1::BIGINT[]) ORDER BY id FOR KEY"
+                    " SHARE;",
+                    &a, &r);
+    if (err == MSV_OK && (size_t)PQntuples(r) != distinct)
+        err = MSV_ERR_AGAIN;
+    PQclear(r);
+    free(devs.p);
+    free(sorted);
+    return err;
+}
+
+/* devices_hold of the recipients of n items. */
+static msv_err recipients_hold(struct pg_conn *c, const struct msv_queue_in *items, size_t n)
+{
+    uint64_t *ids = malloc((n ? n : 1) * sizeof(*ids));
+    msv_err err;
+
+    if (ids == NULL)
+        return MSV_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++)
+        ids[i] = items[i].device_id;
+    err = devices_hold(c, ids, n);
+    free(ids);
+    return err;
+}
+
 static msv_err queue_commit(struct pg_conn *c, const struct msv_queue_in *items, size_t n,
                             int64_t now_ms, int64_t expires_ms, uint64_t *ids,
                             struct msv_queue_ack *acks, size_t n_acks)
 {
     msv_err err = n + n_acks > 0 ? lock_commit_devices(c, items, n, acks, n_acks) : MSV_OK;
 
+    /* a recipient removed meanwhile (its removal may be committing now, through another
+     * node): nothing is queued for a device that no longer exists, nor answered Ok */
+    if (err == MSV_OK && n > 0)
+        err = recipients_hold(c, items, n);
     if (err == MSV_OK)
         err = queue_put(c, items, n, now_ms, expires_ms, ids);
     if (err == MSV_OK && n_acks > 0)
@@ -2812,6 +2911,33 @@ static msv_err mls_groups_bounded(struct pg_conn *c, const struct msv_mls_commit
     return err;
 }
 
+/*
+ * devices_hold of the sender (MSV_ERR_AUTH if it is gone: a removed device is no member, and
+ * would otherwise become the first of a group it starts), then of the devices added and
+ * removed and the copies' recipients, of which one already gone is no failure here
+ * (mls_members_change adds only those still there; queue_commit refuses a copy for one).
+ */
+static msv_err mls_devices_hold(struct pg_conn *c, const struct msv_mls_commit *m)
+{
+    size_t n = m->n_added + m->n_removed + m->n_items, k = 0;
+    uint64_t *ids = malloc((n ? n : 1) * sizeof(*ids));
+    msv_err err = devices_hold(c, &m->sender, 1);
+
+    if (err != MSV_OK || ids == NULL) {
+        free(ids);
+        return err == MSV_ERR_AGAIN ? MSV_ERR_AUTH : err != MSV_OK ? err : MSV_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < m->n_added; i++)
+        ids[k++] = m->added[i];
+    for (size_t i = 0; i < m->n_removed; i++)
+        ids[k++] = m->removed[i];
+    for (size_t i = 0; i < m->n_items; i++)
+        ids[k++] = m->items[i].device_id;
+    err = devices_hold(c, ids, n);
+    free(ids);
+    return err == MSV_ERR_AGAIN ? MSV_OK : err;
+}
+
 static msv_err mls_commit(struct pg_conn *c, const struct msv_mls_commit *m, uint64_t *epoch_now)
 {
     struct args a = {0};
@@ -2820,7 +2946,12 @@ static msv_err mls_commit(struct pg_conn *c, const struct msv_mls_commit *m, uin
     msv_err err;
 
     *epoch_now = 0;
-    err = mls_group_lock(c, m, epoch_now);
+    /* first, before any lock a device's removal waits for: the devices the commit names
+     * cannot be deleted until it ends, or it waits for their removal to end (then an added
+     * one that is gone is no member, and a copy for a gone one refuses the commit) */
+    err = mls_devices_hold(c, m);
+    if (err == MSV_OK)
+        err = mls_group_lock(c, m, epoch_now);
     if (err != MSV_OK)
         return err;
     if (*epoch_now != m->epoch)
@@ -3199,7 +3330,11 @@ static msv_err p_code_take(void *impl, const char *handle, const uint8_t hash[32
                            unsigned max_attempts)
 {
     struct pg_conn *c = acquire(impl);
-    msv_err err = begin(c), result = MSV_OK;
+    msv_err err, result = MSV_OK;
+
+    if (c == NULL)
+        return MSV_ERR_IO;
+    err = begin(c);
 
     /* a wrong code must still commit its attempt count, so the outcome is not the tx's */
     if (err == MSV_OK) {
@@ -3265,9 +3400,12 @@ static msv_err p_account_delete(void *impl, const char *handle, int64_t now_ms,
                                 struct msv_account_deleted *out)
 {
     struct pg_conn *c_ = acquire(impl);
-    msv_err err = begin(c_);
+    msv_err err;
 
     memset(out, 0, sizeof(*out));
+    if (c_ == NULL)
+        return MSV_ERR_IO;
+    err = begin(c_);
     if (err == MSV_OK)
         err = finish(c_, account_delete(c_, handle, now_ms, out));
     give_back(impl, c_);
@@ -3695,10 +3833,12 @@ static void quiet_notice(void *arg, const char *message)
 }
 
 msv_err msv_store_open_postgres(const char *conninfo, unsigned connections, unsigned timeout_ms,
-                                char *why, size_t why_len, struct msv_store **out)
+                                unsigned pool_wait_ms, char *why, size_t why_len,
+                                struct msv_store **out)
 {
     struct pg_store *s = calloc(1, sizeof(*s));
     struct msv_store *store = calloc(1, sizeof(*store));
+    pthread_condattr_t monotonic;
     msv_err err = MSV_ERR_NOMEM;
 
     if (why_len > 0)
@@ -3708,7 +3848,11 @@ msv_err msv_store_open_postgres(const char *conninfo, unsigned connections, unsi
     if (s == NULL || store == NULL)
         goto fail;
     pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->freed, NULL);
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->freed, &monotonic);
+    pthread_condattr_destroy(&monotonic);
+    s->pool_wait_ms = pool_wait_ms;
     if ((s->conninfo = strdup(conninfo)) == NULL ||
         (s->conns = calloc(connections, sizeof(*s->conns))) == NULL)
         goto fail;

@@ -1866,11 +1866,46 @@ static msv_err queue_ack_locked(struct sqlite_store *s, uint64_t device_id, cons
     return err;
 }
 
+/* MSV_OK if device_id exists (in this transaction), MSV_ERR_AGAIN if not. */
+static msv_err device_exists_locked(struct sqlite_store *s, uint64_t device_id)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "SELECT 1 FROM devices WHERE id = ?;", &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    rc = sqlite3_step(st);
+    err = rc == SQLITE_ROW ? MSV_OK : rc == SQLITE_DONE ? MSV_ERR_AGAIN : msv_sql_err(rc);
+    release(s, st);
+    return err;
+}
+
+/*
+ * MSV_ERR_AGAIN if the recipient of one of n items no longer exists (removed after the send
+ * was checked): nothing is queued for it, nor answered Ok.
+ */
+static msv_err recipients_exist_locked(struct sqlite_store *s, const struct msv_queue_in *items,
+                                       size_t n)
+{
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; i < n && err == MSV_OK; i++) {
+        if (i == 0 || items[i].device_id != items[i - 1].device_id)
+            err = device_exists_locked(s, items[i].device_id);
+    }
+    return err;
+}
+
 static msv_err queue_commit_locked(struct sqlite_store *s, const struct msv_queue_in *items,
                                    size_t n, int64_t now_ms, int64_t expires_ms, uint64_t *ids,
                                    struct msv_queue_ack *acks, size_t n_acks)
 {
-    msv_err err = n > 0 ? queue_put_locked(s, items, n, now_ms, expires_ms, ids) : MSV_OK;
+    msv_err err = recipients_exist_locked(s, items, n);
+
+    if (err == MSV_OK && n > 0)
+        err = queue_put_locked(s, items, n, now_ms, expires_ms, ids);
 
     for (size_t i = 0; i < n_acks && err == MSV_OK; i++)
         err = queue_ack_locked(s, acks[i].device_id, acks[i].ids, acks[i].n, &acks[i].deleted);
@@ -2408,8 +2443,12 @@ static msv_err mls_commit_locked(struct sqlite_store *s, const struct msv_mls_co
     sqlite3_stmt *st = NULL;
     size_t count = 0;
     int member;
-    msv_err err = mls_group_get_locked(s, c->group_id, c->group_len, epoch_now, NULL, NULL);
+    msv_err err = device_exists_locked(s, c->sender);
 
+    /* a removed device is no member, and does not become the first of a group it starts */
+    if (err != MSV_OK)
+        return err == MSV_ERR_AGAIN ? MSV_ERR_AUTH : err;
+    err = mls_group_get_locked(s, c->group_id, c->group_len, epoch_now, NULL, NULL);
     if (err == MSV_ERR_NOT_FOUND && c->epoch == 0) {
         *epoch_now = 0;
         err = mls_group_create(s, c);
@@ -2438,6 +2477,8 @@ static msv_err mls_commit_locked(struct sqlite_store *s, const struct msv_mls_co
         return err;
     sqlite3_bind_blob(st, 1, c->group_id, (int)c->group_len, SQLITE_STATIC);
     err = run(s, st);
+    if (err == MSV_OK)
+        err = recipients_exist_locked(s, c->items, c->n_items);
     if (err == MSV_OK && c->n_items > 0)
         err = queue_put_locked(s, c->items, c->n_items, c->now_ms, c->expires_ms, c->ids);
     if (err == MSV_OK)

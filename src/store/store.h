@@ -39,7 +39,9 @@ enum msv_store_fault {
     MSV_STORE_FAULT_UNAVAILABLE, /* connection lost or refused, server shutting down (08, 57P) */
     MSV_STORE_FAULT_FULL,        /* disk full, out of memory or connections (class 53) */
     MSV_STORE_FAULT_OTHER,       /* anything else the database refused */
+    MSV_STORE_FAULT_POOL,        /* no connection of the pool came free within pool_wait_ms */
 };
+#define MSV_STORE_FAULT_KINDS 5
 
 /*
  * Told of every failure of the database but constraint violations and "too big" (answered as
@@ -416,7 +418,10 @@ struct msv_store_ops {
                          size_t *deleted);
     /*
      * The relay's group commit: queue_put of n items and queue_ack of every
-     * entry of acks, in one transaction (one durable write). All or nothing.
+     * entry of acks, in one transaction (one durable write). All or nothing:
+     * MSV_ERR_AGAIN, nothing written, if the device of an item no longer exists
+     * (removed since the send was checked, also by a removal committing at the
+     * same moment through another node: the commit waits for it).
      */
     msv_err (*queue_commit)(void *impl, const struct msv_queue_in *items, size_t n, int64_t now_ms,
                             int64_t expires_ms, uint64_t *ids, struct msv_queue_ack *acks,
@@ -549,8 +554,12 @@ struct msv_store_ops {
      * MSV_ERR_TOO_BIG if the group would pass c->max_members or the sender or a device
      * added would be in more than c->max_groups groups, MSV_ERR_INVALID if c->claimer has
      * no open claim (unexpired at c->now_ms, unused) of a device added (*c->unclaimed names
-     * it; each device added uses one claim); in all of these nothing
-     * changed, and *epoch_now is the group's epoch (0 if none). On MSV_OK the epoch is
+     * it; each device added uses one claim), MSV_ERR_AUTH also if c->sender no longer exists,
+     * MSV_ERR_AGAIN if the device of an item no longer exists (removed meanwhile: the members
+     * the items were made for changed); in all of these nothing
+     * changed, and *epoch_now is the group's epoch (0 if none). A device added that no longer
+     * exists (removed meanwhile, also by a removal committing at the same moment) is not
+     * made a member. On MSV_OK the epoch is
      * c->epoch + 1 (*epoch_now), the members changed, and c->items are queued with their
      * ids in c->ids, all in the same transaction.
      */
@@ -586,12 +595,15 @@ MSV_MUST_CHECK msv_err msv_store_open_sqlite(const char *path, struct msv_store 
  * with a pool of connections (0: 4), creating or migrating the schema. With
  * timeout_ms (0: none), connecting, and each statement, fail with
  * MSV_ERR_IO after that long (connect_timeout and statement_timeout, which
- * the conninfo may set otherwise). On failure, why (why_len bytes) says what
- * PostgreSQL said. Only missived and its tools link this backend.
+ * the conninfo may set otherwise). An operation that finds every connection
+ * of the pool taken waits at most pool_wait_ms (0: without bound) for one,
+ * then fails with MSV_ERR_IO, told to the fault hook as MSV_STORE_FAULT_POOL.
+ * On failure, why (why_len bytes) says what PostgreSQL said. Only missived
+ * and its tools link this backend.
  */
 MSV_MUST_CHECK msv_err msv_store_open_postgres(const char *conninfo, unsigned connections,
-                                               unsigned timeout_ms, char *why, size_t why_len,
-                                               struct msv_store **out);
+                                               unsigned timeout_ms, unsigned pool_wait_ms,
+                                               char *why, size_t why_len, struct msv_store **out);
 void msv_store_close(struct msv_store *s);
 
 /* One table of a migration: its rows in SQLite and, after the copy, in PostgreSQL. */
