@@ -741,9 +741,13 @@ static msv_err show_entry_before(struct msv_kt_log *log, struct msv_store *store
     return err;
 }
 
-/* The proof of handle's entry rec, opened when it is a version-4 leaf (kept in a). */
-static msv_err entry_proof(struct msv_kt_log *log, struct msv_store *store, struct msv_kt_answer *a,
-                           const char *handle, struct msv_kt_rec *rec, Msv__Wire__LogProof **out)
+/*
+ * rec's version-4 leaf when the log publishes one (kept in a): a record read before the tree took
+ * its entry (the lookup's reads come before its head) has none yet, and its data is not what the
+ * tree holds.
+ */
+static msv_err published_kept(struct msv_kt_log *log, struct msv_store *store,
+                              struct msv_kt_answer *a, struct msv_kt_rec *rec)
 {
     int had = rec->pub != NULL;
     msv_err err = fill_published(log, store, rec);
@@ -752,6 +756,15 @@ static msv_err entry_proof(struct msv_kt_log *log, struct msv_store *store, stru
         rec->pub = NULL; /* freed by adopt */
         err = MSV_ERR_NOMEM;
     }
+    return err;
+}
+
+/* The proof of handle's entry rec, opened when it is a version-4 leaf (kept in a). */
+static msv_err entry_proof(struct msv_kt_log *log, struct msv_store *store, struct msv_kt_answer *a,
+                           const char *handle, struct msv_kt_rec *rec, Msv__Wire__LogProof **out)
+{
+    msv_err err = published_kept(log, store, a, rec);
+
     if (err == MSV_OK)
         err = log_proof(log, a, rec, out);
     if (err == MSV_OK)
@@ -851,9 +864,10 @@ static msv_err owner_leaves(struct msv_store *store, struct msv_kt_answer *a,
  * was made, so it holds them): each with its entry's proof and its presence proof, at most
  * max_versions, and past the first at most max_bytes (*bytes: the bytes given).
  */
-static msv_err owner_versions(struct msv_kt_log *log, struct msv_kt_answer *a, const char *handle,
-                              const struct msv_kt_rec *recs, size_t n, size_t max_versions,
-                              size_t max_bytes, size_t *bytes, Msv__Wire__HandleDevices *hd)
+static msv_err owner_versions(struct msv_kt_log *log, struct msv_store *store,
+                              struct msv_kt_answer *a, const char *handle, struct msv_kt_rec *recs,
+                              size_t n, size_t max_versions, size_t max_bytes, size_t *bytes,
+                              Msv__Wire__HandleDevices *hd)
 {
     Msv__Wire__HandleVersion *vs = keep(a, n * sizeof(*vs)), **ptrs = keep(a, n * sizeof(*ptrs));
     size_t given = 0;
@@ -868,7 +882,9 @@ static msv_err owner_versions(struct msv_kt_log *log, struct msv_kt_answer *a, c
             break;
         msv__wire__handle_version__init(&vs[given]);
         vs[given].version = log->keydir.versions[recs[i].index];
-        err = log_proof(log, a, &recs[i], &vs[given].entry);
+        err = published_kept(log, store, a, &recs[i]);
+        if (err == MSV_OK)
+            err = log_proof(log, a, &recs[i], &vs[given].entry);
         if (err == MSV_OK) /* a version-4 leaf: what opens it beside it */
             err = open_fields(log, a, handle, &recs[i], vs[given].entry);
         if (err == MSV_OK)
@@ -898,10 +914,10 @@ static msv_err owner_versions(struct msv_kt_log *log, struct msv_kt_answer *a, c
  * ask allows that the handles before it left, and its first version whatever its size, so that
  * every handle with versions left gets one (the monitor then moves on in log order).
  */
-static msv_err all_owner_versions(struct msv_kt_log *log, struct msv_kt_answer *a,
-                                  const char *const *handles, size_t n, struct msv_kt_rec **owned,
-                                  const size_t *n_owned, struct msv_kt_owner_ask *ask,
-                                  Msv__Wire__HandleDevices *hds)
+static msv_err all_owner_versions(struct msv_kt_log *log, struct msv_store *store,
+                                  struct msv_kt_answer *a, const char *const *handles, size_t n,
+                                  struct msv_kt_rec **owned, const size_t *n_owned,
+                                  struct msv_kt_owner_ask *ask, Msv__Wire__HandleDevices *hds)
 {
     size_t left = 0, bytes = 0;
     msv_err err = MSV_OK;
@@ -918,7 +934,7 @@ static msv_err all_owner_versions(struct msv_kt_log *log, struct msv_kt_answer *
             versions = 1;
         if (versions > MSV_KT_VERSIONS_MAX)
             versions = MSV_KT_VERSIONS_MAX;
-        err = owner_versions(log, a, handles[i], owned[i], n_owned[i], versions,
+        err = owner_versions(log, store, a, handles[i], owned[i], n_owned[i], versions,
                              bytes < ask->bytes_max ? (ask->bytes_max - bytes) / left : 0, &used,
                              &hds[i]);
         bytes += used;
@@ -984,7 +1000,7 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
                 version_proof(log, a, MSV_PT_HISTORY, handles[i], &recs[i], &hds[i].history_proof);
     }
     if (err == MSV_OK && ask != NULL && ask->versions_from != NULL)
-        err = all_owner_versions(log, a, handles, n, owned, n_owned, ask, hds);
+        err = all_owner_versions(log, store, a, handles, n, owned, n_owned, ask, hds);
     if (err == MSV_OK) {
         uint8_t *key = keep(a, MSV_VRF_PUBLIC_KEY_LEN);
 
