@@ -3718,6 +3718,143 @@ static void test_monitor_versions_after_cut_over(void **state)
 }
 
 /*
+ * A handle deleted and registered again by another account: the new owner asking for the
+ * handle's whole history (versions_from 1) gets the tombstone that ended the previous account
+ * and its own version after it, nothing of the previous account's device sets (alice's phone
+ * and laptop); its monitor, whose first read starts at that tombstone (version 3), raises no
+ * alarm.
+ */
+static void test_recycled_handle_versions(void **state)
+{
+    static struct msv_kt_entry e;
+    const char *h[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *laptop, *again;
+    msv_frame *r = NULL;
+    uint64_t from[1] = {1}, old[2], index = 0;
+    uint32_t version = 0;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, "[accounts]\nregister_burst = 40\n");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", h[0]);
+    laptop = linked_device(&s, alice, "alice-laptop");
+    old[0] = alice->device_id;
+    old[1] = laptop->device_id;
+    assert_int_equal(msv_client_delete_account(alice, TEST_PASSWORD), MSV_OK);
+    msv_client_close(laptop);
+    msv_client_close(alice);
+    again = client_for(&s, "alice-again", h[0]);
+    reconnect(again);
+    assert_int_equal(
+        msv_request_owner_lookup(again->conn, h, 1, 0, from, 0, TEST_TIMEOUT_MS, &r, NULL), MSV_OK);
+    assert_int_equal(msv_kt_check_lookup(again->db, r->lookup_result, last, sizeof(last)), MSV_OK);
+    assert_int_equal(r->lookup_result->results[0]->n_versions, 2);
+    for (size_t i = 0; i < 2; i++) {
+        const Msv__Wire__HandleVersion *v = r->lookup_result->results[0]->versions[i];
+
+        assert_int_equal(msv_kt_check_owner_version(r->lookup_result, h[0], v, &e), MSV_OK);
+        assert_int_equal(v->version, 3 + i);
+        assert_int_equal(e.deleted, i == 0);
+        for (size_t d = 0; d < e.n_devices; d++)
+            assert_true(e.devices[d].device_id != old[0] && e.devices[d].device_id != old[1]);
+    }
+    assert_int_equal(e.n_devices, 1);
+    assert_int_equal(e.devices[0].device_id, again->device_id);
+    msv_frame_free(r);
+    if (monitor(again, last) != 0)
+        fail_msg("the alarm: %s", last);
+    assert_int_equal(client_history_get(again, h[0], &version, &index), MSV_OK);
+    assert_int_equal(version, 4);
+    assert_int_equal(monitor(again, last), 0);
+    msv_client_close(again);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A monitor that starts late: alice registers and does not look; the operator logs a device
+ * for her behind her back (version 2), then her laptop is linked and approved, which drops it
+ * from the set (version 3). Her phone's first run reads her versions from her first one and
+ * raises the alarm for the forged device (it was taken as hers, from the set listed now, before
+ * it read them); her laptop's first run takes what came before it was linked, and raises none.
+ */
+static void test_monitor_starts_late(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *laptop;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    test_server_stop(&s);
+    log_foreign_device(&s, "alice@example.org");
+    test_server_start(&s);
+    laptop = linked_device(&s, alice, "alice-laptop");
+    if (monitor(laptop, last) != 0)
+        fail_msg("the laptop's alarm: %s", last);
+    assert_int_equal(monitor(alice, last), 1);
+    if (strstr(last, "device 999999 ") == NULL || strstr(last, "never told of it") == NULL)
+        fail_msg("the alarm: %s", last);
+    assert_int_equal(monitor(alice, last), 0);
+    assert_int_equal(monitor(laptop, last), 0);
+    msv_client_close(laptop);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A directory that answers the owner's monitor "slow down" every time would hide every version
+ * from it: alice's lookups are limited (a bucket of 40, refilled once in 100 seconds), and
+ * she empties it. A limited run waits for the next while the last complete read is recent; once
+ * it is more than a day old (setting kt_monitor_complete set back 25 hours), the alarm, once:
+ * said again a day later, not on every run. An honest bucket again: read, no alarm.
+ */
+static void test_monitor_rate_limited_alarm(void **state)
+{
+    const char *h[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice;
+    msv_frame *r = NULL;
+    uint8_t when[8];
+    char last[400];
+    int limited = 0;
+
+    (void)state;
+    test_server_init(&s, "[directory]\nlookup_rate = 0.01\nlookup_burst = 40\n");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", h[0]);
+    assert_int_equal(monitor(alice, last), 0); /* a complete read */
+    reconnect(alice);
+    for (int i = 0; i < 60 && !limited; i++) {
+        msv_err err = msv_request_lookup(alice->conn, h, 1, 0, 0, TEST_TIMEOUT_MS, &r, &alice->why);
+
+        msv_frame_free(r);
+        r = NULL;
+        limited =
+            err == MSV_ERR_INVALID && alice->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED;
+    }
+    assert_true(limited);
+    assert_int_equal(monitor(alice, last), 0); /* limited, but read a moment ago */
+    msv_put_u64be(when, (uint64_t)(msv_wall_ms() - 25LL * 3600 * 1000));
+    assert_int_equal(msv_client_db_set(alice->db, "kt_monitor_complete", when, 8), MSV_OK);
+    assert_int_equal(monitor(alice, last), 1);
+    if (strstr(last, "has not let this device check its account's handles for 25 hours") == NULL)
+        fail_msg("the alarm: %s", last);
+    assert_int_equal(monitor(alice, last), 0); /* said again a day later */
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra), "[directory]\nlookup_burst = 1000\n");
+    test_server_start(&s);
+    msv_put_u64be(when, (uint64_t)(msv_wall_ms() - 25LL * 3600 * 1000));
+    assert_int_equal(msv_client_db_set(alice->db, "kt_monitor_complete", when, 8), MSV_OK);
+    assert_int_equal(monitor(alice, last), 0); /* read to the newest: no alarm */
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
  * The owner's versions come a bounded number at a time: 40 versions of alice's handle logged
  * since her monitor last looked (her own device set each time) take an answer of 32 and one
  * more, and her monitor reads them all in one run, quietly. Nobody else gets them.
@@ -3755,9 +3892,10 @@ static void test_owner_versions_paged(void **state)
         MSV_OK);
     assert_int_equal(r->lookup_result->results[0]->n_versions, 32);
     assert_true(r->lookup_result->results[0]->versions_more);
-    /* from log index 1 on: alice's version 1 is entry 0 */
-    assert_int_equal(r->lookup_result->results[0]->versions[0]->version, 2);
-    assert_int_equal(r->lookup_result->results[0]->versions[31]->version, 33);
+    /* 1 asks for the whole history: alice's version 1 is entry 0 */
+    assert_int_equal(r->lookup_result->results[0]->versions[0]->entry->index, 0);
+    assert_int_equal(r->lookup_result->results[0]->versions[0]->version, 1);
+    assert_int_equal(r->lookup_result->results[0]->versions[31]->version, 32);
     msv_frame_free(r);
     r = NULL;
     /* Y1: versions_from naming another number of indexes than handles */
@@ -3804,8 +3942,8 @@ static void test_owner_versions_paged(void **state)
     assert_int_equal(monitor(alice, last), 0);
     assert_int_equal(client_history_get(alice, alice_h[0], &version, &newest), MSV_OK);
     assert_int_equal(version, 41);
-    /* 32 asked for directly, then 40 by the monitor */
-    assert_int_equal(test_server_metric(&s, "owner_versions_total"), 72);
+    /* version 1 by the monitor's first run, 32 asked for directly, then 40 by the monitor */
+    assert_int_equal(test_server_metric(&s, "owner_versions_total"), 73);
     msv_client_close(bob);
     msv_client_close(alice);
     test_server_cleanup(&s);
@@ -5701,6 +5839,9 @@ int main(void)
         cmocka_unit_test(test_owner_history_forged_version),
         cmocka_unit_test(test_owner_history_skipped_version),
         cmocka_unit_test(test_owner_history_skipped_version_v3),
+        cmocka_unit_test(test_recycled_handle_versions),
+        cmocka_unit_test(test_monitor_starts_late),
+        cmocka_unit_test(test_monitor_rate_limited_alarm),
         cmocka_unit_test(test_epoch_roots_compared),
         cmocka_unit_test(test_owner_history_only_own_and_limited),
         cmocka_unit_test(test_account_new),

@@ -821,6 +821,28 @@ static msv_err version_proof(struct msv_kt_log *log, struct msv_kt_answer *a,
     return MSV_OK;
 }
 
+/*
+ * Where the versions of handle given to its owner start: at the index asked (1 asks for the whole
+ * history: 0 names none, so index 0 is read with it), but never before
+ * the handle's newest tombstone, which is given (docs/transparency.md, "The owner's versions"):
+ * what was logged before it was a previous account's (a handle deleted and registered again),
+ * or this account's before it removed the handle, and its device sets are not the asker's to
+ * read.
+ */
+static msv_err versions_start(struct msv_store *store, const char *handle, uint64_t asked,
+                              uint64_t *from)
+{
+    struct msv_kt_rec t = {0};
+    msv_err err = store->ops->kt_tombstone_latest(store->impl, handle, &t);
+
+    *from = asked == 1 ? 0 : asked;
+    if (err == MSV_OK && t.index >= *from)
+        *from = t.index;
+    free(t.leaf);
+    free(t.pub);
+    return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+}
+
 /* The leaves of the handles whose versions the owner asked for (kept in a; per handle up to one
  * past MSV_KT_VERSIONS_MAX, so that the answer can say more follow). */
 static msv_err owner_leaves(struct msv_store *store, struct msv_kt_answer *a,
@@ -833,10 +855,14 @@ static msv_err owner_leaves(struct msv_store *store, struct msv_kt_answer *a,
     msv_err err = recs != NULL && ns != NULL ? MSV_OK : MSV_ERR_NOMEM;
 
     for (size_t i = 0; err == MSV_OK && ask != NULL && ask->versions_from != NULL && i < n; i++) {
+        uint64_t from;
+
         if (ask->versions_from[i] == 0)
             continue;
-        err = store->ops->kt_handle_read(store->impl, handles[i], ask->versions_from[i],
-                                         MSV_KT_VERSIONS_MAX + 1, &recs[i], &ns[i]);
+        err = versions_start(store, handles[i], ask->versions_from[i], &from);
+        if (err == MSV_OK)
+            err = store->ops->kt_handle_read(store->impl, handles[i], from, MSV_KT_VERSIONS_MAX + 1,
+                                             &recs[i], &ns[i]);
         if (err != MSV_OK)
             break;
         /* the leaves go with the answer (kept_leaf frees what it cannot keep) */
