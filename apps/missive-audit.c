@@ -423,26 +423,16 @@ static int save_state(const struct audit *a, const char *path)
 static int steps_add_leaves(const uint8_t *proof, size_t len, uint64_t start, size_t n,
                             const uint8_t (*want)[64], const uint8_t *has)
 {
-    size_t off = 4;
+    size_t bad = 0;
+    msv_err err = msv_pt_steps_match(proof, len, n, want, has, &bad);
 
-    for (size_t i = 0; i < n; i++) {
-        size_t path;
-
-        if (off >= len)
-            return bad_log("%s", "the key directory's append-only proof is malformed");
-        if (proof[off] == 0) {
-            off++;
-            continue;
-        }
-        if (len - off < 65 || (path = msv_pt_path_len(proof + off + 65, len - off - 65)) == 0)
-            return bad_log("%s", "the key directory's append-only proof is malformed");
-        if (has[i] && sodium_memcmp(proof + off + 1, want[i], 64) != 0)
-            return bad_log("log entry %" PRIu64 "'s leaf is not the entry the key directory "
-                           "adds for it: the tree holds another label or value than the log "
-                           "(an entry put in the tree behind the log's back)",
-                           start + i);
-        off += 65 + path;
-    }
+    if (err == MSV_ERR_PARSE)
+        return bad_log("%s", "the key directory's append-only proof is malformed");
+    if (err != MSV_OK)
+        return bad_log("log entry %" PRIu64 "'s leaf is not the entry the key directory "
+                       "adds for it: the tree holds another label or value than the log "
+                       "(an entry put in the tree behind the log's back)",
+                       start + bad);
     return 0;
 }
 

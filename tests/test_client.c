@@ -3620,6 +3620,10 @@ static void test_monitor_version_unproven(void **state)
     test_server_start(&s);
     /* the root her phone kept for this size is the honest one: a device that did not see it */
     assert_int_equal(msv_client_db_unset(alice->db, "kt_epoch"), MSV_OK);
+    /* and the steps from the root her monitor pinned do not end at the one signed now (once) */
+    assert_int_equal(monitor(alice, last), 2);
+    if (strstr(last, "does not grow from the one this device checked at 1 log entries") == NULL)
+        fail_msg("the alarm: %s", last);
     assert_int_equal(monitor(alice, last), 1);
     if (strstr(last, "does not prove version 2 of this account's handle alice@example.org") == NULL)
         fail_msg("the alarm: %s", last);
@@ -3850,6 +3854,45 @@ static void test_monitor_rate_limited_alarm(void **state)
     msv_put_u64be(when, (uint64_t)(msv_wall_ms() - 25LL * 3600 * 1000));
     assert_int_equal(msv_client_db_set(alice->db, "kt_monitor_complete", when, 8), MSV_OK);
     assert_int_equal(monitor(alice, last), 0); /* read to the newest: no alarm */
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A key directory that forks: alice's monitor pins its root when it first runs; missived then
+ * changes bob's entry in its tree (the log untouched) and grows from there (carol registers), so
+ * that no root is signed twice for one size and every lookup of alice holds. Her monitor checks
+ * the steps from the root it pinned, finds they start from another tree, and raises the alarm,
+ * once; bob's monitor, on an honest directory, raises none.
+ */
+static void test_monitor_lineage_fork(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* where watching starts: the root pinned */
+    carol = client_for(&s, "carol", "carol@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* an honest step */
+    assert_int_equal(monitor(bob, last), 0);
+    assert_int_equal(monitor(bob, last), 0);
+    msv_client_close(carol);
+    /* entry 0 is the cut-over, 1 alice's, 2 bob's */
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra), "keydir_rewrite = change 2");
+    test_server_start(&s);
+    carol = client_for(&s, "dave", "dave@example.org");
+    assert_int_equal(monitor(alice, last), 1);
+    if (strstr(last, "does not grow from the one this device checked") == NULL)
+        fail_msg("the alarm: %s", last);
+    assert_int_equal(monitor(alice, last), 0);
+    msv_client_close(carol);
+    msv_client_close(bob);
     msv_client_close(alice);
     test_server_cleanup(&s);
 }
@@ -5842,6 +5885,7 @@ int main(void)
         cmocka_unit_test(test_recycled_handle_versions),
         cmocka_unit_test(test_monitor_starts_late),
         cmocka_unit_test(test_monitor_rate_limited_alarm),
+        cmocka_unit_test(test_monitor_lineage_fork),
         cmocka_unit_test(test_epoch_roots_compared),
         cmocka_unit_test(test_owner_history_only_own_and_limited),
         cmocka_unit_test(test_account_new),

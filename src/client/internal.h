@@ -272,6 +272,13 @@ msv_err client_history_put(struct msv_client *c, const char *handle, uint32_t ve
  */
 msv_err client_history_check(struct msv_client *c, const Msv__Wire__LookupResponse *r,
                              void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms);
+/*
+ * Checks that the key directory grew, by append-only steps, from the root the monitor pinned
+ * last (pinning the first one it sees), or the alarm (lineage.c; docs/transparency.md, "The
+ * monitor's lineage").
+ */
+msv_err client_lineage_check(struct msv_client *c, void (*on_alarm)(void *, const char *),
+                             void *ctx, size_t *alarms);
 /* This device's handle first, then the account's others as last listed, then those it still
  * watches (caller frees with msv_handles_free). */
 msv_err client_own_handles_known(struct msv_client *c, char ***out, size_t *n);

@@ -689,5 +689,7 @@ msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, con
         err = monitor_baseline(c, &a);
     else if (err == MSV_OK)
         err = watch(c, &a);
+    if (err == MSV_OK)
+        err = client_lineage_check(c, on_alarm, ctx, alarms);
     return err == MSV_OK ? check_gossip(c, on_alarm, ctx, alarms) : err;
 }
