@@ -120,8 +120,10 @@ static msv_err add_leaf(struct msv_kt_log *log, const struct msv_kt_rec *rec)
     if (msv_kt_cutover_leaf_parse(rec->leaf, rec->leaf_len) == MSV_OK) {
         if (log->cutover >= 0 && !log->trust_store)
             return MSV_ERR_INVALID; /* one cut-over: leaves never name handles again */
-        if (log->cutover < 0)
+        if (log->cutover < 0) {
             log->cutover = (int64_t)rec->index;
+            memcpy(log->cutover_leaf, rec->leaf, MSV_KT_CUTOVER_LEAF_LEN);
+        }
         return MSV_OK;
     }
     /* a published leaf before the cut-over, or one that is no version-4 leaf (keydir.c) */
@@ -611,6 +613,25 @@ static msv_err hide_handle(struct msv_kt_answer *a, Msv__Wire__LogProof *p, enum
     if (hide != MSV_KT_HIDE_FAULT_BOTH)
         p->leaf = (ProtobufCBinaryData){0, NULL};
     return MSV_OK;
+}
+
+/*
+ * The log's cut-over entry, when head holds one, with its proof (kept in a): a reader that
+ * starts after it, or is given it as a leaf hash, knows where leaves stop naming handles.
+ */
+static msv_err cutover_field(struct msv_kt_log *log, struct msv_kt_answer *a,
+                             Msv__Wire__LogProof **out)
+{
+    struct msv_kt_rec rec = {.index = (uint64_t)log->cutover, .leaf_len = MSV_KT_CUTOVER_LEAF_LEN};
+
+    if (log->cutover < 0 || rec.index >= log->head.size)
+        return MSV_OK;
+    if (log->cutover_fault && rec.index + 1 < log->head.size)
+        rec.index++; /* tests only: a dishonest server names another entry as its cut-over */
+    if ((rec.leaf = keep(a, MSV_KT_CUTOVER_LEAF_LEN)) == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(rec.leaf, log->cutover_leaf, MSV_KT_CUTOVER_LEAF_LEN);
+    return log_proof(log, a, &rec, out);
 }
 
 /* The log's rotation entries that head holds, each with its proof (kept in a). */
@@ -1117,6 +1138,8 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
                           &resp->n_consistency);
     if (err == MSV_OK)
         err = rotation_fields(log, a, &resp->rotations, &resp->n_rotations);
+    if (err == MSV_OK)
+        err = cutover_field(log, a, &resp->cutover);
     *proofs_from = log->keydir.steps_from;
     pthread_mutex_unlock(&log->lock);
     msv_kt_recs_free(recs, n);
