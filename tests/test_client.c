@@ -3776,6 +3776,59 @@ static void test_recycled_handle_versions(void **state)
     test_server_cleanup(&s);
 }
 
+/* Whether the packed LogEntries of r hold the bytes of c's public identity. */
+static int log_read_names(const msv_frame *r, const struct msv_client *c)
+{
+    size_t key_len = 0, len = msv__wire__log_entries__get_packed_size(r->log_entries);
+    const uint8_t *key = msv_public_identity_bytes(msv_identity_public(c->id), &key_len);
+    uint8_t *packed = malloc(len);
+    int found;
+
+    assert_non_null(packed);
+    msv__wire__log_entries__pack(r->log_entries, packed);
+    found = memmem(packed, len, key, key_len) != NULL;
+    free(packed);
+    return found;
+}
+
+/*
+ * On a log of leaves that name their handle, the new owner of a deleted account's handle reads
+ * in LogRead its own entries of the handle from the tombstone on, and the previous account's as
+ * leaf hashes: alice's key is not in its answer, its own is.
+ */
+static void test_recycled_handle_log_read(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *again;
+    msv_frame *r = NULL;
+
+    (void)state;
+    test_server_init(&s, "[accounts]\nregister_burst = 40\n");
+    s.leaf_version = 3; /* leaves that name their handle */
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    reconnect(alice);
+    assert_int_equal(msv_request_log_read(alice->conn, 0, 256, 0, 0, TEST_TIMEOUT_MS, &r, NULL),
+                     MSV_OK);
+    assert_true(log_read_names(r, alice)); /* her own entry, hers to read */
+    msv_frame_free(r);
+    r = NULL;
+    assert_int_equal(msv_client_delete_account(alice, TEST_PASSWORD), MSV_OK);
+    again = client_for(&s, "alice-again", "alice@example.org");
+    reconnect(again);
+    assert_int_equal(msv_request_log_read(again->conn, 0, 256, 0, 0, TEST_TIMEOUT_MS, &r, NULL),
+                     MSV_OK);
+    assert_int_equal(r->log_entries->n_entries, 3);
+    assert_true(log_read_names(r, again));
+    assert_false(log_read_names(r, alice));
+    assert_int_equal(r->log_entries->entries[0]->leaf.len, 0);     /* alice's: its hash */
+    assert_int_equal(r->log_entries->entries[1]->leaf.data[0], 3); /* the tombstone, whole */
+    msv_frame_free(r);
+    msv_client_close(alice);
+    msv_client_close(again);
+    test_server_cleanup(&s);
+}
+
 /*
  * A monitor that starts late: alice registers and does not look; the operator logs a device
  * for her behind her back (version 2), then her laptop is linked and approved, which drops it
@@ -5883,6 +5936,7 @@ int main(void)
         cmocka_unit_test(test_owner_history_skipped_version),
         cmocka_unit_test(test_owner_history_skipped_version_v3),
         cmocka_unit_test(test_recycled_handle_versions),
+        cmocka_unit_test(test_recycled_handle_log_read),
         cmocka_unit_test(test_monitor_starts_late),
         cmocka_unit_test(test_monitor_rate_limited_alarm),
         cmocka_unit_test(test_monitor_lineage_fork),

@@ -583,10 +583,12 @@ static msv_err log_proof(struct msv_kt_log *log, struct msv_kt_answer *a,
  * A reader without an account reads no handle: a device set or tombstone (it names its handle,
  * its devices and their keys) is given as its leaf hash, enough to check the tree; a rotation
  * entry names no one and is given whole (docs/transparency.md, "What a reader without an account
- * sees", says what a hash still lets a guesser test).
+ * sees", says what a hash still lets a guesser test). An account reads its own handles' entries
+ * from own_from on (each handle's newest tombstone: what came before it was a previous account's,
+ * or this one's before it removed the handle).
  */
 static msv_err hide_handle(struct msv_kt_answer *a, Msv__Wire__LogProof *p, enum msv_kt_hide hide,
-                           char *const *own, size_t n_own)
+                           char *const *own, const uint64_t *own_from, size_t n_own)
 {
     static _Thread_local struct msv_kt_entry e;
     struct msv_kt_rotation r;
@@ -603,7 +605,7 @@ static msv_err hide_handle(struct msv_kt_answer *a, Msv__Wire__LogProof *p, enum
      * that names no handle") */
     if (hide == MSV_KT_HIDE_OTHERS && msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) == MSV_OK) {
         for (size_t i = 0; i < n_own; i++)
-            if (strcmp(own[i], e.handle) == 0)
+            if (strcmp(own[i], e.handle) == 0 && p->index >= own_from[i])
                 return MSV_OK;
     }
     if ((h = keep(a, MSV_KT_HASH_LEN)) == NULL)
@@ -1075,13 +1077,20 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
     struct msv_kt_answer *a = calloc(1, sizeof(*a));
     struct msv_kt_rec *recs = NULL;
     Msv__Wire__LogProof **entries;
+    uint64_t *own_from = NULL;
     size_t n = 0, kept = 0, bytes = 0;
     size_t count = q->count < MSV_KT_READ_MAX ? q->count : MSV_KT_READ_MAX;
     msv_err err;
 
     *owner = a;
-    if (a == NULL || (entries = keep(a, count * sizeof(*entries))) == NULL)
+    if (a == NULL || (entries = keep(a, count * sizeof(*entries))) == NULL ||
+        (own_from = keep(a, (n_own + 1) * sizeof(*own_from))) == NULL)
         return MSV_ERR_NOMEM;
+    /* each own handle's entries are the account's from its newest tombstone on */
+    for (size_t i = 0; hide == MSV_KT_HIDE_OTHERS && i < n_own; i++) {
+        if ((err = versions_start(store, own[i], 0, &own_from[i])) != MSV_OK)
+            return err;
+    }
     pthread_mutex_lock(&log->lock);
     err = head_locked(log, store, now_ms);
     if (err == MSV_OK && q->start < log->head.size) {
@@ -1110,7 +1119,7 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
         if (err == MSV_OK)
             err = log_proof(log, a, &recs[i], &entries[i]);
         if (err == MSV_OK && hide != MSV_KT_SHOW_LEAVES)
-            err = hide_handle(a, entries[i], hide, own, n_own);
+            err = hide_handle(a, entries[i], hide, own, own_from, n_own);
         recs[i].leaf = NULL;
         recs[i].pub = NULL;
         /* the entry, its field tag and length (at most 1 + 4 bytes), and its step if asked */
