@@ -480,7 +480,7 @@ static void watch_free(struct watch *w)
     free(w->taken);
 }
 
-/* The handles to watch, each with the version last checked (from 0 before the first). */
+/* The handles to watch, each with the version last checked (0 before the first). */
 static msv_err watch_init(struct msv_client *c, struct watch *w)
 {
     msv_err err = client_own_handles_known(c, &w->handles, &w->n);
