@@ -414,8 +414,8 @@ static msv_err take_versions(struct msv_client *c, struct watch *w, const struct
 /*
  * Each handle's newest entry the answer shows, against the versions checked: never older; a
  * newer one no version showed (a handle the server no longer lists as the account's gets none)
- * is checked itself, and must be the next version. The first answer for a handle sets where
- * its watch starts, its newest entry checked.
+ * is checked itself, and must be the next version (version 1 for a handle read from its start
+ * whose versions the directory did not give).
  */
 static msv_err take_newest(struct msv_client *c, struct watch *w, const struct alarm_sink *a,
                            int *changed)
