@@ -3951,6 +3951,49 @@ static void test_monitor_lineage_fork(void **state)
 }
 
 /*
+ * A lineage shown to a sender only: bob's monitor pins the key directory's root; the directory
+ * then shows bob, looking alice up, a tree that holds a version of hers no log entry is (a root
+ * signed for a size his monitor never ran at), and goes back to the honest tree, growing past
+ * that size. Bob's monitor checks the steps from its pin and finds that they do not build, at
+ * that size, the root his lookup was shown: the alarm, once (before, the root was never checked).
+ */
+static void test_monitor_lineage_sender_only(void **state)
+{
+    const char *to[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *other;
+    msv_frame *devs = NULL;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", to[0]);
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(monitor(bob, last), 0); /* where bob's lineage starts */
+    other = client_for(&s, "carol", "carol@example.org");
+    msv_client_close(other);
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra), "keydir_forge = alice@example.org 8");
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_OK);
+    msv_frame_free(devs);
+    test_server_stop(&s);
+    s.extra[0] = '\0';
+    test_server_start(&s);
+    other = client_for(&s, "dave", "dave@example.org");
+    assert_int_equal(monitor(bob, last), 1);
+    if (strstr(last, "the root a lookup showed this device for") == NULL)
+        fail_msg("the alarm: %s", last);
+    assert_int_equal(monitor(bob, last), 0);
+    msv_client_close(other);
+    msv_client_close(bob);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
  * The owner's versions come a bounded number at a time: 40 versions of alice's handle logged
  * since her monitor last looked (her own device set each time) take an answer of 32 and one
  * more, and her monitor reads them all in one run, quietly. Nobody else gets them.
@@ -5940,6 +5983,7 @@ int main(void)
         cmocka_unit_test(test_monitor_starts_late),
         cmocka_unit_test(test_monitor_rate_limited_alarm),
         cmocka_unit_test(test_monitor_lineage_fork),
+        cmocka_unit_test(test_monitor_lineage_sender_only),
         cmocka_unit_test(test_epoch_roots_compared),
         cmocka_unit_test(test_owner_history_only_own_and_limited),
         cmocka_unit_test(test_account_new),

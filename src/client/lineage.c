@@ -120,6 +120,55 @@ static msv_err classify(const Msv__Wire__LogEntries *r, const struct msv_kt_head
     return MSV_OK;
 }
 
+void client_lineage_seen(struct msv_client *c, struct client_seen_root *seen)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+
+    seen->has =
+        msv_client_db_get(c->db, "kt_epoch", &v, &len) == MSV_OK && len == 8 + MSV_LOG_EPOCH_LEN;
+    if (seen->has) {
+        seen->size = msv_get_u64be(v);
+        memcpy(seen->root, v + 8, MSV_PT_HASH_LEN);
+    }
+    free(v);
+}
+
+/*
+ * The root the first k of a page's n steps build from root (the tree at the size a lookup showed
+ * this device), or MSV_ERR_AUTH / MSV_ERR_PARSE. The steps are re-counted as a run of k.
+ */
+static msv_err root_after(const uint8_t *proof, size_t len, const uint8_t *adds, size_t k,
+                          uint8_t root[MSV_PT_HASH_LEN])
+{
+    enum msv_pt_step_fault fault;
+    size_t off = 4, bad = 0;
+    int have = 1;
+    uint8_t *run;
+    msv_err err;
+
+    for (size_t i = 0; i < k; i++) {
+        size_t path;
+
+        if (off >= len)
+            return MSV_ERR_PARSE;
+        if (proof[off] == 0) {
+            off++;
+            continue;
+        }
+        if (len - off < 65 || (path = msv_pt_path_len(proof + off + 65, len - off - 65)) == 0)
+            return MSV_ERR_PARSE;
+        off += 65 + path;
+    }
+    if ((run = malloc(off)) == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(run, proof, off);
+    msv_put_u32be(run, (uint32_t)k);
+    err = msv_pt_verify_steps(run, off, adds, k, &have, root, &bad, &fault);
+    free(run);
+    return err;
+}
+
 static void lineage_alarm(const char *warning, void (*on_alarm)(void *, const char *), void *ctx,
                           size_t *alarms)
 {
@@ -128,15 +177,33 @@ static void lineage_alarm(const char *warning, void (*on_alarm)(void *, const ch
         on_alarm(ctx, warning);
 }
 
+/* The steps of page r (held from start) build, at the size a lookup showed this device, the root
+ * it showed (a size the page does not reach fits). */
+static int seen_fits(const Msv__Wire__LogEntries *r, const struct lineage *l,
+                     const struct client_seen_root *seen, const struct page *pg,
+                     const uint8_t start[MSV_PT_HASH_LEN])
+{
+    uint8_t root[MSV_PT_HASH_LEN];
+
+    if (!seen->has || seen->size <= l->size || seen->size > l->size + r->n_entries)
+        return 1;
+    memcpy(root, start, MSV_PT_HASH_LEN);
+    return root_after(r->append_proof.data, r->append_proof.len, pg->adds,
+                      (size_t)(seen->size - l->size), root) == MSV_OK &&
+           sodium_memcmp(root, seen->root, MSV_PT_HASH_LEN) == 0;
+}
+
 /*
  * One answer read from l->size: its head checked as every answer (and adopted), its entries and
  * steps from the pinned tree; l moves to where they end. *fork: the steps do not hold (why says
  * why); *done: the pinned size reached the head's.
  */
 static msv_err take_page(struct msv_client *c, const Msv__Wire__LogEntries *r, struct lineage *l,
-                         int *fork, int *done, char *why, size_t why_len)
+                         const struct client_seen_root *seen, int *fork, int *done, char *why,
+                         size_t why_len)
 {
     static _Thread_local struct page pg;
+    uint8_t start_root[MSV_PT_HASH_LEN];
     Msv__Wire__LogEntries head_only = *r;
     const Msv__Wire__TreeHead *w = r->head;
     enum msv_pt_step_fault fault = MSV_PT_STEP_OK;
@@ -145,6 +212,7 @@ static msv_err take_page(struct msv_client *c, const Msv__Wire__LogEntries *r, s
     int have = 1;
     msv_err err;
 
+    memcpy(start_root, l->root, MSV_PT_HASH_LEN);
     head_only.n_entries = 0; /* the entries are checked below: some are leaf hashes */
     err = msv_kt_check_entries(c->db, &head_only, l->size, &head, why, why_len);
     if (err != MSV_OK)
@@ -177,6 +245,11 @@ static msv_err take_page(struct msv_client *c, const Msv__Wire__LogEntries *r, s
              sodium_memcmp(l->root, w->epoch_root.data, MSV_PT_HASH_LEN) != 0)
         snprintf(why, why_len, "the steps do not end at the root signed for %" PRIu64 " entries",
                  head.size);
+    else if (!seen_fits(r, l, seen, &pg, start_root))
+        snprintf(why, why_len,
+                 "the root a lookup showed this device for %" PRIu64 " entries is not the tree "
+                 "the steps build there",
+                 seen->size);
     else
         *fork = 0;
     if (*fork) { /* the alarm once; the watch goes on from the directory's newest root */
@@ -189,8 +262,8 @@ static msv_err take_page(struct msv_client *c, const Msv__Wire__LogEntries *r, s
     return MSV_OK;
 }
 
-msv_err client_lineage_check(struct msv_client *c, void (*on_alarm)(void *, const char *),
-                             void *ctx, size_t *alarms)
+msv_err client_lineage_check(struct msv_client *c, const struct client_seen_root *seen,
+                             void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
 {
     struct lineage l;
     msv_err err = lineage_get(c, &l);
@@ -219,7 +292,7 @@ msv_err client_lineage_check(struct msv_client *c, void (*on_alarm)(void *, cons
             err = MSV_OK; /* limited: the next run reads on */
             break;
         } else if (err == MSV_OK) {
-            err = take_page(c, r->log_entries, &l, &fork, &done, why, sizeof(why));
+            err = take_page(c, r->log_entries, &l, seen, &fork, &done, why, sizeof(why));
         }
         msv_frame_free(r);
         if (err == MSV_ERR_AUTH) { /* a head the checks refuse */
