@@ -423,26 +423,16 @@ static int save_state(const struct audit *a, const char *path)
 static int steps_add_leaves(const uint8_t *proof, size_t len, uint64_t start, size_t n,
                             const uint8_t (*want)[64], const uint8_t *has)
 {
-    size_t off = 4;
+    size_t bad = 0;
+    msv_err err = msv_pt_steps_match(proof, len, n, want, has, &bad);
 
-    for (size_t i = 0; i < n; i++) {
-        size_t path;
-
-        if (off >= len)
-            return bad_log("%s", "the key directory's append-only proof is malformed");
-        if (proof[off] == 0) {
-            off++;
-            continue;
-        }
-        if (len - off < 65 || (path = msv_pt_path_len(proof + off + 65, len - off - 65)) == 0)
-            return bad_log("%s", "the key directory's append-only proof is malformed");
-        if (has[i] && sodium_memcmp(proof + off + 1, want[i], 64) != 0)
-            return bad_log("log entry %" PRIu64 "'s leaf is not the entry the key directory "
-                           "adds for it: the tree holds another label or value than the log "
-                           "(an entry put in the tree behind the log's back)",
-                           start + i);
-        off += 65 + path;
-    }
+    if (err == MSV_ERR_PARSE)
+        return bad_log("%s", "the key directory's append-only proof is malformed");
+    if (err != MSV_OK)
+        return bad_log("log entry %" PRIu64 "'s leaf is not the entry the key directory "
+                       "adds for it: the tree holds another label or value than the log "
+                       "(an entry put in the tree behind the log's back)",
+                       start + bad);
     return 0;
 }
 
@@ -517,6 +507,53 @@ static int take_steps(struct audit *a, const Msv__Wire__LogEntries *r,
     return 0;
 }
 
+/*
+ * The log's cut-over the answer names (LogEntries.cutover), against the entries this auditor read
+ * and the cut-over it knows: an auditor that starts after it (--start) learns where it is, and a
+ * server cannot give it as a leaf hash, name another entry, or leave it out once known; 0 or
+ * EXIT_FORK.
+ */
+static int check_cutover(struct audit *a, const Msv__Wire__LogEntries *r,
+                         const struct msv_kt_head *head)
+{
+    static uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+    const Msv__Wire__LogProof *p = r->cutover;
+    uint64_t read = a->from + msv_merkle_size(a->tree);
+    uint8_t h[MSV_KT_HASH_LEN];
+    int held = p != NULL && p->n_path <= MSV_KT_PROOF_MAX && p->index < head->size &&
+               msv_kt_cutover_leaf_parse(p->leaf.data, p->leaf.len) == MSV_OK;
+
+    if (p == NULL) {
+        if (a->cutover >= 0 && (uint64_t)a->cutover < head->size)
+            return bad_log("the answer does not name the log's cut-over (entry %" PRId64 "): "
+                           "it would hide where leaves stop naming handles",
+                           a->cutover);
+        return 0;
+    }
+    for (size_t k = 0; held && k < p->n_path; k++) {
+        held = p->path[k].len == MSV_KT_HASH_LEN;
+        if (held)
+            memcpy(path[k], p->path[k].data, MSV_KT_HASH_LEN);
+    }
+    msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
+    if (!held || msv_merkle_verify_inclusion(h, p->index, head->size,
+                                             (const uint8_t(*)[MSV_KT_HASH_LEN])path, p->n_path,
+                                             head->root) != MSV_OK)
+        return bad_log("the log's cut-over the answer names (entry %" PRIu64 ") is not a "
+                       "cut-over entry in the tree its head signs: the cut-over moved",
+                       p->index);
+    if (a->cutover >= 0 && (uint64_t)a->cutover != p->index)
+        return bad_log("the log's cut-over moved: the answer names entry %" PRIu64
+                       ", this auditor read it at entry %" PRId64,
+                       p->index, a->cutover);
+    if (a->cutover < 0 && p->index >= a->from && p->index < read)
+        return bad_log("entry %" PRIu64 ", which the answer names the log's cut-over, was given "
+                       "to this auditor as another entry",
+                       p->index);
+    a->cutover = (int64_t)p->index;
+    return 0;
+}
+
 /* Checks one LogEntries answer to a read from start and takes its leaves; 0 or EXIT_FORK. */
 static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_t start,
                         size_t *taken)
@@ -585,6 +622,8 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
             return bad_log("the log was rewritten: %s", detail);
         }
     }
+    if (check_cutover(a, r, &head) != 0)
+        return EXIT_FORK;
     if (r->n_entries > MSV_KT_READ_MAX || a->kd_size > head.size ||
         r->n_entries > head.size - a->kd_size)
         return bad_log("%s", "an answer with more entries than asked for");
@@ -647,7 +686,7 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
             rotated++;
             adds[i] = 0;
         } else if (msv_kt_cutover_leaf_parse(p->leaf.data, p->leaf.len) == MSV_OK) {
-            if (a->cutover >= 0)
+            if (a->cutover >= 0 && a->cutover != (int64_t)p->index)
                 return bad_log("entry %s is a second cut-over of the log", detail);
             a->cutover = (int64_t)p->index;
             adds[i] = 0;

@@ -3,7 +3,8 @@
  * on any input, against a tree of eight entries built once and the same tree with three more.
  * Byte 0 gives the entries' kinds (bit i: entry i adds), the rest is the run of steps:
  * checked from the eight-entry tree, and accepted as ending at the eleven-entry tree only when
- * every step it adds is one of the three new entries; checked with no root first too.
+ * every step it adds is one of the three new entries; checked with no root first too; and the
+ * entries it adds matched against wanted ones (msv_pt_steps_match, the owner's monitor's).
  */
 #include <sodium.h>
 
@@ -68,10 +69,10 @@ static int adds_the_new_three(const uint8_t *run, size_t len, const uint8_t *add
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    uint8_t adds[8], root[32];
+    uint8_t adds[8], root[32], has[8], want[8][64];
     enum msv_pt_step_fault fault;
     size_t n, bad = 0;
-    int have = 1;
+    int have = 1, held;
 
     if (size < 5)
         return 0;
@@ -82,8 +83,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < 8; i++)
         adds[i] = (data[0] >> i) & 1;
     memcpy(root, root8, 32);
-    if (msv_pt_verify_steps(data + 1, size - 1, adds, n, &have, root, &bad, &fault) == MSV_OK &&
-        memcmp(root, root11, 32) == 0 && !adds_the_new_three(data + 1, size - 1, adds, n))
+    held = msv_pt_verify_steps(data + 1, size - 1, adds, n, &have, root, &bad, &fault) == MSV_OK;
+    if (held && memcmp(root, root11, 32) == 0 && !adds_the_new_three(data + 1, size - 1, adds, n))
+        abort();
+    /* the entries the run adds against version-4 leaves (the new three in turn): a run that
+     * held is n well-formed steps, never refused as bytes */
+    for (size_t i = 0; i < 8; i++) {
+        has[i] = adds[i];
+        memcpy(want[i], entries[8 + i % 3].label, 32);
+        memcpy(want[i] + 32, entries[8 + i % 3].value, 32);
+    }
+    if (msv_pt_steps_match(data + 1, size - 1, n, (const uint8_t(*)[64])want, has, &bad) ==
+            MSV_ERR_PARSE &&
+        held)
         abort();
     have = 0;
     (void)msv_pt_verify_steps(data + 1, size - 1, adds, n, &have, root, &bad, &fault);

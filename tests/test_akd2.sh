@@ -4,7 +4,8 @@
 # log entry is (version 8, above her version 1) passes bob's lookups, but alice's
 # monitor raises the alarm on the command line (text and -o json), in the daemon
 # (the alarm, and the schema-2 event kt_history, which a schema-1 subscriber
-# does not get) and in the chat; the honest directory raises none.
+# does not get) and in the chat; the honest directory raises none but, once, that its tree
+# does not grow from the forged one alice's monitor checked.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -71,6 +72,12 @@ start_missived || bad "missived restarted honest"
 register_people carol
 due
 expect 0 "alice receives from the honest directory" -- as alice receive
+grep -qF "$alarm" err.txt && bad "the history alarm from the honest directory: $(cat err.txt)" || ok
+# the tree her monitor pinned held the forged version: the honest one does not grow from it
+# (docs/transparency.md, "The monitor's lineage"), said once
+grep -qF "does not grow from the one this device checked" err.txt && ok ||
+    bad "the lineage alarm: $(cat err.txt)"
+expect 0 "alice receives again" -- as alice receive
 grep -q "WARNING" err.txt && bad "an alarm from the honest directory: $(cat err.txt)" || ok
 sqlite3 dev-alice/alice@example.org/state.db "SELECT count(*) FROM settings WHERE key = 'kt_history:alice@example.org';" >state.txt
 [ "$(cat state.txt)" = 1 ] && ok || bad "the history proven and kept: $(cat state.txt)"

@@ -101,6 +101,25 @@ rm -f fresh.state
 expect 1 "a fresh auditor given hashes of version-4 leaves" -- "$A" --state fresh.state --server "$server" --fingerprint "$fp" --quiet
 grep -qF "${alarm}entry 2, after the log's cut-over (entry 1), is not a version-4 leaf given whole" err.txt && ok ||
     bad "a hash after the cut-over: $(cat out.txt err.txt)"
+# an auditor that starts after the cut-over learns where it is from the answer (LogEntries.cutover)
+# and refuses the hash all the same (before, it did not know the log had cut over)
+rm -f fresh.state
+expect 1 "an auditor from entry 3 given hashes of version-4 leaves" -- "$A" --state fresh.state --server "$server" --fingerprint "$fp" --quiet --start 3
+grep -qF "${alarm}entry 3, after the log's cut-over (entry 1), is not a version-4 leaf given whole" err.txt && ok ||
+    bad "a hash after the cut-over, from entry 3: $(cat out.txt err.txt)"
+# a cut-over named at another entry than the log holds it: refused by a fresh auditor and by one
+# that followed the log (it read the cut-over at entry 1)
+restart
+rm -f fresh.state
+expect 0 "a fresh auditor, honest" -- "$A" --state fresh.state --server "$server" --fingerprint "$fp" --quiet
+restart env MISSIVED_TESTING_LOG_CUTOVER_FAULT=true
+register_people frank
+expect 1 "the auditor that followed, the cut-over moved" -- "$A" --state fresh.state --quiet
+grep -qF "${alarm}the log's cut-over the answer names (entry 2) is not a cut-over entry" err.txt && ok ||
+    bad "the cut-over moved: $(cat out.txt err.txt)"
+rm -f fresh.state
+expect 1 "a fresh auditor, the cut-over moved" -- "$A" --state fresh.state --server "$server" --fingerprint "$fp" --quiet
+grep -qF "the cut-over moved" err.txt && ok || bad "the cut-over moved, fresh: $(cat out.txt err.txt)"
 # a setting other than 3 or 4 is refused at start
 stop
 MISSIVED_DIRECTORY_LEAF_VERSION=5 MISSIVED_SERVER_LISTEN_PORT=0 MISSIVED_HTTP_LISTEN_PORT=0 \

@@ -3148,7 +3148,14 @@ static void test_owner_history_forged_version(void **state)
     test_server_cleanup(&s);
 }
 
-static void test_owner_history_skipped_version(void **state)
+/*
+ * A directory that skips versions (alice's second entry numbered 4): lookups and the history
+ * proof hold, but her monitor finds version 4 after 1, once; versions appended honestly after it
+ * (the removal of her laptop, version 5) are taken from there, quietly. The removal's version-4
+ * leaf is made by the lookup that first reads it (the monitor's): the owner's versions carried
+ * its data in its place, which no head holds, and the monitor refused it.
+ */
+static void skipped_version(unsigned leaf_version)
 {
     const char *to[1] = {"alice@example.org"};
     struct test_server s;
@@ -3156,10 +3163,8 @@ static void test_owner_history_skipped_version(void **state)
     msv_frame *devs = NULL;
     char last[400];
 
-    (void)state;
     test_server_init(&s, "keydir_skip = alice@example.org 2");
-    s.leaf_version =
-        3; /* leaves that name their handle (test_monitor_versions_after_cut_over: version 4) */
+    s.leaf_version = leaf_version;
     test_server_start(&s);
     alice = client_for(&s, "alice", to[0]);
     bob = client_for(&s, "bob", "bob@example.org");
@@ -3174,11 +3179,24 @@ static void test_owner_history_skipped_version(void **state)
     assert_int_equal(monitor(alice, last), 0);
     /* versions appended honestly after it are counted from there */
     assert_int_equal(msv_client_remove_device(alice, laptop->device_id), MSV_OK);
-    assert_int_equal(monitor(alice, last), 0);
+    if (monitor(alice, last) != 0)
+        fail_msg("the alarm: %s", last);
     msv_client_close(laptop);
     msv_client_close(bob);
     msv_client_close(alice);
     test_server_cleanup(&s);
+}
+
+static void test_owner_history_skipped_version(void **state)
+{
+    (void)state;
+    skipped_version(0); /* version-4 leaves, the default */
+}
+
+static void test_owner_history_skipped_version_v3(void **state)
+{
+    (void)state;
+    skipped_version(3); /* leaves that name their handle */
 }
 
 /*
@@ -3602,6 +3620,10 @@ static void test_monitor_version_unproven(void **state)
     test_server_start(&s);
     /* the root her phone kept for this size is the honest one: a device that did not see it */
     assert_int_equal(msv_client_db_unset(alice->db, "kt_epoch"), MSV_OK);
+    /* and the steps from the root her monitor pinned do not end at the one signed now (once) */
+    assert_int_equal(monitor(alice, last), 2);
+    if (strstr(last, "does not grow from the one this device checked at 1 log entries") == NULL)
+        fail_msg("the alarm: %s", last);
     assert_int_equal(monitor(alice, last), 1);
     if (strstr(last, "does not prove version 2 of this account's handle alice@example.org") == NULL)
         fail_msg("the alarm: %s", last);
@@ -3700,6 +3722,278 @@ static void test_monitor_versions_after_cut_over(void **state)
 }
 
 /*
+ * A handle deleted and registered again by another account: the new owner asking for the
+ * handle's whole history (versions_from 1) gets the tombstone that ended the previous account
+ * and its own version after it, nothing of the previous account's device sets (alice's phone
+ * and laptop); its monitor, whose first read starts at that tombstone (version 3), raises no
+ * alarm.
+ */
+static void test_recycled_handle_versions(void **state)
+{
+    static struct msv_kt_entry e;
+    const char *h[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *laptop, *again;
+    msv_frame *r = NULL;
+    uint64_t from[1] = {1}, old[2], index = 0;
+    uint32_t version = 0;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, "[accounts]\nregister_burst = 40\n");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", h[0]);
+    laptop = linked_device(&s, alice, "alice-laptop");
+    old[0] = alice->device_id;
+    old[1] = laptop->device_id;
+    assert_int_equal(msv_client_delete_account(alice, TEST_PASSWORD), MSV_OK);
+    msv_client_close(laptop);
+    msv_client_close(alice);
+    again = client_for(&s, "alice-again", h[0]);
+    reconnect(again);
+    assert_int_equal(
+        msv_request_owner_lookup(again->conn, h, 1, 0, from, 0, TEST_TIMEOUT_MS, &r, NULL), MSV_OK);
+    assert_int_equal(msv_kt_check_lookup(again->db, r->lookup_result, last, sizeof(last)), MSV_OK);
+    assert_int_equal(r->lookup_result->results[0]->n_versions, 2);
+    for (size_t i = 0; i < 2; i++) {
+        const Msv__Wire__HandleVersion *v = r->lookup_result->results[0]->versions[i];
+
+        assert_int_equal(msv_kt_check_owner_version(r->lookup_result, h[0], v, &e), MSV_OK);
+        assert_int_equal(v->version, 3 + i);
+        assert_int_equal(e.deleted, i == 0);
+        for (size_t d = 0; d < e.n_devices; d++)
+            assert_true(e.devices[d].device_id != old[0] && e.devices[d].device_id != old[1]);
+    }
+    assert_int_equal(e.n_devices, 1);
+    assert_int_equal(e.devices[0].device_id, again->device_id);
+    msv_frame_free(r);
+    if (monitor(again, last) != 0)
+        fail_msg("the alarm: %s", last);
+    assert_int_equal(client_history_get(again, h[0], &version, &index), MSV_OK);
+    assert_int_equal(version, 4);
+    assert_int_equal(monitor(again, last), 0);
+    msv_client_close(again);
+    test_server_cleanup(&s);
+}
+
+/* Whether the packed LogEntries of r hold the bytes of c's public identity. */
+static int log_read_names(const msv_frame *r, const struct msv_client *c)
+{
+    size_t key_len = 0, len = msv__wire__log_entries__get_packed_size(r->log_entries);
+    const uint8_t *key = msv_public_identity_bytes(msv_identity_public(c->id), &key_len);
+    uint8_t *packed = malloc(len);
+    int found;
+
+    assert_non_null(packed);
+    msv__wire__log_entries__pack(r->log_entries, packed);
+    found = memmem(packed, len, key, key_len) != NULL;
+    free(packed);
+    return found;
+}
+
+/*
+ * On a log of leaves that name their handle, the new owner of a deleted account's handle reads
+ * in LogRead its own entries of the handle from the tombstone on, and the previous account's as
+ * leaf hashes: alice's key is not in its answer, its own is.
+ */
+static void test_recycled_handle_log_read(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *again;
+    msv_frame *r = NULL;
+
+    (void)state;
+    test_server_init(&s, "[accounts]\nregister_burst = 40\n");
+    s.leaf_version = 3; /* leaves that name their handle */
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    reconnect(alice);
+    assert_int_equal(msv_request_log_read(alice->conn, 0, 256, 0, 0, TEST_TIMEOUT_MS, &r, NULL),
+                     MSV_OK);
+    assert_true(log_read_names(r, alice)); /* her own entry, hers to read */
+    msv_frame_free(r);
+    r = NULL;
+    assert_int_equal(msv_client_delete_account(alice, TEST_PASSWORD), MSV_OK);
+    again = client_for(&s, "alice-again", "alice@example.org");
+    reconnect(again);
+    assert_int_equal(msv_request_log_read(again->conn, 0, 256, 0, 0, TEST_TIMEOUT_MS, &r, NULL),
+                     MSV_OK);
+    assert_int_equal(r->log_entries->n_entries, 3);
+    assert_true(log_read_names(r, again));
+    assert_false(log_read_names(r, alice));
+    assert_int_equal(r->log_entries->entries[0]->leaf.len, 0);     /* alice's: its hash */
+    assert_int_equal(r->log_entries->entries[1]->leaf.data[0], 3); /* the tombstone, whole */
+    msv_frame_free(r);
+    msv_client_close(alice);
+    msv_client_close(again);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A monitor that starts late: alice registers and does not look; the operator logs a device
+ * for her behind her back (version 2), then her laptop is linked and approved, which drops it
+ * from the set (version 3). Her phone's first run reads her versions from her first one and
+ * raises the alarm for the forged device (it was taken as hers, from the set listed now, before
+ * it read them); her laptop's first run takes what came before it was linked, and raises none.
+ */
+static void test_monitor_starts_late(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *laptop;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    test_server_stop(&s);
+    log_foreign_device(&s, "alice@example.org");
+    test_server_start(&s);
+    laptop = linked_device(&s, alice, "alice-laptop");
+    if (monitor(laptop, last) != 0)
+        fail_msg("the laptop's alarm: %s", last);
+    assert_int_equal(monitor(alice, last), 1);
+    if (strstr(last, "device 999999 ") == NULL || strstr(last, "never told of it") == NULL)
+        fail_msg("the alarm: %s", last);
+    assert_int_equal(monitor(alice, last), 0);
+    assert_int_equal(monitor(laptop, last), 0);
+    msv_client_close(laptop);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A directory that answers the owner's monitor "slow down" every time would hide every version
+ * from it: alice's lookups are limited (a bucket of 40, refilled once in 100 seconds), and
+ * she empties it. A limited run waits for the next while the last complete read is recent; once
+ * it is more than a day old (setting kt_monitor_complete set back 25 hours), the alarm, once:
+ * said again a day later, not on every run. An honest bucket again: read, no alarm.
+ */
+static void test_monitor_rate_limited_alarm(void **state)
+{
+    const char *h[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice;
+    msv_frame *r = NULL;
+    uint8_t when[8];
+    char last[400];
+    int limited = 0;
+
+    (void)state;
+    test_server_init(&s, "[directory]\nlookup_rate = 0.01\nlookup_burst = 40\n");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", h[0]);
+    assert_int_equal(monitor(alice, last), 0); /* a complete read */
+    reconnect(alice);
+    for (int i = 0; i < 60 && !limited; i++) {
+        msv_err err = msv_request_lookup(alice->conn, h, 1, 0, 0, TEST_TIMEOUT_MS, &r, &alice->why);
+
+        msv_frame_free(r);
+        r = NULL;
+        limited =
+            err == MSV_ERR_INVALID && alice->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED;
+    }
+    assert_true(limited);
+    assert_int_equal(monitor(alice, last), 0); /* limited, but read a moment ago */
+    msv_put_u64be(when, (uint64_t)(msv_wall_ms() - 25LL * 3600 * 1000));
+    assert_int_equal(msv_client_db_set(alice->db, "kt_monitor_complete", when, 8), MSV_OK);
+    assert_int_equal(monitor(alice, last), 1);
+    if (strstr(last, "has not let this device check its account's handles for 25 hours") == NULL)
+        fail_msg("the alarm: %s", last);
+    assert_int_equal(monitor(alice, last), 0); /* said again a day later */
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra), "[directory]\nlookup_burst = 1000\n");
+    test_server_start(&s);
+    msv_put_u64be(when, (uint64_t)(msv_wall_ms() - 25LL * 3600 * 1000));
+    assert_int_equal(msv_client_db_set(alice->db, "kt_monitor_complete", when, 8), MSV_OK);
+    assert_int_equal(monitor(alice, last), 0); /* read to the newest: no alarm */
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A key directory that forks: alice's monitor pins its root when it first runs; missived then
+ * changes bob's entry in its tree (the log untouched) and grows from there (carol registers), so
+ * that no root is signed twice for one size and every lookup of alice holds. Her monitor checks
+ * the steps from the root it pinned, finds they start from another tree, and raises the alarm,
+ * once; bob's monitor, on an honest directory, raises none.
+ */
+static void test_monitor_lineage_fork(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* where watching starts: the root pinned */
+    carol = client_for(&s, "carol", "carol@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* an honest step */
+    assert_int_equal(monitor(bob, last), 0);
+    assert_int_equal(monitor(bob, last), 0);
+    msv_client_close(carol);
+    /* entry 0 is the cut-over, 1 alice's, 2 bob's */
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra), "keydir_rewrite = change 2");
+    test_server_start(&s);
+    carol = client_for(&s, "dave", "dave@example.org");
+    assert_int_equal(monitor(alice, last), 1);
+    if (strstr(last, "does not grow from the one this device checked") == NULL)
+        fail_msg("the alarm: %s", last);
+    assert_int_equal(monitor(alice, last), 0);
+    msv_client_close(carol);
+    msv_client_close(bob);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A lineage shown to a sender only: bob's monitor pins the key directory's root; the directory
+ * then shows bob, looking alice up, a tree that holds a version of hers no log entry is (a root
+ * signed for a size his monitor never ran at), and goes back to the honest tree, growing past
+ * that size. Bob's monitor checks the steps from its pin and finds that they do not build, at
+ * that size, the root his lookup was shown: the alarm, once (before, the root was never checked).
+ */
+static void test_monitor_lineage_sender_only(void **state)
+{
+    const char *to[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *other;
+    msv_frame *devs = NULL;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", to[0]);
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(monitor(bob, last), 0); /* where bob's lineage starts */
+    other = client_for(&s, "carol", "carol@example.org");
+    msv_client_close(other);
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra), "keydir_forge = alice@example.org 8");
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_OK);
+    msv_frame_free(devs);
+    test_server_stop(&s);
+    s.extra[0] = '\0';
+    test_server_start(&s);
+    other = client_for(&s, "dave", "dave@example.org");
+    assert_int_equal(monitor(bob, last), 1);
+    if (strstr(last, "the root a lookup showed this device for") == NULL)
+        fail_msg("the alarm: %s", last);
+    assert_int_equal(monitor(bob, last), 0);
+    msv_client_close(other);
+    msv_client_close(bob);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
  * The owner's versions come a bounded number at a time: 40 versions of alice's handle logged
  * since her monitor last looked (her own device set each time) take an answer of 32 and one
  * more, and her monitor reads them all in one run, quietly. Nobody else gets them.
@@ -3737,9 +4031,10 @@ static void test_owner_versions_paged(void **state)
         MSV_OK);
     assert_int_equal(r->lookup_result->results[0]->n_versions, 32);
     assert_true(r->lookup_result->results[0]->versions_more);
-    /* from log index 1 on: alice's version 1 is entry 0 */
-    assert_int_equal(r->lookup_result->results[0]->versions[0]->version, 2);
-    assert_int_equal(r->lookup_result->results[0]->versions[31]->version, 33);
+    /* 1 asks for the whole history: alice's version 1 is entry 0 */
+    assert_int_equal(r->lookup_result->results[0]->versions[0]->entry->index, 0);
+    assert_int_equal(r->lookup_result->results[0]->versions[0]->version, 1);
+    assert_int_equal(r->lookup_result->results[0]->versions[31]->version, 32);
     msv_frame_free(r);
     r = NULL;
     /* Y1: versions_from naming another number of indexes than handles */
@@ -3786,8 +4081,8 @@ static void test_owner_versions_paged(void **state)
     assert_int_equal(monitor(alice, last), 0);
     assert_int_equal(client_history_get(alice, alice_h[0], &version, &newest), MSV_OK);
     assert_int_equal(version, 41);
-    /* 32 asked for directly, then 40 by the monitor */
-    assert_int_equal(test_server_metric(&s, "owner_versions_total"), 72);
+    /* version 1 by the monitor's first run, 32 asked for directly, then 40 by the monitor */
+    assert_int_equal(test_server_metric(&s, "owner_versions_total"), 73);
     msv_client_close(bob);
     msv_client_close(alice);
     test_server_cleanup(&s);
@@ -5682,6 +5977,13 @@ int main(void)
         cmocka_unit_test(test_owner_versions_two_handles),
         cmocka_unit_test(test_owner_history_forged_version),
         cmocka_unit_test(test_owner_history_skipped_version),
+        cmocka_unit_test(test_owner_history_skipped_version_v3),
+        cmocka_unit_test(test_recycled_handle_versions),
+        cmocka_unit_test(test_recycled_handle_log_read),
+        cmocka_unit_test(test_monitor_starts_late),
+        cmocka_unit_test(test_monitor_rate_limited_alarm),
+        cmocka_unit_test(test_monitor_lineage_fork),
+        cmocka_unit_test(test_monitor_lineage_sender_only),
         cmocka_unit_test(test_epoch_roots_compared),
         cmocka_unit_test(test_owner_history_only_own_and_limited),
         cmocka_unit_test(test_account_new),

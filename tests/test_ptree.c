@@ -366,6 +366,56 @@ static void run_add(struct run *r, const uint8_t *step, size_t len)
 }
 
 /*
+ * The entries a run of steps adds, against the version-4 leaves a log read gave
+ * (msv_pt_steps_match, the owner's monitor's and the auditor's): ten entries, every fourth
+ * adding nothing; the run holds for their labels and values, is refused at the entry whose
+ * wanted value differs (and holds when that entry has no leaf to match), and a run cut short or
+ * one byte longer in its last step is refused as bytes.
+ */
+static void test_steps_match(void **state)
+{
+    static struct run run;
+    struct msv_ptree *t = NULL;
+    struct msv_pt_entry e;
+    uint8_t want[10][64], has[10], *step = NULL;
+    size_t len = 0, bad = 99;
+    (void)state;
+
+    assert_int_equal(msv_ptree_new(&t), MSV_OK);
+    run_start(&run, 10);
+    for (uint32_t i = 0; i < 10; i++) {
+        has[i] = i % 4 != 1;
+        if (!has[i]) {
+            run_add(&run, (const uint8_t *)"", 1);
+            continue;
+        }
+        entry_of(5, i, &e);
+        memcpy(want[i], e.label, 32);
+        memcpy(want[i] + 32, e.value, 32);
+        assert_int_equal(msv_ptree_insert_step(t, &e, &step, &len), MSV_OK);
+        run_add(&run, step, len);
+        free(step);
+        step = NULL;
+    }
+    assert_int_equal(
+        msv_pt_steps_match(run.buf, run.len, 10, (const uint8_t(*)[64])want, has, &bad), MSV_OK);
+    want[6][40] ^= 1;
+    assert_int_equal(
+        msv_pt_steps_match(run.buf, run.len, 10, (const uint8_t(*)[64])want, has, &bad),
+        MSV_ERR_AUTH);
+    assert_int_equal(bad, 6);
+    has[6] = 0; /* a hidden entry: nothing to match */
+    assert_int_equal(
+        msv_pt_steps_match(run.buf, run.len, 10, (const uint8_t(*)[64])want, has, &bad), MSV_OK);
+    assert_int_equal(
+        msv_pt_steps_match(run.buf, run.len - 1, 10, (const uint8_t(*)[64])want, has, &bad),
+        MSV_ERR_PARSE);
+    assert_int_equal(msv_pt_steps_match(run.buf, 40, 10, (const uint8_t(*)[64])want, has, &bad),
+                     MSV_ERR_PARSE);
+    msv_ptree_free(t);
+}
+
+/*
  * Entry steps: 30 log entries, every seventh a rotation that adds nothing; any run of them
  * from any epoch checks out and ends at the tree's root; a run that does not fit the entries'
  * kinds, or that starts from another tree, is refused; so is any byte changed.
@@ -970,6 +1020,7 @@ int main(void)
         cmocka_unit_test(test_append_only),
         cmocka_unit_test(test_append_only_attacks),
         cmocka_unit_test(test_entry_steps),
+        cmocka_unit_test(test_steps_match),
         cmocka_unit_test(test_entry_steps_attacks),
         cmocka_unit_test(test_version_sets),
         cmocka_unit_test(test_versions),

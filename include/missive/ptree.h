@@ -158,6 +158,15 @@ MSV_MUST_CHECK msv_err msv_pt_verify_steps(const uint8_t *proof, size_t len, con
                                            size_t n, int *have_root, uint8_t root[MSV_PT_HASH_LEN],
                                            size_t *bad, enum msv_pt_step_fault *fault);
 
+/*
+ * The entries n steps add (checked by msv_pt_verify_steps) against the version-4 leaves a log
+ * read gave: want[i] (label then value), when has[i], must be what step i adds. MSV_ERR_PARSE
+ * for bytes that are not n steps; MSV_ERR_AUTH (*bad the step) when one adds another entry.
+ */
+MSV_MUST_CHECK msv_err msv_pt_steps_match(
+    const uint8_t *proof, size_t len, size_t n,
+    const uint8_t (*want)[MSV_PT_LABEL_LEN + MSV_PT_VALUE_LEN], const uint8_t *has, size_t *bad);
+
 /* Tests only: the tree again, with the entry of label given value (NULL: without it). */
 MSV_MUST_CHECK msv_err msv_ptree_test_rewrite(struct msv_ptree **t,
                                               const uint8_t label[MSV_PT_LABEL_LEN],

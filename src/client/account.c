@@ -494,6 +494,10 @@ msv_err msv_client_register_finish(struct msv_client *c, const char *code, const
     msv_sessions_first_prekeys_free(first);
     if (err == MSV_OK)
         err = save_device_id(c);
+    /* the handle's first version after this registration lists this device alone: the owner's
+     * monitor checks it so (monitor.c) */
+    if (err == MSV_OK)
+        err = msv_client_db_set(c->db, "kt_registered", "", 0);
     if (err == MSV_OK && invite[0] != '\0')
         err = msv_client_db_unset(c->db, INVITE_SETTING);
     msv_conn_close(conn);

@@ -22,6 +22,15 @@
 #include "util/endian.h"
 
 #define MONITORED "kt_monitored" /* set when watching began: u64be the log's size then */
+/*
+ * Where this device vouches from: the version of its own handle that first lists it (u64be its
+ * log index); one zero byte while the monitor's first read has not reached it (the versions before
+ * it are the account's before this device, or a previous account's: taken, not judged); absent for
+ * a monitor that began before it was kept (it took the set listed then as the account's).
+ */
+#define JOINED "kt_monitor_joined"
+/* set by the device that registered its handle: the version that first lists it lists no other */
+#define REGISTERED "kt_registered"
 /* the account's devices in its newest entry checked, u64be id and identity hash each */
 #define MONITOR_SET "kt_monitor_set"
 #define SET_RECORD (8 + 32)
@@ -197,6 +206,89 @@ static msv_err check_entry(struct msv_client *c, const struct msv_kt_entry *e, u
     return err;
 }
 
+/* What the monitor knows of each handle of one owner lookup: the version last checked. */
+struct watch {
+    const Msv__Wire__LookupResponse *r;
+    char **handles;
+    size_t n;
+    uint32_t *version;
+    uint64_t *index, *from; /* from: the versions asked for (1: the whole history) */
+    uint8_t *bad;           /* a version of the handle was not proven: the rest wait */
+    uint8_t *taken;         /* versions of the handle taken from this answer */
+    int joined;             /* the versions before this device's first are behind */
+};
+
+/* e lists this device, with its own key. */
+static int lists_self(const struct msv_client *c, const struct msv_kt_entry *e)
+{
+    uint8_t mine[32], h[32];
+
+    msv_public_identity_hash(msv_identity_public(c->id), mine);
+    for (size_t i = 0; i < e->n_devices; i++) {
+        if (e->devices[i].device_id == c->device_id &&
+            client_device_hash(e->devices[i].suite, e->devices[i].identity,
+                               e->devices[i].identity_len, h) == MSV_OK &&
+            sodium_memcmp(h, mine, sizeof(mine)) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * The first version of this device's own handle that lists it: where it vouches from. A device
+ * that registered the handle is its only device then (checked as every later version); one
+ * approved into the account takes the devices listed with it as the account's, as it did when it
+ * was linked.
+ */
+static msv_err take_joined(struct msv_client *c, const struct msv_kt_entry *e, uint64_t index,
+                           const struct alarm_sink *a)
+{
+    uint8_t *v = NULL, at[8];
+    size_t len = 0, none = 0;
+    const struct alarm_sink quiet = {NULL, NULL, &none, NULL};
+    msv_err err = msv_client_db_get(c->db, REGISTERED, &v, &len);
+    int registered = err == MSV_OK;
+
+    free(v);
+    msv_put_u64be(at, index);
+    if (registered)
+        err = check_entry(c, e, index, a);
+    else if (err == MSV_ERR_NOT_FOUND)
+        err = monitor_removed(c, e, &quiet);
+    for (size_t i = 0; err == MSV_OK && !registered && i < e->n_devices; i++) {
+        uint8_t h[32];
+
+        if (client_device_hash(e->devices[i].suite, e->devices[i].identity,
+                               e->devices[i].identity_len, h) == MSV_OK)
+            err =
+                msv_client_db_own_device_put(c->db, e->devices[i].device_id, h, e->devices[i].suite,
+                                             e->devices[i].identity, e->devices[i].identity_len, 0);
+    }
+    return err == MSV_OK ? msv_client_db_set(c->db, JOINED, at, sizeof(at)) : err;
+}
+
+/*
+ * One version of handle h of w, in log order. Before this device's first version (a monitor's
+ * first read goes from each handle's start) the versions are the account's before this device,
+ * or a previous account's: taken (the removed devices marked), not judged. fresh: the first
+ * version of a handle whose watch starts now: a tombstone there ends a previous account.
+ */
+static msv_err take_entry(struct msv_client *c, struct watch *w, size_t h,
+                          const struct msv_kt_entry *e, uint64_t index, int fresh,
+                          const struct alarm_sink *a)
+{
+    size_t none = 0;
+    const struct alarm_sink quiet = {NULL, NULL, &none, NULL};
+
+    if (!w->joined && !e->deleted && strcmp(w->handles[h], c->handle) == 0 && lists_self(c, e)) {
+        w->joined = 1;
+        return take_joined(c, e, index, a);
+    }
+    if (!w->joined || (fresh && e->deleted))
+        return e->deleted ? MSV_OK : monitor_removed(c, e, &quiet);
+    return check_entry(c, e, index, a);
+}
+
 /* A leaf a checked lookup answer carries (proven, its handle's, opened), as an entry. */
 static msv_err entry_of(const Msv__Wire__LogProof *p, struct msv_kt_entry *e)
 {
@@ -204,16 +296,6 @@ static msv_err entry_of(const Msv__Wire__LogProof *p, struct msv_kt_entry *e)
 
     return msv_kt_leaf_parse(b.data, b.len, e);
 }
-
-/* What the monitor knows of each handle of one owner lookup: the version last checked. */
-struct watch {
-    const Msv__Wire__LookupResponse *r;
-    char **handles;
-    size_t n;
-    uint32_t *version;
-    uint64_t *index, *from; /* from: the versions asked for (0: none, before the first) */
-    uint8_t *bad;           /* a version of the handle was not proven: the rest wait */
-};
 
 static void skipped_alarm(const struct watch *w, size_t h, uint32_t shown, uint32_t expect,
                           uint64_t index, const struct alarm_sink *a)
@@ -243,7 +325,7 @@ static size_t next_version(const struct watch *w, uint64_t cutoff, size_t *at)
         for (size_t k = 0; k < hd->n_versions; k++) {
             const Msv__Wire__LogProof *p = hd->versions[k]->entry;
 
-            if (p == NULL || p->index <= w->index[h] || p->index > cutoff)
+            if (p == NULL || (w->version[h] > 0 && p->index <= w->index[h]) || p->index > cutoff)
                 continue;
             if (p->index < best_index) {
                 best = h;
@@ -314,9 +396,12 @@ static msv_err take_versions(struct msv_client *c, struct watch *w, const struct
             w->bad[h] = 1;
             continue;
         }
-        if (v->version != w->version[h] + 1)
+        /* the first version given may be the handle's newest tombstone: the directory gives
+         * none before it (a previous account's, or this one's before it removed the handle) */
+        if (v->version != w->version[h] + 1 && !(e.deleted && w->taken[h] == 0))
             skipped_alarm(w, h, v->version, w->version[h] + 1, v->entry->index, a);
-        err = check_entry(c, &e, v->entry->index, a);
+        err = take_entry(c, w, h, &e, v->entry->index, w->version[h] == 0, a);
+        w->taken[h]++;
         w->version[h] = v->version;
         w->index[h] = v->entry->index;
         if (err == MSV_OK)
@@ -329,8 +414,8 @@ static msv_err take_versions(struct msv_client *c, struct watch *w, const struct
 /*
  * Each handle's newest entry the answer shows, against the versions checked: never older; a
  * newer one no version showed (a handle the server no longer lists as the account's gets none)
- * is checked itself, and must be the next version. The first answer for a handle sets where
- * its watch starts, its newest entry checked.
+ * is checked itself, and must be the next version (version 1 for a handle read from its start
+ * whose versions the directory did not give).
  */
 static msv_err take_newest(struct msv_client *c, struct watch *w, const struct alarm_sink *a,
                            int *changed)
@@ -356,6 +441,16 @@ static msv_err take_newest(struct msv_client *c, struct watch *w, const struct a
             raise_alarm(a, warning);
             continue;
         }
+        if (w->version[h] == 0) {
+            /* a handle read from its start, whose versions the directory did not give */
+            if (shown > 1 && !e.deleted)
+                skipped_alarm(w, h, shown, 1, hd->proof->index, a);
+            err = take_entry(c, w, h, &e, hd->proof->index, 1, a);
+            if (err == MSV_OK)
+                err = client_history_put(c, w->handles[h], shown, hd->proof->index);
+            *changed = 1;
+            continue;
+        }
         if (w->from[h] != 0 && hd->tombstone != NULL && hd->tombstone->index > w->index[h]) {
             static _Thread_local struct msv_kt_entry t;
 
@@ -367,7 +462,7 @@ static msv_err take_newest(struct msv_client *c, struct watch *w, const struct a
         }
         if (w->from[h] != 0 && shown != expect)
             skipped_alarm(w, h, shown, expect, hd->proof->index, a);
-        err = check_entry(c, &e, hd->proof->index, a);
+        err = take_entry(c, w, h, &e, hd->proof->index, 0, a);
         if (err == MSV_OK)
             err = client_history_put(c, w->handles[h], shown, hd->proof->index);
         *changed = 1;
@@ -382,9 +477,10 @@ static void watch_free(struct watch *w)
     free(w->index);
     free(w->from);
     free(w->bad);
+    free(w->taken);
 }
 
-/* The handles to watch, each with the version last checked (from 0 before the first). */
+/* The handles to watch, each with the version last checked (0 before the first). */
 static msv_err watch_init(struct msv_client *c, struct watch *w)
 {
     msv_err err = client_own_handles_known(c, &w->handles, &w->n);
@@ -395,13 +491,29 @@ static msv_err watch_init(struct msv_client *c, struct watch *w)
     w->index = calloc(w->n, sizeof(*w->index));
     w->from = calloc(w->n, sizeof(*w->from));
     w->bad = calloc(w->n, 1);
-    if (w->version == NULL || w->index == NULL || w->from == NULL || w->bad == NULL)
+    w->taken = calloc(w->n, 1);
+    if (w->version == NULL || w->index == NULL || w->from == NULL || w->bad == NULL ||
+        w->taken == NULL)
         return MSV_ERR_NOMEM;
     for (size_t h = 0; err == MSV_OK && h < w->n; h++) {
         err = client_history_get(c, w->handles[h], &w->version[h], &w->index[h]);
         if (err == MSV_OK)
             w->from[h] = w->index[h] + 1;
-        else if (err == MSV_ERR_NOT_FOUND)
+        else if (err == MSV_ERR_NOT_FOUND) {
+            /* a handle not watched yet is read from its start (the directory gives nothing
+             * before its newest tombstone): 1 asks for the whole history */
+            w->from[h] = 1;
+            err = MSV_OK;
+        }
+    }
+    if (err == MSV_OK) {
+        uint8_t *v = NULL;
+        size_t len = 0;
+
+        err = msv_client_db_get(c->db, JOINED, &v, &len);
+        free(v);
+        w->joined = err == MSV_ERR_NOT_FOUND || len == 8;
+        if (err == MSV_ERR_NOT_FOUND)
             err = MSV_OK;
     }
     return err;
@@ -513,46 +625,22 @@ static msv_err watch(struct msv_client *c, const struct alarm_sink *a)
     return err;
 }
 
-/* The devices the directory lists for this account now: where watching starts. */
+/*
+ * The monitor's first run: each handle's versions are read from its start, not taken as the
+ * directory lists them now (a monitor that starts late would otherwise vouch for a device added
+ * behind the account's back before it ran): those before this device's first version are taken,
+ * every later one checked (take_entry).
+ */
 static msv_err monitor_baseline(struct msv_client *c, const struct alarm_sink *a)
 {
-    static _Thread_local struct msv_kt_entry e;
-    msv_frame *r = NULL;
-    char **handles = NULL;
-    size_t n = 0, none = 0;
-    const struct alarm_sink quiet = {NULL, NULL, &none, NULL};
-    uint8_t next[8], h[32], when[8];
-    msv_err err = client_own_handles_known(c, &handles, &n);
+    uint8_t next[8];
+    const uint8_t pending = 0;
+    msv_err err = msv_client_db_set(c->db, JOINED, &pending, 1);
 
-    if (err == MSV_OK)
-        err = client_owner_lookup(c, (const char *const *)handles, n, 1, NULL, &r);
-    if (err == MSV_OK)
-        err = client_history_check(c, r->lookup_result, a->on_alarm, a->ctx, a->count);
-    for (size_t i = 0; err == MSV_OK && i < r->lookup_result->results[0]->n_devices; i++) {
-        const Msv__Wire__DeviceInfo *d = r->lookup_result->results[0]->devices[i];
-
-        if (client_device_hash(d->suite, d->identity.data, d->identity.len, h) == MSV_OK)
-            err = msv_client_db_own_device_put(c->db, d->device_id, h, d->suite, d->identity.data,
-                                               d->identity.len, 0);
-    }
-    for (size_t i = 0; err == MSV_OK && i < r->lookup_result->n_results; i++) {
-        const Msv__Wire__HandleDevices *hd = r->lookup_result->results[i];
-
-        if (hd->proof == NULL || entry_of(hd->proof, &e) != MSV_OK)
-            continue;
-        /* where the removed-device watch and each handle's versions start: the set listed now */
-        if (i == 0 && !e.deleted)
-            err = monitor_removed(c, &e, &quiet);
-        if (err == MSV_OK)
-            err = client_history_put(c, handles[i], msv_kt_result_version(hd), hd->proof->index);
-    }
-    msv_frame_free(r);
-    msv_handles_free(handles, n);
     msv_put_u64be(next, msv_kt_known_size(c->db));
-    msv_put_u64be(when, (uint64_t)msv_wall_ms());
     if (err == MSV_OK)
-        err = msv_client_db_set(c->db, HISTORY_CHECKED, when, sizeof(when));
-    return err == MSV_OK ? msv_client_db_set(c->db, MONITORED, next, sizeof(next)) : err;
+        err = msv_client_db_set(c->db, MONITORED, next, sizeof(next));
+    return err == MSV_OK ? watch(c, a) : err;
 }
 
 /* Compares the heads received messages carried with this device's (after its versions were read).
@@ -589,10 +677,12 @@ msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, con
                            void *ctx, size_t *alarms)
 {
     const struct alarm_sink a = {on_alarm, ctx, alarms, c};
+    struct client_seen_root seen;
     uint8_t *v = NULL;
     size_t len = 0;
     msv_err err = msv_client_connect(c);
 
+    client_lineage_seen(c, &seen); /* before the watch's lookups replace it */
     *alarms = 0;
     if (err == MSV_OK)
         err = msv_client_db_get(c->db, MONITORED, &v, &len);
@@ -601,5 +691,7 @@ msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, con
         err = monitor_baseline(c, &a);
     else if (err == MSV_OK)
         err = watch(c, &a);
+    if (err == MSV_OK)
+        err = client_lineage_check(c, &seen, on_alarm, ctx, alarms);
     return err == MSV_OK ? check_gossip(c, on_alarm, ctx, alarms) : err;
 }

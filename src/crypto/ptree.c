@@ -669,6 +669,35 @@ out:
     return err;
 }
 
+msv_err msv_pt_steps_match(const uint8_t *proof, size_t len, size_t n,
+                           const uint8_t (*want)[MSV_PT_LABEL_LEN + MSV_PT_VALUE_LEN],
+                           const uint8_t *has, size_t *bad)
+{
+    size_t off = 4;
+
+    for (size_t i = 0; i < n; i++) {
+        size_t path;
+
+        if (off >= len)
+            return MSV_ERR_PARSE;
+        if (proof[off] == 0) { /* kind 0: adds nothing */
+            off++;
+            continue;
+        }
+        /* kind 1: label, value, then the path proof of the label's absence */
+        if (len - off < 1 + MSV_PT_LABEL_LEN + MSV_PT_VALUE_LEN ||
+            (path = msv_pt_path_len(proof + off + 65, len - off - 65)) == 0)
+            return MSV_ERR_PARSE;
+        if (has[i] &&
+            sodium_memcmp(proof + off + 1, want[i], MSV_PT_LABEL_LEN + MSV_PT_VALUE_LEN) != 0) {
+            *bad = i;
+            return MSV_ERR_AUTH;
+        }
+        off += 1 + MSV_PT_LABEL_LEN + MSV_PT_VALUE_LEN + path;
+    }
+    return MSV_OK;
+}
+
 msv_err msv_pt_verify_steps(const uint8_t *proof, size_t len, const uint8_t *adds, size_t n,
                             int *have_root, uint8_t root[MSV_PT_HASH_LEN], size_t *bad,
                             enum msv_pt_step_fault *fault)

@@ -120,8 +120,10 @@ static msv_err add_leaf(struct msv_kt_log *log, const struct msv_kt_rec *rec)
     if (msv_kt_cutover_leaf_parse(rec->leaf, rec->leaf_len) == MSV_OK) {
         if (log->cutover >= 0 && !log->trust_store)
             return MSV_ERR_INVALID; /* one cut-over: leaves never name handles again */
-        if (log->cutover < 0)
+        if (log->cutover < 0) {
             log->cutover = (int64_t)rec->index;
+            memcpy(log->cutover_leaf, rec->leaf, MSV_KT_CUTOVER_LEAF_LEN);
+        }
         return MSV_OK;
     }
     /* a published leaf before the cut-over, or one that is no version-4 leaf (keydir.c) */
@@ -581,10 +583,12 @@ static msv_err log_proof(struct msv_kt_log *log, struct msv_kt_answer *a,
  * A reader without an account reads no handle: a device set or tombstone (it names its handle,
  * its devices and their keys) is given as its leaf hash, enough to check the tree; a rotation
  * entry names no one and is given whole (docs/transparency.md, "What a reader without an account
- * sees", says what a hash still lets a guesser test).
+ * sees", says what a hash still lets a guesser test). An account reads its own handles' entries
+ * from own_from on (each handle's newest tombstone: what came before it was a previous account's,
+ * or this one's before it removed the handle).
  */
 static msv_err hide_handle(struct msv_kt_answer *a, Msv__Wire__LogProof *p, enum msv_kt_hide hide,
-                           char *const *own, size_t n_own)
+                           char *const *own, const uint64_t *own_from, size_t n_own)
 {
     static _Thread_local struct msv_kt_entry e;
     struct msv_kt_rotation r;
@@ -601,7 +605,7 @@ static msv_err hide_handle(struct msv_kt_answer *a, Msv__Wire__LogProof *p, enum
      * that names no handle") */
     if (hide == MSV_KT_HIDE_OTHERS && msv_kt_leaf_parse(p->leaf.data, p->leaf.len, &e) == MSV_OK) {
         for (size_t i = 0; i < n_own; i++)
-            if (strcmp(own[i], e.handle) == 0)
+            if (strcmp(own[i], e.handle) == 0 && p->index >= own_from[i])
                 return MSV_OK;
     }
     if ((h = keep(a, MSV_KT_HASH_LEN)) == NULL)
@@ -611,6 +615,25 @@ static msv_err hide_handle(struct msv_kt_answer *a, Msv__Wire__LogProof *p, enum
     if (hide != MSV_KT_HIDE_FAULT_BOTH)
         p->leaf = (ProtobufCBinaryData){0, NULL};
     return MSV_OK;
+}
+
+/*
+ * The log's cut-over entry, when head holds one, with its proof (kept in a): a reader that
+ * starts after it, or is given it as a leaf hash, knows where leaves stop naming handles.
+ */
+static msv_err cutover_field(struct msv_kt_log *log, struct msv_kt_answer *a,
+                             Msv__Wire__LogProof **out)
+{
+    struct msv_kt_rec rec = {.index = (uint64_t)log->cutover, .leaf_len = MSV_KT_CUTOVER_LEAF_LEN};
+
+    if (log->cutover < 0 || rec.index >= log->head.size)
+        return MSV_OK;
+    if (log->cutover_fault && rec.index + 1 < log->head.size)
+        rec.index++; /* tests only: a dishonest server names another entry as its cut-over */
+    if ((rec.leaf = keep(a, MSV_KT_CUTOVER_LEAF_LEN)) == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(rec.leaf, log->cutover_leaf, MSV_KT_CUTOVER_LEAF_LEN);
+    return log_proof(log, a, &rec, out);
 }
 
 /* The log's rotation entries that head holds, each with its proof (kept in a). */
@@ -741,9 +764,13 @@ static msv_err show_entry_before(struct msv_kt_log *log, struct msv_store *store
     return err;
 }
 
-/* The proof of handle's entry rec, opened when it is a version-4 leaf (kept in a). */
-static msv_err entry_proof(struct msv_kt_log *log, struct msv_store *store, struct msv_kt_answer *a,
-                           const char *handle, struct msv_kt_rec *rec, Msv__Wire__LogProof **out)
+/*
+ * rec's version-4 leaf when the log publishes one (kept in a): a record read before the tree took
+ * its entry (the lookup's reads come before its head) has none yet, and its data is not what the
+ * tree holds.
+ */
+static msv_err published_kept(struct msv_kt_log *log, struct msv_store *store,
+                              struct msv_kt_answer *a, struct msv_kt_rec *rec)
 {
     int had = rec->pub != NULL;
     msv_err err = fill_published(log, store, rec);
@@ -752,6 +779,15 @@ static msv_err entry_proof(struct msv_kt_log *log, struct msv_store *store, stru
         rec->pub = NULL; /* freed by adopt */
         err = MSV_ERR_NOMEM;
     }
+    return err;
+}
+
+/* The proof of handle's entry rec, opened when it is a version-4 leaf (kept in a). */
+static msv_err entry_proof(struct msv_kt_log *log, struct msv_store *store, struct msv_kt_answer *a,
+                           const char *handle, struct msv_kt_rec *rec, Msv__Wire__LogProof **out)
+{
+    msv_err err = published_kept(log, store, a, rec);
+
     if (err == MSV_OK)
         err = log_proof(log, a, rec, out);
     if (err == MSV_OK)
@@ -808,6 +844,28 @@ static msv_err version_proof(struct msv_kt_log *log, struct msv_kt_answer *a,
     return MSV_OK;
 }
 
+/*
+ * Where the versions of handle given to its owner start: at the index asked (1 asks for the whole
+ * history: 0 names none, so index 0 is read with it), but never before
+ * the handle's newest tombstone, which is given (docs/transparency.md, "The owner's versions"):
+ * what was logged before it was a previous account's (a handle deleted and registered again),
+ * or this account's before it removed the handle, and its device sets are not the asker's to
+ * read.
+ */
+static msv_err versions_start(struct msv_store *store, const char *handle, uint64_t asked,
+                              uint64_t *from)
+{
+    struct msv_kt_rec t = {0};
+    msv_err err = store->ops->kt_tombstone_latest(store->impl, handle, &t);
+
+    *from = asked == 1 ? 0 : asked;
+    if (err == MSV_OK && t.index >= *from)
+        *from = t.index;
+    free(t.leaf);
+    free(t.pub);
+    return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+}
+
 /* The leaves of the handles whose versions the owner asked for (kept in a; per handle up to one
  * past MSV_KT_VERSIONS_MAX, so that the answer can say more follow). */
 static msv_err owner_leaves(struct msv_store *store, struct msv_kt_answer *a,
@@ -820,10 +878,14 @@ static msv_err owner_leaves(struct msv_store *store, struct msv_kt_answer *a,
     msv_err err = recs != NULL && ns != NULL ? MSV_OK : MSV_ERR_NOMEM;
 
     for (size_t i = 0; err == MSV_OK && ask != NULL && ask->versions_from != NULL && i < n; i++) {
+        uint64_t from;
+
         if (ask->versions_from[i] == 0)
             continue;
-        err = store->ops->kt_handle_read(store->impl, handles[i], ask->versions_from[i],
-                                         MSV_KT_VERSIONS_MAX + 1, &recs[i], &ns[i]);
+        err = versions_start(store, handles[i], ask->versions_from[i], &from);
+        if (err == MSV_OK)
+            err = store->ops->kt_handle_read(store->impl, handles[i], from, MSV_KT_VERSIONS_MAX + 1,
+                                             &recs[i], &ns[i]);
         if (err != MSV_OK)
             break;
         /* the leaves go with the answer (kept_leaf frees what it cannot keep) */
@@ -851,9 +913,10 @@ static msv_err owner_leaves(struct msv_store *store, struct msv_kt_answer *a,
  * was made, so it holds them): each with its entry's proof and its presence proof, at most
  * max_versions, and past the first at most max_bytes (*bytes: the bytes given).
  */
-static msv_err owner_versions(struct msv_kt_log *log, struct msv_kt_answer *a, const char *handle,
-                              const struct msv_kt_rec *recs, size_t n, size_t max_versions,
-                              size_t max_bytes, size_t *bytes, Msv__Wire__HandleDevices *hd)
+static msv_err owner_versions(struct msv_kt_log *log, struct msv_store *store,
+                              struct msv_kt_answer *a, const char *handle, struct msv_kt_rec *recs,
+                              size_t n, size_t max_versions, size_t max_bytes, size_t *bytes,
+                              Msv__Wire__HandleDevices *hd)
 {
     Msv__Wire__HandleVersion *vs = keep(a, n * sizeof(*vs)), **ptrs = keep(a, n * sizeof(*ptrs));
     size_t given = 0;
@@ -868,7 +931,9 @@ static msv_err owner_versions(struct msv_kt_log *log, struct msv_kt_answer *a, c
             break;
         msv__wire__handle_version__init(&vs[given]);
         vs[given].version = log->keydir.versions[recs[i].index];
-        err = log_proof(log, a, &recs[i], &vs[given].entry);
+        err = published_kept(log, store, a, &recs[i]);
+        if (err == MSV_OK)
+            err = log_proof(log, a, &recs[i], &vs[given].entry);
         if (err == MSV_OK) /* a version-4 leaf: what opens it beside it */
             err = open_fields(log, a, handle, &recs[i], vs[given].entry);
         if (err == MSV_OK)
@@ -898,10 +963,10 @@ static msv_err owner_versions(struct msv_kt_log *log, struct msv_kt_answer *a, c
  * ask allows that the handles before it left, and its first version whatever its size, so that
  * every handle with versions left gets one (the monitor then moves on in log order).
  */
-static msv_err all_owner_versions(struct msv_kt_log *log, struct msv_kt_answer *a,
-                                  const char *const *handles, size_t n, struct msv_kt_rec **owned,
-                                  const size_t *n_owned, struct msv_kt_owner_ask *ask,
-                                  Msv__Wire__HandleDevices *hds)
+static msv_err all_owner_versions(struct msv_kt_log *log, struct msv_store *store,
+                                  struct msv_kt_answer *a, const char *const *handles, size_t n,
+                                  struct msv_kt_rec **owned, const size_t *n_owned,
+                                  struct msv_kt_owner_ask *ask, Msv__Wire__HandleDevices *hds)
 {
     size_t left = 0, bytes = 0;
     msv_err err = MSV_OK;
@@ -918,7 +983,7 @@ static msv_err all_owner_versions(struct msv_kt_log *log, struct msv_kt_answer *
             versions = 1;
         if (versions > MSV_KT_VERSIONS_MAX)
             versions = MSV_KT_VERSIONS_MAX;
-        err = owner_versions(log, a, handles[i], owned[i], n_owned[i], versions,
+        err = owner_versions(log, store, a, handles[i], owned[i], n_owned[i], versions,
                              bytes < ask->bytes_max ? (ask->bytes_max - bytes) / left : 0, &used,
                              &hds[i]);
         bytes += used;
@@ -984,7 +1049,7 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
                 version_proof(log, a, MSV_PT_HISTORY, handles[i], &recs[i], &hds[i].history_proof);
     }
     if (err == MSV_OK && ask != NULL && ask->versions_from != NULL)
-        err = all_owner_versions(log, a, handles, n, owned, n_owned, ask, hds);
+        err = all_owner_versions(log, store, a, handles, n, owned, n_owned, ask, hds);
     if (err == MSV_OK) {
         uint8_t *key = keep(a, MSV_VRF_PUBLIC_KEY_LEN);
 
@@ -1012,13 +1077,20 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
     struct msv_kt_answer *a = calloc(1, sizeof(*a));
     struct msv_kt_rec *recs = NULL;
     Msv__Wire__LogProof **entries;
+    uint64_t *own_from = NULL;
     size_t n = 0, kept = 0, bytes = 0;
     size_t count = q->count < MSV_KT_READ_MAX ? q->count : MSV_KT_READ_MAX;
     msv_err err;
 
     *owner = a;
-    if (a == NULL || (entries = keep(a, count * sizeof(*entries))) == NULL)
+    if (a == NULL || (entries = keep(a, count * sizeof(*entries))) == NULL ||
+        (own_from = keep(a, (n_own + 1) * sizeof(*own_from))) == NULL)
         return MSV_ERR_NOMEM;
+    /* each own handle's entries are the account's from its newest tombstone on */
+    for (size_t i = 0; hide == MSV_KT_HIDE_OTHERS && i < n_own; i++) {
+        if ((err = versions_start(store, own[i], 0, &own_from[i])) != MSV_OK)
+            return err;
+    }
     pthread_mutex_lock(&log->lock);
     err = head_locked(log, store, now_ms);
     if (err == MSV_OK && q->start < log->head.size) {
@@ -1047,7 +1119,7 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
         if (err == MSV_OK)
             err = log_proof(log, a, &recs[i], &entries[i]);
         if (err == MSV_OK && hide != MSV_KT_SHOW_LEAVES)
-            err = hide_handle(a, entries[i], hide, own, n_own);
+            err = hide_handle(a, entries[i], hide, own, own_from, n_own);
         recs[i].leaf = NULL;
         recs[i].pub = NULL;
         /* the entry, its field tag and length (at most 1 + 4 bytes), and its step if asked */
@@ -1075,6 +1147,8 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
                           &resp->n_consistency);
     if (err == MSV_OK)
         err = rotation_fields(log, a, &resp->rotations, &resp->n_rotations);
+    if (err == MSV_OK)
+        err = cutover_field(log, a, &resp->cutover);
     *proofs_from = log->keydir.steps_from;
     pthread_mutex_unlock(&log->lock);
     msv_kt_recs_free(recs, n);

@@ -46,6 +46,8 @@ struct msv_kt_log {
     /* the log's cut-over entry (docs/transparency.md, "Leaves that name no handle"): from it on
      * device sets and tombstones are published as version-4 leaves; -1 before it */
     int64_t cutover;
+    uint8_t cutover_leaf[MSV_KT_CUTOVER_LEAF_LEN];
+    int cutover_fault; /* tests only: LogRead names the entry after the cut-over as it */
     int v4_leaf_fault; /* tests only: a lookup shows the entry before its version-4 leaf's */
 };
 

@@ -1,0 +1,316 @@
+/*
+ * The key directory's lineage as the owner's monitor sees it (docs/transparency.md, "The
+ * monitor's lineage"): the monitor pins the key directory's root at a log size and, at each run,
+ * checks the append-only steps of every log entry since (RFC 9162's consistency proof does the
+ * same for the log): each starts from the tree the one before it made, each version-4 leaf is
+ * what its step adds, and the last makes the root signed for the newest head. A directory that
+ * grew another tree (a lineage shown to others, or an entry changed behind the log's back) cannot
+ * show this device a step from the tree it pinned.
+ *
+ * Setting "kt_monitor_epoch": u64be log size, the key directory's root (32) for it.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "client/internal.h"
+#include "client/requests.h"
+#include "client/transparency.h"
+#include "missive/ptree.h"
+#include "util/endian.h"
+
+#define LINEAGE "kt_monitor_epoch"
+#define LINEAGE_LEN (8 + MSV_PT_HASH_LEN)
+/* LogRead answers a run reads (256 entries each at most): the rest waits for the next run */
+#define PAGES_MAX 16
+
+struct lineage {
+    uint64_t size;
+    uint8_t root[MSV_PT_HASH_LEN];
+};
+
+static msv_err lineage_put(struct msv_client *c, const struct lineage *l)
+{
+    uint8_t v[LINEAGE_LEN];
+
+    msv_put_u64be(v, l->size);
+    memcpy(v + 8, l->root, MSV_PT_HASH_LEN);
+    return msv_client_db_set(c->db, LINEAGE, v, sizeof(v));
+}
+
+/* The root this device's last accepted lookup showed, for the size of its newest head. */
+static msv_err lineage_newest(struct msv_client *c, struct lineage *l)
+{
+    uint8_t epoch[MSV_LOG_EPOCH_LEN];
+    msv_err err;
+
+    l->size = msv_kt_known_size(c->db);
+    err = msv_kt_known_epoch(c->db, l->size, epoch);
+    if (err == MSV_OK)
+        memcpy(l->root, epoch, MSV_PT_HASH_LEN);
+    return err;
+}
+
+static msv_err lineage_get(struct msv_client *c, struct lineage *l)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err = msv_client_db_get(c->db, LINEAGE, &v, &len);
+
+    if (err == MSV_OK && len != LINEAGE_LEN)
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK) {
+        l->size = msv_get_u64be(v);
+        memcpy(l->root, v + 8, MSV_PT_HASH_LEN);
+    }
+    free(v);
+    return err;
+}
+
+/* What one page read from l->size holds: per entry whether its step adds a version, and a
+ * version-4 leaf's label and value; its inclusion in the answer's head checked. */
+struct page {
+    uint8_t adds[MSV_KT_READ_MAX], has[MSV_KT_READ_MAX];
+    uint8_t want[MSV_KT_READ_MAX][MSV_PT_LABEL_LEN + MSV_PT_VALUE_LEN];
+};
+
+static msv_err classify(const Msv__Wire__LogEntries *r, const struct msv_kt_head *head,
+                        uint64_t start, struct page *pg)
+{
+    static _Thread_local uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+    struct msv_kt_rotation rot;
+    struct msv_kt_v4_leaf v4;
+
+    if (r->n_entries > MSV_KT_READ_MAX)
+        return MSV_ERR_AUTH;
+    for (size_t i = 0; i < r->n_entries; i++) {
+        const Msv__Wire__LogProof *p = r->entries[i];
+        uint8_t h[MSV_KT_HASH_LEN];
+
+        if (p->index != start + i || p->n_path > MSV_KT_PROOF_MAX ||
+            (p->leaf_hash.len != 0 && (p->leaf_hash.len != MSV_KT_HASH_LEN || p->leaf.len != 0)))
+            return MSV_ERR_AUTH;
+        for (size_t k = 0; k < p->n_path; k++) {
+            if (p->path[k].len != MSV_KT_HASH_LEN)
+                return MSV_ERR_AUTH;
+            memcpy(path[k], p->path[k].data, MSV_KT_HASH_LEN);
+        }
+        if (p->leaf_hash.len != 0)
+            memcpy(h, p->leaf_hash.data, MSV_KT_HASH_LEN);
+        else
+            msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
+        if (msv_merkle_verify_inclusion(h, p->index, head->size, path, p->n_path, head->root) !=
+            MSV_OK)
+            return MSV_ERR_AUTH;
+        pg->has[i] = 0;
+        /* a rotation or the cut-over adds nothing; any other entry is a handle's version */
+        pg->adds[i] = p->leaf_hash.len != 0 ||
+                      (msv_kt_rotation_leaf_parse(p->leaf.data, p->leaf.len, &rot) != MSV_OK &&
+                       msv_kt_cutover_leaf_parse(p->leaf.data, p->leaf.len) != MSV_OK);
+        if (p->leaf_hash.len == 0 &&
+            msv_kt_v4_leaf_parse(p->leaf.data, p->leaf.len, &v4) == MSV_OK) {
+            memcpy(pg->want[i], v4.label, MSV_PT_LABEL_LEN);
+            memcpy(pg->want[i] + MSV_PT_LABEL_LEN, v4.value, MSV_PT_VALUE_LEN);
+            pg->has[i] = 1;
+        }
+    }
+    return MSV_OK;
+}
+
+void client_lineage_seen(struct msv_client *c, struct client_seen_root *seen)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+
+    seen->has =
+        msv_client_db_get(c->db, "kt_epoch", &v, &len) == MSV_OK && len == 8 + MSV_LOG_EPOCH_LEN;
+    if (seen->has) {
+        seen->size = msv_get_u64be(v);
+        memcpy(seen->root, v + 8, MSV_PT_HASH_LEN);
+    }
+    free(v);
+}
+
+/*
+ * The root the first k of a page's n steps build from root (the tree at the size a lookup showed
+ * this device), or MSV_ERR_AUTH / MSV_ERR_PARSE. The steps are re-counted as a run of k.
+ */
+static msv_err root_after(const uint8_t *proof, size_t len, const uint8_t *adds, size_t k,
+                          uint8_t root[MSV_PT_HASH_LEN])
+{
+    enum msv_pt_step_fault fault;
+    size_t off = 4, bad = 0;
+    int have = 1;
+    uint8_t *run;
+    msv_err err;
+
+    for (size_t i = 0; i < k; i++) {
+        size_t path;
+
+        if (off >= len)
+            return MSV_ERR_PARSE;
+        if (proof[off] == 0) {
+            off++;
+            continue;
+        }
+        if (len - off < 65 || (path = msv_pt_path_len(proof + off + 65, len - off - 65)) == 0)
+            return MSV_ERR_PARSE;
+        off += 65 + path;
+    }
+    if ((run = malloc(off)) == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(run, proof, off);
+    msv_put_u32be(run, (uint32_t)k);
+    err = msv_pt_verify_steps(run, off, adds, k, &have, root, &bad, &fault);
+    free(run);
+    return err;
+}
+
+static void lineage_alarm(const char *warning, void (*on_alarm)(void *, const char *), void *ctx,
+                          size_t *alarms)
+{
+    (*alarms)++;
+    if (on_alarm != NULL)
+        on_alarm(ctx, warning);
+}
+
+/* The steps of page r (held from start) build, at the size a lookup showed this device, the root
+ * it showed (a size the page does not reach fits). */
+static int seen_fits(const Msv__Wire__LogEntries *r, const struct lineage *l,
+                     const struct client_seen_root *seen, const struct page *pg,
+                     const uint8_t start[MSV_PT_HASH_LEN])
+{
+    uint8_t root[MSV_PT_HASH_LEN];
+
+    if (!seen->has || seen->size <= l->size || seen->size > l->size + r->n_entries)
+        return 1;
+    memcpy(root, start, MSV_PT_HASH_LEN);
+    return root_after(r->append_proof.data, r->append_proof.len, pg->adds,
+                      (size_t)(seen->size - l->size), root) == MSV_OK &&
+           sodium_memcmp(root, seen->root, MSV_PT_HASH_LEN) == 0;
+}
+
+/*
+ * One answer read from l->size: its head checked as every answer (and adopted), its entries and
+ * steps from the pinned tree; l moves to where they end. *fork: the steps do not hold (why says
+ * why); *done: the pinned size reached the head's.
+ */
+static msv_err take_page(struct msv_client *c, const Msv__Wire__LogEntries *r, struct lineage *l,
+                         const struct client_seen_root *seen, int *fork, int *done, char *why,
+                         size_t why_len)
+{
+    static _Thread_local struct page pg;
+    uint8_t start_root[MSV_PT_HASH_LEN];
+    Msv__Wire__LogEntries head_only = *r;
+    const Msv__Wire__TreeHead *w = r->head;
+    enum msv_pt_step_fault fault = MSV_PT_STEP_OK;
+    struct msv_kt_head head;
+    size_t bad = 0;
+    int have = 1;
+    msv_err err;
+
+    memcpy(start_root, l->root, MSV_PT_HASH_LEN);
+    head_only.n_entries = 0; /* the entries are checked below: some are leaf hashes */
+    err = msv_kt_check_entries(c->db, &head_only, l->size, &head, why, why_len);
+    if (err != MSV_OK)
+        return err;
+    *done = head.size <= l->size + r->n_entries;
+    if (head.size <= l->size) {
+        *done = 1;
+        return MSV_OK;
+    }
+    *fork = 1;
+    if (w->epoch_root.len != MSV_PT_HASH_LEN || w->epoch_signature.len != MSV_PT_SIG_LEN ||
+        msv_pt_epoch_verify(r->log_key.data, head.size, w->epoch_root.data,
+                            w->epoch_signature.data) != MSV_OK)
+        snprintf(why, why_len,
+                 "its head of %" PRIu64 " entries carries no key directory root "
+                 "signed by the log key",
+                 head.size);
+    else if (r->n_entries == 0 || classify(r, &head, l->size, &pg) != MSV_OK)
+        snprintf(why, why_len, "its entries from %" PRIu64 " are not proven in its log", l->size);
+    else if (msv_pt_verify_steps(r->append_proof.data, r->append_proof.len, pg.adds, r->n_entries,
+                                 &have, l->root, &bad, &fault) != MSV_OK ||
+             msv_pt_steps_match(r->append_proof.data, r->append_proof.len, r->n_entries,
+                                (const uint8_t(*)[MSV_PT_LABEL_LEN + MSV_PT_VALUE_LEN]) pg.want,
+                                pg.has, &bad) != MSV_OK)
+        snprintf(why, why_len,
+                 "log entry %" PRIu64 "'s append-only step does not grow the tree "
+                 "this device checked",
+                 l->size + bad);
+    else if (l->size + r->n_entries == head.size &&
+             sodium_memcmp(l->root, w->epoch_root.data, MSV_PT_HASH_LEN) != 0)
+        snprintf(why, why_len, "the steps do not end at the root signed for %" PRIu64 " entries",
+                 head.size);
+    else if (!seen_fits(r, l, seen, &pg, start_root))
+        snprintf(why, why_len,
+                 "the root a lookup showed this device for %" PRIu64 " entries is not the tree "
+                 "the steps build there",
+                 seen->size);
+    else
+        *fork = 0;
+    if (*fork) { /* the alarm once; the watch goes on from the directory's newest root */
+        l->size = head.size;
+        memcpy(l->root, w->epoch_root.data, MSV_PT_HASH_LEN);
+        *done = 1;
+    } else {
+        l->size += r->n_entries;
+    }
+    return MSV_OK;
+}
+
+msv_err client_lineage_check(struct msv_client *c, const struct client_seen_root *seen,
+                             void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
+{
+    struct lineage l;
+    msv_err err = lineage_get(c, &l);
+    int done = 0;
+
+    if (err == MSV_ERR_NOT_FOUND || err == MSV_ERR_PARSE) {
+        /* where the lineage starts: the root this device's last lookup accepted */
+        err = lineage_newest(c, &l);
+        return err == MSV_OK ? lineage_put(c, &l) : err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+    }
+    for (int page = 0; err == MSV_OK && !done && page < PAGES_MAX; page++) {
+        char why[400] = "", warning[700];
+        msv_frame *r = NULL;
+        uint64_t from = l.size;
+        int fork = 0;
+
+        err = msv_request_log_read(c->conn, l.size, MSV_KT_READ_MAX, msv_kt_known_size(c->db), 1,
+                                   15000, &r, &c->why);
+        if (err == MSV_ERR_INVALID && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_PROOF_GONE) {
+            /* an auditor that kept up can check them; this device goes on from its newest */
+            snprintf(why, sizeof(why), "%s", "it no longer keeps the steps from there");
+            fork = 1;
+            err = lineage_newest(c, &l);
+            err = err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+        } else if (err == MSV_ERR_INVALID) {
+            err = MSV_OK; /* limited: the next run reads on */
+            break;
+        } else if (err == MSV_OK) {
+            err = take_page(c, r->log_entries, &l, seen, &fork, &done, why, sizeof(why));
+        }
+        msv_frame_free(r);
+        if (err == MSV_ERR_AUTH) { /* a head the checks refuse */
+            snprintf(why, sizeof(why), "%s", c->why.message);
+            fork = 1;
+            err = MSV_OK;
+        }
+        if (fork) {
+            snprintf(warning, sizeof(warning),
+                     "the directory's key directory does not grow from the one this device "
+                     "checked at %" PRIu64 " log entries: %s; it may show others a directory "
+                     "(another lineage of it) that it does not show this device",
+                     from, why);
+            lineage_alarm(warning, on_alarm, ctx, alarms);
+            done = 1;
+        }
+        if (err == MSV_OK)
+            err = lineage_put(c, &l);
+    }
+    return err;
+}
