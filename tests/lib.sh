@@ -206,6 +206,26 @@ wait_for() {
     return 1
 }
 
+# receive_until TEXT COMMAND...: runs COMMAND (a `receive` without --wait, which stops once the
+# server has pushed everything queued) again until what it printed holds TEXT (grep pattern), at
+# most for 10 s: for what another process sends in its own time. Prints what every run printed
+# (standard output, then error); its status is the first failed run's, or 1 if TEXT never came.
+receive_until() {
+    local text=$1 rc=0 end=$((SECONDS + 10))
+    shift
+    : >ru.out
+    : >ru.err
+    while :; do
+        "$@" >>ru.out 2>>ru.err || { rc=$?; break; }
+        grep -q -- "$text" ru.out ru.err && break
+        [ "$SECONDS" -lt "$end" ] || { rc=1; break; }
+        sleep 0.1
+    done
+    cat ru.out
+    cat ru.err >&2
+    return $rc
+}
+
 # rejoined NODE: 0 once node NODE has connected to Redis a second time (within 10 s)
 rejoined() {
     for _ in $(seq 100); do

@@ -32,7 +32,7 @@ expect 0 "bob sends a file" -- as bob send alice@example.org --file doc.bin --te
 # and a bigger one, so that the archive takes a while to go up
 head -c 24000000 /dev/urandom >big.bin
 expect 0 "bob sends a big file" -- as bob send alice@example.org --file big.bin --text "a big file"
-expect 0 "alice receives" -- as alice receive --wait 2
+expect 0 "alice receives" -- receive_until "a big file" as alice receive
 
 # ---- messages keep flowing from bob to alice while the laptop is linked
 (for i in $(seq 12); do "$M" --data-dir dev-bob --account bob@example.org send alice@example.org \
@@ -82,15 +82,17 @@ ldaemon=$!
 for _ in $(seq 100); do [ -S "$lsock" ] && break; sleep 0.1; done
 [ -S "$lsock" ] && ok || bad "the laptop's daemon runs: $(cat ldaemon.err)"
 sleep 2
-daemon_rpc "$lsock" --schema 2 --wait 6 --ready lsub --until lacted \
+daemon_rpc "$lsock" --schema 2 --ready lsub --until lacted \
     '{"jsonrpc":"2.0","id":1,"method":"subscribe"}' >lev.txt &
 sub=$!
 for _ in $(seq 100); do [ -e lsub ] && break; sleep 0.1; done
 
 # ---- the phone sends it again, through its daemon: progress events there and on the laptop
+# the answer, then the upload in the background: done once its event is out (within 60 s)
 resume_by_daemon() {
-    daemon_rpc "$sock" --schema 2 --wait 60 \
+    daemon_rpc "$sock" --schema 2 \
         "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"devices\",\"params\":{\"args\":[\"add\",\"$laptop_id\"],\"resume-history\":true,\"output\":\"json\"}}" >rpc.txt
+    wait_for ev2.txt '"type": *"link_history_done"' 600
 }
 events_both "$sock" resume_by_daemon
 grep -q '"error"' rpc.txt && bad "the resume through the daemon: $(cat rpc.txt)" || ok
@@ -113,8 +115,8 @@ ldaemon= daemon=
 
 # ---- afterwards both histories are equal: what came before, what flowed, what the laptop sent
 # (as sets: what reached the laptop before its history stays where it came, before the imported)
-expect 0 "the phone receives the rest" -- as alice receive --wait 2
-expect 0 "the laptop receives the rest" -- lap receive --wait 2
+expect 0 "the phone receives the rest" -- as alice receive
+expect 0 "the laptop receives the rest" -- lap receive
 as alice history -o json | sed 's#dev-alice/alice@example.org/attachments/#ATTACHMENTS/#g' >phone.history &&
     lap history -o json | sed 's#laptop/alice@example.org/attachments/#ATTACHMENTS/#g' >laptop.history && ok || bad "histories"
 sort phone.history >phone.sorted && sort laptop.history >laptop.sorted
@@ -169,7 +171,7 @@ link_done && ok || bad "the tablet is linked: $(cat tablet.out tablet.err)"
 blob=$(ls -t srv/blobs | head -1)
 /usr/bin/python3 -c "import sys; p=sys.argv[1]; b=bytearray(open(p,'rb').read()); b[100]^=1; open(p,'wb').write(b)" "srv/blobs/$blob"
 tab() { "$M" --data-dir tablet --account alice@example.org "$@"; }
-expect 0 "the tablet receives" -- tab receive --wait 2
+expect 0 "the tablet receives" -- receive_until "was not imported" tab receive
 grep -q "was not imported: the archive is not the one device 1 sent (changed on the server?)" out.txt && ok ||
     bad "a changed archive is refused: $(cat out.txt err.txt)"
 expect 0 "the tablet's history" -- tab history

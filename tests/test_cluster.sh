@@ -61,12 +61,15 @@ device_of() { as "$1" -o json fingerprint 2>/dev/null | python3 -c 'import json,
 metric() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' "http://127.0.0.1:$(awk '/^http/{print $2}' "node-$1/missived.ports")/metrics" | awk -v m="missived_$2" '$1 == m {print $2}'; }
 
 # bob waits on B and carol on C while alice, on A, writes to both: Redis wakes them
+bob_dev=$(device_of bob)
+carol_dev=$(device_of carol)
+# connected: each one's presence names its node
+present() { [ "$(rcli GET "msv:presence:$1")" = "$2" ]; }
 listen bob 15
 bob=$!
 listen carol 15
 carol=$!
-sleep 1.5
-bob_dev=$(device_of bob)
+for _ in $(seq 100); do present "$bob_dev" B && present "$carol_dev" C && break; sleep 0.05; done
 [ -n "$bob_dev" ] && [ "$(rcli GET "msv:presence:$bob_dev")" = B ] && ok || bad "presence of bob's device ($bob_dev): $(rcli GET "msv:presence:$bob_dev")"
 [ -n "$(rcli GET msv:node:A)" ] && [ -n "$(rcli GET msv:node:C)" ] && ok || bad "node heartbeats"
 start=$(date +%s%N)
@@ -185,7 +188,7 @@ kill -CONT "$MSV_SERVICES_REDIS_PID"
 # node B dies while bob waits on it: bob moves to another node and loses nothing
 listen bob 20
 bob=$!
-sleep 1
+for _ in $(seq 100); do present "$bob_dev" B && break; sleep 0.05; done
 kill -KILL "${pids[B]}"
 wait "${pids[B]}" 2>/dev/null
 unset 'pids[B]'
@@ -206,7 +209,7 @@ listen carol 25
 carol=$!
 listen bob 25
 bob=$!
-sleep 1
+for _ in $(seq 100); do present "$bob_dev" B && present "$carol_dev" C && break; sleep 0.05; done
 [ "$(rcli GET "msv:presence:$bob_dev")" = B ] && ok || bad "bob is not on node B"
 redis_conf=$(rcli CONFIG GET dir | tail -1)
 rcli SHUTDOWN NOSAVE >/dev/null 2>&1

@@ -96,6 +96,7 @@ expect 0 "alice writes to bob, connected, after a reload" -- as alice send bob@e
 for _ in $(seq 30); do [ "$(refusals)" -gt "$before" ] && break; sleep 0.1; done
 [ "$(refusals)" -gt "$before" ] && ok || bad "bob's request after the reload passed without its suspension checked"
 psql_do "DROP VIEW accounts; ALTER TABLE accounts_real RENAME TO accounts;"
+kill "$bob" 2>/dev/null # its part is over once the refusal is counted
 wait "$bob"
 
 # every PostgreSQL connection of the node is ended by the server (as in a restart) while it
@@ -142,14 +143,14 @@ expect 0 "alice sends once PostgreSQL runs again" -- as alice send bob@example.o
 expect 0 "bob reads after the pause" -- as bob receive
 grep -q "after the pause" out.txt && ok || bad "bob's message after the pause: $(cat out.txt)"
 
-# bob's queue read fails (a lock held past the statement timeout) after his client's own
-# requests are answered: it is tried again every second until it succeeds, although no
-# wake-up or answer comes to read it again
+# bob's queue read fails (a lock held for 5 s, past the statement timeout) after his client's
+# own requests are answered: it is tried again every second until it succeeds, although no
+# wake-up or answer comes to read it again (his receive waits up to 10 s for it)
 expect 0 "alice writes to bob, offline" -- as alice send bob@example.org --text "behind a lock"
-psql -q -X -d "$MSV_TEST_POSTGRES" -c "BEGIN; LOCK TABLE queue IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(9); COMMIT;" >/dev/null 2>&1 &
+psql -q -X -d "$MSV_TEST_POSTGRES" -c "BEGIN; LOCK TABLE queue IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(5); COMMIT;" >/dev/null 2>&1 &
 locker=$!
 sleep 0.5
-expect 0 "bob waits for his queue" -- as bob receive --wait 14
+expect 0 "bob waits for his queue" -- as bob receive --wait 10
 wait "$locker"
 grep -q "behind a lock" out.txt && ok || bad "bob's queued message after a failed read: $(cat out.txt) $(cat err.txt)"
 [ "$(metric A queue_fetch_failures_total)" -ge 1 ] && ok || bad "queue_fetch_failures_total: $(metric A queue_fetch_failures_total)"
@@ -193,10 +194,14 @@ kill "$carol" 2>/dev/null
 wait "$carol" 2>/dev/null
 
 # the HTTP port: one endless header is refused early; a trickling client is cut off at
-# [http] request_timeout_s (10 s by default) although every byte restarts evhttp's own timeout
+# [http] request_timeout_s (4 s here: node A starts again with it) although every byte
+# restarts evhttp's own timeout
+kill -TERM "${pids[A]}" && wait "${pids[A]}"
+cluster_node A "${ports[A]}" "$(printf '[store]\ntimeout_ms = 1500\n[http]\nrequest_timeout_s = 4')" &&
+    ok || bad "node A started again ($(tail -3 node-A.log))"
 http_port=$(awk '/^http/{print $2}' node-A/missived.ports)
 why=$(python3 "$here/http_abuse.py" "$http_port" "${pids[A]}" header) && ok || bad "endless header: $why"
-why=$(python3 "$here/http_abuse.py" "$http_port" "${pids[A]}" slow 10) && ok || bad "slow request: $why"
+why=$(python3 "$here/http_abuse.py" "$http_port" "${pids[A]}" slow 4) && ok || bad "slow request: $why"
 http_get A /health | grep -q '"status":"ok"' && ok || bad "the HTTP port no longer answers"
 [ "$(metric A http_requests_refused_total)" -ge 1 ] && ok || bad "http_requests_refused_total: $(metric A http_requests_refused_total)"
 [ "$(metric A http_timeouts_total)" -ge 1 ] && ok || bad "http_timeouts_total: $(metric A http_timeouts_total)"

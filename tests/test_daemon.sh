@@ -14,32 +14,11 @@ start_missived || bad "missived started"
 register_people alice bob carol
 sock=$work/dev-bob/bob@example.org/daemon.sock
 
-# rpc REQUEST...: sends each line to bob's daemon, prints what comes back within a second
-# (RPC_WAIT seconds of quiet); with RPC_READY=FILE, makes FILE once the first answer is in
-cat >rpc.py <<'EOF'
-import os, socket, sys, time
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-for r in sys.argv[2:]:
-    s.sendall(r.encode() + b"\n")
-s.settimeout(float(os.environ.get("RPC_WAIT", "1")))
-ready = os.environ.get("RPC_READY")
-out = b""
-try:
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        out += d
-        if ready and b"\n" in out:
-            open(ready, "w").close()
-            ready = None
-except socket.timeout:
-    pass
-sys.stdout.write(out.decode())
-EOF
+# rpc REQUEST...: sends each line to bob's daemon, prints what comes back (tests/daemon_rpc.py:
+# until each is answered; RPC_WAIT=S: then until S seconds pass without a line); with
+# RPC_READY=FILE, makes FILE once the first answer is in
 # everything the daemon writes is kept in wire.jsonl, checked against the schema at the end
-rpc() { python3 rpc.py "$sock" "$@" | tee -a wire.jsonl; }
+rpc() { daemon_rpc "$sock" ${RPC_WAIT:+--wait "$RPC_WAIT"} ${RPC_READY:+--ready "$RPC_READY"} "$@" | tee -a wire.jsonl; }
 
 (exec "$M" --data-dir dev-bob daemon >daemon.out 2>daemon.err) &
 daemon=$!

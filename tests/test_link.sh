@@ -29,7 +29,7 @@ printf 'the file\001\002\003' >doc.bin
 expect 0 "bob sends a file" -- as bob send alice@example.org --file doc.bin --text "a file"
 expect 0 "alice makes a group" -- as alice groups create family bob@example.org
 expect 0 "alice writes to it" -- as alice send --group family --text "to the family"
-expect 0 "alice receives" -- as alice receive --wait 2
+expect 0 "alice receives" -- receive_until "a file" as alice receive
 [ -n "$(ls dev-alice/alice@example.org/attachments/)" ] && ok || bad "alice has bob's file"
 
 # ---- the new laptop shows its code as text, a QR code and a PNG; alice's phone reads the PNG
@@ -47,7 +47,7 @@ grep -q "linked: this is device [0-9]* of alice@example.org, approved by device 
 lap() { "$M" --data-dir laptop --account alice@example.org "$@"; }
 grep -q "history sent to device" out.txt && ok || bad "the phone sent the history after the link: $(cat out.txt err.txt)"
 grep -q "history: device 1 sends it in the background" laptop.out && ok || bad "the laptop awaits its history: $(cat laptop.out laptop.err)"
-expect 0 "the laptop receives its history" -- lap receive --wait 2
+expect 0 "the laptop receives its history" -- receive_until "history imported" lap receive
 grep -q "history imported from device 1" out.txt && ok || bad "the history came: $(cat out.txt err.txt)"
 # both devices' histories, groups and files are equal
 # (a file's line names it in each device's own directory)
@@ -69,13 +69,13 @@ grep -qF "$fp_new" out.txt && ok || bad "the fingerprint alice confirmed is the 
 
 # a full device at once: it sends, it receives
 expect 0 "bob writes to alice" -- as bob send alice@example.org --text "hello both"
-expect 0 "the laptop receives" -- lap receive --wait 2
+expect 0 "the laptop receives" -- receive_until "hello both" lap receive
 grep -q "bob@example.org: hello both" out.txt && ok || bad "the laptop got bob's message: $(cat out.txt err.txt)"
 expect 0 "the laptop sends" -- lap send bob@example.org --text "from the laptop"
-expect 0 "bob receives from the laptop" -- as bob receive --wait 2
+expect 0 "bob receives from the laptop" -- receive_until "from the laptop" as bob receive
 grep -q "alice@example.org: from the laptop" out.txt && ok || bad "bob got the laptop's message: $(cat out.txt err.txt)"
 grep -q "device [0-9]* was added to this account\|changed" out.txt err.txt || true
-expect 0 "alice's phone receives" -- as alice receive --wait 2
+expect 0 "alice's phone receives" -- receive_until "hello both" as alice receive
 grep -q "bob@example.org: hello both" out.txt && ok || bad "alice's phone got bob's message too: $(cat out.txt)"
 # the contacts came by sync
 expect 0 "the laptop's contacts" -- lap contacts
@@ -156,11 +156,11 @@ register_people carol
 export MISSIVE_PASSWORD="correct horse battery"
 expect 0 "bob writes to carol" -- as bob send carol@example.org --text "hi carol"
 expect 0 "carol answers" -- sh -c "'$M' --data-dir dev-carol --account carol@example.org receive >/dev/null && '$M' --data-dir dev-carol --account carol@example.org send bob@example.org --text 'hi bob'"
-expect 0 "bob hears carol" -- as bob receive --wait 2
+expect 0 "bob hears carol" -- receive_until "hi bob" as bob receive
 # with a device left, a device linked with the password waits, and the device is told how it came
 expect 0 "a device linked with the password" -- "$M" --data-dir carol-spare link carol@example.org --server "$server"
 spare=$(sed -n 's/.*this is device \([0-9]*\) of carol.*/\1/p' out.txt)
-expect 0 "carol's device receives" -- "$M" --data-dir dev-carol --account carol@example.org receive --wait 2
+expect 0 "carol's device receives" -- receive_until "asks to join" "$M" --data-dir dev-carol --account carol@example.org receive
 grep -q "device $spare asks to join this account with the account password" out.txt && ok ||
     bad "carol's device is told the password was used: $(cat out.txt)"
 expect 0 "carol removes it" -- "$M" --data-dir dev-carol --account carol@example.org devices remove "$spare"
@@ -171,7 +171,7 @@ expect 0 "carol's last device goes" -- "$M" --data-dir dev-carol --account carol
 expect 0 "carol links a new one with the password" -- "$M" --data-dir carol-new link carol@example.org --server "$server"
 grep -q "linked: this is device" out.txt && ok || bad "linked at once: $(cat out.txt err.txt)"
 expect 0 "the new device writes to bob" -- "$M" --data-dir carol-new --account carol@example.org send bob@example.org --text "carol again"
-expect 0 "bob receives" -- as bob receive --wait 2
+expect 0 "bob receives" -- receive_until "carol again" as bob receive
 grep -q "the devices of carol@example.org changed" err.txt && grep -q "carol again" out.txt && ok ||
     bad "bob is told carol's devices changed: $(cat out.txt err.txt)"
 unset MISSIVE_PASSWORD
@@ -186,9 +186,11 @@ daemon_rpc "$sock" --schema 2 \
     "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"devices\",\"params\":{\"args\":[\"add\",\"$code\"]}}" >rpc.txt
 grep -q '"id": *1, *"error"\|"error".*"id": *1' rpc.txt && grep -q -- "--yes" rpc.txt && ok ||
     bad "the daemon does not add without --yes: $(cat rpc.txt)"
+# the answer, then the history in the background: done once its event is out (within 30 s)
 add_by_daemon() {
-    daemon_rpc "$sock" --schema 2 --wait 30 \
+    daemon_rpc "$sock" --schema 2 \
         "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"devices\",\"params\":{\"args\":[\"add\",\"$code\"],\"yes\":true,\"output\":\"json\"}}" >rpc.txt
+    wait_for ev2.txt '"type": *"link_history_done"' 300
 }
 events_both "$sock" add_by_daemon
 grep -q '"type": *"device_added"' rpc.txt && ok || bad "added by the daemon: $(cat rpc.txt)"
@@ -198,11 +200,11 @@ daemon_schema_ok 1 ev1.txt && ok || bad "schema 1 events: $(cat ev1.txt)"
 link_done && ok || bad "the watch is linked through the daemon: $(cat watch.out watch.err)"
 grep -q '"type": *"link_history_done"' ev2.txt && ok || bad "the daemon tells the history was sent: $(cat ev2.txt)"
 ! grep -q 'link_history' ev1.txt && ok || bad "schema 1 has no history events: $(cat ev1.txt)"
-expect 0 "the watch receives its history" -- "$M" --data-dir watch --account alice@example.org receive --wait 2
+expect 0 "the watch receives its history" -- receive_until "history imported" "$M" --data-dir watch --account alice@example.org receive
 grep -q "history imported" out.txt && ok || bad "with the history: $(cat out.txt err.txt)"
 kill -TERM "$daemon" && wait "$daemon"
 daemon=
-expect 0 "the laptop hears of the watch" -- lap receive --wait 2
+expect 0 "the laptop hears of the watch" -- receive_until "was added to this account" lap receive
 grep -q "device [0-9]* was added to this account" out.txt && ok || bad "the laptop is told: $(cat out.txt err.txt)"
 
 # ---- the chat: /link CODE shows both fingerprints, /link CODE yes adds the device

@@ -33,7 +33,7 @@ same() {
 # ---- alice's account: contacts, a block, settings, a profile, a verified contact, groups
 expect 0 "a contact name" -- as alice contacts add Bobby bob@example.org
 expect 0 "alice writes to bob" -- as alice send bob@example.org --text "hello bob"
-expect 0 "bob receives" -- as bob receive --wait 2
+expect 0 "bob receives" -- receive_until "hello bob" as bob receive
 expect 0 "alice blocks carol" -- as alice block carol@example.org
 expect 0 "read receipts off" -- as alice settings set read-receipts off
 expect 0 "bob's conversation muted" -- as alice conversations mute bob@example.org forever
@@ -42,7 +42,7 @@ expect 0 "a profile" -- as alice profile set --name "Alice Liddell"
 expect 0 "bob verified" -- as alice verify bob@example.org --accept
 expect 0 "a group alice makes" -- as alice groups create family bob@example.org
 expect 0 "a group bob makes with alice" -- as bob groups create club alice@example.org
-expect 0 "alice receives the invitation" -- as alice receive --wait 2
+expect 0 "alice receives the invitation" -- as alice receive
 expect 0 "alice's groups" -- as alice groups -o json
 [ "$(grep -c . out.txt)" -eq 2 ] && ok || bad "two groups: $(cat out.txt)"
 
@@ -68,11 +68,11 @@ expect 0 "history on the tablet" -- on tablet history
 ! grep -q "hello bob" out.txt && ok || bad "--no-history brought no messages: $(cat out.txt)"
 # usable at once: the tablet writes to the group it got, by name, and bob reads it
 expect 0 "the tablet writes to the family" -- on tablet send --group family --text "from the tablet"
-expect 0 "bob receives" -- as bob receive --wait 2
+expect 0 "bob receives" -- receive_until "from the tablet" as bob receive
 grep -q "from the tablet" out.txt && ok || bad "bob got the tablet's group message: $(cat out.txt err.txt)"
 # a blocked sender stays blocked on the tablet: carol's message is dropped, counted
 expect 0 "carol writes to alice" -- as carol send alice@example.org --text "let me in"
-expect 0 "the tablet receives" -- on tablet receive --wait 2
+expect 0 "the tablet receives" -- on tablet receive
 ! grep -q "let me in" out.txt && ok || bad "the tablet drops carol's message: $(cat out.txt)"
 
 # ---- the daemon: devices add --no-history as a method, schema 2; the watch has the state too
@@ -82,7 +82,7 @@ daemon=$!
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 link_wait alice watch -o json || bad "the watch's code: $(cat watch.out watch.err)"
 add_by_daemon() {
-    daemon_rpc "$sock" --schema 2 --wait 30 \
+    daemon_rpc "$sock" --schema 2 \
         "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"devices\",\"params\":{\"args\":[\"add\",\"$code\"],\"no-history\":true,\"yes\":true,\"output\":\"json\"}}" >rpc.txt
 }
 events_both "$sock" add_by_daemon
@@ -110,7 +110,7 @@ same pad "groups" groups
 # ---- a history whose import fails is kept and imported again with --resume-history
 printf 'the file\001\002' >doc.bin
 expect 0 "bob sends alice a file" -- as bob send alice@example.org --file doc.bin --text "a file"
-expect 0 "alice receives it" -- as alice receive --wait 2
+expect 0 "alice receives it" -- receive_until "a file" as alice receive
 # the new phone's attachments/ is a plain file: the history's files cannot be written
 mkdir -p -m 700 phone2/alice@example.org && : >phone2/alice@example.org/attachments
 link_wait alice phone2 || bad "phone2's code: $(cat phone2.out phone2.err)"
@@ -119,11 +119,11 @@ link_done && grep -q "linked: this is device" phone2.out && ok ||
     bad "linked, its history to come: $(grep -v '[▀▄█]' phone2.out) $(cat phone2.err)"
 # a message that arrives meanwhile is kept, on both of alice's devices
 expect 0 "bob writes while the history waits" -- as bob send alice@example.org --text "while it waits"
-expect 0 "phone2 receives" -- on phone2 receive --wait 2
+expect 0 "phone2 receives" -- receive_until "was not imported" on phone2 receive
 grep -q "while it waits" out.txt && ok || bad "phone2 got bob's message: $(cat out.txt err.txt)"
 grep -q "the history from device 1 was not imported: .*--resume-history" out.txt && ok ||
     bad "the history not imported, said: $(cat out.txt err.txt)"
-expect 0 "the phone receives" -- as alice receive --wait 2
+expect 0 "the phone receives" -- as alice receive
 rm phone2/alice@example.org/attachments
 expect 0 "the history again" -- "$M" --data-dir phone2 link alice@example.org --resume-history
 grep -q "history imported" out.txt && ok || bad "imported: $(cat out.txt err.txt)"
@@ -152,7 +152,7 @@ n=$(dave_sync dave-tablet)
 [ "$n" -gt 50 ] && [ "$n" -lt 200 ] && ok || bad "as much as fits came in the message: $n of 200"
 # the rest follows by sync
 expect 0 "dave's phone sends what is pending" -- "$M" --data-dir dev-dave --account dave@example.org receive
-expect 0 "the tablet receives it" -- "$M" --data-dir dave-tablet --account dave@example.org receive --wait 3
+expect 0 "the tablet receives it" -- "$M" --data-dir dave-tablet --account dave@example.org receive
 [ "$(dave_sync dave-tablet)" -eq 200 ] && ok || bad "the rest came by sync: $(dave_sync dave-tablet) of 200"
 
 # groups that do not fit need the history: refused before any device is added
@@ -174,7 +174,7 @@ grep -q "do not fit in the provisioning message (64 KiB): add the device with it
 cmp -s devices.before devices.after && ok || bad "no device was added: $(diff devices.before devices.after)"
 expect 0 "with its history it is added" -- "$M" --data-dir dev-dave --account dave@example.org devices add "$code" --yes
 link_done && ok || bad "dave's desk is linked with its history: $(cat dave-desk.out dave-desk.err)"
-expect 0 "the desk receives its history" -- "$M" --data-dir dave-desk --account dave@example.org receive --wait 2
+expect 0 "the desk receives its history" -- receive_until "history imported" "$M" --data-dir dave-desk --account dave@example.org receive
 [ "$("$M" --data-dir dave-desk --account dave@example.org groups | grep -c big)" -eq 40 ] && ok ||
     bad "the desk has dave's 40 groups from the history"
 

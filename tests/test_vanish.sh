@@ -159,23 +159,23 @@ chat bob alice@example.org
 waitfor alice "online" && waitfor bob "online" && ok || bad "both chats start: $(screen alice)"
 tm send-keys -t alice "/timer 10s" Enter
 waitfor alice "from 30s to 4w" && ok || bad "the chat refuses 10s: $(screen alice | tail -3)"
-tm send-keys -t alice "/timer 45s" Enter
-waitfor alice "disappearing messages: 45s" && ok || bad "alice's chat sets the timer: $(screen alice | tail -3)"
+tm send-keys -t alice "/timer 31s" Enter
+waitfor alice "disappearing messages: 31s" && ok || bad "alice's chat sets the timer: $(screen alice | tail -3)"
 # the window wraps long lines: compared without spaces, line ends and the list's border
 joined() { screen "$1" | tr -d '\n│ '; }
-for _ in $(seq 50); do joined bob | grep -q "alice@example.orgsetdisappearingmessagesto45s" && break; sleep 0.1; done
-joined bob | grep -q "alice@example.orgsetdisappearingmessagesto45s" && ok || bad "bob's chat shows the change: $(screen bob)"
+for _ in $(seq 50); do joined bob | grep -q "alice@example.orgsetdisappearingmessagesto31s" && break; sleep 0.1; done
+joined bob | grep -q "alice@example.orgsetdisappearingmessagesto31s" && ok || bad "bob's chat shows the change: $(screen bob)"
 tm send-keys -t alice "in the chat $chatmark" Enter
 waitfor bob "in the chat $chatmark" && ok || bad "bob's chat shows the message: $(screen bob)"
 waitfor alice "in the chat $chatmark" && ok || bad "alice's chat shows it: $(screen alice)"
-# gone from both windows in 45 s (alice's from sending, bob's from reading it in his window)
+# gone from both windows in 31 s (alice's from sending, bob's from reading it in his window)
 for _ in $(seq 600); do
     screen alice | grep -qF "$chatmark" || screen bob | grep -qF "$chatmark" || break
     sleep 0.1
 done
 screen alice | grep -qF "$chatmark" && bad "still in alice's chat: $(screen alice)" || ok
 screen bob | grep -qF "$chatmark" && bad "still in bob's chat: $(screen bob)" || ok
-joined bob | grep -q "alice@example.orgsetdisappearingmessagesto45s" && ok || bad "the notice stays: $(screen bob)"
+joined bob | grep -q "alice@example.orgsetdisappearingmessagesto31s" && ok || bad "the notice stays: $(screen bob)"
 tm send-keys -t alice "/quit" Enter
 tm send-keys -t bob "/quit" Enter
 for _ in $(seq 50); do [ -s chat-bob.rc ] && [ -s chat-alice.rc ] && break; sleep 0.1; done
