@@ -43,5 +43,6 @@ for _ in $(seq 1 1200); do
 done
 [ "$loaded" = 1 ] || { echo "profile: missived never came under load" >&2; exit 1; }
 echo "profile: missived (pid $server) under load; recording ${seconds}s" >&2
-perf record -F 999 -g -p "$server" -o "$work/perf.data" -- sleep "$seconds" 2>"$work/perf.err" >/dev/null
+perf record -F 999 -g -p "$server" -o "$work/perf.data" -- sleep "$seconds" 2>"$work/perf.err" >/dev/null ||
+    { echo "profile: perf record failed:" >&2; cat "$work/perf.err" >&2; exit 1; }
 perf script -i "$work/perf.data" 2>/dev/null | python3 bench/profile_categories.py

@@ -7,17 +7,20 @@ import re
 import sys
 
 FRAME = re.compile(r"^\s*[0-9a-f]+\s+(\S+?)(?:\+0x[0-9a-f]+)?\s+\((.*)\)\s*$")
-KERNEL = [  # (category, any of these in the chain), first match wins
-    ("kernel: fcntl (SQLite's file locks)", ("do_fcntl", "fcntl_setlk")),
-    ("kernel: fdatasync", ("fdatasync", "do_fsync")),
-    ("kernel: pread/pwrite (SQLite files)", ("pwrite64", "pread64", "ftruncate")),
-    ("kernel: epoll_wait", ("epoll_wait",)),
-    ("kernel: epoll_ctl", ("epoll_ctl",)),
-    ("kernel: futex", ("futex",)),
-    ("kernel: TCP and sockets", ("tcp_", "sock_", "inet", "ip_", "skb", "net_rx", "napi",
-                                 "loopback", "netif", "sk_")),
-    ("kernel: interrupts", ("irq",)),
+KERNEL = [  # (category, kernel frame names starting with any of these), first match wins
+    ("kernel: fcntl (SQLite's file locks)", ("do_fcntl", "fcntl_setlk", "__x64_sys_fcntl")),
+    ("kernel: fdatasync", ("__x64_sys_fdatasync", "do_fsync", "__x64_sys_fsync")),
+    ("kernel: pread/pwrite (SQLite files)", ("__x64_sys_pwrite64", "__x64_sys_pread64",
+                                              "__x64_sys_ftruncate")),
+    ("kernel: epoll_wait", ("__x64_sys_epoll_wait", "do_epoll_wait")),
+    ("kernel: epoll_ctl", ("__x64_sys_epoll_ctl", "do_epoll_ctl")),
+    ("kernel: futex", ("__x64_sys_futex", "do_futex")),
+    ("kernel: TCP and sockets", ("tcp_", "__tcp_", "sock_", "sk_", "__sk_", "inet_", "__inet_",
+                                 "ip_", "__ip_", "skb_", "__skb_", "net_rx_", "__napi_", "napi_",
+                                 "loopback_", "__netif_", "netif_", "__dev_queue_xmit")),
     ("kernel: read/write", ("ksys_write", "ksys_read", "vfs_write", "vfs_read")),
+    ("kernel: interrupts", ("__irq_", "irq_", "handle_softirqs", "__do_softirq",
+                            "sysvec_", "asm_sysvec_")),
 ]
 LIBS = [
     ("SQLite", "libsqlite3"),
@@ -31,10 +34,10 @@ LIBS = [
 
 def category(chain):
     name, dso = chain[0]
-    names = " ".join(n for n, _ in chain)
     if dso.startswith("[kernel") or dso.startswith("[vdso"):
-        for cat, keys in KERNEL:
-            if any(k in names for k in keys):
+        kernel = [n for n, d in chain if d.startswith("[kernel")]
+        for cat, prefixes in KERNEL:
+            if any(n.startswith(prefixes) for n in kernel):
                 return cat
         return "kernel: other"
     for cat, lib in LIBS:

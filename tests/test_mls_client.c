@@ -51,7 +51,8 @@ static struct msv_mls_kp_counts held(struct msv_client *c)
     struct msv_refusal why;
 
     assert_int_equal(
-        msv_request_mls_key_packages(conn_of(c), NULL, NULL, 0, NULL, 0, 15000, &k, &why), MSV_OK);
+        msv_request_mls_key_packages(conn_of(c), NULL, NULL, 0, NULL, 0, 0, 15000, &k, &why),
+        MSV_OK);
     return k;
 }
 
@@ -258,8 +259,10 @@ static void test_topped_up_and_bounded(void **state)
     /* a private part past its lifetime is forgotten at the next publish */
     memset(rec, 7, sizeof(rec));
     rec[0] = 0;
-    msv_put_u64be(rec + 1, now_s() - 1);
+    msv_put_u64be(rec + 1, now_s() - 31 * 86400); /* ended longer ago than the relay keeps */
     assert_int_equal(msv_client_db_set(alice->db, "mls-kp:expired", rec, sizeof(rec)), MSV_OK);
+    msv_put_u64be(rec + 1, now_s() - 29 * 86400); /* a Welcome naming it may still come */
+    assert_int_equal(msv_client_db_set(alice->db, "mls-kp:ended", rec, sizeof(rec)), MSV_OK);
     /* and many kept ones (uploads that got no answer, say) are bounded, the oldest going */
     for (int i = 0; i < MSV_MLSKEYS_KEPT_MAX; i++) {
         snprintf(key, sizeof(key), "mls-kp:old%04d", i);
@@ -271,14 +274,16 @@ static void test_topped_up_and_bounded(void **state)
     test_server_start(&s);
     reconnect(alice);
     assert_int_equal(held(alice).left, MSV_MLSKEYS_TARGET);
-    assert_int_equal(kept(alice, &last),
-                     MSV_MLSKEYS_KEPT_MAX - 1); /* a room held for a last-resort one */
+    assert_int_equal(kept(alice, &last), MSV_MLSKEYS_KEPT_MAX);
     assert_int_equal(last, 2);
     {
         uint8_t *v = NULL;
         size_t v_len = 0;
 
         assert_int_equal(msv_client_db_get(alice->db, "mls-kp:expired", &v, &v_len),
+                         MSV_ERR_NOT_FOUND);
+        /* the oldest go first: the one that ended 29 days ago is the oldest of all */
+        assert_int_equal(msv_client_db_get(alice->db, "mls-kp:ended", &v, &v_len),
                          MSV_ERR_NOT_FOUND);
         /* the oldest of the made-up ones went; the newest stayed */
         assert_int_equal(msv_client_db_get(alice->db, "mls-kp:old0000", &v, &v_len),
@@ -287,6 +292,141 @@ static void test_topped_up_and_bounded(void **state)
         assert_int_equal(msv_client_db_get(alice->db, key, &v, &v_len), MSV_OK);
         free(v);
     }
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/* The server's count for a query on its database (read while it runs). */
+static long long server_count(struct test_server *s, const char *sql)
+{
+    char path[160];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    long long n;
+
+    snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* 1 if c keeps the private part of the KeyPackage MLSMessage kp. */
+static int keeps_private_part(struct msv_client *c, const ProtobufCBinaryData *kp)
+{
+    uint8_t ref[MSV_MLS_NH], *v = NULL;
+    char key[80] = "mls-kp:";
+    size_t len = 0;
+    msv_err err;
+
+    assert_true(kp->len > 4);
+    assert_int_equal(msv_mls_ref_hash((const uint8_t *)"MLS 1.0 KeyPackage Reference", 28,
+                                      kp->data + 4, kp->len - 4, ref),
+                     MSV_OK);
+    assert_int_equal(msv_hex_encode(ref, sizeof(ref), key + 7, sizeof(key) - 7), MSV_OK);
+    err = msv_client_db_get(c->db, key, &v, &len);
+    free(v);
+    return err == MSV_OK;
+}
+
+/* The server's ordinary KeyPackages of device whose id compares to id by op ("<=", ">"), or
+ * their largest id (op NULL). */
+static long long device_rows(struct test_server *s, uint64_t device, const char *op, long long id)
+{
+    char sql[200];
+
+    if (op == NULL)
+        snprintf(sql, sizeof(sql),
+                 "SELECT MAX(id) FROM mls_key_packages WHERE last_resort = 0 AND device_id = %llu;",
+                 (unsigned long long)device);
+    else
+        snprintf(sql, sizeof(sql),
+                 "SELECT COUNT(*) FROM mls_key_packages WHERE last_resort = 0 AND device_id = %llu"
+                 " AND id %s %lld;",
+                 (unsigned long long)device, op, id);
+    return server_count(s, sql);
+}
+
+/* bob's claim of alice's KeyPackages: one, of the kind asked, whose private part she keeps. */
+static void claim_held_privately(struct msv_client *bob, struct msv_client *alice, int last_resort)
+{
+    msv_frame *r = claim(bob, "alice@example.org");
+
+    assert_int_equal(r->mls_key_packages->n_key_packages, 1);
+    assert_int_equal(r->mls_key_packages->key_packages[0]->last_resort, last_resort);
+    assert_true(keeps_private_part(alice, &r->mls_key_packages->key_packages[0]->key_package));
+    msv_frame_free(r);
+}
+
+/*
+ * The server keeps KeyPackages whose lifetime ended: the device replaces all its ordinary ones
+ * (the server's unclaimed ones dropped) before theirs ends, and after a restore from a backup
+ * (which holds no private part) at once; each one handed out then is one whose private part the
+ * device keeps.
+ */
+static void test_replaced_in_time_and_after_restore(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    long long first;
+    uint8_t when[8];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = test_client_for(&s, "alice", "alice@example.org");
+    bob = test_client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(held(alice).left, MSV_MLSKEYS_TARGET);
+    first = device_rows(&s, alice->device_id, NULL, 0);
+    /* not due: a reconnect replaces nothing */
+    reconnect(alice);
+    assert_int_equal(device_rows(&s, alice->device_id, ">", first), 0);
+    /* due (the time it was to be replaced by has come): all new, the old unclaimed dropped */
+    msv_put_u64be(when, now_s() - 1);
+    assert_int_equal(msv_client_db_set(alice->db, "mls-kp-renew-by", when, sizeof(when)), MSV_OK);
+    reconnect(alice);
+    assert_int_equal(held(alice).left, MSV_MLSKEYS_TARGET);
+    assert_int_equal(device_rows(&s, alice->device_id, "<=", first), 0);
+    assert_true(held(alice).has_last_resort);
+    /* restored from a backup: the private parts are gone, so all are replaced at once */
+    assert_int_equal(msv_mlskeys_strip_backup_copy(alice->db), MSV_OK);
+    assert_int_equal(kept(alice, NULL), 0);
+    reconnect(alice);
+    assert_int_equal(held(alice).left, MSV_MLSKEYS_TARGET);
+    claim_held_privately(bob, alice, 0);
+    /* and the last-resort one is new too (bob's second claim within the interval gets it) */
+    claim_held_privately(bob, alice, 1);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/* A server that says, again and again, it has no last-resort KeyPackage: the device keeps two
+ * last-resort private parts at most, and forgets no ordinary one for them. */
+static void test_last_resort_bounded(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice;
+    size_t last = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = test_client_for(&s, "alice", "alice@example.org");
+    assert_int_equal(held(alice).left, MSV_MLSKEYS_TARGET);
+    for (int i = 0; i < 4; i++) {
+        test_server_stop(&s);
+        server_sql(&s, "DELETE FROM mls_key_packages WHERE last_resort = 1;");
+        test_server_start(&s);
+        reconnect(alice);
+        assert_true(held(alice).has_last_resort);
+    }
+    assert_int_equal(kept(alice, &last), MSV_MLSKEYS_TARGET + 2);
+    assert_int_equal(last, 2);
     msv_client_close(alice);
     test_server_cleanup(&s);
 }
@@ -316,6 +456,8 @@ int main(void)
         cmocka_unit_test(test_published_and_bound),
         cmocka_unit_test(test_made_up_refused),
         cmocka_unit_test(test_topped_up_and_bounded),
+        cmocka_unit_test(test_replaced_in_time_and_after_restore),
+        cmocka_unit_test(test_last_resort_bounded),
         cmocka_unit_test(test_backup_strips),
     };
 

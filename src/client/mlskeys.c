@@ -11,8 +11,10 @@
  *
  * Settings used: "mls-kp:<hex of the KeyPackageRef>" for each KeyPackage made (u8 flags, bit 0
  * last resort || u64be not_after in seconds || signature seed || init key || leaf key, 32 bytes
- * each), kept until its lifetime ends: a Welcome naming it may come while its device is
- * offline, and a KeyPackage whose upload got no answer may be on the server.
+ * each), kept until KEEP_AFTER_S past its lifetime's end: a Welcome naming it may come while
+ * its device is offline, and a KeyPackage whose upload got no answer may be on the server;
+ * "mls-kp-renew-by" (u64be seconds): when all the server's ones are replaced (absent: at the
+ * next publish, as after a restore).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -34,7 +36,10 @@
 #define RECORD_LEN (1 + 8 + 3 * 32)
 #define LIFETIME_S (60 * 86400)          /* a KeyPackage's lifetime */
 #define LAST_RESORT_RENEW_S (14 * 86400) /* a last-resort one this near its end is replaced */
-#define SKEW_S 3600                      /* not_before this far back, for others' clocks */
+#define RENEW_BEFORE_S (14 * 86400)      /* the ordinary ones replaced this long before their end */
+#define KEEP_AFTER_S (30 * 86400) /* a private part kept past its end: the relay's queue time */
+#define RENEW_BY "mls-kp-renew-by"
+#define SKEW_S 3600 /* not_before this far back, for others' clocks */
 #define LABEL "MSV-mls-leaf-v1"
 #define LABEL_LEN 15
 
@@ -150,70 +155,107 @@ static int older_first(const void *a, const void *b)
     return x->not_after < y->not_after ? -1 : x->not_after > y->not_after;
 }
 
+/* Forgets the oldest of n kept private parts (sorted here) until at most max are left. */
+static msv_err keep_newest(struct msv_client *c, struct kept *k, size_t n, size_t max)
+{
+    msv_err err = MSV_OK;
+
+    qsort(k, n, sizeof(*k), older_first);
+    for (size_t i = 0; err == MSV_OK && i + max < n; i++)
+        err = msv_client_db_unset(c->db, k[i].key);
+    return err;
+}
+
 /*
- * Forgets private parts past their lifetime and, to keep room for adding more, the oldest
- * others beyond MSV_MLSKEYS_KEPT_MAX (private parts of uploads that got no answer could pile
- * up otherwise; a Welcome naming one forgotten is recorded as unreadable, as any other).
- * *renew: set if no last-resort one has more than LAST_RESORT_RENEW_S to go.
+ * Forgets private parts whose KeyPackage's lifetime ended more than KEEP_AFTER_S ago, and
+ * makes room: at most MSV_MLSKEYS_KEPT_MAX - 2 ordinary ones once adding more are made (the
+ * oldest forgotten first: private parts of uploads that got no answer could pile up
+ * otherwise), and at most one last-resort one before a new one is made (so two at most: the
+ * one in use and the one before, for Welcomes on their way). A Welcome naming a forgotten one
+ * is recorded as unreadable, as any other. *renew: set if no last-resort one has more than
+ * LAST_RESORT_RENEW_S to go.
  */
-static msv_err expire(struct msv_client *c, uint64_t now_s, size_t adding, int *renew)
+static msv_err expire(struct msv_client *c, uint64_t now_s, size_t adding, int new_last, int *renew)
 {
     struct msv_setting *s = NULL;
-    struct kept *others = NULL;
+    struct kept *others = NULL, *lasts = NULL;
     size_t n = 0, n_others = 0, n_last = 0;
     msv_err err = msv_client_db_settings(c->db, PREFIX, SIZE_MAX, &s, &n);
 
     *renew = 1;
-    if (err == MSV_OK && n > 0 && (others = calloc(n, sizeof(*others))) == NULL)
+    if (err == MSV_OK && n > 0 &&
+        ((others = calloc(n, sizeof(*others))) == NULL ||
+         (lasts = calloc(n, sizeof(*lasts))) == NULL))
         err = MSV_ERR_NOMEM;
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         uint64_t not_after = s[i].len == RECORD_LEN ? msv_get_u64be(s[i].value + 1) : 0;
 
-        if (not_after <= now_s) {
+        if (not_after + KEEP_AFTER_S <= now_s) {
             err = msv_client_db_unset(c->db, s[i].key);
         } else if (s[i].value[0] & 1) {
-            n_last++;
+            lasts[n_last++] = (struct kept){s[i].key, not_after};
             if (not_after > now_s + LAST_RESORT_RENEW_S)
                 *renew = 0;
         } else {
             others[n_others++] = (struct kept){s[i].key, not_after};
         }
     }
-    if (err == MSV_OK && n_last + n_others + adding > MSV_MLSKEYS_KEPT_MAX) {
-        size_t drop = n_last + n_others + adding - MSV_MLSKEYS_KEPT_MAX;
-
-        qsort(others, n_others, sizeof(*others), older_first);
-        for (size_t i = 0; err == MSV_OK && i < drop && i < n_others; i++)
-            err = msv_client_db_unset(c->db, others[i].key);
-    }
+    if (err == MSV_OK)
+        err =
+            keep_newest(c, others, n_others,
+                        adding < MSV_MLSKEYS_KEPT_MAX - 2 ? MSV_MLSKEYS_KEPT_MAX - 2 - adding : 0);
+    if (err == MSV_OK && (new_last || *renew))
+        err = keep_newest(c, lasts, n_last, 1);
     free(others);
+    free(lasts);
     msv_settings_free(s, n);
     return err;
+}
+
+/* The time by which the server's ordinary KeyPackages are all replaced (0: now). */
+static uint64_t renew_by(struct msv_client *c)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    uint64_t t = 0;
+
+    if (msv_client_db_get(c->db, RENEW_BY, &v, &len) == MSV_OK && len == 8)
+        t = msv_get_u64be(v);
+    free(v);
+    return t;
 }
 
 msv_err msv_mlskeys_publish(struct msv_client *c)
 {
     struct msv_mls_kp_counts held = {0};
-    uint8_t *kps[MSV_MLSKEYS_TARGET] = {0}, *last = NULL;
+    uint8_t *kps[MSV_MLSKEYS_TARGET] = {0}, *last = NULL, when[8];
     size_t lens[MSV_MLSKEYS_TARGET] = {0}, last_len = 0, n = 0;
     uint64_t now_s = (uint64_t)(msv_wall_ms() / 1000);
-    int renew = 0;
+    int renew = 0, replace;
     msv_err err;
 
     if (c->device_id == 0)
         return MSV_OK;
-    err = msv_request_mls_key_packages(c->conn, NULL, NULL, 0, NULL, 0, TIMEOUT_MS, &held, &c->why);
-    if (err == MSV_OK && held.left < MSV_MLSKEYS_LOW)
-        n = MSV_MLSKEYS_TARGET - held.left;
+    err = msv_request_mls_key_packages(c->conn, NULL, NULL, 0, NULL, 0, 0, TIMEOUT_MS, &held,
+                                       &c->why);
+    /* the server drops no KeyPackage whose lifetime ended, and one restored from a backup has
+     * no private parts: all of them replaced, in time, and after a restore */
+    replace = now_s >= renew_by(c);
+    if (err == MSV_OK && (replace || held.left < MSV_MLSKEYS_LOW))
+        n = replace ? MSV_MLSKEYS_TARGET : MSV_MLSKEYS_TARGET - held.left;
     if (err == MSV_OK)
-        err = expire(c, now_s, n + 1, &renew);
+        err = expire(c, now_s, n, replace || !held.has_last_resort, &renew);
     for (size_t i = 0; err == MSV_OK && i < n; i++)
         err = make_one(c, 0, now_s, &kps[i], &lens[i]);
-    if (err == MSV_OK && (!held.has_last_resort || renew))
+    if (err == MSV_OK && (replace || !held.has_last_resort || renew))
         err = make_one(c, 1, now_s, &last, &last_len);
     if (err == MSV_OK && (n > 0 || last != NULL))
         err = msv_request_mls_key_packages(c->conn, (const uint8_t *const *)kps, lens, n, last,
-                                           last_len, TIMEOUT_MS, &held, &c->why);
+                                           last_len, replace, TIMEOUT_MS, &held, &c->why);
+    if (err == MSV_OK && replace) {
+        msv_put_u64be(when, now_s + LIFETIME_S - RENEW_BEFORE_S);
+        err = msv_client_db_set(c->db, RENEW_BY, when, sizeof(when));
+    }
     for (size_t i = 0; i < n; i++)
         free(kps[i]);
     free(last);
@@ -222,5 +264,8 @@ msv_err msv_mlskeys_publish(struct msv_client *c)
 
 msv_err msv_mlskeys_strip_backup_copy(struct msv_client_db *copy)
 {
-    return msv_client_db_unset_prefix(copy, PREFIX);
+    msv_err err = msv_client_db_unset_prefix(copy, PREFIX);
+
+    /* a restored device publishes all new ones, replacing those the server holds */
+    return err == MSV_OK ? msv_client_db_unset(copy, RENEW_BY) : err;
 }

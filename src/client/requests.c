@@ -476,7 +476,7 @@ msv_err msv_request_prekey_claim(struct msv_conn *c, const uint64_t *device_ids,
 
 msv_err msv_request_mls_key_packages(struct msv_conn *c, const uint8_t *const *kps,
                                      const size_t *lens, size_t n, const uint8_t *last,
-                                     size_t last_len, int timeout_ms,
+                                     size_t last_len, int replace, int timeout_ms,
                                      struct msv_mls_kp_counts *counts, struct msv_refusal *why)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
@@ -493,6 +493,7 @@ msv_err msv_request_mls_key_packages(struct msv_conn *c, const uint8_t *const *k
     up.key_packages = items;
     if (last != NULL)
         up.last_resort = (ProtobufCBinaryData){last_len, (uint8_t *)last};
+    up.replace = replace != 0;
     req.body_case = MSV__WIRE__FRAME__BODY_MLS_KEY_PACKAGE_UPLOAD;
     req.mls_key_package_upload = &up;
     err = run(c, &req, MSV__WIRE__FRAME__BODY_MLS_KEY_PACKAGE_STATE, timeout_ms, why, &answer);

@@ -245,13 +245,13 @@ struct msv_mls_kp_counts {
 };
 /*
  * Publishes n KeyPackages (MLSMessages) of this device and, when last is not NULL, its new
- * last-resort one, in one request (nothing given: just asks); *counts: what the server holds
- * afterwards.
+ * last-resort one, in one request (nothing given: just asks; replace: the server's unclaimed
+ * ones dropped first); *counts: what the server holds afterwards.
  */
 MSV_MUST_CHECK msv_err msv_request_mls_key_packages(struct msv_conn *c, const uint8_t *const *kps,
                                                     const size_t *lens, size_t n,
                                                     const uint8_t *last, size_t last_len,
-                                                    int timeout_ms,
+                                                    int replace, int timeout_ms,
                                                     struct msv_mls_kp_counts *counts,
                                                     struct msv_refusal *why);
 /* Registers this device's 16-byte delivery token for sealed sends. */

@@ -774,12 +774,13 @@ static msv_err publish_locked(struct msv_client *c)
     if (err == MSV_OK && msv_client_db_get(c->db, "token-published", &flag, &flag_len) != MSV_OK)
         err = publish_token(c);
     free(flag);
-    if (err == MSV_OK)
+    if (err == MSV_OK) {
         err = msv_mlskeys_publish(c);
-    /* refused for its rate (uploads after ten in a row wait minutes): the next publish tops
-     * up; the server still holds what was there */
-    if (err != MSV_OK && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED)
-        err = MSV_OK;
+        /* refused for its rate (uploads after ten in a row wait minutes): the next publish
+         * tops up; the server still holds what was there */
+        if (err != MSV_OK && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED)
+            err = MSV_OK;
+    }
     return err;
 }
 
