@@ -298,11 +298,28 @@ MSV_MUST_CHECK msv_err msv_mls_member_load(const uint8_t *data, size_t len,
                                            const struct msv_mls_external_psk *psks, size_t n_psks,
                                            struct msv_mls_member **out, const char **why);
 /*
- * Writes bytes that hold secrets to path atomically: a temporary file of mode
- * 0600 beside it, written, fsync'd and renamed over path, the directory
- * fsync'd. MSV_ERR_IO (errno says why) with path untouched otherwise.
+ * Writes bytes that hold secrets to path atomically: PATH.tmp (one fixed
+ * name, so that what a crash left there is overwritten, never kept), mode
+ * 0600, written, fsync'd and renamed over path, the directory fsync'd.
+ * MSV_ERR_IO (errno says why) with path untouched otherwise. Two writers of
+ * one path must not run at once (missive-crypto mls holds a lock on it).
  */
 MSV_MUST_CHECK msv_err msv_mls_state_write_file(const char *path, const uint8_t *data, size_t len);
+/*
+ * A file to publish later: data written to a fresh PATH.stagedXXXXXX beside
+ * path (mode 0600), fsync'd; its name in tmp. MSV_ERR_IO (errno) otherwise,
+ * nothing left.
+ */
+MSV_MUST_CHECK msv_err msv_mls_file_stage(const char *path, const uint8_t *data, size_t len,
+                                          char *tmp, size_t tmp_size);
+/*
+ * A staged file given its name: linked to path, never over a file there
+ * (MSV_ERR_EXISTS, tmp kept), or renamed over it if replace; the directory
+ * fsync'd. MSV_ERR_IO (errno) otherwise.
+ */
+MSV_MUST_CHECK msv_err msv_mls_file_publish(const char *tmp, const char *path, int replace);
+/* A regular file overwritten with zeros, fsync'd and removed (a symbolic link only removed). */
+void msv_mls_file_wipe(const char *path);
 /* msv_mls_member_save() into a file, as msv_mls_state_write_file() writes it. */
 MSV_MUST_CHECK msv_err msv_mls_member_save_file(const struct msv_mls_member *m, const char *path,
                                                 const char **why);

@@ -605,34 +605,112 @@ static int open_dir_of(const char *path)
     return open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
-msv_err msv_mls_state_write_file(const char *path, const uint8_t *data, size_t len)
+/* The directory of path fsync'd: a rename or link in it made durable. */
+static void sync_dir_of(const char *path)
 {
-    char tmp[4096];
-    int fd, dir;
-    msv_err err = MSV_OK;
+    int dir = open_dir_of(path);
 
-    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmpXXXXXX", path) >= sizeof(tmp))
-        return MSV_ERR_INVALID;
-    fd = mkstemp(tmp); /* mode 0600 */
-    if (fd < 0)
-        return MSV_ERR_IO;
-    if (fchmod(fd, 0600) != 0 || msv_write_all(fd, data, len) != MSV_OK || fsync(fd) != 0)
-        err = MSV_ERR_IO;
-    if (close(fd) != 0)
-        err = MSV_ERR_IO;
-    if (err == MSV_OK && rename(tmp, path) != 0)
-        err = MSV_ERR_IO;
-    if (err != MSV_OK) {
-        unlink(tmp);
-        return err;
-    }
-    /* the rename itself made durable */
-    dir = open_dir_of(path);
     if (dir >= 0) {
         (void)fsync(dir);
         close(dir);
     }
+}
+
+/* data written to the open fd, mode 0600, fsync'd and closed; MSV_ERR_IO otherwise. */
+static msv_err write_sync_close(int fd, const uint8_t *data, size_t len)
+{
+    msv_err err = MSV_OK;
+
+    if (fchmod(fd, 0600) != 0 || msv_write_all(fd, data, len) != MSV_OK || fsync(fd) != 0)
+        err = MSV_ERR_IO;
+    if (close(fd) != 0)
+        err = MSV_ERR_IO;
+    return err;
+}
+
+msv_err msv_mls_state_write_file(const char *path, const uint8_t *data, size_t len)
+{
+    char tmp[4096];
+    int fd;
+    msv_err err;
+
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
+        return MSV_ERR_INVALID;
+    /* one fixed name: what a crash left there is cut to nothing here, not left behind */
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return MSV_ERR_IO;
+    err = write_sync_close(fd, data, len);
+    if (err == MSV_OK && rename(tmp, path) != 0)
+        err = MSV_ERR_IO;
+    if (err != MSV_OK) {
+        int saved = errno;
+
+        unlink(tmp);
+        errno = saved;
+        return err;
+    }
+    sync_dir_of(path);
     return MSV_OK;
+}
+
+msv_err msv_mls_file_stage(const char *path, const uint8_t *data, size_t len, char *tmp,
+                           size_t tmp_size)
+{
+    int fd;
+    msv_err err;
+
+    if ((size_t)snprintf(tmp, tmp_size, "%s.stagedXXXXXX", path) >= tmp_size)
+        return MSV_ERR_INVALID;
+    fd = mkstemp(tmp); /* mode 0600 */
+    if (fd < 0)
+        return MSV_ERR_IO;
+    err = write_sync_close(fd, data, len);
+    if (err != MSV_OK) {
+        int saved = errno;
+
+        unlink(tmp);
+        errno = saved;
+    }
+    return err;
+}
+
+msv_err msv_mls_file_publish(const char *tmp, const char *path, int replace)
+{
+    if (replace) {
+        if (rename(tmp, path) != 0)
+            return MSV_ERR_IO;
+    } else {
+        if (link(tmp, path) != 0)
+            return errno == EEXIST ? MSV_ERR_EXISTS : MSV_ERR_IO;
+        (void)unlink(tmp);
+    }
+    sync_dir_of(path);
+    return MSV_OK;
+}
+
+void msv_mls_file_wipe(const char *path)
+{
+    static const uint8_t zeros[4096];
+    struct stat st;
+    int fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+
+    if (fd >= 0) {
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+            for (off_t done = 0; done < st.st_size;) {
+                size_t n = (size_t)(st.st_size - done) < sizeof(zeros) ? (size_t)(st.st_size - done)
+                                                                       : sizeof(zeros);
+
+                if (msv_write_all(fd, zeros, n) != MSV_OK)
+                    break;
+                done += (off_t)n;
+            }
+            (void)fsync(fd);
+        }
+        close(fd);
+    }
+    if (unlink(path) == 0)
+        sync_dir_of(path);
 }
 
 msv_err msv_mls_member_save_file(const struct msv_mls_member *m, const char *path, const char **why)
