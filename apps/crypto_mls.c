@@ -541,8 +541,8 @@ static int take(struct mls_opts *o, int c, const char *arg)
         o->suite = (uint16_t)v;
         return 0;
     case O_DAYS:
-        if (number(arg, 3650, &v) != 0 || v == 0)
-            return usage_error(o->cmd, "--days takes 1 to 3650");
+        if (number(arg, 84, &v) != 0 || v == 0)
+            return usage_error(o->cmd, "--days takes 1 to 84 (RFC 9420 7.2: a longest lifetime)");
         o->days = (unsigned)v;
         return 0;
     case O_LEAF:
@@ -1244,8 +1244,9 @@ static const struct {
      "key-package --identity ID --out KP_FILE --private PRIV_FILE [--suite 1|3]\n"
      "         [--days N] [--force]\n\n"
      "Writes a KeyPackage (an MLSMessage) for a basic credential holding ID, valid from\n"
-     "an hour ago for N days (90), with fresh keys, and its private part (mode 0600):\n"
-     "the signature seed and the init and leaf HPKE private keys.\n"},
+     "an hour ago for N days (84, the most a group takes: RFC 9420 7.2), with fresh\n"
+     "keys, and its private part (mode 0600): the signature seed and the init and leaf\n"
+     "HPKE private keys.\n"},
     {"create", cmd_create,
      BIT(O_IDENTITY) | BIT(O_STATE) | BIT(O_SUITE) | BIT(O_GROUP_ID) | BIT(O_DAYS) | BIT(O_FORCE),
      BIT(O_IDENTITY) | BIT(O_STATE),
@@ -1341,7 +1342,7 @@ int msv_crypto_mls_main(int argc, char **argv)
         memset(&o, 0, sizeof(o));
         o.cmd = commands[i].name;
         o.suite = MSV_MLS_SUITE_X25519_AES128GCM;
-        o.days = 90;
+        o.days = 84; /* with the hour before: MSV_MLS_KEY_PACKAGE_LIFETIME_MAX */
         if ((rc = parse(&o, argc - 1, argv + 1, commands[i].allowed)) != 0)
             return rc;
         if (o.help) {

@@ -64,6 +64,7 @@ expect 2 "missing required option" -- "$M" mls create --identity x
 expect 2 "an option of another command" -- "$M" mls create --identity x --state s --commit c
 grep -q -- "--commit does not go with create" err.txt && ok || bad "says which option does not go"
 expect 2 "suite 2" -- "$M" mls key-package --identity x --out k --private p --suite 2
+expect 2 "--days past 84 (RFC 9420 7.2)" -- "$M" mls key-package --identity x --out k --private p --days 85
 expect 2 "bad group id" -- "$M" mls create --identity x --state s --group-id zz
 expect 2 "a positional argument" -- "$M" mls epoch --state s extra
 [ ! -e s ] && [ ! -e k ] && ok || bad "a refused command left a file"
