@@ -521,6 +521,40 @@ static msv_err read_secret_tree(struct msv_reader *r, struct msv_mls_member *m, 
     return err;
 }
 
+/*
+ * The transcript as the epoch's secrets make it (8.2): the confirmation tag
+ * MAC(confirmation_key, confirmed transcript hash) (empty at a created
+ * group's epoch 0), and interim = Hash(confirmed || confirmation_tag<V>).
+ */
+static msv_err check_transcript(const struct msv_mls_member *m, const char **why)
+{
+    uint8_t tag[MSV_MLS_NH], interim[MSV_MLS_NH], *in = NULL;
+    size_t in_len = 0;
+    struct msv_buf w;
+    msv_err err =
+        msv_mls_mac(m->s.confirmation_key, MSV_MLS_NH, m->cth_len ? m->cth : NULL, m->cth_len, tag);
+    int tag_ok = err == MSV_OK && sodium_memcmp(tag, m->tag, MSV_MLS_NH) == 0;
+
+    msv_buf_init(&w, 4 * MSV_MLS_NH);
+    if (m->cth_len > 0)
+        (void)msv_buf_put(&w, m->cth, m->cth_len);
+    msv_mls_put_vec(&w, m->tag, MSV_MLS_NH);
+    if (err == MSV_OK)
+        err = msv_buf_finish(&w, &in, &in_len);
+    else
+        msv_buf_clear(&w);
+    if (err == MSV_OK)
+        err = msv_mls_hash(in, in_len, interim);
+    free(in);
+    if (err != MSV_OK)
+        return err;
+    if (!tag_ok)
+        REFUSE("the confirmation tag is not the epoch's over its confirmed transcript hash");
+    if (sodium_memcmp(interim, m->interim, MSV_MLS_NH) != 0)
+        REFUSE("the interim transcript hash does not follow from the confirmed one and the tag");
+    return MSV_OK;
+}
+
 static msv_err read_state(struct msv_reader *r, struct msv_mls_member *m, const char **why)
 {
     uint8_t head[sizeof(magic)], tree_hash[MSV_MLS_NH];
@@ -549,6 +583,8 @@ static msv_err read_state(struct msv_reader *r, struct msv_mls_member *m, const 
         err = read_sending(r, m, why);
     if (err == MSV_OK)
         err = read_secrets(r, m, why);
+    if (err == MSV_OK)
+        err = check_transcript(m, why);
     if (err == MSV_OK)
         err = read_secret_tree(r, m, why);
     if (err == MSV_OK && !msv_mls_reader_is_done(r)) {
