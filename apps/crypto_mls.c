@@ -1193,7 +1193,10 @@ static int cmd_unprotect(struct mls_opts *o)
         if (why != NULL)
             rc = fail_why(o->cmd, "not read", why);
         else if (err == MSV_ERR_AUTH)
-            rc = fail(o->cmd, "not read (used already, not ours, or changed)", err);
+            rc = fail(
+                o->cmd,
+                "not read (used already, its key dropped among the 64 kept, not ours, or changed)",
+                err);
         else if (err != MSV_OK)
             rc = fail(o->cmd, "not read", err);
         else if (o->out != NULL) /* staged, the state without the key saved, published */

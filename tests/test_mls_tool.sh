@@ -266,6 +266,21 @@ expect 1 "a pending file naming another file as staged" -- mls epoch --state ali
 rm alice.st.pending
 cd .. || exit 1
 
+# the keys kept for skipped generations: a member jumping far ahead drops its own, not another's
+group skipped
+mls add --state alice.st --key-package carol.kp --commit c2 --welcome w2 >/dev/null
+mls process --state bob.st --commit c2 >/dev/null
+mls join --welcome w2 --key-package carol.kp --private carol.priv --state carol.st >/dev/null
+mls protect --state alice.st --text "alice 0" --out a0 >/dev/null
+mls protect --state alice.st --text "alice 1" --out a1 >/dev/null
+mls unprotect --state bob.st --in a1 >/dev/null 2>&1 # a0 late: its key kept
+for i in $(seq 0 75); do mls protect --state carol.st --text "c$i" --out "c$i" >/dev/null; done
+expect 0 "carol's message 76 generations on" -- mls unprotect --state bob.st --in c75
+expect 0 "alice's late message still read" -- mls unprotect --state bob.st --in a0 --out a0.txt
+[ "$(cat a0.txt 2>/dev/null)" = "alice 0" ] && ok || bad "alice's late message as sent"
+expect 0 "carol's latest kept key" -- mls unprotect --state bob.st --in c74
+cd .. || exit 1
+
 # a crash at each write, sync, rename and link of an add: after the next command on the state
 # (which settles what the crash left), the commit exists if and only if the state merged it, and
 # the committer goes on; no staged file, half-saved state or note left behind

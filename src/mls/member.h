@@ -23,8 +23,9 @@
 /*
  * The secret tree of the current epoch (9, 9.2): node secrets until their
  * children are derived, then each leaf's handshake and application ratchets
- * at the next generation, and the keys of generations skipped (the latest
- * MSV_MLS_SKIPPED_MAX). All in sodium_malloc memory, wiped when dropped.
+ * at the next generation, and the keys of generations skipped
+ * (MSV_MLS_SKIPPED_MAX in all; past it, the oldest of the sender holding the
+ * most is dropped). All in sodium_malloc memory, wiped when dropped.
  */
 struct msv_mls_ratchet_state {
     uint32_t generation; /* of secret: the next one not yet used */
