@@ -161,7 +161,7 @@ static int abs_name(const char *path, char out[PATH_MAX])
         (size_t)snprintf(out, PATH_MAX, "%s/%s", strcmp(real, "/") == 0 ? "" : real, base) >=
             PATH_MAX)
         return -1;
-    return 0;
+    return strchr(out, '\n') == NULL ? 0 : -1; /* STATE.pending keeps a name a line */
 }
 
 /* Whether a and b name one file: the same absolute name, or one device and inode. */
@@ -210,9 +210,10 @@ struct output {
 static msv_err stage_output(const char *cmd, struct output *out)
 {
     out->tmp[0] = '\0';
+    errno = 0;
     if (abs_name(out->path, out->name) != 0) {
         fprintf(stderr, "%s %s: %s: %s\n", prog, cmd, out->path,
-                strchr(out->path, '\n') != NULL ? "a file name with a newline" : strerror(errno));
+                errno == 0 ? "a file name with a newline, or too long" : strerror(errno));
         return MSV_ERR_IO;
     }
     if (msv_mls_file_stage(out->name, out->p, out->n, out->tmp, sizeof(out->tmp)) != MSV_OK) {

@@ -216,6 +216,12 @@ expect 1 "add with a Welcome that cannot be written" -- mls add --state alice.st
 [ ! -e c2 ] && ok || bad "a refused add left its commit"
 unchanged "an output that cannot be written changes no state" alice.st bob.st
 [ "$(mls unprotect --state bob.st --in m1 2>/dev/null)" = hello ] && ok || bad "the message is read after"
+# a text to a terminal: its controls shown as escapes, not acting; to a pipe, as sent
+mls protect --state alice.st --text $'\e[2Jcleared' --out esc1 >/dev/null
+mls protect --state alice.st --text $'\e[2Jcleared' --out esc2 >/dev/null
+script -qc "'$M' mls unprotect --state bob.st --in esc1" /dev/null </dev/null >tty.txt 2>&1
+grep -qF '\x1b[2Jcleared' tty.txt && ! grep -q $'\e' tty.txt && ok || bad "a text's escape acted on the terminal: $(od -c tty.txt | head -3)"
+[ "$(mls unprotect --state bob.st --in esc2 2>/dev/null)" = $'\e[2Jcleared' ] && ok || bad "a text to a pipe as sent"
 # a failed key-package --force leaves the private part it was given
 cp carol.priv carol.priv.before
 expect 1 "key-package --force with an output that cannot be written" -- mls key-package --identity y --out nodir/y.kp --private carol.priv --force
