@@ -12,11 +12,11 @@
  *     opaque init_priv[32] || opaque encryption_priv[32]
  *
  * A command that changes a state holds an exclusive lock on its file from the
- * load to the rename of the new one, and changes nothing when it fails: the
- * new state is written only once everything else succeeded. Commits and
- * Welcomes are written before the state that merges them (a state never runs
- * ahead of a commit nobody has); a sent or read application message's state
- * is written before the message or its text (a key is never used twice).
+ * load to its end (the new file locked before it takes the name), and changes
+ * nothing when it fails: the new state is written only once everything else
+ * succeeded. Its outputs are staged before the state is saved and published
+ * after (see STATE.pending below): a state never runs ahead of a commit nobody
+ * has, nor a commit ahead of its committer, and a key is never used twice.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -429,7 +429,7 @@ static int pending_settle(const char *cmd, const char *state, const uint8_t *p, 
                     prog, cmd, out);
         }
     }
-    if (rc == 0 && unlink(name) != 0)
+    if (rc == 0 && unlink(name) != 0 && errno != ENOENT)
         rc = fail_why(cmd, name, strerror(errno));
 out:
     msv_secret_free(text, len + 1);
@@ -697,7 +697,7 @@ static int session_save(struct session *s, struct output *outs, size_t n)
     size_t len = 0;
     const char *why = "";
     char pending[PATH_MAX];
-    int rc = 0;
+    int rc = 0, new_fd = -1;
 
     for (size_t i = 0; i < n; i++) {
         if ((rc = check_new(o, outs[i].path)) != 0)
@@ -713,8 +713,12 @@ static int session_save(struct session *s, struct output *outs, size_t n)
         rc = fail_why(o->cmd, o->state, why);
     else if (n > 0 && pending_write(o, bytes, len, outs, n) != MSV_OK)
         rc = EXIT_FAILURE;
-    else if (msv_mls_state_write_file(o->state, bytes, len) != MSV_OK)
+    else if (msv_mls_state_write_locked(o->state, bytes, len, &new_fd) != MSV_OK)
         rc = fail_why(o->cmd, o->state, strerror(errno));
+    else { /* the lock goes on with the new file, through the outputs' publishing */
+        close(s->fd);
+        s->fd = new_fd;
+    }
     msv_secret_free(bytes, len);
     if (pending_name(o->state, pending) != 0)
         pending[0] = '\0';

@@ -307,6 +307,13 @@ MSV_MUST_CHECK msv_err msv_mls_member_load(const uint8_t *data, size_t len,
  */
 MSV_MUST_CHECK msv_err msv_mls_state_write_file(const char *path, const uint8_t *data, size_t len);
 /*
+ * The same, the new file locked (flock, exclusive) before it takes the name
+ * and left open in *lock_fd: a process holding the lock of the file it
+ * replaces keeps the lock of what follows until it closes *lock_fd.
+ */
+MSV_MUST_CHECK msv_err msv_mls_state_write_locked(const char *path, const uint8_t *data, size_t len,
+                                                  int *lock_fd);
+/*
  * A file to publish later: data written to a fresh PATH.stagedXXXXXX beside
  * path (mode 0600), fsync'd; its name in tmp. MSV_ERR_IO (errno) otherwise,
  * nothing left.

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -652,19 +653,25 @@ static void sync_dir_of(const char *path)
     }
 }
 
-/* data written to the open fd, mode 0600, fsync'd and closed; MSV_ERR_IO otherwise. */
+/* data written to the open fd, mode 0600, fsync'd; MSV_ERR_IO otherwise. */
+static msv_err write_sync(int fd, const uint8_t *data, size_t len)
+{
+    if (fchmod(fd, 0600) != 0 || msv_write_all(fd, data, len) != MSV_OK || fsync(fd) != 0)
+        return MSV_ERR_IO;
+    return MSV_OK;
+}
+
+/* The same, and fd closed. */
 static msv_err write_sync_close(int fd, const uint8_t *data, size_t len)
 {
-    msv_err err = MSV_OK;
+    msv_err err = write_sync(fd, data, len);
 
-    if (fchmod(fd, 0600) != 0 || msv_write_all(fd, data, len) != MSV_OK || fsync(fd) != 0)
-        err = MSV_ERR_IO;
     if (close(fd) != 0)
         err = MSV_ERR_IO;
     return err;
 }
 
-msv_err msv_mls_state_write_file(const char *path, const uint8_t *data, size_t len)
+msv_err msv_mls_state_write_locked(const char *path, const uint8_t *data, size_t len, int *lock_fd)
 {
     char tmp[4096];
     int fd;
@@ -673,21 +680,32 @@ msv_err msv_mls_state_write_file(const char *path, const uint8_t *data, size_t l
     if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
         return MSV_ERR_INVALID;
     /* one fixed name: what a crash left there is cut to nothing here, not left behind */
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return MSV_ERR_IO;
-    err = write_sync_close(fd, data, len);
+    /* locked before it takes the name: no other process has it between the rename and our end */
+    err = lock_fd != NULL && flock(fd, LOCK_EX) != 0 ? MSV_ERR_IO : write_sync(fd, data, len);
     if (err == MSV_OK && rename(tmp, path) != 0)
         err = MSV_ERR_IO;
     if (err != MSV_OK) {
         int saved = errno;
 
         unlink(tmp);
+        close(fd);
         errno = saved;
         return err;
     }
     sync_dir_of(path);
+    if (lock_fd != NULL)
+        *lock_fd = fd;
+    else if (close(fd) != 0)
+        return MSV_ERR_IO;
     return MSV_OK;
+}
+
+msv_err msv_mls_state_write_file(const char *path, const uint8_t *data, size_t len)
+{
+    return msv_mls_state_write_locked(path, data, len, NULL);
 }
 
 msv_err msv_mls_file_stage(const char *path, const uint8_t *data, size_t len, char *tmp,
