@@ -204,32 +204,40 @@ struct output {
     const char *path;
     const uint8_t *p;
     size_t n;
-    char name[PATH_MAX], tmp[PATH_MAX]; /* absolute; tmp[0] once staged */
+    char name[PATH_MAX], tmp[PATH_MAX]; /* absolute */
+    int staged;                         /* tmp written by us */
 };
 
-static msv_err stage_output(const char *cmd, struct output *out)
+/* Where the output goes and where it is staged, chosen (STATE.pending names both first). */
+static msv_err name_output(const char *cmd, struct output *out)
 {
-    out->tmp[0] = '\0';
+    out->staged = 0;
     errno = 0;
-    if (abs_name(out->path, out->name) != 0) {
+    if (abs_name(out->path, out->name) != 0 ||
+        msv_mls_file_staged_name(out->name, out->tmp, sizeof(out->tmp)) != MSV_OK) {
         fprintf(stderr, "%s %s: %s: %s\n", prog, cmd, out->path,
                 errno == 0 ? "a file name with a newline, or too long" : strerror(errno));
         return MSV_ERR_IO;
     }
-    if (msv_mls_file_stage(out->name, out->p, out->n, out->tmp, sizeof(out->tmp)) != MSV_OK) {
+    return MSV_OK;
+}
+
+static msv_err stage_output(const char *cmd, struct output *out)
+{
+    if (msv_mls_file_stage(out->tmp, out->p, out->n) != MSV_OK) {
         fprintf(stderr, "%s %s: %s: %s\n", prog, cmd, out->path, strerror(errno));
-        out->tmp[0] = '\0';
         return MSV_ERR_IO;
     }
+    out->staged = 1;
     return MSV_OK;
 }
 
 static void unstage(struct output *outs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (outs[i].tmp[0] != '\0')
+        if (outs[i].staged)
             msv_mls_file_wipe(outs[i].tmp);
-        outs[i].tmp[0] = '\0';
+        outs[i].staged = 0;
     }
 }
 
@@ -253,9 +261,9 @@ static msv_err publish_one(const char *cmd, const char *tmp, const char *name, i
 /* Bytes written to a new file (never over one, unless replace), or nothing. */
 static msv_err write_new(const char *cmd, const char *path, const uint8_t *p, size_t n, int replace)
 {
-    struct output out = {path, p, n, "", ""};
+    struct output out = {path, p, n, "", "", 0};
 
-    if (stage_output(cmd, &out) != MSV_OK)
+    if (name_output(cmd, &out) != MSV_OK || stage_output(cmd, &out) != MSV_OK)
         return MSV_ERR_IO;
     if (publish_one(cmd, out.tmp, out.name, replace, 0) != MSV_OK) {
         unstage(&out, 1);
@@ -297,11 +305,11 @@ static int lock_state(const char *cmd, const char *path, struct file *f)
  * ---- outputs staged while the state is saved: STATE.pending ----
  *
  * Before a command saves a state whose change its outputs carry (a commit, a
- * message, a text), it stages them (written and fsync'd beside their names)
- * and writes STATE.pending: "MSVMLS-PENDING 1", the SHA-256 in hex of the
- * state about to be saved, then for each output a line "N STAGED" or
- * "R STAGED" (R: over a file there, --force) and a line with its name, all
- * absolute. The outputs are published once the state is saved, and the file
+ * message, a text), it writes STATE.pending: "MSVMLS-PENDING 1", the SHA-256
+ * in hex of the state about to be saved, then for each output a line
+ * "N STAGED" or "R STAGED" (R: over a file there, --force) and a line with its
+ * name, all absolute; then it stages them (written and fsync'd beside their
+ * names). The outputs are published once the state is saved, and the file
  * removed. A command interrupted between the two leaves it: the next command
  * on the state (under its lock) publishes the outputs if the state is the one
  * it names, and removes them if not.
@@ -383,10 +391,13 @@ static int pending_settle(const char *cmd, const char *state, const uint8_t *p, 
     size_t len = 0;
     int fd, replace, saved, rc = 0;
 
-    if ((size_t)snprintf(name, sizeof(name), "%s.tmp", state) >= sizeof(name))
-        return EXIT_FAILURE;
-    if (access(name, F_OK) == 0)
-        msv_mls_file_wipe(name); /* a state a crash left half-saved: it holds old keys */
+    for (int i = 0; i < 2; i++) { /* what a crash left half-written: a state holds old keys */
+        if ((size_t)snprintf(name, sizeof(name), i == 0 ? "%s.tmp" : "%s.pending.tmp", state) >=
+            sizeof(name))
+            return EXIT_FAILURE;
+        if (access(name, F_OK) == 0)
+            msv_mls_file_wipe(name);
+    }
     if (pending_name(state, name) != 0)
         return EXIT_FAILURE;
     fd = open(name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
@@ -687,7 +698,7 @@ static void session_close(struct session *s)
 /*
  * The member's state written over its file (the lock still held) with the
  * outputs that carry its change: each refused if it exists now (unless
- * --force), staged, STATE.pending written, the state saved, the outputs
+ * --force), STATE.pending written, staged, the state saved, the outputs
  * published. Nothing changed if it fails before the state is saved.
  */
 static int session_save(struct session *s, struct output *outs, size_t n)
@@ -704,18 +715,21 @@ static int session_save(struct session *s, struct output *outs, size_t n)
             return rc;
     }
     for (size_t i = 0; i < n; i++) {
-        if (stage_output(o->cmd, &outs[i]) != MSV_OK) {
-            unstage(outs, i);
+        if (name_output(o->cmd, &outs[i]) != MSV_OK)
             return EXIT_FAILURE;
-        }
     }
+    /* STATE.pending names the staged files before they exist: a crash leaves none unnamed */
     if (msv_mls_member_save(s->m, &bytes, &len, &why) != MSV_OK)
         rc = fail_why(o->cmd, o->state, why);
     else if (n > 0 && pending_write(o, bytes, len, outs, n) != MSV_OK)
         rc = EXIT_FAILURE;
-    else if (msv_mls_state_write_locked(o->state, bytes, len, &new_fd) != MSV_OK)
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (stage_output(o->cmd, &outs[i]) != MSV_OK)
+            rc = EXIT_FAILURE;
+    }
+    if (rc == 0 && msv_mls_state_write_locked(o->state, bytes, len, &new_fd) != MSV_OK)
         rc = fail_why(o->cmd, o->state, strerror(errno));
-    else { /* the lock goes on with the new file, through the outputs' publishing */
+    if (rc == 0) { /* the lock goes on with the new file, through the outputs' publishing */
         close(s->fd);
         s->fd = new_fd;
     }
@@ -776,8 +790,8 @@ static int cmd_key_package(struct mls_opts *o)
     int rc;
 
     const char *outs[2] = {o->out, o->private_part};
-    struct output staged[2] = {{o->private_part, priv, sizeof(priv), "", ""},
-                               {o->out, NULL, 0, "", ""}};
+    struct output staged[2] = {{o->private_part, priv, sizeof(priv), "", "", 0},
+                               {o->out, NULL, 0, "", "", 0}};
 
     if ((rc = check_distinct(o, outs, 2, NULL, 0)) != 0 || (rc = check_new(o, o->out)) != 0 ||
         (rc = check_new(o, o->private_part)) != 0)
@@ -796,9 +810,12 @@ static int cmd_key_package(struct mls_opts *o)
     staged[1].p = kp;
     staged[1].n = kp_len;
     /* both staged before either is published: a failure leaves what was there */
-    if (err == MSV_OK && (err = stage_output(o->cmd, &staged[0])) == MSV_OK &&
-        (err = stage_output(o->cmd, &staged[1])) != MSV_OK)
-        unstage(staged, 1);
+    for (size_t i = 0; i < 2 && err == MSV_OK; i++) {
+        if ((err = name_output(o->cmd, &staged[i])) == MSV_OK)
+            err = stage_output(o->cmd, &staged[i]);
+    }
+    if (err != MSV_OK)
+        unstage(staged, 2);
     if (err == MSV_OK &&
         (err = publish_one(o->cmd, staged[0].tmp, staged[0].name, o->force, 0)) != MSV_OK)
         unstage(staged, 2);
@@ -873,8 +890,8 @@ static int commit_and_save(struct session *s, const struct msv_mls_commit_spec *
     const char *why = "";
     msv_err err =
         msv_mls_member_commit_make(s->m, spec, &commit, &commit_len, &welcome, &welcome_len, &why);
-    struct output outs[2] = {{o->commit, commit, commit_len, "", ""},
-                             {o->welcome, welcome, welcome_len, "", ""}};
+    struct output outs[2] = {{o->commit, commit, commit_len, "", "", 0},
+                             {o->welcome, welcome, welcome_len, "", "", 0}};
     int rc = 0;
 
     if (err != MSV_OK)
@@ -1120,7 +1137,7 @@ static int cmd_protect(struct mls_opts *o)
         err = o->in != NULL ? msv_mls_member_protect(s.m, in.p, in.n, &msg, &msg_len)
                             : msv_mls_member_protect(s.m, (const uint8_t *)o->text, strlen(o->text),
                                                      &msg, &msg_len);
-        struct output out = {o->out, msg, msg_len, "", ""};
+        struct output out = {o->out, msg, msg_len, "", "", 0};
 
         /* the message staged, the state without its key saved, the message published */
         if (err != MSV_OK)
@@ -1205,7 +1222,7 @@ static int cmd_unprotect(struct mls_opts *o)
         else if (err != MSV_OK)
             rc = fail(o->cmd, "not read", err);
         else if (o->out != NULL) /* staged, the state without the key saved, published */
-            rc = session_save(&s, &(struct output){o->out, data, data_len, "", ""}, 1);
+            rc = session_save(&s, &(struct output){o->out, data, data_len, "", "", 0}, 1);
         else if ((rc = session_save(&s, NULL, 0)) == 0)
             rc = put_text(o->cmd, data, data_len);
         if (rc == 0)

@@ -33,6 +33,7 @@ unchanged() { # unchanged WHAT FILE...: each file as keep() saw it
     for f in "$@"; do cmp -s "$f" "$f.before" || { bad "$what: $f changed"; return; }; done
     ok
 }
+leftover() { ls -d ./*.tmp* ./*.staged* ./*.pending 2>/dev/null; } # what a command should not leave
 flip() { python3 -c "import sys; b=bytearray(open(sys.argv[1],'rb').read()); b[int(sys.argv[3]) % len(b)]^=1; open(sys.argv[2],'wb').write(b)" "$@"; }
 
 # ---- help, usage errors, and the manual page and completion naming every option ----
@@ -161,7 +162,7 @@ for suite in 1 3; do
     mls epoch --state d.st >ep.txt
     grep -q "^epoch: 5$" ep.txt && grep -q "^members: 3$" ep.txt && grep -q "^cipher suite: $suite$" ep.txt && ok ||
         bad "$suite epoch output: $(cat ep.txt)"
-    ls ./*.tmp* ./*.staged* ./*.pending >/dev/null 2>&1 && bad "$suite temporary files left" || ok
+    [ -z "$(leftover)" ] && ok || bad "$suite temporary files left: $(leftover)"
     cd .. || exit 1
 done
 
@@ -264,7 +265,7 @@ done
 n=0
 for p in $pids; do wait "$p" && n=$((n + 1)); done
 [ "$n" = 1 ] && ok || bad "six creates of one new state at once: $n succeeded"
-ls ./*.staged* ./*.pending ./*.tmp* >/dev/null 2>&1 && bad "staged files left" || ok
+[ -z "$(leftover)" ] && ok || bad "staged files left: $(leftover)"
 # a STATE.pending not written by the tool: refused, nothing it names touched
 echo junk >alice.st.pending
 expect 1 "a pending file that is junk" -- mls epoch --state alice.st
@@ -314,7 +315,7 @@ while :; do
     else
         [ "$e" = 1 ] && [ ! -e w2 ] && ok || bad "crash $k: no commit out, alice at epoch $e"
     fi
-    ls ./*.staged* ./*.pending ./*.tmp* >/dev/null 2>&1 && bad "crash $k: files left: $(ls)" || ok
+    [ -z "$(leftover)" ] && ok || bad "crash $k: files left: $(leftover)"
     mls update --state alice.st --commit "u$k" >/dev/null 2>&1 && ok || bad "crash $k: alice cannot commit after"
     [ $rc -eq 137 ] || break
     k=$((k + 1))

@@ -313,13 +313,14 @@ MSV_MUST_CHECK msv_err msv_mls_state_write_file(const char *path, const uint8_t 
  */
 MSV_MUST_CHECK msv_err msv_mls_state_write_locked(const char *path, const uint8_t *data, size_t len,
                                                   int *lock_fd);
+/* A name to stage a file for path at: PATH.stagedXXXXXX, the six random letters or digits. */
+MSV_MUST_CHECK msv_err msv_mls_file_staged_name(const char *path, char *tmp, size_t tmp_size);
 /*
- * A file to publish later: data written to a fresh PATH.stagedXXXXXX beside
- * path (mode 0600), fsync'd; its name in tmp. MSV_ERR_IO (errno) otherwise,
- * nothing left.
+ * A file to publish later: data written to tmp (a new file, mode 0600; one
+ * there already is MSV_ERR_IO, EEXIST), fsync'd. MSV_ERR_IO (errno)
+ * otherwise, nothing left.
  */
-MSV_MUST_CHECK msv_err msv_mls_file_stage(const char *path, const uint8_t *data, size_t len,
-                                          char *tmp, size_t tmp_size);
+MSV_MUST_CHECK msv_err msv_mls_file_stage(const char *tmp, const uint8_t *data, size_t len);
 /*
  * A staged file given its name: linked to path, never over a file there
  * (MSV_ERR_EXISTS, tmp kept), or renamed over it if replace; the directory

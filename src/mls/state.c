@@ -708,15 +708,26 @@ msv_err msv_mls_state_write_file(const char *path, const uint8_t *data, size_t l
     return msv_mls_state_write_locked(path, data, len, NULL);
 }
 
-msv_err msv_mls_file_stage(const char *path, const uint8_t *data, size_t len, char *tmp,
-                           size_t tmp_size)
+msv_err msv_mls_file_staged_name(const char *path, char *tmp, size_t tmp_size)
 {
-    int fd;
+    static const char chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    size_t n = strlen(path);
+
+    if (n + 14 > tmp_size)
+        return MSV_ERR_INVALID;
+    memcpy(tmp, path, n);
+    memcpy(tmp + n, ".staged", 7);
+    for (size_t i = 0; i < 6; i++)
+        tmp[n + 7 + i] = chars[randombytes_uniform(sizeof(chars) - 1)];
+    tmp[n + 13] = '\0';
+    return MSV_OK;
+}
+
+msv_err msv_mls_file_stage(const char *tmp, const uint8_t *data, size_t len)
+{
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     msv_err err;
 
-    if ((size_t)snprintf(tmp, tmp_size, "%s.stagedXXXXXX", path) >= tmp_size)
-        return MSV_ERR_INVALID;
-    fd = mkstemp(tmp); /* mode 0600 */
     if (fd < 0)
         return MSV_ERR_IO;
     err = write_sync_close(fd, data, len);
