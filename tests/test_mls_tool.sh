@@ -323,6 +323,32 @@ while :; do
 done
 [ $k -ge 6 ] && ok || bad "only $k crash points"
 cd .. || exit 1
+# the same for unprotect --out: the text exists if and only if its key is gone from the state
+group crash2
+mls protect --state alice.st --text hello --out m1 >/dev/null
+cp bob.st bob.base
+k=0
+while :; do
+    cp bob.base bob.st
+    rm -f plain
+    MSV_FAULTY_IO_MATCH="$PWD/" MSV_FAULTY_IO_CRASH_AFTER=$k MSV_FAULTY_IO_CRASH_RENAMES=1 LD_PRELOAD="$F" \
+        "$M" mls unprotect --state bob.st --in m1 --out plain >/dev/null 2>&1
+    rc=$?
+    mls epoch --state bob.st >/dev/null 2>&1 || bad "unprotect crash $k: bob's state does not load"
+    if [ -e plain ]; then
+        [ "$(cat plain)" = hello ] && ok || bad "unprotect crash $k: the text"
+        expect 3 "unprotect crash $k: the text out, the key gone" -- mls unprotect --state bob.st --in m1
+    else
+        [ "$(mls unprotect --state bob.st --in m1 2>/dev/null)" = hello ] && ok ||
+            bad "unprotect crash $k: no text out, and the message is no longer read"
+    fi
+    [ -z "$(leftover)" ] && ok || bad "unprotect crash $k: files left: $(leftover)"
+    [ $rc -eq 137 ] || break
+    k=$((k + 1))
+    [ $k -lt 40 ] || { bad "the unprotect never finished"; break; }
+done
+[ $k -ge 4 ] && ok || bad "only $k unprotect crash points"
+cd .. || exit 1
 
 # ---- the passive-client vectors: another implementation's Welcomes and commits ----
 python3 - "$M" "$V" <<'PY' >interop.txt 2>&1 && ok || { bad "passive-client vectors"; cat interop.txt >&2; }
