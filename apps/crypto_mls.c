@@ -316,6 +316,7 @@ static int lock_state(const char *cmd, const char *path, struct file *f)
  */
 #define PENDING_MAGIC "MSVMLS-PENDING 1"
 #define PENDING_MAX (8 * PATH_MAX)
+#define PENDING_ENTRIES 4 /* a command has two outputs at most */
 
 static int pending_name(const char *state, char out[PATH_MAX])
 {
@@ -386,10 +387,10 @@ static int pending_entry(char **cursor, int *replace, char **tmp, char **name)
  */
 static int pending_settle(const char *cmd, const char *state, const uint8_t *p, size_t n)
 {
-    char name[PATH_MAX], hex[65], *cursor, *tmp, *out;
+    char name[PATH_MAX], hex[65], *cursor, *tmp[PENDING_ENTRIES], *out[PENDING_ENTRIES];
     uint8_t *text = NULL;
-    size_t len = 0;
-    int fd, replace, saved, rc = 0;
+    size_t len = 0, n_entries = 0;
+    int fd, replace[PENDING_ENTRIES], saved, rc = 0;
 
     for (int i = 0; i < 2; i++) { /* what a crash left half-written: a state holds old keys */
         if ((size_t)snprintf(name, sizeof(name), i == 0 ? "%s.tmp" : "%s.pending.tmp", state) >=
@@ -418,26 +419,31 @@ static int pending_settle(const char *cmd, const char *state, const uint8_t *p, 
     }
     saved = strncmp(cursor + 17, hex, 64) == 0;
     cursor += 17 + 65;
-    while (rc == 0 && *cursor != '\0') {
-        if (pending_entry(&cursor, &replace, &tmp, &out) != 0) {
+    /* all of it read before anything is done: a file that does not read changes nothing */
+    while (*cursor != '\0') {
+        if (n_entries == PENDING_ENTRIES ||
+            pending_entry(&cursor, &replace[n_entries], &tmp[n_entries], &out[n_entries]) != 0) {
             rc = fail_why(cmd, name, "not a file of outputs pending; look at it, then remove it");
-            break;
+            goto out;
         }
-        if (access(tmp, F_OK) != 0)
+        n_entries++;
+    }
+    for (size_t i = 0; i < n_entries; i++) {
+        if (access(tmp[i], F_OK) != 0)
             continue; /* published before the interruption */
         if (!saved) {
-            msv_mls_file_wipe(tmp);
+            msv_mls_file_wipe(tmp[i]);
             fprintf(stderr,
-                    "%s %s: %s removed: the command that made it was interrupted before "
+                    "%s %s: %s not written: the command that made it was interrupted before "
                     "it saved the state\n",
-                    prog, cmd, out);
-        } else if (same_file(tmp, out)) {
-            (void)unlink(tmp);
-        } else if (publish_one(cmd, tmp, out, replace, 1) == MSV_OK) {
+                    prog, cmd, out[i]);
+        } else if (same_file(tmp[i], out[i])) {
+            (void)unlink(tmp[i]);
+        } else if (publish_one(cmd, tmp[i], out[i], replace[i], 1) == MSV_OK) {
             fprintf(stderr,
                     "%s %s: %s written: the command that made it was interrupted after it "
                     "saved the state\n",
-                    prog, cmd, out);
+                    prog, cmd, out[i]);
         }
     }
     if (rc == 0 && unlink(name) != 0 && errno != ENOENT)

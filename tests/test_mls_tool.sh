@@ -274,7 +274,11 @@ echo secret >victim
 printf 'MSVMLS-PENDING 1\n%064d\nN %s/victim\n%s/out\n' 0 "$PWD" "$PWD" >alice.st.pending
 expect 1 "a pending file naming another file as staged" -- mls epoch --state alice.st
 [ -e victim ] && [ ! -e out ] && ok || bad "a pending file removed or published what it named"
-rm alice.st.pending
+echo staged >out2.stagedABCDEF
+printf 'MSVMLS-PENDING 1\n%064d\nN %s/out2.stagedABCDEF\n%s/out2\njunk\n' 0 "$PWD" "$PWD" >alice.st.pending
+expect 1 "a pending file good at first, then not" -- mls epoch --state alice.st
+[ -e out2.stagedABCDEF ] && ok || bad "a pending file that does not read removed what it named first"
+rm alice.st.pending out2.stagedABCDEF
 cd .. || exit 1
 
 # the keys kept for skipped generations: a member jumping far ahead drops its own, not another's
