@@ -130,6 +130,8 @@ for suite in 1 3; do
     [ ! -e x.st ] && ok || bad "$suite a refused join wrote a state"
     expect 1 "$suite add a changed KeyPackage" -- mls add --state a.st --key-package c2.bad --commit cx --welcome wx
     [ ! -e cx ] && [ ! -e wx ] && ok || bad "$suite a refused add wrote files"
+    expect 1 "$suite a KeyPackage twice" -- mls add --state a.st --key-package d.kp --key-package d.kp --commit cx --welcome wx
+    grep -q "KeyPackage given twice" err.txt && ok || bad "$suite says a KeyPackage is given twice: $(cat err.txt)"
     expect 1 "$suite output exists" -- mls add --state a.st --key-package d.kp --commit c1 --welcome wx
     unchanged "$suite bad input changes no state" a.st b.st c.st
     # wrong state file: a group of its own reads nothing of this one
