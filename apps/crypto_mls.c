@@ -1053,8 +1053,13 @@ static int cmd_join(struct mls_opts *o)
         rc = fail_why(o->cmd, o->private_part, "its signature key is not our leaf's");
     if (rc == 0)
         rc = save_new(o, m);
-    if (rc == 0) /* its init key opens the Welcome no more: forward secrecy from here */
+    if (rc == 0) { /* its init key opens the Welcome no more: forward secrecy from here */
+        char real[PATH_MAX];
+
+        if (realpath(o->private_part, real) != NULL && strcmp(real, o->private_part) != 0)
+            msv_mls_file_wipe(real); /* the file a symbolic link names, too */
         msv_mls_file_wipe(o->private_part);
+    }
     if (rc == 0) {
         print_hex("group", m->group_id, m->group_id_len);
         printf("epoch: %llu\nleaf: %u\n", (unsigned long long)m->epoch, (unsigned)m->me);

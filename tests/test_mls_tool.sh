@@ -233,8 +233,17 @@ grep -qF '\x1b[2Jcleared' tty.txt && ! grep -q $'\e' tty.txt && ok || bad "a tex
 cp carol.priv carol.priv.before
 expect 1 "key-package --force with an output that cannot be written" -- mls key-package --identity y --out nodir/y.kp --private carol.priv --force
 cmp -s carol.priv carol.priv.before && ok || bad "a failed key-package --force lost the private part"
-# join: the KeyPackage's private part is gone once the state is saved (forward secrecy)
+# join: the KeyPackage's private part is gone once the state is saved (forward secrecy), the
+# file a symbolic link names too
 [ ! -e bob.priv ] && ok || bad "bob's private part outlives his join"
+(
+    group symlinked
+    mls add --state alice.st --key-package carol.kp --commit c2 --welcome w2 >/dev/null
+    mkdir keys && mv carol.priv keys/carol.priv && ln -s keys/carol.priv carol.priv
+    expect 0 "carol joins with her private part behind a symbolic link" -- mls join --welcome w2 --key-package carol.kp --private carol.priv --state carol.st
+    [ ! -e carol.priv ] && [ ! -e keys/carol.priv ] && ok || bad "carol's private part outlives her join"
+    [ "$failed" = 0 ]
+) || bad "a private part behind a symbolic link"
 # commands on one state at once with one output: one writes it, the other is refused
 # at_once WHAT ARGS1 -- ARGS2: two commands on alice.st, both waiting on its lock; exactly one succeeds
 at_once() {
