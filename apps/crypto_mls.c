@@ -12,15 +12,16 @@
  *     opaque init_priv[32] || opaque encryption_priv[32]
  *
  * A command that changes a state holds an exclusive lock on its file from the
- * load to the rename of the new one, and changes nothing when it fails: the
- * new state is written only once everything else succeeded. Commits and
- * Welcomes are written before the state that merges them (a state never runs
- * ahead of a commit nobody has); a sent or read application message's state
- * is written before the message or its text (a key is never used twice).
+ * load to its end (the new file locked before it takes the name), and changes
+ * nothing when it fails: the new state is written only once everything else
+ * succeeded. Its outputs are staged before the state is saved and published
+ * after (see STATE.pending below): a state never runs ahead of a commit nobody
+ * has, nor a commit ahead of its committer, and a key is never used twice.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@
 #include "mls/member.h"
 
 #include "crypto_mls.h"
+#include "term.h"
 
 #define EXIT_USAGE 2
 #define EXIT_AUTH 3
@@ -134,19 +136,140 @@ static msv_err read_path(const char *cmd, const char *path, struct file *f)
 /* 0, or the exit status if path exists and --force was not given. */
 static int check_new(const struct mls_opts *o, const char *path)
 {
-    if (path == NULL || o->force || access(path, F_OK) != 0)
+    struct stat st;
+
+    if (path == NULL || o->force || lstat(path, &st) != 0)
         return 0;
     fprintf(stderr, "%s %s: %s exists; not overwriting it (--force)\n", prog, o->cmd, path);
     return EXIT_FAILURE;
 }
 
-static msv_err write_path(const char *cmd, const char *path, const uint8_t *p, size_t n)
+/* path with its directory made absolute (the directory must exist); -1 on failure. */
+static int abs_name(const char *path, char out[PATH_MAX])
 {
-    msv_err err = msv_mls_state_write_file(path, p, n);
+    char dir[PATH_MAX], real[PATH_MAX];
+    const char *slash = strrchr(path, '/'), *base = slash == NULL ? path : slash + 1;
+    size_t n = slash == NULL ? 0 : (size_t)(slash - path);
+
+    if (strchr(path, '\n') != NULL || n >= sizeof(dir) || base[0] == '\0')
+        return -1;
+    if (slash == path)
+        n = 1; /* the root */
+    memcpy(dir, slash == NULL ? "." : path, slash == NULL ? 1 : n);
+    dir[slash == NULL ? 1 : n] = '\0';
+    if (realpath(dir, real) == NULL ||
+        (size_t)snprintf(out, PATH_MAX, "%s/%s", strcmp(real, "/") == 0 ? "" : real, base) >=
+            PATH_MAX)
+        return -1;
+    return strchr(out, '\n') == NULL ? 0 : -1; /* STATE.pending keeps a name a line */
+}
+
+/* Whether a and b name one file: the same absolute name, or one device and inode. */
+static int same_file(const char *a, const char *b)
+{
+    char x[PATH_MAX], y[PATH_MAX];
+    struct stat sa, sb;
+
+    if (a == NULL || b == NULL)
+        return 0;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino)
+        return 1;
+    return abs_name(a, x) == 0 && abs_name(b, y) == 0 && strcmp(x, y) == 0;
+}
+
+/*
+ * 0, or the exit status if one of the n outputs names another or one of the
+ * files the command reads or changes (its state, its inputs): --force does not
+ * allow that either.
+ */
+static int check_distinct(const struct mls_opts *o, const char *const *outs, size_t n,
+                          const char *const *others, size_t n_others)
+{
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < n + n_others; j++) {
+            const char *b = j < n ? outs[j] : others[j - n];
+
+            if (j == i || !same_file(outs[i], b))
+                continue;
+            fprintf(stderr, "%s %s: %s and %s name one file; an output must be a file of its own\n",
+                    prog, o->cmd, outs[i], b);
+            return EXIT_FAILURE;
+        }
+    }
+    return 0;
+}
+
+/* An output written beside its name first, published once the state is saved. */
+struct output {
+    const char *path;
+    const uint8_t *p;
+    size_t n;
+    char name[PATH_MAX], tmp[PATH_MAX]; /* absolute */
+    int staged;                         /* tmp written by us */
+};
+
+/* Where the output goes and where it is staged, chosen (STATE.pending names both first). */
+static msv_err name_output(const char *cmd, struct output *out)
+{
+    out->staged = 0;
+    errno = 0;
+    if (abs_name(out->path, out->name) != 0 ||
+        msv_mls_file_staged_name(out->name, out->tmp, sizeof(out->tmp)) != MSV_OK) {
+        fprintf(stderr, "%s %s: %s: %s\n", prog, cmd, out->path,
+                errno == 0 ? "a file name with a newline, or too long" : strerror(errno));
+        return MSV_ERR_IO;
+    }
+    return MSV_OK;
+}
+
+static msv_err stage_output(const char *cmd, struct output *out)
+{
+    if (msv_mls_file_stage(out->tmp, out->p, out->n) != MSV_OK) {
+        fprintf(stderr, "%s %s: %s: %s\n", prog, cmd, out->path, strerror(errno));
+        return MSV_ERR_IO;
+    }
+    out->staged = 1;
+    return MSV_OK;
+}
+
+static void unstage(struct output *outs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (outs[i].staged)
+            msv_mls_file_wipe(outs[i].tmp);
+        outs[i].staged = 0;
+    }
+}
+
+/*
+ * A staged output at its name (over a file there only if replace). If not, the
+ * staged file is named when kept (the state that goes with it is saved).
+ */
+static msv_err publish_one(const char *cmd, const char *tmp, const char *name, int replace,
+                           int kept)
+{
+    msv_err err = msv_mls_file_publish(tmp, name, replace);
 
     if (err != MSV_OK)
-        fprintf(stderr, "%s %s: %s: %s\n", prog, cmd, path, strerror(errno));
+        fprintf(stderr, "%s %s: %s: %s%s%s\n", prog, cmd, name,
+                err == MSV_ERR_EXISTS ? "exists now; not overwriting it (--force)"
+                                      : strerror(errno),
+                kept ? "; what belongs there is in " : "", kept ? tmp : "");
     return err;
+}
+
+/* Bytes written to a new file (never over one, unless replace), or nothing. */
+static msv_err write_new(const char *cmd, const char *path, const uint8_t *p, size_t n, int replace)
+{
+    struct output out = {path, p, n, "", "", 0};
+
+    if (name_output(cmd, &out) != MSV_OK || stage_output(cmd, &out) != MSV_OK)
+        return MSV_ERR_IO;
+    if (publish_one(cmd, out.tmp, out.name, replace, 0) != MSV_OK) {
+        unstage(&out, 1);
+        return MSV_ERR_IO;
+    }
+    return MSV_OK;
 }
 
 /* The state file open and locked (flock, exclusive), its bytes read; -1 on failure. A file
@@ -176,6 +299,158 @@ static int lock_state(const char *cmd, const char *path, struct file *f)
     }
     fprintf(stderr, "%s %s: %s keeps changing\n", prog, cmd, path);
     return -1;
+}
+
+/*
+ * ---- outputs staged while the state is saved: STATE.pending ----
+ *
+ * Before a command saves a state whose change its outputs carry (a commit, a
+ * message, a text), it writes STATE.pending: "MSVMLS-PENDING 1", the SHA-256
+ * in hex of the state about to be saved, then for each output a line
+ * "N STAGED" or "R STAGED" (R: over a file there, --force) and a line with its
+ * name, all absolute; then it stages them (written and fsync'd beside their
+ * names). The outputs are published once the state is saved, and the file
+ * removed. A command interrupted between the two leaves it: the next command
+ * on the state (under its lock) publishes the outputs if the state is the one
+ * it names, and removes them if not.
+ */
+#define PENDING_MAGIC "MSVMLS-PENDING 1"
+#define PENDING_MAX (8 * PATH_MAX)
+#define PENDING_ENTRIES 4 /* a command has two outputs at most */
+
+static int pending_name(const char *state, char out[PATH_MAX])
+{
+    return (size_t)snprintf(out, PATH_MAX, "%s.pending", state) < PATH_MAX ? 0 : -1;
+}
+
+static void state_hash_hex(const uint8_t *p, size_t n, char hex[65])
+{
+    uint8_t h[crypto_hash_sha256_BYTES];
+
+    crypto_hash_sha256(h, p, n);
+    if (msv_hex_encode(h, sizeof(h), hex, 65) != MSV_OK)
+        hex[0] = '\0'; /* cannot happen: 65 bytes hold it */
+}
+
+static msv_err pending_write(const struct mls_opts *o, const uint8_t *state, size_t state_len,
+                             const struct output *outs, size_t n)
+{
+    char name[PATH_MAX], hex[65], *text = malloc(PENDING_MAX);
+    size_t len;
+    msv_err err = MSV_ERR_INVALID;
+
+    if (text == NULL || pending_name(o->state, name) != 0) {
+        free(text);
+        return MSV_ERR_NOMEM;
+    }
+    state_hash_hex(state, state_len, hex);
+    len = (size_t)snprintf(text, PENDING_MAX, "%s\n%s\n", PENDING_MAGIC, hex);
+    for (size_t i = 0; i < n && len < PENDING_MAX; i++)
+        len += (size_t)snprintf(text + len, PENDING_MAX - len, "%c %s\n%s\n", o->force ? 'R' : 'N',
+                                outs[i].tmp, outs[i].name);
+    if (len < PENDING_MAX)
+        err = msv_mls_state_write_file(name, (const uint8_t *)text, len);
+    if (err != MSV_OK)
+        fprintf(stderr, "%s %s: %s: %s\n", prog, o->cmd, name, strerror(errno));
+    free(text);
+    return err;
+}
+
+/* What one pending output's two lines say; -1 if they are not such lines. */
+static int pending_entry(char **cursor, int *replace, char **tmp, char **name)
+{
+    char *a = *cursor, *nl = strchr(a, '\n'), *b, *nl2;
+    size_t n;
+
+    if (nl == NULL || (a[0] != 'N' && a[0] != 'R') || a[1] != ' ' || a[2] != '/')
+        return -1;
+    b = nl + 1;
+    nl2 = strchr(b, '\n');
+    if (nl2 == NULL || b[0] != '/')
+        return -1;
+    *nl = *nl2 = '\0';
+    *replace = a[0] == 'R';
+    *tmp = a + 2;
+    *name = b;
+    n = strlen(b);
+    /* the staged file is NAME.stagedXXXXXX: nothing else is ever removed */
+    if (strncmp(*tmp, b, n) != 0 || strncmp(*tmp + n, ".staged", 7) != 0 ||
+        strlen(*tmp + n) != 13 || strchr(*tmp + n, '/') != NULL)
+        return -1;
+    *cursor = nl2 + 1;
+    return 0;
+}
+
+/*
+ * What an interrupted command left (STATE.pending, STATE.tmp) settled, the
+ * lock held and the state's bytes given; 0 or the exit status.
+ */
+static int pending_settle(const char *cmd, const char *state, const uint8_t *p, size_t n)
+{
+    char name[PATH_MAX], hex[65], *cursor, *tmp[PENDING_ENTRIES], *out[PENDING_ENTRIES];
+    uint8_t *text = NULL;
+    size_t len = 0, n_entries = 0;
+    int fd, replace[PENDING_ENTRIES], saved, rc = 0;
+
+    for (int i = 0; i < 2; i++) { /* what a crash left half-written: a state holds old keys */
+        if ((size_t)snprintf(name, sizeof(name), i == 0 ? "%s.tmp" : "%s.pending.tmp", state) >=
+            sizeof(name))
+            return EXIT_FAILURE;
+        if (access(name, F_OK) == 0)
+            msv_mls_file_wipe(name);
+    }
+    if (pending_name(state, name) != 0)
+        return EXIT_FAILURE;
+    fd = open(name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : fail_why(cmd, name, strerror(errno));
+    if (msv_mls_state_read_fd(fd, PENDING_MAX, &text, &len) != MSV_OK) {
+        close(fd);
+        return fail_why(cmd, name, "not readable");
+    }
+    close(fd);
+    text[len] = '\0';
+    cursor = (char *)text;
+    state_hash_hex(p, n, hex);
+    if (strlen(cursor) != len || strncmp(cursor, PENDING_MAGIC "\n", 17) != 0 ||
+        strlen(cursor + 17) < 65 || cursor[17 + 64] != '\n') {
+        rc = fail_why(cmd, name, "not a file of outputs pending; look at it, then remove it");
+        goto out;
+    }
+    saved = strncmp(cursor + 17, hex, 64) == 0;
+    cursor += 17 + 65;
+    /* all of it read before anything is done: a file that does not read changes nothing */
+    while (*cursor != '\0') {
+        if (n_entries == PENDING_ENTRIES ||
+            pending_entry(&cursor, &replace[n_entries], &tmp[n_entries], &out[n_entries]) != 0) {
+            rc = fail_why(cmd, name, "not a file of outputs pending; look at it, then remove it");
+            goto out;
+        }
+        n_entries++;
+    }
+    for (size_t i = 0; i < n_entries; i++) {
+        if (access(tmp[i], F_OK) != 0)
+            continue; /* published before the interruption */
+        if (!saved) {
+            msv_mls_file_wipe(tmp[i]);
+            fprintf(stderr,
+                    "%s %s: %s not written: the command that made it was interrupted before "
+                    "it saved the state\n",
+                    prog, cmd, out[i]);
+        } else if (same_file(tmp[i], out[i])) {
+            (void)unlink(tmp[i]);
+        } else if (publish_one(cmd, tmp[i], out[i], replace[i], 1) == MSV_OK) {
+            fprintf(stderr,
+                    "%s %s: %s written: the command that made it was interrupted after it "
+                    "saved the state\n",
+                    prog, cmd, out[i]);
+        }
+    }
+    if (rc == 0 && unlink(name) != 0 && errno != ENOENT)
+        rc = fail_why(cmd, name, strerror(errno));
+out:
+    msv_secret_free(text, len + 1);
+    return rc;
 }
 
 /* ---- the external PSKs of --psk ID_HEX:PSK_HEX ---- */
@@ -284,8 +559,8 @@ static int take(struct mls_opts *o, int c, const char *arg)
         o->suite = (uint16_t)v;
         return 0;
     case O_DAYS:
-        if (number(arg, 3650, &v) != 0 || v == 0)
-            return usage_error(o->cmd, "--days takes 1 to 3650");
+        if (number(arg, 84, &v) != 0 || v == 0)
+            return usage_error(o->cmd, "--days takes 1 to 84 (RFC 9420 7.2: a longest lifetime)");
         o->days = (unsigned)v;
         return 0;
     case O_LEAF:
@@ -403,6 +678,10 @@ static int session_open(struct session *s, struct mls_opts *o)
     s->fd = lock_state(o->cmd, o->state, &f);
     if (s->fd < 0)
         return EXIT_FAILURE;
+    if ((rc = pending_settle(o->cmd, o->state, f.p, f.n)) != 0) {
+        file_free(&f);
+        return rc;
+    }
     err = msv_mls_member_load(f.p, f.n, s->psks.list, s->psks.n, &s->m, &why);
     file_free(&f);
     if (err != MSV_OK) {
@@ -422,15 +701,60 @@ static void session_close(struct session *s)
     psks_free(&s->psks);
 }
 
-/* The member's state written over its file (the lock still held). */
-static msv_err session_save(struct session *s)
+/*
+ * The member's state written over its file (the lock still held) with the
+ * outputs that carry its change: each refused if it exists now (unless
+ * --force), STATE.pending written, staged, the state saved, the outputs
+ * published. Nothing changed if it fails before the state is saved.
+ */
+static int session_save(struct session *s, struct output *outs, size_t n)
 {
+    const struct mls_opts *o = s->o;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
     const char *why = "";
-    msv_err err = msv_mls_member_save_file(s->m, s->o->state, &why);
+    char pending[PATH_MAX];
+    int rc = 0, new_fd = -1;
 
-    if (err != MSV_OK)
-        fprintf(stderr, "%s %s: %s: %s\n", prog, s->o->cmd, s->o->state, why);
-    return err;
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = check_new(o, outs[i].path)) != 0)
+            return rc;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (name_output(o->cmd, &outs[i]) != MSV_OK)
+            return EXIT_FAILURE;
+    }
+    /* STATE.pending names the staged files before they exist: a crash leaves none unnamed */
+    if (msv_mls_member_save(s->m, &bytes, &len, &why) != MSV_OK)
+        rc = fail_why(o->cmd, o->state, why);
+    else if (n > 0 && pending_write(o, bytes, len, outs, n) != MSV_OK)
+        rc = EXIT_FAILURE;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (stage_output(o->cmd, &outs[i]) != MSV_OK)
+            rc = EXIT_FAILURE;
+    }
+    if (rc == 0 && msv_mls_state_write_locked(o->state, bytes, len, &new_fd) != MSV_OK)
+        rc = fail_why(o->cmd, o->state, strerror(errno));
+    if (rc == 0) { /* the lock goes on with the new file, through the outputs' publishing */
+        close(s->fd);
+        s->fd = new_fd;
+    }
+    msv_secret_free(bytes, len);
+    if (pending_name(o->state, pending) != 0)
+        pending[0] = '\0';
+    if (rc != 0) {
+        unstage(outs, n);
+        if (n > 0 && pending[0] != '\0')
+            (void)unlink(pending);
+        return rc;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (publish_one(o->cmd, outs[i].tmp, outs[i].name, o->force, 1) != MSV_OK)
+            rc = EXIT_FAILURE; /* the state is saved: the output stays staged, named */
+    }
+    if (n > 0 && pending[0] != '\0')
+        (void)unlink(pending);
+    return rc;
 }
 
 /*
@@ -471,7 +795,12 @@ static int cmd_key_package(struct mls_opts *o)
     msv_err err;
     int rc;
 
-    if ((rc = check_new(o, o->out)) != 0 || (rc = check_new(o, o->private_part)) != 0)
+    const char *outs[2] = {o->out, o->private_part};
+    struct output staged[2] = {{o->private_part, priv, sizeof(priv), "", "", 0},
+                               {o->out, NULL, 0, "", "", 0}};
+
+    if ((rc = check_distinct(o, outs, 2, NULL, 0)) != 0 || (rc = check_new(o, o->out)) != 0 ||
+        (rc = check_new(o, o->private_part)) != 0)
         return rc;
     if (strlen(o->identity) > MSV_MLS_IDENTITY_MAX)
         return usage_error(o->cmd, "--identity is longer than 1024 bytes");
@@ -484,10 +813,24 @@ static int cmd_key_package(struct mls_opts *o)
     err = msv_mls_key_package_make((enum msv_mls_suite)o->suite, priv + 10,
                                    (const uint8_t *)o->identity, strlen(o->identity), now - 3600,
                                    now + 86400ull * o->days, priv + 42, priv + 74, &kp, &kp_len);
-    if (err == MSV_OK)
-        err = write_path(o->cmd, o->private_part, priv, sizeof(priv));
-    if (err == MSV_OK && (err = write_path(o->cmd, o->out, kp, kp_len)) != MSV_OK)
-        unlink(o->private_part); /* both or neither */
+    staged[1].p = kp;
+    staged[1].n = kp_len;
+    /* both staged before either is published: a failure leaves what was there */
+    for (size_t i = 0; i < 2 && err == MSV_OK; i++) {
+        if ((err = name_output(o->cmd, &staged[i])) == MSV_OK)
+            err = stage_output(o->cmd, &staged[i]);
+    }
+    if (err != MSV_OK)
+        unstage(staged, 2);
+    if (err == MSV_OK &&
+        (err = publish_one(o->cmd, staged[0].tmp, staged[0].name, o->force, 0)) != MSV_OK)
+        unstage(staged, 2);
+    if (err == MSV_OK &&
+        (err = publish_one(o->cmd, staged[1].tmp, staged[1].name, o->force, 0)) != MSV_OK) {
+        unstage(&staged[1], 1);
+        if (!o->force)
+            msv_mls_file_wipe(staged[0].name); /* ours alone, made a moment ago */
+    }
     msv_wipe(priv, sizeof(priv));
     free(kp);
     return err == MSV_OK ? 0 : EXIT_FAILURE;
@@ -495,13 +838,28 @@ static int cmd_key_package(struct mls_opts *o)
 
 /* ---- create ---- */
 
+/* A new member's state written to a new file: never over one (two creates at once), unless --force.
+ */
+static int save_new(const struct mls_opts *o, const struct msv_mls_member *m)
+{
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    const char *why = "";
+    msv_err err = msv_mls_member_save(m, &bytes, &len, &why);
+
+    if (err != MSV_OK)
+        return fail_why(o->cmd, o->state, why);
+    err = write_new(o->cmd, o->state, bytes, len, o->force);
+    msv_secret_free(bytes, len);
+    return err == MSV_OK ? 0 : EXIT_FAILURE;
+}
+
 static int cmd_create(struct mls_opts *o)
 {
     uint8_t seed[32], gid[MSV_MLS_GROUP_ID_MAX];
     size_t gid_len = 16;
     uint64_t now = (uint64_t)time(NULL);
     struct msv_mls_member *m = NULL;
-    const char *why = "";
     msv_err err;
     int rc;
 
@@ -521,10 +879,7 @@ static int cmd_create(struct mls_opts *o)
     msv_wipe(seed, sizeof(seed));
     if (err != MSV_OK)
         return fail(o->cmd, "creating the group", err);
-    err = msv_mls_member_save_file(m, o->state, &why);
-    if (err != MSV_OK)
-        rc = fail_why(o->cmd, o->state, why);
-    else
+    if ((rc = save_new(o, m)) == 0)
         print_hex("group", m->group_id, m->group_id_len);
     msv_mls_member_free(m);
     return rc;
@@ -532,15 +887,7 @@ static int cmd_create(struct mls_opts *o)
 
 /* ---- commits: add, remove, update ---- */
 
-static void unlink_outputs(const struct mls_opts *o, int commit, int welcome)
-{
-    if (commit)
-        unlink(o->commit);
-    if (welcome)
-        unlink(o->welcome);
-}
-
-/* The commit made, its files written, the state merged and saved: all, or nothing changed. */
+/* The commit made and merged, the state saved with its files: all, or nothing changed. */
 static int commit_and_save(struct session *s, const struct msv_mls_commit_spec *spec)
 {
     struct mls_opts *o = s->o;
@@ -549,6 +896,8 @@ static int commit_and_save(struct session *s, const struct msv_mls_commit_spec *
     const char *why = "";
     msv_err err =
         msv_mls_member_commit_make(s->m, spec, &commit, &commit_len, &welcome, &welcome_len, &why);
+    struct output outs[2] = {{o->commit, commit, commit_len, "", "", 0},
+                             {o->welcome, welcome, welcome_len, "", "", 0}};
     int rc = 0;
 
     if (err != MSV_OK)
@@ -557,15 +906,7 @@ static int commit_and_save(struct session *s, const struct msv_mls_commit_spec *
         rc = usage_error(o->cmd, "the commit adds members: --welcome is required");
     } else if (msv_mls_member_commit_merge(s->m) != MSV_OK) {
         rc = EXIT_FAILURE;
-    } else if (write_path(o->cmd, o->commit, commit, commit_len) != MSV_OK) {
-        rc = EXIT_FAILURE;
-    } else if (welcome != NULL && write_path(o->cmd, o->welcome, welcome, welcome_len) != MSV_OK) {
-        unlink_outputs(o, 1, 0);
-        rc = EXIT_FAILURE;
-    } else if (session_save(s) != MSV_OK) {
-        unlink_outputs(o, 1, welcome != NULL);
-        rc = EXIT_FAILURE;
-    } else {
+    } else if ((rc = session_save(s, outs, welcome != NULL ? 2 : 1)) == 0) {
         printf("epoch: %llu\n", (unsigned long long)s->m->epoch);
     }
     free(commit);
@@ -585,7 +926,11 @@ static int cmd_add(struct mls_opts *o)
     memset(kps, 0, sizeof(kps));
     memset(&s, 0, sizeof(s));
     s.fd = -1;
-    if ((rc = check_new(o, o->commit)) != 0 || (rc = check_new(o, o->welcome)) != 0)
+    const char *outs[2] = {o->commit, o->welcome};
+
+    if ((rc = check_distinct(o, outs, 2, o->key_packages, o->n_key_packages)) != 0 ||
+        (rc = check_distinct(o, outs, 2, &o->state, 1)) != 0 ||
+        (rc = check_new(o, o->commit)) != 0 || (rc = check_new(o, o->welcome)) != 0)
         return rc;
     for (size_t i = 0; i < o->n_key_packages && rc == 0; i++) {
         if (read_path(o->cmd, o->key_packages[i], &kps[i]) != MSV_OK)
@@ -614,7 +959,8 @@ static int cmd_remove_update(struct mls_opts *o)
     struct session s;
     int rc;
 
-    if ((rc = check_new(o, o->commit)) != 0)
+    if ((rc = check_distinct(o, &o->commit, 1, &o->state, 1)) != 0 ||
+        (rc = check_new(o, o->commit)) != 0)
         return rc;
     if ((rc = session_open(&s, o)) == 0) {
         memset(&spec, 0, sizeof(spec));
@@ -679,7 +1025,6 @@ static int cmd_join(struct mls_opts *o)
     struct file f[4];
     struct psks psks;
     struct msv_mls_member *m = NULL;
-    const char *why = "";
     uint16_t suite = 0;
     msv_err err;
     int rc;
@@ -688,7 +1033,10 @@ static int cmd_join(struct mls_opts *o)
     memset(&psks, 0, sizeof(psks));
     if (o->n_key_packages != 1)
         return usage_error(o->cmd, "takes one --key-package");
-    if ((rc = check_new(o, o->state)) == 0 && (rc = psks_parse(o, &psks)) == 0 &&
+    const char *inputs[4] = {o->welcome, o->key_packages[0], o->private_part, o->tree};
+
+    if ((rc = check_distinct(o, &o->state, 1, inputs, o->tree != NULL ? 4 : 3)) == 0 &&
+        (rc = check_new(o, o->state)) == 0 && (rc = psks_parse(o, &psks)) == 0 &&
         (rc = join_files(o, f)) == 0)
         rc = check_private(o, &f[2], &f[1], &suite);
     if (rc == 0) {
@@ -703,8 +1051,15 @@ static int cmd_join(struct mls_opts *o)
     }
     if (rc == 0 && msv_mls_member_set_signer(m, f[2].p + 10) != MSV_OK)
         rc = fail_why(o->cmd, o->private_part, "its signature key is not our leaf's");
-    if (rc == 0 && msv_mls_member_save_file(m, o->state, &why) != MSV_OK)
-        rc = fail_why(o->cmd, o->state, why);
+    if (rc == 0)
+        rc = save_new(o, m);
+    if (rc == 0) { /* its init key opens the Welcome no more: forward secrecy from here */
+        char real[PATH_MAX];
+
+        if (realpath(o->private_part, real) != NULL && strcmp(real, o->private_part) != 0)
+            msv_mls_file_wipe(real); /* the file a symbolic link names, too */
+        msv_mls_file_wipe(o->private_part);
+    }
     if (rc == 0) {
         print_hex("group", m->group_id, m->group_id_len);
         printf("epoch: %llu\nleaf: %u\n", (unsigned long long)m->epoch, (unsigned)m->me);
@@ -740,7 +1095,7 @@ static int process_commit(struct session *s, const struct file *commit, const st
         return fail_why(s->o->cmd, "commit refused", "it removes us, or applies what it may not");
     if (err != MSV_OK)
         return fail(s->o->cmd, "commit refused", err);
-    if (session_save(s) != MSV_OK)
+    if (session_save(s, NULL, 0) != 0)
         return EXIT_FAILURE;
     printf("epoch: %llu\n", (unsigned long long)s->m->epoch);
     return 0;
@@ -785,7 +1140,7 @@ static int cmd_protect(struct mls_opts *o)
     s.fd = -1;
     if ((o->in == NULL) == (o->text == NULL))
         return usage_error(o->cmd, "takes --in FILE or --text TEXT");
-    if ((rc = check_new(o, o->out)) != 0)
+    if ((rc = check_distinct(o, &o->out, 1, &o->state, 1)) != 0 || (rc = check_new(o, o->out)) != 0)
         return rc;
     if (o->in != NULL && read_path(o->cmd, o->in, &in) != MSV_OK)
         return EXIT_FAILURE;
@@ -793,16 +1148,53 @@ static int cmd_protect(struct mls_opts *o)
         err = o->in != NULL ? msv_mls_member_protect(s.m, in.p, in.n, &msg, &msg_len)
                             : msv_mls_member_protect(s.m, (const uint8_t *)o->text, strlen(o->text),
                                                      &msg, &msg_len);
-        /* the key used is gone from the state before the message exists */
+        struct output out = {o->out, msg, msg_len, "", "", 0};
+
+        /* the message staged, the state without its key saved, the message published */
         if (err != MSV_OK)
             rc = fail(o->cmd, "not protected", err);
-        else if (session_save(&s) != MSV_OK || write_path(o->cmd, o->out, msg, msg_len) != MSV_OK)
-            rc = EXIT_FAILURE;
+        else
+            rc = session_save(&s, &out, 1);
     }
     session_close(&s);
     file_free(&in);
     free(msg);
     return rc;
+}
+
+/*
+ * A text to standard output (after the state is saved: lost to a crash or a
+ * failed write, which --out FILE is not); on a terminal, with its controls
+ * shown as visible escapes rather than acting (as every text of another person).
+ */
+static int put_text(const char *cmd, const uint8_t *p, size_t n)
+{
+    if (!isatty(STDOUT_FILENO)) {
+        if (fwrite(p, 1, n, stdout) == n && fflush(stdout) == 0)
+            return 0;
+    } else {
+        size_t i = 0;
+
+        while (i < n) {
+            size_t len = strnlen((const char *)p + i, n - i);
+            char *part = malloc(len + 1);
+
+            if (part == NULL)
+                break;
+            memcpy(part, p + i, len);
+            part[len] = '\0';
+            term_put(stdout, part, TERM_LINES);
+            msv_secret_free(part, len + 1);
+            i += len;
+            if (i < n) {
+                fputs("\\x00", stdout);
+                i++;
+            }
+        }
+        if (i == n && fflush(stdout) == 0 && !ferror(stdout))
+            return 0;
+    }
+    return fail_why(cmd, "standard output", "the text was not written whole; it is read no more");
 }
 
 static int cmd_unprotect(struct mls_opts *o)
@@ -819,8 +1211,12 @@ static int cmd_unprotect(struct mls_opts *o)
 
     memset(&s, 0, sizeof(s));
     s.fd = -1;
-    if ((rc = check_new(o, o->out)) != 0)
+    if ((rc = check_distinct(o, &o->out, 1, &o->state, 1)) != 0 ||
+        (rc = check_distinct(o, &o->out, 1, &o->in, 1)) != 0 || (rc = check_new(o, o->out)) != 0)
         return rc;
+    if (o->out == NULL &&
+        ((rc = fcntl(STDOUT_FILENO, F_GETFL)) < 0 || (rc & O_ACCMODE) == O_RDONLY))
+        return fail_why(o->cmd, "standard output", "not open for writing (--out FILE)");
     if (read_path(o->cmd, o->in, &in) != MSV_OK)
         return EXIT_FAILURE;
     if ((rc = session_open(&s, o)) == 0) {
@@ -830,17 +1226,16 @@ static int cmd_unprotect(struct mls_opts *o)
         if (why != NULL)
             rc = fail_why(o->cmd, "not read", why);
         else if (err == MSV_ERR_AUTH)
-            rc = fail(o->cmd, "not read (used already, not ours, or changed)", err);
+            rc = fail(
+                o->cmd,
+                "not read (used already, its key dropped among the 64 kept, not ours, or changed)",
+                err);
         else if (err != MSV_OK)
             rc = fail(o->cmd, "not read", err);
-        else if (session_save(&s) != MSV_OK) /* the key used is gone before the text exists */
-            rc = EXIT_FAILURE;
-        else if (o->out != NULL)
-            rc = write_path(o->cmd, o->out, data, data_len) == MSV_OK ? 0 : EXIT_FAILURE;
-        else
-            rc = fwrite(data, 1, data_len, stdout) == data_len && fflush(stdout) == 0
-                     ? 0
-                     : EXIT_FAILURE;
+        else if (o->out != NULL) /* staged, the state without the key saved, published */
+            rc = session_save(&s, &(struct output){o->out, data, data_len, "", "", 0}, 1);
+        else if ((rc = session_save(&s, NULL, 0)) == 0)
+            rc = put_text(o->cmd, data, data_len);
         if (rc == 0)
             fprintf(o->out != NULL ? stdout : stderr, "sender: leaf %u\n", (unsigned)sender);
     }
@@ -885,8 +1280,9 @@ static const struct {
      "key-package --identity ID --out KP_FILE --private PRIV_FILE [--suite 1|3]\n"
      "         [--days N] [--force]\n\n"
      "Writes a KeyPackage (an MLSMessage) for a basic credential holding ID, valid from\n"
-     "an hour ago for N days (90), with fresh keys, and its private part (mode 0600):\n"
-     "the signature seed and the init and leaf HPKE private keys.\n"},
+     "an hour ago for N days (84, the most a group takes: RFC 9420 7.2), with fresh\n"
+     "keys, and its private part (mode 0600): the signature seed and the init and leaf\n"
+     "HPKE private keys.\n"},
     {"create", cmd_create,
      BIT(O_IDENTITY) | BIT(O_STATE) | BIT(O_SUITE) | BIT(O_GROUP_ID) | BIT(O_DAYS) | BIT(O_FORCE),
      BIT(O_IDENTITY) | BIT(O_STATE),
@@ -924,7 +1320,8 @@ static const struct {
      "         --state STATE [--tree TREE_FILE] [--psk ID_HEX:PSK_HEX]... [--force]\n\n"
      "Joins from a Welcome made for the KeyPackage: its secrets opened with the private\n"
      "part, the tree (the GroupInfo's, or TREE_FILE: a ratchet_tree extension's\n"
-     "content) and the GroupInfo checked; writes STATE.\n"},
+     "content) and the GroupInfo checked; writes STATE, then overwrites PRIV_FILE with\n"
+     "zeros and removes it (its init key would open the Welcome again).\n"},
     {"process", cmd_process, BIT(O_STATE) | BIT(O_COMMIT) | BIT(O_PROPOSAL) | BIT(O_PSK),
      BIT(O_STATE) | BIT(O_COMMIT),
      "process --state STATE --commit COMMIT_FILE [--proposal PROPOSAL_FILE]...\n"
@@ -942,7 +1339,9 @@ static const struct {
      "unprotect --state STATE --in MESSAGE_FILE [--out FILE] [--force]\n\n"
      "Reads another member's application PrivateMessage of the current epoch: the text\n"
      "to FILE (or standard output), the sender's leaf printed. Its key is erased from\n"
-     "STATE, so a message is read once (exit status 3 after).\n"},
+     "STATE, so a message is read once (exit status 3 after). Standard output gets the\n"
+     "text once STATE is saved, so a crash or a failed write there loses it (FILE does\n"
+     "not); on a terminal its control characters are shown as escapes.\n"},
     {"epoch", cmd_epoch, BIT(O_STATE), BIT(O_STATE),
      "epoch --state STATE\n\n"
      "Prints the group id, cipher suite, epoch, our leaf, the number of members and\n"
@@ -956,6 +1355,10 @@ static void usage(FILE *f)
         fprintf(f, "  %s\n", commands[i].name);
     fprintf(f,
             "\n'%s COMMAND --help' describes each. Cipher suites 1 and 3.\n"
+            "An output is never the state or another output, even with --force. Outputs\n"
+            "are written beside their names first and take their names once STATE is\n"
+            "saved; what an interrupted command left (STATE.pending) is settled by the\n"
+            "next command on STATE.\n"
             "exit status: 0 success, 1 error, 2 usage, 3 authentication failed\n",
             prog);
 }
@@ -975,7 +1378,7 @@ int msv_crypto_mls_main(int argc, char **argv)
         memset(&o, 0, sizeof(o));
         o.cmd = commands[i].name;
         o.suite = MSV_MLS_SUITE_X25519_AES128GCM;
-        o.days = 90;
+        o.days = 84; /* with the hour before: MSV_MLS_KEY_PACKAGE_LIFETIME_MAX */
         if ((rc = parse(&o, argc - 1, argv + 1, commands[i].allowed)) != 0)
             return rc;
         if (o.help) {

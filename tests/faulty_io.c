@@ -40,17 +40,32 @@ static int matching(int fd)
 /*
  * With MSV_FAULTY_IO_CRASH_AFTER=N, the process dies (status 137, as if killed) at its matching
  * write or sync number N + 1, before it happens: a crash at that point of its work. Tests run
- * a command for N = 0, 1, 2 ... until it finishes, and check what each crash left.
+ * a command for N = 0, 1, 2 ... until it finishes, and check what each crash left. With
+ * MSV_FAULTY_IO_CRASH_RENAMES set too, a rename() or link() whose new name contains the match
+ * is such a point as well.
  */
-static void crash_point(int fd)
+static void crash_count(void)
 {
     static long done;
-    const char *after = getenv("MSV_FAULTY_IO_CRASH_AFTER");
 
-    if (after == NULL || !matching(fd))
-        return;
-    if (done++ == strtol(after, NULL, 10))
+    if (done++ == strtol(getenv("MSV_FAULTY_IO_CRASH_AFTER"), NULL, 10))
         _exit(137);
+}
+
+static void crash_point(int fd)
+{
+    if (getenv("MSV_FAULTY_IO_CRASH_AFTER") != NULL && matching(fd))
+        crash_count();
+}
+
+static void crash_point_name(const char *path)
+{
+    const char *match = getenv("MSV_FAULTY_IO_MATCH");
+
+    if (getenv("MSV_FAULTY_IO_CRASH_AFTER") != NULL &&
+        getenv("MSV_FAULTY_IO_CRASH_RENAMES") != NULL && match != NULL &&
+        strstr(path, match) != NULL)
+        crash_count();
 }
 
 static int failing(int fd)
@@ -127,6 +142,26 @@ int fdatasync(int fd)
     if (real == NULL)
         real = (int (*)(int))next("fdatasync");
     return real(fd);
+}
+
+int rename(const char *from, const char *to)
+{
+    static int (*real)(const char *, const char *);
+
+    crash_point_name(to);
+    if (real == NULL)
+        real = (int (*)(const char *, const char *))next("rename");
+    return real(from, to);
+}
+
+int link(const char *from, const char *to)
+{
+    static int (*real)(const char *, const char *);
+
+    crash_point_name(to);
+    if (real == NULL)
+        real = (int (*)(const char *, const char *))next("link");
+    return real(from, to);
 }
 
 /* Whether statvfs of path is to report a full disk. */

@@ -153,6 +153,29 @@ static void test_key_packages(void)
     expect_refusal(kp, len, suite == 1 ? 3 : 1, NOW, "cipher suite");
     expect_refusal(kp, len, suite, NOW + 2 * 86400, "outside its lifetime");
     expect_refusal(kp, len, suite, NOW - 3600, "outside its lifetime");
+    /* RFC 9420 7.2: lifetimes up to 84 days and an hour, the client's 61 days and an hour among
+     * them */
+    {
+        static const uint64_t lifetimes[] = {61 * 86400 + 3600, MSV_MLS_KEY_PACKAGE_LIFETIME_MAX,
+                                             MSV_MLS_KEY_PACKAGE_LIFETIME_MAX + 1, 3650ull * 86400};
+
+        for (size_t i = 0; i < 4; i++) {
+            uint8_t seed[32] = {7}, init_sk[32], leaf_sk[32], *long_kp = NULL;
+            size_t long_len = 0;
+
+            CHECK(msv_mls_key_package_make(suite, seed, (const uint8_t *)"x", 1, NOW - 60,
+                                           NOW - 60 + lifetimes[i], init_sk, leaf_sk, &long_kp,
+                                           &long_len) == MSV_OK,
+                  "a KeyPackage of a given lifetime made");
+            if (i < 2)
+                CHECK(msv_mls_key_package_check(suite, long_kp, long_len, NOW, NULL, NULL) ==
+                          MSV_OK,
+                      "a lifetime up to the longest taken");
+            else
+                expect_refusal(long_kp, long_len, suite, NOW, "lifetime longer than 84 days");
+            free(long_kp);
+        }
+    }
     /* any bit of it changed: refused */
     for (size_t i = 0; i < len; i++) {
         memcpy(copy, kp, len);

@@ -7,6 +7,8 @@
  *     authenticator as the others, reads what they send, sends and commits;
  *   - the file is of mode 0600 and nothing temporary is left beside it;
  *   - a member with a commit waiting is not saved, and says why;
+ *   - a state whose interim transcript hash or confirmation tag is not what its
+ *     confirmed transcript hash and confirmation key make is refused (epoch 0 too);
  *   - every truncation, an extra byte and an unknown version are refused;
  *     every single-bit change is refused or gives a member that fails safely
  *     (it reads nothing it should not and changes nothing when it fails);
@@ -266,6 +268,28 @@ static void refused_for(const uint8_t *bytes, size_t len, const uint8_t *what, s
     free(copy);
 }
 
+/* The interim transcript hash, the confirmation tag and the confirmation key each changed: refused.
+ */
+static void transcript_checked(const struct msv_mls_member *m, const uint8_t *bytes, size_t len)
+{
+    refused_for(bytes, len, m->interim, MSV_MLS_NH, "interim transcript hash");
+    refused_for(bytes, len, m->tag, MSV_MLS_NH, "confirmation tag");
+    refused_for(bytes, len, m->s.confirmation_key, MSV_MLS_NH, "confirmation tag");
+}
+
+/* The same at a created group's epoch 0, where the confirmed transcript hash is empty. */
+static void test_epoch0_transcript(const struct msv_mls_member *m)
+{
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    const char *why = NULL;
+
+    if (msv_mls_member_save(m, &bytes, &len, &why) != MSV_OK)
+        fatal("save");
+    transcript_checked(m, bytes, len);
+    msv_secret_free(bytes, len);
+}
+
 static void test_bad_files(void)
 {
     uint8_t *bytes = NULL, *copy, *msg = NULL;
@@ -308,6 +332,7 @@ static void test_bad_files(void)
     refused_for(bytes, len, ppl[1].m->sig_seed, 32, "signature key");
     refused_for(bytes, len, ppl[1].m->tree.nodes[0].leaf.signature, MSV_MLS_SIG_LEN,
                 "ratchet tree");
+    transcript_checked(ppl[1].m, bytes, len);
     /* only the bits of secrets and flags can parse; the tree, keys and lengths cannot */
     CHECK(parsed < 8 * len / 2, "most changes are refused");
     CHECK(msv_mls_member_load(bytes, len, NULL, 0, &m, &why) == MSV_OK, "the original loads");
@@ -340,6 +365,7 @@ static void run_suite(enum msv_mls_suite s)
                               &ppl[0].m) != MSV_OK)
         fatal("create");
     reload(&ppl[0].m); /* a group of one at epoch 0 goes through a file too */
+    test_epoch0_transcript(ppl[0].m);
     for (size_t i = 1; i < PEOPLE; i++)
         commit_round(i == 3 ? 1 : 0, i); /* person 1, loaded from its file, adds person 3 */
     talk();

@@ -2,11 +2,14 @@
 # missive-crypto mls from the outside: three parties through key-package, create, add, join,
 # process, protect, unprotect, remove and update in both cipher suites, every member printing
 # the same epoch authenticator; bad input refused with the state files byte-identical after;
-# and the working group's passive-client vectors: another implementation's Welcomes joined
+# outputs that name one file refused, outputs of commands at once never over one another, an
+# output that cannot be written changing nothing, a crash at any write, rename or link leaving
+# the state and its outputs in step; and the working group's passive-client vectors: another implementation's Welcomes joined
 # and its commits followed by the tool, reaching the epoch authenticators they expect.
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
-M=$(realpath "${1:?usage: test_mls_tool.sh PATH_TO_MISSIVE_CRYPTO}")
+M=$(realpath "${1:?usage: test_mls_tool.sh PATH_TO_MISSIVE_CRYPTO FAULTY_IO}")
+F=$(realpath "${2:?usage: test_mls_tool.sh PATH_TO_MISSIVE_CRYPTO FAULTY_IO}")
 src=$(cd "$(dirname "$0")/.." && pwd)
 V=$src/tests/vectors/mls
 work=$(mktemp -d)
@@ -30,6 +33,7 @@ unchanged() { # unchanged WHAT FILE...: each file as keep() saw it
     for f in "$@"; do cmp -s "$f" "$f.before" || { bad "$what: $f changed"; return; }; done
     ok
 }
+leftover() { ls -d ./*.tmp* ./*.staged* ./*.pending 2>/dev/null; } # what a command should not leave
 flip() { python3 -c "import sys; b=bytearray(open(sys.argv[1],'rb').read()); b[int(sys.argv[3]) % len(b)]^=1; open(sys.argv[2],'wb').write(b)" "$@"; }
 
 # ---- help, usage errors, and the manual page and completion naming every option ----
@@ -61,6 +65,7 @@ expect 2 "missing required option" -- "$M" mls create --identity x
 expect 2 "an option of another command" -- "$M" mls create --identity x --state s --commit c
 grep -q -- "--commit does not go with create" err.txt && ok || bad "says which option does not go"
 expect 2 "suite 2" -- "$M" mls key-package --identity x --out k --private p --suite 2
+expect 2 "--days past 84 (RFC 9420 7.2)" -- "$M" mls key-package --identity x --out k --private p --days 85
 expect 2 "bad group id" -- "$M" mls create --identity x --state s --group-id zz
 expect 2 "a positional argument" -- "$M" mls epoch --state s extra
 [ ! -e s ] && [ ! -e k ] && ok || bad "a refused command left a file"
@@ -125,6 +130,8 @@ for suite in 1 3; do
     [ ! -e x.st ] && ok || bad "$suite a refused join wrote a state"
     expect 1 "$suite add a changed KeyPackage" -- mls add --state a.st --key-package c2.bad --commit cx --welcome wx
     [ ! -e cx ] && [ ! -e wx ] && ok || bad "$suite a refused add wrote files"
+    expect 1 "$suite a KeyPackage twice" -- mls add --state a.st --key-package d.kp --key-package d.kp --commit cx --welcome wx
+    grep -q "KeyPackage given twice" err.txt && ok || bad "$suite says a KeyPackage is given twice: $(cat err.txt)"
     expect 1 "$suite output exists" -- mls add --state a.st --key-package d.kp --commit c1 --welcome wx
     unchanged "$suite bad input changes no state" a.st b.st c.st
     # wrong state file: a group of its own reads nothing of this one
@@ -157,19 +164,205 @@ for suite in 1 3; do
     mls epoch --state d.st >ep.txt
     grep -q "^epoch: 5$" ep.txt && grep -q "^members: 3$" ep.txt && grep -q "^cipher suite: $suite$" ep.txt && ok ||
         bad "$suite epoch output: $(cat ep.txt)"
-    ls ./*.tmp* >/dev/null 2>&1 && bad "$suite temporary files left" || ok
+    [ -z "$(leftover)" ] && ok || bad "$suite temporary files left: $(leftover)"
     cd .. || exit 1
 done
 
 # ---- two processes on one state at once: each change is kept (the file is locked) ----
 cd suite1 || exit 1
-for i in 1 2 3 4 5 6; do mls protect --state a.st --text "m$i" --out "p$i" >/dev/null 2>&1 & done
-wait
+# (four rounds: a process that saved the state must keep the lock while it publishes its message)
 n=0
-for i in 1 2 3 4 5 6; do
-    mls unprotect --state c.st --in "p$i" --out "p$i.txt" >/dev/null 2>&1 && [ "$(cat "p$i.txt")" = "m$i" ] && n=$((n + 1))
+for r in 1 2 3 4; do
+    for i in 1 2 3 4 5 6; do mls protect --state a.st --text "m$r.$i" --out "p$r.$i" >/dev/null 2>&1 & done
+    wait
+    for i in 1 2 3 4 5 6; do
+        mls unprotect --state c.st --in "p$r.$i" --out "p$r.$i.txt" >/dev/null 2>&1 &&
+            [ "$(cat "p$r.$i.txt")" = "m$r.$i" ] && n=$((n + 1))
+    done
 done
-[ "$n" = 6 ] && ok || bad "concurrent protects: $n of 6 read"
+[ "$n" = 24 ] && ok || bad "concurrent protects: $n of 24 read"
+cd .. || exit 1
+
+# ---- the files of one command: each its own, never over another's, none lost ----
+epoch_of() { mls epoch --state "$1" 2>/dev/null | sed -n 's/^epoch: //p'; }
+# group DIR: alice made a group and added bob (epoch 1), carol and dave with KeyPackages
+group() {
+    mkdir "$1" && cd "$1" || exit 1
+    mls create --identity alice --state alice.st >/dev/null
+    for who in bob carol dave; do
+        mls key-package --identity "$who" --out "$who.kp" --private "$who.priv" >/dev/null
+    done
+    mls add --state alice.st --key-package bob.kp --commit c1 --welcome w1 >/dev/null
+    cp bob.priv bob.priv.kept
+    mls join --welcome w1 --key-package bob.kp --private bob.priv --state bob.st >/dev/null
+}
+group files
+# two outputs, or an output and the state, naming one file: refused even with --force
+keep alice.st bob.st
+expect 1 "add --commit X --welcome X" -- mls add --state alice.st --key-package carol.kp --commit same --welcome same
+grep -q "name one file" err.txt && ok || bad "says the outputs name one file"
+expect 1 "add --commit X --welcome X --force" -- mls add --state alice.st --key-package carol.kp --commit same --welcome ./same --force
+expect 1 "protect --out STATE --force" -- mls protect --state alice.st --text x --out alice.st --force
+ln alice.st alias.st
+expect 1 "protect --out (a hard link of STATE) --force" -- mls protect --state alice.st --text x --out alias.st --force
+rm alias.st
+expect 1 "update --commit STATE --force" -- mls update --state alice.st --commit ../files/alice.st --force
+mls protect --state alice.st --text hello --out m1 >/dev/null
+keep alice.st
+expect 1 "unprotect --out STATE --force" -- mls unprotect --state bob.st --in m1 --out bob.st --force
+expect 1 "unprotect --out its input --force" -- mls unprotect --state bob.st --in m1 --out m1 --force
+expect 1 "key-package --out P --private P" -- mls key-package --identity x --out kp --private kp
+expect 1 "join --state (its Welcome) --force" -- mls join --welcome w1 --key-package bob.kp --private bob.priv.kept --state w1 --force
+[ ! -e same ] && [ ! -e kp ] && cmp -s w1 w1 && ok || bad "a refused command wrote a file"
+unchanged "outputs naming one file change no state" alice.st bob.st
+# an output that cannot be written: nothing changes, the message is read after
+expect 1 "unprotect to a directory that does not exist" -- mls unprotect --state bob.st --in m1 --out nodir/plain
+expect 1 "unprotect to a closed standard output" -- sh -c '"$0" mls unprotect --state bob.st --in m1 >&-' "$M"
+expect 1 "protect to a directory that does not exist" -- mls protect --state alice.st --text x --out nodir/m2
+expect 1 "add with a Welcome that cannot be written" -- mls add --state alice.st --key-package carol.kp --commit c2 --welcome nodir/w2
+[ ! -e c2 ] && ok || bad "a refused add left its commit"
+unchanged "an output that cannot be written changes no state" alice.st bob.st
+[ "$(mls unprotect --state bob.st --in m1 2>/dev/null)" = hello ] && ok || bad "the message is read after"
+# a text to a terminal: its controls shown as escapes, not acting; to a pipe, as sent
+mls protect --state alice.st --text $'\e[2Jcleared' --out esc1 >/dev/null
+mls protect --state alice.st --text $'\e[2Jcleared' --out esc2 >/dev/null
+script -qc "'$M' mls unprotect --state bob.st --in esc1" /dev/null </dev/null >tty.txt 2>&1
+grep -qF '\x1b[2Jcleared' tty.txt && ! grep -q $'\e' tty.txt && ok || bad "a text's escape acted on the terminal: $(od -c tty.txt | head -3)"
+[ "$(mls unprotect --state bob.st --in esc2 2>/dev/null)" = $'\e[2Jcleared' ] && ok || bad "a text to a pipe as sent"
+# a failed key-package --force leaves the private part it was given
+cp carol.priv carol.priv.before
+expect 1 "key-package --force with an output that cannot be written" -- mls key-package --identity y --out nodir/y.kp --private carol.priv --force
+cmp -s carol.priv carol.priv.before && ok || bad "a failed key-package --force lost the private part"
+# join: the KeyPackage's private part is gone once the state is saved (forward secrecy), the
+# file a symbolic link names too
+[ ! -e bob.priv ] && ok || bad "bob's private part outlives his join"
+(
+    group symlinked
+    mls add --state alice.st --key-package carol.kp --commit c2 --welcome w2 >/dev/null
+    mkdir keys && mv carol.priv keys/carol.priv && ln -s keys/carol.priv carol.priv
+    expect 0 "carol joins with her private part behind a symbolic link" -- mls join --welcome w2 --key-package carol.kp --private carol.priv --state carol.st
+    [ ! -e carol.priv ] && [ ! -e keys/carol.priv ] && ok || bad "carol's private part outlives her join"
+    [ "$failed" = 0 ]
+) || bad "a private part behind a symbolic link"
+# commands on one state at once with one output: one writes it, the other is refused
+# at_once WHAT ARGS1 -- ARGS2: two commands on alice.st, both waiting on its lock; exactly one succeeds
+at_once() {
+    local what=$1 a=() r1 r2 p1
+    shift
+    while [ "$1" != -- ]; do a+=("$1"); shift; done
+    shift
+    (flock -x alice.st -c 'sleep 1') &
+    sleep 0.3
+    mls "${a[@]}" >/dev/null 2>&1 &
+    p1=$!
+    mls "$@" >/dev/null 2>&1
+    r2=$?
+    wait $p1
+    r1=$?
+    wait
+    [ $((r1 + r2)) = 1 ] && ok || bad "$what at once: exit $r1 and $r2"
+}
+at_once "two adds to one --commit" add --state alice.st --key-package carol.kp --commit cc --welcome ww -- \
+    add --state alice.st --key-package dave.kp --commit cc --welcome ww
+[ "$(epoch_of alice.st)" = 2 ] && ok || bad "alice at epoch 2 after one add"
+expect 0 "bob follows the one commit written" -- mls process --state bob.st --commit cc
+at_once "two protects to one --out" protect --state alice.st --text first --out one.msg -- \
+    protect --state alice.st --text second --out one.msg
+pids=
+for i in 1 2 3 4 5 6; do
+    mls create --identity "x$i" --state new.st >/dev/null 2>&1 &
+    pids="$pids $!"
+done
+n=0
+for p in $pids; do wait "$p" && n=$((n + 1)); done
+[ "$n" = 1 ] && ok || bad "six creates of one new state at once: $n succeeded"
+[ -z "$(leftover)" ] && ok || bad "staged files left: $(leftover)"
+# a STATE.pending not written by the tool: refused, nothing it names touched
+echo junk >alice.st.pending
+expect 1 "a pending file that is junk" -- mls epoch --state alice.st
+grep -q "not a file of outputs pending" err.txt && ok || bad "says what the pending file is not"
+echo secret >victim
+printf 'MSVMLS-PENDING 1\n%064d\nN %s/victim\n%s/out\n' 0 "$PWD" "$PWD" >alice.st.pending
+expect 1 "a pending file naming another file as staged" -- mls epoch --state alice.st
+[ -e victim ] && [ ! -e out ] && ok || bad "a pending file removed or published what it named"
+echo staged >out2.stagedABCDEF
+printf 'MSVMLS-PENDING 1\n%064d\nN %s/out2.stagedABCDEF\n%s/out2\njunk\n' 0 "$PWD" "$PWD" >alice.st.pending
+expect 1 "a pending file good at first, then not" -- mls epoch --state alice.st
+[ -e out2.stagedABCDEF ] && ok || bad "a pending file that does not read removed what it named first"
+rm alice.st.pending out2.stagedABCDEF
+cd .. || exit 1
+
+# the keys kept for skipped generations: a member jumping far ahead drops its own, not another's
+group skipped
+mls add --state alice.st --key-package carol.kp --commit c2 --welcome w2 >/dev/null
+mls process --state bob.st --commit c2 >/dev/null
+mls join --welcome w2 --key-package carol.kp --private carol.priv --state carol.st >/dev/null
+mls protect --state alice.st --text "alice 0" --out a0 >/dev/null
+mls protect --state alice.st --text "alice 1" --out a1 >/dev/null
+mls unprotect --state bob.st --in a1 >/dev/null 2>&1 # a0 late: its key kept
+for i in $(seq 0 75); do mls protect --state carol.st --text "c$i" --out "cm$i" >/dev/null; done
+expect 0 "carol's message 76 generations on" -- mls unprotect --state bob.st --in cm75
+expect 0 "alice's late message still read" -- mls unprotect --state bob.st --in a0 --out a0.txt
+[ "$(cat a0.txt 2>/dev/null)" = "alice 0" ] && ok || bad "alice's late message as sent"
+expect 0 "carol's latest kept key" -- mls unprotect --state bob.st --in cm74
+cd .. || exit 1
+
+# a crash at each write, sync, rename and link of an add: after the next command on the state
+# (which settles what the crash left), the commit exists if and only if the state merged it, and
+# the committer goes on; no staged file, half-saved state or note left behind
+group crash
+cp alice.st alice.base
+cp bob.st bob.base
+k=0
+while :; do
+    cp alice.base alice.st
+    rm -f c2 w2
+    MSV_FAULTY_IO_MATCH="$PWD/" MSV_FAULTY_IO_CRASH_AFTER=$k MSV_FAULTY_IO_CRASH_RENAMES=1 LD_PRELOAD="$F" \
+        "$M" mls add --state alice.st --key-package carol.kp --commit c2 --welcome w2 >/dev/null 2>&1
+    rc=$?
+    mls epoch --state alice.st >/dev/null 2>&1 || bad "crash $k: alice's state does not load"
+    e=$(epoch_of alice.st)
+    if [ -e c2 ]; then
+        cp bob.base bob.st
+        [ "$e" = 2 ] && [ -e w2 ] && mls process --state bob.st --commit c2 >/dev/null 2>&1 &&
+            [ "$(auth alice.st)" = "$(auth bob.st)" ] && ok ||
+            bad "crash $k: the commit is out, alice at epoch $e, bob does not follow her"
+    else
+        [ "$e" = 1 ] && [ ! -e w2 ] && ok || bad "crash $k: no commit out, alice at epoch $e"
+    fi
+    [ -z "$(leftover)" ] && ok || bad "crash $k: files left: $(leftover)"
+    mls update --state alice.st --commit "u$k" >/dev/null 2>&1 && ok || bad "crash $k: alice cannot commit after"
+    [ $rc -eq 137 ] || break
+    k=$((k + 1))
+    [ $k -lt 40 ] || { bad "the add never finished"; break; }
+done
+[ $k -ge 6 ] && ok || bad "only $k crash points"
+cd .. || exit 1
+# the same for unprotect --out: the text exists if and only if its key is gone from the state
+group crash2
+mls protect --state alice.st --text hello --out m1 >/dev/null
+cp bob.st bob.base
+k=0
+while :; do
+    cp bob.base bob.st
+    rm -f plain
+    MSV_FAULTY_IO_MATCH="$PWD/" MSV_FAULTY_IO_CRASH_AFTER=$k MSV_FAULTY_IO_CRASH_RENAMES=1 LD_PRELOAD="$F" \
+        "$M" mls unprotect --state bob.st --in m1 --out plain >/dev/null 2>&1
+    rc=$?
+    mls epoch --state bob.st >/dev/null 2>&1 || bad "unprotect crash $k: bob's state does not load"
+    if [ -e plain ]; then
+        [ "$(cat plain)" = hello ] && ok || bad "unprotect crash $k: the text"
+        expect 3 "unprotect crash $k: the text out, the key gone" -- mls unprotect --state bob.st --in m1
+    else
+        [ "$(mls unprotect --state bob.st --in m1 2>/dev/null)" = hello ] && ok ||
+            bad "unprotect crash $k: no text out, and the message is no longer read"
+    fi
+    [ -z "$(leftover)" ] && ok || bad "unprotect crash $k: files left: $(leftover)"
+    [ $rc -eq 137 ] || break
+    k=$((k + 1))
+    [ $k -lt 40 ] || { bad "the unprotect never finished"; break; }
+done
+[ $k -ge 4 ] && ok || bad "only $k unprotect crash points"
 cd .. || exit 1
 
 # ---- the passive-client vectors: another implementation's Welcomes and commits ----

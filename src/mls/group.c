@@ -792,8 +792,9 @@ static msv_err build_commit(struct msv_mls_member *p, const struct msv_mls_commi
         err = msv_mls_member_commit_proposals(&list, received, spec->n_proposals, p->me, cs);
     if (err == MSV_OK)
         err = check_proposals(p, cs, spec->now, why);
-    if (err == MSV_OK)
-        err = msv_mls_member_apply_proposals(p, cs);
+    if (err == MSV_OK && (err = msv_mls_member_apply_proposals(p, cs)) == MSV_ERR_INVALID)
+        *why = "the proposals do not apply (a KeyPackage given twice or with keys a member "
+               "has, a leaf removed twice, or a proposal not allowed here)";
     if (err == MSV_OK)
         err = make_path(p, cs, pm, &path, &path_len);
     if (err == MSV_OK) {

@@ -155,6 +155,7 @@ msv_err msv_mls_key_package_body_check(enum msv_mls_suite suite, const uint8_t *
 {
     struct msv_reader r;
     struct msv_mls_leaf l;
+    struct leaf_fields f;
     const uint8_t *init, *p, *sig;
     size_t init_len, n, tbs_len, sig_len;
     uint16_t version, cs;
@@ -181,6 +182,10 @@ msv_err msv_mls_key_package_body_check(enum msv_mls_suite suite, const uint8_t *
     err = msv_mls_leaf_check(suite, &l, NULL, 0, 0, now, why);
     if (err != MSV_OK)
         return err;
+    /* 7.2, where the lifetime is checked (now given): a commit we make, not one we follow */
+    if (now != 0 && (read_fields(&l, &f) != MSV_OK ||
+                     f.not_after - f.not_before > MSV_MLS_KEY_PACKAGE_LIFETIME_MAX))
+        return refuse(MSV_ERR_INVALID, "lifetime longer than 84 days and an hour", why);
     if (msv_mls_verify_label(l.signature_key, l.signature_key_len, "KeyPackageTBS", kp, tbs_len,
                              sig, sig_len) != MSV_OK)
         return refuse(MSV_ERR_AUTH, "key package signature invalid", why);

@@ -23,8 +23,9 @@
 /*
  * The secret tree of the current epoch (9, 9.2): node secrets until their
  * children are derived, then each leaf's handshake and application ratchets
- * at the next generation, and the keys of generations skipped (the latest
- * MSV_MLS_SKIPPED_MAX). All in sodium_malloc memory, wiped when dropped.
+ * at the next generation, and the keys of generations skipped
+ * (MSV_MLS_SKIPPED_MAX in all; past it, the oldest of the sender holding the
+ * most is dropped). All in sodium_malloc memory, wiped when dropped.
  */
 struct msv_mls_ratchet_state {
     uint32_t generation; /* of secret: the next one not yet used */
@@ -298,11 +299,36 @@ MSV_MUST_CHECK msv_err msv_mls_member_load(const uint8_t *data, size_t len,
                                            const struct msv_mls_external_psk *psks, size_t n_psks,
                                            struct msv_mls_member **out, const char **why);
 /*
- * Writes bytes that hold secrets to path atomically: a temporary file of mode
- * 0600 beside it, written, fsync'd and renamed over path, the directory
- * fsync'd. MSV_ERR_IO (errno says why) with path untouched otherwise.
+ * Writes bytes that hold secrets to path atomically: PATH.tmp (one fixed
+ * name, so that what a crash left there is overwritten, never kept), mode
+ * 0600, written, fsync'd and renamed over path, the directory fsync'd.
+ * MSV_ERR_IO (errno says why) with path untouched otherwise. Two writers of
+ * one path must not run at once (missive-crypto mls holds a lock on it).
  */
 MSV_MUST_CHECK msv_err msv_mls_state_write_file(const char *path, const uint8_t *data, size_t len);
+/*
+ * The same, the new file locked (flock, exclusive) before it takes the name
+ * and left open in *lock_fd: a process holding the lock of the file it
+ * replaces keeps the lock of what follows until it closes *lock_fd.
+ */
+MSV_MUST_CHECK msv_err msv_mls_state_write_locked(const char *path, const uint8_t *data, size_t len,
+                                                  int *lock_fd);
+/* A name to stage a file for path at: PATH.stagedXXXXXX, the six random letters or digits. */
+MSV_MUST_CHECK msv_err msv_mls_file_staged_name(const char *path, char *tmp, size_t tmp_size);
+/*
+ * A file to publish later: data written to tmp (a new file, mode 0600; one
+ * there already is MSV_ERR_IO, EEXIST), fsync'd. MSV_ERR_IO (errno)
+ * otherwise, nothing left.
+ */
+MSV_MUST_CHECK msv_err msv_mls_file_stage(const char *tmp, const uint8_t *data, size_t len);
+/*
+ * A staged file given its name: linked to path, never over a file there
+ * (MSV_ERR_EXISTS, tmp kept), or renamed over it if replace; the directory
+ * fsync'd. MSV_ERR_IO (errno) otherwise.
+ */
+MSV_MUST_CHECK msv_err msv_mls_file_publish(const char *tmp, const char *path, int replace);
+/* A regular file overwritten with zeros, fsync'd and removed (a symbolic link only removed). */
+void msv_mls_file_wipe(const char *path);
 /* msv_mls_member_save() into a file, as msv_mls_state_write_file() writes it. */
 MSV_MUST_CHECK msv_err msv_mls_member_save_file(const struct msv_mls_member *m, const char *path,
                                                 const char **why);

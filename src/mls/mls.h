@@ -668,9 +668,16 @@ MSV_MUST_CHECK msv_err msv_mls_leaf_check(enum msv_mls_suite suite, const struct
                                           const uint8_t *group_id, size_t group_id_len,
                                           uint32_t index, uint64_t now, const char **why);
 /*
+ * The longest lifetime (not_after - not_before) a KeyPackage may have (RFC 9420
+ * 7.2: an application's maximum): 84 days and an hour, in seconds.
+ */
+#define MSV_MLS_KEY_PACKAGE_LIFETIME_MAX (84u * 86400u + 3600u)
+/*
  * Validates a KeyPackage MLSMessage (10.1): version 1, the suite, its leaf
  * (msv_mls_leaf_check(), source key_package), an init key of 32 bytes other
- * than the leaf's encryption key, and its signature (KeyPackageTBS). The leaf
+ * than the leaf's encryption key, its signature (KeyPackageTBS) and, when now
+ * is not 0 (the lifetime checked against it), a lifetime no longer than
+ * MSV_MLS_KEY_PACKAGE_LIFETIME_MAX. The leaf
  * goes to *leaf (may be NULL), pointing into msg. Errors and *why as
  * msv_mls_leaf_check().
  */

@@ -172,14 +172,41 @@ static void drop_skipped(struct msv_mls_secret_state *st, size_t i)
     sodium_memzero(&st->skipped[st->n_skipped], sizeof(st->skipped[0]));
 }
 
-/* Keeps the key of a generation the ratchet moves past, dropping the oldest past the limit. */
+/*
+ * Which kept key to drop when all MSV_MLS_SKIPPED_MAX are held: the oldest of
+ * the sender (leaf) holding the most, the one keeping a key now if it is among
+ * them. So one member skipping many generations drops its own keys, never
+ * those of a member holding fewer.
+ */
+static size_t skipped_to_drop(const struct msv_mls_secret_state *st, uint32_t leaf)
+{
+    size_t best = 0, best_count = 0, own = SIZE_MAX, own_count = 0;
+
+    for (size_t i = 0; i < st->n_skipped; i++) {
+        size_t count = 0;
+
+        for (size_t j = 0; j < st->n_skipped; j++)
+            count += st->skipped[j].leaf == st->skipped[i].leaf;
+        if (count > best_count) {
+            best = i;
+            best_count = count;
+        }
+        if (st->skipped[i].leaf == leaf && own == SIZE_MAX) {
+            own = i;
+            own_count = count;
+        }
+    }
+    return own != SIZE_MAX && own_count == best_count ? own : best;
+}
+
+/* Keeps the key of a generation the ratchet moves past, dropping one past the limit. */
 static msv_err keep_skipped(struct msv_mls_secret_state *st, uint32_t leaf, uint8_t which,
                             const struct msv_mls_ratchet_state *r)
 {
     struct msv_mls_skipped_key *k;
 
     if (st->n_skipped == MSV_MLS_SKIPPED_MAX)
-        drop_skipped(st, 0);
+        drop_skipped(st, skipped_to_drop(st, leaf));
     k = &st->skipped[st->n_skipped];
     k->leaf = leaf;
     k->which = which;

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -521,6 +522,40 @@ static msv_err read_secret_tree(struct msv_reader *r, struct msv_mls_member *m, 
     return err;
 }
 
+/*
+ * The transcript as the epoch's secrets make it (8.2): the confirmation tag
+ * MAC(confirmation_key, confirmed transcript hash) (empty at a created
+ * group's epoch 0), and interim = Hash(confirmed || confirmation_tag<V>).
+ */
+static msv_err check_transcript(const struct msv_mls_member *m, const char **why)
+{
+    uint8_t tag[MSV_MLS_NH], interim[MSV_MLS_NH], *in = NULL;
+    size_t in_len = 0;
+    struct msv_buf w;
+    msv_err err =
+        msv_mls_mac(m->s.confirmation_key, MSV_MLS_NH, m->cth_len ? m->cth : NULL, m->cth_len, tag);
+    int tag_ok = err == MSV_OK && sodium_memcmp(tag, m->tag, MSV_MLS_NH) == 0;
+
+    msv_buf_init(&w, 4 * MSV_MLS_NH);
+    if (m->cth_len > 0)
+        (void)msv_buf_put(&w, m->cth, m->cth_len);
+    msv_mls_put_vec(&w, m->tag, MSV_MLS_NH);
+    if (err == MSV_OK)
+        err = msv_buf_finish(&w, &in, &in_len);
+    else
+        msv_buf_clear(&w);
+    if (err == MSV_OK)
+        err = msv_mls_hash(in, in_len, interim);
+    free(in);
+    if (err != MSV_OK)
+        return err;
+    if (!tag_ok)
+        REFUSE("the confirmation tag is not the epoch's over its confirmed transcript hash");
+    if (sodium_memcmp(interim, m->interim, MSV_MLS_NH) != 0)
+        REFUSE("the interim transcript hash does not follow from the confirmed one and the tag");
+    return MSV_OK;
+}
+
 static msv_err read_state(struct msv_reader *r, struct msv_mls_member *m, const char **why)
 {
     uint8_t head[sizeof(magic)], tree_hash[MSV_MLS_NH];
@@ -549,6 +584,8 @@ static msv_err read_state(struct msv_reader *r, struct msv_mls_member *m, const 
         err = read_sending(r, m, why);
     if (err == MSV_OK)
         err = read_secrets(r, m, why);
+    if (err == MSV_OK)
+        err = check_transcript(m, why);
     if (err == MSV_OK)
         err = read_secret_tree(r, m, why);
     if (err == MSV_OK && !msv_mls_reader_is_done(r)) {
@@ -605,34 +642,140 @@ static int open_dir_of(const char *path)
     return open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
-msv_err msv_mls_state_write_file(const char *path, const uint8_t *data, size_t len)
+/* The directory of path fsync'd: a rename or link in it made durable. */
+static void sync_dir_of(const char *path)
 {
-    char tmp[4096];
-    int fd, dir;
-    msv_err err = MSV_OK;
+    int dir = open_dir_of(path);
 
-    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmpXXXXXX", path) >= sizeof(tmp))
-        return MSV_ERR_INVALID;
-    fd = mkstemp(tmp); /* mode 0600 */
-    if (fd < 0)
-        return MSV_ERR_IO;
-    if (fchmod(fd, 0600) != 0 || msv_write_all(fd, data, len) != MSV_OK || fsync(fd) != 0)
-        err = MSV_ERR_IO;
-    if (close(fd) != 0)
-        err = MSV_ERR_IO;
-    if (err == MSV_OK && rename(tmp, path) != 0)
-        err = MSV_ERR_IO;
-    if (err != MSV_OK) {
-        unlink(tmp);
-        return err;
-    }
-    /* the rename itself made durable */
-    dir = open_dir_of(path);
     if (dir >= 0) {
         (void)fsync(dir);
         close(dir);
     }
+}
+
+/* data written to the open fd, mode 0600, fsync'd; MSV_ERR_IO otherwise. */
+static msv_err write_sync(int fd, const uint8_t *data, size_t len)
+{
+    if (fchmod(fd, 0600) != 0 || msv_write_all(fd, data, len) != MSV_OK || fsync(fd) != 0)
+        return MSV_ERR_IO;
     return MSV_OK;
+}
+
+/* The same, and fd closed. */
+static msv_err write_sync_close(int fd, const uint8_t *data, size_t len)
+{
+    msv_err err = write_sync(fd, data, len);
+
+    if (close(fd) != 0)
+        err = MSV_ERR_IO;
+    return err;
+}
+
+msv_err msv_mls_state_write_locked(const char *path, const uint8_t *data, size_t len, int *lock_fd)
+{
+    char tmp[4096];
+    int fd;
+    msv_err err;
+
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
+        return MSV_ERR_INVALID;
+    /* one fixed name: what a crash left there is cut to nothing here, not left behind */
+    fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return MSV_ERR_IO;
+    /* locked before it takes the name: no other process has it between the rename and our end */
+    err = lock_fd != NULL && flock(fd, LOCK_EX) != 0 ? MSV_ERR_IO : write_sync(fd, data, len);
+    if (err == MSV_OK && rename(tmp, path) != 0)
+        err = MSV_ERR_IO;
+    if (err != MSV_OK) {
+        int saved = errno;
+
+        unlink(tmp);
+        close(fd);
+        errno = saved;
+        return err;
+    }
+    sync_dir_of(path);
+    if (lock_fd != NULL)
+        *lock_fd = fd;
+    else if (close(fd) != 0)
+        return MSV_ERR_IO;
+    return MSV_OK;
+}
+
+msv_err msv_mls_state_write_file(const char *path, const uint8_t *data, size_t len)
+{
+    return msv_mls_state_write_locked(path, data, len, NULL);
+}
+
+msv_err msv_mls_file_staged_name(const char *path, char *tmp, size_t tmp_size)
+{
+    static const char chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    size_t n = strlen(path);
+
+    if (n + 14 > tmp_size)
+        return MSV_ERR_INVALID;
+    memcpy(tmp, path, n);
+    memcpy(tmp + n, ".staged", 7);
+    for (size_t i = 0; i < 6; i++)
+        tmp[n + 7 + i] = chars[randombytes_uniform(sizeof(chars) - 1)];
+    tmp[n + 13] = '\0';
+    return MSV_OK;
+}
+
+msv_err msv_mls_file_stage(const char *tmp, const uint8_t *data, size_t len)
+{
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    msv_err err;
+
+    if (fd < 0)
+        return MSV_ERR_IO;
+    err = write_sync_close(fd, data, len);
+    if (err != MSV_OK) {
+        int saved = errno;
+
+        unlink(tmp);
+        errno = saved;
+    }
+    return err;
+}
+
+msv_err msv_mls_file_publish(const char *tmp, const char *path, int replace)
+{
+    if (replace) {
+        if (rename(tmp, path) != 0)
+            return MSV_ERR_IO;
+    } else {
+        if (link(tmp, path) != 0)
+            return errno == EEXIST ? MSV_ERR_EXISTS : MSV_ERR_IO;
+        (void)unlink(tmp);
+    }
+    sync_dir_of(path);
+    return MSV_OK;
+}
+
+void msv_mls_file_wipe(const char *path)
+{
+    static const uint8_t zeros[4096];
+    struct stat st;
+    int fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+
+    if (fd >= 0) {
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+            for (off_t done = 0; done < st.st_size;) {
+                size_t n = (size_t)(st.st_size - done) < sizeof(zeros) ? (size_t)(st.st_size - done)
+                                                                       : sizeof(zeros);
+
+                if (msv_write_all(fd, zeros, n) != MSV_OK)
+                    break;
+                done += (off_t)n;
+            }
+            (void)fsync(fd);
+        }
+        close(fd);
+    }
+    if (unlink(path) == 0)
+        sync_dir_of(path);
 }
 
 msv_err msv_mls_member_save_file(const struct msv_mls_member *m, const char *path, const char **why)
