@@ -317,7 +317,8 @@ k=0
 while :; do
     cp alice.base alice.st
     rm -f c2 w2
-    MSV_FAULTY_IO_MATCH="$PWD/" MSV_FAULTY_IO_CRASH_AFTER=$k MSV_FAULTY_IO_CRASH_RENAMES=1 LD_PRELOAD="$F" \
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
+        MSV_FAULTY_IO_MATCH="$PWD/" MSV_FAULTY_IO_CRASH_AFTER=$k MSV_FAULTY_IO_CRASH_RENAMES=1 LD_PRELOAD="$F" \
         "$M" mls add --state alice.st --key-package carol.kp --commit c2 --welcome w2 >/dev/null 2>&1
     rc=$?
     mls epoch --state alice.st >/dev/null 2>&1 || bad "crash $k: alice's state does not load"
@@ -346,7 +347,8 @@ k=0
 while :; do
     cp bob.base bob.st
     rm -f plain
-    MSV_FAULTY_IO_MATCH="$PWD/" MSV_FAULTY_IO_CRASH_AFTER=$k MSV_FAULTY_IO_CRASH_RENAMES=1 LD_PRELOAD="$F" \
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
+        MSV_FAULTY_IO_MATCH="$PWD/" MSV_FAULTY_IO_CRASH_AFTER=$k MSV_FAULTY_IO_CRASH_RENAMES=1 LD_PRELOAD="$F" \
         "$M" mls unprotect --state bob.st --in m1 --out plain >/dev/null 2>&1
     rc=$?
     mls epoch --state bob.st >/dev/null 2>&1 || bad "unprotect crash $k: bob's state does not load"
