@@ -1264,6 +1264,85 @@ static void test_queue_usage_counters(void **state)
     }
 }
 
+struct mls_racer {
+    struct fixture *f;
+    struct msv_mls_commit c;
+    msv_err err;
+};
+
+static void *mls_commit_racer(void *arg)
+{
+    struct mls_racer *r = arg;
+    uint64_t epoch = 0;
+
+    r->err = OPS(r->f)->mls_commit(IMPL(r->f), &r->c, &epoch);
+    return NULL;
+}
+
+/*
+ * An MLS commit and a device's deletion on PostgreSQL: the deletion (as an account's takes
+ * them) holds the device's advisory lock, then deletes its row; the commit names the device.
+ * The commit takes every advisory lock before any row lock, so it waits without holding the
+ * row, and the deletion goes through. Before, the commit held the row (FOR KEY SHARE) while it
+ * waited for the advisory lock, a deadlock that cost the deletion (detected first here, with
+ * a short deadlock_timeout on its side).
+ */
+static void test_mls_commit_lock_order(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t ids[2] = {20, 21}, added = 21, epoch = 0, ids_out[1];
+    struct msv_queue_in item = {.device_id = 21,
+                                .sender_device = 20,
+                                .sender_handle = "a",
+                                .suite = 160,
+                                .ciphertext = (const uint8_t *)"commit",
+                                .ciphertext_len = 6};
+    struct mls_racer r = {.f = f};
+    pthread_t t;
+    PGconn *db;
+    PGresult *res;
+
+    raw_devices(f, ids, 2);
+    seed_claim(f, count_rows(f, "SELECT account_id FROM devices WHERE id = 20"), 21, 5000);
+    r.c = (struct msv_mls_commit){
+        .group_id = (const uint8_t *)"race",
+        .group_len = 4,
+        .epoch = 0,
+        .sender = 20,
+        .added = &added,
+        .n_added = 1,
+        .max_members = 10,
+        .max_groups = 10,
+        .claimer = (uint64_t)count_rows(f, "SELECT account_id FROM devices WHERE id = 20"),
+        .now_ms = 1};
+    assert_int_equal(OPS(f)->mls_commit(IMPL(f), &r.c, &epoch), MSV_OK);
+    db = PQconnectdb(f->path);
+    assert_int_equal(PQstatus(db), CONNECTION_OK);
+    res = PQexec(db, "BEGIN; SET LOCAL deadlock_timeout = '100ms';"
+                     " SELECT pg_advisory_xact_lock(21);");
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    PQclear(res);
+    r.c.epoch = 1;
+    r.c.n_added = 0;
+    r.c.items = &item;
+    r.c.n_items = 1;
+    r.c.ids = ids_out;
+    assert_int_equal(pthread_create(&t, NULL, mls_commit_racer, &r), 0);
+    usleep(500 * 1000); /* the commit is waiting on the lock now */
+    res = PQexec(db, "DELETE FROM devices WHERE id = 21;");
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        fail_msg("the deletion failed: %s", PQerrorMessage(db));
+    PQclear(res);
+    res = PQexec(db, "COMMIT;");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    /* the commit then finds the device gone: refused, nothing queued for it */
+    assert_int_not_equal(r.err, MSV_OK);
+    assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM queue WHERE device_id = 21"), 0);
+    PQfinish(db);
+}
+
 /* Prekeys: uploads add and replace, claims hand each one-time prekey out once, a full
  * device refuses more and keeps what it had, removal drops them; delivery tokens. */
 /*
@@ -2429,6 +2508,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pg_faults, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_mls_store, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_mls_commit_lock_order, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_kem_prekeys, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_with_first_prekeys_atomic, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup_pg, teardown),

@@ -1495,8 +1495,8 @@ static msv_err account_deleted_read(struct pg_conn *c, struct msv_account_delete
     a_i64(&a, (int64_t)out->account_id);
     /* in ascending order, before any queue counter changes (see QUEUE_USAGE_SCHEMA) */
     err = query(c,
-                "SELECT id, pg_advisory_xact_lock(id) FROM devices WHERE account_id = $1 "
-                "ORDER BY id;",
+                "SELECT d, pg_advisory_xact_lock(d) FROM (SELECT id AS d FROM devices"
+                " WHERE account_id = $1 ORDER BY id) AS s;",
                 &a, &r);
     if (err != MSV_OK)
         return err;
@@ -2511,22 +2511,19 @@ static msv_err queue_ack_all(struct pg_conn *c, struct msv_queue_ack *acks, size
     return err;
 }
 
-/*
- * The advisory locks of every device a commit enqueues for or acknowledges, in ascending
- * order, before any queue counter changes (see QUEUE_USAGE_SCHEMA).
- */
-static msv_err lock_commit_devices(struct pg_conn *c, const struct msv_queue_in *items, size_t n,
-                                   const struct msv_queue_ack *acks, size_t n_acks)
+/* The advisory locks of the n devices in ids (repeats allowed), in ascending order. */
+static msv_err lock_devices(struct pg_conn *c, const uint64_t *ids, size_t n)
 {
     struct text_buf devs = {0};
     struct args a = {0};
     msv_err err;
 
     tb_str(&devs, "{");
-    for (size_t i = 0; i < n + n_acks; i++) {
-        tb_i64(&devs, (int64_t)(i < n ? items[i].device_id : acks[i - n].device_id));
-        tb_str(&devs, i + 1 < n + n_acks ? "," : "}");
+    for (size_t i = 0; i < n; i++) {
+        tb_i64(&devs, (int64_t)ids[i]);
+        tb_str(&devs, i + 1 < n ? "," : "");
     }
+    tb_str(&devs, "}");
     a_text(&a, devs.p);
     err = devs.failed ? MSV_ERR_NOMEM
                       : run(c,
@@ -2534,6 +2531,25 @@ static msv_err lock_commit_devices(struct pg_conn *c, const struct msv_queue_in 
                             " unnest($1::BIGINT[]) AS t(d) ORDER BY d) AS s;",
                             &a);
     free(devs.p);
+    return err;
+}
+
+/*
+ * The advisory locks of every device a commit enqueues for or acknowledges, in ascending
+ * order, before any queue counter changes (see QUEUE_USAGE_SCHEMA).
+ */
+static msv_err lock_commit_devices(struct pg_conn *c, const struct msv_queue_in *items, size_t n,
+                                   const struct msv_queue_ack *acks, size_t n_acks)
+{
+    uint64_t *ids = malloc((n + n_acks) * sizeof(*ids));
+    msv_err err;
+
+    if (ids == NULL)
+        return MSV_ERR_NOMEM;
+    for (size_t i = 0; i < n + n_acks; i++)
+        ids[i] = i < n ? items[i].device_id : acks[i - n].device_id;
+    err = lock_devices(c, ids, n + n_acks);
+    free(ids);
     return err;
 }
 
@@ -2938,6 +2954,27 @@ static msv_err mls_devices_hold(struct pg_conn *c, const struct msv_mls_commit *
     return err == MSV_ERR_AGAIN ? MSV_OK : err;
 }
 
+/* lock_devices of the sender, the devices added and removed and the copies' recipients. */
+static msv_err mls_devices_lock(struct pg_conn *c, const struct msv_mls_commit *m)
+{
+    size_t n = 1 + m->n_added + m->n_removed + m->n_items, k = 0;
+    uint64_t *ids = malloc(n * sizeof(*ids));
+    msv_err err;
+
+    if (ids == NULL)
+        return MSV_ERR_NOMEM;
+    ids[k++] = m->sender;
+    for (size_t i = 0; i < m->n_added; i++)
+        ids[k++] = m->added[i];
+    for (size_t i = 0; i < m->n_removed; i++)
+        ids[k++] = m->removed[i];
+    for (size_t i = 0; i < m->n_items; i++)
+        ids[k++] = m->items[i].device_id;
+    err = lock_devices(c, ids, k);
+    free(ids);
+    return err;
+}
+
 static msv_err mls_commit(struct pg_conn *c, const struct msv_mls_commit *m, uint64_t *epoch_now)
 {
     struct args a = {0};
@@ -2946,10 +2983,15 @@ static msv_err mls_commit(struct pg_conn *c, const struct msv_mls_commit *m, uin
     msv_err err;
 
     *epoch_now = 0;
-    /* first, before any lock a device's removal waits for: the devices the commit names
+    /* the advisory locks of every device the commit names first, in ascending order, as an
+     * account's deletion and a relay commit take them before any row lock: holding a row lock
+     * while waiting for an advisory lock would deadlock with a deletion holding that lock */
+    err = mls_devices_lock(c, m);
+    /* then, before any lock a device's removal waits for: the devices the commit names
      * cannot be deleted until it ends, or it waits for their removal to end (then an added
      * one that is gone is no member, and a copy for a gone one refuses the commit) */
-    err = mls_devices_hold(c, m);
+    if (err == MSV_OK)
+        err = mls_devices_hold(c, m);
     if (err == MSV_OK)
         err = mls_group_lock(c, m, epoch_now);
     if (err != MSV_OK)
@@ -3405,9 +3447,16 @@ static msv_err p_account_delete(void *impl, const char *handle, int64_t now_ms,
     memset(out, 0, sizeof(*out));
     if (c_ == NULL)
         return MSV_ERR_IO;
-    err = begin(c_);
-    if (err == MSV_OK)
-        err = finish(c_, account_delete(c_, handle, now_ms, out));
+    /* run again, as TRANSACTION does, when a deadlock or serialization failure ended it */
+    for (int try_ = 0; try_ < TRIES; try_++) {
+        c_->busy = 0;
+        msv_account_deleted_clear(out);
+        err = begin(c_);
+        if (err == MSV_OK)
+            err = finish(c_, account_delete(c_, handle, now_ms, out));
+        if (err != MSV_ERR_IO || !c_->busy || c_->broken)
+            break;
+    }
     give_back(impl, c_);
     if (err != MSV_OK)
         msv_account_deleted_clear(out);
