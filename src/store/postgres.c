@@ -2927,6 +2927,25 @@ static msv_err mls_groups_bounded(struct pg_conn *c, const struct msv_mls_commit
     return err;
 }
 
+/* The devices a commit names: the sender first, then those added and removed and the copies'
+ * recipients (free() it); *n their number. NULL if out of memory. */
+static uint64_t *mls_named(const struct msv_mls_commit *m, size_t *n)
+{
+    uint64_t *ids = malloc((1 + m->n_added + m->n_removed + m->n_items) * sizeof(*ids));
+
+    *n = 0;
+    if (ids == NULL)
+        return NULL;
+    ids[(*n)++] = m->sender;
+    for (size_t i = 0; i < m->n_added; i++)
+        ids[(*n)++] = m->added[i];
+    for (size_t i = 0; i < m->n_removed; i++)
+        ids[(*n)++] = m->removed[i];
+    for (size_t i = 0; i < m->n_items; i++)
+        ids[(*n)++] = m->items[i].device_id;
+    return ids;
+}
+
 /*
  * devices_hold of the sender (MSV_ERR_AUTH if it is gone: a removed device is no member, and
  * would otherwise become the first of a group it starts), then of the devices added and
@@ -2935,42 +2954,26 @@ static msv_err mls_groups_bounded(struct pg_conn *c, const struct msv_mls_commit
  */
 static msv_err mls_devices_hold(struct pg_conn *c, const struct msv_mls_commit *m)
 {
-    size_t n = m->n_added + m->n_removed + m->n_items, k = 0;
-    uint64_t *ids = malloc((n ? n : 1) * sizeof(*ids));
+    size_t n = 0;
+    uint64_t *ids = mls_named(m, &n);
     msv_err err = devices_hold(c, &m->sender, 1);
 
     if (err != MSV_OK || ids == NULL) {
         free(ids);
         return err == MSV_ERR_AGAIN ? MSV_ERR_AUTH : err != MSV_OK ? err : MSV_ERR_NOMEM;
     }
-    for (size_t i = 0; i < m->n_added; i++)
-        ids[k++] = m->added[i];
-    for (size_t i = 0; i < m->n_removed; i++)
-        ids[k++] = m->removed[i];
-    for (size_t i = 0; i < m->n_items; i++)
-        ids[k++] = m->items[i].device_id;
-    err = devices_hold(c, ids, n);
+    err = devices_hold(c, ids + 1, n - 1);
     free(ids);
     return err == MSV_ERR_AGAIN ? MSV_OK : err;
 }
 
-/* lock_devices of the sender, the devices added and removed and the copies' recipients. */
+/* lock_devices of every device the commit names. */
 static msv_err mls_devices_lock(struct pg_conn *c, const struct msv_mls_commit *m)
 {
-    size_t n = 1 + m->n_added + m->n_removed + m->n_items, k = 0;
-    uint64_t *ids = malloc(n * sizeof(*ids));
-    msv_err err;
+    size_t n = 0;
+    uint64_t *ids = mls_named(m, &n);
+    msv_err err = ids != NULL ? lock_devices(c, ids, n) : MSV_ERR_NOMEM;
 
-    if (ids == NULL)
-        return MSV_ERR_NOMEM;
-    ids[k++] = m->sender;
-    for (size_t i = 0; i < m->n_added; i++)
-        ids[k++] = m->added[i];
-    for (size_t i = 0; i < m->n_removed; i++)
-        ids[k++] = m->removed[i];
-    for (size_t i = 0; i < m->n_items; i++)
-        ids[k++] = m->items[i].device_id;
-    err = lock_devices(c, ids, k);
     free(ids);
     return err;
 }
