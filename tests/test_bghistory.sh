@@ -149,8 +149,17 @@ kill -CONT "$pid"
 # imported again when the message that named it comes again, or by --resume-history
 expect 0 "the pad receives again" -- pad receive --wait 2
 if ! grep -q "history imported from device 1" out.txt; then
-    expect 0 "the pad's import is resumed" -- pad link alice@example.org --resume-history
-    grep -q "history imported" out.txt && ok || bad "imported again: $(cat out.txt err.txt)"
+    pad link alice@example.org --resume-history >resume.out 2>resume.err
+    rc=$?
+    if [ $rc -eq 0 ]; then
+        grep -q "history imported" resume.out && ok || bad "imported again: $(cat resume.out resume.err)"
+    elif [ $rc -eq 1 ] && grep -q "no history waits" resume.err; then
+        # the import had ended (stored, its last line not yet written) when it was killed, on a
+        # loaded machine: nothing to resume; the pad's history is compared with the phone's below
+        ok
+    else
+        bad "the pad's import is resumed: exit $rc ($(cat resume.out resume.err))"
+    fi
 fi
 expect 1 "nothing waits on the pad any more" -- pad link alice@example.org --resume-history
 grep -q "no history waits" err.txt && ok || bad "nothing waits: $(cat err.txt)"
