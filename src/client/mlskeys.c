@@ -160,7 +160,8 @@ static msv_err keep_newest(struct msv_client *c, struct kept *k, size_t n, size_
 {
     msv_err err = MSV_OK;
 
-    qsort(k, n, sizeof(*k), older_first);
+    if (n > 1) /* none kept: k may be NULL */
+        qsort(k, n, sizeof(*k), older_first);
     for (size_t i = 0; err == MSV_OK && i + max < n; i++)
         err = msv_client_db_unset(c->db, k[i].key);
     return err;
