@@ -397,7 +397,7 @@ msv_err client_lineage_check(struct msv_client *c, void (*on_alarm)(void *, cons
     static _Thread_local struct seen_roots seen;
     struct lineage l;
     msv_err err = lineage_get(c, &l);
-    int done = 0;
+    int done = 0, known = err == MSV_OK; /* l holds a size */
 
     seen_get(c->db, &seen);
     if (err == MSV_ERR_NOT_FOUND || err == MSV_ERR_PARSE) {
@@ -406,6 +406,7 @@ msv_err client_lineage_check(struct msv_client *c, void (*on_alarm)(void *, cons
         if (err == MSV_OK)
             err = lineage_put(c, &l);
         err = err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+        known = err == MSV_OK;
         done = 1;
     }
     for (int page = 0; err == MSV_OK && !done && page < PAGES_MAX; page++) {
@@ -446,10 +447,13 @@ msv_err client_lineage_check(struct msv_client *c, void (*on_alarm)(void *, cons
         if (err == MSV_OK)
             err = lineage_put(c, &l);
     }
-    if (err == MSV_OK) {
+    if (known) { /* told even when the read failed: a directory that hangs up is not silent */
+        msv_err put;
+
         seen_drop_upto(&seen, l.size);
         seen_tell(&seen, on_alarm, ctx, alarms);
-        err = seen_put(c->db, &seen);
+        put = seen_put(c->db, &seen);
+        err = err == MSV_OK ? put : err;
     }
     return err;
 }
