@@ -2558,17 +2558,29 @@ static void test_old_last_resort_refused(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * Stamps ms (u64be) at offset at of every record of setting key (a header of head bytes, then
+ * records of stride bytes); the number of records.
+ */
+static size_t stamp_records(struct msv_client *c, const char *key, size_t head, size_t stride,
+                            size_t at, int64_t ms)
+{
+    uint8_t *v = NULL;
+    size_t len = 0, n = 0;
+
+    assert_int_equal(msv_client_db_get(c->db, key, &v, &len), MSV_OK);
+    assert_true(len >= head);
+    for (size_t off = head; off + stride <= len; off += stride, n++)
+        msv_put_u64be(v + off + at, (uint64_t)ms);
+    assert_int_equal(msv_client_db_set(c->db, key, v, len), MSV_OK);
+    free(v);
+    return n;
+}
+
 /* Stamps every record of c's lost prekey batches as replaced at ms. */
 static void stamp_unsettled(struct msv_client *c, int64_t ms)
 {
-    uint8_t *v = NULL;
-    size_t len = 0;
-
-    assert_int_equal(msv_client_db_get(c->db, "prekeys-unsettled", &v, &len), MSV_OK);
-    for (size_t at = 0; at + 17 <= len; at += 17)
-        msv_put_u64be(v + at + 9, (uint64_t)ms);
-    assert_int_equal(msv_client_db_set(c->db, "prekeys-unsettled", v, len), MSV_OK);
-    free(v);
+    stamp_records(c, "prekeys-unsettled", 0, 17, 9, ms);
 }
 
 /* Whether c keeps the secret of one-time prekey id (a KEM one if kem). */
@@ -3951,6 +3963,37 @@ static void test_monitor_lineage_fork(void **state)
 }
 
 /*
+ * Starts s with alice and bob, pins bob's lineage, registers the first n of carol, erin and frank,
+ * then has the directory show bob, looking alice up, a tree that holds a version of hers no log
+ * entry is (`[testing] keydir_forge`); s is left stopped.
+ */
+static void forged_root_shown(struct test_server *s, struct msv_client **alice,
+                              struct msv_client **bob, size_t n)
+{
+    const char *to[1] = {"alice@example.org"};
+    const char *names[3][2] = {{"carol", "carol@example.org"},
+                               {"erin", "erin@example.org"},
+                               {"frank", "frank@example.org"}};
+    msv_frame *devs = NULL;
+    char last[400];
+
+    test_server_init(s, NULL);
+    test_server_start(s);
+    *alice = client_for(s, "alice", to[0]);
+    *bob = client_for(s, "bob", "bob@example.org");
+    assert_int_equal(monitor(*bob, last), 0); /* where bob's lineage starts */
+    for (size_t i = 0; i < n && i < 3; i++)
+        msv_client_close(client_for(s, names[i][0], names[i][1]));
+    test_server_stop(s);
+    snprintf(s->extra, sizeof(s->extra), "keydir_forge = alice@example.org 8");
+    test_server_start(s);
+    drop_connection(*bob);
+    assert_int_equal(msv_client_devices(*bob, to[0], &devs), MSV_OK);
+    msv_frame_free(devs);
+    test_server_stop(s);
+}
+
+/*
  * A lineage shown to a sender only: bob's monitor pins the key directory's root; the directory
  * then shows bob, looking alice up, a tree that holds a version of hers no log entry is (a root
  * signed for a size his monitor never ran at), and goes back to the honest tree, growing past
@@ -3959,27 +4002,12 @@ static void test_monitor_lineage_fork(void **state)
  */
 static void test_monitor_lineage_sender_only(void **state)
 {
-    const char *to[1] = {"alice@example.org"};
     struct test_server s;
     struct msv_client *alice, *bob, *other;
-    msv_frame *devs = NULL;
     char last[400];
 
     (void)state;
-    test_server_init(&s, NULL);
-    test_server_start(&s);
-    alice = client_for(&s, "alice", to[0]);
-    bob = client_for(&s, "bob", "bob@example.org");
-    assert_int_equal(monitor(bob, last), 0); /* where bob's lineage starts */
-    other = client_for(&s, "carol", "carol@example.org");
-    msv_client_close(other);
-    test_server_stop(&s);
-    snprintf(s.extra, sizeof(s.extra), "keydir_forge = alice@example.org 8");
-    test_server_start(&s);
-    drop_connection(bob);
-    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_OK);
-    msv_frame_free(devs);
-    test_server_stop(&s);
+    forged_root_shown(&s, &alice, &bob, 1);
     s.extra[0] = '\0';
     test_server_start(&s);
     other = client_for(&s, "dave", "dave@example.org");
@@ -3990,6 +4018,148 @@ static void test_monitor_lineage_sender_only(void **state)
     msv_client_close(other);
     msv_client_close(bob);
     msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A directory that shows bob a forged root at a size his monitor's next run does not reach (its
+ * LogRead limited to one answer, then refused) is still caught by a later run: the roots lookups
+ * showed him are kept until his lineage reaches their size.
+ */
+static void test_monitor_lineage_seen_kept(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob, *other;
+    char last[400];
+    size_t first, second;
+
+    (void)state;
+    forged_root_shown(&s, &alice, &bob, 3);
+    /* the honest tree again, but LogRead limited to one answer and then refused */
+    snprintf(s.extra, sizeof(s.extra), "%s",
+             "[directory]\nlog_read_burst = 1\nlog_read_rate = 0.01");
+    test_server_start(&s);
+    other = client_for(&s, "dave", "dave@example.org");
+    drop_connection(bob);
+    first = monitor(bob, last);
+    test_server_stop(&s);
+    s.extra[0] = '\0';
+    test_server_start(&s);
+    drop_connection(bob);
+    second = monitor(bob, last);
+    assert_int_equal(first, 0);
+    assert_int_equal(second, 1);
+    if (strstr(last, "the root a lookup showed this device for") == NULL)
+        fail_msg("the alarm: %s", last);
+    assert_int_equal(monitor(bob, last), 0); /* once */
+    msv_client_close(other);
+    msv_client_close(bob);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/* Sets the time every root kept for c's lineage was kept (or last told) to hours ago. */
+static size_t seen_roots_age(struct msv_client *c, int64_t hours)
+{
+    return stamp_records(c, "kt_seen_roots", 4, 48, 40, msv_wall_ms() - hours * 3600 * 1000);
+}
+
+/*
+ * A lineage that cannot advance is not silent: roots lookups showed bob that his monitor cannot
+ * check (the directory limits his LogRead) are told once they wait a day, and again a day later;
+ * once the directory lets him read, they are checked and nothing is said.
+ */
+static void test_monitor_lineage_stall_alarm(void **state)
+{
+    const char *to[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *other;
+    msv_frame *devs = NULL;
+    char last[400];
+    int limited = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", to[0]);
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(monitor(bob, last), 0); /* where bob's lineage starts */
+    other = client_for(&s, "carol", "carol@example.org");
+    msv_client_close(other);
+    assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_OK);
+    msv_frame_free(devs);
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra), "%s",
+             "[directory]\nlog_read_burst = 1\nlog_read_rate = 0.01");
+    test_server_start(&s);
+    reconnect(bob);
+    for (int i = 0; i < 4 && !limited; i++) { /* the one read the limit lets through, spent */
+        msv_frame *r = NULL;
+        msv_err err = msv_request_log_read(bob->conn, 0, 1, 0, 1, TEST_TIMEOUT_MS, &r, &bob->why);
+
+        msv_frame_free(r);
+        limited = err == MSV_ERR_INVALID;
+    }
+    assert_true(limited);
+    other = client_for(&s, "dave", "dave@example.org"); /* the directory grows past bob's root */
+    msv_client_close(other);
+    drop_connection(bob);
+    assert_int_equal(monitor(bob, last), 0); /* limited, but shown a moment ago */
+    assert_true(seen_roots_age(bob, 25) > 0);
+    drop_connection(bob);
+    assert_int_equal(monitor(bob, last), 1);
+    if (strstr(last, "has not let this device check, for 25 hours") == NULL)
+        fail_msg("the alarm: %s", last);
+    drop_connection(bob);
+    assert_int_equal(monitor(bob, last), 0); /* said again a day later */
+    test_server_stop(&s);
+    s.extra[0] = '\0';
+    test_server_start(&s);
+    seen_roots_age(bob, 25);
+    drop_connection(bob);
+    assert_int_equal(monitor(bob, last), 0); /* read to the newest: checked, no alarm */
+    assert_int_equal(seen_roots_age(bob, 0), 0);
+    msv_client_close(bob);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
+ * The roots kept for the lineage are bounded: of 65 shown at sizes the log has not reached, the 64
+ * smallest stay and the ones not kept are told, once; a setting that does not parse is told too.
+ */
+static void test_monitor_lineage_seen_bounded(void **state)
+{
+    struct test_server s;
+    struct msv_client *bob;
+    uint8_t root[32], *v = NULL;
+    size_t len = 0;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(monitor(bob, last), 0); /* where bob's lineage starts */
+    memset(root, 7, sizeof(root));
+    for (uint64_t i = 0; i < 65; i++)
+        assert_int_equal(msv_kt_seen_add(bob->db, 100064 - i, root), MSV_OK);
+    assert_int_equal(msv_kt_seen_add(bob->db, 100000, root), MSV_OK); /* kept already */
+    assert_int_equal(msv_client_db_get(bob->db, "kt_seen_roots", &v, &len), MSV_OK);
+    assert_int_equal(len, 4 + 64 * 48);
+    assert_int_equal(msv_get_u32be(v), 1);
+    assert_int_equal(msv_get_u64be(v + 4), 100000);
+    assert_int_equal(msv_get_u64be(v + 4 + 63 * 48), 100063);
+    free(v);
+    assert_int_equal(monitor(bob, last), 1);
+    /* the monitor's own lookup kept the newest root, smaller, and made a second room */
+    if (strstr(last, "2 key directory roots that lookups showed this device were not kept") == NULL)
+        fail_msg("the alarm: %s", last);
+    assert_int_equal(monitor(bob, last), 0); /* once */
+    assert_int_equal(msv_client_db_set(bob->db, "kt_seen_roots", root, 5), MSV_OK);
+    assert_int_equal(monitor(bob, last), 1);
+    assert_int_equal(monitor(bob, last), 0);
+    msv_client_close(bob);
     test_server_cleanup(&s);
 }
 
@@ -5984,6 +6154,9 @@ int main(void)
         cmocka_unit_test(test_monitor_rate_limited_alarm),
         cmocka_unit_test(test_monitor_lineage_fork),
         cmocka_unit_test(test_monitor_lineage_sender_only),
+        cmocka_unit_test(test_monitor_lineage_seen_kept),
+        cmocka_unit_test(test_monitor_lineage_stall_alarm),
+        cmocka_unit_test(test_monitor_lineage_seen_bounded),
         cmocka_unit_test(test_epoch_roots_compared),
         cmocka_unit_test(test_owner_history_only_own_and_limited),
         cmocka_unit_test(test_account_new),

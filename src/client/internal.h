@@ -272,21 +272,14 @@ msv_err client_history_put(struct msv_client *c, const char *handle, uint32_t ve
  */
 msv_err client_history_check(struct msv_client *c, const Msv__Wire__LookupResponse *r,
                              void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms);
-/* The key directory root the device's last lookup accepted (setting kt_epoch), taken before the
- * monitor's own lookups replace it (has 0: none). */
-struct client_seen_root {
-    int has;
-    uint64_t size;
-    uint8_t root[32];
-};
-void client_lineage_seen(struct msv_client *c, struct client_seen_root *seen);
 /*
  * Checks that the key directory grew, by append-only steps, from the root the monitor pinned
- * last (pinning the first one it sees), through seen when the steps pass its size, or the alarm
- * (lineage.c; docs/transparency.md, "The monitor's lineage").
+ * last (pinning the first one it sees), through every root a lookup showed this device (kept by
+ * msv_kt_seen_add) when the steps reach its size, or the alarm; roots left unchecked for a day, or
+ * not kept, are told (lineage.c; docs/transparency.md, "The monitor's lineage").
  */
-msv_err client_lineage_check(struct msv_client *c, const struct client_seen_root *seen,
-                             void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms);
+msv_err client_lineage_check(struct msv_client *c, void (*on_alarm)(void *, const char *),
+                             void *ctx, size_t *alarms);
 /* This device's handle first, then the account's others as last listed, then those it still
  * watches (caller frees with msv_handles_free). */
 msv_err client_own_handles_known(struct msv_client *c, char ***out, size_t *n);

@@ -119,6 +119,7 @@ msv_err msv_kt_keep_epoch(struct msv_client_db *db, const Msv__Wire__LookupRespo
                           const struct msv_kt_head *head)
 {
     uint8_t v[8 + MSV_LOG_EPOCH_LEN];
+    msv_err err;
 
     if (r->head->epoch_root.len != MSV_PT_HASH_LEN ||
         r->head->epoch_signature.len != MSV_PT_SIG_LEN)
@@ -126,7 +127,9 @@ msv_err msv_kt_keep_epoch(struct msv_client_db *db, const Msv__Wire__LookupRespo
     msv_put_u64be(v, head->size);
     memcpy(v + 8, r->head->epoch_root.data, MSV_PT_HASH_LEN);
     memcpy(v + 8 + MSV_PT_HASH_LEN, r->head->epoch_signature.data, MSV_PT_SIG_LEN);
-    return msv_client_db_set(db, EPOCH_KEPT, v, sizeof(v));
+    /* kept for the lineage first: a crash between the two loses no root unchecked */
+    err = msv_kt_seen_add(db, head->size, r->head->epoch_root.data);
+    return err == MSV_OK ? msv_client_db_set(db, EPOCH_KEPT, v, sizeof(v)) : err;
 }
 
 msv_err msv_kt_known_epoch(struct msv_client_db *db, uint64_t size,

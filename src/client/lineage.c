@@ -8,6 +8,10 @@
  * show this device a step from the tree it pinned.
  *
  * Setting "kt_monitor_epoch": u64be log size, the key directory's root (32) for it.
+ * Setting "kt_seen_roots": the roots lookups showed this device that the pinned lineage has not
+ * reached yet, checked when its steps reach their size: u32be count of roots not kept (the list
+ * was full), then up to SEEN_MAX of (u64be log size, root (32), u64be ms since the epoch when
+ * kept or last told), by size.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -20,12 +24,19 @@
 #include "client/requests.h"
 #include "client/transparency.h"
 #include "missive/ptree.h"
+#include "missive/util.h"
 #include "util/endian.h"
 
 #define LINEAGE "kt_monitor_epoch"
 #define LINEAGE_LEN (8 + MSV_PT_HASH_LEN)
 /* LogRead answers a run reads (256 entries each at most): the rest waits for the next run */
 #define PAGES_MAX 16
+#define SEEN "kt_seen_roots"
+/* roots kept for checking; when full the smallest sizes stay, the rest are counted and told */
+#define SEEN_MAX 64
+#define SEEN_ENTRY (8 + MSV_PT_HASH_LEN + 8)
+/* a root a lookup showed that stays unchecked this long is told (again a day later) */
+#define SEEN_STALL_MS (24LL * 3600 * 1000)
 
 struct lineage {
     uint64_t size;
@@ -120,18 +131,93 @@ static msv_err classify(const Msv__Wire__LogEntries *r, const struct msv_kt_head
     return MSV_OK;
 }
 
-void client_lineage_seen(struct msv_client *c, struct client_seen_root *seen)
+struct seen_roots {
+    uint32_t dropped;
+    size_t n;
+    struct {
+        uint64_t size;
+        uint8_t root[MSV_PT_HASH_LEN];
+        int64_t at;
+    } e[SEEN_MAX];
+};
+
+/* A setting that does not parse counts as roots not kept (told, never silently lost). */
+static void seen_get(struct msv_client_db *db, struct seen_roots *s)
 {
     uint8_t *v = NULL;
     size_t len = 0;
+    msv_err err = msv_client_db_get(db, SEEN, &v, &len);
 
-    seen->has =
-        msv_client_db_get(c->db, "kt_epoch", &v, &len) == MSV_OK && len == 8 + MSV_LOG_EPOCH_LEN;
-    if (seen->has) {
-        seen->size = msv_get_u64be(v);
-        memcpy(seen->root, v + 8, MSV_PT_HASH_LEN);
+    memset(s, 0, sizeof(*s));
+    if (err == MSV_OK &&
+        (len < 4 || (len - 4) % SEEN_ENTRY != 0 || (len - 4) / SEEN_ENTRY > SEEN_MAX)) {
+        s->dropped = 1;
+    } else if (err == MSV_OK) {
+        s->dropped = msv_get_u32be(v);
+        s->n = (len - 4) / SEEN_ENTRY;
+        for (size_t i = 0; i < s->n; i++) {
+            const uint8_t *p = v + 4 + i * SEEN_ENTRY;
+
+            s->e[i].size = msv_get_u64be(p);
+            memcpy(s->e[i].root, p + 8, MSV_PT_HASH_LEN);
+            s->e[i].at = (int64_t)msv_get_u64be(p + 8 + MSV_PT_HASH_LEN);
+        }
     }
     free(v);
+}
+
+static msv_err seen_put(struct msv_client_db *db, const struct seen_roots *s)
+{
+    uint8_t v[4 + SEEN_MAX * SEEN_ENTRY];
+
+    msv_put_u32be(v, s->dropped);
+    for (size_t i = 0; i < s->n; i++) {
+        uint8_t *p = v + 4 + i * SEEN_ENTRY;
+
+        msv_put_u64be(p, s->e[i].size);
+        memcpy(p + 8, s->e[i].root, MSV_PT_HASH_LEN);
+        msv_put_u64be(p + 8 + MSV_PT_HASH_LEN, (uint64_t)s->e[i].at);
+    }
+    return msv_client_db_set(db, SEEN, v, 4 + s->n * SEEN_ENTRY);
+}
+
+msv_err msv_kt_seen_add(struct msv_client_db *db, uint64_t size,
+                        const uint8_t root[MSV_PT_HASH_LEN])
+{
+    static _Thread_local struct seen_roots s;
+    size_t at = 0;
+
+    seen_get(db, &s);
+    while (at < s.n && s.e[at].size < size)
+        at++;
+    for (size_t i = at; i < s.n && s.e[i].size == size; i++)
+        if (sodium_memcmp(s.e[i].root, root, MSV_PT_HASH_LEN) == 0)
+            return MSV_OK; /* kept already */
+    if (s.n == SEEN_MAX && at == s.n) {
+        s.dropped += s.dropped < UINT32_MAX;
+        return seen_put(db, &s);
+    }
+    if (s.n == SEEN_MAX) { /* the largest size makes room and is counted */
+        s.dropped += s.dropped < UINT32_MAX;
+        s.n--;
+    }
+    memmove(&s.e[at + 1], &s.e[at], (s.n - at) * sizeof(s.e[0]));
+    s.e[at].size = size;
+    memcpy(s.e[at].root, root, MSV_PT_HASH_LEN);
+    s.e[at].at = msv_wall_ms();
+    s.n++;
+    return seen_put(db, &s);
+}
+
+/* Forgets the roots at sizes up to the pinned one (checked, or passed by an alarm). */
+static void seen_drop_upto(struct seen_roots *s, uint64_t size)
+{
+    size_t k = 0;
+
+    while (k < s->n && s->e[k].size <= size)
+        k++;
+    memmove(&s->e[0], &s->e[k], (s->n - k) * sizeof(s->e[0]));
+    s->n -= k;
 }
 
 /*
@@ -177,20 +263,25 @@ static void lineage_alarm(const char *warning, void (*on_alarm)(void *, const ch
         on_alarm(ctx, warning);
 }
 
-/* The steps of page r (held from start) build, at the size a lookup showed this device, the root
- * it showed (a size the page does not reach fits). */
-static int seen_fits(const Msv__Wire__LogEntries *r, const struct lineage *l,
-                     const struct client_seen_root *seen, const struct page *pg,
-                     const uint8_t start[MSV_PT_HASH_LEN])
+/* The steps of page r (held from start) build, at every size it reaches that a lookup showed this
+ * device, the root that lookup showed; *size says which one does not. */
+static int seen_fit(const Msv__Wire__LogEntries *r, const struct lineage *l,
+                    const struct seen_roots *s, const struct page *pg,
+                    const uint8_t start[MSV_PT_HASH_LEN], uint64_t *size)
 {
     uint8_t root[MSV_PT_HASH_LEN];
 
-    if (!seen->has || seen->size <= l->size || seen->size > l->size + r->n_entries)
-        return 1;
-    memcpy(root, start, MSV_PT_HASH_LEN);
-    return root_after(r->append_proof.data, r->append_proof.len, pg->adds,
-                      (size_t)(seen->size - l->size), root) == MSV_OK &&
-           sodium_memcmp(root, seen->root, MSV_PT_HASH_LEN) == 0;
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->e[i].size <= l->size || s->e[i].size > l->size + r->n_entries)
+            continue;
+        memcpy(root, start, MSV_PT_HASH_LEN);
+        *size = s->e[i].size;
+        if (root_after(r->append_proof.data, r->append_proof.len, pg->adds,
+                       (size_t)(s->e[i].size - l->size), root) != MSV_OK ||
+            sodium_memcmp(root, s->e[i].root, MSV_PT_HASH_LEN) != 0)
+            return 0;
+    }
+    return 1;
 }
 
 /*
@@ -199,7 +290,7 @@ static int seen_fits(const Msv__Wire__LogEntries *r, const struct lineage *l,
  * why); *done: the pinned size reached the head's.
  */
 static msv_err take_page(struct msv_client *c, const Msv__Wire__LogEntries *r, struct lineage *l,
-                         const struct client_seen_root *seen, int *fork, int *done, char *why,
+                         const struct seen_roots *seen, int *fork, int *done, char *why,
                          size_t why_len)
 {
     static _Thread_local struct page pg;
@@ -208,6 +299,7 @@ static msv_err take_page(struct msv_client *c, const Msv__Wire__LogEntries *r, s
     const Msv__Wire__TreeHead *w = r->head;
     enum msv_pt_step_fault fault = MSV_PT_STEP_OK;
     struct msv_kt_head head;
+    uint64_t seen_size = 0;
     size_t bad = 0;
     int have = 1;
     msv_err err;
@@ -245,11 +337,11 @@ static msv_err take_page(struct msv_client *c, const Msv__Wire__LogEntries *r, s
              sodium_memcmp(l->root, w->epoch_root.data, MSV_PT_HASH_LEN) != 0)
         snprintf(why, why_len, "the steps do not end at the root signed for %" PRIu64 " entries",
                  head.size);
-    else if (!seen_fits(r, l, seen, &pg, start_root))
+    else if (!seen_fit(r, l, seen, &pg, start_root, &seen_size))
         snprintf(why, why_len,
                  "the root a lookup showed this device for %" PRIu64 " entries is not the tree "
                  "the steps build there",
-                 seen->size);
+                 seen_size);
     else
         *fork = 0;
     if (*fork) { /* the alarm once; the watch goes on from the directory's newest root */
@@ -262,17 +354,60 @@ static msv_err take_page(struct msv_client *c, const Msv__Wire__LogEntries *r, s
     return MSV_OK;
 }
 
-msv_err client_lineage_check(struct msv_client *c, const struct client_seen_root *seen,
-                             void (*on_alarm)(void *, const char *), void *ctx, size_t *alarms)
+/*
+ * Tells of the roots a lookup showed that no run could check: the ones the full list did not keep,
+ * and those the lineage has not reached for SEEN_STALL_MS (its LogRead limited, or the log far
+ * ahead); said again a day later.
+ */
+static void seen_tell(struct seen_roots *s, void (*on_alarm)(void *, const char *), void *ctx,
+                      size_t *alarms)
 {
+    int64_t now = msv_wall_ms(), oldest = s->n != 0 ? s->e[0].at : now;
+    char warning[500];
+
+    if (s->dropped != 0) {
+        snprintf(warning, sizeof(warning),
+                 "%" PRIu32 " key directory roots that lookups showed this device were not kept "
+                 "to be checked against the directory's lineage (more than %d waited): the "
+                 "directory may have shown this device a directory it does not show others",
+                 s->dropped, SEEN_MAX);
+        lineage_alarm(warning, on_alarm, ctx, alarms);
+        s->dropped = 0;
+    }
+    if (s->n == 0)
+        return;
+    for (size_t i = 1; i < s->n; i++)
+        if (s->e[i].at < oldest)
+            oldest = s->e[i].at;
+    if (now - oldest < SEEN_STALL_MS)
+        return;
+    snprintf(warning, sizeof(warning),
+             "the directory has not let this device check, for %lld hours, that the key directory "
+             "root a lookup showed it for %" PRIu64 " log entries grows from the one it checked "
+             "(%zu such roots wait): it may show this device a directory it does not show others",
+             (long long)((now - oldest) / 3600000), s->e[0].size, s->n);
+    lineage_alarm(warning, on_alarm, ctx, alarms);
+    for (size_t i = 0; i < s->n; i++)
+        s->e[i].at = now;
+}
+
+msv_err client_lineage_check(struct msv_client *c, void (*on_alarm)(void *, const char *),
+                             void *ctx, size_t *alarms)
+{
+    static _Thread_local struct seen_roots seen;
     struct lineage l;
     msv_err err = lineage_get(c, &l);
-    int done = 0;
+    int done = 0, known = err == MSV_OK; /* l holds a size */
 
+    seen_get(c->db, &seen);
     if (err == MSV_ERR_NOT_FOUND || err == MSV_ERR_PARSE) {
         /* where the lineage starts: the root this device's last lookup accepted */
         err = lineage_newest(c, &l);
-        return err == MSV_OK ? lineage_put(c, &l) : err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+        if (err == MSV_OK)
+            err = lineage_put(c, &l);
+        err = err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+        known = err == MSV_OK;
+        done = 1;
     }
     for (int page = 0; err == MSV_OK && !done && page < PAGES_MAX; page++) {
         char why[400] = "", warning[700];
@@ -289,10 +424,10 @@ msv_err client_lineage_check(struct msv_client *c, const struct client_seen_root
             err = lineage_newest(c, &l);
             err = err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
         } else if (err == MSV_ERR_INVALID) {
-            err = MSV_OK; /* limited: the next run reads on */
+            err = MSV_OK; /* limited: the next run reads on (seen_tell if it never does) */
             break;
         } else if (err == MSV_OK) {
-            err = take_page(c, r->log_entries, &l, seen, &fork, &done, why, sizeof(why));
+            err = take_page(c, r->log_entries, &l, &seen, &fork, &done, why, sizeof(why));
         }
         msv_frame_free(r);
         if (err == MSV_ERR_AUTH) { /* a head the checks refuse */
@@ -311,6 +446,14 @@ msv_err client_lineage_check(struct msv_client *c, const struct client_seen_root
         }
         if (err == MSV_OK)
             err = lineage_put(c, &l);
+    }
+    if (known) { /* told even when the read failed: a directory that hangs up is not silent */
+        msv_err put;
+
+        seen_drop_upto(&seen, l.size);
+        seen_tell(&seen, on_alarm, ctx, alarms);
+        put = seen_put(c->db, &seen);
+        err = err == MSV_OK ? put : err;
     }
     return err;
 }

@@ -677,12 +677,10 @@ msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, con
                            void *ctx, size_t *alarms)
 {
     const struct alarm_sink a = {on_alarm, ctx, alarms, c};
-    struct client_seen_root seen;
     uint8_t *v = NULL;
     size_t len = 0;
     msv_err err = msv_client_connect(c);
 
-    client_lineage_seen(c, &seen); /* before the watch's lookups replace it */
     *alarms = 0;
     if (err == MSV_OK)
         err = msv_client_db_get(c->db, MONITORED, &v, &len);
@@ -692,6 +690,6 @@ msv_err msv_client_monitor(struct msv_client *c, void (*on_alarm)(void *ctx, con
     else if (err == MSV_OK)
         err = watch(c, &a);
     if (err == MSV_OK)
-        err = client_lineage_check(c, &seen, on_alarm, ctx, alarms);
+        err = client_lineage_check(c, on_alarm, ctx, alarms);
     return err == MSV_OK ? check_gossip(c, on_alarm, ctx, alarms) : err;
 }

@@ -116,7 +116,8 @@ uint32_t msv_kt_result_version(const Msv__Wire__HandleDevices *hd);
 /*
  * Roots compared (docs/transparency.md, "Gossip of tree heads"): keep_epoch remembers the key
  * directory's root of an accepted answer for its head's size (setting kt_epoch: u64be size,
- * root, signature; an answer without one changes nothing); known_epoch gives the root and
+ * root, signature; an answer without one changes nothing) and keeps it for the monitor's
+ * lineage (msv_kt_seen_add); known_epoch gives the root and
  * signature kept for size (MSV_LOG_EPOCH_LEN bytes; MSV_ERR_NOT_FOUND for another size);
  * check_gossip_epoch sets *fits to 0 when epoch (a root and signature another device saw for
  * size) is signed by the pinned log key and differs from the root this device keeps for size.
@@ -124,6 +125,13 @@ uint32_t msv_kt_result_version(const Msv__Wire__HandleDevices *hd);
 MSV_MUST_CHECK msv_err msv_kt_keep_epoch(struct msv_client_db *db,
                                          const Msv__Wire__LookupResponse *r,
                                          const struct msv_kt_head *head);
+/*
+ * Keeps root, which a lookup showed this device for a log of size entries, until the monitor's
+ * lineage reaches that size and checks it (lineage.c; docs/transparency.md, "The monitor's
+ * lineage"); at most 64 wait, the smallest sizes, the others counted and told.
+ */
+MSV_MUST_CHECK msv_err msv_kt_seen_add(struct msv_client_db *db, uint64_t size,
+                                       const uint8_t root[32]);
 MSV_MUST_CHECK msv_err msv_kt_known_epoch(struct msv_client_db *db, uint64_t size,
                                           uint8_t epoch[MSV_LOG_EPOCH_LEN]);
 MSV_MUST_CHECK msv_err msv_kt_check_gossip_epoch(struct msv_client_db *db, uint64_t size,
