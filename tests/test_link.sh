@@ -16,6 +16,8 @@ trap 'tm kill-server 2>/dev/null; for p in $waiter $daemon $pid; do kill -TERM "
 
 # room for the provisioning addresses this test opens beside its registrations
 export MISSIVED_ACCOUNTS_REGISTER_BURST=100
+# connections authenticate within 5 s; a device waiting to be linked waits longer (below)
+export MISSIVED_SERVER_AUTH_TIMEOUT_S=5
 start_missived || bad "missived started"
 metric() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' "http://127.0.0.1:$(awk '/^http/{print $2}' srv/missived.ports)/metrics" | awk -v m="missived_$1" '$1 == m {print $2}'; }
 register_people alice bob
@@ -37,6 +39,8 @@ link_wait alice laptop --png code.png && ok || bad "the code is shown: $(cat lap
 [ "${#code}" -eq 177 ] && ok || bad "the code's length: $code"
 grep -q '▀\|▄\|█' laptop.out && ok || bad "a QR code drawn in the terminal"
 [ -s code.png ] && [ "$(stat -c %a code.png)" = 600 ] && ok || bad "the PNG is written, readable by its owner only"
+# a person takes a while to scan it: the waiting device outlasts the server's auth_timeout_s
+sleep 7
 expect 0 "alice adds the laptop from the PNG" -- as alice devices add --image code.png --yes
 grep -q "^added device" out.txt && ok || bad "added: $(cat out.txt err.txt)"
 fp_new=$(grep '^new device:' out.txt | sed 's/^new device: *//')

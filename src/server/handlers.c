@@ -1325,6 +1325,9 @@ static void handle_provision_open(struct msv_conn_state *c, const msv_frame *f)
                                 "too many devices wait to be linked from this address; try "
                                 "again in a few minutes");
     atomic_fetch_add(&s->m.provision_opened, 1);
+    /* the device waits here for a device of the account, which takes a person minutes (the
+     * addresses are bounded per peer and in all) */
+    msv_conn_waits_for_link(c, MSV_PROVISION_TTL_MS);
     pa.address = (ProtobufCBinaryData){sizeof(address), address};
     pa.expires_in_s = MSV_PROVISION_TTL_MS / 1000;
     out.request_id = f->request_id;

@@ -258,7 +258,9 @@ static void conn_read(struct bufferevent *bev, void *arg)
 
     /* the read timeout ends a silent connection; this one ends a slow one (slowloris) */
     if (c->device_id == 0 &&
-        msv_server_now_ms(s) - c->accepted_ms > (int64_t)s->cfg.auth_timeout_s * 1000) {
+        msv_server_now_ms(s) > (c->waits_until_ms > 0
+                                    ? c->waits_until_ms
+                                    : c->accepted_ms + (int64_t)s->cfg.auth_timeout_s * 1000)) {
         msv_log(MSV_LOG_INFO, "auth_timeout", "peer=%s", c->peer);
         evbuffer_drain(in, evbuffer_get_length(in));
         msv_conn_close_soon(c);
@@ -388,6 +390,15 @@ static void on_auth_deadline(evutil_socket_t fd, short what, void *arg)
     atomic_fetch_add(&c->w->srv->m.auth_timeouts, 1);
     msv_log(MSV_LOG_INFO, "auth_timeout", "peer=%s", c->peer);
     conn_free(c);
+}
+
+void msv_conn_waits_for_link(struct msv_conn_state *c, int64_t ms)
+{
+    struct timeval wait = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+
+    c->waits_until_ms = msv_server_now_ms(c->w->srv) + ms;
+    if (c->auth_deadline != NULL)
+        (void)evtimer_add(c->auth_deadline, &wait); /* moved: the pending deadline is replaced */
 }
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,

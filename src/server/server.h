@@ -38,6 +38,7 @@ struct msv_conn_state {
     char peer[64];
     uint64_t peer_key;           /* rate-limit key of the peer address */
     int64_t accepted_ms;         /* authentication must follow within auth_timeout_s */
+    int64_t waits_until_ms;      /* a device waiting to be linked: unauthenticated until then */
     struct event *auth_deadline; /* fires auth_timeout_s after accept, handshake or not */
     uint8_t nonce[32];
     int challenged;
@@ -393,6 +394,9 @@ void msv_mls_groups_list(struct msv_conn_state *c, const msv_frame *f);
 
 /* handlers.c: one decoded frame from c. */
 void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f);
+/* Connection c holds a provisioning address: it may stay unauthenticated, waiting to be linked,
+ * as long as the address lasts (server.c). */
+void msv_conn_waits_for_link(struct msv_conn_state *c, int64_t ms);
 /* In a cluster: connection c's provisioning address leaves Redis with c (handlers.c). */
 void msv_provision_shared_forget(struct msv_server *s, const void *c);
 /* With pending: the device was added with the account password (AddDevice). */
