@@ -2209,12 +2209,17 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     /* from now on the store labels each device set it appends, in the append's transaction */
     s->store->ops->kt_set_labeler(s->store->impl, msv_keydir_label, &s->kt.keydir);
     s->store->ops->set_fault_hook(s->store->impl, on_db_fault, s);
+    /* under the log's lock: its prover thread keeps proofs in the same cache meanwhile */
+    pthread_mutex_lock(&s->kt.lock);
     e = msv_keydir_test_dishonest(&s->kt.keydir, cfg->keydir_forge, cfg->keydir_skip);
+    pthread_mutex_unlock(&s->kt.lock);
     if (e != MSV_OK) {
         snprintf(err, err_len, "[testing] keydir_forge and keydir_skip take HANDLE VERSION");
         goto fail;
     }
+    pthread_mutex_lock(&s->kt.lock);
     e = msv_keydir_test_rewrite(&s->kt.keydir, cfg->keydir_rewrite);
+    pthread_mutex_unlock(&s->kt.lock);
     if (e != MSV_OK) {
         snprintf(err, err_len,
                  "[testing] keydir_rewrite takes 'change INDEX' or 'remove INDEX' of a kept "
