@@ -43,16 +43,10 @@
 #define LABEL "MSV-mls-leaf-v1"
 #define LABEL_LEN 15
 
-static void record_name(const uint8_t ref[MSV_MLS_NH], char key[8 + 2 * MSV_MLS_NH])
+static msv_err record_name(const uint8_t ref[MSV_MLS_NH], char key[8 + 2 * MSV_MLS_NH])
 {
-    static const char digits[] = "0123456789abcdef";
-
     memcpy(key, PREFIX, 7);
-    for (size_t i = 0; i < MSV_MLS_NH; i++) {
-        key[7 + 2 * i] = digits[ref[i] >> 4];
-        key[8 + 2 * i] = digits[ref[i] & 15];
-    }
-    key[7 + 2 * MSV_MLS_NH] = '\0';
+    return msv_hex_encode(ref, MSV_MLS_NH, key + 7, 1 + 2 * MSV_MLS_NH);
 }
 
 /* What the device identity signs for a KeyPackage's signature key. */
@@ -131,10 +125,10 @@ static msv_err make_one(struct msv_client *c, int last_resort, uint64_t now_s, u
     if (err == MSV_OK) /* KeyPackageRef: of the KeyPackage, without the MLSMessage header */
         err = msv_mls_ref_hash((const uint8_t *)"MLS 1.0 KeyPackage Reference", 28, *out + 4,
                                *out_len - 4, ref);
-    if (err == MSV_OK) {
-        record_name(ref, key);
+    if (err == MSV_OK)
+        err = record_name(ref, key);
+    if (err == MSV_OK)
         err = msv_client_db_set(c->db, key, rec, RECORD_LEN);
-    }
     sodium_free(rec);
     if (err != MSV_OK) {
         free(*out);
@@ -213,19 +207,6 @@ static msv_err expire(struct msv_client *c, uint64_t now_s, size_t adding, int n
     return err;
 }
 
-/* The time by which the server's ordinary KeyPackages are all replaced (0: now). */
-static uint64_t renew_by(struct msv_client *c)
-{
-    uint8_t *v = NULL;
-    size_t len = 0;
-    uint64_t t = 0;
-
-    if (msv_client_db_get(c->db, RENEW_BY, &v, &len) == MSV_OK && len == 8)
-        t = msv_get_u64be(v);
-    free(v);
-    return t;
-}
-
 msv_err msv_mlskeys_publish(struct msv_client *c)
 {
     struct msv_mls_kp_counts held = {0};
@@ -241,7 +222,7 @@ msv_err msv_mlskeys_publish(struct msv_client *c)
                                        &c->why);
     /* the server drops no KeyPackage whose lifetime ended, and one restored from a backup has
      * no private parts: all of them replaced, in time, and after a restore */
-    replace = now_s >= renew_by(c);
+    replace = now_s >= client_counter(c, RENEW_BY); /* when all are replaced by (0: now) */
     if (err == MSV_OK && (replace || held.left < MSV_MLSKEYS_LOW))
         n = replace ? MSV_MLSKEYS_TARGET : MSV_MLSKEYS_TARGET - held.left;
     if (err == MSV_OK)
