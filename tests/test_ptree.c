@@ -601,25 +601,37 @@ static void test_entry_steps_attacks(void **state)
 
 static void test_version_sets(void **state)
 {
-    uint32_t present[32], absent[32];
+    uint32_t present[MSV_PT_PRESENT_MAX], absent[MSV_PT_ABSENT_MAX];
+    static const uint32_t far[] = {0x3fffffff, 0x40000000, 0x7fffffff, 0x80000000, 0xbfffffff,
+                                   0xc0000000, 0xfffffffe, 0xffffffff, 0x12345678, 0x55555555};
     (void)state;
 
     assert_int_equal(msv_pt_versions_present(0, present), 0);
-    assert_int_equal(msv_pt_versions_present(13, present), 3);
-    assert_int_equal(present[0], 13);
-    assert_int_equal(present[1], 12);
-    assert_int_equal(present[2], 8);
-    assert_int_equal(msv_pt_versions_absent(5, absent), 30);
+    /* 57 = 321 in base 4: 57, 56 (320), 48 (300) */
+    assert_int_equal(msv_pt_versions_present(57, present), 3);
+    assert_int_equal(present[0], 57);
+    assert_int_equal(present[1], 56);
+    assert_int_equal(present[2], 48);
+    /* 15 = 33: 15, 12; with v + 1, a lookup at 15 proves three versions */
+    assert_int_equal(msv_pt_versions_present(15, present), 2);
+    assert_int_equal(msv_pt_versions_present(0xffffffff, present), MSV_PT_PRESENT_MAX);
+    /* 5 = 11 in base 4: 6, 7; 8, 12; then 16, 32, 48, 64, ... three per digit above */
+    assert_int_equal(msv_pt_versions_absent(5, absent), 46);
     assert_int_equal(absent[0], 6);
-    assert_int_equal(absent[1], 8);
-    assert_int_equal(absent[2], 16);
+    assert_int_equal(absent[1], 7);
+    assert_int_equal(absent[2], 8);
+    assert_int_equal(absent[3], 12);
+    assert_int_equal(absent[4], 16);
+    assert_int_equal(absent[45], 0xc0000000);
+    assert_int_equal(msv_pt_versions_absent(0, absent), MSV_PT_ABSENT_MAX);
     assert_int_equal(msv_pt_versions_absent(UINT32_MAX, absent), 0);
     /* a version w later than v always proves present a version the owner of v proves absent */
-    for (uint32_t v = 0; v < 300; v++) {
-        size_t na = msv_pt_versions_absent(v, absent);
+    for (uint32_t v = 0; v < 1100 + sizeof(far) / sizeof(far[0]); v++) {
+        uint32_t at = v < 1100 ? v : far[v - 1100];
+        size_t na = msv_pt_versions_absent(at, absent);
 
-        for (uint32_t w = v + 1; w < 1100; w++) {
-            size_t np = msv_pt_versions_present(w, present), hit = 0;
+        for (uint64_t w = (uint64_t)at + 1; w <= UINT32_MAX && w < (uint64_t)at + 1100; w++) {
+            size_t np = msv_pt_versions_present((uint32_t)w, present), hit = 0;
 
             for (size_t i = 0; i < np; i++) {
                 for (size_t j = 0; j < na; j++)
@@ -627,9 +639,27 @@ static void test_version_sets(void **state)
             }
             assert_true(hit > 0);
         }
-        /* and the owner's own versions are never among those it proves absent */
-        for (size_t j = 0; j < na; j++)
-            assert_true(absent[j] > v);
+        /* far later versions too, including those of other top digits */
+        for (size_t f = 0; f < sizeof(far) / sizeof(far[0]); f++) {
+            size_t np = msv_pt_versions_present(far[f], present), hit = 0;
+
+            if (far[f] <= at)
+                continue;
+            for (size_t i = 0; i < np; i++) {
+                for (size_t j = 0; j < na; j++)
+                    hit += present[i] == absent[j];
+            }
+            assert_true(hit > 0);
+        }
+        /* the owner's own versions are never among those it proves absent, which ascend */
+        for (size_t j = 0; j < na; j++) {
+            assert_true(absent[j] > at);
+            assert_true(j == 0 || absent[j] > absent[j - 1]);
+        }
+        /* and a lookup's versions are its own or earlier, none twice */
+        size_t np = msv_pt_versions_present(at, present);
+        for (size_t i = 0; i < np; i++)
+            assert_true(present[i] <= at && (i == 0 || present[i] < present[i - 1]));
     }
 }
 
@@ -749,22 +779,23 @@ static void test_versions(void **state)
     assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "alice@example.org", 5, d.data[5], &got, NULL),
                      MSV_ERR_AUTH);
     assert_int_equal(msv_vrf_public_key(MSV_PT_VRF_SUITE, d.sk, d.pk), MSV_OK);
-    /* a skipped version: 7 added without 6 cannot be shown (its proof needs 6 present) */
+    /*
+     * a skipped version: 7 added without 6 can be shown (its lookup proves 7 and 4 present, 8
+     * absent), and its owner at version 5, who proves 6 and 7 absent, sees it
+     */
     add_version(&d, "alice@example.org", 7);
     assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "alice@example.org", 7, d.data[7], &got, NULL),
+                     MSV_OK);
+    assert_int_equal(lookup(&d, MSV_PT_HISTORY, "alice@example.org", 5, d.data[5], &got, NULL),
                      MSV_ERR_AUTH);
     /* nor can its owner be shown version 6: it is not there */
     assert_int_equal(lookup(&d, MSV_PT_PRESENCE, "alice@example.org", 6, d.data[6], &got, NULL),
                      MSV_ERR_AUTH);
     assert_int_equal(lookup(&d, MSV_PT_PRESENCE, "alice@example.org", 7, d.data[7], &got, NULL),
                      MSV_OK);
-    assert_int_equal(lookup(&d, MSV_PT_HISTORY, "alice@example.org", 5, d.data[5], &got, NULL),
-                     MSV_OK);
-    /* with 6 forged too, 7 can be shown, and the owner at version 5 sees 6 present */
-    add_version(&d, "alice@example.org", 6);
-    assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "alice@example.org", 7, d.data[7], &got, NULL),
-                     MSV_OK);
-    assert_int_equal(lookup(&d, MSV_PT_HISTORY, "alice@example.org", 5, d.data[5], &got, NULL),
+    /* a version whose lookup names a missing one cannot be shown: 13 (31 in base 4) needs 12 */
+    add_version(&d, "alice@example.org", 13);
+    assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "alice@example.org", 13, d.data[13 % 8], &got, NULL),
                      MSV_ERR_AUTH);
     msv_ptree_free(d.t);
 }
@@ -910,11 +941,11 @@ static void test_multi_absence_elsewhere(void **state)
 }
 
 /*
- * A version proof (format 2) with any byte changed in any of two bits, cut at any length, or
- * one byte longer is refused; so is format 1 (first byte the kind alone). A lookup at version
- * 15 (five versions) and an owner's history at 2^32 - 2 (present 2^32 - 2, absent 2^32 - 1:
- * two versions, where 15 would take 29 VRF verifications per changed byte), and one version
- * shown to its owner (presence of 9 alone).
+ * A version proof (format 3) with any byte changed in any of two bits, cut at any length, or
+ * one byte longer is refused; so are formats 1 (first byte the kind alone) and 2 (kind + 16). A
+ * lookup at version 15 (three versions: 15, 12, 16) and an owner's history at 2^32 - 2 (present
+ * 2^32 - 2, absent 2^32 - 1: two versions, where 15 would take 46 VRF verifications per changed
+ * byte), and one version shown to its owner (presence of 9 alone).
  */
 static void test_version_proof_every_byte(void **state)
 {
@@ -937,7 +968,7 @@ static void test_version_proof_every_byte(void **state)
                                                   &proof, &len),
                          MSV_OK);
         assert_true(len <= MSV_PT_VERSION_PROOF_MAX);
-        assert_int_equal(proof[0], 16 + kinds[k]);
+        assert_int_equal(proof[0], 32 + kinds[k]);
         assert_int_equal(msv_pt_verify_versions(d.root, d.pk, kinds[k], handle, d.data[v % 8], 16,
                                                 proof, len, &got),
                          MSV_OK);
@@ -965,34 +996,45 @@ static void test_version_proof_every_byte(void **state)
         assert_int_equal(msv_pt_verify_versions(d.root, d.pk, kinds[k], handle, d.data[v % 8], 16,
                                                 proof, len, &got),
                          MSV_ERR_PARSE);
+        proof[0] = (uint8_t)(16 + kinds[k]);
+        assert_int_equal(msv_pt_verify_versions(d.root, d.pk, kinds[k], handle, d.data[v % 8], 16,
+                                                proof, len, &got),
+                         MSV_ERR_PARSE);
         free(longer);
         free(proof);
     }
     msv_ptree_free(d.t);
 }
 
-/* A forged version 8 that a lookup could show (8 alone proves itself) is 8 the owner at 5 checks.
+/*
+ * A forged version 8 that a lookup could show (8 alone proves itself) is 8 the owner at 5 checks;
+ * so is a version 7 shown without 6.
  */
 static void test_forged_marker_seen_by_owner(void **state)
 {
+    /* 8 (20 in base 4) proves 8 alone; 7 (13) proves 7 and 4, with 8 absent */
+    static const uint32_t forged[] = {8, 7};
     struct dir d;
     uint32_t got = 0;
     (void)state;
 
     memset(&d, 0, sizeof(d));
     assert_int_equal(msv_vrf_keygen(MSV_PT_VRF_SUITE, d.sk, d.pk), MSV_OK);
-    assert_int_equal(msv_ptree_new(&d.t), MSV_OK);
-    for (uint32_t v = 1; v <= 5; v++)
-        add_version(&d, "bob@example.org", v);
-    assert_int_equal(lookup(&d, MSV_PT_HISTORY, "bob@example.org", 5, d.data[5], &got, NULL),
-                     MSV_OK);
-    add_version(&d, "bob@example.org", 8);
-    assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "bob@example.org", 8, d.data[0], &got, NULL),
-                     MSV_OK);
-    assert_int_equal(got, 8);
-    assert_int_equal(lookup(&d, MSV_PT_HISTORY, "bob@example.org", 5, d.data[5], &got, NULL),
-                     MSV_ERR_AUTH);
-    msv_ptree_free(d.t);
+    for (size_t f = 0; f < sizeof(forged) / sizeof(forged[0]); f++) {
+        assert_int_equal(msv_ptree_new(&d.t), MSV_OK);
+        for (uint32_t v = 1; v <= 5; v++)
+            add_version(&d, "bob@example.org", v);
+        assert_int_equal(lookup(&d, MSV_PT_HISTORY, "bob@example.org", 5, d.data[5], &got, NULL),
+                         MSV_OK);
+        add_version(&d, "bob@example.org", forged[f]);
+        assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "bob@example.org", forged[f],
+                                d.data[forged[f] % 8], &got, NULL),
+                         MSV_OK);
+        assert_int_equal(got, forged[f]);
+        assert_int_equal(lookup(&d, MSV_PT_HISTORY, "bob@example.org", 5, d.data[5], &got, NULL),
+                         MSV_ERR_AUTH);
+        msv_ptree_free(d.t);
+    }
 }
 
 /* The log key's signature of an epoch root binds the size and the root. */

@@ -29,11 +29,18 @@
 /* The most entries one epoch may add (an append-only proof holds at most this many). */
 #define MSV_PT_BATCH_MAX 1000000
 /*
- * The longest version proof an honest directory makes: 37 bytes of head, 33 versions of a VRF
+ * The most versions a lookup proves present (one per nonzero base-4 digit of a 32-bit version)
+ * and the most a history proves absent (three per digit).
+ */
+#define MSV_PT_PRESENT_MAX 16
+#define MSV_PT_ABSENT_MAX 48
+/*
+ * The longest version proof an honest directory makes: 37 bytes of head, 49 versions of a VRF
  * proof, a leaf descriptor (at most 65) and at most 256 siblings (33 each, each given once),
  * and 65 node counts.
  */
-#define MSV_PT_VERSION_PROOF_MAX (37 + 65 + 33 * (MSV_VRF_PROOF_LEN + 65 + MSV_PT_PATH_MAX * 33))
+#define MSV_PT_VERSION_PROOF_MAX \
+    (37 + 65 + (MSV_PT_ABSENT_MAX + 1) * (MSV_VRF_PROOF_LEN + 65 + MSV_PT_PATH_MAX * 33))
 /* The VRF suite of the directory's labels. */
 #define MSV_PT_VRF_SUITE MSV_VRF_EDWARDS25519_SHA512_ELL2
 
@@ -83,7 +90,7 @@ MSV_MUST_CHECK msv_err msv_ptree_prove(struct msv_ptree *t, const uint8_t label[
  * labels' paths give. Caller frees *proof. MSV_ERR_TOO_BIG in a tree where a node has more than
  * 255 nodes above it on the way to one of the leaves and none of the others.
  */
-#define MSV_PT_MULTI_MAX 33
+#define MSV_PT_MULTI_MAX (MSV_PT_ABSENT_MAX + 1)
 MSV_MUST_CHECK msv_err msv_ptree_prove_multi(struct msv_ptree *t,
                                              const uint8_t (*labels)[MSV_PT_LABEL_LEN], size_t n,
                                              uint8_t **proof, size_t *proof_len);
@@ -191,15 +198,16 @@ MSV_MUST_CHECK msv_err msv_pt_commit(const uint8_t opening[MSV_PT_OPENING_LEN], 
                                      uint8_t value[MSV_PT_VALUE_LEN]);
 
 /*
- * The versions a lookup of version v proves present (v, then v with its lowest set bits
- * cleared one by one, down to its highest bit alone; none for v = 0), and the versions the
- * owner of version v proves absent ((v >> k << k) + 2^k for every bit k below 32 that is clear
- * in v, ascending; none above 2^32 - 1, which is no version). Any version w > v presented by a
- * lookup then proves present one version the owner proves absent (docs/transparency.md,
- * "Versions"). Each returns the count (at most 32).
+ * Versions are read as 16 base-4 digits (d_15 ... d_0). The versions a lookup of version v
+ * proves present: v, then v with its lowest nonzero digit cleared, one digit at a time, down to
+ * its highest digit alone (none for v = 0; at most MSV_PT_PRESENT_MAX). The versions the owner
+ * of version v proves absent: for every digit position k and every digit j above d_k, v with
+ * digits below k + 1 cleared plus j * 4^k, ascending (none above 2^32 - 1, which is no version;
+ * at most MSV_PT_ABSENT_MAX). Any version w > v presented by a lookup then proves present one
+ * version the owner proves absent (docs/transparency.md, "Versions"). Each returns the count.
  */
-size_t msv_pt_versions_present(uint32_t v, uint32_t out[32]);
-size_t msv_pt_versions_absent(uint32_t v, uint32_t out[32]);
+size_t msv_pt_versions_present(uint32_t v, uint32_t out[MSV_PT_PRESENT_MAX]);
+size_t msv_pt_versions_absent(uint32_t v, uint32_t out[MSV_PT_ABSENT_MAX]);
 
 enum msv_pt_proof_kind {
     MSV_PT_LOOKUP = 1,   /* present: msv_pt_versions_present(v); absent: v + 1 */

@@ -1,16 +1,16 @@
 /*
  * Versions in the prefix tree (docs/transparency.md, "Versions"): a handle's entries are
  * versions 1, 2, 3, ... each under its own private label, the VRF output of
- * (handle, version). A version proof (format 2) carries the VRF proof of each version's label
+ * (handle, version). A version proof (format 3) carries the VRF proof of each version's label
  * and one multi-path proof of all the labels (ptree.c), sibling hashes shared:
  *
- *   u8 16 + kind (17 lookup, 18 history) || u32be v || opening of version v (32; only when
- *   v > 0) || for each version kind names, in order: VRF proof (80) || multi-path proof of
- *   their labels, in the same order
+ *   u8 32 + kind (33 lookup, 34 history, 35 presence) || u32be v || opening of version v (32; only
+ * when v > 0) || for each version kind names, in order: VRF proof (80) || multi-path proof of their
+ * labels, in the same order
  *
  * lookup: present msv_pt_versions_present(v), then absent v + 1 (below 2^32);
  * history: present v (when v > 0), then absent msv_pt_versions_absent(v);
- * presence (19): present v alone (v > 0), one of a handle's versions shown to its owner.
+ * presence: present v alone (v > 0), one of a handle's versions shown to its owner.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +21,7 @@
 #include "missive/ptree.h"
 
 #define COMMIT_TAG "MSV-pt-commit-v1"
-#define FORMAT_2 16 /* the first byte of a format-2 proof: kind + 16 */
+#define FORMAT_3 32 /* the first byte of a format-3 proof: kind + 32 */
 #define HANDLE_MAX 255
 
 msv_err msv_pt_vrf_input(const char *handle, uint32_t version, uint8_t *out, size_t cap,
@@ -62,32 +62,42 @@ msv_err msv_pt_commit(const uint8_t opening[MSV_PT_OPENING_LEN], const char *han
     return msv_hmac_sha256_parts(opening, MSV_PT_OPENING_LEN, parts, lens, data_len ? 3 : 2, value);
 }
 
-size_t msv_pt_versions_present(uint32_t v, uint32_t out[32])
+size_t msv_pt_versions_present(uint32_t v, uint32_t out[MSV_PT_PRESENT_MAX])
 {
     size_t n = 0;
 
-    /* v, then v with its lowest set bit cleared, while a bit is left */
-    for (uint32_t w = v; w != 0; w &= w - 1)
+    /* v, then v with its lowest nonzero base-4 digit cleared, while a digit is left */
+    for (uint32_t w = v; w != 0;) {
+        unsigned k = 0;
+
         out[n++] = w;
+        while ((w >> 2 * k & 3) == 0)
+            k++;
+        w &= ~((uint32_t)3 << 2 * k);
+    }
     return n;
 }
 
-size_t msv_pt_versions_absent(uint32_t v, uint32_t out[32])
+size_t msv_pt_versions_absent(uint32_t v, uint32_t out[MSV_PT_ABSENT_MAX])
 {
     size_t n = 0;
 
-    for (unsigned k = 0; k < 32; k++) {
-        uint64_t w = ((uint64_t)v >> k << k) + ((uint64_t)1 << k);
+    for (unsigned k = 0; k < 16; k++) {
+        uint64_t above = (uint64_t)v >> (2 * k + 2) << (2 * k + 2);
 
-        if ((v >> k & 1) == 0 && w <= UINT32_MAX)
-            out[n++] = (uint32_t)w;
+        for (uint64_t j = (v >> 2 * k & 3) + 1; j <= 3; j++) {
+            uint64_t w = above + (j << 2 * k);
+
+            if (w <= UINT32_MAX)
+                out[n++] = (uint32_t)w;
+        }
     }
     return n;
 }
 
 /* The versions a proof of kind for v speaks of: present ones first (*n_present of them). */
-static msv_err versions_of(enum msv_pt_proof_kind kind, uint32_t v, uint32_t out[33], size_t *n,
-                           size_t *n_present)
+static msv_err versions_of(enum msv_pt_proof_kind kind, uint32_t v, uint32_t out[MSV_PT_MULTI_MAX],
+                           size_t *n, size_t *n_present)
 {
     if (kind == MSV_PT_LOOKUP) {
         *n_present = msv_pt_versions_present(v, out);
@@ -152,11 +162,12 @@ msv_err msv_ptree_prove_versions_by(struct msv_ptree *t, enum msv_pt_proof_kind 
                                     uint32_t v, const uint8_t opening[MSV_PT_OPENING_LEN],
                                     uint8_t **proof, size_t *proof_len)
 {
-    uint32_t versions[33];
+    uint32_t versions[MSV_PT_MULTI_MAX];
     size_t n = 0, n_present = 0, used = 0, multi_len = 0;
-    uint8_t head[5] = {(uint8_t)(kind + FORMAT_2), (uint8_t)(v >> 24), (uint8_t)(v >> 16),
+    uint8_t head[5] = {(uint8_t)(kind + FORMAT_3), (uint8_t)(v >> 24), (uint8_t)(v >> 16),
                        (uint8_t)(v >> 8), (uint8_t)v};
-    uint8_t pi[MSV_VRF_PROOF_LEN], labels[33][MSV_PT_LABEL_LEN], *buf = NULL, *multi = NULL;
+    uint8_t pi[MSV_VRF_PROOF_LEN], labels[MSV_PT_MULTI_MAX][MSV_PT_LABEL_LEN], *buf = NULL,
+                                                                               *multi = NULL;
     msv_err err = versions_of(kind, v, versions, &n, &n_present);
 
     if (err != MSV_OK || (err = append(&buf, &used, head, sizeof(head))) != MSV_OK ||
@@ -180,18 +191,19 @@ out:
     return err;
 }
 
-/* Format 2: the VRF proofs of every version, then one multi-path proof of their labels. */
-static msv_err verify_format_2(const uint8_t root[MSV_PT_HASH_LEN],
+/* Format 3: the VRF proofs of every version, then one multi-path proof of their labels. */
+static msv_err verify_format_3(const uint8_t root[MSV_PT_HASH_LEN],
                                const uint8_t vrf_pk[MSV_VRF_PUBLIC_KEY_LEN],
                                enum msv_pt_proof_kind kind, const char *handle, const uint8_t *data,
                                size_t data_len, const uint8_t *proof, size_t len, uint32_t *version)
 {
-    uint32_t versions[33], v;
+    uint32_t versions[MSV_PT_MULTI_MAX], v;
     size_t n = 0, n_present = 0, off = 5, alpha_len = 0;
-    uint8_t labels[33][MSV_PT_LABEL_LEN], values[33][MSV_PT_VALUE_LEN], want[MSV_PT_VALUE_LEN];
+    uint8_t labels[MSV_PT_MULTI_MAX][MSV_PT_LABEL_LEN], values[MSV_PT_MULTI_MAX][MSV_PT_VALUE_LEN],
+        want[MSV_PT_VALUE_LEN];
     uint8_t alpha[HANDLE_MAX + 5], beta[MSV_VRF_OUTPUT_LEN];
     const uint8_t *opening = NULL;
-    int found[33];
+    int found[MSV_PT_MULTI_MAX];
     struct msv_vrf_key vrf_key;
     msv_err err;
 
@@ -235,10 +247,13 @@ msv_err msv_pt_verify_versions(const uint8_t root[MSV_PT_HASH_LEN],
                                enum msv_pt_proof_kind kind, const char *handle, const uint8_t *data,
                                size_t data_len, const uint8_t *proof, size_t len, uint32_t *version)
 {
-    /* format 1 (the first byte the kind alone, a path proof per version) is no longer read */
-    if (len < 5 || proof[0] != (uint8_t)(kind + FORMAT_2))
+    /*
+     * formats 1 (the first byte the kind alone, a path proof per version) and 2 (kind + 16: the
+     * versions of base-2 digits) are no longer read
+     */
+    if (len < 5 || proof[0] != (uint8_t)(kind + FORMAT_3))
         return MSV_ERR_PARSE;
-    return verify_format_2(root, vrf_pk, kind, handle, data, data_len, proof, len, version);
+    return verify_format_3(root, vrf_pk, kind, handle, data, data_len, proof, len, version);
 }
 
 #define EPOCH_TAG "MSV-kt-epoch-v1"

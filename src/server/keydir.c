@@ -19,9 +19,9 @@
 /*
  * The most VRF proofs kept (80 bytes each with their labels' 32, and the map's 16: about
  * 130 MB). Kept are the proofs
- * a lookup of each handle's newest version v gives: v, v with its lowest set bits cleared one by
- * one, and v + 1; a version leaving that set is dropped. Past the bound a proof is made when a
- * lookup asks for it and not kept.
+ * a lookup of each handle's newest version v gives: v, v with its lowest nonzero base-4 digits
+ * cleared one by one, and v + 1; a version leaving that set is dropped. Past the bound a proof is
+ * made when a lookup asks for it and not kept.
  */
 #define KEYDIR_PROOFS_MAX 1000000
 /* A kept proof: the VRF proof, then the label it proves (keydir.h). */
@@ -143,13 +143,11 @@ static void keep_proof(struct msv_keydir *kd, uint64_t key, const uint8_t proof[
     memcpy(kept, proof, KEPT_LEN);
 }
 
-/* The versions a lookup of version v proves (v, v with its lowest set bits cleared, v + 1). */
-static size_t lookup_versions(uint32_t v, uint32_t out[34])
+/* The versions a lookup of version v proves (docs/transparency.md, "Versions"). */
+static size_t lookup_versions(uint32_t v, uint32_t out[MSV_PT_PRESENT_MAX + 1])
 {
-    size_t n = 0;
+    size_t n = msv_pt_versions_present(v, out);
 
-    for (uint32_t w = v; w != 0; w &= w - 1)
-        out[n++] = w;
     if (v != UINT32_MAX)
         out[n++] = v + 1;
     return n;
@@ -158,7 +156,7 @@ static size_t lookup_versions(uint32_t v, uint32_t out[34])
 /* Drops the proofs of the versions a lookup of v - 1 gave and one of v does not. */
 static void drop_old_proofs(struct msv_keydir *kd, const char *handle, uint32_t v)
 {
-    uint32_t old[34], now[34];
+    uint32_t old[MSV_PT_PRESENT_MAX + 1], now[MSV_PT_PRESENT_MAX + 1];
     size_t n_old = lookup_versions(v - 1, old), n_now = lookup_versions(v, now);
     uint8_t alpha[300];
     size_t alpha_len = 0;
@@ -379,7 +377,7 @@ static void prove_lookup_set(struct msv_keydir *kd, pthread_mutex_t *lock, const
                              uint32_t v)
 {
     uint8_t alpha[300], proof[KEPT_LEN];
-    uint32_t versions[34];
+    uint32_t versions[MSV_PT_PRESENT_MAX + 1];
     size_t n = lookup_versions(v, versions), alpha_len = 0;
     uint64_t key;
 
