@@ -65,6 +65,7 @@ enum {
     O_TEXT,
     O_DAYS,
     O_PRIVATE_MESSAGE,
+    O_NO_PATH,
     O_FORCE,
     O_HELP,
 };
@@ -80,7 +81,7 @@ struct mls_opts {
     size_t n_key_packages, n_proposals, n_psks, n_leaves;
     uint32_t leaves[LIST_MAX];
     unsigned days;
-    int private_message, force, help;
+    int private_message, no_path, force, help;
     unsigned given; /* BIT(option) of each option given */
 };
 
@@ -525,6 +526,7 @@ static const struct option long_opts[] = {
     {"text", required_argument, NULL, O_TEXT},
     {"days", required_argument, NULL, O_DAYS},
     {"private-message", no_argument, NULL, O_PRIVATE_MESSAGE},
+    {"no-path", no_argument, NULL, O_NO_PATH},
     {"force", no_argument, NULL, O_FORCE},
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
@@ -576,6 +578,9 @@ static int take(struct mls_opts *o, int c, const char *arg)
         return add_to(o->cmd, o->psks, &o->n_psks, arg);
     case O_PRIVATE_MESSAGE:
         o->private_message = 1;
+        return 0;
+    case O_NO_PATH:
+        o->no_path = 1;
         return 0;
     case O_FORCE:
         o->force = 1;
@@ -945,6 +950,7 @@ static int cmd_add(struct mls_opts *o)
         spec.n_adds = o->n_key_packages;
         spec.now = (uint64_t)time(NULL);
         spec.private_message = o->private_message;
+        spec.no_path = o->no_path;
         rc = commit_and_save(&s, &spec);
     }
     session_close(&s);
@@ -1292,11 +1298,12 @@ static const struct {
      "leaf for ID, and writes its state (mode 0600). The group id is random unless given.\n"},
     {"add", cmd_add,
      BIT(O_STATE) | BIT(O_KEY_PACKAGE) | BIT(O_COMMIT) | BIT(O_WELCOME) | BIT(O_PRIVATE_MESSAGE) |
-         BIT(O_FORCE),
+         BIT(O_NO_PATH) | BIT(O_FORCE),
      BIT(O_STATE) | BIT(O_KEY_PACKAGE) | BIT(O_COMMIT) | BIT(O_WELCOME),
      "add --state STATE --key-package KP_FILE... --commit COMMIT_FILE\n"
-     "         --welcome WELCOME_FILE [--private-message] [--force]\n\n"
-     "Commits the addition of each KeyPackage (validated first) with an UpdatePath,\n"
+     "         --welcome WELCOME_FILE [--private-message] [--no-path] [--force]\n\n"
+     "Commits the addition of each KeyPackage (validated first) with an UpdatePath\n"
+     "(none with --no-path: a smaller commit that renews no key of the tree),\n"
      "writes the Commit (a PublicMessage, or a PrivateMessage) and the Welcome, and\n"
      "moves STATE to the new epoch.\n"},
     {"remove", cmd_remove_update,

@@ -160,7 +160,7 @@ _missive_crypto()
         case ${COMP_WORDS[2]} in
         key-package) mls_opts="--identity --out --private --suite --days --force --help" ;;
         create) mls_opts="--identity --state --suite --group-id --days --force --help" ;;
-        add) mls_opts="--state --key-package --commit --welcome --private-message --force --help" ;;
+        add) mls_opts="--state --key-package --commit --welcome --private-message --no-path --force --help" ;;
         remove) mls_opts="--state --leaf --commit --private-message --force --help" ;;
         update) mls_opts="--state --commit --private-message --force --help" ;;
         join) mls_opts="--welcome --key-package --private --state --tree --psk --force --help" ;;

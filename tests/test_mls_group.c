@@ -249,6 +249,7 @@ struct round {
     const uint8_t *proposals[4];
     size_t proposal_lens[4], n_proposals;
     int private_message;
+    int no_path;
 };
 
 /* The committer commits; the others process it (the removed ones are refused and leave), the
@@ -281,6 +282,7 @@ static void play(struct round *r)
     spec.n_proposals = r->n_proposals;
     spec.now = NOW;
     spec.private_message = r->private_message;
+    spec.no_path = r->no_path;
     err = msv_mls_member_commit_make(devs[r->committer].m, &spec, &commit, &commit_len, &welcome,
                                      &welcome_len, &why);
     if (err != MSV_OK) {
@@ -418,6 +420,58 @@ static void epoch_step(unsigned e)
     }
     play(&r);
     free(update);
+}
+
+/*
+ * Commits without a path (12.4): adds alone are made without one, smaller, and followed by
+ * every member and joined from their Welcome (which then carries no path secret); a removal,
+ * an update or nothing at all without a path is refused by the committer, nothing changed.
+ */
+static void test_no_path(void)
+{
+    struct msv_mls_commit_spec spec;
+    struct round r;
+    uint8_t *commit = NULL, *welcome = NULL;
+    size_t commit_len = 0, welcome_len = 0, c = nth_member(1);
+    uint32_t remove = devs[nth_member(2)].m->me;
+    struct snapshot before;
+    const char *why = NULL;
+
+    for (int private_message = 0; private_message < 2; private_message++) {
+        memset(&r, 0, sizeof(r));
+        r.committer = nth_member(private_message);
+        r.adds[r.n_adds++] = new_device();
+        r.adds[r.n_adds++] = new_device();
+        r.no_path = 1;
+        r.private_message = private_message;
+        play(&r);
+        talk();
+    }
+    before = snap(devs[c].m);
+    memset(&spec, 0, sizeof(spec));
+    spec.removes = &remove;
+    spec.n_removes = 1;
+    spec.now = NOW;
+    spec.no_path = 1;
+    CHECK(msv_mls_member_commit_make(devs[c].m, &spec, &commit, &commit_len, &welcome, &welcome_len,
+                                     &why) == MSV_ERR_INVALID,
+          "a removal without a path refused by its committer");
+    CHECK(why != NULL && strstr(why, "without a path") != NULL, "and it says why");
+    spec.n_removes = 0;
+    CHECK(msv_mls_member_commit_make(devs[c].m, &spec, &commit, &commit_len, &welcome, &welcome_len,
+                                     &why) == MSV_ERR_INVALID,
+          "an empty commit without a path refused");
+    {
+        struct snapshot after = snap(devs[c].m);
+
+        CHECK(same_snap(&before, &after) && devs[c].m->pending == NULL && commit == NULL,
+              "nothing changed");
+    }
+    /* a commit with a path after them renews the tree's keys and everyone follows */
+    memset(&r, 0, sizeof(r));
+    r.committer = c;
+    play(&r);
+    talk();
 }
 
 /* ---- refusals that change nothing ---- */
@@ -838,12 +892,12 @@ static void test_external_join(void)
 
 /*
  * A hostile committer, made by hand: a commit adding the KeyPackage kp by
- * value, without a path, signed, with the right confirmation and membership
- * tags, so that only the receiver's checks of what it applies stand between
- * it and the group.
+ * value (or, with kp NULL, removing leaf remove), without a path, signed,
+ * with the right confirmation and membership tags, so that only the
+ * receiver's checks of what it applies stand between it and the group.
  */
-static uint8_t *hostile_add(struct msv_mls_member *cm, const uint8_t *kp, size_t kp_len,
-                            size_t *out_len)
+static uint8_t *hostile_commit(struct msv_mls_member *cm, const uint8_t *kp, size_t kp_len,
+                               uint32_t remove, size_t *out_len)
 {
     static const uint8_t zero[MSV_MLS_NH];
     struct msv_mls_epoch ep;
@@ -861,8 +915,11 @@ static uint8_t *hostile_add(struct msv_mls_member *cm, const uint8_t *kp, size_t
     msv_buf_init(&w, 1u << 20);
     mark = msv_mls_vec_begin(&w);
     (void)msv_buf_put_u8(&w, 1);
-    (void)msv_buf_put_u16be(&w, 1);
-    (void)msv_buf_put(&w, kp + 4, kp_len - 4);
+    (void)msv_buf_put_u16be(&w, kp != NULL ? 1 : 3);
+    if (kp != NULL)
+        (void)msv_buf_put(&w, kp + 4, kp_len - 4);
+    else
+        (void)msv_buf_put_u32be(&w, remove);
     msv_mls_vec_end(&w, mark);
     (void)msv_buf_put_u8(&w, 0); /* no path */
     if (msv_buf_finish(&w, &body, &body_len) != MSV_OK ||
@@ -888,11 +945,13 @@ static uint8_t *hostile_add(struct msv_mls_member *cm, const uint8_t *kp, size_t
     msv_buf_init(&w, 1u << 20);
     (void)msv_buf_put(&w, cm->interim, MSV_MLS_NH);
     (void)msv_buf_put(&w, ac, ac_len - (MSV_MLS_NH + 1));
-    msv_reader_init(&r, kp + 4, kp_len - 4);
+    msv_reader_init(&r, kp != NULL ? kp + 4 : NULL, kp != NULL ? kp_len - 4 : 0);
     if (msv_buf_finish(&w, &in, &in_len) != MSV_OK ||
         msv_mls_hash(in, in_len, confirmed) != MSV_OK ||
-        msv_mls_read_key_package(&r, &leaf) != MSV_OK ||
-        msv_mls_tree_copy(&cm->tree, &t2) != MSV_OK || msv_mls_tree_add(&t2, &leaf, &index) ||
+        msv_mls_tree_copy(&cm->tree, &t2) != MSV_OK ||
+        (kp != NULL ? msv_mls_read_key_package(&r, &leaf) != MSV_OK ||
+                          msv_mls_tree_add(&t2, &leaf, &index) != MSV_OK
+                    : msv_mls_tree_remove(&t2, remove) != MSV_OK) ||
         msv_mls_tree_hash(&t2, msv_mls_tree_root(t2.n_leaves), root2) != MSV_OK)
         fatal("hostile transcript");
     {
@@ -926,7 +985,7 @@ static void test_hostile_committer(void)
     /* a KeyPackage signature broken */
     memcpy(kp, devs[d].kp, devs[d].kp_len);
     kp[devs[d].kp_len - 3] ^= 1;
-    msg = hostile_add(devs[a].m, kp, devs[d].kp_len, &len);
+    msg = hostile_commit(devs[a].m, kp, devs[d].kp_len, 0, &len);
     expect_unchanged_commit(nth_member(1), msg, len,
                             "a hostile add of a badly signed KeyPackage refused");
     free(msg);
@@ -935,17 +994,24 @@ static void test_hostile_committer(void)
     kp[caps + 5] = 7;
     kp[caps + 7] = 7;
     resign(kp, devs[d].kp_len, devs[d].seed);
-    msg = hostile_add(devs[a].m, kp, devs[d].kp_len, &len);
+    msg = hostile_commit(devs[a].m, kp, devs[d].kp_len, 0, &len);
     expect_unchanged_commit(nth_member(2), msg, len,
                             "a hostile add of an incapable KeyPackage refused");
     free(msg);
     /* the KeyPackage a member joined with: its keys are in the tree already */
-    msg = hostile_add(devs[a].m, devs[nth_member(1)].kp, devs[nth_member(1)].kp_len, &len);
+    msg = hostile_commit(devs[a].m, devs[nth_member(1)].kp, devs[nth_member(1)].kp_len, 0, &len);
     expect_unchanged_commit(nth_member(3), msg, len,
                             "a hostile add of keys already in the tree refused");
     free(msg);
+    /*
+     * a removal without a path: the next epoch would come from the previous one's init secret,
+     * which the removed member holds too, so it could read on
+     */
+    msg = hostile_commit(devs[a].m, NULL, 0, devs[nth_member(2)].m->me, &len);
+    expect_unchanged_commit(nth_member(3), msg, len, "a removal without a path refused");
+    free(msg);
     /* the control: the same made with a good KeyPackage is taken */
-    msg = hostile_add(devs[a].m, devs[e].kp, devs[e].kp_len, &len);
+    msg = hostile_commit(devs[a].m, devs[e].kp, devs[e].kp_len, 0, &len);
     CHECK(msv_mls_member_commit(devs[nth_member(4)].m, NULL, NULL, 0, msg, len) == MSV_OK,
           "the hand-made commit with a good KeyPackage is taken");
     free(msg);
@@ -982,6 +1048,7 @@ static void run_suite(enum msv_mls_suite s)
     CHECK(epochs >= 20 && devs[nth_member(0)].m->epoch >= 21, "20 epochs and more");
     printf("suite %d: %llu epochs, %zu devices used, %zu members at the end\n", (int)suite,
            (unsigned long long)devs[nth_member(0)].m->epoch, n_devs, members());
+    test_no_path();
     test_refusals();
     test_external_join();
     test_forward_secrecy();

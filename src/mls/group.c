@@ -792,16 +792,22 @@ static msv_err build_commit(struct msv_mls_member *p, const struct msv_mls_commi
         err = msv_mls_member_commit_proposals(&list, received, spec->n_proposals, p->me, cs);
     if (err == MSV_OK)
         err = check_proposals(p, cs, spec->now, why);
+    if (err == MSV_OK && spec->no_path && !msv_mls_commit_path_optional(cs)) {
+        *why = "a commit without a path may only add members or bring in PSKs";
+        err = MSV_ERR_INVALID;
+    }
     if (err == MSV_OK && (err = msv_mls_member_apply_proposals(p, cs)) == MSV_ERR_INVALID)
         *why = "the proposals do not apply (a KeyPackage given twice or with keys a member "
                "has, a leaf removed twice, or a proposal not allowed here)";
-    if (err == MSV_OK)
+    /* without a path the commit secret stays zero (pm was cleared) and the Welcome gives none */
+    if (err == MSV_OK && !spec->no_path)
         err = make_path(p, cs, pm, &path, &path_len);
     if (err == MSV_OK) {
         msv_buf_init(&w, MSV_MLS_MESSAGE_MAX);
         (void)msv_buf_put(&w, props, props_len);
-        (void)msv_buf_put_u8(&w, 1);
-        (void)msv_buf_put(&w, path, path_len);
+        (void)msv_buf_put_u8(&w, path != NULL);
+        if (path != NULL)
+            (void)msv_buf_put(&w, path, path_len);
         err = msv_buf_finish(&w, body, body_len);
     }
     free(props);

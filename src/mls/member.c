@@ -932,6 +932,17 @@ static void restore(struct msv_mls_member *m, struct saved *s, int put_back)
     sodium_memzero(s->keys, sizeof(s->keys));
 }
 
+int msv_mls_commit_path_optional(const struct commit_state *cs)
+{
+    for (size_t i = 0; i < cs->n; i++) {
+        uint16_t type = cs->list[i].type;
+
+        if (type != 1 /* add */ && type != 4 /* psk */ && type != 5 /* reinit */)
+            return 0;
+    }
+    return cs->n > 0 && cs->external_init == NULL;
+}
+
 /* The proposals, the path and the next epoch, all or nothing. */
 static msv_err change_state(struct msv_mls_member *m, struct commit_state *cs, uint32_t committer,
                             const uint8_t *path, size_t path_len, const uint8_t *ac, size_t ac_len,
@@ -943,7 +954,13 @@ static msv_err change_state(struct msv_mls_member *m, struct commit_state *cs, u
 
     if (err != MSV_OK)
         return err;
-    err = msv_mls_member_apply_proposals(m, cs);
+    /*
+     * a commit without a path that needed one (a removal, an update, nothing at all) would give
+     * the next epoch from secrets the previous one's members all hold, a removed one included
+     */
+    err = path == NULL && !msv_mls_commit_path_optional(cs) ? MSV_ERR_INVALID : MSV_OK;
+    if (err == MSV_OK)
+        err = msv_mls_member_apply_proposals(m, cs);
     /* an external commit (12.4.3.2): one ExternalInit, a path, its leaf added where an Add would
      * go; a member's commit carries no ExternalInit */
     if (err == MSV_OK &&

@@ -193,24 +193,27 @@ struct msv_mls_commit_spec {
     size_t n_proposals;
     uint64_t now;        /* seconds, for the KeyPackages' lifetimes */
     int private_message; /* 1: the commit goes as a PrivateMessage (6.3), else a PublicMessage */
+    /*
+     * 1: no UpdatePath (12.4), allowed only when every proposal is an Add or a PSK: a smaller
+     * commit that encrypts nothing to the tree, but renews none of its keys
+     */
+    int no_path;
 };
 
 /*
  * Makes a commit (12.4) as a PublicMessage or PrivateMessage MLSMessage with an UpdatePath
- * (7.4-7.6, 7.9): the proposals applied in 12.4.2's order, our leaf given a
- * fresh key, path secrets derived up our filtered direct path and each
- * HPKE-encrypted to the resolution of its co-path child (less those added),
- * parent hashes chained, our leaf signed; the next epoch's key schedule and
- * the confirmation and membership tags. With adds, *welcome gets a Welcome
- * (12.4.3.1): the GroupInfo signed, with the ratchet tree extension, and
- * encrypted; for each new member its GroupSecrets encrypted to its init key
- * (else *welcome is NULL). The member stays at its epoch: the next one waits
- * in m->pending for msv_mls_member_commit_merge() (once the delivery service
- * took the commit) or msv_mls_member_commit_discard(). A KeyPackage that does
- * not validate, a removal of ourselves or of an empty leaf, a proposal type
- * other than add, update and remove and an update of our own are refused
- * (MSV_ERR_INVALID, or MSV_ERR_AUTH for a signature), *why naming the
- * reason; nothing changes then. Callers free *commit and *welcome with free().
+ * (7.4-7.6, 7.9; none with spec->no_path, the commit secret then zero): the proposals applied
+ * in 12.4.2's order, our leaf given a fresh key, path secrets derived up our filtered direct path
+ * and each HPKE-encrypted to the resolution of its co-path child (less those added), parent hashes
+ * chained, our leaf signed; the next epoch's key schedule and the confirmation and membership tags.
+ * With adds, *welcome gets a Welcome (12.4.3.1): the GroupInfo signed, with the ratchet tree
+ * extension, and encrypted; for each new member its GroupSecrets encrypted to its init key (else
+ * *welcome is NULL). The member stays at its epoch: the next one waits in m->pending for
+ * msv_mls_member_commit_merge() (once the delivery service took the commit) or
+ * msv_mls_member_commit_discard(). A KeyPackage that does not validate, a removal of ourselves or
+ * of an empty leaf, a proposal type other than add, update and remove and an update of our own are
+ * refused (MSV_ERR_INVALID, or MSV_ERR_AUTH for a signature), *why naming the reason; nothing
+ * changes then. Callers free *commit and *welcome with free().
  */
 MSV_MUST_CHECK msv_err msv_mls_member_commit_make(struct msv_mls_member *m,
                                                   const struct msv_mls_commit_spec *spec,

@@ -71,6 +71,11 @@ MSV_MUST_CHECK msv_err msv_mls_member_commit_proposals(struct msv_reader *list,
                                                        const struct proposal *received,
                                                        size_t n_received, uint32_t committer,
                                                        struct commit_state *cs);
+/*
+ * Whether a commit of cs's proposals may leave its UpdatePath out (12.4): only when it has at
+ * least one proposal and all of them are Add, PreSharedKey or ReInit.
+ */
+int msv_mls_commit_path_optional(const struct commit_state *cs);
 /* Applies cs's proposals to the tree in the order of 12.4.2. */
 MSV_MUST_CHECK msv_err msv_mls_member_apply_proposals(struct msv_mls_member *m,
                                                       struct commit_state *cs);
