@@ -5,8 +5,9 @@
  *   - KeyPackages made and validated, and each kind of bad one refused with
  *     its reason (RFC 9420 10.1, 7.3);
  *   - a group created, grown to 5 by a commit with a Welcome, then 24 more
- *     epochs of adds, removes, updates proposed by others and committed by
- *     reference, and commits with nothing but a path: every member reaches
+ *     epochs of adds, removes, updates proposed by others (as PublicMessages
+ *     and PrivateMessages) and committed by reference, and commits with
+ *     nothing but a path: every member reaches
  *     the same epoch authenticator and tree each epoch, those added follow;
  *   - refusals that change nothing: a bit changed anywhere in a commit, a
  *     Welcome for someone else, a commit of a past epoch, a removed member's
@@ -403,8 +404,13 @@ static void epoch_step(unsigned e)
         size_t u =
             nth_member(e * 3 + 2) == r.committer ? nth_member(e * 3 + 3) : nth_member(e * 3 + 2);
 
-        if (msv_mls_member_propose_update(devs[u].m, &update, &r.proposal_lens[0]) != MSV_OK)
+        /* the proposal as a PublicMessage or a PrivateMessage, under either kind of commit */
+        if (msv_mls_member_propose_update(devs[u].m, (e / 8) % 2, &update, &r.proposal_lens[0]) !=
+            MSV_OK)
             fatal("propose update");
+        CHECK(r.proposal_lens[0] > 4 &&
+                  update[3] == ((e / 8) % 2 ? MSV_MLS_WIRE_PRIVATE : MSV_MLS_WIRE_PUBLIC),
+              "the proposal goes as asked");
         r.proposals[r.n_proposals++] = update;
         break;
     }

@@ -188,29 +188,74 @@ msv_err msv_mls_member_create(enum msv_mls_suite suite, const uint8_t *group_id,
     return MSV_OK;
 }
 
-msv_err msv_mls_member_propose_update(struct msv_mls_member *m, uint8_t **out, size_t *out_len)
+/* A handshake message (a proposal or a commit) as a PrivateMessage (6.3), with the next key of
+ * our handshake ratchet. */
+static msv_err seal_handshake(struct msv_mls_member *m, const struct msv_mls_epoch *ep,
+                              const struct msv_mls_content *c, uint8_t **out, size_t *out_len)
+{
+    uint8_t guard[4];
+    uint32_t generation = 0;
+    msv_err err = msv_mls_secret_state_next(&m->st, m->me, MSV_MLS_RATCHET_HANDSHAKE, &generation);
+
+    randombytes_buf(guard, sizeof(guard));
+    if (err == MSV_OK)
+        err = msv_mls_private_protect(ep, c, m->sig_seed, generation, guard, 0, out, out_len);
+    /* the key is used: erased whether or not the message goes out */
+    if (msv_mls_secret_state_consume(&m->st, m->me, MSV_MLS_RATCHET_HANDSHAKE, generation) !=
+            MSV_OK &&
+        err == MSV_OK) {
+        free(*out);
+        *out = NULL;
+        err = MSV_ERR_CRYPTO;
+    }
+    return err;
+}
+
+/* The body of an Update proposal of our leaf with sk's HPKE key (proposal_type update (2) ||
+ * LeafNode), held by m. The same key gives the same bytes: the leaf's signature is Ed25519's. */
+static msv_err update_body(struct msv_mls_member *m, const uint8_t sk[32], const uint8_t **body,
+                           size_t *body_len)
 {
     struct msv_mls_leaf_spec spec;
     struct msv_mls_leaf leaf;
+    struct msv_buf w;
+    uint8_t pk[32], *bytes = NULL;
+    size_t len = 0;
+    msv_err err = crypto_scalarmult_base(pk, sk) == 0 ? MSV_OK : MSV_ERR_CRYPTO;
+
+    memset(&spec, 0, sizeof(spec));
+    spec.encryption_key = pk;
+    spec.source = 2;
+    if (err == MSV_OK)
+        err = own_leaf(m, &spec, &leaf);
+    if (err != MSV_OK)
+        return err;
+    msv_buf_init(&w, MSV_MLS_MESSAGE_MAX);
+    (void)msv_buf_put_u16be(&w, 2);
+    (void)msv_buf_put(&w, leaf.raw, leaf.raw_len);
+    err = msv_buf_finish(&w, &bytes, &len);
+    if (err == MSV_OK)
+        err = msv_mls_member_hold(m, bytes, len, body);
+    if (err == MSV_OK)
+        *body_len = len;
+    free(bytes);
+    return err;
+}
+
+msv_err msv_mls_member_propose_update(struct msv_mls_member *m, int private_message, uint8_t **out,
+                                      size_t *out_len)
+{
     struct msv_mls_epoch ep;
     struct msv_mls_content c;
-    struct msv_buf w;
-    uint8_t pk[32], sk[32], root[MSV_MLS_NH], *body = NULL;
+    uint8_t sk[32], root[MSV_MLS_NH];
+    const uint8_t *body = NULL;
     size_t body_len = 0;
     msv_err err;
 
     if (!m->can_send)
         return MSV_ERR_INVALID;
-    err = fresh_key(sk, pk, &spec, 2);
-    if (err == MSV_OK)
-        err = own_leaf(m, &spec, &leaf);
-    if (err == MSV_OK) {
-        /* Proposal = proposal_type update (2) || LeafNode */
-        msv_buf_init(&w, MSV_MLS_MESSAGE_MAX);
-        (void)msv_buf_put_u16be(&w, 2);
-        (void)msv_buf_put(&w, leaf.raw, leaf.raw_len);
-        err = msv_buf_finish(&w, &body, &body_len);
-    }
+    randombytes_buf(sk, sizeof(sk));
+    err = update_body(m, sk, &body, &body_len);
     if (err == MSV_OK)
         err = msv_mls_member_epoch(m, root, &ep);
     if (err == MSV_OK) {
@@ -219,14 +264,51 @@ msv_err msv_mls_member_propose_update(struct msv_mls_member *m, uint8_t **out, s
         c.content_type = MSV_MLS_CONTENT_PROPOSAL;
         c.body = body;
         c.body_len = body_len;
-        err = msv_mls_public_protect(&ep, &c, m->sig_seed, out, out_len);
+        ep.content_key = msv_mls_member_content_key;
+        ep.content_key_ctx = m;
+        err = private_message ? seal_handshake(m, &ep, &c, out, out_len)
+                              : msv_mls_public_protect(&ep, &c, m->sig_seed, out, out_len);
     }
     if (err == MSV_OK) {
         memcpy(m->update_sk, sk, 32);
         m->has_update = 1;
     }
-    free(body);
     sodium_memzero(sk, sizeof(sk));
+    return err;
+}
+
+msv_err msv_mls_member_own_update(struct msv_mls_member *m, const struct msv_mls_epoch *ep,
+                                  struct proposal *out)
+{
+    static const char label[] = "MLS 1.0 Proposal Reference";
+    struct msv_mls_content c;
+    uint8_t sig[MSV_MLS_SIG_LEN], *ac = NULL;
+    const uint8_t *body = NULL;
+    size_t body_len = 0, ac_len = 0;
+    msv_err err;
+
+    if (!m->has_update || !m->can_send)
+        return MSV_ERR_NOT_FOUND;
+    err = update_body(m, m->update_sk, &body, &body_len);
+    memset(&c, 0, sizeof(c));
+    c.leaf_index = m->me;
+    c.content_type = MSV_MLS_CONTENT_PROPOSAL;
+    c.body = body;
+    c.body_len = body_len;
+    if (err == MSV_OK)
+        err = msv_mls_content_sign(ep, MSV_MLS_WIRE_PRIVATE, &c, m->sig_seed, sig);
+    if (err == MSV_OK)
+        err = msv_mls_authenticated_content(ep, MSV_MLS_WIRE_PRIVATE, &c, sig, sizeof(sig), &ac,
+                                            &ac_len);
+    if (err == MSV_OK)
+        err = msv_mls_ref_hash((const uint8_t *)label, sizeof(label) - 1, ac, ac_len, out->ref);
+    if (err == MSV_OK) {
+        out->type = 2;
+        out->body = body + 2;
+        out->body_len = body_len - 2;
+        out->sender = m->me;
+    }
+    free(ac);
     return err;
 }
 
@@ -520,28 +602,6 @@ static msv_err confirmation_tag(const struct msv_mls_member *m, const struct msv
     return err;
 }
 
-/* The commit as a PrivateMessage (6.3), with the next key of our handshake ratchet. */
-static msv_err seal_commit(struct msv_mls_member *m, const struct msv_mls_epoch *ep,
-                           const struct msv_mls_content *c, uint8_t **out, size_t *out_len)
-{
-    uint8_t guard[4];
-    uint32_t generation = 0;
-    msv_err err = msv_mls_secret_state_next(&m->st, m->me, MSV_MLS_RATCHET_HANDSHAKE, &generation);
-
-    randombytes_buf(guard, sizeof(guard));
-    if (err == MSV_OK)
-        err = msv_mls_private_protect(ep, c, m->sig_seed, generation, guard, 0, out, out_len);
-    /* the key is used: erased whether or not the message goes out */
-    if (msv_mls_secret_state_consume(&m->st, m->me, MSV_MLS_RATCHET_HANDSHAKE, generation) !=
-            MSV_OK &&
-        err == MSV_OK) {
-        free(*out);
-        *out = NULL;
-        err = MSV_ERR_CRYPTO;
-    }
-    return err;
-}
-
 /*
  * The commit's message (12.4): signed, its confirmation tag from the next
  * epoch's key schedule; a PublicMessage with this epoch's membership tag or a
@@ -583,7 +643,7 @@ static msv_err frame_commit(struct msv_mls_member *m, struct msv_mls_member *p,
     if (err == MSV_OK)
         err = msv_mls_authenticated_content(&ep, wire, &c, sig, sizeof(sig), &ac, &ac_len);
     if (err == MSV_OK && private_message)
-        err = seal_commit(m, &ep, &c, out, out_len);
+        err = seal_handshake(m, &ep, &c, out, out_len);
     else if (err == MSV_OK)
         err = msv_mls_public_protect(&ep, &c, m->sig_seed, out, out_len);
     if (err == MSV_OK)
@@ -763,10 +823,10 @@ static msv_err check_spec(const struct msv_mls_member *m, const struct msv_mls_c
 }
 
 /* The proposals applied and the path made on p; the commit's body into *body. */
-static msv_err build_commit(struct msv_mls_member *p, const struct msv_mls_commit_spec *spec,
-                            struct commit_state *cs, struct proposal *received,
-                            struct path_made *pm, uint8_t **body, size_t *body_len,
-                            const char **why)
+static msv_err build_commit(struct msv_mls_member *m, struct msv_mls_member *p,
+                            const struct msv_mls_commit_spec *spec, struct commit_state *cs,
+                            struct proposal *received, struct path_made *pm, uint8_t **body,
+                            size_t *body_len, const char **why)
 {
     struct msv_mls_epoch ep;
     struct msv_reader r, list;
@@ -776,6 +836,9 @@ static msv_err build_commit(struct msv_mls_member *p, const struct msv_mls_commi
     size_t props_len = 0, path_len = 0;
     msv_err err = msv_mls_member_epoch(p, root, &ep);
 
+    /* proposals sent as PrivateMessages open with m's secret tree: p has none */
+    ep.content_key = msv_mls_member_content_key;
+    ep.content_key_ctx = m;
     if (err == MSV_OK)
         err = msv_mls_member_receive_proposals(p, &ep, spec->proposals, spec->proposal_lens,
                                                spec->n_proposals, received);
@@ -831,7 +894,7 @@ msv_err msv_mls_member_commit_make(struct msv_mls_member *m, const struct msv_ml
     if (err == MSV_OK)
         err = clone_member(m, &p);
     if (err == MSV_OK)
-        err = build_commit(p, spec, cs, received, &pm, &body, &body_len, &reason);
+        err = build_commit(m, p, spec, cs, received, &pm, &body, &body_len, &reason);
     if (err == MSV_OK)
         err = frame_commit(m, p, cs, &pm, body, body_len, spec->private_message,
                            MSV_MLS_SENDER_MEMBER, &msg, &msg_len, tag);

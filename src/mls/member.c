@@ -441,9 +441,14 @@ static const uint8_t *rebase(const uint8_t *p, const uint8_t *from, const uint8_
  * the tree with it), its signature checked, and its AuthenticatedContent
  * rebuilt for the transcript hash; both held.
  */
-static msv_err read_private_commit(struct msv_mls_member *m, struct msv_mls_epoch *ep,
-                                   const uint8_t *msg, size_t len, struct msv_mls_content *c,
-                                   const uint8_t **ac, size_t *ac_len)
+/*
+ * A handshake message of content type want (a proposal or a commit) sent as a PrivateMessage:
+ * decrypted with its sender's handshake key (not erased here: the whole secret tree goes with the
+ * epoch the commit ends), its AuthenticatedContent rebuilt into *ac, both held by m.
+ */
+static msv_err read_private(struct msv_mls_member *m, struct msv_mls_epoch *ep, const uint8_t *msg,
+                            size_t len, uint8_t want, struct msv_mls_content *c, const uint8_t **ac,
+                            size_t *ac_len)
 {
     const uint8_t *held_msg = NULL, *copy = NULL;
     uint8_t *plain = NULL, *auth = NULL;
@@ -451,11 +456,14 @@ static msv_err read_private_commit(struct msv_mls_member *m, struct msv_mls_epoc
     uint32_t generation;
     msv_err err = msv_mls_member_hold(m, msg, len, &held_msg);
 
-    ep->content_key = msv_mls_member_content_key;
-    ep->content_key_ctx = m;
+    /* the keys are m's own unless the caller named whose (a committer's copy has none) */
+    if (ep->content_key == NULL) {
+        ep->content_key = msv_mls_member_content_key;
+        ep->content_key_ctx = m;
+    }
     if (err == MSV_OK)
         err = msv_mls_private_unprotect(ep, held_msg, len, c, &plain, &plain_len, &generation);
-    if (err == MSV_OK && c->content_type != MSV_MLS_CONTENT_COMMIT)
+    if (err == MSV_OK && c->content_type != want)
         err = MSV_ERR_PARSE;
     if (err == MSV_OK)
         err = msv_mls_member_hold(m, plain, plain_len, &copy);
@@ -832,7 +840,10 @@ msv_err msv_mls_member_confirmed_hash(const struct msv_mls_member *m, const uint
     return err;
 }
 
-/* Reads the proposals received before the commit, each with its ProposalRef (5.2). */
+/*
+ * Reads the proposals received before the commit (PublicMessages or PrivateMessages), each with
+ * its ProposalRef (5.2).
+ */
 msv_err msv_mls_member_receive_proposals(struct msv_mls_member *m, const struct msv_mls_epoch *ep,
                                          const uint8_t *const *msgs, const size_t *lens, size_t n,
                                          struct proposal *out)
@@ -840,10 +851,21 @@ msv_err msv_mls_member_receive_proposals(struct msv_mls_member *m, const struct 
     static const char label[] = "MLS 1.0 Proposal Reference";
 
     for (size_t i = 0; i < n; i++) {
+        struct msv_mls_epoch own = *ep;
         struct msv_mls_content c;
         const uint8_t *ac;
         size_t ac_len;
-        msv_err err = read_public(m, ep, msgs[i], lens[i], &c, &ac, &ac_len);
+        int private = lens[i] >= 4 && msgs[i][2] == 0 && msgs[i][3] == MSV_MLS_WIRE_PRIVATE;
+        msv_err err = private ? read_private(m, &own, msgs[i], lens[i], MSV_MLS_CONTENT_PROPOSAL,
+                                             &c, &ac, &ac_len)
+                              : read_public(m, ep, msgs[i], lens[i], &c, &ac, &ac_len);
+
+        /*
+         * one we cannot open may be our own (its key erased as it went out): our pending update
+         * made again stands in for it; a commit that names it by reference takes exactly that
+         */
+        if (err != MSV_OK && private && msv_mls_member_own_update(m, ep, &out[i]) == MSV_OK)
+            continue;
 
         if (err == MSV_OK && (c.content_type != MSV_MLS_CONTENT_PROPOSAL || c.body_len < 2))
             err = MSV_ERR_PARSE;
@@ -1015,7 +1037,7 @@ msv_err msv_mls_member_commit(struct msv_mls_member *m, const uint8_t *const *pr
     if (m->accept_external)
         ep.new_member_key = new_member_key;
     if (err == MSV_OK && commit_len >= 4 && commit[2] == 0 && commit[3] == MSV_MLS_WIRE_PRIVATE)
-        err = read_private_commit(m, &ep, commit, commit_len, &c, &ac, &ac_len);
+        err = read_private(m, &ep, commit, commit_len, MSV_MLS_CONTENT_COMMIT, &c, &ac, &ac_len);
     else if (err == MSV_OK)
         err = read_public(m, &ep, commit, commit_len, &c, &ac, &ac_len);
     if (err == MSV_OK && c.content_type != MSV_MLS_CONTENT_COMMIT)

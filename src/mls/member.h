@@ -175,11 +175,12 @@ MSV_MUST_CHECK msv_err msv_mls_member_set_signer(struct msv_mls_member *m,
                                                  const uint8_t sig_seed[32]);
 /*
  * An Update proposal (12.1.2) of our leaf with a fresh HPKE key, as a
- * PublicMessage MLSMessage; its private key is kept until a commit applies
- * it (a later one replaces it). Caller frees *out with free().
+ * PublicMessage MLSMessage, or a PrivateMessage under the next key of our
+ * handshake ratchet (then erased); its private key is kept until a commit
+ * applies it (a later one replaces it). Caller frees *out with free().
  */
-MSV_MUST_CHECK msv_err msv_mls_member_propose_update(struct msv_mls_member *m, uint8_t **out,
-                                                     size_t *out_len);
+MSV_MUST_CHECK msv_err msv_mls_member_propose_update(struct msv_mls_member *m, int private_message,
+                                                     uint8_t **out, size_t *out_len);
 
 /* What a commit carries besides its UpdatePath. */
 struct msv_mls_commit_spec {

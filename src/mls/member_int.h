@@ -66,6 +66,14 @@ MSV_MUST_CHECK msv_err msv_mls_member_receive_proposals(struct msv_mls_member *m
                                                         const uint8_t *const *msgs,
                                                         const size_t *lens, size_t n,
                                                         struct proposal *out);
+/*
+ * Our own pending Update proposal as we sent it in a PrivateMessage, with its ProposalRef, made
+ * again from its key (ours is erased once sent, so we cannot open the message itself).
+ * MSV_ERR_NOT_FOUND without one.
+ */
+MSV_MUST_CHECK msv_err msv_mls_member_own_update(struct msv_mls_member *m,
+                                                 const struct msv_mls_epoch *ep,
+                                                 struct proposal *out);
 /* A commit's ProposalOrRef list into cs. */
 MSV_MUST_CHECK msv_err msv_mls_member_commit_proposals(struct msv_reader *list,
                                                        const struct proposal *received,
