@@ -58,8 +58,9 @@ struct made {
     double cpu_ms;
 };
 
-/* The creator commits (adding kps, removing leaf remove if not UINT32_MAX) and merges. */
-static void commit(struct msv_mls_member *a, struct kp *kps, size_t n, uint32_t remove,
+/* The creator commits (adding kps, removing leaf remove if not UINT32_MAX; with no_path, without
+ * an UpdatePath) and merges. */
+static void commit(struct msv_mls_member *a, struct kp *kps, size_t n, uint32_t remove, int no_path,
                    struct made *out)
 {
     const uint8_t **bytes = calloc(n + 1, sizeof(*bytes));
@@ -82,6 +83,7 @@ static void commit(struct msv_mls_member *a, struct kp *kps, size_t n, uint32_t 
     spec.removes = &remove;
     spec.n_removes = remove != UINT32_MAX;
     spec.now = NOW;
+    spec.no_path = no_path;
     memset(out, 0, sizeof(*out));
     t0 = cpu_s();
     err = msv_mls_member_commit_make(a, &spec, &out->commit, &out->commit_len, &out->welcome,
@@ -111,8 +113,8 @@ static double follow(struct msv_mls_member *b, const struct made *m)
 
 struct row {
     size_t n;
-    size_t add_commit, add_welcome, remove_commit, message;
-    double add_ms, remove_ms, follow_ms, send_us, read_us;
+    size_t add_commit, add_welcome, remove_commit, message, add_np_commit;
+    double add_ms, remove_ms, follow_ms, send_us, read_us, add_np_ms;
     size_t steady_commit; /* 0: not measured */
     double steady_ms, steady_follow_ms;
 };
@@ -129,7 +131,7 @@ static void build(size_t n, struct kp *kps, struct msv_mls_member **a, struct ms
     for (size_t first = 1; first < n; first += BATCH) {
         size_t count = n - first < BATCH ? n - first : BATCH;
 
-        commit(*a, kps + first, count, UINT32_MAX, &m);
+        commit(*a, kps + first, count, UINT32_MAX, 0, &m);
         if (first == 1) {
             if (msv_mls_member_join(MSV_MLS_SUITE_X25519_AES128GCM, m.welcome, m.welcome_len,
                                     kps[1].bytes, kps[1].len, kps[1].init_sk, kps[1].leaf_sk, NULL,
@@ -223,7 +225,7 @@ static void steady(size_t n, struct row *r)
     for (size_t first = 1; first < n; first += BATCH) {
         size_t count = n - first < BATCH ? n - first : BATCH;
 
-        commit(mem[0], kps + first, count, UINT32_MAX, &m);
+        commit(mem[0], kps + first, count, UINT32_MAX, 0, &m);
         for (size_t i = 1; i < first; i++) {
             if (mem[i] != NULL)
                 (void)follow(mem[i], &m);
@@ -244,14 +246,14 @@ static void steady(size_t n, struct row *r)
     for (size_t j = 0; j < k; j++) {
         if (who[j] == 1)
             continue; /* the follower's own leaf keys nothing the removal meets */
-        commit(mem[who[j]], NULL, 0, UINT32_MAX, &m);
+        commit(mem[who[j]], NULL, 0, UINT32_MAX, 0, &m);
         for (size_t i = 0; i < n; i++) {
             if (mem[i] != NULL && i != who[j])
                 (void)follow(mem[i], &m);
         }
         made_free(&m);
     }
-    commit(mem[0], NULL, 0, (uint32_t)(n - 1), &m);
+    commit(mem[0], NULL, 0, (uint32_t)(n - 1), 0, &m);
     r->steady_commit = m.commit_len;
     r->steady_ms = m.cpu_ms;
     r->steady_follow_ms = n > 2 ? follow(mem[1], &m) : -1; /* of 2, the other is removed */
@@ -268,34 +270,39 @@ static void steady(size_t n, struct row *r)
 
 static void measure(size_t n, struct row *r)
 {
-    struct kp *kps = calloc(n + 1, sizeof(*kps));
+    struct kp *kps = calloc(n + 2, sizeof(*kps));
     struct msv_mls_member *a = NULL, *b = NULL;
     struct made m;
 
     if (kps == NULL)
         die("out of memory");
-    for (size_t i = 0; i <= n; i++)
+    for (size_t i = 0; i <= n + 1; i++)
         make_kp(&kps[i], i);
     build(n, kps, &a, &b);
     memset(r, 0, sizeof(*r));
     r->n = n;
     measure_messages(a, b, r);
-    commit(a, kps + n, 1, UINT32_MAX, &m); /* one more device: n + 1 */
+    commit(a, kps + n, 1, UINT32_MAX, 0, &m); /* one more device: n + 1 */
     r->add_commit = m.commit_len;
     r->add_welcome = m.welcome_len;
     r->add_ms = m.cpu_ms;
     (void)follow(b, &m);
     made_free(&m);
-    commit(a, NULL, 0, (uint32_t)n, &m); /* and removed again: n */
+    commit(a, NULL, 0, (uint32_t)n, 0, &m); /* and removed again: n */
     r->remove_commit = m.commit_len;
     r->remove_ms = m.cpu_ms;
     r->follow_ms = follow(b, &m);
     made_free(&m);
+    commit(a, kps + n + 1, 1, UINT32_MAX, 1, &m); /* another device, without a path */
+    r->add_np_commit = m.commit_len;
+    r->add_np_ms = m.cpu_ms;
+    (void)follow(b, &m);
+    made_free(&m);
     msv_mls_member_free(a);
     msv_mls_member_free(b);
-    for (size_t i = 0; i <= n; i++)
+    for (size_t i = 0; i <= n + 1; i++)
         free(kps[i].bytes);
-    sodium_memzero(kps, (n + 1) * sizeof(*kps));
+    sodium_memzero(kps, (n + 2) * sizeof(*kps));
     free(kps);
 }
 
@@ -310,10 +317,11 @@ int bench_mls(const struct opts *o, FILE *out)
         steady(sizes[i], &rows[i]);
     }
     fprintf(out, "### B3 (MLS): a group of N devices, cipher suite 1\n\n"
-                 "| devices | add one: commit B, Welcome B, committer ms | remove one: commit B, "
+                 "| devices | add one: commit B, Welcome B, committer ms | add one without a path: "
+                 "commit B, committer ms | remove one: commit B, "
                  "committer ms, a member's ms | remove one once the parents hold keys: commit B, "
                  "committer ms, a member's ms | message of 256 B: bytes, sender µs, reader µs | "
-                 "sender vs. 2 devices |\n|---|---|---|---|---|---|\n");
+                 "sender vs. 2 devices |\n|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < n_sizes; i++) {
         const struct row *r = &rows[i];
 
@@ -322,11 +330,12 @@ int bench_mls(const struct opts *o, FILE *out)
         if (r->steady_follow_ms >= 0)
             snprintf(follower, sizeof(follower), "%.1f", r->steady_follow_ms);
         fprintf(out,
-                "| %zu | %zu, %zu, %.1f | %zu, %.1f, %.1f | %zu, %.1f, %s | %zu, %.1f, %.1f | "
-                "%.2f |\n",
-                r->n, r->add_commit, r->add_welcome, r->add_ms, r->remove_commit, r->remove_ms,
-                r->follow_ms, r->steady_commit, r->steady_ms, follower, r->message, r->send_us,
-                r->read_us, rows[0].send_us > 0 ? r->send_us / rows[0].send_us : 0.0);
+                "| %zu | %zu, %zu, %.1f | %zu, %.1f | %zu, %.1f, %.1f | %zu, %.1f, %s | %zu, %.1f, "
+                "%.1f | %.2f |\n",
+                r->n, r->add_commit, r->add_welcome, r->add_ms, r->add_np_commit, r->add_np_ms,
+                r->remove_commit, r->remove_ms, r->follow_ms, r->steady_commit, r->steady_ms,
+                follower, r->message, r->send_us, r->read_us,
+                rows[0].send_us > 0 ? r->send_us / rows[0].send_us : 0.0);
     }
     fprintf(out, "\nThe group is built by its creator's commits of up to 255 adds each, so the "
                  "parents off the creator's path are blank and each commit encrypts its path "
