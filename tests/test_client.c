@@ -3212,8 +3212,8 @@ static void test_owner_history_skipped_version_v3(void **state)
 }
 
 /*
- * History proofs go to the account's own handles only, and each costs 32 lookups beyond its
- * own: with a bucket of 40, alice's first asks for hers (33 tokens), her second is limited,
+ * History proofs go to the account's own handles only, and each costs 48 lookups beyond its
+ * own: with a bucket of 60, alice's first asks for hers (49 tokens), her second is limited,
  * and a plain lookup still fits; bob asking for alice's history gets none.
  */
 static void test_owner_history_only_own_and_limited(void **state)
@@ -3224,7 +3224,7 @@ static void test_owner_history_only_own_and_limited(void **state)
     msv_frame *r = NULL;
 
     (void)state;
-    test_server_init(&s, "[directory]\nlookup_rate = 0.01\nlookup_burst = 40\n");
+    test_server_init(&s, "[directory]\nlookup_rate = 0.01\nlookup_burst = 60\n");
     test_server_start(&s);
     alice = client_for(&s, "alice", alice_h[0]);
     bob = client_for(&s, "bob", "bob@example.org");
@@ -3892,7 +3892,7 @@ static void test_monitor_rate_limited_alarm(void **state)
     int limited = 0;
 
     (void)state;
-    test_server_init(&s, "[directory]\nlookup_rate = 0.01\nlookup_burst = 40\n");
+    test_server_init(&s, "[directory]\nlookup_rate = 0.01\nlookup_burst = 60\n");
     test_server_start(&s);
     alice = client_for(&s, "alice", h[0]);
     assert_int_equal(monitor(alice, last), 0); /* a complete read */

@@ -60,7 +60,7 @@ expect 0 "and bob's commands run on their own again" -- as bob devices
 listener=$!
 for _ in $(seq 100); do [ -S dev-bob/bob@example.org/daemon.sock ] && break; sleep 0.1; done
 expect 0 "a message the listener cannot print" -- as alice send bob@example.org --text "unseen"
-for _ in $(seq 100); do kill -0 "$listener" 2>/dev/null || break; sleep 0.1; done
+for _ in $(seq 300); do kill -0 "$listener" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$listener" 2>/dev/null; then
     bad "a listener that cannot write its output goes on: $(cat listen.err)"
     kill -TERM "$listener"

@@ -430,8 +430,9 @@ static void epoch_step(unsigned e)
 
 /*
  * Commits without a path (12.4): adds alone are made without one, smaller, and followed by
- * every member and joined from their Welcome (which then carries no path secret); a removal,
- * an update or nothing at all without a path is refused by the committer, nothing changed.
+ * every member and joined from their Welcome (which then carries no path secret); a removal or
+ * nothing at all without a path is refused by the committer, nothing changed (and by every
+ * member: test_hostile_committer).
  */
 static void test_no_path(void)
 {
@@ -478,6 +479,54 @@ static void test_no_path(void)
     r.committer = c;
     play(&r);
     talk();
+}
+
+/*
+ * Beside a commit, a proposal that does not open is refused by every member, the one with an
+ * Update of its own pending as a PrivateMessage too (whose own proposal, its key erased, stands in
+ * only for a message whose SenderData names it): nothing changed; the commit alone then goes.
+ */
+static void test_garbage_beside_own_proposal(void)
+{
+    size_t committer = nth_member(0), u = nth_member(1), x = nth_member(2);
+    uint8_t *update = NULL, *commit = NULL, *welcome = NULL, garbage[200];
+    size_t update_len = 0, commit_len = 0, welcome_len = 0, garbage_len = sizeof(garbage);
+    const uint8_t *props[1] = {garbage};
+    struct msv_mls_commit_spec spec;
+    const char *why = NULL;
+
+    if (msv_mls_member_propose_update(devs[u].m, 1, &update, &update_len) != MSV_OK)
+        fatal("propose update");
+    randombytes_buf(garbage, sizeof(garbage));
+    garbage[0] = 0; /* mls10 */
+    garbage[1] = 1;
+    garbage[2] = 0;
+    garbage[3] = MSV_MLS_WIRE_PRIVATE;
+    memset(&spec, 0, sizeof(spec));
+    spec.now = NOW;
+    if (msv_mls_member_commit_make(devs[committer].m, &spec, &commit, &commit_len, &welcome,
+                                   &welcome_len, &why) != MSV_OK)
+        fatal("commit");
+    for (size_t k = 0; k < 2; k++) {
+        size_t i = k == 0 ? x : u;
+        struct snapshot before = snap(devs[i].m), after;
+
+        CHECK(msv_mls_member_commit(devs[i].m, props, &garbage_len, 1, commit, commit_len) !=
+                  MSV_OK,
+              k == 0 ? "garbage beside a commit refused" : "and by a member with its own pending");
+        after = snap(devs[i].m);
+        CHECK(same_snap(&before, &after), "nothing changed");
+    }
+    for (size_t i = 0; i < n_devs; i++) {
+        if (in_group(i) && i != committer)
+            CHECK(msv_mls_member_commit(devs[i].m, NULL, NULL, 0, commit, commit_len) == MSV_OK,
+                  "the commit alone is followed");
+    }
+    CHECK(msv_mls_member_commit_merge(devs[committer].m) == MSV_OK, "merge");
+    check_agreement("members agree after the commit alone");
+    free(update);
+    free(commit);
+    free(welcome);
 }
 
 /* ---- refusals that change nothing ---- */
@@ -898,7 +947,8 @@ static void test_external_join(void)
 
 /*
  * A hostile committer, made by hand: a commit adding the KeyPackage kp by
- * value (or, with kp NULL, removing leaf remove), without a path, signed,
+ * value (or, with kp NULL, removing leaf remove; with remove UINT32_MAX
+ * too, nothing at all), without a path, signed,
  * with the right confirmation and membership tags, so that only the
  * receiver's checks of what it applies stand between it and the group.
  */
@@ -920,11 +970,13 @@ static uint8_t *hostile_commit(struct msv_mls_member *cm, const uint8_t *kp, siz
 
     msv_buf_init(&w, 1u << 20);
     mark = msv_mls_vec_begin(&w);
-    (void)msv_buf_put_u8(&w, 1);
-    (void)msv_buf_put_u16be(&w, kp != NULL ? 1 : 3);
+    if (kp != NULL || remove != UINT32_MAX) {
+        (void)msv_buf_put_u8(&w, 1);
+        (void)msv_buf_put_u16be(&w, kp != NULL ? 1 : 3);
+    }
     if (kp != NULL)
         (void)msv_buf_put(&w, kp + 4, kp_len - 4);
-    else
+    else if (remove != UINT32_MAX)
         (void)msv_buf_put_u32be(&w, remove);
     msv_mls_vec_end(&w, mark);
     (void)msv_buf_put_u8(&w, 0); /* no path */
@@ -957,7 +1009,7 @@ static uint8_t *hostile_commit(struct msv_mls_member *cm, const uint8_t *kp, siz
         msv_mls_tree_copy(&cm->tree, &t2) != MSV_OK ||
         (kp != NULL ? msv_mls_read_key_package(&r, &leaf) != MSV_OK ||
                           msv_mls_tree_add(&t2, &leaf, &index) != MSV_OK
-                    : msv_mls_tree_remove(&t2, remove) != MSV_OK) ||
+                    : remove != UINT32_MAX && msv_mls_tree_remove(&t2, remove) != MSV_OK) ||
         msv_mls_tree_hash(&t2, msv_mls_tree_root(t2.n_leaves), root2) != MSV_OK)
         fatal("hostile transcript");
     {
@@ -1016,6 +1068,9 @@ static void test_hostile_committer(void)
     msg = hostile_commit(devs[a].m, NULL, 0, devs[nth_member(2)].m->me, &len);
     expect_unchanged_commit(nth_member(3), msg, len, "a removal without a path refused");
     free(msg);
+    msg = hostile_commit(devs[a].m, NULL, 0, UINT32_MAX, &len);
+    expect_unchanged_commit(nth_member(3), msg, len, "an empty commit without a path refused");
+    free(msg);
     /* the control: the same made with a good KeyPackage is taken */
     msg = hostile_commit(devs[a].m, devs[e].kp, devs[e].kp_len, 0, &len);
     CHECK(msv_mls_member_commit(devs[nth_member(4)].m, NULL, NULL, 0, msg, len) == MSV_OK,
@@ -1055,6 +1110,7 @@ static void run_suite(enum msv_mls_suite s)
     printf("suite %d: %llu epochs, %zu devices used, %zu members at the end\n", (int)suite,
            (unsigned long long)devs[nth_member(0)].m->epoch, n_devs, members());
     test_no_path();
+    test_garbage_beside_own_proposal();
     test_refusals();
     test_external_join();
     test_forward_secrecy();

@@ -244,7 +244,8 @@ MSV_MUST_CHECK msv_err msv_ptree_prove_versions_by(struct msv_ptree *t, enum msv
  * *version of handle is in the tree committing to data (data may be NULL when data_len is 0;
  * not checked when *version is 0), that the other versions kind names are present or absent as
  * it says, each label the VRF output of its version. MSV_OK and *version (0: the handle is not
- * in the tree); MSV_ERR_PARSE for bytes that are not a version proof; MSV_ERR_AUTH when it does
+ * in the tree); MSV_ERR_UNSUPPORTED for a proof of format 1 or 2 (another release's, never
+ * accepted); MSV_ERR_PARSE for bytes that are not a version proof; MSV_ERR_AUTH when it does
  * not hold.
  */
 MSV_MUST_CHECK msv_err msv_pt_verify_versions(const uint8_t root[MSV_PT_HASH_LEN],

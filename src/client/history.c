@@ -83,6 +83,7 @@ static void check_one(struct msv_client *c, const Msv__Wire__LookupResponse *r,
     char handle[257], warning[600];
     const Msv__Wire__LogProof *p = hd->proof;
     uint32_t version = 0;
+    msv_err err;
 
     snprintf(handle, sizeof(handle), "%.*s", (int)hd->handle.len, (const char *)hd->handle.data);
     /* the server gives it for the handles it lists as the account's: a handle it no longer lists
@@ -90,17 +91,24 @@ static void check_one(struct msv_client *c, const Msv__Wire__LookupResponse *r,
      * handle always does */
     if (hd->history_proof.len == 0 && strcmp(handle, c->handle) != 0)
         return;
-    if (msv_pt_verify_versions(r->head->epoch_root.data, r->vrf_key.data, MSV_PT_HISTORY, handle,
-                               p != NULL ? msv_kt_proof_entry(p).data : NULL,
-                               p != NULL ? msv_kt_proof_entry(p).len : 0, hd->history_proof.data,
-                               hd->history_proof.len, &version) == MSV_OK &&
-        (version > 0) == (p != NULL))
+    err = msv_pt_verify_versions(r->head->epoch_root.data, r->vrf_key.data, MSV_PT_HISTORY, handle,
+                                 p != NULL ? msv_kt_proof_entry(p).data : NULL,
+                                 p != NULL ? msv_kt_proof_entry(p).len : 0, hd->history_proof.data,
+                                 hd->history_proof.len, &version);
+    if (err == MSV_OK && (version > 0) == (p != NULL))
         return;
-    snprintf(warning, sizeof(warning),
-             "the directory does not prove the history of this account's handle %s in its "
-             "key directory: it may show others a version of its devices that its log does "
-             "not hold",
-             handle);
+    if (err == MSV_ERR_UNSUPPORTED)
+        snprintf(warning, sizeof(warning),
+                 "the history of this account's handle %s cannot be checked: the directory "
+                 "proves it in a format this version of Missive does not read (another "
+                 "release's); upgrade Missive or the server",
+                 handle);
+    else
+        snprintf(warning, sizeof(warning),
+                 "the directory does not prove the history of this account's handle %s in its "
+                 "key directory: it may show others a version of its devices that its log does "
+                 "not hold",
+                 handle);
     alarm(c, handle, warning, on_alarm, ctx, alarms);
 }
 

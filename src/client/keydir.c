@@ -71,10 +71,19 @@ static msv_err check_version(const Msv__Wire__LookupResponse *r, const Msv__Wire
         return MSV_ERR_AUTH; /* check_result refuses it first */
     memcpy(handle, hd->handle.data, hd->handle.len);
     handle[hd->handle.len] = '\0';
-    if (msv_pt_verify_versions(r->head->epoch_root.data, r->vrf_key.data, MSV_PT_LOOKUP, handle,
-                               leaf, leaf_len, hd->version_proof.data, hd->version_proof.len,
-                               &version) != MSV_OK ||
-        (version > 0) != (hd->proof != NULL) ||
+    msv_err err = msv_pt_verify_versions(r->head->epoch_root.data, r->vrf_key.data, MSV_PT_LOOKUP,
+                                         handle, leaf, leaf_len, hd->version_proof.data,
+                                         hd->version_proof.len, &version);
+
+    if (err == MSV_ERR_UNSUPPORTED) {
+        snprintf(why, len,
+                 "the directory proves the devices of %s in a format this version of Missive "
+                 "does not read (another release's): upgrade Missive or the server; nothing is "
+                 "sent until the proof can be checked",
+                 handle);
+        return MSV_ERR_UNSUPPORTED;
+    }
+    if (err != MSV_OK || (version > 0) != (hd->proof != NULL) ||
         (hd->proof != NULL && data.data != hd->proof->leaf.data && version != hd->proof->version)) {
         snprintf(why, len,
                  "the directory does not prove that the device set of %s it shows is the "

@@ -251,6 +251,8 @@ msv_err msv_pt_verify_versions(const uint8_t root[MSV_PT_HASH_LEN],
      * formats 1 (the first byte the kind alone, a path proof per version) and 2 (kind + 16: the
      * versions of base-2 digits) are no longer read
      */
+    if (len >= 1 && (proof[0] == (uint8_t)kind || proof[0] == (uint8_t)(kind + 16)))
+        return MSV_ERR_UNSUPPORTED; /* another release's format, to tell apart from tampering */
     if (len < 5 || proof[0] != (uint8_t)(kind + FORMAT_3))
         return MSV_ERR_PARSE;
     return verify_format_3(root, vrf_pk, kind, handle, data, data_len, proof, len, version);

@@ -562,6 +562,24 @@ static msv_err open_sender_data(const struct msv_mls_epoch *ep, const struct pri
     return err;
 }
 
+msv_err msv_mls_private_sender(const struct msv_mls_epoch *ep, const uint8_t *msg, size_t len,
+                               uint32_t *leaf, uint8_t *content_type)
+{
+    struct private_msg m;
+    uint32_t generation = 0;
+    uint8_t guard[4];
+    msv_err err = len > MSV_MLS_MESSAGE_MAX ? MSV_ERR_TOO_BIG : read_private(msg, len, &m);
+
+    if (err != MSV_OK)
+        return err;
+    if (!is_this_epoch(ep, m.group_id, m.group_id_len, m.epoch))
+        return MSV_ERR_AUTH;
+    err = open_sender_data(ep, &m, leaf, &generation, guard);
+    if (err == MSV_OK)
+        *content_type = m.content_type;
+    return err;
+}
+
 /* Reads PrivateMessageContent of content_type into c; the padding must be all zeros. */
 static msv_err read_private_content(const uint8_t *pt, size_t len, struct msv_mls_content *c,
                                     const uint8_t **sig, size_t *sig_len)

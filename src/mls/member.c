@@ -840,6 +840,17 @@ msv_err msv_mls_member_confirmed_hash(const struct msv_mls_member *m, const uint
     return err;
 }
 
+/* Whether a PrivateMessage says it is a proposal of ours (its SenderData names our leaf). */
+static int own_proposal(const struct msv_mls_member *m, const struct msv_mls_epoch *ep,
+                        const uint8_t *msg, size_t len)
+{
+    uint32_t leaf = 0;
+    uint8_t type = 0;
+
+    return msv_mls_private_sender(ep, msg, len, &leaf, &type) == MSV_OK && leaf == m->me &&
+           type == MSV_MLS_CONTENT_PROPOSAL;
+}
+
 /*
  * Reads the proposals received before the commit (PublicMessages or PrivateMessages), each with
  * its ProposalRef (5.2).
@@ -861,10 +872,12 @@ msv_err msv_mls_member_receive_proposals(struct msv_mls_member *m, const struct 
                               : read_public(m, ep, msgs[i], lens[i], &c, &ac, &ac_len);
 
         /*
-         * one we cannot open may be our own (its key erased as it went out): our pending update
-         * made again stands in for it; a commit that names it by reference takes exactly that
+         * a proposal of ours we cannot open (its key erased as it went out): our pending update
+         * made again stands in for it, and a commit that names it by reference takes exactly
+         * that; anything else that does not open stays refused
          */
-        if (err != MSV_OK && private && msv_mls_member_own_update(m, ep, &out[i]) == MSV_OK)
+        if (err != MSV_OK && private && own_proposal(m, &own, msgs[i], lens[i]) &&
+            msv_mls_member_own_update(m, ep, &out[i]) == MSV_OK)
             continue;
 
         if (err == MSV_OK && (c.content_type != MSV_MLS_CONTENT_PROPOSAL || c.body_len < 2))

@@ -413,6 +413,13 @@ MSV_MUST_CHECK msv_err msv_mls_private_unprotect(const struct msv_mls_epoch *ep,
                                                  size_t len, struct msv_mls_content *c,
                                                  uint8_t **plain, size_t *plain_len,
                                                  uint32_t *generation);
+/*
+ * The sender's leaf and the content type of a PrivateMessage MLSMessage of this epoch, from its
+ * SenderData alone (which every member can open, and so could have written): the content is
+ * not opened nor its signature checked.
+ */
+MSV_MUST_CHECK msv_err msv_mls_private_sender(const struct msv_mls_epoch *ep, const uint8_t *msg,
+                                              size_t len, uint32_t *leaf, uint8_t *content_type);
 
 /* ---- the ratchet tree (RFC 9420 4, 7.8, 7.9, 12.4.3.3; tree.c, ratchet_tree.c) ---- */
 
