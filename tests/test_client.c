@@ -2514,6 +2514,58 @@ static void test_rotation_answer_dropped(void **state)
     test_server_cleanup(&s);
 }
 
+struct told {
+    size_t n;
+    char last[1200];
+};
+
+static void keys_unpublished_told(void *ctx, const char *warning)
+{
+    struct told *t = ctx;
+
+    t->n++;
+    snprintf(t->last, sizeof(t->last), "%s", warning);
+}
+
+/*
+ * bob's keys cannot be published when he connects (the server stores his rotation and closes
+ * the connection unanswered, [testing] drop_prekey_answers): he is told, once for that
+ * connection, with why, and it is counted; his next connection to an honest server publishes
+ * them, silently. Before, the failure of msv_sessions_publish at connect was dropped unseen.
+ */
+static void test_keys_unpublished_told(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob, *dave;
+    struct told told = {0};
+
+    (void)state;
+    three_pq(&s, &alice, &bob, &dave);
+    test_server_stop(&s);
+    bob->ctx = &told;
+    bob->on_keys_unpublished = keys_unpublished_told;
+    assert_int_equal(msv_client_keys_unpublished(bob), 0);
+    /* in use for over a week: bob's next connection rotates his signed prekey */
+    set_prekey_setting(bob, "signed-prekey", prekey_setting(bob, "signed-prekey"), 0);
+    connect_answer_lost(&s, bob);
+    assert_int_equal(told.n, 1);
+    if (strstr(told.last, "could not be published") == NULL ||
+        strstr(told.last, "next connection") == NULL)
+        fail_msg("told: %s", told.last);
+    assert_int_equal(msv_client_keys_unpublished(bob), 1);
+    test_server_stop(&s);
+    s.extra[0] = '\0';
+    test_server_start(&s);
+    reconnect(bob);
+    assert_int_equal(told.n, 1);
+    assert_int_equal(msv_client_keys_unpublished(bob), 1);
+    assert_int_equal(prekey_setting(bob, "signed-prekey-pending"), 0);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(dave);
+    test_server_cleanup(&s);
+}
+
 /*
  * A signed last-resort KEM prekey carries no date: a server can serve an older one of bob's
  * again (here the one before his rotation, with his one-time KEM prekeys withheld). alice has
@@ -6170,6 +6222,7 @@ int main(void)
         cmocka_unit_test(test_outbox_goes_on_past_a_failure),
         cmocka_unit_test(test_lost_prekey_answer),
         cmocka_unit_test(test_rotation_answer_dropped),
+        cmocka_unit_test(test_keys_unpublished_told),
         cmocka_unit_test(test_old_last_resort_refused),
         cmocka_unit_test(test_gone_device_rechecked),
         cmocka_unit_test(test_sealed_to_key_let_go),

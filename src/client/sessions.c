@@ -702,6 +702,35 @@ msv_err msv_sessions_publish(struct msv_client *c)
     return err;
 }
 
+/* "keys-unpublished": u64be count of connections whose publish failed */
+#define KEYS_UNPUBLISHED "keys-unpublished"
+
+uint64_t msv_client_keys_unpublished(struct msv_client *c)
+{
+    return client_counter(c, KEYS_UNPUBLISHED);
+}
+
+void client_publish_keys(struct msv_client *c)
+{
+    char warning[sizeof(c->why.message) + 400];
+    msv_err err;
+
+    memset(&c->why, 0, sizeof(c->why));
+    err = msv_sessions_publish(c);
+    if (err == MSV_OK || c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED)
+        return; /* limited: the server still holds what it held, and the next connection tops up */
+    if (client_counter_bump(c, KEYS_UNPUBLISHED) != MSV_OK) {
+        /* told all the same: the count is only what the user may look up later */
+    }
+    snprintf(warning, sizeof(warning),
+             "this device's keys could not be published to the server (%s%s%s): senders may "
+             "find none to start a session, seal or add it to a group with, and send without "
+             "forward secrecy or not at all; tried again at the next connection",
+             msv_strerror(err), c->why.message[0] != '\0' ? ": " : "", c->why.message);
+    if (c->on_keys_unpublished != NULL)
+        c->on_keys_unpublished(c->ctx, warning);
+}
+
 static msv_err publish_locked(struct msv_client *c)
 {
     struct msv_prekey keys[MSV_PREKEYS_BATCH], spk;
