@@ -4015,6 +4015,49 @@ static void test_monitor_lineage_fork(void **state)
 }
 
 /*
+ * A LogRead answer whose head carries no key directory root ([testing] log_read_epoch_fault):
+ * alice's monitor raises the lineage alarm, once, and goes on from the root her last lookup
+ * accepted (so the honest directory's next steps hold). Before, it copied 32 bytes of the missing
+ * root: read from nowhere (the monitor crashed) or pinned as the lineage.
+ */
+static void test_monitor_lineage_no_root(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol;
+    msv_frame *devs = NULL;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* where watching starts: the root pinned */
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra), "log_read_epoch_fault = true");
+    test_server_start(&s);
+    carol = client_for(&s, "carol", "carol@example.org");
+    drop_connection(alice);
+    assert_int_equal(monitor(alice, last), 1);
+    if (strstr(last, "carries no key directory root") == NULL)
+        fail_msg("the alarm: %s", last);
+    test_server_stop(&s);
+    s.extra[0] = '\0';
+    test_server_start(&s);
+    drop_connection(alice);
+    /* a lookup keeps the honest root: the lineage goes on from there */
+    assert_int_equal(msv_client_devices(alice, "carol@example.org", &devs), MSV_OK);
+    msv_frame_free(devs);
+    msv_client_close(client_for(&s, "dave", "dave@example.org"));
+    assert_int_equal(monitor(alice, last), 0);
+    assert_int_equal(monitor(alice, last), 0);
+    msv_client_close(carol);
+    msv_client_close(bob);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
  * Starts s with alice and bob, pins bob's lineage, registers the first n of carol, erin and frank,
  * then has the directory show bob, looking alice up, a tree that holds a version of hers no log
  * entry is (`[testing] keydir_forge`); s is left stopped.
@@ -6205,6 +6248,7 @@ int main(void)
         cmocka_unit_test(test_monitor_starts_late),
         cmocka_unit_test(test_monitor_rate_limited_alarm),
         cmocka_unit_test(test_monitor_lineage_fork),
+        cmocka_unit_test(test_monitor_lineage_no_root),
         cmocka_unit_test(test_monitor_lineage_sender_only),
         cmocka_unit_test(test_monitor_lineage_seen_kept),
         cmocka_unit_test(test_monitor_lineage_stall_alarm),

@@ -2172,6 +2172,11 @@ static void handle_log_read(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         resp.n_entries = 0;
     } else {
+        if (s->cfg.log_read_epoch_fault && resp.head != NULL && resp.n_entries > 0) {
+            /* tests only: a dishonest server's head without its key directory root */
+            resp.head->epoch_root = (ProtobufCBinaryData){0, NULL};
+            resp.head->epoch_signature = (ProtobufCBinaryData){0, NULL};
+        }
         out.request_id = f->request_id;
         out.body_case = MSV__WIRE__FRAME__BODY_LOG_ENTRIES;
         out.log_entries = &resp;
