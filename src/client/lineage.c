@@ -304,7 +304,7 @@ int msv_kt_lineage_page(const Msv__Wire__LogEntries *r, const struct msv_kt_head
                  "its head of %" PRIu64 " entries carries no key directory root "
                  "signed by the log key",
                  head->size);
-    else if (r->n_entries == 0 || r->n_entries > head->size - from ||
+    else if (r->n_entries == 0 || head->size <= from || r->n_entries > head->size - from ||
              classify(r, head, from, &pg) != MSV_OK)
         snprintf(why, why_len, "its entries from %" PRIu64 " are not proven in its log", from);
     else if (msv_pt_verify_steps(r->append_proof.data, r->append_proof.len, pg.adds, r->n_entries,
