@@ -214,7 +214,7 @@ struct watch {
     uint32_t *version;
     uint64_t *index, *from; /* from: the versions asked for (1: the whole history) */
     uint8_t *bad;           /* a version of the handle was not proven: the rest wait */
-    uint8_t *taken;         /* versions of the handle taken from this answer */
+    uint8_t *taken;         /* a version of the handle was taken from this answer (a flag) */
     int joined;             /* the versions before this device's first are behind */
 };
 
@@ -401,7 +401,7 @@ static msv_err take_versions(struct msv_client *c, struct watch *w, const struct
         if (v->version != w->version[h] + 1 && !(e.deleted && w->taken[h] == 0))
             skipped_alarm(w, h, v->version, w->version[h] + 1, v->entry->index, a);
         err = take_entry(c, w, h, &e, v->entry->index, w->version[h] == 0, a);
-        w->taken[h]++;
+        w->taken[h] = 1; /* a flag, never a count: 256 versions would wrap a uint8_t to 0 */
         w->version[h] = v->version;
         w->index[h] = v->entry->index;
         if (err == MSV_OK)
