@@ -2113,6 +2113,9 @@ out:
  * gets that many and pages on; one with none is refused. A read of the head
  * alone costs one token; unused tokens go back.
  */
+/* reads of the log started over because the reader's handles changed meanwhile (kt_log.h) */
+#define LOG_READ_TRIES 3
+
 static enum msv_kt_hide log_read_hide(const struct msv_server *s, const struct msv_conn_state *c)
 {
     switch (s->cfg.log_read_hash_fault) { /* tests only: a dishonest server */
@@ -2141,9 +2144,7 @@ static void handle_log_read(struct msv_conn_state *c, const msv_frame *f)
     size_t granted = msv_server_take_upto(s, MSV_LIMIT_LOG, key, want);
     uint64_t proofs_from = 0;
     enum msv_kt_hide hide = log_read_hide(s, c);
-    char **own = NULL;
-    size_t n_own = 0;
-    msv_err err;
+    msv_err err = MSV_ERR_AGAIN;
 
     if (granted == 0) {
         msv_conn_send_error(c, f->request_id, E_RATE, "too many log reads; slow down");
@@ -2151,15 +2152,21 @@ static void handle_log_read(struct msv_conn_state *c, const msv_frame *f)
     }
     if (q.count > granted)
         q.count = (uint32_t)granted;
-    /* an account reads its own handles' entries whole, nobody else's */
-    err = hide == MSV_KT_HIDE_OTHERS
-              ? STORE(s)->handles_of_account(IMPL(s), c->account_id, &own, &n_own)
-              : MSV_OK;
-    if (err == MSV_OK)
-        err = msv_kt_read(&s->kt, s->store, msv_server_now_ms(s), &q, hide, own, n_own,
+    /* an account reads its own handles' entries whole, nobody else's: read again if its handles
+     * changed while the entries were read (kt_log.h) */
+    for (int tries = 0; err == MSV_ERR_AGAIN && tries < LOG_READ_TRIES; tries++) {
+        msv_kt_answer_free(answer);
+        answer = NULL;
+        resp = (Msv__Wire__LogEntries)MSV__WIRE__LOG_ENTRIES__INIT;
+        err = msv_kt_read(&s->kt, s->store, msv_server_now_ms(s), &q, hide, c->account_id,
                           msv_server_answer_max(s) - LOG_HEAD_ROOM, &resp, &answer, &proofs_from);
-    free_handles(own, n_own);
-    if (err == MSV_ERR_NOT_FOUND) {
+    }
+    if (err == MSV_ERR_AGAIN) {
+        msv_conn_send_error(c, f->request_id, E_IO,
+                            "this account's handles kept changing while the log was read; "
+                            "try again");
+        resp.n_entries = 0;
+    } else if (err == MSV_ERR_NOT_FOUND) {
         char why[200];
 
         snprintf(why, sizeof(why),

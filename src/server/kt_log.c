@@ -1069,28 +1069,88 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
     return err;
 }
 
+/* The account's handles, each with where its entries are the account's: its newest tombstone. */
+static msv_err own_handles(struct msv_store *store, struct msv_kt_answer *a, uint64_t account_id,
+                           char ***own, uint64_t **own_from, size_t *n_own)
+{
+    msv_err err = store->ops->handles_of_account(store->impl, account_id, own, n_own);
+
+    /* the strings, then the list, go with the answer (adopt frees what it cannot keep) */
+    for (size_t i = 0; err == MSV_OK && i < *n_own; i++) {
+        if (adopt(a, (*own)[i]) == NULL) {
+            for (size_t k = i + 1; k < *n_own; k++)
+                free((*own)[k]);
+            err = MSV_ERR_NOMEM;
+        }
+    }
+    if (*own != NULL && (err != MSV_OK || adopt(a, *own) == NULL)) {
+        if (err == MSV_OK)
+            err = MSV_ERR_NOMEM; /* the list freed by adopt */
+        else
+            free(*own);
+        *own = NULL;
+        *n_own = 0;
+    }
+    if (err == MSV_OK && (*own_from = keep(a, (*n_own + 1) * sizeof(**own_from))) == NULL)
+        err = MSV_ERR_NOMEM;
+    for (size_t i = 0; err == MSV_OK && i < *n_own; i++)
+        err = versions_start(store, (*own)[i], 0, &(*own_from)[i]);
+    return err;
+}
+
+/*
+ * The account's handles and their newest tombstones read again once the entries read are fixed
+ * (under the log's lock): the same, or MSV_ERR_AGAIN. A handle removed meanwhile, perhaps taken
+ * by another account whose first entries the read holds, is no longer listed, or has a newer
+ * tombstone; the handles are read before the tombstones, so a handle taken back between the two
+ * reads shows the tombstone of its taking away.
+ */
+static msv_err own_handles_same(struct msv_store *store, uint64_t account_id, char *const *own,
+                                const uint64_t *own_from, size_t n_own)
+{
+    char **now = NULL;
+    size_t n_now = 0;
+    msv_err err = store->ops->handles_of_account(store->impl, account_id, &now, &n_now);
+
+    if (err == MSV_OK && n_now != n_own)
+        err = MSV_ERR_AGAIN;
+    for (size_t i = 0; err == MSV_OK && i < n_own; i++)
+        if (strcmp(now[i], own[i]) != 0)
+            err = MSV_ERR_AGAIN;
+    for (size_t i = 0; err == MSV_OK && i < n_own; i++) {
+        uint64_t from = 0;
+
+        err = versions_start(store, own[i], 0, &from);
+        if (err == MSV_OK && from != own_from[i])
+            err = MSV_ERR_AGAIN;
+    }
+    for (size_t i = 0; now != NULL && i < n_now; i++)
+        free(now[i]);
+    free(now);
+    return err;
+}
+
 msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
-                    const Msv__Wire__LogRead *q, enum msv_kt_hide hide, char *const *own,
-                    size_t n_own, size_t max_bytes, Msv__Wire__LogEntries *resp,
-                    struct msv_kt_answer **owner, uint64_t *proofs_from)
+                    const Msv__Wire__LogRead *q, enum msv_kt_hide hide, uint64_t account_id,
+                    size_t max_bytes, Msv__Wire__LogEntries *resp, struct msv_kt_answer **owner,
+                    uint64_t *proofs_from)
 {
     struct msv_kt_answer *a = calloc(1, sizeof(*a));
     struct msv_kt_rec *recs = NULL;
     Msv__Wire__LogProof **entries;
     uint64_t *own_from = NULL;
-    size_t n = 0, kept = 0, bytes = 0;
+    char **own = NULL;
+    size_t n = 0, kept = 0, bytes = 0, n_own = 0;
     size_t count = q->count < MSV_KT_READ_MAX ? q->count : MSV_KT_READ_MAX;
     msv_err err;
 
     *owner = a;
-    if (a == NULL || (entries = keep(a, count * sizeof(*entries))) == NULL ||
-        (own_from = keep(a, (n_own + 1) * sizeof(*own_from))) == NULL)
+    if (a == NULL || (entries = keep(a, count * sizeof(*entries))) == NULL)
         return MSV_ERR_NOMEM;
-    /* each own handle's entries are the account's from its newest tombstone on */
-    for (size_t i = 0; hide == MSV_KT_HIDE_OTHERS && i < n_own; i++) {
-        if ((err = versions_start(store, own[i], 0, &own_from[i])) != MSV_OK)
-            return err;
-    }
+    /* an account reads its own handles' entries whole, from each one's newest tombstone on */
+    if (hide == MSV_KT_HIDE_OTHERS &&
+        (err = own_handles(store, a, account_id, &own, &own_from, &n_own)) != MSV_OK)
+        return err;
     pthread_mutex_lock(&log->lock);
     err = head_locked(log, store, now_ms);
     if (err == MSV_OK && q->start < log->head.size) {
@@ -1152,6 +1212,8 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
     *proofs_from = log->keydir.steps_from;
     pthread_mutex_unlock(&log->lock);
     msv_kt_recs_free(recs, n);
+    if (err == MSV_OK && hide == MSV_KT_HIDE_OTHERS)
+        err = own_handles_same(store, account_id, own, own_from, n_own);
     resp->entries = entries;
     resp->n_entries = err == MSV_OK ? kept : 0;
     return err;

@@ -128,8 +128,12 @@ MSV_MUST_CHECK msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *s
  * entries' steps in the key directory too: MSV_ERR_NOT_FOUND when they are no longer kept
  * (*proofs_from: the first entry whose step is). hide (a reader without an account:
  * MSV_KT_HIDE_HANDLES): a device set or tombstone, which names its handle, is given as its leaf
- * hash only; MSV_KT_HIDE_OTHERS (an account, whose n_own handles are own): the same for every
- * entry of another handle; the two faults are for tests ([testing] log_read_hash_fault).
+ * hash only; MSV_KT_HIDE_OTHERS (account_id's read): the same for every entry of a handle that
+ * is not the account's, or of one of its handles from before the handle's newest tombstone; the
+ * two faults are for tests ([testing] log_read_hash_fault). The account's handles and their
+ * tombstones are read before the entries and again after: MSV_ERR_AGAIN, nothing answered, if
+ * they changed meanwhile (a handle removed and taken by another account between the two: its
+ * first entries would have been read as this account's).
  */
 enum msv_kt_hide {
     MSV_KT_SHOW_LEAVES,
@@ -141,7 +145,7 @@ enum msv_kt_hide {
 };
 MSV_MUST_CHECK msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
                                    const Msv__Wire__LogRead *q, enum msv_kt_hide hide,
-                                   char *const *own, size_t n_own, size_t max_bytes,
+                                   uint64_t account_id, size_t max_bytes,
                                    Msv__Wire__LogEntries *resp, struct msv_kt_answer **owner,
                                    uint64_t *proofs_from);
 
