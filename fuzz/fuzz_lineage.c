@@ -11,10 +11,12 @@
 
 #include "common.h"
 #include "client/lineage.h"
+#include "client/transparency.h"
 #include "util/endian.h"
 
 static void check_accepted(const Msv__Wire__LogEntries *r, const struct msv_kt_head *head,
-                           uint64_t from, const uint8_t start[32], const uint8_t end[32])
+                           uint64_t from, int64_t cutover, const uint8_t start[32],
+                           const uint8_t end[32])
 {
     static struct msv_kt_seen_roots seen;
     uint8_t again[32];
@@ -26,12 +28,12 @@ static void check_accepted(const Msv__Wire__LogEntries *r, const struct msv_kt_h
     seen.e[0].size = from + r->n_entries;
     memcpy(seen.e[0].root, end, 32);
     memcpy(again, start, 32);
-    if (!msv_kt_lineage_page(r, head, from, again, &seen, why, sizeof(why)) ||
+    if (!msv_kt_lineage_page(r, head, from, again, cutover, &seen, why, sizeof(why)) ||
         memcmp(again, end, 32) != 0)
         abort();
     seen.e[0].root[0] ^= 1;
     memcpy(again, start, 32);
-    if (msv_kt_lineage_page(r, head, from, again, &seen, why, sizeof(why)) ||
+    if (msv_kt_lineage_page(r, head, from, again, cutover, &seen, why, sizeof(why)) ||
         memcmp(again, start, 32) != 0 || why[0] == '\0')
         abort();
 }
@@ -44,6 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t root[32];
     char why[400] = "";
     uint64_t from;
+    int64_t cutover = -1;
 
     if (!ready) {
         if (msv_init() != MSV_OK)
@@ -62,8 +65,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         head.size = r->head->size;
         memcpy(head.root, r->head->root.data, MSV_KT_HASH_LEN);
         memcpy(root, data + 8, 32);
-        if (msv_kt_lineage_page(r, &head, from, root, NULL, why, sizeof(why)))
-            check_accepted(r, &head, from, data + 8, root);
+        /* the cut-over the answer names, when it holds, as the monitor knows it */
+        if (msv_kt_check_cutover(r, &head, from, from, &cutover, why, sizeof(why)) != MSV_OK)
+            cutover = -1;
+        why[0] = '\0';
+        if (msv_kt_lineage_page(r, &head, from, root, cutover, NULL, why, sizeof(why)))
+            check_accepted(r, &head, from, cutover, data + 8, root);
         else if (memcmp(root, data + 8, 32) != 0 || why[0] == '\0')
             abort();
     }

@@ -4058,6 +4058,44 @@ static void test_monitor_lineage_no_root(void **state)
 }
 
 /*
+ * The log's cut-over, checked by every client's monitor as missive-audit checks it: alice's
+ * lineage reads the cut-over (entry 0) that LogEntries.cutover names, then the directory names
+ * the entry after it instead ([testing] log_cutover_fault): her monitor raises the lineage alarm,
+ * once. Before, clients took LogEntries.cutover unread: only auditors saw the cut-over move.
+ */
+static void test_monitor_cutover_moved(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    uint8_t *v = NULL;
+    size_t len = 0;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* where watching starts: the root pinned */
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* a step read: the cut-over named with it */
+    assert_int_equal(msv_client_db_get(alice->db, "kt_cutover", &v, &len), MSV_OK);
+    assert_int_equal(len, 8);
+    assert_int_equal(msv_get_u64be(v), 0);
+    free(v);
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra), "log_cutover_fault = true");
+    test_server_start(&s);
+    msv_client_close(client_for(&s, "carol", "carol@example.org"));
+    drop_connection(alice);
+    assert_int_equal(monitor(alice, last), 1);
+    if (strstr(last, "cut-over") == NULL)
+        fail_msg("the alarm: %s", last);
+    msv_client_close(bob);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
  * Starts s with alice and bob, pins bob's lineage, registers the first n of carol, erin and frank,
  * then has the directory show bob, looking alice up, a tree that holds a version of hers no log
  * entry is (`[testing] keydir_forge`); s is left stopped.
@@ -6249,6 +6287,7 @@ int main(void)
         cmocka_unit_test(test_monitor_rate_limited_alarm),
         cmocka_unit_test(test_monitor_lineage_fork),
         cmocka_unit_test(test_monitor_lineage_no_root),
+        cmocka_unit_test(test_monitor_cutover_moved),
         cmocka_unit_test(test_monitor_lineage_sender_only),
         cmocka_unit_test(test_monitor_lineage_seen_kept),
         cmocka_unit_test(test_monitor_lineage_stall_alarm),

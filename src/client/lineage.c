@@ -8,6 +8,8 @@
  * show this device a step from the tree it pinned.
  *
  * Setting "kt_monitor_epoch": u64be log size, the key directory's root (32) for it.
+ * Setting "kt_cutover": u64be the index of the log's cut-over entry (docs/transparency.md, "Leaves
+ * that name no handle"), once an answer named it: checked in every answer as missive-audit does.
  * Setting "kt_seen_roots": the roots lookups showed this device that the pinned lineage has not
  * reached yet, checked when its steps reach their size: u32be count of roots not kept (the list
  * was full), then up to SEEN_MAX of (u64be log size, root (32), u64be ms since the epoch when
@@ -32,6 +34,7 @@
 #define LINEAGE_LEN (8 + MSV_PT_HASH_LEN)
 /* LogRead answers a run reads (256 entries each at most): the rest waits for the next run */
 #define PAGES_MAX 16
+#define CUTOVER "kt_cutover" /* u64be the log's cut-over entry, once an answer named it */
 #define SEEN "kt_seen_roots"
 /* roots kept for checking; when full the smallest sizes stay, the rest are counted and told */
 #define SEEN_ENTRY (8 + MSV_PT_HASH_LEN + 8)
@@ -63,6 +66,28 @@ static msv_err lineage_newest(struct msv_client *c, struct lineage *l)
     if (err == MSV_OK)
         memcpy(l->root, epoch, MSV_PT_HASH_LEN);
     return err;
+}
+
+/* The log's cut-over this device's lineage read (setting CUTOVER); -1 before it knows one. */
+static int64_t cutover_get(struct msv_client_db *db)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int64_t at = -1;
+
+    if (msv_client_db_get(db, CUTOVER, &v, &len) == MSV_OK && len == 8 &&
+        msv_get_u64be(v) <= INT64_MAX)
+        at = (int64_t)msv_get_u64be(v);
+    free(v);
+    return at;
+}
+
+static msv_err cutover_put(struct msv_client_db *db, int64_t at)
+{
+    uint8_t v[8];
+
+    msv_put_u64be(v, (uint64_t)at);
+    return msv_client_db_set(db, CUTOVER, v, sizeof(v));
 }
 
 static msv_err lineage_get(struct msv_client *c, struct lineage *l)
@@ -285,8 +310,19 @@ static int epoch_signed(const Msv__Wire__LogEntries *r, uint64_t size)
                                w->epoch_signature.data) == MSV_OK;
 }
 
+/* The first entry of r that may not stand where it is given the cut-over (msv_kt_fits_cutover);
+ * r->n_entries if none. */
+static size_t misplaced(const Msv__Wire__LogEntries *r, int64_t cutover)
+{
+    size_t i = 0;
+
+    while (i < r->n_entries && msv_kt_fits_cutover(r->entries[i], cutover))
+        i++;
+    return i;
+}
+
 int msv_kt_lineage_page(const Msv__Wire__LogEntries *r, const struct msv_kt_head *head,
-                        uint64_t from, uint8_t root[MSV_PT_HASH_LEN],
+                        uint64_t from, uint8_t root[MSV_PT_HASH_LEN], int64_t cutover,
                         const struct msv_kt_seen_roots *seen, char *why, size_t why_len)
 {
     static _Thread_local struct page pg;
@@ -307,6 +343,12 @@ int msv_kt_lineage_page(const Msv__Wire__LogEntries *r, const struct msv_kt_head
     else if (r->n_entries == 0 || head->size <= from || r->n_entries > head->size - from ||
              classify(r, head, from, &pg) != MSV_OK)
         snprintf(why, why_len, "its entries from %" PRIu64 " are not proven in its log", from);
+    else if ((bad = misplaced(r, cutover)) < r->n_entries)
+        snprintf(why, why_len,
+                 "entry %" PRIu64 ", after the log's cut-over (entry %" PRId64 "), is not a "
+                 "version-4 leaf given whole: it hides what the key directory holds, or names a "
+                 "handle",
+                 from + bad, cutover);
     else if (msv_pt_verify_steps(r->append_proof.data, r->append_proof.len, pg.adds, r->n_entries,
                                  &have, end_root, &bad, &fault) != MSV_OK ||
              msv_pt_steps_match(r->append_proof.data, r->append_proof.len, r->n_entries,
@@ -338,8 +380,8 @@ int msv_kt_lineage_page(const Msv__Wire__LogEntries *r, const struct msv_kt_head
  * why); *done: the pinned size reached the head's.
  */
 static msv_err take_page(struct msv_client *c, const Msv__Wire__LogEntries *r, struct lineage *l,
-                         const struct msv_kt_seen_roots *seen, int *fork, int *done, char *why,
-                         size_t why_len)
+                         const struct msv_kt_seen_roots *seen, int64_t *cutover, int *fork,
+                         int *done, char *why, size_t why_len)
 {
     Msv__Wire__LogEntries head_only = *r;
     struct msv_kt_head head;
@@ -354,7 +396,9 @@ static msv_err take_page(struct msv_client *c, const Msv__Wire__LogEntries *r, s
         *done = 1;
         return MSV_OK;
     }
-    *fork = !msv_kt_lineage_page(r, &head, l->size, l->root, seen, why, why_len);
+    /* the log's cut-over, as missive-audit checks it: where leaves stop naming handles */
+    *fork = msv_kt_check_cutover(r, &head, l->size, l->size, cutover, why, why_len) != MSV_OK ||
+            !msv_kt_lineage_page(r, &head, l->size, l->root, *cutover, seen, why, why_len);
     if (*fork && epoch_signed(r, head.size)) {
         /* the alarm once; the watch goes on from the directory's newest root */
         l->size = head.size;
@@ -445,7 +489,11 @@ msv_err client_lineage_check(struct msv_client *c, void (*on_alarm)(void *, cons
             err = MSV_OK; /* limited: the next run reads on (seen_tell if it never does) */
             break;
         } else if (err == MSV_OK) {
-            err = take_page(c, r->log_entries, &l, &seen, &fork, &done, why, sizeof(why));
+            int64_t cutover = cutover_get(c->db), was = cutover;
+
+            err = take_page(c, r->log_entries, &l, &seen, &cutover, &fork, &done, why, sizeof(why));
+            if (err == MSV_OK && cutover != was)
+                err = cutover_put(c->db, cutover);
         }
         msv_frame_free(r);
         if (err == MSV_ERR_AUTH) { /* a head the checks refuse */

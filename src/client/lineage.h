@@ -33,11 +33,13 @@ struct msv_kt_seen_roots {
  * signed for the head by the answer's log key, every entry proven at its index in head, their
  * append-only steps growing root (each version-4 leaf exactly what its step adds), ending at the
  * signed root if they reach the head, and building every root of seen (may be NULL) at the size
- * it was shown for. Returns 1 and sets root to the tree after the answer's entries, or 0 with
- * why said and root unchanged. Reads nothing but its arguments.
+ * it was shown for; after the log's cut-over (at index cutover, -1 if none is known) every entry a
+ * rotation or a version-4 leaf given whole, and no other cut-over entry. Returns 1 and sets root to
+ * the tree after the answer's entries, or 0 with why said and root unchanged. Reads nothing but its
+ * arguments.
  */
 int msv_kt_lineage_page(const Msv__Wire__LogEntries *r, const struct msv_kt_head *head,
-                        uint64_t from, uint8_t root[MSV_PT_HASH_LEN],
+                        uint64_t from, uint8_t root[MSV_PT_HASH_LEN], int64_t cutover,
                         const struct msv_kt_seen_roots *seen, char *why, size_t why_len);
 
 #endif
