@@ -2070,6 +2070,7 @@ static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
             goto out;
         ask.history = own;
     }
+    ask.account_id = c->account_id;
     if (q->n_versions_from > 0 && ((from = calloc(n, sizeof(*from))) == NULL ||
                                    versions_asked(c, f->request_id, q, own, from, &ask) != 0)) {
         if (from == NULL)

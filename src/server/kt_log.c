@@ -866,16 +866,81 @@ static msv_err versions_start(struct msv_store *store, const char *handle, uint6
     return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
 }
 
+/* 1 if the device set at rec lists a device of account_id (a device removed since counts not). */
+static int lists_account(struct msv_store *store, const struct msv_kt_rec *rec, uint64_t account_id)
+{
+    static _Thread_local struct msv_kt_entry e;
+    int found = 0;
+
+    if (msv_kt_leaf_parse(rec->leaf, rec->leaf_len, &e) != MSV_OK || e.deleted)
+        return 0;
+    for (size_t i = 0; !found && i < e.n_devices; i++) {
+        struct msv_device_rec d = {0};
+
+        found = store->ops->device_get(store->impl, e.devices[i].device_id, &d) == MSV_OK &&
+                d.account_id == account_id;
+        msv_device_rec_clear(&d);
+    }
+    return found;
+}
+
+/*
+ * The versions of handle from asked on, for its owner's monitor, when the handle's newest tombstone
+ * (at newest, past asked) would otherwise start them: if the version before asked (the one the
+ * monitor checked last) lists a device of the asking account, the handle was the account's then,
+ * and so were its versions after it up to the next tombstone, the account's own removal of it:
+ * they are given (*recs, *n; *more: the answer stops at that tombstone, older than newest, and
+ * more follow). Else *recs stays NULL, and the versions start at newest. A device's monitor that
+ * had not read them when its account removed the handle and added it again so still judges them.
+ */
+static msv_err own_versions_before(struct msv_store *store, const char *handle, uint64_t asked,
+                                   uint64_t newest, uint64_t account_id, struct msv_kt_rec **recs,
+                                   size_t *n, uint8_t *more)
+{
+    static _Thread_local struct msv_kt_entry e;
+    struct msv_kt_rec *r = NULL;
+    size_t got = 0, keep = 0;
+    msv_err err = store->ops->kt_handle_read(store->impl, handle, asked - 1,
+                                             MSV_KT_VERSIONS_MAX + 2, &r, &got);
+
+    if (err != MSV_OK || got < 2 || r[0].index != asked - 1 ||
+        !lists_account(store, &r[0], account_id)) {
+        msv_kt_recs_free(r, got);
+        return err;
+    }
+    /* from asked, up to the first tombstone: past one older than newest, another account may have
+     * held the handle (the next answer asks from after it, and this is decided again) */
+    while (++keep < got) {
+        if (msv_kt_leaf_parse(r[keep].leaf, r[keep].leaf_len, &e) == MSV_OK && e.deleted &&
+            r[keep].index < newest) {
+            *more = 1;
+            keep++;
+            break;
+        }
+    }
+    free(r[0].leaf);
+    free(r[0].pub);
+    for (size_t i = keep; i < got; i++) {
+        free(r[i].leaf);
+        free(r[i].pub);
+    }
+    memmove(&r[0], &r[1], (keep - 1) * sizeof(*r));
+    *recs = r;
+    *n = keep - 1;
+    return MSV_OK;
+}
+
 /* The leaves of the handles whose versions the owner asked for (kept in a; per handle up to one
  * past MSV_KT_VERSIONS_MAX, so that the answer can say more follow). */
 static msv_err owner_leaves(struct msv_store *store, struct msv_kt_answer *a,
                             const char *const *handles, size_t n,
                             const struct msv_kt_owner_ask *ask, struct msv_kt_rec ***out,
-                            size_t **counts)
+                            size_t **counts, uint8_t **more)
 {
     struct msv_kt_rec **recs = keep(a, n * sizeof(*recs));
     size_t *ns = keep(a, n * sizeof(*ns));
-    msv_err err = recs != NULL && ns != NULL ? MSV_OK : MSV_ERR_NOMEM;
+    uint8_t *mores = keep(a, n);
+    msv_err err = recs != NULL && ns != NULL && mores != NULL ? MSV_OK : MSV_ERR_NOMEM;
 
     for (size_t i = 0; err == MSV_OK && ask != NULL && ask->versions_from != NULL && i < n; i++) {
         uint64_t from;
@@ -883,7 +948,11 @@ static msv_err owner_leaves(struct msv_store *store, struct msv_kt_answer *a,
         if (ask->versions_from[i] == 0)
             continue;
         err = versions_start(store, handles[i], ask->versions_from[i], &from);
-        if (err == MSV_OK)
+        if (err == MSV_OK && ask->versions_from[i] > 1 && from > ask->versions_from[i] &&
+            ask->account_id != 0)
+            err = own_versions_before(store, handles[i], ask->versions_from[i], from,
+                                      ask->account_id, &recs[i], &ns[i], &mores[i]);
+        if (err == MSV_OK && recs[i] == NULL)
             err = store->ops->kt_handle_read(store->impl, handles[i], from, MSV_KT_VERSIONS_MAX + 1,
                                              &recs[i], &ns[i]);
         if (err != MSV_OK)
@@ -905,6 +974,7 @@ static msv_err owner_leaves(struct msv_store *store, struct msv_kt_answer *a,
     }
     *out = recs;
     *counts = ns;
+    *more = mores;
     return err;
 }
 
@@ -966,7 +1036,8 @@ static msv_err owner_versions(struct msv_kt_log *log, struct msv_store *store,
 static msv_err all_owner_versions(struct msv_kt_log *log, struct msv_store *store,
                                   struct msv_kt_answer *a, const char *const *handles, size_t n,
                                   struct msv_kt_rec **owned, const size_t *n_owned,
-                                  struct msv_kt_owner_ask *ask, Msv__Wire__HandleDevices *hds)
+                                  const uint8_t *more, struct msv_kt_owner_ask *ask,
+                                  Msv__Wire__HandleDevices *hds)
 {
     size_t left = 0, bytes = 0;
     msv_err err = MSV_OK;
@@ -986,6 +1057,7 @@ static msv_err all_owner_versions(struct msv_kt_log *log, struct msv_store *stor
         err = owner_versions(log, store, a, handles[i], owned[i], n_owned[i], versions,
                              bytes < ask->bytes_max ? (ask->bytes_max - bytes) / left : 0, &used,
                              &hds[i]);
+        hds[i].versions_more |= more[i]; /* stopped at the account's own removal */
         bytes += used;
         ask->versions_given += hds[i].n_versions;
         left--;
@@ -1003,6 +1075,7 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
     struct msv_kt_rec *recs = NULL, *tombs = NULL, **owned = NULL;
     const uint8_t *history = ask != NULL ? ask->history : NULL;
     size_t *n_owned = NULL;
+    uint8_t *owned_more = NULL;
     msv_err err;
 
     *owner = a;
@@ -1017,7 +1090,7 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
     if (err == MSV_OK)
         err = tombstones(store, a, handles, recs, n, &tombs);
     if (err == MSV_OK)
-        err = owner_leaves(store, a, handles, n, ask, &owned, &n_owned);
+        err = owner_leaves(store, a, handles, n, ask, &owned, &n_owned, &owned_more);
     if (err != MSV_OK)
         return err;
     pthread_mutex_lock(&log->lock);
@@ -1049,7 +1122,7 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
                 version_proof(log, a, MSV_PT_HISTORY, handles[i], &recs[i], &hds[i].history_proof);
     }
     if (err == MSV_OK && ask != NULL && ask->versions_from != NULL)
-        err = all_owner_versions(log, store, a, handles, n, owned, n_owned, ask, hds);
+        err = all_owner_versions(log, store, a, handles, n, owned, n_owned, owned_more, ask, hds);
     if (err == MSV_OK) {
         uint8_t *key = keep(a, MSV_VRF_PUBLIC_KEY_LEN);
 
