@@ -1173,10 +1173,10 @@ static msv_err own_handles(struct msv_store *store, struct msv_kt_answer *a, uin
 
 /*
  * The account's handles and their newest tombstones read again once the entries read are fixed
- * (under the log's lock): the same, or MSV_ERR_AGAIN. A handle removed meanwhile, perhaps taken
- * by another account whose first entries the read holds, is no longer listed, or has a newer
- * tombstone; the handles are read before the tombstones, so a handle taken back between the two
- * reads shows the tombstone of its taking away.
+ * (their head made under the log's lock, and released): the same, or MSV_ERR_AGAIN. A handle
+ * removed meanwhile, perhaps taken by another account whose first entries the read holds, is no
+ * longer listed, or has a newer tombstone; the handles are read before the tombstones, so a handle
+ * taken back between the two reads shows the tombstone of its taking away.
  */
 static msv_err own_handles_same(struct msv_store *store, uint64_t account_id, char *const *own,
                                 const uint64_t *own_from, size_t n_own)
