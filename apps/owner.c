@@ -590,6 +590,9 @@ static void pump(struct owner *ow)
         if (err != MSV_OK && c->why.message[0] != '\0')
             monitor_why = c->why.message;
     }
+    /* keys whose publishing failed on this connection are tried again once their wait passed */
+    if (err == MSV_OK)
+        msv_client_keys_retry(c);
     /* synced state written beside the commands (by the chat, say) goes to the other devices;
      * what cannot go now stays pending, and the connection stays */
     if (err == MSV_OK && msv_client_sync_flush(c, NULL) != MSV_OK)

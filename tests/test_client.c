@@ -2529,9 +2529,10 @@ static void keys_unpublished_told(void *ctx, const char *warning)
 
 /*
  * bob's keys cannot be published when he connects (the server stores his rotation and closes
- * the connection unanswered, [testing] drop_prekey_answers): he is told, once for that
- * connection, with why, and it is counted; his next connection to an honest server publishes
- * them, silently. Before, the failure of msv_sessions_publish at connect was dropped unseen.
+ * the connection unanswered, [testing] drop_prekey_answers): he is told, with why, and it is
+ * counted; on the same connection (a daemon's) it is tried again after a minute, then after two;
+ * his next connection to an honest server publishes them, silently. Before, the failure of
+ * msv_sessions_publish at connect was dropped unseen.
  */
 static void test_keys_unpublished_told(void **state)
 {
@@ -2547,18 +2548,31 @@ static void test_keys_unpublished_told(void **state)
     assert_int_equal(msv_client_keys_unpublished(bob), 0);
     /* in use for over a week: bob's next connection rotates his signed prekey */
     set_prekey_setting(bob, "signed-prekey", prekey_setting(bob, "signed-prekey"), 0);
-    connect_answer_lost(&s, bob);
+    snprintf(s.extra, sizeof(s.extra), "drop_prekey_answers = true");
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_connect(bob), MSV_OK); /* publishes: stored, the answer lost */
     assert_int_equal(told.n, 1);
     if (strstr(told.last, "could not be published") == NULL ||
-        strstr(told.last, "next connection") == NULL)
+        strstr(told.last, "next connection, or on this one after 60 s") == NULL)
         fail_msg("told: %s", told.last);
     assert_int_equal(msv_client_keys_unpublished(bob), 1);
+    /* on the same connection (the daemon's): not before its wait, then again, the wait doubled */
+    msv_client_keys_retry(bob);
+    assert_int_equal(told.n, 1);
+    bob->keys_retry_at = msv_mono_ms() - 1;
+    msv_client_keys_retry(bob);
+    assert_int_equal(told.n, 2);
+    assert_int_equal(bob->keys_backoff_ms, 2 * 60 * 1000);
+    assert_int_equal(msv_client_keys_unpublished(bob), 2);
+    drop_connection(bob);
     test_server_stop(&s);
     s.extra[0] = '\0';
     test_server_start(&s);
     reconnect(bob);
-    assert_int_equal(told.n, 1);
-    assert_int_equal(msv_client_keys_unpublished(bob), 1);
+    assert_int_equal(told.n, 2);
+    assert_int_equal(msv_client_keys_unpublished(bob), 2);
+    assert_int_equal(bob->keys_retry_at, 0); /* published: nothing waits to be tried again */
     assert_int_equal(prekey_setting(bob, "signed-prekey-pending"), 0);
     msv_client_close(alice);
     msv_client_close(bob);
