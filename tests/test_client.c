@@ -3907,6 +3907,87 @@ static void test_recycled_handle_log_read(void **state)
     test_server_cleanup(&s);
 }
 
+struct log_read_job {
+    struct msv_client *c;
+    msv_frame *r;
+    msv_err err;
+};
+
+static void *log_read_job(void *arg)
+{
+    struct log_read_job *j = arg;
+
+    j->err = msv_request_log_read(j->c->conn, 0, 256, 0, 0, TEST_TIMEOUT_MS, &j->r, NULL);
+    return NULL;
+}
+
+/*
+ * On a log of leaves that name their handle, alice's LogRead has read her handles when her second
+ * one is removed from her account and logged for mallory ([testing] log_read_gate holds the read
+ * while the test changes the store as another node would): the read starts over, and mallory's
+ * entry is a leaf hash to alice. Before, it was read whole as hers: her handles were read once,
+ * before the entries.
+ */
+static void test_log_read_racing_handle_removal(void **state)
+{
+    static struct msv_kt_entry e, tomb;
+    struct test_server s;
+    struct msv_client *alice, *mallory;
+    struct log_read_job job = {0};
+    uint8_t *leaf = NULL, *forged = NULL, *gone = NULL;
+    size_t len = 0, forged_len = 0, gone_len = 0;
+    int64_t index = 0;
+    char code[7], gate[200], reached[220];
+    pthread_t t;
+    FILE *f;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    s.leaf_version = 3; /* leaves that name their handle */
+    snprintf(gate, sizeof(gate), "%s/gate", s.dir);
+    snprintf(reached, sizeof(reached), "%s.reached", gate);
+    snprintf(s.extra, sizeof(s.extra), "trust_store_log = true\nlog_read_gate = %s", gate);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    mallory = client_for(&s, "mallory", "mallory@example.org");
+    assert_int_equal(msv_client_handle_add(alice, "+15550001"), MSV_OK);
+    test_server_code(&s, "+15550001", code);
+    assert_int_equal(msv_client_handle_verify(alice, "+15550001", code), MSV_OK);
+    reconnect(alice);
+    assert_non_null(f = fopen(gate, "w"));
+    fclose(f);
+    job.c = alice;
+    assert_int_equal(pthread_create(&t, NULL, log_read_job, &job), 0);
+    for (int i = 0; i < 1000 && access(reached, F_OK) != 0; i++)
+        usleep(10 * 1000);
+    assert_int_equal(access(reached, F_OK), 0);
+    /* meanwhile: the handle leaves alice's account (its tombstone) and is logged for mallory */
+    forge_leaf(&s, "mallory@example.org", NULL, 0, &leaf, &len, &index);
+    assert_int_equal(msv_kt_leaf_parse(leaf, len, &e), MSV_OK);
+    snprintf(e.handle, sizeof(e.handle), "+15550001");
+    tomb = e;
+    tomb.deleted = 1;
+    tomb.n_devices = 0;
+    assert_int_equal(msv_kt_leaf_encode(&tomb, &gone, &gone_len), MSV_OK);
+    assert_int_equal(msv_kt_leaf_encode(&e, &forged, &forged_len), MSV_OK);
+    server_sql(&s, "DELETE FROM account_handles WHERE handle = '+15550001';");
+    append_leaf(&s, "+15550001", gone, gone_len);
+    append_leaf(&s, "+15550001", forged, forged_len);
+    assert_int_equal(unlink(gate), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(job.err, MSV_OK);
+    assert_true(job.r->log_entries->n_entries >= 5); /* what the test appended was read */
+    assert_true(log_read_names(job.r, alice));
+    assert_false(log_read_names(job.r, mallory));
+    msv_frame_free(job.r);
+    free(leaf);
+    free(forged);
+    free(gone);
+    msv_client_close(alice);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
 /*
  * A monitor that starts late: alice registers and does not look; the operator logs a device
  * for her behind her back (version 2), then her laptop is linked and approved, which drops it
@@ -6358,6 +6439,7 @@ int main(void)
         cmocka_unit_test(test_owner_history_skipped_version_v3),
         cmocka_unit_test(test_recycled_handle_versions),
         cmocka_unit_test(test_recycled_handle_log_read),
+        cmocka_unit_test(test_log_read_racing_handle_removal),
         cmocka_unit_test(test_monitor_starts_late),
         cmocka_unit_test(test_monitor_rate_limited_alarm),
         cmocka_unit_test(test_monitor_lineage_fork),

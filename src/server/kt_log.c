@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -1203,6 +1204,24 @@ static msv_err own_handles_same(struct msv_store *store, uint64_t account_id, ch
     return err;
 }
 
+/* Tests only ([testing] log_read_gate): holds a read while the gate file exists (10 s at most),
+ * so that a test can change the store's log meanwhile, as another node would. */
+static void read_gate_wait(struct msv_kt_log *log)
+{
+    char reached[340];
+    int fd;
+
+    if (log->read_gate == NULL || log->read_gate[0] == '\0' || access(log->read_gate, F_OK) != 0)
+        return;
+    snprintf(reached, sizeof(reached), "%s.reached", log->read_gate);
+    fd = open(reached, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd);
+    for (int i = 0; i < 1000 && access(log->read_gate, F_OK) == 0; i++)
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    msv_kt_log_grown(log); /* what the test appended is read with the head */
+}
+
 msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
                     const Msv__Wire__LogRead *q, enum msv_kt_hide hide, uint64_t account_id,
                     size_t max_bytes, Msv__Wire__LogEntries *resp, struct msv_kt_answer **owner,
@@ -1224,6 +1243,7 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
     if (hide == MSV_KT_HIDE_OTHERS &&
         (err = own_handles(store, a, account_id, &own, &own_from, &n_own)) != MSV_OK)
         return err;
+    read_gate_wait(log);
     pthread_mutex_lock(&log->lock);
     err = head_locked(log, store, now_ms);
     if (err == MSV_OK && q->start < log->head.size) {

@@ -49,6 +49,9 @@ struct msv_kt_log {
     uint8_t cutover_leaf[MSV_KT_CUTOVER_LEAF_LEN];
     int cutover_fault; /* tests only: LogRead names the entry after the cut-over as it */
     int v4_leaf_fault; /* tests only: a lookup shows the entry before its version-4 leaf's */
+    /* tests only: while this file exists, an account's LogRead waits (10 s at most) once it has
+     * read its handles, having made PATH.reached; then it reads the store's log again */
+    const char *read_gate;
 };
 
 /* The store's log grew (a device change committed): the next head reads the new leaves. */
