@@ -4392,6 +4392,44 @@ static void test_monitor_lineage_seen_bounded(void **state)
 }
 
 /*
+ * A directory whose answer to alice's monitor holds more versions of her handle than an answer may
+ * (40 of them, [testing] owner_versions_max): refused, the alarm, and nothing of it taken. Before,
+ * the monitor took them all (and 256 would have wrapped its count of versions taken to 0).
+ */
+static void test_owner_versions_too_many(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice;
+    uint8_t *leaf = NULL;
+    size_t len = 0;
+    int64_t index = 0;
+    uint32_t version = 0;
+    uint64_t at = 0;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    s.leaf_version = 3; /* leaves that name their handle, appended below */
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* where watching starts: version 1 */
+    test_server_stop(&s);
+    forge_leaf(&s, "alice@example.org", NULL, 0, &leaf, &len, &index);
+    for (int i = 0; i < 40; i++)
+        append_leaf(&s, "alice@example.org", leaf, len);
+    free(leaf);
+    snprintf(s.extra, sizeof(s.extra), "owner_versions_max = 40");
+    test_server_start(&s);
+    assert_int_equal(monitor(alice, last), 1);
+    if (strstr(last, "more than the 32 an answer holds") == NULL)
+        fail_msg("the alarm: %s", last);
+    assert_int_equal(client_history_get(alice, "alice@example.org", &version, &at), MSV_OK);
+    assert_int_equal(version, 1);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
  * The owner's versions come a bounded number at a time: 40 versions of alice's handle logged
  * since her monitor last looked (her own device set each time) take an answer of 32 and one
  * more, and her monitor reads them all in one run, quietly. Nobody else gets them.
@@ -6433,6 +6471,7 @@ int main(void)
         cmocka_unit_test(test_monitor_state_upgraded),
         cmocka_unit_test(test_monitor_versions_after_cut_over),
         cmocka_unit_test(test_owner_versions_paged),
+        cmocka_unit_test(test_owner_versions_too_many),
         cmocka_unit_test(test_owner_versions_two_handles),
         cmocka_unit_test(test_owner_history_forged_version),
         cmocka_unit_test(test_owner_history_skipped_version),

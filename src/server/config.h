@@ -90,6 +90,7 @@ struct msv_config {
     int trust_store_log;            /* tests only: serve the log's leaves unchecked (dishonest) */
     char keydir_forge[300];         /* tests only: "HANDLE VERSION" put in the key directory only */
     int owner_versions_stall;       /* tests only: owners' monitors told "more", given none */
+    uint32_t owner_versions_max;    /* tests only: versions of a handle an answer holds (not 32) */
     char lookup_substitute[520];    /* tests only: "A B": lookups of A get B's result */
     char keydir_rewrite[300];       /* tests only: "change INDEX" or "remove INDEX" (keydir.h) */
     char keydir_skip[300];          /* tests only: "HANDLE VERSION" its next version's number */

@@ -1985,8 +1985,11 @@ static int versions_asked(struct msv_conn_state *c, uint64_t request_id,
     ask->versions_from = from;
     if (wanted == 0)
         return 0;
-    ask->versions_max = msv_server_take_upto(c->w->srv, MSV_LIMIT_LOOKUP, c->account_id,
-                                             (long)(wanted * MSV_KT_VERSIONS_MAX));
+    /* tests only: a dishonest server's answer with more versions of a handle than it may hold */
+    ask->handle_max = c->w->srv->cfg.owner_versions_max;
+    ask->versions_max = msv_server_take_upto(
+        c->w->srv, MSV_LIMIT_LOOKUP, c->account_id,
+        (long)(wanted * (ask->handle_max != 0 ? ask->handle_max : MSV_KT_VERSIONS_MAX)));
     if (ask->versions_max == 0) {
         msv_conn_send_error(c, request_id, E_RATE, "too many lookups; slow down");
         return -1;

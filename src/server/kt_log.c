@@ -867,6 +867,12 @@ static msv_err versions_start(struct msv_store *store, const char *handle, uint6
     return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
 }
 
+/* The versions of one handle an answer holds, at most. */
+static size_t handle_max(const struct msv_kt_owner_ask *ask)
+{
+    return ask->handle_max != 0 ? ask->handle_max : MSV_KT_VERSIONS_MAX;
+}
+
 /* 1 if the device set at rec lists a device of account_id (a device removed since counts not). */
 static int lists_account(struct msv_store *store, const struct msv_kt_rec *rec, uint64_t account_id)
 {
@@ -895,14 +901,13 @@ static int lists_account(struct msv_store *store, const struct msv_kt_rec *rec, 
  * had not read them when its account removed the handle and added it again so still judges them.
  */
 static msv_err own_versions_before(struct msv_store *store, const char *handle, uint64_t asked,
-                                   uint64_t newest, uint64_t account_id, struct msv_kt_rec **recs,
-                                   size_t *n, uint8_t *more)
+                                   uint64_t newest, uint64_t account_id, size_t max,
+                                   struct msv_kt_rec **recs, size_t *n, uint8_t *more)
 {
     static _Thread_local struct msv_kt_entry e;
     struct msv_kt_rec *r = NULL;
     size_t got = 0, keep = 0;
-    msv_err err = store->ops->kt_handle_read(store->impl, handle, asked - 1,
-                                             MSV_KT_VERSIONS_MAX + 2, &r, &got);
+    msv_err err = store->ops->kt_handle_read(store->impl, handle, asked - 1, max + 2, &r, &got);
 
     if (err != MSV_OK || got < 2 || r[0].index != asked - 1 ||
         !lists_account(store, &r[0], account_id)) {
@@ -951,10 +956,11 @@ static msv_err owner_leaves(struct msv_store *store, struct msv_kt_answer *a,
         err = versions_start(store, handles[i], ask->versions_from[i], &from);
         if (err == MSV_OK && ask->versions_from[i] > 1 && from > ask->versions_from[i] &&
             ask->account_id != 0)
-            err = own_versions_before(store, handles[i], ask->versions_from[i], from,
-                                      ask->account_id, &recs[i], &ns[i], &mores[i]);
+            err =
+                own_versions_before(store, handles[i], ask->versions_from[i], from, ask->account_id,
+                                    handle_max(ask), &recs[i], &ns[i], &mores[i]);
         if (err == MSV_OK && recs[i] == NULL)
-            err = store->ops->kt_handle_read(store->impl, handles[i], from, MSV_KT_VERSIONS_MAX + 1,
+            err = store->ops->kt_handle_read(store->impl, handles[i], from, handle_max(ask) + 1,
                                              &recs[i], &ns[i]);
         if (err != MSV_OK)
             break;
@@ -1053,8 +1059,8 @@ static msv_err all_owner_versions(struct msv_kt_log *log, struct msv_store *stor
         versions = (ask->versions_max - ask->versions_given) / left;
         if (versions == 0 && ask->versions_given < ask->versions_max)
             versions = 1;
-        if (versions > MSV_KT_VERSIONS_MAX)
-            versions = MSV_KT_VERSIONS_MAX;
+        if (versions > handle_max(ask))
+            versions = handle_max(ask);
         err = owner_versions(log, store, a, handles[i], owned[i], n_owned[i], versions,
                              bytes < ask->bytes_max ? (ask->bytes_max - bytes) / left : 0, &used,
                              &hds[i]);

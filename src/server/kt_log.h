@@ -105,6 +105,9 @@ struct msv_kt_owner_ask {
     size_t versions_max;   /* the versions given in all, at most */
     size_t bytes_max;      /* their encoded bytes in all, at most (past the first) */
     size_t versions_given; /* set by msv_kt_lookup */
+    /* the versions of one handle an answer holds, at most: MSV_KT_VERSIONS_MAX (0 says it too);
+     * more for tests only ([testing] owner_versions_max, a dishonest server) */
+    size_t handle_max;
     /* the asking account: its own removal of a handle does not hide from it the versions
      * before it (0: nobody's) */
     uint64_t account_id;
