@@ -709,7 +709,8 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
         const char *warning = json_string_value(json_object_get(event, "warning"));
 
         add_note(ch, h ? h : "", "\u26a0 %s", warning ? warning : "");
-    } else if (strcmp(type, "alarm") == 0 || strcmp(type, "unopened") == 0) {
+    } else if (strcmp(type, "alarm") == 0 || strcmp(type, "unopened") == 0 ||
+               strcmp(type, "keys_unpublished") == 0) {
         const char *warning = json_string_value(json_object_get(event, "warning"));
 
         add_note(ch, "", "\u26a0 WARNING: %s", warning ? warning : "");

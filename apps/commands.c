@@ -565,7 +565,8 @@ int cli_open(const struct cli *o, const char *dir, struct msv_client **c)
     (*c)->on_unreachable = cli_unreachable_warning;
     (*c)->on_pq_refused = cli_pq_refused_warning;
     (*c)->on_unopened = cli_unopened_warning;
-    (*c)->on_classical = cli_pq_refused_warning; /* the same warning line, naming the device */
+    (*c)->on_keys_unpublished = cli_unopened_warning; /* the same warning line */
+    (*c)->on_classical = cli_pq_refused_warning;      /* the same warning line, naming the device */
     (*c)->on_unsealed = cli_unsealed_notice;
     (*c)->on_outbox_held = cli_outbox_held_notice;
     (*c)->on_send_progress = cli_send_progress;
@@ -853,24 +854,28 @@ const char *cli_session_kind_name(int kind)
 /*
  * This device's own counts, with its row (j) or on a line under it (text, when one is not 0):
  * one-time prekey secrets of lost uploads deleted once their bound passed, and sealed envelopes
- * it could not open (sealed to a key it does not hold, or made classically to it).
+ * it could not open (sealed to a key it does not hold, or made classically to it), and the
+ * connections whose publishing of its keys failed.
  */
 static void own_counts(struct msv_client *c, json_t *j)
 {
     uint64_t reclaimed = msv_client_prekeys_reclaimed(c),
              unopenable = msv_client_sealed_unopenable(c),
-             downgrades = msv_client_sealed_downgrades(c);
+             downgrades = msv_client_sealed_downgrades(c),
+             unpublished = msv_client_keys_unpublished(c);
 
     if (j != NULL) {
         json_object_set_new(j, "prekeys_reclaimed", json_integer((json_int_t)reclaimed));
         json_object_set_new(j, "sealed_unopenable", json_integer((json_int_t)unopenable));
         json_object_set_new(j, "sealed_downgrades_refused", json_integer((json_int_t)downgrades));
-    } else if (reclaimed + unopenable + downgrades > 0) {
+        json_object_set_new(j, "keys_unpublished", json_integer((json_int_t)unpublished));
+    } else if (reclaimed + unopenable + downgrades + unpublished > 0) {
         fprintf(cli_out,
                 "        this device: %llu prekeys of lost uploads reclaimed, %llu sealed "
-                "envelopes it could not open, %llu made classically to it refused\n",
+                "envelopes it could not open, %llu made classically to it refused, %llu "
+                "publishings of its keys failed\n",
                 (unsigned long long)reclaimed, (unsigned long long)unopenable,
-                (unsigned long long)downgrades);
+                (unsigned long long)downgrades, (unsigned long long)unpublished);
     }
 }
 

@@ -315,9 +315,7 @@ static int lock_state(const char *cmd, const char *path, struct file *f)
  * on the state (under its lock) publishes the outputs if the state is the one
  * it names, and removes them if not.
  */
-#define PENDING_MAGIC "MSVMLS-PENDING 1"
 #define PENDING_MAX (8 * PATH_MAX)
-#define PENDING_ENTRIES 4 /* a command has two outputs at most */
 
 static int pending_name(const char *state, char out[PATH_MAX])
 {
@@ -345,7 +343,7 @@ static msv_err pending_write(const struct mls_opts *o, const uint8_t *state, siz
         return MSV_ERR_NOMEM;
     }
     state_hash_hex(state, state_len, hex);
-    len = (size_t)snprintf(text, PENDING_MAX, "%s\n%s\n", PENDING_MAGIC, hex);
+    len = (size_t)snprintf(text, PENDING_MAX, "%s\n%s\n", MSV_MLS_PENDING_MAGIC, hex);
     for (size_t i = 0; i < n && len < PENDING_MAX; i++)
         len += (size_t)snprintf(text + len, PENDING_MAX - len, "%c %s\n%s\n", o->force ? 'R' : 'N',
                                 outs[i].tmp, outs[i].name);
@@ -357,41 +355,17 @@ static msv_err pending_write(const struct mls_opts *o, const uint8_t *state, siz
     return err;
 }
 
-/* What one pending output's two lines say; -1 if they are not such lines. */
-static int pending_entry(char **cursor, int *replace, char **tmp, char **name)
-{
-    char *a = *cursor, *nl = strchr(a, '\n'), *b, *nl2;
-    size_t n;
-
-    if (nl == NULL || (a[0] != 'N' && a[0] != 'R') || a[1] != ' ' || a[2] != '/')
-        return -1;
-    b = nl + 1;
-    nl2 = strchr(b, '\n');
-    if (nl2 == NULL || b[0] != '/')
-        return -1;
-    *nl = *nl2 = '\0';
-    *replace = a[0] == 'R';
-    *tmp = a + 2;
-    *name = b;
-    n = strlen(b);
-    /* the staged file is NAME.stagedXXXXXX: nothing else is ever removed */
-    if (strncmp(*tmp, b, n) != 0 || strncmp(*tmp + n, ".staged", 7) != 0 ||
-        strlen(*tmp + n) != 13 || strchr(*tmp + n, '/') != NULL)
-        return -1;
-    *cursor = nl2 + 1;
-    return 0;
-}
-
 /*
  * What an interrupted command left (STATE.pending, STATE.tmp) settled, the
  * lock held and the state's bytes given; 0 or the exit status.
  */
 static int pending_settle(const char *cmd, const char *state, const uint8_t *p, size_t n)
 {
-    char name[PATH_MAX], hex[65], *cursor, *tmp[PENDING_ENTRIES], *out[PENDING_ENTRIES];
+    char name[PATH_MAX], hex[65];
+    struct msv_mls_pending pending;
     uint8_t *text = NULL;
-    size_t len = 0, n_entries = 0;
-    int fd, replace[PENDING_ENTRIES], saved, rc = 0;
+    size_t len = 0;
+    int fd, saved, rc = 0;
 
     for (int i = 0; i < 2; i++) { /* what a crash left half-written: a state holds old keys */
         if ((size_t)snprintf(name, sizeof(name), i == 0 ? "%s.tmp" : "%s.pending.tmp", state) >=
@@ -411,43 +385,34 @@ static int pending_settle(const char *cmd, const char *state, const uint8_t *p, 
     }
     close(fd);
     text[len] = '\0';
-    cursor = (char *)text;
-    state_hash_hex(p, n, hex);
-    if (strlen(cursor) != len || strncmp(cursor, PENDING_MAGIC "\n", 17) != 0 ||
-        strlen(cursor + 17) < 65 || cursor[17 + 64] != '\n') {
+    /* all of it read before anything is done: a file that does not read changes nothing */
+    if (msv_mls_pending_parse((char *)text, len, &pending) != 0) {
         rc = fail_why(cmd, name, "not a file of outputs pending; look at it, then remove it");
         goto out;
     }
-    saved = strncmp(cursor + 17, hex, 64) == 0;
-    cursor += 17 + 65;
-    /* all of it read before anything is done: a file that does not read changes nothing */
-    while (*cursor != '\0') {
-        if (n_entries == PENDING_ENTRIES ||
-            pending_entry(&cursor, &replace[n_entries], &tmp[n_entries], &out[n_entries]) != 0) {
-            rc = fail_why(cmd, name, "not a file of outputs pending; look at it, then remove it");
-            goto out;
-        }
-        n_entries++;
-    }
-    for (size_t i = 0; i < n_entries; i++) {
-        if (access(tmp[i], F_OK) != 0)
+    state_hash_hex(p, n, hex);
+    saved = strncmp(pending.state_hash, hex, 64) == 0;
+    for (size_t i = 0; i < pending.n; i++) {
+        const char *tmp = pending.tmp[i], *out = pending.name[i];
+
+        if (access(tmp, F_OK) != 0)
             continue; /* published before the interruption */
         if (!saved) {
-            msv_mls_file_wipe(tmp[i]);
+            msv_mls_file_wipe(tmp);
             fprintf(stderr,
                     "%s %s: %s not written: the command that made it was interrupted before "
                     "it saved the state\n",
-                    prog, cmd, out[i]);
-        } else if (same_file(tmp[i], out[i])) {
-            (void)unlink(tmp[i]);
-        } else if (publish_one(cmd, tmp[i], out[i], replace[i], 1) == MSV_OK) {
+                    prog, cmd, out);
+        } else if (same_file(tmp, out)) {
+            (void)unlink(tmp);
+        } else if (publish_one(cmd, tmp, out, pending.replace[i], 1) == MSV_OK) {
             fprintf(stderr,
                     "%s %s: %s written: the command that made it was interrupted after it "
                     "saved the state\n",
-                    prog, cmd, out[i]);
+                    prog, cmd, out);
         }
     }
-    if (rc == 0 && unlink(name) != 0 && errno != ENOENT)
+    if (unlink(name) != 0 && errno != ENOENT)
         rc = fail_why(cmd, name, strerror(errno));
 out:
     msv_secret_free(text, len + 1);

@@ -516,41 +516,11 @@ static int take_steps(struct audit *a, const Msv__Wire__LogEntries *r,
 static int check_cutover(struct audit *a, const Msv__Wire__LogEntries *r,
                          const struct msv_kt_head *head)
 {
-    static uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
-    const Msv__Wire__LogProof *p = r->cutover;
-    uint64_t read = a->from + msv_merkle_size(a->tree);
-    uint8_t h[MSV_KT_HASH_LEN];
-    int held = p != NULL && p->n_path <= MSV_KT_PROOF_MAX && p->index < head->size &&
-               msv_kt_cutover_leaf_parse(p->leaf.data, p->leaf.len) == MSV_OK;
+    char why[300];
 
-    if (p == NULL) {
-        if (a->cutover >= 0 && (uint64_t)a->cutover < head->size)
-            return bad_log("the answer does not name the log's cut-over (entry %" PRId64 "): "
-                           "it would hide where leaves stop naming handles",
-                           a->cutover);
-        return 0;
-    }
-    for (size_t k = 0; held && k < p->n_path; k++) {
-        held = p->path[k].len == MSV_KT_HASH_LEN;
-        if (held)
-            memcpy(path[k], p->path[k].data, MSV_KT_HASH_LEN);
-    }
-    msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
-    if (!held || msv_merkle_verify_inclusion(h, p->index, head->size,
-                                             (const uint8_t(*)[MSV_KT_HASH_LEN])path, p->n_path,
-                                             head->root) != MSV_OK)
-        return bad_log("the log's cut-over the answer names (entry %" PRIu64 ") is not a "
-                       "cut-over entry in the tree its head signs: the cut-over moved",
-                       p->index);
-    if (a->cutover >= 0 && (uint64_t)a->cutover != p->index)
-        return bad_log("the log's cut-over moved: the answer names entry %" PRIu64
-                       ", this auditor read it at entry %" PRId64,
-                       p->index, a->cutover);
-    if (a->cutover < 0 && p->index >= a->from && p->index < read)
-        return bad_log("entry %" PRIu64 ", which the answer names the log's cut-over, was given "
-                       "to this auditor as another entry",
-                       p->index);
-    a->cutover = (int64_t)p->index;
+    if (msv_kt_check_cutover(r, head, a->from, a->from + msv_merkle_size(a->tree), &a->cutover, why,
+                             sizeof(why)) != MSV_OK)
+        return bad_log("%s", why);
     return 0;
 }
 
@@ -656,9 +626,8 @@ static int take_entries(struct audit *a, const Msv__Wire__LogEntries *r, uint64_
             MSV_OK)
             return bad_log("entry %s is not in the tree its head signs", detail);
         has[i] = 0;
-        if (a->cutover >= 0 && (int64_t)p->index > a->cutover &&
-            msv_kt_rotation_leaf_parse(p->leaf.data, p->leaf.len, &rot) != MSV_OK &&
-            msv_kt_v4_leaf_parse(p->leaf.data, p->leaf.len, &v4) != MSV_OK)
+        if (msv_kt_cutover_leaf_parse(p->leaf.data, p->leaf.len) != MSV_OK &&
+            !msv_kt_fits_cutover(p, a->cutover))
             return bad_log("entry %s, after the log's cut-over (entry %" PRId64 "), is not a "
                            "version-4 leaf given whole: it hides what the key directory holds, "
                            "or names a handle",

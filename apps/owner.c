@@ -544,6 +544,15 @@ static void on_unopened(void *ctx, const char *warning)
     broadcast(ctx, json_pack("{s:s, s:o}", "type", "unopened", "warning", rpc_text(warning)), NULL);
 }
 
+/* This device's keys could not be published on connecting: counted, tried again next time. */
+static void on_keys_unpublished(void *ctx, const char *warning)
+{
+    cli_unopened_warning(NULL, warning);
+    broadcast(ctx,
+              json_pack("{s:s, s:o}", "type", "keys_unpublished", "warning", rpc_text(warning)),
+              NULL);
+}
+
 static void set_online(struct owner *ow, int online, const char *why)
 {
     char server[300];
@@ -581,6 +590,9 @@ static void pump(struct owner *ow)
         if (err != MSV_OK && c->why.message[0] != '\0')
             monitor_why = c->why.message;
     }
+    /* keys whose publishing failed on this connection are tried again once their wait passed */
+    if (err == MSV_OK)
+        msv_client_keys_retry(c);
     /* synced state written beside the commands (by the chat, say) goes to the other devices;
      * what cannot go now stays pending, and the connection stays */
     if (err == MSV_OK && msv_client_sync_flush(c, NULL) != MSV_OK)
@@ -909,6 +921,8 @@ static json_t *status(struct owner *ow, const struct peer *p)
                             json_integer((json_int_t)msv_client_sealed_unopenable(ow->c)));
         json_object_set_new(s, "sealed_downgrades_refused",
                             json_integer((json_int_t)msv_client_sealed_downgrades(ow->c)));
+        json_object_set_new(s, "keys_unpublished",
+                            json_integer((json_int_t)msv_client_keys_unpublished(ow->c)));
     }
     return s;
 }
@@ -1226,6 +1240,7 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     c->on_unreachable = on_unreachable;
     c->on_pq_refused = on_pq_refused;
     c->on_unopened = on_unopened;
+    c->on_keys_unpublished = on_keys_unpublished;
     c->on_classical = on_classical;
     c->on_outbox_held = on_outbox_held;
     rc = take_lock(ow);

@@ -2514,6 +2514,72 @@ static void test_rotation_answer_dropped(void **state)
     test_server_cleanup(&s);
 }
 
+struct told {
+    size_t n;
+    char last[1200];
+};
+
+static void keys_unpublished_told(void *ctx, const char *warning)
+{
+    struct told *t = ctx;
+
+    t->n++;
+    snprintf(t->last, sizeof(t->last), "%s", warning);
+}
+
+/*
+ * bob's keys cannot be published when he connects (the server stores his rotation and closes
+ * the connection unanswered, [testing] drop_prekey_answers): he is told, with why, and it is
+ * counted; on the same connection (a daemon's) it is tried again after a minute, then after two;
+ * his next connection to an honest server publishes them, silently. Before, the failure of
+ * msv_sessions_publish at connect was dropped unseen.
+ */
+static void test_keys_unpublished_told(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob, *dave;
+    struct told told = {0};
+
+    (void)state;
+    three_pq(&s, &alice, &bob, &dave);
+    test_server_stop(&s);
+    bob->ctx = &told;
+    bob->on_keys_unpublished = keys_unpublished_told;
+    assert_int_equal(msv_client_keys_unpublished(bob), 0);
+    /* in use for over a week: bob's next connection rotates his signed prekey */
+    set_prekey_setting(bob, "signed-prekey", prekey_setting(bob, "signed-prekey"), 0);
+    snprintf(s.extra, sizeof(s.extra), "drop_prekey_answers = true");
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_connect(bob), MSV_OK); /* publishes: stored, the answer lost */
+    assert_int_equal(told.n, 1);
+    if (strstr(told.last, "could not be published") == NULL ||
+        strstr(told.last, "next connection, or on this one after 60 s") == NULL)
+        fail_msg("told: %s", told.last);
+    assert_int_equal(msv_client_keys_unpublished(bob), 1);
+    /* on the same connection (the daemon's): not before its wait, then again, the wait doubled */
+    msv_client_keys_retry(bob);
+    assert_int_equal(told.n, 1);
+    bob->keys_retry_at = msv_mono_ms() - 1;
+    msv_client_keys_retry(bob);
+    assert_int_equal(told.n, 2);
+    assert_int_equal(bob->keys_backoff_ms, 2 * 60 * 1000);
+    assert_int_equal(msv_client_keys_unpublished(bob), 2);
+    drop_connection(bob);
+    test_server_stop(&s);
+    s.extra[0] = '\0';
+    test_server_start(&s);
+    reconnect(bob);
+    assert_int_equal(told.n, 2);
+    assert_int_equal(msv_client_keys_unpublished(bob), 2);
+    assert_int_equal(bob->keys_retry_at, 0); /* published: nothing waits to be tried again */
+    assert_int_equal(prekey_setting(bob, "signed-prekey-pending"), 0);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(dave);
+    test_server_cleanup(&s);
+}
+
 /*
  * A signed last-resort KEM prekey carries no date: a server can serve an older one of bob's
  * again (here the one before his rotation, with his one-time KEM prekeys withheld). alice has
@@ -3841,6 +3907,87 @@ static void test_recycled_handle_log_read(void **state)
     test_server_cleanup(&s);
 }
 
+struct log_read_job {
+    struct msv_client *c;
+    msv_frame *r;
+    msv_err err;
+};
+
+static void *log_read_job(void *arg)
+{
+    struct log_read_job *j = arg;
+
+    j->err = msv_request_log_read(j->c->conn, 0, 256, 0, 0, TEST_TIMEOUT_MS, &j->r, NULL);
+    return NULL;
+}
+
+/*
+ * On a log of leaves that name their handle, alice's LogRead has read her handles when her second
+ * one is removed from her account and logged for mallory ([testing] log_read_gate holds the read
+ * while the test changes the store as another node would): the read starts over, and mallory's
+ * entry is a leaf hash to alice. Before, it was read whole as hers: her handles were read once,
+ * before the entries.
+ */
+static void test_log_read_racing_handle_removal(void **state)
+{
+    static struct msv_kt_entry e, tomb;
+    struct test_server s;
+    struct msv_client *alice, *mallory;
+    struct log_read_job job = {0};
+    uint8_t *leaf = NULL, *forged = NULL, *gone = NULL;
+    size_t len = 0, forged_len = 0, gone_len = 0;
+    int64_t index = 0;
+    char code[7], gate[200], reached[220];
+    pthread_t t;
+    FILE *f;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    s.leaf_version = 3; /* leaves that name their handle */
+    snprintf(gate, sizeof(gate), "%s/gate", s.dir);
+    snprintf(reached, sizeof(reached), "%s.reached", gate);
+    snprintf(s.extra, sizeof(s.extra), "trust_store_log = true\nlog_read_gate = %s", gate);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    mallory = client_for(&s, "mallory", "mallory@example.org");
+    assert_int_equal(msv_client_handle_add(alice, "+15550001"), MSV_OK);
+    test_server_code(&s, "+15550001", code);
+    assert_int_equal(msv_client_handle_verify(alice, "+15550001", code), MSV_OK);
+    reconnect(alice);
+    assert_non_null(f = fopen(gate, "w"));
+    fclose(f);
+    job.c = alice;
+    assert_int_equal(pthread_create(&t, NULL, log_read_job, &job), 0);
+    for (int i = 0; i < 1000 && access(reached, F_OK) != 0; i++)
+        usleep(10 * 1000);
+    assert_int_equal(access(reached, F_OK), 0);
+    /* meanwhile: the handle leaves alice's account (its tombstone) and is logged for mallory */
+    forge_leaf(&s, "mallory@example.org", NULL, 0, &leaf, &len, &index);
+    assert_int_equal(msv_kt_leaf_parse(leaf, len, &e), MSV_OK);
+    snprintf(e.handle, sizeof(e.handle), "+15550001");
+    tomb = e;
+    tomb.deleted = 1;
+    tomb.n_devices = 0;
+    assert_int_equal(msv_kt_leaf_encode(&tomb, &gone, &gone_len), MSV_OK);
+    assert_int_equal(msv_kt_leaf_encode(&e, &forged, &forged_len), MSV_OK);
+    server_sql(&s, "DELETE FROM account_handles WHERE handle = '+15550001';");
+    append_leaf(&s, "+15550001", gone, gone_len);
+    append_leaf(&s, "+15550001", forged, forged_len);
+    assert_int_equal(unlink(gate), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(job.err, MSV_OK);
+    assert_true(job.r->log_entries->n_entries >= 5); /* what the test appended was read */
+    assert_true(log_read_names(job.r, alice));
+    assert_false(log_read_names(job.r, mallory));
+    msv_frame_free(job.r);
+    free(leaf);
+    free(forged);
+    free(gone);
+    msv_client_close(alice);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
 /*
  * A monitor that starts late: alice registers and does not look; the operator logs a device
  * for her behind her back (version 2), then her laptop is linked and approved, which drops it
@@ -3957,6 +4104,87 @@ static void test_monitor_lineage_fork(void **state)
         fail_msg("the alarm: %s", last);
     assert_int_equal(monitor(alice, last), 0);
     msv_client_close(carol);
+    msv_client_close(bob);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A LogRead answer whose head carries no key directory root ([testing] log_read_epoch_fault):
+ * alice's monitor raises the lineage alarm, once, and goes on from the root her last lookup
+ * accepted (so the honest directory's next steps hold). Before, it copied 32 bytes of the missing
+ * root: read from nowhere (the monitor crashed) or pinned as the lineage.
+ */
+static void test_monitor_lineage_no_root(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol;
+    msv_frame *devs = NULL;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* where watching starts: the root pinned */
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra), "log_read_epoch_fault = true");
+    test_server_start(&s);
+    carol = client_for(&s, "carol", "carol@example.org");
+    drop_connection(alice);
+    assert_int_equal(monitor(alice, last), 1);
+    if (strstr(last, "carries no key directory root") == NULL)
+        fail_msg("the alarm: %s", last);
+    test_server_stop(&s);
+    s.extra[0] = '\0';
+    test_server_start(&s);
+    drop_connection(alice);
+    /* a lookup keeps the honest root: the lineage goes on from there */
+    assert_int_equal(msv_client_devices(alice, "carol@example.org", &devs), MSV_OK);
+    msv_frame_free(devs);
+    msv_client_close(client_for(&s, "dave", "dave@example.org"));
+    assert_int_equal(monitor(alice, last), 0);
+    assert_int_equal(monitor(alice, last), 0);
+    msv_client_close(carol);
+    msv_client_close(bob);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
+/*
+ * The log's cut-over, checked by every client's monitor as missive-audit checks it: alice's
+ * lineage reads the cut-over (entry 0) that LogEntries.cutover names, then the directory names
+ * the entry after it instead ([testing] log_cutover_fault): her monitor raises the lineage alarm,
+ * once. Before, clients took LogEntries.cutover unread: only auditors saw the cut-over move.
+ */
+static void test_monitor_cutover_moved(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    uint8_t *v = NULL;
+    size_t len = 0;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* where watching starts: the root pinned */
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* a step read: the cut-over named with it */
+    assert_int_equal(msv_client_db_get(alice->db, "kt_cutover", &v, &len), MSV_OK);
+    assert_int_equal(len, 8);
+    assert_int_equal(msv_get_u64be(v), 0);
+    free(v);
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra), "log_cutover_fault = true");
+    test_server_start(&s);
+    msv_client_close(client_for(&s, "carol", "carol@example.org"));
+    drop_connection(alice);
+    assert_int_equal(monitor(alice, last), 1);
+    if (strstr(last, "cut-over") == NULL)
+        fail_msg("the alarm: %s", last);
     msv_client_close(bob);
     msv_client_close(alice);
     test_server_cleanup(&s);
@@ -4160,6 +4388,44 @@ static void test_monitor_lineage_seen_bounded(void **state)
     assert_int_equal(monitor(bob, last), 1);
     assert_int_equal(monitor(bob, last), 0);
     msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A directory whose answer to alice's monitor holds more versions of her handle than an answer may
+ * (40 of them, [testing] owner_versions_max): refused, the alarm, and nothing of it taken. Before,
+ * the monitor took them all (and 256 would have wrapped its count of versions taken to 0).
+ */
+static void test_owner_versions_too_many(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice;
+    uint8_t *leaf = NULL;
+    size_t len = 0;
+    int64_t index = 0;
+    uint32_t version = 0;
+    uint64_t at = 0;
+    char last[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    s.leaf_version = 3; /* leaves that name their handle, appended below */
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* where watching starts: version 1 */
+    test_server_stop(&s);
+    forge_leaf(&s, "alice@example.org", NULL, 0, &leaf, &len, &index);
+    for (int i = 0; i < 40; i++)
+        append_leaf(&s, "alice@example.org", leaf, len);
+    free(leaf);
+    snprintf(s.extra, sizeof(s.extra), "owner_versions_max = 40");
+    test_server_start(&s);
+    assert_int_equal(monitor(alice, last), 1);
+    if (strstr(last, "more than the 32 an answer holds") == NULL)
+        fail_msg("the alarm: %s", last);
+    assert_int_equal(client_history_get(alice, "alice@example.org", &version, &at), MSV_OK);
+    assert_int_equal(version, 1);
+    msv_client_close(alice);
     test_server_cleanup(&s);
 }
 
@@ -4430,6 +4696,66 @@ static void test_forged_device_under_second_handle(void **state)
     second_handle_setup(&s, &alice, &mallory);
     test_server_stop(&s);
     forge_second_handle(&s, alice);
+    msv_client_close(alice);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
+static void all_alarms(void *ctx, const char *warning)
+{
+    char *all = ctx;
+    size_t used = strlen(all);
+
+    snprintf(all + used, 4000 - used, "%s | ", warning);
+}
+
+/*
+ * The directory logs mallory's device under alice's second handle, and alice removes the handle
+ * and adds it again before her monitor next looks: the versions between the one it checked last
+ * and her own removal are still hers to judge, and it raises the alarm for mallory's device.
+ * Before, the versions it was given started at the handle's newest tombstone, her removal, so the
+ * forged version was never judged (and the removal, taken as the first version, was said to be
+ * the server's).
+ */
+static void test_monitor_judges_before_own_removal(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *mallory;
+    static struct msv_kt_entry e;
+    uint8_t *leaf = NULL, *forged = NULL;
+    size_t len = 0, forged_len = 0, alarms = 0, count = 0;
+    int64_t index = 0;
+    int shown = 0;
+    char code[7], all[4000] = "";
+
+    (void)state;
+    second_handle_setup(&s, &alice, &mallory);
+    test_server_stop(&s);
+    forge_leaf(&s, "mallory@example.org", NULL, 0, &leaf, &len, &index);
+    assert_int_equal(msv_kt_leaf_parse(leaf, len, &e), MSV_OK);
+    snprintf(e.handle, sizeof(e.handle), "+15550001");
+    assert_int_equal(msv_kt_leaf_encode(&e, &forged, &forged_len), MSV_OK);
+    append_leaf(&s, "+15550001", forged, forged_len);
+    test_server_start(&s);
+    drop_connection(alice);
+    assert_int_equal(msv_client_handle_remove(alice, "+15550001"), MSV_OK);
+    assert_int_equal(msv_client_handle_add(alice, "+15550001"), MSV_OK);
+    test_server_code(&s, "+15550001", code);
+    assert_int_equal(msv_client_handle_verify(alice, "+15550001", code), MSV_OK);
+    reconnect(alice);
+    assert_int_equal(msv_client_receive(alice, 300, count_new, &shown, &count), MSV_OK);
+    assert_int_equal(msv_client_monitor(alice, all_alarms, all, &alarms), MSV_OK);
+    /* (the forged set left out alice's phone: listed again after it, it is said to be back) */
+    if (strstr(all, "for this account, and this device was never told of it") == NULL ||
+        strstr(all, "took it away") != NULL)
+        fail_msg("the alarms (%zu): %s", alarms, all);
+    /* nothing more to judge: the next run is quiet */
+    all[0] = '\0';
+    assert_int_equal(msv_client_monitor(alice, all_alarms, all, &alarms), MSV_OK);
+    if (alarms != 0)
+        fail_msg("the alarms the next run (%zu): %s", alarms, all);
+    free(leaf);
+    free(forged);
     msv_client_close(alice);
     msv_client_close(mallory);
     test_server_cleanup(&s);
@@ -6128,6 +6454,7 @@ int main(void)
         cmocka_unit_test(test_key_directory_newest_version),
         cmocka_unit_test(test_device_id_reused),
         cmocka_unit_test(test_forged_device_under_second_handle),
+        cmocka_unit_test(test_monitor_judges_before_own_removal),
         cmocka_unit_test(test_monitor_keeps_dropped_handle),
         cmocka_unit_test(test_away_device_handle_taken),
         cmocka_unit_test(test_default_send_as_first_handle),
@@ -6144,15 +6471,19 @@ int main(void)
         cmocka_unit_test(test_monitor_state_upgraded),
         cmocka_unit_test(test_monitor_versions_after_cut_over),
         cmocka_unit_test(test_owner_versions_paged),
+        cmocka_unit_test(test_owner_versions_too_many),
         cmocka_unit_test(test_owner_versions_two_handles),
         cmocka_unit_test(test_owner_history_forged_version),
         cmocka_unit_test(test_owner_history_skipped_version),
         cmocka_unit_test(test_owner_history_skipped_version_v3),
         cmocka_unit_test(test_recycled_handle_versions),
         cmocka_unit_test(test_recycled_handle_log_read),
+        cmocka_unit_test(test_log_read_racing_handle_removal),
         cmocka_unit_test(test_monitor_starts_late),
         cmocka_unit_test(test_monitor_rate_limited_alarm),
         cmocka_unit_test(test_monitor_lineage_fork),
+        cmocka_unit_test(test_monitor_lineage_no_root),
+        cmocka_unit_test(test_monitor_cutover_moved),
         cmocka_unit_test(test_monitor_lineage_sender_only),
         cmocka_unit_test(test_monitor_lineage_seen_kept),
         cmocka_unit_test(test_monitor_lineage_stall_alarm),
@@ -6170,6 +6501,7 @@ int main(void)
         cmocka_unit_test(test_outbox_goes_on_past_a_failure),
         cmocka_unit_test(test_lost_prekey_answer),
         cmocka_unit_test(test_rotation_answer_dropped),
+        cmocka_unit_test(test_keys_unpublished_told),
         cmocka_unit_test(test_old_last_resort_refused),
         cmocka_unit_test(test_gone_device_rechecked),
         cmocka_unit_test(test_sealed_to_key_let_go),

@@ -624,8 +624,9 @@ msv_err msv_client_connect(struct msv_client *c)
         return err;
     }
     /* prekeys for sessions and the delivery token, when the server lacks them; without
-     * them, senders use the suite's own envelope and send unsealed */
-    (void)msv_sessions_publish(c);
+     * them, senders use the suite's own envelope and send unsealed: a failure is told and
+     * counted, and the next connection tries again */
+    client_publish_keys(c);
     /* the digests of envelopes read are kept as long as a message may be taken; failing
      * to forget old ones only keeps them longer */
     err = msv_client_db_envelopes_forget(c->db, msv_wall_ms() - SEEN_KEEP_MS);

@@ -64,6 +64,13 @@ struct msv_client {
      * (msv_client_classical_read), and said each time; may be NULL */
     void (*on_classical)(void *ctx, const char *handle, uint64_t device_id, const char *warning);
     int64_t unopened_said_ms; /* when on_unopened was last called (monotonic ms) */
+    /* this device's keys (prekeys, the delivery token, MLS KeyPackages) could not be published
+     * when it connected (a refusal other than "slow down", or no answer): counted
+     * (msv_client_keys_unpublished), tried again at the next connection; may be NULL */
+    void (*on_keys_unpublished)(void *ctx, const char *warning);
+    /* monotonic ms when a failed publishing is tried again on this connection (0: none failed),
+     * and the wait before it: a minute, doubled at each failure up to an hour */
+    int64_t keys_retry_at, keys_backoff_ms;
     /* a message went to handle without sealed sender (the relay refused its delivery token) */
     void (*on_unsealed)(void *ctx, const char *handle);
     /* a received file's download, piece by piece; may be NULL */
@@ -765,6 +772,14 @@ uint64_t msv_client_sealed_unopenable(struct msv_client *c);
 uint64_t msv_client_prekeys_reclaimed(struct msv_client *c);
 /* How many classical envelopes from device_id this post-quantum device read (on_classical). */
 uint64_t msv_client_classical_read(struct msv_client *c, uint64_t device_id);
+/* How many times this device's keys could not be published on connecting (on_keys_unpublished). */
+uint64_t msv_client_keys_unpublished(struct msv_client *c);
+/*
+ * Publishes this device's keys again on the open connection if publishing them failed and its
+ * wait (keys_retry_at) has passed: for a process that stays connected (the daemon), which would
+ * otherwise try again only when it reconnects. A failure is told and counted again.
+ */
+void msv_client_keys_retry(struct msv_client *c);
 /* Tells on_unopened of such envelopes not told of yet (at most once a minute per process). */
 void msv_client_tell_unopened(struct msv_client *c);
 

@@ -281,7 +281,11 @@ msv_err msv_client_handle_remove(struct msv_client *c, const char *handle)
         n = k;
         err = remember_handles(c, handles, n);
     }
-    if (err == MSV_OK) /* this device removed it: no tombstone to wait for */
+    /* this device removed it: its tombstone is expected, should the handle be added again and
+     * its versions since the last look (up to the removal) read after all; no watch waits for it */
+    if (err == MSV_OK)
+        err = client_handle_removed(c, handle);
+    if (err == MSV_OK)
         err = client_handle_unwatch(c, handle);
     msv_handles_free(handles, n);
     return err;

@@ -353,6 +353,11 @@ uint32_t client_setting_u32(struct msv_client_db *db, const char *name);
 uint64_t client_counter(struct msv_client *c, const char *name);
 /* Adds one to the count kept in setting name. */
 msv_err client_counter_bump(struct msv_client *c, const char *name);
+/*
+ * Publishes this device's keys on connecting (msv_sessions_publish); a failure other than the
+ * server's "slow down" is counted and told (on_keys_unpublished), never only dropped.
+ */
+void client_publish_keys(struct msv_client *c);
 /* The setting name of a count per device: "<prefix>:<device_id>". */
 void client_device_counter_name(const char *prefix, uint64_t device_id, char name[64]);
 msv_err client_sealing_key(struct msv_client *c, const char *handle, uint64_t device_id,

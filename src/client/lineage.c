@@ -8,6 +8,8 @@
  * show this device a step from the tree it pinned.
  *
  * Setting "kt_monitor_epoch": u64be log size, the key directory's root (32) for it.
+ * Setting "kt_cutover": u64be the index of the log's cut-over entry (docs/transparency.md, "Leaves
+ * that name no handle"), once an answer named it: checked in every answer as missive-audit does.
  * Setting "kt_seen_roots": the roots lookups showed this device that the pinned lineage has not
  * reached yet, checked when its steps reach their size: u32be count of roots not kept (the list
  * was full), then up to SEEN_MAX of (u64be log size, root (32), u64be ms since the epoch when
@@ -22,6 +24,7 @@
 
 #include "client/internal.h"
 #include "client/requests.h"
+#include "client/lineage.h"
 #include "client/transparency.h"
 #include "missive/ptree.h"
 #include "missive/util.h"
@@ -31,9 +34,9 @@
 #define LINEAGE_LEN (8 + MSV_PT_HASH_LEN)
 /* LogRead answers a run reads (256 entries each at most): the rest waits for the next run */
 #define PAGES_MAX 16
+#define CUTOVER "kt_cutover" /* u64be the log's cut-over entry, once an answer named it */
 #define SEEN "kt_seen_roots"
 /* roots kept for checking; when full the smallest sizes stay, the rest are counted and told */
-#define SEEN_MAX 64
 #define SEEN_ENTRY (8 + MSV_PT_HASH_LEN + 8)
 /* a root a lookup showed that stays unchecked this long is told (again a day later) */
 #define SEEN_STALL_MS (24LL * 3600 * 1000)
@@ -63,6 +66,28 @@ static msv_err lineage_newest(struct msv_client *c, struct lineage *l)
     if (err == MSV_OK)
         memcpy(l->root, epoch, MSV_PT_HASH_LEN);
     return err;
+}
+
+/* The log's cut-over this device's lineage read (setting CUTOVER); -1 before it knows one. */
+static int64_t cutover_get(struct msv_client_db *db)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int64_t at = -1;
+
+    if (msv_client_db_get(db, CUTOVER, &v, &len) == MSV_OK && len == 8 &&
+        msv_get_u64be(v) <= INT64_MAX)
+        at = (int64_t)msv_get_u64be(v);
+    free(v);
+    return at;
+}
+
+static msv_err cutover_put(struct msv_client_db *db, int64_t at)
+{
+    uint8_t v[8];
+
+    msv_put_u64be(v, (uint64_t)at);
+    return msv_client_db_set(db, CUTOVER, v, sizeof(v));
 }
 
 static msv_err lineage_get(struct msv_client *c, struct lineage *l)
@@ -131,18 +156,8 @@ static msv_err classify(const Msv__Wire__LogEntries *r, const struct msv_kt_head
     return MSV_OK;
 }
 
-struct seen_roots {
-    uint32_t dropped;
-    size_t n;
-    struct {
-        uint64_t size;
-        uint8_t root[MSV_PT_HASH_LEN];
-        int64_t at;
-    } e[SEEN_MAX];
-};
-
 /* A setting that does not parse counts as roots not kept (told, never silently lost). */
-static void seen_get(struct msv_client_db *db, struct seen_roots *s)
+static void seen_get(struct msv_client_db *db, struct msv_kt_seen_roots *s)
 {
     uint8_t *v = NULL;
     size_t len = 0;
@@ -166,7 +181,7 @@ static void seen_get(struct msv_client_db *db, struct seen_roots *s)
     free(v);
 }
 
-static msv_err seen_put(struct msv_client_db *db, const struct seen_roots *s)
+static msv_err seen_put(struct msv_client_db *db, const struct msv_kt_seen_roots *s)
 {
     uint8_t v[4 + SEEN_MAX * SEEN_ENTRY];
 
@@ -184,7 +199,7 @@ static msv_err seen_put(struct msv_client_db *db, const struct seen_roots *s)
 msv_err msv_kt_seen_add(struct msv_client_db *db, uint64_t size,
                         const uint8_t root[MSV_PT_HASH_LEN])
 {
-    static _Thread_local struct seen_roots s;
+    static _Thread_local struct msv_kt_seen_roots s;
     size_t at = 0;
 
     seen_get(db, &s);
@@ -210,7 +225,7 @@ msv_err msv_kt_seen_add(struct msv_client_db *db, uint64_t size,
 }
 
 /* Forgets the roots at sizes up to the pinned one (checked, or passed by an alarm). */
-static void seen_drop_upto(struct seen_roots *s, uint64_t size)
+static void seen_drop_upto(struct msv_kt_seen_roots *s, uint64_t size)
 {
     size_t k = 0;
 
@@ -265,23 +280,98 @@ static void lineage_alarm(const char *warning, void (*on_alarm)(void *, const ch
 
 /* The steps of page r (held from start) build, at every size it reaches that a lookup showed this
  * device, the root that lookup showed; *size says which one does not. */
-static int seen_fit(const Msv__Wire__LogEntries *r, const struct lineage *l,
-                    const struct seen_roots *s, const struct page *pg,
+static int seen_fit(const Msv__Wire__LogEntries *r, uint64_t from,
+                    const struct msv_kt_seen_roots *s, const struct page *pg,
                     const uint8_t start[MSV_PT_HASH_LEN], uint64_t *size)
 {
     uint8_t root[MSV_PT_HASH_LEN];
 
-    for (size_t i = 0; i < s->n; i++) {
-        if (s->e[i].size <= l->size || s->e[i].size > l->size + r->n_entries)
+    for (size_t i = 0; s != NULL && i < s->n; i++) {
+        if (s->e[i].size <= from || s->e[i].size > from + r->n_entries)
             continue;
         memcpy(root, start, MSV_PT_HASH_LEN);
         *size = s->e[i].size;
         if (root_after(r->append_proof.data, r->append_proof.len, pg->adds,
-                       (size_t)(s->e[i].size - l->size), root) != MSV_OK ||
+                       (size_t)(s->e[i].size - from), root) != MSV_OK ||
             sodium_memcmp(root, s->e[i].root, MSV_PT_HASH_LEN) != 0)
             return 0;
     }
     return 1;
+}
+
+/* The answer's head carries a key directory root signed by its log key for size entries. */
+static int epoch_signed(const Msv__Wire__LogEntries *r, uint64_t size)
+{
+    const Msv__Wire__TreeHead *w = r->head;
+
+    return w != NULL && w->epoch_root.len == MSV_PT_HASH_LEN &&
+           w->epoch_signature.len == MSV_PT_SIG_LEN && r->log_key.len == MSV_KT_KEY_LEN &&
+           msv_pt_epoch_verify(r->log_key.data, size, w->epoch_root.data,
+                               w->epoch_signature.data) == MSV_OK;
+}
+
+/* The first entry of r that may not stand where it is given the cut-over (msv_kt_fits_cutover);
+ * r->n_entries if none. */
+static size_t misplaced(const Msv__Wire__LogEntries *r, int64_t cutover)
+{
+    size_t i = 0;
+
+    while (i < r->n_entries && msv_kt_fits_cutover(r->entries[i], cutover))
+        i++;
+    return i;
+}
+
+int msv_kt_lineage_page(const Msv__Wire__LogEntries *r, const struct msv_kt_head *head,
+                        uint64_t from, uint8_t root[MSV_PT_HASH_LEN], int64_t cutover,
+                        const struct msv_kt_seen_roots *seen, char *why, size_t why_len)
+{
+    static _Thread_local struct page pg;
+    uint8_t start_root[MSV_PT_HASH_LEN], end_root[MSV_PT_HASH_LEN];
+    const Msv__Wire__TreeHead *w = r->head;
+    enum msv_pt_step_fault fault = MSV_PT_STEP_OK;
+    uint64_t seen_size = 0;
+    size_t bad = 0;
+    int have = 1;
+
+    memcpy(start_root, root, MSV_PT_HASH_LEN);
+    memcpy(end_root, root, MSV_PT_HASH_LEN);
+    if (!epoch_signed(r, head->size))
+        snprintf(why, why_len,
+                 "its head of %" PRIu64 " entries carries no key directory root "
+                 "signed by the log key",
+                 head->size);
+    else if (r->n_entries == 0 || head->size <= from || r->n_entries > head->size - from ||
+             classify(r, head, from, &pg) != MSV_OK)
+        snprintf(why, why_len, "its entries from %" PRIu64 " are not proven in its log", from);
+    else if ((bad = misplaced(r, cutover)) < r->n_entries)
+        snprintf(why, why_len,
+                 "entry %" PRIu64 ", after the log's cut-over (entry %" PRId64 "), is not a "
+                 "version-4 leaf given whole: it hides what the key directory holds, or names a "
+                 "handle",
+                 from + bad, cutover);
+    else if (msv_pt_verify_steps(r->append_proof.data, r->append_proof.len, pg.adds, r->n_entries,
+                                 &have, end_root, &bad, &fault) != MSV_OK ||
+             msv_pt_steps_match(r->append_proof.data, r->append_proof.len, r->n_entries,
+                                (const uint8_t(*)[MSV_PT_LABEL_LEN + MSV_PT_VALUE_LEN]) pg.want,
+                                pg.has, &bad) != MSV_OK)
+        snprintf(why, why_len,
+                 "log entry %" PRIu64 "'s append-only step does not grow the tree "
+                 "this device checked",
+                 from + bad);
+    else if (from + r->n_entries == head->size &&
+             sodium_memcmp(end_root, w->epoch_root.data, MSV_PT_HASH_LEN) != 0)
+        snprintf(why, why_len, "the steps do not end at the root signed for %" PRIu64 " entries",
+                 head->size);
+    else if (!seen_fit(r, from, seen, &pg, start_root, &seen_size))
+        snprintf(why, why_len,
+                 "the root a lookup showed this device for %" PRIu64 " entries is not the tree "
+                 "the steps build there",
+                 seen_size);
+    else {
+        memcpy(root, end_root, MSV_PT_HASH_LEN);
+        return 1;
+    }
+    return 0;
 }
 
 /*
@@ -290,21 +380,13 @@ static int seen_fit(const Msv__Wire__LogEntries *r, const struct lineage *l,
  * why); *done: the pinned size reached the head's.
  */
 static msv_err take_page(struct msv_client *c, const Msv__Wire__LogEntries *r, struct lineage *l,
-                         const struct seen_roots *seen, int *fork, int *done, char *why,
-                         size_t why_len)
+                         const struct msv_kt_seen_roots *seen, int64_t *cutover, int *fork,
+                         int *done, char *why, size_t why_len)
 {
-    static _Thread_local struct page pg;
-    uint8_t start_root[MSV_PT_HASH_LEN];
     Msv__Wire__LogEntries head_only = *r;
-    const Msv__Wire__TreeHead *w = r->head;
-    enum msv_pt_step_fault fault = MSV_PT_STEP_OK;
     struct msv_kt_head head;
-    uint64_t seen_size = 0;
-    size_t bad = 0;
-    int have = 1;
     msv_err err;
 
-    memcpy(start_root, l->root, MSV_PT_HASH_LEN);
     head_only.n_entries = 0; /* the entries are checked below: some are leaf hashes */
     err = msv_kt_check_entries(c->db, &head_only, l->size, &head, why, why_len);
     if (err != MSV_OK)
@@ -314,40 +396,20 @@ static msv_err take_page(struct msv_client *c, const Msv__Wire__LogEntries *r, s
         *done = 1;
         return MSV_OK;
     }
-    *fork = 1;
-    if (w->epoch_root.len != MSV_PT_HASH_LEN || w->epoch_signature.len != MSV_PT_SIG_LEN ||
-        msv_pt_epoch_verify(r->log_key.data, head.size, w->epoch_root.data,
-                            w->epoch_signature.data) != MSV_OK)
-        snprintf(why, why_len,
-                 "its head of %" PRIu64 " entries carries no key directory root "
-                 "signed by the log key",
-                 head.size);
-    else if (r->n_entries == 0 || classify(r, &head, l->size, &pg) != MSV_OK)
-        snprintf(why, why_len, "its entries from %" PRIu64 " are not proven in its log", l->size);
-    else if (msv_pt_verify_steps(r->append_proof.data, r->append_proof.len, pg.adds, r->n_entries,
-                                 &have, l->root, &bad, &fault) != MSV_OK ||
-             msv_pt_steps_match(r->append_proof.data, r->append_proof.len, r->n_entries,
-                                (const uint8_t(*)[MSV_PT_LABEL_LEN + MSV_PT_VALUE_LEN]) pg.want,
-                                pg.has, &bad) != MSV_OK)
-        snprintf(why, why_len,
-                 "log entry %" PRIu64 "'s append-only step does not grow the tree "
-                 "this device checked",
-                 l->size + bad);
-    else if (l->size + r->n_entries == head.size &&
-             sodium_memcmp(l->root, w->epoch_root.data, MSV_PT_HASH_LEN) != 0)
-        snprintf(why, why_len, "the steps do not end at the root signed for %" PRIu64 " entries",
-                 head.size);
-    else if (!seen_fit(r, l, seen, &pg, start_root, &seen_size))
-        snprintf(why, why_len,
-                 "the root a lookup showed this device for %" PRIu64 " entries is not the tree "
-                 "the steps build there",
-                 seen_size);
-    else
-        *fork = 0;
-    if (*fork) { /* the alarm once; the watch goes on from the directory's newest root */
+    /* the log's cut-over, as missive-audit checks it: where leaves stop naming handles */
+    *fork = msv_kt_check_cutover(r, &head, l->size, l->size, cutover, why, why_len) != MSV_OK ||
+            !msv_kt_lineage_page(r, &head, l->size, l->root, *cutover, seen, why, why_len);
+    if (*fork && epoch_signed(r, head.size)) {
+        /* the alarm once; the watch goes on from the directory's newest root */
         l->size = head.size;
-        memcpy(l->root, w->epoch_root.data, MSV_PT_HASH_LEN);
+        memcpy(l->root, r->head->epoch_root.data, MSV_PT_HASH_LEN);
         *done = 1;
+    } else if (*fork) {
+        /* no signed root in the head (none, or not 32 bytes, which was copied as 32): the one
+         * this device's last lookup accepted, as when the steps are gone */
+        err = lineage_newest(c, l);
+        *done = 1;
+        return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
     } else {
         l->size += r->n_entries;
     }
@@ -359,8 +421,8 @@ static msv_err take_page(struct msv_client *c, const Msv__Wire__LogEntries *r, s
  * and those the lineage has not reached for SEEN_STALL_MS (its LogRead limited, or the log far
  * ahead); said again a day later.
  */
-static void seen_tell(struct seen_roots *s, void (*on_alarm)(void *, const char *), void *ctx,
-                      size_t *alarms)
+static void seen_tell(struct msv_kt_seen_roots *s, void (*on_alarm)(void *, const char *),
+                      void *ctx, size_t *alarms)
 {
     int64_t now = msv_wall_ms(), oldest = s->n != 0 ? s->e[0].at : now;
     char warning[500];
@@ -394,7 +456,7 @@ static void seen_tell(struct seen_roots *s, void (*on_alarm)(void *, const char 
 msv_err client_lineage_check(struct msv_client *c, void (*on_alarm)(void *, const char *),
                              void *ctx, size_t *alarms)
 {
-    static _Thread_local struct seen_roots seen;
+    static _Thread_local struct msv_kt_seen_roots seen;
     struct lineage l;
     msv_err err = lineage_get(c, &l);
     int done = 0, known = err == MSV_OK; /* l holds a size */
@@ -427,7 +489,11 @@ msv_err client_lineage_check(struct msv_client *c, void (*on_alarm)(void *, cons
             err = MSV_OK; /* limited: the next run reads on (seen_tell if it never does) */
             break;
         } else if (err == MSV_OK) {
-            err = take_page(c, r->log_entries, &l, &seen, &fork, &done, why, sizeof(why));
+            int64_t cutover = cutover_get(c->db), was = cutover;
+
+            err = take_page(c, r->log_entries, &l, &seen, &cutover, &fork, &done, why, sizeof(why));
+            if (err == MSV_OK && cutover != was)
+                err = cutover_put(c->db, cutover);
         }
         msv_frame_free(r);
         if (err == MSV_ERR_AUTH) { /* a head the checks refuse */

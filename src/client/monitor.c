@@ -36,6 +36,8 @@
 #define SET_RECORD (8 + 32)
 #define HISTORY_CHECKED "kt_monitor_checked" /* u64be ms: the last history proof checked */
 #define HISTORY_INTERVAL_MS (3600LL * 1000)
+/* versions of one handle an owner lookup's answer holds, at most (docs/transparency.md) */
+#define VERSIONS_PER_ANSWER 32
 /* owner lookups of versions in one run of the monitor: the versions past them wait for the next */
 #define ROUNDS_MAX 16
 /* u64be ms: when a watch last read every version of the account's handles to the newest */
@@ -214,7 +216,7 @@ struct watch {
     uint32_t *version;
     uint64_t *index, *from; /* from: the versions asked for (1: the whole history) */
     uint8_t *bad;           /* a version of the handle was not proven: the rest wait */
-    uint8_t *taken;         /* versions of the handle taken from this answer */
+    uint8_t *taken;         /* a version of the handle was taken from this answer (a flag) */
     int joined;             /* the versions before this device's first are behind */
 };
 
@@ -355,6 +357,12 @@ static msv_err take_versions(struct msv_client *c, struct watch *w, const struct
     for (h = 0; h < w->n; h++) {
         const Msv__Wire__HandleDevices *hd = w->r->results[h];
 
+        if (hd->n_versions > VERSIONS_PER_ANSWER) { /* the protocol's bound, and this code's */
+            snprintf(c->why.message, sizeof(c->why.message),
+                     "it gives %zu versions of %s in one answer, more than the %d an answer holds",
+                     hd->n_versions, w->handles[h], VERSIONS_PER_ANSWER);
+            return MSV_ERR_AUTH;
+        }
         given += w->from[h] != 0 ? hd->n_versions : 0;
         if (w->from[h] == 0 || !hd->versions_more)
             continue;
@@ -401,7 +409,7 @@ static msv_err take_versions(struct msv_client *c, struct watch *w, const struct
         if (v->version != w->version[h] + 1 && !(e.deleted && w->taken[h] == 0))
             skipped_alarm(w, h, v->version, w->version[h] + 1, v->entry->index, a);
         err = take_entry(c, w, h, &e, v->entry->index, w->version[h] == 0, a);
-        w->taken[h]++;
+        w->taken[h] = 1; /* a flag, never a count: 256 versions would wrap a uint8_t to 0 */
         w->version[h] = v->version;
         w->index[h] = v->entry->index;
         if (err == MSV_OK)

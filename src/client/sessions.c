@@ -702,6 +702,54 @@ msv_err msv_sessions_publish(struct msv_client *c)
     return err;
 }
 
+/* "keys-unpublished": u64be count of connections whose publish failed */
+#define KEYS_UNPUBLISHED "keys-unpublished"
+
+uint64_t msv_client_keys_unpublished(struct msv_client *c)
+{
+    return client_counter(c, KEYS_UNPUBLISHED);
+}
+
+/* the wait before a failed publishing is tried again on the same connection, and its bound */
+#define KEYS_RETRY_FIRST_MS (60LL * 1000)
+#define KEYS_RETRY_MAX_MS (3600LL * 1000)
+
+void client_publish_keys(struct msv_client *c)
+{
+    char warning[sizeof(c->why.message) + 400];
+    msv_err err;
+
+    memset(&c->why, 0, sizeof(c->why));
+    err = msv_sessions_publish(c);
+    if (err == MSV_OK || c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED) {
+        /* limited: the server still holds what it held, and the next connection tops up */
+        c->keys_retry_at = c->keys_backoff_ms = 0;
+        return;
+    }
+    c->keys_backoff_ms = c->keys_backoff_ms == 0                      ? KEYS_RETRY_FIRST_MS
+                         : c->keys_backoff_ms < KEYS_RETRY_MAX_MS / 2 ? 2 * c->keys_backoff_ms
+                                                                      : KEYS_RETRY_MAX_MS;
+    c->keys_retry_at = msv_mono_ms() + c->keys_backoff_ms;
+    if (client_counter_bump(c, KEYS_UNPUBLISHED) != MSV_OK) {
+        /* told all the same: the count is only what the user may look up later */
+    }
+    snprintf(warning, sizeof(warning),
+             "this device's keys could not be published to the server (%s%s%s): senders may "
+             "find none to start a session, seal or add it to a group with, and send without "
+             "forward secrecy or not at all; tried again at the next connection, or on this one "
+             "after %lld s",
+             msv_strerror(err), c->why.message[0] != '\0' ? ": " : "", c->why.message,
+             (long long)(c->keys_backoff_ms / 1000));
+    if (c->on_keys_unpublished != NULL)
+        c->on_keys_unpublished(c->ctx, warning);
+}
+
+void msv_client_keys_retry(struct msv_client *c)
+{
+    if (c->conn != NULL && c->keys_retry_at != 0 && msv_mono_ms() >= c->keys_retry_at)
+        client_publish_keys(c);
+}
+
 static msv_err publish_locked(struct msv_client *c)
 {
     struct msv_prekey keys[MSV_PREKEYS_BATCH], spk;

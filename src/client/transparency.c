@@ -641,6 +641,56 @@ msv_err msv_kt_check_lookup(struct msv_client_db *db, const Msv__Wire__LookupRes
     return err == MSV_OK ? pin_results(db, r) : err;
 }
 
+msv_err msv_kt_check_cutover(const Msv__Wire__LogEntries *r, const struct msv_kt_head *head,
+                             uint64_t from, uint64_t read, int64_t *cutover, char *why,
+                             size_t why_len)
+{
+    static _Thread_local uint8_t path[MSV_KT_PROOF_MAX][MSV_KT_HASH_LEN];
+    const Msv__Wire__LogProof *p = r->cutover;
+    uint8_t h[MSV_KT_HASH_LEN];
+
+    if (p == NULL) {
+        if (*cutover >= 0 && (uint64_t)*cutover < head->size)
+            return refuse(why, why_len,
+                          "the answer does not name the log's cut-over (entry %lld): it would "
+                          "hide where leaves stop naming handles",
+                          (long long)*cutover);
+        return MSV_OK;
+    }
+    msv_kt_leaf_hash(p->leaf.data, p->leaf.len, h);
+    if (p->index >= head->size || msv_kt_cutover_leaf_parse(p->leaf.data, p->leaf.len) != MSV_OK ||
+        !proof_hashes(p->path, p->n_path, path) ||
+        msv_merkle_verify_inclusion(h, p->index, head->size, path, p->n_path, head->root) != MSV_OK)
+        return refuse(why, why_len,
+                      "the log's cut-over the answer names (entry %llu) is not a cut-over entry "
+                      "in the tree its head signs: the cut-over moved",
+                      (unsigned long long)p->index);
+    if (*cutover >= 0 && (uint64_t)*cutover != p->index)
+        return refuse(why, why_len,
+                      "the log's cut-over moved: the answer names entry %llu, this reader "
+                      "read it at entry %lld",
+                      (unsigned long long)p->index, (long long)*cutover);
+    if (*cutover < 0 && p->index >= from && p->index < read)
+        return refuse(why, why_len,
+                      "entry %llu, which the answer names the log's cut-over, was given to "
+                      "this reader as another entry",
+                      (unsigned long long)p->index);
+    *cutover = (int64_t)p->index;
+    return MSV_OK;
+}
+
+int msv_kt_fits_cutover(const Msv__Wire__LogProof *p, int64_t cutover)
+{
+    struct msv_kt_rotation rot;
+    struct msv_kt_v4_leaf v4;
+
+    if (msv_kt_cutover_leaf_parse(p->leaf.data, p->leaf.len) == MSV_OK)
+        return p->leaf_hash.len == 0 && (cutover < 0 || (uint64_t)cutover == p->index);
+    return cutover < 0 || p->index < (uint64_t)cutover ||
+           msv_kt_rotation_leaf_parse(p->leaf.data, p->leaf.len, &rot) == MSV_OK ||
+           msv_kt_v4_leaf_parse(p->leaf.data, p->leaf.len, &v4) == MSV_OK;
+}
+
 msv_err msv_kt_check_entries(struct msv_client_db *db, const Msv__Wire__LogEntries *r,
                              uint64_t start, struct msv_kt_head *head, char *why, size_t why_len)
 {

@@ -138,6 +138,25 @@ MSV_MUST_CHECK msv_err msv_kt_check_gossip_epoch(struct msv_client_db *db, uint6
                                                  const uint8_t epoch[MSV_LOG_EPOCH_LEN], int *fits);
 
 /*
+ * The log's cut-over an answer names (LogEntries.cutover, docs/transparency.md "Leaves that name
+ * no handle"), against the head it was checked with and the cut-over the reader knows (*cutover:
+ * its index, -1 if none): a cut-over entry proven in head, the one known, and not an entry of
+ * [from, read) the reader was given as another; left out only while none is known below head's
+ * size. MSV_OK (*cutover set to the one named), or MSV_ERR_AUTH with why said. Shared by
+ * missive-audit and every client's monitor (lineage.c).
+ */
+MSV_MUST_CHECK msv_err msv_kt_check_cutover(const Msv__Wire__LogEntries *r,
+                                            const struct msv_kt_head *head, uint64_t from,
+                                            uint64_t read, int64_t *cutover, char *why,
+                                            size_t why_len);
+/*
+ * 1 if log entry p may stand where it is given the cut-over at index cutover (-1: none known):
+ * after it, only a rotation or a version-4 leaf given whole (a hash would hide what the key
+ * directory holds, another leaf names a handle); a cut-over entry only at cutover, given whole.
+ */
+int msv_kt_fits_cutover(const Msv__Wire__LogProof *p, int64_t cutover);
+
+/*
  * Checks a LogEntries answer to a read from start: its head as above, and
  * every entry proven at its index (start, start + 1, ...) in head's tree.
  * head receives the answer's head.

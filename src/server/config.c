@@ -124,11 +124,14 @@ static const struct option_def options[] = {
     {"testing", "commit_delay_ms", OPT_U32, F(commit_delay_ms), 0, 60000},
     {"testing", "drop_prekey_answers", OPT_BOOL, F(drop_prekey_answers), 0, 1},
     {"testing", "owner_versions_stall", OPT_BOOL, F(owner_versions_stall), 0, 1},
+    {"testing", "owner_versions_max", OPT_U32, F(owner_versions_max), 0, 1000},
     {"testing", "lookup_substitute", OPT_STR, F(lookup_substitute), 0, 0},
     {"testing", "keydir_rewrite", OPT_STR, F(keydir_rewrite), 0, 0},
     {"testing", "log_read_hash_fault", OPT_U32, F(log_read_hash_fault), 0, 4},
     {"testing", "kt_v4_leaf_fault", OPT_BOOL, F(kt_v4_leaf_fault), 0, 1},
     {"testing", "log_cutover_fault", OPT_BOOL, F(log_cutover_fault), 0, 1},
+    {"testing", "log_read_epoch_fault", OPT_BOOL, F(log_read_epoch_fault), 0, 1},
+    {"testing", "log_read_gate", OPT_STR, F(log_read_gate), 0, 0},
     {"testing", "keydir_v4_mismatch", OPT_U64, F(keydir_v4_mismatch), 0, 1e15},
 };
 

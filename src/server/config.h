@@ -90,6 +90,7 @@ struct msv_config {
     int trust_store_log;            /* tests only: serve the log's leaves unchecked (dishonest) */
     char keydir_forge[300];         /* tests only: "HANDLE VERSION" put in the key directory only */
     int owner_versions_stall;       /* tests only: owners' monitors told "more", given none */
+    uint32_t owner_versions_max;    /* tests only: versions of a handle an answer holds (not 32) */
     char lookup_substitute[520];    /* tests only: "A B": lookups of A get B's result */
     char keydir_rewrite[300];       /* tests only: "change INDEX" or "remove INDEX" (keydir.h) */
     char keydir_skip[300];          /* tests only: "HANDLE VERSION" its next version's number */
@@ -99,6 +100,8 @@ struct msv_config {
                                        version-4 leaves too */
     int kt_v4_leaf_fault;           /* tests only: a lookup shows the entry before its leaf's */
     int log_cutover_fault;          /* tests only: LogRead names another entry its cut-over */
+    int log_read_epoch_fault;       /* tests only: LogRead's head with entries has no epoch root */
+    char log_read_gate[300];        /* tests only: see msv_kt_log.read_gate */
     uint64_t keydir_v4_mismatch;    /* tests only: log entry N's tree entry is not its leaf's (N
                                        appended while missived runs) */
     uint32_t mls_commit_pause_ms;   /* tests only: a pause between an MLS commit's read and write */

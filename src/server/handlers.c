@@ -1986,8 +1986,11 @@ static int versions_asked(struct msv_conn_state *c, uint64_t request_id,
     ask->versions_from = from;
     if (wanted == 0)
         return 0;
-    ask->versions_max = msv_server_take_upto(c->w->srv, MSV_LIMIT_LOOKUP, c->account_id,
-                                             (long)(wanted * MSV_KT_VERSIONS_MAX));
+    /* tests only: a dishonest server's answer with more versions of a handle than it may hold */
+    ask->handle_max = c->w->srv->cfg.owner_versions_max;
+    ask->versions_max = msv_server_take_upto(
+        c->w->srv, MSV_LIMIT_LOOKUP, c->account_id,
+        (long)(wanted * (ask->handle_max != 0 ? ask->handle_max : MSV_KT_VERSIONS_MAX)));
     if (ask->versions_max == 0) {
         msv_conn_send_error(c, request_id, E_RATE, "too many lookups; slow down");
         return -1;
@@ -2071,6 +2074,7 @@ static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
             goto out;
         ask.history = own;
     }
+    ask.account_id = c->account_id;
     if (q->n_versions_from > 0 && ((from = calloc(n, sizeof(*from))) == NULL ||
                                    versions_asked(c, f->request_id, q, own, from, &ask) != 0)) {
         if (from == NULL)
@@ -2114,6 +2118,9 @@ out:
  * gets that many and pages on; one with none is refused. A read of the head
  * alone costs one token; unused tokens go back.
  */
+/* reads of the log started over because the reader's handles changed meanwhile (kt_log.h) */
+#define LOG_READ_TRIES 3
+
 static enum msv_kt_hide log_read_hide(const struct msv_server *s, const struct msv_conn_state *c)
 {
     switch (s->cfg.log_read_hash_fault) { /* tests only: a dishonest server */
@@ -2142,9 +2149,7 @@ static void handle_log_read(struct msv_conn_state *c, const msv_frame *f)
     size_t granted = msv_server_take_upto(s, MSV_LIMIT_LOG, key, want);
     uint64_t proofs_from = 0;
     enum msv_kt_hide hide = log_read_hide(s, c);
-    char **own = NULL;
-    size_t n_own = 0;
-    msv_err err;
+    msv_err err = MSV_ERR_AGAIN;
 
     if (granted == 0) {
         msv_conn_send_error(c, f->request_id, E_RATE, "too many log reads; slow down");
@@ -2152,15 +2157,21 @@ static void handle_log_read(struct msv_conn_state *c, const msv_frame *f)
     }
     if (q.count > granted)
         q.count = (uint32_t)granted;
-    /* an account reads its own handles' entries whole, nobody else's */
-    err = hide == MSV_KT_HIDE_OTHERS
-              ? STORE(s)->handles_of_account(IMPL(s), c->account_id, &own, &n_own)
-              : MSV_OK;
-    if (err == MSV_OK)
-        err = msv_kt_read(&s->kt, s->store, msv_server_now_ms(s), &q, hide, own, n_own,
+    /* an account reads its own handles' entries whole, nobody else's: read again if its handles
+     * changed while the entries were read (kt_log.h) */
+    for (int tries = 0; err == MSV_ERR_AGAIN && tries < LOG_READ_TRIES; tries++) {
+        msv_kt_answer_free(answer);
+        answer = NULL;
+        resp = (Msv__Wire__LogEntries)MSV__WIRE__LOG_ENTRIES__INIT;
+        err = msv_kt_read(&s->kt, s->store, msv_server_now_ms(s), &q, hide, c->account_id,
                           msv_server_answer_max(s) - LOG_HEAD_ROOM, &resp, &answer, &proofs_from);
-    free_handles(own, n_own);
-    if (err == MSV_ERR_NOT_FOUND) {
+    }
+    if (err == MSV_ERR_AGAIN) {
+        msv_conn_send_error(c, f->request_id, E_IO,
+                            "this account's handles kept changing while the log was read; "
+                            "try again");
+        resp.n_entries = 0;
+    } else if (err == MSV_ERR_NOT_FOUND) {
         char why[200];
 
         snprintf(why, sizeof(why),
@@ -2173,6 +2184,11 @@ static void handle_log_read(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         resp.n_entries = 0;
     } else {
+        if (s->cfg.log_read_epoch_fault && resp.head != NULL && resp.n_entries > 0) {
+            /* tests only: a dishonest server's head without its key directory root */
+            resp.head->epoch_root = (ProtobufCBinaryData){0, NULL};
+            resp.head->epoch_signature = (ProtobufCBinaryData){0, NULL};
+        }
         out.request_id = f->request_id;
         out.body_case = MSV__WIRE__FRAME__BODY_LOG_ENTRIES;
         out.log_entries = &resp;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -866,16 +867,86 @@ static msv_err versions_start(struct msv_store *store, const char *handle, uint6
     return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
 }
 
+/* The versions of one handle an answer holds, at most. */
+static size_t handle_max(const struct msv_kt_owner_ask *ask)
+{
+    return ask->handle_max != 0 ? ask->handle_max : MSV_KT_VERSIONS_MAX;
+}
+
+/* 1 if the device set at rec lists a device of account_id (a device removed since counts not). */
+static int lists_account(struct msv_store *store, const struct msv_kt_rec *rec, uint64_t account_id)
+{
+    static _Thread_local struct msv_kt_entry e;
+    int found = 0;
+
+    if (msv_kt_leaf_parse(rec->leaf, rec->leaf_len, &e) != MSV_OK || e.deleted)
+        return 0;
+    for (size_t i = 0; !found && i < e.n_devices; i++) {
+        struct msv_device_rec d = {0};
+
+        found = store->ops->device_get(store->impl, e.devices[i].device_id, &d) == MSV_OK &&
+                d.account_id == account_id;
+        msv_device_rec_clear(&d);
+    }
+    return found;
+}
+
+/*
+ * The versions of handle from asked on, for its owner's monitor, when the handle's newest tombstone
+ * (at newest, past asked) would otherwise start them: if the version before asked (the one the
+ * monitor checked last) lists a device of the asking account, the handle was the account's then,
+ * and so were its versions after it up to the next tombstone, the account's own removal of it:
+ * they are given (*recs, *n; *more: the answer stops at that tombstone, older than newest, and
+ * more follow). Else *recs stays NULL, and the versions start at newest. A device's monitor that
+ * had not read them when its account removed the handle and added it again so still judges them.
+ */
+static msv_err own_versions_before(struct msv_store *store, const char *handle, uint64_t asked,
+                                   uint64_t newest, uint64_t account_id, size_t max,
+                                   struct msv_kt_rec **recs, size_t *n, uint8_t *more)
+{
+    static _Thread_local struct msv_kt_entry e;
+    struct msv_kt_rec *r = NULL;
+    size_t got = 0, keep = 0;
+    msv_err err = store->ops->kt_handle_read(store->impl, handle, asked - 1, max + 2, &r, &got);
+
+    if (err != MSV_OK || got < 2 || r[0].index != asked - 1 ||
+        !lists_account(store, &r[0], account_id)) {
+        msv_kt_recs_free(r, got);
+        return err;
+    }
+    /* from asked, up to the first tombstone: past one older than newest, another account may have
+     * held the handle (the next answer asks from after it, and this is decided again) */
+    while (++keep < got) {
+        if (msv_kt_leaf_parse(r[keep].leaf, r[keep].leaf_len, &e) == MSV_OK && e.deleted &&
+            r[keep].index < newest) {
+            *more = 1;
+            keep++;
+            break;
+        }
+    }
+    free(r[0].leaf);
+    free(r[0].pub);
+    for (size_t i = keep; i < got; i++) {
+        free(r[i].leaf);
+        free(r[i].pub);
+    }
+    memmove(&r[0], &r[1], (keep - 1) * sizeof(*r));
+    *recs = r;
+    *n = keep - 1;
+    return MSV_OK;
+}
+
 /* The leaves of the handles whose versions the owner asked for (kept in a; per handle up to one
  * past MSV_KT_VERSIONS_MAX, so that the answer can say more follow). */
 static msv_err owner_leaves(struct msv_store *store, struct msv_kt_answer *a,
                             const char *const *handles, size_t n,
                             const struct msv_kt_owner_ask *ask, struct msv_kt_rec ***out,
-                            size_t **counts)
+                            size_t **counts, uint8_t **more)
 {
     struct msv_kt_rec **recs = keep(a, n * sizeof(*recs));
     size_t *ns = keep(a, n * sizeof(*ns));
-    msv_err err = recs != NULL && ns != NULL ? MSV_OK : MSV_ERR_NOMEM;
+    uint8_t *mores = keep(a, n);
+    msv_err err = recs != NULL && ns != NULL && mores != NULL ? MSV_OK : MSV_ERR_NOMEM;
 
     for (size_t i = 0; err == MSV_OK && ask != NULL && ask->versions_from != NULL && i < n; i++) {
         uint64_t from;
@@ -883,8 +954,13 @@ static msv_err owner_leaves(struct msv_store *store, struct msv_kt_answer *a,
         if (ask->versions_from[i] == 0)
             continue;
         err = versions_start(store, handles[i], ask->versions_from[i], &from);
-        if (err == MSV_OK)
-            err = store->ops->kt_handle_read(store->impl, handles[i], from, MSV_KT_VERSIONS_MAX + 1,
+        if (err == MSV_OK && ask->versions_from[i] > 1 && from > ask->versions_from[i] &&
+            ask->account_id != 0)
+            err =
+                own_versions_before(store, handles[i], ask->versions_from[i], from, ask->account_id,
+                                    handle_max(ask), &recs[i], &ns[i], &mores[i]);
+        if (err == MSV_OK && recs[i] == NULL)
+            err = store->ops->kt_handle_read(store->impl, handles[i], from, handle_max(ask) + 1,
                                              &recs[i], &ns[i]);
         if (err != MSV_OK)
             break;
@@ -905,6 +981,7 @@ static msv_err owner_leaves(struct msv_store *store, struct msv_kt_answer *a,
     }
     *out = recs;
     *counts = ns;
+    *more = mores;
     return err;
 }
 
@@ -966,7 +1043,8 @@ static msv_err owner_versions(struct msv_kt_log *log, struct msv_store *store,
 static msv_err all_owner_versions(struct msv_kt_log *log, struct msv_store *store,
                                   struct msv_kt_answer *a, const char *const *handles, size_t n,
                                   struct msv_kt_rec **owned, const size_t *n_owned,
-                                  struct msv_kt_owner_ask *ask, Msv__Wire__HandleDevices *hds)
+                                  const uint8_t *more, struct msv_kt_owner_ask *ask,
+                                  Msv__Wire__HandleDevices *hds)
 {
     size_t left = 0, bytes = 0;
     msv_err err = MSV_OK;
@@ -981,11 +1059,12 @@ static msv_err all_owner_versions(struct msv_kt_log *log, struct msv_store *stor
         versions = (ask->versions_max - ask->versions_given) / left;
         if (versions == 0 && ask->versions_given < ask->versions_max)
             versions = 1;
-        if (versions > MSV_KT_VERSIONS_MAX)
-            versions = MSV_KT_VERSIONS_MAX;
+        if (versions > handle_max(ask))
+            versions = handle_max(ask);
         err = owner_versions(log, store, a, handles[i], owned[i], n_owned[i], versions,
                              bytes < ask->bytes_max ? (ask->bytes_max - bytes) / left : 0, &used,
                              &hds[i]);
+        hds[i].versions_more |= more[i]; /* stopped at the account's own removal */
         bytes += used;
         ask->versions_given += hds[i].n_versions;
         left--;
@@ -1003,6 +1082,7 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
     struct msv_kt_rec *recs = NULL, *tombs = NULL, **owned = NULL;
     const uint8_t *history = ask != NULL ? ask->history : NULL;
     size_t *n_owned = NULL;
+    uint8_t *owned_more = NULL;
     msv_err err;
 
     *owner = a;
@@ -1017,7 +1097,7 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
     if (err == MSV_OK)
         err = tombstones(store, a, handles, recs, n, &tombs);
     if (err == MSV_OK)
-        err = owner_leaves(store, a, handles, n, ask, &owned, &n_owned);
+        err = owner_leaves(store, a, handles, n, ask, &owned, &n_owned, &owned_more);
     if (err != MSV_OK)
         return err;
     pthread_mutex_lock(&log->lock);
@@ -1049,7 +1129,7 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
                 version_proof(log, a, MSV_PT_HISTORY, handles[i], &recs[i], &hds[i].history_proof);
     }
     if (err == MSV_OK && ask != NULL && ask->versions_from != NULL)
-        err = all_owner_versions(log, store, a, handles, n, owned, n_owned, ask, hds);
+        err = all_owner_versions(log, store, a, handles, n, owned, n_owned, owned_more, ask, hds);
     if (err == MSV_OK) {
         uint8_t *key = keep(a, MSV_VRF_PUBLIC_KEY_LEN);
 
@@ -1069,28 +1149,107 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
     return err;
 }
 
+/* The account's handles, each with where its entries are the account's: its newest tombstone. */
+static msv_err own_handles(struct msv_store *store, struct msv_kt_answer *a, uint64_t account_id,
+                           char ***own, uint64_t **own_from, size_t *n_own)
+{
+    msv_err err = store->ops->handles_of_account(store->impl, account_id, own, n_own);
+
+    /* the strings, then the list, go with the answer (adopt frees what it cannot keep) */
+    for (size_t i = 0; err == MSV_OK && i < *n_own; i++) {
+        if (adopt(a, (*own)[i]) == NULL) {
+            for (size_t k = i + 1; k < *n_own; k++)
+                free((*own)[k]);
+            err = MSV_ERR_NOMEM;
+        }
+    }
+    if (*own != NULL && (err != MSV_OK || adopt(a, *own) == NULL)) {
+        if (err == MSV_OK)
+            err = MSV_ERR_NOMEM; /* the list freed by adopt */
+        else
+            free(*own);
+        *own = NULL;
+        *n_own = 0;
+    }
+    if (err == MSV_OK && (*own_from = keep(a, (*n_own + 1) * sizeof(**own_from))) == NULL)
+        err = MSV_ERR_NOMEM;
+    for (size_t i = 0; err == MSV_OK && i < *n_own; i++)
+        err = versions_start(store, (*own)[i], 0, &(*own_from)[i]);
+    return err;
+}
+
+/*
+ * The account's handles and their newest tombstones read again once the entries read are fixed
+ * (their head made under the log's lock, and released): the same, or MSV_ERR_AGAIN. A handle
+ * removed meanwhile, perhaps taken by another account whose first entries the read holds, is no
+ * longer listed, or has a newer tombstone; the handles are read before the tombstones, so a handle
+ * taken back between the two reads shows the tombstone of its taking away.
+ */
+static msv_err own_handles_same(struct msv_store *store, uint64_t account_id, char *const *own,
+                                const uint64_t *own_from, size_t n_own)
+{
+    char **now = NULL;
+    size_t n_now = 0;
+    msv_err err = store->ops->handles_of_account(store->impl, account_id, &now, &n_now);
+
+    if (err == MSV_OK && n_now != n_own)
+        err = MSV_ERR_AGAIN;
+    for (size_t i = 0; err == MSV_OK && i < n_own; i++)
+        if (strcmp(now[i], own[i]) != 0)
+            err = MSV_ERR_AGAIN;
+    for (size_t i = 0; err == MSV_OK && i < n_own; i++) {
+        uint64_t from = 0;
+
+        err = versions_start(store, own[i], 0, &from);
+        if (err == MSV_OK && from != own_from[i])
+            err = MSV_ERR_AGAIN;
+    }
+    for (size_t i = 0; now != NULL && i < n_now; i++)
+        free(now[i]);
+    free(now);
+    return err;
+}
+
+/* Tests only ([testing] log_read_gate): holds a read while the gate file exists (10 s at most),
+ * so that a test can change the store's log meanwhile, as another node would. */
+static void read_gate_wait(struct msv_kt_log *log)
+{
+    char reached[340];
+    int fd;
+
+    if (log->read_gate == NULL || log->read_gate[0] == '\0' || access(log->read_gate, F_OK) != 0)
+        return;
+    snprintf(reached, sizeof(reached), "%s.reached", log->read_gate);
+    fd = open(reached, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd);
+    for (int i = 0; i < 1000 && access(log->read_gate, F_OK) == 0; i++)
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    msv_kt_log_grown(log); /* what the test appended is read with the head */
+}
+
 msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
-                    const Msv__Wire__LogRead *q, enum msv_kt_hide hide, char *const *own,
-                    size_t n_own, size_t max_bytes, Msv__Wire__LogEntries *resp,
-                    struct msv_kt_answer **owner, uint64_t *proofs_from)
+                    const Msv__Wire__LogRead *q, enum msv_kt_hide hide, uint64_t account_id,
+                    size_t max_bytes, Msv__Wire__LogEntries *resp, struct msv_kt_answer **owner,
+                    uint64_t *proofs_from)
 {
     struct msv_kt_answer *a = calloc(1, sizeof(*a));
     struct msv_kt_rec *recs = NULL;
     Msv__Wire__LogProof **entries;
     uint64_t *own_from = NULL;
-    size_t n = 0, kept = 0, bytes = 0;
+    char **own = NULL;
+    size_t n = 0, kept = 0, bytes = 0, n_own = 0;
     size_t count = q->count < MSV_KT_READ_MAX ? q->count : MSV_KT_READ_MAX;
     msv_err err;
 
     *owner = a;
-    if (a == NULL || (entries = keep(a, count * sizeof(*entries))) == NULL ||
-        (own_from = keep(a, (n_own + 1) * sizeof(*own_from))) == NULL)
+    if (a == NULL || (entries = keep(a, count * sizeof(*entries))) == NULL)
         return MSV_ERR_NOMEM;
-    /* each own handle's entries are the account's from its newest tombstone on */
-    for (size_t i = 0; hide == MSV_KT_HIDE_OTHERS && i < n_own; i++) {
-        if ((err = versions_start(store, own[i], 0, &own_from[i])) != MSV_OK)
-            return err;
-    }
+    /* an account reads its own handles' entries whole, from each one's newest tombstone on */
+    if (hide == MSV_KT_HIDE_OTHERS &&
+        (err = own_handles(store, a, account_id, &own, &own_from, &n_own)) != MSV_OK)
+        return err;
+    read_gate_wait(log);
     pthread_mutex_lock(&log->lock);
     err = head_locked(log, store, now_ms);
     if (err == MSV_OK && q->start < log->head.size) {
@@ -1152,6 +1311,8 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
     *proofs_from = log->keydir.steps_from;
     pthread_mutex_unlock(&log->lock);
     msv_kt_recs_free(recs, n);
+    if (err == MSV_OK && hide == MSV_KT_HIDE_OTHERS)
+        err = own_handles_same(store, account_id, own, own_from, n_own);
     resp->entries = entries;
     resp->n_entries = err == MSV_OK ? kept : 0;
     return err;

@@ -49,6 +49,9 @@ struct msv_kt_log {
     uint8_t cutover_leaf[MSV_KT_CUTOVER_LEAF_LEN];
     int cutover_fault; /* tests only: LogRead names the entry after the cut-over as it */
     int v4_leaf_fault; /* tests only: a lookup shows the entry before its version-4 leaf's */
+    /* tests only: while this file exists, an account's LogRead waits (10 s at most) once it has
+     * read its handles, having made PATH.reached; then it reads the store's log again */
+    const char *read_gate;
 };
 
 /* The store's log grew (a device change committed): the next head reads the new leaves. */
@@ -102,6 +105,12 @@ struct msv_kt_owner_ask {
     size_t versions_max;   /* the versions given in all, at most */
     size_t bytes_max;      /* their encoded bytes in all, at most (past the first) */
     size_t versions_given; /* set by msv_kt_lookup */
+    /* the versions of one handle an answer holds, at most: MSV_KT_VERSIONS_MAX (0 says it too);
+     * more for tests only ([testing] owner_versions_max, a dishonest server) */
+    size_t handle_max;
+    /* the asking account: its own removal of a handle does not hide from it the versions
+     * before it (0: nobody's) */
+    uint64_t account_id;
 };
 
 /*
@@ -128,8 +137,12 @@ MSV_MUST_CHECK msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *s
  * entries' steps in the key directory too: MSV_ERR_NOT_FOUND when they are no longer kept
  * (*proofs_from: the first entry whose step is). hide (a reader without an account:
  * MSV_KT_HIDE_HANDLES): a device set or tombstone, which names its handle, is given as its leaf
- * hash only; MSV_KT_HIDE_OTHERS (an account, whose n_own handles are own): the same for every
- * entry of another handle; the two faults are for tests ([testing] log_read_hash_fault).
+ * hash only; MSV_KT_HIDE_OTHERS (account_id's read): the same for every entry of a handle that
+ * is not the account's, or of one of its handles from before the handle's newest tombstone; the
+ * two faults are for tests ([testing] log_read_hash_fault). The account's handles and their
+ * tombstones are read before the entries and again after: MSV_ERR_AGAIN, nothing answered, if
+ * they changed meanwhile (a handle removed and taken by another account between the two: its
+ * first entries would have been read as this account's).
  */
 enum msv_kt_hide {
     MSV_KT_SHOW_LEAVES,
@@ -141,7 +154,7 @@ enum msv_kt_hide {
 };
 MSV_MUST_CHECK msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
                                    const Msv__Wire__LogRead *q, enum msv_kt_hide hide,
-                                   char *const *own, size_t n_own, size_t max_bytes,
+                                   uint64_t account_id, size_t max_bytes,
                                    Msv__Wire__LogEntries *resp, struct msv_kt_answer **owner,
                                    uint64_t *proofs_from);
 

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -1212,6 +1213,12 @@ static struct msv_commit_batch *batch_make(struct msv_worker *w)
     return b;
 }
 
+void msv_server_failing(struct msv_server *s, _Atomic int *flag, int failed)
+{
+    /* numbers from 1 to INT_MAX: a failure is never 0, and two in a row differ */
+    atomic_store(flag, failed ? (int)(atomic_fetch_add(&s->failure_seq, 1) % INT_MAX) + 1 : 0);
+}
+
 /*
  * On the committer thread, before the commit: every recipient queue's usage in one store
  * read, and the sends that would pass a cap taken out of the batch. The sends accepted
@@ -1234,7 +1241,7 @@ static void check_caps(struct msv_server *s, struct msv_commit_batch *b)
     failed =
         added == NULL || s->store->ops->queue_usage(s->store->impl, b->use, b->n_all) != MSV_OK;
     /* every send of the batch is refused: /health says so until a read succeeds again */
-    atomic_store(&s->usage_failing, failed);
+    msv_server_failing(s, &s->usage_failing, failed);
     for (size_t k = 0; k < b->n_sends; k++) {
         int full = 0;
 
@@ -2202,6 +2209,7 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
         goto fail;
     s->kt.v4_leaf_fault = cfg->kt_v4_leaf_fault;
     s->kt.cutover_fault = cfg->log_cutover_fault;
+    s->kt.read_gate = cfg->log_read_gate;
     s->kt.keydir.v4_mismatch = cfg->keydir_v4_mismatch;
     if (cfg->leaf_version == 4 &&
         (e = msv_kt_log_cut_over(&s->kt, s->store, msv_server_now_ms(s), err, err_len)) != MSV_OK)

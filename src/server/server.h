@@ -170,6 +170,7 @@ struct msv_metrics {
     _Atomic uint64_t lookups, sends, sealed_sends, envelopes_enqueued, envelopes_delivered,
         envelopes_acked;
     _Atomic uint64_t envelopes_expired, commit_batches, commit_failures, rate_limited;
+    _Atomic uint64_t health_retries; /* /health's own retries of a failed usage read */
     _Atomic uint64_t commits_in_flight, commit_backlog_paused;
     _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired, blobs_swept, reads_paused;
     _Atomic uint64_t connections_refused, auth_timeouts, accept_paused, answers_too_big;
@@ -262,9 +263,14 @@ struct msv_server {
     _Atomic uint64_t db_fault_unlogged[MSV_STORE_FAULT_KINDS];
     struct msv_provisions provisions; /* addresses of devices being linked by QR code */
     _Atomic int commit_failing;       /* the last group commit failed: /health answers 503 */
-    /* the last read of the recipients' queue usage (check_caps) failed: sends are refused */
+    /*
+     * The last read of the recipients' queue usage (check_caps) failed: sends are refused. 0 or
+     * the failure's number (msv_server_failing), so that /health's own retry clears only the
+     * failure it retried, never a newer one (http.c, retry_failed).
+     */
     _Atomic int usage_failing;
-    _Atomic int fetch_failing; /* the last queue read failed: deliveries wait (pump_all) */
+    _Atomic uint32_t failure_seq; /* numbers the failures of usage_failing */
+    _Atomic int fetch_failing;    /* the last queue read failed: deliveries wait (pump_all) */
     _Atomic int stopping;
     struct evhttp *http;
     struct msv_http_conns *http_conns;    /* http.c's: the port's connections and their deadlines */
@@ -379,6 +385,10 @@ void msv_pending_ack_free(struct msv_pending_ack *a);
 
 /* The normalised handle of b into out (MSV_HANDLE_MAX + 1); 0 if b is not a handle. */
 int msv_server_handle_normalise(ProtobufCBinaryData b, char *out);
+/* Sets flag (usage_failing) to a new failure's number if failed, else to 0. */
+void msv_server_failing(struct msv_server *s, _Atomic int *flag, int failed);
+/* Sets flag (usage_failing) to a new failure's number if failed, else to 0. */
+void msv_server_failing(struct msv_server *s, _Atomic int *flag, int failed);
 /* 1 if one more envelope of len bytes would pass the queue caps of u's device. */
 int msv_server_queue_is_full(const struct msv_server *s, const struct msv_queue_usage *u,
                              size_t len);
