@@ -4109,6 +4109,67 @@ static void test_monitor_lineage_fork(void **state)
     test_server_cleanup(&s);
 }
 
+/* The lineage a device's monitor holds: setting kt_monitor_epoch, u64be size || root. */
+static void lineage_of(struct msv_client *c, uint64_t *size, uint8_t root[32])
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+
+    assert_int_equal(msv_client_db_get(c->db, "kt_monitor_epoch", &v, &len), MSV_OK);
+    assert_int_equal(len, 40);
+    *size = msv_get_u64be(v);
+    memcpy(root, v + 8, 32);
+    free(v);
+}
+
+/*
+ * A LogRead answer without a signed root whose head is newer than the last lookup's (the log grew
+ * between them; a dishonest directory chooses it): the alarm, and the lineage goes on from the
+ * root the last lookup accepted with that root's own size, so the honest directory's next steps
+ * raise nothing. It used to move to the new head's size with the old size's root, a pair that is
+ * no tree of the log, and the next honest answer raised a second, false alarm.
+ */
+static void test_monitor_lineage_no_root_newer_head(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol;
+    char last[400] = "";
+    size_t alarms = 0;
+    uint64_t size0, size1;
+    uint8_t root0[32], root1[32];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    assert_int_equal(monitor(alice, last), 0);
+    lineage_of(alice, &size0, root0);
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra), "log_read_epoch_fault = true");
+    test_server_start(&s);
+    carol = client_for(&s, "carol", "carol@example.org");
+    reconnect(alice);
+    /* the lineage alone: no lookup of alice's since the log grew */
+    assert_int_equal(client_lineage_check(alice, count_alarm, last, &alarms), MSV_OK);
+    assert_int_equal(alarms, 1);
+    lineage_of(alice, &size1, root1);
+    assert_true(size1 == size0 && memcmp(root1, root0, 32) == 0);
+    test_server_stop(&s);
+    s.extra[0] = '\0';
+    test_server_start(&s);
+    msv_client_close(client_for(&s, "dave", "dave@example.org"));
+    reconnect(alice);
+    alarms = 0;
+    assert_int_equal(client_lineage_check(alice, count_alarm, last, &alarms), MSV_OK);
+    if (alarms != 0)
+        fail_msg("an honest directory raised the alarm: %s", last);
+    msv_client_close(carol);
+    msv_client_close(bob);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
+}
+
 /*
  * A LogRead answer whose head carries no key directory root ([testing] log_read_epoch_fault):
  * alice's monitor raises the lineage alarm, once, and goes on from the root her last lookup
@@ -6483,6 +6544,7 @@ int main(void)
         cmocka_unit_test(test_monitor_rate_limited_alarm),
         cmocka_unit_test(test_monitor_lineage_fork),
         cmocka_unit_test(test_monitor_lineage_no_root),
+        cmocka_unit_test(test_monitor_lineage_no_root_newer_head),
         cmocka_unit_test(test_monitor_cutover_moved),
         cmocka_unit_test(test_monitor_lineage_sender_only),
         cmocka_unit_test(test_monitor_lineage_seen_kept),

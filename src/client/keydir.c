@@ -158,6 +158,23 @@ msv_err msv_kt_known_epoch(struct msv_client_db *db, uint64_t size,
     return err;
 }
 
+msv_err msv_kt_kept_epoch(struct msv_client_db *db, uint64_t *size,
+                          uint8_t epoch[MSV_LOG_EPOCH_LEN])
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err = msv_client_db_get(db, EPOCH_KEPT, &v, &len);
+
+    if (err == MSV_OK && len != 8 + MSV_LOG_EPOCH_LEN)
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK) {
+        *size = msv_get_u64be(v);
+        memcpy(epoch, v + 8, MSV_LOG_EPOCH_LEN);
+    }
+    free(v);
+    return err;
+}
+
 msv_err msv_kt_check_gossip_epoch(struct msv_client_db *db, uint64_t size,
                                   const uint8_t epoch[MSV_LOG_EPOCH_LEN], int *fits)
 {

@@ -55,16 +55,18 @@ static msv_err lineage_put(struct msv_client *c, const struct lineage *l)
     return msv_client_db_set(c->db, LINEAGE, v, sizeof(v));
 }
 
-/* The root this device's last accepted lookup showed, for the size of its newest head. */
+/* The root this device's last accepted lookup showed, with that root's own log size. */
 static msv_err lineage_newest(struct msv_client *c, struct lineage *l)
 {
     uint8_t epoch[MSV_LOG_EPOCH_LEN];
-    msv_err err;
+    uint64_t size = 0;
+    /* the kept root with its own size: the known size may be a newer head's without one */
+    msv_err err = msv_kt_kept_epoch(c->db, &size, epoch);
 
-    l->size = msv_kt_known_size(c->db);
-    err = msv_kt_known_epoch(c->db, l->size, epoch);
-    if (err == MSV_OK)
+    if (err == MSV_OK) {
+        l->size = size;
         memcpy(l->root, epoch, MSV_PT_HASH_LEN);
+    }
     return err;
 }
 

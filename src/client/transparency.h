@@ -132,6 +132,9 @@ MSV_MUST_CHECK msv_err msv_kt_keep_epoch(struct msv_client_db *db,
  */
 MSV_MUST_CHECK msv_err msv_kt_seen_add(struct msv_client_db *db, uint64_t size,
                                        const uint8_t root[32]);
+/* The key directory root the last accepted lookup kept, with its log size. */
+MSV_MUST_CHECK msv_err msv_kt_kept_epoch(struct msv_client_db *db, uint64_t *size,
+                                         uint8_t epoch[MSV_LOG_EPOCH_LEN]);
 MSV_MUST_CHECK msv_err msv_kt_known_epoch(struct msv_client_db *db, uint64_t size,
                                           uint8_t epoch[MSV_LOG_EPOCH_LEN]);
 MSV_MUST_CHECK msv_err msv_kt_check_gossip_epoch(struct msv_client_db *db, uint64_t size,

@@ -2160,6 +2160,8 @@ static void handle_log_read(struct msv_conn_state *c, const msv_frame *f)
     /* an account reads its own handles' entries whole, nobody else's: read again if its handles
      * changed while the entries were read (kt_log.h) */
     for (int tries = 0; err == MSV_ERR_AGAIN && tries < LOG_READ_TRIES; tries++) {
+        if (tries > 0)
+            atomic_fetch_add(&s->m.log_reads_again, 1);
         msv_kt_answer_free(answer);
         answer = NULL;
         resp = (Msv__Wire__LogEntries)MSV__WIRE__LOG_ENTRIES__INIT;

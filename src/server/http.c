@@ -267,6 +267,9 @@ static const struct {
     M(sends_device_gone, "sends_device_gone_total", "counter",
       "Sends refused at their commit (ERROR_IO, nothing stored) because a recipient device was "
       "removed after the send was checked."),
+    M(log_reads_again, "log_reads_again_total", "counter",
+      "An account's LogRead read again because its handles or their tombstones changed while "
+      "the entries were read (after three reads it is refused: 'try again')."),
     M(queue_fetch_failures, "queue_fetch_failures_total", "counter",
       "Queue reads that failed (each worker reads every queue again a second later)."),
     M(db_faults[MSV_STORE_FAULT_BUSY], "database_faults_busy_total", "counter",

@@ -177,6 +177,7 @@ struct msv_metrics {
     _Atomic uint64_t connections_revoked, suspensions_in, stale_partial;
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects, cluster_timeouts;
     _Atomic uint64_t store_unavailable, queue_fetch_failures, sends_device_gone;
+    _Atomic uint64_t log_reads_again; /* an account's LogRead read again: its handles changed */
     _Atomic uint64_t db_faults[MSV_STORE_FAULT_KINDS]; /* by enum msv_store_fault */
     _Atomic uint64_t http_refused, http_timeouts;
     _Atomic uint64_t reports, reports_refused;
@@ -385,8 +386,6 @@ void msv_pending_ack_free(struct msv_pending_ack *a);
 
 /* The normalised handle of b into out (MSV_HANDLE_MAX + 1); 0 if b is not a handle. */
 int msv_server_handle_normalise(ProtobufCBinaryData b, char *out);
-/* Sets flag (usage_failing) to a new failure's number if failed, else to 0. */
-void msv_server_failing(struct msv_server *s, _Atomic int *flag, int failed);
 /* Sets flag (usage_failing) to a new failure's number if failed, else to 0. */
 void msv_server_failing(struct msv_server *s, _Atomic int *flag, int failed);
 /* 1 if one more envelope of len bytes would pass the queue caps of u's device. */
