@@ -141,23 +141,6 @@ msv_err msv_kt_keep_epoch(struct msv_client_db *db, const Msv__Wire__LookupRespo
     return err == MSV_OK ? msv_client_db_set(db, EPOCH_KEPT, v, sizeof(v)) : err;
 }
 
-msv_err msv_kt_known_epoch(struct msv_client_db *db, uint64_t size,
-                           uint8_t epoch[MSV_LOG_EPOCH_LEN])
-{
-    uint8_t *v = NULL;
-    size_t len = 0;
-    msv_err err = msv_client_db_get(db, EPOCH_KEPT, &v, &len);
-
-    if (err == MSV_OK && len != 8 + MSV_LOG_EPOCH_LEN)
-        err = MSV_ERR_PARSE;
-    if (err == MSV_OK && msv_get_u64be(v) != size)
-        err = MSV_ERR_NOT_FOUND;
-    if (err == MSV_OK)
-        memcpy(epoch, v + 8, MSV_LOG_EPOCH_LEN);
-    free(v);
-    return err;
-}
-
 msv_err msv_kt_kept_epoch(struct msv_client_db *db, uint64_t *size,
                           uint8_t epoch[MSV_LOG_EPOCH_LEN])
 {
@@ -172,6 +155,20 @@ msv_err msv_kt_kept_epoch(struct msv_client_db *db, uint64_t *size,
         memcpy(epoch, v + 8, MSV_LOG_EPOCH_LEN);
     }
     free(v);
+    return err;
+}
+
+msv_err msv_kt_known_epoch(struct msv_client_db *db, uint64_t size,
+                           uint8_t epoch[MSV_LOG_EPOCH_LEN])
+{
+    uint8_t got[MSV_LOG_EPOCH_LEN];
+    uint64_t kept_size = 0;
+    msv_err err = msv_kt_kept_epoch(db, &kept_size, got);
+
+    if (err == MSV_OK && kept_size != size)
+        err = MSV_ERR_NOT_FOUND;
+    if (err == MSV_OK)
+        memcpy(epoch, got, MSV_LOG_EPOCH_LEN);
     return err;
 }
 
