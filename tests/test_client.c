@@ -3017,7 +3017,7 @@ static void test_owner_monitor(void **state)
     forge_leaf(&s, "alice@example.org", NULL, 0, &old, &old_len, &index);
     assert_int_equal(msv_kt_leaf_parse(old, old_len, &e), MSV_OK);
     e.devices[e.n_devices++] =
-        (struct msv_kt_device){(uint64_t)forged_id, MSV_SUITE_MODERN, key, key_len};
+        (struct msv_kt_device){(uint64_t)forged_id, MSV_SUITE_MODERN, key, key_len, {0}};
     assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_OK);
     append_leaf(&s, "alice@example.org", leaf, len);
     /* ... and tells alice's devices that her laptop approved it (the signature is not the
