@@ -743,6 +743,23 @@ static void test_signed_list_encoding(void **state)
     e.n_devices = 0;
     e.n_chain = 0;
     assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_ERR_INVALID);
+    /* a version-6 set with no signed record is a version-1 set: neither encodes nor parses */
+    alice_set(k, &e);
+    e.n_chain = 0;
+    e.n_devices = 1;
+    e.devices[0].approval = (struct msv_kt_approval){0};
+    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_ERR_INVALID);
+    {
+        static const uint8_t unsigned_only[] = {6, 0, 0, 0, 0, 0, 0, 0, 1, 3, 'a', '@', 'b', 1,
+                                                0, 0, 0, 0, 0, 0, 0, 7, 3, 0, 1,   'k', 0,   0};
+
+        assert_int_equal(msv_kt_leaf_parse(unsigned_only, sizeof(unsigned_only), &back),
+                         MSV_ERR_PARSE);
+        e.signed_list = 0;
+        assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_OK);
+        assert_int_equal(leaf[0], 1);
+        free(leaf);
+    }
     /* a version-1 set is all unsigned */
     alice_set(k, &e);
     e.signed_list = 0;
@@ -763,6 +780,9 @@ static void test_signed_list_attacks(void **state)
     e.n_devices = 3;
     set_record(&e.devices[2], 12, k->id[3]);
     expect_chains(&e, 2, 1, 0);
+    assert_int_equal(msv_kt_devlist_check(&e, &r), MSV_OK);
+    assert_int_equal(r.end[2], 12); /* its chain ends at itself: new to a sender, refused */
+    assert_int_equal(r.end[1], 3);
     /* ... with an approval it signed itself as if by device 3 */
     sign_record(&e.devices[2], MSV_KT_APPROVED, k->id[3], 3, forged);
     expect_chains(&e, 2, 0, 1);

@@ -154,6 +154,7 @@ enum msv_kt_chain {
 
 struct msv_kt_devlist {
     uint8_t chain[MSV_KT_DEVICES_MAX]; /* enum msv_kt_chain, per listed device */
+    uint64_t end[MSV_KT_DEVICES_MAX];  /* the id of the record its chain ends at (0: none) */
     size_t n_signed, n_unsigned, n_unapproved;
     int has_root;      /* the signed devices' one root record */
     uint8_t root_kind; /* MSV_KT_ROOT or MSV_KT_RECOVERY */

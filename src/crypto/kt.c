@@ -64,6 +64,16 @@ static int records_are_valid(const struct msv_kt_device *d, size_t n, int signed
     return 1;
 }
 
+/* A version-6 set holds a signed record: one with none is a version-1 set (one encoding). */
+static int has_signed_record(const struct msv_kt_entry *e)
+{
+    for (size_t i = 0; i < e->n_devices; i++) {
+        if (e->devices[i].approval.kind != MSV_KT_UNSIGNED)
+            return 1;
+    }
+    return e->n_chain > 0; /* a chain record is a signed approver (an unsigned one is named) */
+}
+
 static void put_record(struct msv_buf *b, const struct msv_kt_device *d, int signed_list)
 {
     put_u64be(b, d->device_id);
@@ -92,7 +102,8 @@ msv_err msv_kt_leaf_encode(const struct msv_kt_entry *e, uint8_t **out, size_t *
         (e->signed_list && (e->n_devices == 0 || e->n_chain > MSV_KT_DEVICES_MAX)) ||
         (!e->signed_list && e->n_chain != 0) ||
         !records_are_valid(e->devices, e->n_devices, e->signed_list, NULL) ||
-        !records_are_valid(e->chain, e->n_chain, e->signed_list, e))
+        !records_are_valid(e->chain, e->n_chain, e->signed_list, e) ||
+        (e->signed_list && !has_signed_record(e)))
         return MSV_ERR_INVALID;
     msv_buf_init(&b, 1 << 20);
     msv_buf_put_u8(&b, e->deleted       ? TOMBSTONE_VERSION
@@ -181,6 +192,8 @@ msv_err msv_kt_leaf_parse(const uint8_t *leaf, size_t len, struct msv_kt_entry *
                            !records_are_valid(e->chain, n_chain, 1, e)))
         return MSV_ERR_PARSE;
     e->n_chain = n_chain;
+    if (e->signed_list && !has_signed_record(e))
+        return MSV_ERR_PARSE;
     return msv_reader_left(&r) == 0 ? MSV_OK : MSV_ERR_PARSE;
 }
 
@@ -304,10 +317,15 @@ msv_err msv_kt_devlist_check(const struct msv_kt_entry *e, struct msv_kt_devlist
         return MSV_ERR_AUTH;
     for (size_t i = 0; i < e->n_devices; i++) {
         const struct msv_kt_device *end = NULL;
-        enum msv_kt_chain c =
-            e->signed_list ? follow_chain(e, &e->devices[i], used, &end) : MSV_KT_CHAIN_UNSIGNED;
+        enum msv_kt_chain c = MSV_KT_CHAIN_UNSIGNED;
+
+        if (e->signed_list)
+            c = follow_chain(e, &e->devices[i], used, &end);
+        else
+            end = &e->devices[i];
 
         out->chain[i] = (uint8_t)c;
+        out->end[i] = end != NULL ? end->device_id : 0;
         if (c == MSV_KT_CHAIN_UNSIGNED)
             out->n_unsigned++;
         else if (c == MSV_KT_CHAIN_UNAPPROVED)
