@@ -171,6 +171,17 @@ struct msv_kt_devlist {
 MSV_MUST_CHECK msv_err msv_kt_devlist_check(const struct msv_kt_entry *e,
                                             struct msv_kt_devlist *out);
 
+/*
+ * Completes a device set as a directory builds it (its devices, ascending, each with its
+ * approval; kind 0 for none): the chain records its devices' chains name, taken from records
+ * (the account's kept approvals of devices not listed, any order), in id order, and
+ * e->signed_list when the set holds a signed record. keep[i] is set for each of records used.
+ * MSV_ERR_TOO_BIG over MSV_KT_DEVICES_MAX chain records; e's records borrow from records.
+ */
+MSV_MUST_CHECK msv_err msv_kt_devlist_complete(struct msv_kt_entry *e,
+                                               const struct msv_kt_device *records, size_t n,
+                                               uint8_t *keep);
+
 struct msv_kt_head {
     uint64_t size;
     int64_t time_ms;

@@ -351,6 +351,60 @@ msv_err msv_kt_devlist_check(const struct msv_kt_entry *e, struct msv_kt_devlist
     return MSV_OK;
 }
 
+static int is_listed(const struct msv_kt_entry *e, uint64_t id)
+{
+    for (size_t i = 0; i < e->n_devices; i++) {
+        if (e->devices[i].device_id == id)
+            return 1;
+    }
+    return 0;
+}
+
+static int compare_records(const void *a, const void *b)
+{
+    uint64_t x = ((const struct msv_kt_device *)a)->device_id;
+    uint64_t y = ((const struct msv_kt_device *)b)->device_id;
+
+    return x < y ? -1 : x > y;
+}
+
+msv_err msv_kt_devlist_complete(struct msv_kt_entry *e, const struct msv_kt_device *records,
+                                size_t n, uint8_t *keep)
+{
+    /* each round takes the approvers named by the devices and records taken so far; a chain
+     * is at most every record long */
+    for (size_t round = 0; round <= n; round++) {
+        size_t before = e->n_chain;
+
+        for (size_t i = 0; i < n; i++) {
+            uint64_t id = records[i].device_id;
+            int named = 0;
+
+            if (keep[i] || is_listed(e, id))
+                continue;
+            for (size_t k = 0; !named && k < e->n_devices; k++)
+                named = e->devices[k].approval.kind == MSV_KT_APPROVED &&
+                        e->devices[k].approval.approver == id;
+            for (size_t k = 0; !named && k < e->n_chain; k++)
+                named = e->chain[k].approval.kind == MSV_KT_APPROVED &&
+                        e->chain[k].approval.approver == id;
+            if (!named)
+                continue;
+            if (e->n_chain == MSV_KT_DEVICES_MAX)
+                return MSV_ERR_TOO_BIG;
+            keep[i] = 1;
+            e->chain[e->n_chain++] = records[i];
+        }
+        if (e->n_chain == before)
+            break;
+    }
+    qsort(e->chain, e->n_chain, sizeof(e->chain[0]), compare_records);
+    e->signed_list = e->n_devices > 0 && has_signed_record(e);
+    if (!e->signed_list)
+        e->n_chain = 0; /* unsigned approvers only: nothing a version-1 set can carry */
+    return MSV_OK;
+}
+
 /* What a tree head's signature covers: label || u64be size || u64be time || root. */
 static void head_message(const struct msv_kt_head *h, uint8_t out[sizeof(head_label) - 1 + 48])
 {
