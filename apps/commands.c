@@ -448,6 +448,16 @@ void cli_account_new_notice(void *ctx, const char *handle)
     fputc('\n', cli_err);
 }
 
+void cli_devlist_warning(void *ctx, const char *handle, uint64_t device, const char *warning)
+{
+    (void)ctx;
+    (void)handle;
+    (void)device;
+    fputs("missive: warning: ", cli_err);
+    term_put(cli_err, warning, TERM_ONE_LINE);
+    fputc('\n', cli_err);
+}
+
 void cli_unreachable_warning(void *ctx, const char *handle, uint64_t device, const char *suites)
 {
     (void)ctx;
@@ -563,6 +573,7 @@ int cli_open(const struct cli *o, const char *dir, struct msv_client **c)
     (*c)->on_key_change = cli_key_change_warning;
     (*c)->on_account_new = cli_account_new_notice;
     (*c)->on_unreachable = cli_unreachable_warning;
+    (*c)->on_devlist = cli_devlist_warning;
     (*c)->on_pq_refused = cli_pq_refused_warning;
     (*c)->on_unopened = cli_unopened_warning;
     (*c)->on_classical = cli_pq_refused_warning; /* the same warning line, naming the device */

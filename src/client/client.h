@@ -64,6 +64,10 @@ struct msv_client {
      * (msv_client_classical_read), and said each time; may be NULL */
     void (*on_classical)(void *ctx, const char *handle, uint64_t device_id, const char *warning);
     int64_t unopened_said_ms; /* when on_unopened was last called (monotonic ms) */
+    /* a device of handle shown without a valid approval chain, left out of sends (device_id),
+     * or handle's device list approved by a root other than the one pinned (device_id 0), as
+     * docs/transparency.md "Signed device lists" says; may be NULL */
+    void (*on_devlist)(void *ctx, const char *handle, uint64_t device_id, const char *warning);
     /* a message went to handle without sealed sender (the relay refused its delivery token) */
     void (*on_unsealed)(void *ctx, const char *handle);
     /* a received file's download, piece by piece; may be NULL */

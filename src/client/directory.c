@@ -72,6 +72,10 @@ static msv_err checked_lookup(struct msv_client *c, const char *const *handles, 
                                   sizeof(c->why.message));
         if (err == MSV_OK)
             err = new_accounts(c, (*result)->lookup_result);
+        /* a sender's lookup: only devices the account approved are sent to (the owner's
+         * monitor reads its own answers whole) */
+        if (err == MSV_OK && !history && versions_from == NULL)
+            err = client_devlist_check(c, (*result)->lookup_result);
         if (err != MSV_OK) {
             msv_frame_free(*result);
             *result = NULL;
