@@ -3206,6 +3206,7 @@ static void test_devlist_sender(void **state)
     }
     /* nothing is sealed to them: the relay insists, and the send fails, told */
     assert_int_not_equal(msv_client_send(bob, to, 1, "hi", NULL, 0, NULL, hash), MSV_OK);
+    assert_non_null(strstr(bob->why.message, "or that their account did not approve"));
     test_server_stop(&s);
     snprintf(sql, sizeof(sql), "SELECT count(*) FROM queue WHERE device_id IN (%llu, %llu, %llu);",
              (unsigned long long)ids[0], (unsigned long long)ids[1], (unsigned long long)ids[2]);
@@ -3251,6 +3252,88 @@ static void test_devlist_sender(void **state)
     }
     for (size_t i = 0; i < 4; i++)
         msv_identity_free(m[i]);
+    msv_client_close(alice);
+    msv_client_close(laptop);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+static void all_alarms(void *ctx, const char *warning)
+{
+    char *said = ctx;
+    size_t used = strlen(said);
+
+    snprintf(said + used, 2000 - used, "%s\n", warning);
+}
+
+/*
+ * alice's laptop is removed (lost); its key, in a thief's hands, signs an approval of mallory's
+ * device, and the directory logs it with the laptop's record kept as a chain record: the chain
+ * holds, so bob, who sees the newest version only, takes it; alice's monitor, which checks each
+ * version, finds the approver was not one of her devices then and raises the alarm.
+ */
+static void test_monitor_removed_approver(void **state)
+{
+    static struct msv_kt_entry with_laptop, e;
+    struct test_server s;
+    struct msv_client *alice, *laptop, *bob;
+    struct msv_identity *mallory = NULL;
+    const uint8_t *key;
+    uint8_t *before = NULL, *old = NULL, *leaf = NULL, hash[32], sig[MSV_KT_APPROVAL_SIG_MAX];
+    size_t before_len = 0, old_len = 0, len = 0, key_len = 0, sig_len = 0, alarms = 0;
+    uint64_t forged = 0;
+    int64_t index = 0;
+    msv_frame *devs = NULL;
+    char last[400], said[2000] = "";
+
+    (void)state;
+    test_server_init(&s, NULL);
+    s.leaf_version = 3; /* leaves that name their handle, appended to the store below */
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    assert_int_equal(monitor(alice, last), 0); /* where watching starts */
+    laptop = linked_device(&s, alice, "alice-laptop");
+    bob = client_for(&s, "bob", "bob@example.org");
+    test_server_stop(&s);
+    forge_leaf(&s, "alice@example.org", NULL, 0, &before, &before_len, &index);
+    assert_int_equal(msv_kt_leaf_parse(before, before_len, &with_laptop), MSV_OK);
+    assert_int_equal(with_laptop.n_devices, 2);
+    test_server_start(&s);
+    reconnect(alice);
+    assert_int_equal(msv_client_remove_device(alice, laptop->device_id), MSV_OK);
+    assert_int_equal(monitor(alice, last), 0);
+
+    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &mallory), MSV_OK);
+    key = msv_public_identity_bytes(msv_identity_public(mallory), &key_len);
+    msv_public_identity_hash(msv_identity_public(mallory), hash);
+    test_server_stop(&s);
+    forged_device_row(&s, alice->device_id, key, key_len, 0, &forged);
+    assert_int_equal(msv_kt_approval_sign(laptop->id, MSV_KT_APPROVED, forged, hash,
+                                          laptop->device_id, sig, &sig_len),
+                     MSV_OK);
+    forge_leaf(&s, "alice@example.org", NULL, 0, &old, &old_len, &index);
+    assert_int_equal(msv_kt_leaf_parse(old, old_len, &e), MSV_OK);
+    assert_int_equal(e.n_devices, 1);
+    e.devices[e.n_devices++] = (struct msv_kt_device){
+        forged, MSV_SUITE_MODERN, key, key_len, {MSV_KT_APPROVED, laptop->device_id, sig, sig_len}};
+    e.chain[e.n_chain++] = with_laptop.devices[1];
+    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_OK);
+    append_leaf(&s, "alice@example.org", leaf, len);
+    test_server_start(&s);
+    /* the newest version alone holds: bob takes the device */
+    drop_connection(bob);
+    assert_int_equal(msv_client_devices(bob, "alice@example.org", &devs), MSV_OK);
+    assert_int_equal(devs->lookup_result->results[0]->n_devices, 2);
+    msv_frame_free(devs);
+    /* alice's monitor: approved by a device that was not hers then */
+    reconnect(alice);
+    assert_int_equal(msv_client_monitor(alice, all_alarms, said, &alarms), MSV_OK);
+    assert_non_null(strstr(said, "approved by a device that was not one of the account's "
+                                 "devices then"));
+    free(leaf);
+    free(old);
+    free(before);
+    msv_identity_free(mallory);
     msv_client_close(alice);
     msv_client_close(laptop);
     msv_client_close(bob);
@@ -3665,6 +3748,7 @@ static void log_foreign_device(struct test_server *s, const char *handle)
     forge_leaf(s, handle, NULL, 0, &leaf, &len, &index);
     assert_int_equal(msv_kt_leaf_parse(leaf, len, &e), MSV_OK);
     e.devices[e.n_devices] = e.devices[0];
+    e.devices[e.n_devices].approval = (struct msv_kt_approval){0}; /* none: no device made one */
     e.devices[e.n_devices++].device_id = 999999;
     assert_int_equal(msv_kt_leaf_encode(&e, &forged, &forged_len), MSV_OK);
     append_leaf(s, handle, forged, forged_len);
@@ -4587,7 +4671,8 @@ static void forge_second_handle(struct test_server *s, struct msv_client *alice)
     append_leaf(s, "+15550001", forged, forged_len);
     test_server_start(s);
     drop_connection(alice);
-    assert_int_equal(monitor(alice, last), 1);
+    /* mallory's device, and its approval: her root, not approved by one of alice's devices */
+    assert_int_equal(monitor(alice, last), 2);
     assert_non_null(strstr(last, "for this account, and this device was never told of it"));
     free(leaf);
     free(forged);
@@ -6298,6 +6383,7 @@ int main(void)
         cmocka_unit_test(test_redelivery_shown_once),
         cmocka_unit_test(test_malicious_directory),
         cmocka_unit_test(test_devlist_sender),
+        cmocka_unit_test(test_monitor_removed_approver),
         cmocka_unit_test(test_log_key_rotation),
         cmocka_unit_test(test_log_key_rotation_attacks),
         cmocka_unit_test(test_owner_monitor),
