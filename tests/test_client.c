@@ -3258,6 +3258,90 @@ static void test_devlist_sender(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * An account registered before approvals were kept (its device unsigned, its log entry a
+ * version-1 set): bob's first lookup takes it as it is; a device its own device approves later
+ * (a signed step up to the unsigned device bob knew) is taken too; a device the directory adds
+ * with no approval is left out and told. carol, whose first look comes after, takes the set as
+ * it is (docs/transparency.md, "What is not done yet").
+ */
+static void test_devlist_legacy(void **state)
+{
+    static struct msv_kt_entry e;
+    struct test_server s;
+    struct msv_client *alice, *laptop, *bob, *carol;
+    struct msv_identity *m = NULL;
+    const uint8_t *key;
+    uint8_t *old = NULL, *leaf = NULL;
+    size_t key_len = 0, old_len = 0, len = 0;
+    uint64_t forged = 0;
+    int64_t index = 0;
+    char sql[200], want[200];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    s.leaf_version = 3; /* leaves that name their handle, appended to the store below */
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    bob->on_devlist = record_devlist;
+    /* alice's device as a server from before version 19 keeps it: unsigned */
+    test_server_stop(&s);
+    snprintf(sql, sizeof(sql),
+             "UPDATE device_approvals SET kind = 0, signature = NULL WHERE device_id = %llu;",
+             (unsigned long long)alice->device_id);
+    server_sql(&s, sql);
+    forge_leaf(&s, "alice@example.org", NULL, 0, &old, &old_len, &index);
+    assert_int_equal(msv_kt_leaf_parse(old, old_len, &e), MSV_OK);
+    e.signed_list = 0;
+    e.devices[0].approval = (struct msv_kt_approval){0};
+    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_OK);
+    assert_int_equal(leaf[0], 1);
+    append_leaf(&s, "alice@example.org", leaf, len);
+    free(leaf);
+    free(old);
+    assert_int_equal(bob_takes(&s, bob), 1);
+    assert_int_equal(devlist_said.n, 0);
+    /* her laptop, approved by her (a signed step to the unsigned device bob knew) */
+    reconnect(alice);
+    laptop = linked_device(&s, alice, "alice-laptop");
+    test_server_stop(&s);
+    assert_int_equal(bob_takes(&s, bob), 2);
+    assert_int_equal(devlist_said.n, 0);
+    /* a device the directory adds with no approval */
+    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &m), MSV_OK);
+    key = msv_public_identity_bytes(msv_identity_public(m), &key_len);
+    test_server_stop(&s);
+    forged_device_row(&s, alice->device_id, key, key_len, 0, &forged);
+    forge_leaf(&s, "alice@example.org", NULL, 0, &old, &old_len, &index);
+    assert_int_equal(msv_kt_leaf_parse(old, old_len, &e), MSV_OK);
+    assert_true(e.signed_list);
+    e.devices[e.n_devices++] = (struct msv_kt_device){forged, MSV_SUITE_MODERN, key, key_len, {0}};
+    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_OK);
+    append_leaf(&s, "alice@example.org", leaf, len);
+    free(leaf);
+    free(old);
+    assert_int_equal(bob_takes(&s, bob), 2);
+    snprintf(want, sizeof(want), "device %llu of alice@example.org has no valid approval",
+             (unsigned long long)forged);
+    assert_non_null(strstr(devlist_said.text, want));
+    /* carol's first look at a set without a root: taken as it is */
+    carol = client_for(&s, "carol", "carol@example.org");
+    {
+        msv_frame *devs = NULL;
+
+        assert_int_equal(msv_client_devices(carol, "alice@example.org", &devs), MSV_OK);
+        assert_int_equal(devs->lookup_result->results[0]->n_devices, 3);
+        msv_frame_free(devs);
+    }
+    msv_identity_free(m);
+    msv_client_close(alice);
+    msv_client_close(laptop);
+    msv_client_close(bob);
+    msv_client_close(carol);
+    test_server_cleanup(&s);
+}
+
 static void all_alarms(void *ctx, const char *warning)
 {
     char *said = ctx;
@@ -6383,6 +6467,7 @@ int main(void)
         cmocka_unit_test(test_redelivery_shown_once),
         cmocka_unit_test(test_malicious_directory),
         cmocka_unit_test(test_devlist_sender),
+        cmocka_unit_test(test_devlist_legacy),
         cmocka_unit_test(test_monitor_removed_approver),
         cmocka_unit_test(test_log_key_rotation),
         cmocka_unit_test(test_log_key_rotation_attacks),
