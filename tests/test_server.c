@@ -2591,7 +2591,7 @@ static msv_frame *register_with_root(struct test_server *s, const char *handle,
  * itself as the list's root, an approval keeps the approver's record, and each goes into the
  * log's device sets; a record whose signature does not hold is refused (ERROR_BAD_APPROVAL)
  * with nothing changed: a root signed by another key, an approval signed by the new device
- * itself.
+ * itself. A device added by the password to an account with no device left is a recovery.
  */
 static void test_signed_approvals(void **state)
 {
@@ -2652,6 +2652,28 @@ static void test_signed_approvals(void **state)
     assert_int_equal(e.devices[1].approval.approver, a1.device_id);
     assert_int_equal(chains.n_signed, 2);
     msv_frame_free(r);
+    /* every device gone: the next one added with the password is a recovery, so marked */
+    {
+        Msv__Wire__Frame rm_req = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
+        struct test_device a3;
+
+        rm_req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
+        rm_req.remove_device = &rm;
+        rm.device_id = a2.device_id;
+        expect_ok(test_request(a1.conn, &rm_req));
+        rm.device_id = a1.device_id;
+        msv_frame_free(test_request(a1.conn, &rm_req)); /* its connection ends with it */
+        test_enroll_pending(&s, "alice@example.org", &a3);
+        test_device_connect(&s, &a3);
+        r = log_read(a3.conn, 0, 256);
+        newest_chains(r, &e, &chains);
+        assert_int_equal(e.n_devices, 1);
+        assert_int_equal(chains.root_kind, MSV_KT_RECOVERY);
+        assert_int_equal(chains.root_id, a3.device_id);
+        msv_frame_free(r);
+        test_device_free(&a3);
+    }
     msv_identity_free(other);
     test_device_free(&a1);
     test_device_free(&a2);
