@@ -624,6 +624,19 @@ MSV_MUST_CHECK msv_err msv_client_safety_number(struct msv_client *c, const char
                                                 uint8_t digest[32]);
 MSV_MUST_CHECK msv_err msv_client_mark_verified(struct msv_client *c, const char *handle,
                                                 const uint8_t digest[32]);
+/*
+ * What this device's lookups showed of handle's signed device list (docs/transparency.md,
+ * "Signed device lists"): MSV_DEVLIST_SIGNED (approved from its root), MSV_DEVLIST_RECOVERED
+ * (from a recovery by password), MSV_DEVLIST_UNSIGNED (an account from before approvals were
+ * kept), or MSV_DEVLIST_UNKNOWN (not looked up since, or a record that does not read).
+ */
+enum msv_devlist_state {
+    MSV_DEVLIST_UNKNOWN = 0,
+    MSV_DEVLIST_SIGNED = 1,
+    MSV_DEVLIST_UNSIGNED = 2,
+    MSV_DEVLIST_RECOVERED = 3,
+};
+enum msv_devlist_state msv_client_devlist_state(struct msv_client *c, const char *handle);
 MSV_MUST_CHECK msv_err msv_client_verified(struct msv_client *c, const char *handle,
                                            const uint8_t digest[32]);
 

@@ -79,6 +79,13 @@ static msv_err pin_put(struct msv_client *c, const char *handle, const struct de
     return msv_client_db_set(c->db, key, v, PIN_FIXED + 8 * p->n_ends);
 }
 
+static int pin_equal(const struct devlist_pin *a, const struct devlist_pin *b)
+{
+    return a->present == b->present && a->kind == b->kind && a->root_id == b->root_id &&
+           memcmp(a->root_hash, b->root_hash, 32) == 0 && a->n_ends == b->n_ends &&
+           memcmp(a->ends, b->ends, a->n_ends * sizeof(a->ends[0])) == 0;
+}
+
 static int has_end(const struct devlist_pin *p, uint64_t id)
 {
     for (size_t i = 0; i < p->n_ends; i++) {
@@ -175,7 +182,8 @@ static msv_err check_result(struct msv_client *c, Msv__Wire__HandleDevices *hd,
         tell(c, handle, e->devices[i].device_id, text);
         drop_device(hd, i);
     }
-    return pin_put(c, handle, &next);
+    /* most lookups change nothing: no write */
+    return pin_equal(&pin, &next) ? MSV_OK : pin_put(c, handle, &next);
 }
 
 msv_err client_devlist_check(struct msv_client *c, Msv__Wire__LookupResponse *r)
@@ -191,4 +199,15 @@ msv_err client_devlist_check(struct msv_client *c, Msv__Wire__LookupResponse *r)
     }
     free(e);
     return err;
+}
+
+enum msv_devlist_state msv_client_devlist_state(struct msv_client *c, const char *handle)
+{
+    struct devlist_pin pin;
+
+    if (pin_get(c, handle, &pin) != MSV_OK || !pin.present)
+        return MSV_DEVLIST_UNKNOWN;
+    return pin.kind == MSV_KT_ROOT       ? MSV_DEVLIST_SIGNED
+           : pin.kind == MSV_KT_RECOVERY ? MSV_DEVLIST_RECOVERED
+                                         : MSV_DEVLIST_UNSIGNED;
 }
