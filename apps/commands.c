@@ -448,6 +448,16 @@ void cli_account_new_notice(void *ctx, const char *handle)
     fputc('\n', cli_err);
 }
 
+void cli_devlist_warning(void *ctx, const char *handle, uint64_t device, const char *warning)
+{
+    (void)ctx;
+    (void)handle;
+    (void)device;
+    fputs("missive: warning: ", cli_err);
+    term_put(cli_err, warning, TERM_ONE_LINE);
+    fputc('\n', cli_err);
+}
+
 void cli_unreachable_warning(void *ctx, const char *handle, uint64_t device, const char *suites)
 {
     (void)ctx;
@@ -563,6 +573,7 @@ int cli_open(const struct cli *o, const char *dir, struct msv_client **c)
     (*c)->on_key_change = cli_key_change_warning;
     (*c)->on_account_new = cli_account_new_notice;
     (*c)->on_unreachable = cli_unreachable_warning;
+    (*c)->on_devlist = cli_devlist_warning;
     (*c)->on_pq_refused = cli_pq_refused_warning;
     (*c)->on_unopened = cli_unopened_warning;
     (*c)->on_keys_unpublished = cli_unopened_warning; /* the same warning line */
@@ -2835,12 +2846,28 @@ static int wrong_number(struct msv_client *c, const char *handle, const char *gi
     return EXIT_AUTH;
 }
 
+/* How verify names a contact's device list (docs/transparency.md, "Signed device lists"). */
+static const char *devlist_words(enum msv_devlist_state state)
+{
+    switch (state) {
+    case MSV_DEVLIST_SIGNED:
+        return "signed";
+    case MSV_DEVLIST_RECOVERED:
+        return "signed, from a recovery by password";
+    case MSV_DEVLIST_UNSIGNED:
+        return "unsigned (an account from before approvals were kept)";
+    default:
+        return "unknown";
+    }
+}
+
 static int cmd_verify(const struct cli *o, struct msv_client *c)
 {
     char number[MSV_SAFETY_DIGITS + 1], given[MSV_SAFETY_DIGITS + 1], shown[80];
     uint8_t digest[32];
     size_t k = 0;
     msv_err err, state;
+    const char *devlist;
 
     if (o->argc < 1 || o->argc > 2 || (o->argc == 2 && (o->accept || o->qr)))
         return cli_usage("verify", cli_err);
@@ -2876,17 +2903,20 @@ static int cmd_verify(const struct cli *o, struct msv_client *c)
         return 0;
     }
     state = msv_client_verified(c, o->argv[0], digest);
+    devlist = devlist_words(msv_client_devlist_state(c, o->argv[0]));
     group_digits(number, shown);
     if (o->json) {
-        emit_json(json_pack("{s:s, s:s, s:i, s:s}", "handle", o->argv[0], "safety_number", number,
-                            "version", MSV_SAFETY_VERSION, "state",
+        emit_json(json_pack("{s:s, s:s, s:i, s:s, s:s}", "handle", o->argv[0], "safety_number",
+                            number, "version", MSV_SAFETY_VERSION, "state",
                             state == MSV_OK         ? "verified"
                             : state == MSV_ERR_AUTH ? "changed since verified"
-                                                    : "not verified"));
+                                                    : "not verified",
+                            "device_list", devlist));
         return 0;
     }
     fprintf(cli_out, "safety number of your conversation with %s (version %d):\n%s\n", o->argv[0],
             MSV_SAFETY_VERSION, shown);
+    fprintf(cli_out, "device list: %s\n", devlist);
     if (o->qr && print_qr(number) != 0)
         fprintf(cli_err, "missive: cannot make the QR code\n");
     if (state == MSV_OK)

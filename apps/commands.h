@@ -71,6 +71,7 @@ void cli_key_change_warning(void *ctx, const char *handle);
 /* "HANDLE is a new account: ..." into text, and that line on stderr. */
 void cli_account_new_text(const char *handle, char *text, size_t len);
 void cli_account_new_notice(void *ctx, const char *handle);
+void cli_devlist_warning(void *ctx, const char *handle, uint64_t device, const char *warning);
 void cli_unreachable_warning(void *ctx, const char *handle, uint64_t device, const char *suites);
 /* A device that says post-quantum got nothing: the server gave no checked KEM prekey for it. */
 void cli_pq_refused_warning(void *ctx, const char *handle, uint64_t device, const char *warning);

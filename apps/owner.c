@@ -501,26 +501,36 @@ static void on_unreachable(void *ctx, const char *handle, uint64_t device, const
               NULL);
 }
 
+/* An event of type about one device of handle, with the warning the command line shows. */
+static void device_warning_event(struct owner *ow, const char *type, const char *handle,
+                                 uint64_t device, const char *warning)
+{
+    broadcast(ow,
+              json_pack("{s:s, s:o, s:I, s:o}", "type", type, "handle", rpc_text(handle),
+                        "device_id", (json_int_t)device, "warning", rpc_text(warning)),
+              NULL);
+}
+
 /* A device that says post-quantum got nothing from a send: no checked KEM prekey for it. */
 static void on_pq_refused(void *ctx, const char *handle, uint64_t device, const char *warning)
 {
-    struct owner *ow = ctx;
-
     cli_pq_refused_warning(NULL, handle, device, warning);
-    broadcast(ow,
-              json_pack("{s:s, s:o, s:I, s:o}", "type", "pq_refused", "handle", rpc_text(handle),
-                        "device_id", (json_int_t)device, "warning", rpc_text(warning)),
-              NULL);
+    device_warning_event(ctx, "pq_refused", handle, device, warning);
+}
+
+/* A contact's device left out for want of a valid approval, or a new root of its device list
+ * (docs/transparency.md, "Signed device lists"; schema 2 only). */
+static void on_devlist(void *ctx, const char *handle, uint64_t device, const char *warning)
+{
+    cli_devlist_warning(NULL, handle, device, warning);
+    device_warning_event(ctx, "devlist", handle, device, warning);
 }
 
 /* This post-quantum device read a classical envelope from a device of an earlier version. */
 static void on_classical(void *ctx, const char *handle, uint64_t device, const char *warning)
 {
     cli_pq_refused_warning(NULL, handle, device, warning); /* the same warning line */
-    broadcast(ctx,
-              json_pack("{s:s, s:o, s:I, s:o}", "type", "classical", "handle", rpc_text(handle),
-                        "device_id", (json_int_t)device, "warning", rpc_text(warning)),
-              NULL);
+    device_warning_event(ctx, "classical", handle, device, warning);
 }
 
 /* A queued message could not go when the outbox was sent: it stays queued (schema 2 only). */
@@ -1239,6 +1249,7 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     c->on_handle_taken = on_handle_taken;
     c->on_unreachable = on_unreachable;
     c->on_pq_refused = on_pq_refused;
+    c->on_devlist = on_devlist;
     c->on_unopened = on_unopened;
     c->on_keys_unpublished = on_keys_unpublished;
     c->on_classical = on_classical;

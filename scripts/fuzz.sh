@@ -26,7 +26,7 @@ fuzz_one() {
 }
 # Each target is one process on one core: as many run at once as there are cores, each
 # still for SECONDS, so every target gets the same fuzzing in a fraction of the wall time.
-targets="classic envelope identity payload frame kt session backup mlkem vrf ptree ptree_steps lineage link sealed config invite rpc term web pqratchet qrimage username mls mls_group mls_state mls_credential mls_pending xmpp"
+targets="classic envelope identity payload frame kt devlist session backup mlkem vrf ptree ptree_steps lineage link sealed config invite rpc term web pqratchet qrimage username mls mls_group mls_state mls_credential mls_pending xmpp"
 slots=$(nproc)
 running=0
 status=0

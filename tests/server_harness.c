@@ -20,6 +20,7 @@
 #include <sqlite3.h>
 
 #include "client/client.h"
+#include "missive/kt.h"
 #include "missive/util.h"
 
 static void sleep_ms(int ms)
@@ -338,10 +339,25 @@ void test_register_suites(struct test_server *s, const char *handle, struct test
 
 msv_frame *test_approve(struct test_device *approver, uint64_t device_id)
 {
+    return test_approve_key(approver, device_id, NULL);
+}
+
+msv_frame *test_approve_key(struct test_device *approver, uint64_t device_id,
+                            const struct msv_identity *key)
+{
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__ApproveDevice ap = MSV__WIRE__APPROVE_DEVICE__INIT;
+    uint8_t hash[32], sig[MSV_KT_APPROVAL_SIG_MAX];
+    size_t len = 0;
 
     ap.device_id = device_id;
+    if (key != NULL) {
+        msv_public_identity_hash(msv_identity_public(key), hash);
+        assert_int_equal(msv_kt_approval_sign(approver->id, MSV_KT_APPROVED, device_id, hash,
+                                              approver->device_id, sig, &len),
+                         MSV_OK);
+        ap.chain_approval = (ProtobufCBinaryData){len, sig};
+    }
     req.body_case = MSV__WIRE__FRAME__BODY_APPROVE_DEVICE;
     req.approve_device = &ap;
     return test_request(approver->conn, &req);
@@ -358,7 +374,7 @@ void test_add_device(struct test_server *s, const char *handle, struct test_devi
     msv_frame *r;
 
     enroll(s, handle, d, 1, MSV_SUITE_MODERN, 0);
-    r = test_approve(approver, d->device_id);
+    r = test_approve_key(approver, d->device_id, d->id);
     assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_OK);
     msv_frame_free(r);
     test_device_connect(s, d);

@@ -76,6 +76,10 @@ void test_add_device(struct test_server *s, const char *handle, struct test_devi
 void test_enroll_pending(struct test_server *s, const char *handle, struct test_device *d);
 /* Approves a pending device from an authenticated one; returns the answer (caller frees). */
 msv_frame *test_approve(struct test_device *approver, uint64_t device_id);
+/* The same with the approver's approval record of the device whose key is key (docs/
+ * transparency.md, "Signed device lists"), as a client sends it. */
+msv_frame *test_approve_key(struct test_device *approver, uint64_t device_id,
+                            const struct msv_identity *key);
 void test_device_connect(struct test_server *s, struct test_device *d);
 void test_device_free(struct test_device *d);
 

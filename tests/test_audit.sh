@@ -92,7 +92,8 @@ python3 - srv/missive.db <<'PY'
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
 leaf = bytearray(db.execute("SELECT leaf FROM kt_log WHERE idx = 0").fetchone()[0])
-leaf[-1] ^= 1
+at = 1 + 8 + 1 + leaf[9] + 1  # the first device: version, time, handle, count
+leaf[at + 11 + int.from_bytes(leaf[at + 9:at + 11], "big") - 1] ^= 1  # its key's last byte
 db.execute("UPDATE kt_log SET leaf = ? WHERE idx = 0", (bytes(leaf),))
 db.commit()
 PY
@@ -137,6 +138,7 @@ def latest(handle):
 def first_device(leaf):
     return 1 + 8 + 1 + leaf[9] + 1  # version, time, handle, count
 alice, bob = latest("alice@example.org"), latest("bob@example.org")
+bob[0] = 1  # a set without approvals (version 1)
 bob[9 + 1 + bob[9]] = 1  # one device: bob's first, under alice's id
 at = first_device(bob)
 n = 8 + 1 + 2 + int.from_bytes(bob[at + 9:at + 11], "big")

@@ -42,7 +42,7 @@ expect 0 "bob answers" -- as bob send alice@example.org --text "back"
 expect 0 "alice receives" -- as alice receive
 grep -q "back" out.txt && ok || bad "alice's message: $(cat out.txt err.txt)"
 rows=$(psql "$MSV_TEST_POSTGRES" -Atc "SELECT idx || ':' || get_byte(leaf, 0) || ':' || COALESCE(get_byte(pub, 0)::text, '') FROM kt_log ORDER BY idx;" | tr '\n' ' ')
-[ "$rows" = "0:5: 1:1:4 2:1:4 " ] && ok || bad "the shared log: $rows"
+[ "$rows" = "0:5: 1:6:4 2:6:4 " ] && ok || bad "the shared log: $rows"
 fp=$(cat node-A/server.fingerprint)
 for n in A B; do
     expect 0 "an auditor of node $n" -- "$A" --state "audit-$n.state" --server "127.0.0.1:${ports[$n]}" --fingerprint "$fp"

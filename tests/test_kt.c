@@ -14,6 +14,7 @@
 #include <cmocka.h>
 #include <sodium.h>
 
+#include "missive/crypto.h"
 #include "missive/kt.h"
 #include "missive/ptree.h"
 #include "missive/vrf.h"
@@ -185,8 +186,8 @@ static void test_leaf_encoding(void **state)
     size_t len = 0;
 
     (void)state;
-    e.devices[0] = (struct msv_kt_device){7, 3, id_a, sizeof(id_a)};
-    e.devices[1] = (struct msv_kt_device){12, 1, id_b, sizeof(id_b)};
+    e.devices[0] = (struct msv_kt_device){7, 3, id_a, sizeof(id_a), {0}};
+    e.devices[1] = (struct msv_kt_device){12, 1, id_b, sizeof(id_b), {0}};
     assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_OK);
     assert_int_equal(msv_kt_leaf_parse(leaf, len, &back), MSV_OK);
     assert_int_equal(back.time_ms, 1234567);
@@ -233,7 +234,7 @@ static void test_tombstone_leaf(void **state)
     free(leaf);
     /* a tombstone that lists devices has no encoding and does not parse */
     e.n_devices = 1;
-    e.devices[0] = (struct msv_kt_device){7, 3, id, sizeof(id)};
+    e.devices[0] = (struct msv_kt_device){7, 3, id, sizeof(id), {0}};
     assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_ERR_INVALID);
     e.deleted = 0;
     assert_int_equal(msv_kt_leaf_encode(&e, &with_device, &with_len), MSV_OK);
@@ -617,14 +618,286 @@ static void test_v4_leaf(void **state)
     free(data);
 }
 
+/* ---- signed device lists (docs/transparency.md, "Signed device lists") --------------------- */
+
+struct devlist_keys {
+    struct msv_identity *id[5];
+    uint8_t sig[5][MSV_KT_APPROVAL_SIG_MAX];
+};
+
+/* d: device id with the keys of identity k, no approval yet */
+static void set_record(struct msv_kt_device *d, uint64_t device_id, const struct msv_identity *k)
+{
+    size_t len = 0;
+    const uint8_t *pub = msv_public_identity_bytes(msv_identity_public(k), &len);
+
+    memset(d, 0, sizeof(*d));
+    d->device_id = device_id;
+    d->suite = (uint32_t)msv_public_identity_suite(msv_identity_public(k));
+    d->identity = pub;
+    d->identity_len = len;
+}
+
+/* signs d's approval as kind, by signer (approver id approver_id for kind 2) */
+static void sign_record(struct msv_kt_device *d, uint8_t kind, const struct msv_identity *signer,
+                        uint64_t approver_id, uint8_t sig[MSV_KT_APPROVAL_SIG_MAX])
+{
+    struct msv_public_identity *pub = NULL;
+    uint8_t hash[32];
+    size_t len = 0;
+
+    assert_int_equal(
+        msv_public_identity_parse((enum msv_suite)d->suite, d->identity, d->identity_len, &pub),
+        MSV_OK);
+    msv_public_identity_hash(pub, hash);
+    msv_public_identity_free(pub);
+    assert_int_equal(msv_kt_approval_sign(signer, kind, d->device_id, hash, approver_id, sig, &len),
+                     MSV_OK);
+    d->approval =
+        (struct msv_kt_approval){kind, kind == MSV_KT_APPROVED ? approver_id : 0, sig, len};
+}
+
+/*
+ * alice's set: device 3 (A) registered the account, 5 (B, an ecies device) was approved by A
+ * and removed after approving 9 (C): listed 3 and 9, chain record 5.
+ */
+static void alice_set(struct devlist_keys *k, struct msv_kt_entry *e)
+{
+    memset(e, 0, sizeof(*e));
+    e->time_ms = 99;
+    snprintf(e->handle, sizeof(e->handle), "alice@example.org");
+    e->signed_list = 1;
+    e->n_devices = 2;
+    e->n_chain = 1;
+    set_record(&e->devices[0], 3, k->id[0]);
+    sign_record(&e->devices[0], MSV_KT_ROOT, k->id[0], 0, k->sig[0]);
+    set_record(&e->chain[0], 5, k->id[1]);
+    sign_record(&e->chain[0], MSV_KT_APPROVED, k->id[0], 3, k->sig[1]);
+    set_record(&e->devices[1], 9, k->id[2]);
+    sign_record(&e->devices[1], MSV_KT_APPROVED, k->id[1], 5, k->sig[2]);
+}
+
+static void expect_chains(const struct msv_kt_entry *e, size_t n_signed, size_t n_unsigned,
+                          size_t n_unapproved)
+{
+    struct msv_kt_devlist r;
+
+    assert_int_equal(msv_kt_devlist_check(e, &r), MSV_OK);
+    assert_int_equal(r.n_signed, n_signed);
+    assert_int_equal(r.n_unsigned, n_unsigned);
+    assert_int_equal(r.n_unapproved, n_unapproved);
+}
+
+/* A signed set encodes one way, round-trips, and every chain checks out. */
+static void test_signed_list_encoding(void **state)
+{
+    struct devlist_keys *k = *state;
+    static struct msv_kt_entry e, back;
+    struct msv_kt_devlist r;
+    uint8_t *leaf = NULL, *again = NULL;
+    size_t len = 0, again_len = 0;
+
+    alice_set(k, &e);
+    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_OK);
+    assert_int_equal(leaf[0], 6);
+    assert_int_equal(msv_kt_leaf_parse(leaf, len, &back), MSV_OK);
+    assert_true(back.signed_list);
+    assert_int_equal(back.n_devices, 2);
+    assert_int_equal(back.n_chain, 1);
+    assert_int_equal(back.devices[1].approval.kind, MSV_KT_APPROVED);
+    assert_int_equal(back.devices[1].approval.approver, 5);
+    assert_int_equal(msv_kt_leaf_encode(&back, &again, &again_len), MSV_OK);
+    assert_int_equal(again_len, len);
+    assert_memory_equal(again, leaf, len);
+    free(again);
+    assert_int_equal(msv_kt_devlist_check(&back, &r), MSV_OK);
+    assert_int_equal(r.n_signed, 2);
+    assert_int_equal(r.chain[1], MSV_KT_CHAIN_SIGNED);
+    assert_true(r.has_root);
+    assert_int_equal(r.root_kind, MSV_KT_ROOT);
+    assert_int_equal(r.root_id, 3);
+    /* every truncation, a trailing byte, an unknown kind do not parse */
+    for (size_t cut = 0; cut < len; cut++)
+        assert_int_equal(msv_kt_leaf_parse(leaf, cut, &back), MSV_ERR_PARSE);
+    leaf = realloc(leaf, len + 1);
+    assert_non_null(leaf);
+    leaf[len] = 0;
+    assert_int_equal(msv_kt_leaf_parse(leaf, len + 1, &back), MSV_ERR_PARSE);
+    /* the first device's kind byte: after version, time, handle, count, id, suite, identity */
+    {
+        size_t at =
+            1 + 8 + 1 + strlen("alice@example.org") + 1 + 8 + 1 + 2 + e.devices[0].identity_len;
+
+        assert_int_equal(leaf[at], MSV_KT_ROOT);
+        leaf[at] = 4;
+        assert_int_equal(msv_kt_leaf_parse(leaf, len, &back), MSV_ERR_PARSE);
+    }
+    free(leaf);
+    /* no encoding for: a chain record with a listed id, kind 0 with a signature, no devices */
+    e.chain[0].device_id = 9;
+    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_ERR_INVALID);
+    alice_set(k, &e);
+    e.devices[0].approval.kind = MSV_KT_UNSIGNED;
+    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_ERR_INVALID);
+    alice_set(k, &e);
+    e.n_devices = 0;
+    e.n_chain = 0;
+    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_ERR_INVALID);
+    /* a version-6 set with no signed record is a version-1 set: neither encodes nor parses */
+    alice_set(k, &e);
+    e.n_chain = 0;
+    e.n_devices = 1;
+    e.devices[0].approval = (struct msv_kt_approval){0};
+    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_ERR_INVALID);
+    {
+        static const uint8_t unsigned_only[] = {6, 0, 0, 0, 0, 0, 0, 0, 1, 3, 'a', '@', 'b', 1,
+                                                0, 0, 0, 0, 0, 0, 0, 7, 3, 0, 1,   'k', 0,   0};
+
+        assert_int_equal(msv_kt_leaf_parse(unsigned_only, sizeof(unsigned_only), &back),
+                         MSV_ERR_PARSE);
+        e.signed_list = 0;
+        assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_OK);
+        assert_int_equal(leaf[0], 1);
+        free(leaf);
+    }
+    /* a version-1 set is all unsigned */
+    alice_set(k, &e);
+    e.signed_list = 0;
+    e.n_chain = 0;
+    expect_chains(&e, 0, 2, 0);
+}
+
+/* What a dishonest directory can do to a signed set, each refused by the check. */
+static void test_signed_list_attacks(void **state)
+{
+    struct devlist_keys *k = *state;
+    static struct msv_kt_entry e;
+    uint8_t forged[MSV_KT_APPROVAL_SIG_MAX];
+    struct msv_kt_devlist r;
+
+    /* a device inserted with no approval: unsigned, not signed */
+    alice_set(k, &e);
+    e.n_devices = 3;
+    set_record(&e.devices[2], 12, k->id[3]);
+    expect_chains(&e, 2, 1, 0);
+    assert_int_equal(msv_kt_devlist_check(&e, &r), MSV_OK);
+    assert_int_equal(r.end[2], 12); /* its chain ends at itself: new to a sender, refused */
+    assert_int_equal(r.end[1], 3);
+    /* ... with an approval it signed itself as if by device 3 */
+    sign_record(&e.devices[2], MSV_KT_APPROVED, k->id[3], 3, forged);
+    expect_chains(&e, 2, 0, 1);
+    /* ... naming an approver the value does not hold, or itself */
+    sign_record(&e.devices[2], MSV_KT_APPROVED, k->id[0], 4, forged);
+    expect_chains(&e, 2, 0, 1);
+    sign_record(&e.devices[2], MSV_KT_APPROVED, k->id[3], 12, forged);
+    expect_chains(&e, 2, 0, 1);
+    /* device 9's approval replayed for another id, and for id 9 with other keys */
+    alice_set(k, &e);
+    e.n_devices = 3;
+    set_record(&e.devices[2], 12, k->id[3]);
+    e.devices[2].approval = e.devices[1].approval;
+    expect_chains(&e, 2, 0, 1);
+    alice_set(k, &e);
+    {
+        struct msv_kt_approval a = e.devices[1].approval;
+
+        set_record(&e.devices[1], 9, k->id[3]);
+        e.devices[1].approval = a;
+    }
+    expect_chains(&e, 1, 0, 1);
+    /* the removed approver's key changed in its chain record */
+    alice_set(k, &e);
+    {
+        struct msv_kt_approval a = e.chain[0].approval;
+
+        set_record(&e.chain[0], 5, k->id[3]);
+        e.chain[0].approval = a;
+    }
+    expect_chains(&e, 1, 0, 1);
+    /* a recovery shown as a root: its signature names the kind */
+    alice_set(k, &e);
+    sign_record(&e.devices[0], MSV_KT_RECOVERY, k->id[0], 0, forged);
+    assert_int_equal(msv_kt_devlist_check(&e, &r), MSV_OK);
+    assert_int_equal(r.root_kind, MSV_KT_RECOVERY);
+    e.devices[0].approval.kind = MSV_KT_ROOT;
+    expect_chains(&e, 0, 0, 2);
+    /* re-rooted: a new self-signed device in place of device 3: another root */
+    alice_set(k, &e);
+    set_record(&e.devices[0], 3, k->id[3]);
+    sign_record(&e.devices[0], MSV_KT_ROOT, k->id[3], 0, forged);
+    assert_int_equal(msv_kt_devlist_check(&e, &r), MSV_OK);
+    assert_int_equal(r.n_signed, 1);
+    assert_int_equal(r.n_unapproved, 1); /* device 5's approval was by the old device 3 */
+    assert_int_equal(r.root_id, 3);
+    {
+        struct msv_public_identity *pub = NULL;
+        uint8_t hash[32];
+
+        assert_int_equal(msv_public_identity_dup(msv_identity_public(k->id[0]), &pub), MSV_OK);
+        msv_public_identity_hash(pub, hash);
+        msv_public_identity_free(pub);
+        assert_memory_not_equal(r.root_hash, hash, 32);
+    }
+    /* two roots in one set; a chain record no chain passes through */
+    alice_set(k, &e);
+    e.n_devices = 3;
+    set_record(&e.devices[2], 12, k->id[3]);
+    sign_record(&e.devices[2], MSV_KT_ROOT, k->id[3], 0, forged);
+    assert_int_equal(msv_kt_devlist_check(&e, &r), MSV_ERR_AUTH);
+    alice_set(k, &e);
+    e.n_devices = 1;
+    assert_int_equal(msv_kt_devlist_check(&e, &r), MSV_ERR_AUTH);
+    /* a cycle: 5 approved by 9 and 9 by 5, both chain records' keys real */
+    alice_set(k, &e);
+    e.n_devices = 1;
+    e.devices[0] = e.devices[1];
+    e.devices[0].device_id = 9;
+    set_record(&e.devices[0], 9, k->id[2]);
+    sign_record(&e.devices[0], MSV_KT_APPROVED, k->id[1], 5, k->sig[2]);
+    sign_record(&e.chain[0], MSV_KT_APPROVED, k->id[2], 9, forged);
+    expect_chains(&e, 0, 0, 1);
+}
+
+static int devlist_setup(void **state)
+{
+    struct devlist_keys *k = calloc(1, sizeof(*k));
+
+    if (k == NULL)
+        return -1;
+    for (size_t i = 0; i < 5; i++) {
+        if (msv_identity_generate(i == 1 ? MSV_SUITE_ECIES : MSV_SUITE_MODERN, 0, &k->id[i]) !=
+            MSV_OK)
+            return -1;
+    }
+    *state = k;
+    return 0;
+}
+
+static int devlist_teardown(void **state)
+{
+    struct devlist_keys *k = *state;
+
+    for (size_t i = 0; i < 5; i++)
+        msv_identity_free(k->id[i]);
+    free(k);
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reference_roots),    cmocka_unit_test(test_inclusion_proofs),
-        cmocka_unit_test(test_consistency_proofs), cmocka_unit_test(test_leaf_encoding),
-        cmocka_unit_test(test_tombstone_leaf),     cmocka_unit_test(test_signed_heads),
-        cmocka_unit_test(test_key_rotation),       cmocka_unit_test(test_key_rotation_follow),
-        cmocka_unit_test(test_rotation_leaf),      cmocka_unit_test(test_v4_leaf),
+        cmocka_unit_test(test_reference_roots),
+        cmocka_unit_test(test_inclusion_proofs),
+        cmocka_unit_test(test_consistency_proofs),
+        cmocka_unit_test(test_leaf_encoding),
+        cmocka_unit_test_setup_teardown(test_signed_list_encoding, devlist_setup, devlist_teardown),
+        cmocka_unit_test_setup_teardown(test_signed_list_attacks, devlist_setup, devlist_teardown),
+        cmocka_unit_test(test_tombstone_leaf),
+        cmocka_unit_test(test_signed_heads),
+        cmocka_unit_test(test_key_rotation),
+        cmocka_unit_test(test_key_rotation_follow),
+        cmocka_unit_test(test_rotation_leaf),
+        cmocka_unit_test(test_v4_leaf),
     };
 
     if (msv_init() != MSV_OK)

@@ -154,6 +154,7 @@ grep -q "new laptop?" out.txt && ok || bad "new device got it"
 expect 0 "alice's safety number for bob" -- as alice-phone verify bob@example.org
 number=$(sed -n '2,3p' out.txt | tr -d ' \n')
 grep -q "^not verified" out.txt && ok || bad "not verified yet: $(cat out.txt)"
+grep -qx "device list: signed" out.txt && ok || bad "bob's signed device list: $(cat out.txt)"
 expect 0 "bob's for alice" -- as bob-phone verify alice@example.org
 [ "${#number}" -eq 60 ] && [ "$(sed -n '2,3p' out.txt | tr -d ' \n')" = "$number" ] && ok || bad "the same number on both sides: $number / $(cat out.txt)"
 expect 0 "as a QR code" -- as alice-phone verify bob@example.org --qr

@@ -2547,6 +2547,139 @@ static void test_device_of_another_account(void **state)
     test_server_cleanup(&s);
 }
 
+/* The newest entry of r (a LogEntries answer), parsed into e, and its chains checked into out. */
+static void newest_chains(const msv_frame *r, struct msv_kt_entry *e, struct msv_kt_devlist *out)
+{
+    const Msv__Wire__LogProof *p = r->log_entries->entries[r->log_entries->n_entries - 1];
+
+    assert_int_equal(msv_kt_leaf_parse(p->leaf.data, p->leaf.len, e), MSV_OK);
+    assert_int_equal(msv_kt_devlist_check(e, out), MSV_OK);
+}
+
+/* A registration whose device's approval of itself (root_signature) is sig. */
+static msv_frame *register_with_root(struct test_server *s, const char *handle,
+                                     const struct msv_identity *id, ProtobufCBinaryData sig)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__RegisterFinish fin = MSV__WIRE__REGISTER_FINISH__INIT;
+    Msv__Wire__NewDevice nd = MSV__WIRE__NEW_DEVICE__INIT;
+    struct msv_conn *c = test_connect(s);
+    struct msv_refusal why = {0};
+    size_t len = 0;
+    char code[7];
+    msv_frame *r;
+
+    assert_int_equal(msv_request_register_start(c, handle, NULL, TEST_TIMEOUT_MS, &why), MSV_OK);
+    test_server_code(s, handle, code);
+    nd.suite = MSV_SUITE_MODERN;
+    nd.identity.data = (uint8_t *)msv_public_identity_bytes(msv_identity_public(id), &len);
+    nd.identity.len = len;
+    nd.root_signature = sig;
+    fin.handle = (ProtobufCBinaryData){strlen(handle), (uint8_t *)handle};
+    fin.code = (ProtobufCBinaryData){6, (uint8_t *)code};
+    fin.password = (ProtobufCBinaryData){strlen(TEST_PASSWORD), (uint8_t *)TEST_PASSWORD};
+    fin.device = &nd;
+    req.body_case = MSV__WIRE__FRAME__BODY_REGISTER_FINISH;
+    req.register_finish = &fin;
+    r = test_request(c, &req);
+    msv_conn_close(c);
+    return r;
+}
+
+/*
+ * Signed device lists (docs/transparency.md): a registration keeps its device's approval of
+ * itself as the list's root, an approval keeps the approver's record, and each goes into the
+ * log's device sets; a record whose signature does not hold is refused (ERROR_BAD_APPROVAL)
+ * with nothing changed: a root signed by another key, an approval signed by the new device
+ * itself. A device added by the password to an account with no device left is a recovery.
+ */
+static void test_signed_approvals(void **state)
+{
+    static struct msv_kt_entry e;
+    struct test_server s;
+    struct test_device a1, a2;
+    struct msv_identity *other = NULL;
+    struct msv_kt_devlist chains;
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__ApproveDevice ap = MSV__WIRE__APPROVE_DEVICE__INIT;
+    uint8_t hash[32] = {0}, sig[MSV_KT_APPROVAL_SIG_MAX];
+    size_t sig_len = 0;
+    uint64_t size;
+    msv_frame *r;
+
+    (void)state;
+    test_server_init(&s, "[directory]\nleaf_version = 3\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    r = log_read(a1.conn, 0, 256);
+    newest_chains(r, &e, &chains);
+    assert_true(e.signed_list);
+    assert_int_equal(chains.n_signed, 1);
+    assert_int_equal(chains.root_kind, MSV_KT_ROOT);
+    assert_int_equal(chains.root_id, a1.device_id);
+    size = r->log_entries->head->size;
+    msv_frame_free(r);
+    /* a root signed by another key than the device's */
+    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &other), MSV_OK);
+    assert_int_equal(msv_kt_approval_sign(a1.id, MSV_KT_ROOT, 0, hash, 0, sig, &sig_len), MSV_OK);
+    r = register_with_root(&s, "mallory@example.org", other, (ProtobufCBinaryData){sig_len, sig});
+    expect_error(r, MSV__WIRE__ERROR_CODE__ERROR_BAD_APPROVAL);
+    /* a2 waits; an approval a2 signed itself, in a1's name, is refused */
+    test_enroll_pending(&s, "alice@example.org", &a2);
+    msv_public_identity_hash(msv_identity_public(a2.id), hash);
+    assert_int_equal(msv_kt_approval_sign(a2.id, MSV_KT_APPROVED, a2.device_id, hash, a1.device_id,
+                                          sig, &sig_len),
+                     MSV_OK);
+    ap.device_id = a2.device_id;
+    ap.chain_approval = (ProtobufCBinaryData){sig_len, sig};
+    req.body_case = MSV__WIRE__FRAME__BODY_APPROVE_DEVICE;
+    req.approve_device = &ap;
+    expect_error(test_request(a1.conn, &req), MSV__WIRE__ERROR_CODE__ERROR_BAD_APPROVAL);
+    r = log_read(a1.conn, 0, 256);
+    assert_int_equal(r->log_entries->head->size, size);
+    msv_frame_free(r);
+    /* a1's own approval is kept: a2's chain runs to the root */
+    assert_int_equal(msv_kt_approval_sign(a1.id, MSV_KT_APPROVED, a2.device_id, hash, a1.device_id,
+                                          sig, &sig_len),
+                     MSV_OK);
+    ap.chain_approval = (ProtobufCBinaryData){sig_len, sig};
+    expect_ok(test_request(a1.conn, &req));
+    r = log_read(a1.conn, 0, 256);
+    assert_int_equal(r->log_entries->head->size, size + 1);
+    newest_chains(r, &e, &chains);
+    assert_int_equal(e.n_devices, 2);
+    assert_int_equal(e.devices[1].approval.kind, MSV_KT_APPROVED);
+    assert_int_equal(e.devices[1].approval.approver, a1.device_id);
+    assert_int_equal(chains.n_signed, 2);
+    msv_frame_free(r);
+    /* every device gone: the next one added with the password is a recovery, so marked */
+    {
+        Msv__Wire__Frame rm_req = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
+        struct test_device a3;
+
+        rm_req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
+        rm_req.remove_device = &rm;
+        rm.device_id = a2.device_id;
+        expect_ok(test_request(a1.conn, &rm_req));
+        rm.device_id = a1.device_id;
+        msv_frame_free(test_request(a1.conn, &rm_req)); /* its connection ends with it */
+        test_enroll_pending(&s, "alice@example.org", &a3);
+        test_device_connect(&s, &a3);
+        r = log_read(a3.conn, 0, 256);
+        newest_chains(r, &e, &chains);
+        assert_int_equal(e.n_devices, 1);
+        assert_int_equal(chains.root_kind, MSV_KT_RECOVERY);
+        assert_int_equal(chains.root_id, a3.device_id);
+        msv_frame_free(r);
+        test_device_free(&a3);
+    }
+    msv_identity_free(other);
+    test_device_free(&a1);
+    test_device_free(&a2);
+    test_server_cleanup(&s);
+}
+
 /* 1 if the frame f holds, beside names, any of the identities of d[0..n-1]. */
 static int names_anyone(const msv_frame *f, const char *const *names, size_t n_names,
                         const struct test_device *d, size_t n)
@@ -3034,6 +3167,7 @@ int main(void)
         cmocka_unit_test(test_log_read_rate),
         cmocka_unit_test(test_log_read_names_no_handle),
         cmocka_unit_test(test_device_of_another_account),
+        cmocka_unit_test(test_signed_approvals),
         cmocka_unit_test(test_log_read_v4_names_no_handle),
         cmocka_unit_test(test_big_account_answers),
         cmocka_unit_test(test_revoked_connections_closed),

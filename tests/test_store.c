@@ -22,6 +22,7 @@
 #include <stdatomic.h>
 
 #include "missive/util.h"
+#include "missive/crypto.h"
 #include "missive/kt.h"
 #include "store/store.h"
 
@@ -205,7 +206,7 @@ static uint64_t make_device(struct fixture *f, uint64_t account)
     uint64_t id = 0;
 
     assert_int_equal(OPS(f)->device_add(IMPL(f), account, 3, (const uint8_t *)"identity", 8,
-                                        (const uint8_t *)"token", 5, 1, 2000, NULL, &id),
+                                        (const uint8_t *)"token", 5, 1, 2000, NULL, NULL, &id),
                      MSV_OK);
     return id;
 }
@@ -494,7 +495,7 @@ static void test_migration_to_v3(void **state)
                      "DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
                      "ALTER TABLE accounts DROP COLUMN username_changed_ms;"
                      "DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
-                     "DROP TABLE mls_claims;"
+                     "DROP TABLE mls_claims; DROP TABLE device_approvals;"
                      "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
@@ -601,6 +602,118 @@ static void test_kt_labels_in_transaction(void **state)
     msv_kt_recs_free(recs, n);
 }
 
+/* d's identity bytes and suite, for a store's device row, from key k */
+static const uint8_t *key_bytes(const struct msv_identity *k, size_t *len)
+{
+    return msv_public_identity_bytes(msv_identity_public(k), len);
+}
+
+/* A device of account with key k, approved at once (approval) or pending (NULL). */
+static uint64_t keyed_device(struct fixture *f, uint64_t account, const struct msv_identity *k,
+                             int approved, const struct msv_kt_approval *approval)
+{
+    uint64_t id = 0;
+    size_t len = 0;
+    const uint8_t *pub = key_bytes(k, &len);
+
+    assert_int_equal(OPS(f)->device_add(IMPL(f), account, MSV_SUITE_MODERN, pub, len, NULL, 0,
+                                        approved, 2000, NULL, approval, &id),
+                     MSV_OK);
+    return id;
+}
+
+/* signer's approval of the device of id with key k (kind 2), or its own (kinds 1, 3) */
+static void approval_of(const struct msv_identity *signer, uint8_t kind, uint64_t id,
+                        const struct msv_identity *k, uint64_t approver,
+                        uint8_t sig[MSV_KT_APPROVAL_SIG_MAX], struct msv_kt_approval *out)
+{
+    uint8_t hash[32];
+    size_t len = 0;
+
+    msv_public_identity_hash(msv_identity_public(k), hash);
+    assert_int_equal(msv_kt_approval_sign(signer, kind, id, hash, approver, sig, &len), MSV_OK);
+    *out = (struct msv_kt_approval){kind, kind == MSV_KT_APPROVED ? approver : 0, sig, len};
+}
+
+/* The chains of handle's newest device set; returns its leaf's version byte. */
+static int latest_chains(struct fixture *f, const char *handle, struct msv_kt_entry *e,
+                         struct msv_kt_devlist *r, struct msv_kt_rec *latest)
+{
+    assert_int_equal(OPS(f)->kt_latest(IMPL(f), handle, latest), MSV_OK);
+    assert_int_equal(msv_kt_leaf_parse(latest->leaf, latest->leaf_len, e), MSV_OK);
+    assert_int_equal(msv_kt_devlist_check(e, r), MSV_OK);
+    return latest->leaf[0];
+}
+
+/*
+ * Signed device lists (docs/transparency.md): each approved device's approval goes into the
+ * log's device sets from the change that approves it on, a removed approver's record stays as
+ * a chain record while a listed device's chain names it, and a set with no signed record is a
+ * version-1 leaf as before.
+ */
+static void test_signed_device_sets(void **state)
+{
+    struct fixture *f = *state;
+    static struct msv_kt_entry e;
+    struct msv_identity *k[4] = {NULL};
+    uint8_t sig[3][MSV_KT_APPROVAL_SIG_MAX];
+    struct msv_kt_approval a;
+    struct msv_kt_devlist r;
+    struct msv_kt_rec latest;
+    uint64_t acc = make_account(f, "signed@x"), root, p, q, legacy;
+
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &k[i]), MSV_OK);
+    approval_of(k[0], MSV_KT_ROOT, 0, k[0], 0, sig[0], &a);
+    root = keyed_device(f, acc, k[0], 1, &a);
+    assert_int_equal(latest_chains(f, "signed@x", &e, &r, &latest), 6);
+    free(latest.leaf);
+    assert_int_equal(r.n_signed, 1);
+    assert_int_equal(r.root_id, root);
+    /* p approved by the root, q by p; then p removed: its record stays for q's chain */
+    p = keyed_device(f, acc, k[1], 0, NULL);
+    approval_of(k[0], MSV_KT_APPROVED, p, k[1], root, sig[1], &a);
+    assert_int_equal(OPS(f)->device_approve(IMPL(f), acc, p, &a), MSV_OK);
+    q = keyed_device(f, acc, k[2], 0, NULL);
+    approval_of(k[1], MSV_KT_APPROVED, q, k[2], p, sig[2], &a);
+    assert_int_equal(OPS(f)->device_approve(IMPL(f), acc, q, &a), MSV_OK);
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), acc, p), MSV_OK);
+    assert_int_equal(latest_chains(f, "signed@x", &e, &r, &latest), 6);
+    assert_int_equal(e.n_devices, 2);
+    assert_int_equal(e.n_chain, 1);
+    assert_int_equal(e.chain[0].device_id, p);
+    assert_int_equal(r.n_signed, 2);
+    free(latest.leaf);
+    /* the root removed too: q's chain runs through both records */
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), acc, root), MSV_OK);
+    assert_int_equal(latest_chains(f, "signed@x", &e, &r, &latest), 6);
+    assert_int_equal(e.n_chain, 2);
+    assert_int_equal(r.n_signed, 1);
+    assert_int_equal(r.root_id, root);
+    free(latest.leaf);
+    /* a device approved without an approval (an older client) is unsigned */
+    legacy = keyed_device(f, acc, k[3], 1, NULL);
+    assert_int_equal(latest_chains(f, "signed@x", &e, &r, &latest), 6);
+    assert_int_equal(r.n_unsigned, 1);
+    assert_int_equal(r.end[1], legacy);
+    free(latest.leaf);
+    /* q removed: nothing signed is left, a version-1 set; the records no chain names are
+     * forgotten, so signing again starts from the unsigned device */
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), acc, q), MSV_OK);
+    assert_int_equal(latest_chains(f, "signed@x", &e, &r, &latest), 1);
+    free(latest.leaf);
+    p = keyed_device(f, acc, k[1], 0, NULL);
+    approval_of(k[3], MSV_KT_APPROVED, p, k[1], legacy, sig[1], &a);
+    assert_int_equal(OPS(f)->device_approve(IMPL(f), acc, p, &a), MSV_OK);
+    assert_int_equal(latest_chains(f, "signed@x", &e, &r, &latest), 6);
+    assert_int_equal(e.n_chain, 0);
+    assert_int_equal(r.n_unsigned, 2);
+    assert_int_equal(r.end[1], legacy);
+    free(latest.leaf);
+    for (size_t i = 0; i < 4; i++)
+        msv_identity_free(k[i]);
+}
+
 /*
  * Every change to a handle's approved devices appends the whole set to the
  * log, in the same transaction; pending devices are not in it; accounts
@@ -616,12 +729,12 @@ static void test_transparency_log(void **state)
     size_t n = 0;
 
     assert_int_equal(OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"identity", 8, NULL, 0, 0,
-                                        3000, NULL, &pending),
+                                        3000, NULL, NULL, &pending),
                      MSV_OK);
     assert_int_equal(OPS(f)->kt_read(IMPL(f), 0, 100, &recs, &n), MSV_OK);
     assert_int_equal(n, 2); /* a1, b1; the pending device changed nothing */
     msv_kt_recs_free(recs, n);
-    assert_int_equal(OPS(f)->device_approve(IMPL(f), a, pending), MSV_OK);
+    assert_int_equal(OPS(f)->device_approve(IMPL(f), a, pending, NULL), MSV_OK);
     a2 = make_device(f, a);
     assert_int_equal(OPS(f)->device_remove(IMPL(f), a, a1), MSV_OK);
     assert_int_equal(OPS(f)->kt_read(IMPL(f), 0, 100, &recs, &n), MSV_OK);
@@ -686,7 +799,7 @@ static void test_transparency_log(void **state)
         for (int i = 0; i < MSV_KT_DEVICES_MAX; i++)
             (void)make_device(f, c);
         assert_int_equal(OPS(f)->device_add(IMPL(f), c, 3, (const uint8_t *)"identity", 8, NULL, 0,
-                                            1, 4000, NULL, &extra),
+                                            1, 4000, NULL, NULL, &extra),
                          MSV_ERR_TOO_BIG);
         assert_int_equal(OPS(f)->devices_of_account(IMPL(f), c, &list), MSV_OK);
         assert_int_equal(list.count, MSV_KT_DEVICES_MAX);
@@ -837,14 +950,14 @@ static void test_device_approval(void **state)
     struct msv_device_rec rec;
 
     assert_int_equal(
-        OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"id", 2, NULL, 0, 0, 10, NULL, &d),
+        OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"id", 2, NULL, 0, 0, 10, NULL, NULL, &d),
         MSV_OK);
     assert_int_equal(OPS(f)->device_get(IMPL(f), d, &rec), MSV_OK);
     assert_int_equal(rec.approved, 0);
     msv_device_rec_clear(&rec);
-    assert_int_equal(OPS(f)->device_approve(IMPL(f), b, d), MSV_ERR_NOT_FOUND);
-    assert_int_equal(OPS(f)->device_approve(IMPL(f), a, d), MSV_OK);
-    assert_int_equal(OPS(f)->device_approve(IMPL(f), a, d), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->device_approve(IMPL(f), b, d, NULL), MSV_ERR_NOT_FOUND);
+    assert_int_equal(OPS(f)->device_approve(IMPL(f), a, d, NULL), MSV_OK);
+    assert_int_equal(OPS(f)->device_approve(IMPL(f), a, d, NULL), MSV_ERR_NOT_FOUND);
     assert_int_equal(OPS(f)->device_get(IMPL(f), d, &rec), MSV_OK);
     assert_int_equal(rec.approved, 1);
     msv_device_rec_clear(&rec);
@@ -1696,7 +1809,8 @@ static void test_device_with_first_prekeys_atomic(void **state)
                       : "CREATE TRIGGER refuse_kem BEFORE INSERT ON kem_prekeys BEGIN SELECT "
                         "RAISE(ABORT, 'refused'); END;");
     assert_int_not_equal(OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"identity", 8,
-                                            (const uint8_t *)"token", 5, 1, 2000, &first, &id),
+                                            (const uint8_t *)"token", 5, 1, 2000, &first, NULL,
+                                            &id),
                          MSV_OK);
     assert_int_equal(count_rows(f, "SELECT count(*) FROM devices"), devices);
     assert_int_equal(count_rows(f, "SELECT count(*) FROM signed_prekeys"), signed_keys);
@@ -1704,7 +1818,7 @@ static void test_device_with_first_prekeys_atomic(void **state)
     /* without the trigger the same call stores both */
     raw_exec(f, f->pg ? "DROP TRIGGER refuse_kem ON kem_prekeys;" : "DROP TRIGGER refuse_kem;");
     assert_int_equal(OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"identity", 8,
-                                        (const uint8_t *)"token", 5, 1, 2000, &first, &id),
+                                        (const uint8_t *)"token", 5, 1, 2000, &first, NULL, &id),
                      MSV_OK);
     assert_int_equal(count_rows(f, "SELECT count(*) FROM devices"), devices + 1);
     assert_int_equal(count_rows(f, "SELECT count(*) FROM signed_prekeys"), signed_keys + 1);
@@ -1841,7 +1955,7 @@ static void test_operator_views(void **state)
     in.sender_device = make_device(f, b);
     /* a device comes with its first prekeys, in the same transaction */
     assert_int_equal(OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"identity", 8,
-                                        (const uint8_t *)"token", 5, 0, 2000, &first, &id),
+                                        (const uint8_t *)"token", 5, 0, 2000, &first, NULL, &id),
                      MSV_OK);
     assert_int_equal(OPS(f)->prekey_claim(IMPL(f), id, 0, &claimed), MSV_OK);
     assert_int_equal(claimed.signed_id, 77);
@@ -2100,7 +2214,7 @@ static void test_blob_usage(void **state)
 static void test_reopen_and_schema(void **state)
 {
     struct fixture *f = *state;
-    uint64_t a = make_account(f, "persist@example.org"), got = 0;
+    uint64_t a = make_account(f, "persist@example.org"), got = 0, d = make_device(f, a);
     const char *table = f->pg ? "missive_schema" : "schema_version";
     char sql[128];
 
@@ -2121,7 +2235,8 @@ static void test_reopen_and_schema(void **state)
      * queue counters, which start from what is queued, version 9's reports, version 10's
      * invites, version 11's refused sends, version 13's handles, which start from the
      * accounts' own, version 15's key directory labels, version 16's username stamps,
-     * which start at never, and version 18's published leaves
+     * which start at never, version 18's published leaves, and version 19's approval
+     * records, unsigned for the devices approved before
      */
     reopen(f);
     assert_int_equal(OPS(f)->queue_put(IMPL(f),
@@ -2144,6 +2259,7 @@ static void test_reopen_and_schema(void **state)
                      " ALTER TABLE accounts DROP COLUMN username_changed_ms;"
                      " DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
                      " DROP TABLE mls_claims; ALTER TABLE kt_log DROP COLUMN pub;"
+                     " DROP TABLE device_approvals;"
                      " UPDATE missive_schema SET version = 6;"
                    : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
                      " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
@@ -2153,6 +2269,7 @@ static void test_reopen_and_schema(void **state)
                      " ALTER TABLE accounts DROP COLUMN username_changed_ms;"
                      " DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
                      " DROP TABLE mls_claims; ALTER TABLE kt_log DROP COLUMN pub;"
+                     " DROP TABLE device_approvals;"
                      " DELETE FROM schema_version WHERE version >= 7;");
     reopen(f);
     raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
@@ -2205,6 +2322,26 @@ static void test_reopen_and_schema(void **state)
         assert_int_equal(recs[0].pub_len, 9);
         assert_memory_equal(recs[0].pub, "published", 9);
         msv_kt_recs_free(recs, m);
+    }
+    {
+        /* version 19's approval records: a device approved before has an unsigned one, kept as
+         * a chain record when it approved a device and is removed */
+        static struct msv_kt_entry e;
+        struct msv_kt_approval by_d = {MSV_KT_APPROVED, d, (const uint8_t *)"s", 1};
+        struct msv_kt_rec latest;
+        uint64_t q = 0;
+
+        assert_int_equal(OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"identity", 8, NULL, 0,
+                                            0, 3000, NULL, NULL, &q),
+                         MSV_OK);
+        assert_int_equal(OPS(f)->device_approve(IMPL(f), a, q, &by_d), MSV_OK);
+        assert_int_equal(OPS(f)->device_remove(IMPL(f), a, d), MSV_OK);
+        assert_int_equal(OPS(f)->kt_latest(IMPL(f), "persist@example.org", &latest), MSV_OK);
+        assert_int_equal(msv_kt_leaf_parse(latest.leaf, latest.leaf_len, &e), MSV_OK);
+        assert_int_equal(e.n_chain, 1);
+        assert_int_equal(e.chain[0].device_id, d);
+        assert_int_equal(e.chain[0].approval.kind, MSV_KT_UNSIGNED);
+        free(latest.leaf);
     }
     {
         uint64_t refused = 0;
@@ -2440,7 +2577,7 @@ static void test_nodes_share_database(void **state)
         uint64_t id = 0;
 
         assert_int_equal(s->ops->device_add(s->impl, acc, 3, (const uint8_t *)"identity", 8, NULL,
-                                            0, 1, 3000, NULL, &id),
+                                            0, 1, 3000, NULL, NULL, &id),
                          MSV_OK);
     }
     assert_int_equal(OPS(f)->kt_read(IMPL(f), 0, 100, &recs, &n), MSV_OK);
@@ -2461,6 +2598,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_devices, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_to_v3, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transparency_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_signed_device_sets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kt_labels_in_transaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_username_stamp, setup, teardown),
@@ -2493,6 +2631,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_account_delete, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_devices, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_transparency_log, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_signed_device_sets, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_kt_labels_in_transaction, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_handles, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_username_stamp, setup_pg, teardown),

@@ -69,11 +69,33 @@ MSV_MUST_CHECK msv_err msv_merkle_verify_consistency(uint64_t old_size, uint64_t
 
 /* ---- leaves and tree heads -------------------------------------------------------------- */
 
+/*
+ * A device's approval record in a signed device list (a version-6 leaf, docs/transparency.md
+ * "Signed device lists"): unsigned (approved before approvals were kept), the account's root
+ * (self-signed at registration), approved by another device of the set or its chain records,
+ * or a recovery by the account's password (self-signed).
+ */
+enum msv_kt_approval_kind {
+    MSV_KT_UNSIGNED = 0,
+    MSV_KT_ROOT = 1,
+    MSV_KT_APPROVED = 2,
+    MSV_KT_RECOVERY = 3,
+};
+
+struct msv_kt_approval {
+    uint8_t kind;       /* enum msv_kt_approval_kind */
+    uint64_t approver;  /* MSV_KT_APPROVED only: the approving device's id */
+    const uint8_t *sig; /* borrowed (from the leaf bytes, when parsed); none when unsigned */
+    size_t sig_len;     /* 1 to MSV_KT_APPROVAL_SIG_MAX, 0 when unsigned */
+};
+#define MSV_KT_APPROVAL_SIG_MAX 72
+
 struct msv_kt_device {
     uint64_t device_id;
     uint32_t suite;
     const uint8_t *identity; /* borrowed (from the leaf bytes, when parsed) */
     size_t identity_len;
+    struct msv_kt_approval approval; /* signed lists only */
 };
 
 /*
@@ -86,12 +108,79 @@ struct msv_kt_entry {
     char handle[256];
     size_t n_devices;
     struct msv_kt_device devices[MSV_KT_DEVICES_MAX];
+    /* a signed device list (version 6): each device's approval, and the chain records of
+     * removed devices that approved a listed one (ascending ids, none a listed device's) */
+    int signed_list;
+    size_t n_chain;
+    struct msv_kt_device chain[MSV_KT_DEVICES_MAX];
 };
 
 /* Encodes e (devices sorted by id; ids must be distinct). Caller frees *out. */
 MSV_MUST_CHECK msv_err msv_kt_leaf_encode(const struct msv_kt_entry *e, uint8_t **out, size_t *len);
 /* Parses a leaf; the device identities point into leaf. MSV_ERR_PARSE for bad bytes. */
 MSV_MUST_CHECK msv_err msv_kt_leaf_parse(const uint8_t *leaf, size_t len, struct msv_kt_entry *e);
+
+/*
+ * What an approval signs (63 bytes): "MSV-devlist-v1" || u8 kind || u64be device id ||
+ * identity hash (32) || u64be approver id; a root or recovery signs device id and approver 0.
+ */
+#define MSV_KT_APPROVAL_MSG_LEN 63
+void msv_kt_approval_message(uint8_t kind, uint64_t device_id, const uint8_t hash[32],
+                             uint64_t approver, uint8_t out[MSV_KT_APPROVAL_MSG_LEN]);
+/*
+ * Signs an approval with signer's key: kind 2, of device device_id whose identity hash is hash,
+ * approver the signer's device id; kinds 1 and 3, of the signer itself (device_id, hash and
+ * approver ignored: its own hash, ids 0). sig holds MSV_KT_APPROVAL_SIG_MAX bytes.
+ */
+struct msv_identity;
+MSV_MUST_CHECK msv_err msv_kt_approval_sign(const struct msv_identity *signer, uint8_t kind,
+                                            uint64_t device_id, const uint8_t hash[32],
+                                            uint64_t approver, uint8_t sig[MSV_KT_APPROVAL_SIG_MAX],
+                                            size_t *sig_len);
+/*
+ * Checks d's approval signature: by approver's key (kind 2; approver's id must be d's approver)
+ * or by d's own (kinds 1 and 3; approver NULL). MSV_OK, MSV_ERR_AUTH for a signature that does
+ * not hold, MSV_ERR_INVALID for an unsigned record.
+ */
+MSV_MUST_CHECK msv_err msv_kt_approval_verify(const struct msv_kt_device *d,
+                                              const struct msv_kt_device *approver);
+
+/* What the chain of a listed device is (msv_kt_devlist_check). */
+enum msv_kt_chain {
+    MSV_KT_CHAIN_SIGNED = 0,     /* ends at the set's root (or recovery) record, every step valid */
+    MSV_KT_CHAIN_UNSIGNED = 1,   /* ends at an unsigned record, every step valid */
+    MSV_KT_CHAIN_UNAPPROVED = 2, /* a signature fails, an approver is missing, or a cycle */
+};
+
+struct msv_kt_devlist {
+    uint8_t chain[MSV_KT_DEVICES_MAX]; /* enum msv_kt_chain, per listed device */
+    uint64_t end[MSV_KT_DEVICES_MAX];  /* the id of the record its chain ends at (0: none) */
+    size_t n_signed, n_unsigned, n_unapproved;
+    int has_root;      /* the signed devices' one root record */
+    uint8_t root_kind; /* MSV_KT_ROOT or MSV_KT_RECOVERY */
+    uint64_t root_id;
+    uint8_t root_hash[32]; /* its identity hash */
+};
+
+/*
+ * Checks the approval chains of a device set (docs/transparency.md "Signed device lists",
+ * "Checking a version-6 set"): a version-1 leaf's devices are all unsigned. MSV_OK with *out
+ * filled; MSV_ERR_AUTH if the set as a whole does not check out (a chain record no listed
+ * device's chain passes through, two roots) or is a tombstone.
+ */
+MSV_MUST_CHECK msv_err msv_kt_devlist_check(const struct msv_kt_entry *e,
+                                            struct msv_kt_devlist *out);
+
+/*
+ * Completes a device set as a directory builds it (its devices, ascending, each with its
+ * approval; kind 0 for none): the chain records its devices' chains name, taken from records
+ * (the account's kept approvals of devices not listed, any order), in id order, and
+ * e->signed_list when the set holds a signed record. keep[i] is set for each of records used.
+ * MSV_ERR_TOO_BIG over MSV_KT_DEVICES_MAX chain records; e's records borrow from records.
+ */
+MSV_MUST_CHECK msv_err msv_kt_devlist_complete(struct msv_kt_entry *e,
+                                               const struct msv_kt_device *records, size_t n,
+                                               uint8_t *keep);
 
 struct msv_kt_head {
     uint64_t size;

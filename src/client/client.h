@@ -71,6 +71,10 @@ struct msv_client {
     /* monotonic ms when a failed publishing is tried again on this connection (0: none failed),
      * and the wait before it: a minute, doubled at each failure up to an hour */
     int64_t keys_retry_at, keys_backoff_ms;
+    /* a device of handle shown without a valid approval chain, left out of sends (device_id),
+     * or handle's device list approved by a root other than the one pinned (device_id 0), as
+     * docs/transparency.md "Signed device lists" says; may be NULL */
+    void (*on_devlist)(void *ctx, const char *handle, uint64_t device_id, const char *warning);
     /* a message went to handle without sealed sender (the relay refused its delivery token) */
     void (*on_unsealed)(void *ctx, const char *handle);
     /* a received file's download, piece by piece; may be NULL */
@@ -627,6 +631,19 @@ MSV_MUST_CHECK msv_err msv_client_safety_number(struct msv_client *c, const char
                                                 uint8_t digest[32]);
 MSV_MUST_CHECK msv_err msv_client_mark_verified(struct msv_client *c, const char *handle,
                                                 const uint8_t digest[32]);
+/*
+ * What this device's lookups showed of handle's signed device list (docs/transparency.md,
+ * "Signed device lists"): MSV_DEVLIST_SIGNED (approved from its root), MSV_DEVLIST_RECOVERED
+ * (from a recovery by password), MSV_DEVLIST_UNSIGNED (an account from before approvals were
+ * kept), or MSV_DEVLIST_UNKNOWN (not looked up since, or a record that does not read).
+ */
+enum msv_devlist_state {
+    MSV_DEVLIST_UNKNOWN = 0,
+    MSV_DEVLIST_SIGNED = 1,
+    MSV_DEVLIST_UNSIGNED = 2,
+    MSV_DEVLIST_RECOVERED = 3,
+};
+enum msv_devlist_state msv_client_devlist_state(struct msv_client *c, const char *handle);
 MSV_MUST_CHECK msv_err msv_client_verified(struct msv_client *c, const char *handle,
                                            const uint8_t digest[32]);
 

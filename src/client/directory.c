@@ -19,6 +19,7 @@
 
 #include "client/safety.h"
 #include "client/transparency.h"
+#include "missive/kt.h"
 #include "missive/payload.h"
 #include "missive/sealed.h"
 #include "missive/util.h"
@@ -71,6 +72,10 @@ static msv_err checked_lookup(struct msv_client *c, const char *const *handles, 
                                   sizeof(c->why.message));
         if (err == MSV_OK)
             err = new_accounts(c, (*result)->lookup_result);
+        /* a sender's lookup: only devices the account approved are sent to (the owner's
+         * monitor reads its own answers whole) */
+        if (err == MSV_OK && !history && versions_from == NULL)
+            err = client_devlist_check(c, (*result)->lookup_result);
         if (err != MSV_OK) {
             msv_frame_free(*result);
             *result = NULL;
@@ -207,8 +212,9 @@ msv_err msv_client_approve_device(struct msv_client *c, uint64_t device_id)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__ApproveDevice ap = MSV__WIRE__APPROVE_DEVICE__INIT;
-    uint8_t *req_bytes = NULL, hash[32], msg[14 + 1 + 255 + 8 + 32], sig[MSV_SIGNATURE_MAX];
-    size_t req_len = 0, sig_len = 0;
+    uint8_t *req_bytes = NULL, hash[32], msg[14 + 1 + 255 + 8 + 32], sig[MSV_SIGNATURE_MAX],
+            chain[MSV_KT_APPROVAL_SIG_MAX];
+    size_t req_len = 0, sig_len = 0, chain_len = 0;
     char key[40];
     msv_err err;
 
@@ -227,9 +233,15 @@ msv_err msv_client_approve_device(struct msv_client *c, uint64_t device_id)
     if (err == MSV_OK)
         err = msv_identity_sign(
             c->id, msg, client_approval_message(c->handle, device_id, hash, msg), sig, &sig_len);
+    /* the record the directory's device sets carry (docs/transparency.md, "Signed device
+     * lists") */
+    if (err == MSV_OK)
+        err = msv_kt_approval_sign(c->id, MSV_KT_APPROVED, device_id, hash, c->device_id, chain,
+                                   &chain_len);
     if (err == MSV_OK) {
         ap.device_id = device_id;
         ap.approval = (ProtobufCBinaryData){sig_len, sig};
+        ap.chain_approval = (ProtobufCBinaryData){chain_len, chain};
         req.body_case = MSV__WIRE__FRAME__BODY_APPROVE_DEVICE;
         req.approve_device = &ap;
         err = device_request(c, &req);

@@ -254,6 +254,13 @@ msv_err client_unsealed(struct msv_client *c, const uint8_t id[16], const char *
  */
 msv_err client_verified_lookup(struct msv_client *c, const char *const *handles, size_t n,
                                msv_frame **result);
+/*
+ * A sender's checks of the signed device lists of r, an answer msv_kt_check_lookup accepted
+ * (docs/transparency.md, "Signed device lists"): devices without a valid approval chain are
+ * taken out of r and told (on_devlist), a new root is told, and what was accepted is pinned.
+ * MSV_ERR_AUTH (c->why) for a list that does not check out as a whole.
+ */
+msv_err client_devlist_check(struct msv_client *c, Msv__Wire__LookupResponse *r);
 /* client_verified_lookup of this account's own handles: history, each result with its history
  * proof (checked by client_history_check); versions_from (NULL: none), per handle the versions
  * from that log index on (0: none). */

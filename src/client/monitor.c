@@ -171,6 +171,55 @@ static msv_err own_tombstone(struct msv_client *c, const struct msv_kt_entry *e,
 }
 
 /*
+ * The signed device list of version e (docs/transparency.md, "Signed device lists", "What the
+ * owner's monitor adds"), against the account's devices of the version checked before it (prev,
+ * SET_RECORD each): every chain must hold, and a device new in e must be approved by a device
+ * of prev (a chain record lets a removed one's approval stand; only the versions show when it
+ * was made), or be a root or recovery after a version with no devices; else the alarm.
+ */
+static void check_chains(const struct msv_kt_entry *e, uint64_t index, const uint8_t *prev,
+                         size_t n_prev, const struct alarm_sink *a)
+{
+    struct msv_kt_devlist dl;
+    char warning[600];
+
+    if (!e->signed_list)
+        return;
+    if (msv_kt_devlist_check(e, &dl) != MSV_OK) {
+        snprintf(warning, sizeof(warning),
+                 "the directory's device list of this account's handle %.256s (log entry %llu) "
+                 "does not check out: its approvals name two roots or a record no device needs",
+                 e->handle, (unsigned long long)index);
+        raise_alarm(a, warning);
+        return;
+    }
+    for (size_t i = 0; i < e->n_devices; i++) {
+        const struct msv_kt_device *d = &e->devices[i];
+        int is_new = 1, by_prev = 0;
+
+        for (size_t k = 0; k < n_prev; k++) {
+            is_new &= msv_get_u64be(prev + k * SET_RECORD) != d->device_id;
+            by_prev |= d->approval.kind == MSV_KT_APPROVED &&
+                       msv_get_u64be(prev + k * SET_RECORD) == d->approval.approver;
+        }
+        if (dl.chain[i] != MSV_KT_CHAIN_UNAPPROVED &&
+            (!is_new || by_prev || d->approval.kind == MSV_KT_UNSIGNED ||
+             (n_prev == 0 && d->approval.kind != MSV_KT_APPROVED)))
+            continue;
+        snprintf(warning, sizeof(warning),
+                 dl.chain[i] == MSV_KT_CHAIN_UNAPPROVED
+                     ? "the directory's transparency log lists device %llu for this account's "
+                       "handle %.256s (log entry %llu) without a valid approval from its devices"
+                     : "the directory's transparency log lists device %llu for this account's "
+                       "handle %.256s (log entry %llu) approved by a device that was not one of "
+                       "the account's devices then: if it is not one of yours, someone can read "
+                       "what is sent to this account",
+                 (unsigned long long)d->device_id, e->handle, (unsigned long long)index);
+        raise_alarm(a, warning);
+    }
+}
+
+/*
  * One version of one of this account's handles (log entry index): a tombstone is checked as
  * above; a device set must list only devices this device counts as the account's own (itself,
  * the set listed when watching began, devices it or an approval it checked added), else the
@@ -181,8 +230,15 @@ static msv_err check_entry(struct msv_client *c, const struct msv_kt_entry *e, u
 {
     msv_err err;
 
+    uint8_t *prev = NULL;
+    size_t prev_len = 0;
+
     if (e->deleted) /* a handle removed: it lists no device */
         return own_tombstone(c, e, index, a);
+    err = msv_client_db_get(c->db, MONITOR_SET, &prev, &prev_len);
+    if (err == MSV_OK || err == MSV_ERR_NOT_FOUND)
+        check_chains(e, index, prev, err == MSV_OK ? prev_len / SET_RECORD : 0, a);
+    free(prev);
     err = monitor_removed(c, e, a);
     for (size_t i = 0; err == MSV_OK && i < e->n_devices; i++) {
         char warning[400], fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)";

@@ -1,4 +1,5 @@
 #include "client/requests.h"
+#include "missive/kt.h"
 #include "missive/payload.h"
 #include "missive/ratchet.h"
 #include "missive/util.h"
@@ -162,6 +163,24 @@ static msv_err new_device(Msv__Wire__NewDevice *nd, struct upload_wire *w,
     return err;
 }
 
+/*
+ * nd carries the device's approval of itself of kind (a root, or a recovery), sig its storage
+ * (docs/transparency.md, "Signed device lists").
+ */
+static msv_err self_approve(Msv__Wire__NewDevice *nd, const struct msv_identity *id, uint8_t kind,
+                            uint8_t sig[MSV_KT_APPROVAL_SIG_MAX])
+{
+    static const uint8_t unused[32];
+    size_t len = 0;
+    msv_err err = msv_kt_approval_sign(id, kind, 0, unused, 0, sig, &len);
+
+    if (err == MSV_OK && kind == MSV_KT_ROOT)
+        nd->root_signature = (ProtobufCBinaryData){len, sig};
+    else if (err == MSV_OK)
+        nd->recovery_signature = (ProtobufCBinaryData){len, sig};
+    return err;
+}
+
 static msv_err registered(struct msv_conn *c, msv_frame *req, int timeout_ms, uint64_t *device_id,
                           struct msv_refusal *why)
 {
@@ -185,7 +204,11 @@ msv_err msv_request_register_finish(struct msv_conn *c, const char *handle, cons
     Msv__Wire__RegisterFinish fin = MSV__WIRE__REGISTER_FINISH__INIT;
     Msv__Wire__NewDevice nd;
     struct upload_wire w;
+    uint8_t sig[MSV_KT_APPROVAL_SIG_MAX];
     msv_err err = new_device(&nd, &w, id, first, push_token);
+
+    if (err == MSV_OK) /* the account's first device: the root of its device list */
+        err = self_approve(&nd, id, MSV_KT_ROOT, sig);
 
     fin.handle = text(handle);
     fin.invite = text(invite ? invite : "");
@@ -209,7 +232,12 @@ msv_err msv_request_add_device(struct msv_conn *c, const char *handle, const cha
     Msv__Wire__AddDevice add = MSV__WIRE__ADD_DEVICE__INIT;
     Msv__Wire__NewDevice nd;
     struct upload_wire w;
+    uint8_t sig[MSV_KT_APPROVAL_SIG_MAX];
     msv_err err = new_device(&nd, &w, id, first, push_token);
+
+    /* kept only when no device of the account is left to approve it: a recovery */
+    if (err == MSV_OK)
+        err = self_approve(&nd, id, MSV_KT_RECOVERY, sig);
 
     add.handle = text(handle);
     add.password = text(password);

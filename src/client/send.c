@@ -532,7 +532,7 @@ static msv_err send_batch(struct msv_client *c, const uint8_t id[16], const char
         if (err == MSV_OK && tries == SEND_TRIES - 1) {
             snprintf(c->why.message, sizeof(c->why.message),
                      "the relay keeps asking for devices that the transparency log does not "
-                     "list; nothing was sealed for them");
+                     "list, or that their account did not approve; nothing was sealed for them");
             err = MSV_ERR_AGAIN;
         }
     }

@@ -587,6 +587,21 @@ static const char *read_first_prekeys(const Msv__Wire__NewDevice *d,
  */
 #define NEW_DEVICE_EXTRA_MAX 4096
 
+/* 1 if d carries no approval of itself of kind, or one that holds under its own key */
+static int self_approval_holds(const Msv__Wire__NewDevice *d, uint8_t kind)
+{
+    ProtobufCBinaryData sig = kind == MSV_KT_ROOT ? d->root_signature : d->recovery_signature;
+    struct msv_kt_device rec = {.device_id = 0,
+                                .suite = d->suite,
+                                .identity = d->identity.data,
+                                .identity_len = d->identity.len,
+                                .approval = {kind, 0, sig.data, sig.len}};
+
+    if (sig.len == 0)
+        return 1;
+    return sig.len <= MSV_KT_APPROVAL_SIG_MAX && msv_kt_approval_verify(&rec, NULL) == MSV_OK;
+}
+
 static const char *check_new_device(const struct msv_server *s, const Msv__Wire__NewDevice *d,
                                     struct first_prekeys *fp, int *code)
 {
@@ -610,7 +625,21 @@ static const char *check_new_device(const struct msv_server *s, const Msv__Wire_
         return "not a valid public identity of that suite";
     bad = read_first_prekeys(d, pub, fp, code);
     msv_public_identity_free(pub);
+    if (bad == NULL &&
+        (!self_approval_holds(d, MSV_KT_ROOT) || !self_approval_holds(d, MSV_KT_RECOVERY))) {
+        *code = E_BAD_APPROVAL;
+        bad = "the new device's approval of itself does not verify";
+    }
     return bad;
+}
+
+/* d's own approval record of kind (a root or a recovery), for the directory's device sets. */
+static void self_approval(const Msv__Wire__NewDevice *d, uint8_t kind, struct msv_kt_approval *a)
+{
+    ProtobufCBinaryData sig = kind == MSV_KT_ROOT ? d->root_signature : d->recovery_signature;
+
+    *a = (struct msv_kt_approval){sig.len > 0 ? kind : MSV_KT_UNSIGNED, 0,
+                                  sig.len > 0 ? sig.data : NULL, sig.len};
 }
 
 static void send_registered(struct msv_conn_state *c, uint64_t request_id, uint64_t device)
@@ -635,9 +664,16 @@ static msv_err add_device(struct msv_server *s, uint64_t account, const char *ha
                           int approved, int by_password, uint64_t *device)
 {
     struct msv_device_rec rec = {0};
-    msv_err err = STORE(s)->device_add(
-        IMPL(s), account, d->suite, d->identity.data, d->identity.len, d->push_token.data,
-        d->push_token.len, approved, msv_server_now_ms(s), fp->present ? &fp->u : NULL, device);
+    struct msv_kt_approval approval;
+    msv_err err;
+
+    /* approved at once: the account's first device (its root), or one added by the password
+     * to an account with no device left (a recovery), as its own record says */
+    self_approval(d, by_password ? MSV_KT_RECOVERY : MSV_KT_ROOT, &approval);
+    err =
+        STORE(s)->device_add(IMPL(s), account, d->suite, d->identity.data, d->identity.len,
+                             d->push_token.data, d->push_token.len, approved, msv_server_now_ms(s),
+                             fp->present ? &fp->u : NULL, approved ? &approval : NULL, device);
 
     if (err != MSV_OK)
         return err;
@@ -1126,12 +1162,51 @@ static void handle_remove_device(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_close_soon(c);
 }
 
+/*
+ * 1 if the approving device's approval record of dev (ApproveDevice.chain_approval) holds under
+ * the approver's key, or there is none (an older client: the device is unsigned); 0 if not, or
+ * -1 if storage failed. Sets *a to the record to keep.
+ */
+static int chain_approval_holds(struct msv_server *s, uint64_t approver,
+                                const struct msv_device_rec *dev, ProtobufCBinaryData sig,
+                                struct msv_kt_approval *a)
+{
+    struct msv_device_rec by = {0};
+    struct msv_kt_device rec = {dev->id,
+                                dev->suite,
+                                dev->identity,
+                                dev->identity_len,
+                                {MSV_KT_APPROVED, approver, sig.data, sig.len}};
+    struct msv_kt_device signer;
+    msv_err err;
+    int ok;
+
+    *a = (struct msv_kt_approval){MSV_KT_UNSIGNED, 0, NULL, 0};
+    if (sig.len == 0)
+        return 1;
+    if (sig.len > MSV_KT_APPROVAL_SIG_MAX)
+        return 0;
+    err = STORE(s)->device_get(IMPL(s), approver, &by);
+    if (err != MSV_OK) {
+        msv_device_rec_clear(&by);
+        return err == MSV_ERR_NOT_FOUND ? 0 : -1;
+    }
+    signer = (struct msv_kt_device){by.id, by.suite, by.identity, by.identity_len, {0}};
+    ok = msv_kt_approval_verify(&rec, &signer) == MSV_OK;
+    msv_device_rec_clear(&by);
+    if (ok)
+        *a = rec.approval;
+    return ok;
+}
+
 static void handle_approve_device(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
     struct msv_device_rec dev = {0};
+    struct msv_kt_approval approval;
     uint64_t target = f->approve_device->device_id;
     msv_err err = STORE(s)->device_get(IMPL(s), target, &dev);
+    int holds = 0;
 
     if (f->approve_device->approval.len > MSV_SIGNATURE_MAX) {
         msv_device_rec_clear(&dev);
@@ -1140,8 +1215,19 @@ static void handle_approve_device(struct msv_conn_state *c, const msv_frame *f)
     }
     if (err == MSV_OK && dev.account_id != c->account_id)
         err = MSV_ERR_NOT_FOUND; /* another account's device is none of its business */
+    if (err == MSV_OK &&
+        (holds = chain_approval_holds(s, c->device_id, &dev, f->approve_device->chain_approval,
+                                      &approval)) <= 0) {
+        msv_device_rec_clear(&dev);
+        if (holds < 0)
+            send_unavailable(c, f->request_id);
+        else
+            msv_conn_send_error(c, f->request_id, E_BAD_APPROVAL,
+                                "the approval of the device does not verify");
+        return;
+    }
     if (err == MSV_OK)
-        err = STORE(s)->device_approve(IMPL(s), c->account_id, target);
+        err = STORE(s)->device_approve(IMPL(s), c->account_id, target, &approval);
     if (err != MSV_OK) {
         msv_device_rec_clear(&dev);
         if (err == MSV_ERR_TOO_BIG) /* the log's leaf holds at most MSV_KT_DEVICES_MAX */

@@ -507,6 +507,18 @@ static msv_err finish(struct pg_conn *c, msv_err err)
  * up by upgrades[], which take version PG_SCHEMA_FIRST + i to + i + 1.
  */
 #define PG_SCHEMA_FIRST 6
+/* Approval records of devices (docs/transparency.md, "Signed device lists"). */
+#define DEVICE_APPROVALS_SCHEMA             \
+    "CREATE TABLE device_approvals ("       \
+    "  device_id BIGINT PRIMARY KEY,"       \
+    "  account_id BIGINT NOT NULL,"         \
+    "  suite INTEGER NOT NULL,"             \
+    "  identity BYTEA NOT NULL,"            \
+    "  kind INTEGER NOT NULL,"              \
+    "  approver BIGINT NOT NULL DEFAULT 0," \
+    "  signature BYTEA);"                   \
+    "CREATE INDEX device_approvals_by_account ON device_approvals(account_id);"
+
 /* The key directory's labels beside the log (docs/transparency.md, "The tree stored"). */
 #define KT_LABELS_SCHEMA        \
     "CREATE TABLE kt_labels ("  \
@@ -671,7 +683,8 @@ static const char schema[] =
     "  key_id BIGINT NOT NULL,"
     "  pk BYTEA NOT NULL,"
     "  PRIMARY KEY (device_id, key_id));" QUEUE_USAGE_SCHEMA REPORTS_SCHEMA INVITES_SCHEMA
-        QUEUE_REFUSALS_SCHEMA ACCOUNT_HANDLES_SCHEMA KEM_PREKEYS_SCHEMA USERNAME_SCHEMA MLS_SCHEMA;
+        QUEUE_REFUSALS_SCHEMA ACCOUNT_HANDLES_SCHEMA KEM_PREKEYS_SCHEMA USERNAME_SCHEMA MLS_SCHEMA
+            DEVICE_APPROVALS_SCHEMA;
 
 static const char *const upgrades[] = {
     /* 6 -> 7: attachment quotas sum a device's attachments */
@@ -700,6 +713,10 @@ static const char *const upgrades[] = {
     MLS_SCHEMA,
     /* 17 -> 18: the version-4 leaf each entry after the log's cut-over publishes */
     "ALTER TABLE kt_log ADD COLUMN pub BYTEA;",
+    /* 18 -> 19: approval records; the devices approved before are unsigned */
+    DEVICE_APPROVALS_SCHEMA
+    "INSERT INTO device_approvals (device_id, account_id, suite, identity, kind) "
+    "SELECT id, account_id, suite, identity, 0 FROM devices WHERE approved;",
 };
 _Static_assert(sizeof(upgrades) / sizeof(upgrades[0]) == MSV_STORE_SCHEMA_VERSION - PG_SCHEMA_FIRST,
                "an upgrade for every schema version");
@@ -1410,42 +1427,97 @@ static msv_err lock_account(struct pg_conn *c, uint64_t account_id)
     return err;
 }
 
-/* The account's approved devices as they are now, as handle's leaf (in a transaction). */
+/* Rows id, suite, identity, kind, approver, signature as records borrowing from r (max). */
+static msv_err get_records(PGresult *r, struct msv_kt_device *out, size_t max, size_t *n)
+{
+    int rows = PQntuples(r);
+
+    if (rows < 0 || (size_t)rows > max)
+        return MSV_ERR_TOO_BIG;
+    for (int i = 0; i < rows; i++) {
+        struct msv_kt_device *d = &out[i];
+
+        memset(d, 0, sizeof(*d));
+        d->device_id = (uint64_t)col_i64(r, i, 0);
+        d->suite = (uint32_t)col_i64(r, i, 1);
+        d->identity = col_ptr(r, i, 2);
+        d->identity_len = col_len(r, i, 2);
+        d->approval.kind = (uint8_t)col_i64(r, i, 3);
+        d->approval.approver = (uint64_t)col_i64(r, i, 4);
+        if (d->approval.kind != MSV_KT_UNSIGNED && !PQgetisnull(r, i, 5)) {
+            d->approval.sig = col_ptr(r, i, 5);
+            d->approval.sig_len = col_len(r, i, 5);
+        }
+    }
+    *n = (size_t)rows;
+    return MSV_OK;
+}
+
+/* Forgets the approval records of removed devices that no listed device's chain names. */
+static msv_err drop_unused_records(struct pg_conn *c, const struct msv_kt_device *records,
+                                   const uint8_t *keep, size_t n)
+{
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        struct args a = {0};
+
+        if (keep[i])
+            continue;
+        a_i64(&a, (int64_t)records[i].device_id);
+        err = run(c, "DELETE FROM device_approvals WHERE device_id = $1;", &a);
+    }
+    return err;
+}
+
+/*
+ * The account's approved devices as they are now, as handle's leaf (in a transaction), each with
+ * its approval and the chain records of removed approvers (sqlite.c kt_append_handle).
+ */
 static msv_err kt_append_handle(struct pg_conn *c, uint64_t account_id, const char *handle,
                                 int64_t now_ms)
 {
     struct msv_kt_entry *e = calloc(1, sizeof(*e));
+    struct msv_kt_device *removed = calloc(2 * MSV_KT_DEVICES_MAX, sizeof(*removed));
+    uint8_t keep[2 * MSV_KT_DEVICES_MAX] = {0};
     struct args a = {0};
-    PGresult *r = NULL;
-    msv_err err = e != NULL ? MSV_OK : MSV_ERR_NOMEM;
+    PGresult *r = NULL, *kept = NULL;
+    size_t n_removed = 0;
+    msv_err err = e != NULL && removed != NULL ? MSV_OK : MSV_ERR_NOMEM;
 
     if (err == MSV_OK)
         err = run(c, "SELECT pg_advisory_xact_lock(19795, 2);", NULL);
     a_i64(&a, (int64_t)account_id);
     if (err == MSV_OK)
         err = query(c,
-                    "SELECT id, suite, identity FROM devices WHERE account_id = $1 AND approved "
-                    "ORDER BY id;",
+                    "SELECT d.id, d.suite, d.identity, COALESCE(a.kind, 0), "
+                    "COALESCE(a.approver, 0), a.signature FROM devices d LEFT JOIN "
+                    "device_approvals a ON a.device_id = d.id WHERE d.account_id = $1 AND "
+                    "d.approved ORDER BY d.id;",
                     &a, &r);
+    if (err == MSV_OK)
+        err = query(c,
+                    "SELECT device_id, suite, identity, kind, approver, signature FROM "
+                    "device_approvals WHERE account_id = $1 AND device_id NOT IN (SELECT id FROM "
+                    "devices WHERE account_id = $1 AND approved) ORDER BY device_id;",
+                    &a, &kept);
     if (err == MSV_OK) {
-        int rows = PQntuples(r);
-
         e->time_ms = now_ms;
         snprintf(e->handle, sizeof(e->handle), "%s", handle);
-        if (rows > MSV_KT_DEVICES_MAX)
-            err = MSV_ERR_TOO_BIG;
-        for (int i = 0; err == MSV_OK && i < rows; i++) {
-            struct msv_kt_device *d = &e->devices[e->n_devices++];
-
-            d->device_id = (uint64_t)col_i64(r, i, 0);
-            d->suite = (uint32_t)col_i64(r, i, 1);
-            d->identity = col_ptr(r, i, 2); /* the result outlives the encoding */
-            d->identity_len = col_len(r, i, 2);
-        }
-        if (err == MSV_OK)
-            err = kt_insert(c, handle, e); /* while r holds the identities */
-        PQclear(r);
+        /* the results outlive the encoding */
+        err = get_records(r, e->devices, MSV_KT_DEVICES_MAX, &e->n_devices);
     }
+    if (err == MSV_OK)
+        err = get_records(kept, removed, 2 * MSV_KT_DEVICES_MAX, &n_removed);
+    if (err == MSV_OK)
+        err = msv_kt_devlist_complete(e, removed, n_removed, keep);
+    if (err == MSV_OK)
+        err = kt_insert(c, handle, e);
+    if (err == MSV_OK)
+        err = drop_unused_records(c, removed, keep, n_removed);
+    PQclear(r);
+    PQclear(kept);
+    free(removed);
     free(e);
     return err;
 }
@@ -1547,6 +1619,7 @@ static msv_err account_delete(struct pg_conn *c, const char *handle, int64_t now
         "DELETE FROM blobs WHERE owner_device IN (SELECT id FROM devices WHERE account_id = $1);",
         "DELETE FROM reports WHERE reporter_id = $1 OR reported_id = $1;",
         "DELETE FROM devices WHERE account_id = $1;",
+        "DELETE FROM device_approvals WHERE account_id = $1;",
         "DELETE FROM account_handles WHERE account_id = $1;",
         "DELETE FROM accounts WHERE id = $1;",
     };
@@ -1769,9 +1842,29 @@ static msv_err kt_latest(struct pg_conn *c, const char *handle, int tombstone,
 
 /* ---- devices -------------------------------------------------------------------------- */
 
+/* Keeps approved device device_id's approval record (unsigned for approval NULL). */
+static msv_err approval_put(struct pg_conn *c, uint64_t device_id,
+                            const struct msv_kt_approval *approval)
+{
+    int is_signed = approval != NULL && approval->kind != MSV_KT_UNSIGNED;
+    struct args a = {0};
+
+    a_i64(&a, (int64_t)device_id);
+    a_i64(&a, is_signed ? approval->kind : MSV_KT_UNSIGNED);
+    a_i64(&a, is_signed ? (int64_t)approval->approver : 0);
+    a_bytes(&a, is_signed ? approval->sig : NULL, is_signed ? approval->sig_len : 0);
+    return run(c,
+               "INSERT INTO device_approvals (device_id, account_id, suite, identity, kind, "
+               "approver, signature) SELECT id, account_id, suite, identity, $2, $3, $4 FROM "
+               "devices WHERE id = $1 ON CONFLICT (device_id) DO UPDATE SET kind = excluded.kind, "
+               "approver = excluded.approver, signature = excluded.signature;",
+               &a);
+}
+
 static msv_err device_add(struct pg_conn *c, uint64_t account_id, uint32_t suite,
                           const uint8_t *identity, size_t identity_len, const uint8_t *push_token,
-                          size_t push_token_len, int approved, int64_t now_ms, uint64_t *device_id)
+                          size_t push_token_len, int approved, int64_t now_ms,
+                          const struct msv_kt_approval *approval, uint64_t *device_id)
 {
     struct args a = {0};
     PGresult *r = NULL;
@@ -1793,11 +1886,14 @@ static msv_err device_add(struct pg_conn *c, uint64_t account_id, uint32_t suite
         return err;
     *device_id = (uint64_t)col_i64(r, 0, 0);
     PQclear(r);
+    if (approved)
+        err = approval_put(c, *device_id, approval);
     /* a pending device is not in the directory, so not in the log, until approved */
-    return approved ? kt_append(c, account_id, now_ms) : MSV_OK;
+    return err == MSV_OK && approved ? kt_append(c, account_id, now_ms) : err;
 }
 
-static msv_err device_approve(struct pg_conn *c, uint64_t account_id, uint64_t device_id)
+static msv_err device_approve(struct pg_conn *c, uint64_t account_id, uint64_t device_id,
+                              const struct msv_kt_approval *approval)
 {
     struct args a = {0};
     size_t n = 0;
@@ -1813,6 +1909,8 @@ static msv_err device_approve(struct pg_conn *c, uint64_t account_id, uint64_t d
                     &a, &n);
     if (err == MSV_OK && n == 0)
         return MSV_ERR_NOT_FOUND;
+    if (err == MSV_OK)
+        err = approval_put(c, device_id, approval);
     return err == MSV_OK ? kt_append(c, account_id, msv_wall_ms()) : err;
 }
 
@@ -3395,11 +3493,12 @@ static msv_err device_add_with_prekeys(struct pg_conn *c, uint64_t account_id, u
                                        const uint8_t *identity, size_t identity_len,
                                        const uint8_t *push_token, size_t push_token_len,
                                        int approved, int64_t now_ms,
-                                       const struct msv_prekey_upload *first, uint64_t *device_id)
+                                       const struct msv_prekey_upload *first,
+                                       const struct msv_kt_approval *approval, uint64_t *device_id)
 {
     uint32_t left = 0, signed_id = 0;
     msv_err err = device_add(c, account_id, suite, identity, identity_len, push_token,
-                             push_token_len, approved, now_ms, device_id);
+                             push_token_len, approved, now_ms, approval, device_id);
 
     if (err == MSV_OK && first != NULL)
         err = prekeys_put(c, *device_id, first, SIZE_MAX, &left, &signed_id);
@@ -3409,15 +3508,18 @@ static msv_err device_add_with_prekeys(struct pg_conn *c, uint64_t account_id, u
 static msv_err p_device_add(void *impl, uint64_t account_id, uint32_t suite,
                             const uint8_t *identity, size_t identity_len, const uint8_t *push_token,
                             size_t push_token_len, int approved, int64_t now_ms,
-                            const struct msv_prekey_upload *first, uint64_t *device_id)
+                            const struct msv_prekey_upload *first,
+                            const struct msv_kt_approval *approval, uint64_t *device_id)
 {
     TRANSACTION(device_add_with_prekeys(c_, account_id, suite, identity, identity_len, push_token,
-                                        push_token_len, approved, now_ms, first, device_id));
+                                        push_token_len, approved, now_ms, first, approval,
+                                        device_id));
 }
 
-static msv_err p_device_approve(void *impl, uint64_t account_id, uint64_t device_id)
+static msv_err p_device_approve(void *impl, uint64_t account_id, uint64_t device_id,
+                                const struct msv_kt_approval *approval)
 {
-    TRANSACTION(device_approve(c_, account_id, device_id));
+    TRANSACTION(device_approve(c_, account_id, device_id, approval));
 }
 
 static msv_err p_device_remove(void *impl, uint64_t account_id, uint64_t device_id)

@@ -269,6 +269,20 @@ static const char *const migrations[] = {
     /* 17 -> 18: the version-4 leaf each entry after the log's cut-over publishes in place of its
      * device set (docs/transparency.md, "Leaves that name no handle") */
     "ALTER TABLE kt_log ADD COLUMN pub BLOB;",
+    /* 18 -> 19: each approved device's approval record, kept after the device is removed while
+     * a listed device's chain names it (docs/transparency.md, "Signed device lists"); the devices
+     * approved before are unsigned */
+    "CREATE TABLE device_approvals ("
+    "  device_id INTEGER PRIMARY KEY,"
+    "  account_id INTEGER NOT NULL,"
+    "  suite INTEGER NOT NULL,"
+    "  identity BLOB NOT NULL,"
+    "  kind INTEGER NOT NULL,"
+    "  approver INTEGER NOT NULL DEFAULT 0,"
+    "  signature BLOB);"
+    "CREATE INDEX device_approvals_by_account ON device_approvals(account_id);"
+    "INSERT INTO device_approvals (device_id, account_id, suite, identity, kind) "
+    "SELECT id, account_id, suite, identity, 0 FROM devices WHERE approved = 1;",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -1256,53 +1270,124 @@ static msv_err kt_insert(struct sqlite_store *s, const char *handle, const struc
     return err == MSV_OK && s->labeler != NULL ? kt_label_last(s, handle) : err;
 }
 
+static uint8_t *dup_bytes(const void *p, size_t len)
+{
+    uint8_t *out = malloc(len ? len : 1);
+
+    if (out != NULL && len > 0)
+        memcpy(out, p, len);
+    return out;
+}
+
+/* A record from columns id, suite, identity, kind, approver, signature; frees with drop_record. */
+static msv_err read_record(sqlite3_stmt *st, struct msv_kt_device *d)
+{
+    struct msv_kt_approval *a = &d->approval;
+    size_t sig_len = (size_t)sqlite3_column_bytes(st, 5);
+
+    memset(d, 0, sizeof(*d));
+    d->device_id = (uint64_t)sqlite3_column_int64(st, 0);
+    d->suite = (uint32_t)sqlite3_column_int(st, 1);
+    d->identity_len = (size_t)sqlite3_column_bytes(st, 2);
+    a->kind = (uint8_t)sqlite3_column_int(st, 3);
+    a->approver = (uint64_t)sqlite3_column_int64(st, 4);
+    a->sig_len = a->kind == MSV_KT_UNSIGNED ? 0 : sig_len;
+    d->identity = dup_bytes(sqlite3_column_blob(st, 2), d->identity_len);
+    a->sig = a->sig_len ? dup_bytes(sqlite3_column_blob(st, 5), a->sig_len) : NULL;
+    return d->identity == NULL || (a->sig_len && a->sig == NULL) ? MSV_ERR_NOMEM : MSV_OK;
+}
+
+static void drop_record(struct msv_kt_device *d)
+{
+    free((uint8_t *)d->identity);
+    free((uint8_t *)d->approval.sig);
+}
+
+/* Up to max records of sql (?1 the account) into out; MSV_ERR_TOO_BIG past max. */
+static msv_err read_records(struct sqlite_store *s, const char *sql, uint64_t account_id,
+                            struct msv_kt_device *out, size_t max, size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, sql, &st);
+    int rc = SQLITE_DONE;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == max)
+            err = MSV_ERR_TOO_BIG;
+        else
+            err = read_record(st, &out[(*n)++]);
+    }
+    if (err == MSV_OK && rc != SQLITE_DONE)
+        err = msv_sql_err(rc);
+    release(s, st);
+    return err;
+}
+
+/* Forgets the approval records of removed devices that no listed device's chain names. */
+static msv_err drop_unused_records(struct sqlite_store *s, const struct msv_kt_device *records,
+                                   const uint8_t *keep, size_t n)
+{
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        sqlite3_stmt *st = NULL;
+
+        if (keep[i])
+            continue;
+        err = prepare(s, "DELETE FROM device_approvals WHERE device_id = ?;", &st);
+        if (err == MSV_OK) {
+            sqlite3_bind_int64(st, 1, (sqlite3_int64)records[i].device_id);
+            err = run(s, st);
+        }
+    }
+    return err;
+}
+
 /*
  * Appends the account's approved devices, as they are now, to the log as handle's leaf (inside a
- * transaction).
+ * transaction), each with its approval and the chain records of removed approvers
+ * (docs/transparency.md, "Signed device lists").
  */
 static msv_err kt_append_handle(struct sqlite_store *s, uint64_t account_id, const char *handle,
                                 int64_t now_ms)
 {
     static struct msv_kt_entry e; /* the store's lock is held */
-    sqlite3_stmt *st = NULL;
-    msv_err err = MSV_OK;
-    int rc;
+    static struct msv_kt_device removed[2 * MSV_KT_DEVICES_MAX];
+    uint8_t keep[2 * MSV_KT_DEVICES_MAX] = {0};
+    size_t n_removed = 0;
+    msv_err err;
 
     memset(&e, 0, sizeof(e));
     e.time_ms = now_ms;
     snprintf(e.handle, sizeof(e.handle), "%s", handle);
-    err = prepare(s,
-                  "SELECT id, suite, identity FROM devices WHERE account_id = ? AND approved = 1 "
-                  "ORDER BY id;",
-                  &st);
-    if (err == MSV_OK) {
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW && err == MSV_OK) {
-            struct msv_kt_device *d = &e.devices[e.n_devices];
-
-            if (e.n_devices == MSV_KT_DEVICES_MAX) {
-                err = MSV_ERR_TOO_BIG;
-                break;
-            }
-            d->device_id = (uint64_t)sqlite3_column_int64(st, 0);
-            d->suite = (uint32_t)sqlite3_column_int(st, 1);
-            d->identity_len = (size_t)sqlite3_column_bytes(st, 2);
-            d->identity = malloc(d->identity_len ? d->identity_len : 1);
-            if (d->identity == NULL) {
-                err = MSV_ERR_NOMEM;
-                break;
-            }
-            memcpy((uint8_t *)d->identity, sqlite3_column_blob(st, 2), d->identity_len);
-            e.n_devices++;
-        }
-        if (err == MSV_OK && rc != SQLITE_DONE)
-            err = msv_sql_err(rc);
-        release(s, st);
-    }
+    err = read_records(s,
+                       "SELECT d.id, d.suite, d.identity, COALESCE(a.kind, 0), "
+                       "COALESCE(a.approver, 0), a.signature FROM devices d LEFT JOIN "
+                       "device_approvals a ON a.device_id = d.id WHERE d.account_id = ?1 AND "
+                       "d.approved = 1 ORDER BY d.id;",
+                       account_id, e.devices, MSV_KT_DEVICES_MAX, &e.n_devices);
+    /* the kept records of removed devices: at most a set's chain records and a few removed
+     * since (each leaf forgets those no chain names) */
+    if (err == MSV_OK)
+        err = read_records(s,
+                           "SELECT device_id, suite, identity, kind, approver, signature FROM "
+                           "device_approvals WHERE account_id = ?1 AND device_id NOT IN (SELECT "
+                           "id FROM devices WHERE account_id = ?1 AND approved = 1) ORDER BY "
+                           "device_id;",
+                           account_id, removed, 2 * MSV_KT_DEVICES_MAX, &n_removed);
+    if (err == MSV_OK)
+        err = msv_kt_devlist_complete(&e, removed, n_removed, keep);
     if (err == MSV_OK)
         err = kt_insert(s, handle, &e);
+    if (err == MSV_OK)
+        err = drop_unused_records(s, removed, keep, n_removed);
     for (size_t i = 0; i < e.n_devices; i++)
-        free((uint8_t *)e.devices[i].identity);
+        drop_record(&e.devices[i]);
+    for (size_t i = 0; i < n_removed; i++)
+        drop_record(&removed[i]);
     return err;
 }
 
@@ -1429,6 +1514,7 @@ static msv_err account_delete_locked(struct sqlite_store *s, const char *handle,
         "DELETE FROM blobs WHERE owner_device IN (SELECT id FROM devices WHERE account_id = ?1);",
         "DELETE FROM reports WHERE reporter_id = ?1 OR reported_id = ?1;",
         "DELETE FROM devices WHERE account_id = ?1;",
+        "DELETE FROM device_approvals WHERE account_id = ?1;",
         "DELETE FROM account_handles WHERE account_id = ?1;",
         "DELETE FROM accounts WHERE id = ?1;",
     };
@@ -2671,11 +2757,34 @@ static msv_err l_code_take(void *impl, const char *handle, const uint8_t hash[32
     return err;
 }
 
+/* Keeps approved device device_id's approval record (unsigned for approval NULL). */
+static msv_err approval_put(struct sqlite_store *s, uint64_t device_id,
+                            const struct msv_kt_approval *approval)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s,
+                          "INSERT OR REPLACE INTO device_approvals (device_id, account_id, suite, "
+                          "identity, kind, approver, signature) SELECT id, account_id, suite, "
+                          "identity, ?, ?, ? FROM devices WHERE id = ?;",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int(st, 1, approval != NULL ? approval->kind : MSV_KT_UNSIGNED);
+    sqlite3_bind_int64(st, 2, approval != NULL ? (sqlite3_int64)approval->approver : 0);
+    if (approval != NULL && approval->kind != MSV_KT_UNSIGNED)
+        sqlite3_bind_blob(st, 3, approval->sig, (int)approval->sig_len, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(st, 3);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)device_id);
+    return run(s, st);
+}
+
 static msv_err device_add_logged(void *impl, uint64_t account_id, uint32_t suite,
                                  const uint8_t *identity, size_t identity_len,
                                  const uint8_t *push_token, size_t push_token_len, int approved,
                                  int64_t now_ms, const struct msv_prekey_upload *first,
-                                 uint64_t *device_id)
+                                 const struct msv_kt_approval *approval, uint64_t *device_id)
 {
     uint32_t left = 0, signed_id = 0;
     msv_err err = device_add(impl, account_id, suite, identity, identity_len, push_token,
@@ -2685,14 +2794,20 @@ static msv_err device_add_logged(void *impl, uint64_t account_id, uint32_t suite
      * device that senders refuse until it connects */
     if (err == MSV_OK && first != NULL)
         err = prekeys_put_locked(impl, *device_id, first, SIZE_MAX, &left, &signed_id);
+    if (err == MSV_OK && approved)
+        err = approval_put(impl, *device_id, approval);
 
     /* a pending device is not in the directory, so not in the log, until approved */
     return err == MSV_OK && approved ? kt_append_locked(impl, account_id, now_ms) : err;
 }
 
-static msv_err device_approve_logged(void *impl, uint64_t account_id, uint64_t device_id)
+static msv_err device_approve_logged(void *impl, uint64_t account_id, uint64_t device_id,
+                                     const struct msv_kt_approval *approval)
 {
     msv_err err = device_approve(impl, account_id, device_id);
+
+    if (err == MSV_OK)
+        err = approval_put(impl, device_id, approval);
 
     return err == MSV_OK ? kt_append_locked(impl, account_id, msv_wall_ms()) : err;
 }
@@ -2956,15 +3071,17 @@ static msv_err l_mls_commit(void *impl, const struct msv_mls_commit *c, uint64_t
 static msv_err l_device_add(void *impl, uint64_t account_id, uint32_t suite,
                             const uint8_t *identity, size_t identity_len, const uint8_t *push_token,
                             size_t push_token_len, int approved, int64_t now_ms,
-                            const struct msv_prekey_upload *first, uint64_t *device_id)
+                            const struct msv_prekey_upload *first,
+                            const struct msv_kt_approval *approval, uint64_t *device_id)
 {
     TRANSACTION(device_add_logged(impl, account_id, suite, identity, identity_len, push_token,
-                                  push_token_len, approved, now_ms, first, device_id));
+                                  push_token_len, approved, now_ms, first, approval, device_id));
 }
 
-static msv_err l_device_approve(void *impl, uint64_t account_id, uint64_t device_id)
+static msv_err l_device_approve(void *impl, uint64_t account_id, uint64_t device_id,
+                                const struct msv_kt_approval *approval)
 {
-    TRANSACTION(device_approve_logged(impl, account_id, device_id));
+    TRANSACTION(device_approve_logged(impl, account_id, device_id, approval));
 }
 
 static msv_err l_device_remove(void *impl, uint64_t account_id, uint64_t device_id)

@@ -12,6 +12,8 @@
 
 #include "missive/error.h"
 
+struct msv_kt_approval; /* missive/kt.h */
+
 struct msv_device_rec {
     uint64_t id;
     uint64_t account_id;
@@ -378,13 +380,21 @@ struct msv_store_ops {
      * approved device, approving, removing) appends that set to the
      * transparency log in the same transaction
      */
-    /* first (may be NULL): the device's first prekeys, stored in the same transaction */
+    /*
+     * first (may be NULL): the device's first prekeys, stored in the same transaction.
+     * approval (may be NULL: unsigned): an approved device's approval record, its signature
+     * checked by the caller, kept (table device_approvals) and carried by the log's device sets
+     * from then on, and after the device is removed while a listed device's chain names it
+     * (docs/transparency.md, "Signed device lists").
+     */
     msv_err (*device_add)(void *impl, uint64_t account_id, uint32_t suite, const uint8_t *identity,
                           size_t identity_len, const uint8_t *push_token, size_t push_token_len,
                           int approved, int64_t now_ms, const struct msv_prekey_upload *first,
-                          uint64_t *device_id);
-    /* Approves a pending device of account_id; MSV_ERR_NOT_FOUND if there is none. */
-    msv_err (*device_approve)(void *impl, uint64_t account_id, uint64_t device_id);
+                          const struct msv_kt_approval *approval, uint64_t *device_id);
+    /* Approves a pending device of account_id with approval (as device_add's; may be NULL);
+     * MSV_ERR_NOT_FOUND if there is none. */
+    msv_err (*device_approve)(void *impl, uint64_t account_id, uint64_t device_id,
+                              const struct msv_kt_approval *approval);
     /* Removes a device of account_id and drops its queue; MSV_ERR_NOT_FOUND otherwise. */
     msv_err (*device_remove)(void *impl, uint64_t account_id, uint64_t device_id);
     msv_err (*device_get)(void *impl, uint64_t device_id, struct msv_device_rec *out);
@@ -660,6 +670,6 @@ MSV_MUST_CHECK msv_err msv_store_sqlite_blob_files(const char *path, struct msv_
                                                    size_t *n);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 18
+#define MSV_STORE_SCHEMA_VERSION 19
 
 #endif

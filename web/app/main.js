@@ -856,6 +856,9 @@ rpc.on("alarm", (ev) => banner("alarm", "alarm-" + ev.warning, "\u26A0 Transpare
 rpc.on("unopened", (ev) => banner("alarm", "unopened", "\u26A0 " + ev.warning));
 rpc.on("classical", (ev) => banner("alarm", "classical", "\u26A0 " + ev.warning));
 rpc.on("keys_unpublished", (ev) => banner("alarm", "keys_unpublished", "\u26A0 " + ev.warning));
+// A contact's device left out for want of a valid approval, or its device list re-rooted
+// (docs/transparency.md, "Signed device lists").
+rpc.on("devlist", (ev) => banner("alarm", "devlist-" + ev.handle + "-" + ev.device_id, "\u26A0 " + ev.warning));
 
 // A queued message could not go when the outbox was sent: it stays queued, and the page says why.
 rpc.on("outbox_held", (ev) => banner("warn", "held-" + ev.message_id,
