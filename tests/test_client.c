@@ -4314,6 +4314,8 @@ static void test_log_read_racing_handle_removal(void **state)
     tomb = e;
     tomb.deleted = 1;
     tomb.n_devices = 0;
+    tomb.signed_list = 0; /* a tombstone lists no device, signed or not */
+    tomb.n_chain = 0;
     assert_int_equal(msv_kt_leaf_encode(&tomb, &gone, &gone_len), MSV_OK);
     assert_int_equal(msv_kt_leaf_encode(&e, &forged, &forged_len), MSV_OK);
     server_sql(&s, "DELETE FROM account_handles WHERE handle = '+15550001';");
