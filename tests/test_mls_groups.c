@@ -24,6 +24,7 @@
 #include "missive/util.h"
 #include "server_harness.h"
 #include "store/client_db.h"
+#include "util/endian.h"
 #include "wire/frame.h"
 
 #define MLS_SUITE 160 /* Deliver.suite of an MlsDelivery */
@@ -418,6 +419,51 @@ static void test_two_processes_one_state(void **state)
     club_free(&k);
 }
 
+/*
+ * Self-updates: bob (no admin) commits an update of his leaf before his third message (every two
+ * messages here), alice before her next one once her last commit is over 7 days old; the others
+ * follow both commits and read every message.
+ */
+static void test_self_updates(void **state)
+{
+    struct club k;
+    uint8_t id[16], old[8];
+    char text[64], key[64], hex[33];
+
+    (void)state;
+    club_on_mls(&k);
+    k.bob->mls_update_messages = 2;
+    for (int i = 0; i < 3; i++) {
+        snprintf(text, sizeof(text), "bob's message %d", i);
+        assert_int_equal(msv_client_group_send(k.bob, "club", text, NULL, 0, NULL, id), MSV_OK);
+    }
+    assert_int_equal(
+        queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, NULL, NULL), 1);
+    assert_int_equal(msv_hex_encode(k.gid, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(key, sizeof(key), "mls-updated:%s", hex);
+    msv_put_u64be(old, (uint64_t)(msv_wall_ms() / 1000) - 8 * 86400);
+    assert_int_equal(msv_client_db_set(k.alice->db, key, old, sizeof(old)), MSV_OK);
+    receive_now(k.alice);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "alice's, updated", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(
+        queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, NULL, NULL), 2);
+    receive_now(k.carol);
+    receive_now(k.bob);
+    for (int i = 0; i < 3; i++) {
+        snprintf(text, sizeof(text), "bob's message %d", i);
+        assert_sent_by(k.alice, k.conversation, text, "bob@example.org", k.bob->device_id);
+        assert_sent_by(k.carol, k.conversation, text, "bob@example.org", k.bob->device_id);
+    }
+    assert_sent_by(k.carol, k.conversation, "alice's, updated", "alice@example.org",
+                   k.alice->device_id);
+    assert_sent_by(k.bob, k.conversation, "alice's, updated", "alice@example.org",
+                   k.alice->device_id);
+    assert_int_equal(history_count(k.carol, k.conversation, "could not be read"), 0);
+    assert_int_equal(history_count(k.carol, k.conversation, "refused"), 0);
+    club_free(&k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -427,6 +473,7 @@ int main(void)
         cmocka_unit_test(test_attacks_told),
         cmocka_unit_test(test_non_admin_commit_refused_and_refounded),
         cmocka_unit_test(test_two_processes_one_state),
+        cmocka_unit_test(test_self_updates),
     };
 
     return cmocka_run_group_tests_name("mls_groups", tests, NULL, NULL);

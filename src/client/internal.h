@@ -407,6 +407,8 @@ void client_unlock_nested(int *fd, unsigned *depth);
  * member has a valid KeyPackage, saying why not otherwise); client_mls_send() sends a payload
  * as one application message; client_mls_take() reads one MLS delivery.
  */
+#define MSV_MLS_UPDATE_S (7 * 86400)
+#define MSV_MLS_UPDATE_MESSAGES 1000
 int client_mls_is_on(struct msv_client *c, const uint8_t gid[16]);
 MSV_MUST_CHECK msv_err client_mls_sync(struct msv_client *c, const uint8_t gid[16], int start);
 MSV_MUST_CHECK msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16],

@@ -76,14 +76,54 @@ static void state_key(const uint8_t gid[16], char key[sizeof(PREFIX) + 32])
     snprintf(key, sizeof(PREFIX) + 32, PREFIX "%s", hex);
 }
 
-static const char *flag_key(const uint8_t gid[16], char key[sizeof(REFOUND) + 32])
+/* The setting prefix || hex of gid; key holds KEY_MAX bytes. */
+#define KEY_MAX 64
+static const char *group_key(const char *prefix, const uint8_t gid[16], char key[KEY_MAX])
 {
     char hex[33];
 
     if (msv_hex_encode(gid, 16, hex, sizeof(hex)) != MSV_OK)
         hex[0] = '\0';
-    snprintf(key, sizeof(REFOUND) + 32, REFOUND "%s", hex);
+    snprintf(key, KEY_MAX, "%s%s", prefix, hex);
     return key;
+}
+
+static const char *flag_key(const uint8_t gid[16], char key[KEY_MAX])
+{
+    return group_key(REFOUND, gid, key);
+}
+
+/* This device's last commit to the group (its leaf updated then), and its messages since. */
+#define UPDATED "mls-updated:"
+#define SENT "mls-sent:"
+
+static msv_err updated_now(struct msv_client *c, const uint8_t gid[16])
+{
+    char key[KEY_MAX];
+    uint8_t now[8];
+    msv_err err;
+
+    msv_put_u64be(now, (uint64_t)(msv_wall_ms() / 1000));
+    err = msv_client_db_set(c->db, group_key(UPDATED, gid, key), now, sizeof(now));
+    return err == MSV_OK ? msv_client_db_unset(c->db, group_key(SENT, gid, key)) : err;
+}
+
+/*
+ * Whether this device's leaf is due for an update (post-compromise security): c->mls_update_s
+ * (default MSV_MLS_UPDATE_S) since its last commit, or c->mls_update_messages (default
+ * MSV_MLS_UPDATE_MESSAGES) messages sent since.
+ */
+static int update_due(struct msv_client *c, const uint8_t gid[16])
+{
+    char key[KEY_MAX];
+    uint64_t period = c->mls_update_s ? c->mls_update_s : MSV_MLS_UPDATE_S;
+    uint64_t most = c->mls_update_messages ? c->mls_update_messages : MSV_MLS_UPDATE_MESSAGES;
+    uint64_t at = client_counter(c, group_key(UPDATED, gid, key));
+    uint64_t now = (uint64_t)(msv_wall_ms() / 1000);
+
+    if (at == 0) /* a state from before the count: counted from now */
+        return updated_now(c, gid) != MSV_OK;
+    return now >= at + period || client_counter(c, group_key(SENT, gid, key)) >= most;
 }
 
 int client_mls_is_on(struct msv_client *c, const uint8_t gid[16])
@@ -518,7 +558,7 @@ static msv_err send_welcome(struct msv_client *c, const struct msv_mls_member *m
  * sent. MSV_ERR_REPLAY: the delivery service had a newer epoch (nothing changed).
  */
 static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start, int refound,
-                         int *changed)
+                         int update, int *changed)
 {
     struct msv_mls_member *m = NULL;
     struct dir dir = {0};
@@ -575,7 +615,7 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
                  missing, missing == 1 ? "" : "s", why);
         err = notice(c, gid, text);
     }
-    if (err != MSV_OK || (a.n == 0 && n_gone == 0 && !creating))
+    if (err != MSV_OK || (a.n == 0 && n_gone == 0 && !creating && !update))
         goto out;
     {
         struct msv_mls_commit_spec spec = {.key_packages = (const uint8_t *const *)a.kp,
@@ -621,6 +661,8 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         err = state_save(c, gid, m, &dir, NULL, 0);
     if (err == MSV_OK && refound)
         err = msv_client_db_unset(c->db, flag_key(gid, text));
+    if (err == MSV_OK) /* every commit of ours updates our leaf (its UpdatePath) */
+        err = updated_now(c, gid);
     if (err == MSV_OK && welcome != NULL)
         err = send_welcome(c, m, welcome, welcome_len, &a);
     *changed = err == MSV_OK;
@@ -658,7 +700,7 @@ static int self_is_admin(struct msv_client *c, const uint8_t gid[16])
 /* Whether a refused commit left the delivery service ahead of this device (the flag is set). */
 static int refound_due(struct msv_client *c, const uint8_t gid[16])
 {
-    char key[sizeof(REFOUND) + 32];
+    char key[KEY_MAX];
     uint8_t *v = NULL;
     size_t len = 0;
     int due = msv_client_db_get(c->db, flag_key(gid, key), &v, &len) == MSV_OK;
@@ -667,7 +709,7 @@ static int refound_due(struct msv_client *c, const uint8_t gid[16])
     return due;
 }
 
-msv_err client_mls_sync(struct msv_client *c, const uint8_t gid[16], int start)
+static msv_err sync_with(struct msv_client *c, const uint8_t gid[16], int start, int update)
 {
     msv_err err = MSV_OK;
     int changed = 0, admin = self_is_admin(c, gid);
@@ -683,7 +725,7 @@ msv_err client_mls_sync(struct msv_client *c, const uint8_t gid[16], int start)
         err = mls_lock(c);
         if (err != MSV_OK)
             return err;
-        err = sync_once(c, gid, start, refound, &changed);
+        err = sync_once(c, gid, start, refound, update, &changed);
         mls_unlock(c);
         if (err != MSV_ERR_REPLAY)
             break;
@@ -699,6 +741,11 @@ msv_err client_mls_sync(struct msv_client *c, const uint8_t gid[16], int start)
     return err;
 }
 
+msv_err client_mls_sync(struct msv_client *c, const uint8_t gid[16], int start)
+{
+    return sync_with(c, gid, start, 0);
+}
+
 /* ---- messages ------------------------------------------------------------------------------ */
 
 msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8_t *pt,
@@ -711,8 +758,21 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
     uint8_t id[MLS_ID_LEN];
     msv_err err = msv_client_connect(c);
 
+    char key[KEY_MAX];
+
     if (err == MSV_OK && refound_due(c, gid) && self_is_admin(c, gid))
         err = client_mls_sync(c, gid, 0);
+    /* a leaf due for an update commits one first; should that fail, the message still goes,
+     * and the next one tries again */
+    if (err == MSV_OK && update_due(c, gid) && sync_with(c, gid, 0, 1) != MSV_OK &&
+        c->on_mls_notice != NULL) {
+        char conversation[40];
+
+        msv_client_group_conversation(gid, conversation);
+        c->on_mls_notice(c->ctx, conversation,
+                         "this device's update of its MLS leaf failed; the next message tries "
+                         "again");
+    }
     if (err == MSV_OK)
         err = mls_lock(c);
     if (err != MSV_OK)
@@ -740,6 +800,8 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
 
         err = msv_request_mls_send(c->conn, &s, TIMEOUT_MS, &now, &c->why);
     }
+    if (err == MSV_OK)
+        err = client_counter_bump(c, group_key(SENT, gid, key));
     msv_mls_member_free(m);
     free(roster);
     free(msg);
@@ -837,6 +899,8 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
     if (err == MSV_OK) {
         if (held_generation(c, gid) < (int64_t)gen)
             err = state_save(c, gid, m, &dir, NULL, 0);
+        if (err == MSV_OK)
+            err = updated_now(c, gid); /* its leaf is new */
         mls_unlock(c);
     }
     /* its init key would open the Welcome again: gone once joined (a last-resort one serves
@@ -975,7 +1039,7 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
     uint64_t by = sender;
     size_t roster_len = 0;
     int changed = 0, refused = 0;
-    char why[300] = "", key[sizeof(REFOUND) + 32];
+    char why[300] = "", key[KEY_MAX];
     msv_err err = mls_lock(c);
 
     if (err != MSV_OK)
