@@ -8,6 +8,7 @@
  * told.
  */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "client/client.h"
+#include "client/conn.h"
 #include "client/internal.h"
 #include "missive/util.h"
 #include "server_harness.h"
@@ -111,6 +113,17 @@ static size_t queued_mls(struct test_server *s, uint64_t device, int kind, uint8
     return found;
 }
 
+/* The MLS delivery wire queued again for to, from from, the server stopped meanwhile. */
+static void requeue(struct test_server *s, struct msv_client *to, const struct msv_client *from,
+                    const uint8_t *wire, size_t len)
+{
+    msv_conn_close(to->conn);
+    to->conn = NULL;
+    test_server_stop(s);
+    test_server_enqueue(s, to->device_id, from->device_id, from->handle, MLS_SUITE, wire, len);
+    test_server_start(s);
+}
+
 /* c takes one MLS delivery as if the server gave it (the notice it makes in *notice). */
 static void take(struct msv_client *c, const uint8_t *d, size_t len, char notice[400])
 {
@@ -181,18 +194,29 @@ static void club_free(struct club *k)
 static void test_create_join_and_talk(void **state)
 {
     struct club k;
-    uint8_t id[16];
+    uint8_t id[16], *msg = NULL;
+    size_t len = 0;
 
     (void)state;
     club_on_mls(&k);
     assert_int_equal(msv_client_group_send(k.alice, "club", "hello on mls", NULL, 0, NULL, id),
                      MSV_OK);
     assert_int_equal(
-        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, &msg, &len),
         1);
     assert_int_equal(receive_now(k.bob), 1);
     assert_int_equal(receive_now(k.carol), 1);
     assert_sent_by(k.bob, k.conversation, "hello on mls", "alice@example.org", k.alice->device_id);
+    /* delivered again (its acknowledgement lost, say): nothing new, nothing unreadable */
+    requeue(&k.s, k.bob, k.alice, msg, len);
+    msv_conn_close(k.alice->conn);
+    k.alice->conn = NULL;
+    msv_conn_close(k.carol->conn);
+    k.carol->conn = NULL;
+    assert_int_equal(receive_now(k.bob), 0);
+    assert_int_equal(history_count(k.bob, k.conversation, "could not be read"), 0);
+    assert_int_equal(history_count(k.bob, k.alice->handle, "could not be read"), 0);
+    free(msg);
     assert_sent_by(k.carol, k.conversation, "hello on mls", "alice@example.org",
                    k.alice->device_id);
     assert_int_equal(msv_client_reply(k.bob, id, k.conversation, "and back", NULL, 0, NULL, id),
@@ -476,5 +500,6 @@ int main(void)
         cmocka_unit_test(test_self_updates),
     };
 
+    signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */
     return cmocka_run_group_tests_name("mls_groups", tests, NULL, NULL);
 }

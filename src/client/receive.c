@@ -1201,27 +1201,21 @@ static msv_err record_unreadable(struct msv_client *c, const Msv__Wire__Deliver 
  * its leaf's verified credential; a Welcome or commit changes the group's state; anything that
  * cannot be taken is recorded and shown, never dropped unseen (its sender: the relay's word).
  */
-static msv_err take_mls(struct msv_client *c, const Msv__Wire__Deliver *d,
-                        void (*on_message)(void *, const struct msv_incoming *), void *ctx,
-                        size_t *count)
+/* What an MLS delivery gave: a payload, taken as any message's, or a notice recorded. */
+static msv_err take_mls_result(struct msv_client *c, const Msv__Wire__Deliver *d,
+                               const struct client_mls_in *m,
+                               void (*on_message)(void *, const struct msv_incoming *), void *ctx,
+                               size_t *count)
 {
-    struct client_mls_in m;
     struct incoming in;
     msv_err err;
 
     memset(&in, 0, sizeof(in));
-    snprintf(in.sender, sizeof(in.sender), "%.*s", (int)d->sender_handle.len,
-             (const char *)d->sender_handle.data);
-    err =
-        client_mls_take(c, d->ciphertext.data, d->ciphertext.len, in.sender, d->sender_device, &m);
-    if (err != MSV_OK)
-        return err;
-    if (m.pt != NULL) {
-        snprintf(in.sender, sizeof(in.sender), "%s", m.sender);
-        in.device = m.device;
+    if (m->pt != NULL) {
+        snprintf(in.sender, sizeof(in.sender), "%s", m->sender);
+        in.device = m->device;
         in.sender_proved = 1;
-        err = take_payload(c, m.pt, m.pt_len, on_message, ctx, &in);
-        msv_secret_free(m.pt, m.pt_len);
+        err = take_payload(c, m->pt, m->pt_len, on_message, ctx, &in);
         if (err == MSV_OK)
             (*count)++;
         if (err == MSV_OK && in.owes_receipt)
@@ -1231,13 +1225,41 @@ static msv_err take_mls(struct msv_client *c, const Msv__Wire__Deliver *d,
             err = record_unreadable(c, d, &in, 0, on_message, ctx);
         return err == MSV_ERR_EXISTS || err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
     }
-    if (m.notice[0] == '\0')
+    if (m->notice[0] == '\0')
         return MSV_OK; /* a Welcome or commit taken */
     snprintf(in.sender, sizeof(in.sender), "%.*s", (int)d->sender_handle.len,
              (const char *)d->sender_handle.data);
     in.device = d->sender_device;
-    return record_unreadable_in(c, d, &in, m.conversation[0] ? m.conversation : NULL, m.notice, 0,
-                                on_message, ctx);
+    return record_unreadable_in(c, d, &in, m->conversation[0] ? m->conversation : NULL, m->notice,
+                                0, on_message, ctx);
+}
+
+static msv_err take_mls(struct msv_client *c, const Msv__Wire__Deliver *d,
+                        void (*on_message)(void *, const struct msv_incoming *), void *ctx,
+                        size_t *count)
+{
+    static const char domain[] = "missive: mls delivery";
+    struct client_mls_in m;
+    char sender[257];
+    uint8_t digest[32];
+    msv_err err;
+
+    /* one taken once is not taken again: a redelivery (its acknowledgement lost) changes
+     * nothing and says nothing, as a per-device envelope's does */
+    crypto_generichash(digest, sizeof(digest), d->ciphertext.data, d->ciphertext.len,
+                       (const uint8_t *)domain, sizeof(domain) - 1);
+    err = msv_client_db_envelope_seen(c->db, digest);
+    if (err != MSV_ERR_NOT_FOUND)
+        return err;
+    snprintf(sender, sizeof(sender), "%.*s", (int)d->sender_handle.len,
+             (const char *)d->sender_handle.data);
+    err = client_mls_take(c, d->ciphertext.data, d->ciphertext.len, sender, d->sender_device, &m);
+    if (err == MSV_OK)
+        err = take_mls_result(c, d, &m, on_message, ctx, count);
+    msv_secret_free(m.pt, m.pt_len);
+    if (err == MSV_OK)
+        err = msv_client_db_envelope_read(c->db, digest, msv_wall_ms());
+    return err;
 }
 
 /*
