@@ -39,6 +39,9 @@
 /* what one MlsSend carries at most: the server's default payload limit (docs/wire.md) */
 #define MLS_MESSAGE_MAX (16u * 1024u)
 #define DEVICES_MAX 10000 /* devices in one group (the delivery service's limit) */
+/* devices whose Welcome (the ratchet tree inside: about 480 bytes a device) fits in
+ * MLS_MESSAGE_MAX */
+#define WELCOME_DEVICES_MAX 32u
 #define LOOKUP_BATCH 256
 #define MLS_ID_LEN 20 /* the group's id || u32be generation */
 #define REFOUND "mls-refound:"
@@ -566,7 +569,7 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     uint8_t *roster = NULL, *present = NULL, *want = NULL, *commit = NULL, *welcome = NULL;
     uint32_t *leaves = NULL;
     uint64_t *gone = NULL, epoch = 0;
-    size_t roster_len = 0, n_gone = 0, missing = 0, commit_len = 0, welcome_len = 0;
+    size_t roster_len = 0, n_gone = 0, missing = 0, commit_len = 0, welcome_len = 0, n_want = 0;
     char why[300] = "", text[600];
     const char *made_why = NULL;
     msv_err err = state_load(c, gid, &m, &roster, &roster_len);
@@ -597,7 +600,19 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     if (err == MSV_OK)
         n_gone = removals(m, &dir, leaves, gone, present);
     for (size_t i = 0; err == MSV_OK && i < dir.n; i++)
-        want[i] = !present[i] && dir.d[i].device_id != c->device_id;
+        n_want += want[i] = !present[i] && dir.d[i].device_id != c->device_id;
+    /* before any KeyPackage is claimed (each claimed is used up): what one Welcome can carry;
+     * a group on MLS still removes whom it must */
+    if (err == MSV_OK && (creating || n_want > 0) && dir.n > WELCOME_DEVICES_MAX) {
+        snprintf(text, sizeof(text), "%s: %zu devices, more than the %u one Welcome can carry yet",
+                 creating ? "this group stays on per-device encryption, not MLS"
+                          : "no device could be added to this MLS group",
+                 dir.n, WELCOME_DEVICES_MAX);
+        err = notice(c, gid, text);
+        memset(want, 0, dir.n);
+        if (creating || err != MSV_OK)
+            goto out;
+    }
     if (err == MSV_OK)
         err = claim_adds(c, &dir, want, &a, &missing, why, sizeof(why));
     if (err == MSV_OK && creating && missing > 0) {
