@@ -5,7 +5,7 @@
  *
  * The member state of a group is the setting "mls-group:<hex of the group id>":
  *   u32be roster length || roster || msv_mls_member_save() bytes
- * the roster naming, for each device in the tree, its handle (u64be device id || u8 length ||
+ * the roster naming, for each device in the tree, its handle (u64be device id || u16be length ||
  * handle), as the verified directory listed it when its leaf was checked: an application
  * message names its sender by its leaf's credential and this roster, never by what the server
  * says. Every change of a state happens under the account's MLS lock ("mls.lock", flock), from
@@ -22,6 +22,7 @@
 #include <sodium.h>
 
 #include "client/requests.h"
+#include "missive/payload.h"
 #include "missive/util.h"
 #include "mls/member.h"
 #include "mls/mls.h"
@@ -190,7 +191,7 @@ static msv_err roster_encode(const struct msv_mls_member *m, const struct dir *d
         hl = strlen(d->handle);
         msv_put_u64be(be, device);
         msv_buf_put(b, be, sizeof(be));
-        msv_buf_put_u8(b, (uint8_t)hl);
+        msv_buf_put_u16be(b, (uint16_t)hl);
         msv_buf_put(b, d->handle, hl);
     }
     return MSV_OK;
@@ -270,11 +271,11 @@ static msv_err roster_handle(const uint8_t *roster, size_t len, uint64_t device,
 {
     struct msv_reader r;
     const uint8_t *d, *h;
-    uint8_t hl;
+    uint16_t hl;
 
     msv_reader_init(&r, roster, len);
-    while (msv_reader_bytes(&r, 8, &d) == MSV_OK && msv_reader_u8(&r, &hl) == MSV_OK &&
-           msv_reader_bytes(&r, hl, &h) == MSV_OK) {
+    while (msv_reader_bytes(&r, 8, &d) == MSV_OK && msv_reader_u16be(&r, &hl) == MSV_OK &&
+           hl <= MSV_HANDLE_MAX && msv_reader_bytes(&r, hl, &h) == MSV_OK) {
         if (msv_get_u64be(d) == device) {
             memcpy(out, h, hl);
             out[hl] = '\0';
