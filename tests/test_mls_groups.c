@@ -488,6 +488,30 @@ static void test_self_updates(void **state)
     club_free(&k);
 }
 
+/*
+ * bob sends while alice's commit (carol removed) waits in his queue: the server's answer shows
+ * the group past his epoch, so he reads the commit and sends again at the new epoch; alice,
+ * past it already, reads the second copy.
+ */
+static void test_message_crossing_a_commit(void **state)
+{
+    const char *carol_only[1] = {"carol@example.org"};
+    struct club k;
+    uint8_t id[16];
+
+    (void)state;
+    club_on_mls(&k);
+    assert_int_equal(msv_client_group_change(k.alice, "club", NULL, NULL, 0, carol_only, 1),
+                     MSV_OK);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "crossing", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(
+        queued_mls(&k.s, k.alice->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
+        2);
+    receive_now(k.alice);
+    assert_sent_by(k.alice, k.conversation, "crossing", "bob@example.org", k.bob->device_id);
+    club_free(&k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -498,6 +522,7 @@ int main(void)
         cmocka_unit_test(test_non_admin_commit_refused_and_refounded),
         cmocka_unit_test(test_two_processes_one_state),
         cmocka_unit_test(test_self_updates),
+        cmocka_unit_test(test_message_crossing_a_commit),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

@@ -764,33 +764,20 @@ msv_err client_mls_sync(struct msv_client *c, const uint8_t gid[16], int start)
 
 /* ---- messages ------------------------------------------------------------------------------ */
 
-msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8_t *pt,
-                        size_t pt_len)
+/*
+ * One application message of pt at this device's epoch; *behind: the delivery service's epoch
+ * for the group was past it (a commit this device has not read yet crossed it).
+ */
+static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint8_t *pt,
+                         size_t pt_len, int *behind)
 {
     struct msv_mls_member *m = NULL;
-    uint8_t *roster = NULL, *msg = NULL;
+    uint8_t *roster = NULL, *msg = NULL, id[MLS_ID_LEN];
     size_t roster_len = 0, msg_len = 0;
     uint64_t epoch = 0, now = 0;
-    uint8_t id[MLS_ID_LEN];
-    msv_err err = msv_client_connect(c);
+    msv_err err = mls_lock(c);
 
-    char key[KEY_MAX];
-
-    if (err == MSV_OK && refound_due(c, gid) && self_is_admin(c, gid))
-        err = client_mls_sync(c, gid, 0);
-    /* a leaf due for an update commits one first; should that fail, the message still goes,
-     * and the next one tries again */
-    if (err == MSV_OK && update_due(c, gid) && sync_with(c, gid, 0, 1) != MSV_OK &&
-        c->on_mls_notice != NULL) {
-        char conversation[40];
-
-        msv_client_group_conversation(gid, conversation);
-        c->on_mls_notice(c->ctx, conversation,
-                         "this device's update of its MLS leaf failed; the next message tries "
-                         "again");
-    }
-    if (err == MSV_OK)
-        err = mls_lock(c);
+    *behind = 0;
     if (err != MSV_OK)
         return err;
     err = state_load(c, gid, &m, &roster, &roster_len);
@@ -816,11 +803,46 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
 
         err = msv_request_mls_send(c->conn, &s, TIMEOUT_MS, &now, &c->why);
     }
-    if (err == MSV_OK)
-        err = client_counter_bump(c, group_key(SENT, gid, key));
+    *behind = err == MSV_OK && now > epoch;
     msv_mls_member_free(m);
     free(roster);
     free(msg);
+    return err;
+}
+
+msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8_t *pt,
+                        size_t pt_len)
+{
+    char key[KEY_MAX];
+    int behind = 0;
+    msv_err err = msv_client_connect(c);
+
+    if (err == MSV_OK && refound_due(c, gid) && self_is_admin(c, gid))
+        err = client_mls_sync(c, gid, 0);
+    /* a leaf due for an update commits one first; should that fail, the message still goes,
+     * and the next one tries again */
+    if (err == MSV_OK && update_due(c, gid) && sync_with(c, gid, 0, 1) != MSV_OK &&
+        c->on_mls_notice != NULL) {
+        char conversation[40];
+
+        msv_client_group_conversation(gid, conversation);
+        c->on_mls_notice(c->ctx, conversation,
+                         "this device's update of its MLS leaf failed; the next message tries "
+                         "again");
+    }
+    if (err == MSV_OK)
+        err = send_once(c, gid, pt, pt_len, &behind);
+    /* members past that commit cannot read it: the commit read, the message goes again at the
+     * new epoch (those that read the first copy know the second by its id) */
+    for (int tries = 0; err == MSV_OK && behind && tries < COMMIT_TRIES; tries++) {
+        size_t count = 0;
+
+        err = msv_client_receive(c, STALE_WAIT_MS, NULL, NULL, &count);
+        if (err == MSV_OK)
+            err = send_once(c, gid, pt, pt_len, &behind);
+    }
+    if (err == MSV_OK)
+        err = client_counter_bump(c, group_key(SENT, gid, key));
     return err;
 }
 
