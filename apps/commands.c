@@ -517,6 +517,16 @@ void cli_unsealed_notice(void *ctx, const char *handle)
           cli_err);
 }
 
+static void cli_mls_notice(void *ctx, const char *conversation, const char *notice)
+{
+    (void)ctx;
+    fputs("missive: notice: ", cli_err);
+    term_put(cli_err, conversation, TERM_ONE_LINE);
+    fputs(": ", cli_err);
+    term_put(cli_err, notice, TERM_ONE_LINE);
+    fputs("\n", cli_err);
+}
+
 int cli_account(const struct cli *o, char *handle, size_t handle_len, char *dir, size_t dir_len)
 {
     const char *named = o->account ? o->account : getenv("MISSIVE_ACCOUNT");
@@ -579,6 +589,7 @@ int cli_open(const struct cli *o, const char *dir, struct msv_client **c)
     (*c)->on_keys_unpublished = cli_unopened_warning; /* the same warning line */
     (*c)->on_classical = cli_pq_refused_warning;      /* the same warning line, naming the device */
     (*c)->on_unsealed = cli_unsealed_notice;
+    (*c)->on_mls_notice = cli_mls_notice;
     (*c)->on_outbox_held = cli_outbox_held_notice;
     (*c)->on_send_progress = cli_send_progress;
     return 0;

@@ -1,7 +1,8 @@
 /*
  * The check that a KeyPackage the server hands out is a device's (src/client/mlskeys.c,
  * msv_mlskeys_credential_check): any bytes are refused with a reason, without reading past
- * them, unless they are the one KeyPackage made here for the device, bound by its identity.
+ * them, unless they are the one KeyPackage made here for the device, bound by its identity;
+ * and the credential of a LeafNode of a group's tree (msv_mlskeys_leaf_credential).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -50,10 +51,17 @@ static void setup(void)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *why = NULL;
+    const uint8_t *named = NULL;
+    size_t named_len = 0;
+    uint64_t device = 0;
     msv_err err;
 
     if (id == NULL)
         setup();
+    /* a group's leaf as its tree holds it: its credential read within its bytes */
+    if (msv_mlskeys_leaf_credential(data, size, &named, &named_len, &device) == MSV_OK &&
+        (named < data || named + named_len > data + size || named_len <= 8))
+        abort();
     err = msv_mlskeys_credential_check(msv_identity_public(id), DEVICE, data, size, NOW, &why);
     if (err == MSV_OK && (size != honest_len || memcmp(data, honest, size) != 0))
         abort();

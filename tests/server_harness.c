@@ -225,6 +225,34 @@ unsigned long long test_server_metric(struct test_server *s, const char *name)
     return v;
 }
 
+void test_server_enqueue(struct test_server *s, uint64_t device, uint64_t sender_device,
+                         const char *sender_handle, int suite, const uint8_t *wire, size_t len)
+{
+    char path[128];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+
+    snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, TEST_TIMEOUT_MS);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "INSERT INTO queue (device_id, sender_device, "
+                                        "sender_handle, suite, ciphertext, enqueued_ms, "
+                                        "expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?);",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)sender_device);
+    sqlite3_bind_text(st, 3, sender_handle, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 4, suite);
+    sqlite3_bind_blob(st, 5, wire, (int)len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, msv_wall_ms());
+    sqlite3_bind_int64(st, 7, msv_wall_ms() + 86400000LL);
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
 size_t test_server_queued(struct test_server *s, struct test_queued **rows)
 {
     char path[128];

@@ -57,6 +57,9 @@ struct test_queued {
     size_t len;
 };
 
+/* Queues wire for device as from sender_device of sender_handle (the server stopped). */
+void test_server_enqueue(struct test_server *s, uint64_t device, uint64_t sender_device,
+                         const char *sender_handle, int suite, const uint8_t *wire, size_t len);
 /* Every queued envelope, oldest first; free with test_queued_free(). */
 size_t test_server_queued(struct test_server *s, struct test_queued **rows);
 void test_queued_free(struct test_queued *rows, size_t n);

@@ -2874,25 +2874,7 @@ static int has_unreadable(struct msv_client *c)
 static void queue_envelope(struct test_server *s, uint64_t device, const struct msv_client *sender,
                            int suite, const uint8_t *wire, size_t len)
 {
-    sqlite3 *db = server_db(s);
-    sqlite3_stmt *st = NULL;
-
-    assert_int_equal(sqlite3_prepare_v2(db,
-                                        "INSERT INTO queue (device_id, sender_device, "
-                                        "sender_handle, suite, ciphertext, enqueued_ms, "
-                                        "expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?);",
-                                        -1, &st, NULL),
-                     SQLITE_OK);
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)device);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)sender->device_id);
-    sqlite3_bind_text(st, 3, sender->handle, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 4, suite);
-    sqlite3_bind_blob(st, 5, wire, (int)len, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 6, msv_wall_ms());
-    sqlite3_bind_int64(st, 7, msv_wall_ms() + 86400000LL);
-    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    test_server_enqueue(s, device, sender->device_id, sender->handle, suite, wire, len);
 }
 
 static void count_classical(void *ctx, const char *handle, uint64_t device, const char *warning)

@@ -96,6 +96,15 @@ struct msv_client {
     /* the account's session lock (client/sessions.h): its descriptor while held, and how deep */
     int session_lock_fd;
     unsigned session_lock_depth;
+    /* the account's lock of its MLS groups' states (mlsgroups.c), held as the session lock */
+    int mls_lock_fd;
+    unsigned mls_lock_depth;
+    /* groups on MLS: told why a group stays on per-device copies, or a member was not
+     * added (conversation: the group's); may be NULL */
+    void (*on_mls_notice)(void *ctx, const char *conversation, const char *notice);
+    /* a group on MLS: this device commits an update of its leaf before a message once this
+     * long (seconds) or this many messages passed since its last commit (0: the defaults) */
+    uint64_t mls_update_s, mls_update_messages;
     /* how long msv_client_receive() goes on while frames keep coming, beyond its quiet
      * time (0: MSV_CLIENT_RECEIVE_MAX_MS) */
     int receive_max_ms;

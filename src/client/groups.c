@@ -638,6 +638,32 @@ static msv_err commit_change(struct msv_client *c, const uint8_t gid[16],
     return err;
 }
 
+/*
+ * After a change: the group's MLS group made to follow its members (a group of per-device
+ * copies moved to MLS if every device can; mlsgroups.c). The change itself stands either way;
+ * a failure is told, and for a group on MLS returned, since removed devices keep reading until
+ * a commit removes them.
+ */
+static msv_err mls_follow(struct msv_client *c, const uint8_t gid[16])
+{
+    int on = client_mls_is_on(c, gid);
+    msv_err err = client_mls_sync(c, gid, 1);
+
+    if (err == MSV_OK)
+        return MSV_OK;
+    if (c->on_mls_notice != NULL) {
+        char conversation[40], text[400];
+
+        msv_client_group_conversation(gid, conversation);
+        snprintf(text, sizeof(text), "%s (%s%s%.200s)",
+                 on ? "the group changed, but its MLS group did not follow: change it again"
+                    : "this group stays on per-device encryption: moving it to MLS failed",
+                 msv_strerror(err), c->why.message[0] ? ": " : "", c->why.message);
+        c->on_mls_notice(c->ctx, conversation, text);
+    }
+    return on ? err : MSV_OK;
+}
+
 msv_err msv_client_group_create(struct msv_client *c, const char *name, const char *const *members,
                                 size_t n, uint8_t group_id[16])
 {
@@ -658,6 +684,8 @@ msv_err msv_client_group_create(struct msv_client *c, const char *name, const ch
         err = list_add(&s.admins, &s.n_admins, c->handle, strlen(c->handle));
     if (err == MSV_OK)
         err = commit_change(c, group_id, NULL, &s);
+    if (err == MSV_OK)
+        err = mls_follow(c, group_id);
     state_clear(&s);
     return err;
 }
@@ -749,6 +777,9 @@ static msv_err edit_group(struct msv_client *c, const char *which, const struct 
         err = MSV_ERR_INVALID; /* a group keeps a member and an admin */
     if (err == MSV_OK)
         err = commit_change(c, g.group_id, &then, &now);
+    /* a member who left commits nothing more: the next admin's change removes its leaves */
+    if (err == MSV_OK && !e->leave)
+        err = mls_follow(c, g.group_id);
     msv_group_clear(&g);
     state_clear(&then);
     state_clear(&now);

@@ -11,6 +11,8 @@
 
 #include "client/client.h"
 
+struct msv_mls_leaf;
+
 #define TIMEOUT_MS 15000
 #define SEND_TRIES 3
 #define SEEN_KEEP_MS (180LL * 24 * 3600 * 1000)
@@ -403,7 +405,67 @@ MSV_MUST_CHECK msv_err msv_mlskeys_credential_check(const struct msv_public_iden
                                                     uint64_t device_id, const uint8_t *kp,
                                                     size_t kp_len, uint64_t now_s,
                                                     const char **why);
-/* A backup holds no KeyPackage's private part. */
+/* The file name in the account's directory, open and exclusively locked (flock); -1 if not. */
+int client_lock_file(struct msv_client *c, const char *name);
+/* That lock held in *fd, nested within one client: *depth counts the holds. */
+MSV_MUST_CHECK msv_err client_lock_nested(struct msv_client *c, const char *name, int *fd,
+                                          unsigned *depth);
+void client_unlock_nested(int *fd, unsigned *depth);
+
+/*
+ * Groups on MLS (mlsgroups.c, docs/crypto.md "Groups on MLS in the client"). A group is on MLS
+ * once this device holds its member state. client_mls_sync() makes the MLS group follow the
+ * group's members (start: move a group of per-device copies to MLS if every device of every
+ * member has a valid KeyPackage, saying why not otherwise); client_mls_send() sends a payload
+ * as one application message; client_mls_take() reads one MLS delivery.
+ */
+#define MSV_MLS_UPDATE_S (7 * 86400)
+#define MSV_MLS_UPDATE_MESSAGES 1000
+int client_mls_is_on(struct msv_client *c, const uint8_t gid[16]);
+MSV_MUST_CHECK msv_err client_mls_sync(struct msv_client *c, const uint8_t gid[16], int start);
+MSV_MUST_CHECK msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16],
+                                       const uint8_t *pt, size_t pt_len);
+struct client_mls_in {
+    char sender[257]; /* of an application message: named by its leaf's credential */
+    uint64_t device;
+    uint8_t *pt; /* an application message's payload (msv_secret_free) */
+    size_t pt_len;
+    char notice[400];      /* what to record and show instead, if not empty */
+    char conversation[40]; /* the notice's: the group's if this device knows it, else empty */
+};
+/* MSV_OK unless storing failed (then the delivery stays unacknowledged). */
+MSV_MUST_CHECK msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t len,
+                                       const char *sender_handle, uint64_t sender_device,
+                                       struct client_mls_in *in);
+
+/* The device id and basic credential identity of a LeafNode (MSV_ERR_PARSE if not one). */
+MSV_MUST_CHECK msv_err msv_mlskeys_leaf_credential(const uint8_t *leaf_raw, size_t leaf_len,
+                                                   const uint8_t **identity, size_t *identity_len,
+                                                   uint64_t *device_id);
+/* The binding check of msv_mlskeys_credential_check() for a leaf of a group's tree. */
+MSV_MUST_CHECK msv_err msv_mlskeys_leaf_check(const struct msv_public_identity *pub,
+                                              uint64_t device_id, const struct msv_mls_leaf *leaf,
+                                              const char **why);
+#define MSV_MLSKEYS_IDENTITY_MAX (8 + MSV_SIGNATURE_MAX)
+#define MSV_MLSKEYS_KP_MAX 8192 /* the delivery service's limit */
+/* A fresh signature seed and this device's credential identity binding its key. */
+MSV_MUST_CHECK msv_err msv_mlskeys_credential_make(struct msv_client *c, uint8_t sig_seed[32],
+                                                   uint8_t identity[MSV_MLSKEYS_IDENTITY_MAX],
+                                                   size_t *identity_len);
+/* The private part of one of this device's KeyPackages, with the KeyPackage. */
+struct msv_mlskeys_private {
+    char name[8 + 2 * 32]; /* its setting */
+    int last_resort;
+    uint8_t sig_seed[32], init_sk[32], leaf_sk[32];
+    uint8_t *key_package;
+    size_t key_package_len;
+};
+/* The KeyPackage a Welcome is for, if this device keeps it (MSV_ERR_NOT_FOUND if not). Clear
+ * *out with msv_mlskeys_private_clear(). */
+MSV_MUST_CHECK msv_err msv_mlskeys_for_welcome(struct msv_client *c, const uint8_t *welcome,
+                                               size_t welcome_len, struct msv_mlskeys_private *out);
+void msv_mlskeys_private_clear(struct msv_mlskeys_private *k);
+/* A backup holds no KeyPackage's private part, and no MLS group's state. */
 MSV_MUST_CHECK msv_err msv_mlskeys_strip_backup_copy(struct msv_client_db *copy);
 
 #endif

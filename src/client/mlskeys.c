@@ -11,11 +11,12 @@
  *
  * Settings used: "mls-kp:<hex of the KeyPackageRef>" for each KeyPackage made (u8 flags, bit 0
  * last resort || u64be not_after in seconds || signature seed || init key || leaf key, 32 bytes
- * each), kept until KEEP_AFTER_S past its lifetime's end: a Welcome naming it may come while
- * its device is offline, and a KeyPackage whose upload got no answer may be on the server;
- * "mls-kp-renew-by" (u64be seconds): when all the server's ones are replaced (absent: at the
- * next publish, as after a restore).
+ * each || the KeyPackage MLSMessage), kept until KEEP_AFTER_S past its lifetime's end: a Welcome
+ * naming it may come while its device is offline, and a KeyPackage whose upload got no answer may
+ * be on the server; "mls-kp-renew-by" (u64be seconds): when all the server's ones are replaced
+ * (absent: at the next publish, as after a restore).
  */
+#define _GNU_SOURCE /* memmem */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,35 +60,44 @@ static size_t binding_message(uint64_t device_id, const uint8_t sig_pub[32],
     return LABEL_LEN + 8 + 32;
 }
 
-msv_err msv_mlskeys_credential_check(const struct msv_public_identity *pub, uint64_t device_id,
-                                     const uint8_t *kp, size_t kp_len, uint64_t now_s,
-                                     const char **why)
+msv_err msv_mlskeys_leaf_credential(const uint8_t *leaf_raw, size_t leaf_len,
+                                    const uint8_t **identity, size_t *identity_len,
+                                    uint64_t *device_id)
 {
-    struct msv_mls_leaf leaf;
     struct msv_reader r;
-    const uint8_t *p, *identity = NULL;
-    size_t n, identity_len = 0;
-    uint8_t msg[LABEL_LEN + 8 + 32];
+    const uint8_t *p;
+    size_t n;
     uint16_t type = 0;
-    msv_err err;
 
-    *why = NULL;
-    err = msv_mls_key_package_check(MSV_MLS_SUITE_X25519_AES128GCM, kp, kp_len, now_s, &leaf, why);
-    if (err != MSV_OK)
-        return err;
     /* LeafNode: encryption_key<V> signature_key<V> credential (u16 type, identity<V>) ... */
-    msv_reader_init(&r, leaf.raw, leaf.raw_len);
+    msv_reader_init(&r, leaf_raw, leaf_len);
     if (msv_mls_get_vec(&r, &p, &n) != MSV_OK || msv_mls_get_vec(&r, &p, &n) != MSV_OK ||
         msv_reader_u16be(&r, &type) != MSV_OK || type != 1 ||
-        msv_mls_get_vec(&r, &identity, &identity_len) != MSV_OK) {
+        msv_mls_get_vec(&r, identity, identity_len) != MSV_OK || *identity_len <= 8)
+        return MSV_ERR_PARSE;
+    *device_id = msv_get_u64be(*identity);
+    return MSV_OK;
+}
+
+msv_err msv_mlskeys_leaf_check(const struct msv_public_identity *pub, uint64_t device_id,
+                               const struct msv_mls_leaf *leaf, const char **why)
+{
+    const uint8_t *identity = NULL;
+    size_t identity_len = 0;
+    uint64_t named = 0;
+    uint8_t msg[LABEL_LEN + 8 + 32];
+
+    *why = NULL;
+    if (msv_mlskeys_leaf_credential(leaf->raw, leaf->raw_len, &identity, &identity_len, &named) !=
+        MSV_OK) {
         *why = "its credential is not a basic one";
         return MSV_ERR_PARSE;
     }
-    if (leaf.signature_key_len != 32 || identity_len <= 8 || msv_get_u64be(identity) != device_id) {
+    if (leaf->signature_key_len != 32 || named != device_id) {
         *why = "its credential names another device";
         return MSV_ERR_AUTH;
     }
-    if (msv_public_identity_verify(pub, msg, binding_message(device_id, leaf.signature_key, msg),
+    if (msv_public_identity_verify(pub, msg, binding_message(device_id, leaf->signature_key, msg),
                                    identity + 8, identity_len - 8) != MSV_OK) {
         *why = "its signature key is not signed by the device's identity";
         return MSV_ERR_AUTH;
@@ -95,13 +105,45 @@ msv_err msv_mlskeys_credential_check(const struct msv_public_identity *pub, uint
     return MSV_OK;
 }
 
+msv_err msv_mlskeys_credential_check(const struct msv_public_identity *pub, uint64_t device_id,
+                                     const uint8_t *kp, size_t kp_len, uint64_t now_s,
+                                     const char **why)
+{
+    struct msv_mls_leaf leaf;
+    msv_err err;
+
+    *why = NULL;
+    err = msv_mls_key_package_check(MSV_MLS_SUITE_X25519_AES128GCM, kp, kp_len, now_s, &leaf, why);
+    return err != MSV_OK ? err : msv_mlskeys_leaf_check(pub, device_id, &leaf, why);
+}
+
+msv_err msv_mlskeys_credential_make(struct msv_client *c, uint8_t sig_seed[32],
+                                    uint8_t identity[MSV_MLSKEYS_IDENTITY_MAX],
+                                    size_t *identity_len)
+{
+    uint8_t sig_pub[32], sig_sk[64], msg[LABEL_LEN + 8 + 32];
+    size_t sig_len = 0;
+    msv_err err;
+
+    randombytes_buf(sig_seed, 32);
+    crypto_sign_seed_keypair(sig_pub, sig_sk, sig_seed);
+    sodium_memzero(sig_sk, sizeof(sig_sk));
+    msv_put_u64be(identity, c->device_id);
+    err = msv_identity_sign(c->id, msg, binding_message(c->device_id, sig_pub, msg), identity + 8,
+                            &sig_len);
+    *identity_len = 8 + sig_len;
+    if (err != MSV_OK)
+        sodium_memzero(sig_seed, 32);
+    return err;
+}
+
 /* Makes one KeyPackage and keeps its private part; *out (free()) is the MLSMessage. */
 static msv_err make_one(struct msv_client *c, int last_resort, uint64_t now_s, uint8_t **out,
                         size_t *out_len)
 {
-    uint8_t *rec = sodium_malloc(RECORD_LEN), sig_pub[32], sig_sk[64], msg[LABEL_LEN + 8 + 32];
-    uint8_t identity[8 + MSV_SIGNATURE_MAX], ref[MSV_MLS_NH];
-    size_t sig_len = 0;
+    uint8_t *rec = sodium_malloc(RECORD_LEN + MSV_MLSKEYS_KP_MAX), ref[MSV_MLS_NH];
+    uint8_t identity[MSV_MLSKEYS_IDENTITY_MAX];
+    size_t identity_len = 0;
     char key[8 + 2 * MSV_MLS_NH];
     msv_err err;
 
@@ -110,31 +152,70 @@ static msv_err make_one(struct msv_client *c, int last_resort, uint64_t now_s, u
         return MSV_ERR_NOMEM;
     rec[0] = (uint8_t)(last_resort ? 1 : 0);
     msv_put_u64be(rec + 1, now_s + LIFETIME_S);
-    randombytes_buf(rec + 9, 32);
-    crypto_sign_seed_keypair(sig_pub, sig_sk, rec + 9);
-    sodium_memzero(sig_sk, sizeof(sig_sk));
-    msv_put_u64be(identity, c->device_id);
-    err = msv_identity_sign(c->id, msg, binding_message(c->device_id, sig_pub, msg), identity + 8,
-                            &sig_len);
+    err = msv_mlskeys_credential_make(c, rec + 9, identity, &identity_len);
     if (err == MSV_OK)
         err = msv_mls_key_package_make(MSV_MLS_SUITE_X25519_AES128GCM, rec + 9, identity,
-                                       8 + sig_len, now_s - SKEW_S, now_s + LIFETIME_S, rec + 41,
+                                       identity_len, now_s - SKEW_S, now_s + LIFETIME_S, rec + 41,
                                        rec + 73, out, out_len);
-    if (err == MSV_OK && *out_len <= 4)
+    if (err == MSV_OK && (*out_len <= 4 || *out_len > MSV_MLSKEYS_KP_MAX))
         err = MSV_ERR_PARSE;
     if (err == MSV_OK) /* KeyPackageRef: of the KeyPackage, without the MLSMessage header */
         err = msv_mls_ref_hash((const uint8_t *)"MLS 1.0 KeyPackage Reference", 28, *out + 4,
                                *out_len - 4, ref);
     if (err == MSV_OK)
         err = record_name(ref, key);
-    if (err == MSV_OK)
-        err = msv_client_db_set(c->db, key, rec, RECORD_LEN);
+    if (err == MSV_OK) { /* the KeyPackage itself follows: joining from a Welcome needs it */
+        memcpy(rec + RECORD_LEN, *out, *out_len);
+        err = msv_client_db_set(c->db, key, rec, RECORD_LEN + *out_len);
+    }
     sodium_free(rec);
     if (err != MSV_OK) {
         free(*out);
         *out = NULL;
     }
     return err;
+}
+
+msv_err msv_mlskeys_for_welcome(struct msv_client *c, const uint8_t *welcome, size_t welcome_len,
+                                struct msv_mlskeys_private *out)
+{
+    struct msv_setting *s = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_db_settings(c->db, PREFIX, SIZE_MAX, &s, &n);
+
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        uint8_t ref[MSV_MLS_NH];
+        size_t len = 0;
+
+        /* a Welcome names each new member by its KeyPackageRef (RFC 9420 12.4.3.1); the join
+         * checks the rest */
+        if (s[i].len <= RECORD_LEN || s[i].len > RECORD_LEN + MSV_MLSKEYS_KP_MAX ||
+            msv_hex_decode(s[i].key + 7, ref, sizeof(ref), &len) != MSV_OK || len != sizeof(ref) ||
+            memmem(welcome, welcome_len, ref, sizeof(ref)) == NULL)
+            continue;
+        if ((out->key_package = malloc(s[i].len - RECORD_LEN)) == NULL) {
+            err = MSV_ERR_NOMEM;
+            break;
+        }
+        out->last_resort = s[i].value[0] & 1;
+        memcpy(out->sig_seed, s[i].value + 9, 32);
+        memcpy(out->init_sk, s[i].value + 41, 32);
+        memcpy(out->leaf_sk, s[i].value + 73, 32);
+        memcpy(out->key_package, s[i].value + RECORD_LEN, s[i].len - RECORD_LEN);
+        out->key_package_len = s[i].len - RECORD_LEN;
+        snprintf(out->name, sizeof(out->name), "%s", s[i].key);
+        msv_settings_free(s, n);
+        return MSV_OK;
+    }
+    msv_settings_free(s, n);
+    return err == MSV_OK ? MSV_ERR_NOT_FOUND : err;
+}
+
+void msv_mlskeys_private_clear(struct msv_mlskeys_private *k)
+{
+    free(k->key_package);
+    sodium_memzero(k, sizeof(*k));
 }
 
 struct kept {
@@ -183,7 +264,7 @@ static msv_err expire(struct msv_client *c, uint64_t now_s, size_t adding, int n
          (lasts = calloc(n, sizeof(*lasts))) == NULL))
         err = MSV_ERR_NOMEM;
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
-        uint64_t not_after = s[i].len == RECORD_LEN ? msv_get_u64be(s[i].value + 1) : 0;
+        uint64_t not_after = s[i].len >= RECORD_LEN ? msv_get_u64be(s[i].value + 1) : 0;
 
         if (not_after + KEEP_AFTER_S <= now_s) {
             err = msv_client_db_unset(c->db, s[i].key);
@@ -249,5 +330,12 @@ msv_err msv_mlskeys_strip_backup_copy(struct msv_client_db *copy)
     msv_err err = msv_client_db_unset_prefix(copy, PREFIX);
 
     /* a restored device publishes all new ones, replacing those the server holds */
-    return err == MSV_OK ? msv_client_db_unset(copy, RENEW_BY) : err;
+    if (err == MSV_OK)
+        err = msv_client_db_unset(copy, RENEW_BY);
+    /* nor its groups' MLS states (mlsgroups.c): an old epoch's secrets would read again what
+     * followed it */
+    for (size_t i = 0; err == MSV_OK && i < 4; i++)
+        err = msv_client_db_unset_prefix(
+            copy, (const char *[]){"mls-group:", "mls-refound:", "mls-updated:", "mls-sent:"}[i]);
+    return err;
 }

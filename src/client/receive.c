@@ -752,7 +752,8 @@ static msv_err append_note(char **text, const char *note)
     return MSV_OK;
 }
 
-static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
+/* Stores (and shows) one payload from->sender's device sent; MSV_ERR_EXISTS for a redelivery. */
+static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_len,
                             void (*on_message)(void *, const struct msv_incoming *), void *ctx,
                             struct incoming *from)
 {
@@ -761,13 +762,8 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     struct msv_group_rec group = {0};
     char *sender = from->sender, *text = NULL, group_conversation[40], note[600];
     int applied = 0, request = 0;
-    uint8_t *pt = NULL;
-    size_t pt_len = 0;
-    msv_err err = open_delivery(c, d, from, &pt, &pt_len);
+    msv_err err = msv_payload_parse(pt, pt_len, &p);
 
-    if (err == MSV_OK)
-        err = msv_payload_parse(pt, pt_len, &p);
-    msv_secret_free(pt, pt_len);
     if (err == MSV_OK && p->sent_at_ms != 0 &&
         (int64_t)p->sent_at_ms < msv_wall_ms() - SEEN_KEEP_MS)
         err = MSV_ERR_REPLAY;
@@ -907,6 +903,20 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
     }
     msv_secret_free(text, strlen(text));
     msv_payload_free(p);
+    return err;
+}
+
+static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
+                            void (*on_message)(void *, const struct msv_incoming *), void *ctx,
+                            struct incoming *from)
+{
+    uint8_t *pt = NULL;
+    size_t pt_len = 0;
+    msv_err err = open_delivery(c, d, from, &pt, &pt_len);
+
+    if (err == MSV_OK)
+        err = take_payload(c, pt, pt_len, on_message, ctx, from);
+    msv_secret_free(pt, pt_len);
     return err;
 }
 
@@ -1132,8 +1142,9 @@ static int session_broken(struct msv_client *c, const struct incoming *in,
  * the delivery's hash, so a redelivery is recorded once) and is shown,
  * unless shown already. Anything but MSV_OK: not acknowledged.
  */
-static msv_err record_unreadable_as(struct msv_client *c, const Msv__Wire__Deliver *d,
-                                    const struct incoming *in, const char *text, int shown,
+static msv_err record_unreadable_in(struct msv_client *c, const Msv__Wire__Deliver *d,
+                                    const struct incoming *in, const char *conversation,
+                                    const char *text, int shown,
                                     void (*on_message)(void *, const struct msv_incoming *),
                                     void *ctx)
 {
@@ -1143,7 +1154,7 @@ static msv_err record_unreadable_as(struct msv_client *c, const Msv__Wire__Deliv
 
     crypto_generichash(h, sizeof(h), d->ciphertext.data, d->ciphertext.len, NULL, 0);
     memcpy(rec.message_id, h, sizeof(rec.message_id));
-    rec.conversation = (char *)in->sender;
+    rec.conversation = (char *)(conversation != NULL ? conversation : in->sender);
     rec.sender = (char *)in->sender;
     rec.sender_device = in->device;
     rec.text = (char *)text;
@@ -1152,12 +1163,22 @@ static msv_err record_unreadable_as(struct msv_client *c, const Msv__Wire__Deliv
     if (err == MSV_ERR_EXISTS)
         return MSV_OK; /* recorded and shown when it came before */
     if (err == MSV_OK && !shown && on_message != NULL) {
-        struct msv_incoming note = {
-            .kind = MSV_INCOMING_SESSION, .notice = text, .from = in->sender};
+        struct msv_incoming note = {.kind = MSV_INCOMING_SESSION,
+                                    .notice = text,
+                                    .from = in->sender,
+                                    .conversation = conversation};
 
         on_message(ctx, &note);
     }
     return err;
+}
+
+static msv_err record_unreadable_as(struct msv_client *c, const Msv__Wire__Deliver *d,
+                                    const struct incoming *in, const char *text, int shown,
+                                    void (*on_message)(void *, const struct msv_incoming *),
+                                    void *ctx)
+{
+    return record_unreadable_in(c, d, in, NULL, text, shown, on_message, ctx);
 }
 
 static msv_err record_unreadable(struct msv_client *c, const Msv__Wire__Deliver *d,
@@ -1175,25 +1196,70 @@ static msv_err record_unreadable(struct msv_client *c, const Msv__Wire__Deliver 
 #define MSV_MLS_DELIVERY_SUITE 160 /* Deliver.suite of an MlsDelivery (docs/wire.md) */
 
 /*
- * A group message (Deliver.suite MSV_MLS_DELIVERY_SUITE, docs/wire.md "MLS delivery"), which
- * this version cannot read yet: recorded as unreadable and shown, never dropped unseen. The
- * sender is the relay's word for it.
+ * A delivery of a group on MLS (Deliver.suite MSV_MLS_DELIVERY_SUITE, docs/wire.md "MLS
+ * delivery"; mlsgroups.c): an application message is taken as any message, its sender named by
+ * its leaf's verified credential; a Welcome or commit changes the group's state; anything that
+ * cannot be taken is recorded and shown, never dropped unseen (its sender: the relay's word).
  */
-static msv_err record_group_message(struct msv_client *c, const Msv__Wire__Deliver *d,
-                                    void (*on_message)(void *, const struct msv_incoming *),
-                                    void *ctx)
+/* What an MLS delivery gave: a payload, taken as any message's, or a notice recorded. */
+static msv_err take_mls_result(struct msv_client *c, const Msv__Wire__Deliver *d,
+                               const struct client_mls_in *m,
+                               void (*on_message)(void *, const struct msv_incoming *), void *ctx,
+                               size_t *count)
 {
     struct incoming in;
-    char text[400];
+    msv_err err;
 
     memset(&in, 0, sizeof(in));
+    if (m->pt != NULL) {
+        snprintf(in.sender, sizeof(in.sender), "%s", m->sender);
+        in.device = m->device;
+        in.sender_proved = 1;
+        err = take_payload(c, m->pt, m->pt_len, on_message, ctx, &in);
+        if (err == MSV_OK)
+            (*count)++;
+        if (err == MSV_OK && in.owes_receipt)
+            err = send_receipt(c, in.message_id, in.stored_id, in.sender);
+        if (err == MSV_ERR_AUTH || err == MSV_ERR_PARSE || err == MSV_ERR_UNSUPPORTED ||
+            err == MSV_ERR_REPLAY)
+            err = record_unreadable(c, d, &in, 0, on_message, ctx);
+        return err == MSV_ERR_EXISTS || err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+    }
+    if (m->notice[0] == '\0')
+        return MSV_OK; /* a Welcome or commit taken */
     snprintf(in.sender, sizeof(in.sender), "%.*s", (int)d->sender_handle.len,
              (const char *)d->sender_handle.data);
     in.device = d->sender_device;
-    snprintf(text, sizeof(text),
-             "a group message from %s (device %llu) in a format this version cannot read yet",
-             in.sender, (unsigned long long)in.device);
-    return record_unreadable_as(c, d, &in, text, 0, on_message, ctx);
+    return record_unreadable_in(c, d, &in, m->conversation[0] ? m->conversation : NULL, m->notice,
+                                0, on_message, ctx);
+}
+
+static msv_err take_mls(struct msv_client *c, const Msv__Wire__Deliver *d,
+                        void (*on_message)(void *, const struct msv_incoming *), void *ctx,
+                        size_t *count)
+{
+    static const char domain[] = "missive: mls delivery";
+    struct client_mls_in m;
+    char sender[257];
+    uint8_t digest[32];
+    msv_err err;
+
+    /* one taken once is not taken again: a redelivery (its acknowledgement lost) changes
+     * nothing and says nothing, as a per-device envelope's does */
+    crypto_generichash(digest, sizeof(digest), d->ciphertext.data, d->ciphertext.len,
+                       (const uint8_t *)domain, sizeof(domain) - 1);
+    err = msv_client_db_envelope_seen(c->db, digest);
+    if (err != MSV_ERR_NOT_FOUND)
+        return err;
+    snprintf(sender, sizeof(sender), "%.*s", (int)d->sender_handle.len,
+             (const char *)d->sender_handle.data);
+    err = client_mls_take(c, d->ciphertext.data, d->ciphertext.len, sender, d->sender_device, &m);
+    if (err == MSV_OK)
+        err = take_mls_result(c, d, &m, on_message, ctx, count);
+    msv_secret_free(m.pt, m.pt_len);
+    if (err == MSV_OK)
+        err = msv_client_db_envelope_read(c->db, digest, msv_wall_ms());
+    return err;
 }
 
 /*
@@ -1281,7 +1347,7 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
             take_notice(c, f->deliver, on_message, ctx);
         } else if (f->deliver->suite == MSV_MLS_DELIVERY_SUITE) {
             /* stored before it is acknowledged; a storage failure leaves it unacknowledged */
-            err = record_group_message(c, f->deliver, on_message, ctx);
+            err = take_mls(c, f->deliver, on_message, ctx, count);
         } else {
             struct incoming in;
 

@@ -534,6 +534,58 @@ msv_err msv_request_mls_key_packages(struct msv_conn *c, const uint8_t *const *k
     return err;
 }
 
+msv_err msv_request_mls_claim(struct msv_conn *c, const char *handle, int timeout_ms,
+                              msv_frame **result, struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__MlsKeyPackageClaim claim = MSV__WIRE__MLS_KEY_PACKAGE_CLAIM__INIT;
+
+    claim.handle = text(handle);
+    req.body_case = MSV__WIRE__FRAME__BODY_MLS_KEY_PACKAGE_CLAIM;
+    req.mls_key_package_claim = &claim;
+    return run(c, &req, MSV__WIRE__FRAME__BODY_MLS_KEY_PACKAGES, timeout_ms, why, result);
+}
+
+msv_err msv_request_mls_send(struct msv_conn *c, const struct msv_mls_send *s, int timeout_ms,
+                             uint64_t *epoch, struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__MlsSend send = MSV__WIRE__MLS_SEND__INIT;
+    msv_frame *resp = NULL;
+    msv_err err;
+
+    send.group_id = (ProtobufCBinaryData){s->group_id_len, (uint8_t *)s->group_id};
+    send.kind = (Msv__Wire__MlsKind)s->kind;
+    send.epoch = s->epoch;
+    send.message = (ProtobufCBinaryData){s->message_len, (uint8_t *)s->message};
+    send.n_added = s->n_added;
+    send.added = (uint64_t *)s->added;
+    send.n_removed = s->n_removed;
+    send.removed = (uint64_t *)s->removed;
+    send.n_recipients = s->n_recipients;
+    send.recipients = (uint64_t *)s->recipients;
+    req.body_case = MSV__WIRE__FRAME__BODY_MLS_SEND;
+    req.mls_send = &send;
+    err = msv_conn_request(c, &req, timeout_ms, &resp);
+    if (err != MSV_OK) {
+        if (why != NULL)
+            memset(why, 0, sizeof(*why));
+        return err == MSV_ERR_AGAIN ? MSV_ERR_IO : err;
+    }
+    if (resp->body_case == MSV__WIRE__FRAME__BODY_MLS_SENT) {
+        *epoch = resp->mls_sent->epoch;
+    } else if (resp->body_case == MSV__WIRE__FRAME__BODY_ERROR &&
+               resp->error->code == MSV__WIRE__ERROR_CODE__ERROR_MLS_STALE_EPOCH) {
+        (void)refusal(resp, why);
+        *epoch = resp->error->mls_epoch;
+        err = MSV_ERR_REPLAY;
+    } else {
+        err = refusal(resp, why);
+    }
+    msv_frame_free(resp);
+    return err;
+}
+
 msv_err msv_request_set_delivery_token(struct msv_conn *c, const uint8_t token[16], int timeout_ms,
                                        struct msv_refusal *why)
 {

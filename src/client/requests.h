@@ -264,4 +264,27 @@ MSV_MUST_CHECK msv_err msv_request_ack(struct msv_conn *c, const uint64_t *queue
 MSV_MUST_CHECK msv_err msv_request_ack_committed(struct msv_conn *c, const uint64_t *queue_id,
                                                  int timeout_ms);
 
+/* A claim of one KeyPackage of each of handle's devices: *result an MlsKeyPackages frame. */
+MSV_MUST_CHECK msv_err msv_request_mls_claim(struct msv_conn *c, const char *handle, int timeout_ms,
+                                             msv_frame **result, struct msv_refusal *why);
+
+/* One MlsSend (docs/wire.md, "MLS delivery"); the arrays are borrowed. */
+struct msv_mls_send {
+    const uint8_t *group_id;
+    size_t group_id_len;
+    int kind; /* MSV__WIRE__MLS_KIND__* */
+    uint64_t epoch;
+    const uint8_t *message;
+    size_t message_len;
+    const uint64_t *added, *removed, *recipients;
+    size_t n_added, n_removed, n_recipients;
+};
+/*
+ * Sends s; *epoch is the group's epoch after it, or, refused for a stale epoch
+ * (MSV_ERR_REPLAY), the group's current one.
+ */
+MSV_MUST_CHECK msv_err msv_request_mls_send(struct msv_conn *c, const struct msv_mls_send *s,
+                                            int timeout_ms, uint64_t *epoch,
+                                            struct msv_refusal *why);
+
 #endif

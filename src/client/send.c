@@ -665,6 +665,19 @@ static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const ch
     return err;
 }
 
+/*
+ * What goes to a whole group on MLS (a message, typing, a timer) goes as one application
+ * message (mlsgroups.c); anything else, and any group not on MLS, as per-device copies. A
+ * group on MLS never falls back: what cannot go on MLS stays queued.
+ */
+static int goes_on_mls(struct msv_client *c, const struct msv_payload *p)
+{
+    return p->has_group &&
+           (p->kind == MSV_KIND_MESSAGE || p->kind == MSV_KIND_TYPING ||
+            p->kind == MSV_KIND_TIMER) &&
+           client_mls_is_on(c, p->group_id);
+}
+
 /* Worth trying again later: the connection failed, or the server asked to slow down. */
 static int try_later(const struct msv_client *c, msv_err err)
 {
@@ -682,9 +695,10 @@ static int try_later(const struct msv_client *c, msv_err err)
  */
 static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
                                const char *const *targets, size_t n, const uint8_t *pt,
-                               size_t pt_len)
+                               size_t pt_len, const uint8_t *mls_group)
 {
-    msv_err err = deliver_once(c, id, targets, n, pt, pt_len);
+    msv_err err = mls_group ? client_mls_send(c, mls_group, pt, pt_len)
+                            : deliver_once(c, id, targets, n, pt, pt_len);
 
     for (int i = 0; try_later(c, err) && i < RETRIES; i++) {
         struct timespec pause = {0, 0};
@@ -697,7 +711,8 @@ static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
         pause.tv_sec = ms / 1000;
         pause.tv_nsec = (ms % 1000) * 1000000L;
         nanosleep(&pause, NULL);
-        err = deliver_once(c, id, targets, n, pt, pt_len);
+        err = mls_group ? client_mls_send(c, mls_group, pt, pt_len)
+                        : deliver_once(c, id, targets, n, pt, pt_len);
     }
     return err;
 }
@@ -796,7 +811,9 @@ static msv_err outbox_send(struct msv_client *c, const struct msv_outbox_rec *o,
     if (p->participant_count == 0)
         err = client_members_of(o->recipients, &to, &n_to);
     memset(&c->why, 0, sizeof(c->why));
-    if (err == MSV_OK)
+    if (err == MSV_OK && goes_on_mls(c, p))
+        err = client_mls_send(c, p->group_id, o->payload, o->payload_len);
+    else if (err == MSV_OK)
         err = deliver_once(c, o->message_id, (const char *const *)(to ? to : p->participants),
                            to ? n_to : p->participant_count, o->payload, o->payload_len);
     free(to);
@@ -1076,7 +1093,8 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
     if (err == MSV_OK && conversation != NULL)
         err = msv_client_db_recipients_put(c->db, p->message_id, targets, t);
     if (err == MSV_OK)
-        err = deliver_payload(c, p->message_id, targets, t, pt, pt_len);
+        err = deliver_payload(c, p->message_id, targets, t, pt, pt_len,
+                              goes_on_mls(c, p) ? p->group_id : NULL);
     if (err == MSV_OK)
         err = msv_client_db_outbox_settle(c->db, p->message_id, "sent");
 out:

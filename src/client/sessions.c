@@ -45,8 +45,7 @@ static const char token_context[] = "MSV-delivery-token-v1";
  * recipient could read only one of the two messages. Holds nest within one
  * client (a receipt sealed while a received message's session is held).
  */
-/* The file name in the account's directory, open and exclusively locked (flock); -1 if not. */
-static int lock_file(struct msv_client *c, const char *name)
+int client_lock_file(struct msv_client *c, const char *name)
 {
     char path[sizeof(c->dir) + 32];
     int fd, rc;
@@ -64,29 +63,39 @@ static int lock_file(struct msv_client *c, const char *name)
     return fd;
 }
 
-static msv_err sessions_lock(struct msv_client *c)
+msv_err client_lock_nested(struct msv_client *c, const char *name, int *fd, unsigned *depth)
 {
-    int fd;
+    int got;
 
-    if (c->session_lock_depth > 0) {
-        c->session_lock_depth++;
+    if (*depth > 0) {
+        (*depth)++;
         return MSV_OK;
     }
-    fd = lock_file(c, "sessions.lock");
-    if (fd < 0)
+    got = client_lock_file(c, name);
+    if (got < 0)
         return MSV_ERR_IO;
-    c->session_lock_fd = fd;
-    c->session_lock_depth = 1;
+    *fd = got;
+    *depth = 1;
     return MSV_OK;
+}
+
+void client_unlock_nested(int *fd, unsigned *depth)
+{
+    if (*depth == 0 || --*depth > 0)
+        return;
+    (void)flock(*fd, LOCK_UN);
+    close(*fd);
+    *fd = -1;
+}
+
+static msv_err sessions_lock(struct msv_client *c)
+{
+    return client_lock_nested(c, "sessions.lock", &c->session_lock_fd, &c->session_lock_depth);
 }
 
 static void sessions_unlock(struct msv_client *c)
 {
-    if (c->session_lock_depth == 0 || --c->session_lock_depth > 0)
-        return;
-    (void)flock(c->session_lock_fd, LOCK_UN);
-    close(c->session_lock_fd);
-    c->session_lock_fd = -1;
+    client_unlock_nested(&c->session_lock_fd, &c->session_lock_depth);
 }
 
 void msv_sessions_key(const char *handle, uint64_t device_id, const struct msv_public_identity *pub,
@@ -694,7 +703,7 @@ msv_err msv_sessions_publish(struct msv_client *c)
         return MSV_OK;
     /* two processes of one device (the daemon and a command, say) never rotate, record or
      * settle prekeys at once */
-    fd = lock_file(c, "prekeys.lock");
+    fd = client_lock_file(c, "prekeys.lock");
     if (fd < 0)
         return MSV_ERR_IO;
     err = publish_locked(c);

@@ -1,0 +1,1247 @@
+/*
+ * Groups on MLS (RFC 9420; docs/crypto.md, "Groups on MLS in the client"): a group whose every
+ * device has a KeyPackage bound to it moves to MLS, each device a leaf; missived is the
+ * delivery service (docs/wire.md, "MLS delivery").
+ *
+ * The member state of a group is the setting "mls-group:<hex of the group id>":
+ *   u32be roster length || roster || msv_mls_member_save() bytes
+ * the roster naming, for each device in the tree, its handle (u64be device id || u16be length ||
+ * handle), as the verified directory listed it when its leaf was checked: an application
+ * message names its sender by its leaf's credential and this roster, never by what the server
+ * says. Every change of a state happens under the account's MLS lock ("mls.lock", flock), from
+ * its load to its save, so two processes of one account never fork or lose it.
+ */
+#include "client/internal.h"
+
+#include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "client/requests.h"
+#include "missive/payload.h"
+#include "missive/util.h"
+#include "mls/member.h"
+#include "mls/mls.h"
+#include "util/buf.h"
+#include "util/endian.h"
+#include "wire/frame.h"
+
+#define PREFIX "mls-group:"
+#define SUITE MSV_MLS_SUITE_X25519_AES128GCM
+#define TIMEOUT_MS 15000
+#define LEAF_LIFETIME_S (60 * 86400)
+#define SKEW_S 3600
+#define COMMIT_TRIES 3 /* a commit refused as stale: the queue read and the commit made again */
+#define STALE_WAIT_MS 500
+/* what one MlsSend carries at most: the server's default payload limit (docs/wire.md) */
+#define MLS_MESSAGE_MAX (16u * 1024u)
+#define DEVICES_MAX 10000 /* devices in one group (the delivery service's limit) */
+/* devices whose Welcome (the ratchet tree inside: about 400 bytes a device, 13.5 KiB for 32)
+ * fits in MLS_MESSAGE_MAX */
+#define WELCOME_DEVICES_MAX 32u
+#define LOOKUP_BATCH 256
+#define MLS_ID_LEN 20 /* the group's id || u32be generation */
+#define REFOUND "mls-refound:"
+
+/* The MLS group id (and the delivery service's) of generation gen of group gid. */
+static void mls_id(const uint8_t gid[16], uint32_t gen, uint8_t out[MLS_ID_LEN])
+{
+    memcpy(out, gid, 16);
+    msv_put_u32be(out + 16, gen);
+}
+
+static uint32_t generation_of(const struct msv_mls_member *m)
+{
+    return m->group_id_len == MLS_ID_LEN ? msv_get_u32be(m->group_id + 16) : 0;
+}
+
+/* ---- the lock and the stored state --------------------------------------------------------- */
+
+static msv_err mls_lock(struct msv_client *c)
+{
+    return client_lock_nested(c, "mls.lock", &c->mls_lock_fd, &c->mls_lock_depth);
+}
+
+static void mls_unlock(struct msv_client *c)
+{
+    client_unlock_nested(&c->mls_lock_fd, &c->mls_lock_depth);
+}
+
+static void state_key(const uint8_t gid[16], char key[sizeof(PREFIX) + 32])
+{
+    char hex[33];
+
+    if (msv_hex_encode(gid, 16, hex, sizeof(hex)) != MSV_OK)
+        hex[0] = '\0';
+    snprintf(key, sizeof(PREFIX) + 32, PREFIX "%s", hex);
+}
+
+/* The setting prefix || hex of gid; key holds KEY_MAX bytes. */
+#define KEY_MAX 64
+static const char *group_key(const char *prefix, const uint8_t gid[16], char key[KEY_MAX])
+{
+    char hex[33];
+
+    if (msv_hex_encode(gid, 16, hex, sizeof(hex)) != MSV_OK)
+        hex[0] = '\0';
+    snprintf(key, KEY_MAX, "%s%s", prefix, hex);
+    return key;
+}
+
+static const char *flag_key(const uint8_t gid[16], char key[KEY_MAX])
+{
+    return group_key(REFOUND, gid, key);
+}
+
+/* This device's last commit to the group (its leaf updated then), and its messages since. */
+#define UPDATED "mls-updated:"
+#define SENT "mls-sent:"
+
+static msv_err updated_now(struct msv_client *c, const uint8_t gid[16])
+{
+    char key[KEY_MAX];
+    uint8_t now[8];
+    msv_err err;
+
+    msv_put_u64be(now, (uint64_t)(msv_wall_ms() / 1000));
+    err = msv_client_db_set(c->db, group_key(UPDATED, gid, key), now, sizeof(now));
+    return err == MSV_OK ? msv_client_db_unset(c->db, group_key(SENT, gid, key)) : err;
+}
+
+/*
+ * Whether this device's leaf is due for an update (post-compromise security): c->mls_update_s
+ * (default MSV_MLS_UPDATE_S) since its last commit, or c->mls_update_messages (default
+ * MSV_MLS_UPDATE_MESSAGES) messages sent since.
+ */
+static int update_due(struct msv_client *c, const uint8_t gid[16])
+{
+    char key[KEY_MAX];
+    uint64_t period = c->mls_update_s ? c->mls_update_s : MSV_MLS_UPDATE_S;
+    uint64_t most = c->mls_update_messages ? c->mls_update_messages : MSV_MLS_UPDATE_MESSAGES;
+    uint64_t at = client_counter(c, group_key(UPDATED, gid, key));
+    uint64_t now = (uint64_t)(msv_wall_ms() / 1000);
+
+    if (at == 0) /* a state from before the count: counted from now */
+        return updated_now(c, gid) != MSV_OK;
+    return now >= at + period || client_counter(c, group_key(SENT, gid, key)) >= most;
+}
+
+int client_mls_is_on(struct msv_client *c, const uint8_t gid[16])
+{
+    char key[sizeof(PREFIX) + 32];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int on;
+
+    state_key(gid, key);
+    on = msv_client_db_get(c->db, key, &v, &len) == MSV_OK;
+    msv_secret_free(v, len);
+    return on;
+}
+
+/* A device of the group as the verified directory lists it. */
+struct dir_device {
+    uint64_t device_id;
+    char handle[257];
+    struct msv_public_identity *pub;
+};
+
+struct dir {
+    struct dir_device *d;
+    size_t n;
+};
+
+static void dir_free(struct dir *dir)
+{
+    for (size_t i = 0; i < dir->n; i++)
+        msv_public_identity_free(dir->d[i].pub);
+    free(dir->d);
+    memset(dir, 0, sizeof(*dir));
+}
+
+static struct dir_device *dir_find(const struct dir *dir, uint64_t device_id)
+{
+    for (size_t i = 0; i < dir->n; i++)
+        if (dir->d[i].device_id == device_id)
+            return &dir->d[i];
+    return NULL;
+}
+
+/* The roster: the handle of each device of dir that has a leaf in m's tree. */
+static msv_err roster_encode(const struct msv_mls_member *m, const struct dir *dir,
+                             struct msv_buf *b)
+{
+    for (uint32_t i = 0; i < m->tree.n_leaves; i++) {
+        const struct msv_mls_node *x = &m->tree.nodes[2 * i];
+        const uint8_t *identity;
+        size_t identity_len, hl;
+        uint64_t device = 0;
+        const struct dir_device *d;
+        uint8_t be[8];
+
+        if (x->type != 1 || msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity,
+                                                        &identity_len, &device) != MSV_OK)
+            continue;
+        if ((d = dir_find(dir, device)) == NULL)
+            return MSV_ERR_AUTH;
+        hl = strlen(d->handle);
+        msv_put_u64be(be, device);
+        msv_buf_put(b, be, sizeof(be));
+        msv_buf_put_u16be(b, (uint16_t)hl);
+        msv_buf_put(b, d->handle, hl);
+    }
+    return MSV_OK;
+}
+
+/* Saves m with its roster (from dir, or copied from the stored one if dir is NULL). */
+static msv_err state_save(struct msv_client *c, const uint8_t gid[16],
+                          const struct msv_mls_member *m, const struct dir *dir,
+                          const uint8_t *roster, size_t roster_len)
+{
+    struct msv_buf b;
+    uint8_t *saved = NULL, *out = NULL;
+    size_t saved_len = 0, out_len = 0, at;
+    const char *why = NULL;
+    char key[sizeof(PREFIX) + 32];
+    msv_err err = msv_mls_member_save(m, &saved, &saved_len, &why);
+
+    if (err != MSV_OK)
+        return err;
+    msv_buf_init(&b, MSV_MLS_STATE_MAX);
+    msv_buf_put_u32be(&b, 0);
+    at = b.len;
+    err = dir != NULL ? roster_encode(m, dir, &b) : MSV_OK;
+    if (dir == NULL)
+        msv_buf_put(&b, roster, roster_len);
+    if (err == MSV_OK) {
+        msv_put_u32be(b.data, (uint32_t)(b.len - at));
+        msv_buf_put(&b, saved, saved_len);
+        err = msv_buf_finish(&b, &out, &out_len);
+    } else {
+        msv_buf_clear(&b);
+    }
+    msv_secret_free(saved, saved_len);
+    state_key(gid, key);
+    if (err == MSV_OK)
+        err = msv_client_db_set(c->db, key, out, out_len);
+    msv_secret_free(out, out_len);
+    return err;
+}
+
+/* The stored state: the member, and a copy of the roster (caller frees *roster). */
+static msv_err state_load(struct msv_client *c, const uint8_t gid[16], struct msv_mls_member **m,
+                          uint8_t **roster, size_t *roster_len)
+{
+    char key[sizeof(PREFIX) + 32];
+    uint8_t *v = NULL;
+    size_t len = 0, rl;
+    const char *why = NULL;
+    msv_err err;
+
+    *m = NULL;
+    *roster = NULL;
+    state_key(gid, key);
+    err = msv_client_db_get(c->db, key, &v, &len);
+    if (err != MSV_OK)
+        return err;
+    rl = len >= 4 ? msv_get_u32be(v) : 0;
+    if (len < 4 || rl > len - 4)
+        err = MSV_ERR_PARSE;
+    if (err == MSV_OK && (*roster = malloc(rl + 1)) == NULL)
+        err = MSV_ERR_NOMEM;
+    if (err == MSV_OK) {
+        memcpy(*roster, v + 4, rl);
+        *roster_len = rl;
+        err = msv_mls_member_load(v + 4 + rl, len - 4 - rl, NULL, 0, m, &why);
+    }
+    if (err != MSV_OK) {
+        free(*roster);
+        *roster = NULL;
+    }
+    msv_secret_free(v, len);
+    return err;
+}
+
+/* The handle the roster gives device (MSV_ERR_NOT_FOUND if none). */
+static msv_err roster_handle(const uint8_t *roster, size_t len, uint64_t device, char out[257])
+{
+    struct msv_reader r;
+    const uint8_t *d, *h;
+    uint16_t hl;
+
+    msv_reader_init(&r, roster, len);
+    while (msv_reader_bytes(&r, 8, &d) == MSV_OK && msv_reader_u16be(&r, &hl) == MSV_OK &&
+           hl <= MSV_HANDLE_MAX && msv_reader_bytes(&r, hl, &h) == MSV_OK) {
+        if (msv_get_u64be(d) == device) {
+            memcpy(out, h, hl);
+            out[hl] = '\0';
+            return MSV_OK;
+        }
+    }
+    return MSV_ERR_NOT_FOUND;
+}
+
+/* ---- the group's devices, from the verified directory -------------------------------------- */
+
+/* The devices of the group's members (its record), each with its identity. */
+static msv_err dir_load(struct msv_client *c, const uint8_t gid[16], struct dir *dir)
+{
+    struct msv_group_rec g = {0};
+    char **members = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_db_group_get(c->db, gid, NULL, &g);
+
+    memset(dir, 0, sizeof(*dir));
+    if (err == MSV_OK)
+        err = client_members_of(g.members, &members, &n);
+    for (size_t at = 0; err == MSV_OK && at < n; at += LOOKUP_BATCH) {
+        size_t k = n - at < LOOKUP_BATCH ? n - at : LOOKUP_BATCH;
+        msv_frame *f = NULL;
+
+        err = client_verified_lookup(c, (const char *const *)members + at, k, &f);
+        for (size_t i = 0; err == MSV_OK && i < f->lookup_result->n_results; i++) {
+            const Msv__Wire__HandleDevices *hd = f->lookup_result->results[i];
+            struct dir_device *grown;
+
+            if (dir->n + hd->n_devices > DEVICES_MAX) {
+                err = MSV_ERR_TOO_BIG;
+                break;
+            }
+            grown = realloc(dir->d, (dir->n + hd->n_devices + 1) * sizeof(*grown));
+            if (grown == NULL) {
+                err = MSV_ERR_NOMEM;
+                break;
+            }
+            dir->d = grown;
+            for (size_t j = 0; err == MSV_OK && j < hd->n_devices; j++) {
+                struct dir_device *d = &dir->d[dir->n];
+
+                memset(d, 0, sizeof(*d));
+                d->device_id = hd->devices[j]->device_id;
+                snprintf(d->handle, sizeof(d->handle), "%.*s", (int)hd->handle.len,
+                         (const char *)hd->handle.data);
+                if (dir_find(dir, d->device_id) != NULL)
+                    continue; /* listed under two handles of one account */
+                err = msv_public_identity_parse((enum msv_suite)hd->devices[j]->suite,
+                                                hd->devices[j]->identity.data,
+                                                hd->devices[j]->identity.len, &d->pub);
+                if (err == MSV_OK)
+                    dir->n++;
+            }
+        }
+        msv_frame_free(f);
+    }
+    free(members);
+    msv_group_clear(&g);
+    if (err != MSV_OK)
+        dir_free(dir);
+    return err;
+}
+
+/*
+ * Every leaf of m's tree checked against the verified directory: its credential names a
+ * device of a member, once, and that device's identity signed its signature key. *why names
+ * what failed (text holds it).
+ */
+static msv_err tree_check(const struct msv_mls_member *m, const struct dir *dir, char *why,
+                          size_t why_len)
+{
+    uint64_t *seen = calloc(m->tree.n_leaves + 1, sizeof(*seen));
+    size_t n_seen = 0;
+    msv_err err = seen != NULL ? MSV_OK : MSV_ERR_NOMEM;
+
+    for (uint32_t i = 0; err == MSV_OK && i < m->tree.n_leaves; i++) {
+        const struct msv_mls_node *x = &m->tree.nodes[2 * i];
+        const uint8_t *identity;
+        size_t identity_len;
+        uint64_t device = 0;
+        const struct dir_device *d;
+        const char *reason = NULL;
+
+        if (x->type != 1)
+            continue;
+        if (msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity, &identity_len,
+                                        &device) != MSV_OK) {
+            snprintf(why, why_len, "leaf %u has no credential of a device", i);
+            err = MSV_ERR_AUTH;
+        } else if ((d = dir_find(dir, device)) == NULL) {
+            snprintf(why, why_len, "leaf %u names device %llu, which no member has", i,
+                     (unsigned long long)device);
+            err = MSV_ERR_AUTH;
+        } else if (msv_mlskeys_leaf_check(d->pub, device, &x->leaf, &reason) != MSV_OK) {
+            snprintf(why, why_len, "leaf %u of %s's device %llu: %s", i, d->handle,
+                     (unsigned long long)device, reason);
+            err = MSV_ERR_AUTH;
+        }
+        for (size_t k = 0; err == MSV_OK && k < n_seen; k++)
+            if (seen[k] == device) {
+                snprintf(why, why_len, "device %llu holds two leaves", (unsigned long long)device);
+                err = MSV_ERR_AUTH;
+            }
+        if (err == MSV_OK)
+            seen[n_seen++] = device;
+    }
+    free(seen);
+    return err;
+}
+
+/* ---- telling ------------------------------------------------------------------------------- */
+
+/* A notice kept in the group's history and told through on_mls_notice. */
+static msv_err notice(struct msv_client *c, const uint8_t gid[16], const char *text)
+{
+    struct msv_message_rec rec = {.kind = MSV_KIND_MESSAGE, .status = "notice", .outgoing = 1};
+    char conversation[40];
+    msv_err err;
+
+    msv_client_group_conversation(gid, conversation);
+    msv_random_bytes(rec.message_id, 16);
+    rec.conversation = conversation;
+    rec.sender = c->handle;
+    rec.sender_device = c->device_id;
+    rec.text = (char *)text;
+    rec.sent_at_ms = rec.stored_at_ms = msv_wall_ms();
+    err = msv_client_db_message_put(c->db, &rec);
+    if (c->on_mls_notice != NULL)
+        c->on_mls_notice(c->ctx, conversation, text);
+    return err;
+}
+
+/* ---- changing the group -------------------------------------------------------------------- */
+
+/* A KeyPackage for each device of want[] (claimed per handle, each checked), in kps[]. */
+struct adds {
+    uint64_t *device; /* the devices to add */
+    uint8_t **kp;
+    size_t *kp_len;
+    size_t n;
+};
+
+static void adds_free(struct adds *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        free(a->kp[i]);
+    free(a->device);
+    free(a->kp);
+    free(a->kp_len);
+    memset(a, 0, sizeof(*a));
+}
+
+/*
+ * Claims KeyPackages of the devices of dir that want[] marks and keeps those that pass
+ * msv_mlskeys_credential_check() for exactly that device; *missing counts the others, the
+ * first of them described in why.
+ */
+static msv_err claim_adds(struct msv_client *c, const struct dir *dir, const uint8_t *want,
+                          struct adds *a, size_t *missing, char *why, size_t why_len)
+{
+    uint64_t now_s = (uint64_t)(msv_wall_ms() / 1000);
+    msv_err err = MSV_OK;
+
+    *missing = 0;
+    a->device = calloc(dir->n + 1, sizeof(*a->device));
+    a->kp = calloc(dir->n + 1, sizeof(*a->kp));
+    a->kp_len = calloc(dir->n + 1, sizeof(*a->kp_len));
+    if (a->device == NULL || a->kp == NULL || a->kp_len == NULL)
+        return MSV_ERR_NOMEM;
+    for (size_t i = 0; err == MSV_OK && i < dir->n; i++) {
+        msv_frame *f = NULL;
+        int first = 1;
+
+        for (size_t k = 0; k < i; k++) /* one claim per handle */
+            if (want[k] && strcmp(dir->d[k].handle, dir->d[i].handle) == 0)
+                first = 0;
+        if (!want[i] || !first)
+            continue;
+        err = msv_request_mls_claim(c->conn, dir->d[i].handle, TIMEOUT_MS, &f, &c->why);
+        for (size_t j = i; err == MSV_OK && j < dir->n; j++) {
+            const char *reason = "it has no KeyPackage";
+            size_t k;
+
+            if (!want[j] || strcmp(dir->d[j].handle, dir->d[i].handle) != 0)
+                continue;
+            for (k = 0; k < f->mls_key_packages->n_key_packages; k++) {
+                const Msv__Wire__MlsKeyPackage *kp = f->mls_key_packages->key_packages[k];
+
+                if (kp->device_id != dir->d[j].device_id)
+                    continue;
+                if (msv_mlskeys_credential_check(dir->d[j].pub, dir->d[j].device_id,
+                                                 kp->key_package.data, kp->key_package.len, now_s,
+                                                 &reason) != MSV_OK)
+                    break;
+                if ((a->kp[a->n] = malloc(kp->key_package.len)) == NULL) {
+                    err = MSV_ERR_NOMEM;
+                    break;
+                }
+                memcpy(a->kp[a->n], kp->key_package.data, kp->key_package.len);
+                a->kp_len[a->n] = kp->key_package.len;
+                a->device[a->n++] = dir->d[j].device_id;
+                reason = NULL;
+                break;
+            }
+            if (err == MSV_OK && reason != NULL && (*missing)++ == 0)
+                snprintf(why, why_len, "%s's device %llu: %s", dir->d[j].handle,
+                         (unsigned long long)dir->d[j].device_id, reason);
+        }
+        msv_frame_free(f);
+    }
+    return err;
+}
+
+/* A fresh group of one: this device's leaf, with a signature key bound to it. */
+static msv_err member_new(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
+                          struct msv_mls_member **m)
+{
+    uint8_t id[MLS_ID_LEN];
+    uint8_t seed[32], identity[MSV_MLSKEYS_IDENTITY_MAX];
+    size_t identity_len = 0;
+    uint64_t now_s = (uint64_t)(msv_wall_ms() / 1000);
+    msv_err err = msv_mlskeys_credential_make(c, seed, identity, &identity_len);
+
+    if (err == MSV_OK)
+        mls_id(gid, gen, id);
+    if (err == MSV_OK)
+        err = msv_mls_member_create(SUITE, id, sizeof(id), seed, identity, identity_len,
+                                    now_s - SKEW_S, now_s + LEAF_LIFETIME_S, m);
+    sodium_memzero(seed, sizeof(seed));
+    return err;
+}
+
+/* The leaves of m whose device dir does not list (never our own): removed by the commit. */
+static size_t removals(const struct msv_mls_member *m, const struct dir *dir, uint32_t *leaves,
+                       uint64_t *devices, uint8_t *present)
+{
+    size_t n = 0;
+
+    for (uint32_t i = 0; i < m->tree.n_leaves; i++) {
+        const struct msv_mls_node *x = &m->tree.nodes[2 * i];
+        const uint8_t *identity;
+        size_t identity_len;
+        uint64_t device = 0;
+        const struct dir_device *d;
+
+        if (x->type != 1 || i == m->me)
+            continue;
+        if (msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity, &identity_len,
+                                        &device) == MSV_OK &&
+            (d = dir_find(dir, device)) != NULL) {
+            present[d - dir->d] = 1;
+            continue;
+        }
+        leaves[n] = i;
+        devices[n++] = device;
+    }
+    return n;
+}
+
+/* The Welcome to the devices added, once their commit was taken. */
+static msv_err send_welcome(struct msv_client *c, const struct msv_mls_member *m,
+                            const uint8_t *welcome, size_t welcome_len, const struct adds *a)
+{
+    struct msv_mls_send s = {.group_id = m->group_id,
+                             .group_id_len = m->group_id_len,
+                             .kind = MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME,
+                             .epoch = m->epoch,
+                             .message = welcome,
+                             .message_len = welcome_len,
+                             .recipients = a->device,
+                             .n_recipients = a->n};
+    uint64_t now = 0;
+
+    return msv_request_mls_send(c->conn, &s, TIMEOUT_MS, &now, &c->why);
+}
+
+/*
+ * One attempt at making the MLS group follow the group's members, under the lock: the state
+ * loaded (or a new group of one if start), devices no member has removed, the members' devices
+ * without a leaf added, the commit sent and, once taken, merged and saved, then the Welcome
+ * sent. MSV_ERR_REPLAY: the delivery service had a newer epoch (nothing changed).
+ */
+static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start, int refound,
+                         int update, int *changed)
+{
+    struct msv_mls_member *m = NULL;
+    struct dir dir = {0};
+    struct adds a = {0};
+    uint8_t *roster = NULL, *present = NULL, *want = NULL, *commit = NULL, *welcome = NULL;
+    uint32_t *leaves = NULL;
+    uint64_t *gone = NULL, epoch = 0;
+    size_t roster_len = 0, n_gone = 0, missing = 0, commit_len = 0, welcome_len = 0, n_want = 0;
+    char why[300] = "", text[600];
+    const char *made_why = NULL;
+    msv_err err = state_load(c, gid, &m, &roster, &roster_len);
+    int creating = err == MSV_ERR_NOT_FOUND;
+    uint32_t gen = 0;
+
+    *changed = 0;
+    if (creating && !start)
+        return MSV_OK; /* a group of per-device copies stays so */
+    /* founded again: a new group of the next generation, every device added anew */
+    if (err == MSV_OK && refound) {
+        gen = generation_of(m) + 1;
+        msv_mls_member_free(m);
+        m = NULL;
+        creating = 1;
+    }
+    if (creating || err == MSV_OK)
+        err = msv_client_connect(c);
+    if (err == MSV_OK)
+        err = dir_load(c, gid, &dir);
+    if (err == MSV_OK && creating)
+        err = member_new(c, gid, gen, &m);
+    if (err == MSV_OK &&
+        ((present = calloc(dir.n + 1, 1)) == NULL || (want = calloc(dir.n + 1, 1)) == NULL ||
+         (leaves = calloc(m->tree.n_leaves + 1, sizeof(*leaves))) == NULL ||
+         (gone = calloc(m->tree.n_leaves + 1, sizeof(*gone))) == NULL))
+        err = MSV_ERR_NOMEM;
+    if (err == MSV_OK)
+        n_gone = removals(m, &dir, leaves, gone, present);
+    for (size_t i = 0; err == MSV_OK && i < dir.n; i++)
+        n_want += want[i] = !present[i] && dir.d[i].device_id != c->device_id;
+    /* before any KeyPackage is claimed (each claimed is used up): what one Welcome can carry;
+     * a group on MLS still removes whom it must */
+    if (err == MSV_OK && (creating || n_want > 0) && dir.n > WELCOME_DEVICES_MAX) {
+        snprintf(text, sizeof(text), "%s: %zu devices, more than the %u one Welcome can carry yet",
+                 creating ? "this group stays on per-device encryption, not MLS"
+                          : "no device could be added to this MLS group",
+                 dir.n, WELCOME_DEVICES_MAX);
+        err = notice(c, gid, text);
+        memset(want, 0, dir.n);
+        if (creating || err != MSV_OK)
+            goto out;
+    }
+    if (err == MSV_OK)
+        err = claim_adds(c, &dir, want, &a, &missing, why, sizeof(why));
+    if (err == MSV_OK && creating && missing > 0) {
+        snprintf(text, sizeof(text), "%s: %zu device%s cannot join it (%s)",
+                 gen > 0 ? "the MLS group could not be founded again, and stays as it was"
+                         : "this group stays on per-device encryption, not MLS",
+                 missing, missing == 1 ? "" : "s", why);
+        err = notice(c, gid, text);
+        goto out;
+    }
+    if (err == MSV_OK && missing > 0) {
+        snprintf(text, sizeof(text),
+                 "%zu device%s could not be added to this MLS group, which stays on MLS without "
+                 "them (%s)",
+                 missing, missing == 1 ? "" : "s", why);
+        err = notice(c, gid, text);
+    }
+    if (err != MSV_OK || (a.n == 0 && n_gone == 0 && !creating && !update))
+        goto out;
+    {
+        struct msv_mls_commit_spec spec = {.key_packages = (const uint8_t *const *)a.kp,
+                                           .key_package_lens = a.kp_len,
+                                           .n_adds = a.n,
+                                           .removes = leaves,
+                                           .n_removes = n_gone,
+                                           .now = (uint64_t)(msv_wall_ms() / 1000)};
+
+        err = msv_mls_member_commit_make(m, &spec, &commit, &commit_len, &welcome, &welcome_len,
+                                         &made_why);
+    }
+    if (err == MSV_OK && (commit_len > MLS_MESSAGE_MAX || welcome_len > MLS_MESSAGE_MAX)) {
+        msv_mls_member_commit_discard(m);
+        snprintf(text, sizeof(text),
+                 "%s: its %s would be %zu bytes, more than the %u one message may carry",
+                 creating ? "this group stays on per-device encryption, not MLS"
+                          : "the MLS group could not follow this change",
+                 welcome_len > MLS_MESSAGE_MAX ? "Welcome" : "commit",
+                 welcome_len > commit_len ? welcome_len : commit_len, MLS_MESSAGE_MAX);
+        err = notice(c, gid, text);
+        goto out;
+    }
+    if (err == MSV_OK) {
+        struct msv_mls_send s = {.group_id = m->group_id,
+                                 .group_id_len = m->group_id_len,
+                                 .kind = MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT,
+                                 .epoch = m->epoch,
+                                 .message = commit,
+                                 .message_len = commit_len,
+                                 .added = a.device,
+                                 .n_added = a.n,
+                                 .removed = gone,
+                                 .n_removed = n_gone};
+
+        err = msv_request_mls_send(c->conn, &s, TIMEOUT_MS, &epoch, &c->why);
+        if (err != MSV_OK)
+            msv_mls_member_commit_discard(m);
+    }
+    if (err == MSV_OK)
+        err = msv_mls_member_commit_merge(m);
+    if (err == MSV_OK)
+        err = state_save(c, gid, m, &dir, NULL, 0);
+    if (err == MSV_OK && refound)
+        err = msv_client_db_unset(c->db, flag_key(gid, text));
+    if (err == MSV_OK) /* every commit of ours updates our leaf (its UpdatePath) */
+        err = updated_now(c, gid);
+    if (err == MSV_OK && welcome != NULL)
+        err = send_welcome(c, m, welcome, welcome_len, &a);
+    *changed = err == MSV_OK;
+out:
+    msv_mls_member_free(m);
+    dir_free(&dir);
+    adds_free(&a);
+    free(roster);
+    free(present);
+    free(want);
+    free(leaves);
+    free(gone);
+    free(commit);
+    free(welcome);
+    return err;
+}
+
+/* Whether this account is an admin of the group (its signed state). */
+static int self_is_admin(struct msv_client *c, const uint8_t gid[16])
+{
+    char *admins = NULL, **list = NULL;
+    size_t n = 0;
+    int admin = 0;
+
+    if (msv_client_group_admins(c, gid, &admins) != MSV_OK)
+        return 0;
+    if (client_members_of(admins, &list, &n) == MSV_OK)
+        for (size_t i = 0; i < n && !admin; i++)
+            admin = strcmp(list[i], c->handle) == 0;
+    free(list);
+    free(admins);
+    return admin;
+}
+
+/* Whether a refused commit left the delivery service ahead of this device (the flag is set). */
+static int refound_due(struct msv_client *c, const uint8_t gid[16])
+{
+    char key[KEY_MAX];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int due = msv_client_db_get(c->db, flag_key(gid, key), &v, &len) == MSV_OK;
+
+    free(v);
+    return due;
+}
+
+static msv_err sync_with(struct msv_client *c, const uint8_t gid[16], int start, int update)
+{
+    msv_err err = MSV_OK;
+    int changed = 0, admin = self_is_admin(c, gid);
+
+    for (int tries = 0; tries <= COMMIT_TRIES; tries++) {
+        size_t count = 0;
+        /* a commit this device refused moved the delivery service's epoch on, for good: an
+         * admin founds the group again; so after commits refused as stale again and again */
+        int refound = admin && (tries == COMMIT_TRIES || refound_due(c, gid));
+
+        if (tries == COMMIT_TRIES && !refound)
+            break;
+        err = mls_lock(c);
+        if (err != MSV_OK)
+            return err;
+        err = sync_once(c, gid, start, refound, update, &changed);
+        mls_unlock(c);
+        if (err != MSV_ERR_REPLAY)
+            break;
+        /* another member's commit came first: read it (and what else is queued), then again */
+        err = msv_client_receive(c, STALE_WAIT_MS, NULL, NULL, &count);
+        if (err != MSV_OK)
+            break;
+        err = MSV_ERR_REPLAY;
+    }
+    if (err == MSV_ERR_REPLAY)
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "the group's epoch kept moving on: the change was refused %d times", COMMIT_TRIES);
+    return err;
+}
+
+msv_err client_mls_sync(struct msv_client *c, const uint8_t gid[16], int start)
+{
+    return sync_with(c, gid, start, 0);
+}
+
+/* ---- messages ------------------------------------------------------------------------------ */
+
+/*
+ * One application message of pt at this device's epoch; *behind: the delivery service's epoch
+ * for the group was past it (a commit this device has not read yet crossed it).
+ */
+static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint8_t *pt,
+                         size_t pt_len, int *behind)
+{
+    struct msv_mls_member *m = NULL;
+    uint8_t *roster = NULL, *msg = NULL, id[MLS_ID_LEN];
+    size_t roster_len = 0, msg_len = 0;
+    uint64_t epoch = 0, now = 0;
+    msv_err err = mls_lock(c);
+
+    *behind = 0;
+    if (err != MSV_OK)
+        return err;
+    err = state_load(c, gid, &m, &roster, &roster_len);
+    if (err == MSV_OK)
+        err = msv_mls_member_protect(m, pt, pt_len, &msg, &msg_len);
+    if (err == MSV_OK && msg_len > MLS_MESSAGE_MAX)
+        err = MSV_ERR_TOO_BIG;
+    /* the key used is gone from the state before its message exists anywhere else */
+    if (err == MSV_OK)
+        err = state_save(c, gid, m, NULL, roster, roster_len);
+    if (err == MSV_OK) {
+        epoch = m->epoch;
+        mls_id(gid, generation_of(m), id);
+    }
+    mls_unlock(c);
+    if (err == MSV_OK) {
+        struct msv_mls_send s = {.group_id = id,
+                                 .group_id_len = sizeof(id),
+                                 .kind = MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION,
+                                 .epoch = epoch,
+                                 .message = msg,
+                                 .message_len = msg_len};
+
+        err = msv_request_mls_send(c->conn, &s, TIMEOUT_MS, &now, &c->why);
+    }
+    *behind = err == MSV_OK && now > epoch;
+    msv_mls_member_free(m);
+    free(roster);
+    free(msg);
+    return err;
+}
+
+msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8_t *pt,
+                        size_t pt_len)
+{
+    char key[KEY_MAX];
+    int behind = 0;
+    msv_err err = msv_client_connect(c);
+
+    if (err == MSV_OK && refound_due(c, gid) && self_is_admin(c, gid))
+        err = client_mls_sync(c, gid, 0);
+    /* a leaf due for an update commits one first; should that fail, the message still goes,
+     * and the next one tries again */
+    if (err == MSV_OK && update_due(c, gid) && sync_with(c, gid, 0, 1) != MSV_OK &&
+        c->on_mls_notice != NULL) {
+        char conversation[40];
+
+        msv_client_group_conversation(gid, conversation);
+        c->on_mls_notice(c->ctx, conversation,
+                         "this device's update of its MLS leaf failed; the next message tries "
+                         "again");
+    }
+    if (err == MSV_OK)
+        err = send_once(c, gid, pt, pt_len, &behind);
+    /* members past that commit cannot read it: the commit read, the message goes again at the
+     * new epoch (those that read the first copy know the second by its id) */
+    for (int tries = 0; err == MSV_OK && behind && tries < COMMIT_TRIES; tries++) {
+        size_t count = 0;
+
+        err = msv_client_receive(c, STALE_WAIT_MS, NULL, NULL, &count);
+        if (err == MSV_OK)
+            err = send_once(c, gid, pt, pt_len, &behind);
+    }
+    if (err == MSV_OK)
+        err = client_counter_bump(c, group_key(SENT, gid, key));
+    return err;
+}
+
+/* ---- receiving ----------------------------------------------------------------------------- */
+
+static int is_admin_device(struct msv_client *c, const uint8_t gid[16], const struct dir *dir,
+                           uint64_t device);
+
+/* The generation of the group this device holds (-1: none). */
+static int64_t held_generation(struct msv_client *c, const uint8_t gid[16])
+{
+    struct msv_mls_member *m = NULL;
+    uint8_t *roster = NULL;
+    size_t roster_len = 0;
+    int64_t gen = -1;
+
+    if (state_load(c, gid, &m, &roster, &roster_len) == MSV_OK)
+        gen = generation_of(m);
+    msv_mls_member_free(m);
+    free(roster);
+    return gen;
+}
+
+/*
+ * A Welcome: joined only for a group this device was told of, every leaf checked; a Welcome to
+ * a later generation of a group this device is in (founded again) only from an admin's device,
+ * the group's founder (leaf 0) at its first epoch.
+ */
+static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
+                            const uint8_t *w, size_t w_len, struct client_mls_in *in)
+{
+    struct msv_mlskeys_private k = {0};
+    struct msv_mls_member *m = NULL;
+    struct msv_group_rec g = {0};
+    struct dir dir = {0};
+    char why[300] = "";
+    int64_t held = -1;
+    msv_err err = msv_client_db_group_get(c->db, gid, NULL, &g);
+
+    msv_group_clear(&g);
+    if (err == MSV_ERR_NOT_FOUND) {
+        snprintf(in->notice, sizeof(in->notice),
+                 "a Welcome to an MLS group this device was never told of was refused");
+        return MSV_OK;
+    }
+    if (err == MSV_OK && (held = held_generation(c, gid)) >= (int64_t)gen) {
+        snprintf(in->notice, sizeof(in->notice),
+                 "a Welcome to an MLS group this device is in already was ignored");
+        return MSV_OK;
+    }
+    if (err == MSV_OK && (err = msv_mlskeys_for_welcome(c, w, w_len, &k)) == MSV_ERR_NOT_FOUND) {
+        snprintf(in->notice, sizeof(in->notice),
+                 "a Welcome to an MLS group names none of this device's KeyPackages: refused");
+        return MSV_OK;
+    }
+    if (err == MSV_OK &&
+        (msv_mls_member_join(SUITE, w, w_len, k.key_package, k.key_package_len, k.init_sk,
+                             k.leaf_sk, NULL, 0, NULL, 0, &m) != MSV_OK ||
+         m->group_id_len != MLS_ID_LEN || memcmp(m->group_id, gid, 16) != 0 ||
+         generation_of(m) != gen)) {
+        snprintf(in->notice, sizeof(in->notice),
+                 "a Welcome to an MLS group did not open, or is for another group: refused");
+        goto out;
+    }
+    if (err == MSV_OK)
+        err = msv_mls_member_set_signer(m, k.sig_seed);
+    if (err == MSV_OK)
+        err = dir_load(c, gid, &dir);
+    if (err == MSV_OK && tree_check(m, &dir, why, sizeof(why)) != MSV_OK) {
+        snprintf(in->notice, sizeof(in->notice), "a Welcome to an MLS group was refused: %.300s",
+                 why);
+        goto out;
+    }
+    if (err == MSV_OK && held >= 0) {
+        const struct msv_mls_node *x = &m->tree.nodes[0];
+        const uint8_t *identity;
+        size_t identity_len;
+        uint64_t founder = 0;
+
+        if (m->epoch != 1 || x->type != 1 ||
+            msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity, &identity_len,
+                                        &founder) != MSV_OK ||
+            !is_admin_device(c, gid, &dir, founder)) {
+            snprintf(in->notice, sizeof(in->notice),
+                     "a Welcome to the MLS group founded again was refused: its founder is no "
+                     "admin of the group");
+            goto out;
+        }
+    }
+    if (err == MSV_OK)
+        err = mls_lock(c);
+    if (err == MSV_OK) {
+        if (held_generation(c, gid) < (int64_t)gen)
+            err = state_save(c, gid, m, &dir, NULL, 0);
+        if (err == MSV_OK)
+            err = updated_now(c, gid); /* its leaf is new */
+        mls_unlock(c);
+    }
+    /* its init key would open the Welcome again: gone once joined (a last-resort one serves
+     * other Welcomes until replaced) */
+    if (err == MSV_OK && !k.last_resort)
+        err = msv_client_db_unset(c->db, k.name);
+out:
+    msv_mls_member_free(m);
+    msv_mlskeys_private_clear(&k);
+    dir_free(&dir);
+    return err;
+}
+
+/*
+ * The state a delivery of generation gen (a "commit" or a "message") is for, under the lock;
+ * *m stays NULL, with in->notice saying why, if this device holds none of that generation.
+ */
+static msv_err held_state(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
+                          const char *what, struct msv_mls_member **m, uint8_t **roster,
+                          size_t *roster_len, struct client_mls_in *in)
+{
+    msv_err err = state_load(c, gid, m, roster, roster_len);
+    uint32_t held = err == MSV_OK ? generation_of(*m) : 0;
+
+    if (err == MSV_ERR_NOT_FOUND) {
+        snprintf(in->notice, sizeof(in->notice),
+                 "a %s of an MLS group this device is not in could not be read", what);
+        return MSV_OK;
+    }
+    if (err == MSV_OK && held != gen) {
+        snprintf(in->notice, sizeof(in->notice), "a %s of an MLS group founded %s was not read",
+                 what, gen < held ? "before the one this device is in" : "again");
+        msv_mls_member_free(*m);
+        *m = NULL;
+        free(*roster);
+        *roster = NULL;
+    }
+    return err;
+}
+
+/* What a leaf was before a commit: its device, and a hash of its LeafNode. */
+struct leaf_was {
+    uint64_t device;
+    uint8_t hash[32];
+    int used;
+};
+
+static msv_err leaves_before(const struct msv_mls_member *m, struct leaf_was **out, uint32_t *n)
+{
+    struct leaf_was *w = calloc(m->tree.n_leaves + 1, sizeof(*w));
+
+    if (w == NULL)
+        return MSV_ERR_NOMEM;
+    for (uint32_t i = 0; i < m->tree.n_leaves; i++) {
+        const struct msv_mls_node *x = &m->tree.nodes[2 * i];
+        const uint8_t *identity;
+        size_t identity_len;
+
+        if (x->type != 1 || msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity,
+                                                        &identity_len, &w[i].device) != MSV_OK)
+            continue;
+        w[i].used = 1;
+        crypto_generichash(w[i].hash, 32, x->leaf.raw, x->leaf.raw_len, NULL, 0);
+    }
+    *out = w;
+    *n = m->tree.n_leaves;
+    return MSV_OK;
+}
+
+/*
+ * Who made a commit m has just applied, from the tree before it: the one leaf kept with a new
+ * LeafNode (its UpdatePath's; a commit here carries no Update of others). *changed: whether the
+ * commit added or removed any device. MSV_ERR_AUTH if no single leaf is the committer's.
+ */
+static msv_err committer(const struct msv_mls_member *m, const struct leaf_was *w, uint32_t n,
+                         uint64_t *device, int *changed)
+{
+    size_t found = 0;
+
+    *changed = 0;
+    for (uint32_t i = 0; i < m->tree.n_leaves || i < n; i++) {
+        const struct msv_mls_node *x = i < m->tree.n_leaves ? &m->tree.nodes[2 * i] : NULL;
+        const uint8_t *identity;
+        size_t identity_len;
+        uint64_t now_device = 0;
+        uint8_t hash[32];
+        int now_used = x != NULL && x->type == 1 &&
+                       msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity,
+                                                   &identity_len, &now_device) == MSV_OK;
+        int was_used = i < n && w[i].used;
+
+        if (now_used != was_used || (now_used && now_device != w[i].device)) {
+            *changed = 1;
+            continue;
+        }
+        if (!now_used)
+            continue;
+        crypto_generichash(hash, 32, x->leaf.raw, x->leaf.raw_len, NULL, 0);
+        if (memcmp(hash, w[i].hash, 32) != 0) {
+            *device = now_device;
+            found++;
+        }
+    }
+    return found == 1 ? MSV_OK : MSV_ERR_AUTH;
+}
+
+/* Whether device is, by the roster, an admin's in the group's signed state. */
+static int is_admin_device(struct msv_client *c, const uint8_t gid[16], const struct dir *dir,
+                           uint64_t device)
+{
+    const struct dir_device *d = dir_find(dir, device);
+    char *admins = NULL, **list = NULL;
+    size_t n = 0;
+    int admin = 0;
+
+    if (d == NULL || msv_client_group_admins(c, gid, &admins) != MSV_OK)
+        return 0;
+    if (client_members_of(admins, &list, &n) == MSV_OK)
+        for (size_t i = 0; i < n && !admin; i++)
+            admin = strcmp(list[i], d->handle) == 0;
+    free(list);
+    free(admins);
+    return admin;
+}
+
+/* A commit of another member: applied, and kept only if every leaf then checks. */
+static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
+                           uint64_t epoch, const uint8_t *msg, size_t len, uint64_t sender,
+                           struct client_mls_in *in)
+{
+    struct msv_mls_member *m = NULL;
+    struct dir dir = {0};
+    uint8_t *roster = NULL;
+    struct leaf_was *was = NULL;
+    uint32_t n_was = 0;
+    uint64_t by = sender;
+    size_t roster_len = 0;
+    int changed = 0, refused = 0;
+    char why[300] = "", key[KEY_MAX];
+    msv_err err = mls_lock(c);
+
+    if (err != MSV_OK)
+        return err;
+    err = held_state(c, gid, gen, "commit", &m, &roster, &roster_len, in);
+    if (err != MSV_OK || m == NULL)
+        goto out;
+    if (err == MSV_OK && epoch != m->epoch) {
+        snprintf(in->notice, sizeof(in->notice),
+                 "a commit of an MLS group for epoch %llu (from device %llu) was not applied: "
+                 "this device is at epoch %llu (%s)",
+                 (unsigned long long)epoch, (unsigned long long)sender,
+                 (unsigned long long)m->epoch,
+                 epoch < m->epoch ? "a replay, or a fork of the group"
+                                  : "earlier commits were withheld");
+        goto out;
+    }
+    if (err == MSV_OK)
+        err = leaves_before(m, &was, &n_was);
+    if (err == MSV_OK && msv_mls_member_commit(m, NULL, NULL, 0, msg, len) != MSV_OK) {
+        snprintf(in->notice, sizeof(in->notice),
+                 "a commit of an MLS group (from device %llu) did not verify and was not applied; "
+                 "if it removed this device, the group's later messages cannot be read here",
+                 (unsigned long long)sender);
+        refused = 1;
+        goto out;
+    }
+    if (err == MSV_OK)
+        err = dir_load(c, gid, &dir);
+    if (err == MSV_OK && tree_check(m, &dir, why, sizeof(why)) != MSV_OK) {
+        snprintf(in->notice, sizeof(in->notice),
+                 "a commit of an MLS group (from device %llu) was refused, nothing changed: %.250s",
+                 (unsigned long long)sender, why);
+        refused = 1;
+        goto out;
+    }
+    /* adding and removing devices is for the group's admins (its signed state) */
+    if (err == MSV_OK && (committer(m, was, n_was, &by, &changed) != MSV_OK ||
+                          (changed && !is_admin_device(c, gid, &dir, by)))) {
+        snprintf(in->notice, sizeof(in->notice),
+                 "a commit of an MLS group (from device %llu) was refused, nothing changed: it "
+                 "adds or removes devices and its committer is no admin of the group",
+                 (unsigned long long)by);
+        refused = 1;
+        goto out;
+    }
+    if (err == MSV_OK)
+        err = state_save(c, gid, m, &dir, NULL, 0);
+out:
+    /* the delivery service took it, so its epoch moved on without this device: an admin
+     * founds the group again (client_mls_sync) */
+    if (err == MSV_OK && refused)
+        err = msv_client_db_set(c->db, flag_key(gid, key), (const uint8_t *)"", 0);
+    mls_unlock(c);
+    msv_mls_member_free(m);
+    dir_free(&dir);
+    free(roster);
+    free(was);
+    return err;
+}
+
+/* An application message: its payload, its sender named by its leaf and the roster. */
+static msv_err take_application(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
+                                uint64_t epoch, const uint8_t *msg, size_t len,
+                                struct client_mls_in *in)
+{
+    struct msv_mls_member *m = NULL;
+    uint8_t *roster = NULL, *pt = NULL;
+    size_t roster_len = 0, pt_len = 0;
+    uint32_t leaf = 0;
+    msv_err err = mls_lock(c);
+
+    if (err != MSV_OK)
+        return err;
+    err = held_state(c, gid, gen, "message", &m, &roster, &roster_len, in);
+    if (err != MSV_OK || m == NULL)
+        goto out;
+    if (err == MSV_OK && msv_mls_member_unprotect(m, msg, len, &pt, &pt_len, &leaf) != MSV_OK) {
+        snprintf(in->notice, sizeof(in->notice),
+                 "a message of an MLS group could not be read (its epoch %llu, this device's "
+                 "%llu); ask for it again",
+                 (unsigned long long)epoch, (unsigned long long)m->epoch);
+        goto out;
+    }
+    if (err == MSV_OK) {
+        const struct msv_mls_node *x = leaf < m->tree.n_leaves ? &m->tree.nodes[2 * leaf] : NULL;
+        const uint8_t *identity;
+        size_t identity_len;
+
+        if (x == NULL || x->type != 1 ||
+            msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity, &identity_len,
+                                        &in->device) != MSV_OK ||
+            roster_handle(roster, roster_len, in->device, in->sender) != MSV_OK)
+            err = MSV_ERR_AUTH; /* every leaf was checked as it came in: not reached */
+    }
+    /* its key is gone from the state before the payload is taken */
+    if (err == MSV_OK)
+        err = state_save(c, gid, m, NULL, roster, roster_len);
+    if (err == MSV_OK) {
+        in->pt = pt;
+        in->pt_len = pt_len;
+        pt = NULL;
+    }
+out:
+    mls_unlock(c);
+    msv_secret_free(pt, pt_len);
+    msv_mls_member_free(m);
+    free(roster);
+    return err;
+}
+
+msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t len,
+                        const char *sender_handle, uint64_t sender_device, struct client_mls_in *in)
+{
+    Msv__Wire__MlsDelivery *d = msv__wire__mls_delivery__unpack(NULL, len, delivery);
+    msv_err err = MSV_OK;
+    uint32_t gen = 0;
+
+    memset(in, 0, sizeof(*in));
+    if (d != NULL && d->group_id.len == MLS_ID_LEN)
+        gen = msv_get_u32be(d->group_id.data + 16);
+    if (d == NULL || d->group_id.len != MLS_ID_LEN) {
+        snprintf(in->notice, sizeof(in->notice),
+                 "a group message from %.256s (device %llu) in a format this version cannot "
+                 "read yet",
+                 sender_handle, (unsigned long long)sender_device);
+        goto out;
+    }
+    switch (d->kind) {
+    case MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME:
+        err = take_welcome(c, d->group_id.data, gen, d->message.data, d->message.len, in);
+        break;
+    case MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT:
+        err = take_commit(c, d->group_id.data, gen, d->epoch, d->message.data, d->message.len,
+                          sender_device, in);
+        break;
+    case MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION:
+        err = take_application(c, d->group_id.data, gen, d->epoch, d->message.data, d->message.len,
+                               in);
+        break;
+    default:
+        snprintf(in->notice, sizeof(in->notice),
+                 "an MLS proposal from device %llu was not taken: this version commits only "
+                 "its own changes",
+                 (unsigned long long)sender_device);
+    }
+    /* an error of the group's crypto names nobody; a storage failure is not acknowledged */
+    if (err != MSV_OK && err != MSV_ERR_IO && err != MSV_ERR_NOMEM) {
+        if (in->notice[0] == '\0')
+            snprintf(in->notice, sizeof(in->notice),
+                     "a group message from device %llu could not be taken (%s)",
+                     (unsigned long long)sender_device, msv_strerror(err));
+        err = MSV_OK;
+    }
+    if (in->notice[0] != '\0' && d != NULL &&
+        d->group_id.len ==
+            MLS_ID_LEN) { /* told in the group's conversation, if this device knows it */
+        struct msv_group_rec g = {0};
+
+        if (msv_client_db_group_get(c->db, d->group_id.data, NULL, &g) == MSV_OK)
+            msv_client_group_conversation(d->group_id.data, in->conversation);
+        msv_group_clear(&g);
+    }
+out:
+    msv__wire__mls_delivery__free_unpacked(d, NULL);
+    return err;
+}
