@@ -668,14 +668,17 @@ static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const ch
 /*
  * What goes to a whole group on MLS (a message, typing, a timer) goes as one application
  * message (mlsgroups.c); anything else, and any group not on MLS, as per-device copies. A
- * group on MLS never falls back: what cannot go on MLS stays queued.
+ * group on MLS never falls back: what cannot go on MLS stays queued. The one exception is a
+ * member this account blocked: one application message would reach their devices too, so while
+ * one of members is blocked this account's sends go as per-device copies to the others.
  */
-static int goes_on_mls(struct msv_client *c, const struct msv_payload *p)
+static int goes_on_mls(struct msv_client *c, const struct msv_payload *p,
+                       const char *const *members, size_t n)
 {
     return p->has_group &&
            (p->kind == MSV_KIND_MESSAGE || p->kind == MSV_KIND_TYPING ||
             p->kind == MSV_KIND_TIMER) &&
-           client_mls_is_on(c, p->group_id);
+           client_mls_is_on(c, p->group_id) && client_blocked_among(c, members, n) == NULL;
 }
 
 /* Worth trying again later: the connection failed, or the server asked to slow down. */
@@ -811,7 +814,8 @@ static msv_err outbox_send(struct msv_client *c, const struct msv_outbox_rec *o,
     if (p->participant_count == 0)
         err = client_members_of(o->recipients, &to, &n_to);
     memset(&c->why, 0, sizeof(c->why));
-    if (err == MSV_OK && goes_on_mls(c, p))
+    if (err == MSV_OK && goes_on_mls(c, p, (const char *const *)(to ? to : p->participants),
+                                     to ? n_to : p->participant_count))
         err = client_mls_send(c, p->group_id, o->payload, o->payload_len);
     else if (err == MSV_OK)
         err = deliver_once(c, o->message_id, (const char *const *)(to ? to : p->participants),
@@ -1094,7 +1098,7 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
         err = msv_client_db_recipients_put(c->db, p->message_id, targets, t);
     if (err == MSV_OK)
         err = deliver_payload(c, p->message_id, targets, t, pt, pt_len,
-                              goes_on_mls(c, p) ? p->group_id : NULL);
+                              goes_on_mls(c, p, targets_in, n_in) ? p->group_id : NULL);
     if (err == MSV_OK)
         err = msv_client_db_outbox_settle(c->db, p->message_id, "sent");
 out:
