@@ -3390,6 +3390,96 @@ static void test_devlist_legacy(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * A legacy account (alice and her laptop both unsigned): bob takes the set, accepting both as
+ * ends of chains. The directory then lists alice and mallory's device X "approved by" the
+ * laptop, the laptop kept as an unsigned chain record carrying mallory's key: the chain ends
+ * at an id bob accepted, with another key. bob leaves X out and says so.
+ */
+static void test_devlist_chain_record_key_swap(void **state)
+{
+    static struct msv_kt_entry e;
+    struct test_server s;
+    struct msv_client *alice, *laptop, *bob;
+    struct msv_identity *m = NULL;
+    const uint8_t *key;
+    uint8_t *old = NULL, *leaf = NULL, hash[32], sig[MSV_KT_APPROVAL_SIG_MAX];
+    size_t key_len = 0, old_len = 0, len = 0, sig_len = 0;
+    uint64_t forged = 0;
+    int64_t index = 0;
+    char sql[300];
+    msv_frame *devs = NULL;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    s.leaf_version = 3;
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    laptop = linked_device(&s, alice, "alice-laptop");
+    bob = client_for(&s, "bob", "bob@example.org");
+    bob->on_devlist = record_devlist;
+    test_server_stop(&s);
+    server_sql(&s, "UPDATE device_approvals SET kind = 0, signature = NULL, approver = 0;");
+    forge_leaf(&s, "alice@example.org", NULL, 0, &old, &old_len, &index);
+    assert_int_equal(msv_kt_leaf_parse(old, old_len, &e), MSV_OK);
+    e.signed_list = 0;
+    e.n_chain = 0;
+    for (size_t i = 0; i < e.n_devices; i++)
+        e.devices[i].approval = (struct msv_kt_approval){0};
+    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_OK);
+    assert_int_equal(leaf[0], 1);
+    append_leaf(&s, "alice@example.org", leaf, len);
+    free(leaf);
+    free(old);
+    assert_int_equal(bob_takes(&s, bob), 2);
+    assert_int_equal(devlist_said.n, 0);
+
+    /* the attack */
+    test_server_stop(&s);
+    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &m), MSV_OK);
+    key = msv_public_identity_bytes(msv_identity_public(m), &key_len);
+    msv_public_identity_hash(msv_identity_public(m), hash);
+    forged_device_row(&s, alice->device_id, key, key_len, 0, &forged);
+    snprintf(sql, sizeof(sql), "UPDATE devices SET approved = 0 WHERE id = %llu;",
+             (unsigned long long)laptop->device_id);
+    server_sql(&s, sql);
+    assert_int_equal(
+        msv_kt_approval_sign(m, MSV_KT_APPROVED, forged, hash, laptop->device_id, sig, &sig_len),
+        MSV_OK);
+    forge_leaf(&s, "alice@example.org", NULL, 0, &old, &old_len, &index);
+    assert_int_equal(msv_kt_leaf_parse(old, old_len, &e), MSV_OK);
+    assert_int_equal(e.n_devices, 2);
+    e.signed_list = 1;
+    e.n_devices = 0;
+    e.devices[e.n_devices++] = (struct msv_kt_device){alice->device_id,
+                                                      e.devices[0].suite,
+                                                      e.devices[0].identity,
+                                                      e.devices[0].identity_len,
+                                                      {0}};
+    e.devices[e.n_devices++] = (struct msv_kt_device){
+        forged, MSV_SUITE_MODERN, key, key_len, {MSV_KT_APPROVED, laptop->device_id, sig, sig_len}};
+    e.n_chain = 1;
+    e.chain[0] = (struct msv_kt_device){laptop->device_id, MSV_SUITE_MODERN, key, key_len, {0}};
+    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_OK);
+    append_leaf(&s, "alice@example.org", leaf, len);
+    free(leaf);
+    free(old);
+    test_server_start(&s);
+    drop_connection(bob);
+    memset(&devlist_said, 0, sizeof(devlist_said));
+    assert_int_equal(msv_client_devices(bob, "alice@example.org", &devs), MSV_OK);
+    /* X left out, and bob told */
+    assert_int_equal(devs->lookup_result->results[0]->devices[0]->device_id, alice->device_id);
+    assert_int_equal(devs->lookup_result->results[0]->n_devices, 1);
+    assert_int_equal(devlist_said.n, 1);
+    msv_frame_free(devs);
+    msv_identity_free(m);
+    msv_client_close(alice);
+    msv_client_close(laptop);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 /* Each alarm on a line of its own in ctx (2,000 bytes). */
 static void alarm_lines(void *ctx, const char *warning)
 {
@@ -6840,6 +6930,7 @@ int main(void)
         cmocka_unit_test(test_malicious_directory),
         cmocka_unit_test(test_devlist_sender),
         cmocka_unit_test(test_devlist_legacy),
+        cmocka_unit_test(test_devlist_chain_record_key_swap),
         cmocka_unit_test(test_monitor_removed_approver),
         cmocka_unit_test(test_log_key_rotation),
         cmocka_unit_test(test_log_key_rotation_attacks),
