@@ -3187,6 +3187,21 @@ static size_t bob_takes(struct test_server *s, struct msv_client *bob)
     return n;
 }
 
+/* Logs e as alice's newest set on the stopped server, starts it, and readies bob to look. */
+static void log_set_for_bob(struct test_server *s, struct msv_client *bob,
+                            const struct msv_kt_entry *e)
+{
+    uint8_t *leaf = NULL;
+    size_t len = 0;
+
+    assert_int_equal(msv_kt_leaf_encode(e, &leaf, &len), MSV_OK);
+    append_leaf(s, "alice@example.org", leaf, len);
+    free(leaf);
+    test_server_start(s);
+    drop_connection(bob);
+    memset(&devlist_said, 0, sizeof(devlist_said));
+}
+
 /*
  * Signed device lists (docs/transparency.md): the directory logs devices for alice that her
  * devices never approved, five ways, each in the log (consistent: the log alone cannot tell),
@@ -3460,13 +3475,8 @@ static void test_devlist_chain_record_key_swap(void **state)
         forged, MSV_SUITE_MODERN, key, key_len, {MSV_KT_APPROVED, laptop->device_id, sig, sig_len}};
     e.n_chain = 1;
     e.chain[0] = (struct msv_kt_device){laptop->device_id, MSV_SUITE_MODERN, key, key_len, {0}};
-    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_OK);
-    append_leaf(&s, "alice@example.org", leaf, len);
-    free(leaf);
+    log_set_for_bob(&s, bob, &e);
     free(old);
-    test_server_start(&s);
-    drop_connection(bob);
-    memset(&devlist_said, 0, sizeof(devlist_said));
     assert_int_equal(msv_client_devices(bob, "alice@example.org", &devs), MSV_OK);
     /* X left out, and bob told */
     assert_int_equal(devs->lookup_result->results[0]->devices[0]->device_id, alice->device_id);
@@ -3476,6 +3486,69 @@ static void test_devlist_chain_record_key_swap(void **state)
     msv_identity_free(m);
     msv_client_close(alice);
     msv_client_close(laptop);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A set that does not check out as a whole (two roots: the directory adds a device rooted on
+ * its own key next to alice's) leaves alice's devices out of bob's lookup of alice and carol,
+ * tells bob, and carol's devices stand: the lookup of the other handles does not fail, and a
+ * send to alice fails, told why.
+ */
+static void test_devlist_bad_set_other_handles(void **state)
+{
+    static struct msv_kt_entry e;
+    struct test_server s;
+    struct msv_client *alice, *carol, *bob;
+    const char *both[2] = {"alice@example.org", "carol@example.org"};
+    const char *to[1] = {"alice@example.org"};
+    struct msv_identity *m = NULL;
+    const uint8_t *key;
+    uint8_t *old = NULL, hash[32], sig[MSV_KT_APPROVAL_SIG_MAX];
+    size_t key_len = 0, old_len = 0, sig_len = 0;
+    uint64_t forged = 0;
+    int64_t index = 0;
+    msv_frame *devs = NULL;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    s.leaf_version = 3; /* leaves that name their handle, appended to the store below */
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    carol = client_for(&s, "carol", "carol@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    bob->on_devlist = record_devlist;
+    test_server_stop(&s);
+    assert_int_equal(bob_takes(&s, bob), 1);
+    test_server_stop(&s);
+    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &m), MSV_OK);
+    key = msv_public_identity_bytes(msv_identity_public(m), &key_len);
+    msv_public_identity_hash(msv_identity_public(m), hash);
+    assert_int_equal(msv_kt_approval_sign(m, MSV_KT_ROOT, 0, hash, 0, sig, &sig_len), MSV_OK);
+    forged_device_row(&s, alice->device_id, key, key_len, 0, &forged);
+    forge_leaf(&s, "alice@example.org", NULL, 0, &old, &old_len, &index);
+    assert_int_equal(msv_kt_leaf_parse(old, old_len, &e), MSV_OK);
+    assert_true(e.signed_list);
+    e.devices[e.n_devices++] = (struct msv_kt_device){
+        forged, MSV_SUITE_MODERN, key, key_len, {MSV_KT_ROOT, 0, sig, sig_len}};
+    log_set_for_bob(&s, bob, &e);
+    free(old);
+    assert_int_equal(msv_client_connect(bob), MSV_OK);
+    assert_int_equal(client_verified_lookup(bob, both, 2, &devs), MSV_OK);
+    assert_int_equal(devs->lookup_result->n_results, 2);
+    assert_int_equal(devs->lookup_result->results[0]->n_devices, 0);
+    assert_int_equal(devs->lookup_result->results[1]->n_devices, 1);
+    assert_int_equal(devs->lookup_result->results[1]->devices[0]->device_id, carol->device_id);
+    assert_int_equal(devlist_said.n, 1);
+    assert_non_null(strstr(devlist_said.text, "device list of alice@example.org does not check "
+                                              "out"));
+    msv_frame_free(devs);
+    assert_int_equal(msv_client_send(bob, to, 1, "hi", NULL, 0, NULL, hash), MSV_ERR_NOT_FOUND);
+    assert_non_null(strstr(bob->why.message, "no device of alice@example.org has a valid"));
+    msv_identity_free(m);
+    msv_client_close(alice);
+    msv_client_close(carol);
     msv_client_close(bob);
     test_server_cleanup(&s);
 }
@@ -6931,6 +7004,7 @@ int main(void)
         cmocka_unit_test(test_devlist_sender),
         cmocka_unit_test(test_devlist_legacy),
         cmocka_unit_test(test_devlist_chain_record_key_swap),
+        cmocka_unit_test(test_devlist_bad_set_other_handles),
         cmocka_unit_test(test_monitor_removed_approver),
         cmocka_unit_test(test_log_key_rotation),
         cmocka_unit_test(test_log_key_rotation_attacks),

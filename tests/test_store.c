@@ -715,6 +715,50 @@ static void test_signed_device_sets(void **state)
 }
 
 /*
+ * Two password recoveries of an account with no device left, at once: both requests saw no
+ * device, and both ask for their device approved by itself. The store decides in its
+ * transaction: the first is the set's root, the second waits as pending with no approval kept,
+ * so the set has one root and checks out.
+ */
+static void test_two_recoveries_one_root(void **state)
+{
+    struct fixture *f = *state;
+    static struct msv_kt_entry e;
+    struct msv_identity *k[2] = {NULL};
+    uint8_t sig[2][MSV_KT_APPROVAL_SIG_MAX];
+    struct msv_kt_approval a[2];
+    struct msv_kt_devlist r;
+    struct msv_kt_rec latest;
+    struct msv_device_rec dev = {0};
+    uint64_t acc = make_account(f, "twice@x"), first, second;
+    msv_err err;
+
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &k[i]), MSV_OK);
+        approval_of(k[i], MSV_KT_RECOVERY, 0, k[i], 0, sig[i], &a[i]);
+    }
+    /* both requests saw no device: both ask for approved, each with its recovery record */
+    first = keyed_device(f, acc, k[0], 1, &a[0]);
+    second = keyed_device(f, acc, k[1], 1, &a[1]);
+    assert_int_equal(OPS(f)->device_get(IMPL(f), first, &dev), MSV_OK);
+    assert_int_equal(dev.approved, 1);
+    msv_device_rec_clear(&dev);
+    assert_int_equal(OPS(f)->device_get(IMPL(f), second, &dev), MSV_OK);
+    assert_int_equal(dev.approved, 0);
+    msv_device_rec_clear(&dev);
+    assert_int_equal(OPS(f)->kt_latest(IMPL(f), "twice@x", &latest), MSV_OK);
+    assert_int_equal(msv_kt_leaf_parse(latest.leaf, latest.leaf_len, &e), MSV_OK);
+    assert_int_equal(latest.leaf[0], 6);
+    err = msv_kt_devlist_check(&e, &r);
+    free(latest.leaf);
+    for (size_t i = 0; i < 2; i++)
+        msv_identity_free(k[i]);
+    assert_int_equal(err, MSV_OK);
+    assert_int_equal(e.n_devices, 1);
+    assert_int_equal(e.devices[0].device_id, first);
+}
+
+/*
  * Every change to a handle's approved devices appends the whole set to the
  * log, in the same transaction; pending devices are not in it; accounts
  * from before the log get their first leaf when the store opens.
@@ -2599,6 +2643,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migration_to_v3, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transparency_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signed_device_sets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_recoveries_one_root, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kt_labels_in_transaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_username_stamp, setup, teardown),
@@ -2632,6 +2677,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_devices, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_transparency_log, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_signed_device_sets, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_two_recoveries_one_root, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_kt_labels_in_transaction, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_handles, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_username_stamp, setup_pg, teardown),

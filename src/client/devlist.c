@@ -196,14 +196,20 @@ static msv_err check_result(struct msv_client *c, Msv__Wire__HandleDevices *hd,
     msv_err err;
 
     snprintf(handle, sizeof(handle), "%.*s", (int)hd->handle.len, (const char *)hd->handle.data);
-    /* the answer's devices are exactly the entry's, in its order (msv_kt_check_lookup) */
+    /* the answer's devices are exactly the entry's, in its order (msv_kt_check_lookup); a set
+     * that does not check out as a whole sends nothing to this handle, and the lookup's other
+     * handles stand */
     if (msv_kt_leaf_parse(data.data, data.len, e) != MSV_OK || e->n_devices != hd->n_devices ||
         msv_kt_devlist_check(e, &dl) != MSV_OK) {
-        snprintf(why, why_len,
-                 "the directory's device list of %.64s does not check out: its approvals "
-                 "name two roots or keep a record no device's approval needs",
+        snprintf(text, sizeof(text),
+                 "the directory's device list of %.256s does not check out (its approvals name "
+                 "two roots or keep a record no device's approval needs): nothing is sent to "
+                 "its devices",
                  handle);
-        return MSV_ERR_AUTH;
+        tell(c, handle, 0, text);
+        while (hd->n_devices > 0)
+            drop_device(hd, hd->n_devices - 1);
+        return MSV_OK;
     }
     err = pin_get(c, handle, &pin);
     if (err != MSV_OK) {

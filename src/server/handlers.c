@@ -655,13 +655,15 @@ static void send_registered(struct msv_conn_state *c, uint64_t request_id, uint6
 }
 
 /*
- * approved: 1 if no device of the account needs to approve it; by_password: AddDevice's.
+ * *approved: 1 if no device of the account needs to approve it (a recovery found another
+ * device approved first in the store's transaction: set to 0, pending); by_password:
+ * AddDevice's.
  * fp: its first prekeys, stored in the same transaction as the device, before anyone is told
  * of it: a sender never finds a device that says post-quantum listed without its bundle.
  */
 static msv_err add_device(struct msv_server *s, uint64_t account, const char *handle,
                           const Msv__Wire__NewDevice *d, const struct first_prekeys *fp,
-                          int approved, int by_password, uint64_t *device)
+                          int *approved, int by_password, uint64_t *device)
 {
     struct msv_device_rec rec = {0};
     struct msv_kt_approval approval;
@@ -672,12 +674,19 @@ static msv_err add_device(struct msv_server *s, uint64_t account, const char *ha
     self_approval(d, by_password ? MSV_KT_RECOVERY : MSV_KT_ROOT, &approval);
     err =
         STORE(s)->device_add(IMPL(s), account, d->suite, d->identity.data, d->identity.len,
-                             d->push_token.data, d->push_token.len, approved, msv_server_now_ms(s),
-                             fp->present ? &fp->u : NULL, approved ? &approval : NULL, device);
+                             d->push_token.data, d->push_token.len, *approved, msv_server_now_ms(s),
+                             fp->present ? &fp->u : NULL, *approved ? &approval : NULL, device);
 
     if (err != MSV_OK)
         return err;
+    /* the store decides in its transaction whether a recovery still finds no device: another
+     * one of the account may have come first, and this one then waits as pending */
+    if (*approved && by_password && STORE(s)->device_get(IMPL(s), *device, &rec) == MSV_OK) {
+        *approved = rec.approved;
+        msv_device_rec_clear(&rec);
+    }
     atomic_fetch_add(&s->m.devices_added, 1);
+    rec = (struct msv_device_rec){0};
     rec.id = *device;
     rec.account_id = account;
     rec.suite = d->suite;
@@ -685,9 +694,9 @@ static msv_err add_device(struct msv_server *s, uint64_t account, const char *ha
     rec.identity_len = d->identity.len;
     rec.push_token = d->push_token.data;
     rec.push_token_len = d->push_token.len;
-    rec.approved = approved;
+    rec.approved = *approved;
     msv_notify_device_change(s, account, handle, *device, 1,
-                             (approved ? 0 : 1) | (by_password ? MSV_NOTIFY_BY_PASSWORD : 0), &rec,
+                             (*approved ? 0 : 1) | (by_password ? MSV_NOTIFY_BY_PASSWORD : 0), &rec,
                              0, (ProtobufCBinaryData){0, NULL});
     return MSV_OK;
 }
@@ -738,7 +747,7 @@ static void handle_register_finish(struct msv_conn_state *c, const msv_frame *f)
     uint8_t hash[32], invite[32];
     uint64_t account = 0, device = 0;
     msv_err err;
-    int code_err;
+    int code_err, approved = 1;
 
     if (!rate_ok(c, f->request_id))
         return;
@@ -773,7 +782,7 @@ static void handle_register_finish(struct msv_conn_state *c, const msv_frame *f)
         return;
     err = STORE(s)->account_create(IMPL(s), handle, pw_hash, msv_server_now_ms(s), &account);
     if (err == MSV_OK)
-        err = add_device(s, account, handle, r->device, &fp, 1, 0, &device);
+        err = add_device(s, account, handle, r->device, &fp, &approved, 0, &device);
     if (err != MSV_OK && account == 0 && strcmp(s->cfg.registration, "invite") == 0 &&
         STORE(s)->invite_give_back(IMPL(s), invite) != MSV_OK)
         msv_log(MSV_LOG_WARN, "invite_give_back_failed", "an invite lost a use");
@@ -853,13 +862,14 @@ static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
         return;
     }
     /* with devices to ask, a new one waits for their approval; an account whose devices are
-     * all gone takes it at once, and that is the recovery path (the password guards it) */
+     * all gone takes it at once, and that is the recovery path (the password guards it); the
+     * store decides it again in its transaction, where two recoveries at once make one root */
     err = STORE(s)->devices_of_account(IMPL(s), account, &existing);
     for (size_t i = 0; err == MSV_OK && i < existing.count; i++)
         approved &= !existing.items[i].approved;
     msv_device_list_clear(&existing);
     if (err == MSV_OK)
-        err = add_device(s, account, handle, a->device, &fp, approved, 1, &device);
+        err = add_device(s, account, handle, a->device, &fp, &approved, 1, &device);
     if (err != MSV_OK) {
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         return;
@@ -1461,7 +1471,7 @@ static void handle_link_device(struct msv_conn_state *c, const msv_frame *f)
     size_t len = 0;
     uint32_t suite = 0;
     uint64_t device = 0;
-    int code;
+    int code, pending = 0;
     msv_err err = msv_provision_link(&s->provisions, f->link_device->address.data,
                                      f->link_device->address.len, msv_server_now_ms(s), &suite,
                                      &packed, &len);
@@ -1479,7 +1489,7 @@ static void handle_link_device(struct msv_conn_state *c, const msv_frame *f)
                           check_new_device(s, nd, &fp, &code) != NULL))
         err = MSV_ERR_PARSE;
     if (err == MSV_OK)
-        err = add_device(s, c->account_id, c->handle, nd, &fp, 0, 0, &device);
+        err = add_device(s, c->account_id, c->handle, nd, &fp, &pending, 0, &device);
     if (err != MSV_OK) {
         msv__wire__new_device__free_unpacked(nd, NULL);
         free(packed);

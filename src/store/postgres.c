@@ -1873,6 +1873,16 @@ static msv_err device_add(struct pg_conn *c, uint64_t account_id, uint32_t suite
     if (err != MSV_OK)
         return err;
     a_i64(&a, (int64_t)account_id);
+    /* a device approving itself (a root, a recovery) is approved only while the account has
+     * no approved device, decided under the account's lock: else it waits as pending */
+    if (approved && self_approved(approval)) {
+        err = query(c, "SELECT COUNT(*) FROM devices WHERE account_id = $1 AND approved;", &a, &r);
+        if (err != MSV_OK)
+            return err;
+        approved = col_i64(r, 0, 0) == 0;
+        PQclear(r);
+        r = NULL;
+    }
     a_i64(&a, suite);
     a_bytes(&a, identity, identity_len);
     a_bytes(&a, push_token, push_token != NULL ? push_token_len : 0);

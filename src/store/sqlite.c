@@ -2786,9 +2786,21 @@ static msv_err device_add_logged(void *impl, uint64_t account_id, uint32_t suite
                                  int64_t now_ms, const struct msv_prekey_upload *first,
                                  const struct msv_kt_approval *approval, uint64_t *device_id)
 {
-    uint32_t left = 0, signed_id = 0;
-    msv_err err = device_add(impl, account_id, suite, identity, identity_len, push_token,
-                             push_token_len, approved, now_ms, device_id);
+    uint32_t left = 0, signed_id = 0, n_approved = 0, unused = 0;
+    msv_err err = MSV_OK;
+
+    /* a device approving itself (a root, a recovery) is approved only while the account has
+     * no approved device, decided in this transaction: else it waits as pending */
+    if (approved && self_approved(approval)) {
+        err = count_and_flag(impl,
+                             "SELECT COUNT(*), 0 FROM devices WHERE account_id = ?1 AND "
+                             "approved = 1;",
+                             account_id, &n_approved, &unused);
+        approved = n_approved == 0;
+    }
+    if (err == MSV_OK)
+        err = device_add(impl, account_id, suite, identity, identity_len, push_token,
+                         push_token_len, approved, now_ms, device_id);
 
     /* listed with its prekeys or not at all: a crash between would leave a post-quantum
      * device that senders refuse until it connects */
