@@ -715,6 +715,52 @@ static void test_signed_device_sets(void **state)
 }
 
 /*
+ * missived checks ApproveDevice.chain_approval against the approver's key before the store's
+ * transaction; a removal of that approver committing in between must not leave the new
+ * device approved by a device that is gone (its record forgotten: no chain). The store
+ * refuses the approval (MSV_ERR_AUTH), the device still pending and the log unchanged.
+ */
+static void test_approve_races_removal(void **state)
+{
+    struct fixture *f = *state;
+    static struct msv_kt_entry e;
+    struct msv_identity *k[3] = {NULL};
+    uint8_t sig[3][MSV_KT_APPROVAL_SIG_MAX];
+    struct msv_kt_approval a;
+    struct msv_kt_devlist r;
+    struct msv_kt_rec latest;
+    struct msv_device_rec dev = {0};
+    uint64_t acc = make_account(f, "race@x"), root, p, x, before;
+    msv_err err;
+
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &k[i]), MSV_OK);
+    approval_of(k[0], MSV_KT_ROOT, 0, k[0], 0, sig[0], &a);
+    root = keyed_device(f, acc, k[0], 1, &a);
+    p = keyed_device(f, acc, k[1], 0, NULL);
+    approval_of(k[0], MSV_KT_APPROVED, p, k[1], root, sig[1], &a);
+    assert_int_equal(OPS(f)->device_approve(IMPL(f), acc, p, &a), MSV_OK);
+    x = keyed_device(f, acc, k[2], 0, NULL);
+    /* the handler has checked p's approval of x; then p is removed */
+    approval_of(k[1], MSV_KT_APPROVED, x, k[2], p, sig[2], &a);
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), acc, p), MSV_OK);
+    assert_int_equal(OPS(f)->kt_latest(IMPL(f), "race@x", &latest), MSV_OK);
+    before = latest.index;
+    free(latest.leaf);
+    err = OPS(f)->device_approve(IMPL(f), acc, x, &a);
+    assert_int_equal(err, MSV_ERR_AUTH);
+    assert_int_equal(OPS(f)->device_get(IMPL(f), x, &dev), MSV_OK);
+    assert_int_equal(dev.approved, 0);
+    msv_device_rec_clear(&dev);
+    assert_int_equal(latest_chains(f, "race@x", &e, &r, &latest), 6);
+    assert_int_equal(latest.index, before);
+    assert_int_equal(r.n_unapproved, 0);
+    free(latest.leaf);
+    for (size_t i = 0; i < 3; i++)
+        msv_identity_free(k[i]);
+}
+
+/*
  * Two password recoveries of an account with no device left, at once: both requests saw no
  * device, and both ask for their device approved by itself. The store decides in its
  * transaction: the first is the set's root, the second waits as pending with no approval kept,
@@ -2643,6 +2689,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migration_to_v3, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transparency_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signed_device_sets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_approve_races_removal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_recoveries_one_root, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kt_labels_in_transaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handles, setup, teardown),
@@ -2678,6 +2725,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transparency_log, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_signed_device_sets, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_two_recoveries_one_root, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_approve_races_removal, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_kt_labels_in_transaction, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_handles, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_username_stamp, setup_pg, teardown),

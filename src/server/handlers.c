@@ -1243,6 +1243,9 @@ static void handle_approve_device(struct msv_conn_state *c, const msv_frame *f)
         if (err == MSV_ERR_TOO_BIG) /* the log's leaf holds at most MSV_KT_DEVICES_MAX */
             msv_conn_send_error(c, f->request_id, E_TOO_BIG,
                                 "an account has at most 64 devices; remove one first");
+        else if (err == MSV_ERR_AUTH) /* removed while its approval was being checked */
+            msv_conn_send_error(c, f->request_id, E_BAD_APPROVAL,
+                                "the approving device is no longer one of this account's devices");
         else
             msv_conn_send_error(c, f->request_id, err == MSV_ERR_NOT_FOUND ? E_NOT_FOUND : E_IO,
                                 err == MSV_ERR_NOT_FOUND

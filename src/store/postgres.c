@@ -1906,6 +1906,7 @@ static msv_err device_approve(struct pg_conn *c, uint64_t account_id, uint64_t d
                               const struct msv_kt_approval *approval)
 {
     struct args a = {0};
+    PGresult *r = NULL;
     size_t n = 0;
     msv_err err = lock_account(c, account_id);
 
@@ -1913,6 +1914,23 @@ static msv_err device_approve(struct pg_conn *c, uint64_t account_id, uint64_t d
         return err;
     a_i64(&a, (int64_t)device_id);
     a_i64(&a, (int64_t)account_id);
+    /* the approver is still an approved device of the account, under the account's lock: one
+     * removed since its approval was checked would leave the device with no chain */
+    if (approval != NULL && approval->kind == MSV_KT_APPROVED) {
+        struct args b = {0};
+
+        a_i64(&b, (int64_t)approval->approver);
+        a_i64(&b, (int64_t)account_id);
+        err =
+            query(c, "SELECT COUNT(*) FROM devices WHERE id = $1 AND account_id = $2 AND approved;",
+                  &b, &r);
+        if (err != MSV_OK)
+            return err;
+        n = (size_t)col_i64(r, 0, 0);
+        PQclear(r);
+        if (n == 0)
+            return MSV_ERR_AUTH;
+    }
     err = run_count(c,
                     "UPDATE devices SET approved = TRUE WHERE id = $1 AND account_id = $2 "
                     "AND NOT approved;",

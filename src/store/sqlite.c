@@ -2780,22 +2780,41 @@ static msv_err approval_put(struct sqlite_store *s, uint64_t device_id,
     return run(s, st);
 }
 
+/* How many approved devices account_id has (device_id 0), or whether device_id is one (1). */
+static msv_err approved_devices(struct sqlite_store *s, uint64_t account_id, uint64_t device_id,
+                                uint32_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s,
+                          "SELECT COUNT(*) FROM devices WHERE account_id = ?1 AND approved = 1 "
+                          "AND (?2 = 0 OR id = ?2);",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)device_id);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *n = (uint32_t)sqlite3_column_int64(st, 0);
+    else
+        err = msv_sql_err(sqlite3_errcode(s->db));
+    release(s, st);
+    return err;
+}
+
 static msv_err device_add_logged(void *impl, uint64_t account_id, uint32_t suite,
                                  const uint8_t *identity, size_t identity_len,
                                  const uint8_t *push_token, size_t push_token_len, int approved,
                                  int64_t now_ms, const struct msv_prekey_upload *first,
                                  const struct msv_kt_approval *approval, uint64_t *device_id)
 {
-    uint32_t left = 0, signed_id = 0, n_approved = 0, unused = 0;
+    uint32_t left = 0, signed_id = 0, n_approved = 0;
     msv_err err = MSV_OK;
 
     /* a device approving itself (a root, a recovery) is approved only while the account has
      * no approved device, decided in this transaction: else it waits as pending */
     if (approved && self_approved(approval)) {
-        err = count_and_flag(impl,
-                             "SELECT COUNT(*), 0 FROM devices WHERE account_id = ?1 AND "
-                             "approved = 1;",
-                             account_id, &n_approved, &unused);
+        err = approved_devices(impl, account_id, 0, &n_approved);
         approved = n_approved == 0;
     }
     if (err == MSV_OK)
@@ -2816,7 +2835,17 @@ static msv_err device_add_logged(void *impl, uint64_t account_id, uint32_t suite
 static msv_err device_approve_logged(void *impl, uint64_t account_id, uint64_t device_id,
                                      const struct msv_kt_approval *approval)
 {
-    msv_err err = device_approve(impl, account_id, device_id);
+    uint32_t approver = 1;
+    msv_err err = MSV_OK;
+
+    /* the approver is still an approved device of the account, in this transaction: one
+     * removed since its approval was checked would leave the device with no chain */
+    if (approval != NULL && approval->kind == MSV_KT_APPROVED)
+        err = approved_devices(impl, account_id, approval->approver, &approver);
+    if (err == MSV_OK && approver == 0)
+        return MSV_ERR_AUTH;
+    if (err == MSV_OK)
+        err = device_approve(impl, account_id, device_id);
 
     if (err == MSV_OK)
         err = approval_put(impl, device_id, approval);

@@ -400,7 +400,9 @@ struct msv_store_ops {
                           int approved, int64_t now_ms, const struct msv_prekey_upload *first,
                           const struct msv_kt_approval *approval, uint64_t *device_id);
     /* Approves a pending device of account_id with approval (as device_add's; may be NULL);
-     * MSV_ERR_NOT_FOUND if there is none. */
+     * MSV_ERR_NOT_FOUND if there is none; MSV_ERR_AUTH, nothing changed, if approval names an
+     * approver that is not (or no longer, in this transaction) an approved device of the
+     * account. */
     msv_err (*device_approve)(void *impl, uint64_t account_id, uint64_t device_id,
                               const struct msv_kt_approval *approval);
     /* Removes a device of account_id and drops its queue; MSV_ERR_NOT_FOUND otherwise. */
