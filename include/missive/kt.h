@@ -160,6 +160,7 @@ struct msv_kt_devlist {
     uint8_t root_kind; /* MSV_KT_ROOT or MSV_KT_RECOVERY */
     uint64_t root_id;
     uint8_t root_hash[32]; /* its identity hash */
+    size_t n_verified;     /* signatures checked: at most one per record */
 };
 
 /*
