@@ -761,6 +761,57 @@ static void test_approve_races_removal(void **state)
 }
 
 /*
+ * A user who approves a new phone with the old one and then removes the old one, again and
+ * again: each removed phone's record stays, a chain record on the new phone's chain. The
+ * approval that would make the set hold more than MSV_KT_APPROVED_SET_MAX records is refused
+ * (MSV_ERR_TOO_BIG, the phone still pending), so every removal fits in a set: the last phone
+ * and the pending one can still be removed.
+ */
+static void test_chain_growth_removal_fits(void **state)
+{
+    struct fixture *f = *state;
+    static struct msv_identity *k[MSV_KT_APPROVED_SET_MAX + 1];
+    static uint8_t sig[MSV_KT_APPROVED_SET_MAX + 1][MSV_KT_APPROVAL_SIG_MAX];
+    static uint64_t id[MSV_KT_APPROVED_SET_MAX + 1];
+    static struct msv_kt_entry e;
+    struct msv_kt_approval a;
+    struct msv_kt_devlist r;
+    struct msv_kt_rec latest;
+    struct msv_device_rec dev = {0};
+    uint64_t acc = make_account(f, "rotate@x");
+    msv_err err = MSV_OK;
+    size_t i;
+
+    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &k[0]), MSV_OK);
+    approval_of(k[0], MSV_KT_ROOT, 0, k[0], 0, sig[0], &a);
+    id[0] = keyed_device(f, acc, k[0], 1, &a);
+    for (i = 1; i <= MSV_KT_APPROVED_SET_MAX; i++) {
+        assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &k[i]), MSV_OK);
+        id[i] = keyed_device(f, acc, k[i], 0, NULL);
+        approval_of(k[i - 1], MSV_KT_APPROVED, id[i], k[i], id[i - 1], sig[i], &a);
+        err = OPS(f)->device_approve(IMPL(f), acc, id[i], &a);
+        if (err != MSV_OK)
+            break;
+        assert_int_equal(OPS(f)->device_remove(IMPL(f), acc, id[i - 1]), MSV_OK);
+    }
+    /* phone i - 1 listed behind i - 1 chain records; phone i would make i + 1 records */
+    assert_int_equal(err, MSV_ERR_TOO_BIG);
+    assert_int_equal(i, MSV_KT_APPROVED_SET_MAX);
+    assert_int_equal(OPS(f)->device_get(IMPL(f), id[i], &dev), MSV_OK);
+    assert_int_equal(dev.approved, 0);
+    msv_device_rec_clear(&dev);
+    assert_int_equal(latest_chains(f, "rotate@x", &e, &r, &latest), 6);
+    assert_int_equal(e.n_devices, 1);
+    assert_int_equal(e.n_chain, MSV_KT_DEVICES_MAX);
+    assert_int_equal(r.n_signed, 1);
+    free(latest.leaf);
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), acc, id[i]), MSV_OK);
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), acc, id[i - 1]), MSV_OK);
+    for (size_t j = 0; j <= i; j++)
+        msv_identity_free(k[j]);
+}
+
+/*
  * Two password recoveries of an account with no device left, at once: both requests saw no
  * device, and both ask for their device approved by itself. The store decides in its
  * transaction: the first is the set's root, the second waits as pending with no approval kept,
@@ -2691,6 +2742,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_signed_device_sets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_approve_races_removal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_recoveries_one_root, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chain_growth_removal_fits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kt_labels_in_transaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_username_stamp, setup, teardown),
@@ -2725,6 +2777,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transparency_log, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_signed_device_sets, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_two_recoveries_one_root, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_chain_growth_removal_fits, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_approve_races_removal, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_kt_labels_in_transaction, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_handles, setup_pg, teardown),

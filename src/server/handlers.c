@@ -1154,9 +1154,14 @@ static void handle_remove_device(struct msv_conn_state *c, const msv_frame *f)
         err = STORE(s)->device_remove(IMPL(s), c->account_id, target);
     if (err != MSV_OK) {
         msv_device_rec_clear(&dev);
-        msv_conn_send_error(c, f->request_id, err == MSV_ERR_NOT_FOUND ? E_NOT_FOUND : E_IO,
-                            err == MSV_ERR_NOT_FOUND ? "no such device in this account"
-                                                     : "storage failed");
+        if (err == MSV_ERR_TOO_BIG) /* a set grown past MSV_KT_APPROVED_SET_MAX before */
+            msv_conn_send_error(c, f->request_id, E_TOO_BIG,
+                                "the device list would need more than 64 removed devices' "
+                                "approvals; remove the devices approved after this one first");
+        else
+            msv_conn_send_error(c, f->request_id, err == MSV_ERR_NOT_FOUND ? E_NOT_FOUND : E_IO,
+                                err == MSV_ERR_NOT_FOUND ? "no such device in this account"
+                                                         : "storage failed");
         return;
     }
     atomic_fetch_add(&s->m.devices_removed, 1);
@@ -1209,6 +1214,20 @@ static int chain_approval_holds(struct msv_server *s, uint64_t approver,
     return ok;
 }
 
+/* How many approved devices account has (MSV_KT_DEVICES_MAX if storage failed). */
+static size_t approved_count(struct msv_server *s, uint64_t account)
+{
+    struct msv_device_list list = {0};
+    size_t n = 0;
+
+    if (STORE(s)->devices_of_account(IMPL(s), account, &list) != MSV_OK)
+        n = MSV_KT_DEVICES_MAX;
+    for (size_t i = 0; i < list.count; i++)
+        n += list.items[i].approved != 0;
+    msv_device_list_clear(&list);
+    return n;
+}
+
 static void handle_approve_device(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
@@ -1240,7 +1259,14 @@ static void handle_approve_device(struct msv_conn_state *c, const msv_frame *f)
         err = STORE(s)->device_approve(IMPL(s), c->account_id, target, &approval);
     if (err != MSV_OK) {
         msv_device_rec_clear(&dev);
-        if (err == MSV_ERR_TOO_BIG) /* the log's leaf holds at most MSV_KT_DEVICES_MAX */
+        if (err == MSV_ERR_TOO_BIG && approved_count(s, c->account_id) < MSV_KT_DEVICES_MAX)
+            /* the set's records past MSV_KT_APPROVED_SET_MAX: a removal could not fit */
+            msv_conn_send_error(
+                c, f->request_id, E_TOO_BIG,
+                "this account's device list is at its limit of 65 devices and removed devices "
+                "that approved them; approve with a device approved earlier, or remove every "
+                "device and add one with the password to start the list again");
+        else if (err == MSV_ERR_TOO_BIG) /* the log's leaf holds at most MSV_KT_DEVICES_MAX */
             msv_conn_send_error(c, f->request_id, E_TOO_BIG,
                                 "an account has at most 64 devices; remove one first");
         else if (err == MSV_ERR_AUTH) /* removed while its approval was being checked */

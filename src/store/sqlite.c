@@ -1352,7 +1352,7 @@ static msv_err drop_unused_records(struct sqlite_store *s, const struct msv_kt_d
  * (docs/transparency.md, "Signed device lists").
  */
 static msv_err kt_append_handle(struct sqlite_store *s, uint64_t account_id, const char *handle,
-                                int64_t now_ms)
+                                int64_t now_ms, size_t max_records)
 {
     static struct msv_kt_entry e; /* the store's lock is held */
     static struct msv_kt_device removed[2 * MSV_KT_DEVICES_MAX];
@@ -1380,6 +1380,8 @@ static msv_err kt_append_handle(struct sqlite_store *s, uint64_t account_id, con
                            account_id, removed, 2 * MSV_KT_DEVICES_MAX, &n_removed);
     if (err == MSV_OK)
         err = msv_kt_devlist_complete(&e, removed, n_removed, keep);
+    if (err == MSV_OK && e.n_devices + e.n_chain > max_records)
+        err = MSV_ERR_TOO_BIG;
     if (err == MSV_OK)
         err = kt_insert(s, handle, &e);
     if (err == MSV_OK)
@@ -1428,16 +1430,23 @@ static msv_err handles_of_account(void *impl, uint64_t account_id, char ***out, 
 }
 
 /* Every handle of the account gets a leaf of its devices as they are now (in a transaction). */
-static msv_err kt_append_locked(struct sqlite_store *s, uint64_t account_id, int64_t now_ms)
+/* Every handle's set as it is now; MSV_ERR_TOO_BIG over max_records records (listed, chain). */
+static msv_err kt_append_bounded(struct sqlite_store *s, uint64_t account_id, int64_t now_ms,
+                                 size_t max_records)
 {
     char **handles = NULL;
     size_t n = 0;
     msv_err err = handles_of_account(s, account_id, &handles, &n);
 
     for (size_t i = 0; err == MSV_OK && i < n; i++)
-        err = kt_append_handle(s, account_id, handles[i], now_ms);
+        err = kt_append_handle(s, account_id, handles[i], now_ms, max_records);
     drop_texts(handles, n);
     return err;
+}
+
+static msv_err kt_append_locked(struct sqlite_store *s, uint64_t account_id, int64_t now_ms)
+{
+    return kt_append_bounded(s, account_id, now_ms, SIZE_MAX);
 }
 
 /* ---- deleting an account (docs/missived.md, "Deleting an account") ------------------------ */
@@ -1568,7 +1577,7 @@ static msv_err handle_add_locked(struct sqlite_store *s, uint64_t account_id, co
         err = MSV_ERR_TOO_BIG;
     if (err == MSV_OK)
         err = handle_insert(s, account_id, handle, now_ms);
-    return err == MSV_OK ? kt_append_handle(s, account_id, handle, now_ms) : err;
+    return err == MSV_OK ? kt_append_handle(s, account_id, handle, now_ms, SIZE_MAX) : err;
 }
 
 /* Inside a transaction (l_handle_remove). */
@@ -2850,7 +2859,10 @@ static msv_err device_approve_logged(void *impl, uint64_t account_id, uint64_t d
     if (err == MSV_OK)
         err = approval_put(impl, device_id, approval);
 
-    return err == MSV_OK ? kt_append_locked(impl, account_id, msv_wall_ms()) : err;
+    /* refused past MSV_KT_APPROVED_SET_MAX records, so that a removal always fits */
+    return err == MSV_OK
+               ? kt_append_bounded(impl, account_id, msv_wall_ms(), MSV_KT_APPROVED_SET_MAX)
+               : err;
 }
 
 static msv_err device_remove_logged(void *impl, uint64_t account_id, uint64_t device_id)
