@@ -3423,6 +3423,8 @@ static void test_devlist_chain_record_key_swap(void **state)
     uint64_t forged = 0;
     int64_t index = 0;
     char sql[300];
+    uint8_t pin[58], *got = NULL;
+    size_t got_len = 0;
     msv_frame *devs = NULL;
 
     (void)state;
@@ -3483,6 +3485,23 @@ static void test_devlist_chain_record_key_swap(void **state)
     assert_int_equal(devs->lookup_result->results[0]->n_devices, 1);
     assert_int_equal(devlist_said.n, 1);
     msv_frame_free(devs);
+    /* a pin written before ends kept their keys (ids alone): the laptop's id is one, and the
+     * device key pin still refuses its other key; the pin is written again with keys */
+    memset(pin, 0, sizeof(pin));
+    pin[41] = 2;
+    msv_put_u64be(pin + 42, alice->device_id);
+    msv_put_u64be(pin + 50, laptop->device_id);
+    assert_int_equal(msv_client_db_set(bob->db, "kt_devlist:alice@example.org", pin, 58), MSV_OK);
+    drop_connection(bob);
+    memset(&devlist_said, 0, sizeof(devlist_said));
+    assert_int_equal(msv_client_devices(bob, "alice@example.org", &devs), MSV_OK);
+    assert_int_equal(devs->lookup_result->results[0]->n_devices, 1);
+    assert_int_equal(devlist_said.n, 1);
+    msv_frame_free(devs);
+    assert_int_equal(msv_client_db_get(bob->db, "kt_devlist:alice@example.org", &got, &got_len),
+                     MSV_OK);
+    assert_int_equal(got_len, 42 + 40); /* alice's end, with its key's hash */
+    free(got);
     msv_identity_free(m);
     msv_client_close(alice);
     msv_client_close(laptop);
