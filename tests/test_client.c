@@ -3187,6 +3187,21 @@ static size_t bob_takes(struct test_server *s, struct msv_client *bob)
     return n;
 }
 
+/* Logs e as alice's newest set on the stopped server, starts it, and readies bob to look. */
+static void log_set_for_bob(struct test_server *s, struct msv_client *bob,
+                            const struct msv_kt_entry *e)
+{
+    uint8_t *leaf = NULL;
+    size_t len = 0;
+
+    assert_int_equal(msv_kt_leaf_encode(e, &leaf, &len), MSV_OK);
+    append_leaf(s, "alice@example.org", leaf, len);
+    free(leaf);
+    test_server_start(s);
+    drop_connection(bob);
+    memset(&devlist_said, 0, sizeof(devlist_said));
+}
+
 /*
  * Signed device lists (docs/transparency.md): the directory logs devices for alice that her
  * devices never approved, five ways, each in the log (consistent: the log alone cannot tell),
@@ -3387,6 +3402,173 @@ static void test_devlist_legacy(void **state)
     msv_client_close(laptop);
     msv_client_close(bob);
     msv_client_close(carol);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A legacy account (alice and her laptop both unsigned): bob takes the set, accepting both as
+ * ends of chains. The directory then lists alice and mallory's device X "approved by" the
+ * laptop, the laptop kept as an unsigned chain record carrying mallory's key: the chain ends
+ * at an id bob accepted, with another key. bob leaves X out and says so.
+ */
+static void test_devlist_chain_record_key_swap(void **state)
+{
+    static struct msv_kt_entry e;
+    struct test_server s;
+    struct msv_client *alice, *laptop, *bob;
+    struct msv_identity *m = NULL;
+    const uint8_t *key;
+    uint8_t *old = NULL, *leaf = NULL, hash[32], sig[MSV_KT_APPROVAL_SIG_MAX];
+    size_t key_len = 0, old_len = 0, len = 0, sig_len = 0;
+    uint64_t forged = 0;
+    int64_t index = 0;
+    char sql[300];
+    uint8_t pin[58], *got = NULL;
+    size_t got_len = 0;
+    msv_frame *devs = NULL;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    s.leaf_version = 3;
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    laptop = linked_device(&s, alice, "alice-laptop");
+    bob = client_for(&s, "bob", "bob@example.org");
+    bob->on_devlist = record_devlist;
+    test_server_stop(&s);
+    server_sql(&s, "UPDATE device_approvals SET kind = 0, signature = NULL, approver = 0;");
+    forge_leaf(&s, "alice@example.org", NULL, 0, &old, &old_len, &index);
+    assert_int_equal(msv_kt_leaf_parse(old, old_len, &e), MSV_OK);
+    e.signed_list = 0;
+    e.n_chain = 0;
+    for (size_t i = 0; i < e.n_devices; i++)
+        e.devices[i].approval = (struct msv_kt_approval){0};
+    assert_int_equal(msv_kt_leaf_encode(&e, &leaf, &len), MSV_OK);
+    assert_int_equal(leaf[0], 1);
+    append_leaf(&s, "alice@example.org", leaf, len);
+    free(leaf);
+    free(old);
+    assert_int_equal(bob_takes(&s, bob), 2);
+    assert_int_equal(devlist_said.n, 0);
+
+    /* the attack */
+    test_server_stop(&s);
+    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &m), MSV_OK);
+    key = msv_public_identity_bytes(msv_identity_public(m), &key_len);
+    msv_public_identity_hash(msv_identity_public(m), hash);
+    forged_device_row(&s, alice->device_id, key, key_len, 0, &forged);
+    snprintf(sql, sizeof(sql), "UPDATE devices SET approved = 0 WHERE id = %llu;",
+             (unsigned long long)laptop->device_id);
+    server_sql(&s, sql);
+    assert_int_equal(
+        msv_kt_approval_sign(m, MSV_KT_APPROVED, forged, hash, laptop->device_id, sig, &sig_len),
+        MSV_OK);
+    forge_leaf(&s, "alice@example.org", NULL, 0, &old, &old_len, &index);
+    assert_int_equal(msv_kt_leaf_parse(old, old_len, &e), MSV_OK);
+    assert_int_equal(e.n_devices, 2);
+    e.signed_list = 1;
+    e.n_devices = 0;
+    e.devices[e.n_devices++] = (struct msv_kt_device){alice->device_id,
+                                                      e.devices[0].suite,
+                                                      e.devices[0].identity,
+                                                      e.devices[0].identity_len,
+                                                      {0}};
+    e.devices[e.n_devices++] = (struct msv_kt_device){
+        forged, MSV_SUITE_MODERN, key, key_len, {MSV_KT_APPROVED, laptop->device_id, sig, sig_len}};
+    e.n_chain = 1;
+    e.chain[0] = (struct msv_kt_device){laptop->device_id, MSV_SUITE_MODERN, key, key_len, {0}};
+    log_set_for_bob(&s, bob, &e);
+    free(old);
+    assert_int_equal(msv_client_devices(bob, "alice@example.org", &devs), MSV_OK);
+    /* X left out, and bob told */
+    assert_int_equal(devs->lookup_result->results[0]->devices[0]->device_id, alice->device_id);
+    assert_int_equal(devs->lookup_result->results[0]->n_devices, 1);
+    assert_int_equal(devlist_said.n, 1);
+    msv_frame_free(devs);
+    /* a pin written before ends kept their keys (ids alone): the laptop's id is one, and the
+     * device key pin still refuses its other key; the pin is written again with keys */
+    memset(pin, 0, sizeof(pin));
+    pin[41] = 2;
+    msv_put_u64be(pin + 42, alice->device_id);
+    msv_put_u64be(pin + 50, laptop->device_id);
+    assert_int_equal(msv_client_db_set(bob->db, "kt_devlist:alice@example.org", pin, 58), MSV_OK);
+    drop_connection(bob);
+    memset(&devlist_said, 0, sizeof(devlist_said));
+    assert_int_equal(msv_client_devices(bob, "alice@example.org", &devs), MSV_OK);
+    assert_int_equal(devs->lookup_result->results[0]->n_devices, 1);
+    assert_int_equal(devlist_said.n, 1);
+    msv_frame_free(devs);
+    assert_int_equal(msv_client_db_get(bob->db, "kt_devlist:alice@example.org", &got, &got_len),
+                     MSV_OK);
+    assert_int_equal(got_len, 42 + 40); /* alice's end, with its key's hash */
+    free(got);
+    msv_identity_free(m);
+    msv_client_close(alice);
+    msv_client_close(laptop);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A set that does not check out as a whole (two roots: the directory adds a device rooted on
+ * its own key next to alice's) leaves alice's devices out of bob's lookup of alice and carol,
+ * tells bob, and carol's devices stand: the lookup of the other handles does not fail, and a
+ * send to alice fails, told why.
+ */
+static void test_devlist_bad_set_other_handles(void **state)
+{
+    static struct msv_kt_entry e;
+    struct test_server s;
+    struct msv_client *alice, *carol, *bob;
+    const char *both[2] = {"alice@example.org", "carol@example.org"};
+    const char *to[1] = {"alice@example.org"};
+    struct msv_identity *m = NULL;
+    const uint8_t *key;
+    uint8_t *old = NULL, hash[32], sig[MSV_KT_APPROVAL_SIG_MAX];
+    size_t key_len = 0, old_len = 0, sig_len = 0;
+    uint64_t forged = 0;
+    int64_t index = 0;
+    msv_frame *devs = NULL;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    s.leaf_version = 3; /* leaves that name their handle, appended to the store below */
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    carol = client_for(&s, "carol", "carol@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    bob->on_devlist = record_devlist;
+    test_server_stop(&s);
+    assert_int_equal(bob_takes(&s, bob), 1);
+    test_server_stop(&s);
+    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &m), MSV_OK);
+    key = msv_public_identity_bytes(msv_identity_public(m), &key_len);
+    msv_public_identity_hash(msv_identity_public(m), hash);
+    assert_int_equal(msv_kt_approval_sign(m, MSV_KT_ROOT, 0, hash, 0, sig, &sig_len), MSV_OK);
+    forged_device_row(&s, alice->device_id, key, key_len, 0, &forged);
+    forge_leaf(&s, "alice@example.org", NULL, 0, &old, &old_len, &index);
+    assert_int_equal(msv_kt_leaf_parse(old, old_len, &e), MSV_OK);
+    assert_true(e.signed_list);
+    e.devices[e.n_devices++] = (struct msv_kt_device){
+        forged, MSV_SUITE_MODERN, key, key_len, {MSV_KT_ROOT, 0, sig, sig_len}};
+    log_set_for_bob(&s, bob, &e);
+    free(old);
+    assert_int_equal(msv_client_connect(bob), MSV_OK);
+    assert_int_equal(client_verified_lookup(bob, both, 2, &devs), MSV_OK);
+    assert_int_equal(devs->lookup_result->n_results, 2);
+    assert_int_equal(devs->lookup_result->results[0]->n_devices, 0);
+    assert_int_equal(devs->lookup_result->results[1]->n_devices, 1);
+    assert_int_equal(devs->lookup_result->results[1]->devices[0]->device_id, carol->device_id);
+    assert_int_equal(devlist_said.n, 1);
+    assert_non_null(strstr(devlist_said.text, "device list of alice@example.org does not check "
+                                              "out"));
+    msv_frame_free(devs);
+    assert_int_equal(msv_client_send(bob, to, 1, "hi", NULL, 0, NULL, hash), MSV_ERR_NOT_FOUND);
+    assert_non_null(strstr(bob->why.message, "no device of alice@example.org has a valid"));
+    msv_identity_free(m);
+    msv_client_close(alice);
+    msv_client_close(carol);
+    msv_client_close(bob);
     test_server_cleanup(&s);
 }
 
@@ -6840,6 +7022,8 @@ int main(void)
         cmocka_unit_test(test_malicious_directory),
         cmocka_unit_test(test_devlist_sender),
         cmocka_unit_test(test_devlist_legacy),
+        cmocka_unit_test(test_devlist_chain_record_key_swap),
+        cmocka_unit_test(test_devlist_bad_set_other_handles),
         cmocka_unit_test(test_monitor_removed_approver),
         cmocka_unit_test(test_log_key_rotation),
         cmocka_unit_test(test_log_key_rotation_attacks),

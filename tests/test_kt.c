@@ -858,6 +858,57 @@ static void test_signed_list_attacks(void **state)
     expect_chains(&e, 0, 0, 1);
 }
 
+#define LINE_RECORDS 130
+
+/* n records in one line: record 0 the root, each next approved by the one before (ids 100..). */
+static void line_records(size_t n, struct msv_kt_device *rec, struct msv_identity **ids,
+                         uint8_t (*sigs)[MSV_KT_APPROVAL_SIG_MAX])
+{
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(msv_identity_generate(MSV_SUITE_CLASSIC, 0, &ids[i]), MSV_OK);
+        set_record(&rec[i], 100 + i, ids[i]);
+        if (i == 0)
+            sign_record(&rec[i], MSV_KT_ROOT, ids[i], 0, sigs[i]);
+        else
+            sign_record(&rec[i], MSV_KT_APPROVED, ids[i - 1], 100 + i - 1, sigs[i]);
+    }
+}
+
+/*
+ * The longest checkable set, 64 listed devices in one line behind 64 chain records, costs one
+ * signature check per record (128), not one per step of every device's chain (over 4,000).
+ */
+static void test_devlist_check_verifies_once(void **state)
+{
+    static struct msv_kt_entry e;
+    static struct msv_kt_device rec[LINE_RECORDS];
+    static struct msv_identity *ids[LINE_RECORDS];
+    static uint8_t sigs[LINE_RECORDS][MSV_KT_APPROVAL_SIG_MAX];
+    struct msv_kt_devlist r;
+
+    (void)state;
+    line_records(128, rec, ids, sigs);
+    memset(&e, 0, sizeof(e));
+    snprintf(e.handle, sizeof(e.handle), "alice@example.org");
+    e.signed_list = 1;
+    e.n_chain = 64;
+    memcpy(e.chain, rec, 64 * sizeof(rec[0]));
+    e.n_devices = 64;
+    memcpy(e.devices, rec + 64, 64 * sizeof(rec[0]));
+    assert_int_equal(msv_kt_devlist_check(&e, &r), MSV_OK);
+    assert_int_equal(r.n_signed, 64);
+    assert_int_equal(r.n_verified, 128);
+    /* a broken link is checked once too: every device after it is unapproved */
+    rec[70].approval.sig_len--;
+    memcpy(e.devices, rec + 64, 64 * sizeof(rec[0]));
+    assert_int_equal(msv_kt_devlist_check(&e, &r), MSV_OK);
+    assert_int_equal(r.n_signed, 6);
+    assert_int_equal(r.n_unapproved, 58);
+    assert_true(r.n_verified <= 128);
+    for (size_t i = 0; i < 128; i++)
+        msv_identity_free(ids[i]);
+}
+
 static int devlist_setup(void **state)
 {
     struct devlist_keys *k = calloc(1, sizeof(*k));
@@ -892,6 +943,7 @@ int main(void)
         cmocka_unit_test(test_leaf_encoding),
         cmocka_unit_test_setup_teardown(test_signed_list_encoding, devlist_setup, devlist_teardown),
         cmocka_unit_test_setup_teardown(test_signed_list_attacks, devlist_setup, devlist_teardown),
+        cmocka_unit_test(test_devlist_check_verifies_once),
         cmocka_unit_test(test_tombstone_leaf),
         cmocka_unit_test(test_signed_heads),
         cmocka_unit_test(test_key_rotation),

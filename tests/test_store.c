@@ -715,6 +715,147 @@ static void test_signed_device_sets(void **state)
 }
 
 /*
+ * missived checks ApproveDevice.chain_approval against the approver's key before the store's
+ * transaction; a removal of that approver committing in between must not leave the new
+ * device approved by a device that is gone (its record forgotten: no chain). The store
+ * refuses the approval (MSV_ERR_AUTH), the device still pending and the log unchanged.
+ */
+static void test_approve_races_removal(void **state)
+{
+    struct fixture *f = *state;
+    static struct msv_kt_entry e;
+    struct msv_identity *k[3] = {NULL};
+    uint8_t sig[3][MSV_KT_APPROVAL_SIG_MAX];
+    struct msv_kt_approval a;
+    struct msv_kt_devlist r;
+    struct msv_kt_rec latest;
+    struct msv_device_rec dev = {0};
+    uint64_t acc = make_account(f, "race@x"), root, p, x, before;
+    msv_err err;
+
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &k[i]), MSV_OK);
+    approval_of(k[0], MSV_KT_ROOT, 0, k[0], 0, sig[0], &a);
+    root = keyed_device(f, acc, k[0], 1, &a);
+    p = keyed_device(f, acc, k[1], 0, NULL);
+    approval_of(k[0], MSV_KT_APPROVED, p, k[1], root, sig[1], &a);
+    assert_int_equal(OPS(f)->device_approve(IMPL(f), acc, p, &a), MSV_OK);
+    x = keyed_device(f, acc, k[2], 0, NULL);
+    /* the handler has checked p's approval of x; then p is removed */
+    approval_of(k[1], MSV_KT_APPROVED, x, k[2], p, sig[2], &a);
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), acc, p), MSV_OK);
+    assert_int_equal(OPS(f)->kt_latest(IMPL(f), "race@x", &latest), MSV_OK);
+    before = latest.index;
+    free(latest.leaf);
+    err = OPS(f)->device_approve(IMPL(f), acc, x, &a);
+    assert_int_equal(err, MSV_ERR_AUTH);
+    assert_int_equal(OPS(f)->device_get(IMPL(f), x, &dev), MSV_OK);
+    assert_int_equal(dev.approved, 0);
+    msv_device_rec_clear(&dev);
+    assert_int_equal(latest_chains(f, "race@x", &e, &r, &latest), 6);
+    assert_int_equal(latest.index, before);
+    assert_int_equal(r.n_unapproved, 0);
+    free(latest.leaf);
+    for (size_t i = 0; i < 3; i++)
+        msv_identity_free(k[i]);
+}
+
+/*
+ * A user who approves a new phone with the old one and then removes the old one, again and
+ * again: each removed phone's record stays, a chain record on the new phone's chain. The
+ * approval that would make the set hold more than MSV_KT_APPROVED_SET_MAX records is refused
+ * (MSV_ERR_TOO_BIG, the phone still pending), so every removal fits in a set: the last phone
+ * and the pending one can still be removed.
+ */
+static void test_chain_growth_removal_fits(void **state)
+{
+    struct fixture *f = *state;
+    static struct msv_identity *k[MSV_KT_APPROVED_SET_MAX + 1];
+    static uint8_t sig[MSV_KT_APPROVED_SET_MAX + 1][MSV_KT_APPROVAL_SIG_MAX];
+    static uint64_t id[MSV_KT_APPROVED_SET_MAX + 1];
+    static struct msv_kt_entry e;
+    struct msv_kt_approval a;
+    struct msv_kt_devlist r;
+    struct msv_kt_rec latest;
+    struct msv_device_rec dev = {0};
+    uint64_t acc = make_account(f, "rotate@x");
+    msv_err err = MSV_OK;
+    size_t i;
+
+    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &k[0]), MSV_OK);
+    approval_of(k[0], MSV_KT_ROOT, 0, k[0], 0, sig[0], &a);
+    id[0] = keyed_device(f, acc, k[0], 1, &a);
+    for (i = 1; i <= MSV_KT_APPROVED_SET_MAX; i++) {
+        assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &k[i]), MSV_OK);
+        id[i] = keyed_device(f, acc, k[i], 0, NULL);
+        approval_of(k[i - 1], MSV_KT_APPROVED, id[i], k[i], id[i - 1], sig[i], &a);
+        err = OPS(f)->device_approve(IMPL(f), acc, id[i], &a);
+        if (err != MSV_OK)
+            break;
+        assert_int_equal(OPS(f)->device_remove(IMPL(f), acc, id[i - 1]), MSV_OK);
+    }
+    /* phone i - 1 listed behind i - 1 chain records; phone i would make i + 1 records */
+    assert_int_equal(err, MSV_ERR_TOO_BIG);
+    assert_int_equal(i, MSV_KT_APPROVED_SET_MAX);
+    assert_int_equal(OPS(f)->device_get(IMPL(f), id[i], &dev), MSV_OK);
+    assert_int_equal(dev.approved, 0);
+    msv_device_rec_clear(&dev);
+    assert_int_equal(latest_chains(f, "rotate@x", &e, &r, &latest), 6);
+    assert_int_equal(e.n_devices, 1);
+    assert_int_equal(e.n_chain, MSV_KT_DEVICES_MAX);
+    assert_int_equal(r.n_signed, 1);
+    free(latest.leaf);
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), acc, id[i]), MSV_OK);
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), acc, id[i - 1]), MSV_OK);
+    for (size_t j = 0; j <= i; j++)
+        msv_identity_free(k[j]);
+}
+
+/*
+ * Two password recoveries of an account with no device left, at once: both requests saw no
+ * device, and both ask for their device approved by itself. The store decides in its
+ * transaction: the first is the set's root, the second waits as pending with no approval kept,
+ * so the set has one root and checks out.
+ */
+static void test_two_recoveries_one_root(void **state)
+{
+    struct fixture *f = *state;
+    static struct msv_kt_entry e;
+    struct msv_identity *k[2] = {NULL};
+    uint8_t sig[2][MSV_KT_APPROVAL_SIG_MAX];
+    struct msv_kt_approval a[2];
+    struct msv_kt_devlist r;
+    struct msv_kt_rec latest;
+    struct msv_device_rec dev = {0};
+    uint64_t acc = make_account(f, "twice@x"), first, second;
+    msv_err err;
+
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &k[i]), MSV_OK);
+        approval_of(k[i], MSV_KT_RECOVERY, 0, k[i], 0, sig[i], &a[i]);
+    }
+    /* both requests saw no device: both ask for approved, each with its recovery record */
+    first = keyed_device(f, acc, k[0], 1, &a[0]);
+    second = keyed_device(f, acc, k[1], 1, &a[1]);
+    assert_int_equal(OPS(f)->device_get(IMPL(f), first, &dev), MSV_OK);
+    assert_int_equal(dev.approved, 1);
+    msv_device_rec_clear(&dev);
+    assert_int_equal(OPS(f)->device_get(IMPL(f), second, &dev), MSV_OK);
+    assert_int_equal(dev.approved, 0);
+    msv_device_rec_clear(&dev);
+    assert_int_equal(OPS(f)->kt_latest(IMPL(f), "twice@x", &latest), MSV_OK);
+    assert_int_equal(msv_kt_leaf_parse(latest.leaf, latest.leaf_len, &e), MSV_OK);
+    assert_int_equal(latest.leaf[0], 6);
+    err = msv_kt_devlist_check(&e, &r);
+    free(latest.leaf);
+    for (size_t i = 0; i < 2; i++)
+        msv_identity_free(k[i]);
+    assert_int_equal(err, MSV_OK);
+    assert_int_equal(e.n_devices, 1);
+    assert_int_equal(e.devices[0].device_id, first);
+}
+
+/*
  * Every change to a handle's approved devices appends the whole set to the
  * log, in the same transaction; pending devices are not in it; accounts
  * from before the log get their first leaf when the store opens.
@@ -2599,6 +2740,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migration_to_v3, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transparency_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signed_device_sets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_approve_races_removal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_recoveries_one_root, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chain_growth_removal_fits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kt_labels_in_transaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_username_stamp, setup, teardown),
@@ -2632,6 +2776,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_devices, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_transparency_log, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_signed_device_sets, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_two_recoveries_one_root, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_chain_growth_removal_fits, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_approve_races_removal, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_kt_labels_in_transaction, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_handles, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_username_stamp, setup_pg, teardown),

@@ -22,6 +22,12 @@
 /* Longest proof for a tree of up to 2^63 leaves (consistency proofs need the most). */
 #define MSV_KT_PROOF_MAX 128
 #define MSV_KT_DEVICES_MAX 64
+/*
+ * The records (listed devices and chain records) a set may hold after an approval: one more
+ * than a set's chain records, so that removing devices never needs more chain records than a
+ * set carries (what a removal leaves needs only records of the set before it).
+ */
+#define MSV_KT_APPROVED_SET_MAX (MSV_KT_DEVICES_MAX + 1)
 /* The most leaves one LogRead answers with. */
 #define MSV_KT_READ_MAX 256
 
@@ -160,6 +166,7 @@ struct msv_kt_devlist {
     uint8_t root_kind; /* MSV_KT_ROOT or MSV_KT_RECOVERY */
     uint64_t root_id;
     uint8_t root_hash[32]; /* its identity hash */
+    size_t n_verified;     /* signatures checked: at most one per record */
 };
 
 /*

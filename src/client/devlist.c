@@ -6,7 +6,11 @@
  * like a changed safety number. Per handle the setting kt_devlist:HANDLE holds
  *
  *     u8 root kind (0: none seen, unsigned) || u64be root id || root identity hash (32) ||
- *     u8 n || n x u64be: the unsigned records accepted as the end of a chain
+ *     u8 n || n x (u64be id || SHA-256 of its key): the unsigned records accepted as the end
+ *     of a chain
+ *
+ * An older pin holds n x u64be (the ids alone): read with the keys unknown, and written with
+ * them once a lookup's ends are accepted again.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +24,8 @@
 #include "util/endian.h"
 
 #define PIN_FIXED (1 + 8 + 32 + 1)
+#define PIN_END (8u + 32u)
+#define PIN_END_OLD 8u
 
 struct devlist_pin {
     int present;
@@ -28,6 +34,8 @@ struct devlist_pin {
     uint8_t root_hash[32];
     size_t n_ends;
     uint64_t ends[MSV_KT_DEVICES_MAX];
+    uint8_t end_hash[MSV_KT_DEVICES_MAX][32];
+    int hash_unknown; /* read from a pin of ids alone */
 };
 
 static void pin_key(char key[300], const char *handle)
@@ -49,7 +57,8 @@ static msv_err pin_get(struct msv_client *c, const char *handle, struct devlist_
     if (err == MSV_ERR_NOT_FOUND)
         return MSV_OK;
     if (err == MSV_OK && (len < PIN_FIXED || v[PIN_FIXED - 1] > MSV_KT_DEVICES_MAX ||
-                          len != PIN_FIXED + 8u * v[PIN_FIXED - 1]))
+                          (len != PIN_FIXED + PIN_END * (size_t)v[PIN_FIXED - 1] &&
+                           len != PIN_FIXED + PIN_END_OLD * (size_t)v[PIN_FIXED - 1])))
         err = MSV_ERR_PARSE;
     if (err == MSV_OK) {
         p->present = 1;
@@ -57,8 +66,14 @@ static msv_err pin_get(struct msv_client *c, const char *handle, struct devlist_
         p->root_id = msv_get_u64be(v + 1);
         memcpy(p->root_hash, v + 9, 32);
         p->n_ends = v[PIN_FIXED - 1];
-        for (size_t i = 0; i < p->n_ends; i++)
-            p->ends[i] = msv_get_u64be(v + PIN_FIXED + 8 * i);
+        p->hash_unknown = p->n_ends > 0 && len == PIN_FIXED + PIN_END_OLD * p->n_ends;
+        for (size_t i = 0; i < p->n_ends; i++) {
+            const uint8_t *end = v + PIN_FIXED + (p->hash_unknown ? PIN_END_OLD : PIN_END) * i;
+
+            p->ends[i] = msv_get_u64be(end);
+            if (!p->hash_unknown)
+                memcpy(p->end_hash[i], end + 8, 32);
+        }
     }
     free(v);
     return err;
@@ -66,7 +81,7 @@ static msv_err pin_get(struct msv_client *c, const char *handle, struct devlist_
 
 static msv_err pin_put(struct msv_client *c, const char *handle, const struct devlist_pin *p)
 {
-    uint8_t v[PIN_FIXED + 8 * MSV_KT_DEVICES_MAX];
+    uint8_t v[PIN_FIXED + PIN_END * MSV_KT_DEVICES_MAX];
     char key[300];
 
     pin_key(key, handle);
@@ -74,25 +89,67 @@ static msv_err pin_put(struct msv_client *c, const char *handle, const struct de
     msv_put_u64be(v + 1, p->root_id);
     memcpy(v + 9, p->root_hash, 32);
     v[PIN_FIXED - 1] = (uint8_t)p->n_ends;
-    for (size_t i = 0; i < p->n_ends; i++)
-        msv_put_u64be(v + PIN_FIXED + 8 * i, p->ends[i]);
-    return msv_client_db_set(c->db, key, v, PIN_FIXED + 8 * p->n_ends);
+    for (size_t i = 0; i < p->n_ends; i++) {
+        msv_put_u64be(v + PIN_FIXED + PIN_END * i, p->ends[i]);
+        memcpy(v + PIN_FIXED + PIN_END * i + 8, p->end_hash[i], 32);
+    }
+    return msv_client_db_set(c->db, key, v, PIN_FIXED + PIN_END * p->n_ends);
 }
 
 static int pin_equal(const struct devlist_pin *a, const struct devlist_pin *b)
 {
     return a->present == b->present && a->kind == b->kind && a->root_id == b->root_id &&
            memcmp(a->root_hash, b->root_hash, 32) == 0 && a->n_ends == b->n_ends &&
-           memcmp(a->ends, b->ends, a->n_ends * sizeof(a->ends[0])) == 0;
+           a->hash_unknown == b->hash_unknown &&
+           memcmp(a->ends, b->ends, a->n_ends * sizeof(a->ends[0])) == 0 &&
+           memcmp(a->end_hash, b->end_hash, a->n_ends * sizeof(a->end_hash[0])) == 0;
 }
 
-static int has_end(const struct devlist_pin *p, uint64_t id)
+/* Whether p holds the end id with the key of hash (any key, for a pin of ids alone). */
+static int has_end(const struct devlist_pin *p, uint64_t id, const uint8_t hash[32])
 {
     for (size_t i = 0; i < p->n_ends; i++) {
         if (p->ends[i] == id)
-            return 1;
+            return p->hash_unknown || sodium_memcmp(p->end_hash[i], hash, 32) == 0;
     }
     return 0;
+}
+
+/* The record (listed device or chain record) of id in e: every chain's end is one. */
+static const struct msv_kt_device *record_of(const struct msv_kt_entry *e, uint64_t id)
+{
+    for (size_t i = 0; i < e->n_devices; i++) {
+        if (e->devices[i].device_id == id)
+            return &e->devices[i];
+    }
+    for (size_t i = 0; i < e->n_chain; i++) {
+        if (e->chain[i].device_id == id)
+            return &e->chain[i];
+    }
+    return NULL;
+}
+
+/*
+ * Whether the unsigned record end of an unsigned chain is taken: one this device accepted before
+ * with this key, or (pin absent) any of a set with no root; and never with another key than
+ * the log gave that device id before. hash is set to its key's SHA-256.
+ */
+static msv_err end_taken(struct msv_client *c, const struct devlist_pin *pin, int has_root,
+                         const struct msv_kt_device *end, uint8_t hash[32], int *ok)
+{
+    int differs = 0;
+    msv_err err;
+
+    *ok = 0;
+    if (end == NULL)
+        return MSV_OK;
+    crypto_hash_sha256(hash, end->identity, end->identity_len);
+    err = msv_kt_device_key_differs(c->db, end->device_id, end->identity, end->identity_len,
+                                    &differs);
+    if (err != MSV_OK || differs)
+        return err;
+    *ok = pin->present ? has_end(pin, end->device_id, hash) : !has_root;
+    return MSV_OK;
 }
 
 static void tell(struct msv_client *c, const char *handle, uint64_t device_id, const char *text)
@@ -139,14 +196,20 @@ static msv_err check_result(struct msv_client *c, Msv__Wire__HandleDevices *hd,
     msv_err err;
 
     snprintf(handle, sizeof(handle), "%.*s", (int)hd->handle.len, (const char *)hd->handle.data);
-    /* the answer's devices are exactly the entry's, in its order (msv_kt_check_lookup) */
+    /* the answer's devices are exactly the entry's, in its order (msv_kt_check_lookup); a set
+     * that does not check out as a whole sends nothing to this handle, and the lookup's other
+     * handles stand */
     if (msv_kt_leaf_parse(data.data, data.len, e) != MSV_OK || e->n_devices != hd->n_devices ||
         msv_kt_devlist_check(e, &dl) != MSV_OK) {
-        snprintf(why, why_len,
-                 "the directory's device list of %.64s does not check out: its approvals "
-                 "name two roots or keep a record no device's approval needs",
+        snprintf(text, sizeof(text),
+                 "the directory's device list of %.256s does not check out (its approvals name "
+                 "two roots or keep a record no device's approval needs): nothing is sent to "
+                 "its devices",
                  handle);
-        return MSV_ERR_AUTH;
+        tell(c, handle, 0, text);
+        while (hd->n_devices > 0)
+            drop_device(hd, hd->n_devices - 1);
+        return MSV_OK;
     }
     err = pin_get(c, handle, &pin);
     if (err != MSV_OK) {
@@ -157,6 +220,7 @@ static msv_err check_result(struct msv_client *c, Msv__Wire__HandleDevices *hd,
     next = pin;
     next.present = 1;
     next.n_ends = 0;
+    next.hash_unknown = 0;
     if (dl.has_root) {
         root_changed(c, handle, &pin, &dl);
         next.kind = dl.root_kind;
@@ -165,14 +229,25 @@ static msv_err check_result(struct msv_client *c, Msv__Wire__HandleDevices *hd,
     }
     /* from the last device down: dropping one moves only those after it */
     for (size_t i = e->n_devices; i-- > 0;) {
-        /* an unsigned chain ends at a record this device accepted before, or the set is a
-         * legacy one (no root) seen for the first time: taken as it is */
-        int ok = dl.chain[i] == MSV_KT_CHAIN_SIGNED ||
-                 (dl.chain[i] == MSV_KT_CHAIN_UNSIGNED &&
-                  (pin.present ? has_end(&pin, dl.end[i]) : !dl.has_root));
+        /* an unsigned chain ends at a record this device accepted before, with the same key,
+         * or the set is a legacy one (no root) seen for the first time: taken as it is */
+        int ok = dl.chain[i] == MSV_KT_CHAIN_SIGNED;
+        uint8_t hash[32];
 
-        if (ok && dl.chain[i] == MSV_KT_CHAIN_UNSIGNED && !has_end(&next, dl.end[i]))
-            next.ends[next.n_ends++] = dl.end[i];
+        if (dl.chain[i] == MSV_KT_CHAIN_UNSIGNED) {
+            err = end_taken(c, &pin, dl.has_root, record_of(e, dl.end[i]), hash, &ok);
+            if (err != MSV_OK) {
+                snprintf(why, why_len,
+                         "this device's record of the device keys of %.64s does "
+                         "not read",
+                         handle);
+                return err;
+            }
+        }
+        if (ok && dl.chain[i] == MSV_KT_CHAIN_UNSIGNED && !has_end(&next, dl.end[i], hash)) {
+            next.ends[next.n_ends] = dl.end[i];
+            memcpy(next.end_hash[next.n_ends++], hash, 32);
+        }
         if (ok)
             continue;
         snprintf(text, sizeof(text),

@@ -223,15 +223,18 @@ static msv_err no_devices(struct msv_client *c, const char *handle,
                           const Msv__Wire__HandleDevices *hd)
 {
     struct msv_kt_entry *e = malloc(sizeof(*e));
-    int deleted = e != NULL && hd->proof != NULL &&
-                  msv_kt_leaf_parse(msv_kt_proof_entry(hd->proof).data,
-                                    msv_kt_proof_entry(hd->proof).len, e) == MSV_OK &&
-                  e->deleted;
+    int parsed = e != NULL && hd->proof != NULL &&
+                 msv_kt_leaf_parse(msv_kt_proof_entry(hd->proof).data,
+                                   msv_kt_proof_entry(hd->proof).len, e) == MSV_OK;
+    int deleted = parsed && e->deleted, left_out = parsed && !e->deleted && e->n_devices > 0;
 
     free(e);
+    /* a log entry that lists devices: each was left out, its approval not holding */
     snprintf(c->why.message, sizeof(c->why.message),
-             deleted ? "%s deleted their account (its transparency log entry says so)"
-                     : "%s is not registered",
+             deleted    ? "%s deleted their account (its transparency log entry says so)"
+             : left_out ? "no device of %s has a valid approval from its account's devices "
+                          "(the directory's device list does not check out): nothing was sent"
+                        : "%s is not registered",
              handle);
     return MSV_ERR_NOT_FOUND;
 }

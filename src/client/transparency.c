@@ -266,9 +266,7 @@ static msv_err check_device_owner(struct msv_client_db *db, const Msv__Wire__Loo
     const ProtobufCBinaryData *handle = &r->results[at]->handle;
     int handle_len = handle->len < 256 ? (int)handle->len : 256;
     unsigned long long id = (unsigned long long)dev->device_id;
-    char key[48];
-    uint8_t *owner = NULL, hash[32];
-    size_t owner_len = 0;
+    int differs = 0;
     msv_err err;
 
     for (size_t i = 0; i < at; i++) {
@@ -286,16 +284,32 @@ static msv_err check_device_owner(struct msv_client_db *db, const Msv__Wire__Loo
                               handle_len, (const char *)handle->data);
         }
     }
-    crypto_hash_sha256(hash, dev->identity.data, dev->identity.len);
-    device_pin_key(key, dev->device_id);
-    err = msv_client_db_get(db, key, &owner, &owner_len);
-    if (err == MSV_ERR_NOT_FOUND)
-        return MSV_OK;
-    if (err == MSV_OK && (owner_len != sizeof(hash) || sodium_memcmp(owner, hash, owner_len) != 0))
+    err = msv_kt_device_key_differs(db, dev->device_id, dev->identity.data, dev->identity.len,
+                                    &differs);
+    if (err == MSV_OK && differs)
         err = refuse(why, len,
                      "the directory lists device %llu under %.*s with another key than its log "
                      "gave that device before: a device keeps its key, so this answer is forged",
                      id, handle_len, (const char *)handle->data);
+    return err;
+}
+
+msv_err msv_kt_device_key_differs(struct msv_client_db *db, uint64_t device_id,
+                                  const uint8_t *identity, size_t identity_len, int *differs)
+{
+    char key[48];
+    uint8_t *owner = NULL, hash[32];
+    size_t owner_len = 0;
+    msv_err err;
+
+    *differs = 0;
+    crypto_hash_sha256(hash, identity, identity_len);
+    device_pin_key(key, device_id);
+    err = msv_client_db_get(db, key, &owner, &owner_len);
+    if (err == MSV_ERR_NOT_FOUND)
+        return MSV_OK;
+    if (err == MSV_OK)
+        *differs = owner_len != sizeof(hash) || sodium_memcmp(owner, hash, owner_len) != 0;
     free(owner);
     return err;
 }

@@ -70,6 +70,14 @@ MSV_MUST_CHECK msv_err msv_kt_check_lookup(struct msv_client_db *db,
                                            size_t why_len);
 
 /*
+ * *differs 1 if this device pinned another key for device_id than identity (kt_device_key:ID,
+ * written for each listed device an answer showed): a device id has one key forever.
+ */
+MSV_MUST_CHECK msv_err msv_kt_device_key_differs(struct msv_client_db *db, uint64_t device_id,
+                                                 const uint8_t *identity, size_t identity_len,
+                                                 int *differs);
+
+/*
  * A handle's account deleted and registered again (docs/transparency.md, "A new account"):
  * msv_kt_check_lookup marks a handle this device knew whose answer shows its tombstone at or
  * after the entry it knew, then a later entry; msv_kt_is_renewed says so (1) until

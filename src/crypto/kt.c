@@ -277,15 +277,39 @@ static const struct msv_kt_device *record_of(const struct msv_kt_entry *e, uint6
     return NULL;
 }
 
+/* What is known of one record's own approval: not checked yet, holds, fails. */
+enum { STEP_UNKNOWN, STEP_HOLDS, STEP_FAILS };
+
+/*
+ * Whether record d's approval holds under approver (NULL for its own), its signature checked
+ * once per set: step[] holds each record's outcome (listed devices, then chain records).
+ */
+static int step_holds(const struct msv_kt_entry *e, const struct msv_kt_device *d,
+                      const struct msv_kt_device *approver, uint8_t step[2 * MSV_KT_DEVICES_MAX],
+                      size_t *n_verified)
+{
+    size_t i = d >= e->devices && d < e->devices + e->n_devices
+                   ? (size_t)(d - e->devices)
+                   : e->n_devices + (size_t)(d - e->chain);
+
+    if (step[i] == STEP_UNKNOWN) {
+        (*n_verified)++;
+        step[i] = msv_kt_approval_verify(d, approver) == MSV_OK ? STEP_HOLDS : STEP_FAILS;
+    }
+    return step[i] == STEP_HOLDS;
+}
+
 /*
  * Follows device d from approver to approver; marks the chain records it names in used
- * (indexed as e->chain) and sets *end to the record it ends at.
+ * (indexed as e->chain) and sets *end to the record it ends at. A record's approver is
+ * always the same record (the first of its id), so each step's outcome is kept in step.
  */
 static enum msv_kt_chain follow_chain(const struct msv_kt_entry *e, const struct msv_kt_device *d,
                                       uint8_t used[MSV_KT_DEVICES_MAX],
+                                      uint8_t step[2 * MSV_KT_DEVICES_MAX], size_t *n_verified,
                                       const struct msv_kt_device **end)
 {
-    for (size_t step = 0; step <= 2 * MSV_KT_DEVICES_MAX; step++) {
+    for (size_t hops = 0; hops <= 2 * MSV_KT_DEVICES_MAX; hops++) {
         const struct msv_kt_device *approver;
 
         switch (d->approval.kind) {
@@ -295,11 +319,11 @@ static enum msv_kt_chain follow_chain(const struct msv_kt_entry *e, const struct
         case MSV_KT_ROOT:
         case MSV_KT_RECOVERY:
             *end = d;
-            return msv_kt_approval_verify(d, NULL) == MSV_OK ? MSV_KT_CHAIN_SIGNED
-                                                             : MSV_KT_CHAIN_UNAPPROVED;
+            return step_holds(e, d, NULL, step, n_verified) ? MSV_KT_CHAIN_SIGNED
+                                                            : MSV_KT_CHAIN_UNAPPROVED;
         default:
             approver = record_of(e, d->approval.approver, used);
-            if (approver == NULL || msv_kt_approval_verify(d, approver) != MSV_OK)
+            if (approver == NULL || !step_holds(e, d, approver, step, n_verified))
                 return MSV_KT_CHAIN_UNAPPROVED;
             d = approver;
         }
@@ -309,7 +333,7 @@ static enum msv_kt_chain follow_chain(const struct msv_kt_entry *e, const struct
 
 msv_err msv_kt_devlist_check(const struct msv_kt_entry *e, struct msv_kt_devlist *out)
 {
-    uint8_t used[MSV_KT_DEVICES_MAX] = {0};
+    uint8_t used[MSV_KT_DEVICES_MAX] = {0}, step[2 * MSV_KT_DEVICES_MAX] = {0};
     struct msv_public_identity *pub = NULL;
 
     memset(out, 0, sizeof(*out));
@@ -320,7 +344,7 @@ msv_err msv_kt_devlist_check(const struct msv_kt_entry *e, struct msv_kt_devlist
         enum msv_kt_chain c = MSV_KT_CHAIN_UNSIGNED;
 
         if (e->signed_list)
-            c = follow_chain(e, &e->devices[i], used, &end);
+            c = follow_chain(e, &e->devices[i], used, step, &out->n_verified, &end);
         else
             end = &e->devices[i];
 

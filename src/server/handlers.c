@@ -655,13 +655,15 @@ static void send_registered(struct msv_conn_state *c, uint64_t request_id, uint6
 }
 
 /*
- * approved: 1 if no device of the account needs to approve it; by_password: AddDevice's.
+ * *approved: 1 if no device of the account needs to approve it (a recovery found another
+ * device approved first in the store's transaction: set to 0, pending); by_password:
+ * AddDevice's.
  * fp: its first prekeys, stored in the same transaction as the device, before anyone is told
  * of it: a sender never finds a device that says post-quantum listed without its bundle.
  */
 static msv_err add_device(struct msv_server *s, uint64_t account, const char *handle,
                           const Msv__Wire__NewDevice *d, const struct first_prekeys *fp,
-                          int approved, int by_password, uint64_t *device)
+                          int *approved, int by_password, uint64_t *device)
 {
     struct msv_device_rec rec = {0};
     struct msv_kt_approval approval;
@@ -672,12 +674,19 @@ static msv_err add_device(struct msv_server *s, uint64_t account, const char *ha
     self_approval(d, by_password ? MSV_KT_RECOVERY : MSV_KT_ROOT, &approval);
     err =
         STORE(s)->device_add(IMPL(s), account, d->suite, d->identity.data, d->identity.len,
-                             d->push_token.data, d->push_token.len, approved, msv_server_now_ms(s),
-                             fp->present ? &fp->u : NULL, approved ? &approval : NULL, device);
+                             d->push_token.data, d->push_token.len, *approved, msv_server_now_ms(s),
+                             fp->present ? &fp->u : NULL, *approved ? &approval : NULL, device);
 
     if (err != MSV_OK)
         return err;
+    /* the store decides in its transaction whether a recovery still finds no device: another
+     * one of the account may have come first, and this one then waits as pending */
+    if (*approved && by_password && STORE(s)->device_get(IMPL(s), *device, &rec) == MSV_OK) {
+        *approved = rec.approved;
+        msv_device_rec_clear(&rec);
+    }
     atomic_fetch_add(&s->m.devices_added, 1);
+    rec = (struct msv_device_rec){0};
     rec.id = *device;
     rec.account_id = account;
     rec.suite = d->suite;
@@ -685,9 +694,9 @@ static msv_err add_device(struct msv_server *s, uint64_t account, const char *ha
     rec.identity_len = d->identity.len;
     rec.push_token = d->push_token.data;
     rec.push_token_len = d->push_token.len;
-    rec.approved = approved;
+    rec.approved = *approved;
     msv_notify_device_change(s, account, handle, *device, 1,
-                             (approved ? 0 : 1) | (by_password ? MSV_NOTIFY_BY_PASSWORD : 0), &rec,
+                             (*approved ? 0 : 1) | (by_password ? MSV_NOTIFY_BY_PASSWORD : 0), &rec,
                              0, (ProtobufCBinaryData){0, NULL});
     return MSV_OK;
 }
@@ -738,7 +747,7 @@ static void handle_register_finish(struct msv_conn_state *c, const msv_frame *f)
     uint8_t hash[32], invite[32];
     uint64_t account = 0, device = 0;
     msv_err err;
-    int code_err;
+    int code_err, approved = 1;
 
     if (!rate_ok(c, f->request_id))
         return;
@@ -773,7 +782,7 @@ static void handle_register_finish(struct msv_conn_state *c, const msv_frame *f)
         return;
     err = STORE(s)->account_create(IMPL(s), handle, pw_hash, msv_server_now_ms(s), &account);
     if (err == MSV_OK)
-        err = add_device(s, account, handle, r->device, &fp, 1, 0, &device);
+        err = add_device(s, account, handle, r->device, &fp, &approved, 0, &device);
     if (err != MSV_OK && account == 0 && strcmp(s->cfg.registration, "invite") == 0 &&
         STORE(s)->invite_give_back(IMPL(s), invite) != MSV_OK)
         msv_log(MSV_LOG_WARN, "invite_give_back_failed", "an invite lost a use");
@@ -853,13 +862,14 @@ static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
         return;
     }
     /* with devices to ask, a new one waits for their approval; an account whose devices are
-     * all gone takes it at once, and that is the recovery path (the password guards it) */
+     * all gone takes it at once, and that is the recovery path (the password guards it); the
+     * store decides it again in its transaction, where two recoveries at once make one root */
     err = STORE(s)->devices_of_account(IMPL(s), account, &existing);
     for (size_t i = 0; err == MSV_OK && i < existing.count; i++)
         approved &= !existing.items[i].approved;
     msv_device_list_clear(&existing);
     if (err == MSV_OK)
-        err = add_device(s, account, handle, a->device, &fp, approved, 1, &device);
+        err = add_device(s, account, handle, a->device, &fp, &approved, 1, &device);
     if (err != MSV_OK) {
         msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
         return;
@@ -1144,9 +1154,14 @@ static void handle_remove_device(struct msv_conn_state *c, const msv_frame *f)
         err = STORE(s)->device_remove(IMPL(s), c->account_id, target);
     if (err != MSV_OK) {
         msv_device_rec_clear(&dev);
-        msv_conn_send_error(c, f->request_id, err == MSV_ERR_NOT_FOUND ? E_NOT_FOUND : E_IO,
-                            err == MSV_ERR_NOT_FOUND ? "no such device in this account"
-                                                     : "storage failed");
+        if (err == MSV_ERR_TOO_BIG) /* a set grown past MSV_KT_APPROVED_SET_MAX before */
+            msv_conn_send_error(c, f->request_id, E_TOO_BIG,
+                                "the device list would need more than 64 removed devices' "
+                                "approvals; remove the devices approved after this one first");
+        else
+            msv_conn_send_error(c, f->request_id, err == MSV_ERR_NOT_FOUND ? E_NOT_FOUND : E_IO,
+                                err == MSV_ERR_NOT_FOUND ? "no such device in this account"
+                                                         : "storage failed");
         return;
     }
     atomic_fetch_add(&s->m.devices_removed, 1);
@@ -1199,6 +1214,20 @@ static int chain_approval_holds(struct msv_server *s, uint64_t approver,
     return ok;
 }
 
+/* How many approved devices account has (MSV_KT_DEVICES_MAX if storage failed). */
+static size_t approved_count(struct msv_server *s, uint64_t account)
+{
+    struct msv_device_list list = {0};
+    size_t n = 0;
+
+    if (STORE(s)->devices_of_account(IMPL(s), account, &list) != MSV_OK)
+        n = MSV_KT_DEVICES_MAX;
+    for (size_t i = 0; i < list.count; i++)
+        n += list.items[i].approved != 0;
+    msv_device_list_clear(&list);
+    return n;
+}
+
 static void handle_approve_device(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
@@ -1230,9 +1259,19 @@ static void handle_approve_device(struct msv_conn_state *c, const msv_frame *f)
         err = STORE(s)->device_approve(IMPL(s), c->account_id, target, &approval);
     if (err != MSV_OK) {
         msv_device_rec_clear(&dev);
-        if (err == MSV_ERR_TOO_BIG) /* the log's leaf holds at most MSV_KT_DEVICES_MAX */
+        if (err == MSV_ERR_TOO_BIG && approved_count(s, c->account_id) < MSV_KT_DEVICES_MAX)
+            /* the set's records past MSV_KT_APPROVED_SET_MAX: a removal could not fit */
+            msv_conn_send_error(
+                c, f->request_id, E_TOO_BIG,
+                "this account's device list is at its limit of 65 devices and removed devices "
+                "that approved them; approve with a device approved earlier, or remove every "
+                "device and add one with the password to start the list again");
+        else if (err == MSV_ERR_TOO_BIG) /* the log's leaf holds at most MSV_KT_DEVICES_MAX */
             msv_conn_send_error(c, f->request_id, E_TOO_BIG,
                                 "an account has at most 64 devices; remove one first");
+        else if (err == MSV_ERR_AUTH) /* removed while its approval was being checked */
+            msv_conn_send_error(c, f->request_id, E_BAD_APPROVAL,
+                                "the approving device is no longer one of this account's devices");
         else
             msv_conn_send_error(c, f->request_id, err == MSV_ERR_NOT_FOUND ? E_NOT_FOUND : E_IO,
                                 err == MSV_ERR_NOT_FOUND
@@ -1461,7 +1500,7 @@ static void handle_link_device(struct msv_conn_state *c, const msv_frame *f)
     size_t len = 0;
     uint32_t suite = 0;
     uint64_t device = 0;
-    int code;
+    int code, pending = 0;
     msv_err err = msv_provision_link(&s->provisions, f->link_device->address.data,
                                      f->link_device->address.len, msv_server_now_ms(s), &suite,
                                      &packed, &len);
@@ -1479,7 +1518,7 @@ static void handle_link_device(struct msv_conn_state *c, const msv_frame *f)
                           check_new_device(s, nd, &fp, &code) != NULL))
         err = MSV_ERR_PARSE;
     if (err == MSV_OK)
-        err = add_device(s, c->account_id, c->handle, nd, &fp, 0, 0, &device);
+        err = add_device(s, c->account_id, c->handle, nd, &fp, &pending, 0, &device);
     if (err != MSV_OK) {
         msv__wire__new_device__free_unpacked(nd, NULL);
         free(packed);

@@ -1475,7 +1475,7 @@ static msv_err drop_unused_records(struct pg_conn *c, const struct msv_kt_device
  * its approval and the chain records of removed approvers (sqlite.c kt_append_handle).
  */
 static msv_err kt_append_handle(struct pg_conn *c, uint64_t account_id, const char *handle,
-                                int64_t now_ms)
+                                int64_t now_ms, size_t max_records)
 {
     struct msv_kt_entry *e = calloc(1, sizeof(*e));
     struct msv_kt_device *removed = calloc(2 * MSV_KT_DEVICES_MAX, sizeof(*removed));
@@ -1511,6 +1511,8 @@ static msv_err kt_append_handle(struct pg_conn *c, uint64_t account_id, const ch
         err = get_records(kept, removed, 2 * MSV_KT_DEVICES_MAX, &n_removed);
     if (err == MSV_OK)
         err = msv_kt_devlist_complete(e, removed, n_removed, keep);
+    if (err == MSV_OK && e->n_devices + e->n_chain > max_records)
+        err = MSV_ERR_TOO_BIG;
     if (err == MSV_OK)
         err = kt_insert(c, handle, e);
     if (err == MSV_OK)
@@ -1524,7 +1526,8 @@ static msv_err kt_append_handle(struct pg_conn *c, uint64_t account_id, const ch
 
 /* Every handle of the account gets a leaf of its devices as they are now (in a transaction;
  * under the account's lock, so that no handle added meanwhile misses the change). */
-static msv_err kt_append(struct pg_conn *c, uint64_t account_id, int64_t now_ms)
+static msv_err kt_append_bounded(struct pg_conn *c, uint64_t account_id, int64_t now_ms,
+                                 size_t max_records)
 {
     char **handles = NULL;
     size_t n = 0;
@@ -1534,9 +1537,14 @@ static msv_err kt_append(struct pg_conn *c, uint64_t account_id, int64_t now_ms)
         err = handles_of_account(c, account_id, &handles, &n);
 
     for (size_t i = 0; err == MSV_OK && i < n; i++)
-        err = kt_append_handle(c, account_id, handles[i], now_ms);
+        err = kt_append_handle(c, account_id, handles[i], now_ms, max_records);
     free_texts(handles, n);
     return err;
+}
+
+static msv_err kt_append(struct pg_conn *c, uint64_t account_id, int64_t now_ms)
+{
+    return kt_append_bounded(c, account_id, now_ms, SIZE_MAX);
 }
 
 /* The handle's tombstone: a leaf without devices that says its account was deleted. */
@@ -1664,7 +1672,7 @@ static msv_err handle_add(struct pg_conn *c, uint64_t account_id, const char *ha
         err = MSV_ERR_TOO_BIG;
     if (err == MSV_OK)
         err = handle_insert(c, account_id, handle, now_ms);
-    return err == MSV_OK ? kt_append_handle(c, account_id, handle, now_ms) : err;
+    return err == MSV_OK ? kt_append_handle(c, account_id, handle, now_ms, SIZE_MAX) : err;
 }
 
 static msv_err handle_remove(struct pg_conn *c, uint64_t account_id, const char *handle,
@@ -1873,6 +1881,16 @@ static msv_err device_add(struct pg_conn *c, uint64_t account_id, uint32_t suite
     if (err != MSV_OK)
         return err;
     a_i64(&a, (int64_t)account_id);
+    /* a device approving itself (a root, a recovery) is approved only while the account has
+     * no approved device, decided under the account's lock: else it waits as pending */
+    if (approved && self_approved(approval)) {
+        err = query(c, "SELECT COUNT(*) FROM devices WHERE account_id = $1 AND approved;", &a, &r);
+        if (err != MSV_OK)
+            return err;
+        approved = col_i64(r, 0, 0) == 0;
+        PQclear(r);
+        r = NULL;
+    }
     a_i64(&a, suite);
     a_bytes(&a, identity, identity_len);
     a_bytes(&a, push_token, push_token != NULL ? push_token_len : 0);
@@ -1896,6 +1914,7 @@ static msv_err device_approve(struct pg_conn *c, uint64_t account_id, uint64_t d
                               const struct msv_kt_approval *approval)
 {
     struct args a = {0};
+    PGresult *r = NULL;
     size_t n = 0;
     msv_err err = lock_account(c, account_id);
 
@@ -1903,6 +1922,23 @@ static msv_err device_approve(struct pg_conn *c, uint64_t account_id, uint64_t d
         return err;
     a_i64(&a, (int64_t)device_id);
     a_i64(&a, (int64_t)account_id);
+    /* the approver is still an approved device of the account, under the account's lock: one
+     * removed since its approval was checked would leave the device with no chain */
+    if (approval != NULL && approval->kind == MSV_KT_APPROVED) {
+        struct args b = {0};
+
+        a_i64(&b, (int64_t)approval->approver);
+        a_i64(&b, (int64_t)account_id);
+        err =
+            query(c, "SELECT COUNT(*) FROM devices WHERE id = $1 AND account_id = $2 AND approved;",
+                  &b, &r);
+        if (err != MSV_OK)
+            return err;
+        n = (size_t)col_i64(r, 0, 0);
+        PQclear(r);
+        if (n == 0)
+            return MSV_ERR_AUTH;
+    }
     err = run_count(c,
                     "UPDATE devices SET approved = TRUE WHERE id = $1 AND account_id = $2 "
                     "AND NOT approved;",
@@ -1911,7 +1947,9 @@ static msv_err device_approve(struct pg_conn *c, uint64_t account_id, uint64_t d
         return MSV_ERR_NOT_FOUND;
     if (err == MSV_OK)
         err = approval_put(c, device_id, approval);
-    return err == MSV_OK ? kt_append(c, account_id, msv_wall_ms()) : err;
+    /* refused past MSV_KT_APPROVED_SET_MAX records, so that a removal always fits */
+    return err == MSV_OK ? kt_append_bounded(c, account_id, msv_wall_ms(), MSV_KT_APPROVED_SET_MAX)
+                         : err;
 }
 
 static msv_err device_remove(struct pg_conn *c, uint64_t account_id, uint64_t device_id)

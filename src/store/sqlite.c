@@ -1352,7 +1352,7 @@ static msv_err drop_unused_records(struct sqlite_store *s, const struct msv_kt_d
  * (docs/transparency.md, "Signed device lists").
  */
 static msv_err kt_append_handle(struct sqlite_store *s, uint64_t account_id, const char *handle,
-                                int64_t now_ms)
+                                int64_t now_ms, size_t max_records)
 {
     static struct msv_kt_entry e; /* the store's lock is held */
     static struct msv_kt_device removed[2 * MSV_KT_DEVICES_MAX];
@@ -1380,6 +1380,8 @@ static msv_err kt_append_handle(struct sqlite_store *s, uint64_t account_id, con
                            account_id, removed, 2 * MSV_KT_DEVICES_MAX, &n_removed);
     if (err == MSV_OK)
         err = msv_kt_devlist_complete(&e, removed, n_removed, keep);
+    if (err == MSV_OK && e.n_devices + e.n_chain > max_records)
+        err = MSV_ERR_TOO_BIG;
     if (err == MSV_OK)
         err = kt_insert(s, handle, &e);
     if (err == MSV_OK)
@@ -1428,16 +1430,23 @@ static msv_err handles_of_account(void *impl, uint64_t account_id, char ***out, 
 }
 
 /* Every handle of the account gets a leaf of its devices as they are now (in a transaction). */
-static msv_err kt_append_locked(struct sqlite_store *s, uint64_t account_id, int64_t now_ms)
+/* Every handle's set as it is now; MSV_ERR_TOO_BIG over max_records records (listed, chain). */
+static msv_err kt_append_bounded(struct sqlite_store *s, uint64_t account_id, int64_t now_ms,
+                                 size_t max_records)
 {
     char **handles = NULL;
     size_t n = 0;
     msv_err err = handles_of_account(s, account_id, &handles, &n);
 
     for (size_t i = 0; err == MSV_OK && i < n; i++)
-        err = kt_append_handle(s, account_id, handles[i], now_ms);
+        err = kt_append_handle(s, account_id, handles[i], now_ms, max_records);
     drop_texts(handles, n);
     return err;
+}
+
+static msv_err kt_append_locked(struct sqlite_store *s, uint64_t account_id, int64_t now_ms)
+{
+    return kt_append_bounded(s, account_id, now_ms, SIZE_MAX);
 }
 
 /* ---- deleting an account (docs/missived.md, "Deleting an account") ------------------------ */
@@ -1568,7 +1577,7 @@ static msv_err handle_add_locked(struct sqlite_store *s, uint64_t account_id, co
         err = MSV_ERR_TOO_BIG;
     if (err == MSV_OK)
         err = handle_insert(s, account_id, handle, now_ms);
-    return err == MSV_OK ? kt_append_handle(s, account_id, handle, now_ms) : err;
+    return err == MSV_OK ? kt_append_handle(s, account_id, handle, now_ms, SIZE_MAX) : err;
 }
 
 /* Inside a transaction (l_handle_remove). */
@@ -2780,15 +2789,46 @@ static msv_err approval_put(struct sqlite_store *s, uint64_t device_id,
     return run(s, st);
 }
 
+/* How many approved devices account_id has (device_id 0), or whether device_id is one (1). */
+static msv_err approved_devices(struct sqlite_store *s, uint64_t account_id, uint64_t device_id,
+                                uint32_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s,
+                          "SELECT COUNT(*) FROM devices WHERE account_id = ?1 AND approved = 1 "
+                          "AND (?2 = 0 OR id = ?2);",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)device_id);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *n = (uint32_t)sqlite3_column_int64(st, 0);
+    else
+        err = msv_sql_err(sqlite3_errcode(s->db));
+    release(s, st);
+    return err;
+}
+
 static msv_err device_add_logged(void *impl, uint64_t account_id, uint32_t suite,
                                  const uint8_t *identity, size_t identity_len,
                                  const uint8_t *push_token, size_t push_token_len, int approved,
                                  int64_t now_ms, const struct msv_prekey_upload *first,
                                  const struct msv_kt_approval *approval, uint64_t *device_id)
 {
-    uint32_t left = 0, signed_id = 0;
-    msv_err err = device_add(impl, account_id, suite, identity, identity_len, push_token,
-                             push_token_len, approved, now_ms, device_id);
+    uint32_t left = 0, signed_id = 0, n_approved = 0;
+    msv_err err = MSV_OK;
+
+    /* a device approving itself (a root, a recovery) is approved only while the account has
+     * no approved device, decided in this transaction: else it waits as pending */
+    if (approved && self_approved(approval)) {
+        err = approved_devices(impl, account_id, 0, &n_approved);
+        approved = n_approved == 0;
+    }
+    if (err == MSV_OK)
+        err = device_add(impl, account_id, suite, identity, identity_len, push_token,
+                         push_token_len, approved, now_ms, device_id);
 
     /* listed with its prekeys or not at all: a crash between would leave a post-quantum
      * device that senders refuse until it connects */
@@ -2804,12 +2844,25 @@ static msv_err device_add_logged(void *impl, uint64_t account_id, uint32_t suite
 static msv_err device_approve_logged(void *impl, uint64_t account_id, uint64_t device_id,
                                      const struct msv_kt_approval *approval)
 {
-    msv_err err = device_approve(impl, account_id, device_id);
+    uint32_t approver = 1;
+    msv_err err = MSV_OK;
+
+    /* the approver is still an approved device of the account, in this transaction: one
+     * removed since its approval was checked would leave the device with no chain */
+    if (approval != NULL && approval->kind == MSV_KT_APPROVED)
+        err = approved_devices(impl, account_id, approval->approver, &approver);
+    if (err == MSV_OK && approver == 0)
+        return MSV_ERR_AUTH;
+    if (err == MSV_OK)
+        err = device_approve(impl, account_id, device_id);
 
     if (err == MSV_OK)
         err = approval_put(impl, device_id, approval);
 
-    return err == MSV_OK ? kt_append_locked(impl, account_id, msv_wall_ms()) : err;
+    /* refused past MSV_KT_APPROVED_SET_MAX records, so that a removal always fits */
+    return err == MSV_OK
+               ? kt_append_bounded(impl, account_id, msv_wall_ms(), MSV_KT_APPROVED_SET_MAX)
+               : err;
 }
 
 static msv_err device_remove_logged(void *impl, uint64_t account_id, uint64_t device_id)

@@ -11,8 +11,7 @@
 #include <stdint.h>
 
 #include "missive/error.h"
-
-struct msv_kt_approval; /* missive/kt.h */
+#include "missive/kt.h"
 
 struct msv_device_rec {
     uint64_t id;
@@ -274,6 +273,12 @@ struct msv_account_deleted {
 
 void msv_account_deleted_clear(struct msv_account_deleted *d);
 
+/* Whether approval (may be NULL) is a device's approval of itself: a root or a recovery. */
+static inline int self_approved(const struct msv_kt_approval *approval)
+{
+    return approval != NULL && (approval->kind == MSV_KT_ROOT || approval->kind == MSV_KT_RECOVERY);
+}
+
 struct msv_store_ops {
     const char *name;
     void (*close)(void *impl);
@@ -385,14 +390,19 @@ struct msv_store_ops {
      * approval (may be NULL: unsigned): an approved device's approval record, its signature
      * checked by the caller, kept (table device_approvals) and carried by the log's device sets
      * from then on, and after the device is removed while a listed device's chain names it
-     * (docs/transparency.md, "Signed device lists").
+     * (docs/transparency.md, "Signed device lists"). A device approved by itself (a root or
+     * a recovery record) is approved only if the account has no approved device when the
+     * transaction runs; otherwise it is added pending, with no approval kept (two recoveries
+     * at once make one root, never two): device_get says which.
      */
     msv_err (*device_add)(void *impl, uint64_t account_id, uint32_t suite, const uint8_t *identity,
                           size_t identity_len, const uint8_t *push_token, size_t push_token_len,
                           int approved, int64_t now_ms, const struct msv_prekey_upload *first,
                           const struct msv_kt_approval *approval, uint64_t *device_id);
     /* Approves a pending device of account_id with approval (as device_add's; may be NULL);
-     * MSV_ERR_NOT_FOUND if there is none. */
+     * MSV_ERR_NOT_FOUND if there is none; MSV_ERR_AUTH, nothing changed, if approval names an
+     * approver that is not (or no longer, in this transaction) an approved device of the
+     * account. */
     msv_err (*device_approve)(void *impl, uint64_t account_id, uint64_t device_id,
                               const struct msv_kt_approval *approval);
     /* Removes a device of account_id and drops its queue; MSV_ERR_NOT_FOUND otherwise. */
