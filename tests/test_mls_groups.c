@@ -512,6 +512,47 @@ static void test_message_crossing_a_commit(void **state)
     club_free(&k);
 }
 
+/*
+ * The server withholds alice's commit removing carol from bob: bob, told of the removal by the
+ * signed change, holds a tree with carol's leaf still in it, and refuses to seal for it (told,
+ * the message kept queued) rather than send what carol could read.
+ */
+static void test_removed_reads_when_commit_withheld(void **state)
+{
+    const char *carol_only[1] = {"carol@example.org"};
+    struct club k;
+    char sql[300];
+    uint8_t id[16];
+
+    (void)state;
+    club_on_mls(&k);
+    assert_int_equal(msv_client_group_change(k.alice, "club", NULL, NULL, 0, carol_only, 1),
+                     MSV_OK);
+    msv_conn_close(k.bob->conn);
+    k.bob->conn = NULL;
+    test_server_stop(&k.s);
+    snprintf(sql, sizeof(sql), "DELETE FROM queue WHERE device_id = %llu AND suite = %d",
+             (unsigned long long)k.bob->device_id, MLS_SUITE);
+    server_sql(&k.s, sql);
+    test_server_start(&k.s);
+    msv_conn_close(k.alice->conn);
+    k.alice->conn = NULL;
+    msv_conn_close(k.carol->conn);
+    k.carol->conn = NULL;
+    receive_now(k.bob); /* the signed change: carol is out */
+    assert_int_not_equal(
+        msv_client_group_send(k.bob, "club", "carol must not read this", NULL, 0, NULL, id),
+        MSV_OK);
+    assert_int_equal(history_count(k.bob, k.conversation, "still holds a removed member"), 1);
+    assert_int_equal(
+        queued_mls(&k.s, k.alice->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
+        0);
+    assert_int_equal(
+        queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
+        0);
+    club_free(&k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -523,6 +564,7 @@ int main(void)
         cmocka_unit_test(test_two_processes_one_state),
         cmocka_unit_test(test_self_updates),
         cmocka_unit_test(test_message_crossing_a_commit),
+        cmocka_unit_test(test_removed_reads_when_commit_withheld),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

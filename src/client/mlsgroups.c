@@ -765,6 +765,54 @@ msv_err client_mls_sync(struct msv_client *c, const uint8_t gid[16], int start)
 /* ---- messages ------------------------------------------------------------------------------ */
 
 /*
+ * Whether a leaf of m's tree holds a device of no current member (the roster's handle for it is
+ * gone from the group's signed member list): a removal not committed yet, or a commit withheld.
+ * why names the first such device.
+ */
+static int stale_leaf(struct msv_client *c, const uint8_t gid[16], const struct msv_mls_member *m,
+                      const uint8_t *roster, size_t roster_len, char *why, size_t why_len)
+{
+    struct msv_group_rec g = {0};
+    char **members = NULL, handle[257];
+    size_t n = 0;
+    int stale = 0;
+
+    if (msv_client_db_group_get(c->db, gid, NULL, &g) != MSV_OK ||
+        client_members_of(g.members, &members, &n) != MSV_OK) {
+        msv_group_clear(&g);
+        snprintf(why, why_len, "the group's member list could not be read");
+        return 1;
+    }
+    for (uint32_t i = 0; i < m->tree.n_leaves && !stale; i++) {
+        const struct msv_mls_node *x = &m->tree.nodes[2 * i];
+        const uint8_t *identity;
+        size_t identity_len;
+        uint64_t device = 0;
+        int member = 0;
+
+        if (x->type != 1)
+            continue;
+        if (msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity, &identity_len,
+                                        &device) != MSV_OK ||
+            roster_handle(roster, roster_len, device, handle) != MSV_OK) {
+            snprintf(why, why_len, "leaf %u names no device of the roster", i);
+            stale = 1;
+            break;
+        }
+        for (size_t k = 0; k < n && !member; k++)
+            member = strcmp(members[k], handle) == 0;
+        if (!member) {
+            snprintf(why, why_len, "leaf %u still holds device %llu of %.200s, no member any more",
+                     i, (unsigned long long)device, handle);
+            stale = 1;
+        }
+    }
+    free(members);
+    msv_group_clear(&g);
+    return stale;
+}
+
+/*
  * One application message of pt at this device's epoch; *behind: the delivery service's epoch
  * for the group was past it (a commit this device has not read yet crossed it).
  */
@@ -781,6 +829,10 @@ static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint
     if (err != MSV_OK)
         return err;
     err = state_load(c, gid, &m, &roster, &roster_len);
+    /* never sealed for a tree that still holds a removed member's device */
+    if (err == MSV_OK &&
+        stale_leaf(c, gid, m, roster, roster_len, c->why.message, sizeof(c->why.message)))
+        err = MSV_ERR_AUTH;
     if (err == MSV_OK)
         err = msv_mls_member_protect(m, pt, pt_len, &msg, &msg_len);
     if (err == MSV_OK && msg_len > MLS_MESSAGE_MAX)
@@ -810,6 +862,25 @@ static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint
     return err;
 }
 
+/* Whether the stored tree holds a device of no current member. */
+static int stale_now(struct msv_client *c, const uint8_t gid[16])
+{
+    struct msv_mls_member *m = NULL;
+    uint8_t *roster = NULL;
+    size_t roster_len = 0;
+    char why[300];
+    int stale = 0;
+
+    if (mls_lock(c) != MSV_OK)
+        return 0;
+    if (state_load(c, gid, &m, &roster, &roster_len) == MSV_OK)
+        stale = stale_leaf(c, gid, m, roster, roster_len, why, sizeof(why));
+    mls_unlock(c);
+    msv_mls_member_free(m);
+    free(roster);
+    return stale;
+}
+
 msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8_t *pt,
                         size_t pt_len)
 {
@@ -818,6 +889,9 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
     msv_err err = msv_client_connect(c);
 
     if (err == MSV_OK && refound_due(c, gid) && self_is_admin(c, gid))
+        err = client_mls_sync(c, gid, 0);
+    /* a removal whose commit failed is committed again first (only an admin commits one) */
+    if (err == MSV_OK && self_is_admin(c, gid) && stale_now(c, gid))
         err = client_mls_sync(c, gid, 0);
     /* a leaf due for an update commits one first; should that fail, the message still goes,
      * and the next one tries again */
@@ -840,6 +914,15 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
         err = msv_client_receive(c, STALE_WAIT_MS, NULL, NULL, &count);
         if (err == MSV_OK)
             err = send_once(c, gid, pt, pt_len, &behind);
+    }
+    if (err == MSV_ERR_AUTH) {
+        char text[600];
+
+        snprintf(text, sizeof(text),
+                 "a message was not sent: the MLS group still holds a removed member (%.300s); "
+                 "it stays queued until an admin's commit removes that device",
+                 c->why.message);
+        notice(c, gid, text);
     }
     if (err == MSV_OK)
         err = client_counter_bump(c, group_key(SENT, gid, key));
