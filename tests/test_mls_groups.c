@@ -84,6 +84,16 @@ static void server_sql(struct test_server *s, const char *sql)
     sqlite3_close(db);
 }
 
+/* The server hands out no KeyPackage of c's device (those it holds now are gone). */
+static void drop_key_packages(struct test_server *s, const struct msv_client *c)
+{
+    char sql[120];
+
+    snprintf(sql, sizeof(sql), "DELETE FROM mls_key_packages WHERE device_id = %llu",
+             (unsigned long long)c->device_id);
+    server_sql(s, sql);
+}
+
 /* The MLS deliveries queued for device of kind (the last one in *out, caller frees). */
 static size_t queued_mls(struct test_server *s, uint64_t device, int kind, uint8_t **out,
                          size_t *out_len)
@@ -235,16 +245,14 @@ static void test_no_key_package_told(void **state)
     struct test_server s;
     struct msv_client *alice, *bob;
     uint8_t gid[16], id[16];
-    char conversation[40], sql[200];
+    char conversation[40];
 
     (void)state;
     test_server_init(&s, NULL);
     test_server_start(&s);
     alice = test_client_for(&s, "alice", "alice@example.org");
     bob = test_client_for(&s, "bob", "bob@example.org");
-    snprintf(sql, sizeof(sql), "DELETE FROM mls_key_packages WHERE device_id = %llu",
-             (unsigned long long)bob->device_id);
-    server_sql(&s, sql);
+    drop_key_packages(&s, bob);
     assert_int_equal(msv_client_group_create(alice, "pair", one, 1, gid), MSV_OK);
     msv_client_group_conversation(gid, conversation);
     assert_false(client_mls_is_on(alice, gid));
@@ -553,6 +561,61 @@ static void test_removed_reads_when_commit_withheld(void **state)
     club_free(&k);
 }
 
+/*
+ * A group of per-device copies (carol has no KeyPackage). bob, an admin then demoted, has not
+ * read the demotion: his client founds the MLS group without carol, and alice refuses his
+ * Welcome (the commit that added her is no admin's), her message going to carol too; carol,
+ * never an admin, cannot found it at all.
+ */
+static void test_non_admin_founding(void **state)
+{
+    const char *two[2] = {"bob@example.org", "carol@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol;
+    uint8_t gid[16], id[16];
+    char conversation[40];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = test_client_for(&s, "alice", "alice@example.org");
+    bob = test_client_for(&s, "bob", "bob@example.org");
+    carol = test_client_for(&s, "carol", "carol@example.org");
+    drop_key_packages(&s, carol);
+    assert_int_equal(msv_client_group_create(alice, "club", two, 2, gid), MSV_OK);
+    msv_client_group_conversation(gid, conversation);
+    assert_false(client_mls_is_on(alice, gid)); /* per-device: carol has no KeyPackage */
+    receive_now(bob);
+    receive_now(carol);
+    assert_int_equal(msv_client_group_accept(bob, conversation), MSV_OK);
+    assert_int_equal(msv_client_group_accept(carol, conversation), MSV_OK);
+    drop_key_packages(&s, carol); /* those carol published again */
+    assert_int_equal(msv_client_group_admin(alice, "club", "bob@example.org", 1), MSV_OK);
+    receive_now(bob);
+    assert_int_equal(msv_client_group_admin(alice, "club", "bob@example.org", 0), MSV_OK);
+    /* bob, his demotion unread, leaves carol out and founds the MLS group */
+    assert_int_equal(msv_client_db_group_put(bob->db, gid, "club",
+                                             "alice@example.org\nbob@example.org\n", 1,
+                                             msv_wall_ms()),
+                     MSV_OK);
+    assert_int_equal(client_mls_sync(bob, gid, 1), MSV_OK);
+    assert_true(client_mls_is_on(bob, gid));
+    receive_now(alice);
+    assert_false(client_mls_is_on(alice, gid));
+    assert_int_equal(history_count(alice, conversation, "no admin's"), 1);
+    assert_int_equal(msv_client_group_send(alice, "club", "for all three of us", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(carol);
+    assert_int_equal(history_count(carol, conversation, "for all three of us"), 1);
+    /* carol's own client founds nothing */
+    assert_int_equal(client_mls_sync(carol, gid, 1), MSV_ERR_AUTH);
+    assert_false(client_mls_is_on(carol, gid));
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(carol);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -565,6 +628,7 @@ int main(void)
         cmocka_unit_test(test_self_updates),
         cmocka_unit_test(test_message_crossing_a_commit),
         cmocka_unit_test(test_removed_reads_when_commit_withheld),
+        cmocka_unit_test(test_non_admin_founding),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

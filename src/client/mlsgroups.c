@@ -389,6 +389,41 @@ static msv_err tree_check(const struct msv_mls_member *m, const struct dir *dir,
     return err;
 }
 
+/*
+ * How many devices of dir have no leaf in m's tree; why names the first of them (text holds
+ * it).
+ */
+static size_t uncovered(const struct msv_mls_member *m, const struct dir *dir, char *why,
+                        size_t why_len)
+{
+    size_t missing = 0;
+
+    for (size_t k = 0; k < dir->n; k++) {
+        int leaf = 0;
+
+        for (uint32_t i = 0; i < m->tree.n_leaves && !leaf; i++) {
+            const struct msv_mls_node *x = &m->tree.nodes[2 * i];
+            const uint8_t *identity;
+            size_t identity_len;
+            uint64_t device = 0;
+
+            leaf = x->type == 1 &&
+                   msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity,
+                                               &identity_len, &device) == MSV_OK &&
+                   device == dir->d[k].device_id;
+        }
+        if (!leaf && missing++ == 0)
+            snprintf(why, why_len, "%.257s's device %llu", dir->d[k].handle,
+                     (unsigned long long)dir->d[k].device_id);
+    }
+    if (missing > 1) {
+        size_t at = strlen(why);
+
+        snprintf(why + at, why_len - at, " and %zu more", missing - 1);
+    }
+    return missing;
+}
+
 /* ---- telling ------------------------------------------------------------------------------- */
 
 /* A notice kept in the group's history and told through on_mls_notice. */
@@ -561,6 +596,8 @@ static msv_err send_welcome(struct msv_client *c, const struct msv_mls_member *m
  * without a leaf added, the commit sent and, once taken, merged and saved, then the Welcome
  * sent. MSV_ERR_REPLAY: the delivery service had a newer epoch (nothing changed).
  */
+static int self_is_admin(struct msv_client *c, const uint8_t gid[16]);
+
 static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start, int refound,
                          int update, int *changed)
 {
@@ -580,6 +617,12 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     *changed = 0;
     if (creating && !start)
         return MSV_OK; /* a group of per-device copies stays so */
+    /* only an admin founds the group's MLS group (its members refuse any other founder) */
+    if (creating && !refound && !self_is_admin(c, gid)) {
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "only an admin of the group founds its MLS group");
+        return MSV_ERR_AUTH;
+    }
     /* founded again: a new group of the next generation, every device added anew */
     if (err == MSV_OK && refound) {
         gen = generation_of(m) + 1;
@@ -949,10 +992,29 @@ static int64_t held_generation(struct msv_client *c, const uint8_t gid[16])
     return gen;
 }
 
+/* Whether the leaf that signed the GroupInfo of the Welcome m joined from is an admin's device. */
+static int signer_is_admin(struct msv_client *c, const uint8_t gid[16], const struct dir *dir,
+                           const struct msv_mls_member *m)
+{
+    const struct msv_mls_node *x;
+    const uint8_t *identity;
+    size_t identity_len;
+    uint64_t device = 0;
+
+    if (m->welcome_signer >= m->tree.n_leaves)
+        return 0;
+    x = &m->tree.nodes[2 * m->welcome_signer];
+    return x->type == 1 &&
+           msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity, &identity_len,
+                                       &device) == MSV_OK &&
+           is_admin_device(c, gid, dir, device);
+}
+
 /*
- * A Welcome: joined only for a group this device was told of, every leaf checked; a Welcome to
- * a later generation of a group this device is in (founded again) only from an admin's device,
- * the group's founder (leaf 0) at its first epoch.
+ * A Welcome: joined only for a group this device was told of, every leaf checked, from an
+ * admin's device; a Welcome to a later generation of a group this device is in (founded again)
+ * only from the group's founder (leaf 0) at its first epoch; devices of members the tree leaves
+ * out are told.
  */
 static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
                             const uint8_t *w, size_t w_len, struct client_mls_in *in)
@@ -999,6 +1061,14 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
                  why);
         goto out;
     }
+    /* a Welcome only from an admin's device (its GroupInfo's signer made the commit that
+     * added this device: only an admin adds); a later generation only from its founder */
+    if (err == MSV_OK && !signer_is_admin(c, gid, &dir, m)) {
+        snprintf(in->notice, sizeof(in->notice),
+                 "a Welcome to an MLS group was refused: the commit that added this device is "
+                 "no admin's");
+        goto out;
+    }
     if (err == MSV_OK && held >= 0) {
         const struct msv_mls_node *x = &m->tree.nodes[0];
         const uint8_t *identity;
@@ -1015,6 +1085,9 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
             goto out;
         }
     }
+    if (err == MSV_OK && uncovered(m, &dir, why, sizeof(why)) > 0)
+        snprintf(in->notice, sizeof(in->notice),
+                 "this device joined the group's MLS group, but it leaves out %.300s", why);
     if (err == MSV_OK)
         err = mls_lock(c);
     if (err == MSV_OK) {
