@@ -616,6 +616,37 @@ static void test_non_admin_founding(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * dave, added to a group on MLS, has no KeyPackage, so no leaf: bob's message goes to the
+ * MLS group and to dave as per-device copies, and dave reads it.
+ */
+static void test_added_without_key_package(void **state)
+{
+    const char *dave_only[1] = {"dave@example.org"};
+    struct club k;
+    struct msv_client *dave;
+    uint8_t id[16];
+
+    (void)state;
+    club_on_mls(&k);
+    dave = test_client_for(&k.s, "dave", "dave@example.org");
+    drop_key_packages(&k.s, dave);
+    assert_int_equal(msv_client_group_change(k.alice, "club", NULL, dave_only, 1, NULL, 0), MSV_OK);
+    receive_now(dave);
+    receive_now(k.bob);
+    assert_int_equal(msv_client_group_accept(dave, k.conversation), MSV_OK);
+    assert_false(client_mls_is_on(dave, k.gid));
+    assert_int_equal(msv_client_group_send(k.bob, "club", "welcome dave", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(dave);
+    assert_sent_by(dave, k.conversation, "welcome dave", "bob@example.org", k.bob->device_id);
+    /* alice, on MLS, reads it once */
+    receive_now(k.alice);
+    assert_int_equal(history_count(k.alice, k.conversation, "welcome dave"), 1);
+    msv_client_close(dave);
+    club_free(&k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -629,6 +660,7 @@ int main(void)
         cmocka_unit_test(test_message_crossing_a_commit),
         cmocka_unit_test(test_removed_reads_when_commit_withheld),
         cmocka_unit_test(test_non_admin_founding),
+        cmocka_unit_test(test_added_without_key_package),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

@@ -972,6 +972,60 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
     return err;
 }
 
+/* Whether the roster lists a device of handle. */
+static int roster_has(const uint8_t *roster, size_t len, const char *handle)
+{
+    struct msv_reader r;
+    const uint8_t *d, *h;
+    uint16_t hl;
+
+    msv_reader_init(&r, roster, len);
+    while (msv_reader_bytes(&r, 8, &d) == MSV_OK && msv_reader_u16be(&r, &hl) == MSV_OK &&
+           msv_reader_bytes(&r, hl, &h) == MSV_OK)
+        if (hl == strlen(handle) && memcmp(h, handle, hl) == 0)
+            return 1;
+    return 0;
+}
+
+msv_err client_mls_outside(struct msv_client *c, const uint8_t gid[16], char **out)
+{
+    struct msv_mls_member *m = NULL;
+    struct msv_group_rec g = {0};
+    struct msv_buf b;
+    uint8_t *roster = NULL, *joined = NULL;
+    char **members = NULL;
+    size_t roster_len = 0, n = 0, joined_len = 0;
+    msv_err err = mls_lock(c);
+
+    *out = NULL;
+    if (err != MSV_OK)
+        return err;
+    err = state_load(c, gid, &m, &roster, &roster_len);
+    mls_unlock(c);
+    if (err == MSV_OK)
+        err = msv_client_db_group_get(c->db, gid, NULL, &g);
+    if (err == MSV_OK)
+        err = client_members_of(g.members, &members, &n);
+    msv_buf_init(&b, (size_t)MEMBERS_MAX * (MSV_HANDLE_MAX + 2));
+    for (size_t i = 0; err == MSV_OK && i < n; i++)
+        if (!client_is_own_handle(c, members[i]) && !roster_has(roster, roster_len, members[i])) {
+            msv_buf_put(&b, members[i], strlen(members[i]));
+            msv_buf_put(&b, "\n", 1);
+        }
+    if (err == MSV_OK && b.len > 0) {
+        msv_buf_put(&b, "", 1);
+        err = msv_buf_finish(&b, &joined, &joined_len);
+        *out = (char *)joined;
+    } else {
+        msv_buf_clear(&b);
+    }
+    free(members);
+    msv_group_clear(&g);
+    msv_mls_member_free(m);
+    free(roster);
+    return err;
+}
+
 /* ---- receiving ----------------------------------------------------------------------------- */
 
 static int is_admin_device(struct msv_client *c, const uint8_t gid[16], const struct dir *dir,
