@@ -189,6 +189,16 @@ static void club_on_mls(struct club *k)
     assert_int_equal(msv_client_group_accept(k->carol, k->conversation), MSV_OK);
 }
 
+/* The club on MLS, and alice's change removing carol made. */
+static void club_carol_removed(struct club *k)
+{
+    const char *carol_only[1] = {"carol@example.org"};
+
+    club_on_mls(k);
+    assert_int_equal(msv_client_group_change(k->alice, "club", NULL, NULL, 0, carol_only, 1),
+                     MSV_OK);
+}
+
 static void club_free(struct club *k)
 {
     msv_client_close(k->alice);
@@ -503,14 +513,11 @@ static void test_self_updates(void **state)
  */
 static void test_message_crossing_a_commit(void **state)
 {
-    const char *carol_only[1] = {"carol@example.org"};
     struct club k;
     uint8_t id[16];
 
     (void)state;
-    club_on_mls(&k);
-    assert_int_equal(msv_client_group_change(k.alice, "club", NULL, NULL, 0, carol_only, 1),
-                     MSV_OK);
+    club_carol_removed(&k);
     assert_int_equal(msv_client_group_send(k.bob, "club", "crossing", NULL, 0, NULL, id), MSV_OK);
     assert_int_equal(
         queued_mls(&k.s, k.alice->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
@@ -647,6 +654,33 @@ static void test_added_without_key_package(void **state)
     club_free(&k);
 }
 
+/*
+ * carol, removed and added again, takes the new Welcome (at the same generation, a later
+ * epoch) in place of the state she held, and reads what follows.
+ */
+static void test_readded_member_reads(void **state)
+{
+    const char *carol_only[1] = {"carol@example.org"};
+    struct club k;
+    uint8_t id[16];
+
+    (void)state;
+    club_carol_removed(&k);
+    receive_now(k.bob);
+    receive_now(k.carol);
+    assert_int_equal(msv_client_group_change(k.alice, "club", NULL, carol_only, 1, NULL, 0),
+                     MSV_OK);
+    receive_now(k.bob);
+    receive_now(k.carol);
+    assert_int_equal(msv_client_group_accept(k.carol, k.conversation), MSV_OK);
+    assert_int_equal(history_count(k.carol, k.conversation, "is in already was ignored"), 0);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "carol is back", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.carol);
+    assert_int_equal(history_count(k.carol, k.conversation, "carol is back"), 1);
+    club_free(&k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -661,6 +695,7 @@ int main(void)
         cmocka_unit_test(test_removed_reads_when_commit_withheld),
         cmocka_unit_test(test_non_admin_founding),
         cmocka_unit_test(test_added_without_key_package),
+        cmocka_unit_test(test_readded_member_reads),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

@@ -1031,16 +1031,19 @@ msv_err client_mls_outside(struct msv_client *c, const uint8_t gid[16], char **o
 static int is_admin_device(struct msv_client *c, const uint8_t gid[16], const struct dir *dir,
                            uint64_t device);
 
-/* The generation of the group this device holds (-1: none). */
-static int64_t held_generation(struct msv_client *c, const uint8_t gid[16])
+/* The generation of the group this device holds (-1: none), and its epoch in *epoch. */
+static int64_t held_generation(struct msv_client *c, const uint8_t gid[16], uint64_t *epoch)
 {
     struct msv_mls_member *m = NULL;
     uint8_t *roster = NULL;
     size_t roster_len = 0;
     int64_t gen = -1;
 
-    if (state_load(c, gid, &m, &roster, &roster_len) == MSV_OK)
+    *epoch = 0;
+    if (state_load(c, gid, &m, &roster, &roster_len) == MSV_OK) {
         gen = generation_of(m);
+        *epoch = m->epoch;
+    }
     msv_mls_member_free(m);
     free(roster);
     return gen;
@@ -1079,6 +1082,7 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
     struct dir dir = {0};
     char why[300] = "";
     int64_t held = -1;
+    uint64_t held_epoch = 0;
     msv_err err = msv_client_db_group_get(c->db, gid, NULL, &g);
 
     msv_group_clear(&g);
@@ -1087,14 +1091,18 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
                  "a Welcome to an MLS group this device was never told of was refused");
         return MSV_OK;
     }
-    if (err == MSV_OK && (held = held_generation(c, gid)) >= (int64_t)gen) {
+    if (err == MSV_OK && (held = held_generation(c, gid, &held_epoch)) > (int64_t)gen) {
         snprintf(in->notice, sizeof(in->notice),
                  "a Welcome to an MLS group this device is in already was ignored");
         return MSV_OK;
     }
     if (err == MSV_OK && (err = msv_mlskeys_for_welcome(c, w, w_len, &k)) == MSV_ERR_NOT_FOUND) {
+        /* at the generation held, the one this device joined from (its KeyPackage used) */
         snprintf(in->notice, sizeof(in->notice),
-                 "a Welcome to an MLS group names none of this device's KeyPackages: refused");
+                 held == (int64_t)gen
+                     ? "a Welcome to an MLS group this device is in already was ignored"
+                     : "a Welcome to an MLS group names none of this device's KeyPackages: "
+                       "refused");
         return MSV_OK;
     }
     if (err == MSV_OK &&
@@ -1104,6 +1112,12 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
          generation_of(m) != gen)) {
         snprintf(in->notice, sizeof(in->notice),
                  "a Welcome to an MLS group did not open, or is for another group: refused");
+        goto out;
+    }
+    /* at the generation held, only a later epoch: this device was removed and added again */
+    if (err == MSV_OK && held == (int64_t)gen && m->epoch <= held_epoch) {
+        snprintf(in->notice, sizeof(in->notice),
+                 "a Welcome to an MLS group this device is in already was ignored");
         goto out;
     }
     if (err == MSV_OK)
@@ -1123,7 +1137,7 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
                  "no admin's");
         goto out;
     }
-    if (err == MSV_OK && held >= 0) {
+    if (err == MSV_OK && held >= 0 && held < (int64_t)gen) {
         const struct msv_mls_node *x = &m->tree.nodes[0];
         const uint8_t *identity;
         size_t identity_len;
@@ -1145,7 +1159,8 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
     if (err == MSV_OK)
         err = mls_lock(c);
     if (err == MSV_OK) {
-        if (held_generation(c, gid) < (int64_t)gen)
+        held = held_generation(c, gid, &held_epoch);
+        if (held < (int64_t)gen || (held == (int64_t)gen && held_epoch < m->epoch))
             err = state_save(c, gid, m, &dir, NULL, 0);
         if (err == MSV_OK)
             err = updated_now(c, gid); /* its leaf is new */
