@@ -161,13 +161,16 @@ struct club {
     char conversation[40];
 };
 
+/* missived's configuration for the next club (NULL: the default one). */
+static const char *club_config = NULL;
+
 /* alice's group "club" with bob and carol, on MLS, each having joined. */
 static void club_on_mls(struct club *k)
 {
     const char *two[2] = {"bob@example.org", "carol@example.org"};
     size_t bob_kps;
 
-    test_server_init(&k->s, NULL);
+    test_server_init(&k->s, club_config);
     test_server_start(&k->s);
     k->alice = test_client_for(&k->s, "alice", "alice@example.org");
     k->bob = test_client_for(&k->s, "bob", "bob@example.org");
@@ -681,6 +684,43 @@ static void test_readded_member_reads(void **state)
     club_free(&k);
 }
 
+/*
+ * alice's update commit reaches bob while the directory refuses his lookups (rate limited):
+ * the receive fails with MSV_ERR_IO and the commit stays queued, unacknowledged, for the next
+ * receive, rather than being dropped as one that could not be taken.
+ */
+static void test_commit_during_rate_limit(void **state)
+{
+    const char *all[3] = {"alice@example.org", "bob@example.org", "carol@example.org"};
+    struct club k;
+    uint8_t id[16];
+    size_t count = 0;
+    int drained = 0;
+
+    (void)state;
+    club_config = "[directory]\nlookup_rate = 0.01\nlookup_burst = 300\n";
+    club_on_mls(&k);
+    club_config = NULL;
+    for (int i = 0; i < 200 && !drained; i++) {
+        msv_frame *f = NULL;
+
+        drained = client_verified_lookup(k.bob, all, 3, &f) != MSV_OK;
+        msv_frame_free(f);
+    }
+    assert_true(drained);
+    k.alice->mls_update_messages = 1;
+    assert_int_equal(msv_client_group_send(k.alice, "club", "before", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(
+        msv_client_group_send(k.alice, "club", "after alice's update", NULL, 0, NULL, id), MSV_OK);
+    /* the receive ends at the commit it cannot take yet, and says so */
+    assert_int_equal(msv_client_receive(k.bob, 500, NULL, NULL, &count), MSV_ERR_IO);
+    assert_int_equal(history_count(k.bob, k.conversation, "could not be taken"), 0);
+    assert_int_equal(history_count(k.bob, k.conversation, "could not be read"), 0);
+    assert_true(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, NULL, NULL) >= 1);
+    club_free(&k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -696,6 +736,7 @@ int main(void)
         cmocka_unit_test(test_non_admin_founding),
         cmocka_unit_test(test_added_without_key_package),
         cmocka_unit_test(test_readded_member_reads),
+        cmocka_unit_test(test_commit_during_rate_limit),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

@@ -303,6 +303,10 @@ static msv_err dir_load(struct msv_client *c, const uint8_t gid[16], struct dir 
         msv_frame *f = NULL;
 
         err = client_verified_lookup(c, (const char *const *)members + at, k, &f);
+        /* a lookup that failed (refused for now, rate limited, out of reach) is tried again
+         * later: what needs it stays unacknowledged */
+        if (err != MSV_OK && err != MSV_ERR_NOMEM)
+            err = MSV_ERR_IO;
         for (size_t i = 0; err == MSV_OK && i < f->lookup_result->n_results; i++) {
             const Msv__Wire__HandleDevices *hd = f->lookup_result->results[i];
             struct dir_device *grown;
