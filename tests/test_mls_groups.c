@@ -84,6 +84,16 @@ static void server_sql(struct test_server *s, const char *sql)
     sqlite3_close(db);
 }
 
+/* The server hands out no KeyPackage of c's device (those it holds now are gone). */
+static void drop_key_packages(struct test_server *s, const struct msv_client *c)
+{
+    char sql[120];
+
+    snprintf(sql, sizeof(sql), "DELETE FROM mls_key_packages WHERE device_id = %llu",
+             (unsigned long long)c->device_id);
+    server_sql(s, sql);
+}
+
 /* The MLS deliveries queued for device of kind (the last one in *out, caller frees). */
 static size_t queued_mls(struct test_server *s, uint64_t device, int kind, uint8_t **out,
                          size_t *out_len)
@@ -151,13 +161,16 @@ struct club {
     char conversation[40];
 };
 
+/* missived's configuration for the next club (NULL: the default one). */
+static const char *club_config = NULL;
+
 /* alice's group "club" with bob and carol, on MLS, each having joined. */
 static void club_on_mls(struct club *k)
 {
     const char *two[2] = {"bob@example.org", "carol@example.org"};
     size_t bob_kps;
 
-    test_server_init(&k->s, NULL);
+    test_server_init(&k->s, club_config);
     test_server_start(&k->s);
     k->alice = test_client_for(&k->s, "alice", "alice@example.org");
     k->bob = test_client_for(&k->s, "bob", "bob@example.org");
@@ -177,6 +190,16 @@ static void club_on_mls(struct club *k)
     assert_int_equal(kp_kept(k->bob), bob_kps - 1);
     assert_int_equal(msv_client_group_accept(k->bob, k->conversation), MSV_OK);
     assert_int_equal(msv_client_group_accept(k->carol, k->conversation), MSV_OK);
+}
+
+/* The club on MLS, and alice's change removing carol made. */
+static void club_carol_removed(struct club *k)
+{
+    const char *carol_only[1] = {"carol@example.org"};
+
+    club_on_mls(k);
+    assert_int_equal(msv_client_group_change(k->alice, "club", NULL, NULL, 0, carol_only, 1),
+                     MSV_OK);
 }
 
 static void club_free(struct club *k)
@@ -235,16 +258,14 @@ static void test_no_key_package_told(void **state)
     struct test_server s;
     struct msv_client *alice, *bob;
     uint8_t gid[16], id[16];
-    char conversation[40], sql[200];
+    char conversation[40];
 
     (void)state;
     test_server_init(&s, NULL);
     test_server_start(&s);
     alice = test_client_for(&s, "alice", "alice@example.org");
     bob = test_client_for(&s, "bob", "bob@example.org");
-    snprintf(sql, sizeof(sql), "DELETE FROM mls_key_packages WHERE device_id = %llu",
-             (unsigned long long)bob->device_id);
-    server_sql(&s, sql);
+    drop_key_packages(&s, bob);
     assert_int_equal(msv_client_group_create(alice, "pair", one, 1, gid), MSV_OK);
     msv_client_group_conversation(gid, conversation);
     assert_false(client_mls_is_on(alice, gid));
@@ -495,20 +516,208 @@ static void test_self_updates(void **state)
  */
 static void test_message_crossing_a_commit(void **state)
 {
-    const char *carol_only[1] = {"carol@example.org"};
     struct club k;
     uint8_t id[16];
 
     (void)state;
-    club_on_mls(&k);
-    assert_int_equal(msv_client_group_change(k.alice, "club", NULL, NULL, 0, carol_only, 1),
-                     MSV_OK);
+    club_carol_removed(&k);
     assert_int_equal(msv_client_group_send(k.bob, "club", "crossing", NULL, 0, NULL, id), MSV_OK);
     assert_int_equal(
         queued_mls(&k.s, k.alice->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
         2);
     receive_now(k.alice);
     assert_sent_by(k.alice, k.conversation, "crossing", "bob@example.org", k.bob->device_id);
+    club_free(&k);
+}
+
+/*
+ * The server withholds alice's commit removing carol from bob: bob, told of the removal by the
+ * signed change, holds a tree with carol's leaf still in it, and refuses to seal for it (told,
+ * the message kept queued) rather than send what carol could read.
+ */
+static void test_removed_reads_when_commit_withheld(void **state)
+{
+    const char *carol_only[1] = {"carol@example.org"};
+    struct club k;
+    char sql[300];
+    uint8_t id[16];
+
+    (void)state;
+    club_on_mls(&k);
+    assert_int_equal(msv_client_group_change(k.alice, "club", NULL, NULL, 0, carol_only, 1),
+                     MSV_OK);
+    msv_conn_close(k.bob->conn);
+    k.bob->conn = NULL;
+    test_server_stop(&k.s);
+    snprintf(sql, sizeof(sql), "DELETE FROM queue WHERE device_id = %llu AND suite = %d",
+             (unsigned long long)k.bob->device_id, MLS_SUITE);
+    server_sql(&k.s, sql);
+    test_server_start(&k.s);
+    msv_conn_close(k.alice->conn);
+    k.alice->conn = NULL;
+    msv_conn_close(k.carol->conn);
+    k.carol->conn = NULL;
+    receive_now(k.bob); /* the signed change: carol is out */
+    assert_int_not_equal(
+        msv_client_group_send(k.bob, "club", "carol must not read this", NULL, 0, NULL, id),
+        MSV_OK);
+    assert_int_equal(history_count(k.bob, k.conversation, "still holds a removed member"), 1);
+    assert_int_equal(
+        queued_mls(&k.s, k.alice->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
+        0);
+    assert_int_equal(
+        queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
+        0);
+    club_free(&k);
+}
+
+/*
+ * A group of per-device copies (carol has no KeyPackage). bob, an admin then demoted, has not
+ * read the demotion: his client founds the MLS group without carol, and alice refuses his
+ * Welcome (the commit that added her is no admin's), her message going to carol too; carol,
+ * never an admin, cannot found it at all.
+ */
+static void test_non_admin_founding(void **state)
+{
+    const char *two[2] = {"bob@example.org", "carol@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol;
+    uint8_t gid[16], id[16];
+    char conversation[40];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = test_client_for(&s, "alice", "alice@example.org");
+    bob = test_client_for(&s, "bob", "bob@example.org");
+    carol = test_client_for(&s, "carol", "carol@example.org");
+    drop_key_packages(&s, carol);
+    assert_int_equal(msv_client_group_create(alice, "club", two, 2, gid), MSV_OK);
+    msv_client_group_conversation(gid, conversation);
+    assert_false(client_mls_is_on(alice, gid)); /* per-device: carol has no KeyPackage */
+    receive_now(bob);
+    receive_now(carol);
+    assert_int_equal(msv_client_group_accept(bob, conversation), MSV_OK);
+    assert_int_equal(msv_client_group_accept(carol, conversation), MSV_OK);
+    drop_key_packages(&s, carol); /* those carol published again */
+    assert_int_equal(msv_client_group_admin(alice, "club", "bob@example.org", 1), MSV_OK);
+    receive_now(bob);
+    assert_int_equal(msv_client_group_admin(alice, "club", "bob@example.org", 0), MSV_OK);
+    /* bob, his demotion unread, leaves carol out and founds the MLS group */
+    assert_int_equal(msv_client_db_group_put(bob->db, gid, "club",
+                                             "alice@example.org\nbob@example.org\n", 1,
+                                             msv_wall_ms()),
+                     MSV_OK);
+    assert_int_equal(client_mls_sync(bob, gid, 1), MSV_OK);
+    assert_true(client_mls_is_on(bob, gid));
+    receive_now(alice);
+    assert_false(client_mls_is_on(alice, gid));
+    assert_int_equal(history_count(alice, conversation, "no admin's"), 1);
+    assert_int_equal(msv_client_group_send(alice, "club", "for all three of us", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(carol);
+    assert_int_equal(history_count(carol, conversation, "for all three of us"), 1);
+    /* carol's own client founds nothing */
+    assert_int_equal(client_mls_sync(carol, gid, 1), MSV_ERR_AUTH);
+    assert_false(client_mls_is_on(carol, gid));
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(carol);
+    test_server_cleanup(&s);
+}
+
+/*
+ * dave, added to a group on MLS, has no KeyPackage, so no leaf: bob's message goes to the
+ * MLS group and to dave as per-device copies, and dave reads it.
+ */
+static void test_added_without_key_package(void **state)
+{
+    const char *dave_only[1] = {"dave@example.org"};
+    struct club k;
+    struct msv_client *dave;
+    uint8_t id[16];
+
+    (void)state;
+    club_on_mls(&k);
+    dave = test_client_for(&k.s, "dave", "dave@example.org");
+    drop_key_packages(&k.s, dave);
+    assert_int_equal(msv_client_group_change(k.alice, "club", NULL, dave_only, 1, NULL, 0), MSV_OK);
+    receive_now(dave);
+    receive_now(k.bob);
+    assert_int_equal(msv_client_group_accept(dave, k.conversation), MSV_OK);
+    assert_false(client_mls_is_on(dave, k.gid));
+    assert_int_equal(msv_client_group_send(k.bob, "club", "welcome dave", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(dave);
+    assert_sent_by(dave, k.conversation, "welcome dave", "bob@example.org", k.bob->device_id);
+    /* alice, on MLS, reads it once */
+    receive_now(k.alice);
+    assert_int_equal(history_count(k.alice, k.conversation, "welcome dave"), 1);
+    msv_client_close(dave);
+    club_free(&k);
+}
+
+/*
+ * carol, removed and added again, takes the new Welcome (at the same generation, a later
+ * epoch) in place of the state she held, and reads what follows.
+ */
+static void test_readded_member_reads(void **state)
+{
+    const char *carol_only[1] = {"carol@example.org"};
+    struct club k;
+    uint8_t id[16];
+
+    (void)state;
+    club_carol_removed(&k);
+    receive_now(k.bob);
+    receive_now(k.carol);
+    assert_int_equal(msv_client_group_change(k.alice, "club", NULL, carol_only, 1, NULL, 0),
+                     MSV_OK);
+    receive_now(k.bob);
+    receive_now(k.carol);
+    assert_int_equal(msv_client_group_accept(k.carol, k.conversation), MSV_OK);
+    assert_int_equal(history_count(k.carol, k.conversation, "is in already was ignored"), 0);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "carol is back", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.carol);
+    assert_int_equal(history_count(k.carol, k.conversation, "carol is back"), 1);
+    club_free(&k);
+}
+
+/*
+ * alice's update commit reaches bob while the directory refuses his lookups (rate limited):
+ * the receive fails with MSV_ERR_IO and the commit stays queued, unacknowledged, for the next
+ * receive, rather than being dropped as one that could not be taken.
+ */
+static void test_commit_during_rate_limit(void **state)
+{
+    const char *all[3] = {"alice@example.org", "bob@example.org", "carol@example.org"};
+    struct club k;
+    uint8_t id[16];
+    size_t count = 0;
+    int drained = 0;
+
+    (void)state;
+    club_config = "[directory]\nlookup_rate = 0.01\nlookup_burst = 300\n";
+    club_on_mls(&k);
+    club_config = NULL;
+    for (int i = 0; i < 200 && !drained; i++) {
+        msv_frame *f = NULL;
+
+        drained = client_verified_lookup(k.bob, all, 3, &f) != MSV_OK;
+        msv_frame_free(f);
+    }
+    assert_true(drained);
+    k.alice->mls_update_messages = 1;
+    assert_int_equal(msv_client_group_send(k.alice, "club", "before", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(
+        msv_client_group_send(k.alice, "club", "after alice's update", NULL, 0, NULL, id), MSV_OK);
+    /* the receive ends at the commit it cannot take yet, and says so */
+    assert_int_equal(msv_client_receive(k.bob, 500, NULL, NULL, &count), MSV_ERR_IO);
+    assert_int_equal(history_count(k.bob, k.conversation, "could not be taken"), 0);
+    assert_int_equal(history_count(k.bob, k.conversation, "could not be read"), 0);
+    assert_true(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, NULL, NULL) >= 1);
     club_free(&k);
 }
 
@@ -523,6 +732,11 @@ int main(void)
         cmocka_unit_test(test_two_processes_one_state),
         cmocka_unit_test(test_self_updates),
         cmocka_unit_test(test_message_crossing_a_commit),
+        cmocka_unit_test(test_removed_reads_when_commit_withheld),
+        cmocka_unit_test(test_non_admin_founding),
+        cmocka_unit_test(test_added_without_key_package),
+        cmocka_unit_test(test_readded_member_reads),
+        cmocka_unit_test(test_commit_during_rate_limit),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

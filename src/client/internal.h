@@ -425,6 +425,9 @@ int client_mls_is_on(struct msv_client *c, const uint8_t gid[16]);
 MSV_MUST_CHECK msv_err client_mls_sync(struct msv_client *c, const uint8_t gid[16], int start);
 MSV_MUST_CHECK msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16],
                                        const uint8_t *pt, size_t pt_len);
+/* The group's members, this account aside, with no device in its MLS tree (*out: one handle a
+ * line, caller frees; NULL if none): they get a group message as per-device copies. */
+MSV_MUST_CHECK msv_err client_mls_outside(struct msv_client *c, const uint8_t gid[16], char **out);
 struct client_mls_in {
     char sender[257]; /* of an application message: named by its leaf's credential */
     uint64_t device;

@@ -303,6 +303,10 @@ static msv_err dir_load(struct msv_client *c, const uint8_t gid[16], struct dir 
         msv_frame *f = NULL;
 
         err = client_verified_lookup(c, (const char *const *)members + at, k, &f);
+        /* a lookup that failed (refused for now, rate limited, out of reach) is tried again
+         * later: what needs it stays unacknowledged */
+        if (err != MSV_OK && err != MSV_ERR_NOMEM)
+            err = MSV_ERR_IO;
         for (size_t i = 0; err == MSV_OK && i < f->lookup_result->n_results; i++) {
             const Msv__Wire__HandleDevices *hd = f->lookup_result->results[i];
             struct dir_device *grown;
@@ -387,6 +391,41 @@ static msv_err tree_check(const struct msv_mls_member *m, const struct dir *dir,
     }
     free(seen);
     return err;
+}
+
+/*
+ * How many devices of dir have no leaf in m's tree; why names the first of them (text holds
+ * it).
+ */
+static size_t uncovered(const struct msv_mls_member *m, const struct dir *dir, char *why,
+                        size_t why_len)
+{
+    size_t missing = 0;
+
+    for (size_t k = 0; k < dir->n; k++) {
+        int leaf = 0;
+
+        for (uint32_t i = 0; i < m->tree.n_leaves && !leaf; i++) {
+            const struct msv_mls_node *x = &m->tree.nodes[2 * i];
+            const uint8_t *identity;
+            size_t identity_len;
+            uint64_t device = 0;
+
+            leaf = x->type == 1 &&
+                   msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity,
+                                               &identity_len, &device) == MSV_OK &&
+                   device == dir->d[k].device_id;
+        }
+        if (!leaf && missing++ == 0)
+            snprintf(why, why_len, "%.257s's device %llu", dir->d[k].handle,
+                     (unsigned long long)dir->d[k].device_id);
+    }
+    if (missing > 1) {
+        size_t at = strlen(why);
+
+        snprintf(why + at, why_len - at, " and %zu more", missing - 1);
+    }
+    return missing;
 }
 
 /* ---- telling ------------------------------------------------------------------------------- */
@@ -561,6 +600,8 @@ static msv_err send_welcome(struct msv_client *c, const struct msv_mls_member *m
  * without a leaf added, the commit sent and, once taken, merged and saved, then the Welcome
  * sent. MSV_ERR_REPLAY: the delivery service had a newer epoch (nothing changed).
  */
+static int self_is_admin(struct msv_client *c, const uint8_t gid[16]);
+
 static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start, int refound,
                          int update, int *changed)
 {
@@ -580,6 +621,12 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     *changed = 0;
     if (creating && !start)
         return MSV_OK; /* a group of per-device copies stays so */
+    /* only an admin founds the group's MLS group (its members refuse any other founder) */
+    if (creating && !refound && !self_is_admin(c, gid)) {
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "only an admin of the group founds its MLS group");
+        return MSV_ERR_AUTH;
+    }
     /* founded again: a new group of the next generation, every device added anew */
     if (err == MSV_OK && refound) {
         gen = generation_of(m) + 1;
@@ -765,6 +812,54 @@ msv_err client_mls_sync(struct msv_client *c, const uint8_t gid[16], int start)
 /* ---- messages ------------------------------------------------------------------------------ */
 
 /*
+ * Whether a leaf of m's tree holds a device of no current member (the roster's handle for it is
+ * gone from the group's signed member list): a removal not committed yet, or a commit withheld.
+ * why names the first such device.
+ */
+static int stale_leaf(struct msv_client *c, const uint8_t gid[16], const struct msv_mls_member *m,
+                      const uint8_t *roster, size_t roster_len, char *why, size_t why_len)
+{
+    struct msv_group_rec g = {0};
+    char **members = NULL, handle[257];
+    size_t n = 0;
+    int stale = 0;
+
+    if (msv_client_db_group_get(c->db, gid, NULL, &g) != MSV_OK ||
+        client_members_of(g.members, &members, &n) != MSV_OK) {
+        msv_group_clear(&g);
+        snprintf(why, why_len, "the group's member list could not be read");
+        return 1;
+    }
+    for (uint32_t i = 0; i < m->tree.n_leaves && !stale; i++) {
+        const struct msv_mls_node *x = &m->tree.nodes[2 * i];
+        const uint8_t *identity;
+        size_t identity_len;
+        uint64_t device = 0;
+        int member = 0;
+
+        if (x->type != 1)
+            continue;
+        if (msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity, &identity_len,
+                                        &device) != MSV_OK ||
+            roster_handle(roster, roster_len, device, handle) != MSV_OK) {
+            snprintf(why, why_len, "leaf %u names no device of the roster", i);
+            stale = 1;
+            break;
+        }
+        for (size_t k = 0; k < n && !member; k++)
+            member = strcmp(members[k], handle) == 0;
+        if (!member) {
+            snprintf(why, why_len, "leaf %u still holds device %llu of %.200s, no member any more",
+                     i, (unsigned long long)device, handle);
+            stale = 1;
+        }
+    }
+    free(members);
+    msv_group_clear(&g);
+    return stale;
+}
+
+/*
  * One application message of pt at this device's epoch; *behind: the delivery service's epoch
  * for the group was past it (a commit this device has not read yet crossed it).
  */
@@ -781,6 +876,10 @@ static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint
     if (err != MSV_OK)
         return err;
     err = state_load(c, gid, &m, &roster, &roster_len);
+    /* never sealed for a tree that still holds a removed member's device */
+    if (err == MSV_OK &&
+        stale_leaf(c, gid, m, roster, roster_len, c->why.message, sizeof(c->why.message)))
+        err = MSV_ERR_AUTH;
     if (err == MSV_OK)
         err = msv_mls_member_protect(m, pt, pt_len, &msg, &msg_len);
     if (err == MSV_OK && msg_len > MLS_MESSAGE_MAX)
@@ -810,6 +909,25 @@ static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint
     return err;
 }
 
+/* Whether the stored tree holds a device of no current member. */
+static int stale_now(struct msv_client *c, const uint8_t gid[16])
+{
+    struct msv_mls_member *m = NULL;
+    uint8_t *roster = NULL;
+    size_t roster_len = 0;
+    char why[300];
+    int stale = 0;
+
+    if (mls_lock(c) != MSV_OK)
+        return 0;
+    if (state_load(c, gid, &m, &roster, &roster_len) == MSV_OK)
+        stale = stale_leaf(c, gid, m, roster, roster_len, why, sizeof(why));
+    mls_unlock(c);
+    msv_mls_member_free(m);
+    free(roster);
+    return stale;
+}
+
 msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8_t *pt,
                         size_t pt_len)
 {
@@ -818,6 +936,9 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
     msv_err err = msv_client_connect(c);
 
     if (err == MSV_OK && refound_due(c, gid) && self_is_admin(c, gid))
+        err = client_mls_sync(c, gid, 0);
+    /* a removal whose commit failed is committed again first (only an admin commits one) */
+    if (err == MSV_OK && self_is_admin(c, gid) && stale_now(c, gid))
         err = client_mls_sync(c, gid, 0);
     /* a leaf due for an update commits one first; should that fail, the message still goes,
      * and the next one tries again */
@@ -841,8 +962,71 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
         if (err == MSV_OK)
             err = send_once(c, gid, pt, pt_len, &behind);
     }
+    if (err == MSV_ERR_AUTH) {
+        char text[600];
+
+        snprintf(text, sizeof(text),
+                 "a message was not sent: the MLS group still holds a removed member (%.300s); "
+                 "it stays queued until an admin's commit removes that device",
+                 c->why.message);
+        notice(c, gid, text);
+    }
     if (err == MSV_OK)
         err = client_counter_bump(c, group_key(SENT, gid, key));
+    return err;
+}
+
+/* Whether the roster lists a device of handle. */
+static int roster_has(const uint8_t *roster, size_t len, const char *handle)
+{
+    struct msv_reader r;
+    const uint8_t *d, *h;
+    uint16_t hl;
+
+    msv_reader_init(&r, roster, len);
+    while (msv_reader_bytes(&r, 8, &d) == MSV_OK && msv_reader_u16be(&r, &hl) == MSV_OK &&
+           msv_reader_bytes(&r, hl, &h) == MSV_OK)
+        if (hl == strlen(handle) && memcmp(h, handle, hl) == 0)
+            return 1;
+    return 0;
+}
+
+msv_err client_mls_outside(struct msv_client *c, const uint8_t gid[16], char **out)
+{
+    struct msv_mls_member *m = NULL;
+    struct msv_group_rec g = {0};
+    struct msv_buf b;
+    uint8_t *roster = NULL, *joined = NULL;
+    char **members = NULL;
+    size_t roster_len = 0, n = 0, joined_len = 0;
+    msv_err err = mls_lock(c);
+
+    *out = NULL;
+    if (err != MSV_OK)
+        return err;
+    err = state_load(c, gid, &m, &roster, &roster_len);
+    mls_unlock(c);
+    if (err == MSV_OK)
+        err = msv_client_db_group_get(c->db, gid, NULL, &g);
+    if (err == MSV_OK)
+        err = client_members_of(g.members, &members, &n);
+    msv_buf_init(&b, (size_t)MEMBERS_MAX * (MSV_HANDLE_MAX + 2));
+    for (size_t i = 0; err == MSV_OK && i < n; i++)
+        if (!client_is_own_handle(c, members[i]) && !roster_has(roster, roster_len, members[i])) {
+            msv_buf_put(&b, members[i], strlen(members[i]));
+            msv_buf_put(&b, "\n", 1);
+        }
+    if (err == MSV_OK && b.len > 0) {
+        msv_buf_put(&b, "", 1);
+        err = msv_buf_finish(&b, &joined, &joined_len);
+        *out = (char *)joined;
+    } else {
+        msv_buf_clear(&b);
+    }
+    free(members);
+    msv_group_clear(&g);
+    msv_mls_member_free(m);
+    free(roster);
     return err;
 }
 
@@ -851,25 +1035,47 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
 static int is_admin_device(struct msv_client *c, const uint8_t gid[16], const struct dir *dir,
                            uint64_t device);
 
-/* The generation of the group this device holds (-1: none). */
-static int64_t held_generation(struct msv_client *c, const uint8_t gid[16])
+/* The generation of the group this device holds (-1: none), and its epoch in *epoch. */
+static int64_t held_generation(struct msv_client *c, const uint8_t gid[16], uint64_t *epoch)
 {
     struct msv_mls_member *m = NULL;
     uint8_t *roster = NULL;
     size_t roster_len = 0;
     int64_t gen = -1;
 
-    if (state_load(c, gid, &m, &roster, &roster_len) == MSV_OK)
+    *epoch = 0;
+    if (state_load(c, gid, &m, &roster, &roster_len) == MSV_OK) {
         gen = generation_of(m);
+        *epoch = m->epoch;
+    }
     msv_mls_member_free(m);
     free(roster);
     return gen;
 }
 
+/* Whether the leaf that signed the GroupInfo of the Welcome m joined from is an admin's device. */
+static int signer_is_admin(struct msv_client *c, const uint8_t gid[16], const struct dir *dir,
+                           const struct msv_mls_member *m)
+{
+    const struct msv_mls_node *x;
+    const uint8_t *identity;
+    size_t identity_len;
+    uint64_t device = 0;
+
+    if (m->welcome_signer >= m->tree.n_leaves)
+        return 0;
+    x = &m->tree.nodes[2 * m->welcome_signer];
+    return x->type == 1 &&
+           msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity, &identity_len,
+                                       &device) == MSV_OK &&
+           is_admin_device(c, gid, dir, device);
+}
+
 /*
- * A Welcome: joined only for a group this device was told of, every leaf checked; a Welcome to
- * a later generation of a group this device is in (founded again) only from an admin's device,
- * the group's founder (leaf 0) at its first epoch.
+ * A Welcome: joined only for a group this device was told of, every leaf checked, from an
+ * admin's device; a Welcome to a later generation of a group this device is in (founded again)
+ * only from the group's founder (leaf 0) at its first epoch; devices of members the tree leaves
+ * out are told.
  */
 static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
                             const uint8_t *w, size_t w_len, struct client_mls_in *in)
@@ -880,6 +1086,7 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
     struct dir dir = {0};
     char why[300] = "";
     int64_t held = -1;
+    uint64_t held_epoch = 0;
     msv_err err = msv_client_db_group_get(c->db, gid, NULL, &g);
 
     msv_group_clear(&g);
@@ -888,14 +1095,18 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
                  "a Welcome to an MLS group this device was never told of was refused");
         return MSV_OK;
     }
-    if (err == MSV_OK && (held = held_generation(c, gid)) >= (int64_t)gen) {
+    if (err == MSV_OK && (held = held_generation(c, gid, &held_epoch)) > (int64_t)gen) {
         snprintf(in->notice, sizeof(in->notice),
                  "a Welcome to an MLS group this device is in already was ignored");
         return MSV_OK;
     }
     if (err == MSV_OK && (err = msv_mlskeys_for_welcome(c, w, w_len, &k)) == MSV_ERR_NOT_FOUND) {
+        /* at the generation held, the one this device joined from (its KeyPackage used) */
         snprintf(in->notice, sizeof(in->notice),
-                 "a Welcome to an MLS group names none of this device's KeyPackages: refused");
+                 held == (int64_t)gen
+                     ? "a Welcome to an MLS group this device is in already was ignored"
+                     : "a Welcome to an MLS group names none of this device's KeyPackages: "
+                       "refused");
         return MSV_OK;
     }
     if (err == MSV_OK &&
@@ -907,6 +1118,12 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
                  "a Welcome to an MLS group did not open, or is for another group: refused");
         goto out;
     }
+    /* at the generation held, only a later epoch: this device was removed and added again */
+    if (err == MSV_OK && held == (int64_t)gen && m->epoch <= held_epoch) {
+        snprintf(in->notice, sizeof(in->notice),
+                 "a Welcome to an MLS group this device is in already was ignored");
+        goto out;
+    }
     if (err == MSV_OK)
         err = msv_mls_member_set_signer(m, k.sig_seed);
     if (err == MSV_OK)
@@ -916,7 +1133,15 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
                  why);
         goto out;
     }
-    if (err == MSV_OK && held >= 0) {
+    /* a Welcome only from an admin's device (its GroupInfo's signer made the commit that
+     * added this device: only an admin adds); a later generation only from its founder */
+    if (err == MSV_OK && !signer_is_admin(c, gid, &dir, m)) {
+        snprintf(in->notice, sizeof(in->notice),
+                 "a Welcome to an MLS group was refused: the commit that added this device is "
+                 "no admin's");
+        goto out;
+    }
+    if (err == MSV_OK && held >= 0 && held < (int64_t)gen) {
         const struct msv_mls_node *x = &m->tree.nodes[0];
         const uint8_t *identity;
         size_t identity_len;
@@ -932,10 +1157,14 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
             goto out;
         }
     }
+    if (err == MSV_OK && uncovered(m, &dir, why, sizeof(why)) > 0)
+        snprintf(in->notice, sizeof(in->notice),
+                 "this device joined the group's MLS group, but it leaves out %.300s", why);
     if (err == MSV_OK)
         err = mls_lock(c);
     if (err == MSV_OK) {
-        if (held_generation(c, gid) < (int64_t)gen)
+        held = held_generation(c, gid, &held_epoch);
+        if (held < (int64_t)gen || (held == (int64_t)gen && held_epoch < m->epoch))
             err = state_save(c, gid, m, &dir, NULL, 0);
         if (err == MSV_OK)
             err = updated_now(c, gid); /* its leaf is new */

@@ -684,6 +684,29 @@ static int goes_on_mls(struct msv_client *c, const struct msv_payload *p,
            client_mls_is_on(c, p->group_id) && client_blocked_among(c, members, n) == NULL;
 }
 
+/*
+ * A payload to a group on MLS: one application message, and per-device copies to the members
+ * with no device in the MLS tree (added, but without a KeyPackage then), who would read
+ * nothing otherwise.
+ */
+static msv_err mls_send(struct msv_client *c, const uint8_t *gid, const uint8_t id[16],
+                        const uint8_t *pt, size_t pt_len)
+{
+    char *outside = NULL, **to = NULL;
+    size_t n = 0;
+    msv_err err = client_mls_send(c, gid, pt, pt_len);
+
+    if (err == MSV_OK)
+        err = client_mls_outside(c, gid, &outside);
+    if (err == MSV_OK && outside != NULL)
+        err = client_members_of(outside, &to, &n);
+    if (err == MSV_OK && n > 0)
+        err = deliver_once(c, id, (const char *const *)to, n, pt, pt_len);
+    free(to);
+    free(outside);
+    return err;
+}
+
 /* Worth trying again later: the connection failed, or the server asked to slow down. */
 static int try_later(const struct msv_client *c, msv_err err)
 {
@@ -703,7 +726,7 @@ static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
                                const char *const *targets, size_t n, const uint8_t *pt,
                                size_t pt_len, const uint8_t *mls_group)
 {
-    msv_err err = mls_group ? client_mls_send(c, mls_group, pt, pt_len)
+    msv_err err = mls_group ? mls_send(c, mls_group, id, pt, pt_len)
                             : deliver_once(c, id, targets, n, pt, pt_len);
 
     for (int i = 0; try_later(c, err) && i < RETRIES; i++) {
@@ -717,7 +740,7 @@ static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
         pause.tv_sec = ms / 1000;
         pause.tv_nsec = (ms % 1000) * 1000000L;
         nanosleep(&pause, NULL);
-        err = mls_group ? client_mls_send(c, mls_group, pt, pt_len)
+        err = mls_group ? mls_send(c, mls_group, id, pt, pt_len)
                         : deliver_once(c, id, targets, n, pt, pt_len);
     }
     return err;
@@ -819,7 +842,7 @@ static msv_err outbox_send(struct msv_client *c, const struct msv_outbox_rec *o,
     memset(&c->why, 0, sizeof(c->why));
     if (err == MSV_OK && goes_on_mls(c, p, (const char *const *)(to ? to : p->participants),
                                      to ? n_to : p->participant_count))
-        err = client_mls_send(c, p->group_id, o->payload, o->payload_len);
+        err = mls_send(c, p->group_id, o->message_id, o->payload, o->payload_len);
     else if (err == MSV_OK)
         err = deliver_once(c, o->message_id, (const char *const *)(to ? to : p->participants),
                            to ? n_to : p->participant_count, o->payload, o->payload_len);

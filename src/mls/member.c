@@ -272,6 +272,7 @@ msv_err msv_mls_member_join(enum msv_mls_suite suite, const uint8_t *welcome, si
         memcpy(m->group_id, info.group_id, info.group_id_len);
         m->group_id_len = info.group_id_len;
         err = join_tree(m, gi, gi_len, &info, tree, tree_len, joiner, psk_secret);
+        m->welcome_signer = info.signer;
     }
     if (err == MSV_OK)
         err = msv_mls_member_read_context(m, gi, gi_len, &tag, &tag_len);

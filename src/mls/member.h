@@ -84,7 +84,9 @@ struct msv_mls_member {
     uint8_t group_id[MSV_MLS_GROUP_ID_MAX];
     size_t group_id_len;
     uint64_t epoch;
-    uint8_t *ext; /* the GroupContext's extensions, encoded without their length */
+    uint32_t
+        welcome_signer; /* of a member joined from a Welcome: its GroupInfo's signer (not saved) */
+    uint8_t *ext;       /* the GroupContext's extensions, encoded without their length */
     size_t ext_len;
     uint8_t cth[MSV_MLS_NH], interim[MSV_MLS_NH];
     size_t cth_len;                /* MSV_MLS_NH; 0 at epoch 0 of a group we created (11) */
