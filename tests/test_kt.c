@@ -909,6 +909,27 @@ static void test_devlist_check_verifies_once(void **state)
         msv_identity_free(ids[i]);
 }
 
+/*
+ * A device record's suite byte is untrusted: a public identity parsed for a suite past the known
+ * ones is refused (it was shifted past an unsigned int's bits, undefined behaviour; found by
+ * fuzz_devlist).
+ */
+static void test_identity_parse_unknown_suite(void **state)
+{
+    struct devlist_keys *k = *state;
+    struct msv_public_identity *pub = NULL;
+    size_t len = 0;
+    const uint8_t *bytes = msv_public_identity_bytes(msv_identity_public(k->id[0]), &len);
+    static const unsigned suites[] = {4, 31, 32, 47, 255, 65535};
+
+    for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++)
+        assert_int_equal(msv_public_identity_parse((enum msv_suite)suites[i], bytes, len, &pub),
+                         MSV_ERR_PARSE);
+    assert_null(pub);
+    assert_int_equal(msv_public_identity_parse(MSV_SUITE_MODERN, bytes, len, &pub), MSV_OK);
+    msv_public_identity_free(pub);
+}
+
 static int devlist_setup(void **state)
 {
     struct devlist_keys *k = calloc(1, sizeof(*k));
@@ -942,6 +963,8 @@ int main(void)
         cmocka_unit_test(test_consistency_proofs),
         cmocka_unit_test(test_leaf_encoding),
         cmocka_unit_test_setup_teardown(test_signed_list_encoding, devlist_setup, devlist_teardown),
+        cmocka_unit_test_setup_teardown(test_identity_parse_unknown_suite, devlist_setup,
+                                        devlist_teardown),
         cmocka_unit_test_setup_teardown(test_signed_list_attacks, devlist_setup, devlist_teardown),
         cmocka_unit_test(test_devlist_check_verifies_once),
         cmocka_unit_test(test_tombstone_leaf),

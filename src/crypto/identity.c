@@ -249,7 +249,9 @@ msv_err msv_public_identity_parse(enum msv_suite suite, const uint8_t *in, size_
     if (err != MSV_OK)
         return err;
     suites = suites_of_elems(elems, n, by_tag);
-    if (suites == 0 || (suite != MSV_SUITE_ANY && !(suites & MSV_SUITE_BIT(suite))))
+    /* suite may come from untrusted bytes (a device set's record): no shift past the bits */
+    if (suites == 0 || (unsigned)suite > MSV_SUITE_MODERN ||
+        (suite != MSV_SUITE_ANY && !(suites & MSV_SUITE_BIT(suite))))
         return MSV_ERR_PARSE;
     pub = calloc(1, sizeof(*pub));
     if (pub == NULL)
