@@ -260,6 +260,14 @@ static void subscribe_device(struct msv_cluster *c, uint64_t device)
         redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " WAKE_PREFIX "%" PRIu64, device);
 }
 
+/* Writes the node's heartbeat, which expires unless it is written again. */
+static void send_heartbeat(struct msv_cluster *c)
+{
+    redisAsyncCommand(c->cmd, on_reply, NULL, "SET msv:node:%s %lld EX %d", c->node,
+                      (long long)msv_wall_ms(), HEARTBEAT_TTL_S);
+    c->last_heartbeat = msv_wall_ms();
+}
+
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     struct msv_cluster *c = ac->data;
@@ -284,7 +292,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " SUSPENDED_CHANNEL);
     } else {
         c->cmd_up = 1;
-        c->last_heartbeat = 0;
+        send_heartbeat(c); /* at once: the node is seen as alive as soon as it is connected */
         for (size_t i = 0; i < c->online.cap; i++)
             if (c->online.keys[i] != 0)
                 set_presence(c, c->online.keys[i]);
@@ -480,11 +488,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         c->cmd = connect_one(c);
     if (c->sub == NULL)
         c->sub = connect_one(c);
-    if (c->cmd_up && now - c->last_heartbeat >= HEARTBEAT_MS) {
-        redisAsyncCommand(c->cmd, on_reply, NULL, "SET msv:node:%s %lld EX %d", c->node,
-                          (long long)msv_wall_ms(), HEARTBEAT_TTL_S);
-        c->last_heartbeat = now;
-    }
+    if (c->cmd_up && now - c->last_heartbeat >= HEARTBEAT_MS)
+        send_heartbeat(c);
     /* wake-ups cannot be trusted to arrive until a probe came back: the queues are read */
     if (!c->answered)
         wake_all_online(c);
