@@ -23,7 +23,9 @@
 #include "client/client.h"
 #include "client/conn.h"
 #include "client/internal.h"
+#include "client/requests.h"
 #include "missive/util.h"
+#include "mls/member.h"
 #include "server_harness.h"
 #include "store/client_db.h"
 #include "util/endian.h"
@@ -144,14 +146,87 @@ static void take(struct msv_client *c, const uint8_t *d, size_t len, char notice
     snprintf(notice, 400, "%s", in.notice);
 }
 
-static size_t kp_kept(struct msv_client *c)
+/* How many of c's settings start with prefix. */
+static size_t settings_count(struct msv_client *c, const char *prefix)
 {
     struct msv_setting *s = NULL;
     size_t n = 0;
 
-    assert_int_equal(msv_client_db_settings(c->db, "mls-kp:", SIZE_MAX, &s, &n), MSV_OK);
+    assert_int_equal(msv_client_db_settings(c->db, prefix, SIZE_MAX, &s, &n), MSV_OK);
     msv_settings_free(s, n);
     return n;
+}
+
+static size_t kp_kept(struct msv_client *c)
+{
+    return settings_count(c, "mls-kp:");
+}
+
+/*
+ * What a member's patched client does: a commit of c's stored state removing device's leaf
+ * (remove not 0) or adding device add with KeyPackage kp, sent to the delivery service as its
+ * honest client would send one (its own state left as it was, the Welcome not sent).
+ */
+static void patched_commit(struct msv_client *c, const uint8_t gid[16], uint64_t remove,
+                           const uint8_t *kp, size_t kp_len, uint64_t add)
+{
+    char key[64], hex[33];
+    uint8_t *v = NULL, *commit = NULL, *welcome = NULL;
+    size_t len = 0, commit_len = 0, welcome_len = 0;
+    uint32_t leaf = UINT32_MAX;
+    uint64_t epoch = 0;
+    const char *why = NULL;
+    struct msv_mls_member *m = NULL;
+
+    assert_int_equal(msv_hex_encode(gid, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(key, sizeof(key), "mls-group:%s", hex);
+    assert_int_equal(msv_client_db_get(c->db, key, &v, &len), MSV_OK);
+    assert_true(len >= 4 && msv_get_u32be(v) <= len - 4);
+    assert_int_equal(msv_mls_member_load(v + 4 + msv_get_u32be(v), len - 4 - msv_get_u32be(v), NULL,
+                                         0, &m, &why),
+                     MSV_OK);
+    for (uint32_t i = 0; remove != 0 && i < m->tree.n_leaves; i++) {
+        const struct msv_mls_node *x = &m->tree.nodes[2 * i];
+        const uint8_t *identity;
+        size_t identity_len;
+        uint64_t d = 0;
+
+        if (x->type == 1 &&
+            msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity, &identity_len,
+                                        &d) == MSV_OK &&
+            d == remove)
+            leaf = i;
+    }
+    assert_true(remove == 0 || leaf != UINT32_MAX);
+    {
+        const uint8_t *kps[1] = {kp};
+        struct msv_mls_commit_spec spec = {.key_packages = kps,
+                                           .key_package_lens = &kp_len,
+                                           .n_adds = kp != NULL,
+                                           .removes = &leaf,
+                                           .n_removes = remove != 0,
+                                           .now = (uint64_t)(msv_wall_ms() / 1000)};
+        struct msv_mls_send send = {.kind = MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT,
+                                    .added = &add,
+                                    .n_added = kp != NULL,
+                                    .removed = &remove,
+                                    .n_removed = remove != 0};
+
+        assert_int_equal(msv_mls_member_commit_make(m, &spec, &commit, &commit_len, &welcome,
+                                                    &welcome_len, &why),
+                         MSV_OK);
+        send.group_id = m->group_id;
+        send.group_id_len = m->group_id_len;
+        send.epoch = m->epoch;
+        send.message = commit;
+        send.message_len = commit_len;
+        assert_int_equal(msv_client_connect(c), MSV_OK);
+        assert_int_equal(msv_request_mls_send(c->conn, &send, 5000, &epoch, &c->why), MSV_OK);
+    }
+    msv_mls_member_free(m);
+    free(commit);
+    free(welcome);
+    msv_secret_free(v, len);
 }
 
 struct club {
@@ -190,6 +265,52 @@ static void club_on_mls(struct club *k)
     assert_int_equal(kp_kept(k->bob), bob_kps - 1);
     assert_int_equal(msv_client_group_accept(k->bob, k->conversation), MSV_OK);
     assert_int_equal(msv_client_group_accept(k->carol, k->conversation), MSV_OK);
+}
+
+/*
+ * A device of owner's account, linked and approved by owner, holding owner's groups as a QR
+ * link's provisioning gives them, its keys published.
+ */
+static struct msv_client *linked_device(struct test_server *s, struct msv_client *owner,
+                                        const char *name)
+{
+    struct msv_client *d = NULL;
+    struct msv_group_rec *g = NULL;
+    uint8_t fp[32];
+    char dir[128];
+    size_t n = 0;
+
+    snprintf(dir, sizeof(dir), "%s/%s", s->dir, name);
+    assert_int_equal(msv_client_create(dir, owner->handle, "127.0.0.1", s->port, MSV_SUITE_MODERN,
+                                       0, NULL, fp, &d),
+                     MSV_OK);
+    assert_int_equal(msv_client_link(d, TEST_PASSWORD), MSV_OK);
+    receive_now(owner); /* the request to join, whose key the approval signs */
+    assert_int_equal(msv_client_approve_device(owner, d->device_id), MSV_OK);
+    assert_int_equal(msv_client_db_groups(owner->db, &g, &n), MSV_OK);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *st = NULL, *prev = NULL;
+        size_t st_len = 0, prev_len = 0;
+        int signed_state = 0;
+
+        assert_int_equal(
+            client_group_export(owner, &g[i], &st, &st_len, &prev, &prev_len, &signed_state),
+            MSV_OK);
+        assert_int_equal(client_group_install(d, g[i].group_id, st, st_len, prev, prev_len,
+                                              signed_state, g[i].accepted),
+                         MSV_OK);
+        free(st);
+        free(prev);
+    }
+    msv_groups_free(g, n);
+    receive_now(d); /* its keys published, its KeyPackages too */
+    assert_true(kp_kept(d) > 0);
+    return d;
+}
+
+static size_t joins_waiting(struct msv_client *c)
+{
+    return settings_count(c, "mls-join:");
 }
 
 /* The club on MLS, and alice's change removing carol made. */
@@ -397,17 +518,21 @@ static void test_non_admin_commit_refused_and_refounded(void **state)
 
     (void)state;
     club_on_mls(&k);
+    /* her own client makes no such commit: it leaves removals to the admins */
     assert_int_equal(msv_client_db_group_put(k.carol->db, k.gid, "club",
                                              "alice@example.org\ncarol@example.org\n", 1,
                                              msv_wall_ms()),
                      MSV_OK);
     assert_int_equal(client_mls_sync(k.carol, k.gid, 0), MSV_OK);
-    /* her client honest again: it holds the group as signed */
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, NULL, NULL), 0);
     assert_int_equal(msv_client_db_group_put(k.carol->db, k.gid, "club",
                                              "alice@example.org\nbob@example.org\n"
                                              "carol@example.org\n",
                                              1, msv_wall_ms()),
                      MSV_OK);
+    /* a patched one does */
+    patched_commit(k.carol, k.gid, k.bob->device_id, NULL, 0, 0);
     receive_now(k.alice);
     assert_int_equal(history_count(k.alice, k.conversation, "its committer is no admin"), 1);
     receive_now(k.bob);
@@ -721,6 +846,126 @@ static void test_commit_during_rate_limit(void **state)
     club_free(&k);
 }
 
+/*
+ * bob, no admin, links his laptop: his next receive adds it to the club's MLS group (his own
+ * account's device), alice and carol take his commit, the laptop joins from his Welcome and
+ * reads carol's next message; its own message reaches the others named as bob's laptop.
+ */
+static void test_linked_device_joins(void **state)
+{
+    struct club k;
+    struct msv_client *laptop;
+    uint8_t id[16];
+
+    (void)state;
+    club_on_mls(&k);
+    laptop = linked_device(&k.s, k.bob, "bob-laptop");
+    assert_int_equal(joins_waiting(k.bob), 1);
+    assert_false(client_mls_is_on(laptop, k.gid));
+    receive_now(k.bob);
+    assert_int_equal(joins_waiting(k.bob), 0);
+    assert_int_equal(
+        queued_mls(&k.s, laptop->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
+    receive_now(k.alice);
+    receive_now(k.carol);
+    receive_now(laptop);
+    assert_true(client_mls_is_on(laptop, k.gid));
+    assert_int_equal(history_count(k.alice, k.conversation, "refused"), 0);
+    assert_int_equal(history_count(k.carol, k.conversation, "refused"), 0);
+    assert_int_equal(history_count(laptop, k.conversation, "refused"), 0);
+    assert_int_equal(msv_client_group_send(k.carol, "club", "hello laptop", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(laptop);
+    receive_now(k.bob);
+    assert_sent_by(laptop, k.conversation, "hello laptop", "carol@example.org", k.carol->device_id);
+    assert_sent_by(k.bob, k.conversation, "hello laptop", "carol@example.org", k.carol->device_id);
+    assert_int_equal(msv_client_group_send(laptop, "club", "from bob's laptop", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.alice);
+    assert_sent_by(k.alice, k.conversation, "from bob's laptop", "bob@example.org",
+                   laptop->device_id);
+    msv_client_close(laptop);
+    club_free(&k);
+}
+
+/*
+ * A device that has no KeyPackage yet is tried again quietly, every retry interval, and joins
+ * once it has one; a non-admin's commits add no other account's device (bob's self-update
+ * leaves carol's new tablet out, and his patched client's commit adding it is refused by every
+ * member); a device not added in MSV_MLS_JOIN_DAYS is given up, and that is told.
+ */
+static void test_linked_device_waits_and_others_refused(void **state)
+{
+    struct club k;
+    struct msv_client *laptop, *tablet, *phone;
+    msv_frame *f = NULL;
+    const uint8_t *kp = NULL;
+    size_t kp_len = 0;
+    uint8_t id[16], v[16];
+    char key[64];
+
+    (void)state;
+    club_on_mls(&k);
+    laptop = linked_device(&k.s, k.bob, "bob-laptop");
+    drop_key_packages(&k.s, laptop);
+    k.bob->mls_join_retry_ms = 1;
+    receive_now(k.bob);
+    assert_int_equal(joins_waiting(k.bob), 1);
+    assert_int_equal(history_count(k.bob, k.conversation, "could not be added"), 0);
+    assert_int_equal(
+        queued_mls(&k.s, laptop->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 0);
+    assert_int_equal(msv_mlskeys_publish(laptop), MSV_OK);
+    receive_now(k.bob);
+    assert_int_equal(joins_waiting(k.bob), 0);
+    receive_now(laptop);
+    assert_true(client_mls_is_on(laptop, k.gid));
+
+    /* bob's phone, without a KeyPackage for a week: given up, and told */
+    phone = linked_device(&k.s, k.bob, "bob-phone");
+    drop_key_packages(&k.s, phone);
+    snprintf(key, sizeof(key), "mls-join:%016llx", (unsigned long long)phone->device_id);
+    msv_put_u64be(v, (uint64_t)(msv_wall_ms() - 8 * 86400000LL));
+    msv_put_u64be(v + 8, 0);
+    assert_int_equal(msv_client_db_set(k.bob->db, key, v, sizeof(v)), MSV_OK);
+    receive_now(k.bob);
+    assert_int_equal(joins_waiting(k.bob), 0);
+    assert_int_equal(history_count(k.bob, k.conversation, "was not added to this MLS group in"), 1);
+    assert_false(client_mls_is_on(phone, k.gid));
+
+    /* carol's tablet: bob's self-update does not add it */
+    tablet = linked_device(&k.s, k.carol, "carol-tablet");
+    receive_now(k.alice);
+    k.bob->mls_update_messages = 1;
+    assert_int_equal(msv_client_group_send(k.bob, "club", "bob once", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "bob twice", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(
+        queued_mls(&k.s, tablet->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 0);
+    receive_now(k.alice);
+    assert_sent_by(k.alice, k.conversation, "bob twice", "bob@example.org", k.bob->device_id);
+    assert_int_equal(history_count(k.alice, k.conversation, "refused"), 0);
+    /* nor does his patched client get it in */
+    assert_int_equal(msv_client_connect(k.bob), MSV_OK);
+    assert_int_equal(msv_request_mls_claim(k.bob->conn, "carol@example.org", 5000, &f, &k.bob->why),
+                     MSV_OK);
+    for (size_t i = 0; i < f->mls_key_packages->n_key_packages; i++)
+        if (f->mls_key_packages->key_packages[i]->device_id == tablet->device_id) {
+            kp = f->mls_key_packages->key_packages[i]->key_package.data;
+            kp_len = f->mls_key_packages->key_packages[i]->key_package.len;
+        }
+    assert_non_null(kp);
+    patched_commit(k.bob, k.gid, 0, kp, kp_len, tablet->device_id);
+    msv_frame_free(f);
+    receive_now(k.alice);
+    assert_int_equal(history_count(k.alice, k.conversation, "nor adds only its own account's"), 1);
+    receive_now(k.carol);
+    assert_int_equal(history_count(k.carol, k.conversation, "nor adds only its own account's"), 1);
+
+    msv_client_close(laptop);
+    msv_client_close(tablet);
+    msv_client_close(phone);
+    club_free(&k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -737,6 +982,8 @@ int main(void)
         cmocka_unit_test(test_added_without_key_package),
         cmocka_unit_test(test_readded_member_reads),
         cmocka_unit_test(test_commit_during_rate_limit),
+        cmocka_unit_test(test_linked_device_joins),
+        cmocka_unit_test(test_linked_device_waits_and_others_refused),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

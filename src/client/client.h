@@ -105,6 +105,10 @@ struct msv_client {
     /* a group on MLS: this device commits an update of its leaf before a message once this
      * long (seconds) or this many messages passed since its last commit (0: the defaults) */
     uint64_t mls_update_s, mls_update_messages;
+    /* a device this one approved waits to be added to its MLS groups: tried again this often
+     * (milliseconds; 0: MSV_MLS_JOIN_RETRY_MS, backing off); mls_joining while the tries run */
+    int64_t mls_join_retry_ms;
+    int mls_joining;
     /* how long msv_client_receive() goes on while frames keep coming, beyond its quiet
      * time (0: MSV_CLIENT_RECEIVE_MAX_MS) */
     int receive_max_ms;

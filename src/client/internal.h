@@ -425,6 +425,18 @@ int client_mls_is_on(struct msv_client *c, const uint8_t gid[16]);
 MSV_MUST_CHECK msv_err client_mls_sync(struct msv_client *c, const uint8_t gid[16], int start);
 MSV_MUST_CHECK msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16],
                                        const uint8_t *pt, size_t pt_len);
+/*
+ * A device of this account this device approved joins the account's groups on MLS: it is
+ * recorded (client_mls_join_due) and added by this device's commits (client_mls_joins, run
+ * after each receive) to every group on MLS this device is in, once the device has published
+ * a KeyPackage; what fails is tried again after MSV_MLS_JOIN_RETRY_MS or a quarter of the time
+ * waited (at most an hour), for MSV_MLS_JOIN_DAYS, then told in each group it is not in.
+ */
+#define MSV_MLS_JOIN_RETRY_MS (60 * 1000)
+#define MSV_MLS_JOIN_DAYS 7
+#define MSV_MLS_JOINS_MAX 16 /* devices waiting at once; the oldest is given up past it */
+MSV_MUST_CHECK msv_err client_mls_join_due(struct msv_client *c, uint64_t device_id);
+void client_mls_joins(struct msv_client *c);
 /* The group's members, this account aside, with no device in its MLS tree (*out: one handle a
  * line, caller frees; NULL if none): they get a group message as per-device copies. */
 MSV_MUST_CHECK msv_err client_mls_outside(struct msv_client *c, const uint8_t gid[16], char **out);

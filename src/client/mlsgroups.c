@@ -171,6 +171,30 @@ static struct dir_device *dir_find(const struct dir *dir, uint64_t device_id)
     return NULL;
 }
 
+/* Whether leaf i of m's tree is in use with the credential of a device (*device). */
+static int leaf_device(const struct msv_mls_member *m, uint32_t i, uint64_t *device)
+{
+    const struct msv_mls_node *x = &m->tree.nodes[2 * i];
+    const uint8_t *identity;
+    size_t identity_len;
+
+    *device = 0;
+    return x->type == 1 && msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity,
+                                                       &identity_len, device) == MSV_OK;
+}
+
+/* Whether a leaf of m's tree names device. */
+static int has_device(const struct msv_mls_member *m, uint64_t device)
+{
+    for (uint32_t i = 0; i < m->tree.n_leaves; i++) {
+        uint64_t d;
+
+        if (leaf_device(m, i, &d) && d == device)
+            return 1;
+    }
+    return 0;
+}
+
 /* The roster: the handle of each device of dir that has a leaf in m's tree. */
 static msv_err roster_encode(const struct msv_mls_member *m, const struct dir *dir,
                              struct msv_buf *b)
@@ -403,20 +427,7 @@ static size_t uncovered(const struct msv_mls_member *m, const struct dir *dir, c
     size_t missing = 0;
 
     for (size_t k = 0; k < dir->n; k++) {
-        int leaf = 0;
-
-        for (uint32_t i = 0; i < m->tree.n_leaves && !leaf; i++) {
-            const struct msv_mls_node *x = &m->tree.nodes[2 * i];
-            const uint8_t *identity;
-            size_t identity_len;
-            uint64_t device = 0;
-
-            leaf = x->type == 1 &&
-                   msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity,
-                                               &identity_len, &device) == MSV_OK &&
-                   device == dir->d[k].device_id;
-        }
-        if (!leaf && missing++ == 0)
+        if (!has_device(m, dir->d[k].device_id) && missing++ == 0)
             snprintf(why, why_len, "%.257s's device %llu", dir->d[k].handle,
                      (unsigned long long)dir->d[k].device_id);
     }
@@ -603,7 +614,7 @@ static msv_err send_welcome(struct msv_client *c, const struct msv_mls_member *m
 static int self_is_admin(struct msv_client *c, const uint8_t gid[16]);
 
 static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start, int refound,
-                         int update, int *changed)
+                         int update, int quiet, int *changed)
 {
     struct msv_mls_member *m = NULL;
     struct dir dir = {0};
@@ -617,12 +628,14 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     msv_err err = state_load(c, gid, &m, &roster, &roster_len);
     int creating = err == MSV_ERR_NOT_FOUND;
     uint32_t gen = 0;
+    int admin = self_is_admin(c, gid);
+    const struct dir_device *own = NULL;
 
     *changed = 0;
     if (creating && !start)
         return MSV_OK; /* a group of per-device copies stays so */
     /* only an admin founds the group's MLS group (its members refuse any other founder) */
-    if (creating && !refound && !self_is_admin(c, gid)) {
+    if (creating && !refound && !admin) {
         snprintf(c->why.message, sizeof(c->why.message),
                  "only an admin of the group founds its MLS group");
         return MSV_ERR_AUTH;
@@ -647,11 +660,20 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         err = MSV_ERR_NOMEM;
     if (err == MSV_OK)
         n_gone = removals(m, &dir, leaves, gone, present);
+    /* an admin's commit adds and removes any member's devices; any other member's only adds
+     * its own account's (a device it linked), and makes none while the tree holds a device
+     * to remove (its commit would be refused by every member): it is made at a later message */
+    if (err == MSV_OK && !admin && n_gone > 0)
+        goto out;
+    own = err == MSV_OK ? dir_find(&dir, c->device_id) : NULL;
     for (size_t i = 0; err == MSV_OK && i < dir.n; i++)
-        n_want += want[i] = !present[i] && dir.d[i].device_id != c->device_id;
+        n_want += want[i] = !present[i] && dir.d[i].device_id != c->device_id &&
+                            (admin || (own != NULL && strcmp(dir.d[i].handle, own->handle) == 0));
     /* before any KeyPackage is claimed (each claimed is used up): what one Welcome can carry;
      * a group on MLS still removes whom it must */
     if (err == MSV_OK && (creating || n_want > 0) && dir.n > WELCOME_DEVICES_MAX) {
+        if (quiet)
+            goto out;
         snprintf(text, sizeof(text), "%s: %zu devices, more than the %u one Welcome can carry yet",
                  creating ? "this group stays on per-device encryption, not MLS"
                           : "no device could be added to this MLS group",
@@ -671,7 +693,7 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         err = notice(c, gid, text);
         goto out;
     }
-    if (err == MSV_OK && missing > 0) {
+    if (err == MSV_OK && missing > 0 && !quiet) {
         snprintf(text, sizeof(text),
                  "%zu device%s could not be added to this MLS group, which stays on MLS without "
                  "them (%s)",
@@ -772,7 +794,8 @@ static int refound_due(struct msv_client *c, const uint8_t gid[16])
     return due;
 }
 
-static msv_err sync_with(struct msv_client *c, const uint8_t gid[16], int start, int update)
+static msv_err sync_with(struct msv_client *c, const uint8_t gid[16], int start, int update,
+                         int quiet)
 {
     msv_err err = MSV_OK;
     int changed = 0, admin = self_is_admin(c, gid);
@@ -788,7 +811,7 @@ static msv_err sync_with(struct msv_client *c, const uint8_t gid[16], int start,
         err = mls_lock(c);
         if (err != MSV_OK)
             return err;
-        err = sync_once(c, gid, start, refound, update, &changed);
+        err = sync_once(c, gid, start, refound, update, quiet, &changed);
         mls_unlock(c);
         if (err != MSV_ERR_REPLAY)
             break;
@@ -806,7 +829,134 @@ static msv_err sync_with(struct msv_client *c, const uint8_t gid[16], int start,
 
 msv_err client_mls_sync(struct msv_client *c, const uint8_t gid[16], int start)
 {
-    return sync_with(c, gid, start, 0);
+    return sync_with(c, gid, start, 0, 0);
+}
+
+/* ---- devices of this account joining ------------------------------------------------------- */
+
+/* "mls-join:<16 hex digits of the device id>" = u64be first wanted (ms) || u64be next try (ms) */
+#define JOIN "mls-join:"
+#define JOIN_VALUE 16
+#define JOIN_WAIT_MAX_MS (3600 * 1000)
+
+static const char *join_key(uint64_t device, char key[KEY_MAX])
+{
+    snprintf(key, KEY_MAX, JOIN "%016llx", (unsigned long long)device);
+    return key;
+}
+
+/* Whether this device holds the group's state and a leaf of it names device. */
+static int has_leaf(struct msv_client *c, const uint8_t gid[16], uint64_t device)
+{
+    struct msv_mls_member *m = NULL;
+    uint8_t *roster = NULL;
+    size_t roster_len = 0;
+    int found = 0;
+
+    if (state_load(c, gid, &m, &roster, &roster_len) == MSV_OK)
+        found = has_device(m, device);
+    msv_mls_member_free(m);
+    free(roster);
+    return found;
+}
+
+msv_err client_mls_join_due(struct msv_client *c, uint64_t device_id)
+{
+    struct msv_setting *s = NULL;
+    size_t n = 0, oldest = 0;
+    uint8_t v[JOIN_VALUE];
+    char key[KEY_MAX];
+    msv_err err = msv_client_db_settings(c->db, JOIN, SIZE_MAX, &s, &n);
+
+    /* bounded: past MSV_MLS_JOINS_MAX waiting, the one waiting longest is given up */
+    for (size_t i = 1; err == MSV_OK && i < n; i++)
+        if (s[i].len == JOIN_VALUE && s[oldest].len == JOIN_VALUE &&
+            msv_get_u64be(s[i].value) < msv_get_u64be(s[oldest].value))
+            oldest = i;
+    if (err == MSV_OK && n >= MSV_MLS_JOINS_MAX)
+        err = msv_client_db_unset(c->db, s[oldest].key);
+    msv_settings_free(s, n);
+    msv_put_u64be(v, (uint64_t)msv_wall_ms());
+    msv_put_u64be(v + 8, 0);
+    return err == MSV_OK ? msv_client_db_set(c->db, join_key(device_id, key), v, sizeof(v)) : err;
+}
+
+/*
+ * One device waiting to join: added to each group on MLS this device is in (quietly: a device
+ * without a KeyPackage yet is tried again later). *done: it is in every one of them.
+ */
+static void join_groups(struct msv_client *c, const struct msv_group_rec *g, size_t n,
+                        uint64_t device, int give_up, int *done)
+{
+    *done = 1;
+    for (size_t i = 0; i < n; i++) {
+        char text[400];
+
+        if (!client_mls_is_on(c, g[i].group_id) || has_leaf(c, g[i].group_id, device))
+            continue;
+        if (sync_with(c, g[i].group_id, 0, 0, 1) == MSV_OK && has_leaf(c, g[i].group_id, device))
+            continue;
+        *done = 0;
+        if (!give_up)
+            continue;
+        snprintf(text, sizeof(text),
+                 "this account's device %llu was not added to this MLS group in %d days (it "
+                 "published no KeyPackage, or the group is too large to add it here): it does not "
+                 "read the group's messages until an admin's next change adds it",
+                 (unsigned long long)device, MSV_MLS_JOIN_DAYS);
+        if (notice(c, g[i].group_id, text) != MSV_OK)
+            *done = 0;
+    }
+}
+
+void client_mls_joins(struct msv_client *c)
+{
+    struct msv_setting *s = NULL;
+    struct msv_group_rec *g = NULL;
+    size_t n = 0, n_groups = 0;
+    int64_t now = msv_wall_ms(),
+            retry = c->mls_join_retry_ms > 0 ? c->mls_join_retry_ms : MSV_MLS_JOIN_RETRY_MS;
+
+    /* a commit refused as stale reads the queue, whose end comes back here */
+    if (c->mls_joining || msv_client_db_settings(c->db, JOIN, MSV_MLS_JOINS_MAX, &s, &n) != MSV_OK)
+        return;
+    c->mls_joining = 1;
+    if (n > 0 && msv_client_db_groups(c->db, &g, &n_groups) != MSV_OK)
+        n = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned long long device = 0;
+        char key[KEY_MAX];
+        int done = 0, give_up, parsed;
+        int64_t wait;
+        uint8_t v[JOIN_VALUE];
+
+        parsed = s[i].len == JOIN_VALUE &&
+                 sscanf(s[i].key + strlen(JOIN), "%16llx", &device) == 1 && device != 0;
+        if (parsed && now < (int64_t)msv_get_u64be(s[i].value + 8))
+            continue; /* not due yet */
+        give_up =
+            parsed && now - (int64_t)msv_get_u64be(s[i].value) > MSV_MLS_JOIN_DAYS * 86400000LL;
+        if (parsed)
+            join_groups(c, g, n_groups, device, give_up, &done);
+        if (!parsed || done || give_up) {
+            if (msv_client_db_unset(c->db, s[i].key) != MSV_OK)
+                break;
+            continue;
+        }
+        /* backing off: a quarter of the time it has waited, from every retry up to hourly
+         * (each try looks up every member of each group) */
+        wait = (now - (int64_t)msv_get_u64be(s[i].value)) / 4;
+        wait = c->mls_join_retry_ms > 0 || wait < retry ? retry
+               : wait > JOIN_WAIT_MAX_MS                ? JOIN_WAIT_MAX_MS
+                                                        : wait;
+        memcpy(v, s[i].value, 8);
+        msv_put_u64be(v + 8, (uint64_t)(now + wait));
+        if (msv_client_db_set(c->db, join_key(device, key), v, sizeof(v)) != MSV_OK)
+            break;
+    }
+    msv_groups_free(g, n_groups);
+    msv_settings_free(s, n);
+    c->mls_joining = 0;
 }
 
 /* ---- messages ------------------------------------------------------------------------------ */
@@ -942,7 +1092,7 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
         err = client_mls_sync(c, gid, 0);
     /* a leaf due for an update commits one first; should that fail, the message still goes,
      * and the next one tries again */
-    if (err == MSV_OK && update_due(c, gid) && sync_with(c, gid, 0, 1) != MSV_OK &&
+    if (err == MSV_OK && update_due(c, gid) && sync_with(c, gid, 0, 1, 0) != MSV_OK &&
         c->on_mls_notice != NULL) {
         char conversation[40];
 
@@ -1053,11 +1203,16 @@ static int64_t held_generation(struct msv_client *c, const uint8_t gid[16], uint
     return gen;
 }
 
-/* Whether the leaf that signed the GroupInfo of the Welcome m joined from is an admin's device. */
-static int signer_is_admin(struct msv_client *c, const uint8_t gid[16], const struct dir *dir,
-                           const struct msv_mls_member *m)
+/*
+ * Whether the leaf that signed the GroupInfo of the Welcome m joined from (the commit that added
+ * this device) is an admin's device, or a device of this account (which adds its own account's
+ * devices only), as the verified directory lists them.
+ */
+static int signer_may_add(struct msv_client *c, const uint8_t gid[16], const struct dir *dir,
+                          const struct msv_mls_member *m)
 {
     const struct msv_mls_node *x;
+    const struct dir_device *signer, *self = dir_find(dir, c->device_id);
     const uint8_t *identity;
     size_t identity_len;
     uint64_t device = 0;
@@ -1065,10 +1220,12 @@ static int signer_is_admin(struct msv_client *c, const uint8_t gid[16], const st
     if (m->welcome_signer >= m->tree.n_leaves)
         return 0;
     x = &m->tree.nodes[2 * m->welcome_signer];
-    return x->type == 1 &&
-           msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity, &identity_len,
-                                       &device) == MSV_OK &&
-           is_admin_device(c, gid, dir, device);
+    if (x->type != 1 || msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity,
+                                                    &identity_len, &device) != MSV_OK)
+        return 0;
+    signer = dir_find(dir, device);
+    return is_admin_device(c, gid, dir, device) ||
+           (signer != NULL && self != NULL && strcmp(signer->handle, self->handle) == 0);
 }
 
 /*
@@ -1133,12 +1290,13 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
                  why);
         goto out;
     }
-    /* a Welcome only from an admin's device (its GroupInfo's signer made the commit that
-     * added this device: only an admin adds); a later generation only from its founder */
-    if (err == MSV_OK && !signer_is_admin(c, gid, &dir, m)) {
+    /* a Welcome only from an admin's device or this account's (its GroupInfo's signer made
+     * the commit that added this device: only an admin adds, and a member its own devices); a
+     * later generation only from its founder */
+    if (err == MSV_OK && !signer_may_add(c, gid, &dir, m)) {
         snprintf(in->notice, sizeof(in->notice),
                  "a Welcome to an MLS group was refused: the commit that added this device is "
-                 "no admin's");
+                 "no admin's, nor this account's");
         goto out;
     }
     if (err == MSV_OK && held >= 0 && held < (int64_t)gen) {
@@ -1274,6 +1432,33 @@ static msv_err committer(const struct msv_mls_member *m, const struct leaf_was *
     return found == 1 ? MSV_OK : MSV_ERR_AUTH;
 }
 
+/*
+ * Whether every change a commit made (m now, w before it) adds a device of the account of device
+ * by, the committer's, as the verified directory lists them: no leaf removed or replaced.
+ */
+static int own_adds_only(const struct msv_mls_member *m, const struct leaf_was *w, uint32_t n,
+                         const struct dir *dir, uint64_t by)
+{
+    const struct dir_device *committer_d = dir_find(dir, by);
+
+    if (committer_d == NULL)
+        return 0;
+    for (uint32_t i = 0; i < m->tree.n_leaves || i < n; i++) {
+        uint64_t now_device = 0;
+        const struct dir_device *d;
+        int now_used = i < m->tree.n_leaves && leaf_device(m, i, &now_device);
+        int was_used = i < n && w[i].used;
+
+        if (was_used && (!now_used || now_device != w[i].device))
+            return 0; /* removed or replaced */
+        if (now_used && !was_used &&
+            ((d = dir_find(dir, now_device)) == NULL ||
+             strcmp(d->handle, committer_d->handle) != 0))
+            return 0;
+    }
+    return 1;
+}
+
 /* Whether device is, by the roster, an admin's in the group's signed state. */
 static int is_admin_device(struct msv_client *c, const uint8_t gid[16], const struct dir *dir,
                            uint64_t device)
@@ -1343,12 +1528,15 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
         refused = 1;
         goto out;
     }
-    /* adding and removing devices is for the group's admins (its signed state) */
+    /* adding and removing devices is for the group's admins (its signed state); any other
+     * member only adds devices of its own account */
     if (err == MSV_OK && (committer(m, was, n_was, &by, &changed) != MSV_OK ||
-                          (changed && !is_admin_device(c, gid, &dir, by)))) {
+                          (changed && !is_admin_device(c, gid, &dir, by) &&
+                           !own_adds_only(m, was, n_was, &dir, by)))) {
         snprintf(in->notice, sizeof(in->notice),
                  "a commit of an MLS group (from device %llu) was refused, nothing changed: it "
-                 "adds or removes devices and its committer is no admin of the group",
+                 "adds or removes devices, and its committer is no admin of the group nor adds "
+                 "only its own account's",
                  (unsigned long long)by);
         refused = 1;
         goto out;

@@ -1277,6 +1277,7 @@ static msv_err receive_done(struct msv_client *c,
         msv_conn_close(c->conn);
         c->conn = NULL;
     }
+    client_mls_joins(c); /* devices this one approved, into its groups on MLS */
     /* what disappeared while it ran (this account's messages from other devices, say) */
     return msv_client_expire(c, on_message, ctx, &expired);
 }
