@@ -1564,8 +1564,9 @@ static int cmd_groups(const struct cli *o, struct msv_client *c)
             msv_client_group_conversation(g[i].group_id, gid);
             if (o->json) {
                 char *admins = NULL;
-                json_t *row = json_pack("{s:s, s:s, s:s, s:b}", "name", g[i].name, "members",
-                                        g[i].members, "id", gid, "invited", !g[i].accepted);
+                json_t *row = json_pack("{s:s, s:s, s:s, s:b, s:b}", "name", g[i].name, "members",
+                                        g[i].members, "id", gid, "invited", !g[i].accepted, "mls",
+                                        msv_client_group_on_mls(c, g[i].group_id));
 
                 if (msv_client_group_admins(c, g[i].group_id, &admins) == MSV_OK) {
                     commas(admins);

@@ -97,6 +97,14 @@ start_missived() {
     port=$(awk '/^tls/{print $2}' srv/missived.ports)
 }
 
+# metric NAME: the value of missived_NAME on the /metrics page of the missived start_missived
+# started
+metric() {
+    python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' \
+        "http://127.0.0.1:$(awk '/^http/{print $2}' srv/missived.ports)/metrics" |
+        awk -v m="missived_$1" '$1 == m {print $2}'
+}
+
 # register_people NAME...: with $M against the missived start_missived started,
 # registers NAME@example.org for each NAME, its device's data in dev-NAME;
 # sets $server and MISSIVE_PASSWORD; each is a contact (named by the handle)

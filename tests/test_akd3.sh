@@ -140,6 +140,5 @@ expect 4 "a fresh auditor past the bound" -- "$A" --state fresh.state --server "
 grep -q "no longer keeps the key directory.s proof this audit needs: the key directory.s append-only proof is kept from log entry [1-9][0-9]* on, not from 0" err.txt && ok ||
     bad "the proof gone: $(cat err.txt)"
 first=$(sed -n 's/.*kept from log entry \([0-9]*\) on.*/\1/p' err.txt)
-metric() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' "http://127.0.0.1:$(awk '/^http/{print $2}' srv/missived.ports)/metrics" | awk -v m="missived_$1" '$1 == m {print $2}'; }
 [ "$(metric keydir_append_proof_from)" = "$first" ] && ok || bad "the metric: $(metric keydir_append_proof_from), not $first"
 finish

@@ -270,7 +270,7 @@ grep -q "train at nine" out.txt && grep -q "just us now" out.txt && ok || bad "g
 expect 0 "groups list" -- as bob-phone groups
 grep -q "^trip	alice@example.org,bob@example.org	$trip	admins: alice@example.org$" out.txt && ok || bad "groups list: $(cat out.txt)"
 expect 0 "groups as JSON" -- as bob-phone -o json groups
-grep -q '^{"name":"trip","members":"alice@example.org,bob@example.org","id":"'"$trip"'","invited":false,"admins":"alice@example.org"}$' out.txt && ok || bad "groups JSON: $(cat out.txt)"
+grep -q '^{"name":"trip","members":"alice@example.org,bob@example.org","id":"'"$trip"'","invited":false,"mls":true,"admins":"alice@example.org"}$' out.txt && ok || bad "groups JSON: $(cat out.txt)"
 expect 1 "unknown group" -- as bob-phone send --group nope --text x
 unset MISSIVE_PASSPHRASE
 

@@ -966,6 +966,107 @@ static void test_linked_device_waits_and_others_refused(void **state)
     club_free(&k);
 }
 
+/* A delivery of kind to c's group gid at epoch whose message is msg. */
+static void take_crafted(struct msv_client *c, const uint8_t gid[16], int kind, uint64_t epoch,
+                         const uint8_t *msg, size_t msg_len, char notice[400])
+{
+    Msv__Wire__MlsDelivery d = MSV__WIRE__MLS_DELIVERY__INIT;
+    uint8_t id[20] = {0}, *wire;
+    size_t len;
+
+    memcpy(id, gid, 16);
+    d.group_id = (ProtobufCBinaryData){sizeof(id), id};
+    d.kind = kind;
+    d.epoch = epoch;
+    d.message = (ProtobufCBinaryData){msg_len, (uint8_t *)msg};
+    len = msv__wire__mls_delivery__get_packed_size(&d);
+    wire = malloc(len);
+    assert_non_null(wire);
+    msv__wire__mls_delivery__pack(&d, wire);
+    take(c, wire, len, notice);
+    free(wire);
+}
+
+/*
+ * A commit or Welcome larger than one send goes by reference through the attachment store
+ * (here, past 300 bytes: every one): the group is founded, its members join, a removal is
+ * followed, messages read. A reference the server altered (another blob, a wrong hash, a
+ * malformed one, a blob it does not have) changes nothing and is told.
+ */
+static void test_large_by_reference(void **state)
+{
+    const char *two[2] = {"bob@example.org", "carol@example.org"};
+    const char *carol_only[1] = {"carol@example.org"};
+    struct club k;
+    uint8_t id[16], *commit = NULL, ref[102], bad[102];
+    size_t commit_len = 0;
+    char notice[400];
+    Msv__Wire__MlsDelivery *d;
+
+    (void)state;
+    test_server_init(&k.s, NULL);
+    test_server_start(&k.s);
+    k.alice = test_client_for(&k.s, "alice", "alice@example.org");
+    k.bob = test_client_for(&k.s, "bob", "bob@example.org");
+    k.carol = test_client_for(&k.s, "carol", "carol@example.org");
+    k.alice->mls_inline_max = 300;
+    assert_int_equal(msv_client_group_create(k.alice, "club", two, 2, k.gid), MSV_OK);
+    msv_client_group_conversation(k.gid, k.conversation);
+    assert_true(client_mls_is_on(k.alice, k.gid));
+    assert_int_equal(receive_now(k.bob), 1);
+    assert_int_equal(receive_now(k.carol), 1);
+    assert_true(client_mls_is_on(k.bob, k.gid));
+    assert_true(client_mls_is_on(k.carol, k.gid));
+    assert_int_equal(msv_client_group_accept(k.bob, k.conversation), MSV_OK);
+    assert_int_equal(msv_client_group_accept(k.carol, k.conversation), MSV_OK);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "all of you", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.bob);
+    assert_sent_by(k.bob, k.conversation, "all of you", "alice@example.org", k.alice->device_id);
+
+    /* the removal's commit goes by reference too; bob follows it, carol cannot read on */
+    assert_int_equal(msv_client_group_change(k.alice, "club", NULL, NULL, 0, carol_only, 1),
+                     MSV_OK);
+    assert_int_equal(queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT,
+                                &commit, &commit_len),
+                     1);
+    d = msv__wire__mls_delivery__unpack(NULL, commit_len, commit);
+    assert_non_null(d);
+    assert_int_equal(d->message.len, sizeof(ref));
+    assert_int_equal(d->message.data[0], 0xff);
+    memcpy(ref, d->message.data, sizeof(ref));
+    msv__wire__mls_delivery__free_unpacked(d, NULL);
+
+    /* before bob takes it: what the server could make of the reference */
+    memcpy(bad, ref, sizeof(bad));
+    bad[sizeof(bad) - 1] ^= 1; /* the hash */
+    take_crafted(k.bob, k.gid, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, 1, bad, sizeof(bad), notice);
+    assert_non_null(strstr(notice, "failed its integrity check"));
+    memcpy(bad, ref, sizeof(bad));
+    bad[10] ^= 1; /* another blob, which the server does not have */
+    take_crafted(k.bob, k.gid, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, 1, bad, sizeof(bad), notice);
+    assert_non_null(strstr(notice, "could not be fetched"));
+    take_crafted(k.bob, k.gid, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, 1, ref, sizeof(ref) - 1,
+                 notice);
+    assert_non_null(strstr(notice, "malformed reference"));
+    memcpy(bad, ref, sizeof(bad));
+    bad[2] = 0x7f; /* a size past what a member fetches */
+    take_crafted(k.bob, k.gid, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, 0, bad, sizeof(bad), notice);
+    assert_non_null(strstr(notice, "malformed reference"));
+
+    receive_now(k.bob);
+    receive_now(k.carol);
+    assert_int_equal(history_count(k.bob, k.conversation, "refused"), 0);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "carol is out", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.bob);
+    receive_now(k.carol);
+    assert_sent_by(k.bob, k.conversation, "carol is out", "alice@example.org", k.alice->device_id);
+    assert_int_equal(history_count(k.carol, k.conversation, "carol is out"), 0);
+    free(commit);
+    club_free(&k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -984,6 +1085,7 @@ int main(void)
         cmocka_unit_test(test_commit_during_rate_limit),
         cmocka_unit_test(test_linked_device_joins),
         cmocka_unit_test(test_linked_device_waits_and_others_refused),
+        cmocka_unit_test(test_large_by_reference),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

@@ -109,6 +109,9 @@ struct msv_client {
      * (milliseconds; 0: MSV_MLS_JOIN_RETRY_MS, backing off); mls_joining while the tries run */
     int64_t mls_join_retry_ms;
     int mls_joining;
+    /* a commit or Welcome larger than this many bytes goes by reference through the attachment
+     * store (0: 16 KiB, the server's default payload limit) */
+    size_t mls_inline_max;
     /* how long msv_client_receive() goes on while frames keep coming, beyond its quiet
      * time (0: MSV_CLIENT_RECEIVE_MAX_MS) */
     int receive_max_ms;
@@ -350,6 +353,8 @@ MSV_MUST_CHECK msv_err msv_client_group_leave(struct msv_client *c, const char *
  */
 MSV_MUST_CHECK msv_err msv_client_group_admins(struct msv_client *c, const uint8_t group_id[16],
                                                char **admins);
+/* Whether this device reads and writes the group on MLS (else per-device copies). */
+int msv_client_group_on_mls(struct msv_client *c, const uint8_t group_id[16]);
 /*
  * Sends text (and files) as an answer to message reply_to, in the
  * conversation that message is in (its group, or the other person);

@@ -37,12 +37,20 @@
 #define SKEW_S 3600
 #define COMMIT_TRIES 3 /* a commit refused as stale: the queue read and the commit made again */
 #define STALE_WAIT_MS 500
-/* what one MlsSend carries at most: the server's default payload limit (docs/wire.md) */
+/* what one MlsSend carries at most: the server's default payload limit (docs/wire.md); a
+ * larger commit or Welcome goes by reference */
 #define MLS_MESSAGE_MAX (16u * 1024u)
 #define DEVICES_MAX 10000 /* devices in one group (the delivery service's limit) */
-/* devices whose Welcome (the ratchet tree inside: about 400 bytes a device, 13.5 KiB for 32)
- * fits in MLS_MESSAGE_MAX */
-#define WELCOME_DEVICES_MAX 32u
+/*
+ * A commit or Welcome by reference (docs/crypto.md, "Large commits and Welcomes"): 0xff (no
+ * MLSMessage starts so: its version is 1) || 1 || u32be size || blob id || attachment key ||
+ * SHA-256 of the blob; what a reference may name at most (a Welcome to 10,000 devices, its
+ * ratchet tree inside, is about 6 MB)
+ */
+#define BY_REF_MARK 0xffu
+#define BY_REF_VERSION 1u
+#define BY_REF_LEN (2u + 4u + 32u + MSV_ATTACHMENT_KEY_LEN + 32u)
+#define BY_REF_MAX ((size_t)32 << 20)
 #define LOOKUP_BATCH 256
 #define MLS_ID_LEN 20 /* the group's id || u32be generation */
 #define REFOUND "mls-refound:"
@@ -141,6 +149,11 @@ int client_mls_is_on(struct msv_client *c, const uint8_t gid[16])
     on = msv_client_db_get(c->db, key, &v, &len) == MSV_OK;
     msv_secret_free(v, len);
     return on;
+}
+
+int msv_client_group_on_mls(struct msv_client *c, const uint8_t group_id[16])
+{
+    return client_mls_is_on(c, group_id);
 }
 
 /* A device of the group as the verified directory lists it. */
@@ -606,6 +619,83 @@ static msv_err send_welcome(struct msv_client *c, const struct msv_mls_member *m
 }
 
 /*
+ * msg as it goes to the delivery service: itself if it fits one send (c->mls_inline_max, else
+ * MLS_MESSAGE_MAX), else replaced by a reference to it in the attachment store, encrypted there
+ * under a fresh key.
+ */
+static msv_err by_reference(struct msv_client *c, uint8_t **msg, size_t *len)
+{
+    size_t inline_max = c->mls_inline_max > 0 ? c->mls_inline_max : MLS_MESSAGE_MAX;
+    uint8_t key[MSV_ATTACHMENT_KEY_LEN], *ref;
+    struct msv_attachment_digest d;
+    char uri[81];
+    size_t n = 0;
+    msv_err err;
+
+    if (*msg == NULL || *len <= inline_max)
+        return MSV_OK;
+    if (*len > BY_REF_MAX)
+        return MSV_ERR_TOO_BIG;
+    if ((ref = malloc(BY_REF_LEN)) == NULL)
+        return MSV_ERR_NOMEM;
+    msv_attachment_key_generate(key);
+    err = client_upload_blob(c, key, *msg, *len, NULL, &d, uri, sizeof(uri));
+    ref[0] = BY_REF_MARK;
+    ref[1] = BY_REF_VERSION;
+    msv_put_u32be(ref + 2, (uint32_t)*len);
+    if (err == MSV_OK && (strncmp(uri, "blob:", 5) != 0 ||
+                          msv_hex_decode(uri + 5, ref + 6, 32, &n) != MSV_OK || n != 32))
+        err = MSV_ERR_UNSUPPORTED;
+    memcpy(ref + 38, key, MSV_ATTACHMENT_KEY_LEN);
+    memcpy(ref + 38 + MSV_ATTACHMENT_KEY_LEN, d.sha256, 32);
+    sodium_memzero(key, sizeof(key));
+    if (err != MSV_OK) {
+        free(ref);
+        return err;
+    }
+    free(*msg);
+    *msg = ref;
+    *len = BY_REF_LEN;
+    return MSV_OK;
+}
+
+/*
+ * The commit or Welcome a delivery's message names by reference, fetched and checked (*out
+ * NULL: msg is the MLSMessage itself). MSV_ERR_IO for what may work on the next receive (the
+ * network, the store), MSV_ERR_PARSE for a malformed reference, else why the fetch failed.
+ */
+static msv_err resolve(struct msv_client *c, const uint8_t *msg, size_t len, uint8_t **out,
+                       size_t *out_len)
+{
+    struct msv_attachment_ref a = {0};
+    char uri[5 + 64 + 1] = "blob:";
+    msv_err err;
+
+    *out = NULL;
+    if (len == 0 || msg[0] != BY_REF_MARK)
+        return MSV_OK;
+    if (len != BY_REF_LEN || msg[1] != BY_REF_VERSION || msv_get_u32be(msg + 2) == 0 ||
+        msv_get_u32be(msg + 2) > BY_REF_MAX)
+        return MSV_ERR_PARSE;
+    if (msv_hex_encode(msg + 6, 32, uri + 5, sizeof(uri) - 5) != MSV_OK)
+        return MSV_ERR_PARSE;
+    a.uri = uri;
+    memcpy(a.key, msg + 38, MSV_ATTACHMENT_KEY_LEN);
+    memcpy(a.sha256, msg + 38 + MSV_ATTACHMENT_KEY_LEN, 32);
+    err = msv_client_connect(c);
+    if (err == MSV_OK)
+        err = client_fetch_blob(c, &a, msv_get_u32be(msg + 2), out, out_len);
+    sodium_memzero(a.key, sizeof(a.key));
+    if (err == MSV_OK && *out_len != msv_get_u32be(msg + 2))
+        err = MSV_ERR_AUTH;
+    if (err != MSV_OK) {
+        free(*out);
+        *out = NULL;
+    }
+    return err == MSV_ERR_NOMEM ? MSV_ERR_IO : err;
+}
+
+/*
  * One attempt at making the MLS group follow the group's members, under the lock: the state
  * loaded (or a new group of one if start), devices no member has removed, the members' devices
  * without a leaf added, the commit sent and, once taken, merged and saved, then the Welcome
@@ -669,20 +759,6 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     for (size_t i = 0; err == MSV_OK && i < dir.n; i++)
         n_want += want[i] = !present[i] && dir.d[i].device_id != c->device_id &&
                             (admin || (own != NULL && strcmp(dir.d[i].handle, own->handle) == 0));
-    /* before any KeyPackage is claimed (each claimed is used up): what one Welcome can carry;
-     * a group on MLS still removes whom it must */
-    if (err == MSV_OK && (creating || n_want > 0) && dir.n > WELCOME_DEVICES_MAX) {
-        if (quiet)
-            goto out;
-        snprintf(text, sizeof(text), "%s: %zu devices, more than the %u one Welcome can carry yet",
-                 creating ? "this group stays on per-device encryption, not MLS"
-                          : "no device could be added to this MLS group",
-                 dir.n, WELCOME_DEVICES_MAX);
-        err = notice(c, gid, text);
-        memset(want, 0, dir.n);
-        if (creating || err != MSV_OK)
-            goto out;
-    }
     if (err == MSV_OK)
         err = claim_adds(c, &dir, want, &a, &missing, why, sizeof(why));
     if (err == MSV_OK && creating && missing > 0) {
@@ -713,15 +789,20 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         err = msv_mls_member_commit_make(m, &spec, &commit, &commit_len, &welcome, &welcome_len,
                                          &made_why);
     }
-    if (err == MSV_OK && (commit_len > MLS_MESSAGE_MAX || welcome_len > MLS_MESSAGE_MAX)) {
+    /* what does not fit one send goes by reference, both uploaded before the commit goes (a
+     * failure there changes nothing) */
+    if (err == MSV_OK && (err = by_reference(c, &commit, &commit_len)) == MSV_OK)
+        err = by_reference(c, &welcome, &welcome_len);
+    if (err != MSV_OK && commit != NULL) {
         msv_mls_member_commit_discard(m);
-        snprintf(text, sizeof(text),
-                 "%s: its %s would be %zu bytes, more than the %u one message may carry",
-                 creating ? "this group stays on per-device encryption, not MLS"
-                          : "the MLS group could not follow this change",
-                 welcome_len > MLS_MESSAGE_MAX ? "Welcome" : "commit",
-                 welcome_len > commit_len ? welcome_len : commit_len, MLS_MESSAGE_MAX);
-        err = notice(c, gid, text);
+        if (err == MSV_ERR_TOO_BIG) {
+            snprintf(text, sizeof(text),
+                     "%s: its %s would be more than the %zu MiB a member fetches",
+                     creating ? "this group stays on per-device encryption, not MLS"
+                              : "the MLS group could not follow this change",
+                     commit_len > BY_REF_MAX ? "commit" : "Welcome", BY_REF_MAX >> 20);
+            err = notice(c, gid, text);
+        }
         goto out;
     }
     if (err == MSV_OK) {
@@ -1612,6 +1693,9 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
     Msv__Wire__MlsDelivery *d = msv__wire__mls_delivery__unpack(NULL, len, delivery);
     msv_err err = MSV_OK;
     uint32_t gen = 0;
+    uint8_t *fetched = NULL;
+    const uint8_t *msg;
+    size_t fetched_len = 0, msg_len;
 
     memset(in, 0, sizeof(*in));
     if (d != NULL && d->group_id.len == MLS_ID_LEN)
@@ -1623,13 +1707,34 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
                  sender_handle, (unsigned long long)sender_device);
         goto out;
     }
+    /* a commit or Welcome too large for one send comes by reference */
+    if (d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME ||
+        d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT) {
+        err = resolve(c, d->message.data, d->message.len, &fetched, &fetched_len);
+        if (err != MSV_OK && err != MSV_ERR_IO) {
+            snprintf(in->notice, sizeof(in->notice),
+                     "a%s MLS %s from device %llu, too large for one message, could not be "
+                     "fetched (%s): not taken",
+                     err == MSV_ERR_PARSE ? " malformed reference to an" : "n",
+                     d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME ? "Welcome" : "commit",
+                     (unsigned long long)sender_device,
+                     err == MSV_ERR_AUTH        ? "it failed its integrity check"
+                     : err == MSV_ERR_NOT_FOUND ? "the server does not have it"
+                                                : msv_strerror(err));
+            err = MSV_OK;
+            goto told;
+        }
+        if (err != MSV_OK)
+            goto told;
+    }
+    msg = fetched != NULL ? fetched : d->message.data;
+    msg_len = fetched != NULL ? fetched_len : d->message.len;
     switch (d->kind) {
     case MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME:
-        err = take_welcome(c, d->group_id.data, gen, d->message.data, d->message.len, in);
+        err = take_welcome(c, d->group_id.data, gen, msg, msg_len, in);
         break;
     case MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT:
-        err = take_commit(c, d->group_id.data, gen, d->epoch, d->message.data, d->message.len,
-                          sender_device, in);
+        err = take_commit(c, d->group_id.data, gen, d->epoch, msg, msg_len, sender_device, in);
         break;
     case MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION:
         err = take_application(c, d->group_id.data, gen, d->epoch, d->message.data, d->message.len,
@@ -1641,6 +1746,7 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
                  "its own changes",
                  (unsigned long long)sender_device);
     }
+told:
     /* an error of the group's crypto names nobody; a storage failure is not acknowledged */
     if (err != MSV_OK && err != MSV_ERR_IO && err != MSV_ERR_NOMEM) {
         if (in->notice[0] == '\0')
@@ -1660,5 +1766,6 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
     }
 out:
     msv__wire__mls_delivery__free_unpacked(d, NULL);
+    free(fetched);
     return err;
 }
