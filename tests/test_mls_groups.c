@@ -929,7 +929,8 @@ static void test_linked_device_waits_and_others_refused(void **state)
     assert_int_equal(msv_client_db_set(k.bob->db, key, v, sizeof(v)), MSV_OK);
     receive_now(k.bob);
     assert_int_equal(joins_waiting(k.bob), 0);
-    assert_int_equal(history_count(k.bob, k.conversation, "was not added to this MLS group in"), 1);
+    assert_int_equal(
+        history_count(k.bob, k.conversation, "was not added to this MLS group (in 7 days"), 1);
     assert_false(client_mls_is_on(phone, k.gid));
 
     /* carol's tablet: bob's self-update does not add it */
@@ -1067,6 +1068,78 @@ static void test_large_by_reference(void **state)
     club_free(&k);
 }
 
+/* Keeps wire's Welcome on c for the group, as if its send had not happened yet. */
+static void keep_welcome(struct msv_client *c, const uint8_t gid[16], const uint8_t *wire,
+                         size_t len, uint64_t device)
+{
+    Msv__Wire__MlsDelivery *d = msv__wire__mls_delivery__unpack(NULL, len, wire);
+    uint8_t *v;
+    char key[64], hex[33];
+
+    assert_non_null(d);
+    v = malloc(16 + 8 + d->message.len);
+    assert_non_null(v);
+    msv_put_u32be(v, 0);
+    msv_put_u64be(v + 4, d->epoch);
+    msv_put_u32be(v + 12, 1);
+    msv_put_u64be(v + 16, device);
+    memcpy(v + 24, d->message.data, d->message.len);
+    assert_int_equal(msv_hex_encode(gid, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(key, sizeof(key), "mls-welcome:%s", hex);
+    assert_int_equal(msv_client_db_set(c->db, key, v, 24 + d->message.len), MSV_OK);
+    free(v);
+    msv__wire__mls_delivery__free_unpacked(d, NULL);
+}
+
+/*
+ * The Welcome to bob's laptop is lost after his commit added it (a crash, a failed send): kept
+ * from before the commit, it goes at his next receive and the laptop joins; kept while the
+ * group moved on (alice's update), it can no longer be used, and that is told.
+ */
+static void test_welcome_kept_until_sent(void **state)
+{
+    struct club k;
+    struct msv_client *laptop;
+    uint8_t id[16], *w = NULL;
+    size_t w_len = 0;
+    char sql[120];
+
+    (void)state;
+    club_on_mls(&k);
+    laptop = linked_device(&k.s, k.bob, "bob-laptop");
+    receive_now(k.bob);
+    assert_int_equal(settings_count(k.bob, "mls-welcome:"), 0); /* sent, forgotten */
+    assert_int_equal(
+        queued_mls(&k.s, laptop->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, &w, &w_len), 1);
+    snprintf(sql, sizeof(sql), "DELETE FROM queue WHERE device_id = %llu",
+             (unsigned long long)laptop->device_id);
+    server_sql(&k.s, sql);
+    keep_welcome(k.bob, k.gid, w, w_len, laptop->device_id);
+    receive_now(k.bob);
+    assert_int_equal(settings_count(k.bob, "mls-welcome:"), 0);
+    receive_now(laptop);
+    assert_true(client_mls_is_on(laptop, k.gid));
+    assert_int_equal(msv_client_group_send(k.carol, "club", "laptop reads", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(laptop);
+    assert_sent_by(laptop, k.conversation, "laptop reads", "carol@example.org", k.carol->device_id);
+
+    /* kept past the group's next epoch: told, forgotten */
+    receive_now(k.alice);
+    keep_welcome(k.bob, k.gid, w, w_len, laptop->device_id);
+    k.alice->mls_update_messages = 1;
+    assert_int_equal(msv_client_group_send(k.alice, "club", "one", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "two", NULL, 0, NULL, id), MSV_OK);
+    receive_now(k.bob);
+    assert_int_equal(settings_count(k.bob, "mls-welcome:"), 0);
+    assert_int_equal(
+        history_count(k.bob, k.conversation, "did not get the Welcome before the group moved on"),
+        1);
+    free(w);
+    msv_client_close(laptop);
+    club_free(&k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1086,6 +1159,7 @@ int main(void)
         cmocka_unit_test(test_linked_device_joins),
         cmocka_unit_test(test_linked_device_waits_and_others_refused),
         cmocka_unit_test(test_large_by_reference),
+        cmocka_unit_test(test_welcome_kept_until_sent),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

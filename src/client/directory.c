@@ -249,9 +249,10 @@ msv_err msv_client_approve_device(struct msv_client *c, uint64_t device_id)
     if (err == MSV_OK) /* approved here: this account's own, for this device's monitor */
         err = msv_client_db_own_device_put(c->db, device_id, hash, req_bytes[0], req_bytes + 1,
                                            req_len - 1, 0);
-    /* it joins the groups on MLS this device is in, once it has published a KeyPackage */
-    if (err == MSV_OK)
-        err = client_mls_join_due(c, device_id);
+    /* it joins the groups on MLS this device is in, once it has published a KeyPackage (should
+     * that not be recorded, an admin's next change adds it: the approval stands) */
+    if (err == MSV_OK && client_mls_join_due(c, device_id) != MSV_OK)
+        c->why.message[0] = '\0';
     free(req_bytes);
     /* the new device gets the whole synced state; what cannot go now stays pending, for the
      * next flush */

@@ -601,9 +601,10 @@ static size_t removals(const struct msv_mls_member *m, const struct dir *dir, ui
     return n;
 }
 
-/* The Welcome to the devices added, once their commit was taken. */
+/* The Welcome to the n devices added, once their commit was taken. */
 static msv_err send_welcome(struct msv_client *c, const struct msv_mls_member *m,
-                            const uint8_t *welcome, size_t welcome_len, const struct adds *a)
+                            const uint8_t *welcome, size_t welcome_len, const uint64_t *devices,
+                            size_t n)
 {
     struct msv_mls_send s = {.group_id = m->group_id,
                              .group_id_len = m->group_id_len,
@@ -611,11 +612,103 @@ static msv_err send_welcome(struct msv_client *c, const struct msv_mls_member *m
                              .epoch = m->epoch,
                              .message = welcome,
                              .message_len = welcome_len,
-                             .recipients = a->device,
-                             .n_recipients = a->n};
+                             .recipients = devices,
+                             .n_recipients = n};
     uint64_t now = 0;
+    msv_err err = msv_client_connect(c);
 
-    return msv_request_mls_send(c->conn, &s, TIMEOUT_MS, &now, &c->why);
+    return err == MSV_OK ? msv_request_mls_send(c->conn, &s, TIMEOUT_MS, &now, &c->why) : err;
+}
+
+/*
+ * A Welcome is kept from before its commit goes until it was sent, so that neither a crash nor
+ * a failed send between the two leaves devices in the tree that never joined, unseen:
+ * "mls-welcome:<hex of the group id>" = u32be generation || u64be epoch it is for || u32be n ||
+ * n x u64be device || the Welcome (or its reference).
+ */
+#define WELCOME_KEPT "mls-welcome:"
+#define WELCOME_HEAD 16u
+
+static msv_err welcome_keep(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
+                            uint64_t epoch, const struct adds *a, const uint8_t *w, size_t w_len)
+{
+    struct msv_buf b;
+    char key[KEY_MAX];
+    uint8_t head[WELCOME_HEAD], be[8], *v = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    msv_buf_init(&b, WELCOME_HEAD + 8 * (size_t)DEVICES_MAX + BY_REF_MAX);
+    msv_put_u32be(head, gen);
+    msv_put_u64be(head + 4, epoch);
+    msv_put_u32be(head + 12, (uint32_t)a->n);
+    msv_buf_put(&b, head, sizeof(head));
+    for (size_t i = 0; i < a->n; i++) {
+        msv_put_u64be(be, a->device[i]);
+        msv_buf_put(&b, be, sizeof(be));
+    }
+    msv_buf_put(&b, w, w_len);
+    err = msv_buf_finish(&b, &v, &len);
+    if (err == MSV_OK)
+        err = msv_client_db_set(c->db, group_key(WELCOME_KEPT, gid, key), v, len);
+    free(v);
+    return err;
+}
+
+/*
+ * Under the lock, m the state held: the Welcome kept for the group sent if m is at the epoch it
+ * is for (then forgotten; kept if the send fails, for the next try); forgotten if its commit
+ * never took (m before it, or another generation), and forgotten and told if the group moved
+ * past it unsent (its devices have leaves but never joined). *waiting: it is kept still.
+ */
+static msv_err welcome_flush(struct msv_client *c, const uint8_t gid[16],
+                             const struct msv_mls_member *m, int *waiting)
+{
+    char key[KEY_MAX], text[400];
+    uint8_t *v = NULL;
+    size_t len = 0, n;
+    uint64_t epoch;
+    uint64_t *devices = NULL;
+    msv_err err = msv_client_db_get(c->db, group_key(WELCOME_KEPT, gid, key), &v, &len);
+
+    *waiting = 0;
+    if (err == MSV_ERR_NOT_FOUND)
+        return MSV_OK;
+    if (err != MSV_OK)
+        return err;
+    n = len >= WELCOME_HEAD ? msv_get_u32be(v + 12) : 0;
+    if (len < WELCOME_HEAD || n == 0 || n > (len - WELCOME_HEAD) / 8 ||
+        len - WELCOME_HEAD - 8 * n == 0 || msv_get_u32be(v) != generation_of(m) ||
+        (epoch = msv_get_u64be(v + 4)) > m->epoch)
+        goto forget; /* malformed, or its commit never took */
+    if (epoch < m->epoch) {
+        snprintf(text, sizeof(text),
+                 "%zu device%s added to this MLS group at epoch %llu (device %llu first) did not "
+                 "get the Welcome before the group moved on: %s not read the group's messages "
+                 "until an admin removes and adds %s again",
+                 n, n == 1 ? "" : "s", (unsigned long long)epoch,
+                 (unsigned long long)msv_get_u64be(v + WELCOME_HEAD),
+                 n == 1 ? "it does" : "they do", n == 1 ? "it" : "them");
+        err = notice(c, gid, text);
+        goto forget;
+    }
+    if ((devices = calloc(n, sizeof(*devices))) == NULL) {
+        free(v);
+        return MSV_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        devices[i] = msv_get_u64be(v + WELCOME_HEAD + 8 * i);
+    if (send_welcome(c, m, v + WELCOME_HEAD + 8 * n, len - WELCOME_HEAD - 8 * n, devices, n) !=
+        MSV_OK) {
+        *waiting = 1; /* the next sync or receive sends it again */
+        free(devices);
+        free(v);
+        return MSV_OK;
+    }
+forget:
+    free(devices);
+    free(v);
+    return err == MSV_OK ? msv_client_db_unset(c->db, key) : err;
 }
 
 /*
@@ -702,6 +795,7 @@ static msv_err resolve(struct msv_client *c, const uint8_t *msg, size_t len, uin
  * sent. MSV_ERR_REPLAY: the delivery service had a newer epoch (nothing changed).
  */
 static int self_is_admin(struct msv_client *c, const uint8_t gid[16]);
+static int join_waiting(struct msv_client *c, uint64_t device);
 
 static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start, int refound,
                          int update, int quiet, int *changed)
@@ -730,6 +824,12 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
                  "only an admin of the group founds its MLS group");
         return MSV_ERR_AUTH;
     }
+    /* a Welcome kept from an earlier commit goes first */
+    if (err == MSV_OK && !refound) {
+        int waiting = 0;
+
+        err = welcome_flush(c, gid, m, &waiting);
+    }
     /* founded again: a new group of the next generation, every device added anew */
     if (err == MSV_OK && refound) {
         gen = generation_of(m) + 1;
@@ -751,14 +851,16 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     if (err == MSV_OK)
         n_gone = removals(m, &dir, leaves, gone, present);
     /* an admin's commit adds and removes any member's devices; any other member's only adds
-     * its own account's (a device it linked), and makes none while the tree holds a device
-     * to remove (its commit would be refused by every member): it is made at a later message */
+     * its own account's devices that this device approved (never one the directory lists again
+     * after its removal), and makes none while the tree holds a device to remove (its commit
+     * would be refused by every member): it is made at a later message */
     if (err == MSV_OK && !admin && n_gone > 0)
         goto out;
     own = err == MSV_OK ? dir_find(&dir, c->device_id) : NULL;
     for (size_t i = 0; err == MSV_OK && i < dir.n; i++)
         n_want += want[i] = !present[i] && dir.d[i].device_id != c->device_id &&
-                            (admin || (own != NULL && strcmp(dir.d[i].handle, own->handle) == 0));
+                            (admin || (own != NULL && strcmp(dir.d[i].handle, own->handle) == 0 &&
+                                       join_waiting(c, dir.d[i].device_id)));
     if (err == MSV_OK)
         err = claim_adds(c, &dir, want, &a, &missing, why, sizeof(why));
     if (err == MSV_OK && creating && missing > 0) {
@@ -805,6 +907,10 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         }
         goto out;
     }
+    if (err == MSV_OK && welcome != NULL)
+        err = welcome_keep(c, gid, generation_of(m), m->epoch + 1, &a, welcome, welcome_len);
+    if (err != MSV_OK && commit != NULL)
+        msv_mls_member_commit_discard(m);
     if (err == MSV_OK) {
         struct msv_mls_send s = {.group_id = m->group_id,
                                  .group_id_len = m->group_id_len,
@@ -829,8 +935,12 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         err = msv_client_db_unset(c->db, flag_key(gid, text));
     if (err == MSV_OK) /* every commit of ours updates our leaf (its UpdatePath) */
         err = updated_now(c, gid);
-    if (err == MSV_OK && welcome != NULL)
-        err = send_welcome(c, m, welcome, welcome_len, &a);
+    /* the Welcome kept: a send that fails is tried again (welcome_flush), the commit done */
+    if (err == MSV_OK && welcome != NULL) {
+        int waiting = 0;
+
+        err = welcome_flush(c, gid, m, &waiting);
+    }
     *changed = err == MSV_OK;
 out:
     msv_mls_member_free(m);
@@ -863,16 +973,23 @@ static int self_is_admin(struct msv_client *c, const uint8_t gid[16])
     return admin;
 }
 
+/* Whether the setting key is there. */
+static int is_set(struct msv_client *c, const char *key)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int set = msv_client_db_get(c->db, key, &v, &len) == MSV_OK;
+
+    free(v);
+    return set;
+}
+
 /* Whether a refused commit left the delivery service ahead of this device (the flag is set). */
 static int refound_due(struct msv_client *c, const uint8_t gid[16])
 {
     char key[KEY_MAX];
-    uint8_t *v = NULL;
-    size_t len = 0;
-    int due = msv_client_db_get(c->db, flag_key(gid, key), &v, &len) == MSV_OK;
 
-    free(v);
-    return due;
+    return is_set(c, flag_key(gid, key));
 }
 
 static msv_err sync_with(struct msv_client *c, const uint8_t gid[16], int start, int update,
@@ -894,9 +1011,10 @@ static msv_err sync_with(struct msv_client *c, const uint8_t gid[16], int start,
             return err;
         err = sync_once(c, gid, start, refound, update, quiet, &changed);
         mls_unlock(c);
-        if (err != MSV_ERR_REPLAY)
+        /* another member's commit came first: read it (and what else is queued), then again;
+         * not from the end of a receive (client_mls_joins), whose next receive reads it */
+        if (err != MSV_ERR_REPLAY || c->mls_joining)
             break;
-        /* another member's commit came first: read it (and what else is queued), then again */
         err = msv_client_receive(c, STALE_WAIT_MS, NULL, NULL, &count);
         if (err != MSV_OK)
             break;
@@ -941,6 +1059,67 @@ static int has_leaf(struct msv_client *c, const uint8_t gid[16], uint64_t device
     return found;
 }
 
+/* Whether this device approved device and waits for it to join (a record of it is kept). */
+static int join_waiting(struct msv_client *c, uint64_t device)
+{
+    char key[KEY_MAX];
+
+    return is_set(c, join_key(device, key));
+}
+
+/* Whether a Welcome of the group waits to be sent again (welcome_flush). */
+static int welcome_kept(struct msv_client *c, const uint8_t gid[16])
+{
+    char key[KEY_MAX];
+
+    return is_set(c, group_key(WELCOME_KEPT, gid, key));
+}
+
+/* The reason a waiting device is given up, told in each group on MLS it is not in. */
+static void join_given_up(struct msv_client *c, const uint8_t gid[16], uint64_t device,
+                          const char *reason)
+{
+    char text[500];
+
+    snprintf(text, sizeof(text),
+             "this account's device %llu was not added to this MLS group (%s): it does not read "
+             "the group's messages until an admin's next change adds it",
+             (unsigned long long)device, reason);
+    if (notice(c, gid, text) != MSV_OK)
+        c->why.message[0] = '\0'; /* the notice is shown all the same */
+}
+
+/*
+ * One device waiting to join: added to each group on MLS this device is in (quietly: a device
+ * without a KeyPackage yet is tried again later). *done: it is in every one of them, its
+ * Welcome sent. give_up (a reason): the groups it is not in are told. MSV_ERR_IO if the
+ * directory or the server cannot be reached or refuses for now (the pass stops there).
+ */
+static msv_err join_groups(struct msv_client *c, const struct msv_group_rec *g, size_t n,
+                           uint64_t device, const char *give_up, int *done)
+{
+    *done = 1;
+    for (size_t i = 0; i < n; i++) {
+        msv_err err = MSV_OK;
+
+        if (!client_mls_is_on(c, g[i].group_id))
+            continue;
+        if (!has_leaf(c, g[i].group_id, device))
+            err = sync_with(c, g[i].group_id, 0, 0, 1);
+        if (err == MSV_ERR_IO && give_up == NULL) {
+            *done = 0;
+            return err;
+        }
+        /* a device behind the group (a commit it missed) adds nobody until it catches up */
+        if (has_leaf(c, g[i].group_id, device) && !welcome_kept(c, g[i].group_id))
+            continue;
+        *done = 0;
+        if (give_up != NULL)
+            join_given_up(c, g[i].group_id, device, give_up);
+    }
+    return MSV_OK;
+}
+
 msv_err client_mls_join_due(struct msv_client *c, uint64_t device_id)
 {
     struct msv_setting *s = NULL;
@@ -949,45 +1128,58 @@ msv_err client_mls_join_due(struct msv_client *c, uint64_t device_id)
     char key[KEY_MAX];
     msv_err err = msv_client_db_settings(c->db, JOIN, SIZE_MAX, &s, &n);
 
-    /* bounded: past MSV_MLS_JOINS_MAX waiting, the one waiting longest is given up */
+    /* bounded: past MSV_MLS_JOINS_MAX waiting, the one waiting longest is given up, and told */
     for (size_t i = 1; err == MSV_OK && i < n; i++)
         if (s[i].len == JOIN_VALUE && s[oldest].len == JOIN_VALUE &&
             msv_get_u64be(s[i].value) < msv_get_u64be(s[oldest].value))
             oldest = i;
-    if (err == MSV_OK && n >= MSV_MLS_JOINS_MAX)
+    if (err == MSV_OK && n >= MSV_MLS_JOINS_MAX) {
+        unsigned long long gone = 0;
+        struct msv_group_rec *g = NULL;
+        size_t n_groups = 0;
+        int done = 0;
+
+        if (sscanf(s[oldest].key + strlen(JOIN), "%16llx", &gone) == 1 &&
+            msv_client_db_groups(c->db, &g, &n_groups) == MSV_OK) {
+            c->mls_joining++;
+            err = join_groups(c, g, n_groups, gone, "more devices of this account wait to join",
+                              &done);
+            c->mls_joining--;
+        }
+        msv_groups_free(g, n_groups);
         err = msv_client_db_unset(c->db, s[oldest].key);
+    }
     msv_settings_free(s, n);
     msv_put_u64be(v, (uint64_t)msv_wall_ms());
     msv_put_u64be(v + 8, 0);
     return err == MSV_OK ? msv_client_db_set(c->db, join_key(device_id, key), v, sizeof(v)) : err;
 }
 
-/*
- * One device waiting to join: added to each group on MLS this device is in (quietly: a device
- * without a KeyPackage yet is tried again later). *done: it is in every one of them.
- */
-static void join_groups(struct msv_client *c, const struct msv_group_rec *g, size_t n,
-                        uint64_t device, int give_up, int *done)
+/* The Welcomes kept (welcome_flush) sent, each under the lock. */
+static void welcomes_flush(struct msv_client *c)
 {
-    *done = 1;
-    for (size_t i = 0; i < n; i++) {
-        char text[400];
+    struct msv_setting *s = NULL;
+    size_t n = 0;
 
-        if (!client_mls_is_on(c, g[i].group_id) || has_leaf(c, g[i].group_id, device))
+    if (msv_client_db_settings(c->db, WELCOME_KEPT, SIZE_MAX, &s, &n) != MSV_OK)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t gid[16], *roster = NULL;
+        size_t got = 0, roster_len = 0;
+        struct msv_mls_member *m = NULL;
+        int waiting = 0;
+
+        if (msv_hex_decode(s[i].key + strlen(WELCOME_KEPT), gid, sizeof(gid), &got) != MSV_OK ||
+            got != sizeof(gid) || mls_lock(c) != MSV_OK)
             continue;
-        if (sync_with(c, g[i].group_id, 0, 0, 1) == MSV_OK && has_leaf(c, g[i].group_id, device))
-            continue;
-        *done = 0;
-        if (!give_up)
-            continue;
-        snprintf(text, sizeof(text),
-                 "this account's device %llu was not added to this MLS group in %d days (it "
-                 "published no KeyPackage, or the group is too large to add it here): it does not "
-                 "read the group's messages until an admin's next change adds it",
-                 (unsigned long long)device, MSV_MLS_JOIN_DAYS);
-        if (notice(c, g[i].group_id, text) != MSV_OK)
-            *done = 0;
+        if (state_load(c, gid, &m, &roster, &roster_len) == MSV_OK &&
+            welcome_flush(c, gid, m, &waiting) != MSV_OK)
+            c->why.message[0] = '\0'; /* kept: the next receive tries again */
+        mls_unlock(c);
+        msv_mls_member_free(m);
+        free(roster);
     }
+    msv_settings_free(s, n);
 }
 
 void client_mls_joins(struct msv_client *c)
@@ -998,35 +1190,52 @@ void client_mls_joins(struct msv_client *c)
     int64_t now = msv_wall_ms(),
             retry = c->mls_join_retry_ms > 0 ? c->mls_join_retry_ms : MSV_MLS_JOIN_RETRY_MS;
 
-    /* a commit refused as stale reads the queue, whose end comes back here */
-    if (c->mls_joining || msv_client_db_settings(c->db, JOIN, MSV_MLS_JOINS_MAX, &s, &n) != MSV_OK)
+    /* a sync reached from here reads no queue of its own (a commit refused as stale waits for
+     * the next receive) */
+    if (c->mls_joining)
         return;
     c->mls_joining = 1;
+    welcomes_flush(c);
+    if (msv_client_db_settings(c->db, JOIN, MSV_MLS_JOINS_MAX, &s, &n) != MSV_OK)
+        n = 0;
     if (n > 0 && msv_client_db_groups(c->db, &g, &n_groups) != MSV_OK)
         n = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned long long device = 0;
         char key[KEY_MAX];
-        int done = 0, give_up, parsed;
-        int64_t wait;
+        int done = 0, parsed;
+        int64_t wait, first, next;
+        const char *give_up = NULL;
+        char reason[120];
         uint8_t v[JOIN_VALUE];
+        msv_err err = MSV_OK;
 
         parsed = s[i].len == JOIN_VALUE &&
                  sscanf(s[i].key + strlen(JOIN), "%16llx", &device) == 1 && device != 0;
-        if (parsed && now < (int64_t)msv_get_u64be(s[i].value + 8))
-            continue; /* not due yet */
-        give_up =
-            parsed && now - (int64_t)msv_get_u64be(s[i].value) > MSV_MLS_JOIN_DAYS * 86400000LL;
+        first = parsed ? (int64_t)msv_get_u64be(s[i].value) : 0;
+        next = parsed ? (int64_t)msv_get_u64be(s[i].value + 8) : 0;
+        /* not due yet (a time further off than any wait is, after the clock went back) */
+        if (parsed && now < next && next - now <= JOIN_WAIT_MAX_MS)
+            continue;
+        if (parsed && (now - first > MSV_MLS_JOIN_DAYS * 86400000LL || first > now + 86400000LL)) {
+            snprintf(reason, sizeof(reason),
+                     "in %d days it published no KeyPackage, was removed, or the group could "
+                     "not take it",
+                     MSV_MLS_JOIN_DAYS);
+            give_up = reason;
+        }
         if (parsed)
-            join_groups(c, g, n_groups, device, give_up, &done);
-        if (!parsed || done || give_up) {
+            err = join_groups(c, g, n_groups, device, give_up, &done);
+        if (err == MSV_ERR_IO)
+            break; /* out of reach or refused for now: all of them at the next receive */
+        if (!parsed || done || give_up != NULL) {
             if (msv_client_db_unset(c->db, s[i].key) != MSV_OK)
                 break;
             continue;
         }
         /* backing off: a quarter of the time it has waited, from every retry up to hourly
          * (each try looks up every member of each group) */
-        wait = (now - (int64_t)msv_get_u64be(s[i].value)) / 4;
+        wait = (now - first) / 4;
         wait = c->mls_join_retry_ms > 0 || wait < retry ? retry
                : wait > JOIN_WAIT_MAX_MS                ? JOIN_WAIT_MAX_MS
                                                         : wait;
