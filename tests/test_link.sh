@@ -61,8 +61,17 @@ grep -q 'ATTACHMENTS/' laptop.history && ok || bad "the file's line names the la
 [ "$(grep -c . phone.history)" -ge 4 ] && cmp -s phone.history laptop.history && ok ||
     bad "the laptop's history is the phone's: $(diff phone.history laptop.history | head -20)"
 grep -q '"text":"to the family"' laptop.history && grep -q '"text":"a file' laptop.history && ok || bad "group and file messages in the history: $(cat laptop.history)"
+# the phone, which approved the laptop, adds it to the family's MLS group at its next receive;
+# the laptop joins from its Welcome, and both hold the group on MLS
+expect 0 "the phone adds the laptop to its groups on MLS" -- as alice receive
+expect 0 "the laptop joins" -- lap receive
 as alice groups -o json >phone.groups && lap groups -o json >laptop.groups && cmp -s phone.groups laptop.groups &&
-    grep -q family laptop.groups && ok || bad "the laptop's groups: $(cat phone.groups laptop.groups)"
+    grep -q '"name":"family".*"mls":true' laptop.groups && ok || bad "the laptop's groups: $(cat phone.groups laptop.groups)"
+expect 0 "bob receives the group" -- as bob receive
+family=$(as bob -o json groups | python3 -c 'import json, sys; print([r["id"] for r in map(json.loads, sys.stdin) if r["name"] == "family"][0])')
+expect 0 "bob accepts it" -- as bob groups accept "$family"
+expect 0 "bob writes to the family" -- as bob send --group family --text "to both of alice's devices"
+expect 0 "the laptop reads it" -- receive_until "to both of alice's devices" lap receive
 (cd dev-alice/alice@example.org/attachments && sha256sum -- *) >phone.files
 (cd laptop/alice@example.org/attachments && sha256sum -- *) >laptop.files
 [ -s phone.files ] && cmp -s phone.files laptop.files && ok || bad "the files' bytes: $(cat phone.files laptop.files)"

@@ -1140,6 +1140,78 @@ static void test_welcome_kept_until_sent(void **state)
     club_free(&k);
 }
 
+/* The server drops the MLS deliveries queued for c (withheld, or expired from its queue). */
+static void drop_mls_queue(struct club *k, struct msv_client *c)
+{
+    char sql[160];
+
+    msv_conn_close(c->conn);
+    c->conn = NULL;
+    test_server_stop(&k->s);
+    snprintf(sql, sizeof(sql), "DELETE FROM queue WHERE device_id = %llu AND suite = %d",
+             (unsigned long long)c->device_id, MLS_SUITE);
+    server_sql(&k->s, sql);
+    test_server_start(&k->s);
+    for (struct msv_client **o = (struct msv_client *[]){k->alice, k->bob, k->carol, NULL}; *o;
+         o++) {
+        msv_conn_close((*o)->conn);
+        (*o)->conn = NULL;
+    }
+}
+
+/*
+ * A commit never reaches bob (no admin): his message is sent at an epoch the others are past,
+ * so it is told, kept queued, and his next send goes nowhere until he catches up. The same
+ * befalls alice, an admin: she founds the group again at once, and her message is read; bob
+ * joins the new generation and writes again.
+ */
+static void test_behind_for_good(void **state)
+{
+    struct club k;
+    uint8_t id[16];
+    size_t before;
+
+    (void)state;
+    club_on_mls(&k);
+    k.alice->mls_update_messages = 1;
+    assert_int_equal(msv_client_group_send(k.alice, "club", "a1", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "a2", NULL, 0, NULL, id), MSV_OK);
+    drop_mls_queue(&k, k.bob);
+    assert_int_not_equal(msv_client_group_send(k.bob, "club", "bob behind", NULL, 0, NULL, id),
+                         MSV_OK);
+    assert_int_equal(history_count(k.bob, k.conversation, "behind its MLS group"), 1);
+    before =
+        queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL);
+    assert_int_not_equal(msv_client_group_send(k.bob, "club", "bob again", NULL, 0, NULL, id),
+                         MSV_OK);
+    assert_int_equal(
+        queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
+        before);
+
+    /* one copy only, which the others record as unreadable */
+    receive_now(k.carol);
+    assert_int_equal(history_count(k.carol, k.conversation, "could not be read"), 1);
+
+    /* alice (her update not due) misses carol's */
+    k.alice->mls_update_messages = 0;
+    k.carol->mls_update_messages = 1;
+    assert_int_equal(msv_client_group_send(k.carol, "club", "c1", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_group_send(k.carol, "club", "c2", NULL, 0, NULL, id), MSV_OK);
+    drop_mls_queue(&k, k.alice);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "alice founds", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.carol);
+    receive_now(k.bob);
+    assert_sent_by(k.carol, k.conversation, "alice founds", "alice@example.org",
+                   k.alice->device_id);
+    assert_sent_by(k.bob, k.conversation, "alice founds", "alice@example.org", k.alice->device_id);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "bob is back", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.alice);
+    assert_sent_by(k.alice, k.conversation, "bob is back", "bob@example.org", k.bob->device_id);
+    club_free(&k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1160,6 +1232,7 @@ int main(void)
         cmocka_unit_test(test_linked_device_waits_and_others_refused),
         cmocka_unit_test(test_large_by_reference),
         cmocka_unit_test(test_welcome_kept_until_sent),
+        cmocka_unit_test(test_behind_for_good),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

@@ -1304,7 +1304,7 @@ static int stale_leaf(struct msv_client *c, const uint8_t gid[16], const struct 
  * for the group was past it (a commit this device has not read yet crossed it).
  */
 static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint8_t *pt,
-                         size_t pt_len, int *behind)
+                         size_t pt_len, uint64_t *behind)
 {
     struct msv_mls_member *m = NULL;
     uint8_t *roster = NULL, *msg = NULL, id[MLS_ID_LEN];
@@ -1342,7 +1342,7 @@ static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint
 
         err = msv_request_mls_send(c->conn, &s, TIMEOUT_MS, &now, &c->why);
     }
-    *behind = err == MSV_OK && now > epoch;
+    *behind = err == MSV_OK && now > epoch ? now : 0; /* the delivery service's epoch */
     msv_mls_member_free(m);
     free(roster);
     free(msg);
@@ -1368,13 +1368,83 @@ static int stale_now(struct msv_client *c, const uint8_t gid[16])
     return stale;
 }
 
+/* The generation of the group this device holds (-1: none), and its epoch in *epoch. */
+static int64_t held_generation(struct msv_client *c, const uint8_t gid[16], uint64_t *epoch)
+{
+    struct msv_mls_member *m = NULL;
+    uint8_t *roster = NULL;
+    size_t roster_len = 0;
+    int64_t gen = -1;
+
+    *epoch = 0;
+    if (state_load(c, gid, &m, &roster, &roster_len) == MSV_OK) {
+        gen = generation_of(m);
+        *epoch = m->epoch;
+    }
+    msv_mls_member_free(m);
+    free(roster);
+    return gen;
+}
+
+/*
+ * A device behind the group for good (a send found the delivery service at a later epoch, and
+ * reading the queue did not bring the commits between): "mls-behind:<hex of the group id>" =
+ * u32be generation || u64be the delivery service's epoch. Whether it is so still (forgotten
+ * once the state held reached that epoch, or another generation).
+ */
+#define BEHIND "mls-behind:"
+
+static int behind_still(struct msv_client *c, const uint8_t gid[16], uint64_t *ahead)
+{
+    char key[KEY_MAX];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    uint64_t epoch = 0;
+    int64_t gen = held_generation(c, gid, &epoch);
+    int found = msv_client_db_get(c->db, group_key(BEHIND, gid, key), &v, &len) == MSV_OK;
+    int still =
+        found && len == 12 && (int64_t)msv_get_u32be(v) == gen && epoch < msv_get_u64be(v + 4);
+
+    *ahead = still ? msv_get_u64be(v + 4) : 0;
+    free(v);
+    if (found && !still && msv_client_db_unset(c->db, key) != MSV_OK)
+        c->why.message[0] = '\0'; /* forgotten at the next look */
+    return still;
+}
+
+static msv_err behind_mark(struct msv_client *c, const uint8_t gid[16], uint64_t ahead)
+{
+    char key[KEY_MAX];
+    uint8_t v[12];
+    uint64_t epoch = 0;
+    int64_t gen = held_generation(c, gid, &epoch);
+
+    msv_put_u32be(v, (uint32_t)(gen < 0 ? 0 : gen));
+    msv_put_u64be(v + 4, ahead);
+    return msv_client_db_set(c->db, group_key(BEHIND, gid, key), v, sizeof(v));
+}
+
 msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8_t *pt,
                         size_t pt_len)
 {
-    char key[KEY_MAX];
-    int behind = 0;
+    char key[KEY_MAX], text[600];
+    uint64_t behind = 0, epoch = 0;
     msv_err err = msv_client_connect(c);
 
+    /* behind for good: an admin founds the group again; anyone else sends nothing its members
+     * could not read (the message stays queued) */
+    if (err == MSV_OK && behind_still(c, gid, &behind)) {
+        if (!self_is_admin(c, gid)) {
+            held_generation(c, gid, &epoch);
+            snprintf(c->why.message, sizeof(c->why.message),
+                     "this device is behind the MLS group (at epoch %llu, the group at %llu: "
+                     "commits it never received); the message stays queued until it catches up "
+                     "or an admin founds the group again",
+                     (unsigned long long)epoch, (unsigned long long)behind);
+            return MSV_ERR_IO;
+        }
+        err = msv_client_db_set(c->db, flag_key(gid, key), (const uint8_t *)"", 0);
+    }
     if (err == MSV_OK && refound_due(c, gid) && self_is_admin(c, gid))
         err = client_mls_sync(c, gid, 0);
     /* a removal whose commit failed is committed again first (only an admin commits one) */
@@ -1399,12 +1469,40 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
         size_t count = 0;
 
         err = msv_client_receive(c, STALE_WAIT_MS, NULL, NULL, &count);
-        if (err == MSV_OK)
+        /* sent again only once the commits read brought this device to the group's epoch (a
+         * copy no member can read is not sent twice) */
+        if (err == MSV_OK && held_generation(c, gid, &epoch) >= 0 && epoch >= behind)
             err = send_once(c, gid, pt, pt_len, &behind);
     }
-    if (err == MSV_ERR_AUTH) {
-        char text[600];
+    /* still behind: the commits between never came (withheld, or expired from the queue), and
+     * what was sent cannot be read by the members past them */
+    if (err == MSV_OK && behind != 0) {
+        int admin = self_is_admin(c, gid);
 
+        held_generation(c, gid, &epoch);
+        err = behind_mark(c, gid, behind);
+        if (err == MSV_OK && admin) {
+            err = msv_client_db_set(c->db, flag_key(gid, key), (const uint8_t *)"", 0);
+            if (err == MSV_OK)
+                err = client_mls_sync(c, gid, 0); /* founded again: everyone at its first epoch */
+            if (err == MSV_OK)
+                err = send_once(c, gid, pt, pt_len, &behind);
+        } else if (err == MSV_OK) {
+            snprintf(text, sizeof(text),
+                     "a message could not be read by the group: this device is behind its MLS "
+                     "group (at epoch %llu, the group at %llu: commits it never received); it "
+                     "stays queued until this device catches up or an admin founds the group "
+                     "again",
+                     (unsigned long long)epoch, (unsigned long long)behind);
+            if (notice(c, gid, text) != MSV_OK)
+                c->why.message[0] = '\0';
+            snprintf(c->why.message, sizeof(c->why.message),
+                     "this device is behind the group's MLS epoch (%llu, not %llu)",
+                     (unsigned long long)epoch, (unsigned long long)behind);
+            err = MSV_ERR_IO;
+        }
+    }
+    if (err == MSV_ERR_AUTH) {
         snprintf(text, sizeof(text),
                  "a message was not sent: the MLS group still holds a removed member (%.300s); "
                  "it stays queued until an admin's commit removes that device",
@@ -1474,24 +1572,6 @@ msv_err client_mls_outside(struct msv_client *c, const uint8_t gid[16], char **o
 
 static int is_admin_device(struct msv_client *c, const uint8_t gid[16], const struct dir *dir,
                            uint64_t device);
-
-/* The generation of the group this device holds (-1: none), and its epoch in *epoch. */
-static int64_t held_generation(struct msv_client *c, const uint8_t gid[16], uint64_t *epoch)
-{
-    struct msv_mls_member *m = NULL;
-    uint8_t *roster = NULL;
-    size_t roster_len = 0;
-    int64_t gen = -1;
-
-    *epoch = 0;
-    if (state_load(c, gid, &m, &roster, &roster_len) == MSV_OK) {
-        gen = generation_of(m);
-        *epoch = m->epoch;
-    }
-    msv_mls_member_free(m);
-    free(roster);
-    return gen;
-}
 
 /*
  * Whether the leaf that signed the GroupInfo of the Welcome m joined from (the commit that added
