@@ -1135,6 +1135,35 @@ static void test_welcome_kept_until_sent(void **state)
     assert_int_equal(
         history_count(k.bob, k.conversation, "did not get the Welcome before the group moved on"),
         1);
+
+    /* one the server refuses (to a device that is no member): told, forgotten, never retried */
+    {
+        uint8_t *now_w = NULL;
+        size_t now_len = 0;
+        Msv__Wire__MlsDelivery *d;
+        uint64_t epoch = 0;
+
+        assert_true(queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT,
+                               &now_w, &now_len) >= 1);
+        d = msv__wire__mls_delivery__unpack(NULL, now_len, now_w);
+        assert_non_null(d);
+        epoch = d->epoch + 1; /* the epoch that commit made, where bob is now */
+        msv__wire__mls_delivery__free_unpacked(d, NULL);
+        free(now_w);
+        d = msv__wire__mls_delivery__unpack(NULL, w_len, w);
+        assert_non_null(d);
+        d->epoch = epoch;
+        now_len = msv__wire__mls_delivery__get_packed_size(d);
+        now_w = malloc(now_len);
+        assert_non_null(now_w);
+        msv__wire__mls_delivery__pack(d, now_w);
+        msv__wire__mls_delivery__free_unpacked(d, NULL);
+        keep_welcome(k.bob, k.gid, now_w, now_len, 999999);
+        free(now_w);
+    }
+    receive_now(k.bob);
+    assert_int_equal(settings_count(k.bob, "mls-welcome:"), 0);
+    assert_int_equal(history_count(k.bob, k.conversation, "was refused by the server"), 1);
     free(w);
     msv_client_close(laptop);
     club_free(&k);

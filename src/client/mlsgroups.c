@@ -41,16 +41,17 @@
  * larger commit or Welcome goes by reference */
 #define MLS_MESSAGE_MAX (16u * 1024u)
 #define DEVICES_MAX 10000 /* devices in one group (the delivery service's limit) */
+#define CHANGES_MAX 1000  /* devices one commit adds and removes (the delivery service's limit) */
 /*
  * A commit or Welcome by reference (docs/crypto.md, "Large commits and Welcomes"): 0xff (no
  * MLSMessage starts so: its version is 1) || 1 || u32be size || blob id || attachment key ||
- * SHA-256 of the blob; what a reference may name at most (a Welcome to 10,000 devices, its
- * ratchet tree inside, is about 6 MB)
+ * SHA-256 of the blob; what a reference may name at most (a Welcome to 1,000 devices, its
+ * ratchet tree of 10,000 inside, is about 4.5 MB)
  */
 #define BY_REF_MARK 0xffu
 #define BY_REF_VERSION 1u
 #define BY_REF_LEN (2u + 4u + 32u + MSV_ATTACHMENT_KEY_LEN + 32u)
-#define BY_REF_MAX ((size_t)32 << 20)
+#define BY_REF_MAX ((size_t)8 << 20)
 #define LOOKUP_BATCH 256
 #define MLS_ID_LEN 20 /* the group's id || u32be generation */
 #define REFOUND "mls-refound:"
@@ -235,9 +236,23 @@ static msv_err roster_encode(const struct msv_mls_member *m, const struct dir *d
 }
 
 /* Saves m with its roster (from dir, or copied from the stored one if dir is NULL). */
+static msv_err state_save_with(struct msv_client *c, const uint8_t gid[16],
+                               const struct msv_mls_member *m, const struct dir *dir,
+                               const uint8_t *roster, size_t roster_len, const char *key2,
+                               const uint8_t *value2, size_t len2);
+
 static msv_err state_save(struct msv_client *c, const uint8_t gid[16],
                           const struct msv_mls_member *m, const struct dir *dir,
                           const uint8_t *roster, size_t roster_len)
+{
+    return state_save_with(c, gid, m, dir, roster, roster_len, NULL, NULL, 0);
+}
+
+/* state_save, and the setting key2 in the same transaction (key2 NULL: none). */
+static msv_err state_save_with(struct msv_client *c, const uint8_t gid[16],
+                               const struct msv_mls_member *m, const struct dir *dir,
+                               const uint8_t *roster, size_t roster_len, const char *key2,
+                               const uint8_t *value2, size_t len2)
 {
     struct msv_buf b;
     uint8_t *saved = NULL, *out = NULL;
@@ -264,7 +279,8 @@ static msv_err state_save(struct msv_client *c, const uint8_t gid[16],
     msv_secret_free(saved, saved_len);
     state_key(gid, key);
     if (err == MSV_OK)
-        err = msv_client_db_set(c->db, key, out, out_len);
+        err = key2 == NULL ? msv_client_db_set(c->db, key, out, out_len)
+                           : msv_client_db_set2(c->db, key, out, out_len, key2, value2, len2);
     msv_secret_free(out, out_len);
     return err;
 }
@@ -629,14 +645,11 @@ static msv_err send_welcome(struct msv_client *c, const struct msv_mls_member *m
 #define WELCOME_KEPT "mls-welcome:"
 #define WELCOME_HEAD 16u
 
-static msv_err welcome_keep(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
-                            uint64_t epoch, const struct adds *a, const uint8_t *w, size_t w_len)
+static msv_err welcome_record(uint32_t gen, uint64_t epoch, const struct adds *a, const uint8_t *w,
+                              size_t w_len, uint8_t **out, size_t *out_len)
 {
     struct msv_buf b;
-    char key[KEY_MAX];
-    uint8_t head[WELCOME_HEAD], be[8], *v = NULL;
-    size_t len = 0;
-    msv_err err;
+    uint8_t head[WELCOME_HEAD], be[8];
 
     msv_buf_init(&b, WELCOME_HEAD + 8 * (size_t)DEVICES_MAX + BY_REF_MAX);
     msv_put_u32be(head, gen);
@@ -648,18 +661,15 @@ static msv_err welcome_keep(struct msv_client *c, const uint8_t gid[16], uint32_
         msv_buf_put(&b, be, sizeof(be));
     }
     msv_buf_put(&b, w, w_len);
-    err = msv_buf_finish(&b, &v, &len);
-    if (err == MSV_OK)
-        err = msv_client_db_set(c->db, group_key(WELCOME_KEPT, gid, key), v, len);
-    free(v);
-    return err;
+    return msv_buf_finish(&b, out, out_len);
 }
 
 /*
- * Under the lock, m the state held: the Welcome kept for the group sent if m is at the epoch it
- * is for (then forgotten; kept if the send fails, for the next try); forgotten if its commit
- * never took (m before it, or another generation), and forgotten and told if the group moved
- * past it unsent (its devices have leaves but never joined). *waiting: it is kept still.
+ * Under the lock, m the state held: the Welcome kept for the group (stored with the state its
+ * commit made, in one transaction) sent if m is at the epoch it is for, then forgotten; kept if
+ * the server is out of reach, for the next try; forgotten and told if the server refuses it or
+ * the group moved past it unsent (its devices have leaves but never joined); forgotten if it is
+ * malformed or of another generation. *waiting: it is kept still.
  */
 static msv_err welcome_flush(struct msv_client *c, const uint8_t gid[16],
                              const struct msv_mls_member *m, int *waiting)
@@ -698,12 +708,21 @@ static msv_err welcome_flush(struct msv_client *c, const uint8_t gid[16],
     }
     for (size_t i = 0; i < n; i++)
         devices[i] = msv_get_u64be(v + WELCOME_HEAD + 8 * i);
-    if (send_welcome(c, m, v + WELCOME_HEAD + 8 * n, len - WELCOME_HEAD - 8 * n, devices, n) !=
-        MSV_OK) {
-        *waiting = 1; /* the next sync or receive sends it again */
+    err = send_welcome(c, m, v + WELCOME_HEAD + 8 * n, len - WELCOME_HEAD - 8 * n, devices, n);
+    if (err == MSV_ERR_IO) {
+        *waiting = 1; /* out of reach: the next sync or receive sends it again */
         free(devices);
         free(v);
         return MSV_OK;
+    }
+    if (err != MSV_OK) {
+        snprintf(text, sizeof(text),
+                 "the Welcome to %zu device%s added to this MLS group (device %llu first) was "
+                 "refused by the server (%.150s): %s not read the group's messages until an admin "
+                 "removes and adds %s again",
+                 n, n == 1 ? "" : "s", (unsigned long long)devices[0], c->why.message,
+                 n == 1 ? "it does" : "they do", n == 1 ? "it" : "them");
+        err = notice(c, gid, text);
     }
 forget:
     free(devices);
@@ -727,8 +746,12 @@ static msv_err by_reference(struct msv_client *c, uint8_t **msg, size_t *len)
 
     if (*msg == NULL || *len <= inline_max)
         return MSV_OK;
-    if (*len > BY_REF_MAX)
+    if (*len > BY_REF_MAX) {
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "it would be %zu bytes, more than the %zu MiB a member fetches", *len,
+                 BY_REF_MAX >> 20);
         return MSV_ERR_TOO_BIG;
+    }
     if ((ref = malloc(BY_REF_LEN)) == NULL)
         return MSV_ERR_NOMEM;
     msv_attachment_key_generate(key);
@@ -798,16 +821,18 @@ static int self_is_admin(struct msv_client *c, const uint8_t gid[16]);
 static int join_waiting(struct msv_client *c, uint64_t device);
 
 static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start, int refound,
-                         int update, int quiet, int *changed)
+                         int update, int quiet, int *changed, int *more)
 {
     struct msv_mls_member *m = NULL;
     struct dir dir = {0};
     struct adds a = {0};
-    uint8_t *roster = NULL, *present = NULL, *want = NULL, *commit = NULL, *welcome = NULL;
+    uint8_t *roster = NULL, *present = NULL, *want = NULL, *commit = NULL, *welcome = NULL,
+            *kept = NULL;
     uint32_t *leaves = NULL;
     uint64_t *gone = NULL, epoch = 0;
-    size_t roster_len = 0, n_gone = 0, missing = 0, commit_len = 0, welcome_len = 0, n_want = 0;
-    char why[300] = "", text[600];
+    size_t roster_len = 0, n_gone = 0, missing = 0, commit_len = 0, welcome_len = 0, n_want = 0,
+           kept_len = 0;
+    char why[300] = "", text[600], kept_key[KEY_MAX];
     const char *made_why = NULL;
     msv_err err = state_load(c, gid, &m, &roster, &roster_len);
     int creating = err == MSV_ERR_NOT_FOUND;
@@ -815,7 +840,7 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     int admin = self_is_admin(c, gid);
     const struct dir_device *own = NULL;
 
-    *changed = 0;
+    *changed = *more = 0;
     if (creating && !start)
         return MSV_OK; /* a group of per-device copies stays so */
     /* only an admin founds the group's MLS group (its members refuse any other founder) */
@@ -824,11 +849,20 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
                  "only an admin of the group founds its MLS group");
         return MSV_ERR_AUTH;
     }
-    /* a Welcome kept from an earlier commit goes first */
+    /* a Welcome kept from an earlier commit goes first; while it cannot, no commit is made
+     * (one would move the group past it) */
     if (err == MSV_OK && !refound) {
         int waiting = 0;
 
         err = welcome_flush(c, gid, m, &waiting);
+        if (err == MSV_OK && waiting) {
+            snprintf(c->why.message, sizeof(c->why.message),
+                     "the Welcome of this group's last change waits to be sent: the server is "
+                     "out of reach");
+            msv_mls_member_free(m);
+            free(roster);
+            return MSV_ERR_IO;
+        }
     }
     /* founded again: a new group of the next generation, every device added anew */
     if (err == MSV_OK && refound) {
@@ -861,6 +895,20 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         n_want += want[i] = !present[i] && dir.d[i].device_id != c->device_id &&
                             (admin || (own != NULL && strcmp(dir.d[i].handle, own->handle) == 0 &&
                                        join_waiting(c, dir.d[i].device_id)));
+    /* a commit adds and removes at most CHANGES_MAX devices (the delivery service's limit, and
+     * a Welcome's recipients): the rest in the next (*more) */
+    if (err == MSV_OK && n_gone > CHANGES_MAX) {
+        n_gone = CHANGES_MAX;
+        *more = 1;
+    }
+    for (size_t i = 0, room = CHANGES_MAX - n_gone; err == MSV_OK && i < dir.n; i++)
+        if (want[i] && room == 0) {
+            want[i] = 0;
+            n_want--;
+            *more = 1;
+        } else if (want[i]) {
+            room--;
+        }
     if (err == MSV_OK)
         err = claim_adds(c, &dir, want, &a, &missing, why, sizeof(why));
     if (err == MSV_OK && creating && missing > 0) {
@@ -897,20 +945,16 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         err = by_reference(c, &welcome, &welcome_len);
     if (err != MSV_OK && commit != NULL) {
         msv_mls_member_commit_discard(m);
-        if (err == MSV_ERR_TOO_BIG) {
-            snprintf(text, sizeof(text),
-                     "%s: its %s would be more than the %zu MiB a member fetches",
+        /* too large, or refused by the attachment store (its quota, say): said, and why */
+        if (err != MSV_ERR_IO && err != MSV_ERR_NOMEM) {
+            snprintf(text, sizeof(text), "%s: its %s could not go by reference (%.300s)",
                      creating ? "this group stays on per-device encryption, not MLS"
                               : "the MLS group could not follow this change",
-                     commit_len > BY_REF_MAX ? "commit" : "Welcome", BY_REF_MAX >> 20);
+                     commit_len > MLS_MESSAGE_MAX ? "commit" : "Welcome", c->why.message);
             err = notice(c, gid, text);
         }
         goto out;
     }
-    if (err == MSV_OK && welcome != NULL)
-        err = welcome_keep(c, gid, generation_of(m), m->epoch + 1, &a, welcome, welcome_len);
-    if (err != MSV_OK && commit != NULL)
-        msv_mls_member_commit_discard(m);
     if (err == MSV_OK) {
         struct msv_mls_send s = {.group_id = m->group_id,
                                  .group_id_len = m->group_id_len,
@@ -929,8 +973,14 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     }
     if (err == MSV_OK)
         err = msv_mls_member_commit_merge(m);
+    /* the Welcome kept with the state its commit made: both or neither */
+    if (err == MSV_OK && welcome != NULL)
+        err =
+            welcome_record(generation_of(m), m->epoch, &a, welcome, welcome_len, &kept, &kept_len);
     if (err == MSV_OK)
-        err = state_save(c, gid, m, &dir, NULL, 0);
+        err = state_save_with(c, gid, m, &dir, NULL, 0,
+                              welcome != NULL ? group_key(WELCOME_KEPT, gid, kept_key) : NULL, kept,
+                              kept_len);
     if (err == MSV_OK && refound)
         err = msv_client_db_unset(c->db, flag_key(gid, text));
     if (err == MSV_OK) /* every commit of ours updates our leaf (its UpdatePath) */
@@ -953,6 +1003,7 @@ out:
     free(gone);
     free(commit);
     free(welcome);
+    free(kept);
     return err;
 }
 
@@ -996,8 +1047,9 @@ static msv_err sync_with(struct msv_client *c, const uint8_t gid[16], int start,
                          int quiet)
 {
     msv_err err = MSV_OK;
-    int changed = 0, admin = self_is_admin(c, gid);
+    int changed = 0, more = 0, admin = self_is_admin(c, gid);
 
+again:
     for (int tries = 0; tries <= COMMIT_TRIES; tries++) {
         size_t count = 0;
         /* a commit this device refused moved the delivery service's epoch on, for good: an
@@ -1009,7 +1061,7 @@ static msv_err sync_with(struct msv_client *c, const uint8_t gid[16], int start,
         err = mls_lock(c);
         if (err != MSV_OK)
             return err;
-        err = sync_once(c, gid, start, refound, update, quiet, &changed);
+        err = sync_once(c, gid, start, refound, update, quiet, &changed, &more);
         mls_unlock(c);
         /* another member's commit came first: read it (and what else is queued), then again;
          * not from the end of a receive (client_mls_joins), whose next receive reads it */
@@ -1023,6 +1075,11 @@ static msv_err sync_with(struct msv_client *c, const uint8_t gid[16], int start,
     if (err == MSV_ERR_REPLAY)
         snprintf(c->why.message, sizeof(c->why.message),
                  "the group's epoch kept moving on: the change was refused %d times", COMMIT_TRIES);
+    /* more than one commit takes: the next (bounded: DEVICES_MAX / CHANGES_MAX of them) */
+    if (err == MSV_OK && more && changed) {
+        start = update = 0;
+        goto again;
+    }
     return err;
 }
 
@@ -1168,13 +1225,17 @@ static void welcomes_flush(struct msv_client *c)
         size_t got = 0, roster_len = 0;
         struct msv_mls_member *m = NULL;
         int waiting = 0;
+        msv_err err;
 
         if (msv_hex_decode(s[i].key + strlen(WELCOME_KEPT), gid, sizeof(gid), &got) != MSV_OK ||
             got != sizeof(gid) || mls_lock(c) != MSV_OK)
             continue;
-        if (state_load(c, gid, &m, &roster, &roster_len) == MSV_OK &&
-            welcome_flush(c, gid, m, &waiting) != MSV_OK)
+        err = state_load(c, gid, &m, &roster, &roster_len);
+        if (err == MSV_OK && welcome_flush(c, gid, m, &waiting) != MSV_OK)
             c->why.message[0] = '\0'; /* kept: the next receive tries again */
+        /* of a group this device holds no state of (gone, or never founded) */
+        if (err == MSV_ERR_NOT_FOUND && msv_client_db_unset(c->db, s[i].key) != MSV_OK)
+            c->why.message[0] = '\0';
         mls_unlock(c);
         msv_mls_member_free(m);
         free(roster);
@@ -1976,6 +2037,24 @@ out:
     return err;
 }
 
+/*
+ * Whether a commit or Welcome of generation gen could be taken here, judged before anything is
+ * fetched for it: a commit at the epoch this device holds of that generation; a Welcome to a
+ * group this device was told of, of that generation or a later one than it holds.
+ */
+static int worth_fetching(struct msv_client *c, const Msv__Wire__MlsDelivery *d, uint32_t gen)
+{
+    struct msv_group_rec g = {0};
+    uint64_t epoch = 0;
+    int64_t held = held_generation(c, d->group_id.data, &epoch);
+    int known = msv_client_db_group_get(c->db, d->group_id.data, NULL, &g) == MSV_OK;
+
+    msv_group_clear(&g);
+    if (d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT)
+        return held == (int64_t)gen && epoch == d->epoch;
+    return known && held <= (int64_t)gen;
+}
+
 msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t len,
                         const char *sender_handle, uint64_t sender_device, struct client_mls_in *in)
 {
@@ -1996,9 +2075,11 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
                  sender_handle, (unsigned long long)sender_device);
         goto out;
     }
-    /* a commit or Welcome too large for one send comes by reference */
-    if (d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME ||
-        d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT) {
+    /* a commit or Welcome too large for one send comes by reference, fetched only if it could
+     * be taken (else it is told as any other such delivery, unfetched) */
+    if ((d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME ||
+         d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT) &&
+        worth_fetching(c, d, gen)) {
         err = resolve(c, d->message.data, d->message.len, &fetched, &fetched_len);
         if (err != MSV_OK && err != MSV_ERR_IO) {
             snprintf(in->notice, sizeof(in->notice),

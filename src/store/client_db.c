@@ -206,6 +206,23 @@ msv_err msv_client_db_set(struct msv_client_db *db, const char *key, const void 
                                        key, value, len);
 }
 
+static msv_err finish_transaction(struct msv_client_db *db, msv_err err);
+
+msv_err msv_client_db_set2(struct msv_client_db *db, const char *key, const void *value, size_t len,
+                           const char *key2, const void *value2, size_t len2)
+{
+    msv_err err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
+
+    if (err == MSV_OK)
+        err = msv_client_db_set(db, key, value, len);
+    if (err == MSV_OK)
+        err = msv_client_db_set(db, key2, value2, len2);
+    err = finish_transaction(db, err);
+    if (err == MSV_OK)
+        drop_old_pages(db); /* what the values replaced, once committed */
+    return err;
+}
+
 msv_err msv_client_db_unset(struct msv_client_db *db, const char *key)
 {
     sqlite3_stmt *st = NULL;

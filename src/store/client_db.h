@@ -24,6 +24,10 @@ MSV_MUST_CHECK msv_err msv_client_db_set(struct msv_client_db *db, const char *k
                                          const void *value, size_t len);
 MSV_MUST_CHECK msv_err msv_client_db_get(struct msv_client_db *db, const char *key, uint8_t **value,
                                          size_t *len);
+/* Sets two settings in one transaction: both or neither. */
+MSV_MUST_CHECK msv_err msv_client_db_set2(struct msv_client_db *db, const char *key,
+                                          const void *value, size_t len, const char *key2,
+                                          const void *value2, size_t len2);
 /* Removes a setting (nothing happens if it is absent). */
 MSV_MUST_CHECK msv_err msv_client_db_unset(struct msv_client_db *db, const char *key);
 /* Removes every setting whose key starts with prefix. */
