@@ -2,7 +2,9 @@
  * The check that a KeyPackage the server hands out is a device's (src/client/mlskeys.c,
  * msv_mlskeys_credential_check): any bytes are refused with a reason, without reading past
  * them, unless they are the one KeyPackage made here for the device, bound by its identity;
- * and the credential of a LeafNode of a group's tree (msv_mlskeys_leaf_credential).
+ * the credential of a LeafNode of a group's tree (msv_mlskeys_leaf_credential); and a commit or
+ * Welcome's reference to the attachment store (msv_mls_ref_parse): taken only as 102 bytes of
+ * its version naming a size from 1 byte to 8 MiB.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -54,10 +56,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint8_t *named = NULL;
     size_t named_len = 0;
     uint64_t device = 0;
+    struct msv_mls_ref ref;
     msv_err err;
 
     if (id == NULL)
         setup();
+    err = msv_mls_ref_parse(data, size, &ref);
+    if (err == MSV_OK && (size != 102 || data[0] != 0xff || data[1] != 1 || ref.size == 0 ||
+                          ref.size > (8u << 20) || strlen(ref.uri) != 5 + 64))
+        abort();
+    if (err == MSV_ERR_NOT_FOUND && size > 0 && data[0] == 0xff)
+        abort(); /* the marker is always read as a reference */
     /* a group's leaf as its tree holds it: its credential read within its bytes */
     if (msv_mlskeys_leaf_credential(data, size, &named, &named_len, &device) == MSV_OK &&
         (named < data || named + named_len > data + size || named_len <= 8))

@@ -436,6 +436,18 @@ MSV_MUST_CHECK msv_err client_mls_send(struct msv_client *c, const uint8_t gid[1
 #define MSV_MLS_JOIN_DAYS 7
 #define MSV_MLS_JOINS_MAX 16 /* devices waiting at once; the oldest is given up past it */
 MSV_MUST_CHECK msv_err client_mls_join_due(struct msv_client *c, uint64_t device_id);
+/*
+ * A commit or Welcome sent by reference (docs/crypto.md, "Large commits and Welcomes"): the
+ * 102 bytes parsed; MSV_ERR_NOT_FOUND if msg is no reference (an MLSMessage), MSV_ERR_PARSE if
+ * it is a malformed one (another length or version, a size of 0 or past 8 MiB).
+ */
+struct msv_mls_ref {
+    char uri[5 + 64 + 1]; /* blob:<hex of the blob id> */
+    uint8_t key[32];
+    uint8_t sha256[32];
+    uint32_t size;
+};
+MSV_MUST_CHECK msv_err msv_mls_ref_parse(const uint8_t *msg, size_t len, struct msv_mls_ref *ref);
 void client_mls_joins(struct msv_client *c);
 /* The group's members, this account aside, with no device in its MLS tree (*out: one handle a
  * line, caller frees; NULL if none): they get a group message as per-device copies. */

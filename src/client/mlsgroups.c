@@ -780,29 +780,44 @@ static msv_err by_reference(struct msv_client *c, uint8_t **msg, size_t *len)
  * NULL: msg is the MLSMessage itself). MSV_ERR_IO for what may work on the next receive (the
  * network, the store), MSV_ERR_PARSE for a malformed reference, else why the fetch failed.
  */
+msv_err msv_mls_ref_parse(const uint8_t *msg, size_t len, struct msv_mls_ref *ref)
+{
+    memset(ref, 0, sizeof(*ref));
+    if (len == 0 || msg[0] != BY_REF_MARK)
+        return MSV_ERR_NOT_FOUND;
+    if (len != BY_REF_LEN || msg[1] != BY_REF_VERSION || msv_get_u32be(msg + 2) == 0 ||
+        msv_get_u32be(msg + 2) > BY_REF_MAX)
+        return MSV_ERR_PARSE;
+    memcpy(ref->uri, "blob:", 5);
+    if (msv_hex_encode(msg + 6, 32, ref->uri + 5, sizeof(ref->uri) - 5) != MSV_OK)
+        return MSV_ERR_PARSE;
+    ref->size = msv_get_u32be(msg + 2);
+    memcpy(ref->key, msg + 38, MSV_ATTACHMENT_KEY_LEN);
+    memcpy(ref->sha256, msg + 38 + MSV_ATTACHMENT_KEY_LEN, 32);
+    return MSV_OK;
+}
+
 static msv_err resolve(struct msv_client *c, const uint8_t *msg, size_t len, uint8_t **out,
                        size_t *out_len)
 {
     struct msv_attachment_ref a = {0};
-    char uri[5 + 64 + 1] = "blob:";
-    msv_err err;
+    struct msv_mls_ref ref;
+    msv_err err = msv_mls_ref_parse(msg, len, &ref);
 
     *out = NULL;
-    if (len == 0 || msg[0] != BY_REF_MARK)
-        return MSV_OK;
-    if (len != BY_REF_LEN || msg[1] != BY_REF_VERSION || msv_get_u32be(msg + 2) == 0 ||
-        msv_get_u32be(msg + 2) > BY_REF_MAX)
-        return MSV_ERR_PARSE;
-    if (msv_hex_encode(msg + 6, 32, uri + 5, sizeof(uri) - 5) != MSV_OK)
-        return MSV_ERR_PARSE;
-    a.uri = uri;
-    memcpy(a.key, msg + 38, MSV_ATTACHMENT_KEY_LEN);
-    memcpy(a.sha256, msg + 38 + MSV_ATTACHMENT_KEY_LEN, 32);
+    if (err == MSV_ERR_NOT_FOUND)
+        return MSV_OK; /* the MLSMessage itself */
+    if (err != MSV_OK)
+        return err;
+    a.uri = ref.uri;
+    memcpy(a.key, ref.key, MSV_ATTACHMENT_KEY_LEN);
+    memcpy(a.sha256, ref.sha256, 32);
+    sodium_memzero(ref.key, sizeof(ref.key));
     err = msv_client_connect(c);
     if (err == MSV_OK)
-        err = client_fetch_blob(c, &a, msv_get_u32be(msg + 2), out, out_len);
+        err = client_fetch_blob(c, &a, ref.size, out, out_len);
     sodium_memzero(a.key, sizeof(a.key));
-    if (err == MSV_OK && *out_len != msv_get_u32be(msg + 2))
+    if (err == MSV_OK && *out_len != ref.size)
         err = MSV_ERR_AUTH;
     if (err != MSV_OK) {
         free(*out);
