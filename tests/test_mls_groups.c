@@ -1241,6 +1241,36 @@ static void test_behind_for_good(void **state)
     club_free(&k);
 }
 
+/*
+ * carol leaves the club: bob (no admin) cannot send while her leaf is in the tree, and alice's
+ * device, an admin's, commits her removal at the end of the receive that took her leaving,
+ * without waiting for a send of its own; bob then writes again, and carol cannot read it.
+ */
+static void test_leave_followed_by_admin(void **state)
+{
+    struct club k;
+    uint8_t id[16];
+
+    (void)state;
+    club_on_mls(&k);
+    assert_int_equal(msv_client_group_leave(k.carol, k.conversation), MSV_OK);
+    receive_now(k.bob);
+    assert_int_not_equal(msv_client_group_send(k.bob, "club", "too soon", NULL, 0, NULL, id),
+                         MSV_OK);
+    receive_now(k.alice);
+    assert_int_equal(settings_count(k.alice, "mls-follow:"), 0);
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, NULL, NULL), 1);
+    receive_now(k.bob);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "carol has gone", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.alice);
+    receive_now(k.carol);
+    assert_sent_by(k.alice, k.conversation, "carol has gone", "bob@example.org", k.bob->device_id);
+    assert_int_equal(history_count(k.carol, k.conversation, "carol has gone"), 0);
+    club_free(&k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1262,6 +1292,7 @@ int main(void)
         cmocka_unit_test(test_large_by_reference),
         cmocka_unit_test(test_welcome_kept_until_sent),
         cmocka_unit_test(test_behind_for_good),
+        cmocka_unit_test(test_leave_followed_by_admin),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

@@ -1077,6 +1077,13 @@ msv_err client_group_take(struct msv_client *c, const char *author, uint64_t dev
         err = state_apply(c, p->group_id, &now, base, strcmp(author, c->handle) == 0);
         *applied = err == MSV_OK;
     }
+    /* another's change (a member leaving, say) of a group on MLS this account administers:
+     * this device makes its MLS group follow, at the end of the receive (should recording that
+     * fail, its next send to the group does) */
+    if (*applied && has_held && strcmp(author, c->handle) != 0 &&
+        listed(now.admins, now.n_admins, c->handle) && client_mls_is_on(c, p->group_id) &&
+        client_mls_follow_due(c, p->group_id) != MSV_OK)
+        c->why.message[0] = '\0';
     if (err == MSV_OK && why != NULL && strcmp(why, "not an admin") != 0 &&
         strcmp(why, "not a member") != 0)
         /* what does not authenticate, or no longer applies, names nobody */

@@ -426,9 +426,11 @@ MSV_MUST_CHECK msv_err client_mls_sync(struct msv_client *c, const uint8_t gid[1
 MSV_MUST_CHECK msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16],
                                        const uint8_t *pt, size_t pt_len);
 /*
+ * After each receive, client_mls_joins sends the Welcomes kept, commits what an admin's device
+ * must follow (client_mls_follow_due), and adds the devices waiting to join.
  * A device of this account this device approved joins the account's groups on MLS: it is
- * recorded (client_mls_join_due) and added by this device's commits (client_mls_joins, run
- * after each receive) to every group on MLS this device is in, once the device has published
+ * recorded (client_mls_join_due) and added by this device's commits (client_mls_joins) to
+ * every group on MLS this device is in, once the device has published
  * a KeyPackage; what fails is tried again after MSV_MLS_JOIN_RETRY_MS or a quarter of the time
  * waited (at most an hour), for MSV_MLS_JOIN_DAYS, then told in each group it is not in.
  */
@@ -436,6 +438,9 @@ MSV_MUST_CHECK msv_err client_mls_send(struct msv_client *c, const uint8_t gid[1
 #define MSV_MLS_JOIN_DAYS 7
 #define MSV_MLS_JOINS_MAX 16 /* devices waiting at once; the oldest is given up past it */
 MSV_MUST_CHECK msv_err client_mls_join_due(struct msv_client *c, uint64_t device_id);
+/* An admin's device took another's change of group gid (a member leaving): at the end of the
+ * receive (client_mls_joins) it commits what the MLS group must follow (a removal). */
+MSV_MUST_CHECK msv_err client_mls_follow_due(struct msv_client *c, const uint8_t gid[16]);
 /*
  * A commit or Welcome sent by reference (docs/crypto.md, "Large commits and Welcomes"): the
  * 102 bytes parsed; MSV_ERR_NOT_FOUND if msg is no reference (an MLSMessage), MSV_ERR_PARSE if

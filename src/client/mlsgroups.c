@@ -1258,6 +1258,48 @@ static void welcomes_flush(struct msv_client *c)
     msv_settings_free(s, n);
 }
 
+/* "mls-follow:<hex of the group id>": an admin's device follows another's change (empty) */
+#define FOLLOW "mls-follow:"
+
+static int stale_now(struct msv_client *c, const uint8_t gid[16]);
+
+msv_err client_mls_follow_due(struct msv_client *c, const uint8_t gid[16])
+{
+    char key[KEY_MAX];
+
+    return msv_client_db_set(c->db, group_key(FOLLOW, gid, key), (const uint8_t *)"", 0);
+}
+
+/*
+ * The groups whose MLS group must follow another's change, under this device's admin: a tree
+ * holding a device of no member committed away; forgotten once done, or no longer needed (no
+ * admin here, nothing to remove); kept for the next receive if the server is out of reach or
+ * the group moved on meanwhile.
+ */
+static void follows_flush(struct msv_client *c)
+{
+    struct msv_setting *s = NULL;
+    size_t n = 0;
+
+    if (msv_client_db_settings(c->db, FOLLOW, SIZE_MAX, &s, &n) != MSV_OK)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t gid[16];
+        size_t got = 0;
+        msv_err err = MSV_OK;
+
+        if (msv_hex_decode(s[i].key + strlen(FOLLOW), gid, sizeof(gid), &got) != MSV_OK ||
+            got != sizeof(gid))
+            got = 0;
+        if (got == sizeof(gid) && self_is_admin(c, gid) && stale_now(c, gid))
+            err = sync_with(c, gid, 0, 0, 0);
+        if ((err == MSV_OK || (err != MSV_ERR_IO && err != MSV_ERR_REPLAY)) &&
+            msv_client_db_unset(c->db, s[i].key) != MSV_OK)
+            break;
+    }
+    msv_settings_free(s, n);
+}
+
 void client_mls_joins(struct msv_client *c)
 {
     struct msv_setting *s = NULL;
@@ -1272,6 +1314,7 @@ void client_mls_joins(struct msv_client *c)
         return;
     c->mls_joining = 1;
     welcomes_flush(c);
+    follows_flush(c);
     if (msv_client_db_settings(c->db, JOIN, MSV_MLS_JOINS_MAX, &s, &n) != MSV_OK)
         n = 0;
     if (n > 0 && msv_client_db_groups(c->db, &g, &n_groups) != MSV_OK)
