@@ -2581,6 +2581,56 @@ static void test_keys_unpublished_told(void **state)
 }
 
 /*
+ * A server that says "slow down" to every publication of bob's keys ([testing]
+ * limit_prekey_uploads) keeps them out as surely as one that fails: not told at first (a limit
+ * passes in minutes), told once it has lasted over an hour, and forgotten once they are
+ * published. Before, "slow down" was never told.
+ */
+static void test_keys_limited_told(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob, *dave;
+    struct told told = {0};
+    uint8_t *v = NULL, old[8];
+    size_t len = 0;
+
+    (void)state;
+    three_pq(&s, &alice, &bob, &dave);
+    test_server_stop(&s);
+    bob->ctx = &told;
+    bob->on_keys_unpublished = keys_unpublished_told;
+    set_prekey_setting(bob, "signed-prekey", prekey_setting(bob, "signed-prekey"), 0);
+    snprintf(s.extra, sizeof(s.extra), "limit_prekey_uploads = true");
+    test_server_start(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_connect(bob), MSV_OK);
+    assert_int_equal(told.n, 0);
+    assert_int_equal(msv_client_db_get(bob->db, "keys-limited-since", &v, &len), MSV_OK);
+    free(v);
+    /* the first "slow down" was over an hour ago */
+    msv_put_u64be(old, (uint64_t)(msv_wall_ms() - 2 * 3600 * 1000));
+    assert_int_equal(msv_client_db_set(bob->db, "keys-limited-since", old, sizeof(old)), MSV_OK);
+    drop_connection(bob);
+    assert_int_equal(msv_client_connect(bob), MSV_OK);
+    assert_int_equal(told.n, 1);
+    if (strstr(told.last, "slow down\" to every try for over an hour") == NULL)
+        fail_msg("told: %s", told.last);
+    assert_int_equal(msv_client_keys_unpublished(bob), 1);
+    drop_connection(bob);
+    test_server_stop(&s);
+    s.extra[0] = '\0';
+    test_server_start(&s);
+    reconnect(bob);
+    assert_int_equal(told.n, 1);
+    v = NULL;
+    assert_int_equal(msv_client_db_get(bob->db, "keys-limited-since", &v, &len), MSV_ERR_NOT_FOUND);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(dave);
+    test_server_cleanup(&s);
+}
+
+/*
  * A signed last-resort KEM prekey carries no date: a server can serve an older one of bob's
  * again (here the one before his rotation, with his one-time KEM prekeys withheld). alice has
  * seen the newer one (as bob's sealing key), so a session start with the older one is refused
@@ -7082,6 +7132,7 @@ int main(void)
         cmocka_unit_test(test_lost_prekey_answer),
         cmocka_unit_test(test_rotation_answer_dropped),
         cmocka_unit_test(test_keys_unpublished_told),
+        cmocka_unit_test(test_keys_limited_told),
         cmocka_unit_test(test_old_last_resort_refused),
         cmocka_unit_test(test_gone_device_rechecked),
         cmocka_unit_test(test_sealed_to_key_let_go),

@@ -719,6 +719,31 @@ uint64_t msv_client_keys_unpublished(struct msv_client *c)
     return client_counter(c, KEYS_UNPUBLISHED);
 }
 
+/* "keys-limited-since": u64be wall ms of the first publish answered "slow down" since the last
+ * one that went; past KEYS_LIMITED_TELL_MS it is told as a failure */
+#define KEYS_LIMITED_SINCE "keys-limited-since"
+#define KEYS_LIMITED_TELL_MS (3600LL * 1000)
+
+/* Whether publishes have been answered "slow down" for too long (the first one recorded). */
+static int limited_too_long(struct msv_client *c)
+{
+    uint8_t *v = NULL, now[8];
+    size_t len = 0;
+    int64_t since = msv_wall_ms();
+    int too_long = 0;
+
+    if (msv_client_db_get(c->db, KEYS_LIMITED_SINCE, &v, &len) == MSV_OK && len == 8) {
+        since = (int64_t)msv_get_u64be(v);
+        too_long = msv_wall_ms() - since > KEYS_LIMITED_TELL_MS;
+    } else {
+        msv_put_u64be(now, (uint64_t)since);
+        if (msv_client_db_set(c->db, KEYS_LIMITED_SINCE, now, sizeof(now)) != MSV_OK)
+            too_long = 0; /* recorded at the next one */
+    }
+    free(v);
+    return too_long;
+}
+
 /* the wait before a failed publishing is tried again on the same connection, and its bound */
 #define KEYS_RETRY_FIRST_MS (60LL * 1000)
 #define KEYS_RETRY_MAX_MS (3600LL * 1000)
@@ -730,8 +755,13 @@ void client_publish_keys(struct msv_client *c)
 
     memset(&c->why, 0, sizeof(c->why));
     err = msv_sessions_publish(c);
-    if (err == MSV_OK || c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED) {
-        /* limited: the server still holds what it held, and the next connection tops up */
+    if (err == MSV_OK && msv_client_db_unset(c->db, KEYS_LIMITED_SINCE) != MSV_OK)
+        c->why.message[0] = '\0'; /* forgotten at the next success */
+    /* limited: the server still holds what it held, and the next connection tops up; told once
+     * it has lasted KEYS_LIMITED_TELL_MS (a server that always says "slow down" keeps the keys
+     * out as surely as one that fails) */
+    if (err == MSV_OK ||
+        (c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED && !limited_too_long(c))) {
         c->keys_retry_at = c->keys_backoff_ms = 0;
         return;
     }
@@ -743,10 +773,13 @@ void client_publish_keys(struct msv_client *c)
         /* told all the same: the count is only what the user may look up later */
     }
     snprintf(warning, sizeof(warning),
-             "this device's keys could not be published to the server (%s%s%s): senders may "
+             "this device's keys could not be published to the server (%s%s%s%s): senders may "
              "find none to start a session, seal or add it to a group with, and send without "
              "forward secrecy or not at all; tried again at the next connection, or on this one "
              "after %lld s",
+             c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED
+                 ? "it has said \"slow down\" to every try for over an hour; "
+                 : "",
              msv_strerror(err), c->why.message[0] != '\0' ? ": " : "", c->why.message,
              (long long)(c->keys_backoff_ms / 1000));
     if (c->on_keys_unpublished != NULL)

@@ -109,6 +109,8 @@ struct msv_config {
     int drop_prekey_answers;        /* tests only: an upload that carries prekeys (one-time ones, a
                                      * rotation) is stored, then the connection closes unanswered
                                      * (a lost answer) */
+    int limit_prekey_uploads;       /* tests only: every prekey upload is answered "slow down",
+                                     * nothing stored (a server keeping a device's keys out) */
 };
 
 /* Fills c with the defaults. */

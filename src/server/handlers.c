@@ -2949,6 +2949,10 @@ static void handle_prekey_upload(struct msv_conn_state *c, const msv_frame *f)
 
     if (bad == NULL)
         bad = read_kem_upload(f->prekey_upload, &u, kem, &code);
+    if (bad == NULL && s->cfg.limit_prekey_uploads) {
+        code = E_RATE; /* tests only: a server keeping the device's keys out */
+        bad = "too many prekey uploads; slow down";
+    }
     if (bad != NULL) {
         msv_conn_send_error(c, f->request_id, code, bad);
         free(kem);
