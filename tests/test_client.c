@@ -4432,6 +4432,81 @@ static void *log_read_job(void *arg)
 }
 
 /*
+ * In the store, as another node would: handle leaves its account (its tombstone logged) and is
+ * logged for the account of handle to, whose newest device set it takes.
+ */
+static void give_handle_away(struct test_server *s, const char *handle, const char *to)
+{
+    static struct msv_kt_entry e, tomb;
+    uint8_t *leaf = NULL, *forged = NULL, *gone = NULL;
+    size_t len = 0, forged_len = 0, gone_len = 0;
+    int64_t index = 0;
+    char sql[300];
+
+    forge_leaf(s, to, NULL, 0, &leaf, &len, &index);
+    assert_int_equal(msv_kt_leaf_parse(leaf, len, &e), MSV_OK);
+    snprintf(e.handle, sizeof(e.handle), "%s", handle);
+    tomb = e;
+    tomb.deleted = 1;
+    tomb.n_devices = 0;
+    tomb.signed_list = 0; /* a tombstone lists no device, signed or not */
+    tomb.n_chain = 0;
+    assert_int_equal(msv_kt_leaf_encode(&tomb, &gone, &gone_len), MSV_OK);
+    assert_int_equal(msv_kt_leaf_encode(&e, &forged, &forged_len), MSV_OK);
+    snprintf(sql, sizeof(sql), "DELETE FROM account_handles WHERE handle = '%s';", handle);
+    server_sql(s, sql);
+    append_leaf(s, handle, gone, gone_len);
+    append_leaf(s, handle, forged, forged_len);
+    free(leaf);
+    free(forged);
+    free(gone);
+}
+
+/* A server whose reads of kind key ("log_read_gate", "lookup_gate") wait at s->dir/gate, with
+ * alice and mallory, alice holding +15550001 too; the gate file is made. */
+static void racing_server(struct test_server *s, const char *key, char gate[200],
+                          struct msv_client **alice, struct msv_client **mallory)
+{
+    char code[7];
+    FILE *f;
+
+    test_server_init(s, NULL);
+    s->leaf_version = 3; /* leaves that name their handle */
+    snprintf(gate, 200, "%s/gate", s->dir);
+    snprintf(s->extra, sizeof(s->extra), "trust_store_log = true\n%s = %s", key, gate);
+    test_server_start(s);
+    *alice = client_for(s, "alice", "alice@example.org");
+    *mallory = client_for(s, "mallory", "mallory@example.org");
+    assert_int_equal(msv_client_handle_add(*alice, "+15550001"), MSV_OK);
+    test_server_code(s, "+15550001", code);
+    assert_int_equal(msv_client_handle_verify(*alice, "+15550001", code), MSV_OK);
+    reconnect(*alice);
+    assert_non_null(f = fopen(gate, "w"));
+    fclose(f);
+}
+
+/*
+ * Runs job (a read of alice's) at s, held at gate; meanwhile alice's +15550001 is given to mallory
+ * in the store, as another node would; then the read goes on and must succeed.
+ */
+static void race_handle_away(struct test_server *s, const char *gate, void *(*job)(void *),
+                             struct log_read_job *j)
+{
+    char reached[220];
+    pthread_t t;
+
+    snprintf(reached, sizeof(reached), "%s.reached", gate);
+    assert_int_equal(pthread_create(&t, NULL, job, j), 0);
+    for (int i = 0; i < 1000 && access(reached, F_OK) != 0; i++)
+        usleep(10 * 1000);
+    assert_int_equal(access(reached, F_OK), 0);
+    give_handle_away(s, "+15550001", "mallory@example.org");
+    assert_int_equal(unlink(gate), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(j->err, MSV_OK);
+}
+
+/*
  * On a log of leaves that name their handle, alice's LogRead has read her handles when her second
  * one is removed from her account and logged for mallory ([testing] log_read_gate holds the read
  * while the test changes the store as another node would): the read starts over, and mallory's
@@ -4440,61 +4515,62 @@ static void *log_read_job(void *arg)
  */
 static void test_log_read_racing_handle_removal(void **state)
 {
-    static struct msv_kt_entry e, tomb;
     struct test_server s;
     struct msv_client *alice, *mallory;
     struct log_read_job job = {0};
-    uint8_t *leaf = NULL, *forged = NULL, *gone = NULL;
-    size_t len = 0, forged_len = 0, gone_len = 0;
-    int64_t index = 0;
-    char code[7], gate[200], reached[220];
-    pthread_t t;
-    FILE *f;
+    char gate[200];
 
     (void)state;
-    test_server_init(&s, NULL);
-    s.leaf_version = 3; /* leaves that name their handle */
-    snprintf(gate, sizeof(gate), "%s/gate", s.dir);
-    snprintf(reached, sizeof(reached), "%s.reached", gate);
-    snprintf(s.extra, sizeof(s.extra), "trust_store_log = true\nlog_read_gate = %s", gate);
-    test_server_start(&s);
-    alice = client_for(&s, "alice", "alice@example.org");
-    mallory = client_for(&s, "mallory", "mallory@example.org");
-    assert_int_equal(msv_client_handle_add(alice, "+15550001"), MSV_OK);
-    test_server_code(&s, "+15550001", code);
-    assert_int_equal(msv_client_handle_verify(alice, "+15550001", code), MSV_OK);
-    reconnect(alice);
-    assert_non_null(f = fopen(gate, "w"));
-    fclose(f);
+    racing_server(&s, "log_read_gate", gate, &alice, &mallory);
     job.c = alice;
-    assert_int_equal(pthread_create(&t, NULL, log_read_job, &job), 0);
-    for (int i = 0; i < 1000 && access(reached, F_OK) != 0; i++)
-        usleep(10 * 1000);
-    assert_int_equal(access(reached, F_OK), 0);
-    /* meanwhile: the handle leaves alice's account (its tombstone) and is logged for mallory */
-    forge_leaf(&s, "mallory@example.org", NULL, 0, &leaf, &len, &index);
-    assert_int_equal(msv_kt_leaf_parse(leaf, len, &e), MSV_OK);
-    snprintf(e.handle, sizeof(e.handle), "+15550001");
-    tomb = e;
-    tomb.deleted = 1;
-    tomb.n_devices = 0;
-    tomb.signed_list = 0; /* a tombstone lists no device, signed or not */
-    tomb.n_chain = 0;
-    assert_int_equal(msv_kt_leaf_encode(&tomb, &gone, &gone_len), MSV_OK);
-    assert_int_equal(msv_kt_leaf_encode(&e, &forged, &forged_len), MSV_OK);
-    server_sql(&s, "DELETE FROM account_handles WHERE handle = '+15550001';");
-    append_leaf(&s, "+15550001", gone, gone_len);
-    append_leaf(&s, "+15550001", forged, forged_len);
-    assert_int_equal(unlink(gate), 0);
-    assert_int_equal(pthread_join(t, NULL), 0);
-    assert_int_equal(job.err, MSV_OK);
+    race_handle_away(&s, gate, log_read_job, &job);
     assert_true(job.r->log_entries->n_entries >= 5); /* what the test appended was read */
     assert_true(log_read_names(job.r, alice));
     assert_false(log_read_names(job.r, mallory));
     msv_frame_free(job.r);
-    free(leaf);
-    free(forged);
-    free(gone);
+    msv_client_close(alice);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
+static void *owner_lookup_job(void *arg)
+{
+    static const char *const h[1] = {"+15550001"};
+    static const uint64_t from[1] = {1};
+    struct log_read_job *j = arg;
+
+    j->err = msv_request_owner_lookup(j->c->conn, h, 1, 1, from, 0, TEST_TIMEOUT_MS, &j->r, NULL);
+    return NULL;
+}
+
+/*
+ * The same race for the owner's lookup: alice asks for her second handle's versions and history
+ * proof, and the server has read that it is hers ([testing] lookup_gate holds the lookup) when it
+ * is removed from her account and logged for mallory. The lookup starts over (counted in
+ * lookups_again_total): mallory's devices are the handle's, as anyone's lookup shows them, but
+ * alice gets neither mallory's versions nor the history proof that would let her link the
+ * handle's later versions. Before, she got both: her handles were read once, before the lookup.
+ */
+static void test_lookup_racing_handle_removal(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *mallory;
+    struct log_read_job job = {0};
+    const Msv__Wire__HandleDevices *hd;
+    char gate[200];
+
+    (void)state;
+    racing_server(&s, "lookup_gate", gate, &alice, &mallory);
+    job.c = alice;
+    race_handle_away(&s, gate, owner_lookup_job, &job);
+    assert_int_equal(job.r->lookup_result->n_results, 1);
+    hd = job.r->lookup_result->results[0];
+    assert_int_equal(hd->n_devices, 1);
+    assert_int_equal(hd->devices[0]->device_id, mallory->device_id);
+    assert_int_equal(hd->n_versions, 0);
+    assert_int_equal(hd->history_proof.len, 0);
+    assert_int_equal(test_server_metric(&s, "lookups_again_total"), 1);
+    msv_frame_free(job.r);
     msv_client_close(alice);
     msv_client_close(mallory);
     test_server_cleanup(&s);
@@ -7058,6 +7134,7 @@ int main(void)
         cmocka_unit_test(test_recycled_handle_versions),
         cmocka_unit_test(test_recycled_handle_log_read),
         cmocka_unit_test(test_log_read_racing_handle_removal),
+        cmocka_unit_test(test_lookup_racing_handle_removal),
         cmocka_unit_test(test_monitor_starts_late),
         cmocka_unit_test(test_monitor_rate_limited_alarm),
         cmocka_unit_test(test_monitor_lineage_fork),
