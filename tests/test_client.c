@@ -3515,19 +3515,49 @@ static void test_devlist_chain_record_key_swap(void **state)
  * tells bob, and carol's devices stand: the lookup of the other handles does not fail, and a
  * send to alice fails, told why.
  */
-static void test_devlist_bad_set_other_handles(void **state)
+/*
+ * The stopped server, alice's and bob's, logs for alice a set that does not check out as a whole
+ * (a device rooted on the directory's own key next to alice's, two roots), bob knowing her set
+ * before; it is started again. *honest: alice's set before (caller frees with free()); returns
+ * the forged device's id.
+ */
+static uint64_t log_two_roots(struct test_server *s, struct msv_client *alice,
+                              struct msv_client *bob, uint8_t **honest, size_t *honest_len)
 {
     static struct msv_kt_entry e;
+    struct msv_identity *m = NULL;
+    const uint8_t *key;
+    uint8_t hash[32], sig[MSV_KT_APPROVAL_SIG_MAX];
+    size_t key_len = 0, sig_len = 0;
+    uint64_t forged = 0;
+    int64_t index = 0;
+
+    test_server_stop(s);
+    assert_int_equal(bob_takes(s, bob), 1);
+    test_server_stop(s);
+    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &m), MSV_OK);
+    key = msv_public_identity_bytes(msv_identity_public(m), &key_len);
+    msv_public_identity_hash(msv_identity_public(m), hash);
+    assert_int_equal(msv_kt_approval_sign(m, MSV_KT_ROOT, 0, hash, 0, sig, &sig_len), MSV_OK);
+    forged_device_row(s, alice->device_id, key, key_len, 0, &forged);
+    forge_leaf(s, "alice@example.org", NULL, 0, honest, honest_len, &index);
+    assert_int_equal(msv_kt_leaf_parse(*honest, *honest_len, &e), MSV_OK);
+    assert_true(e.signed_list);
+    e.devices[e.n_devices++] = (struct msv_kt_device){
+        forged, MSV_SUITE_MODERN, key, key_len, {MSV_KT_ROOT, 0, sig, sig_len}};
+    log_set_for_bob(s, bob, &e);
+    msv_identity_free(m);
+    return forged;
+}
+
+static void test_devlist_bad_set_other_handles(void **state)
+{
     struct test_server s;
     struct msv_client *alice, *carol, *bob;
     const char *both[2] = {"alice@example.org", "carol@example.org"};
     const char *to[1] = {"alice@example.org"};
-    struct msv_identity *m = NULL;
-    const uint8_t *key;
-    uint8_t *old = NULL, hash[32], sig[MSV_KT_APPROVAL_SIG_MAX];
-    size_t key_len = 0, old_len = 0, sig_len = 0;
-    uint64_t forged = 0;
-    int64_t index = 0;
+    uint8_t *old = NULL, hash[32];
+    size_t old_len = 0;
     msv_frame *devs = NULL;
 
     (void)state;
@@ -3538,20 +3568,7 @@ static void test_devlist_bad_set_other_handles(void **state)
     carol = client_for(&s, "carol", "carol@example.org");
     bob = client_for(&s, "bob", "bob@example.org");
     bob->on_devlist = record_devlist;
-    test_server_stop(&s);
-    assert_int_equal(bob_takes(&s, bob), 1);
-    test_server_stop(&s);
-    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &m), MSV_OK);
-    key = msv_public_identity_bytes(msv_identity_public(m), &key_len);
-    msv_public_identity_hash(msv_identity_public(m), hash);
-    assert_int_equal(msv_kt_approval_sign(m, MSV_KT_ROOT, 0, hash, 0, sig, &sig_len), MSV_OK);
-    forged_device_row(&s, alice->device_id, key, key_len, 0, &forged);
-    forge_leaf(&s, "alice@example.org", NULL, 0, &old, &old_len, &index);
-    assert_int_equal(msv_kt_leaf_parse(old, old_len, &e), MSV_OK);
-    assert_true(e.signed_list);
-    e.devices[e.n_devices++] = (struct msv_kt_device){
-        forged, MSV_SUITE_MODERN, key, key_len, {MSV_KT_ROOT, 0, sig, sig_len}};
-    log_set_for_bob(&s, bob, &e);
+    (void)log_two_roots(&s, alice, bob, &old, &old_len);
     free(old);
     assert_int_equal(msv_client_connect(bob), MSV_OK);
     assert_int_equal(client_verified_lookup(bob, both, 2, &devs), MSV_OK);
@@ -3565,7 +3582,6 @@ static void test_devlist_bad_set_other_handles(void **state)
     msv_frame_free(devs);
     assert_int_equal(msv_client_send(bob, to, 1, "hi", NULL, 0, NULL, hash), MSV_ERR_NOT_FOUND);
     assert_non_null(strstr(bob->why.message, "no device of alice@example.org has a valid"));
-    msv_identity_free(m);
     msv_client_close(alice);
     msv_client_close(carol);
     msv_client_close(bob);
@@ -6034,6 +6050,168 @@ static size_t receive_now(struct msv_client *c)
     return count;
 }
 
+/* What on_not_sent said since it was cleared: how often, the last warning. */
+static struct {
+    int n;
+    char text[2000];
+} not_sent_said;
+
+static void record_not_sent(void *ctx, const char *conversation, const char *handle,
+                            const char *warning)
+{
+    (void)ctx;
+    (void)conversation;
+    (void)handle;
+    not_sent_said.n++;
+    snprintf(not_sent_said.text, sizeof(not_sent_said.text), "%s", warning);
+}
+
+/* bob's outbox: how many entries, each of them owed to alice alone. */
+static size_t owed_to_alice(struct msv_client *bob)
+{
+    struct msv_outbox_rec *o = NULL;
+    size_t n = 0;
+
+    assert_int_equal(msv_client_db_outbox(bob->db, &o, &n), MSV_OK);
+    for (size_t i = 0; i < n; i++) {
+        assert_true(o[i].owed);
+        assert_string_equal(o[i].recipients, "alice@example.org\n");
+    }
+    msv_outbox_free(o, n);
+    return n;
+}
+
+/*
+ * The directory shows bob a device list of alice's that does not check out (two roots) while he
+ * sends to alice and carol, and to their group (per-device copies): carol gets both, alice
+ * nothing, and bob is told, in each conversation's history and through on_not_sent. Both stay in
+ * his outbox owed to alice alone: a flush while her list still fails keeps them and tells
+ * nothing again; once the directory logs her honest set, the next flush sends them to her alone
+ * and says so. Before, both sends failed whole and carol got nothing.
+ */
+static void test_send_goes_to_those_that_check_out(void **state)
+{
+    const char *both[2] = {"alice@example.org", "carol@example.org"};
+    const char *members = "alice@example.org\nbob@example.org\ncarol@example.org\n";
+    static struct msv_kt_entry e;
+    struct test_server s;
+    struct msv_client *alice, *carol, *bob;
+    struct msv_message_rec *m = NULL;
+    uint8_t gid[16], id[16], group_id[16], *honest = NULL;
+    size_t honest_len = 0;
+    char conversation[40], sql[200];
+    uint64_t forged;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    s.leaf_version = 3; /* leaves that name their handle, appended to the store below */
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    carol = client_for(&s, "carol", "carol@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    msv_random_bytes(gid, sizeof(gid));
+    msv_client_group_conversation(gid, conversation);
+    assert_int_equal(msv_client_db_group_put(alice->db, gid, "club", members, 1, 0), MSV_OK);
+    assert_int_equal(msv_client_db_group_put(bob->db, gid, "club", members, 1, 0), MSV_OK);
+    assert_int_equal(msv_client_db_group_put(carol->db, gid, "club", members, 1, 0), MSV_OK);
+    forged = log_two_roots(&s, alice, bob, &honest, &honest_len);
+    bob->on_not_sent = record_not_sent;
+    memset(&not_sent_said, 0, sizeof(not_sent_said));
+
+    assert_int_equal(msv_client_send(bob, both, 2, "hi both", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_group_send(bob, "club", "to the club", NULL, 0, NULL, group_id),
+                     MSV_OK);
+    assert_int_equal(receive_now(carol), 2);
+    assert_int_equal(history_count(carol, NULL, "hi both"), 1);
+    assert_int_equal(history_count(carol, conversation, "to the club"), 1);
+    assert_int_equal(receive_now(alice), 0);
+    assert_int_equal(not_sent_said.n, 2);
+    assert_non_null(strstr(not_sent_said.text, "no device of alice@example.org has a valid"));
+    assert_int_equal(history_count(bob, "alice@example.org", "not sent to alice@example.org"), 1);
+    assert_int_equal(history_count(bob, conversation, "not sent to alice@example.org"), 1);
+    assert_int_equal(msv_client_db_message_get(bob->db, id, &m), MSV_OK);
+    assert_string_equal(m->status, "sent");
+    msv_messages_free(m, 1);
+    assert_int_equal(owed_to_alice(bob), 2);
+
+    /* her list still fails: owed on, nothing said again, nothing to carol again */
+    drop_connection(bob);
+    assert_int_equal(msv_client_connect(bob), MSV_OK); /* connecting again flushes the outbox */
+    assert_int_equal(owed_to_alice(bob), 2);
+    assert_int_equal(not_sent_said.n, 2);
+    assert_int_equal(history_count(bob, NULL, "not sent to alice@example.org"), 2);
+    assert_int_equal(receive_now(alice), 0);
+
+    /* her honest set again: the next flush sends both to her alone */
+    test_server_stop(&s);
+    snprintf(sql, sizeof(sql), "DELETE FROM devices WHERE id = %llu;", (unsigned long long)forged);
+    server_sql(&s, sql);
+    assert_int_equal(msv_kt_leaf_parse(honest, honest_len, &e), MSV_OK);
+    log_set_for_bob(&s, bob, &e);
+    drop_connection(alice);
+    drop_connection(carol);
+    assert_int_equal(msv_client_connect(bob), MSV_OK);
+    assert_int_equal(owed_to_alice(bob), 0);
+    assert_int_equal(receive_now(alice), 2);
+    assert_int_equal(history_count(alice, NULL, "hi both"), 1);
+    assert_int_equal(history_count(alice, conversation, "to the club"), 1);
+    assert_int_equal(receive_now(carol), 0);
+    assert_int_equal(history_count(bob, NULL, "sent to alice@example.org now"), 2);
+    free(honest);
+    msv_client_close(alice);
+    msv_client_close(carol);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A lookup whose result for alice does not hold (the key directory holds a version 2 of alice
+ * that no log entry is, so her version 1 is not proven the newest): a send to alice and carol
+ * goes to carol, and bob is told of alice, why in the words of the failed check, in the
+ * conversation's history and through on_not_sent; the message stays owed to alice alone. A
+ * send to alice alone fails, as before. Before, the send to both failed whole.
+ */
+static void test_send_past_unproven_handle(void **state)
+{
+    const char *both[2] = {"alice@example.org", "carol@example.org"};
+    const char *to[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *carol, *bob, *dave;
+    uint8_t id[16];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    carol = client_for(&s, "carol", "carol@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra), "keydir_forge = alice@example.org 2");
+    test_server_start(&s);
+    dave = client_for(&s, "dave", "dave@example.org"); /* the log grows: a root of a new size */
+    drop_connection(bob);
+    drop_connection(carol);
+    bob->on_not_sent = record_not_sent;
+    memset(&not_sent_said, 0, sizeof(not_sent_said));
+    if (msv_client_send(bob, both, 2, "hi both", NULL, 0, NULL, id) != MSV_OK)
+        fail_msg("the send: %s", bob->why.message);
+    assert_int_equal(receive_now(carol), 1);
+    assert_int_equal(history_count(carol, NULL, "hi both"), 1);
+    assert_int_equal(not_sent_said.n, 1);
+    assert_non_null(strstr(not_sent_said.text, "does not prove that the device set of "
+                                               "alice@example.org it shows is the newest"));
+    assert_int_equal(history_count(bob, "alice@example.org", "not sent to alice@example.org"), 1);
+    assert_int_equal(owed_to_alice(bob), 1);
+    assert_int_equal(msv_client_send(bob, to, 1, "hi alice", NULL, 0, NULL, id), MSV_ERR_AUTH);
+    drop_connection(alice);
+    assert_int_equal(receive_now(alice), 0);
+    msv_client_close(alice);
+    msv_client_close(carol);
+    msv_client_close(bob);
+    msv_client_close(dave);
+    test_server_cleanup(&s);
+}
+
 /*
  * Mallory is no member of alice's group with bob, but knows its id; her own
  * database says otherwise, so her client writes to it as it would to any
@@ -7100,6 +7278,8 @@ int main(void)
         cmocka_unit_test(test_devlist_legacy),
         cmocka_unit_test(test_devlist_chain_record_key_swap),
         cmocka_unit_test(test_devlist_bad_set_other_handles),
+        cmocka_unit_test(test_send_goes_to_those_that_check_out),
+        cmocka_unit_test(test_send_past_unproven_handle),
         cmocka_unit_test(test_monitor_removed_approver),
         cmocka_unit_test(test_log_key_rotation),
         cmocka_unit_test(test_log_key_rotation_attacks),

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Signed device lists on the command line (docs/transparency.md, "Signed device lists"): the
 # directory logs a device for alice with no approval; bob's send leaves it out, says so on
-# stderr, and seals nothing to it; `missive verify` says alice's device list is signed.
+# stderr, and seals nothing to it; `missive verify` says alice's device list is signed. Then
+# alice's list does not check out as a whole: carol's message to alice and bob goes to bob, and
+# carol is told of alice (WARNING, the daemon's `not_sent`, her history); it goes to alice once
+# her list checks out again.
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 M=$(realpath "${1:?usage: test_devlist.sh MISSIVE MISSIVED}")
@@ -11,6 +14,18 @@ in_scratch
 export MISSIVED_DIRECTORY_LEAF_VERSION=3
 
 start() { start_missived || bad "missived started"; }
+# daemon_of WHO: WHO's daemon, its socket in $sock; daemon_stop stops it
+daemon_of() {
+    sock=$work/dev-$1/$1@example.org/daemon.sock
+    (exec "$M" --data-dir "dev-$1" daemon >daemon.out 2>daemon.err) &
+    daemon=$!
+    for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+}
+daemon_stop() {
+    kill -TERM "$daemon"
+    wait "$daemon"
+    daemon=
+}
 stop() { kill -TERM "$pid"; wait "$pid"; pid=; }
 start
 server=127.0.0.1:$port
@@ -37,6 +52,8 @@ new = db.execute("SELECT max(id) FROM devices").fetchone()[0]
 leaf = bytearray(db.execute("SELECT leaf FROM kt_log WHERE handle = 'alice@example.org' "
                             "ORDER BY idx DESC LIMIT 1").fetchone()[0])
 assert leaf[0] == 6 and leaf[-1] == 0  # a signed set, no chain records
+db.execute("CREATE TABLE honest (leaf BLOB)")  # kept for the end
+db.execute("INSERT INTO honest VALUES (?)", (bytes(leaf),))
 count_at = 1 + 8 + 1 + leaf[9]
 leaf[count_at] += 1
 record = new.to_bytes(8, "big") + bytes([3]) + len(ident).to_bytes(2, "big") + ident + b"\0"
@@ -55,4 +72,61 @@ grep -q "device $forged of alice@example.org has no valid approval from its acco
 grep -q "or that their account did not approve" err.txt && ok || bad "the refusal: $(cat err.txt)"
 n=$(sqlite3 srv/missive.db "SELECT count(*) FROM queue WHERE device_id = $forged;")
 [ "$n" = 0 ] && ok || bad "sealed to the forged device: $n"
+
+# ---- alice's list does not check out as a whole (a chain record no approval needs) ----
+"$M" --data-dir dev-carol register carol@example.org --server "$server" >/dev/null 2>&1 &&
+    "$M" --data-dir dev-carol register carol@example.org --code "$(code carol@example.org)" >/dev/null &&
+    ok || bad "register carol"
+stop
+python3 - srv/missive.db "$forged" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+forged = int(sys.argv[2])
+db.execute("DELETE FROM devices WHERE id = ?", (forged,))
+leaf = db.execute("SELECT leaf FROM honest").fetchone()[0]
+ident = db.execute("SELECT identity FROM devices WHERE account_id = (SELECT account_id FROM "
+                   "account_handles WHERE handle = 'alice@example.org')").fetchone()[0]
+chain = forged.to_bytes(8, "big") + bytes([3]) + len(ident).to_bytes(2, "big") + ident + b"\0"
+db.execute("INSERT INTO kt_log (idx, handle, leaf) VALUES ((SELECT max(idx) + 1 FROM kt_log), "
+           "'alice@example.org', ?)", (leaf[:-1] + b"\1" + chain,))
+db.commit()
+PY
+[ $? -eq 0 ] && ok || bad "the set that does not check out"
+start
+expect 0 "carol writes to alice and bob" -- "$M" --data-dir dev-carol send alice@example.org bob@example.org --text "to you both"
+grep -q "WARNING: not sent to alice@example.org: no device of alice@example.org has a valid approval" err.txt &&
+    ok || bad "carol is told: $(cat err.txt)"
+expect 0 "bob receives" -- "$M" --data-dir dev-bob receive
+grep -q "to you both" out.txt && ok || bad "bob got it: $(cat out.txt err.txt)"
+expect 0 "carol's history with alice" -- "$M" --data-dir dev-carol history alice@example.org
+grep -q "not sent to alice@example.org" out.txt && ok || bad "the notice in history: $(cat out.txt)"
+
+# through carol's daemon: the `not_sent` event in schema 2, none in schema 1
+daemon_of carol
+to_both() {
+    daemon_rpc "$sock" --schema 2 '{"jsonrpc":"2.0","id":1,"method":"send","params":{"args":["alice@example.org","bob@example.org"],"text":"again to you both"}}' >rpc.txt
+}
+events_both "$sock" to_both
+grep '"not_sent"' ev2.txt | grep -q '"handle": *"alice@example.org"' && ok ||
+    bad "a not_sent event in schema 2: $(cat ev2.txt rpc.txt)"
+grep -q '"not_sent"' ev1.txt && bad "schema 1 got not_sent: $(cat ev1.txt)" || ok
+cat ev2.txt rpc.txt >wire2.jsonl
+daemon_schema_ok 2 wire2.jsonl && ok || bad "schema 2"
+daemon_stop
+expect 0 "bob receives" -- "$M" --data-dir dev-bob receive
+grep -q "again to you both" out.txt && ok || bad "bob got it: $(cat out.txt err.txt)"
+
+# her honest set again: carol's next command sends both to alice alone
+stop
+sqlite3 srv/missive.db "INSERT INTO kt_log (idx, handle, leaf) SELECT (SELECT max(idx) + 1 FROM kt_log), 'alice@example.org', leaf FROM honest;" &&
+    ok || bad "the honest set again"
+start
+expect 0 "carol's next command" -- "$M" --data-dir dev-carol receive
+grep -q "not sent" err.txt && bad "told again: $(cat err.txt)" || ok
+expect 0 "alice receives" -- "$M" --data-dir dev-alice receive
+[ "$(grep -c "to you both" out.txt)" = 2 ] && ok || bad "alice got both: $(cat out.txt err.txt)"
+expect 0 "bob receives" -- "$M" --data-dir dev-bob receive
+grep -q "to you both" out.txt && bad "bob got one again: $(cat out.txt)" || ok
+expect 0 "carol's history with alice" -- "$M" --data-dir dev-carol history alice@example.org
+grep -q "sent to alice@example.org now" out.txt && ok || bad "the notice it went: $(cat out.txt)"
 finish

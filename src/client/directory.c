@@ -60,34 +60,139 @@ static msv_err new_accounts(struct msv_client *c, const Msv__Wire__LookupRespons
     return err;
 }
 
-/* Asks the directory, and checks its answer against the transparency log. */
+msv_err client_refusal_add(struct client_refusals *r, const char *handle, const char *why,
+                           msv_err err)
+{
+    char **handles, **whys;
+    msv_err *errs;
+
+    if (client_is_refused(r, handle))
+        return MSV_OK;
+    handles = realloc(r->handle, (r->n + 1) * sizeof(*handles));
+    if (handles != NULL)
+        r->handle = handles;
+    whys = realloc(r->why, (r->n + 1) * sizeof(*whys));
+    if (whys != NULL)
+        r->why = whys;
+    errs = realloc(r->err, (r->n + 1) * sizeof(*errs));
+    if (errs != NULL)
+        r->err = errs;
+    if (handles == NULL || whys == NULL || errs == NULL)
+        return MSV_ERR_NOMEM;
+    r->handle[r->n] = strdup(handle);
+    r->why[r->n] = strdup(why);
+    r->err[r->n] = err;
+    if (r->handle[r->n] == NULL || r->why[r->n] == NULL) {
+        free(r->handle[r->n]);
+        free(r->why[r->n]);
+        return MSV_ERR_NOMEM;
+    }
+    r->n++;
+    return MSV_OK;
+}
+
+int client_is_refused(const struct client_refusals *r, const char *handle)
+{
+    for (size_t i = 0; r != NULL && i < r->n; i++)
+        if (strcmp(r->handle[i], handle) == 0)
+            return 1;
+    return 0;
+}
+
+void client_refusals_clear(struct client_refusals *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        free(r->handle[i]);
+        free(r->why[i]);
+    }
+    free(r->handle);
+    free(r->why);
+    free(r->err);
+    memset(r, 0, sizeof(*r));
+}
+
+/*
+ * A send's checks of r, the answer for handles: a result that fails its own checks is refused
+ * (its devices dropped, the next lookup of its handle due) and the others are checked again
+ * without it; *view holds the results kept (freed by the caller). An answer that fails as a
+ * whole fails.
+ */
+static msv_err check_each(struct msv_client *c, const char *const *handles,
+                          Msv__Wire__LookupResponse *r, struct client_refusals *refused,
+                          Msv__Wire__LookupResponse *view)
+{
+    size_t *at = calloc(r->n_results + 1, sizeof(*at)), bad = SIZE_MAX;
+    msv_err err = MSV_ERR_NOMEM;
+
+    *view = *r;
+    view->results = calloc(r->n_results + 1, sizeof(*view->results));
+    if (at == NULL || view->results == NULL) {
+        free(at);
+        return MSV_ERR_NOMEM;
+    }
+    memcpy(view->results, r->results, r->n_results * sizeof(*r->results));
+    for (size_t i = 0; i < r->n_results; i++)
+        at[i] = i;
+    while ((err = msv_kt_check_lookup_at(c->db, view, &bad, c->why.message,
+                                         sizeof(c->why.message))) != MSV_OK &&
+           bad < view->n_results) {
+        Msv__Wire__HandleDevices *hd = view->results[bad];
+        char folded[257];
+
+        snprintf(folded, sizeof(folded), "%.*s", (int)hd->handle.len,
+                 (const char *)hd->handle.data);
+        if ((err = client_refusal_add(refused, handles[at[bad]], c->why.message, err)) != MSV_OK ||
+            (err = msv_kt_lookup_make_due(c->db, folded)) != MSV_OK)
+            break;
+        client_devices_drop(hd);
+        view->n_results--;
+        memmove(&view->results[bad], &view->results[bad + 1],
+                (view->n_results - bad) * sizeof(*view->results));
+        memmove(&at[bad], &at[bad + 1], (view->n_results - bad) * sizeof(*at));
+        memset(&c->why, 0, sizeof(c->why));
+    }
+    free(at);
+    return err;
+}
+
+/* Asks the directory, and checks its answer against the transparency log; with refused (a
+ * send's lookup), results that fail alone are refused (check_each). */
 static msv_err checked_lookup(struct msv_client *c, const char *const *handles, size_t n,
-                              int history, const uint64_t *versions_from, msv_frame **result)
+                              int history, const uint64_t *versions_from, msv_frame **result,
+                              struct client_refusals *refused)
 {
     msv_err err = msv_request_owner_lookup(c->conn, handles, n, history, versions_from,
                                            msv_kt_known_size(c->db), TIMEOUT_MS, result, &c->why);
+    Msv__Wire__LookupResponse view = MSV__WIRE__LOOKUP_RESPONSE__INIT;
 
     if (err == MSV_OK) {
-        err = msv_kt_check_lookup(c->db, (*result)->lookup_result, c->why.message,
-                                  sizeof(c->why.message));
+        if (refused != NULL)
+            err = check_each(c, handles, (*result)->lookup_result, refused, &view);
+        else
+            err = msv_kt_check_lookup(c->db, (*result)->lookup_result, c->why.message,
+                                      sizeof(c->why.message));
+        if (refused == NULL)
+            view = *(*result)->lookup_result;
         if (err == MSV_OK)
-            err = new_accounts(c, (*result)->lookup_result);
+            err = new_accounts(c, &view);
         /* a sender's lookup: only devices the account approved are sent to (the owner's
          * monitor reads its own answers whole) */
         if (err == MSV_OK && !history && versions_from == NULL)
-            err = client_devlist_check(c, (*result)->lookup_result);
+            err = client_devlist_check(c, &view);
         if (err != MSV_OK) {
             msv_frame_free(*result);
             *result = NULL;
         }
     }
+    if (refused != NULL)
+        free(view.results);
     return err;
 }
 
 msv_err client_owner_lookup(struct msv_client *c, const char *const *handles, size_t n, int history,
                             const uint64_t *versions_from, msv_frame **result)
 {
-    return checked_lookup(c, handles, n, history, versions_from, result);
+    return checked_lookup(c, handles, n, history, versions_from, result, NULL);
 }
 
 /* Moves tail's results after head's (each was checked on its own); tail keeps none. */
@@ -112,18 +217,18 @@ static msv_err join_lookups(msv_frame *head, msv_frame *tail)
  * The directory's answer, checked. An answer too big for a frame (accounts of
  * many devices) is asked for in halves, each checked against the log.
  */
-msv_err client_verified_lookup(struct msv_client *c, const char *const *handles, size_t n,
-                               msv_frame **result)
+static msv_err verified_lookup(struct msv_client *c, const char *const *handles, size_t n,
+                               msv_frame **result, struct client_refusals *refused)
 {
     msv_frame *tail = NULL;
     size_t half = n / 2;
-    msv_err err = checked_lookup(c, handles, n, 0, NULL, result);
+    msv_err err = checked_lookup(c, handles, n, 0, NULL, result, refused);
 
     if (err != MSV_ERR_TOO_BIG || n < 2)
         return err;
-    err = client_verified_lookup(c, handles, half, result);
+    err = verified_lookup(c, handles, half, result, refused);
     if (err == MSV_OK)
-        err = client_verified_lookup(c, handles + half, n - half, &tail);
+        err = verified_lookup(c, handles + half, n - half, &tail, refused);
     if (err == MSV_OK)
         err = join_lookups(*result, tail);
     msv_frame_free(tail);
@@ -134,6 +239,18 @@ msv_err client_verified_lookup(struct msv_client *c, const char *const *handles,
         memset(&c->why, 0, sizeof(c->why)); /* the refusal of the whole was answered */
     }
     return err;
+}
+
+msv_err client_verified_lookup(struct msv_client *c, const char *const *handles, size_t n,
+                               msv_frame **result)
+{
+    return verified_lookup(c, handles, n, result, NULL);
+}
+
+msv_err client_send_lookup(struct msv_client *c, const char *const *handles, size_t n,
+                           msv_frame **result, struct client_refusals *refused)
+{
+    return verified_lookup(c, handles, n, result, refused);
 }
 
 /* Remembers what the directory says of a handle; reports a changed device set. */
