@@ -3513,7 +3513,8 @@ static void test_devlist_chain_record_key_swap(void **state)
  * A set that does not check out as a whole (two roots: the directory adds a device rooted on
  * its own key next to alice's) leaves alice's devices out of bob's lookup of alice and carol,
  * tells bob, and carol's devices stand: the lookup of the other handles does not fail, and a
- * send to alice fails, told why.
+ * send to alice fails, told why, and stays queued, held with its reason (before, the next flush
+ * let it go as failed).
  */
 /*
  * The stopped server, alice's and bob's, logs for alice a set that does not check out as a whole
@@ -3559,6 +3560,7 @@ static void test_devlist_bad_set_other_handles(void **state)
     uint8_t *old = NULL, hash[32];
     size_t old_len = 0;
     msv_frame *devs = NULL;
+    char *reason = NULL;
 
     (void)state;
     test_server_init(&s, NULL);
@@ -3582,6 +3584,12 @@ static void test_devlist_bad_set_other_handles(void **state)
     msv_frame_free(devs);
     assert_int_equal(msv_client_send(bob, to, 1, "hi", NULL, 0, NULL, hash), MSV_ERR_NOT_FOUND);
     assert_non_null(strstr(bob->why.message, "no device of alice@example.org has a valid"));
+    /* it stays queued, held with its reason, for when her list checks out */
+    drop_connection(bob);
+    assert_int_equal(msv_client_connect(bob), MSV_OK);
+    assert_int_equal(msv_client_outbox_held(bob, hash, &reason), MSV_OK);
+    assert_non_null(strstr(reason, "no device of alice@example.org has a valid"));
+    free(reason);
     msv_client_close(alice);
     msv_client_close(carol);
     msv_client_close(bob);

@@ -997,12 +997,13 @@ static msv_err send_notice(struct msv_client *c, const char *conversation, const
 
 /*
  * Message id (of conversation; none for a control message, which is not tried again) went to
- * targets but those refused: it stays in the outbox owed to them alone, its history status
- * status, and a notice per handle says why (docs/transparency.md, "A send to handles that do not
- * check out"); each flush of the outbox tries them again.
+ * targets but those refused: with tell, a notice per handle says why (docs/transparency.md, "A
+ * send to handles that do not check out"), kept before the message is owed, so that a crash
+ * between loses none; then it stays in the outbox owed to them alone, its history status status
+ * (NULL: unchanged), and each flush of the outbox tries them again.
  */
 static msv_err owe_to_refused(struct msv_client *c, const uint8_t id[16], const char *conversation,
-                              const char *status, const struct client_refusals *refused,
+                              const char *status, int tell, const struct client_refusals *refused,
                               const char *const *targets, size_t n)
 {
     char **owed = calloc(n + 1, sizeof(*owed)), *recipients = NULL;
@@ -1012,11 +1013,7 @@ static msv_err owe_to_refused(struct msv_client *c, const uint8_t id[16], const 
     for (size_t i = 0; err == MSV_OK && i < n; i++)
         if (client_is_refused(refused, targets[i]))
             owed[n_owed++] = (char *)targets[i];
-    if (err == MSV_OK && conversation == NULL)
-        err = outbox_settle(c, id, status);
-    else if (err == MSV_OK && (err = client_join_members(owed, n_owed, &recipients)) == MSV_OK)
-        err = msv_client_db_outbox_owed(c->db, id, recipients, status);
-    for (size_t k = 0; err == MSV_OK && conversation != NULL && k < refused->n; k++) {
+    for (size_t k = 0; err == MSV_OK && tell && conversation != NULL && k < refused->n; k++) {
         char text[sizeof(c->why.message) + 400];
         size_t j = 0;
 
@@ -1031,6 +1028,10 @@ static msv_err owe_to_refused(struct msv_client *c, const uint8_t id[16], const 
                  owed[j], refused->why[k], owed[j]);
         err = send_notice(c, conversation, owed[j], text);
     }
+    if (err == MSV_OK && conversation == NULL)
+        err = outbox_settle(c, id, status);
+    else if (err == MSV_OK && (err = client_join_members(owed, n_owed, &recipients)) == MSV_OK)
+        err = msv_client_db_outbox_owed(c->db, id, recipients, status);
     free(recipients);
     free(owed);
     return err;
@@ -1071,8 +1072,8 @@ static msv_err outbox_sent(struct msv_client *c, const struct msv_outbox_rec *o,
     const char *const *targets = (const char *const *)(to ? to : p->participants);
 
     if (err == MSV_OK && refused_among(refused, targets, n_to))
-        err = owe_to_refused(c, o->message_id, conversation, o->owed ? NULL : "sent", refused,
-                             targets, n_to);
+        err = owe_to_refused(c, o->message_id, conversation, o->owed ? NULL : "sent", !o->owed,
+                             refused, targets, n_to);
     else if (err == MSV_OK)
         err = outbox_settle(c, o->message_id, o->owed ? NULL : "sent");
     for (size_t i = 0; err == MSV_OK && o->owed && conversation != NULL && i < n_to; i++) {
@@ -1387,7 +1388,7 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
                               goes_on_mls(c, p, targets_in, n_in) ? p->group_id : NULL, &refused);
     /* the others have it; those refused are owed it, and told of */
     if (err == MSV_OK && refused_among(&refused, targets, t))
-        err = owe_to_refused(c, p->message_id, conversation, "sent", &refused, targets, t);
+        err = owe_to_refused(c, p->message_id, conversation, "sent", 1, &refused, targets, t);
     else if (err == MSV_OK)
         err = msv_client_db_outbox_settle(c->db, p->message_id, "sent");
 out:
