@@ -2180,16 +2180,20 @@ static void test_claim_refused_is_not_withheld(void **state)
     test_server_cleanup(&s);
 }
 
+static size_t history_count(struct msv_client *c, const char *conversation, const char *needle);
+
 /*
  * A dishonest directory answers alice's lookup of bob with mallory's result, proven as
  * mallory's: alice refuses it (before, she sealed "to bob" for mallory's device, and no monitor
- * or auditor could see it: nothing in the log or the tree changed).
+ * or auditor could see it: nothing in the log or the tree changed). Her message to bob and carol
+ * goes to carol, and her history says why bob did not get it (before, it failed whole).
  */
 static void test_lookup_for_another_handle_refused(void **state)
 {
     const char *to_bob[1] = {"bob@example.org"};
+    const char *to_both[2] = {"bob@example.org", "carol@example.org"};
     struct test_server s;
-    struct msv_client *alice, *bob, *mallory;
+    struct msv_client *alice, *bob, *mallory, *carol;
     msv_frame *devs = NULL;
     uint8_t id[16];
 
@@ -2199,6 +2203,7 @@ static void test_lookup_for_another_handle_refused(void **state)
     alice = client_for(&s, "alice", "alice@example.org");
     bob = client_for(&s, "bob", "bob@example.org");
     mallory = client_for(&s, "mallory", "mallory@example.org");
+    carol = client_for(&s, "carol", "carol@example.org");
     test_server_stop(&s);
     snprintf(s.extra, sizeof(s.extra), "lookup_substitute = bob@example.org mallory@example.org");
     test_server_start(&s);
@@ -2209,12 +2214,24 @@ static void test_lookup_for_another_handle_refused(void **state)
     assert_int_not_equal(msv_client_send(alice, to_bob, 1, "for bob alone", NULL, 0, NULL, id),
                          MSV_OK);
     assert_non_null(strstr(alice->why.message, "another handle than the one asked"));
+    /* to bob and carol: carol's result stands, bob is refused and told of */
+    assert_int_equal(msv_client_send(alice, to_both, 2, "for bob and carol", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(history_count(alice, "bob@example.org",
+                                   "not sent to bob@example.org: the "
+                                   "directory answered the lookup"),
+                     1);
     drop_connection(mallory);
     receive_all(mallory);
     assert_false(received_text(mallory, "for bob alone"));
+    assert_false(received_text(mallory, "for bob and carol"));
+    drop_connection(carol);
+    receive_all(carol);
+    assert_true(received_text(carol, "for bob and carol"));
     msv_client_close(alice);
     msv_client_close(bob);
     msv_client_close(mallory);
+    msv_client_close(carol);
     test_server_cleanup(&s);
 }
 

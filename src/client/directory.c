@@ -112,17 +112,41 @@ void client_refusals_clear(struct client_refusals *r)
 }
 
 /*
- * A send's checks of r, the answer for handles: a result that fails its own checks is refused
- * (its devices dropped, the next lookup of its handle due) and the others are checked again
- * without it; *view holds the results kept (freed by the caller). An answer that fails as a
- * whole fails.
+ * Result i of view (the answer's results kept, at[i] their places in the answer for handles) is
+ * refused for why (err): its devices dropped, the next lookup of its handle due, and it leaves
+ * view.
+ */
+static msv_err set_aside(struct msv_client *c, const char *const *handles,
+                         Msv__Wire__LookupResponse *view, size_t *at, size_t i, const char *why,
+                         msv_err err, struct client_refusals *refused)
+{
+    msv_err e = client_refusal_add(refused, handles[at[i]], why, err);
+
+    if (e == MSV_OK)
+        e = msv_kt_lookup_make_due(c->db, handles[at[i]]);
+    if (e != MSV_OK)
+        return e;
+    client_devices_drop(view->results[i]);
+    view->n_results--;
+    memmove(&view->results[i], &view->results[i + 1],
+            (view->n_results - i) * sizeof(*view->results));
+    memmove(&at[i], &at[i + 1], (view->n_results - i) * sizeof(*at));
+    memset(&c->why, 0, sizeof(c->why));
+    return MSV_OK;
+}
+
+/*
+ * A send's checks of r, the answer for handles: a result for another handle than the one asked
+ * in its place, or one that fails its own checks, is refused (set_aside) and the others are
+ * checked again without it; *view holds the results kept (freed by the caller). An answer that
+ * fails as a whole fails.
  */
 static msv_err check_each(struct msv_client *c, const char *const *handles,
                           Msv__Wire__LookupResponse *r, struct client_refusals *refused,
                           Msv__Wire__LookupResponse *view)
 {
     size_t *at = calloc(r->n_results + 1, sizeof(*at)), bad = SIZE_MAX;
-    msv_err err = MSV_ERR_NOMEM;
+    msv_err err = MSV_OK;
 
     *view = *r;
     view->results = calloc(r->n_results + 1, sizeof(*view->results));
@@ -131,26 +155,29 @@ static msv_err check_each(struct msv_client *c, const char *const *handles,
         return MSV_ERR_NOMEM;
     }
     memcpy(view->results, r->results, r->n_results * sizeof(*r->results));
-    for (size_t i = 0; i < r->n_results; i++)
+    for (size_t i = 0; i < r->n_results; i++) {
         at[i] = i;
-    while ((err = msv_kt_check_lookup_at(c->db, view, &bad, c->why.message,
-                                         sizeof(c->why.message))) != MSV_OK &&
-           bad < view->n_results) {
-        Msv__Wire__HandleDevices *hd = view->results[bad];
-        char folded[257];
-
-        snprintf(folded, sizeof(folded), "%.*s", (int)hd->handle.len,
-                 (const char *)hd->handle.data);
-        if ((err = client_refusal_add(refused, handles[at[bad]], c->why.message, err)) != MSV_OK ||
-            (err = msv_kt_lookup_make_due(c->db, folded)) != MSV_OK)
-            break;
-        client_devices_drop(hd);
-        view->n_results--;
-        memmove(&view->results[bad], &view->results[bad + 1],
-                (view->n_results - bad) * sizeof(*view->results));
-        memmove(&at[bad], &at[bad + 1], (view->n_results - bad) * sizeof(*at));
-        memset(&c->why, 0, sizeof(c->why));
+        if (r->results[i] == NULL)
+            err = MSV_ERR_PARSE;
     }
+    for (size_t i = 0; err == MSV_OK && i < view->n_results;) {
+        char why[600];
+
+        if (msv_lookup_result_is_for(view->results[i], handles[at[i]])) {
+            i++;
+            continue;
+        }
+        snprintf(why, sizeof(why),
+                 "the directory answered the lookup of %.256s with another handle than the one "
+                 "asked: nothing it said of it is used",
+                 handles[at[i]]);
+        err = set_aside(c, handles, view, at, i, why, MSV_ERR_AUTH, refused);
+    }
+    while (err == MSV_OK &&
+           (err = msv_kt_check_lookup_at(c->db, view, &bad, c->why.message,
+                                         sizeof(c->why.message))) != MSV_OK &&
+           bad < view->n_results)
+        err = set_aside(c, handles, view, at, bad, c->why.message, err, refused);
     free(at);
     return err;
 }
@@ -161,8 +188,12 @@ static msv_err checked_lookup(struct msv_client *c, const char *const *handles, 
                               int history, const uint64_t *versions_from, msv_frame **result,
                               struct client_refusals *refused)
 {
-    msv_err err = msv_request_owner_lookup(c->conn, handles, n, history, versions_from,
-                                           msv_kt_known_size(c->db), TIMEOUT_MS, result, &c->why);
+    msv_err err =
+        refused != NULL
+            ? msv_request_send_lookup(c->conn, handles, n, msv_kt_known_size(c->db), TIMEOUT_MS,
+                                      result, &c->why)
+            : msv_request_owner_lookup(c->conn, handles, n, history, versions_from,
+                                       msv_kt_known_size(c->db), TIMEOUT_MS, result, &c->why);
     Msv__Wire__LookupResponse view = MSV__WIRE__LOOKUP_RESPONSE__INIT;
 
     if (err == MSV_OK) {
