@@ -5,7 +5,8 @@
 # through bob's daemon (the schema-2 event `devlist`, none in schema 1) and in his chat (a note
 # in alice's conversation). Then alice's list does not check out as a whole: carol's message to
 # alice and bob goes to bob, and carol is told of alice (WARNING, the daemon's `not_sent`, her
-# history); it goes to alice once her list checks out again.
+# history, her chat's note for a group's message); it goes to alice once her list checks out
+# again.
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 M=$(realpath "${1:?usage: test_devlist.sh MISSIVE MISSIVED}")
@@ -112,6 +113,20 @@ daemon_schema_ok 2 wire2.jsonl && ok || bad "schema 2"
 daemon_stop
 expect 0 "bob receives" -- "$M" --data-dir dev-bob receive
 grep -q "again to you both" out.txt && ok || bad "bob got it: $(cat out.txt err.txt)"
+
+# carol's chat: her group with alice and bob (per-device copies): the note in the group
+sqlite3 "dev-carol/carol@example.org/state.db" "INSERT INTO groups (group_id, name, members, updated_ms, accepted) VALUES (X'00112233445566778899aabbccddeeff', 'club', 'alice@example.org' || char(10) || 'bob@example.org' || char(10) || 'carol@example.org' || char(10), 0, 1);" &&
+    ok || bad "carol's group"
+chat carol
+waitfor carol "carol@example.org" || bad "chat started: $(cat chat-carol.err)"
+tm send-keys -t carol "/group club" Enter
+sleep 0.5
+tm send-keys -t carol "to the club" Enter
+waitfor carol "not sent to alice@example.org" 100 && ok || bad "the chat's note: $(screen carol)"
+tm send-keys -t carol "/quit" Enter
+for _ in $(seq 50); do [ -s chat-carol.rc ] && break; sleep 0.1; done
+expect 0 "bob receives" -- "$M" --data-dir dev-bob receive
+grep -q "to the club" out.txt && ok || bad "bob got the group's message: $(cat out.txt err.txt)"
 
 # her honest set again: carol's next command sends both to alice alone
 stop
