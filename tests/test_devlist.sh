@@ -29,6 +29,18 @@ daemon_stop() {
     wait "$daemon"
     daemon=
 }
+# chat_note WHO OPEN TEXT NOTE: in WHO's chat, OPEN (/to, /group) a conversation, send TEXT there,
+# and see NOTE shown; then quit
+chat_note() {
+    chat "$1"
+    waitfor "$1" "$1@example.org" || bad "chat started: $(cat "chat-$1.err")"
+    tm send-keys -t "$1" "$2" Enter
+    sleep 0.5
+    tm send-keys -t "$1" "$3" Enter
+    waitfor "$1" "$4" 100 && ok || bad "the chat's note: $(screen "$1")"
+    tm send-keys -t "$1" "/quit" Enter
+    for _ in $(seq 50); do [ -s "chat-$1.rc" ] && break; sleep 0.1; done
+}
 stop() { kill -TERM "$pid"; wait "$pid"; pid=; }
 start
 server=127.0.0.1:$port
@@ -72,14 +84,7 @@ daemon_schema_ok 1 ev1.txt && ok || bad "schema 1"
 daemon_stop
 
 # ---- bob's chat: a note in alice's conversation ----
-chat bob
-waitfor bob "bob@example.org" || bad "chat started: $(cat chat-bob.err)"
-tm send-keys -t bob "/to alice@example.org" Enter
-sleep 0.5
-tm send-keys -t bob "through the chat" Enter
-waitfor bob "has no valid approval" 100 && ok || bad "the chat's note: $(screen bob)"
-tm send-keys -t bob "/quit" Enter
-for _ in $(seq 50); do [ -s chat-bob.rc ] && break; sleep 0.1; done
+chat_note bob "/to alice@example.org" "through the chat" "has no valid approval"
 n=$(sqlite3 srv/missive.db "SELECT count(*) FROM queue WHERE device_id = $forged;")
 [ "$n" = 0 ] && ok || bad "sealed to the forged device: $n"
 
@@ -117,14 +122,7 @@ grep -q "again to you both" out.txt && ok || bad "bob got it: $(cat out.txt err.
 # carol's chat: her group with alice and bob (per-device copies): the note in the group
 sqlite3 "dev-carol/carol@example.org/state.db" "INSERT INTO groups (group_id, name, members, updated_ms, accepted) VALUES (X'00112233445566778899aabbccddeeff', 'club', 'alice@example.org' || char(10) || 'bob@example.org' || char(10) || 'carol@example.org' || char(10), 0, 1);" &&
     ok || bad "carol's group"
-chat carol
-waitfor carol "carol@example.org" || bad "chat started: $(cat chat-carol.err)"
-tm send-keys -t carol "/group club" Enter
-sleep 0.5
-tm send-keys -t carol "to the club" Enter
-waitfor carol "not sent to alice@example.org" 100 && ok || bad "the chat's note: $(screen carol)"
-tm send-keys -t carol "/quit" Enter
-for _ in $(seq 50); do [ -s chat-carol.rc ] && break; sleep 0.1; done
+chat_note carol "/group club" "to the club" "not sent to alice@example.org"
 expect 0 "bob receives" -- "$M" --data-dir dev-bob receive
 grep -q "to the club" out.txt && ok || bad "bob got the group's message: $(cat out.txt err.txt)"
 
