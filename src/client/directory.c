@@ -139,7 +139,7 @@ static msv_err set_aside(struct msv_client *c, const char *const *handles,
  * A send's checks of r, the answer for handles: a result for another handle than the one asked
  * in its place, or one that fails its own checks, is refused (set_aside) and the others are
  * checked again without it; *view holds the results kept (freed by the caller). An answer that
- * fails as a whole fails.
+ * fails as a whole, or of which no result checks out, fails.
  */
 static msv_err check_each(struct msv_client *c, const char *const *handles,
                           Msv__Wire__LookupResponse *r, struct client_refusals *refused,
@@ -173,11 +173,17 @@ static msv_err check_each(struct msv_client *c, const char *const *handles,
                  handles[at[i]]);
         err = set_aside(c, handles, view, at, i, why, MSV_ERR_AUTH, refused);
     }
-    while (err == MSV_OK &&
+    while (err == MSV_OK && view->n_results > 0 &&
            (err = msv_kt_check_lookup_at(c->db, view, &bad, c->why.message,
                                          sizeof(c->why.message))) != MSV_OK &&
            bad < view->n_results)
         err = set_aside(c, handles, view, at, bad, c->why.message, err, refused);
+    /* nothing left that checks out: the answer is refused as a whole, and nothing of it (its
+     * head, its key directory's VRF key) is remembered */
+    if (err == MSV_OK && view->n_results == 0 && r->n_results > 0) {
+        snprintf(c->why.message, sizeof(c->why.message), "%s", refused->why[refused->n - 1]);
+        err = refused->err[refused->n - 1];
+    }
     free(at);
     return err;
 }
