@@ -6194,7 +6194,8 @@ static void test_send_goes_to_those_that_check_out(void **state)
  * that no log entry is, so her version 1 is not proven the newest): a send to alice and carol
  * goes to carol, and bob is told of alice, why in the words of the failed check, in the
  * conversation's history and through on_not_sent; the message stays owed to alice alone. A
- * send to alice alone fails, as before. Before, the send to both failed whole.
+ * send to alice alone fails, as before, and remembers nothing of the answer. Before, the send to
+ * both failed whole.
  */
 static void test_send_past_unproven_handle(void **state)
 {
@@ -6202,7 +6203,8 @@ static void test_send_past_unproven_handle(void **state)
     const char *to[1] = {"alice@example.org"};
     struct test_server s;
     struct msv_client *alice, *carol, *bob, *dave;
-    uint8_t id[16];
+    uint8_t id[16], *pin = NULL;
+    size_t pin_len = 0;
 
     (void)state;
     test_server_init(&s, NULL);
@@ -6227,7 +6229,12 @@ static void test_send_past_unproven_handle(void **state)
                                                "alice@example.org it shows is the newest"));
     assert_int_equal(history_count(bob, "alice@example.org", "not sent to alice@example.org"), 1);
     assert_int_equal(owed_to_alice(bob), 1);
+    /* to alice alone, with no key directory key pinned yet: the answer, none of whose results
+     * checks out, is refused whole, and pins nothing */
+    assert_int_equal(msv_client_db_unset(bob->db, "kt_vrf_key"), MSV_OK);
     assert_int_equal(msv_client_send(bob, to, 1, "hi alice", NULL, 0, NULL, id), MSV_ERR_AUTH);
+    assert_non_null(strstr(bob->why.message, "does not prove that the device set of alice"));
+    assert_int_equal(msv_client_db_get(bob->db, "kt_vrf_key", &pin, &pin_len), MSV_ERR_NOT_FOUND);
     drop_connection(alice);
     assert_int_equal(receive_now(alice), 0);
     msv_client_close(alice);
