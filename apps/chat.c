@@ -704,6 +704,13 @@ static void on_event(void *ctx, json_t *event, const struct msv_incoming *in)
 
         add_note(ch, from, "%s", notice ? notice : "");
         ch->reload = 1; /* shown under its new name */
+    } else if (strcmp(type, "not_sent") == 0) {
+        const char *warning = json_string_value(json_object_get(event, "warning"));
+
+        /* its notice is in the conversation's history too */
+        add_note(ch, conversation ? conversation : "", "\u26a0 %s", warning ? warning : "");
+        set_status(ch, 8000, "\u26a0 %s", warning ? warning : "");
+        ch->reload = 1;
     } else if (strcmp(type, "classical") == 0 || strcmp(type, "devlist") == 0) {
         const char *h = json_string_value(json_object_get(event, "handle"));
         const char *warning = json_string_value(json_object_get(event, "warning"));

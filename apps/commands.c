@@ -458,6 +458,17 @@ void cli_devlist_warning(void *ctx, const char *handle, uint64_t device, const c
     fputc('\n', cli_err);
 }
 
+void cli_not_sent_warning(void *ctx, const char *conversation, const char *handle,
+                          const char *warning)
+{
+    (void)ctx;
+    (void)conversation;
+    (void)handle;
+    fputs("missive: WARNING: ", cli_err);
+    term_put(cli_err, warning, TERM_ONE_LINE);
+    fputc('\n', cli_err);
+}
+
 void cli_unreachable_warning(void *ctx, const char *handle, uint64_t device, const char *suites)
 {
     (void)ctx;
@@ -584,6 +595,7 @@ int cli_open(const struct cli *o, const char *dir, struct msv_client **c)
     (*c)->on_account_new = cli_account_new_notice;
     (*c)->on_unreachable = cli_unreachable_warning;
     (*c)->on_devlist = cli_devlist_warning;
+    (*c)->on_not_sent = cli_not_sent_warning;
     (*c)->on_pq_refused = cli_pq_refused_warning;
     (*c)->on_unopened = cli_unopened_warning;
     (*c)->on_keys_unpublished = cli_unopened_warning; /* the same warning line */

@@ -75,6 +75,9 @@ void cli_devlist_warning(void *ctx, const char *handle, uint64_t device, const c
 void cli_unreachable_warning(void *ctx, const char *handle, uint64_t device, const char *suites);
 /* A device that says post-quantum got nothing: the server gave no checked KEM prekey for it. */
 void cli_pq_refused_warning(void *ctx, const char *handle, uint64_t device, const char *warning);
+/* A message went to the others but not to handle (its directory entry did not check out). */
+void cli_not_sent_warning(void *ctx, const char *conversation, const char *handle,
+                          const char *warning);
 /* Sealed envelopes this device cannot open came (client.h on_unopened), on stderr. */
 void cli_unopened_warning(void *ctx, const char *warning);
 /* "post-quantum", "classical" or "none": a MSV_SESSION_* kind (client/sessions.h). */

@@ -526,6 +526,20 @@ static void on_devlist(void *ctx, const char *handle, uint64_t device, const cha
     device_warning_event(ctx, "devlist", handle, device, warning);
 }
 
+/* A message went to the others of its conversation but not to handle: what the directory
+ * shows of it did not check out (docs/transparency.md, "A send to handles that do not check
+ * out"; schema 2 only). */
+static void on_not_sent(void *ctx, const char *conversation, const char *handle,
+                        const char *warning)
+{
+    cli_not_sent_warning(NULL, conversation, handle, warning);
+    broadcast(ctx,
+              json_pack("{s:s, s:o, s:o, s:o}", "type", "not_sent", "conversation",
+                        rpc_text(conversation), "handle", rpc_text(handle), "warning",
+                        rpc_text(warning)),
+              NULL);
+}
+
 /* This post-quantum device read a classical envelope from a device of an earlier version. */
 static void on_classical(void *ctx, const char *handle, uint64_t device, const char *warning)
 {
@@ -1250,6 +1264,7 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     c->on_unreachable = on_unreachable;
     c->on_pq_refused = on_pq_refused;
     c->on_devlist = on_devlist;
+    c->on_not_sent = on_not_sent;
     c->on_unopened = on_unopened;
     c->on_keys_unpublished = on_keys_unpublished;
     c->on_classical = on_classical;

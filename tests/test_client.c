@@ -2180,16 +2180,20 @@ static void test_claim_refused_is_not_withheld(void **state)
     test_server_cleanup(&s);
 }
 
+static size_t history_count(struct msv_client *c, const char *conversation, const char *needle);
+
 /*
  * A dishonest directory answers alice's lookup of bob with mallory's result, proven as
  * mallory's: alice refuses it (before, she sealed "to bob" for mallory's device, and no monitor
- * or auditor could see it: nothing in the log or the tree changed).
+ * or auditor could see it: nothing in the log or the tree changed). Her message to bob and carol
+ * goes to carol, and her history says why bob did not get it (before, it failed whole).
  */
 static void test_lookup_for_another_handle_refused(void **state)
 {
     const char *to_bob[1] = {"bob@example.org"};
+    const char *to_both[2] = {"bob@example.org", "carol@example.org"};
     struct test_server s;
-    struct msv_client *alice, *bob, *mallory;
+    struct msv_client *alice, *bob, *mallory, *carol;
     msv_frame *devs = NULL;
     uint8_t id[16];
 
@@ -2199,6 +2203,7 @@ static void test_lookup_for_another_handle_refused(void **state)
     alice = client_for(&s, "alice", "alice@example.org");
     bob = client_for(&s, "bob", "bob@example.org");
     mallory = client_for(&s, "mallory", "mallory@example.org");
+    carol = client_for(&s, "carol", "carol@example.org");
     test_server_stop(&s);
     snprintf(s.extra, sizeof(s.extra), "lookup_substitute = bob@example.org mallory@example.org");
     test_server_start(&s);
@@ -2209,12 +2214,24 @@ static void test_lookup_for_another_handle_refused(void **state)
     assert_int_not_equal(msv_client_send(alice, to_bob, 1, "for bob alone", NULL, 0, NULL, id),
                          MSV_OK);
     assert_non_null(strstr(alice->why.message, "another handle than the one asked"));
+    /* to bob and carol: carol's result stands, bob is refused and told of */
+    assert_int_equal(msv_client_send(alice, to_both, 2, "for bob and carol", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(history_count(alice, "bob@example.org",
+                                   "not sent to bob@example.org: the "
+                                   "directory answered the lookup"),
+                     1);
     drop_connection(mallory);
     receive_all(mallory);
     assert_false(received_text(mallory, "for bob alone"));
+    assert_false(received_text(mallory, "for bob and carol"));
+    drop_connection(carol);
+    receive_all(carol);
+    assert_true(received_text(carol, "for bob and carol"));
     msv_client_close(alice);
     msv_client_close(bob);
     msv_client_close(mallory);
+    msv_client_close(carol);
     test_server_cleanup(&s);
 }
 
@@ -3563,22 +3580,54 @@ static void test_devlist_chain_record_key_swap(void **state)
  * A set that does not check out as a whole (two roots: the directory adds a device rooted on
  * its own key next to alice's) leaves alice's devices out of bob's lookup of alice and carol,
  * tells bob, and carol's devices stand: the lookup of the other handles does not fail, and a
- * send to alice fails, told why.
+ * send to alice fails, told why, and stays queued, held with its reason (before, the next flush
+ * let it go as failed).
  */
-static void test_devlist_bad_set_other_handles(void **state)
+/*
+ * The stopped server, alice's and bob's, logs for alice a set that does not check out as a whole
+ * (a device rooted on the directory's own key next to alice's, two roots), bob knowing her set
+ * before; it is started again. *honest: alice's set before (caller frees with free()); returns
+ * the forged device's id.
+ */
+static uint64_t log_two_roots(struct test_server *s, struct msv_client *alice,
+                              struct msv_client *bob, uint8_t **honest, size_t *honest_len)
 {
     static struct msv_kt_entry e;
+    struct msv_identity *m = NULL;
+    const uint8_t *key;
+    uint8_t hash[32], sig[MSV_KT_APPROVAL_SIG_MAX];
+    size_t key_len = 0, sig_len = 0;
+    uint64_t forged = 0;
+    int64_t index = 0;
+
+    test_server_stop(s);
+    assert_int_equal(bob_takes(s, bob), 1);
+    test_server_stop(s);
+    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &m), MSV_OK);
+    key = msv_public_identity_bytes(msv_identity_public(m), &key_len);
+    msv_public_identity_hash(msv_identity_public(m), hash);
+    assert_int_equal(msv_kt_approval_sign(m, MSV_KT_ROOT, 0, hash, 0, sig, &sig_len), MSV_OK);
+    forged_device_row(s, alice->device_id, key, key_len, 0, &forged);
+    forge_leaf(s, "alice@example.org", NULL, 0, honest, honest_len, &index);
+    assert_int_equal(msv_kt_leaf_parse(*honest, *honest_len, &e), MSV_OK);
+    assert_true(e.signed_list);
+    e.devices[e.n_devices++] = (struct msv_kt_device){
+        forged, MSV_SUITE_MODERN, key, key_len, {MSV_KT_ROOT, 0, sig, sig_len}};
+    log_set_for_bob(s, bob, &e);
+    msv_identity_free(m);
+    return forged;
+}
+
+static void test_devlist_bad_set_other_handles(void **state)
+{
     struct test_server s;
     struct msv_client *alice, *carol, *bob;
     const char *both[2] = {"alice@example.org", "carol@example.org"};
     const char *to[1] = {"alice@example.org"};
-    struct msv_identity *m = NULL;
-    const uint8_t *key;
-    uint8_t *old = NULL, hash[32], sig[MSV_KT_APPROVAL_SIG_MAX];
-    size_t key_len = 0, old_len = 0, sig_len = 0;
-    uint64_t forged = 0;
-    int64_t index = 0;
+    uint8_t *old = NULL, hash[32];
+    size_t old_len = 0;
     msv_frame *devs = NULL;
+    char *reason = NULL;
 
     (void)state;
     test_server_init(&s, NULL);
@@ -3588,20 +3637,7 @@ static void test_devlist_bad_set_other_handles(void **state)
     carol = client_for(&s, "carol", "carol@example.org");
     bob = client_for(&s, "bob", "bob@example.org");
     bob->on_devlist = record_devlist;
-    test_server_stop(&s);
-    assert_int_equal(bob_takes(&s, bob), 1);
-    test_server_stop(&s);
-    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &m), MSV_OK);
-    key = msv_public_identity_bytes(msv_identity_public(m), &key_len);
-    msv_public_identity_hash(msv_identity_public(m), hash);
-    assert_int_equal(msv_kt_approval_sign(m, MSV_KT_ROOT, 0, hash, 0, sig, &sig_len), MSV_OK);
-    forged_device_row(&s, alice->device_id, key, key_len, 0, &forged);
-    forge_leaf(&s, "alice@example.org", NULL, 0, &old, &old_len, &index);
-    assert_int_equal(msv_kt_leaf_parse(old, old_len, &e), MSV_OK);
-    assert_true(e.signed_list);
-    e.devices[e.n_devices++] = (struct msv_kt_device){
-        forged, MSV_SUITE_MODERN, key, key_len, {MSV_KT_ROOT, 0, sig, sig_len}};
-    log_set_for_bob(&s, bob, &e);
+    (void)log_two_roots(&s, alice, bob, &old, &old_len);
     free(old);
     assert_int_equal(msv_client_connect(bob), MSV_OK);
     assert_int_equal(client_verified_lookup(bob, both, 2, &devs), MSV_OK);
@@ -3615,7 +3651,12 @@ static void test_devlist_bad_set_other_handles(void **state)
     msv_frame_free(devs);
     assert_int_equal(msv_client_send(bob, to, 1, "hi", NULL, 0, NULL, hash), MSV_ERR_NOT_FOUND);
     assert_non_null(strstr(bob->why.message, "no device of alice@example.org has a valid"));
-    msv_identity_free(m);
+    /* it stays queued, held with its reason, for when her list checks out */
+    drop_connection(bob);
+    assert_int_equal(msv_client_connect(bob), MSV_OK);
+    assert_int_equal(msv_client_outbox_held(bob, hash, &reason), MSV_OK);
+    assert_non_null(strstr(reason, "no device of alice@example.org has a valid"));
+    free(reason);
     msv_client_close(alice);
     msv_client_close(carol);
     msv_client_close(bob);
@@ -4482,6 +4523,81 @@ static void *log_read_job(void *arg)
 }
 
 /*
+ * In the store, as another node would: handle leaves its account (its tombstone logged) and is
+ * logged for the account of handle to, whose newest device set it takes.
+ */
+static void give_handle_away(struct test_server *s, const char *handle, const char *to)
+{
+    static struct msv_kt_entry e, tomb;
+    uint8_t *leaf = NULL, *forged = NULL, *gone = NULL;
+    size_t len = 0, forged_len = 0, gone_len = 0;
+    int64_t index = 0;
+    char sql[300];
+
+    forge_leaf(s, to, NULL, 0, &leaf, &len, &index);
+    assert_int_equal(msv_kt_leaf_parse(leaf, len, &e), MSV_OK);
+    snprintf(e.handle, sizeof(e.handle), "%s", handle);
+    tomb = e;
+    tomb.deleted = 1;
+    tomb.n_devices = 0;
+    tomb.signed_list = 0; /* a tombstone lists no device, signed or not */
+    tomb.n_chain = 0;
+    assert_int_equal(msv_kt_leaf_encode(&tomb, &gone, &gone_len), MSV_OK);
+    assert_int_equal(msv_kt_leaf_encode(&e, &forged, &forged_len), MSV_OK);
+    snprintf(sql, sizeof(sql), "DELETE FROM account_handles WHERE handle = '%s';", handle);
+    server_sql(s, sql);
+    append_leaf(s, handle, gone, gone_len);
+    append_leaf(s, handle, forged, forged_len);
+    free(leaf);
+    free(forged);
+    free(gone);
+}
+
+/* A server whose reads of kind key ("log_read_gate", "lookup_gate") wait at s->dir/gate, with
+ * alice and mallory, alice holding +15550001 too; the gate file is made. */
+static void racing_server(struct test_server *s, const char *key, char gate[200],
+                          struct msv_client **alice, struct msv_client **mallory)
+{
+    char code[7];
+    FILE *f;
+
+    test_server_init(s, NULL);
+    s->leaf_version = 3; /* leaves that name their handle */
+    snprintf(gate, 200, "%s/gate", s->dir);
+    snprintf(s->extra, sizeof(s->extra), "trust_store_log = true\n%s = %s", key, gate);
+    test_server_start(s);
+    *alice = client_for(s, "alice", "alice@example.org");
+    *mallory = client_for(s, "mallory", "mallory@example.org");
+    assert_int_equal(msv_client_handle_add(*alice, "+15550001"), MSV_OK);
+    test_server_code(s, "+15550001", code);
+    assert_int_equal(msv_client_handle_verify(*alice, "+15550001", code), MSV_OK);
+    reconnect(*alice);
+    assert_non_null(f = fopen(gate, "w"));
+    fclose(f);
+}
+
+/*
+ * Runs job (a read of alice's) at s, held at gate; meanwhile alice's +15550001 is given to mallory
+ * in the store, as another node would; then the read goes on and must succeed.
+ */
+static void race_handle_away(struct test_server *s, const char *gate, void *(*job)(void *),
+                             struct log_read_job *j)
+{
+    char reached[220];
+    pthread_t t;
+
+    snprintf(reached, sizeof(reached), "%s.reached", gate);
+    assert_int_equal(pthread_create(&t, NULL, job, j), 0);
+    for (int i = 0; i < 1000 && access(reached, F_OK) != 0; i++)
+        usleep(10 * 1000);
+    assert_int_equal(access(reached, F_OK), 0);
+    give_handle_away(s, "+15550001", "mallory@example.org");
+    assert_int_equal(unlink(gate), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(j->err, MSV_OK);
+}
+
+/*
  * On a log of leaves that name their handle, alice's LogRead has read her handles when her second
  * one is removed from her account and logged for mallory ([testing] log_read_gate holds the read
  * while the test changes the store as another node would): the read starts over, and mallory's
@@ -4490,61 +4606,62 @@ static void *log_read_job(void *arg)
  */
 static void test_log_read_racing_handle_removal(void **state)
 {
-    static struct msv_kt_entry e, tomb;
     struct test_server s;
     struct msv_client *alice, *mallory;
     struct log_read_job job = {0};
-    uint8_t *leaf = NULL, *forged = NULL, *gone = NULL;
-    size_t len = 0, forged_len = 0, gone_len = 0;
-    int64_t index = 0;
-    char code[7], gate[200], reached[220];
-    pthread_t t;
-    FILE *f;
+    char gate[200];
 
     (void)state;
-    test_server_init(&s, NULL);
-    s.leaf_version = 3; /* leaves that name their handle */
-    snprintf(gate, sizeof(gate), "%s/gate", s.dir);
-    snprintf(reached, sizeof(reached), "%s.reached", gate);
-    snprintf(s.extra, sizeof(s.extra), "trust_store_log = true\nlog_read_gate = %s", gate);
-    test_server_start(&s);
-    alice = client_for(&s, "alice", "alice@example.org");
-    mallory = client_for(&s, "mallory", "mallory@example.org");
-    assert_int_equal(msv_client_handle_add(alice, "+15550001"), MSV_OK);
-    test_server_code(&s, "+15550001", code);
-    assert_int_equal(msv_client_handle_verify(alice, "+15550001", code), MSV_OK);
-    reconnect(alice);
-    assert_non_null(f = fopen(gate, "w"));
-    fclose(f);
+    racing_server(&s, "log_read_gate", gate, &alice, &mallory);
     job.c = alice;
-    assert_int_equal(pthread_create(&t, NULL, log_read_job, &job), 0);
-    for (int i = 0; i < 1000 && access(reached, F_OK) != 0; i++)
-        usleep(10 * 1000);
-    assert_int_equal(access(reached, F_OK), 0);
-    /* meanwhile: the handle leaves alice's account (its tombstone) and is logged for mallory */
-    forge_leaf(&s, "mallory@example.org", NULL, 0, &leaf, &len, &index);
-    assert_int_equal(msv_kt_leaf_parse(leaf, len, &e), MSV_OK);
-    snprintf(e.handle, sizeof(e.handle), "+15550001");
-    tomb = e;
-    tomb.deleted = 1;
-    tomb.n_devices = 0;
-    tomb.signed_list = 0; /* a tombstone lists no device, signed or not */
-    tomb.n_chain = 0;
-    assert_int_equal(msv_kt_leaf_encode(&tomb, &gone, &gone_len), MSV_OK);
-    assert_int_equal(msv_kt_leaf_encode(&e, &forged, &forged_len), MSV_OK);
-    server_sql(&s, "DELETE FROM account_handles WHERE handle = '+15550001';");
-    append_leaf(&s, "+15550001", gone, gone_len);
-    append_leaf(&s, "+15550001", forged, forged_len);
-    assert_int_equal(unlink(gate), 0);
-    assert_int_equal(pthread_join(t, NULL), 0);
-    assert_int_equal(job.err, MSV_OK);
+    race_handle_away(&s, gate, log_read_job, &job);
     assert_true(job.r->log_entries->n_entries >= 5); /* what the test appended was read */
     assert_true(log_read_names(job.r, alice));
     assert_false(log_read_names(job.r, mallory));
     msv_frame_free(job.r);
-    free(leaf);
-    free(forged);
-    free(gone);
+    msv_client_close(alice);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
+static void *owner_lookup_job(void *arg)
+{
+    static const char *const h[1] = {"+15550001"};
+    static const uint64_t from[1] = {1};
+    struct log_read_job *j = arg;
+
+    j->err = msv_request_owner_lookup(j->c->conn, h, 1, 1, from, 0, TEST_TIMEOUT_MS, &j->r, NULL);
+    return NULL;
+}
+
+/*
+ * The same race for the owner's lookup: alice asks for her second handle's versions and history
+ * proof, and the server has read that it is hers ([testing] lookup_gate holds the lookup) when it
+ * is removed from her account and logged for mallory. The lookup starts over (counted in
+ * lookups_again_total): mallory's devices are the handle's, as anyone's lookup shows them, but
+ * alice gets neither mallory's versions nor the history proof that would let her link the
+ * handle's later versions. Before, she got both: her handles were read once, before the lookup.
+ */
+static void test_lookup_racing_handle_removal(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *mallory;
+    struct log_read_job job = {0};
+    const Msv__Wire__HandleDevices *hd;
+    char gate[200];
+
+    (void)state;
+    racing_server(&s, "lookup_gate", gate, &alice, &mallory);
+    job.c = alice;
+    race_handle_away(&s, gate, owner_lookup_job, &job);
+    assert_int_equal(job.r->lookup_result->n_results, 1);
+    hd = job.r->lookup_result->results[0];
+    assert_int_equal(hd->n_devices, 1);
+    assert_int_equal(hd->devices[0]->device_id, mallory->device_id);
+    assert_int_equal(hd->n_versions, 0);
+    assert_int_equal(hd->history_proof.len, 0);
+    assert_int_equal(test_server_metric(&s, "lookups_again_total"), 1);
+    msv_frame_free(job.r);
     msv_client_close(alice);
     msv_client_close(mallory);
     test_server_cleanup(&s);
@@ -6008,6 +6125,175 @@ static size_t receive_now(struct msv_client *c)
     return count;
 }
 
+/* What on_not_sent said since it was cleared: how often, the last warning. */
+static struct {
+    int n;
+    char text[2000];
+} not_sent_said;
+
+static void record_not_sent(void *ctx, const char *conversation, const char *handle,
+                            const char *warning)
+{
+    (void)ctx;
+    (void)conversation;
+    (void)handle;
+    not_sent_said.n++;
+    snprintf(not_sent_said.text, sizeof(not_sent_said.text), "%s", warning);
+}
+
+/* bob's outbox: how many entries, each of them owed to alice alone. */
+static size_t owed_to_alice(struct msv_client *bob)
+{
+    struct msv_outbox_rec *o = NULL;
+    size_t n = 0;
+
+    assert_int_equal(msv_client_db_outbox(bob->db, &o, &n), MSV_OK);
+    for (size_t i = 0; i < n; i++) {
+        assert_true(o[i].owed);
+        assert_string_equal(o[i].recipients, "alice@example.org\n");
+    }
+    msv_outbox_free(o, n);
+    return n;
+}
+
+/*
+ * The directory shows bob a device list of alice's that does not check out (two roots) while he
+ * sends to alice and carol, and to their group (per-device copies): carol gets both, alice
+ * nothing, and bob is told, in each conversation's history and through on_not_sent. Both stay in
+ * his outbox owed to alice alone: a flush while her list still fails keeps them and tells
+ * nothing again; once the directory logs her honest set, the next flush sends them to her alone
+ * and says so. Before, both sends failed whole and carol got nothing.
+ */
+static void test_send_goes_to_those_that_check_out(void **state)
+{
+    const char *both[2] = {"alice@example.org", "carol@example.org"};
+    const char *members = "alice@example.org\nbob@example.org\ncarol@example.org\n";
+    static struct msv_kt_entry e;
+    struct test_server s;
+    struct msv_client *alice, *carol, *bob;
+    struct msv_message_rec *m = NULL;
+    uint8_t gid[16], id[16], group_id[16], *honest = NULL;
+    size_t honest_len = 0;
+    char conversation[40], sql[200];
+    uint64_t forged;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    s.leaf_version = 3; /* leaves that name their handle, appended to the store below */
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    carol = client_for(&s, "carol", "carol@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    msv_random_bytes(gid, sizeof(gid));
+    msv_client_group_conversation(gid, conversation);
+    assert_int_equal(msv_client_db_group_put(alice->db, gid, "club", members, 1, 0), MSV_OK);
+    assert_int_equal(msv_client_db_group_put(bob->db, gid, "club", members, 1, 0), MSV_OK);
+    assert_int_equal(msv_client_db_group_put(carol->db, gid, "club", members, 1, 0), MSV_OK);
+    forged = log_two_roots(&s, alice, bob, &honest, &honest_len);
+    bob->on_not_sent = record_not_sent;
+    memset(&not_sent_said, 0, sizeof(not_sent_said));
+
+    assert_int_equal(msv_client_send(bob, both, 2, "hi both", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_group_send(bob, "club", "to the club", NULL, 0, NULL, group_id),
+                     MSV_OK);
+    assert_int_equal(receive_now(carol), 2);
+    assert_int_equal(history_count(carol, NULL, "hi both"), 1);
+    assert_int_equal(history_count(carol, conversation, "to the club"), 1);
+    assert_int_equal(receive_now(alice), 0);
+    assert_int_equal(not_sent_said.n, 2);
+    assert_non_null(strstr(not_sent_said.text, "no device of alice@example.org has a valid"));
+    assert_int_equal(history_count(bob, "alice@example.org", "not sent to alice@example.org"), 1);
+    assert_int_equal(history_count(bob, conversation, "not sent to alice@example.org"), 1);
+    assert_int_equal(msv_client_db_message_get(bob->db, id, &m), MSV_OK);
+    assert_string_equal(m->status, "sent");
+    msv_messages_free(m, 1);
+    assert_int_equal(owed_to_alice(bob), 2);
+
+    /* her list still fails: owed on, nothing said again, nothing to carol again */
+    drop_connection(bob);
+    assert_int_equal(msv_client_connect(bob), MSV_OK); /* connecting again flushes the outbox */
+    assert_int_equal(owed_to_alice(bob), 2);
+    assert_int_equal(not_sent_said.n, 2);
+    assert_int_equal(history_count(bob, NULL, "not sent to alice@example.org"), 2);
+    assert_int_equal(receive_now(alice), 0);
+
+    /* her honest set again: the next flush sends both to her alone */
+    test_server_stop(&s);
+    snprintf(sql, sizeof(sql), "DELETE FROM devices WHERE id = %llu;", (unsigned long long)forged);
+    server_sql(&s, sql);
+    assert_int_equal(msv_kt_leaf_parse(honest, honest_len, &e), MSV_OK);
+    log_set_for_bob(&s, bob, &e);
+    drop_connection(alice);
+    drop_connection(carol);
+    assert_int_equal(msv_client_connect(bob), MSV_OK);
+    assert_int_equal(owed_to_alice(bob), 0);
+    assert_int_equal(receive_now(alice), 2);
+    assert_int_equal(history_count(alice, NULL, "hi both"), 1);
+    assert_int_equal(history_count(alice, conversation, "to the club"), 1);
+    assert_int_equal(receive_now(carol), 0);
+    assert_int_equal(history_count(bob, NULL, "sent to alice@example.org now"), 2);
+    free(honest);
+    msv_client_close(alice);
+    msv_client_close(carol);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A lookup whose result for alice does not hold (the key directory holds a version 2 of alice
+ * that no log entry is, so her version 1 is not proven the newest): a send to alice and carol
+ * goes to carol, and bob is told of alice, why in the words of the failed check, in the
+ * conversation's history and through on_not_sent; the message stays owed to alice alone. A
+ * send to alice alone fails, as before, and remembers nothing of the answer. Before, the send to
+ * both failed whole.
+ */
+static void test_send_past_unproven_handle(void **state)
+{
+    const char *both[2] = {"alice@example.org", "carol@example.org"};
+    const char *to[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *carol, *bob, *dave;
+    uint8_t id[16], *pin = NULL;
+    size_t pin_len = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    carol = client_for(&s, "carol", "carol@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    test_server_stop(&s);
+    snprintf(s.extra, sizeof(s.extra), "keydir_forge = alice@example.org 2");
+    test_server_start(&s);
+    dave = client_for(&s, "dave", "dave@example.org"); /* the log grows: a root of a new size */
+    drop_connection(bob);
+    drop_connection(carol);
+    bob->on_not_sent = record_not_sent;
+    memset(&not_sent_said, 0, sizeof(not_sent_said));
+    if (msv_client_send(bob, both, 2, "hi both", NULL, 0, NULL, id) != MSV_OK)
+        fail_msg("the send: %s", bob->why.message);
+    assert_int_equal(receive_now(carol), 1);
+    assert_int_equal(history_count(carol, NULL, "hi both"), 1);
+    assert_int_equal(not_sent_said.n, 1);
+    assert_non_null(strstr(not_sent_said.text, "does not prove that the device set of "
+                                               "alice@example.org it shows is the newest"));
+    assert_int_equal(history_count(bob, "alice@example.org", "not sent to alice@example.org"), 1);
+    assert_int_equal(owed_to_alice(bob), 1);
+    /* to alice alone, with no key directory key pinned yet: the answer, none of whose results
+     * checks out, is refused whole, and pins nothing */
+    assert_int_equal(msv_client_db_unset(bob->db, "kt_vrf_key"), MSV_OK);
+    assert_int_equal(msv_client_send(bob, to, 1, "hi alice", NULL, 0, NULL, id), MSV_ERR_AUTH);
+    assert_non_null(strstr(bob->why.message, "does not prove that the device set of alice"));
+    assert_int_equal(msv_client_db_get(bob->db, "kt_vrf_key", &pin, &pin_len), MSV_ERR_NOT_FOUND);
+    drop_connection(alice);
+    assert_int_equal(receive_now(alice), 0);
+    msv_client_close(alice);
+    msv_client_close(carol);
+    msv_client_close(bob);
+    msv_client_close(dave);
+    test_server_cleanup(&s);
+}
+
 /*
  * Mallory is no member of alice's group with bob, but knows its id; her own
  * database says otherwise, so her client writes to it as it would to any
@@ -7074,6 +7360,8 @@ int main(void)
         cmocka_unit_test(test_devlist_legacy),
         cmocka_unit_test(test_devlist_chain_record_key_swap),
         cmocka_unit_test(test_devlist_bad_set_other_handles),
+        cmocka_unit_test(test_send_goes_to_those_that_check_out),
+        cmocka_unit_test(test_send_past_unproven_handle),
         cmocka_unit_test(test_monitor_removed_approver),
         cmocka_unit_test(test_log_key_rotation),
         cmocka_unit_test(test_log_key_rotation_attacks),
@@ -7108,6 +7396,7 @@ int main(void)
         cmocka_unit_test(test_recycled_handle_versions),
         cmocka_unit_test(test_recycled_handle_log_read),
         cmocka_unit_test(test_log_read_racing_handle_removal),
+        cmocka_unit_test(test_lookup_racing_handle_removal),
         cmocka_unit_test(test_monitor_starts_late),
         cmocka_unit_test(test_monitor_rate_limited_alarm),
         cmocka_unit_test(test_monitor_lineage_fork),

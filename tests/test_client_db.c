@@ -544,8 +544,18 @@ static void test_outbox(void **state)
     assert_int_equal(msv_client_db_outbox(f->db, &o, &n), MSV_OK);
     assert_int_equal(n, 2);
     assert_memory_equal(o[0].message_id, a, 16);
+    assert_false(o[0].owed);
     assert_string_equal(o[1].recipients, "carol@x.org\n");
     assert_memory_equal(o[1].payload, "pb", 2);
+    msv_outbox_free(o, n);
+    /* sent to all but some: owed to those alone, "sent" in the same transaction */
+    assert_int_equal(msv_client_db_outbox_owed(f->db, a, "dave@x.org\n", "sent"), MSV_OK);
+    expect_status(f->db, a, "sent");
+    assert_int_equal(msv_client_db_outbox(f->db, &o, &n), MSV_OK);
+    assert_int_equal(n, 2);
+    assert_true(o[0].owed);
+    assert_string_equal(o[0].recipients, "dave@x.org\n");
+    assert_memory_equal(o[0].payload, "pa", 2);
     msv_outbox_free(o, n);
     /* settled: out of the outbox and "sent" together; settling again changes nothing */
     assert_int_equal(msv_client_db_outbox_settle(f->db, a, "sent"), MSV_OK);

@@ -75,6 +75,11 @@ struct msv_client {
      * or handle's device list approved by a root other than the one pinned (device_id 0), as
      * docs/transparency.md "Signed device lists" says; may be NULL */
     void (*on_devlist)(void *ctx, const char *handle, uint64_t device_id, const char *warning);
+    /* a message of conversation went to the others but not to handle: what the directory shows
+     * of handle did not check out (warning says why and that it is tried again); kept as a
+     * notice in the conversation's history too; may be NULL */
+    void (*on_not_sent)(void *ctx, const char *conversation, const char *handle,
+                        const char *warning);
     /* a message went to handle without sealed sender (the relay refused its delivery token) */
     void (*on_unsealed)(void *ctx, const char *handle);
     /* a received file's download, piece by piece; may be NULL */

@@ -166,6 +166,12 @@ static void drop_device(Msv__Wire__HandleDevices *hd, size_t i)
     hd->n_devices--;
 }
 
+void client_devices_drop(Msv__Wire__HandleDevices *hd)
+{
+    while (hd->n_devices > 0)
+        drop_device(hd, hd->n_devices - 1);
+}
+
 /* A root other than the pinned one: told, as a changed safety number is. */
 static void root_changed(struct msv_client *c, const char *handle, const struct devlist_pin *was,
                          const struct msv_kt_devlist *now)
@@ -207,8 +213,7 @@ static msv_err check_result(struct msv_client *c, Msv__Wire__HandleDevices *hd,
                  "its devices",
                  handle);
         tell(c, handle, 0, text);
-        while (hd->n_devices > 0)
-            drop_device(hd, hd->n_devices - 1);
+        client_devices_drop(hd);
         return MSV_OK;
     }
     err = pin_get(c, handle, &pin);

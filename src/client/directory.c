@@ -60,34 +60,176 @@ static msv_err new_accounts(struct msv_client *c, const Msv__Wire__LookupRespons
     return err;
 }
 
-/* Asks the directory, and checks its answer against the transparency log. */
-static msv_err checked_lookup(struct msv_client *c, const char *const *handles, size_t n,
-                              int history, const uint64_t *versions_from, msv_frame **result)
+msv_err client_refusal_add(struct client_refusals *r, const char *handle, const char *why,
+                           msv_err err)
 {
-    msv_err err = msv_request_owner_lookup(c->conn, handles, n, history, versions_from,
-                                           msv_kt_known_size(c->db), TIMEOUT_MS, result, &c->why);
+    char **handles, **whys;
+    msv_err *errs;
+
+    if (client_is_refused(r, handle))
+        return MSV_OK;
+    handles = realloc(r->handle, (r->n + 1) * sizeof(*handles));
+    if (handles != NULL)
+        r->handle = handles;
+    whys = realloc(r->why, (r->n + 1) * sizeof(*whys));
+    if (whys != NULL)
+        r->why = whys;
+    errs = realloc(r->err, (r->n + 1) * sizeof(*errs));
+    if (errs != NULL)
+        r->err = errs;
+    if (handles == NULL || whys == NULL || errs == NULL)
+        return MSV_ERR_NOMEM;
+    r->handle[r->n] = strdup(handle);
+    r->why[r->n] = strdup(why);
+    r->err[r->n] = err;
+    if (r->handle[r->n] == NULL || r->why[r->n] == NULL) {
+        free(r->handle[r->n]);
+        free(r->why[r->n]);
+        return MSV_ERR_NOMEM;
+    }
+    r->n++;
+    return MSV_OK;
+}
+
+int client_is_refused(const struct client_refusals *r, const char *handle)
+{
+    for (size_t i = 0; r != NULL && i < r->n; i++)
+        if (strcmp(r->handle[i], handle) == 0)
+            return 1;
+    return 0;
+}
+
+void client_refusals_clear(struct client_refusals *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        free(r->handle[i]);
+        free(r->why[i]);
+    }
+    free(r->handle);
+    free(r->why);
+    free(r->err);
+    memset(r, 0, sizeof(*r));
+}
+
+/*
+ * Result i of view (the answer's results kept, at[i] their places in the answer for handles) is
+ * refused for why (err): its devices dropped, the next lookup of its handle due, and it leaves
+ * view.
+ */
+static msv_err set_aside(struct msv_client *c, const char *const *handles,
+                         Msv__Wire__LookupResponse *view, size_t *at, size_t i, const char *why,
+                         msv_err err, struct client_refusals *refused)
+{
+    msv_err e = client_refusal_add(refused, handles[at[i]], why, err);
+
+    if (e == MSV_OK)
+        e = msv_kt_lookup_make_due(c->db, handles[at[i]]);
+    if (e != MSV_OK)
+        return e;
+    client_devices_drop(view->results[i]);
+    view->n_results--;
+    memmove(&view->results[i], &view->results[i + 1],
+            (view->n_results - i) * sizeof(*view->results));
+    memmove(&at[i], &at[i + 1], (view->n_results - i) * sizeof(*at));
+    memset(&c->why, 0, sizeof(c->why));
+    return MSV_OK;
+}
+
+/*
+ * A send's checks of r, the answer for handles: a result for another handle than the one asked
+ * in its place, or one that fails its own checks, is refused (set_aside) and the others are
+ * checked again without it; *view holds the results kept (freed by the caller). An answer that
+ * fails as a whole, or of which no result checks out, fails.
+ */
+static msv_err check_each(struct msv_client *c, const char *const *handles,
+                          Msv__Wire__LookupResponse *r, struct client_refusals *refused,
+                          Msv__Wire__LookupResponse *view)
+{
+    size_t *at = calloc(r->n_results + 1, sizeof(*at)), bad = SIZE_MAX;
+    msv_err err = MSV_OK;
+
+    *view = *r;
+    view->results = calloc(r->n_results + 1, sizeof(*view->results));
+    if (at == NULL || view->results == NULL) {
+        free(at);
+        return MSV_ERR_NOMEM;
+    }
+    memcpy(view->results, r->results, r->n_results * sizeof(*r->results));
+    for (size_t i = 0; i < r->n_results; i++) {
+        at[i] = i;
+        if (r->results[i] == NULL)
+            err = MSV_ERR_PARSE;
+    }
+    for (size_t i = 0; err == MSV_OK && i < view->n_results;) {
+        char why[600];
+
+        if (msv_lookup_result_is_for(view->results[i], handles[at[i]])) {
+            i++;
+            continue;
+        }
+        snprintf(why, sizeof(why),
+                 "the directory answered the lookup of %.256s with another handle than the one "
+                 "asked: nothing it said of it is used",
+                 handles[at[i]]);
+        err = set_aside(c, handles, view, at, i, why, MSV_ERR_AUTH, refused);
+    }
+    while (err == MSV_OK && view->n_results > 0 &&
+           (err = msv_kt_check_lookup_at(c->db, view, &bad, c->why.message,
+                                         sizeof(c->why.message))) != MSV_OK &&
+           bad < view->n_results)
+        err = set_aside(c, handles, view, at, bad, c->why.message, err, refused);
+    /* nothing left that checks out: the answer is refused as a whole, and nothing of it (its
+     * head, its key directory's VRF key) is remembered */
+    if (err == MSV_OK && view->n_results == 0 && r->n_results > 0) {
+        snprintf(c->why.message, sizeof(c->why.message), "%s", refused->why[refused->n - 1]);
+        err = refused->err[refused->n - 1];
+    }
+    free(at);
+    return err;
+}
+
+/* Asks the directory, and checks its answer against the transparency log; with refused (a
+ * send's lookup), results that fail alone are refused (check_each). */
+static msv_err checked_lookup(struct msv_client *c, const char *const *handles, size_t n,
+                              int history, const uint64_t *versions_from, msv_frame **result,
+                              struct client_refusals *refused)
+{
+    msv_err err =
+        refused != NULL
+            ? msv_request_send_lookup(c->conn, handles, n, msv_kt_known_size(c->db), TIMEOUT_MS,
+                                      result, &c->why)
+            : msv_request_owner_lookup(c->conn, handles, n, history, versions_from,
+                                       msv_kt_known_size(c->db), TIMEOUT_MS, result, &c->why);
+    Msv__Wire__LookupResponse view = MSV__WIRE__LOOKUP_RESPONSE__INIT;
 
     if (err == MSV_OK) {
-        err = msv_kt_check_lookup(c->db, (*result)->lookup_result, c->why.message,
-                                  sizeof(c->why.message));
+        if (refused != NULL)
+            err = check_each(c, handles, (*result)->lookup_result, refused, &view);
+        else
+            err = msv_kt_check_lookup(c->db, (*result)->lookup_result, c->why.message,
+                                      sizeof(c->why.message));
+        if (refused == NULL)
+            view = *(*result)->lookup_result;
         if (err == MSV_OK)
-            err = new_accounts(c, (*result)->lookup_result);
+            err = new_accounts(c, &view);
         /* a sender's lookup: only devices the account approved are sent to (the owner's
          * monitor reads its own answers whole) */
         if (err == MSV_OK && !history && versions_from == NULL)
-            err = client_devlist_check(c, (*result)->lookup_result);
+            err = client_devlist_check(c, &view);
         if (err != MSV_OK) {
             msv_frame_free(*result);
             *result = NULL;
         }
     }
+    if (refused != NULL)
+        free(view.results);
     return err;
 }
 
 msv_err client_owner_lookup(struct msv_client *c, const char *const *handles, size_t n, int history,
                             const uint64_t *versions_from, msv_frame **result)
 {
-    return checked_lookup(c, handles, n, history, versions_from, result);
+    return checked_lookup(c, handles, n, history, versions_from, result, NULL);
 }
 
 /* Moves tail's results after head's (each was checked on its own); tail keeps none. */
@@ -112,18 +254,18 @@ static msv_err join_lookups(msv_frame *head, msv_frame *tail)
  * The directory's answer, checked. An answer too big for a frame (accounts of
  * many devices) is asked for in halves, each checked against the log.
  */
-msv_err client_verified_lookup(struct msv_client *c, const char *const *handles, size_t n,
-                               msv_frame **result)
+static msv_err verified_lookup(struct msv_client *c, const char *const *handles, size_t n,
+                               msv_frame **result, struct client_refusals *refused)
 {
     msv_frame *tail = NULL;
     size_t half = n / 2;
-    msv_err err = checked_lookup(c, handles, n, 0, NULL, result);
+    msv_err err = checked_lookup(c, handles, n, 0, NULL, result, refused);
 
     if (err != MSV_ERR_TOO_BIG || n < 2)
         return err;
-    err = client_verified_lookup(c, handles, half, result);
+    err = verified_lookup(c, handles, half, result, refused);
     if (err == MSV_OK)
-        err = client_verified_lookup(c, handles + half, n - half, &tail);
+        err = verified_lookup(c, handles + half, n - half, &tail, refused);
     if (err == MSV_OK)
         err = join_lookups(*result, tail);
     msv_frame_free(tail);
@@ -134,6 +276,18 @@ msv_err client_verified_lookup(struct msv_client *c, const char *const *handles,
         memset(&c->why, 0, sizeof(c->why)); /* the refusal of the whole was answered */
     }
     return err;
+}
+
+msv_err client_verified_lookup(struct msv_client *c, const char *const *handles, size_t n,
+                               msv_frame **result)
+{
+    return verified_lookup(c, handles, n, result, NULL);
+}
+
+msv_err client_send_lookup(struct msv_client *c, const char *const *handles, size_t n,
+                           msv_frame **result, struct client_refusals *refused)
+{
+    return verified_lookup(c, handles, n, result, refused);
 }
 
 /* Remembers what the directory says of a handle; reports a changed device set. */

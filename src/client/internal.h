@@ -263,6 +263,32 @@ msv_err client_verified_lookup(struct msv_client *c, const char *const *handles,
  * MSV_ERR_AUTH (c->why) for a list that does not check out as a whole.
  */
 msv_err client_devlist_check(struct msv_client *c, Msv__Wire__LookupResponse *r);
+/* Takes every device out of hd (their records freed): nothing is sealed to any. */
+void client_devices_drop(Msv__Wire__HandleDevices *hd);
+
+/*
+ * The handles a send leaves out because what the directory shows of them does not check out (a
+ * result of its lookup failing its own checks, or its signed device list as a whole), each with
+ * why and the error (send.c): the others are sent to, and these never with keys unchecked.
+ * Each handle once; at most one per target of a send.
+ */
+struct client_refusals {
+    size_t n;
+    char **handle; /* as the send named it */
+    char **why;
+    msv_err *err;
+};
+MSV_MUST_CHECK msv_err client_refusal_add(struct client_refusals *r, const char *handle,
+                                          const char *why, msv_err err);
+int client_is_refused(const struct client_refusals *r, const char *handle);
+void client_refusals_clear(struct client_refusals *r);
+/*
+ * client_verified_lookup for a send: a result that does not check out on its own is refused
+ * (added to refused with c->why's words; its result in *result keeps no device) and the rest of
+ * the answer is checked and taken without it; an answer that fails as a whole fails the lookup.
+ */
+msv_err client_send_lookup(struct msv_client *c, const char *const *handles, size_t n,
+                           msv_frame **result, struct client_refusals *refused);
 /* client_verified_lookup of this account's own handles: history, each result with its history
  * proof (checked by client_history_check); versions_from (NULL: none), per handle the versions
  * from that log index on (0: none). */

@@ -108,13 +108,24 @@ msv_err msv_kt_check_epoch(struct msv_client_db *db, const Msv__Wire__LookupResp
     return err;
 }
 
-msv_err msv_kt_check_versions(const Msv__Wire__LookupResponse *r, char *why, size_t len)
+msv_err msv_kt_check_versions_at(const Msv__Wire__LookupResponse *r, size_t *bad, char *why,
+                                 size_t len)
 {
     msv_err err = MSV_OK;
 
-    for (size_t i = 0; err == MSV_OK && i < r->n_results; i++)
+    for (size_t i = 0; err == MSV_OK && i < r->n_results; i++) {
         err = check_version(r, r->results[i], why, len);
+        if (err != MSV_OK)
+            *bad = i;
+    }
     return err;
+}
+
+msv_err msv_kt_check_versions(const Msv__Wire__LookupResponse *r, char *why, size_t len)
+{
+    size_t bad = 0;
+
+    return msv_kt_check_versions_at(r, &bad, why, len);
 }
 
 msv_err msv_kt_pin_vrf_key(struct msv_client_db *db, const Msv__Wire__LookupResponse *r)

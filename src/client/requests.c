@@ -626,19 +626,21 @@ msv_err msv_request_ack_committed(struct msv_conn *c, const uint64_t *queue_id, 
  * Every result answers the handle asked in its place: a proven answer for another handle (the
  * directory's own account, say) would have the asker seal to that account's devices.
  */
+int msv_lookup_result_is_for(const Msv__Wire__HandleDevices *hd, const char *handle)
+{
+    char want[MSV_HANDLE_MAX + 1], got[MSV_HANDLE_MAX + 1];
+
+    return hd != NULL &&
+           msv_handle_fold((const uint8_t *)handle, strlen(handle), MSV_HANDLE_MAX, want) &&
+           msv_handle_fold(hd->handle.data, hd->handle.len, MSV_HANDLE_MAX, got) &&
+           strcmp(want, got) == 0;
+}
+
 static int results_match(const Msv__Wire__LookupResponse *r, const char *const *handles, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        char want[MSV_HANDLE_MAX + 1], got[MSV_HANDLE_MAX + 1];
-
-        if (r->results[i] == NULL ||
-            !msv_handle_fold((const uint8_t *)handles[i], strlen(handles[i]), MSV_HANDLE_MAX,
-                             want) ||
-            !msv_handle_fold(r->results[i]->handle.data, r->results[i]->handle.len, MSV_HANDLE_MAX,
-                             got) ||
-            strcmp(want, got) != 0)
+    for (size_t i = 0; i < n; i++)
+        if (!msv_lookup_result_is_for(r->results[i], handles[i]))
             return 0;
-    }
     return 1;
 }
 
@@ -650,9 +652,9 @@ msv_err msv_request_lookup(struct msv_conn *c, const char *const *handles, size_
                                     why);
 }
 
-msv_err msv_request_owner_lookup(struct msv_conn *c, const char *const *handles, size_t n,
-                                 int history, const uint64_t *versions_from, uint64_t known_size,
-                                 int timeout_ms, msv_frame **result, struct msv_refusal *why)
+static msv_err lookup_request(struct msv_conn *c, const char *const *handles, size_t n, int history,
+                              const uint64_t *versions_from, uint64_t known_size, int timeout_ms,
+                              int match, msv_frame **result, struct msv_refusal *why)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__LookupRequest q = MSV__WIRE__LOOKUP_REQUEST__INIT;
@@ -679,7 +681,7 @@ msv_err msv_request_owner_lookup(struct msv_conn *c, const char *const *handles,
         msv_frame_free(*result);
         *result = NULL;
         err = MSV_ERR_PARSE;
-    } else if (err == MSV_OK && !results_match((*result)->lookup_result, handles, n)) {
+    } else if (err == MSV_OK && match && !results_match((*result)->lookup_result, handles, n)) {
         msv_frame_free(*result);
         *result = NULL;
         err = MSV_ERR_AUTH;
@@ -691,6 +693,21 @@ msv_err msv_request_owner_lookup(struct msv_conn *c, const char *const *handles,
         }
     }
     return err;
+}
+
+msv_err msv_request_owner_lookup(struct msv_conn *c, const char *const *handles, size_t n,
+                                 int history, const uint64_t *versions_from, uint64_t known_size,
+                                 int timeout_ms, msv_frame **result, struct msv_refusal *why)
+{
+    return lookup_request(c, handles, n, history, versions_from, known_size, timeout_ms, 1, result,
+                          why);
+}
+
+msv_err msv_request_send_lookup(struct msv_conn *c, const char *const *handles, size_t n,
+                                uint64_t known_size, int timeout_ms, msv_frame **result,
+                                struct msv_refusal *why)
+{
+    return lookup_request(c, handles, n, 0, NULL, known_size, timeout_ms, 0, result, why);
 }
 
 msv_err msv_request_log_read(struct msv_conn *c, uint64_t start, uint32_t count,

@@ -187,6 +187,17 @@ MSV_MUST_CHECK msv_err msv_request_owner_lookup(struct msv_conn *c, const char *
                                                 struct msv_refusal *why);
 
 /*
+ * msv_request_lookup for a send (no history proofs): the answer holds a result per handle, but a
+ * result that names another handle than the one asked in its place is left for the caller to
+ * refuse (msv_lookup_result_is_for), the others standing.
+ */
+MSV_MUST_CHECK msv_err msv_request_send_lookup(struct msv_conn *c, const char *const *handles,
+                                               size_t n, uint64_t known_size, int timeout_ms,
+                                               msv_frame **result, struct msv_refusal *why);
+/* Whether hd names handle (both folded as the directory keeps them). */
+int msv_lookup_result_is_for(const Msv__Wire__HandleDevices *hd, const char *handle);
+
+/*
  * Reads count leaves of the transparency log from start, with proofs (LogEntries); append_proof:
  * with their steps in the key directory too.
  */

@@ -219,22 +219,36 @@ static msv_err check_verified(struct msv_client *c, Msv__Wire__HandleDevices *co
  * A handle the directory lists no device for: not registered, or, when its log entry (checked
  * with the answer) is a tombstone, deleted (docs/transparency.md). MSV_ERR_NOT_FOUND.
  */
-static msv_err no_devices(struct msv_client *c, const char *handle,
-                          const Msv__Wire__HandleDevices *hd)
+enum shown_empty { NOT_REGISTERED, DELETED, LEFT_OUT };
+
+/* Why hd, checked with its answer, shows no device: its log entry is a tombstone, lists
+ * devices (each left out, its approval not holding), or there is none. */
+static enum shown_empty shown_empty(const Msv__Wire__HandleDevices *hd)
 {
     struct msv_kt_entry *e = malloc(sizeof(*e));
     int parsed = e != NULL && hd->proof != NULL &&
                  msv_kt_leaf_parse(msv_kt_proof_entry(hd->proof).data,
                                    msv_kt_proof_entry(hd->proof).len, e) == MSV_OK;
-    int deleted = parsed && e->deleted, left_out = parsed && !e->deleted && e->n_devices > 0;
+    enum shown_empty why = !parsed        ? NOT_REGISTERED
+                           : e->deleted   ? DELETED
+                           : e->n_devices ? LEFT_OUT
+                                          : NOT_REGISTERED;
 
     free(e);
-    /* a log entry that lists devices: each was left out, its approval not holding */
+    return why;
+}
+
+static msv_err no_devices(struct msv_client *c, const char *handle,
+                          const Msv__Wire__HandleDevices *hd)
+{
+    enum shown_empty why = shown_empty(hd);
+
     snprintf(c->why.message, sizeof(c->why.message),
-             deleted    ? "%s deleted their account (its transparency log entry says so)"
-             : left_out ? "no device of %s has a valid approval from its account's devices "
-                          "(the directory's device list does not check out): nothing was sent"
-                        : "%s is not registered",
+             why == DELETED    ? "%s deleted their account (its transparency log entry says so)"
+             : why == LEFT_OUT ? "no device of %s has a valid approval from its account's devices "
+                                 "(the directory's device list does not check out): nothing was "
+                                 "sent"
+                               : "%s is not registered",
              handle);
     return MSV_ERR_NOT_FOUND;
 }
@@ -426,17 +440,32 @@ static msv_err known_sets_load(struct msv_client *c, const char *const *targets,
     return MSV_OK;
 }
 
-/* Asks the directory for targets' devices and remembers them (warning of changes). */
+/*
+ * Asks the directory for targets' devices and remembers them (warning of changes). A target
+ * whose result does not check out, or whose device list as a whole does not (every device left
+ * out), is refused: added to refused, its result keeping no device, not remembered, and looked
+ * up again by the next send (docs/transparency.md, "A send to handles that do not check out").
+ */
 static msv_err look_up(struct msv_client *c, const char *const *targets, size_t n,
-                       msv_frame **known)
+                       msv_frame **known, struct client_refusals *refused)
 {
-    msv_err err = client_verified_lookup(c, targets, n, known);
+    msv_err err = client_send_lookup(c, targets, n, known, refused);
 
     if (err == MSV_OK && (*known)->lookup_result->n_results != n)
         err = MSV_ERR_PARSE; /* an answer for other handles than asked */
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         const Msv__Wire__HandleDevices *hd = (*known)->lookup_result->results[i];
 
+        if (client_is_refused(refused, targets[i]))
+            continue;
+        if (hd->n_devices == 0 && shown_empty(hd) == LEFT_OUT) {
+            err = client_refusal_add(refused, targets[i], c->why.message,
+                                     no_devices(c, targets[i], hd));
+            if (err == MSV_OK)
+                err = msv_kt_lookup_make_due(c->db, targets[i]);
+            memset(&c->why, 0, sizeof(c->why));
+            continue;
+        }
         err = client_remember(c, hd);
         if (err == MSV_OK && hd->n_devices == 0 && strcmp(targets[i], c->handle) != 0)
             err = no_devices(c, targets[i], hd);
@@ -444,12 +473,68 @@ static msv_err look_up(struct msv_client *c, const char *const *targets, size_t 
     return err;
 }
 
-/* The device sets of a send's targets, in their order: remembered, or the directory's. */
+/* Keeps of targets and their sets hds (n) those not refused, in order; their count. */
+static size_t not_refused(const struct client_refusals *refused, const char **targets,
+                          Msv__Wire__HandleDevices **hds, size_t n)
+{
+    size_t kept = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (client_is_refused(refused, targets[i]))
+            continue;
+        targets[kept] = targets[i];
+        hds[kept++] = hds[i];
+    }
+    return kept;
+}
+
+/* The error of refusal k, its words in c->why: what a send that reached nobody else returns. */
+static msv_err refusal_error(struct msv_client *c, const struct client_refusals *refused, size_t k)
+{
+    memset(&c->why, 0, sizeof(c->why));
+    snprintf(c->why.message, sizeof(c->why.message), "%s", refused->why[k]);
+    return refused->err[k];
+}
+
+/* refusal_error of the first of targets refused. */
+static msv_err first_refusal(struct msv_client *c, const struct client_refusals *refused,
+                             const char *const *targets, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < refused->n; k++)
+            if (strcmp(refused->handle[k], targets[i]) == 0)
+                return refusal_error(c, refused, k);
+    return MSV_ERR_NOT_FOUND;
+}
+
+/* Whether one of targets is refused. */
+static int refused_among(const struct client_refusals *refused, const char *const *targets,
+                         size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (client_is_refused(refused, targets[i]))
+            return 1;
+    return 0;
+}
+
+/* Whether targets name anyone but this account (by any of its handles). */
+static int names_others(struct msv_client *c, const char *const *targets, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(targets[i], c->handle) != 0 && !client_is_own_handle(c, targets[i]))
+            return 1;
+    return 0;
+}
+
+/* The device sets of a send's targets, in their order: remembered, or the directory's; the
+ * refused ones left out. */
 struct target_sets {
     struct known_sets ks;
     msv_frame **frames; /* the directory's answers, LOOKUP_BATCH handles each */
     size_t n_frames;
-    Msv__Wire__HandleDevices **hds; /* one per target */
+    const char **targets;           /* the targets not refused */
+    Msv__Wire__HandleDevices **hds; /* one per target not refused */
+    size_t n;
 };
 
 /* a lookup names at most this many handles (the directory's limit) */
@@ -461,6 +546,7 @@ static void target_sets_free(struct target_sets *t)
     for (size_t i = 0; i < t->n_frames; i++)
         msv_frame_free(t->frames[i]);
     free(t->frames);
+    free(t->targets);
     free(t->hds);
     memset(t, 0, sizeof(*t));
 }
@@ -471,7 +557,7 @@ static void target_sets_free(struct target_sets *t)
  * handles not known, never one per member).
  */
 static msv_err target_sets_load(struct msv_client *c, const char *const *targets, size_t n,
-                                struct target_sets *t)
+                                struct target_sets *t, struct client_refusals *refused)
 {
     uint8_t *missing = calloc(n + 1, 1);
     const char **ask = calloc(n + 1, sizeof(*ask));
@@ -479,9 +565,11 @@ static msv_err target_sets_load(struct msv_client *c, const char *const *targets
     msv_err err =
         missing && ask && where ? known_sets_load(c, targets, n, &t->ks, missing) : MSV_ERR_NOMEM;
 
-    if (err == MSV_OK && (t->hds = calloc(n + 1, sizeof(*t->hds))) == NULL)
+    if (err == MSV_OK && ((t->hds = calloc(n + 1, sizeof(*t->hds))) == NULL ||
+                          (t->targets = calloc(n + 1, sizeof(*t->targets))) == NULL))
         err = MSV_ERR_NOMEM;
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        t->targets[i] = targets[i];
         t->hds[i] = t->ks.ptrs[i];
         if (missing[i]) {
             where[n_ask] = i;
@@ -494,12 +582,15 @@ static msv_err target_sets_load(struct msv_client *c, const char *const *targets
         size_t k = n_ask - at < LOOKUP_BATCH ? n_ask - at : LOOKUP_BATCH;
         msv_frame **f = &t->frames[t->n_frames];
 
-        err = look_up(c, ask + at, k, f);
+        err = look_up(c, ask + at, k, f, refused);
         if (*f != NULL) /* kept, also when a handle in it is refused: target_sets_free frees it */
             t->n_frames++;
         for (size_t i = 0; err == MSV_OK && i < k; i++)
             t->hds[where[at + i]] = (*f)->lookup_result->results[i];
     }
+    /* a refused target's remembered set is never sent to in its place */
+    if (err == MSV_OK)
+        t->n = not_refused(refused, t->targets, t->hds, n);
     free(missing);
     free(ask);
     free(where);
@@ -510,28 +601,37 @@ static msv_err target_sets_load(struct msv_client *c, const char *const *targets
  * Sends to the devices of hds (one per target, in their order); a stale set is
  * replaced by the relay's answer, learnt from the log, and the send tried again.
  */
-static msv_err send_batch(struct msv_client *c, const uint8_t id[16], const char *const *targets,
-                          size_t n, Msv__Wire__HandleDevices *const *start, const uint8_t *pt,
-                          size_t pt_len, const uint8_t *token)
+static msv_err send_batch(struct msv_client *c, const uint8_t id[16], const char **targets,
+                          size_t n, Msv__Wire__HandleDevices **start, const uint8_t *pt,
+                          size_t pt_len, const uint8_t *token, int alone,
+                          struct client_refusals *refused)
 {
     msv_frame *fresh = NULL;
+    size_t refused_before = refused->n;
     msv_err err = MSV_OK;
 
     c->sealing_rechecked = 0;
-    for (int tries = 0; err == MSV_OK && tries < SEND_TRIES; tries++) {
-        Msv__Wire__HandleDevices *const *hds = fresh ? fresh->lookup_result->results : start;
-        size_t n_hds = fresh ? fresh->lookup_result->n_results : n;
+    for (int tries = 0; err == MSV_OK && n > 0 && tries < SEND_TRIES; tries++) {
         msv_frame *stale = NULL;
 
-        err = send_once(c, id, targets, n, hds, n_hds, pt, pt_len, token, &stale);
+        err = send_once(c, id, targets, n, start, n, pt, pt_len, token, &stale);
         msv_frame_free(stale);
         if (err != MSV_ERR_AGAIN)
             break;
         /* the device set changed since it was learnt: learn it from the log, then try again
-         * (the relay's own list of the devices is not taken on trust) */
+         * (the relay's own list of the devices is not taken on trust); a target refused now
+         * goes out of the send */
         msv_frame_free(fresh);
         fresh = NULL;
-        err = look_up(c, targets, n, &fresh);
+        err = look_up(c, targets, n, &fresh, refused);
+        if (err == MSV_OK) {
+            memcpy(start, fresh->lookup_result->results, n * sizeof(*start));
+            n = not_refused(refused, targets, start, n);
+        }
+        /* as deliver_group: nothing goes when only this account is left of a send that
+         * reached nobody else */
+        if (err == MSV_OK && alone && refused->n > refused_before && !names_others(c, targets, n))
+            err = refusal_error(c, refused, refused_before);
         if (err == MSV_OK && tries == SEND_TRIES - 1) {
             snprintf(c->why.message, sizeof(c->why.message),
                      "the relay keeps asking for devices that the transparency log does not "
@@ -573,22 +673,28 @@ static size_t batch_size(Msv__Wire__HandleDevices *const *hds, size_t n, size_t 
  * through on_send_progress.
  */
 static msv_err deliver_group(struct msv_client *c, const uint8_t id[16], const char *const *targets,
-                             size_t n, const uint8_t *pt, size_t pt_len, const uint8_t *token)
+                             size_t n, const uint8_t *pt, size_t pt_len, const uint8_t *token,
+                             int alone, struct client_refusals *refused)
 {
     struct target_sets ts = {0};
-    size_t done = 0;
+    size_t done = 0, refused_before = refused->n;
     msv_err err = msv_client_connect(c);
 
     c->why.code = 0;
     if (err == MSV_OK)
-        err = target_sets_load(c, targets, n, &ts);
-    while (err == MSV_OK && done < n) {
-        size_t k = batch_size(ts.hds + done, n - done, pt_len);
+        err = target_sets_load(c, targets, n, &ts, refused);
+    /* alone (nothing went to others in this send) and refused all but this account: nothing
+     * goes, not even its own devices' copy */
+    if (err == MSV_OK && alone && refused->n > refused_before && !names_others(c, ts.targets, ts.n))
+        err = refusal_error(c, refused, refused_before);
+    while (err == MSV_OK && done < ts.n) {
+        size_t k = batch_size(ts.hds + done, ts.n - done, pt_len);
 
-        err = send_batch(c, id, targets + done, k, ts.hds + done, pt, pt_len, token);
+        err = send_batch(c, id, ts.targets + done, k, ts.hds + done, pt, pt_len, token,
+                         alone && done == 0, refused);
         done += k;
-        if (err == MSV_OK && k < n && c->on_send_progress != NULL)
-            c->on_send_progress(c->ctx, done, n);
+        if (err == MSV_OK && k < ts.n && c->on_send_progress != NULL)
+            c->on_send_progress(c->ctx, done, ts.n);
     }
     target_sets_free(&ts);
     return err;
@@ -632,10 +738,11 @@ msv_err client_unsealed(struct msv_client *c, const uint8_t id[16], const char *
  * refuses tokens cannot turn sealed sender off for good).
  */
 static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const char *const *targets,
-                            size_t n, const uint8_t *pt, size_t pt_len)
+                            size_t n, const uint8_t *pt, size_t pt_len,
+                            struct client_refusals *refused)
 {
     const char **plain = calloc(n + 1, sizeof(*plain));
-    size_t n_plain = 0;
+    size_t n_plain = 0, sealed = 0;
     int own = 0; /* this account's devices get theirs apart when it goes by another handle */
     msv_err err = plain ? msv_client_connect(c) : MSV_ERR_NOMEM;
 
@@ -646,11 +753,16 @@ static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const ch
             own = 1;
             continue;
         }
+        if (client_is_refused(refused, targets[i]))
+            continue; /* refused before in this send (or this flush): looked up next time */
         if (strcmp(targets[i], c->handle) != 0 &&
             msv_sessions_token_for(c, targets[i], token) == MSV_OK) {
-            err = deliver_group(c, id, &targets[i], 1, pt, pt_len, token);
-            if (err == MSV_OK)
+            err = deliver_group(c, id, &targets[i], 1, pt, pt_len, token, 1, refused);
+            if (err == MSV_OK || client_is_refused(refused, targets[i])) {
+                sealed += err == MSV_OK;
+                err = MSV_OK;
                 continue;
+            }
             if (err == MSV_ERR_AUTH && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_AUTH)
                 err = client_unsealed(c, id, targets[i]);
             else if (err == MSV_ERR_UNSUPPORTED)
@@ -660,10 +772,15 @@ static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const ch
         }
         plain[n_plain++] = targets[i];
     }
+    /* everyone else refused: this account's own devices get no copy of what went nowhere */
+    if (err == MSV_OK && refused_among(refused, targets, n) && sealed == 0 &&
+        !names_others(c, plain, n_plain))
+        err = first_refusal(c, refused, targets, n);
     if (err == MSV_OK && n_plain > 0)
-        err = deliver_group(c, id, plain, n_plain, pt, pt_len, NULL);
+        err = deliver_group(c, id, plain, n_plain, pt, pt_len, NULL, sealed == 0, refused);
     if (err == MSV_OK && own)
-        err = deliver_group(c, id, (const char *const[]){c->handle}, 1, pt, pt_len, NULL);
+        err =
+            deliver_group(c, id, (const char *const[]){c->handle}, 1, pt, pt_len, NULL, 0, refused);
     free(plain);
     return err;
 }
@@ -690,7 +807,7 @@ static int goes_on_mls(struct msv_client *c, const struct msv_payload *p,
  * nothing otherwise.
  */
 static msv_err mls_send(struct msv_client *c, const uint8_t *gid, const uint8_t id[16],
-                        const uint8_t *pt, size_t pt_len)
+                        const uint8_t *pt, size_t pt_len, struct client_refusals *refused)
 {
     char *outside = NULL, **to = NULL;
     size_t n = 0;
@@ -701,7 +818,7 @@ static msv_err mls_send(struct msv_client *c, const uint8_t *gid, const uint8_t 
     if (err == MSV_OK && outside != NULL)
         err = client_members_of(outside, &to, &n);
     if (err == MSV_OK && n > 0)
-        err = deliver_once(c, id, (const char *const *)to, n, pt, pt_len);
+        err = deliver_once(c, id, (const char *const *)to, n, pt, pt_len, refused);
     free(to);
     free(outside);
     return err;
@@ -724,10 +841,11 @@ static int try_later(const struct msv_client *c, msv_err err)
  */
 static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
                                const char *const *targets, size_t n, const uint8_t *pt,
-                               size_t pt_len, const uint8_t *mls_group)
+                               size_t pt_len, const uint8_t *mls_group,
+                               struct client_refusals *refused)
 {
-    msv_err err = mls_group ? mls_send(c, mls_group, id, pt, pt_len)
-                            : deliver_once(c, id, targets, n, pt, pt_len);
+    msv_err err = mls_group ? mls_send(c, mls_group, id, pt, pt_len, refused)
+                            : deliver_once(c, id, targets, n, pt, pt_len, refused);
 
     for (int i = 0; try_later(c, err) && i < RETRIES; i++) {
         struct timespec pause = {0, 0};
@@ -740,8 +858,8 @@ static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
         pause.tv_sec = ms / 1000;
         pause.tv_nsec = (ms % 1000) * 1000000L;
         nanosleep(&pause, NULL);
-        err = mls_group ? mls_send(c, mls_group, id, pt, pt_len)
-                        : deliver_once(c, id, targets, n, pt, pt_len);
+        err = mls_group ? mls_send(c, mls_group, id, pt, pt_len, refused)
+                        : deliver_once(c, id, targets, n, pt, pt_len, refused);
     }
     return err;
 }
@@ -823,30 +941,99 @@ static msv_err outbox_settle(struct msv_client *c, const uint8_t id[16], const c
     return err;
 }
 
-/* One outbox entry, to the participants its payload names, as what it named this account by. */
+/* The handles one outbox entry goes to (*to, caller frees, NULL for p's participants): its
+ * recipients when it is owed to them alone, or when p names no participants (a big group's
+ * message and a group change: the outbox names them). */
+static msv_err outbox_targets(const struct msv_outbox_rec *o, const struct msv_payload *p,
+                              char ***to, size_t *n_to)
+{
+    if (o->owed || p->participant_count == 0)
+        return client_members_of(o->recipients, to, n_to);
+    *n_to = p->participant_count;
+    return MSV_OK;
+}
+
+/* One outbox entry, to the participants its payload names (or those it is still owed to), as
+ * what it named this account by. */
 static msv_err outbox_send(struct msv_client *c, const struct msv_outbox_rec *o,
-                           const struct msv_payload *p)
+                           const struct msv_payload *p, struct client_refusals *refused)
 {
     char **to = NULL;
     size_t n_to = 0;
-    msv_err err = MSV_OK;
+    msv_err err = outbox_targets(o, p, &to, &n_to);
+    const char *const *targets = (const char *const *)(to ? to : p->participants);
 
     c->send_as[0] = '\0';
     for (size_t k = 0; !p->has_group && k < p->participant_count; k++)
         if (strcmp(p->participants[k], c->handle) != 0 &&
             client_is_own_handle(c, p->participants[k]))
             snprintf(c->send_as, sizeof(c->send_as), "%s", p->participants[k]);
-    /* a big group's message and a group change name no participants: the outbox does */
-    if (p->participant_count == 0)
-        err = client_members_of(o->recipients, &to, &n_to);
     memset(&c->why, 0, sizeof(c->why));
-    if (err == MSV_OK && goes_on_mls(c, p, (const char *const *)(to ? to : p->participants),
-                                     to ? n_to : p->participant_count))
-        err = mls_send(c, p->group_id, o->message_id, o->payload, o->payload_len);
+    /* owed to a few: as per-device copies to them alone (an MLS message would reach all) */
+    if (err == MSV_OK && !o->owed && goes_on_mls(c, p, targets, n_to))
+        err = mls_send(c, p->group_id, o->message_id, o->payload, o->payload_len, refused);
     else if (err == MSV_OK)
-        err = deliver_once(c, o->message_id, (const char *const *)(to ? to : p->participants),
-                           to ? n_to : p->participant_count, o->payload, o->payload_len);
+        err = deliver_once(c, o->message_id, targets, n_to, o->payload, o->payload_len, refused);
     free(to);
+    return err;
+}
+
+/* A notice kept in conversation's history and told through on_not_sent (about handle). */
+static msv_err send_notice(struct msv_client *c, const char *conversation, const char *handle,
+                           const char *text)
+{
+    struct msv_message_rec rec = {.kind = MSV_KIND_MESSAGE, .status = "notice", .outgoing = 1};
+
+    msv_random_bytes(rec.message_id, 16);
+    rec.conversation = (char *)conversation;
+    rec.sender = c->handle;
+    rec.sender_device = c->device_id;
+    rec.text = (char *)text;
+    rec.sent_at_ms = rec.stored_at_ms = msv_wall_ms();
+    if (c->on_not_sent != NULL)
+        c->on_not_sent(c->ctx, conversation, handle, text);
+    return msv_client_db_message_put(c->db, &rec);
+}
+
+/*
+ * Message id (of conversation; none for a control message, which is not tried again) went to
+ * targets but those refused: with tell, a notice per handle says why (docs/transparency.md, "A
+ * send to handles that do not check out"), kept before the message is owed, so that a crash
+ * between loses none; then it stays in the outbox owed to them alone, its history status status
+ * (NULL: unchanged), and each flush of the outbox tries them again.
+ */
+static msv_err owe_to_refused(struct msv_client *c, const uint8_t id[16], const char *conversation,
+                              const char *status, int tell, const struct client_refusals *refused,
+                              const char *const *targets, size_t n)
+{
+    char **owed = calloc(n + 1, sizeof(*owed)), *recipients = NULL;
+    size_t n_owed = 0;
+    msv_err err = owed != NULL ? MSV_OK : MSV_ERR_NOMEM;
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++)
+        if (client_is_refused(refused, targets[i]))
+            owed[n_owed++] = (char *)targets[i];
+    for (size_t k = 0; err == MSV_OK && tell && conversation != NULL && k < refused->n; k++) {
+        char text[sizeof(c->why.message) + 400];
+        size_t j = 0;
+
+        while (j < n_owed && strcmp(owed[j], refused->handle[k]) != 0)
+            j++;
+        if (j == n_owed)
+            continue; /* refused for another message of this flush */
+        snprintf(text, sizeof(text),
+                 "not sent to %.256s: %s (the others have it; it goes to %.256s once what the "
+                 "directory shows of them checks out, tried again each time this device "
+                 "connects)",
+                 owed[j], refused->why[k], owed[j]);
+        err = send_notice(c, conversation, owed[j], text);
+    }
+    if (err == MSV_OK && conversation == NULL)
+        err = outbox_settle(c, id, status);
+    else if (err == MSV_OK && (err = client_join_members(owed, n_owed, &recipients)) == MSV_OK)
+        err = msv_client_db_outbox_owed(c->db, id, recipients, status);
+    free(recipients);
+    free(owed);
     return err;
 }
 
@@ -859,12 +1046,81 @@ static msv_err outbox_send(struct msv_client *c, const struct msv_outbox_rec *o,
  * conversation, whose order stays; the other conversations go on. Only a
  * server out of reach (no answer at all) ends the flush: nothing else would go.
  */
+/* The conversation of message id in history (caller frees), or NULL (a control message). */
+static char *conversation_of(struct msv_client *c, const uint8_t id[16])
+{
+    struct msv_message_rec *m = NULL;
+    char *conversation = NULL;
+
+    if (msv_client_db_message_get(c->db, id, &m) == MSV_OK)
+        conversation = strdup(m->conversation);
+    msv_messages_free(m, m != NULL ? 1 : 0);
+    return conversation;
+}
+
+/*
+ * Outbox entry o went to all it went to now: settled (its status "sent", unchanged for one owed
+ * to a few, whose notices say it went now), or owed to those refused (owe_to_refused).
+ * *refused_all set when o's targets were all refused (o's send failed then).
+ */
+static msv_err outbox_sent(struct msv_client *c, const struct msv_outbox_rec *o,
+                           const struct msv_payload *p, const struct client_refusals *refused)
+{
+    char **to = NULL, *conversation = conversation_of(c, o->message_id);
+    size_t n_to = 0;
+    msv_err err = outbox_targets(o, p, &to, &n_to);
+    const char *const *targets = (const char *const *)(to ? to : p->participants);
+
+    if (err == MSV_OK && refused_among(refused, targets, n_to))
+        err = owe_to_refused(c, o->message_id, conversation, o->owed ? NULL : "sent", !o->owed,
+                             refused, targets, n_to);
+    else if (err == MSV_OK)
+        err = outbox_settle(c, o->message_id, o->owed ? NULL : "sent");
+    for (size_t i = 0; err == MSV_OK && o->owed && conversation != NULL && i < n_to; i++) {
+        char text[600];
+
+        if (client_is_refused(refused, targets[i]))
+            continue;
+        snprintf(text, sizeof(text),
+                 "sent to %.256s now: what the directory shows of them checks out", targets[i]);
+        err = send_notice(c, conversation, targets[i], text);
+    }
+    free(conversation);
+    free(to);
+    return err;
+}
+
+/* Whether o's send failed (err, c->why) because its targets but this account were all refused:
+ * it failed with the words of one of their refusals. */
+static int outbox_refused(struct msv_client *c, const struct msv_outbox_rec *o,
+                          const struct msv_payload *p, const struct client_refusals *refused,
+                          msv_err err)
+{
+    char **to = NULL;
+    size_t n_to = 0;
+    int all = 0;
+
+    if (outbox_targets(o, p, &to, &n_to) != MSV_OK)
+        return 0;
+    for (size_t i = 0; i < n_to && !all; i++) {
+        const char *h = to != NULL ? to[i] : p->participants[i];
+
+        for (size_t k = 0; k < refused->n && !all; k++)
+            all = strcmp(refused->handle[k], h) == 0 && refused->err[k] == err &&
+                  strcmp(refused->why[k], c->why.message) == 0;
+    }
+    free(to);
+    return all;
+}
+
 msv_err client_flush_outbox(struct msv_client *c)
 {
     struct msv_outbox_rec *o = NULL;
     size_t n = 0, n_held = 0;
     char send_as[sizeof(c->send_as)]; /* of a send that connected, and so flushes first */
     char **held = NULL;
+    /* handles refused in this flush are not looked up again for its later entries */
+    struct client_refusals refused = {0};
     msv_err err = msv_client_db_outbox(c->db, &o, &n);
 
     memcpy(send_as, c->send_as, sizeof(send_as));
@@ -886,13 +1142,16 @@ msv_err client_flush_outbox(struct msv_client *c)
         else if (!p->has_group && client_blocked_among(c, (const char *const *)p->participants,
                                                        p->participant_count))
             err = MSV_OK; /* queued before the block: it waits until the unblock */
-        else if ((err = outbox_send(c, &o[i], p)) == MSV_OK)
-            err = outbox_settle(c, o[i].message_id, "sent");
+        else if ((err = outbox_send(c, &o[i], p, &refused)) == MSV_OK)
+            err = outbox_sent(c, &o[i], p, &refused);
         else if (err == MSV_ERR_AUTH && c->why.code == MSV_REFUSAL_KEY_CHANGE)
             err = MSV_OK; /* waits until the user accepts the contact's new devices */
         else if (err == MSV_ERR_IO && c->why.message[0] == '\0' && c->why.code == 0)
             ; /* no answer: the server is out of reach, the flush ends */
-        else if (try_later(c, err) || err == MSV_ERR_NOMEM || err == MSV_ERR_AGAIN) {
+        else if (o[i].owed && outbox_refused(c, &o[i], p, &refused, err))
+            err = MSV_OK; /* still refused: owed on, as its notice said */
+        else if (try_later(c, err) || err == MSV_ERR_NOMEM || err == MSV_ERR_AGAIN ||
+                 outbox_refused(c, &o[i], p, &refused, err)) {
             err = outbox_held(c, o[i].message_id, err);
             held[n_held++] = conversation;
             conversation = NULL;
@@ -905,6 +1164,7 @@ msv_err client_flush_outbox(struct msv_client *c)
     for (size_t i = 0; i < n_held; i++)
         free(held[i]);
     free(held);
+    client_refusals_clear(&refused);
     memset(&c->why, 0, sizeof(c->why)); /* said through on_outbox_held: not the caller's */
     memcpy(c->send_as, send_as, sizeof(send_as));
     msv_outbox_free(o, n);
@@ -1005,6 +1265,7 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
     struct msv_attachment_ref refs[MSV_ATTACHMENTS_MAX];
     char uris[MSV_ATTACHMENTS_MAX][80], preview[LONG_TEXT_PREVIEW + 4], profile_uri[81];
     struct msv_message_rec rec = {.outgoing = 1, .status = "queued"};
+    struct client_refusals refused = {0};
     uint8_t *pt = NULL;
     size_t pt_len = 0, t = 0, blocked = 0;
     char *recipients = NULL, *stored = NULL;
@@ -1124,10 +1385,14 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
         err = msv_client_db_recipients_put(c->db, p->message_id, targets, t);
     if (err == MSV_OK)
         err = deliver_payload(c, p->message_id, targets, t, pt, pt_len,
-                              goes_on_mls(c, p, targets_in, n_in) ? p->group_id : NULL);
-    if (err == MSV_OK)
+                              goes_on_mls(c, p, targets_in, n_in) ? p->group_id : NULL, &refused);
+    /* the others have it; those refused are owed it, and told of */
+    if (err == MSV_OK && refused_among(&refused, targets, t))
+        err = owe_to_refused(c, p->message_id, conversation, "sent", 1, &refused, targets, t);
+    else if (err == MSV_OK)
         err = msv_client_db_outbox_settle(c->db, p->message_id, "sent");
 out:
+    client_refusals_clear(&refused);
     if (shown != NULL && p->participants == (char **)shown) {
         p->participants = NULL;
         p->participant_count = 0;

@@ -2,6 +2,7 @@
  * Checking directory answers against the transparency log (transparency.h).
  */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -245,6 +246,22 @@ static msv_err handle_pin(struct msv_client_db *db, const uint8_t *handle, size_
     return err;
 }
 
+msv_err msv_kt_lookup_make_due(struct msv_client_db *db, const char *handle)
+{
+    char key[300];
+    uint8_t v[PIN_LEN];
+    uint64_t index = 0;
+    int64_t when = 0;
+    msv_err err = handle_pin(db, (const uint8_t *)handle, strlen(handle), &index, &when);
+
+    if (err != MSV_OK)
+        return err == MSV_ERR_NOT_FOUND ? MSV_OK : err; /* none: looked up anyway */
+    handle_pin_key(key, (const uint8_t *)handle, strlen(handle));
+    msv_put_u64be(v, index);
+    msv_put_u64be(v + 8, 0);
+    return msv_client_db_set(db, key, v, sizeof(v));
+}
+
 int msv_kt_lookup_is_due(struct msv_client_db *db, const char *handle, int64_t now_ms)
 {
     uint64_t index = 0;
@@ -260,8 +277,8 @@ int msv_kt_lookup_is_due(struct msv_client_db *db, const char *handle, int64_t n
  * before): a device id has one key forever, whichever handles of its account list it.
  */
 static msv_err check_device_owner(struct msv_client_db *db, const Msv__Wire__LookupResponse *r,
-                                  size_t at, const Msv__Wire__DeviceInfo *dev, char *why,
-                                  size_t len)
+                                  size_t at, const Msv__Wire__DeviceInfo *dev, size_t *bad,
+                                  char *why, size_t len)
 {
     const ProtobufCBinaryData *handle = &r->results[at]->handle;
     int handle_len = handle->len < 256 ? (int)handle->len : 256;
@@ -286,11 +303,13 @@ static msv_err check_device_owner(struct msv_client_db *db, const Msv__Wire__Loo
     }
     err = msv_kt_device_key_differs(db, dev->device_id, dev->identity.data, dev->identity.len,
                                     &differs);
-    if (err == MSV_OK && differs)
+    if (err == MSV_OK && differs) {
+        *bad = at;
         err = refuse(why, len,
                      "the directory lists device %llu under %.*s with another key than its log "
                      "gave that device before: a device keeps its key, so this answer is forged",
                      id, handle_len, (const char *)handle->data);
+    }
     return err;
 }
 
@@ -618,8 +637,42 @@ static msv_err accept_answer(struct msv_client_db *db, const struct log_answer *
     return err;
 }
 
+/* A failure of one result's own checks, not of the answer or the store. */
+static int is_result_failure(msv_err err)
+{
+    return err == MSV_ERR_AUTH || err == MSV_ERR_PARSE || err == MSV_ERR_UNSUPPORTED;
+}
+
+/* The checks of result i of r alone (but the device keys compared with the results before it). */
+static msv_err check_one(struct msv_client_db *db, const Msv__Wire__LookupResponse *r, size_t i,
+                         const struct msv_kt_head *head, size_t *bad, char *why, size_t why_len)
+{
+    const Msv__Wire__HandleDevices *hd = r->results[i];
+    msv_err err = check_result(hd, head, &r->vrf_key, why, why_len);
+
+    if (err == MSV_OK)
+        err = check_tombstone(hd, head, &r->vrf_key, why, why_len);
+    if (err == MSV_OK)
+        err = check_newest(db, hd, why, why_len);
+    if (err == MSV_OK)
+        err = check_deletion(db, hd, why, why_len);
+    if (is_result_failure(err))
+        *bad = i;
+    for (size_t d = 0; err == MSV_OK && d < hd->n_devices; d++)
+        err = check_device_owner(db, r, i, hd->devices[d], bad, why, why_len);
+    return err;
+}
+
 msv_err msv_kt_check_lookup(struct msv_client_db *db, const Msv__Wire__LookupResponse *r, char *why,
                             size_t why_len)
+{
+    size_t bad = SIZE_MAX;
+
+    return msv_kt_check_lookup_at(db, r, &bad, why, why_len);
+}
+
+msv_err msv_kt_check_lookup_at(struct msv_client_db *db, const Msv__Wire__LookupResponse *r,
+                               size_t *bad, char *why, size_t why_len)
 {
     const struct log_answer a = {r->head,          r->log_key,   r->consistency,
                                  r->n_consistency, r->rotations, r->n_rotations};
@@ -627,25 +680,16 @@ msv_err msv_kt_check_lookup(struct msv_client_db *db, const Msv__Wire__LookupRes
     int pin = 0, pin_vrf = 0, keydir = 0;
     msv_err err = check_answer(db, &a, &head, &pin, why, why_len);
 
+    *bad = SIZE_MAX;
     /* the VRF key first: the leaves are opened with it */
     if (err == MSV_OK)
         err = msv_kt_check_epoch(db, r, &head, &pin_vrf, &keydir, why, why_len);
-    for (size_t i = 0; err == MSV_OK && i < r->n_results; i++) {
-        const Msv__Wire__HandleDevices *hd = r->results[i];
-
-        err = check_result(hd, &head, &r->vrf_key, why, why_len);
-        if (err == MSV_OK)
-            err = check_tombstone(hd, &head, &r->vrf_key, why, why_len);
-        if (err == MSV_OK)
-            err = check_newest(db, hd, why, why_len);
-        if (err == MSV_OK)
-            err = check_deletion(db, hd, why, why_len);
-        for (size_t d = 0; err == MSV_OK && d < hd->n_devices; d++)
-            err = check_device_owner(db, r, i, hd->devices[d], why, why_len);
-    }
+    for (size_t i = 0; err == MSV_OK && i < r->n_results; i++)
+        err = check_one(db, r, i, &head, bad, why, why_len);
     /* the key directory proves each leaf the handle's newest (docs/transparency.md) */
-    if (err == MSV_OK && keydir)
-        err = msv_kt_check_versions(r, why, why_len);
+    if (err == MSV_OK && keydir &&
+        (err = msv_kt_check_versions_at(r, bad, why, why_len)) != MSV_OK && !is_result_failure(err))
+        *bad = SIZE_MAX;
     if (err == MSV_OK)
         err = accept_answer(db, &a, &head, pin);
     if (err == MSV_OK && pin_vrf)

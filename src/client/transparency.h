@@ -68,6 +68,17 @@ ProtobufCBinaryData msv_kt_proof_entry(const Msv__Wire__LogProof *p);
 MSV_MUST_CHECK msv_err msv_kt_check_lookup(struct msv_client_db *db,
                                            const Msv__Wire__LookupResponse *r, char *why,
                                            size_t why_len);
+/*
+ * msv_kt_check_lookup, and when a check of one result alone fails (its proofs, its entry older
+ * than the one accepted, a device's key other than the log gave it), *bad its index; SIZE_MAX
+ * when the answer as a whole fails (its head, its key directory's root, a device shown with two
+ * keys in it) or for another error. Nothing is remembered unless every result holds.
+ */
+MSV_MUST_CHECK msv_err msv_kt_check_lookup_at(struct msv_client_db *db,
+                                              const Msv__Wire__LookupResponse *r, size_t *bad,
+                                              char *why, size_t why_len);
+/* The next send to handle looks it up again (its pin's time set back); the pin is kept. */
+MSV_MUST_CHECK msv_err msv_kt_lookup_make_due(struct msv_client_db *db, const char *handle);
 
 /*
  * *differs 1 if this device pinned another key for device_id than identity (kt_device_key:ID,
@@ -104,6 +115,9 @@ MSV_MUST_CHECK msv_err msv_kt_check_epoch(struct msv_client_db *db,
  */
 MSV_MUST_CHECK msv_err msv_kt_check_versions(const Msv__Wire__LookupResponse *r, char *why,
                                              size_t why_len);
+/* msv_kt_check_versions, and *bad the index of the result whose proof does not hold. */
+MSV_MUST_CHECK msv_err msv_kt_check_versions_at(const Msv__Wire__LookupResponse *r, size_t *bad,
+                                                char *why, size_t why_len);
 MSV_MUST_CHECK msv_err msv_kt_pin_vrf_key(struct msv_client_db *db,
                                           const Msv__Wire__LookupResponse *r);
 

@@ -133,6 +133,7 @@ static const struct option_def options[] = {
     {"testing", "log_cutover_fault", OPT_BOOL, F(log_cutover_fault), 0, 1},
     {"testing", "log_read_epoch_fault", OPT_BOOL, F(log_read_epoch_fault), 0, 1},
     {"testing", "log_read_gate", OPT_STR, F(log_read_gate), 0, 0},
+    {"testing", "lookup_gate", OPT_STR, F(lookup_gate), 0, 0},
     {"testing", "keydir_v4_mismatch", OPT_U64, F(keydir_v4_mismatch), 0, 1e15},
 };
 

@@ -102,6 +102,7 @@ struct msv_config {
     int log_cutover_fault;          /* tests only: LogRead names another entry its cut-over */
     int log_read_epoch_fault;       /* tests only: LogRead's head with entries has no epoch root */
     char log_read_gate[300];        /* tests only: see msv_kt_log.read_gate */
+    char lookup_gate[300];          /* tests only: see msv_kt_log.lookup_gate */
     uint64_t keydir_v4_mismatch;    /* tests only: log entry N's tree entry is not its leaf's (N
                                        appended while missived runs) */
     uint32_t mls_commit_pause_ms;   /* tests only: a pause between an MLS commit's read and write */

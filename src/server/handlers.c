@@ -2041,31 +2041,66 @@ static int read_handles(struct msv_conn_state *c, uint64_t request_id,
  * to 47 markers absent, or 48 at version 0) */
 #define HISTORY_COST MSV_PT_ABSENT_MAX
 
+/* lookups started over because the asker's own handles changed while they were read */
+#define LOOKUP_TRIES 3
+
 /*
- * Which of the n handles looked up are the asking account's own (*own, 1 each): those alone get
- * their history proof, whose marker versions' VRF outputs would let anyone else link the
- * handle's later versions (docs/transparency.md, "The owner's history proof"), and their
- * versions. -1 (and an answer sent) if that fails.
+ * Which of the n handles looked up are still the asking account's own: own[i] cleared for one
+ * no longer listed as the account's, and tomb[i] set to each own handle's newest tombstone
+ * (msv_kt_owned_from). MSV_ERR_AGAIN when either changed: a handle removed since the last
+ * reading, perhaps registered by another account whose versions the lookup holds, or taken away
+ * and given back. The handles are read before the tombstones, so a handle taken away between
+ * the two shows the tombstone of its taking away.
  */
-static int own_of(struct msv_conn_state *c, uint64_t request_id, const char *const *names, size_t n,
-                  uint8_t **own)
+static msv_err owned_now(struct msv_server *s, uint64_t account, const char *const *names, size_t n,
+                         uint8_t *own, uint64_t *tomb)
 {
     char **handles = NULL;
     size_t n_own = 0;
+    msv_err err = STORE(s)->handles_of_account(IMPL(s), account, &handles, &n_own);
+    msv_err changed = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        uint64_t from = 0;
+
+        if (!own[i])
+            continue;
+        if (!handle_listed(handles, n_own, names[i])) {
+            own[i] = 0;
+            changed = MSV_ERR_AGAIN;
+        } else if ((err = msv_kt_owned_from(s->store, names[i], &from)) == MSV_OK &&
+                   from != tomb[i]) {
+            tomb[i] = from;
+            changed = MSV_ERR_AGAIN;
+        }
+    }
+    free_handles(handles, n_own);
+    return err != MSV_OK ? err : changed;
+}
+
+/*
+ * Which of the n handles looked up are the asking account's own (*own, 1 each), with each one's
+ * newest tombstone (*tomb): those alone get their history proof, whose marker versions' VRF
+ * outputs would let anyone else link the handle's later versions (docs/transparency.md, "The
+ * owner's history proof"), and their versions. -1 (and an answer sent) if that fails.
+ */
+static int own_of(struct msv_conn_state *c, uint64_t request_id, const char *const *names, size_t n,
+                  uint8_t **own, uint64_t **tomb)
+{
+    msv_err err;
 
     if (c->account_id == 0)
         return 0; /* nobody's own */
-    if (STORE(c->w->srv)->handles_of_account(IMPL(c->w->srv), c->account_id, &handles, &n_own) !=
-        MSV_OK) {
-        send_unavailable(c, request_id);
+    *own = malloc(n);
+    *tomb = calloc(n, sizeof(**tomb));
+    if (*own == NULL || *tomb == NULL) {
+        msv_conn_send_error(c, request_id, E_IO, "out of memory");
         return -1;
     }
-    *own = calloc(n, 1);
-    for (size_t i = 0; *own != NULL && i < n; i++)
-        (*own)[i] = (uint8_t)handle_listed(handles, n_own, names[i]);
-    free_handles(handles, n_own);
-    if (*own == NULL) {
-        msv_conn_send_error(c, request_id, E_IO, "out of memory");
+    memset(*own, 1, n);
+    err = owned_now(c->w->srv, c->account_id, names, n, *own, *tomb);
+    if (err != MSV_OK && err != MSV_ERR_AGAIN) {
+        send_unavailable(c, request_id);
         return -1;
     }
     return 0;
@@ -2155,6 +2190,39 @@ static int unknown_usernames_ok(struct msv_conn_state *c, uint64_t request_id,
     return -1;
 }
 
+/*
+ * The lookup itself (kt_log.h), for an asker whose own handles (own, NULL: none) get their
+ * history proofs or versions: their ownership is read again once the answer is made, and the
+ * lookup starts over without the handles no longer the account's (at most LOOKUP_TRIES times,
+ * then MSV_ERR_AGAIN), so that an account never gets another's versions or history proof of a
+ * handle taken from it meanwhile (docs/transparency.md, "The owner's versions").
+ */
+static msv_err lookup_owned(struct msv_conn_state *c, const Msv__Wire__LookupRequest *q,
+                            const char *const *names, uint8_t *own, uint64_t *tomb, uint64_t *from,
+                            struct msv_kt_owner_ask *ask, Msv__Wire__LookupResponse *resp,
+                            struct msv_kt_answer **answer)
+{
+    struct msv_server *s = c->w->srv;
+    size_t n = q->n_handles;
+    msv_err err = MSV_ERR_AGAIN;
+
+    for (int tries = 0; err == MSV_ERR_AGAIN && tries < LOOKUP_TRIES; tries++) {
+        if (tries > 0)
+            atomic_fetch_add(&s->m.lookups_again, 1);
+        msv_kt_answer_free(*answer);
+        *answer = NULL;
+        *resp = (Msv__Wire__LookupResponse)MSV__WIRE__LOOKUP_RESPONSE__INIT;
+        ask->versions_given = 0;
+        for (size_t i = 0; from != NULL && i < n; i++)
+            from[i] = own != NULL && own[i] ? q->versions_from[i] : 0;
+        err = msv_kt_lookup(&s->kt, s->store, msv_server_now_ms(s), names, n, ask, q->known_size,
+                            resp, answer);
+        if (err == MSV_OK && own != NULL)
+            err = owned_now(s, c->account_id, names, n, own, tomb);
+    }
+    return err;
+}
+
 /* Lookups are answered from the transparency log, with proofs (kt_log.h). */
 static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
 {
@@ -2168,8 +2236,9 @@ static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
     struct msv_kt_owner_ask ask = {0};
     const char **names = NULL;
     uint8_t *own = NULL;
-    uint64_t *from = NULL;
+    uint64_t *from = NULL, *tomb = NULL;
     size_t n = q->n_handles;
+    msv_err err;
 
     if (n == 0 || n > LOOKUP_MAX) {
         msv_conn_send_error(c, f->request_id, n ? E_TOO_BIG : E_INVALID,
@@ -2192,7 +2261,8 @@ static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
     }
     for (size_t i = 0; i < n; i++)
         names[i] = r[i].handle;
-    if ((q->history || q->n_versions_from > 0) && own_of(c, f->request_id, names, n, &own) != 0)
+    if ((q->history || q->n_versions_from > 0) &&
+        own_of(c, f->request_id, names, n, &own, &tomb) != 0)
         goto out;
     if (q->history) {
         if (history_paid(c, f->request_id, own, n) != 0)
@@ -2206,9 +2276,12 @@ static void handle_lookup(struct msv_conn_state *c, const msv_frame *f)
             msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
         goto out;
     }
-    if (msv_kt_lookup(&s->kt, s->store, msv_server_now_ms(s), names, n, &ask, q->known_size, &resp,
-                      &answer) != MSV_OK) {
-        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+    err = lookup_owned(c, q, names, own, tomb, from, &ask, &resp, &answer);
+    if (err != MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_IO,
+                            err == MSV_ERR_AGAIN ? "this account's handles kept changing while "
+                                                   "they were looked up; try again"
+                                                 : "storage failed");
         goto out;
     }
     atomic_fetch_add(&s->m.lookups, n);
@@ -2230,6 +2303,7 @@ out:
     msv_kt_answer_free(answer);
     free(names);
     free(own);
+    free(tomb);
     free(from);
     free_results(r, n);
     free(ptrs);

@@ -270,6 +270,10 @@ static const struct {
     M(log_reads_again, "log_reads_again_total", "counter",
       "An account's LogRead read again because its handles or their tombstones changed while "
       "the entries were read (after three reads it is refused: 'try again')."),
+    M(lookups_again, "lookups_again_total", "counter",
+      "A Lookup asking for the account's history proofs or versions read again because the "
+      "account's handles or their tombstones changed meanwhile (after three reads it is "
+      "refused: 'try again')."),
     M(queue_fetch_failures, "queue_fetch_failures_total", "counter",
       "Queue reads that failed (each worker reads every queue again a second later)."),
     M(db_faults[MSV_STORE_FAULT_BUSY], "database_faults_busy_total", "counter",

@@ -867,6 +867,11 @@ static msv_err versions_start(struct msv_store *store, const char *handle, uint6
     return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
 }
 
+msv_err msv_kt_owned_from(struct msv_store *store, const char *handle, uint64_t *index)
+{
+    return versions_start(store, handle, 0, index);
+}
+
 /* The versions of one handle an answer holds, at most. */
 static size_t handle_max(const struct msv_kt_owner_ask *ask)
 {
@@ -1072,6 +1077,24 @@ static msv_err all_owner_versions(struct msv_kt_log *log, struct msv_store *stor
     return err;
 }
 
+/* Tests only ([testing] log_read_gate, lookup_gate): holds a read while the gate file exists (10 s
+ * at most), so that a test can change the store's log meanwhile, as another node would. */
+static void gate_wait(struct msv_kt_log *log, const char *gate)
+{
+    char reached[340];
+    int fd;
+
+    if (gate == NULL || gate[0] == '\0' || access(gate, F_OK) != 0)
+        return;
+    snprintf(reached, sizeof(reached), "%s.reached", gate);
+    fd = open(reached, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd);
+    for (int i = 0; i < 1000 && access(gate, F_OK) == 0; i++)
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    msv_kt_log_grown(log); /* what the test appended is read with the head */
+}
+
 msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
                       const char *const *handles, size_t n, struct msv_kt_owner_ask *ask,
                       uint64_t known_size, Msv__Wire__LookupResponse *resp,
@@ -1092,6 +1115,8 @@ msv_err msv_kt_lookup(struct msv_kt_log *log, struct msv_store *store, int64_t n
     ptrs = keep(a, n * sizeof(*ptrs));
     if (hds == NULL || ptrs == NULL)
         return MSV_ERR_NOMEM;
+    if (ask != NULL && ask->account_id != 0 && (history != NULL || ask->versions_from != NULL))
+        gate_wait(log, log->lookup_gate);
     /* the leaves first: the head made after them includes them */
     err = latest_leaves(store, a, handles, n, &recs);
     if (err == MSV_OK)
@@ -1210,24 +1235,6 @@ static msv_err own_handles_same(struct msv_store *store, uint64_t account_id, ch
     return err;
 }
 
-/* Tests only ([testing] log_read_gate): holds a read while the gate file exists (10 s at most),
- * so that a test can change the store's log meanwhile, as another node would. */
-static void read_gate_wait(struct msv_kt_log *log)
-{
-    char reached[340];
-    int fd;
-
-    if (log->read_gate == NULL || log->read_gate[0] == '\0' || access(log->read_gate, F_OK) != 0)
-        return;
-    snprintf(reached, sizeof(reached), "%s.reached", log->read_gate);
-    fd = open(reached, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-    if (fd >= 0)
-        close(fd);
-    for (int i = 0; i < 1000 && access(log->read_gate, F_OK) == 0; i++)
-        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
-    msv_kt_log_grown(log); /* what the test appended is read with the head */
-}
-
 msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now_ms,
                     const Msv__Wire__LogRead *q, enum msv_kt_hide hide, uint64_t account_id,
                     size_t max_bytes, Msv__Wire__LogEntries *resp, struct msv_kt_answer **owner,
@@ -1249,7 +1256,7 @@ msv_err msv_kt_read(struct msv_kt_log *log, struct msv_store *store, int64_t now
     if (hide == MSV_KT_HIDE_OTHERS &&
         (err = own_handles(store, a, account_id, &own, &own_from, &n_own)) != MSV_OK)
         return err;
-    read_gate_wait(log);
+    gate_wait(log, log->read_gate);
     pthread_mutex_lock(&log->lock);
     err = head_locked(log, store, now_ms);
     if (err == MSV_OK && q->start < log->head.size) {

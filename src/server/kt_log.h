@@ -52,6 +52,9 @@ struct msv_kt_log {
     /* tests only: while this file exists, an account's LogRead waits (10 s at most) once it has
      * read its handles, having made PATH.reached; then it reads the store's log again */
     const char *read_gate;
+    /* tests only: the same for a lookup that asks for the asking account's history proofs or
+     * versions, once the server has read which of its handles are the account's */
+    const char *lookup_gate;
 };
 
 /* The store's log grew (a device change committed): the next head reads the new leaves. */
@@ -112,6 +115,14 @@ struct msv_kt_owner_ask {
      * before it (0: nobody's) */
     uint64_t account_id;
 };
+
+/*
+ * Where the entries of handle are its present account's: the log index of its newest tombstone
+ * (*index; 0 when it has none), what came before being a previous account's or the account's own
+ * before it removed the handle. A handle taken from an account and given back moves it.
+ */
+MSV_MUST_CHECK msv_err msv_kt_owned_from(struct msv_store *store, const char *handle,
+                                         uint64_t *index);
 
 /*
  * Answers a lookup of n normalised handles from the log: each result lists

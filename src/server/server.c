@@ -2210,6 +2210,7 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     s->kt.v4_leaf_fault = cfg->kt_v4_leaf_fault;
     s->kt.cutover_fault = cfg->log_cutover_fault;
     s->kt.read_gate = cfg->log_read_gate;
+    s->kt.lookup_gate = cfg->lookup_gate;
     s->kt.keydir.v4_mismatch = cfg->keydir_v4_mismatch;
     if (cfg->leaf_version == 4 &&
         (e = msv_kt_log_cut_over(&s->kt, s->store, msv_server_now_ms(s), err, err_len)) != MSV_OK)

@@ -178,6 +178,7 @@ struct msv_metrics {
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects, cluster_timeouts;
     _Atomic uint64_t store_unavailable, queue_fetch_failures, sends_device_gone;
     _Atomic uint64_t log_reads_again; /* an account's LogRead read again: its handles changed */
+    _Atomic uint64_t lookups_again;   /* an owner's Lookup read again: its handles changed */
     _Atomic uint64_t db_faults[MSV_STORE_FAULT_KINDS]; /* by enum msv_store_fault */
     _Atomic uint64_t http_refused, http_timeouts;
     _Atomic uint64_t reports, reports_refused;

@@ -128,6 +128,8 @@ static const char *const migrations[] = {
     "ALTER TABLE messages ADD COLUMN timer_s INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE messages ADD COLUMN expires_at_ms BIGINT;"
     "CREATE INDEX messages_expiring ON messages(expires_at_ms) WHERE expires_at_ms IS NOT NULL;",
+    /* an outbox entry that the others have, owed to its recipients only (msv_outbox_rec) */
+    "ALTER TABLE outbox ADD COLUMN owed INTEGER NOT NULL DEFAULT 0;",
 };
 
 /*
@@ -1488,6 +1490,29 @@ msv_err msv_client_db_outbox_settle(struct msv_client_db *db, const uint8_t mess
     return finish_transaction(db, err);
 }
 
+msv_err msv_client_db_outbox_owed(struct msv_client_db *db, const uint8_t message_id[16],
+                                  const char *recipients, const char *status)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
+
+    if (err != MSV_OK)
+        return err;
+    if (status != NULL)
+        err = msv_client_db_message_status(db, message_id, status);
+    if (err == MSV_ERR_NOT_FOUND)
+        err = MSV_OK; /* not in history (a control message) */
+    if (err == MSV_OK)
+        err = msv_sql_prepare(
+            db->db, "UPDATE outbox SET recipients = ?, owed = 1 WHERE message_id = ?;", &st);
+    if (err == MSV_OK) {
+        sqlite3_bind_text(st, 1, recipients, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_blob(st, 2, message_id, 16, SQLITE_TRANSIENT);
+        err = msv_sql_run(st);
+    }
+    return finish_transaction(db, err);
+}
+
 static msv_err read_outbox(sqlite3_stmt *st, void *item)
 {
     struct msv_outbox_rec *o = item;
@@ -1496,6 +1521,7 @@ static msv_err read_outbox(sqlite3_stmt *st, void *item)
         memcpy(o->message_id, sqlite3_column_blob(st, 0), 16);
     o->recipients = msv_sql_text(st, 1);
     o->payload = msv_sql_blob(st, 2, &o->payload_len);
+    o->owed = sqlite3_column_int(st, 3) != 0;
     return o->recipients && o->payload ? MSV_OK : MSV_ERR_NOMEM;
 }
 
@@ -1508,7 +1534,8 @@ msv_err msv_client_db_outbox(struct msv_client_db *db, struct msv_outbox_rec **o
 {
     sqlite3_stmt *st = NULL;
     msv_err err = msv_sql_prepare(db->db,
-                                  "SELECT message_id, recipients, payload FROM outbox ORDER BY "
+                                  "SELECT message_id, recipients, payload, owed FROM outbox "
+                                  "ORDER BY "
                                   "created_ms, rowid;",
                                   &st);
 

@@ -327,11 +327,20 @@ MSV_MUST_CHECK msv_err msv_client_db_outbox_put(struct msv_client_db *db,
 MSV_MUST_CHECK msv_err msv_client_db_outbox_settle(struct msv_client_db *db,
                                                    const uint8_t message_id[16],
                                                    const char *status);
+/*
+ * A message sent to all of its recipients but some (refused: their device lists did not check
+ * out) stays in the outbox owed to those alone: its recipients become them, and its history
+ * status status (NULL: unchanged), in one transaction.
+ */
+MSV_MUST_CHECK msv_err msv_client_db_outbox_owed(struct msv_client_db *db,
+                                                 const uint8_t message_id[16],
+                                                 const char *recipients, const char *status);
 struct msv_outbox_rec {
     uint8_t message_id[16];
     char *recipients; /* handles, one per line */
     uint8_t *payload;
     size_t payload_len;
+    int owed; /* the others have it: it goes to recipients alone (msv_client_db_outbox_owed) */
 };
 MSV_MUST_CHECK msv_err msv_client_db_outbox(struct msv_client_db *db, struct msv_outbox_rec **out,
                                             size_t *count);

@@ -859,6 +859,7 @@ rpc.on("keys_unpublished", (ev) => banner("alarm", "keys_unpublished", "\u26A0 "
 // A contact's device left out for want of a valid approval, or its device list re-rooted
 // (docs/transparency.md, "Signed device lists").
 rpc.on("devlist", (ev) => banner("alarm", "devlist-" + ev.handle + "-" + ev.device_id, "\u26A0 " + ev.warning));
+rpc.on("not_sent", (ev) => banner("warn", "notsent-" + ev.conversation + "-" + ev.handle, "\u26A0 " + ev.warning));
 
 // A queued message could not go when the outbox was sent: it stays queued, and the page says why.
 rpc.on("outbox_held", (ev) => banner("warn", "held-" + ev.message_id,
