@@ -1227,6 +1227,14 @@ msv_err client_mls_join_due(struct msv_client *c, uint64_t device_id)
     return err == MSV_OK ? msv_client_db_set(c->db, join_key(device_id, key), v, sizeof(v)) : err;
 }
 
+/* The group id a setting key prefix || hex names (0 if it names none). */
+static int gid_of_key(const char *key, const char *prefix, uint8_t gid[16])
+{
+    size_t got = 0;
+
+    return msv_hex_decode(key + strlen(prefix), gid, 16, &got) == MSV_OK && got == 16;
+}
+
 /* The Welcomes kept (welcome_flush) sent, each under the lock. */
 static void welcomes_flush(struct msv_client *c)
 {
@@ -1237,13 +1245,12 @@ static void welcomes_flush(struct msv_client *c)
         return;
     for (size_t i = 0; i < n; i++) {
         uint8_t gid[16], *roster = NULL;
-        size_t got = 0, roster_len = 0;
+        size_t roster_len = 0;
         struct msv_mls_member *m = NULL;
         int waiting = 0;
         msv_err err;
 
-        if (msv_hex_decode(s[i].key + strlen(WELCOME_KEPT), gid, sizeof(gid), &got) != MSV_OK ||
-            got != sizeof(gid) || mls_lock(c) != MSV_OK)
+        if (!gid_of_key(s[i].key, WELCOME_KEPT, gid) || mls_lock(c) != MSV_OK)
             continue;
         err = state_load(c, gid, &m, &roster, &roster_len);
         if (err == MSV_OK && welcome_flush(c, gid, m, &waiting) != MSV_OK)
@@ -1285,13 +1292,9 @@ static void follows_flush(struct msv_client *c)
         return;
     for (size_t i = 0; i < n; i++) {
         uint8_t gid[16];
-        size_t got = 0;
         msv_err err = MSV_OK;
 
-        if (msv_hex_decode(s[i].key + strlen(FOLLOW), gid, sizeof(gid), &got) != MSV_OK ||
-            got != sizeof(gid))
-            got = 0;
-        if (got == sizeof(gid) && self_is_admin(c, gid) && stale_now(c, gid))
+        if (gid_of_key(s[i].key, FOLLOW, gid) && self_is_admin(c, gid) && stale_now(c, gid))
             err = sync_with(c, gid, 0, 0, 0);
         if ((err == MSV_OK || (err != MSV_ERR_IO && err != MSV_ERR_REPLAY)) &&
             msv_client_db_unset(c->db, s[i].key) != MSV_OK)
