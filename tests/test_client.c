@@ -2598,32 +2598,45 @@ static void test_keys_unpublished_told(void **state)
 }
 
 /*
- * A server that says "slow down" to every publication of bob's keys ([testing]
- * limit_prekey_uploads) keeps them out as surely as one that fails: not told at first (a limit
- * passes in minutes), told once it has lasted over an hour, and forgotten once they are
- * published. Before, "slow down" was never told.
+ * A server that says "slow down" to every upload of bob's keys of one kind (option: its
+ * [testing] setting; key_packages: his MLS KeyPackages, his prekeys taken) keeps them out as
+ * surely as one that fails: not told at first (a limit passes in minutes), nor when the first
+ * "slow down" is dated ahead of the clock (counted from now), told once it has lasted over an
+ * hour, and forgotten once they are published.
  */
-static void test_keys_limited_told(void **state)
+static void keys_limited_told(const char *option, int key_packages)
 {
     struct test_server s;
     struct msv_client *alice, *bob, *dave;
     struct told told = {0};
     uint8_t *v = NULL, old[8];
     size_t len = 0;
+    char sql[120];
 
-    (void)state;
     three_pq(&s, &alice, &bob, &dave);
     test_server_stop(&s);
     bob->ctx = &told;
     bob->on_keys_unpublished = keys_unpublished_told;
-    set_prekey_setting(bob, "signed-prekey", prekey_setting(bob, "signed-prekey"), 0);
-    snprintf(s.extra, sizeof(s.extra), "limit_prekey_uploads = true");
+    if (key_packages) {
+        snprintf(sql, sizeof(sql), "DELETE FROM mls_key_packages WHERE device_id = %llu",
+                 (unsigned long long)bob->device_id);
+        server_sql(&s, sql);
+    } else {
+        set_prekey_setting(bob, "signed-prekey", prekey_setting(bob, "signed-prekey"), 0);
+    }
+    snprintf(s.extra, sizeof(s.extra), "%s = true", option);
     test_server_start(&s);
     drop_connection(bob);
     assert_int_equal(msv_client_connect(bob), MSV_OK);
     assert_int_equal(told.n, 0);
     assert_int_equal(msv_client_db_get(bob->db, "keys-limited-since", &v, &len), MSV_OK);
     free(v);
+    /* set before the clock went back: from now, not told */
+    msv_put_u64be(old, (uint64_t)(msv_wall_ms() + 30LL * 86400 * 1000));
+    assert_int_equal(msv_client_db_set(bob->db, "keys-limited-since", old, sizeof(old)), MSV_OK);
+    drop_connection(bob);
+    assert_int_equal(msv_client_connect(bob), MSV_OK);
+    assert_int_equal(told.n, 0);
     /* the first "slow down" was over an hour ago */
     msv_put_u64be(old, (uint64_t)(msv_wall_ms() - 2 * 3600 * 1000));
     assert_int_equal(msv_client_db_set(bob->db, "keys-limited-since", old, sizeof(old)), MSV_OK);
@@ -2645,6 +2658,20 @@ static void test_keys_limited_told(void **state)
     msv_client_close(bob);
     msv_client_close(dave);
     test_server_cleanup(&s);
+}
+
+/* Prekeys (K62; before, "slow down" was never told). */
+static void test_keys_limited_told(void **state)
+{
+    (void)state;
+    keys_limited_told("limit_prekey_uploads", 0);
+}
+
+/* KeyPackages (K63; before, their "slow down" was taken as a success and never told). */
+static void test_key_packages_limited_told(void **state)
+{
+    (void)state;
+    keys_limited_told("limit_key_package_uploads", 1);
 }
 
 /*
@@ -7422,6 +7449,7 @@ int main(void)
         cmocka_unit_test(test_rotation_answer_dropped),
         cmocka_unit_test(test_keys_unpublished_told),
         cmocka_unit_test(test_keys_limited_told),
+        cmocka_unit_test(test_key_packages_limited_told),
         cmocka_unit_test(test_old_last_resort_refused),
         cmocka_unit_test(test_gone_device_rechecked),
         cmocka_unit_test(test_sealed_to_key_let_go),

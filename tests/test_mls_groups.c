@@ -26,6 +26,7 @@
 #include "client/requests.h"
 #include "missive/util.h"
 #include "mls/member.h"
+#include "helpers.h"
 #include "server_harness.h"
 #include "store/client_db.h"
 #include "util/endian.h"
@@ -1188,11 +1189,28 @@ static void drop_mls_queue(struct club *k, struct msv_client *c)
     }
 }
 
+/* c's "mls-behind:" mark of the club moved days back, as if made then. */
+static void behind_marked_days_ago(struct club *k, struct msv_client *c, int days)
+{
+    char key[64], hex[33];
+    uint8_t *v = NULL;
+    size_t len = 0;
+
+    assert_int_equal(msv_hex_encode(k->gid, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(key, sizeof(key), "mls-behind:%s", hex);
+    assert_int_equal(msv_client_db_get(c->db, key, &v, &len), MSV_OK);
+    assert_int_equal(len, 20);
+    msv_put_u64be(v + 12, (uint64_t)(msv_wall_ms() - (int64_t)days * 86400 * 1000));
+    assert_int_equal(msv_client_db_set(c->db, key, v, len), MSV_OK);
+    free(v);
+}
+
 /*
  * A commit never reaches bob (no admin): his message is sent at an epoch the others are past,
- * so it is told, kept queued, and his next send goes nowhere until he catches up. The same
- * befalls alice, an admin: she founds the group again at once, and her message is read; bob
- * joins the new generation and writes again.
+ * so it is told, and it and his next ones go as per-device copies, which every member reads,
+ * sending nothing on MLS until he catches up; a day on, his next message tries MLS again. The
+ * same befalls alice, an admin: she founds the group again at once, and her message is read;
+ * bob joins the new generation and writes on MLS again.
  */
 static void test_behind_for_good(void **state)
 {
@@ -1206,20 +1224,31 @@ static void test_behind_for_good(void **state)
     assert_int_equal(msv_client_group_send(k.alice, "club", "a1", NULL, 0, NULL, id), MSV_OK);
     assert_int_equal(msv_client_group_send(k.alice, "club", "a2", NULL, 0, NULL, id), MSV_OK);
     drop_mls_queue(&k, k.bob);
-    assert_int_not_equal(msv_client_group_send(k.bob, "club", "bob behind", NULL, 0, NULL, id),
-                         MSV_OK);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "bob behind", NULL, 0, NULL, id), MSV_OK);
     assert_int_equal(history_count(k.bob, k.conversation, "behind its MLS group"), 1);
     before =
         queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL);
-    assert_int_not_equal(msv_client_group_send(k.bob, "club", "bob again", NULL, 0, NULL, id),
-                         MSV_OK);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "bob again", NULL, 0, NULL, id), MSV_OK);
     assert_int_equal(
         queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
         before);
 
-    /* one copy only, which the others record as unreadable */
+    /* the one MLS copy is recorded as unreadable; both messages read from their copies */
     receive_now(k.carol);
     assert_int_equal(history_count(k.carol, k.conversation, "could not be read"), 1);
+    assert_sent_by(k.carol, k.conversation, "bob behind", "bob@example.org", k.bob->device_id);
+    assert_sent_by(k.carol, k.conversation, "bob again", "bob@example.org", k.bob->device_id);
+
+    /* a day on, MLS is tried again: still behind, told again */
+    behind_marked_days_ago(&k, k.bob, 2);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "bob a day on", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(
+        queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
+        1);
+    assert_int_equal(history_count(k.bob, k.conversation, "behind its MLS group"), 2);
+    receive_now(k.carol);
+    assert_sent_by(k.carol, k.conversation, "bob a day on", "bob@example.org", k.bob->device_id);
 
     /* alice (her update not due) misses carol's */
     k.alice->mls_update_messages = 0;
@@ -1229,15 +1258,109 @@ static void test_behind_for_good(void **state)
     drop_mls_queue(&k, k.alice);
     assert_int_equal(msv_client_group_send(k.alice, "club", "alice founds", NULL, 0, NULL, id),
                      MSV_OK);
+    assert_int_equal(history_count(k.alice, k.conversation, "behind its MLS group"), 0);
     receive_now(k.carol);
     receive_now(k.bob);
     assert_sent_by(k.carol, k.conversation, "alice founds", "alice@example.org",
                    k.alice->device_id);
     assert_sent_by(k.bob, k.conversation, "alice founds", "alice@example.org", k.alice->device_id);
+    before =
+        queued_mls(&k.s, k.alice->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL);
     assert_int_equal(msv_client_group_send(k.bob, "club", "bob is back", NULL, 0, NULL, id),
                      MSV_OK);
+    assert_int_equal(
+        queued_mls(&k.s, k.alice->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
+        before + 1);
+    assert_int_equal(settings_count(k.bob, "mls-behind:"), 0);
     receive_now(k.alice);
     assert_sent_by(k.alice, k.conversation, "bob is back", "bob@example.org", k.bob->device_id);
+    club_free(&k);
+}
+
+/* c's next send founds the club's MLS group again (as after a member's commit it refused). */
+static void founding_again_due(struct club *k, struct msv_client *c)
+{
+    char key[64], hex[33];
+
+    assert_int_equal(msv_hex_encode(k->gid, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(key, sizeof(key), "mls-refound:%s", hex);
+    assert_int_equal(msv_client_db_set(c->db, key, (const uint8_t *)"", 0), MSV_OK);
+}
+
+/*
+ * bob (no admin) sends while alice, having committed twice, founds the group again: the
+ * delivery service answers his message with the old generation's epoch, past his; reading the
+ * queue brings him into the new generation, where his message goes again and is read (he is
+ * not marked behind in a generation he is not behind in).
+ */
+static void test_send_crossing_a_founding_again(void **state)
+{
+    struct club k;
+    uint8_t id[16];
+
+    (void)state;
+    club_on_mls(&k);
+    k.alice->mls_update_messages = 1;
+    assert_int_equal(msv_client_group_send(k.alice, "club", "a1", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "a2", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "a3", NULL, 0, NULL, id), MSV_OK);
+    founding_again_due(&k, k.alice);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "founded", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "crossing", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(settings_count(k.bob, "mls-behind:"), 0);
+    assert_int_equal(history_count(k.bob, k.conversation, "behind its MLS group"), 0);
+    assert_sent_by(k.bob, k.conversation, "founded", "alice@example.org", k.alice->device_id);
+    receive_now(k.alice);
+    assert_sent_by(k.alice, k.conversation, "crossing", "bob@example.org", k.bob->device_id);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "and on", NULL, 0, NULL, id), MSV_OK);
+    receive_now(k.alice);
+    assert_sent_by(k.alice, k.conversation, "and on", "bob@example.org", k.bob->device_id);
+    club_free(&k);
+}
+
+/* The delivery service's every MLS group moved on by five epochs no member was sent. */
+static void epochs_moved_on(struct club *k)
+{
+    msv_conn_close(k->alice->conn);
+    k->alice->conn = NULL;
+    test_server_stop(&k->s);
+    server_sql(&k->s, "UPDATE mls_groups SET epoch = epoch + 5");
+    test_server_start(&k->s);
+    for (struct msv_client **o = (struct msv_client *[]){k->bob, k->carol, NULL}; *o; o++) {
+        msv_conn_close((*o)->conn);
+        (*o)->conn = NULL;
+    }
+}
+
+/*
+ * A delivery service that says the group moved on (its commits withheld, or a lie) makes
+ * alice, an admin, found the group again once; said again within the hour, her message goes as
+ * per-device copies, told, and nothing is founded again (a server or a member cannot make her
+ * device found the group at every message).
+ */
+static void test_founding_again_at_most_hourly(void **state)
+{
+    struct club k;
+    uint8_t id[16];
+
+    (void)state;
+    club_on_mls(&k);
+    epochs_moved_on(&k);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "first", NULL, 0, NULL, id), MSV_OK);
+    receive_now(k.bob);
+    assert_sent_by(k.bob, k.conversation, "first", "alice@example.org", k.alice->device_id);
+    receive_now(k.carol);
+    epochs_moved_on(&k);
+    /* the next ones go the same way, told once */
+    for (const char **text = (const char *[]){"second", "third", NULL}; *text; text++) {
+        assert_int_equal(msv_client_group_send(k.alice, "club", *text, NULL, 0, NULL, id), MSV_OK);
+        assert_int_equal(
+            queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL),
+            0);
+        assert_int_equal(history_count(k.alice, k.conversation, "at most hourly"), 1);
+        receive_now(k.bob);
+        assert_sent_by(k.bob, k.conversation, *text, "alice@example.org", k.alice->device_id);
+    }
     club_free(&k);
 }
 
@@ -1271,9 +1394,43 @@ static void test_leave_followed_by_admin(void **state)
     club_free(&k);
 }
 
+/*
+ * alice's device cannot commit carol's leaving (the delivery service says the group moved on):
+ * it tries again later, not at every receive (the record says when), and gives up after a
+ * week, told in the group.
+ */
+static void test_follow_backs_off(void **state)
+{
+    struct club k;
+    struct msv_setting *st = NULL;
+    size_t n = 0;
+    uint8_t v[16];
+    int64_t now;
+
+    (void)state;
+    club_on_mls(&k);
+    assert_int_equal(msv_client_group_leave(k.carol, k.conversation), MSV_OK);
+    epochs_moved_on(&k);
+    now = msv_wall_ms();
+    receive_now(k.alice);
+    assert_int_equal(msv_client_db_settings(k.alice->db, "mls-follow:", SIZE_MAX, &st, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(st[0].len, 16);
+    assert_true((int64_t)msv_get_u64be(st[0].value + 8) >= now + 60 * 1000);
+    /* a week on, given up and told */
+    msv_put_u64be(v, (uint64_t)(now - 8LL * 86400 * 1000));
+    msv_put_u64be(v + 8, 0);
+    assert_int_equal(msv_client_db_set(k.alice->db, st[0].key, v, sizeof(v)), MSV_OK);
+    msv_settings_free(st, n);
+    receive_now(k.alice);
+    assert_int_equal(settings_count(k.alice, "mls-follow:"), 0);
+    assert_int_equal(history_count(k.alice, k.conversation, "could not commit the removal"), 1);
+    club_free(&k);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
+    struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_join_and_talk),
         cmocka_unit_test(test_no_key_package_told),
         cmocka_unit_test(test_removed_cannot_read),
@@ -1292,9 +1449,12 @@ int main(void)
         cmocka_unit_test(test_large_by_reference),
         cmocka_unit_test(test_welcome_kept_until_sent),
         cmocka_unit_test(test_behind_for_good),
+        cmocka_unit_test(test_send_crossing_a_founding_again),
+        cmocka_unit_test(test_founding_again_at_most_hourly),
         cmocka_unit_test(test_leave_followed_by_admin),
+        cmocka_unit_test(test_follow_backs_off),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */
-    return cmocka_run_group_tests_name("mls_groups", tests, NULL, NULL);
+    return test_run_group("mls_groups", tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -55,6 +55,10 @@
 #define LOOKUP_BATCH 256
 #define MLS_ID_LEN 20 /* the group's id || u32be generation */
 #define REFOUND "mls-refound:"
+/* "mls-founded:<hex of the group id>" = u64be wall ms this device last founded the group again;
+ * what a send or a receive brings about (not a change of the user's) does so at most hourly */
+#define FOUNDED "mls-founded:"
+#define REFOUND_MIN_MS (3600LL * 1000)
 
 /* The MLS group id (and the delivery service's) of generation gen of group gid. */
 static void mls_id(const uint8_t gid[16], uint32_t gen, uint8_t out[MLS_ID_LEN])
@@ -835,6 +839,34 @@ static msv_err resolve(struct msv_client *c, const uint8_t *msg, size_t len, uin
 static int self_is_admin(struct msv_client *c, const uint8_t gid[16]);
 static int join_waiting(struct msv_client *c, uint64_t device);
 
+static msv_err founded_now(struct msv_client *c, const uint8_t gid[16])
+{
+    char key[KEY_MAX];
+    uint8_t now[8];
+
+    msv_put_u64be(now, (uint64_t)msv_wall_ms());
+    return msv_client_db_set(c->db, group_key(FOUNDED, gid, key), now, sizeof(now));
+}
+
+/* The minutes since this device last founded the group again, if that is under
+ * REFOUND_MIN_MS (a time ahead of the clock counts as now); -1 otherwise. */
+static int64_t founded_lately(struct msv_client *c, const uint8_t gid[16])
+{
+    char key[KEY_MAX];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int64_t now = msv_wall_ms(), at = -1;
+
+    if (msv_client_db_get(c->db, group_key(FOUNDED, gid, key), &v, &len) == MSV_OK && len == 8)
+        at = (int64_t)msv_get_u64be(v);
+    free(v);
+    if (at < 0)
+        return -1;
+    if (at > now)
+        at = now;
+    return now - at < REFOUND_MIN_MS ? (now - at) / 60000 : -1;
+}
+
 static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start, int refound,
                          int update, int quiet, int *changed, int *more)
 {
@@ -998,6 +1030,8 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
                               kept_len);
     if (err == MSV_OK && refound)
         err = msv_client_db_unset(c->db, flag_key(gid, text));
+    if (err == MSV_OK && refound)
+        err = founded_now(c, gid);
     if (err == MSV_OK) /* every commit of ours updates our leaf (its UpdatePath) */
         err = updated_now(c, gid);
     /* the Welcome kept: a send that fails is tried again (welcome_flush), the commit done */
@@ -1058,8 +1092,16 @@ static int refound_due(struct msv_client *c, const uint8_t gid[16])
     return is_set(c, flag_key(gid, key));
 }
 
+/*
+ * The group's MLS group made to follow its members (start: founded if it is not on MLS yet;
+ * update: a commit made even with nothing to change; quiet: devices that cannot be added not
+ * told). hourly: founded again at most once per REFOUND_MIN_MS (MSV_ERR_AGAIN, said, before
+ * then), as when a send or a receive brings it about rather than the user's change: neither a
+ * delivery service saying the group moved on nor a member's refused commits make an admin's
+ * device found it again at every message.
+ */
 static msv_err sync_with(struct msv_client *c, const uint8_t gid[16], int start, int update,
-                         int quiet)
+                         int quiet, int hourly)
 {
     msv_err err = MSV_OK;
     int changed = 0, more = 0, admin = self_is_admin(c, gid);
@@ -1070,9 +1112,19 @@ again:
         /* a commit this device refused moved the delivery service's epoch on, for good: an
          * admin founds the group again; so after commits refused as stale again and again */
         int refound = admin && (tries == COMMIT_TRIES || refound_due(c, gid));
+        int64_t lately = refound && hourly ? founded_lately(c, gid) : -1;
 
         if (tries == COMMIT_TRIES && !refound)
             break;
+        if (lately >= 0) {
+            snprintf(c->why.message, sizeof(c->why.message),
+                     "the delivery service keeps saying the MLS group moved on without this "
+                     "device, which founded it again %lld minute%s ago and does so at most "
+                     "hourly",
+                     (long long)lately, lately == 1 ? "" : "s");
+            err = MSV_ERR_AGAIN;
+            break;
+        }
         err = mls_lock(c);
         if (err != MSV_OK)
             return err;
@@ -1100,15 +1152,49 @@ again:
 
 msv_err client_mls_sync(struct msv_client *c, const uint8_t gid[16], int start)
 {
-    return sync_with(c, gid, start, 0, 0);
+    return sync_with(c, gid, start, 0, 0, 0);
 }
 
 /* ---- devices of this account joining ------------------------------------------------------- */
 
+/*
+ * A try again record (mls-join:, mls-follow:): u64be first wanted || u64be next try, wall ms.
+ * Whether it is due at now (a next try further off than any wait, after the clock went back,
+ * is due), and the next try after one that failed: every retry_ms (c->mls_join_retry_ms when
+ * set), or a quarter of the time waited up to hourly.
+ */
+#define RETRY_VALUE 16
+#define RETRY_WAIT_MAX_MS (3600 * 1000)
+
+static int retry_due(const uint8_t v[RETRY_VALUE], int64_t now)
+{
+    int64_t next = (int64_t)msv_get_u64be(v + 8);
+
+    return now >= next || next - now > RETRY_WAIT_MAX_MS;
+}
+
+static void retry_later(struct msv_client *c, uint8_t v[RETRY_VALUE], int64_t now)
+{
+    int64_t retry = c->mls_join_retry_ms > 0 ? c->mls_join_retry_ms : MSV_MLS_JOIN_RETRY_MS;
+    int64_t wait = (now - (int64_t)msv_get_u64be(v)) / 4;
+
+    wait = c->mls_join_retry_ms > 0 || wait < retry ? retry
+           : wait > RETRY_WAIT_MAX_MS               ? RETRY_WAIT_MAX_MS
+                                                    : wait;
+    msv_put_u64be(v + 8, (uint64_t)(now + wait));
+}
+
+/* Whether a record first wanted at first is past MSV_MLS_JOIN_DAYS (or dated over a day ahead
+ * of the clock). */
+static int retry_expired(const uint8_t v[RETRY_VALUE], int64_t now)
+{
+    int64_t first = (int64_t)msv_get_u64be(v);
+
+    return now - first > MSV_MLS_JOIN_DAYS * 86400000LL || first > now + 86400000LL;
+}
+
 /* "mls-join:<16 hex digits of the device id>" = u64be first wanted (ms) || u64be next try (ms) */
 #define JOIN "mls-join:"
-#define JOIN_VALUE 16
-#define JOIN_WAIT_MAX_MS (3600 * 1000)
 
 static const char *join_key(uint64_t device, char key[KEY_MAX])
 {
@@ -1177,7 +1263,7 @@ static msv_err join_groups(struct msv_client *c, const struct msv_group_rec *g, 
         if (!client_mls_is_on(c, g[i].group_id))
             continue;
         if (!has_leaf(c, g[i].group_id, device))
-            err = sync_with(c, g[i].group_id, 0, 0, 1);
+            err = sync_with(c, g[i].group_id, 0, 0, 1, 1);
         if (err == MSV_ERR_IO && give_up == NULL) {
             *done = 0;
             return err;
@@ -1196,13 +1282,13 @@ msv_err client_mls_join_due(struct msv_client *c, uint64_t device_id)
 {
     struct msv_setting *s = NULL;
     size_t n = 0, oldest = 0;
-    uint8_t v[JOIN_VALUE];
+    uint8_t v[RETRY_VALUE];
     char key[KEY_MAX];
     msv_err err = msv_client_db_settings(c->db, JOIN, SIZE_MAX, &s, &n);
 
     /* bounded: past MSV_MLS_JOINS_MAX waiting, the one waiting longest is given up, and told */
     for (size_t i = 1; err == MSV_OK && i < n; i++)
-        if (s[i].len == JOIN_VALUE && s[oldest].len == JOIN_VALUE &&
+        if (s[i].len == RETRY_VALUE && s[oldest].len == RETRY_VALUE &&
             msv_get_u64be(s[i].value) < msv_get_u64be(s[oldest].value))
             oldest = i;
     if (err == MSV_OK && n >= MSV_MLS_JOINS_MAX) {
@@ -1265,7 +1351,8 @@ static void welcomes_flush(struct msv_client *c)
     msv_settings_free(s, n);
 }
 
-/* "mls-follow:<hex of the group id>": an admin's device follows another's change (empty) */
+/* "mls-follow:<hex of the group id>": an admin's device follows another's change (a try again
+ * record) */
 #define FOLLOW "mls-follow:"
 
 static int stale_now(struct msv_client *c, const uint8_t gid[16]);
@@ -1273,32 +1360,58 @@ static int stale_now(struct msv_client *c, const uint8_t gid[16]);
 msv_err client_mls_follow_due(struct msv_client *c, const uint8_t gid[16])
 {
     char key[KEY_MAX];
+    uint8_t v[RETRY_VALUE];
 
-    return msv_client_db_set(c->db, group_key(FOLLOW, gid, key), (const uint8_t *)"", 0);
+    msv_put_u64be(v, (uint64_t)msv_wall_ms());
+    msv_put_u64be(v + 8, 0);
+    return msv_client_db_set(c->db, group_key(FOLLOW, gid, key), v, sizeof(v));
 }
 
 /*
  * The groups whose MLS group must follow another's change, under this device's admin: a tree
  * holding a device of no member committed away; forgotten once done, or no longer needed (no
- * admin here, nothing to remove); kept for the next receive if the server is out of reach or
- * the group moved on meanwhile.
+ * admin here, nothing to remove). If the server is out of reach, or the group moved on
+ * meanwhile, tried again at a later receive, backing off as a joining device is
+ * (retry_later); given up after MSV_MLS_JOIN_DAYS, told (the next send of this device commits
+ * the removal first all the same).
  */
 static void follows_flush(struct msv_client *c)
 {
     struct msv_setting *s = NULL;
     size_t n = 0;
+    int64_t now = msv_wall_ms();
 
     if (msv_client_db_settings(c->db, FOLLOW, SIZE_MAX, &s, &n) != MSV_OK)
         return;
     for (size_t i = 0; i < n; i++) {
-        uint8_t gid[16];
+        uint8_t gid[16], v[RETRY_VALUE];
         msv_err err = MSV_OK;
+        /* (an empty one, of an earlier version: wanted from now) */
+        int valid = gid_of_key(s[i].key, FOLLOW, gid) && (s[i].len == RETRY_VALUE || s[i].len == 0);
 
-        if (gid_of_key(s[i].key, FOLLOW, gid) && self_is_admin(c, gid) && stale_now(c, gid))
-            err = sync_with(c, gid, 0, 0, 0);
-        if ((err == MSV_OK || (err != MSV_ERR_IO && err != MSV_ERR_REPLAY)) &&
-            msv_client_db_unset(c->db, s[i].key) != MSV_OK)
+        if (valid && s[i].len == 0) {
+            msv_put_u64be(v, (uint64_t)now);
+            msv_put_u64be(v + 8, 0);
+        } else if (valid) {
+            memcpy(v, s[i].value, RETRY_VALUE);
+        }
+        if (valid && !retry_due(v, now))
+            continue;
+        if (valid && self_is_admin(c, gid) && stale_now(c, gid))
+            err = sync_with(c, gid, 0, 0, 0, 1);
+        if (valid && err != MSV_OK && retry_expired(v, now) &&
+            notice(c, gid,
+                   "this device could not commit the removal of a device that left the group "
+                   "for days; the group's members cannot send on MLS until an admin's next "
+                   "message or change commits it") != MSV_OK)
+            c->why.message[0] = '\0'; /* shown all the same */
+        if (valid && err != MSV_OK && !retry_expired(v, now)) {
+            retry_later(c, v, now);
+            if (msv_client_db_set(c->db, s[i].key, v, sizeof(v)) != MSV_OK)
+                break;
+        } else if (msv_client_db_unset(c->db, s[i].key) != MSV_OK) {
             break;
+        }
     }
     msv_settings_free(s, n);
 }
@@ -1308,8 +1421,7 @@ void client_mls_joins(struct msv_client *c)
     struct msv_setting *s = NULL;
     struct msv_group_rec *g = NULL;
     size_t n = 0, n_groups = 0;
-    int64_t now = msv_wall_ms(),
-            retry = c->mls_join_retry_ms > 0 ? c->mls_join_retry_ms : MSV_MLS_JOIN_RETRY_MS;
+    int64_t now = msv_wall_ms();
 
     /* a sync reached from here reads no queue of its own (a commit refused as stale waits for
      * the next receive) */
@@ -1326,20 +1438,18 @@ void client_mls_joins(struct msv_client *c)
         unsigned long long device = 0;
         char key[KEY_MAX];
         int done = 0, parsed;
-        int64_t wait, first, next;
         const char *give_up = NULL;
         char reason[120];
-        uint8_t v[JOIN_VALUE];
+        uint8_t v[RETRY_VALUE];
         msv_err err = MSV_OK;
 
-        parsed = s[i].len == JOIN_VALUE &&
+        parsed = s[i].len == RETRY_VALUE &&
                  sscanf(s[i].key + strlen(JOIN), "%16llx", &device) == 1 && device != 0;
-        first = parsed ? (int64_t)msv_get_u64be(s[i].value) : 0;
-        next = parsed ? (int64_t)msv_get_u64be(s[i].value + 8) : 0;
-        /* not due yet (a time further off than any wait is, after the clock went back) */
-        if (parsed && now < next && next - now <= JOIN_WAIT_MAX_MS)
+        if (parsed)
+            memcpy(v, s[i].value, RETRY_VALUE);
+        if (parsed && !retry_due(v, now))
             continue;
-        if (parsed && (now - first > MSV_MLS_JOIN_DAYS * 86400000LL || first > now + 86400000LL)) {
+        if (parsed && retry_expired(v, now)) {
             snprintf(reason, sizeof(reason),
                      "in %d days it published no KeyPackage, was removed, or the group could "
                      "not take it",
@@ -1355,14 +1465,8 @@ void client_mls_joins(struct msv_client *c)
                 break;
             continue;
         }
-        /* backing off: a quarter of the time it has waited, from every retry up to hourly
-         * (each try looks up every member of each group) */
-        wait = (now - first) / 4;
-        wait = c->mls_join_retry_ms > 0 || wait < retry ? retry
-               : wait > JOIN_WAIT_MAX_MS                ? JOIN_WAIT_MAX_MS
-                                                        : wait;
-        memcpy(v, s[i].value, 8);
-        msv_put_u64be(v + 8, (uint64_t)(now + wait));
+        /* backing off (each try looks up every member of each group) */
+        retry_later(c, v, now);
         if (msv_client_db_set(c->db, join_key(device, key), v, sizeof(v)) != MSV_OK)
             break;
     }
@@ -1422,11 +1526,12 @@ static int stale_leaf(struct msv_client *c, const uint8_t gid[16], const struct 
 }
 
 /*
- * One application message of pt at this device's epoch; *behind: the delivery service's epoch
- * for the group was past it (a commit this device has not read yet crossed it).
+ * One application message of pt at this device's epoch, of the generation it holds (*gen);
+ * *behind: the delivery service's epoch for that generation was past it (a commit this device
+ * has not read yet crossed it).
  */
 static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint8_t *pt,
-                         size_t pt_len, uint64_t *behind)
+                         size_t pt_len, uint64_t *behind, uint32_t *gen)
 {
     struct msv_mls_member *m = NULL;
     uint8_t *roster = NULL, *msg = NULL, id[MLS_ID_LEN];
@@ -1451,7 +1556,8 @@ static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint
         err = state_save(c, gid, m, NULL, roster, roster_len);
     if (err == MSV_OK) {
         epoch = m->epoch;
-        mls_id(gid, generation_of(m), id);
+        *gen = generation_of(m);
+        mls_id(gid, *gen, id);
     }
     mls_unlock(c);
     if (err == MSV_OK) {
@@ -1511,10 +1617,14 @@ static int64_t held_generation(struct msv_client *c, const uint8_t gid[16], uint
 /*
  * A device behind the group for good (a send found the delivery service at a later epoch, and
  * reading the queue did not bring the commits between): "mls-behind:<hex of the group id>" =
- * u32be generation || u64be the delivery service's epoch. Whether it is so still (forgotten
- * once the state held reached that epoch, or another generation).
+ * u32be generation || u64be the delivery service's epoch || u64be wall ms marked. Whether it
+ * is so still: forgotten once the state held reached that epoch or another generation, and
+ * after BEHIND_RECHECK_MS (the next send tries MLS again: the commits may have come, or the
+ * group moved on to a generation this device was not told of yet).
  */
 #define BEHIND "mls-behind:"
+#define BEHIND_VALUE 20
+#define BEHIND_RECHECK_MS (86400LL * 1000)
 
 static int behind_still(struct msv_client *c, const uint8_t gid[16], uint64_t *ahead)
 {
@@ -1522,11 +1632,15 @@ static int behind_still(struct msv_client *c, const uint8_t gid[16], uint64_t *a
     uint8_t *v = NULL;
     size_t len = 0;
     uint64_t epoch = 0;
-    int64_t gen = held_generation(c, gid, &epoch);
+    int64_t gen = held_generation(c, gid, &epoch), now = msv_wall_ms(), at = 0;
     int found = msv_client_db_get(c->db, group_key(BEHIND, gid, key), &v, &len) == MSV_OK;
-    int still =
-        found && len == 12 && (int64_t)msv_get_u32be(v) == gen && epoch < msv_get_u64be(v + 4);
+    int still = found && len == BEHIND_VALUE && (int64_t)msv_get_u32be(v) == gen &&
+                epoch < msv_get_u64be(v + 4);
 
+    if (still) {
+        at = (int64_t)msv_get_u64be(v + 12);
+        still = (at > now ? now : at) > now - BEHIND_RECHECK_MS; /* a time ahead counts as now */
+    }
     *ahead = still ? msv_get_u64be(v + 4) : 0;
     free(v);
     if (found && !still && msv_client_db_unset(c->db, key) != MSV_OK)
@@ -1534,16 +1648,59 @@ static int behind_still(struct msv_client *c, const uint8_t gid[16], uint64_t *a
     return still;
 }
 
-static msv_err behind_mark(struct msv_client *c, const uint8_t gid[16], uint64_t ahead)
+/* Marked behind in generation gen (the one its last message went in), the group at ahead. */
+static msv_err behind_mark(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
+                           uint64_t ahead)
 {
     char key[KEY_MAX];
-    uint8_t v[12];
-    uint64_t epoch = 0;
-    int64_t gen = held_generation(c, gid, &epoch);
+    uint8_t v[BEHIND_VALUE];
 
-    msv_put_u32be(v, (uint32_t)(gen < 0 ? 0 : gen));
+    msv_put_u32be(v, gen);
     msv_put_u64be(v + 4, ahead);
+    msv_put_u64be(v + 12, (uint64_t)msv_wall_ms());
     return msv_client_db_set(c->db, group_key(BEHIND, gid, key), v, sizeof(v));
+}
+
+/* Why this device's message goes as per-device copies (c->why), and MSV_ERR_AGAIN. */
+static msv_err behind_why(struct msv_client *c, const uint8_t gid[16], uint64_t ahead)
+{
+    uint64_t epoch = 0;
+
+    held_generation(c, gid, &epoch);
+    snprintf(c->why.message, sizeof(c->why.message),
+             "this device is behind the group's MLS epoch (at %llu, the group at %llu: commits "
+             "it never received); its messages go as per-device copies until it catches up or "
+             "an admin founds the group again",
+             (unsigned long long)epoch, (unsigned long long)ahead);
+    return MSV_ERR_AGAIN;
+}
+
+/*
+ * An admin's device behind the group: its own update commit at the epoch it holds first. The
+ * delivery service refuses it as stale if the group did move on (the commits read again, then
+ * the group founded again: sync_with, at most hourly); if it takes it, what it said before does
+ * not hold, and nothing is founded again. The message then goes again; *behind and *gen say how
+ * that went.
+ */
+static msv_err admin_catch_up(struct msv_client *c, const uint8_t gid[16], const uint8_t *pt,
+                              size_t pt_len, uint64_t *behind, uint32_t *gen)
+{
+    uint64_t epoch = 0, said = *behind;
+    int64_t before = held_generation(c, gid, &epoch);
+    char text[500];
+    msv_err err = sync_with(c, gid, 0, 1, 0, 1);
+
+    if (err == MSV_OK)
+        err = send_once(c, gid, pt, pt_len, behind, gen);
+    if (err == MSV_OK && *behind != 0 && (int64_t)*gen == before) {
+        snprintf(text, sizeof(text),
+                 "the delivery service said this MLS group was at epoch %llu, past this "
+                 "device's %llu, yet took this device's commit at its own: what it says of the "
+                 "group does not hold, and it was not founded again for it",
+                 (unsigned long long)said, (unsigned long long)epoch);
+        err = notice(c, gid, text);
+    }
+    return err;
 }
 
 msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8_t *pt,
@@ -1551,30 +1708,30 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
 {
     char key[KEY_MAX], text[600];
     uint64_t behind = 0, epoch = 0;
+    uint32_t gen = 0;
+    int admin;
     msv_err err = msv_client_connect(c);
 
-    /* behind for good: an admin founds the group again; anyone else sends nothing its members
-     * could not read (the message stays queued) */
-    if (err == MSV_OK && behind_still(c, gid, &behind)) {
-        if (!self_is_admin(c, gid)) {
-            held_generation(c, gid, &epoch);
-            snprintf(c->why.message, sizeof(c->why.message),
-                     "this device is behind the MLS group (at epoch %llu, the group at %llu: "
-                     "commits it never received); the message stays queued until it catches up "
-                     "or an admin founds the group again",
-                     (unsigned long long)epoch, (unsigned long long)behind);
-            return MSV_ERR_IO;
-        }
+    if (err != MSV_OK)
+        return err;
+    admin = self_is_admin(c, gid);
+    /* behind for good: an admin founds the group again (at most hourly); anyone else's
+     * message goes as per-device copies, which every member reads (MSV_ERR_AGAIN: told when
+     * marked) */
+    if (behind_still(c, gid, &behind)) {
+        if (!admin)
+            return behind_why(c, gid, behind);
         err = msv_client_db_set(c->db, flag_key(gid, key), (const uint8_t *)"", 0);
+        behind = 0;
     }
-    if (err == MSV_OK && refound_due(c, gid) && self_is_admin(c, gid))
-        err = client_mls_sync(c, gid, 0);
+    if (err == MSV_OK && admin && refound_due(c, gid))
+        err = sync_with(c, gid, 0, 0, 0, 1);
     /* a removal whose commit failed is committed again first (only an admin commits one) */
-    if (err == MSV_OK && self_is_admin(c, gid) && stale_now(c, gid))
-        err = client_mls_sync(c, gid, 0);
+    if (err == MSV_OK && admin && stale_now(c, gid))
+        err = sync_with(c, gid, 0, 0, 0, 1);
     /* a leaf due for an update commits one first; should that fail, the message still goes,
      * and the next one tries again */
-    if (err == MSV_OK && update_due(c, gid) && sync_with(c, gid, 0, 1, 0) != MSV_OK &&
+    if (err == MSV_OK && update_due(c, gid) && sync_with(c, gid, 0, 1, 0, 1) != MSV_OK &&
         c->on_mls_notice != NULL) {
         char conversation[40];
 
@@ -1584,45 +1741,41 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
                          "again");
     }
     if (err == MSV_OK)
-        err = send_once(c, gid, pt, pt_len, &behind);
+        err = send_once(c, gid, pt, pt_len, &behind, &gen);
     /* members past that commit cannot read it: the commit read, the message goes again at the
      * new epoch (those that read the first copy know the second by its id) */
     for (int tries = 0; err == MSV_OK && behind && tries < COMMIT_TRIES; tries++) {
         size_t count = 0;
+        int64_t held;
 
         err = msv_client_receive(c, STALE_WAIT_MS, NULL, NULL, &count);
-        /* sent again only once the commits read brought this device to the group's epoch (a
-         * copy no member can read is not sent twice) */
-        if (err == MSV_OK && held_generation(c, gid, &epoch) >= 0 && epoch >= behind)
-            err = send_once(c, gid, pt, pt_len, &behind);
+        held = err == MSV_OK ? held_generation(c, gid, &epoch) : -1;
+        /* sent again once the commits read brought this device to the group's epoch (a copy no
+         * member can read is not sent twice), or to the group's next generation (an admin
+         * founded it again meanwhile: the epoch said was of the one before) */
+        if (held >= 0 && ((uint32_t)held != gen || epoch >= behind))
+            err = send_once(c, gid, pt, pt_len, &behind, &gen);
     }
     /* still behind: the commits between never came (withheld, or expired from the queue), and
      * what was sent cannot be read by the members past them */
-    if (err == MSV_OK && behind != 0) {
-        int admin = self_is_admin(c, gid);
+    if (err == MSV_OK && behind != 0 && admin)
+        err = admin_catch_up(c, gid, pt, pt_len, &behind, &gen);
+    if ((err == MSV_OK || err == MSV_ERR_AGAIN) && behind != 0) {
+        char why[sizeof(c->why.message)];
 
+        snprintf(why, sizeof(why), "%s", err == MSV_ERR_AGAIN ? c->why.message : "");
         held_generation(c, gid, &epoch);
-        err = behind_mark(c, gid, behind);
-        if (err == MSV_OK && admin) {
-            err = msv_client_db_set(c->db, flag_key(gid, key), (const uint8_t *)"", 0);
-            if (err == MSV_OK)
-                err = client_mls_sync(c, gid, 0); /* founded again: everyone at its first epoch */
-            if (err == MSV_OK)
-                err = send_once(c, gid, pt, pt_len, &behind);
-        } else if (err == MSV_OK) {
-            snprintf(text, sizeof(text),
-                     "a message could not be read by the group: this device is behind its MLS "
-                     "group (at epoch %llu, the group at %llu: commits it never received); it "
-                     "stays queued until this device catches up or an admin founds the group "
-                     "again",
-                     (unsigned long long)epoch, (unsigned long long)behind);
-            if (notice(c, gid, text) != MSV_OK)
-                c->why.message[0] = '\0';
-            snprintf(c->why.message, sizeof(c->why.message),
-                     "this device is behind the group's MLS epoch (%llu, not %llu)",
-                     (unsigned long long)epoch, (unsigned long long)behind);
-            err = MSV_ERR_IO;
-        }
+        err = behind_mark(c, gid, gen, behind);
+        snprintf(text, sizeof(text),
+                 "a message could not be read by the group: this device is behind its MLS "
+                 "group (at epoch %llu, the group at %llu: commits it never received)%s%.300s; "
+                 "its messages go as per-device copies until it catches up or an admin founds "
+                 "the group again",
+                 (unsigned long long)epoch, (unsigned long long)behind, why[0] ? ": " : "", why);
+        if (err == MSV_OK && notice(c, gid, text) != MSV_OK)
+            c->why.message[0] = '\0';
+        if (err == MSV_OK)
+            err = behind_why(c, gid, behind);
     }
     if (err == MSV_ERR_AUTH) {
         snprintf(text, sizeof(text),

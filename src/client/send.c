@@ -802,17 +802,24 @@ static int goes_on_mls(struct msv_client *c, const struct msv_payload *p,
 }
 
 /*
- * A payload to a group on MLS: one application message, and per-device copies to the members
- * with no device in the MLS tree (added, but without a KeyPackage then), who would read
- * nothing otherwise.
+ * A payload to a group on MLS (of members targets): one application message, and per-device
+ * copies to the members with no device in the MLS tree (added, but without a KeyPackage then),
+ * who would read nothing otherwise. A device behind the group's MLS epoch for good sends
+ * per-device copies to every member instead (client_mls_send said so, MSV_ERR_AGAIN, and told
+ * it in the group when it fell behind).
  */
 static msv_err mls_send(struct msv_client *c, const uint8_t *gid, const uint8_t id[16],
-                        const uint8_t *pt, size_t pt_len, struct client_refusals *refused)
+                        const char *const *targets, size_t n_targets, const uint8_t *pt,
+                        size_t pt_len, struct client_refusals *refused)
 {
     char *outside = NULL, **to = NULL;
     size_t n = 0;
     msv_err err = client_mls_send(c, gid, pt, pt_len);
 
+    if (err == MSV_ERR_AGAIN) {
+        memset(&c->why, 0, sizeof(c->why));
+        return deliver_once(c, id, targets, n_targets, pt, pt_len, refused);
+    }
     if (err == MSV_OK)
         err = client_mls_outside(c, gid, &outside);
     if (err == MSV_OK && outside != NULL)
@@ -844,7 +851,7 @@ static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
                                size_t pt_len, const uint8_t *mls_group,
                                struct client_refusals *refused)
 {
-    msv_err err = mls_group ? mls_send(c, mls_group, id, pt, pt_len, refused)
+    msv_err err = mls_group ? mls_send(c, mls_group, id, targets, n, pt, pt_len, refused)
                             : deliver_once(c, id, targets, n, pt, pt_len, refused);
 
     for (int i = 0; try_later(c, err) && i < RETRIES; i++) {
@@ -858,7 +865,7 @@ static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
         pause.tv_sec = ms / 1000;
         pause.tv_nsec = (ms % 1000) * 1000000L;
         nanosleep(&pause, NULL);
-        err = mls_group ? mls_send(c, mls_group, id, pt, pt_len, refused)
+        err = mls_group ? mls_send(c, mls_group, id, targets, n, pt, pt_len, refused)
                         : deliver_once(c, id, targets, n, pt, pt_len, refused);
     }
     return err;
@@ -971,7 +978,8 @@ static msv_err outbox_send(struct msv_client *c, const struct msv_outbox_rec *o,
     memset(&c->why, 0, sizeof(c->why));
     /* owed to a few: as per-device copies to them alone (an MLS message would reach all) */
     if (err == MSV_OK && !o->owed && goes_on_mls(c, p, targets, n_to))
-        err = mls_send(c, p->group_id, o->message_id, o->payload, o->payload_len, refused);
+        err = mls_send(c, p->group_id, o->message_id, targets, n_to, o->payload, o->payload_len,
+                       refused);
     else if (err == MSV_OK)
         err = deliver_once(c, o->message_id, targets, n_to, o->payload, o->payload_len, refused);
     free(to);

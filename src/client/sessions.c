@@ -732,9 +732,10 @@ static int limited_too_long(struct msv_client *c)
     int64_t since = msv_wall_ms();
     int too_long = 0;
 
-    if (msv_client_db_get(c->db, KEYS_LIMITED_SINCE, &v, &len) == MSV_OK && len == 8) {
-        since = (int64_t)msv_get_u64be(v);
-        too_long = msv_wall_ms() - since > KEYS_LIMITED_TELL_MS;
+    /* a time ahead of the clock (set before it went back) is counted from now */
+    if (msv_client_db_get(c->db, KEYS_LIMITED_SINCE, &v, &len) == MSV_OK && len == 8 &&
+        (int64_t)msv_get_u64be(v) <= since) {
+        too_long = since - (int64_t)msv_get_u64be(v) > KEYS_LIMITED_TELL_MS;
     } else {
         msv_put_u64be(now, (uint64_t)since);
         if (msv_client_db_set(c->db, KEYS_LIMITED_SINCE, now, sizeof(now)) != MSV_OK)
@@ -864,13 +865,11 @@ static msv_err publish_locked(struct msv_client *c)
     if (err == MSV_OK && msv_client_db_get(c->db, "token-published", &flag, &flag_len) != MSV_OK)
         err = publish_token(c);
     free(flag);
-    if (err == MSV_OK) {
+    /* refused for its rate (uploads after ten in a row wait minutes): returned as such, so
+     * that it is told once it has lasted (client_publish_keys), as a prekey upload's is; the
+     * server still holds what was there */
+    if (err == MSV_OK)
         err = msv_mlskeys_publish(c);
-        /* refused for its rate (uploads after ten in a row wait minutes): the next publish
-         * tops up; the server still holds what was there */
-        if (err != MSV_OK && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED)
-            err = MSV_OK;
-    }
     return err;
 }
 

@@ -112,6 +112,7 @@ struct msv_config {
                                      * (a lost answer) */
     int limit_prekey_uploads;       /* tests only: every prekey upload is answered "slow down",
                                      * nothing stored (a server keeping a device's keys out) */
+    int limit_key_package_uploads;  /* tests only: the same for every KeyPackage upload */
 };
 
 /* Fills c with the defaults. */

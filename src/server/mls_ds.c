@@ -92,7 +92,8 @@ void msv_mls_key_package_upload(struct msv_conn_state *c, const msv_frame *f)
     }
     /* an upload (not the empty one that asks what is left) takes a token of the device's */
     if ((q->n_key_packages > 0 || q->last_resort.len > 0 || q->replace) &&
-        !msv_server_take_token(s, MSV_LIMIT_MLS_UPLOAD, c->device_id, 1)) {
+        (s->cfg.limit_key_package_uploads ||
+         !msv_server_take_token(s, MSV_LIMIT_MLS_UPLOAD, c->device_id, 1))) {
         atomic_fetch_add(&s->m.mls_refused, 1);
         msv_conn_send_error(c, f->request_id, E_RATE,
                             "too many KeyPackage uploads from this device; slow down");
