@@ -2263,6 +2263,75 @@ static void count_held(void *ctx, const uint8_t id[16], const char *reason)
     h->n++;
 }
 
+/* alice's outbox entry id made owed to handle alone, queued days ago. */
+static void owed_since(struct msv_client *alice, const uint8_t id[16], const char *handle, int days)
+{
+    struct msv_outbox_rec *o = NULL;
+    size_t n = 0, found = 0;
+    char recipients[300];
+
+    assert_int_equal(msv_client_db_outbox(alice->db, &o, &n), MSV_OK);
+    for (size_t i = 0; i < n; i++) {
+        if (memcmp(o[i].message_id, id, 16) != 0)
+            continue;
+        found++;
+        assert_int_equal(msv_client_db_outbox_settle(alice->db, id, NULL), MSV_OK);
+        assert_int_equal(msv_client_db_outbox_put(alice->db, NULL, id, o[i].recipients,
+                                                  o[i].payload, o[i].payload_len,
+                                                  msv_wall_ms() - (int64_t)days * 86400000),
+                         MSV_OK);
+    }
+    msv_outbox_free(o, n);
+    assert_int_equal(found, 1);
+    snprintf(recipients, sizeof(recipients), "%s\n", handle);
+    assert_int_equal(msv_client_db_outbox_owed(alice->db, id, recipients, NULL), MSV_OK);
+}
+
+/*
+ * A message owed to a handle whose directory entry has not checked out for 30 days is given
+ * up: the conversation says that handle never got it, and the outbox lets it go (before, it
+ * was tried at every connection for ever). One owed for 29 days still goes once it can.
+ */
+static void test_owed_given_up_after_30_days(void **state)
+{
+    const char *to_bob[1] = {"bob@example.org"}, *to_carol[1] = {"carol@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol;
+    struct msv_outbox_rec *o = NULL;
+    uint8_t old[16], recent[16];
+    size_t n = 0;
+
+    (void)state;
+    three_pq_clients(&s, &alice, &bob, &carol);
+    test_server_stop(&s);
+    drop_connection(alice);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "owed too long", NULL, 0, NULL, old),
+                     MSV_ERR_IO);
+    assert_int_equal(msv_client_send(alice, to_carol, 1, "owed a while", NULL, 0, NULL, recent),
+                     MSV_ERR_IO);
+    owed_since(alice, old, "bob@example.org", 31);
+    owed_since(alice, recent, "carol@example.org", 29);
+    test_server_start(&s);
+    reconnect(alice); /* the outbox goes with the connection */
+    assert_int_equal(msv_client_db_outbox(alice->db, &o, &n), MSV_OK);
+    msv_outbox_free(o, n);
+    assert_int_equal(n, 0);
+    assert_int_equal(history_count(alice, "bob@example.org", "bob@example.org never got a message"),
+                     1);
+    assert_int_equal(history_count(alice, "carol@example.org", "never got"), 0);
+    assert_int_equal(history_count(alice, "carol@example.org", "sent to carol@example.org now"), 1);
+    drop_connection(bob);
+    drop_connection(carol);
+    receive_all(bob);
+    assert_false(received_text(bob, "owed too long"));
+    receive_all(carol);
+    assert_true(received_text(carol, "owed a while"));
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(carol);
+    test_server_cleanup(&s);
+}
+
 /*
  * A message of the outbox that cannot go now does not hold back the other conversations: the
  * server refuses the prekeys carol's first message needs (a failure to reach, for the moment),
@@ -2631,12 +2700,16 @@ static void keys_limited_told(const char *option, int key_packages)
     assert_int_equal(told.n, 0);
     assert_int_equal(msv_client_db_get(bob->db, "keys-limited-since", &v, &len), MSV_OK);
     free(v);
-    /* set before the clock went back: from now, not told */
+    /* set before the clock went back: from now, not told, and so recorded */
     msv_put_u64be(old, (uint64_t)(msv_wall_ms() + 30LL * 86400 * 1000));
     assert_int_equal(msv_client_db_set(bob->db, "keys-limited-since", old, sizeof(old)), MSV_OK);
     drop_connection(bob);
     assert_int_equal(msv_client_connect(bob), MSV_OK);
     assert_int_equal(told.n, 0);
+    assert_int_equal(msv_client_db_get(bob->db, "keys-limited-since", &v, &len), MSV_OK);
+    assert_int_equal(len, 8);
+    assert_true((int64_t)msv_get_u64be(v) <= msv_wall_ms());
+    free(v);
     /* the first "slow down" was over an hour ago */
     msv_put_u64be(old, (uint64_t)(msv_wall_ms() - 2 * 3600 * 1000));
     assert_int_equal(msv_client_db_set(bob->db, "keys-limited-since", old, sizeof(old)), MSV_OK);
@@ -7445,6 +7518,7 @@ int main(void)
         cmocka_unit_test(test_claim_refused_is_not_withheld),
         cmocka_unit_test(test_lookup_for_another_handle_refused),
         cmocka_unit_test(test_outbox_goes_on_past_a_failure),
+        cmocka_unit_test(test_owed_given_up_after_30_days),
         cmocka_unit_test(test_lost_prekey_answer),
         cmocka_unit_test(test_rotation_answer_dropped),
         cmocka_unit_test(test_keys_unpublished_told),

@@ -431,12 +431,17 @@ static void test_last_resort_bounded(void **state)
     test_server_cleanup(&s);
 }
 
-/* A backup's copy keeps no KeyPackage's private part. */
+/* A backup's copy keeps no KeyPackage's private part, nor any group's MLS state or a record
+ * kept beside it (each prefix of docs/crypto.md's list). */
 static void test_backup_strips(void **state)
 {
+    static const char *const records[] = {
+        "mls-group:",  "mls-refound:", "mls-updated:", "mls-sent:",
+        "mls-behind:", "mls-founded:", "mls-follow:",  NULL};
     struct test_server s;
     struct msv_client *alice;
     size_t before;
+    char key[80];
 
     (void)state;
     test_server_init(&s, NULL);
@@ -444,8 +449,21 @@ static void test_backup_strips(void **state)
     alice = test_client_for(&s, "alice", "alice@example.org");
     before = kept(alice, NULL);
     assert_true(before > 0);
+    for (const char *const *r = records; *r != NULL; r++) {
+        snprintf(key, sizeof(key), "%s00112233445566778899aabbccddeeff", *r);
+        assert_int_equal(msv_client_db_set(alice->db, key, (const uint8_t *)"x", 1), MSV_OK);
+    }
     assert_int_equal(msv_mlskeys_strip_backup_copy(alice->db), MSV_OK);
     assert_int_equal(kept(alice, NULL), 0);
+    for (const char *const *r = records; *r != NULL; r++) {
+        struct msv_setting *set = NULL;
+        size_t n = 0;
+
+        assert_int_equal(msv_client_db_settings(alice->db, *r, SIZE_MAX, &set, &n), MSV_OK);
+        msv_settings_free(set, n);
+        if (n != 0)
+            fail_msg("%s kept", *r);
+    }
     msv_client_close(alice);
     test_server_cleanup(&s);
 }

@@ -1189,20 +1189,24 @@ static void drop_mls_queue(struct club *k, struct msv_client *c)
     }
 }
 
-/* c's "mls-behind:" mark of the club moved days back, as if made then. */
-static void behind_marked_days_ago(struct club *k, struct msv_client *c, int days)
+/* c's "mls-behind:" mark of the club moved days back (ahead, if negative), as if made then;
+ * the time it held is returned. */
+static int64_t behind_marked_days_ago(struct club *k, struct msv_client *c, int days)
 {
     char key[64], hex[33];
     uint8_t *v = NULL;
     size_t len = 0;
+    int64_t was;
 
     assert_int_equal(msv_hex_encode(k->gid, 16, hex, sizeof(hex)), MSV_OK);
     snprintf(key, sizeof(key), "mls-behind:%s", hex);
     assert_int_equal(msv_client_db_get(c->db, key, &v, &len), MSV_OK);
     assert_int_equal(len, 20);
+    was = (int64_t)msv_get_u64be(v + 12);
     msv_put_u64be(v + 12, (uint64_t)(msv_wall_ms() - (int64_t)days * 86400 * 1000));
     assert_int_equal(msv_client_db_set(c->db, key, v, len), MSV_OK);
     free(v);
+    return was;
 }
 
 /*
@@ -1238,6 +1242,17 @@ static void test_behind_for_good(void **state)
     assert_int_equal(history_count(k.carol, k.conversation, "could not be read"), 1);
     assert_sent_by(k.carol, k.conversation, "bob behind", "bob@example.org", k.bob->device_id);
     assert_sent_by(k.carol, k.conversation, "bob again", "bob@example.org", k.bob->device_id);
+
+    /* a mark dated ahead of the clock (it went back since) is counted from now, and so
+     * recorded: it ends a day on all the same */
+    behind_marked_days_ago(&k, k.bob, -30);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "bob ahead", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(
+        queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
+        0);
+    assert_true(behind_marked_days_ago(&k, k.bob, 0) <= msv_wall_ms());
+    receive_now(k.carol);
+    assert_sent_by(k.carol, k.conversation, "bob ahead", "bob@example.org", k.bob->device_id);
 
     /* a day on, MLS is tried again: still behind, told again */
     behind_marked_days_ago(&k, k.bob, 2);
@@ -1417,6 +1432,13 @@ static void test_follow_backs_off(void **state)
     assert_int_equal(n, 1);
     assert_int_equal(st[0].len, 16);
     assert_true((int64_t)msv_get_u64be(st[0].value + 8) >= now + 60 * 1000);
+    /* not due: the next receive leaves it as it is (a try would set its next time again) */
+    memcpy(v, st[0].value, sizeof(v));
+    msv_settings_free(st, n);
+    receive_now(k.alice);
+    assert_int_equal(msv_client_db_settings(k.alice->db, "mls-follow:", SIZE_MAX, &st, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    assert_memory_equal(st[0].value, v, sizeof(v));
     /* a week on, given up and told */
     msv_put_u64be(v, (uint64_t)(now - 8LL * 86400 * 1000));
     msv_put_u64be(v + 8, 0);
@@ -1425,6 +1447,33 @@ static void test_follow_backs_off(void **state)
     receive_now(k.alice);
     assert_int_equal(settings_count(k.alice, "mls-follow:"), 0);
     assert_int_equal(history_count(k.alice, k.conversation, "could not commit the removal"), 1);
+    club_free(&k);
+}
+
+/*
+ * A founding again that cannot be made (carol's device has no KeyPackage, as a hostile member
+ * can arrange, and the delivery service says the group moved on) counts toward the hourly
+ * limit: alice's messages after the first go as per-device copies without claiming every
+ * member's KeyPackages again, and the delivery service is not said to have taken a commit it
+ * never got.
+ */
+static void test_failed_founding_again_counted(void **state)
+{
+    struct club k;
+    uint8_t id[16];
+
+    (void)state;
+    club_on_mls(&k);
+    drop_key_packages(&k.s, k.carol);
+    epochs_moved_on(&k);
+    for (const char **text = (const char *[]){"one", "two", "three", NULL}; *text; text++)
+        assert_int_equal(msv_client_group_send(k.alice, "club", *text, NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(history_count(k.alice, k.conversation, "could not be founded again"), 1);
+    assert_int_equal(history_count(k.alice, k.conversation, "yet took this device's commit"), 0);
+    assert_int_equal(history_count(k.alice, k.conversation, "behind its MLS group"), 1);
+    receive_now(k.bob);
+    for (const char **text = (const char *[]){"one", "two", "three", NULL}; *text; text++)
+        assert_sent_by(k.bob, k.conversation, *text, "alice@example.org", k.alice->device_id);
     club_free(&k);
 }
 
@@ -1453,6 +1502,7 @@ int main(void)
         cmocka_unit_test(test_founding_again_at_most_hourly),
         cmocka_unit_test(test_leave_followed_by_admin),
         cmocka_unit_test(test_follow_backs_off),
+        cmocka_unit_test(test_failed_founding_again_counted),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

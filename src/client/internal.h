@@ -57,7 +57,10 @@ msv_err client_device_hash(uint32_t suite, const uint8_t *identity, size_t len, 
 /*
  * Sends what the outbox still holds (messages a lost connection left
  * queued), oldest first; each goes to the participants its payload names.
+ * One owed to handles whose directory entries did not check out is given up
+ * MSV_OUTBOX_OWED_DAYS after it was queued, told.
  */
+#define MSV_OUTBOX_OWED_DAYS 30
 msv_err client_flush_outbox(struct msv_client *c);
 
 msv_err client_join_members(char *const *members, size_t n, char **out);
@@ -449,8 +452,10 @@ void client_unlock_nested(int *fd, unsigned *depth);
 #define MSV_MLS_UPDATE_MESSAGES 1000
 int client_mls_is_on(struct msv_client *c, const uint8_t gid[16]);
 MSV_MUST_CHECK msv_err client_mls_sync(struct msv_client *c, const uint8_t gid[16], int start);
+/* *per_device: the payload did not go; it is to go as per-device copies to every member (this
+ * device is behind the group's epoch for good, told when it fell behind) */
 MSV_MUST_CHECK msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16],
-                                       const uint8_t *pt, size_t pt_len);
+                                       const uint8_t *pt, size_t pt_len, int *per_device);
 /*
  * After each receive, client_mls_joins sends the Welcomes kept, commits what an admin's device
  * must follow (client_mls_follow_due), and adds the devices waiting to join.

@@ -862,6 +862,9 @@ static int64_t founded_lately(struct msv_client *c, const uint8_t gid[16])
     free(v);
     if (at < 0)
         return -1;
+    /* a time ahead of the clock (it went back since) counts as now, and is recorded so */
+    if (at > now && founded_now(c, gid) != MSV_OK)
+        c->why.message[0] = '\0'; /* counted from now all the same */
     if (at > now)
         at = now;
     return now - at < REFOUND_MIN_MS ? (now - at) / 60000 : -1;
@@ -958,6 +961,10 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         }
     if (err == MSV_OK)
         err = claim_adds(c, &dir, want, &a, &missing, why, sizeof(why));
+    /* a founding again that cannot be made counts as one (each try claims every device's
+     * KeyPackage): tried again at most hourly too */
+    if (err == MSV_OK && creating && missing > 0 && refound)
+        err = founded_now(c, gid);
     if (err == MSV_OK && creating && missing > 0) {
         snprintf(text, sizeof(text), "%s: %zu device%s cannot join it (%s)",
                  gen > 0 ? "the MLS group could not be founded again, and stays as it was"
@@ -1111,11 +1118,20 @@ again:
         size_t count = 0;
         /* a commit this device refused moved the delivery service's epoch on, for good: an
          * admin founds the group again; so after commits refused as stale again and again */
-        int refound = admin && (tries == COMMIT_TRIES || refound_due(c, gid));
-        int64_t lately = refound && hourly ? founded_lately(c, gid) : -1;
+        int refound = admin && tries == COMMIT_TRIES;
+        int64_t lately = -1;
 
-        if (tries == COMMIT_TRIES && !refound)
+        if (tries == COMMIT_TRIES && !admin)
             break;
+        err = mls_lock(c);
+        if (err != MSV_OK)
+            return err;
+        /* read under the lock: another process of this account may have founded it again */
+        refound = admin && (refound || refound_due(c, gid));
+        lately = refound && hourly ? founded_lately(c, gid) : -1;
+        if (lately < 0)
+            err = sync_once(c, gid, start, refound, update, quiet, &changed, &more);
+        mls_unlock(c);
         if (lately >= 0) {
             snprintf(c->why.message, sizeof(c->why.message),
                      "the delivery service keeps saying the MLS group moved on without this "
@@ -1125,11 +1141,9 @@ again:
             err = MSV_ERR_AGAIN;
             break;
         }
-        err = mls_lock(c);
-        if (err != MSV_OK)
-            return err;
-        err = sync_once(c, gid, start, refound, update, quiet, &changed, &more);
-        mls_unlock(c);
+        /* MSV_ERR_AGAIN is the limit's alone (a server's "stale devices" is no reason) */
+        if (err == MSV_ERR_AGAIN)
+            err = MSV_ERR_IO;
         /* another member's commit came first: read it (and what else is queued), then again;
          * not from the end of a receive (client_mls_joins), whose next receive reads it */
         if (err != MSV_ERR_REPLAY || c->mls_joining)
@@ -1569,6 +1583,8 @@ static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint
                                  .message_len = msg_len};
 
         err = msv_request_mls_send(c->conn, &s, TIMEOUT_MS, &now, &c->why);
+        if (err == MSV_ERR_AGAIN) /* a server's "stale devices": no reason to send otherwise */
+            err = MSV_ERR_IO;
     }
     *behind = err == MSV_OK && now > epoch ? now : 0; /* the delivery service's epoch */
     msv_mls_member_free(m);
@@ -1639,7 +1655,14 @@ static int behind_still(struct msv_client *c, const uint8_t gid[16], uint64_t *a
 
     if (still) {
         at = (int64_t)msv_get_u64be(v + 12);
-        still = (at > now ? now : at) > now - BEHIND_RECHECK_MS; /* a time ahead counts as now */
+        /* a time ahead of the clock (it went back since) counts as now, and is recorded so */
+        if (at > now) {
+            at = now;
+            msv_put_u64be(v + 12, (uint64_t)now);
+            if (msv_client_db_set(c->db, key, v, len) != MSV_OK)
+                c->why.message[0] = '\0'; /* counted from now all the same */
+        }
+        still = at > now - BEHIND_RECHECK_MS;
     }
     *ahead = still ? msv_get_u64be(v + 4) : 0;
     free(v);
@@ -1661,20 +1684,6 @@ static msv_err behind_mark(struct msv_client *c, const uint8_t gid[16], uint32_t
     return msv_client_db_set(c->db, group_key(BEHIND, gid, key), v, sizeof(v));
 }
 
-/* Why this device's message goes as per-device copies (c->why), and MSV_ERR_AGAIN. */
-static msv_err behind_why(struct msv_client *c, const uint8_t gid[16], uint64_t ahead)
-{
-    uint64_t epoch = 0;
-
-    held_generation(c, gid, &epoch);
-    snprintf(c->why.message, sizeof(c->why.message),
-             "this device is behind the group's MLS epoch (at %llu, the group at %llu: commits "
-             "it never received); its messages go as per-device copies until it catches up or "
-             "an admin founds the group again",
-             (unsigned long long)epoch, (unsigned long long)ahead);
-    return MSV_ERR_AGAIN;
-}
-
 /*
  * An admin's device behind the group: its own update commit at the epoch it holds first. The
  * delivery service refuses it as stale if the group did move on (the commits read again, then
@@ -1685,14 +1694,17 @@ static msv_err behind_why(struct msv_client *c, const uint8_t gid[16], uint64_t 
 static msv_err admin_catch_up(struct msv_client *c, const uint8_t gid[16], const uint8_t *pt,
                               size_t pt_len, uint64_t *behind, uint32_t *gen)
 {
-    uint64_t epoch = 0, said = *behind;
-    int64_t before = held_generation(c, gid, &epoch);
+    uint64_t epoch = 0, said = *behind, after = 0;
+    int64_t before = held_generation(c, gid, &epoch), now_gen;
     char text[500];
     msv_err err = sync_with(c, gid, 0, 1, 0, 1);
 
+    now_gen = held_generation(c, gid, &after);
     if (err == MSV_OK)
         err = send_once(c, gid, pt, pt_len, behind, gen);
-    if (err == MSV_OK && *behind != 0 && (int64_t)*gen == before) {
+    /* only if this device's commit was taken at its own epoch (none made: nothing said) */
+    if (err == MSV_OK && *behind != 0 && now_gen == before && (int64_t)*gen == before &&
+        after > epoch) {
         snprintf(text, sizeof(text),
                  "the delivery service said this MLS group was at epoch %llu, past this "
                  "device's %llu, yet took this device's commit at its own: what it says of the "
@@ -1704,25 +1716,26 @@ static msv_err admin_catch_up(struct msv_client *c, const uint8_t gid[16], const
 }
 
 msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8_t *pt,
-                        size_t pt_len)
+                        size_t pt_len, int *per_device)
 {
     char key[KEY_MAX], text[600];
-    uint64_t behind = 0, epoch = 0;
+    uint64_t behind = 0, epoch = 0, marked = 0;
     uint32_t gen = 0;
-    int admin;
+    int admin, unread = 1;
     msv_err err = msv_client_connect(c);
 
+    *per_device = 0;
     if (err != MSV_OK)
         return err;
     admin = self_is_admin(c, gid);
-    /* behind for good: an admin founds the group again (at most hourly); anyone else's
-     * message goes as per-device copies, which every member reads (MSV_ERR_AGAIN: told when
-     * marked) */
-    if (behind_still(c, gid, &behind)) {
-        if (!admin)
-            return behind_why(c, gid, behind);
+    /* behind for good (told when marked): an admin founds the group again (at most hourly);
+     * anyone else's message goes as per-device copies, which every member reads */
+    if (behind_still(c, gid, &marked)) {
+        if (!admin) {
+            *per_device = 1;
+            return MSV_OK;
+        }
         err = msv_client_db_set(c->db, flag_key(gid, key), (const uint8_t *)"", 0);
-        behind = 0;
     }
     if (err == MSV_OK && admin && refound_due(c, gid))
         err = sync_with(c, gid, 0, 0, 0, 1);
@@ -1760,6 +1773,20 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
      * what was sent cannot be read by the members past them */
     if (err == MSV_OK && behind != 0 && admin)
         err = admin_catch_up(c, gid, pt, pt_len, &behind, &gen);
+    /* an admin's founding again held back by the hourly limit: per-device copies too, told
+     * once (it was if it was marked behind; else the delivery service took a commit this
+     * device refused, and is a step past it) */
+    if (err == MSV_ERR_AGAIN && marked != 0) {
+        *per_device = 1;
+        return MSV_OK;
+    }
+    if (err == MSV_ERR_AGAIN && behind == 0) {
+        int64_t held = held_generation(c, gid, &epoch);
+
+        gen = held < 0 ? 0 : (uint32_t)held;
+        behind = epoch + 1;
+        unread = 0; /* nothing went on MLS */
+    }
     if ((err == MSV_OK || err == MSV_ERR_AGAIN) && behind != 0) {
         char why[sizeof(c->why.message)];
 
@@ -1767,15 +1794,15 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
         held_generation(c, gid, &epoch);
         err = behind_mark(c, gid, gen, behind);
         snprintf(text, sizeof(text),
-                 "a message could not be read by the group: this device is behind its MLS "
-                 "group (at epoch %llu, the group at %llu: commits it never received)%s%.300s; "
-                 "its messages go as per-device copies until it catches up or an admin founds "
-                 "the group again",
+                 "%sthis device is behind its MLS group (at epoch %llu, the group at %llu: "
+                 "commits it never received)%s%.300s; its messages go as per-device copies "
+                 "until it catches up or an admin founds the group again",
+                 unread ? "a message could not be read by the group: " : "",
                  (unsigned long long)epoch, (unsigned long long)behind, why[0] ? ": " : "", why);
         if (err == MSV_OK && notice(c, gid, text) != MSV_OK)
             c->why.message[0] = '\0';
-        if (err == MSV_OK)
-            err = behind_why(c, gid, behind);
+        *per_device = err == MSV_OK;
+        return err;
     }
     if (err == MSV_ERR_AUTH) {
         snprintf(text, sizeof(text),

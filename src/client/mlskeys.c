@@ -334,8 +334,9 @@ msv_err msv_mlskeys_strip_backup_copy(struct msv_client_db *copy)
         err = msv_client_db_unset(copy, RENEW_BY);
     /* nor its groups' MLS states (mlsgroups.c): an old epoch's secrets would read again what
      * followed it */
-    for (size_t i = 0; err == MSV_OK && i < 4; i++)
+    for (size_t i = 0; err == MSV_OK && i < 7; i++)
         err = msv_client_db_unset_prefix(
-            copy, (const char *[]){"mls-group:", "mls-refound:", "mls-updated:", "mls-sent:"}[i]);
+            copy, (const char *[]){"mls-group:", "mls-refound:", "mls-updated:", "mls-sent:",
+                                   "mls-behind:", "mls-founded:", "mls-follow:"}[i]);
     return err;
 }

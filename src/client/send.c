@@ -788,9 +788,10 @@ static msv_err deliver_once(struct msv_client *c, const uint8_t id[16], const ch
 /*
  * What goes to a whole group on MLS (a message, typing, a timer) goes as one application
  * message (mlsgroups.c); anything else, and any group not on MLS, as per-device copies. A
- * group on MLS never falls back: what cannot go on MLS stays queued. The one exception is a
- * member this account blocked: one application message would reach their devices too, so while
- * one of members is blocked this account's sends go as per-device copies to the others.
+ * group on MLS falls back to per-device copies only where it is told: a device behind the
+ * group's epoch for good (mls_send), and a member this account blocked: one application
+ * message would reach their devices too, so while one of members is blocked this account's
+ * sends go as per-device copies to the others.
  */
 static int goes_on_mls(struct msv_client *c, const struct msv_payload *p,
                        const char *const *members, size_t n)
@@ -805,8 +806,8 @@ static int goes_on_mls(struct msv_client *c, const struct msv_payload *p,
  * A payload to a group on MLS (of members targets): one application message, and per-device
  * copies to the members with no device in the MLS tree (added, but without a KeyPackage then),
  * who would read nothing otherwise. A device behind the group's MLS epoch for good sends
- * per-device copies to every member instead (client_mls_send said so, MSV_ERR_AGAIN, and told
- * it in the group when it fell behind).
+ * per-device copies to every member instead (client_mls_send said so, and told it in the group
+ * when it fell behind).
  */
 static msv_err mls_send(struct msv_client *c, const uint8_t *gid, const uint8_t id[16],
                         const char *const *targets, size_t n_targets, const uint8_t *pt,
@@ -814,12 +815,11 @@ static msv_err mls_send(struct msv_client *c, const uint8_t *gid, const uint8_t 
 {
     char *outside = NULL, **to = NULL;
     size_t n = 0;
-    msv_err err = client_mls_send(c, gid, pt, pt_len);
+    int per_device = 0;
+    msv_err err = client_mls_send(c, gid, pt, pt_len, &per_device);
 
-    if (err == MSV_ERR_AGAIN) {
-        memset(&c->why, 0, sizeof(c->why));
+    if (err == MSV_OK && per_device)
         return deliver_once(c, id, targets, n_targets, pt, pt_len, refused);
-    }
     if (err == MSV_OK)
         err = client_mls_outside(c, gid, &outside);
     if (err == MSV_OK && outside != NULL)
@@ -1121,6 +1121,38 @@ static int outbox_refused(struct msv_client *c, const struct msv_outbox_rec *o,
     return all;
 }
 
+/*
+ * An entry owed to handles whose directory entries have not checked out since it was queued
+ * MSV_OUTBOX_OWED_DAYS ago is given up: each of them is
+ * named in the conversation ("... never got it"), and the outbox lets it go. *given: it was.
+ */
+static msv_err owed_give_up(struct msv_client *c, const struct msv_outbox_rec *o, int64_t now,
+                            int *given)
+{
+    char **to = NULL, *conversation = NULL, text[600];
+    size_t n = 0;
+    msv_err err = MSV_OK;
+
+    *given = o->owed && now - o->created_ms > MSV_OUTBOX_OWED_DAYS * 86400000LL;
+    if (!*given)
+        return MSV_OK;
+    conversation = conversation_of(c, o->message_id);
+    err = client_members_of(o->recipients, &to, &n);
+    for (size_t i = 0; err == MSV_OK && conversation != NULL && i < n; i++) {
+        snprintf(text, sizeof(text),
+                 "%.256s never got a message sent %d days ago: what the directory shows of them "
+                 "did not check out all that time, and it is no longer tried; send it again once "
+                 "it does",
+                 to[i], MSV_OUTBOX_OWED_DAYS);
+        err = send_notice(c, conversation, to[i], text);
+    }
+    if (err == MSV_OK)
+        err = outbox_settle(c, o->message_id, NULL);
+    free(to);
+    free(conversation);
+    return err;
+}
+
 msv_err client_flush_outbox(struct msv_client *c)
 {
     struct msv_outbox_rec *o = NULL;
@@ -1137,7 +1169,11 @@ msv_err client_flush_outbox(struct msv_client *c)
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         struct msv_payload *p = NULL;
         char *conversation = NULL;
+        int given = 0;
 
+        err = owed_give_up(c, &o[i], msv_wall_ms(), &given);
+        if (err != MSV_OK || given)
+            continue;
         if (msv_payload_parse(o[i].payload, o[i].payload_len, &p) != MSV_OK) {
             err = outbox_settle(c, o[i].message_id, "failed"); /* never goes */
             continue;

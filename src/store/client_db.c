@@ -1522,6 +1522,7 @@ static msv_err read_outbox(sqlite3_stmt *st, void *item)
     o->recipients = msv_sql_text(st, 1);
     o->payload = msv_sql_blob(st, 2, &o->payload_len);
     o->owed = sqlite3_column_int(st, 3) != 0;
+    o->created_ms = sqlite3_column_int64(st, 4);
     return o->recipients && o->payload ? MSV_OK : MSV_ERR_NOMEM;
 }
 
@@ -1534,7 +1535,8 @@ msv_err msv_client_db_outbox(struct msv_client_db *db, struct msv_outbox_rec **o
 {
     sqlite3_stmt *st = NULL;
     msv_err err = msv_sql_prepare(db->db,
-                                  "SELECT message_id, recipients, payload, owed FROM outbox "
+                                  "SELECT message_id, recipients, payload, owed, created_ms "
+                                  "FROM outbox "
                                   "ORDER BY "
                                   "created_ms, rowid;",
                                   &st);

@@ -341,6 +341,7 @@ struct msv_outbox_rec {
     uint8_t *payload;
     size_t payload_len;
     int owed; /* the others have it: it goes to recipients alone (msv_client_db_outbox_owed) */
+    int64_t created_ms; /* when it was queued */
 };
 MSV_MUST_CHECK msv_err msv_client_db_outbox(struct msv_client_db *db, struct msv_outbox_rec **out,
                                             size_t *count);
