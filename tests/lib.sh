@@ -4,6 +4,15 @@ passed=0
 failed=0
 ok() { passed=$((passed + 1)); }
 bad() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
+# flip_byte FILE OFFSET: the byte at OFFSET changed for certain (each bit inverted; writing a
+# given byte there leaves the file as it was whenever that byte was there already)
+flip_byte() {
+    python3 -c 'import sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(int(sys.argv[2])); b = f.read(1)
+    if len(b) != 1: sys.exit("flip_byte: no byte at " + sys.argv[2])
+    f.seek(int(sys.argv[2])); f.write(bytes([b[0] ^ 0xff]))' "$1" "$2"
+}
 # expect STATUS DESCRIPTION -- COMMAND...: runs COMMAND with output in out.txt and err.txt
 # (both also appended to the file TRANSCRIPT names, if set)
 expect() {

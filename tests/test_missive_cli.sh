@@ -394,7 +394,7 @@ MISSIVE_BACKUP_PASSPHRASE="8 chars!" expect 3 "restore tries a passphrase under 
 grep -q "wrong passphrase" err.txt && ok || bad "a short passphrase at restore: $(cat err.txt)"
 MISSIVE_BACKUP_PASSPHRASE="éééééé" expect 2 "6 characters in 12 bytes are too few to write a backup" -- as bob-phone backup b.msvb
 cp bob.msvb damaged.msvb
-printf 'X' | dd of=damaged.msvb bs=1 seek=$(($(stat -c %s bob.msvb) / 2)) conv=notrunc 2>/dev/null
+flip_byte damaged.msvb $(($(stat -c %s bob.msvb) / 2))
 expect 1 "a damaged backup" -- "$M" --data-dir newmachine restore damaged.msvb
 grep -q "damaged" err.txt && [ -z "$(ls -A newmachine)" ] && ok || bad "damaged: $(cat err.txt)"
 head -c $(($(stat -c %s bob.msvb) - 100)) bob.msvb >short.msvb

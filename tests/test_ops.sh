@@ -100,7 +100,7 @@ expect 1 "a damaged database" -- "$A" --data-dir fresh restore broken
 grep -Eq "integrity check|not a SQLite database|not a missived database" err.txt && [ ! -e fresh ] && ok || bad "damaged: $(cat err.txt)"
 rm -rf broken && cp -a copy broken
 blob=$(ls broken/blobs)
-printf 'x' | dd of="broken/blobs/$blob" bs=1 seek=1000 conv=notrunc 2>/dev/null
+flip_byte "broken/blobs/$blob" 1000
 expect 1 "a changed attachment" -- "$A" --data-dir fresh restore broken
 grep -q "does not have the size and SHA-256 its record names" err.txt && [ ! -e fresh ] && ok || bad "attachment: $(cat err.txt)"
 rm -rf broken && cp -a copy broken
