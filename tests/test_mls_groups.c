@@ -1477,6 +1477,35 @@ static void test_failed_founding_again_counted(void **state)
     club_free(&k);
 }
 
+/*
+ * A server that answers alice's MLS message "stale devices" (a refusal no honest delivery
+ * service gives one) makes it fail and stay queued: it is not sent as per-device copies (which
+ * a server could otherwise make every member fall back to, unseen).
+ */
+static void test_stale_devices_not_a_fallback(void **state)
+{
+    struct club k;
+    uint8_t id[16];
+
+    (void)state;
+    club_on_mls(&k);
+    msv_conn_close(k.alice->conn);
+    k.alice->conn = NULL;
+    test_server_stop(&k.s);
+    snprintf(k.s.extra, sizeof(k.s.extra), "mls_stale_devices = true");
+    test_server_start(&k.s);
+    for (struct msv_client **o = (struct msv_client *[]){k.bob, k.carol, NULL}; *o; o++) {
+        msv_conn_close((*o)->conn);
+        (*o)->conn = NULL;
+    }
+    assert_int_not_equal(msv_client_group_send(k.alice, "club", "not so", NULL, 0, NULL, id),
+                         MSV_OK);
+    assert_int_equal(receive_now(k.bob), 0);
+    assert_int_equal(history_count(k.bob, k.conversation, "not so"), 0);
+    assert_int_equal(settings_count(k.alice, "mls-behind:"), 0);
+    club_free(&k);
+}
+
 int main(void)
 {
     struct CMUnitTest tests[] = {
@@ -1503,6 +1532,7 @@ int main(void)
         cmocka_unit_test(test_leave_followed_by_admin),
         cmocka_unit_test(test_follow_backs_off),
         cmocka_unit_test(test_failed_founding_again_counted),
+        cmocka_unit_test(test_stale_devices_not_a_fallback),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

@@ -125,6 +125,7 @@ static const struct option_def options[] = {
     {"testing", "drop_prekey_answers", OPT_BOOL, F(drop_prekey_answers), 0, 1},
     {"testing", "limit_prekey_uploads", OPT_BOOL, F(limit_prekey_uploads), 0, 1},
     {"testing", "limit_key_package_uploads", OPT_BOOL, F(limit_key_package_uploads), 0, 1},
+    {"testing", "mls_stale_devices", OPT_BOOL, F(mls_stale_devices), 0, 1},
     {"testing", "owner_versions_stall", OPT_BOOL, F(owner_versions_stall), 0, 1},
     {"testing", "owner_versions_max", OPT_U32, F(owner_versions_max), 0, 1000},
     {"testing", "lookup_substitute", OPT_STR, F(lookup_substitute), 0, 0},

@@ -113,6 +113,8 @@ struct msv_config {
     int limit_prekey_uploads;       /* tests only: every prekey upload is answered "slow down",
                                      * nothing stored (a server keeping a device's keys out) */
     int limit_key_package_uploads;  /* tests only: the same for every KeyPackage upload */
+    int mls_stale_devices;          /* tests only: every MLS application message is answered
+                                     * "stale devices" (a dishonest server) */
 };
 
 /* Fills c with the defaults. */

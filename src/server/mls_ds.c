@@ -673,6 +673,11 @@ void msv_mls_send(struct msv_conn_state *c, const msv_frame *f)
     int code;
     const char *bad = check_shape(s, m.q, &code);
 
+    if (bad == NULL && s->cfg.mls_stale_devices &&
+        m.q->kind == MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION) {
+        code = E_STALE; /* tests only: a server that says so of an MLS message */
+        bad = "the device list is stale";
+    }
     if (bad != NULL) {
         refuse(c, f->request_id, code, bad);
         return;
