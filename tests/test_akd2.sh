@@ -12,7 +12,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 M=$(realpath "${1:?usage: test_akd2.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_akd2.sh MISSIVE MISSIVED}")
 in_scratch
-trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; kill_left "$work"; rm -rf "$work"' EXIT
 daemon=
 alarm="does not prove the history of this account's handle alice@example.org"
 forged() { start_missived env MISSIVED_TESTING_KEYDIR_FORGE="alice@example.org 8"; }

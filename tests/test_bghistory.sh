@@ -16,7 +16,7 @@ D=$(realpath "${2:?usage: test_bghistory.sh MISSIVE MISSIVED}")
 in_scratch
 waiter= flow= adder= ldaemon= sub=
 trap 'tm kill-server 2>/dev/null; for p in $sub $flow $adder $waiter $ldaemon $daemon; do kill -TERM "$p" 2>/dev/null; done
-      kill -CONT "$pid" 2>/dev/null; for p in $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+      kill -CONT "$pid" 2>/dev/null; for p in $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; kill_left "$work"; rm -rf "$work"' EXIT
 
 export MISSIVED_ACCOUNTS_REGISTER_BURST=100
 start_missived || bad "missived started"

@@ -11,7 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 M=$(realpath "${1:?usage: test_handle_taken.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_handle_taken.sh MISSIVE MISSIVED}")
 in_scratch
-trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; kill_left "$work"; rm -rf "$work"' EXIT
 daemon=
 stop() { kill -TERM "$pid" && wait "$pid"; pid=; }
 words="was removed"

@@ -54,7 +54,7 @@ sock2=$work/dev-alice2/alice@example.org/daemon.sock
 daemon=$!
 (exec "$M" --data-dir dev-alice2 daemon >daemon2.out 2>daemon2.err) &
 daemon2=$!
-trap 'tm kill-server 2>/dev/null; for p in $daemon $daemon2 $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+trap 'tm kill-server 2>/dev/null; for p in $daemon $daemon2 $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; kill_left "$work"; rm -rf "$work"' EXIT
 for _ in $(seq 50); do [ -S "$sock" ] && [ -S "$sock2" ] && break; sleep 0.1; done
 change_on_laptop() {
     daemon_rpc "$sock2" --schema 2 '{"jsonrpc":"2.0","id":1,"method":"password","params":{"args":["change"],"password":"a brand new secret","new-password":"changed by the daemon"}}' \

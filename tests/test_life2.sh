@@ -12,7 +12,7 @@ D=$(realpath "${2:?$usage}")
 A=$(realpath "${3:?$usage}")
 FAULTY=$(realpath "${4:?$usage}")
 in_scratch
-trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; kill_left "$work"; rm -rf "$work"' EXIT
 
 MISSIVED_ACCOUNTS_REGISTER_BURST=40 start_missived || bad "missived started"
 register_people alice bob carol dave erin

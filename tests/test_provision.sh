@@ -12,7 +12,7 @@ M=$(realpath "${1:?usage: test_provision.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_provision.sh MISSIVE MISSIVED}")
 in_scratch
 waiter=
-trap 'tm kill-server 2>/dev/null; for p in $waiter $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+trap 'tm kill-server 2>/dev/null; for p in $waiter $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; kill_left "$work"; rm -rf "$work"' EXIT
 
 export MISSIVED_ACCOUNTS_REGISTER_BURST=100
 start_missived || bad "missived started"

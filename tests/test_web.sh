@@ -10,7 +10,7 @@ M=$(realpath "${1:?usage: test_web.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_web.sh MISSIVE MISSIVED}")
 in_scratch
 daemon=
-trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; rm -rf "$work"' EXIT
+trap 'tm kill-server 2>/dev/null; for p in $daemon $pid; do kill -TERM "$p" 2>/dev/null && wait "$p"; done; kill_left "$work"; rm -rf "$work"' EXIT
 
 start_missived || bad "missived started"
 register_people alice bob
