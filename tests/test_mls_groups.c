@@ -1171,22 +1171,30 @@ static void test_welcome_kept_until_sent(void **state)
 }
 
 /* The server drops the MLS deliveries queued for c (withheld, or expired from its queue). */
-static void drop_mls_queue(struct club *k, struct msv_client *c)
+/* The club's server stopped (every member's connection closed), sql run on its database and
+ * extra set as its [testing] lines (each if not NULL), and started again. */
+static void club_restart(struct club *k, const char *sql, const char *extra)
 {
-    char sql[160];
-
-    msv_conn_close(c->conn);
-    c->conn = NULL;
-    test_server_stop(&k->s);
-    snprintf(sql, sizeof(sql), "DELETE FROM queue WHERE device_id = %llu AND suite = %d",
-             (unsigned long long)c->device_id, MLS_SUITE);
-    server_sql(&k->s, sql);
-    test_server_start(&k->s);
     for (struct msv_client **o = (struct msv_client *[]){k->alice, k->bob, k->carol, NULL}; *o;
          o++) {
         msv_conn_close((*o)->conn);
         (*o)->conn = NULL;
     }
+    test_server_stop(&k->s);
+    if (sql != NULL)
+        server_sql(&k->s, sql);
+    if (extra != NULL)
+        snprintf(k->s.extra, sizeof(k->s.extra), "%s", extra);
+    test_server_start(&k->s);
+}
+
+static void drop_mls_queue(struct club *k, struct msv_client *c)
+{
+    char sql[160];
+
+    snprintf(sql, sizeof(sql), "DELETE FROM queue WHERE device_id = %llu AND suite = %d",
+             (unsigned long long)c->device_id, MLS_SUITE);
+    club_restart(k, sql, NULL);
 }
 
 /* c's "mls-behind:" mark of the club moved days back (ahead, if negative), as if made then;
@@ -1336,15 +1344,7 @@ static void test_send_crossing_a_founding_again(void **state)
 /* The delivery service's every MLS group moved on by five epochs no member was sent. */
 static void epochs_moved_on(struct club *k)
 {
-    msv_conn_close(k->alice->conn);
-    k->alice->conn = NULL;
-    test_server_stop(&k->s);
-    server_sql(&k->s, "UPDATE mls_groups SET epoch = epoch + 5");
-    test_server_start(&k->s);
-    for (struct msv_client **o = (struct msv_client *[]){k->bob, k->carol, NULL}; *o; o++) {
-        msv_conn_close((*o)->conn);
-        (*o)->conn = NULL;
-    }
+    club_restart(k, "UPDATE mls_groups SET epoch = epoch + 5", NULL);
 }
 
 /*
@@ -1489,15 +1489,7 @@ static void test_stale_devices_not_a_fallback(void **state)
 
     (void)state;
     club_on_mls(&k);
-    msv_conn_close(k.alice->conn);
-    k.alice->conn = NULL;
-    test_server_stop(&k.s);
-    snprintf(k.s.extra, sizeof(k.s.extra), "mls_stale_devices = true");
-    test_server_start(&k.s);
-    for (struct msv_client **o = (struct msv_client *[]){k.bob, k.carol, NULL}; *o; o++) {
-        msv_conn_close((*o)->conn);
-        (*o)->conn = NULL;
-    }
+    club_restart(&k, NULL, "mls_stale_devices = true");
     assert_int_not_equal(msv_client_group_send(k.alice, "club", "not so", NULL, 0, NULL, id),
                          MSV_OK);
     assert_int_equal(receive_now(k.bob), 0);

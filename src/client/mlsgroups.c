@@ -863,10 +863,11 @@ static int64_t founded_lately(struct msv_client *c, const uint8_t gid[16])
     if (at < 0)
         return -1;
     /* a time ahead of the clock (it went back since) counts as now, and is recorded so */
-    if (at > now && founded_now(c, gid) != MSV_OK)
-        c->why.message[0] = '\0'; /* counted from now all the same */
-    if (at > now)
+    if (at > now) {
         at = now;
+        if (founded_now(c, gid) != MSV_OK)
+            c->why.message[0] = '\0'; /* counted from now all the same */
+    }
     return now - at < REFOUND_MIN_MS ? (now - at) / 60000 : -1;
 }
 
@@ -1403,23 +1404,28 @@ static void follows_flush(struct msv_client *c)
         /* (an empty one, of an earlier version: wanted from now) */
         int valid = gid_of_key(s[i].key, FOLLOW, gid) && (s[i].len == RETRY_VALUE || s[i].len == 0);
 
-        if (valid && s[i].len == 0) {
+        if (!valid) {
+            if (msv_client_db_unset(c->db, s[i].key) != MSV_OK)
+                break;
+            continue;
+        }
+        if (s[i].len == 0) {
             msv_put_u64be(v, (uint64_t)now);
             msv_put_u64be(v + 8, 0);
-        } else if (valid) {
+        } else {
             memcpy(v, s[i].value, RETRY_VALUE);
         }
-        if (valid && !retry_due(v, now))
+        if (!retry_due(v, now))
             continue;
-        if (valid && self_is_admin(c, gid) && stale_now(c, gid))
+        if (self_is_admin(c, gid) && stale_now(c, gid))
             err = sync_with(c, gid, 0, 0, 0, 1);
-        if (valid && err != MSV_OK && retry_expired(v, now) &&
+        if (err != MSV_OK && retry_expired(v, now) &&
             notice(c, gid,
                    "this device could not commit the removal of a device that left the group "
                    "for days; the group's members cannot send on MLS until an admin's next "
                    "message or change commits it") != MSV_OK)
             c->why.message[0] = '\0'; /* shown all the same */
-        if (valid && err != MSV_OK && !retry_expired(v, now)) {
+        if (err != MSV_OK && !retry_expired(v, now)) {
             retry_later(c, v, now);
             if (msv_client_db_set(c->db, s[i].key, v, sizeof(v)) != MSV_OK)
                 break;
