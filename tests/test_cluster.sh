@@ -205,7 +205,8 @@ node B "${ports[B]}" && ok || bad "node B came back"
 
 # Redis restarts: nothing is lost, not even what was sent while it was away, nor a
 # suspension made meanwhile (bob, on node B, is cut off once B is back on Redis)
-listen carol 25
+# (carol waits longer than bob: she must still be connected once bob's wait has ended)
+listen carol 60
 carol=$!
 listen bob 25
 bob=$!
@@ -233,7 +234,8 @@ grep -q "event=suspended_closed.* device=$bob_dev" node-B.log && ok || bad "node
 wait "$bob" 2>/dev/null
 expect 0 "unsuspend bob" -- "$A" --config node-A.ini unsuspend bob@example.org
 expect 0 "alice writes to carol after Redis is back" -- as alice send carol@example.org --text "redis is back"
-wait_for carol.out "redis is back" && ok || bad "carol missed what was sent after Redis came back"
+wait_for carol.out "redis is back" && ok ||
+    bad "carol missed what was sent after Redis came back ($(kill -0 "$carol" 2>/dev/null && echo still waiting || echo her wait had ended)): $(cat carol.out)"
 kill "$carol" 2>/dev/null
 wait "$carol" 2>/dev/null
 
