@@ -32,8 +32,11 @@ if ! command -v redis-server >/dev/null; then
     exit 2
 fi
 
+# the system's python3 where there is one (a version manager's shim costs a shell per call)
+py=python3
+[ -x /usr/bin/python3 ] && py=/usr/bin/python3
 free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 dir=$(mktemp -d /tmp/msv-services-XXXXXX)

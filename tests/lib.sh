@@ -2,6 +2,15 @@
 # Sourced, not run. Each test ends with `finish`.
 passed=0
 failed=0
+# system_python: python3 is the system's own from here on, where there is one (through a link in
+# $work/.bin): a version manager's shim in front of it runs a shell and a dozen processes at
+# every call, about a second each in a loaded test run, and the tests call it often; what they
+# import comes with scripts/deps.sh's Debian packages
+system_python() {
+    if [ -x /usr/bin/python3 ] && [ "$(command -v python3)" != /usr/bin/python3 ]; then
+        mkdir -p "$work/.bin" && ln -sf /usr/bin/python3 "$work/.bin/python3" && PATH="$work/.bin:$PATH"
+    fi
+}
 ok() { passed=$((passed + 1)); }
 bad() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
 # flip_byte FILE OFFSET: the byte at OFFSET changed for certain (each bit inverted; writing a
@@ -67,6 +76,7 @@ in_scratch() {
     # the directory once the test is gone.
     (setsid bash -c "while kill -0 $$ 2>/dev/null; do sleep 1; done
         tmux -L '$(tm_socket)' kill-server 2>/dev/null; rm -rf '$work'" </dev/null >/dev/null 2>&1 &)
+    system_python
     cd "$work" || exit 1
 }
 

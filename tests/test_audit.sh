@@ -186,7 +186,7 @@ rotate() { # rotate SIGNER(old|new): appends the entry, writes the new key to lo
     python3 - srv/missive.db srv/log.key "$1" <<'PY'
 import os, sqlite3, struct, sys, time
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 raw = lambda k: k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 db = sqlite3.connect(sys.argv[1])
 old_sk = open(sys.argv[2], "rb").read()
@@ -199,7 +199,7 @@ sig = signer.sign(b"MSV-kt-key-v1" + raw(old) + raw(new) + size)
 leaf = b"\x02" + struct.pack(">Q", int(time.time() * 1000)) + raw(old) + raw(new) + size + sig
 db.execute("INSERT INTO kt_log (idx, handle, leaf) VALUES (?, '', ?)", (n, leaf))
 db.commit()
-new_sk = new.private_bytes_raw() + raw(new)
+new_sk = new.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()) + raw(new)
 fd = os.open(sys.argv[2], os.O_WRONLY | os.O_TRUNC)
 os.write(fd, new_sk)
 os.close(fd)

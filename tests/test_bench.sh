@@ -7,6 +7,7 @@ set -u
 B=$(realpath "${1:?usage: test_bench.sh PATH_TO_MISSIVE_BENCH}")
 CATEGORIES=$(cd "$(dirname "$0")/../bench" && pwd)/profile_categories.py
 work=$(mktemp -d)
+system_python
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 1
 export TMPDIR=$work

@@ -21,6 +21,7 @@ redis_port=${MSV_TEST_REDIS##*:}
 rcli() { redis-cli -h "$redis_host" -p "$redis_port" "$@"; }
 
 work=$(mktemp -d)
+system_python
 declare -A pids ports
 redis_restarted=0
 cleanup() {

@@ -17,6 +17,7 @@ D=$(realpath "${2:?usage: test_cluster_faults.sh MISSIVE MISSIVED}")
 psql_do() { psql -q -X -v ON_ERROR_STOP=1 -d "$MSV_TEST_POSTGRES" -c "$1" >/dev/null; }
 
 work=$(mktemp -d)
+system_python
 declare -A pids ports
 pg_pids() { echo "$MSV_SERVICES_PG_PID" $(ps -o pid= --ppid "$MSV_SERVICES_PG_PID"); }
 cleanup() {

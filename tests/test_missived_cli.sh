@@ -5,6 +5,7 @@ set -u
 D=$(realpath "${1:?usage: test_missived_cli.sh PATH_TO_MISSIVED}")
 src=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
+system_python
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 1
 

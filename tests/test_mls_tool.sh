@@ -13,6 +13,7 @@ F=$(realpath "${2:?usage: test_mls_tool.sh PATH_TO_MISSIVE_CRYPTO FAULTY_IO}")
 src=$(cd "$(dirname "$0")/.." && pwd)
 V=$src/tests/vectors/mls
 work=$(mktemp -d)
+system_python
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 1
 

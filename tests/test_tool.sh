@@ -5,6 +5,7 @@ set -u
 M=$(realpath "${1:?usage: test_tool.sh PATH_TO_MISSIVE_CRYPTO}")
 V=$(cd "$(dirname "$0")" && pwd)/vectors/wycheproof
 work=$(mktemp -d)
+system_python
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 1
 
