@@ -6339,6 +6339,134 @@ static void test_send_goes_to_those_that_check_out(void **state)
     test_server_cleanup(&s);
 }
 
+/* How many entries bob's outbox holds. */
+static size_t outbox_size(struct msv_client *c)
+{
+    struct msv_outbox_rec *o = NULL;
+    size_t n = 0;
+
+    assert_int_equal(msv_client_db_outbox(c->db, &o, &n), MSV_OK);
+    msv_outbox_free(o, n);
+    return n;
+}
+
+/* Message id's status in c's history. */
+static void assert_status(struct msv_client *c, const uint8_t id[16], const char *status)
+{
+    struct msv_message_rec *m = NULL;
+
+    assert_int_equal(msv_client_db_message_get(c->db, id, &m), MSV_OK);
+    assert_string_equal(m->status, status);
+    msv_messages_free(m, 1);
+}
+
+/*
+ * bob writes to alice and to a handle no account has: alice gets it, bob is told in the
+ * conversation and through on_not_sent that the other is not registered, and nothing is owed
+ * to it. Then to alice and carol after carol deleted her account: alice gets it, carol is said
+ * to have deleted hers. A message to a missing handle alone fails, and the next flush settles
+ * it as failed instead of holding it. Before, the first two sends failed whole and alice got
+ * nothing.
+ */
+static void test_send_past_unregistered_handle(void **state)
+{
+    const char *with_nobody[2] = {"alice@example.org", "nobody@example.org"};
+    const char *with_carol[2] = {"alice@example.org", "carol@example.org"};
+    const char *nobody[1] = {"nobody@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *carol, *bob;
+    uint8_t id[16];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    carol = client_for(&s, "carol", "carol@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    bob->on_not_sent = record_not_sent;
+    memset(&not_sent_said, 0, sizeof(not_sent_said));
+
+    assert_int_equal(msv_client_send(bob, with_nobody, 2, "hi you two", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(receive_now(alice), 1);
+    assert_int_equal(history_count(alice, NULL, "hi you two"), 1);
+    assert_int_equal(not_sent_said.n, 1);
+    assert_non_null(strstr(not_sent_said.text, "not sent to nobody@example.org: "
+                                               "nobody@example.org is not registered"));
+    assert_null(strstr(not_sent_said.text, "once what the directory shows"));
+    assert_int_equal(history_count(bob, NULL, "not sent to nobody@example.org"), 1);
+    assert_status(bob, id, "sent");
+    assert_int_equal(outbox_size(bob), 0);
+
+    /* carol deletes her account: a send to alice and carol reaches alice, carol's is said */
+    assert_int_equal(msv_client_delete_account(carol, TEST_PASSWORD), MSV_OK);
+    assert_int_equal(msv_client_send(bob, with_carol, 2, "after carol left", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(receive_now(alice), 1);
+    assert_int_equal(history_count(alice, NULL, "after carol left"), 1);
+    assert_int_equal(not_sent_said.n, 2);
+    assert_non_null(strstr(not_sent_said.text, "carol@example.org deleted their account"));
+    assert_status(bob, id, "sent");
+    assert_int_equal(outbox_size(bob), 0);
+
+    /* to a missing handle alone: the send fails; the next flush lets it go as failed */
+    assert_int_equal(msv_client_send(bob, nobody, 1, "anyone?", NULL, 0, NULL, id),
+                     MSV_ERR_NOT_FOUND);
+    assert_non_null(strstr(bob->why.message, "nobody@example.org is not registered"));
+    drop_connection(bob);
+    assert_int_equal(msv_client_connect(bob), MSV_OK); /* connecting again flushes the outbox */
+    assert_status(bob, id, "failed");
+    assert_int_equal(outbox_size(bob), 0);
+    msv_client_close(alice);
+    msv_client_close(carol);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A message owed to alice (her device list did not check out) while alice deletes her account:
+ * the next flush finds her gone, says so once, and the outbox lets the message go, its status
+ * "sent" (carol has it). Before, it stayed owed to her until given up 30 days later.
+ */
+static void test_owed_to_a_deleted_account(void **state)
+{
+    const char *both[2] = {"alice@example.org", "carol@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *carol, *bob;
+    uint8_t id[16], *honest = NULL;
+    size_t honest_len = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    s.leaf_version = 3;
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    carol = client_for(&s, "carol", "carol@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    (void)log_two_roots(&s, alice, bob, &honest, &honest_len);
+    bob->on_not_sent = record_not_sent;
+    memset(&not_sent_said, 0, sizeof(not_sent_said));
+    assert_int_equal(msv_client_send(bob, both, 2, "hi both", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(receive_now(carol), 1);
+    assert_int_equal(owed_to_alice(bob), 1);
+    assert_int_equal(not_sent_said.n, 1);
+
+    assert_int_equal(msv_client_delete_account(alice, TEST_PASSWORD), MSV_OK);
+    drop_connection(bob);
+    assert_int_equal(msv_client_connect(bob), MSV_OK); /* connecting again flushes the outbox */
+    assert_int_equal(outbox_size(bob), 0);
+    assert_int_equal(not_sent_said.n, 2);
+    assert_non_null(strstr(not_sent_said.text, "alice@example.org deleted their account"));
+    assert_status(bob, id, "sent");
+    drop_connection(bob);
+    assert_int_equal(msv_client_connect(bob), MSV_OK);
+    assert_int_equal(not_sent_said.n, 2); /* said once */
+    free(honest);
+    msv_client_close(alice);
+    msv_client_close(carol);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 /*
  * A lookup whose result for alice does not hold (the key directory holds a version 2 of alice
  * that no log entry is, so her version 1 is not proven the newest): a send to alice and carol
@@ -7461,6 +7589,8 @@ int main(void)
         cmocka_unit_test(test_devlist_chain_record_key_swap),
         cmocka_unit_test(test_devlist_bad_set_other_handles),
         cmocka_unit_test(test_send_goes_to_those_that_check_out),
+        cmocka_unit_test(test_send_past_unregistered_handle),
+        cmocka_unit_test(test_owed_to_a_deleted_account),
         cmocka_unit_test(test_send_past_unproven_handle),
         cmocka_unit_test(test_monitor_removed_approver),
         cmocka_unit_test(test_log_key_rotation),

@@ -64,6 +64,7 @@ msv_err client_refusal_add(struct client_refusals *r, const char *handle, const 
                            msv_err err)
 {
     char **handles, **whys;
+    unsigned char *gone;
     msv_err *errs;
 
     if (client_is_refused(r, handle))
@@ -77,11 +78,15 @@ msv_err client_refusal_add(struct client_refusals *r, const char *handle, const 
     errs = realloc(r->err, (r->n + 1) * sizeof(*errs));
     if (errs != NULL)
         r->err = errs;
-    if (handles == NULL || whys == NULL || errs == NULL)
+    gone = realloc(r->gone, r->n + 1);
+    if (gone != NULL)
+        r->gone = gone;
+    if (handles == NULL || whys == NULL || errs == NULL || gone == NULL)
         return MSV_ERR_NOMEM;
     r->handle[r->n] = strdup(handle);
     r->why[r->n] = strdup(why);
     r->err[r->n] = err;
+    r->gone[r->n] = 0;
     if (r->handle[r->n] == NULL || r->why[r->n] == NULL) {
         free(r->handle[r->n]);
         free(r->why[r->n]);
@@ -89,6 +94,17 @@ msv_err client_refusal_add(struct client_refusals *r, const char *handle, const 
     }
     r->n++;
     return MSV_OK;
+}
+
+msv_err client_refusal_gone(struct client_refusals *r, const char *handle, const char *why,
+                            msv_err err)
+{
+    size_t before = r->n;
+    msv_err e = client_refusal_add(r, handle, why, err);
+
+    if (e == MSV_OK && r->n > before)
+        r->gone[before] = 1;
+    return e;
 }
 
 int client_is_refused(const struct client_refusals *r, const char *handle)
@@ -108,6 +124,7 @@ void client_refusals_clear(struct client_refusals *r)
     free(r->handle);
     free(r->why);
     free(r->err);
+    free(r->gone);
     memset(r, 0, sizeof(*r));
 }
 

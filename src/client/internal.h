@@ -280,9 +280,13 @@ struct client_refusals {
     char **handle; /* as the send named it */
     char **why;
     msv_err *err;
+    unsigned char *gone; /* no account has the handle (never registered, or deleted): not owed */
 };
 MSV_MUST_CHECK msv_err client_refusal_add(struct client_refusals *r, const char *handle,
                                           const char *why, msv_err err);
+/* client_refusal_add of a handle no account has: the message is not owed to it. */
+MSV_MUST_CHECK msv_err client_refusal_gone(struct client_refusals *r, const char *handle,
+                                           const char *why, msv_err err);
 int client_is_refused(const struct client_refusals *r, const char *handle);
 void client_refusals_clear(struct client_refusals *r);
 /*

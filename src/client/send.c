@@ -445,6 +445,8 @@ static msv_err known_sets_load(struct msv_client *c, const char *const *targets,
  * whose result does not check out, or whose device list as a whole does not (every device left
  * out), is refused: added to refused, its result keeping no device, not remembered, and looked
  * up again by the next send (docs/transparency.md, "A send to handles that do not check out").
+ * A target no account has (never registered, or deleted) is refused as gone: the others get
+ * the message, and it is not owed to that handle.
  */
 static msv_err look_up(struct msv_client *c, const char *const *targets, size_t n,
                        msv_frame **known, struct client_refusals *refused)
@@ -467,8 +469,11 @@ static msv_err look_up(struct msv_client *c, const char *const *targets, size_t 
             continue;
         }
         err = client_remember(c, hd);
-        if (err == MSV_OK && hd->n_devices == 0 && strcmp(targets[i], c->handle) != 0)
-            err = no_devices(c, targets[i], hd);
+        if (err == MSV_OK && hd->n_devices == 0 && strcmp(targets[i], c->handle) != 0) {
+            err = client_refusal_gone(refused, targets[i], c->why.message,
+                                      no_devices(c, targets[i], hd));
+            memset(&c->why, 0, sizeof(c->why));
+        }
     }
     return err;
 }
@@ -1003,40 +1008,51 @@ static msv_err send_notice(struct msv_client *c, const char *conversation, const
     return msv_client_db_message_put(c->db, &rec);
 }
 
+/* Which refused handles owe_to_refused tells of. */
+enum tell { TELL_NONE, TELL_ALL, TELL_GONE /* those no account has */ };
+
 /*
  * Message id (of conversation; none for a control message, which is not tried again) went to
- * targets but those refused: with tell, a notice per handle says why (docs/transparency.md, "A
+ * targets but those refused: a notice per handle tell names says why (docs/transparency.md, "A
  * send to handles that do not check out"), kept before the message is owed, so that a crash
- * between loses none; then it stays in the outbox owed to them alone, its history status status
- * (NULL: unchanged), and each flush of the outbox tries them again.
+ * between loses none; then it stays in the outbox owed to them alone, but for those no account
+ * has (gone: nobody to owe it to), its history status status (NULL: unchanged), and each flush
+ * of the outbox tries them again; owed to nobody, the outbox lets it go.
  */
 static msv_err owe_to_refused(struct msv_client *c, const uint8_t id[16], const char *conversation,
-                              const char *status, int tell, const struct client_refusals *refused,
-                              const char *const *targets, size_t n)
+                              const char *status, enum tell tell,
+                              const struct client_refusals *refused, const char *const *targets,
+                              size_t n)
 {
     char **owed = calloc(n + 1, sizeof(*owed)), *recipients = NULL;
     size_t n_owed = 0;
     msv_err err = owed != NULL ? MSV_OK : MSV_ERR_NOMEM;
 
-    for (size_t i = 0; err == MSV_OK && i < n; i++)
-        if (client_is_refused(refused, targets[i]))
-            owed[n_owed++] = (char *)targets[i];
-    for (size_t k = 0; err == MSV_OK && tell && conversation != NULL && k < refused->n; k++) {
+    for (size_t k = 0; err == MSV_OK && k < refused->n; k++) {
         char text[sizeof(c->why.message) + 400];
+        const char *h = refused->handle[k];
         size_t j = 0;
 
-        while (j < n_owed && strcmp(owed[j], refused->handle[k]) != 0)
+        while (j < n && strcmp(targets[j], h) != 0)
             j++;
-        if (j == n_owed)
+        if (j == n)
             continue; /* refused for another message of this flush */
-        snprintf(text, sizeof(text),
-                 "not sent to %.256s: %s (the others have it; it goes to %.256s once what the "
-                 "directory shows of them checks out, tried again each time this device "
-                 "connects)",
-                 owed[j], refused->why[k], owed[j]);
-        err = send_notice(c, conversation, owed[j], text);
+        if (!refused->gone[k])
+            owed[n_owed++] = (char *)targets[j];
+        if (tell == TELL_NONE || conversation == NULL || (tell == TELL_GONE && !refused->gone[k]))
+            continue;
+        if (refused->gone[k]) /* nobody to owe it to */
+            snprintf(text, sizeof(text), "not sent to %.256s: %s (the others have it)", h,
+                     refused->why[k]);
+        else
+            snprintf(text, sizeof(text),
+                     "not sent to %.256s: %s (the others have it; it goes to %.256s once what "
+                     "the directory shows of them checks out, tried again each time this device "
+                     "connects)",
+                     h, refused->why[k], h);
+        err = send_notice(c, conversation, h, text);
     }
-    if (err == MSV_OK && conversation == NULL)
+    if (err == MSV_OK && (conversation == NULL || n_owed == 0))
         err = outbox_settle(c, id, status);
     else if (err == MSV_OK && (err = client_join_members(owed, n_owed, &recipients)) == MSV_OK)
         err = msv_client_db_outbox_owed(c->db, id, recipients, status);
@@ -1080,8 +1096,8 @@ static msv_err outbox_sent(struct msv_client *c, const struct msv_outbox_rec *o,
     const char *const *targets = (const char *const *)(to ? to : p->participants);
 
     if (err == MSV_OK && refused_among(refused, targets, n_to))
-        err = owe_to_refused(c, o->message_id, conversation, o->owed ? NULL : "sent", !o->owed,
-                             refused, targets, n_to);
+        err = owe_to_refused(c, o->message_id, conversation, o->owed ? NULL : "sent",
+                             o->owed ? TELL_NONE : TELL_ALL, refused, targets, n_to);
     else if (err == MSV_OK)
         err = outbox_settle(c, o->message_id, o->owed ? NULL : "sent");
     for (size_t i = 0; err == MSV_OK && o->owed && conversation != NULL && i < n_to; i++) {
@@ -1099,10 +1115,11 @@ static msv_err outbox_sent(struct msv_client *c, const struct msv_outbox_rec *o,
 }
 
 /* Whether o's send failed (err, c->why) because its targets but this account were all refused:
- * it failed with the words of one of their refusals. */
+ * it failed with the words of one of their refusals, one of a handle no account has if gone,
+ * else one of a handle it is owed to. */
 static int outbox_refused(struct msv_client *c, const struct msv_outbox_rec *o,
                           const struct msv_payload *p, const struct client_refusals *refused,
-                          msv_err err)
+                          msv_err err, int gone)
 {
     char **to = NULL;
     size_t n_to = 0;
@@ -1115,10 +1132,37 @@ static int outbox_refused(struct msv_client *c, const struct msv_outbox_rec *o,
 
         for (size_t k = 0; k < refused->n && !all; k++)
             all = strcmp(refused->handle[k], h) == 0 && refused->err[k] == err &&
-                  strcmp(refused->why[k], c->why.message) == 0;
+                  !refused->gone[k] == !gone && strcmp(refused->why[k], c->why.message) == 0;
     }
     free(to);
     return all;
+}
+
+/*
+ * Owed entry o was refused again by all it is owed to: owed on, as its notice said, to those
+ * that still have an account; those that no account has now (deleted) are told of, once, and
+ * owed it no more (the outbox lets it go once it is owed to nobody; its status stays).
+ */
+static msv_err outbox_owed_on(struct msv_client *c, const struct msv_outbox_rec *o,
+                              const struct msv_payload *p, const struct client_refusals *refused)
+{
+    char **to = NULL, *conversation = NULL;
+    size_t n_to = 0;
+    int gone = 0;
+    msv_err err = outbox_targets(o, p, &to, &n_to);
+    const char *const *targets = (const char *const *)(to ? to : p->participants);
+
+    for (size_t k = 0; err == MSV_OK && k < refused->n && !gone; k++)
+        for (size_t i = 0; i < n_to && !gone; i++)
+            gone = refused->gone[k] && strcmp(refused->handle[k], targets[i]) == 0;
+    if (err == MSV_OK && gone) {
+        conversation = conversation_of(c, o->message_id);
+        err =
+            owe_to_refused(c, o->message_id, conversation, NULL, TELL_GONE, refused, targets, n_to);
+    }
+    free(conversation);
+    free(to);
+    return err;
 }
 
 /*
@@ -1192,10 +1236,11 @@ msv_err client_flush_outbox(struct msv_client *c)
             err = MSV_OK; /* waits until the user accepts the contact's new devices */
         else if (err == MSV_ERR_IO && c->why.message[0] == '\0' && c->why.code == 0)
             ; /* no answer: the server is out of reach, the flush ends */
-        else if (o[i].owed && outbox_refused(c, &o[i], p, &refused, err))
-            err = MSV_OK; /* still refused: owed on, as its notice said */
+        else if (o[i].owed && (outbox_refused(c, &o[i], p, &refused, err, 0) ||
+                               outbox_refused(c, &o[i], p, &refused, err, 1)))
+            err = outbox_owed_on(c, &o[i], p, &refused); /* still refused */
         else if (try_later(c, err) || err == MSV_ERR_NOMEM || err == MSV_ERR_AGAIN ||
-                 outbox_refused(c, &o[i], p, &refused, err)) {
+                 outbox_refused(c, &o[i], p, &refused, err, 0)) {
             err = outbox_held(c, o[i].message_id, err);
             held[n_held++] = conversation;
             conversation = NULL;
@@ -1432,7 +1477,8 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
                               goes_on_mls(c, p, targets_in, n_in) ? p->group_id : NULL, &refused);
     /* the others have it; those refused are owed it, and told of */
     if (err == MSV_OK && refused_among(&refused, targets, t))
-        err = owe_to_refused(c, p->message_id, conversation, "sent", 1, &refused, targets, t);
+        err =
+            owe_to_refused(c, p->message_id, conversation, "sent", TELL_ALL, &refused, targets, t);
     else if (err == MSV_OK)
         err = msv_client_db_outbox_settle(c->db, p->message_id, "sent");
 out:
