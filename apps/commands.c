@@ -889,28 +889,40 @@ const char *cli_session_kind_name(int kind)
  * This device's own counts, with its row (j) or on a line under it (text, when one is not 0):
  * one-time prekey secrets of lost uploads deleted once their bound passed, and sealed envelopes
  * it could not open (sealed to a key it does not hold, or made classically to it), and the
- * connections whose publishing of its keys failed.
+ * connections whose publishing of its keys failed; then what its limits held back or gave up:
+ * owed messages, foundings again of groups on MLS, waits of groups on MLS.
  */
 static void own_counts(struct msv_client *c, json_t *j)
 {
     uint64_t reclaimed = msv_client_prekeys_reclaimed(c),
              unopenable = msv_client_sealed_unopenable(c),
              downgrades = msv_client_sealed_downgrades(c),
-             unpublished = msv_client_keys_unpublished(c);
+             unpublished = msv_client_keys_unpublished(c), owed = msv_client_owed_given_up(c),
+             held = msv_client_mls_refoundings_held(c), waits = msv_client_mls_waits_given_up(c);
 
     if (j != NULL) {
         json_object_set_new(j, "prekeys_reclaimed", json_integer((json_int_t)reclaimed));
         json_object_set_new(j, "sealed_unopenable", json_integer((json_int_t)unopenable));
         json_object_set_new(j, "sealed_downgrades_refused", json_integer((json_int_t)downgrades));
         json_object_set_new(j, "keys_unpublished", json_integer((json_int_t)unpublished));
-    } else if (reclaimed + unopenable + downgrades + unpublished > 0) {
+        json_object_set_new(j, "owed_given_up", json_integer((json_int_t)owed));
+        json_object_set_new(j, "mls_refoundings_held", json_integer((json_int_t)held));
+        json_object_set_new(j, "mls_waits_given_up", json_integer((json_int_t)waits));
+        return;
+    }
+    if (reclaimed + unopenable + downgrades + unpublished > 0)
         fprintf(cli_out,
                 "        this device: %llu prekeys of lost uploads reclaimed, %llu sealed "
                 "envelopes it could not open, %llu made classically to it refused, %llu "
                 "publishings of its keys failed\n",
                 (unsigned long long)reclaimed, (unsigned long long)unopenable,
                 (unsigned long long)downgrades, (unsigned long long)unpublished);
-    }
+    if (owed + held + waits > 0)
+        fprintf(cli_out,
+                "        this device's limits: %llu owed messages given up, %llu foundings "
+                "again of groups on MLS held back (at most hourly), %llu waits of groups on MLS "
+                "given up\n",
+                (unsigned long long)owed, (unsigned long long)held, (unsigned long long)waits);
 }
 
 static void print_device(const struct cli *o, struct msv_client *c, const char *handle,

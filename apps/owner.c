@@ -947,6 +947,12 @@ static json_t *status(struct owner *ow, const struct peer *p)
                             json_integer((json_int_t)msv_client_sealed_downgrades(ow->c)));
         json_object_set_new(s, "keys_unpublished",
                             json_integer((json_int_t)msv_client_keys_unpublished(ow->c)));
+        json_object_set_new(s, "owed_given_up",
+                            json_integer((json_int_t)msv_client_owed_given_up(ow->c)));
+        json_object_set_new(s, "mls_refoundings_held",
+                            json_integer((json_int_t)msv_client_mls_refoundings_held(ow->c)));
+        json_object_set_new(s, "mls_waits_given_up",
+                            json_integer((json_int_t)msv_client_mls_waits_given_up(ow->c)));
     }
     return s;
 }

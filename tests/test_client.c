@@ -2312,10 +2312,12 @@ static void test_owed_given_up_after_30_days(void **state)
     owed_since(alice, old, "bob@example.org", 31);
     owed_since(alice, recent, "carol@example.org", 29);
     test_server_start(&s);
+    assert_int_equal(msv_client_owed_given_up(alice), 0);
     reconnect(alice); /* the outbox goes with the connection */
     assert_int_equal(msv_client_db_outbox(alice->db, &o, &n), MSV_OK);
     msv_outbox_free(o, n);
     assert_int_equal(n, 0);
+    assert_int_equal(msv_client_owed_given_up(alice), 1); /* counted, bob's alone */
     assert_int_equal(history_count(alice, "bob@example.org", "bob@example.org never got a message"),
                      1);
     assert_int_equal(history_count(alice, "carol@example.org", "never got"), 0);

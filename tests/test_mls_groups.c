@@ -928,10 +928,12 @@ static void test_linked_device_waits_and_others_refused(void **state)
     msv_put_u64be(v, (uint64_t)(msv_wall_ms() - 8 * 86400000LL));
     msv_put_u64be(v + 8, 0);
     assert_int_equal(msv_client_db_set(k.bob->db, key, v, sizeof(v)), MSV_OK);
+    assert_int_equal(msv_client_mls_waits_given_up(k.bob), 0);
     receive_now(k.bob);
     assert_int_equal(joins_waiting(k.bob), 0);
     assert_int_equal(
         history_count(k.bob, k.conversation, "was not added to this MLS group (in 7 days"), 1);
+    assert_int_equal(msv_client_mls_waits_given_up(k.bob), 1); /* counted too */
     assert_false(client_mls_is_on(phone, k.gid));
 
     /* carol's tablet: bob's self-update does not add it */
@@ -1376,6 +1378,7 @@ static void test_founding_again_at_most_hourly(void **state)
         receive_now(k.bob);
         assert_sent_by(k.bob, k.conversation, *text, "alice@example.org", k.alice->device_id);
     }
+    assert_int_equal(msv_client_mls_refoundings_held(k.alice), 2); /* each held back, counted */
     club_free(&k);
 }
 
@@ -1444,9 +1447,11 @@ static void test_follow_backs_off(void **state)
     msv_put_u64be(v + 8, 0);
     assert_int_equal(msv_client_db_set(k.alice->db, st[0].key, v, sizeof(v)), MSV_OK);
     msv_settings_free(st, n);
+    assert_int_equal(msv_client_mls_waits_given_up(k.alice), 0);
     receive_now(k.alice);
     assert_int_equal(settings_count(k.alice, "mls-follow:"), 0);
     assert_int_equal(history_count(k.alice, k.conversation, "could not commit the removal"), 1);
+    assert_int_equal(msv_client_mls_waits_given_up(k.alice), 1); /* counted too */
     club_free(&k);
 }
 

@@ -814,6 +814,13 @@ uint64_t msv_client_prekeys_reclaimed(struct msv_client *c);
 uint64_t msv_client_classical_read(struct msv_client *c, uint64_t device_id);
 /* How many times this device's keys could not be published on connecting (on_keys_unpublished). */
 uint64_t msv_client_keys_unpublished(struct msv_client *c);
+/* How many messages owed to handles that never checked out were given up (MSV_OUTBOX_OWED_DAYS). */
+uint64_t msv_client_owed_given_up(struct msv_client *c);
+/* How many times a group's founding again on MLS was held back by its hourly limit. */
+uint64_t msv_client_mls_refoundings_held(struct msv_client *c);
+/* How many waits of a group on MLS were given up: a device of this account that never joined
+ * (MSV_MLS_JOIN_DAYS, or MSV_MLS_JOINS_MAX waiting), a removal this device could not commit. */
+uint64_t msv_client_mls_waits_given_up(struct msv_client *c);
 /*
  * Publishes this device's keys again on the open connection if publishing them failed and its
  * wait (keys_retry_at) has passed: for a process that stays connected (the daemon), which would

@@ -58,6 +58,20 @@
 /* "mls-founded:<hex of the group id>" = u64be wall ms this device last founded the group again;
  * what a send or a receive brings about (not a change of the user's) does so at most hourly */
 #define FOUNDED "mls-founded:"
+/* u64be counters: foundings again held back by the hourly limit; waits given up (a device's
+ * joining, a removal to commit) */
+#define REFOUNDINGS_HELD "refoundings-held"
+#define WAITS_GIVEN_UP "waits-given-up"
+
+uint64_t msv_client_mls_refoundings_held(struct msv_client *c)
+{
+    return client_counter(c, REFOUNDINGS_HELD);
+}
+
+uint64_t msv_client_mls_waits_given_up(struct msv_client *c)
+{
+    return client_counter(c, WAITS_GIVEN_UP);
+}
 #define REFOUND_MIN_MS (3600LL * 1000)
 
 /* The MLS group id (and the delivery service's) of generation gen of group gid. */
@@ -1134,6 +1148,7 @@ again:
             err = sync_once(c, gid, start, refound, update, quiet, &changed, &more);
         mls_unlock(c);
         if (lately >= 0) {
+            (void)client_counter_bump(c, REFOUNDINGS_HELD); /* a count: the limit holds anyway */
             snprintf(c->why.message, sizeof(c->why.message),
                      "the delivery service keeps saying the MLS group moved on without this "
                      "device, which founded it again %lld minute%s ago and does so at most "
@@ -1319,6 +1334,8 @@ msv_err client_mls_join_due(struct msv_client *c, uint64_t device_id)
                               &done);
             c->mls_joining--;
         }
+        if (!done)
+            (void)client_counter_bump(c, WAITS_GIVEN_UP); /* a count: told in its groups */
         msv_groups_free(g, n_groups);
         err = msv_client_db_unset(c->db, s[oldest].key);
     }
@@ -1419,6 +1436,8 @@ static void follows_flush(struct msv_client *c)
             continue;
         if (self_is_admin(c, gid) && stale_now(c, gid))
             err = sync_with(c, gid, 0, 0, 0, 1);
+        if (err != MSV_OK && retry_expired(v, now))
+            (void)client_counter_bump(c, WAITS_GIVEN_UP); /* a count: told below all the same */
         if (err != MSV_OK && retry_expired(v, now) &&
             notice(c, gid,
                    "this device could not commit the removal of a device that left the group "
@@ -1480,6 +1499,8 @@ void client_mls_joins(struct msv_client *c)
             err = join_groups(c, g, n_groups, device, give_up, &done);
         if (err == MSV_ERR_IO)
             break; /* out of reach or refused for now: all of them at the next receive */
+        if (parsed && give_up != NULL && !done)
+            (void)client_counter_bump(c, WAITS_GIVEN_UP); /* a count: told in its groups */
         if (!parsed || done || give_up != NULL) {
             if (msv_client_db_unset(c->db, s[i].key) != MSV_OK)
                 break;

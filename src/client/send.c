@@ -705,11 +705,17 @@ static msv_err deliver_group(struct msv_client *c, const uint8_t id[16], const c
     return err;
 }
 
-#define UNSEALED "unsealed-sends" /* u64be: sends that fell back to authenticated */
+#define UNSEALED "unsealed-sends"     /* u64be: sends that fell back to authenticated */
+#define OWED_GIVEN_UP "owed-given-up" /* u64be: owed messages given up (owed_give_up) */
 
 uint64_t msv_client_unsealed_sends(struct msv_client *c)
 {
     return client_counter(c, UNSEALED);
+}
+
+uint64_t msv_client_owed_given_up(struct msv_client *c)
+{
+    return client_counter(c, OWED_GIVEN_UP);
 }
 
 /* Message id goes to handle authenticated: counted, and told through on_unsealed, once (a
@@ -1192,6 +1198,8 @@ static msv_err owed_give_up(struct msv_client *c, const struct msv_outbox_rec *o
     }
     if (err == MSV_OK)
         err = outbox_settle(c, o->message_id, NULL);
+    if (err == MSV_OK)
+        err = client_counter_bump(c, OWED_GIVEN_UP);
     free(to);
     free(conversation);
     return err;
