@@ -785,6 +785,8 @@ static void send_to_current(struct chat *ch, const char *text, const struct msv_
                  ch->current, ch->current);
     else if (err == MSV_ERR_AUTH && ch->c->why.code == MSV_REFUSAL_PQ)
         add_note(ch, ch->current, "\u26a0 not sent: %s", ch->c->why.message);
+    else if (err == MSV_ERR_NOT_FOUND && ch->c->why.code == MSV_REFUSAL_GONE)
+        add_note(ch, ch->current, "\u26a0 not sent: %s", ch->c->why.message);
     else if (err == MSV_ERR_NOT_FOUND && strncmp(ch->current, "group:", 6) == 0)
         set_status(ch, 8000, "not sent: accept the group first (missive groups accept %s)",
                    ch->current);

@@ -1726,7 +1726,7 @@ static int cmd_send(const struct cli *o, struct msv_client *c)
             rc = EXIT_ERR; /* said why; nothing was sent */
         } else {
             rc = fail(c,
-                      c->why.code == MSV_REFUSAL_BLOCKED
+                      c->why.code == MSV_REFUSAL_BLOCKED || c->why.code == MSV_REFUSAL_GONE
                           ? "sending"
                           : "sending (the message stays queued in history)",
                       err);

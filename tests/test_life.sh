@@ -171,6 +171,9 @@ expect 0 "and deletes its state" -- "$M" --data-dir dev-bob2 leave --yes
 expect 1 "alice writes to the deleted account" -- as alice send bob@example.org --text "anyone there?"
 grep -q "bob@example.org deleted their account (its transparency log entry says so)" err.txt && ok ||
     bad "the sender is told the account was deleted: $(cat err.txt)"
+grep -q "stays queued" err.txt && bad "a send to a deleted account said to stay queued: $(cat err.txt)" || ok
+expect 0 "alice's history with bob" -- as alice -o json history bob@example.org
+grep -q '"text":"anyone there?".*"status":"failed"' out.txt && ok || bad "not failed at once: $(cat out.txt)"
 
 # nothing of bob in the database files (WAL included: the deletion truncated it) or blobs:
 # the envelopes are in no byte of them; his public keys only in the log's earlier leaves,

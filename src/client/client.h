@@ -682,6 +682,9 @@ MSV_MUST_CHECK msv_err msv_client_verified(struct msv_client *c, const char *han
  * msv_client_blocked(): *out (caller frees with free()) by handle.
  */
 #define MSV_REFUSAL_BLOCKED 1001 /* why.code: blocking refused, or a send to a blocked handle */
+/* why.code: a send to handles no account has (never registered, or deleted) alone: the message
+ * is not queued, its history status "failed" */
+#define MSV_REFUSAL_GONE 1004
 #define MSV_REFUSAL_PRIVACY 1002 /* why.code: an unknown privacy setting or value */
 #define MSV_BLOCKED_MAX 10000
 struct msv_blocked {

@@ -522,6 +522,26 @@ static int refused_among(const struct client_refusals *refused, const char *cons
     return 0;
 }
 
+/* Whether every target but this account is refused as gone (no account has it), and one is. */
+static int all_gone(struct msv_client *c, const struct client_refusals *refused,
+                    const char *const *targets, size_t n)
+{
+    size_t others = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        size_t k = 0;
+
+        if (strcmp(targets[i], c->handle) == 0 || client_is_own_handle(c, targets[i]))
+            continue;
+        others++;
+        while (k < refused->n && strcmp(refused->handle[k], targets[i]) != 0)
+            k++;
+        if (k == refused->n || !refused->gone[k])
+            return 0;
+    }
+    return others > 0;
+}
+
 /* Whether targets name anyone but this account (by any of its handles). */
 static int names_others(struct msv_client *c, const char *const *targets, size_t n)
 {
@@ -1483,6 +1503,10 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
     if (err == MSV_OK)
         err = deliver_payload(c, p->message_id, targets, t, pt, pt_len,
                               goes_on_mls(c, p, targets_in, n_in) ? p->group_id : NULL, &refused);
+    /* to handles no account has alone: it never goes, failed now rather than queued */
+    if (err == MSV_ERR_NOT_FOUND && all_gone(c, &refused, targets, t) &&
+        outbox_settle(c, p->message_id, "failed") == MSV_OK)
+        c->why.code = MSV_REFUSAL_GONE;
     /* the others have it; those refused are owed it, and told of */
     if (err == MSV_OK && refused_among(&refused, targets, t))
         err =
