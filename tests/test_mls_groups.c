@@ -784,6 +784,52 @@ static void test_added_without_key_package(void **state)
 }
 
 /*
+ * dave, added without a KeyPackage (outside the MLS tree: sent per-device copies), deletes his
+ * account: bob's messages to the club still go (on MLS to alice and carol), and bob is told
+ * once in the group that dave has no account. Before, bob's send failed (dave's copy refused
+ * alone), and the next flush sent the MLS message again and marked it failed.
+ */
+static void test_member_gone_outside_the_tree(void **state)
+{
+    const char *dave_only[1] = {"dave@example.org"};
+    struct club k;
+    struct msv_client *dave;
+    struct msv_message_rec *m = NULL;
+    uint8_t id[16];
+
+    (void)state;
+    club_on_mls(&k);
+    dave = test_client_for(&k.s, "dave", "dave@example.org");
+    drop_key_packages(&k.s, dave);
+    assert_int_equal(msv_client_group_change(k.alice, "club", NULL, dave_only, 1, NULL, 0), MSV_OK);
+    receive_now(dave);
+    receive_now(k.bob);
+    assert_int_equal(msv_client_delete_account(dave, TEST_PASSWORD), MSV_OK);
+    for (const char **text = (const char *[]){"one", "two", NULL}; *text; text++) {
+        assert_int_equal(msv_client_group_send(k.bob, "club", *text, NULL, 0, NULL, id), MSV_OK);
+        assert_int_equal(msv_client_db_message_get(k.bob->db, id, &m), MSV_OK);
+        assert_string_equal(m->status, "sent");
+        msv_messages_free(m, 1);
+        receive_now(k.carol);
+        assert_sent_by(k.carol, k.conversation, *text, "bob@example.org", k.bob->device_id);
+    }
+    assert_int_equal(history_count(k.bob, k.conversation,
+                                   "not sent to dave@example.org: dave@example.org "
+                                   "deleted their account"),
+                     1);
+    {
+        struct msv_outbox_rec *o = NULL;
+        size_t n = 0;
+
+        assert_int_equal(msv_client_db_outbox(k.bob->db, &o, &n), MSV_OK);
+        msv_outbox_free(o, n);
+        assert_int_equal(n, 0); /* nothing owed to dave, nothing held */
+    }
+    msv_client_close(dave);
+    club_free(&k);
+}
+
+/*
  * carol, removed and added again, takes the new Welcome (at the same generation, a later
  * epoch) in place of the state she held, and reads what follows.
  */
@@ -1517,6 +1563,7 @@ int main(void)
         cmocka_unit_test(test_removed_reads_when_commit_withheld),
         cmocka_unit_test(test_non_admin_founding),
         cmocka_unit_test(test_added_without_key_package),
+        cmocka_unit_test(test_member_gone_outside_the_tree),
         cmocka_unit_test(test_readded_member_reads),
         cmocka_unit_test(test_commit_during_rate_limit),
         cmocka_unit_test(test_linked_device_joins),

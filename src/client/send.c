@@ -501,15 +501,27 @@ static msv_err refusal_error(struct msv_client *c, const struct client_refusals 
     return refused->err[k];
 }
 
-/* refusal_error of the first of targets refused. */
+/* refusal_error of the first of targets refused, one it is owed to (not gone) first: a send
+ * that reached nobody is then held for it, whatever the order of the handles. */
 static msv_err first_refusal(struct msv_client *c, const struct client_refusals *refused,
                              const char *const *targets, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        for (size_t k = 0; k < refused->n; k++)
-            if (strcmp(refused->handle[k], targets[i]) == 0)
-                return refusal_error(c, refused, k);
+    for (int gone = 0; gone < 2; gone++)
+        for (size_t i = 0; i < n; i++)
+            for (size_t k = 0; k < refused->n; k++)
+                if (strcmp(refused->handle[k], targets[i]) == 0 && refused->gone[k] == gone)
+                    return refusal_error(c, refused, k);
     return MSV_ERR_NOT_FOUND;
+}
+
+/* refusal_error of the refusals from the from-th on, one it is owed to (not gone) first. */
+static msv_err refusal_since(struct msv_client *c, const struct client_refusals *refused,
+                             size_t from)
+{
+    for (size_t k = from; k < refused->n; k++)
+        if (!refused->gone[k])
+            return refusal_error(c, refused, k);
+    return refusal_error(c, refused, from);
 }
 
 /* Whether one of targets is refused. */
@@ -538,6 +550,22 @@ static int all_gone(struct msv_client *c, const struct client_refusals *refused,
             k++;
         if (k == refused->n || !refused->gone[k])
             return 0;
+    }
+    return others > 0;
+}
+
+/* Whether every target but this account is refused (for any reason), and one is. */
+static int others_refused(struct msv_client *c, const struct client_refusals *refused,
+                          const char *const *targets, size_t n)
+{
+    size_t others = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(targets[i], c->handle) == 0 || client_is_own_handle(c, targets[i]))
+            continue;
+        if (!client_is_refused(refused, targets[i]))
+            return 0;
+        others++;
     }
     return others > 0;
 }
@@ -656,7 +684,7 @@ static msv_err send_batch(struct msv_client *c, const uint8_t id[16], const char
         /* as deliver_group: nothing goes when only this account is left of a send that
          * reached nobody else */
         if (err == MSV_OK && alone && refused->n > refused_before && !names_others(c, targets, n))
-            err = refusal_error(c, refused, refused_before);
+            err = refusal_since(c, refused, refused_before);
         if (err == MSV_OK && tries == SEND_TRIES - 1) {
             snprintf(c->why.message, sizeof(c->why.message),
                      "the relay keeps asking for devices that the transparency log does not "
@@ -711,7 +739,7 @@ static msv_err deliver_group(struct msv_client *c, const uint8_t id[16], const c
     /* alone (nothing went to others in this send) and refused all but this account: nothing
      * goes, not even its own devices' copy */
     if (err == MSV_OK && alone && refused->n > refused_before && !names_others(c, ts.targets, ts.n))
-        err = refusal_error(c, refused, refused_before);
+        err = refusal_since(c, refused, refused_before);
     while (err == MSV_OK && done < ts.n) {
         size_t k = batch_size(ts.hds + done, ts.n - done, pt_len);
 
@@ -857,6 +885,10 @@ static msv_err mls_send(struct msv_client *c, const uint8_t *gid, const uint8_t 
         err = client_members_of(outside, &to, &n);
     if (err == MSV_OK && n > 0)
         err = deliver_once(c, id, (const char *const *)to, n, pt, pt_len, refused);
+    /* the MLS message went: the members outside its tree all refused fails nothing; their
+     * refusals are owed and told by the caller (owe_to_refused) */
+    if (err != MSV_OK && n > 0 && others_refused(c, refused, (const char *const *)to, n))
+        err = MSV_OK;
     free(to);
     free(outside);
     return err;
@@ -1034,6 +1066,31 @@ static msv_err send_notice(struct msv_client *c, const char *conversation, const
     return msv_client_db_message_put(c->db, &rec);
 }
 
+#define GONE_SAID "gone-said:" /* and a hash of conversation and handle: told there once */
+
+/* Whether conversation was told handle has no account (gone_said_mark), or marks it so. */
+static int gone_said(struct msv_client *c, const char *conversation, const char *handle, int mark)
+{
+    crypto_generichash_state st;
+    uint8_t h[16], *v = NULL;
+    char key[sizeof(GONE_SAID) + 33];
+    size_t len = 0;
+    int said;
+
+    crypto_generichash_init(&st, NULL, 0, sizeof(h));
+    crypto_generichash_update(&st, (const uint8_t *)conversation, strlen(conversation) + 1);
+    crypto_generichash_update(&st, (const uint8_t *)handle, strlen(handle));
+    crypto_generichash_final(&st, h, sizeof(h));
+    memcpy(key, GONE_SAID, sizeof(GONE_SAID) - 1);
+    if (msv_hex_encode(h, sizeof(h), key + sizeof(GONE_SAID) - 1, 33) != MSV_OK)
+        return 0;
+    if (mark)
+        return msv_client_db_set(c->db, key, "", 0) == MSV_OK;
+    said = msv_client_db_get(c->db, key, &v, &len) == MSV_OK;
+    free(v);
+    return said;
+}
+
 /* Which refused handles owe_to_refused tells of. */
 enum tell { TELL_NONE, TELL_ALL, TELL_GONE /* those no account has */ };
 
@@ -1052,6 +1109,7 @@ static msv_err owe_to_refused(struct msv_client *c, const uint8_t id[16], const 
 {
     char **owed = calloc(n + 1, sizeof(*owed)), *recipients = NULL;
     size_t n_owed = 0;
+    int group = conversation != NULL && strncmp(conversation, "group:", 6) == 0;
     msv_err err = owed != NULL ? MSV_OK : MSV_ERR_NOMEM;
 
     for (size_t k = 0; err == MSV_OK && k < refused->n; k++) {
@@ -1067,6 +1125,10 @@ static msv_err owe_to_refused(struct msv_client *c, const uint8_t id[16], const 
             owed[n_owed++] = (char *)targets[j];
         if (tell == TELL_NONE || conversation == NULL || (tell == TELL_GONE && !refused->gone[k]))
             continue;
+        /* a group's member whose account is gone: told once in the group (a handle the user
+         * named is told at each send) */
+        if (refused->gone[k] && group && gone_said(c, conversation, h, 0))
+            continue;
         if (refused->gone[k]) /* nobody to owe it to */
             snprintf(text, sizeof(text), "not sent to %.256s: %s (the others have it)", h,
                      refused->why[k]);
@@ -1077,6 +1139,8 @@ static msv_err owe_to_refused(struct msv_client *c, const uint8_t id[16], const 
                      "connects)",
                      h, refused->why[k], h);
         err = send_notice(c, conversation, h, text);
+        if (err == MSV_OK && refused->gone[k] && group)
+            (void)gone_said(c, conversation, h, 1); /* unmarked: said again, nothing worse */
     }
     if (err == MSV_OK && (conversation == NULL || n_owed == 0))
         err = outbox_settle(c, id, status);
@@ -1123,7 +1187,7 @@ static msv_err outbox_sent(struct msv_client *c, const struct msv_outbox_rec *o,
 
     if (err == MSV_OK && refused_among(refused, targets, n_to))
         err = owe_to_refused(c, o->message_id, conversation, o->owed ? NULL : "sent",
-                             o->owed ? TELL_NONE : TELL_ALL, refused, targets, n_to);
+                             o->owed ? TELL_GONE : TELL_ALL, refused, targets, n_to);
     else if (err == MSV_OK)
         err = outbox_settle(c, o->message_id, o->owed ? NULL : "sent");
     for (size_t i = 0; err == MSV_OK && o->owed && conversation != NULL && i < n_to; i++) {
@@ -1219,7 +1283,7 @@ static msv_err owed_give_up(struct msv_client *c, const struct msv_outbox_rec *o
     if (err == MSV_OK)
         err = outbox_settle(c, o->message_id, NULL);
     if (err == MSV_OK)
-        err = client_counter_bump(c, OWED_GIVEN_UP);
+        (void)client_counter_bump(c, OWED_GIVEN_UP); /* a count: the notices said it */
     free(to);
     free(conversation);
     return err;
