@@ -752,24 +752,35 @@ static void test_non_admin_founding(void **state)
     test_server_cleanup(&s);
 }
 
+/* The club on MLS, and dave added by alice without a KeyPackage (no leaf); bob has taken the
+ * change. dave, returned, is closed by the caller. */
+static struct msv_client *club_with_dave_outside(struct club *k)
+{
+    const char *dave_only[1] = {"dave@example.org"};
+    struct msv_client *dave;
+
+    club_on_mls(k);
+    dave = test_client_for(&k->s, "dave", "dave@example.org");
+    drop_key_packages(&k->s, dave);
+    assert_int_equal(msv_client_group_change(k->alice, "club", NULL, dave_only, 1, NULL, 0),
+                     MSV_OK);
+    receive_now(dave);
+    receive_now(k->bob);
+    return dave;
+}
+
 /*
  * dave, added to a group on MLS, has no KeyPackage, so no leaf: bob's message goes to the
  * MLS group and to dave as per-device copies, and dave reads it.
  */
 static void test_added_without_key_package(void **state)
 {
-    const char *dave_only[1] = {"dave@example.org"};
     struct club k;
     struct msv_client *dave;
     uint8_t id[16];
 
     (void)state;
-    club_on_mls(&k);
-    dave = test_client_for(&k.s, "dave", "dave@example.org");
-    drop_key_packages(&k.s, dave);
-    assert_int_equal(msv_client_group_change(k.alice, "club", NULL, dave_only, 1, NULL, 0), MSV_OK);
-    receive_now(dave);
-    receive_now(k.bob);
+    dave = club_with_dave_outside(&k);
     assert_int_equal(msv_client_group_accept(dave, k.conversation), MSV_OK);
     assert_false(client_mls_is_on(dave, k.gid));
     assert_int_equal(msv_client_group_send(k.bob, "club", "welcome dave", NULL, 0, NULL, id),
@@ -791,19 +802,13 @@ static void test_added_without_key_package(void **state)
  */
 static void test_member_gone_outside_the_tree(void **state)
 {
-    const char *dave_only[1] = {"dave@example.org"};
     struct club k;
     struct msv_client *dave;
     struct msv_message_rec *m = NULL;
     uint8_t id[16];
 
     (void)state;
-    club_on_mls(&k);
-    dave = test_client_for(&k.s, "dave", "dave@example.org");
-    drop_key_packages(&k.s, dave);
-    assert_int_equal(msv_client_group_change(k.alice, "club", NULL, dave_only, 1, NULL, 0), MSV_OK);
-    receive_now(dave);
-    receive_now(k.bob);
+    dave = club_with_dave_outside(&k);
     assert_int_equal(msv_client_delete_account(dave, TEST_PASSWORD), MSV_OK);
     for (const char **text = (const char *[]){"one", "two", NULL}; *text; text++) {
         assert_int_equal(msv_client_group_send(k.bob, "club", *text, NULL, 0, NULL, id), MSV_OK);
