@@ -47,8 +47,6 @@ if [ "$(id -u)" -eq 0 ]; then
     chown "$owner" "$dir"
     as_owner=(runuser -u "$owner" --)
 fi
-pg_port=$(free_port)
-redis_port=$(free_port)
 pg_pid=
 redis_pid=
 
@@ -72,29 +70,52 @@ trap 'exit 130' INT TERM
     cat "$dir/initdb.log" >&2
     exit 1
 }
-opts="-c listen_addresses=127.0.0.1 -p $pg_port -k $dir -c max_connections=200"
+opts="-c listen_addresses=127.0.0.1 -k $dir -c max_connections=200"
 if [ "$durable" = 0 ]; then
     opts="$opts -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 fi
-"${as_owner[@]}" "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -o "$opts" -w -t 60 start \
-    >/dev/null || {
+# a free port is free when asked, not for certain when taken (tests run at once): each server
+# gets five tries, each on a port of its own
+for try in 1 2 3 4 5; do
+    pg_port=$(free_port)
+    if "${as_owner[@]}" "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" \
+        -o "$opts -p $pg_port" -w -t 60 start >/dev/null; then
+        pg_pid=started
+        break
+    fi
+done
+if [ -z "$pg_pid" ]; then
     cat "$dir/pg.log" >&2
     exit 1
-}
-pg_pid=started
+fi
 admin="host=127.0.0.1 port=$pg_port user=missive dbname=postgres"
 "$pgbin/psql" -q -X -d "$admin" -c 'CREATE DATABASE missive;' >/dev/null
 
 # Redis: no persistence (the queue lives in PostgreSQL); its own process group is not needed
-redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
-    --logfile "$dir/redis.log" --dir "$dir" >/dev/null 2>&1 &
-redis_pid=$!
-for _ in $(seq 100); do
-    if redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG; then
-        break
-    fi
-    sleep 0.05
+# (up once it answers as this process: another test's Redis may hold a port just taken)
+redis_up=
+for try in 1 2 3 4 5; do
+    redis_port=$(free_port)
+    redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
+        --logfile "$dir/redis.log" --dir "$dir" >/dev/null 2>&1 &
+    redis_pid=$!
+    for _ in $(seq 100); do
+        kill -0 "$redis_pid" 2>/dev/null || break
+        if redis-cli -p "$redis_port" info server 2>/dev/null | grep -q "^process_id:$redis_pid"; then
+            redis_up=1
+            break
+        fi
+        sleep 0.05
+    done
+    [ -n "$redis_up" ] && break
+    kill "$redis_pid" 2>/dev/null
+    wait "$redis_pid" 2>/dev/null
+    redis_pid=
 done
+if [ -z "$redis_up" ]; then
+    echo "services: Redis did not start: $(tail -3 "$dir/redis.log" 2>/dev/null)" >&2
+    exit 1
+fi
 
 export MSV_TEST_POSTGRES="host=127.0.0.1 port=$pg_port user=missive dbname=missive"
 export MSV_TEST_PG_ADMIN="$admin"
