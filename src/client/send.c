@@ -1068,7 +1068,7 @@ static msv_err send_notice(struct msv_client *c, const char *conversation, const
 
 #define GONE_SAID "gone-said:" /* and a hash of conversation and handle: told there once */
 
-/* Whether conversation was told handle has no account (gone_said_mark), or marks it so. */
+/* Whether conversation was told that handle has no account; with mark, records that it was. */
 static int gone_said(struct msv_client *c, const char *conversation, const char *handle, int mark)
 {
     crypto_generichash_state st;
