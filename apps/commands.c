@@ -885,6 +885,23 @@ const char *cli_session_kind_name(int kind)
                                            : "none";
 }
 
+void cli_own_counts_json(struct msv_client *c, json_t *j)
+{
+    json_object_set_new(j, "prekeys_reclaimed",
+                        json_integer((json_int_t)msv_client_prekeys_reclaimed(c)));
+    json_object_set_new(j, "sealed_unopenable",
+                        json_integer((json_int_t)msv_client_sealed_unopenable(c)));
+    json_object_set_new(j, "sealed_downgrades_refused",
+                        json_integer((json_int_t)msv_client_sealed_downgrades(c)));
+    json_object_set_new(j, "keys_unpublished",
+                        json_integer((json_int_t)msv_client_keys_unpublished(c)));
+    json_object_set_new(j, "owed_given_up", json_integer((json_int_t)msv_client_owed_given_up(c)));
+    json_object_set_new(j, "mls_refoundings_held",
+                        json_integer((json_int_t)msv_client_mls_refoundings_held(c)));
+    json_object_set_new(j, "mls_waits_given_up",
+                        json_integer((json_int_t)msv_client_mls_waits_given_up(c)));
+}
+
 /*
  * This device's own counts, with its row (j) or on a line under it (text, when one is not 0):
  * one-time prekey secrets of lost uploads deleted once their bound passed, and sealed envelopes
@@ -894,22 +911,19 @@ const char *cli_session_kind_name(int kind)
  */
 static void own_counts(struct msv_client *c, json_t *j)
 {
-    uint64_t reclaimed = msv_client_prekeys_reclaimed(c),
-             unopenable = msv_client_sealed_unopenable(c),
-             downgrades = msv_client_sealed_downgrades(c),
-             unpublished = msv_client_keys_unpublished(c), owed = msv_client_owed_given_up(c),
-             held = msv_client_mls_refoundings_held(c), waits = msv_client_mls_waits_given_up(c);
+    uint64_t reclaimed, unopenable, downgrades, unpublished, owed, held, waits;
 
     if (j != NULL) {
-        json_object_set_new(j, "prekeys_reclaimed", json_integer((json_int_t)reclaimed));
-        json_object_set_new(j, "sealed_unopenable", json_integer((json_int_t)unopenable));
-        json_object_set_new(j, "sealed_downgrades_refused", json_integer((json_int_t)downgrades));
-        json_object_set_new(j, "keys_unpublished", json_integer((json_int_t)unpublished));
-        json_object_set_new(j, "owed_given_up", json_integer((json_int_t)owed));
-        json_object_set_new(j, "mls_refoundings_held", json_integer((json_int_t)held));
-        json_object_set_new(j, "mls_waits_given_up", json_integer((json_int_t)waits));
+        cli_own_counts_json(c, j);
         return;
     }
+    reclaimed = msv_client_prekeys_reclaimed(c);
+    unopenable = msv_client_sealed_unopenable(c);
+    downgrades = msv_client_sealed_downgrades(c);
+    unpublished = msv_client_keys_unpublished(c);
+    owed = msv_client_owed_given_up(c);
+    held = msv_client_mls_refoundings_held(c);
+    waits = msv_client_mls_waits_given_up(c);
     if (reclaimed + unopenable + downgrades + unpublished > 0)
         fprintf(cli_out,
                 "        this device: %llu prekeys of lost uploads reclaimed, %llu sealed "

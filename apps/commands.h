@@ -82,6 +82,8 @@ void cli_not_sent_warning(void *ctx, const char *conversation, const char *handl
 void cli_unopened_warning(void *ctx, const char *warning);
 /* "post-quantum", "classical" or "none": a MSV_SESSION_* kind (client/sessions.h). */
 const char *cli_session_kind_name(int kind);
+/* This device's own counts (missive devices' own row, the daemon's status) set in j. */
+void cli_own_counts_json(struct msv_client *c, json_t *j);
 void cli_unsealed_notice(void *ctx, const char *handle);
 void cli_outbox_held_notice(void *ctx, const uint8_t id[16], const char *reason);
 /* A message as 'receive' and 'history' print it (-o json: one object per line). */

@@ -939,20 +939,7 @@ static json_t *status(struct owner *ow, const struct peer *p)
                   (json_int_t)msv_client_unsealed_sends(ow->c));
     if (s != NULL && p->schema >= 2) {
         json_object_set_new(s, "schemas", schemas_served());
-        json_object_set_new(s, "prekeys_reclaimed",
-                            json_integer((json_int_t)msv_client_prekeys_reclaimed(ow->c)));
-        json_object_set_new(s, "sealed_unopenable",
-                            json_integer((json_int_t)msv_client_sealed_unopenable(ow->c)));
-        json_object_set_new(s, "sealed_downgrades_refused",
-                            json_integer((json_int_t)msv_client_sealed_downgrades(ow->c)));
-        json_object_set_new(s, "keys_unpublished",
-                            json_integer((json_int_t)msv_client_keys_unpublished(ow->c)));
-        json_object_set_new(s, "owed_given_up",
-                            json_integer((json_int_t)msv_client_owed_given_up(ow->c)));
-        json_object_set_new(s, "mls_refoundings_held",
-                            json_integer((json_int_t)msv_client_mls_refoundings_held(ow->c)));
-        json_object_set_new(s, "mls_waits_given_up",
-                            json_integer((json_int_t)msv_client_mls_waits_given_up(ow->c)));
+        cli_own_counts_json(ow->c, s);
     }
     return s;
 }
