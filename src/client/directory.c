@@ -107,12 +107,18 @@ msv_err client_refusal_gone(struct client_refusals *r, const char *handle, const
     return e;
 }
 
+size_t client_refusal_find(const struct client_refusals *r, const char *handle)
+{
+    size_t i = 0;
+
+    while (r != NULL && i < r->n && strcmp(r->handle[i], handle) != 0)
+        i++;
+    return i;
+}
+
 int client_is_refused(const struct client_refusals *r, const char *handle)
 {
-    for (size_t i = 0; r != NULL && i < r->n; i++)
-        if (strcmp(r->handle[i], handle) == 0)
-            return 1;
-    return 0;
+    return r != NULL && client_refusal_find(r, handle) < r->n;
 }
 
 void client_refusals_clear(struct client_refusals *r)

@@ -288,6 +288,8 @@ MSV_MUST_CHECK msv_err client_refusal_add(struct client_refusals *r, const char 
 MSV_MUST_CHECK msv_err client_refusal_gone(struct client_refusals *r, const char *handle,
                                            const char *why, msv_err err);
 int client_is_refused(const struct client_refusals *r, const char *handle);
+/* The index of handle's refusal in r; r->n if it is not refused. */
+size_t client_refusal_find(const struct client_refusals *r, const char *handle);
 void client_refusals_clear(struct client_refusals *r);
 /*
  * client_verified_lookup for a send: a result that does not check out on its own is refused

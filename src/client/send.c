@@ -541,13 +541,11 @@ static int all_gone(struct msv_client *c, const struct client_refusals *refused,
     size_t others = 0;
 
     for (size_t i = 0; i < n; i++) {
-        size_t k = 0;
+        size_t k = client_refusal_find(refused, targets[i]);
 
         if (strcmp(targets[i], c->handle) == 0 || client_is_own_handle(c, targets[i]))
             continue;
         others++;
-        while (k < refused->n && strcmp(refused->handle[k], targets[i]) != 0)
-            k++;
         if (k == refused->n || !refused->gone[k])
             return 0;
     }
@@ -1218,11 +1216,10 @@ static int outbox_refused(struct msv_client *c, const struct msv_outbox_rec *o,
     if (outbox_targets(o, p, &to, &n_to) != MSV_OK)
         return 0;
     for (size_t i = 0; i < n_to && !all; i++) {
-        const char *h = to != NULL ? to[i] : p->participants[i];
+        size_t k = client_refusal_find(refused, to != NULL ? to[i] : p->participants[i]);
 
-        for (size_t k = 0; k < refused->n && !all; k++)
-            all = strcmp(refused->handle[k], h) == 0 && refused->err[k] == err &&
-                  !refused->gone[k] == !gone && strcmp(refused->why[k], c->why.message) == 0;
+        all = k < refused->n && refused->err[k] == err && !refused->gone[k] == !gone &&
+              strcmp(refused->why[k], c->why.message) == 0;
     }
     free(to);
     return all;
@@ -1242,9 +1239,11 @@ static msv_err outbox_owed_on(struct msv_client *c, const struct msv_outbox_rec 
     msv_err err = outbox_targets(o, p, &to, &n_to);
     const char *const *targets = (const char *const *)(to ? to : p->participants);
 
-    for (size_t k = 0; err == MSV_OK && k < refused->n && !gone; k++)
-        for (size_t i = 0; i < n_to && !gone; i++)
-            gone = refused->gone[k] && strcmp(refused->handle[k], targets[i]) == 0;
+    for (size_t i = 0; err == MSV_OK && i < n_to && !gone; i++) {
+        size_t k = client_refusal_find(refused, targets[i]);
+
+        gone = k < refused->n && refused->gone[k];
+    }
     if (err == MSV_OK && gone) {
         conversation = conversation_of(c, o->message_id);
         err =
