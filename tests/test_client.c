@@ -6466,6 +6466,83 @@ static void test_owed_to_a_deleted_account(void **state)
 }
 
 /*
+ * bob wrote to alice, then queued two messages while the server was out of reach, one to her
+ * alone and one to her and carol; alice deleted her account and someone registered the handle
+ * again. bob's next connection finds the new account: neither message goes to it (they were
+ * written to the account deleted), each is said in the conversation, carol gets hers, and the
+ * one to alice alone failed; what bob writes after he was told goes to the new account. dave,
+ * whose first send after the deletion finds the new account, is refused the send with the reason
+ * (the message failed), and his next one goes. Before, both queued messages and dave's first went
+ * to the new account.
+ */
+static void test_queued_not_for_a_new_account(void **state)
+{
+    const char *to[1] = {"alice@example.org"};
+    const char *both[2] = {"alice@example.org", "carol@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol, *dave, *again;
+    msv_frame *devs = NULL;
+    uint8_t alone[16], shared[16], id[16];
+    int told = 0;
+
+    (void)state;
+    test_server_init(&s, "[accounts]\nregister_burst = 40\n");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", to[0]);
+    bob = client_for(&s, "bob", "bob@example.org");
+    carol = client_for(&s, "carol", "carol@example.org");
+    dave = client_for(&s, "dave", "dave@example.org");
+    bob->ctx = &told;
+    bob->on_account_new = count_account_new;
+    bob->on_not_sent = record_not_sent;
+    memset(&not_sent_said, 0, sizeof(not_sent_said));
+    assert_int_equal(msv_client_send(bob, both, 2, "hello you two", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_devices(dave, to[0], &devs), MSV_OK);
+    msv_frame_free(devs);
+    test_server_stop(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_send(bob, to, 1, "for alice alone", NULL, 0, NULL, alone),
+                     MSV_ERR_IO);
+    assert_int_equal(msv_client_send(bob, both, 2, "for both", NULL, 0, NULL, shared), MSV_ERR_IO);
+    test_server_start(&s);
+    assert_int_equal(msv_client_delete_account(alice, TEST_PASSWORD), MSV_OK);
+    msv_client_close(alice);
+    again = client_for(&s, "alice-again", to[0]);
+
+    reconnect(bob); /* the outbox goes with the connection */
+    assert_int_equal(outbox_size(bob), 0);
+    assert_int_equal(told, 1);
+    assert_status(bob, alone, "failed");
+    assert_status(bob, shared, "sent");
+    assert_int_equal(not_sent_said.n, 2);
+    assert_int_equal(history_count(bob, to[0],
+                                   "not sent to alice@example.org: alice@example.org "
+                                   "is a new account"),
+                     2);
+    assert_int_equal(history_count(bob, NULL, "(the others have it)"), 1);
+    assert_int_equal(receive_now(again), 0);
+    receive_all(carol);
+    assert_true(received_text(carol, "for both"));
+    assert_int_equal(msv_client_send(bob, to, 1, "hello new alice", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(receive_now(again), 1);
+    assert_int_equal(told, 1);
+
+    /* dave's send finds the new account: refused, and said why */
+    assert_int_equal(msv_client_send(dave, to, 1, "hi alice", NULL, 0, NULL, id),
+                     MSV_ERR_NOT_FOUND);
+    assert_non_null(strstr(dave->why.message, "alice@example.org is a new account"));
+    assert_int_equal(dave->why.code, MSV_REFUSAL_GONE);
+    assert_status(dave, id, "failed");
+    assert_int_equal(outbox_size(dave), 0);
+    assert_int_equal(receive_now(again), 0);
+    assert_int_equal(msv_client_send(dave, to, 1, "hi new alice", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(receive_now(again), 1);
+    for (struct msv_client **c = (struct msv_client *[]){bob, carol, dave, again, NULL}; *c; c++)
+        msv_client_close(*c);
+    test_server_cleanup(&s);
+}
+
+/*
  * A lookup whose result for alice does not hold (the key directory holds a version 2 of alice
  * that no log entry is, so her version 1 is not proven the newest): a send to alice and carol
  * goes to carol, and bob is told of alice, why in the words of the failed check, in the
@@ -7589,6 +7666,7 @@ int main(void)
         cmocka_unit_test(test_send_goes_to_those_that_check_out),
         cmocka_unit_test(test_send_past_unregistered_handle),
         cmocka_unit_test(test_owed_to_a_deleted_account),
+        cmocka_unit_test(test_queued_not_for_a_new_account),
         cmocka_unit_test(test_send_past_unproven_handle),
         cmocka_unit_test(test_monitor_removed_approver),
         cmocka_unit_test(test_log_key_rotation),

@@ -2,7 +2,8 @@
 # A handle whose account was deleted and registered again is a new account to
 # everyone who knew the old one, against a real missived on loopback: the CLI
 # (send and receive), the daemon's schema-2 event and the chat each say so once;
-# the old sessions and the verified mark go and the safety number changes.
+# the old sessions and the verified mark go and the safety number changes; the
+# send that finds the new account does not go to it (it was written to the old).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -31,17 +32,21 @@ expect 0 "the handle registers again" -- "$M" --data-dir dev-alice register alic
 code=$(grep "handle=alice@example.org code=" srv.log | tail -1 | sed 's/.*code=//')
 expect 0 "with its code" -- "$M" --data-dir dev-alice register alice@example.org --code "$code"
 
-# the CLI: bob's send says so once, his verified mark is gone, the safety number changed
-expect 0 "bob writes to the new account" -- as bob send alice@example.org --text "is that you?"
+# the CLI: bob's send says so once, and does not go (he wrote it to the account he knew); his
+# verified mark is gone, the safety number changed; what he writes after that goes
+expect 1 "bob's send finds the new account" -- as bob send alice@example.org --text "is that you?"
 grep -q "alice@example.org is a new account: the account you knew was deleted" err.txt && ok ||
     bad "bob's send says alice is a new account: $(cat out.txt err.txt)"
+grep -q "the account this was written to was deleted .*send it again" err.txt && ok ||
+    bad "bob's send says why it did not go: $(cat out.txt err.txt)"
 expect 0 "bob writes again" -- as bob send alice@example.org --text "again"
 grep -q "is a new account" err.txt && bad "said twice: $(cat err.txt)" || ok
 expect 0 "bob's mark after" -- as bob -o json verify alice@example.org
 grep -q '"state": *"not verified"' out.txt && ok || bad "the verified mark is cleared: $(cat out.txt err.txt)"
 grep -q "$number" out.txt && bad "the safety number did not change: $(cat out.txt)" || ok
 expect 0 "the new alice reads bob" -- as alice receive
-grep -q "is that you?" out.txt && ok || bad "the new account gets bob's message: $(cat out.txt err.txt)"
+grep -q "again" out.txt && ok || bad "the new account gets bob's message: $(cat out.txt err.txt)"
+grep -q "is that you?" out.txt && bad "the new account got what bob wrote before: $(cat out.txt)" || ok
 
 # receive: dave hears from the new account first
 expect 0 "the new alice writes to dave" -- as alice send dave@example.org --text "new me"
@@ -61,7 +66,8 @@ events_both "$sock" send_through
 grep -q '"type": *"account_new".*"handle": *"alice@example.org"' ev2.txt && grep -q "is a new account" ev2.txt &&
     ok || bad "schema-2 account_new: $(cat ev2.txt rpc.txt)"
 grep -q '"account_new"' ev1.txt && bad "a schema-1 subscriber got account_new: $(cat ev1.txt)" || ok
-grep -q '"error"' rpc.txt && bad "the daemon's send: $(cat rpc.txt)" || ok
+grep -q '"error".*is a new account: the account this was written to' rpc.txt && ok ||
+    bad "the daemon's send, written before carol knew, fails saying why: $(cat rpc.txt)"
 cat ev2.txt rpc.txt >wire2.jsonl
 daemon_schema_ok 2 wire2.jsonl && ok || bad "schema 2"
 daemon_schema_ok 1 ev1.txt && ok || bad "schema 1 events"

@@ -20,8 +20,11 @@ struct msv_client {
     struct msv_client_db *db;
     struct msv_identity *id;
     char handle[257];
-    char from[257];     /* msv_client_send_from(): the handle sends name this account by */
-    char send_as[257];  /* while a send is made: the handle it names this account by ("": handle) */
+    char from[257];    /* msv_client_send_from(): the handle sends name this account by */
+    char send_as[257]; /* while a send is made: the handle it names this account by ("": handle) */
+    /* while a send is made: when its message was written (0: none); a handle found since to be
+     * a new account gets none of it (docs/transparency.md, "A new account") */
+    int64_t written_ms;
     uint64_t device_id; /* 0 until registered */
     char host[256];
     uint16_t port;

@@ -27,11 +27,21 @@
 #include "util/buf.h"
 #include "util/privdir.h"
 
+#define RENEWED_AT "renewed-at:" /* and a handle: i64be, when this device learnt it is new */
+
 msv_err client_new_account(struct msv_client *c, const char *handle)
 {
     struct msv_known_device *devs = NULL;
     size_t n = 0;
+    char key[sizeof(RENEWED_AT) + 257];
+    uint8_t at[8];
     msv_err err = msv_client_db_known_devices(c->db, handle, &devs, &n);
+
+    /* first, so that a crash after it withholds more, never less */
+    snprintf(key, sizeof(key), RENEWED_AT "%.256s", handle);
+    msv_put_u64be(at, (uint64_t)msv_wall_ms());
+    if (err == MSV_OK)
+        err = msv_client_db_set(c->db, key, at, sizeof(at));
 
     for (size_t i = 0; err == MSV_OK && i < n; i++)
         err = msv_sessions_forget(c, devs[i].device_id);
@@ -41,6 +51,21 @@ msv_err client_new_account(struct msv_client *c, const char *handle)
     if (err == MSV_OK && c->on_account_new != NULL)
         c->on_account_new(c->ctx, handle);
     return err == MSV_OK ? msv_kt_renewed_told(c->db, handle) : err;
+}
+
+int client_renewed_since(struct msv_client *c, const char *handle, int64_t since_ms)
+{
+    char key[sizeof(RENEWED_AT) + 257];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int since;
+
+    snprintf(key, sizeof(key), RENEWED_AT "%.256s", handle);
+    if (msv_client_db_get(c->db, key, &v, &len) != MSV_OK)
+        return 0;
+    since = len == 8 && (int64_t)msv_get_u64be(v) >= since_ms;
+    free(v);
+    return since;
 }
 
 /* Tells of each handle of an accepted answer that is a new account, before its devices are
@@ -132,6 +157,24 @@ void client_refusals_clear(struct client_refusals *r)
     free(r->err);
     free(r->gone);
     memset(r, 0, sizeof(*r));
+}
+
+void client_refusals_forget_renewed(struct client_refusals *r)
+{
+    size_t kept = 0;
+
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->gone[i] == REFUSED_RENEWED) {
+            free(r->handle[i]);
+            free(r->why[i]);
+            continue;
+        }
+        r->handle[kept] = r->handle[i];
+        r->why[kept] = r->why[i];
+        r->err[kept] = r->err[i];
+        r->gone[kept++] = r->gone[i];
+    }
+    r->n = kept;
 }
 
 /*

@@ -280,8 +280,12 @@ struct client_refusals {
     char **handle; /* as the send named it */
     char **why;
     msv_err *err;
-    unsigned char *gone; /* no account has the handle (never registered, or deleted): not owed */
+    /* no account has the handle (never registered, or deleted): not owed; REFUSED_RENEWED: it
+     * is a new account, which this message was not written to (not owed either) */
+    unsigned char *gone;
 };
+#define REFUSED_RENEWED 2
+
 MSV_MUST_CHECK msv_err client_refusal_add(struct client_refusals *r, const char *handle,
                                           const char *why, msv_err err);
 /* client_refusal_add of a handle no account has: the message is not owed to it. */
@@ -291,6 +295,8 @@ int client_is_refused(const struct client_refusals *r, const char *handle);
 /* The index of handle's refusal in r; r->n if it is not refused. */
 size_t client_refusal_find(const struct client_refusals *r, const char *handle);
 void client_refusals_clear(struct client_refusals *r);
+/* Takes the REFUSED_RENEWED refusals out of r (they hold for one message only). */
+void client_refusals_forget_renewed(struct client_refusals *r);
 /*
  * client_verified_lookup for a send: a result that does not check out on its own is refused
  * (added to refused with c->why's words; its result in *result keeps no device) and the rest of
@@ -328,10 +334,14 @@ msv_err client_lineage_check(struct msv_client *c, void (*on_alarm)(void *, cons
  * watches (caller frees with msv_handles_free). */
 msv_err client_own_handles_known(struct msv_client *c, char ***out, size_t *n);
 /*
- * handle's account was deleted and registered again: the sessions with the devices known of it
- * and the verified mark go, and the user is told (on_account_new) before msv_kt_renewed_told.
+ * handle's account was deleted and registered again: when this device learnt it is kept
+ * (client_renewed_since), the sessions with the devices known of it and the verified mark go,
+ * and the user is told (on_account_new) before msv_kt_renewed_told.
  */
 msv_err client_new_account(struct msv_client *c, const char *handle);
+/* Whether this device learnt at since_ms or later that handle is a new account (what was
+ * written to handle before then was written to the account deleted, and does not go). */
+int client_renewed_since(struct msv_client *c, const char *handle, int64_t since_ms);
 /* Forgets that the user verified handle's devices. */
 msv_err client_forget_verified(struct msv_client *c, const char *handle);
 

@@ -441,12 +441,38 @@ static msv_err known_sets_load(struct msv_client *c, const char *const *targets,
 }
 
 /*
+ * Refuses handle (REFUSED_RENEWED) when the message being sent was written before this device
+ * learnt that handle is a new account: it was written to the account that was deleted, and the
+ * one registered since with the handle does not get it (docs/transparency.md, "A new account").
+ */
+static msv_err refuse_renewed(struct msv_client *c, const char *handle,
+                              struct client_refusals *refused)
+{
+    char why[600];
+    size_t before = refused->n;
+    msv_err err;
+
+    if (c->written_ms == 0 || strcmp(handle, c->handle) == 0 || client_is_own_handle(c, handle) ||
+        client_is_refused(refused, handle) || !client_renewed_since(c, handle, c->written_ms))
+        return MSV_OK;
+    snprintf(why, sizeof(why),
+             "%.256s is a new account: the account this was written to was deleted and the "
+             "handle registered again; send it again to write to the new account",
+             handle);
+    err = client_refusal_gone(refused, handle, why, MSV_ERR_NOT_FOUND);
+    if (err == MSV_OK && refused->n > before)
+        refused->gone[before] = REFUSED_RENEWED;
+    return err;
+}
+
+/*
  * Asks the directory for targets' devices and remembers them (warning of changes). A target
  * whose result does not check out, or whose device list as a whole does not (every device left
  * out), is refused: added to refused, its result keeping no device, not remembered, and looked
  * up again by the next send (docs/transparency.md, "A send to handles that do not check out").
  * A target no account has (never registered, or deleted) is refused as gone: the others get
- * the message, and it is not owed to that handle.
+ * the message, and it is not owed to that handle; so is one that the answer shows to be a new
+ * account since the message was written (refuse_renewed).
  */
 static msv_err look_up(struct msv_client *c, const char *const *targets, size_t n,
                        msv_frame **known, struct client_refusals *refused)
@@ -473,7 +499,8 @@ static msv_err look_up(struct msv_client *c, const char *const *targets, size_t 
             err = client_refusal_gone(refused, targets[i], c->why.message,
                                       no_devices(c, targets[i], hd));
             memset(&c->why, 0, sizeof(c->why));
-        }
+        } else if (err == MSV_OK)
+            err = refuse_renewed(c, targets[i], refused);
     }
     return err;
 }
@@ -605,7 +632,8 @@ static void target_sets_free(struct target_sets *t)
 /*
  * The device sets of targets: the remembered ones, and the directory's for
  * the others, asked LOOKUP_BATCH handles at a time (one lookup per batch of
- * handles not known, never one per member).
+ * handles not known, never one per member); a target that is a new account since the message
+ * was written is refused first (refuse_renewed), and a refused one not asked for.
  */
 static msv_err target_sets_load(struct msv_client *c, const char *const *targets, size_t n,
                                 struct target_sets *t, struct client_refusals *refused)
@@ -619,10 +647,12 @@ static msv_err target_sets_load(struct msv_client *c, const char *const *targets
     if (err == MSV_OK && ((t->hds = calloc(n + 1, sizeof(*t->hds))) == NULL ||
                           (t->targets = calloc(n + 1, sizeof(*t->targets))) == NULL))
         err = MSV_ERR_NOMEM;
+    for (size_t i = 0; err == MSV_OK && i < n; i++)
+        err = refuse_renewed(c, targets[i], refused);
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         t->targets[i] = targets[i];
         t->hds[i] = t->ks.ptrs[i];
-        if (missing[i]) {
+        if (missing[i] && !client_is_refused(refused, targets[i])) {
             where[n_ask] = i;
             ask[n_ask++] = targets[i];
         }
@@ -1097,8 +1127,9 @@ enum tell { TELL_NONE, TELL_ALL, TELL_GONE /* those no account has */ };
  * targets but those refused: a notice per handle tell names says why (docs/transparency.md, "A
  * send to handles that do not check out"), kept before the message is owed, so that a crash
  * between loses none; then it stays in the outbox owed to them alone, but for those no account
- * has (gone: nobody to owe it to), its history status status (NULL: unchanged), and each flush
- * of the outbox tries them again; owed to nobody, the outbox lets it go.
+ * has (gone: nobody to owe it to) or a new account it was not written to, its history status
+ * status (NULL: unchanged; "failed": nobody got it), and each flush of the outbox tries them
+ * again; owed to nobody, the outbox lets it go.
  */
 static msv_err owe_to_refused(struct msv_client *c, const uint8_t id[16], const char *conversation,
                               const char *status, enum tell tell,
@@ -1108,6 +1139,7 @@ static msv_err owe_to_refused(struct msv_client *c, const uint8_t id[16], const 
     char **owed = calloc(n + 1, sizeof(*owed)), *recipients = NULL;
     size_t n_owed = 0;
     int group = conversation != NULL && strncmp(conversation, "group:", 6) == 0;
+    int others_have = status == NULL || strcmp(status, "failed") != 0; /* failed: nobody has it */
     msv_err err = owed != NULL ? MSV_OK : MSV_ERR_NOMEM;
 
     for (size_t k = 0; err == MSV_OK && k < refused->n; k++) {
@@ -1124,12 +1156,12 @@ static msv_err owe_to_refused(struct msv_client *c, const uint8_t id[16], const 
         if (tell == TELL_NONE || conversation == NULL || (tell == TELL_GONE && !refused->gone[k]))
             continue;
         /* a group's member whose account is gone: told once in the group (a handle the user
-         * named is told at each send) */
-        if (refused->gone[k] && group && gone_said(c, conversation, h, 0))
+         * named is told at each send; a new account at each message written before it) */
+        if (refused->gone[k] == 1 && group && gone_said(c, conversation, h, 0))
             continue;
         if (refused->gone[k]) /* nobody to owe it to */
-            snprintf(text, sizeof(text), "not sent to %.256s: %s (the others have it)", h,
-                     refused->why[k]);
+            snprintf(text, sizeof(text), "not sent to %.256s: %s%s", h, refused->why[k],
+                     others_have ? " (the others have it)" : "");
         else
             snprintf(text, sizeof(text),
                      "not sent to %.256s: %s (the others have it; it goes to %.256s once what "
@@ -1137,7 +1169,7 @@ static msv_err owe_to_refused(struct msv_client *c, const uint8_t id[16], const 
                      "connects)",
                      h, refused->why[k], h);
         err = send_notice(c, conversation, h, text);
-        if (err == MSV_OK && refused->gone[k] && group)
+        if (err == MSV_OK && refused->gone[k] == 1 && group)
             (void)gone_said(c, conversation, h, 1); /* unmarked: said again, nothing worse */
     }
     if (err == MSV_OK && (conversation == NULL || n_owed == 0))
@@ -1226,12 +1258,15 @@ static int outbox_refused(struct msv_client *c, const struct msv_outbox_rec *o,
 }
 
 /*
- * Owed entry o was refused again by all it is owed to: owed on, as its notice said, to those
- * that still have an account; those that no account has now (deleted) are told of, once, and
- * owed it no more (the outbox lets it go once it is owed to nobody; its status stays).
+ * o was refused by all it went to. Owed (status NULL, tell TELL_GONE): owed on, as its notice
+ * said, to those that still have an account; those that no account has now (deleted, or a new
+ * account since it was written) are told of, once, and owed it no more (the outbox lets it go
+ * once it is owed to nobody; its status stays). Not owed, and all of them gone (status
+ * "failed", tell TELL_ALL): each is told of, and it failed.
  */
-static msv_err outbox_owed_on(struct msv_client *c, const struct msv_outbox_rec *o,
-                              const struct msv_payload *p, const struct client_refusals *refused)
+static msv_err outbox_gone(struct msv_client *c, const struct msv_outbox_rec *o,
+                           const struct msv_payload *p, const struct client_refusals *refused,
+                           const char *status, enum tell tell)
 {
     char **to = NULL, *conversation = NULL;
     size_t n_to = 0;
@@ -1246,8 +1281,7 @@ static msv_err outbox_owed_on(struct msv_client *c, const struct msv_outbox_rec 
     }
     if (err == MSV_OK && gone) {
         conversation = conversation_of(c, o->message_id);
-        err =
-            owe_to_refused(c, o->message_id, conversation, NULL, TELL_GONE, refused, targets, n_to);
+        err = owe_to_refused(c, o->message_id, conversation, status, tell, refused, targets, n_to);
     }
     free(conversation);
     free(to);
@@ -1293,6 +1327,7 @@ msv_err client_flush_outbox(struct msv_client *c)
     struct msv_outbox_rec *o = NULL;
     size_t n = 0, n_held = 0;
     char send_as[sizeof(c->send_as)]; /* of a send that connected, and so flushes first */
+    int64_t written = c->written_ms;
     char **held = NULL;
     /* handles refused in this flush are not looked up again for its later entries */
     struct client_refusals refused = {0};
@@ -1306,6 +1341,7 @@ msv_err client_flush_outbox(struct msv_client *c)
         char *conversation = NULL;
         int given = 0;
 
+        c->written_ms = o[i].created_ms;
         err = owed_give_up(c, &o[i], msv_wall_ms(), &given);
         if (err != MSV_OK || given)
             continue;
@@ -1329,17 +1365,21 @@ msv_err client_flush_outbox(struct msv_client *c)
             ; /* no answer: the server is out of reach, the flush ends */
         else if (o[i].owed && (outbox_refused(c, &o[i], p, &refused, err, 0) ||
                                outbox_refused(c, &o[i], p, &refused, err, 1)))
-            err = outbox_owed_on(c, &o[i], p, &refused); /* still refused */
+            err = outbox_gone(c, &o[i], p, &refused, NULL, TELL_GONE); /* still refused */
         else if (try_later(c, err) || err == MSV_ERR_NOMEM || err == MSV_ERR_AGAIN ||
                  outbox_refused(c, &o[i], p, &refused, err, 0)) {
             err = outbox_held(c, o[i].message_id, err);
             held[n_held++] = conversation;
             conversation = NULL;
-        } else
+        } else if (outbox_refused(c, &o[i], p, &refused, err, 1))
+            /* to handles no account has alone (or new accounts): it never goes, told */
+            err = outbox_gone(c, &o[i], p, &refused, "failed", TELL_ALL);
+        else
             /* it will never go (a recipient left, say): history says so, the outbox lets go */
             err = outbox_settle(c, o[i].message_id, "failed");
         free(conversation);
         msv_payload_free(p);
+        client_refusals_forget_renewed(&refused); /* for that message alone */
     }
     for (size_t i = 0; i < n_held; i++)
         free(held[i]);
@@ -1347,6 +1387,7 @@ msv_err client_flush_outbox(struct msv_client *c)
     client_refusals_clear(&refused);
     memset(&c->why, 0, sizeof(c->why)); /* said through on_outbox_held: not the caller's */
     memcpy(c->send_as, send_as, sizeof(send_as));
+    c->written_ms = written;
     msv_outbox_free(o, n);
     return err;
 }
@@ -1491,6 +1532,7 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
     msv_random_bytes(p->message_id, MSV_ID_LEN);
     memcpy(message_id, p->message_id, MSV_ID_LEN);
     p->sent_at_ms = (uint64_t)msv_wall_ms();
+    c->written_ms = (int64_t)p->sent_at_ms;
     {
         struct msv_kt_head head;
 
@@ -1584,6 +1626,7 @@ out:
     }
     free(shown);
     c->send_as[0] = '\0';
+    c->written_ms = 0;
     msv_secret_free(pt, pt_len);
     sodium_memzero(refs, sizeof(refs)); /* the attachment keys */
     free(stored);
