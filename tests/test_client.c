@@ -2181,6 +2181,7 @@ static void test_claim_refused_is_not_withheld(void **state)
 }
 
 static size_t history_count(struct msv_client *c, const char *conversation, const char *needle);
+static size_t receive_now(struct msv_client *c);
 
 /*
  * A dishonest directory answers alice's lookup of bob with mallory's result, proven as
@@ -4095,7 +4096,9 @@ static size_t sessions_with(struct msv_client *c, uint64_t device_id)
 /*
  * alice deletes her account and registers her handle again. bob, who wrote to
  * her and verified her, is told once when he next looks her up that this is a
- * new account: his sessions with her old device and his verified mark go. Then
+ * new account: his sessions with her old device go, and his verified mark,
+ * no longer matching, stops his sends until he accepts the new safety number
+ * (before, it went, and his sends went on unchecked). Then
  * the directory hides her tombstone: carol, whose lookup showed it, refuses the
  * answer; erin, who never saw it, takes the new devices as a key change (no
  * monitor reads other accounts' entries: docs/transparency.md, "What is not
@@ -4145,16 +4148,21 @@ static void test_account_new(void **state)
     again = client_for(&s, "alice-again", to[0]);
     assert_true(again->device_id != old_device);
 
-    /* honest: bob is told once, and his old sessions and verified mark go */
+    /* honest: bob is told once, and his old sessions go; his verified mark stays, no longer
+     * matching (the safety number changed), and stops his sends until he accepts the new one */
     assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_OK);
     msv_frame_free(devs);
     assert_int_equal(told_bob, 1);
     assert_int_equal(sessions_with(bob, old_device), 0);
-    assert_int_equal(msv_client_verified(bob, to[0], digest), MSV_ERR_NOT_FOUND);
     assert_int_equal(msv_client_safety_number(bob, to[0], 1, number, digest), MSV_OK);
-    assert_int_equal(msv_client_verified(bob, to[0], digest), MSV_ERR_NOT_FOUND);
+    assert_int_equal(msv_client_verified(bob, to[0], digest), MSV_ERR_AUTH);
+    assert_int_equal(msv_client_send(bob, to, 1, "hello again", NULL, 0, NULL, (uint8_t[16]){0}),
+                     MSV_ERR_AUTH);
+    assert_int_equal(bob->why.code, MSV_REFUSAL_KEY_CHANGE);
+    assert_int_equal(msv_client_mark_verified(bob, to[0], digest), MSV_OK);
     assert_int_equal(msv_client_send(bob, to, 1, "hello again", NULL, 0, NULL, (uint8_t[16]){0}),
                      MSV_OK);
+    assert_int_equal(receive_now(again), 1);
     assert_int_equal(told_bob, 1);
 
     /* the directory hides the tombstone (it stays in the tree) */

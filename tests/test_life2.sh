@@ -2,8 +2,9 @@
 # A handle whose account was deleted and registered again is a new account to
 # everyone who knew the old one, against a real missived on loopback: the CLI
 # (send and receive), the daemon's schema-2 event and the chat each say so once;
-# the old sessions and the verified mark go and the safety number changes; the
-# send that finds the new account does not go to it (it was written to the old).
+# the old sessions go, the safety number changes and a verified mark stops sends
+# until accepted; the send that finds the new account does not go to it (it was
+# written to the old).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -33,17 +34,21 @@ code=$(grep "handle=alice@example.org code=" srv.log | tail -1 | sed 's/.*code=/
 expect 0 "with its code" -- "$M" --data-dir dev-alice register alice@example.org --code "$code"
 
 # the CLI: bob's send says so once, and does not go (he wrote it to the account he knew); his
-# verified mark is gone, the safety number changed; what he writes after that goes
+# verified mark stays, no longer matching: the safety number changed, and his sends stop until
+# he accepts it; what he writes after that goes
 expect 1 "bob's send finds the new account" -- as bob send alice@example.org --text "is that you?"
 grep -q "alice@example.org is a new account: the account you knew was deleted" err.txt && ok ||
     bad "bob's send says alice is a new account: $(cat out.txt err.txt)"
 grep -q "the account this was written to was deleted .*send it again" err.txt && ok ||
     bad "bob's send says why it did not go: $(cat out.txt err.txt)"
-expect 0 "bob writes again" -- as bob send alice@example.org --text "again"
-grep -q "is a new account" err.txt && bad "said twice: $(cat err.txt)" || ok
 expect 0 "bob's mark after" -- as bob -o json verify alice@example.org
-grep -q '"state": *"not verified"' out.txt && ok || bad "the verified mark is cleared: $(cat out.txt err.txt)"
+grep -q '"state": *"changed since verified"' out.txt && ok || bad "the verified mark no longer matches: $(cat out.txt err.txt)"
 grep -q "$number" out.txt && bad "the safety number did not change: $(cat out.txt)" || ok
+expect 3 "bob's send stops at his verified mark" -- as bob send alice@example.org --text "stopped"
+grep -q "changed since you verified them" err.txt && ok || bad "bob's send says why: $(cat out.txt err.txt)"
+grep -q "is a new account" err.txt && bad "said twice: $(cat err.txt)" || ok
+expect 0 "bob accepts the new safety number" -- as bob verify alice@example.org --accept
+expect 0 "bob writes again" -- as bob send alice@example.org --text "again"
 expect 0 "the new alice reads bob" -- as alice receive
 grep -q "again" out.txt && ok || bad "the new account gets bob's message: $(cat out.txt err.txt)"
 grep -q "is that you?" out.txt && bad "the new account got what bob wrote before: $(cat out.txt)" || ok
@@ -195,6 +200,8 @@ daemon=
 expect 0 "alice links a second device" -- "$M" --data-dir dev-alice2 link alice@example.org --server "$server"
 alice2=$(sed -n 's/.*this is device \([0-9]*\) .*/\1/p' out.txt)
 expect 0 "alice approves it" -- as alice devices approve "$alice2"
+# bob verified her (above): a device added stops his sends until he accepts it
+expect 0 "bob accepts alice's new device" -- as bob verify alice@example.org --accept
 chat_in alice dev-alice 160 bob@example.org
 waitfor alice "online" && ok || bad "alice's chat starts: $(screen alice)"
 for i in 1 2 3 4 5 6; do as bob send alice@example.org --text "to alice $i" >/dev/null 2>&1; done

@@ -46,8 +46,8 @@ msv_err client_new_account(struct msv_client *c, const char *handle)
     for (size_t i = 0; err == MSV_OK && i < n; i++)
         err = msv_sessions_forget(c, devs[i].device_id);
     msv_known_devices_free(devs, n);
-    if (err == MSV_OK)
-        err = client_forget_verified(c, handle);
+    /* a verified mark stays: it no longer matches, and sends stop until the user compares the
+     * new safety number or accepts it, as for any verified contact whose devices changed */
     if (err == MSV_OK && c->on_account_new != NULL)
         c->on_account_new(c->ctx, handle);
     return err == MSV_OK ? msv_kt_renewed_told(c->db, handle) : err;

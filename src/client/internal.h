@@ -335,15 +335,13 @@ msv_err client_lineage_check(struct msv_client *c, void (*on_alarm)(void *, cons
 msv_err client_own_handles_known(struct msv_client *c, char ***out, size_t *n);
 /*
  * handle's account was deleted and registered again: when this device learnt it is kept
- * (client_renewed_since), the sessions with the devices known of it and the verified mark go,
- * and the user is told (on_account_new) before msv_kt_renewed_told.
+ * (client_renewed_since), the sessions with the devices known of it go (a verified mark stays,
+ * no longer matching), and the user is told (on_account_new) before msv_kt_renewed_told.
  */
 msv_err client_new_account(struct msv_client *c, const char *handle);
 /* Whether this device learnt at since_ms or later that handle is a new account (what was
  * written to handle before then was written to the account deleted, and does not go). */
 int client_renewed_since(struct msv_client *c, const char *handle, int64_t since_ms);
-/* Forgets that the user verified handle's devices. */
-msv_err client_forget_verified(struct msv_client *c, const char *handle);
 
 /* Encrypts data under key, uploads it; its digests in d, "blob:HEX" in uri. */
 msv_err client_upload_blob(struct msv_client *c, const uint8_t key[MSV_ATTACHMENT_KEY_LEN],

@@ -288,14 +288,6 @@ msv_err msv_client_mark_verified(struct msv_client *c, const char *handle, const
     return msv_client_db_set(c->db, key, digest, 32);
 }
 
-msv_err client_forget_verified(struct msv_client *c, const char *handle)
-{
-    char key[320];
-
-    verified_key(handle, key, sizeof(key));
-    return msv_client_db_unset(c->db, key);
-}
-
 msv_err msv_client_verified(struct msv_client *c, const char *handle, const uint8_t digest[32])
 {
     char key[320];
