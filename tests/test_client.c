@@ -2264,26 +2264,32 @@ static void count_held(void *ctx, const uint8_t id[16], const char *reason)
     h->n++;
 }
 
-/* alice's outbox entry id made owed to handle alone, queued days ago. */
-static void owed_since(struct msv_client *alice, const uint8_t id[16], const char *handle, int days)
+/* c's outbox entry id, queued again at created_ms (its payload, and so its writing, as before). */
+static void queued_later(struct msv_client *c, const uint8_t id[16], int64_t created_ms)
 {
     struct msv_outbox_rec *o = NULL;
     size_t n = 0, found = 0;
-    char recipients[300];
 
-    assert_int_equal(msv_client_db_outbox(alice->db, &o, &n), MSV_OK);
+    assert_int_equal(msv_client_db_outbox(c->db, &o, &n), MSV_OK);
     for (size_t i = 0; i < n; i++) {
         if (memcmp(o[i].message_id, id, 16) != 0)
             continue;
         found++;
-        assert_int_equal(msv_client_db_outbox_settle(alice->db, id, NULL), MSV_OK);
-        assert_int_equal(msv_client_db_outbox_put(alice->db, NULL, id, o[i].recipients,
-                                                  o[i].payload, o[i].payload_len,
-                                                  msv_wall_ms() - (int64_t)days * 86400000),
+        assert_int_equal(msv_client_db_outbox_settle(c->db, id, NULL), MSV_OK);
+        assert_int_equal(msv_client_db_outbox_put(c->db, NULL, id, o[i].recipients, o[i].payload,
+                                                  o[i].payload_len, created_ms),
                          MSV_OK);
     }
     msv_outbox_free(o, n);
     assert_int_equal(found, 1);
+}
+
+/* alice's outbox entry id made owed to handle alone, queued days ago. */
+static void owed_since(struct msv_client *alice, const uint8_t id[16], const char *handle, int days)
+{
+    char recipients[300];
+
+    queued_later(alice, id, msv_wall_ms() - (int64_t)days * 86400000);
     snprintf(recipients, sizeof(recipients), "%s\n", handle);
     assert_int_equal(msv_client_db_outbox_owed(alice->db, id, recipients, NULL), MSV_OK);
 }
@@ -6535,16 +6541,54 @@ static void test_queued_not_for_a_new_account(void **state)
     assert_int_equal(receive_now(again), 1);
     assert_int_equal(told, 1);
 
-    /* dave's send finds the new account: refused, and said why */
-    assert_int_equal(msv_client_send(dave, to, 1, "hi alice", NULL, 0, NULL, id),
+    /* dave's send finds the new account: refused, and said why (he names her as he typed it) */
+    assert_int_equal(msv_client_send(dave, (const char *[]){"Alice@Example.org"}, 1, "hi alice",
+                                     NULL, 0, NULL, id),
                      MSV_ERR_NOT_FOUND);
-    assert_non_null(strstr(dave->why.message, "alice@example.org is a new account"));
+    assert_non_null(strstr(dave->why.message,
+                           "Alice@Example.org is a new account: the account this was written"));
     assert_int_equal(dave->why.code, MSV_REFUSAL_GONE);
     assert_status(dave, id, "failed");
     assert_int_equal(outbox_size(dave), 0);
     assert_int_equal(receive_now(again), 0);
     assert_int_equal(msv_client_send(dave, to, 1, "hi new alice", NULL, 0, NULL, id), MSV_OK);
     assert_int_equal(receive_now(again), 1);
+
+    /*
+     * The refusal is for what was written before the telling alone, dated by its writing: bob
+     * learns of the new account (the time kept set by hand here, as a receive of another of his
+     * processes would) between writing two messages, and the first is queued only after it (as
+     * when the telling comes during the send's attempt to connect). One flush sends the second
+     * to the new account, and not the first.
+     */
+    test_server_stop(&s);
+    drop_connection(bob);
+    assert_int_equal(msv_client_send(bob, to, 1, "written before", NULL, 0, NULL, alone),
+                     MSV_ERR_IO);
+    nanosleep(&(struct timespec){0, 20000000}, NULL);
+    assert_int_equal(msv_client_send(bob, to, 1, "written after", NULL, 0, NULL, shared),
+                     MSV_ERR_IO);
+    {
+        struct msv_message_rec *m = NULL;
+        uint8_t at[8];
+
+        /* written, told 10 ms later, queued 5 ms after that, the second written 20 ms after the
+         * first: the flush takes the first first */
+        assert_int_equal(msv_client_db_message_get(bob->db, alone, &m), MSV_OK);
+        msv_put_u64be(at, (uint64_t)m->sent_at_ms + 10);
+        assert_int_equal(msv_client_db_set(bob->db, "renewed-at:alice@example.org", at, 8), MSV_OK);
+        queued_later(bob, alone, m->sent_at_ms + 15);
+        msv_messages_free(m, 1);
+    }
+    test_server_start(&s);
+    drop_connection(again);
+    reconnect(bob);
+    assert_int_equal(outbox_size(bob), 0);
+    assert_status(bob, alone, "failed");
+    assert_status(bob, shared, "sent");
+    assert_int_equal(receive_now(again), 1);
+    assert_true(received_text(again, "written after"));
+    assert_false(received_text(again, "written before"));
     for (struct msv_client **c = (struct msv_client *[]){bob, carol, dave, again, NULL}; *c; c++)
         msv_client_close(*c);
     test_server_cleanup(&s);

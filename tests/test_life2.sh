@@ -48,9 +48,9 @@ expect 3 "bob's send stops at his verified mark" -- as bob send alice@example.or
 grep -q "changed since you verified them" err.txt && ok || bad "bob's send says why: $(cat out.txt err.txt)"
 grep -q "is a new account" err.txt && bad "said twice: $(cat err.txt)" || ok
 expect 0 "bob accepts the new safety number" -- as bob verify alice@example.org --accept
-expect 0 "bob writes again" -- as bob send alice@example.org --text "again"
+expect 0 "bob writes again" -- as bob send alice@example.org --text "written after the telling"
 expect 0 "the new alice reads bob" -- as alice receive
-grep -q "again" out.txt && ok || bad "the new account gets bob's message: $(cat out.txt err.txt)"
+grep -q "written after the telling" out.txt && ok || bad "the new account gets bob's message: $(cat out.txt err.txt)"
 grep -q "is that you?" out.txt && bad "the new account got what bob wrote before: $(cat out.txt)" || ok
 
 # receive: dave hears from the new account first

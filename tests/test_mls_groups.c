@@ -835,6 +835,60 @@ static void test_member_gone_outside_the_tree(void **state)
 }
 
 /*
+ * carol deletes her account and someone registers her handle again; alice, an admin, learns of
+ * it and her commit gives the new account's device a leaf. bob's group message, queued while the
+ * server was out of reach, before he learnt of it, goes with his next connection: the delivery
+ * service is past his epoch, and the commit he reads then tells him of the new account, so the
+ * message goes again as per-device copies to the others rather than at the new epoch, and his
+ * history says carol did not get it. The new account's device holds only the first copy, at an
+ * epoch before its leaf, which it has no key of. What bob writes after that goes on MLS again.
+ * Before, the message went again on MLS at the new epoch, which the new account's leaf can read.
+ */
+static void test_queued_not_for_a_new_member_account(void **state)
+{
+    const int app = MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION;
+    struct club k;
+    struct msv_client *again;
+    msv_frame *devs = NULL;
+    uint8_t id[16];
+
+    (void)state;
+    club_on_mls(&k);
+    test_server_stop(&k.s);
+    msv_conn_close(k.bob->conn);
+    k.bob->conn = NULL;
+    assert_int_equal(msv_client_group_send(k.bob, "club", "written before", NULL, 0, NULL, id),
+                     MSV_ERR_IO);
+    test_server_start(&k.s);
+    for (struct msv_client **c = (struct msv_client *[]){k.alice, k.carol, NULL}; *c; c++) {
+        msv_conn_close((*c)->conn); /* the server's restart ended it */
+        (*c)->conn = NULL;
+    }
+    assert_int_equal(msv_client_delete_account(k.carol, TEST_PASSWORD), MSV_OK);
+    again = test_client_for(&k.s, "carol-again", "carol@example.org");
+    assert_int_equal(msv_client_devices(k.alice, "carol@example.org", &devs), MSV_OK);
+    msv_frame_free(devs);
+    assert_int_equal(client_mls_sync(k.alice, k.gid, 0), MSV_OK);
+    receive_now(again);
+    assert_int_equal(queued_mls(&k.s, again->device_id, app, NULL, NULL), 0);
+
+    assert_int_equal(msv_client_connect(k.bob), MSV_OK); /* the outbox goes with it */
+    assert_int_equal(queued_mls(&k.s, again->device_id, app, NULL, NULL), 1);
+    assert_int_equal(history_count(k.bob, k.conversation,
+                                   "not sent to carol@example.org: carol@example.org is a new "
+                                   "account"),
+                     1);
+    receive_now(k.alice);
+    assert_int_equal(history_count(k.alice, k.conversation, "written before"), 1);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "written after", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(queued_mls(&k.s, again->device_id, app, NULL, NULL), 2);
+    assert_int_equal(history_count(k.bob, k.conversation, "is a new account"), 1);
+    msv_client_close(again);
+    club_free(&k);
+}
+
+/*
  * carol, removed and added again, takes the new Welcome (at the same generation, a later
  * epoch) in place of the state she held, and reads what follows.
  */
@@ -1569,6 +1623,7 @@ int main(void)
         cmocka_unit_test(test_non_admin_founding),
         cmocka_unit_test(test_added_without_key_package),
         cmocka_unit_test(test_member_gone_outside_the_tree),
+        cmocka_unit_test(test_queued_not_for_a_new_member_account),
         cmocka_unit_test(test_readded_member_reads),
         cmocka_unit_test(test_commit_during_rate_limit),
         cmocka_unit_test(test_linked_device_joins),

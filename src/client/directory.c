@@ -29,16 +29,27 @@
 
 #define RENEWED_AT "renewed-at:" /* and a handle: i64be, when this device learnt it is new */
 
+/* handle's RENEWED_AT key, the handle folded as the directory keeps it (a send names it as the
+ * user typed it) */
+static void renewed_key(const char *handle, char key[sizeof(RENEWED_AT) + MSV_HANDLE_MAX + 1])
+{
+    char folded[MSV_HANDLE_MAX + 1];
+
+    if (!msv_handle_fold((const uint8_t *)handle, strlen(handle), MSV_HANDLE_MAX, folded))
+        snprintf(folded, sizeof(folded), "%.*s", MSV_HANDLE_MAX, handle);
+    snprintf(key, sizeof(RENEWED_AT) + MSV_HANDLE_MAX + 1, RENEWED_AT "%s", folded);
+}
+
 msv_err client_new_account(struct msv_client *c, const char *handle)
 {
     struct msv_known_device *devs = NULL;
     size_t n = 0;
-    char key[sizeof(RENEWED_AT) + 257];
+    char key[sizeof(RENEWED_AT) + MSV_HANDLE_MAX + 1];
     uint8_t at[8];
     msv_err err = msv_client_db_known_devices(c->db, handle, &devs, &n);
 
     /* first, so that a crash after it withholds more, never less */
-    snprintf(key, sizeof(key), RENEWED_AT "%.256s", handle);
+    renewed_key(handle, key);
     msv_put_u64be(at, (uint64_t)msv_wall_ms());
     if (err == MSV_OK)
         err = msv_client_db_set(c->db, key, at, sizeof(at));
@@ -55,17 +66,25 @@ msv_err client_new_account(struct msv_client *c, const char *handle)
 
 int client_renewed_since(struct msv_client *c, const char *handle, int64_t since_ms)
 {
-    char key[sizeof(RENEWED_AT) + 257];
-    uint8_t *v = NULL;
+    char key[sizeof(RENEWED_AT) + MSV_HANDLE_MAX + 1];
+    uint8_t *v = NULL, now[8];
     size_t len = 0;
-    int since;
+    int64_t at;
 
-    snprintf(key, sizeof(key), RENEWED_AT "%.256s", handle);
+    renewed_key(handle, key);
     if (msv_client_db_get(c->db, key, &v, &len) != MSV_OK)
         return 0;
-    since = len == 8 && (int64_t)msv_get_u64be(v) >= since_ms;
+    at = len == 8 ? (int64_t)msv_get_u64be(v) : INT64_MAX;
     free(v);
-    return since;
+    /* dated ahead of the clock (it was set back), or unreadable: counted from now, so that what
+     * is written from now on goes */
+    if (at > msv_wall_ms()) {
+        at = msv_wall_ms();
+        msv_put_u64be(now, (uint64_t)at);
+        if (msv_client_db_set(c->db, key, now, sizeof(now)) != MSV_OK)
+            at = msv_wall_ms(); /* not kept: counted from now again next time */
+    }
+    return at >= since_ms;
 }
 
 /* Tells of each handle of an accepted answer that is a new account, before its devices are

@@ -1571,8 +1571,37 @@ static int stale_leaf(struct msv_client *c, const uint8_t gid[16], const struct 
  * *behind: the delivery service's epoch for that generation was past it (a commit this device
  * has not read yet crossed it).
  */
+/*
+ * Whether the roster names a handle that this device learnt is a new account after the message
+ * being sent was written (client_renewed_since): its tree may hold the new account's devices,
+ * which the message was not written to.
+ */
+static int roster_renewed(struct msv_client *c, const uint8_t *roster, size_t len)
+{
+    struct msv_reader r;
+    const uint8_t *d, *h;
+    uint16_t hl;
+    char handle[MSV_HANDLE_MAX + 1];
+
+    msv_reader_init(&r, roster, len);
+    while (c->written_ms != 0 && msv_reader_bytes(&r, 8, &d) == MSV_OK &&
+           msv_reader_u16be(&r, &hl) == MSV_OK && hl <= MSV_HANDLE_MAX &&
+           msv_reader_bytes(&r, hl, &h) == MSV_OK) {
+        memcpy(handle, h, hl);
+        handle[hl] = '\0';
+        if (!client_is_own_handle(c, handle) && client_renewed_since(c, handle, c->written_ms))
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * One application message at the epoch held; *behind: the delivery service's epoch when past
+ * it. *renewed, and nothing sent, when the tree names a member that is a new account since the
+ * message was written (roster_renewed): it goes as per-device copies instead.
+ */
 static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint8_t *pt,
-                         size_t pt_len, uint64_t *behind, uint32_t *gen)
+                         size_t pt_len, uint64_t *behind, uint32_t *gen, int *renewed)
 {
     struct msv_mls_member *m = NULL;
     uint8_t *roster = NULL, *msg = NULL, id[MLS_ID_LEN];
@@ -1588,20 +1617,21 @@ static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint
     if (err == MSV_OK &&
         stale_leaf(c, gid, m, roster, roster_len, c->why.message, sizeof(c->why.message)))
         err = MSV_ERR_AUTH;
-    if (err == MSV_OK)
+    *renewed = err == MSV_OK && roster_renewed(c, roster, roster_len);
+    if (err == MSV_OK && !*renewed)
         err = msv_mls_member_protect(m, pt, pt_len, &msg, &msg_len);
     if (err == MSV_OK && msg_len > MLS_MESSAGE_MAX)
         err = MSV_ERR_TOO_BIG;
     /* the key used is gone from the state before its message exists anywhere else */
-    if (err == MSV_OK)
+    if (err == MSV_OK && !*renewed)
         err = state_save(c, gid, m, NULL, roster, roster_len);
-    if (err == MSV_OK) {
+    if (err == MSV_OK && !*renewed) {
         epoch = m->epoch;
         *gen = generation_of(m);
         mls_id(gid, *gen, id);
     }
     mls_unlock(c);
-    if (err == MSV_OK) {
+    if (err == MSV_OK && !*renewed) {
         struct msv_mls_send s = {.group_id = id,
                                  .group_id_len = sizeof(id),
                                  .kind = MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION,
@@ -1719,7 +1749,7 @@ static msv_err behind_mark(struct msv_client *c, const uint8_t gid[16], uint32_t
  * that went.
  */
 static msv_err admin_catch_up(struct msv_client *c, const uint8_t gid[16], const uint8_t *pt,
-                              size_t pt_len, uint64_t *behind, uint32_t *gen)
+                              size_t pt_len, uint64_t *behind, uint32_t *gen, int *renewed)
 {
     uint64_t epoch = 0, said = *behind, after = 0;
     int64_t before = held_generation(c, gid, &epoch), now_gen;
@@ -1728,7 +1758,7 @@ static msv_err admin_catch_up(struct msv_client *c, const uint8_t gid[16], const
 
     now_gen = held_generation(c, gid, &after);
     if (err == MSV_OK)
-        err = send_once(c, gid, pt, pt_len, behind, gen);
+        err = send_once(c, gid, pt, pt_len, behind, gen, renewed);
     /* only if this device's commit was taken at its own epoch (none made: nothing said) */
     if (err == MSV_OK && *behind != 0 && now_gen == before && (int64_t)*gen == before &&
         after > epoch) {
@@ -1748,7 +1778,7 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
     char key[KEY_MAX], text[600];
     uint64_t behind = 0, epoch = 0, marked = 0;
     uint32_t gen = 0;
-    int admin, unread = 1;
+    int admin, unread = 1, renewed = 0;
     msv_err err = msv_client_connect(c);
 
     *per_device = 0;
@@ -1781,10 +1811,10 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
                          "again");
     }
     if (err == MSV_OK)
-        err = send_once(c, gid, pt, pt_len, &behind, &gen);
+        err = send_once(c, gid, pt, pt_len, &behind, &gen, &renewed);
     /* members past that commit cannot read it: the commit read, the message goes again at the
      * new epoch (those that read the first copy know the second by its id) */
-    for (int tries = 0; err == MSV_OK && behind && tries < COMMIT_TRIES; tries++) {
+    for (int tries = 0; err == MSV_OK && behind && !renewed && tries < COMMIT_TRIES; tries++) {
         size_t count = 0;
         int64_t held;
 
@@ -1794,12 +1824,18 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
          * member can read is not sent twice), or to the group's next generation (an admin
          * founded it again meanwhile: the epoch said was of the one before) */
         if (held >= 0 && ((uint32_t)held != gen || epoch >= behind))
-            err = send_once(c, gid, pt, pt_len, &behind, &gen);
+            err = send_once(c, gid, pt, pt_len, &behind, &gen, &renewed);
     }
     /* still behind: the commits between never came (withheld, or expired from the queue), and
      * what was sent cannot be read by the members past them */
-    if (err == MSV_OK && behind != 0 && admin)
-        err = admin_catch_up(c, gid, pt, pt_len, &behind, &gen);
+    if (err == MSV_OK && behind != 0 && admin && !renewed)
+        err = admin_catch_up(c, gid, pt, pt_len, &behind, &gen, &renewed);
+    /* a member is a new account since the message was written: per-device copies, which leave
+     * it out and say so (send.c, refuse_renewed) */
+    if (err == MSV_OK && renewed) {
+        *per_device = 1;
+        return MSV_OK;
+    }
     /* an admin's founding again held back by the hourly limit: per-device copies too, told
      * once (it was if it was marked behind; else the delivery service took a commit this
      * device refused, and is a step past it) */

@@ -448,7 +448,7 @@ static msv_err refuse_renewed(struct msv_client *c, const char *handle,
         client_is_refused(refused, handle) || !client_renewed_since(c, handle, c->written_ms))
         return MSV_OK;
     snprintf(why, sizeof(why),
-             "%.256s is a new account: the account this was written to was deleted and the "
+             "%.64s is a new account: the account this was written to was deleted and the "
              "handle registered again; send it again to write to the new account",
              handle);
     err = client_refusal_gone(refused, handle, why, MSV_ERR_NOT_FOUND);
@@ -528,7 +528,7 @@ static msv_err first_refusal(struct msv_client *c, const struct client_refusals 
     for (int gone = 0; gone < 2; gone++)
         for (size_t i = 0; i < n; i++)
             for (size_t k = 0; k < refused->n; k++)
-                if (strcmp(refused->handle[k], targets[i]) == 0 && refused->gone[k] == gone)
+                if (strcmp(refused->handle[k], targets[i]) == 0 && !refused->gone[k] == !gone)
                     return refusal_error(c, refused, k);
     return MSV_ERR_NOT_FOUND;
 }
@@ -1333,7 +1333,6 @@ msv_err client_flush_outbox(struct msv_client *c)
         char *conversation = NULL;
         int given = 0;
 
-        c->written_ms = o[i].created_ms;
         err = owed_give_up(c, &o[i], msv_wall_ms(), &given);
         if (err != MSV_OK || given)
             continue;
@@ -1341,6 +1340,10 @@ msv_err client_flush_outbox(struct msv_client *c)
             err = outbox_settle(c, o[i].message_id, "failed"); /* never goes */
             continue;
         }
+        /* written then: before it was queued, which came after a connection */
+        c->written_ms = p->sent_at_ms > 0 && p->sent_at_ms < (uint64_t)o[i].created_ms
+                            ? (int64_t)p->sent_at_ms
+                            : o[i].created_ms;
         conversation = outbox_conversation(&o[i], p);
         if (conversation == NULL)
             err = MSV_ERR_NOMEM;
@@ -1482,6 +1485,7 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
     uint8_t *pt = NULL;
     size_t pt_len = 0, t = 0, blocked = 0;
     char *recipients = NULL, *stored = NULL;
+    int64_t written = c->written_ms; /* of a send this one is made in (a receipt in a receive) */
     msv_err err = MSV_OK;
 
     /* a group change goes to the members before and after it */
@@ -1618,7 +1622,7 @@ out:
     }
     free(shown);
     c->send_as[0] = '\0';
-    c->written_ms = 0;
+    c->written_ms = written;
     msv_secret_free(pt, pt_len);
     sodium_memzero(refs, sizeof(refs)); /* the attachment keys */
     free(stored);
