@@ -18,6 +18,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "client/client.h"
@@ -1488,6 +1489,62 @@ static void test_founding_again_at_most_hourly(void **state)
 }
 
 /*
+ * Two processes of alice's device send to the club at once while the delivery service says the
+ * group moved on. The server keeps one connection per device, so each process's connection ends
+ * the other's: a send that loses its connection stays in the outbox (it goes with the next
+ * connection). However they cross, the group is founded again once (one Welcome for bob), and
+ * bob reads both messages once alice's outbox is flushed. (The connections ending each other
+ * mostly keep the two apart: this passes with the MLS lock taken out too, so it is no test of
+ * that lock's window itself.)
+ */
+static void test_two_processes_found_once(void **state)
+{
+    struct club k;
+    pid_t pid[2];
+    int go[2], status;
+    char text[2][32];
+
+    (void)state;
+    club_on_mls(&k);
+    epochs_moved_on(&k);
+    assert_int_equal(pipe(go), 0);
+    for (int i = 0; i < 2; i++) {
+        snprintf(text[i], sizeof(text[i]), "from process %d", i);
+        pid[i] = fork();
+        assert_true(pid[i] >= 0);
+        if (pid[i] == 0) {
+            struct msv_client *c = NULL;
+            uint8_t id[16], b;
+            msv_err err;
+
+            close(go[1]);
+            if (msv_client_open(k.alice->dir, NULL, &c) != MSV_OK)
+                _exit(2);
+            (void)!read(go[0], &b, 1); /* both start once both are open */
+            err = msv_client_group_send(c, "club", text[i], NULL, 0, NULL, id);
+            _exit(err == MSV_OK || err == MSV_ERR_IO ? 0 : 3);
+        }
+    }
+    close(go[0]);
+    nanosleep(&(struct timespec){0, 300000000}, NULL); /* both open */
+    close(go[1]);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(waitpid(pid[i], &status, 0), pid[i]);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+    }
+    msv_conn_close(k.alice->conn);
+    k.alice->conn = NULL;
+    assert_int_equal(msv_client_connect(k.alice), MSV_OK); /* what is still queued goes */
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
+    receive_now(k.bob);
+    for (int i = 0; i < 2; i++)
+        assert_sent_by(k.bob, k.conversation, text[i], "alice@example.org", k.alice->device_id);
+    club_free(&k);
+}
+
+/*
  * carol leaves the club: bob (no admin) cannot send while her leaf is in the tree, and alice's
  * device, an admin's, commits her removal at the end of the receive that took her leaving,
  * without waiting for a send of its own; bob then writes again, and carol cannot read it.
@@ -1633,6 +1690,7 @@ int main(void)
         cmocka_unit_test(test_behind_for_good),
         cmocka_unit_test(test_send_crossing_a_founding_again),
         cmocka_unit_test(test_founding_again_at_most_hourly),
+        cmocka_unit_test(test_two_processes_found_once),
         cmocka_unit_test(test_leave_followed_by_admin),
         cmocka_unit_test(test_follow_backs_off),
         cmocka_unit_test(test_failed_founding_again_counted),
