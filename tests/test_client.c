@@ -6494,9 +6494,10 @@ static void test_queued_not_for_a_new_account(void **state)
     const char *to[1] = {"alice@example.org"};
     const char *both[2] = {"alice@example.org", "carol@example.org"};
     struct test_server s;
-    struct msv_client *alice, *bob, *carol, *dave, *again;
+    struct msv_client *alice, *bob, *carol, *dave, *erin, *again;
     msv_frame *devs = NULL;
-    uint8_t alone[16], shared[16], id[16];
+    uint8_t alone[16], shared[16], id[16], note[16], photo[3000];
+    const struct msv_file file = {"photo.bin", "application/octet-stream", photo, sizeof(photo)};
     int told = 0;
 
     (void)state;
@@ -6506,15 +6507,20 @@ static void test_queued_not_for_a_new_account(void **state)
     bob = client_for(&s, "bob", "bob@example.org");
     carol = client_for(&s, "carol", "carol@example.org");
     dave = client_for(&s, "dave", "dave@example.org");
+    erin = client_for(&s, "erin", "erin@example.org");
     bob->ctx = &told;
     bob->on_account_new = count_account_new;
     bob->on_not_sent = record_not_sent;
     memset(&not_sent_said, 0, sizeof(not_sent_said));
     assert_int_equal(msv_client_send(bob, both, 2, "hello you two", NULL, 0, NULL, id), MSV_OK);
-    assert_int_equal(msv_client_devices(dave, to[0], &devs), MSV_OK);
-    msv_frame_free(devs);
+    for (struct msv_client **c = (struct msv_client *[]){dave, erin, NULL}; *c; c++) {
+        assert_int_equal(msv_client_devices(*c, to[0], &devs), MSV_OK);
+        msv_frame_free(devs);
+    }
     test_server_stop(&s);
     drop_connection(bob);
+    drop_connection(erin);
+    assert_int_equal(msv_client_send(erin, to, 1, "erin's note", NULL, 0, NULL, note), MSV_ERR_IO);
     assert_int_equal(msv_client_send(bob, to, 1, "for alice alone", NULL, 0, NULL, alone),
                      MSV_ERR_IO);
     assert_int_equal(msv_client_send(bob, both, 2, "for both", NULL, 0, NULL, shared), MSV_ERR_IO);
@@ -6554,6 +6560,16 @@ static void test_queued_not_for_a_new_account(void **state)
     assert_int_equal(msv_client_send(dave, to, 1, "hi new alice", NULL, 0, NULL, id), MSV_OK);
     assert_int_equal(receive_now(again), 1);
 
+    /* erin sends a file: its upload's connection flushes her queued note, which finds the new
+     * account; the file, written before, does not go either */
+    randombytes_buf(photo, sizeof(photo));
+    assert_int_equal(msv_client_send(erin, to, 1, "a photo", &file, 1, NULL, id),
+                     MSV_ERR_NOT_FOUND);
+    assert_non_null(strstr(erin->why.message, "is a new account: the account this was written"));
+    assert_status(erin, note, "failed");
+    assert_status(erin, id, "failed");
+    assert_int_equal(receive_now(again), 0);
+
     /*
      * The refusal is for what was written before the telling alone, dated by its writing: bob
      * learns of the new account (the time kept set by hand here, as a receive of another of his
@@ -6589,7 +6605,8 @@ static void test_queued_not_for_a_new_account(void **state)
     assert_int_equal(receive_now(again), 1);
     assert_true(received_text(again, "written after"));
     assert_false(received_text(again, "written before"));
-    for (struct msv_client **c = (struct msv_client *[]){bob, carol, dave, again, NULL}; *c; c++)
+    for (struct msv_client **c = (struct msv_client *[]){bob, carol, dave, erin, again, NULL}; *c;
+         c++)
         msv_client_close(*c);
     test_server_cleanup(&s);
 }

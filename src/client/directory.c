@@ -70,10 +70,14 @@ int client_renewed_since(struct msv_client *c, const char *handle, int64_t since
     uint8_t *v = NULL, now[8];
     size_t len = 0;
     int64_t at;
+    msv_err err;
 
     renewed_key(handle, key);
-    if (msv_client_db_get(c->db, key, &v, &len) != MSV_OK)
+    err = msv_client_db_get(c->db, key, &v, &len);
+    if (err == MSV_ERR_NOT_FOUND)
         return 0;
+    if (err != MSV_OK)
+        return 1; /* unknown: withheld rather than sent */
     at = len == 8 ? (int64_t)msv_get_u64be(v) : INT64_MAX;
     free(v);
     /* dated ahead of the clock (it was set back), or unreadable: counted from now, so that what
@@ -85,6 +89,16 @@ int client_renewed_since(struct msv_client *c, const char *handle, int64_t since
             at = msv_wall_ms(); /* not kept: counted from now again next time */
     }
     return at >= since_ms;
+}
+
+int client_renewed_any(struct msv_client *c)
+{
+    struct msv_setting *set = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_db_settings(c->db, RENEWED_AT, 1, &set, &n);
+
+    msv_settings_free(set, n);
+    return err != MSV_OK || n > 0;
 }
 
 /* Tells of each handle of an accepted answer that is a new account, before its devices are

@@ -342,6 +342,8 @@ msv_err client_new_account(struct msv_client *c, const char *handle);
 /* Whether this device learnt at since_ms or later that handle is a new account (what was
  * written to handle before then was written to the account deleted, and does not go). */
 int client_renewed_since(struct msv_client *c, const char *handle, int64_t since_ms);
+/* Whether this device ever learnt of a new account (or cannot tell). */
+int client_renewed_any(struct msv_client *c);
 
 /* Encrypts data under key, uploads it; its digests in d, "blob:HEX" in uri. */
 msv_err client_upload_blob(struct msv_client *c, const uint8_t key[MSV_ATTACHMENT_KEY_LEN],

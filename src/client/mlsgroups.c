@@ -1567,11 +1567,6 @@ static int stale_leaf(struct msv_client *c, const uint8_t gid[16], const struct 
 }
 
 /*
- * One application message of pt at this device's epoch, of the generation it holds (*gen);
- * *behind: the delivery service's epoch for that generation was past it (a commit this device
- * has not read yet crossed it).
- */
-/*
  * Whether the roster names a handle that this device learnt is a new account after the message
  * being sent was written (client_renewed_since): its tree may hold the new account's devices,
  * which the message was not written to.
@@ -1583,10 +1578,11 @@ static int roster_renewed(struct msv_client *c, const uint8_t *roster, size_t le
     uint16_t hl;
     char handle[MSV_HANDLE_MAX + 1];
 
+    if (c->written_ms == 0 || !client_renewed_any(c))
+        return 0; /* the common case: no handle ever was */
     msv_reader_init(&r, roster, len);
-    while (c->written_ms != 0 && msv_reader_bytes(&r, 8, &d) == MSV_OK &&
-           msv_reader_u16be(&r, &hl) == MSV_OK && hl <= MSV_HANDLE_MAX &&
-           msv_reader_bytes(&r, hl, &h) == MSV_OK) {
+    while (msv_reader_bytes(&r, 8, &d) == MSV_OK && msv_reader_u16be(&r, &hl) == MSV_OK &&
+           hl <= MSV_HANDLE_MAX && msv_reader_bytes(&r, hl, &h) == MSV_OK) {
         memcpy(handle, h, hl);
         handle[hl] = '\0';
         if (!client_is_own_handle(c, handle) && client_renewed_since(c, handle, c->written_ms))
@@ -1596,9 +1592,11 @@ static int roster_renewed(struct msv_client *c, const uint8_t *roster, size_t le
 }
 
 /*
- * One application message at the epoch held; *behind: the delivery service's epoch when past
- * it. *renewed, and nothing sent, when the tree names a member that is a new account since the
- * message was written (roster_renewed): it goes as per-device copies instead.
+ * One application message of pt at this device's epoch, of the generation it holds (*gen);
+ * *behind: the delivery service's epoch for that generation was past it (a commit this device
+ * has not read yet crossed it). *renewed, and nothing sent, when the tree names a member that
+ * is a new account since the message was written (roster_renewed): it goes as per-device copies
+ * instead.
  */
 static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint8_t *pt,
                          size_t pt_len, uint64_t *behind, uint32_t *gen, int *renewed)

@@ -1517,6 +1517,9 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
         err = client_refuse_blocked(c, targets_in, n_in);
         goto out;
     }
+    /* written now, before its files' upload, whose connection flushes the outbox (which can
+     * tell of a new account): dated then, in the payload too (docs/transparency.md) */
+    c->written_ms = msv_wall_ms();
     if (p->kind == MSV_KIND_MESSAGE) {
         /* the conversation's disappearing-message timer goes with it */
         p->timer_s = conversation != NULL ? client_timer_for_send(c, conversation) : 0;
@@ -1527,8 +1530,7 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
         goto out;
     msv_random_bytes(p->message_id, MSV_ID_LEN);
     memcpy(message_id, p->message_id, MSV_ID_LEN);
-    p->sent_at_ms = (uint64_t)msv_wall_ms();
-    c->written_ms = (int64_t)p->sent_at_ms;
+    p->sent_at_ms = (uint64_t)c->written_ms;
     {
         struct msv_kt_head head;
 
