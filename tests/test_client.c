@@ -6546,6 +6546,28 @@ static void test_queued_not_for_a_new_account(void **state)
     assert_int_equal(msv_client_send(bob, to, 1, "hello new alice", NULL, 0, NULL, id), MSV_OK);
     assert_int_equal(receive_now(again), 1);
     assert_int_equal(told, 1);
+    /* told again of the same entry (a crash before the telling ended, or a second process
+     * telling at once): the time first learnt stays, so what bob wrote since still goes */
+    {
+        uint8_t *was = NULL, *now = NULL;
+        size_t was_len = 0, now_len = 0;
+
+        assert_int_equal(msv_client_db_get(bob->db, "renewed-at:alice@example.org", &was, &was_len),
+                         MSV_OK);
+        assert_int_equal(was_len, 16);
+        assert_int_equal(msv_client_db_set(bob->db, "kt_renewed:alice@example.org", was + 8, 8),
+                         MSV_OK);
+        nanosleep(&(struct timespec){0, 5000000}, NULL);
+        assert_int_equal(msv_client_devices(bob, to[0], &devs), MSV_OK);
+        msv_frame_free(devs);
+        assert_int_equal(told, 2);
+        assert_int_equal(msv_client_db_get(bob->db, "renewed-at:alice@example.org", &now, &now_len),
+                         MSV_OK);
+        assert_int_equal(now_len, 16);
+        assert_memory_equal(now, was, 16);
+        free(was);
+        free(now);
+    }
 
     /* dave's send finds the new account: refused, and said why (he names her as he typed it) */
     assert_int_equal(msv_client_send(dave, (const char *[]){"Alice@Example.org"}, 1, "hi alice",
@@ -6586,13 +6608,15 @@ static void test_queued_not_for_a_new_account(void **state)
                      MSV_ERR_IO);
     {
         struct msv_message_rec *m = NULL;
-        uint8_t at[8];
+        uint8_t at[16];
 
         /* written, told 10 ms later, queued 5 ms after that, the second written 20 ms after the
          * first: the flush takes the first first */
         assert_int_equal(msv_client_db_message_get(bob->db, alone, &m), MSV_OK);
         msv_put_u64be(at, (uint64_t)m->sent_at_ms + 10);
-        assert_int_equal(msv_client_db_set(bob->db, "renewed-at:alice@example.org", at, 8), MSV_OK);
+        msv_put_u64be(at + 8, 0);
+        assert_int_equal(msv_client_db_set(bob->db, "renewed-at:alice@example.org", at, 16),
+                         MSV_OK);
         queued_later(bob, alone, m->sent_at_ms + 15);
         msv_messages_free(m, 1);
     }

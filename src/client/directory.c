@@ -27,7 +27,9 @@
 #include "util/buf.h"
 #include "util/privdir.h"
 
-#define RENEWED_AT "renewed-at:" /* and a handle: i64be, when this device learnt it is new */
+/* and a handle: i64be when this device learnt it is a new account, u64be the log index of the
+ * new account's entry that told it */
+#define RENEWED_AT "renewed-at:"
 
 /* handle's RENEWED_AT key, the handle folded as the directory keeps it (a send names it as the
  * user typed it) */
@@ -45,14 +47,22 @@ msv_err client_new_account(struct msv_client *c, const char *handle)
     struct msv_known_device *devs = NULL;
     size_t n = 0;
     char key[sizeof(RENEWED_AT) + MSV_HANDLE_MAX + 1];
-    uint8_t at[8];
+    uint8_t at[16], *was = NULL;
+    size_t was_len = 0;
+    uint64_t index = 0;
     msv_err err = msv_client_db_known_devices(c->db, handle, &devs, &n);
 
-    /* first, so that a crash after it withholds more, never less */
+    /* first, so that a crash after it withholds what was written before; told of the same entry
+     * again (a crash before the telling ended, or two processes telling at once), the time it
+     * was first learnt stays: what the user wrote since goes */
+    (void)msv_kt_renewed_index(c->db, handle, &index);
     renewed_key(handle, key);
     msv_put_u64be(at, (uint64_t)msv_wall_ms());
-    if (err == MSV_OK)
+    msv_put_u64be(at + 8, index);
+    if (err == MSV_OK && (msv_client_db_get(c->db, key, &was, &was_len) != MSV_OK ||
+                          was_len != sizeof(at) || msv_get_u64be(was + 8) != index))
         err = msv_client_db_set(c->db, key, at, sizeof(at));
+    free(was);
 
     for (size_t i = 0; err == MSV_OK && i < n; i++)
         err = msv_sessions_forget(c, devs[i].device_id);
@@ -67,7 +77,7 @@ msv_err client_new_account(struct msv_client *c, const char *handle)
 int client_renewed_since(struct msv_client *c, const char *handle, int64_t since_ms)
 {
     char key[sizeof(RENEWED_AT) + MSV_HANDLE_MAX + 1];
-    uint8_t *v = NULL, now[8];
+    uint8_t *v = NULL, now[16] = {0};
     size_t len = 0;
     int64_t at;
     msv_err err;
@@ -78,7 +88,9 @@ int client_renewed_since(struct msv_client *c, const char *handle, int64_t since
         return 0;
     if (err != MSV_OK)
         return 1; /* unknown: withheld rather than sent */
-    at = len == 8 ? (int64_t)msv_get_u64be(v) : INT64_MAX;
+    at = len == 16 ? (int64_t)msv_get_u64be(v) : INT64_MAX;
+    if (len == 16)
+        memcpy(now + 8, v + 8, 8); /* the entry's index stays */
     free(v);
     /* dated ahead of the clock (it was set back), or unreadable: counted from now, so that what
      * is written from now on goes */

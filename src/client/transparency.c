@@ -414,6 +414,13 @@ static msv_err renewed_mark(struct msv_client_db *db, const uint8_t *handle, siz
 
 int msv_kt_is_renewed(struct msv_client_db *db, const char *handle)
 {
+    uint64_t index;
+
+    return msv_kt_renewed_index(db, handle, &index);
+}
+
+int msv_kt_renewed_index(struct msv_client_db *db, const char *handle, uint64_t *index)
+{
     char key[300];
     uint8_t *v = NULL;
     size_t len = 0;
@@ -421,6 +428,7 @@ int msv_kt_is_renewed(struct msv_client_db *db, const char *handle)
 
     account_key(key, "kt_renewed", (const uint8_t *)handle, strlen(handle));
     renewed = msv_client_db_get(db, key, &v, &len) == MSV_OK;
+    *index = renewed && len == 8 ? msv_get_u64be(v) : 0;
     free(v);
     return renewed;
 }

@@ -95,6 +95,8 @@ MSV_MUST_CHECK msv_err msv_kt_device_key_differs(struct msv_client_db *db, uint6
  * msv_kt_renewed_told, once the user was told.
  */
 int msv_kt_is_renewed(struct msv_client_db *db, const char *handle);
+/* msv_kt_is_renewed, and the log index of the new account's entry that said so (*index). */
+int msv_kt_renewed_index(struct msv_client_db *db, const char *handle, uint64_t *index);
 MSV_MUST_CHECK msv_err msv_kt_renewed_told(struct msv_client_db *db, const char *handle);
 /*
  * Checks the key directory's part of a lookup answer whose head passed the log's checks, before
