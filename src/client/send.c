@@ -470,6 +470,7 @@ static msv_err look_up(struct msv_client *c, const char *const *targets, size_t 
                        msv_frame **known, struct client_refusals *refused)
 {
     msv_err err = client_send_lookup(c, targets, n, known, refused);
+    int renewed_any = err == MSV_OK && c->written_ms != 0 && client_renewed_any(c);
 
     if (err == MSV_OK && (*known)->lookup_result->n_results != n)
         err = MSV_ERR_PARSE; /* an answer for other handles than asked */
@@ -491,7 +492,7 @@ static msv_err look_up(struct msv_client *c, const char *const *targets, size_t 
             err = client_refusal_gone(refused, targets[i], c->why.message,
                                       no_devices(c, targets[i], hd));
             memset(&c->why, 0, sizeof(c->why));
-        } else if (err == MSV_OK)
+        } else if (err == MSV_OK && renewed_any)
             err = refuse_renewed(c, targets[i], refused);
     }
     return err;
@@ -639,8 +640,10 @@ static msv_err target_sets_load(struct msv_client *c, const char *const *targets
     if (err == MSV_OK && ((t->hds = calloc(n + 1, sizeof(*t->hds))) == NULL ||
                           (t->targets = calloc(n + 1, sizeof(*t->targets))) == NULL))
         err = MSV_ERR_NOMEM;
-    for (size_t i = 0; err == MSV_OK && i < n; i++)
-        err = refuse_renewed(c, targets[i], refused);
+    /* a read per target only on a device that ever learnt of a new account */
+    if (err == MSV_OK && c->written_ms != 0 && client_renewed_any(c))
+        for (size_t i = 0; err == MSV_OK && i < n; i++)
+            err = refuse_renewed(c, targets[i], refused);
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         t->targets[i] = targets[i];
         t->hds[i] = t->ks.ptrs[i];
