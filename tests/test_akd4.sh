@@ -72,8 +72,9 @@ grep -q "dave@example.org deleted their account" err.txt && ok || bad "the tombs
 "$M" --data-dir dev-dave2 register dave@example.org --server "$server" >/dev/null 2>&1
 code=$(grep "handle=dave@example.org code=" srv.log | tail -1 | sed 's/.*code=//')
 "$M" --data-dir dev-dave2 register dave@example.org --code "$code" >/dev/null && ok || bad "dave registers again"
-expect 0 "alice sends to the new dave" -- as alice send dave@example.org --text "who are you"
+expect 1 "alice's send finds the new dave" -- as alice send dave@example.org --text "written to the old dave"
 grep -q "dave@example.org is a new account" err.txt && ok || bad "the new account: $(cat out.txt err.txt)"
+expect 0 "alice sends to the new dave" -- as alice send dave@example.org --text "who are you"
 [ "$(kinds | awk '{print $6, $7}')" = "5:03:04 6:06:04" ] && ok || bad "the tombstone's leaf: $(kinds)"
 
 # a directory that shows carol's device set beside another entry's leaf (bob's, proven in the

@@ -2264,6 +2264,18 @@ static void count_held(void *ctx, const uint8_t id[16], const char *reason)
     h->n++;
 }
 
+/* How many envelopes the relay holds for device. */
+static size_t queued_for(struct test_server *s, uint64_t device)
+{
+    struct test_queued *rows = NULL;
+    size_t n = test_server_queued(s, &rows), found = 0;
+
+    for (size_t i = 0; i < n; i++)
+        found += rows[i].device_id == device;
+    test_queued_free(rows, n);
+    return found;
+}
+
 /* c's outbox entry id, queued again at created_ms (its payload, and so its writing, as before). */
 static void queued_later(struct msv_client *c, const uint8_t id[16], int64_t created_ms)
 {
@@ -6496,7 +6508,7 @@ static void test_queued_not_for_a_new_account(void **state)
     struct test_server s;
     struct msv_client *alice, *bob, *carol, *dave, *erin, *again;
     msv_frame *devs = NULL;
-    uint8_t alone[16], shared[16], id[16], note[16], photo[3000];
+    uint8_t alone[16], shared[16], id[16], note[16], first[16], photo[3000];
     const struct msv_file file = {"photo.bin", "application/octet-stream", photo, sizeof(photo)};
     int told = 0;
 
@@ -6512,7 +6524,7 @@ static void test_queued_not_for_a_new_account(void **state)
     bob->on_account_new = count_account_new;
     bob->on_not_sent = record_not_sent;
     memset(&not_sent_said, 0, sizeof(not_sent_said));
-    assert_int_equal(msv_client_send(bob, both, 2, "hello you two", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_send(bob, both, 2, "hello you two", NULL, 0, NULL, first), MSV_OK);
     for (struct msv_client **c = (struct msv_client *[]){dave, erin, NULL}; *c; c++) {
         assert_int_equal(msv_client_devices(*c, to[0], &devs), MSV_OK);
         msv_frame_free(devs);
@@ -6581,6 +6593,13 @@ static void test_queued_not_for_a_new_account(void **state)
     assert_int_equal(receive_now(again), 0);
     assert_int_equal(msv_client_send(dave, to, 1, "hi new alice", NULL, 0, NULL, id), MSV_OK);
     assert_int_equal(receive_now(again), 1);
+
+    /* bob reacts to what he wrote to alice before: dated by that message, the reaction is
+     * refused for the new account, as anything about a message of the old account is */
+    assert_int_equal(queued_for(&s, again->device_id), 0);
+    assert_int_equal(msv_client_react(bob, first, "\xf0\x9f\x91\x8d"), MSV_ERR_NOT_FOUND);
+    assert_non_null(strstr(bob->why.message, "is a new account: the account this was written"));
+    assert_int_equal(queued_for(&s, again->device_id), 0);
 
     /* erin sends a file: its upload's connection flushes her queued note, which finds the new
      * account; the file, written before, does not go either */

@@ -758,7 +758,8 @@ static void test_blob_finish_off_loop_and_throttled(void **state)
     req.request_id = 1003;
     assert_int_equal(msv_conn_send(a1.conn, &req), MSV_OK);
     test_device_connect(&s, &a1);
-    for (int i = 0; i < 100 && !blob_complete(&a1, id); i++)
+    /* up to 20 s: the check of 16 MiB waits for the processors on a loaded machine */
+    for (int i = 0; i < 400 && !blob_complete(&a1, id); i++)
         usleep(50 * 1000);
     assert_true(blob_complete(&a1, id));
 

@@ -433,6 +433,26 @@ static msv_err known_sets_load(struct msv_client *c, const char *const *targets,
 }
 
 /*
+ * When what p says was written, p made at at: a payload about an earlier message (a receipt, an
+ * edit, an unsend, a reaction) was written to whom that one was, and is dated by it (when this
+ * device stored it), so that nothing about a message of an account deleted goes to the new
+ * account of its handle.
+ */
+static int64_t written_at(struct msv_client *c, const struct msv_payload *p, int64_t at)
+{
+    struct msv_message_rec *m = NULL;
+    int about = p->kind == MSV_KIND_RECEIPT_DELIVERED || p->kind == MSV_KIND_RECEIPT_READ ||
+                p->kind == MSV_KIND_EDIT || p->kind == MSV_KIND_UNSEND ||
+                p->kind == MSV_KIND_REACTION;
+
+    if (about && p->has_target && msv_client_db_message_get(c->db, p->target_id, &m) == MSV_OK &&
+        m->stored_at_ms > 0 && m->stored_at_ms < at)
+        at = m->stored_at_ms;
+    msv_messages_free(m, m != NULL ? 1 : 0);
+    return at;
+}
+
+/*
  * Refuses handle (REFUSED_RENEWED) when the message being sent was written before this device
  * learnt that handle is a new account: it was written to the account that was deleted, and the
  * one registered since with the handle does not get it (docs/transparency.md, "A new account").
@@ -1344,9 +1364,10 @@ msv_err client_flush_outbox(struct msv_client *c)
             continue;
         }
         /* written then: before it was queued, which came after a connection */
-        c->written_ms = p->sent_at_ms > 0 && p->sent_at_ms < (uint64_t)o[i].created_ms
-                            ? (int64_t)p->sent_at_ms
-                            : o[i].created_ms;
+        c->written_ms = written_at(c, p,
+                                   p->sent_at_ms > 0 && p->sent_at_ms < (uint64_t)o[i].created_ms
+                                       ? (int64_t)p->sent_at_ms
+                                       : o[i].created_ms);
         conversation = outbox_conversation(&o[i], p);
         if (conversation == NULL)
             err = MSV_ERR_NOMEM;
@@ -1489,6 +1510,7 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
     size_t pt_len = 0, t = 0, blocked = 0;
     char *recipients = NULL, *stored = NULL;
     int64_t written = c->written_ms; /* of a send this one is made in (a receipt in a receive) */
+    int64_t now;
     msv_err err = MSV_OK;
 
     /* a group change goes to the members before and after it */
@@ -1522,7 +1544,8 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
     }
     /* written now, before its files' upload, whose connection flushes the outbox (which can
      * tell of a new account): dated then, in the payload too (docs/transparency.md) */
-    c->written_ms = msv_wall_ms();
+    now = msv_wall_ms();
+    c->written_ms = written_at(c, p, now);
     if (p->kind == MSV_KIND_MESSAGE) {
         /* the conversation's disappearing-message timer goes with it */
         p->timer_s = conversation != NULL ? client_timer_for_send(c, conversation) : 0;
@@ -1533,7 +1556,7 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
         goto out;
     msv_random_bytes(p->message_id, MSV_ID_LEN);
     memcpy(message_id, p->message_id, MSV_ID_LEN);
-    p->sent_at_ms = (uint64_t)c->written_ms;
+    p->sent_at_ms = (uint64_t)now;
     {
         struct msv_kt_head head;
 
