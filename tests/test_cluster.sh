@@ -238,7 +238,10 @@ grep -q "event=suspended_closed.* device=$bob_dev" node-B.log && ok || bad "node
 wait "$bob" 2>/dev/null
 expect 0 "unsuspend bob" -- "$A" --config node-A.ini unsuspend bob@example.org
 expect 0 "alice writes to carol after Redis is back" -- as alice send carol@example.org --text "redis is back"
-wait_for carol.out "redis is back" && ok ||
+# up to 30 s: under the sanitizers, two tests at once, carol's output lacked it after 6 s twice
+# with her listener still waiting; 30 s tells a slow machine from a wake-up lost (which would
+# never come: node C reads queues on wake-ups alone once Redis is back)
+wait_for carol.out "redis is back" 300 && ok ||
     bad "carol missed what was sent after Redis came back ($(kill -0 "$carol" 2>/dev/null && echo still waiting || echo her wait had ended)): $(cat carol.out)"
 kill "$carol" 2>/dev/null
 wait "$carol" 2>/dev/null
