@@ -241,8 +241,11 @@ expect 0 "alice writes to carol after Redis is back" -- as alice send carol@exam
 # up to 30 s: under the sanitizers, two tests at once, carol's output lacked it after 6 s twice
 # with her listener still waiting; 30 s tells a slow machine from a wake-up lost (which would
 # never come: node C reads queues on wake-ups alone once Redis is back)
-wait_for carol.out "redis is back" 300 && ok ||
+wait_for carol.out "redis is back" 300 && ok || {
     bad "carol missed what was sent after Redis came back ($(kill -0 "$carol" 2>/dev/null && echo still waiting || echo her wait had ended)): $(cat carol.out)"
+    # what the nodes said of Redis meanwhile: a node away from it publishes no wake-ups
+    grep -h "event=redis_\|event=cluster" node-A.log node-C.log | tail -20 >&2
+}
 kill "$carol" 2>/dev/null
 wait "$carol" 2>/dev/null
 
