@@ -464,7 +464,7 @@ static msv_err refuse_renewed(struct msv_client *c, const char *handle,
     size_t before = refused->n;
     msv_err err;
 
-    if (c->written_ms == 0 || strcmp(handle, c->handle) == 0 || client_is_own_handle(c, handle) ||
+    if (c->written_ms == 0 || client_is_own_handle(c, handle) ||
         client_is_refused(refused, handle) || !client_renewed_since(c, handle, c->written_ms))
         return MSV_OK;
     snprintf(why, sizeof(why),
@@ -574,34 +574,18 @@ static int refused_among(const struct client_refusals *refused, const char *cons
     return 0;
 }
 
-/* Whether every target but this account is refused as gone (no account has it), and one is. */
-static int all_gone(struct msv_client *c, const struct client_refusals *refused,
-                    const char *const *targets, size_t n)
+/* Whether every target but this account is refused (gone: as one no account has), and one is. */
+static int others_refused(struct msv_client *c, const struct client_refusals *refused,
+                          const char *const *targets, size_t n, int gone)
 {
     size_t others = 0;
 
     for (size_t i = 0; i < n; i++) {
         size_t k = client_refusal_find(refused, targets[i]);
 
-        if (strcmp(targets[i], c->handle) == 0 || client_is_own_handle(c, targets[i]))
+        if (client_is_own_handle(c, targets[i]))
             continue;
-        others++;
-        if (k == refused->n || !refused->gone[k])
-            return 0;
-    }
-    return others > 0;
-}
-
-/* Whether every target but this account is refused (for any reason), and one is. */
-static int others_refused(struct msv_client *c, const struct client_refusals *refused,
-                          const char *const *targets, size_t n)
-{
-    size_t others = 0;
-
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(targets[i], c->handle) == 0 || client_is_own_handle(c, targets[i]))
-            continue;
-        if (!client_is_refused(refused, targets[i]))
+        if (k == refused->n || (gone && !refused->gone[k]))
             return 0;
         others++;
     }
@@ -612,7 +596,7 @@ static int others_refused(struct msv_client *c, const struct client_refusals *re
 static int names_others(struct msv_client *c, const char *const *targets, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (strcmp(targets[i], c->handle) != 0 && !client_is_own_handle(c, targets[i]))
+        if (!client_is_own_handle(c, targets[i]))
             return 1;
     return 0;
 }
@@ -930,7 +914,7 @@ static msv_err mls_send(struct msv_client *c, const uint8_t *gid, const uint8_t 
         err = deliver_once(c, id, (const char *const *)to, n, pt, pt_len, refused);
     /* the MLS message went: the members outside its tree all refused fails nothing; their
      * refusals are owed and told by the caller (owe_to_refused) */
-    if (err != MSV_OK && n > 0 && others_refused(c, refused, (const char *const *)to, n))
+    if (err != MSV_OK && n > 0 && others_refused(c, refused, (const char *const *)to, n, 0))
         err = MSV_OK;
     free(to);
     free(outside);
@@ -1633,7 +1617,7 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
         err = deliver_payload(c, p->message_id, targets, t, pt, pt_len,
                               goes_on_mls(c, p, targets_in, n_in) ? p->group_id : NULL, &refused);
     /* to handles no account has alone: it never goes, failed now rather than queued */
-    if (err == MSV_ERR_NOT_FOUND && all_gone(c, &refused, targets, t) &&
+    if (err == MSV_ERR_NOT_FOUND && others_refused(c, &refused, targets, t, 1) &&
         outbox_settle(c, p->message_id, "failed") == MSV_OK)
         c->why.code = MSV_REFUSAL_GONE;
     /* the others have it; those refused are owed it, and told of */
