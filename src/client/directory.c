@@ -42,20 +42,24 @@ static void renewed_key(const char *handle, char key[sizeof(RENEWED_AT) + MSV_HA
     snprintf(key, sizeof(RENEWED_AT) + MSV_HANDLE_MAX + 1, RENEWED_AT "%s", folded);
 }
 
-msv_err client_new_account(struct msv_client *c, const char *handle)
+/*
+ * handle's account was deleted and registered again (log entry index of the new account): when
+ * this device learnt it is kept (client_renewed_since), the sessions with the devices known of
+ * it go (a verified mark stays, no longer matching), and the user is told (on_account_new)
+ * before msv_kt_renewed_told.
+ */
+static msv_err new_account(struct msv_client *c, const char *handle, uint64_t index)
 {
     struct msv_known_device *devs = NULL;
     size_t n = 0;
     char key[sizeof(RENEWED_AT) + MSV_HANDLE_MAX + 1];
     uint8_t at[16], *was = NULL;
     size_t was_len = 0;
-    uint64_t index = 0;
     msv_err err = msv_client_db_known_devices(c->db, handle, &devs, &n);
 
     /* first, so that a crash after it withholds what was written before; told of the same entry
      * again (a crash before the telling ended, or two processes telling at once), the time it
      * was first learnt stays: what the user wrote since goes */
-    (void)msv_kt_renewed_index(c->db, handle, &index);
     renewed_key(handle, key);
     msv_put_u64be(at, (uint64_t)msv_wall_ms());
     msv_put_u64be(at + 8, index);
@@ -121,11 +125,12 @@ static msv_err new_accounts(struct msv_client *c, const Msv__Wire__LookupRespons
 
     for (size_t i = 0; err == MSV_OK && i < r->n_results; i++) {
         char handle[257];
+        uint64_t index = 0;
 
         snprintf(handle, sizeof(handle), "%.*s", (int)r->results[i]->handle.len,
                  (const char *)r->results[i]->handle.data);
-        if (msv_kt_is_renewed(c->db, handle))
-            err = client_new_account(c, handle);
+        if (msv_kt_renewed_index(c->db, handle, &index))
+            err = new_account(c, handle, index);
     }
     return err;
 }

@@ -333,12 +333,6 @@ msv_err client_lineage_check(struct msv_client *c, void (*on_alarm)(void *, cons
 /* This device's handle first, then the account's others as last listed, then those it still
  * watches (caller frees with msv_handles_free). */
 msv_err client_own_handles_known(struct msv_client *c, char ***out, size_t *n);
-/*
- * handle's account was deleted and registered again: when this device learnt it is kept
- * (client_renewed_since), the sessions with the devices known of it go (a verified mark stays,
- * no longer matching), and the user is told (on_account_new) before msv_kt_renewed_told.
- */
-msv_err client_new_account(struct msv_client *c, const char *handle);
 /* Whether this device learnt at since_ms or later that handle is a new account (what was
  * written to handle before then was written to the account deleted, and does not go). */
 int client_renewed_since(struct msv_client *c, const char *handle, int64_t since_ms);

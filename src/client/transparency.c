@@ -412,13 +412,6 @@ static msv_err renewed_mark(struct msv_client_db *db, const uint8_t *handle, siz
     return msv_client_db_set(db, key, v, sizeof(v));
 }
 
-int msv_kt_is_renewed(struct msv_client_db *db, const char *handle)
-{
-    uint64_t index;
-
-    return msv_kt_renewed_index(db, handle, &index);
-}
-
 int msv_kt_renewed_index(struct msv_client_db *db, const char *handle, uint64_t *index)
 {
     char key[300];

@@ -91,11 +91,9 @@ MSV_MUST_CHECK msv_err msv_kt_device_key_differs(struct msv_client_db *db, uint6
 /*
  * A handle's account deleted and registered again (docs/transparency.md, "A new account"):
  * msv_kt_check_lookup marks a handle this device knew whose answer shows its tombstone at or
- * after the entry it knew, then a later entry; msv_kt_is_renewed says so (1) until
- * msv_kt_renewed_told, once the user was told.
+ * after the entry it knew, then a later entry; msv_kt_renewed_index says so (1), with the log
+ * index of that entry (*index), until msv_kt_renewed_told, once the user was told.
  */
-int msv_kt_is_renewed(struct msv_client_db *db, const char *handle);
-/* msv_kt_is_renewed, and the log index of the new account's entry that said so (*index). */
 int msv_kt_renewed_index(struct msv_client_db *db, const char *handle, uint64_t *index);
 MSV_MUST_CHECK msv_err msv_kt_renewed_told(struct msv_client_db *db, const char *handle);
 /*
